@@ -1,0 +1,138 @@
+// @ts-check
+// ESLint flat config. Not type-aware on purpose (fast, and independent of the TS compiler's JS API).
+import js from '@eslint/js';
+import { defineConfig } from 'eslint/config';
+import tseslint from 'typescript-eslint';
+
+/**
+ * Globals and properties the pure Raft core (src/raft) may not touch: time,
+ * randomness, timers, the process and the outside world arrive through
+ * injected interfaces (ticks, Rng, Ready) so that the simulator can replay a
+ * seed exactly (DESIGN.md: "the consensus core: PURE").
+ */
+const RAFT_FORBIDDEN_GLOBALS = [
+  'Date',
+  'setTimeout',
+  'setInterval',
+  'setImmediate',
+  'clearTimeout',
+  'clearInterval',
+  'clearImmediate',
+  'process',
+  'performance',
+  'queueMicrotask',
+  'require',
+  'fetch',
+  'crypto',
+  'Buffer',
+  'global',
+  'globalThis',
+].map((name) => ({
+  name,
+  message: `src/raft is pure: no '${name}'. Time, randomness and IO come in through ticks, Rng and Ready.`,
+}));
+
+const RAFT_MESSAGE = 'src/raft is pure: it may import only relative files inside src/raft.';
+
+/**
+ * layerImports forbids imports of the named layers (as relative paths from any
+ * depth of src/<layer>/**), so imports point one way:
+ * raft <- storage, snapshot, transport <- node <- api <- gateway, cli.
+ * @param {string[]} layers
+ */
+function layerImports(layers) {
+  return {
+    'no-restricted-imports': [
+      'error',
+      {
+        patterns: [
+          {
+            regex: `^(\\.\\./)+(${layers.join('|')})(/|$)`,
+            message: `Layer rule (DESIGN.md): this layer may not import ${layers.join(', ')}.`,
+          },
+        ],
+      },
+    ],
+  };
+}
+
+/**
+ * raftImports allows, for a file `depth` directories below src/raft, only
+ * relative imports that do not climb out of src/raft.
+ * @param {number} depth
+ */
+function raftImports(depth) {
+  return {
+    'no-restricted-imports': [
+      'error',
+      {
+        patterns: [
+          // Anything that is not relative: node:*, bare packages, absolute paths, URLs.
+          { regex: '^(?!\\.{1,2}/)', message: RAFT_MESSAGE },
+          // Relative paths that climb above src/raft.
+          { regex: `^(\\./)*(\\.\\./){${depth + 1},}`, message: RAFT_MESSAGE },
+          // '..' or '.' alone (a directory import) at the top.
+          ...(depth === 0 ? [{ regex: '^\\.\\.?$', message: RAFT_MESSAGE }] : []),
+        ],
+      },
+    ],
+  };
+}
+
+export default defineConfig(
+  {
+    ignores: ['dist/**', 'src/gen/**', 'node_modules/**', 'coverage/**', 'data/**', 'bench/out/**'],
+  },
+  js.configs.recommended,
+  tseslint.configs.recommended,
+  {
+    languageOptions: { ecmaVersion: 2022, sourceType: 'module' },
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/consistent-type-imports': 'error',
+    },
+  },
+  // Layers (DESIGN.md): left may not import right.
+  {
+    files: ['src/storage/**/*.ts', 'src/snapshot/**/*.ts', 'src/transport/**/*.ts'],
+    rules: layerImports(['node', 'api', 'gateway', 'cli']),
+  },
+  {
+    files: ['src/node/**/*.ts'],
+    rules: layerImports(['api', 'gateway', 'cli']),
+  },
+  {
+    files: ['src/api/**/*.ts'],
+    rules: layerImports(['gateway', 'cli']),
+  },
+  // The pure Raft core: restricted globals and syntax for every file under src/raft ...
+  {
+    files: ['src/raft/**/*.ts'],
+    rules: {
+      'no-restricted-globals': ['error', ...RAFT_FORBIDDEN_GLOBALS],
+      'no-restricted-properties': [
+        'error',
+        { object: 'Math', property: 'random', message: 'src/raft is pure: use the injected Rng.' },
+        { object: 'Date', property: 'now', message: 'src/raft is pure: count ticks.' },
+        { object: 'performance', property: 'now', message: 'src/raft is pure: count ticks.' },
+      ],
+      'no-restricted-syntax': [
+        'error',
+        { selector: 'ImportExpression', message: 'src/raft is pure: no dynamic import().' },
+        { selector: "CallExpression[callee.name='require']", message: 'src/raft is pure: no require().' },
+        { selector: 'TSImportEqualsDeclaration', message: 'src/raft is pure: no import = require().' },
+      ],
+    },
+  },
+  // ... and imports: only relative files that stay inside src/raft. A file at
+  // depth d below src/raft may climb at most d levels ('../' x d); files nested
+  // deeper than 3 directories may not climb at all (the strict default).
+  {
+    files: ['src/raft/**/*.ts'],
+    rules: raftImports(0),
+  },
+  ...[1, 2, 3].map((depth) => ({
+    files: [`src/raft/${'*/'.repeat(depth)}*.ts`],
+    rules: raftImports(depth),
+  })),
+);

@@ -1,0 +1,127 @@
+/**
+ * ProgressState: how the leader replicates to one follower (etcd-io/raft's
+ * design): `probe` sends one append per heartbeat round until the match point
+ * is found, `replicate` pipelines up to a cap of appends in flight, `snapshot`
+ * waits while the follower fetches and installs a snapshot.
+ */
+export type ProgressState = 'probe' | 'replicate' | 'snapshot';
+
+/** Progress is the leader's view of one member's log. */
+export class Progress {
+  match = 0;
+  next: number;
+  state: ProgressState = 'probe';
+  /** probeSent: in probe state, an append is in flight; wait for its answer or a heartbeat answer. */
+  probeSent = false;
+  /** pendingSnapshot: index of the snapshot the follower is installing (snapshot state). */
+  pendingSnapshot = 0;
+  /** snapshotTicksIdle: ticks since the follower last confirmed it is still installing. */
+  snapshotTicksIdle = 0;
+  /** recentActive: heard from within the current election timeout (CheckQuorum). */
+  recentActive = false;
+  /** readSeqAcked: highest ReadIndex round this member acknowledged. */
+  readSeqAcked = 0;
+  private readonly inflight: number[] = [];
+
+  constructor(
+    next: number,
+    private readonly maxInflight: number,
+  ) {
+    this.next = next;
+  }
+
+  becomeProbe(): void {
+    if (this.state === 'snapshot') {
+      this.next = Math.max(this.match + 1, this.pendingSnapshot + 1);
+    } else {
+      this.next = this.match + 1;
+    }
+    this.state = 'probe';
+    this.probeSent = false;
+    this.pendingSnapshot = 0;
+    this.inflight.length = 0;
+  }
+
+  becomeReplicate(): void {
+    this.state = 'replicate';
+    this.next = this.match + 1;
+    this.probeSent = false;
+    this.pendingSnapshot = 0;
+    this.inflight.length = 0;
+  }
+
+  becomeSnapshot(index: number): void {
+    this.state = 'snapshot';
+    this.pendingSnapshot = index;
+    this.snapshotTicksIdle = 0;
+    this.probeSent = false;
+    this.inflight.length = 0;
+  }
+
+  /** maybeUpdate records a successful append up to index; false when it tells nothing new. */
+  maybeUpdate(index: number): boolean {
+    let updated = false;
+    if (this.match < index) {
+      this.match = index;
+      updated = true;
+      this.probeSent = false;
+    }
+    if (this.next < index + 1) this.next = index + 1;
+    return updated;
+  }
+
+  /**
+   * maybeDecrTo handles a rejected append of prevLogIndex `rejected`; `hint` is
+   * where the leader should retry. Returns false for a stale rejection.
+   */
+  maybeDecrTo(rejected: number, hint: number): boolean {
+    if (this.state === 'replicate') {
+      if (rejected <= this.match) return false;
+      this.next = Math.max(this.match + 1, Math.min(rejected, hint + 1));
+      return true;
+    }
+    if (this.next - 1 !== rejected) return false;
+    this.next = Math.max(1, this.match + 1, Math.min(rejected, hint + 1));
+    this.probeSent = false;
+    return true;
+  }
+
+  /** sentAppend records an append ending at lastIndex that was just sent. */
+  sentAppend(lastIndex: number, entryCount: number): void {
+    if (this.state === 'replicate') {
+      if (entryCount > 0) {
+        this.next = lastIndex + 1;
+        this.inflight.push(lastIndex);
+      }
+    } else if (this.state === 'probe') {
+      this.probeSent = true;
+    }
+  }
+
+  /** freeTo releases the inflight appends acknowledged up to index. */
+  freeTo(index: number): void {
+    let n = 0;
+    while (n < this.inflight.length && (this.inflight[n] ?? 0) <= index) n++;
+    if (n > 0) this.inflight.splice(0, n);
+  }
+
+  /** freeFirst releases one inflight slot (a heartbeat answer while the pipeline is full). */
+  freeFirst(): void {
+    if (this.inflight.length >= this.maxInflight) this.inflight.shift();
+  }
+
+  isPaused(): boolean {
+    switch (this.state) {
+      case 'probe':
+        return this.probeSent;
+      case 'replicate':
+        return this.inflight.length >= this.maxInflight;
+      case 'snapshot':
+        return true;
+    }
+  }
+
+  inflightCount(): number {
+    return this.inflight.length;
+  }
+}

@@ -1,0 +1,1136 @@
+import { NotLeaderError, ProposalDroppedError } from './errors.js';
+import { RaftLog, type LogPosition } from './log.js';
+import {
+  MembershipChangeError,
+  applyConfChange,
+  decodeConfChangeOrNull,
+  encodeConfChange,
+  isMember,
+  isVoter,
+  members,
+  quorum,
+  validateConfChange,
+} from './membership.js';
+import { Progress, type ProgressState } from './progress.js';
+import {
+  NO_NODE,
+  type AppendRequest,
+  type AppendResponse,
+  type ConfChange,
+  type Entry,
+  type HardState,
+  type Heartbeat,
+  type HeartbeatResponse,
+  type Membership,
+  type Message,
+  type NodeId,
+  type ReadFailure,
+  type ReadState,
+  type Ready,
+  type Rng,
+  type Role,
+  type SnapshotMeta,
+  type SnapshotRequest,
+  type SnapshotResponse,
+  type SoftState,
+  type VoteRequest,
+  type VoteResponse,
+} from './types.js';
+
+/** RaftConfig tunes one node. Times are in ticks; the driver decides how long a tick is. */
+export interface RaftConfig {
+  readonly id: NodeId;
+  /** electionTimeoutTicks: a follower campaigns after a random timeout in [t, 2t) without a leader. */
+  readonly electionTimeoutTicks: number;
+  readonly heartbeatIntervalTicks: number;
+  readonly rng: Rng;
+  /** preVote: ask for votes at term+1 before disrupting anyone (dissertation §9.6). */
+  readonly preVote: boolean;
+  /** checkQuorum: a leader that has not heard from a quorum for an election timeout steps down (§6.2). */
+  readonly checkQuorum: boolean;
+  /** maxInflightAppends: appends pipelined to one follower before waiting for answers. */
+  readonly maxInflightAppends: number;
+  /** maxAppendBytes: entry data per append message (at least one entry is always sent). */
+  readonly maxAppendBytes: number;
+  /** maxUncommittedBytes: proposals are refused while this much is proposed but not committed. */
+  readonly maxUncommittedBytes: number;
+  /** maxApplyBytes: committed entry data handed to the driver in one Ready. */
+  readonly maxApplyBytes: number;
+  /** maxPendingReads: ReadIndex requests waiting at the leader before new ones are refused. */
+  readonly maxPendingReads: number;
+}
+
+export function defaultRaftConfig(id: NodeId, rng: Rng, overrides: Partial<RaftConfig> = {}): RaftConfig {
+  return {
+    id,
+    rng,
+    electionTimeoutTicks: 10,
+    heartbeatIntervalTicks: 1,
+    preVote: true,
+    checkQuorum: true,
+    maxInflightAppends: 256,
+    maxAppendBytes: 1 << 20,
+    maxUncommittedBytes: 64 << 20,
+    maxApplyBytes: 16 << 20,
+    maxPendingReads: 4096,
+    ...overrides,
+  };
+}
+
+/** RaftBootState is what the driver persisted, handed back at start. */
+export interface RaftBootState {
+  readonly hardState: HardState;
+  /** snapshot: the newest snapshot the node holds (a new cluster: index 0 with the initial membership). */
+  readonly snapshot: SnapshotMeta;
+  /** logBase: the last compacted entry ({0, 0} when nothing was compacted). */
+  readonly logBase: LogPosition;
+  /** entries: persisted entries after logBase.index, contiguous. */
+  readonly entries: readonly Entry[];
+  /** applied: the state machine's applied index (>= snapshot.index). */
+  readonly applied: number;
+}
+
+export interface ProgressStatus {
+  readonly match: number;
+  readonly next: number;
+  readonly state: ProgressState;
+  readonly inflight: number;
+  readonly pendingSnapshot: number;
+}
+
+export interface RaftStatus {
+  readonly id: NodeId;
+  readonly term: number;
+  readonly vote: NodeId;
+  readonly role: Role;
+  readonly leader: NodeId;
+  readonly commit: number;
+  readonly applied: number;
+  readonly firstIndex: number;
+  readonly lastIndex: number;
+  readonly snapshotIndex: number;
+  readonly membership: Membership;
+  readonly progress: Readonly<Record<NodeId, ProgressStatus>>;
+  readonly leadTransferee: NodeId;
+  readonly installingSnapshot: number;
+}
+
+interface PendingRead {
+  readonly seq: number;
+  readonly index: number;
+  readonly context: string;
+  readonly from: NodeId;
+}
+
+interface ConfPoint {
+  readonly index: number;
+  readonly membership: Membership;
+}
+
+type MessageBody<M extends Message> = M extends Message ? Omit<M, 'from' | 'to' | 'term'> & { term?: number } : never;
+
+/**
+ * RaftNode is the pure Raft core: it does no IO, reads no clock and draws
+ * randomness only from the injected Rng. Input: tick(), step(message) and the
+ * proposal methods. Output: ready(), handled by the driver, then advance().
+ * The same code runs under the seeded simulator (test/sim) and in the real
+ * node (src/node).
+ *
+ * Section references are to the Raft paper (Ongaro & Ousterhout, 2014) and
+ * Ongaro's dissertation (2014).
+ */
+export class RaftNode {
+  readonly id: NodeId;
+  protected readonly cfg: RaftConfig;
+  protected readonly log: RaftLog;
+
+  protected term = 0;
+  protected vote: NodeId = NO_NODE;
+  protected role: Role = 'follower';
+  protected lead: NodeId = NO_NODE;
+
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  private randomizedElectionTimeout = 0;
+  private votes = new Map<NodeId, boolean>();
+  protected readonly prs = new Map<NodeId, Progress>();
+
+  private baseMembership: Membership;
+  private baseMembershipIndex: number;
+  private confPoints: ConfPoint[] = [];
+  private membership: Membership;
+  /** pendingConfIndex: a leader proposes no membership change until this index commits. */
+  private pendingConfIndex = 0;
+  private uncommittedBytes = 0;
+
+  private leadTransferee: NodeId = NO_NODE;
+
+  private snapshot: SnapshotMeta;
+  /** installing: the snapshot this follower is fetching. */
+  private installing: SnapshotMeta | null = null;
+  private snapshotToFetch: SnapshotMeta | null = null;
+  private logResetPending: LogPosition | null = null;
+
+  private readSeq = 0;
+  private readRoundWanted = false;
+  private pendingReads: PendingRead[] = [];
+  private deferredReads: { context: string; from: NodeId }[] = [];
+
+  private msgs: Message[] = [];
+  private readStates: ReadState[] = [];
+  private readFailures: ReadFailure[] = [];
+  private prevHardState: HardState;
+  private prevSoftState: SoftState;
+  private readyOutstanding = false;
+
+  constructor(config: RaftConfig, boot: RaftBootState) {
+    if (config.electionTimeoutTicks <= config.heartbeatIntervalTicks) {
+      throw new Error('RaftNode: electionTimeoutTicks must be greater than heartbeatIntervalTicks');
+    }
+    if (config.maxInflightAppends < 1) throw new Error('RaftNode: maxInflightAppends must be at least 1');
+    this.id = config.id;
+    this.cfg = config;
+    const snap = boot.snapshot;
+    if (boot.applied < snap.index) {
+      throw new Error(`RaftNode: state machine applied ${boot.applied} is behind its snapshot ${snap.index}`);
+    }
+    let log = new RaftLog(boot.logBase, boot.entries, boot.hardState.commit, boot.applied);
+    if (snap.index > boot.logBase.index && !log.matchTerm(snap.index, snap.term)) {
+      // The log does not hold the snapshot's last entry (a crash between installing a snapshot
+      // and resetting the log): the snapshot wins, the log is discarded (Raft §7).
+      log = new RaftLog({ index: snap.index, term: snap.term }, [], snap.index, snap.index);
+      this.logResetPending = { index: snap.index, term: snap.term };
+    }
+    if (boot.applied > log.lastIndex()) {
+      throw new Error(`RaftNode: state machine applied ${boot.applied} is beyond the last log entry ${log.lastIndex()}`);
+    }
+    this.log = log;
+    this.log.appliedTo(boot.applied);
+    if (this.log.committed < boot.applied) this.log.commitTo(boot.applied);
+    this.snapshot = snap;
+    this.term = boot.hardState.term;
+    this.vote = boot.hardState.vote;
+    this.baseMembership = snap.membership;
+    this.baseMembershipIndex = snap.index;
+    this.membership = snap.membership;
+    this.rebuildConfPoints();
+    this.prevHardState = this.hardState();
+    this.prevSoftState = { leader: NO_NODE, role: 'follower' };
+    this.resetRandomizedElectionTimeout();
+  }
+
+  // ---------------------------------------------------------------- inputs
+
+  /** tick advances logical time by one tick. */
+  tick(): void {
+    if (this.role === 'leader') this.tickHeartbeat();
+    else this.tickElection();
+  }
+
+  /** campaign starts an election now (if this node is a voter and not the leader). */
+  campaign(): void {
+    this.hup(false);
+  }
+
+  /**
+   * propose appends data to the log as the leader. Returns the entry's position;
+   * the proposal succeeded once an entry with that index and term is applied.
+   * Throws NotLeaderError on a non-leader, ProposalDroppedError during a
+   * leadership transfer or when too much is uncommitted.
+   */
+  propose(data: Uint8Array): LogPosition {
+    return this.appendAsLeader('normal', data);
+  }
+
+  /** proposeConfChange proposes a single-server membership change (dissertation §4.1). */
+  proposeConfChange(cc: ConfChange): LogPosition {
+    if (this.role !== 'leader') throw new NotLeaderError(this.lead);
+    if (this.pendingConfIndex > this.log.committed) {
+      throw new MembershipChangeError('another membership change is not committed yet');
+    }
+    if (!this.committedInTerm()) {
+      // dissertation §4.1 (bug fix of 2015): a new leader first commits an entry of its term.
+      throw new MembershipChangeError('the leader has not committed an entry in its term yet');
+    }
+    validateConfChange(this.membership, cc);
+    const pos = this.appendAsLeader('conf', encodeConfChange(cc));
+    this.pendingConfIndex = pos.index;
+    return pos;
+  }
+
+  /** transferLeadership hands leadership to a caught-up voter with TimeoutNow (dissertation §3.10). */
+  transferLeadership(to: NodeId): void {
+    if (this.role !== 'leader') throw new NotLeaderError(this.lead);
+    if (to === this.id) return;
+    if (!isVoter(this.membership, to)) throw new MembershipChangeError(`${to} is not a voter`);
+    if (this.leadTransferee === to) return;
+    this.leadTransferee = to;
+    this.electionElapsed = 0;
+    const pr = this.prs.get(to);
+    if (pr !== undefined && pr.match === this.log.lastIndex()) this.send(to, { type: 'timeoutNow' });
+    else this.sendAppend(to, true);
+  }
+
+  /**
+   * readIndex asks for a linearizable read point (dissertation §6.4). The
+   * answer arrives in a later Ready: a ReadState (serve the read once applied
+   * reaches its index) or a ReadFailure.
+   */
+  readIndex(context: string): void {
+    if (this.role === 'leader') {
+      this.handleReadIndexRequest(context, this.id);
+    } else if (this.lead === NO_NODE) {
+      this.readFailures.push({ context, reason: 'no leader is known' });
+    } else {
+      this.send(this.lead, { type: 'readIndex', context });
+    }
+  }
+
+  /** step handles one message from a peer. */
+  step(m: Message): void {
+    if (m.to !== this.id) return;
+    if (m.term > this.term) {
+      if (m.type === 'vote' && !m.transfer && this.inLeaderLease()) {
+        // dissertation §4.2.3: while we hear from a leader, disruptive candidates are ignored.
+        return;
+      }
+      if (m.type === 'vote' && m.preVote) {
+        // A pre-vote does not change our term.
+      } else if (m.type === 'voteResp' && m.preVote && m.granted) {
+        // Granted pre-votes carry the future term of our pre-candidacy.
+      } else if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, NO_NODE);
+      }
+    } else if (m.term < this.term) {
+      if (m.type === 'append' || m.type === 'heartbeat') {
+        // A stale leader learns our term and steps down (needed with CheckQuorum and PreVote,
+        // since we will not answer its pre-votes).
+        this.send(m.from, { type: 'heartbeatResp', readSeq: 0, installingIndex: 0 });
+      } else if (m.type === 'vote' && m.preVote) {
+        this.send(m.from, { type: 'voteResp', preVote: true, granted: false });
+      }
+      return;
+    }
+
+    if (m.type === 'vote') {
+      this.handleVote(m);
+      return;
+    }
+    switch (this.role) {
+      case 'leader':
+        this.stepLeader(m);
+        return;
+      case 'candidate':
+      case 'preCandidate':
+        this.stepCandidate(m);
+        return;
+      case 'follower':
+        this.stepFollower(m);
+        return;
+    }
+  }
+
+  // ---------------------------------------------------------------- Ready
+
+  hasReady(): boolean {
+    if (this.readyOutstanding) return false;
+    return (
+      this.msgs.length > 0 ||
+      this.readRoundWanted ||
+      this.readStates.length > 0 ||
+      this.readFailures.length > 0 ||
+      this.snapshotToFetch !== null ||
+      this.logResetPending !== null ||
+      this.log.stableIndex < this.log.lastIndex() ||
+      this.log.committed > this.log.applied ||
+      !sameHardState(this.hardStateToPersist(), this.prevHardState) ||
+      !sameSoftState(this.softState(), this.prevSoftState)
+    );
+  }
+
+  /** ready returns the work for the driver (see Ready in types.ts). Call advance() before the next ready(). */
+  ready(): Ready {
+    if (this.readyOutstanding) throw new Error('RaftNode: ready() called again before advance()');
+    if (this.readRoundWanted) {
+      this.readRoundWanted = false;
+      this.readSeq++;
+      this.bcastHeartbeat();
+      this.maybeResolveReads();
+    }
+    const hs = this.hardStateToPersist();
+    const ss = this.softState();
+    const rd: Ready = {
+      logReset: this.logResetPending,
+      softState: sameSoftState(ss, this.prevSoftState) ? null : ss,
+      hardState: sameHardState(hs, this.prevHardState) ? null : hs,
+      entries: this.log.unstable(),
+      snapshot: this.snapshotToFetch,
+      committedEntries: this.log.nextToApply(this.cfg.maxApplyBytes),
+      messages: this.msgs,
+      readStates: this.readStates,
+      readFailures: this.readFailures,
+    };
+    this.msgs = [];
+    this.readStates = [];
+    this.readFailures = [];
+    this.snapshotToFetch = null;
+    this.logResetPending = null;
+    if (rd.softState !== null) this.prevSoftState = rd.softState;
+    this.readyOutstanding = true;
+    return rd;
+  }
+
+  /** advance tells the core the driver has done everything rd asked. */
+  advance(rd: Ready): void {
+    this.readyOutstanding = false;
+    if (rd.hardState !== null) this.prevHardState = rd.hardState;
+    const last = rd.entries[rd.entries.length - 1];
+    if (last !== undefined) {
+      this.log.stableTo(last);
+      if (this.role === 'leader') {
+        const self = this.prs.get(this.id);
+        if (self !== undefined && self.maybeUpdate(this.log.stableIndex) && this.maybeCommit()) this.bcastAppend();
+      }
+    }
+    const applied = rd.committedEntries[rd.committedEntries.length - 1];
+    if (applied !== undefined) this.log.appliedTo(applied.index);
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  /**
+   * restoreSnapshot: the driver fetched and verified the snapshot named by
+   * Ready.snapshot. Returns true when the driver must now replace its state
+   * machine with it (applied = meta.index); false when it is no longer needed.
+   * Either way the leader is told the outcome.
+   */
+  restoreSnapshot(meta: SnapshotMeta): boolean {
+    const to = this.lead;
+    if (this.installing !== null && this.installing.index <= meta.index) this.installing = null;
+    if (meta.index <= this.log.committed) {
+      if (to !== NO_NODE) this.send(to, { type: 'snapshotResp', index: this.log.committed, reject: false });
+      return false;
+    }
+    if (this.log.matchTerm(meta.index, meta.term)) {
+      // Raft §7: the log already holds the snapshot's last entry; keep what follows.
+      this.log.commitTo(meta.index);
+    } else {
+      this.log.reset({ index: meta.index, term: meta.term });
+      this.logResetPending = { index: meta.index, term: meta.term };
+      this.baseMembership = meta.membership;
+      this.baseMembershipIndex = meta.index;
+      this.rebuildConfPoints();
+    }
+    this.log.appliedTo(meta.index);
+    if (meta.index > this.snapshot.index) this.snapshot = meta;
+    if (to !== NO_NODE) this.send(to, { type: 'snapshotResp', index: meta.index, reject: false });
+    return true;
+  }
+
+  /** snapshotFailed: fetching the snapshot named by Ready.snapshot failed; the leader will retry. */
+  snapshotFailed(meta: SnapshotMeta): void {
+    if (this.installing?.index === meta.index) this.installing = null;
+    if (this.lead !== NO_NODE) this.send(this.lead, { type: 'snapshotResp', index: meta.index, reject: true });
+  }
+
+  /** setSnapshot: the driver holds a snapshot of its state machine at meta.index (<= applied). */
+  setSnapshot(meta: SnapshotMeta): void {
+    if (meta.index > this.log.applied) {
+      throw new Error(`RaftNode: snapshot ${meta.index} is beyond applied ${this.log.applied}`);
+    }
+    if (meta.index > this.snapshot.index) this.snapshot = meta;
+  }
+
+  /**
+   * compact drops in-memory entries up to index, which must be covered by the
+   * newest snapshot. Returns the new log base for the driver to persist.
+   */
+  compact(index: number): LogPosition {
+    if (index > this.snapshot.index) {
+      throw new Error(`RaftNode: cannot compact to ${index}, beyond the newest snapshot ${this.snapshot.index}`);
+    }
+    return this.log.compact(index);
+  }
+
+  /**
+   * compactionFloor returns the highest index that may be compacted without
+   * stranding a follower that is installing a snapshot: it will need the
+   * entries right after that snapshot (Typesense #2859, etcd #5317).
+   */
+  compactionFloor(): number {
+    let floor = this.log.applied;
+    if (this.role === 'leader') {
+      for (const pr of this.prs.values()) {
+        if (pr.state === 'snapshot') floor = Math.min(floor, pr.pendingSnapshot);
+      }
+    }
+    return floor;
+  }
+
+  /** membershipAt returns the membership as of index (index >= the newest snapshot's index). */
+  membershipAt(index: number): Membership {
+    let m = this.baseMembership;
+    for (const p of this.confPoints) {
+      if (p.index > index) break;
+      m = p.membership;
+    }
+    return m;
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  status(): RaftStatus {
+    const progress: Record<NodeId, ProgressStatus> = {};
+    if (this.role === 'leader') {
+      for (const [id, pr] of this.prs) {
+        progress[id] = {
+          match: pr.match,
+          next: pr.next,
+          state: pr.state,
+          inflight: pr.inflightCount(),
+          pendingSnapshot: pr.pendingSnapshot,
+        };
+      }
+    }
+    return {
+      id: this.id,
+      term: this.term,
+      vote: this.vote,
+      role: this.role,
+      leader: this.lead,
+      commit: this.log.committed,
+      applied: this.log.applied,
+      firstIndex: this.log.firstIndex(),
+      lastIndex: this.log.lastIndex(),
+      snapshotIndex: this.snapshot.index,
+      membership: this.membership,
+      progress,
+      leadTransferee: this.leadTransferee,
+      installingSnapshot: this.installing?.index ?? 0,
+    };
+  }
+
+  /** logTerm returns the term of the entry at index, undefined when compacted or absent. */
+  logTerm(index: number): number | undefined {
+    return this.log.term(index);
+  }
+
+  // ---------------------------------------------------------------- roles
+
+  protected becomeFollower(term: number, lead: NodeId): void {
+    this.reset(term);
+    this.role = 'follower';
+    this.lead = lead;
+  }
+
+  private becomePreCandidate(): void {
+    // A pre-candidate changes neither term nor vote (dissertation §9.6).
+    this.failPendingReads('leadership lost');
+    this.role = 'preCandidate';
+    this.lead = NO_NODE;
+    this.votes = new Map();
+    this.electionElapsed = 0;
+    this.resetRandomizedElectionTimeout();
+  }
+
+  private becomeCandidate(): void {
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = 'candidate';
+  }
+
+  private becomeLeader(): void {
+    this.reset(this.term);
+    this.role = 'leader';
+    this.lead = this.id;
+    this.syncProgress();
+    const self = this.prs.get(this.id);
+    if (self !== undefined) {
+      self.maybeUpdate(this.log.stableIndex);
+      self.becomeReplicate();
+    }
+    // Conservatively, no membership change until this term's first entry commits.
+    this.pendingConfIndex = this.log.lastIndex();
+    // Raft §5.4.2 / §8: commit an entry of the new term (a no-op) to learn what is committed.
+    const noop: Entry = { index: this.log.lastIndex() + 1, term: this.term, type: 'normal', data: new Uint8Array(0) };
+    this.appendEntries([noop]);
+    this.bcastAppend();
+  }
+
+  private reset(term: number): void {
+    if (this.term !== term) {
+      this.term = term;
+      this.vote = NO_NODE;
+    }
+    this.lead = NO_NODE;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.resetRandomizedElectionTimeout();
+    this.votes = new Map();
+    this.leadTransferee = NO_NODE;
+    this.uncommittedBytes = 0;
+    this.prs.clear();
+    this.failPendingReads('leadership lost');
+  }
+
+  private resetRandomizedElectionTimeout(): void {
+    this.randomizedElectionTimeout = this.cfg.electionTimeoutTicks + this.cfg.rng.nextInt(this.cfg.electionTimeoutTicks);
+  }
+
+  private promotable(): boolean {
+    return isVoter(this.membership, this.id) && this.installing === null;
+  }
+
+  private inLeaderLease(): boolean {
+    return this.cfg.checkQuorum && this.lead !== NO_NODE && this.electionElapsed < this.cfg.electionTimeoutTicks;
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.hup(false);
+    }
+  }
+
+  private tickHeartbeat(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.cfg.electionTimeoutTicks) {
+      this.electionElapsed = 0;
+      if (this.cfg.checkQuorum && !this.quorumActive()) {
+        // §6.2: a leader cut off from a quorum steps down so clients look elsewhere.
+        this.becomeFollower(this.term, NO_NODE);
+        return;
+      }
+      this.leadTransferee = NO_NODE; // a transfer that did not finish within an election timeout is abandoned
+    }
+    for (const [id, pr] of this.prs) {
+      if (pr.state !== 'snapshot') continue;
+      pr.snapshotTicksIdle++;
+      if (pr.snapshotTicksIdle > 2 * this.cfg.electionTimeoutTicks) {
+        // The follower stopped confirming it is installing: offer the snapshot again.
+        pr.becomeProbe();
+        this.sendAppend(id, true);
+      }
+    }
+    if (this.heartbeatElapsed >= this.cfg.heartbeatIntervalTicks) {
+      this.heartbeatElapsed = 0;
+      this.bcastHeartbeat();
+    }
+  }
+
+  private quorumActive(): boolean {
+    let active = 0;
+    for (const id of this.membership.voters) {
+      if (id === this.id) active++;
+      else if (this.prs.get(id)?.recentActive === true) active++;
+    }
+    for (const [id, pr] of this.prs) if (id !== this.id) pr.recentActive = false;
+    return active >= quorum(this.membership);
+  }
+
+  private hup(transfer: boolean): void {
+    if (this.role === 'leader' || !this.promotable()) return;
+    if (this.cfg.preVote && !transfer) this.campaignPre();
+    else this.campaignReal(transfer);
+  }
+
+  private campaignPre(): void {
+    this.becomePreCandidate();
+    if (this.poll(this.id, true) === 'won') {
+      this.campaignReal(false);
+      return;
+    }
+    this.requestVotes(true, false);
+  }
+
+  private campaignReal(transfer: boolean): void {
+    this.becomeCandidate();
+    if (this.poll(this.id, true) === 'won') {
+      this.becomeLeader();
+      return;
+    }
+    this.requestVotes(false, transfer);
+  }
+
+  private requestVotes(preVote: boolean, transfer: boolean): void {
+    const term = preVote ? this.term + 1 : this.term;
+    for (const id of this.membership.voters) {
+      if (id === this.id) continue;
+      this.send(id, {
+        type: 'vote',
+        term,
+        preVote,
+        transfer,
+        lastLogIndex: this.log.lastIndex(),
+        lastLogTerm: this.log.lastTerm(),
+      });
+    }
+  }
+
+  /** poll records a vote and tallies the election among the current voters (Raft §5.2). */
+  private poll(id: NodeId, granted: boolean): 'won' | 'lost' | 'pending' {
+    if (isVoter(this.membership, id) && !this.votes.has(id)) this.votes.set(id, granted);
+    let yes = 0;
+    let no = 0;
+    for (const v of this.membership.voters) {
+      const g = this.votes.get(v);
+      if (g === true) yes++;
+      else if (g === false) no++;
+    }
+    const q = quorum(this.membership);
+    if (yes >= q) return 'won';
+    if (no > this.membership.voters.length - q) return 'lost';
+    return 'pending';
+  }
+
+  // ---------------------------------------------------------------- votes
+
+  /**
+   * canGrantVote: Raft §5.2 (one vote per term, first come first served) and
+   * §5.4.1 (only to a candidate whose log is at least as up to date).
+   */
+  protected canGrantVote(m: VoteRequest): boolean {
+    const free =
+      this.vote === m.from || (this.vote === NO_NODE && this.lead === NO_NODE) || (m.preVote && m.term > this.term);
+    return free && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+  }
+
+  private handleVote(m: VoteRequest): void {
+    if (this.canGrantVote(m)) {
+      // A granted vote answers with the request's term so the candidate counts it.
+      this.send(m.from, { type: 'voteResp', term: m.term, preVote: m.preVote, granted: true });
+      if (!m.preVote) {
+        this.electionElapsed = 0;
+        this.vote = m.from;
+      }
+    } else {
+      this.send(m.from, { type: 'voteResp', preVote: m.preVote, granted: false });
+    }
+  }
+
+  private stepCandidate(m: Exclude<Message, VoteRequest>): void {
+    switch (m.type) {
+      case 'append':
+      case 'heartbeat':
+      case 'snapshot':
+        this.becomeFollower(m.term, m.from);
+        this.stepFollower(m);
+        return;
+      case 'voteResp':
+        this.handleVoteResponse(m);
+        return;
+      case 'readIndex':
+        this.send(m.from, { type: 'readIndexResp', context: m.context, index: 0, reject: true });
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleVoteResponse(m: VoteResponse): void {
+    const pre = this.role === 'preCandidate';
+    if (m.preVote !== pre) return;
+    if (pre && m.granted && m.term !== this.term + 1) return; // a stale pre-vote round
+    const result = this.poll(m.from, m.granted);
+    if (result === 'won') {
+      if (pre) this.campaignReal(false);
+      else this.becomeLeader();
+    } else if (result === 'lost') {
+      this.becomeFollower(this.term, NO_NODE);
+    }
+  }
+
+  // ---------------------------------------------------------------- follower
+
+  private stepFollower(m: Exclude<Message, VoteRequest>): void {
+    switch (m.type) {
+      case 'append':
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleAppend(m);
+        return;
+      case 'heartbeat':
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleHeartbeat(m);
+        return;
+      case 'snapshot':
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleSnapshot(m);
+        return;
+      case 'timeoutNow':
+        this.hup(true);
+        return;
+      case 'readIndexResp':
+        if (m.reject) this.readFailures.push({ context: m.context, reason: 'the leader could not serve the read' });
+        else this.readStates.push({ context: m.context, index: m.index });
+        return;
+      case 'readIndex':
+        this.send(m.from, { type: 'readIndexResp', context: m.context, index: 0, reject: true });
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** handleAppend: Raft §5.3 consistency check, conflict truncation and commit. */
+  private handleAppend(m: AppendRequest): void {
+    if (m.prevLogIndex < this.log.committed) {
+      this.send(m.from, { type: 'appendResp', reject: false, index: this.log.committed, hintIndex: 0, hintTerm: 0 });
+      return;
+    }
+    if (this.log.matchTerm(m.prevLogIndex, m.prevLogTerm)) {
+      const lastNew = m.prevLogIndex + m.entries.length;
+      const conflict = this.log.findConflict(m.entries);
+      if (conflict !== 0) {
+        const from = m.entries[conflict - m.prevLogIndex - 1];
+        if (from !== undefined) this.appendEntries(m.entries.slice(conflict - m.prevLogIndex - 1));
+      }
+      this.log.commitTo(Math.min(m.commit, lastNew));
+      this.send(m.from, { type: 'appendResp', reject: false, index: lastNew, hintIndex: 0, hintTerm: 0 });
+      return;
+    }
+    // Fast backtracking: point the leader at the last entry whose term may match.
+    const hintIndex = this.log.findConflictByTerm(Math.min(m.prevLogIndex, this.log.lastIndex()), m.prevLogTerm);
+    const hintTerm = this.log.term(hintIndex) ?? 0;
+    this.send(m.from, { type: 'appendResp', reject: true, index: m.prevLogIndex, hintIndex, hintTerm });
+  }
+
+  private handleHeartbeat(m: Heartbeat): void {
+    if (m.commit <= this.log.lastIndex()) this.log.commitTo(m.commit);
+    this.send(m.from, { type: 'heartbeatResp', readSeq: m.readSeq, installingIndex: this.installing?.index ?? 0 });
+  }
+
+  private handleSnapshot(m: SnapshotRequest): void {
+    const meta = m.snapshot;
+    if (meta.index <= this.log.committed) {
+      this.send(m.from, { type: 'snapshotResp', index: this.log.committed, reject: false });
+      return;
+    }
+    if (this.log.matchTerm(meta.index, meta.term)) {
+      // Raft §7: we already hold the snapshot's last entry.
+      this.log.commitTo(meta.index);
+      this.send(m.from, { type: 'snapshotResp', index: meta.index, reject: false });
+      return;
+    }
+    if (this.installing !== null && this.installing.index >= meta.index) return; // already fetching
+    this.installing = meta;
+    this.snapshotToFetch = meta;
+  }
+
+  // ---------------------------------------------------------------- leader
+
+  private stepLeader(m: Exclude<Message, VoteRequest>): void {
+    const pr = this.prs.get(m.from);
+    switch (m.type) {
+      case 'appendResp':
+        if (pr !== undefined) this.handleAppendResponse(m, pr);
+        return;
+      case 'heartbeatResp':
+        if (pr !== undefined) this.handleHeartbeatResponse(m, pr);
+        return;
+      case 'snapshotResp':
+        if (pr !== undefined) this.handleSnapshotResponse(m, pr);
+        return;
+      case 'readIndex':
+        this.handleReadIndexRequest(m.context, m.from);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private handleAppendResponse(m: AppendResponse, pr: Progress): void {
+    pr.recentActive = true;
+    if (m.reject) {
+      let hint = m.hintIndex;
+      if (m.hintTerm > 0) hint = this.log.findConflictByTerm(m.hintIndex, m.hintTerm);
+      if (pr.maybeDecrTo(m.index, hint)) {
+        if (pr.state === 'replicate') pr.becomeProbe();
+        this.sendAppend(m.from, true);
+      }
+      return;
+    }
+    const wasPaused = pr.isPaused();
+    if (!pr.maybeUpdate(m.index)) {
+      if (pr.state === 'replicate') pr.freeTo(m.index);
+      return;
+    }
+    if (pr.state === 'probe') pr.becomeReplicate();
+    else if (pr.state === 'snapshot' && pr.match >= pr.pendingSnapshot) pr.becomeReplicate();
+    else if (pr.state === 'replicate') pr.freeTo(m.index);
+
+    if (this.maybeCommit()) {
+      this.bcastAppend();
+    } else if (wasPaused || pr.state === 'replicate') {
+      while (this.sendAppend(m.from, false)) {
+        // keep the pipeline full (bounded by maxInflightAppends)
+      }
+    }
+    if (m.from === this.leadTransferee && pr.match === this.log.lastIndex()) {
+      this.send(m.from, { type: 'timeoutNow' });
+    }
+  }
+
+  private handleHeartbeatResponse(m: HeartbeatResponse, pr: Progress): void {
+    pr.recentActive = true;
+    pr.probeSent = false;
+    if (pr.state === 'replicate') pr.freeFirst();
+    if (pr.state === 'snapshot' && m.installingIndex === pr.pendingSnapshot) pr.snapshotTicksIdle = 0;
+    if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
+    if (m.readSeq > pr.readSeqAcked) {
+      pr.readSeqAcked = m.readSeq;
+      this.maybeResolveReads();
+    }
+  }
+
+  private handleSnapshotResponse(m: SnapshotResponse, pr: Progress): void {
+    pr.recentActive = true;
+    if (m.reject) {
+      if (pr.state === 'snapshot' && pr.pendingSnapshot === m.index) {
+        pr.becomeProbe();
+        pr.probeSent = true; // wait for the next heartbeat answer before offering it again
+      }
+      return;
+    }
+    if (pr.state === 'snapshot') pr.becomeProbe();
+    if (pr.maybeUpdate(m.index)) {
+      pr.becomeReplicate();
+      if (this.maybeCommit()) this.bcastAppend();
+    }
+    this.sendAppend(m.from, true);
+  }
+
+  /** isCommittable: Raft §5.4.2 — only entries of the current term are committed by counting replicas. */
+  protected isCommittable(index: number): boolean {
+    return this.log.term(index) === this.term;
+  }
+
+  /** maybeCommit advances the commit index to what a quorum of voters has persisted. */
+  protected maybeCommit(): boolean {
+    const matches: number[] = [];
+    for (const id of this.membership.voters) matches.push(this.prs.get(id)?.match ?? 0);
+    matches.sort((a, b) => b - a);
+    const candidate = matches[quorum(this.membership) - 1] ?? 0;
+    if (candidate <= this.log.committed || !this.isCommittable(candidate)) return false;
+    const before = this.log.committed;
+    this.log.commitTo(candidate);
+    this.onCommitted(before);
+    return true;
+  }
+
+  private onCommitted(before: number): void {
+    for (let i = Math.max(before + 1, this.log.firstIndex()); i <= this.log.committed; i++) {
+      this.uncommittedBytes = Math.max(0, this.uncommittedBytes - this.log.entry(i).data.length);
+    }
+    if (this.deferredReads.length > 0 && this.committedInTerm()) {
+      const deferred = this.deferredReads;
+      this.deferredReads = [];
+      for (const r of deferred) this.handleReadIndexRequest(r.context, r.from);
+    }
+    if (!isMember(this.membershipAt(this.log.committed), this.id)) {
+      // dissertation §4.2.2: a leader removed from the cluster steps down once the removal commits.
+      this.becomeFollower(this.term, NO_NODE);
+    }
+  }
+
+  private committedInTerm(): boolean {
+    return this.log.term(this.log.committed) === this.term;
+  }
+
+  private appendAsLeader(type: Entry['type'], data: Uint8Array): LogPosition {
+    if (this.role !== 'leader') throw new NotLeaderError(this.lead);
+    if (this.leadTransferee !== NO_NODE) {
+      throw new ProposalDroppedError(`leadership is being transferred to ${this.leadTransferee}`);
+    }
+    if (this.uncommittedBytes > 0 && this.uncommittedBytes + data.length > this.cfg.maxUncommittedBytes) {
+      throw new ProposalDroppedError('too much proposed data is not committed yet; retry later');
+    }
+    const e: Entry = { index: this.log.lastIndex() + 1, term: this.term, type, data };
+    this.uncommittedBytes += data.length;
+    this.appendEntries([e]);
+    this.bcastAppend();
+    return { index: e.index, term: e.term };
+  }
+
+  /** appendEntries appends to the log and tracks membership changes, which take effect once in the log (§4.1). */
+  private appendEntries(ents: readonly Entry[]): void {
+    const truncatedAt = this.log.append(ents);
+    let changed = false;
+    if (truncatedAt !== 0) {
+      const kept = this.confPoints.filter((p) => p.index < truncatedAt);
+      changed = kept.length !== this.confPoints.length;
+      this.confPoints = kept;
+    }
+    for (const e of ents) {
+      if (e.type !== 'conf' || e.index <= this.baseMembershipIndex) continue;
+      const cc = decodeConfChangeOrNull(e.data);
+      if (cc === null) continue;
+      this.confPoints.push({ index: e.index, membership: applyConfChange(this.currentMembershipFromPoints(), cc) });
+      changed = true;
+    }
+    if (changed) {
+      this.membership = this.currentMembershipFromPoints();
+      if (this.role === 'leader') this.syncProgress();
+    }
+  }
+
+  private currentMembershipFromPoints(): Membership {
+    return this.confPoints[this.confPoints.length - 1]?.membership ?? this.baseMembership;
+  }
+
+  private rebuildConfPoints(): void {
+    this.confPoints = [];
+    let m = this.baseMembership;
+    for (const e of this.log.entriesAfter(this.baseMembershipIndex)) {
+      if (e.type !== 'conf') continue;
+      const cc = decodeConfChangeOrNull(e.data);
+      if (cc === null) continue;
+      m = applyConfChange(m, cc);
+      this.confPoints.push({ index: e.index, membership: m });
+    }
+    this.membership = m;
+  }
+
+  /** syncProgress gives the leader a Progress for every member, and drops removed ones. */
+  private syncProgress(): void {
+    const ids = new Set(members(this.membership));
+    ids.add(this.id);
+    for (const id of ids) {
+      if (!this.prs.has(id)) this.prs.set(id, new Progress(this.log.lastIndex() + 1, this.cfg.maxInflightAppends));
+    }
+    for (const id of [...this.prs.keys()]) if (!ids.has(id)) this.prs.delete(id);
+  }
+
+  private bcastAppend(): void {
+    for (const id of this.prs.keys()) if (id !== this.id) this.sendAppend(id, false);
+  }
+
+  private bcastHeartbeat(): void {
+    for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      // Raft §5.3: never tell a follower to commit beyond what it is known to match.
+      this.send(id, { type: 'heartbeat', commit: Math.min(pr.match, this.log.committed), readSeq: this.readSeq });
+    }
+  }
+
+  /**
+   * sendAppend sends the next append to a follower unless its pipeline is
+   * paused; a follower whose next entry was compacted away gets a snapshot.
+   * Returns true when a message with entries was sent.
+   */
+  private sendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
+    const pr = this.prs.get(to);
+    if (pr === undefined || pr.isPaused()) return false;
+    const prevLogIndex = pr.next - 1;
+    const prevLogTerm = this.log.term(prevLogIndex);
+    if (prevLogTerm === undefined || pr.next < this.log.firstIndex()) {
+      this.sendSnapshot(to, pr);
+      return false;
+    }
+    const entries =
+      pr.next <= this.log.lastIndex() ? this.log.slice(pr.next, this.log.lastIndex() + 1, this.cfg.maxAppendBytes) : [];
+    if (entries.length === 0 && !sendIfEmpty) return false;
+    const msg: MessageBody<Message> = {
+      type: 'append',
+      prevLogIndex,
+      prevLogTerm,
+      entries,
+      commit: this.log.committed,
+    };
+    this.send(to, msg);
+    pr.sentAppend(prevLogIndex + entries.length, entries.length);
+    return entries.length > 0;
+  }
+
+  private sendSnapshot(to: NodeId, pr: Progress): void {
+    pr.becomeSnapshot(this.snapshot.index);
+    this.send(to, { type: 'snapshot', snapshot: this.snapshot });
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  private handleReadIndexRequest(context: string, from: NodeId): void {
+    if (this.pendingReads.length + this.deferredReads.length >= this.cfg.maxPendingReads) {
+      this.finishRead({ context, from, seq: 0, index: 0 }, 'too many reads are waiting');
+      return;
+    }
+    if (!this.committedInTerm()) {
+      // dissertation §6.4: the leader must first commit an entry of its term to know the commit index.
+      this.deferredReads.push({ context, from });
+      return;
+    }
+    this.pendingReads.push({ seq: this.readSeq + 1, index: this.log.committed, context, from });
+    this.readRoundWanted = true;
+    if (quorum(this.membership) === 1 && isVoter(this.membership, this.id)) {
+      this.readRoundWanted = false;
+      this.readSeq++;
+      this.maybeResolveReads();
+    }
+  }
+
+  /** maybeResolveReads serves every read whose heartbeat round a quorum has acknowledged. */
+  private maybeResolveReads(): void {
+    if (this.pendingReads.length === 0) return;
+    const acked: number[] = [];
+    for (const id of this.membership.voters) {
+      acked.push(id === this.id ? this.readSeq : (this.prs.get(id)?.readSeqAcked ?? 0));
+    }
+    acked.sort((a, b) => b - a);
+    const confirmed = acked[quorum(this.membership) - 1] ?? 0;
+    let n = 0;
+    while (n < this.pendingReads.length && (this.pendingReads[n]?.seq ?? Infinity) <= confirmed) n++;
+    if (n === 0) return;
+    for (const r of this.pendingReads.splice(0, n)) this.finishRead(r, null);
+  }
+
+  private finishRead(r: PendingRead, failure: string | null): void {
+    if (r.from === this.id) {
+      if (failure === null) this.readStates.push({ context: r.context, index: r.index });
+      else this.readFailures.push({ context: r.context, reason: failure });
+    } else {
+      this.send(r.from, { type: 'readIndexResp', context: r.context, index: r.index, reject: failure !== null });
+    }
+  }
+
+  private failPendingReads(reason: string): void {
+    const all = [...this.pendingReads, ...this.deferredReads.map((d) => ({ ...d, seq: 0, index: 0 }))];
+    this.pendingReads = [];
+    this.deferredReads = [];
+    this.readRoundWanted = false;
+    for (const r of all) this.finishRead(r, reason);
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  protected hardState(): HardState {
+    return { term: this.term, vote: this.vote, commit: this.log.committed };
+  }
+
+  /** hardStateToPersist: what a Ready asks the driver to persist. */
+  protected hardStateToPersist(): HardState {
+    return this.hardState();
+  }
+
+  private softState(): SoftState {
+    return { leader: this.lead, role: this.role };
+  }
+
+  private send(to: NodeId, body: MessageBody<Message>): void {
+    const msg = { ...body, from: this.id, to, term: body.term ?? this.term } as unknown as Message;
+    this.msgs.push(msg);
+  }
+}
+
+function sameHardState(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+function sameSoftState(a: SoftState, b: SoftState): boolean {
+  return a.leader === b.leader && a.role === b.role;
+}

@@ -1,0 +1,215 @@
+/**
+ * Types of the pure Raft core. Nothing here does IO; every value is plain data
+ * that the driver (src/node) persists, sends and applies, and that the seeded
+ * simulator (test/sim) inspects.
+ *
+ * Indexes and terms are JavaScript numbers (exact up to 2^53); the transport
+ * converts them to and from protobuf uint64.
+ */
+
+/** NodeId names a member of the cluster ("n1"). The empty string means none. */
+export type NodeId = string;
+export const NO_NODE: NodeId = '';
+
+/** EntryType: `normal` carries opaque application data (empty data = no-op); `conf` carries a ConfChange. */
+export type EntryType = 'normal' | 'conf';
+
+export interface Entry {
+  readonly index: number;
+  readonly term: number;
+  readonly type: EntryType;
+  readonly data: Uint8Array;
+}
+
+/** HardState is what must be durable before any message that depends on it leaves (Raft §5.1, Figure 2). */
+export interface HardState {
+  readonly term: number;
+  readonly vote: NodeId;
+  readonly commit: number;
+}
+
+/**
+ * Membership is a configuration: the voters (who elect and form quorums), the
+ * learners (who only receive the log) and the address of each member (opaque to
+ * the core, carried so a new node can find its peers).
+ */
+export interface Membership {
+  readonly voters: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+  readonly addresses: Readonly<Record<NodeId, string>>;
+}
+
+/** ConfChange is a single-server membership change (Raft dissertation §4.1). */
+export interface ConfChange {
+  readonly op: 'addVoter' | 'addLearner' | 'removeNode';
+  readonly nodeId: NodeId;
+  /** address of the node, kept in Membership.addresses; optional for removeNode. */
+  readonly address?: string;
+}
+
+/**
+ * SnapshotMeta names a snapshot: the last index and term it includes, the
+ * membership as of that index, and (opaque to the core) its size and digest so
+ * that a follower can fetch and verify it.
+ */
+export interface SnapshotMeta {
+  readonly index: number;
+  readonly term: number;
+  readonly membership: Membership;
+  readonly sizeBytes: number;
+  /** hex SHA-256 of the whole snapshot archive ('' for the empty initial snapshot). */
+  readonly digest: string;
+}
+
+export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';
+
+interface MessageBase {
+  readonly from: NodeId;
+  readonly to: NodeId;
+  /** term of the sender; 0 for a local message that carries no term. */
+  readonly term: number;
+}
+
+/** VoteRequest: RequestVote (Raft §5.2, §5.4.1), or a PreVote (dissertation §9.6) when preVote is set. */
+export interface VoteRequest extends MessageBase {
+  readonly type: 'vote';
+  readonly preVote: boolean;
+  readonly lastLogIndex: number;
+  readonly lastLogTerm: number;
+  /** set by a leadership transfer (TimeoutNow): voters skip the leader-lease check (dissertation §3.10). */
+  readonly transfer: boolean;
+}
+
+export interface VoteResponse extends MessageBase {
+  readonly type: 'voteResp';
+  readonly preVote: boolean;
+  readonly granted: boolean;
+}
+
+/** AppendRequest: AppendEntries (Raft §5.3). */
+export interface AppendRequest extends MessageBase {
+  readonly type: 'append';
+  readonly prevLogIndex: number;
+  readonly prevLogTerm: number;
+  readonly entries: readonly Entry[];
+  readonly commit: number;
+}
+
+/**
+ * AppendResponse: on success `index` is the last index known to match; on
+ * reject `index` is the rejected prevLogIndex and (hintIndex, hintTerm) let the
+ * leader skip a whole conflicting term at once (fast backtracking).
+ */
+export interface AppendResponse extends MessageBase {
+  readonly type: 'appendResp';
+  readonly reject: boolean;
+  readonly index: number;
+  readonly hintIndex: number;
+  readonly hintTerm: number;
+}
+
+/** Heartbeat: an empty AppendEntries that carries the commit index and a ReadIndex round (seq). */
+export interface Heartbeat extends MessageBase {
+  readonly type: 'heartbeat';
+  readonly commit: number;
+  readonly readSeq: number;
+}
+
+export interface HeartbeatResponse extends MessageBase {
+  readonly type: 'heartbeatResp';
+  readonly readSeq: number;
+  /** index of the snapshot the follower is fetching, 0 when none. */
+  readonly installingIndex: number;
+}
+
+/** SnapshotRequest: InstallSnapshot (Raft §7), metadata only; the follower pulls the bytes. */
+export interface SnapshotRequest extends MessageBase {
+  readonly type: 'snapshot';
+  readonly snapshot: SnapshotMeta;
+}
+
+/** SnapshotResponse reports the outcome of an install back to the leader. */
+export interface SnapshotResponse extends MessageBase {
+  readonly type: 'snapshotResp';
+  readonly index: number;
+  readonly reject: boolean;
+}
+
+/** TimeoutNow: the leader asks a caught-up follower to start an election at once (dissertation §3.10). */
+export interface TimeoutNow extends MessageBase {
+  readonly type: 'timeoutNow';
+}
+
+/** ReadIndexRequest: a follower asks the leader for a read index (dissertation §6.4). */
+export interface ReadIndexRequest extends MessageBase {
+  readonly type: 'readIndex';
+  readonly context: string;
+}
+
+/** ReadIndexResponse: index 0 with reject set means the leader could not serve the read. */
+export interface ReadIndexResponse extends MessageBase {
+  readonly type: 'readIndexResp';
+  readonly context: string;
+  readonly index: number;
+  readonly reject: boolean;
+}
+
+export type Message =
+  | VoteRequest
+  | VoteResponse
+  | AppendRequest
+  | AppendResponse
+  | Heartbeat
+  | HeartbeatResponse
+  | SnapshotRequest
+  | SnapshotResponse
+  | TimeoutNow
+  | ReadIndexRequest
+  | ReadIndexResponse;
+
+export type MessageType = Message['type'];
+
+/** ReadState: reads issued with `context` may be served once the state machine has applied `index`. */
+export interface ReadState {
+  readonly context: string;
+  readonly index: number;
+}
+
+/** ReadFailure: a read that cannot be served here (no leader, lost leadership). */
+export interface ReadFailure {
+  readonly context: string;
+  readonly reason: string;
+}
+
+export interface SoftState {
+  readonly leader: NodeId;
+  readonly role: Role;
+}
+
+/**
+ * Ready is the work the driver must do, in this order:
+ * 1. apply `logReset` (if set), then persist `hardState` (if set) and `entries`
+ *    (truncating any persisted entry with index >= entries[0].index first), with one sync;
+ * 2. send `messages`;
+ * 3. fetch and install `snapshot` if set (then call restoreSnapshot or snapshotFailed);
+ * 4. apply `committedEntries` in order;
+ * 5. deliver `readStates` / `readFailures` once applied >= their index;
+ * 6. call advance(ready).
+ */
+export interface Ready {
+  /** logReset: discard every persisted entry and make (index, term) the log base, before writing `entries`. */
+  readonly logReset: { readonly index: number; readonly term: number } | null;
+  readonly softState: SoftState | null;
+  readonly hardState: HardState | null;
+  readonly entries: readonly Entry[];
+  readonly snapshot: SnapshotMeta | null;
+  readonly committedEntries: readonly Entry[];
+  readonly messages: readonly Message[];
+  readonly readStates: readonly ReadState[];
+  readonly readFailures: readonly ReadFailure[];
+}
+
+/** Rng is the injected source of randomness: returns an integer in [0, n). */
+export interface Rng {
+  nextInt(n: number): number;
+}

@@ -1,0 +1,233 @@
+import { createRequire } from 'node:module';
+
+import { StorageError } from './storage-error.js';
+
+/*
+ * The callback API of the `rocksdb` npm package (5.2.1, abstract-leveldown 7
+ * style), typed here and nowhere else. Only the calls RocksDb makes are listed.
+ */
+type Callback<T = void> = (err: Error | null | undefined, value?: T) => void;
+
+interface NativeIterator {
+  next(callback: (err: Error | null | undefined, key?: Buffer, value?: Buffer) => void): unknown;
+  end(callback: Callback): void;
+}
+
+interface NativeBatchOp {
+  type: 'put' | 'del';
+  key: Buffer;
+  value?: Buffer;
+}
+
+interface NativeDb {
+  open(options: { createIfMissing: boolean; errorIfExists: boolean }, callback: Callback): void;
+  close(callback: Callback): void;
+  get(key: Buffer, options: { asBuffer: true; fillCache?: boolean }, callback: Callback<Buffer>): void;
+  batch(ops: NativeBatchOp[], options: { sync: boolean }, callback: Callback): void;
+  iterator(options: Record<string, unknown>): NativeIterator;
+}
+
+type NativeFactory = (location: string) => NativeDb;
+
+const require = createRequire(import.meta.url);
+const rocksdb = require('rocksdb') as NativeFactory;
+
+/** RocksOp is one operation of an atomic write batch. Keys must not be empty. */
+export type RocksOp =
+  | { readonly type: 'put'; readonly key: Buffer; readonly value: Buffer }
+  | { readonly type: 'del'; readonly key: Buffer };
+
+/** RocksEntry is one key/value pair read by RocksDb.iterate (value is empty when values were not asked for). */
+export interface RocksEntry {
+  readonly key: Buffer;
+  readonly value: Buffer;
+}
+
+/**
+ * RocksRange bounds an iteration, all bounds optional and combined (a key
+ * must satisfy every one given). `limit` caps the number of entries (none
+ * when absent); `reverse` walks from the upper bound down.
+ */
+export interface RocksRange {
+  readonly gt?: Buffer;
+  readonly gte?: Buffer;
+  readonly lt?: Buffer;
+  readonly lte?: Buffer;
+  readonly reverse?: boolean;
+  readonly limit?: number;
+  /** false to read keys only (entries then carry an empty value). Default true. */
+  readonly values?: boolean;
+  /** most entries yielded per batch (default 1,000; also a bound on memory held). */
+  readonly batchEntriesMax?: number;
+}
+
+/** RocksOpenOptions: RocksDB creates the database when missing unless told otherwise. */
+export interface RocksOpenOptions {
+  readonly createIfMissing?: boolean;
+  readonly errorIfExists?: boolean;
+}
+
+const EMPTY = Buffer.alloc(0);
+const batchEntriesMaxDefault = 1000;
+
+/**
+ * RocksDb is a small promise-based handle on one RocksDB database directory;
+ * it is the only code that touches the `rocksdb` package's callback API.
+ *
+ * Contract: every method after close() (or while it runs) rejects with
+ * StorageError `closed` instead of reaching the native binding (which crashes
+ * the process on use after close). close() is idempotent. Every engine
+ * failure is rethrown as StorageError `io` whose message names the operation
+ * and the database path, with the engine error as `cause`.
+ */
+export class RocksDb {
+  /** path of the database directory. */
+  readonly path: string;
+  readonly #db: NativeDb;
+  #closing: Promise<void> | null = null;
+
+  private constructor(path: string, db: NativeDb) {
+    this.path = path;
+    this.#db = db;
+  }
+
+  /**
+   * RocksDb.open opens (by default creating) the database at `path`.
+   * Errors: StorageError `io` when RocksDB refuses, e.g. the directory is
+   * locked by another process or `errorIfExists` is set and it exists.
+   */
+  static async open(path: string, options: RocksOpenOptions = {}): Promise<RocksDb> {
+    const db = rocksdb(path);
+    await new Promise<void>((resolve, reject) => {
+      db.open(
+        { createIfMissing: options.createIfMissing ?? true, errorIfExists: options.errorIfExists ?? false },
+        (err) => {
+          if (err) reject(new StorageError('io', `rocksdb: cannot open ${path}: ${err.message}`, { path, cause: err }));
+          else resolve();
+        },
+      );
+    });
+    return new RocksDb(path, db);
+  }
+
+  /** RocksDb.isClosed is true once close() has been called. */
+  get isClosed(): boolean {
+    return this.#closing !== null;
+  }
+
+  /** RocksDb.get returns the value stored under `key`, or undefined when there is none. */
+  async get(key: Buffer): Promise<Buffer | undefined> {
+    this.#checkOpen('get');
+    return new Promise<Buffer | undefined>((resolve, reject) => {
+      this.#db.get(key, { asBuffer: true }, (err, value) => {
+        if (err) {
+          if (/^NotFound/.test(err.message)) resolve(undefined);
+          else reject(this.#ioError('get', err));
+        } else {
+          resolve(value);
+        }
+      });
+    });
+  }
+
+  /**
+   * RocksDb.write applies `ops` atomically, in order (a later op on the same
+   * key wins). With `sync` the call resolves only once the write-ahead log is
+   * on disk (fsync), which also makes every earlier unsynced write durable.
+   * An empty `ops` does nothing.
+   */
+  async write(ops: readonly RocksOp[], options: { readonly sync: boolean }): Promise<void> {
+    this.#checkOpen('write');
+    if (ops.length === 0) return;
+    const nativeOps: NativeBatchOp[] = ops.map((op) =>
+      op.type === 'put' ? { type: 'put', key: op.key, value: op.value } : { type: 'del', key: op.key },
+    );
+    await new Promise<void>((resolve, reject) => {
+      this.#db.batch(nativeOps, { sync: options.sync }, (err) => {
+        if (err) reject(this.#ioError('write', err));
+        else resolve();
+      });
+    });
+  }
+
+  /**
+   * RocksDb.iterate yields the entries of `range` in key order (bytewise), in
+   * batches of at most `range.batchEntriesMax`, all read from one
+   * point-in-time view of the database. Breaking out of the loop ends the
+   * native iterator. Errors: StorageError `closed` if the database is closed
+   * between batches, `io` on engine failure.
+   */
+  async *iterate(range: RocksRange = {}): AsyncGenerator<RocksEntry[], void, undefined> {
+    this.#checkOpen('iterate');
+    const batchEntriesMax = Math.max(1, Math.floor(range.batchEntriesMax ?? batchEntriesMaxDefault));
+    const values = range.values ?? true;
+    const options: Record<string, unknown> = {
+      keys: true,
+      values,
+      keyAsBuffer: true,
+      valueAsBuffer: true,
+      reverse: range.reverse ?? false,
+      limit: range.limit ?? -1,
+    };
+    for (const bound of ['gt', 'gte', 'lt', 'lte'] as const) {
+      const value = range[bound];
+      if (value !== undefined) options[bound] = value;
+    }
+    const iterator = this.#db.iterator(options);
+    let done = false;
+    try {
+      while (!done) {
+        this.#checkOpen('iterate');
+        const batch: RocksEntry[] = [];
+        done = await new Promise<boolean>((resolve, reject) => {
+          const step = (): void => {
+            iterator.next((err, key, value) => {
+              if (err) {
+                reject(this.#ioError('iterate', err));
+              } else if (key === undefined) {
+                resolve(true);
+              } else {
+                batch.push({ key, value: values && value !== undefined ? value : EMPTY });
+                if (batch.length >= batchEntriesMax) resolve(false);
+                else step();
+              }
+            });
+          };
+          step();
+        });
+        if (batch.length > 0) yield batch;
+      }
+    } finally {
+      // close() ends open iterators itself; ending one again would crash.
+      if (!this.isClosed) {
+        await new Promise<void>((resolve) => {
+          iterator.end(() => resolve());
+        });
+      }
+    }
+  }
+
+  /** RocksDb.close closes the database; calling it again returns the same promise. */
+  close(): Promise<void> {
+    this.#closing ??= new Promise<void>((resolve, reject) => {
+      this.#db.close((err) => {
+        if (err) reject(this.#ioError('close', err));
+        else resolve();
+      });
+    });
+    return this.#closing;
+  }
+
+  #checkOpen(operation: string): void {
+    if (this.#closing !== null) {
+      throw new StorageError('closed', `rocksdb: ${operation} on ${this.path} after close`, { path: this.path });
+    }
+  }
+
+  #ioError(operation: string, err: Error): StorageError {
+    return new StorageError('io', `rocksdb: ${operation} failed on ${this.path}: ${err.message}`, {
+      path: this.path,
+      cause: err,
+    });
+  }
+}

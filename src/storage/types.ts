@@ -1,0 +1,159 @@
+/**
+ * The storage contracts of a node: the durable Raft log (LogStore), the
+ * replicated key-value state (StateMachine) and the data dir's identity
+ * (IdentityStore). RocksStorage and MemoryStorage implement all three with
+ * the same semantics, checked by one contract test suite.
+ *
+ * Every method of a closed store rejects with StorageError `closed`.
+ */
+import type { Entry, HardState, Membership, NodeId } from '../raft/types.js';
+
+/** LogBase names the last entry removed by compaction; {0, 0} for a log never compacted. */
+export interface LogBase {
+  readonly index: number;
+  readonly term: number;
+}
+
+/** LogState is what a LogStore holds: the entries are those after `logBase`, contiguous. */
+export interface LogState {
+  readonly hardState: HardState;
+  readonly logBase: LogBase;
+  readonly entries: Entry[];
+}
+
+/** LogBatch is the durable part of one Ready: an optional hard state and entries to append. */
+export interface LogBatch {
+  readonly hardState?: HardState;
+  readonly entries?: readonly Entry[];
+}
+
+/**
+ * LogStore is the durable Raft log and hard state.
+ *
+ * - `load()` returns the persisted hard state ({term 0, vote '', commit 0}
+ *   when none), the log base and every entry after it, in index order.
+ *   Errors: StorageError `corrupt` if an entry does not decode or the log has a gap.
+ * - `save(batch)` persists `batch` with exactly ONE synced write (group
+ *   commit): every persisted entry with index >= entries[0].index is deleted
+ *   first (a conflicting suffix, Raft §5.3), then the entries are written,
+ *   atomically with the hard state. An empty batch writes nothing.
+ *   Errors: StorageError `invalidArgument` if the entries are not contiguous,
+ *   would leave a gap (entries[0].index > last index + 1) or overwrite a
+ *   compacted entry (entries[0].index <= logBase.index).
+ * - `compact(base)` deletes every entry with index <= base.index and records
+ *   `base` as the log base, in one synced write. If the log holds an entry at
+ *   base.index with a different term, the whole log is discarded (Raft §7:
+ *   the snapshot supersedes it). A base at or below the current one is a
+ *   no-op (idempotent; the base never moves backwards). A base beyond the
+ *   last entry empties the log and the next append starts at base.index + 1.
+ * - `lastIndex()`: index of the last persisted entry (the log base when the log is empty).
+ */
+export interface LogStore {
+  load(): Promise<LogState>;
+  save(batch: LogBatch): Promise<void>;
+  compact(base: LogBase): Promise<void>;
+  lastIndex(): number;
+  close(): Promise<void>;
+}
+
+/** ApplyItem is one committed entry to apply; `membership` is the configuration a `conf` entry establishes. */
+export interface ApplyItem {
+  readonly entry: Entry;
+  /** for a `conf` entry: the membership in force from this index on (absent: unchanged). Never set for `normal`. */
+  readonly membership?: Membership;
+}
+
+/** ApplyResult is the outcome of one applied entry, a pure function of the entry (deterministic on every node). */
+export type ApplyResult =
+  | { readonly index: number; readonly ok: true }
+  | { readonly index: number; readonly ok: false; readonly code: string; readonly error: string };
+
+/** KeyValue is one pair of the replicated store. Callers must not modify the bytes they are given. */
+export interface KeyValue {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+}
+
+/**
+ * RangeQuery selects keys in bytewise order: those with `prefix` (when
+ * given), >= `start` (when given) and < `end` (when given), all combined;
+ * at most `limit` of them (capped at RANGE_LIMIT_MAX).
+ */
+export interface RangeQuery {
+  readonly prefix?: Uint8Array;
+  readonly start?: Uint8Array;
+  readonly end?: Uint8Array;
+  readonly limit: number;
+}
+
+/** RangeResult: `more` is true when keys beyond the last returned one match too (page on with start = last key + 0x00). */
+export interface RangeResult {
+  readonly kvs: KeyValue[];
+  readonly more: boolean;
+}
+
+/** RANGE_LIMIT_MAX is the most pairs one range call returns. */
+export const RANGE_LIMIT_MAX = 10_000;
+
+/**
+ * StateMachine is the replicated key-value store.
+ *
+ * - `appliedIndex()`: index of the last applied entry (0 when new).
+ * - `apply(items)`: applies committed entries in order. Entries with index
+ *   <= appliedIndex() are skipped (idempotent replay after a restart) and get
+ *   no result; the others must follow on without a gap. A `normal` entry with
+ *   empty data is a no-op; otherwise its data is a KV command (kv-command.ts).
+ *   A malformed command does not throw: its result is `ok: false` and the
+ *   applied index still advances (every node fails it the same way). A `conf`
+ *   entry records `membership` when given. The data, the applied index and
+ *   the membership of one call are written in ONE atomic batch; the call
+ *   either applies everything or nothing.
+ *   Errors: StorageError `invalidArgument` on a gap, or a membership on a
+ *   `normal` entry (nothing is written then).
+ * - `get(key)`: the value under `key`, or undefined.
+ * - `range(query)`: see RangeQuery. Errors: StorageError `invalidArgument`
+ *   if limit is not a positive integer.
+ * - `membership()`: the membership recorded by the last applied `conf` entry, null if none.
+ */
+export interface StateMachine {
+  appliedIndex(): number;
+  apply(items: readonly ApplyItem[]): Promise<ApplyResult[]>;
+  get(key: Uint8Array): Promise<Uint8Array | undefined>;
+  range(query: RangeQuery): Promise<RangeResult>;
+  membership(): Membership | null;
+  close(): Promise<void>;
+}
+
+/** FORMAT_VERSION is the on-disk format this code writes and reads. */
+export const FORMAT_VERSION = 1;
+
+/** Identity is what a data dir was created for. */
+export interface Identity {
+  readonly nodeId: NodeId;
+  readonly clusterId: string;
+  readonly formatVersion: number;
+}
+
+/**
+ * IdentityStore guards a data dir against being started as the wrong node,
+ * in the wrong cluster or by code that does not know its format.
+ *
+ * - `readIdentity()`: the stored identity, null when none.
+ * - `checkIdentity(expected, {createIfNew})`: resolves with the stored
+ *   identity when it matches `expected`. When none is stored and the dir is
+ *   new (no log, no hard state, nothing applied) and `createIfNew` is set,
+ *   stores `expected` (synced) and resolves with it.
+ *   Errors: StorageError `unknownFormat` if the stored (or expected)
+ *   formatVersion is not FORMAT_VERSION; `identityMismatch` if nodeId or
+ *   clusterId differ, or if there is no identity and the dir is not new or
+ *   `createIfNew` is not set. Messages name the data dir and both values.
+ */
+export interface IdentityStore {
+  readIdentity(): Promise<Identity | null>;
+  checkIdentity(expected: Identity, options?: { readonly createIfNew?: boolean }): Promise<Identity>;
+}
+
+/** NodeStorage is everything one node keeps in its data dir; close() closes it all (idempotent). */
+export interface NodeStorage extends LogStore, StateMachine, IdentityStore {
+  close(): Promise<void>;
+}

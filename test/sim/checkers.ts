@@ -1,0 +1,340 @@
+/**
+ * Checkers: the simulator's oracles, kept apart from the fakes (cluster.ts).
+ * The cluster reports what each node WRITES (persisted entries, log resets,
+ * compactions, hard states), what it APPLIES, its role changes and the reads it
+ * serves; the checkers keep their own shadow of every node's persisted log
+ * (a chain hash per entry) and global knowledge (leaders per term, committed
+ * entries, the one applied sequence), and throw a SafetyViolation the moment a
+ * property breaks. Every hook runs inside the event that caused it, so every
+ * property is checked after every event.
+ *
+ * Properties (Raft §5.2–§5.4, Figure 3): Election Safety, Leader Append-Only,
+ * Log Matching, Leader Completeness, State Machine Safety; plus linearizable
+ * ReadIndex, hard-state monotonicity and, after the faults heal, liveness.
+ */
+import type { Entry, HardState, NodeId } from '../../src/raft/types.js';
+import { hashMix } from './rng.js';
+
+/** SafetyViolation names the property, the node(s) and the virtual time at which it broke. */
+export class SafetyViolation extends Error {
+  override readonly name = 'SafetyViolation';
+  constructor(
+    readonly property: string,
+    readonly nodes: readonly NodeId[],
+    readonly timeMs: number,
+    readonly detail: string,
+  ) {
+    super(`${property} violated at t=${timeMs}ms on ${nodes.length > 0 ? nodes.join(',') : '(cluster)'}: ${detail}`);
+  }
+}
+
+export const PROPERTY = {
+  electionSafety: 'Election Safety',
+  leaderAppendOnly: 'Leader Append-Only',
+  logMatching: 'Log Matching',
+  leaderCompleteness: 'Leader Completeness',
+  stateMachineSafety: 'State Machine Safety',
+  linearizableRead: 'Linearizable Read',
+  hardState: 'HardState Durability',
+  driverContract: 'Ready Contract',
+  coreException: 'Core Exception',
+  liveness: 'Liveness',
+  eventBudget: 'Event Budget',
+} as const;
+
+const TWO26 = 67108864;
+
+/** entryHash: a 32-bit hash of an entry's term, type and data. */
+export function entryHash(e: Entry): number {
+  let h = hashMix(0x2545f491, e.term);
+  h = hashMix(h, e.type === 'conf' ? 2 : 1);
+  const d = e.data;
+  h = hashMix(h, d.length);
+  let i = 0;
+  for (; i + 4 <= d.length; i += 4) {
+    h = hashMix(h, ((d[i] as number) | ((d[i + 1] as number) << 8) | ((d[i + 2] as number) << 16) | ((d[i + 3] as number) << 24)) >>> 0);
+  }
+  for (; i < d.length; i++) h = hashMix(h, d[i] as number);
+  return h;
+}
+
+/** chainNext: the 52-bit chain hash of the log prefix ending with (index, term, eh), from the previous one. */
+export function chainNext(prev: number, index: number, term: number, eh: number): number {
+  const lo = prev % TWO26;
+  const hi = Math.floor(prev / TWO26);
+  const a = hashMix(hashMix(hashMix(lo, index), term), eh);
+  const b = hashMix(hashMix(hashMix(hi ^ 0x9e3779b9, eh), index), term ^ a);
+  return (a & 0x3ffffff) * TWO26 + (b & 0x3ffffff);
+}
+
+function key(index: number, term: number): number {
+  return index * 4194304 + term;
+}
+
+/** ShadowLog: what the checker knows of one node's persisted log. */
+interface ShadowLog {
+  baseIndex: number;
+  baseTerm: number;
+  baseChain: number;
+  terms: number[];
+  ehs: number[];
+  chains: number[];
+}
+
+interface Registered {
+  eh: number;
+  ch: number;
+  node: NodeId;
+}
+
+export class Checkers {
+  now = 0;
+  private readonly shadows = new Map<NodeId, ShadowLog>();
+  /** leaderOfTerm: Election Safety, every leader ever seen. */
+  readonly leaderOfTerm = new Map<number, NodeId>();
+  /** registry: (index, term) -> entry hash and chain hash, as first written by any node. */
+  private readonly registry = new Map<number, Registered>();
+  /** committedChain: index -> chain hash of the committed prefix ending there. */
+  private readonly committedChain = new Map<number, number>();
+  maxCommitted = 0;
+  /** globalIds: the one sequence of proposal ids that every state machine is a prefix of. */
+  readonly globalIds: number[] = [];
+
+  constructor(nodeIds: readonly NodeId[]) {
+    for (const id of nodeIds) this.shadows.set(id, { baseIndex: 0, baseTerm: 0, baseChain: 0, terms: [], ehs: [], chains: [] });
+  }
+
+  private fail(property: string, nodes: readonly NodeId[], detail: string): never {
+    throw new SafetyViolation(property, nodes, this.now, detail);
+  }
+
+  private shadow(id: NodeId): ShadowLog {
+    const s = this.shadows.get(id);
+    if (s === undefined) this.fail(PROPERTY.driverContract, [id], `unknown node ${id}`);
+    return s;
+  }
+
+  lastIndex(id: NodeId): number {
+    const s = this.shadow(id);
+    return s.baseIndex + s.terms.length;
+  }
+
+  /** chainAt: the chain hash of node id's persisted log at index, or undefined if not held. */
+  chainAt(id: NodeId, index: number): number | undefined {
+    const s = this.shadow(id);
+    if (index === s.baseIndex) return s.baseChain;
+    if (index < s.baseIndex || index > s.baseIndex + s.terms.length) return undefined;
+    return s.chains[index - s.baseIndex - 1];
+  }
+
+  termAt(id: NodeId, index: number): number | undefined {
+    const s = this.shadow(id);
+    if (index === s.baseIndex) return s.baseTerm;
+    if (index < s.baseIndex || index > s.baseIndex + s.terms.length) return undefined;
+    return s.terms[index - s.baseIndex - 1];
+  }
+
+  // ---- Election Safety (Raft §5.2) ----
+
+  /** onLeader: node id became leader of term. At most one leader per term, ever. Also checks Leader Completeness. */
+  onLeader(id: NodeId, term: number): void {
+    const prev = this.leaderOfTerm.get(term);
+    if (prev !== undefined && prev !== id) {
+      this.fail(PROPERTY.electionSafety, [prev, id], `two leaders in term ${term}: ${prev} and ${id}`);
+    }
+    this.leaderOfTerm.set(term, id);
+    this.checkLeaderCompleteness(id, term);
+  }
+
+  // ---- Leader Completeness (Raft §5.4) ----
+
+  private checkLeaderCompleteness(id: NodeId, term: number): void {
+    const c = this.maxCommitted;
+    if (c === 0) return;
+    const s = this.shadow(id);
+    if (c < s.baseIndex) return; // covered by its snapshot (whose content State Machine Safety checks)
+    const last = s.baseIndex + s.terms.length;
+    if (c > last) {
+      this.fail(PROPERTY.leaderCompleteness, [id], `new leader of term ${term} has last index ${last} < committed index ${c}`);
+    }
+    const mine = this.chainAt(id, c);
+    const want = this.committedChain.get(c);
+    if (want !== undefined && mine !== want) {
+      this.fail(PROPERTY.leaderCompleteness, [id], `new leader of term ${term} holds a different entry (term ${this.termAt(id, c)}) at committed index ${c}`);
+    }
+  }
+
+  // ---- persisted writes: Log Matching (§5.3), Leader Append-Only (§5.3) ----
+
+  /** onLogReset: node discarded its persisted log and made (index, term) its base (snapshot install). */
+  onLogReset(id: NodeId, base: { index: number; term: number }, isLeader: boolean): void {
+    if (isLeader) this.fail(PROPERTY.leaderAppendOnly, [id], `leader reset its log to (${base.index}, ${base.term})`);
+    const s = this.shadow(id);
+    let ch = 0;
+    if (base.index !== 0) {
+      const r = this.registry.get(key(base.index, base.term));
+      if (r === undefined) {
+        this.fail(PROPERTY.logMatching, [id], `log reset to base (${base.index}, ${base.term}), an entry no node ever held`);
+      }
+      ch = r.ch;
+      const cc = this.committedChain.get(base.index);
+      if (cc !== undefined && cc !== ch) {
+        this.fail(PROPERTY.stateMachineSafety, [id], `log reset to base (${base.index}, ${base.term}) which differs from the committed entry there`);
+      }
+    }
+    s.baseIndex = base.index;
+    s.baseTerm = base.term;
+    s.baseChain = ch;
+    s.terms = [];
+    s.ehs = [];
+    s.chains = [];
+  }
+
+  /** onCompact: node dropped persisted entries up to base.index. */
+  onCompact(id: NodeId, base: { index: number; term: number }): void {
+    const s = this.shadow(id);
+    if (base.index <= s.baseIndex) return;
+    const last = s.baseIndex + s.terms.length;
+    if (base.index > last) this.fail(PROPERTY.driverContract, [id], `compact to ${base.index} beyond persisted last index ${last}`);
+    const k = base.index - s.baseIndex;
+    const t = s.terms[k - 1];
+    if (t !== base.term) this.fail(PROPERTY.driverContract, [id], `compact returned base (${base.index}, ${base.term}) but the persisted entry there has term ${t}`);
+    s.baseChain = s.chains[k - 1] as number;
+    s.baseIndex = base.index;
+    s.baseTerm = base.term;
+    s.terms.splice(0, k);
+    s.ehs.splice(0, k);
+    s.chains.splice(0, k);
+  }
+
+  /** onPersistEntries: node wrote ents, truncating its persisted log from ents[0].index first. */
+  onPersistEntries(id: NodeId, ents: readonly Entry[], isLeader: boolean): void {
+    const first = ents[0];
+    if (first === undefined) return;
+    const s = this.shadow(id);
+    const last = s.baseIndex + s.terms.length;
+    if (first.index <= s.baseIndex) {
+      this.fail(PROPERTY.driverContract, [id], `entries from ${first.index} written at or below the log base ${s.baseIndex} (compacted, committed region)`);
+    }
+    if (first.index > last + 1) this.fail(PROPERTY.driverContract, [id], `gap: entries from ${first.index} written after last index ${last}`);
+    for (let i = 1; i < ents.length; i++) {
+      if ((ents[i] as Entry).index !== first.index + i) this.fail(PROPERTY.driverContract, [id], `entries to persist are not contiguous at ${first.index + i}`);
+    }
+    const hashes = ents.map(entryHash);
+    if (isLeader && first.index <= last) {
+      const lastNew = first.index + ents.length - 1;
+      for (let i = 0; i < ents.length && first.index + i <= last; i++) {
+        if (s.ehs[first.index + i - s.baseIndex - 1] !== hashes[i]) {
+          this.fail(PROPERTY.leaderAppendOnly, [id], `leader overwrote its entry at index ${first.index + i}`);
+        }
+      }
+      if (lastNew < last) this.fail(PROPERTY.leaderAppendOnly, [id], `leader truncated its log from ${lastNew + 1} to ${last}`);
+    }
+    const keep = first.index - s.baseIndex - 1;
+    s.terms.length = keep;
+    s.ehs.length = keep;
+    s.chains.length = keep;
+    let prev = keep === 0 ? s.baseChain : (s.chains[keep - 1] as number);
+    for (let i = 0; i < ents.length; i++) {
+      const e = ents[i] as Entry;
+      const eh = hashes[i] as number;
+      const ch = chainNext(prev, e.index, e.term, eh);
+      const k = key(e.index, e.term);
+      const r = this.registry.get(k);
+      if (r === undefined) {
+        this.registry.set(k, { eh, ch, node: id });
+      } else if (r.eh !== eh) {
+        this.fail(PROPERTY.logMatching, [r.node, id], `two different entries at index ${e.index} term ${e.term}`);
+      } else if (r.ch !== ch) {
+        this.fail(PROPERTY.logMatching, [r.node, id], `entries at index ${e.index} term ${e.term} match but their logs differ before it`);
+      }
+      s.terms.push(e.term);
+      s.ehs.push(eh);
+      s.chains.push(ch);
+      prev = ch;
+    }
+  }
+
+  /** onHardState: node persisted next over prev (what its disk held). Terms never go back; one vote per term. */
+  onHardState(id: NodeId, prev: HardState, next: HardState): void {
+    if (next.term < prev.term) this.fail(PROPERTY.hardState, [id], `term went back from ${prev.term} to ${next.term}`);
+    if (next.term === prev.term && prev.vote !== '' && next.vote !== prev.vote) {
+      this.fail(PROPERTY.hardState, [id], `vote changed within term ${next.term} from ${prev.vote} to ${next.vote || '(none)'}`);
+    }
+    if (next.commit < prev.commit) this.fail(PROPERTY.hardState, [id], `commit went back from ${prev.commit} to ${next.commit}`);
+    const last = this.lastIndex(id);
+    if (next.commit > last) this.fail(PROPERTY.driverContract, [id], `persisted commit ${next.commit} beyond persisted last index ${last}`);
+    this.noteCommitted(id, next.commit);
+  }
+
+  /** noteCommitted: node knows index to be committed; its persisted entry there is committed. */
+  noteCommitted(id: NodeId, index: number): void {
+    if (index === 0) return;
+    const ch = this.chainAt(id, index);
+    if (ch === undefined) return; // compacted: covered by a snapshot
+    const known = this.committedChain.get(index);
+    if (known === undefined) {
+      this.committedChain.set(index, ch);
+      if (index > this.maxCommitted) this.maxCommitted = index;
+    } else if (known !== ch) {
+      this.fail(PROPERTY.stateMachineSafety, [id], `node holds a different entry (term ${this.termAt(id, index)}) at committed index ${index}`);
+    }
+  }
+
+  // ---- State Machine Safety (§5.4.3) ----
+
+  /**
+   * onApply: node applied entry e on top of a state machine at (appliedBefore, countBefore).
+   * `id` is the proposal id carried by a normal entry, or -1 for a no-op or conf entry.
+   */
+  onApply(node: NodeId, e: Entry, appliedBefore: number, countBefore: number, proposalId: number): void {
+    if (e.index !== appliedBefore + 1) {
+      this.fail(PROPERTY.stateMachineSafety, [node], `applied entry ${e.index} right after ${appliedBefore} (a gap)`);
+    }
+    const t = this.termAt(node, e.index);
+    if (t === undefined) {
+      this.fail(PROPERTY.driverContract, [node], `applied entry ${e.index} that is not in its persisted log (base ${this.shadow(node).baseIndex}, last ${this.lastIndex(node)})`);
+    }
+    if (t !== e.term) this.fail(PROPERTY.driverContract, [node], `applied entry ${e.index} term ${e.term} but persisted term ${t}`);
+    this.noteCommitted(node, e.index);
+    if (proposalId >= 0) {
+      if (countBefore < this.globalIds.length) {
+        const want = this.globalIds[countBefore];
+        if (want !== proposalId) {
+          this.fail(PROPERTY.stateMachineSafety, [node], `applied proposal #${proposalId} (index ${e.index}) as its ${countBefore + 1}th command, where another node applied #${want}`);
+        }
+      } else if (countBefore === this.globalIds.length) {
+        this.globalIds.push(proposalId);
+      } else {
+        this.fail(PROPERTY.stateMachineSafety, [node], `state machine holds ${countBefore} commands, more than were ever applied (${this.globalIds.length})`);
+      }
+    }
+  }
+
+  /** onInstall: node replaced its state machine (at appliedBefore) with a snapshot at index holding count commands. */
+  onInstall(node: NodeId, appliedBefore: number, index: number, count: number): void {
+    if (index < appliedBefore) {
+      this.fail(PROPERTY.stateMachineSafety, [node], `snapshot install at ${index} rewinds a state machine that had applied ${appliedBefore}`);
+    }
+    if (count > this.globalIds.length) this.fail(PROPERTY.stateMachineSafety, [node], `snapshot holds ${count} commands, more than ever applied`);
+    if (index > this.maxCommitted) this.maxCommitted = index;
+  }
+
+  // ---- Linearizable ReadIndex (dissertation §6.4) ----
+
+  onReadState(node: NodeId, context: string, index: number, ackedIndexAtStart: number): void {
+    if (index < ackedIndexAtStart) {
+      this.fail(PROPERTY.linearizableRead, [node], `read ${context} got read index ${index}, below ${ackedIndexAtStart}, a write acknowledged before the read started`);
+    }
+  }
+
+  // ---- budgets and liveness ----
+
+  failLiveness(nodes: readonly NodeId[], detail: string): never {
+    this.fail(PROPERTY.liveness, nodes, detail);
+  }
+
+  failContract(property: string, nodes: readonly NodeId[], detail: string): never {
+    this.fail(property, nodes, detail);
+  }
+}

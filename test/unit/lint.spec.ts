@@ -1,0 +1,61 @@
+// Guards the ESLint rules that keep src/raft pure and the layers pointing one
+// way (DESIGN.md), so the guard cannot silently rot.
+import assert from 'node:assert/strict';
+import { ESLint } from 'eslint';
+
+const eslint = new ESLint({ cwd: process.cwd() });
+
+async function ruleIds(filePath: string, code: string): Promise<string[]> {
+  const [result] = await eslint.lintText(code, { filePath });
+  assert.ok(result, 'ESLint returned no result');
+  const fatal = result.messages.filter((m) => m.fatal);
+  assert.deepEqual(fatal, [], 'snippet failed to parse');
+  return result.messages.filter((m) => m.severity === 2).map((m) => m.ruleId ?? '');
+}
+
+describe('eslint guard', () => {
+  it('rejects node:*, packages, other layers, Date, Math.random and timers in src/raft', async () => {
+    const ids = await ruleIds(
+      'src/raft/x.ts',
+      [
+        "import { readFileSync } from 'node:fs';",
+        "import pino from 'pino';",
+        "import type { LogStore } from '../storage/log-store.js';",
+        'export function f(s: LogStore): number {',
+        '  void readFileSync; void pino; void s;',
+        '  setTimeout(() => {}, 1);',
+        '  return Date.now() + Math.random() + new Date().getTime() + process.pid;',
+        '}',
+      ].join('\n'),
+    );
+    const count = (id: string) => ids.filter((i) => i === id).length;
+    assert.equal(count('no-restricted-imports'), 3, `imports: ${ids.join(', ')}`);
+    assert.ok(count('no-restricted-properties') >= 1, `Math.random / Date.now: ${ids.join(', ')}`);
+    // Date (twice), setTimeout, process
+    assert.ok(count('no-restricted-globals') >= 4, `globals: ${ids.join(', ')}`);
+  });
+
+  it('allows relative imports that stay inside src/raft', async () => {
+    assert.deepEqual(
+      await ruleIds('src/raft/x.ts', "import type { Entry } from './types.js';\nexport type E = Entry;\n"),
+      [],
+    );
+    assert.deepEqual(
+      await ruleIds('src/raft/roles/leader.ts', "import type { Entry } from '../types.js';\nexport type E = Entry;\n"),
+      [],
+    );
+    assert.deepEqual(
+      await ruleIds('src/raft/roles/leader.ts', "import type { X } from '../../storage/x.js';\nexport type E = X;\n"),
+      ['no-restricted-imports'],
+    );
+  });
+
+  it('keeps the layers pointing one way', async () => {
+    const snippet = (path: string) => `import type { X } from '${path}';\nexport type Y = X;\n`;
+    assert.deepEqual(await ruleIds('src/storage/x.ts', snippet('../node/driver.js')), ['no-restricted-imports']);
+    assert.deepEqual(await ruleIds('src/node/x.ts', snippet('../api/kv.js')), ['no-restricted-imports']);
+    assert.deepEqual(await ruleIds('src/api/x.ts', snippet('../gateway/routes.js')), ['no-restricted-imports']);
+    assert.deepEqual(await ruleIds('src/gateway/x.ts', snippet('../api/kv.js')), []);
+    assert.deepEqual(await ruleIds('src/node/x.ts', snippet('../raft/types.js')), []);
+  });
+});

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { RocksDb, type RocksEntry } from '../../../src/storage/rocks.js';
+import { StorageError } from '../../../src/storage/storage-error.js';
+
+describe('RocksDb', () => {
+  let root: string;
+  let db: RocksDb;
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'snapcoord-rocks-'));
+    db = await RocksDb.open(join(root, 'db'));
+  });
+
+  afterEach(async () => {
+    await db.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const key = (i: number): Buffer => Buffer.from(`key${String(i).padStart(4, '0')}`);
+
+  it('gets what a batch wrote, undefined for a missing key, and applies deletes in order', async () => {
+    await db.write(
+      [
+        { type: 'put', key: Buffer.from('a'), value: Buffer.from('1') },
+        { type: 'put', key: Buffer.from('b'), value: Buffer.from('2') },
+        { type: 'del', key: Buffer.from('a') },
+      ],
+      { sync: true },
+    );
+    assert.equal(await db.get(Buffer.from('a')), undefined);
+    assert.deepEqual(await db.get(Buffer.from('b')), Buffer.from('2'));
+    await db.write([], { sync: true });
+  });
+
+  it('iterates a range in bounded batches, forwards and backwards, with limits', async () => {
+    const ops = [];
+    for (let i = 0; i < 25; i++) ops.push({ type: 'put' as const, key: key(i), value: Buffer.from([i]) });
+    await db.write(ops, { sync: false });
+    const batches: RocksEntry[][] = [];
+    for await (const batch of db.iterate({ gte: key(3), lt: key(20), batchEntriesMax: 4 })) batches.push(batch);
+    assert.deepEqual(batches.map((b) => b.length), [4, 4, 4, 4, 1]);
+    assert.deepEqual(batches.flat().map((e) => e.value[0]), Array.from({ length: 17 }, (_, i) => i + 3));
+
+    const reverse: RocksEntry[] = [];
+    for await (const batch of db.iterate({ gt: key(3), lte: key(20), reverse: true, limit: 3, values: false })) {
+      reverse.push(...batch);
+    }
+    assert.deepEqual(reverse.map((e) => e.key.toString()), ['key0020', 'key0019', 'key0018']);
+    assert.equal(reverse[0]?.value.length, 0);
+  });
+
+  it('ends the native iterator when the loop breaks early', async () => {
+    await db.write([{ type: 'put', key: key(1), value: Buffer.from('x') }, { type: 'put', key: key(2), value: Buffer.from('y') }], { sync: false });
+    for await (const batch of db.iterate({ batchEntriesMax: 1 })) {
+      assert.equal(batch.length, 1);
+      break;
+    }
+    await db.close();
+  });
+
+  it('close is idempotent; use after close is refused with the path in the message', async () => {
+    const iteration = db.iterate({});
+    await db.close();
+    await db.close();
+    for (const attempt of [
+      db.get(Buffer.from('a')),
+      db.write([{ type: 'del', key: Buffer.from('a') }], { sync: true }),
+      iteration.next(),
+    ]) {
+      await assert.rejects(attempt, (err: unknown) => {
+        assert.ok(err instanceof StorageError);
+        assert.equal(err.code, 'closed');
+        assert.ok(err.message.includes(join(root, 'db')), err.message);
+        return true;
+      });
+    }
+  });
+
+  it('wraps engine errors with the path: a second open of a locked database', async () => {
+    await assert.rejects(RocksDb.open(join(root, 'db')), (err: unknown) => {
+      assert.ok(err instanceof StorageError);
+      assert.equal(err.code, 'io');
+      assert.match(err.message, /cannot open .*db: .*lock/i);
+      return true;
+    });
+  });
+
+  it('refuses to create when createIfMissing is false', async () => {
+    await assert.rejects(RocksDb.open(join(root, 'absent'), { createIfMissing: false }), /absent/);
+  });
+});

@@ -1,0 +1,417 @@
+/**
+ * The NodeStorage contract (src/storage/types.ts), run against both
+ * RocksStorage and MemoryStorage.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import type { Entry, HardState, Membership } from '../../../src/raft/types.js';
+import { encodeCommand } from '../../../src/storage/kv-command.js';
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { StorageError } from '../../../src/storage/storage-error.js';
+import { FORMAT_VERSION, RANGE_LIMIT_MAX, type ApplyItem, type NodeStorage } from '../../../src/storage/types.js';
+
+/** DataDirFixture: one data dir that can be opened, closed and opened again. */
+interface DataDirFixture {
+  open(): Promise<NodeStorage>;
+  dispose(): Promise<void>;
+}
+
+interface Implementation {
+  name: string;
+  create(): Promise<DataDirFixture>;
+}
+
+const implementations: Implementation[] = [
+  {
+    name: 'MemoryStorage',
+    create: async () => {
+      const dir = new MemoryDataDir('mem-test');
+      return { open: () => MemoryStorage.open(dir), dispose: async () => undefined };
+    },
+  },
+  {
+    name: 'RocksStorage',
+    create: async () => {
+      const root = await mkdtemp(join(tmpdir(), 'snapcoord-storage-'));
+      return {
+        open: () => RocksStorage.open(join(root, 'data')),
+        dispose: () => rm(root, { recursive: true, force: true }),
+      };
+    },
+  },
+];
+
+const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
+const text = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
+
+function entry(index: number, term: number, data = `e${index}`): Entry {
+  return { index, term, type: 'normal', data: bytes(data) };
+}
+
+function entries(from: number, to: number, term: number): Entry[] {
+  const out: Entry[] = [];
+  for (let i = from; i <= to; i++) out.push(entry(i, term));
+  return out;
+}
+
+function put(index: number, key: string, value: string, term = 1): ApplyItem {
+  return { entry: { index, term, type: 'normal', data: encodeCommand({ op: 'put', key: bytes(key), value: bytes(value) }) } };
+}
+
+function del(index: number, key: string, term = 1): ApplyItem {
+  return { entry: { index, term, type: 'normal', data: encodeCommand({ op: 'delete', key: bytes(key) }) } };
+}
+
+function plain(e: readonly Entry[]): { index: number; term: number; type: string; data: string }[] {
+  return e.map((x) => ({ index: x.index, term: x.term, type: x.type, data: Buffer.from(x.data).toString('hex') }));
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof StorageError, `expected StorageError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    if (pattern !== undefined) assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+const hs: HardState = { term: 3, vote: 'n2', commit: 5 };
+const membership: Membership = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: 'a:1', n2: 'a:2', n3: 'a:3' } };
+
+for (const impl of implementations) {
+  describe(`storage contract: ${impl.name}`, () => {
+    let fixture: DataDirFixture;
+    let store: NodeStorage;
+
+    beforeEach(async () => {
+      fixture = await impl.create();
+      store = await fixture.open();
+    });
+
+    afterEach(async () => {
+      await store.close();
+      await fixture.dispose();
+    });
+
+    async function reopen(): Promise<NodeStorage> {
+      await store.close();
+      store = await fixture.open();
+      return store;
+    }
+
+    describe('LogStore', () => {
+      it('loads an empty state when new', async () => {
+        const state = await store.load();
+        assert.deepEqual(state.hardState, { term: 0, vote: '', commit: 0 });
+        assert.deepEqual(state.logBase, { index: 0, term: 0 });
+        assert.deepEqual(state.entries, []);
+        assert.equal(store.lastIndex(), 0);
+      });
+
+      it('round-trips hard state and entries (both types, empty data) through save/load and reopen', async () => {
+        const log: Entry[] = [
+          entry(1, 1),
+          { index: 2, term: 1, type: 'conf', data: bytes('conf') },
+          { index: 3, term: 2, type: 'normal', data: new Uint8Array(0) },
+        ];
+        await store.save({ hardState: hs, entries: log });
+        let state = await store.load();
+        assert.deepEqual(state.hardState, hs);
+        assert.deepEqual(plain(state.entries), plain(log));
+        assert.equal(store.lastIndex(), 3);
+        state = await (await reopen()).load();
+        assert.deepEqual(state.hardState, hs);
+        assert.deepEqual(plain(state.entries), plain(log));
+        assert.equal(store.lastIndex(), 3);
+      });
+
+      it('saves the hard state alone and entries alone', async () => {
+        await store.save({ entries: entries(1, 2, 1) });
+        await store.save({ hardState: hs });
+        await store.save({});
+        const state = await store.load();
+        assert.deepEqual(state.hardState, hs);
+        assert.equal(state.entries.length, 2);
+      });
+
+      it('truncates a conflicting suffix (Raft §5.3) before writing', async () => {
+        await store.save({ entries: entries(1, 5, 1) });
+        await store.save({ entries: [entry(3, 2, 'new3')] });
+        let state = await store.load();
+        assert.deepEqual(plain(state.entries), plain([entry(1, 1), entry(2, 1), entry(3, 2, 'new3')]));
+        assert.equal(store.lastIndex(), 3);
+        // appending right after works, and the stale 4 and 5 stay gone after reopen
+        await store.save({ entries: [entry(4, 2, 'new4')] });
+        state = await (await reopen()).load();
+        assert.deepEqual(plain(state.entries), plain([entry(1, 1), entry(2, 1), entry(3, 2, 'new3'), entry(4, 2, 'new4')]));
+      });
+
+      it('refuses non-contiguous entries, gaps and overwriting compacted entries, writing nothing', async () => {
+        await store.save({ entries: entries(1, 3, 1) });
+        await rejectsWith(store.save({ entries: [entry(5, 1)] }), 'invalidArgument', /gap/);
+        await rejectsWith(store.save({ hardState: hs, entries: [entry(4, 1), entry(6, 1)] }), 'invalidArgument', /contiguous/);
+        await store.compact({ index: 2, term: 1 });
+        await rejectsWith(store.save({ entries: [entry(2, 1)] }), 'invalidArgument', /compacted/);
+        const state = await store.load();
+        assert.deepEqual(state.hardState, { term: 0, vote: '', commit: 0 });
+        assert.deepEqual(plain(state.entries), plain([entry(3, 1)]));
+      });
+
+      it('compacts: deletes entries <= index, records the base, survives reopen', async () => {
+        await store.save({ entries: entries(1, 10, 1) });
+        await store.compact({ index: 4, term: 1 });
+        let state = await store.load();
+        assert.deepEqual(state.logBase, { index: 4, term: 1 });
+        assert.deepEqual(plain(state.entries), plain(entries(5, 10, 1)));
+        state = await (await reopen()).load();
+        assert.deepEqual(state.logBase, { index: 4, term: 1 });
+        assert.deepEqual(plain(state.entries), plain(entries(5, 10, 1)));
+        assert.equal(store.lastIndex(), 10);
+      });
+
+      it('compaction is idempotent and never moves the base backwards', async () => {
+        await store.save({ entries: entries(1, 10, 1) });
+        await store.compact({ index: 6, term: 1 });
+        await store.compact({ index: 6, term: 1 });
+        await store.compact({ index: 3, term: 1 });
+        const state = await store.load();
+        assert.deepEqual(state.logBase, { index: 6, term: 1 });
+        assert.deepEqual(plain(state.entries), plain(entries(7, 10, 1)));
+      });
+
+      it('compaction past the last entry empties the log; appends continue after the base', async () => {
+        await store.save({ entries: entries(1, 3, 1) });
+        await store.compact({ index: 20, term: 4 });
+        assert.equal(store.lastIndex(), 20);
+        await rejectsWith(store.save({ entries: [entry(22, 4)] }), 'invalidArgument');
+        await store.save({ entries: [entry(21, 4)] });
+        const state = await (await reopen()).load();
+        assert.deepEqual(state.logBase, { index: 20, term: 4 });
+        assert.deepEqual(plain(state.entries), plain([entry(21, 4)]));
+      });
+
+      it('compaction at an entry of another term discards the whole log (Raft §7)', async () => {
+        await store.save({ entries: entries(1, 5, 1) });
+        await store.compact({ index: 3, term: 2 });
+        const state = await store.load();
+        assert.deepEqual(state.logBase, { index: 3, term: 2 });
+        assert.deepEqual(state.entries, []);
+        assert.equal(store.lastIndex(), 3);
+      });
+    });
+
+    describe('StateMachine', () => {
+      it('applies puts, deletes, batches, no-ops and conf entries', async () => {
+        const batch = encodeCommand({
+          op: 'batch',
+          ops: [
+            { op: 'put', key: bytes('b'), value: bytes('2') },
+            { op: 'delete', key: bytes('a') },
+          ],
+        });
+        const results = await store.apply([
+          put(1, 'a', '1'),
+          { entry: { index: 2, term: 1, type: 'normal', data: new Uint8Array(0) } },
+          { entry: { index: 3, term: 1, type: 'normal', data: batch } },
+          { entry: { index: 4, term: 1, type: 'conf', data: bytes('cc') }, membership },
+          del(5, 'missing'),
+        ]);
+        assert.deepEqual(
+          results.map((r) => [r.index, r.ok]),
+          [[1, true], [2, true], [3, true], [4, true], [5, true]],
+        );
+        assert.equal(store.appliedIndex(), 5);
+        assert.equal(await store.get(bytes('a')), undefined);
+        assert.equal(text(await store.get(bytes('b'))), '2');
+        assert.deepEqual(store.membership(), membership);
+      });
+
+      it('is idempotent by index: applying the same entries twice gives the same state', async () => {
+        const items = [put(1, 'x', '1'), put(2, 'y', '2'), del(3, 'x')];
+        const first = await store.apply(items);
+        assert.equal(first.length, 3);
+        const again = await store.apply(items);
+        assert.deepEqual(again, []);
+        assert.equal(store.appliedIndex(), 3);
+        // an overlapping call applies only what is new
+        const overlap = await store.apply([put(2, 'y', 'other'), put(3, 'x', 'other'), put(4, 'z', '4')]);
+        assert.deepEqual(overlap.map((r) => r.index), [4]);
+        assert.equal(await store.get(bytes('x')), undefined);
+        assert.equal(text(await store.get(bytes('y'))), '2');
+        assert.equal(text(await store.get(bytes('z'))), '4');
+      });
+
+      it('records a malformed command as failed and still advances the applied index', async () => {
+        const results = await store.apply([
+          { entry: { index: 1, term: 1, type: 'normal', data: Uint8Array.of(0x7f, 1, 2) } },
+          { entry: { index: 2, term: 1, type: 'normal', data: Uint8Array.of(0x01, 0x00) } },
+          put(3, 'ok', 'yes'),
+        ]);
+        assert.deepEqual(results[0], {
+          index: 1,
+          ok: false,
+          code: 'unknownOp',
+          error: 'kv command: unknown op 0x7f at byte 0',
+        });
+        assert.equal(results[1]?.ok, false);
+        assert.equal(results[2]?.ok, true);
+        assert.equal(store.appliedIndex(), 3);
+        assert.equal(text(await store.get(bytes('ok'))), 'yes');
+      });
+
+      it('applies all of a call or nothing: a gap rejects the call and writes no data and no index', async () => {
+        await store.apply([put(1, 'a', '1')]);
+        await rejectsWith(store.apply([put(2, 'b', '2'), put(4, 'c', '3')]), 'invalidArgument', /does not follow/);
+        await rejectsWith(
+          store.apply([put(2, 'b', '2'), { entry: entry(3, 1, ''), membership }]),
+          'invalidArgument',
+          /membership/,
+        );
+        assert.equal(store.appliedIndex(), 1);
+        assert.equal(await store.get(bytes('b')), undefined);
+      });
+
+      it('keeps data, applied index and membership together across reopen', async () => {
+        await store.apply([
+          put(1, 'k1', 'v1'),
+          { entry: { index: 2, term: 1, type: 'conf', data: bytes('cc') }, membership },
+          put(3, 'k2', 'v2'),
+        ]);
+        const reopened = await reopen();
+        assert.equal(reopened.appliedIndex(), 3);
+        assert.deepEqual(reopened.membership(), membership);
+        assert.equal(text(await reopened.get(bytes('k1'))), 'v1');
+        assert.equal(text(await reopened.get(bytes('k2'))), 'v2');
+        // replaying the log after a restart is harmless
+        assert.deepEqual(await reopened.apply([put(3, 'k2', 'changed'), put(4, 'k3', 'v3')]).then((r) => r.map((x) => x.index)), [4]);
+        assert.equal(text(await reopened.get(bytes('k2'))), 'v2');
+      });
+
+      it('ranges by prefix, start/end and limit, in bytewise order, with `more`', async () => {
+        const keys = ['a', 'app/1', 'app/2', 'app/3', 'apple', 'b', 'z\u00ff'];
+        await store.apply(keys.map((k, i) => put(i + 1, k, `v-${k}`)));
+        await store.apply([{ entry: { index: keys.length + 1, term: 1, type: 'normal', data: encodeCommand({ op: 'put', key: Uint8Array.of(0xff, 0xff), value: bytes('max') }) } }]);
+
+        const all = await store.range({ limit: 100 });
+        assert.equal(all.kvs.length, keys.length + 1);
+        assert.equal(all.more, false);
+        const sorted = all.kvs.map((kv) => Buffer.from(kv.key));
+        assert.deepEqual(sorted, [...sorted].sort(Buffer.compare));
+
+        const prefixed = await store.range({ prefix: bytes('app/'), limit: 2 });
+        assert.deepEqual(prefixed.kvs.map((kv) => text(kv.key)), ['app/1', 'app/2']);
+        assert.equal(prefixed.more, true);
+        assert.equal(text(prefixed.kvs[0]?.value), 'v-app/1');
+
+        const page2 = await store.range({ prefix: bytes('app/'), start: bytes('app/2\u0000'), limit: 2 });
+        assert.deepEqual(page2.kvs.map((kv) => text(kv.key)), ['app/3']);
+        assert.equal(page2.more, false);
+
+        const window = await store.range({ start: bytes('app/2'), end: bytes('b'), limit: 10 });
+        assert.deepEqual(window.kvs.map((kv) => text(kv.key)), ['app/2', 'app/3', 'apple']);
+
+        const exact = await store.range({ prefix: bytes('app'), limit: 4 });
+        assert.equal(exact.kvs.length, 4);
+        assert.equal(exact.more, false);
+
+        const top = await store.range({ prefix: Uint8Array.of(0xff), limit: 10 });
+        assert.deepEqual(top.kvs.map((kv) => Buffer.from(kv.key).toString('hex')), ['ffff']);
+
+        assert.deepEqual(await store.range({ start: bytes('b'), end: bytes('a'), limit: 10 }), { kvs: [], more: false });
+        await rejectsWith(store.range({ limit: 0 }), 'invalidArgument', /limit/);
+      });
+
+      it(`caps range limit at RANGE_LIMIT_MAX (${RANGE_LIMIT_MAX})`, async () => {
+        const count = RANGE_LIMIT_MAX + 5;
+        const ops = [];
+        for (let i = 0; i < count; i++) ops.push({ op: 'put' as const, key: bytes(`k${String(i).padStart(6, '0')}`), value: bytes('v') });
+        const items: ApplyItem[] = [];
+        for (let i = 0; i < ops.length; i += 5000) {
+          items.push({ entry: { index: items.length + 1, term: 1, type: 'normal', data: encodeCommand({ op: 'batch', ops: ops.slice(i, i + 5000) }) } });
+        }
+        await store.apply(items);
+        const result = await store.range({ limit: 1_000_000 });
+        assert.equal(result.kvs.length, RANGE_LIMIT_MAX);
+        assert.equal(result.more, true);
+      });
+    });
+
+    describe('IdentityStore', () => {
+      const me = { nodeId: 'n1', clusterId: 'c1', formatVersion: FORMAT_VERSION };
+
+      it('creates the identity of a new data dir only when asked, then checks it after reopen', async () => {
+        assert.equal(await store.readIdentity(), null);
+        await rejectsWith(store.checkIdentity(me), 'identityMismatch', /no identity/);
+        assert.deepEqual(await store.checkIdentity(me, { createIfNew: true }), me);
+        const reopened = await reopen();
+        assert.deepEqual(await reopened.readIdentity(), me);
+        assert.deepEqual(await reopened.checkIdentity(me), me);
+      });
+
+      it('refuses a data dir of another node, another cluster or an unknown format', async () => {
+        await store.checkIdentity(me, { createIfNew: true });
+        await rejectsWith(store.checkIdentity({ ...me, nodeId: 'n2' }), 'identityMismatch', /belongs to node "n1" of cluster "c1", not node "n2"/);
+        await rejectsWith(store.checkIdentity({ ...me, clusterId: 'c2' }), 'identityMismatch', /cluster "c2"/);
+        await rejectsWith(store.checkIdentity({ ...me, formatVersion: 99 }), 'unknownFormat', /99/);
+      });
+
+      it('refuses to adopt a data dir that holds data but no identity', async () => {
+        await store.save({ hardState: hs, entries: entries(1, 2, 1) });
+        await rejectsWith(store.checkIdentity(me, { createIfNew: true }), 'identityMismatch', /holds data/);
+      });
+    });
+
+    describe('lifecycle', () => {
+      it('close is idempotent and every call after it is refused', async () => {
+        await store.save({ entries: entries(1, 1, 1) });
+        await store.close();
+        await store.close();
+        await rejectsWith(store.load(), 'closed');
+        await rejectsWith(store.save({ hardState: hs }), 'closed');
+        await rejectsWith(store.compact({ index: 1, term: 1 }), 'closed');
+        await rejectsWith(store.apply([put(1, 'a', 'b')]), 'closed');
+        await rejectsWith(store.get(bytes('a')), 'closed');
+        await rejectsWith(store.range({ limit: 1 }), 'closed');
+        await rejectsWith(store.readIdentity(), 'closed');
+        store = await fixture.open();
+        assert.equal(store.lastIndex(), 1);
+      });
+
+      it('refuses a second open of the same data dir while it is open', async () => {
+        await assert.rejects(fixture.open(), (err: unknown) => err instanceof StorageError && err.code === 'io');
+      });
+
+      it('reopen after close keeps everything', async () => {
+        await store.checkIdentity({ nodeId: 'n1', clusterId: 'c1', formatVersion: FORMAT_VERSION }, { createIfNew: true });
+        await store.save({ hardState: hs, entries: entries(1, 8, 2) });
+        await store.compact({ index: 2, term: 2 });
+        await store.apply([put(1, 'k', 'v'), { entry: { index: 2, term: 2, type: 'conf', data: bytes('') }, membership }]);
+        const before = await store.load();
+        const s = await reopen();
+        const after = await s.load();
+        assert.deepEqual(after.hardState, before.hardState);
+        assert.deepEqual(after.logBase, before.logBase);
+        assert.deepEqual(plain(after.entries), plain(before.entries));
+        assert.equal(s.lastIndex(), 8);
+        assert.equal(s.appliedIndex(), 2);
+        assert.deepEqual(s.membership(), membership);
+        assert.equal(text(await s.get(bytes('k'))), 'v');
+        assert.equal((await s.readIdentity())?.nodeId, 'n1');
+      });
+
+      it('serialises concurrent saves in call order', async () => {
+        await Promise.all([
+          store.save({ entries: entries(1, 5, 1) }),
+          store.save({ entries: [entry(3, 2, 'x')] }),
+          store.save({ hardState: hs, entries: [entry(4, 2, 'y')] }),
+        ]);
+        const state = await store.load();
+        assert.deepEqual(plain(state.entries), plain([entry(1, 1), entry(2, 1), entry(3, 2, 'x'), entry(4, 2, 'y')]));
+      });
+    });
+  });
+}
