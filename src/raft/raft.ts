@@ -332,6 +332,29 @@ export class RaftNode {
     }
   }
 
+  /**
+   * stepForReplies steps m and takes out the answers it produced for m.from
+   * (voteResp, appendResp, heartbeatResp, snapshotResp, readIndexResp), so a
+   * transport can return them as the RPC's response. They depend on state the
+   * next Ready persists: the driver must send them only after that Ready's
+   * persistence completes. Answers produced later (a snapshot installed, a
+   * read confirmed) leave through Ready.messages as usual.
+   */
+  stepForReplies(m: Message): Message[] {
+    const mark = this.msgs.length;
+    this.step(m);
+    const replies: Message[] = [];
+    const rest: Message[] = [];
+    for (let i = mark; i < this.msgs.length; i++) {
+      const out = this.msgs[i] as Message;
+      if (out.to === m.from && REPLY_TYPES.has(out.type)) replies.push(out);
+      else rest.push(out);
+    }
+    this.msgs.length = mark;
+    for (const out of rest) this.msgs.push(out);
+    return replies;
+  }
+
   // ---------------------------------------------------------------- Ready
 
   hasReady(): boolean {
@@ -1126,6 +1149,14 @@ export class RaftNode {
     this.msgs.push(msg);
   }
 }
+
+const REPLY_TYPES: ReadonlySet<Message['type']> = new Set([
+  'voteResp',
+  'appendResp',
+  'heartbeatResp',
+  'snapshotResp',
+  'readIndexResp',
+]);
 
 function sameHardState(a: HardState, b: HardState): boolean {
   return a.term === b.term && a.vote === b.vote && a.commit === b.commit;

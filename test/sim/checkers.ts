@@ -146,6 +146,17 @@ export class Checkers {
     this.checkLeaderCompleteness(id, term);
   }
 
+  /**
+   * onLeaderMessage: node id sent a leader-only message (append, heartbeat,
+   * snapshot, timeoutNow) in term: an Election Safety sensor independent of
+   * the role the core reports.
+   */
+  onLeaderMessage(id: NodeId, term: number): void {
+    const prev = this.leaderOfTerm.get(term);
+    if (prev === undefined) this.leaderOfTerm.set(term, id);
+    else if (prev !== id) this.fail(PROPERTY.electionSafety, [prev, id], `${id} sent leader messages in term ${term}, whose leader is ${prev}`);
+  }
+
   // ---- Leader Completeness (Raft §5.4) ----
 
   private checkLeaderCompleteness(id: NodeId, term: number): void {

@@ -1,0 +1,425 @@
+import assert from 'node:assert/strict';
+import {
+  MembershipChangeError,
+  NotLeaderError,
+  ProposalDroppedError,
+  RaftNode,
+  defaultRaftConfig,
+  type Entry,
+  type Message,
+} from '../../../src/raft/index.js';
+import { TestCluster, bytes, initialSnapshot, membership, seededRng } from './harness.js';
+
+function entry(index: number, term: number, data = ''): Entry {
+  return { index, term, type: 'normal', data: bytes(data) };
+}
+
+describe('raft core', () => {
+  describe('leader election', () => {
+    it('Raft §5.2: a follower that hears from no leader campaigns and a single voter wins at once', () => {
+      const c = new TestCluster(['a']);
+      c.tick('a', 25);
+      const st = c.node('a').status();
+      assert.equal(st.role, 'leader');
+      assert.equal(st.term, 1);
+    });
+
+    it('Raft §5.2: a candidate with a majority of votes becomes leader; the others follow it in the same term', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      assert.equal(c.node('a').status().role, 'leader');
+      for (const id of ['b', 'c']) {
+        const st = c.node(id).status();
+        assert.equal(st.role, 'follower');
+        assert.equal(st.leader, 'a');
+        assert.equal(st.term, c.node('a').status().term);
+      }
+    });
+
+    it('Raft §5.2: randomized timeouts elect exactly one leader without any help', () => {
+      const c = new TestCluster(['a', 'b', 'c', 'd', 'e']);
+      c.tickAll(40);
+      const leaders = [...c.nodes.values()].filter((n) => n.status().role === 'leader');
+      assert.equal(leaders.length, 1);
+    });
+
+    it('Raft §5.2: a node grants at most one vote per term, first come first served', () => {
+      const n = new RaftNode(defaultRaftConfig('x', seededRng(1), { preVote: false, checkQuorum: false }), {
+        hardState: { term: 0, vote: '', commit: 0 },
+        snapshot: initialSnapshot(membership(['x', 'y', 'z'])),
+        logBase: { index: 0, term: 0 },
+        entries: [],
+        applied: 0,
+      });
+      const vote = (from: string): Message => ({
+        type: 'vote', from, to: 'x', term: 1, preVote: false, transfer: false, lastLogIndex: 0, lastLogTerm: 0,
+      });
+      n.step(vote('y'));
+      n.step(vote('z'));
+      const rd = n.ready();
+      const answers = rd.messages.filter((m) => m.type === 'voteResp');
+      assert.deepEqual(
+        answers.map((m) => [m.to, m.type === 'voteResp' && m.granted]),
+        [['y', true], ['z', false]],
+      );
+      assert.equal(rd.hardState?.vote, 'y', 'the vote is in the hard state to persist before the answer leaves');
+    });
+
+    it('Raft §5.4.1: a vote is refused to a candidate whose log is less up to date', () => {
+      const n = new RaftNode(defaultRaftConfig('x', seededRng(1), { preVote: false, checkQuorum: false }), {
+        hardState: { term: 2, vote: '', commit: 0 },
+        snapshot: initialSnapshot(membership(['x', 'y', 'z'])),
+        logBase: { index: 0, term: 0 },
+        entries: [entry(1, 1), entry(2, 2)],
+        applied: 0,
+      });
+      n.step({ type: 'vote', from: 'y', to: 'x', term: 3, preVote: false, transfer: false, lastLogIndex: 5, lastLogTerm: 1 });
+      n.step({ type: 'vote', from: 'z', to: 'x', term: 3, preVote: false, transfer: false, lastLogIndex: 2, lastLogTerm: 2 });
+      const answers = n.ready().messages.filter((m) => m.type === 'voteResp');
+      assert.deepEqual(
+        answers.map((m) => [m.to, m.type === 'voteResp' && m.granted]),
+        [['y', false], ['z', true]],
+      );
+    });
+
+    it('dissertation §9.6: PreVote — a node that was partitioned away does not raise the term when it comes back', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      const term = c.node('a').status().term;
+      c.isolate('c');
+      c.tick('c', 60); // c campaigns in vain, but only with pre-votes
+      assert.equal(c.node('c').status().term, term);
+      c.heal();
+      c.tickAll(5);
+      assert.equal(c.leaderId(), 'a');
+      assert.equal(c.node('a').status().term, term);
+    });
+
+    it('dissertation §6.2: CheckQuorum — a leader that cannot reach a quorum steps down', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.isolate('a');
+      c.tick('a', 25);
+      assert.notEqual(c.node('a').status().role, 'leader');
+    });
+
+    it('dissertation §4.2.3: while a follower hears from its leader it ignores a disruptive candidate', () => {
+      const c = new TestCluster(['a', 'b', 'c'], { preVote: false });
+      c.elect('a');
+      const term = c.node('a').status().term;
+      c.node('b').step({
+        type: 'vote', from: 'c', to: 'b', term: term + 1, preVote: false, transfer: false, lastLogIndex: 99, lastLogTerm: 99,
+      });
+      c.stabilize();
+      assert.equal(c.node('b').status().term, term);
+      assert.equal(c.node('b').status().leader, 'a');
+    });
+  });
+
+  describe('log replication', () => {
+    it('Raft §5.3: proposals are replicated, committed and applied in order on every node', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      for (const v of ['x', 'y', 'z']) c.node('a').propose(bytes(v));
+      c.stabilize();
+      c.tickAll(2);
+      for (const id of ['a', 'b', 'c']) assert.deepEqual(c.appliedData(id), ['x', 'y', 'z']);
+    });
+
+    it('Raft §5.3: a follower refuses proposals and names the leader', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      assert.throws(() => c.node('b').propose(bytes('x')), (e: unknown) => e instanceof NotLeaderError && e.leader === 'a');
+    });
+
+    it('Raft §5.3: a follower with a conflicting suffix is truncated to the leader\'s log, backtracking a whole term per round trip', () => {
+      const c2 = new TestCluster(['a', 'b', 'c'], { preVote: false, checkQuorum: false });
+      c2.elect('a');
+      c2.node('a').propose(bytes('base'));
+      c2.stabilize();
+      c2.tickAll(1);
+      // b leads a new term alone and writes 50 entries that never commit.
+      c2.isolate('a');
+      c2.elect('b');
+      assert.equal(c2.node('b').status().role, 'leader');
+      c2.isolate('b');
+      for (let i = 0; i < 50; i++) c2.node('b').propose(bytes(`stale${i}`));
+      c2.stabilize();
+      // c becomes leader with a newer term and a different suffix.
+      c2.heal();
+      c2.isolate('b');
+      c2.elect('c');
+      assert.equal(c2.node('c').status().role, 'leader');
+      for (let i = 0; i < 5; i++) c2.node('c').propose(bytes(`new${i}`));
+      c2.stabilize();
+      const before = c2.sent.length;
+      c2.heal();
+      c2.tickAll(3);
+      const appendsToB = c2.sent.slice(before).filter((m) => m.type === 'append' && m.to === 'b').length;
+      assert.deepEqual(c2.appliedData('b'), c2.appliedData('c'));
+      assert.ok(c2.appliedData('b').includes('new4'));
+      assert.ok(!c2.appliedData('b').some((v) => v.startsWith('stale')));
+      assert.ok(appendsToB < 12, `backtracking took ${appendsToB} appends; a whole term should be skipped at once`);
+    });
+
+    it('Raft §5.4.2 (Figure 8): replicas of an earlier-term entry alone do not advance commit', () => {
+      // a leads term 3 with [1:t1, 2:t2]; its no-op (3:t3) is not yet acknowledged by anyone.
+      const a = new RaftNode(defaultRaftConfig('a', seededRng(3), { preVote: false, checkQuorum: false }), {
+        hardState: { term: 2, vote: '', commit: 1 },
+        snapshot: initialSnapshot(membership(['a', 'b', 'c'])),
+        logBase: { index: 0, term: 0 },
+        entries: [entry(1, 1), entry(2, 2)],
+        applied: 1,
+      });
+      a.campaign();
+      let rd = a.ready();
+      a.advance(rd);
+      a.step({ type: 'voteResp', from: 'b', to: 'a', term: 3, preVote: false, granted: true });
+      assert.equal(a.status().role, 'leader');
+      rd = a.ready();
+      a.advance(rd);
+      // b acknowledges index 2 (term 2), not the no-op at index 3.
+      a.step({ type: 'appendResp', from: 'b', to: 'a', term: 3, reject: false, index: 2, hintIndex: 0, hintTerm: 0 });
+      assert.equal(a.status().commit, 1, 'index 2 is on a majority but of an earlier term');
+      a.step({ type: 'appendResp', from: 'b', to: 'a', term: 3, reject: false, index: 3, hintIndex: 0, hintTerm: 0 });
+      assert.equal(a.status().commit, 3);
+    });
+
+    it('flow control: no more than maxInflightAppends appends are in flight to a silent follower', () => {
+      const c = new TestCluster(['a', 'b', 'c'], { maxInflightAppends: 4, maxAppendBytes: 1 });
+      c.elect('a');
+      c.cutLink('b', 'a'); // b receives but its answers are lost
+      const before = c.sent.length;
+      for (let i = 0; i < 50; i++) {
+        c.node('a').propose(bytes(`v${i}`));
+        c.stabilize();
+      }
+      const appendsToB = c.sent.slice(before).filter((m) => m.type === 'append' && m.to === 'b' && m.entries.length > 0);
+      assert.ok(appendsToB.length <= 4, `${appendsToB.length} appends in flight`);
+    });
+
+    it('flow control: each append carries at most maxAppendBytes of entry data (but at least one entry)', () => {
+      const c = new TestCluster(['a', 'b'], { maxAppendBytes: 10 });
+      c.elect('a');
+      c.isolate('b');
+      for (let i = 0; i < 10; i++) c.node('a').propose(bytes('0123456789'.slice(0, 6)));
+      c.stabilize();
+      const before = c.sent.length;
+      c.heal();
+      c.tickAll(3);
+      const appends = c.sent.slice(before).filter((m) => m.type === 'append' && m.to === 'b');
+      for (const m of appends) {
+        if (m.type !== 'append') continue;
+        const size = m.entries.reduce((s, e) => s + e.data.length, 0);
+        assert.ok(m.entries.length <= 1 || size <= 10, `append of ${size} bytes`);
+      }
+      assert.deepEqual(c.appliedData('b'), c.appliedData('a'));
+    });
+
+    it('limits: proposals beyond maxUncommittedBytes are refused, not queued without end', () => {
+      const c = new TestCluster(['a', 'b', 'c'], { maxUncommittedBytes: 100 });
+      c.elect('a');
+      c.isolate('a');
+      let refused = 0;
+      for (let i = 0; i < 50; i++) {
+        try {
+          c.node('a').propose(new Uint8Array(10));
+        } catch (e) {
+          assert.ok(e instanceof ProposalDroppedError);
+          refused++;
+        }
+      }
+      assert.ok(refused >= 39, `refused ${refused}`);
+    });
+  });
+
+  describe('leadership transfer (dissertation §3.10)', () => {
+    it('TimeoutNow makes the caught-up target the leader of the next term', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      const term = c.node('a').status().term;
+      c.node('a').transferLeadership('c');
+      c.stabilize();
+      assert.equal(c.leaderId(), 'c');
+      assert.equal(c.node('c').status().term, term + 1);
+      c.node('c').propose(bytes('y'));
+      c.stabilize();
+      c.tickAll(2);
+      assert.deepEqual(c.appliedData('a'), ['x', 'y']);
+    });
+
+    it('a lagging target is caught up first; proposals are refused while the transfer runs', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.isolate('c');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      c.node('a').transferLeadership('c');
+      assert.throws(() => c.node('a').propose(bytes('y')), ProposalDroppedError);
+      c.heal();
+      c.tickAll(3);
+      assert.equal(c.leaderId(), 'c');
+      assert.deepEqual(c.appliedData('c'), ['x']);
+    });
+
+    it('a transfer that cannot finish is abandoned after an election timeout', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.isolate('c');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      c.node('a').transferLeadership('c');
+      c.tick('a', 12);
+      assert.equal(c.node('a').status().leadTransferee, '');
+      c.node('a').propose(bytes('y'));
+    });
+  });
+
+  describe('ReadIndex (dissertation §6.4)', () => {
+    it('the leader answers a read with its commit index once a quorum confirms its leadership', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      c.node('a').readIndex('r1');
+      c.stabilize();
+      const rs = c.readStates.get('a') ?? [];
+      assert.deepEqual(rs, [{ context: 'r1', index: c.node('a').status().commit }]);
+    });
+
+    it('a leader cut off from its quorum cannot confirm a read', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.isolate('a');
+      c.node('a').readIndex('r1');
+      c.stabilize();
+      assert.deepEqual(c.readStates.get('a'), []);
+      c.tick('a', 25); // CheckQuorum: it steps down and the read fails
+      assert.equal((c.readFailures.get('a') ?? []).length, 1);
+    });
+
+    it('a follower forwards the read to the leader and gets the leader\'s commit index', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      c.node('b').readIndex('rb');
+      c.stabilize();
+      assert.deepEqual(c.readStates.get('b'), [{ context: 'rb', index: c.node('a').status().commit }]);
+    });
+
+    it('a read with no known leader fails at once', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.node('b').readIndex('rb');
+      c.stabilize();
+      assert.equal((c.readFailures.get('b') ?? []).length, 1);
+    });
+  });
+
+  describe('membership changes (dissertation §4.1)', () => {
+    it('a learner receives the log but does not vote; promoted, it counts toward the quorum', () => {
+      const c = new TestCluster(['a', 'b', 'c', 'd'], {}, membership(['a', 'b', 'c']));
+      c.elect('a');
+      c.node('a').proposeConfChange({ op: 'addLearner', nodeId: 'd' });
+      c.stabilize();
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      c.tickAll(2);
+      assert.deepEqual(c.appliedData('d'), ['x']);
+      assert.deepEqual(c.node('a').status().membership.learners, ['d']);
+      c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'd' });
+      c.stabilize();
+      c.tickAll(2);
+      assert.deepEqual([...c.node('a').status().membership.voters].sort(), ['a', 'b', 'c', 'd']);
+      // With 4 voters the quorum is 3: losing b and c stops commits.
+      c.isolate('b');
+      c.isolate('c');
+      const commit = c.node('a').status().commit;
+      c.node('a').propose(bytes('y'));
+      c.stabilize();
+      assert.equal(c.node('a').status().commit, commit);
+    });
+
+    it('only one membership change at a time, and invalid ones are refused', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      assert.throws(() => c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'b' }), MembershipChangeError);
+      assert.throws(() => c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'zz' }), MembershipChangeError);
+      c.isolate('a');
+      c.node('a').proposeConfChange({ op: 'addLearner', nodeId: 'd' });
+      assert.throws(() => c.node('a').proposeConfChange({ op: 'addLearner', nodeId: 'e' }), MembershipChangeError);
+    });
+
+    it('a leader that removes itself steps down once the removal commits, and the rest elect a new leader', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'a' });
+      c.stabilize();
+      c.tickAll(2);
+      assert.notEqual(c.node('a').status().role, 'leader');
+      c.tickAll(40);
+      const leader = c.leaderId();
+      assert.ok(leader === 'b' || leader === 'c', `leader ${String(leader)}`);
+      assert.deepEqual([...c.node(leader).status().membership.voters].sort(), ['b', 'c']);
+    });
+  });
+
+  describe('snapshots (Raft §7)', () => {
+    it('a follower whose next entry was compacted away is offered the snapshot, installs it and catches up', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.isolate('c');
+      for (let i = 0; i < 20; i++) c.node('a').propose(bytes(`v${i}`));
+      c.stabilize();
+      c.tickAll(1);
+      const meta = c.takeSnapshot('a');
+      assert.ok(c.node('a').status().firstIndex > 1);
+      c.heal();
+      c.tickAll(2);
+      const wanted = c.snapshotsWanted.get('c') ?? [];
+      assert.equal(wanted.length, 1);
+      assert.equal(wanted[0]?.index, meta.index);
+      assert.equal(c.node('a').status().progress.c?.state, 'snapshot');
+      assert.equal(c.node('a').compactionFloor(), meta.index, 'nothing after the snapshot may be compacted while c installs it');
+      assert.ok(c.installSnapshot('c', meta, 'a'));
+      c.node('a').propose(bytes('after'));
+      c.stabilize();
+      c.tickAll(2);
+      assert.deepEqual(c.appliedData('c'), c.appliedData('a'));
+      assert.equal(c.node('a').status().progress.c?.state, 'replicate');
+    });
+
+    it('a failed fetch is reported and the leader offers the snapshot again', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.isolate('c');
+      for (let i = 0; i < 5; i++) c.node('a').propose(bytes(`v${i}`));
+      c.stabilize();
+      c.tickAll(1);
+      const meta = c.takeSnapshot('a');
+      c.heal();
+      c.tickAll(1);
+      c.node('c').snapshotFailed(meta);
+      c.stabilize();
+      c.tickAll(3);
+      assert.ok((c.snapshotsWanted.get('c') ?? []).length >= 2);
+    });
+
+    it('a node restarted from a snapshot whose log does not reach it discards the log', () => {
+      const m = membership(['a']);
+      const n = new RaftNode(defaultRaftConfig('a', seededRng(9)), {
+        hardState: { term: 2, vote: 'a', commit: 2 },
+        snapshot: { index: 10, term: 2, membership: m, sizeBytes: 0, digest: 'd' },
+        logBase: { index: 0, term: 0 },
+        entries: [entry(1, 1), entry(2, 2)],
+        applied: 10,
+      });
+      const rd = n.ready();
+      assert.deepEqual(rd.logReset, { index: 10, term: 2 });
+      assert.equal(n.status().commit, 10);
+      n.advance(rd);
+    });
+  });
+});
