@@ -1,0 +1,27 @@
+import type { NodeId } from '../raft/types.js';
+
+/**
+ * NodeErrorCode names why a node operation failed; the API layer maps each to
+ * a gRPC status (see src/api).
+ */
+export type NodeErrorCode =
+  | 'notLeader' // FAILED_PRECONDITION: ask the leader (leaderId/leaderAddress say who, when known)
+  | 'timeout' // DEADLINE_EXCEEDED: not applied in time; the outcome is unknown
+  | 'lost' // ABORTED: the entry was replaced by another leader's; it was not applied
+  | 'shuttingDown' // UNAVAILABLE
+  | 'busy' // RESOURCE_EXHAUSTED: too many operations waiting
+  | 'invalid' // INVALID_ARGUMENT
+  | 'unavailable'; // UNAVAILABLE: no quorum, no leader
+
+/** NodeError is every error a node operation rejects with. */
+export class NodeError extends Error {
+  override readonly name = 'NodeError';
+  constructor(
+    readonly code: NodeErrorCode,
+    message: string,
+    readonly leaderId: NodeId = '',
+    readonly leaderAddress: string = '',
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,581 @@
+import { randomInt } from 'node:crypto';
+
+import {
+  MembershipChangeError,
+  NotLeaderError,
+  ProposalDroppedError,
+  RaftNode,
+  decodeConfChange,
+  defaultRaftConfig,
+  type ConfChange,
+  type Entry,
+  type Membership,
+  type Message,
+  type NodeId,
+  type RaftConfig,
+  type RaftStatus,
+  type Ready,
+  type SnapshotMeta,
+} from '../raft/index.js';
+import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
+import type { ApplyResult, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
+import { NodeError } from './errors.js';
+
+/** MessageSender is what the node needs of a transport (GrpcTransport, MemoryTransport). */
+export interface MessageSender {
+  send(m: Message): void;
+  setPeers(addresses: Readonly<Record<NodeId, string>>): void;
+  close(): Promise<void>;
+}
+
+/** Logger is the part of pino the node uses. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+
+/** NodeTimings: the defaults give a new leader within ~300 ms of the old one's death on a LAN. */
+export interface NodeTimings {
+  readonly tickMs: number;
+  readonly electionTimeoutTicks: number;
+  readonly heartbeatIntervalTicks: number;
+  /** proposalTimeoutMs: a write not applied by then fails with `timeout` (its outcome is unknown). */
+  readonly proposalTimeoutMs: number;
+  readonly readTimeoutMs: number;
+}
+
+export const DEFAULT_TIMINGS: NodeTimings = {
+  tickMs: 10,
+  electionTimeoutTicks: 15,
+  heartbeatIntervalTicks: 3,
+  proposalTimeoutMs: 5_000,
+  readTimeoutMs: 5_000,
+};
+
+export interface NodeOptions {
+  readonly id: NodeId;
+  readonly storage: NodeStorage;
+  /** transport is created by the caller with onMessage bound to node.receive. */
+  readonly transport: MessageSender;
+  /** initialMembership: the cluster as first configured (with every member's address). */
+  readonly initialMembership: Membership;
+  readonly timings?: Partial<NodeTimings>;
+  readonly raft?: Partial<Omit<RaftConfig, 'id' | 'rng'>>;
+  readonly logger?: Logger;
+  /** maxPendingProposals: writes waiting to be applied before new ones are refused with `busy`. */
+  readonly maxPendingProposals?: number;
+}
+
+/** NodeStatus is the Raft status plus the node's own addresses view. */
+export interface NodeStatus extends RaftStatus {
+  readonly leaderAddress: string;
+}
+
+interface PendingProposal {
+  readonly term: number;
+  readonly resolve: (r: ApplyResult) => void;
+  readonly reject: (e: Error) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+interface PendingRead {
+  index: number; // 0 until the read state arrives
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/**
+ * Node drives one RaftNode: real clock ticks; each Ready is persisted (one
+ * synced write), then its messages are sent, then committed entries are
+ * applied, then the core is advanced. Writes resolve once applied here;
+ * linearizable reads wait for a ReadIndex confirmation and for the state
+ * machine to catch up with it.
+ */
+export class Node {
+  readonly id: NodeId;
+  private readonly raft: RaftNode;
+  private readonly storage: NodeStorage;
+  private readonly transport: MessageSender;
+  private readonly log: Logger;
+  private readonly timings: NodeTimings;
+  private readonly maxPendingProposals: number;
+  private readonly initialAddresses: Readonly<Record<NodeId, string>>;
+  private ticker: NodeJS.Timeout | undefined;
+  private running = false;
+  private kicked = false;
+  private stopped = false;
+  private failure: Error | null = null;
+  private readyGen = 0;
+  private readonly proposals = new Map<number, PendingProposal>();
+  private readonly reads = new Map<string, PendingRead>();
+  private readSeq = 0;
+  /** replyWaiters: RPC answers held until the state they depend on is persisted. */
+  private replyWaiters: { gen: number; resolve: () => void }[] = [];
+  /** readIndexWaiters: forwarded ReadIndex RPCs waiting for the leader's answer, by peer and context. */
+  private readonly readIndexWaiters = new Map<string, (m: Message) => void>();
+  private applyWaiters: { index: number; resolve: () => void }[] = [];
+  private idleWaiters: (() => void)[] = [];
+  private peersKey = '';
+
+  private constructor(opts: NodeOptions, raft: RaftNode) {
+    this.id = opts.id;
+    this.raft = raft;
+    this.storage = opts.storage;
+    this.transport = opts.transport;
+    this.log = opts.logger ?? silentLogger;
+    this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
+    this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
+    this.initialAddresses = opts.initialMembership.addresses;
+  }
+
+  /** start loads the persisted state, builds the core and starts ticking. */
+  static async start(opts: NodeOptions): Promise<Node> {
+    const timings = { ...DEFAULT_TIMINGS, ...opts.timings };
+    const state = await opts.storage.load();
+    const applied = opts.storage.appliedIndex();
+    const snapshot: SnapshotMeta = {
+      index: 0,
+      term: 0,
+      membership: opts.initialMembership,
+      sizeBytes: 0,
+      digest: '',
+    };
+    const cfg = defaultRaftConfig(
+      opts.id,
+      { nextInt: (n: number) => randomInt(n) },
+      {
+        electionTimeoutTicks: timings.electionTimeoutTicks,
+        heartbeatIntervalTicks: timings.heartbeatIntervalTicks,
+        ...opts.raft,
+      },
+    );
+    const raft = new RaftNode(cfg, {
+      hardState: state.hardState,
+      snapshot,
+      logBase: state.logBase,
+      entries: state.entries,
+      applied,
+    });
+    const node = new Node(opts, raft);
+    node.syncPeers();
+    node.ticker = setInterval(() => node.onTick(), timings.tickMs);
+    node.ticker.unref();
+    node.kick();
+    opts.logger?.info(
+      { id: opts.id, term: state.hardState.term, lastIndex: raft.status().lastIndex, applied },
+      'node started',
+    );
+    return node;
+  }
+
+  // ------------------------------------------------------------ public operations
+
+  /** propose replicates a KV command and resolves with its apply result once applied on this node. */
+  async propose(cmd: KvCommand): Promise<ApplyResult> {
+    const data = encodeCommand(cmd);
+    return this.proposeData(data);
+  }
+
+  /** get reads a key: linearizable (ReadIndex) unless serializable is set (local, possibly stale). */
+  async get(key: Uint8Array, serializable = false): Promise<Uint8Array | undefined> {
+    if (!serializable) await this.linearizableBarrier();
+    return this.storage.get(key);
+  }
+
+  async range(q: RangeQuery, serializable = false): Promise<RangeResult> {
+    if (!serializable) await this.linearizableBarrier();
+    return this.storage.range(q);
+  }
+
+  /** changeMembership proposes a single-server change and resolves once it is applied here. */
+  async changeMembership(cc: ConfChange): Promise<void> {
+    this.checkRunning();
+    let pos;
+    try {
+      pos = this.raft.proposeConfChange(cc);
+    } catch (e) {
+      throw this.mapCoreError(e);
+    }
+    await this.waitApplied(pos.index, pos.term);
+  }
+
+  /** transferLeadership asks the leader (this node) to hand over to `to`; resolves when `to` leads or rejects on timeout. */
+  async transferLeadership(to: NodeId, timeoutMs = 3_000): Promise<void> {
+    this.checkRunning();
+    try {
+      this.raft.transferLeadership(to);
+    } catch (e) {
+      throw this.mapCoreError(e);
+    }
+    this.kick();
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const st = this.raft.status();
+      if (st.leader === to) return;
+      await sleep(this.timings.tickMs);
+    }
+    throw new NodeError('timeout', `leadership did not move to ${to} within ${timeoutMs} ms`);
+  }
+
+  /** campaign makes this node start an election now (used by tests and operators). */
+  campaign(): void {
+    this.raft.campaign();
+    this.kick();
+  }
+
+  status(): NodeStatus {
+    const st = this.raft.status();
+    return { ...st, leaderAddress: this.addressOf(st.leader) };
+  }
+
+  addressOf(id: NodeId): string {
+    if (id === '') return '';
+    return this.raft.status().membership.addresses[id] ?? this.initialAddresses[id] ?? '';
+  }
+
+  // ------------------------------------------------------------ transport side
+
+  /** receive steps a message that arrived as an RPC answer. */
+  receive(m: Message): void {
+    if (this.stopped) return;
+    this.raft.step(m);
+    this.kick();
+  }
+
+  /**
+   * handleRequest steps a request from a peer and resolves with the answers
+   * once the state they depend on is persisted (the transport's RaftRequestHandler).
+   */
+  async handleRequest(m: Message): Promise<Message[]> {
+    this.checkRunning();
+    if (m.type === 'readIndex') return this.handleReadIndexRequest(m);
+    const replies = this.raft.stepForReplies(m);
+    await this.persisted();
+    return replies;
+  }
+
+  /** handleReport steps an asynchronous answer a peer sent us (snapshotResp). */
+  handleReport(m: Message): void {
+    this.receive(m);
+  }
+
+  private async handleReadIndexRequest(m: Extract<Message, { type: 'readIndex' }>): Promise<Message[]> {
+    const key = `${m.from}\u0000${m.context}`;
+    if (this.readIndexWaiters.size >= this.maxPendingProposals) throw new NodeError('busy', 'too many reads waiting');
+    const answer = new Promise<Message>((resolve) => this.readIndexWaiters.set(key, resolve));
+    const immediate = this.raft.stepForReplies(m);
+    if (immediate.length > 0) {
+      this.readIndexWaiters.delete(key);
+      await this.persisted();
+      return immediate;
+    }
+    this.kick();
+    const timer = setTimeout(() => {
+      const w = this.readIndexWaiters.get(key);
+      if (w !== undefined) {
+        this.readIndexWaiters.delete(key);
+        w({ type: 'readIndexResp', from: this.id, to: m.from, term: 0, context: m.context, index: 0, reject: true });
+      }
+    }, this.timings.readTimeoutMs);
+    try {
+      return [await answer];
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // ------------------------------------------------------------ lifecycle
+
+  /** stop stops ticking, fails every waiting operation with `shuttingDown`, and closes transport and storage. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.ticker !== undefined) clearInterval(this.ticker);
+    const err = new NodeError('shuttingDown', 'the node is shutting down');
+    for (const p of this.proposals.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.proposals.clear();
+    for (const r of this.reads.values()) {
+      clearTimeout(r.timer);
+      r.reject(err);
+    }
+    this.reads.clear();
+    await this.idle();
+    this.releaseReplyWaiters(Infinity);
+    await this.transport.close();
+    await this.storage.close();
+    this.log.info({ id: this.id }, 'node stopped');
+  }
+
+  // ------------------------------------------------------------ the Ready loop
+
+  private onTick(): void {
+    if (this.stopped) return;
+    this.raft.tick();
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.running) {
+      this.kicked = true;
+      return;
+    }
+    this.running = true;
+    void this.runLoop();
+  }
+
+  private async runLoop(): Promise<void> {
+    try {
+      do {
+        this.kicked = false;
+        while (this.raft.hasReady() && this.failure === null) {
+          await this.handleReady(this.raft.ready());
+        }
+        // Nothing left to persist: every answer computed so far is safe to send.
+        this.releaseReplyWaiters(Infinity);
+      } while (this.kicked && this.failure === null);
+    } catch (e) {
+      this.fail(e);
+    } finally {
+      this.running = false;
+      const idle = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const f of idle) f();
+    }
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    const gen = ++this.readyGen;
+    if (rd.softState !== null) {
+      this.log.info({ id: this.id, role: rd.softState.role, leader: rd.softState.leader, term: this.raft.status().term }, 'role changed');
+    }
+    // 1. persist: one synced write for the hard state and every new entry (group commit).
+    if (rd.logReset !== null) await this.storage.compact(rd.logReset);
+    if (rd.hardState !== null || rd.entries.length > 0) {
+      await this.storage.save({
+        ...(rd.hardState !== null ? { hardState: rd.hardState } : {}),
+        ...(rd.entries.length > 0 ? { entries: rd.entries } : {}),
+      });
+    }
+    this.releaseReplyWaiters(gen);
+    // 2. send.
+    for (const m of rd.messages) this.route(m);
+    // 3. snapshots: not yet supported by this driver; tell the leader so it does not wait.
+    if (rd.snapshot !== null) {
+      this.log.warn({ index: rd.snapshot.index }, 'snapshot install requested but this node cannot install snapshots yet');
+      this.raft.snapshotFailed(rd.snapshot);
+    }
+    // 4. apply.
+    if (rd.committedEntries.length > 0) await this.apply(rd.committedEntries);
+    // 5. reads.
+    for (const rs of rd.readStates) {
+      const r = this.reads.get(rs.context);
+      if (r !== undefined) r.index = rs.index;
+    }
+    for (const rf of rd.readFailures) {
+      const r = this.reads.get(rf.context);
+      if (r === undefined) continue;
+      this.reads.delete(rf.context);
+      clearTimeout(r.timer);
+      r.reject(new NodeError('unavailable', `read failed: ${rf.reason}`, this.raft.status().leader));
+    }
+    this.releaseReads();
+    this.raft.advance(rd);
+    this.syncPeers();
+  }
+
+  private route(m: Message): void {
+    if (m.type === 'readIndexResp') {
+      const key = `${m.to}\u0000${m.context}`;
+      const w = this.readIndexWaiters.get(key);
+      if (w !== undefined) {
+        this.readIndexWaiters.delete(key);
+        w(m);
+      }
+      return;
+    }
+    this.transport.send(m);
+  }
+
+  private async apply(entries: readonly Entry[]): Promise<void> {
+    const items = entries.map((entry) =>
+      entry.type === 'conf' ? { entry, membership: this.raft.membershipAt(entry.index) } : { entry },
+    );
+    const results = await this.storage.apply(items);
+    const byIndex = new Map(results.map((r) => [r.index, r]));
+    for (const e of entries) {
+      if (e.type === 'conf') {
+        try {
+          const cc = decodeConfChange(e.data);
+          this.log.info({ index: e.index, op: cc.op, nodeId: cc.nodeId }, 'membership change applied');
+        } catch {
+          this.log.warn({ index: e.index }, 'malformed membership change skipped');
+        }
+      }
+      const p = this.proposals.get(e.index);
+      if (p === undefined) continue;
+      this.proposals.delete(e.index);
+      clearTimeout(p.timer);
+      if (e.term !== p.term) {
+        p.reject(new NodeError('lost', `entry ${e.index} was replaced by another leader's; it was not applied`));
+      } else {
+        p.resolve(byIndex.get(e.index) ?? { index: e.index, ok: true });
+      }
+    }
+    const applied = this.storage.appliedIndex();
+    const waiting = this.applyWaiters;
+    this.applyWaiters = [];
+    for (const w of waiting) {
+      if (w.index <= applied) w.resolve();
+      else this.applyWaiters.push(w);
+    }
+  }
+
+  // ------------------------------------------------------------ helpers
+
+  private async proposeData(data: Uint8Array): Promise<ApplyResult> {
+    this.checkRunning();
+    if (this.proposals.size >= this.maxPendingProposals) {
+      throw new NodeError('busy', `too many writes in flight (${this.proposals.size}); retry later`);
+    }
+    let pos;
+    try {
+      pos = this.raft.propose(data);
+    } catch (e) {
+      throw this.mapCoreError(e);
+    }
+    this.kick();
+    return new Promise<ApplyResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.proposals.delete(pos.index);
+        reject(new NodeError('timeout', `write at index ${pos.index} not applied within ${this.timings.proposalTimeoutMs} ms; its outcome is unknown`));
+      }, this.timings.proposalTimeoutMs);
+      this.proposals.set(pos.index, { term: pos.term, resolve, reject, timer });
+    });
+  }
+
+  private async waitApplied(index: number, term: number): Promise<void> {
+    this.kick();
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.proposals.delete(index);
+        reject(new NodeError('timeout', `membership change at index ${index} not applied in time`));
+      }, this.timings.proposalTimeoutMs);
+      this.proposals.set(index, {
+        term,
+        resolve: () => resolve(),
+        reject,
+        timer,
+      });
+    });
+  }
+
+  /** linearizableBarrier resolves once this node has applied everything committed before the call. */
+  private async linearizableBarrier(): Promise<void> {
+    this.checkRunning();
+    if (this.reads.size >= this.maxPendingProposals) throw new NodeError('busy', 'too many reads waiting');
+    const context = `${this.id}/${++this.readSeq}`;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.reads.delete(context);
+        reject(new NodeError('timeout', `linearizable read not confirmed within ${this.timings.readTimeoutMs} ms`));
+      }, this.timings.readTimeoutMs);
+      this.reads.set(context, { index: 0, resolve, reject, timer });
+      this.raft.readIndex(context);
+      this.kick();
+    });
+  }
+
+  private releaseReads(): void {
+    const applied = this.storage.appliedIndex();
+    for (const [ctx, r] of this.reads) {
+      if (r.index > 0 && r.index <= applied) {
+        this.reads.delete(ctx);
+        clearTimeout(r.timer);
+        r.resolve();
+      }
+    }
+  }
+
+  private persisted(): Promise<void> {
+    return new Promise((resolve) => {
+      this.replyWaiters.push({ gen: this.readyGen, resolve });
+      this.kick();
+    });
+  }
+
+  /** releaseReplyWaiters frees the answers registered before Ready number `gen` started. */
+  private releaseReplyWaiters(gen: number): void {
+    if (this.replyWaiters.length === 0) return;
+    const keep: { gen: number; resolve: () => void }[] = [];
+    for (const w of this.replyWaiters) {
+      if (w.gen < gen) w.resolve();
+      else keep.push(w);
+    }
+    this.replyWaiters = keep;
+  }
+
+  private idle(): Promise<void> {
+    if (!this.running) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private syncPeers(): void {
+    const m = this.raft.status().membership;
+    const addresses: Record<NodeId, string> = {};
+    for (const id of [...m.voters, ...m.learners]) {
+      if (id === this.id) continue;
+      const a = m.addresses[id] ?? this.initialAddresses[id];
+      if (a !== undefined && a !== '') addresses[id] = a;
+    }
+    const key = JSON.stringify(addresses);
+    if (key === this.peersKey) return;
+    this.peersKey = key;
+    this.transport.setPeers(addresses);
+  }
+
+  private checkRunning(): void {
+    if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
+    if (this.failure !== null) throw new NodeError('unavailable', `the node failed: ${this.failure.message}`);
+  }
+
+  private mapCoreError(e: unknown): Error {
+    if (e instanceof NotLeaderError) {
+      return new NodeError('notLeader', e.message, e.leader, this.addressOf(e.leader));
+    }
+    if (e instanceof ProposalDroppedError) return new NodeError('busy', e.message);
+    if (e instanceof MembershipChangeError) return new NodeError('invalid', e.message);
+    return e instanceof Error ? e : new Error(String(e));
+  }
+
+  /** fail: a storage error in the Ready loop is fatal for this node (its durable state is unknown). */
+  private fail(e: unknown): void {
+    const err = e instanceof Error ? e : new Error(String(e));
+    this.failure = err;
+    this.log.error({ id: this.id, err: err.message }, 'node failed: storage error in the Ready loop; stopping');
+    if (this.ticker !== undefined) clearInterval(this.ticker);
+    const nerr = new NodeError('unavailable', `the node failed: ${err.message}`);
+    for (const p of this.proposals.values()) {
+      clearTimeout(p.timer);
+      p.reject(nerr);
+    }
+    this.proposals.clear();
+    this.releaseReplyWaiters(Infinity);
+  }
+
+  /** failed returns the fatal error that stopped this node, if any. */
+  failed(): Error | null {
+    return this.failure;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
