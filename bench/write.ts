@@ -1,0 +1,270 @@
+/**
+ * bench:write — committed writes per second on a 3-node loopback cluster, and
+ * failover time after SIGKILL of the leader.
+ *
+ *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned]
+ *
+ * Runs snapcoord, then (when Debian's etcd-server is installed: /usr/bin/etcd)
+ * a 3-member etcd on loopback with the same load, in the same run, and prints
+ * snapcoord/etcd ratios. Figures only: nothing here passes or fails on time.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import * as grpc from '@grpc/grpc-js';
+import { Command } from 'commander';
+import { Etcd3 } from 'etcd3';
+
+import { KVServiceClient } from '../src/gen/snapcoord/v1/kv.js';
+import { ClusterServiceClient, Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
+import { freePorts, killChild, percentile, sleep, startChild, stopChild, waitFor, type Child } from './lib/procs.js';
+
+interface LoadResult {
+  readonly writes: number;
+  readonly errors: number;
+  readonly seconds: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
+interface Target {
+  readonly name: string;
+  /** put writes one key through client slot `slot` (0..clients-1). */
+  put(slot: number, key: string, value: Buffer): Promise<void>;
+  /** killLeader SIGKILLs the current leader and returns a put that tries the survivors. */
+  killLeader(): Promise<(key: string, value: Buffer) => Promise<void>>;
+  stop(): Promise<void>;
+}
+
+async function runLoad(t: Target, clients: number, seconds: number, valueBytes: number): Promise<LoadResult> {
+  const value = Buffer.alloc(valueBytes, 0x61);
+  const lat: number[] = [];
+  let errors = 0;
+  const end = performance.now() + seconds * 1000;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async (_, c) => {
+      for (let i = 0; performance.now() < end; i++) {
+        const s = performance.now();
+        try {
+          await t.put(c, `bench/${c}/${i}`, value);
+          lat.push(performance.now() - s);
+        } catch {
+          errors++;
+          await sleep(10);
+        }
+      }
+    }),
+  );
+  const elapsed = (performance.now() - t0) / 1000;
+  lat.sort((a, b) => a - b);
+  return { writes: lat.length, errors, seconds: elapsed, p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99) };
+}
+
+async function measureFailover(t: Target): Promise<number> {
+  const put = await t.killLeader();
+  const killedAt = performance.now();
+  const value = Buffer.alloc(100, 0x62);
+  for (let i = 0; performance.now() - killedAt < 30_000; i++) {
+    try {
+      await put(`failover/${i}`, value);
+      return performance.now() - killedAt;
+    } catch {
+      await sleep(5);
+    }
+  }
+  return NaN;
+}
+
+// ------------------------------------------------------------------ snapcoord
+
+function grpcDeadline(ms: number): grpc.CallOptions {
+  return { deadline: new Date(Date.now() + ms) };
+}
+
+function statusOf(addr: string): Promise<StatusResponse> {
+  const c = new ClusterServiceClient(addr, grpc.credentials.createInsecure());
+  return new Promise<StatusResponse>((resolve, reject) => {
+    c.status({}, new grpc.Metadata(), grpcDeadline(500), (err, res) => {
+      c.close();
+      if (err !== null) reject(err);
+      else resolve(res);
+    });
+  });
+}
+
+function kvPut(c: KVServiceClient, key: string, value: Buffer, deadlineMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    c.put({ key: Buffer.from(key), value, prevKv: false }, new grpc.Metadata(), grpcDeadline(deadlineMs), (err) =>
+      err !== null ? reject(err) : resolve(),
+    );
+  });
+}
+
+async function startSnapcoord(dir: string, channels: number): Promise<Target> {
+  const ports = await freePorts(6);
+  const ids = ['n1', 'n2', 'n3'];
+  const grpcAddr = (i: number): string => `127.0.0.1:${ports[i] ?? 0}`;
+  const peers = ids.map((id, i) => `${id}=${grpcAddr(i)}`).join(',');
+  const children = new Map<string, Child>();
+  ids.forEach((id, i) => {
+    children.set(
+      id,
+      startChild(id, process.execPath, [
+        '--import', 'tsx', 'src/cli/main.ts', 'serve',
+        '--id', id, '--grpc', grpcAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
+        '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', '--insecure-no-auth',
+      ]),
+    );
+  });
+  const addrOf = new Map(ids.map((id, i) => [id, grpcAddr(i)]));
+  const findLeader = (): Promise<string> =>
+    waitFor('a snapcoord leader', 20_000, async () => {
+      for (const [id, addr] of addrOf) {
+        if (children.get(id)?.exited() === true) continue;
+        const st = await statusOf(addr).catch(() => undefined);
+        if (st?.role === Role.ROLE_LEADER) return st.id;
+      }
+      return undefined;
+    });
+  const leader = await findLeader();
+  const leaderAddr = addrOf.get(leader) ?? '';
+  const clients = Array.from(
+    { length: channels },
+    (_, i) => new KVServiceClient(leaderAddr, grpc.credentials.createInsecure(), { 'grpc.channel_id': i } as never),
+  );
+  return {
+    name: 'snapcoord',
+    put: (slot, key, value) => kvPut(clients[slot % channels] as KVServiceClient, key, value, 5_000),
+    async killLeader() {
+      const id = await findLeader();
+      const child = children.get(id);
+      if (child !== undefined) await killChild(child);
+      const survivors = ids.filter((x) => x !== id).map((x) => new KVServiceClient(addrOf.get(x) ?? '', grpc.credentials.createInsecure()));
+      let n = 0;
+      return (key, value) => kvPut(survivors[n++ % survivors.length] as KVServiceClient, key, value, 250);
+    },
+    async stop() {
+      for (const c of clients) c.close();
+      await Promise.all([...children.values()].map((c) => stopChild(c)));
+    },
+  };
+}
+
+// ------------------------------------------------------------------ etcd
+
+async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
+  const ports = await freePorts(6);
+  const ids = ['e1', 'e2', 'e3'];
+  const client = (i: number): string => `http://127.0.0.1:${ports[i] ?? 0}`;
+  const peer = (i: number): string => `http://127.0.0.1:${ports[i + 3] ?? 0}`;
+  const initial = ids.map((id, i) => `${id}=${peer(i)}`).join(',');
+  const children = new Map<string, Child>();
+  ids.forEach((id, i) => {
+    children.set(
+      id,
+      startChild(id, '/usr/bin/etcd', [
+        '--name', id, '--data-dir', join(dir, id),
+        '--listen-client-urls', client(i), '--advertise-client-urls', client(i),
+        '--listen-peer-urls', peer(i), '--initial-advertise-peer-urls', peer(i),
+        '--initial-cluster', initial, '--initial-cluster-state', 'new', '--initial-cluster-token', 'bench',
+        ...(tuned ? ['--heartbeat-interval', '50', '--election-timeout', '300'] : []),
+      ], { ETCD_UNSUPPORTED_ARCH: '' }),
+    );
+  });
+  const perHost = ids.map((_, i) => new Etcd3({ hosts: client(i) }));
+  const all = new Etcd3({ hosts: ids.map((_, i) => client(i)) });
+  const findLeader = (): Promise<number> =>
+    waitFor('an etcd leader', 20_000, async () => {
+      for (let i = 0; i < ids.length; i++) {
+        if (children.get(ids[i] ?? '')?.exited() === true) continue;
+        const st = await (perHost[i] as Etcd3).maintenance.status().catch(() => undefined);
+        if (st !== undefined && st.leader !== '0' && st.leader === st.header.member_id) return i;
+      }
+      return undefined;
+    });
+  await findLeader();
+  await all.put('warmup').value('x');
+  return {
+    name: 'etcd',
+    put: async (_slot, key, value) => {
+      await all.put(key).value(value);
+    },
+    async killLeader() {
+      const i = await findLeader();
+      const child = children.get(ids[i] ?? '');
+      if (child !== undefined) await killChild(child);
+      const survivors = perHost.filter((_, j) => j !== i);
+      let n = 0;
+      return async (key, value) => {
+        const c = survivors[n++ % survivors.length] as Etcd3;
+        await Promise.race([
+          c.put(key).value(value),
+          sleep(250).then(() => Promise.reject(new Error('deadline'))),
+        ]);
+      };
+    },
+    async stop() {
+      all.close();
+      for (const c of perHost) c.close();
+      // The leader first, one at a time: etcd stalls ~7 s per member otherwise (TOOLCHAIN.md).
+      for (const c of children.values()) await stopChild(c, 3_000);
+    },
+  };
+}
+
+// ------------------------------------------------------------------ main
+
+async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number) {
+  const t = await start();
+  try {
+    const load = await runLoad(t, clients, seconds, valueBytes);
+    const failoverMs = await measureFailover(t);
+    const wps = load.writes / load.seconds;
+    console.log(
+      `${name.padEnd(10)} ${wps.toFixed(0).padStart(7)} writes/s  p50 ${load.p50Ms.toFixed(1)} ms  p99 ${load.p99Ms.toFixed(1)} ms  ` +
+        `errors ${load.errors}  failover ${failoverMs.toFixed(0)} ms`,
+    );
+    return { wps, ...load, failoverMs };
+  } finally {
+    await t.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const program = new Command()
+    .option('--clients <n>', 'concurrent clients', '64')
+    .option('--seconds <n>', 'load duration per system', '15')
+    .option('--value-bytes <n>', 'value size', '100')
+    .option('--channels <n>', 'gRPC channels to the snapcoord leader', '4')
+    .option('--no-etcd', 'skip the etcd comparison')
+    .option('--etcd-tuned', 'run etcd with --heartbeat-interval 50 --election-timeout 300')
+    .parse();
+  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; etcdTuned?: boolean }>();
+  const clients = Number(o.clients);
+  const seconds = Number(o.seconds);
+  const valueBytes = Number(o.valueBytes);
+  const dir = await mkdtemp(join(tmpdir(), 'snapcoord-bench-write-'));
+  console.log(`bench:write — 3 nodes on 127.0.0.1, ${clients} clients, ${valueBytes}-byte values, ${seconds} s each, data in ${dir}`);
+  try {
+    const ours = await bench('snapcoord', () => startSnapcoord(join(dir, 'snapcoord'), Number(o.channels)), clients, seconds, valueBytes);
+    if (o.etcd && existsSync('/usr/bin/etcd')) {
+      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true), clients, seconds, valueBytes);
+      console.log(
+        `ratio snapcoord/etcd: writes/s ${(ours.wps / theirs.wps).toFixed(2)}x  p99 ${(ours.p99Ms / theirs.p99Ms).toFixed(2)}x  ` +
+          `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x (lower is better for p99 and failover)`,
+      );
+    } else if (o.etcd) {
+      console.log('etcd comparison skipped: /usr/bin/etcd not found (apt-get install etcd-server etcd-client)');
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e instanceof Error ? e.message : String(e));
+  process.exit(1);
+});

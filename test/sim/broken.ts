@@ -1,0 +1,42 @@
+/**
+ * Deliberately broken variants of the Raft core, each breaking one rule the
+ * paper depends on. The simulator must catch every one of them (negative
+ * controls: a checker that cannot fail is worth nothing).
+ */
+import { RaftNode, type HardState, type VoteRequest } from '../../src/raft/index.js';
+import type { NodeFactory } from './cluster.js';
+
+/** CommitsEarlierTerms counts replicas to commit entries of earlier terms (breaks Raft §5.4.2, Figure 8). */
+class CommitsEarlierTerms extends RaftNode {
+  protected override isCommittable(index: number): boolean {
+    return this.log.term(index) !== undefined;
+  }
+}
+
+/** VotesTwice grants a vote to any up-to-date candidate, even after voting in the term (breaks Raft §5.2). */
+class VotesTwice extends RaftNode {
+  protected override canGrantVote(m: VoteRequest): boolean {
+    return this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+  }
+}
+
+/** ForgetsVote never persists its vote, so a restarted node may vote again in the same term (breaks Raft §5.2 / Figure 2). */
+class ForgetsVote extends RaftNode {
+  protected override hardStateToPersist(): HardState {
+    return { ...this.hardState(), vote: '' };
+  }
+}
+
+/** IgnoresLogCheck grants votes without the up-to-date check (breaks Raft §5.4.1, Leader Completeness). */
+class IgnoresLogCheck extends RaftNode {
+  protected override canGrantVote(m: VoteRequest): boolean {
+    return this.vote === m.from || this.vote === '' || (m.preVote && m.term > this.term);
+  }
+}
+
+export const BROKEN_VARIANTS: Readonly<Record<string, NodeFactory>> = {
+  commitsEarlierTerms: (c, b) => new CommitsEarlierTerms(c, b),
+  votesTwice: (c, b) => new VotesTwice(c, b),
+  forgetsVote: (c, b) => new ForgetsVote(c, b),
+  ignoresLogCheck: (c, b) => new IgnoresLogCheck(c, b),
+};
