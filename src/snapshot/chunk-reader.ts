@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+
+/** FileChunk is one piece of a file with its SHA-256. */
+export interface FileChunk {
+  readonly offset: number;
+  readonly data: Uint8Array;
+  readonly sha256: Uint8Array;
+  readonly totalSizeBytes: number;
+  readonly last: boolean;
+}
+
+/** CHUNK_BYTES_MAX caps what a peer may ask for in one chunk. */
+export const CHUNK_BYTES_MAX = 4 << 20;
+
+/**
+ * readChunks reads path from offset in chunks of chunkBytes (capped at
+ * CHUNK_BYTES_MAX), each with its SHA-256. The consumer pulls one chunk at a
+ * time, so memory stays at one chunk whatever the file size. Rejects when
+ * offset is beyond the end.
+ */
+export async function* readChunks(path: string, offset: number, chunkBytes: number): AsyncGenerator<FileChunk> {
+  const size = Math.max(1, Math.min(CHUNK_BYTES_MAX, Math.floor(chunkBytes)));
+  const fh = await open(path, 'r');
+  try {
+    const total = (await fh.stat()).size;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > total) {
+      throw new RangeError(`offset ${offset} is outside the file (${total} bytes)`);
+    }
+    let pos = offset;
+    if (pos === total) {
+      yield { offset: pos, data: new Uint8Array(0), sha256: createHash('sha256').digest(), totalSizeBytes: total, last: true };
+      return;
+    }
+    while (pos < total) {
+      const buf = Buffer.allocUnsafe(Math.min(size, total - pos));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) throw new Error(`file ${path} shrank while being read`);
+      const data = buf.subarray(0, bytesRead);
+      const chunk: FileChunk = {
+        offset: pos,
+        data,
+        sha256: createHash('sha256').update(data).digest(),
+        totalSizeBytes: total,
+        last: pos + bytesRead >= total,
+      };
+      pos += bytesRead;
+      yield chunk;
+    }
+  } finally {
+    await fh.close();
+  }
+}
