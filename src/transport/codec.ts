@@ -1,0 +1,362 @@
+/**
+ * Conversions between the Raft core's messages (src/raft/types.ts) and their
+ * protobuf form (proto/snapcoord/v1/raft.proto, generated into src/gen).
+ *
+ * Indexes, terms and sizes are JavaScript numbers in the core and uint64
+ * (bigint in the generated code) on the wire. Encoding refuses a number that
+ * is not a non-negative safe integer; decoding refuses a value above 2^53 - 1,
+ * an unknown enum, a missing required field or a sender/receiver that is not
+ * named. Both throw CodecError. Entry data is never copied on decode: it is a
+ * view of the received buffer.
+ */
+import type {
+  AppendRequest,
+  AppendResponse,
+  Entry,
+  EntryType,
+  Heartbeat,
+  HeartbeatResponse,
+  Membership,
+  ReadIndexRequest,
+  ReadIndexResponse,
+  SnapshotMeta,
+  SnapshotRequest,
+  SnapshotResponse,
+  TimeoutNow,
+  VoteRequest,
+  VoteResponse,
+} from '../raft/types.js';
+import * as pb from '../gen/snapcoord/v1/raft.js';
+
+/** CodecError: a value cannot be represented on the wire, or a received message is malformed. */
+export class CodecError extends Error {
+  override readonly name = 'CodecError';
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** toU64 converts a core number to a wire uint64. Throws CodecError unless n is a safe integer >= 0. */
+export function toU64(n: number, field: string): bigint {
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
+    throw new CodecError(`${field}: ${String(n)} is not a non-negative safe integer`);
+  }
+  return BigInt(n);
+}
+
+/** fromU64 converts a wire uint64 to a core number. Throws CodecError above Number.MAX_SAFE_INTEGER. */
+export function fromU64(v: bigint, field: string): number {
+  if (typeof v !== 'bigint' || v < 0n || v > MAX_SAFE) {
+    throw new CodecError(`${field}: ${String(v)} is out of range (0 .. 2^53-1)`);
+  }
+  return Number(v);
+}
+
+function nodeId(id: string, field: string): string {
+  if (typeof id !== 'string' || id === '') throw new CodecError(`${field}: a node id is required`);
+  return id;
+}
+
+interface WireHeader {
+  from: string;
+  to: string;
+  term: bigint;
+}
+
+interface CoreHeader {
+  readonly from: string;
+  readonly to: string;
+  readonly term: number;
+}
+
+function headerToProto(m: CoreHeader): WireHeader {
+  return { from: nodeId(m.from, 'from'), to: nodeId(m.to, 'to'), term: toU64(m.term, 'term') };
+}
+
+function headerFromProto(p: WireHeader): CoreHeader {
+  return { from: nodeId(p.from, 'from'), to: nodeId(p.to, 'to'), term: fromU64(p.term, 'term') };
+}
+
+// ---------------------------------------------------------------- shared parts
+
+/** entryTypeToProto maps the core's EntryType to the wire enum. */
+export function entryTypeToProto(t: EntryType): pb.EntryType {
+  switch (t) {
+    case 'normal':
+      return pb.EntryType.ENTRY_TYPE_NORMAL;
+    case 'conf':
+      return pb.EntryType.ENTRY_TYPE_CONF;
+    default:
+      throw new CodecError(`entry type: unknown ${String(t)}`);
+  }
+}
+
+/** entryTypeFromProto maps the wire enum to the core's EntryType; UNSPECIFIED and unknown values throw. */
+export function entryTypeFromProto(t: pb.EntryType): EntryType {
+  switch (t) {
+    case pb.EntryType.ENTRY_TYPE_NORMAL:
+      return 'normal';
+    case pb.EntryType.ENTRY_TYPE_CONF:
+      return 'conf';
+    default:
+      throw new CodecError(`entry type: unknown or unspecified value ${String(t)}`);
+  }
+}
+
+export function entryToProto(e: Entry): pb.Entry {
+  if (!(e.data instanceof Uint8Array)) throw new CodecError(`entry ${String(e.index)}: data must be a Uint8Array`);
+  return {
+    index: toU64(e.index, 'entry.index'),
+    term: toU64(e.term, 'entry.term'),
+    type: entryTypeToProto(e.type),
+    data: e.data,
+  };
+}
+
+/** entryFromProto decodes an entry; `data` is a view of the received bytes (no copy). */
+export function entryFromProto(p: pb.Entry): Entry {
+  const d = p.data;
+  return {
+    index: fromU64(p.index, 'entry.index'),
+    term: fromU64(p.term, 'entry.term'),
+    type: entryTypeFromProto(p.type),
+    // A plain Uint8Array view over the same memory (the decoder may hand a Buffer).
+    data: new Uint8Array(d.buffer, d.byteOffset, d.byteLength),
+  };
+}
+
+export function membershipToProto(m: Membership): pb.Membership {
+  const addresses: Record<string, string> = {};
+  for (const [id, addr] of Object.entries(m.addresses)) addresses[nodeId(id, 'membership.addresses key')] = addr;
+  return {
+    voters: m.voters.map((id) => nodeId(id, 'membership.voters')),
+    learners: m.learners.map((id) => nodeId(id, 'membership.learners')),
+    addresses,
+  };
+}
+
+export function membershipFromProto(p: pb.Membership | undefined): Membership {
+  if (p === undefined) throw new CodecError('membership: required');
+  const addresses: Record<string, string> = {};
+  for (const [id, addr] of Object.entries(p.addresses)) {
+    if (typeof addr !== 'string') throw new CodecError(`membership.addresses[${id}]: not a string`);
+    addresses[nodeId(id, 'membership.addresses key')] = addr;
+  }
+  return {
+    voters: p.voters.map((id) => nodeId(id, 'membership.voters')),
+    learners: p.learners.map((id) => nodeId(id, 'membership.learners')),
+    addresses,
+  };
+}
+
+export function snapshotMetaToProto(s: SnapshotMeta): pb.SnapshotMeta {
+  return {
+    index: toU64(s.index, 'snapshot.index'),
+    term: toU64(s.term, 'snapshot.term'),
+    membership: membershipToProto(s.membership),
+    sizeBytes: toU64(s.sizeBytes, 'snapshot.sizeBytes'),
+    digest: s.digest,
+  };
+}
+
+export function snapshotMetaFromProto(p: pb.SnapshotMeta | undefined): SnapshotMeta {
+  if (p === undefined) throw new CodecError('snapshot: required');
+  if (!/^([0-9a-f]{64})?$/.test(p.digest)) throw new CodecError('snapshot.digest: not a hex SHA-256');
+  return {
+    index: fromU64(p.index, 'snapshot.index'),
+    term: fromU64(p.term, 'snapshot.term'),
+    membership: membershipFromProto(p.membership),
+    sizeBytes: fromU64(p.sizeBytes, 'snapshot.sizeBytes'),
+    digest: p.digest,
+  };
+}
+
+// ---------------------------------------------------------------- RequestVote
+
+export function voteRequestToProto(m: VoteRequest): pb.RequestVoteRequest {
+  return {
+    ...headerToProto(m),
+    preVote: m.preVote,
+    lastLogIndex: toU64(m.lastLogIndex, 'lastLogIndex'),
+    lastLogTerm: toU64(m.lastLogTerm, 'lastLogTerm'),
+    transfer: m.transfer,
+  };
+}
+
+export function voteRequestFromProto(p: pb.RequestVoteRequest): VoteRequest {
+  return {
+    type: 'vote',
+    ...headerFromProto(p),
+    preVote: p.preVote,
+    lastLogIndex: fromU64(p.lastLogIndex, 'lastLogIndex'),
+    lastLogTerm: fromU64(p.lastLogTerm, 'lastLogTerm'),
+    transfer: p.transfer,
+  };
+}
+
+/** voteResponseToProto encodes a reply, or "no reply" (has_reply false) for null. */
+export function voteResponseToProto(m: VoteResponse | null): pb.RequestVoteResponse {
+  if (m === null) return pb.RequestVoteResponse.fromPartial({});
+  return { ...headerToProto(m), preVote: m.preVote, granted: m.granted, hasReply: true };
+}
+
+/** voteResponseFromProto decodes a reply; null when the response carries none. */
+export function voteResponseFromProto(p: pb.RequestVoteResponse): VoteResponse | null {
+  if (!p.hasReply) return null;
+  return { type: 'voteResp', ...headerFromProto(p), preVote: p.preVote, granted: p.granted };
+}
+
+// ---------------------------------------------------------------- AppendEntries (stream)
+
+export function appendRequestToProto(m: AppendRequest | Heartbeat): pb.AppendEntriesRequest {
+  if (m.type === 'heartbeat') {
+    return {
+      ...headerToProto(m),
+      heartbeat: true,
+      prevLogIndex: 0n,
+      prevLogTerm: 0n,
+      entries: [],
+      commit: toU64(m.commit, 'commit'),
+      readSeq: toU64(m.readSeq, 'readSeq'),
+    };
+  }
+  return {
+    ...headerToProto(m),
+    heartbeat: false,
+    prevLogIndex: toU64(m.prevLogIndex, 'prevLogIndex'),
+    prevLogTerm: toU64(m.prevLogTerm, 'prevLogTerm'),
+    entries: m.entries.map(entryToProto),
+    commit: toU64(m.commit, 'commit'),
+    readSeq: 0n,
+  };
+}
+
+/**
+ * appendRequestFromProto decodes an append or (heartbeat flag) a heartbeat.
+ * The entries must follow prev_log_index contiguously.
+ */
+export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendRequest | Heartbeat {
+  const header = headerFromProto(p);
+  if (p.heartbeat) {
+    if (p.entries.length > 0) throw new CodecError('heartbeat: carries entries');
+    return { type: 'heartbeat', ...header, commit: fromU64(p.commit, 'commit'), readSeq: fromU64(p.readSeq, 'readSeq') };
+  }
+  const prevLogIndex = fromU64(p.prevLogIndex, 'prevLogIndex');
+  const entries = p.entries.map(entryFromProto);
+  entries.forEach((e, i) => {
+    if (e.index !== prevLogIndex + 1 + i) {
+      throw new CodecError(`append: entry ${i} has index ${e.index}, want ${prevLogIndex + 1 + i} (not contiguous)`);
+    }
+  });
+  return {
+    type: 'append',
+    ...header,
+    prevLogIndex,
+    prevLogTerm: fromU64(p.prevLogTerm, 'prevLogTerm'),
+    entries,
+    commit: fromU64(p.commit, 'commit'),
+  };
+}
+
+export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb.AppendEntriesResponse {
+  if (m.type === 'heartbeatResp') {
+    return {
+      ...headerToProto(m),
+      heartbeat: true,
+      reject: false,
+      index: 0n,
+      hintIndex: 0n,
+      hintTerm: 0n,
+      readSeq: toU64(m.readSeq, 'readSeq'),
+      installingIndex: toU64(m.installingIndex, 'installingIndex'),
+    };
+  }
+  return {
+    ...headerToProto(m),
+    heartbeat: false,
+    reject: m.reject,
+    index: toU64(m.index, 'index'),
+    hintIndex: toU64(m.hintIndex, 'hintIndex'),
+    hintTerm: toU64(m.hintTerm, 'hintTerm'),
+    readSeq: 0n,
+    installingIndex: 0n,
+  };
+}
+
+export function appendResponseFromProto(p: pb.AppendEntriesResponse): AppendResponse | HeartbeatResponse {
+  const header = headerFromProto(p);
+  if (p.heartbeat) {
+    return {
+      type: 'heartbeatResp',
+      ...header,
+      readSeq: fromU64(p.readSeq, 'readSeq'),
+      installingIndex: fromU64(p.installingIndex, 'installingIndex'),
+    };
+  }
+  return {
+    type: 'appendResp',
+    ...header,
+    reject: p.reject,
+    index: fromU64(p.index, 'index'),
+    hintIndex: fromU64(p.hintIndex, 'hintIndex'),
+    hintTerm: fromU64(p.hintTerm, 'hintTerm'),
+  };
+}
+
+// ---------------------------------------------------------------- InstallSnapshot / ReportSnapshot
+
+export function snapshotRequestToProto(m: SnapshotRequest): pb.InstallSnapshotRequest {
+  return { ...headerToProto(m), snapshot: snapshotMetaToProto(m.snapshot) };
+}
+
+export function snapshotRequestFromProto(p: pb.InstallSnapshotRequest): SnapshotRequest {
+  return { type: 'snapshot', ...headerFromProto(p), snapshot: snapshotMetaFromProto(p.snapshot) };
+}
+
+/** installResponseToProto encodes the immediate answer to InstallSnapshot, or "no reply" for null. */
+export function installResponseToProto(m: SnapshotResponse | null): pb.InstallSnapshotResponse {
+  if (m === null) return pb.InstallSnapshotResponse.fromPartial({});
+  return { ...headerToProto(m), hasReply: true, index: toU64(m.index, 'index'), reject: m.reject };
+}
+
+export function installResponseFromProto(p: pb.InstallSnapshotResponse): SnapshotResponse | null {
+  if (!p.hasReply) return null;
+  return { type: 'snapshotResp', ...headerFromProto(p), index: fromU64(p.index, 'index'), reject: p.reject };
+}
+
+export function reportSnapshotToProto(m: SnapshotResponse): pb.ReportSnapshotRequest {
+  return { ...headerToProto(m), index: toU64(m.index, 'index'), reject: m.reject };
+}
+
+export function reportSnapshotFromProto(p: pb.ReportSnapshotRequest): SnapshotResponse {
+  return { type: 'snapshotResp', ...headerFromProto(p), index: fromU64(p.index, 'index'), reject: p.reject };
+}
+
+// ---------------------------------------------------------------- TimeoutNow
+
+export function timeoutNowToProto(m: TimeoutNow): pb.TimeoutNowRequest {
+  return headerToProto(m);
+}
+
+export function timeoutNowFromProto(p: pb.TimeoutNowRequest): TimeoutNow {
+  return { type: 'timeoutNow', ...headerFromProto(p) };
+}
+
+// ---------------------------------------------------------------- ReadIndex
+
+export function readIndexRequestToProto(m: ReadIndexRequest): pb.ReadIndexRequest {
+  return { ...headerToProto(m), context: m.context };
+}
+
+export function readIndexRequestFromProto(p: pb.ReadIndexRequest): ReadIndexRequest {
+  return { type: 'readIndex', ...headerFromProto(p), context: p.context };
+}
+
+export function readIndexResponseToProto(m: ReadIndexResponse | null): pb.ReadIndexResponse {
+  if (m === null) return pb.ReadIndexResponse.fromPartial({});
+  return { ...headerToProto(m), context: m.context, index: toU64(m.index, 'index'), reject: m.reject, hasReply: true };
+}
+
+export function readIndexResponseFromProto(p: pb.ReadIndexResponse): ReadIndexResponse | null {
+  if (!p.hasReply) return null;
+  return { type: 'readIndexResp', ...headerFromProto(p), context: p.context, index: fromU64(p.index, 'index'), reject: p.reject };
+}

@@ -1,0 +1,416 @@
+/**
+ * GrpcTransport: the client side of RaftService. One channel per peer; appends
+ * and heartbeats ride one long-lived AppendEntries stream per peer (ordered,
+ * pipelined, with backpressure); votes, snapshots, TimeoutNow and ReadIndex
+ * are unary calls with deadlines; snapshotResp goes by ReportSnapshot.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Message, NodeId } from '../raft/types.js';
+import * as pb from '../gen/snapcoord/v1/raft.js';
+import {
+  appendRequestToProto,
+  appendResponseFromProto,
+  installResponseFromProto,
+  readIndexRequestToProto,
+  readIndexResponseFromProto,
+  reportSnapshotToProto,
+  snapshotRequestToProto,
+  timeoutNowToProto,
+  voteRequestToProto,
+  voteResponseFromProto,
+} from './codec.js';
+import {
+  estimateMessageBytes,
+  routeOf,
+  silentLogger,
+  type Transport,
+  type TransportLogger,
+  type TransportStats,
+} from './transport.js';
+
+export interface GrpcTransportOptions {
+  readonly selfId: NodeId;
+  /** onMessage receives every reply a peer answers with (voteResp, appendResp, heartbeatResp, snapshotResp, readIndexResp). */
+  readonly onMessage: (reply: Message) => void;
+  readonly logger?: TransportLogger;
+  /** unaryDeadlineMs: deadline of RequestVote, InstallSnapshot, TimeoutNow, ReportSnapshot (default 2000). */
+  readonly unaryDeadlineMs?: number;
+  /** readIndexDeadlineMs: deadline of ReadIndex, whose answer waits for a heartbeat round (default 10000). */
+  readonly readIndexDeadlineMs?: number;
+  /** maxMessageBytes: largest message sent or received; larger outgoing messages are dropped (default 64 MiB). */
+  readonly maxMessageBytes?: number;
+  /** backoff: after an append stream fails, wait initialMs, doubling up to maxMs, before reopening it (default 50 / 2000). */
+  readonly backoff?: { readonly initialMs?: number; readonly maxMs?: number };
+  /** maxQueuedMessages / maxQueuedBytes: per peer, stream messages waiting for 'drain' (defaults 4096 / 64 MiB). */
+  readonly maxQueuedMessages?: number;
+  readonly maxQueuedBytes?: number;
+  /** maxInflightUnary: per peer, unary calls in flight before more are dropped (default 1024). */
+  readonly maxInflightUnary?: number;
+  /** credentials: default insecure (plaintext, for a trusted LAN). */
+  readonly credentials?: grpc.ChannelCredentials;
+  /** channelOptions override the defaults (see channelOptions()). */
+  readonly channelOptions?: grpc.ChannelOptions;
+  /** nowMs: clock for the backoff (default Date.now). */
+  readonly nowMs?: () => number;
+}
+
+/** PeerInfo: the state of the link to one peer. */
+export interface PeerInfo {
+  readonly address: string;
+  /** channelOpen: a channel (grpc.Client) exists; made lazily on the first send. */
+  readonly channelOpen: boolean;
+  readonly streamOpen: boolean;
+  readonly queuedMessages: number;
+  readonly queuedBytes: number;
+  /** backoffMs: the current append-stream backoff, 0 when the last stream was healthy. */
+  readonly backoffMs: number;
+  readonly inflightCalls: number;
+}
+
+type AppendStream = grpc.ClientDuplexStream<pb.AppendEntriesRequest, pb.AppendEntriesResponse>;
+
+interface Queued {
+  readonly req: pb.AppendEntriesRequest;
+  readonly bytes: number;
+}
+
+/** PeerLink is everything the transport holds for one peer. */
+class PeerLink {
+  client: pb.RaftServiceClient | null = null;
+  stream: AppendStream | null = null;
+  /** queue: stream messages waiting while the stream is blocked (write() returned false). */
+  queue: Queued[] = [];
+  queuedBytes = 0;
+  blocked = false;
+  backoffMs = 0;
+  retryAtMs = 0;
+  /** pendingHeartbeat: the latest heartbeat given while backing off, sent when the stream reopens. */
+  pendingHeartbeat: pb.AppendEntriesRequest | null = null;
+  readonly calls = new Set<grpc.Call>();
+
+  constructor(
+    readonly id: NodeId,
+    readonly address: string,
+  ) {}
+}
+
+const MiB = 1024 * 1024;
+
+export class GrpcTransport implements Transport {
+  private readonly selfId: NodeId;
+  private readonly onMessage: (reply: Message) => void;
+  private readonly log: TransportLogger;
+  private readonly unaryDeadlineMs: number;
+  private readonly readIndexDeadlineMs: number;
+  private readonly maxMessageBytes: number;
+  private readonly backoffInitialMs: number;
+  private readonly backoffMaxMs: number;
+  private readonly maxQueuedMessages: number;
+  private readonly maxQueuedBytes: number;
+  private readonly maxInflightUnary: number;
+  private readonly credentials: grpc.ChannelCredentials;
+  private readonly options: grpc.ChannelOptions;
+  private readonly nowMs: () => number;
+  private readonly peers = new Map<NodeId, PeerLink>();
+  private closed = false;
+  private counts = { sent: 0, dropped: 0, received: 0 };
+
+  constructor(opts: GrpcTransportOptions) {
+    this.selfId = opts.selfId;
+    this.onMessage = opts.onMessage;
+    this.log = opts.logger ?? silentLogger;
+    this.unaryDeadlineMs = opts.unaryDeadlineMs ?? 2000;
+    this.readIndexDeadlineMs = opts.readIndexDeadlineMs ?? 10_000;
+    this.maxMessageBytes = opts.maxMessageBytes ?? 64 * MiB;
+    this.backoffInitialMs = opts.backoff?.initialMs ?? 50;
+    this.backoffMaxMs = Math.max(this.backoffInitialMs, opts.backoff?.maxMs ?? 2000);
+    this.maxQueuedMessages = opts.maxQueuedMessages ?? 4096;
+    this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * MiB;
+    this.maxInflightUnary = opts.maxInflightUnary ?? 1024;
+    this.credentials = opts.credentials ?? grpc.credentials.createInsecure();
+    this.nowMs = opts.nowMs ?? Date.now;
+    this.options = {
+      ...channelOptions({
+        maxMessageBytes: this.maxMessageBytes,
+        reconnectInitialMs: this.backoffInitialMs,
+        reconnectMaxMs: this.backoffMaxMs,
+      }),
+      ...opts.channelOptions,
+    };
+  }
+
+  stats(): TransportStats {
+    return { ...this.counts };
+  }
+
+  /** peerInfo describes the link to one peer (for status pages and tests); undefined for an unknown peer. */
+  peerInfo(id: NodeId): PeerInfo | undefined {
+    const p = this.peers.get(id);
+    if (p === undefined) return undefined;
+    return {
+      address: p.address,
+      channelOpen: p.client !== null,
+      streamOpen: p.stream !== null,
+      queuedMessages: p.queue.length,
+      queuedBytes: p.queuedBytes,
+      backoffMs: p.backoffMs,
+      inflightCalls: p.calls.size,
+    };
+  }
+
+  send(m: Message): void {
+    if (this.closed) return this.drop(m, 'closed');
+    const route = routeOf(m.type);
+    if (route === 'reply') return this.drop(m, 'reply types travel as RPC responses');
+    const peer = this.peers.get(m.to);
+    if (peer === undefined) return this.drop(m, 'unknown peer');
+    const bytes = estimateMessageBytes(m);
+    if (bytes > this.maxMessageBytes) {
+      this.log.warn({ to: m.to, type: m.type, bytes, maxMessageBytes: this.maxMessageBytes }, 'transport: message too large, dropped');
+      return this.drop(m, 'too large');
+    }
+    try {
+      if (m.type === 'append' || m.type === 'heartbeat') this.sendOnStream(peer, m, bytes);
+      else this.callUnary(peer, m);
+    } catch (err) {
+      this.log.warn({ to: m.to, type: m.type, err }, 'transport: cannot send');
+      this.counts.dropped++;
+    }
+  }
+
+  setPeers(addresses: Readonly<Record<NodeId, string>>): void {
+    if (this.closed) return;
+    for (const [id, peer] of this.peers) {
+      if (!Object.hasOwn(addresses, id) || addresses[id] !== peer.address) {
+        this.peers.delete(id);
+        this.closePeer(peer);
+      }
+    }
+    for (const [id, address] of Object.entries(addresses)) {
+      if (id === this.selfId || this.peers.has(id)) continue;
+      this.peers.set(id, new PeerLink(id, address));
+    }
+  }
+
+  /** close cancels every stream and call and closes every channel. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const peer of this.peers.values()) this.closePeer(peer);
+    this.peers.clear();
+    // Let the cancellations' callbacks run before the caller goes on.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
+  // ---------------------------------------------------------------- streams
+
+  private sendOnStream(peer: PeerLink, m: Message & { type: 'append' | 'heartbeat' }, bytes: number): void {
+    const req = appendRequestToProto(m);
+    if (peer.stream === null && this.nowMs() < peer.retryAtMs) {
+      // Backing off: keep only the latest heartbeat.
+      if (m.type === 'heartbeat') {
+        if (peer.pendingHeartbeat !== null) this.counts.dropped++;
+        peer.pendingHeartbeat = req;
+      } else {
+        this.counts.dropped++;
+      }
+      return;
+    }
+    if (peer.stream === null) this.openStream(peer);
+    if (peer.pendingHeartbeat !== null) {
+      const hb = peer.pendingHeartbeat;
+      peer.pendingHeartbeat = null;
+      if (m.type === 'heartbeat') this.counts.dropped++;
+      else this.write(peer, hb, 64);
+    }
+    this.write(peer, req, bytes);
+  }
+
+  private openStream(peer: PeerLink): void {
+    const client = this.clientFor(peer);
+    const call = client.appendEntries();
+    peer.stream = call;
+    peer.blocked = false;
+    call.on('data', (res: pb.AppendEntriesResponse) => {
+      peer.backoffMs = 0;
+      let reply: Message;
+      try {
+        reply = appendResponseFromProto(res);
+      } catch (err) {
+        this.log.warn({ peer: peer.id, err }, 'transport: malformed append response');
+        return;
+      }
+      this.deliver(peer, reply);
+    });
+    call.on('drain', () => {
+      if (peer.stream !== call) return;
+      peer.blocked = false;
+      this.flush(peer, call);
+    });
+    // Keep an 'error' listener for the call's whole life: an unhandled stream error would crash the process.
+    call.on('error', (err: grpc.ServiceError) => this.streamFailed(peer, call, err));
+    call.on('end', () => this.streamFailed(peer, call, null));
+  }
+
+  private write(peer: PeerLink, req: pb.AppendEntriesRequest, bytes: number): void {
+    const stream = peer.stream;
+    if (stream === null) {
+      this.counts.dropped++;
+      return;
+    }
+    if (peer.blocked || peer.queue.length > 0) {
+      const last = peer.queue[peer.queue.length - 1];
+      if (req.heartbeat && last !== undefined && last.req.heartbeat) {
+        // A newer heartbeat supersedes a queued one.
+        peer.queue[peer.queue.length - 1] = { req, bytes };
+        peer.queuedBytes += bytes - last.bytes;
+        this.counts.dropped++;
+        return;
+      }
+      if (peer.queue.length >= this.maxQueuedMessages || peer.queuedBytes + bytes > this.maxQueuedBytes) {
+        this.counts.dropped++;
+        return;
+      }
+      peer.queue.push({ req, bytes });
+      peer.queuedBytes += bytes;
+      return;
+    }
+    this.counts.sent++;
+    if (!stream.write(req)) peer.blocked = true;
+  }
+
+  private flush(peer: PeerLink, stream: AppendStream): void {
+    while (!peer.blocked && peer.queue.length > 0) {
+      const q = peer.queue.shift() as Queued;
+      peer.queuedBytes -= q.bytes;
+      this.counts.sent++;
+      if (!stream.write(q.req)) peer.blocked = true;
+    }
+  }
+
+  private streamFailed(peer: PeerLink, call: AppendStream, err: grpc.ServiceError | null): void {
+    if (peer.stream !== call) return;
+    peer.stream = null;
+    this.counts.dropped += peer.queue.length;
+    peer.queue = [];
+    peer.queuedBytes = 0;
+    peer.blocked = false;
+    peer.backoffMs = peer.backoffMs === 0 ? this.backoffInitialMs : Math.min(this.backoffMaxMs, peer.backoffMs * 2);
+    peer.retryAtMs = this.nowMs() + peer.backoffMs;
+    this.log.debug(
+      { peer: peer.id, code: err?.code, err: err?.details ?? 'stream ended', backoffMs: peer.backoffMs },
+      'transport: append stream closed',
+    );
+    call.cancel();
+  }
+
+  // ---------------------------------------------------------------- unary calls
+
+  private callUnary(peer: PeerLink, m: Message): void {
+    if (peer.calls.size >= this.maxInflightUnary) return this.drop(m, 'too many calls in flight');
+    const client = this.clientFor(peer);
+    const deadlineMs = m.type === 'readIndex' ? this.readIndexDeadlineMs : this.unaryDeadlineMs;
+    const options: Partial<grpc.CallOptions> = { deadline: new Date(Date.now() + deadlineMs) };
+    const holder: { call: grpc.Call | null } = { call: null };
+    const done =
+      <R>(decode: (res: R) => Message | null) =>
+      (err: grpc.ServiceError | null, res?: R): void => {
+        if (holder.call !== null) peer.calls.delete(holder.call);
+        if (err !== null) {
+          this.log.debug({ peer: peer.id, type: m.type, code: err.code, err: err.details }, 'transport: call failed');
+          return;
+        }
+        if (res === undefined) return;
+        let reply: Message | null;
+        try {
+          reply = decode(res);
+        } catch (e) {
+          this.log.warn({ peer: peer.id, type: m.type, err: e }, 'transport: malformed response');
+          return;
+        }
+        if (reply !== null) this.deliver(peer, reply);
+      };
+    let call: grpc.Call;
+    switch (m.type) {
+      case 'vote':
+        call = client.requestVote(voteRequestToProto(m), new grpc.Metadata(), options, done(voteResponseFromProto));
+        break;
+      case 'snapshot':
+        call = client.installSnapshot(snapshotRequestToProto(m), new grpc.Metadata(), options, done(installResponseFromProto));
+        break;
+      case 'timeoutNow':
+        call = client.timeoutNow(timeoutNowToProto(m), new grpc.Metadata(), options, done(() => null));
+        break;
+      case 'readIndex':
+        call = client.readIndex(readIndexRequestToProto(m), new grpc.Metadata(), options, done(readIndexResponseFromProto));
+        break;
+      case 'snapshotResp':
+        call = client.reportSnapshot(reportSnapshotToProto(m), new grpc.Metadata(), options, done(() => null));
+        break;
+      default:
+        return this.drop(m, 'not a request');
+    }
+    holder.call = call;
+    peer.calls.add(call);
+    this.counts.sent++;
+  }
+
+  // ---------------------------------------------------------------- common
+
+  private clientFor(peer: PeerLink): pb.RaftServiceClient {
+    if (peer.client === null) peer.client = new pb.RaftServiceClient(peer.address, this.credentials, this.options);
+    return peer.client;
+  }
+
+  private deliver(peer: PeerLink, reply: Message): void {
+    if (this.closed || this.peers.get(peer.id) !== peer) return;
+    if (reply.from !== peer.id || reply.to !== this.selfId) {
+      this.log.warn({ peer: peer.id, from: reply.from, to: reply.to, type: reply.type }, 'transport: misaddressed reply dropped');
+      return;
+    }
+    this.counts.received++;
+    try {
+      this.onMessage(reply);
+    } catch (err) {
+      this.log.warn({ peer: peer.id, type: reply.type, err }, 'transport: onMessage threw');
+    }
+  }
+
+  private closePeer(peer: PeerLink): void {
+    const stream = peer.stream;
+    peer.stream = null;
+    this.counts.dropped += peer.queue.length + (peer.pendingHeartbeat === null ? 0 : 1);
+    peer.queue = [];
+    peer.queuedBytes = 0;
+    peer.pendingHeartbeat = null;
+    stream?.cancel();
+    for (const call of peer.calls) call.cancel();
+    peer.calls.clear();
+    peer.client?.close();
+    peer.client = null;
+  }
+
+  private drop(m: Message, reason: string): void {
+    this.counts.dropped++;
+    this.log.debug({ to: m.to, type: m.type, reason }, 'transport: dropped');
+  }
+}
+
+/** channelOptions: the options of every peer channel (exported so the node can size its server alike). */
+export function channelOptions(o: { maxMessageBytes: number; reconnectInitialMs: number; reconnectMaxMs: number }): grpc.ChannelOptions {
+  return {
+    'grpc.max_receive_message_length': o.maxMessageBytes,
+    'grpc.max_send_message_length': o.maxMessageBytes,
+    // Only the receiver's window matters for grpc-js (TOOLCHAIN.md): 16 MiB lets responses and streams run at full speed.
+    'grpc-node.flow_control_window': 16 * MiB,
+    // A LAN: notice a dead peer within ~15 s even on an idle connection.
+    'grpc.keepalive_time_ms': 10_000,
+    'grpc.keepalive_timeout_ms': 5_000,
+    'grpc.keepalive_permit_without_calls': 1,
+    // Reconnect as fast as the append stream's own backoff (grpc-js defaults: 1 s .. 120 s).
+    'grpc.initial_reconnect_backoff_ms': o.reconnectInitialMs,
+    'grpc.max_reconnect_backoff_ms': o.reconnectMaxMs,
+    // Our own connection per peer, closed with it (not shared through the global subchannel pool).
+    'grpc.use_local_subchannel_pool': 1,
+  };
+}

@@ -1,0 +1,294 @@
+/**
+ * The server side of RaftService: decodes what peers send, hands it to the
+ * node's RaftRequestHandler and writes the answers back.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Message, NodeId } from '../raft/types.js';
+import type * as pb from '../gen/snapcoord/v1/raft.js';
+import {
+  CodecError,
+  appendRequestFromProto,
+  appendResponseToProto,
+  fromU64,
+  installResponseToProto,
+  readIndexRequestFromProto,
+  readIndexResponseToProto,
+  reportSnapshotFromProto,
+  snapshotRequestFromProto,
+  timeoutNowFromProto,
+  toU64,
+  voteRequestFromProto,
+  voteResponseToProto,
+} from './codec.js';
+import { replyTypeOf, silentLogger, type FetchSnapshotParams, type RaftRequestHandler, type TransportLogger } from './transport.js';
+
+export interface RaftServiceOptions {
+  /** selfId: when set, requests addressed to another node are refused with FAILED_PRECONDITION (a stale address map). */
+  readonly selfId?: NodeId;
+  /** maxPendingAppends: requests on one AppendEntries stream waiting for their answers before the stream is cancelled with RESOURCE_EXHAUSTED (default 1024). */
+  readonly maxPendingAppends?: number;
+  readonly logger?: TransportLogger;
+}
+
+/** StatusError is an Error that carries a gRPC status code (what grpc-js sends as the call's status). */
+export interface StatusError extends Error {
+  code: grpc.status;
+  details: string;
+  metadata: grpc.Metadata;
+}
+
+export function statusError(code: grpc.status, details: string): StatusError {
+  return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+}
+
+/** toStatusError keeps an Error's numeric gRPC `code`; anything else becomes INTERNAL. */
+export function toStatusError(err: unknown): StatusError {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'number' && Number.isInteger(code) && code > 0 && code <= 16) return statusError(code, message);
+  return statusError(grpc.status.INTERNAL, message);
+}
+
+type Settled = { ok: true; replies: Message[] } | { ok: false; error: unknown };
+
+/**
+ * createRaftService implements RaftService on top of `handler`. Add it to the
+ * node's server: `server.addService(RaftServiceService, createRaftService(handler))`.
+ *
+ * - RequestVote, InstallSnapshot, TimeoutNow, ReadIndex: unary; the response
+ *   carries the handler's reply of the matching type, or has_reply=false.
+ * - AppendEntries: a bidirectional stream; requests are handed to
+ *   handleRequest in arrival order and the replies written in the same order.
+ * - ReportSnapshot: handleReport, answered at once.
+ * - FetchSnapshot: handler.openSnapshot, UNIMPLEMENTED without it.
+ * A malformed request is answered INVALID_ARGUMENT.
+ */
+export function createRaftService(handler: RaftRequestHandler, opts: RaftServiceOptions = {}): pb.RaftServiceServer {
+  const log = opts.logger ?? silentLogger;
+  const maxPending = opts.maxPendingAppends ?? 1024;
+
+  /** decode runs f, turning a CodecError or a misaddressed message into a StatusError. */
+  function decode<T extends Message>(f: () => T): T {
+    let m: T;
+    try {
+      m = f();
+    } catch (err) {
+      if (err instanceof CodecError) throw statusError(grpc.status.INVALID_ARGUMENT, err.message);
+      throw err;
+    }
+    if (opts.selfId !== undefined && m.to !== opts.selfId) {
+      throw statusError(grpc.status.FAILED_PRECONDITION, `message addressed to ${m.to}, this is ${opts.selfId}`);
+    }
+    return m;
+  }
+
+  /** invoke calls handleRequest; a synchronous throw becomes a rejection. The result never rejects. */
+  function invoke(m: Message): Promise<Settled> {
+    let p: Promise<Message[]>;
+    try {
+      p = handler.handleRequest(m);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    return p.then(
+      (replies): Settled => ({ ok: true, replies }),
+      (error: unknown): Settled => ({ ok: false, error }),
+    );
+  }
+
+  /** pick keeps the replies of the expected type for m.from, in order. */
+  function pick(m: Message, replies: readonly Message[]): Message[] {
+    const want = replyTypeOf(m.type);
+    const out: Message[] = [];
+    for (const r of replies) {
+      if (r.type === want && r.to === m.from) out.push(r);
+      else log.debug({ request: m.type, reply: r.type, to: r.to }, 'raft service: dropping a reply the RPC cannot carry');
+    }
+    return out;
+  }
+
+  function unary<Req, Res>(
+    rpc: string,
+    decodeReq: (req: Req) => Message,
+    encodeRes: (reply: Message | null) => Res,
+  ): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      let m: Message;
+      try {
+        m = decode(() => decodeReq(call.request));
+      } catch (err) {
+        log.debug({ rpc, err }, 'raft service: refused request');
+        callback(toStatusError(err));
+        return;
+      }
+      void invoke(m).then((s) => {
+        if (!s.ok) {
+          log.debug({ rpc, err: s.error }, 'raft service: handler failed');
+          callback(toStatusError(s.error));
+          return;
+        }
+        const replies = pick(m, s.replies);
+        if (replies.length > 1) log.debug({ rpc, n: replies.length }, 'raft service: extra replies dropped');
+        try {
+          callback(null, encodeRes(replies[0] ?? null));
+        } catch (err) {
+          log.warn({ rpc, err }, 'raft service: cannot encode reply');
+          callback(toStatusError(err));
+        }
+      });
+    };
+  }
+
+  return {
+    requestVote: unary(
+      'RequestVote',
+      (req: pb.RequestVoteRequest) => voteRequestFromProto(req),
+      (r) => voteResponseToProto(r?.type === 'voteResp' ? r : null),
+    ),
+
+    installSnapshot: unary(
+      'InstallSnapshot',
+      (req: pb.InstallSnapshotRequest) => snapshotRequestFromProto(req),
+      (r) => installResponseToProto(r?.type === 'snapshotResp' ? r : null),
+    ),
+
+    timeoutNow: unary(
+      'TimeoutNow',
+      (req: pb.TimeoutNowRequest) => timeoutNowFromProto(req),
+      (): pb.TimeoutNowResponse => ({}),
+    ),
+
+    readIndex: unary(
+      'ReadIndex',
+      (req: pb.ReadIndexRequest) => readIndexRequestFromProto(req),
+      (r) => readIndexResponseToProto(r?.type === 'readIndexResp' ? r : null),
+    ),
+
+    reportSnapshot(call, callback) {
+      let m: Message;
+      try {
+        m = decode(() => reportSnapshotFromProto(call.request));
+        handler.handleReport(m);
+      } catch (err) {
+        log.debug({ rpc: 'ReportSnapshot', err }, 'raft service: refused report');
+        callback(toStatusError(err));
+        return;
+      }
+      callback(null, {});
+    },
+
+    appendEntries(call) {
+      let pending = 0;
+      let done = false;
+      let chain: Promise<void> = Promise.resolve();
+      const fail = (err: StatusError): void => {
+        if (done) return;
+        done = true;
+        log.debug({ rpc: 'AppendEntries', code: err.code, err: err.message }, 'raft service: ending append stream');
+        // grpc-js turns an 'error' on a server stream into the call's status.
+        call.emit('error', err);
+      };
+      call.on('cancelled', () => {
+        done = true;
+      });
+      call.on('data', (req: pb.AppendEntriesRequest) => {
+        if (done) return;
+        if (pending >= maxPending) {
+          fail(statusError(grpc.status.RESOURCE_EXHAUSTED, `more than ${maxPending} appends waiting for answers`));
+          return;
+        }
+        let m: Message;
+        try {
+          m = decode(() => appendRequestFromProto(req));
+        } catch (err) {
+          fail(toStatusError(err));
+          return;
+        }
+        pending++;
+        const settled = invoke(m);
+        chain = chain.then(async () => {
+          const s = await settled;
+          pending--;
+          if (done) return;
+          if (!s.ok) {
+            fail(toStatusError(s.error));
+            return;
+          }
+          for (const r of pick(m, s.replies)) {
+            if (done || call.cancelled) return;
+            let res: pb.AppendEntriesResponse;
+            try {
+              res = appendResponseToProto(r as Parameters<typeof appendResponseToProto>[0]);
+            } catch (err) {
+              log.warn({ rpc: 'AppendEntries', err }, 'raft service: cannot encode reply');
+              continue;
+            }
+            if (!call.write(res)) await writable(call);
+          }
+        });
+      });
+      call.on('end', () => {
+        chain = chain.then(() => {
+          if (done || call.cancelled) return;
+          done = true;
+          call.end();
+        });
+      });
+    },
+
+    fetchSnapshot(call) {
+      void (async () => {
+        if (handler.openSnapshot === undefined) {
+          call.emit('error', statusError(grpc.status.UNIMPLEMENTED, 'FetchSnapshot is not implemented by this node'));
+          return;
+        }
+        try {
+          const r = call.request;
+          const params: FetchSnapshotParams = {
+            from: r.from,
+            index: fromU64(r.index, 'index'),
+            term: fromU64(r.term, 'term'),
+            digest: r.digest,
+            offset: fromU64(r.offset, 'offset'),
+            chunkBytes: r.chunkBytes,
+          };
+          const chunks = await handler.openSnapshot(params);
+          for await (const c of chunks) {
+            if (call.cancelled) break;
+            const res: pb.FetchSnapshotResponse = {
+              offset: toU64(c.offset, 'offset'),
+              data: c.data,
+              sha256: c.sha256,
+              totalSizeBytes: toU64(c.totalSizeBytes, 'totalSizeBytes'),
+              last: c.last,
+            };
+            if (!call.write(res)) await writable(call);
+          }
+          if (!call.cancelled) call.end();
+        } catch (err) {
+          log.debug({ rpc: 'FetchSnapshot', err }, 'raft service: fetch failed');
+          if (!call.cancelled) {
+            call.emit('error', err instanceof CodecError ? statusError(grpc.status.INVALID_ARGUMENT, err.message) : toStatusError(err));
+          }
+        }
+      })();
+    },
+  };
+}
+
+/** writable resolves once `stream` drains, or closes (then writes are moot). */
+function writable(stream: NodeJS.EventEmitter): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      stream.off('finish', done);
+      stream.off('cancelled', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+    stream.on('finish', done);
+    stream.on('cancelled', done);
+  });
+}

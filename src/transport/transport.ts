@@ -1,0 +1,153 @@
+/**
+ * The contracts between the node driver (src/node) and the network: the
+ * client side (Transport: send the core's messages to peers) and the server
+ * side (RaftRequestHandler: step the messages peers send us and answer them).
+ * GrpcTransport + createRaftService implement them over gRPC; MemoryNetwork
+ * implements both in memory for tests, with the same semantics.
+ */
+import type { Message, MessageType, NodeId } from '../raft/types.js';
+
+/**
+ * Transport sends the Raft core's messages to peers. Raft tolerates loss, so a
+ * transport never blocks and never throws on send: it drops (and counts) what
+ * it cannot deliver. Answers to requests reach the owner through the
+ * `onMessage` callback given at construction.
+ */
+export interface Transport {
+  /**
+   * send queues m for m.to; never blocks; drops (counting drops) when the
+   * peer's queue is full or the peer is unknown. Reply-type messages
+   * (voteResp, appendResp, heartbeatResp, readIndexResp) are dropped: they
+   * travel as RPC responses (see RaftRequestHandler.handleRequest).
+   * snapshotResp is sent as a report (ReportSnapshot).
+   */
+  send(m: Message): void;
+  /** setPeers replaces the id -> "host:port" map (membership changes); closes the channels of removed or moved peers. */
+  setPeers(addresses: Readonly<Record<NodeId, string>>): void;
+  /** close cancels every call and closes every channel; afterwards send drops and onMessage is never called. */
+  close(): Promise<void>;
+}
+
+/** TransportStats counts what a transport did since it was made. */
+export interface TransportStats {
+  /** sent: messages written to a stream or started as a call. */
+  readonly sent: number;
+  /** dropped: messages given to send() that were not sent (unknown peer, full queue, backoff, closed, reply type, too large). */
+  readonly dropped: number;
+  /** received: replies handed to onMessage. */
+  readonly received: number;
+}
+
+/** FetchSnapshotParams is what a follower asks for with FetchSnapshot. */
+export interface FetchSnapshotParams {
+  readonly from: NodeId;
+  readonly index: number;
+  readonly term: number;
+  readonly digest: string;
+  /** offset: first byte wanted (the end of the last verified chunk when resuming). */
+  readonly offset: number;
+  /** chunkBytes: wanted chunk size, 0 for the server's default; the server caps it. */
+  readonly chunkBytes: number;
+}
+
+/** SnapshotChunk is one verified piece of a snapshot archive. */
+export interface SnapshotChunk {
+  readonly offset: number;
+  readonly data: Uint8Array;
+  /** sha256 of data (32 bytes). */
+  readonly sha256: Uint8Array;
+  readonly totalSizeBytes: number;
+  readonly last: boolean;
+}
+
+/**
+ * RaftRequestHandler is the node's side of RaftService (createRaftService).
+ *
+ * Errors: an Error with a numeric gRPC `code` (grpc.status) is answered with
+ * that status, any other with INTERNAL. On the AppendEntries stream a failed
+ * request ends the stream (the leader reconnects after a backoff).
+ */
+export interface RaftRequestHandler {
+  /**
+   * handleRequest steps a request message (vote, append, heartbeat, snapshot,
+   * timeoutNow, readIndex) and resolves with its replies (possibly none) once
+   * safe to send (after persistence). Only replies of the RPC's answer type
+   * addressed to m.from are sent back (voteResp for vote, appendResp for append,
+   * heartbeatResp for heartbeat, snapshotResp for snapshot, readIndexResp for
+   * readIndex, none for timeoutNow); others are dropped (logged at debug).
+   */
+  handleRequest(m: Message): Promise<Message[]>;
+  /** handleReport steps an asynchronous reply (snapshotResp) that a peer sends us. */
+  handleReport(m: Message): void;
+  /**
+   * openSnapshot serves FetchSnapshot: the chunks of the named snapshot from
+   * params.offset, in order. Optional: without it FetchSnapshot answers
+   * UNIMPLEMENTED. The iterator is closed early (return()) when the caller
+   * cancels. Reject with a coded Error (e.g. NOT_FOUND) for an unknown snapshot.
+   */
+  openSnapshot?(params: FetchSnapshotParams): Promise<AsyncIterable<SnapshotChunk>>;
+}
+
+/** TransportLogger is the pino-like logger the transports use. */
+export interface TransportLogger {
+  debug(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+export const silentLogger: TransportLogger = {
+  debug: () => undefined,
+  warn: () => undefined,
+};
+
+/** Route tells how a message travels. */
+export type Route = 'stream' | 'unary' | 'report' | 'reply';
+
+/** routeOf: append/heartbeat ride the AppendEntries stream; vote, snapshot, timeoutNow, readIndex are unary calls; snapshotResp is a ReportSnapshot; other replies travel as RPC responses. */
+export function routeOf(type: MessageType): Route {
+  switch (type) {
+    case 'append':
+    case 'heartbeat':
+      return 'stream';
+    case 'vote':
+    case 'snapshot':
+    case 'timeoutNow':
+    case 'readIndex':
+      return 'unary';
+    case 'snapshotResp':
+      return 'report';
+    case 'voteResp':
+    case 'appendResp':
+    case 'heartbeatResp':
+    case 'readIndexResp':
+      return 'reply';
+  }
+}
+
+/** replyTypeOf: the reply type an RPC answers a request type with (null: none, e.g. timeoutNow). */
+export function replyTypeOf(type: MessageType): MessageType | null {
+  switch (type) {
+    case 'vote':
+      return 'voteResp';
+    case 'append':
+      return 'appendResp';
+    case 'heartbeat':
+      return 'heartbeatResp';
+    case 'snapshot':
+      return 'snapshotResp';
+    case 'readIndex':
+      return 'readIndexResp';
+    default:
+      return null;
+  }
+}
+
+/** estimateMessageBytes: a cheap upper-ish estimate of m's encoded size (entry data dominates). */
+export function estimateMessageBytes(m: Message): number {
+  let n = 64;
+  if (m.type === 'append') for (const e of m.entries) n += e.data.byteLength + 32;
+  else if (m.type === 'snapshot') {
+    for (const [id, addr] of Object.entries(m.snapshot.membership.addresses)) n += id.length + addr.length + 8;
+    n += 128;
+  }
+  return n;
+}

@@ -1,0 +1,247 @@
+import assert from 'node:assert/strict';
+
+import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
+import type { Message, SnapshotMeta } from '../../../src/raft/types.js';
+import {
+  CodecError,
+  appendRequestFromProto,
+  appendRequestToProto,
+  appendResponseFromProto,
+  appendResponseToProto,
+  entryFromProto,
+  fromU64,
+  installResponseFromProto,
+  installResponseToProto,
+  readIndexRequestFromProto,
+  readIndexRequestToProto,
+  readIndexResponseFromProto,
+  readIndexResponseToProto,
+  reportSnapshotFromProto,
+  reportSnapshotToProto,
+  snapshotRequestFromProto,
+  snapshotRequestToProto,
+  timeoutNowFromProto,
+  timeoutNowToProto,
+  toU64,
+  voteRequestFromProto,
+  voteRequestToProto,
+  voteResponseFromProto,
+  voteResponseToProto,
+} from '../../../src/transport/codec.js';
+
+const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+/** wire encodes with fns, decodes the bytes back: a real trip through protobuf. */
+function wire<T>(fns: pb.MessageFns<T>, v: T): T {
+  return fns.decode(fns.encode(v).finish());
+}
+
+const meta: SnapshotMeta = {
+  index: 120,
+  term: 7,
+  membership: { voters: ['n1', 'n2', 'n3'], learners: ['n4'], addresses: { n1: '127.0.0.1:7001', n2: 'h2:7002', n3: 'h3:7003', n4: 'h4:7004' } },
+  sizeBytes: 2 ** 40,
+  digest: 'ab'.repeat(32),
+};
+
+const BIG = Number.MAX_SAFE_INTEGER;
+
+describe('transport codec', () => {
+  describe('round trips every message type through protobuf bytes', () => {
+    const cases: { name: string; m: Message; trip: (m: Message) => Message | null }[] = [
+      {
+        name: 'vote',
+        m: { type: 'vote', from: 'n1', to: 'n2', term: 5, preVote: true, lastLogIndex: BIG, lastLogTerm: 4, transfer: true },
+        trip: (m) => voteRequestFromProto(wire(pb.RequestVoteRequest, voteRequestToProto(m as never))),
+      },
+      {
+        name: 'voteResp',
+        m: { type: 'voteResp', from: 'n2', to: 'n1', term: 5, preVote: false, granted: true },
+        trip: (m) => voteResponseFromProto(wire(pb.RequestVoteResponse, voteResponseToProto(m as never))),
+      },
+      {
+        name: 'voteResp (not granted, term 0)',
+        m: { type: 'voteResp', from: 'n2', to: 'n1', term: 0, preVote: true, granted: false },
+        trip: (m) => voteResponseFromProto(wire(pb.RequestVoteResponse, voteResponseToProto(m as never))),
+      },
+      {
+        name: 'append with entries',
+        m: {
+          type: 'append',
+          from: 'n1',
+          to: 'n2',
+          term: 3,
+          prevLogIndex: 9,
+          prevLogTerm: 2,
+          commit: 8,
+          entries: [
+            { index: 10, term: 3, type: 'normal', data: bytes('hello') },
+            { index: 11, term: 3, type: 'conf', data: bytes('{"op":"addVoter"}') },
+            { index: 12, term: 3, type: 'normal', data: new Uint8Array(0) },
+          ],
+        },
+        trip: (m) => appendRequestFromProto(wire(pb.AppendEntriesRequest, appendRequestToProto(m as never))),
+      },
+      {
+        name: 'append without entries',
+        m: { type: 'append', from: 'n1', to: 'n2', term: 3, prevLogIndex: 0, prevLogTerm: 0, commit: 0, entries: [] },
+        trip: (m) => appendRequestFromProto(wire(pb.AppendEntriesRequest, appendRequestToProto(m as never))),
+      },
+      {
+        name: 'heartbeat',
+        m: { type: 'heartbeat', from: 'n1', to: 'n3', term: 3, commit: 42, readSeq: 17 },
+        trip: (m) => appendRequestFromProto(wire(pb.AppendEntriesRequest, appendRequestToProto(m as never))),
+      },
+      {
+        name: 'appendResp (reject with hints)',
+        m: { type: 'appendResp', from: 'n2', to: 'n1', term: 3, reject: true, index: 9, hintIndex: 5, hintTerm: 2 },
+        trip: (m) => appendResponseFromProto(wire(pb.AppendEntriesResponse, appendResponseToProto(m as never))),
+      },
+      {
+        name: 'heartbeatResp',
+        m: { type: 'heartbeatResp', from: 'n3', to: 'n1', term: 3, readSeq: 17, installingIndex: 120 },
+        trip: (m) => appendResponseFromProto(wire(pb.AppendEntriesResponse, appendResponseToProto(m as never))),
+      },
+      {
+        name: 'snapshot',
+        m: { type: 'snapshot', from: 'n1', to: 'n4', term: 7, snapshot: meta },
+        trip: (m) => snapshotRequestFromProto(wire(pb.InstallSnapshotRequest, snapshotRequestToProto(m as never))),
+      },
+      {
+        name: 'snapshot (empty initial: no digest)',
+        m: { type: 'snapshot', from: 'n1', to: 'n4', term: 1, snapshot: { ...meta, index: 0, sizeBytes: 0, digest: '' } },
+        trip: (m) => snapshotRequestFromProto(wire(pb.InstallSnapshotRequest, snapshotRequestToProto(m as never))),
+      },
+      {
+        name: 'snapshotResp (InstallSnapshot answer)',
+        m: { type: 'snapshotResp', from: 'n4', to: 'n1', term: 7, index: 120, reject: false },
+        trip: (m) => installResponseFromProto(wire(pb.InstallSnapshotResponse, installResponseToProto(m as never))),
+      },
+      {
+        name: 'snapshotResp (ReportSnapshot)',
+        m: { type: 'snapshotResp', from: 'n4', to: 'n1', term: 7, index: 120, reject: true },
+        trip: (m) => reportSnapshotFromProto(wire(pb.ReportSnapshotRequest, reportSnapshotToProto(m as never))),
+      },
+      {
+        name: 'timeoutNow',
+        m: { type: 'timeoutNow', from: 'n1', to: 'n2', term: 9 },
+        trip: (m) => timeoutNowFromProto(wire(pb.TimeoutNowRequest, timeoutNowToProto(m as never))),
+      },
+      {
+        name: 'readIndex',
+        m: { type: 'readIndex', from: 'n2', to: 'n1', term: 9, context: 'r-1' },
+        trip: (m) => readIndexRequestFromProto(wire(pb.ReadIndexRequest, readIndexRequestToProto(m as never))),
+      },
+      {
+        name: 'readIndexResp',
+        m: { type: 'readIndexResp', from: 'n1', to: 'n2', term: 9, context: 'r-1', index: 77, reject: false },
+        trip: (m) => readIndexResponseFromProto(wire(pb.ReadIndexResponse, readIndexResponseToProto(m as never))),
+      },
+      {
+        name: 'readIndexResp (reject)',
+        m: { type: 'readIndexResp', from: 'n1', to: 'n2', term: 9, context: '', index: 0, reject: true },
+        trip: (m) => readIndexResponseFromProto(wire(pb.ReadIndexResponse, readIndexResponseToProto(m as never))),
+      },
+    ];
+    for (const c of cases) {
+      it(c.name, () => {
+        assert.deepEqual(c.trip(c.m), c.m);
+      });
+    }
+
+    it('covers every message type', () => {
+      const all: Message['type'][] = [
+        'vote', 'voteResp', 'append', 'appendResp', 'heartbeat', 'heartbeatResp',
+        'snapshot', 'snapshotResp', 'timeoutNow', 'readIndex', 'readIndexResp',
+      ];
+      assert.deepEqual(new Set(cases.map((c) => c.m.type)), new Set(all));
+    });
+  });
+
+  it('encodes "no reply" as has_reply=false and decodes it to null', () => {
+    assert.equal(voteResponseFromProto(wire(pb.RequestVoteResponse, voteResponseToProto(null))), null);
+    assert.equal(installResponseFromProto(wire(pb.InstallSnapshotResponse, installResponseToProto(null))), null);
+    assert.equal(readIndexResponseFromProto(wire(pb.ReadIndexResponse, readIndexResponseToProto(null))), null);
+    // proto3 default: an empty message has no reply.
+    assert.equal(voteResponseFromProto(pb.RequestVoteResponse.decode(new Uint8Array(0))), null);
+  });
+
+  it('hands entry data over without copying', () => {
+    const buf = pb.AppendEntriesRequest.encode(
+      appendRequestToProto({
+        type: 'append',
+        from: 'n1',
+        to: 'n2',
+        term: 1,
+        prevLogIndex: 0,
+        prevLogTerm: 0,
+        commit: 0,
+        entries: [{ index: 1, term: 1, type: 'normal', data: bytes('payload') }],
+      }),
+    ).finish();
+    const m = appendRequestFromProto(pb.AppendEntriesRequest.decode(buf));
+    assert.ok(m.type === 'append');
+    const data = m.entries[0]!.data;
+    assert.equal(data.buffer, buf.buffer, 'entry data must be a view of the received buffer');
+    assert.equal(Object.getPrototypeOf(data), Uint8Array.prototype);
+    assert.equal(new TextDecoder().decode(data), 'payload');
+  });
+
+  describe('errors', () => {
+    const isCodecError = (pattern: RegExp) => (err: unknown) => err instanceof CodecError && pattern.test(err.message);
+
+    it('refuses numbers that are not non-negative safe integers', () => {
+      assert.equal(toU64(BIG, 'x'), BigInt(BIG));
+      for (const bad of [-1, 1.5, BIG + 1, Number.NaN, Number.POSITIVE_INFINITY]) {
+        assert.throws(() => toU64(bad, 'term'), isCodecError(/^term: .* not a non-negative safe integer/));
+      }
+      assert.throws(
+        () => voteRequestToProto({ type: 'vote', from: 'n1', to: 'n2', term: -3, preVote: false, lastLogIndex: 0, lastLogTerm: 0, transfer: false }),
+        isCodecError(/term/),
+      );
+    });
+
+    it('refuses wire values above 2^53-1', () => {
+      assert.equal(fromU64(BigInt(BIG), 'x'), BIG);
+      assert.throws(() => fromU64(BigInt(BIG) + 1n, 'index'), isCodecError(/^index: .* out of range/));
+      const p = wire(pb.RequestVoteRequest, { from: 'n1', to: 'n2', term: 2n ** 64n - 1n, preVote: false, lastLogIndex: 0n, lastLogTerm: 0n, transfer: false });
+      assert.throws(() => voteRequestFromProto(p), isCodecError(/term/));
+    });
+
+    it('refuses unknown or unspecified entry types', () => {
+      assert.throws(() => entryFromProto({ index: 1n, term: 1n, type: pb.EntryType.ENTRY_TYPE_UNSPECIFIED, data: new Uint8Array(0) }), isCodecError(/entry type/));
+      assert.throws(() => entryFromProto({ index: 1n, term: 1n, type: 99 as pb.EntryType, data: new Uint8Array(0) }), isCodecError(/entry type/));
+    });
+
+    it('refuses missing sender or receiver', () => {
+      const p = pb.TimeoutNowRequest.fromPartial({ from: '', to: 'n2', term: 1n });
+      assert.throws(() => timeoutNowFromProto(p), isCodecError(/from: a node id is required/));
+      assert.throws(() => timeoutNowToProto({ type: 'timeoutNow', from: 'n1', to: '', term: 1 }), isCodecError(/to:/));
+    });
+
+    it('refuses a snapshot request without metadata or membership, or with a bad digest', () => {
+      assert.throws(() => snapshotRequestFromProto(pb.InstallSnapshotRequest.fromPartial({ from: 'n1', to: 'n2', term: 1n })), isCodecError(/snapshot: required/));
+      const noMembership = pb.InstallSnapshotRequest.fromPartial({ from: 'n1', to: 'n2', term: 1n, snapshot: { index: 1n, term: 1n, digest: '' } });
+      assert.throws(() => snapshotRequestFromProto(noMembership), isCodecError(/membership: required/));
+      const badDigest = snapshotRequestToProto({ type: 'snapshot', from: 'n1', to: 'n2', term: 1, snapshot: { ...meta, digest: '../etc' } });
+      assert.throws(() => snapshotRequestFromProto(badDigest), isCodecError(/digest/));
+    });
+
+    it('refuses appends whose entries do not follow prevLogIndex, and heartbeats with entries', () => {
+      const p = appendRequestToProto({
+        type: 'append',
+        from: 'n1',
+        to: 'n2',
+        term: 1,
+        prevLogIndex: 4,
+        prevLogTerm: 1,
+        commit: 0,
+        entries: [{ index: 6, term: 1, type: 'normal', data: new Uint8Array(0) }],
+      });
+      assert.throws(() => appendRequestFromProto(p), isCodecError(/not contiguous/));
+      const hb = appendRequestToProto({ type: 'heartbeat', from: 'n1', to: 'n2', term: 1, commit: 0, readSeq: 0 });
+      hb.entries = [{ index: 1n, term: 1n, type: pb.EntryType.ENTRY_TYPE_NORMAL, data: new Uint8Array(0) }];
+      assert.throws(() => appendRequestFromProto(hb), isCodecError(/heartbeat: carries entries/));
+    });
+  });
+});
