@@ -3,18 +3,24 @@ import { planApply } from './apply-plan.js';
 import { checkIdentityMatch, missingIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
+import { SerialQueue } from './serial-queue.js';
+import { checkInstallBatch, checkInstallMeta, digestSnapshot } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
-import type {
-  ApplyItem,
-  ApplyResult,
-  Identity,
-  KeyValue,
-  LogBase,
-  LogBatch,
-  LogState,
-  NodeStorage,
-  RangeQuery,
-  RangeResult,
+import {
+  SNAPSHOT_BATCH_BYTES_DEFAULT,
+  SNAPSHOT_BATCH_ENTRIES_DEFAULT,
+  type ApplyItem,
+  type ApplyResult,
+  type Identity,
+  type InstallMeta,
+  type KeyValue,
+  type LogBase,
+  type LogBatch,
+  type LogState,
+  type NodeStorage,
+  type RangeQuery,
+  type RangeResult,
+  type StateSnapshotReader,
 } from './types.js';
 
 function copyEntry(entry: Entry): Entry {
@@ -55,12 +61,18 @@ export class MemoryDataDir {
  * MemoryStorage is the in-memory twin of RocksStorage: the same NodeStorage
  * contract, the same validation (shared rules) and the same errors, with its
  * state kept in a MemoryDataDir. Meant for tests and the simulator. Range
- * queries sort the keys (cached until the next write): fine for test sizes.
+ * queries and snapshots sort the keys (cached until the next write): fine
+ * for test sizes. Applies, installs and the taking of snapshots run one at a
+ * time in call order, as on RocksStorage. A snapshot holds the (never
+ * mutated) records of its moment; an install builds a new map (copying the
+ * bytes) and swaps it in at once, so a crash, a failing source or close()
+ * before the swap leaves the old state.
  */
 export class MemoryStorage implements NodeStorage {
   readonly dir: MemoryDataDir;
   #closed = false;
   #sortedKeys: string[] | null = null;
+  readonly #applyQueue = new SerialQueue();
 
   private constructor(dir: MemoryDataDir) {
     this.dir = dir;
@@ -131,21 +143,75 @@ export class MemoryStorage implements NodeStorage {
 
   async apply(items: readonly ApplyItem[]): Promise<ApplyResult[]> {
     this.#checkOpen('apply');
-    await Promise.resolve();
-    const d = this.dir;
-    const plan = planApply(items, d.applied, d.name);
-    for (const w of plan.writes) {
-      const k = keyString(w.key);
-      if (w.value === null) {
-        if (d.kv.delete(k)) this.#sortedKeys = null;
-      } else {
-        if (!d.kv.has(k)) this.#sortedKeys = null;
-        d.kv.set(k, { key: Uint8Array.from(w.key), value: Uint8Array.from(w.value) });
+    return this.#applyQueue.run(async () => {
+      await Promise.resolve();
+      const d = this.dir;
+      const plan = planApply(items, d.applied, d.name);
+      for (const w of plan.writes) {
+        const k = keyString(w.key);
+        if (w.value === null) {
+          if (d.kv.delete(k)) this.#sortedKeys = null;
+        } else {
+          if (!d.kv.has(k)) this.#sortedKeys = null;
+          // a new object, never a mutation: snapshots keep the old ones
+          d.kv.set(k, { key: Uint8Array.from(w.key), value: Uint8Array.from(w.value) });
+        }
       }
-    }
-    d.applied = plan.appliedIndex;
-    if (plan.membership !== undefined) d.membership = plan.membership;
-    return plan.results;
+      d.applied = plan.appliedIndex;
+      if (plan.membership !== undefined) d.membership = plan.membership;
+      return plan.results;
+    });
+  }
+
+  async snapshotState(): Promise<StateSnapshotReader> {
+    this.#checkOpen('snapshotState');
+    return this.#applyQueue.run(async () => {
+      await Promise.resolve();
+      const d = this.dir;
+      this.#sortedKeys ??= [...d.kv.keys()].sort();
+      const records: KeyValue[] = [];
+      for (const k of this.#sortedKeys) {
+        const kv = d.kv.get(k);
+        if (kv !== undefined) records.push(kv);
+      }
+      return new MemorySnapshotReader(this, records, d.applied, d.membership);
+    });
+  }
+
+  async installState(
+    source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>,
+    meta: InstallMeta,
+  ): Promise<void> {
+    this.#checkOpen('installState');
+    const name = this.dir.name;
+    const checked = checkInstallMeta(meta, name);
+    return this.#applyQueue.run(async () => {
+      this.#checkOpen('installState');
+      const kv = new Map<string, KeyValue>();
+      let seen = 0;
+      for await (const batch of source) {
+        this.#checkOpen('installState'); // close() aborts an install
+        checkInstallBatch(batch, seen, name);
+        for (const { key, value } of batch) kv.set(keyString(key), { key: Uint8Array.from(key), value: Uint8Array.from(value) });
+        seen += batch.length;
+      }
+      this.#checkOpen('installState');
+      // the swap: one synchronous step, so nothing in between is ever seen
+      const d = this.dir;
+      d.kv = kv;
+      d.applied = checked.appliedIndex;
+      d.membership = checked.membership;
+      this.#sortedKeys = null;
+    });
+  }
+
+  async stateDigest(): Promise<string> {
+    return digestSnapshot(await this.snapshotState());
+  }
+
+  /** MemoryStorage.isClosed is true once close() was called (for snapshot readers). */
+  get isClosed(): boolean {
+    return this.#closed;
   }
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
@@ -209,8 +275,8 @@ export class MemoryStorage implements NodeStorage {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#applyQueue.idle(); // queued applies finish; an install aborts at its next batch
     if (this.dir.openedBy === this) this.dir.openedBy = null;
-    await Promise.resolve();
   }
 
   #checkOpen(operation: string): void {
@@ -219,5 +285,59 @@ export class MemoryStorage implements NodeStorage {
         path: this.dir.name,
       });
     }
+  }
+}
+
+/** MemorySnapshotReader streams the records a MemoryStorage held when the snapshot was taken. */
+class MemorySnapshotReader implements StateSnapshotReader {
+  readonly appliedIndex: number;
+  readonly membership: Membership | null;
+  readonly #storage: MemoryStorage;
+  #records: KeyValue[] | null;
+  #started = false;
+
+  constructor(storage: MemoryStorage, records: KeyValue[], appliedIndex: number, membership: Membership | null) {
+    this.#storage = storage;
+    this.#records = records;
+    this.appliedIndex = appliedIndex;
+    this.membership = membership;
+  }
+
+  async *batches(
+    batchEntriesMax = SNAPSHOT_BATCH_ENTRIES_DEFAULT,
+    batchBytesMax = SNAPSHOT_BATCH_BYTES_DEFAULT,
+  ): AsyncGenerator<KeyValue[], void, undefined> {
+    const name = this.#storage.dir.name;
+    try {
+      if (this.#started) {
+        throw new StorageError('invalidArgument', `snapshot of ${name}: batches() may be called only once`, { path: name });
+      }
+      this.#started = true;
+      const entriesMax = Math.max(1, Math.floor(batchEntriesMax));
+      let i = 0;
+      for (;;) {
+        await Promise.resolve();
+        const records = this.#records;
+        if (records === null || this.#storage.isClosed) {
+          throw new StorageError('closed', `snapshot of ${name}: read after close`, { path: name });
+        }
+        if (i >= records.length) return;
+        const batch: KeyValue[] = [];
+        let bytes = 0;
+        while (i < records.length && batch.length < entriesMax && bytes < batchBytesMax) {
+          const kv = records[i++] as KeyValue;
+          batch.push(kv);
+          bytes += kv.key.length + kv.value.length;
+        }
+        yield batch;
+      }
+    } finally {
+      await this.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#records = null;
+    await Promise.resolve();
   }
 }

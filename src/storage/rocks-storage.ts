@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open as openFile, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
@@ -6,51 +6,92 @@ import { planApply } from './apply-plan.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
 import { resolveRange } from './key-range.js';
 import { checkAppend, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
-import { RocksDb, type RocksOp } from './rocks.js';
+import { RocksDb, type RocksIterator, type RocksOp } from './rocks.js';
 import { SerialQueue } from './serial-queue.js';
+import { checkInstallBatch, checkInstallMeta, digestSnapshot, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
-import type {
-  ApplyItem,
-  ApplyResult,
-  Identity,
-  KeyValue,
-  LogBase,
-  LogBatch,
-  LogState,
-  NodeStorage,
-  RangeQuery,
-  RangeResult,
+import {
+  SNAPSHOT_BATCH_BYTES_DEFAULT,
+  SNAPSHOT_BATCH_ENTRIES_DEFAULT,
+  type ApplyItem,
+  type ApplyResult,
+  type Identity,
+  type InstallMeta,
+  type KeyValue,
+  type LogBase,
+  type LogBatch,
+  type LogState,
+  type NodeStorage,
+  type RangeQuery,
+  type RangeResult,
+  type StateSnapshotReader,
 } from './types.js';
 
 /*
- * Key layout of the one RocksDB database in <dataDir>/db (bytewise order):
+ * Data dir layout (format 2 of the directory; FORMAT_VERSION of the identity
+ * is unchanged since no release wrote the old one):
  *
- *   'k' + user key            -> value bytes                  (state machine data)
+ *   <dataDir>/log/          RocksDB: the Raft log, hard state, log base, identity
+ *   <dataDir>/state-<gen>/  RocksDB: the state machine of generation <gen> (decimal, from 1)
+ *   <dataDir>/STATE         pointer: JSON {"generation": <gen>} naming the current state-<gen>
+ *   <dataDir>/STATE.tmp     a pointer being written (garbage unless renamed)
+ *
+ * Key layout of log/ (bytewise order):
+ *
  *   'l' + index:u64be         -> term:u64be type:u8 data      (log entry; type 0 normal, 1 conf)
- *   'm' + 'applied'           -> index:u64be                  (state machine applied index)
  *   'm' + 'hardState'         -> JSON {term, vote, commit}
  *   'm' + 'identity'          -> JSON {nodeId, clusterId, formatVersion}
  *   'm' + 'logBase'           -> index:u64be term:u64be       (last compacted entry)
+ *
+ * Key layout of state-<gen>/:
+ *
+ *   'k' + user key            -> value bytes                  (state machine data)
+ *   'm' + 'applied'           -> index:u64be                  (state machine applied index)
  *   'm' + 'membership'        -> JSON Membership              (as of the applied index)
+ *
+ * State generations: installState builds state-<gen+1> next to the current
+ * one (unsynced batches, then one synced write of the applied index and
+ * membership, then fsync of the new dir and the data dir), then writes
+ * STATE.tmp (fsync), renames it over STATE and fsyncs the data dir: that
+ * rename is the commit point. Only then is the old generation closed and
+ * deleted (once no snapshot reader or read uses it any more). open() reads
+ * STATE, deletes every state-* dir it does not name and STATE.tmp, so a
+ * crash at any point leaves either the old or the new state, whole. The
+ * data dir lock is RocksDB's lock on log/, taken before any of that.
+ *
+ * A data dir with the old single-database layout (<dataDir>/db) is refused
+ * with StorageError `unknownFormat`; there is no migration (no release used it).
  *
  * Durability: log writes (save, compact) and the identity are synced. State
  * machine batches (data + applied index + membership, one atomic batch) are
  * NOT synced: the log is the source of truth and apply is idempotent by
  * index, so after a power loss the state machine resumes from whatever
  * applied index survived and the driver re-applies the committed entries.
- * All writes share one write-ahead log, so every synced log write also makes
- * every earlier apply durable; in particular compact(), which follows the
- * snapshot of the applied state, never drops entries the state machine could
- * still need.
+ * The log and the state machine no longer share a write-ahead log, so
+ * compact() first syncs the state machine (one synced write of its applied
+ * index, when anything was applied unsynced since the last sync): a
+ * compaction never drops entries a power loss could make the state machine
+ * need again.
  */
 
 const PREFIX_KV = 0x6b; // 'k'
 const PREFIX_LOG = 0x6c; // 'l'
+const PREFIX_META = 0x6d; // 'm'
 const KEY_APPLIED = Buffer.from('mapplied');
 const KEY_HARD_STATE = Buffer.from('mhardState');
 const KEY_IDENTITY = Buffer.from('midentity');
 const KEY_LOG_BASE = Buffer.from('mlogBase');
 const KEY_MEMBERSHIP = Buffer.from('mmembership');
+
+const LOG_DIR = 'log';
+const OLD_LAYOUT_DIR = 'db';
+const STATE_POINTER = 'STATE';
+const STATE_POINTER_TMP = 'STATE.tmp';
+const GENERATION_DIR = /^state-([1-9][0-9]{0,14})$/;
+
+function generationDir(gen: number): string {
+  return `state-${gen}`;
+}
 
 const TWO_32 = 2 ** 32;
 const ENTRY_HEADER_BYTES = 9;
@@ -127,31 +168,148 @@ function isHardState(v: unknown): v is HardState {
   );
 }
 
-function isMembership(v: unknown): v is Membership {
-  const m = v as Partial<Record<keyof Membership, unknown>> | null;
-  return (
-    typeof m === 'object' &&
-    m !== null &&
-    Array.isArray(m.voters) &&
-    Array.isArray(m.learners) &&
-    typeof m.addresses === 'object' &&
-    m.addresses !== null
-  );
+
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** fsOp runs a file system call, turning its failure into StorageError `io` naming `path`. */
+async function fsOp<T>(what: string, path: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw new StorageError('io', `${path}: cannot ${what}: ${(err as Error).message}`, { path, cause: err });
+  }
+}
+
+/** fsyncDir makes the entries of directory `path` (files created, renamed, removed in it) durable. */
+async function fsyncDir(path: string): Promise<void> {
+  await fsOp('fsync directory', path, async () => {
+    const handle = await openFile(path, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new StorageError('io', `${path}: cannot stat: ${(err as Error).message}`, { path, cause: err });
+  }
+}
+
+/** readStatePointer returns the generation STATE names, null when there is no STATE. Errors: `corrupt`, `io`. */
+async function readStatePointer(dataDir: string): Promise<number | null> {
+  const path = join(dataDir, STATE_POINTER);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new StorageError('io', `${path}: cannot read: ${(err as Error).message}`, { path, cause: err });
+  }
+  const pointer = parseJson(Buffer.from(text), 'state pointer', path, (v): v is { generation: number } => {
+    const g = (v as { generation?: unknown } | null)?.generation;
+    return typeof g === 'number' && Number.isSafeInteger(g) && g >= 1;
+  });
+  return pointer.generation;
+}
+
+/**
+ * writeStatePointerTmp writes STATE.tmp naming `gen` and syncs it; renaming
+ * it over STATE (then syncing the data dir) is the caller's commit.
+ */
+async function writeStatePointerTmp(dataDir: string, gen: number): Promise<void> {
+  const path = join(dataDir, STATE_POINTER_TMP);
+  await fsOp('write', path, async () => {
+    const handle = await openFile(path, 'w', 0o600);
+    try {
+      await handle.writeFile(`${JSON.stringify({ generation: gen })}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  });
+}
+
+async function commitStatePointer(dataDir: string): Promise<void> {
+  const tmp = join(dataDir, STATE_POINTER_TMP);
+  await fsOp('rename', tmp, () => rename(tmp, join(dataDir, STATE_POINTER)));
+}
+
+/** collectGarbage deletes every state-<gen> dir but state-<keep> (all of them when keep is null) and STATE.tmp. */
+async function collectGarbage(dataDir: string, keep: number | null): Promise<void> {
+  const names = await fsOp('list', dataDir, () => readdir(dataDir));
+  let removed = false;
+  for (const name of names) {
+    const match = GENERATION_DIR.exec(name);
+    if ((match !== null && Number(match[1]) !== keep) || name === STATE_POINTER_TMP) {
+      const path = join(dataDir, name);
+      await fsOp('remove', path, () => rm(path, { recursive: true, force: true }));
+      removed = true;
+    }
+  }
+  if (removed) await fsyncDir(dataDir);
+}
+
+/**
+ * InstallPhase names the points of RocksStorage.installState at which an
+ * `installHook` is called (crash tests kill the process there):
+ * - `generationCreated`: state-<gen> exists, empty; STATE untouched;
+ * - `generationBuilt`: every record and the meta are written and synced; STATE untouched;
+ * - `pointerWritten`: STATE.tmp is written and synced, not yet renamed over STATE;
+ * - `pointerSwapped`: STATE names the new generation (the commit point is
+ *   passed, the data dir synced); the old generation is still on disk;
+ * - `oldGenerationDeleted`: the old generation is closed and deleted (unless
+ *   a snapshot reader still holds it); installState is about to resolve.
+ */
+export type InstallPhase = 'generationCreated' | 'generationBuilt' | 'pointerWritten' | 'pointerSwapped' | 'oldGenerationDeleted';
+
+/** RocksStorageOptions tunes RocksStorage.open. */
+export interface RocksStorageOptions {
+  /** called synchronously at each InstallPhase of every installState, with the new generation; for crash tests. */
+  readonly installHook?: (phase: InstallPhase, generation: number) => void;
+}
+
+/** Generation is one open state-<gen> database with the reads and readers using it. */
+interface Generation {
+  readonly gen: number;
+  readonly db: RocksDb;
+  /** reads, ranges and snapshot readers in progress on it. */
+  refs: number;
+  /** replaced by an install: to be closed (and deleted) once refs is 0. */
+  retired: boolean;
+  deleteWhenRetired: boolean;
+  disposing: Promise<void> | null;
 }
 
 /**
  * RocksStorage is a node's NodeStorage (LogStore, StateMachine,
- * IdentityStore) in one RocksDB database at `<dataDir>/db`; see the key
- * layout and durability notes above. Log operations run one at a time, as do
- * applies; reads see the last completed apply. Errors are StorageError (see
- * types.ts), engine failures `io` with the database path in the message.
+ * IdentityStore) in two RocksDB databases under the data dir, the log and the
+ * current state generation; see the layout and durability notes above. Log
+ * operations run one at a time, as do applies, installs and the taking of
+ * snapshots (one queue); reads see the last completed apply or install.
+ * Errors are StorageError (see types.ts), engine failures `io` with the
+ * database path in the message.
  */
 export class RocksStorage implements NodeStorage {
   /** the node's data dir. */
   readonly dataDir: string;
-  readonly #db: RocksDb;
+  readonly #log: RocksDb;
+  readonly #options: RocksStorageOptions;
   readonly #logQueue = new SerialQueue();
   readonly #applyQueue = new SerialQueue();
+  /** the current state generation, and every retired one still in use. */
+  #state: Generation;
+  readonly #generations = new Set<Generation>();
+  /** true when an apply was written unsynced since the state machine was last synced. */
+  #stateDirty = false;
   #base: LogBase;
   #lastIndex: number;
   #applied: number;
@@ -160,58 +318,109 @@ export class RocksStorage implements NodeStorage {
 
   private constructor(
     dataDir: string,
-    db: RocksDb,
-    state: { base: LogBase; lastIndex: number; applied: number; membership: Membership | null },
+    log: RocksDb,
+    state: Generation,
+    options: RocksStorageOptions,
+    meta: { base: LogBase; lastIndex: number; applied: number; membership: Membership | null },
   ) {
     this.dataDir = dataDir;
-    this.#db = db;
-    this.#base = state.base;
-    this.#lastIndex = state.lastIndex;
-    this.#applied = state.applied;
-    this.#membership = state.membership;
+    this.#log = log;
+    this.#state = state;
+    this.#generations.add(state);
+    this.#options = options;
+    this.#base = meta.base;
+    this.#lastIndex = meta.lastIndex;
+    this.#applied = meta.applied;
+    this.#membership = meta.membership;
   }
 
   /**
-   * RocksStorage.open opens (creating when missing, mode 0700) the data dir
-   * and its database. Errors: StorageError `io` (e.g. the database is locked
-   * by another process), `corrupt` (unreadable metadata).
+   * RocksStorage.open opens (creating when missing, mode 0700) the data dir:
+   * the log database, then the state generation STATE names, deleting any
+   * other (left by a crash during an install). Errors: StorageError
+   * `unknownFormat` (the old single-database layout), `io` (e.g. the data
+   * dir is locked by another process), `corrupt` (unreadable metadata, a
+   * missing STATE beside a log that holds data, STATE naming a missing
+   * generation).
    */
-  static async open(dataDir: string): Promise<RocksStorage> {
-    try {
-      await mkdir(dataDir, { recursive: true, mode: 0o700 });
-    } catch (err) {
-      throw new StorageError('io', `data dir ${dataDir}: cannot create: ${(err as Error).message}`, {
-        path: dataDir,
-        cause: err,
-      });
+  static async open(dataDir: string, options: RocksStorageOptions = {}): Promise<RocksStorage> {
+    await fsOp('create', dataDir, () => mkdir(dataDir, { recursive: true, mode: 0o700 }));
+    const oldLayout = join(dataDir, OLD_LAYOUT_DIR);
+    if (await exists(oldLayout)) {
+      throw new StorageError(
+        'unknownFormat',
+        `data dir ${dataDir} has the old single-database layout (${oldLayout}); this build keeps the log in ` +
+          `${LOG_DIR}/ and the state machine in state-<gen>/ named by ${STATE_POINTER}, and cannot read it. ` +
+          'No release wrote that layout, so there is no migration: move the data dir away (or delete it) and rejoin the cluster.',
+        { path: dataDir },
+      );
     }
-    const path = join(dataDir, 'db');
-    const db = await RocksDb.open(path);
+    // The lock on log/ is the data dir lock: taken before anything else is touched.
+    const logPath = join(dataDir, LOG_DIR);
+    const log = await RocksDb.open(logPath);
+    let stateDb: RocksDb | null = null;
     try {
-      const baseBytes = await db.get(KEY_LOG_BASE);
+      const baseBytes = await log.get(KEY_LOG_BASE);
       const base =
         baseBytes === undefined
           ? { index: 0, term: 0 }
-          : { index: readU64(baseBytes, 0, 'log base', path), term: readU64(baseBytes, 8, 'log base', path) };
+          : { index: readU64(baseBytes, 0, 'log base', logPath), term: readU64(baseBytes, 8, 'log base', logPath) };
       let lastIndex = base.index;
-      for await (const batch of db.iterate({ gt: logKey(base.index), lt: Buffer.of(PREFIX_LOG + 1), reverse: true, limit: 1, values: false })) {
-        for (const { key } of batch) lastIndex = readU64(key, 1, 'log key', path);
+      for await (const batch of log.iterate({ gt: logKey(base.index), lt: Buffer.of(PREFIX_LOG + 1), reverse: true, limit: 1, values: false })) {
+        for (const { key } of batch) lastIndex = readU64(key, 1, 'log key', logPath);
       }
-      const appliedBytes = await db.get(KEY_APPLIED);
-      const applied = appliedBytes === undefined ? 0 : readU64(appliedBytes, 0, 'applied index', path);
-      const membershipBytes = await db.get(KEY_MEMBERSHIP);
+
+      let gen = await readStatePointer(dataDir);
+      if (gen === null) {
+        const logHoldsData =
+          lastIndex > 0 || (await log.get(KEY_HARD_STATE)) !== undefined || (await log.get(KEY_IDENTITY)) !== undefined;
+        if (logHoldsData) {
+          throw new StorageError(
+            'corrupt',
+            `data dir ${dataDir}: ${logPath} holds data but ${join(dataDir, STATE_POINTER)} (the state machine pointer) is missing`,
+            { path: dataDir },
+          );
+        }
+        // A new data dir (or a first open that crashed before writing STATE).
+        await collectGarbage(dataDir, null);
+        gen = 1;
+        stateDb = await RocksDb.open(join(dataDir, generationDir(gen)), { errorIfExists: true });
+        await writeStatePointerTmp(dataDir, gen);
+        await commitStatePointer(dataDir);
+        await fsyncDir(dataDir);
+      } else {
+        await collectGarbage(dataDir, gen);
+        const statePath = join(dataDir, generationDir(gen));
+        if (!(await exists(statePath))) {
+          throw new StorageError('corrupt', `data dir ${dataDir}: ${STATE_POINTER} names ${statePath}, which is missing`, {
+            path: dataDir,
+          });
+        }
+        stateDb = await RocksDb.open(statePath, { createIfMissing: false });
+      }
+
+      const appliedBytes = await stateDb.get(KEY_APPLIED);
+      const applied = appliedBytes === undefined ? 0 : readU64(appliedBytes, 0, 'applied index', stateDb.path);
+      const membershipBytes = await stateDb.get(KEY_MEMBERSHIP);
       const membership =
-        membershipBytes === undefined ? null : parseJson(membershipBytes, 'membership', path, isMembership);
-      return new RocksStorage(dataDir, db, { base, lastIndex, applied, membership });
+        membershipBytes === undefined ? null : parseJson(membershipBytes, 'membership', stateDb.path, isMembership);
+      const state: Generation = { gen, db: stateDb, refs: 0, retired: false, deleteWhenRetired: true, disposing: null };
+      return new RocksStorage(dataDir, log, state, options, { base, lastIndex, applied, membership });
     } catch (err) {
-      await db.close().catch(() => undefined);
+      await stateDb?.close().catch(() => undefined);
+      await log.close().catch(() => undefined);
       throw err;
     }
   }
 
-  /** RocksStorage.path is the database directory (`<dataDir>/db`). */
+  /** RocksStorage.path is the log database directory (`<dataDir>/log`). */
   get path(): string {
-    return this.#db.path;
+    return this.#log.path;
+  }
+
+  /** RocksStorage.statePath is the current state machine database directory (`<dataDir>/state-<gen>`). */
+  get statePath(): string {
+    return this.#state.db.path;
   }
 
   // ---- LogStore ----
@@ -220,13 +429,13 @@ export class RocksStorage implements NodeStorage {
     this.#checkOpen('load');
     return this.#logQueue.run(async () => {
       const path = this.path;
-      const hardStateBytes = await this.#db.get(KEY_HARD_STATE);
+      const hardStateBytes = await this.#log.get(KEY_HARD_STATE);
       const hardState =
         hardStateBytes === undefined ? EMPTY_HARD_STATE : parseJson(hardStateBytes, 'hard state', path, isHardState);
       const base = this.#base;
       const entries: Entry[] = [];
       let expected = base.index + 1;
-      for await (const batch of this.#db.iterate({ gt: logKey(base.index), lt: Buffer.of(PREFIX_LOG + 1) })) {
+      for await (const batch of this.#log.iterate({ gt: logKey(base.index), lt: Buffer.of(PREFIX_LOG + 1) })) {
         for (const { key, value } of batch) {
           const index = readU64(key, 1, 'log key', path);
           if (index !== expected) {
@@ -259,7 +468,7 @@ export class RocksStorage implements NodeStorage {
         ops.push({ type: 'del', key: logKey(index) });
       }
       for (const entry of entries) ops.push({ type: 'put', key: logKey(entry.index), value: encodeEntry(entry) });
-      await this.#db.write(ops, { sync: true });
+      await this.#log.write(ops, { sync: true });
       this.#lastIndex = newLast;
     });
   }
@@ -269,18 +478,20 @@ export class RocksStorage implements NodeStorage {
     return this.#logQueue.run(async () => {
       let termAtBase: number | undefined;
       if (base.index > this.#base.index && base.index <= this.#lastIndex) {
-        const value = await this.#db.get(logKey(base.index));
+        const value = await this.#log.get(logKey(base.index));
         if (value !== undefined) termAtBase = readU64(value, 0, `log entry ${base.index}`, this.path);
       }
       const plan = planCompaction(base, { base: this.#base, lastIndex: this.#lastIndex }, termAtBase, this.path);
       if (plan === null) return;
+      // The state machine has its own write-ahead log: make it durable before dropping entries it could need.
+      await this.#syncState();
       const ops: RocksOp[] = [];
       for (let index = plan.deleteFrom; index <= plan.deleteTo; index++) ops.push({ type: 'del', key: logKey(index) });
       const baseBytes = Buffer.allocUnsafe(16);
       writeU64(baseBytes, plan.base.index, 0);
       writeU64(baseBytes, plan.base.term, 8);
       ops.push({ type: 'put', key: KEY_LOG_BASE, value: baseBytes });
-      await this.#db.write(ops, { sync: true });
+      await this.#log.write(ops, { sync: true });
       this.#base = { index: plan.base.index, term: plan.base.term };
       this.#lastIndex = plan.lastIndex;
     });
@@ -303,18 +514,20 @@ export class RocksStorage implements NodeStorage {
   async apply(items: readonly ApplyItem[]): Promise<ApplyResult[]> {
     this.#checkOpen('apply');
     return this.#applyQueue.run(async () => {
-      const plan = planApply(items, this.#applied, this.path);
+      const db = this.#state.db;
+      const plan = planApply(items, this.#applied, db.path);
       if (plan.appliedIndex === this.#applied) return plan.results;
       const ops: RocksOp[] = plan.writes.map((w) =>
         w.value === null
           ? { type: 'del', key: kvKey(w.key) }
-          : { type: 'put', key: kvKey(w.key), value: Buffer.from(w.value.buffer, w.value.byteOffset, w.value.byteLength) },
+          : { type: 'put', key: kvKey(w.key), value: toBuffer(w.value) },
       );
       ops.push({ type: 'put', key: KEY_APPLIED, value: u64(plan.appliedIndex) });
       if (plan.membership !== undefined) {
         ops.push({ type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(plan.membership)) });
       }
-      await this.#db.write(ops, { sync: false });
+      this.#stateDirty = true;
+      await db.write(ops, { sync: false });
       this.#applied = plan.appliedIndex;
       if (plan.membership !== undefined) this.#membership = plan.membership;
       return plan.results;
@@ -323,34 +536,159 @@ export class RocksStorage implements NodeStorage {
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.#checkOpen('get');
-    return this.#db.get(kvKey(key));
+    const g = this.#acquire();
+    try {
+      return await g.db.get(kvKey(key));
+    } finally {
+      this.#release(g);
+    }
   }
 
   async range(query: RangeQuery): Promise<RangeResult> {
     this.#checkOpen('range');
-    const range = resolveRange(query, this.path);
-    if (range.empty) return { kvs: [], more: false };
-    const kvs: KeyValue[] = [];
-    let more = false;
-    const iteration = this.#db.iterate({
-      gte: range.gte === undefined ? Buffer.of(PREFIX_KV) : kvKey(range.gte),
-      lt: range.lt === undefined ? Buffer.of(PREFIX_KV + 1) : kvKey(range.lt),
-      limit: range.limit + 1,
-    });
-    for await (const batch of iteration) {
-      for (const { key, value } of batch) {
-        if (kvs.length === range.limit) more = true;
-        else kvs.push({ key: key.subarray(1), value });
+    const g = this.#acquire();
+    try {
+      const range = resolveRange(query, g.db.path);
+      if (range.empty) return { kvs: [], more: false };
+      const kvs: KeyValue[] = [];
+      let more = false;
+      const iteration = g.db.iterate({
+        gte: range.gte === undefined ? Buffer.of(PREFIX_KV) : kvKey(range.gte),
+        lt: range.lt === undefined ? Buffer.of(PREFIX_KV + 1) : kvKey(range.lt),
+        limit: range.limit + 1,
+      });
+      for await (const batch of iteration) {
+        for (const { key, value } of batch) {
+          if (kvs.length === range.limit) more = true;
+          else kvs.push({ key: key.subarray(1), value });
+        }
       }
+      return { kvs, more };
+    } finally {
+      this.#release(g);
     }
-    return { kvs, more };
+  }
+
+  /**
+   * RocksStorage.snapshotState: see StateMachine. The view is one RocksDB
+   * iterator over the 'k' and 'm' keys of the current generation, opened
+   * inside the apply queue: no apply or install is writing then, so the
+   * iterator's implicit snapshot holds exactly the data of the applied index
+   * and membership read beside it (the reader checks the applied index it
+   * meets at the end of the iteration against them). The reader pins the
+   * generation (an install does not delete it until the reader is closed)
+   * and RocksDB keeps the files of the view alive: close it promptly.
+   */
+  async snapshotState(): Promise<StateSnapshotReader> {
+    this.#checkOpen('snapshotState');
+    return this.#applyQueue.run(async () => {
+      this.#checkOpen('snapshotState');
+      const g = this.#acquire();
+      try {
+        const iterator = g.db.iterator({
+          gte: Buffer.of(PREFIX_KV),
+          lt: Buffer.of(PREFIX_META + 1),
+          fillCache: false,
+          highWaterMarkBytes: 256 * 1024,
+        });
+        return new RocksSnapshotReader(iterator, g.db.path, this.#applied, this.#membership, () => this.#release(g));
+      } catch (err) {
+        this.#release(g);
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * RocksStorage.installState: see StateMachine and the layout notes above.
+   * Builds state-<gen+1> (removing a leftover of that name first), commits by
+   * renaming the STATE pointer, then swaps it in and retires the old
+   * generation. Before the rename any failure (the source's, `invalidArgument`,
+   * `closed`, `io`) deletes the new generation and leaves the old state. If
+   * syncing the data dir fails after the rename, the new state is in place
+   * (and reported by reads) but the old generation is kept on disk, and the
+   * call rejects with `io`: a power loss may still bring back the old state.
+   */
+  async installState(
+    source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>,
+    meta: InstallMeta,
+  ): Promise<void> {
+    this.#checkOpen('installState');
+    const checked = checkInstallMeta(meta, this.dataDir);
+    return this.#applyQueue.run(async () => {
+      this.#checkOpen('installState');
+      const old = this.#state;
+      const gen = old.gen + 1;
+      const path = join(this.dataDir, generationDir(gen));
+      await fsOp('remove', path, () => rm(path, { recursive: true, force: true }));
+      const db = await RocksDb.open(path, { errorIfExists: true });
+      let committed = false;
+      let dirSyncError: unknown = null;
+      try {
+        this.#hook('generationCreated', gen);
+        let seen = 0;
+        for await (const batch of source) {
+          this.#checkOpen('installState'); // close() aborts an install
+          checkInstallBatch(batch, seen, path);
+          await db.write(
+            batch.map(({ key, value }) => ({ type: 'put', key: kvKey(key), value: toBuffer(value) })),
+            { sync: false },
+          );
+          seen += batch.length;
+        }
+        this.#checkOpen('installState');
+        // One synced write makes every earlier unsynced one durable too.
+        const metaOps: RocksOp[] = [
+          { type: 'put', key: KEY_APPLIED, value: u64(checked.appliedIndex) },
+          { type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(checked.membership)) },
+        ];
+        await db.write(metaOps, { sync: true });
+        await fsyncDir(path);
+        await fsyncDir(this.dataDir);
+        this.#hook('generationBuilt', gen);
+        await writeStatePointerTmp(this.dataDir, gen);
+        this.#hook('pointerWritten', gen);
+        this.#checkOpen('installState');
+        await commitStatePointer(this.dataDir);
+        committed = true;
+        try {
+          await fsyncDir(this.dataDir);
+        } catch (err) {
+          dirSyncError = err;
+        }
+      } catch (err) {
+        // Only steps before the commit can get here (the sync after it is caught above).
+        if (!committed) {
+          await db.close().catch(() => undefined);
+          await rm(path, { recursive: true, force: true }).catch(() => undefined);
+        }
+        throw err;
+      }
+      const next: Generation = { gen, db, refs: 0, retired: false, deleteWhenRetired: true, disposing: null };
+      this.#generations.add(next);
+      this.#state = next;
+      this.#applied = checked.appliedIndex;
+      this.#membership = checked.membership;
+      this.#stateDirty = false;
+      if (dirSyncError !== null) {
+        await this.#retire(old, false);
+        throw dirSyncError;
+      }
+      this.#hook('pointerSwapped', gen);
+      await this.#retire(old, true);
+      this.#hook('oldGenerationDeleted', gen);
+    });
+  }
+
+  async stateDigest(): Promise<string> {
+    return digestSnapshot(await this.snapshotState());
   }
 
   // ---- IdentityStore ----
 
   async readIdentity(): Promise<Identity | null> {
     this.#checkOpen('readIdentity');
-    const bytes = await this.#db.get(KEY_IDENTITY);
+    const bytes = await this.#log.get(KEY_IDENTITY);
     return bytes === undefined ? null : parseIdentity(bytes.toString('utf8'), this.dataDir);
   }
 
@@ -366,11 +704,11 @@ export class RocksStorage implements NodeStorage {
         this.#lastIndex === 0 &&
         this.#base.index === 0 &&
         this.#applied === 0 &&
-        (await this.#db.get(KEY_HARD_STATE)) === undefined;
+        (await this.#log.get(KEY_HARD_STATE)) === undefined;
       if (!isNew || options.createIfNew !== true) throw missingIdentity(this.dataDir, isNew);
       checkIdentityMatch(expected, expected, this.dataDir);
       const { nodeId, clusterId, formatVersion } = expected;
-      await this.#db.write(
+      await this.#log.write(
         [{ type: 'put', key: KEY_IDENTITY, value: Buffer.from(JSON.stringify({ nodeId, clusterId, formatVersion })) }],
         { sync: true },
       );
@@ -378,19 +716,142 @@ export class RocksStorage implements NodeStorage {
     });
   }
 
-  /** RocksStorage.close waits for queued log writes and applies, then closes the database. Idempotent. */
+  /**
+   * RocksStorage.close waits for queued log writes and applies (an install
+   * in progress aborts at its next batch), then closes every database; open
+   * snapshot readers fail with `closed` from then on. Idempotent.
+   */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#logQueue.idle();
       await this.#applyQueue.idle();
-      await this.#db.close();
+      await Promise.all(
+        [...this.#generations].map(async (g) => {
+          if (g.retired) await this.#dispose(g);
+          else await g.db.close();
+        }),
+      );
+      await this.#log.close();
     })();
     return this.#closing;
+  }
+
+  /** #syncState makes every apply so far durable (one synced write on the state generation) when any was unsynced. */
+  async #syncState(): Promise<void> {
+    if (!this.#stateDirty) return;
+    await this.#applyQueue.run(async () => {
+      if (!this.#stateDirty) return;
+      this.#stateDirty = false;
+      try {
+        await this.#state.db.write([{ type: 'put', key: KEY_APPLIED, value: u64(this.#applied) }], { sync: true });
+      } catch (err) {
+        this.#stateDirty = true;
+        throw err;
+      }
+    });
+  }
+
+  #acquire(): Generation {
+    const g = this.#state;
+    g.refs++;
+    return g;
+  }
+
+  #release(g: Generation): void {
+    g.refs--;
+    if (g.retired && g.refs === 0) void this.#dispose(g);
+  }
+
+  /** #retire marks `g` replaced; it is closed (and with `deleteDir` deleted) now if unused, else when its last user releases it. */
+  async #retire(g: Generation, deleteDir: boolean): Promise<void> {
+    g.retired = true;
+    g.deleteWhenRetired = deleteDir;
+    if (g.refs === 0) await this.#dispose(g);
+  }
+
+  /** #dispose closes a retired generation and deletes its dir (garbage: open() would delete it too). Never rejects. */
+  #dispose(g: Generation): Promise<void> {
+    g.disposing ??= (async () => {
+      await g.db.close().catch(() => undefined);
+      if (g.deleteWhenRetired) {
+        await rm(g.db.path, { recursive: true, force: true }).catch(() => undefined);
+        await fsyncDir(this.dataDir).catch(() => undefined);
+      }
+      this.#generations.delete(g);
+    })();
+    return g.disposing;
+  }
+
+  #hook(phase: InstallPhase, gen: number): void {
+    this.#options.installHook?.(phase, gen);
   }
 
   #checkOpen(operation: string): void {
     if (this.#closing !== null) {
       throw new StorageError('closed', `storage ${this.dataDir}: ${operation} after close`, { path: this.dataDir });
     }
+  }
+}
+
+/**
+ * RocksSnapshotReader streams one iterator of a state generation: the 'k'
+ * records, then checks the 'm' applied index met at the end against the
+ * applied index the snapshot reported (a consistency self-check).
+ */
+class RocksSnapshotReader implements StateSnapshotReader {
+  readonly appliedIndex: number;
+  readonly membership: Membership | null;
+  readonly #iterator: RocksIterator;
+  readonly #path: string;
+  readonly #release: () => void;
+  #started = false;
+  #closing: Promise<void> | null = null;
+
+  constructor(iterator: RocksIterator, path: string, appliedIndex: number, membership: Membership | null, release: () => void) {
+    this.#iterator = iterator;
+    this.#path = path;
+    this.appliedIndex = appliedIndex;
+    this.membership = membership;
+    this.#release = release;
+  }
+
+  async *batches(
+    batchEntriesMax = SNAPSHOT_BATCH_ENTRIES_DEFAULT,
+    batchBytesMax = SNAPSHOT_BATCH_BYTES_DEFAULT,
+  ): AsyncGenerator<KeyValue[], void, undefined> {
+    const path = this.#path;
+    try {
+      if (this.#started) {
+        throw new StorageError('invalidArgument', `snapshot of ${path}: batches() may be called only once`, { path });
+      }
+      this.#started = true;
+      let metaApplied = 0;
+      for (;;) {
+        if (this.#closing !== null) throw new StorageError('closed', `snapshot of ${path}: read after close`, { path });
+        const raw = await this.#iterator.nextBatch(batchEntriesMax, batchBytesMax);
+        if (raw.length === 0) break;
+        const out: KeyValue[] = [];
+        for (const { key, value } of raw) {
+          if (key[0] === PREFIX_KV) out.push({ key: key.subarray(1), value });
+          else if (key.equals(KEY_APPLIED)) metaApplied = readU64(value, 0, 'applied index', path);
+        }
+        if (out.length > 0) yield out;
+      }
+      if (this.#closing !== null) throw new StorageError('closed', `snapshot of ${path}: read after close`, { path });
+      if (metaApplied !== this.appliedIndex) {
+        throw new StorageError(
+          'corrupt',
+          `snapshot of ${path}: the view holds applied index ${metaApplied}, not ${this.appliedIndex} as reported`,
+          { path },
+        );
+      }
+    } finally {
+      await this.close();
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#iterator.end().finally(() => this.#release());
+    return this.#closing;
   }
 }

@@ -59,6 +59,12 @@ export interface RocksRange {
   readonly values?: boolean;
   /** most entries yielded per batch (default 1,000; also a bound on memory held). */
   readonly batchEntriesMax?: number;
+  /** a batch ends once its keys and values reach this many bytes (default: no byte bound). */
+  readonly batchBytesMax?: number;
+  /** false to keep the blocks read out of the block cache (bulk scans). Default true. */
+  readonly fillCache?: boolean;
+  /** bytes the native iterator reads ahead per round trip (RocksDB binding default 16 KiB). */
+  readonly highWaterMarkBytes?: number;
 }
 
 /** RocksOpenOptions: RocksDB creates the database when missing unless told otherwise. */
@@ -69,6 +75,84 @@ export interface RocksOpenOptions {
 
 const EMPTY = Buffer.alloc(0);
 const batchEntriesMaxDefault = 1000;
+
+/**
+ * RocksIterator is one open native iterator with its point-in-time view,
+ * read in bounded batches. Made by RocksDb.iterator.
+ *
+ * Contract: nextBatch() returns the next entries in order, at most
+ * `entriesMax` of them and stopping once `bytesMax` bytes of keys and values
+ * are held (an entry larger than that comes alone); an empty array means the
+ * end. Calls must not overlap. end() is idempotent and safe after the
+ * database was closed (which ends the native iterator itself); nextBatch()
+ * after end() returns []. Errors: StorageError `closed` (database closed),
+ * `io` (engine failure).
+ */
+export class RocksIterator {
+  readonly #owner: RocksDb;
+  readonly #native: NativeIterator;
+  readonly #values: boolean;
+  #done = false;
+  #ending: Promise<void> | null = null;
+
+  /** internal: use RocksDb.iterator. */
+  constructor(owner: RocksDb, native: NativeIterator, values: boolean) {
+    this.#owner = owner;
+    this.#native = native;
+    this.#values = values;
+  }
+
+  /** RocksIterator.nextBatch reads the next batch; [] at the end (or once ended). */
+  async nextBatch(entriesMax = batchEntriesMaxDefault, bytesMax = Infinity): Promise<RocksEntry[]> {
+    if (this.#done || this.#ending !== null) return [];
+    this.#owner.checkOpen('iterate');
+    const max = Math.max(1, Math.floor(entriesMax));
+    const batch: RocksEntry[] = [];
+    let bytes = 0;
+    const done = await new Promise<boolean>((resolve, reject) => {
+      const step = (): void => {
+        if (this.#owner.isClosed) {
+          reject(this.#closedError());
+          return;
+        }
+        if (this.#ending !== null) {
+          resolve(true); // end() was called meanwhile: stop with what was read
+          return;
+        }
+        this.#native.next((err, key, value) => {
+          if (err) {
+            reject(this.#owner.isClosed ? this.#closedError() : this.#owner.ioError('iterate', err));
+          } else if (key === undefined) {
+            resolve(true);
+          } else {
+            const v = this.#values && value !== undefined ? value : EMPTY;
+            batch.push({ key, value: v });
+            bytes += key.length + v.length;
+            if (batch.length >= max || bytes >= bytesMax) resolve(false);
+            else step();
+          }
+        });
+      };
+      step();
+    });
+    if (done) this.#done = true;
+    return batch;
+  }
+
+  #closedError(): StorageError {
+    return new StorageError('closed', `rocksdb: iterate on ${this.#owner.path} after close`, { path: this.#owner.path });
+  }
+
+  /** RocksIterator.end releases the native iterator and its view; idempotent. */
+  end(): Promise<void> {
+    this.#ending ??= this.#owner.isClosed
+      ? Promise.resolve() // close() ends open iterators itself; ending one again would crash.
+      : new Promise<void>((resolve) => {
+          this.#native.end(() => resolve());
+        });
+    return this.#ending;
+  }
+}
 
 /**
  * RocksDb is a small promise-based handle on one RocksDB database directory;
@@ -151,15 +235,14 @@ export class RocksDb {
   }
 
   /**
-   * RocksDb.iterate yields the entries of `range` in key order (bytewise), in
-   * batches of at most `range.batchEntriesMax`, all read from one
-   * point-in-time view of the database. Breaking out of the loop ends the
-   * native iterator. Errors: StorageError `closed` if the database is closed
-   * between batches, `io` on engine failure.
+   * RocksDb.iterator opens a native iterator over `range` NOW: its
+   * point-in-time view (an implicit RocksDB snapshot) is taken during this
+   * call, synchronously, so writes issued after it returns are never seen
+   * through it. The caller must end() it (closing the database ends it too).
+   * Errors: StorageError `closed`.
    */
-  async *iterate(range: RocksRange = {}): AsyncGenerator<RocksEntry[], void, undefined> {
-    this.#checkOpen('iterate');
-    const batchEntriesMax = Math.max(1, Math.floor(range.batchEntriesMax ?? batchEntriesMaxDefault));
+  iterator(range: RocksRange = {}): RocksIterator {
+    this.#checkOpen('iterator');
     const values = range.values ?? true;
     const options: Record<string, unknown> = {
       keys: true,
@@ -168,43 +251,45 @@ export class RocksDb {
       valueAsBuffer: true,
       reverse: range.reverse ?? false,
       limit: range.limit ?? -1,
+      fillCache: range.fillCache ?? true,
     };
+    if (range.highWaterMarkBytes !== undefined) options['highWaterMark'] = range.highWaterMarkBytes;
     for (const bound of ['gt', 'gte', 'lt', 'lte'] as const) {
       const value = range[bound];
       if (value !== undefined) options[bound] = value;
     }
-    const iterator = this.#db.iterator(options);
-    let done = false;
+    return new RocksIterator(this, this.#db.iterator(options), values);
+  }
+
+  /**
+   * RocksDb.iterate yields the entries of `range` in key order (bytewise), in
+   * batches of at most `range.batchEntriesMax` entries (and, when given,
+   * about `range.batchBytesMax` bytes), all read from one point-in-time view
+   * of the database taken when the first batch is asked for. Breaking out of
+   * the loop ends the native iterator. Errors: StorageError `closed` if the
+   * database is closed between batches, `io` on engine failure.
+   */
+  async *iterate(range: RocksRange = {}): AsyncGenerator<RocksEntry[], void, undefined> {
+    const iterator = this.iterator(range);
     try {
-      while (!done) {
-        this.#checkOpen('iterate');
-        const batch: RocksEntry[] = [];
-        done = await new Promise<boolean>((resolve, reject) => {
-          const step = (): void => {
-            iterator.next((err, key, value) => {
-              if (err) {
-                reject(this.#ioError('iterate', err));
-              } else if (key === undefined) {
-                resolve(true);
-              } else {
-                batch.push({ key, value: values && value !== undefined ? value : EMPTY });
-                if (batch.length >= batchEntriesMax) resolve(false);
-                else step();
-              }
-            });
-          };
-          step();
-        });
-        if (batch.length > 0) yield batch;
+      for (;;) {
+        const batch = await iterator.nextBatch(range.batchEntriesMax, range.batchBytesMax);
+        if (batch.length === 0) return;
+        yield batch;
       }
     } finally {
-      // close() ends open iterators itself; ending one again would crash.
-      if (!this.isClosed) {
-        await new Promise<void>((resolve) => {
-          iterator.end(() => resolve());
-        });
-      }
+      await iterator.end();
     }
+  }
+
+  /** RocksDb.checkOpen throws StorageError `closed` once close() has been called (for RocksIterator). */
+  checkOpen(operation: string): void {
+    this.#checkOpen(operation);
+  }
+
+  /** RocksDb.ioError wraps an engine error of `operation` as StorageError `io` naming the path (for RocksIterator). */
+  ioError(operation: string, err: Error): StorageError {
+    return this.#ioError(operation, err);
   }
 
   /** RocksDb.close closes the database; calling it again returns the same promise. */

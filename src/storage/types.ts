@@ -114,6 +114,30 @@ export const RANGE_LIMIT_MAX = 10_000;
  * - `range(query)`: see RangeQuery. Errors: StorageError `invalidArgument`
  *   if limit is not a positive integer.
  * - `membership()`: the membership recorded by the last applied `conf` entry, null if none.
+ * - `snapshotState()`: a point-in-time view of the whole state machine, see
+ *   StateSnapshotReader. It is taken in line with applies: it holds every
+ *   apply (and install) called before it and none called after it, and
+ *   `reader.appliedIndex` / `reader.membership` are those of exactly that
+ *   data. Applies go on while the reader streams. The reader must be closed.
+ * - `installState(source, meta)`: replaces the WHOLE state machine (every
+ *   key, the applied index, the membership) with the records `source`
+ *   yields and `meta`, atomically and durably: before it resolves (or after a
+ *   crash at any point during it) reads and a reopened store see the old
+ *   state; once it resolves, the new one, completely. Keys absent from
+ *   `source` are gone; a key given twice keeps its last value. Runs in line
+ *   with applies (an apply called meanwhile waits for it; it waits for the
+ *   applies called before it). It does not compare `meta.appliedIndex` with
+ *   the current one: whether a snapshot is worth installing is the caller's
+ *   decision. If `source` throws, that error is rethrown and the old state
+ *   stays untouched; close() during an install aborts it the same way.
+ *   Errors: StorageError `invalidArgument` (meta.appliedIndex not a
+ *   non-negative safe integer, a malformed membership, a record whose key is
+ *   empty or not a Uint8Array), `closed`, `io`; or the source's own error.
+ * - `stateDigest()`: hex SHA-256 of one snapshotState() view (so it is
+ *   consistent while applies go on), streamed: the applied index as u64be,
+ *   then for each record in bytewise key order u32be key length, key, u32be
+ *   value length, value. Equal for equal states on every implementation
+ *   (membership is not covered). For tests and leader/follower comparison.
  */
 export interface StateMachine {
   appliedIndex(): number;
@@ -121,7 +145,46 @@ export interface StateMachine {
   get(key: Uint8Array): Promise<Uint8Array | undefined>;
   range(query: RangeQuery): Promise<RangeResult>;
   membership(): Membership | null;
+  snapshotState(): Promise<StateSnapshotReader>;
+  installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void>;
+  stateDigest(): Promise<string>;
   close(): Promise<void>;
+}
+
+/** SNAPSHOT_BATCH_ENTRIES_DEFAULT / SNAPSHOT_BATCH_BYTES_DEFAULT bound one batch of StateSnapshotReader.batches(). */
+export const SNAPSHOT_BATCH_ENTRIES_DEFAULT = 1000;
+export const SNAPSHOT_BATCH_BYTES_DEFAULT = 4 * 1024 * 1024;
+
+/**
+ * StateSnapshotReader is one point-in-time view of a state machine (see
+ * StateMachine.snapshotState).
+ *
+ * - `appliedIndex`, `membership`: those of the view (membership null when
+ *   no conf entry was applied).
+ * - `batches(batchEntriesMax, batchBytesMax)`: the records of the view in
+ *   bytewise key order, in batches of at most `batchEntriesMax` records
+ *   (default SNAPSHOT_BATCH_ENTRIES_DEFAULT) that end once they hold
+ *   `batchBytesMax` bytes of keys and values (default
+ *   SNAPSHOT_BATCH_BYTES_DEFAULT; a larger record comes alone), so memory
+ *   stays flat for any state size. One pass only: a second call rejects with
+ *   StorageError `invalidArgument`. Finishing, breaking out of or failing
+ *   the loop closes the reader. Errors: StorageError `closed` (the reader or
+ *   the store was closed), `io`, `corrupt` (the view is inconsistent).
+ * - `close()`: releases the view (on RocksDB: its iterator, and the state
+ *   generation it reads, which an install cannot delete until then). Must be
+ *   called when batches() was not run to its end; idempotent, never rejects.
+ */
+export interface StateSnapshotReader {
+  readonly appliedIndex: number;
+  readonly membership: Membership | null;
+  batches(batchEntriesMax?: number, batchBytesMax?: number): AsyncGenerator<KeyValue[], void, undefined>;
+  close(): Promise<void>;
+}
+
+/** InstallMeta is what StateMachine.installState records next to the data: the index and membership the state is as of. */
+export interface InstallMeta {
+  readonly appliedIndex: number;
+  readonly membership: Membership;
 }
 
 /** FORMAT_VERSION is the on-disk format this code writes and reads. */

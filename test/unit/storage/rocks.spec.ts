@@ -62,6 +62,24 @@ describe('RocksDb', () => {
     await db.close();
   });
 
+  it('iterator() fixes its view when called: later writes are not seen; batches bound entries and bytes', async () => {
+    await db.write(Array.from({ length: 10 }, (_, i) => ({ type: 'put' as const, key: key(i), value: Buffer.alloc(100, i) })), { sync: false });
+    const iterator = db.iterator({ gte: key(0), lt: key(99) });
+    await db.write([{ type: 'del', key: key(0) }, { type: 'put', key: key(5), value: Buffer.from('new') }, { type: 'put', key: key(50), value: Buffer.from('x') }], { sync: false });
+    const seen: RocksEntry[][] = [];
+    for (let batch = await iterator.nextBatch(4, 250); batch.length > 0; batch = await iterator.nextBatch(4, 250)) seen.push(batch);
+    assert.deepEqual(seen.map((b) => b.length), [3, 3, 3, 1]); // 3 x 107 B reach 250 B before 4 entries
+    assert.deepEqual(seen.flat().map((e) => e.key.toString()), Array.from({ length: 10 }, (_, i) => key(i).toString()));
+    assert.equal(seen.flat()[5]?.value.length, 100);
+    await iterator.end();
+    await iterator.end();
+    assert.deepEqual(await iterator.nextBatch(), []);
+    const ended = db.iterator({});
+    await db.close();
+    await assert.rejects(ended.nextBatch(), (err: unknown) => err instanceof StorageError && err.code === 'closed');
+    await ended.end();
+  });
+
   it('close is idempotent; use after close is refused with the path in the message', async () => {
     const iteration = db.iterate({});
     await db.close();

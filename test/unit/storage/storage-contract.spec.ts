@@ -3,6 +3,7 @@
  * RocksStorage and MemoryStorage.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,14 @@ import { encodeCommand } from '../../../src/storage/kv-command.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
-import { FORMAT_VERSION, RANGE_LIMIT_MAX, type ApplyItem, type NodeStorage } from '../../../src/storage/types.js';
+import {
+  FORMAT_VERSION,
+  RANGE_LIMIT_MAX,
+  type ApplyItem,
+  type KeyValue,
+  type NodeStorage,
+  type StateSnapshotReader,
+} from '../../../src/storage/types.js';
 
 /** DataDirFixture: one data dir that can be opened, closed and opened again. */
 interface DataDirFixture {
@@ -81,6 +89,58 @@ async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: Re
 
 const hs: HardState = { term: 3, vote: 'n2', commit: 5 };
 const membership: Membership = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: 'a:1', n2: 'a:2', n3: 'a:3' } };
+const membership2: Membership = { voters: ['n1', 'n4'], learners: ['n5'], addresses: { n1: 'a:1', n4: 'a:4', n5: 'a:5' } };
+
+/** Model is the expected state: key -> value, as strings. */
+type Model = Map<string, string>;
+
+/** drain reads a snapshot reader to its end: its records as [key, value] strings, and the batch sizes. */
+async function drain(reader: StateSnapshotReader, batchEntriesMax?: number): Promise<{ records: [string, string][]; sizes: number[] }> {
+  const records: [string, string][] = [];
+  const sizes: number[] = [];
+  for await (const batch of reader.batches(batchEntriesMax)) {
+    sizes.push(batch.length);
+    for (const { key, value } of batch) records.push([text(key) ?? '', text(value) ?? '']);
+  }
+  return { records, sizes };
+}
+
+function sortedModel(model: Model): [string, string][] {
+  return [...model].sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+}
+
+/** digestOf computes, independently of src/, the digest StateMachine.stateDigest documents. */
+function digestOf(applied: number, model: Model): string {
+  const hash = createHash('sha256');
+  const index = Buffer.alloc(8);
+  index.writeBigUInt64BE(BigInt(applied));
+  hash.update(index);
+  for (const [k, v] of sortedModel(model)) {
+    for (const part of [Buffer.from(k), Buffer.from(v)]) {
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(part.length);
+      hash.update(len);
+      hash.update(part);
+    }
+  }
+  return hash.digest('hex');
+}
+
+/** source yields `records` in batches of `size`, yielding to the event loop between them (and calling `between`). */
+async function* source(records: [string, string][], size: number, between?: (batch: number) => Promise<void>): AsyncGenerator<KeyValue[]> {
+  for (let i = 0, n = 0; i < records.length; i += size, n++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    if (between !== undefined) await between(n);
+    yield records.slice(i, i + size).map(([k, v]) => ({ key: bytes(k), value: bytes(v) }));
+  }
+}
+
+/** applyModel applies puts of `model` as entries from `from` on, one entry per key; returns the next index. */
+async function applyModel(store: NodeStorage, from: number, model: Model): Promise<number> {
+  let index = from;
+  await store.apply([...model].map(([k, v]) => put(index++, k, v)));
+  return index;
+}
 
 for (const impl of implementations) {
   describe(`storage contract: ${impl.name}`, () => {
@@ -337,6 +397,218 @@ for (const impl of implementations) {
         const result = await store.range({ limit: 1_000_000 });
         assert.equal(result.kvs.length, RANGE_LIMIT_MAX);
         assert.equal(result.more, true);
+      });
+    });
+
+    describe('StateMachine snapshots and installs', () => {
+      it('a snapshot holds exactly the state at its applied index while applies go on', async () => {
+        const model: Model = new Map();
+        for (let i = 0; i < 40; i++) model.set(`key/${String(i).padStart(3, '0')}`, `v${i}`);
+        let next = await applyModel(store, 1, model);
+        await store.apply([{ entry: { index: next++, term: 1, type: 'conf', data: bytes('cc') }, membership }]);
+        // an apply called before snapshotState() is in the view, one called after is not
+        const before = store.apply([put(next++, 'key/000', 'changed-before'), del(next++, 'key/001')]);
+        model.set('key/000', 'changed-before');
+        model.delete('key/001');
+        const expectedApplied = next - 1;
+        const snapshotting = store.snapshotState();
+        const after = store.apply([put(next++, 'key/002', 'changed-after'), put(next++, 'zzz', 'new-after')]);
+        await before;
+        const reader = await snapshotting;
+        await after;
+        assert.equal(reader.appliedIndex, expectedApplied);
+        assert.deepEqual(reader.membership, membership);
+        // writes go on while the view streams: puts, deletes, a new membership
+        const records: [string, string][] = [];
+        const sizes: number[] = [];
+        for await (const batch of reader.batches(7)) {
+          sizes.push(batch.length);
+          for (const { key, value } of batch) records.push([text(key) ?? '', text(value) ?? '']);
+          await store.apply([
+            put(next++, `key/${String(records.length + 3).padStart(3, '0')}`, 'during'),
+            del(next++, 'key/039'),
+            put(next++, 'aaa-during', 'x'),
+            { entry: { index: next++, term: 1, type: 'conf', data: bytes('cc') }, membership: membership2 },
+          ]);
+        }
+        assert.deepEqual(records, sortedModel(model));
+        assert.ok(sizes.every((n) => n >= 1 && n <= 7), `batch sizes ${sizes.join(',')}`);
+        assert.equal(sizes.reduce((a, b) => a + b, 0), model.size);
+        // ... and the store itself moved on
+        assert.equal(store.appliedIndex(), next - 1);
+        assert.deepEqual(store.membership(), membership2);
+        assert.equal(text(await store.get(bytes('key/002'))), 'changed-after');
+        assert.equal(await store.get(bytes('key/039')), undefined);
+      });
+
+      it('a snapshot of a new store is empty at index 0; readers are one pass and closable at any time', async () => {
+        const empty = await store.snapshotState();
+        assert.equal(empty.appliedIndex, 0);
+        assert.equal(empty.membership, null);
+        assert.deepEqual((await drain(empty)).records, []);
+        await rejectsWith(empty.batches().next(), 'invalidArgument', /only once/);
+        await empty.close();
+
+        await store.apply([put(1, 'a', '1'), put(2, 'b', '2'), put(3, 'c', '3')]);
+        const unread = await store.snapshotState();
+        await unread.close();
+        await unread.close();
+        await rejectsWith(unread.batches().next(), 'closed');
+
+        const partial = await store.snapshotState();
+        for await (const batch of partial.batches(1)) {
+          assert.equal(text(batch[0]?.key), 'a');
+          break; // closes the reader
+        }
+        await partial.close();
+
+        const dangling = await store.snapshotState();
+        await store.close();
+        await rejectsWith(dangling.batches().next(), 'closed');
+        await dangling.close();
+        await rejectsWith(store.snapshotState(), 'closed');
+        await rejectsWith(store.installState([], { appliedIndex: 1, membership }), 'closed');
+        await rejectsWith(store.stateDigest(), 'closed');
+      });
+
+      it('installState replaces every key, the applied index and the membership, and survives reopen', async () => {
+        const old: Model = new Map([['a', '1'], ['b', '2'], ['c', '3'], ['only-old', 'x']]);
+        const oldNext = await applyModel(store, 1, old);
+        await store.apply([{ entry: { index: oldNext, term: 1, type: 'conf', data: bytes('cc') }, membership }]);
+        const incoming: [string, string][] = [['b', 'new-b'], ['x', '10'], ['y', '11'], ['b', 'last-b-wins'], ['\u00ff', 'top']];
+        const fresh: Model = new Map(incoming);
+        await store.installState(source(incoming, 2), { appliedIndex: 500, membership: membership2 });
+        const check = async (s: NodeStorage): Promise<void> => {
+          assert.equal(s.appliedIndex(), 500);
+          assert.deepEqual(s.membership(), membership2);
+          assert.equal(await s.get(bytes('a')), undefined);
+          assert.equal(await s.get(bytes('only-old')), undefined);
+          assert.equal(text(await s.get(bytes('b'))), 'last-b-wins');
+          const all = await s.range({ limit: 100 });
+          assert.deepEqual(all.kvs.map((kv) => [text(kv.key), text(kv.value)]), sortedModel(fresh));
+          assert.equal(await s.stateDigest(), digestOf(500, fresh));
+          const view = await s.snapshotState();
+          assert.equal(view.appliedIndex, 500);
+          assert.deepEqual(view.membership, membership2);
+          assert.deepEqual((await drain(view)).records, sortedModel(fresh));
+        };
+        await check(store);
+        await check(await reopen());
+        // applying continues after the installed index; replays below it are skipped
+        assert.deepEqual(await store.apply([put(499, 'a', 'replay'), put(500, 'a', 'replay'), put(501, 'a', 'after')]).then((r) => r.map((x) => x.index)), [501]);
+        assert.equal(text(await store.get(bytes('a'))), 'after');
+        // installing an empty state empties it
+        await store.installState([], { appliedIndex: 600, membership });
+        assert.deepEqual(await store.range({ limit: 10 }), { kvs: [], more: false });
+        assert.equal(await store.stateDigest(), digestOf(600, new Map()));
+        assert.equal((await reopen()).appliedIndex(), 600);
+      });
+
+      it('a failed install (the source throws, a bad record, bad meta) leaves the old state untouched', async () => {
+        const old: Model = new Map([['a', '1'], ['b', '2']]);
+        const next = await applyModel(store, 1, old);
+        await store.apply([{ entry: { index: next, term: 1, type: 'conf', data: bytes('cc') }, membership }]);
+        const oldDigest = await store.stateDigest();
+        assert.equal(oldDigest, digestOf(next, old));
+        const boom = new Error('source failed midway');
+        const records: [string, string][] = Array.from({ length: 50 }, (_, i) => [`new/${i}`, 'v']);
+        await assert.rejects(
+          store.installState(
+            source(records, 10, async (n) => {
+              if (n === 3) throw boom;
+            }),
+            { appliedIndex: 900, membership: membership2 },
+          ),
+          (err: unknown) => err === boom,
+        );
+        const badRecord = async function* (): AsyncGenerator<KeyValue[]> {
+          yield [{ key: bytes('fine'), value: bytes('1') }];
+          yield [{ key: new Uint8Array(0), value: bytes('2') }];
+        };
+        await rejectsWith(store.installState(badRecord(), { appliedIndex: 900, membership }), 'invalidArgument', /record 1 has an empty key/);
+        await rejectsWith(store.installState([], { appliedIndex: -1, membership }), 'invalidArgument', /appliedIndex/);
+        await rejectsWith(
+          store.installState([], { appliedIndex: 1, membership: { voters: 'n1' } as unknown as Membership }),
+          'invalidArgument',
+          /membership/,
+        );
+        const checkOld = async (s: NodeStorage): Promise<void> => {
+          assert.equal(s.appliedIndex(), next);
+          assert.deepEqual(s.membership(), membership);
+          assert.equal(await s.get(bytes('new/0')), undefined);
+          assert.equal(await s.get(bytes('fine')), undefined);
+          assert.equal(await s.stateDigest(), oldDigest);
+        };
+        await checkOld(store);
+        await checkOld(await reopen());
+        // the store still works: applies and a later install succeed
+        await store.apply([put(next + 1, 'c', '3')]);
+        await store.installState(source(records, 10), { appliedIndex: 900, membership: membership2 });
+        assert.equal(await store.stateDigest(), digestOf(900, new Map(records)));
+      });
+
+      it('reads during an install see the old state; applies wait for it; a reader taken before streams the old view', async () => {
+        await store.apply([put(1, 'a', 'old-a'), put(2, 'b', 'old-b')]);
+        const oldReader = await store.snapshotState();
+        let queuedApply: Promise<unknown> | undefined;
+        const install = store.installState(
+          source([['a', 'new-a'], ['c', 'new-c'], ['d', 'new-d']], 1, async (n) => {
+            assert.equal(text(await store.get(bytes('a'))), 'old-a');
+            assert.equal(await store.get(bytes('c')), undefined);
+            assert.deepEqual((await store.range({ limit: 10 })).kvs.map((kv) => text(kv.key)), ['a', 'b']);
+            assert.equal(store.appliedIndex(), 2);
+            // index 3 follows the OLD applied index: if it ran now it would apply; queued behind the install, it is skipped
+            if (n === 0) queuedApply = store.apply([put(3, 'b', 'interleaved')]);
+          }),
+          { appliedIndex: 10, membership },
+        );
+        const snapshotDuring = store.snapshotState(); // queued behind the install too
+        await install;
+        assert.deepEqual(await queuedApply, []);
+        assert.equal(await store.get(bytes('b')), undefined);
+        const newReader = await snapshotDuring;
+        assert.equal(newReader.appliedIndex, 10);
+        assert.deepEqual((await drain(newReader)).records, [['a', 'new-a'], ['c', 'new-c'], ['d', 'new-d']]);
+        assert.equal(oldReader.appliedIndex, 2);
+        assert.deepEqual((await drain(oldReader, 1)).records, [['a', 'old-a'], ['b', 'old-b']]);
+        assert.equal(text(await store.get(bytes('a'))), 'new-a');
+      });
+
+      it('stateDigest: equal for equal states (however reached), different otherwise', async () => {
+        const otherFixture = await impl.create();
+        const other = await otherFixture.open();
+        try {
+          assert.equal(await store.stateDigest(), digestOf(0, new Map()));
+          assert.equal(await store.stateDigest(), await other.stateDigest());
+          // same state reached by different histories
+          await store.apply([put(1, 'k1', 'v1'), put(2, 'k2', 'v2'), put(3, 'tmp', 'x'), del(4, 'tmp')]);
+          await other.installState([[{ key: bytes('k2'), value: bytes('v2') }, { key: bytes('k1'), value: bytes('v1') }]], { appliedIndex: 4, membership });
+          const digest = await store.stateDigest();
+          assert.match(digest, /^[0-9a-f]{64}$/);
+          assert.equal(await other.stateDigest(), digest);
+          assert.equal(digest, digestOf(4, new Map([['k1', 'v1'], ['k2', 'v2']])));
+          // another value, another key, an extra key, another applied index: all differ
+          const variants: [string, string][][] = [
+            [['k1', 'v1'], ['k2', 'v3']],
+            [['k1', 'v1'], ['k3', 'v2']],
+            [['k1', 'v1'], ['k2', 'v2'], ['k4', '']],
+            [['k1', 'v1k2'], ['2', 'v2']], // same bytes, other framing
+          ];
+          const seen = new Set([digest]);
+          for (const [i, variant] of variants.entries()) {
+            await other.installState(source(variant, 1), { appliedIndex: 4, membership });
+            const d = await other.stateDigest();
+            assert.ok(!seen.has(d), `variant ${i} has a digest seen before`);
+            seen.add(d);
+          }
+          await other.installState(source([['k1', 'v1'], ['k2', 'v2']], 2), { appliedIndex: 5, membership });
+          assert.notEqual(await other.stateDigest(), digest);
+          await store.apply([{ entry: { index: 5, term: 1, type: 'normal', data: new Uint8Array(0) } }]);
+          assert.equal(await store.stateDigest(), await other.stateDigest());
+        } finally {
+          await other.close();
+          await otherFixture.dispose();
+        }
       });
     });
 

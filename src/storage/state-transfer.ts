@@ -1,0 +1,114 @@
+import { createHash } from 'node:crypto';
+
+import type { Membership } from '../raft/types.js';
+import { StorageError } from './storage-error.js';
+import type { InstallMeta, KeyValue, StateSnapshotReader } from './types.js';
+
+/*
+ * Rules shared by RocksStorage and MemoryStorage for state snapshots and
+ * installs (like log-rules.ts and apply-plan.ts for the log and applies), so
+ * both validate and digest the same way.
+ */
+
+/** isMembership tells whether `v` has the shape of a Membership (voters and learners string arrays, addresses a string map). */
+export function isMembership(v: unknown): v is Membership {
+  const m = v as Partial<Record<keyof Membership, unknown>> | null;
+  return (
+    typeof m === 'object' &&
+    m !== null &&
+    Array.isArray(m.voters) &&
+    m.voters.every((x) => typeof x === 'string') &&
+    Array.isArray(m.learners) &&
+    m.learners.every((x) => typeof x === 'string') &&
+    typeof m.addresses === 'object' &&
+    m.addresses !== null &&
+    Object.values(m.addresses).every((x) => typeof x === 'string')
+  );
+}
+
+/** copyMembership returns a deep copy of `m` with only the Membership fields (so callers cannot change it afterwards). */
+export function copyMembership(m: Membership): Membership {
+  return { voters: [...m.voters], learners: [...m.learners], addresses: { ...m.addresses } };
+}
+
+/**
+ * checkInstallMeta validates the meta of StateMachine.installState and
+ * returns a private copy. Errors: StorageError `invalidArgument`.
+ */
+export function checkInstallMeta(meta: InstallMeta, path: string): InstallMeta {
+  if (!Number.isSafeInteger(meta.appliedIndex) || meta.appliedIndex < 0) {
+    throw new StorageError(
+      'invalidArgument',
+      `installState on ${path}: appliedIndex must be a non-negative safe integer, got ${String(meta.appliedIndex)}`,
+      { path },
+    );
+  }
+  if (!isMembership(meta.membership)) {
+    throw new StorageError('invalidArgument', `installState on ${path}: membership is malformed`, { path });
+  }
+  return { appliedIndex: meta.appliedIndex, membership: copyMembership(meta.membership) };
+}
+
+/**
+ * checkInstallBatch validates one batch yielded by an installState source;
+ * `seen` is the number of records before it (for the message).
+ * Errors: StorageError `invalidArgument` (not an array, a key that is empty
+ * or not a Uint8Array, a value that is not a Uint8Array).
+ */
+export function checkInstallBatch(batch: unknown, seen: number, path: string): asserts batch is readonly KeyValue[] {
+  if (!Array.isArray(batch)) {
+    throw new StorageError('invalidArgument', `installState on ${path}: the source yielded a non-array after record ${seen}`, {
+      path,
+    });
+  }
+  for (let i = 0; i < batch.length; i++) {
+    const r = batch[i] as Partial<KeyValue> | null | undefined;
+    const what =
+      r === null || typeof r !== 'object'
+        ? 'is not a {key, value} record'
+        : !(r.key instanceof Uint8Array)
+          ? 'has a key that is not a Uint8Array'
+          : r.key.length === 0
+            ? 'has an empty key'
+            : !(r.value instanceof Uint8Array)
+              ? 'has a value that is not a Uint8Array'
+              : null;
+    if (what !== null) {
+      throw new StorageError('invalidArgument', `installState on ${path}: record ${seen + i} ${what}`, { path });
+    }
+  }
+}
+
+/** u64be encodes a safe non-negative integer as 8 bytes, big-endian. */
+function u64be(value: number): Buffer {
+  const out = Buffer.allocUnsafe(8);
+  out.writeUInt32BE(Math.floor(value / 2 ** 32), 0);
+  out.writeUInt32BE(value % 2 ** 32, 4);
+  return out;
+}
+
+/**
+ * digestSnapshot streams `reader` into the hex SHA-256 documented at
+ * StateMachine.stateDigest (applied index u64be, then u32be keyLen, key,
+ * u32be valueLen, value per record in key order) and closes it, also on error.
+ */
+export async function digestSnapshot(reader: StateSnapshotReader): Promise<string> {
+  const hash = createHash('sha256');
+  const len = Buffer.allocUnsafe(4);
+  try {
+    hash.update(u64be(reader.appliedIndex));
+    for await (const batch of reader.batches()) {
+      for (const { key, value } of batch) {
+        len.writeUInt32BE(key.length, 0);
+        hash.update(len);
+        hash.update(key);
+        len.writeUInt32BE(value.length, 0);
+        hash.update(len);
+        hash.update(value);
+      }
+    }
+  } finally {
+    await reader.close();
+  }
+  return hash.digest('hex');
+}
