@@ -1,0 +1,662 @@
+/**
+ * The snapshot archive: the ONE format snapcoord writes and reads, for the
+ * snapshot store, for GET/PUT /v1/operator/snapshot and for followers
+ * fetching from a leader. A gzipped tar holding exactly, in this order:
+ *
+ *   meta.json    ArchiveMeta (archive-meta.ts), at most 64 KiB
+ *   state.bin    the KV state as records (state-format.ts), meta.stateBytes long
+ *   SHA256SUMS   "<hex>  meta.json\n<hex>  state.bin\n", at most 4 KiB
+ *
+ * Entries are plain ustar regular files: mode 0600, uid/gid 0, mtime =
+ * meta.createdAt, no long names, so the same state and meta give the same
+ * bytes. Everything streams with backpressure; no member but the two small
+ * ones is ever held in memory, and gunzip output is capped (decompression
+ * bombs).
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip, createGzip } from 'node:zlib';
+import {
+  ARCHIVE_MEMBERS,
+  META_BYTES_MAX,
+  META_NAME,
+  STATE_NAME,
+  SUMS_BYTES_MAX,
+  SUMS_NAME,
+  formatSums,
+  parseArchiveMeta,
+  parseSums,
+  serializeArchiveMeta,
+  validateArchiveMeta,
+  type ArchiveMeta,
+} from './archive-meta.js';
+import { ArchiveError } from './errors.js';
+import { countStateKeys, decodeStateRecords } from './state-format.js';
+import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock } from './tar-header.js';
+
+export type { ArchiveMeta } from './archive-meta.js';
+
+/** STATE_BYTES_MAX_DEFAULT: readArchive's default cap on meta.stateBytes (64 GiB). */
+export const STATE_BYTES_MAX_DEFAULT = 64 * 1024 ** 3;
+/** GUNZIP_SLACK_BYTES: gunzip output allowed beyond meta.stateBytes (and before meta.json is read): 1 MiB. */
+export const GUNZIP_SLACK_BYTES = 1024 * 1024;
+/** ARCHIVE_FILE_MODE: the mode of every tar entry. */
+export const ARCHIVE_FILE_MODE = 0o600;
+
+const STREAM_CHUNK_BYTES = 1024 * 1024;
+const ZLIB_CHUNK_BYTES = 64 * 1024;
+const END_OF_ARCHIVE_BYTES = 2 * TAR_BLOCK_BYTES;
+
+/** ArchiveWriteMeta: what the caller says about a snapshot; stateBytes is measured and stateKeys counted if absent. */
+export type ArchiveWriteMeta = Omit<ArchiveMeta, 'stateBytes' | 'stateKeys' | 'formatVersion'> & {
+  readonly stateKeys?: number;
+};
+
+export interface WriteArchiveOptions {
+  /** gzip level 0-9 (default 6, zlib's default). */
+  readonly gzipLevel?: number;
+  /** called after each chunk of state.bin is handed on, with bytes so far and the total. */
+  readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
+}
+
+export interface WriteArchiveResult {
+  /** hex SHA-256 of the whole archive (the gzip bytes written to `out`). */
+  readonly archiveSha256: string;
+  readonly archiveBytes: number;
+  readonly meta: ArchiveMeta;
+  /** hex SHA-256 of state.bin. */
+  readonly stateSha256: string;
+}
+
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function padding(size: number): Buffer {
+  const rem = size % TAR_BLOCK_BYTES;
+  return Buffer.alloc(rem === 0 ? 0 : TAR_BLOCK_BYTES - rem);
+}
+
+/** HashTap passes bytes through unchanged, counting them and feeding a SHA-256. */
+class HashTap extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/**
+ * writeArchive streams a snapshot archive into `out` (which it ends): meta.json
+ * built from `meta` (stateBytes measured from `stateFile`, stateKeys taken
+ * from meta or counted in a first pass over the file, which also validates its
+ * records), then state.bin streamed from `stateFile` and hashed on the way,
+ * then SHA256SUMS. The archive's own SHA-256 and byte count are computed on the
+ * gzip output as it is written. Memory stays flat whatever the size.
+ *
+ * The tar needs each member's size before its bytes, which is why the state
+ * arrives as a file (SnapshotStore.create writes it first) rather than as a
+ * stream. Rejects with ArchiveError `bad-meta` for an invalid meta, `io` if
+ * the file changes size under it, StateFormatError when counting finds a bad
+ * record, or the error of `out`.
+ */
+export async function writeArchive(
+  meta: ArchiveWriteMeta,
+  stateFile: string,
+  out: Writable,
+  options: WriteArchiveOptions = {},
+): Promise<WriteArchiveResult> {
+  const handle = await open(stateFile, 'r');
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new ArchiveError('io', `state file ${stateFile} is not a regular file`);
+    const stateBytes = stat.size;
+    const stateKeys =
+      meta.stateKeys ??
+      (await countStateKeys(handle.createReadStream({ start: 0, autoClose: false, highWaterMark: STREAM_CHUNK_BYTES })));
+    const full = validateArchiveMeta({
+      formatVersion: 1,
+      id: meta.id,
+      index: meta.index,
+      term: meta.term,
+      membership: meta.membership,
+      stateBytes,
+      stateKeys,
+      createdAt: meta.createdAt,
+      snapcoordVersion: meta.snapcoordVersion,
+    });
+    const metaBytes = serializeArchiveMeta(full);
+    if (metaBytes.length > META_BYTES_MAX) {
+      throw new ArchiveError('member-too-large', `meta.json would be ${metaBytes.length} bytes, more than ${META_BYTES_MAX}`);
+    }
+    const mtimeSec = Math.floor(Date.parse(full.createdAt) / 1000);
+    const stateHash = createHash('sha256');
+    let stateSha256 = '';
+
+    async function* tarBytes(): AsyncGenerator<Buffer> {
+      yield encodeTarHeader({ name: META_NAME, size: metaBytes.length, mode: ARCHIVE_FILE_MODE, mtimeSec });
+      yield Buffer.concat([metaBytes, padding(metaBytes.length)]);
+      yield encodeTarHeader({ name: STATE_NAME, size: stateBytes, mode: ARCHIVE_FILE_MODE, mtimeSec });
+      let streamed = 0;
+      if (stateBytes > 0) {
+        const source = handle.createReadStream({
+          start: 0,
+          end: stateBytes - 1,
+          autoClose: false,
+          highWaterMark: STREAM_CHUNK_BYTES,
+        });
+        for await (const chunk of source as AsyncIterable<Buffer>) {
+          streamed += chunk.length;
+          stateHash.update(chunk);
+          yield chunk;
+          options.onStateProgress?.(streamed, stateBytes);
+        }
+      }
+      if (streamed !== stateBytes) {
+        throw new ArchiveError('io', `state file ${stateFile} shrank while being archived (${streamed} of ${stateBytes} bytes)`);
+      }
+      stateSha256 = stateHash.digest('hex');
+      const sums = formatSums(sha256Hex(metaBytes), stateSha256);
+      yield Buffer.concat([
+        padding(stateBytes),
+        encodeTarHeader({ name: SUMS_NAME, size: sums.length, mode: ARCHIVE_FILE_MODE, mtimeSec }),
+        sums,
+        padding(sums.length),
+        Buffer.alloc(END_OF_ARCHIVE_BYTES),
+      ]);
+    }
+
+    const tap = new HashTap();
+    await pipeline(
+      Readable.from(tarBytes(), { objectMode: false, highWaterMark: STREAM_CHUNK_BYTES }),
+      createGzip({ level: options.gzipLevel ?? 6, chunkSize: ZLIB_CHUNK_BYTES }),
+      tap,
+      out,
+    );
+    return { archiveSha256: tap.digest(), archiveBytes: tap.bytes, meta: full, stateSha256 };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** GzipSniffer refuses input that does not start like a gzip stream, and counts the bytes. */
+class GzipSniffer extends Transform {
+  bytes = 0;
+  private head = Buffer.alloc(0);
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.bytes < 3) {
+      this.head = Buffer.concat([this.head, chunk.subarray(0, 3 - this.head.length)]);
+      if (!this.headOk()) {
+        callback(new ArchiveError('not-gzip', 'not a gzip stream (the first bytes are not 1f 8b 08)'));
+        return;
+      }
+    }
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.bytes < 3) {
+      callback(new ArchiveError('not-gzip', this.bytes === 0 ? 'empty input, not a gzip stream' : `only ${this.bytes} bytes, not a gzip stream`));
+      return;
+    }
+    callback();
+  }
+
+  private headOk(): boolean {
+    const expected = [0x1f, 0x8b, 0x08];
+    return this.head.every((b, i) => b === expected[i]);
+  }
+}
+
+type ReaderPhase = 'header' | 'member' | 'padding' | 'end';
+
+interface PendingWrite {
+  readonly chunk: Buffer;
+  readonly pos: number;
+  readonly callback: (error?: Error | null) => void;
+}
+
+/**
+ * ArchiveReader is the Writable end of readArchive's pipeline: it parses the
+ * decompressed tar, enforces the gunzip cap, the entry rules and the member
+ * limits, keeps meta.json and SHA256SUMS (small, bounded) and streams
+ * state.bin into the consumer's Readable with backpressure, hashing it. At the
+ * end it compares both hashes with SHA256SUMS.
+ */
+class ArchiveReader extends Writable {
+  private phase: ReaderPhase = 'header';
+  private memberIndex = 0;
+  private memberSize = 0;
+  private readonly seen = new Set<string>();
+  private readonly block = Buffer.alloc(TAR_BLOCK_BYTES);
+  private blockBytes = 0;
+  private remaining = 0;
+  private parts: Buffer[] = [];
+  private totalBytes = 0;
+  private capBytes = GUNZIP_SLACK_BYTES;
+  private zeroBytes = 0;
+  private pending: PendingWrite | null = null;
+  private readRequested = false;
+  private state: Readable | null = null;
+  private readonly stateHash = createHash('sha256');
+  private sums: { meta: string; state: string } | null = null;
+  private metaSha256 = '';
+  private statePushed = false;
+  /** failed: the pipeline failed (set before the consumer can observe it). */
+  failed = false;
+  meta: ArchiveMeta | null = null;
+  stateSha256 = '';
+
+  constructor(
+    private readonly stateBytesMax: number,
+    private readonly onState: (meta: ArchiveMeta, state: Readable) => void,
+  ) {
+    super({ highWaterMark: ZLIB_CHUNK_BYTES });
+  }
+
+  /** complete: every member and the end-of-archive blocks have been seen. */
+  get complete(): boolean {
+    return this.phase === 'end' && this.zeroBytes >= END_OF_ARCHIVE_BYTES;
+  }
+
+  /** stateFullyPushed: every byte of state.bin has been handed to the consumer's stream. */
+  get stateFullyPushed(): boolean {
+    return this.statePushed;
+  }
+
+  /** stateStream: the Readable handed to the consumer, once state.bin has begun. */
+  get stateStream(): Readable | null {
+    return this.state;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.totalBytes += chunk.length;
+    if (this.totalBytes > this.capBytes) {
+      callback(
+        new ArchiveError(
+          'too-large',
+          this.meta === null
+            ? `more than ${this.capBytes} bytes decompressed before meta.json was read (decompression bomb?)`
+            : `decompressed data exceeds meta.stateBytes + ${GUNZIP_SLACK_BYTES} = ${this.capBytes} bytes (decompression bomb?)`,
+        ),
+      );
+      return;
+    }
+    this.process({ chunk, pos: 0, callback });
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    try {
+      if (this.phase !== 'end') {
+        const member = ARCHIVE_MEMBERS[this.memberIndex]!;
+        if (this.phase === 'header' && this.blockBytes === 0) {
+          throw new ArchiveError('missing-entry', `the tar ends before ${member}`);
+        }
+        throw new ArchiveError('truncated', `the tar ends inside ${this.phase === 'header' ? `the header of ${member}` : member}`);
+      }
+      if (this.blockBytes > 0 && !isZeroBlock(this.block.subarray(0, this.blockBytes))) {
+        throw new ArchiveError('trailing-garbage', 'data after the end of the tar');
+      }
+      if (this.zeroBytes < END_OF_ARCHIVE_BYTES) {
+        throw new ArchiveError('truncated', 'the tar ends without its end-of-archive blocks');
+      }
+      this.checkHashes();
+      callback();
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (error !== null) this.failed = true;
+    const state = this.state;
+    // a state stream already fully pushed is left to its consumer to finish.
+    if (state !== null && !this.statePushed && !state.destroyed) {
+      state.destroy(error ?? new ArchiveError('truncated', 'the archive stream stopped inside state.bin'));
+    }
+    this.pending = null;
+    callback(error);
+  }
+
+  private onStateRead(): void {
+    this.readRequested = true;
+    const pending = this.pending;
+    if (pending === null) return;
+    this.pending = null;
+    this.process(pending);
+  }
+
+  private process(work: PendingWrite): void {
+    const { chunk, callback } = work;
+    let pos = work.pos;
+    try {
+      while (pos < chunk.length) {
+        if (this.phase === 'member') {
+          const n = Math.min(this.remaining, chunk.length - pos);
+          const piece = chunk.subarray(pos, pos + n);
+          pos += n;
+          this.remaining -= n;
+          if (this.memberIndex !== 1) {
+            this.parts.push(piece);
+            if (this.remaining === 0) this.endMember();
+            continue;
+          }
+          this.stateHash.update(piece);
+          const state = this.state!;
+          let wantMore = true;
+          if (!state.destroyed) {
+            this.readRequested = false;
+            wantMore = state.push(piece) || this.readRequested;
+          }
+          if (this.remaining === 0) {
+            this.endMember();
+          } else if (!wantMore && !state.destroyed) {
+            this.pending = { chunk, pos, callback };
+            return;
+          }
+        } else if (this.phase === 'padding') {
+          const n = Math.min(this.remaining, chunk.length - pos);
+          pos += n;
+          this.remaining -= n;
+          if (this.remaining === 0) this.phase = this.memberIndex === ARCHIVE_MEMBERS.length ? 'end' : 'header';
+        } else {
+          const n = Math.min(TAR_BLOCK_BYTES - this.blockBytes, chunk.length - pos);
+          chunk.copy(this.block, this.blockBytes, pos, pos + n);
+          this.blockBytes += n;
+          pos += n;
+          if (this.blockBytes === TAR_BLOCK_BYTES) {
+            this.blockBytes = 0;
+            if (this.phase === 'header') this.startMember();
+            else if (isZeroBlock(this.block)) this.zeroBytes += TAR_BLOCK_BYTES;
+            else this.afterEnd();
+          } else if (this.phase === 'end' && this.zeroBytes >= END_OF_ARCHIVE_BYTES && !isZeroBlock(this.block.subarray(0, this.blockBytes))) {
+            throw new ArchiveError('trailing-garbage', 'data after the end of the tar');
+          }
+        }
+      }
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    callback();
+  }
+
+  /** afterEnd: a non-zero block after SHA256SUMS: another entry before the end blocks, or garbage after them. */
+  private afterEnd(): void {
+    if (this.zeroBytes >= END_OF_ARCHIVE_BYTES) throw new ArchiveError('trailing-garbage', 'data after the end of the tar');
+    const h = decodeTarHeader(this.block);
+    checkEntryName(h.name);
+    if (this.seen.has(h.name)) throw new ArchiveError('duplicate-entry', `entry ${JSON.stringify(h.name)} appears twice`);
+    throw new ArchiveError(
+      'unexpected-entry',
+      `unexpected entry ${JSON.stringify(h.name)} after ${SUMS_NAME} (the archive holds exactly ${ARCHIVE_MEMBERS.join(', ')})`,
+    );
+  }
+
+  private startMember(): void {
+    const expected = ARCHIVE_MEMBERS[this.memberIndex]!;
+    if (isZeroBlock(this.block)) throw new ArchiveError('missing-entry', `the tar ends (end-of-archive block) before ${expected}`);
+    const h = decodeTarHeader(this.block);
+    checkEntryName(h.name);
+    if (h.name !== expected) {
+      if (this.seen.has(h.name)) throw new ArchiveError('duplicate-entry', `entry ${JSON.stringify(h.name)} appears twice`);
+      throw new ArchiveError(
+        'unexpected-entry',
+        `unexpected entry ${JSON.stringify(h.name)} where ${expected} belongs (the archive holds exactly ${ARCHIVE_MEMBERS.join(', ')}, in that order)`,
+      );
+    }
+    this.seen.add(h.name);
+    if (expected === META_NAME && h.size > META_BYTES_MAX) {
+      throw new ArchiveError('member-too-large', `meta.json is ${h.size} bytes, more than ${META_BYTES_MAX}`);
+    }
+    if (expected === SUMS_NAME && h.size > SUMS_BYTES_MAX) {
+      throw new ArchiveError('member-too-large', `SHA256SUMS is ${h.size} bytes, more than ${SUMS_BYTES_MAX}`);
+    }
+    this.memberSize = h.size;
+    this.remaining = h.size;
+    this.parts = [];
+    this.phase = 'member';
+    if (expected === STATE_NAME) {
+      const meta = this.meta!;
+      if (h.size !== meta.stateBytes) {
+        throw new ArchiveError('size-mismatch', `state.bin is ${h.size} bytes but meta.json says stateBytes ${meta.stateBytes}`);
+      }
+      const state = new Readable({ highWaterMark: STREAM_CHUNK_BYTES, read: () => this.onStateRead() });
+      // a consumer that stops reading (destroys its stream) and succeeds: keep hashing, discard the rest.
+      state.once('close', () => this.onStateRead());
+      // errors reach the consumer through its reads and readArchive's rejection, never as an uncaught 'error'.
+      state.on('error', () => undefined);
+      this.state = state;
+      this.onState(meta, state);
+    }
+    if (h.size === 0) this.endMember();
+  }
+
+  private endMember(): void {
+    const name = ARCHIVE_MEMBERS[this.memberIndex]!;
+    if (name === META_NAME) {
+      const bytes = Buffer.concat(this.parts);
+      this.metaSha256 = sha256Hex(bytes);
+      const meta = parseArchiveMeta(bytes);
+      if (meta.stateBytes > this.stateBytesMax) {
+        throw new ArchiveError('too-large', `meta.json says stateBytes ${meta.stateBytes}, more than the limit ${this.stateBytesMax}`);
+      }
+      this.meta = meta;
+      this.capBytes = meta.stateBytes + GUNZIP_SLACK_BYTES;
+    } else if (name === STATE_NAME) {
+      this.stateSha256 = this.stateHash.digest('hex');
+      const state = this.state!;
+      this.statePushed = true;
+      if (!state.destroyed) state.push(null);
+    } else {
+      this.sums = parseSums(Buffer.concat(this.parts));
+    }
+    this.parts = [];
+    this.memberIndex += 1;
+    this.remaining = padding(this.memberSize).length;
+    this.phase = this.remaining > 0 ? 'padding' : this.memberIndex === ARCHIVE_MEMBERS.length ? 'end' : 'header';
+  }
+
+  private checkHashes(): void {
+    const sums = this.sums!;
+    if (sums.meta !== this.metaSha256) {
+      throw new ArchiveError('hash-mismatch', `meta.json SHA-256 is ${this.metaSha256} but SHA256SUMS says ${sums.meta}`);
+    }
+    if (sums.state !== this.stateSha256) {
+      throw new ArchiveError('hash-mismatch', `state.bin SHA-256 is ${this.stateSha256} but SHA256SUMS says ${sums.state}`);
+    }
+  }
+}
+
+/** checkEntryName refuses names that could point anywhere but a plain file in the current directory. */
+function checkEntryName(name: string): void {
+  const shown = JSON.stringify(name);
+  if (name.length === 0) throw new ArchiveError('unsafe-path', 'an entry has an empty name');
+  if (name.startsWith('/') || name.startsWith('\\') || /^[A-Za-z]:/.test(name)) {
+    throw new ArchiveError('unsafe-path', `entry ${shown} is an absolute path`);
+  }
+  if (name === '.' || name.split(/[/\\]/).includes('..')) throw new ArchiveError('unsafe-path', `entry ${shown} climbs out with '..'`);
+  if (name.includes('/') || name.includes('\\')) {
+    throw new ArchiveError('unsafe-path', `entry ${shown} is not a plain file name (it contains a path separator)`);
+  }
+}
+
+function toArchiveError(err: unknown, reader: ArchiveReader): unknown {
+  if (err instanceof ArchiveError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code.startsWith('Z_')) {
+    const message = (err as Error).message;
+    if (code === 'Z_BUF_ERROR' || /unexpected end/i.test(message)) {
+      return new ArchiveError('truncated', `the gzip stream ends early (${message})`, { cause: err });
+    }
+    // the sniffer checked the first member's magic and method: a header error is a second "member".
+    if (reader.complete || /incorrect header check|unknown compression method/.test(message)) {
+      return new ArchiveError('trailing-garbage', `data after the end of the gzip stream (${message})`, { cause: err });
+    }
+    return new ArchiveError('corrupt-gzip', `the gzip stream is damaged (${message})`, { cause: err });
+  }
+  return err;
+}
+
+export interface ReadArchiveLimits {
+  /** the largest meta.stateBytes accepted (default 64 GiB). */
+  readonly stateBytesMax?: number;
+}
+
+export interface ReadArchiveResult<T> {
+  readonly meta: ArchiveMeta;
+  readonly result: T;
+  /** hex SHA-256 of state.bin, checked against SHA256SUMS. */
+  readonly stateSha256: string;
+}
+
+/**
+ * readArchive reads a snapshot archive from `input` and hands state.bin to
+ * `consume` as a stream (with backpressure: the archive is read only as fast
+ * as the consumer reads the state). Returns once the whole archive has been
+ * read and verified and `consume` has resolved.
+ *
+ * IMPORTANT: the consumer sees meta.json and the state bytes BEFORE the
+ * hashes are checked (SHA256SUMS comes last, and nothing is held in memory).
+ * readArchive rejects after `consume` resolves if a hash is wrong or anything
+ * after state.bin is bad, so a consumer must write to a tentative place (a temp
+ * file, a staging column family) and make it live only once readArchive has
+ * resolved, discarding it when readArchive rejects.
+ *
+ * If `consume` resolves without reading the whole state stream, the rest is
+ * still read, hashed and discarded. If `consume` throws, readArchive rejects
+ * with that error and destroys `input`. If the archive is refused while
+ * `consume` runs, its state stream is destroyed with the ArchiveError, and
+ * readArchive waits for `consume` to settle and rejects with the ArchiveError.
+ *
+ * Refuses with ArchiveError (see ArchiveErrorCode): not gzip; gunzip output
+ * beyond 1 MiB before meta.json is read, then beyond meta.stateBytes + 1 MiB;
+ * any entry but meta.json, state.bin, SHA256SUMS in that order, duplicates,
+ * unsafe names, links, devices, directories, FIFOs, long-name extensions;
+ * meta.json over 64 KiB or failing its schema; state.bin not meta.stateBytes
+ * long or over `stateBytesMax`; SHA256SUMS over 4 KiB, malformed or missing a
+ * line; a hash mismatch; a truncated stream; data after the tar or the gzip
+ * stream. Errors of `input` itself are passed through.
+ */
+export async function readArchive<T>(
+  input: Readable,
+  consume: (meta: ArchiveMeta, state: Readable) => Promise<T>,
+  limits: ReadArchiveLimits = {},
+): Promise<ReadArchiveResult<T>> {
+  const stateBytesMax = limits.stateBytesMax ?? STATE_BYTES_MAX_DEFAULT;
+  if (!Number.isSafeInteger(stateBytesMax) || stateBytesMax < 0) {
+    throw new RangeError(`readArchive: stateBytesMax must be a whole number >= 0, got ${stateBytesMax}`);
+  }
+  const run: { consumed: Promise<T> | null; failed: boolean; error: unknown } = { consumed: null, failed: false, error: undefined };
+  const reader = new ArchiveReader(stateBytesMax, (meta, state) => {
+    const consumed = (async () => consume(meta, state))();
+    run.consumed = consumed;
+    consumed.then(
+      () => {
+        // whatever the consumer left unread is still read (and hashed), then dropped.
+        if (!state.readableEnded && !state.destroyed) state.resume();
+      },
+      (error: unknown) => {
+        // a consumer failing because the archive was refused is not the root cause.
+        if (!run.failed && !reader.failed) {
+          run.failed = true;
+          run.error = error;
+        }
+        input.destroy(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
+  const sniffer = new GzipSniffer();
+  const gunzip = createGunzip({ chunkSize: ZLIB_CHUNK_BYTES });
+  try {
+    await pipeline(input, sniffer, gunzip, reader);
+  } catch (err) {
+    const archiveError = toArchiveError(err, reader);
+    reader.failed = true;
+    const state = reader.stateStream;
+    if (state !== null && !reader.stateFullyPushed && !state.destroyed) {
+      state.destroy(archiveError instanceof Error ? archiveError : new Error(String(archiveError)));
+    }
+    if (run.consumed !== null) await run.consumed.catch(() => undefined);
+    if (!input.destroyed) input.destroy();
+    // consume's failure, if any, caused the pipeline's.
+    throw run.failed ? run.error : archiveError;
+  }
+  if (run.consumed === null) throw new ArchiveError('missing-entry', 'the archive has no state.bin');
+  const result = await run.consumed;
+  if (gunzip.bytesWritten !== sniffer.bytes) {
+    throw new ArchiveError(
+      'trailing-garbage',
+      `${sniffer.bytes - gunzip.bytesWritten} bytes after the end of the gzip stream`,
+    );
+  }
+  return { meta: reader.meta!, result, stateSha256: reader.stateSha256 };
+}
+
+export interface InspectResult {
+  /** meta.json as read (before its hash was checked); null if the archive was refused before it. */
+  readonly meta: ArchiveMeta | null;
+  readonly archiveSha256: string;
+  readonly archiveBytes: number;
+  /** records decoded from state.bin. */
+  readonly keys: number;
+  readonly ok: boolean;
+  /** what is wrong, one sentence each; empty when ok. */
+  readonly problems: string[];
+}
+
+/**
+ * inspectArchive reads the archive file at `path` through readArchive (every
+ * rule, every hash), decodes state.bin to count its records (compared with
+ * meta.stateKeys) and hashes the whole file. Archive problems are reported in
+ * `problems`, not thrown; a file that cannot be opened rejects with the
+ * file-system error.
+ */
+export async function inspectArchive(path: string, limits: ReadArchiveLimits = {}): Promise<InspectResult> {
+  const handle = await open(path, 'r');
+  let archiveSha256: string;
+  let archiveBytes: number;
+  try {
+    const tap = new HashTap();
+    await pipeline(handle.createReadStream({ autoClose: false, highWaterMark: STREAM_CHUNK_BYTES }), tap, new Writable({ write: (_c, _e, cb) => cb() }));
+    archiveSha256 = tap.digest();
+    archiveBytes = tap.bytes;
+  } finally {
+    await handle.close();
+  }
+  const problems: string[] = [];
+  let meta: ArchiveMeta | null = null;
+  let keys = 0;
+  try {
+    await readArchive(
+      createReadStream(path, { highWaterMark: STREAM_CHUNK_BYTES }),
+      async (m, state) => {
+        meta = m;
+        try {
+          for await (const batch of decodeStateRecords(state)) keys += batch.length;
+        } catch (err) {
+          if (err instanceof ArchiveError) throw err;
+          problems.push(`state.bin: ${(err as Error).message}`);
+          return;
+        }
+        if (keys !== m.stateKeys) problems.push(`state.bin holds ${keys} records but meta.json says stateKeys ${m.stateKeys}`);
+      },
+      limits,
+    );
+  } catch (err) {
+    problems.push(err instanceof Error ? err.message : String(err));
+  }
+  return { meta, archiveSha256, archiveBytes, keys, ok: problems.length === 0, problems };
+}

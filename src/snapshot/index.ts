@@ -1,0 +1,7 @@
+/** src/snapshot: the snapshot archive format, the state stream and the snapshot store. */
+export * from './archive.js';
+export * from './archive-meta.js';
+export * from './errors.js';
+export * from './failpoint.js';
+export * from './state-format.js';
+export * from './store.js';

@@ -1,0 +1,321 @@
+/**
+ * The state stream (state.bin): a key-value state serialised as records
+ *
+ *   u32be keyLen, key bytes, u32be valueLen, value bytes
+ *
+ * repeated, and nothing else (no header, no trailer, no count: the archive's
+ * meta.json carries stateBytes and stateKeys, SHA256SUMS its digest).
+ *
+ * Both directions stream: the encoder pulls one batch from its source only when
+ * its reader wants bytes (backpressure), the decoder yields batches as bytes
+ * arrive. Neither ever holds more than one batch and one record.
+ */
+import { Readable } from 'node:stream';
+import { StateFormatError } from './errors.js';
+
+/** StateRecord is one key and its value. */
+export interface StateRecord {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+}
+
+/** STATE_KEY_BYTES_MAX: the default longest key (4 KiB, the KV store's own limit). */
+export const STATE_KEY_BYTES_MAX = 4 * 1024;
+/** STATE_VALUE_BYTES_MAX: the default longest value (1 MiB, the KV store's own limit). */
+export const STATE_VALUE_BYTES_MAX = 1024 * 1024;
+/** STATE_RECORD_OVERHEAD_BYTES: the two u32 lengths around each record. */
+export const STATE_RECORD_OVERHEAD_BYTES = 8;
+
+/** StateLimits bound each record; both default to the KV store's limits. */
+export interface StateLimits {
+  readonly keyBytesMax?: number;
+  readonly valueBytesMax?: number;
+}
+
+/** DecodeStateOptions: record limits plus the largest batch yielded (records and bytes). */
+export interface DecodeStateOptions extends StateLimits {
+  /** at most this many records per yielded batch (default 4096). */
+  readonly batchKeysMax?: number;
+  /** a batch is yielded once it holds this many key+value bytes (default 1 MiB). */
+  readonly batchBytesMax?: number;
+}
+
+const OUTPUT_CHUNK_BYTES = 64 * 1024;
+/** values at least this long are pushed as they are instead of being copied into the output chunk. */
+const ZERO_COPY_VALUE_BYTES = 16 * 1024;
+
+function checkLimit(name: string, value: number, min: number): number {
+  if (!Number.isSafeInteger(value) || value < min || value > 0xffff_ffff) {
+    throw new RangeError(`${name} must be a whole number in [${min}, 2^32-1], got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * StateRecordStream is the Readable returned by encodeStateRecords. `keys` and
+ * `bytes` count the records and bytes produced so far (final once it has ended).
+ */
+export class StateRecordStream extends Readable {
+  private readonly sourceIterator: AsyncIterator<readonly StateRecord[]>;
+  private readonly keyBytesMax: number;
+  private readonly valueBytesMax: number;
+  private pulling = false;
+  private out: Buffer = Buffer.allocUnsafe(OUTPUT_CHUNK_BYTES);
+  private outBytes = 0;
+  private keysCount = 0;
+  private bytesCount = 0;
+
+  constructor(source: AsyncIterable<readonly StateRecord[]>, limits: StateLimits = {}) {
+    super({ highWaterMark: OUTPUT_CHUNK_BYTES * 4 });
+    this.sourceIterator = source[Symbol.asyncIterator]();
+    this.keyBytesMax = checkLimit('keyBytesMax', limits.keyBytesMax ?? STATE_KEY_BYTES_MAX, 1);
+    this.valueBytesMax = checkLimit('valueBytesMax', limits.valueBytesMax ?? STATE_VALUE_BYTES_MAX, 0);
+  }
+
+  /** keys: records encoded so far. */
+  get keys(): number {
+    return this.keysCount;
+  }
+
+  /** bytes: bytes produced so far. */
+  get bytes(): number {
+    return this.bytesCount;
+  }
+
+  override _read(): void {
+    if (this.pulling) return;
+    this.pulling = true;
+    void this.pump();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    const ret = this.sourceIterator.return?.();
+    if (ret === undefined) {
+      callback(err);
+      return;
+    }
+    ret.then(
+      () => callback(err),
+      (e: unknown) => callback(err ?? (e instanceof Error ? e : new Error(String(e)))),
+    );
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      for (;;) {
+        const next = await this.sourceIterator.next();
+        if (this.destroyed) return;
+        if (next.done === true) {
+          this.flush();
+          this.push(null);
+          return;
+        }
+        let wantMore = true;
+        for (const record of next.value) {
+          wantMore = this.encode(record) && wantMore;
+        }
+        if (!wantMore) {
+          this.pulling = false;
+          return;
+        }
+      }
+    } catch (err) {
+      this.destroy(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /** encode appends one record; returns false when the reader wants no more for now. */
+  private encode(record: StateRecord): boolean {
+    const { key, value } = record;
+    const at = this.bytesCount + this.outBytes;
+    if (key.length === 0) throw new StateFormatError('empty-key', 'a record has an empty key', at);
+    if (key.length > this.keyBytesMax) {
+      throw new StateFormatError('key-too-large', `key of ${key.length} bytes, more than ${this.keyBytesMax}`, at);
+    }
+    if (value.length > this.valueBytesMax) {
+      throw new StateFormatError(
+        'value-too-large',
+        `value of ${value.length} bytes, more than ${this.valueBytesMax}`,
+        at,
+      );
+    }
+    this.keysCount += 1;
+    let wantMore = true;
+    const recordBytes = STATE_RECORD_OVERHEAD_BYTES + key.length + value.length;
+    if (value.length >= ZERO_COPY_VALUE_BYTES) {
+      // header, key and value length go through the output chunk; the value is pushed as it is.
+      if (this.outBytes + 8 + key.length > this.out.length) wantMore = this.flush() && wantMore;
+      this.writeU32(key.length);
+      this.writeBytes(key);
+      this.writeU32(value.length);
+      wantMore = this.flush() && wantMore;
+      this.bytesCount += value.length;
+      return this.push(Buffer.from(value.buffer, value.byteOffset, value.length)) && wantMore;
+    }
+    if (this.outBytes + recordBytes > this.out.length) wantMore = this.flush() && wantMore;
+    this.writeU32(key.length);
+    this.writeBytes(key);
+    this.writeU32(value.length);
+    this.writeBytes(value);
+    if (this.outBytes >= this.out.length) wantMore = this.flush() && wantMore;
+    return wantMore;
+  }
+
+  private writeU32(n: number): void {
+    this.out.writeUInt32BE(n, this.outBytes);
+    this.outBytes += 4;
+  }
+
+  private writeBytes(bytes: Uint8Array): void {
+    this.out.set(bytes, this.outBytes);
+    this.outBytes += bytes.length;
+  }
+
+  /** flush pushes the pending output chunk (if any); returns push's answer. */
+  private flush(): boolean {
+    if (this.outBytes === 0) return true;
+    const chunk = this.out.subarray(0, this.outBytes);
+    this.bytesCount += this.outBytes;
+    this.out = Buffer.allocUnsafe(OUTPUT_CHUNK_BYTES);
+    this.outBytes = 0;
+    return this.push(chunk);
+  }
+}
+
+/**
+ * encodeStateRecords turns batches of records into state.bin bytes. The source
+ * is pulled one batch at a time, only while the reader wants bytes. The stream
+ * fails with StateFormatError for an empty key or a key/value beyond the
+ * limits (so nothing is written that decodeStateRecords would refuse), and with
+ * the source's own error if it throws. Destroying the stream closes the source.
+ */
+export function encodeStateRecords(
+  source: AsyncIterable<readonly StateRecord[]>,
+  limits: StateLimits = {},
+): StateRecordStream {
+  return new StateRecordStream(source, limits);
+}
+
+type Phase = 'keyLen' | 'key' | 'valueLen' | 'value';
+
+/**
+ * decodeStateRecords reads state.bin bytes and yields batches of records (each
+ * key and value is a fresh copy, so a batch does not pin the input's chunks).
+ * A record split across chunks is reassembled. Fails with StateFormatError:
+ * `truncated` when the input ends inside a record, `key-too-large` /
+ * `value-too-large` as soon as a length beyond the limits is read (before its
+ * bytes are buffered), `empty-key` for a zero-length key; and with the input's
+ * own error if it fails. Leaving the loop early destroys the input.
+ */
+export async function* decodeStateRecords(
+  input: AsyncIterable<Uint8Array | string>,
+  options: DecodeStateOptions = {},
+): AsyncGenerator<StateRecord[], void, undefined> {
+  const keyBytesMax = checkLimit('keyBytesMax', options.keyBytesMax ?? STATE_KEY_BYTES_MAX, 1);
+  const valueBytesMax = checkLimit('valueBytesMax', options.valueBytesMax ?? STATE_VALUE_BYTES_MAX, 0);
+  const batchKeysMax = checkLimit('batchKeysMax', options.batchKeysMax ?? 4096, 1);
+  const batchBytesMax = checkLimit('batchBytesMax', options.batchBytesMax ?? 1024 * 1024, 1);
+
+  let phase: Phase = 'keyLen';
+  let need = 4;
+  let parts: Buffer[] = [];
+  let partBytes = 0;
+  let key: Uint8Array = new Uint8Array(0);
+  let recordStart = 0;
+  let consumed = 0;
+  let batch: StateRecord[] = [];
+  let batchBytes = 0;
+
+  for await (const raw of input) {
+    const chunk = typeof raw === 'string' ? Buffer.from(raw) : Buffer.from(raw.buffer, raw.byteOffset, raw.length);
+    let pos = 0;
+    while (pos < chunk.length || (phase === 'value' && need === 0)) {
+      let field: Buffer;
+      if (need === 0) {
+        field = Buffer.alloc(0);
+      } else {
+        const n = Math.min(need - partBytes, chunk.length - pos);
+        const piece = chunk.subarray(pos, pos + n);
+        pos += n;
+        consumed += n;
+        if (partBytes === 0 && n === need) {
+          field = piece;
+        } else {
+          parts.push(piece);
+          partBytes += n;
+          if (partBytes < need) continue;
+          field = Buffer.concat(parts, need);
+          parts = [];
+          partBytes = 0;
+        }
+      }
+      switch (phase) {
+        case 'keyLen': {
+          const len = field.readUInt32BE(0);
+          if (len === 0) throw new StateFormatError('empty-key', 'a record has an empty key', recordStart);
+          if (len > keyBytesMax) {
+            throw new StateFormatError('key-too-large', `key length ${len}, more than ${keyBytesMax}`, recordStart);
+          }
+          phase = 'key';
+          need = len;
+          break;
+        }
+        case 'key':
+          key = new Uint8Array(field);
+          phase = 'valueLen';
+          need = 4;
+          break;
+        case 'valueLen': {
+          const len = field.readUInt32BE(0);
+          if (len > valueBytesMax) {
+            throw new StateFormatError(
+              'value-too-large',
+              `value length ${len}, more than ${valueBytesMax}`,
+              recordStart,
+            );
+          }
+          phase = 'value';
+          need = len;
+          break;
+        }
+        case 'value': {
+          batch.push({ key, value: new Uint8Array(field) });
+          batchBytes += key.length + field.length;
+          phase = 'keyLen';
+          need = 4;
+          recordStart = consumed;
+          if (batch.length >= batchKeysMax || batchBytes >= batchBytesMax) {
+            const full = batch;
+            batch = [];
+            batchBytes = 0;
+            yield full;
+          }
+          break;
+        }
+      }
+    }
+    if (batch.length > 0) {
+      const full = batch;
+      batch = [];
+      batchBytes = 0;
+      yield full;
+    }
+  }
+  if (phase !== 'keyLen' || partBytes > 0) {
+    throw new StateFormatError(
+      'truncated',
+      `the stream ends inside a record (reading its ${phase === 'keyLen' ? 'key length' : phase === 'valueLen' ? 'value length' : phase}, ${consumed - recordStart} of its bytes seen)`,
+      recordStart,
+    );
+  }
+}
+
+/**
+ * countStateKeys reads a whole state stream and returns the number of records
+ * (validating every record against the limits on the way).
+ */
+export async function countStateKeys(input: AsyncIterable<Uint8Array | string>, limits: StateLimits = {}): Promise<number> {
+  let keys = 0;
+  for await (const batch of decodeStateRecords(input, limits)) keys += batch.length;
+  return keys;
+}

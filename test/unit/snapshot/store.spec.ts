@@ -1,0 +1,249 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { readArchive } from '../../../src/snapshot/archive.js';
+import { ArchiveError, SnapshotStoreError, type SnapshotStoreErrorCode } from '../../../src/snapshot/errors.js';
+import { FAILPOINT_ENV, FAILPOINT_NAMES } from '../../../src/snapshot/failpoint.js';
+import { decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
+import { SnapshotStore, snapshotId, type SnapshotHandle } from '../../../src/snapshot/store.js';
+import { MEMBERSHIP, collect, inBatches, records, sha256, tempDir } from './helpers.js';
+
+function writer(state: readonly StateRecord[]): (file: Writable) => Promise<{ stateKeys: number }> {
+  return async (file) => {
+    const enc = encodeStateRecords(inBatches(state));
+    await pipeline(enc, file);
+    return { stateKeys: enc.keys };
+  };
+}
+
+function meta(index: number, term = 1, ms = 1_700_000_000_000 + index): { index: number; term: number; membership: typeof MEMBERSHIP; createdAt: string } {
+  return { index, term, membership: MEMBERSHIP, createdAt: new Date(ms).toISOString() };
+}
+
+async function storeError(promise: Promise<unknown>, code: SnapshotStoreErrorCode, pattern?: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof SnapshotStoreError, `expected SnapshotStoreError ${code}, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    if (pattern !== undefined) assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+async function readState(handle: SnapshotHandle): Promise<StateRecord[]> {
+  const { result } = await readArchive(handle.createReadStream(), async (_m, s) => {
+    const out: StateRecord[] = [];
+    for await (const batch of decodeStateRecords(s)) out.push(...batch);
+    return out;
+  });
+  return result;
+}
+
+describe('SnapshotStore', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => ({ dir, cleanup } = await tempDir()));
+  afterEach(() => cleanup());
+
+  it('names snapshots so that ids sort by term, index, time', () => {
+    assert.equal(snapshotId(3, 42, 1_700_000_000_123), '00000000000000000003-00000000000000000042-1700000000123');
+    const ids = [snapshotId(2, 10, 5), snapshotId(1, 99, 9), snapshotId(2, 9, 7)].sort();
+    assert.deepEqual(ids, [snapshotId(1, 99, 9), snapshotId(2, 9, 7), snapshotId(2, 10, 5)]);
+  });
+
+  it('create / list / open round trip', async () => {
+    const store = await SnapshotStore.open(join(dir, 'snaps'), { retain: 3, snapcoordVersion: '9.9.9' });
+    const state = records(1000);
+    const created = await store.create(meta(10, 2), writer(state));
+    assert.equal(created.id, snapshotId(2, 10, 1_700_000_000_010));
+    assert.equal(created.meta.stateKeys, 1000);
+    assert.equal(created.meta.snapcoordVersion, '9.9.9');
+    assert.deepEqual(created.meta.membership, MEMBERSHIP);
+    assert.deepEqual(await readdir(join(dir, 'snaps', created.id)), ['archive.tar.gz', 'meta.json']);
+    const stored = JSON.parse(await readFile(join(dir, 'snaps', created.id, 'meta.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(stored['archiveSha256'], created.archiveSha256);
+    assert.equal(stored['archiveBytes'], created.archiveBytes);
+    assert.equal(stored['stateKeys'], 1000);
+
+    assert.deepEqual(await store.list(), [created]);
+    const handle = await store.open(created.id);
+    try {
+      assert.equal(handle.archiveSha256, sha256(await readFile(handle.path)));
+      const back = await readState(handle);
+      assert.deepEqual(back.map((r) => Buffer.from(r.key).toString()), state.map((r) => Buffer.from(r.key).toString()));
+      const whole = await collect(handle.createReadStream());
+      const tail = await collect(handle.createReadStream(100));
+      assert.deepEqual(tail, whole.subarray(100));
+      assert.equal((await collect(handle.createReadStream(handle.archiveBytes))).length, 0);
+      assert.throws(() => handle.createReadStream(handle.archiveBytes + 1), SnapshotStoreError);
+    } finally {
+      handle.release();
+    }
+    const latest = await store.latest();
+    assert.equal(latest?.id, created.id);
+    latest?.release();
+  });
+
+  it('lists newest first and keeps only the newest K (retention)', async () => {
+    const store = await SnapshotStore.open(dir, { retain: 2 });
+    const ids: string[] = [];
+    for (let i = 1; i <= 5; i++) ids.push((await store.create(meta(i * 10), writer(records(10, i)))).id);
+    assert.deepEqual((await store.list()).map((s) => s.id), [ids[4], ids[3]]);
+    assert.deepEqual((await readdir(dir)).sort(), [ids[3], ids[4]].sort());
+  });
+
+  it('does not delete a snapshot that is open (pinned) until it is released', async () => {
+    const store = await SnapshotStore.open(dir, { retain: 1 });
+    const first = await store.create(meta(1), writer(records(10)));
+    const handle = await store.open(first.id);
+    const second = await store.create(meta(2), writer(records(10)));
+    assert.deepEqual((await store.list()).map((s) => s.id), [second.id, first.id]);
+    await storeError(store.remove(first.id), 'busy');
+    assert.equal((await collect(handle.createReadStream())).length, first.archiveBytes);
+    handle.release();
+    handle.release();
+    await store.create(meta(3), writer(records(10)));
+    assert.equal((await store.list()).length, 1);
+  });
+
+  it('refuses a corrupted archive (one flipped byte) on open; latest() falls back to an older one', async () => {
+    const store = await SnapshotStore.open(dir, { retain: 3 });
+    const older = await store.create(meta(1), writer(records(100)));
+    const newer = await store.create(meta(2), writer(records(100)));
+    const bytes = await readFile(newer.path);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    await writeFile(newer.path, bytes);
+    await storeError(store.open(newer.id), 'corrupt', /SHA-256 is [0-9a-f]{64} but meta\.json says/);
+    const latest = await store.latest();
+    assert.equal(latest?.id, older.id);
+    latest?.release();
+    await writeFile(newer.path, bytes.subarray(0, 100));
+    await storeError(store.open(newer.id), 'corrupt', /is 100 bytes but meta\.json says/);
+    await storeError(store.open('../../etc'), 'invalid-argument');
+    await storeError(store.open(snapshotId(9, 9, 9)), 'not-found');
+  });
+
+  it('uses mode 0600 for files and 0700 for directories', async () => {
+    const prevUmask = process.umask(0o000);
+    try {
+      const store = await SnapshotStore.open(join(dir, 'snaps'), { retain: 1 });
+      const s = await store.create(meta(1), writer(records(10)));
+      assert.equal((await stat(join(dir, 'snaps'))).mode & 0o777, 0o700);
+      assert.equal((await stat(join(dir, 'snaps', s.id))).mode & 0o777, 0o700);
+      for (const f of ['archive.tar.gz', 'meta.json']) assert.equal((await stat(join(dir, 'snaps', s.id, f))).mode & 0o777, 0o600, f);
+    } finally {
+      process.umask(prevUmask);
+    }
+  });
+
+  it('cleans *.tmp leftovers and ignores strangers when listing', async () => {
+    const store = await SnapshotStore.open(dir, { retain: 3 });
+    const s = await store.create(meta(1), writer(records(10)));
+    await mkdir(join(dir, `${snapshotId(5, 5, 5)}.tmp`));
+    await writeFile(join(dir, `${snapshotId(5, 5, 5)}.tmp`, 'state.bin'), 'partial');
+    await mkdir(join(dir, 'lost+found'));
+    await mkdir(join(dir, snapshotId(6, 6, 6))); // no meta.json
+    assert.deepEqual((await store.list()).map((x) => x.id), [s.id]);
+    assert.deepEqual((await readdir(dir)).sort(), [s.id, snapshotId(6, 6, 6), 'lost+found'].sort());
+  });
+
+  it('removes the temporary directory when writeState fails, and passes its error on', async () => {
+    const store = await SnapshotStore.open(dir, { retain: 3 });
+    const boom = new Error('state source failed');
+    await assert.rejects(store.create(meta(1), async (file) => {
+      file.write(Buffer.alloc(100));
+      throw boom;
+    }), (err: unknown) => err === boom);
+    assert.deepEqual(await readdir(dir), []);
+    await storeError(store.create({ ...meta(1), createdAt: 'now' }, writer([])), 'invalid-argument');
+    const s = await store.create(meta(1), writer([]));
+    await storeError(store.create(meta(1), writer([])), 'already-exists');
+    assert.equal(s.meta.stateBytes, 0);
+  });
+
+  it('imports an archive from outside (hashed, validated, renamed in); refuses bad ones and changes nothing', async () => {
+    const leader = await SnapshotStore.open(join(dir, 'leader'), { retain: 3 });
+    const follower = await SnapshotStore.open(join(dir, 'follower'), { retain: 3 });
+    const s = await leader.create(meta(7, 3), writer(records(300)));
+
+    const imported = await follower.importArchive(createReadStream(s.path), { expectedSha256: s.archiveSha256, maxBytes: 10 * 1024 * 1024 });
+    assert.equal(imported.id, s.id);
+    assert.equal(imported.archiveSha256, s.archiveSha256);
+    assert.deepEqual(imported.meta, s.meta);
+    const h = await follower.open(s.id);
+    h.release();
+    const again = await follower.importArchive(createReadStream(s.path), { maxBytes: 10 * 1024 * 1024 });
+    assert.equal(again.id, s.id);
+
+    const other = await SnapshotStore.open(join(dir, 'other'), { retain: 3 });
+    await storeError(other.importArchive(createReadStream(s.path), { expectedSha256: '0'.repeat(64), maxBytes: 1e7 }), 'digest-mismatch');
+    await storeError(other.importArchive(createReadStream(s.path), { maxBytes: 1000 }), 'too-large', /1000 bytes/);
+    const mangled = await readFile(s.path);
+    mangled[mangled.length - 20]! ^= 0xff;
+    await assert.rejects(other.importArchive(Readable.from([mangled]), { maxBytes: 1e7 }), ArchiveError);
+    await assert.rejects(other.importArchive(Readable.from([Buffer.from('hello')]), { maxBytes: 1e7 }), (err: unknown) => err instanceof ArchiveError && err.code === 'not-gzip');
+    assert.deepEqual(await other.list(), []);
+    assert.deepEqual(await readdir(join(dir, 'other')), []);
+  });
+
+  describe('crash safety (a child process SIGKILLed at each failpoint)', function () {
+    this.timeout(60_000);
+    const fixture = fileURLToPath(new URL('./fixtures/crash-create.ts', import.meta.url));
+
+    function runChild(storeDir: string, failpoint: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+      return new Promise((resolve, reject) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', fixture, storeDir], {
+          env: { ...process.env, [FAILPOINT_ENV]: failpoint },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.on('error', reject);
+        child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+      });
+    }
+
+    for (const failpoint of FAILPOINT_NAMES) {
+      it(`${failpoint}: the previous snapshot survives, no half-written one is listed`, async () => {
+        const storeDir = join(dir, 'store');
+        const before = await SnapshotStore.open(storeDir, { retain: 3 });
+        const good = await before.create(meta(100, 1), writer(records(200)));
+
+        const result = await runChild(storeDir, failpoint);
+        assert.equal(result.signal, 'SIGKILL', `child was not killed: code ${result.code}, stdout ${result.stdout}, stderr ${result.stderr}`);
+
+        const leftovers = await readdir(storeDir);
+        const after = await SnapshotStore.open(storeDir, { retain: 3 });
+        const listed = await after.list();
+        assert.ok(listed.some((s) => s.id === good.id), `previous snapshot missing after ${failpoint}`);
+        const h = await after.open(good.id);
+        assert.equal(h.archiveSha256, good.archiveSha256);
+        h.release();
+        if (failpoint === 'snapshot-after-rename') {
+          assert.equal(listed.length, 2);
+          const fresh = await after.open(listed[0]!.id);
+          assert.equal(fresh.meta.index, 200);
+          assert.equal((await readState(fresh)).length, 64 * 16);
+          fresh.release();
+        } else {
+          assert.ok(leftovers.some((n) => n.endsWith('.tmp')), `expected a *.tmp leftover, found ${leftovers.join(', ')}`);
+          assert.deepEqual(listed.map((s) => s.id), [good.id]);
+        }
+        assert.ok(!(await readdir(storeDir)).some((n) => n.endsWith('.tmp')), 'tmp leftovers cleaned on open');
+      });
+    }
+
+    it('without a failpoint the child completes', async () => {
+      const storeDir = join(dir, 'store');
+      const result = await runChild(storeDir, '');
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /survived/);
+    });
+  });
+});
