@@ -21,7 +21,8 @@ export function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
   let end = prefix.length;
   while (end > 0 && prefix[end - 1] === 0xff) end--;
   if (end === 0) return undefined;
-  const out = prefix.slice(0, end);
+  // A copy, never a view: Buffer.prototype.slice shares memory, and callers pass Buffers.
+  const out = Uint8Array.from(prefix.subarray(0, end));
   out[end - 1] = (out[end - 1] ?? 0) + 1;
   return out;
 }

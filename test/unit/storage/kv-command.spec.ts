@@ -104,3 +104,13 @@ describe('kv-command codec', () => {
     assert.equal(decoded.value.buffer, encoded.buffer);
   });
 });
+
+describe('prefixEnd', () => {
+  it('does not modify the caller\'s prefix, even a Buffer', async () => {
+    const { prefixEnd } = await import('../../../src/storage/key-range.js');
+    const prefix = Buffer.from('r/');
+    const end = prefixEnd(prefix);
+    assert.equal(Buffer.from(prefix).toString(), 'r/');
+    assert.equal(Buffer.from(end ?? []).toString(), 'r0');
+  });
+});

@@ -1,0 +1,128 @@
+/**
+ * Promise wrappers around the generated KV and Cluster clients, for the CLI,
+ * tests and leader forwarding. Every call has a deadline (`deadlineMs`,
+ * default 10 s) and rejects with the call's grpc-js ServiceError.
+ */
+import * as grpc from '@grpc/grpc-js';
+import {
+  ClusterServiceClient,
+  type AddMemberResponse,
+  type RemoveMemberResponse,
+  type StatusResponse,
+  type TransferLeadershipResponse,
+  type VoteResponse,
+} from '../gen/snapcoord/v1/cluster.js';
+import {
+  KVServiceClient,
+  type DeleteRequest,
+  type DeleteResponse,
+  type GetRequest,
+  type GetResponse,
+  type PutRequest,
+  type PutResponse,
+  type RangeRequest,
+  type RangeResponse,
+} from '../gen/snapcoord/v1/kv.js';
+
+/** MESSAGE_BYTES_MAX: the largest gRPC message the API sends or receives (64 MiB). */
+export const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
+
+/** DEFAULT_DEADLINE_MS: the deadline of a call that names none. */
+export const DEFAULT_DEADLINE_MS = 10_000;
+
+/** CallOptions: per-call deadline and extra request metadata. */
+export interface CallOptions {
+  readonly deadlineMs?: number;
+  readonly metadata?: grpc.Metadata;
+}
+
+/** clientChannelOptions: what every API client channel uses. */
+export const clientChannelOptions: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
+  'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+};
+
+type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: grpc.Metadata,
+  options: Partial<grpc.CallOptions>,
+  callback: (error: grpc.ServiceError | null, response: Res) => void,
+) => grpc.ClientUnaryCall;
+
+/** callUnary runs one unary call with a deadline and resolves with its response. */
+export function callUnary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, opts: CallOptions = {}): Promise<Res> {
+  const deadline = Date.now() + (opts.deadlineMs ?? DEFAULT_DEADLINE_MS);
+  return new Promise<Res>((resolve, reject) => {
+    method(request, opts.metadata ?? new grpc.Metadata(), { deadline }, (err, res) => {
+      if (err !== null) reject(err);
+      else resolve(res);
+    });
+  });
+}
+
+/** KvClient: KVService as promises. */
+export class KvClient {
+  readonly raw: KVServiceClient;
+
+  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+    this.raw = new KVServiceClient(address, credentials, clientChannelOptions);
+  }
+
+  put(req: Partial<PutRequest> & Pick<PutRequest, 'key' | 'value'>, opts?: CallOptions): Promise<PutResponse> {
+    return callUnary(this.raw.put.bind(this.raw), { prevKv: false, ...req }, opts);
+  }
+
+  get(req: Partial<GetRequest> & Pick<GetRequest, 'key'>, opts?: CallOptions): Promise<GetResponse> {
+    return callUnary(this.raw.get.bind(this.raw), { serializable: false, ...req }, opts);
+  }
+
+  delete(req: Partial<DeleteRequest> & Pick<DeleteRequest, 'key'>, opts?: CallOptions): Promise<DeleteResponse> {
+    return callUnary(this.raw.delete.bind(this.raw), { prevKv: false, ...req }, opts);
+  }
+
+  range(req: Partial<RangeRequest>, opts?: CallOptions): Promise<RangeResponse> {
+    const empty = new Uint8Array(0);
+    return callUnary(
+      this.raw.range.bind(this.raw),
+      { prefix: empty, start: empty, end: empty, limit: 0, serializable: false, ...req },
+      opts,
+    );
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}
+
+/** ClusterClient: ClusterService as promises. */
+export class ClusterClient {
+  readonly raw: ClusterServiceClient;
+
+  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+    this.raw = new ClusterServiceClient(address, credentials, clientChannelOptions);
+  }
+
+  status(opts?: CallOptions): Promise<StatusResponse> {
+    return callUnary(this.raw.status.bind(this.raw), {}, opts);
+  }
+
+  addMember(id: string, address: string, learner: boolean, opts?: CallOptions): Promise<AddMemberResponse> {
+    return callUnary(this.raw.addMember.bind(this.raw), { id, address, learner }, opts);
+  }
+
+  removeMember(id: string, opts?: CallOptions): Promise<RemoveMemberResponse> {
+    return callUnary(this.raw.removeMember.bind(this.raw), { id }, opts);
+  }
+
+  transferLeadership(targetId: string, opts?: CallOptions): Promise<TransferLeadershipResponse> {
+    return callUnary(this.raw.transferLeadership.bind(this.raw), { targetId }, opts);
+  }
+
+  vote(opts?: CallOptions): Promise<VoteResponse> {
+    return callUnary(this.raw.vote.bind(this.raw), {}, opts);
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * ClusterService over a Node: status, membership changes and leadership.
+ * Membership changes and TransferLeadership are leader work: a follower
+ * forwards them to the leader (one hop, see LeaderForwarder).
+ *
+ * Vote has Typesense's semantics: on a follower it makes THIS node the
+ * leader (it asks the leader to transfer leadership here, or campaigns when
+ * no leader is known) and answers success=true once this node leads; on the
+ * leader it answers success=false. A learner cannot lead: FAILED_PRECONDITION.
+ */
+import * as grpc from '@grpc/grpc-js';
+import {
+  Role,
+  Suffrage,
+  type AddMemberRequest,
+  type AddMemberResponse,
+  type ClusterServiceServer,
+  type Member,
+  type RemoveMemberRequest,
+  type RemoveMemberResponse,
+  type StatusRequest,
+  type StatusResponse,
+  type TransferLeadershipRequest,
+  type TransferLeadershipResponse,
+  type VoteRequest,
+  type VoteResponse,
+} from '../gen/snapcoord/v1/cluster.js';
+import type { Node, NodeStatus } from '../node/node.js';
+import type { Role as RaftRole } from '../raft/types.js';
+import { isNodeId, parseHostPort } from './address.js';
+import { ApiError, invalidArgument, toApiError } from './api-error.js';
+import { FORWARDED_METADATA_KEY, deadlineOf, requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
+import { unary } from './unary-handler.js';
+
+/** ClusterNode is the part of Node the cluster service uses. */
+export type ClusterNode = NodeView & Pick<Node, 'changeMembership' | 'transferLeadership' | 'campaign'>;
+
+/** TRANSFER_TIMEOUT_MS_MAX: the longest a leadership transfer may take before DEADLINE_EXCEEDED. */
+export const TRANSFER_TIMEOUT_MS_MAX = 5_000;
+
+const ROLES: Readonly<Record<RaftRole, Role>> = {
+  follower: Role.ROLE_FOLLOWER,
+  preCandidate: Role.ROLE_PRE_CANDIDATE,
+  candidate: Role.ROLE_CANDIDATE,
+  leader: Role.ROLE_LEADER,
+};
+
+/** membersOf lists the configuration of `st`: voters then learners, match indexes when `st` is the leader's. */
+export function membersOf(st: NodeStatus, addressOf: (id: string) => string): Member[] {
+  const member = (id: string, suffrage: Suffrage): Member => {
+    const match = st.role === 'leader' ? (st.progress[id]?.match ?? (id === st.id ? st.lastIndex : 0)) : 0;
+    return { id, address: st.membership.addresses[id] ?? addressOf(id), suffrage, matchIndex: BigInt(match) };
+  };
+  return [
+    ...st.membership.voters.map((id) => member(id, Suffrage.SUFFRAGE_VOTER)),
+    ...st.membership.learners.map((id) => member(id, Suffrage.SUFFRAGE_LEARNER)),
+  ];
+}
+
+/** statusOf is the StatusResponse of a node. */
+export function statusOf(node: NodeView): StatusResponse {
+  const st = node.status();
+  return {
+    id: node.id,
+    role: ROLES[st.role],
+    term: BigInt(st.term),
+    leaderId: st.leader,
+    leaderAddress: st.leaderAddress,
+    commitIndex: BigInt(st.commit),
+    appliedIndex: BigInt(st.applied),
+    members: membersOf(st, (id) => node.addressOf(id)),
+    snapshotIndex: BigInt(st.snapshotIndex),
+  };
+}
+
+function checkId(id: string): void {
+  if (id === '') throw invalidArgument('id is empty');
+  if (!isNodeId(id)) throw invalidArgument(`id ${JSON.stringify(id)} is not a valid node id (letters, digits, '_', '-', '.'; at most 64)`);
+}
+
+/** pickTransferTarget: the most caught-up voter other than the leader ('' when none). */
+function pickTransferTarget(st: NodeStatus): string {
+  let best = '';
+  let bestMatch = -1;
+  for (const id of st.membership.voters) {
+    if (id === st.id) continue;
+    const match = st.progress[id]?.match ?? 0;
+    if (match > bestMatch) {
+      best = id;
+      bestMatch = match;
+    }
+  }
+  return best;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** createClusterService implements ClusterService over `node`. */
+export function createClusterService(node: ClusterNode, forwarder: LeaderForwarder): ClusterServiceServer {
+  return {
+    status: unary(async (_call: grpc.ServerUnaryCall<StatusRequest, StatusResponse>) => statusOf(node)),
+
+    addMember: unary(async (call: grpc.ServerUnaryCall<AddMemberRequest, AddMemberResponse>) => {
+      const req = call.request;
+      checkId(req.id);
+      if (parseHostPort(req.address) === null) throw invalidArgument(`address ${JSON.stringify(req.address)} is not host:port`);
+      return forwarder.run(
+        call,
+        async () => {
+          requireLeader(node);
+          await node.changeMembership({ op: req.learner ? 'addLearner' : 'addVoter', nodeId: req.id, address: req.address });
+          return { members: statusOf(node).members };
+        },
+        (leader, opts) => forwarder.cluster(leader.address).addMember(req.id, req.address, req.learner, opts),
+      );
+    }),
+
+    removeMember: unary(async (call: grpc.ServerUnaryCall<RemoveMemberRequest, RemoveMemberResponse>) => {
+      const req = call.request;
+      checkId(req.id);
+      return forwarder.run(
+        call,
+        async () => {
+          requireLeader(node);
+          await node.changeMembership({ op: 'removeNode', nodeId: req.id });
+          return { members: statusOf(node).members };
+        },
+        (leader, opts) => forwarder.cluster(leader.address).removeMember(req.id, opts),
+      );
+    }),
+
+    transferLeadership: unary(async (call: grpc.ServerUnaryCall<TransferLeadershipRequest, TransferLeadershipResponse>) => {
+      const target = call.request.targetId;
+      if (target !== '') checkId(target);
+      const deadline = deadlineOf(call);
+      return forwarder.run(
+        call,
+        async () => {
+          requireLeader(node);
+          const st = node.status();
+          const to = target !== '' ? target : pickTransferTarget(st);
+          if (to === '') throw new ApiError(grpc.status.FAILED_PRECONDITION, 'there is no other voter to hand leadership to');
+          if (to === node.id) return { leaderId: to };
+          if (!st.membership.voters.includes(to)) throw invalidArgument(`${to} is not a voter`);
+          const timeoutMs = Math.max(1, Math.min(TRANSFER_TIMEOUT_MS_MAX, deadline - Date.now()));
+          await node.transferLeadership(to, timeoutMs);
+          return { leaderId: to };
+        },
+        (leader, opts) => forwarder.cluster(leader.address).transferLeadership(target, opts),
+      );
+    }),
+
+    vote: unary(async (call: grpc.ServerUnaryCall<VoteRequest, VoteResponse>) => {
+      const st = node.status();
+      if (st.role === 'leader') return { success: false };
+      if (!st.membership.voters.includes(node.id)) {
+        throw new ApiError(grpc.status.FAILED_PRECONDITION, `${node.id} is not a voter; a learner cannot lead`);
+      }
+      const deadline = Math.min(deadlineOf(call), Date.now() + TRANSFER_TIMEOUT_MS_MAX * 2);
+      let asked = '';
+      while (Date.now() < deadline) {
+        const now = node.status();
+        if (now.role === 'leader') return { success: true };
+        const leader = now.leader;
+        if (leader === '' && now.role === 'follower') {
+          // No leader known: stand for election at once.
+          node.campaign();
+        } else if (leader !== '' && leader !== node.id && leader !== asked) {
+          asked = leader;
+          const md = new grpc.Metadata();
+          md.set(FORWARDED_METADATA_KEY, '1');
+          try {
+            await forwarder
+              .cluster(now.leaderAddress)
+              .transferLeadership(node.id, { deadlineMs: Math.max(1, deadline - Date.now()), metadata: md });
+          } catch (err) {
+            const e = toApiError(err);
+            // The leader moved meanwhile: ask the new one; anything else is the answer.
+            if (e.code !== grpc.status.FAILED_PRECONDITION && e.code !== grpc.status.UNAVAILABLE) throw e;
+          }
+          continue;
+        }
+        await sleep(10);
+      }
+      if (node.status().role === 'leader') return { success: true };
+      throw new ApiError(grpc.status.DEADLINE_EXCEEDED, `${node.id} did not become the leader in time`);
+    }),
+  };
+}

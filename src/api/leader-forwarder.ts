@@ -1,0 +1,157 @@
+/**
+ * LeaderForwarder: runs an operation on this node when it can, and otherwise
+ * forwards the call to the leader over the public API, one hop at most.
+ *
+ * A forwarded call carries the metadata `x-snapcoord-forwarded: 1`; a node
+ * that receives one and is not the leader does not forward again: it answers
+ * FAILED_PRECONDITION "not the leader; the leader is <id> at <addr>" with
+ * trailing metadata `x-snapcoord-leader: id@addr` (see notLeaderError).
+ */
+import * as grpc from '@grpc/grpc-js';
+import { NodeError } from '../node/errors.js';
+import type { Node } from '../node/node.js';
+import { ApiError, notLeaderError, toApiError } from './api-error.js';
+import { ClusterClient, DEFAULT_DEADLINE_MS, KvClient, type CallOptions } from './clients.js';
+
+/** FORWARDED_METADATA_KEY marks a call a follower forwarded to the leader. */
+export const FORWARDED_METADATA_KEY = 'x-snapcoord-forwarded';
+
+/** LEADER_WAIT_MS_MAX: how long a call waits for an election to name a leader before answering UNAVAILABLE. */
+export const LEADER_WAIT_MS_MAX = 3_000;
+
+/** NodeView is the part of Node the API services use. */
+export type NodeView = Pick<Node, 'id' | 'status' | 'addressOf'>;
+
+/** Leader names the leader and where its API listens. */
+export interface Leader {
+  readonly id: string;
+  readonly address: string;
+}
+
+/** ServerCall is the part of a grpc-js server call the forwarder reads. */
+export interface ServerCall {
+  readonly metadata: grpc.Metadata;
+  getDeadline(): grpc.Deadline;
+}
+
+/** isForwarded: the call was forwarded by a follower (one hop only). */
+export function isForwarded(call: ServerCall): boolean {
+  return call.metadata.get(FORWARDED_METADATA_KEY).some((v) => String(v) === '1');
+}
+
+/** deadlineOf: the call's absolute deadline in ms since the epoch (now + DEFAULT_DEADLINE_MS when it has none). */
+export function deadlineOf(call: ServerCall): number {
+  const d = call.getDeadline();
+  const ms = d instanceof Date ? d.getTime() : d;
+  return Number.isFinite(ms) ? ms : Date.now() + DEFAULT_DEADLINE_MS;
+}
+
+/** notLeaderHere: the NodeError a non-leader raises before doing leader-only work. */
+export function requireLeader(node: NodeView): void {
+  const st = node.status();
+  if (st.role !== 'leader') throw new NodeError('notLeader', `${node.id} is not the leader`, st.leader, st.leaderAddress);
+}
+
+export class LeaderForwarder {
+  private readonly node: NodeView;
+  private readonly kvClients = new Map<string, KvClient>();
+  private readonly clusterClients = new Map<string, ClusterClient>();
+  private closed = false;
+
+  constructor(node: NodeView) {
+    this.node = node;
+  }
+
+  /**
+   * run calls local(); when it fails with NodeError `notLeader` it calls
+   * remote(leader, opts) against the leader (opts carry the remaining
+   * deadline and the forwarded mark), unless the call was itself forwarded.
+   * With no leader known it waits (up to LEADER_WAIT_MS_MAX and the call's
+   * deadline) for an election. Every failure is an ApiError.
+   */
+  async run<T>(
+    call: ServerCall,
+    local: () => Promise<T>,
+    remote: (leader: Leader, opts: CallOptions) => Promise<T>,
+  ): Promise<T> {
+    const deadline = deadlineOf(call);
+    const forwarded = isForwarded(call);
+    for (let attempt = 0; ; attempt++) {
+      let notLeader: NodeError;
+      try {
+        return await local();
+      } catch (err) {
+        if (!(err instanceof NodeError) || err.code !== 'notLeader') throw toApiError(err);
+        notLeader = err;
+      }
+      if (forwarded) throw notLeaderError(notLeader.leaderId, notLeader.leaderAddress);
+      let leader: Leader | null =
+        notLeader.leaderId === '' ? null : { id: notLeader.leaderId, address: notLeader.leaderAddress };
+      if (leader === null) leader = await this.waitForLeader(deadline);
+      if (leader === null) throw notLeaderError('', '');
+      if (leader.id === this.node.id) {
+        // We won an election meanwhile: run here (bounded: elections do not flap that fast).
+        if (attempt < 3) continue;
+        throw new ApiError(grpc.status.UNAVAILABLE, 'leadership is changing; retry');
+      }
+      if (leader.address === '') {
+        throw new ApiError(grpc.status.UNAVAILABLE, `the leader ${leader.id} has no known address`);
+      }
+      const md = new grpc.Metadata();
+      md.set(FORWARDED_METADATA_KEY, '1');
+      const deadlineMs = Math.max(1, deadline - Date.now());
+      try {
+        return await remote(leader, { deadlineMs, metadata: md });
+      } catch (err) {
+        throw toApiError(err);
+      }
+    }
+  }
+
+  /**
+   * waitForLeader resolves with the leader once one is known, or null after
+   * LEADER_WAIT_MS_MAX (or at `deadline`, whichever comes first).
+   */
+  async waitForLeader(deadline: number): Promise<Leader | null> {
+    const until = Math.min(deadline, Date.now() + LEADER_WAIT_MS_MAX);
+    for (;;) {
+      const st = this.node.status();
+      if (st.leader !== '') return { id: st.leader, address: st.leaderAddress };
+      if (Date.now() >= until || this.closed) return null;
+      await sleep(Math.min(20, Math.max(1, until - Date.now())));
+    }
+  }
+
+  /** kv returns the (cached) KV client of the API at `address`. */
+  kv(address: string): KvClient {
+    let c = this.kvClients.get(address);
+    if (c === undefined) {
+      c = new KvClient(address);
+      this.kvClients.set(address, c);
+    }
+    return c;
+  }
+
+  /** cluster returns the (cached) Cluster client of the API at `address`. */
+  cluster(address: string): ClusterClient {
+    let c = this.clusterClients.get(address);
+    if (c === undefined) {
+      c = new ClusterClient(address);
+      this.clusterClients.set(address, c);
+    }
+    return c;
+  }
+
+  /** close closes every client channel. */
+  close(): void {
+    this.closed = true;
+    for (const c of this.kvClients.values()) c.close();
+    for (const c of this.clusterClients.values()) c.close();
+    this.kvClients.clear();
+    this.clusterClients.clear();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,247 @@
+/**
+ * The configuration of `snapcoord serve`. Every option comes, in this order
+ * of precedence, from its flag, its environment twin (SNAPCOORD_ + the flag
+ * in upper snake case: --data-dir <-> SNAPCOORD_DATA_DIR), a JSON config file
+ * (--config FILE / SNAPCOORD_CONFIG; keys are the camelCase names, e.g.
+ * "dataDir", or the flag names, e.g. "data-dir") and finally the defaults,
+ * which are filled in ONE place: normalise(). Every error is a CliError with
+ * one clear line and exit code 2.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { isNodeId, parseHostPort } from '../api/address.js';
+import { DEFAULT_TIMINGS } from '../node/node.js';
+import { CliError, EXIT_CONFIG } from './cli-error.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** ServeConfig is the validated, complete configuration of one node. */
+export interface ServeConfig {
+  readonly id: string;
+  /** grpcAddress: where the gRPC server (Raft + API) listens. */
+  readonly grpcAddress: string;
+  /** httpAddress: where the REST gateway will listen (stored; the gateway does not exist yet). */
+  readonly httpAddress: string;
+  /** peers: the initial membership, id -> "host:port", in the order given; includes `id`. */
+  readonly peers: Readonly<Record<string, string>>;
+  /** dataDir: absolute path of the node's data dir. */
+  readonly dataDir: string;
+  readonly clusterId: string;
+  readonly tickMs: number;
+  readonly electionTimeoutTicks: number;
+  readonly heartbeatTicks: number;
+  readonly logLevel: LogLevel;
+  /** apiKey: '' when none. Stored only for now. */
+  readonly apiKey: string;
+  readonly insecureNoAuth: boolean;
+  /** configFile: the file read, '' when none. */
+  readonly configFile: string;
+}
+
+type Kind = 'string' | 'int' | 'bool';
+
+/** ServeOption describes one option of `serve`: its flag, env twin, config-file key and kind. */
+export interface ServeOption {
+  readonly key: keyof Omit<ServeConfig, 'configFile'>;
+  /** flag without dashes, e.g. "data-dir". */
+  readonly flag: string;
+  readonly env: string;
+  readonly kind: Kind;
+  readonly valueName: string;
+  readonly description: string;
+}
+
+function option(key: ServeOption['key'], flag: string, kind: Kind, valueName: string, description: string): ServeOption {
+  return { key, flag, env: envName(flag), kind, valueName, description };
+}
+
+/** envName: the environment twin of a flag ("data-dir" -> "SNAPCOORD_DATA_DIR"). */
+export function envName(flag: string): string {
+  return `SNAPCOORD_${flag.toUpperCase().replace(/-/g, '_')}`;
+}
+
+/** SERVE_OPTIONS: every option of `serve` (the CLI builds its flags from this table). */
+export const SERVE_OPTIONS: readonly ServeOption[] = [
+  option('id', 'id', 'string', 'id', 'this node\'s id (default n1)'),
+  option('grpcAddress', 'grpc', 'string', 'host:port', 'gRPC listen address, Raft and API (default: this node\'s address in --peers, else 127.0.0.1:7001)'),
+  option('httpAddress', 'http', 'string', 'host:port', 'HTTP gateway listen address (default 127.0.0.1:8108; the gateway is not built yet)'),
+  option('peers', 'peers', 'string', 'id=host:port,...', 'initial membership, including this node (default: this node alone)'),
+  option('dataDir', 'data-dir', 'string', 'dir', 'data directory (default ./data/<id>)'),
+  option('clusterId', 'cluster-id', 'string', 'name', 'cluster id recorded in the data dir (default snapcoord)'),
+  option('tickMs', 'tick-ms', 'int', 'ms', `Raft tick length (default ${DEFAULT_TIMINGS.tickMs})`),
+  option('electionTimeoutTicks', 'election-timeout-ticks', 'int', 'n', `election timeout in ticks (default ${DEFAULT_TIMINGS.electionTimeoutTicks})`),
+  option('heartbeatTicks', 'heartbeat-ticks', 'int', 'n', `heartbeat interval in ticks (default ${DEFAULT_TIMINGS.heartbeatIntervalTicks})`),
+  option('logLevel', 'log-level', 'string', 'level', `log level: ${LOG_LEVELS.join(', ')} (default info)`),
+  option('apiKey', 'api-key', 'string', 'key', 'admin API key'),
+  option('insecureNoAuth', 'insecure-no-auth', 'bool', '', 'allow the gateway to run without an API key'),
+];
+
+/** CONFIG_ENV: the environment twin of --config. */
+export const CONFIG_ENV = envName('config');
+
+type RawValue = string | number | boolean;
+type Raw = Partial<Record<ServeOption['key'], RawValue>>;
+
+function configError(message: string): CliError {
+  return new CliError(message, EXIT_CONFIG);
+}
+
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** parseKind converts one option value from a flag, env var or file to its kind. */
+function parseKind(o: ServeOption, value: unknown, source: string): RawValue {
+  const where = `${source} ${source === 'flag' ? `--${o.flag}` : source === 'env' ? o.env : `"${o.key}"`}`;
+  switch (o.kind) {
+    case 'string':
+      if (typeof value !== 'string') throw configError(`${where}: expected a string, got ${JSON.stringify(value)}`);
+      return value;
+    case 'int': {
+      if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
+      if (typeof value === 'string' && /^\d{1,9}$/.test(value.trim())) return Number(value.trim());
+      throw configError(`${where}: expected a whole number, got ${JSON.stringify(value)}`);
+    }
+    case 'bool': {
+      if (typeof value === 'boolean') return value;
+      const v = typeof value === 'string' ? value.trim().toLowerCase() : null;
+      if (v !== null && ['1', 'true', 'yes', 'on'].includes(v)) return true;
+      if (v !== null && ['0', 'false', 'no', 'off', ''].includes(v)) return false;
+      throw configError(`${where}: expected true or false, got ${JSON.stringify(value)}`);
+    }
+  }
+}
+
+/** readConfigFile reads a JSON object of options; unknown keys are errors. */
+export function readConfigFile(path: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): Raw {
+  let text: string;
+  try {
+    text = read(path);
+  } catch (err) {
+    throw configError(`config file ${path}: cannot read: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw configError(`config file ${path}: not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw configError(`config file ${path}: expected a JSON object of options`);
+  }
+  const raw: Raw = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    const o = SERVE_OPTIONS.find((x) => x.key === k || x.flag === k);
+    if (o === undefined) {
+      throw configError(`config file ${path}: unknown option "${k}" (known: ${SERVE_OPTIONS.map((x) => x.key).join(', ')})`);
+    }
+    if (o.key === 'peers' && typeof v === 'object' && v !== null && !Array.isArray(v)) {
+      // peers may also be an object {"n1": "host:port", ...}
+      raw.peers = Object.entries(v as Record<string, unknown>)
+        .map(([id, a]) => `${id}=${String(a)}`)
+        .join(',');
+      continue;
+    }
+    raw[o.key] = parseKind(o, v, `config file ${path}:`);
+  }
+  return raw;
+}
+
+/** parsePeers parses "id=host:port,..." into an ordered map. */
+export function parsePeers(text: string): Record<string, string> {
+  const peers: Record<string, string> = {};
+  for (const part of text.split(',').map((s) => s.trim())) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw configError(`peers: "${part}" is not id=host:port`);
+    const id = part.slice(0, eq).trim();
+    const address = part.slice(eq + 1).trim();
+    if (!isNodeId(id)) throw configError(`peers: "${id}" is not a valid node id (letters, digits, '_', '-', '.'; at most 64)`);
+    if (parseHostPort(address) === null) throw configError(`peers: ${id}: "${address}" is not host:port`);
+    if (Object.hasOwn(peers, id)) throw configError(`peers: ${id} is listed twice`);
+    peers[id] = address;
+  }
+  return peers;
+}
+
+/**
+ * resolveServeConfig merges flags (commander's camelCase values, undefined
+ * when not given), the environment and the config file, then normalises and
+ * validates. Errors: CliError (exit 2) naming the option and the problem.
+ */
+export function resolveServeConfig(
+  flags: Readonly<Record<string, unknown>>,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  read?: (path: string) => string,
+): ServeConfig {
+  const flagConfig = flags['config'];
+  const configFile = typeof flagConfig === 'string' ? flagConfig : (env[CONFIG_ENV] ?? '');
+  const file = configFile !== '' ? readConfigFile(configFile, read) : {};
+  const raw: Raw = {};
+  for (const o of SERVE_OPTIONS) {
+    const f = flags[camel(o.flag)];
+    const e = env[o.env];
+    if (f !== undefined) raw[o.key] = parseKind(o, f, 'flag');
+    else if (e !== undefined) raw[o.key] = parseKind(o, e, 'env');
+    else if (file[o.key] !== undefined) raw[o.key] = file[o.key] as RawValue;
+  }
+  return normalise(raw, configFile);
+}
+
+/** normalise fills in every default (the only place defaults live) and validates the result. */
+export function normalise(raw: Raw, configFile = ''): ServeConfig {
+  const str = (k: ServeOption['key']): string | undefined => (raw[k] === undefined ? undefined : String(raw[k]));
+  const int = (k: ServeOption['key'], dflt: number): number => (raw[k] === undefined ? dflt : Number(raw[k]));
+
+  const id = str('id') ?? 'n1';
+  if (!isNodeId(id)) throw configError(`id: "${id}" is not a valid node id (letters, digits, '_', '-', '.'; at most 64)`);
+  const peersText = str('peers');
+  const grpcGiven = str('grpcAddress');
+  if (peersText === undefined && grpcGiven !== undefined && parseHostPort(grpcGiven)?.port === undefined && parseHostPort(grpcGiven, true) !== null) {
+    throw configError(`grpc: port 0 needs --peers to name this node's reachable address (${id}=host:port)`);
+  }
+  const peers = peersText !== undefined ? parsePeers(peersText) : { [id]: grpcGiven ?? '127.0.0.1:7001' };
+  if (Object.keys(peers).length === 0) throw configError('peers: empty; give at least this node, e.g. --peers n1=127.0.0.1:7001');
+  if (!Object.hasOwn(peers, id)) {
+    throw configError(`id: ${id} is not in peers (${Object.keys(peers).join(', ')}); the initial membership must include this node`);
+  }
+  const grpcAddress = grpcGiven ?? peers[id] ?? '127.0.0.1:7001';
+  if (parseHostPort(grpcAddress, true) === null) throw configError(`grpc: "${grpcAddress}" is not host:port`);
+  if (parseHostPort(peers[id] ?? '') === null) throw configError(`peers: ${id}: "${peers[id]}" is not host:port`);
+  const httpAddress = str('httpAddress') ?? '127.0.0.1:8108';
+  if (parseHostPort(httpAddress, true) === null) throw configError(`http: "${httpAddress}" is not host:port`);
+
+  const dataDir = resolve(str('dataDir') ?? `./data/${id}`);
+  const clusterId = str('clusterId') ?? 'snapcoord';
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(clusterId)) {
+    throw configError(`cluster-id: "${clusterId}" is not valid (letters, digits, '_', '-', '.'; at most 64)`);
+  }
+  const tickMs = int('tickMs', DEFAULT_TIMINGS.tickMs);
+  if (tickMs < 1 || tickMs > 10_000) throw configError(`tick-ms: ${tickMs} is out of range 1..10000`);
+  const electionTimeoutTicks = int('electionTimeoutTicks', DEFAULT_TIMINGS.electionTimeoutTicks);
+  const heartbeatTicks = int('heartbeatTicks', DEFAULT_TIMINGS.heartbeatIntervalTicks);
+  if (heartbeatTicks < 1) throw configError(`heartbeat-ticks: ${heartbeatTicks} must be at least 1`);
+  if (electionTimeoutTicks <= heartbeatTicks) {
+    throw configError(`election-timeout-ticks: ${electionTimeoutTicks} must be greater than heartbeat-ticks (${heartbeatTicks})`);
+  }
+  const logLevel = str('logLevel') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw configError(`log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
+  }
+  return {
+    id,
+    grpcAddress,
+    httpAddress,
+    peers,
+    dataDir,
+    clusterId,
+    tickMs,
+    electionTimeoutTicks,
+    heartbeatTicks,
+    logLevel: logLevel as LogLevel,
+    apiKey: str('apiKey') ?? '',
+    insecureNoAuth: raw.insecureNoAuth === true,
+    configFile,
+  };
+}

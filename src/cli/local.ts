@@ -1,0 +1,206 @@
+/**
+ * runLocal (`snapcoord local`, what `npm start` runs): a local cluster of
+ * `serve` child processes on 127.0.0.1 — nodes n1..nN, gRPC on
+ * grpcBasePort.., HTTP on httpBasePort.., data under <baseDir>/<id>, each
+ * node's log in <baseDir>/<id>.log. It prints the nodes' addresses and the
+ * API key, then "cluster ready: leader nX" with example commands once a
+ * leader is elected. SIGINT / SIGTERM stop every child (SIGTERM, then SIGKILL
+ * after 5 s) and it exits 0; if every child dies on its own it exits 1.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { ClusterClient } from '../api/clients.js';
+import { Role } from '../gen/snapcoord/v1/cluster.js';
+import { CliError, EXIT_CONFIG } from './cli-error.js';
+
+export interface LocalOptions {
+  readonly baseDir: string;
+  readonly nodes: number;
+  readonly grpcBasePort: number;
+  readonly httpBasePort: number;
+  readonly logLevel: string;
+}
+
+/** KILL_AFTER_MS: how long a child may take to stop after SIGTERM before SIGKILL. */
+export const KILL_AFTER_MS = 5_000;
+/** READY_WAIT_MS: how long to wait for a leader before saying so. */
+export const READY_WAIT_MS = 60_000;
+
+interface Child {
+  readonly id: string;
+  readonly grpc: string;
+  readonly http: string;
+  readonly dataDir: string;
+  readonly logFile: string;
+  readonly proc: ChildProcess;
+  exited: boolean;
+}
+
+/** selfInvocation: how to run this CLI again (node + loader flags + entry), and how to show it to a person. */
+export function selfInvocation(): { command: string; args: string[]; display: string } {
+  const entry = process.argv[1] ?? '';
+  const execArgv = process.execArgv.filter((a) => !a.startsWith('--inspect'));
+  const rel = relative(process.cwd(), entry) || entry;
+  const display = entry.endsWith('.ts') ? `npx tsx ${rel}` : `node ${rel}`;
+  return { command: process.execPath, args: [...execArgv, entry], display };
+}
+
+function apiKeyFor(baseDir: string): { key: string; source: string } {
+  const fromEnv = process.env['SNAPCOORD_API_KEY'];
+  if (fromEnv !== undefined && fromEnv !== '') return { key: fromEnv, source: 'SNAPCOORD_API_KEY' };
+  const file = join(baseDir, 'api-key');
+  if (existsSync(file)) {
+    const key = readFileSync(file, 'utf8').trim();
+    if (key !== '') return { key, source: file };
+  }
+  const key = randomBytes(24).toString('base64url');
+  writeFileSync(file, `${key}\n`, { mode: 0o600 });
+  return { key, source: `${file} (generated)` };
+}
+
+function tail(file: string, lines: number): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+function checkPort(name: string, port: number, count: number): void {
+  if (!Number.isSafeInteger(port) || port < 1 || port + count - 1 > 65535) {
+    throw new CliError(`${name}: ${port} is not a port that leaves room for ${count} nodes`, EXIT_CONFIG);
+  }
+}
+
+export async function runLocal(opts: LocalOptions): Promise<number> {
+  if (!Number.isSafeInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > 9) {
+    throw new CliError(`nodes: ${opts.nodes} is out of range 1..9`, EXIT_CONFIG);
+  }
+  checkPort('grpc-base-port', opts.grpcBasePort, opts.nodes);
+  checkPort('http-base-port', opts.httpBasePort, opts.nodes);
+  const baseDir = resolve(opts.baseDir);
+  mkdirSync(baseDir, { recursive: true, mode: 0o700 });
+  const show = (p: string): string => {
+    const rel = relative(process.cwd(), p);
+    return rel === '' ? '.' : rel.startsWith('..') ? p : rel;
+  };
+  const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
+  const grpcOf = (i: number): string => `127.0.0.1:${opts.grpcBasePort + i}`;
+  const peers = ids.map((id, i) => `${id}=${grpcOf(i)}`).join(',');
+  const apiKey = apiKeyFor(baseDir);
+  const self = selfInvocation();
+
+  process.stdout.write(`snapcoord local cluster: ${opts.nodes} node(s), data under ${show(baseDir)}\n`);
+  const children: Child[] = [];
+  let stopping = false;
+  let finish: (code: number) => void = () => undefined;
+  const done = new Promise<number>((r) => (finish = r));
+
+  const stopAll = (code: number): void => {
+    if (stopping) return;
+    stopping = true;
+    const live = children.filter((c) => !c.exited);
+    if (live.length === 0) return finish(code);
+    process.stdout.write(`stopping ${live.length} node(s)...\n`);
+    for (const c of live) {
+      c.proc.kill('SIGTERM');
+      setTimeout(() => {
+        if (!c.exited) {
+          process.stdout.write(`${c.id} did not stop within ${KILL_AFTER_MS / 1000} s: SIGKILL\n`);
+          c.proc.kill('SIGKILL');
+        }
+      }, KILL_AFTER_MS).unref();
+    }
+    void Promise.all(live.map((c) => new Promise<void>((r) => (c.exited ? r() : c.proc.once('exit', () => r()))))).then(() => {
+      process.stdout.write('all nodes stopped\n');
+      finish(code);
+    });
+  };
+
+  ids.forEach((id, i) => {
+    const grpc = grpcOf(i);
+    const http = `127.0.0.1:${opts.httpBasePort + i}`;
+    const dataDir = join(baseDir, id);
+    const logFile = join(baseDir, `${id}.log`);
+    const fd = openSync(logFile, 'a', 0o600);
+    const proc = spawn(
+      self.command,
+      [...self.args, 'serve', '--id', id, '--grpc', grpc, '--http', http, '--peers', peers, '--data-dir', dataDir, '--log-level', opts.logLevel],
+      { stdio: ['ignore', fd, fd], env: { ...process.env, SNAPCOORD_API_KEY: apiKey.key } },
+    );
+    closeSync(fd);
+    const child: Child = { id, grpc, http, dataDir, logFile, proc, exited: false };
+    children.push(child);
+    proc.on('error', (err) => process.stderr.write(`snapcoord: cannot start ${id}: ${err.message}\n`));
+    proc.on('exit', (code, signal) => {
+      child.exited = true;
+      if (!stopping) {
+        process.stderr.write(`node ${id} exited (${signal ?? `code ${code}`}); last lines of ${show(logFile)}:\n${tail(logFile, 5)}\n`);
+        if (children.every((c) => c.exited)) {
+          process.stderr.write('every node has exited\n');
+          stopAll(1);
+        }
+      }
+    });
+    process.stdout.write(`  ${id}  grpc ${grpc}  http ${http}  data ${show(dataDir)}  log ${show(logFile)}\n`);
+  });
+  process.stdout.write(`API key: ${apiKey.key}  (from ${show(apiKey.source)})\n`);
+  process.stdout.write('Ctrl-C stops every node.\n');
+
+  // The first signal stops the nodes gracefully. A terminal's Ctrl-C reaches every process of the
+  // group (and tsx relays it once more), so repeats within a second are the same request; a later
+  // one (a second Ctrl-C) kills what is left at once.
+  let firstSignalMs = 0;
+  const onSignal = (): void => {
+    if (firstSignalMs === 0) {
+      firstSignalMs = Date.now();
+      stopAll(0);
+    } else if (Date.now() - firstSignalMs > 1_000) {
+      for (const c of children) if (!c.exited) c.proc.kill('SIGKILL');
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  void waitReady(children, () => stopping).then((leader) => {
+    if (stopping) return;
+    if (leader === null) {
+      process.stdout.write(`no leader after ${READY_WAIT_MS / 1000} s; see the logs under ${show(baseDir)}\n`);
+      return;
+    }
+    const other = children.find((c) => c.id !== leader.id) ?? leader;
+    process.stdout.write(
+      `cluster ready: leader ${leader.id}\n` +
+        'try:\n' +
+        `  ${self.display} kv put greeting hello --endpoint ${other.grpc}\n` +
+        `  ${self.display} kv get greeting --endpoint ${leader.grpc}\n`,
+    );
+  });
+
+  return done;
+}
+
+/** waitReady polls Cluster.Status on every node until one reports itself leader (null after READY_WAIT_MS). */
+async function waitReady(children: readonly Child[], stopped: () => boolean): Promise<Child | null> {
+  const clients = children.map((c) => ({ child: c, client: new ClusterClient(c.grpc) }));
+  try {
+    const deadline = Date.now() + READY_WAIT_MS;
+    while (Date.now() < deadline && !stopped()) {
+      for (const { child, client } of clients) {
+        if (child.exited) continue;
+        try {
+          const st = await client.status({ deadlineMs: 500 });
+          if (st.role === Role.ROLE_LEADER) return child;
+        } catch {
+          // not up yet
+        }
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return null;
+  } finally {
+    for (const { client } of clients) client.close();
+  }
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+/**
+ * The `snapcoord` CLI: serve, local, kv, cluster. Runs as
+ * `tsx src/cli/main.ts ...` and as `node dist/src/cli/main.js ...`.
+ * Errors print one line "snapcoord: <message>" on stderr; the exit code is 1
+ * for a failed operation, 2 for bad configuration or a refused data dir.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Command, Option } from 'commander';
+import { protoDir } from '../api/proto-dir.js';
+import { CliError } from './cli-error.js';
+import { addClientCommands } from './client-commands.js';
+import { CONFIG_ENV, SERVE_OPTIONS, resolveServeConfig } from './config.js';
+import { runLocal } from './local.js';
+import { runServe } from './serve.js';
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(join(dirname(protoDir()), 'package.json'), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+function intArg(name: string): (v: string) => number {
+  return (v) => {
+    if (!/^\d{1,9}$/.test(v)) throw new CliError(`${name}: "${v}" is not a whole number`, 2);
+    return Number(v);
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('snapcoord')
+    .description('a small Raft-replicated key-value store whose headline job is snapshots')
+    .version(version());
+
+  const serve = program.command('serve').description('run one node');
+  for (const o of SERVE_OPTIONS) {
+    const flags = o.kind === 'bool' ? `--${o.flag}` : `--${o.flag} <${o.valueName}>`;
+    serve.addOption(new Option(flags, `${o.description} [env ${o.env}]`));
+  }
+  serve.addOption(new Option('--config <file>', `JSON file of options (flag > env > file > default) [env ${CONFIG_ENV}]`));
+  serve.action(async (opts: Record<string, unknown>) => {
+    const cfg = resolveServeConfig(opts, process.env);
+    process.exitCode = await runServe(cfg);
+  });
+
+  program
+    .command('local')
+    .description('run a local cluster of `serve` processes on 127.0.0.1 (what `npm start` runs)')
+    .option('--base-dir <dir>', 'where node data and logs go', './data')
+    .option('--nodes <n>', 'how many nodes', intArg('nodes'), 3)
+    .option('--grpc-base-port <port>', 'gRPC port of n1 (n2 the next, ...)', intArg('grpc-base-port'), 7001)
+    .option('--http-base-port <port>', 'HTTP port of n1 (n2 the next, ...)', intArg('http-base-port'), 8108)
+    .option('--log-level <level>', 'log level of the nodes', 'info')
+    .action(async (opts: { baseDir: string; nodes: number; grpcBasePort: number; httpBasePort: number; logLevel: string }) => {
+      process.exitCode = await runLocal(opts);
+    });
+
+  addClientCommands(program);
+  return program;
+}
+
+function fail(err: unknown): never {
+  if (err instanceof CliError) {
+    process.stderr.write(`snapcoord: ${err.message}\n`);
+    process.exit(err.exitCode);
+  }
+  process.stderr.write(`snapcoord: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+}
+
+buildProgram()
+  .parseAsync(process.argv)
+  .then(() => {
+    // Servers and channels are closed; exit even if a library left a timer behind.
+    const code = typeof process.exitCode === 'number' ? process.exitCode : 0;
+    setImmediate(() => process.exit(code));
+  }, fail);

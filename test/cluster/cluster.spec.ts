@@ -1,0 +1,189 @@
+/**
+ * Three real `snapcoord serve` processes on 127.0.0.1 (ports from the OS,
+ * data in a temp dir): replication, leader failure, catch-up after restart,
+ * durability across a full restart, and refusal of a foreign data dir.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { ClusterClient, KvClient } from '../../src/api/clients.js';
+import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
+import { ServeProcess, freePorts, sleep } from './serve-process.js';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const IDS = ['n1', 'n2', 'n3'] as const;
+type Id = (typeof IDS)[number];
+
+/** until polls f until it returns a non-undefined value, or fails after timeoutMs with the last error. */
+async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  while (Date.now() < deadline) {
+    try {
+      const v = await f();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(100);
+  }
+  throw new Error(`${what}: not within ${timeoutMs} ms${last === null ? '' : ` (last error: ${(last as Error).message})`}`);
+}
+
+describe('cluster: three serve processes', function () {
+  this.timeout(180_000);
+
+  let dir = '';
+  let addresses: Record<Id, string>;
+  let peers = '';
+  const procs = new Map<Id, ServeProcess>();
+  const extra: ServeProcess[] = [];
+  const kv = new Map<Id, KvClient>();
+  const cluster = new Map<Id, ClusterClient>();
+  /** acked: every write the cluster acknowledged, key -> value. */
+  const acked = new Map<string, string>();
+
+  const start = async (id: Id): Promise<ServeProcess> => {
+    const p = new ServeProcess({ id, grpc: addresses[id], peers, dataDir: join(dir, id) });
+    procs.set(id, p);
+    await p.ready();
+    return p;
+  };
+
+  const leaderOf = (alive: readonly Id[], timeoutMs = 20_000): Promise<Id> =>
+    until(`a leader among ${alive.join(', ')}`, timeoutMs, async () => {
+      const sts = await Promise.all(alive.map((id) => cluster.get(id)!.status({ deadlineMs: 1_000 })));
+      const leader = sts.find((s) => s.role === Role.ROLE_LEADER);
+      if (leader === undefined) return undefined;
+      return sts.every((s) => s.leaderId === leader.id) ? (leader.id as Id) : undefined;
+    });
+
+  /** put writes through `via`, retrying (for 20 s) only what an election explains; records the acknowledged write. */
+  const put = async (via: Id, key: string, value: string): Promise<void> => {
+    const retryable = [grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED, grpc.status.ABORTED, grpc.status.FAILED_PRECONDITION];
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        await kv.get(via)!.put({ key: enc.encode(key), value: enc.encode(value) }, { deadlineMs: 5_000 });
+        break;
+      } catch (err) {
+        // An outcome-unknown put may still apply: retrying the same value is harmless.
+        if (!retryable.includes((err as grpc.ServiceError).code) || Date.now() > deadline) throw err;
+        await sleep(100);
+      }
+    }
+    acked.set(key, value);
+  };
+
+  const read = async (via: Id, key: string, serializable = false): Promise<string | undefined> => {
+    const res = await kv.get(via)!.get({ key: enc.encode(key), serializable }, { deadlineMs: 5_000 });
+    return res.found ? dec.decode(res.kv?.value) : undefined;
+  };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-cluster-'));
+    for (let attempt = 1; ; attempt++) {
+      const ports = await freePorts(3);
+      addresses = { n1: `127.0.0.1:${ports[0]}`, n2: `127.0.0.1:${ports[1]}`, n3: `127.0.0.1:${ports[2]}` };
+      peers = IDS.map((id) => `${id}=${addresses[id]}`).join(',');
+      try {
+        await Promise.all(IDS.map((id) => start(id)));
+        break;
+      } catch (err) {
+        await Promise.all([...procs.values()].map((p) => p.kill()));
+        procs.clear();
+        // A port taken between freePorts() and the bind: try fresh ones.
+        if (attempt >= 3 || !String((err as Error).message).includes('cannot listen')) throw err;
+        await rm(dir, { recursive: true, force: true });
+        dir = await mkdtemp(join(tmpdir(), 'snapcoord-cluster-'));
+      }
+    }
+    for (const id of IDS) {
+      kv.set(id, new KvClient(addresses[id]));
+      cluster.set(id, new ClusterClient(addresses[id]));
+    }
+  });
+
+  after(async () => {
+    for (const c of kv.values()) c.close();
+    for (const c of cluster.values()) c.close();
+    await Promise.all([...procs.values(), ...extra].map((p) => p.kill('SIGKILL')));
+    if (dir !== '') await rm(dir, { recursive: true, force: true });
+  });
+
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed') {
+      for (const [id, p] of procs) console.error(`--- ${id} (last lines)\n${p.lastLines()}`);
+    }
+  });
+
+  it('elects a leader; a write through one node is read through each', async () => {
+    const leader = await leaderOf(IDS);
+    const follower = IDS.find((id) => id !== leader)!;
+    await put(follower, 'alpha', 'one');
+    for (const id of IDS) assert.equal(await read(id, 'alpha'), 'one', `read on ${id}`);
+  });
+
+  it('SIGKILL of the leader: a new leader is elected and writes succeed again', async () => {
+    const old = await leaderOf(IDS);
+    await procs.get(old)!.kill('SIGKILL');
+    const alive = IDS.filter((id) => id !== old);
+    const leader = await leaderOf(alive);
+    assert.notEqual(leader, old);
+    await put(alive[0]!, 'beta', 'two');
+    await put(alive[1]!, 'gamma', 'three');
+    for (const id of alive) assert.equal(await read(id, 'beta'), 'two');
+
+    // Restart it: it catches up with what it missed.
+    await start(old);
+    const caughtUp = await until(`${old} catches up`, 20_000, async () => ((await read(old, 'gamma', true)) === 'three' ? true : undefined));
+    assert.equal(caughtUp, true);
+    assert.equal(await read(old, 'beta'), 'two');
+    await leaderOf(IDS);
+  });
+
+  it('after a restart of every node, every acknowledged write is still there', async () => {
+    for (let i = 0; i < 10; i++) await put(IDS[i % 3]!, `bulk/${i}`, `v${i}`);
+    await Promise.all(IDS.map((id) => procs.get(id)!.kill('SIGKILL')));
+    await Promise.all(IDS.map((id) => start(id)));
+    await leaderOf(IDS);
+    for (const id of IDS) {
+      for (const [key, value] of acked) {
+        assert.equal(await until(`read ${key} on ${id}`, 10_000, () => read(id, key)), value, `${key} on ${id}`);
+      }
+    }
+    const range = await kv.get('n1')!.range({ prefix: enc.encode('bulk/'), limit: 5 });
+    assert.equal(range.kvs.length, 5);
+    assert.equal(range.more, true);
+  });
+
+  it('a node started on a foreign data dir refuses with a clear error', async () => {
+    const [port] = await freePorts(1);
+    const address = `127.0.0.1:${port}`;
+    const foreignDir = join(dir, 'foreign');
+    // Make a data dir that belongs to node x1 of cluster c1.
+    const owner = new ServeProcess({ id: 'x1', grpc: address, peers: `x1=${address}`, dataDir: foreignDir, clusterId: 'c1' });
+    extra.push(owner);
+    await owner.ready();
+    await owner.kill('SIGTERM');
+    assert.equal(owner.exitCode, 0, `clean exit on SIGTERM:\n${owner.lastLines()}`);
+
+    for (const args of [
+      { id: 'x2', clusterId: 'c1', wrong: 'node "x1" of cluster "c1", not node "x2" of cluster "c1"' },
+      { id: 'x1', clusterId: 'c2', wrong: 'node "x1" of cluster "c1", not node "x1" of cluster "c2"' },
+    ]) {
+      const p = new ServeProcess({ id: args.id, grpc: address, peers: `${args.id}=${address}`, dataDir: foreignDir, clusterId: args.clusterId });
+      extra.push(p);
+      await Promise.race([p.exited, sleep(20_000)]);
+      assert.equal(p.running, false, 'the process exits');
+      assert.equal(p.exitCode, 2, p.output);
+      const lines = p.output.trim().split('\n');
+      assert.equal(lines.length, 1, `one line: ${p.output}`);
+      assert.match(lines[0]!, /^snapcoord: refusing to start: data dir .* belongs to /);
+      assert.ok(lines[0]!.includes(args.wrong), lines[0]);
+    }
+  });
+});

@@ -1,0 +1,102 @@
+/**
+ * ServeProcess: one real `snapcoord serve` child process
+ * (`node --import tsx src/cli/main.ts serve ...`), with its output kept for
+ * diagnostics, plus freePorts() for ports from the OS.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type Server } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** REPO_ROOT: where `--import tsx` resolves and src/cli/main.ts lives. */
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** freePorts asks the OS for n distinct free ports (bind 127.0.0.1:0, note the port, close). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const s = createServer();
+          s.once('error', reject);
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => {
+    const a = s.address();
+    if (a === null || typeof a === 'string') throw new Error('no port');
+    return a.port;
+  });
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
+}
+
+export interface ServeArgs {
+  readonly id: string;
+  readonly grpc: string;
+  readonly peers: string;
+  readonly dataDir: string;
+  readonly clusterId?: string;
+}
+
+/** ServeProcess runs `snapcoord serve` until stopped; `output` holds its stdout and stderr. */
+export class ServeProcess {
+  readonly args: ServeArgs;
+  readonly proc: ChildProcess;
+  output = '';
+  exitCode: number | null = null;
+  signal: NodeJS.Signals | null = null;
+  readonly exited: Promise<void>;
+
+  constructor(args: ServeArgs) {
+    this.args = args;
+    const argv = ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--id', args.id, '--grpc', args.grpc, '--peers', args.peers];
+    argv.push('--data-dir', args.dataDir, '--log-level', 'info');
+    if (args.clusterId !== undefined) argv.push('--cluster-id', args.clusterId);
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SNAPCOORD_')));
+    this.proc = spawn(process.execPath, argv, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.proc.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.exited = new Promise((resolve) => {
+      this.proc.once('exit', (code, signal) => {
+        this.exitCode = code;
+        this.signal = signal;
+        resolve();
+      });
+    });
+  }
+
+  get running(): boolean {
+    return this.exitCode === null && this.signal === null;
+  }
+
+  /** ready resolves once the process prints its "listening" line; rejects if it exits first or after timeoutMs. */
+  async ready(timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (this.output.includes(`snapcoord node ${this.args.id} listening on grpc`)) return;
+      if (!this.running) throw new Error(`serve ${this.args.id} exited (${this.signal ?? this.exitCode}):\n${this.lastLines()}`);
+      await sleep(50);
+    }
+    throw new Error(`serve ${this.args.id} not listening within ${timeoutMs} ms:\n${this.lastLines()}`);
+  }
+
+  /** kill sends `signal` and waits for the exit (SIGKILL after 5 s). */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    if (!this.running) return;
+    this.proc.kill(signal);
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5_000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  lastLines(n = 15): string {
+    return this.output.trimEnd().split('\n').slice(-n).join('\n');
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,91 @@
+/**
+ * TestCluster: N in-process Nodes (MemoryStorage) with the real GrpcTransport
+ * and real API servers on 127.0.0.1:0. The servers are bound first (to learn
+ * their ports), then the nodes are built with a membership naming those ports.
+ */
+import { ClusterClient, KvClient } from '../../../src/api/clients.js';
+import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { Node } from '../../../src/node/node.js';
+import type { Membership } from '../../../src/raft/types.js';
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+
+export interface TestMember {
+  readonly id: string;
+  readonly address: string;
+  readonly api: ApiServer;
+  readonly node: Node;
+  readonly kv: KvClient;
+  readonly cluster: ClusterClient;
+}
+
+export interface TestCluster {
+  readonly members: readonly TestMember[];
+  member(id: string): TestMember;
+  /** waitForLeader resolves with the member every node agrees leads (bounded by timeoutMs). */
+  waitForLeader(timeoutMs?: number): Promise<TestMember>;
+  followers(leaderId: string): TestMember[];
+  stop(): Promise<void>;
+}
+
+export async function startTestCluster(size = 3): Promise<TestCluster> {
+  const ids = Array.from({ length: size }, (_, i) => `n${i + 1}`);
+  const apis: ApiServer[] = [];
+  const members: TestMember[] = [];
+  const stop = async (): Promise<void> => {
+    for (const m of members) {
+      m.kv.close();
+      m.cluster.close();
+    }
+    await Promise.all(apis.map((a) => a.close(500)));
+    await Promise.all(members.map((m) => m.node.stop()));
+  };
+  try {
+    for (let i = 0; i < size; i++) apis.push(await bindApiServer({ bindAddress: '127.0.0.1:0' }));
+    const addresses = Object.fromEntries(ids.map((id, i) => [id, (apis[i] as ApiServer).address]));
+    const membership: Membership = { voters: ids, learners: [], addresses };
+    for (let i = 0; i < size; i++) {
+      const id = ids[i] as string;
+      const api = apis[i] as ApiServer;
+      const ref: { node: Node | null } = { node: null };
+      const transport = new GrpcTransport({ selfId: id, onMessage: (m) => ref.node?.receive(m) });
+      const node = await Node.start({
+        id,
+        storage: await MemoryStorage.open(new MemoryDataDir(id)),
+        transport,
+        initialMembership: membership,
+      });
+      ref.node = node;
+      api.serve({ node });
+      members.push({ id, address: api.address, api, node, kv: new KvClient(api.address), cluster: new ClusterClient(api.address) });
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const member = (id: string): TestMember => {
+    const m = members.find((x) => x.id === id);
+    if (m === undefined) throw new Error(`no member ${id}`);
+    return m;
+  };
+  return {
+    members,
+    member,
+    async waitForLeader(timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const leaders = new Set(members.map((m) => m.node.status().leader));
+        const [only] = [...leaders];
+        if (leaders.size === 1 && only !== undefined && only !== '' && member(only).node.status().role === 'leader') {
+          return member(only);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      throw new Error(`no agreed leader within ${timeoutMs} ms`);
+    },
+    followers(leaderId: string) {
+      return members.filter((m) => m.id !== leaderId);
+    },
+    stop,
+  };
+}
