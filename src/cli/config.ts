@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { isNodeId, parseHostPort } from '../api/address.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
+import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -35,6 +36,17 @@ export interface ServeConfig {
   /** apiKey: '' when none. Stored only for now. */
   readonly apiKey: string;
   readonly insecureNoAuth: boolean;
+  /** snapshotEntries: snapshot and compact after this many applied entries. */
+  readonly snapshotEntries: number;
+  /** snapshotTrailingEntries: log entries kept behind a snapshot for slow followers. */
+  readonly snapshotTrailingEntries: number;
+  /** snapshotRetain: snapshots kept on disk. */
+  readonly snapshotRetain: number;
+  readonly snapshotChunkBytes: number;
+  /** snapshotMaxTransfers: snapshot streams served at once. */
+  readonly snapshotMaxTransfers: number;
+  /** snapshotBandwidth: bytes/s cap of one incoming snapshot transfer, 0 for none. */
+  readonly snapshotBandwidth: number;
   /** configFile: the file read, '' when none. */
   readonly configFile: string;
 }
@@ -75,6 +87,12 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('logLevel', 'log-level', 'string', 'level', `log level: ${LOG_LEVELS.join(', ')} (default info)`),
   option('apiKey', 'api-key', 'string', 'key', 'admin API key'),
   option('insecureNoAuth', 'insecure-no-auth', 'bool', '', 'allow the gateway to run without an API key'),
+  option('snapshotEntries', 'snapshot-entries', 'int', 'n', `snapshot and compact the log after this many applied entries (default ${DEFAULT_SNAPSHOT_POLICY.snapshotEntries})`),
+  option('snapshotTrailingEntries', 'snapshot-trailing-entries', 'int', 'n', `log entries kept behind a snapshot for slow followers (default ${DEFAULT_SNAPSHOT_POLICY.trailingEntries})`),
+  option('snapshotRetain', 'snapshot-retain', 'int', 'n', `snapshots kept on disk, at least 1 (default ${DEFAULT_SNAPSHOT_POLICY.retain})`),
+  option('snapshotChunkBytes', 'snapshot-chunk-bytes', 'int', 'bytes', `chunk size of snapshot transfers (default ${DEFAULT_SNAPSHOT_POLICY.chunkBytes})`),
+  option('snapshotMaxTransfers', 'snapshot-max-transfers', 'int', 'n', `snapshot streams served at once (default ${DEFAULT_SNAPSHOT_POLICY.maxTransfers})`),
+  option('snapshotBandwidth', 'snapshot-bandwidth', 'int', 'bytes/s', 'bandwidth cap of one incoming snapshot transfer, 0 for none (default 0)'),
 ];
 
 /** CONFIG_ENV: the environment twin of --config. */
@@ -229,6 +247,18 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw configError(`log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
   }
+  const snapshotEntries = int('snapshotEntries', DEFAULT_SNAPSHOT_POLICY.snapshotEntries);
+  if (snapshotEntries < 1) throw configError(`snapshot-entries: ${snapshotEntries} must be at least 1`);
+  const snapshotTrailingEntries = int('snapshotTrailingEntries', DEFAULT_SNAPSHOT_POLICY.trailingEntries);
+  const snapshotRetain = int('snapshotRetain', DEFAULT_SNAPSHOT_POLICY.retain);
+  if (snapshotRetain < 1 || snapshotRetain > 1000) throw configError(`snapshot-retain: ${snapshotRetain} is out of range 1..1000`);
+  const snapshotChunkBytes = int('snapshotChunkBytes', DEFAULT_SNAPSHOT_POLICY.chunkBytes);
+  if (snapshotChunkBytes < 4096 || snapshotChunkBytes > 4 << 20) {
+    throw configError(`snapshot-chunk-bytes: ${snapshotChunkBytes} is out of range 4096..${4 << 20}`);
+  }
+  const snapshotMaxTransfers = int('snapshotMaxTransfers', DEFAULT_SNAPSHOT_POLICY.maxTransfers);
+  if (snapshotMaxTransfers < 1) throw configError(`snapshot-max-transfers: ${snapshotMaxTransfers} must be at least 1`);
+  const snapshotBandwidth = int('snapshotBandwidth', DEFAULT_SNAPSHOT_POLICY.bandwidthBytesPerSec);
   return {
     id,
     grpcAddress,
@@ -242,6 +272,12 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
     logLevel: logLevel as LogLevel,
     apiKey: str('apiKey') ?? '',
     insecureNoAuth: raw.insecureNoAuth === true,
+    snapshotEntries,
+    snapshotTrailingEntries,
+    snapshotRetain,
+    snapshotChunkBytes,
+    snapshotMaxTransfers,
+    snapshotBandwidth,
     configFile,
   };
 }

@@ -6,9 +6,12 @@
  * "snapcoord node <id> listening on grpc <addr>" and runs until SIGTERM or
  * SIGINT, then stops the server and the node and exits 0.
  */
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { bindApiServer, type ApiServer } from '../api/server.js';
 import { Node } from '../node/node.js';
+import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../node/snapshots.js';
+import { SNAPCOORD_VERSION } from '../version.js';
 import { RocksStorage } from '../storage/rocks-storage.js';
 import { StorageError } from '../storage/storage-error.js';
 import { FORMAT_VERSION } from '../storage/types.js';
@@ -42,6 +45,29 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     throw new CliError((err as Error).message);
   }
 
+  let snapshots: SnapshotManager;
+  try {
+    snapshots = await SnapshotManager.open(
+      join(cfg.dataDir, 'snapshots'),
+      storage,
+      {
+        ...DEFAULT_SNAPSHOT_POLICY,
+        snapshotEntries: cfg.snapshotEntries,
+        trailingEntries: cfg.snapshotTrailingEntries,
+        retain: cfg.snapshotRetain,
+        chunkBytes: cfg.snapshotChunkBytes,
+        maxTransfers: cfg.snapshotMaxTransfers,
+        bandwidthBytesPerSec: cfg.snapshotBandwidth,
+      },
+      logger,
+      SNAPCOORD_VERSION,
+    );
+  } catch (err) {
+    await api.close(0);
+    await storage.close().catch(() => undefined);
+    throw new CliError(`cannot open the snapshot store: ${(err as Error).message}`);
+  }
+
   const ref: { node: Node | null } = { node: null };
   const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger });
   let node: Node;
@@ -51,6 +77,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       storage,
       transport,
       initialMembership: { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers },
+      snapshots,
       timings: { tickMs: cfg.tickMs, electionTimeoutTicks: cfg.electionTimeoutTicks, heartbeatIntervalTicks: cfg.heartbeatTicks },
       logger,
     });

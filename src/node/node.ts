@@ -19,7 +19,10 @@ import {
 } from '../raft/index.js';
 import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
 import type { ApplyResult, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
+import type { FetchSnapshotParams, SnapshotChunk } from '../transport/transport.js';
 import { NodeError } from './errors.js';
+import type { StoredSnapshot } from '../snapshot/store.js';
+import { toRaftMeta, type SnapshotManager } from './snapshots.js';
 
 /** MessageSender is what the node needs of a transport (GrpcTransport, MemoryTransport). */
 export interface MessageSender {
@@ -68,6 +71,8 @@ export interface NodeOptions {
   readonly logger?: Logger;
   /** maxPendingProposals: writes waiting to be applied before new ones are refused with `busy`. */
   readonly maxPendingProposals?: number;
+  /** snapshots: the node's snapshot manager; without one the node neither snapshots nor compacts. */
+  readonly snapshots?: SnapshotManager;
 }
 
 /** NodeStatus is the Raft status plus the node's own addresses view. */
@@ -121,6 +126,14 @@ export class Node {
   private applyWaiters: { index: number; resolve: () => void }[] = [];
   private idleWaiters: (() => void)[] = [];
   private peersKey = '';
+  private readonly snapshots: SnapshotManager | undefined;
+  private snapshotting = false;
+  /** fetching: the snapshot this follower is fetching from its leader. */
+  private fetching: { meta: SnapshotMeta; abort: AbortController } | null = null;
+  /** fetched: a verified snapshot waiting to be installed between two Ready cycles. */
+  private fetched: { meta: SnapshotMeta; stored: StoredSnapshot } | null = null;
+  /** snapshotStats: counters for status and metrics. */
+  readonly snapshotStats = { created: 0, installed: 0, fetchFailures: 0, chunkHashFailures: 0, bytesReceived: 0 };
 
   private constructor(opts: NodeOptions, raft: RaftNode) {
     this.id = opts.id;
@@ -131,20 +144,17 @@ export class Node {
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
     this.initialAddresses = opts.initialMembership.addresses;
+    this.snapshots = opts.snapshots;
   }
 
   /** start loads the persisted state, builds the core and starts ticking. */
   static async start(opts: NodeOptions): Promise<Node> {
     const timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     const state = await opts.storage.load();
-    const applied = opts.storage.appliedIndex();
-    const snapshot: SnapshotMeta = {
-      index: 0,
-      term: 0,
-      membership: opts.initialMembership,
-      sizeBytes: 0,
-      digest: '',
-    };
+    const snapshot: SnapshotMeta =
+      opts.snapshots !== undefined
+        ? await opts.snapshots.boot(opts.initialMembership)
+        : { index: 0, term: 0, membership: opts.initialMembership, sizeBytes: 0, digest: '' };
     const cfg = defaultRaftConfig(
       opts.id,
       { nextInt: (n: number) => randomInt(n) },
@@ -154,6 +164,7 @@ export class Node {
         ...opts.raft,
       },
     );
+    const applied = opts.storage.appliedIndex();
     const raft = new RaftNode(cfg, {
       hardState: state.hardState,
       snapshot,
@@ -264,6 +275,26 @@ export class Node {
     this.receive(m);
   }
 
+  /** openSnapshot serves FetchSnapshot from this node's snapshot store. */
+  async openSnapshot(p: FetchSnapshotParams): Promise<AsyncIterable<SnapshotChunk>> {
+    this.checkRunning();
+    if (this.snapshots === undefined) throw Object.assign(new Error('this node keeps no snapshots'), { code: 5 });
+    return this.snapshots.openChunks(p.index, p.digest, p.offset, p.chunkBytes);
+  }
+
+  /** snapshotNow takes a snapshot of the state machine now and compacts the log (operators, tests). */
+  async snapshotNow(): Promise<SnapshotMeta> {
+    this.checkRunning();
+    if (this.snapshots === undefined) throw new NodeError('invalid', 'this node keeps no snapshots');
+    while (this.snapshotting) await sleep(this.timings.tickMs);
+    this.snapshotting = true;
+    try {
+      return await this.takeSnapshot();
+    } finally {
+      this.snapshotting = false;
+    }
+  }
+
   private async handleReadIndexRequest(m: Extract<Message, { type: 'readIndex' }>): Promise<Message[]> {
     const key = `${m.from}\u0000${m.context}`;
     if (this.readIndexWaiters.size >= this.maxPendingProposals) throw new NodeError('busy', 'too many reads waiting');
@@ -307,8 +338,16 @@ export class Node {
       r.reject(err);
     }
     this.reads.clear();
+    for (const [key, w] of this.readIndexWaiters) {
+      const [to = '', context = ''] = key.split('\u0000');
+      w({ type: 'readIndexResp', from: this.id, to, term: 0, context, index: 0, reject: true });
+    }
+    this.readIndexWaiters.clear();
+    this.fetching?.abort.abort();
     await this.idle();
+    while (this.snapshotting) await sleep(this.timings.tickMs);
     this.releaseReplyWaiters(Infinity);
+    await this.snapshots?.close();
     await this.transport.close();
     await this.storage.close();
     this.log.info({ id: this.id }, 'node stopped');
@@ -335,6 +374,7 @@ export class Node {
     try {
       do {
         this.kicked = false;
+        if (this.fetched !== null) await this.installFetched();
         while (this.raft.hasReady() && this.failure === null) {
           await this.handleReady(this.raft.ready());
         }
@@ -367,11 +407,8 @@ export class Node {
     this.releaseReplyWaiters(gen);
     // 2. send.
     for (const m of rd.messages) this.route(m);
-    // 3. snapshots: not yet supported by this driver; tell the leader so it does not wait.
-    if (rd.snapshot !== null) {
-      this.log.warn({ index: rd.snapshot.index }, 'snapshot install requested but this node cannot install snapshots yet');
-      this.raft.snapshotFailed(rd.snapshot);
-    }
+    // 3. a snapshot to fetch: pulled in the background; installed between two Ready cycles.
+    if (rd.snapshot !== null) this.startFetch(rd.snapshot);
     // 4. apply.
     if (rd.committedEntries.length > 0) await this.apply(rd.committedEntries);
     // 5. reads.
@@ -389,6 +426,90 @@ export class Node {
     this.releaseReads();
     this.raft.advance(rd);
     this.syncPeers();
+    this.maybeSnapshot();
+  }
+
+  // ------------------------------------------------------------ snapshots
+
+  private maybeSnapshot(): void {
+    const sm = this.snapshots;
+    if (sm === undefined || this.snapshotting || this.stopped) return;
+    const st = this.raft.status();
+    if (st.applied - st.snapshotIndex < sm.policy.snapshotEntries) return;
+    this.snapshotting = true;
+    this.takeSnapshot()
+      .catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'snapshot failed'))
+      .finally(() => {
+        this.snapshotting = false;
+      });
+  }
+
+  /** takeSnapshot writes a snapshot at the applied index, offers it to followers, then compacts the log. */
+  private async takeSnapshot(): Promise<SnapshotMeta> {
+    const sm = this.snapshots as SnapshotManager;
+    const stored = await sm.create(
+      (i) => this.raft.logTerm(i),
+      (i) => this.raft.membershipAt(i),
+    );
+    const meta = toRaftMeta(stored);
+    while (this.raft.status().applied < meta.index) await sleep(1);
+    this.raft.setSnapshot(meta);
+    this.snapshotStats.created++;
+    // Keep trailing entries for slow followers, and never compact past what a
+    // follower that is installing a snapshot needs next.
+    const st = this.raft.status();
+    const compactTo = Math.min(meta.index - sm.policy.trailingEntries, this.raft.compactionFloor(), st.snapshotIndex);
+    if (compactTo >= st.firstIndex) {
+      const base = this.raft.compact(compactTo);
+      await this.storage.compact(base);
+    }
+    this.log.info({ index: meta.index, term: meta.term, bytes: meta.sizeBytes, compactedTo: compactTo }, 'snapshot taken');
+    return meta;
+  }
+
+  private startFetch(meta: SnapshotMeta): void {
+    const sm = this.snapshots;
+    if (sm === undefined) {
+      this.raft.snapshotFailed(meta);
+      return;
+    }
+    if (this.fetching !== null) {
+      if (this.fetching.meta.index >= meta.index) return;
+      this.fetching.abort.abort();
+    }
+    const leader = this.raft.status().leader;
+    const address = this.addressOf(leader);
+    const abort = new AbortController();
+    const mine = { meta, abort };
+    this.fetching = mine;
+    this.log.info({ index: meta.index, bytes: meta.sizeBytes, from: leader }, 'fetching snapshot');
+    sm.fetch(this.id, address, meta, abort.signal)
+      .then(({ stored, result }) => {
+        this.snapshotStats.chunkHashFailures += result.hashFailures;
+        this.snapshotStats.bytesReceived += result.bytes;
+        if (this.fetching === mine) this.fetched = { meta, stored };
+      })
+      .catch((e: unknown) => {
+        this.snapshotStats.fetchFailures++;
+        this.log.warn({ index: meta.index, err: (e as Error).message }, 'snapshot fetch failed');
+        if (this.fetching === mine && !this.stopped) this.raft.snapshotFailed(meta);
+      })
+      .finally(() => {
+        if (this.fetching === mine) this.fetching = null;
+        this.kick();
+      });
+  }
+
+  /** installFetched: runs between Ready cycles, so no apply interleaves with the install. */
+  private async installFetched(): Promise<void> {
+    const f = this.fetched;
+    this.fetched = null;
+    if (f === null || this.snapshots === undefined) return;
+    if (!this.raft.restoreSnapshot(f.meta)) return;
+    const t0 = Date.now();
+    await this.snapshots.install(f.stored);
+    this.snapshotStats.installed++;
+    this.log.info({ index: f.meta.index, ms: Date.now() - t0 }, 'snapshot installed');
   }
 
   private route(m: Message): void {

@@ -1,0 +1,235 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+
+import type { Membership, SnapshotMeta } from '../raft/types.js';
+import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
+import {
+  SnapshotStore,
+  decodeStateRecords,
+  encodeStateRecords,
+  readArchive,
+  type SnapshotHandle,
+  type StoredSnapshot,
+} from '../snapshot/index.js';
+import type { NodeStorage } from '../storage/types.js';
+import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult } from '../transport/snapshot-fetcher.js';
+import { NodeError } from './errors.js';
+import type { Logger } from './node.js';
+
+/** SnapshotPolicy: when to snapshot and compact, and the limits of transfers. */
+export interface SnapshotPolicy {
+  /** snapshotEntries: take a snapshot once this many entries were applied since the last one. */
+  readonly snapshotEntries: number;
+  /** trailingEntries: entries kept before the snapshot index for slow followers. */
+  readonly trailingEntries: number;
+  /** retain: snapshots kept on disk (>= 1). */
+  readonly retain: number;
+  readonly chunkBytes: number;
+  /** maxTransfers: FetchSnapshot streams this node serves at once; more get RESOURCE_EXHAUSTED. */
+  readonly maxTransfers: number;
+  /** bandwidthBytesPerSec: cap of one incoming transfer (0: none). */
+  readonly bandwidthBytesPerSec: number;
+  /** archiveBytesMax: the largest archive accepted from a peer or an upload. */
+  readonly archiveBytesMax: number;
+}
+
+export const DEFAULT_SNAPSHOT_POLICY: SnapshotPolicy = {
+  snapshotEntries: 10_000,
+  trailingEntries: 1_000,
+  retain: 2,
+  chunkBytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
+  maxTransfers: 4,
+  bandwidthBytesPerSec: 0,
+  archiveBytesMax: 64 * 1024 ** 3,
+};
+
+/** Serving-side error with a gRPC status code (RESOURCE_EXHAUSTED 8, NOT_FOUND 5). */
+function coded(code: number, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/** toRaftMeta names a stored snapshot the way the Raft core does. */
+export function toRaftMeta(s: StoredSnapshot): SnapshotMeta {
+  return {
+    index: s.meta.index,
+    term: s.meta.term,
+    membership: s.meta.membership,
+    sizeBytes: s.archiveBytes,
+    digest: s.archiveSha256,
+  };
+}
+
+/**
+ * SnapshotManager keeps a node's snapshots: it writes them from the state
+ * machine's point-in-time view, serves them in verified chunks, fetches them
+ * from a leader and installs them. It holds the newest snapshot open (pinned,
+ * verified once) so serving does not re-hash it for every stream.
+ */
+export class SnapshotManager {
+  private newest: SnapshotHandle | null = null;
+  private transfers = 0;
+  private readonly incomingDir: string;
+
+  private constructor(
+    readonly store: SnapshotStore,
+    private readonly storage: NodeStorage,
+    readonly policy: SnapshotPolicy,
+    private readonly log: Logger,
+    dir: string,
+  ) {
+    this.incomingDir = join(dir, 'incoming');
+  }
+
+  static async open(dir: string, storage: NodeStorage, policy: SnapshotPolicy, log: Logger, version: string): Promise<SnapshotManager> {
+    const store = await SnapshotStore.open(join(dir, 'store'), { retain: policy.retain, snapcoordVersion: version });
+    const m = new SnapshotManager(store, storage, policy, log, dir);
+    await rm(m.incomingDir, { recursive: true, force: true });
+    await mkdir(m.incomingDir, { recursive: true, mode: 0o700 });
+    m.newest = await store.latest();
+    return m;
+  }
+
+  /**
+   * boot returns the snapshot the Raft core starts from. When the newest
+   * snapshot is ahead of the state machine (a crash after a snapshot was
+   * fetched, before it was installed), it finishes the install first.
+   */
+  async boot(initial: Membership): Promise<SnapshotMeta> {
+    const s = this.newest;
+    if (s === null) return { index: 0, term: 0, membership: initial, sizeBytes: 0, digest: '' };
+    if (s.meta.index > this.storage.appliedIndex()) {
+      this.log.warn({ index: s.meta.index, applied: this.storage.appliedIndex() }, 'completing an interrupted snapshot install');
+      await this.install(s);
+    }
+    return toRaftMeta(s);
+  }
+
+  newestMeta(): SnapshotMeta | null {
+    return this.newest === null ? null : toRaftMeta(this.newest);
+  }
+
+  /**
+   * create snapshots the state machine now (a point-in-time view while writes
+   * go on); termAt gives the term of the view's index. Returns the stored snapshot.
+   */
+  async create(termAt: (index: number) => number | undefined, membershipAt: (index: number) => Membership): Promise<StoredSnapshot> {
+    const reader = await this.storage.snapshotState();
+    try {
+      const index = reader.appliedIndex;
+      const term = termAt(index);
+      if (term === undefined) throw new Error(`no term known for applied index ${index}`);
+      const stored = await this.store.create({ index, term, membership: membershipAt(index) }, async (file) => {
+        const records = encodeStateRecords(reader.batches());
+        await pipeline(records, file);
+        return { stateKeys: records.keys };
+      });
+      await this.setNewest(stored);
+      return stored;
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /** openChunks serves FetchSnapshot: the named snapshot from offset, in verified chunks. */
+  async openChunks(index: number, digest: string, offset: number, chunkBytes: number): Promise<AsyncIterable<FileChunk>> {
+    const s = await this.find(index, digest);
+    if (offset > s.archiveBytes) {
+      s.release();
+      throw coded(11, `offset ${offset} is beyond snapshot ${index} (${s.archiveBytes} bytes)`);
+    }
+    if (this.transfers >= this.policy.maxTransfers) {
+      s.release();
+      throw coded(8, `too many snapshot transfers (${this.transfers}); retry later`);
+    }
+    this.transfers++;
+    const chunks = readChunks(s.path, offset, chunkBytes > 0 ? chunkBytes : this.policy.chunkBytes);
+    const done = (): void => {
+      this.transfers--;
+      s.release();
+    };
+    return {
+      [Symbol.asyncIterator]: async function* () {
+        try {
+          yield* chunks;
+        } finally {
+          done();
+        }
+      },
+    };
+  }
+
+  /** fetch pulls a snapshot from the peer at address into the store (verified chunk by chunk, then as a whole). */
+  async fetch(selfId: string, address: string, meta: SnapshotMeta, signal?: AbortSignal): Promise<{ stored: StoredSnapshot; result: FetchResult }> {
+    const dest = join(this.incomingDir, `${meta.index}-${meta.digest.slice(0, 16)}.tar.gz`);
+    try {
+      const result = await fetchSnapshot({
+        selfId,
+        address,
+        target: meta,
+        destPath: dest,
+        chunkBytes: this.policy.chunkBytes,
+        bandwidthBytesPerSec: this.policy.bandwidthBytesPerSec,
+        ...(signal !== undefined ? { signal } : {}),
+      });
+      const stored = await this.store.importArchive(createReadStream(dest, { highWaterMark: 1 << 20 }), {
+        expectedSha256: meta.digest,
+        maxBytes: this.policy.archiveBytesMax,
+      });
+      return { stored, result };
+    } finally {
+      await rm(dest, { force: true });
+    }
+  }
+
+  /**
+   * install replaces the state machine with a stored snapshot's state,
+   * atomically (the state machine keeps its old state unless the whole
+   * install succeeds). The archive was verified when it entered the store
+   * and is verified again as it is read.
+   */
+  async install(s: StoredSnapshot): Promise<void> {
+    const handle = await this.store.open(s.id); // re-verifies the archive's SHA-256 before a byte is used
+    try {
+      await readArchive(handle.createReadStream(0), async (meta, state) => {
+        await this.storage.installState(decodeStateRecords(state), { appliedIndex: meta.index, membership: meta.membership });
+      });
+      await this.setNewest(handle);
+    } finally {
+      handle.release();
+    }
+  }
+
+  private async setNewest(s: StoredSnapshot): Promise<void> {
+    if (this.newest !== null && this.newest.meta.index >= s.meta.index) return;
+    const h = await this.store.open(s.id);
+    this.newest?.release();
+    this.newest = h;
+  }
+
+  /** find pins the named snapshot; the newest one is served without re-hashing it. */
+  private async find(index: number, digest: string): Promise<SnapshotHandle> {
+    const n = this.newest;
+    if (n !== null && n.meta.index === index && n.archiveSha256 === digest) {
+      return { ...n, release: () => undefined };
+    }
+    for (const s of await this.store.list()) {
+      if (s.meta.index === index && s.archiveSha256 === digest) {
+        try {
+          return await this.store.open(s.id);
+        } catch (e) {
+          throw coded(5, `snapshot ${index} is not readable here: ${(e as Error).message}`);
+        }
+      }
+    }
+    throw coded(5, `no snapshot ${index} with digest ${digest.slice(0, 12)}… on this node`);
+  }
+
+  async close(): Promise<void> {
+    this.newest?.release();
+    this.newest = null;
+  }
+}
+
+export { NodeError };

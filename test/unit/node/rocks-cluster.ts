@@ -1,0 +1,126 @@
+/**
+ * RocksCluster: N in-process nodes on RocksDB in a temp dir, each with its
+ * snapshot manager, the real GrpcTransport and a real API server on
+ * 127.0.0.1. A member can be stopped and restarted on the same address and
+ * data dir, which is how a follower is cut off until the leader compacts.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { Node, type NodeTimings } from '../../../src/node/node.js';
+import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager, type SnapshotPolicy } from '../../../src/node/snapshots.js';
+import type { Membership } from '../../../src/raft/types.js';
+import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+
+export interface RocksMember {
+  readonly id: string;
+  address: string;
+  api: ApiServer | null;
+  node: Node | null;
+  storage: RocksStorage | null;
+  snapshots: SnapshotManager | null;
+}
+
+export class RocksCluster {
+  readonly members: RocksMember[] = [];
+  private membership: Membership = { voters: [], learners: [], addresses: {} };
+
+  private constructor(
+    readonly dir: string,
+    private readonly policy: SnapshotPolicy,
+    private readonly timings: Partial<NodeTimings>,
+  ) {}
+
+  static async start(size: number, policy: Partial<SnapshotPolicy> = {}, timings: Partial<NodeTimings> = {}): Promise<RocksCluster> {
+    const c = new RocksCluster(await mkdtemp(join(tmpdir(), 'snapcoord-rocks-cluster-')), { ...DEFAULT_SNAPSHOT_POLICY, ...policy }, timings);
+    const ids = Array.from({ length: size }, (_, i) => `n${i + 1}`);
+    const apis: ApiServer[] = [];
+    for (let i = 0; i < size; i++) apis.push(await bindApiServer({ bindAddress: '127.0.0.1:0' }));
+    const addresses = Object.fromEntries(ids.map((id, i) => [id, (apis[i] as ApiServer).address]));
+    c.membership = { voters: ids, learners: [], addresses };
+    for (let i = 0; i < size; i++) {
+      const m: RocksMember = { id: ids[i] as string, address: (apis[i] as ApiServer).address, api: apis[i] as ApiServer, node: null, storage: null, snapshots: null };
+      c.members.push(m);
+      await c.boot(m);
+    }
+    return c;
+  }
+
+  member(id: string): RocksMember {
+    const m = this.members.find((x) => x.id === id);
+    if (m === undefined) throw new Error(`no member ${id}`);
+    return m;
+  }
+
+  node(id: string): Node {
+    const n = this.member(id).node;
+    if (n === null) throw new Error(`${id} is stopped`);
+    return n;
+  }
+
+  private async boot(m: RocksMember): Promise<void> {
+    const api = m.api ?? (await bindApiServer({ bindAddress: m.address }));
+    m.api = api;
+    const dataDir = join(this.dir, m.id);
+    const storage = await RocksStorage.open(dataDir);
+    await storage.checkIdentity({ nodeId: m.id, clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
+    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), storage, this.policy, silent, 'test');
+    const ref: { node: Node | null } = { node: null };
+    const transport = new GrpcTransport({ selfId: m.id, onMessage: (msg) => ref.node?.receive(msg) });
+    const node = await Node.start({
+      id: m.id,
+      storage,
+      transport,
+      initialMembership: this.membership,
+      snapshots,
+      timings: this.timings,
+    });
+    ref.node = node;
+    api.serve({ node });
+    m.node = node;
+    m.storage = storage;
+    m.snapshots = snapshots;
+  }
+
+  /** stop stops one member (its node, storage and server); restart brings it back on the same address. */
+  async stop(id: string): Promise<void> {
+    const m = this.member(id);
+    await m.api?.close(100);
+    await m.node?.stop();
+    m.api = null;
+    m.node = null;
+    m.storage = null;
+    m.snapshots = null;
+  }
+
+  async restart(id: string): Promise<void> {
+    await this.boot(this.member(id));
+  }
+
+  async waitForLeader(timeoutMs = 10_000): Promise<Node> {
+    return waitUntil('a leader', timeoutMs, () => {
+      for (const m of this.members) if (m.node?.status().role === 'leader') return m.node;
+      return undefined;
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const m of this.members) await this.stop(m.id).catch(() => undefined);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+const silent = { debug() {}, info() {}, warn() {}, error() {} };
+
+export async function waitUntil<T>(what: string, timeoutMs: number, f: () => T | undefined | Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const v = await f();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
