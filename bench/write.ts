@@ -113,6 +113,7 @@ async function startSnapcoord(dir: string, channels: number): Promise<Target> {
     children.set(
       id,
       startChild(id, process.execPath, [
+        ...(process.env.SNAPCOORD_BENCH_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SNAPCOORD_BENCH_PROF}`] : []),
         '--import', 'tsx', 'src/cli/main.ts', 'serve',
         '--id', id, '--grpc', grpcAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
         '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', '--insecure-no-auth',
@@ -217,11 +218,11 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
 
 // ------------------------------------------------------------------ main
 
-async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number) {
+async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number, failover: boolean) {
   const t = await start();
   try {
     const load = await runLoad(t, clients, seconds, valueBytes);
-    const failoverMs = await measureFailover(t);
+    const failoverMs = failover ? await measureFailover(t) : NaN;
     const wps = load.writes / load.seconds;
     console.log(
       `${name.padEnd(10)} ${wps.toFixed(0).padStart(7)} writes/s  p50 ${load.p50Ms.toFixed(1)} ms  p99 ${load.p99Ms.toFixed(1)} ms  ` +
@@ -240,18 +241,19 @@ async function main(): Promise<void> {
     .option('--value-bytes <n>', 'value size', '100')
     .option('--channels <n>', 'gRPC channels to the snapcoord leader', '4')
     .option('--no-etcd', 'skip the etcd comparison')
+    .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
     .option('--etcd-tuned', 'run etcd with --heartbeat-interval 50 --election-timeout 300')
     .parse();
-  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; etcdTuned?: boolean }>();
+  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean }>();
   const clients = Number(o.clients);
   const seconds = Number(o.seconds);
   const valueBytes = Number(o.valueBytes);
   const dir = await mkdtemp(join(tmpdir(), 'snapcoord-bench-write-'));
   console.log(`bench:write — 3 nodes on 127.0.0.1, ${clients} clients, ${valueBytes}-byte values, ${seconds} s each, data in ${dir}`);
   try {
-    const ours = await bench('snapcoord', () => startSnapcoord(join(dir, 'snapcoord'), Number(o.channels)), clients, seconds, valueBytes);
+    const ours = await bench('snapcoord', () => startSnapcoord(join(dir, 'snapcoord'), Number(o.channels)), clients, seconds, valueBytes, o.failover);
     if (o.etcd && existsSync('/usr/bin/etcd')) {
-      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true), clients, seconds, valueBytes);
+      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true), clients, seconds, valueBytes, o.failover);
       console.log(
         `ratio snapcoord/etcd: writes/s ${(ours.wps / theirs.wps).toFixed(2)}x  p99 ${(ours.p99Ms / theirs.p99Ms).toFixed(2)}x  ` +
           `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x (lower is better for p99 and failover)`,

@@ -396,6 +396,10 @@ export class Node {
     if (rd.softState !== null) {
       this.log.info({ id: this.id, role: rd.softState.role, leader: rd.softState.leader, term: this.raft.status().term }, 'role changed');
     }
+    // A leader's appends do not depend on its own unsynced entries (it counts itself only once
+    // they are persisted, in advance()), so they leave before its fsync (dissertation §10.2.1).
+    const early = this.raft.status().role === 'leader' ? rd.messages.filter((m) => m.type === 'append') : [];
+    for (const m of early) this.route(m);
     // 1. persist: one synced write for the hard state and every new entry (group commit).
     if (rd.logReset !== null) await this.storage.compact(rd.logReset);
     if (rd.hardState !== null || rd.entries.length > 0) {
@@ -406,7 +410,8 @@ export class Node {
     }
     this.releaseReplyWaiters(gen);
     // 2. send.
-    for (const m of rd.messages) this.route(m);
+    const sent = new Set<Message>(early);
+    for (const m of rd.messages) if (!sent.has(m)) this.route(m);
     // 3. a snapshot to fetch: pulled in the background; installed between two Ready cycles.
     if (rd.snapshot !== null) this.startFetch(rd.snapshot);
     // 4. apply.

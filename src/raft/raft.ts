@@ -171,6 +171,8 @@ export class RaftNode {
   private snapshotToFetch: SnapshotMeta | null = null;
   private logResetPending: LogPosition | null = null;
 
+  /** appendPending: proposals were appended since the last broadcast; ready() sends them. */
+  private appendPending = false;
   private readSeq = 0;
   private readRoundWanted = false;
   private pendingReads: PendingRead[] = [];
@@ -360,6 +362,7 @@ export class RaftNode {
   hasReady(): boolean {
     if (this.readyOutstanding) return false;
     return (
+      this.appendPending ||
       this.msgs.length > 0 ||
       this.readRoundWanted ||
       this.readStates.length > 0 ||
@@ -376,6 +379,10 @@ export class RaftNode {
   /** ready returns the work for the driver (see Ready in types.ts). Call advance() before the next ready(). */
   ready(): Ready {
     if (this.readyOutstanding) throw new Error('RaftNode: ready() called again before advance()');
+    if (this.appendPending) {
+      this.appendPending = false;
+      if (this.role === 'leader') this.bcastAppend();
+    }
     if (this.readRoundWanted) {
       this.readRoundWanted = false;
       this.readSeq++;
@@ -977,7 +984,8 @@ export class RaftNode {
     const e: Entry = { index: this.log.lastIndex() + 1, term: this.term, type, data };
     this.uncommittedBytes += data.length;
     this.appendEntries([e]);
-    this.bcastAppend();
+    // Proposals made between two Ready cycles leave in one append per follower (batching).
+    this.appendPending = true;
     return { index: e.index, term: e.term };
   }
 

@@ -33,6 +33,7 @@ export const PROPERTY = {
   leaderAppendOnly: 'Leader Append-Only',
   logMatching: 'Log Matching',
   leaderCompleteness: 'Leader Completeness',
+  commitRule: 'Leader Commit Rule',
   stateMachineSafety: 'State Machine Safety',
   linearizableRead: 'Linearizable Read',
   hardState: 'HardState Durability',
@@ -97,6 +98,12 @@ export class Checkers {
   /** committedChain: index -> chain hash of the committed prefix ending there. */
   private readonly committedChain = new Map<number, number>();
   maxCommitted = 0;
+  /** committedInTerm: term X -> highest index some node in term X knew to be committed. */
+  private readonly committedInTerm = new Map<number, number>();
+  /** termOf: each node's persisted term. */
+  private readonly termOf = new Map<NodeId, number>();
+  /** countAt: applied index -> commands in a state machine that applied exactly up to it. */
+  private readonly countAt = new Map<number, number>();
   /** globalIds: the one sequence of proposal ids that every state machine is a prefix of. */
   readonly globalIds: number[] = [];
 
@@ -159,8 +166,15 @@ export class Checkers {
 
   // ---- Leader Completeness (Raft §5.4) ----
 
+  /**
+   * checkLeaderCompleteness: Figure 3 — an entry committed in term X is in the log of
+   * every leader of a term > X. An entry seen committed by a node in term X was
+   * committed in a term <= X, so leaders of terms > X are checked (a paused node may
+   * legitimately win an older term later: it need not hold what newer terms committed).
+   */
   private checkLeaderCompleteness(id: NodeId, term: number): void {
-    const c = this.maxCommitted;
+    let c = 0;
+    for (const [t, index] of this.committedInTerm) if (t < term && index > c) c = index;
     if (c === 0) return;
     const s = this.shadow(id);
     if (c < s.baseIndex) return; // covered by its snapshot (whose content State Machine Safety checks)
@@ -172,6 +186,18 @@ export class Checkers {
     const want = this.committedChain.get(c);
     if (want !== undefined && mine !== want) {
       this.fail(PROPERTY.leaderCompleteness, [id], `new leader of term ${term} holds a different entry (term ${this.termAt(id, c)}) at committed index ${c}`);
+    }
+  }
+
+  /**
+   * onLeaderCommit: a leader advanced its commit index to index. Raft §5.4.2: a leader
+   * commits by counting replicas only entries of its own term (earlier ones follow
+   * implicitly); committing an earlier-term entry by counting is Figure 8's bug.
+   */
+  onLeaderCommit(id: NodeId, index: number, term: number): void {
+    const t = this.termAt(id, index);
+    if (t !== undefined && t !== term) {
+      this.fail(PROPERTY.commitRule, [id], `leader of term ${term} advanced its commit index to ${index}, an entry of term ${t} (Raft §5.4.2, Figure 8)`);
     }
   }
 
@@ -270,12 +296,20 @@ export class Checkers {
   onHardState(id: NodeId, prev: HardState, next: HardState): void {
     if (next.term < prev.term) this.fail(PROPERTY.hardState, [id], `term went back from ${prev.term} to ${next.term}`);
     if (next.term === prev.term && prev.vote !== '' && next.vote !== prev.vote) {
-      this.fail(PROPERTY.hardState, [id], `vote changed within term ${next.term} from ${prev.vote} to ${next.vote || '(none)'}`);
+      // One vote per term (Raft §5.2) is what Election Safety rests on: report it under that name.
+      this.fail(PROPERTY.electionSafety, [id], `${id} voted twice in term ${next.term}: for ${prev.vote}, then for ${next.vote || '(nobody)'}`);
     }
     if (next.commit < prev.commit) this.fail(PROPERTY.hardState, [id], `commit went back from ${prev.commit} to ${next.commit}`);
     const last = this.lastIndex(id);
     if (next.commit > last) this.fail(PROPERTY.driverContract, [id], `persisted commit ${next.commit} beyond persisted last index ${last}`);
+    this.termOf.set(id, next.term);
     this.noteCommitted(id, next.commit);
+  }
+
+  private noteCommittedInTerm(id: NodeId, index: number): void {
+    const t = this.termOf.get(id) ?? 0;
+    if ((this.committedInTerm.get(t) ?? 0) < index) this.committedInTerm.set(t, index);
+    if (index > this.maxCommitted) this.maxCommitted = index;
   }
 
   /** noteCommitted: node knows index to be committed; its persisted entry there is committed. */
@@ -284,9 +318,9 @@ export class Checkers {
     const ch = this.chainAt(id, index);
     if (ch === undefined) return; // compacted: covered by a snapshot
     const known = this.committedChain.get(index);
+    this.noteCommittedInTerm(id, index);
     if (known === undefined) {
       this.committedChain.set(index, ch);
-      if (index > this.maxCommitted) this.maxCommitted = index;
     } else if (known !== ch) {
       this.fail(PROPERTY.stateMachineSafety, [id], `node holds a different entry (term ${this.termAt(id, index)}) at committed index ${index}`);
     }
@@ -308,6 +342,12 @@ export class Checkers {
     }
     if (t !== e.term) this.fail(PROPERTY.driverContract, [node], `applied entry ${e.index} term ${e.term} but persisted term ${t}`);
     this.noteCommitted(node, e.index);
+    const countAfter = countBefore + (proposalId >= 0 ? 1 : 0);
+    const known = this.countAt.get(e.index);
+    if (known === undefined) this.countAt.set(e.index, countAfter);
+    else if (known !== countAfter) {
+      this.fail(PROPERTY.stateMachineSafety, [node], `state machine at index ${e.index} holds ${countAfter} commands, another held ${known}`);
+    }
     if (proposalId >= 0) {
       if (countBefore < this.globalIds.length) {
         const want = this.globalIds[countBefore];
@@ -328,7 +368,11 @@ export class Checkers {
       this.fail(PROPERTY.stateMachineSafety, [node], `snapshot install at ${index} rewinds a state machine that had applied ${appliedBefore}`);
     }
     if (count > this.globalIds.length) this.fail(PROPERTY.stateMachineSafety, [node], `snapshot holds ${count} commands, more than ever applied`);
-    if (index > this.maxCommitted) this.maxCommitted = index;
+    const known = this.countAt.get(index);
+    if (known !== undefined && known !== count) {
+      this.fail(PROPERTY.stateMachineSafety, [node], `snapshot at index ${index} holds ${count} commands, a state machine at that index held ${known}`);
+    }
+    this.noteCommittedInTerm(node, index);
   }
 
   // ---- Linearizable ReadIndex (dissertation §6.4) ----

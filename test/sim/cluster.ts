@@ -89,6 +89,12 @@ export interface Scenario {
   /** crashMeanMs: mean time between crashes (0: none). */
   readonly crashMeanMs: number;
   readonly downMaxMs: number;
+  /** crashAfterVoteChance: a node that just granted its vote to another crashes a moment later (and bounces back quickly). */
+  readonly crashAfterVoteChance: number;
+  /** crashAfterCommitChance: a leader that just advanced its commit index crashes a moment later (and bounces back). */
+  readonly crashAfterCommitChance: number;
+  /** crashAfterLeadChance: a node that just became leader crashes a moment later (its no-op unreplicated). */
+  readonly crashAfterLeadChance: number;
   /** pauseMeanMs: mean time between node stalls (0: none). */
   readonly pauseMeanMs: number;
   readonly pauseMaxMs: number;
@@ -125,7 +131,7 @@ export function makeScenario(seed: number, nodes: number, overrides: Partial<Sce
     preVote: r.chance(0.75),
     checkQuorum: r.chance(0.6),
     maxInflightAppends: r.pick([1, 2, 4, 8, 256]),
-    maxAppendBytes: r.pick([16, 64, 256, 1 << 20]),
+    maxAppendBytes: r.pick([16, 256, 4096, 1 << 20]),
     maxUncommittedBytes: r.pick([64, 512, 64 << 20]),
     maxApplyBytes: r.pick([16, 128, 16 << 20]),
     latencyMinMs,
@@ -139,6 +145,9 @@ export function makeScenario(seed: number, nodes: number, overrides: Partial<Sce
     partitionMaxMs: r.pick([200, 600, 1200]),
     crashMeanMs: calm ? 0 : r.pick([0, 150, 300, 600, 1200]),
     downMaxMs: r.pick([100, 400, 1000]),
+    crashAfterVoteChance: calm ? 0 : r.pick([0, 0.05, 0.2, 0.5]),
+    crashAfterCommitChance: calm ? 0 : r.pick([0, 0, 0.02, 0.1]),
+    crashAfterLeadChance: calm ? 0 : r.pick([0, 0, 0.05, 0.2]),
     pauseMeanMs: calm ? 0 : r.pick([0, 0, 500, 1500]),
     pauseMaxMs: r.pick([50, 150, 400]),
     durableStateMachine: r.chance(0.5),
@@ -215,12 +224,16 @@ class SimNode {
   up = false;
   incarnation = 0;
   pausedUntil = 0;
-  tickSkewMs: number;
+  /** driftChance: a clock drifts by skipping or adding 1ms on this fraction of its ticks (the sign is driftSign). */
+  driftChance: number;
+  driftSign: number;
   // ---- disk
   hard: HardState = { term: 0, vote: '', commit: 0 };
   logBase = { index: 0, term: 0 };
   entries: Entry[] = [];
   snapshots: StoredSnapshot[] = [];
+  /** pins: snapshot index -> fetches under way from this node (a snapshot being streamed is not deleted). */
+  readonly pins = new Map<number, number>();
   sm: StateMachine;
   // ---- volatile
   role: Role = 'follower';
@@ -229,12 +242,13 @@ class SimNode {
   snapshotSenders = new Map<number, NodeId>();
   waitingReads: WaitingRead[] = [];
 
-  constructor(id: NodeId, idx: number, initial: StoredSnapshot, tickSkewMs: number) {
+  constructor(id: NodeId, idx: number, initial: StoredSnapshot, driftChance: number, driftSign: number) {
     this.id = id;
     this.idx = idx;
     this.snapshots = [initial];
     this.sm = { applied: 0, appliedTerm: 0, count: 0, membership: initial.meta.membership };
-    this.tickSkewMs = tickSkewMs;
+    this.driftChance = driftChance;
+    this.driftSign = driftSign;
   }
 
   newestSnapshot(): StoredSnapshot {
@@ -247,6 +261,7 @@ class SimNode {
 }
 
 interface PendingProposal {
+  readonly startMs: number;
   readonly node: SimNode;
   readonly incarnation: number;
   readonly index: number;
@@ -254,6 +269,7 @@ interface PendingProposal {
 }
 
 interface PendingRead {
+  readonly startMs: number;
   readonly node: SimNode;
   readonly incarnation: number;
   readonly ackedIndexAtStart: number;
@@ -262,9 +278,10 @@ interface PendingRead {
 type SimEvent =
   | { t: number; seq: number; k: 'tick'; n: SimNode; inc: number }
   | { t: number; seq: number; k: 'deliver'; m: Message }
-  | { t: number; seq: number; k: 'fetchDone'; n: SimNode; inc: number; meta: SnapshotMeta; source: NodeId }
+  | { t: number; seq: number; k: 'fetchDone'; n: SimNode; inc: number; meta: SnapshotMeta; source: NodeId; srcInc: number }
   | { t: number; seq: number; k: 'crash' }
   | { t: number; seq: number; k: 'restart'; n: SimNode; inc: number }
+  | { t: number; seq: number; k: 'bounce'; n: SimNode; inc: number }
   | { t: number; seq: number; k: 'partition' }
   | { t: number; seq: number; k: 'heal'; fault: number }
   | { t: number; seq: number; k: 'pause' }
@@ -286,6 +303,7 @@ const KIND_CODE: Record<SimEvent['k'], number> = {
   fetchDone: 3,
   crash: 4,
   restart: 5,
+  bounce: 18,
   partition: 6,
   heal: 7,
   pause: 8,
@@ -365,11 +383,14 @@ export interface ClusterOptions {
 }
 
 const MAX_PROPOSE_ATTEMPTS = 5;
-const MAX_PENDING_PROPOSALS = 256;
+const MAX_PENDING_PROPOSALS = 64;
 const MAX_PENDING_READS = 64;
-const MAX_READY_ROUNDS = 64;
+const MAX_READY_ROUNDS = 100_000;
+const MAX_EMPTY_READIES = 3;
 const MAX_MEMBERSHIP_ATTEMPTS = 200;
 const LIVENESS_POLL_MS = 20;
+/** CLIENT_TIMEOUT_MS: a client gives up on a proposal or read it heard nothing about (its outcome stays unknown). */
+const CLIENT_TIMEOUT_MS = 1000;
 
 export class SimCluster {
   readonly sc: Scenario;
@@ -393,8 +414,12 @@ export class SimCluster {
   /** blocked[a * N + b] > 0: messages from a to b are lost. */
   private readonly blocked: Int32Array;
   private readonly activeFaults = new Map<number, number[]>();
+  /** linkClearMs[a * N + b]: links are FIFO (a gRPC stream) unless a message is deliberately reordered. */
+  private readonly linkClearMs: Float64Array;
   private nextFaultId = 1;
   private current: NodeId = '';
+  /** quietLatencyMaxMs: after the faults, links are fast again (Raft needs broadcast time << election timeout, §5.6). */
+  private readonly quietLatencyMaxMs: number;
   // ---- clients
   private leaderGuess: NodeId = '';
   private nextProposalId = 1;
@@ -429,9 +454,11 @@ export class SimCluster {
       meta: { index: 0, term: 0, membership: { voters: ids, learners: [], addresses }, sizeBytes: 0, digest: '' },
       count: 0,
     };
-    this.nodes = ids.map((id, i) => new SimNode(id, i, initial, this.rNode.range(-1, 1)));
+    this.nodes = ids.map((id, i) => new SimNode(id, i, initial, this.rNode.nextFloat() * 0.2, this.rNode.chance(0.5) ? 1 : -1));
     for (const nd of this.nodes) this.byId.set(nd.id, nd);
     this.blocked = new Int32Array(n * n);
+    this.linkClearMs = new Float64Array(n * n);
+    this.quietLatencyMaxMs = Math.max(this.sc.latencyMinMs, Math.min(this.sc.latencyMaxMs, Math.floor((this.sc.electionTimeoutTicks * this.sc.tickMs) / 5)));
     this.checkers = new Checkers(ids);
     this.stats = {
       events: 0,
@@ -528,7 +555,7 @@ export class SimCluster {
           break;
         case 'fetchDone':
           h = hashMix(h, ev.n.idx);
-          this.onFetchDone(ev.n, ev.inc, ev.meta, ev.source);
+          this.onFetchDone(ev.n, ev.inc, ev.meta, ev.source, ev.srcInc);
           break;
         case 'crash':
           this.onCrashEvent();
@@ -536,6 +563,10 @@ export class SimCluster {
         case 'restart':
           h = hashMix(h, ev.n.idx);
           if (ev.n.incarnation === ev.inc && !ev.n.up) this.start(ev.n);
+          break;
+        case 'bounce':
+          h = hashMix(h, ev.n.idx);
+          this.onBounce(ev.n, ev.inc);
           break;
         case 'partition':
           this.onPartition();
@@ -549,6 +580,7 @@ export class SimCluster {
         case 'propose':
           if (!this.quiet) {
             this.q.push(this.now + this.rClient.exp(this.sc.proposeMeanMs), { k: 'propose' });
+            if (this.pendingProposals.size >= MAX_PENDING_PROPOSALS) this.expireClients();
             if (this.pendingProposals.size < MAX_PENDING_PROPOSALS) this.propose(this.nextProposalId++, 0);
           }
           break;
@@ -648,12 +680,14 @@ export class SimCluster {
     nd.fetching.clear();
     nd.snapshotSenders.clear();
     nd.waitingReads = [];
+    nd.pins.clear();
     if (this.faults.forgetVoteOnCrash === true) nd.hard = { ...nd.hard, vote: '' };
     if (!this.sc.durableStateMachine) {
       const s = nd.newestSnapshot();
       nd.sm = { applied: s.meta.index, appliedTerm: s.meta.term, count: s.count, membership: s.meta.membership };
     }
     for (const [id, p] of this.pendingProposals) if (p.node === nd) this.pendingProposals.delete(id);
+    for (const [ctx, p] of this.pendingReads) if (p.node === nd) this.pendingReads.delete(ctx);
     this.log(() => `${nd.id} CRASH (disk: term=${nd.hard.term} vote=${nd.hard.vote || '-'} last=${nd.lastIndex()} applied=${nd.sm.applied})`);
   }
 
@@ -663,8 +697,10 @@ export class SimCluster {
       this.q.push(nd.pausedUntil, { k: 'tick', n: nd, inc });
       return;
     }
-    let next = this.sc.tickMs + nd.tickSkewMs;
-    if (this.rNode.chance(0.1)) next += this.rNode.range(-1, 2);
+    // Clocks drift by up to 2% (10ms ticks: +-1ms on up to a fifth of them), plus rare scheduling jitter.
+    let next = this.sc.tickMs;
+    if (this.rNode.chance(nd.driftChance)) next += nd.driftSign;
+    if (this.rNode.chance(0.02)) next += this.rNode.range(1, 3);
     this.q.push(this.now + Math.max(1, next), { k: 'tick', n: nd, inc });
     this.current = nd.id;
     (nd.raft as RaftNode).tick();
@@ -677,11 +713,19 @@ export class SimCluster {
     const raft = nd.raft;
     if (raft === null) return;
     this.current = nd.id;
+    let empty = 0;
     for (let round = 0; raft.hasReady(); round++) {
       if (round >= MAX_READY_ROUNDS) {
         this.checkers.failContract(PROPERTY.driverContract, [nd.id], `hasReady() still true after ${MAX_READY_ROUNDS} ready/advance rounds`);
       }
       const rd = raft.ready();
+      if (isEmptyReady(rd)) {
+        if (++empty >= MAX_EMPTY_READIES) {
+          this.checkers.failContract(PROPERTY.driverContract, [nd.id], `hasReady() true but ready() returned ${empty} empty Readies in a row (a spin)`);
+        }
+      } else {
+        empty = 0;
+      }
       this.handleReady(nd, raft, rd);
       raft.advance(rd);
     }
@@ -710,7 +754,13 @@ export class SimCluster {
     }
     if (rd.hardState !== null) {
       this.checkers.onHardState(nd.id, nd.hard, rd.hardState);
+      const committedMore = rd.hardState.commit > nd.hard.commit;
       nd.hard = rd.hardState;
+      if (committedMore && isLeader && rd.softState === null) this.checkers.onLeaderCommit(nd.id, rd.hardState.commit, rd.hardState.term);
+      if (committedMore && isLeader && !this.quiet && this.rFault.chance(this.sc.crashAfterCommitChance)) {
+        // A leader that just advanced its commit index dies before telling anyone (Figure 8's crash points).
+        this.q.push(this.now + this.rFault.range(0, this.sc.latencyMinMs), { k: 'bounce', n: nd, inc: nd.incarnation });
+      }
       if (rd.hardState.term > this.stats.maxTerm) this.stats.maxTerm = rd.hardState.term;
     }
     if (rd.softState !== null) {
@@ -722,6 +772,9 @@ export class SimCluster {
         }
         this.stats.leadersElected++;
         this.checkers.onLeader(nd.id, st.term);
+        if (!this.quiet && this.rFault.chance(this.sc.crashAfterLeadChance)) {
+          this.q.push(this.now + this.rFault.range(0, this.sc.latencyMinMs), { k: 'bounce', n: nd, inc: nd.incarnation });
+        }
       }
     }
     // 2. send
@@ -784,6 +837,13 @@ export class SimCluster {
 
   private send(m: Message): void {
     this.stats.messagesSent++;
+    if (m.type === 'voteResp' && m.granted && !m.preVote && !this.quiet && this.sc.crashAfterVoteChance > 0) {
+      // A node that just granted its vote to another crashes a moment later: the vote must have been durable.
+      const voter = this.byId.get(m.from);
+      if (voter !== undefined && this.rFault.chance(this.sc.crashAfterVoteChance)) {
+        this.q.push(this.now + this.rFault.range(0, this.sc.latencyMaxMs), { k: 'bounce', n: voter, inc: voter.incarnation });
+      }
+    }
     if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot' || m.type === 'timeoutNow') {
       // An independent Election Safety sensor: only a leader sends these, in its term.
       this.checkers.onLeaderMessage(m.from, m.term);
@@ -801,10 +861,16 @@ export class SimCluster {
       return;
     }
     const copies = !this.quiet && r.chance(sc.dupChance) ? 2 : 1;
+    const link = from.idx * sc.nodes + to.idx;
     for (let c = 0; c < copies; c++) {
-      let lat = r.range(sc.latencyMinMs, sc.latencyMaxMs);
-      if (!this.quiet && r.chance(sc.reorderChance)) lat += r.nextInt(sc.reorderMaxMs);
-      this.q.push(this.now + lat, { k: 'deliver', m });
+      let at = this.now + r.range(sc.latencyMinMs, this.quiet ? this.quietLatencyMaxMs : sc.latencyMaxMs);
+      if (!this.quiet && (c > 0 || r.chance(sc.reorderChance))) {
+        at += r.nextInt(sc.reorderMaxMs); // overtaken by later messages
+      } else {
+        at = Math.max(at, this.linkClearMs[link] as number);
+        this.linkClearMs[link] = at;
+      }
+      this.q.push(at, { k: 'deliver', m });
     }
   }
 
@@ -848,7 +914,7 @@ export class SimCluster {
       digest: `sim-${sm.applied}-${sm.appliedTerm}-${sm.count}`,
     };
     nd.snapshots.push({ meta, count: sm.count });
-    while (nd.snapshots.length > this.sc.snapshotRetain) nd.snapshots.shift();
+    this.retain(nd);
     raft.setSnapshot(meta);
     this.stats.snapshotsTaken++;
     const want = Math.min(meta.index - this.sc.snapshotKeepEntries, raft.compactionFloor());
@@ -861,8 +927,25 @@ export class SimCluster {
       nd.logBase = { index: base.index, term: base.term };
       baseMsg = ` compact->${base.index}`;
     }
-    this.log(() => `${nd.id} snapshot at ${meta.index}/${meta.term} count=${meta.sizeBytes}${baseMsg}`);
+    this.log(() => `${nd.id} snapshot at ${meta.index}/${meta.term} (${sm.count} commands)${baseMsg}`);
     this.processReady(nd);
+  }
+
+  /** retain keeps the newest snapshotRetain snapshots, and any older one a peer is fetching (Typesense #1891 vs #2859). */
+  private retain(nd: SimNode): void {
+    let excess = nd.snapshots.length - this.sc.snapshotRetain;
+    nd.snapshots = nd.snapshots.filter((s, i) => {
+      if (excess <= 0 || i === nd.snapshots.length - 1) return true;
+      if ((nd.pins.get(s.meta.index) ?? 0) > 0) return true;
+      excess--;
+      return false;
+    });
+  }
+
+  private pin(src: SimNode, index: number, delta: number): void {
+    const v = (src.pins.get(index) ?? 0) + delta;
+    if (v <= 0) src.pins.delete(index);
+    else src.pins.set(index, v);
   }
 
   private startFetch(nd: SimNode, meta: SnapshotMeta): void {
@@ -870,26 +953,37 @@ export class SimCluster {
     nd.fetching.add(meta.index);
     this.stats.snapshotFetches++;
     const source = nd.snapshotSenders.get(meta.index) ?? nd.leaderHint;
+    const src = this.byId.get(source);
+    // The fetch opens a stream at once: the source keeps the snapshot while it streams (if it still has it).
+    let srcInc = -1;
+    if (src !== undefined && src.up && src.snapshots.some((s) => s.meta.index === meta.index)) {
+      this.pin(src, meta.index, 1);
+      srcInc = src.incarnation;
+    }
     const sc = this.sc;
     const dur = 2 * this.rNet.range(sc.latencyMinMs, sc.latencyMaxMs) + Math.ceil(meta.sizeBytes / sc.fetchBytesPerMs);
     this.log(() => `${nd.id} fetch snapshot ${meta.index}/${meta.term} from ${source || '?'} (${dur}ms)`);
-    this.q.push(this.now + dur, { k: 'fetchDone', n: nd, inc: nd.incarnation, meta, source });
+    this.q.push(this.now + dur, { k: 'fetchDone', n: nd, inc: nd.incarnation, meta, source, srcInc });
   }
 
-  private onFetchDone(nd: SimNode, inc: number, meta: SnapshotMeta, source: NodeId): void {
-    if (!nd.up || nd.incarnation !== inc || nd.raft === null) return;
-    if (nd.pausedUntil > this.now) {
-      this.q.push(nd.pausedUntil, { k: 'fetchDone', n: nd, inc, meta, source });
+  private onFetchDone(nd: SimNode, inc: number, meta: SnapshotMeta, source: NodeId, srcInc: number): void {
+    const src = this.byId.get(source);
+    if (nd.up && nd.incarnation === inc && nd.pausedUntil > this.now) {
+      this.q.push(nd.pausedUntil, { k: 'fetchDone', n: nd, inc, meta, source, srcInc });
       return;
     }
+    if (src !== undefined && srcInc >= 0 && src.incarnation === srcInc) {
+      this.pin(src, meta.index, -1);
+      this.retain(src);
+    }
+    if (!nd.up || nd.incarnation !== inc || nd.raft === null) return;
     nd.fetching.delete(meta.index);
     const raft = nd.raft;
     this.current = nd.id;
-    const src = this.byId.get(source);
     const stored = src?.snapshots.find((s) => s.meta.index === meta.index && s.meta.term === meta.term && s.meta.digest === meta.digest);
     let why = '';
     if (src === undefined) why = 'no source';
-    else if (!src.up) why = 'source down';
+    else if (!src.up || (srcInc >= 0 && src.incarnation !== srcInc)) why = 'source crashed';
     else if (this.isBlocked(src, nd) || this.isBlocked(nd, src)) why = 'partitioned';
     else if (stored === undefined) why = 'source no longer holds it';
     else if (this.rNet.chance(this.sc.fetchFailChance)) why = 'transfer failed';
@@ -908,7 +1002,7 @@ export class SimCluster {
       nd.sm = { applied: meta.index, appliedTerm: meta.term, count: stored.count, membership: meta.membership };
       if (meta.index > nd.newestSnapshot().meta.index) {
         nd.snapshots.push(stored);
-        while (nd.snapshots.length > this.sc.snapshotRetain) nd.snapshots.shift();
+        this.retain(nd);
       }
     }
     this.processReady(nd);
@@ -949,6 +1043,15 @@ export class SimCluster {
     const electionMs = sc.electionTimeoutTicks * sc.tickMs;
     const downMs = this.rFault.chance(0.5) ? this.rFault.range(1, 2 * electionMs) : this.rFault.range(electionMs, sc.downMaxMs);
     this.q.push(this.now + downMs, { k: 'restart', n: victim, inc: victim.incarnation });
+  }
+
+  /** onBounce: crash a node that just voted, and restart it soon (the vote must have been durable). */
+  private onBounce(nd: SimNode, inc: number): void {
+    if (this.quiet || !nd.up || nd.incarnation !== inc) return;
+    const down = this.nodes.length - this.upNodes().length;
+    if (down >= Math.ceil(this.nodes.length / 2)) return;
+    this.crash(nd);
+    this.q.push(this.now + this.rFault.range(1, this.sc.latencyMaxMs), { k: 'restart', n: nd, inc: nd.incarnation });
   }
 
   private onPartition(): void {
@@ -1087,7 +1190,7 @@ export class SimCluster {
     this.current = nd.id;
     try {
       const pos = nd.raft.propose(data);
-      this.pendingProposals.set(id, { node: nd, incarnation: nd.incarnation, index: pos.index, term: pos.term });
+      this.pendingProposals.set(id, { startMs: this.now, node: nd, incarnation: nd.incarnation, index: pos.index, term: pos.term });
       this.log(() => `${nd.id} propose #${id} -> ${pos.index}/${pos.term}`);
     } catch (err) {
       if (err instanceof NotLeaderError) {
@@ -1103,12 +1206,20 @@ export class SimCluster {
     this.processReady(nd);
   }
 
+  /** expireClients: forget proposals and reads that timed out (bounded client state). */
+  private expireClients(): void {
+    const cutoff = this.now - CLIENT_TIMEOUT_MS;
+    for (const [id, p] of this.pendingProposals) if (p.startMs < cutoff) this.pendingProposals.delete(id);
+    for (const [ctx, p] of this.pendingReads) if (p.startMs < cutoff) this.pendingReads.delete(ctx);
+  }
+
   private onRead(): void {
+    if (this.pendingReads.size >= MAX_PENDING_READS) this.expireClients();
     if (this.pendingReads.size >= MAX_PENDING_READS) return;
     const nd = this.rClient.chance(0.5) ? this.target() : this.rClient.pick(this.nodes);
     if (nd === undefined || !nd.up || nd.raft === null) return;
     const ctx = `r${this.nextReadId++}`;
-    this.pendingReads.set(ctx, { node: nd, incarnation: nd.incarnation, ackedIndexAtStart: this.ackedMaxIndex });
+    this.pendingReads.set(ctx, { startMs: this.now, node: nd, incarnation: nd.incarnation, ackedIndexAtStart: this.ackedMaxIndex });
     this.stats.readsIssued++;
     this.current = nd.id;
     nd.raft.readIndex(ctx);
@@ -1213,6 +1324,20 @@ export class SimCluster {
     }
     this.processReady(leader);
   }
+}
+
+function isEmptyReady(rd: Ready): boolean {
+  return (
+    rd.logReset === null &&
+    rd.softState === null &&
+    rd.hardState === null &&
+    rd.snapshot === null &&
+    rd.entries.length === 0 &&
+    rd.committedEntries.length === 0 &&
+    rd.messages.length === 0 &&
+    rd.readStates.length === 0 &&
+    rd.readFailures.length === 0
+  );
 }
 
 function readU32(d: Uint8Array): number {
