@@ -8,6 +8,7 @@
  * one clear line and exit code 2.
  */
 import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { isNodeId, parseHostPort } from '../api/address.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
@@ -47,6 +48,14 @@ export interface ServeConfig {
   readonly snapshotMaxTransfers: number;
   /** snapshotBandwidth: bytes/s cap of one incoming snapshot transfer, 0 for none. */
   readonly snapshotBandwidth: number;
+  /** snapshotRoots: absolute, real directories that snapshot_path may point into. */
+  readonly snapshotRoots: readonly string[];
+  /** snapshotDir: where snapshot tasks write <dbName>.snapshot. */
+  readonly snapshotDir: string;
+  /** dbName: the file name stem of task snapshots (Meilisearch's "data.ms"). */
+  readonly dbName: string;
+  /** scheduleSnapshotSecs: enqueue a snapshot task every this many seconds, 0 for never. */
+  readonly scheduleSnapshotSecs: number;
   /** configFile: the file read, '' when none. */
   readonly configFile: string;
 }
@@ -62,6 +71,8 @@ export interface ServeOption {
   readonly kind: Kind;
   readonly valueName: string;
   readonly description: string;
+  /** aloneValue: the value of a flag given without one (e.g. --schedule-snapshot alone means 86400). */
+  readonly aloneValue?: number;
 }
 
 function option(key: ServeOption['key'], flag: string, kind: Kind, valueName: string, description: string): ServeOption {
@@ -87,6 +98,10 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('logLevel', 'log-level', 'string', 'level', `log level: ${LOG_LEVELS.join(', ')} (default info)`),
   option('apiKey', 'api-key', 'string', 'key', 'admin API key'),
   option('insecureNoAuth', 'insecure-no-auth', 'bool', '', 'allow the gateway to run without an API key'),
+  option('snapshotRoots', 'snapshot-root', 'string', 'dir[,dir...]', 'directories snapshot_path may point into (default ./data/snapshots and the OS temp dir)'),
+  option('snapshotDir', 'snapshot-dir', 'string', 'dir', 'where snapshot tasks write <db-name>.snapshot (default ./data/snapshots)'),
+  option('dbName', 'db-name', 'string', 'name', 'file name stem of task snapshots (default: the node id)'),
+  { ...option('scheduleSnapshotSecs', 'schedule-snapshot', 'int', 'secs', 'enqueue a snapshot task every SECS seconds; 0 for never (default 0; the flag alone means 86400)'), aloneValue: 86_400 },
   option('snapshotEntries', 'snapshot-entries', 'int', 'n', `snapshot and compact the log after this many applied entries (default ${DEFAULT_SNAPSHOT_POLICY.snapshotEntries})`),
   option('snapshotTrailingEntries', 'snapshot-trailing-entries', 'int', 'n', `log entries kept behind a snapshot for slow followers (default ${DEFAULT_SNAPSHOT_POLICY.trailingEntries})`),
   option('snapshotRetain', 'snapshot-retain', 'int', 'n', `snapshots kept on disk, at least 1 (default ${DEFAULT_SNAPSHOT_POLICY.retain})`),
@@ -117,6 +132,7 @@ function parseKind(o: ServeOption, value: unknown, source: string): RawValue {
       if (typeof value !== 'string') throw configError(`${where}: expected a string, got ${JSON.stringify(value)}`);
       return value;
     case 'int': {
+      if (value === true && o.aloneValue !== undefined) return o.aloneValue;
       if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
       if (typeof value === 'string' && /^\d{1,9}$/.test(value.trim())) return Number(value.trim());
       throw configError(`${where}: expected a whole number, got ${JSON.stringify(value)}`);
@@ -259,6 +275,17 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
   const snapshotMaxTransfers = int('snapshotMaxTransfers', DEFAULT_SNAPSHOT_POLICY.maxTransfers);
   if (snapshotMaxTransfers < 1) throw configError(`snapshot-max-transfers: ${snapshotMaxTransfers} must be at least 1`);
   const snapshotBandwidth = int('snapshotBandwidth', DEFAULT_SNAPSHOT_POLICY.bandwidthBytesPerSec);
+  const rootsText = str('snapshotRoots');
+  const snapshotRoots = (rootsText !== undefined ? rootsText.split(',') : ['./data/snapshots', tmpdir()])
+    .map((r) => r.trim())
+    .filter((r) => r !== '')
+    .map((r) => resolve(r));
+  if (snapshotRoots.length === 0) throw configError('snapshot-root: give at least one directory');
+  const snapshotDir = resolve(str('snapshotDir') ?? './data/snapshots');
+  const dbName = str('dbName') ?? id;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(dbName)) throw configError(`db-name: "${dbName}" is not a valid file name stem`);
+  const scheduleSnapshotSecs = int('scheduleSnapshotSecs', 0);
+  if (scheduleSnapshotSecs < 0) throw configError(`schedule-snapshot: ${scheduleSnapshotSecs} must be 0 or more seconds`);
   return {
     id,
     grpcAddress,
@@ -278,6 +305,10 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
     snapshotChunkBytes,
     snapshotMaxTransfers,
     snapshotBandwidth,
+    snapshotRoots,
+    snapshotDir,
+    dbName,
+    scheduleSnapshotSecs,
     configFile,
   };
 }

@@ -38,7 +38,7 @@ export function buildProgram(): Command {
 
   const serve = program.command('serve').description('run one node');
   for (const o of SERVE_OPTIONS) {
-    const flags = o.kind === 'bool' ? `--${o.flag}` : `--${o.flag} <${o.valueName}>`;
+    const flags = o.kind === 'bool' ? `--${o.flag}` : o.aloneValue !== undefined ? `--${o.flag} [${o.valueName}]` : `--${o.flag} <${o.valueName}>`;
     serve.addOption(new Option(flags, `${o.description} [env ${o.env}]`));
   }
   serve.addOption(new Option('--config <file>', `JSON file of options (flag > env > file > default) [env ${CONFIG_ENV}]`));
