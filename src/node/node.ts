@@ -21,7 +21,9 @@ import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
 import type { ApplyResult, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
 import type { FetchSnapshotParams, SnapshotChunk } from '../transport/transport.js';
 import { NodeError } from './errors.js';
-import type { StoredSnapshot } from '../snapshot/store.js';
+import type { Readable } from 'node:stream';
+import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
+import { decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from './restore-command.js';
 import { toRaftMeta, type SnapshotManager } from './snapshots.js';
 
 /** MessageSender is what the node needs of a transport (GrpcTransport, MemoryTransport). */
@@ -128,6 +130,8 @@ export class Node {
   private peersKey = '';
   private readonly snapshots: SnapshotManager | undefined;
   private snapshotting = false;
+  /** snapshotSoon: take a snapshot at the next chance (after a restore). */
+  private snapshotSoon = false;
   /** fetching: the snapshot this follower is fetching from its leader. */
   private fetching: { meta: SnapshotMeta; abort: AbortController } | null = null;
   /** fetched: a verified snapshot waiting to be installed between two Ready cycles. */
@@ -440,7 +444,8 @@ export class Node {
     const sm = this.snapshots;
     if (sm === undefined || this.snapshotting || this.stopped) return;
     const st = this.raft.status();
-    if (st.applied - st.snapshotIndex < sm.policy.snapshotEntries) return;
+    if (st.applied - st.snapshotIndex < sm.policy.snapshotEntries && !this.snapshotSoon) return;
+    this.snapshotSoon = false;
     this.snapshotting = true;
     this.takeSnapshot()
       .catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'snapshot failed'))
@@ -531,11 +536,26 @@ export class Node {
   }
 
   private async apply(entries: readonly Entry[]): Promise<void> {
-    const items = entries.map((entry) =>
-      entry.type === 'conf' ? { entry, membership: this.raft.membershipAt(entry.index) } : { entry },
-    );
-    const results = await this.storage.apply(items);
-    const byIndex = new Map(results.map((r) => [r.index, r]));
+    // KV entries go to the state machine in batches; a restore entry replaces the whole state.
+    const byIndex = new Map<number, ApplyResult>();
+    let segment: Entry[] = [];
+    const flush = async (): Promise<void> => {
+      if (segment.length === 0) return;
+      const items = segment.map((entry) =>
+        entry.type === 'conf' ? { entry, membership: this.raft.membershipAt(entry.index) } : { entry },
+      );
+      segment = [];
+      for (const r of await this.storage.apply(items)) byIndex.set(r.index, r);
+    };
+    for (const e of entries) {
+      if (e.type === 'normal' && isRestoreCommand(e.data)) {
+        await flush();
+        byIndex.set(e.index, await this.applyRestore(e));
+      } else {
+        segment.push(e);
+      }
+    }
+    await flush();
     for (const e of entries) {
       if (e.type === 'conf') {
         try {
@@ -564,9 +584,99 @@ export class Node {
     }
   }
 
+  /**
+   * applyRestore installs the archive a restore entry names as the state as of
+   * the entry's index, keeping the cluster's membership. The archive comes
+   * from this node's uploads (the leader that took the upload) or is fetched
+   * from a peer; apply waits until it has it, since no later entry can be
+   * applied without it.
+   */
+  private async applyRestore(e: Entry): Promise<ApplyResult> {
+    if (e.index <= this.storage.appliedIndex()) return { index: e.index, ok: true };
+    const cmd = decodeRestoreCommand(e.data);
+    const sm = this.snapshots;
+    if (sm === undefined) throw new Error(`entry ${e.index} is a restore, and this node keeps no snapshots`);
+    if (cmd === null) {
+      // Malformed: every node skips it the same way.
+      await this.storage.apply([{ entry: { ...e, data: new Uint8Array(0) } }]);
+      return { index: e.index, ok: false, code: 'badRestore', error: 'malformed restore entry' };
+    }
+    let stored = await sm.findUpload(cmd.digest);
+    for (let attempt = 0; stored === null; attempt++) {
+      if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
+      const st = this.raft.status();
+      const ids = [st.leader, ...st.membership.voters, ...st.membership.learners].filter((id, i, a) => id !== '' && id !== this.id && a.indexOf(id) === i);
+      for (const id of ids) {
+        try {
+          stored = await sm.fetchUpload(this.id, this.addressOf(id), cmd);
+          break;
+        } catch (err) {
+          this.log.warn({ index: e.index, from: id, err: (err as Error).message }, 'restore: fetching the archive failed');
+        }
+      }
+      if (stored === null) await sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
+    }
+    await sm.installUpload(stored, e.index, this.raft.membershipAt(e.index));
+    this.snapshotSoon = true; // followers that need a snapshot get the restored state
+    this.log.info({ index: e.index, digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
+    return { index: e.index, ok: true };
+  }
+
+  /**
+   * restore replaces the cluster's key-value state with an archive's, through
+   * the log. The archive is validated completely (every hash) before anything
+   * is proposed: a bad one is refused (`invalid`) and nothing changes.
+   * Resolves once the restore is applied on this node (the leader).
+   */
+  async restore(source: Readable): Promise<{ index: number; archive: StoredSnapshot }> {
+    this.checkRunning();
+    const sm = this.snapshots;
+    if (sm === undefined) {
+      source.destroy();
+      throw new NodeError('invalid', 'this node keeps no snapshots');
+    }
+    const st = this.raft.status();
+    if (st.role !== 'leader') {
+      source.destroy();
+      throw new NodeError('notLeader', new NotLeaderError(st.leader).message, st.leader, this.addressOf(st.leader));
+    }
+    let stored: StoredSnapshot;
+    try {
+      stored = await sm.importUpload(source, 10 * 60_000);
+    } catch (err) {
+      throw new NodeError('invalid', `the archive was refused, nothing changed: ${(err as Error).message}`);
+    }
+    const r = await this.proposeData(
+      encodeRestoreCommand({ digest: stored.archiveSha256, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term }),
+      Math.max(this.timings.proposalTimeoutMs, 10 * 60_000),
+    );
+    if (!r.ok) throw new NodeError('invalid', `the restore failed: ${r.error}`);
+    return { index: r.index, archive: stored };
+  }
+
+  /**
+   * downloadSnapshot takes a snapshot now and returns it opened (pinned until
+   * release()). Without `stale` only the leader answers, after a ReadIndex
+   * barrier, so the snapshot holds every write acknowledged before the call.
+   */
+  async downloadSnapshot(stale: boolean): Promise<SnapshotHandle> {
+    this.checkRunning();
+    const sm = this.snapshots;
+    if (sm === undefined) throw new NodeError('invalid', 'this node keeps no snapshots');
+    if (!stale) {
+      const st = this.raft.status();
+      if (st.role !== 'leader') throw new NodeError('notLeader', new NotLeaderError(st.leader).message, st.leader, this.addressOf(st.leader));
+      await this.linearizableBarrier();
+    }
+    const meta = await this.snapshotNow();
+    const stored = (await sm.store.list()).find((s) => s.meta.index === meta.index && s.archiveSha256 === meta.digest);
+    if (stored === undefined) throw new NodeError('unavailable', `snapshot ${meta.index} vanished before it could be read`);
+    return sm.store.open(stored.id);
+  }
+
   // ------------------------------------------------------------ helpers
 
-  private async proposeData(data: Uint8Array): Promise<ApplyResult> {
+  private async proposeData(data: Uint8Array, timeoutMs = this.timings.proposalTimeoutMs): Promise<ApplyResult> {
     this.checkRunning();
     if (this.proposals.size >= this.maxPendingProposals) {
       throw new NodeError('busy', `too many writes in flight (${this.proposals.size}); retry later`);
@@ -581,8 +691,8 @@ export class Node {
     return new Promise<ApplyResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.proposals.delete(pos.index);
-        reject(new NodeError('timeout', `write at index ${pos.index} not applied within ${this.timings.proposalTimeoutMs} ms; its outcome is unknown`));
-      }, this.timings.proposalTimeoutMs);
+        reject(new NodeError('timeout', `write at index ${pos.index} not applied within ${timeoutMs} ms; its outcome is unknown`));
+      }, timeoutMs);
       this.proposals.set(pos.index, { term: pos.term, resolve, reject, timer });
     });
   }

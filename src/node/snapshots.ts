@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import type { Membership, SnapshotMeta } from '../raft/types.js';
@@ -14,7 +15,7 @@ import {
   type StoredSnapshot,
 } from '../snapshot/index.js';
 import type { NodeStorage } from '../storage/types.js';
-import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult } from '../transport/snapshot-fetcher.js';
+import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult, type FetchTarget } from '../transport/snapshot-fetcher.js';
 import { NodeError } from './errors.js';
 import type { Logger } from './node.js';
 
@@ -74,6 +75,8 @@ export class SnapshotManager {
 
   private constructor(
     readonly store: SnapshotStore,
+    /** uploads: archives uploaded for a restore (positions of another cluster: never a boot snapshot). */
+    readonly uploads: SnapshotStore,
     private readonly storage: NodeStorage,
     readonly policy: SnapshotPolicy,
     private readonly log: Logger,
@@ -84,7 +87,8 @@ export class SnapshotManager {
 
   static async open(dir: string, storage: NodeStorage, policy: SnapshotPolicy, log: Logger, version: string): Promise<SnapshotManager> {
     const store = await SnapshotStore.open(join(dir, 'store'), { retain: policy.retain, snapcoordVersion: version });
-    const m = new SnapshotManager(store, storage, policy, log, dir);
+    const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: 2, snapcoordVersion: version });
+    const m = new SnapshotManager(store, uploads, storage, policy, log, dir);
     await rm(m.incomingDir, { recursive: true, force: true });
     await mkdir(m.incomingDir, { recursive: true, mode: 0o700 });
     m.newest = await store.latest();
@@ -201,6 +205,49 @@ export class SnapshotManager {
     }
   }
 
+  /**
+   * installUpload installs an uploaded archive's key-value state as the state
+   * as of `appliedIndex` (a restore entry), keeping `membership` (the
+   * cluster's own, not the archive's).
+   */
+  async installUpload(s: StoredSnapshot, appliedIndex: number, membership: Membership): Promise<void> {
+    const handle = await this.uploads.open(s.id);
+    try {
+      await readArchive(handle.createReadStream(0), async (_meta, state) => {
+        await this.storage.installState(decodeStateRecords(state), { appliedIndex, membership });
+      });
+    } finally {
+      handle.release();
+    }
+  }
+
+  /** importUpload validates an uploaded archive completely and keeps it (pinned for pinMs) for a restore. */
+  async importUpload(source: Readable, pinMs: number): Promise<StoredSnapshot> {
+    const stored = await this.uploads.importArchive(source, { maxBytes: this.policy.archiveBytesMax });
+    const handle = await this.uploads.open(stored.id);
+    setTimeout(() => handle.release(), pinMs).unref();
+    return stored;
+  }
+
+  /** findUpload returns the kept upload with this digest, or null. */
+  async findUpload(digest: string): Promise<StoredSnapshot | null> {
+    return (await this.uploads.list()).find((u) => u.archiveSha256 === digest) ?? null;
+  }
+
+  /** fetchUpload pulls an uploaded archive named by a restore entry from a peer into the uploads store. */
+  async fetchUpload(selfId: string, address: string, target: FetchTarget, signal?: AbortSignal): Promise<StoredSnapshot> {
+    const dest = join(this.incomingDir, `upload-${target.digest.slice(0, 16)}.tar.gz`);
+    try {
+      await fetchSnapshot({ selfId, address, target, destPath: dest, chunkBytes: this.policy.chunkBytes, ...(signal !== undefined ? { signal } : {}) });
+      return await this.uploads.importArchive(createReadStream(dest, { highWaterMark: 1 << 20 }), {
+        expectedSha256: target.digest,
+        maxBytes: this.policy.archiveBytesMax,
+      });
+    } finally {
+      await rm(dest, { force: true });
+    }
+  }
+
   private async setNewest(s: StoredSnapshot): Promise<void> {
     if (this.newest !== null && this.newest.meta.index >= s.meta.index) return;
     const h = await this.store.open(s.id);
@@ -214,12 +261,14 @@ export class SnapshotManager {
     if (n !== null && n.meta.index === index && n.archiveSha256 === digest) {
       return { ...n, release: () => undefined };
     }
-    for (const s of await this.store.list()) {
-      if (s.meta.index === index && s.archiveSha256 === digest) {
-        try {
-          return await this.store.open(s.id);
-        } catch (e) {
-          throw coded(5, `snapshot ${index} is not readable here: ${(e as Error).message}`);
+    for (const store of [this.store, this.uploads]) {
+      for (const s of await store.list()) {
+        if (s.meta.index === index && s.archiveSha256 === digest) {
+          try {
+            return await store.open(s.id);
+          } catch (e) {
+            throw coded(5, `snapshot ${index} is not readable here: ${(e as Error).message}`);
+          }
         }
       }
     }

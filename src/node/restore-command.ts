@@ -1,0 +1,44 @@
+/**
+ * A restore entry replaces the whole key-value state through the Raft log:
+ * its data names an uploaded archive (held by the leader that proposed it);
+ * every node applies it by installing that archive's state at the entry's
+ * index. Its first byte (0x52, 'R') is one no KV command starts with.
+ */
+export const RESTORE_MAGIC = 0x52;
+
+export interface RestoreCommand {
+  /** hex SHA-256 of the archive. */
+  readonly digest: string;
+  readonly sizeBytes: number;
+  /** index and term recorded in the archive (of the cluster it came from). */
+  readonly index: number;
+  readonly term: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+export function encodeRestoreCommand(c: RestoreCommand): Uint8Array {
+  const body = encoder.encode(JSON.stringify({ digest: c.digest, sizeBytes: c.sizeBytes, index: c.index, term: c.term }));
+  const out = new Uint8Array(body.length + 1);
+  out[0] = RESTORE_MAGIC;
+  out.set(body, 1);
+  return out;
+}
+
+export function isRestoreCommand(data: Uint8Array): boolean {
+  return data.length > 1 && data[0] === RESTORE_MAGIC;
+}
+
+/** decodeRestoreCommand parses a restore entry; null when malformed (applied as a failed no-op). */
+export function decodeRestoreCommand(data: Uint8Array): RestoreCommand | null {
+  try {
+    const v = JSON.parse(decoder.decode(data.subarray(1))) as Record<string, unknown>;
+    const { digest, sizeBytes, index, term } = v;
+    if (typeof digest !== 'string' || !/^[0-9a-f]{64}$/.test(digest)) return null;
+    for (const n of [sizeBytes, index, term]) if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) return null;
+    return { digest, sizeBytes: sizeBytes as number, index: index as number, term: term as number };
+  } catch {
+    return null;
+  }
+}
