@@ -3,7 +3,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** PROTO_FILES: the public and internal protos, relative to the proto dir. */
-export const PROTO_FILES = ['snapcoord/v1/raft.proto', 'snapcoord/v1/kv.proto', 'snapcoord/v1/cluster.proto'] as const;
+export const PROTO_FILES = [
+  'snapcoord/v1/raft.proto',
+  'snapcoord/v1/kv.proto',
+  'snapcoord/v1/cluster.proto',
+  'snapcoord/v1/snapshot.proto',
+] as const;
 
 /**
  * protoDir finds `<package root>/proto`: it walks up from this module's file

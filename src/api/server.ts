@@ -11,6 +11,7 @@ import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-
 import { ClusterServiceService } from '../gen/snapcoord/v1/cluster.js';
 import { KVServiceService } from '../gen/snapcoord/v1/kv.js';
 import { RaftServiceService } from '../gen/snapcoord/v1/raft.js';
+import { SnapshotServiceService, TaskServiceService } from '../gen/snapcoord/v1/snapshot.js';
 import { silentLogger, type Logger, type Node } from '../node/node.js';
 import { createRaftService } from '../transport/raft-service.js';
 import type { RaftRequestHandler } from '../transport/transport.js';
@@ -20,9 +21,16 @@ import { createClusterService } from './cluster-service.js';
 import { createKvService } from './kv-service.js';
 import { LeaderForwarder } from './leader-forwarder.js';
 import { PROTO_FILES, protoDir } from './proto-dir.js';
+import { createSnapshotService, createTaskService, type SnapshotApiOptions } from './snapshot-service.js';
 
 /** SERVICE_NAMES: the services the health service reports on (plus '' for the whole server). */
-export const SERVICE_NAMES = ['snapcoord.v1.RaftService', 'snapcoord.v1.KVService', 'snapcoord.v1.ClusterService'] as const;
+export const SERVICE_NAMES = [
+  'snapcoord.v1.RaftService',
+  'snapcoord.v1.KVService',
+  'snapcoord.v1.ClusterService',
+  'snapcoord.v1.SnapshotService',
+  'snapcoord.v1.TaskService',
+] as const;
 
 /** SHUTDOWN_GRACE_MS: how long close() lets running calls finish before cancelling them. */
 export const SHUTDOWN_GRACE_MS = 2_000;
@@ -38,6 +46,8 @@ export interface ServeOptions {
   readonly node: Node;
   /** raftHandler serves RaftService; default the node itself. */
   readonly raftHandler?: RaftRequestHandler;
+  /** snapshotApi: with it, SnapshotService and TaskService are served too. */
+  readonly snapshotApi?: SnapshotApiOptions;
 }
 
 export type ApiServerOptions = BindOptions & ServeOptions;
@@ -102,6 +112,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   });
   const address = formatHostPort({ host: hp.host, port });
   let forwarder: LeaderForwarder | null = null;
+  let closeSnapshotService = (): void => undefined;
   let closing: Promise<void> | null = null;
 
   const setAll = (status: 'SERVING' | 'NOT_SERVING'): void => {
@@ -114,13 +125,19 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     port,
     address,
     health,
-    serve({ node, raftHandler }: ServeOptions): void {
+    serve({ node, raftHandler, snapshotApi }: ServeOptions): void {
       if (forwarder !== null) throw new Error('ApiServer.serve: already serving');
       if (closing !== null) throw new Error('ApiServer.serve: closed');
       forwarder = new LeaderForwarder(node);
       server.addService(RaftServiceService, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log }));
       server.addService(KVServiceService, createKvService(node, forwarder));
       server.addService(ClusterServiceService, createClusterService(node, forwarder));
+      if (snapshotApi !== undefined) {
+        const snap = createSnapshotService(node, snapshotApi);
+        closeSnapshotService = snap.close;
+        server.addService(SnapshotServiceService, snap.service);
+        server.addService(TaskServiceService, createTaskService(snapshotApi.tasks.queue));
+      }
       setAll('SERVING');
       log.info({ id: node.id, address }, 'api server serving');
     },
@@ -128,6 +145,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
       closing ??= (async () => {
         setAll('NOT_SERVING');
         forwarder?.close();
+        closeSnapshotService();
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             server.forceShutdown();

@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { isNodeId, parseHostPort } from '../api/address.js';
+import { parseApiKeys, type ApiKeySpec } from '../gateway/auth.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
@@ -23,7 +24,7 @@ export interface ServeConfig {
   readonly id: string;
   /** grpcAddress: where the gRPC server (Raft + API) listens. */
   readonly grpcAddress: string;
-  /** httpAddress: where the REST gateway will listen (stored; the gateway does not exist yet). */
+  /** httpAddress: where the REST gateway listens (port 0: any free port). */
   readonly httpAddress: string;
   /** peers: the initial membership, id -> "host:port", in the order given; includes `id`. */
   readonly peers: Readonly<Record<string, string>>;
@@ -34,8 +35,11 @@ export interface ServeConfig {
   readonly electionTimeoutTicks: number;
   readonly heartbeatTicks: number;
   readonly logLevel: LogLevel;
-  /** apiKey: '' when none. Stored only for now. */
+  /** apiKey: the gateway's admin key, '' when none. */
   readonly apiKey: string;
+  /** apiKeys: extra gateway keys and the actions each may do (config file `apiKeys`, env SNAPCOORD_API_KEYS as JSON). */
+  readonly apiKeys: readonly ApiKeySpec[];
+  /** insecureNoAuth: the gateway asks for no key. Without it, serve refuses to start with no key at all. */
   readonly insecureNoAuth: boolean;
   /** snapshotEntries: snapshot and compact after this many applied entries. */
   readonly snapshotEntries: number;
@@ -88,7 +92,7 @@ export function envName(flag: string): string {
 export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('id', 'id', 'string', 'id', 'this node\'s id (default n1)'),
   option('grpcAddress', 'grpc', 'string', 'host:port', 'gRPC listen address, Raft and API (default: this node\'s address in --peers, else 127.0.0.1:7001)'),
-  option('httpAddress', 'http', 'string', 'host:port', 'HTTP gateway listen address (default 127.0.0.1:8108; the gateway is not built yet)'),
+  option('httpAddress', 'http', 'string', 'host:port', 'HTTP gateway listen address (default 127.0.0.1:8108)'),
   option('peers', 'peers', 'string', 'id=host:port,...', 'initial membership, including this node (default: this node alone)'),
   option('dataDir', 'data-dir', 'string', 'dir', 'data directory (default ./data/<id>)'),
   option('clusterId', 'cluster-id', 'string', 'name', 'cluster id recorded in the data dir (default snapcoord)'),
@@ -96,7 +100,8 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('electionTimeoutTicks', 'election-timeout-ticks', 'int', 'n', `election timeout in ticks (default ${DEFAULT_TIMINGS.electionTimeoutTicks})`),
   option('heartbeatTicks', 'heartbeat-ticks', 'int', 'n', `heartbeat interval in ticks (default ${DEFAULT_TIMINGS.heartbeatIntervalTicks})`),
   option('logLevel', 'log-level', 'string', 'level', `log level: ${LOG_LEVELS.join(', ')} (default info)`),
-  option('apiKey', 'api-key', 'string', 'key', 'admin API key'),
+  option('apiKey', 'api-key', 'string', 'key', 'admin API key of the HTTP gateway'),
+  option('apiKeys', 'api-keys', 'string', 'json', 'extra gateway keys, a JSON array [{"key":"...","actions":["snapshots.read","snapshots.write","cluster","admin"]}]'),
   option('insecureNoAuth', 'insecure-no-auth', 'bool', '', 'allow the gateway to run without an API key'),
   option('snapshotRoots', 'snapshot-root', 'string', 'dir[,dir...]', 'directories snapshot_path may point into (default ./data/snapshots and the OS temp dir)'),
   option('snapshotDir', 'snapshot-dir', 'string', 'dir', 'where snapshot tasks write <db-name>.snapshot (default ./data/snapshots)'),
@@ -169,6 +174,11 @@ export function readConfigFile(path: string, read: (p: string) => string = (p) =
     const o = SERVE_OPTIONS.find((x) => x.key === k || x.flag === k);
     if (o === undefined) {
       throw configError(`config file ${path}: unknown option "${k}" (known: ${SERVE_OPTIONS.map((x) => x.key).join(', ')})`);
+    }
+    if (o.key === 'apiKeys' && Array.isArray(v)) {
+      // apiKeys is a JSON array in the file (a JSON string from a flag or the environment)
+      raw.apiKeys = JSON.stringify(v);
+      continue;
     }
     if (o.key === 'peers' && typeof v === 'object' && v !== null && !Array.isArray(v)) {
       // peers may also be an object {"n1": "host:port", ...}
@@ -286,6 +296,19 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(dbName)) throw configError(`db-name: "${dbName}" is not a valid file name stem`);
   const scheduleSnapshotSecs = int('scheduleSnapshotSecs', 0);
   if (scheduleSnapshotSecs < 0) throw configError(`schedule-snapshot: ${scheduleSnapshotSecs} must be 0 or more seconds`);
+  const apiKey = str('apiKey') ?? '';
+  let apiKeys: ApiKeySpec[];
+  try {
+    apiKeys = parseApiKeys(str('apiKeys') ?? '');
+  } catch (err) {
+    throw configError(`api-keys: ${(err as Error).message}`);
+  }
+  const insecureNoAuth = raw.insecureNoAuth === true;
+  if (apiKey === '' && apiKeys.length === 0 && !insecureNoAuth) {
+    throw configError(
+      `the HTTP gateway (${httpAddress}) needs an API key: give --api-key or SNAPCOORD_API_KEY (or --api-keys), or run it open with --insecure-no-auth`,
+    );
+  }
   return {
     id,
     grpcAddress,
@@ -297,8 +320,9 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
     electionTimeoutTicks,
     heartbeatTicks,
     logLevel: logLevel as LogLevel,
-    apiKey: str('apiKey') ?? '',
-    insecureNoAuth: raw.insecureNoAuth === true,
+    apiKey,
+    apiKeys,
+    insecureNoAuth,
     snapshotEntries,
     snapshotTrailingEntries,
     snapshotRetain,

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `snapcoord` CLI: serve, local, kv, cluster. Runs as
+ * The `snapcoord` CLI: serve, gateway, local, kv, cluster. Runs as
  * `tsx src/cli/main.ts ...` and as `node dist/src/cli/main.js ...`.
  * Errors print one line "snapcoord: <message>" on stderr; the exit code is 1
  * for a failed operation, 2 for bad configuration or a refused data dir.
@@ -8,10 +8,12 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, Option } from 'commander';
+import { parseHostPort } from '../api/address.js';
 import { protoDir } from '../api/proto-dir.js';
-import { CliError } from './cli-error.js';
+import { DEFAULT_RESTORE_BYTES_MAX, parseApiKeys, runGateway, type ApiKeySpec } from '../gateway/index.js';
+import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { addClientCommands } from './client-commands.js';
-import { CONFIG_ENV, SERVE_OPTIONS, resolveServeConfig } from './config.js';
+import { CONFIG_ENV, LOG_LEVELS, SERVE_OPTIONS, envName, resolveServeConfig } from './config.js';
 import { runLocal } from './local.js';
 import { runServe } from './serve.js';
 
@@ -46,6 +48,54 @@ export function buildProgram(): Command {
     const cfg = resolveServeConfig(opts, process.env);
     process.exitCode = await runServe(cfg);
   });
+
+  program
+    .command('gateway')
+    .description("run the REST gateway alone, in front of a node's gRPC API")
+    .requiredOption('--target <host:port>', "the node's gRPC address")
+    .option('--http <host:port>', 'HTTP listen address (port 0: any free port)', '127.0.0.1:8108')
+    .option('--api-key <key>', `admin API key [env ${envName('api-key')}]`)
+    .option('--api-keys <json>', `extra keys, a JSON array [{"key","actions"}] [env ${envName('api-keys')}]`)
+    .option('--insecure-no-auth', `ask for no key [env ${envName('insecure-no-auth')}]`)
+    .option('--restore-bytes-max <bytes>', `largest restore body (default ${DEFAULT_RESTORE_BYTES_MAX}, 64 GiB)`)
+    .option('--log-level <level>', `log level: ${LOG_LEVELS.join(', ')}`, 'info')
+    .action(
+      async (opts: { target: string; http: string; apiKey?: string; apiKeys?: string; insecureNoAuth?: boolean; restoreBytesMax?: string; logLevel: string }) => {
+        if (parseHostPort(opts.target) === null) throw new CliError(`target: "${opts.target}" is not host:port`, EXIT_CONFIG);
+        if (parseHostPort(opts.http, true) === null) throw new CliError(`http: "${opts.http}" is not host:port`, EXIT_CONFIG);
+        if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) throw new CliError(`log-level: "${opts.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`, EXIT_CONFIG);
+        const adminKey = opts.apiKey ?? process.env[envName('api-key')] ?? '';
+        let keys: ApiKeySpec[];
+        try {
+          keys = parseApiKeys(opts.apiKeys ?? process.env[envName('api-keys')] ?? '');
+        } catch (err) {
+          throw new CliError(`api-keys: ${(err as Error).message}`, EXIT_CONFIG);
+        }
+        const insecureEnv = (process.env[envName('insecure-no-auth')] ?? '').toLowerCase();
+        const insecureNoAuth = opts.insecureNoAuth === true || ['1', 'true', 'yes', 'on'].includes(insecureEnv);
+        if (adminKey === '' && keys.length === 0 && !insecureNoAuth) {
+          throw new CliError('the gateway needs an API key: give --api-key or SNAPCOORD_API_KEY (or --api-keys), or run it open with --insecure-no-auth', EXIT_CONFIG);
+        }
+        let restoreBytesMax: number | undefined;
+        if (opts.restoreBytesMax !== undefined) {
+          if (!/^\d{1,15}$/.test(opts.restoreBytesMax) || Number(opts.restoreBytesMax) < 1) {
+            throw new CliError(`restore-bytes-max: "${opts.restoreBytesMax}" is not a positive whole number of bytes`, EXIT_CONFIG);
+          }
+          restoreBytesMax = Number(opts.restoreBytesMax);
+        }
+        try {
+          process.exitCode = await runGateway({
+            target: opts.target,
+            http: opts.http,
+            auth: { adminKey, keys, insecureNoAuth },
+            logLevel: opts.logLevel,
+            ...(restoreBytesMax !== undefined ? { restoreBytesMax } : {}),
+          });
+        } catch (err) {
+          throw new CliError((err as Error).message);
+        }
+      },
+    );
 
   program
     .command('local')

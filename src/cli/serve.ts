@@ -10,7 +10,10 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { bindApiServer, type ApiServer } from '../api/server.js';
 import { Node } from '../node/node.js';
+import { snapshotTaskRunner } from '../node/snapshot-task.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../node/snapshots.js';
+import { TaskQueue } from '../node/tasks.js';
+import { prepareRoots } from '../api/snapshot-path.js';
 import { SNAPCOORD_VERSION } from '../version.js';
 import { RocksStorage } from '../storage/rocks-storage.js';
 import { StorageError } from '../storage/storage-error.js';
@@ -88,7 +91,33 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     throw new CliError(`cannot start node ${cfg.id}: ${(err as Error).message}`);
   }
   ref.node = node;
-  api.serve({ node });
+  let tasks: TaskQueue;
+  let realRoots: string[];
+  const snapshotPath = join(cfg.snapshotDir, `${cfg.dbName}.snapshot`);
+  try {
+    realRoots = await prepareRoots(cfg.snapshotRoots);
+    tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: snapshotTaskRunner(node, snapshotPath) }, logger);
+  } catch (err) {
+    await api.close(0);
+    await node.stop();
+    throw new CliError(`cannot start node ${cfg.id}: ${(err as Error).message}`);
+  }
+  const schedule =
+    cfg.scheduleSnapshotSecs > 0
+      ? setInterval(() => {
+          tasks.enqueue('snapshotCreation', { path: snapshotPath }).catch((err: unknown) => logger.warn({ err }, 'scheduled snapshot not enqueued'));
+        }, cfg.scheduleSnapshotSecs * 1000)
+      : undefined;
+  schedule?.unref();
+  api.serve({
+    node,
+    snapshotApi: {
+      snapshots,
+      tasks: { queue: tasks, snapshotPath },
+      realRoots,
+      directoryExport: { nodeId: cfg.id, clusterId: cfg.clusterId, selfAddress: cfg.peers[cfg.id] ?? api.address, version: SNAPCOORD_VERSION },
+    },
+  });
   logger.info(
     {
       id: cfg.id,
@@ -112,7 +141,9 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       clearInterval(watchdog);
       logger.info({ id: cfg.id, why }, 'shutting down');
       void (async () => {
+        if (schedule !== undefined) clearInterval(schedule);
         await api.close();
+        await tasks.close();
         await node.stop();
         logger.info({ id: cfg.id }, 'stopped');
         resolve(code);

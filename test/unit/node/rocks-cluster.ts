@@ -10,7 +10,10 @@ import { join } from 'node:path';
 
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { Node, type NodeTimings } from '../../../src/node/node.js';
+import { prepareRoots } from '../../../src/api/snapshot-path.js';
+import { snapshotTaskRunner } from '../../../src/node/snapshot-task.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager, type SnapshotPolicy } from '../../../src/node/snapshots.js';
+import { TaskQueue } from '../../../src/node/tasks.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
@@ -22,6 +25,7 @@ export interface RocksMember {
   node: Node | null;
   storage: RocksStorage | null;
   snapshots: SnapshotManager | null;
+  tasks: TaskQueue | null;
 }
 
 export class RocksCluster {
@@ -42,7 +46,7 @@ export class RocksCluster {
     const addresses = Object.fromEntries(ids.map((id, i) => [id, (apis[i] as ApiServer).address]));
     c.membership = { voters: ids, learners: [], addresses };
     for (let i = 0; i < size; i++) {
-      const m: RocksMember = { id: ids[i] as string, address: (apis[i] as ApiServer).address, api: apis[i] as ApiServer, node: null, storage: null, snapshots: null };
+      const m: RocksMember = { id: ids[i] as string, address: (apis[i] as ApiServer).address, api: apis[i] as ApiServer, node: null, storage: null, snapshots: null, tasks: null };
       c.members.push(m);
       await c.boot(m);
     }
@@ -79,7 +83,18 @@ export class RocksCluster {
       timings: this.timings,
     });
     ref.node = node;
-    api.serve({ node });
+    const snapshotPath = join(this.dir, 'task-snapshots', `${m.id}.snapshot`);
+    const tasks = await TaskQueue.open(join(dataDir, 'tasks.json'), { snapshotCreation: snapshotTaskRunner(node, snapshotPath) }, silent);
+    api.serve({
+      node,
+      snapshotApi: {
+        snapshots,
+        tasks: { queue: tasks, snapshotPath },
+        realRoots: await prepareRoots([join(this.dir, 'roots')]),
+        directoryExport: { nodeId: m.id, clusterId: 'test', selfAddress: m.address, version: 'test' },
+      },
+    });
+    m.tasks = tasks;
     m.node = node;
     m.storage = storage;
     m.snapshots = snapshots;
@@ -89,11 +104,13 @@ export class RocksCluster {
   async stop(id: string): Promise<void> {
     const m = this.member(id);
     await m.api?.close(100);
+    await m.tasks?.close();
     await m.node?.stop();
     m.api = null;
     m.node = null;
     m.storage = null;
     m.snapshots = null;
+    m.tasks = null;
   }
 
   async restart(id: string): Promise<void> {

@@ -1,0 +1,297 @@
+/**
+ * SnapshotService and TaskService over a Node.
+ *
+ * - CreateSnapshot{directory}: Typesense's snapshot: a data directory under an
+ *   allowed root (checked by resolveSnapshotPath), one at a time
+ *   (FAILED_PRECONDITION while another runs). CreateSnapshot{task}: enqueues a
+ *   snapshotCreation task (Meilisearch), which writes
+ *   <snapshot-dir>/<db-name>.snapshot.
+ * - GetSnapshot: a fresh snapshot streamed in chunks with backpressure; a
+ *   follower forwards non-stale calls to the leader.
+ * - RestoreSnapshot: the uploaded archive, streamed into the leader's store,
+ *   validated, then restored through the log; a follower forwards the stream.
+ */
+import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
+
+import {
+  SnapshotServiceClient,
+  type CreateSnapshotRequest,
+  type CreateSnapshotResponse,
+  type GetSnapshotRequest,
+  type GetSnapshotResponse,
+  type RestoreSnapshotRequest,
+  type RestoreSnapshotResponse,
+  type SnapshotInfo,
+  type SnapshotServiceServer,
+  type Task as PbTask,
+  type TaskFilter as PbTaskFilter,
+  type TaskServiceServer,
+} from '../gen/snapcoord/v1/snapshot.js';
+import type { Node } from '../node/node.js';
+import { exportDirectory, type DirectoryExport } from '../node/snapshot-export.js';
+import type { SnapshotManager } from '../node/snapshots.js';
+import { durationOf, TaskQueueError, type Task, type TaskFilter, type TaskQueue } from '../node/tasks.js';
+import { inspectArchive } from '../snapshot/archive.js';
+import type { StoredSnapshot } from '../snapshot/store.js';
+import { ApiError, invalidArgument, notLeaderError, toApiError } from './api-error.js';
+import { MESSAGE_BYTES_MAX } from './clients.js';
+import { FORWARDED_METADATA_KEY, isForwarded } from './leader-forwarder.js';
+import { resolveSnapshotPath } from './snapshot-path.js';
+import { unary } from './unary-handler.js';
+
+export interface SnapshotApiOptions {
+  readonly snapshots: SnapshotManager;
+  readonly tasks: TaskApi;
+  /** realRoots: real paths of the allowed snapshot roots (prepareRoots). */
+  readonly realRoots: readonly string[];
+  readonly directoryExport: DirectoryExport;
+}
+
+export function infoOf(s: StoredSnapshot): SnapshotInfo {
+  return {
+    id: s.id,
+    index: BigInt(s.meta.index),
+    term: BigInt(s.meta.term),
+    sizeBytes: BigInt(s.archiveBytes),
+    digest: s.archiveSha256,
+    createdAt: s.meta.createdAt,
+    stateBytes: BigInt(s.meta.stateBytes),
+    stateKeys: BigInt(s.meta.stateKeys),
+    snapcoordVersion: s.meta.snapcoordVersion,
+    formatVersion: s.meta.formatVersion,
+  };
+}
+
+export function taskToPb(t: Task): PbTask {
+  const d = t.details;
+  return {
+    uid: BigInt(t.uid),
+    ...(t.batchUid !== null ? { batchUid: BigInt(t.batchUid) } : {}),
+    status: t.status,
+    type: t.type,
+    ...(t.canceledBy !== null ? { canceledBy: BigInt(t.canceledBy) } : {}),
+    details: {
+      path: d.path ?? '',
+      bytesDone: BigInt(d.bytesDone ?? 0),
+      bytesTotal: BigInt(d.bytesTotal ?? 0),
+      digest: d.digest ?? '',
+      index: BigInt(d.index ?? 0),
+      matchedTasks: BigInt(d.matchedTasks ?? 0),
+      canceledTasks: BigInt(d.canceledTasks ?? 0),
+      originalFilter: d.originalFilter ?? '',
+    },
+    error: t.error ?? { message: '', code: '', type: '', link: '' },
+    duration: durationOf(t) ?? '',
+    enqueuedAt: t.enqueuedAt,
+    startedAt: t.startedAt ?? '',
+    finishedAt: t.finishedAt ?? '',
+  };
+}
+
+function filterOf(f: PbTaskFilter | undefined): TaskFilter {
+  if (f === undefined) return {};
+  const dates = (['beforeEnqueuedAt', 'afterEnqueuedAt', 'beforeStartedAt', 'afterStartedAt', 'beforeFinishedAt', 'afterFinishedAt'] as const)
+    .filter((k) => typeof f[k] === 'string' && f[k] !== '')
+    .map((k) => [k, f[k]]);
+  return {
+    uids: (f.uids ?? []).map(Number),
+    statuses: f.statuses ?? [],
+    types: f.types ?? [],
+    canceledBy: (f.canceledBy ?? []).map(Number),
+    batchUids: (f.batchUids ?? []).map(Number),
+    ...Object.fromEntries(dates),
+  };
+}
+
+function taskError(err: unknown): ApiError {
+  if (err instanceof TaskQueueError) {
+    const code = err.code === 'task_not_found' ? grpc.status.NOT_FOUND : grpc.status.INVALID_ARGUMENT;
+    const md = new grpc.Metadata();
+    md.set('x-snapcoord-error-code', err.code);
+    return new ApiError(code, err.message, md);
+  }
+  return toApiError(err);
+}
+
+function leaderClient(node: Node, clients: Map<string, SnapshotServiceClient>): { client: SnapshotServiceClient; md: grpc.Metadata } {
+  const st = node.status();
+  if (st.leader === '' || st.leaderAddress === '') throw notLeaderError('', '');
+  let client = clients.get(st.leaderAddress);
+  if (client === undefined) {
+    client = new SnapshotServiceClient(st.leaderAddress, grpc.credentials.createInsecure(), {
+      'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
+      'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+      'grpc-node.flow_control_window': 16 << 20,
+    });
+    clients.set(st.leaderAddress, client);
+  }
+  const md = new grpc.Metadata();
+  md.set(FORWARDED_METADATA_KEY, '1');
+  return { client, md };
+}
+
+/** writeWithBackpressure writes one message and waits for 'drain' when the call's buffer is full. */
+async function writeWithBackpressure(call: grpc.ServerWritableStream<GetSnapshotRequest, GetSnapshotResponse>, msg: GetSnapshotResponse): Promise<void> {
+  if (!call.write(msg)) await once(call, 'drain');
+}
+
+export function createSnapshotService(node: Node, opts: SnapshotApiOptions): { service: SnapshotServiceServer; close(): void } {
+  let directoryBusy = false;
+  const clients = new Map<string, SnapshotServiceClient>();
+
+  const service: SnapshotServiceServer = {
+    createSnapshot: unary(async (call: grpc.ServerUnaryCall<CreateSnapshotRequest, CreateSnapshotResponse>) => {
+      const req = call.request;
+      if (req.task === true) {
+        const path = opts.tasks.snapshotPath;
+        const task = await opts.tasks.queue.enqueue('snapshotCreation', { path });
+        return { task: taskToPb(task) };
+      }
+      if (req.directory === undefined) throw invalidArgument('give a directory or task');
+      const target = await resolveSnapshotPath(req.directory, opts.realRoots);
+      if (directoryBusy) throw new ApiError(grpc.status.FAILED_PRECONDITION, 'another snapshot is being created; try again when it is done');
+      directoryBusy = true;
+      try {
+        const handle = await node.downloadSnapshot(true);
+        try {
+          await exportDirectory(handle, target, opts.directoryExport);
+          return { directorySnapshot: { path: target, info: infoOf(handle) } };
+        } finally {
+          handle.release();
+        }
+      } finally {
+        directoryBusy = false;
+      }
+    }),
+
+    getSnapshot(call: grpc.ServerWritableStream<GetSnapshotRequest, GetSnapshotResponse>): void {
+      void (async () => {
+        const st = node.status();
+        const knownLeader = st.leader !== '';
+        if (!call.request.stale && st.role !== 'leader') {
+          if (isForwarded(call)) throw notLeaderError(st.leader, st.leaderAddress);
+          const { client, md } = leaderClient(node, clients);
+          const upstream = client.getSnapshot(call.request, md);
+          call.on('cancelled', () => upstream.cancel());
+          for await (const msg of upstream as AsyncIterable<GetSnapshotResponse>) await writeWithBackpressure(call, msg);
+          call.end();
+          return;
+        }
+        const handle = await node.downloadSnapshot(call.request.stale);
+        let cancelled = false;
+        call.on('cancelled', () => {
+          cancelled = true;
+        });
+        try {
+          await writeWithBackpressure(call, { info: infoOf(handle), knownLeader, lastContactMs: 0n });
+          const stream = handle.createReadStream(0);
+          try {
+            // The store reads in 1 MiB pieces: each becomes one message.
+            for await (const chunk of stream as AsyncIterable<Buffer>) {
+              if (cancelled) break;
+              await writeWithBackpressure(call, { data: chunk, knownLeader, lastContactMs: 0n });
+            }
+          } finally {
+            stream.destroy();
+          }
+          if (!cancelled) call.end();
+        } finally {
+          handle.release();
+        }
+      })().catch((err: unknown) => {
+        call.destroy(toApiError(err));
+      });
+    },
+
+    restoreSnapshot(call: grpc.ServerReadableStream<RestoreSnapshotRequest, RestoreSnapshotResponse>, callback: grpc.sendUnaryData<RestoreSnapshotResponse>): void {
+      void (async (): Promise<RestoreSnapshotResponse> => {
+        const st = node.status();
+        const body = Readable.from(
+          (async function* () {
+            for await (const m of call as AsyncIterable<RestoreSnapshotRequest>) yield Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+          })(),
+        );
+        if (st.role !== 'leader') {
+          if (isForwarded(call)) throw notLeaderError(st.leader, st.leaderAddress);
+          const { client, md } = leaderClient(node, clients);
+          return new Promise<RestoreSnapshotResponse>((resolve, reject) => {
+            const upstream = client.restoreSnapshot(md, (err, res) => (err !== null ? reject(err) : resolve(res)));
+            void (async () => {
+              for await (const chunk of body as AsyncIterable<Buffer>) {
+                if (!upstream.write({ data: chunk })) await once(upstream, 'drain');
+              }
+              upstream.end();
+            })().catch((e: unknown) => upstream.destroy(e as Error));
+          });
+        }
+        const r = await node.restore(body);
+        return { index: BigInt(r.index), archive: infoOf(r.archive) };
+      })().then(
+        (res) => callback(null, res),
+        (err: unknown) => callback(toApiError(err)),
+      );
+    },
+
+    listSnapshots: unary(async () => ({ snapshots: (await opts.snapshots.store.list()).map(infoOf) })),
+
+    inspectSnapshot: unary(async (call) => {
+      const id = call.request.id;
+      const stored = (await opts.snapshots.store.list()).find((s) => s.id === id);
+      if (stored === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no snapshot ${JSON.stringify(id)} on this node`);
+      const r = await inspectArchive(stored.path);
+      const ok = r.ok && r.archiveSha256 === stored.archiveSha256;
+      const problems = [...r.problems, ...(r.archiveSha256 !== stored.archiveSha256 ? ['the archive does not match its recorded SHA-256'] : [])];
+      return { info: { ...infoOf(stored), stateKeys: BigInt(r.keys) }, ok, problems };
+    }),
+  };
+  return {
+    service,
+    close() {
+      for (const c of clients.values()) c.close();
+      clients.clear();
+    },
+  };
+}
+
+export interface TaskApi {
+  readonly queue: TaskQueue;
+  /** snapshotPath: where snapshot tasks write (<snapshot-dir>/<db-name>.snapshot). */
+  readonly snapshotPath: string;
+}
+
+export function createTaskService(queue: TaskQueue): TaskServiceServer {
+  return {
+    getTask: unary(async (call) => {
+      try {
+        return { task: taskToPb(queue.get(Number(call.request.uid))) };
+      } catch (err) {
+        throw taskError(err);
+      }
+    }),
+    listTasks: unary(async (call) => {
+      const r = call.request;
+      try {
+        const page = queue.list(filterOf(r.filter), r.limit === 0 ? 20 : r.limit, r.from === undefined ? null : Number(r.from), r.reverse);
+        return {
+          results: page.results.map(taskToPb),
+          total: BigInt(page.total),
+          limit: page.limit,
+          ...(page.from !== null ? { from: BigInt(page.from) } : {}),
+          ...(page.next !== null ? { next: BigInt(page.next) } : {}),
+        };
+      } catch (err) {
+        throw taskError(err);
+      }
+    }),
+    cancelTasks: unary(async (call) => {
+      try {
+        const f = filterOf(call.request.filter);
+        return { task: taskToPb(await queue.cancel(f, JSON.stringify(f))) };
+      } catch (err) {
+        throw taskError(err);
+      }
+    }),
+  };
+}
