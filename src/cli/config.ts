@@ -60,6 +60,8 @@ export interface ServeConfig {
   readonly dbName: string;
   /** scheduleSnapshotSecs: enqueue a snapshot task every this many seconds, 0 for never. */
   readonly scheduleSnapshotSecs: number;
+  /** importSnapshot: an archive restored into the cluster once this new node is up ('' for none). */
+  readonly importSnapshot: string;
   /** configFile: the file read, '' when none. */
   readonly configFile: string;
 }
@@ -107,6 +109,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('snapshotDir', 'snapshot-dir', 'string', 'dir', 'where snapshot tasks write <db-name>.snapshot (default ./data/snapshots)'),
   option('dbName', 'db-name', 'string', 'name', 'file name stem of task snapshots (default: the node id)'),
   { ...option('scheduleSnapshotSecs', 'schedule-snapshot', 'int', 'secs', 'enqueue a snapshot task every SECS seconds; 0 for never (default 0; the flag alone means 86400)'), aloneValue: 86_400 },
+  option('importSnapshot', 'import-snapshot', 'string', 'file', 'restore this archive into the cluster once this node (with a new data dir) is up'),
   option('snapshotEntries', 'snapshot-entries', 'int', 'n', `snapshot and compact the log after this many applied entries (default ${DEFAULT_SNAPSHOT_POLICY.snapshotEntries})`),
   option('snapshotTrailingEntries', 'snapshot-trailing-entries', 'int', 'n', `log entries kept behind a snapshot for slow followers (default ${DEFAULT_SNAPSHOT_POLICY.trailingEntries})`),
   option('snapshotRetain', 'snapshot-retain', 'int', 'n', `snapshots kept on disk, at least 1 (default ${DEFAULT_SNAPSHOT_POLICY.retain})`),
@@ -333,6 +336,7 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
     snapshotDir,
     dbName,
     scheduleSnapshotSecs,
+    importSnapshot: str('importSnapshot') !== undefined && str('importSnapshot') !== '' ? resolve(str('importSnapshot') ?? '') : '',
     configFile,
   };
 }

@@ -11,6 +11,7 @@ import { pino } from 'pino';
 import { bindApiServer, type ApiServer } from '../api/server.js';
 import { Node } from '../node/node.js';
 import { snapshotTaskRunner } from '../node/snapshot-task.js';
+import { checkImportFile, importSnapshot } from './import-snapshot.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../node/snapshots.js';
 import { TaskQueue } from '../node/tasks.js';
 import { prepareRoots } from '../api/snapshot-path.js';
@@ -38,6 +39,17 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     await storage.close().catch(() => undefined);
     if (err instanceof StorageError) throw new CliError(`refusing to start: ${err.message}`, EXIT_CONFIG);
     throw err;
+  }
+
+  // A new data dir (nothing logged, nothing applied) may import an archive once it is up.
+  const isNewDataDir = storage.appliedIndex() === 0 && storage.lastIndex() === 0;
+  if (cfg.importSnapshot !== '') {
+    try {
+      await checkImportFile(cfg.importSnapshot);
+    } catch (err) {
+      await storage.close().catch(() => undefined);
+      throw err;
+    }
   }
 
   let api: ApiServer;
@@ -131,7 +143,49 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     },
     'node serving (the HTTP gateway is not built yet: --http is recorded only)',
   );
+  // ===== BEGIN embedded REST gateway (src/gateway; the only gateway code in this file) =====
+  // The gateway serves cfg.httpAddress and calls this node's own gRPC API. It is
+  // stopped on shutdown by wrapping api.close (the gateway closes first), so the
+  // stop path below needs no change. config.ts has already refused to get here
+  // with no API key unless --insecure-no-auth.
+  {
+    const { createGateway, localTarget } = await import('../gateway/index.js');
+    const gateway = createGateway({
+      target: localTarget(api.address),
+      auth: { adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth },
+      logger,
+    });
+    let httpAddress: string;
+    try {
+      httpAddress = await gateway.listen(cfg.httpAddress);
+    } catch (err) {
+      await gateway.close().catch(() => undefined);
+      await api.close(0);
+      await node.stop();
+      throw new CliError(`cannot start the HTTP gateway on ${cfg.httpAddress}: ${(err as Error).message}`);
+    }
+    const apiServer = api;
+    api = {
+      ...apiServer,
+      close: async (graceMs?: number): Promise<void> => {
+        await gateway.close();
+        await apiServer.close(graceMs);
+      },
+    };
+    logger.info({ id: cfg.id, http: httpAddress, auth: cfg.insecureNoAuth ? 'none (insecure)' : 'api keys' }, 'http gateway serving');
+    process.stdout.write(`snapcoord node ${cfg.id} gateway listening on http ${httpAddress}\n`);
+  }
+  // ===== END embedded REST gateway =====
   process.stdout.write(`snapcoord node ${cfg.id} listening on grpc ${api.address}\n`);
+  if (cfg.importSnapshot !== '') {
+    if (!isNewDataDir) {
+      logger.warn({ file: cfg.importSnapshot, dataDir: cfg.dataDir }, '--import-snapshot ignored: the data dir already holds state');
+    } else {
+      importSnapshot(node, api.address, cfg.importSnapshot, logger).catch((err: unknown) =>
+        logger.error({ file: cfg.importSnapshot, err: (err as Error).message }, 'importing the snapshot failed'),
+      );
+    }
+  }
 
   return new Promise<number>((resolve) => {
     let stopping = false;

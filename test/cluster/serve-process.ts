@@ -39,6 +39,12 @@ export interface ServeArgs {
   readonly peers: string;
   readonly dataDir: string;
   readonly clusterId?: string;
+  /** http: the gateway's listen address (default 127.0.0.1:0). */
+  readonly http?: string;
+  /** apiKey: the gateway's admin key (default: none, --insecure-no-auth). */
+  readonly apiKey?: string;
+  /** extra: more `serve` flags. */
+  readonly extra?: readonly string[];
 }
 
 /** ServeProcess runs `snapcoord serve` until stopped; `output` holds its stdout and stderr. */
@@ -54,6 +60,9 @@ export class ServeProcess {
     this.args = args;
     const argv = ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--id', args.id, '--grpc', args.grpc, '--peers', args.peers];
     argv.push('--data-dir', args.dataDir, '--log-level', 'info');
+    // The embedded HTTP gateway: any free port, open (these tests talk gRPC; test/gateway covers auth).
+    argv.push('--http', args.http ?? '127.0.0.1:0', ...(args.apiKey !== undefined ? ['--api-key', args.apiKey] : ['--insecure-no-auth']));
+    argv.push(...(args.extra ?? []));
     if (args.clusterId !== undefined) argv.push('--cluster-id', args.clusterId);
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SNAPCOORD_')));
     this.proc = spawn(process.execPath, argv, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });

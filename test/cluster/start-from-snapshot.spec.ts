@@ -1,0 +1,130 @@
+/**
+ * Starting from a snapshot, as an operator does after a disaster: a new
+ * cluster whose first node is given --import-snapshot FILE, and a node
+ * started with --data-dir on a directory written by a Typesense-style
+ * directory snapshot. Real `serve` processes, ports from the OS.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+
+import { KvClient } from '../../src/api/clients.js';
+import { SnapshotServiceClient, type CreateSnapshotResponse, type GetSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { ServeProcess, freePorts, sleep } from './serve-process.js';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  while (Date.now() < deadline) {
+    try {
+      const v = await f();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(100);
+  }
+  throw new Error(`${what}: not within ${timeoutMs} ms${last === null ? '' : ` (last error: ${(last as Error).message})`}`);
+}
+
+async function putAll(kv: KvClient, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    await until('a write', 20_000, async () => {
+      await kv.put({ key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) }, { deadlineMs: 3_000 });
+      return true;
+    });
+  }
+}
+
+async function dump(kv: KvClient): Promise<string[]> {
+  const r = await kv.range({ prefix: enc.encode('k/'), limit: 1000 }, { deadlineMs: 3_000 });
+  return r.kvs.map((x) => `${dec.decode(x.key)}=${dec.decode(x.value)}`);
+}
+
+describe('cluster: starting from a snapshot', function () {
+  this.timeout(180_000);
+  let dir = '';
+  const procs: ServeProcess[] = [];
+  const clients: { close(): void }[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-start-from-'));
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await Promise.all(procs.map((p) => p.kill('SIGKILL')));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const startCluster = async (name: string, ids: string[], extraFor: (id: string) => string[] = () => []): Promise<Record<string, string>> => {
+    const ports = await freePorts(ids.length);
+    const addr = Object.fromEntries(ids.map((id, i) => [id, `127.0.0.1:${ports[i] ?? 0}`]));
+    const peers = ids.map((id) => `${id}=${addr[id]}`).join(',');
+    for (const id of ids) {
+      const p = new ServeProcess({
+        id,
+        grpc: addr[id] ?? '',
+        peers,
+        dataDir: join(dir, name, id),
+        extra: ['--snapshot-root', join(dir, 'roots'), ...extraFor(id)],
+      });
+      procs.push(p);
+    }
+    await Promise.all(procs.slice(-ids.length).map((p) => p.ready()));
+    return addr;
+  };
+
+  it('--import-snapshot on the first node of a new cluster restores the archive on every member', async () => {
+    const a = await startCluster('a', ['n1', 'n2', 'n3']);
+    const kvA = new KvClient(a.n1 ?? '');
+    clients.push(kvA);
+    await putAll(kvA, 25);
+    const saved = await dump(kvA);
+    // Save the archive with GetSnapshot.
+    const snap = new SnapshotServiceClient(a.n2 ?? '', grpc.credentials.createInsecure());
+    clients.push(snap);
+    const parts: Buffer[] = [];
+    for await (const m of snap.getSnapshot({ stale: false }) as AsyncIterable<GetSnapshotResponse>) if (m.data !== undefined) parts.push(Buffer.from(m.data));
+    const file = join(dir, 'backup.tgz');
+    await writeFile(file, Buffer.concat(parts));
+
+    const b = await startCluster('b', ['m1', 'm2', 'm3'], (id) => (id === 'm1' ? ['--import-snapshot', file] : []));
+    for (const id of ['m1', 'm2', 'm3']) {
+      const kv = new KvClient(b[id] ?? '');
+      clients.push(kv);
+      await until(`${id} to hold the imported state`, 30_000, async () => ((await dump(kv)).length === saved.length ? true : undefined));
+      assert.deepEqual(await dump(kv), saved);
+    }
+  });
+
+  it('a node started with --data-dir on a Typesense-style snapshot directory serves the saved state', async () => {
+    const c = await startCluster('c', ['t1', 't2', 't3']);
+    const kv = new KvClient(c.t1 ?? '');
+    clients.push(kv);
+    await putAll(kv, 10);
+    const saved = await dump(kv);
+    const snap = new SnapshotServiceClient(c.t2 ?? '', grpc.credentials.createInsecure());
+    clients.push(snap);
+    const target = join(dir, 'roots', 'typesense-style');
+    await until('the directory snapshot', 20_000, () =>
+      new Promise<CreateSnapshotResponse>((resolve, reject) => snap.createSnapshot({ directory: target }, (e, r) => (e !== null ? reject(e) : resolve(r)))),
+    );
+    // Start a one-node cluster from the directory: same node id and address as the member it was taken on.
+    const t2 = procs.find((p) => p.args.id === 't2');
+    await t2?.kill('SIGKILL');
+    const p = new ServeProcess({ id: 't2', grpc: c.t2 ?? '', peers: `t2=${c.t2 ?? ''}`, dataDir: target });
+    procs.push(p);
+    await p.ready();
+    const kv2 = new KvClient(c.t2 ?? '');
+    clients.push(kv2);
+    await until('the restored node to lead and serve', 20_000, async () => ((await dump(kv2)).length === saved.length ? true : undefined));
+    assert.deepEqual(await dump(kv2), saved);
+    await kv2.put({ key: enc.encode('k/after'), value: enc.encode('x') }, { deadlineMs: 5_000 });
+  });
+});
