@@ -24,6 +24,7 @@ import { NodeError } from './errors.js';
 import type { Readable } from 'node:stream';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import { decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from './restore-command.js';
+import type { NodeMetrics } from './metrics.js';
 import { toRaftMeta, type SnapshotManager } from './snapshots.js';
 
 /** MessageSender is what the node needs of a transport (GrpcTransport, MemoryTransport). */
@@ -75,6 +76,8 @@ export interface NodeOptions {
   readonly maxPendingProposals?: number;
   /** snapshots: the node's snapshot manager; without one the node neither snapshots nor compacts. */
   readonly snapshots?: SnapshotManager;
+  /** metrics: fed as things happen when given. */
+  readonly metrics?: NodeMetrics;
 }
 
 /** NodeStatus is the Raft status plus the node's own addresses view. */
@@ -129,6 +132,7 @@ export class Node {
   private idleWaiters: (() => void)[] = [];
   private peersKey = '';
   private readonly snapshots: SnapshotManager | undefined;
+  private readonly metrics: NodeMetrics | undefined;
   private snapshotting = false;
   /** snapshotSoon: take a snapshot at the next chance (after a restore). */
   private snapshotSoon = false;
@@ -149,6 +153,7 @@ export class Node {
     this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
     this.initialAddresses = opts.initialMembership.addresses;
     this.snapshots = opts.snapshots;
+    this.metrics = opts.metrics;
   }
 
   /** start loads the persisted state, builds the core and starts ticking. */
@@ -283,7 +288,17 @@ export class Node {
   async openSnapshot(p: FetchSnapshotParams): Promise<AsyncIterable<SnapshotChunk>> {
     this.checkRunning();
     if (this.snapshots === undefined) throw Object.assign(new Error('this node keeps no snapshots'), { code: 5 });
-    return this.snapshots.openChunks(p.index, p.digest, p.offset, p.chunkBytes);
+    const chunks = await this.snapshots.openChunks(p.index, p.digest, p.offset, p.chunkBytes);
+    const metrics = this.metrics;
+    if (metrics === undefined) return chunks;
+    return {
+      [Symbol.asyncIterator]: async function* () {
+        for await (const c of chunks) {
+          metrics.snapshotBytesSent.inc(c.data.length);
+          yield c;
+        }
+      },
+    };
   }
 
   /** snapshotNow takes a snapshot of the state machine now and compacts the log (operators, tests). */
@@ -407,10 +422,12 @@ export class Node {
     // 1. persist: one synced write for the hard state and every new entry (group commit).
     if (rd.logReset !== null) await this.storage.compact(rd.logReset);
     if (rd.hardState !== null || rd.entries.length > 0) {
+      const endTimer = this.metrics?.persistSeconds.startTimer();
       await this.storage.save({
         ...(rd.hardState !== null ? { hardState: rd.hardState } : {}),
         ...(rd.entries.length > 0 ? { entries: rd.entries } : {}),
       });
+      endTimer?.();
     }
     this.releaseReplyWaiters(gen);
     // 2. send.
@@ -465,6 +482,7 @@ export class Node {
     while (this.raft.status().applied < meta.index) await sleep(1);
     this.raft.setSnapshot(meta);
     this.snapshotStats.created++;
+    this.metrics?.snapshotsCreated.inc();
     // Keep trailing entries for slow followers, and never compact past what a
     // follower that is installing a snapshot needs next.
     const st = this.raft.status();
@@ -497,6 +515,8 @@ export class Node {
       .then(({ stored, result }) => {
         this.snapshotStats.chunkHashFailures += result.hashFailures;
         this.snapshotStats.bytesReceived += result.bytes;
+        this.metrics?.chunkHashFailures.inc(result.hashFailures);
+        this.metrics?.snapshotBytesReceived.inc(result.bytes);
         if (this.fetching === mine) this.fetched = { meta, stored };
       })
       .catch((e: unknown) => {
@@ -519,6 +539,7 @@ export class Node {
     const t0 = Date.now();
     await this.snapshots.install(f.stored);
     this.snapshotStats.installed++;
+    this.metrics?.snapshotInstallSeconds.observe((Date.now() - t0) / 1000);
     this.log.info({ index: f.meta.index, ms: Date.now() - t0 }, 'snapshot installed');
   }
 
@@ -570,8 +591,10 @@ export class Node {
       this.proposals.delete(e.index);
       clearTimeout(p.timer);
       if (e.term !== p.term) {
+        this.metrics?.proposals.inc({ result: 'lost' });
         p.reject(new NodeError('lost', `entry ${e.index} was replaced by another leader's; it was not applied`));
       } else {
+        this.metrics?.proposals.inc({ result: 'applied' });
         p.resolve(byIndex.get(e.index) ?? { index: e.index, ok: true });
       }
     }
@@ -691,6 +714,7 @@ export class Node {
     return new Promise<ApplyResult>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.proposals.delete(pos.index);
+        this.metrics?.proposals.inc({ result: 'timeout' });
         reject(new NodeError('timeout', `write at index ${pos.index} not applied within ${timeoutMs} ms; its outcome is unknown`));
       }, timeoutMs);
       this.proposals.set(pos.index, { term: pos.term, resolve, reject, timer });
