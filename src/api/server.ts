@@ -10,9 +10,9 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { ClusterServiceService } from '../gen/snapcoord/v1/cluster.js';
 import { KVServiceService } from '../gen/snapcoord/v1/kv.js';
-import { RaftServiceService } from '../gen/snapcoord/v1/raft.js';
 import { SnapshotServiceService, TaskServiceService } from '../gen/snapcoord/v1/snapshot.js';
 import { silentLogger, type Logger, type Node } from '../node/node.js';
+import { RAFT_SERVICE_DEFINITION } from '../transport/fetch-serializer.js';
 import { createRaftService } from '../transport/raft-service.js';
 import type { RaftRequestHandler } from '../transport/transport.js';
 import { formatHostPort, parseHostPort } from './address.js';
@@ -129,7 +129,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
       if (forwarder !== null) throw new Error('ApiServer.serve: already serving');
       if (closing !== null) throw new Error('ApiServer.serve: closed');
       forwarder = new LeaderForwarder(node);
-      server.addService(RaftServiceService, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log }));
+      server.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log }));
       server.addService(KVServiceService, createKvService(node, forwarder));
       server.addService(ClusterServiceService, createClusterService(node, forwarder));
       if (snapshotApi !== undefined) {

@@ -34,6 +34,8 @@ export interface SnapshotPolicy {
   readonly bandwidthBytesPerSec: number;
   /** archiveBytesMax: the largest archive accepted from a peer or an upload. */
   readonly archiveBytesMax: number;
+  /** gzipLevel: compression of new archives; 1 measured ~2x faster than 6 here (creation is gzip-bound). */
+  readonly gzipLevel: number;
 }
 
 export const DEFAULT_SNAPSHOT_POLICY: SnapshotPolicy = {
@@ -44,6 +46,7 @@ export const DEFAULT_SNAPSHOT_POLICY: SnapshotPolicy = {
   maxTransfers: 4,
   bandwidthBytesPerSec: 0,
   archiveBytesMax: 64 * 1024 ** 3,
+  gzipLevel: 1,
 };
 
 /** Serving-side error with a gRPC status code (RESOURCE_EXHAUSTED 8, NOT_FOUND 5). */
@@ -86,7 +89,7 @@ export class SnapshotManager {
   }
 
   static async open(dir: string, storage: NodeStorage, policy: SnapshotPolicy, log: Logger, version: string): Promise<SnapshotManager> {
-    const store = await SnapshotStore.open(join(dir, 'store'), { retain: policy.retain, snapcoordVersion: version });
+    const store = await SnapshotStore.open(join(dir, 'store'), { retain: policy.retain, snapcoordVersion: version, gzipLevel: policy.gzipLevel });
     const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: 2, snapcoordVersion: version });
     const m = new SnapshotManager(store, uploads, storage, policy, log, dir);
     await rm(m.incomingDir, { recursive: true, force: true });

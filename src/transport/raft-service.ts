@@ -53,7 +53,8 @@ type Settled = { ok: true; replies: Message[] } | { ok: false; error: unknown };
 
 /**
  * createRaftService implements RaftService on top of `handler`. Add it to the
- * node's server: `server.addService(RaftServiceService, createRaftService(handler))`.
+ * node's server: `server.addService(RAFT_SERVICE_DEFINITION, createRaftService(handler))`
+ * (fetch-serializer.ts: the generated definition with a one-copy FetchSnapshot encoder).
  *
  * - RequestVote, InstallSnapshot, TimeoutNow, ReadIndex: unary; the response
  *   carries the handler's reply of the matching type, or has_reply=false.

@@ -245,3 +245,21 @@ describe('transport codec', () => {
     });
   });
 });
+
+describe('serializeFetchSnapshotResponse', () => {
+  it('encodes exactly what the generated decoder reads back, for edge values', async () => {
+    const { serializeFetchSnapshotResponse } = await import('../../../src/transport/fetch-serializer.js');
+    const { FetchSnapshotResponse } = await import('../../../src/gen/snapcoord/v1/raft.js');
+    const cases = [
+      { offset: 0n, data: new Uint8Array(0), sha256: new Uint8Array(0), totalSizeBytes: 0n, last: false },
+      { offset: 1n, data: new Uint8Array([1, 2, 3]), sha256: new Uint8Array(32).fill(7), totalSizeBytes: 3n, last: true },
+      { offset: 2n ** 40n + 5n, data: new Uint8Array(1 << 20).fill(9), sha256: new Uint8Array(32).fill(1), totalSizeBytes: 2n ** 50n, last: false },
+    ];
+    for (const c of cases) {
+      const ours = serializeFetchSnapshotResponse(c);
+      const back = FetchSnapshotResponse.decode(ours);
+      assert.deepEqual({ ...back, data: Uint8Array.from(back.data), sha256: Uint8Array.from(back.sha256) }, c);
+      assert.deepEqual(Buffer.from(ours), Buffer.from(FetchSnapshotResponse.encode(c).finish()));
+    }
+  });
+});

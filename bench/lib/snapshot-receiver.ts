@@ -1,0 +1,140 @@
+/**
+ * Child of bench/snapshot.ts: the receiving side, one job per process so its
+ * peak RSS is that job's. Prints one report line (bytes, seconds, peak RSS) and exits.
+ *
+ *   --mode raw      --streams C concurrent /bench.RawStream/Pull streams, one
+ *                   channel each, client flow-control window 16 MiB; bytes discarded.
+ *   --mode fetch    --streams C concurrent fetchSnapshot calls (snapcoord's
+ *                   follower path: SHA-256 per chunk, write, whole digest, fsync),
+ *                   each into its own file in --dest-dir.
+ *   --mode install  the full follower install into a fresh RocksStorage in
+ *                   --dest-dir: SnapshotManager.fetch (fetchSnapshot +
+ *                   importArchive) then SnapshotManager.install (installState).
+ *
+ * Common: --address 127.0.0.1:P --size BYTES --digest HEX --index N --term N
+ *         --chunk-bytes B [--membership JSON]
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import * as grpc from '@grpc/grpc-js';
+
+import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../src/node/snapshots.js';
+import { silentLogger } from '../../src/node/node.js';
+import type { Membership } from '../../src/raft/types.js';
+import { RocksStorage } from '../../src/storage/rocks-storage.js';
+import { FLOW_CONTROL_WINDOW_BYTES, fetchSnapshot } from '../../src/transport/snapshot-fetcher.js';
+import { RAW_STREAM_PATH, RssSampler, args, exitWithParent, need, rawIdentity, report } from './snapshot-common.js';
+
+const rss = new RssSampler(100);
+exitWithParent();
+const a = args();
+const mode = need(a, 'mode');
+const address = need(a, 'address');
+const size = Number(need(a, 'size'));
+const digest = need(a, 'digest');
+const index = Number(need(a, 'index'));
+const term = Number(need(a, 'term'));
+const chunkBytes = Number(need(a, 'chunk-bytes'));
+const streams = Number(a.get('streams') ?? '1');
+
+async function rawOne(): Promise<number> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+    'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
+    'grpc.max_receive_message_length': chunkBytes + (1 << 20),
+    'grpc.use_local_subchannel_pool': 1,
+  });
+  try {
+    const call = client.makeServerStreamRequest<Buffer, Buffer>(
+      RAW_STREAM_PATH,
+      rawIdentity,
+      rawIdentity,
+      Buffer.from(JSON.stringify({ chunkBytes })),
+    );
+    let bytes = 0;
+    for await (const chunk of call as AsyncIterable<Buffer>) bytes += chunk.length;
+    return bytes;
+  } finally {
+    client.close();
+  }
+}
+
+async function fetchOne(i: number): Promise<{ bytes: number; attempts: number; hashFailures: number }> {
+  const destPath = join(need(a, 'dest-dir'), `fetch-${i}.bin`);
+  try {
+    return await fetchSnapshot({
+      selfId: 'bench-follower',
+      address,
+      target: { index, term, sizeBytes: size, digest },
+      destPath,
+      chunkBytes,
+      maxAttempts: 3,
+    });
+  } finally {
+    // the bytes were fsynced before this; removing them keeps the disk free for the next phase.
+    if (a.get('keep-files') !== 'true') await rm(destPath, { force: true });
+  }
+}
+
+async function install(): Promise<Record<string, unknown>> {
+  const dir = need(a, 'dest-dir');
+  const membership = JSON.parse(need(a, 'membership')) as Membership;
+  const storage = await RocksStorage.open(join(dir, 'data'));
+  try {
+    const mgr = await SnapshotManager.open(join(dir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, chunkBytes, retain: 1 }, silentLogger, 'bench');
+    try {
+      const t0 = performance.now();
+      const { stored, result } = await mgr.fetch('bench-follower', address, { index, term, membership, sizeBytes: size, digest });
+      const t1 = performance.now();
+      await mgr.install(stored);
+      const t2 = performance.now();
+      if (storage.appliedIndex() !== index) throw new Error(`installed applied index ${storage.appliedIndex()}, expected ${index}`);
+      return {
+        bytes: result.bytes,
+        attempts: result.attempts,
+        hashFailures: result.hashFailures,
+        fetchImportSeconds: (t1 - t0) / 1000,
+        installSeconds: (t2 - t1) / 1000,
+        seconds: (t2 - t0) / 1000,
+        stateBytes: stored.meta.stateBytes,
+        stateKeys: stored.meta.stateKeys,
+      };
+    } finally {
+      await mgr.close();
+    }
+  } finally {
+    await storage.close();
+  }
+}
+
+async function main(): Promise<void> {
+  let out: Record<string, unknown>;
+  const cpu0 = process.cpuUsage();
+  if (mode === 'raw' || mode === 'fetch') {
+    const t0 = performance.now();
+    const results = await Promise.all(Array.from({ length: streams }, (_, i) => (mode === 'raw' ? rawOne().then((bytes) => ({ bytes, attempts: 1, hashFailures: 0 })) : fetchOne(i))));
+    const seconds = (performance.now() - t0) / 1000;
+    for (const r of results) if (r.bytes !== size) throw new Error(`a ${mode} stream got ${r.bytes} bytes, expected ${size}`);
+    out = {
+      bytes: results.reduce((s, r) => s + r.bytes, 0),
+      seconds,
+      attempts: results.reduce((s, r) => s + r.attempts, 0),
+      hashFailures: results.reduce((s, r) => s + r.hashFailures, 0),
+    };
+  } else if (mode === 'install') {
+    out = await install();
+  } else {
+    throw new Error(`unknown --mode ${mode}`);
+  }
+  const cpu = process.cpuUsage(cpu0);
+  rss.stop();
+  report({ mode, ...out, cpuSeconds: (cpu.user + cpu.system) / 1e6, peakRss: rss.peak, baselineRss: rss.baseline });
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    report({ error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+    process.exit(1);
+  },
+);

@@ -1,0 +1,96 @@
+/**
+ * Child of bench/snapshot.ts: the sending side. Serves, on 127.0.0.1:--port,
+ *   - RaftService FetchSnapshot (createRaftService, openSnapshot = readChunks
+ *     on --archive): snapcoord's real serving path;
+ *   - /bench.RawStream/Pull: the archive's bytes in --chunk-bytes messages,
+ *     no protobuf, no hashing (the ceiling).
+ * Prints `ready` once bound; on SIGTERM prints its peak RSS and exits 0.
+ *
+ *   node --import tsx bench/lib/snapshot-sender.ts --port P --archive F --digest HEX --index N --chunk-bytes B
+ */
+import { open } from 'node:fs/promises';
+import * as grpc from '@grpc/grpc-js';
+
+import { RaftServiceService } from '../../src/gen/snapcoord/v1/raft.js';
+import { readChunks } from '../../src/snapshot/chunk-reader.js';
+import { createRaftService } from '../../src/transport/raft-service.js';
+import type { RaftRequestHandler } from '../../src/transport/transport.js';
+import { RAW_STREAM_SERVICE, RssSampler, args, exitWithParent, need, report, writable } from './snapshot-common.js';
+
+const rss = new RssSampler(100);
+exitWithParent();
+const a = args();
+const port = Number(need(a, 'port'));
+const archive = need(a, 'archive');
+const digest = need(a, 'digest');
+const index = Number(need(a, 'index'));
+const defaultChunk = Number(need(a, 'chunk-bytes'));
+
+let streams = 0;
+/** CPU time is counted from `ready` on (start-up and module loading excluded). */
+let cpuAtReady: NodeJS.CpuUsage | undefined;
+let bytesServed = 0;
+
+const handler: RaftRequestHandler = {
+  handleRequest: () => Promise.reject(Object.assign(new Error('bench sender serves FetchSnapshot only'), { code: grpc.status.UNIMPLEMENTED })),
+  handleReport: () => undefined,
+  openSnapshot: (p) => {
+    if (p.index !== index || p.digest !== digest) {
+      return Promise.reject(Object.assign(new Error(`no snapshot ${p.index} ${p.digest.slice(0, 12)}`), { code: grpc.status.NOT_FOUND }));
+    }
+    streams++;
+    return Promise.resolve(readChunks(archive, p.offset, p.chunkBytes > 0 ? p.chunkBytes : defaultChunk));
+  },
+};
+
+/** rawPull streams the archive file in chunks as they are read: no hashing, no protobuf. */
+function rawPull(call: grpc.ServerWritableStream<Buffer, Buffer>): void {
+  void (async () => {
+    streams++;
+    let chunkBytes = defaultChunk;
+    try {
+      const req = JSON.parse(call.request.toString('utf8')) as { chunkBytes?: number };
+      if (typeof req.chunkBytes === 'number' && req.chunkBytes > 0) chunkBytes = req.chunkBytes;
+    } catch {
+      // default chunk size
+    }
+    const fh = await open(archive, 'r');
+    try {
+      const total = (await fh.stat()).size;
+      let pos = 0;
+      while (pos < total && !call.cancelled) {
+        const buf = Buffer.allocUnsafe(Math.min(chunkBytes, total - pos));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+        if (bytesRead === 0) throw new Error('archive shrank');
+        pos += bytesRead;
+        bytesServed += bytesRead;
+        if (!call.write(buf.subarray(0, bytesRead))) await writable(call);
+      }
+      if (!call.cancelled) call.end();
+    } catch (err) {
+      if (!call.cancelled) call.emit('error', Object.assign(err as Error, { code: grpc.status.INTERNAL }));
+    } finally {
+      await fh.close();
+    }
+  })();
+}
+
+const server = new grpc.Server();
+server.addService(RaftServiceService, createRaftService(handler));
+server.addService(RAW_STREAM_SERVICE, { pull: rawPull });
+server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+  if (err !== null) {
+    report({ error: `bind 127.0.0.1:${port}: ${err.message}` });
+    process.exit(2);
+  }
+  cpuAtReady = process.cpuUsage();
+  report({ ready: true, port: bound, rss: rss.sample() });
+});
+
+process.on('SIGTERM', () => {
+  rss.stop();
+  const cpu = process.cpuUsage(cpuAtReady);
+  report({ peakRss: rss.peak, baselineRss: rss.baseline, streams, rawBytesServed: bytesServed, cpuSeconds: (cpu.user + cpu.system) / 1e6 });
+  server.forceShutdown();
+  process.exit(0);
+});

@@ -1,0 +1,418 @@
+/**
+ * bench:snapshot — snapshot streaming throughput and memory, against ceilings
+ * measured in the same run on the same bytes.
+ *
+ *   npm run bench:snapshot -- [--state-bytes 1GiB] [--streams 1] [--chunk-bytes 1MiB]
+ *                             [--rounds 2] [--no-install] [--keep] [--dir /tmp] [--cpu-prof DIR]
+ *
+ * 1. Builds a state of --state-bytes (keys + values; ~4 KiB pseudo-random
+ *    values, unique keys) in a RocksStorage by applying KV batch commands,
+ *    and snapshots it with SnapshotManager.create (the archive: tar.gz).
+ * 2. Ceilings: SHA-256 of 1 MiB buffers (this process), disk write + fsync
+ *    of the archive's size, and a raw grpc-js server stream of the archive's
+ *    bytes (no protobuf, no hashing, 16 MiB client window, bytes discarded).
+ * 3. snapcoord's path: a sender process serving FetchSnapshot
+ *    (createRaftService + readChunks) and a receiver process running
+ *    fetchSnapshot (SHA-256 per chunk, write, whole digest, fsync), with
+ *    --streams concurrent streams, each into its own file.
+ * 4. The full follower install (SnapshotManager.fetch + install into a fresh
+ *    RocksStorage), one stream.
+ * Raw and fetch alternate for --rounds rounds; the best of each is compared.
+ * Sender and receiver are separate processes (fresh ones per measurement),
+ * each sampling its RSS every 100 ms. Figures only: nothing asserts on time.
+ */
+import { randomFillSync, createHash } from 'node:crypto';
+import { mkdtemp, open, rm, stat, statfs } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Command } from 'commander';
+
+import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../src/node/snapshots.js';
+import { silentLogger } from '../src/node/node.js';
+import type { Membership } from '../src/raft/types.js';
+import { encodeCommand, type KvPut } from '../src/storage/kv-command.js';
+import { RocksStorage } from '../src/storage/rocks-storage.js';
+import type { ApplyItem } from '../src/storage/types.js';
+import { freePorts, killChild, sleep, startChild, stopChild, type Child } from './lib/procs.js';
+import { fmtMiB, fmtSize, mbps, parseBytes, parseReports } from './lib/snapshot-common.js';
+
+const program = new Command()
+  .name('bench:snapshot')
+  .option('--state-bytes <size>', 'state size (keys + values)', '1GiB')
+  .option('--streams <n>', 'concurrent fetch streams (C)', '1')
+  .option('--chunk-bytes <size>', 'chunk size', '1MiB')
+  .option('--rounds <n>', 'alternating raw/fetch rounds; the best of each is compared', '2')
+  .option('--no-install', 'skip the full follower install')
+  .option('--keep', 'keep the temp dir', false)
+  .option('--dir <path>', 'parent of the temp dir', tmpdir())
+  .option('--cpu-prof <dir>', 'run the children with --cpu-prof into this dir')
+  .parse(process.argv);
+const o = program.opts<{
+  stateBytes: string;
+  streams: string;
+  chunkBytes: string;
+  rounds: string;
+  install: boolean;
+  keep: boolean;
+  dir: string;
+  cpuProf?: string;
+}>();
+const stateBytesWanted = parseBytes(o.stateBytes);
+const streams = Number(o.streams);
+const chunkBytes = parseBytes(o.chunkBytes);
+const rounds = Number(o.rounds);
+if (!Number.isInteger(streams) || streams < 1 || streams > 64) throw new Error('--streams must be 1..64');
+if (!Number.isInteger(rounds) || rounds < 1 || rounds > 10) throw new Error('--rounds must be 1..10');
+if (chunkBytes > 4 << 20) throw new Error('--chunk-bytes is capped at 4 MiB by the server (CHUNK_BYTES_MAX)');
+
+const VALUE_BYTES = 4096;
+const KEY_PREFIX = 'bench/snapshot/';
+/** PUTS_PER_ENTRY: one KV batch command of ~3.7 MB (COMMAND_BYTES_MAX is 4 MiB). */
+const PUTS_PER_ENTRY = 900;
+/** ENTRIES_PER_APPLY: entries per storage.apply call (one RocksDB write batch of ~15 MB). */
+const ENTRIES_PER_APPLY = 4;
+const MEMBERSHIP: Membership = { voters: ['bench-leader'], learners: [], addresses: { 'bench-leader': '127.0.0.1:0' } };
+
+const children = new Set<Child>();
+const closed = new WeakSet<Child>();
+let childSeq = 0;
+let root: string | undefined;
+let cleaning: Promise<void> | undefined;
+let interrupted = false;
+
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    await Promise.all([...children].map((c) => killChild(c).catch(() => undefined)));
+    children.clear();
+    if (root !== undefined) {
+      if (o.keep) console.log(`kept ${root}`);
+      else await rm(root, { recursive: true, force: true }).catch(() => undefined);
+    }
+  })();
+  return cleaning;
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    interrupted = true;
+    process.exitCode = 130;
+    console.error(`\n${sig}: stopping children, removing ${root ?? 'nothing'}`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+function nodeArgs(script: string, tag: string): string[] {
+  // one dir per child: Node writes one profile per thread (main + the tsx loader's), named by pid and thread
+  const prof = o.cpuProf === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', join(o.cpuProf, `${tag}-${++childSeq}`)];
+  return [...prof, '--import', 'tsx', script];
+}
+
+function spawnChild(name: string, script: string, argv: string[]): Child {
+  const c = startChild(name, process.execPath, [...nodeArgs(script, name), ...argv]);
+  children.add(c);
+  c.proc.once('exit', () => children.delete(c));
+  c.proc.once('close', () => closed.add(c)); // all of its output has been read
+
+  return c;
+}
+
+/** reportOf returns c's first report line holding `key`; throws if c reported an error. */
+function reportOf(c: Child, key: string): Record<string, unknown> | undefined {
+  const r = parseReports(c.output());
+  const err = r.find((x) => 'error' in x);
+  if (err !== undefined) throw new Error(`${c.name} failed: ${String(err.error)}`);
+  return r.find((x) => key in x);
+}
+
+/** waitReport waits (bounded) for c to report `key`; fails at once if c reports an error or closes without it. */
+async function waitReport(c: Child, key: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const r = reportOf(c, key);
+    if (r !== undefined) return r;
+    if (closed.has(c)) throw new Error(`${c.name} exited (${String(c.proc.exitCode ?? c.proc.signalCode)}) without reporting ${key}:\n${c.output().slice(-4000)}`);
+    await sleep(50);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${c.name} to report ${key}:\n${c.output().slice(-4000)}`);
+}
+
+/** waitExit waits up to timeoutMs for c to exit by itself. */
+async function waitExit(c: Child, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!c.exited() && Date.now() < deadline) await sleep(20);
+}
+
+interface Archive {
+  readonly path: string;
+  readonly bytes: number;
+  readonly digest: string;
+  readonly index: number;
+  readonly term: number;
+}
+
+interface Measured {
+  readonly mbps: number;
+  readonly seconds: number;
+  readonly senderPeak: number;
+  readonly senderBase: number;
+  readonly receiverPeak: number;
+  readonly receiverBase: number;
+  /** CPU seconds (user + system) of each side during the transfer. */
+  readonly senderCpu: number;
+  readonly receiverCpu: number;
+  readonly extra: Record<string, unknown>;
+}
+
+/** timeoutFor: a generous bound for moving `bytes` (never below 10 MB/s, plus a minute). */
+function timeoutFor(bytes: number): number {
+  return 60_000 + (bytes / 10e6) * 1000;
+}
+
+/** transfer runs one fresh sender and one receiver job; returns the receiver's figures and both peaks. */
+async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install', nStreams: number, destDir: string): Promise<Measured> {
+  const [port] = await freePorts(1);
+  const sender = spawnChild(`sender-${mode}`, 'bench/lib/snapshot-sender.ts', [
+    '--port', String(port), '--archive', a.path, '--digest', a.digest, '--index', String(a.index), '--chunk-bytes', String(chunkBytes),
+  ]);
+  try {
+    await waitReport(sender, 'ready', 30_000);
+    const receiver = spawnChild(`receiver-${mode}`, 'bench/lib/snapshot-receiver.ts', [
+      '--mode', mode, '--address', `127.0.0.1:${port}`, '--size', String(a.bytes), '--digest', a.digest,
+      '--index', String(a.index), '--term', String(a.term), '--chunk-bytes', String(chunkBytes),
+      '--streams', String(nStreams), '--dest-dir', destDir, '--membership', JSON.stringify(MEMBERSHIP),
+    ]);
+    let r: Record<string, unknown>;
+    try {
+      r = await waitReport(receiver, 'mode', timeoutFor(a.bytes * nStreams * (mode === 'install' ? 6 : 1)));
+      await waitExit(receiver, 30_000); // it exits by itself after reporting (and writes its --cpu-prof)
+    } finally {
+      await killChild(receiver);
+    }
+    await stopChild(sender, 5_000);
+    const s = reportOf(sender, 'peakRss');
+    const bytes = Number(r.bytes);
+    const seconds = Number(r.seconds);
+    return {
+      mbps: mbps(bytes, seconds),
+      seconds,
+      senderPeak: Number(s?.peakRss ?? NaN),
+      senderBase: Number(s?.baselineRss ?? NaN),
+      receiverPeak: Number(r.peakRss),
+      receiverBase: Number(r.baselineRss),
+      senderCpu: Number(s?.cpuSeconds ?? NaN),
+      receiverCpu: Number(r.cpuSeconds),
+      extra: r,
+    };
+  } finally {
+    await killChild(sender);
+  }
+}
+
+async function buildState(dir: string): Promise<{ archive: Archive; stateBytes: number; keys: number; applyS: number; createS: number }> {
+  const storage = await RocksStorage.open(join(dir, 'leader-data'));
+  let keys = 0;
+  let stateBytes = 0;
+  let index = 0;
+  const values = Buffer.allocUnsafe(PUTS_PER_ENTRY * VALUE_BYTES);
+  const t0 = performance.now();
+  try {
+    while (stateBytes < stateBytesWanted) {
+      const items: ApplyItem[] = [];
+      for (let e = 0; e < ENTRIES_PER_APPLY && stateBytes < stateBytesWanted; e++) {
+        randomFillSync(values); // fresh pseudo-random bytes per command: incompressible
+        const ops: KvPut[] = [];
+        for (let p = 0; p < PUTS_PER_ENTRY && stateBytes < stateBytesWanted; p++) {
+          const key = Buffer.from(`${KEY_PREFIX}${String(keys).padStart(12, '0')}`);
+          const value = values.subarray(p * VALUE_BYTES, (p + 1) * VALUE_BYTES);
+          ops.push({ op: 'put', key, value });
+          keys++;
+          stateBytes += key.length + value.length;
+        }
+        items.push({ entry: { index: ++index, term: 1, type: 'normal', data: encodeCommand({ op: 'batch', ops }) } });
+      }
+      const results = await storage.apply(items);
+      for (const r of results) if (!r.ok) throw new Error(`apply ${r.index}: ${r.code} ${r.error}`);
+    }
+    const applyS = (performance.now() - t0) / 1000;
+    console.log(`build: applied ${keys.toLocaleString('en-US')} puts (${fmtSize(stateBytes)} keys+values) in ${index} entries: ${mbps(stateBytes, applyS).toFixed(0)} MB/s (${applyS.toFixed(1)} s)`);
+
+    const mgr = await SnapshotManager.open(join(dir, 'leader-snapshots'), storage, DEFAULT_SNAPSHOT_POLICY, silentLogger, 'bench');
+    try {
+      const t1 = performance.now();
+      const stored = await mgr.create(() => 1, () => MEMBERSHIP);
+      const createS = (performance.now() - t1) / 1000;
+      console.log(
+        `build: SnapshotManager.create: archive ${fmtSize(stored.archiveBytes)} (state.bin ${fmtSize(stored.meta.stateBytes)}, ` +
+          `${stored.meta.stateKeys.toLocaleString('en-US')} keys): ${mbps(stored.meta.stateBytes, createS).toFixed(0)} MB/s of state (${createS.toFixed(1)} s; gzip level 6)`,
+      );
+      console.log(`build: total ${mbps(stateBytes, applyS + createS).toFixed(0)} MB/s (${(applyS + createS).toFixed(1)} s)`);
+      return {
+        archive: { path: stored.path, bytes: stored.archiveBytes, digest: stored.archiveSha256, index: stored.meta.index, term: stored.meta.term },
+        stateBytes,
+        keys,
+        applyS,
+        createS,
+      };
+    } finally {
+      await mgr.close();
+    }
+  } finally {
+    await storage.close();
+  }
+}
+
+/** shaCeiling: SHA-256 of 1 MiB buffers (each its own hash, as per chunk), the archive's size in total, from the archive's first 64 MiB. */
+async function shaCeiling(a: Archive): Promise<number> {
+  const bufs = await readHead(a.path, Math.min(64, Math.ceil(a.bytes / (1 << 20))));
+  const t0 = performance.now();
+  let done = 0;
+  for (let i = 0; done < a.bytes; i++) {
+    const b = bufs[i % bufs.length] as Buffer;
+    createHash('sha256').update(b).digest();
+    done += b.length;
+  }
+  return mbps(done, (performance.now() - t0) / 1000);
+}
+
+async function readHead(path: string, n: number): Promise<Buffer[]> {
+  const fh = await open(path, 'r');
+  try {
+    const out: Buffer[] = [];
+    for (let i = 0; i < n; i++) {
+      const b = Buffer.allocUnsafe(1 << 20);
+      const { bytesRead } = await fh.read(b, 0, b.length, i * (1 << 20));
+      if (bytesRead === 0) break;
+      out.push(b.subarray(0, bytesRead));
+    }
+    return out;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** diskCeiling: write the archive's size in 1 MiB writes to a new file, fsync at the end. */
+async function diskCeiling(a: Archive, dir: string): Promise<number> {
+  const bufs = await readHead(a.path, 16);
+  const path = join(dir, 'disk-ceiling.bin');
+  const fh = await open(path, 'w', 0o600);
+  const t0 = performance.now();
+  let done = 0;
+  try {
+    for (let i = 0; done < a.bytes; i++) {
+      const b = bufs[i % bufs.length] as Buffer;
+      const n = Math.min(b.length, a.bytes - done);
+      await fh.write(b, 0, n, done);
+      done += n;
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  await rm(path, { force: true });
+  return mbps(done, seconds);
+}
+
+/** cpuNote: CPU seconds of each side over the wall time (1.00 = one core busy throughout). */
+function cpuNote(m: Measured): string {
+  return `CPU sender ${m.senderCpu.toFixed(2)} s (${(m.senderCpu / m.seconds).toFixed(2)} cores), receiver ${m.receiverCpu.toFixed(2)} s (${(m.receiverCpu / m.seconds).toFixed(2)} cores)`;
+}
+
+function pad(s: string, n: number): string {
+  return s.length >= n ? s : s + ' '.repeat(n - s.length);
+}
+
+function ratioLine(what: string, v: number, ceilingName: string, c: number): string {
+  return `  ${pad(what, 34)} ${v.toFixed(0).padStart(6)} MB/s = ${(v / c).toFixed(2)}x ${pad(ceilingName, 38)} ${c.toFixed(0).padStart(6)} MB/s`;
+}
+
+async function main(): Promise<void> {
+  const fs = await statfs(o.dir);
+  const free = fs.bavail * fs.bsize;
+  // Leader RocksDB + state.bin + archive during create, then C fetched files (one at a time per phase)
+  // and the follower's incoming file + stored archive + RocksDB.
+  const needBytes = stateBytesWanted * (3 + Math.max(streams, o.install ? 3 : 0)) * 1.1;
+  if (free < needBytes) throw new Error(`${o.dir} has ${fmtSize(free)} free; this run needs about ${fmtSize(needBytes)}`);
+  root = await mkdtemp(join(o.dir, 'snapcoord-bench-snapshot-'));
+  console.log(
+    `bench:snapshot  state ${fmtSize(stateBytesWanted)}, chunks ${fmtSize(chunkBytes)}, streams ${streams}, rounds ${rounds}, ` +
+      `node ${process.version}, load avg ${loadavg().map((x) => x.toFixed(1)).join(' ')}, temp ${root}${o.cpuProf !== undefined ? `, cpu profiles in ${o.cpuProf}` : ''}`,
+  );
+
+  const built = await buildState(root);
+  const a = built.archive;
+  await rm(join(root, 'leader-data'), { recursive: true, force: true }); // only the archive is needed from here on
+  const archiveStat = await stat(a.path);
+  if (archiveStat.size !== a.bytes) throw new Error(`archive is ${archiveStat.size} bytes, store says ${a.bytes}`);
+
+  const sha = await shaCeiling(a);
+  console.log(`ceiling: SHA-256 of 1 MiB buffers, one process: ${sha.toFixed(0)} MB/s`);
+  const disk = await diskCeiling(a, root);
+  console.log(`ceiling: disk write ${fmtSize(a.bytes)} in 1 MiB writes + fsync: ${disk.toFixed(0)} MB/s`);
+
+  const raws: Measured[] = [];
+  const fetches: Measured[] = [];
+  for (let r = 1; r <= rounds; r++) {
+    const raw = await transfer(a, 'raw', streams, root);
+    raws.push(raw);
+    console.log(
+      `round ${r}: raw grpc stream x${streams}: ${raw.mbps.toFixed(0)} MB/s (${raw.seconds.toFixed(2)} s)  ` +
+        `peak RSS sender ${fmtMiB(raw.senderPeak)}, receiver ${fmtMiB(raw.receiverPeak)}; ${cpuNote(raw)}`,
+    );
+    const f = await transfer(a, 'fetch', streams, root);
+    fetches.push(f);
+    console.log(
+      `round ${r}: fetchSnapshot x${streams}:   ${f.mbps.toFixed(0)} MB/s (${f.seconds.toFixed(2)} s)  ` +
+        `peak RSS sender ${fmtMiB(f.senderPeak)}, receiver ${fmtMiB(f.receiverPeak)}; ${cpuNote(f)}; attempts ${String(f.extra.attempts)}, bad chunks ${String(f.extra.hashFailures)}`,
+    );
+  }
+  let inst: Measured | undefined;
+  if (o.install) {
+    inst = await transfer(a, 'install', 1, join(root, 'follower'));
+    console.log(
+      `install: fetch+import ${Number(inst.extra.fetchImportSeconds).toFixed(2)} s, installState ${Number(inst.extra.installSeconds).toFixed(2)} s: ` +
+        `${inst.mbps.toFixed(0)} MB/s of archive  peak RSS sender ${fmtMiB(inst.senderPeak)}, receiver ${fmtMiB(inst.receiverPeak)}; ${cpuNote(inst)}`,
+    );
+    await rm(join(root, 'follower'), { recursive: true, force: true });
+  }
+
+  const best = (xs: Measured[]): Measured => xs.reduce((m, x) => (x.mbps > m.mbps ? x : m));
+  const raw = best(raws);
+  const f = best(fetches);
+  const max = (xs: Measured[], k: 'senderPeak' | 'receiverPeak'): number => Math.max(...xs.map((x) => x[k]));
+  console.log('');
+  console.log(`summary (archive ${fmtSize(a.bytes)}, state ${fmtSize(built.stateBytes)}, ${streams} stream(s), ${fmtSize(chunkBytes)} chunks; best of ${rounds}; MB = 10^6 B)`);
+  console.log(ratioLine(`fetch x${streams} (aggregate)`, f.mbps, `raw grpc stream x${streams}`, raw.mbps));
+  console.log(ratioLine(`fetch x${streams} (aggregate)`, f.mbps, 'SHA-256, one process (fetch hashes 2x)', sha));
+  console.log(ratioLine(`fetch x${streams} (aggregate)`, f.mbps, 'disk write + fsync', disk));
+  console.log(ratioLine(`raw grpc stream x${streams}`, raw.mbps, 'disk write + fsync', disk));
+  if (inst !== undefined) {
+    console.log(ratioLine('install (fetch+import+install) x1', inst.mbps, `fetch x${streams}`, f.mbps));
+  }
+  console.log(`  build: apply ${mbps(built.stateBytes, built.applyS).toFixed(0)} MB/s, SnapshotManager.create ${mbps(built.stateBytes, built.createS).toFixed(0)} MB/s of state`);
+  const perGb = (m: Measured, cpu: number): string => `${(cpu / (Number(m.extra.bytes) / 1e9)).toFixed(2)} s`;
+  console.log('  CPU per GB moved (user+sys)          sender                 receiver');
+  console.log(`  ${pad(`raw grpc stream x${streams}`, 36)} ${pad(perGb(raw, raw.senderCpu), 22)} ${perGb(raw, raw.receiverCpu)}`);
+  console.log(`  ${pad(`fetch x${streams}`, 36)} ${pad(perGb(f, f.senderCpu), 22)} ${perGb(f, f.receiverCpu)}`);
+  console.log('  peak RSS (baseline at child start)   sender                 receiver');
+  const rssLine = (what: string, sp: number, sb: number, rp: number, rb: number): string =>
+    `  ${pad(what, 36)} ${pad(`${fmtMiB(sp)} (${fmtMiB(sb)})`, 22)} ${fmtMiB(rp)} (${fmtMiB(rb)})`;
+  console.log(rssLine(`raw grpc stream x${streams}`, max(raws, 'senderPeak'), raw.senderBase, max(raws, 'receiverPeak'), raw.receiverBase));
+  console.log(rssLine(`fetch x${streams}`, max(fetches, 'senderPeak'), f.senderBase, max(fetches, 'receiverPeak'), f.receiverBase));
+  if (inst !== undefined) console.log(rssLine('install x1', inst.senderPeak, inst.senderBase, inst.receiverPeak, inst.receiverBase));
+}
+
+main()
+  .then(
+    () => cleanup(),
+    async (err: unknown) => {
+      if (interrupted) return; // the children were stopped under it; the signal handler exits
+      console.error(err instanceof Error ? (err.stack ?? err.message) : err);
+      process.exitCode = 1;
+      await cleanup();
+    },
+  )
+  .finally(() => {
+    if (!interrupted) process.exit();
+  });
