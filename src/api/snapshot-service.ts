@@ -170,6 +170,7 @@ export function createSnapshotService(node: Node, opts: SnapshotApiOptions): { s
       void (async () => {
         const st = node.status();
         const knownLeader = st.leader !== '';
+        const lastContactMs = BigInt(Math.max(0, node.lastLeaderContactMs()));
         if (!call.request.stale && st.role !== 'leader') {
           if (isForwarded(call)) throw notLeaderError(st.leader, st.leaderAddress);
           const { client, md } = leaderClient(node, clients);
@@ -185,13 +186,13 @@ export function createSnapshotService(node: Node, opts: SnapshotApiOptions): { s
           cancelled = true;
         });
         try {
-          await writeWithBackpressure(call, { info: infoOf(handle), knownLeader, lastContactMs: 0n });
+          await writeWithBackpressure(call, { info: infoOf(handle), knownLeader, lastContactMs });
           const stream = handle.createReadStream(0);
           try {
             // The store reads in 1 MiB pieces: each becomes one message.
             for await (const chunk of stream as AsyncIterable<Buffer>) {
               if (cancelled) break;
-              await writeWithBackpressure(call, { data: chunk, knownLeader, lastContactMs: 0n });
+              await writeWithBackpressure(call, { data: chunk, knownLeader, lastContactMs });
             }
           } finally {
             stream.destroy();
@@ -201,7 +202,8 @@ export function createSnapshotService(node: Node, opts: SnapshotApiOptions): { s
           handle.release();
         }
       })().catch((err: unknown) => {
-        call.destroy(toApiError(err));
+        // emit('error') sends the status to the client; destroy() would leave it waiting.
+        call.emit('error', toApiError(err));
       });
     },
 

@@ -141,7 +141,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       apiKey: cfg.apiKey === '' ? 'none' : 'set',
       insecureNoAuth: cfg.insecureNoAuth,
     },
-    'node serving (the HTTP gateway is not built yet: --http is recorded only)',
+    'node serving',
   );
   // ===== BEGIN embedded REST gateway (src/gateway; the only gateway code in this file) =====
   // The gateway serves cfg.httpAddress and calls this node's own gRPC API. It is

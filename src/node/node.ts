@@ -131,6 +131,7 @@ export class Node {
   private applyWaiters: { index: number; resolve: () => void }[] = [];
   private idleWaiters: (() => void)[] = [];
   private peersKey = '';
+  private lastLeaderContact = 0;
   private readonly snapshots: SnapshotManager | undefined;
   private readonly metrics: NodeMetrics | undefined;
   private snapshotting = false;
@@ -248,6 +249,12 @@ export class Node {
     this.kick();
   }
 
+  /** lastLeaderContactMs: ms since this node last heard from a leader (0 on the leader itself). */
+  lastLeaderContactMs(): number {
+    if (this.raft.status().role === 'leader') return 0;
+    return this.lastLeaderContact === 0 ? -1 : Date.now() - this.lastLeaderContact;
+  }
+
   status(): NodeStatus {
     const st = this.raft.status();
     return { ...st, leaderAddress: this.addressOf(st.leader) };
@@ -273,6 +280,7 @@ export class Node {
    */
   async handleRequest(m: Message): Promise<Message[]> {
     this.checkRunning();
+    if ((m.type === 'append' || m.type === 'heartbeat') && m.term >= this.raft.status().term) this.lastLeaderContact = Date.now();
     if (m.type === 'readIndex') return this.handleReadIndexRequest(m);
     const replies = this.raft.stepForReplies(m);
     await this.persisted();

@@ -157,8 +157,9 @@ export class TaskQueue {
     this.tasks.push(task);
     this.trim();
     await this.save();
+    const enqueued = { ...task, details: { ...task.details } };
     this.kick();
-    return { ...task };
+    return enqueued;
   }
 
   get(uid: number): Task {

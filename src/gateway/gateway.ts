@@ -1,0 +1,300 @@
+/**
+ * createGateway: the REST gateway, a Fastify app whose every route is a thin
+ * call to the gRPC API of one target node (ClusterService, SnapshotService,
+ * TaskService), answered in the style of the product the path comes from
+ * (Typesense, Meilisearch, Nomad: see styles.ts and the *-routes.ts files).
+ *
+ * Shared rules:
+ * - Auth (auth.ts) runs in onRequest, before any body is read; /health and
+ *   /openapi.json are open; 404 and 405 answers need no key.
+ * - Bodies are read as raw bytes whatever their Content-Type (both official
+ *   clients POST an empty body labelled application/json; curl labels
+ *   --data-binary as form data). The restore route gets the raw stream; every
+ *   other route reads at most jsonBytesMax bytes (413 beyond) and ignores them.
+ * - 405 (with Allow) for a known path and a wrong method, 404 otherwise, both
+ *   in the path's style.
+ * - The request log never holds a key: headers are not logged and the
+ *   `x-typesense-api-key` query parameter is redacted from logged URLs.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { formatHostPort, parseHostPort } from '../api/address.js';
+import { SNAPCOORD_VERSION } from '../version.js';
+import { AUTH_HEADERS, KeyRing, redactUrl, type AuthConfig, type AuthVerdict } from './auth.js';
+import { closeClients, connectClients, type GatewayClients } from './grpc-clients.js';
+import { meilisearchRoutes } from './meilisearch-routes.js';
+import { DEFAULT_RESTORE_BYTES_MAX, nomadRoutes } from './nomad-routes.js';
+import { OPENAPI } from './openapi.js';
+import type { RouteContext, RouteSpec } from './route-spec.js';
+import { JSON_TYPE, meiliError, sendMeiliError, sendNomadError, sendStyledError, sendTypesenseError, styleOfPath, type Style } from './styles.js';
+import { typesenseRoutes } from './typesense-routes.js';
+
+/** DEFAULT_JSON_BYTES_MAX: the cap of every body but a restore's (64 KiB). */
+export const DEFAULT_JSON_BYTES_MAX = 64 * 1024;
+/** CLOSE_GRACE_MS: how long close() lets running requests finish before cutting their connections. */
+export const CLOSE_GRACE_MS = 2_000;
+
+export interface GatewayOptions {
+  /** target: "host:port" of the node's gRPC API. */
+  readonly target: string;
+  readonly auth: AuthConfig;
+  /** logger: a pino logger (fastify's request log goes to a child of it); none: no log. */
+  readonly logger?: FastifyBaseLogger;
+  /** snapshotRoots: when given, a snapshot_path outside them is refused (400) before any call; the node checks again. */
+  readonly snapshotRoots?: readonly string[];
+  /** restoreBytesMax: the largest restore body (default 64 GiB). */
+  readonly restoreBytesMax?: number;
+  /** jsonBytesMax: the largest body of every other route (default 64 KiB). */
+  readonly jsonBytesMax?: number;
+  /** clients: the gRPC clients to use (tests); default: new clients to `target`, closed by close(). */
+  readonly clients?: GatewayClients;
+  /** version: reported by GET /debug (default the package version). */
+  readonly version?: string;
+}
+
+/** RegisteredRoute: one registered route as fastify's onRoute hook saw it. */
+export interface RegisteredRoute {
+  readonly method: string;
+  readonly url: string;
+  readonly methodNotAllowed: boolean;
+}
+
+export interface Gateway {
+  readonly app: FastifyInstance;
+  readonly clients: GatewayClients;
+  readonly keyRing: KeyRing;
+  /** routes: every route registered (405 answers included, marked methodNotAllowed). */
+  readonly routes: readonly RegisteredRoute[];
+  /** listen binds "host:port" (port 0: any free port) and resolves with the bound "host:port". */
+  listen(address: string): Promise<string>;
+  /** close stops listening, lets requests finish for CLOSE_GRACE_MS, then closes the gRPC clients. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** METHODS: the methods a known path answers 405 to when it has no route for them. */
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
+
+/** PayloadTooLarge: a body over its cap (413). */
+class PayloadTooLarge extends Error {
+  readonly statusCode = 413;
+  readonly code = 'FST_ERR_CTP_BODY_TOO_LARGE';
+  constructor(max: number) {
+    super(`Request body is too large (at most ${max} bytes)`);
+  }
+}
+
+/** readCapped reads a small body whole; rejects with PayloadTooLarge past `max` bytes (and stops listening). */
+function readCapped(stream: Readable, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const onData = (c: Buffer): void => {
+      bytes += c.byteLength;
+      if (bytes > max) {
+        stream.off('data', onData);
+        reject(new PayloadTooLarge(max));
+        return;
+      }
+      chunks.push(c);
+    };
+    stream.on('data', onData);
+    stream.once('end', () => resolve(Buffer.concat(chunks)));
+    stream.once('error', reject);
+  });
+}
+
+/** sendAuthError answers a refused request in its style. */
+function sendAuthError(reply: FastifyReply, style: Style, verdict: Exclude<AuthVerdict, 'ok'>): FastifyReply {
+  switch (style) {
+    case 'typesense':
+      return sendTypesenseError(reply, 401, 'Forbidden - a valid `x-typesense-api-key` header must be sent.');
+    case 'meilisearch':
+      return verdict === 'missing'
+        ? sendMeiliError(
+            reply,
+            401,
+            meiliError('missing_authorization_header', 'The Authorization header is missing. It must use the bearer authorization method.', 'auth'),
+          )
+        : sendMeiliError(reply, 403, meiliError('invalid_api_key', 'The provided API key is invalid.', 'auth'));
+    case 'nomad':
+      return sendNomadError(reply, 403, 'Permission denied');
+  }
+}
+
+/** meiliCodeOfStatus: Meilisearch's code for an HTTP-level error. */
+function meiliCodeOfStatus(status: number): string {
+  switch (status) {
+    case 404:
+      return 'not_found';
+    case 405:
+      return 'method_not_allowed';
+    case 413:
+      return 'payload_too_large';
+    case 415:
+      return 'invalid_content_type';
+    default:
+      return status >= 500 ? 'internal' : 'bad_request';
+  }
+}
+
+/** childLogger: the gateway's request log; URLs without keys, no headers. */
+function childLogger(logger: FastifyBaseLogger): FastifyBaseLogger {
+  return logger.child(
+    { component: 'gateway' },
+    {
+      serializers: {
+        req: (req: FastifyRequest) => ({ method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }),
+      },
+      redact: { paths: AUTH_HEADERS.flatMap((h) => [`req.headers["${h}"]`, `headers["${h}"]`]), censor: '<redacted>' },
+    },
+  );
+}
+
+/** localTarget: where to reach a server bound to `address` from this host (0.0.0.0 / :: become loopback). */
+export function localTarget(address: string): string {
+  const hp = parseHostPort(address, true);
+  if (hp === null) return address;
+  if (hp.host === '0.0.0.0') return formatHostPort({ host: '127.0.0.1', port: hp.port });
+  if (hp.host === '::') return formatHostPort({ host: '::1', port: hp.port });
+  return address;
+}
+
+/**
+ * createGateway builds the app (routes registered, not listening).
+ * Errors: Error for an invalid auth config (see KeyRing).
+ */
+export function createGateway(opts: GatewayOptions): Gateway {
+  const keyRing = new KeyRing(opts.auth);
+  const ownClients = opts.clients === undefined;
+  const clients = opts.clients ?? connectClients(opts.target);
+  const jsonBytesMax = opts.jsonBytesMax ?? DEFAULT_JSON_BYTES_MAX;
+  const ctx: RouteContext = {
+    clients,
+    version: opts.version ?? SNAPCOORD_VERSION,
+    snapshotRoots: opts.snapshotRoots ?? null,
+    restoreBytesMax: opts.restoreBytesMax ?? DEFAULT_RESTORE_BYTES_MAX,
+  };
+
+  const app = Fastify({
+    ...(opts.logger !== undefined ? { loggerInstance: childLogger(opts.logger) } : {}),
+    exposeHeadRoutes: false,
+    routerOptions: { ignoreTrailingSlash: true },
+    // No time limit on a request: a 10 GB restore upload takes as long as it takes.
+    requestTimeout: 0,
+    bodyLimit: jsonBytesMax,
+  });
+
+  const registered: RegisteredRoute[] = [];
+  app.addHook('onRoute', (r) => {
+    for (const method of Array.isArray(r.method) ? r.method : [r.method]) {
+      registered.push({ method, url: r.url, methodNotAllowed: r.config?.methodNotAllowed === true });
+    }
+  });
+
+  // Raw bytes for every Content-Type (see the file comment).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (req, payload, done) => {
+    if (req.routeOptions.config.rawBody === true) {
+      done(null, payload);
+      return;
+    }
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > jsonBytesMax) {
+      done(new PayloadTooLarge(jsonBytesMax));
+      return;
+    }
+    readCapped(payload, jsonBytesMax).then(
+      (body) => done(null, body),
+      (err: Error) => done(err),
+    );
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    const { action, style, rawBody } = req.routeOptions.config;
+    if (action === undefined || action === null) return;
+    const verdict = keyRing.checkRequest(req.headers, req.query as Record<string, unknown>, action);
+    if (verdict === 'ok') return;
+    // The body of a refused upload is never read: close the connection after answering.
+    if (rawBody === true) reply.header('Connection', 'close');
+    return sendAuthError(reply, style ?? styleOfPath(req.url), verdict);
+  });
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const status = typeof err.statusCode === 'number' && err.statusCode >= 400 ? err.statusCode : 500;
+    if (status >= 500) req.log.error({ err }, 'gateway error');
+    if (status === 413) reply.header('Connection', 'close');
+    const message = status >= 500 ? 'Internal Server Error' : err.message;
+    return sendStyledError(reply, req.routeOptions.config.style ?? styleOfPath(req.url), status, message, meiliCodeOfStatus(status));
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    const style = styleOfPath(req.url);
+    return sendStyledError(reply, style, 404, style === 'nomad' ? '404 page not found' : 'Not Found', 'not_found');
+  });
+
+  const routes: RouteSpec[] = [
+    ...typesenseRoutes(ctx),
+    ...meilisearchRoutes(ctx),
+    ...nomadRoutes(ctx),
+    {
+      method: 'GET',
+      url: '/openapi.json',
+      style: 'typesense',
+      action: null,
+      handler: async (_req, reply) => reply.code(200).type(JSON_TYPE).send(JSON.stringify(OPENAPI)),
+    },
+  ];
+  const byUrl = new Map<string, { style: Style; methods: Set<string> }>();
+  for (const r of routes) {
+    app.route({
+      method: r.method,
+      url: r.url,
+      config: { style: r.style, action: r.action, rawBody: r.rawBody === true },
+      handler: r.handler,
+    });
+    const entry = byUrl.get(r.url) ?? { style: r.style, methods: new Set<string>() };
+    entry.methods.add(r.method);
+    byUrl.set(r.url, entry);
+  }
+  for (const [url, { style, methods }] of byUrl) {
+    const others = METHODS.filter((m) => !methods.has(m));
+    const allow = [...methods].join(', ');
+    app.route({
+      method: others,
+      url,
+      config: { style, methodNotAllowed: true },
+      handler: async (_req, reply) => {
+        reply.header('Allow', allow);
+        return sendStyledError(reply, style, 405, style === 'nomad' ? 'Invalid method' : 'Method Not Allowed', 'method_not_allowed');
+      },
+    });
+  }
+
+  let closing: Promise<void> | null = null;
+  return {
+    app,
+    clients,
+    keyRing,
+    routes: registered,
+    async listen(address: string): Promise<string> {
+      const hp = parseHostPort(address, true);
+      if (hp === null) throw new Error(`gateway listen address ${JSON.stringify(address)} is not host:port`);
+      await app.listen({ host: hp.host, port: hp.port });
+      const bound = app.server.address() as AddressInfo | null;
+      return formatHostPort({ host: hp.host, port: bound?.port ?? hp.port });
+    },
+    close(): Promise<void> {
+      closing ??= (async () => {
+        const timer = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+        try {
+          await app.close();
+        } finally {
+          clearTimeout(timer);
+          if (ownClients) closeClients(clients);
+        }
+      })();
+      return closing;
+    },
+  };
+}

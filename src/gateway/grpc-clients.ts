@@ -1,0 +1,157 @@
+/**
+ * Promise and stream wrappers around the generated SnapshotService and
+ * TaskService clients, beside src/api/clients.ts (which holds KV and
+ * Cluster). Unary calls have a deadline (CallOptions.deadlineMs, default
+ * DEFAULT_DEADLINE_MS) and reject with the call's grpc-js ServiceError.
+ * Streaming calls (GetSnapshot, RestoreSnapshot) have no deadline unless one
+ * is given: a 10 GB archive takes as long as it takes; cancel() ends them.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { ClusterClient, callUnary, clientChannelOptions, type CallOptions } from '../api/clients.js';
+import {
+  SnapshotServiceClient,
+  TaskServiceClient,
+  type CancelTasksResponse,
+  type CreateSnapshotRequest,
+  type CreateSnapshotResponse,
+  type GetSnapshotResponse,
+  type GetTaskResponse,
+  type InspectSnapshotResponse,
+  type ListSnapshotsResponse,
+  type ListTasksRequest,
+  type ListTasksResponse,
+  type RestoreSnapshotRequest,
+  type RestoreSnapshotResponse,
+  type TaskFilter,
+} from '../gen/snapcoord/v1/snapshot.js';
+
+/** StreamOptions: an optional deadline for a streaming call (none by default). */
+export interface StreamOptions {
+  readonly deadlineMs?: number;
+  readonly metadata?: grpc.Metadata;
+}
+
+function streamCallOptions(opts: StreamOptions): Partial<grpc.CallOptions> {
+  return opts.deadlineMs === undefined ? {} : { deadline: Date.now() + opts.deadlineMs };
+}
+
+/** emptyTaskFilter: a TaskFilter that matches every task. */
+export function emptyTaskFilter(): TaskFilter {
+  return {
+    uids: [],
+    statuses: [],
+    types: [],
+    canceledBy: [],
+    beforeEnqueuedAt: '',
+    afterEnqueuedAt: '',
+    beforeStartedAt: '',
+    afterStartedAt: '',
+    beforeFinishedAt: '',
+    afterFinishedAt: '',
+    batchUids: [],
+  };
+}
+
+/**
+ * SNAPSHOT_FLOW_CONTROL_WINDOW_BYTES: the HTTP/2 receive window of the
+ * snapshot channel (grpc-js's default is 64 KiB, slow for multi-GB streams).
+ * It is also the most a paused download holds in the gateway per stream.
+ */
+export const SNAPSHOT_FLOW_CONTROL_WINDOW_BYTES = 4 << 20;
+
+/** SnapshotClient: SnapshotService as promises (unary) and raw grpc-js streams (GetSnapshot, RestoreSnapshot). */
+export class SnapshotClient {
+  readonly raw: SnapshotServiceClient;
+
+  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+    this.raw = new SnapshotServiceClient(address, credentials, {
+      ...clientChannelOptions,
+      'grpc-node.flow_control_window': SNAPSHOT_FLOW_CONTROL_WINDOW_BYTES,
+    });
+  }
+
+  createSnapshot(req: CreateSnapshotRequest, opts?: CallOptions): Promise<CreateSnapshotResponse> {
+    return callUnary(this.raw.createSnapshot.bind(this.raw), req, opts);
+  }
+
+  /**
+   * getSnapshot starts the download: the first message carries `info`, the
+   * others `data`. The returned stream is a Node Readable in object mode;
+   * grpc-js stops reading from HTTP/2 while it is paused (backpressure).
+   */
+  getSnapshot(stale: boolean, opts: StreamOptions = {}): grpc.ClientReadableStream<GetSnapshotResponse> {
+    return this.raw.getSnapshot({ stale }, opts.metadata ?? new grpc.Metadata(), streamCallOptions(opts));
+  }
+
+  /**
+   * restoreSnapshot starts an upload: write({data}) pieces of the archive
+   * (respecting write()'s false / 'drain'), then end(); `callback` gets the
+   * answer once the server has verified and applied the archive.
+   */
+  restoreSnapshot(
+    callback: (err: grpc.ServiceError | null, res?: RestoreSnapshotResponse) => void,
+    opts: StreamOptions = {},
+  ): grpc.ClientWritableStream<RestoreSnapshotRequest> {
+    return this.raw.restoreSnapshot(opts.metadata ?? new grpc.Metadata(), streamCallOptions(opts), callback);
+  }
+
+  listSnapshots(opts?: CallOptions): Promise<ListSnapshotsResponse> {
+    return callUnary(this.raw.listSnapshots.bind(this.raw), {}, opts);
+  }
+
+  inspectSnapshot(id: string, opts?: CallOptions): Promise<InspectSnapshotResponse> {
+    return callUnary(this.raw.inspectSnapshot.bind(this.raw), { id }, opts);
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}
+
+/** TaskClient: TaskService as promises. */
+export class TaskClient {
+  readonly raw: TaskServiceClient;
+
+  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
+    this.raw = new TaskServiceClient(address, credentials, clientChannelOptions);
+  }
+
+  getTask(uid: bigint, opts?: CallOptions): Promise<GetTaskResponse> {
+    return callUnary(this.raw.getTask.bind(this.raw), { uid }, opts);
+  }
+
+  listTasks(req: Partial<ListTasksRequest>, opts?: CallOptions): Promise<ListTasksResponse> {
+    return callUnary(this.raw.listTasks.bind(this.raw), { filter: emptyTaskFilter(), limit: 0, reverse: false, ...req }, opts);
+  }
+
+  cancelTasks(filter: TaskFilter, opts?: CallOptions): Promise<CancelTasksResponse> {
+    return callUnary(this.raw.cancelTasks.bind(this.raw), { filter }, opts);
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}
+
+/** GatewayClients: the three clients the gateway uses, all to one target. */
+export interface GatewayClients {
+  readonly cluster: Pick<ClusterClient, 'status' | 'vote' | 'close'>;
+  readonly snapshots: Pick<SnapshotClient, 'createSnapshot' | 'getSnapshot' | 'restoreSnapshot' | 'close'>;
+  readonly tasks: Pick<TaskClient, 'getTask' | 'listTasks' | 'cancelTasks' | 'close'>;
+}
+
+/** connectClients opens ClusterService, SnapshotService and TaskService clients to `target` ("host:port"). */
+export function connectClients(target: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()): GatewayClients {
+  return {
+    cluster: new ClusterClient(target, credentials),
+    snapshots: new SnapshotClient(target, credentials),
+    tasks: new TaskClient(target, credentials),
+  };
+}
+
+/** closeClients closes every client of `clients`. */
+export function closeClients(clients: GatewayClients): void {
+  clients.cluster.close();
+  clients.snapshots.close();
+  clients.tasks.close();
+}

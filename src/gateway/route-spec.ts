@@ -1,0 +1,41 @@
+/**
+ * RouteSpec: one gateway route as the style modules declare it (method,
+ * path, style, the auth action it needs) and what every handler receives.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Action } from './auth.js';
+import type { GatewayClients } from './grpc-clients.js';
+import type { Style } from './styles.js';
+
+/** RouteContext: what handlers share. */
+export interface RouteContext {
+  readonly clients: GatewayClients;
+  /** version: reported by GET /debug. */
+  readonly version: string;
+  /** snapshotRoots: when set, snapshot_path outside them is refused before any call (the node checks again). */
+  readonly snapshotRoots: readonly string[] | null;
+  /** restoreBytesMax: the largest restore body, counted while streaming. */
+  readonly restoreBytesMax: number;
+}
+
+export type RouteMethod = 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
+
+/** RouteSpec: one route. `action` null: open (no key needed). `rawBody`: the handler reads request.body as the raw stream. */
+export interface RouteSpec {
+  readonly method: RouteMethod;
+  readonly url: string;
+  readonly style: Style;
+  readonly action: Action | null;
+  readonly rawBody?: boolean;
+  readonly handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+}
+
+/** What each registered route carries in its fastify `config` (405 answers set methodNotAllowed). */
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    style?: Style;
+    action?: Action | null;
+    rawBody?: boolean;
+    methodNotAllowed?: boolean;
+  }
+}

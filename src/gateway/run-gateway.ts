@@ -1,0 +1,54 @@
+/**
+ * runGateway (`snapcoord gateway`): the REST gateway alone, in front of a
+ * node's gRPC API at `target`. Prints
+ * "snapcoord gateway listening on http <addr> (target <target>)" and runs
+ * until SIGTERM or SIGINT, then closes and resolves with exit code 0.
+ * Errors: the listen error (e.g. EADDRINUSE), as an Error.
+ */
+import { pino } from 'pino';
+import type { AuthConfig } from './auth.js';
+import { createGateway } from './gateway.js';
+
+export interface RunGatewayOptions {
+  readonly target: string;
+  readonly http: string;
+  readonly auth: AuthConfig;
+  readonly logLevel: string;
+  readonly restoreBytesMax?: number;
+}
+
+export async function runGateway(opts: RunGatewayOptions): Promise<number> {
+  const logger = pino({ level: opts.logLevel, base: { gateway: opts.target } });
+  const gateway = createGateway({
+    target: opts.target,
+    auth: opts.auth,
+    logger,
+    ...(opts.restoreBytesMax !== undefined ? { restoreBytesMax: opts.restoreBytesMax } : {}),
+  });
+  let address: string;
+  try {
+    address = await gateway.listen(opts.http);
+  } catch (err) {
+    await gateway.close().catch(() => undefined);
+    throw new Error(`cannot listen on ${opts.http}: ${(err as Error).message}`, { cause: err });
+  }
+  logger.info({ http: address, target: opts.target, auth: opts.auth.insecureNoAuth === true ? 'none (insecure)' : 'api keys' }, 'gateway serving');
+  process.stdout.write(`snapcoord gateway listening on http ${address} (target ${opts.target})\n`);
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (why: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ why }, 'gateway shutting down');
+      gateway.close().then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error({ err }, 'gateway shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}
