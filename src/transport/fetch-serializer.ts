@@ -57,8 +57,8 @@ export function serializeFetchSnapshotResponse(m: FetchSnapshotResponse): Buffer
     at = writeVarint(buf, at, m.totalSizeBytes);
   }
   if (m.last) {
-    buf[at++] = 0x28;
-    buf[at++] = 1;
+    buf[at] = 0x28;
+    buf[at + 1] = 1;
   }
   return buf;
 }
