@@ -244,7 +244,7 @@ async function buildState(dir: string): Promise<{ archive: Archive; stateBytes: 
       const createS = (performance.now() - t1) / 1000;
       console.log(
         `build: SnapshotManager.create: archive ${fmtSize(stored.archiveBytes)} (state.bin ${fmtSize(stored.meta.stateBytes)}, ` +
-          `${stored.meta.stateKeys.toLocaleString('en-US')} keys): ${mbps(stored.meta.stateBytes, createS).toFixed(0)} MB/s of state (${createS.toFixed(1)} s; gzip level 6)`,
+          `${stored.meta.stateKeys.toLocaleString('en-US')} keys): ${mbps(stored.meta.stateBytes, createS).toFixed(0)} MB/s of state (${createS.toFixed(1)} s; gzip level ${DEFAULT_SNAPSHOT_POLICY.gzipLevel})`,
       );
       console.log(`build: total ${mbps(stateBytes, applyS + createS).toFixed(0)} MB/s (${(applyS + createS).toFixed(1)} s)`);
       return {

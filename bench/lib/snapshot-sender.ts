@@ -11,7 +11,7 @@
 import { open } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 
-import { RaftServiceService } from '../../src/gen/snapcoord/v1/raft.js';
+import { RAFT_SERVICE_DEFINITION } from '../../src/transport/fetch-serializer.js';
 import { readChunks } from '../../src/snapshot/chunk-reader.js';
 import { createRaftService } from '../../src/transport/raft-service.js';
 import type { RaftRequestHandler } from '../../src/transport/transport.js';
@@ -76,7 +76,7 @@ function rawPull(call: grpc.ServerWritableStream<Buffer, Buffer>): void {
 }
 
 const server = new grpc.Server();
-server.addService(RaftServiceService, createRaftService(handler));
+server.addService(RAFT_SERVICE_DEFINITION, createRaftService(handler));
 server.addService(RAW_STREAM_SERVICE, { pull: rawPull });
 server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
   if (err !== null) {
