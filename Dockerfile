@@ -1,10 +1,36 @@
-# Minimal image for a snapcoord node (completed in a later issue).
-FROM node:20-slim
+# snapcoord node image. The ENTRYPOINT is the snapcoord CLI, so a container's
+# command is its arguments (`serve ...`, `cluster status --endpoint ...`).
+#
+# Two stages: `npm run build` needs dev dependencies (buf + ts-proto generate
+# src/gen, typescript compiles to dist/), the compiled CLI does not. dist/ was
+# checked to run with production dependencies only (`npm prune --omit=dev`,
+# then `node dist/src/cli/main.js --help` and `serve`); it also needs proto/
+# (gRPC reflection) and package.json (version, proto lookup) beside it.
+
+FROM node:20-slim AS build
 WORKDIR /app
+# rocksdb ships a prebuilt binary for linux-x64 only; elsewhere (arm64) node-gyp compiles it.
+RUN if [ "$(uname -m)" != "x86_64" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY . .
-RUN npm run build
+COPY buf.yaml buf.gen.yaml tsconfig.json ./
+COPY proto ./proto
+COPY src ./src
+RUN npm run build && npm prune --omit=dev --no-audit --no-fund
+
+FROM node:20-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/proto ./proto
+COPY --from=build /app/dist/src ./dist/src
+# Data (and, in docker-compose.yml, snapshots) live in /data, owned by the unprivileged user.
+RUN mkdir -p /data/snapshots && chown -R node:node /data
+USER node
 VOLUME ["/data"]
 EXPOSE 7001 8108
 ENTRYPOINT ["node", "dist/src/cli/main.js"]
+CMD ["--help"]

@@ -1,79 +1,29 @@
 /**
- * The client commands: `kv put|get|del|ls` and `cluster status|vote|transfer`,
- * talking to --endpoint (default 127.0.0.1:7001, env SNAPCOORD_ENDPOINT). A
- * failed call becomes one line "snapcoord: <CODE>: <details>" and exit code 1.
+ * The client commands: `kv put|get|del|ls`, `cluster status|vote|
+ * transfer-leader|add|remove`, and (from their own files) `snapshot ...` and
+ * `tasks ...`, talking to --endpoint (default 127.0.0.1:7001, env
+ * SNAPCOORD_ENDPOINT). A failed call becomes one line
+ * "snapcoord: <CODE>: <details>" and exit code 1; a bad argument exit code 2.
  */
-import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
-import { parseHostPort } from '../api/address.js';
+import { isNodeId, parseHostPort } from '../api/address.js';
 import { ClusterClient, KvClient } from '../api/clients.js';
-import { Role, Suffrage, roleToJSON, suffrageToJSON, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
+import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { clientOptions, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { addSnapshotCommands } from './snapshot-commands.js';
+import { addTaskCommands } from './task-commands.js';
 
-/** ENDPOINT_ENV / DEFAULT_ENDPOINT: where client commands connect. */
-export const ENDPOINT_ENV = 'SNAPCOORD_ENDPOINT';
-export const DEFAULT_ENDPOINT = '127.0.0.1:7001';
+export { DEFAULT_ENDPOINT, ENDPOINT_ENV, callError } from './client-options.js';
 
-interface ClientOpts {
-  endpoint?: string;
-  timeoutMs?: string;
-}
+/** MEMBER_STATUS_DEADLINE_MS: how long `cluster status` waits for each member's own Status. */
+export const MEMBER_STATUS_DEADLINE_MS = 1_500;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-function endpointOf(opts: ClientOpts): string {
-  const ep = opts.endpoint ?? process.env[ENDPOINT_ENV] ?? DEFAULT_ENDPOINT;
-  if (parseHostPort(ep) === null) throw new CliError(`endpoint: "${ep}" is not host:port`, EXIT_CONFIG);
-  return ep;
-}
-
-function deadlineOf(opts: ClientOpts): number {
-  const t = opts.timeoutMs === undefined ? 10_000 : Number(opts.timeoutMs);
-  if (!Number.isSafeInteger(t) || t < 1) throw new CliError(`timeout-ms: "${opts.timeoutMs}" is not a positive whole number`, EXIT_CONFIG);
-  return t;
-}
-
-/** callError turns a gRPC failure into a one-line CliError. */
-export function callError(err: unknown, endpoint: string): CliError {
-  const e = err as Partial<grpc.ServiceError>;
-  if (typeof e.code === 'number') {
-    const name = grpc.status[e.code] ?? String(e.code);
-    const hint = e.code === grpc.status.UNAVAILABLE ? ` (is a node running at ${endpoint}?)` : '';
-    return new CliError(`${name}: ${(e.details ?? e.message ?? '').replace(/\s+/g, ' ')}${hint}`);
-  }
-  return new CliError(err instanceof Error ? err.message : String(err));
-}
-
-async function withKv<T>(opts: ClientOpts, f: (kv: KvClient, deadlineMs: number) => Promise<T>): Promise<T> {
-  const endpoint = endpointOf(opts);
-  const kv = new KvClient(endpoint);
-  try {
-    return await f(kv, deadlineOf(opts));
-  } catch (err) {
-    throw err instanceof CliError ? err : callError(err, endpoint);
-  } finally {
-    kv.close();
-  }
-}
-
-async function withCluster<T>(opts: ClientOpts, f: (c: ClusterClient, deadlineMs: number) => Promise<T>): Promise<T> {
-  const endpoint = endpointOf(opts);
-  const c = new ClusterClient(endpoint);
-  try {
-    return await f(c, deadlineOf(opts));
-  } catch (err) {
-    throw err instanceof CliError ? err : callError(err, endpoint);
-  } finally {
-    c.close();
-  }
-}
-
-function clientOptions(cmd: Command): Command {
-  return cmd
-    .option('--endpoint <host:port>', `node to talk to (env ${ENDPOINT_ENV}, default ${DEFAULT_ENDPOINT})`)
-    .option('--timeout-ms <ms>', 'deadline of the call (default 10000)');
-}
+const kvClient = (endpoint: string): KvClient => new KvClient(endpoint);
+const clusterClient = (endpoint: string): ClusterClient => new ClusterClient(endpoint);
 
 /** statusJson: a StatusResponse as plain JSON (enums by name, uint64 as numbers). */
 export function statusJson(st: StatusResponse): object {
@@ -102,42 +52,151 @@ const ROLE_NAMES: Partial<Record<Role, string>> = {
   [Role.ROLE_LEADER]: 'leader',
 };
 
-function statusText(st: StatusResponse): string {
-  const lines = [
-    `node ${st.id}: ${ROLE_NAMES[st.role] ?? 'unknown'}, term ${st.term}, commit ${st.commitIndex}, applied ${st.appliedIndex}`,
-    `leader: ${st.leaderId === '' ? '(none known)' : `${st.leaderId} at ${st.leaderAddress}`}`,
-    'members:',
-    ...st.members.map(
-      (m) =>
-        `  ${m.id.padEnd(8)} ${m.address.padEnd(22)} ${m.suffrage === Suffrage.SUFFRAGE_LEARNER ? 'learner' : 'voter  '}` +
-        (st.role === Role.ROLE_LEADER ? ` match ${m.matchIndex}` : ''),
-    ),
-  ];
-  return lines.join('\n');
+function roleName(r: Role): string {
+  return ROLE_NAMES[r] ?? 'unknown';
 }
 
-/** addClientCommands adds `kv` and `cluster` to `program`. */
+function suffrageName(s: Suffrage): string {
+  return s === Suffrage.SUFFRAGE_LEARNER ? 'learner' : 'voter';
+}
+
+/** MemberView: one row of `cluster status`. */
+export interface MemberView {
+  readonly id: string;
+  readonly address: string;
+  readonly suffrage: string;
+  /** role: from the member's own Status; "unreachable" when it did not answer in time. */
+  readonly role: string;
+  readonly reachable: boolean;
+  readonly term: number | null;
+  readonly commitIndex: number | null;
+  readonly appliedIndex: number | null;
+  /** matchIndex / lag (leader commit - match): known only when the leader answered. */
+  readonly matchIndex: number | null;
+  readonly lag: number | null;
+  readonly error?: string;
+}
+
+/** ClusterView: the JSON of `cluster status --json`. */
+export interface ClusterView {
+  /** endpoint: the id of the node asked. */
+  readonly endpoint: string;
+  readonly leader: { readonly id: string; readonly address: string } | null;
+  readonly term: number;
+  /** commitIndex: the leader's (the endpoint's when the leader did not answer). */
+  readonly commitIndex: number;
+  readonly members: readonly MemberView[];
+}
+
+async function statusAt(address: string, deadlineMs: number): Promise<StatusResponse> {
+  const c = new ClusterClient(address);
+  try {
+    return await c.status({ deadlineMs });
+  } finally {
+    c.close();
+  }
+}
+
+/**
+ * clusterView asks the endpoint for its Status, the leader (when another
+ * node) for match indexes, and every member for its own role, each with a
+ * short deadline; members that do not answer are "unreachable".
+ */
+export async function clusterView(endpointStatus: StatusResponse, memberDeadlineMs = MEMBER_STATUS_DEADLINE_MS): Promise<ClusterView> {
+  const st = endpointStatus;
+  let leaderSt: StatusResponse | null = null;
+  if (st.role === Role.ROLE_LEADER) leaderSt = st;
+  else if (st.leaderAddress !== '') leaderSt = await statusAt(st.leaderAddress, memberDeadlineMs).catch(() => null);
+  if (leaderSt !== null && leaderSt.role !== Role.ROLE_LEADER) leaderSt = null;
+  const view = leaderSt ?? st;
+  const commit = Number(view.commitIndex);
+  const members = await Promise.all(
+    view.members.map(async (m: Member): Promise<MemberView> => {
+      let own: StatusResponse | null = null;
+      let error: string | undefined;
+      if (m.id === st.id) own = st;
+      else if (leaderSt !== null && m.id === leaderSt.id) own = leaderSt;
+      else {
+        try {
+          own = await statusAt(m.address, memberDeadlineMs);
+        } catch (err) {
+          error = ((err as { details?: string }).details ?? (err as Error).message).replace(/\s+/g, ' ');
+        }
+      }
+      const match = leaderSt !== null ? Number(m.matchIndex) : null;
+      return {
+        id: m.id,
+        address: m.address,
+        suffrage: suffrageName(m.suffrage),
+        role: own !== null ? roleName(own.role) : 'unreachable',
+        reachable: own !== null,
+        term: own !== null ? Number(own.term) : null,
+        commitIndex: own !== null ? Number(own.commitIndex) : null,
+        appliedIndex: own !== null ? Number(own.appliedIndex) : null,
+        matchIndex: match,
+        lag: match !== null ? Math.max(0, commit - match) : null,
+        ...(error !== undefined ? { error } : {}),
+      };
+    }),
+  );
+  const leaderId = leaderSt?.id ?? st.leaderId;
+  return {
+    endpoint: st.id,
+    leader: leaderId !== '' ? { id: leaderId, address: leaderSt !== null ? (view.members.find((m) => m.id === leaderId)?.address ?? st.leaderAddress) : st.leaderAddress } : null,
+    term: Number(view.term),
+    commitIndex: commit,
+    members,
+  };
+}
+
+function clusterText(v: ClusterView): string {
+  const n = (x: number | null): string => (x === null ? '-' : String(x));
+  const leader =
+    v.leader === null
+      ? 'leader: none known (an election may be in progress)'
+      : `leader: ${v.leader.id} at ${v.leader.address}, term ${v.term}, commit ${v.commitIndex}`;
+  const rows = v.members.map((m) => [m.id, m.address, m.role, m.suffrage, n(m.term), n(m.commitIndex), n(m.appliedIndex), n(m.matchIndex), n(m.lag)]);
+  return `${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG'], rows)}`;
+}
+
+function membersText(members: readonly Member[]): string {
+  return table(
+    ['ID', 'ADDRESS', 'SUFFRAGE'],
+    members.map((m) => [m.id, m.address, suffrageName(m.suffrage)]),
+  );
+}
+
+function membersJson(members: readonly Member[]): object[] {
+  return members.map((m) => ({ id: m.id, address: m.address, suffrage: suffrageName(m.suffrage) }));
+}
+
+function checkNodeId(id: string): string {
+  if (!isNodeId(id)) throw new CliError(`id: "${id}" is not a valid node id (letters, digits, '_', '-', '.'; at most 64)`, EXIT_CONFIG);
+  return id;
+}
+
+/** addClientCommands adds `kv`, `cluster`, `snapshot` and `tasks` to `program`. */
 export function addClientCommands(program: Command): void {
   const kv = program.command('kv').description('read and write keys');
 
   clientOptions(kv.command('put').argument('<key>').argument('<value>').description('set KEY to VALUE')).action(
     async (key: string, value: string, opts: ClientOpts) => {
-      const res = await withKv(opts, (c, deadlineMs) => c.put({ key: enc.encode(key), value: enc.encode(value) }, { deadlineMs }));
+      const res = await withClient(opts, kvClient, (c, deadlineMs) => c.put({ key: enc.encode(key), value: enc.encode(value) }, { deadlineMs }));
       process.stdout.write(`OK (revision ${res.header?.revision ?? 0n})\n`);
     },
   );
 
   clientOptions(
-    kv.command('get').argument('<key>').option('--serializable', 'read this node\'s state (may be stale)').description('print the value of KEY'),
+    kv.command('get').argument('<key>').option('--serializable', "read this node's state (may be stale)").description('print the value of KEY (exit 1 when absent)'),
   ).action(async (key: string, opts: ClientOpts & { serializable?: boolean }) => {
-    const res = await withKv(opts, (c, deadlineMs) => c.get({ key: enc.encode(key), serializable: opts.serializable === true }, { deadlineMs }));
+    const res = await withClient(opts, kvClient, (c, deadlineMs) => c.get({ key: enc.encode(key), serializable: opts.serializable === true }, { deadlineMs }));
     if (!res.found || res.kv === undefined) throw new CliError(`key ${JSON.stringify(key)} not found`);
     process.stdout.write(`${dec.decode(res.kv.value)}\n`);
   });
 
   clientOptions(kv.command('del').argument('<key>').description('delete KEY; prints how many keys were deleted (0 or 1)')).action(
     async (key: string, opts: ClientOpts) => {
-      const res = await withKv(opts, (c, deadlineMs) => c.delete({ key: enc.encode(key) }, { deadlineMs }));
+      const res = await withClient(opts, kvClient, (c, deadlineMs) => c.delete({ key: enc.encode(key) }, { deadlineMs }));
       process.stdout.write(`${res.deleted}\n`);
     },
   );
@@ -147,38 +206,105 @@ export function addClientCommands(program: Command): void {
       .command('ls')
       .argument('[prefix]', 'key prefix (default: every key)')
       .option('--limit <n>', 'at most N keys (1..10000, default 1000)')
-      .option('--serializable', 'read this node\'s state (may be stale)')
-      .description('list keys and values, in key order'),
-  ).action(async (prefix: string | undefined, opts: ClientOpts & { limit?: string; serializable?: boolean }) => {
-    const limit = opts.limit === undefined ? 0 : Number(opts.limit);
-    if (!Number.isSafeInteger(limit) || limit < 0) throw new CliError(`limit: "${opts.limit}" is not a whole number`, EXIT_CONFIG);
-    const res = await withKv(opts, (c, deadlineMs) =>
+      .option('--serializable', "read this node's state (may be stale)")
+      .option('--json', 'print a JSON array of {key, value}')
+      .description('list keys and values (tab separated), in key order'),
+  ).action(async (prefix: string | undefined, opts: ClientOpts & { limit?: string; serializable?: boolean; json?: boolean }) => {
+    const limit = opts.limit === undefined ? 0 : positiveInt('limit', opts.limit, 1, 10_000);
+    const res = await withClient(opts, kvClient, (c, deadlineMs) =>
       c.range({ prefix: enc.encode(prefix ?? ''), limit, serializable: opts.serializable === true }, { deadlineMs }),
     );
-    for (const pair of res.kvs) process.stdout.write(`${dec.decode(pair.key)}\t${dec.decode(pair.value)}\n`);
+    if (opts.json === true) jsonOut(res.kvs.map((p) => ({ key: dec.decode(p.key), value: dec.decode(p.value) })));
+    else for (const pair of res.kvs) process.stdout.write(`${dec.decode(pair.key)}\t${dec.decode(pair.value)}\n`);
     if (res.more) process.stderr.write('(more keys match; raise --limit)\n');
   });
 
   const cluster = program.command('cluster').description('inspect and operate the cluster');
 
-  clientOptions(cluster.command('status').option('--json', 'print JSON').description('show the node\'s view of the cluster')).action(
-    async (opts: ClientOpts & { json?: boolean }) => {
-      const st = await withCluster(opts, (c, deadlineMs) => c.status({ deadlineMs }));
-      process.stdout.write(`${opts.json === true ? JSON.stringify(statusJson(st), null, 2) : statusText(st)}\n`);
-    },
-  );
-
-  clientOptions(cluster.command('vote').description('make the endpoint node the leader (Typesense\'s /operations/vote)')).action(
-    async (opts: ClientOpts) => {
-      const res = await withCluster(opts, (c, deadlineMs) => c.vote({ deadlineMs }));
-      process.stdout.write(`${JSON.stringify({ success: res.success })}\n`);
-    },
-  );
+  clientOptions(
+    cluster
+      .command('status')
+      .option('--json', 'print JSON')
+      .option('--raw', "print only the endpoint node's own Status (as JSON with --json)")
+      .description("show every member's role, term, match index and lag behind the leader"),
+  ).action(async (opts: ClientOpts & { json?: boolean; raw?: boolean }) => {
+    const st = await withClient(opts, clusterClient, (c, deadlineMs) => c.status({ deadlineMs }));
+    if (opts.raw === true) {
+      if (opts.json === true) jsonOut(statusJson(st));
+      else process.stdout.write(`node ${st.id}: ${roleName(st.role)}, term ${st.term}, commit ${st.commitIndex}, applied ${st.appliedIndex}, leader ${st.leaderId || '(none known)'}\n`);
+      return;
+    }
+    const view = await clusterView(st);
+    if (opts.json === true) jsonOut(view);
+    else process.stdout.write(`${clusterText(view)}\n`);
+  });
 
   clientOptions(
-    cluster.command('transfer').argument('[target]', 'new leader (default: the most caught-up voter)').description('hand leadership over'),
-  ).action(async (target: string | undefined, opts: ClientOpts) => {
-    const res = await withCluster(opts, (c, deadlineMs) => c.transferLeadership(target ?? '', { deadlineMs }));
-    process.stdout.write(`leader: ${res.leaderId}\n`);
+    cluster
+      .command('vote')
+      .option('--json', 'print {"success":bool,...}')
+      .description("make the endpoint node the leader (Typesense's /operations/vote); a leader answers success false"),
+  ).action(async (opts: ClientOpts & { json?: boolean }) => {
+    const { success, st } = await withClient(opts, clusterClient, async (c, deadlineMs) => {
+      const res = await c.vote({ deadlineMs });
+      const after = await c.status({ deadlineMs }).catch(() => null);
+      return { success: res.success, st: after };
+    });
+    if (opts.json === true) {
+      jsonOut({ success, id: st?.id ?? null, leaderId: st?.leaderId ?? null, term: st !== null ? Number(st.term) : null });
+      return;
+    }
+    const who = st?.id ?? 'the endpoint node';
+    process.stdout.write(
+      success
+        ? `${who} is now the leader${st !== null ? ` (term ${st.term})` : ''}\n`
+        : `${who} did not become the leader: it already leads${st !== null ? ` (term ${st.term})` : ''}; nothing changed\n`,
+    );
   });
+
+  clientOptions(
+    cluster
+      .command('transfer-leader')
+      .alias('transfer')
+      .argument('[id]', 'the new leader (default: the most caught-up voter)')
+      .option('--json', 'print {"leaderId"}')
+      .description('hand leadership over to ID'),
+  ).action(async (target: string | undefined, opts: ClientOpts & { json?: boolean }) => {
+    if (target !== undefined) checkNodeId(target);
+    const res = await withClient(opts, clusterClient, (c, deadlineMs) => c.transferLeadership(target ?? '', { deadlineMs }));
+    if (opts.json === true) jsonOut({ leaderId: res.leaderId });
+    else process.stdout.write(`leader: ${res.leaderId}\n`);
+  });
+
+  clientOptions(
+    cluster
+      .command('add')
+      .argument('<id>', 'the new member\'s node id')
+      .argument('<address>', 'its gRPC address, host:port')
+      .option('--learner', 'add it as a learner (receives the log, does not vote)')
+      .option('--json', 'print the new configuration as JSON')
+      .description('add a member (one at a time); prints the new configuration'),
+  ).action(async (id: string, address: string, opts: ClientOpts & { learner?: boolean; json?: boolean }) => {
+    checkNodeId(id);
+    if (parseHostPort(address) === null) throw new CliError(`address: "${address}" is not host:port`, EXIT_CONFIG);
+    const res = await withClient(opts, clusterClient, (c, deadlineMs) => c.addMember(id, address, opts.learner === true, { deadlineMs }));
+    if (opts.json === true) jsonOut({ members: membersJson(res.members) });
+    else process.stdout.write(`${membersText(res.members)}\n`);
+  });
+
+  clientOptions(
+    cluster
+      .command('remove')
+      .argument('<id>', 'the member to remove')
+      .option('--json', 'print the new configuration as JSON')
+      .description('remove a member; prints the new configuration'),
+  ).action(async (id: string, opts: ClientOpts & { json?: boolean }) => {
+    checkNodeId(id);
+    const res = await withClient(opts, clusterClient, (c, deadlineMs) => c.removeMember(id, { deadlineMs }));
+    if (opts.json === true) jsonOut({ members: membersJson(res.members) });
+    else process.stdout.write(`${membersText(res.members)}\n`);
+  });
+
+  addSnapshotCommands(program);
+  addTaskCommands(program);
 }

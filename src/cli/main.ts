@@ -1,18 +1,18 @@
 #!/usr/bin/env node
 /**
- * The `snapcoord` CLI: serve, gateway, local, kv, cluster. Runs as
+ * The `snapcoord` CLI: serve, gateway, local, kv, cluster, snapshot, tasks. Runs as
  * `tsx src/cli/main.ts ...` and as `node dist/src/cli/main.js ...`.
  * Errors print one line "snapcoord: <message>" on stderr; the exit code is 1
  * for a failed operation, 2 for bad configuration or a refused data dir.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { parseHostPort } from '../api/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import { DEFAULT_RESTORE_BYTES_MAX, parseApiKeys, runGateway, type ApiKeySpec } from '../gateway/index.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { addClientCommands } from './client-commands.js';
+import { DEFAULT_ENDPOINT, ENDPOINT_ENV, addClientCommands } from './client-commands.js';
 import { CONFIG_ENV, LOG_LEVELS, SERVE_OPTIONS, envName, resolveServeConfig } from './config.js';
 import { runLocal } from './local.js';
 import { runServe } from './serve.js';
@@ -110,19 +110,48 @@ export function buildProgram(): Command {
     });
 
   addClientCommands(program);
+  program.option('--debug', 'print stack traces with errors');
+  program.addHelpText(
+    'after',
+    `\nClient commands connect to --endpoint host:port (env ${ENDPOINT_ENV}, default ${DEFAULT_ENDPOINT}).\n` +
+      'Exit codes: 0 ok, 1 the operation failed, 2 bad usage or configuration.',
+  );
   return program;
 }
 
-function fail(err: unknown): never {
-  if (err instanceof CliError) {
-    process.stderr.write(`snapcoord: ${err.message}\n`);
-    process.exit(err.exitCode);
-  }
-  process.stderr.write(`snapcoord: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
+/**
+ * usageErrors makes `cmd` and every subcommand throw a CommanderError instead
+ * of printing and exiting, so that fail() reports usage errors as one line
+ * with exit code 2 (commander's own default is 1).
+ */
+function usageErrors(cmd: Command): Command {
+  cmd.exitOverride();
+  cmd.configureOutput({ outputError: () => undefined });
+  for (const sub of cmd.commands) usageErrors(sub);
+  return cmd;
 }
 
-buildProgram()
+const DEBUG = process.argv.includes('--debug');
+
+function fail(err: unknown): never {
+  if (err instanceof CommanderError) {
+    // --help and --version "fail" with exit code 0; a bare command group prints its help (exit 2).
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
+    if (err.code !== 'commander.help') {
+      const hint = err.code === 'commander.unknownCommand' || err.code === 'commander.unknownOption' ? ' (see snapcoord --help)' : '';
+      process.stderr.write(`snapcoord: ${err.message.replace(/^error: /, '').replace(/\s+/g, ' ').trim()}${hint}\n`);
+    }
+    process.exit(EXIT_CONFIG);
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`snapcoord: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  if (DEBUG) {
+    for (let e: unknown = err; e instanceof Error; e = e.cause) process.stderr.write(`${e.stack ?? e.message}\n`);
+  }
+  process.exit(err instanceof CliError ? err.exitCode : 1);
+}
+
+usageErrors(buildProgram())
   .parseAsync(process.argv)
   .then(() => {
     // Servers and channels are closed; exit even if a library left a timer behind.

@@ -8,6 +8,8 @@ import { silentLogger, type TransportLogger } from './transport.js';
 
 /** SNAPSHOT_CHUNK_BYTES_DEFAULT: 1 MiB chunks measured best on loopback (TOOLCHAIN.md). */
 export const SNAPSHOT_CHUNK_BYTES_DEFAULT = 1 << 20;
+/** WRITES_IN_FLIGHT: chunk writes to disk that may be pending while the next chunks arrive. */
+const WRITES_IN_FLIGHT = 4;
 /** FLOW_CONTROL_WINDOW_BYTES: the receiver's HTTP/2 window; the default halves throughput. */
 export const FLOW_CONTROL_WINDOW_BYTES = 16 << 20;
 
@@ -79,6 +81,11 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
   let offset = 0;
   let attempts = 0;
   let hashFailures = 0;
+  /** writes: pending chunk writes; each resolves to its error, or null (never rejects). */
+  const writes: Promise<Error | null>[] = [];
+  const throwIfFailed = (e: Error | null | undefined): void => {
+    if (e instanceof Error) throw new SnapshotFetchError(`writing ${opts.destPath}: ${e.message}`);
+  };
   try {
     file = await open(opts.destPath, 'w', 0o600);
     while (offset < opts.target.sizeBytes) {
@@ -94,6 +101,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
       if (outcome === 'done') break;
       if (outcome !== 'badChunk' && offset < opts.target.sizeBytes) await sleep(Math.min(2_000, 50 * 2 ** Math.min(attempts, 6)));
     }
+    for (const e of await Promise.all(writes.splice(0))) throwIfFailed(e);
     if (offset !== opts.target.sizeBytes) {
       throw new SnapshotFetchError(`snapshot ${opts.target.index}: got ${offset} bytes, expected ${opts.target.sizeBytes}`);
     }
@@ -104,6 +112,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     await file.sync();
     return { bytes: offset, attempts, hashFailures };
   } finally {
+    await Promise.all(writes.splice(0));
     await file?.close().catch(() => undefined);
     client.close();
   }
@@ -145,7 +154,11 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
           call.cancel();
           throw new SnapshotFetchError(`snapshot ${opts.target.index}: peer sent more than ${opts.target.sizeBytes} bytes`);
         }
-        await (file as FileHandle).write(raw.data, 0, raw.data.length, offset);
+        // Disk writes overlap with receiving and hashing the next chunks (at most WRITES_IN_FLIGHT
+        // pending: the stream is not read further until the oldest lands, which is the backpressure).
+        const at = offset;
+        writes.push((file as FileHandle).write(raw.data, 0, raw.data.length, at).then(() => null, (e: unknown) => e as Error));
+        if (writes.length >= WRITES_IN_FLIGHT) throwIfFailed(await writes.shift());
         whole.update(raw.data);
         offset += raw.data.length;
         opts.onProgress?.(offset, opts.target.sizeBytes);

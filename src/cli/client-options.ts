@@ -1,0 +1,129 @@
+/**
+ * What every client command shares: where it connects (--endpoint, env
+ * SNAPCOORD_ENDPOINT, default 127.0.0.1:7001), its per-call deadline
+ * (--timeout-ms), and the one mapping from a failed gRPC call to a one-line
+ * CliError (exit 1). Bad option values are CliErrors with exit code 2.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Command } from 'commander';
+import { parseHostPort } from '../api/address.js';
+import { CliError, EXIT_CONFIG } from './cli-error.js';
+
+/** ENDPOINT_ENV / DEFAULT_ENDPOINT: where client commands connect. */
+export const ENDPOINT_ENV = 'SNAPCOORD_ENDPOINT';
+export const DEFAULT_ENDPOINT = '127.0.0.1:7001';
+/** DEFAULT_CALL_DEADLINE_MS: the deadline of one unary call without --timeout-ms. */
+export const DEFAULT_CALL_DEADLINE_MS = 10_000;
+
+/** ClientOpts: the options clientOptions() adds, as commander hands them over. */
+export interface ClientOpts {
+  endpoint?: string;
+  timeoutMs?: string;
+}
+
+/** endpointOf: --endpoint, else SNAPCOORD_ENDPOINT, else 127.0.0.1:7001; exit 2 when not host:port. */
+export function endpointOf(opts: ClientOpts): string {
+  const ep = opts.endpoint ?? process.env[ENDPOINT_ENV] ?? DEFAULT_ENDPOINT;
+  if (parseHostPort(ep) === null) throw new CliError(`endpoint: "${ep}" is not host:port`, EXIT_CONFIG);
+  return ep;
+}
+
+/** positiveInt parses a whole number >= min for option `name`; exit 2 otherwise. */
+export function positiveInt(name: string, text: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
+  const n = /^\d{1,15}$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `${min}..${max}`;
+    throw new CliError(`${name}: "${text}" is not a whole number (${range})`, EXIT_CONFIG);
+  }
+  return n;
+}
+
+/** deadlineOf: --timeout-ms as a number, DEFAULT_CALL_DEADLINE_MS when absent. */
+export function deadlineOf(opts: ClientOpts, dflt = DEFAULT_CALL_DEADLINE_MS): number {
+  return opts.timeoutMs === undefined ? dflt : positiveInt('timeout-ms', opts.timeoutMs);
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * callError turns a gRPC failure into a one-line CliError (exit 1):
+ * "<CODE>: <details>", with a hint for UNAVAILABLE. The original error is
+ * kept as `cause` (printed with --debug).
+ */
+export function callError(err: unknown, endpoint: string): CliError {
+  if (err instanceof CliError) return err;
+  const e = err as Partial<grpc.ServiceError>;
+  let out: CliError;
+  if (typeof e.code === 'number') {
+    const name = grpc.status[e.code] ?? String(e.code);
+    const hint = e.code === grpc.status.UNAVAILABLE ? ` (is a node running at ${endpoint}?)` : '';
+    // grpc-js's connection errors end in an empty "Resolution note:"; keep the line short.
+    const details = oneLine(e.details ?? e.message ?? '')
+      .replace(/\s*Resolution note:\s*$/, '')
+      .replace(/Last error: Error: /, 'last error: ');
+    out = new CliError(`${name}: ${details}${hint}`);
+  } else {
+    out = new CliError(oneLine(err instanceof Error ? err.message : String(err)));
+  }
+  out.cause = err;
+  return out;
+}
+
+/** Closable: anything with close(), e.g. a grpc-js client. */
+interface Closable {
+  close(): void;
+}
+
+/**
+ * withClient opens a client on the endpoint, runs `f`, maps its failure with
+ * callError, and closes the client whatever happens.
+ */
+export async function withClient<C extends Closable, T>(
+  opts: ClientOpts,
+  make: (endpoint: string) => C,
+  f: (client: C, deadlineMs: number, endpoint: string) => Promise<T>,
+): Promise<T> {
+  const endpoint = endpointOf(opts);
+  const deadlineMs = deadlineOf(opts);
+  const client = make(endpoint);
+  try {
+    return await f(client, deadlineMs, endpoint);
+  } catch (err) {
+    throw callError(err, endpoint);
+  } finally {
+    client.close();
+  }
+}
+
+/** clientOptions adds --endpoint and --timeout-ms to `cmd`. */
+export function clientOptions(cmd: Command, timeoutHelp = `deadline of each call (default ${DEFAULT_CALL_DEADLINE_MS})`): Command {
+  return cmd
+    .option('--endpoint <host:port>', `node to talk to (env ${ENDPOINT_ENV}, default ${DEFAULT_ENDPOINT})`)
+    .option('--timeout-ms <ms>', timeoutHelp);
+}
+
+/** jsonOut prints one JSON value on stdout (bigints as numbers). */
+export function jsonOut(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`);
+}
+
+/** formatBytes: 1536 -> "1.5 KiB". */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+/** table lays rows out in columns separated by two spaces (the last column unpadded). */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
+  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd()).join('\n');
+}

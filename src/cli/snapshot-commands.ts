@@ -1,0 +1,494 @@
+/**
+ * `snapcoord snapshot save|restore|inspect|ls`: the operator's snapshot
+ * commands (after etcdctl snapshot, nomad operator snapshot, consul snapshot).
+ *
+ * - save FILE: asks the endpoint's Status first (unreachable, or no leader
+ *   without --stale: fail before creating anything), then streams
+ *   GetSnapshot into FILE.tmp (0600) with backpressure,
+ *   hashing on the way; checks size and SHA-256 against the node's `info`,
+ *   fsyncs, then links/renames to FILE and fsyncs the directory. An existing
+ *   FILE is never overwritten. On any failure (Ctrl-C included) FILE.tmp is
+ *   removed.
+ * - restore FILE: inspectArchive first (every hash); a bad file is refused
+ *   before a byte is sent. The upload is hashed again as it streams and is
+ *   canceled, not completed, if the file changed since it was checked.
+ * - inspect FILE: describes a local archive and checks every hash (exit 1 when
+ *   one does not check out).
+ * - ls: the snapshots the endpoint node keeps.
+ */
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createReadStream } from 'node:fs';
+import { link, lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import { Transform, Writable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import * as grpc from '@grpc/grpc-js';
+import type { Command } from 'commander';
+import { ClusterClient, clientChannelOptions } from '../api/clients.js';
+import { Role } from '../gen/snapcoord/v1/cluster.js';
+import {
+  SnapshotServiceClient,
+  type GetSnapshotResponse,
+  type RestoreSnapshotResponse,
+  type SnapshotInfo,
+} from '../gen/snapcoord/v1/snapshot.js';
+import { inspectArchive, type ArchiveMeta, type InspectResult } from '../snapshot/archive.js';
+import { fsyncDir } from '../snapshot/file-sink.js';
+import { CliError } from './cli-error.js';
+import { callError, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { Progress } from './progress.js';
+
+/** STATUS_DEADLINE_MS: the deadline of the Status call `save` starts with. */
+const STATUS_DEADLINE_MS = 5_000;
+
+/** EXIT_INTERRUPTED: the exit code after Ctrl-C (128 + SIGINT). */
+export const EXIT_INTERRUPTED = 130;
+
+/** TRANSFER_CHUNK_BYTES: the size of each uploaded piece (the node reads 1 MiB pieces too). */
+const TRANSFER_CHUNK_BYTES = 1024 * 1024;
+
+/** snapshotClient: a SnapshotService client with a large receive window (bulk downloads). */
+export function snapshotClient(endpoint: string): SnapshotServiceClient {
+  return new SnapshotServiceClient(endpoint, grpc.credentials.createInsecure(), {
+    ...clientChannelOptions,
+    'grpc-node.flow_control_window': 16 << 20,
+  });
+}
+
+/** infoJson: a SnapshotInfo as plain JSON (uint64 as numbers). */
+export function infoJson(i: SnapshotInfo): Record<string, string | number> {
+  return {
+    id: i.id,
+    index: Number(i.index),
+    term: Number(i.term),
+    sizeBytes: Number(i.sizeBytes),
+    digest: i.digest,
+    createdAt: i.createdAt,
+    stateBytes: Number(i.stateBytes),
+    stateKeys: Number(i.stateKeys),
+    snapcoordVersion: i.snapcoordVersion,
+    formatVersion: i.formatVersion,
+  };
+}
+
+function fsMessage(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e.code !== undefined ? `${e.code}: ${e.message.replace(/^[A-Z]+: /, '')}` : String((err as Error).message ?? err);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** writeAll writes every byte of `buf` at the handle's current position. */
+async function writeAll(handle: FileHandle, buf: Buffer): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const { bytesWritten } = await handle.write(buf, off, buf.length - off);
+    off += bytesWritten;
+  }
+}
+
+/**
+ * publish makes `tmp` visible as `path` without ever replacing an existing
+ * file: a hard link fails with EEXIST atomically; where links are not
+ * supported it falls back to check-then-rename.
+ */
+async function publish(tmp: string, path: string, shown: string): Promise<void> {
+  try {
+    await link(tmp, path);
+    await unlink(tmp);
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw new CliError(`${shown} appeared while the snapshot was being saved; refusing to overwrite it`);
+    if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EMLINK', 'ENOSYS'].includes(code ?? '')) throw err;
+  }
+  if (await exists(path)) throw new CliError(`${shown} appeared while the snapshot was being saved; refusing to overwrite it`);
+  await rename(tmp, path);
+}
+
+/**
+ * checkCanServe fails fast, before any file is created, when the endpoint is
+ * unreachable or (without --stale) knows no leader to answer the download.
+ */
+async function checkCanServe(endpoint: string, stale: boolean): Promise<void> {
+  const c = new ClusterClient(endpoint);
+  try {
+    const st = await c.status({ deadlineMs: STATUS_DEADLINE_MS });
+    if (!stale && st.role !== Role.ROLE_LEADER && st.leaderId === '') {
+      throw new CliError(`${st.id} knows no leader (an election may be in progress); retry, or give --stale to save ${st.id}'s own state`);
+    }
+  } catch (err) {
+    throw callError(err, endpoint);
+  } finally {
+    c.close();
+  }
+}
+
+export interface SaveOptions {
+  readonly endpoint: string;
+  readonly stale: boolean;
+  /** timeoutMs: deadline of the whole download, 0 for none. */
+  readonly timeoutMs: number;
+  /**
+   * idleTimeoutMs: give up when no message comes for this long (0: never);
+   * before the first one, while the node builds the snapshot, ten times as
+   * long. Guards against a node that goes quiet without ending the call.
+   */
+  readonly idleTimeoutMs: number;
+  readonly progress: boolean;
+}
+
+/** DEFAULT_IDLE_TIMEOUT_MS: `snapshot save --idle-timeout-ms` by default. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+
+/** SaveResult: what `snapshot save` wrote. */
+export interface SaveResult {
+  readonly file: string;
+  readonly info: SnapshotInfo;
+}
+
+/**
+ * saveSnapshot downloads a snapshot from the endpoint into `file` (see the
+ * file comment). Errors: CliError (exit 1; 130 when interrupted), with
+ * `file`.tmp removed.
+ */
+export async function saveSnapshot(file: string, opts: SaveOptions): Promise<SaveResult> {
+  const path = resolve(file);
+  const tmp = `${path}.tmp`;
+  if (await exists(path)) throw new CliError(`${file} already exists; refusing to overwrite it (choose another name or remove it)`);
+  await checkCanServe(opts.endpoint, opts.stale);
+  let handle: FileHandle;
+  try {
+    handle = await open(tmp, 'wx', 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new CliError(`${file}.tmp exists: another save is writing it, or one was killed; remove it and retry`);
+    }
+    throw new CliError(`cannot create ${file}.tmp: ${fsMessage(err)}`);
+  }
+
+  const client = snapshotClient(opts.endpoint);
+  const callOpts: Partial<grpc.CallOptions> = opts.timeoutMs > 0 ? { deadline: Date.now() + opts.timeoutMs } : {};
+  const call = client.getSnapshot({ stale: opts.stale }, new grpc.Metadata(), callOpts);
+  let interrupted = false;
+  const onSigint = (): void => {
+    interrupted = true;
+    call.cancel();
+  };
+  process.once('SIGINT', onSigint);
+  let idleTimer: NodeJS.Timeout | undefined;
+  let idleExpired = false;
+  const touch = (first = false): void => {
+    if (opts.idleTimeoutMs <= 0) return;
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(
+      () => {
+        idleExpired = true;
+        call.cancel();
+      },
+      first ? opts.idleTimeoutMs * 10 : opts.idleTimeoutMs,
+    );
+  };
+  touch(true);
+
+  let info: SnapshotInfo | undefined;
+  let progress: Progress | undefined;
+  let bytes = 0;
+  const hash = createHash('sha256');
+  let handleOpen = true;
+  try {
+    const extract = new Transform({
+      writableObjectMode: true,
+      readableObjectMode: false,
+      transform(msg: GetSnapshotResponse, _enc: BufferEncoding, cb: TransformCallback): void {
+        touch();
+        if (msg.info !== undefined) {
+          if (info !== undefined) return cb(new CliError('the node sent the snapshot info twice'));
+          info = msg.info;
+          progress = new Progress({ label: 'downloading', totalBytes: Number(info.sizeBytes), enabled: opts.progress });
+          return cb();
+        }
+        if (msg.data === undefined) return cb();
+        if (info === undefined) return cb(new CliError('the node sent snapshot data before its info'));
+        const chunk = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
+        bytes += chunk.length;
+        if (bytes > Number(info.sizeBytes)) return cb(new CliError(`the node sent more than the ${info.sizeBytes} bytes it announced`));
+        hash.update(chunk);
+        progress?.update(bytes);
+        cb(null, chunk);
+      },
+    });
+    const sink = new Writable({
+      highWaterMark: 4 * TRANSFER_CHUNK_BYTES,
+      write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+        writeAll(handle, chunk).then(() => cb(), cb);
+      },
+    });
+    await pipeline(call, extract, sink);
+    if (info === undefined) throw new CliError('the node ended the download without sending the snapshot info');
+    if (bytes !== Number(info.sizeBytes)) throw new CliError(`the download ended after ${bytes} of ${info.sizeBytes} bytes`);
+    const digest = hash.digest('hex');
+    if (digest !== info.digest.toLowerCase()) {
+      throw new CliError(`the downloaded archive's SHA-256 ${digest} does not match the node's ${info.digest}; nothing saved`);
+    }
+    await handle.sync();
+    handleOpen = false;
+    await handle.close();
+    await publish(tmp, path, file);
+    await fsyncDir(dirname(path)).catch(() => undefined);
+    progress?.finish();
+    return { file: path, info };
+  } catch (err) {
+    progress?.clear();
+    call.cancel();
+    if (handleOpen) await handle.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    if (interrupted) throw new CliError('interrupted; nothing saved', EXIT_INTERRUPTED);
+    if (idleExpired) {
+      const ms = info === undefined ? opts.idleTimeoutMs * 10 : opts.idleTimeoutMs;
+      throw new CliError(`the node sent nothing for ${ms} ms after ${bytes} bytes; gave up, nothing saved`);
+    }
+    if (err instanceof CliError) throw err;
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'number') throw callError(err, opts.endpoint);
+    throw new CliError(`cannot write ${basename(file)}.tmp: ${fsMessage(err)}`);
+  } finally {
+    clearTimeout(idleTimer);
+    process.off('SIGINT', onSigint);
+    client.close();
+  }
+}
+
+export interface RestoreOptions {
+  readonly endpoint: string;
+  readonly timeoutMs: number;
+  readonly progress: boolean;
+}
+
+export interface RestoreResult {
+  readonly file: string;
+  readonly inspected: InspectResult;
+  readonly response: RestoreSnapshotResponse;
+}
+
+/** inspectFile runs inspectArchive on `file`; an unreadable file is a CliError. */
+export async function inspectFile(file: string): Promise<InspectResult> {
+  try {
+    return await inspectArchive(resolve(file));
+  } catch (err) {
+    throw new CliError(`cannot read ${file}: ${fsMessage(err)}`);
+  }
+}
+
+/**
+ * restoreSnapshot checks `file` completely, then uploads it with
+ * RestoreSnapshot. A bad file is refused before anything is sent; a file that
+ * changes during the upload cancels the call (the node then changes nothing).
+ */
+export async function restoreSnapshot(file: string, opts: RestoreOptions): Promise<RestoreResult> {
+  const inspected = await inspectFile(file);
+  if (!inspected.ok || inspected.meta === null) {
+    throw new CliError(`${file} is not a valid snapshot archive, nothing was sent: ${inspected.problems.join('; ')}`);
+  }
+  const client = snapshotClient(opts.endpoint);
+  const callOpts: Partial<grpc.CallOptions> = opts.timeoutMs > 0 ? { deadline: Date.now() + opts.timeoutMs } : {};
+  let interrupted = false;
+  let call: grpc.ClientWritableStream<{ data: Uint8Array }> | undefined;
+  const onSigint = (): void => {
+    interrupted = true;
+    call?.cancel();
+  };
+  process.once('SIGINT', onSigint);
+  const progress = new Progress({ label: 'uploading', totalBytes: inspected.archiveBytes, enabled: opts.progress });
+  try {
+    const response = new Promise<RestoreSnapshotResponse>((resolveRes, reject) => {
+      call = client.restoreSnapshot(new grpc.Metadata(), callOpts, (err, res) => (err !== null ? reject(err) : resolveRes(res)));
+    });
+    response.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
+    const answeredEarly = response.then(() => {
+      throw new CliError('the node answered before the upload ended');
+    });
+    answeredEarly.catch(() => undefined);
+    const c = call!;
+    const hash = createHash('sha256');
+    let sent = 0;
+    for await (const chunk of createReadStream(resolve(file), { highWaterMark: TRANSFER_CHUNK_BYTES }) as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      sent += chunk.length;
+      if (!c.write({ data: chunk })) await Promise.race([once(c, 'drain'), answeredEarly]);
+      progress.update(sent);
+    }
+    if (sent !== inspected.archiveBytes || hash.digest('hex') !== inspected.archiveSha256) {
+      c.cancel();
+      throw new CliError(`${file} changed after it was checked; the restore was canceled and nothing changed`);
+    }
+    c.end();
+    const res = await response;
+    progress.finish();
+    return { file: resolve(file), inspected, response: res };
+  } catch (err) {
+    progress.clear();
+    call?.cancel();
+    if (interrupted) throw new CliError('interrupted; the restore was canceled before it completed', EXIT_INTERRUPTED);
+    if (err instanceof CliError) throw err;
+    if (typeof (err as { code?: unknown }).code === 'number') throw callError(err, opts.endpoint);
+    throw new CliError(`cannot read ${file}: ${fsMessage(err)}`);
+  } finally {
+    process.off('SIGINT', onSigint);
+    client.close();
+  }
+}
+
+function membershipText(m: ArchiveMeta['membership']): string {
+  const who = (ids: readonly string[]): string => (ids.length === 0 ? 'none' : ids.map((id) => `${id} (${m.addresses[id] ?? '?'})`).join(', '));
+  return `voters ${who(m.voters)}; learners ${who(m.learners)}`;
+}
+
+/** inspectJson: the JSON of `snapshot inspect --json`. */
+export function inspectJson(file: string, r: InspectResult): object {
+  const m = r.meta;
+  return {
+    file,
+    ok: r.ok,
+    problems: r.problems,
+    sizeBytes: r.archiveBytes,
+    digest: r.archiveSha256,
+    id: m?.id ?? null,
+    index: m?.index ?? null,
+    term: m?.term ?? null,
+    formatVersion: m?.formatVersion ?? null,
+    createdAt: m?.createdAt ?? null,
+    snapcoordVersion: m?.snapcoordVersion ?? null,
+    stateBytes: m?.stateBytes ?? null,
+    stateKeys: m?.stateKeys ?? null,
+    keys: r.keys,
+    membership: m?.membership ?? null,
+  };
+}
+
+function inspectText(file: string, r: InspectResult): string {
+  const m = r.meta;
+  const rows: [string, string][] = [
+    ['File', file],
+    ['ID', m?.id ?? '?'],
+    ['Size', `${formatBytes(r.archiveBytes)} (${r.archiveBytes} bytes)`],
+    ['SHA-256', r.archiveSha256],
+    ['Index', m !== null ? String(m.index) : '?'],
+    ['Term', m !== null ? String(m.term) : '?'],
+    ['Format version', m !== null ? String(m.formatVersion) : '?'],
+    ['Created', m?.createdAt ?? '?'],
+    ['snapcoord version', m?.snapcoordVersion ?? '?'],
+    ['Keys', m !== null ? String(r.keys) : '?'],
+    ['State size', m !== null ? `${formatBytes(m.stateBytes)} (${m.stateBytes} bytes)` : '?'],
+    ['Membership', m !== null ? membershipText(m.membership) : '?'],
+    ['Hashes', r.ok ? 'ok (meta.json, state.bin and the key count check out)' : 'FAILED'],
+    ...r.problems.map((p): [string, string] => ['Problem', p]),
+  ];
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+}
+
+interface TransferOpts extends ClientOpts {
+  json?: boolean;
+  progress?: boolean;
+}
+
+function transferTimeout(opts: ClientOpts): number {
+  return opts.timeoutMs === undefined ? 0 : positiveInt('timeout-ms', opts.timeoutMs);
+}
+
+/** addSnapshotCommands adds `snapshot save|restore|inspect|ls` to `program`. */
+export function addSnapshotCommands(program: Command): void {
+  const snapshot = program.command('snapshot').description('save, restore, inspect and list snapshots');
+
+  clientOptions(
+    snapshot
+      .command('save')
+      .argument('<file>', 'where to write the archive (must not exist)')
+      .option('--stale', 'let the endpoint node answer from its own state, without the leader')
+      .option('--json', 'print the result as one JSON object')
+      .option('--no-progress', 'print no progress')
+      .option('--idle-timeout-ms <ms>', `give up when the node sends nothing for this long mid-download, 0 for never (default ${DEFAULT_IDLE_TIMEOUT_MS})`)
+      .description('download a point-in-time snapshot of the cluster into FILE'),
+    'deadline of the whole download (default none)',
+  ).action(async (file: string, opts: TransferOpts & { stale?: boolean; idleTimeoutMs?: string }) => {
+    const endpoint = endpointOf(opts);
+    const idleTimeoutMs = opts.idleTimeoutMs === undefined ? DEFAULT_IDLE_TIMEOUT_MS : positiveInt('idle-timeout-ms', opts.idleTimeoutMs, 0);
+    const r = await saveSnapshot(file, { endpoint, stale: opts.stale === true, timeoutMs: transferTimeout(opts), idleTimeoutMs, progress: opts.progress !== false });
+    if (opts.json === true) {
+      jsonOut({ file: r.file, ...infoJson(r.info) });
+      return;
+    }
+    process.stdout.write(
+      [
+        `Snapshot saved to ${file}`,
+        `  index   ${r.info.index}`,
+        `  term    ${r.info.term}`,
+        `  size    ${formatBytes(Number(r.info.sizeBytes))} (${r.info.sizeBytes} bytes)`,
+        `  sha256  ${r.info.digest}`,
+      ].join('\n') + '\n',
+    );
+  });
+
+  clientOptions(
+    snapshot
+      .command('restore')
+      .argument('<file>', 'the archive to restore')
+      .option('--json', 'print the result as one JSON object')
+      .option('--no-progress', 'print no progress')
+      .description("replace the cluster's key-value state with FILE's (checked completely before anything is sent)"),
+    'deadline of the whole upload and restore (default none)',
+  ).action(async (file: string, opts: TransferOpts) => {
+    const endpoint = endpointOf(opts);
+    const r = await restoreSnapshot(file, { endpoint, timeoutMs: transferTimeout(opts), progress: opts.progress !== false });
+    const a = r.response.archive;
+    if (opts.json === true) {
+      jsonOut({ file: r.file, restoredIndex: Number(r.response.index), archive: a !== undefined ? infoJson(a) : null });
+      return;
+    }
+    const m = r.inspected.meta!;
+    process.stdout.write(
+      `Restored ${file} (snapshot ${m.id}: index ${m.index}, term ${m.term}, ${r.inspected.keys} keys) at log index ${r.response.index}\n`,
+    );
+  });
+
+  snapshot
+    .command('inspect')
+    .argument('<file>', 'a snapshot archive')
+    .option('--json', 'print one JSON object')
+    .description('describe a snapshot archive and check every hash (exit 1 when one does not check out)')
+    .action(async (file: string, opts: { json?: boolean }) => {
+      const r = await inspectFile(file);
+      process.stdout.write(`${opts.json === true ? JSON.stringify(inspectJson(file, r), null, 2) : inspectText(file, r)}\n`);
+      if (!r.ok) throw new CliError(`${file} does not check out: ${r.problems.join('; ')}`);
+    });
+
+  clientOptions(
+    snapshot.command('ls').option('--json', 'print a JSON array').description('list the snapshots the endpoint node keeps, newest first'),
+  ).action(async (opts: ClientOpts & { json?: boolean }) => {
+    const res = await withClient(opts, snapshotClient, (c, deadlineMs) => {
+      return new Promise<SnapshotInfo[]>((ok, fail) => {
+        c.listSnapshots({}, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, r) => (err !== null ? fail(err) : ok(r.snapshots)));
+      });
+    });
+    if (opts.json === true) {
+      jsonOut(res.map(infoJson));
+      return;
+    }
+    if (res.length === 0) {
+      process.stderr.write('no snapshots on this node\n');
+      return;
+    }
+    const rows = res.map((s) => [s.id, String(s.index), String(s.term), formatBytes(Number(s.sizeBytes)), String(s.stateKeys), s.createdAt, s.digest.slice(0, 16)]);
+    process.stdout.write(`${table(['ID', 'INDEX', 'TERM', 'SIZE', 'KEYS', 'CREATED', 'SHA256'], rows)}\n`);
+  });
+}

@@ -1,0 +1,220 @@
+/**
+ * `snapcoord tasks ls|get|wait`: Meilisearch-style tasks of the endpoint node
+ * (tasks belong to the node that runs them). `wait` polls until the task is
+ * succeeded, failed or canceled and exits 0 only when it succeeded.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Command } from 'commander';
+import { clientChannelOptions } from '../api/clients.js';
+import { TaskServiceClient, type ListTasksResponse, type Task } from '../gen/snapcoord/v1/snapshot.js';
+import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { callError, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+
+/** TASK_STATUSES / TASK_TYPES: the values --status and --type accept. */
+export const TASK_STATUSES = ['enqueued', 'processing', 'succeeded', 'failed', 'canceled'] as const;
+export const TASK_TYPES = ['snapshotCreation', 'taskCancelation'] as const;
+const FINISHED: readonly string[] = ['succeeded', 'failed', 'canceled'];
+
+/** WAIT_POLL_MS: how often `tasks wait` asks. */
+export const WAIT_POLL_MS = 250;
+
+function taskClient(endpoint: string): TaskServiceClient {
+  return new TaskServiceClient(endpoint, grpc.credentials.createInsecure(), clientChannelOptions);
+}
+
+/** parseUid: a task uid (a whole number); exit 2 otherwise. */
+export function parseUid(text: string): bigint {
+  if (!/^\d{1,18}$/.test(text)) throw new CliError(`uid: "${text}" is not a task uid (a whole number)`, EXIT_CONFIG);
+  return BigInt(text);
+}
+
+/** parseList splits "a,b" and checks each value against `allowed` (exit 2 for anything else). */
+export function parseList(name: string, text: string | undefined, allowed: readonly string[]): string[] {
+  if (text === undefined) return [];
+  const values = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const v of values) {
+    if (!allowed.includes(v)) throw new CliError(`${name}: "${v}" is not one of ${allowed.join(', ')}`, EXIT_CONFIG);
+  }
+  return values;
+}
+
+/** taskJson: a Task as Meilisearch's JSON task object (null for unset fields). */
+export function taskJson(t: Task): object {
+  const d = t.details;
+  return {
+    uid: Number(t.uid),
+    batchUid: t.batchUid === undefined ? null : Number(t.batchUid),
+    indexUid: t.indexUid ?? null,
+    status: t.status,
+    type: t.type,
+    canceledBy: t.canceledBy === undefined ? null : Number(t.canceledBy),
+    details:
+      d === undefined
+        ? null
+        : t.type === 'taskCancelation'
+          ? { matchedTasks: Number(d.matchedTasks), canceledTasks: Number(d.canceledTasks), originalFilter: d.originalFilter }
+          : { path: d.path, bytesDone: Number(d.bytesDone), bytesTotal: Number(d.bytesTotal), digest: d.digest, index: Number(d.index) },
+    error: t.error === undefined || t.error.message === '' ? null : t.error,
+    duration: t.duration === '' ? null : t.duration,
+    enqueuedAt: t.enqueuedAt,
+    startedAt: t.startedAt === '' ? null : t.startedAt,
+    finishedAt: t.finishedAt === '' ? null : t.finishedAt,
+  };
+}
+
+function detailsText(t: Task): string {
+  const d = t.details;
+  if (d === undefined) return '';
+  if (t.type === 'taskCancelation') return `matched ${d.matchedTasks}, canceled ${d.canceledTasks}`;
+  const parts: string[] = [];
+  if (d.path !== '') parts.push(d.path);
+  if (d.bytesTotal > 0n) parts.push(t.status === 'processing' ? `${formatBytes(Number(d.bytesDone))} of ${formatBytes(Number(d.bytesTotal))}` : formatBytes(Number(d.bytesTotal)));
+  if (d.index > 0n) parts.push(`index ${d.index}`);
+  return parts.join(', ');
+}
+
+function taskText(t: Task): string {
+  const rows: [string, string][] = [
+    ['uid', String(t.uid)],
+    ['type', t.type],
+    ['status', t.status],
+    ['enqueued', t.enqueuedAt],
+    ['started', t.startedAt || '-'],
+    ['finished', t.finishedAt || '-'],
+    ['duration', t.duration || '-'],
+  ];
+  if (t.batchUid !== undefined) rows.push(['batch', String(t.batchUid)]);
+  if (t.canceledBy !== undefined) rows.push(['canceled by', String(t.canceledBy)]);
+  const d = t.details;
+  if (d !== undefined) {
+    if (d.path !== '') rows.push(['path', d.path]);
+    if (d.bytesTotal > 0n) rows.push(['bytes', `${d.bytesDone} of ${d.bytesTotal}`]);
+    if (d.digest !== '') rows.push(['sha256', d.digest]);
+    if (d.index > 0n) rows.push(['index', String(d.index)]);
+    if (t.type === 'taskCancelation') rows.push(['canceled', `${d.canceledTasks} of ${d.matchedTasks} matched (${d.originalFilter})`]);
+  }
+  if (t.error !== undefined && t.error.message !== '') rows.push(['error', `${t.error.code}: ${t.error.message}`]);
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+}
+
+function getTask(c: TaskServiceClient, uid: bigint, deadlineMs: number): Promise<Task> {
+  return new Promise((ok, fail) => {
+    c.getTask({ uid }, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, r) => {
+      if (err !== null) fail(err);
+      else if (r.task === undefined) fail(new CliError(`the node answered without task ${uid}`));
+      else ok(r.task);
+    });
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** addTaskCommands adds `tasks ls|get|wait` to `program`. */
+export function addTaskCommands(program: Command): void {
+  const tasks = program.command('tasks').description("list, show and wait for the endpoint node's tasks");
+
+  clientOptions(
+    tasks
+      .command('ls')
+      .option('--status <s,...>', `only these statuses (${TASK_STATUSES.join(', ')})`)
+      .option('--type <t,...>', `only these types (${TASK_TYPES.join(', ')})`)
+      .option('--limit <n>', 'at most N tasks (1..1000, default 20)')
+      .option('--from <uid>', 'start from this uid (newest first)')
+      .option('--json', 'print Meilisearch\'s {results,total,limit,from,next} as JSON')
+      .description('list tasks, newest first'),
+  ).action(async (opts: ClientOpts & { status?: string; type?: string; limit?: string; from?: string; json?: boolean }) => {
+    const statuses = parseList('status', opts.status, TASK_STATUSES);
+    const types = parseList('type', opts.type, TASK_TYPES);
+    const limit = opts.limit === undefined ? 20 : positiveInt('limit', opts.limit, 1, 1000);
+    const from = opts.from === undefined ? undefined : parseUid(opts.from);
+    const res = await withClient(opts, taskClient, (c, deadlineMs) => {
+      return new Promise<ListTasksResponse>((ok, fail) => {
+        const filter = {
+          uids: [],
+          statuses,
+          types,
+          canceledBy: [],
+          beforeEnqueuedAt: '',
+          afterEnqueuedAt: '',
+          beforeStartedAt: '',
+          afterStartedAt: '',
+          beforeFinishedAt: '',
+          afterFinishedAt: '',
+          batchUids: [],
+        };
+        c.listTasks(
+          { filter, limit, reverse: false, ...(from !== undefined ? { from } : {}) },
+          new grpc.Metadata(),
+          { deadline: Date.now() + deadlineMs },
+          (err, r) => (err !== null ? fail(err) : ok(r)),
+        );
+      });
+    });
+    if (opts.json === true) {
+      jsonOut({
+        results: res.results.map(taskJson),
+        total: Number(res.total),
+        limit: res.limit,
+        from: res.from === undefined ? null : Number(res.from),
+        next: res.next === undefined ? null : Number(res.next),
+      });
+      return;
+    }
+    if (res.results.length === 0) {
+      process.stderr.write('no tasks match\n');
+      return;
+    }
+    const rows = res.results.map((t) => [String(t.uid), t.type, t.status, t.enqueuedAt, t.duration || '-', detailsText(t)]);
+    process.stdout.write(`${table(['UID', 'TYPE', 'STATUS', 'ENQUEUED', 'DURATION', 'DETAILS'], rows)}\n`);
+    if (res.next !== undefined) process.stderr.write(`(${res.results.length} of ${res.total}; next page: --from ${res.next})\n`);
+  });
+
+  clientOptions(tasks.command('get').argument('<uid>').option('--json', 'print the task as JSON').description('show one task')).action(
+    async (uidText: string, opts: ClientOpts & { json?: boolean }) => {
+      const uid = parseUid(uidText);
+      const t = await withClient(opts, taskClient, (c, deadlineMs) => getTask(c, uid, deadlineMs));
+      if (opts.json === true) jsonOut(taskJson(t));
+      else process.stdout.write(`${taskText(t)}\n`);
+    },
+  );
+
+  tasks
+    .command('wait')
+    .argument('<uid>')
+    .option('--endpoint <host:port>', 'node to talk to (env SNAPCOORD_ENDPOINT, default 127.0.0.1:7001)')
+    .option('--timeout-ms <ms>', 'give up after this long (default: wait as long as it takes)')
+    .option('--json', 'print the finished task as JSON')
+    .description('wait until the task succeeded, failed or was canceled (exit 0 only when it succeeded)')
+    .action(async (uidText: string, opts: ClientOpts & { json?: boolean }) => {
+      const uid = parseUid(uidText);
+      const endpoint = endpointOf(opts);
+      const timeoutMs = opts.timeoutMs === undefined ? 0 : positiveInt('timeout-ms', opts.timeoutMs);
+      const giveUpAt = timeoutMs > 0 ? Date.now() + timeoutMs : Infinity;
+      const c = taskClient(endpoint);
+      let t: Task;
+      try {
+        let last = '';
+        for (;;) {
+          t = await getTask(c, uid, Math.max(1, Math.min(5_000, giveUpAt - Date.now())));
+          if (FINISHED.includes(t.status)) break;
+          if (t.status !== last && process.stderr.isTTY) process.stderr.write(`task ${uid}: ${t.status}\n`);
+          last = t.status;
+          if (Date.now() + WAIT_POLL_MS > giveUpAt) throw new CliError(`task ${uid} is still ${t.status} after ${timeoutMs} ms`);
+          await sleep(WAIT_POLL_MS);
+        }
+      } catch (err) {
+        throw callError(err, endpoint);
+      } finally {
+        c.close();
+      }
+      if (opts.json === true) jsonOut(taskJson(t));
+      else process.stdout.write(`task ${uid} ${t.status}${t.duration !== '' ? ` in ${t.duration}` : ''}${detailsText(t) !== '' ? `: ${detailsText(t)}` : ''}\n`);
+      if (t.status !== 'succeeded') {
+        const why = t.error !== undefined && t.error.message !== '' ? `: ${t.error.message}` : '';
+        throw new CliError(`task ${uid} ${t.status}${why}`);
+      }
+    });
+}

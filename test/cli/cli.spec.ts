@@ -1,0 +1,346 @@
+/**
+ * The CLI as a user runs it: `node --import tsx src/cli/main.ts ...` as a
+ * child process, against three real `snapcoord serve` processes (ports from
+ * the OS, data in a temp dir, killed in after()). Checks output, exit codes
+ * (0 ok, 1 failed, 2 usage) and one-line errors.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { copyFile, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { SnapshotServiceClient, type CreateSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { freePorts } from '../cluster/serve-process.js';
+import { CliCluster, describeRun, runCli, type CliResult } from './cli-harness.js';
+
+/** oneLineError: stderr is exactly one line "snapcoord: ...", without a stack trace. */
+function assertOneLineError(r: CliResult, args: readonly string[], pattern?: RegExp): void {
+  const lines = r.stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `one line of stderr expected: ${describeRun(args, r)}`);
+  assert.match(lines[0] ?? '', /^snapcoord: \S/, describeRun(args, r));
+  assert.doesNotMatch(r.stderr, /^\s+at /m, describeRun(args, r));
+  if (pattern !== undefined) assert.match(lines[0] ?? '', pattern, describeRun(args, r));
+}
+
+async function cli(args: readonly string[], expectCode: number, env: Record<string, string> = {}): Promise<CliResult> {
+  const r = await runCli(args, { env });
+  assert.equal(r.code, expectCode, describeRun(args, r));
+  return r;
+}
+
+describe('cli: usage and errors (no cluster)', function () {
+  this.timeout(60_000);
+
+  it('--help lists every command, exit 0', async () => {
+    const r = await cli(['--help'], 0);
+    for (const c of ['serve', 'gateway', 'local', 'kv', 'cluster', 'snapshot', 'tasks']) assert.match(r.stdout, new RegExp(`^\\s+${c}\\b`, 'm'), c);
+    const s = await cli(['snapshot', '--help'], 0);
+    for (const c of ['save', 'restore', 'inspect', 'ls']) assert.match(s.stdout, new RegExp(`^\\s+${c}\\b`, 'm'), c);
+    const t = await cli(['tasks', '--help'], 0);
+    for (const c of ['ls', 'get', 'wait']) assert.match(t.stdout, new RegExp(`^\\s+${c}\\b`, 'm'), c);
+    const k = await cli(['cluster', '--help'], 0);
+    for (const c of ['status', 'vote', 'transfer-leader', 'add', 'remove']) assert.match(k.stdout, new RegExp(`^\\s+${c}\\b`, 'm'), c);
+    const save = await cli(['snapshot', 'save', '--help'], 0);
+    assert.match(save.stdout, /--endpoint/);
+    assert.match(save.stdout, /--stale/);
+  });
+
+  it('an unknown command, a missing argument or a bad option value: one line, exit 2', async () => {
+    for (const args of [
+      ['bogus'],
+      ['kv', 'get'],
+      ['snapshot', 'save'],
+      ['cluster', 'add', 'n4'],
+      ['tasks', 'get', 'abc'],
+      ['tasks', 'ls', '--status', 'sleeping'],
+      ['tasks', 'ls', '--limit', 'lots'],
+      ['kv', 'get', 'k', '--endpoint', 'not-an-address'],
+      ['snapshot', 'save', '--frobnicate', 'x.snap'],
+    ]) {
+      const r = await cli(args, 2);
+      assertOneLineError(r, args);
+    }
+  });
+
+  it('an unreachable endpoint: one line, exit 1, no stack; --debug adds the stack', async () => {
+    const [port] = await freePorts(1);
+    const endpoint = `127.0.0.1:${port}`;
+    for (const args of [
+      ['kv', 'get', 'k', '--endpoint', endpoint],
+      ['cluster', 'status'],
+      ['snapshot', 'ls'],
+      ['tasks', 'ls'],
+    ]) {
+      const r = await cli(args, 1, { SNAPCOORD_ENDPOINT: endpoint });
+      assertOneLineError(r, args, /UNAVAILABLE/);
+    }
+    const dir = await import('node:os').then((os) => os.tmpdir());
+    const file = join(dir, `snapcoord-cli-unreachable-${process.pid}.snap`);
+    const save = await cli(['snapshot', 'save', file, '--endpoint', endpoint], 1);
+    assertOneLineError(save, ['snapshot', 'save'], /UNAVAILABLE/);
+    await assert.rejects(stat(file), 'no file after a failed save');
+    await assert.rejects(stat(`${file}.tmp`), 'no FILE.tmp after a failed save');
+    const dbg = await cli(['kv', 'get', 'k', '--endpoint', endpoint, '--debug'], 1);
+    assert.match(dbg.stderr, /^snapcoord: UNAVAILABLE/);
+    assert.match(dbg.stderr, /^\s+at /m, 'a stack trace with --debug');
+  });
+
+  it('inspect of a missing or non-archive file: exit 1', async () => {
+    const r = await cli(['snapshot', 'inspect', '/nonexistent/x.snap'], 1);
+    assertOneLineError(r, ['snapshot', 'inspect'], /ENOENT/);
+    const dir = (await import('node:os')).tmpdir();
+    const junk = join(dir, `snapcoord-cli-junk-${process.pid}.snap`);
+    await writeFile(junk, 'not a snapshot');
+    const j = await cli(['snapshot', 'inspect', '--json', junk], 1);
+    const parsed = JSON.parse(j.stdout) as { ok: boolean; problems: string[] };
+    assert.equal(parsed.ok, false);
+    assert.ok(parsed.problems.length > 0);
+  });
+});
+
+describe('cli: against three serve processes', function () {
+  this.timeout(180_000);
+
+  let cluster: CliCluster;
+  let env: Record<string, string>;
+  const keys: Record<string, string> = { 'app/a': 'alpha', 'app/b': 'beta', 'app/c': 'gamma', other: 'x' };
+
+  before(async () => {
+    cluster = await CliCluster.start();
+    // Talk to a follower: writes and snapshot downloads are forwarded to the leader.
+    env = { SNAPCOORD_ENDPOINT: (await cluster.follower()).grpc };
+  });
+
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  const listKeys = async (): Promise<Record<string, string>> => {
+    const r = await cli(['kv', 'ls', '--json'], 0, env);
+    return Object.fromEntries((JSON.parse(r.stdout) as { key: string; value: string }[]).map((p) => [p.key, p.value]));
+  };
+
+  it('kv put / get / ls / del', async () => {
+    for (const [k, v] of Object.entries(keys)) {
+      const r = await cli(['kv', 'put', k, v], 0, env);
+      assert.match(r.stdout, /^OK/);
+    }
+    assert.equal((await cli(['kv', 'get', 'app/b'], 0, env)).stdout, 'beta\n');
+    const ls = await cli(['kv', 'ls', 'app/'], 0, env);
+    assert.equal(ls.stdout, 'app/a\talpha\napp/b\tbeta\napp/c\tgamma\n');
+    assert.deepEqual(await listKeys(), keys);
+    const missing = await cli(['kv', 'get', 'nope'], 1, env);
+    assertOneLineError(missing, ['kv', 'get', 'nope'], /not found/);
+    await cli(['kv', 'put', 'tmp', '1'], 0, env);
+    assert.equal((await cli(['kv', 'del', 'tmp'], 0, env)).stdout, '1\n');
+  });
+
+  it('cluster status --json: three reachable members, exactly one leader', async () => {
+    const r = await cli(['cluster', 'status', '--json'], 0, env);
+    const v = JSON.parse(r.stdout) as {
+      leader: { id: string } | null;
+      commitIndex: number;
+      members: { id: string; role: string; reachable: boolean; matchIndex: number | null; lag: number | null }[];
+    };
+    assert.equal(v.members.length, 3, r.stdout);
+    assert.deepEqual(v.members.map((m) => m.id).sort(), ['n1', 'n2', 'n3']);
+    assert.ok(v.members.every((m) => m.reachable), r.stdout);
+    const leaders = v.members.filter((m) => m.role === 'leader');
+    assert.equal(leaders.length, 1, r.stdout);
+    assert.equal(v.leader?.id, leaders[0]?.id);
+    for (const m of v.members) {
+      assert.equal(typeof m.matchIndex, 'number', r.stdout);
+      assert.ok(m.lag !== null && m.lag >= 0 && m.lag <= v.commitIndex, r.stdout);
+    }
+    const text = await cli(['cluster', 'status'], 0, env);
+    assert.match(text.stdout, new RegExp(`^leader: ${leaders[0]?.id} at `, 'm'));
+    assert.match(text.stdout, /^ID\s+ADDRESS\s+ROLE\s+SUFFRAGE\s+TERM\s+COMMIT\s+APPLIED\s+MATCH\s+LAG$/m);
+  });
+
+  it('cluster add --learner / remove; a member that does not answer shows as unreachable', async () => {
+    const [port] = await freePorts(1);
+    const add = await cli(['cluster', 'add', 'n4', `127.0.0.1:${port}`, '--learner', '--json'], 0, env);
+    const added = JSON.parse(add.stdout) as { members: { id: string; suffrage: string }[] };
+    assert.deepEqual(added.members.find((m) => m.id === 'n4'), { id: 'n4', address: `127.0.0.1:${port}`, suffrage: 'learner' });
+    const st = JSON.parse((await cli(['cluster', 'status', '--json'], 0, env)).stdout) as { members: { id: string; role: string; reachable: boolean }[] };
+    assert.equal(st.members.length, 4);
+    assert.deepEqual(
+      st.members.filter((m) => !m.reachable).map((m) => [m.id, m.role]),
+      [['n4', 'unreachable']],
+    );
+    const rm = await cli(['cluster', 'remove', 'n4'], 0, env);
+    assert.doesNotMatch(rm.stdout, /\bn4\b/);
+    assert.match(rm.stdout, /^ID\s+ADDRESS\s+SUFFRAGE$/m);
+    const bad = await cli(['cluster', 'add', 'n5', 'no-port'], 2, env);
+    assertOneLineError(bad, ['cluster', 'add'], /not host:port/);
+  });
+
+  it('cluster vote on a follower makes it the leader; on the leader it changes nothing', async () => {
+    const f = await cluster.follower();
+    const r = await cli(['cluster', 'vote', '--endpoint', f.grpc], 0);
+    assert.match(r.stdout, new RegExp(`^${f.id} is now the leader`), describeRun(['cluster', 'vote'], r));
+    assert.equal((await cluster.leader()).id, f.id);
+    const again = await cli(['cluster', 'vote', '--json', '--endpoint', f.grpc], 0);
+    assert.equal((JSON.parse(again.stdout) as { success: boolean }).success, false);
+    const other = cluster.nodes.find((n) => n.id !== f.id)!;
+    const t = await cli(['cluster', 'transfer-leader', other.id], 0, env);
+    assert.equal(t.stdout, `leader: ${other.id}\n`);
+    assert.equal((await cluster.leader()).id, other.id);
+    env = { SNAPCOORD_ENDPOINT: (await cluster.follower()).grpc };
+  });
+
+  describe('snapshots', () => {
+    let file = '';
+    let saved: { index: number; term: number; sizeBytes: number; digest: string; file: string };
+
+    before(() => {
+      file = join(cluster.dir, 'backup.snap');
+    });
+
+    it('save writes FILE (0600), with the SHA-256 the node announced, and no FILE.tmp', async () => {
+      const r = await cli(['snapshot', 'save', '--json', file], 0, env);
+      saved = JSON.parse(r.stdout) as typeof saved;
+      const bytes = await readFile(file);
+      assert.equal(saved.sizeBytes, bytes.length);
+      assert.equal(saved.digest, createHash('sha256').update(bytes).digest('hex'));
+      assert.ok(saved.index > 0 && saved.term > 0, r.stdout);
+      assert.equal((await stat(file)).mode & 0o777, 0o600);
+      assert.deepEqual((await readdir(cluster.dir)).filter((n) => n.endsWith('.tmp')), []);
+      // Not a TTY: a quick save prints no progress at all.
+      assert.equal(r.stderr, '');
+    });
+
+    it('save prints index, term, size and digest as text', async () => {
+      const other = join(cluster.dir, 'backup-text.snap');
+      const r = await cli(['snapshot', 'save', '--stale', other], 0, env);
+      assert.match(r.stdout, /^Snapshot saved to /);
+      for (const w of ['index', 'term', 'size', 'sha256']) assert.match(r.stdout, new RegExp(`^\\s+${w}\\s+\\S`, 'm'));
+    });
+
+    it('save refuses to overwrite an existing FILE: exit 1, one line, file untouched', async () => {
+      const before = await readFile(file);
+      const r = await cli(['snapshot', 'save', file], 1, env);
+      assertOneLineError(r, ['snapshot', 'save', file], /already exists/);
+      assert.deepEqual(await readFile(file), before);
+      assert.deepEqual((await readdir(cluster.dir)).filter((n) => n.endsWith('.tmp')), []);
+    });
+
+    it('inspect --json: ok, with the right key count and the saved index', async () => {
+      const r = await cli(['snapshot', 'inspect', '--json', file], 0);
+      const v = JSON.parse(r.stdout) as { ok: boolean; keys: number; stateKeys: number; index: number; term: number; digest: string; membership: { voters: string[] } };
+      assert.equal(v.ok, true, r.stdout);
+      assert.equal(v.keys, Object.keys(keys).length);
+      assert.equal(v.stateKeys, Object.keys(keys).length);
+      assert.equal(v.index, saved.index);
+      assert.equal(v.digest, saved.digest);
+      assert.deepEqual([...v.membership.voters].sort(), ['n1', 'n2', 'n3']);
+      const text = await cli(['snapshot', 'inspect', file], 0);
+      for (const label of ['ID', 'Size', 'Index', 'Term', 'Format version', 'Created', 'snapcoord version', 'Keys', 'Membership', 'Hashes']) {
+        assert.match(text.stdout, new RegExp(`^${label}\\s+\\S`, 'm'), label);
+      }
+      assert.match(text.stdout, /^Hashes\s+ok/m);
+    });
+
+    it('restore brings the saved state back', async () => {
+      await cli(['kv', 'put', 'app/a', 'changed'], 0, env);
+      await cli(['kv', 'put', 'new', 'key'], 0, env);
+      await cli(['kv', 'del', 'other'], 0, env);
+      assert.notDeepEqual(await listKeys(), keys);
+      const r = await cli(['snapshot', 'restore', '--json', file], 0, env);
+      const v = JSON.parse(r.stdout) as { restoredIndex: number; archive: { digest: string } };
+      assert.ok(v.restoredIndex > saved.index, r.stdout);
+      assert.equal(v.archive.digest, saved.digest);
+      assert.deepEqual(await listKeys(), keys);
+    });
+
+    it('restore of a corrupted copy is refused before anything is sent; the state is unchanged', async () => {
+      await cli(['kv', 'put', 'after-restore', 'yes'], 0, env);
+      const state = await listKeys();
+      const bad = join(cluster.dir, 'corrupt.snap');
+      await copyFile(file, bad);
+      const bytes = await readFile(bad);
+      bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+      await writeFile(bad, bytes);
+      const restoresApplied = (): number => cluster.nodes.reduce((n, node) => n + node.output.split('"restore applied"').length - 1, 0);
+      const appliedBefore = restoresApplied();
+      assert.ok(appliedBefore >= 3, 'the earlier restore was applied on every node');
+      const r = await cli(['snapshot', 'restore', bad], 1, env);
+      assertOneLineError(r, ['snapshot', 'restore', bad], /nothing was sent/);
+      assert.deepEqual(await listKeys(), state);
+      assert.equal(restoresApplied(), appliedBefore, 'no node applied a restore');
+      const i = await cli(['snapshot', 'inspect', '--json', bad], 1);
+      assert.equal((JSON.parse(i.stdout) as { ok: boolean }).ok, false);
+      assert.match(i.stderr, /^snapcoord: .*does not check out/);
+    });
+
+    it('ls lists the kept snapshots of the endpoint node', async () => {
+      const leader = await cluster.leader();
+      const r = await cli(['snapshot', 'ls', '--json', '--endpoint', leader.grpc], 0);
+      const list = JSON.parse(r.stdout) as { id: string; index: number; digest: string }[];
+      assert.ok(Array.isArray(list));
+      for (const s of list) assert.ok(typeof s.id === 'string' && s.index > 0 && /^[0-9a-f]{64}$/.test(s.digest), r.stdout);
+    });
+  });
+
+  describe('tasks', () => {
+    let uid = 0;
+    let node = '';
+
+    before(async () => {
+      node = cluster.nodes[0]!.grpc;
+      const c = new SnapshotServiceClient(node, grpc.credentials.createInsecure());
+      try {
+        const res = await new Promise<CreateSnapshotResponse>((ok, fail) =>
+          c.createSnapshot({ task: true }, (err, r) => (err !== null ? fail(err) : ok(r))),
+        );
+        assert.ok(res.task !== undefined, 'a task');
+        uid = Number(res.task.uid);
+      } finally {
+        c.close();
+      }
+    });
+
+    it('tasks wait returns once the snapshot task succeeded (exit 0)', async () => {
+      const r = await cli(['tasks', 'wait', String(uid), '--timeout-ms', '30000', '--endpoint', node], 0);
+      assert.match(r.stdout, new RegExp(`^task ${uid} succeeded`));
+    });
+
+    it('tasks get --json shows the Meilisearch task object', async () => {
+      const r = await cli(['tasks', 'get', String(uid), '--json', '--endpoint', node], 0);
+      const t = JSON.parse(r.stdout) as Record<string, unknown>;
+      assert.equal(t['uid'], uid);
+      assert.equal(t['type'], 'snapshotCreation');
+      assert.equal(t['status'], 'succeeded');
+      assert.equal(t['indexUid'], null);
+      assert.equal(t['error'], null);
+      for (const k of ['batchUid', 'canceledBy', 'details', 'duration', 'enqueuedAt', 'startedAt', 'finishedAt']) assert.ok(k in t, k);
+      const text = await cli(['tasks', 'get', String(uid), '--endpoint', node], 0);
+      assert.match(text.stdout, /^status\s+succeeded$/m);
+    });
+
+    it('tasks ls filters by status and type', async () => {
+      const all = JSON.parse((await cli(['tasks', 'ls', '--json', '--type', 'snapshotCreation', '--endpoint', node], 0)).stdout) as {
+        results: { uid: number }[];
+        total: number;
+      };
+      assert.ok(all.results.some((t) => t.uid === uid));
+      const failed = JSON.parse((await cli(['tasks', 'ls', '--json', '--status', 'failed,canceled', '--endpoint', node], 0)).stdout) as {
+        results: { uid: number }[];
+      };
+      assert.ok(!failed.results.some((t) => t.uid === uid));
+      const one = JSON.parse((await cli(['tasks', 'ls', '--json', '--limit', '1', '--endpoint', node], 0)).stdout) as { results: unknown[]; limit: number };
+      assert.equal(one.results.length, 1);
+      assert.equal(one.limit, 1);
+      const text = await cli(['tasks', 'ls', '--endpoint', node], 0);
+      assert.match(text.stdout, /^UID\s+TYPE\s+STATUS/);
+      assert.match(text.stdout, new RegExp(`^${uid}\\s+snapshotCreation\\s+succeeded`, 'm'));
+    });
+
+    it('an unknown task: exit 1, one line', async () => {
+      const r = await cli(['tasks', 'get', '987654', '--endpoint', node], 1);
+      assertOneLineError(r, ['tasks', 'get'], /NOT_FOUND/);
+      const w = await cli(['tasks', 'wait', '987654', '--endpoint', node], 1);
+      assertOneLineError(w, ['tasks', 'wait'], /NOT_FOUND/);
+    });
+  });
+});

@@ -1,0 +1,228 @@
+/**
+ * docker-compose.yml and the Dockerfile against the CLI they run: every flag
+ * in a service's `command` is a `serve` option (SERVE_OPTIONS) and the whole
+ * command passes resolveServeConfig; --peers names exactly the services, at
+ * their service names and gRPC ports; published ports, volumes, data and
+ * snapshot dirs, the health check and the image's EXPOSE / ENTRYPOINT line up.
+ * The file is read with a tiny parser for its YAML subset (mini-yaml.ts); when
+ * a full YAML parser happens to be installed, the two must agree.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute, join, relative } from 'node:path';
+import { SERVE_OPTIONS, envName, resolveServeConfig, type ServeConfig } from '../../src/cli/config.js';
+import { REPO_ROOT } from '../cluster/serve-process.js';
+import { parseMiniYaml, type Yaml } from './mini-yaml.js';
+
+type YamlMap = { [key: string]: Yaml };
+
+function isMap(v: Yaml | undefined): v is YamlMap {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function map(v: Yaml | undefined, what: string): YamlMap {
+  assert.ok(isMap(v), `${what} must be a mapping`);
+  return v;
+}
+
+function str(v: Yaml | undefined, what: string): string {
+  assert.equal(typeof v, 'string', `${what} must be a string`);
+  return v as string;
+}
+
+function strList(v: Yaml | undefined, what: string): string[] {
+  assert.ok(Array.isArray(v) && v.every((x) => typeof x === 'string'), `${what} must be a list of strings`);
+  return v as string[];
+}
+
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** parseServeCommand turns `serve --flag value ...` into commander-style camelCase flags, refusing unknown flags. */
+function parseServeCommand(command: string, where: string): Record<string, string | boolean> {
+  const argv = command.trim().split(/\s+/);
+  assert.equal(argv[0], 'serve', `${where}: command must start with "serve"`);
+  const flags: Record<string, string | boolean> = {};
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i] ?? '';
+    assert.ok(a.startsWith('--'), `${where}: "${a}" is not a --flag`);
+    const name = a.slice(2);
+    const o = SERVE_OPTIONS.find((x) => x.flag === name);
+    assert.ok(o !== undefined, `${where}: --${name} is not an option of serve (known: ${SERVE_OPTIONS.map((x) => x.flag).join(', ')})`);
+    assert.ok(!(camel(name) in flags), `${where}: --${name} given twice`);
+    if (o.kind === 'bool') {
+      flags[camel(name)] = true;
+      continue;
+    }
+    const v = argv[++i];
+    assert.ok(v !== undefined && !v.startsWith('--'), `${where}: --${name} needs a value`);
+    flags[camel(name)] = v;
+  }
+  return flags;
+}
+
+function portOf(hostPort: string): number {
+  const m = /:(\d+)$/.exec(hostPort);
+  assert.ok(m !== null, `${hostPort} has no port`);
+  return Number(m[1]);
+}
+
+function inside(dir: string, path: string): boolean {
+  const r = relative(dir, path);
+  return r === '' || (!r.startsWith('..') && !isAbsolute(r));
+}
+
+describe('docker-compose.yml and Dockerfile', () => {
+  const source = readFileSync(join(REPO_ROOT, 'docker-compose.yml'), 'utf8');
+  const doc = map(parseMiniYaml(source), 'the file');
+  const services = map(doc['services'], 'services');
+  const names = Object.keys(services);
+  const dockerfile = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
+
+  interface Svc {
+    readonly name: string;
+    readonly def: YamlMap;
+    readonly cfg: ServeConfig;
+  }
+  let svcs: Svc[] = [];
+
+  // Every other test needs the commands parsed: a bad flag fails here, by name.
+  before(() => {
+    svcs = names.map((name) => {
+      const def = map(services[name], `services.${name}`);
+      const flags = parseServeCommand(str(def['command'], `${name}.command`), `services.${name}.command`);
+      const env = Object.fromEntries(Object.keys(map(def['environment'] ?? {}, `${name}.environment`)).map((k) => [k, 'compose-test-value']));
+      return { name, def, cfg: resolveServeConfig(flags, env) };
+    });
+  });
+
+  it('agrees with a full YAML parser when one is installed', async function () {
+    const spec = 'js-yaml';
+    let mod: { load?: (s: string) => unknown } | null;
+    try {
+      mod = (await import(spec)) as { load?: (s: string) => unknown };
+    } catch {
+      mod = null;
+    }
+    if (mod === null || typeof mod.load !== 'function') this.skip();
+    // The mini parser keeps every scalar a string (retries: 6 -> "6").
+    const asStrings = (v: unknown): unknown =>
+      typeof v === 'number' || typeof v === 'boolean'
+        ? String(v)
+        : Array.isArray(v)
+          ? v.map(asStrings)
+          : typeof v === 'object' && v !== null
+            ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, asStrings(x)]))
+            : v;
+    assert.deepEqual(parseMiniYaml(source), asStrings(mod.load(source)));
+  });
+
+  it('runs three services n1 n2 n3, each built from the Dockerfile', () => {
+    assert.deepEqual(names, ['n1', 'n2', 'n3']);
+    for (const s of svcs) {
+      const build = s.def['build'];
+      const context = isMap(build) ? str(build['context'], `${s.name}.build.context`) : str(build, `${s.name}.build`);
+      assert.ok(existsSync(join(REPO_ROOT, context, 'Dockerfile')), `${s.name}: no Dockerfile in ${context}`);
+    }
+  });
+
+  it('every command passes resolveServeConfig, with the service name as node id', () => {
+    for (const s of svcs) assert.equal(s.cfg.id, s.name);
+  });
+
+  it('--peers names every service, at its service name and gRPC port, identically everywhere', () => {
+    const first = svcs[0]!.cfg.peers;
+    for (const s of svcs) {
+      assert.deepEqual(Object.keys(s.cfg.peers), names, `${s.name}: peers`);
+      assert.deepEqual(s.cfg.peers, first, `${s.name}: peers differ from ${svcs[0]!.name}'s`);
+    }
+    for (const s of svcs) {
+      const addr = first[s.name] ?? '';
+      assert.equal(addr.replace(/:\d+$/, ''), s.name, `${s.name} is reached by its service name`);
+      assert.equal(portOf(addr), portOf(s.cfg.grpcAddress), `${s.name}: peer port = its --grpc port`);
+      assert.match(s.cfg.grpcAddress, /^0\.0\.0\.0:/, `${s.name}: gRPC must listen on every interface`);
+      assert.match(s.cfg.httpAddress, /^0\.0\.0\.0:/, `${s.name}: HTTP must listen on every interface`);
+    }
+  });
+
+  it('takes the API key from the environment (required, no default) and sets only known env twins', () => {
+    const twins = new Set(SERVE_OPTIONS.map((o) => o.env));
+    for (const s of svcs) {
+      const env = map(s.def['environment'], `${s.name}.environment`);
+      for (const k of Object.keys(env)) assert.ok(twins.has(k), `${s.name}: ${k} is not the env twin of a serve option`);
+      assert.equal(env[envName('api-key')], '${SNAPCOORD_API_KEY:?set SNAPCOORD_API_KEY}');
+    }
+  });
+
+  it('publishes gRPC on 7001-7003 and HTTP on 8108-8110, onto the ports the nodes listen on', () => {
+    const seen = new Set<string>();
+    svcs.forEach((s, i) => {
+      const ports = strList(s.def['ports'], `${s.name}.ports`).map((p) => {
+        const m = /^(\d+):(\d+)$/.exec(p);
+        assert.ok(m !== null, `${s.name}: port "${p}" is not HOST:CONTAINER`);
+        assert.ok(!seen.has(m[1]!), `host port ${m[1]} published twice`);
+        seen.add(m[1]!);
+        return { host: Number(m[1]), container: Number(m[2]) };
+      });
+      const grpcPort = portOf(s.cfg.grpcAddress);
+      const httpPort = portOf(s.cfg.httpAddress);
+      assert.deepEqual(
+        ports.sort((a, b) => a.container - b.container),
+        [
+          { host: 7001 + i, container: grpcPort },
+          { host: 8108 + i, container: httpPort },
+        ].sort((a, b) => a.container - b.container),
+        `${s.name}: ports`,
+      );
+    });
+  });
+
+  it('keeps each data dir, snapshot dir and snapshot root in the service\'s own named volume', () => {
+    const declared = map(doc['volumes'], 'volumes');
+    const used = new Set<string>();
+    for (const s of svcs) {
+      const mounts = strList(s.def['volumes'], `${s.name}.volumes`).map((v) => {
+        const [name = '', target = ''] = v.split(':');
+        return { name, target };
+      });
+      const data = mounts.find((m) => m.target === s.cfg.dataDir);
+      assert.ok(data !== undefined, `${s.name}: the data dir ${s.cfg.dataDir} is not a volume`);
+      assert.ok(Object.hasOwn(declared, data.name), `${s.name}: volume ${data.name} is not declared under volumes:`);
+      assert.ok(!used.has(data.name), `volume ${data.name} is shared`);
+      used.add(data.name);
+      assert.ok(inside(s.cfg.dataDir, s.cfg.snapshotDir), `${s.name}: snapshot dir ${s.cfg.snapshotDir} is outside ${s.cfg.dataDir}`);
+      for (const r of s.cfg.snapshotRoots) assert.ok(inside(s.cfg.dataDir, r), `${s.name}: snapshot root ${r} is outside ${s.cfg.dataDir}`);
+      assert.ok(s.cfg.snapshotRoots.some((r) => inside(r, s.cfg.snapshotDir)), `${s.name}: the snapshot dir is under no snapshot root`);
+    }
+    assert.deepEqual(Object.keys(declared).sort(), [...used].sort(), 'every declared volume is used');
+  });
+
+  it('health-checks GET /health on the node\'s HTTP port with node (no curl in node:20-slim)', () => {
+    for (const s of svcs) {
+      const test = strList(map(s.def['healthcheck'], `${s.name}.healthcheck`)['test'], `${s.name}.healthcheck.test`);
+      assert.deepEqual(test.slice(0, 3), ['CMD', 'node', '-e'], `${s.name}: healthcheck`);
+      const script = test[3] ?? '';
+      assert.ok(script.includes(`fetch('http://127.0.0.1:${portOf(s.cfg.httpAddress)}/health')`), script);
+      assert.match(script, /process\.exit\(r\.ok\?0:1\)/);
+      assert.match(script, /\.catch\(\(\)=>process\.exit\(1\)\)/);
+      // The script must run as written.
+      assert.doesNotThrow(() => new Function(script), script);
+    }
+  });
+
+  it('the image exposes those ports and runs the compiled CLI', () => {
+    assert.match(dockerfile, /^FROM node:20-slim\b/m);
+    const expose = /^EXPOSE\s+(.+)$/m.exec(dockerfile);
+    assert.ok(expose !== null, 'EXPOSE');
+    const exposed = expose[1]!.trim().split(/\s+/).map(Number);
+    for (const s of svcs) {
+      assert.ok(exposed.includes(portOf(s.cfg.grpcAddress)), `EXPOSE ${portOf(s.cfg.grpcAddress)}`);
+      assert.ok(exposed.includes(portOf(s.cfg.httpAddress)), `EXPOSE ${portOf(s.cfg.httpAddress)}`);
+    }
+    assert.match(dockerfile, /^ENTRYPOINT \["node", "dist\/src\/cli\/main\.js"\]$/m);
+    assert.ok(existsSync(join(REPO_ROOT, 'src', 'cli', 'main.ts')), 'dist/src/cli/main.js is compiled from src/cli/main.ts');
+    assert.match(dockerfile, /^VOLUME \["\/data"\]$/m);
+    for (const s of svcs) assert.equal(s.cfg.dataDir, '/data');
+  });
+});
