@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { bindApiServer, type ApiServer } from '../api/server.js';
 import { Node } from '../node/node.js';
+import { NodeMetrics } from '../node/metrics.js';
 import { snapshotTaskRunner } from '../node/snapshot-task.js';
 import { checkImportFile, importSnapshot } from './import-snapshot.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../node/snapshots.js';
@@ -84,6 +85,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   }
 
   const ref: { node: Node | null } = { node: null };
+  const metrics = new NodeMetrics(() => {
+    if (ref.node === null) throw new Error('the node is not started yet');
+    return ref.node.status();
+  });
   const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger });
   let node: Node;
   try {
@@ -93,6 +98,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       transport,
       initialMembership: { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers },
       snapshots,
+      metrics,
       timings: { tickMs: cfg.tickMs, electionTimeoutTicks: cfg.electionTimeoutTicks, heartbeatIntervalTicks: cfg.heartbeatTicks },
       logger,
     });
@@ -109,6 +115,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   try {
     realRoots = await prepareRoots(cfg.snapshotRoots);
     tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: snapshotTaskRunner(node, snapshotPath) }, logger);
+    const queue = tasks;
+    metrics.taskQueueDepth = () => queue.depth();
   } catch (err) {
     await api.close(0);
     await node.stop();
@@ -154,6 +162,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       target: localTarget(api.address),
       auth: { adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth },
       logger,
+      metrics,
     });
     let httpAddress: string;
     try {

@@ -51,6 +51,8 @@ export interface GatewayOptions {
   readonly clients?: GatewayClients;
   /** version: reported by GET /debug (default the package version). */
   readonly version?: string;
+  /** metrics: with it, GET /metrics serves them (Prometheus text, no key needed). */
+  readonly metrics?: { text(): Promise<string>; readonly contentType: string };
 }
 
 /** RegisteredRoute: one registered route as fastify's onRoute hook saw it. */
@@ -245,6 +247,16 @@ export function createGateway(opts: GatewayOptions): Gateway {
       handler: async (_req, reply) => reply.code(200).type(JSON_TYPE).send(JSON.stringify(OPENAPI)),
     },
   ];
+  const metrics = opts.metrics;
+  if (metrics !== undefined) {
+    routes.push({
+      method: 'GET',
+      url: '/metrics',
+      style: 'typesense',
+      action: null,
+      handler: async (_req, reply) => reply.code(200).type(metrics.contentType).send(await metrics.text()),
+    });
+  }
   const byUrl = new Map<string, { style: Style; methods: Set<string> }>();
   for (const r of routes) {
     app.route({

@@ -250,6 +250,15 @@ export const OPENAPI = {
       put: restoreOperation('PUT'),
       post: restoreOperation('POST'),
     },
+    '/metrics': {
+      get: {
+        tags: ['Meta'],
+        summary: 'Prometheus metrics of the node (no key needed; embedded gateway only)',
+        operationId: 'metrics',
+        security: [],
+        responses: { '200': { description: 'Prometheus text format', content: textContent } },
+      },
+    },
     '/openapi.json': {
       get: {
         tags: ['Meta'],

@@ -1,0 +1,39 @@
+/** GET /metrics on a node's embedded gateway: Prometheus text with the node's Raft state. */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { ServeProcess, freePorts, sleep } from './serve-process.js';
+
+describe('cluster: metrics', function () {
+  this.timeout(60_000);
+  let dir = '';
+  let p: ServeProcess | undefined;
+
+  after(async () => {
+    await p?.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves the Raft gauges, counters and process metrics without a key', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-metrics-'));
+    const [port] = await freePorts(1);
+    const grpc = `127.0.0.1:${port ?? 0}`;
+    p = new ServeProcess({ id: 'm1', grpc, peers: `m1=${grpc}`, dataDir: join(dir, 'm1'), apiKey: 'k'.repeat(24) });
+    await p.ready();
+    const http = /gateway listening on http (\S+)/.exec(p.output)?.[1] ?? '';
+    let text = '';
+    for (let i = 0; i < 100 && !/snapcoord_raft_role 3/.test(text); i++) {
+      await sleep(100);
+      const res = await fetch(`http://${http}/metrics`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
+      text = await res.text();
+    }
+    for (const name of ['snapcoord_raft_term', 'snapcoord_raft_commit_index', 'snapcoord_raft_applied_index', 'snapcoord_log_append_seconds', 'snapcoord_snapshot_sent_bytes_total', 'snapcoord_snapshot_chunk_hash_failures_total', 'snapcoord_snapshot_install_seconds', 'snapcoord_task_queue_depth', 'process_cpu_user_seconds_total']) {
+      assert.ok(text.includes(name), `${name} missing`);
+    }
+    assert.match(text, /snapcoord_raft_role 3/, 'a one-node cluster leads itself');
+  });
+});
