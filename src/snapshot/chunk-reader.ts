@@ -32,19 +32,27 @@ export async function* readChunks(path: string, offset: number, chunkBytes: numb
       yield { offset: pos, data: new Uint8Array(0), sha256: createHash('sha256').digest(), totalSizeBytes: total, last: true };
       return;
     }
-    while (pos < total) {
-      const buf = Buffer.allocUnsafe(Math.min(size, total - pos));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+    // One read ahead: the next chunk comes off the disk while this one is hashed and sent.
+    const readAt = async (at: number): Promise<Buffer> => {
+      const buf = Buffer.allocUnsafe(Math.min(size, total - at));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, at);
       if (bytesRead === 0) throw new Error(`file ${path} shrank while being read`);
-      const data = buf.subarray(0, bytesRead);
+      return buf.subarray(0, bytesRead);
+    };
+    let next: Promise<Buffer> | null = readAt(pos);
+    while (next !== null) {
+      const data: Buffer = await next;
+      const after: number = pos + data.length;
+      next = after < total ? readAt(after) : null;
+      next?.catch(() => undefined); // a failed read-ahead surfaces when awaited
       const chunk: FileChunk = {
         offset: pos,
         data,
         sha256: createHash('sha256').update(data).digest(),
         totalSizeBytes: total,
-        last: pos + bytesRead >= total,
+        last: after >= total,
       };
-      pos += bytesRead;
+      pos = after;
       yield chunk;
     }
   } finally {
