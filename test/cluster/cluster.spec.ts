@@ -10,28 +10,13 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ClusterClient, KvClient } from '../../src/api/clients.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
-import { ServeProcess, freePorts, sleep } from './serve-process.js';
+import { ServeProcess, freePorts, sleep, until } from './serve-process.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const IDS = ['n1', 'n2', 'n3'] as const;
 type Id = (typeof IDS)[number];
 
-/** until polls f until it returns a non-undefined value, or fails after timeoutMs with the last error. */
-async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  while (Date.now() < deadline) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(100);
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms${last === null ? '' : ` (last error: ${(last as Error).message})`}`);
-}
 
 describe('cluster: three serve processes', function () {
   this.timeout(180_000);

@@ -12,25 +12,11 @@ import * as grpc from '@grpc/grpc-js';
 
 import { KvClient } from '../../src/api/clients.js';
 import { SnapshotServiceClient, type CreateSnapshotResponse, type GetSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { ServeProcess, freePorts, sleep } from './serve-process.js';
+import { ServeProcess, freePorts, until } from './serve-process.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  while (Date.now() < deadline) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(100);
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms${last === null ? '' : ` (last error: ${(last as Error).message})`}`);
-}
 
 async function putAll(kv: KvClient, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {

@@ -15,6 +15,7 @@ import { Meilisearch, MeilisearchApiError } from 'meilisearch';
 import Typesense from 'typesense';
 import { ClusterClient, KvClient } from '../../src/api/clients.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
+import { until } from '../cluster/serve-process.js';
 import { Child, GatewayServe, cleanEnv, freePorts, sleep } from './gateway-process.js';
 
 const KEY = 'gateway-test-admin-key-0123456789';
@@ -45,21 +46,6 @@ function run(cmd: string, args: readonly string[], stdinFile?: string): Promise<
   });
 }
 
-/** until polls f until it returns a value, or fails after timeoutMs with the last error. */
-async function until<T>(what: string, timeoutMs: number, f: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  while (Date.now() < deadline) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(100);
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms${last === null ? '' : ` (last error: ${(last as Error).message})`}`);
-}
 
 /** headersOf parses a curl -D dump: the last response's status and headers (lower-case names). */
 function headersOf(dump: string): { status: number; headers: Record<string, string> } {
