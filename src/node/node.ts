@@ -313,7 +313,10 @@ export class Node {
   async snapshotNow(): Promise<SnapshotMeta> {
     this.checkRunning();
     if (this.snapshots === undefined) throw new NodeError('invalid', 'this node keeps no snapshots');
-    while (this.snapshotting) await sleep(this.timings.tickMs);
+    while (this.snapshotting) {
+      this.checkRunning(); // a stop ends the wait
+      await sleep(this.timings.tickMs);
+    }
     this.snapshotting = true;
     try {
       return await this.takeSnapshot();
@@ -372,7 +375,8 @@ export class Node {
     this.readIndexWaiters.clear();
     this.fetching?.abort.abort();
     await this.idle();
-    while (this.snapshotting) await sleep(this.timings.tickMs);
+    // Let a snapshot being written finish (bounded: its files are temporary until renamed, so cutting it is safe too).
+    for (let waited = 0; this.snapshotting && waited < 30_000; waited += this.timings.tickMs) await sleep(this.timings.tickMs);
     this.releaseReplyWaiters(Infinity);
     await this.snapshots?.close();
     await this.transport.close();
@@ -487,7 +491,11 @@ export class Node {
       (i) => this.raft.membershipAt(i),
     );
     const meta = toRaftMeta(stored);
-    while (this.raft.status().applied < meta.index) await sleep(1);
+    // The core learns of an apply at advance(), just after the state machine: wait for it (bounded).
+    for (let waited = 0; this.raft.status().applied < meta.index; waited++) {
+      if (this.stopped || waited > 10_000) throw new NodeError('unavailable', `snapshot ${meta.index} is ahead of the core's applied index`);
+      await sleep(1);
+    }
     this.raft.setSnapshot(meta);
     this.snapshotStats.created++;
     this.metrics?.snapshotsCreated.inc();
