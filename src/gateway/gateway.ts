@@ -19,6 +19,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import { formatHostPort, parseHostPort } from '../api/address.js';
 import { SNAPCOORD_VERSION } from '../version.js';
 import { AUTH_HEADERS, KeyRing, redactUrl, type AuthConfig, type AuthVerdict } from './auth.js';
@@ -29,6 +30,13 @@ import { OPENAPI } from './openapi.js';
 import type { RouteContext, RouteSpec } from './route-spec.js';
 import { JSON_TYPE, meiliError, sendMeiliError, sendNomadError, sendStyledError, sendTypesenseError, styleOfPath, type Style } from './styles.js';
 import { typesenseRoutes } from './typesense-routes.js';
+
+/** processMetrics: the default Node.js process metrics, in a registry of their own. */
+function processMetrics(): { text(): Promise<string>; readonly contentType: string } {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return { text: () => registry.metrics(), contentType: registry.contentType };
+}
 
 /** DEFAULT_JSON_BYTES_MAX: the cap of every body but a restore's (64 KiB). */
 export const DEFAULT_JSON_BYTES_MAX = 64 * 1024;
@@ -247,16 +255,18 @@ export function createGateway(opts: GatewayOptions): Gateway {
       handler: async (_req, reply) => reply.code(200).type(JSON_TYPE).send(JSON.stringify(OPENAPI)),
     },
   ];
-  const metrics = opts.metrics;
-  if (metrics !== undefined) {
-    routes.push({
-      method: 'GET',
-      url: '/metrics',
-      style: 'typesense',
-      action: null,
-      handler: async (_req, reply) => reply.code(200).type(metrics.contentType).send(await metrics.text()),
-    });
-  }
+  // The embedded gateway serves its node's metrics; a standalone one, its own process's.
+  let metrics = opts.metrics;
+  routes.push({
+    method: 'GET',
+    url: '/metrics',
+    style: 'typesense',
+    action: null,
+    handler: async (_req, reply) => {
+      metrics ??= processMetrics();
+      return reply.code(200).type(metrics.contentType).send(await metrics.text());
+    },
+  });
   const byUrl = new Map<string, { style: Style; methods: Set<string> }>();
   for (const r of routes) {
     app.route({

@@ -253,7 +253,7 @@ export const OPENAPI = {
     '/metrics': {
       get: {
         tags: ['Meta'],
-        summary: 'Prometheus metrics of the node (no key needed; embedded gateway only)',
+        summary: "Prometheus metrics: the node's (embedded gateway) or the gateway process's (standalone); no key needed",
         operationId: 'metrics',
         security: [],
         responses: { '200': { description: 'Prometheus text format', content: textContent } },

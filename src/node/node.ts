@@ -54,6 +54,11 @@ export interface NodeTimings {
   readonly readTimeoutMs: number;
 }
 
+/** APPLY_QUEUE_ENTRIES_MAX: committed entries waiting for the apply worker before the Ready loop waits too. */
+const APPLY_QUEUE_ENTRIES_MAX = 10_000;
+/** APPLY_BATCH_ENTRIES_MAX: entries the apply worker applies in one state machine batch. */
+const APPLY_BATCH_ENTRIES_MAX = 4_096;
+
 export const DEFAULT_TIMINGS: NodeTimings = {
   tickMs: 10,
   electionTimeoutTicks: 15,
@@ -128,7 +133,10 @@ export class Node {
   private replyWaiters: { gen: number; resolve: () => void }[] = [];
   /** readIndexWaiters: forwarded ReadIndex RPCs waiting for the leader's answer, by peer and context. */
   private readonly readIndexWaiters = new Map<string, (m: Message) => void>();
-  private applyWaiters: { index: number; resolve: () => void }[] = [];
+  /** applyQueue: committed entries handed over by Readies, applied in order by the apply worker. */
+  private applyQueue: Entry[] = [];
+  private applying = false;
+  private applyIdleWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private peersKey = '';
   private lastLeaderContact = 0;
@@ -255,9 +263,10 @@ export class Node {
     return this.lastLeaderContact === 0 ? -1 : Date.now() - this.lastLeaderContact;
   }
 
+  /** status: the core's view, with `applied` the state machine's own applied index (the apply worker may trail the core). */
   status(): NodeStatus {
     const st = this.raft.status();
-    return { ...st, leaderAddress: this.addressOf(st.leader) };
+    return { ...st, applied: Math.min(st.applied, this.storage.appliedIndex()), leaderAddress: this.addressOf(st.leader) };
   }
 
   addressOf(id: NodeId): string {
@@ -375,6 +384,7 @@ export class Node {
     this.readIndexWaiters.clear();
     this.fetching?.abort.abort();
     await this.idle();
+    await Promise.race([this.applyDrained(), sleep(30_000)]);
     // Let a snapshot being written finish (bounded: its files are temporary until renamed, so cutting it is safe too).
     for (let waited = 0; this.snapshotting && waited < 30_000; waited += this.timings.tickMs) await sleep(this.timings.tickMs);
     this.releaseReplyWaiters(Infinity);
@@ -447,8 +457,14 @@ export class Node {
     for (const m of rd.messages) if (!sent.has(m)) this.route(m);
     // 3. a snapshot to fetch: pulled in the background; installed between two Ready cycles.
     if (rd.snapshot !== null) this.startFetch(rd.snapshot);
-    // 4. apply.
-    if (rd.committedEntries.length > 0) await this.apply(rd.committedEntries);
+    // 4. apply: handed to the apply worker, so persisting and replicating go on while the
+    // state machine applies (a restore or a slow apply does not stall heartbeats). Bounded:
+    // past APPLY_QUEUE_ENTRIES_MAX waiting entries the loop waits for the worker.
+    if (rd.committedEntries.length > 0) {
+      for (const e of rd.committedEntries) this.applyQueue.push(e);
+      this.startApplyWorker();
+      if (this.applyQueue.length > APPLY_QUEUE_ENTRIES_MAX) await this.applyDrained();
+    }
     // 5. reads.
     for (const rs of rd.readStates) {
       const r = this.reads.get(rs.context);
@@ -546,11 +562,40 @@ export class Node {
       });
   }
 
+  private startApplyWorker(): void {
+    if (this.applying) return;
+    this.applying = true;
+    void (async () => {
+      try {
+        while (this.applyQueue.length > 0 && this.failure === null) {
+          const batch = this.applyQueue.splice(0, APPLY_BATCH_ENTRIES_MAX);
+          await this.apply(batch);
+          this.releaseReads();
+        }
+      } catch (e) {
+        this.fail(e);
+      } finally {
+        this.applying = false;
+        const waiters = this.applyIdleWaiters;
+        this.applyIdleWaiters = [];
+        for (const w of waiters) w();
+      }
+    })();
+  }
+
+  /** applyDrained resolves once every entry handed to the apply worker is applied (or the node failed). */
+  private applyDrained(): Promise<void> {
+    if (!this.applying && this.applyQueue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.applyIdleWaiters.push(resolve));
+  }
+
   /** installFetched: runs between Ready cycles, so no apply interleaves with the install. */
   private async installFetched(): Promise<void> {
     const f = this.fetched;
     this.fetched = null;
     if (f === null || this.snapshots === undefined) return;
+    // Entries handed over before the snapshot are applied first (no Ready runs meanwhile).
+    await this.applyDrained();
     if (!this.raft.restoreSnapshot(f.meta)) return;
     const t0 = Date.now();
     await this.snapshots.install(f.stored);
@@ -613,13 +658,6 @@ export class Node {
         this.metrics?.proposals.inc({ result: 'applied' });
         p.resolve(byIndex.get(e.index) ?? { index: e.index, ok: true });
       }
-    }
-    const applied = this.storage.appliedIndex();
-    const waiting = this.applyWaiters;
-    this.applyWaiters = [];
-    for (const w of waiting) {
-      if (w.index <= applied) w.resolve();
-      else this.applyWaiters.push(w);
     }
   }
 

@@ -92,11 +92,17 @@ describe('restore through the log', function () {
     // The leader snapshots after a restore; compact past the restore so the follower must install.
     await waitUntil('a snapshot after the restore', 10_000, () => (leader.status().snapshotIndex >= r.index ? true : undefined));
     // Whichever live node leads now (an install can cost an election), its log no longer reaches back.
-    for (const m of c.members) if (m.id !== follower) await c.node(m.id).snapshotNow();
+    for (const m of c.members) {
+      if (m.id === follower) continue;
+      const n = c.node(m.id);
+      await waitUntil(`${m.id} to apply the restore`, 10_000, () => (n.status().applied >= r.index ? true : undefined));
+      await n.snapshotNow();
+    }
     await c.restart(follower);
     const f = c.node(follower);
     await waitUntil('the follower to catch up', 20_000, () => (f.status().applied >= r.index ? true : undefined));
     assert.deepEqual(await dump(f), saved);
+    await waitUntil('the install to be counted', 10_000, () => (f.snapshotStats.installed > 0 ? true : undefined));
     assert.equal(f.snapshotStats.installed, 1, 'it installed the post-restore snapshot');
   });
 });
