@@ -182,7 +182,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           }
           continue;
         }
-        await sleep(10);
+        await sleep(2);
       }
       if (node.status().role === 'leader') return { success: true };
       throw new ApiError(grpc.status.DEADLINE_EXCEEDED, `${node.id} did not become the leader in time`);

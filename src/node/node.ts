@@ -246,7 +246,7 @@ export class Node {
     while (Date.now() < deadline) {
       const st = this.raft.status();
       if (st.leader === to) return;
-      await sleep(this.timings.tickMs);
+      await sleep(2); // a transfer takes a few round trips: poll finely (bounded by timeoutMs)
     }
     throw new NodeError('timeout', `leadership did not move to ${to} within ${timeoutMs} ms`);
   }
