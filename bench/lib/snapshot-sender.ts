@@ -1,7 +1,8 @@
 /**
  * Child of bench/snapshot.ts: the sending side. Serves, on 127.0.0.1:--port,
  *   - RaftService FetchSnapshot (createRaftService, openSnapshot = readChunks
- *     on --archive): snapcoord's real serving path;
+ *     on --archive with the chunk hashes recorded when the store opened it):
+ *     snapcoord's real serving path (SnapshotManager.openChunks);
  *   - /bench.RawStream/Pull: the archive's bytes in --chunk-bytes messages,
  *     no protobuf, no hashing (the ceiling).
  * Prints `ready` once bound; on SIGTERM prints its peak RSS and exits 0.
@@ -12,7 +13,9 @@ import { open } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 
 import { RAFT_SERVICE_DEFINITION } from '../../src/transport/fetch-serializer.js';
+import { basename, dirname } from 'node:path';
 import { readChunks } from '../../src/snapshot/chunk-reader.js';
+import { CHUNK_HASH_BYTES, SnapshotStore } from '../../src/snapshot/store.js';
 import { createRaftService } from '../../src/transport/raft-service.js';
 import type { RaftRequestHandler } from '../../src/transport/transport.js';
 import { RAW_STREAM_SERVICE, RssSampler, args, exitWithParent, need, report, writable } from './snapshot-common.js';
@@ -25,6 +28,10 @@ const archive = need(a, 'archive');
 const digest = need(a, 'digest');
 const index = Number(need(a, 'index'));
 const defaultChunk = Number(need(a, 'chunk-bytes'));
+// As a node does: the archive is opened (verified) once, recording its chunk hashes, before serving.
+const store = await SnapshotStore.open(dirname(dirname(archive)), { retain: 1000 });
+const handle = await store.open(basename(dirname(archive)));
+const known = { chunkBytes: CHUNK_HASH_BYTES, sha256s: handle.chunkSha256s };
 
 let streams = 0;
 /** CPU time is counted from `ready` on (start-up and module loading excluded). */
@@ -39,7 +46,7 @@ const handler: RaftRequestHandler = {
       return Promise.reject(Object.assign(new Error(`no snapshot ${p.index} ${p.digest.slice(0, 12)}`), { code: grpc.status.NOT_FOUND }));
     }
     streams++;
-    return Promise.resolve(readChunks(archive, p.offset, p.chunkBytes > 0 ? p.chunkBytes : defaultChunk));
+    return Promise.resolve(readChunks(archive, p.offset, p.chunkBytes > 0 ? p.chunkBytes : defaultChunk, known));
   },
 };
 

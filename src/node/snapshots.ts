@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Membership, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import {
+  CHUNK_HASH_BYTES,
   SnapshotStore,
   decodeStateRecords,
   encodeStateRecords,
@@ -151,7 +152,10 @@ export class SnapshotManager {
       throw coded(8, `too many snapshot transfers (${this.transfers}); retry later`);
     }
     this.transfers++;
-    const chunks = readChunks(s.path, offset, chunkBytes > 0 ? chunkBytes : this.policy.chunkBytes);
+    const chunks = readChunks(s.path, offset, chunkBytes > 0 ? chunkBytes : this.policy.chunkBytes, {
+      chunkBytes: CHUNK_HASH_BYTES,
+      sha256s: s.chunkSha256s,
+    });
     const done = (): void => {
       this.transfers--;
       s.release();

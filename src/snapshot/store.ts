@@ -89,6 +89,8 @@ export interface StoredSnapshot {
 export interface SnapshotHandle extends StoredSnapshot {
   /** createReadStream reads the archive from `offset` (0..archiveBytes) to its end. */
   createReadStream(offset?: number): Readable;
+  /** chunkSha256s: the SHA-256 of each CHUNK_HASH_BYTES chunk, recorded while open() verified the archive. */
+  readonly chunkSha256s: readonly Uint8Array[];
   release(): void;
 }
 
@@ -165,14 +167,37 @@ class LimitedHashTap extends Transform {
   }
 }
 
-async function hashFile(path: string): Promise<{ sha256: string; bytes: number }> {
+/** CHUNK_HASH_BYTES: the chunk size whose SHA-256s open() records while it verifies (the transfer default). */
+export const CHUNK_HASH_BYTES = 1024 * 1024;
+
+/**
+ * hashFile hashes a whole file and, in the same read, each CHUNK_HASH_BYTES
+ * chunk of it: a server can then send verified chunks without hashing them again.
+ */
+async function hashFile(path: string): Promise<{ sha256: string; bytes: number; chunkSha256s: Uint8Array[] }> {
   const hash = createHash('sha256');
+  const chunkSha256s: Uint8Array[] = [];
+  let chunk = createHash('sha256');
+  let inChunk = 0;
   let bytes = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK_BYTES }) as AsyncIterable<Buffer>) {
-    hash.update(chunk);
-    bytes += chunk.length;
+  for await (const piece of createReadStream(path, { highWaterMark: READ_CHUNK_BYTES }) as AsyncIterable<Buffer>) {
+    hash.update(piece);
+    bytes += piece.length;
+    let at = 0;
+    while (at < piece.length) {
+      const take = Math.min(CHUNK_HASH_BYTES - inChunk, piece.length - at);
+      chunk.update(piece.subarray(at, at + take));
+      inChunk += take;
+      at += take;
+      if (inChunk === CHUNK_HASH_BYTES) {
+        chunkSha256s.push(chunk.digest());
+        chunk = createHash('sha256');
+        inChunk = 0;
+      }
+    }
   }
-  return { sha256: hash.digest('hex'), bytes };
+  if (inChunk > 0) chunkSha256s.push(chunk.digest());
+  return { sha256: hash.digest('hex'), bytes, chunkSha256s };
 }
 
 export class SnapshotStore {
@@ -361,6 +386,7 @@ export class SnapshotStore {
       }
       return {
         ...stored,
+        chunkSha256s: actual.chunkSha256s,
         createReadStream: (offset = 0): Readable => {
           if (!Number.isSafeInteger(offset) || offset < 0 || offset > stored.archiveBytes) {
             throw new SnapshotStoreError('invalid-argument', `offset ${offset} is outside 0..${stored.archiveBytes}`);

@@ -132,3 +132,30 @@ describe('snapshot fetch (follower pulls, chunks verified)', () => {
     );
   });
 });
+
+describe('readChunks with recorded chunk hashes', () => {
+  it('serves the same chunks as hashing them, and still hashes unaligned reads', async () => {
+    const { mkdtemp: mk, writeFile: wf, rm: rmrf } = await import('node:fs/promises');
+    const { CHUNK_HASH_BYTES } = await import('../../../src/snapshot/store.js');
+    const d = await mk(join(tmpdir(), 'snapcoord-chunks-'));
+    try {
+      const file = join(d, 'f.bin');
+      const data = randomBytes(3 * CHUNK_HASH_BYTES + 777);
+      await wf(file, data);
+      const sha256s: Uint8Array[] = [];
+      for (let at = 0; at < data.length; at += CHUNK_HASH_BYTES) {
+        sha256s.push(createHash('sha256').update(data.subarray(at, at + CHUNK_HASH_BYTES)).digest());
+      }
+      const known = { chunkBytes: CHUNK_HASH_BYTES, sha256s };
+      for (const offset of [0, CHUNK_HASH_BYTES, 12345]) {
+        const plain = [];
+        for await (const c of readChunks(file, offset, CHUNK_HASH_BYTES)) plain.push(c);
+        const fast = [];
+        for await (const c of readChunks(file, offset, CHUNK_HASH_BYTES, known)) fast.push(c);
+        assert.deepEqual(fast.map((c) => [c.offset, Buffer.from(c.sha256).toString('hex'), c.data.length, c.last]), plain.map((c) => [c.offset, Buffer.from(c.sha256).toString('hex'), c.data.length, c.last]));
+      }
+    } finally {
+      await rmrf(d, { recursive: true, force: true });
+    }
+  });
+});
