@@ -182,6 +182,8 @@ export class SnapshotManager {
         destPath: dest,
         chunkBytes: this.policy.chunkBytes,
         bandwidthBytesPerSec: this.policy.bandwidthBytesPerSec,
+        // importArchive below hashes the whole archive against meta.digest before it is kept.
+        verifyWholeDigest: false,
         ...(signal !== undefined ? { signal } : {}),
       });
       const stored = await this.store.importArchive(createReadStream(dest, { highWaterMark: 1 << 20 }), {
@@ -206,10 +208,11 @@ export class SnapshotManager {
       await readArchive(handle.createReadStream(0), async (meta, state) => {
         await this.storage.installState(decodeStateRecords(state), { appliedIndex: meta.index, membership: meta.membership });
       });
-      await this.setNewest(handle);
-    } finally {
+    } catch (err) {
       handle.release();
+      throw err;
     }
+    await this.setNewest(handle); // the verified handle becomes the newest: no second verification
   }
 
   /**
@@ -255,9 +258,14 @@ export class SnapshotManager {
     }
   }
 
-  private async setNewest(s: StoredSnapshot): Promise<void> {
-    if (this.newest !== null && this.newest.meta.index >= s.meta.index) return;
-    const h = await this.store.open(s.id);
+  /** setNewest keeps `s` open as the newest snapshot; an open handle passed in is kept (or released) rather than opened again. */
+  private async setNewest(s: StoredSnapshot | SnapshotHandle): Promise<void> {
+    const given = 'release' in s ? s : null;
+    if (this.newest !== null && this.newest.meta.index >= s.meta.index) {
+      given?.release();
+      return;
+    }
+    const h = given ?? (await this.store.open(s.id));
     this.newest?.release();
     this.newest = h;
   }

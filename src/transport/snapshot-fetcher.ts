@@ -38,6 +38,12 @@ export interface FetchOptions {
   readonly signal?: AbortSignal;
   readonly logger?: TransportLogger;
   readonly onProgress?: (bytesDone: number, totalBytes: number) => void;
+  /**
+   * verifyWholeDigest (default true): hash the whole archive and compare it with
+   * target.digest. A caller that verifies the file itself right after (the
+   * snapshot store's import does) may turn it off to save one pass.
+   */
+  readonly verifyWholeDigest?: boolean;
   /** channelOptions: extra grpc channel options (tests inject interceptors). */
   readonly channelOptions?: grpc.ChannelOptions;
   readonly interceptors?: grpc.Interceptor[];
@@ -75,6 +81,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     ...(opts.interceptors !== undefined ? { interceptors: opts.interceptors } : {}),
     ...opts.channelOptions,
   });
+  const verifyWhole = opts.verifyWholeDigest ?? true;
   const whole = createHash('sha256');
   const limiter = new RateLimiter(opts.bandwidthBytesPerSec ?? 0);
   let file: FileHandle | undefined;
@@ -105,7 +112,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     if (offset !== opts.target.sizeBytes) {
       throw new SnapshotFetchError(`snapshot ${opts.target.index}: got ${offset} bytes, expected ${opts.target.sizeBytes}`);
     }
-    const digest = whole.digest('hex');
+    const digest = verifyWhole ? whole.digest('hex') : opts.target.digest;
     if (digest !== opts.target.digest) {
       throw new SnapshotFetchError(`snapshot ${opts.target.index}: archive SHA-256 ${digest} does not match ${opts.target.digest}`);
     }
@@ -159,7 +166,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
         const at = offset;
         writes.push((file as FileHandle).write(raw.data, 0, raw.data.length, at).then(() => null, (e: unknown) => e as Error));
         if (writes.length >= WRITES_IN_FLIGHT) throwIfFailed(await writes.shift());
-        whole.update(raw.data);
+        if (verifyWhole) whole.update(raw.data);
         offset += raw.data.length;
         opts.onProgress?.(offset, opts.target.sizeBytes);
         await limiter.take(raw.data.length);
