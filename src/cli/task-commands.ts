@@ -6,7 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { clientChannelOptions } from '../api/clients.js';
-import { TaskServiceClient, type ListTasksResponse, type Task } from '../gen/snapcoord/v1/snapshot.js';
+import { TaskFilter, TaskServiceClient, type ListTasksResponse, type Task } from '../gen/snapcoord/v1/snapshot.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { callError, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 
@@ -132,19 +132,7 @@ export function addTaskCommands(program: Command): void {
     const from = opts.from === undefined ? undefined : parseUid(opts.from);
     const res = await withClient(opts, taskClient, (c, deadlineMs) => {
       return new Promise<ListTasksResponse>((ok, fail) => {
-        const filter = {
-          uids: [],
-          statuses,
-          types,
-          canceledBy: [],
-          beforeEnqueuedAt: '',
-          afterEnqueuedAt: '',
-          beforeStartedAt: '',
-          afterStartedAt: '',
-          beforeFinishedAt: '',
-          afterFinishedAt: '',
-          batchUids: [],
-        };
+        const filter = TaskFilter.fromPartial({ statuses, types });
         c.listTasks(
           { filter, limit, reverse: false, ...(from !== undefined ? { from } : {}) },
           new grpc.Metadata(),

@@ -22,7 +22,7 @@ import {
   type ListTasksResponse,
   type RestoreSnapshotRequest,
   type RestoreSnapshotResponse,
-  type TaskFilter,
+  TaskFilter,
 } from '../gen/snapcoord/v1/snapshot.js';
 
 /** StreamOptions: an optional deadline for a streaming call (none by default). */
@@ -37,19 +37,7 @@ function streamCallOptions(opts: StreamOptions): Partial<grpc.CallOptions> {
 
 /** emptyTaskFilter: a TaskFilter that matches every task. */
 export function emptyTaskFilter(): TaskFilter {
-  return {
-    uids: [],
-    statuses: [],
-    types: [],
-    canceledBy: [],
-    beforeEnqueuedAt: '',
-    afterEnqueuedAt: '',
-    beforeStartedAt: '',
-    afterStartedAt: '',
-    beforeFinishedAt: '',
-    afterFinishedAt: '',
-    batchUids: [],
-  };
+  return TaskFilter.fromPartial({});
 }
 
 /**
