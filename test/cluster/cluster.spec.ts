@@ -4,7 +4,7 @@
  * durability across a full restart, and refusal of a foreign data dir.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -170,5 +170,26 @@ describe('cluster: three serve processes', function () {
       assert.match(lines[0]!, /^snapcoord: refusing to start: data dir .* belongs to /);
       assert.ok(lines[0]!.includes(args.wrong), lines[0]);
     }
+  });
+
+  it('a node started on a corrupt data dir refuses with a clear error and changes nothing', async () => {
+    const [port] = await freePorts(1);
+    const address = `127.0.0.1:${port}`;
+    const corruptDir = join(dir, 'corrupt');
+    const owner = new ServeProcess({ id: 'y1', grpc: address, peers: `y1=${address}`, dataDir: corruptDir });
+    extra.push(owner);
+    await owner.ready();
+    await owner.kill('SIGTERM');
+    // The pointer to the state machine's generation is garbage: the data dir cannot be trusted.
+    await writeFile(join(corruptDir, 'STATE'), 'not json at all');
+    const p = new ServeProcess({ id: 'y1', grpc: address, peers: `y1=${address}`, dataDir: corruptDir });
+    extra.push(p);
+    await Promise.race([p.exited, sleep(20_000)]);
+    assert.equal(p.running, false, 'the process exits');
+    assert.equal(p.exitCode, 2, p.output);
+    const lines = p.output.trim().split('\n');
+    assert.equal(lines.length, 1, `one line: ${p.output}`);
+    assert.match(lines[0]!, /^snapcoord: .*STATE/);
+    assert.equal(await readFile(join(corruptDir, 'STATE'), 'utf8'), 'not json at all', 'nothing was rewritten');
   });
 });
