@@ -14,9 +14,10 @@ RUN if [ "$(uname -m)" != "x86_64" ]; then \
       apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*; \
     fi
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# npm ci runs `prepare` (buf generate), which needs the protos and buf's config.
 COPY buf.yaml buf.gen.yaml tsconfig.json ./
 COPY proto ./proto
+RUN npm ci --no-audit --no-fund
 COPY src ./src
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
