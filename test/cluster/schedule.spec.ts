@@ -1,0 +1,49 @@
+/** --schedule-snapshot SECS: a node enqueues snapshot tasks on its own, and each writes <snapshot-dir>/<db-name>.snapshot. */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+
+import { TaskFilter, TaskServiceClient, type ListTasksResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { ServeProcess, freePorts, until } from './serve-process.js';
+
+describe('cluster: scheduled snapshots', function () {
+  this.timeout(60_000);
+  let dir = '';
+  let p: ServeProcess | undefined;
+  let client: TaskServiceClient | undefined;
+
+  after(async () => {
+    client?.close();
+    await p?.kill('SIGKILL');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('--schedule-snapshot 1 enqueues snapshotCreation tasks that succeed and write the file', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-schedule-'));
+    const [port] = await freePorts(1);
+    const address = `127.0.0.1:${port ?? 0}`;
+    const snapshotDir = join(dir, 'snapshots');
+    p = new ServeProcess({
+      id: 's1',
+      grpc: address,
+      peers: `s1=${address}`,
+      dataDir: join(dir, 's1'),
+      extra: ['--schedule-snapshot', '1', '--snapshot-dir', snapshotDir, '--db-name', 'data.ms'],
+    });
+    await p.ready();
+    client = new TaskServiceClient(address, grpc.credentials.createInsecure());
+    const c = client;
+    const done = await until('two scheduled snapshot tasks to succeed', 30_000, async () => {
+      const r = await new Promise<ListTasksResponse>((resolve, reject) =>
+        c.listTasks({ filter: TaskFilter.fromPartial({ statuses: ['succeeded'], types: ['snapshotCreation'] }), limit: 10, reverse: false }, (e, res) =>
+          e !== null ? reject(e) : resolve(res),
+        ),
+      );
+      return r.results.length >= 2 ? r : undefined;
+    });
+    assert.ok(done.results.every((t) => t.details?.path === join(snapshotDir, 'data.ms.snapshot')));
+    assert.equal((await stat(join(snapshotDir, 'data.ms.snapshot'))).mode & 0o777, 0o400);
+  });
+});
