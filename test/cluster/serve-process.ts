@@ -1,7 +1,7 @@
 /**
- * ServeProcess: one real `snapcoord serve` child process
- * (`node --import tsx src/cli/main.ts serve ...`), with its output kept for
- * diagnostics, plus freePorts() for ports from the OS.
+ * Child: a CLI child process (`node --import tsx src/cli/main.ts ...`) with its
+ * output kept for diagnostics; ServeProcess: one real `snapcoord serve`; plus
+ * freePorts() for ports from the OS and until() for bounded polling.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
@@ -47,25 +47,21 @@ export interface ServeArgs {
   readonly extra?: readonly string[];
 }
 
-/** ServeProcess runs `snapcoord serve` until stopped; `output` holds its stdout and stderr. */
-export class ServeProcess {
-  readonly args: ServeArgs;
+/** cleanEnv: this process's environment without any SNAPCOORD_* variable, plus `extra`. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SNAPCOORD_'))), ...extra };
+}
+
+/** Child: a CLI child process with its output. */
+export class Child {
   readonly proc: ChildProcess;
   output = '';
   exitCode: number | null = null;
   signal: NodeJS.Signals | null = null;
   readonly exited: Promise<void>;
 
-  constructor(args: ServeArgs) {
-    this.args = args;
-    const argv = ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--id', args.id, '--grpc', args.grpc, '--peers', args.peers];
-    argv.push('--data-dir', args.dataDir, '--log-level', 'info');
-    // The embedded HTTP gateway: any free port, open (these tests talk gRPC; test/gateway covers auth).
-    argv.push('--http', args.http ?? '127.0.0.1:0', ...(args.apiKey !== undefined ? ['--api-key', args.apiKey] : ['--insecure-no-auth']));
-    argv.push(...(args.extra ?? []));
-    if (args.clusterId !== undefined) argv.push('--cluster-id', args.clusterId);
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SNAPCOORD_')));
-    this.proc = spawn(process.execPath, argv, { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(args: readonly string[], env: NodeJS.ProcessEnv) {
+    this.proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
     this.proc.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
     this.exited = new Promise((resolve) => {
@@ -81,19 +77,20 @@ export class ServeProcess {
     return this.exitCode === null && this.signal === null;
   }
 
-  /** ready resolves once the process prints its "listening" line; rejects if it exits first or after timeoutMs. */
-  async ready(timeoutMs = 20_000): Promise<void> {
+  /** waitFor resolves once the output matches `re` (returns the match); rejects if the child exits first or after timeoutMs. */
+  async waitFor(re: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (this.output.includes(`snapcoord node ${this.args.id} listening on grpc`)) return;
-      if (!this.running) throw new Error(`serve ${this.args.id} exited (${this.signal ?? this.exitCode}):\n${this.lastLines()}`);
-      await sleep(50);
+      const m = re.exec(this.output);
+      if (m !== null) return m;
+      if (!this.running) throw new Error(`child exited (${this.signal ?? this.exitCode}) before ${re}:\n${this.lastLines()}`);
+      await new Promise((r) => setTimeout(r, 50));
     }
-    throw new Error(`serve ${this.args.id} not listening within ${timeoutMs} ms:\n${this.lastLines()}`);
+    throw new Error(`no ${re} within ${timeoutMs} ms:\n${this.lastLines()}`);
   }
 
   /** kill sends `signal` and waits for the exit (SIGKILL after 5 s). */
-  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  async kill(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     if (!this.running) return;
     this.proc.kill(signal);
     const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5_000);
@@ -101,8 +98,33 @@ export class ServeProcess {
     clearTimeout(timer);
   }
 
-  lastLines(n = 15): string {
+  lastLines(n = 20): string {
     return this.output.trimEnd().split('\n').slice(-n).join('\n');
+  }
+}
+
+/** ServeProcess runs `snapcoord serve` until stopped; `output` holds its stdout and stderr. */
+export class ServeProcess extends Child {
+  readonly args: ServeArgs;
+
+  constructor(args: ServeArgs) {
+    const argv = ['serve', '--id', args.id, '--grpc', args.grpc, '--peers', args.peers, '--data-dir', args.dataDir, '--log-level', 'info'];
+    // The embedded HTTP gateway: any free port, open (these tests talk gRPC; test/gateway covers auth).
+    argv.push('--http', args.http ?? '127.0.0.1:0', ...(args.apiKey !== undefined ? ['--api-key', args.apiKey] : ['--insecure-no-auth']));
+    argv.push(...(args.extra ?? []));
+    if (args.clusterId !== undefined) argv.push('--cluster-id', args.clusterId);
+    super(argv, cleanEnv());
+    this.args = args;
+  }
+
+  /** ready resolves once the process prints its "listening" line; rejects if it exits first or after timeoutMs. */
+  async ready(timeoutMs = 20_000): Promise<void> {
+    await this.waitFor(new RegExp(`snapcoord node ${this.args.id} listening on grpc`), timeoutMs);
+  }
+
+  /** kill sends `signal` (default SIGKILL: a crash) and waits for the exit. */
+  override kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    return super.kill(signal);
   }
 }
 
