@@ -17,7 +17,6 @@ import {
 } from '../snapshot/index.js';
 import type { NodeStorage } from '../storage/types.js';
 import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult, type FetchTarget } from '../transport/snapshot-fetcher.js';
-import { NodeError } from './errors.js';
 import type { Logger } from './node.js';
 
 /** SnapshotPolicy: when to snapshot and compact, and the limits of transfers. */
@@ -296,4 +295,3 @@ export class SnapshotManager {
   }
 }
 
-export { NodeError };
