@@ -173,7 +173,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           md.set(FORWARDED_METADATA_KEY, '1');
           try {
             await forwarder
-              .cluster(now.leaderAddress)
+              .cluster(node.dialAddressOf(leader))
               .transferLeadership(node.id, { deadlineMs: Math.max(1, deadline - Date.now()), metadata: md });
           } catch (err) {
             const e = toApiError(err);

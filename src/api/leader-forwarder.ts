@@ -20,9 +20,9 @@ export const FORWARDED_METADATA_KEY = 'x-snapcoord-forwarded';
 export const LEADER_WAIT_MS_MAX = 3_000;
 
 /** NodeView is the part of Node the API services use. */
-export type NodeView = Pick<Node, 'id' | 'status' | 'addressOf'>;
+export type NodeView = Pick<Node, 'id' | 'status' | 'addressOf' | 'dialAddressOf'>;
 
-/** Leader names the leader and where its API listens. */
+/** Leader names the leader and where this node reaches its API (its dial address). */
 export interface Leader {
   readonly id: string;
   readonly address: string;
@@ -86,7 +86,7 @@ export class LeaderForwarder {
       }
       if (forwarded) throw notLeaderError(notLeader.leaderId, notLeader.leaderAddress);
       let leader: Leader | null =
-        notLeader.leaderId === '' ? null : { id: notLeader.leaderId, address: notLeader.leaderAddress };
+        notLeader.leaderId === '' ? null : { id: notLeader.leaderId, address: this.node.dialAddressOf(notLeader.leaderId) };
       if (leader === null) leader = await this.waitForLeader(deadline);
       if (leader === null) throw notLeaderError('', '');
       if (leader.id === this.node.id) {
@@ -116,7 +116,7 @@ export class LeaderForwarder {
     const until = Math.min(deadline, Date.now() + LEADER_WAIT_MS_MAX);
     for (;;) {
       const st = this.node.status();
-      if (st.leader !== '') return { id: st.leader, address: st.leaderAddress };
+      if (st.leader !== '') return { id: st.leader, address: this.node.dialAddressOf(st.leader) };
       if (Date.now() >= until || this.closed) return null;
       await sleep(Math.min(20, Math.max(1, until - Date.now())));
     }

@@ -117,15 +117,16 @@ function taskError(err: unknown): ApiError {
 
 function leaderClient(node: Node, clients: Map<string, SnapshotServiceClient>): { client: SnapshotServiceClient; md: grpc.Metadata } {
   const st = node.status();
-  if (st.leader === '' || st.leaderAddress === '') throw notLeaderError('', '');
-  let client = clients.get(st.leaderAddress);
+  const address = node.dialAddressOf(st.leader);
+  if (st.leader === '' || address === '') throw notLeaderError('', '');
+  let client = clients.get(address);
   if (client === undefined) {
-    client = new SnapshotServiceClient(st.leaderAddress, grpc.credentials.createInsecure(), {
+    client = new SnapshotServiceClient(address, grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
       'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
       'grpc-node.flow_control_window': 16 << 20,
     });
-    clients.set(st.leaderAddress, client);
+    clients.set(address, client);
   }
   const md = new grpc.Metadata();
   md.set(FORWARDED_METADATA_KEY, '1');

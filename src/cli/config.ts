@@ -28,6 +28,8 @@ export interface ServeConfig {
   readonly httpAddress: string;
   /** peers: the initial membership, id -> "host:port", in the order given; includes `id`. */
   readonly peers: Readonly<Record<string, string>>;
+  /** peerDial: peers this node dials at another address than the membership's (id -> "host:port"); empty for none. */
+  readonly peerDial: Readonly<Record<string, string>>;
   /** dataDir: absolute path of the node's data dir. */
   readonly dataDir: string;
   readonly clusterId: string;
@@ -96,6 +98,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('grpcAddress', 'grpc', 'string', 'host:port', 'gRPC listen address, Raft and API (default: this node\'s address in --peers, else 127.0.0.1:7001)'),
   option('httpAddress', 'http', 'string', 'host:port', 'HTTP gateway listen address (default 127.0.0.1:8108)'),
   option('peers', 'peers', 'string', 'id=host:port,...', 'initial membership, including this node (default: this node alone)'),
+  option('peerDial', 'peer-dial', 'string', 'id=host:port,...', 'dial these peers at these addresses instead of the ones they advertise (a proxy or NAT in between; default none)'),
   option('dataDir', 'data-dir', 'string', 'dir', 'data directory (default ./data/<id>)'),
   option('clusterId', 'cluster-id', 'string', 'name', 'cluster id recorded in the data dir (default snapcoord)'),
   option('tickMs', 'tick-ms', 'int', 'ms', `Raft tick length (default ${DEFAULT_TIMINGS.tickMs})`),
@@ -195,18 +198,18 @@ export function readConfigFile(path: string, read: (p: string) => string = (p) =
   return raw;
 }
 
-/** parsePeers parses "id=host:port,..." into an ordered map. */
-export function parsePeers(text: string): Record<string, string> {
+/** parsePeers parses "id=host:port,..." into an ordered map; `what` names the option in errors. */
+export function parsePeers(text: string, what = 'peers'): Record<string, string> {
   const peers: Record<string, string> = {};
   for (const part of text.split(',').map((s) => s.trim())) {
     if (part === '') continue;
     const eq = part.indexOf('=');
-    if (eq <= 0) throw configError(`peers: "${part}" is not id=host:port`);
+    if (eq <= 0) throw configError(`${what}: "${part}" is not id=host:port`);
     const id = part.slice(0, eq).trim();
     const address = part.slice(eq + 1).trim();
-    if (!isNodeId(id)) throw configError(`peers: "${id}" is not a valid node id (letters, digits, '_', '-', '.'; at most 64)`);
-    if (parseHostPort(address) === null) throw configError(`peers: ${id}: "${address}" is not host:port`);
-    if (Object.hasOwn(peers, id)) throw configError(`peers: ${id} is listed twice`);
+    if (!isNodeId(id)) throw configError(`${what}: "${id}" is not a valid node id (letters, digits, '_', '-', '.'; at most 64)`);
+    if (parseHostPort(address) === null) throw configError(`${what}: ${id}: "${address}" is not host:port`);
+    if (Object.hasOwn(peers, id)) throw configError(`${what}: ${id} is listed twice`);
     peers[id] = address;
   }
   return peers;
@@ -254,6 +257,8 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
     throw configError(`id: ${id} is not in peers (${Object.keys(peers).join(', ')}); the initial membership must include this node`);
   }
   const grpcAddress = grpcGiven ?? peers[id] ?? '127.0.0.1:7001';
+  const peerDialText = str('peerDial') ?? '';
+  const peerDial = peerDialText.trim() === '' ? {} : parsePeers(peerDialText, 'peer-dial');
   if (parseHostPort(grpcAddress, true) === null) throw configError(`grpc: "${grpcAddress}" is not host:port`);
   if (parseHostPort(peers[id] ?? '') === null) throw configError(`peers: ${id}: "${peers[id]}" is not host:port`);
   const httpAddress = str('httpAddress') ?? '127.0.0.1:8108';
@@ -317,6 +322,7 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
     grpcAddress,
     httpAddress,
     peers,
+    peerDial,
     dataDir,
     clusterId,
     tickMs,

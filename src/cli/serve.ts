@@ -99,6 +99,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       initialMembership: { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers },
       snapshots,
       metrics,
+      dialAddresses: cfg.peerDial,
       timings: { tickMs: cfg.tickMs, electionTimeoutTicks: cfg.electionTimeoutTicks, heartbeatIntervalTicks: cfg.heartbeatTicks },
       logger,
     });

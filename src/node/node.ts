@@ -83,6 +83,12 @@ export interface NodeOptions {
   readonly snapshots?: SnapshotManager;
   /** metrics: fed as things happen when given. */
   readonly metrics?: NodeMetrics;
+  /**
+   * dialAddresses: peers to dial at another address than the one the
+   * membership advertises (a proxy or NAT in between; the chaos tests' fault
+   * proxies). Raft, forwarded calls and snapshot fetches all use it.
+   */
+  readonly dialAddresses?: Readonly<Record<NodeId, string>>;
 }
 
 /** NodeStatus is the Raft status plus the node's own addresses view. */
@@ -120,6 +126,7 @@ export class Node {
   private readonly timings: NodeTimings;
   private readonly maxPendingProposals: number;
   private readonly initialAddresses: Readonly<Record<NodeId, string>>;
+  private readonly dialAddresses: Readonly<Record<NodeId, string>>;
   private ticker: NodeJS.Timeout | undefined;
   private running = false;
   private kicked = false;
@@ -161,6 +168,7 @@ export class Node {
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
     this.initialAddresses = opts.initialMembership.addresses;
+    this.dialAddresses = opts.dialAddresses ?? {};
     this.snapshots = opts.snapshots;
     this.metrics = opts.metrics;
   }
@@ -269,9 +277,16 @@ export class Node {
     return { ...st, applied: Math.min(st.applied, this.storage.appliedIndex()), leaderAddress: this.addressOf(st.leader) };
   }
 
+  /** addressOf: the address `id` advertises in the membership ('' when unknown); what clients are told. */
   addressOf(id: NodeId): string {
     if (id === '') return '';
     return this.raft.status().membership.addresses[id] ?? this.initialAddresses[id] ?? '';
+  }
+
+  /** dialAddressOf: where this node connects to reach `id`: its dial override, else its advertised address. */
+  dialAddressOf(id: NodeId): string {
+    if (id === '') return '';
+    return Object.hasOwn(this.dialAddresses, id) ? (this.dialAddresses[id] as string) : this.addressOf(id);
   }
 
   // ------------------------------------------------------------ transport side
@@ -538,7 +553,7 @@ export class Node {
       this.fetching.abort.abort();
     }
     const leader = this.raft.status().leader;
-    const address = this.addressOf(leader);
+    const address = this.dialAddressOf(leader);
     const abort = new AbortController();
     const mine = { meta, abort };
     this.fetching = mine;
@@ -685,7 +700,7 @@ export class Node {
       const ids = [st.leader, ...st.membership.voters, ...st.membership.learners].filter((id, i, a) => id !== '' && id !== this.id && a.indexOf(id) === i);
       for (const id of ids) {
         try {
-          stored = await sm.fetchUpload(this.id, this.addressOf(id), cmd);
+          stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd);
           break;
         } catch (err) {
           this.log.warn({ index: e.index, from: id, err: (err as Error).message }, 'restore: fetching the archive failed');
@@ -846,8 +861,8 @@ export class Node {
     const addresses: Record<NodeId, string> = {};
     for (const id of [...m.voters, ...m.learners]) {
       if (id === this.id) continue;
-      const a = m.addresses[id] ?? this.initialAddresses[id];
-      if (a !== undefined && a !== '') addresses[id] = a;
+      const a = this.dialAddressOf(id);
+      if (a !== '') addresses[id] = a;
     }
     const key = JSON.stringify(addresses);
     if (key === this.peersKey) return;

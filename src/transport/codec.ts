@@ -7,8 +7,11 @@
  * is not a non-negative safe integer; decoding refuses a value above 2^53 - 1,
  * an unknown enum, a missing required field or a sender/receiver that is not
  * named. Both throw CodecError. Entry data is never copied on decode: it is a
- * view of the received buffer.
+ * view of the received buffer. Every entry carries a CRC-32 of its index,
+ * term, type and data; decoding refuses an entry whose checksum does not match
+ * (damaged in transit), so a bad append is rejected whole and sent again.
  */
+import { crc32 } from 'node:zlib';
 import type {
   AppendRequest,
   AppendResponse,
@@ -104,17 +107,30 @@ export function entryTypeFromProto(t: pb.EntryType): EntryType {
 
 export function entryToProto(e: Entry): pb.Entry {
   if (!(e.data instanceof Uint8Array)) throw new CodecError(`entry ${String(e.index)}: data must be a Uint8Array`);
-  return {
-    index: toU64(e.index, 'entry.index'),
-    term: toU64(e.term, 'entry.term'),
-    type: entryTypeToProto(e.type),
-    data: e.data,
-  };
+  const index = toU64(e.index, 'entry.index');
+  const term = toU64(e.term, 'entry.term');
+  const type = entryTypeToProto(e.type);
+  return { index, term, type, data: e.data, crc32: entryChecksum(index, term, type, e.data) };
+}
+
+/** entryHeader: scratch space for the checksummed header (index, term, type), reused by every call. */
+const entryHeader = new DataView(new ArrayBuffer(17));
+
+/** entryChecksum: the CRC-32 of an entry's index and term (big-endian uint64), type byte and data. */
+export function entryChecksum(index: bigint, term: bigint, type: pb.EntryType, data: Uint8Array): number {
+  entryHeader.setBigUint64(0, index);
+  entryHeader.setBigUint64(8, term);
+  entryHeader.setUint8(16, type & 0xff);
+  return crc32(data, crc32(new Uint8Array(entryHeader.buffer)));
 }
 
 /** entryFromProto decodes an entry; `data` is a view of the received bytes (no copy). */
 export function entryFromProto(p: pb.Entry): Entry {
   const d = p.data;
+  const sum = entryChecksum(p.index, p.term, p.type, d);
+  if (sum !== p.crc32) {
+    throw new CodecError(`entry ${p.index}: checksum ${p.crc32.toString(16)} does not match its content (${sum.toString(16)}): damaged in transit`);
+  }
   return {
     index: fromU64(p.index, 'entry.index'),
     term: fromU64(p.term, 'entry.term'),

@@ -19,6 +19,7 @@ import {
   voteRequestToProto,
   voteResponseFromProto,
 } from './codec.js';
+import { faultInterceptors } from './message-faults.js';
 import {
   estimateMessageBytes,
   routeOf,
@@ -135,6 +136,8 @@ export class GrpcTransport implements Transport {
         reconnectInitialMs: this.backoffInitialMs,
         reconnectMaxMs: this.backoffMaxMs,
       }),
+      // Empty unless SNAPCOORD_MESSAGE_FAULTS arms the chaos tests' fault injection.
+      interceptors: faultInterceptors(this.log),
       ...opts.channelOptions,
     };
   }

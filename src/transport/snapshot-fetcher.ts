@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import { RaftServiceClient, type FetchSnapshotResponse } from '../gen/snapcoord/v1/raft.js';
 import type { NodeId } from '../raft/types.js';
+import { faultInterceptors } from './message-faults.js';
 import { silentLogger, type TransportLogger } from './transport.js';
 
 /** SNAPSHOT_CHUNK_BYTES_DEFAULT: 1 MiB chunks measured best on loopback (TOOLCHAIN.md). */
@@ -78,7 +79,8 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
     'grpc.max_receive_message_length': chunkBytes + (1 << 20),
     'grpc.use_local_subchannel_pool': 1,
-    ...(opts.interceptors !== undefined ? { interceptors: opts.interceptors } : {}),
+    // The chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) when no interceptors are given; else none.
+    interceptors: opts.interceptors ?? faultInterceptors(log),
     ...opts.channelOptions,
   });
   const verifyWhole = opts.verifyWholeDigest ?? true;

@@ -8,7 +8,9 @@ import {
   appendRequestToProto,
   appendResponseFromProto,
   appendResponseToProto,
+  entryChecksum,
   entryFromProto,
+  entryToProto,
   fromU64,
   installResponseFromProto,
   installResponseToProto,
@@ -208,9 +210,33 @@ describe('transport codec', () => {
       assert.throws(() => voteRequestFromProto(p), isCodecError(/term/));
     });
 
+    /** sealed: a wire entry with a correct checksum. */
+    const sealed = (index: bigint, term: bigint, type: pb.EntryType, data: Uint8Array): pb.Entry => ({ index, term, type, data, crc32: entryChecksum(index, term, type, data) });
+
     it('refuses unknown or unspecified entry types', () => {
-      assert.throws(() => entryFromProto({ index: 1n, term: 1n, type: pb.EntryType.ENTRY_TYPE_UNSPECIFIED, data: new Uint8Array(0) }), isCodecError(/entry type/));
-      assert.throws(() => entryFromProto({ index: 1n, term: 1n, type: 99 as pb.EntryType, data: new Uint8Array(0) }), isCodecError(/entry type/));
+      assert.throws(() => entryFromProto(sealed(1n, 1n, pb.EntryType.ENTRY_TYPE_UNSPECIFIED, new Uint8Array(0))), isCodecError(/entry type/));
+      assert.throws(() => entryFromProto(sealed(1n, 1n, 99 as pb.EntryType, new Uint8Array(0))), isCodecError(/entry type/));
+    });
+
+    it('refuses an entry damaged in transit: any changed byte of data, index, term or type, or a missing checksum', () => {
+      const good = entryToProto({ index: 7, term: 3, type: 'normal', data: bytes('payload') });
+      assert.equal(entryFromProto(good).index, 7);
+      const flipped = new Uint8Array(good.data);
+      flipped[2] = (flipped[2] as number) ^ 0x01;
+      for (const bad of [
+        { ...good, data: flipped },
+        { ...good, data: good.data.subarray(1) },
+        { ...good, index: 8n },
+        { ...good, term: 2n },
+        { ...good, type: pb.EntryType.ENTRY_TYPE_CONF },
+        { ...good, crc32: 0 },
+      ]) {
+        assert.throws(() => entryFromProto(bad), isCodecError(/^entry \d+: checksum .* damaged in transit/));
+      }
+      // The same through a whole append: the request is refused, not half applied.
+      const req = appendRequestToProto({ type: 'append', from: 'n1', to: 'n2', term: 3, prevLogIndex: 6, prevLogTerm: 3, commit: 0, entries: [entryFromProto(good), { index: 8, term: 3, type: 'normal', data: bytes('x') }] });
+      req.entries[1] = { ...req.entries[1]!, data: bytes('y') };
+      assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, req)), isCodecError(/entry 8: checksum/));
     });
 
     it('refuses missing sender or receiver', () => {
@@ -240,7 +266,7 @@ describe('transport codec', () => {
       });
       assert.throws(() => appendRequestFromProto(p), isCodecError(/not contiguous/));
       const hb = appendRequestToProto({ type: 'heartbeat', from: 'n1', to: 'n2', term: 1, commit: 0, readSeq: 0 });
-      hb.entries = [{ index: 1n, term: 1n, type: pb.EntryType.ENTRY_TYPE_NORMAL, data: new Uint8Array(0) }];
+      hb.entries = [sealed(1n, 1n, pb.EntryType.ENTRY_TYPE_NORMAL, new Uint8Array(0))];
       assert.throws(() => appendRequestFromProto(hb), isCodecError(/heartbeat: carries entries/));
     });
   });

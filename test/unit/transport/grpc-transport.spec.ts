@@ -6,6 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
 import type { AppendRequest, Message } from '../../../src/raft/types.js';
 import { GrpcTransport, type GrpcTransportOptions } from '../../../src/transport/grpc-transport.js';
+import { MessageFaults, type MessageFaultRates } from '../../../src/transport/message-faults.js';
 import { createRaftService, statusError, type RaftServiceOptions } from '../../../src/transport/raft-service.js';
 import type { RaftRequestHandler, SnapshotChunk, TransportLogger } from '../../../src/transport/transport.js';
 
@@ -443,4 +444,52 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
     assert.equal(t.stats().sent, delivered);
     assert.equal(t.peerInfo('n2')!.queuedMessages, 0);
   });
+
+  describe('message fault injection (the chaos tests\' interceptor)', () => {
+    const withFaults = (rates: Partial<MessageFaultRates>): { t: GrpcTransport; faults: MessageFaults } => {
+      const faults = new MessageFaults({ drop: 0, duplicate: 0, corrupt: 0, seed: 9, ...rates });
+      const t = makeTransport({ channelOptions: { interceptors: [faults.interceptor] } });
+      t.setPeers({ n2: server!.address });
+      return { t, faults };
+    };
+
+    it('corrupt: an append whose entry was damaged in transit is refused whole by its CRC-32, never handed to the core', async () => {
+      const { t, faults } = withFaults({ corrupt: 1 });
+      t.send(append(1));
+      await waitFor('the stream to fail', () => t.peerInfo('n2')!.backoffMs > 0);
+      assert.equal(faults.counts.corrupted, 1);
+      assert.equal(handler.requests.length, 0, 'the damaged append reached the handler');
+      // Healed: the same append goes through on the reopened stream.
+      faults.setRates({ ...faults.current(), corrupt: 0 });
+      await sleep(50);
+      t.send(append(1));
+      await waitFor('the append', () => replies.length === 1);
+      assert.equal(new TextDecoder().decode((handler.requests[0] as AppendRequest).entries[0]!.data), 'entry-1');
+    });
+
+    it('duplicate: each answer on the stream arrives twice, in order, and the stream keeps flowing', async () => {
+      const { t, faults } = withFaults({ duplicate: 1 });
+      for (let i = 1; i <= 3; i++) t.send(append(i));
+      await waitFor('6 answers', () => replies.length === 6);
+      assert.deepEqual(replies.map((m) => (m.type === 'appendResp' ? m.index : -1)), [1, 1, 2, 2, 3, 3]);
+      assert.equal(handler.requests.length, 3);
+      assert.equal(faults.counts.duplicated, 3);
+    });
+
+    it('drop: answers on the stream and unary requests are lost, and the stream keeps flowing', async () => {
+      const { t, faults } = withFaults({ drop: 1 });
+      for (let i = 1; i <= 5; i++) t.send(append(i));
+      t.send({ type: 'vote', from: 'n1', to: 'n2', term: 4, preVote: true, lastLogIndex: 3, lastLogTerm: 1, transfer: false });
+      await waitFor('5 appends handled', () => handler.requests.length === 5);
+      await waitFor('the vote call to end', () => t.peerInfo('n2')!.inflightCalls === 0);
+      await sleep(50);
+      assert.deepEqual(replies, [], 'a dropped answer was delivered');
+      assert.ok(handler.requests.every((m) => m.type === 'append'), 'the dropped vote reached the handler');
+      assert.equal(faults.counts.dropped, 6);
+      faults.setRates({ ...faults.current(), drop: 0 });
+      t.send(append(6));
+      await waitFor('the answer after healing', () => replies.length === 1);
+    });
+  });
+
 });
