@@ -11,6 +11,7 @@ import {
   type StatusResponse,
   type TransferLeadershipResponse,
   type VoteResponse,
+  type HashStateResponse,
 } from '../gen/snapcoord/v1/cluster.js';
 import {
   KVServiceClient,
@@ -120,6 +121,10 @@ export class ClusterClient {
 
   vote(opts?: CallOptions): Promise<VoteResponse> {
     return callUnary(this.raw.vote.bind(this.raw), {}, opts);
+  }
+
+  hashState(opts?: CallOptions): Promise<HashStateResponse> {
+    return callUnary(this.raw.hashState.bind(this.raw), {}, opts);
   }
 
   close(): void {

@@ -15,6 +15,8 @@ import {
   type AddMemberRequest,
   type AddMemberResponse,
   type ClusterServiceServer,
+  type HashStateRequest,
+  type HashStateResponse,
   type Member,
   type RemoveMemberRequest,
   type RemoveMemberResponse,
@@ -33,7 +35,7 @@ import { FORWARDED_METADATA_KEY, deadlineOf, requireLeader, type LeaderForwarder
 import { unary } from './unary-handler.js';
 
 /** ClusterNode is the part of Node the cluster service uses. */
-export type ClusterNode = NodeView & Pick<Node, 'changeMembership' | 'transferLeadership' | 'campaign'>;
+export type ClusterNode = NodeView & Pick<Node, 'changeMembership' | 'transferLeadership' | 'campaign' | 'stateDigest'>;
 
 /** TRANSFER_TIMEOUT_MS_MAX: the longest a leadership transfer may take before DEADLINE_EXCEEDED. */
 export const TRANSFER_TIMEOUT_MS_MAX = 5_000;
@@ -186,6 +188,11 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
       }
       if (node.status().role === 'leader') return { success: true };
       throw new ApiError(grpc.status.DEADLINE_EXCEEDED, `${node.id} did not become the leader in time`);
+    }),
+
+    hashState: unary(async (_call: grpc.ServerUnaryCall<HashStateRequest, HashStateResponse>) => {
+      const appliedIndex = BigInt(node.status().applied);
+      return { sha256: await node.stateDigest(), appliedIndex };
     }),
   };
 }

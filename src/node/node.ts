@@ -283,6 +283,12 @@ export class Node {
     return this.raft.status().membership.addresses[id] ?? this.initialAddresses[id] ?? '';
   }
 
+  /** stateDigest: the SHA-256 of the state machine (applied index and every record), read at one consistent point. */
+  stateDigest(): Promise<string> {
+    this.checkRunning();
+    return this.storage.stateDigest();
+  }
+
   /** dialAddressOf: where this node connects to reach `id`: its dial override, else its advertised address. */
   dialAddressOf(id: NodeId): string {
     if (id === '') return '';

@@ -127,6 +127,24 @@ describe('api: KV and Cluster services over three nodes', function () {
     assert.equal(fst.leaderId, leader.id);
   });
 
+  it('HashState: nodes at the same applied index answer the same hash, which changes with the state', async () => {
+    const leader = await c.waitForLeader();
+    await leader.kv.put({ key: b('hash/a'), value: b('1') });
+    const settled = async (): Promise<string[]> => {
+      for (let i = 0; i < 200; i++) {
+        const hs = await Promise.all(c.members.map((m) => m.cluster.hashState()));
+        if (hs.every((h) => h.appliedIndex === hs[0]!.appliedIndex && h.sha256 === hs[0]!.sha256)) return hs.map((h) => h.sha256);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error('hashes never agreed');
+    };
+    const before = await settled();
+    assert.match(before[0]!, /^[0-9a-f]{64}$/);
+    await leader.kv.put({ key: b('hash/a'), value: b('2') });
+    const after = await settled();
+    assert.notEqual(after[0], before[0]);
+  });
+
   it('TransferLeadership from a follower moves leadership to the target', async () => {
     const leader = await c.waitForLeader();
     const [via, target] = c.followers(leader.id) as [typeof leader, typeof leader];
