@@ -45,6 +45,8 @@ export interface ServeArgs {
   readonly apiKey?: string;
   /** extra: more `serve` flags. */
   readonly extra?: readonly string[];
+  /** env: extra environment (the rest is this process's, without SNAPCOORD_* variables). */
+  readonly env?: Record<string, string>;
 }
 
 /** cleanEnv: this process's environment without any SNAPCOORD_* variable, plus `extra`. */
@@ -113,7 +115,7 @@ export class ServeProcess extends Child {
     argv.push('--http', args.http ?? '127.0.0.1:0', ...(args.apiKey !== undefined ? ['--api-key', args.apiKey] : ['--insecure-no-auth']));
     argv.push(...(args.extra ?? []));
     if (args.clusterId !== undefined) argv.push('--cluster-id', args.clusterId);
-    super(argv, cleanEnv());
+    super(argv, cleanEnv(args.env));
     this.args = args;
   }
 

@@ -1,0 +1,144 @@
+/**
+ * The chaos workload: a few clients doing puts, gets and deletes of unique
+ * values on a few keys, each through a node picked at random, every operation
+ * recorded (call and return time, outcome) for the linearizability checker.
+ * Beside them a "once" writer puts write-once keys, to check at the end that
+ * every acknowledged write is on every node.
+ *
+ * Outcomes: ok when acknowledged; fail only when the error proves the
+ * operation never took effect (refused before it was proposed: not the
+ * leader, busy, invalid, replaced by another leader's entry, or no connection
+ * was ever made); unknown otherwise (timeouts, connections lost mid-call,
+ * shutdown), which the checker treats as maybe-happened.
+ */
+import { performance } from 'node:perf_hooks';
+import * as grpc from '@grpc/grpc-js';
+import type { KvClient } from '../../src/api/clients.js';
+import type { Op, Outcome } from './linearizability.js';
+import { makeRng } from './proxy.js';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** WorkloadTarget: the nodes to pick from (a live view: killed nodes stay in it and fail fast). */
+export interface WorkloadTarget {
+  readonly kv: KvClient;
+  readonly id: string;
+}
+
+export interface WorkloadOptions {
+  readonly targets: readonly WorkloadTarget[];
+  readonly clients: number;
+  readonly keys: number;
+  readonly seed: number;
+  /** deadlineMs: per operation. */
+  readonly deadlineMs?: number;
+  /** thinkMs: pause between two operations of a client (keeps histories checkable). */
+  readonly thinkMs?: number;
+}
+
+/** outcomeOf: what an error proves about whether a write took effect. */
+export function outcomeOf(err: unknown): Outcome {
+  const e = err as Partial<grpc.ServiceError>;
+  switch (e.code) {
+    case grpc.status.FAILED_PRECONDITION: // not the leader: refused before proposing
+    case grpc.status.RESOURCE_EXHAUSTED: // busy or disk full: refused before proposing
+    case grpc.status.INVALID_ARGUMENT:
+    case grpc.status.ABORTED: // the entry was replaced by another leader's: never applied
+      return 'fail';
+    case grpc.status.UNAVAILABLE:
+      // grpc-js never sent the call when it had no connection at all.
+      return /No connection established|ECONNREFUSED/.test(e.details ?? '') ? 'fail' : 'unknown';
+    default:
+      return 'unknown';
+  }
+}
+
+export class Workload {
+  readonly history: Op[] = [];
+  /** onceAcked: write-once keys whose put was acknowledged. */
+  readonly onceAcked: string[] = [];
+  private nextId = 0;
+  private stopped = false;
+  private running: Promise<void>[] = [];
+  private readonly opts: Required<WorkloadOptions>;
+
+  constructor(opts: WorkloadOptions) {
+    this.opts = { deadlineMs: 2_000, thinkMs: 5, ...opts };
+  }
+
+  start(): void {
+    for (let c = 0; c < this.opts.clients; c++) this.running.push(this.client(c));
+    this.running.push(this.onceWriter());
+  }
+
+  /** stop: no new operations; resolves once those in flight have ended (bounded by their deadline). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.running);
+    this.running = [];
+  }
+
+  counts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const op of this.history) out[`${op.kind}:${op.outcome}`] = (out[`${op.kind}:${op.outcome}`] ?? 0) + 1;
+    return out;
+  }
+
+  /** record runs one operation through `target` and appends it to the history. */
+  async record(client: number, kind: Op['kind'], key: string, value: string | undefined, target: WorkloadTarget): Promise<Op> {
+    const id = this.nextId++;
+    const callMs = performance.now();
+    const opts = { deadlineMs: this.opts.deadlineMs };
+    let op: Op;
+    try {
+      if (kind === 'put') {
+        await target.kv.put({ key: enc.encode(key), value: enc.encode(value ?? '') }, opts);
+        op = { id, client, kind, key, value: value ?? '', callMs, returnMs: performance.now(), outcome: 'ok' };
+      } else if (kind === 'delete') {
+        await target.kv.delete({ key: enc.encode(key) }, opts);
+        op = { id, client, kind, key, callMs, returnMs: performance.now(), outcome: 'ok' };
+      } else {
+        const res = await target.kv.get({ key: enc.encode(key) }, opts);
+        const result = res.found ? dec.decode(res.kv?.value) : null;
+        op = { id, client, kind, key, callMs, returnMs: performance.now(), outcome: 'ok', result };
+      }
+    } catch (err) {
+      const outcome = kind === 'get' ? 'fail' : outcomeOf(err);
+      op = { id, client, kind, key, ...(kind === 'put' ? { value: value ?? '' } : {}), callMs, returnMs: performance.now(), outcome };
+    }
+    this.history.push(op);
+    return op;
+  }
+
+  private async client(c: number): Promise<void> {
+    const rng = makeRng(this.opts.seed * 7919 + c);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)] as T;
+    let seq = 0;
+    while (!this.stopped) {
+      const key = `k${Math.floor(rng() * this.opts.keys)}`;
+      const r = rng();
+      const target = pick(this.opts.targets);
+      if (r < 0.45) await this.record(c, 'put', key, `c${c}-${seq++}`, target);
+      else if (r < 0.55) await this.record(c, 'delete', key, undefined, target);
+      else await this.record(c, 'get', key, undefined, target);
+      await new Promise((res) => setTimeout(res, this.opts.thinkMs));
+    }
+  }
+
+  /** onceWriter puts `once/<n>` keys one after another, keeping those acknowledged (not part of the checked history). */
+  private async onceWriter(): Promise<void> {
+    const rng = makeRng(this.opts.seed * 104_729);
+    for (let n = 0; !this.stopped; n++) {
+      const target = this.opts.targets[Math.floor(rng() * this.opts.targets.length)] as WorkloadTarget;
+      const key = `once/${n}`;
+      try {
+        await target.kv.put({ key: enc.encode(key), value: enc.encode(`v${n}`) }, { deadlineMs: this.opts.deadlineMs });
+        this.onceAcked.push(key);
+      } catch {
+        // not acknowledged: nothing to check
+      }
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  }
+}
