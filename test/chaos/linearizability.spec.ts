@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { checkHistory, type KeyVerdict, type Op, type Outcome, type Verdict } from './linearizability.js';
+import { makeRng } from './proxy.js';
 
 type Draft = Omit<Op, 'id'>;
 
@@ -45,18 +46,6 @@ function assertIllegal(v: Verdict, key: string): KeyVerdict {
   return kv;
 }
 
-/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface SimConfig {
   clients: number;
   opsPerClient: number;
@@ -71,7 +60,7 @@ interface SimConfig {
  * happen. Gets report the value at their instant. Values are unique.
  */
 function simulateStore(seed: number, cfg: SimConfig): Op[] {
-  const rnd = mulberry32(seed);
+  const rnd = makeRng(seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
   const drafts: { op: Op; at?: number }[] = [];
   let id = 0;
