@@ -4,12 +4,17 @@
  * carry their gRPC status").
  */
 import * as grpc from '@grpc/grpc-js';
+import { isNoSpace } from '../node/disk-guard.js';
 import { NodeError, type NodeErrorCode } from '../node/errors.js';
 import { KvCommandError } from '../storage/kv-command.js';
 import { StorageError } from '../storage/storage-error.js';
 
 /** LEADER_METADATA_KEY: trailing metadata `id@addr` naming the leader, on a FAILED_PRECONDITION "not the leader". */
 export const LEADER_METADATA_KEY = 'x-snapcoord-leader';
+/** ERROR_CODE_METADATA_KEY: trailing metadata in which the node names a Meilisearch error code. */
+export const ERROR_CODE_METADATA_KEY = 'x-snapcoord-error-code';
+/** NO_SPACE_ERROR_CODE: Meilisearch's code for a full disk, sent with every RESOURCE_EXHAUSTED that is one. */
+export const NO_SPACE_ERROR_CODE = 'no_space_left_on_device';
 
 /** ApiError is a grpc-js ServiceError-shaped Error: grpc-js sends `code`, `details` and `metadata` (as trailers). */
 export class ApiError extends Error implements Partial<grpc.StatusObject> {
@@ -32,6 +37,7 @@ const NODE_CODES: Readonly<Record<NodeErrorCode, grpc.status>> = {
   lost: grpc.status.ABORTED,
   shuttingDown: grpc.status.UNAVAILABLE,
   busy: grpc.status.RESOURCE_EXHAUSTED,
+  diskFull: grpc.status.RESOURCE_EXHAUSTED,
   invalid: grpc.status.INVALID_ARGUMENT,
   unavailable: grpc.status.UNAVAILABLE,
 };
@@ -58,23 +64,35 @@ export function notLeaderError(leaderId: string, leaderAddress: string): ApiErro
   );
 }
 
+/** noSpaceError: RESOURCE_EXHAUSTED with `x-snapcoord-error-code: no_space_left_on_device`. */
+function noSpaceError(message: string): ApiError {
+  const md = new grpc.Metadata();
+  md.set(ERROR_CODE_METADATA_KEY, NO_SPACE_ERROR_CODE);
+  return new ApiError(grpc.status.RESOURCE_EXHAUSTED, message, md);
+}
+
 /**
  * toApiError maps any error to its gRPC status: NodeError by its code,
  * KvCommandError to INVALID_ARGUMENT, StorageError (`invalidArgument` to
  * INVALID_ARGUMENT, `closed` to UNAVAILABLE, others INTERNAL), an error that
  * already carries a numeric gRPC code (an ApiError, or a forwarded call's
- * ServiceError) keeps its code, details and metadata; anything else is INTERNAL.
+ * ServiceError) keeps its code, details and metadata; anything else is
+ * INTERNAL. A full disk (NodeError `diskFull`, or an ENOSPC from the file
+ * system or RocksDB) is RESOURCE_EXHAUSTED with trailing metadata
+ * `x-snapcoord-error-code: no_space_left_on_device`.
  */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof NodeError) {
     if (err.code === 'notLeader') return notLeaderError(err.leaderId, err.leaderAddress);
+    if (err.code === 'diskFull') return noSpaceError(err.message);
     return new ApiError(NODE_CODES[err.code], err.message);
   }
   if (err instanceof KvCommandError) return invalidArgument(err.message);
   if (err instanceof StorageError) {
     if (err.code === 'invalidArgument') return invalidArgument(err.message);
     if (err.code === 'closed') return new ApiError(grpc.status.UNAVAILABLE, err.message);
+    if (isNoSpace(err)) return noSpaceError(err.message);
     return new ApiError(grpc.status.INTERNAL, err.message);
   }
   const e = err as { code?: unknown; details?: unknown; metadata?: unknown; message?: unknown } | null;
@@ -87,5 +105,6 @@ export function toApiError(err: unknown): ApiError {
     }
     return new ApiError(e.code as grpc.status, details, md);
   }
+  if (isNoSpace(err)) return noSpaceError((err as Error).message);
   return new ApiError(grpc.status.INTERNAL, err instanceof Error ? err.message : String(err));
 }

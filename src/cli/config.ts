@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { isNodeId, parseHostPort } from '../api/address.js';
 import { parseApiKeys, type ApiKeySpec } from '../gateway/auth.js';
+import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
@@ -32,6 +33,8 @@ export interface ServeConfig {
   readonly peerDial: Readonly<Record<string, string>>;
   /** dataDir: absolute path of the node's data dir. */
   readonly dataDir: string;
+  /** minFreeBytes: writes are refused while the data dir's file system has less free space than this; 0 disables the guard. */
+  readonly minFreeBytes: number;
   readonly clusterId: string;
   readonly tickMs: number;
   readonly electionTimeoutTicks: number;
@@ -100,6 +103,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('peers', 'peers', 'string', 'id=host:port,...', 'initial membership, including this node (default: this node alone)'),
   option('peerDial', 'peer-dial', 'string', 'id=host:port,...', 'dial these peers at these addresses instead of the ones they advertise (a proxy or NAT in between; default none)'),
   option('dataDir', 'data-dir', 'string', 'dir', 'data directory (default ./data/<id>)'),
+  option('minFreeBytes', 'min-free-bytes', 'int', 'bytes', `free space kept in reserve on the data dir's file system: below it writes, membership changes, restores and snapshots are refused (reads still served); 0 to disable (default ${DEFAULT_MIN_FREE_BYTES}, 64 MiB)`),
   option('clusterId', 'cluster-id', 'string', 'name', 'cluster id recorded in the data dir (default snapcoord)'),
   option('tickMs', 'tick-ms', 'int', 'ms', `Raft tick length (default ${DEFAULT_TIMINGS.tickMs})`),
   option('electionTimeoutTicks', 'election-timeout-ticks', 'int', 'n', `election timeout in ticks (default ${DEFAULT_TIMINGS.electionTimeoutTicks})`),
@@ -145,7 +149,7 @@ function parseKind(o: ServeOption, value: unknown, source: string): RawValue {
     case 'int': {
       if (value === true && o.aloneValue !== undefined) return o.aloneValue;
       if (typeof value === 'number' && Number.isSafeInteger(value)) return value;
-      if (typeof value === 'string' && /^\d{1,9}$/.test(value.trim())) return Number(value.trim());
+      if (typeof value === 'string' && /^\d{1,15}$/.test(value.trim())) return Number(value.trim());
       throw configError(`${where}: expected a whole number, got ${JSON.stringify(value)}`);
     }
     case 'bool': {
@@ -265,6 +269,8 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
   if (parseHostPort(httpAddress, true) === null) throw configError(`http: "${httpAddress}" is not host:port`);
 
   const dataDir = resolve(str('dataDir') ?? `./data/${id}`);
+  const minFreeBytes = int('minFreeBytes', DEFAULT_MIN_FREE_BYTES);
+  if (minFreeBytes < 0) throw configError(`min-free-bytes: ${minFreeBytes} must be 0 (no reserve) or more bytes`);
   const clusterId = str('clusterId') ?? 'snapcoord';
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(clusterId)) {
     throw configError(`cluster-id: "${clusterId}" is not valid (letters, digits, '_', '-', '.'; at most 64)`);
@@ -324,6 +330,7 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
     peers,
     peerDial,
     dataDir,
+    minFreeBytes,
     clusterId,
     tickMs,
     electionTimeoutTicks,

@@ -9,6 +9,7 @@
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { bindApiServer, type ApiServer } from '../api/server.js';
+import { DiskGuard } from '../node/disk-guard.js';
 import { Node } from '../node/node.js';
 import { NodeMetrics } from '../node/metrics.js';
 import { snapshotTaskRunner } from '../node/snapshot-task.js';
@@ -100,6 +101,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       snapshots,
       metrics,
       dialAddresses: cfg.peerDial,
+      ...(cfg.minFreeBytes > 0 ? { diskGuard: new DiskGuard(cfg.dataDir, cfg.minFreeBytes, logger) } : {}),
       timings: { tickMs: cfg.tickMs, electionTimeoutTicks: cfg.electionTimeoutTicks, heartbeatIntervalTicks: cfg.heartbeatTicks },
       logger,
     });

@@ -12,6 +12,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { FastifyReply } from 'fastify';
+import { ERROR_CODE_METADATA_KEY, NO_SPACE_ERROR_CODE } from '../api/api-error.js';
 
 export type Style = 'typesense' | 'meilisearch' | 'nomad';
 
@@ -77,9 +78,6 @@ export interface GrpcFailure {
   readonly errorCode: string;
 }
 
-/** ERROR_CODE_METADATA_KEY: trailing metadata in which the node names a Meilisearch error code. */
-export const ERROR_CODE_METADATA_KEY = 'x-snapcoord-error-code';
-
 /**
  * grpcFailure reads a grpc-js ServiceError (or anything else: UNKNOWN with
  * its message). `details` is the server's message without grpc-js's
@@ -133,6 +131,15 @@ export function httpStatusOf(code: grpc.status): number {
   }
 }
 
+/**
+ * httpStatusOfFailure: httpStatusOf, except that a full disk (error code
+ * no_space_left_on_device, RESOURCE_EXHAUSTED) is 422, as Meilisearch answers
+ * it, rather than the 429 "retry later" of a busy node.
+ */
+export function httpStatusOfFailure(f: GrpcFailure): number {
+  return f.errorCode === NO_SPACE_ERROR_CODE ? 422 : httpStatusOf(f.code);
+}
+
 /** messageOf: the server's message for 4xx answers; for 5xx too (they say why the node cannot answer), never empty. */
 function messageOf(f: GrpcFailure): string {
   return f.message !== '' ? f.message : `gRPC ${grpc.status[f.code] ?? f.code}`;
@@ -144,6 +151,7 @@ function messageOf(f: GrpcFailure): string {
  * (`notFoundCode` for NOT_FOUND, e.g. task_not_found).
  */
 export function meiliCodeOf(f: GrpcFailure, notFoundCode = 'not_found'): { code: string; type: MeiliErrorType } {
+  if (f.errorCode === NO_SPACE_ERROR_CODE) return { code: f.errorCode, type: 'system' };
   const status = httpStatusOf(f.code);
   if (f.errorCode !== '') return { code: f.errorCode, type: status >= 500 ? 'internal' : 'invalid_request' };
   if (status === 404) return { code: notFoundCode, type: 'invalid_request' };
@@ -153,10 +161,10 @@ export function meiliCodeOf(f: GrpcFailure, notFoundCode = 'not_found'): { code:
   return { code: 'internal', type: 'internal' };
 }
 
-/** sendGrpcError answers a failed call in `style` (see httpStatusOf). */
+/** sendGrpcError answers a failed call in `style` (see httpStatusOfFailure). */
 export function sendGrpcError(reply: FastifyReply, style: Style, err: unknown, opts: { notFoundCode?: string } = {}): FastifyReply {
   const f = grpcFailure(err);
-  const status = httpStatusOf(f.code);
+  const status = httpStatusOfFailure(f);
   if (status >= 500) reply.log.warn({ grpcCode: grpc.status[f.code] ?? f.code, grpcMessage: f.message }, 'gRPC call failed');
   switch (style) {
     case 'typesense':

@@ -10,6 +10,7 @@ export type NodeErrorCode =
   | 'lost' // ABORTED: the entry was replaced by another leader's; it was not applied
   | 'shuttingDown' // UNAVAILABLE
   | 'busy' // RESOURCE_EXHAUSTED: too many operations waiting
+  | 'diskFull' // RESOURCE_EXHAUSTED: the data dir's file system is below its free-space reserve (or full); reads still work
   | 'invalid' // INVALID_ARGUMENT
   | 'unavailable'; // UNAVAILABLE: no quorum, no leader
 

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-import type { RaftStatus } from '../raft/index.js';
+import type { NodeStatus } from './node.js';
 
 const ROLE_VALUES = { follower: 0, preCandidate: 1, candidate: 2, leader: 3 } as const;
 
@@ -22,10 +22,10 @@ export class NodeMetrics {
   /** taskQueueDepth: set once the node's task queue exists. */
   taskQueueDepth: () => number = () => 0;
 
-  constructor(status: () => RaftStatus, withProcessMetrics = true) {
+  constructor(status: () => NodeStatus, withProcessMetrics = true) {
     const depth = (): number => this.taskQueueDepth();
     const r = this.registry;
-    const gauge = (name: string, help: string, read: (st: RaftStatus) => number): void => {
+    const gauge = (name: string, help: string, read: (st: NodeStatus) => number): void => {
       new Gauge({
         name,
         help,
@@ -43,6 +43,7 @@ export class NodeMetrics {
     gauge('snapcoord_raft_first_index', 'First index still in the log (after compaction).', (st) => st.firstIndex);
     gauge('snapcoord_raft_snapshot_index', 'Index of the newest local snapshot.', (st) => st.snapshotIndex);
     gauge('snapcoord_raft_has_leader', '1 when a leader is known.', (st) => (st.leader === '' ? 0 : 1));
+    gauge('snapcoord_disk_full', '1 while the data dir is below its free-space reserve (--min-free-bytes) and writes are refused.', (st) => (st.diskFull ? 1 : 0));
     new Gauge({
       name: 'snapcoord_task_queue_depth',
       help: 'Tasks enqueued or processing.',

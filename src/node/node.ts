@@ -21,6 +21,7 @@ import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
 import type { ApplyResult, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
 import type { FetchSnapshotParams, SnapshotChunk } from '../transport/transport.js';
 import { NodeError } from './errors.js';
+import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import type { Readable } from 'node:stream';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import { decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from './restore-command.js';
@@ -89,12 +90,24 @@ export interface NodeOptions {
    * proxies). Raft, forwarded calls and snapshot fetches all use it.
    */
   readonly dialAddresses?: Readonly<Record<NodeId, string>>;
+  /**
+   * diskGuard: refuses new writes (proposals, membership changes, restores,
+   * snapshots) while the data dir's file system is below its free-space
+   * reserve; without one, writes are never refused for space.
+   */
+  readonly diskGuard?: DiskGuard;
 }
 
-/** NodeStatus is the Raft status plus the node's own addresses view. */
+/** NodeStatus is the Raft status plus the node's own addresses view and disk state. */
 export interface NodeStatus extends RaftStatus {
   readonly leaderAddress: string;
+  /** diskFull: new writes are refused because the data dir is below its free-space reserve. */
+  readonly diskFull: boolean;
 }
+
+/** SNAPSHOT_RETRY_MS_MIN / _MAX: the backoff of automatic snapshots after a failure (doubling from min to max). */
+const SNAPSHOT_RETRY_MS_MIN = 1_000;
+const SNAPSHOT_RETRY_MS_MAX = 60_000;
 
 interface PendingProposal {
   readonly term: number;
@@ -149,9 +162,13 @@ export class Node {
   private lastLeaderContact = 0;
   private readonly snapshots: SnapshotManager | undefined;
   private readonly metrics: NodeMetrics | undefined;
+  private readonly disk: DiskGuard | undefined;
   private snapshotting = false;
   /** snapshotSoon: take a snapshot at the next chance (after a restore). */
   private snapshotSoon = false;
+  /** snapshotFailures: automatic snapshots failed in a row; the next waits until snapshotRetry fires. */
+  private snapshotFailures = 0;
+  private snapshotRetry: NodeJS.Timeout | undefined;
   /** fetching: the snapshot this follower is fetching from its leader. */
   private fetching: { meta: SnapshotMeta; abort: AbortController } | null = null;
   /** fetched: a verified snapshot waiting to be installed between two Ready cycles. */
@@ -171,6 +188,7 @@ export class Node {
     this.dialAddresses = opts.dialAddresses ?? {};
     this.snapshots = opts.snapshots;
     this.metrics = opts.metrics;
+    this.disk = opts.diskGuard;
   }
 
   /** start loads the persisted state, builds the core and starts ticking. */
@@ -199,6 +217,7 @@ export class Node {
       applied,
     });
     const node = new Node(opts, raft);
+    await opts.diskGuard?.start();
     node.syncPeers();
     node.ticker = setInterval(() => node.onTick(), timings.tickMs);
     node.ticker.unref();
@@ -232,6 +251,7 @@ export class Node {
   /** changeMembership proposes a single-server change and resolves once it is applied here. */
   async changeMembership(cc: ConfChange): Promise<void> {
     this.checkRunning();
+    this.disk?.check();
     let pos;
     try {
       pos = this.raft.proposeConfChange(cc);
@@ -274,7 +294,12 @@ export class Node {
   /** status: the core's view, with `applied` the state machine's own applied index (the apply worker may trail the core). */
   status(): NodeStatus {
     const st = this.raft.status();
-    return { ...st, applied: Math.min(st.applied, this.storage.appliedIndex()), leaderAddress: this.addressOf(st.leader) };
+    return {
+      ...st,
+      applied: Math.min(st.applied, this.storage.appliedIndex()),
+      leaderAddress: this.addressOf(st.leader),
+      diskFull: this.disk?.isFull ?? false,
+    };
   }
 
   /** addressOf: the address `id` advertises in the membership ('' when unknown); what clients are told. */
@@ -347,6 +372,7 @@ export class Node {
       this.checkRunning(); // a stop ends the wait
       await sleep(this.timings.tickMs);
     }
+    this.disk?.check();
     this.snapshotting = true;
     try {
       return await this.takeSnapshot();
@@ -387,6 +413,8 @@ export class Node {
     if (this.stopped) return;
     this.stopped = true;
     if (this.ticker !== undefined) clearInterval(this.ticker);
+    clearTimeout(this.snapshotRetry);
+    this.disk?.stop();
     const err = new NodeError('shuttingDown', 'the node is shutting down');
     for (const p of this.proposals.values()) {
       clearTimeout(p.timer);
@@ -506,15 +534,37 @@ export class Node {
 
   // ------------------------------------------------------------ snapshots
 
+  /**
+   * maybeSnapshot starts an automatic snapshot when enough entries were
+   * applied. Not while the disk is below its reserve (it waits for space),
+   * nor before the backoff of a failed one has passed: a failure is logged
+   * and retried after 1 s, 2 s, 4 s ... up to 60 s.
+   */
   private maybeSnapshot(): void {
     const sm = this.snapshots;
-    if (sm === undefined || this.snapshotting || this.stopped) return;
+    if (sm === undefined || this.snapshotting || this.stopped || this.snapshotRetry !== undefined || this.disk?.isFull === true) return;
     const st = this.raft.status();
     if (st.applied - st.snapshotIndex < sm.policy.snapshotEntries && !this.snapshotSoon) return;
+    const soon = this.snapshotSoon;
     this.snapshotSoon = false;
     this.snapshotting = true;
     this.takeSnapshot()
-      .catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'snapshot failed'))
+      .then(
+        () => {
+          this.snapshotFailures = 0;
+        },
+        (e: unknown) => {
+          this.snapshotSoon ||= soon;
+          const retryMs = Math.min(SNAPSHOT_RETRY_MS_MAX, SNAPSHOT_RETRY_MS_MIN * 2 ** Math.min(this.snapshotFailures, 6));
+          this.snapshotFailures++;
+          this.log.error({ err: (e as Error).message, failures: this.snapshotFailures, retryMs }, 'automatic snapshot failed; retrying later');
+          this.snapshotRetry = setTimeout(() => {
+            this.snapshotRetry = undefined;
+            this.maybeSnapshot();
+          }, retryMs);
+          this.snapshotRetry.unref();
+        },
+      )
       .finally(() => {
         this.snapshotting = false;
       });
@@ -523,10 +573,16 @@ export class Node {
   /** takeSnapshot writes a snapshot at the applied index, offers it to followers, then compacts the log. */
   private async takeSnapshot(): Promise<SnapshotMeta> {
     const sm = this.snapshots as SnapshotManager;
-    const stored = await sm.create(
-      (i) => this.raft.logTerm(i),
-      (i) => this.raft.membershipAt(i),
-    );
+    let stored: StoredSnapshot;
+    try {
+      stored = await sm.create(
+        (i) => this.raft.logTerm(i),
+        (i) => this.raft.membershipAt(i),
+      );
+    } catch (e) {
+      this.disk?.noteError(e);
+      throw e;
+    }
     const meta = toRaftMeta(stored);
     // The core learns of an apply at advance(), just after the state machine: wait for it (bounded).
     for (let waited = 0; this.raft.status().applied < meta.index; waited++) {
@@ -574,6 +630,7 @@ export class Node {
       })
       .catch((e: unknown) => {
         this.snapshotStats.fetchFailures++;
+        this.disk?.noteError(e);
         this.log.warn({ index: meta.index, err: (e as Error).message }, 'snapshot fetch failed');
         if (this.fetching === mine && !this.stopped) this.raft.snapshotFailed(meta);
       })
@@ -723,8 +780,9 @@ export class Node {
   /**
    * restore replaces the cluster's key-value state with an archive's, through
    * the log. The archive is validated completely (every hash) before anything
-   * is proposed: a bad one is refused (`invalid`) and nothing changes.
-   * Resolves once the restore is applied on this node (the leader).
+   * is proposed: a bad one is refused (`invalid`) and nothing changes; so is
+   * any restore below the disk reserve, or whose upload runs out of space
+   * (`diskFull`). Resolves once the restore is applied on this node (the leader).
    */
   async restore(source: Readable): Promise<{ index: number; archive: StoredSnapshot }> {
     this.checkRunning();
@@ -738,10 +796,20 @@ export class Node {
       source.destroy();
       throw new NodeError('notLeader', new NotLeaderError(st.leader).message, st.leader, this.addressOf(st.leader));
     }
+    try {
+      this.disk?.check();
+    } catch (err) {
+      source.destroy();
+      throw err;
+    }
     let stored: StoredSnapshot;
     try {
       stored = await sm.importUpload(source, 10 * 60_000);
     } catch (err) {
+      if (isNoSpace(err)) {
+        this.disk?.noteError(err);
+        throw new NodeError('diskFull', `the archive could not be stored, nothing changed: ${(err as Error).message}`);
+      }
       throw new NodeError('invalid', `the archive was refused, nothing changed: ${(err as Error).message}`);
     }
     const r = await this.proposeData(
@@ -776,6 +844,7 @@ export class Node {
 
   private async proposeData(data: Uint8Array, timeoutMs = this.timings.proposalTimeoutMs): Promise<ApplyResult> {
     this.checkRunning();
+    this.disk?.check();
     if (this.proposals.size >= this.maxPendingProposals) {
       throw new NodeError('busy', `too many writes in flight (${this.proposals.size}); retry later`);
     }

@@ -1,8 +1,9 @@
-import { open, rename } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
-import { fsyncDir } from '../snapshot/file-sink.js';
+import { fsyncDir, withPath } from '../snapshot/file-sink.js';
+import { isNoSpace } from './disk-guard.js';
 import type { Logger } from './node.js';
 
 /** TaskStatus follows Meilisearch: enqueued → processing → succeeded | failed | canceled. */
@@ -258,7 +259,7 @@ export class TaskQueue {
     task.status = 'processing';
     task.startedAt = this.now().toISOString();
     task.batchUid = task.uid;
-    await this.save();
+    await this.saveOrLog();
     try {
       if (runner === undefined) throw new Error(`no runner for tasks of type ${task.type}`);
       task.details = await runner(task, (d) => {
@@ -267,16 +268,32 @@ export class TaskQueue {
       task.status = 'succeeded';
     } catch (err) {
       task.status = 'failed';
+      // A full disk is Meilisearch's no_space_left_on_device (a system error), not an internal one.
+      const noSpace = isNoSpace(err);
+      const code = noSpace ? 'no_space_left_on_device' : task.type === 'snapshotCreation' ? 'snapshot_creation_failed' : 'internal';
       task.error = {
         message: (err as Error).message,
-        code: task.type === 'snapshotCreation' ? 'snapshot_creation_failed' : 'internal',
-        type: 'internal',
-        link: 'https://docs.meilisearch.com/errors#internal',
+        code,
+        type: noSpace ? 'system' : 'internal',
+        link: `https://docs.meilisearch.com/errors#${noSpace ? code : 'internal'}`,
       };
       this.log.warn({ uid: task.uid, type: task.type, err: (err as Error).message }, 'task failed');
     }
     task.finishedAt = this.now().toISOString();
-    await this.save();
+    await this.saveOrLog();
+  }
+
+  /**
+   * saveOrLog saves the queue from the task runner, where a failed save (a
+   * full disk) must not stop the queue: the task's state stays in memory and
+   * is saved with the next change.
+   */
+  private async saveOrLog(): Promise<void> {
+    try {
+      await this.save();
+    } catch (err) {
+      this.log.error({ file: this.file, err: (err as Error).message }, 'cannot save the task queue; tasks are kept in memory and saved with the next change');
+    }
   }
 
   private trim(): void {
@@ -296,14 +313,18 @@ export class TaskQueue {
       try {
         await fh.writeFile(body);
         await fh.sync();
+      } catch (err) {
+        await rm(tmp, { force: true });
+        throw withPath(err, tmp);
       } finally {
         await fh.close();
       }
       await rename(tmp, this.file);
       await fsyncDir(dirname(this.file));
     };
-    this.saving = this.saving.then(write, write);
-    return this.saving;
+    const run = this.saving.then(write);
+    this.saving = run.catch(() => undefined); // a failed save neither blocks the next one nor close()
+    return run;
   }
 }
 

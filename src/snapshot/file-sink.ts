@@ -16,6 +16,18 @@ export interface FileSinkOptions {
   readonly beforeSync?: () => void;
 }
 
+/**
+ * withPath names `path` in a system call error of a FileHandle (write, sync:
+ * Node names no file in those, e.g. "ENOSPC: no space left on device,
+ * write"), keeping its errno code. Other errors pass unchanged.
+ */
+export function withPath(err: unknown, path: string): Error {
+  if (!(err instanceof Error)) return new Error(String(err));
+  const e: NodeJS.ErrnoException = err;
+  if (e.syscall === undefined || e.path !== undefined) return err;
+  return Object.assign(new Error(`${e.message} '${path}'`, { cause: err }), { code: e.code, errno: e.errno, syscall: e.syscall, path });
+}
+
 async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < chunk.length) {
@@ -42,10 +54,13 @@ export class FileSink extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    writeAll(this.handle, chunk).then(() => {
-      this.bytes += chunk.length;
-      callback();
-    }, callback);
+    writeAll(this.handle, chunk).then(
+      () => {
+        this.bytes += chunk.length;
+        callback();
+      },
+      (err: unknown) => callback(withPath(err, this.path)),
+    );
   }
 
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
@@ -60,7 +75,10 @@ export class FileSink extends Writable {
         bytesWritten = total;
       }
       this.bytes += bytesWritten;
-    })().then(() => callback(), callback);
+    })().then(
+      () => callback(),
+      (err: unknown) => callback(withPath(err, this.path)),
+    );
   }
 
   override _final(callback: (error?: Error | null) => void): void {
@@ -69,7 +87,10 @@ export class FileSink extends Writable {
       await this.handle.sync();
       this.handleClosed = true;
       await this.handle.close();
-    })().then(() => callback(), callback);
+    })().then(
+      () => callback(),
+      (err: unknown) => callback(withPath(err, this.path)),
+    );
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
@@ -104,6 +125,8 @@ export async function writeFileDurable(path: string, data: Uint8Array): Promise<
     await handle.chmod(FILE_MODE);
     await writeAll(handle, data);
     await handle.sync();
+  } catch (err) {
+    throw withPath(err, path);
   } finally {
     await handle.close();
   }
@@ -114,6 +137,8 @@ export async function fsyncDir(path: string): Promise<void> {
   const handle = await open(path, 'r');
   try {
     await handle.sync();
+  } catch (err) {
+    throw withPath(err, path);
   } finally {
     await handle.close();
   }

@@ -17,6 +17,7 @@ import { KeyRing, parseApiKeys, presentedKeys, redactUrl } from '../../src/gatew
 import { createGateway, localTarget, type Gateway } from '../../src/gateway/gateway.js';
 import { taskFilterOf } from '../../src/gateway/meili-tasks.js';
 import { OPENAPI, openApiPath } from '../../src/gateway/openapi.js';
+import { grpcFailure, httpStatusOfFailure, meiliCodeOf } from '../../src/gateway/styles.js';
 import { outsideRoots } from '../../src/gateway/typesense-routes.js';
 import type {
   CreateSnapshotRequest,
@@ -220,6 +221,14 @@ describe('gateway: Typesense routes', () => {
     assert.equal((await inject({ method: 'POST', url: '/operations/snapshot?snapshot_path=/tmp/x', headers: ts })).statusCode, 429);
   });
 
+  it('POST /operations/snapshot: a full disk (RESOURCE_EXHAUSTED, no_space_left_on_device) -> 422 with the node\'s message', async () => {
+    const message = 'disk full: 3.2 MiB free on /data/n1, below the reserve of 64 MiB (--min-free-bytes); writes are refused, reads still served';
+    createAnswer = () => grpcError(grpc.status.RESOURCE_EXHAUSTED, message, { 'x-snapcoord-error-code': 'no_space_left_on_device' });
+    const r = await inject({ method: 'POST', url: '/operations/snapshot?snapshot_path=/tmp/x', headers: ts });
+    assert.equal(r.statusCode, 422);
+    assert.deepEqual(r.json(), { message });
+  });
+
   it('auth: no key / wrong key -> 401 Typesense message; key in query, Bearer or Nomad token work too', async () => {
     for (const headers of [{}, { 'x-typesense-api-key': 'wrong' }]) {
       const r = await inject({ method: 'POST', url: '/operations/vote', headers });
@@ -351,6 +360,15 @@ describe('gateway: Meilisearch routes', () => {
   after(() => teardown(env));
 
   const inject = (o: InjectOptions): Promise<LightResponse> => env!.gw.app.inject(o);
+
+  it('a full disk is Meilisearch\'s no_space_left_on_device (422, type system); a busy node stays 429 too_many_requests', () => {
+    const full = grpcFailure(grpcError(grpc.status.RESOURCE_EXHAUSTED, 'disk full', { 'x-snapcoord-error-code': 'no_space_left_on_device' }));
+    assert.equal(httpStatusOfFailure(full), 422);
+    assert.deepEqual(meiliCodeOf(full), { code: 'no_space_left_on_device', type: 'system' });
+    const busy = grpcFailure(grpcError(grpc.status.RESOURCE_EXHAUSTED, 'busy'));
+    assert.equal(httpStatusOfFailure(busy), 429);
+    assert.deepEqual(meiliCodeOf(busy), { code: 'too_many_requests', type: 'system' });
+  });
 
   it('POST /snapshots -> 202 summarized task (status "enqueued" even if the node has started it already)', async () => {
     const r = await inject({ method: 'POST', url: '/snapshots', headers: { ...bearer, 'content-type': 'application/json' } });

@@ -1,7 +1,7 @@
 /** toApiError: the one mapping from node, storage and command errors to gRPC status codes. */
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { LEADER_METADATA_KEY, toApiError } from '../../../src/api/api-error.js';
+import { ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY, toApiError } from '../../../src/api/api-error.js';
 import { NodeError, type NodeErrorCode } from '../../../src/node/errors.js';
 import { KvCommandError } from '../../../src/storage/kv-command.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
@@ -50,5 +50,21 @@ describe('api: toApiError', () => {
     assert.equal(e.code, grpc.status.ABORTED);
     assert.equal(e.details, 'lost');
     assert.deepEqual(Object.keys(e.metadata.getMap()), [LEADER_METADATA_KEY]);
+  });
+
+  it('a full disk (NodeError diskFull, an ENOSPC, RocksDB out of space) -> RESOURCE_EXHAUSTED no_space_left_on_device', () => {
+    const enospc = Object.assign(new Error("ENOSPC: no space left on device, write '/d/state.bin'"), { code: 'ENOSPC', syscall: 'write' });
+    const rocks = new StorageError('io', 'rocksdb: put failed on /d: IO error: No space left on device: While appending to file: /d/000012.log', {
+      cause: new Error('IO error: No space left on device'),
+    });
+    for (const err of [new NodeError('diskFull', 'disk full: 1.0 MiB free on /d'), enospc, rocks]) {
+      const e = toApiError(err);
+      assert.equal(e.code, grpc.status.RESOURCE_EXHAUSTED, err.message);
+      assert.equal(e.details, err.message);
+      assert.deepEqual(e.metadata.get(ERROR_CODE_METADATA_KEY), ['no_space_left_on_device']);
+    }
+    // A node that failed for lack of space is unavailable, not "retry when space is back".
+    assert.equal(toApiError(new NodeError('unavailable', 'the node failed: IO error: No space left on device')).code, grpc.status.UNAVAILABLE);
+    assert.deepEqual(toApiError(new NodeError('busy', 'too many')).metadata.get(ERROR_CODE_METADATA_KEY), []);
   });
 });
