@@ -45,6 +45,12 @@ export interface GrpcTransportOptions {
   /** maxQueuedMessages / maxQueuedBytes: per peer, stream messages waiting for 'drain' (defaults 4096 / 64 MiB). */
   readonly maxQueuedMessages?: number;
   readonly maxQueuedBytes?: number;
+  /**
+   * stallTimeoutMs: an append stream that has answered nothing for this long
+   * while requests wait on it is cut and reopened (default 3000). Keepalive
+   * only notices a dead connection; this notices a stream that stopped answering.
+   */
+  readonly stallTimeoutMs?: number;
   /** maxInflightUnary: per peer, unary calls in flight before more are dropped (default 1024). */
   readonly maxInflightUnary?: number;
   /** credentials: default insecure (plaintext, for a trusted LAN). */
@@ -83,6 +89,8 @@ class PeerLink {
   queue: Queued[] = [];
   queuedBytes = 0;
   blocked = false;
+  /** waitingSinceMs: when the oldest request still unanswered on the stream was written (0: none waiting). */
+  waitingSinceMs = 0;
   backoffMs = 0;
   retryAtMs = 0;
   /** pendingHeartbeat: the latest heartbeat given while backing off, sent when the stream reopens. */
@@ -109,6 +117,7 @@ export class GrpcTransport implements Transport {
   private readonly maxQueuedMessages: number;
   private readonly maxQueuedBytes: number;
   private readonly maxInflightUnary: number;
+  private readonly stallTimeoutMs: number;
   private readonly credentials: grpc.ChannelCredentials;
   private readonly options: grpc.ChannelOptions;
   private readonly nowMs: () => number;
@@ -128,6 +137,7 @@ export class GrpcTransport implements Transport {
     this.maxQueuedMessages = opts.maxQueuedMessages ?? 4096;
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * MiB;
     this.maxInflightUnary = opts.maxInflightUnary ?? 1024;
+    this.stallTimeoutMs = opts.stallTimeoutMs ?? 3_000;
     this.credentials = opts.credentials ?? grpc.credentials.createInsecure();
     this.nowMs = opts.nowMs ?? Date.now;
     this.options = {
@@ -219,6 +229,13 @@ export class GrpcTransport implements Transport {
       }
       return;
     }
+    if (peer.stream !== null && peer.waitingSinceMs > 0 && this.nowMs() - peer.waitingSinceMs > this.stallTimeoutMs) {
+      const stalled = peer.stream;
+      this.log.warn({ peer: peer.id, stallTimeoutMs: this.stallTimeoutMs }, 'transport: append stream stopped answering; reopening it');
+      this.streamFailed(peer, stalled, null);
+      peer.backoffMs = 0;
+      peer.retryAtMs = 0;
+    }
     if (peer.stream === null) this.openStream(peer);
     if (peer.pendingHeartbeat !== null) {
       const hb = peer.pendingHeartbeat;
@@ -236,6 +253,7 @@ export class GrpcTransport implements Transport {
     peer.blocked = false;
     call.on('data', (res: pb.AppendEntriesResponse) => {
       peer.backoffMs = 0;
+      if (peer.stream === call) peer.waitingSinceMs = 0;
       let reply: Message;
       try {
         reply = appendResponseFromProto(res);
@@ -279,6 +297,7 @@ export class GrpcTransport implements Transport {
       return;
     }
     this.counts.sent++;
+    if (peer.waitingSinceMs === 0) peer.waitingSinceMs = this.nowMs();
     if (!stream.write(req)) peer.blocked = true;
   }
 
@@ -287,6 +306,7 @@ export class GrpcTransport implements Transport {
       const q = peer.queue.shift() as Queued;
       peer.queuedBytes -= q.bytes;
       this.counts.sent++;
+      if (peer.waitingSinceMs === 0) peer.waitingSinceMs = this.nowMs();
       if (!stream.write(q.req)) peer.blocked = true;
     }
   }
@@ -294,6 +314,7 @@ export class GrpcTransport implements Transport {
   private streamFailed(peer: PeerLink, call: AppendStream, err: grpc.ServiceError | null): void {
     if (peer.stream !== call) return;
     peer.stream = null;
+    peer.waitingSinceMs = 0;
     this.counts.dropped += peer.queue.length;
     peer.queue = [];
     peer.queuedBytes = 0;

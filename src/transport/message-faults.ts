@@ -92,9 +92,14 @@ export class MessageFaults {
     const streaming = options.method_definition.requestStream || options.method_definition.responseStream;
     const call: grpc.InterceptingCall = new grpc.InterceptingCall(nextCall(options), {
       start: (metadata, listener, next) => {
+        // A full listener (one-argument methods) is used as it is, message by message: a plain
+        // partial listener would hold the call's status back after a message it never passed on.
+        const up = listener as grpc.InterceptingListener;
         next(metadata, {
-          onReceiveMessage: (message: unknown, deliver: (m: unknown) => void) => {
-            if (!streaming) return deliver(message);
+          onReceiveMetadata: (md: grpc.Metadata) => up.onReceiveMetadata(md),
+          onReceiveStatus: (status: grpc.StatusObject) => up.onReceiveStatus(status),
+          onReceiveMessage: (message: unknown) => {
+            if (!streaming) return up.onReceiveMessage(message);
             if (this.roll(this.rates.drop)) {
               this.counts.dropped++;
               call.startRead(); // grpc-js reads one message at a time: ask for the next one
@@ -102,15 +107,15 @@ export class MessageFaults {
             }
             if (path === FETCH && this.roll(this.rates.corrupt)) {
               this.counts.corrupted++;
-              return deliver(corruptChunk(message as pb.FetchSnapshotResponse, this.next()));
+              return up.onReceiveMessage(corruptChunk(message as pb.FetchSnapshotResponse, this.next()));
             }
-            deliver(message);
+            up.onReceiveMessage(message);
             if (this.roll(this.rates.duplicate)) {
               this.counts.duplicated++;
-              deliver(message);
+              up.onReceiveMessage(message);
             }
           },
-        });
+        } satisfies grpc.InterceptingListener);
       },
       sendMessage: (message: unknown, send: (m: unknown) => void) => {
         if (path === FETCH) return send(message); // the request of a snapshot stream: losing it only fails the fetch

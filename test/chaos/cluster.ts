@@ -7,7 +7,7 @@
  * control file. Clients talk to the nodes' own addresses, never through the
  * proxies. Everything listens on 127.0.0.1 with ports from the OS.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClusterClient, KvClient } from '../../src/api/clients.js';
 import { Role, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
@@ -163,7 +163,13 @@ export class ChaosCluster {
   /** setMessageFaults writes every node's control file (null: none); the nodes pick it up within ~100 ms. */
   async setMessageFaults(rates: MessageFaultRates | null): Promise<void> {
     const body = JSON.stringify(rates ?? { drop: 0, duplicate: 0, corrupt: 0, seed: this.opts.seed });
-    await Promise.all(this.nodes.map((n, i) => writeFile(n.faultsFile, rates === null ? body : JSON.stringify({ ...rates, seed: rates.seed + i }))));
+    // Written whole then renamed into place: a node never reads half a file.
+    await Promise.all(
+      this.nodes.map(async (n, i) => {
+        await writeFile(`${n.faultsFile}.tmp`, rates === null ? body : JSON.stringify({ ...rates, seed: rates.seed + i }));
+        await rename(`${n.faultsFile}.tmp`, n.faultsFile);
+      }),
+    );
   }
 
   /** healAll: every link passes, no message faults, paused nodes resumed, dead nodes restarted. */

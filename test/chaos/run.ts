@@ -72,6 +72,8 @@ export interface ChaosOptions {
   /** dir: keep data and history here (default a temp dir, removed after a passing run). */
   readonly dir?: string;
   readonly log?: (line: string) => void;
+  /** logLevel: the nodes' log level (default info; debug shows every transport event). */
+  readonly logLevel?: string;
 }
 
 export interface ChaosReport {
@@ -104,7 +106,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const elapsed = (): string => `${((performance.now() - started) / 1000).toFixed(1)}s`;
 
   log(`chaos: ${opts.nodes} nodes, seed ${opts.seed}, ${opts.seconds} s of faults, dir ${dir}`);
-  const cluster = await ChaosCluster.start({ nodes: opts.nodes, dir, seed: opts.seed });
+  const cluster = await ChaosCluster.start({ nodes: opts.nodes, dir, seed: opts.seed, extra: ['--log-level', opts.logLevel ?? 'info'] });
   let workload: Workload | null = null;
   let rounds = 0;
   let snapshotInstalls = 0;
@@ -195,7 +197,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       await rm(dir, { recursive: true, force: true });
     } else {
       await writeFile(join(dir, 'history.json'), JSON.stringify(workload?.history ?? []));
-      for (const n of cluster.nodes) await writeFile(join(dir, `${n.id}.log`), cluster.logsOf(n.id, 2_000));
+      for (const n of cluster.nodes) await writeFile(join(dir, `${n.id}.log`), cluster.logsOf(n.id, Number.MAX_SAFE_INTEGER));
     }
     // eslint-disable-next-line no-unsafe-finally
     return report;
@@ -310,16 +312,19 @@ async function cutOffUntilCompacted(cluster: ChaosCluster, id: string, maxMs: nu
     log(`  compaction-cutoff: the leader did not compact past ${id}'s index ${had} in time; healed`);
     return 0;
   }
-  const until = performance.now() + 20_000;
+  const t0 = performance.now();
+  const until = t0 + 20_000;
+  let last = '';
   while (performance.now() < until) {
     const st = await node.cluster.status({ deadlineMs: 1_000 }).catch(() => null);
     if (st !== null && Number(st.snapshotIndex) >= target) {
-      log(`  compaction-cutoff: ${id} had index ${had}, the leader compacted to ${target}; ${id} installed snapshot ${st.snapshotIndex}`);
+      log(`  compaction-cutoff: ${id} had index ${had}, the leader compacted to ${target}; ${id} installed snapshot ${st.snapshotIndex} in ${Math.round(performance.now() - t0)} ms`);
       return 1;
     }
+    if (st !== null) last = `applied ${st.appliedIndex}, snapshot ${st.snapshotIndex}, leader ${st.leaderId || 'none'}, term ${st.term}`;
     await sleep(100);
   }
-  log(`  compaction-cutoff: ${id} did not install snapshot ${target} within 20 s`);
+  log(`  compaction-cutoff: ${id} did not install snapshot ${target} within 20 s (${last})`);
   return 0;
 }
 
@@ -376,6 +381,7 @@ async function main(): Promise<void> {
       keys: { type: 'string', default: '4' },
       faults: { type: 'string' },
       dir: { type: 'string' },
+      'log-level': { type: 'string' },
     },
   });
   const int = (name: string, v: string | undefined, min: number, max: number): number => {
@@ -393,6 +399,7 @@ async function main(): Promise<void> {
     keys: int('keys', values.keys, 1, 100),
     ...(faults !== undefined ? { faults } : {}),
     ...(values.dir !== undefined ? { dir: values.dir } : {}),
+    ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] } : {}),
   });
   process.stdout.write(`${formatReport(report)}\n`);
   process.exitCode = report.ok ? 0 : 1;

@@ -445,6 +445,20 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
     assert.equal(t.peerInfo('n2')!.queuedMessages, 0);
   });
 
+  it('an append stream that stops answering is cut and reopened after stallTimeoutMs', async () => {
+    const t = makeTransport({ stallTimeoutMs: 200 });
+    t.setPeers({ n2: server!.address });
+    handler.override = (m) => (m.type === 'append' && m.entries[0]!.index === 1 ? new Promise<Message[]>(() => undefined) : undefined);
+    t.send(append(1)); // never answered: holds every later answer on this stream
+    t.send(heartbeat(1));
+    await waitFor('both requests', () => handler.requests.length === 2);
+    await sleep(300);
+    assert.equal(replies.length, 0);
+    t.send(heartbeat(2)); // past the stall timeout: a new stream carries it
+    await waitFor('the answer on a new stream', () => replies.some((r) => r.type === 'heartbeatResp' && r.readSeq === 2));
+    assert.ok(logger.lines.some((l) => l.msg === 'transport: append stream stopped answering; reopening it'));
+  });
+
   describe('message fault injection (the chaos tests\' interceptor)', () => {
     const withFaults = (rates: Partial<MessageFaultRates>): { t: GrpcTransport; faults: MessageFaults } => {
       const faults = new MessageFaults({ drop: 0, duplicate: 0, corrupt: 0, seed: 9, ...rates });
@@ -465,6 +479,18 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
       t.send(append(1));
       await waitFor('the append', () => replies.length === 1);
       assert.equal(new TextDecoder().decode((handler.requests[0] as AppendRequest).entries[0]!.data), 'entry-1');
+    });
+
+    it('drop: after an answer was dropped, the end of the stream still reaches the transport (no stuck stream)', async () => {
+      const { t, faults } = withFaults({ drop: 1 });
+      t.send(append(1));
+      await waitFor('the append', () => handler.requests.length === 1);
+      await sleep(30);
+      assert.equal(faults.counts.dropped, 1);
+      // The follower now refuses the next append: the stream ends with an error, which the leader must see.
+      handler.override = () => Promise.reject(statusError(grpc.status.INVALID_ARGUMENT, 'refused'));
+      t.send(append(2));
+      await waitFor('the stream failure to reach the transport', () => t.peerInfo('n2')!.backoffMs > 0, 3_000);
     });
 
     it('duplicate: each answer on the stream arrives twice, in order, and the stream keeps flowing', async () => {
