@@ -49,6 +49,8 @@ export class ChaosCluster {
   readonly mesh: ProxyMesh;
   private readonly opts: ChaosClusterOptions;
   private readonly peers: string;
+  /** injectedByDead: message faults injected by processes since killed. */
+  private readonly injectedByDead: FaultCounts = { dropped: 0, duplicated: 0, corrupted: 0 };
 
   private constructor(opts: ChaosClusterOptions, nodes: ChaosNode[], mesh: ProxyMesh) {
     this.opts = opts;
@@ -123,6 +125,7 @@ export class ChaosCluster {
     if (n.proc === null) return;
     if (n.paused) n.proc.proc.kill('SIGCONT');
     await n.proc.kill('SIGKILL');
+    addCounts(this.injectedByDead, lastInjected(n.proc.output));
     n.deadOutput = n.proc.lastLines(40);
     n.proc = null;
     n.paused = false;
@@ -225,24 +228,10 @@ export class ChaosCluster {
     return n.proc !== null ? n.proc.lastLines(lines) : n.deadOutput;
   }
 
-  /** injectedMessageFaults: what the nodes' interceptors report having injected (summed over live processes' last reports). */
-  injectedMessageFaults(): { dropped: number; duplicated: number; corrupted: number } {
-    const sum = { dropped: 0, duplicated: 0, corrupted: 0 };
-    for (const n of this.nodes) {
-      for (const text of [n.proc?.output ?? '', n.deadOutput]) {
-        const lines = text.split('\n').filter((l) => l.includes('"message faults injected"'));
-        const last = lines[lines.length - 1];
-        if (last === undefined) continue;
-        try {
-          const inj = (JSON.parse(last) as { injected?: Partial<typeof sum> }).injected ?? {};
-          sum.dropped += inj.dropped ?? 0;
-          sum.duplicated += inj.duplicated ?? 0;
-          sum.corrupted += inj.corrupted ?? 0;
-        } catch {
-          // a line cut in the middle: skipped
-        }
-      }
-    }
+  /** injectedMessageFaults: what the nodes' interceptors injected, over every process each node has had. */
+  injectedMessageFaults(): FaultCounts {
+    const sum = { ...this.injectedByDead };
+    for (const n of this.nodes) if (n.proc !== null) addCounts(sum, lastInjected(n.proc.output));
     return sum;
   }
 
@@ -255,5 +244,26 @@ export class ChaosCluster {
       n.cluster.close();
     }
     await this.mesh.close();
+  }
+}
+
+type FaultCounts = { dropped: number; duplicated: number; corrupted: number };
+
+function addCounts(into: FaultCounts, c: Partial<FaultCounts>): void {
+  into.dropped += c.dropped ?? 0;
+  into.duplicated += c.duplicated ?? 0;
+  into.corrupted += c.corrupted ?? 0;
+}
+
+/** lastInjected: the counts of a process's last "message faults injected" log line (they only grow). */
+function lastInjected(output: string): Partial<FaultCounts> {
+  const at = output.lastIndexOf('"message faults injected"');
+  if (at < 0) return {};
+  const end = output.indexOf('\n', at);
+  const line = output.slice(output.lastIndexOf('\n', at) + 1, end < 0 ? undefined : end);
+  try {
+    return (JSON.parse(line) as { injected?: Partial<FaultCounts> }).injected ?? {};
+  } catch {
+    return {}; // a line cut in the middle
   }
 }
