@@ -123,7 +123,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       rounds++;
       const ms = Math.round(faultMin + rng() * (faultMax - faultMin));
       faults[kind] = (faults[kind] ?? 0) + 1;
-      const what = await inject(cluster, kind, ms, rng, pick);
+      const what = await inject(cluster, kind, rng, pick);
       log(`[${elapsed()}] round ${rounds}: ${kind} (${what}) for ${ms} ms`);
       if (kind === 'compaction-cutoff') {
         snapshotInstalls += await cutOffUntilCompacted(cluster, what, Math.max(ms, 10_000), log);
@@ -208,7 +208,6 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 async function inject(
   cluster: ChaosCluster,
   kind: FaultKind,
-  ms: number,
   rng: () => number,
   pick: <T>(xs: readonly T[]) => T,
 ): Promise<string> {
@@ -266,7 +265,6 @@ async function inject(
       return id;
     }
   }
-  void ms;
 }
 
 /**
