@@ -14,6 +14,7 @@ import { SnapshotServiceService, TaskServiceService } from '../gen/snapcoord/v1/
 import { silentLogger, type Logger, type Node } from '../node/node.js';
 import { RAFT_SERVICE_DEFINITION } from '../transport/fetch-serializer.js';
 import { createRaftService } from '../transport/raft-service.js';
+import { serverFaultInterceptors } from '../transport/message-faults.js';
 import type { RaftRequestHandler } from '../transport/transport.js';
 import { formatHostPort, parseHostPort } from './address.js';
 import { MESSAGE_BYTES_MAX } from './clients.js';
@@ -100,7 +101,8 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const log = opts.logger ?? silentLogger;
   const hp = parseHostPort(opts.bindAddress, true);
   if (hp === null) throw new Error(`bind address ${JSON.stringify(opts.bindAddress)} is not host:port`);
-  const server = new grpc.Server(serverOptions);
+  // The chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) on incoming appends; none otherwise.
+  const server = new grpc.Server({ ...serverOptions, interceptors: serverFaultInterceptors(log) });
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'NOT_SERVING'])) });
   health.addToServer(server);
   reflection().addToServer(server);

@@ -1,6 +1,6 @@
 /**
- * Message fault injection for chaos tests: a grpc-js client interceptor that
- * drops, duplicates or corrupts single Raft messages between nodes.
+ * Message fault injection for chaos tests: grpc-js interceptors (client and
+ * server side) that drop, duplicate or corrupt single Raft messages between nodes.
  *
  * Armed only when SNAPCOORD_MESSAGE_FAULTS names a JSON file, e.g.
  *   {"drop": 0.01, "duplicate": 0.01, "corrupt": 0.005, "seed": 7}
@@ -15,11 +15,14 @@
  *  - duplicate: an AppendEntries answer or a FetchSnapshot chunk arrives
  *    twice: the leader ignores a stale answer; the fetcher refuses a chunk at
  *    the wrong offset and resumes.
- * A stream's own request cannot be dropped or sent twice from a grpc-js
- * client interceptor (its write callback travels with it and the stream
- * stalls or breaks), so requests are lost by the chaos proxy instead.
+ *  - on the follower's server (serverInterceptor), an AppendEntries request
+ *    is lost (never stepped) or stepped twice: Raft retransmits, and ignores
+ *    an append it already has.
  *  - corrupt: one byte of an append's entry data, or of a snapshot chunk, is
  *    flipped in a copy: the entry's CRC-32 and the chunk's SHA-256 refuse it.
+ * A stream's own request cannot be dropped or sent twice from a grpc-js
+ * client interceptor (its write callback travels with it and the stream
+ * stalls or breaks): that is why requests are lost or repeated server side.
  * Only bytes covered by a checksum are corrupted: Raft assumes no lying peer,
  * so a flipped vote or term is not a fault the protocol claims to survive.
  */
@@ -139,6 +142,36 @@ export class MessageFaults {
     return call;
   };
 
+  /**
+   * serverInterceptor: the grpc-js server interceptor that loses or repeats
+   * AppendEntries requests as they arrive (what the client side cannot do):
+   * a lost append is never stepped, a repeated one is stepped twice.
+   */
+  readonly serverInterceptor: grpc.ServerInterceptor = (method, inner) => {
+    if (method.path !== APPEND) return new grpc.ServerInterceptingCall(inner);
+    const call: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(inner, {
+      start: (next) => {
+        next({
+          onReceiveMessage: (message: unknown, deliver: (m: unknown) => void) => {
+            if (this.roll(this.rates.drop)) {
+              this.counts.dropped++;
+              // The stream reads one message at a time: ask for the next one. (grpc-js holds a
+              // half-close back until the next message is delivered; append streams are cancelled, not half-closed.)
+              call.startRead();
+              return;
+            }
+            deliver(message);
+            if (this.roll(this.rates.duplicate)) {
+              this.counts.duplicated++;
+              deliver(message);
+            }
+          },
+        });
+      },
+    });
+    return call;
+  };
+
   private roll(p: number): boolean {
     return p > 0 && this.next() < p;
   }
@@ -211,4 +244,10 @@ export function messageFaultsFromEnv(log: TransportLogger = silentLogger): Messa
 export function faultInterceptors(log?: TransportLogger): grpc.Interceptor[] {
   const f = messageFaultsFromEnv(log);
   return f === null ? [] : [f.interceptor];
+}
+
+/** serverFaultInterceptors: the interceptors of the node's gRPC server ([] unless fault injection is armed). */
+export function serverFaultInterceptors(log?: TransportLogger): grpc.ServerInterceptor[] {
+  const f = messageFaultsFromEnv(log);
+  return f === null ? [] : [f.serverInterceptor];
 }

@@ -29,8 +29,11 @@ interface TestServer {
   stop(): void;
 }
 
-async function startServer(handler: RaftRequestHandler, opts: RaftServiceOptions & { port?: number } = {}): Promise<TestServer> {
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 64 << 20, 'grpc.max_send_message_length': 64 << 20 });
+async function startServer(
+  handler: RaftRequestHandler,
+  opts: RaftServiceOptions & { port?: number; interceptors?: grpc.ServerInterceptor[] } = {},
+): Promise<TestServer> {
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 64 << 20, 'grpc.max_send_message_length': 64 << 20, interceptors: opts.interceptors ?? [] });
   server.addService(pb.RaftServiceService, createRaftService(handler, { selfId: 'n2', ...opts }));
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(`127.0.0.1:${opts.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
@@ -491,6 +494,24 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
       handler.override = () => Promise.reject(statusError(grpc.status.INVALID_ARGUMENT, 'refused'));
       t.send(append(2));
       await waitFor('the stream failure to reach the transport', () => t.peerInfo('n2')!.backoffMs > 0, 3_000);
+    });
+
+    it('server side: appends are lost (never stepped) or stepped twice, and the stream keeps flowing', async () => {
+      const faults = new MessageFaults({ drop: 1, duplicate: 0, corrupt: 0, seed: 3 });
+      server!.stop();
+      server = await startServer(handler, { interceptors: [faults.serverInterceptor] });
+      const t = makeTransport();
+      t.setPeers({ n2: server.address });
+      for (let i = 1; i <= 3; i++) t.send(append(i));
+      await waitFor('3 drops', () => faults.counts.dropped === 3);
+      await sleep(30);
+      assert.equal(handler.requests.length, 0, 'a lost append was stepped');
+      faults.setRates({ ...faults.current(), drop: 0, duplicate: 1 });
+      t.send(append(4));
+      await waitFor('the repeated append', () => handler.requests.length === 2);
+      assert.deepEqual(handler.requests.map((m) => (m.type === 'append' ? m.entries[0]!.index : -1)), [4, 4]);
+      await waitFor('both answers', () => replies.length === 2);
+      assert.equal(faults.counts.duplicated, 1);
     });
 
     it('duplicate: each answer on the stream arrives twice, in order, and the stream keeps flowing', async () => {
