@@ -121,7 +121,10 @@ export function entryChecksum(index: bigint, term: bigint, type: pb.EntryType, d
   entryHeader.setBigUint64(0, index);
   entryHeader.setBigUint64(8, term);
   entryHeader.setUint8(16, type & 0xff);
-  return crc32(data, crc32(new Uint8Array(entryHeader.buffer)));
+  const header = crc32(new Uint8Array(entryHeader.buffer));
+  // Empty data adds nothing. (zlib.crc32 answers 0, not the running value, for an empty view
+  // whose memory pointer is null, as some empty buffers from native code have.)
+  return data.byteLength === 0 ? header : crc32(data, header);
 }
 
 /** entryFromProto decodes an entry; `data` is a view of the received bytes (no copy). */
