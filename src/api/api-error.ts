@@ -4,7 +4,7 @@
  * carry their gRPC status").
  */
 import * as grpc from '@grpc/grpc-js';
-import { isNoSpace } from '../node/disk-guard.js';
+import { NO_SPACE_ERROR_CODE, isNoSpace } from '../node/disk-guard.js';
 import { NodeError, type NodeErrorCode } from '../node/errors.js';
 import { KvCommandError } from '../storage/kv-command.js';
 import { StorageError } from '../storage/storage-error.js';
@@ -13,8 +13,6 @@ import { StorageError } from '../storage/storage-error.js';
 export const LEADER_METADATA_KEY = 'x-snapcoord-leader';
 /** ERROR_CODE_METADATA_KEY: trailing metadata in which the node names a Meilisearch error code. */
 export const ERROR_CODE_METADATA_KEY = 'x-snapcoord-error-code';
-/** NO_SPACE_ERROR_CODE: Meilisearch's code for a full disk, sent with every RESOURCE_EXHAUSTED that is one. */
-export const NO_SPACE_ERROR_CODE = 'no_space_left_on_device';
 
 /** ApiError is a grpc-js ServiceError-shaped Error: grpc-js sends `code`, `details` and `metadata` (as trailers). */
 export class ApiError extends Error implements Partial<grpc.StatusObject> {

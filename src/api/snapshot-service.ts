@@ -35,7 +35,7 @@ import type { SnapshotManager } from '../node/snapshots.js';
 import { durationOf, TaskQueueError, type Task, type TaskFilter, type TaskQueue } from '../node/tasks.js';
 import { inspectArchive } from '../snapshot/archive.js';
 import type { StoredSnapshot } from '../snapshot/store.js';
-import { ApiError, invalidArgument, notLeaderError, toApiError } from './api-error.js';
+import { ApiError, ERROR_CODE_METADATA_KEY, invalidArgument, notLeaderError, toApiError } from './api-error.js';
 import { MESSAGE_BYTES_MAX } from './clients.js';
 import { FORWARDED_METADATA_KEY, isForwarded } from './leader-forwarder.js';
 import { resolveSnapshotPath } from './snapshot-path.js';
@@ -109,7 +109,7 @@ function taskError(err: unknown): ApiError {
   if (err instanceof TaskQueueError) {
     const code = err.code === 'task_not_found' ? grpc.status.NOT_FOUND : grpc.status.INVALID_ARGUMENT;
     const md = new grpc.Metadata();
-    md.set('x-snapcoord-error-code', err.code);
+    md.set(ERROR_CODE_METADATA_KEY, err.code);
     return new ApiError(code, err.message, md);
   }
   return toApiError(err);

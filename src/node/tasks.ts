@@ -1,9 +1,8 @@
-import { open, rename, rm } from 'node:fs/promises';
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
-import { fsyncDir, withPath } from '../snapshot/file-sink.js';
-import { isNoSpace } from './disk-guard.js';
+import { fsyncDir, writeFileDurable } from '../snapshot/file-sink.js';
+import { NO_SPACE_ERROR_CODE, isNoSpace } from './disk-guard.js';
 import type { Logger } from './node.js';
 
 /** TaskStatus follows Meilisearch: enqueued → processing → succeeded | failed | canceled. */
@@ -270,7 +269,7 @@ export class TaskQueue {
       task.status = 'failed';
       // A full disk is Meilisearch's no_space_left_on_device (a system error), not an internal one.
       const noSpace = isNoSpace(err);
-      const code = noSpace ? 'no_space_left_on_device' : task.type === 'snapshotCreation' ? 'snapshot_creation_failed' : 'internal';
+      const code = noSpace ? NO_SPACE_ERROR_CODE : task.type === 'snapshotCreation' ? 'snapshot_creation_failed' : 'internal';
       task.error = {
         message: (err as Error).message,
         code,
@@ -309,15 +308,12 @@ export class TaskQueue {
     const body = JSON.stringify({ nextUid: this.nextUid, tasks: this.tasks });
     const write = async (): Promise<void> => {
       const tmp = `${this.file}.tmp`;
-      const fh = await open(tmp, 'w', 0o600);
+      await rm(tmp, { force: true }); // left by a crash
       try {
-        await fh.writeFile(body);
-        await fh.sync();
+        await writeFileDurable(tmp, new TextEncoder().encode(body));
       } catch (err) {
         await rm(tmp, { force: true });
-        throw withPath(err, tmp);
-      } finally {
-        await fh.close();
+        throw err;
       }
       await rename(tmp, this.file);
       await fsyncDir(dirname(this.file));

@@ -54,19 +54,18 @@ export class FileSink extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    writeAll(this.handle, chunk).then(
-      () => {
+    this.settle(
+      writeAll(this.handle, chunk).then(() => {
         this.bytes += chunk.length;
-        callback();
-      },
-      (err: unknown) => callback(withPath(err, this.path)),
+      }),
+      callback,
     );
   }
 
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
     const buffers = chunks.map((c) => c.chunk);
     const total = buffers.reduce((n, b) => n + b.length, 0);
-    (async () => {
+    const work = (async () => {
       let { bytesWritten } = await this.handle.writev(buffers);
       // rare partial writev: write whatever is left plainly.
       if (bytesWritten < total) {
@@ -75,19 +74,23 @@ export class FileSink extends Writable {
         bytesWritten = total;
       }
       this.bytes += bytesWritten;
-    })().then(
-      () => callback(),
-      (err: unknown) => callback(withPath(err, this.path)),
-    );
+    })();
+    this.settle(work, callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    (async () => {
+    const work = (async () => {
       this.options.beforeSync?.();
       await this.handle.sync();
       this.handleClosed = true;
       await this.handle.close();
-    })().then(
+    })();
+    this.settle(work, callback);
+  }
+
+  /** settle calls back once `work` is done, with its error naming this sink's file. */
+  private settle(work: Promise<void>, callback: (error?: Error | null) => void): void {
+    work.then(
       () => callback(),
       (err: unknown) => callback(withPath(err, this.path)),
     );

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { checkHistory, type KeyVerdict, type Op, type Outcome, type Verdict } from './linearizability.js';
-import { makeRng } from './proxy.js';
+import { SimRng } from '../sim/rng.js';
 
 type Draft = Omit<Op, 'id'>;
 
@@ -60,7 +60,8 @@ interface SimConfig {
  * happen. Gets report the value at their instant. Values are unique.
  */
 function simulateStore(seed: number, cfg: SimConfig): Op[] {
-  const rnd = makeRng(seed);
+  const sim = new SimRng(seed);
+  const rnd = (): number => sim.nextFloat();
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
   const drafts: { op: Op; at?: number }[] = [];
   let id = 0;

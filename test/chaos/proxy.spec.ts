@@ -4,7 +4,8 @@ import { performance } from 'node:perf_hooks';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { LinkProxy, ProxyMesh, formatFault, makeRng, type Fault } from './proxy.js';
+import { SimRng } from '../sim/rng.js';
+import { LinkProxy, ProxyMesh, formatFault, type Fault } from './proxy.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -30,9 +31,9 @@ const MiB = 1024 * 1024;
 
 /** deterministic payload of n bytes (n a multiple of 4). */
 function payload(n: number, seed: number): Buffer {
-  const rng = makeRng(seed);
+  const rng = new SimRng(seed);
   const b = Buffer.allocUnsafe(n);
-  for (let i = 0; i < n; i += 4) b.writeUInt32LE(Math.floor(rng() * 0x1_0000_0000), i);
+  for (let i = 0; i < n; i += 4) b.writeUInt32LE(rng.nextU32(), i);
   return b;
 }
 
@@ -73,7 +74,7 @@ async function startEcho(): Promise<Echo> {
 }
 
 async function startProxy(target: string, extra: Partial<ConstructorParameters<typeof LinkProxy>[0]> = {}): Promise<LinkProxy> {
-  const p = new LinkProxy({ from: 'n1', to: 'n2', target, seed: 42, ...extra });
+  const p = new LinkProxy({ from: 'n1', to: 'n2', target, rng: new SimRng(42), ...extra });
   await p.start();
   cleanups.push(() => p.close());
   return p;
@@ -135,30 +136,8 @@ function tcpHandles(): { sockets: number; servers: number; timers: number } {
   };
 }
 
-// ---------------------------------------------------------------- rng
-
 describe('chaos proxy', function () {
   this.timeout(10_000);
-
-  describe('makeRng', () => {
-    it('is deterministic per seed, differs across seeds and stays in [0, 1)', () => {
-      const a = makeRng(7);
-      const b = makeRng(7);
-      const c = makeRng(8);
-      const xs = Array.from({ length: 1000 }, () => a());
-      assert.deepEqual(
-        xs,
-        Array.from({ length: 1000 }, () => b()),
-      );
-      assert.notDeepEqual(
-        xs.slice(0, 10),
-        Array.from({ length: 10 }, () => c()),
-      );
-      assert.ok(xs.every((x) => x >= 0 && x < 1));
-      const mean = xs.reduce((s, x) => s + x, 0) / xs.length;
-      assert.ok(mean > 0.4 && mean < 0.6, `mean ${mean}`);
-    });
-  });
 
   // ---------------------------------------------------------------- TCP echo
 
@@ -354,7 +333,7 @@ describe('chaos proxy', function () {
     });
 
     it('setFault rejects nonsense faults', async () => {
-      const proxy = new LinkProxy({ from: 'a', to: 'b', target: '127.0.0.1:1', seed: 1 });
+      const proxy = new LinkProxy({ from: 'a', to: 'b', target: '127.0.0.1:1', rng: new SimRng(1) });
       assert.throws(() => proxy.setFault({ kind: 'reset', probability: 1.5 }), RangeError);
       assert.throws(() => proxy.setFault({ kind: 'delay', ms: -1, jitterMs: 0 }), RangeError);
       assert.throws(() => proxy.setFault({ kind: 'delay', ms: Number.NaN, jitterMs: 0 }), RangeError);
@@ -391,7 +370,7 @@ describe('chaos proxy', function () {
     it('close() destroys every socket, clears delay timers and leaves no open handles', async () => {
       const echo = await startEcho();
       const base = tcpHandles();
-      const proxy = new LinkProxy({ from: 'n1', to: 'n2', target: echo.address, seed: 3 });
+      const proxy = new LinkProxy({ from: 'n1', to: 'n2', target: echo.address, rng: new SimRng(3) });
       await proxy.start();
       const c1 = await dial(proxy.address);
       const c2 = await dial(proxy.address);

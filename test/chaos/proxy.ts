@@ -44,11 +44,13 @@
  * as they would after a real partition once keepalive has killed the old ones.
  * Connections that lost nothing stay open.
  *
- * Randomness comes from a seeded PRNG (makeRng, mulberry32), one per link, so a
+ * Randomness comes from the simulator's seeded PRNG (SimRng), forked per link, so a
  * chaos run replays from its seed as far as timing allows. Never Math.random.
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { parseHostPort, type HostPort } from '../../src/api/address.js';
+import { SimRng } from '../sim/rng.js';
 
 // ---------------------------------------------------------------- faults
 
@@ -111,46 +113,11 @@ function checkFault(f: Fault): Fault {
   }
 }
 
-// ---------------------------------------------------------------- randomness
-
-/**
- * makeRng: mulberry32, a tiny seeded PRNG returning floats in [0, 1). Seeds
- * above 2^32 are folded in (high ^ low), so any safe integer is usable.
- */
-export function makeRng(seed: number): () => number {
-  let a = (seed ^ Math.floor(seed / 0x1_0000_0000)) >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
-}
-
-/** deriveSeed mixes a root seed with a label (FNV-1a + avalanche), e.g. per link. */
-export function deriveSeed(seed: number, label: string): number {
-  let h = (0x811c9dc5 ^ seed ^ Math.floor(seed / 0x1_0000_0000)) >>> 0;
-  for (let i = 0; i < label.length; i++) {
-    h ^= label.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
-}
-
-// ---------------------------------------------------------------- addresses
-
-/** parseHostPort: "host:port" or "[v6]:port". */
-export function parseHostPort(target: string): { host: string; port: number } {
-  const i = target.lastIndexOf(':');
-  if (i <= 0) throw new Error(`bad target "${target}", want host:port`);
-  let host = target.slice(0, i);
-  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
-  const port = Number(target.slice(i + 1));
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`bad port in target "${target}"`);
-  return { host, port };
+/** hostPort parses a proxy target ("host:port"), or throws. */
+function hostPort(target: string): HostPort {
+  const hp = parseHostPort(target);
+  if (hp === null) throw new Error(`bad target "${target}", want host:port`);
+  return hp;
 }
 
 // ---------------------------------------------------------------- link proxy
@@ -162,8 +129,8 @@ export interface LinkProxyOptions {
   to: string;
   /** the real peer address of `to`, host:port. */
   target: string;
-  /** PRNG seed for jitter and reset draws. */
-  seed: number;
+  /** the PRNG of jitter and reset draws. */
+  rng: SimRng;
   /** refuse (close) connections beyond this many open ones (net.Server.maxConnections). */
   maxConnections?: number;
   /** per-direction delay-queue cap before the source is paused; default 64 MiB. */
@@ -292,9 +259,9 @@ function closeAfterWrites(s: net.Socket): void {
 export class LinkProxy {
   readonly from: string;
   readonly to: string;
-  private targetHP: { host: string; port: number };
+  private targetHP: HostPort;
   private targetStr: string;
-  private readonly rng: () => number;
+  private readonly rng: SimRng;
   private readonly maxQueued: number;
   private readonly host: string;
   private readonly server: net.Server;
@@ -319,9 +286,9 @@ export class LinkProxy {
   constructor(opts: LinkProxyOptions) {
     this.from = opts.from;
     this.to = opts.to;
-    this.targetHP = parseHostPort(opts.target);
+    this.targetHP = hostPort(opts.target);
     this.targetStr = opts.target;
-    this.rng = makeRng(opts.seed);
+    this.rng = opts.rng;
     this.maxQueued = opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED;
     this.host = opts.host ?? '127.0.0.1';
     this.server = net.createServer({ allowHalfOpen: true }, (s) => this.onConnection(s));
@@ -362,7 +329,7 @@ export class LinkProxy {
 
   /** setTarget: new connections go to target (a restarted node on a new port); open ones stay. */
   setTarget(target: string): void {
-    this.targetHP = parseHostPort(target);
+    this.targetHP = hostPort(target);
     this.targetStr = target;
   }
 
@@ -452,13 +419,13 @@ export class LinkProxy {
       conn.lost = true;
       return;
     }
-    if (f.kind === 'reset' && f.probability > 0 && this.rng() < f.probability) {
+    if (f.kind === 'reset' && this.rng.chance(f.probability)) {
       this.st.resets++;
       this.kill(conn, 'reset');
       return;
     }
     const now = performance.now();
-    const due = f.kind === 'delay' ? now + f.ms + f.jitterMs * this.rng() : now;
+    const due = f.kind === 'delay' ? now + f.ms + f.jitterMs * this.rng.nextFloat() : now;
     if (p.pending === 0 && !p.waitingDrain && due <= now) {
       this.deliver(p, buf);
       this.updateFlow(conn, p);
@@ -618,6 +585,7 @@ export class ProxyMesh {
 
   constructor(targets: Record<string, string>, seed: number, opts: ProxyMeshOptions = {}) {
     this.ids = Object.keys(targets);
+    const root = new SimRng(seed);
     for (const from of this.ids) {
       for (const to of this.ids) {
         if (from === to) continue;
@@ -628,7 +596,7 @@ export class ProxyMesh {
             from,
             to,
             target: targets[to]!,
-            seed: deriveSeed(seed, name),
+            rng: root.fork(name),
             ...(opts.maxConnections !== undefined ? { maxConnections: opts.maxConnections } : {}),
             ...(opts.maxQueuedBytes !== undefined ? { maxQueuedBytes: opts.maxQueuedBytes } : {}),
           }),

@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { sleep } from '../cluster/serve-process.js';
+import { SimRng } from '../sim/rng.js';
 import { ChaosCluster, type ChaosNode } from './cluster.js';
 import { checkHistory, type Verdict } from './linearizability.js';
-import { makeRng } from './proxy.js';
 import { Workload } from './workload.js';
 
 const enc = new TextEncoder();
@@ -96,8 +96,7 @@ export interface ChaosReport {
 export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'snapcoord-chaos-')));
-  const rng = makeRng(opts.seed);
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)] as T;
+  const rng = new SimRng(opts.seed);
   const kinds = opts.faults ?? FAULT_KINDS;
   const [faultMin, faultMax] = opts.faultMs ?? [1_500, 4_000];
   const faults: Record<string, number> = {};
@@ -119,11 +118,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 
     const end = performance.now() + opts.seconds * 1000;
     while (opts.sequence === true ? rounds < kinds.length : performance.now() < end) {
-      const kind = opts.sequence === true ? (kinds[rounds] as FaultKind) : pick(kinds);
+      const kind = opts.sequence === true ? (kinds[rounds] as FaultKind) : rng.pick(kinds);
       rounds++;
-      const ms = Math.round(faultMin + rng() * (faultMax - faultMin));
+      const ms = rng.range(faultMin, faultMax);
       faults[kind] = (faults[kind] ?? 0) + 1;
-      const what = await inject(cluster, kind, rng, pick);
+      const what = await inject(cluster, kind, rng);
       log(`[${elapsed()}] round ${rounds}: ${kind} (${what}) for ${ms} ms`);
       if (kind === 'compaction-cutoff') {
         snapshotInstalls += await cutOffUntilCompacted(cluster, what, Math.max(ms, 10_000), log);
@@ -131,7 +130,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         await sleep(ms);
       }
       await cluster.healAll();
-      await sleep(500 + Math.round(rng() * 1_000));
+      await sleep(rng.range(500, 1_500));
     }
 
     log(`[${elapsed()}] healing; waiting for a leader`);
@@ -205,29 +204,24 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 }
 
 /** inject starts one fault; returns what it hit (for the log, and the cut-off node for compaction-cutoff). */
-async function inject(
-  cluster: ChaosCluster,
-  kind: FaultKind,
-  rng: () => number,
-  pick: <T>(xs: readonly T[]) => T,
-): Promise<string> {
+async function inject(cluster: ChaosCluster, kind: FaultKind, rng: SimRng): Promise<string> {
   const ids = cluster.nodes.map((n) => n.id);
-  const leaderId = async (): Promise<string> => (await cluster.leader())?.id ?? pick(ids);
+  const leaderId = async (): Promise<string> => (await cluster.leader())?.id ?? rng.pick(ids);
   switch (kind) {
     case 'kill':
     case 'kill-leader': {
-      const id = kind === 'kill' ? pick(ids) : await leaderId();
+      const id = kind === 'kill' ? rng.pick(ids) : await leaderId();
       await cluster.kill(id);
       return id;
     }
     case 'pause':
     case 'pause-leader': {
-      const id = kind === 'pause' ? pick(ids) : await leaderId();
+      const id = kind === 'pause' ? rng.pick(ids) : await leaderId();
       cluster.pause(id);
       return id;
     }
     case 'partition': {
-      const shuffled = [...ids].sort(() => rng() - 0.5);
+      const shuffled = rng.shuffle(ids);
       const minority = shuffled.slice(0, Math.max(1, Math.floor((ids.length - 1) / 2)));
       cluster.mesh.partition([minority]);
       return `${minority.join(',')} | ${ids.filter((i) => !minority.includes(i)).join(',')}`;
@@ -239,28 +233,28 @@ async function inject(
     }
     case 'one-way': {
       const from = await leaderId();
-      const to = pick(ids.filter((i) => i !== from));
+      const to = rng.pick(ids.filter((i) => i !== from));
       cluster.mesh.oneWay(from, to);
       return `${from} -/-> ${to}`;
     }
     case 'delay': {
-      const d = 5 + Math.round(rng() * 60);
+      const d = rng.range(5, 65);
       cluster.mesh.delayAll(d, Math.round(d / 2));
       return `${d} ms ± ${Math.round(d / 2)}`;
     }
     case 'resets': {
-      const p = 0.002 + rng() * 0.02;
+      const p = 0.002 + rng.nextFloat() * 0.02;
       cluster.mesh.setAll({ kind: 'reset', probability: p });
       return `p=${p.toFixed(3)} per chunk`;
     }
     case 'message-faults': {
-      const rates = { drop: rng() * 0.1, duplicate: rng() * 0.1, corrupt: rng() * 0.05, seed: Math.floor(rng() * 1e9) };
+      const rates = { drop: rng.nextFloat() * 0.1, duplicate: rng.nextFloat() * 0.1, corrupt: rng.nextFloat() * 0.05, seed: rng.nextInt(1e9) };
       await cluster.setMessageFaults(rates);
       return `drop ${rates.drop.toFixed(3)} duplicate ${rates.duplicate.toFixed(3)} corrupt ${rates.corrupt.toFixed(3)}`;
     }
     case 'compaction-cutoff': {
       const leader = await leaderId();
-      const id = pick(ids.filter((i) => i !== leader));
+      const id = rng.pick(ids.filter((i) => i !== leader));
       cluster.mesh.isolate(id);
       return id;
     }

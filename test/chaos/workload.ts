@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type { KvClient } from '../../src/api/clients.js';
 import type { Op, Outcome } from './linearizability.js';
-import { makeRng } from './proxy.js';
+import { SimRng } from '../sim/rng.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -112,13 +112,12 @@ export class Workload {
   }
 
   private async client(c: number): Promise<void> {
-    const rng = makeRng(this.opts.seed * 7919 + c);
-    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)] as T;
+    const rng = new SimRng(this.opts.seed).fork(`client ${c}`);
     let seq = 0;
     while (!this.stopped) {
-      const key = `k${Math.floor(rng() * this.opts.keys)}`;
-      const r = rng();
-      const target = pick(this.opts.targets);
+      const key = `k${rng.nextInt(this.opts.keys)}`;
+      const r = rng.nextFloat();
+      const target = rng.pick(this.opts.targets);
       if (r < 0.45) await this.record(c, 'put', key, `c${c}-${seq++}`, target);
       else if (r < 0.55) await this.record(c, 'delete', key, undefined, target);
       else await this.record(c, 'get', key, undefined, target);
@@ -128,9 +127,9 @@ export class Workload {
 
   /** onceWriter puts `once/<n>` keys one after another, keeping those acknowledged (not part of the checked history). */
   private async onceWriter(): Promise<void> {
-    const rng = makeRng(this.opts.seed * 104_729);
+    const rng = new SimRng(this.opts.seed).fork('once');
     for (let n = 0; !this.stopped; n++) {
-      const target = this.opts.targets[Math.floor(rng() * this.opts.targets.length)] as WorkloadTarget;
+      const target = rng.pick(this.opts.targets);
       const key = `once/${n}`;
       try {
         await target.kv.put({ key: enc.encode(key), value: enc.encode(`v${n}`) }, { deadlineMs: this.opts.deadlineMs });

@@ -63,18 +63,23 @@ export interface DriverFaults {
   readonly forgetVoteOnCrash?: boolean;
 }
 
+/** RaftKnobs: the core's settings a scenario draws. */
+type RaftKnobs = Pick<
+  RaftConfig,
+  | 'electionTimeoutTicks'
+  | 'heartbeatIntervalTicks'
+  | 'preVote'
+  | 'checkQuorum'
+  | 'maxInflightAppends'
+  | 'maxAppendBytes'
+  | 'maxUncommittedBytes'
+  | 'maxApplyBytes'
+>;
+
 /** Scenario: every knob of one run; drawn from the seed, each overridable. */
-export interface Scenario {
+export interface Scenario extends RaftKnobs {
   readonly nodes: number;
   readonly tickMs: number;
-  readonly electionTimeoutTicks: number;
-  readonly heartbeatIntervalTicks: number;
-  readonly preVote: boolean;
-  readonly checkQuorum: boolean;
-  readonly maxInflightAppends: number;
-  readonly maxAppendBytes: number;
-  readonly maxUncommittedBytes: number;
-  readonly maxApplyBytes: number;
   readonly latencyMinMs: number;
   readonly latencyMaxMs: number;
   /** reorderChance: a message is held back an extra [0, reorderMaxMs). */

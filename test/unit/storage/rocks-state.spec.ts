@@ -17,22 +17,13 @@ import { encodeCommand } from '../../../src/storage/kv-command.js';
 import { MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { RocksDb } from '../../../src/storage/rocks.js';
 import { RocksStorage, type InstallPhase } from '../../../src/storage/rocks-storage.js';
-import { StorageError } from '../../../src/storage/storage-error.js';
 import type { ApplyItem } from '../../../src/storage/types.js';
 import { generatedDigest, generatedMembership, generatedState, type GeneratedStateSpec } from './fixtures/generated-state.js';
+import { rejectsWith } from './helpers.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 const text = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
 const membership: Membership = { voters: ['n1'], learners: [], addresses: { n1: 'a:1' } };
-
-async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof StorageError, `expected StorageError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (pattern !== undefined) assert.match(err.message, pattern);
-    return true;
-  });
-}
 
 /** putBatch is one entry putting `count` keys `<prefix><i>` = `<value><i>`. */
 function putBatch(index: number, prefix: string, count: number, value = 'v'): ApplyItem {

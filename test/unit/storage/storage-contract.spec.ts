@@ -21,6 +21,7 @@ import {
   type NodeStorage,
   type StateSnapshotReader,
 } from '../../../src/storage/types.js';
+import { rejectsWith } from './helpers.js';
 
 /** DataDirFixture: one data dir that can be opened, closed and opened again. */
 interface DataDirFixture {
@@ -76,15 +77,6 @@ function del(index: number, key: string, term = 1): ApplyItem {
 
 function plain(e: readonly Entry[]): { index: number; term: number; type: string; data: string }[] {
   return e.map((x) => ({ index: x.index, term: x.term, type: x.type, data: Buffer.from(x.data).toString('hex') }));
-}
-
-async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof StorageError, `expected StorageError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (pattern !== undefined) assert.match(err.message, pattern);
-    return true;
-  });
 }
 
 const hs: HardState = { term: 3, vote: 'n2', commit: 5 };
