@@ -79,6 +79,27 @@ function raftImports(depth) {
   };
 }
 
+const AUTH_MESSAGE = 'src/auth is the bottom layer: it may import packages and files inside src/auth, nothing from other src directories.';
+
+/**
+ * authImports forbids, for a file `depth` directories below src/auth, relative
+ * imports that climb out of src/auth (packages such as node:crypto are allowed).
+ * @param {number} depth
+ */
+function authImports(depth) {
+  return {
+    'no-restricted-imports': [
+      'error',
+      {
+        patterns: [
+          { regex: `^(\\./)*(\\.\\./){${depth + 1},}`, message: AUTH_MESSAGE },
+          ...(depth === 0 ? [{ regex: '^\\.\\.$', message: AUTH_MESSAGE }] : []),
+        ],
+      },
+    ],
+  };
+}
+
 export default defineConfig(
   {
     ignores: ['dist/**', 'src/gen/**', 'node_modules/**', 'coverage/**', 'data/**', 'bench/out/**'],
@@ -105,6 +126,15 @@ export default defineConfig(
     files: ['src/api/**/*.ts'],
     rules: layerImports(['gateway', 'cli']),
   },
+  // src/auth: the key model under the gateway and the API, importing nothing from other src directories.
+  {
+    files: ['src/auth/**/*.ts'],
+    rules: authImports(0),
+  },
+  ...[1, 2, 3].map((depth) => ({
+    files: [`src/auth/${'*/'.repeat(depth)}*.ts`],
+    rules: authImports(depth),
+  })),
   // The pure Raft core: restricted globals and syntax for every file under src/raft ...
   {
     files: ['src/raft/**/*.ts'],
