@@ -1,0 +1,400 @@
+/**
+ * certs: a small certificate authority for a snapcoord cluster. createCa
+ * makes a CA, issueNodeCert a node certificate (for both the peer and the
+ * client plane), writeCa / writeNodeCert put them on disk, ensureLocalTls
+ * keeps a local cluster's set up to date (what `npm start` calls).
+ *
+ * Keys are ECDSA P-256, signatures ECDSA with SHA-256, made with
+ * @peculiar/x509 on Node's WebCrypto; keys are PKCS#8 PEM, certificates PEM.
+ *
+ * On disk (dir, default data/tls): `ca.pem`, `ca-key.pem`, `<id>.pem`,
+ * `<id>-key.pem`. Keys are 0600, certificates 0644, a directory created here
+ * 0700; every file is written atomically (temp file, fsync, rename).
+ */
+import { X509Certificate, createPrivateKey, randomBytes, type KeyObject, type webcrypto } from 'node:crypto';
+import { lstat, readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CERT_FILE_MODE, KEY_FILE_MODE, ensureTlsDir, writeFileAtomic } from './files.js';
+import { canonicalIp, checkDnsName, checkMemberId, memberUri, subjectAltNames } from './names.js';
+import { subtle, x509 } from './x509.js';
+
+/** CertKeyPem: a certificate and its private key, both PEM. */
+export interface CertKeyPem {
+  readonly certPem: string;
+  readonly keyPem: string;
+}
+
+/** Validity: how long a certificate is valid. `notBefore`/`notAfter` win over `days` (they let tests make an expired certificate). */
+export interface Validity {
+  /** days after now the certificate expires (a whole number, 1..36500). */
+  readonly days?: number;
+  /** the start of validity; default 5 minutes ago (a little slack for clocks). */
+  readonly notBefore?: Date;
+  /** the end of validity; default notBefore... now + days. */
+  readonly notAfter?: Date;
+}
+
+/** CreateCaOptions: the CA's common name (default "snapcoord CA") and its validity (default 10 years). */
+export interface CreateCaOptions extends Validity {
+  readonly commonName?: string;
+}
+
+/** IssueNodeCertOptions: the member id, the host names and addresses the node answers on, and the validity (default 825 days). */
+export interface IssueNodeCertOptions extends Validity {
+  readonly id: string;
+  readonly dns?: readonly string[];
+  readonly ips?: readonly string[];
+}
+
+/** CA_DAYS_DEFAULT: a CA is valid for 10 years by default. */
+export const CA_DAYS_DEFAULT = 3650;
+/** NODE_CERT_DAYS_DEFAULT: a node certificate is valid for 825 days by default (the CA/Browser Forum's old maximum). */
+export const NODE_CERT_DAYS_DEFAULT = 825;
+/** DAYS_MAX: the longest validity accepted. */
+export const DAYS_MAX = 36_500;
+/** RENEW_BEFORE_DAYS: ensureLocalTls replaces a certificate that expires within this many days. */
+export const RENEW_BEFORE_DAYS = 30;
+
+const DAY_MS = 86_400_000;
+const CLOCK_SLACK_MS = 5 * 60_000;
+const EC_ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const SIGNING_ALGORITHM = { name: 'ECDSA', hash: 'SHA-256' } as const;
+const NODE_CURVE_TO_WEBCRYPTO: Readonly<Record<string, string>> = { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' };
+
+function validity(v: Validity, defaultDays: number): { notBefore: Date; notAfter: Date } {
+  const days = v.days ?? defaultDays;
+  if (!Number.isInteger(days) || days < 1 || days > DAYS_MAX) throw new Error(`days: ${days} is not a whole number from 1 to ${DAYS_MAX}`);
+  const now = Date.now();
+  const notBefore = v.notBefore ?? new Date(now - CLOCK_SLACK_MS);
+  const notAfter = v.notAfter ?? new Date((v.notBefore?.getTime() ?? now) + days * DAY_MS);
+  if (Number.isNaN(notBefore.getTime()) || Number.isNaN(notAfter.getTime())) throw new Error('notBefore/notAfter: not a valid date');
+  if (notAfter.getTime() <= notBefore.getTime()) throw new Error(`notAfter (${notAfter.toISOString()}) is not after notBefore (${notBefore.toISOString()})`);
+  return { notBefore, notAfter };
+}
+
+/** A positive 127-bit serial number in hex (RFC 5280 §4.1.2.2: positive, at most 20 octets). */
+function serialNumber(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = ((bytes[0] ?? 0) & 0x7f) | 0x01;
+  return bytes.toString('hex');
+}
+
+/** A DN attribute value: printable, no characters that need escaping in a DN string. */
+function checkCommonName(cn: string): void {
+  if (!/^[A-Za-z0-9 _.:@()'-]{1,64}$/.test(cn)) throw new Error(`commonName "${cn}" must be 1 to 64 letters, digits, spaces or _ . : @ ( ) ' -`);
+}
+
+async function keyPairPem(): Promise<{ keys: webcrypto.CryptoKeyPair; keyPem: string }> {
+  const keys = (await subtle.generateKey(EC_ALGORITHM, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const pkcs8 = await subtle.exportKey('pkcs8', keys.privateKey);
+  return { keys, keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+}
+
+/**
+ * createCa makes a self-signed CA certificate and its key: basicConstraints
+ * cA (critical, path length 0), keyUsage keyCertSign and cRLSign (critical),
+ * subject key identifier; valid 10 years unless told otherwise. Throws on a
+ * bad common name or validity.
+ */
+export async function createCa(opts: CreateCaOptions = {}): Promise<CertKeyPem> {
+  const commonName = opts.commonName ?? 'snapcoord CA';
+  checkCommonName(commonName);
+  const { notBefore, notAfter } = validity(opts, CA_DAYS_DEFAULT);
+  const { keys, keyPem } = await keyPairPem();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serialNumber(),
+    name: `CN=${commonName}`,
+    notBefore,
+    notAfter,
+    keys,
+    signingAlgorithm: SIGNING_ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return { certPem: cert.toString('pem'), keyPem };
+}
+
+/**
+ * importSigningKey turns a PEM private key (an EC key on P-256, P-384 or
+ * P-521, as `certs init` makes or an operator's own CA may have) into a
+ * WebCrypto signing key. Throws when the key is not such a key.
+ */
+async function importSigningKey(keyPem: string): Promise<webcrypto.CryptoKey> {
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch (err) {
+    throw new Error(`the CA key is not a PEM private key (${(err as Error).message})`, { cause: err });
+  }
+  const curve = key.asymmetricKeyType === 'ec' ? NODE_CURVE_TO_WEBCRYPTO[key.asymmetricKeyDetails?.namedCurve ?? ''] : undefined;
+  if (curve === undefined) throw new Error(`the CA key is a ${key.asymmetricKeyType ?? 'unknown'} key; certs needs an EC key on P-256, P-384 or P-521`);
+  const der = key.export({ type: 'pkcs8', format: 'der' });
+  return subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: curve }, false, ['sign']);
+}
+
+/**
+ * issueNodeCert issues a certificate for member `id`, signed by `ca`: subject
+ * CN=<id>; subjectAltName = the DNS names, the IP addresses and the URI
+ * `urn:snapcoord:node:<id>` (the member identity, see memberIdOf); extended
+ * key usage serverAuth and clientAuth (one certificate serves the peer and the
+ * client plane); keyUsage digitalSignature; basicConstraints cA false;
+ * subject and authority key identifiers. Valid 825 days unless told otherwise
+ * (notBefore/notAfter may lie in the past). Throws on an invalid id, DNS name,
+ * IP or validity, or when `ca` is not a CA certificate with its key.
+ */
+export async function issueNodeCert(ca: CertKeyPem, opts: IssueNodeCertOptions): Promise<CertKeyPem> {
+  checkMemberId(opts.id);
+  const dns = [...new Set(opts.dns ?? [])];
+  const ips = [...new Set((opts.ips ?? []).map(canonicalIp))];
+  dns.forEach(checkDnsName);
+  const { notBefore, notAfter } = validity(opts, NODE_CERT_DAYS_DEFAULT);
+
+  const caCert = parseCaCert(ca.certPem);
+  const signingKey = await importSigningKey(ca.keyPem);
+  if (!caCert.node.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error('the CA key does not belong to the CA certificate');
+
+  const { keys, keyPem } = await keyPairPem();
+  const names: x509.JsonGeneralName[] = [
+    ...dns.map((value) => ({ type: 'dns' as const, value })),
+    ...ips.map((value) => ({ type: 'ip' as const, value })),
+    { type: 'url', value: memberUri(opts.id) },
+  ];
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serialNumber(),
+    subject: `CN=${opts.id}`,
+    issuer: caCert.lib.subjectName,
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey,
+    signingAlgorithm: SIGNING_ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension(names),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(caCert.lib.publicKey),
+    ],
+  });
+  return { certPem: cert.toString('pem'), keyPem };
+}
+
+function parseCaCert(certPem: string): { node: X509Certificate; lib: x509.X509Certificate } {
+  let node: X509Certificate;
+  try {
+    node = new X509Certificate(certPem);
+  } catch (err) {
+    throw new Error(`the CA certificate is not a PEM certificate (${(err as Error).message})`, { cause: err });
+  }
+  if (!node.ca) throw new Error(`the CA certificate (${node.subject.replace(/\n/g, ', ')}) is not a CA (basicConstraints cA is not set)`);
+  return { node, lib: new x509.X509Certificate(node.raw) };
+}
+
+/** CaFiles: where a CA lives in a certificate directory. */
+export interface CaFiles {
+  readonly caFile: string;
+  readonly caKeyFile: string;
+}
+
+/** NodeCertFiles: where a node's certificate and key live in a certificate directory. */
+export interface NodeCertFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/** caFiles: `<dir>/ca.pem` and `<dir>/ca-key.pem`. */
+export function caFiles(dir: string): CaFiles {
+  return { caFile: join(dir, 'ca.pem'), caKeyFile: join(dir, 'ca-key.pem') };
+}
+
+/** nodeCertFiles: `<dir>/<id>.pem` and `<dir>/<id>-key.pem`; throws on an invalid member id. */
+export function nodeCertFiles(dir: string, id: string): NodeCertFiles {
+  checkMemberId(id);
+  return { certFile: join(dir, `${id}.pem`), keyFile: join(dir, `${id}-key.pem`) };
+}
+
+/** WriteCaOptions: createCa's options, and `force` to replace an existing CA. */
+export interface WriteCaOptions extends CreateCaOptions {
+  readonly force?: boolean;
+}
+
+/**
+ * writeCa creates a CA (createCa) and writes `ca-key.pem` (0600) and `ca.pem`
+ * (0644) into `dir`, creating `dir` (0700) when missing. It never replaces an
+ * existing `ca.pem` or `ca-key.pem` unless `force`: then it throws an Error
+ * saying so (and leaves both files as they were). Returns the paths.
+ */
+export async function writeCa(dir: string, opts: WriteCaOptions = {}): Promise<CaFiles> {
+  const files = caFiles(dir);
+  const force = opts.force === true;
+  if (!force) {
+    for (const f of [files.caFile, files.caKeyFile]) {
+      if (await exists(f)) throw new Error(`${f} already exists; a new CA would orphan every certificate it signed (use --force to replace it)`);
+    }
+  }
+  const ca = await createCa(opts);
+  await ensureTlsDir(dir);
+  try {
+    await writeFileAtomic(files.caKeyFile, ca.keyPem, KEY_FILE_MODE, !force);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${files.caKeyFile} already exists (use --force to replace it)`, { cause: err });
+    throw err;
+  }
+  try {
+    await writeFileAtomic(files.caFile, ca.certPem, CERT_FILE_MODE, !force);
+  } catch (err) {
+    // Without force the key was new: take it back rather than leave a key without its certificate.
+    if (!force) await unlink(files.caKeyFile).catch(() => undefined);
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${files.caFile} already exists (use --force to replace it)`, { cause: err });
+    throw err;
+  }
+  return files;
+}
+
+/**
+ * readCa reads `ca.pem` and `ca-key.pem` from `dir`. Throws an Error naming
+ * the file when one is missing or unreadable, or when the key does not belong
+ * to the certificate or the certificate is not a CA.
+ */
+export async function readCa(dir: string): Promise<CertKeyPem> {
+  const files = caFiles(dir);
+  const certPem = await readText(files.caFile, 'no CA here: run `snapcoord certs init` first');
+  const keyPem = await readText(files.caKeyFile, 'the CA key is needed to issue certificates');
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(certPem);
+  } catch {
+    throw new Error(`${files.caFile}: not a PEM certificate`);
+  }
+  if (!cert.ca) throw new Error(`${files.caFile}: not a CA certificate (basicConstraints cA is not set)`);
+  let matches: boolean;
+  try {
+    matches = cert.checkPrivateKey(createPrivateKey(keyPem));
+  } catch {
+    throw new Error(`${files.caKeyFile}: not a PEM private key`);
+  }
+  if (!matches) throw new Error(`${files.caKeyFile}: the key does not belong to ${files.caFile}`);
+  return { certPem, keyPem };
+}
+
+/**
+ * writeNodeCert issues a certificate for member `id` with the CA in `dir`
+ * (readCa) and writes `<id>-key.pem` (0600) then `<id>.pem` (0644) there,
+ * each atomically, replacing earlier ones (that is how a certificate is
+ * rotated; a reader that meets the new key beside the old certificate sees a
+ * mismatch, which the credentials in credentials.ts wait out). Returns the
+ * paths. Throws on readCa's errors and issueNodeCert's.
+ */
+export async function writeNodeCert(dir: string, id: string, opts: Omit<IssueNodeCertOptions, 'id'> = {}): Promise<NodeCertFiles> {
+  const files = nodeCertFiles(dir, id);
+  const ca = await readCa(dir);
+  const issued = await issueNodeCert(ca, { ...opts, id });
+  await ensureTlsDir(dir);
+  await writeFileAtomic(files.keyFile, issued.keyPem, KEY_FILE_MODE);
+  await writeFileAtomic(files.certFile, issued.certPem, CERT_FILE_MODE);
+  return files;
+}
+
+/** LocalTlsOptions: the names every local node certificate carries (default `localhost`, `127.0.0.1` and `::1`). */
+export interface LocalTlsOptions {
+  readonly dns?: readonly string[];
+  readonly ips?: readonly string[];
+}
+
+/** LocalTls: the files ensureLocalTls made or kept, and which it (re)wrote this time. */
+export interface LocalTls extends CaFiles {
+  readonly dir: string;
+  readonly nodes: Readonly<Record<string, NodeCertFiles>>;
+  /** the paths of the certificates written by this call (empty when everything was reused). */
+  readonly written: readonly string[];
+}
+
+/**
+ * ensureLocalTls makes sure `dir` holds a CA and a certificate for each of
+ * `ids` (for a local cluster: `npm start` / `snapcoord local`). What exists
+ * is reused when it is still valid for more than RENEW_BEFORE_DAYS days (and
+ * a node certificate also chains to the CA, matches its key and names its id
+ * and every requested DNS name and IP); anything else is issued anew. A CA
+ * that expires within RENEW_BEFORE_DAYS days is replaced, and with it every
+ * node certificate. Throws when an existing CA cannot be read or its key does
+ * not match (it is not this function's to overwrite), or on an invalid id,
+ * DNS name or IP.
+ */
+export async function ensureLocalTls(dir: string, ids: readonly string[], opts: LocalTlsOptions = {}): Promise<LocalTls> {
+  const dns = opts.dns ?? ['localhost'];
+  const ips = (opts.ips ?? ['127.0.0.1', '::1']).map(canonicalIp);
+  dns.forEach(checkDnsName);
+  ids.forEach(checkMemberId);
+  const files = caFiles(dir);
+  const renewBefore = Date.now() + RENEW_BEFORE_DAYS * DAY_MS;
+  const written: string[] = [];
+
+  let ca: CertKeyPem | null = null;
+  const caPresent = (await exists(files.caFile)) || (await exists(files.caKeyFile));
+  if (caPresent) {
+    ca = await readCa(dir);
+    if (Date.parse(new X509Certificate(ca.certPem).validTo) <= renewBefore) ca = null;
+  }
+  if (ca === null) {
+    await writeCa(dir, { force: caPresent });
+    ca = await readCa(dir);
+    written.push(files.caFile);
+  }
+  const caCert = new X509Certificate(ca.certPem);
+
+  const nodes: Record<string, NodeCertFiles> = {};
+  for (const id of ids) {
+    const f = nodeCertFiles(dir, id);
+    nodes[id] = f;
+    if (await nodeCertUsable(f, caCert, id, dns, ips, renewBefore)) continue;
+    const issued = await issueNodeCert(ca, { id, dns, ips });
+    await writeFileAtomic(f.keyFile, issued.keyPem, KEY_FILE_MODE);
+    await writeFileAtomic(f.certFile, issued.certPem, CERT_FILE_MODE);
+    written.push(f.certFile);
+  }
+  return { dir, ...files, nodes, written };
+}
+
+async function nodeCertUsable(
+  f: NodeCertFiles,
+  ca: X509Certificate,
+  id: string,
+  dns: readonly string[],
+  ips: readonly string[],
+  renewBefore: number,
+): Promise<boolean> {
+  try {
+    const cert = new X509Certificate(await readFile(f.certFile));
+    const key = createPrivateKey(await readFile(f.keyFile));
+    if (!cert.checkPrivateKey(key) || !cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return false;
+    if (Date.parse(cert.validFrom) > Date.now() || Date.parse(cert.validTo) <= renewBefore) return false;
+    const san = subjectAltNames(cert.raw);
+    return san.uris.includes(memberUri(id)) && dns.every((d) => san.dns.includes(d)) && ips.every((ip) => san.ips.includes(ip));
+  } catch {
+    return false;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    return true;
+  }
+}
+
+async function readText(path: string, hintWhenMissing: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') throw new Error(`${path}: missing (${hintWhenMissing})`, { cause: err });
+    throw new Error(`${path}: cannot be read (${e.code ?? e.message})`, { cause: err });
+  }
+}
