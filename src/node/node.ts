@@ -116,6 +116,12 @@ interface PendingProposal {
   readonly timer: NodeJS.Timeout;
 }
 
+interface ReplyWaiter {
+  readonly gen: number;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+}
+
 interface PendingRead {
   index: number; // 0 until the read state arrives
   readonly resolve: () => void;
@@ -149,8 +155,12 @@ export class Node {
   private readonly proposals = new Map<number, PendingProposal>();
   private readonly reads = new Map<string, PendingRead>();
   private readSeq = 0;
-  /** replyWaiters: RPC answers held until the state they depend on is persisted. */
-  private replyWaiters: { gen: number; resolve: () => void }[] = [];
+  /**
+   * replyWaiters: RPC answers held until the state they depend on is
+   * persisted. A failed persist rejects them (the answers are dropped, never
+   * sent): a vote or an append ack must not leave before its write is durable.
+   */
+  private replyWaiters: ReplyWaiter[] = [];
   /** readIndexWaiters: forwarded ReadIndex RPCs waiting for the leader's answer, by peer and context. */
   private readonly readIndexWaiters = new Map<string, (m: Message) => void>();
   /** applyQueue: committed entries handed over by Readies, applied in order by the apply worker. */
@@ -314,6 +324,12 @@ export class Node {
     return this.storage.stateDigest();
   }
 
+  /** isMember: `id` is a voter or learner of this node's current configuration (the newest in its log). */
+  isMember(id: NodeId): boolean {
+    const m = this.raft.status().membership;
+    return m.voters.includes(id) || m.learners.includes(id);
+  }
+
   /** dialAddressOf: where this node connects to reach `id`: its dial override, else its advertised address. */
   dialAddressOf(id: NodeId): string {
     if (id === '') return '';
@@ -436,7 +452,8 @@ export class Node {
     await Promise.race([this.applyDrained(), sleep(30_000)]);
     // Let a snapshot being written finish (bounded: its files are temporary until renamed, so cutting it is safe too).
     for (let waited = 0; this.snapshotting && waited < 30_000; waited += this.timings.tickMs) await sleep(this.timings.tickMs);
-    this.releaseReplyWaiters(Infinity);
+    // Answers still held depend on state the stopped loop never persisted: drop them.
+    this.dropReplyWaiters(err);
     await this.snapshots?.close();
     await this.transport.close();
     await this.storage.close();
@@ -468,7 +485,8 @@ export class Node {
         while (this.raft.hasReady() && this.failure === null) {
           await this.handleReady(this.raft.ready());
         }
-        // Nothing left to persist: every answer computed so far is safe to send.
+        // Nothing left to persist: every answer computed so far is safe to send
+        // (unless the node failed: then nothing is, see releaseReplyWaiters).
         this.releaseReplyWaiters(Infinity);
       } while (this.kicked && this.failure === null);
     } catch (e) {
@@ -908,22 +926,35 @@ export class Node {
     }
   }
 
+  /**
+   * persisted resolves once every state change stepped so far is durable (the
+   * Ready that holds it was saved); it rejects when the node fails or stops
+   * first, so the answers that depended on that state are dropped.
+   */
   private persisted(): Promise<void> {
-    return new Promise((resolve) => {
-      this.replyWaiters.push({ gen: this.readyGen, resolve });
+    if (this.failure !== null) return Promise.reject(new NodeError('unavailable', `the node failed: ${this.failure.message}`));
+    return new Promise((resolve, reject) => {
+      this.replyWaiters.push({ gen: this.readyGen, resolve, reject });
       this.kick();
     });
   }
 
-  /** releaseReplyWaiters frees the answers registered before Ready number `gen` started. */
+  /** releaseReplyWaiters frees the answers registered before Ready number `gen` started (their state is persisted). */
   private releaseReplyWaiters(gen: number): void {
-    if (this.replyWaiters.length === 0) return;
-    const keep: { gen: number; resolve: () => void }[] = [];
+    if (this.replyWaiters.length === 0 || this.failure !== null) return;
+    const keep: ReplyWaiter[] = [];
     for (const w of this.replyWaiters) {
       if (w.gen < gen) w.resolve();
       else keep.push(w);
     }
     this.replyWaiters = keep;
+  }
+
+  /** dropReplyWaiters rejects every held answer: what it depends on may never be persisted. */
+  private dropReplyWaiters(err: Error): void {
+    const waiters = this.replyWaiters;
+    this.replyWaiters = [];
+    for (const w of waiters) w.reject(err);
   }
 
   private idle(): Promise<void> {
@@ -959,19 +990,31 @@ export class Node {
     return e instanceof Error ? e : new Error(String(e));
   }
 
-  /** fail: a storage error in the Ready loop is fatal for this node (its durable state is unknown). */
+  /**
+   * fail: a storage error in the Ready loop (a persist, a compaction) or the
+   * apply worker is fatal for this node: its durable state is unknown. The
+   * Raft loop stops for good (no Ready is handled, nothing more is sent, the
+   * ticker stops), every answer held for a persist is dropped, never sent (a
+   * vote grant or an append ack whose write failed must not reach a peer),
+   * and waiting writes fail. Logs one error line; `serve` sees failed() and
+   * exits 1.
+   */
   private fail(e: unknown): void {
+    if (this.failure !== null) return;
     const err = e instanceof Error ? e : new Error(String(e));
     this.failure = err;
-    this.log.error({ id: this.id, err: err.message }, 'node failed: storage error in the Ready loop; stopping');
+    this.log.error(
+      { id: this.id, err: err.message },
+      'node failed: a write to its data dir failed; the Raft loop stopped and the answers waiting on that write were dropped',
+    );
     if (this.ticker !== undefined) clearInterval(this.ticker);
     const nerr = new NodeError('unavailable', `the node failed: ${err.message}`);
+    this.dropReplyWaiters(nerr);
     for (const p of this.proposals.values()) {
       clearTimeout(p.timer);
       p.reject(nerr);
     }
     this.proposals.clear();
-    this.releaseReplyWaiters(Infinity);
   }
 
   /** failed returns the fatal error that stopped this node, if any. */

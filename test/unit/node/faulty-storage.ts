@@ -1,0 +1,92 @@
+/**
+ * FaultyStorage: a MemoryStorage (the real in-memory twin of RocksStorage)
+ * whose log writes can be made to fail on demand, like a disk that returns
+ * EIO. Everything else is the MemoryStorage's own behaviour; a failed save
+ * writes nothing (as a failed RocksDB write batch).
+ */
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { StorageError } from '../../../src/storage/storage-error.js';
+import type {
+  ApplyItem,
+  ApplyResult,
+  Identity,
+  InstallMeta,
+  KeyValue,
+  LogBase,
+  LogBatch,
+  LogState,
+  NodeStorage,
+  RangeQuery,
+  RangeResult,
+  StateSnapshotReader,
+} from '../../../src/storage/types.js';
+import type { Membership } from '../../../src/raft/types.js';
+
+export class FaultyStorage implements NodeStorage {
+  /** failSaves: every save() rejects with StorageError `io` and writes nothing while set. */
+  failSaves = false;
+  /** saves: batches handed to save(), failed ones included, in call order. */
+  readonly saves: LogBatch[] = [];
+
+  private constructor(readonly inner: MemoryStorage) {}
+
+  static async open(dir: MemoryDataDir = new MemoryDataDir()): Promise<FaultyStorage> {
+    return new FaultyStorage(await MemoryStorage.open(dir));
+  }
+
+  get dir(): MemoryDataDir {
+    return this.inner.dir;
+  }
+
+  async save(batch: LogBatch): Promise<void> {
+    this.saves.push(batch);
+    if (this.failSaves) {
+      await Promise.resolve();
+      throw new StorageError('io', `memory data dir ${this.inner.dir.name}: injected write failure (EIO)`, { path: this.inner.dir.name });
+    }
+    return this.inner.save(batch);
+  }
+
+  load(): Promise<LogState> {
+    return this.inner.load();
+  }
+  compact(base: LogBase): Promise<void> {
+    return this.inner.compact(base);
+  }
+  lastIndex(): number {
+    return this.inner.lastIndex();
+  }
+  appliedIndex(): number {
+    return this.inner.appliedIndex();
+  }
+  membership(): Membership | null {
+    return this.inner.membership();
+  }
+  apply(items: readonly ApplyItem[]): Promise<ApplyResult[]> {
+    return this.inner.apply(items);
+  }
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.inner.get(key);
+  }
+  range(query: RangeQuery): Promise<RangeResult> {
+    return this.inner.range(query);
+  }
+  snapshotState(): Promise<StateSnapshotReader> {
+    return this.inner.snapshotState();
+  }
+  installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void> {
+    return this.inner.installState(source, meta);
+  }
+  stateDigest(): Promise<string> {
+    return this.inner.stateDigest();
+  }
+  readIdentity(): Promise<Identity | null> {
+    return this.inner.readIdentity();
+  }
+  checkIdentity(expected: Identity, options?: { readonly createIfNew?: boolean }): Promise<Identity> {
+    return this.inner.checkIdentity(expected, options);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
