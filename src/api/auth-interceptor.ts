@@ -1,0 +1,250 @@
+/**
+ * The client plane's one auth check: a grpc-js server interceptor that asks
+ * every call for `authorization: Bearer <key>` metadata and decides it with
+ * the same keys and actions as the HTTP gateway (src/auth/keys.ts).
+ *
+ * RPC_ACTIONS is the one table of what each client RPC needs; a method it
+ * does not name needs `admin` (default deny), so a new RPC is closed until
+ * someone decides otherwise. Answers:
+ *  - no key (no `authorization`, another scheme, or an empty token):
+ *    UNAUTHENTICATED "missing API key: send authorization: Bearer <key>";
+ *  - a key no one configured (or one over API_KEY_BYTES_MAX, refused without
+ *    hashing): UNAUTHENTICATED "invalid API key";
+ *  - a known key without the action: PERMISSION_DENIED naming the action.
+ * The decision is taken on the request's metadata, before the handler runs
+ * and before any request message is read: a refused call never reaches its
+ * handler, and a refused stream (RestoreSnapshot) has none of its body read.
+ * Keys are looked up in constant time (KeyRing.lookup) and never logged; a
+ * refusal is logged (method, peer, code) at most once a minute per client host.
+ */
+import * as grpc from '@grpc/grpc-js';
+
+import { bearerToken } from '../auth/bearer.js';
+import { KeyRing, type Action, type ApiKeySpec, type AuthVerdict } from '../auth/keys.js';
+import type { Logger } from '../node/node.js';
+
+/** RpcNeed: what a method needs: an action; `open` (no key at all); `anyKey` (any valid key, whatever its actions). */
+export type RpcNeed = Action | 'open' | 'anyKey';
+
+/**
+ * RPC_ACTIONS: what each client RPC needs, by method path
+ * (`/package.Service/Method`; `/package.Service/*` covers every method of a
+ * service). Anything not named here needs `admin`. The reasons are in
+ * RPC_ACTION_REASONS and the README table comes from rpcActionsMarkdown().
+ */
+export const RPC_ACTIONS = {
+  // KVService: the data, key by key. Its own pair of actions, so an application key need not be an operator key.
+  '/snapcoord.v1.KVService/Get': 'kv.read',
+  '/snapcoord.v1.KVService/Range': 'kv.read',
+  '/snapcoord.v1.KVService/Put': 'kv.write',
+  '/snapcoord.v1.KVService/Delete': 'kv.write',
+  // ClusterService
+  '/snapcoord.v1.ClusterService/Status': 'anyKey',
+  '/snapcoord.v1.ClusterService/HashState': 'snapshots.read',
+  '/snapcoord.v1.ClusterService/AddMember': 'cluster',
+  '/snapcoord.v1.ClusterService/RemoveMember': 'cluster',
+  '/snapcoord.v1.ClusterService/TransferLeadership': 'cluster',
+  '/snapcoord.v1.ClusterService/Vote': 'cluster',
+  // SnapshotService: the whole state going out or coming in is a write action (Nomad and Consul ask a management token).
+  '/snapcoord.v1.SnapshotService/ListSnapshots': 'snapshots.read',
+  '/snapcoord.v1.SnapshotService/InspectSnapshot': 'snapshots.read',
+  '/snapcoord.v1.SnapshotService/CreateSnapshot': 'snapshots.write',
+  '/snapcoord.v1.SnapshotService/GetSnapshot': 'snapshots.write',
+  '/snapcoord.v1.SnapshotService/RestoreSnapshot': 'snapshots.write',
+  // TaskService
+  '/snapcoord.v1.TaskService/GetTask': 'snapshots.read',
+  '/snapcoord.v1.TaskService/ListTasks': 'snapshots.read',
+  '/snapcoord.v1.TaskService/CancelTasks': 'snapshots.write',
+  // Standard services
+  '/grpc.health.v1.Health/*': 'open',
+  '/grpc.reflection.v1.ServerReflection/*': 'anyKey',
+  '/grpc.reflection.v1alpha.ServerReflection/*': 'anyKey',
+} as const satisfies Record<string, RpcNeed>;
+
+/** RpcPath: a method path (or service wildcard) RPC_ACTIONS names. */
+export type RpcPath = keyof typeof RPC_ACTIONS;
+
+/** RPC_ACTION_REASONS: why each entry of RPC_ACTIONS needs what it needs (the README's "why" column). */
+export const RPC_ACTION_REASONS: Readonly<Record<RpcPath, string>> = {
+  '/snapcoord.v1.KVService/Get': 'reads one key: application data',
+  '/snapcoord.v1.KVService/Range': 'reads many keys: application data',
+  '/snapcoord.v1.KVService/Put': 'changes the replicated data',
+  '/snapcoord.v1.KVService/Delete': 'changes the replicated data',
+  '/snapcoord.v1.ClusterService/Status':
+    'every client needs it to find the leader and the members; it shows roles, terms and indexes, no data',
+  '/snapcoord.v1.ClusterService/HashState':
+    'a digest of the whole state and its index: metadata like the digests ListSnapshots shows, not the data; it reads the whole state, so not for any key',
+  '/snapcoord.v1.ClusterService/AddMember': 'changes who holds the data and who votes (etcd: root only)',
+  '/snapcoord.v1.ClusterService/RemoveMember': 'changes who holds the data and who votes; can break quorum',
+  '/snapcoord.v1.ClusterService/TransferLeadership': 'moves leadership: an operator action',
+  '/snapcoord.v1.ClusterService/Vote': 'makes this node the leader (Typesense /operations/vote): an operator action',
+  '/snapcoord.v1.SnapshotService/ListSnapshots': 'snapshot ids, sizes and digests: metadata, not the data',
+  '/snapcoord.v1.SnapshotService/InspectSnapshot': 'verifies a kept snapshot and describes it: metadata, not the data',
+  '/snapcoord.v1.SnapshotService/CreateSnapshot':
+    'writes a copy of the whole state to the server\'s disk (a directory under a snapshot root, or a task)',
+  '/snapcoord.v1.SnapshotService/GetSnapshot':
+    'the whole state leaves the node: never snapshots.read alone (Nomad and Consul ask a management token)',
+  '/snapcoord.v1.SnapshotService/RestoreSnapshot': 'replaces the whole state on every node',
+  '/snapcoord.v1.TaskService/GetTask': 'task status and progress: metadata',
+  '/snapcoord.v1.TaskService/ListTasks': 'task status and progress: metadata',
+  '/snapcoord.v1.TaskService/CancelTasks': 'stops snapshot work others asked for',
+  '/grpc.health.v1.Health/*': 'load balancers and orchestrators probe without credentials; it tells only SERVING or not',
+  '/grpc.reflection.v1.ServerReflection/*': 'the API\'s shape helps an attacker map it: only for callers with a key',
+  '/grpc.reflection.v1alpha.ServerReflection/*': 'the same as v1 (older grpcurl asks v1alpha)',
+};
+
+/** DEFAULT_NEED: what a method RPC_ACTIONS does not name needs (default deny). */
+export const DEFAULT_NEED: Action = 'admin';
+
+/**
+ * rpcNeed answers what calling `path` needs: its RPC_ACTIONS entry, else its
+ * service's `/package.Service/*` entry, else DEFAULT_NEED.
+ */
+export function rpcNeed(path: string): RpcNeed {
+  const table: Readonly<Record<string, RpcNeed>> = RPC_ACTIONS;
+  const exact = table[path];
+  if (exact !== undefined) return exact;
+  const slash = path.lastIndexOf('/');
+  if (slash > 0) {
+    const wildcard = table[`${path.slice(0, slash)}/*`];
+    if (wildcard !== undefined) return wildcard;
+  }
+  return DEFAULT_NEED;
+}
+
+/** describeNeed: a table cell for a need: `admin`, `snapshots.read (or admin)`, `any valid key`, `none (open)`. */
+function describeNeed(need: RpcNeed): string {
+  if (need === 'open') return 'none (open)';
+  if (need === 'anyKey') return 'any valid key';
+  if (need === 'admin') return '`admin`';
+  return `\`${need}\` (or \`admin\`)`;
+}
+
+/**
+ * rpcActionsMarkdown renders RPC_ACTIONS as a markdown table (method, action,
+ * why) for the README, in the table's order, with a closing row for the
+ * default (anything else: admin).
+ */
+export function rpcActionsMarkdown(): string {
+  const rows = (Object.keys(RPC_ACTIONS) as RpcPath[]).map(
+    (path) => `| \`${path}\` | ${describeNeed(RPC_ACTIONS[path])} | ${RPC_ACTION_REASONS[path].replaceAll('|', '\\|')} |`,
+  );
+  return [
+    '| method | action | why |',
+    '|---|---|---|',
+    ...rows,
+    `| any other method | ${describeNeed(DEFAULT_NEED)} | default deny: a new RPC is closed until this table names it |`,
+  ].join('\n');
+}
+
+/** MISSING_KEY_MESSAGE / INVALID_KEY_MESSAGE: the UNAUTHENTICATED details. */
+export const MISSING_KEY_MESSAGE = 'missing API key: send authorization: Bearer <key>';
+export const INVALID_KEY_MESSAGE = 'invalid API key';
+
+/** REFUSAL_LOG_INTERVAL_MS: at most one refusal log line per client host in this interval. */
+export const REFUSAL_LOG_INTERVAL_MS = 60_000;
+
+/** REFUSAL_LOG_HOSTS_MAX: the refusal log's memory of client hosts (forgotten all at once when full). */
+const REFUSAL_LOG_HOSTS_MAX = 1024;
+
+/** ClientAuthOptions: the client plane's keys, the same configuration as the gateway's. */
+export interface ClientAuthOptions {
+  /** adminKey: '' for none. */
+  readonly adminKey: string;
+  readonly keys?: readonly ApiKeySpec[] | undefined;
+  /** insecureNoAuth: every call is allowed (a warning is logged once). */
+  readonly insecureNoAuth?: boolean | undefined;
+  readonly logger?: Pick<Logger, 'warn'> | undefined;
+}
+
+/** AuthRefusal: a refused call's gRPC status. */
+export interface AuthRefusal {
+  readonly code: grpc.status;
+  readonly details: string;
+}
+
+/**
+ * authorize decides a call to `path` carrying `metadata` against `ring`:
+ * null when it may go on, else the refusal. Only the first `authorization`
+ * value counts, and only with the Bearer scheme (like the gateway).
+ */
+export function authorize(ring: KeyRing, path: string, metadata: grpc.Metadata): AuthRefusal | null {
+  const need = rpcNeed(path);
+  if (need === 'open') return null;
+  const first = metadata.get('authorization')[0];
+  const token = typeof first === 'string' ? bearerToken(first) : null;
+  const verdict: AuthVerdict = ring.check(token === null ? [] : [token], need);
+  switch (verdict) {
+    case 'ok':
+      return null;
+    case 'missing':
+      return { code: grpc.status.UNAUTHENTICATED, details: MISSING_KEY_MESSAGE };
+    case 'invalid':
+      return { code: grpc.status.UNAUTHENTICATED, details: INVALID_KEY_MESSAGE };
+    case 'forbidden':
+      return {
+        code: grpc.status.PERMISSION_DENIED,
+        details: `this API key may not call ${path}: it needs the "${need}" action (or "admin")`,
+      };
+  }
+}
+
+/**
+ * clientAuthInterceptor is the client plane's auth interceptor (pass it in
+ * the grpc.Server options' `interceptors`). Every call is decided by
+ * authorize() when its metadata arrives; a refused call is answered with its
+ * status at once (trailers only), its handler never runs and none of its
+ * request messages is read. With insecureNoAuth every call passes.
+ * Errors: Error when no key is configured and insecureNoAuth is not set (such
+ * a server would refuse every call), or for an invalid key entry (KeyRing).
+ */
+export function clientAuthInterceptor(opts: ClientAuthOptions): grpc.ServerInterceptor {
+  const ring = new KeyRing({ adminKey: opts.adminKey, keys: opts.keys ?? [], insecureNoAuth: opts.insecureNoAuth === true });
+  const log = opts.logger;
+  if (ring.insecureNoAuth) {
+    log?.warn({}, 'client gRPC API: --insecure-no-auth: every call is allowed without an API key');
+  } else if (!ring.hasKeys) {
+    throw new Error('client gRPC API: no API key configured: give --api-key (or --api-keys), or --insecure-no-auth');
+  }
+  const lastLogMs = new Map<string, number>();
+  const logRefusal = (path: string, peer: string, refusal: AuthRefusal): void => {
+    if (log === undefined) return;
+    const host = peer.replace(/:\d+$/, '');
+    const now = Date.now();
+    const last = lastLogMs.get(host);
+    if (last !== undefined && now - last < REFUSAL_LOG_INTERVAL_MS) return;
+    if (lastLogMs.size >= REFUSAL_LOG_HOSTS_MAX) lastLogMs.clear();
+    lastLogMs.set(host, now);
+    // Never the key, nor the metadata that carries it.
+    log.warn({ method: path, peer, code: grpc.status[refusal.code], details: refusal.details }, 'client call refused (logged once a minute per host)');
+  };
+
+  return (method, inner) => {
+    if (ring.insecureNoAuth || rpcNeed(method.path) === 'open') return new grpc.ServerInterceptingCall(inner);
+    let refused = false;
+    const call: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(inner, {
+      start: (next) => {
+        next({
+          onReceiveMetadata: (metadata, pass) => {
+            const refusal = authorize(ring, method.path, metadata);
+            if (refusal === null) return pass(metadata);
+            // Not passing the metadata on keeps the handler from starting, and grpc-js reads
+            // request messages only when the handler asks: the body of a refused stream stays unread.
+            refused = true;
+            logRefusal(method.path, call.getPeer(), refusal);
+            call.sendStatus({ code: refusal.code, details: refusal.details, metadata: new grpc.Metadata() });
+          },
+          // Belt and braces: nothing of a refused call travels further.
+          onReceiveMessage: (message, pass) => {
+            if (!refused) pass(message);
+          },
+          onReceiveHalfClose: (pass) => {
+            if (!refused) pass();
+          },
+        });
+      },
+    });
+    return call;
+  };
+}
+
