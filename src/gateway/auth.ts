@@ -63,7 +63,45 @@ export class KeyRing extends BaseKeyRing {
   }
 }
 
-/** redactUrl hides the value of the `x-typesense-api-key` query parameter in a request URL (for logs). */
+/** SECRET_QUERY_NAME: a query parameter whose name (decoded, lower-cased) matches this never has its value logged. */
+const SECRET_QUERY_NAME = /key|token|secret|passw|auth|sig/;
+
+/** DECODE_ROUNDS_MAX: how many layers of percent-encoding queryNameOf peels off a parameter name. */
+const DECODE_ROUNDS_MAX = 4;
+
+/**
+ * queryNameOf: a raw query parameter name as a server could read it: `+` as
+ * a space, percent-encoding undone (repeatedly, so `%252D` counts as `-`;
+ * malformed escapes left as they are), lower-cased.
+ */
+export function queryNameOf(raw: string): string {
+  let name = raw;
+  for (let i = 0; i < DECODE_ROUNDS_MAX && /[%+]/.test(name); i++) {
+    const next = name.replace(/\+/g, ' ').replace(/%([0-9a-fA-F]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    if (next === name) break;
+    name = next;
+  }
+  return name.toLowerCase();
+}
+
+/**
+ * redactUrl hides, in a request URL (for logs), the value of every query
+ * parameter whose name, however cased or percent-encoded, looks secret
+ * (`x-typesense-api-key`, `X-TYPESENSE-API-KEY`, `x%2Dtypesense%2Dapi%2Dkey`,
+ * and anything naming a key, token, secret, password, auth or signature).
+ * The path and the other parameters are kept as sent.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(/([?&]x-typesense-api-key=)[^&#]*/gi, '$1<redacted>');
+  const q = url.indexOf('?');
+  if (q < 0) return url;
+  const parts = url
+    .slice(q + 1)
+    .split('&')
+    .map((part) => {
+      const eq = part.indexOf('=');
+      if (eq < 0) return part;
+      const rawName = part.slice(0, eq);
+      return SECRET_QUERY_NAME.test(queryNameOf(rawName)) ? `${rawName}=<redacted>` : part;
+    });
+  return `${url.slice(0, q + 1)}${parts.join('&')}`;
 }

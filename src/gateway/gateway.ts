@@ -6,16 +6,27 @@
  *
  * Shared rules:
  * - Auth (auth.ts) runs in onRequest, before any body is read; /health and
- *   /openapi.json are open; 404 and 405 answers need no key.
+ *   /openapi.json are open; 404 and 405 answers need no key; /metrics needs
+ *   any valid key (whatever its actions) unless `metricsOpen`. A refused
+ *   request is answered with `Connection: close` and its connection closed.
+ * - Connection limits (connection-guard.ts): `idleTimeoutMs` of silence cuts
+ *   a connection the gateway is waiting for (a client trickling its head or
+ *   body), never one the server is busy on nor a steady upload; at most
+ *   `connectionsMax` connections, the longest-idle one evicted for a new one.
+ * - Errors for a caller that has not passed auth (404, 405, open routes,
+ *   malformed requests) never echo anything: a fixed message per status, so
+ *   no path (the caller's or the server's) goes back to an anonymous caller.
  * - Bodies are read as raw bytes whatever their Content-Type (both official
  *   clients POST an empty body labelled application/json; curl labels
  *   --data-binary as form data). The restore route gets the raw stream; every
  *   other route reads at most jsonBytesMax bytes (413 beyond) and ignores them.
  * - 405 (with Allow) for a known path and a wrong method, 404 otherwise, both
  *   in the path's style.
- * - The request log never holds a key: headers are not logged and the
- *   `x-typesense-api-key` query parameter is redacted from logged URLs.
+ * - The request log never holds a key: headers are not logged and key-like
+ *   query parameters (`x-typesense-api-key` in any case or percent-encoding)
+ *   are redacted from logged URLs (redactUrl).
  */
+import { STATUS_CODES } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -23,6 +34,14 @@ import { Registry, collectDefaultMetrics } from 'prom-client';
 import { formatHostPort, parseHostPort } from '../api/address.js';
 import { SNAPCOORD_VERSION } from '../version.js';
 import { AUTH_HEADERS, KeyRing, redactUrl, type AuthConfig, type AuthVerdict } from './auth.js';
+import {
+  DEFAULT_CONNECTIONS_MAX,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  connectionsCheckingIntervalMs,
+  guardConnections,
+  validateLimits,
+  type ConnectionStats,
+} from './connection-guard.js';
 import { closeClients, connectClients, type GatewayClients } from './grpc-clients.js';
 import { meilisearchRoutes } from './meilisearch-routes.js';
 import { DEFAULT_RESTORE_BYTES_MAX, nomadRoutes } from './nomad-routes.js';
@@ -59,8 +78,19 @@ export interface GatewayOptions {
   readonly clients?: GatewayClients;
   /** version: reported by GET /debug (default the package version). */
   readonly version?: string;
-  /** metrics: with it, GET /metrics serves them (Prometheus text, no key needed). */
+  /** metrics: with it, GET /metrics serves them (Prometheus text); default the process's own metrics. */
   readonly metrics?: { text(): Promise<string>; readonly contentType: string };
+  /** metricsOpen: GET /metrics needs no key (default false: any valid key, whatever its actions). */
+  readonly metricsOpen?: boolean;
+  /**
+   * idleTimeoutMs: how long a connection may stay silent while the gateway
+   * waits for it (a request head, a body it is reading, a response the
+   * client should be reading); default DEFAULT_IDLE_TIMEOUT_MS (10 s). Also
+   * the keep-alive idle time and the deadline of a whole request head.
+   */
+  readonly idleTimeoutMs?: number;
+  /** connectionsMax: open connections held at most (default DEFAULT_CONNECTIONS_MAX, 1024); the longest-idle one makes way for a new one. */
+  readonly connectionsMax?: number;
 }
 
 /** RegisteredRoute: one registered route as fastify's onRoute hook saw it. */
@@ -80,6 +110,8 @@ export interface Gateway {
   listen(address: string): Promise<string>;
   /** close stops listening, lets requests finish for CLOSE_GRACE_MS, then closes the gRPC clients. Idempotent. */
   close(): Promise<void>;
+  /** connectionStats: open connections and how many were evicted, refused or cut for idleness. */
+  connectionStats(): ConnectionStats;
 }
 
 /** METHODS: the methods a known path answers 405 to when it has no route for them. */
@@ -114,8 +146,13 @@ function readCapped(stream: Readable, max: number): Promise<Buffer> {
   });
 }
 
-/** sendAuthError answers a refused request in its style. */
+/**
+ * sendAuthError answers a refused request in its style, with
+ * `Connection: close`: the connection is closed once the answer is sent (an
+ * unread body is never read, a key-guessing client reconnects for each try).
+ */
 function sendAuthError(reply: FastifyReply, style: Style, verdict: Exclude<AuthVerdict, 'ok'>): FastifyReply {
+  reply.header('Connection', 'close');
   switch (style) {
     case 'typesense':
       return sendTypesenseError(reply, 401, 'Forbidden - a valid `x-typesense-api-key` header must be sent.');
@@ -161,6 +198,14 @@ function childLogger(logger: FastifyBaseLogger): FastifyBaseLogger {
   );
 }
 
+/**
+ * anyValidKey turns a verdict for the `admin` action into one for "any valid
+ * key": a known key without admin (forbidden) passes.
+ */
+function anyValidKey(verdict: AuthVerdict): AuthVerdict {
+  return verdict === 'forbidden' ? 'ok' : verdict;
+}
+
 /** localTarget: where to reach a server bound to `address` from this host (0.0.0.0 / :: become loopback). */
 export function localTarget(address: string): string {
   const hp = parseHostPort(address, true);
@@ -179,6 +224,9 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const ownClients = opts.clients === undefined;
   const clients = opts.clients ?? connectClients(opts.target);
   const jsonBytesMax = opts.jsonBytesMax ?? DEFAULT_JSON_BYTES_MAX;
+  const limits = { idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, connectionsMax: opts.connectionsMax ?? DEFAULT_CONNECTIONS_MAX };
+  validateLimits(limits);
+  const metricsOpen = opts.metricsOpen === true;
   const ctx: RouteContext = {
     clients,
     version: opts.version ?? SNAPCOORD_VERSION,
@@ -190,10 +238,17 @@ export function createGateway(opts: GatewayOptions): Gateway {
     ...(opts.logger !== undefined ? { loggerInstance: childLogger(opts.logger) } : {}),
     exposeHeadRoutes: false,
     routerOptions: { ignoreTrailingSlash: true },
-    // No time limit on a request: a 10 GB restore upload takes as long as it takes.
+    // No time limit on a whole request: a 10 GB restore upload takes as long as it takes.
+    // Idle time and connection count are guarded below (guardConnections).
     requestTimeout: 0,
+    connectionTimeout: limits.idleTimeoutMs,
+    keepAliveTimeout: limits.idleTimeoutMs,
+    http: { connectionsCheckingInterval: connectionsCheckingIntervalMs(limits.idleTimeoutMs), headersTimeout: limits.idleTimeoutMs, requestTimeout: 0 },
     bodyLimit: jsonBytesMax,
   });
+  const guard = guardConnections(app.server, limits);
+  /** authenticated: requests whose key passed (their errors may say why they failed). */
+  const authenticated = new WeakSet<FastifyRequest>();
 
   const registered: RegisteredRoute[] = [];
   app.addHook('onRoute', (r) => {
@@ -221,12 +276,19 @@ export function createGateway(opts: GatewayOptions): Gateway {
   });
 
   app.addHook('onRequest', async (req, reply) => {
-    const { action, style, rawBody } = req.routeOptions.config;
-    if (action === undefined || action === null) return;
-    const verdict = keyRing.checkRequest(req.headers, req.query as Record<string, unknown>, action);
-    if (verdict === 'ok') return;
-    // The body of a refused upload is never read: close the connection after answering.
-    if (rawBody === true) reply.header('Connection', 'close');
+    const { action, style, anyKey } = req.routeOptions.config;
+    let verdict: AuthVerdict;
+    if (action !== undefined && action !== null) {
+      verdict = keyRing.checkRequest(req.headers, req.query as Record<string, unknown>, action);
+    } else if (anyKey === true && !metricsOpen) {
+      verdict = anyValidKey(keyRing.checkRequest(req.headers, req.query as Record<string, unknown>, 'admin'));
+    } else {
+      return; // an open route
+    }
+    if (verdict === 'ok') {
+      authenticated.add(req);
+      return;
+    }
     return sendAuthError(reply, style ?? styleOfPath(req.url), verdict);
   });
 
@@ -234,7 +296,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
     const status = typeof err.statusCode === 'number' && err.statusCode >= 400 ? err.statusCode : 500;
     if (status >= 500) req.log.error({ err }, 'gateway error');
     if (status === 413) reply.header('Connection', 'close');
-    const message = status >= 500 ? 'Internal Server Error' : err.message;
+    // Only a caller whose key passed hears the error's own words (they may name paths).
+    const message = status >= 500 ? 'Internal Server Error' : authenticated.has(req) ? err.message : (STATUS_CODES[status] ?? 'Error');
     return sendStyledError(reply, req.routeOptions.config.style ?? styleOfPath(req.url), status, message, meiliCodeOfStatus(status));
   });
 
@@ -262,6 +325,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     url: '/metrics',
     style: 'typesense',
     action: null,
+    anyKey: true,
     handler: async (_req, reply) => {
       metrics ??= processMetrics();
       return reply.code(200).type(metrics.contentType).send(await metrics.text());
@@ -272,7 +336,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     app.route({
       method: r.method,
       url: r.url,
-      config: { style: r.style, action: r.action, rawBody: r.rawBody === true },
+      config: { style: r.style, action: r.action, rawBody: r.rawBody === true, anyKey: r.anyKey === true },
       handler: r.handler,
     });
     const entry = byUrl.get(r.url) ?? { style: r.style, methods: new Set<string>() };
@@ -299,6 +363,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     clients,
     keyRing,
     routes: registered,
+    connectionStats: () => guard.stats(),
     async listen(address: string): Promise<string> {
       const hp = parseHostPort(address, true);
       if (hp === null) throw new Error(`gateway listen address ${JSON.stringify(address)} is not host:port`);

@@ -253,10 +253,11 @@ export const OPENAPI = {
     '/metrics': {
       get: {
         tags: ['Meta'],
-        summary: "Prometheus metrics: the node's (embedded gateway) or the gateway process's (standalone); no key needed",
+        summary:
+          "Prometheus metrics: the node's (embedded gateway) or the gateway process's (standalone); any valid key, whatever its actions (no key with --metrics-open)",
         operationId: 'metrics',
-        security: [],
-        responses: { '200': { description: 'Prometheus text format', content: textContent } },
+        security: [{ typesenseKey: [] }, { bearer: [] }, { nomadToken: [] }],
+        responses: { '200': { description: 'Prometheus text format', content: textContent }, '401': typesenseError },
       },
     },
     '/openapi.json': {

@@ -20,12 +20,18 @@ export interface RouteContext {
 
 export type RouteMethod = 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
 
-/** RouteSpec: one route. `action` null: open (no key needed). `rawBody`: the handler reads request.body as the raw stream. */
+/**
+ * RouteSpec: one route. `action` null: open (no key needed), unless `anyKey`:
+ * then any valid key, whatever its actions (the gateway may open it, see
+ * GatewayOptions.metricsOpen). `rawBody`: the handler reads request.body as
+ * the raw stream.
+ */
 export interface RouteSpec {
   readonly method: RouteMethod;
   readonly url: string;
   readonly style: Style;
   readonly action: Action | null;
+  readonly anyKey?: boolean;
   readonly rawBody?: boolean;
   readonly handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
 }
@@ -36,6 +42,7 @@ declare module 'fastify' {
     style?: Style;
     action?: Action | null;
     rawBody?: boolean;
+    anyKey?: boolean;
     methodNotAllowed?: boolean;
   }
 }
