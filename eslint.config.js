@@ -122,6 +122,11 @@ export default defineConfig(
     files: ['src/node/**/*.ts'],
     rules: layerImports(['api', 'gateway', 'cli']),
   },
+  // src/tls is a bottom layer (certificates and credentials): node:*, @grpc/grpc-js and the x509 library only.
+  {
+    files: ['src/tls/**/*.ts'],
+    rules: layerImports(['node', 'api', 'gateway', 'cli', 'storage', 'snapshot', 'transport', 'raft', 'fsm', 'ops', 'client', 'gen']),
+  },
   {
     files: ['src/api/**/*.ts'],
     rules: layerImports(['gateway', 'cli']),

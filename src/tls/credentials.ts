@@ -1,0 +1,107 @@
+/**
+ * credentials: gRPC server and channel credentials from certificate files,
+ * reloaded when the files change (rotation without a restart).
+ *
+ * Built on grpc-js 1.14's experimental certificate-provider credentials
+ * (`createCertificateProviderServerCredentials` /
+ * `createCertificateProviderChannelCredentials`, which call
+ * `http2Server.setSecureContext` on the server and make a fresh secure
+ * context per new connection on the client) fed by FileCertificateProvider,
+ * which checks each new set of files before handing it over.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { FileCertificateProvider, type FileCertificateProviderOptions } from './file-certificate-provider.js';
+import { memberIdOf } from './member-id.js';
+
+export { checkTlsFiles, type CheckTlsOptions, type TlsFiles, type TlsFilesInfo } from './check-tls-files.js';
+export { FileCertificateProvider, REFRESH_MS_DEFAULT, type FileCertificateProviderOptions } from './file-certificate-provider.js';
+export { memberIdOf } from './member-id.js';
+
+type Callbacks = Pick<FileCertificateProviderOptions, 'refreshMs' | 'checkChain' | 'onReload' | 'onError'>;
+
+/** ServerTlsFiles: the server's certificate and key, the CA that signs client certificates, and whether clients must present one. */
+export interface ServerTlsFiles extends Callbacks {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** the CA bundle client certificates must chain to; required when requireClientCert. */
+  readonly caFile?: string;
+  /** true: a client without a certificate signed by caFile is refused at the TLS handshake (mutual TLS). */
+  readonly requireClientCert: boolean;
+}
+
+/**
+ * serverCredentialsFromFiles: grpc.ServerCredentials serving `certFile` /
+ * `keyFile`, reloaded from disk every `refreshMs` (default 5000) when they
+ * change (see FileCertificateProvider: a bad or half-written set is not
+ * used, the last good one stays).
+ *
+ * With `caFile`, clients are asked for a certificate and it is verified
+ * against caFile. With `requireClientCert` a client that sends none, or one
+ * that does not verify (another CA, expired, not yet valid), is refused at
+ * the handshake and no handler runs; without it such a client is served but
+ * carries no identity. A handler reads the verified client certificate with
+ * `call.getAuthContext().sslPeerCertificate` and its member id with
+ * memberIdOf(); grpc-js sets sslPeerCertificate only for a verified
+ * certificate.
+ *
+ * By default the server's own certificate must be signed by caFile (one
+ * cluster CA, as `snapcoord certs` makes); pass `checkChain: false` when
+ * caFile is a separate CA for clients. Throws one Error naming the bad file
+ * (checkTlsFiles), or when requireClientCert is set without caFile.
+ */
+export function serverCredentialsFromFiles(opts: ServerTlsFiles): grpc.ServerCredentials {
+  if (opts.requireClientCert && opts.caFile === undefined) throw new Error('requireClientCert needs caFile: the CA that signs client certificates');
+  const provider = new FileCertificateProvider(opts);
+  return serverCredentialsFromProvider(provider, opts.caFile !== undefined, opts.requireClientCert);
+}
+
+/**
+ * serverCredentialsFromProvider: serverCredentialsFromFiles over a provider
+ * the caller keeps (to read `provider.latest` or call `refresh()`).
+ * `verifyClients` asks clients for a certificate checked against the
+ * provider's CA; `requireClientCert` refuses those without a good one.
+ */
+export function serverCredentialsFromProvider(provider: FileCertificateProvider, verifyClients: boolean, requireClientCert: boolean): grpc.ServerCredentials {
+  // grpc-js names these parameters (caCertificateProvider, identityCertificateProvider) but passes them on
+  // to a constructor taking (identity, ca): the first is the identity provider. One provider serves both.
+  return grpc.experimental.createCertificateProviderServerCredentials(provider, verifyClients ? provider : null, requireClientCert && verifyClients);
+}
+
+/** ChannelTlsFiles: the CA that signs the server's certificate, and the client's own certificate and key (for mutual TLS). */
+export interface ChannelTlsFiles extends Callbacks {
+  readonly caFile: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  /** when set, the server's certificate must also name this member id (memberIdOf), e.g. the peer a Raft message is for. */
+  readonly serverMemberId?: string;
+}
+
+/**
+ * channelCredentialsFromFiles: grpc.ChannelCredentials that verify the
+ * server's certificate against `caFile` with Node's usual host name / IP
+ * address check against the channel target (a target of `127.0.0.1:7001`
+ * needs an IP SAN 127.0.0.1, `localhost:7001` a DNS SAN localhost), and,
+ * with `serverMemberId`, that the certificate names that member. With
+ * `certFile`/`keyFile` the client presents its certificate (mutual TLS).
+ * The files are reloaded when they change, as for serverCredentialsFromFiles;
+ * each new connection uses the latest good set. Throws one Error naming the
+ * bad file (checkTlsFiles; the client's certificate must chain to caFile
+ * unless `checkChain: false`).
+ */
+export function channelCredentialsFromFiles(opts: ChannelTlsFiles): grpc.ChannelCredentials {
+  const provider = new FileCertificateProvider(opts);
+  const expected = opts.serverMemberId;
+  const verify: grpc.VerifyOptions =
+    expected === undefined
+      ? {}
+      : {
+          checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
+            const hostError = checkServerIdentity(host, cert);
+            if (hostError !== undefined) return hostError;
+            const got = memberIdOf(cert);
+            return got === expected ? undefined : new Error(`the server's certificate names member ${got ?? '(none)'}, not ${expected}`);
+          },
+        };
+  return grpc.experimental.createCertificateProviderChannelCredentials(provider, opts.certFile !== undefined ? provider : null, verify);
+}

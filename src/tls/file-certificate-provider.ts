@@ -1,0 +1,190 @@
+/**
+ * file-certificate-provider: certificate, key and CA files fed to grpc-js,
+ * and fed again when they change on disk.
+ */
+import { readFile } from 'node:fs/promises';
+import type { experimental } from '@grpc/grpc-js';
+import { checkShape, checkTlsBytes, readTlsFile, type TlsBytes, type TlsFiles, type TlsFilesInfo } from './check-tls-files.js';
+
+/** REFRESH_MS_DEFAULT: how often the files are read again by default. */
+export const REFRESH_MS_DEFAULT = 5_000;
+
+/** FileCertificateProviderOptions: the files, how often to look at them, and what to tell the caller. */
+export interface FileCertificateProviderOptions extends TlsFiles {
+  /** how often to read the files again (ms, default 5000, at least 10). */
+  readonly refreshMs?: number;
+  /** the identity certificate must be signed by the CA file (default true when both are given). */
+  readonly checkChain?: boolean;
+  /** called after a changed set of files was checked and handed to grpc-js (not at start). */
+  readonly onReload?: (info: TlsFilesInfo) => void;
+  /** called once per distinct bad set of files; the last good set stays in use. */
+  readonly onError?: (err: Error) => void;
+}
+
+/**
+ * FileCertificateProvider implements grpc-js's experimental
+ * CertificateProvider (identity and CA) over files, in place of grpc-js's
+ * own FileWatcherCertificateProvider, which
+ * - reads the files only after the server is bound, so the first
+ *   connections are dropped, and reports nothing when they are bad;
+ * - hands over whatever bytes it read: a half-rotated pair (new key, old
+ *   certificate) or a bad file makes the server drop EVERY new connection
+ *   until the next good read (server.js: "Failed to set secure context"), and
+ *   a missing file does the same;
+ * - keeps the process alive with an un-unref'd interval.
+ *
+ * This one reads and checks the files synchronously when constructed
+ * (checkTlsFiles: it throws one clear Error naming the bad file), so
+ * credentials are ready before the server binds. While it has listeners it
+ * reads them again every `refreshMs` (an unref'd timer); when the bytes
+ * changed it checks them the same way (parse, key matches certificate,
+ * validity, chain) and hands over the new set only if it passes; otherwise it
+ * keeps the last good set and calls `onError` once for that bad content. So
+ * rotation is: write the new key and certificate (in any order, each
+ * atomically); within `refreshMs` of the second write new connections use
+ * them, open connections keep theirs.
+ */
+export class FileCertificateProvider implements experimental.CertificateProvider {
+  private readonly files: TlsFiles;
+  private readonly refreshMs: number;
+  private readonly checkChain: boolean;
+  private readonly onReload: ((info: TlsFilesInfo) => void) | undefined;
+  private readonly onError: ((err: Error) => void) | undefined;
+  private current: TlsBytes;
+  private lastBad: { bytes: TlsBytes; message: string } | null = null;
+  private info: TlsFilesInfo;
+  private timer: NodeJS.Timeout | null = null;
+  private reading = false;
+  private readonly caListeners = new Set<experimental.CaCertificateUpdateListener>();
+  private readonly identityListeners = new Set<experimental.IdentityCertificateUpdateListener>();
+
+  /** Throws checkTlsFiles' errors, or when refreshMs is not a whole number >= 10. */
+  constructor(opts: FileCertificateProviderOptions) {
+    checkShape(opts);
+    const refreshMs = opts.refreshMs ?? REFRESH_MS_DEFAULT;
+    if (!Number.isInteger(refreshMs) || refreshMs < 10) throw new Error(`refreshMs: ${refreshMs} is not a whole number of milliseconds >= 10`);
+    this.files = {
+      ...(opts.certFile !== undefined ? { certFile: opts.certFile } : {}),
+      ...(opts.keyFile !== undefined ? { keyFile: opts.keyFile } : {}),
+      ...(opts.caFile !== undefined ? { caFile: opts.caFile } : {}),
+    };
+    this.refreshMs = refreshMs;
+    this.checkChain = opts.checkChain !== false;
+    this.onReload = opts.onReload;
+    this.onError = opts.onError;
+    const bytes: TlsBytes = {
+      ...(this.files.certFile !== undefined ? { cert: readTlsFile(this.files.certFile) } : {}),
+      ...(this.files.keyFile !== undefined ? { key: readTlsFile(this.files.keyFile) } : {}),
+      ...(this.files.caFile !== undefined ? { ca: readTlsFile(this.files.caFile) } : {}),
+    };
+    this.info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
+    this.current = bytes;
+  }
+
+  /** latest: what the files in use say (expiry, identities, member id). */
+  get latest(): TlsFilesInfo {
+    return this.info;
+  }
+
+  addCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
+    this.caListeners.add(listener);
+    const ca = this.current.ca;
+    process.nextTick(listener, ca !== undefined ? { caCertificate: ca } : null);
+    this.startOrStop();
+  }
+
+  removeCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
+    this.caListeners.delete(listener);
+    this.startOrStop();
+  }
+
+  addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    this.identityListeners.add(listener);
+    process.nextTick(listener, this.identityUpdate());
+    this.startOrStop();
+  }
+
+  removeIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    this.identityListeners.delete(listener);
+    this.startOrStop();
+  }
+
+  /** refresh reads the files now (what the timer does); resolves once any change has been handed over. Never rejects. */
+  async refresh(): Promise<void> {
+    if (this.reading) return;
+    this.reading = true;
+    try {
+      let bytes: TlsBytes;
+      try {
+        bytes = await this.readAll();
+      } catch (err) {
+        // A file missing or unreadable for a moment (say, mid-rotation by a tool that deletes first): keep the last good set.
+        this.reportBad({}, err as Error);
+        return;
+      }
+      const identityChanged = !same(bytes.cert, this.current.cert) || !same(bytes.key, this.current.key);
+      const caChanged = !same(bytes.ca, this.current.ca);
+      if (!identityChanged && !caChanged) {
+        this.lastBad = null;
+        return;
+      }
+      let info: TlsFilesInfo;
+      try {
+        info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
+      } catch (err) {
+        this.reportBad(bytes, err as Error);
+        return;
+      }
+      this.current = bytes;
+      this.info = info;
+      this.lastBad = null;
+      if (identityChanged) for (const l of this.identityListeners) l(this.identityUpdate());
+      if (caChanged && bytes.ca !== undefined) for (const l of this.caListeners) l({ caCertificate: bytes.ca });
+      this.onReload?.(info);
+    } finally {
+      this.reading = false;
+    }
+  }
+
+  private identityUpdate(): experimental.IdentityCertificateUpdate | null {
+    const { cert, key } = this.current;
+    return cert !== undefined && key !== undefined ? { certificate: cert, privateKey: key } : null;
+  }
+
+  private async readAll(): Promise<TlsBytes> {
+    const read = async (path: string | undefined): Promise<Buffer | undefined> => {
+      if (path === undefined) return undefined;
+      try {
+        return await readFile(path);
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        throw new Error(e.code === 'ENOENT' ? `${path}: missing` : `${path}: cannot be read (${e.code ?? e.message})`, { cause: err });
+      }
+    };
+    const [cert, key, ca] = await Promise.all([read(this.files.certFile), read(this.files.keyFile), read(this.files.caFile)]);
+    return { ...(cert !== undefined ? { cert } : {}), ...(key !== undefined ? { key } : {}), ...(ca !== undefined ? { ca } : {}) };
+  }
+
+  private reportBad(bytes: TlsBytes, err: Error): void {
+    const seen = this.lastBad;
+    if (seen !== null && seen.message === err.message && same(seen.bytes.cert, bytes.cert) && same(seen.bytes.key, bytes.key) && same(seen.bytes.ca, bytes.ca)) return;
+    this.lastBad = { bytes, message: err.message };
+    this.onError?.(new Error(`TLS files not reloaded, the previous ones stay in use: ${err.message}`, { cause: err }));
+  }
+
+  private startOrStop(): void {
+    const wanted = this.caListeners.size + this.identityListeners.size > 0;
+    if (wanted && this.timer === null) {
+      this.timer = setInterval(() => void this.refresh(), this.refreshMs);
+      this.timer.unref();
+    } else if (!wanted && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+}
+
+function same(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.equals(b);
+}
