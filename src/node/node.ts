@@ -15,6 +15,7 @@ import {
   type RaftConfig,
   type RaftStatus,
   type Ready,
+  type Rng,
   type SnapshotMeta,
 } from '../raft/index.js';
 import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
@@ -96,6 +97,25 @@ export interface NodeOptions {
    * reserve; without one, writes are never refused for space.
    */
   readonly diskGuard?: DiskGuard;
+  /**
+   * rng: the node's randomness (election timeouts, the per-boot read epoch);
+   * crypto.randomInt by default. The simulator and tests pass their own.
+   */
+  readonly rng?: Rng;
+}
+
+/** cryptoRng: the default Rng, crypto.randomInt. */
+const cryptoRng: Rng = { nextInt: (n: number) => randomInt(n) };
+
+/**
+ * bootEpoch draws 64 random bits (hex) that name one boot of a node: read
+ * contexts carry it, so a ReadIndex answer meant for a read of an earlier
+ * boot (sent before a restart, delivered after) never matches a read of this one.
+ */
+function bootEpoch(rng: Rng): string {
+  let hex = '';
+  for (let i = 0; i < 4; i++) hex += rng.nextInt(0x1_0000).toString(16).padStart(4, '0');
+  return hex;
 }
 
 /** NodeStatus is the Raft status plus the node's own addresses view and disk state. */
@@ -155,6 +175,10 @@ export class Node {
   private readonly proposals = new Map<number, PendingProposal>();
   private readonly reads = new Map<string, PendingRead>();
   private readSeq = 0;
+  /** readEpoch: random per boot; read contexts are `<id>/<epoch>/<seq>`, unique across restarts. */
+  private readonly readEpoch: string;
+  /** savedHardState: the term and vote last made durable (a leader's appends wait for its term to be). */
+  private savedHardState: { term: number; vote: NodeId };
   /**
    * replyWaiters: RPC answers held until the state they depend on is
    * persisted. A failed persist rejects them (the answers are dropped, never
@@ -186,8 +210,10 @@ export class Node {
   /** snapshotStats: counters for status and metrics. */
   readonly snapshotStats = { created: 0, installed: 0, fetchFailures: 0, chunkHashFailures: 0, bytesReceived: 0 };
 
-  private constructor(opts: NodeOptions, raft: RaftNode) {
+  private constructor(opts: NodeOptions, raft: RaftNode, rng: Rng, saved: { term: number; vote: NodeId }) {
     this.id = opts.id;
+    this.readEpoch = bootEpoch(rng);
+    this.savedHardState = saved;
     this.raft = raft;
     this.storage = opts.storage;
     this.transport = opts.transport;
@@ -209,9 +235,10 @@ export class Node {
       opts.snapshots !== undefined
         ? await opts.snapshots.boot(opts.initialMembership)
         : { index: 0, term: 0, membership: opts.initialMembership, sizeBytes: 0, digest: '' };
+    const rng = opts.rng ?? cryptoRng;
     const cfg = defaultRaftConfig(
       opts.id,
-      { nextInt: (n: number) => randomInt(n) },
+      rng,
       {
         electionTimeoutTicks: timings.electionTimeoutTicks,
         heartbeatIntervalTicks: timings.heartbeatIntervalTicks,
@@ -226,7 +253,7 @@ export class Node {
       entries: state.entries,
       applied,
     });
-    const node = new Node(opts, raft);
+    const node = new Node(opts, raft, rng, { term: state.hardState.term, vote: state.hardState.vote });
     await opts.diskGuard?.start();
     node.syncPeers();
     node.ticker = setInterval(() => node.onTick(), timings.tickMs);
@@ -506,7 +533,11 @@ export class Node {
     }
     // A leader's appends do not depend on its own unsynced entries (it counts itself only once
     // they are persisted, in advance()), so they leave before its fsync (dissertation §10.2.1).
-    const early = this.raft.status().role === 'leader' ? rd.messages.filter((m) => m.type === 'append') : [];
+    // They do depend on its term and vote: a leader whose term is not yet durable (a single
+    // voter elects itself in one step) sends nothing before this Ready's save (Raft §5.1).
+    const hs = rd.hardState;
+    const termSaved = hs === null || (hs.term === this.savedHardState.term && hs.vote === this.savedHardState.vote);
+    const early = termSaved && this.raft.status().role === 'leader' ? rd.messages.filter((m) => m.type === 'append') : [];
     for (const m of early) this.route(m);
     // 1. persist: one synced write for the hard state and every new entry (group commit).
     if (rd.logReset !== null) await this.storage.compact(rd.logReset);
@@ -517,6 +548,7 @@ export class Node {
         ...(rd.entries.length > 0 ? { entries: rd.entries } : {}),
       });
       endTimer?.();
+      if (rd.hardState !== null) this.savedHardState = { term: rd.hardState.term, vote: rd.hardState.vote };
     }
     this.releaseReplyWaiters(gen);
     // 2. send.
@@ -903,7 +935,7 @@ export class Node {
   private async linearizableBarrier(): Promise<void> {
     this.checkRunning();
     if (this.reads.size >= this.maxPendingProposals) throw new NodeError('busy', 'too many reads waiting');
-    const context = `${this.id}/${++this.readSeq}`;
+    const context = `${this.id}/${this.readEpoch}/${++this.readSeq}`;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.reads.delete(context);

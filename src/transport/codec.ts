@@ -10,6 +10,10 @@
  * view of the received buffer. Every entry carries a CRC-32 of its index,
  * term, type and data; decoding refuses an entry whose checksum does not match
  * (damaged in transit), so a bad append is rejected whole and sent again.
+ * Every AppendEntries request (heartbeats too) also carries a CRC-32 of its
+ * header (sender, receiver, term, prev index/term, commit, read round, and
+ * the list of entry checksums): a damaged index, term or commit, or a lost
+ * entry, is refused the same way.
  */
 import { crc32 } from 'node:zlib';
 import type {
@@ -227,8 +231,9 @@ export function voteResponseFromProto(p: pb.RequestVoteResponse): VoteResponse |
 // ---------------------------------------------------------------- AppendEntries (stream)
 
 export function appendRequestToProto(m: AppendRequest | Heartbeat): pb.AppendEntriesRequest {
+  let req: Omit<pb.AppendEntriesRequest, 'headerCrc32'>;
   if (m.type === 'heartbeat') {
-    return {
+    req = {
       ...headerToProto(m),
       heartbeat: true,
       prevLogIndex: 0n,
@@ -237,23 +242,67 @@ export function appendRequestToProto(m: AppendRequest | Heartbeat): pb.AppendEnt
       commit: toU64(m.commit, 'commit'),
       readSeq: toU64(m.readSeq, 'readSeq'),
     };
+  } else {
+    req = {
+      ...headerToProto(m),
+      heartbeat: false,
+      prevLogIndex: toU64(m.prevLogIndex, 'prevLogIndex'),
+      prevLogTerm: toU64(m.prevLogTerm, 'prevLogTerm'),
+      entries: m.entries.map(entryToProto),
+      commit: toU64(m.commit, 'commit'),
+      readSeq: 0n,
+    };
   }
-  return {
-    ...headerToProto(m),
-    heartbeat: false,
-    prevLogIndex: toU64(m.prevLogIndex, 'prevLogIndex'),
-    prevLogTerm: toU64(m.prevLogTerm, 'prevLogTerm'),
-    entries: m.entries.map(entryToProto),
-    commit: toU64(m.commit, 'commit'),
-    readSeq: 0n,
-  };
+  return { ...req, headerCrc32: appendHeaderChecksum(req) };
+}
+
+const textEncoder = new TextEncoder();
+
+/**
+ * appendHeaderChecksum: the CRC-32 of an AppendEntries request's header, as
+ * raft.proto documents header_crc32: from and to (u32be length + UTF-8),
+ * term, heartbeat byte, prev_log_index, prev_log_term, commit, read_seq
+ * (u64be), the entry count (u32be) and each entry's crc32 (u32be).
+ */
+export function appendHeaderChecksum(p: Omit<pb.AppendEntriesRequest, 'headerCrc32'>): number {
+  const from = textEncoder.encode(p.from);
+  const to = textEncoder.encode(p.to);
+  const buf = new DataView(new ArrayBuffer(4 + from.length + 4 + to.length + 8 + 1 + 8 * 4 + 4 + 4 * p.entries.length));
+  const bytes = new Uint8Array(buf.buffer);
+  let at = 0;
+  for (const s of [from, to]) {
+    buf.setUint32(at, s.length);
+    bytes.set(s, at + 4);
+    at += 4 + s.length;
+  }
+  buf.setBigUint64(at, BigInt.asUintN(64, p.term));
+  buf.setUint8(at + 8, p.heartbeat ? 1 : 0);
+  at += 9;
+  for (const v of [p.prevLogIndex, p.prevLogTerm, p.commit, p.readSeq]) {
+    buf.setBigUint64(at, BigInt.asUintN(64, v));
+    at += 8;
+  }
+  buf.setUint32(at, p.entries.length);
+  at += 4;
+  for (const e of p.entries) {
+    buf.setUint32(at, e.crc32 >>> 0);
+    at += 4;
+  }
+  return crc32(bytes);
 }
 
 /**
  * appendRequestFromProto decodes an append or (heartbeat flag) a heartbeat.
- * The entries must follow prev_log_index contiguously.
+ * The header checksum must match (CodecError: damaged in transit), every
+ * entry's too, and the entries must follow prev_log_index contiguously.
  */
 export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendRequest | Heartbeat {
+  const sum = appendHeaderChecksum(p);
+  if (sum !== p.headerCrc32) {
+    throw new CodecError(
+      `append from ${JSON.stringify(p.from.slice(0, 64))}: header checksum ${p.headerCrc32.toString(16)} does not match its content (${sum.toString(16)}): damaged in transit`,
+    );
+  }
   const header = headerFromProto(p);
   if (p.heartbeat) {
     if (p.entries.length > 0) throw new CodecError('heartbeat: carries entries');

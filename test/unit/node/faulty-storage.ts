@@ -27,6 +27,8 @@ export class FaultyStorage implements NodeStorage {
   failSaves = false;
   /** saves: batches handed to save(), failed ones included, in call order. */
   readonly saves: LogBatch[] = [];
+  /** saveDelayMs: each save waits this long before it writes (a slow fsync). */
+  saveDelayMs = 0;
 
   private constructor(readonly inner: MemoryStorage) {}
 
@@ -38,8 +40,14 @@ export class FaultyStorage implements NodeStorage {
     return this.inner.dir;
   }
 
+  /** durableTerm: the term of the hard state a restart would load now. */
+  get durableTerm(): number {
+    return this.inner.dir.hardState?.term ?? 0;
+  }
+
   async save(batch: LogBatch): Promise<void> {
     this.saves.push(batch);
+    if (this.saveDelayMs > 0) await new Promise((r) => setTimeout(r, this.saveDelayMs));
     if (this.failSaves) {
       await Promise.resolve();
       throw new StorageError('io', `memory data dir ${this.inner.dir.name}: injected write failure (EIO)`, { path: this.inner.dir.name });

@@ -5,6 +5,7 @@ import type { Message, SnapshotMeta } from '../../../src/raft/types.js';
 import {
   CodecError,
   appendRequestFromProto,
+  appendHeaderChecksum,
   appendRequestToProto,
   appendResponseFromProto,
   appendResponseToProto,
@@ -277,7 +278,48 @@ describe('transport codec', () => {
       assert.throws(() => appendRequestFromProto(p), isCodecError(/not contiguous/));
       const hb = appendRequestToProto({ type: 'heartbeat', from: 'n1', to: 'n2', term: 1, commit: 0, readSeq: 0 });
       hb.entries = [sealed(1n, 1n, pb.EntryType.ENTRY_TYPE_NORMAL, new Uint8Array(0))];
+      hb.headerCrc32 = appendHeaderChecksum(hb); // a sender that means it, not damage in transit
       assert.throws(() => appendRequestFromProto(hb), isCodecError(/heartbeat: carries entries/));
+    });
+
+    it('refuses an append or heartbeat whose header was damaged in transit (index, term, commit, prev fields, a lost entry)', () => {
+      const append = appendRequestToProto({
+        type: 'append',
+        from: 'n1',
+        to: 'n2',
+        term: 4,
+        prevLogIndex: 6,
+        prevLogTerm: 3,
+        commit: 5,
+        entries: [
+          { index: 7, term: 4, type: 'normal', data: bytes('a') },
+          { index: 8, term: 4, type: 'normal', data: bytes('b') },
+        ],
+      });
+      assert.notEqual(append.headerCrc32, 0);
+      assert.equal(appendRequestFromProto(wire(pb.AppendEntriesRequest, append)).term, 4, 'the intact request decodes');
+      const damaged: [string, pb.AppendEntriesRequest][] = [
+        ['term', { ...append, term: 5n }],
+        ['commit', { ...append, commit: 8n }],
+        ['prevLogIndex (and the entries shifted along, each entry checksum still right)', {
+          ...append,
+          prevLogIndex: 5n,
+          entries: append.entries.map((e) => sealed(e.index - 1n, e.term, e.type, e.data)),
+        }],
+        ['prevLogTerm', { ...append, prevLogTerm: 4n }],
+        ['the last entry lost', { ...append, entries: append.entries.slice(0, 1) }],
+        ['from', { ...append, from: 'n3' }],
+        ['to', { ...append, to: 'n4' }],
+        ['heartbeat flag', { ...append, heartbeat: true, entries: [] }],
+        ['no header checksum (an old sender)', { ...append, headerCrc32: 0 }],
+      ];
+      for (const [what, bad] of damaged) {
+        assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, bad)), isCodecError(/header checksum .* damaged in transit/), what);
+      }
+      const hb = appendRequestToProto({ type: 'heartbeat', from: 'n1', to: 'n3', term: 3, commit: 42, readSeq: 17 });
+      for (const [what, bad] of [['commit', { ...hb, commit: 43n }], ['readSeq', { ...hb, readSeq: 16n }], ['term', { ...hb, term: 2n }]] as const) {
+        assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, bad)), isCodecError(/header checksum/), `heartbeat ${what}`);
+      }
     });
   });
 });
