@@ -466,7 +466,13 @@ describe('client-plane auth interceptor (real node, every client RPC)', function
     assert.equal(long.details, INVALID_KEY_MESSAGE);
   });
 
-  it('refusals are logged without the key, at most once a minute per client host', () => {
+  it('refusals are logged without the key, at most once a minute per client host', async () => {
+    const status = CLIENT_RPCS.find((r) => r.path === '/snapcoord.v1.ClusterService/Status');
+    assert.ok(status);
+    for (const key of [WRONG_KEY, ACTION_KEYS['kv.read']]) await call(client, status, bearer(key));
+    const get = CLIENT_RPCS.find((r) => r.path === '/snapcoord.v1.KVService/Get');
+    assert.ok(get);
+    assert.equal((await call(client, get, bearer(ACTION_KEYS['kv.write']))).code, grpc.status.PERMISSION_DENIED);
     const all = logLines.join('\n');
     assert.ok(logLines.length >= 1, 'a refusal was logged');
     assert.equal(logLines.length, 1, `one line for 127.0.0.1 in this run: ${all}`);
