@@ -51,7 +51,7 @@ const PEM_CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-
  * `data/tls/n1.pem: expired on 2026-01-02T03:04:05.000Z`. Also throws when
  * `certFile` and `keyFile` are not given together, or no file is given.
  */
-export function checkTlsFiles(files: TlsFiles, opts: CheckTlsOptions = {}): TlsFilesInfo {
+export function checkTlsFiles(files: TlsFiles & CheckTlsOptions): TlsFilesInfo {
   checkShape(files);
   return checkTlsBytes(
     {
@@ -60,7 +60,7 @@ export function checkTlsFiles(files: TlsFiles, opts: CheckTlsOptions = {}): TlsF
       ...(files.caFile !== undefined ? { ca: readTlsFile(files.caFile) } : {}),
     },
     files,
-    opts,
+    files,
   );
 }
 

@@ -43,7 +43,8 @@ export interface ServerTlsFiles extends Callbacks {
  * carries no identity. A handler reads the verified client certificate with
  * `call.getAuthContext().sslPeerCertificate` and its member id with
  * memberIdOf(); grpc-js sets sslPeerCertificate only for a verified
- * certificate.
+ * certificate, and for a client without one answers getAuthContext() with
+ * `{}` (no transportSecurityType either, though the connection is TLS).
  *
  * By default the server's own certificate must be signed by caFile (one
  * cluster CA, as `snapcoord certs` makes); pass `checkChain: false` when

@@ -36,7 +36,8 @@ export interface FileCertificateProviderOptions extends TlsFiles {
  * This one reads and checks the files synchronously when constructed
  * (checkTlsFiles: it throws one clear Error naming the bad file), so
  * credentials are ready before the server binds. While it has listeners it
- * reads them again every `refreshMs` (an unref'd timer); when the bytes
+ * reads them again every `refreshMs` (an unref'd timer; and, synchronously,
+ * when a first listener attaches and the last read is older than that); when the bytes
  * changed it checks them the same way (parse, key matches certificate,
  * validity, chain) and hands over the new set only if it passes; otherwise it
  * keeps the last good set and calls `onError` once for that bad content. So
@@ -55,6 +56,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
   private info: TlsFilesInfo;
   private timer: NodeJS.Timeout | null = null;
   private reading = false;
+  private checkedAtMs: number;
   private readonly caListeners = new Set<experimental.CaCertificateUpdateListener>();
   private readonly identityListeners = new Set<experimental.IdentityCertificateUpdateListener>();
 
@@ -79,6 +81,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     };
     this.info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
     this.current = bytes;
+    this.checkedAtMs = Date.now();
   }
 
   /** latest: what the files in use say (expiry, identities, member id). */
@@ -87,6 +90,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
   }
 
   addCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
+    this.refreshIfStale();
     this.caListeners.add(listener);
     const ca = this.current.ca;
     process.nextTick(listener, ca !== undefined ? { caCertificate: ca } : null);
@@ -99,6 +103,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
   }
 
   addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
+    this.refreshIfStale();
     this.identityListeners.add(listener);
     process.nextTick(listener, this.identityUpdate());
     this.startOrStop();
@@ -122,28 +127,57 @@ export class FileCertificateProvider implements experimental.CertificateProvider
         this.reportBad({}, err as Error);
         return;
       }
-      const identityChanged = !same(bytes.cert, this.current.cert) || !same(bytes.key, this.current.key);
-      const caChanged = !same(bytes.ca, this.current.ca);
-      if (!identityChanged && !caChanged) {
-        this.lastBad = null;
-        return;
-      }
-      let info: TlsFilesInfo;
-      try {
-        info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
-      } catch (err) {
-        this.reportBad(bytes, err as Error);
-        return;
-      }
-      this.current = bytes;
-      this.info = info;
-      this.lastBad = null;
-      if (identityChanged) for (const l of this.identityListeners) l(this.identityUpdate());
-      if (caChanged && bytes.ca !== undefined) for (const l of this.caListeners) l({ caCertificate: bytes.ca });
-      this.onReload?.(info);
+      this.apply(bytes);
     } finally {
       this.reading = false;
     }
+  }
+
+  /**
+   * refreshIfStale re-reads the files synchronously when they were last read
+   * more than refreshMs ago and no timer is running: a provider whose
+   * listeners come and go (a short-lived channel attaches only while it
+   * connects) would otherwise never see a change, its timer never firing.
+   */
+  private refreshIfStale(): void {
+    if (this.timer !== null || Date.now() - this.checkedAtMs < this.refreshMs) return;
+    let bytes: TlsBytes;
+    try {
+      bytes = {
+        ...(this.files.certFile !== undefined ? { cert: readTlsFile(this.files.certFile) } : {}),
+        ...(this.files.keyFile !== undefined ? { key: readTlsFile(this.files.keyFile) } : {}),
+        ...(this.files.caFile !== undefined ? { ca: readTlsFile(this.files.caFile) } : {}),
+      };
+    } catch (err) {
+      this.checkedAtMs = Date.now();
+      this.reportBad({}, err as Error);
+      return;
+    }
+    this.apply(bytes);
+  }
+
+  /** apply checks `bytes` if they differ from the set in use and, when they pass, hands them to the listeners. */
+  private apply(bytes: TlsBytes): void {
+    this.checkedAtMs = Date.now();
+    const identityChanged = !same(bytes.cert, this.current.cert) || !same(bytes.key, this.current.key);
+    const caChanged = !same(bytes.ca, this.current.ca);
+    if (!identityChanged && !caChanged) {
+      this.lastBad = null;
+      return;
+    }
+    let info: TlsFilesInfo;
+    try {
+      info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
+    } catch (err) {
+      this.reportBad(bytes, err as Error);
+      return;
+    }
+    this.current = bytes;
+    this.info = info;
+    this.lastBad = null;
+    if (identityChanged) for (const l of this.identityListeners) l(this.identityUpdate());
+    if (caChanged && bytes.ca !== undefined) for (const l of this.caListeners) l({ caCertificate: bytes.ca });
+    this.onReload?.(info);
   }
 
   private identityUpdate(): experimental.IdentityCertificateUpdate | null {
