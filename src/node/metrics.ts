@@ -18,6 +18,8 @@ export class NodeMetrics {
   readonly chunkHashFailures: Counter;
   readonly snapshotInstallSeconds: Histogram;
   readonly snapshotsCreated: Counter;
+  /** restoresFailed: restore entries skipped (applied as no-ops) because their archive failed to apply. */
+  readonly restoresFailed: Counter;
 
   /** taskQueueDepth: set once the node's task queue exists. */
   taskQueueDepth: () => number = () => 0;
@@ -69,6 +71,11 @@ export class NodeMetrics {
       registers: [r],
     });
     this.snapshotsCreated = new Counter({ name: 'snapcoord_snapshots_created_total', help: 'Snapshots taken of the local state machine.', registers: [r] });
+    this.restoresFailed = new Counter({
+      name: 'snapcoord_restore_apply_failures_total',
+      help: 'Restore entries skipped because their archive failed to apply (the state was left unchanged, the same on every node).',
+      registers: [r],
+    });
     if (withProcessMetrics) collectDefaultMetrics({ register: r });
   }
 

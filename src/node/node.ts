@@ -25,6 +25,8 @@ import { NodeError } from './errors.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import type { Readable } from 'node:stream';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
+import { ArchiveError, StateFormatError } from '../snapshot/errors.js';
+import { StorageError } from '../storage/storage-error.js';
 import { decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from './restore-command.js';
 import type { NodeMetrics } from './metrics.js';
 import { toRaftMeta, type SnapshotManager } from './snapshots.js';
@@ -123,6 +125,11 @@ export interface NodeStatus extends RaftStatus {
   readonly leaderAddress: string;
   /** diskFull: new writes are refused because the data dir is below its free-space reserve. */
   readonly diskFull: boolean;
+  /**
+   * restoreFailure: the last restore entry applied as a no-op here because its
+   * archive could not be applied (the same on every node), with why; null if none.
+   */
+  readonly restoreFailure: { readonly index: number; readonly error: string } | null;
 }
 
 /** SNAPSHOT_RETRY_MS_MIN / _MAX: the backoff of automatic snapshots after a failure (doubling from min to max). */
@@ -208,7 +215,9 @@ export class Node {
   /** fetched: a verified snapshot waiting to be installed between two Ready cycles. */
   private fetched: { meta: SnapshotMeta; stored: StoredSnapshot } | null = null;
   /** snapshotStats: counters for status and metrics. */
-  readonly snapshotStats = { created: 0, installed: 0, fetchFailures: 0, chunkHashFailures: 0, bytesReceived: 0 };
+  readonly snapshotStats = { created: 0, installed: 0, fetchFailures: 0, chunkHashFailures: 0, bytesReceived: 0, restoresFailed: 0 };
+  /** restoreFailure: the last restore entry this node skipped because its archive failed to apply. */
+  private restoreFailure: { readonly index: number; readonly error: string } | null = null;
 
   private constructor(opts: NodeOptions, raft: RaftNode, rng: Rng, saved: { term: number; vote: NodeId }) {
     this.id = opts.id;
@@ -336,6 +345,7 @@ export class Node {
       applied: Math.min(st.applied, this.storage.appliedIndex()),
       leaderAddress: this.addressOf(st.leader),
       diskFull: this.disk?.isFull ?? false,
+      restoreFailure: this.restoreFailure,
     };
   }
 
@@ -804,6 +814,11 @@ export class Node {
     if (cmd === null) {
       // Malformed: every node skips it the same way.
       await this.storage.apply([{ entry: { ...e, data: new Uint8Array(0) } }]);
+      const error = `restore at index ${e.index} skipped, the state is unchanged: malformed restore entry`;
+      this.restoreFailure = { index: e.index, error };
+      this.snapshotStats.restoresFailed++;
+      this.metrics?.restoresFailed.inc();
+      this.log.error({ index: e.index }, 'malformed restore entry skipped on every node, state unchanged');
       return { index: e.index, ok: false, code: 'badRestore', error: 'malformed restore entry' };
     }
     let stored = await sm.findUpload(cmd.digest);
@@ -821,7 +836,21 @@ export class Node {
       }
       if (stored === null) await sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
     }
-    await sm.installUpload(stored, e.index, this.raft.membershipAt(e.index));
+    try {
+      await sm.installUpload(stored, e.index, this.raft.membershipAt(e.index));
+    } catch (err) {
+      if (!isContentError(err)) throw err; // the disk, not the archive: fatal, retried at restart
+      // The archive's content is refused (the upload checks should have caught it): every node
+      // holds the same verified bytes and fails the same way, so every node skips the entry
+      // the same way, keeping its state. Recorded, never a crash loop.
+      const error = `restore at index ${e.index} skipped, the state is unchanged: ${(err as Error).message}`;
+      await this.storage.apply([{ entry: { ...e, data: new Uint8Array(0) } }]);
+      this.restoreFailure = { index: e.index, error };
+      this.snapshotStats.restoresFailed++;
+      this.metrics?.restoresFailed.inc();
+      this.log.error({ index: e.index, digest: cmd.digest, err: (err as Error).message }, 'restore failed to apply; skipped on every node, state unchanged');
+      return { index: e.index, ok: false, code: 'badRestore', error };
+    }
     this.snapshotSoon = true; // followers that need a snapshot get the restored state
     this.log.info({ index: e.index, digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
     return { index: e.index, ok: true };
@@ -854,7 +883,7 @@ export class Node {
     }
     let stored: StoredSnapshot;
     try {
-      stored = await sm.importUpload(source, 10 * 60_000);
+      stored = await sm.importUpload(source, 10 * 60_000, this.disk?.minFreeBytes ?? 0);
     } catch (err) {
       if (isNoSpace(err)) {
         this.disk?.noteError(err);
@@ -1053,6 +1082,17 @@ export class Node {
   failed(): Error | null {
     return this.failure;
   }
+}
+
+/**
+ * isContentError: `err` says an archive's content is unacceptable (a state
+ * record or archive rule broken, a record the state machine refuses): the same
+ * verified bytes fail the same way on every node. Disk and other IO errors are not.
+ */
+function isContentError(err: unknown): boolean {
+  if (err instanceof StateFormatError) return true;
+  if (err instanceof ArchiveError) return err.code !== 'io';
+  return err instanceof StorageError && err.code === 'invalidArgument';
 }
 
 function sleep(ms: number): Promise<void> {

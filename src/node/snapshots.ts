@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -9,13 +9,19 @@ import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import {
   CHUNK_HASH_BYTES,
   SnapshotStore,
+  checkedStateRecords,
   decodeStateRecords,
   encodeStateRecords,
   readArchive,
+  validateStateRecords,
+  type ArchiveMeta,
   type SnapshotHandle,
+  type StateLimits,
   type StoredSnapshot,
 } from '../snapshot/index.js';
+import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../storage/kv-command.js';
 import type { NodeStorage } from '../storage/types.js';
+import { NodeError } from './errors.js';
 import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult, type FetchTarget } from '../transport/snapshot-fetcher.js';
 import type { Logger } from './node.js';
 
@@ -36,7 +42,22 @@ export interface SnapshotPolicy {
   readonly archiveBytesMax: number;
   /** gzipLevel: compression of new archives; 1 measured ~2x faster than 6 here (creation is gzip-bound). */
   readonly gzipLevel: number;
+  /**
+   * restoreStateBytesMax: the largest state (meta.json stateBytes) a restore
+   * upload may declare; larger ones are refused before their state is read
+   * (default RESTORE_STATE_BYTES_MAX_DEFAULT).
+   */
+  readonly restoreStateBytesMax?: number;
 }
+
+/** RESTORE_STATE_BYTES_MAX_DEFAULT: the default cap of a restored state's declared size (64 GiB, as archiveBytesMax; free disk space is checked too). */
+export const RESTORE_STATE_BYTES_MAX_DEFAULT = 64 * 1024 ** 3;
+
+/**
+ * RESTORE_STATE_LIMITS: a restored state may hold nothing a write could not:
+ * the KV layer's own key and value limits (storage/kv-command.ts).
+ */
+export const RESTORE_STATE_LIMITS: StateLimits = { keyBytesMax: KEY_BYTES_MAX, valueBytesMax: VALUE_BYTES_MAX };
 
 export const DEFAULT_SNAPSHOT_POLICY: SnapshotPolicy = {
   snapshotEntries: 10_000,
@@ -47,6 +68,7 @@ export const DEFAULT_SNAPSHOT_POLICY: SnapshotPolicy = {
   bandwidthBytesPerSec: 0,
   archiveBytesMax: 64 * 1024 ** 3,
   gzipLevel: 1,
+  restoreStateBytesMax: RESTORE_STATE_BYTES_MAX_DEFAULT,
 };
 
 /** Serving-side error with a gRPC status code (RESOURCE_EXHAUSTED 8, NOT_FOUND 5). */
@@ -222,20 +244,57 @@ export class SnapshotManager {
   async installUpload(s: StoredSnapshot, appliedIndex: number, membership: Membership): Promise<void> {
     const handle = await this.uploads.open(s.id);
     try {
-      await readArchive(handle.createReadStream(0), async (_meta, state) => {
-        await this.storage.installState(decodeStateRecords(state), { appliedIndex, membership });
+      await readArchive(handle.createReadStream(0), async (meta, state) => {
+        // The same checks as the upload's: an archive that slipped past them fails here the
+        // same way on every node (the state machine keeps its old state), never half installed.
+        await this.storage.installState(checkedStateRecords(state, meta, RESTORE_STATE_LIMITS), { appliedIndex, membership });
       });
     } finally {
       handle.release();
     }
   }
 
-  /** importUpload validates an uploaded archive completely and keeps it (pinned for pinMs) for a restore. */
-  async importUpload(source: Readable, pinMs: number): Promise<StoredSnapshot> {
-    const stored = await this.uploads.importArchive(source, { maxBytes: this.policy.archiveBytesMax });
+  /**
+   * importUpload validates an uploaded archive completely while it streams in
+   * (one pass, flat memory) and keeps it (pinned for pinMs) for a restore:
+   * every hash and archive rule (readArchive); the declared state size
+   * against restoreStateBytesMax (NodeError `invalid`) and against the free
+   * space of the snapshot directory's file system, which must hold about
+   * twice the state (the archive and the installed state) plus reserveBytes
+   * (NodeError `diskFull`), both checked as soon as meta.json is read, before
+   * the state; then every record of state.bin (checkedStateRecords: no empty
+   * key, keys strictly increasing, within the KV layer's key and value
+   * limits, count and size as meta.json declares; StateFormatError). A
+   * refused archive leaves nothing behind.
+   */
+  async importUpload(source: Readable, pinMs: number, reserveBytes = 0): Promise<StoredSnapshot> {
+    const stored = await this.uploads.importArchive(source, {
+      maxBytes: this.policy.archiveBytesMax,
+      consumeState: async (meta, state) => {
+        await this.checkRestoreSize(meta, reserveBytes);
+        await validateStateRecords(state, meta, RESTORE_STATE_LIMITS);
+      },
+    });
     const handle = await this.uploads.open(stored.id);
     setTimeout(() => handle.release(), pinMs).unref();
     return stored;
+  }
+
+  /** checkRestoreSize refuses a declared state beyond the cap (`invalid`) or beyond the free disk space (`diskFull`). */
+  private async checkRestoreSize(meta: ArchiveMeta, reserveBytes: number): Promise<void> {
+    const cap = this.policy.restoreStateBytesMax ?? RESTORE_STATE_BYTES_MAX_DEFAULT;
+    if (meta.stateBytes > cap) {
+      throw new NodeError('invalid', `meta.json declares a state of ${meta.stateBytes} bytes (stateBytes), more than the restore limit of ${cap} bytes`);
+    }
+    const st = await statfs(this.uploads.dir);
+    const freeBytes = st.bavail * st.bsize;
+    const neededBytes = 2 * meta.stateBytes + reserveBytes;
+    if (freeBytes < neededBytes) {
+      throw new NodeError(
+        'diskFull',
+        `meta.json declares a state of ${meta.stateBytes} bytes; restoring it needs about ${neededBytes} bytes free (the archive, the installed state and a reserve of ${reserveBytes}), but ${freeBytes} are free on ${this.uploads.dir}`,
+      );
+    }
   }
 
   /** findUpload returns the kept upload with this digest, or null. */

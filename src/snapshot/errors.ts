@@ -67,9 +67,12 @@ export class ArchiveError extends Error {
 /**
  * StateFormatErrorCode: `truncated` (the stream ends inside a record),
  * `key-too-large` / `value-too-large` (a length beyond the limit),
- * `empty-key` (a record with a zero-length key).
+ * `empty-key` (a record with a zero-length key); and, from
+ * checkedStateRecords, `key-order` (a key not greater than the one before:
+ * out of order or a duplicate), `count-mismatch` (more or fewer records, or
+ * bytes, than meta.json declares).
  */
-export type StateFormatErrorCode = 'truncated' | 'key-too-large' | 'value-too-large' | 'empty-key';
+export type StateFormatErrorCode = 'truncated' | 'key-too-large' | 'value-too-large' | 'empty-key' | 'key-order' | 'count-mismatch';
 
 /** StateFormatError: state.bin records that cannot be encoded or decoded. `offset` is the byte offset of the record. */
 export class StateFormatError extends Error {

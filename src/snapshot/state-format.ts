@@ -319,3 +319,77 @@ export async function countStateKeys(input: AsyncIterable<Uint8Array | string>, 
   for await (const batch of decodeStateRecords(input, limits)) keys += batch.length;
   return keys;
 }
+
+/** StateDeclared: what meta.json says of state.bin (ArchiveMeta's stateKeys and stateBytes). */
+export interface StateDeclared {
+  readonly stateKeys: number;
+  readonly stateBytes: number;
+}
+
+/** showKey: a key for an error message (printable ASCII as is, else hex; long keys cut). */
+function showKey(key: Uint8Array): string {
+  const head = key.subarray(0, 48);
+  const printable = head.every((b) => b >= 0x20 && b < 0x7f);
+  const shown = printable ? JSON.stringify(Buffer.from(head).toString('latin1')) : `0x${Buffer.from(head).toString('hex')}`;
+  return key.length > head.length ? `${shown}… (${key.length} bytes)` : shown;
+}
+
+/**
+ * checkedStateRecords decodes state.bin like decodeStateRecords (same
+ * options, same errors: empty key, key or value beyond the limits, a record
+ * running past the end) and checks what a state must be to be installed:
+ * keys strictly increasing in bytewise order (so no key twice), and exactly
+ * `declared.stateKeys` records in exactly `declared.stateBytes` bytes. It
+ * yields the batches as they are checked (one pass; it keeps only the last
+ * key), so it can feed an install or just validate. Fails with
+ * StateFormatError `key-order` or `count-mismatch` (besides the decoder's
+ * codes), naming the record and its byte offset.
+ */
+export async function* checkedStateRecords(
+  input: AsyncIterable<Uint8Array | string>,
+  declared: StateDeclared,
+  options: DecodeStateOptions = {},
+): AsyncGenerator<StateRecord[], void, undefined> {
+  let prev: Uint8Array | null = null;
+  let keys = 0;
+  let bytes = 0;
+  for await (const batch of decodeStateRecords(input, options)) {
+    for (const r of batch) {
+      if (prev !== null) {
+        const order = Buffer.compare(prev, r.key);
+        if (order === 0) throw new StateFormatError('key-order', `record ${keys + 1}: key ${showKey(r.key)} appears twice`, bytes);
+        if (order > 0) {
+          throw new StateFormatError(
+            'key-order',
+            `record ${keys + 1}: key ${showKey(r.key)} comes after ${showKey(prev)}; keys must be strictly increasing`,
+            bytes,
+          );
+        }
+      }
+      prev = r.key;
+      keys += 1;
+      if (keys > declared.stateKeys) {
+        throw new StateFormatError('count-mismatch', `state.bin holds more than the ${declared.stateKeys} records meta.json declares (stateKeys)`, bytes);
+      }
+      bytes += STATE_RECORD_OVERHEAD_BYTES + r.key.length + r.value.length;
+    }
+    yield batch;
+  }
+  if (keys !== declared.stateKeys) {
+    throw new StateFormatError('count-mismatch', `state.bin holds ${keys} records but meta.json declares stateKeys ${declared.stateKeys}`, bytes);
+  }
+  if (bytes !== declared.stateBytes) {
+    throw new StateFormatError('count-mismatch', `state.bin holds ${bytes} bytes of records but meta.json declares stateBytes ${declared.stateBytes}`, bytes);
+  }
+}
+
+/** validateStateRecords runs checkedStateRecords over the whole input, keeping nothing; resolves with the record count. */
+export async function validateStateRecords(
+  input: AsyncIterable<Uint8Array | string>,
+  declared: StateDeclared,
+  limits: StateLimits = {},
+): Promise<number> {
+  let keys = 0;
+  for await (const batch of checkedStateRecords(input, declared, limits)) keys += batch.length;
+  return keys;
+}

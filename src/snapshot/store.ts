@@ -20,8 +20,9 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open as openFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
-import { finished, pipeline } from 'node:stream/promises';
+import { once } from 'node:events';
+import { Readable, type Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
 import { readArchive, writeArchive, type ArchiveMeta } from './archive.js';
 import { checkMembership, isIsoTimestamp, validateArchiveMeta, META_BYTES_MAX } from './archive-meta.js';
@@ -99,6 +100,13 @@ export interface ImportOptions {
   readonly expectedSha256?: string;
   /** refuse archives longer than this many bytes. */
   readonly maxBytes: number;
+  /**
+   * consumeState, if given, reads state.bin as it arrives (readArchive's
+   * consumer: meta.json is known, the hashes are not checked yet); its
+   * rejection refuses the import with that error. Without it the state is
+   * hashed and discarded.
+   */
+  readonly consumeState?: (meta: ArchiveMeta, state: Readable) => Promise<void>;
 }
 
 function serializeStoredMeta(meta: StoredMeta): Buffer {
@@ -143,27 +151,36 @@ function isNotFound(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === 'ENOENT';
 }
 
-/** LimitedHashTap hashes and counts what passes and fails once more than `maxBytes` have passed. */
-class LimitedHashTap extends Transform {
-  private readonly hash = createHash('sha256');
-  bytes = 0;
-
-  constructor(private readonly maxBytes: number) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.bytes > this.maxBytes) {
-      callback(new SnapshotStoreError('too-large', `the archive is larger than the limit of ${this.maxBytes} bytes`));
-      return;
+/**
+ * teeToFile yields the bytes of `source` unchanged while it hashes and counts
+ * them (SnapshotStoreError `too-large` past maxBytes) and writes them to
+ * `file` (waiting for 'drain': the reader of the yielded bytes sets the pace,
+ * the file holds it back). It does not end the file.
+ */
+async function* teeToFile(
+  source: Readable,
+  file: Writable,
+  maxBytes: number,
+  counted: { bytes: number; hash: ReturnType<typeof createHash> },
+): AsyncGenerator<Buffer> {
+  let fileError: Error | null = null;
+  const onError = (err: Error): void => {
+    fileError ??= err;
+  };
+  file.on('error', onError);
+  try {
+    for await (const raw of source as AsyncIterable<Buffer | string>) {
+      const chunk = typeof raw === 'string' ? Buffer.from(raw) : raw;
+      if (fileError !== null) throw fileError;
+      counted.bytes += chunk.length;
+      if (counted.bytes > maxBytes) throw new SnapshotStoreError('too-large', `the archive is larger than the limit of ${maxBytes} bytes`);
+      counted.hash.update(chunk);
+      if (!file.write(chunk)) await once(file, 'drain');
+      yield chunk;
     }
-    this.hash.update(chunk);
-    callback(null, chunk);
-  }
-
-  digest(): string {
-    return this.hash.digest('hex');
+    if (fileError !== null) throw fileError;
+  } finally {
+    file.off('error', onError);
   }
 }
 
@@ -444,14 +461,28 @@ export class SnapshotStore {
       try {
         await this.makeTmpDir(tmpDir);
         const archivePath = join(tmpDir, ARCHIVE_FILE);
-        const tap = new LimitedHashTap(maxBytes);
-        await pipeline(source, tap, await openFileSink(archivePath));
-        const archiveSha256 = tap.digest();
+        // One pass: the bytes are hashed, written to the temporary file and read as an
+        // archive (every rule, every hash, and consumeState) as they arrive.
+        const file = await openFileSink(archivePath);
+        const counted = { bytes: 0, hash: createHash('sha256') };
+        const limits = this.stateBytesMax === undefined ? {} : { stateBytesMax: this.stateBytesMax };
+        let meta: ArchiveMeta;
+        try {
+          ({ meta } = await readArchive(
+            Readable.from(teeToFile(source, file, maxBytes, counted), { objectMode: false, highWaterMark: READ_CHUNK_BYTES }),
+            options.consumeState ?? (async () => undefined),
+            limits,
+          ));
+          file.end();
+          await finished(file);
+        } catch (err) {
+          file.destroy();
+          throw err;
+        }
+        const archiveSha256 = counted.hash.digest('hex');
         if (expectedSha256 !== undefined && archiveSha256 !== expectedSha256.toLowerCase()) {
           throw new SnapshotStoreError('digest-mismatch', `the archive's SHA-256 is ${archiveSha256}, expected ${expectedSha256.toLowerCase()}`);
         }
-        const limits = this.stateBytesMax === undefined ? {} : { stateBytesMax: this.stateBytesMax };
-        const { meta } = await readArchive(createReadStream(archivePath, { highWaterMark: READ_CHUNK_BYTES }), async () => undefined, limits);
         id = snapshotId(meta.term, meta.index, Date.parse(meta.createdAt));
         const finalDir = join(this.dir, id);
         if (await this.exists(finalDir)) {
@@ -459,7 +490,7 @@ export class SnapshotStore {
           if (existing !== null && existing.archiveSha256 === archiveSha256) return existing;
           throw new SnapshotStoreError('already-exists', `a different snapshot ${id} is already stored`, { path: finalDir });
         }
-        const storedMeta: StoredMeta = { ...meta, archiveSha256, archiveBytes: tap.bytes };
+        const storedMeta: StoredMeta = { ...meta, archiveSha256, archiveBytes: counted.bytes };
         await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta));
         await fsyncDir(tmpDir);
         await rename(tmpDir, finalDir);

@@ -143,3 +143,57 @@ export async function rejectsWith(promise: Promise<unknown>, code: ArchiveErrorC
   if (pattern !== undefined) assert.match(caught.message, pattern);
   return caught;
 }
+
+/** rawState encodes records as state.bin bytes exactly as given: no check at all (for poisoned archives). */
+export function rawState(recs: readonly { key: string | Buffer; value: string | Buffer }[], tail: Buffer = Buffer.alloc(0)): Buffer {
+  const parts: Buffer[] = [];
+  for (const r of recs) {
+    const key = typeof r.key === 'string' ? Buffer.from(r.key) : r.key;
+    const value = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+    const kl = Buffer.alloc(4);
+    kl.writeUInt32BE(key.length);
+    const vl = Buffer.alloc(4);
+    vl.writeUInt32BE(value.length);
+    parts.push(kl, key, vl, value);
+  }
+  parts.push(tail);
+  return Buffer.concat(parts);
+}
+
+/** PoisonedArchive: an archive whose every hash is right but whose state.bin is not a state (issue 14). */
+export interface PoisonedArchive {
+  readonly name: string;
+  readonly archive: Buffer;
+  /** what the refusal must say. */
+  readonly message: RegExp;
+}
+
+/**
+ * poisonedArchives: one archive per way a state.bin can be wrong while
+ * meta.json, SHA256SUMS and the tar are all valid: an empty key, keys out of
+ * order, a duplicate key, a record running past the end, a key count that
+ * lies (both ways), an oversize key, an oversize value (the KV limits: 4 KiB
+ * keys, 1 MiB values). Keys are under `k/`.
+ */
+export async function poisonedArchives(): Promise<PoisonedArchive[]> {
+  const v = 'value-0123456789';
+  const cases: { name: string; state: Buffer; keys: number; message: RegExp }[] = [
+    { name: 'an empty key', state: rawState([{ key: 'k/a', value: v }, { key: '', value: v }]), keys: 2, message: /empty key/ },
+    { name: 'keys out of order', state: rawState([{ key: 'k/b', value: v }, { key: 'k/a', value: v }]), keys: 2, message: /"k\/a" comes after "k\/b"; keys must be strictly increasing/ },
+    { name: 'a duplicate key', state: rawState([{ key: 'k/a', value: v }, { key: 'k/a', value: 'other' }]), keys: 2, message: /"k\/a" appears twice/ },
+    {
+      name: 'a record that runs past the end',
+      // the second record says its key is 64 bytes; 6 follow.
+      state: rawState([{ key: 'k/a', value: v }], Buffer.from([0, 0, 0, 64, 0x6b, 0x2f, 0x62, 0x62, 0x62, 0x62])),
+      keys: 2,
+      message: /ends inside a record/,
+    },
+    { name: 'a key count that lies (more declared)', state: rawState([{ key: 'k/a', value: v }, { key: 'k/b', value: v }]), keys: 3, message: /holds 2 records but meta.json declares stateKeys 3/ },
+    { name: 'a key count that lies (fewer declared)', state: rawState([{ key: 'k/a', value: v }, { key: 'k/b', value: v }, { key: 'k/c', value: v }]), keys: 2, message: /more than the 2 records meta.json declares/ },
+    { name: 'an oversize key', state: rawState([{ key: `k/${'x'.repeat(4 * 1024 - 1)}`, value: v }]), keys: 1, message: /key length 4097, more than 4096/ },
+    { name: 'an oversize value', state: rawState([{ key: 'k/a', value: Buffer.alloc(1024 * 1024 + 1, 0x61) }]), keys: 1, message: /value length 1048577, more than 1048576/ },
+  ];
+  const out: PoisonedArchive[] = [];
+  for (const c of cases) out.push({ name: c.name, archive: await tarGz(goodEntries(c.state, c.keys).entries), message: c.message });
+  return out;
+}
