@@ -43,6 +43,49 @@ export const clientChannelOptions: grpc.ChannelOptions = {
   'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
 };
 
+/** AUTHORIZATION_METADATA_KEY: where a client-plane call carries its API key (`Bearer <key>`). */
+export const AUTHORIZATION_METADATA_KEY = 'authorization';
+
+/**
+ * ClientDial: how a client reaches a node's client plane: channel credentials
+ * (TLS verified against the cluster CA; default insecure, for loopback) and
+ * the API key sent as `authorization: Bearer <key>` on every call ('' or
+ * absent: none; a call whose metadata already holds an authorization, such
+ * as a forwarded one, keeps it).
+ */
+export interface ClientDial {
+  readonly credentials?: grpc.ChannelCredentials;
+  readonly apiKey?: string;
+}
+
+/** bearerInterceptor adds `authorization: Bearer <apiKey>` to every call that carries none. */
+export function bearerInterceptor(apiKey: string): grpc.Interceptor {
+  const value = `Bearer ${apiKey}`;
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        if (metadata.get(AUTHORIZATION_METADATA_KEY).length === 0) metadata.set(AUTHORIZATION_METADATA_KEY, value);
+        next(metadata, listener);
+      },
+    });
+}
+
+/** dialChannel: the credentials and channel options (base + the key's interceptor) of a client channel. */
+export function dialChannel(dial: ClientDial, base: grpc.ChannelOptions = clientChannelOptions): { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
+  const interceptors = dial.apiKey !== undefined && dial.apiKey !== '' ? [bearerInterceptor(dial.apiKey)] : [];
+  return {
+    credentials: dial.credentials ?? grpc.credentials.createInsecure(),
+    options: interceptors.length === 0 ? base : { ...base, interceptors: [...((base['interceptors'] as grpc.Interceptor[] | undefined) ?? []), ...interceptors] },
+  };
+}
+
+/** copyAuthorization copies the caller's authorization metadata onto a call this node makes on its behalf (forwarding). */
+export function copyAuthorization(from: grpc.Metadata, to: grpc.Metadata): grpc.Metadata {
+  const v = from.get(AUTHORIZATION_METADATA_KEY)[0];
+  if (typeof v === 'string') to.set(AUTHORIZATION_METADATA_KEY, v);
+  return to;
+}
+
 type UnaryMethod<Req, Res> = (
   request: Req,
   metadata: grpc.Metadata,
@@ -65,8 +108,9 @@ export function callUnary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req,
 export class KvClient {
   readonly raw: KVServiceClient;
 
-  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
-    this.raw = new KVServiceClient(address, credentials, clientChannelOptions);
+  constructor(address: string, dial: ClientDial = {}) {
+    const { credentials, options } = dialChannel(dial);
+    this.raw = new KVServiceClient(address, credentials, options);
   }
 
   put(req: Partial<PutRequest> & Pick<PutRequest, 'key' | 'value'>, opts?: CallOptions): Promise<PutResponse> {
@@ -99,8 +143,9 @@ export class KvClient {
 export class ClusterClient {
   readonly raw: ClusterServiceClient;
 
-  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
-    this.raw = new ClusterServiceClient(address, credentials, clientChannelOptions);
+  constructor(address: string, dial: ClientDial = {}) {
+    const { credentials, options } = dialChannel(dial);
+    this.raw = new ClusterServiceClient(address, credentials, options);
   }
 
   status(opts?: CallOptions): Promise<StatusResponse> {

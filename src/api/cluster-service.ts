@@ -31,7 +31,7 @@ import type { Node, NodeStatus } from '../node/node.js';
 import type { Role as RaftRole } from '../raft/types.js';
 import { isNodeId, parseHostPort } from './address.js';
 import { ApiError, invalidArgument, toApiError } from './api-error.js';
-import { FORWARDED_METADATA_KEY, deadlineOf, requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
+import { deadlineOf, requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
 
 /** ClusterNode is the part of Node the cluster service uses. */
@@ -171,11 +171,16 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           node.campaign();
         } else if (leader !== '' && leader !== node.id && leader !== asked) {
           asked = leader;
-          const md = new grpc.Metadata();
-          md.set(FORWARDED_METADATA_KEY, '1');
+          const md = forwarder.forwardMetadata(call);
+          const address = forwarder.clientAddressOf(leader);
+          if (address === '') {
+            await sleep(2);
+            asked = '';
+            continue;
+          }
           try {
             await forwarder
-              .cluster(node.dialAddressOf(leader))
+              .cluster(address)
               .transferLeadership(node.id, { deadlineMs: Math.max(1, deadline - Date.now()), metadata: md });
           } catch (err) {
             const e = toApiError(err);

@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { NodeError } from '../node/errors.js';
 import type { Node } from '../node/node.js';
 import { ApiError, notLeaderError, toApiError } from './api-error.js';
-import { ClusterClient, DEFAULT_DEADLINE_MS, KvClient, type CallOptions } from './clients.js';
+import { ClusterClient, DEFAULT_DEADLINE_MS, KvClient, copyAuthorization, type CallOptions, type ClientDial } from './clients.js';
 
 /** FORWARDED_METADATA_KEY marks a call a follower forwarded to the leader. */
 export const FORWARDED_METADATA_KEY = 'x-snapcoord-forwarded';
@@ -22,7 +22,19 @@ export const LEADER_WAIT_MS_MAX = 3_000;
 /** NodeView is the part of Node the API services use. */
 export type NodeView = Pick<Node, 'id' | 'status' | 'addressOf' | 'dialAddressOf'>;
 
-/** Leader names the leader and where this node reaches its API (its dial address). */
+/**
+ * ForwarderOptions: where the other members' client planes are and how to
+ * reach them. A forwarded call carries the caller's own authorization, so the
+ * leader checks the caller's key, not ours.
+ */
+export interface ForwarderOptions {
+  /** clientAddressOf: the client-plane address of member `id` ('' when not known yet); default the node's dial address (one plane). */
+  readonly clientAddressOf?: (id: string) => string;
+  /** dial: TLS credentials for the other members' client planes (default insecure). */
+  readonly dial?: ClientDial;
+}
+
+/** Leader names the leader and where this node reaches its client API. */
 export interface Leader {
   readonly id: string;
   readonly address: string;
@@ -57,9 +69,22 @@ export class LeaderForwarder {
   private readonly kvClients = new Map<string, KvClient>();
   private readonly clusterClients = new Map<string, ClusterClient>();
   private closed = false;
+  /** clientAddressOf: where member `id`'s client plane is ('' when unknown). */
+  readonly clientAddressOf: (id: string) => string;
+  /** dial: credentials of the channels to other members' client planes (no key of our own: calls carry the caller's). */
+  readonly dial: ClientDial;
 
-  constructor(node: NodeView) {
+  constructor(node: NodeView, opts: ForwarderOptions = {}) {
     this.node = node;
+    this.clientAddressOf = opts.clientAddressOf ?? ((id) => node.dialAddressOf(id));
+    this.dial = opts.dial?.credentials !== undefined ? { credentials: opts.dial.credentials } : {};
+  }
+
+  /** forwardMetadata: the metadata of a call made for `call` to another member: the forwarded mark and the caller's authorization. */
+  forwardMetadata(call: ServerCall): grpc.Metadata {
+    const md = new grpc.Metadata();
+    md.set(FORWARDED_METADATA_KEY, '1');
+    return copyAuthorization(call.metadata, md);
   }
 
   /**
@@ -84,10 +109,11 @@ export class LeaderForwarder {
         if (!(err instanceof NodeError) || err.code !== 'notLeader') throw toApiError(err);
         notLeader = err;
       }
-      if (forwarded) throw notLeaderError(notLeader.leaderId, notLeader.leaderAddress);
+      if (forwarded) throw notLeaderError(notLeader.leaderId, this.clientAddressOf(notLeader.leaderId));
       let leader: Leader | null =
-        notLeader.leaderId === '' ? null : { id: notLeader.leaderId, address: this.node.dialAddressOf(notLeader.leaderId) };
-      if (leader === null) leader = await this.waitForLeader(deadline);
+        notLeader.leaderId === '' ? null : { id: notLeader.leaderId, address: this.clientAddressOf(notLeader.leaderId) };
+      // No leader known, or its client address not learned yet (it arrives with its first append): wait a little.
+      if (leader === null || (leader.id !== this.node.id && leader.address === '')) leader = await this.waitForLeader(deadline);
       if (leader === null) throw notLeaderError('', '');
       if (leader.id === this.node.id) {
         // We won an election meanwhile: run here (bounded: elections do not flap that fast).
@@ -95,10 +121,9 @@ export class LeaderForwarder {
         throw new ApiError(grpc.status.UNAVAILABLE, 'leadership is changing; retry');
       }
       if (leader.address === '') {
-        throw new ApiError(grpc.status.UNAVAILABLE, `the leader ${leader.id} has no known address`);
+        throw new ApiError(grpc.status.UNAVAILABLE, `the leader ${leader.id} has not told this node its client address yet; retry`);
       }
-      const md = new grpc.Metadata();
-      md.set(FORWARDED_METADATA_KEY, '1');
+      const md = this.forwardMetadata(call);
       const deadlineMs = Math.max(1, deadline - Date.now());
       try {
         return await remote(leader, { deadlineMs, metadata: md });
@@ -109,14 +134,16 @@ export class LeaderForwarder {
   }
 
   /**
-   * waitForLeader resolves with the leader once one is known, or null after
-   * LEADER_WAIT_MS_MAX (or at `deadline`, whichever comes first).
+   * waitForLeader resolves with the leader once one is known with its client
+   * address (or is this node), or null after LEADER_WAIT_MS_MAX (or at
+   * `deadline`, whichever comes first).
    */
   async waitForLeader(deadline: number): Promise<Leader | null> {
     const until = Math.min(deadline, Date.now() + LEADER_WAIT_MS_MAX);
     for (;;) {
       const st = this.node.status();
-      if (st.leader !== '') return { id: st.leader, address: this.node.dialAddressOf(st.leader) };
+      const address = st.leader === '' ? '' : this.clientAddressOf(st.leader);
+      if (st.leader !== '' && (address !== '' || st.leader === this.node.id)) return { id: st.leader, address };
       if (Date.now() >= until || this.closed) return null;
       await sleep(Math.min(20, Math.max(1, until - Date.now())));
     }
@@ -126,7 +153,7 @@ export class LeaderForwarder {
   kv(address: string): KvClient {
     let c = this.kvClients.get(address);
     if (c === undefined) {
-      c = new KvClient(address);
+      c = new KvClient(address, this.dial);
       this.kvClients.set(address, c);
     }
     return c;
@@ -136,7 +163,7 @@ export class LeaderForwarder {
   cluster(address: string): ClusterClient {
     let c = this.clusterClients.get(address);
     if (c === undefined) {
-      c = new ClusterClient(address);
+      c = new ClusterClient(address, this.dial);
       this.clusterClients.set(address, c);
     }
     return c;

@@ -1,8 +1,14 @@
 /**
- * The node's one gRPC server: RaftService (peers), KVService and
- * ClusterService (clients), the standard health service and server
- * reflection. Raft and the public API share one port, so a member's address
- * in the configuration is also where its API listens.
+ * The node's two gRPC planes, each its own server and listener (like etcd's
+ * peer and client URLs):
+ * - the peer plane serves RaftService only, to members: mutual TLS with the
+ *   cluster CA, and a PeerGuard admits each message (cluster id, certificate
+ *   identity = `from`, membership). A member's address in the configuration is
+ *   its peer address.
+ * - the client plane serves KVService, ClusterService, SnapshotService,
+ *   TaskService, health and reflection: TLS, and the client auth interceptor
+ *   (bearer keys and actions) given in BindOptions.interceptors.
+ * Neither serves the other's services.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -16,6 +22,8 @@ import { RAFT_SERVICE_DEFINITION } from '../transport/fetch-serializer.js';
 import { createRaftService } from '../transport/raft-service.js';
 import { serverFaultInterceptors } from '../transport/message-faults.js';
 import type { RaftRequestHandler } from '../transport/transport.js';
+import { PeerGuard, type PeerCall, type RefusalReason } from '../transport/peer-guard.js';
+import type { ClientDial } from './clients.js';
 import { formatHostPort, parseHostPort } from './address.js';
 import { MESSAGE_BYTES_MAX } from './clients.js';
 import { createClusterService } from './cluster-service.js';
@@ -24,9 +32,8 @@ import { LeaderForwarder } from './leader-forwarder.js';
 import { PROTO_FILES, protoDir } from './proto-dir.js';
 import { createSnapshotService, createTaskService, type SnapshotApiOptions } from './snapshot-service.js';
 
-/** SERVICE_NAMES: the services the health service reports on (plus '' for the whole server). */
+/** SERVICE_NAMES: the client-plane services the health service reports on (plus '' for the whole server). */
 export const SERVICE_NAMES = [
-  'snapcoord.v1.RaftService',
   'snapcoord.v1.KVService',
   'snapcoord.v1.ClusterService',
   'snapcoord.v1.SnapshotService',
@@ -36,11 +43,27 @@ export const SERVICE_NAMES = [
 /** SHUTDOWN_GRACE_MS: how long close() lets running calls finish before cancelling them. */
 export const SHUTDOWN_GRACE_MS = 2_000;
 
+/** CLIENT_MESSAGE_BYTES_DEFAULT: the largest client-plane request message by default (1.5 MiB, like etcd's --max-request-bytes). */
+export const CLIENT_MESSAGE_BYTES_DEFAULT = 1536 * 1024;
+/** PEER_MESSAGE_BYTES_MAX: the largest peer-plane message: what one append may carry, with room for its framing. */
+export const PEER_MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
+/** CLIENT_STREAMS_PER_CONNECTION_MAX: concurrent calls on one client connection. */
+export const CLIENT_STREAMS_PER_CONNECTION_MAX = 256;
+
 export interface BindOptions {
-  /** bindAddress: "host:port"; port 0 asks the OS for a free one (see ApiServer.port). */
+  /** bindAddress: the client plane's "host:port"; port 0 asks the OS for a free one (see ApiServer.port). */
   readonly bindAddress: string;
+  /** peerBindAddress: the peer plane's "host:port" (RaftService); port 0 asks the OS. */
+  readonly peerBindAddress: string;
   readonly logger?: Logger;
+  /** credentials: the client plane's (TLS); default insecure. */
   readonly credentials?: grpc.ServerCredentials;
+  /** peerCredentials: the peer plane's (mutual TLS); default insecure. */
+  readonly peerCredentials?: grpc.ServerCredentials;
+  /** interceptors: the client plane's server interceptors (the auth interceptor). */
+  readonly interceptors?: readonly grpc.ServerInterceptor[];
+  /** maxRequestBytes: the largest client-plane message accepted (default CLIENT_MESSAGE_BYTES_DEFAULT); larger ones fail RESOURCE_EXHAUSTED unread. */
+  readonly maxRequestBytes?: number;
 }
 
 export interface ServeOptions {
@@ -49,33 +72,62 @@ export interface ServeOptions {
   readonly raftHandler?: RaftRequestHandler;
   /** snapshotApi: with it, SnapshotService and TaskService are served too. */
   readonly snapshotApi?: SnapshotApiOptions;
+  /** clusterId: every peer message must carry it (default 'snapcoord'). */
+  readonly clusterId?: string;
+  /** identityOf: the member id of a peer call's TLS certificate; given when the peer plane runs mutual TLS. */
+  readonly identityOf?: (call: PeerCall) => string | null;
+  /** onPeerRefused: counts refused peer messages (metrics). */
+  readonly onPeerRefused?: (reason: RefusalReason) => void;
+  /** clientDial: how this node reaches other members' client planes when it forwards a call (TLS credentials). */
+  readonly clientDial?: ClientDial;
 }
 
 export type ApiServerOptions = BindOptions & ServeOptions;
 
-/** ApiServer is a bound (and, after serve or startApiServer, serving) server. */
+/** ApiServer is a bound (and, after serve or startApiServer, serving) pair of servers: client plane and peer plane. */
 export interface ApiServer {
+  /** server: the client plane. */
   readonly server: grpc.Server;
-  /** port: the port actually bound. */
+  /** port: the client plane's port actually bound. */
   readonly port: number;
   /** address: bindAddress with the real port. */
   readonly address: string;
+  /** peerServer: the peer plane (RaftService only). */
+  readonly peerServer: grpc.Server;
+  readonly peerPort: number;
+  /** peerAddress: peerBindAddress with the real port. */
+  readonly peerAddress: string;
   readonly health: HealthImplementation;
+  /** guard: the peer plane's admission check (after serve), which also knows the members' client addresses. */
+  readonly guard: PeerGuard | null;
   /**
-   * serve adds RaftService, KVService and ClusterService over `node` and
-   * reports SERVING. Until then those services answer UNIMPLEMENTED and
-   * health says NOT_SERVING. Call it once.
+   * serve adds RaftService (peer plane), KVService and ClusterService (client
+   * plane) over `node` and reports SERVING. Until then those services answer
+   * UNIMPLEMENTED and health says NOT_SERVING. Call it once.
    */
   serve(opts: ServeOptions): void;
   /** close reports NOT_SERVING, lets running calls finish for up to graceMs, then cancels them. Idempotent. */
   close(graceMs?: number): Promise<void>;
 }
 
-/** serverOptions: 64 MiB messages both ways. */
-export const serverOptions: grpc.ServerOptions = {
-  'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
-  'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+/** peerServerOptions: appends up to PEER_MESSAGE_BYTES_MAX. */
+export const peerServerOptions: grpc.ServerOptions = {
+  'grpc.max_receive_message_length': PEER_MESSAGE_BYTES_MAX,
+  'grpc.max_send_message_length': PEER_MESSAGE_BYTES_MAX,
 };
+
+/** clientServerOptions: requests capped at maxRequestBytes, answers up to MESSAGE_BYTES_MAX, a bounded number of calls per connection. */
+export function clientServerOptions(maxRequestBytes: number): grpc.ServerOptions {
+  return {
+    'grpc.max_receive_message_length': maxRequestBytes,
+    'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+    'grpc.max_concurrent_streams': CLIENT_STREAMS_PER_CONNECTION_MAX,
+    // An idle client connection is closed after 5 minutes; a dead one is noticed by keepalive.
+    'grpc.max_connection_idle_ms': 300_000,
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+  };
+}
 
 let reflectionPackage: protoLoader.PackageDefinition | null = null;
 
@@ -92,28 +144,45 @@ function reflection(): ReflectionService {
 }
 
 /**
- * bindApiServer binds a server at opts.bindAddress with health and reflection
- * (health NOT_SERVING), before the node exists: a caller that binds port 0
+ * bindApiServer binds the client plane at opts.bindAddress (health and
+ * reflection, health NOT_SERVING) and the peer plane at opts.peerBindAddress,
+ * before the node exists: a caller that binds port 0
  * learns the real port first, builds the membership with it, then calls serve.
  * Errors: the bind error (e.g. EADDRINUSE: "No address added out of total 1 resolved").
  */
 export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const log = opts.logger ?? silentLogger;
-  const hp = parseHostPort(opts.bindAddress, true);
-  if (hp === null) throw new Error(`bind address ${JSON.stringify(opts.bindAddress)} is not host:port`);
+  for (const [what, a] of [['client', opts.bindAddress], ['peer', opts.peerBindAddress]] as const) {
+    if (parseHostPort(a, true) === null) throw new Error(`${what} bind address ${JSON.stringify(a)} is not host:port`);
+  }
+  const maxRequestBytes = opts.maxRequestBytes ?? CLIENT_MESSAGE_BYTES_DEFAULT;
+  const server = new grpc.Server({ ...clientServerOptions(maxRequestBytes), interceptors: [...(opts.interceptors ?? [])] });
   // The chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) on incoming appends; none otherwise.
-  const server = new grpc.Server({ ...serverOptions, interceptors: serverFaultInterceptors(log) });
+  const peerServer = new grpc.Server({ ...peerServerOptions, interceptors: serverFaultInterceptors(log) });
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'NOT_SERVING'])) });
   health.addToServer(server);
   reflection().addToServer(server);
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(opts.bindAddress, opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => {
-      if (err !== null) reject(new Error(`cannot listen on ${opts.bindAddress}: ${err.message}`));
-      else resolve(p);
+  const bind = (srv: grpc.Server, address: string, credentials: grpc.ServerCredentials | undefined): Promise<number> =>
+    new Promise<number>((resolve, reject) => {
+      srv.bindAsync(address, credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => {
+        if (err !== null) reject(new Error(`cannot listen on ${address}: ${err.message}`));
+        else resolve(p);
+      });
     });
-  });
-  const address = formatHostPort({ host: hp.host, port });
+  let port: number;
+  let peerPort: number;
+  try {
+    port = await bind(server, opts.bindAddress, opts.credentials);
+    peerPort = await bind(peerServer, opts.peerBindAddress, opts.peerCredentials);
+  } catch (err) {
+    server.forceShutdown();
+    peerServer.forceShutdown();
+    throw err;
+  }
+  const address = formatHostPort({ host: (parseHostPort(opts.bindAddress, true) as { host: string }).host, port });
+  const peerAddress = formatHostPort({ host: (parseHostPort(opts.peerBindAddress, true) as { host: string }).host, port: peerPort });
   let forwarder: LeaderForwarder | null = null;
+  let guard: PeerGuard | null = null;
   let closeSnapshotService = (): void => undefined;
   let closing: Promise<void> | null = null;
 
@@ -122,42 +191,60 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     for (const s of SERVICE_NAMES) health.setStatus(s, status);
   };
 
+  const shutdown = (srv: grpc.Server, graceMs: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        srv.forceShutdown();
+        resolve();
+      }, graceMs);
+      srv.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+
   return {
     server,
     port,
     address,
+    peerServer,
+    peerPort,
+    peerAddress,
     health,
-    serve({ node, raftHandler, snapshotApi }: ServeOptions): void {
+    get guard() {
+      return guard;
+    },
+    serve({ node, raftHandler, snapshotApi, clusterId, identityOf, onPeerRefused, clientDial }: ServeOptions): void {
       if (forwarder !== null) throw new Error('ApiServer.serve: already serving');
       if (closing !== null) throw new Error('ApiServer.serve: closed');
-      forwarder = new LeaderForwarder(node);
-      server.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log }));
+      const g = new PeerGuard({
+        clusterId: clusterId ?? 'snapcoord',
+        isMember: (id) => node.isMember(id),
+        ...(identityOf !== undefined ? { identityOf } : {}),
+        ...(onPeerRefused !== undefined ? { onRefused: onPeerRefused } : {}),
+        logger: log,
+      });
+      guard = g;
+      const clientAddressOf = (id: string): string => (id === node.id ? address : g.clientAddressOf(id));
+      forwarder = new LeaderForwarder(node, { clientAddressOf, ...(clientDial !== undefined ? { dial: clientDial } : {}) });
+      peerServer.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g }));
       server.addService(KVServiceService, createKvService(node, forwarder));
       server.addService(ClusterServiceService, createClusterService(node, forwarder));
       if (snapshotApi !== undefined) {
-        const snap = createSnapshotService(node, snapshotApi);
+        const snap = createSnapshotService(node, snapshotApi, forwarder);
         closeSnapshotService = snap.close;
         server.addService(SnapshotServiceService, snap.service);
         server.addService(TaskServiceService, createTaskService(snapshotApi.tasks.queue));
       }
       setAll('SERVING');
-      log.info({ id: node.id, address }, 'api server serving');
+      log.info({ id: node.id, address, peerAddress, mutualTls: g.mutualTls }, 'api server serving');
     },
     close(graceMs = SHUTDOWN_GRACE_MS): Promise<void> {
       closing ??= (async () => {
         setAll('NOT_SERVING');
         forwarder?.close();
         closeSnapshotService();
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, graceMs);
-          server.tryShutdown(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
+        await Promise.all([shutdown(server, graceMs), shutdown(peerServer, graceMs)]);
       })();
       return closing;
     },

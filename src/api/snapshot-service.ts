@@ -37,7 +37,7 @@ import { inspectArchive } from '../snapshot/archive.js';
 import type { StoredSnapshot } from '../snapshot/store.js';
 import { ApiError, ERROR_CODE_METADATA_KEY, invalidArgument, notLeaderError, toApiError } from './api-error.js';
 import { MESSAGE_BYTES_MAX } from './clients.js';
-import { FORWARDED_METADATA_KEY, isForwarded } from './leader-forwarder.js';
+import { LeaderForwarder, isForwarded, type ServerCall } from './leader-forwarder.js';
 import { resolveSnapshotPath } from './snapshot-path.js';
 import { unary } from './unary-handler.js';
 
@@ -115,22 +115,25 @@ function taskError(err: unknown): ApiError {
   return toApiError(err);
 }
 
-function leaderClient(node: Node, clients: Map<string, SnapshotServiceClient>): { client: SnapshotServiceClient; md: grpc.Metadata } {
+function leaderClient(
+  node: Node,
+  clients: Map<string, SnapshotServiceClient>,
+  forwarder: LeaderForwarder,
+  call: ServerCall,
+): { client: SnapshotServiceClient; md: grpc.Metadata } {
   const st = node.status();
-  const address = node.dialAddressOf(st.leader);
-  if (st.leader === '' || address === '') throw notLeaderError('', '');
+  const address = st.leader === '' ? '' : forwarder.clientAddressOf(st.leader);
+  if (address === '') throw notLeaderError('', '');
   let client = clients.get(address);
   if (client === undefined) {
-    client = new SnapshotServiceClient(address, grpc.credentials.createInsecure(), {
+    client = new SnapshotServiceClient(address, forwarder.dial.credentials ?? grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
       'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
       'grpc-node.flow_control_window': 16 << 20,
     });
     clients.set(address, client);
   }
-  const md = new grpc.Metadata();
-  md.set(FORWARDED_METADATA_KEY, '1');
-  return { client, md };
+  return { client, md: forwarder.forwardMetadata(call) };
 }
 
 /** writeWithBackpressure writes one message and waits for 'drain' when the call's buffer is full. */
@@ -138,7 +141,11 @@ async function writeWithBackpressure(call: grpc.ServerWritableStream<GetSnapshot
   if (!call.write(msg)) await once(call, 'drain');
 }
 
-export function createSnapshotService(node: Node, opts: SnapshotApiOptions): { service: SnapshotServiceServer; close(): void } {
+export function createSnapshotService(
+  node: Node,
+  opts: SnapshotApiOptions,
+  forwarder: LeaderForwarder = new LeaderForwarder(node),
+): { service: SnapshotServiceServer; close(): void } {
   let directoryBusy = false;
   const clients = new Map<string, SnapshotServiceClient>();
 
@@ -173,8 +180,8 @@ export function createSnapshotService(node: Node, opts: SnapshotApiOptions): { s
         const knownLeader = st.leader !== '';
         const lastContactMs = BigInt(Math.max(0, node.lastLeaderContactMs()));
         if (!call.request.stale && st.role !== 'leader') {
-          if (isForwarded(call)) throw notLeaderError(st.leader, st.leaderAddress);
-          const { client, md } = leaderClient(node, clients);
+          if (isForwarded(call)) throw notLeaderError(st.leader, forwarder.clientAddressOf(st.leader));
+          const { client, md } = leaderClient(node, clients, forwarder, call);
           const upstream = client.getSnapshot(call.request, md);
           call.on('cancelled', () => upstream.cancel());
           for await (const msg of upstream as AsyncIterable<GetSnapshotResponse>) await writeWithBackpressure(call, msg);
@@ -217,8 +224,8 @@ export function createSnapshotService(node: Node, opts: SnapshotApiOptions): { s
           })(),
         );
         if (st.role !== 'leader') {
-          if (isForwarded(call)) throw notLeaderError(st.leader, st.leaderAddress);
-          const { client, md } = leaderClient(node, clients);
+          if (isForwarded(call)) throw notLeaderError(st.leader, forwarder.clientAddressOf(st.leader));
+          const { client, md } = leaderClient(node, clients, forwarder, call);
           return new Promise<RestoreSnapshotResponse>((resolve, reject) => {
             const upstream = client.restoreSnapshot(md, (err, res) => (err !== null ? reject(err) : resolve(res)));
             void (async () => {

@@ -10,7 +10,7 @@ import { isNodeId, parseHostPort } from '../api/address.js';
 import { ClusterClient, KvClient } from '../api/clients.js';
 import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { clientOptions, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { cliDial, clientOptions, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import { addSnapshotCommands } from './snapshot-commands.js';
 import { addTaskCommands } from './task-commands.js';
 
@@ -22,8 +22,8 @@ export const MEMBER_STATUS_DEADLINE_MS = 1_500;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-const kvClient = (endpoint: string): KvClient => new KvClient(endpoint);
-const clusterClient = (endpoint: string): ClusterClient => new ClusterClient(endpoint);
+const kvClient = (endpoint: string): KvClient => new KvClient(endpoint, cliDial());
+const clusterClient = (endpoint: string): ClusterClient => new ClusterClient(endpoint, cliDial());
 
 /** statusJson: a StatusResponse as plain JSON (enums by name, uint64 as numbers). */
 export function statusJson(st: StatusResponse): object {
@@ -89,7 +89,7 @@ export interface ClusterView {
 }
 
 async function statusAt(address: string, deadlineMs: number): Promise<StatusResponse> {
-  const c = new ClusterClient(address);
+  const c = new ClusterClient(address, cliDial());
   try {
     return await c.status({ deadlineMs });
   } finally {

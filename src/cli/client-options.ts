@@ -4,10 +4,21 @@
  * (--timeout-ms), and the one mapping from a failed gRPC call to a one-line
  * CliError (exit 1). Bad option values are CliErrors with exit code 2.
  */
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { parseHostPort } from '../api/address.js';
+import type { ClientDial } from '../api/clients.js';
+import { channelCredentialsFromFiles, checkTlsFiles } from '../tls/index.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+
+/** API_KEY_ENV / CACERT_ENV: the environment twins of --api-key and --cacert. */
+export const API_KEY_ENV = 'SNAPCOORD_API_KEY';
+export const CACERT_ENV = 'SNAPCOORD_CACERT';
+/** LOCAL_API_KEY_FILE / LOCAL_CA_FILE: what `npm start` (snapcoord local) writes, found from the working directory. */
+export const LOCAL_API_KEY_FILE = 'data/api-key';
+export const LOCAL_CA_FILE = 'data/tls/ca.pem';
 
 /** ENDPOINT_ENV / DEFAULT_ENDPOINT: where client commands connect. */
 export const ENDPOINT_ENV = 'SNAPCOORD_ENDPOINT';
@@ -19,6 +30,49 @@ export const DEFAULT_CALL_DEADLINE_MS = 10_000;
 export interface ClientOpts {
   endpoint?: string;
   timeoutMs?: string;
+  apiKey?: string;
+  cacert?: string;
+  plaintext?: boolean;
+}
+
+/**
+ * dialOf: how client commands reach the API.
+ * - The key: --api-key, else SNAPCOORD_API_KEY, else the first line of
+ *   ./data/api-key when it exists (what `npm start` made), else none.
+ * - TLS: --plaintext turns it off; else --cacert FILE, else SNAPCOORD_CACERT
+ *   (an empty value: plaintext), else ./data/tls/ca.pem when it exists (the
+ *   local cluster's CA), else plaintext. The server's certificate must then be
+ *   signed by that CA and name the endpoint's host.
+ * Errors: CliError exit 2 for an unreadable or invalid CA file.
+ */
+export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): ClientDial {
+  let apiKey = opts.apiKey ?? env[API_KEY_ENV] ?? '';
+  const localKey = resolve(cwd, LOCAL_API_KEY_FILE);
+  if (apiKey === '' && opts.apiKey === undefined && env[API_KEY_ENV] === undefined && existsSync(localKey)) {
+    apiKey = (readFileSync(localKey, 'utf8').split(/\r?\n/)[0] ?? '').trim();
+  }
+  if (opts.plaintext === true) return { apiKey };
+  const localCa = resolve(cwd, LOCAL_CA_FILE);
+  const ca = opts.cacert ?? env[CACERT_ENV] ?? (existsSync(localCa) ? localCa : '');
+  if (ca === '') return { apiKey };
+  try {
+    checkTlsFiles({ caFile: resolve(cwd, ca) });
+  } catch (err) {
+    throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+  return { apiKey, credentials: channelCredentialsFromFiles({ caFile: resolve(cwd, ca) }) };
+}
+
+let currentDial: ClientDial | null = null;
+
+/** configureDial sets how this process's client commands connect (main.ts calls it once, before the command runs). */
+export function configureDial(opts: ClientOpts): void {
+  currentDial = dialOf(opts);
+}
+
+/** cliDial: what configureDial set (plaintext, no key, when it was not called). */
+export function cliDial(): ClientDial {
+  return currentDial ?? {};
 }
 
 /** endpointOf: --endpoint, else SNAPCOORD_ENDPOINT, else 127.0.0.1:7001; exit 2 when not host:port. */
@@ -97,11 +151,14 @@ export async function withClient<C extends Closable, T>(
   }
 }
 
-/** clientOptions adds --endpoint and --timeout-ms to `cmd`. */
+/** clientOptions adds --endpoint, --timeout-ms, --api-key, --cacert and --plaintext to `cmd`. */
 export function clientOptions(cmd: Command, timeoutHelp = `deadline of each call (default ${DEFAULT_CALL_DEADLINE_MS})`): Command {
   return cmd
     .option('--endpoint <host:port>', `node to talk to (env ${ENDPOINT_ENV}, default ${DEFAULT_ENDPOINT})`)
-    .option('--timeout-ms <ms>', timeoutHelp);
+    .option('--timeout-ms <ms>', timeoutHelp)
+    .option('--api-key <key>', `API key sent as authorization: Bearer (env ${API_KEY_ENV}, else ./${LOCAL_API_KEY_FILE} when present)`)
+    .option('--cacert <file>', `CA certificate that signs the node's TLS certificate (env ${CACERT_ENV}, else ./${LOCAL_CA_FILE} when present, else plaintext)`)
+    .option('--plaintext', 'connect without TLS (a loopback node started without --cert)');
 }
 
 /** jsonOut prints one JSON value on stdout (bigints as numbers). */

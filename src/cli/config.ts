@@ -17,14 +17,33 @@ import { DEFAULT_TIMINGS } from '../node/node.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 
+/** CLIENT_REQUEST_BYTES_DEFAULT: the default of --max-request-bytes (1.5 MiB, like etcd's). */
+export const CLIENT_REQUEST_BYTES_DEFAULT = 1536 * 1024;
+
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** ServeConfig is the validated, complete configuration of one node. */
 export interface ServeConfig {
   readonly id: string;
-  /** grpcAddress: where the gRPC server (Raft + API) listens. */
+  /** grpcAddress: where the client plane (KV, Cluster, Snapshot, Task, health, reflection) listens. */
   readonly grpcAddress: string;
+  /** advertiseClient: the client-plane address other members forward to and clients are told (default: grpcAddress, with a wildcard host replaced by the peer address's host). */
+  readonly advertiseClient: string;
+  /** peerListen: where the peer plane (RaftService) listens; default this node's address in peers. */
+  readonly peerListen: string;
+  /** peerTls: mutual TLS of the peer plane (certificate, key, cluster CA), null for plaintext. */
+  readonly peerTls: { readonly certFile: string; readonly keyFile: string; readonly caFile: string } | null;
+  /** clientTls: TLS of the client plane and the gateway's calls to it; clientCaFile '' when client certificates are not asked for. */
+  readonly clientTls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string } | null;
+  /** httpTls: HTTPS of the gateway, null for plain HTTP. */
+  readonly httpTls: { readonly certFile: string; readonly keyFile: string } | null;
+  /** insecurePlaintext: allow a non-loopback listener without TLS (a loud warning). */
+  readonly insecurePlaintext: boolean;
+  /** maxRequestBytes: the largest client-plane gRPC message accepted. */
+  readonly maxRequestBytes: number;
+  /** metricsOpen: /metrics answers without a key. */
+  readonly metricsOpen: boolean;
   /** httpAddress: where the REST gateway listens (port 0: any free port). */
   readonly httpAddress: string;
   /** peers: the initial membership, id -> "host:port", in the order given; includes `id`. */
@@ -40,11 +59,13 @@ export interface ServeConfig {
   readonly electionTimeoutTicks: number;
   readonly heartbeatTicks: number;
   readonly logLevel: LogLevel;
-  /** apiKey: the gateway's admin key, '' when none. */
+  /** apiKey: the admin key of the client plane and the gateway, '' when none. */
   readonly apiKey: string;
   /** apiKeys: extra gateway keys and the actions each may do (config file `apiKeys`, env SNAPCOORD_API_KEYS as JSON). */
   readonly apiKeys: readonly ApiKeySpec[];
-  /** insecureNoAuth: the gateway asks for no key. Without it, serve refuses to start with no key at all. */
+  /** apiKeyFile: where apiKey was read from ('' when not from a file). */
+  readonly apiKeyFile: string;
+  /** insecureNoAuth: the client plane and the gateway ask for no key. Without it, serve refuses to start with no key at all. */
   readonly insecureNoAuth: boolean;
   /** snapshotEntries: snapshot and compact after this many applied entries. */
   readonly snapshotEntries: number;
@@ -73,9 +94,21 @@ export interface ServeConfig {
 
 type Kind = 'string' | 'int' | 'bool';
 
+/** OptionKey: the name of one option: a ServeConfig field, or a file that goes into one (peerCert -> peerTls). */
+export type OptionKey =
+  | keyof Omit<ServeConfig, 'configFile' | 'peerTls' | 'clientTls' | 'httpTls'>
+  | 'peerCert'
+  | 'peerKey'
+  | 'peerCa'
+  | 'cert'
+  | 'key'
+  | 'clientCa'
+  | 'httpCert'
+  | 'httpKey';
+
 /** ServeOption describes one option of `serve`: its flag, env twin, config-file key and kind. */
 export interface ServeOption {
-  readonly key: keyof Omit<ServeConfig, 'configFile'>;
+  readonly key: OptionKey;
   /** flag without dashes, e.g. "data-dir". */
   readonly flag: string;
   readonly env: string;
@@ -98,9 +131,22 @@ export function envName(flag: string): string {
 /** SERVE_OPTIONS: every option of `serve` (the CLI builds its flags from this table). */
 export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('id', 'id', 'string', 'id', 'this node\'s id (default n1)'),
-  option('grpcAddress', 'grpc', 'string', 'host:port', 'gRPC listen address, Raft and API (default: this node\'s address in --peers, else 127.0.0.1:7001)'),
+  option('grpcAddress', 'grpc', 'string', 'host:port', 'client gRPC listen address: KV, Cluster, Snapshot, Task, health, reflection (default 127.0.0.1:7001)'),
+  option('advertiseClient', 'advertise-client', 'string', 'host:port', 'the client address other members forward writes to (default: --grpc, a wildcard host replaced by this node\'s peer host)'),
+  option('peerListen', 'peer-listen', 'string', 'host:port', 'peer gRPC listen address, Raft only (default: this node\'s address in --peers)'),
   option('httpAddress', 'http', 'string', 'host:port', 'HTTP gateway listen address (default 127.0.0.1:8108)'),
-  option('peers', 'peers', 'string', 'id=host:port,...', 'initial membership, including this node (default: this node alone)'),
+  option('peers', 'peers', 'string', 'id=host:port,...', 'initial membership with each member\'s PEER address, including this node (default: this node alone at --peer-listen, else 127.0.0.1:7101)'),
+  option('peerCert', 'peer-cert', 'string', 'file', 'peer-plane certificate (PEM; its SAN URI urn:snapcoord:node:<id> names this node; see `snapcoord certs`)'),
+  option('peerKey', 'peer-key', 'string', 'file', 'peer-plane private key (PEM)'),
+  option('peerCa', 'peer-ca', 'string', 'file', 'the cluster CA (PEM): peers must present a certificate it signed'),
+  option('cert', 'cert', 'string', 'file', 'client-plane TLS certificate (PEM)'),
+  option('key', 'key', 'string', 'file', 'client-plane TLS private key (PEM)'),
+  option('clientCa', 'client-ca', 'string', 'file', 'ask gRPC clients for a certificate signed by this CA (PEM; default: keys only)'),
+  option('httpCert', 'http-cert', 'string', 'file', 'HTTPS certificate of the gateway (PEM; default plain HTTP)'),
+  option('httpKey', 'http-key', 'string', 'file', 'HTTPS private key of the gateway (PEM)'),
+  option('insecurePlaintext', 'insecure-plaintext', 'bool', '', 'allow peer, client or HTTP listeners on non-loopback addresses without TLS (anyone on the network can then read and forge traffic)'),
+  option('maxRequestBytes', 'max-request-bytes', 'int', 'bytes', `largest client gRPC message accepted (default ${CLIENT_REQUEST_BYTES_DEFAULT}, 1.5 MiB; snapshot uploads stream in smaller chunks)`),
+  option('metricsOpen', 'metrics-open', 'bool', '', 'serve /metrics without an API key'),
   option('peerDial', 'peer-dial', 'string', 'id=host:port,...', 'dial these peers at these addresses instead of the ones they advertise (a proxy or NAT in between; default none)'),
   option('dataDir', 'data-dir', 'string', 'dir', 'data directory (default ./data/<id>)'),
   option('minFreeBytes', 'min-free-bytes', 'int', 'bytes', `free space kept in reserve on the data dir's file system: below it writes, membership changes, restores and snapshots are refused (reads still served); 0 to disable (default ${DEFAULT_MIN_FREE_BYTES}, 64 MiB)`),
@@ -109,7 +155,8 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('electionTimeoutTicks', 'election-timeout-ticks', 'int', 'n', `election timeout in ticks (default ${DEFAULT_TIMINGS.electionTimeoutTicks})`),
   option('heartbeatTicks', 'heartbeat-ticks', 'int', 'n', `heartbeat interval in ticks (default ${DEFAULT_TIMINGS.heartbeatIntervalTicks})`),
   option('logLevel', 'log-level', 'string', 'level', `log level: ${LOG_LEVELS.join(', ')} (default info)`),
-  option('apiKey', 'api-key', 'string', 'key', 'admin API key of the HTTP gateway'),
+  option('apiKey', 'api-key', 'string', 'key', 'admin API key of the gRPC API and the HTTP gateway (prefer --api-key-file: a flag shows in /proc/*/cmdline)'),
+  option('apiKeyFile', 'api-key-file', 'string', 'file', 'read the admin API key from this file (first line)'),
   option('apiKeys', 'api-keys', 'string', 'json', 'extra gateway keys, a JSON array [{"key":"...","actions":["snapshots.read","snapshots.write","cluster","admin"]}]'),
   option('insecureNoAuth', 'insecure-no-auth', 'bool', '', 'allow the gateway to run without an API key'),
   option('snapshotRoots', 'snapshot-root', 'string', 'dir[,dir...]', 'directories snapshot_path may point into (default ./data/snapshots and the OS temp dir)'),
@@ -240,33 +287,116 @@ export function resolveServeConfig(
     else if (e !== undefined) raw[o.key] = parseKind(o, e, 'env');
     else if (file[o.key] !== undefined) raw[o.key] = file[o.key] as RawValue;
   }
-  return normalise(raw, configFile);
+  return normalise(raw, configFile, read);
+}
+
+/** isLoopback: `host` only ever reaches this machine (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+function isWildcard(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '');
+  return h === '0.0.0.0' || h === '::' || h === '';
+}
+
+function sameHost(a: string, b: string): boolean {
+  return a === b || isWildcard(a) || isWildcard(b);
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+/** readKeyFile reads an API key from the first line of `path`; errors name the file (never the key). */
+function readKeyFile(path: string, read?: (p: string) => string): string {
+  let text: string;
+  try {
+    text = (read ?? ((p: string) => readFileSync(p, 'utf8')))(path);
+  } catch (err) {
+    throw configError(`api-key-file ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const key = (text.split(/\r?\n/)[0] ?? '').trim();
+  if (key === '') throw configError(`api-key-file ${path}: the first line is empty`);
+  return key;
 }
 
 /** normalise fills in every default (the only place defaults live) and validates the result. */
-export function normalise(raw: Raw, configFile = ''): ServeConfig {
+export function normalise(raw: Raw, configFile = '', read?: (path: string) => string): ServeConfig {
   const str = (k: ServeOption['key']): string | undefined => (raw[k] === undefined ? undefined : String(raw[k]));
   const int = (k: ServeOption['key'], dflt: number): number => (raw[k] === undefined ? dflt : Number(raw[k]));
 
   const id = str('id') ?? 'n1';
   if (!isNodeId(id)) throw configError(`id: "${id}" is not a valid node id (letters, digits, '_', '-', '.'; at most 64)`);
   const peersText = str('peers');
-  const grpcGiven = str('grpcAddress');
-  if (peersText === undefined && grpcGiven !== undefined && parseHostPort(grpcGiven)?.port === undefined && parseHostPort(grpcGiven, true) !== null) {
-    throw configError(`grpc: port 0 needs --peers to name this node's reachable address (${id}=host:port)`);
+  const peerListenGiven = str('peerListen');
+  if (peersText === undefined && peerListenGiven !== undefined && parseHostPort(peerListenGiven) === null && parseHostPort(peerListenGiven, true) !== null) {
+    throw configError(`peer-listen: port 0 needs --peers to name this node's reachable peer address (${id}=host:port)`);
   }
-  const peers = peersText !== undefined ? parsePeers(peersText) : { [id]: grpcGiven ?? '127.0.0.1:7001' };
-  if (Object.keys(peers).length === 0) throw configError('peers: empty; give at least this node, e.g. --peers n1=127.0.0.1:7001');
+  const peers = peersText !== undefined ? parsePeers(peersText) : { [id]: peerListenGiven ?? '127.0.0.1:7101' };
+  if (Object.keys(peers).length === 0) throw configError('peers: empty; give at least this node, e.g. --peers n1=127.0.0.1:7101');
   if (!Object.hasOwn(peers, id)) {
     throw configError(`id: ${id} is not in peers (${Object.keys(peers).join(', ')}); the initial membership must include this node`);
   }
-  const grpcAddress = grpcGiven ?? peers[id] ?? '127.0.0.1:7001';
+  const peerListen = peerListenGiven ?? peers[id] ?? '127.0.0.1:7101';
+  const grpcAddress = str('grpcAddress') ?? '127.0.0.1:7001';
   const peerDialText = str('peerDial') ?? '';
   const peerDial = peerDialText.trim() === '' ? {} : parsePeers(peerDialText, 'peer-dial');
-  if (parseHostPort(grpcAddress, true) === null) throw configError(`grpc: "${grpcAddress}" is not host:port`);
-  if (parseHostPort(peers[id] ?? '') === null) throw configError(`peers: ${id}: "${peers[id]}" is not host:port`);
+  const grpcHp = parseHostPort(grpcAddress, true);
+  if (grpcHp === null) throw configError(`grpc: "${grpcAddress}" is not host:port`);
+  const peerHp = parseHostPort(peerListen, true);
+  if (peerHp === null) throw configError(`peer-listen: "${peerListen}" is not host:port`);
+  const selfPeer = parseHostPort(peers[id] ?? '');
+  if (selfPeer === null) throw configError(`peers: ${id}: "${peers[id]}" is not host:port`);
+  if (grpcHp.port !== 0 && grpcHp.port === peerHp.port && sameHost(grpcHp.host, peerHp.host)) {
+    throw configError(`grpc and peer-listen are both ${grpcAddress}: the client and peer planes need separate listeners (e.g. --grpc 127.0.0.1:7001 --peer-listen 127.0.0.1:7101)`);
+  }
+  const advertiseGiven = str('advertiseClient');
+  const advertiseClient = advertiseGiven ?? (isWildcard(grpcHp.host) ? `${formatHost(selfPeer.host)}:${grpcHp.port}` : grpcAddress);
+  if (parseHostPort(advertiseClient, true) === null) throw configError(`advertise-client: "${advertiseClient}" is not host:port`);
   const httpAddress = str('httpAddress') ?? '127.0.0.1:8108';
-  if (parseHostPort(httpAddress, true) === null) throw configError(`http: "${httpAddress}" is not host:port`);
+  const httpHp = parseHostPort(httpAddress, true);
+  if (httpHp === null) throw configError(`http: "${httpAddress}" is not host:port`);
+
+  const file = (k: ServeOption['key']): string => {
+    const v = str(k);
+    if (v === undefined || v.trim() === '') return '';
+    return resolve(v.trim());
+  };
+  const peerCert = file('peerCert');
+  const peerKey = file('peerKey');
+  const peerCa = file('peerCa');
+  const peerGiven = [peerCert, peerKey, peerCa].filter((f) => f !== '').length;
+  if (peerGiven !== 0 && peerGiven !== 3) throw configError('peer-cert, peer-key and peer-ca go together: give all three for mutual TLS between peers, or none');
+  const peerTls = peerGiven === 3 ? { certFile: peerCert, keyFile: peerKey, caFile: peerCa } : null;
+  const cert = file('cert');
+  const key = file('key');
+  const clientCa = file('clientCa');
+  if ((cert === '') !== (key === '')) throw configError('cert and key go together: give both for TLS on the client plane, or neither');
+  if (clientCa !== '' && cert === '') throw configError('client-ca needs cert and key: client certificates are asked for over TLS');
+  const clientTls = cert !== '' ? { certFile: cert, keyFile: key, clientCaFile: clientCa } : null;
+  const httpCert = file('httpCert');
+  const httpKey = file('httpKey');
+  if ((httpCert === '') !== (httpKey === '')) throw configError('http-cert and http-key go together: give both for HTTPS on the gateway, or neither');
+  const httpTls = httpCert !== '' ? { certFile: httpCert, keyFile: httpKey } : null;
+  const insecurePlaintext = raw.insecurePlaintext === true;
+  if (!insecurePlaintext) {
+    const open: string[] = [];
+    if (peerTls === null && !isLoopback(peerHp.host)) open.push(`peer-listen ${peerListen} (give --peer-cert, --peer-key, --peer-ca)`);
+    if (clientTls === null && !isLoopback(grpcHp.host)) open.push(`grpc ${grpcAddress} (give --cert, --key)`);
+    if (httpTls === null && !isLoopback(httpHp.host)) open.push(`http ${httpAddress} (give --http-cert, --http-key)`);
+    if (open.length > 0) {
+      throw configError(
+        `refusing to listen without TLS on a non-loopback address: ${open.join('; ')}. Make certificates with \`snapcoord certs init\` and \`snapcoord certs issue ${id} --ip ...\`, or accept plaintext with --insecure-plaintext`,
+      );
+    }
+  }
+  const maxRequestBytes = int('maxRequestBytes', CLIENT_REQUEST_BYTES_DEFAULT);
+  if (maxRequestBytes < 64 * 1024 || maxRequestBytes > 64 * 1024 * 1024) {
+    throw configError(`max-request-bytes: ${maxRequestBytes} is out of range ${64 * 1024}..${64 * 1024 * 1024}`);
+  }
+  const metricsOpen = raw.metricsOpen === true;
 
   const dataDir = resolve(str('dataDir') ?? `./data/${id}`);
   const minFreeBytes = int('minFreeBytes', DEFAULT_MIN_FREE_BYTES);
@@ -310,7 +440,9 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(dbName)) throw configError(`db-name: "${dbName}" is not a valid file name stem`);
   const scheduleSnapshotSecs = int('scheduleSnapshotSecs', 0);
   if (scheduleSnapshotSecs < 0) throw configError(`schedule-snapshot: ${scheduleSnapshotSecs} must be 0 or more seconds`);
-  const apiKey = str('apiKey') ?? '';
+  const apiKeyFile = file('apiKeyFile');
+  if (apiKeyFile !== '' && str('apiKey') !== undefined) throw configError('api-key and api-key-file: give one of them');
+  const apiKey = apiKeyFile !== '' ? readKeyFile(apiKeyFile, read) : (str('apiKey') ?? '');
   let apiKeys: ApiKeySpec[];
   try {
     apiKeys = parseApiKeys(str('apiKeys') ?? '');
@@ -320,12 +452,21 @@ export function normalise(raw: Raw, configFile = ''): ServeConfig {
   const insecureNoAuth = raw.insecureNoAuth === true;
   if (apiKey === '' && apiKeys.length === 0 && !insecureNoAuth) {
     throw configError(
-      `the HTTP gateway (${httpAddress}) needs an API key: give --api-key or SNAPCOORD_API_KEY (or --api-keys), or run it open with --insecure-no-auth`,
+      `the gRPC API (${grpcAddress}) and the HTTP gateway (${httpAddress}) need an API key: give --api-key-file, --api-key or SNAPCOORD_API_KEY (or --api-keys), or run them open with --insecure-no-auth`,
     );
   }
   return {
     id,
     grpcAddress,
+    advertiseClient,
+    peerListen,
+    peerTls,
+    clientTls,
+    httpTls,
+    insecurePlaintext,
+    maxRequestBytes,
+    metricsOpen,
+    apiKeyFile,
     httpAddress,
     peers,
     peerDial,

@@ -6,8 +6,8 @@
  */
 import { createReadStream } from 'node:fs';
 import { once } from 'node:events';
-import * as grpc from '@grpc/grpc-js';
 
+import { dialChannel, type ClientDial } from '../api/clients.js';
 import { SnapshotServiceClient, type RestoreSnapshotResponse } from '../gen/snapcoord/v1/snapshot.js';
 import type { Logger, Node } from '../node/node.js';
 import { inspectArchive } from '../snapshot/archive.js';
@@ -21,14 +21,15 @@ export async function checkImportFile(file: string): Promise<void> {
   if (!r.ok) throw new CliError(`--import-snapshot ${file}: refused: ${r.problems.join('; ')}`, EXIT_CONFIG);
 }
 
-/** importSnapshot waits (bounded) for a leader, then uploads the archive through the node's own API address. */
-export async function importSnapshot(node: Node, apiAddress: string, file: string, log: Logger, waitMs = 60_000): Promise<void> {
+/** importSnapshot waits (bounded) for a leader, then uploads the archive through the node's own client API (with `dial`'s TLS and key). */
+export async function importSnapshot(node: Node, apiAddress: string, file: string, log: Logger, dial: ClientDial = {}, waitMs = 60_000): Promise<void> {
   const deadline = Date.now() + waitMs;
   while (node.status().leader === '') {
     if (Date.now() > deadline) throw new Error(`no leader within ${waitMs} ms; the archive was not imported`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  const client = new SnapshotServiceClient(apiAddress, grpc.credentials.createInsecure());
+  const { credentials, options } = dialChannel(dial);
+  const client = new SnapshotServiceClient(apiAddress, credentials, options);
   try {
     const res = await new Promise<RestoreSnapshotResponse>((resolve, reject) => {
       const call = client.restoreSnapshot((err, r) => (err !== null ? reject(err) : resolve(r)));

@@ -1,8 +1,11 @@
 /**
  * runLocal (`snapcoord local`, what `npm start` runs): a local cluster of
- * `serve` child processes on 127.0.0.1 — nodes n1..nN, gRPC on
- * grpcBasePort.., HTTP on httpBasePort.., data under <baseDir>/<id>, each
- * node's log in <baseDir>/<id>.log. It prints the nodes' addresses and the
+ * `serve` child processes on 127.0.0.1 — nodes n1..nN, client gRPC on
+ * grpcBasePort.. (TLS), peer gRPC on peerBasePort.. (mutual TLS), HTTP on
+ * httpBasePort.., data under <baseDir>/<id>, each node's log in
+ * <baseDir>/<id>.log. Secure by default: a CA and one certificate per node
+ * under <baseDir>/tls (made once, reused while valid) and the API key in
+ * <baseDir>/api-key, which the CLI finds from the working directory. It prints the nodes' addresses and the
  * API key, then "cluster ready: leader nX" with example commands once a
  * leader is elected. SIGINT / SIGTERM stop every child (SIGTERM, then SIGKILL
  * after 5 s) and it exits 0; if every child dies on its own it exits 1.
@@ -11,7 +14,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
-import { ClusterClient } from '../api/clients.js';
+import { ClusterClient, type ClientDial } from '../api/clients.js';
+import { channelCredentialsFromFiles, ensureLocalTls, type LocalTls, type NodeCertFiles } from '../tls/index.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 
@@ -19,6 +23,8 @@ export interface LocalOptions {
   readonly baseDir: string;
   readonly nodes: number;
   readonly grpcBasePort: number;
+  /** peerBasePort: the peer plane's port of n1 (default grpcBasePort + 100). */
+  readonly peerBasePort?: number;
   readonly httpBasePort: number;
   readonly logLevel: string;
 }
@@ -31,6 +37,7 @@ export const READY_WAIT_MS = 60_000;
 interface Child {
   readonly id: string;
   readonly grpc: string;
+  readonly peer: string;
   readonly http: string;
   readonly dataDir: string;
   readonly logFile: string;
@@ -47,17 +54,18 @@ export function selfInvocation(): { command: string; args: string[]; display: st
   return { command: process.execPath, args: [...execArgv, entry], display };
 }
 
-function apiKeyFor(baseDir: string): { key: string; source: string } {
+/** apiKeyFor: SNAPCOORD_API_KEY (handed to the nodes in their environment), else <baseDir>/api-key (made once, 0600; the nodes read it with --api-key-file). */
+function apiKeyFor(baseDir: string): { key: string; source: string; file: string } {
   const fromEnv = process.env['SNAPCOORD_API_KEY'];
-  if (fromEnv !== undefined && fromEnv !== '') return { key: fromEnv, source: 'SNAPCOORD_API_KEY' };
+  if (fromEnv !== undefined && fromEnv !== '') return { key: fromEnv, source: 'SNAPCOORD_API_KEY', file: '' };
   const file = join(baseDir, 'api-key');
   if (existsSync(file)) {
-    const key = readFileSync(file, 'utf8').trim();
-    if (key !== '') return { key, source: file };
+    const key = (readFileSync(file, 'utf8').split(/\r?\n/)[0] ?? '').trim();
+    if (key !== '') return { key, source: file, file };
   }
   const key = randomBytes(24).toString('base64url');
   writeFileSync(file, `${key}\n`, { mode: 0o600 });
-  return { key, source: `${file} (generated)` };
+  return { key, source: `${file} (generated)`, file };
 }
 
 function tail(file: string, lines: number): string {
@@ -79,6 +87,11 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
     throw new CliError(`nodes: ${opts.nodes} is out of range 1..9`, EXIT_CONFIG);
   }
   checkPort('grpc-base-port', opts.grpcBasePort, opts.nodes);
+  const peerBasePort = opts.peerBasePort ?? opts.grpcBasePort + 100;
+  checkPort('peer-base-port', peerBasePort, opts.nodes);
+  if (Math.abs(peerBasePort - opts.grpcBasePort) < opts.nodes) {
+    throw new CliError(`peer-base-port: ${peerBasePort} overlaps the gRPC ports ${opts.grpcBasePort}..${opts.grpcBasePort + opts.nodes - 1}`, EXIT_CONFIG);
+  }
   checkPort('http-base-port', opts.httpBasePort, opts.nodes);
   const baseDir = resolve(opts.baseDir);
   mkdirSync(baseDir, { recursive: true, mode: 0o700 });
@@ -88,8 +101,15 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
   };
   const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
   const grpcOf = (i: number): string => `127.0.0.1:${opts.grpcBasePort + i}`;
-  const peers = ids.map((id, i) => `${id}=${grpcOf(i)}`).join(',');
+  const peerOf = (i: number): string => `127.0.0.1:${peerBasePort + i}`;
+  const peers = ids.map((id, i) => `${id}=${peerOf(i)}`).join(',');
   const apiKey = apiKeyFor(baseDir);
+  let tls: LocalTls;
+  try {
+    tls = await ensureLocalTls(join(baseDir, 'tls'), ids);
+  } catch (err) {
+    throw new CliError(`cannot prepare the local cluster's certificates under ${join(baseDir, 'tls')}: ${(err as Error).message}`, EXIT_CONFIG);
+  }
   const self = selfInvocation();
 
   process.stdout.write(`snapcoord local cluster: ${opts.nodes} node(s), data under ${show(baseDir)}\n`);
@@ -121,17 +141,47 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
 
   ids.forEach((id, i) => {
     const grpc = grpcOf(i);
+    const peer = peerOf(i);
     const http = `127.0.0.1:${opts.httpBasePort + i}`;
+    const cert = tls.nodes[id] as NodeCertFiles;
     const dataDir = join(baseDir, id);
     const logFile = join(baseDir, `${id}.log`);
     const fd = openSync(logFile, 'a', 0o600);
     const proc = spawn(
       self.command,
-      [...self.args, 'serve', '--id', id, '--grpc', grpc, '--http', http, '--peers', peers, '--data-dir', dataDir, '--log-level', opts.logLevel],
-      { stdio: ['ignore', fd, fd], env: { ...process.env, SNAPCOORD_API_KEY: apiKey.key } },
+      [
+        ...self.args,
+        'serve',
+        '--id',
+        id,
+        '--grpc',
+        grpc,
+        '--peer-listen',
+        peer,
+        '--http',
+        http,
+        '--peers',
+        peers,
+        '--data-dir',
+        dataDir,
+        '--log-level',
+        opts.logLevel,
+        '--peer-cert',
+        cert.certFile,
+        '--peer-key',
+        cert.keyFile,
+        '--peer-ca',
+        tls.caFile,
+        '--cert',
+        cert.certFile,
+        '--key',
+        cert.keyFile,
+        ...(apiKey.file !== '' ? ['--api-key-file', apiKey.file] : []),
+      ],
+      { stdio: ['ignore', fd, fd], env: apiKey.file !== '' ? process.env : { ...process.env, SNAPCOORD_API_KEY: apiKey.key } },
     );
     closeSync(fd);
-    const child: Child = { id, grpc, http, dataDir, logFile, proc, exited: false };
+    const child: Child = { id, grpc, peer, http, dataDir, logFile, proc, exited: false };
     children.push(child);
     proc.on('error', (err) => process.stderr.write(`snapcoord: cannot start ${id}: ${err.message}\n`));
     proc.on('exit', (code, signal) => {
@@ -144,9 +194,11 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
         }
       }
     });
-    process.stdout.write(`  ${id}  grpc ${grpc}  http ${http}  data ${show(dataDir)}  log ${show(logFile)}\n`);
+    process.stdout.write(`  ${id}  grpc ${grpc}  peer ${peer}  http ${http}  data ${show(dataDir)}  log ${show(logFile)}\n`);
   });
   process.stdout.write(`API key: ${apiKey.key}  (from ${show(apiKey.source)})\n`);
+  process.stdout.write(`TLS: CA ${show(tls.caFile)}, node certificates in ${show(tls.dir)} (client TLS, peer mutual TLS)\n`);
+  const dial: ClientDial = { credentials: channelCredentialsFromFiles({ caFile: tls.caFile }), apiKey: apiKey.key };
   process.stdout.write('Ctrl-C stops every node.\n');
 
   // The first signal stops the nodes gracefully. A terminal's Ctrl-C reaches every process of the
@@ -164,7 +216,7 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  void waitReady(children, () => stopping).then((leader) => {
+  void waitReady(children, dial, () => stopping).then((leader) => {
     if (stopping) return;
     if (leader === null) {
       process.stdout.write(`no leader after ${READY_WAIT_MS / 1000} s; see the logs under ${show(baseDir)}\n`);
@@ -183,8 +235,8 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
 }
 
 /** waitReady polls Cluster.Status on every node until one reports itself leader (null after READY_WAIT_MS). */
-async function waitReady(children: readonly Child[], stopped: () => boolean): Promise<Child | null> {
-  const clients = children.map((c) => ({ child: c, client: new ClusterClient(c.grpc) }));
+async function waitReady(children: readonly Child[], dial: ClientDial, stopped: () => boolean): Promise<Child | null> {
+  const clients = children.map((c) => ({ child: c, client: new ClusterClient(c.grpc, dial) }));
   try {
     const deadline = Date.now() + READY_WAIT_MS;
     while (Date.now() < deadline && !stopped()) {

@@ -11,8 +11,10 @@ import { Command, CommanderError, Option } from 'commander';
 import { parseHostPort } from '../api/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import { DEFAULT_RESTORE_BYTES_MAX, parseApiKeys, runGateway, type ApiKeySpec } from '../gateway/index.js';
+import { addCertsCommands } from './certs-commands.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { DEFAULT_ENDPOINT, ENDPOINT_ENV, addClientCommands } from './client-commands.js';
+import { configureDial } from './client-options.js';
 import { CONFIG_ENV, LOG_LEVELS, SERVE_OPTIONS, envName, resolveServeConfig } from './config.js';
 import { runLocal } from './local.js';
 import { runServe } from './serve.js';
@@ -103,13 +105,19 @@ export function buildProgram(): Command {
     .option('--base-dir <dir>', 'where node data and logs go', './data')
     .option('--nodes <n>', 'how many nodes', intArg('nodes'), 3)
     .option('--grpc-base-port <port>', 'gRPC port of n1 (n2 the next, ...)', intArg('grpc-base-port'), 7001)
+    .option('--peer-base-port <port>', 'peer (Raft) port of n1 (default: gRPC base port + 100)', intArg('peer-base-port'))
     .option('--http-base-port <port>', 'HTTP port of n1 (n2 the next, ...)', intArg('http-base-port'), 8108)
     .option('--log-level <level>', 'log level of the nodes', 'info')
-    .action(async (opts: { baseDir: string; nodes: number; grpcBasePort: number; httpBasePort: number; logLevel: string }) => {
+    .action(async (opts: { baseDir: string; nodes: number; grpcBasePort: number; peerBasePort?: number; httpBasePort: number; logLevel: string }) => {
       process.exitCode = await runLocal(opts);
     });
 
   addClientCommands(program);
+  addCertsCommands(program);
+  // Client commands (those with --endpoint) share one way to connect: TLS with a CA and an API key (client-options.ts dialOf).
+  program.hook('preAction', (_program, action) => {
+    if (action.options.some((o) => o.long === '--endpoint')) configureDial(action.opts());
+  });
   program.option('--debug', 'print stack traces with errors');
   program.addHelpText(
     'after',

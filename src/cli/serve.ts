@@ -7,7 +7,13 @@
  * SIGINT, then stops the server and the node and exits 0.
  */
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
+import { parseHostPort } from '../api/address.js';
+import { clientAuthInterceptor } from '../api/auth-interceptor.js';
+import { channelCredentialsFromFiles, checkTlsFiles, memberIdOf, serverCredentialsFromFiles } from '../tls/index.js';
+import { peerDial, type PeerCall } from '../transport/peer-guard.js';
+import type { Logger } from '../node/node.js';
 import { bindApiServer, type ApiServer } from '../api/server.js';
 import { DiskGuard } from '../node/disk-guard.js';
 import { Node } from '../node/node.js';
@@ -24,6 +30,78 @@ import { FORMAT_VERSION } from '../storage/types.js';
 import { GrpcTransport } from '../transport/grpc-transport.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import type { ServeConfig } from './config.js';
+
+/** Planes: the credentials of both planes, server and dialling side. */
+interface Planes {
+  readonly peerServer: grpc.ServerCredentials;
+  readonly peerChannel: grpc.ChannelCredentials;
+  readonly clientServer: grpc.ServerCredentials;
+  /** clientChannel: how this node (forwarding, its gateway, an import) reaches members' client planes. */
+  readonly clientChannel: grpc.ChannelCredentials;
+}
+
+/**
+ * securePlanes checks every TLS file (CliError exit 2 naming the file and the
+ * problem) and builds the credentials, which reload the files when they
+ * change. Without TLS files a plane is plaintext (config.ts has refused that
+ * on a non-loopback address unless --insecure-plaintext; warned here).
+ */
+function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
+  const check = (what: string, f: Parameters<typeof checkTlsFiles>[0]): void => {
+    try {
+      const info = checkTlsFiles(f);
+      const days = Math.floor((info.notAfter.getTime() - Date.now()) / 86_400_000);
+      if (days < 30) logger.warn({ what, notAfter: info.notAfter.toISOString() }, `${what} certificate expires in ${days} day(s)`);
+    } catch (err) {
+      throw new CliError(`refusing to start: ${what}: ${(err as Error).message}`, EXIT_CONFIG);
+    }
+  };
+  const onError = (what: string) => (err: Error): void => logger.error({ what, err: err.message }, 'TLS files changed but cannot be used; keeping the previous ones');
+  const onReload = (what: string) => (): void => logger.info({ what }, 'TLS files reloaded');
+  if (cfg.insecurePlaintext) {
+    logger.warn({}, 'INSECURE: --insecure-plaintext: listeners on non-loopback addresses may run without TLS; anyone on the network can read and forge their traffic');
+  }
+  let peerServer = grpc.ServerCredentials.createInsecure();
+  let peerChannel = grpc.credentials.createInsecure();
+  if (cfg.peerTls !== null) {
+    const t = cfg.peerTls;
+    check('peer TLS', { certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile });
+    const ident = checkTlsFiles({ certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile }).memberId;
+    if (ident !== cfg.id) {
+      throw new CliError(`refusing to start: --peer-cert ${t.certFile} names member ${ident ?? '(none)'}, not ${cfg.id} (issue one with \`snapcoord certs issue ${cfg.id}\`)`, EXIT_CONFIG);
+    }
+    peerServer = serverCredentialsFromFiles({ certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile, requireClientCert: true, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
+    peerChannel = channelCredentialsFromFiles({ caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
+  }
+  let clientServer = grpc.ServerCredentials.createInsecure();
+  let clientChannel = grpc.credentials.createInsecure();
+  if (cfg.clientTls !== null) {
+    const t = cfg.clientTls;
+    check('client TLS', { certFile: t.certFile, keyFile: t.keyFile, ...(t.clientCaFile !== '' ? { caFile: t.clientCaFile } : {}), checkChain: false });
+    clientServer = serverCredentialsFromFiles({
+      certFile: t.certFile,
+      keyFile: t.keyFile,
+      ...(t.clientCaFile !== '' ? { caFile: t.clientCaFile } : {}),
+      requireClientCert: t.clientCaFile !== '',
+      checkChain: false,
+      onError: onError('client TLS'),
+      onReload: onReload('client TLS'),
+    });
+    // Members reach each other's client planes trusting the cluster CA (--peer-ca), else the system's roots.
+    clientChannel = cfg.peerTls !== null ? channelCredentialsFromFiles({ caFile: cfg.peerTls.caFile }) : grpc.credentials.createSsl();
+  }
+  return { peerServer, peerChannel, clientServer, clientChannel };
+}
+
+/** loopbackTarget: `address` with a wildcard host (0.0.0.0, ::) replaced by loopback, to dial our own listener. */
+function loopbackTarget(address: string): string {
+  const hp = parseHostPort(address, true);
+  if (hp === null) return address;
+  const h = hp.host.replace(/^\[|\]$/g, '');
+  if (h === '0.0.0.0' || h === '') return `127.0.0.1:${hp.port}`;
+  if (h === '::') return `[::1]:${hp.port}`;
+  return address;
+}
 
 /** runServe resolves with the process exit code once the node has stopped. */
 export async function runServe(cfg: ServeConfig): Promise<number> {
@@ -54,9 +132,25 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     }
   }
 
+  let planes: Planes;
+  try {
+    planes = securePlanes(cfg, logger);
+  } catch (err) {
+    await storage.close().catch(() => undefined);
+    throw err;
+  }
+
   let api: ApiServer;
   try {
-    api = await bindApiServer({ bindAddress: cfg.grpcAddress, logger });
+    api = await bindApiServer({
+      bindAddress: cfg.grpcAddress,
+      peerBindAddress: cfg.peerListen,
+      logger,
+      credentials: planes.clientServer,
+      peerCredentials: planes.peerServer,
+      interceptors: [clientAuthInterceptor({ adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth, logger })],
+      maxRequestBytes: cfg.maxRequestBytes,
+    });
   } catch (err) {
     await storage.close().catch(() => undefined);
     throw new CliError((err as Error).message);
@@ -84,13 +178,15 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     await storage.close().catch(() => undefined);
     throw new CliError(`cannot open the snapshot store: ${(err as Error).message}`);
   }
+  const dial = peerDial(cfg.clusterId, cfg.advertiseClient, planes.peerChannel);
+  snapshots.dial = dial;
 
   const ref: { node: Node | null } = { node: null };
   const metrics = new NodeMetrics(() => {
     if (ref.node === null) throw new Error('the node is not started yet');
     return ref.node.status();
   });
-  const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger });
+  const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger, dial });
   let node: Node;
   try {
     node = await Node.start({
@@ -134,6 +230,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   schedule?.unref();
   api.serve({
     node,
+    clusterId: cfg.clusterId,
+    ...(cfg.peerTls !== null ? { identityOf: (call: PeerCall) => memberIdOf((call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate) } : {}),
+    onPeerRefused: (reason) => metrics.peerRefusals.inc({ reason }),
+    clientDial: { credentials: planes.clientChannel },
     snapshotApi: {
       snapshots,
       tasks: { queue: tasks, snapshotPath },
@@ -141,11 +241,17 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       directoryExport: { nodeId: cfg.id, clusterId: cfg.clusterId, selfAddress: cfg.peers[cfg.id] ?? api.address, version: SNAPCOORD_VERSION },
     },
   });
+  // Where this process reaches its own client plane: over TLS the advertised name (the certificate's), else loopback.
+  const selfTarget = cfg.clientTls !== null ? cfg.advertiseClient : loopbackTarget(api.address);
   logger.info(
     {
       id: cfg.id,
       clusterId: cfg.clusterId,
       grpc: api.address,
+      peer: api.peerAddress,
+      advertiseClient: cfg.advertiseClient,
+      peerTls: cfg.peerTls !== null ? 'mutual' : 'off',
+      clientTls: cfg.clientTls !== null ? (cfg.clientTls.clientCaFile !== '' ? 'mutual' : 'on') : 'off',
       http: cfg.httpAddress,
       peers: cfg.peers,
       dataDir: cfg.dataDir,
@@ -160,9 +266,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   // stop path below needs no change. config.ts has already refused to get here
   // with no API key unless --insecure-no-auth.
   {
-    const { createGateway, localTarget } = await import('../gateway/index.js');
+    const { createGateway } = await import('../gateway/index.js');
     const gateway = createGateway({
-      target: localTarget(api.address),
+      target: selfTarget,
+      dial: { credentials: planes.clientChannel },
       auth: { adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth },
       logger,
       metrics,
@@ -188,12 +295,12 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     process.stdout.write(`snapcoord node ${cfg.id} gateway listening on http ${httpAddress}\n`);
   }
   // ===== END embedded REST gateway =====
-  process.stdout.write(`snapcoord node ${cfg.id} listening on grpc ${api.address}\n`);
+  process.stdout.write(`snapcoord node ${cfg.id} listening on grpc ${api.address} peer ${api.peerAddress}\n`);
   if (cfg.importSnapshot !== '') {
     if (!isNewDataDir) {
       logger.warn({ file: cfg.importSnapshot, dataDir: cfg.dataDir }, '--import-snapshot ignored: the data dir already holds state');
     } else {
-      importSnapshot(node, api.address, cfg.importSnapshot, logger).catch((err: unknown) =>
+      importSnapshot(node, selfTarget, cfg.importSnapshot, logger, { credentials: planes.clientChannel, apiKey: cfg.apiKey }).catch((err: unknown) =>
         logger.error({ file: cfg.importSnapshot, err: (err as Error).message }, 'importing the snapshot failed'),
       );
     }

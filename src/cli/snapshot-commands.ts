@@ -25,7 +25,7 @@ import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
-import { ClusterClient, clientChannelOptions } from '../api/clients.js';
+import { ClusterClient, clientChannelOptions, dialChannel } from '../api/clients.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import {
   SnapshotServiceClient,
@@ -36,7 +36,7 @@ import {
 import { inspectArchive, type ArchiveMeta, type InspectResult } from '../snapshot/archive.js';
 import { fsyncDir } from '../snapshot/file-sink.js';
 import { CliError } from './cli-error.js';
-import { callError, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import { Progress } from './progress.js';
 
 /** STATUS_DEADLINE_MS: the deadline of the Status call `save` starts with. */
@@ -50,10 +50,8 @@ const TRANSFER_CHUNK_BYTES = 1024 * 1024;
 
 /** snapshotClient: a SnapshotService client with a large receive window (bulk downloads). */
 export function snapshotClient(endpoint: string): SnapshotServiceClient {
-  return new SnapshotServiceClient(endpoint, grpc.credentials.createInsecure(), {
-    ...clientChannelOptions,
-    'grpc-node.flow_control_window': 16 << 20,
-  });
+  const { credentials, options } = dialChannel(cliDial(), { ...clientChannelOptions, 'grpc-node.flow_control_window': 16 << 20 });
+  return new SnapshotServiceClient(endpoint, credentials, options);
 }
 
 /** infoJson: a SnapshotInfo as plain JSON (uint64 as numbers). */
@@ -120,7 +118,7 @@ async function publish(tmp: string, path: string, shown: string): Promise<void> 
  * unreachable or (without --stale) knows no leader to answer the download.
  */
 async function checkCanServe(endpoint: string, stale: boolean): Promise<void> {
-  const c = new ClusterClient(endpoint);
+  const c = new ClusterClient(endpoint, cliDial());
   try {
     const st = await c.status({ deadlineMs: STATUS_DEADLINE_MS });
     if (!stale && st.role !== Role.ROLE_LEADER && st.leaderId === '') {

@@ -5,10 +5,10 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
-import { clientChannelOptions } from '../api/clients.js';
+import { clientChannelOptions, dialChannel } from '../api/clients.js';
 import { TaskFilter, TaskServiceClient, type ListTasksResponse, type Task } from '../gen/snapcoord/v1/snapshot.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { callError, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 
 /** TASK_STATUSES / TASK_TYPES: the values --status and --type accept. */
 export const TASK_STATUSES = ['enqueued', 'processing', 'succeeded', 'failed', 'canceled'] as const;
@@ -19,7 +19,8 @@ const FINISHED: readonly string[] = ['succeeded', 'failed', 'canceled'];
 export const WAIT_POLL_MS = 250;
 
 function taskClient(endpoint: string): TaskServiceClient {
-  return new TaskServiceClient(endpoint, grpc.credentials.createInsecure(), clientChannelOptions);
+  const { credentials, options } = dialChannel(cliDial(), clientChannelOptions);
+  return new TaskServiceClient(endpoint, credentials, options);
 }
 
 /** parseUid: a task uid (a whole number); exit 2 otherwise. */

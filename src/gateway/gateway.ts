@@ -42,6 +42,7 @@ import {
   validateLimits,
   type ConnectionStats,
 } from './connection-guard.js';
+import type { ClientDial } from '../api/clients.js';
 import { closeClients, connectClients, type GatewayClients } from './grpc-clients.js';
 import { meilisearchRoutes } from './meilisearch-routes.js';
 import { DEFAULT_RESTORE_BYTES_MAX, nomadRoutes } from './nomad-routes.js';
@@ -65,6 +66,8 @@ export const CLOSE_GRACE_MS = 2_000;
 export interface GatewayOptions {
   /** target: "host:port" of the node's gRPC API. */
   readonly target: string;
+  /** dial: how to reach it (TLS credentials); each call carries the caller's own key. */
+  readonly dial?: ClientDial;
   readonly auth: AuthConfig;
   /** logger: a pino logger (fastify's request log goes to a child of it); none: no log. */
   readonly logger?: FastifyBaseLogger;
@@ -222,7 +225,7 @@ export function localTarget(address: string): string {
 export function createGateway(opts: GatewayOptions): Gateway {
   const keyRing = new KeyRing(opts.auth);
   const ownClients = opts.clients === undefined;
-  const clients = opts.clients ?? connectClients(opts.target);
+  const clients = opts.clients ?? connectClients(opts.target, opts.dial ?? {});
   const jsonBytesMax = opts.jsonBytesMax ?? DEFAULT_JSON_BYTES_MAX;
   const limits = { idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, connectionsMax: opts.connectionsMax ?? DEFAULT_CONNECTIONS_MAX };
   validateLimits(limits);
@@ -245,6 +248,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     keepAliveTimeout: limits.idleTimeoutMs,
     http: { connectionsCheckingInterval: connectionsCheckingIntervalMs(limits.idleTimeoutMs), headersTimeout: limits.idleTimeoutMs, requestTimeout: 0 },
     bodyLimit: jsonBytesMax,
+    // A URL that does not decode (FST_ERR_BAD_URL): fastify would echo it back; answer in the path's style, echoing nothing.
+    frameworkErrors: (err, req, reply) => {
+      const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400;
+      return sendStyledError(reply, styleOfPath(req.raw.url ?? '/'), status, STATUS_CODES[status] ?? 'Bad Request', meiliCodeOfStatus(status));
+    },
   });
   const guard = guardConnections(app.server, limits);
   /** authenticated: requests whose key passed (their errors may say why they failed). */

@@ -7,7 +7,7 @@
  * is given: a 10 GB archive takes as long as it takes; cancel() ends them.
  */
 import * as grpc from '@grpc/grpc-js';
-import { ClusterClient, callUnary, clientChannelOptions, type CallOptions } from '../api/clients.js';
+import { ClusterClient, callUnary, clientChannelOptions, dialChannel, type CallOptions, type ClientDial } from '../api/clients.js';
 import {
   SnapshotServiceClient,
   TaskServiceClient,
@@ -51,11 +51,9 @@ export const SNAPSHOT_FLOW_CONTROL_WINDOW_BYTES = 4 << 20;
 export class SnapshotClient {
   readonly raw: SnapshotServiceClient;
 
-  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
-    this.raw = new SnapshotServiceClient(address, credentials, {
-      ...clientChannelOptions,
-      'grpc-node.flow_control_window': SNAPSHOT_FLOW_CONTROL_WINDOW_BYTES,
-    });
+  constructor(address: string, dial: ClientDial = {}) {
+    const { credentials, options } = dialChannel(dial, { ...clientChannelOptions, 'grpc-node.flow_control_window': SNAPSHOT_FLOW_CONTROL_WINDOW_BYTES });
+    this.raw = new SnapshotServiceClient(address, credentials, options);
   }
 
   createSnapshot(req: CreateSnapshotRequest, opts?: CallOptions): Promise<CreateSnapshotResponse> {
@@ -100,8 +98,9 @@ export class SnapshotClient {
 export class TaskClient {
   readonly raw: TaskServiceClient;
 
-  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
-    this.raw = new TaskServiceClient(address, credentials, clientChannelOptions);
+  constructor(address: string, dial: ClientDial = {}) {
+    const { credentials, options } = dialChannel(dial);
+    this.raw = new TaskServiceClient(address, credentials, options);
   }
 
   getTask(uid: bigint, opts?: CallOptions): Promise<GetTaskResponse> {
@@ -129,11 +128,11 @@ export interface GatewayClients {
 }
 
 /** connectClients opens ClusterService, SnapshotService and TaskService clients to `target` ("host:port"). */
-export function connectClients(target: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()): GatewayClients {
+export function connectClients(target: string, dial: ClientDial = {}): GatewayClients {
   return {
-    cluster: new ClusterClient(target, credentials),
-    snapshots: new SnapshotClient(target, credentials),
-    tasks: new TaskClient(target, credentials),
+    cluster: new ClusterClient(target, dial),
+    snapshots: new SnapshotClient(target, dial),
+    tasks: new TaskClient(target, dial),
   };
 }
 

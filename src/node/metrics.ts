@@ -20,6 +20,7 @@ export class NodeMetrics {
   readonly snapshotsCreated: Counter;
   /** restoresFailed: restore entries skipped (applied as no-ops) because their archive failed to apply. */
   readonly restoresFailed: Counter;
+  readonly peerRefusals: Counter<'reason'>;
 
   /** taskQueueDepth: set once the node's task queue exists. */
   taskQueueDepth: () => number = () => 0;
@@ -71,6 +72,12 @@ export class NodeMetrics {
       registers: [r],
     });
     this.snapshotsCreated = new Counter({ name: 'snapcoord_snapshots_created_total', help: 'Snapshots taken of the local state machine.', registers: [r] });
+    this.peerRefusals = new Counter({
+      name: 'snapcoord_peer_messages_refused_total',
+      help: 'Peer-plane messages refused, by reason: cluster_id (wrong or missing cluster id), identity (certificate does not name the sender), not_member.',
+      labelNames: ['reason'],
+      registers: [r],
+    });
     this.restoresFailed = new Counter({
       name: 'snapcoord_restore_apply_failures_total',
       help: 'Restore entries skipped because their archive failed to apply (the state was left unchanged, the same on every node).',

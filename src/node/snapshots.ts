@@ -22,6 +22,7 @@ import {
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../storage/kv-command.js';
 import type { NodeStorage } from '../storage/types.js';
 import { NodeError } from './errors.js';
+import type { PeerDial } from '../transport/peer-guard.js';
 import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult, type FetchTarget } from '../transport/snapshot-fetcher.js';
 import type { Logger } from './node.js';
 
@@ -97,6 +98,8 @@ export class SnapshotManager {
   private newest: SnapshotHandle | null = null;
   private transfers = 0;
   private readonly incomingDir: string;
+  /** dial: how snapshot fetches reach peers (the peer plane's TLS and metadata); set once before the node starts. */
+  dial: PeerDial | undefined;
 
   private constructor(
     readonly store: SnapshotStore,
@@ -206,6 +209,7 @@ export class SnapshotManager {
         // importArchive below hashes the whole archive against meta.digest before it is kept.
         verifyWholeDigest: false,
         ...(signal !== undefined ? { signal } : {}),
+        ...(this.dial !== undefined ? { dial: this.dial } : {}),
       });
       const stored = await this.store.importArchive(createReadStream(dest, { highWaterMark: 1 << 20 }), {
         expectedSha256: meta.digest,
@@ -306,7 +310,15 @@ export class SnapshotManager {
   async fetchUpload(selfId: string, address: string, target: FetchTarget, signal?: AbortSignal): Promise<StoredSnapshot> {
     const dest = join(this.incomingDir, `upload-${target.digest.slice(0, 16)}.tar.gz`);
     try {
-      await fetchSnapshot({ selfId, address, target, destPath: dest, chunkBytes: this.policy.chunkBytes, ...(signal !== undefined ? { signal } : {}) });
+      await fetchSnapshot({
+        selfId,
+        address,
+        target,
+        destPath: dest,
+        chunkBytes: this.policy.chunkBytes,
+        ...(signal !== undefined ? { signal } : {}),
+        ...(this.dial !== undefined ? { dial: this.dial } : {}),
+      });
       return await this.uploads.importArchive(createReadStream(dest, { highWaterMark: 1 << 20 }), {
         expectedSha256: target.digest,
         maxBytes: this.policy.archiveBytesMax,

@@ -20,6 +20,7 @@ import {
   voteResponseFromProto,
 } from './codec.js';
 import { faultInterceptors } from './message-faults.js';
+import type { PeerDial } from './peer-guard.js';
 import {
   estimateMessageBytes,
   routeOf,
@@ -53,8 +54,8 @@ export interface GrpcTransportOptions {
   readonly stallTimeoutMs?: number;
   /** maxInflightUnary: per peer, unary calls in flight before more are dropped (default 1024). */
   readonly maxInflightUnary?: number;
-  /** credentials: default insecure (plaintext, for a trusted LAN). */
-  readonly credentials?: grpc.ChannelCredentials;
+  /** dial: credentials and interceptors of every peer channel (peer-guard.ts peerDial); default insecure, no metadata. */
+  readonly dial?: PeerDial;
   /** channelOptions override the defaults (see channelOptions()). */
   readonly channelOptions?: grpc.ChannelOptions;
   /** nowMs: clock for the backoff (default Date.now). */
@@ -138,7 +139,7 @@ export class GrpcTransport implements Transport {
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * MiB;
     this.maxInflightUnary = opts.maxInflightUnary ?? 1024;
     this.stallTimeoutMs = opts.stallTimeoutMs ?? 3_000;
-    this.credentials = opts.credentials ?? grpc.credentials.createInsecure();
+    this.credentials = opts.dial?.credentials ?? grpc.credentials.createInsecure();
     this.nowMs = opts.nowMs ?? Date.now;
     this.options = {
       ...channelOptions({
@@ -147,7 +148,7 @@ export class GrpcTransport implements Transport {
         reconnectMaxMs: this.backoffMaxMs,
       }),
       // Empty unless SNAPCOORD_MESSAGE_FAULTS arms the chaos tests' fault injection.
-      interceptors: faultInterceptors(this.log),
+      interceptors: [...faultInterceptors(this.log), ...(opts.dial?.interceptors ?? [])],
       ...opts.channelOptions,
     };
   }

@@ -20,6 +20,7 @@ import {
   voteRequestFromProto,
   voteResponseToProto,
 } from './codec.js';
+import type { PeerCall, PeerGuard } from './peer-guard.js';
 import { replyTypeOf, silentLogger, type FetchSnapshotParams, type RaftRequestHandler, type TransportLogger } from './transport.js';
 
 export interface RaftServiceOptions {
@@ -28,6 +29,8 @@ export interface RaftServiceOptions {
   /** maxPendingAppends: requests on one AppendEntries stream waiting for their answers before the stream is cancelled with RESOURCE_EXHAUSTED (default 1024). */
   readonly maxPendingAppends?: number;
   readonly logger?: TransportLogger;
+  /** guard: when set, every message's sender is admitted by it first (cluster id, certificate identity, membership). */
+  readonly guard?: PeerGuard;
 }
 
 /** StatusError is an Error that carries a gRPC status code (what grpc-js sends as the call's status). */
@@ -68,8 +71,13 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
   const log = opts.logger ?? silentLogger;
   const maxPending = opts.maxPendingAppends ?? 1024;
 
-  /** decode runs f, turning a CodecError or a misaddressed message into a StatusError. */
-  function decode<T extends Message>(f: () => T): T {
+  /** admit asks the guard (if any) whether `from` may speak to us on `call`; throws its PERMISSION_DENIED. */
+  function admit(from: NodeId, call: PeerCall): void {
+    opts.guard?.admit(from, call);
+  }
+
+  /** decode runs f, turning a CodecError or a misaddressed message into a StatusError, then admits the sender. */
+  function decode<T extends Message>(call: PeerCall, f: () => T): T {
     let m: T;
     try {
       m = f();
@@ -80,6 +88,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     if (opts.selfId !== undefined && m.to !== opts.selfId) {
       throw statusError(grpc.status.FAILED_PRECONDITION, `message addressed to ${m.to}, this is ${opts.selfId}`);
     }
+    admit(m.from, call);
     return m;
   }
 
@@ -116,7 +125,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     return (call, callback) => {
       let m: Message;
       try {
-        m = decode(() => decodeReq(call.request));
+        m = decode(call, () => decodeReq(call.request));
       } catch (err) {
         log.debug({ rpc, err }, 'raft service: refused request');
         callback(toStatusError(err));
@@ -168,7 +177,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     reportSnapshot(call, callback) {
       let m: Message;
       try {
-        m = decode(() => reportSnapshotFromProto(call.request));
+        m = decode(call, () => reportSnapshotFromProto(call.request));
         handler.handleReport(m);
       } catch (err) {
         log.debug({ rpc: 'ReportSnapshot', err }, 'raft service: refused report');
@@ -200,7 +209,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         }
         let m: Message;
         try {
-          m = decode(() => appendRequestFromProto(req));
+          m = decode(call, () => appendRequestFromProto(req));
         } catch (err) {
           fail(toStatusError(err));
           return;
@@ -245,6 +254,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         }
         try {
           const r = call.request;
+          admit(r.from, call);
           const params: FetchSnapshotParams = {
             from: r.from,
             index: fromU64(r.index, 'index'),

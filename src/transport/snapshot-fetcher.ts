@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { RaftServiceClient, type FetchSnapshotResponse } from '../gen/snapcoord/v1/raft.js';
 import type { NodeId } from '../raft/types.js';
 import { faultInterceptors } from './message-faults.js';
+import type { PeerDial } from './peer-guard.js';
 import { silentLogger, type TransportLogger } from './transport.js';
 
 /** SNAPSHOT_CHUNK_BYTES_DEFAULT: 1 MiB chunks measured best on loopback (TOOLCHAIN.md). */
@@ -48,6 +49,8 @@ export interface FetchOptions {
   /** channelOptions: extra grpc channel options (tests inject interceptors). */
   readonly channelOptions?: grpc.ChannelOptions;
   readonly interceptors?: grpc.Interceptor[];
+  /** dial: the peer plane's credentials and metadata (default insecure, none). */
+  readonly dial?: PeerDial;
 }
 
 export interface FetchResult {
@@ -75,12 +78,12 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
   const chunkBytes = opts.chunkBytes ?? SNAPSHOT_CHUNK_BYTES_DEFAULT;
   const maxAttempts = opts.maxAttempts ?? 20;
   const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
-  const client = new RaftServiceClient(opts.address, grpc.credentials.createInsecure(), {
+  const client = new RaftServiceClient(opts.address, opts.dial?.credentials ?? grpc.credentials.createInsecure(), {
     'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
     'grpc.max_receive_message_length': chunkBytes + (1 << 20),
     'grpc.use_local_subchannel_pool': 1,
     // The chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) when no interceptors are given; else none.
-    interceptors: opts.interceptors ?? faultInterceptors(log),
+    interceptors: [...(opts.interceptors ?? faultInterceptors(log)), ...(opts.dial?.interceptors ?? [])],
     ...opts.channelOptions,
   });
   const verifyWhole = opts.verifyWholeDigest ?? true;

@@ -9,6 +9,7 @@ import { Node } from '../../../src/node/node.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { peerDial } from '../../../src/transport/peer-guard.js';
 
 export interface TestMember {
   readonly id: string;
@@ -41,14 +42,14 @@ export async function startTestCluster(size = 3): Promise<TestCluster> {
     await Promise.all(members.map((m) => m.node.stop()));
   };
   try {
-    for (let i = 0; i < size; i++) apis.push(await bindApiServer({ bindAddress: '127.0.0.1:0' }));
-    const addresses = Object.fromEntries(ids.map((id, i) => [id, (apis[i] as ApiServer).address]));
+    for (let i = 0; i < size; i++) apis.push(await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' }));
+    const addresses = Object.fromEntries(ids.map((id, i) => [id, (apis[i] as ApiServer).peerAddress]));
     const membership: Membership = { voters: ids, learners: [], addresses };
     for (let i = 0; i < size; i++) {
       const id = ids[i] as string;
       const api = apis[i] as ApiServer;
       const ref: { node: Node | null } = { node: null };
-      const transport = new GrpcTransport({ selfId: id, onMessage: (m) => ref.node?.receive(m) });
+      const transport = new GrpcTransport({ selfId: id, onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) });
       const node = await Node.start({
         id,
         storage: await MemoryStorage.open(new MemoryDataDir(id)),

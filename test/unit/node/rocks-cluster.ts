@@ -17,10 +17,13 @@ import { TaskQueue } from '../../../src/node/tasks.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { peerDial } from '../../../src/transport/peer-guard.js';
 
 export interface RocksMember {
   readonly id: string;
+  /** address: the client plane; peerAddress: the peer plane (the membership's). */
   address: string;
+  peerAddress: string;
   api: ApiServer | null;
   node: Node | null;
   storage: RocksStorage | null;
@@ -42,11 +45,11 @@ export class RocksCluster {
     const c = new RocksCluster(await mkdtemp(join(tmpdir(), 'snapcoord-rocks-cluster-')), { ...DEFAULT_SNAPSHOT_POLICY, ...policy }, timings);
     const ids = Array.from({ length: size }, (_, i) => `n${i + 1}`);
     const apis: ApiServer[] = [];
-    for (let i = 0; i < size; i++) apis.push(await bindApiServer({ bindAddress: '127.0.0.1:0' }));
-    const addresses = Object.fromEntries(ids.map((id, i) => [id, (apis[i] as ApiServer).address]));
+    for (let i = 0; i < size; i++) apis.push(await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' }));
+    const addresses = Object.fromEntries(ids.map((id, i) => [id, (apis[i] as ApiServer).peerAddress]));
     c.membership = { voters: ids, learners: [], addresses };
     for (let i = 0; i < size; i++) {
-      const m: RocksMember = { id: ids[i] as string, address: (apis[i] as ApiServer).address, api: apis[i] as ApiServer, node: null, storage: null, snapshots: null, tasks: null };
+      const m: RocksMember = { id: ids[i] as string, address: (apis[i] as ApiServer).address, peerAddress: (apis[i] as ApiServer).peerAddress, api: apis[i] as ApiServer, node: null, storage: null, snapshots: null, tasks: null };
       c.members.push(m);
       await c.boot(m);
     }
@@ -66,14 +69,15 @@ export class RocksCluster {
   }
 
   private async boot(m: RocksMember): Promise<void> {
-    const api = m.api ?? (await bindApiServer({ bindAddress: m.address }));
+    const api = m.api ?? (await bindApiServer({ bindAddress: m.address, peerBindAddress: m.peerAddress }));
     m.api = api;
     const dataDir = join(this.dir, m.id);
     const storage = await RocksStorage.open(dataDir);
     await storage.checkIdentity({ nodeId: m.id, clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
     const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), storage, this.policy, silent, 'test');
+    snapshots.dial = peerDial('snapcoord', api.address);
     const ref: { node: Node | null } = { node: null };
-    const transport = new GrpcTransport({ selfId: m.id, onMessage: (msg) => ref.node?.receive(msg) });
+    const transport = new GrpcTransport({ selfId: m.id, onMessage: (msg) => ref.node?.receive(msg), dial: peerDial('snapcoord', api.address) });
     const node = await Node.start({
       id: m.id,
       storage,
@@ -91,7 +95,7 @@ export class RocksCluster {
         snapshots,
         tasks: { queue: tasks, snapshotPath },
         realRoots: await prepareRoots([join(this.dir, 'roots')]),
-        directoryExport: { nodeId: m.id, clusterId: 'test', selfAddress: m.address, version: 'test' },
+        directoryExport: { nodeId: m.id, clusterId: 'test', selfAddress: m.peerAddress, version: 'test' },
       },
     });
     m.tasks = tasks;

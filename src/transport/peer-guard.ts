@@ -1,0 +1,177 @@
+/**
+ * The peer plane's admission check: who may speak Raft to this node.
+ *
+ * Every RaftService call carries, in its request metadata, the cluster id
+ * (`x-snapcoord-cluster-id`) and the address of the sender's client plane
+ * (`x-snapcoord-client-address`, so that followers learn where to forward
+ * writes). PeerGuard.admit refuses, with PERMISSION_DENIED and before the
+ * message reaches the node:
+ * - a call whose cluster id is missing or not ours (`clusterId`);
+ * - under mutual TLS, a message whose `from` is not the member id named by
+ *   the sender's certificate (`identityOf`: a cert for n2 cannot speak as n1);
+ * - a message from an id that is not in the current membership (voters,
+ *   learners, or a member being added: `isMember`).
+ * Refusals are counted by reason (`onRefused`, fed to /metrics) and logged
+ * once per sender and reason per REFUSAL_LOG_INTERVAL_MS, not per message.
+ * peerMetadata builds the metadata every outgoing peer call carries.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { NodeId } from '../raft/types.js';
+import { silentLogger, type TransportLogger } from './transport.js';
+
+/** CLUSTER_ID_METADATA_KEY: the cluster id every peer call carries. */
+export const CLUSTER_ID_METADATA_KEY = 'x-snapcoord-cluster-id';
+/** CLIENT_ADDRESS_METADATA_KEY: the sender's client-plane address (host:port), where followers forward writes. */
+export const CLIENT_ADDRESS_METADATA_KEY = 'x-snapcoord-client-address';
+/** REFUSAL_LOG_INTERVAL_MS: one log line per sender and reason per minute. */
+export const REFUSAL_LOG_INTERVAL_MS = 60_000;
+/** REFUSAL_LOG_KEYS_MAX: senders remembered for log throttling; beyond it the oldest are forgotten. */
+const REFUSAL_LOG_KEYS_MAX = 1024;
+/** ADDRESS_CHARS_MAX: a longer advertised client address is ignored. */
+const ADDRESS_CHARS_MAX = 300;
+
+/** RefusalReason: why a peer message was refused (the /metrics label). */
+export type RefusalReason = 'cluster_id' | 'identity' | 'not_member';
+
+/** PeerCall: the part of a grpc-js server call the guard reads. */
+export interface PeerCall {
+  readonly metadata: grpc.Metadata;
+  getPeer(): string;
+}
+
+export interface PeerGuardOptions {
+  readonly clusterId: string;
+  /** isMember: `id` is in this node's current membership (voter, learner, or being added). */
+  readonly isMember: (id: NodeId) => boolean;
+  /**
+   * identityOf: the member id the caller's TLS certificate names, null when it
+   * names none; undefined (the option absent) when the peer plane runs without
+   * mutual TLS, and then no identity is checked.
+   */
+  readonly identityOf?: (call: PeerCall) => string | null;
+  readonly onRefused?: (reason: RefusalReason) => void;
+  readonly logger?: TransportLogger;
+  readonly nowMs?: () => number;
+}
+
+/** PeerRefusedError: a StatusError-shaped PERMISSION_DENIED. */
+export class PeerRefusedError extends Error {
+  override readonly name = 'PeerRefusedError';
+  readonly code = grpc.status.PERMISSION_DENIED;
+  readonly details: string;
+  readonly metadata = new grpc.Metadata();
+
+  constructor(
+    readonly reason: RefusalReason,
+    message: string,
+  ) {
+    super(message);
+    this.details = message;
+  }
+}
+
+function firstString(md: grpc.Metadata, key: string): string {
+  const v = md.get(key)[0];
+  return typeof v === 'string' ? v : '';
+}
+
+export class PeerGuard {
+  private readonly opts: PeerGuardOptions;
+  private readonly log: TransportLogger;
+  private readonly nowMs: () => number;
+  /** lastLogged: sender|reason -> when its refusal was last logged. */
+  private readonly lastLogged = new Map<string, number>();
+  /** clientAddresses: the client-plane address each admitted member advertised. */
+  private readonly clientAddresses = new Map<NodeId, string>();
+  /** identities: the certificate identity of each live call (a stream carries many messages, its certificate one). */
+  private readonly identities = new WeakMap<PeerCall, string | null>();
+
+  constructor(opts: PeerGuardOptions) {
+    this.opts = opts;
+    this.log = opts.logger ?? silentLogger;
+    this.nowMs = opts.nowMs ?? Date.now;
+  }
+
+  /** mutualTls: the guard checks certificate identities. */
+  get mutualTls(): boolean {
+    return this.opts.identityOf !== undefined;
+  }
+
+  /**
+   * admit checks one message from `from` arriving on `call`; on success it
+   * records the sender's advertised client address. Errors: PeerRefusedError.
+   */
+  admit(from: NodeId, call: PeerCall): void {
+    const cluster = firstString(call.metadata, CLUSTER_ID_METADATA_KEY);
+    if (cluster !== this.opts.clusterId) {
+      this.refuse('cluster_id', from, call, `cluster id ${JSON.stringify(cluster.slice(0, 64))} is not this cluster's (${this.opts.clusterId})`);
+    }
+    if (this.opts.identityOf !== undefined) {
+      let id = this.identities.get(call);
+      if (id === undefined) {
+        id = this.opts.identityOf(call);
+        this.identities.set(call, id);
+      }
+      if (id === null) this.refuse('identity', from, call, 'the peer certificate names no member id (urn:snapcoord:node:<id>)');
+      if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
+    }
+    if (!this.opts.isMember(from)) this.refuse('not_member', from, call, `${from} is not a member of this cluster`);
+    const addr = firstString(call.metadata, CLIENT_ADDRESS_METADATA_KEY);
+    if (addr !== '' && addr.length <= ADDRESS_CHARS_MAX && this.clientAddresses.get(from) !== addr) this.clientAddresses.set(from, addr);
+  }
+
+  /** clientAddressOf: the client-plane address member `id` advertised on its last admitted call ('' when none yet). */
+  clientAddressOf(id: NodeId): string {
+    return this.clientAddresses.get(id) ?? '';
+  }
+
+  private refuse(reason: RefusalReason, from: NodeId, call: PeerCall, message: string): never {
+    this.opts.onRefused?.(reason);
+    const peer = call.getPeer();
+    const key = `${peer}|${from}|${reason}`;
+    const now = this.nowMs();
+    const last = this.lastLogged.get(key);
+    if (last === undefined || now - last >= REFUSAL_LOG_INTERVAL_MS) {
+      if (last === undefined && this.lastLogged.size >= REFUSAL_LOG_KEYS_MAX) {
+        const oldest = this.lastLogged.keys().next().value;
+        if (oldest !== undefined) this.lastLogged.delete(oldest);
+      }
+      this.lastLogged.delete(key);
+      this.lastLogged.set(key, now);
+      this.log.warn({ peer, from: from.slice(0, 64), reason, err: message }, 'peer plane: message refused (logged once a minute per sender)');
+    }
+    throw new PeerRefusedError(reason, `refused: ${message}`);
+  }
+}
+
+/** peerMetadata: the metadata every outgoing peer call carries (cluster id; this node's client address when known). */
+export function peerMetadata(clusterId: string, clientAddress: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set(CLUSTER_ID_METADATA_KEY, clusterId);
+  if (clientAddress !== '') md.set(CLIENT_ADDRESS_METADATA_KEY, clientAddress);
+  return md;
+}
+
+/** peerMetadataInterceptor adds peerMetadata(...) to every call of a channel. */
+export function peerMetadataInterceptor(clusterId: string, clientAddress: string): grpc.Interceptor {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.merge(peerMetadata(clusterId, clientAddress));
+        next(metadata, listener);
+      },
+    });
+}
+
+/** PeerDial: how this node dials its peers (the transport's channels and snapshot fetches alike). */
+export interface PeerDial {
+  /** credentials: mutual TLS with the cluster CA, or insecure for a loopback or --insecure-plaintext cluster. */
+  readonly credentials: grpc.ChannelCredentials;
+  /** interceptors: added to every peer channel (peerMetadataInterceptor). */
+  readonly interceptors: readonly grpc.Interceptor[];
+}
+
+/** peerDial: the PeerDial of a node of `clusterId` whose client plane listens at `clientAddress`. */
+export function peerDial(clusterId: string, clientAddress: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()): PeerDial {
+  return { credentials, interceptors: [peerMetadataInterceptor(clusterId, clientAddress)] };
+}
