@@ -1,0 +1,113 @@
+/**
+ * certs-commands: `snapcoord certs init` (a cluster CA) and `snapcoord certs
+ * issue ID` (a node certificate for the peer and the client plane), over
+ * src/tls. Bad options exit 2 with one line; so does a CA that is already
+ * there (init without --force) or missing (issue). Other failures exit 1.
+ */
+import { lstat } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { DAYS_MAX, caFiles, checkTlsFiles, writeCa, writeNodeCert } from '../tls/index.js';
+import { canonicalIp, checkDnsName, checkMemberId } from '../tls/names.js';
+
+/** DEFAULT_TLS_DIR: where `certs` keeps the CA and node certificates (relative to the working directory), as `npm start` does. */
+export const DEFAULT_TLS_DIR = 'data/tls';
+
+/** LOCAL_NAMES: what `certs issue` puts in a certificate given no --dns and no --ip. */
+const LOCAL_NAMES = { dns: ['localhost'], ips: ['127.0.0.1', '::1'] } as const;
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...value.split(',').map((v) => v.trim()).filter((v) => v !== '')];
+}
+
+function parseDays(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{1,6}$/.test(v) || Number(v) < 1 || Number(v) > DAYS_MAX) throw new CliError(`days: "${v}" is not a whole number from 1 to ${DAYS_MAX}`, EXIT_CONFIG);
+  return Number(v);
+}
+
+/** configError runs `check` and turns what it throws into a CliError with exit code 2, prefixed by `what`. */
+function configError(what: string, check: () => void): void {
+  try {
+    check();
+  } catch (err) {
+    throw new CliError(`${what}: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+}
+
+/** addCertsCommands registers `certs init` and `certs issue` on `program`. */
+export function addCertsCommands(program: Command): void {
+  const certs = program
+    .command('certs')
+    .description(`make a cluster CA and node certificates (files in --dir, default ${DEFAULT_TLS_DIR}: ca.pem, ca-key.pem, <id>.pem, <id>-key.pem)`);
+
+  certs
+    .command('init')
+    .description('create the cluster CA: ca.pem (give it to every node and client) and ca-key.pem (keep it secret; mode 0600)')
+    .option('--dir <dir>', 'certificate directory (made 0700 when missing)', DEFAULT_TLS_DIR)
+    .option('--days <n>', 'validity in days (default 3650)')
+    .option('--force', 'replace an existing CA (every certificate it signed stops being trusted)')
+    .action(async (opts: { dir: string; days?: string; force?: boolean }) => {
+      const days = parseDays(opts.days);
+      const files = caFiles(opts.dir);
+      const force = opts.force === true;
+      if (!force) {
+        for (const f of [files.caFile, files.caKeyFile]) {
+          if (await exists(f)) throw new CliError(`${f} already exists; a new CA would orphan every certificate it signed (use --force to replace it)`, EXIT_CONFIG);
+        }
+      }
+      await writeCa(opts.dir, { force, ...(days !== undefined ? { days } : {}) });
+      process.stdout.write(
+        `CA certificate: ${files.caFile}\n` +
+          `CA key:         ${files.caKeyFile} (keep it secret)\n` +
+          `valid until:    ${checkTlsFiles({ caFile: files.caFile }).notAfter.toISOString()}\n` +
+          `next: snapcoord certs issue <id> --dir ${opts.dir} --dns <name> --ip <address>\n`,
+      );
+    });
+
+  certs
+    .command('issue')
+    .argument('<id>', 'the member id the certificate names (urn:snapcoord:node:<id>)')
+    .description(
+      `issue a certificate for node ID (server and client use) signed by the CA in --dir; replaces an earlier one (rotation). ` +
+        `Without --dns and --ip it names ${[...LOCAL_NAMES.dns, ...LOCAL_NAMES.ips].join(', ')}`,
+    )
+    .option('--dir <dir>', 'certificate directory holding ca.pem and ca-key.pem', DEFAULT_TLS_DIR)
+    .option('--dns <name>', 'a DNS name the node answers on (repeatable, or comma-separated)', collect)
+    .option('--ip <address>', 'an IP address the node answers on (repeatable, or comma-separated)', collect)
+    .option('--days <n>', 'validity in days (default 825)')
+    .action(async (id: string, opts: { dir: string; dns?: string[]; ip?: string[]; days?: string }) => {
+      const dns = opts.dns ?? [];
+      const ips = opts.ip ?? [];
+      configError('id', () => checkMemberId(id));
+      for (const d of dns) configError('dns', () => checkDnsName(d));
+      for (const ip of ips) configError('ip', () => canonicalIp(ip));
+      const days = parseDays(opts.days);
+      const files = caFiles(opts.dir);
+      for (const f of [files.caFile, files.caKeyFile]) {
+        if (!(await exists(f))) throw new CliError(`${f} is missing: create the CA first with \`snapcoord certs init --dir ${opts.dir}\``, EXIT_CONFIG);
+      }
+      const local = dns.length === 0 && ips.length === 0;
+      const written = await writeNodeCert(opts.dir, id, {
+        dns: local ? LOCAL_NAMES.dns : dns,
+        ips: local ? LOCAL_NAMES.ips : ips,
+        ...(days !== undefined ? { days } : {}),
+      });
+      const info = checkTlsFiles({ ...written, caFile: files.caFile });
+      process.stdout.write(
+        `certificate: ${written.certFile}\n` +
+          `key:         ${written.keyFile} (keep it secret)\n` +
+          `names:       ${info.identities.join(', ')}\n` +
+          `valid until: ${info.notAfter.toISOString()}\n`,
+      );
+    });
+}
