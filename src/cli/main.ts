@@ -141,6 +141,15 @@ function usageErrors(cmd: Command): Command {
 
 const DEBUG = process.argv.includes('--debug');
 
+// grpc-js sets the TLS server name to the target even when it is an IP address (the certificate's IP SAN is what
+// is checked); Node warns about that on every connection (DEP0123). Silence that one warning, keep every other.
+const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: unknown }).code : rest[1];
+  if (code === 'DEP0123') return;
+  emitWarning(warning, ...rest);
+}) as typeof process.emitWarning;
+
 function fail(err: unknown): never {
   if (err instanceof CommanderError) {
     // --help and --version "fail" with exit code 0; a bare command group prints its help (exit 2).
