@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ClusterClient, KvClient } from '../../src/api/clients.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
-import { ServeProcess, freePorts, sleep, until } from './serve-process.js';
+import { ServeProcess, freeNodeAddresses, peersFlag, sleep, until, type NodeAddresses } from './serve-process.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -22,7 +22,8 @@ describe('cluster: three serve processes', function () {
   this.timeout(180_000);
 
   let dir = '';
-  let addresses: Record<Id, string>;
+  /** addresses: each node's client (grpc) and peer listen addresses. */
+  let addresses: Record<Id, NodeAddresses>;
   let peers = '';
   const procs = new Map<Id, ServeProcess>();
   const extra: ServeProcess[] = [];
@@ -32,7 +33,7 @@ describe('cluster: three serve processes', function () {
   const acked = new Map<string, string>();
 
   const start = async (id: Id): Promise<ServeProcess> => {
-    const p = new ServeProcess({ id, grpc: addresses[id], peers, dataDir: join(dir, id) });
+    const p = new ServeProcess({ id, grpc: addresses[id].grpc, peer: addresses[id].peer, peers, dataDir: join(dir, id) });
     procs.set(id, p);
     await p.ready();
     return p;
@@ -71,9 +72,8 @@ describe('cluster: three serve processes', function () {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-cluster-'));
     for (let attempt = 1; ; attempt++) {
-      const ports = await freePorts(3);
-      addresses = { n1: `127.0.0.1:${ports[0]}`, n2: `127.0.0.1:${ports[1]}`, n3: `127.0.0.1:${ports[2]}` };
-      peers = IDS.map((id) => `${id}=${addresses[id]}`).join(',');
+      addresses = await freeNodeAddresses(IDS);
+      peers = peersFlag(addresses);
       try {
         await Promise.all(IDS.map((id) => start(id)));
         break;
@@ -87,8 +87,8 @@ describe('cluster: three serve processes', function () {
       }
     }
     for (const id of IDS) {
-      kv.set(id, new KvClient(addresses[id]));
-      cluster.set(id, new ClusterClient(addresses[id]));
+      kv.set(id, new KvClient(addresses[id].grpc));
+      cluster.set(id, new ClusterClient(addresses[id].grpc));
     }
   });
 
@@ -146,11 +146,10 @@ describe('cluster: three serve processes', function () {
   });
 
   it('a node started on a foreign data dir refuses with a clear error', async () => {
-    const [port] = await freePorts(1);
-    const address = `127.0.0.1:${port}`;
+    const { x: a } = await freeNodeAddresses(['x']);
     const foreignDir = join(dir, 'foreign');
     // Make a data dir that belongs to node x1 of cluster c1.
-    const owner = new ServeProcess({ id: 'x1', grpc: address, peers: `x1=${address}`, dataDir: foreignDir, clusterId: 'c1' });
+    const owner = new ServeProcess({ id: 'x1', grpc: a.grpc, peer: a.peer, peers: `x1=${a.peer}`, dataDir: foreignDir, clusterId: 'c1' });
     extra.push(owner);
     await owner.ready();
     await owner.kill('SIGTERM');
@@ -160,7 +159,7 @@ describe('cluster: three serve processes', function () {
       { id: 'x2', clusterId: 'c1', wrong: 'node "x1" of cluster "c1", not node "x2" of cluster "c1"' },
       { id: 'x1', clusterId: 'c2', wrong: 'node "x1" of cluster "c1", not node "x1" of cluster "c2"' },
     ]) {
-      const p = new ServeProcess({ id: args.id, grpc: address, peers: `${args.id}=${address}`, dataDir: foreignDir, clusterId: args.clusterId });
+      const p = new ServeProcess({ id: args.id, grpc: a.grpc, peer: a.peer, peers: `${args.id}=${a.peer}`, dataDir: foreignDir, clusterId: args.clusterId });
       extra.push(p);
       await Promise.race([p.exited, sleep(20_000)]);
       assert.equal(p.running, false, 'the process exits');
@@ -173,16 +172,15 @@ describe('cluster: three serve processes', function () {
   });
 
   it('a node started on a corrupt data dir refuses with a clear error and changes nothing', async () => {
-    const [port] = await freePorts(1);
-    const address = `127.0.0.1:${port}`;
+    const { y: a } = await freeNodeAddresses(['y']);
     const corruptDir = join(dir, 'corrupt');
-    const owner = new ServeProcess({ id: 'y1', grpc: address, peers: `y1=${address}`, dataDir: corruptDir });
+    const owner = new ServeProcess({ id: 'y1', grpc: a.grpc, peer: a.peer, peers: `y1=${a.peer}`, dataDir: corruptDir });
     extra.push(owner);
     await owner.ready();
     await owner.kill('SIGTERM');
     // The pointer to the state machine's generation is garbage: the data dir cannot be trusted.
     await writeFile(join(corruptDir, 'STATE'), 'not json at all');
-    const p = new ServeProcess({ id: 'y1', grpc: address, peers: `y1=${address}`, dataDir: corruptDir });
+    const p = new ServeProcess({ id: 'y1', grpc: a.grpc, peer: a.peer, peers: `y1=${a.peer}`, dataDir: corruptDir });
     extra.push(p);
     await Promise.race([p.exited, sleep(20_000)]);
     assert.equal(p.running, false, 'the process exits');

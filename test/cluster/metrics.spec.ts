@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { ServeProcess, freePorts, sleep } from './serve-process.js';
+import { ServeProcess, freeNodeAddresses, sleep } from './serve-process.js';
 
 describe('cluster: metrics', function () {
   this.timeout(60_000);
@@ -16,11 +16,11 @@ describe('cluster: metrics', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('serves the Raft gauges, counters and process metrics without a key', async () => {
+  it('--metrics-open: serves the Raft gauges, counters and process metrics without a key', async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-metrics-'));
-    const [port] = await freePorts(1);
-    const grpc = `127.0.0.1:${port ?? 0}`;
-    p = new ServeProcess({ id: 'm1', grpc, peers: `m1=${grpc}`, dataDir: join(dir, 'm1'), apiKey: 'k'.repeat(24) });
+    const { m1 } = await freeNodeAddresses(['m1']);
+    // /metrics needs a key unless --metrics-open: this node is started with a key and --metrics-open, and asked without one.
+    p = new ServeProcess({ id: 'm1', grpc: m1.grpc, peer: m1.peer, peers: `m1=${m1.peer}`, dataDir: join(dir, 'm1'), apiKey: 'k'.repeat(24), extra: ['--metrics-open'] });
     await p.ready();
     const http = /gateway listening on http (\S+)/.exec(p.output)?.[1] ?? '';
     let text = '';

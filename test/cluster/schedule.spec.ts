@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 
 import { TaskFilter, TaskServiceClient, type ListTasksResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { ServeProcess, freePorts, until } from './serve-process.js';
+import { ServeProcess, freeNodeAddresses, until } from './serve-process.js';
 
 describe('cluster: scheduled snapshots', function () {
   this.timeout(60_000);
@@ -22,13 +22,14 @@ describe('cluster: scheduled snapshots', function () {
 
   it('--schedule-snapshot 1 enqueues snapshotCreation tasks that succeed and write the file', async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-schedule-'));
-    const [port] = await freePorts(1);
-    const address = `127.0.0.1:${port ?? 0}`;
+    const { s1 } = await freeNodeAddresses(['s1']);
+    const address = s1.grpc;
     const snapshotDir = join(dir, 'snapshots');
     p = new ServeProcess({
       id: 's1',
       grpc: address,
-      peers: `s1=${address}`,
+      peer: s1.peer,
+      peers: `s1=${s1.peer}`,
       dataDir: join(dir, 's1'),
       extra: ['--schedule-snapshot', '1', '--snapshot-dir', snapshotDir, '--db-name', 'data.ms'],
     });

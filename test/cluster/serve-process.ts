@@ -1,7 +1,8 @@
 /**
  * Child: a CLI child process (`node --import tsx src/cli/main.ts ...`) with its
- * output kept for diagnostics; ServeProcess: one real `snapcoord serve`; plus
- * freePorts() for ports from the OS and until() for bounded polling.
+ * output kept for diagnostics; ServeProcess: one real `snapcoord serve` with its
+ * two planes (client gRPC on `grpc`, Raft on `peer`); plus freePorts() and
+ * freeNodeAddresses() for ports from the OS and until() for bounded polling.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
@@ -33,9 +34,37 @@ export async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
+/** NodeAddresses: where one node's two planes listen: the client plane (`--grpc`) and the peer plane (`--peer-listen`). */
+export interface NodeAddresses {
+  readonly grpc: string;
+  readonly peer: string;
+}
+
+/**
+ * freeNodeAddresses gives each id a client and a peer address on 127.0.0.1,
+ * 2 * ids.length distinct ports from the OS (see freePorts).
+ */
+export async function freeNodeAddresses<Id extends string>(ids: readonly Id[]): Promise<Record<Id, NodeAddresses>> {
+  const ports = await freePorts(2 * ids.length);
+  const out = {} as Record<Id, NodeAddresses>;
+  ids.forEach((id, i) => {
+    out[id] = { grpc: `127.0.0.1:${ports[i] ?? 0}`, peer: `127.0.0.1:${ports[ids.length + i] ?? 0}` };
+  });
+  return out;
+}
+
+/** peersFlag: the `--peers` value of `addrs`: "id=<peer address>,..." in the order given (members are named by their PEER addresses). */
+export function peersFlag<Id extends string>(addrs: Readonly<Record<Id, NodeAddresses>>): string {
+  return (Object.entries(addrs) as [Id, NodeAddresses][]).map(([id, a]) => `${id}=${a.peer}`).join(',');
+}
+
 export interface ServeArgs {
   readonly id: string;
+  /** grpc: the client plane's listen address (--grpc). */
   readonly grpc: string;
+  /** peer: the peer plane's listen address (--peer-listen); without it serve listens at this node's address in `peers`. */
+  readonly peer?: string;
+  /** peers: the membership, "id=<peer address>,..." (see peersFlag). */
   readonly peers: string;
   readonly dataDir: string;
   readonly clusterId?: string;
@@ -52,6 +81,17 @@ export interface ServeArgs {
 /** cleanEnv: this process's environment without any SNAPCOORD_* variable, plus `extra`. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SNAPCOORD_'))), ...extra };
+}
+
+/**
+ * plaintextClientEnv: cleanEnv for a CLI client command that talks to a
+ * plaintext test cluster: SNAPCOORD_CACERT='' (plaintext) and
+ * SNAPCOORD_API_KEY='' (no key), so the CLI never picks up a developer's
+ * ./data/tls/ca.pem or ./data/api-key from the working directory; `extra`
+ * overrides both.
+ */
+export function plaintextClientEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return cleanEnv({ SNAPCOORD_CACERT: '', SNAPCOORD_API_KEY: '', ...extra });
 }
 
 /** Child: a CLI child process with its output. */
@@ -110,7 +150,8 @@ export class ServeProcess extends Child {
   readonly args: ServeArgs;
 
   constructor(args: ServeArgs) {
-    const argv = ['serve', '--id', args.id, '--grpc', args.grpc, '--peers', args.peers, '--data-dir', args.dataDir, '--log-level', 'info'];
+    const argv = ['serve', '--id', args.id, '--grpc', args.grpc, ...(args.peer !== undefined ? ['--peer-listen', args.peer] : []), '--peers', args.peers];
+    argv.push('--data-dir', args.dataDir, '--log-level', 'info');
     // The embedded HTTP gateway: any free port, open (these tests talk gRPC; test/gateway covers auth).
     argv.push('--http', args.http ?? '127.0.0.1:0', ...(args.apiKey !== undefined ? ['--api-key', args.apiKey] : ['--insecure-no-auth']));
     argv.push(...(args.extra ?? []));
@@ -119,15 +160,23 @@ export class ServeProcess extends Child {
     this.args = args;
   }
 
-  /** ready resolves once the process prints its "listening" line; rejects if it exits first or after timeoutMs. */
-  async ready(timeoutMs = 20_000): Promise<void> {
-    await this.waitFor(new RegExp(`snapcoord node ${this.args.id} listening on grpc`), timeoutMs);
+  /**
+   * ready resolves once the process prints its "listening on grpc <client> peer <peer>"
+   * line, with those two addresses; rejects if it exits first or after timeoutMs.
+   */
+  async ready(timeoutMs = 20_000): Promise<NodeAddresses> {
+    const m = await this.waitFor(new RegExp(`snapcoord node ${escapeRe(this.args.id)} listening on grpc (\\S+) peer (\\S+)\\n`), timeoutMs);
+    return { grpc: m[1] ?? '', peer: m[2] ?? '' };
   }
 
   /** kill sends `signal` (default SIGKILL: a crash) and waits for the exit. */
   override kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     return super.kill(signal);
   }
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import { KvClient } from '../../src/api/clients.js';
 import { SnapshotServiceClient, type CreateSnapshotResponse, type GetSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { ServeProcess, freePorts, until } from './serve-process.js';
+import { ServeProcess, freeNodeAddresses, peersFlag, until, type NodeAddresses } from './serve-process.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -48,14 +48,22 @@ describe('cluster: starting from a snapshot', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const startCluster = async (name: string, ids: string[], extraFor: (id: string) => string[] = () => []): Promise<Record<string, string>> => {
-    const ports = await freePorts(ids.length);
-    const addr = Object.fromEntries(ids.map((id, i) => [id, `127.0.0.1:${ports[i] ?? 0}`]));
-    const peers = ids.map((id) => `${id}=${addr[id]}`).join(',');
+  /** startCluster starts `ids` and returns each node's client (grpc) address; `planes` gets both of each node's addresses. */
+  const startCluster = async (
+    name: string,
+    ids: string[],
+    extraFor: (id: string) => string[] = () => [],
+    planes: Record<string, NodeAddresses> = {},
+  ): Promise<Record<string, string>> => {
+    const all = await freeNodeAddresses(ids);
+    Object.assign(planes, all);
+    const addr = Object.fromEntries(ids.map((id) => [id, all[id]?.grpc ?? '']));
+    const peers = peersFlag(all);
     for (const id of ids) {
       const p = new ServeProcess({
         id,
         grpc: addr[id] ?? '',
+        peer: all[id]?.peer ?? '',
         peers,
         dataDir: join(dir, name, id),
         extra: ['--snapshot-root', join(dir, 'roots'), ...extraFor(id)],
@@ -90,7 +98,8 @@ describe('cluster: starting from a snapshot', function () {
   });
 
   it('a node started with --data-dir on a Typesense-style snapshot directory serves the saved state', async () => {
-    const c = await startCluster('c', ['t1', 't2', 't3']);
+    const planes: Record<string, NodeAddresses> = {};
+    const c = await startCluster('c', ['t1', 't2', 't3'], () => [], planes);
     const kv = new KvClient(c.t1 ?? '');
     clients.push(kv);
     await putAll(kv, 10);
@@ -101,10 +110,11 @@ describe('cluster: starting from a snapshot', function () {
     await until('the directory snapshot', 20_000, () =>
       new Promise<CreateSnapshotResponse>((resolve, reject) => snap.createSnapshot({ directory: target }, (e, r) => (e !== null ? reject(e) : resolve(r)))),
     );
-    // Start a one-node cluster from the directory: same node id and address as the member it was taken on.
+    // Start a one-node cluster from the directory: same node id and addresses as the member it was taken on.
     const t2 = procs.find((p) => p.args.id === 't2');
     await t2?.kill('SIGKILL');
-    const p = new ServeProcess({ id: 't2', grpc: c.t2 ?? '', peers: `t2=${c.t2 ?? ''}`, dataDir: target });
+    const t2Peer = planes['t2']?.peer ?? '';
+    const p = new ServeProcess({ id: 't2', grpc: c.t2 ?? '', peer: t2Peer, peers: `t2=${t2Peer}`, dataDir: target });
     procs.push(p);
     await p.ready();
     const kv2 = new KvClient(c.t2 ?? '');
