@@ -33,7 +33,8 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { formatHostPort, parseHostPort } from '../api/address.js';
 import { SNAPCOORD_VERSION } from '../version.js';
-import { AUTH_HEADERS, KeyRing, redactUrl, type AuthConfig, type AuthVerdict } from './auth.js';
+import { allows } from '../auth/keys.js';
+import { AUTH_HEADERS, KeyRing, presentedKeys, redactUrl, type AuthConfig, type AuthVerdict } from './auth.js';
 import {
   DEFAULT_CONNECTIONS_MAX,
   DEFAULT_IDLE_TIMEOUT_MS,
@@ -42,7 +43,8 @@ import {
   validateLimits,
   type ConnectionStats,
 } from './connection-guard.js';
-import type { ClientDial } from '../api/clients.js';
+import * as grpc from '@grpc/grpc-js';
+import { AUTHORIZATION_METADATA_KEY, type ClientDial } from '../api/clients.js';
 import { closeClients, connectClients, type GatewayClients } from './grpc-clients.js';
 import { meilisearchRoutes } from './meilisearch-routes.js';
 import { DEFAULT_RESTORE_BYTES_MAX, nomadRoutes } from './nomad-routes.js';
@@ -230,11 +232,21 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const limits = { idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, connectionsMax: opts.connectionsMax ?? DEFAULT_CONNECTIONS_MAX };
   validateLimits(limits);
   const metricsOpen = opts.metricsOpen === true;
+  /** callerKeys: the key each authenticated request passed with, sent on to the node as the call's own. */
+  const callerKeys = new WeakMap<FastifyRequest, string>();
+  // Open routes (/health) ask the node with the gateway's own key: the admin key, else the first configured one.
+  const serviceKey = opts.auth.adminKey !== '' ? opts.auth.adminKey : (opts.auth.keys?.[0]?.key ?? '');
   const ctx: RouteContext = {
     clients,
     version: opts.version ?? SNAPCOORD_VERSION,
     snapshotRoots: opts.snapshotRoots ?? null,
     restoreBytesMax: opts.restoreBytesMax ?? DEFAULT_RESTORE_BYTES_MAX,
+    callMetadata(req) {
+      const md = new grpc.Metadata();
+      const key = callerKeys.get(req) ?? serviceKey;
+      if (key !== '') md.set(AUTHORIZATION_METADATA_KEY, `Bearer ${key}`);
+      return md;
+    },
   };
 
   const app = Fastify({
@@ -295,6 +307,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     }
     if (verdict === 'ok') {
       authenticated.add(req);
+      const key = presentedKeys(req.headers, req.query as Record<string, unknown>).find((k) => {
+        const actions = keyRing.lookup(k);
+        return actions !== null && (action === undefined || action === null || allows(actions, action));
+      });
+      if (key !== undefined) callerKeys.set(req, key);
       return;
     }
     return sendAuthError(reply, style ?? styleOfPath(req.url), verdict);
