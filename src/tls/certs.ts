@@ -16,7 +16,7 @@ import { lstat, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CERT_FILE_MODE, KEY_FILE_MODE, ensureTlsDir, writeFileAtomic } from './files.js';
 import { canonicalIp, checkDnsName, checkMemberId, memberUri, subjectAltNames } from './names.js';
-import { subtle, x509 } from './x509.js';
+import { subtle, x509, type X509 } from './x509.js';
 
 /** CertKeyPem: a certificate and its private key, both PEM. */
 export interface CertKeyPem {
@@ -87,7 +87,7 @@ function checkCommonName(cn: string): void {
 async function keyPairPem(): Promise<{ keys: webcrypto.CryptoKeyPair; keyPem: string }> {
   const keys = (await subtle.generateKey(EC_ALGORITHM, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const pkcs8 = await subtle.exportKey('pkcs8', keys.privateKey);
-  return { keys, keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
+  return { keys, keyPem: x509().PemConverter.encode(pkcs8, 'PRIVATE KEY') };
 }
 
 /**
@@ -101,7 +101,8 @@ export async function createCa(opts: CreateCaOptions = {}): Promise<CertKeyPem> 
   checkCommonName(commonName);
   const { notBefore, notAfter } = validity(opts, CA_DAYS_DEFAULT);
   const { keys, keyPem } = await keyPairPem();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+  const lib = x509();
+  const cert = await lib.X509CertificateGenerator.createSelfSigned({
     serialNumber: serialNumber(),
     name: `CN=${commonName}`,
     notBefore,
@@ -109,9 +110,9 @@ export async function createCa(opts: CreateCaOptions = {}): Promise<CertKeyPem> 
     keys,
     signingAlgorithm: SIGNING_ALGORITHM,
     extensions: [
-      new x509.BasicConstraintsExtension(true, 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      new lib.BasicConstraintsExtension(true, 0, true),
+      new lib.KeyUsagesExtension(lib.KeyUsageFlags.keyCertSign | lib.KeyUsageFlags.cRLSign, true),
+      await lib.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
   return { certPem: cert.toString('pem'), keyPem };
@@ -157,12 +158,13 @@ export async function issueNodeCert(ca: CertKeyPem, opts: IssueNodeCertOptions):
   if (!caCert.node.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error('the CA key does not belong to the CA certificate');
 
   const { keys, keyPem } = await keyPairPem();
-  const names: x509.JsonGeneralName[] = [
+  const lib = x509();
+  const names: X509.JsonGeneralName[] = [
     ...dns.map((value) => ({ type: 'dns' as const, value })),
     ...ips.map((value) => ({ type: 'ip' as const, value })),
     { type: 'url', value: memberUri(opts.id) },
   ];
-  const cert = await x509.X509CertificateGenerator.create({
+  const cert = await lib.X509CertificateGenerator.create({
     serialNumber: serialNumber(),
     subject: `CN=${opts.id}`,
     issuer: caCert.lib.subjectName,
@@ -172,18 +174,18 @@ export async function issueNodeCert(ca: CertKeyPem, opts: IssueNodeCertOptions):
     signingKey,
     signingAlgorithm: SIGNING_ALGORITHM,
     extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-      new x509.SubjectAlternativeNameExtension(names),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      await x509.AuthorityKeyIdentifierExtension.create(caCert.lib.publicKey),
+      new lib.BasicConstraintsExtension(false, undefined, true),
+      new lib.KeyUsagesExtension(lib.KeyUsageFlags.digitalSignature, true),
+      new lib.ExtendedKeyUsageExtension([lib.ExtendedKeyUsage.serverAuth, lib.ExtendedKeyUsage.clientAuth]),
+      new lib.SubjectAlternativeNameExtension(names),
+      await lib.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await lib.AuthorityKeyIdentifierExtension.create(caCert.lib.publicKey),
     ],
   });
   return { certPem: cert.toString('pem'), keyPem };
 }
 
-function parseCaCert(certPem: string): { node: X509Certificate; lib: x509.X509Certificate } {
+function parseCaCert(certPem: string): { node: X509Certificate; lib: X509.X509Certificate } {
   let node: X509Certificate;
   try {
     node = new X509Certificate(certPem);
@@ -191,7 +193,7 @@ function parseCaCert(certPem: string): { node: X509Certificate; lib: x509.X509Ce
     throw new Error(`the CA certificate is not a PEM certificate (${(err as Error).message})`, { cause: err });
   }
   if (!node.ca) throw new Error(`the CA certificate (${node.subject.replace(/\n/g, ', ')}) is not a CA (basicConstraints cA is not set)`);
-  return { node, lib: new x509.X509Certificate(node.raw) };
+  return { node, lib: new (x509().X509Certificate)(node.raw) };
 }
 
 /** CaFiles: where a CA lives in a certificate directory. */

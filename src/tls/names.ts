@@ -62,11 +62,12 @@ const SUBJECT_ALT_NAME_OID = '2.5.29.17';
  * is not a certificate.
  */
 export function subjectAltNames(der: Uint8Array): SubjectAltNames {
-  const cert = new x509.X509Certificate(der);
+  const lib = x509();
+  const cert = new lib.X509Certificate(der);
   const ext = cert.getExtension(SUBJECT_ALT_NAME_OID);
   const out = { dns: [] as string[], ips: [] as string[], uris: [] as string[] };
   if (ext === null) return out;
-  const san = ext instanceof x509.SubjectAlternativeNameExtension ? ext : new x509.SubjectAlternativeNameExtension(ext.rawData);
+  const san = ext instanceof lib.SubjectAlternativeNameExtension ? ext : new lib.SubjectAlternativeNameExtension(ext.rawData);
   for (const name of san.names.items) {
     if (name.type === 'dns') out.dns.push(name.value);
     else if (name.type === 'url') out.uris.push(name.value);

@@ -21,6 +21,8 @@ import {
 import { x509 } from '../../../src/tls/x509.js';
 import { tmpDir } from './helpers.js';
 
+const X = x509();
+
 const DAY_MS = 86_400_000;
 const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
 const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
@@ -53,14 +55,14 @@ describe('tls certs: createCa and issueNodeCert', function () {
     assert.ok(caCert.checkPrivateKey(key));
     const left = daysLeft(caCert);
     assert.ok(left > 3649 && left <= 3650, `10 years, got ${left} days`);
-    const lib = new x509.X509Certificate(caCert.raw);
-    assert.equal((lib.signatureAlgorithm as { name?: string }).name, 'ECDSA');
-    assert.equal((lib.signatureAlgorithm as { hash?: { name: string } }).hash?.name, 'SHA-256');
-    const bc = lib.getExtension(x509.BasicConstraintsExtension);
+    const parsed = new X.X509Certificate(caCert.raw);
+    assert.equal((parsed.signatureAlgorithm as { name?: string }).name, 'ECDSA');
+    assert.equal((parsed.signatureAlgorithm as { hash?: { name: string } }).hash?.name, 'SHA-256');
+    const bc = parsed.getExtension(X.BasicConstraintsExtension);
     assert.ok(bc?.ca === true && bc.critical, 'basicConstraints cA, critical');
-    const ku = lib.getExtension(x509.KeyUsagesExtension);
+    const ku = parsed.getExtension(X.KeyUsagesExtension);
     assert.ok(ku !== null && ku.critical);
-    assert.equal(ku.usages, x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign);
+    assert.equal(ku.usages, X.KeyUsageFlags.keyCertSign | X.KeyUsageFlags.cRLSign);
   });
 
   it('issues a node certificate that chains to the CA, with the DNS, IP and member URI SANs and both EKUs', async () => {
@@ -81,11 +83,11 @@ describe('tls certs: createCa and issueNodeCert', function () {
     assert.ok(cert.checkHost('localhost') !== undefined && cert.checkIP('127.0.0.1') !== undefined && cert.checkIP('::1') !== undefined);
     const left = daysLeft(cert);
     assert.ok(left > 824 && left <= 825, `825 days, got ${left}`);
-    const lib = new x509.X509Certificate(cert.raw);
-    assert.equal(lib.getExtension(x509.BasicConstraintsExtension)?.ca, false);
-    assert.equal(lib.getExtension(x509.KeyUsagesExtension)?.usages, x509.KeyUsageFlags.digitalSignature);
-    const aki = lib.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId;
-    const ski = new x509.X509Certificate(caCert.raw).getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+    const parsed = new X.X509Certificate(cert.raw);
+    assert.equal(parsed.getExtension(X.BasicConstraintsExtension)?.ca, false);
+    assert.equal(parsed.getExtension(X.KeyUsagesExtension)?.usages, X.KeyUsageFlags.digitalSignature);
+    const aki = parsed.getExtension(X.AuthorityKeyIdentifierExtension)?.keyId;
+    const ski = new X.X509Certificate(caCert.raw).getExtension(X.SubjectKeyIdentifierExtension)?.keyId;
     assert.ok(aki !== undefined && aki === ski, 'authority key id is the CA subject key id');
   });
 

@@ -8,21 +8,23 @@ import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import { createCa, issueNodeCert, type CertKeyPem } from '../../../src/tls/certs.js';
 import { memberIdOf } from '../../../src/tls/credentials.js';
-import { x509 } from '../../../src/tls/x509.js';
+import { x509, type X509 } from '../../../src/tls/x509.js';
+
+const lib = x509();
 
 /** craft issues, with `ca`, a certificate with exactly the SANs given (no validation: an attacker's CA-signed oddity). */
-async function craft(ca: CertKeyPem, names: x509.JsonGeneralName[]): Promise<X509Certificate> {
+async function craft(ca: CertKeyPem, names: X509.JsonGeneralName[]): Promise<X509Certificate> {
   const alg = { name: 'ECDSA', namedCurve: 'P-256' };
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const caDer = createPrivateKey(ca.keyPem).export({ type: 'pkcs8', format: 'der' });
   const signingKey = await webcrypto.subtle.importKey('pkcs8', caDer, alg, false, ['sign']);
-  const cert = await x509.X509CertificateGenerator.create({
+  const cert = await lib.X509CertificateGenerator.create({
     subject: 'CN=crafted',
     issuer: new X509Certificate(ca.certPem).subject,
     publicKey: keys.publicKey,
     signingKey,
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-    extensions: names.length > 0 ? [new x509.SubjectAlternativeNameExtension(names)] : [],
+    extensions: names.length > 0 ? [new lib.SubjectAlternativeNameExtension(names)] : [],
   });
   return new X509Certificate(cert.toString('pem'));
 }
