@@ -7,7 +7,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { Command, CommanderError, Option } from 'commander';
+import { channelCredentialsFromFiles, checkTlsFiles } from '../tls/index.js';
 import { parseHostPort } from '../api/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import { DEFAULT_RESTORE_BYTES_MAX, parseApiKeys, runGateway, type ApiKeySpec } from '../gateway/index.js';
@@ -60,9 +62,19 @@ export function buildProgram(): Command {
     .option('--api-keys <json>', `extra keys, a JSON array [{"key","actions"}] [env ${envName('api-keys')}]`)
     .option('--insecure-no-auth', `ask for no key [env ${envName('insecure-no-auth')}]`)
     .option('--restore-bytes-max <bytes>', `largest restore body (default ${DEFAULT_RESTORE_BYTES_MAX}, 64 GiB)`)
+    .option('--cacert <file>', `CA that signs the target's TLS certificate (env ${envName('cacert')}; default plaintext)`)
     .option('--log-level <level>', `log level: ${LOG_LEVELS.join(', ')}`, 'info')
     .action(
-      async (opts: { target: string; http: string; apiKey?: string; apiKeys?: string; insecureNoAuth?: boolean; restoreBytesMax?: string; logLevel: string }) => {
+      async (opts: {
+        target: string;
+        http: string;
+        apiKey?: string;
+        apiKeys?: string;
+        insecureNoAuth?: boolean;
+        restoreBytesMax?: string;
+        cacert?: string;
+        logLevel: string;
+      }) => {
         if (parseHostPort(opts.target) === null) throw new CliError(`target: "${opts.target}" is not host:port`, EXIT_CONFIG);
         if (parseHostPort(opts.http, true) === null) throw new CliError(`http: "${opts.http}" is not host:port`, EXIT_CONFIG);
         if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) throw new CliError(`log-level: "${opts.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`, EXIT_CONFIG);
@@ -91,6 +103,7 @@ export function buildProgram(): Command {
             http: opts.http,
             auth: { adminKey, keys, insecureNoAuth },
             logLevel: opts.logLevel,
+            dial: { credentials: gatewayTargetCredentials(opts.cacert ?? process.env[envName('cacert')] ?? '') },
             ...(restoreBytesMax !== undefined ? { restoreBytesMax } : {}),
           });
         } catch (err) {
@@ -137,6 +150,17 @@ function usageErrors(cmd: Command): Command {
   cmd.configureOutput({ outputError: () => undefined });
   for (const sub of cmd.commands) usageErrors(sub);
   return cmd;
+}
+
+/** gatewayTargetCredentials: TLS verified against `cacert` (CliError exit 2 when unusable), plaintext when ''. */
+function gatewayTargetCredentials(cacert: string): grpc.ChannelCredentials {
+  if (cacert === '') return grpc.credentials.createInsecure();
+  try {
+    checkTlsFiles({ caFile: cacert });
+  } catch (err) {
+    throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+  return channelCredentialsFromFiles({ caFile: cacert });
 }
 
 const DEBUG = process.argv.includes('--debug');

@@ -36,9 +36,9 @@ export function meilisearchRoutes(ctx: RouteContext): RouteSpec[] {
       url: '/snapshots',
       style: 'meilisearch',
       action: 'snapshots.write',
-      handler: async (_req, reply) => {
+      handler: async (req, reply) => {
         try {
-          const res = await snapshots.createSnapshot({ task: true }, { deadlineMs: TASK_DEADLINE_MS });
+          const res = await snapshots.createSnapshot({ task: true }, { deadlineMs: TASK_DEADLINE_MS, metadata: ctx.callMetadata(req) });
           return enqueued(reply, res.task);
         } catch (err) {
           return sendGrpcError(reply, 'meilisearch', err);
@@ -60,7 +60,7 @@ export function meilisearchRoutes(ctx: RouteContext): RouteSpec[] {
           );
         }
         try {
-          const res = await tasks.getTask(BigInt(text), { deadlineMs: TASK_DEADLINE_MS });
+          const res = await tasks.getTask(BigInt(text), { deadlineMs: TASK_DEADLINE_MS, metadata: ctx.callMetadata(req) });
           if (res.task === undefined) return missingTask(reply, 'the task');
           return sendJson(reply, 200, taskJson(res.task));
         } catch (err) {
@@ -82,7 +82,7 @@ export function meilisearchRoutes(ctx: RouteContext): RouteSpec[] {
           throw err;
         }
         try {
-          const res = await tasks.listTasks(listReq, { deadlineMs: TASK_DEADLINE_MS });
+          const res = await tasks.listTasks(listReq, { deadlineMs: TASK_DEADLINE_MS, metadata: ctx.callMetadata(req) });
           return sendJson(reply, 200, {
             results: res.results.map(taskJson),
             total: Number(res.total),
@@ -109,7 +109,7 @@ export function meilisearchRoutes(ctx: RouteContext): RouteSpec[] {
           throw err;
         }
         try {
-          const res = await tasks.cancelTasks(filter, { deadlineMs: TASK_DEADLINE_MS });
+          const res = await tasks.cancelTasks(filter, { deadlineMs: TASK_DEADLINE_MS, metadata: ctx.callMetadata(req) });
           return enqueued(reply, res.task);
         } catch (err) {
           return sendGrpcError(reply, 'meilisearch', err);

@@ -109,7 +109,7 @@ export class ArchiveBody extends Transform {
 }
 
 async function getSnapshot(ctx: RouteContext, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  const call = ctx.clients.snapshots.getSnapshot(staleOf(req.query as Query));
+  const call = ctx.clients.snapshots.getSnapshot(staleOf(req.query as Query), { metadata: ctx.callMetadata(req) });
   call.on('error', () => undefined); // errors are handled by firstMessage / pipeline; never unhandled
   // The HTTP client went away (or the response is done): the call has nothing left to do.
   reply.raw.once('close', () => call.cancel());
@@ -150,7 +150,7 @@ type RestoreOutcome =
  * counting bytes against `bytesMax`. Resolves once the node answers, the
  * body is too large, or the HTTP client goes away (the call is cancelled).
  */
-function pumpRestore(ctx: RouteContext, body: Readable | null, bytesMax: number): Promise<RestoreOutcome> {
+function pumpRestore(ctx: RouteContext, body: Readable | null, bytesMax: number, metadata: grpc.Metadata): Promise<RestoreOutcome> {
   return new Promise<RestoreOutcome>((resolve) => {
     let settled = false;
     let bytes = 0;
@@ -163,7 +163,9 @@ function pumpRestore(ctx: RouteContext, body: Readable | null, bytesMax: number)
       }
       resolve(o);
     };
-    const call = ctx.clients.snapshots.restoreSnapshot((err, res) => finish(err !== null ? { kind: 'grpcError', err } : { kind: 'ok', res }));
+    const call = ctx.clients.snapshots.restoreSnapshot((err, res) => finish(err !== null ? { kind: 'grpcError', err } : { kind: 'ok', res }), {
+      metadata,
+    });
     call.on('error', () => undefined); // the callback carries the status
     const onData = (chunk: Buffer): void => {
       bytes += chunk.byteLength;
@@ -208,7 +210,7 @@ async function restoreSnapshot(ctx: RouteContext, req: FastifyRequest, reply: Fa
     return sendNomadError(reply, 413, `request body too large: ${declared} bytes (at most ${ctx.restoreBytesMax})`);
   }
   const body = isReadable(req.body) ? req.body : null;
-  const outcome = await pumpRestore(ctx, body, ctx.restoreBytesMax);
+  const outcome = await pumpRestore(ctx, body, ctx.restoreBytesMax, ctx.callMetadata(req));
   // Unread body left (an early answer): close the connection rather than read the rest.
   if (body !== null && !body.readableEnded) reply.header('Connection', 'close');
   switch (outcome.kind) {
@@ -234,7 +236,7 @@ function isReadable(v: unknown): v is Readable {
 export function nomadRoutes(ctx: RouteContext): RouteSpec[] {
   const restore = (req: FastifyRequest, reply: FastifyReply): Promise<unknown> => restoreSnapshot(ctx, req, reply);
   return [
-    { method: 'GET', url: SNAPSHOT_PATH, style: 'nomad', action: 'snapshots.read', handler: (req, reply) => getSnapshot(ctx, req, reply) },
+    { method: 'GET', url: SNAPSHOT_PATH, style: 'nomad', action: 'snapshots.write', handler: (req, reply) => getSnapshot(ctx, req, reply) },
     { method: 'PUT', url: SNAPSHOT_PATH, style: 'nomad', action: 'snapshots.write', rawBody: true, handler: restore },
     { method: 'POST', url: SNAPSHOT_PATH, style: 'nomad', action: 'snapshots.write', rawBody: true, handler: restore },
   ];

@@ -2,6 +2,7 @@
  * RouteSpec: one gateway route as the style modules declare it (method,
  * path, style, the auth action it needs) and what every handler receives.
  */
+import type * as grpc from '@grpc/grpc-js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Action } from './auth.js';
 import type { GatewayClients } from './grpc-clients.js';
@@ -16,6 +17,12 @@ export interface RouteContext {
   readonly snapshotRoots: readonly string[] | null;
   /** restoreBytesMax: the largest restore body, counted while streaming. */
   readonly restoreBytesMax: number;
+  /**
+   * callMetadata: the gRPC metadata of a call made for `req`: the caller's own
+   * key as `authorization: Bearer`, so the node decides (an open route, e.g.
+   * /health, calls with the gateway's own key).
+   */
+  callMetadata(req: FastifyRequest): grpc.Metadata;
 }
 
 export type RouteMethod = 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';

@@ -7,6 +7,7 @@
  */
 import { pino } from 'pino';
 import type { AuthConfig } from './auth.js';
+import type { ClientDial } from '../api/clients.js';
 import { createGateway } from './gateway.js';
 
 export interface RunGatewayOptions {
@@ -15,6 +16,8 @@ export interface RunGatewayOptions {
   readonly auth: AuthConfig;
   readonly logLevel: string;
   readonly restoreBytesMax?: number;
+  /** dial: TLS credentials to reach the target's client plane (each call carries the caller's key). */
+  readonly dial?: ClientDial;
 }
 
 export async function runGateway(opts: RunGatewayOptions): Promise<number> {
@@ -23,6 +26,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<number> {
     target: opts.target,
     auth: opts.auth,
     logger,
+    ...(opts.dial !== undefined ? { dial: opts.dial } : {}),
     ...(opts.restoreBytesMax !== undefined ? { restoreBytesMax: opts.restoreBytesMax } : {}),
   });
   let address: string;

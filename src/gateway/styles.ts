@@ -97,8 +97,8 @@ export function grpcFailure(err: unknown): GrpcFailure {
 
 /**
  * httpStatusOf maps a gRPC status to the HTTP status every style answers:
- * INVALID_ARGUMENT, PERMISSION_DENIED (a path outside the snapshot roots),
- * OUT_OF_RANGE -> 400; UNAUTHENTICATED -> 401; NOT_FOUND -> 404;
+ * INVALID_ARGUMENT, OUT_OF_RANGE -> 400; UNAUTHENTICATED -> 401;
+ * PERMISSION_DENIED (the node refused the caller's key this action) -> 403; NOT_FOUND -> 404;
  * ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED -> 409 (e.g. another snapshot
  * is running); RESOURCE_EXHAUSTED -> 429; UNIMPLEMENTED -> 501;
  * UNAVAILABLE, CANCELLED -> 503 (the node is unreachable, shutting down or
@@ -107,11 +107,12 @@ export function grpcFailure(err: unknown): GrpcFailure {
 export function httpStatusOf(code: grpc.status): number {
   switch (code) {
     case grpc.status.INVALID_ARGUMENT:
-    case grpc.status.PERMISSION_DENIED:
     case grpc.status.OUT_OF_RANGE:
       return 400;
     case grpc.status.UNAUTHENTICATED:
       return 401;
+    case grpc.status.PERMISSION_DENIED:
+      return 403;
     case grpc.status.NOT_FOUND:
       return 404;
     case grpc.status.ALREADY_EXISTS:

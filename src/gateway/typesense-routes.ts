@@ -73,7 +73,7 @@ export function typesenseRoutes(ctx: RouteContext): RouteSpec[] {
           if (why !== null) return sendTypesenseError(reply, 400, why);
         }
         try {
-          await snapshots.createSnapshot({ directory: path }, { deadlineMs: CREATE_SNAPSHOT_DEADLINE_MS });
+          await snapshots.createSnapshot({ directory: path }, { deadlineMs: CREATE_SNAPSHOT_DEADLINE_MS, metadata: ctx.callMetadata(req) });
         } catch (err) {
           return sendGrpcError(reply, 'typesense', err);
         }
@@ -85,9 +85,9 @@ export function typesenseRoutes(ctx: RouteContext): RouteSpec[] {
       url: '/operations/vote',
       style: 'typesense',
       action: 'cluster',
-      handler: async (_req, reply) => {
+      handler: async (req, reply) => {
         try {
-          const res = await cluster.vote({ deadlineMs: VOTE_DEADLINE_MS });
+          const res = await cluster.vote({ deadlineMs: VOTE_DEADLINE_MS, metadata: ctx.callMetadata(req) });
           return sendJson(reply, 200, { success: res.success });
         } catch (err) {
           return sendGrpcError(reply, 'typesense', err);
@@ -99,10 +99,10 @@ export function typesenseRoutes(ctx: RouteContext): RouteSpec[] {
       url: '/health',
       style: 'typesense',
       action: null,
-      handler: async (_req, reply) => {
+      handler: async (req, reply) => {
         let ok = false;
         try {
-          const st = await cluster.status({ deadlineMs: STATUS_DEADLINE_MS });
+          const st = await cluster.status({ deadlineMs: STATUS_DEADLINE_MS, metadata: ctx.callMetadata(req) });
           ok = st.leaderId !== '';
         } catch (err) {
           reply.log.debug({ err }, 'health: status failed');
@@ -115,9 +115,9 @@ export function typesenseRoutes(ctx: RouteContext): RouteSpec[] {
       url: '/debug',
       style: 'typesense',
       action: 'cluster',
-      handler: async (_req, reply) => {
+      handler: async (req, reply) => {
         try {
-          const st = await cluster.status({ deadlineMs: STATUS_DEADLINE_MS });
+          const st = await cluster.status({ deadlineMs: STATUS_DEADLINE_MS, metadata: ctx.callMetadata(req) });
           return sendJson(reply, 200, { version: ctx.version, state: TYPESENSE_STATES[st.role] ?? 6 });
         } catch (err) {
           return sendGrpcError(reply, 'typesense', err);

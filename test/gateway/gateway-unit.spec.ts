@@ -205,13 +205,14 @@ describe('gateway: Typesense routes', () => {
     }
   });
 
-  it('POST /operations/snapshot: a refused path (INVALID_ARGUMENT / PERMISSION_DENIED) -> 400 with the node\'s message', async () => {
-    for (const code of [grpc.status.INVALID_ARGUMENT, grpc.status.PERMISSION_DENIED]) {
-      createAnswer = () => grpcError(code, 'snapshot_path /etc/x is outside the allowed roots');
-      const r = await inject({ method: 'POST', url: '/operations/snapshot?snapshot_path=/etc/x', headers: ts });
-      assert.equal(r.statusCode, 400);
-      assert.deepEqual(r.json(), { message: 'snapshot_path /etc/x is outside the allowed roots' });
-    }
+  it('POST /operations/snapshot: a refused path (INVALID_ARGUMENT) -> 400 with the node\'s message; the node refusing the key (PERMISSION_DENIED) -> 403', async () => {
+    createAnswer = () => grpcError(grpc.status.INVALID_ARGUMENT, 'snapshot_path /etc/x is outside the allowed roots');
+    const r = await inject({ method: 'POST', url: '/operations/snapshot?snapshot_path=/etc/x', headers: ts });
+    assert.equal(r.statusCode, 400);
+    assert.deepEqual(r.json(), { message: 'snapshot_path /etc/x is outside the allowed roots' });
+    createAnswer = () => grpcError(grpc.status.PERMISSION_DENIED, 'this API key may not call /snapcoord.v1.SnapshotService/CreateSnapshot');
+    const denied = await inject({ method: 'POST', url: '/operations/snapshot?snapshot_path=/tmp/x', headers: ts });
+    assert.equal(denied.statusCode, 403);
   });
 
   it('POST /operations/snapshot: the node unreachable / busy -> 503 / 429', async () => {
