@@ -62,8 +62,11 @@ export function serverCredentialsFromFiles(opts: ServerTlsFiles): grpc.ServerCre
  * the caller keeps (to read `provider.latest` or call `refresh()`).
  * `verifyClients` asks clients for a certificate checked against the
  * provider's CA; `requireClientCert` refuses those without a good one.
+ * Throws when the provider has no certificate, or no CA but verifyClients.
  */
 export function serverCredentialsFromProvider(provider: FileCertificateProvider, verifyClients: boolean, requireClientCert: boolean): grpc.ServerCredentials {
+  if (!provider.hasIdentity) throw new Error('a server needs a certificate and key');
+  if (verifyClients && !provider.hasCa) throw new Error('verifying clients needs a CA file');
   // grpc-js names these parameters (caCertificateProvider, identityCertificateProvider) but passes them on
   // to a constructor taking (identity, ca): the first is the identity provider. One provider serves both.
   return grpc.experimental.createCertificateProviderServerCredentials(provider, verifyClients ? provider : null, requireClientCert && verifyClients);

@@ -25,20 +25,21 @@ export interface FileCertificateProviderOptions extends TlsFiles {
  * FileCertificateProvider implements grpc-js's experimental
  * CertificateProvider (identity and CA) over files, in place of grpc-js's
  * own FileWatcherCertificateProvider, which
- * - reads the files only after the server is bound, so the first
- *   connections are dropped, and reports nothing when they are bad;
+ * - first reads the files asynchronously once the server is bound, dropping
+ *   the connections that arrive before the read lands, and reports nothing
+ *   when the files are bad;
  * - hands over whatever bytes it read: a half-rotated pair (new key, old
  *   certificate) or a bad file makes the server drop EVERY new connection
  *   until the next good read (server.js: "Failed to set secure context"), and
  *   a missing file does the same;
- * - keeps the process alive with an un-unref'd interval.
+ * - keeps the process alive with an un-unref'd interval while in use.
  *
  * This one reads and checks the files synchronously when constructed
  * (checkTlsFiles: it throws one clear Error naming the bad file), so
  * credentials are ready before the server binds. While it has listeners it
  * reads them again every `refreshMs` (an unref'd timer; and, synchronously,
- * when a first listener attaches and the last read is older than that); when the bytes
- * changed it checks them the same way (parse, key matches certificate,
+ * when a first listener attaches and the last read is older than that); when
+ * the bytes changed it checks them the same way (parse, key matches certificate,
  * validity, chain) and hands over the new set only if it passes; otherwise it
  * keeps the last good set and calls `onError` once for that bad content. So
  * rotation is: write the new key and certificate (in any order, each
@@ -82,6 +83,15 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     this.info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
     this.current = bytes;
     this.checkedAtMs = Date.now();
+  }
+
+  /** hasCa: whether this provider watches a CA file; hasIdentity: a certificate and key. */
+  get hasCa(): boolean {
+    return this.files.caFile !== undefined;
+  }
+
+  get hasIdentity(): boolean {
+    return this.files.certFile !== undefined;
   }
 
   /** latest: what the files in use say (expiry, identities, member id). */
