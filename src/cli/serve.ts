@@ -6,7 +6,9 @@
  * "snapcoord node <id> listening on grpc <addr>" and runs until SIGTERM or
  * SIGINT, then stops the server and the node and exits 0.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { tightenDataDir } from '../node/data-dir-perms.js';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../api/address.js';
@@ -90,6 +92,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
     // Members reach each other's client planes trusting the cluster CA (--peer-ca), else the system's roots.
     clientChannel = cfg.peerTls !== null ? channelCredentialsFromFiles({ caFile: cfg.peerTls.caFile }) : grpc.credentials.createSsl();
   }
+  if (cfg.httpTls !== null) check('gateway HTTPS', { certFile: cfg.httpTls.certFile, keyFile: cfg.httpTls.keyFile, checkChain: false });
   return { peerServer, peerChannel, clientServer, clientChannel };
 }
 
@@ -106,6 +109,17 @@ function loopbackTarget(address: string): string {
 /** runServe resolves with the process exit code once the node has stopped. */
 export async function runServe(cfg: ServeConfig): Promise<number> {
   const logger = pino({ level: cfg.logLevel, base: { node: cfg.id } });
+
+  // Everything this process creates is private (0700 directories, 0600 files), and what an older
+  // version or an operator left wider in the data dir is narrowed, with a warning (as etcd does).
+  process.umask(0o077);
+  if (existsSync(cfg.dataDir)) {
+    const t = await tightenDataDir(cfg.dataDir);
+    if (t.changed.length > 0) {
+      logger.warn({ dataDir: cfg.dataDir, narrowed: t.changed.length, first: t.changed.slice(0, 5) }, 'data dir had files readable by others: narrowed to 0700 directories and 0600 files');
+    }
+    for (const f of t.failed.slice(0, 5)) logger.warn({ path: f.path, err: f.error }, 'data dir: cannot narrow the mode of this file');
+  }
 
   let storage: RocksStorage;
   try {
@@ -273,6 +287,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       auth: { adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth },
       logger,
       metrics,
+      metricsOpen: cfg.metricsOpen,
+      ...(cfg.httpTls !== null ? { tls: cfg.httpTls } : {}),
     });
     let httpAddress: string;
     try {

@@ -26,7 +26,9 @@
  *   query parameters (`x-typesense-api-key` in any case or percent-encoding)
  *   are redacted from logged URLs (redactUrl).
  */
+import { readFileSync, statSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
+import type { Server as TlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -38,6 +40,7 @@ import { AUTH_HEADERS, KeyRing, presentedKeys, redactUrl, type AuthConfig, type 
 import {
   DEFAULT_CONNECTIONS_MAX,
   DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
   connectionsCheckingIntervalMs,
   guardConnections,
   validateLimits,
@@ -70,6 +73,8 @@ export interface GatewayOptions {
   readonly target: string;
   /** dial: how to reach it (TLS credentials); each call carries the caller's own key. */
   readonly dial?: ClientDial;
+  /** tls: serve HTTPS with this certificate and key (PEM files, re-read when they change); default plain HTTP. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
   readonly auth: AuthConfig;
   /** logger: a pino logger (fastify's request log goes to a child of it); none: no log. */
   readonly logger?: FastifyBaseLogger;
@@ -91,9 +96,11 @@ export interface GatewayOptions {
    * idleTimeoutMs: how long a connection may stay silent while the gateway
    * waits for it (a request head, a body it is reading, a response the
    * client should be reading); default DEFAULT_IDLE_TIMEOUT_MS (10 s). Also
-   * the keep-alive idle time and the deadline of a whole request head.
+   * the deadline of a whole request head.
    */
   readonly idleTimeoutMs?: number;
+  /** keepAliveTimeoutMs: how long a kept-alive connection may wait for its next request (default DEFAULT_KEEP_ALIVE_TIMEOUT_MS, 72 s). */
+  readonly keepAliveTimeoutMs?: number;
   /** connectionsMax: open connections held at most (default DEFAULT_CONNECTIONS_MAX, 1024); the longest-idle one makes way for a new one. */
   readonly connectionsMax?: number;
 }
@@ -229,7 +236,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const ownClients = opts.clients === undefined;
   const clients = opts.clients ?? connectClients(opts.target, opts.dial ?? {});
   const jsonBytesMax = opts.jsonBytesMax ?? DEFAULT_JSON_BYTES_MAX;
-  const limits = { idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, connectionsMax: opts.connectionsMax ?? DEFAULT_CONNECTIONS_MAX };
+  const limits = {
+    idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+    connectionsMax: opts.connectionsMax ?? DEFAULT_CONNECTIONS_MAX,
+    keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS,
+  };
   validateLimits(limits);
   const metricsOpen = opts.metricsOpen === true;
   /** callerKeys: the key each authenticated request passed with, sent on to the node as the call's own. */
@@ -249,7 +260,13 @@ export function createGateway(opts: GatewayOptions): Gateway {
     },
   };
 
+  const httpsFiles = opts.tls;
+  const readPair = (): { cert: Buffer; key: Buffer } | null =>
+    httpsFiles === undefined ? null : { cert: readFileSync(httpsFiles.certFile), key: readFileSync(httpsFiles.keyFile) };
+  const pair = readPair();
   const app = Fastify({
+    // HTTPS when given a certificate (the server type stays http.Server for the routes: both emit the same events).
+    ...(pair !== null ? ({ https: pair } as unknown as Record<string, never>) : {}),
     ...(opts.logger !== undefined ? { loggerInstance: childLogger(opts.logger) } : {}),
     exposeHeadRoutes: false,
     routerOptions: { ignoreTrailingSlash: true },
@@ -257,7 +274,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     // Idle time and connection count are guarded below (guardConnections).
     requestTimeout: 0,
     connectionTimeout: limits.idleTimeoutMs,
-    keepAliveTimeout: limits.idleTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
     http: { connectionsCheckingInterval: connectionsCheckingIntervalMs(limits.idleTimeoutMs), headersTimeout: limits.idleTimeoutMs, requestTimeout: 0 },
     bodyLimit: jsonBytesMax,
     // A URL that does not decode (FST_ERR_BAD_URL): fastify would echo it back; answer in the path's style, echoing nothing.
@@ -382,6 +399,24 @@ export function createGateway(opts: GatewayOptions): Gateway {
     });
   }
 
+  // Certificate rotation: re-read the files when their mtimes change; new connections get the new pair.
+  let tlsStamp = httpsFiles === undefined ? '' : tlsFilesStamp(httpsFiles);
+  const tlsWatch =
+    httpsFiles === undefined
+      ? undefined
+      : setInterval(() => {
+          const stamp = tlsFilesStamp(httpsFiles);
+          if (stamp === tlsStamp) return;
+          try {
+            const next = readPair();
+            if (next !== null) (app.server as unknown as TlsServer).setSecureContext(next);
+            tlsStamp = stamp;
+            app.log.info({ cert: httpsFiles.certFile }, 'gateway: HTTPS certificate reloaded');
+          } catch (err) {
+            app.log.error({ err: (err as Error).message }, 'gateway: HTTPS certificate files changed but cannot be used; keeping the previous ones');
+          }
+        }, TLS_RELOAD_CHECK_MS);
+  tlsWatch?.unref();
   let closing: Promise<void> | null = null;
   return {
     app,
@@ -398,6 +433,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     },
     close(): Promise<void> {
       closing ??= (async () => {
+        if (tlsWatch !== undefined) clearInterval(tlsWatch);
         const timer = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
         try {
           await app.close();
@@ -409,4 +445,21 @@ export function createGateway(opts: GatewayOptions): Gateway {
       return closing;
     },
   };
+}
+
+/** TLS_RELOAD_CHECK_MS: how often the gateway looks for a changed HTTPS certificate. */
+export const TLS_RELOAD_CHECK_MS = 5_000;
+
+/** tlsFilesStamp: the files' sizes and mtimes ('' parts for missing files): a change means reload. */
+function tlsFilesStamp(f: { readonly certFile: string; readonly keyFile: string }): string {
+  return [f.certFile, f.keyFile]
+    .map((p) => {
+      try {
+        const st = statSync(p);
+        return `${st.size}:${st.mtimeMs}`;
+      } catch {
+        return '';
+      }
+    })
+    .join('|');
 }
