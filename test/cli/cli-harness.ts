@@ -1,8 +1,9 @@
 /**
  * Test harness for the CLI: runCli() runs `node --import tsx src/cli/main.ts
- * ...` as a user would (SNAPCOORD_* scrubbed from the environment), and
- * CliCluster starts three real `snapcoord serve` processes on 127.0.0.1 with
- * ports from the OS and data in a temp dir.
+ * ...` as a user would (SNAPCOORD_* scrubbed from the environment; plaintext
+ * and no key unless the test says otherwise), and CliCluster starts three real
+ * `snapcoord serve` processes on 127.0.0.1 (client and peer planes on ports
+ * from the OS, plaintext, --insecure-no-auth) with data in a temp dir.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -10,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClusterClient } from '../../src/api/clients.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
-import { REPO_ROOT, freePorts, sleep } from '../cluster/serve-process.js';
+import { REPO_ROOT, freeNodeAddresses, peersFlag, plaintextClientEnv, sleep } from '../cluster/serve-process.js';
 
 export interface CliResult {
   readonly code: number | null;
@@ -23,12 +24,17 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   return { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SNAPCOORD_'))), ...extra };
 }
 
-/** runCli runs the CLI with `args` and resolves with its exit code and output (kills it after timeoutMs). */
+/**
+ * runCli runs the CLI with `args` and resolves with its exit code and output
+ * (kills it after timeoutMs). Its environment is plaintextClientEnv(opts.env):
+ * SNAPCOORD_CACERT='' and SNAPCOORD_API_KEY='' unless opts.env sets them, so
+ * a developer's ./data/tls/ca.pem and ./data/api-key are never picked up.
+ */
 export function runCli(args: readonly string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
       cwd: REPO_ROOT,
-      env: cleanEnv(opts.env),
+      env: plaintextClientEnv(opts.env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -52,18 +58,22 @@ export function describeRun(args: readonly string[], r: CliResult): string {
 /** CliNode: one `snapcoord serve` child process. */
 export class CliNode {
   readonly id: string;
+  /** grpc: the client plane (what the CLI's --endpoint names). */
   readonly grpc: string;
+  /** peer: the peer plane (the node's address in the membership). */
+  readonly peer: string;
   readonly http: string;
   readonly proc: ChildProcess;
   output = '';
   readonly exited: Promise<void>;
   private running = true;
 
-  constructor(id: string, grpc: string, http: string, peers: string, dir: string) {
+  constructor(id: string, grpc: string, peer: string, http: string, peers: string, dir: string) {
     this.id = id;
     this.grpc = grpc;
+    this.peer = peer;
     this.http = http;
-    const argv = ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--id', id, '--grpc', grpc, '--http', http, '--peers', peers];
+    const argv = ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--id', id, '--grpc', grpc, '--peer-listen', peer, '--http', http, '--peers', peers];
     argv.push('--data-dir', join(dir, id), '--snapshot-dir', join(dir, 'snapshots', id), '--snapshot-root', dir);
     argv.push('--insecure-no-auth', '--log-level', 'info');
     this.proc = spawn(process.execPath, argv, { cwd: REPO_ROOT, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -80,7 +90,7 @@ export class CliNode {
   async ready(timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (this.output.includes(`snapcoord node ${this.id} listening on grpc`)) return;
+      if (this.output.includes(`snapcoord node ${this.id} listening on grpc ${this.grpc} peer ${this.peer}\n`)) return;
       if (!this.running) throw new Error(`serve ${this.id} exited:\n${this.output.slice(-2000)}`);
       await sleep(50);
     }
@@ -106,11 +116,10 @@ export class CliCluster {
 
   static async start(): Promise<CliCluster> {
     const dir = await mkdtemp(join(tmpdir(), 'snapcoord-cli-'));
-    const ports = await freePorts(6);
-    const ids = ['n1', 'n2', 'n3'];
-    const grpcOf = (i: number): string => `127.0.0.1:${ports[i]}`;
-    const peers = ids.map((id, i) => `${id}=${grpcOf(i)}`).join(',');
-    const nodes = ids.map((id, i) => new CliNode(id, grpcOf(i), `127.0.0.1:${ports[i + 3]}`, peers, dir));
+    const ids = ['n1', 'n2', 'n3'] as const;
+    const planes = await freeNodeAddresses(ids);
+    const peers = peersFlag(planes);
+    const nodes = ids.map((id) => new CliNode(id, planes[id].grpc, planes[id].peer, planes[id].http, peers, dir));
     const cluster = new CliCluster(dir, nodes);
     try {
       await Promise.all(nodes.map((n) => n.ready()));

@@ -2,7 +2,8 @@
  * docker-compose.yml and the Dockerfile against the CLI they run: every flag
  * in a service's `command` is a `serve` option (SERVE_OPTIONS) and the whole
  * command passes resolveServeConfig; --peers names exactly the services, at
- * their service names and gRPC ports; published ports, volumes, data and
+ * their service names and PEER ports (the peer plane, apart from the client
+ * gRPC port); published ports, volumes, data and
  * snapshot dirs, the health check and the image's EXPOSE / ENTRYPOINT line up.
  * The file is read with a tiny parser for its YAML subset (mini-yaml.ts); when
  * a full YAML parser happens to be installed, the two must agree.
@@ -131,7 +132,7 @@ describe('docker-compose.yml and Dockerfile', () => {
     for (const s of svcs) assert.equal(s.cfg.id, s.name);
   });
 
-  it('--peers names every service, at its service name and gRPC port, identically everywhere', () => {
+  it('--peers names every service, at its service name and peer port, identically everywhere', () => {
     const first = svcs[0]!.cfg.peers;
     for (const s of svcs) {
       assert.deepEqual(Object.keys(s.cfg.peers), names, `${s.name}: peers`);
@@ -140,7 +141,10 @@ describe('docker-compose.yml and Dockerfile', () => {
     for (const s of svcs) {
       const addr = first[s.name] ?? '';
       assert.equal(addr.replace(/:\d+$/, ''), s.name, `${s.name} is reached by its service name`);
-      assert.equal(portOf(addr), portOf(s.cfg.grpcAddress), `${s.name}: peer port = its --grpc port`);
+      // Members are named by their peer-plane addresses: the node's peer listener must be there.
+      assert.equal(portOf(addr), portOf(s.cfg.peerListen), `${s.name}: its port in --peers = its --peer-listen port`);
+      assert.ok(s.cfg.peerListen === addr || /^0\.0\.0\.0:/.test(s.cfg.peerListen), `${s.name}: peers must reach ${addr} (--peer-listen ${s.cfg.peerListen})`);
+      assert.notEqual(portOf(s.cfg.peerListen), portOf(s.cfg.grpcAddress), `${s.name}: the peer and client planes need separate ports`);
       assert.match(s.cfg.grpcAddress, /^0\.0\.0\.0:/, `${s.name}: gRPC must listen on every interface`);
       assert.match(s.cfg.httpAddress, /^0\.0\.0\.0:/, `${s.name}: HTTP must listen on every interface`);
     }

@@ -27,8 +27,8 @@ import {
 } from '../../src/gen/snapcoord/v1/snapshot.js';
 import { writeArchive } from '../../src/snapshot/archive.js';
 import { encodeStateRecords } from '../../src/snapshot/state-format.js';
-import { REPO_ROOT, sleep } from '../cluster/serve-process.js';
-import { cleanEnv, describeRun, runCli } from './cli-harness.js';
+import { REPO_ROOT, plaintextClientEnv, sleep } from '../cluster/serve-process.js';
+import { describeRun, runCli } from './cli-harness.js';
 
 type Scenario = 'good' | 'bad-digest' | 'short' | 'fail-midway' | 'vanish' | 'stall' | 'data-first';
 
@@ -194,7 +194,7 @@ describe('cli: snapshot transfers against a scripted node', function () {
     const file = join(dir, 'stall.snap');
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'snapshot', 'save', file, '--endpoint', endpoint], {
       cwd: REPO_ROOT,
-      env: cleanEnv(),
+      env: plaintextClientEnv(),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
