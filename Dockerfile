@@ -28,10 +28,11 @@ COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/proto ./proto
 COPY --from=build /app/dist/src ./dist/src
-# Data (and, in docker-compose.yml, snapshots) live in /data, owned by the unprivileged user.
-RUN mkdir -p /data/snapshots && chown -R node:node /data
+# Data (and, in docker-compose.yml, snapshots) live in /data, certificates in /tls, owned by the unprivileged user.
+RUN mkdir -p /data/snapshots /tls && chown -R node:node /data /tls && chmod 0700 /data /tls
 USER node
 VOLUME ["/data"]
-EXPOSE 7001 8108
+# 7001 client gRPC, 7101 peer gRPC (Raft), 8108 HTTP(S) gateway.
+EXPOSE 7001 7101 8108
 ENTRYPOINT ["node", "dist/src/cli/main.js"]
 CMD ["--help"]

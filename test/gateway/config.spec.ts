@@ -12,7 +12,7 @@ describe('gateway: serve configuration', () => {
       (err: unknown) => {
         assert.ok(err instanceof CliError);
         assert.equal(err.exitCode, 2);
-        assert.match(err.message, /needs an API key.*--api-key.*SNAPCOORD_API_KEY.*--insecure-no-auth/);
+        assert.match(err.message, /need an API key.*--api-key.*SNAPCOORD_API_KEY.*--insecure-no-auth/);
         return true;
       },
     );
