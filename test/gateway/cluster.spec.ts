@@ -1,6 +1,7 @@
 /**
- * The gateway end to end: three real `snapcoord serve` processes (ports from
- * the OS, data in a temp dir, the API key in SNAPCOORD_API_KEY), driven with
+ * The gateway end to end: three real `snapcoord serve` processes (client and
+ * peer planes and HTTP on ports from the OS, data in a temp dir, the API key in
+ * SNAPCOORD_API_KEY, which the gRPC clients here send too), driven with
  * the official Typesense and Meilisearch clients and with curl for Nomad.
  */
 import assert from 'node:assert/strict';
@@ -16,9 +17,11 @@ import Typesense from 'typesense';
 import { ClusterClient, KvClient } from '../../src/api/clients.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import { until } from '../cluster/serve-process.js';
-import { Child, GatewayServe, cleanEnv, freePorts, sleep } from './gateway-process.js';
+import { Child, GatewayServe, cleanEnv, freeNodeAddresses, freePorts, peersFlag, sleep } from './gateway-process.js';
 
 const KEY = 'gateway-test-admin-key-0123456789';
+/** STANDALONE_KEY: the key of `snapcoord gateway` run alone; it sends its callers' keys on to the node, which must know this one too. */
+const STANDALONE_KEY = 'standalone-key-123';
 const IDS = ['n1', 'n2', 'n3'] as const;
 type Id = (typeof IDS)[number];
 const enc = new TextEncoder();
@@ -141,26 +144,29 @@ describe('gateway: three serve processes', function () {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-gateway-'));
     roots = join(dir, 'roots');
     await mkdir(roots, { recursive: true });
-    const ports = await freePorts(6);
-    const peers = IDS.map((id, i) => `${id}=127.0.0.1:${ports[i]}`).join(',');
-    IDS.forEach((id, i) => {
-      grpcAddr.set(id, `127.0.0.1:${ports[i]}`);
-      http.set(id, `127.0.0.1:${ports[i + 3]}`);
-    });
+    const planes = await freeNodeAddresses(IDS);
+    const peers = peersFlag(planes);
+    for (const id of IDS) {
+      grpcAddr.set(id, planes[id].grpc);
+      http.set(id, planes[id].http);
+    }
     for (const id of IDS) {
       const p = new GatewayServe({
         id,
         grpc: grpcAddr.get(id)!,
+        peer: planes[id].peer,
         http: http.get(id)!,
         peers,
         dataDir: join(dir, id),
         apiKey: KEY,
+        apiKeys: [{ key: STANDALONE_KEY, actions: ['admin'] }],
         snapshotRoot: roots,
         snapshotDir: join(dir, `tasks-${id}`),
       });
       nodes.set(id, p);
-      cluster.set(id, new ClusterClient(grpcAddr.get(id)!));
-      kv.set(id, new KvClient(grpcAddr.get(id)!));
+      // The client plane asks for the key as well: authorization: Bearer KEY.
+      cluster.set(id, new ClusterClient(grpcAddr.get(id)!, { apiKey: KEY }));
+      kv.set(id, new KvClient(grpcAddr.get(id)!, { apiKey: KEY }));
     }
     await Promise.all([...nodes.values()].map((p) => p.ready()));
     await leaderOf();
@@ -513,12 +519,12 @@ describe('gateway: three serve processes', function () {
 
     it('`snapcoord gateway --target --http` runs the gateway alone', async () => {
       const [p] = await freePorts(1);
-      const g = new Child(['gateway', '--target', grpcAddr.get('n2')!, '--http', `127.0.0.1:${p}`, '--log-level', 'warn'], cleanEnv({ SNAPCOORD_API_KEY: 'standalone-key-123' }));
+      const g = new Child(['gateway', '--target', grpcAddr.get('n2')!, '--http', `127.0.0.1:${p}`, '--log-level', 'warn'], cleanEnv({ SNAPCOORD_API_KEY: STANDALONE_KEY }));
       extra.push(g);
       await g.waitFor(/snapcoord gateway listening on http 127\.0\.0\.1:\d+/);
       const h = await fetch(`http://127.0.0.1:${p}/health`);
       assert.equal(h.status, 200);
-      const d = await fetch(`http://127.0.0.1:${p}/debug`, { headers: { 'X-TYPESENSE-API-KEY': 'standalone-key-123' } });
+      const d = await fetch(`http://127.0.0.1:${p}/debug`, { headers: { 'X-TYPESENSE-API-KEY': STANDALONE_KEY } });
       assert.equal(d.status, 200);
       assert.equal((await fetch(`http://127.0.0.1:${p}/debug`, { headers: { 'X-TYPESENSE-API-KEY': KEY } })).status, 401);
       await g.kill('SIGTERM');
@@ -526,12 +532,15 @@ describe('gateway: three serve processes', function () {
     });
 
     it('serve and gateway refuse to start with no key unless --insecure-no-auth (exit 2)', async () => {
-      const [p1, p2] = await freePorts(2);
-      const serve = new Child(['serve', '--id', 'x1', '--grpc', `127.0.0.1:${p1}`, '--http', `127.0.0.1:${p2}`, '--data-dir', join(dir, 'x1')], cleanEnv());
+      const [p1, p2, p3] = await freePorts(3);
+      const serve = new Child(
+        ['serve', '--id', 'x1', '--grpc', `127.0.0.1:${p1}`, '--peer-listen', `127.0.0.1:${p3}`, '--peers', `x1=127.0.0.1:${p3}`, '--http', `127.0.0.1:${p2}`, '--data-dir', join(dir, 'x1')],
+        cleanEnv(),
+      );
       extra.push(serve);
       await serve.exited;
       assert.equal(serve.exitCode, 2, serve.output);
-      assert.match(serve.output, /needs an API key.*--insecure-no-auth/);
+      assert.match(serve.output, /need an API key.*--insecure-no-auth/);
       assert.ok(!existsSync(join(dir, 'x1')), 'nothing was created');
       const gw = new Child(['gateway', '--target', '127.0.0.1:1', '--http', '127.0.0.1:0'], cleanEnv());
       extra.push(gw);
