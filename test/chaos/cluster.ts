@@ -1,18 +1,21 @@
 /**
- * ChaosCluster: N real `snapcoord serve` processes whose peer traffic runs
- * through a ProxyMesh (one fault-injecting proxy per directed link, given to
- * each node with --peer-dial), with the faults a chaos round needs: SIGKILL
- * and restart, SIGSTOP/SIGCONT, network faults on the mesh, and message
- * faults (drop/duplicate/corrupt) through each node's SNAPCOORD_MESSAGE_FAULTS
- * control file. Clients talk to the nodes' own addresses, never through the
- * proxies. Everything listens on 127.0.0.1 with ports from the OS.
+ * ChaosCluster: N real `snapcoord serve` processes whose peer traffic (the
+ * peer plane: Raft and snapshot transfers) runs through a ProxyMesh (one
+ * fault-injecting proxy per directed link, forwarding to the target's peer
+ * port, given to each node with --peer-dial), with the faults a chaos round
+ * needs: SIGKILL and restart, SIGSTOP/SIGCONT, network faults on the mesh, and
+ * message faults (drop/duplicate/corrupt) through each node's
+ * SNAPCOORD_MESSAGE_FAULTS control file. Clients talk to the nodes' own client
+ * addresses, never through the proxies; so do writes a follower forwards to
+ * the leader (client plane to client plane). Everything listens on 127.0.0.1
+ * with ports from the OS.
  */
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClusterClient, KvClient } from '../../src/api/clients.js';
 import { Role, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
 import type { MessageFaultRates } from '../../src/transport/message-faults.js';
-import { ServeProcess, freePorts, sleep } from '../cluster/serve-process.js';
+import { ServeProcess, freeNodeAddresses, sleep } from '../cluster/serve-process.js';
 import { ProxyMesh } from './proxy.js';
 
 export interface ChaosClusterOptions {
@@ -27,8 +30,10 @@ export interface ChaosClusterOptions {
 /** ChaosNode: one member, across its restarts. */
 export interface ChaosNode {
   readonly id: string;
-  /** address: the node's own gRPC address (clients use it; peers dial the proxies). */
+  /** address: the node's client-plane gRPC address (clients use it, and followers forwarding to it as leader). */
   readonly address: string;
+  /** peerAddress: the node's peer-plane address, its address in the membership (peers reach it through the proxies). */
+  readonly peerAddress: string;
   readonly dataDir: string;
   readonly faultsFile: string;
   proc: ServeProcess | null;
@@ -56,19 +61,20 @@ export class ChaosCluster {
     this.opts = opts;
     this.nodes = nodes;
     this.mesh = mesh;
-    this.peers = nodes.map((n) => `${n.id}=${n.address}`).join(',');
+    this.peers = nodes.map((n) => `${n.id}=${n.peerAddress}`).join(',');
   }
 
   /** start: proxies first (their addresses go into --peer-dial), then every node; resolves once all listen. */
   static async start(opts: ChaosClusterOptions): Promise<ChaosCluster> {
     if (opts.nodes < 1 || opts.nodes > 9) throw new Error(`nodes: ${opts.nodes} is out of range 1..9`);
-    const ports = await freePorts(opts.nodes);
-    const nodes: ChaosNode[] = ports.map((port, i) => {
-      const id = `n${i + 1}`;
-      const address = `127.0.0.1:${port}`;
+    const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
+    const planes = await freeNodeAddresses(ids);
+    const nodes: ChaosNode[] = ids.map((id) => {
+      const address = planes[id]?.grpc ?? '';
       return {
         id,
         address,
+        peerAddress: planes[id]?.peer ?? '',
         dataDir: join(opts.dir, id),
         faultsFile: join(opts.dir, `${id}.faults.json`),
         proc: null,
@@ -79,7 +85,8 @@ export class ChaosCluster {
         cluster: new ClusterClient(address),
       };
     });
-    const mesh = new ProxyMesh(Object.fromEntries(nodes.map((n) => [n.id, n.address])), opts.seed);
+    // The proxies forward to the peer planes: only Raft traffic crosses the faulty links.
+    const mesh = new ProxyMesh(Object.fromEntries(nodes.map((n) => [n.id, n.peerAddress])), opts.seed);
     await mesh.start();
     const c = new ChaosCluster(opts, nodes, mesh);
     await mkdir(opts.dir, { recursive: true });
@@ -108,6 +115,7 @@ export class ChaosCluster {
     const proc = new ServeProcess({
       id: n.id,
       grpc: n.address,
+      peer: n.peerAddress,
       peers: this.peers,
       dataDir: n.dataDir,
       extra: [...CHAOS_SERVE_FLAGS, ...(this.opts.extra ?? []), '--peer-dial', Object.entries(this.mesh.dialMap(n.id)).map(([id, a]) => `${id}=${a}`).join(',')],
@@ -131,7 +139,7 @@ export class ChaosCluster {
     n.paused = false;
   }
 
-  /** restart: a new process on the same data dir and address (a few tries: the port is briefly in TIME_WAIT reuse). */
+  /** restart: a new process on the same data dir and addresses (a few tries: the ports are briefly in TIME_WAIT reuse). */
   async restart(id: string): Promise<void> {
     const n = this.node(id);
     if (n.proc !== null && n.proc.running) return;

@@ -25,7 +25,7 @@ import { ClusterClient, KvClient } from '../../src/api/clients.js';
 import { SnapshotClient, TaskClient } from '../../src/gateway/grpc-clients.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import type { Task } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { ServeProcess, freePorts, sleep, until } from '../cluster/serve-process.js';
+import { ServeProcess, freeNodeAddresses, sleep, until } from '../cluster/serve-process.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -83,12 +83,13 @@ describe('chaos: disk full', function () {
     exportsDir = join(mnt, 'exports');
     rootsDir = join(mnt, 'roots');
     filler = join(mnt, 'filler');
-    const [port] = await freePorts(1);
-    const grpcAddress = `127.0.0.1:${port}`;
+    const { d1 } = await freeNodeAddresses(['d1']);
+    const grpcAddress = d1.grpc;
     proc = new ServeProcess({
       id: 'd1',
       grpc: grpcAddress,
-      peers: `d1=${grpcAddress}`,
+      peer: d1.peer,
+      peers: `d1=${d1.peer}`,
       dataDir,
       extra: ['--snapshot-dir', exportsDir, '--snapshot-root', rootsDir, '--min-free-bytes', String(RESERVE), '--snapshot-entries', '1000000'],
     });
