@@ -5,7 +5,8 @@
  * - Idle time: every socket gets `idleTimeoutMs` of inactivity (Node's socket
  *   timeout, refreshed by every byte read or written). When it fires:
  *   - no request in flight (a connection that has not sent a whole request
- *     head yet, or a kept-alive one between requests): closed;
+ *     head yet): closed (a kept-alive connection between requests is closed
+ *     after `keepAliveTimeoutMs` instead);
  *   - a request whose body is still arriving and is not paused by its handler
  *     (the client stalls its upload): closed;
  *   - a response the client has stopped reading (bytes queued on the socket,
@@ -24,12 +25,25 @@
  *   in flight, the new one is closed instead. So any number of idle or
  *   half-sent connections cannot keep `/health` from being answered: the next
  *   connection pushes the oldest of them out.
+ * - HTTPS (a tls.Server): connections are counted from the TCP accept, so a
+ *   handshake never finished is an idle connection like any other (its own
+ *   deadline is the server's `handshakeTimeout`, which the gateway sets to
+ *   `idleTimeoutMs`); requests and timeouts arrive on the TLS socket and
+ *   are charged to the TCP connection under it.
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 
 /** DEFAULT_IDLE_TIMEOUT_MS: how long a connection may stay silent while the gateway waits for it (10 s). */
 export const DEFAULT_IDLE_TIMEOUT_MS = 10_000;
+/**
+ * DEFAULT_KEEP_ALIVE_TIMEOUT_MS: how long a kept-alive connection may wait
+ * for its next request (72 s, fastify's default: longer than the 60 s idle
+ * time of common load balancers, so that they close first). Such a
+ * connection is the first to be evicted when the cap is reached.
+ */
+export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 72_000;
 /** DEFAULT_CONNECTIONS_MAX: the default cap of open gateway connections. */
 export const DEFAULT_CONNECTIONS_MAX = 1024;
 /** CONNECTIONS_CHECK_INTERVAL_MS_MAX: the longest interval at which Node checks request-head deadlines. */
@@ -40,6 +54,8 @@ export interface ConnectionLimits {
   readonly idleTimeoutMs: number;
   /** connectionsMax: >= 1. */
   readonly connectionsMax: number;
+  /** keepAliveTimeoutMs: > 0; how long a connection may wait between requests (default DEFAULT_KEEP_ALIVE_TIMEOUT_MS). */
+  readonly keepAliveTimeoutMs?: number;
 }
 
 /** ConnectionStats: counters since start (for logs and metrics). */
@@ -70,6 +86,8 @@ export function connectionsCheckingIntervalMs(idleTimeoutMs: number): number {
 export function validateLimits(l: ConnectionLimits): void {
   if (!Number.isSafeInteger(l.idleTimeoutMs) || l.idleTimeoutMs <= 0) throw new Error(`idleTimeoutMs must be a positive integer, got ${l.idleTimeoutMs}`);
   if (!Number.isSafeInteger(l.connectionsMax) || l.connectionsMax < 1) throw new Error(`connectionsMax must be an integer >= 1, got ${l.connectionsMax}`);
+  const k = l.keepAliveTimeoutMs;
+  if (k !== undefined && (!Number.isSafeInteger(k) || k <= 0)) throw new Error(`keepAliveTimeoutMs must be a positive integer, got ${k}`);
 }
 
 interface Exchange {
@@ -80,6 +98,15 @@ interface Exchange {
 interface ConnState {
   /** exchanges: requests in flight on this connection, oldest first (HTTP/1 pipelining answers in order). */
   readonly exchanges: Exchange[];
+}
+
+/** tcpSocketOf: the TCP socket under a TLS socket (Node keeps it as `_parent`), or the socket itself. */
+function tcpSocketOf(socket: Socket): Socket {
+  if (socket instanceof TLSSocket) {
+    const parent = (socket as unknown as { _parent?: unknown })._parent;
+    if (parent !== null && typeof parent === 'object' && 'remotePort' in parent) return parent as Socket;
+  }
+  return socket;
 }
 
 /**
@@ -95,7 +122,7 @@ export function guardConnections(server: Server, limits: ConnectionLimits): Conn
   validateLimits(limits);
   const { idleTimeoutMs, connectionsMax } = limits;
   server.timeout = idleTimeoutMs;
-  server.keepAliveTimeout = idleTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS;
   server.requestTimeout = 0;
   server.headersTimeout = idleTimeoutMs;
 
@@ -128,13 +155,20 @@ export function guardConnections(server: Server, limits: ConnectionLimits): Conn
     socket.once('close', () => drop(socket));
   });
 
+  // HTTPS: the TLS socket closing ends the connection too (its TCP socket may not say so itself).
+  server.on('secureConnection', (tls: TLSSocket) => {
+    const tcp = tcpSocketOf(tls);
+    if (tcp !== tls) tls.once('close', () => drop(tcp));
+  });
+
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const socket = req.socket;
-    const st = conns.get(socket);
+    const tcp = tcpSocketOf(socket);
+    const st = conns.get(tcp);
     if (st === undefined) return;
     const ex: Exchange = { req, res };
     st.exchanges.push(ex);
-    idle.delete(socket);
+    idle.delete(tcp);
     // A handler resuming a paused body: the client gets a whole idle period from now.
     req.on('resume', () => {
       if (!socket.destroyed) socket.setTimeout(idleTimeoutMs);
@@ -142,16 +176,16 @@ export function guardConnections(server: Server, limits: ConnectionLimits): Conn
     res.once('close', () => {
       const i = st.exchanges.indexOf(ex);
       if (i >= 0) st.exchanges.splice(i, 1);
-      if (st.exchanges.length === 0 && conns.has(socket) && !socket.destroyed) {
-        idle.delete(socket);
-        idle.add(socket);
+      if (st.exchanges.length === 0 && conns.has(tcp) && !socket.destroyed) {
+        idle.delete(tcp);
+        idle.add(tcp);
       }
     });
   });
 
   // With a listener here Node no longer destroys timed-out sockets itself: this decides.
   server.on('timeout', (socket: Socket) => {
-    const ex = conns.get(socket)?.exchanges[0];
+    const ex = conns.get(tcpSocketOf(socket))?.exchanges[0];
     let cut: boolean;
     if (ex === undefined) {
       cut = true; // silent before or between requests, or a head that stopped half-way

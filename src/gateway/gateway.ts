@@ -264,9 +264,12 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const readPair = (): { cert: Buffer; key: Buffer } | null =>
     httpsFiles === undefined ? null : { cert: readFileSync(httpsFiles.certFile), key: readFileSync(httpsFiles.keyFile) };
   const pair = readPair();
+  /** httpServerOptions: what only the server's constructor takes (how often head deadlines are checked). */
+  const httpServerOptions = { connectionsCheckingInterval: connectionsCheckingIntervalMs(limits.idleTimeoutMs), headersTimeout: limits.idleTimeoutMs, requestTimeout: 0 };
   const app = Fastify({
     // HTTPS when given a certificate (the server type stays http.Server for the routes: both emit the same events).
-    ...(pair !== null ? ({ https: pair } as unknown as Record<string, never>) : {}),
+    // A TLS handshake has idleTimeoutMs to finish (Node's default is 120 s); fastify gives `https` (not `http`) to the server.
+    ...(pair !== null ? ({ https: { ...pair, ...httpServerOptions, handshakeTimeout: limits.idleTimeoutMs } } as unknown as Record<string, never>) : {}),
     ...(opts.logger !== undefined ? { loggerInstance: childLogger(opts.logger) } : {}),
     exposeHeadRoutes: false,
     routerOptions: { ignoreTrailingSlash: true },
@@ -275,7 +278,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     requestTimeout: 0,
     connectionTimeout: limits.idleTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
-    http: { connectionsCheckingInterval: connectionsCheckingIntervalMs(limits.idleTimeoutMs), headersTimeout: limits.idleTimeoutMs, requestTimeout: 0 },
+    http: httpServerOptions,
     bodyLimit: jsonBytesMax,
     // A URL that does not decode (FST_ERR_BAD_URL): fastify would echo it back; answer in the path's style, echoing nothing.
     frameworkErrors: (err, req, reply) => {

@@ -16,6 +16,12 @@ export interface RunGatewayOptions {
   readonly auth: AuthConfig;
   readonly logLevel: string;
   readonly restoreBytesMax?: number;
+  /** metricsOpen: GET /metrics without a key (`--metrics-open`). */
+  readonly metricsOpen?: boolean;
+  /** idleTimeoutMs, keepAliveTimeoutMs, connectionsMax: see GatewayOptions (defaults there). */
+  readonly idleTimeoutMs?: number;
+  readonly keepAliveTimeoutMs?: number;
+  readonly connectionsMax?: number;
   /** dial: TLS credentials to reach the target's client plane (each call carries the caller's key). */
   readonly dial?: ClientDial;
 }
@@ -28,6 +34,10 @@ export async function runGateway(opts: RunGatewayOptions): Promise<number> {
     logger,
     ...(opts.dial !== undefined ? { dial: opts.dial } : {}),
     ...(opts.restoreBytesMax !== undefined ? { restoreBytesMax: opts.restoreBytesMax } : {}),
+    ...(opts.metricsOpen !== undefined ? { metricsOpen: opts.metricsOpen } : {}),
+    ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+    ...(opts.keepAliveTimeoutMs !== undefined ? { keepAliveTimeoutMs: opts.keepAliveTimeoutMs } : {}),
+    ...(opts.connectionsMax !== undefined ? { connectionsMax: opts.connectionsMax } : {}),
   });
   let address: string;
   try {

@@ -12,14 +12,18 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
+import { createCa, issueNodeCert } from '../../src/tls/certs.js';
 import type { RestoreSnapshotRequest, RestoreSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
 import { Role, startFakeApi, status, unaryOk, type FakeApi, type FakeApiHandlers } from './fake-api.js';
 
@@ -547,6 +551,106 @@ describe('gateway secrets', function () {
       assert.ok(res.body.includes(root), res.body);
     } finally {
       await stop(env);
+    }
+  });
+});
+
+describe('gateway limits over HTTPS', function () {
+  this.timeout(60_000);
+  const IDLE_MS = 1_000;
+  const CONNECTIONS_MAX = 16;
+  let dir = '';
+  let ca = '';
+  let env: Env | null = null;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-gw-tls-'));
+    const authority = await createCa();
+    const cert = await issueNodeCert(authority, { id: 'gw', dns: ['localhost'], ips: ['127.0.0.1'] });
+    await writeFile(join(dir, 'gw.pem'), cert.certPem);
+    await writeFile(join(dir, 'gw-key.pem'), cert.keyPem, { mode: 0o600 });
+    ca = authority.certPem;
+    env = await start(
+      {
+        cluster: {
+          // The node takes longer than the idle timeout to answer.
+          status: ((_call: unknown, cb: grpc.sendUnaryData<unknown>) => {
+            setTimeout(() => cb(null, status(Role.ROLE_LEADER, 'n1')), 2 * IDLE_MS + 500);
+          }) as grpc.UntypedHandleCall,
+        },
+      },
+      { tls: { certFile: join(dir, 'gw.pem'), keyFile: join(dir, 'gw-key.pem') }, idleTimeoutMs: IDLE_MS, connectionsMax: CONNECTIONS_MAX },
+    );
+  });
+  after(async () => {
+    await stop(env);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function httpsGet(path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', port: env?.port ?? 0, path, ca, servername: 'localhost', headers, agent: false }, (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (c: Buffer) => parts.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  it('a TCP connection that never starts its TLS handshake is closed', async () => {
+    const s = await open(env?.port ?? 0);
+    try {
+      assert.ok(await closedWithin(s, 8_000), 'the connection was still open');
+    } finally {
+      s.destroy();
+    }
+  });
+
+  it('a request the node takes several idle periods to answer is not cut', async () => {
+    const r = await httpsGet('/debug', { 'x-typesense-api-key': KEY });
+    assert.equal(r.status, 200, r.body);
+  });
+
+  it('a refused request closes its TLS connection', async () => {
+    const s = tlsConnect({ host: '127.0.0.1', port: env?.port ?? 0, ca, servername: 'localhost' });
+    s.on('error', () => undefined);
+    await once(s, 'secureConnect');
+    try {
+      const res = readResponse(s);
+      s.write(withBody('POST', '/operations/vote', { 'X-TYPESENSE-API-KEY': 'wrong-key-00000' }, 0));
+      assert.equal((await res).status, 401);
+      assert.ok(await closedWithin(s, 5_000), 'the server kept the connection open after refusing it');
+    } finally {
+      s.destroy();
+    }
+  });
+
+  it('idle TCP connections and half-done handshakes far beyond connectionsMax do not stop /health', async () => {
+    const IDLE_SOCKETS = 400;
+    let closedByServer = 0;
+    const held = new Set<Socket>();
+    try {
+      for (let i = 0; i < IDLE_SOCKETS; i++) {
+        const s = await open(env?.port ?? 0);
+        held.add(s);
+        s.once('close', () => {
+          held.delete(s);
+          closedByServer++;
+        });
+        // Every other one sends the first bytes of a TLS record and stops.
+        if (i % 2 === 0) s.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]));
+      }
+      const r = await httpsGet('/health');
+      assert.equal(r.status, 200, r.body);
+      for (let i = 0; i < 50 && closedByServer < IDLE_SOCKETS - CONNECTIONS_MAX; i++) await sleep(100);
+      const stats = env?.gw.connectionStats();
+      assert.ok(stats !== undefined && stats.open <= CONNECTIONS_MAX, JSON.stringify(stats));
+      assert.ok(closedByServer >= IDLE_SOCKETS - CONNECTIONS_MAX, `only ${closedByServer} of ${IDLE_SOCKETS} were closed by the gateway`);
+    } finally {
+      for (const s of held) s.destroy();
     }
   });
 });
