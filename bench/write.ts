@@ -104,10 +104,12 @@ function kvPut(c: KVServiceClient, key: string, value: Buffer, deadlineMs: numbe
 }
 
 async function startSnapcoord(dir: string, channels: number): Promise<Target> {
-  const ports = await freePorts(6);
+  const ports = await freePorts(9);
   const ids = ['n1', 'n2', 'n3'];
+  // Client plane (KV, Status) on grpcAddr, peer plane (Raft) on peerAddr: members are named by their peer addresses.
   const grpcAddr = (i: number): string => `127.0.0.1:${ports[i] ?? 0}`;
-  const peers = ids.map((id, i) => `${id}=${grpcAddr(i)}`).join(',');
+  const peerAddr = (i: number): string => `127.0.0.1:${ports[i + 6] ?? 0}`;
+  const peers = ids.map((id, i) => `${id}=${peerAddr(i)}`).join(',');
   const children = new Map<string, Child>();
   ids.forEach((id, i) => {
     children.set(
@@ -115,7 +117,7 @@ async function startSnapcoord(dir: string, channels: number): Promise<Target> {
       startChild(id, process.execPath, [
         ...(process.env.SNAPCOORD_BENCH_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SNAPCOORD_BENCH_PROF}`] : []),
         '--import', 'tsx', 'src/cli/main.ts', 'serve',
-        '--id', id, '--grpc', grpcAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
+        '--id', id, '--grpc', grpcAddr(i), '--peer-listen', peerAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
         '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', '--insecure-no-auth',
       ]),
     );
