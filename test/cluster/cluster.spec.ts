@@ -35,7 +35,8 @@ describe('cluster: three serve processes', function () {
   const start = async (id: Id): Promise<ServeProcess> => {
     const p = new ServeProcess({ id, grpc: addresses[id].grpc, peer: addresses[id].peer, peers, dataDir: join(dir, id) });
     procs.set(id, p);
-    await p.ready();
+    // The stdout line names both planes: "listening on grpc <client> peer <peer>".
+    assert.deepEqual(await p.ready(), { grpc: addresses[id].grpc, peer: addresses[id].peer });
     return p;
   };
 
@@ -110,6 +111,25 @@ describe('cluster: three serve processes', function () {
     const follower = IDS.find((id) => id !== leader)!;
     await put(follower, 'alpha', 'one');
     for (const id of IDS) assert.equal(await read(id, 'alpha'), 'one', `read on ${id}`);
+  });
+
+  it('each plane serves only its own services: no KV on the peer port, no Raft on the client port', async () => {
+    const raw = (address: string, method: string): Promise<grpc.ServiceError | null> =>
+      new Promise((resolve) => {
+        const c = new grpc.Client(address, grpc.credentials.createInsecure());
+        const ident = (b: Buffer): Buffer => b;
+        c.makeUnaryRequest(method, ident, ident, Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err) => {
+          c.close();
+          resolve(err);
+        });
+      });
+    const id = IDS[0];
+    assert.equal((await raw(addresses[id].peer, '/snapcoord.v1.KVService/Get'))?.code, grpc.status.UNIMPLEMENTED, 'KV on the peer plane');
+    assert.equal((await raw(addresses[id].peer, '/snapcoord.v1.ClusterService/Status'))?.code, grpc.status.UNIMPLEMENTED, 'Status on the peer plane');
+    assert.equal((await raw(addresses[id].grpc, '/snapcoord.v1.RaftService/RequestVote'))?.code, grpc.status.UNIMPLEMENTED, 'Raft on the client plane');
+    // ... while the client plane answers KV (an empty request: no key) with its own error, not UNIMPLEMENTED.
+    const kvOnClient = await raw(addresses[id].grpc, '/snapcoord.v1.KVService/Get');
+    assert.notEqual(kvOnClient?.code, grpc.status.UNIMPLEMENTED, String(kvOnClient?.details));
   });
 
   it('SIGKILL of the leader: a new leader is elected and writes succeed again', async () => {
