@@ -34,21 +34,23 @@ export async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-/** NodeAddresses: where one node's two planes listen: the client plane (`--grpc`) and the peer plane (`--peer-listen`). */
+/** NodeAddresses: where one node listens: the client plane (`--grpc`), the peer plane (`--peer-listen`) and the gateway (`--http`). */
 export interface NodeAddresses {
   readonly grpc: string;
   readonly peer: string;
+  readonly http: string;
 }
 
 /**
- * freeNodeAddresses gives each id a client and a peer address on 127.0.0.1,
- * 2 * ids.length distinct ports from the OS (see freePorts).
+ * freeNodeAddresses gives each id a client, a peer and an HTTP address on
+ * 127.0.0.1: 3 * ids.length distinct ports from one freePorts call.
  */
 export async function freeNodeAddresses<Id extends string>(ids: readonly Id[]): Promise<Record<Id, NodeAddresses>> {
-  const ports = await freePorts(2 * ids.length);
+  const ports = await freePorts(3 * ids.length);
+  const at = (i: number): string => `127.0.0.1:${ports[i] ?? 0}`;
   const out = {} as Record<Id, NodeAddresses>;
   ids.forEach((id, i) => {
-    out[id] = { grpc: `127.0.0.1:${ports[i] ?? 0}`, peer: `127.0.0.1:${ports[ids.length + i] ?? 0}` };
+    out[id] = { grpc: at(i), peer: at(ids.length + i), http: at(2 * ids.length + i) };
   });
   return out;
 }
@@ -164,7 +166,7 @@ export class ServeProcess extends Child {
    * ready resolves once the process prints its "listening on grpc <client> peer <peer>"
    * line, with those two addresses; rejects if it exits first or after timeoutMs.
    */
-  async ready(timeoutMs = 20_000): Promise<NodeAddresses> {
+  async ready(timeoutMs = 20_000): Promise<{ grpc: string; peer: string }> {
     const m = await this.waitFor(new RegExp(`snapcoord node ${escapeRe(this.args.id)} listening on grpc (\\S+) peer (\\S+)\\n`), timeoutMs);
     return { grpc: m[1] ?? '', peer: m[2] ?? '' };
   }
