@@ -47,11 +47,15 @@ const ROLES: Readonly<Record<RaftRole, Role>> = {
   leader: Role.ROLE_LEADER,
 };
 
-/** membersOf lists the configuration of `st`: voters then learners, match indexes when `st` is the leader's. */
-export function membersOf(st: NodeStatus, addressOf: (id: string) => string): Member[] {
+/**
+ * membersOf lists the configuration of `st`: voters then learners, match
+ * indexes when `st` is the leader's; `address` is each member's peer address,
+ * `clientAddress` where its client API is ('' when not learned yet).
+ */
+export function membersOf(st: NodeStatus, addressOf: (id: string) => string, clientAddressOf: (id: string) => string = () => ''): Member[] {
   const member = (id: string, suffrage: Suffrage): Member => {
     const match = st.role === 'leader' ? (st.progress[id]?.match ?? (id === st.id ? st.lastIndex : 0)) : 0;
-    return { id, address: st.membership.addresses[id] ?? addressOf(id), suffrage, matchIndex: BigInt(match) };
+    return { id, address: st.membership.addresses[id] ?? addressOf(id), suffrage, matchIndex: BigInt(match), clientAddress: clientAddressOf(id) };
   };
   return [
     ...st.membership.voters.map((id) => member(id, Suffrage.SUFFRAGE_VOTER)),
@@ -59,8 +63,8 @@ export function membersOf(st: NodeStatus, addressOf: (id: string) => string): Me
   ];
 }
 
-/** statusOf is the StatusResponse of a node. */
-export function statusOf(node: NodeView): StatusResponse {
+/** statusOf is the StatusResponse of a node; clientAddressOf names the members' client addresses. */
+export function statusOf(node: NodeView, clientAddressOf: (id: string) => string = () => ''): StatusResponse {
   const st = node.status();
   return {
     id: node.id,
@@ -70,7 +74,8 @@ export function statusOf(node: NodeView): StatusResponse {
     leaderAddress: st.leaderAddress,
     commitIndex: BigInt(st.commit),
     appliedIndex: BigInt(st.applied),
-    members: membersOf(st, (id) => node.addressOf(id)),
+    members: membersOf(st, (id) => node.addressOf(id), clientAddressOf),
+    leaderClientAddress: st.leader === '' ? '' : clientAddressOf(st.leader),
     snapshotIndex: BigInt(st.snapshotIndex),
   };
 }
@@ -102,7 +107,7 @@ function sleep(ms: number): Promise<void> {
 /** createClusterService implements ClusterService over `node`. */
 export function createClusterService(node: ClusterNode, forwarder: LeaderForwarder): ClusterServiceServer {
   return {
-    status: unary(async (_call: grpc.ServerUnaryCall<StatusRequest, StatusResponse>) => statusOf(node)),
+    status: unary(async (_call: grpc.ServerUnaryCall<StatusRequest, StatusResponse>) => statusOf(node, forwarder.clientAddressOf)),
 
     addMember: unary(async (call: grpc.ServerUnaryCall<AddMemberRequest, AddMemberResponse>) => {
       const req = call.request;
@@ -113,7 +118,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
         async () => {
           requireLeader(node);
           await node.changeMembership({ op: req.learner ? 'addLearner' : 'addVoter', nodeId: req.id, address: req.address });
-          return { members: statusOf(node).members };
+          return { members: statusOf(node, forwarder.clientAddressOf).members };
         },
         (leader, opts) => forwarder.cluster(leader.address).addMember(req.id, req.address, req.learner, opts),
       );
@@ -127,7 +132,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
         async () => {
           requireLeader(node);
           await node.changeMembership({ op: 'removeNode', nodeId: req.id });
-          return { members: statusOf(node).members };
+          return { members: statusOf(node, forwarder.clientAddressOf).members };
         },
         (leader, opts) => forwarder.cluster(leader.address).removeMember(req.id, opts),
       );

@@ -22,7 +22,7 @@ import { RAFT_SERVICE_DEFINITION } from '../transport/fetch-serializer.js';
 import { createRaftService } from '../transport/raft-service.js';
 import { serverFaultInterceptors } from '../transport/message-faults.js';
 import type { RaftRequestHandler } from '../transport/transport.js';
-import { PeerGuard, type PeerCall, type RefusalReason } from '../transport/peer-guard.js';
+import { PeerDirectory, PeerGuard, type PeerCall, type RefusalReason } from '../transport/peer-guard.js';
 import type { ClientDial } from './clients.js';
 import { formatHostPort, parseHostPort } from './address.js';
 import { MESSAGE_BYTES_MAX } from './clients.js';
@@ -80,6 +80,8 @@ export interface ServeOptions {
   readonly onPeerRefused?: (reason: RefusalReason) => void;
   /** clientDial: how this node reaches other members' client planes when it forwards a call (TLS credentials). */
   readonly clientDial?: ClientDial;
+  /** advertiseClient: the client address other members and clients are told (default the bound address). */
+  readonly advertiseClient?: string;
 }
 
 export type ApiServerOptions = BindOptions & ServeOptions;
@@ -98,8 +100,10 @@ export interface ApiServer {
   /** peerAddress: peerBindAddress with the real port. */
   readonly peerAddress: string;
   readonly health: HealthImplementation;
-  /** guard: the peer plane's admission check (after serve), which also knows the members' client addresses. */
+  /** guard: the peer plane's admission check (after serve). */
   readonly guard: PeerGuard | null;
+  /** directory: the members' client addresses as they advertise them over the peer plane (give it to the GrpcTransport too). */
+  readonly directory: PeerDirectory;
   /**
    * serve adds RaftService (peer plane), KVService and ClusterService (client
    * plane) over `node` and reports SERVING. Until then those services answer
@@ -183,6 +187,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const peerAddress = formatHostPort({ host: (parseHostPort(opts.peerBindAddress, true) as { host: string }).host, port: peerPort });
   let forwarder: LeaderForwarder | null = null;
   let guard: PeerGuard | null = null;
+  const directory = new PeerDirectory();
   let closeSnapshotService = (): void => undefined;
   let closing: Promise<void> | null = null;
 
@@ -211,10 +216,11 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     peerPort,
     peerAddress,
     health,
+    directory,
     get guard() {
       return guard;
     },
-    serve({ node, raftHandler, snapshotApi, clusterId, identityOf, onPeerRefused, clientDial }: ServeOptions): void {
+    serve({ node, raftHandler, snapshotApi, clusterId, identityOf, onPeerRefused, clientDial, advertiseClient }: ServeOptions): void {
       if (forwarder !== null) throw new Error('ApiServer.serve: already serving');
       if (closing !== null) throw new Error('ApiServer.serve: closed');
       const g = new PeerGuard({
@@ -223,11 +229,13 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
         ...(identityOf !== undefined ? { identityOf } : {}),
         ...(onPeerRefused !== undefined ? { onRefused: onPeerRefused } : {}),
         logger: log,
+        directory,
       });
       guard = g;
-      const clientAddressOf = (id: string): string => (id === node.id ? address : g.clientAddressOf(id));
+      const selfClient = advertiseClient ?? address;
+      const clientAddressOf = (id: string): string => (id === node.id ? selfClient : directory.get(id));
       forwarder = new LeaderForwarder(node, { clientAddressOf, ...(clientDial !== undefined ? { dial: clientDial } : {}) });
-      peerServer.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g }));
+      peerServer.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g, selfClientAddress: selfClient }));
       server.addService(KVServiceService, createKvService(node, forwarder));
       server.addService(ClusterServiceService, createClusterService(node, forwarder));
       if (snapshotApi !== undefined) {

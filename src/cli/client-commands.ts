@@ -63,7 +63,10 @@ function suffrageName(s: Suffrage): string {
 /** MemberView: one row of `cluster status`. */
 export interface MemberView {
   readonly id: string;
+  /** address: the member's client API ('' when the answering node has not learned it yet). */
   readonly address: string;
+  /** peerAddress: its peer-plane (Raft) address, as in the membership. */
+  readonly peerAddress: string;
   readonly suffrage: string;
   /** role: from the member's own Status; "unreachable" when it did not answer in time. */
   readonly role: string;
@@ -106,7 +109,7 @@ export async function clusterView(endpointStatus: StatusResponse, memberDeadline
   const st = endpointStatus;
   let leaderSt: StatusResponse | null = null;
   if (st.role === Role.ROLE_LEADER) leaderSt = st;
-  else if (st.leaderAddress !== '') leaderSt = await statusAt(st.leaderAddress, memberDeadlineMs).catch(() => null);
+  else if (st.leaderClientAddress !== '') leaderSt = await statusAt(st.leaderClientAddress, memberDeadlineMs).catch(() => null);
   if (leaderSt !== null && leaderSt.role !== Role.ROLE_LEADER) leaderSt = null;
   const view = leaderSt ?? st;
   const commit = Number(view.commitIndex);
@@ -116,9 +119,11 @@ export async function clusterView(endpointStatus: StatusResponse, memberDeadline
       let error: string | undefined;
       if (m.id === st.id) own = st;
       else if (leaderSt !== null && m.id === leaderSt.id) own = leaderSt;
-      else {
+      else if (m.clientAddress === '') {
+        error = `${st.id} has not learned ${m.id}'s client address yet`;
+      } else {
         try {
-          own = await statusAt(m.address, memberDeadlineMs);
+          own = await statusAt(m.clientAddress, memberDeadlineMs);
         } catch (err) {
           error = ((err as { details?: string }).details ?? (err as Error).message).replace(/\s+/g, ' ');
         }
@@ -126,7 +131,8 @@ export async function clusterView(endpointStatus: StatusResponse, memberDeadline
       const match = leaderSt !== null ? Number(m.matchIndex) : null;
       return {
         id: m.id,
-        address: m.address,
+        address: m.clientAddress,
+        peerAddress: m.address,
         suffrage: suffrageName(m.suffrage),
         role: own !== null ? roleName(own.role) : 'unreachable',
         reachable: own !== null,
@@ -142,7 +148,10 @@ export async function clusterView(endpointStatus: StatusResponse, memberDeadline
   const leaderId = leaderSt?.id ?? st.leaderId;
   return {
     endpoint: st.id,
-    leader: leaderId !== '' ? { id: leaderId, address: leaderSt !== null ? (view.members.find((m) => m.id === leaderId)?.address ?? st.leaderAddress) : st.leaderAddress } : null,
+    leader:
+      leaderId !== ''
+        ? { id: leaderId, address: (leaderSt !== null ? view.members.find((m) => m.id === leaderId)?.clientAddress : undefined) || st.leaderClientAddress }
+        : null,
     term: Number(view.term),
     commitIndex: commit,
     members,
@@ -155,19 +164,19 @@ function clusterText(v: ClusterView): string {
     v.leader === null
       ? 'leader: none known (an election may be in progress)'
       : `leader: ${v.leader.id} at ${v.leader.address}, term ${v.term}, commit ${v.commitIndex}`;
-  const rows = v.members.map((m) => [m.id, m.address, m.role, m.suffrage, n(m.term), n(m.commitIndex), n(m.appliedIndex), n(m.matchIndex), n(m.lag)]);
-  return `${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG'], rows)}`;
+  const rows = v.members.map((m) => [m.id, m.address || '?', m.role, m.suffrage, n(m.term), n(m.commitIndex), n(m.appliedIndex), n(m.matchIndex), n(m.lag), m.peerAddress]);
+  return `${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'PEER'], rows)}`;
 }
 
 function membersText(members: readonly Member[]): string {
   return table(
-    ['ID', 'ADDRESS', 'SUFFRAGE'],
-    members.map((m) => [m.id, m.address, suffrageName(m.suffrage)]),
+    ['ID', 'ADDRESS', 'SUFFRAGE', 'PEER'],
+    members.map((m) => [m.id, m.clientAddress || '?', suffrageName(m.suffrage), m.address]),
   );
 }
 
 function membersJson(members: readonly Member[]): object[] {
-  return members.map((m) => ({ id: m.id, address: m.address, suffrage: suffrageName(m.suffrage) }));
+  return members.map((m) => ({ id: m.id, address: m.clientAddress, peerAddress: m.address, suffrage: suffrageName(m.suffrage) }));
 }
 
 function checkNodeId(id: string): string {
@@ -280,7 +289,7 @@ export function addClientCommands(program: Command): void {
     cluster
       .command('add')
       .argument('<id>', 'the new member\'s node id')
-      .argument('<address>', 'its gRPC address, host:port')
+      .argument('<address>', 'its peer (Raft) address, host:port: what it gives as --peer-listen / in --peers')
       .option('--learner', 'add it as a learner (receives the log, does not vote)')
       .option('--json', 'print the new configuration as JSON')
       .description('add a member (one at a time); prints the new configuration'),

@@ -200,7 +200,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     if (ref.node === null) throw new Error('the node is not started yet');
     return ref.node.status();
   });
-  const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger, dial });
+  const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger, dial, directory: api.directory });
   let node: Node;
   try {
     node = await Node.start({
@@ -248,6 +248,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     ...(cfg.peerTls !== null ? { identityOf: (call: PeerCall) => memberIdOf((call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate) } : {}),
     onPeerRefused: (reason) => metrics.peerRefusals.inc({ reason }),
     clientDial: { credentials: planes.clientChannel },
+    advertiseClient: cfg.advertiseClient,
     snapshotApi: {
       snapshots,
       tasks: { queue: tasks, snapshotPath },

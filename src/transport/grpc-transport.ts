@@ -20,7 +20,7 @@ import {
   voteResponseFromProto,
 } from './codec.js';
 import { faultInterceptors } from './message-faults.js';
-import type { PeerDial } from './peer-guard.js';
+import type { PeerDial, PeerDirectory } from './peer-guard.js';
 import {
   estimateMessageBytes,
   routeOf,
@@ -56,6 +56,8 @@ export interface GrpcTransportOptions {
   readonly maxInflightUnary?: number;
   /** dial: credentials and interceptors of every peer channel (peer-guard.ts peerDial); default insecure, no metadata. */
   readonly dial?: PeerDial;
+  /** directory: records the client address each peer sends in its append stream's response headers. */
+  readonly directory?: PeerDirectory;
   /** channelOptions override the defaults (see channelOptions()). */
   readonly channelOptions?: grpc.ChannelOptions;
   /** nowMs: clock for the backoff (default Date.now). */
@@ -122,6 +124,7 @@ export class GrpcTransport implements Transport {
   private readonly credentials: grpc.ChannelCredentials;
   private readonly options: grpc.ChannelOptions;
   private readonly nowMs: () => number;
+  private readonly directory: PeerDirectory | undefined;
   private readonly peers = new Map<NodeId, PeerLink>();
   private closed = false;
   private counts = { sent: 0, dropped: 0, received: 0 };
@@ -141,6 +144,7 @@ export class GrpcTransport implements Transport {
     this.stallTimeoutMs = opts.stallTimeoutMs ?? 3_000;
     this.credentials = opts.dial?.credentials ?? grpc.credentials.createInsecure();
     this.nowMs = opts.nowMs ?? Date.now;
+    this.directory = opts.directory;
     this.options = {
       ...channelOptions({
         maxMessageBytes: this.maxMessageBytes,
@@ -252,6 +256,8 @@ export class GrpcTransport implements Transport {
     const call = client.appendEntries();
     peer.stream = call;
     peer.blocked = false;
+    const directory = this.directory;
+    if (directory !== undefined) call.on('metadata', (md: grpc.Metadata) => directory.fromMetadata(peer.id, md));
     call.on('data', (res: pb.AppendEntriesResponse) => {
       peer.backoffMs = 0;
       if (peer.stream === call) peer.waitingSinceMs = 0;

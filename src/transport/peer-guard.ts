@@ -39,7 +39,30 @@ export interface PeerCall {
   getPeer(): string;
 }
 
+/** PeerDirectory: the client-plane address each member advertised over the peer plane (requests and answers alike). */
+export class PeerDirectory {
+  private readonly addresses = new Map<NodeId, string>();
+
+  /** set records `address` for `id`; an empty or over-long address is ignored. */
+  set(id: NodeId, address: string): void {
+    if (address === '' || address.length > ADDRESS_CHARS_MAX) return;
+    if (this.addresses.get(id) !== address) this.addresses.set(id, address);
+  }
+
+  /** get: the address `id` advertised last ('' when none yet). */
+  get(id: NodeId): string {
+    return this.addresses.get(id) ?? '';
+  }
+
+  /** fromMetadata records the CLIENT_ADDRESS_METADATA_KEY of `md` for `id`. */
+  fromMetadata(id: NodeId, md: grpc.Metadata): void {
+    this.set(id, firstString(md, CLIENT_ADDRESS_METADATA_KEY));
+  }
+}
+
 export interface PeerGuardOptions {
+  /** directory: where admitted senders' client addresses are recorded (default a new one). */
+  readonly directory?: PeerDirectory;
   readonly clusterId: string;
   /** isMember: `id` is in this node's current membership (voter, learner, or being added). */
   readonly isMember: (id: NodeId) => boolean;
@@ -81,8 +104,8 @@ export class PeerGuard {
   private readonly nowMs: () => number;
   /** lastLogged: sender|reason -> when its refusal was last logged. */
   private readonly lastLogged = new Map<string, number>();
-  /** clientAddresses: the client-plane address each admitted member advertised. */
-  private readonly clientAddresses = new Map<NodeId, string>();
+  /** directory: the client-plane address each admitted member advertised. */
+  readonly directory: PeerDirectory;
   /** identities: the certificate identity of each live call (a stream carries many messages, its certificate one). */
   private readonly identities = new WeakMap<PeerCall, string | null>();
 
@@ -90,6 +113,7 @@ export class PeerGuard {
     this.opts = opts;
     this.log = opts.logger ?? silentLogger;
     this.nowMs = opts.nowMs ?? Date.now;
+    this.directory = opts.directory ?? new PeerDirectory();
   }
 
   /** mutualTls: the guard checks certificate identities. */
@@ -116,13 +140,12 @@ export class PeerGuard {
       if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
     }
     if (!this.opts.isMember(from)) this.refuse('not_member', from, call, `${from} is not a member of this cluster`);
-    const addr = firstString(call.metadata, CLIENT_ADDRESS_METADATA_KEY);
-    if (addr !== '' && addr.length <= ADDRESS_CHARS_MAX && this.clientAddresses.get(from) !== addr) this.clientAddresses.set(from, addr);
+    this.directory.fromMetadata(from, call.metadata);
   }
 
-  /** clientAddressOf: the client-plane address member `id` advertised on its last admitted call ('' when none yet). */
+  /** clientAddressOf: the client-plane address member `id` advertised ('' when none yet). */
   clientAddressOf(id: NodeId): string {
-    return this.clientAddresses.get(id) ?? '';
+    return this.directory.get(id);
   }
 
   private refuse(reason: RefusalReason, from: NodeId, call: PeerCall, message: string): never {

@@ -20,7 +20,7 @@ import {
   voteRequestFromProto,
   voteResponseToProto,
 } from './codec.js';
-import type { PeerCall, PeerGuard } from './peer-guard.js';
+import { CLIENT_ADDRESS_METADATA_KEY, type PeerCall, type PeerGuard } from './peer-guard.js';
 import { replyTypeOf, silentLogger, type FetchSnapshotParams, type RaftRequestHandler, type TransportLogger } from './transport.js';
 
 export interface RaftServiceOptions {
@@ -31,6 +31,8 @@ export interface RaftServiceOptions {
   readonly logger?: TransportLogger;
   /** guard: when set, every message's sender is admitted by it first (cluster id, certificate identity, membership). */
   readonly guard?: PeerGuard;
+  /** selfClientAddress: this node's client-plane address, sent to the leader in the append stream's response headers. */
+  readonly selfClientAddress?: string;
 }
 
 /** StatusError is an Error that carries a gRPC status code (what grpc-js sends as the call's status). */
@@ -188,6 +190,11 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     },
 
     appendEntries(call) {
+      if (opts.selfClientAddress !== undefined && opts.selfClientAddress !== '') {
+        const md = new grpc.Metadata();
+        md.set(CLIENT_ADDRESS_METADATA_KEY, opts.selfClientAddress);
+        call.sendMetadata(md);
+      }
       let pending = 0;
       let done = false;
       let chain: Promise<void> = Promise.resolve();

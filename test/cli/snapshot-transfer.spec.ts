@@ -141,6 +141,7 @@ describe('cli: snapshot transfers against a scripted node', function () {
       appliedIndex: 42n,
       members: [],
       snapshotIndex: 0n,
+    leaderClientAddress: '',
     };
     const clusterImpl: Partial<ClusterServiceServer> = { status: (_call, cb) => cb(null, status) };
     leaderStatus = status;
