@@ -1,10 +1,12 @@
 /**
  * docker-compose.yml and the Dockerfile against the CLI they run: every flag
- * in a service's `command` is a `serve` option (SERVE_OPTIONS) and the whole
- * command passes resolveServeConfig; --peers names exactly the services, at
- * their service names and PEER ports (the peer plane, apart from the client
- * gRPC port); published ports, volumes, data and
- * snapshot dirs, the health check and the image's EXPOSE / ENTRYPOINT line up.
+ * in a node service's `command` is a `serve` option (SERVE_OPTIONS) and the
+ * whole command passes resolveServeConfig; --peers names exactly the node
+ * services, at their service names and PEER ports (the peer plane, apart from
+ * the client gRPC port, not published); TLS on every plane with certificates a
+ * one-shot `certs` service makes with `snapcoord certs` into a volume the nodes
+ * mount read-only; published ports, volumes, data and snapshot dirs, the
+ * health check and the image's EXPOSE / ENTRYPOINT line up.
  * The file is read with a tiny parser for its YAML subset (mini-yaml.ts); when
  * a full YAML parser happens to be installed, the two must agree.
  */
@@ -78,7 +80,12 @@ describe('docker-compose.yml and Dockerfile', () => {
   const source = readFileSync(join(REPO_ROOT, 'docker-compose.yml'), 'utf8');
   const doc = map(parseMiniYaml(source), 'the file');
   const services = map(doc['services'], 'services');
-  const names = Object.keys(services);
+  /** names: the node services, those whose command is `serve ...`; the others (certs) only prepare. */
+  const names = Object.keys(services).filter((n) => {
+    const c = map(services[n], `services.${n}`)['command'];
+    return typeof c === 'string' && /^\s*serve\b/.test(c);
+  });
+  const helpers = Object.keys(services).filter((n) => !names.includes(n));
   const dockerfile = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
 
   interface Svc {
@@ -119,12 +126,45 @@ describe('docker-compose.yml and Dockerfile', () => {
     assert.deepEqual(parseMiniYaml(source), asStrings(mod.load(source)));
   });
 
-  it('runs three services n1 n2 n3, each built from the Dockerfile', () => {
+  it('runs three node services n1 n2 n3 and a certs service, each built from the Dockerfile', () => {
     assert.deepEqual(names, ['n1', 'n2', 'n3']);
+    assert.deepEqual(helpers, ['certs']);
+    for (const name of [...names, ...helpers]) {
+      const build = map(services[name], name)['build'];
+      const context = isMap(build) ? str(build['context'], `${name}.build.context`) : str(build, `${name}.build`);
+      assert.ok(existsSync(join(REPO_ROOT, context, 'Dockerfile')), `${name}: no Dockerfile in ${context}`);
+    }
+  });
+
+  /** mountsOf: a service's volume mounts, "name:target[:mode]". */
+  const mountsOf = (def: YamlMap, what: string): { name: string; target: string; mode: string }[] =>
+    strList(def['volumes'], `${what}.volumes`).map((v) => {
+      const [name = '', target = '', mode = 'rw'] = v.split(':');
+      return { name, target, mode };
+    });
+
+  it('TLS on every plane, never --insecure-plaintext: the certs service makes the CA and each node\'s certificate into the volume the nodes mount read-only', () => {
+    const certs = map(services['certs'], 'services.certs');
+    const script = strList(certs['command'], 'certs.command').join(' ');
+    const certsMounts = mountsOf(certs, 'certs');
+    assert.equal(certsMounts.length, 1, 'certs mounts one volume');
+    const tls = certsMounts[0]!;
+    assert.equal(tls.mode, 'rw', 'certs writes the volume');
+    assert.match(script, new RegExp(`certs init --dir ${tls.target}(\\s|$)`), script);
+    assert.match(script, new RegExp(`certs issue \\S+ --dir ${tls.target} `), script);
+    assert.equal(certs['restart'], 'no', 'certs runs once');
     for (const s of svcs) {
-      const build = s.def['build'];
-      const context = isMap(build) ? str(build['context'], `${s.name}.build.context`) : str(build, `${s.name}.build`);
-      assert.ok(existsSync(join(REPO_ROOT, context, 'Dockerfile')), `${s.name}: no Dockerfile in ${context}`);
+      assert.equal(s.cfg.insecurePlaintext, false, `${s.name}: --insecure-plaintext`);
+      assert.ok(s.cfg.peerTls !== null && s.cfg.clientTls !== null && s.cfg.httpTls !== null, `${s.name}: TLS on the peer, client and HTTP planes`);
+      // Each certificate is issued for the node's service name (the name its peers and the health check dial).
+      assert.match(script, new RegExp(`\\b${s.name}\\b`), `${s.name}: the certs service issues no certificate for it`);
+      const mine = mountsOf(s.def, s.name).find((m) => m.name === tls.name);
+      assert.ok(mine !== undefined && mine.mode === 'ro', `${s.name}: mounts the ${tls.name} volume read-only`);
+      const files = [s.cfg.peerTls.certFile, s.cfg.peerTls.keyFile, s.cfg.peerTls.caFile, s.cfg.clientTls.certFile, s.cfg.clientTls.keyFile, s.cfg.httpTls.certFile, s.cfg.httpTls.keyFile];
+      for (const f of files) assert.ok(inside(mine.target, f), `${s.name}: ${f} is outside the ${tls.name} volume (${mine.target})`);
+      assert.equal(s.cfg.peerTls.certFile, join(mine.target, `${s.name}.pem`), `${s.name}: its own certificate`);
+      const dep = map(map(s.def['depends_on'], `${s.name}.depends_on`)['certs'], `${s.name}.depends_on.certs`);
+      assert.equal(dep['condition'], 'service_completed_successfully', `${s.name}: starts once the certificates exist`);
     }
   });
 
@@ -185,11 +225,11 @@ describe('docker-compose.yml and Dockerfile', () => {
   it('keeps each data dir, snapshot dir and snapshot root in the service\'s own named volume', () => {
     const declared = map(doc['volumes'], 'volumes');
     const used = new Set<string>();
+    const shared = new Set<string>();
+    for (const name of helpers) for (const m of mountsOf(map(services[name], name), name)) shared.add(m.name);
     for (const s of svcs) {
-      const mounts = strList(s.def['volumes'], `${s.name}.volumes`).map((v) => {
-        const [name = '', target = ''] = v.split(':');
-        return { name, target };
-      });
+      const mounts = mountsOf(s.def, s.name);
+      for (const m of mounts) if (m.target !== s.cfg.dataDir) assert.equal(m.mode, 'ro', `${s.name}: ${m.name} is shared, so read-only`);
       const data = mounts.find((m) => m.target === s.cfg.dataDir);
       assert.ok(data !== undefined, `${s.name}: the data dir ${s.cfg.dataDir} is not a volume`);
       assert.ok(Object.hasOwn(declared, data.name), `${s.name}: volume ${data.name} is not declared under volumes:`);
@@ -199,17 +239,27 @@ describe('docker-compose.yml and Dockerfile', () => {
       for (const r of s.cfg.snapshotRoots) assert.ok(inside(s.cfg.dataDir, r), `${s.name}: snapshot root ${r} is outside ${s.cfg.dataDir}`);
       assert.ok(s.cfg.snapshotRoots.some((r) => inside(r, s.cfg.snapshotDir)), `${s.name}: the snapshot dir is under no snapshot root`);
     }
-    assert.deepEqual(Object.keys(declared).sort(), [...used].sort(), 'every declared volume is used');
+    for (const v of used) assert.ok(!shared.has(v), `data volume ${v} is mounted by ${helpers.join(', ')} too`);
+    assert.deepEqual(Object.keys(declared).sort(), [...used, ...shared].sort(), 'every declared volume is used');
   });
 
-  it('health-checks GET /health on the node\'s HTTP port with node (no curl in node:20-slim)', () => {
+  it('health-checks GET /health on the node\'s HTTP port with node (no curl in node:20-slim), over HTTPS trusting the cluster CA', () => {
     for (const s of svcs) {
       const test = strList(map(s.def['healthcheck'], `${s.name}.healthcheck`)['test'], `${s.name}.healthcheck.test`);
       assert.deepEqual(test.slice(0, 3), ['CMD', 'node', '-e'], `${s.name}: healthcheck`);
       const script = test[3] ?? '';
-      assert.ok(script.includes(`fetch('http://127.0.0.1:${portOf(s.cfg.httpAddress)}/health')`), script);
-      assert.match(script, /process\.exit\(r\.ok\?0:1\)/);
-      assert.match(script, /\.catch\(\(\)=>process\.exit\(1\)\)/);
+      if (s.cfg.httpTls === null) {
+        assert.ok(script.includes(`fetch('http://127.0.0.1:${portOf(s.cfg.httpAddress)}/health')`), script);
+        assert.match(script, /process\.exit\(r\.ok\?0:1\)/);
+        assert.match(script, /\.catch\(\(\)=>process\.exit\(1\)\)/);
+      } else {
+        // fetch cannot be given a CA: https.get with the CA the node's certificate chains to.
+        assert.match(script, /require\('https'\)\.get\(/, script);
+        assert.ok(script.includes(`host:'127.0.0.1',port:${portOf(s.cfg.httpAddress)},path:'/health'`), script);
+        assert.ok(script.includes(`ca:require('fs').readFileSync('${s.cfg.peerTls?.caFile ?? '(no --peer-ca)'}')`), script);
+        assert.match(script, /process\.exit\(r\.statusCode===200\?0:1\)/);
+        assert.match(script, /\.on\('error',\(\)=>process\.exit\(1\)\)/);
+      }
       // The script must run as written.
       assert.doesNotThrow(() => new Function(script), script);
     }
@@ -222,6 +272,7 @@ describe('docker-compose.yml and Dockerfile', () => {
     const exposed = expose[1]!.trim().split(/\s+/).map(Number);
     for (const s of svcs) {
       assert.ok(exposed.includes(portOf(s.cfg.grpcAddress)), `EXPOSE ${portOf(s.cfg.grpcAddress)}`);
+      assert.ok(exposed.includes(portOf(s.cfg.peerListen)), `EXPOSE ${portOf(s.cfg.peerListen)}`);
       assert.ok(exposed.includes(portOf(s.cfg.httpAddress)), `EXPOSE ${portOf(s.cfg.httpAddress)}`);
     }
     assert.match(dockerfile, /^ENTRYPOINT \["node", "dist\/src\/cli\/main\.js"\]$/m);
