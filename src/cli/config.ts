@@ -157,7 +157,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('logLevel', 'log-level', 'string', 'level', `log level: ${LOG_LEVELS.join(', ')} (default info)`),
   option('apiKey', 'api-key', 'string', 'key', 'admin API key of the gRPC API and the HTTP gateway (prefer --api-key-file: a flag shows in /proc/*/cmdline)'),
   option('apiKeyFile', 'api-key-file', 'string', 'file', 'read the admin API key from this file (first line)'),
-  option('apiKeys', 'api-keys', 'string', 'json', 'extra gateway keys, a JSON array [{"key":"...","actions":["snapshots.read","snapshots.write","cluster","admin"]}]'),
+  option('apiKeys', 'api-keys', 'string', 'json', 'extra keys (gRPC API and gateway), a JSON array [{"key":"...","actions":[...]}]; actions: kv.read, kv.write, snapshots.read, snapshots.write, cluster, admin'),
   option('insecureNoAuth', 'insecure-no-auth', 'bool', '', 'allow the gateway to run without an API key'),
   option('snapshotRoots', 'snapshot-root', 'string', 'dir[,dir...]', 'directories snapshot_path may point into (default ./data/snapshots and the OS temp dir)'),
   option('snapshotDir', 'snapshot-dir', 'string', 'dir', 'where snapshot tasks write <db-name>.snapshot (default ./data/snapshots)'),

@@ -63,6 +63,7 @@ export function buildProgram(): Command {
     .option('--insecure-no-auth', `ask for no key [env ${envName('insecure-no-auth')}]`)
     .option('--restore-bytes-max <bytes>', `largest restore body (default ${DEFAULT_RESTORE_BYTES_MAX}, 64 GiB)`)
     .option('--cacert <file>', `CA that signs the target's TLS certificate (env ${envName('cacert')}; default plaintext)`)
+    .option('--metrics-open', `serve /metrics without a key [env ${envName('metrics-open')}]`)
     .option('--log-level <level>', `log level: ${LOG_LEVELS.join(', ')}`, 'info')
     .action(
       async (opts: {
@@ -73,6 +74,7 @@ export function buildProgram(): Command {
         insecureNoAuth?: boolean;
         restoreBytesMax?: string;
         cacert?: string;
+        metricsOpen?: boolean;
         logLevel: string;
       }) => {
         if (parseHostPort(opts.target) === null) throw new CliError(`target: "${opts.target}" is not host:port`, EXIT_CONFIG);
@@ -104,6 +106,7 @@ export function buildProgram(): Command {
             auth: { adminKey, keys, insecureNoAuth },
             logLevel: opts.logLevel,
             dial: { credentials: gatewayTargetCredentials(opts.cacert ?? process.env[envName('cacert')] ?? '') },
+            metricsOpen: opts.metricsOpen === true || ['1', 'true', 'yes', 'on'].includes((process.env[envName('metrics-open')] ?? '').toLowerCase()),
             ...(restoreBytesMax !== undefined ? { restoreBytesMax } : {}),
           });
         } catch (err) {
