@@ -107,6 +107,8 @@ function filterOf(f: PbTaskFilter | undefined): TaskFilter {
 
 function taskError(err: unknown): ApiError {
   if (err instanceof TaskQueueError) {
+    // A full queue is RESOURCE_EXHAUSTED (HTTP 429, Meilisearch's too_many_requests): no error code of its own.
+    if (err.code === 'too_many_tasks') return new ApiError(grpc.status.RESOURCE_EXHAUSTED, err.message);
     const code = err.code === 'task_not_found' ? grpc.status.NOT_FOUND : grpc.status.INVALID_ARGUMENT;
     const md = new grpc.Metadata();
     md.set(ERROR_CODE_METADATA_KEY, err.code);
@@ -154,8 +156,11 @@ export function createSnapshotService(
       const req = call.request;
       if (req.task === true) {
         const path = opts.tasks.snapshotPath;
-        const task = await opts.tasks.queue.enqueue('snapshotCreation', { path });
-        return { task: taskToPb(task) };
+        try {
+          return { task: taskToPb(await opts.tasks.queue.enqueue('snapshotCreation', { path })) };
+        } catch (err) {
+          throw taskError(err);
+        }
       }
       if (req.directory === undefined) throw invalidArgument('give a directory or task');
       const target = await resolveSnapshotPath(req.directory, opts.realRoots);

@@ -1,0 +1,176 @@
+/**
+ * TaskQueue on real files (issue 14 item 10): a bounded queue, snapshot tasks
+ * batched into one run, finished tasks trimmed past a retention count, and a
+ * journal that grows by one record per change (fsyncs batched), replayed and
+ * compacted at open.
+ */
+import assert from 'node:assert/strict';
+import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { TaskQueue, TaskQueueError, type Task, type TaskDetails, type TaskRunner } from '../../../src/node/tasks.js';
+
+const silent = { debug() {}, info() {}, warn() {}, error() {} };
+
+/** Gate: a promise the test opens when it wants the runner to go on. */
+function gate(): { wait: Promise<void>; open(): void } {
+  let open!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  return { wait, open };
+}
+
+describe('TaskQueue (journal, bounds, batches)', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let file: string;
+  const queues: TaskQueue[] = [];
+  const openQueue = async (runners: Record<string, TaskRunner>, opts: Parameters<typeof TaskQueue.open>[3] = {}): Promise<TaskQueue> => {
+    const q = await TaskQueue.open(file, runners, silent, opts);
+    queues.push(q);
+    return q;
+  };
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-tasks-'));
+    file = join(dir, 'tasks.json');
+  });
+  afterEach(async () => {
+    for (const q of queues.splice(0)) await q.close().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('2,000 snapshot tasks in a burst: the queue holds at most its cap, one run serves the batch, the journal grows O(1) per task', async () => {
+    const g = gate();
+    const runs: Task[] = [];
+    const q = await openQueue(
+      {
+        snapshotCreation: async (task, progress) => {
+          runs.push(task);
+          await g.wait;
+          progress({ bytesDone: 1 });
+          return { path: task.details.path ?? '', bytesDone: 10, bytesTotal: 10, digest: `d${runs.length}`, index: runs.length };
+        },
+      },
+      { enqueuedMax: 1000 },
+    );
+    const before = { ...q.stats };
+    const results = await Promise.allSettled(Array.from({ length: 2000 }, () => q.enqueue('snapshotCreation', { path: '/x/db.snapshot' })));
+    const accepted = results.filter((r): r is PromiseFulfilledResult<Task> => r.status === 'fulfilled').map((r) => r.value);
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    assert.equal(accepted.length, 1000, 'exactly the cap is accepted');
+    assert.equal(refused.length, 1000);
+    for (const r of refused) assert.ok(r.reason instanceof TaskQueueError && r.reason.code === 'too_many_tasks', String(r.reason));
+    assert.equal(q.depth(), 1000);
+    // One run holds the whole batch (processing ones count against the cap too).
+    assert.equal(runs.length, 1);
+    await assert.rejects(q.enqueue('snapshotCreation', { path: '/x/db.snapshot' }), (e: TaskQueueError) => e.code === 'too_many_tasks');
+    g.open();
+    await q.idle();
+    assert.equal(runs.length, 1, 'one snapshot run for the batch');
+    const done = q.list({ uids: accepted.map((t) => t.uid) }, 1000).results;
+    assert.equal(done.length, 1000);
+    assert.ok(done.every((t) => t.status === 'succeeded'));
+    assert.equal(new Set(done.map((t) => t.batchUid)).size, 1, 'one batchUid shared by the batch');
+    assert.ok(done.every((t) => t.details.digest === 'd1' && t.details.bytesDone === 10 && t.startedAt === done[0]?.startedAt && t.finishedAt === done[0]?.finishedAt));
+    // Disk: three records per task (enqueued, processing, finished), each write serving many tasks, no rewrite of the queue.
+    const records = q.stats.records - before.records;
+    assert.equal(records, 3 * 1000);
+    const bytesPerTask = (q.stats.appendedBytes - before.appendedBytes + q.stats.compactedBytes - before.compactedBytes) / 1000;
+    assert.ok(bytesPerTask < 1500, `${bytesPerTask} bytes written per task`);
+    assert.ok(q.stats.syncs - before.syncs <= 1000, `${q.stats.syncs - before.syncs} fsyncs for 1000 tasks`);
+    assert.equal(q.stats.compactions, before.compactions, 'no compaction below the threshold');
+    // Room again once the batch is done; tasks enqueued while a run goes on join the next run together.
+    const g2 = gate();
+    runs.length = 0;
+    await q.close();
+    const q2 = await openQueue({ snapshotCreation: async (task) => (runs.push(task), await g2.wait, { index: runs.length }) });
+    const first = await q2.enqueue('snapshotCreation', { path: '/x/db.snapshot' });
+    await new Promise((r) => setImmediate(r));
+    const later = await Promise.all(Array.from({ length: 20 }, () => q2.enqueue('snapshotCreation', { path: '/x/db.snapshot' })));
+    g2.open();
+    await q2.idle();
+    assert.equal(runs.length, 2);
+    assert.notEqual(q2.get(first.uid).batchUid, q2.get(later[0]?.uid ?? -1).batchUid);
+    assert.equal(new Set(later.map((t) => q2.get(t.uid).batchUid)).size, 1);
+  });
+
+  it('keeps at most finishedKeptMax finished tasks, in memory and after a restart', async () => {
+    const runner: TaskRunner = async () => ({ bytesDone: 1 });
+    const q = await openQueue({ snapshotCreation: runner }, { finishedKeptMax: 50 });
+    for (let i = 0; i < 120; i++) {
+      await q.enqueue('snapshotCreation', { path: `/p/${i}` }); // different paths: one task per run
+      await q.idle();
+    }
+    const page = q.list({}, 1000);
+    assert.equal(page.total, 50);
+    assert.equal(page.results.at(-1)?.uid, 70, 'the oldest were trimmed');
+    await q.close();
+    const again = await openQueue({ snapshotCreation: runner }, { finishedKeptMax: 50 });
+    assert.equal(again.list({}, 1000).total, 50);
+    const t = await again.enqueue('snapshotCreation', { path: '/p' });
+    assert.equal(t.uid, 120, 'uids keep counting after a restart');
+  });
+
+  it('replays the journal after a restart: processing tasks run again, a torn last record is dropped, the journal is compacted', async () => {
+    const g = gate();
+    const q = await openQueue({ snapshotCreation: async () => g.wait.then(() => ({})) });
+    await q.enqueue('snapshotCreation', { path: '/a' });
+    await q.enqueue('snapshotCreation', { path: '/b' });
+    await q.close(); // the first was processing, the second enqueued
+    await appendFile(file, '{"task":{"uid":7,"stat'); // a crash in the middle of a write
+    const ran: string[] = [];
+    const again = await openQueue({
+      snapshotCreation: async (task): Promise<TaskDetails> => {
+        ran.push(task.details.path ?? '');
+        return {};
+      },
+    });
+    await again.idle();
+    assert.deepEqual(ran, ['/a', '/b']);
+    assert.equal(again.list({}, 10).total, 2);
+    const text = await readFile(file, 'utf8');
+    assert.ok(!text.includes('"stat"'), 'the torn record is gone after the compaction at open');
+    const lines = text.trim().split('\n');
+    assert.equal(JSON.parse(lines[0] ?? '').v, 1);
+  });
+
+  it('refuses a journal with a malformed record before its last line; reads the old tasks.json format', async () => {
+    await writeFile(file, '{"v":1,"nextUid":0,"nextBatchUid":0}\nnot json\n{"task":{"uid":1}}\n');
+    await assert.rejects(TaskQueue.open(file, {}, silent), /line 2 is not valid JSON/);
+    const old: Task = {
+      uid: 4,
+      batchUid: 4,
+      status: 'succeeded',
+      type: 'snapshotCreation',
+      canceledBy: null,
+      details: { path: '/old' },
+      error: null,
+      enqueuedAt: '2026-01-01T00:00:00.000Z',
+      startedAt: '2026-01-01T00:00:00.000Z',
+      finishedAt: '2026-01-01T00:00:01.000Z',
+    };
+    await writeFile(file, JSON.stringify({ nextUid: 5, tasks: [old] }));
+    const q = await openQueue({});
+    assert.deepEqual(q.get(4), old);
+    assert.equal((await q.enqueue('snapshotCreation', { path: '/n' })).uid, 5);
+    assert.match(await readFile(file, 'utf8'), /^\{"v":1,/);
+  });
+
+  it('compacts the journal once it outgrows its threshold; cancelations are journaled', async () => {
+    const g = gate();
+    const q = await openQueue({ snapshotCreation: async () => g.wait.then(() => ({})) }, { journalCompactBytes: 4096 });
+    const compactionsAtOpen = q.stats.compactions;
+    for (let i = 0; i < 40; i++) await q.enqueue('snapshotCreation', { path: '/c' });
+    assert.ok(q.stats.compactions > compactionsAtOpen, 'compacted while growing');
+    assert.ok((await stat(file)).size < 3 * 4096 + 40 * 400);
+    const c = await q.cancel({ statuses: ['enqueued'] }, 'statuses=enqueued');
+    assert.equal(c.details.canceledTasks, 39);
+    g.open();
+    await q.idle();
+    await q.close();
+    const again = await openQueue({});
+    assert.equal(again.list({ statuses: ['canceled'] }, 100).total, 39);
+    assert.equal(again.get(c.uid).type, 'taskCancelation');
+  });
+});
