@@ -734,9 +734,12 @@ export class Node {
     if (f === null || this.snapshots === undefined) return;
     // Entries handed over before the snapshot are applied first (no Ready runs meanwhile).
     await this.applyDrained();
-    if (!this.raft.restoreSnapshot(f.meta)) return;
+    // The install is reported done (ending the leader's compaction guard) only once the state
+    // machine holds it: beginInstall now, snapshotInstalled after.
+    if (!this.raft.beginInstall(f.meta)) return;
     const t0 = Date.now();
     await this.snapshots.install(f.stored);
+    this.raft.snapshotInstalled(f.meta);
     this.snapshotStats.installed++;
     this.metrics?.snapshotInstallSeconds.observe((Date.now() - t0) / 1000);
     this.log.info({ index: f.meta.index, ms: Date.now() - t0 }, 'snapshot installed');

@@ -17,6 +17,17 @@ export class Progress {
   pendingSnapshot = 0;
   /** snapshotTicksIdle: ticks since the follower last confirmed it is still installing. */
   snapshotTicksIdle = 0;
+  /**
+   * installGuard: the snapshot index this follower is known (it said so) or
+   * believed (we offered it) to be fetching or installing, 0 when none. The
+   * leader compacts nothing after it (the follower needs the next entry once
+   * its install is done), in any progress state, until the follower reports
+   * the install done or failed, says it installs nothing, matches past it, or
+   * stays silent for snapshotGuardTicksMax ticks.
+   */
+  installGuard = 0;
+  /** ticksSinceHeard: ticks since this follower last answered anything. */
+  ticksSinceHeard = 0;
   /** recentActive: heard from within the current election timeout (CheckQuorum). */
   recentActive = false;
   /** readSeqAcked: highest ReadIndex round this member acknowledged. */
@@ -53,6 +64,8 @@ export class Progress {
   becomeSnapshot(index: number): void {
     this.state = 'snapshot';
     this.pendingSnapshot = index;
+    // An install the follower already reported keeps its (lower) guard: a new offer does not restart it.
+    this.installGuard = this.installGuard > 0 ? Math.min(this.installGuard, index) : index;
     this.snapshotTicksIdle = 0;
     this.probeSent = false;
     this.inflight.length = 0;
@@ -67,6 +80,7 @@ export class Progress {
       this.probeSent = false;
     }
     if (this.next < index + 1) this.next = index + 1;
+    if (this.installGuard > 0 && this.match >= this.installGuard) this.installGuard = 0; // it holds what follows the snapshot
     return updated;
   }
 

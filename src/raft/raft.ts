@@ -58,10 +58,20 @@ export interface RaftConfig {
   readonly maxApplyBytes: number;
   /** maxPendingReads: ReadIndex requests waiting at the leader before new ones are refused. */
   readonly maxPendingReads: number;
+  /**
+   * snapshotGuardTicksMax: a follower that is installing a snapshot keeps the
+   * leader from compacting the entries after it until it reports the install
+   * done; one that answers nothing for this many ticks (dead, cut off) loses
+   * that guard, so a lost follower cannot pin the log forever. Default 400
+   * election timeouts (a minute at serve's defaults).
+   */
+  readonly snapshotGuardTicksMax: number;
 }
 
 export function defaultRaftConfig(id: NodeId, rng: Rng, overrides: Partial<RaftConfig> = {}): RaftConfig {
+  const electionTimeoutTicks = overrides.electionTimeoutTicks ?? 10;
   return {
+    snapshotGuardTicksMax: SNAPSHOT_GUARD_ELECTION_TIMEOUTS * electionTimeoutTicks,
     id,
     rng,
     electionTimeoutTicks: 10,
@@ -90,12 +100,17 @@ export interface RaftBootState {
   readonly applied: number;
 }
 
+/** SNAPSHOT_GUARD_ELECTION_TIMEOUTS: the default snapshotGuardTicksMax, in election timeouts. */
+export const SNAPSHOT_GUARD_ELECTION_TIMEOUTS = 400;
+
 export interface ProgressStatus {
   readonly match: number;
   readonly next: number;
   readonly state: ProgressState;
   readonly inflight: number;
   readonly pendingSnapshot: number;
+  /** installGuard: the snapshot the follower is fetching or installing, whose next entries the leader keeps (0: none). */
+  readonly installGuard: number;
 }
 
 export interface RaftStatus {
@@ -166,8 +181,15 @@ export class RaftNode {
   private leadTransferee: NodeId = NO_NODE;
 
   private snapshot: SnapshotMeta;
-  /** installing: the snapshot this follower is fetching. */
+  /**
+   * installing: the snapshot this follower is fetching or installing, from
+   * Ready.snapshot until the driver reports the install done
+   * (snapshotInstalled, restoreSnapshot) or the fetch failed (snapshotFailed).
+   * Only one at a time: a newer offer (a new leader's) does not restart it.
+   */
   private installing: SnapshotMeta | null = null;
+  /** restoring: beginInstall was called; the state machine is being replaced, so no entry is handed out to apply. */
+  private restoring: SnapshotMeta | null = null;
   private snapshotToFetch: SnapshotMeta | null = null;
   private logResetPending: LogPosition | null = null;
 
@@ -370,7 +392,7 @@ export class RaftNode {
       this.snapshotToFetch !== null ||
       this.logResetPending !== null ||
       this.log.stableIndex < this.log.lastIndex() ||
-      this.log.committed > this.log.applied ||
+      (this.restoring === null && this.log.committed > this.log.applied) ||
       !sameHardState(this.hardStateToPersist(), this.prevHardState) ||
       !sameSoftState(this.softState(), this.prevSoftState)
     );
@@ -397,7 +419,7 @@ export class RaftNode {
       hardState: sameHardState(hs, this.prevHardState) ? null : hs,
       entries: this.log.unstable(),
       snapshot: this.snapshotToFetch,
-      committedEntries: this.log.nextToApply(this.cfg.maxApplyBytes),
+      committedEntries: this.restoring === null ? this.log.nextToApply(this.cfg.maxApplyBytes) : [],
       messages: this.msgs,
       readStates: this.readStates,
       readFailures: this.readFailures,
@@ -432,15 +454,30 @@ export class RaftNode {
 
   /**
    * restoreSnapshot: the driver fetched and verified the snapshot named by
-   * Ready.snapshot. Returns true when the driver must now replace its state
-   * machine with it (applied = meta.index); false when it is no longer needed.
-   * Either way the leader is told the outcome.
+   * Ready.snapshot and installs it in one step (beginInstall, then
+   * snapshotInstalled). Returns true when the driver must now replace its
+   * state machine with it (applied = meta.index); false when it is no longer
+   * needed. Either way the leader is told the outcome.
    */
   restoreSnapshot(meta: SnapshotMeta): boolean {
-    const to = this.lead;
-    if (this.installing !== null && this.installing.index <= meta.index) this.installing = null;
+    if (!this.beginInstall(meta)) return false;
+    this.snapshotInstalled(meta);
+    return true;
+  }
+
+  /**
+   * beginInstall: the driver fetched and verified the snapshot named by
+   * Ready.snapshot. Returns true when the driver must now replace its state
+   * machine with it (applied = meta.index) and then call snapshotInstalled;
+   * until then the core still reports the install in progress (heartbeat and
+   * append answers carry its index, so the leader keeps the entries after it)
+   * and hands out no committed entry to apply. Returns false when the
+   * snapshot is no longer needed (the leader is told at once).
+   */
+  beginInstall(meta: SnapshotMeta): boolean {
     if (meta.index <= this.log.committed) {
-      if (to !== NO_NODE) this.send(to, { type: 'snapshotResp', index: this.log.committed, reject: false });
+      if (this.installing !== null && this.installing.index <= meta.index) this.installing = null;
+      if (this.lead !== NO_NODE) this.send(this.lead, { type: 'snapshotResp', index: this.log.committed, reject: false });
       return false;
     }
     if (this.log.matchTerm(meta.index, meta.term)) {
@@ -455,8 +492,23 @@ export class RaftNode {
     }
     this.log.appliedTo(meta.index);
     if (meta.index > this.snapshot.index) this.snapshot = meta;
-    if (to !== NO_NODE) this.send(to, { type: 'snapshotResp', index: meta.index, reject: false });
+    if (this.installing === null || this.installing.index < meta.index) this.installing = meta;
+    this.restoring = meta;
     return true;
+  }
+
+  /**
+   * snapshotInstalled: the state machine now holds the snapshot beginInstall
+   * accepted. The install is over: the leader (the current one, whoever it
+   * is now) is told, and committed entries after it are handed out again.
+   */
+  snapshotInstalled(meta: SnapshotMeta): void {
+    if (this.restoring === null || this.restoring.index !== meta.index) {
+      throw new Error(`RaftNode: snapshotInstalled(${meta.index}) without beginInstall of it`);
+    }
+    this.restoring = null;
+    if (this.installing !== null && this.installing.index <= meta.index) this.installing = null;
+    if (this.lead !== NO_NODE) this.send(this.lead, { type: 'snapshotResp', index: meta.index, reject: false });
   }
 
   /** snapshotFailed: fetching the snapshot named by Ready.snapshot failed; the leader will retry. */
@@ -492,8 +544,10 @@ export class RaftNode {
   compactionFloor(): number {
     let floor = this.log.applied;
     if (this.role === 'leader') {
-      for (const pr of this.prs.values()) {
+      for (const [id, pr] of this.prs) {
+        if (id === this.id) continue;
         if (pr.state === 'snapshot') floor = Math.min(floor, pr.pendingSnapshot);
+        if (pr.installGuard > 0) floor = Math.min(floor, pr.installGuard);
       }
     }
     return floor;
@@ -521,6 +575,7 @@ export class RaftNode {
           state: pr.state,
           inflight: pr.inflightCount(),
           pendingSnapshot: pr.pendingSnapshot,
+          installGuard: pr.installGuard,
         };
       }
     }
@@ -638,6 +693,12 @@ export class RaftNode {
       this.leadTransferee = NO_NODE; // a transfer that did not finish within an election timeout is abandoned
     }
     for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      pr.ticksSinceHeard++;
+      if (pr.installGuard > 0 && pr.ticksSinceHeard > this.cfg.snapshotGuardTicksMax) {
+        // Silent for too long (dead, cut off): it must not pin the log forever.
+        pr.installGuard = 0;
+      }
       if (pr.state !== 'snapshot') continue;
       pr.snapshotTicksIdle++;
       if (pr.snapshotTicksIdle > 2 * this.cfg.electionTimeoutTicks) {
@@ -810,8 +871,10 @@ export class RaftNode {
 
   /** handleAppend: Raft §5.3 consistency check, conflict truncation and commit. */
   private handleAppend(m: AppendRequest): void {
+    // A leader that did not offer our install (a new one) learns of it here, before it decides to offer its own.
+    const installing = this.installing === null ? {} : { installingIndex: this.installing.index };
     if (m.prevLogIndex < this.log.committed) {
-      this.send(m.from, { type: 'appendResp', reject: false, index: this.log.committed, hintIndex: 0, hintTerm: 0 });
+      this.send(m.from, { type: 'appendResp', reject: false, index: this.log.committed, hintIndex: 0, hintTerm: 0, ...installing });
       return;
     }
     if (this.log.matchTerm(m.prevLogIndex, m.prevLogTerm)) {
@@ -822,13 +885,13 @@ export class RaftNode {
         if (from !== undefined) this.appendEntries(m.entries.slice(conflict - m.prevLogIndex - 1));
       }
       this.log.commitTo(Math.min(m.commit, lastNew));
-      this.send(m.from, { type: 'appendResp', reject: false, index: lastNew, hintIndex: 0, hintTerm: 0 });
+      this.send(m.from, { type: 'appendResp', reject: false, index: lastNew, hintIndex: 0, hintTerm: 0, ...installing });
       return;
     }
     // Fast backtracking: point the leader at the last entry whose term may match.
     const hintIndex = this.log.findConflictByTerm(Math.min(m.prevLogIndex, this.log.lastIndex()), m.prevLogTerm);
     const hintTerm = this.log.term(hintIndex) ?? 0;
-    this.send(m.from, { type: 'appendResp', reject: true, index: m.prevLogIndex, hintIndex, hintTerm });
+    this.send(m.from, { type: 'appendResp', reject: true, index: m.prevLogIndex, hintIndex, hintTerm, ...installing });
   }
 
   private handleHeartbeat(m: Heartbeat): void {
@@ -838,6 +901,10 @@ export class RaftNode {
 
   private handleSnapshot(m: SnapshotRequest): void {
     const meta = m.snapshot;
+    // One install at a time, never restarted for another offer (a new leader's newer snapshot):
+    // our heartbeat and append answers tell the leader which one we install, and it keeps the
+    // entries after it. Once it is done, the leader offers a newer one if it still must.
+    if (this.installing !== null) return;
     if (meta.index <= this.log.committed) {
       this.send(m.from, { type: 'snapshotResp', index: this.log.committed, reject: false });
       return;
@@ -848,7 +915,6 @@ export class RaftNode {
       this.send(m.from, { type: 'snapshotResp', index: meta.index, reject: false });
       return;
     }
-    if (this.installing !== null && this.installing.index >= meta.index) return; // already fetching
     this.installing = meta;
     this.snapshotToFetch = meta;
   }
@@ -857,6 +923,7 @@ export class RaftNode {
 
   private stepLeader(m: Exclude<Message, VoteRequest>): void {
     const pr = this.prs.get(m.from);
+    if (pr !== undefined) pr.ticksSinceHeard = 0;
     switch (m.type) {
       case 'appendResp':
         if (pr !== undefined) this.handleAppendResponse(m, pr);
@@ -877,6 +944,7 @@ export class RaftNode {
 
   private handleAppendResponse(m: AppendResponse, pr: Progress): void {
     pr.recentActive = true;
+    if (this.noteInstalling(pr, m.installingIndex ?? 0) && m.reject) return; // it installs: wait for its report
     if (m.reject) {
       let hint = m.hintIndex;
       if (m.hintTerm > 0) hint = this.log.findConflictByTerm(m.hintIndex, m.hintTerm);
@@ -911,7 +979,7 @@ export class RaftNode {
     pr.recentActive = true;
     pr.probeSent = false;
     if (pr.state === 'replicate') pr.freeFirst();
-    if (pr.state === 'snapshot' && m.installingIndex === pr.pendingSnapshot) pr.snapshotTicksIdle = 0;
+    this.noteInstalling(pr, m.installingIndex);
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
     if (m.readSeq > pr.readSeqAcked) {
       pr.readSeqAcked = m.readSeq;
@@ -921,6 +989,8 @@ export class RaftNode {
 
   private handleSnapshotResponse(m: SnapshotResponse, pr: Progress): void {
     pr.recentActive = true;
+    // The install is over (done, failed, or not needed): its guard ends.
+    if (m.reject ? pr.installGuard === m.index : m.index >= pr.installGuard) pr.installGuard = 0;
     if (m.reject) {
       if (pr.state === 'snapshot' && pr.pendingSnapshot === m.index) {
         pr.becomeProbe();
@@ -934,6 +1004,30 @@ export class RaftNode {
       if (this.maybeCommit()) this.bcastAppend();
     }
     this.sendAppend(m.from, true);
+  }
+
+  /**
+   * noteInstalling takes what a follower's answer says of its snapshot
+   * install: `installing` is the snapshot index it is fetching or installing,
+   * 0 for none. A follower that installs one we did not offer (a previous
+   * leader's) gets its guard, and one we were probing waits in snapshot
+   * state for its report instead of being offered another snapshot. Returns
+   * true when the follower is installing a snapshot beyond its match.
+   */
+  private noteInstalling(pr: Progress, installing: number): boolean {
+    if (installing === 0) {
+      pr.installGuard = 0; // it installs nothing (an offer still unanswered keeps pendingSnapshot as floor)
+      return false;
+    }
+    if (installing <= pr.match) return false; // stale: it holds that point already
+    pr.installGuard = installing;
+    if (pr.state === 'snapshot') {
+      pr.pendingSnapshot = installing;
+      pr.snapshotTicksIdle = 0;
+    } else if (pr.state === 'probe') {
+      pr.becomeSnapshot(installing);
+    }
+    return true;
   }
 
   /** isCommittable: Raft §5.4.2 — only entries of the current term are committed by counting replicas. */

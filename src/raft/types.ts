@@ -106,6 +106,12 @@ export interface AppendResponse extends MessageBase {
   readonly index: number;
   readonly hintIndex: number;
   readonly hintTerm: number;
+  /**
+   * installingIndex: the snapshot the follower is fetching or installing (absent
+   * or 0 when none). A leader that did not offer it (a new one) learns of the
+   * install from its first append's answer and keeps the entries after it.
+   */
+  readonly installingIndex?: number;
 }
 
 /** Heartbeat: an empty AppendEntries that carries the commit index and a ReadIndex round (seq). */
@@ -118,7 +124,7 @@ export interface Heartbeat extends MessageBase {
 export interface HeartbeatResponse extends MessageBase {
   readonly type: 'heartbeatResp';
   readonly readSeq: number;
-  /** index of the snapshot the follower is fetching, 0 when none. */
+  /** index of the snapshot the follower is fetching or installing (until the install is done), 0 when none. */
   readonly installingIndex: number;
 }
 
@@ -128,7 +134,11 @@ export interface SnapshotRequest extends MessageBase {
   readonly snapshot: SnapshotMeta;
 }
 
-/** SnapshotResponse reports the outcome of an install back to the leader. */
+/**
+ * SnapshotResponse reports the outcome of an install back to the leader: sent
+ * once the state machine holds the snapshot (not when the fetch ends), or when
+ * the fetch failed (reject).
+ */
 export interface SnapshotResponse extends MessageBase {
   readonly type: 'snapshotResp';
   readonly index: number;
@@ -191,7 +201,8 @@ export interface SoftState {
  * 1. apply `logReset` (if set), then persist `hardState` (if set) and `entries`
  *    (truncating any persisted entry with index >= entries[0].index first), with one sync;
  * 2. send `messages`;
- * 3. fetch and install `snapshot` if set (then call restoreSnapshot or snapshotFailed);
+ * 3. fetch and install `snapshot` if set (then call restoreSnapshot, or beginInstall and
+ *    snapshotInstalled around a long install, or snapshotFailed);
  * 4. apply `committedEntries` in order;
  * 5. deliver `readStates` / `readFailures` once applied >= their index;
  * 6. call advance(ready).

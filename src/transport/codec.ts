@@ -346,7 +346,7 @@ export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb
     hintIndex: toU64(m.hintIndex, 'hintIndex'),
     hintTerm: toU64(m.hintTerm, 'hintTerm'),
     readSeq: 0n,
-    installingIndex: 0n,
+    installingIndex: toU64(m.installingIndex ?? 0, 'installingIndex'),
   };
 }
 
@@ -360,6 +360,7 @@ export function appendResponseFromProto(p: pb.AppendEntriesResponse): AppendResp
       installingIndex: fromU64(p.installingIndex, 'installingIndex'),
     };
   }
+  const installingIndex = fromU64(p.installingIndex, 'installingIndex');
   return {
     type: 'appendResp',
     ...header,
@@ -367,6 +368,7 @@ export function appendResponseFromProto(p: pb.AppendEntriesResponse): AppendResp
     index: fromU64(p.index, 'index'),
     hintIndex: fromU64(p.hintIndex, 'hintIndex'),
     hintTerm: fromU64(p.hintTerm, 'hintTerm'),
+    ...(installingIndex > 0 ? { installingIndex } : {}),
   };
 }
 

@@ -1,0 +1,179 @@
+/**
+ * The leader's compaction guard for a follower that installs a snapshot
+ * (issue 14 item 5): it lasts until the follower reports the install done
+ * (not when the fetch ends), and a new leader learns of an install in
+ * progress from the follower's answers instead of offering another snapshot
+ * (Typesense #2859, etcd #5317: a follower that always arrives too late).
+ */
+import assert from 'node:assert/strict';
+
+import type { NodeId, SnapshotMeta } from '../../../src/raft/index.js';
+import { TestCluster, bytes } from './harness.js';
+
+/**
+ * beginInstall: `id` fetched `meta` from `holder` and starts writing it into
+ * its state machine (the long part); the harness's persisted state follows.
+ */
+function beginInstall(c: TestCluster, id: NodeId, meta: SnapshotMeta, holder: NodeId): boolean {
+  const ok = c.node(id).beginInstall(meta);
+  const p = c.persisted.get(id);
+  const src = c.persisted.get(holder);
+  if (ok && p !== undefined && src !== undefined) {
+    p.applied = src.applied.filter((e) => e.index <= meta.index);
+    p.appliedIndex = meta.index;
+    p.snapshot = meta;
+  }
+  c.stabilize();
+  return ok;
+}
+
+/** finishInstall: the state machine now holds the snapshot. */
+function finishInstall(c: TestCluster, id: NodeId, meta: SnapshotMeta): void {
+  c.node(id).snapshotInstalled(meta);
+  c.stabilize();
+}
+
+/** snapshotOnly: `id` snapshots its applied state without compacting (the driver compacts separately). */
+function snapshotOnly(c: TestCluster, id: NodeId): SnapshotMeta {
+  const n = c.node(id);
+  const p = c.persisted.get(id);
+  if (p === undefined) throw new Error(`no ${id}`);
+  const index = p.appliedIndex;
+  const meta: SnapshotMeta = { index, term: n.logTerm(index) ?? 0, membership: n.membershipAt(index), sizeBytes: 0, digest: `state@${index}` };
+  n.setSnapshot(meta);
+  p.snapshot = meta;
+  return meta;
+}
+
+/** compactAsLeader: what the node driver does after a snapshot: never past the compaction floor. */
+function compactAsLeader(c: TestCluster, id: NodeId): number {
+  const n = c.node(id);
+  const p = c.persisted.get(id);
+  const meta = snapshotOnly(c, id);
+  const to = Math.min(meta.index, n.compactionFloor());
+  if (to >= n.status().firstIndex && p !== undefined) {
+    const base = n.compact(to);
+    p.logBase = base;
+    p.entries = p.entries.filter((e) => e.index > base.index);
+  }
+  return n.status().firstIndex;
+}
+
+/** a cluster where c was cut off while a wrote `n` entries, snapshotted and compacted them all. */
+function laggingFollower(n: number, overrides: ConstructorParameters<typeof TestCluster>[1] = {}): { c: TestCluster; meta: SnapshotMeta } {
+  const c = new TestCluster(['a', 'b', 'c'], overrides);
+  c.elect('a');
+  c.isolate('c');
+  for (let i = 0; i < n; i++) c.node('a').propose(bytes(`v${i}`));
+  c.stabilize();
+  c.tickAll(1);
+  const meta = c.takeSnapshot('a');
+  c.heal();
+  c.tickAll(2);
+  assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'c is offered the snapshot');
+  return { c, meta };
+}
+
+describe('snapshot install guard (issue 14 item 5)', () => {
+  it('lasts through a long install (heartbeats answered), not only the fetch, and ends when the install is reported done', () => {
+    const { c, meta } = laggingFollower(20);
+    const a = c.node('a');
+    assert.ok(beginInstall(c, 'c', meta, 'a'), 'the fetch is over; the install begins');
+    assert.equal(c.node('c').status().installingSnapshot, meta.index, 'c still says it installs');
+    // Many election timeouts of installing while writes go on: the guard holds throughout.
+    for (let round = 0; round < 10; round++) {
+      for (let i = 0; i < 5; i++) a.propose(bytes(`w${round}/${i}`));
+      c.tickAll(10);
+      assert.equal(a.status().progress.c?.installGuard, meta.index, `round ${round}: guard kept`);
+      assert.equal(a.compactionFloor(), meta.index, `round ${round}: nothing after the snapshot may be compacted`);
+    }
+    assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'no second snapshot was started');
+    // c hands out nothing to apply while its state machine is being replaced.
+    assert.equal(c.persisted.get('c')?.appliedIndex, meta.index);
+    finishInstall(c, 'c', meta);
+    c.tickAll(3);
+    assert.equal(a.status().progress.c?.installGuard, 0, 'guard over');
+    assert.equal(a.status().progress.c?.state, 'replicate');
+    assert.equal(a.compactionFloor(), a.status().applied);
+    assert.deepEqual(c.appliedData('c'), c.appliedData('a'), 'c caught up from the entries after the snapshot');
+  });
+
+  it('a new leader learns of the install from the follower and keeps the entries after it; the install is not restarted', () => {
+    const { c, meta } = laggingFollower(20);
+    // b leads now; c is still fetching a's snapshot (a stays up as its source).
+    c.node('a').transferLeadership('b');
+    c.stabilize();
+    c.tickAll(3);
+    assert.equal(c.leaderId(), 'b');
+    const b = c.node('b');
+    assert.equal(b.status().progress.c?.installGuard, meta.index, 'b learned the install from c');
+    assert.equal(b.status().progress.c?.state, 'snapshot', 'b waits for c instead of probing it');
+    // b writes, snapshots and compacts as far as it may.
+    for (let i = 0; i < 30; i++) b.propose(bytes(`after/${i}`));
+    c.stabilize();
+    c.tickAll(30);
+    compactAsLeader(c, 'b');
+    assert.ok(b.status().firstIndex <= meta.index + 1, `b kept entry ${meta.index + 1} (first index ${b.status().firstIndex})`);
+    assert.ok(b.status().snapshotIndex > meta.index, 'b has a newer snapshot it could have offered');
+    assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'c was not offered (or did not start) another snapshot');
+    // c finishes installing a's snapshot and reports to b, which replicates the rest.
+    assert.ok(beginInstall(c, 'c', meta, 'a'));
+    c.tickAll(5);
+    assert.equal(b.status().progress.c?.installGuard, meta.index, 'the guard also covers the install phase');
+    finishInstall(c, 'c', meta);
+    c.tickAll(3);
+    assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'one snapshot in all');
+    assert.equal(b.status().progress.c?.state, 'replicate');
+    assert.deepEqual(c.appliedData('c'), c.appliedData('b'));
+  });
+
+  it('a newer offer while installing does not restart the install', () => {
+    const { c, meta } = laggingFollower(10);
+    const a = c.node('a');
+    // c goes silent mid-fetch while a writes and snapshots again; a re-offers after its idle timeout.
+    c.isolate('c');
+    for (let i = 0; i < 10; i++) a.propose(bytes(`x${i}`));
+    c.stabilize();
+    c.tickAll(1);
+    const newer = snapshotOnly(c, 'a');
+    c.tickAll(25);
+    c.heal();
+    c.tickAll(5);
+    // A leader that holds a newer snapshot offers it (a restarted one, or one that compacted before it knew).
+    c.node('c').step({ type: 'snapshot', from: 'a', to: 'c', term: a.status().term, snapshot: newer });
+    c.stabilize();
+    assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'c keeps its install');
+    assert.equal(c.node('c').status().installingSnapshot, meta.index);
+    assert.equal(a.status().progress.c?.installGuard, meta.index, 'a keeps the entries after the install c reports');
+    assert.ok(a.compactionFloor() <= meta.index);
+    assert.ok(beginInstall(c, 'c', meta, 'a'));
+    finishInstall(c, 'c', meta);
+    c.tickAll(3);
+    assert.deepEqual(c.appliedData('c'), c.appliedData('a'));
+  });
+
+  it('a follower silent for snapshotGuardTicksMax loses its guard (a dead follower cannot pin the log)', () => {
+    const { c, meta } = laggingFollower(10, { snapshotGuardTicksMax: 40 });
+    const a = c.node('a');
+    c.isolate('c');
+    for (let i = 0; i < 10; i++) a.propose(bytes(`w${i}`));
+    c.tickAll(25);
+    assert.ok(a.status().applied > meta.index);
+    // Past the re-offer timeout the progress left snapshot state; the guard alone keeps the entries.
+    assert.notEqual(a.status().progress.c?.state, 'snapshot');
+    assert.equal(a.status().progress.c?.installGuard, meta.index, 'kept while silent for a while');
+    assert.equal(a.compactionFloor(), meta.index);
+    c.tickAll(25);
+    assert.equal(a.status().progress.c?.installGuard, 0, 'dropped after snapshotGuardTicksMax silent ticks');
+  });
+
+  it('a failed fetch ends the guard', () => {
+    const { c, meta } = laggingFollower(10);
+    const a = c.node('a');
+    assert.equal(a.status().progress.c?.installGuard, meta.index);
+    c.node('c').snapshotFailed(meta);
+    c.stabilize();
+    assert.equal(c.node('c').status().installingSnapshot, 0);
+    assert.equal(a.status().progress.c?.installGuard, 0);
+  });
+});
