@@ -123,7 +123,7 @@ async function main(): Promise<void> {
     await benchApply(storage, 5_000, 1);
     await benchApply(storage, 100_000, 1000);
     const start = performance.now();
-    await storage.compact({ index: storage.lastIndex(), term: 1 });
+    await storage.compact({ index: storage.lastIndex(), term: 1, membership: { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7101' } } });
     console.log(`compact of the whole log: ${(performance.now() - start).toFixed(0)} ms`);
     if (stateMb > 0) await benchState(storage, stateMb);
     await storage.close();

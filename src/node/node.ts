@@ -19,7 +19,7 @@ import {
   type SnapshotMeta,
 } from '../raft/index.js';
 import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
-import type { ApplyResult, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
+import type { ApplyResult, LogBase, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
 import type { FetchSnapshotParams, SnapshotChunk } from '../transport/transport.js';
 import { NodeError } from './errors.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
@@ -218,6 +218,12 @@ export class Node {
   readonly snapshotStats = { created: 0, installed: 0, fetchFailures: 0, chunkHashFailures: 0, bytesReceived: 0, restoresFailed: 0 };
   /** restoreFailure: the last restore entry this node skipped because its archive failed to apply. */
   private restoreFailure: { readonly index: number; readonly error: string } | null = null;
+  /**
+   * membershipBaseIndex: the index of the snapshot the core took its base
+   * membership from (at start, or the last one installed over a reset log);
+   * raft.membershipAt is exact only at or after it.
+   */
+  private membershipBaseIndex = 0;
 
   private constructor(opts: NodeOptions, raft: RaftNode, rng: Rng, saved: { term: number; vote: NodeId }) {
     this.id = opts.id;
@@ -240,10 +246,13 @@ export class Node {
   static async start(opts: NodeOptions): Promise<Node> {
     const timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     const state = await opts.storage.load();
+    // The membership the log starts from is the one persisted with its base; --peers only bootstraps a new data dir.
+    const startMembership = state.logBase.membership ?? (await opts.storage.bootstrap(opts.initialMembership)) ?? opts.initialMembership;
     const snapshot: SnapshotMeta =
       opts.snapshots !== undefined
-        ? await opts.snapshots.boot(opts.initialMembership)
-        : { index: 0, term: 0, membership: opts.initialMembership, sizeBytes: 0, digest: '' };
+        ? await opts.snapshots.boot(startMembership)
+        : { index: 0, term: 0, membership: startMembership, sizeBytes: 0, digest: '' };
+    await checkBootBase(state.logBase, snapshot, opts.snapshots);
     const rng = opts.rng ?? cryptoRng;
     const cfg = defaultRaftConfig(
       opts.id,
@@ -263,6 +272,8 @@ export class Node {
       applied,
     });
     const node = new Node(opts, raft, rng, { term: state.hardState.term, vote: state.hardState.vote });
+    node.membershipBaseIndex = snapshot.index;
+    node.warnPeersMismatch(opts.initialMembership);
     await opts.diskGuard?.start();
     node.syncPeers();
     node.ticker = setInterval(() => node.onTick(), timings.tickMs);
@@ -273,6 +284,23 @@ export class Node {
       'node started',
     );
     return node;
+  }
+
+  /**
+   * warnPeersMismatch reports (one warning naming both) when the starting
+   * membership given (--peers) differs from the one this data dir persisted
+   * and the log built on it: --peers only bootstraps an empty data dir, it is
+   * never applied over a persisted membership.
+   */
+  private warnPeersMismatch(given: Membership): void {
+    const persisted = this.raft.status().membership;
+    if (membershipKey(given) === membershipKey(persisted)) return;
+    this.log.warn(
+      { peers: describeMembership(given), persisted: describeMembership(persisted) },
+      `--peers (${describeMembership(given)}) differs from the membership persisted in the data dir (${describeMembership(persisted)}); ` +
+        'keeping the persisted one: --peers only bootstraps an empty data dir. Change members with `snapcoord cluster add/remove`; ' +
+        'reach a peer that moved with --peer-dial',
+    );
   }
 
   // ------------------------------------------------------------ public operations
@@ -550,7 +578,7 @@ export class Node {
     const early = termSaved && this.raft.status().role === 'leader' ? rd.messages.filter((m) => m.type === 'append') : [];
     for (const m of early) this.route(m);
     // 1. persist: one synced write for the hard state and every new entry (group commit).
-    if (rd.logReset !== null) await this.storage.compact(rd.logReset);
+    if (rd.logReset !== null) await this.storage.compact({ ...rd.logReset, membership: this.raft.membershipAt(rd.logReset.index) });
     if (rd.hardState !== null || rd.entries.length > 0) {
       const endTimer = this.metrics?.persistSeconds.startTimer();
       await this.storage.save({
@@ -656,9 +684,11 @@ export class Node {
     // follower that is installing a snapshot needs next.
     const st = this.raft.status();
     const compactTo = Math.min(meta.index - sm.policy.trailingEntries, this.raft.compactionFloor(), st.snapshotIndex);
-    if (compactTo >= st.firstIndex) {
+    // The core knows the membership only from the snapshot it started from (or last installed)
+    // on: compacting below that waits for a later snapshot (the base records its membership).
+    if (compactTo >= st.firstIndex && compactTo >= this.membershipBaseIndex) {
       const base = this.raft.compact(compactTo);
-      await this.storage.compact(base);
+      await this.storage.compact({ ...base, membership: this.raft.membershipAt(base.index) });
     }
     this.log.info({ index: meta.index, term: meta.term, bytes: meta.sizeBytes, compactedTo: compactTo }, 'snapshot taken');
     return meta;
@@ -737,6 +767,7 @@ export class Node {
     // The install is reported done (ending the leader's compaction guard) only once the state
     // machine holds it: beginInstall now, snapshotInstalled after.
     if (!this.raft.beginInstall(f.meta)) return;
+    this.membershipBaseIndex = Math.max(this.membershipBaseIndex, f.meta.index);
     const t0 = Date.now();
     await this.snapshots.install(f.stored);
     this.raft.snapshotInstalled(f.meta);
@@ -1096,6 +1127,49 @@ function isContentError(err: unknown): boolean {
   if (err instanceof StateFormatError) return true;
   if (err instanceof ArchiveError) return err.code !== 'io';
   return err instanceof StorageError && err.code === 'invalidArgument';
+}
+
+/**
+ * BootRefusedError: the data dir cannot be started without falling back to a
+ * state older than its log (serve exits 2 with its message, which says what
+ * is wrong and how to repair it).
+ */
+export class BootRefusedError extends Error {
+  override readonly name = 'BootRefusedError';
+}
+
+/**
+ * checkBootBase refuses to start from a snapshot older than the log base: the
+ * entries between them (and the membership changes among them) are gone, so
+ * the node would run on an older state and membership than it acknowledged.
+ * Errors: BootRefusedError.
+ */
+async function checkBootBase(base: LogBase, snapshot: SnapshotMeta, snapshots: SnapshotManager | undefined): Promise<void> {
+  if (snapshot.index >= base.index) return;
+  const stored = snapshots === undefined ? [] : await snapshots.store.list().catch(() => []);
+  const unverified = stored.filter((s) => s.meta.index > snapshot.index).length;
+  const found =
+    snapshot.index === 0
+      ? `no stored snapshot verifies${unverified > 0 ? ` (${unverified} failed verification)` : ' (none is stored)'}`
+      : `the newest stored snapshot that verifies is at index ${snapshot.index}${unverified > 0 ? ` (${unverified} newer failed verification)` : ''}`;
+  throw new BootRefusedError(
+    `the log was compacted up to index ${base.index} (term ${base.term}) but ${found}; starting would fall back to a state ` +
+      'and membership older than the log, so the node refuses to start. Repair: move this data dir away and start the node ' +
+      'with a new, empty one (it rejoins and receives a snapshot from the leader), or restore from an archive into a new ' +
+      'data dir (snapcoord serve --data-dir NEW --import-snapshot FILE)',
+  );
+}
+
+/** membershipKey: a canonical form of a membership (order of members and addresses ignored). */
+function membershipKey(m: Membership): string {
+  const addresses = Object.entries(m.addresses).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify([[...m.voters].sort(), [...m.learners].sort(), addresses]);
+}
+
+/** describeMembership: `n1=host:port,n2=...` with learners marked, for logs. */
+function describeMembership(m: Membership): string {
+  const one = (id: NodeId, learner: boolean): string => `${id}=${m.addresses[id] ?? '?'}${learner ? ' (learner)' : ''}`;
+  return [...[...m.voters].sort().map((id) => one(id, false)), ...[...m.learners].sort().map((id) => one(id, true))].join(',');
 }
 
 function sleep(ms: number): Promise<void> {

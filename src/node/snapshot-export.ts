@@ -73,7 +73,7 @@ export async function exportDirectory(handle: SnapshotHandle, target: string, op
       await readArchive(handle.createReadStream(0), async (_meta, state) => {
         await storage.installState(decodeStateRecords(state), { appliedIndex: index, membership });
       });
-      await storage.compact({ index, term });
+      await storage.compact({ index, term, membership });
       await storage.save({ hardState: { term, vote: '', commit: index } });
       const store = await SnapshotStore.open(join(tmp, 'snapshots', 'store'), { retain: 2, snapcoordVersion: opts.version });
       const reader = await storage.snapshotState();

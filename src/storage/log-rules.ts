@@ -1,6 +1,7 @@
-import type { Entry, HardState } from '../raft/types.js';
+import type { Entry, HardState, Membership } from '../raft/types.js';
+import { copyMembership, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
-import type { LogBase } from './types.js';
+import type { CompactionBase, LogBase } from './types.js';
 
 /** LogBounds is what a LogStore knows of its log: the base and the last index (== base.index when empty). */
 export interface LogBounds {
@@ -59,7 +60,8 @@ export function checkAppend(entries: readonly Entry[], bounds: LogBounds, path: 
  * log's last index afterwards.
  */
 export interface CompactionPlan {
-  readonly base: LogBase;
+  /** base: the validated base to record (a private copy of the caller's). */
+  readonly base: LogBase & CompactionBase;
   readonly deleteFrom: number;
   readonly deleteTo: number;
   readonly lastIndex: number;
@@ -71,24 +73,40 @@ export interface CompactionPlan {
  * log holds none): null for a no-op (base not above the current one);
  * otherwise keep the suffix after base.index only when that entry's term
  * matches base.term (Raft §7). Errors: StorageError `invalidArgument` for a
- * base that is not a pair of safe integers.
+ * base whose index or term is not a non-negative safe integer, or whose
+ * membership is malformed.
  */
 export function planCompaction(
-  base: LogBase,
+  given: CompactionBase,
   bounds: LogBounds,
   termAtBase: number | undefined,
   path: string,
 ): CompactionPlan | null {
-  if (!isIndex(base.index) || !isIndex(base.term)) {
-    throw new StorageError('invalidArgument', `log ${path}: invalid compaction base ${JSON.stringify(base)}`, {
+  if (!isIndex(given.index) || !isIndex(given.term)) {
+    throw new StorageError('invalidArgument', `log ${path}: invalid compaction base ${JSON.stringify(given)}`, {
       path,
     });
   }
+  if (!isMembership(given.membership)) {
+    throw new StorageError('invalidArgument', `log ${path}: compaction base ${given.index} has a malformed membership`, { path });
+  }
+  const base = { index: given.index, term: given.term, membership: copyMembership(given.membership) };
   if (base.index <= bounds.base.index) return null;
   const deleteFrom = bounds.base.index + 1;
   const keepSuffix = base.index < bounds.lastIndex && termAtBase === base.term;
   if (keepSuffix) return { base, deleteFrom, deleteTo: base.index, lastIndex: bounds.lastIndex };
   return { base, deleteFrom, deleteTo: bounds.lastIndex, lastIndex: base.index };
+}
+
+/**
+ * checkBootstrapMembership validates the membership given to LogStore.bootstrap
+ * and returns a private copy. Errors: StorageError `invalidArgument`.
+ */
+export function checkBootstrapMembership(membership: unknown, path: string): Membership {
+  if (!isMembership(membership)) {
+    throw new StorageError('invalidArgument', `log ${path}: bootstrap membership is malformed`, { path });
+  }
+  return copyMembership(membership);
 }
 
 /** EMPTY_HARD_STATE is the hard state of a node that never persisted one. */

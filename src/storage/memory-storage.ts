@@ -2,15 +2,16 @@ import type { Entry, HardState, Membership } from '../raft/types.js';
 import { planApply } from './apply-plan.js';
 import { checkIdentityMatch, missingIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
-import { checkAppend, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
+import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { SerialQueue } from './serial-queue.js';
-import { checkInstallBatch, checkInstallMeta, digestSnapshot } from './state-transfer.js';
+import { checkInstallBatch, checkInstallMeta, copyMembership, digestSnapshot } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
 import {
   SNAPSHOT_BATCH_BYTES_DEFAULT,
   SNAPSHOT_BATCH_ENTRIES_DEFAULT,
   type ApplyItem,
   type ApplyResult,
+  type CompactionBase,
   type Identity,
   type InstallMeta,
   type KeyValue,
@@ -25,6 +26,10 @@ import {
 
 function copyEntry(entry: Entry): Entry {
   return { index: entry.index, term: entry.term, type: entry.type, data: Uint8Array.from(entry.data) };
+}
+
+function copyBase(base: LogBase): LogBase {
+  return { index: base.index, term: base.term, membership: base.membership === null ? null : copyMembership(base.membership) };
 }
 
 /** latin1 strings of bytes compare (with < and >) in the same order as the bytes. */
@@ -44,7 +49,7 @@ export class MemoryDataDir {
   readonly name: string;
   identity: Identity | null = null;
   hardState: HardState | null = null;
-  logBase: LogBase = { index: 0, term: 0 };
+  logBase: LogBase = { index: 0, term: 0, membership: null };
   /** entries after logBase, contiguous: log[i].index === logBase.index + 1 + i. */
   log: Entry[] = [];
   kv = new Map<string, KeyValue>();
@@ -95,7 +100,7 @@ export class MemoryStorage implements NodeStorage {
     this.#checkOpen('load');
     await Promise.resolve();
     const d = this.dir;
-    return { hardState: d.hardState ?? EMPTY_HARD_STATE, logBase: d.logBase, entries: d.log.map(copyEntry) };
+    return { hardState: d.hardState ?? EMPTY_HARD_STATE, logBase: copyBase(d.logBase), entries: d.log.map(copyEntry) };
   }
 
   async save(batch: LogBatch): Promise<void> {
@@ -116,7 +121,7 @@ export class MemoryStorage implements NodeStorage {
     }
   }
 
-  async compact(base: LogBase): Promise<void> {
+  async compact(base: CompactionBase): Promise<void> {
     this.#checkOpen('compact');
     await Promise.resolve();
     const d = this.dir;
@@ -124,7 +129,18 @@ export class MemoryStorage implements NodeStorage {
     const plan = planCompaction(base, { base: d.logBase, lastIndex: this.lastIndex() }, termAtBase, d.name);
     if (plan === null) return;
     d.log = plan.lastIndex > plan.base.index ? d.log.slice(plan.base.index - d.logBase.index) : [];
-    d.logBase = { index: plan.base.index, term: plan.base.term };
+    d.logBase = plan.base;
+  }
+
+  async bootstrap(membership: Membership): Promise<Membership | null> {
+    this.#checkOpen('bootstrap');
+    await Promise.resolve();
+    const d = this.dir;
+    const checked = checkBootstrapMembership(membership, d.name);
+    if (d.logBase.membership !== null) return copyMembership(d.logBase.membership);
+    if (d.logBase.index !== 0) return null;
+    d.logBase = { index: 0, term: 0, membership: checked };
+    return copyMembership(checked);
   }
 
   lastIndex(): number {

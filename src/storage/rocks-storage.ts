@@ -5,16 +5,17 @@ import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
 import { planApply } from './apply-plan.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
 import { resolveRange } from './key-range.js';
-import { checkAppend, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
+import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { RocksDb, type RocksIterator, type RocksOp } from './rocks.js';
 import { SerialQueue } from './serial-queue.js';
-import { checkInstallBatch, checkInstallMeta, digestSnapshot, isMembership } from './state-transfer.js';
+import { checkInstallBatch, checkInstallMeta, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
 import {
   SNAPSHOT_BATCH_BYTES_DEFAULT,
   SNAPSHOT_BATCH_ENTRIES_DEFAULT,
   type ApplyItem,
   type ApplyResult,
+  type CompactionBase,
   type Identity,
   type InstallMeta,
   type KeyValue,
@@ -41,7 +42,10 @@ import {
  *   'l' + index:u64be         -> term:u64be type:u8 data      (log entry; type 0 normal, 1 conf)
  *   'm' + 'hardState'         -> JSON {term, vote, commit}
  *   'm' + 'identity'          -> JSON {nodeId, clusterId, formatVersion}
- *   'm' + 'logBase'           -> index:u64be term:u64be       (last compacted entry)
+ *   'm' + 'logBase'           -> index:u64be term:u64be [membership JSON]
+ *                                (last compacted entry and the membership as of it;
+ *                                 a value of 16 bytes was written by a build that did
+ *                                 not record the membership: read as null)
  *
  * Key layout of state-<gen>/:
  *
@@ -168,6 +172,20 @@ function isHardState(v: unknown): v is HardState {
   );
 }
 
+
+function encodeLogBase(base: LogBase): Buffer {
+  const head = Buffer.allocUnsafe(16);
+  writeU64(head, base.index, 0);
+  writeU64(head, base.term, 8);
+  return base.membership === null ? head : Buffer.concat([head, Buffer.from(JSON.stringify(base.membership))]);
+}
+
+function decodeLogBase(value: Buffer, path: string): LogBase {
+  const index = readU64(value, 0, 'log base', path);
+  const term = readU64(value, 8, 'log base', path);
+  const membership = value.length > 16 ? parseJson(value.subarray(16), 'log base membership', path, isMembership) : null;
+  return { index, term, membership };
+}
 
 function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -310,6 +328,8 @@ export class RocksStorage implements NodeStorage {
   readonly #generations = new Set<Generation>();
   /** true when an apply was written unsynced since the state machine was last synced. */
   #stateDirty = false;
+  /** true while installState holds the apply queue (no apply runs meanwhile). */
+  #installing = false;
   #base: LogBase;
   #lastIndex: number;
   #applied: number;
@@ -361,10 +381,7 @@ export class RocksStorage implements NodeStorage {
     let stateDb: RocksDb | null = null;
     try {
       const baseBytes = await log.get(KEY_LOG_BASE);
-      const base =
-        baseBytes === undefined
-          ? { index: 0, term: 0 }
-          : { index: readU64(baseBytes, 0, 'log base', logPath), term: readU64(baseBytes, 8, 'log base', logPath) };
+      const base: LogBase = baseBytes === undefined ? { index: 0, term: 0, membership: null } : decodeLogBase(baseBytes, logPath);
       let lastIndex = base.index;
       for await (const batch of log.iterate({ gt: logKey(base.index), lt: Buffer.of(PREFIX_LOG + 1), reverse: true, limit: 1, values: false })) {
         for (const { key } of batch) lastIndex = readU64(key, 1, 'log key', logPath);
@@ -447,7 +464,8 @@ export class RocksStorage implements NodeStorage {
           expected++;
         }
       }
-      return { hardState, logBase: base, entries };
+      const logBase = { index: base.index, term: base.term, membership: base.membership === null ? null : copyMembership(base.membership) };
+      return { hardState, logBase, entries };
     });
   }
 
@@ -473,7 +491,7 @@ export class RocksStorage implements NodeStorage {
     });
   }
 
-  async compact(base: LogBase): Promise<void> {
+  async compact(base: CompactionBase): Promise<void> {
     this.#checkOpen('compact');
     return this.#logQueue.run(async () => {
       let termAtBase: number | undefined;
@@ -487,13 +505,24 @@ export class RocksStorage implements NodeStorage {
       await this.#syncState();
       const ops: RocksOp[] = [];
       for (let index = plan.deleteFrom; index <= plan.deleteTo; index++) ops.push({ type: 'del', key: logKey(index) });
-      const baseBytes = Buffer.allocUnsafe(16);
-      writeU64(baseBytes, plan.base.index, 0);
-      writeU64(baseBytes, plan.base.term, 8);
-      ops.push({ type: 'put', key: KEY_LOG_BASE, value: baseBytes });
+      ops.push({ type: 'put', key: KEY_LOG_BASE, value: encodeLogBase(plan.base) });
       await this.#log.write(ops, { sync: true });
-      this.#base = { index: plan.base.index, term: plan.base.term };
+      this.#base = plan.base;
       this.#lastIndex = plan.lastIndex;
+    });
+  }
+
+  async bootstrap(membership: Membership): Promise<Membership | null> {
+    this.#checkOpen('bootstrap');
+    const checked = checkBootstrapMembership(membership, this.path);
+    return this.#logQueue.run(async () => {
+      const base = this.#base;
+      if (base.membership !== null) return copyMembership(base.membership);
+      if (base.index !== 0) return null;
+      const next: LogBase = { index: 0, term: 0, membership: checked };
+      await this.#log.write([{ type: 'put', key: KEY_LOG_BASE, value: encodeLogBase(next) }], { sync: true });
+      this.#base = next;
+      return copyMembership(checked);
     });
   }
 
@@ -617,67 +646,77 @@ export class RocksStorage implements NodeStorage {
     const checked = checkInstallMeta(meta, this.dataDir);
     return this.#applyQueue.run(async () => {
       this.#checkOpen('installState');
-      const old = this.#state;
-      const gen = old.gen + 1;
-      const path = join(this.dataDir, generationDir(gen));
-      await fsOp('remove', path, () => rm(path, { recursive: true, force: true }));
-      const db = await RocksDb.open(path, { errorIfExists: true });
-      let committed = false;
-      let dirSyncError: unknown = null;
+      this.#installing = true;
       try {
-        this.#hook('generationCreated', gen);
-        let seen = 0;
-        for await (const batch of source) {
-          this.#checkOpen('installState'); // close() aborts an install
-          checkInstallBatch(batch, seen, path);
-          await db.write(
-            batch.map(({ key, value }) => ({ type: 'put', key: kvKey(key), value: toBuffer(value) })),
-            { sync: false },
-          );
-          seen += batch.length;
-        }
-        this.#checkOpen('installState');
-        // One synced write makes every earlier unsynced one durable too.
-        const metaOps: RocksOp[] = [
-          { type: 'put', key: KEY_APPLIED, value: u64(checked.appliedIndex) },
-          { type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(checked.membership)) },
-        ];
-        await db.write(metaOps, { sync: true });
-        await fsyncDir(path);
-        await fsyncDir(this.dataDir);
-        this.#hook('generationBuilt', gen);
-        await writeStatePointerTmp(this.dataDir, gen);
-        this.#hook('pointerWritten', gen);
-        this.#checkOpen('installState');
-        await commitStatePointer(this.dataDir);
-        committed = true;
-        try {
-          await fsyncDir(this.dataDir);
-        } catch (err) {
-          dirSyncError = err;
-        }
-      } catch (err) {
-        // Only steps before the commit can get here (the sync after it is caught above).
-        if (!committed) {
-          await db.close().catch(() => undefined);
-          await rm(path, { recursive: true, force: true }).catch(() => undefined);
-        }
-        throw err;
+        await this.#install(source, checked);
+      } finally {
+        this.#installing = false;
       }
-      const next: Generation = { gen, db, refs: 0, retired: false, deleteWhenRetired: true, disposing: null };
-      this.#generations.add(next);
-      this.#state = next;
-      this.#applied = checked.appliedIndex;
-      this.#membership = checked.membership;
-      this.#stateDirty = false;
-      if (dirSyncError !== null) {
-        await this.#retire(old, false);
-        throw dirSyncError;
-      }
-      this.#hook('pointerSwapped', gen);
-      await this.#retire(old, true);
-      this.#hook('oldGenerationDeleted', gen);
     });
+  }
+
+  /** #install is the body of installState, run inside the apply queue. */
+  async #install(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, checked: InstallMeta): Promise<void> {
+    const old = this.#state;
+    const gen = old.gen + 1;
+    const path = join(this.dataDir, generationDir(gen));
+    await fsOp('remove', path, () => rm(path, { recursive: true, force: true }));
+    const db = await RocksDb.open(path, { errorIfExists: true });
+    let committed = false;
+    let dirSyncError: unknown = null;
+    try {
+      this.#hook('generationCreated', gen);
+      let seen = 0;
+      for await (const batch of source) {
+        this.#checkOpen('installState'); // close() aborts an install
+        checkInstallBatch(batch, seen, path);
+        await db.write(
+          batch.map(({ key, value }) => ({ type: 'put', key: kvKey(key), value: toBuffer(value) })),
+          { sync: false },
+        );
+        seen += batch.length;
+      }
+      this.#checkOpen('installState');
+      // One synced write makes every earlier unsynced one durable too.
+      const metaOps: RocksOp[] = [
+        { type: 'put', key: KEY_APPLIED, value: u64(checked.appliedIndex) },
+        { type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(checked.membership)) },
+      ];
+      await db.write(metaOps, { sync: true });
+      await fsyncDir(path);
+      await fsyncDir(this.dataDir);
+      this.#hook('generationBuilt', gen);
+      await writeStatePointerTmp(this.dataDir, gen);
+      this.#hook('pointerWritten', gen);
+      this.#checkOpen('installState');
+      await commitStatePointer(this.dataDir);
+      committed = true;
+      try {
+        await fsyncDir(this.dataDir);
+      } catch (err) {
+        dirSyncError = err;
+      }
+    } catch (err) {
+      // Only steps before the commit can get here (the sync after it is caught above).
+      if (!committed) {
+        await db.close().catch(() => undefined);
+        await rm(path, { recursive: true, force: true }).catch(() => undefined);
+      }
+      throw err;
+    }
+    const next: Generation = { gen, db, refs: 0, retired: false, deleteWhenRetired: true, disposing: null };
+    this.#generations.add(next);
+    this.#state = next;
+    this.#applied = checked.appliedIndex;
+    this.#membership = checked.membership;
+    this.#stateDirty = false;
+    if (dirSyncError !== null) {
+      await this.#retire(old, false);
+      throw dirSyncError;
+    }
+    this.#hook('pointerSwapped', gen);
+    await this.#retire(old, true);
+    this.#hook('oldGenerationDeleted', gen);
   }
 
   async stateDigest(): Promise<string> {
@@ -736,9 +775,24 @@ export class RocksStorage implements NodeStorage {
     return this.#closing;
   }
 
-  /** #syncState makes every apply so far durable (one synced write on the state generation) when any was unsynced. */
+  /**
+   * #syncState makes every apply so far durable (one synced write on the
+   * state generation) when any was unsynced. While an install holds the
+   * apply queue it writes to the current generation at once rather than
+   * wait for the install (which can take minutes; a compaction must not):
+   * no apply runs meanwhile, and the generation is pinned for the write.
+   */
   async #syncState(): Promise<void> {
     if (!this.#stateDirty) return;
+    if (this.#installing) {
+      const g = this.#acquire();
+      try {
+        await g.db.write([{ type: 'put', key: KEY_APPLIED, value: u64(this.#applied) }], { sync: true });
+      } finally {
+        this.#release(g);
+      }
+      return;
+    }
     await this.#applyQueue.run(async () => {
       if (!this.#stateDirty) return;
       this.#stateDirty = false;

@@ -8,10 +8,25 @@
  */
 import type { Entry, HardState, Membership, NodeId } from '../raft/types.js';
 
-/** LogBase names the last entry removed by compaction; {0, 0} for a log never compacted. */
+/**
+ * LogBase names the last entry removed by compaction ({0, 0} for a log never
+ * compacted) and the membership in force as of it: the snapshot the log
+ * starts after. At index 0 the membership is the cluster's starting one
+ * (recorded once by LogStore.bootstrap). `membership` is null only when none
+ * was ever recorded (a new data dir before bootstrap, or one compacted by a
+ * build that did not record it).
+ */
 export interface LogBase {
   readonly index: number;
   readonly term: number;
+  readonly membership: Membership | null;
+}
+
+/** CompactionBase is what LogStore.compact records: a LogBase whose membership is known. */
+export interface CompactionBase {
+  readonly index: number;
+  readonly term: number;
+  readonly membership: Membership;
 }
 
 /** LogState is what a LogStore holds: the entries are those after `logBase`, contiguous. */
@@ -41,17 +56,30 @@ export interface LogBatch {
  *   would leave a gap (entries[0].index > last index + 1) or overwrite a
  *   compacted entry (entries[0].index <= logBase.index).
  * - `compact(base)` deletes every entry with index <= base.index and records
- *   `base` as the log base, in one synced write. If the log holds an entry at
+ *   `base` (index, term and the membership in force as of base.index) as the
+ *   log base, in one synced write. If the log holds an entry at
  *   base.index with a different term, the whole log is discarded (Raft §7:
  *   the snapshot supersedes it). A base at or below the current one is a
  *   no-op (idempotent; the base never moves backwards). A base beyond the
  *   last entry empties the log and the next append starts at base.index + 1.
+ *   It never waits for an installState in progress. Errors: StorageError
+ *   `invalidArgument` (index or term not a non-negative safe integer, a
+ *   malformed membership).
+ * - `bootstrap(membership)`: records `membership` as the membership of a log
+ *   base at index 0 that has none recorded yet (a new data dir: the
+ *   cluster's starting membership), in one synced write, and resolves with
+ *   it. Set once: when a membership is recorded already it changes nothing
+ *   and resolves with the recorded one (the caller reports a difference).
+ *   A log compacted past 0 with no membership recorded gets none (its
+ *   starting membership is unknown): resolves null.
+ *   Errors: StorageError `invalidArgument` (a malformed membership).
  * - `lastIndex()`: index of the last persisted entry (the log base when the log is empty).
  */
 export interface LogStore {
   load(): Promise<LogState>;
   save(batch: LogBatch): Promise<void>;
-  compact(base: LogBase): Promise<void>;
+  compact(base: CompactionBase): Promise<void>;
+  bootstrap(membership: Membership): Promise<Membership | null>;
   lastIndex(): number;
   close(): Promise<void>;
 }

@@ -9,10 +9,10 @@ import { StorageError } from '../../../src/storage/storage-error.js';
 import type {
   ApplyItem,
   ApplyResult,
+  CompactionBase,
   Identity,
   InstallMeta,
   KeyValue,
-  LogBase,
   LogBatch,
   LogState,
   NodeStorage,
@@ -58,8 +58,11 @@ export class FaultyStorage implements NodeStorage {
   load(): Promise<LogState> {
     return this.inner.load();
   }
-  compact(base: LogBase): Promise<void> {
+  compact(base: CompactionBase): Promise<void> {
     return this.inner.compact(base);
+  }
+  bootstrap(membership: Membership): Promise<Membership | null> {
+    return this.inner.bootstrap(membership);
   }
   lastIndex(): number {
     return this.inner.lastIndex();

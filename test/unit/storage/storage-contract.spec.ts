@@ -159,7 +159,7 @@ for (const impl of implementations) {
       it('loads an empty state when new', async () => {
         const state = await store.load();
         assert.deepEqual(state.hardState, { term: 0, vote: '', commit: 0 });
-        assert.deepEqual(state.logBase, { index: 0, term: 0 });
+        assert.deepEqual(state.logBase, { index: 0, term: 0, membership: null });
         assert.deepEqual(state.entries, []);
         assert.equal(store.lastIndex(), 0);
       });
@@ -206,7 +206,7 @@ for (const impl of implementations) {
         await store.save({ entries: entries(1, 3, 1) });
         await rejectsWith(store.save({ entries: [entry(5, 1)] }), 'invalidArgument', /gap/);
         await rejectsWith(store.save({ hardState: hs, entries: [entry(4, 1), entry(6, 1)] }), 'invalidArgument', /contiguous/);
-        await store.compact({ index: 2, term: 1 });
+        await store.compact({ index: 2, term: 1, membership });
         await rejectsWith(store.save({ entries: [entry(2, 1)] }), 'invalidArgument', /compacted/);
         const state = await store.load();
         assert.deepEqual(state.hardState, { term: 0, vote: '', commit: 0 });
@@ -215,42 +215,119 @@ for (const impl of implementations) {
 
       it('compacts: deletes entries <= index, records the base, survives reopen', async () => {
         await store.save({ entries: entries(1, 10, 1) });
-        await store.compact({ index: 4, term: 1 });
+        await store.compact({ index: 4, term: 1, membership });
         let state = await store.load();
-        assert.deepEqual(state.logBase, { index: 4, term: 1 });
+        assert.deepEqual(state.logBase, { index: 4, term: 1, membership });
         assert.deepEqual(plain(state.entries), plain(entries(5, 10, 1)));
         state = await (await reopen()).load();
-        assert.deepEqual(state.logBase, { index: 4, term: 1 });
+        assert.deepEqual(state.logBase, { index: 4, term: 1, membership });
         assert.deepEqual(plain(state.entries), plain(entries(5, 10, 1)));
         assert.equal(store.lastIndex(), 10);
       });
 
       it('compaction is idempotent and never moves the base backwards', async () => {
         await store.save({ entries: entries(1, 10, 1) });
-        await store.compact({ index: 6, term: 1 });
-        await store.compact({ index: 6, term: 1 });
-        await store.compact({ index: 3, term: 1 });
+        await store.compact({ index: 6, term: 1, membership });
+        await store.compact({ index: 6, term: 1, membership });
+        await store.compact({ index: 3, term: 1, membership });
         const state = await store.load();
-        assert.deepEqual(state.logBase, { index: 6, term: 1 });
+        assert.deepEqual(state.logBase, { index: 6, term: 1, membership });
         assert.deepEqual(plain(state.entries), plain(entries(7, 10, 1)));
       });
 
       it('compaction past the last entry empties the log; appends continue after the base', async () => {
         await store.save({ entries: entries(1, 3, 1) });
-        await store.compact({ index: 20, term: 4 });
+        await store.compact({ index: 20, term: 4, membership });
         assert.equal(store.lastIndex(), 20);
         await rejectsWith(store.save({ entries: [entry(22, 4)] }), 'invalidArgument');
         await store.save({ entries: [entry(21, 4)] });
         const state = await (await reopen()).load();
-        assert.deepEqual(state.logBase, { index: 20, term: 4 });
+        assert.deepEqual(state.logBase, { index: 20, term: 4, membership });
         assert.deepEqual(plain(state.entries), plain([entry(21, 4)]));
+      });
+
+      it('records the membership with the log base; a later base records its own; both survive reopen', async () => {
+        await store.save({ entries: entries(1, 10, 1) });
+        await store.compact({ index: 3, term: 1, membership });
+        assert.deepEqual((await (await reopen()).load()).logBase, { index: 3, term: 1, membership });
+        await store.compact({ index: 7, term: 1, membership: membership2 });
+        const state = await (await reopen()).load();
+        assert.deepEqual(state.logBase, { index: 7, term: 1, membership: membership2 });
+        // a base at or below the current one changes nothing, its membership included
+        await store.compact({ index: 5, term: 1, membership });
+        assert.deepEqual((await store.load()).logBase.membership, membership2);
+      });
+
+      it('refuses a compaction base with a malformed membership, writing nothing', async () => {
+        await store.save({ entries: entries(1, 5, 1) });
+        const bad = { voters: 'n1', learners: [], addresses: {} } as unknown as Membership;
+        await rejectsWith(store.compact({ index: 3, term: 1, membership: bad }), 'invalidArgument', /membership/);
+        const state = await (await reopen()).load();
+        assert.deepEqual(state.logBase, { index: 0, term: 0, membership: null });
+        assert.equal(state.entries.length, 5);
+      });
+
+      it('bootstrap records the starting membership once, at index 0; later calls keep it and return it', async () => {
+        assert.deepEqual(await store.bootstrap(membership), membership);
+        assert.deepEqual((await store.load()).logBase, { index: 0, term: 0, membership });
+        // another membership (an edited --peers) is not applied: the recorded one is returned
+        assert.deepEqual(await store.bootstrap(membership2), membership);
+        await store.save({ hardState: hs, entries: entries(1, 3, 1) });
+        const s = await reopen();
+        assert.deepEqual(await s.bootstrap(membership2), membership);
+        assert.deepEqual((await s.load()).logBase, { index: 0, term: 0, membership });
+        assert.equal(s.lastIndex(), 3);
+        await rejectsWith(s.bootstrap({ voters: [1], learners: [], addresses: {} } as unknown as Membership), 'invalidArgument');
+      });
+
+      it('bootstrap after a compaction returns the compaction base membership and records nothing', async () => {
+        await store.save({ entries: entries(1, 5, 1) });
+        await store.compact({ index: 4, term: 1, membership: membership2 });
+        assert.deepEqual(await store.bootstrap(membership), membership2);
+        assert.deepEqual((await (await reopen()).load()).logBase, { index: 4, term: 1, membership: membership2 });
+      });
+
+      it('the membership given to and returned by the log base is a copy', async () => {
+        const m = { voters: ['n1'], learners: [], addresses: { n1: 'a:1' } };
+        await store.bootstrap(m);
+        m.voters.push('n9');
+        const loaded = await store.load();
+        assert.deepEqual(loaded.logBase.membership?.voters, ['n1']);
+        (loaded.logBase.membership?.voters as string[]).push('n8');
+        assert.deepEqual((await store.load()).logBase.membership?.voters, ['n1']);
+      });
+
+      it('compact does not wait for an install in progress (a node keeps persisting while it installs)', async () => {
+        await store.save({ entries: entries(1, 10, 1) });
+        await store.apply([put(1, 'a', '1'), put(2, 'b', '2')]); // unsynced applies: compact syncs the state first
+        let open!: () => void;
+        const gate = new Promise<void>((r) => (open = r));
+        let started = false;
+        const held = async function* (): AsyncGenerator<KeyValue[]> {
+          yield [{ key: bytes('x'), value: bytes('1') }];
+          started = true;
+          await gate;
+          yield [{ key: bytes('y'), value: bytes('2') }];
+        };
+        const install = store.installState(held(), { appliedIndex: 50, membership: membership2 });
+        for (let i = 0; i < 500 && !started; i++) await new Promise((r) => setTimeout(r, 5));
+        assert.ok(started, 'the install started');
+        const timer = new Promise<string>((r) => setTimeout(() => r('waited for the install'), 3_000).unref());
+        const outcome = await Promise.race([store.compact({ index: 2, term: 1, membership }).then(() => 'done'), timer]);
+        open();
+        assert.equal(outcome, 'done');
+        assert.equal((await store.load()).logBase.index, 2);
+        await install;
+        assert.equal(store.appliedIndex(), 50);
+        assert.equal(text(await store.get(bytes('y'))), '2');
+        assert.equal(await store.get(bytes('a')), undefined);
       });
 
       it('compaction at an entry of another term discards the whole log (Raft §7)', async () => {
         await store.save({ entries: entries(1, 5, 1) });
-        await store.compact({ index: 3, term: 2 });
+        await store.compact({ index: 3, term: 2, membership });
         const state = await store.load();
-        assert.deepEqual(state.logBase, { index: 3, term: 2 });
+        assert.deepEqual(state.logBase, { index: 3, term: 2, membership });
         assert.deepEqual(state.entries, []);
         assert.equal(store.lastIndex(), 3);
       });
@@ -636,7 +713,8 @@ for (const impl of implementations) {
         await store.close();
         await rejectsWith(store.load(), 'closed');
         await rejectsWith(store.save({ hardState: hs }), 'closed');
-        await rejectsWith(store.compact({ index: 1, term: 1 }), 'closed');
+        await rejectsWith(store.compact({ index: 1, term: 1, membership }), 'closed');
+        await rejectsWith(store.bootstrap(membership), 'closed');
         await rejectsWith(store.apply([put(1, 'a', 'b')]), 'closed');
         await rejectsWith(store.get(bytes('a')), 'closed');
         await rejectsWith(store.range({ limit: 1 }), 'closed');
@@ -652,7 +730,7 @@ for (const impl of implementations) {
       it('reopen after close keeps everything', async () => {
         await store.checkIdentity({ nodeId: 'n1', clusterId: 'c1', formatVersion: FORMAT_VERSION }, { createIfNew: true });
         await store.save({ hardState: hs, entries: entries(1, 8, 2) });
-        await store.compact({ index: 2, term: 2 });
+        await store.compact({ index: 2, term: 2, membership });
         await store.apply([put(1, 'k', 'v'), { entry: { index: 2, term: 2, type: 'conf', data: bytes('') }, membership }]);
         const before = await store.load();
         const s = await reopen();
