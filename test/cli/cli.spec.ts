@@ -138,30 +138,37 @@ describe('cli: against three serve processes', function () {
   it('cluster status --json: three reachable members, exactly one leader', async () => {
     const r = await cli(['cluster', 'status', '--json'], 0, env);
     const v = JSON.parse(r.stdout) as {
-      leader: { id: string } | null;
+      leader: { id: string; address: string } | null;
       commitIndex: number;
-      members: { id: string; role: string; reachable: boolean; matchIndex: number | null; lag: number | null }[];
+      members: { id: string; address: string; peerAddress: string; role: string; reachable: boolean; matchIndex: number | null; lag: number | null }[];
     };
     assert.equal(v.members.length, 3, r.stdout);
     assert.deepEqual(v.members.map((m) => m.id).sort(), ['n1', 'n2', 'n3']);
+    // Each member: its client API (what --endpoint takes) and its peer address (the membership's).
+    for (const m of v.members) {
+      assert.equal(m.address, cluster.node(m.id).grpc, r.stdout);
+      assert.equal(m.peerAddress, cluster.node(m.id).peer, r.stdout);
+    }
     assert.ok(v.members.every((m) => m.reachable), r.stdout);
     const leaders = v.members.filter((m) => m.role === 'leader');
     assert.equal(leaders.length, 1, r.stdout);
     assert.equal(v.leader?.id, leaders[0]?.id);
+    assert.equal(v.leader?.address, cluster.node(leaders[0]?.id ?? '').grpc, 'the leader at its client address');
     for (const m of v.members) {
       assert.equal(typeof m.matchIndex, 'number', r.stdout);
       assert.ok(m.lag !== null && m.lag >= 0 && m.lag <= v.commitIndex, r.stdout);
     }
     const text = await cli(['cluster', 'status'], 0, env);
-    assert.match(text.stdout, new RegExp(`^leader: ${leaders[0]?.id} at `, 'm'));
-    assert.match(text.stdout, /^ID\s+ADDRESS\s+ROLE\s+SUFFRAGE\s+TERM\s+COMMIT\s+APPLIED\s+MATCH\s+LAG$/m);
+    assert.match(text.stdout, new RegExp(`^leader: ${leaders[0]?.id} at ${cluster.node(leaders[0]?.id ?? '').grpc}, `, 'm'));
+    assert.match(text.stdout, /^ID\s+ADDRESS\s+ROLE\s+SUFFRAGE\s+TERM\s+COMMIT\s+APPLIED\s+MATCH\s+LAG\s+PEER$/m);
   });
 
   it('cluster add --learner / remove; a member that does not answer shows as unreachable', async () => {
     const [port] = await freePorts(1);
+    // A member is added at its peer address; its client address is known once it talks to the cluster (never, here).
     const add = await cli(['cluster', 'add', 'n4', `127.0.0.1:${port}`, '--learner', '--json'], 0, env);
     const added = JSON.parse(add.stdout) as { members: { id: string; suffrage: string }[] };
-    assert.deepEqual(added.members.find((m) => m.id === 'n4'), { id: 'n4', address: `127.0.0.1:${port}`, suffrage: 'learner' });
+    assert.deepEqual(added.members.find((m) => m.id === 'n4'), { id: 'n4', address: '', peerAddress: `127.0.0.1:${port}`, suffrage: 'learner' });
     const st = JSON.parse((await cli(['cluster', 'status', '--json'], 0, env)).stdout) as { members: { id: string; role: string; reachable: boolean }[] };
     assert.equal(st.members.length, 4);
     assert.deepEqual(
@@ -170,7 +177,7 @@ describe('cli: against three serve processes', function () {
     );
     const rm = await cli(['cluster', 'remove', 'n4'], 0, env);
     assert.doesNotMatch(rm.stdout, /\bn4\b/);
-    assert.match(rm.stdout, /^ID\s+ADDRESS\s+SUFFRAGE$/m);
+    assert.match(rm.stdout, /^ID\s+ADDRESS\s+SUFFRAGE\s+PEER$/m);
     const bad = await cli(['cluster', 'add', 'n5', 'no-port'], 2, env);
     assertOneLineError(bad, ['cluster', 'add'], /not host:port/);
   });
