@@ -18,7 +18,7 @@ import { peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/node.js';
 import { bindApiServer, type ApiServer } from '../api/server.js';
 import { DiskGuard } from '../node/disk-guard.js';
-import { Node } from '../node/node.js';
+import { BootRefusedError, Node } from '../node/node.js';
 import { NodeMetrics } from '../node/metrics.js';
 import { snapshotTaskRunner } from '../node/snapshot-task.js';
 import { checkImportFile, importSnapshot } from './import-snapshot.js';
@@ -219,6 +219,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     await api.close(0);
     await transport.close();
     await storage.close().catch(() => undefined);
+    if (err instanceof BootRefusedError) throw new CliError(`refusing to start: data dir ${cfg.dataDir}: ${err.message}`, EXIT_CONFIG);
     throw new CliError(`cannot start node ${cfg.id}: ${(err as Error).message}`);
   }
   ref.node = node;
