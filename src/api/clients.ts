@@ -3,6 +3,7 @@
  * tests and leader forwarding. Every call has a deadline (`deadlineMs`,
  * default 10 s) and rejects with the call's grpc-js ServiceError.
  */
+import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import {
   ClusterServiceClient,
@@ -31,10 +32,11 @@ export const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
 /** DEFAULT_DEADLINE_MS: the deadline of a call that names none. */
 export const DEFAULT_DEADLINE_MS = 10_000;
 
-/** CallOptions: per-call deadline and extra request metadata. */
+/** CallOptions: per-call deadline, extra request metadata and per-call client interceptors. */
 export interface CallOptions {
   readonly deadlineMs?: number;
   readonly metadata?: grpc.Metadata;
+  readonly interceptors?: grpc.Interceptor[];
 }
 
 /** clientChannelOptions: what every API client channel uses. */
@@ -97,24 +99,119 @@ type UnaryMethod<Req, Res> = (
 export function callUnary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, opts: CallOptions = {}): Promise<Res> {
   const deadline = Date.now() + (opts.deadlineMs ?? DEFAULT_DEADLINE_MS);
   return new Promise<Res>((resolve, reject) => {
-    method(request, opts.metadata ?? new grpc.Metadata(), { deadline }, (err, res) => {
+    const callOptions: Partial<grpc.CallOptions> = opts.interceptors === undefined ? { deadline } : { deadline, interceptors: opts.interceptors };
+    method(request, opts.metadata ?? new grpc.Metadata(), callOptions, (err, res) => {
       if (err !== null) reject(err);
       else resolve(res);
     });
   });
 }
 
+/** RequestId: the `client_id` / `request_id` pair that makes one write idempotent (see kv.proto). */
+export interface RequestId {
+  readonly clientId: string;
+  readonly requestId: bigint;
+}
+
+/**
+ * RequestIds hands out the request ids of one writer: one client id (by
+ * default `c-` and a random UUID, so two processes never share one) and
+ * serial numbers from 1, as the state machine's session table expects
+ * (increasing per client id).
+ */
+export class RequestIds {
+  readonly clientId: string;
+  #next = 1n;
+
+  constructor(clientId = `c-${randomUUID()}`) {
+    this.clientId = clientId;
+  }
+
+  /** next: a fresh id; every retry of the same write must reuse the one its first attempt got. */
+  next(): RequestId {
+    return { clientId: this.clientId, requestId: this.#next++ };
+  }
+}
+
+/** RetryOptions: how an idempotent write is retried (attempts and the pause between them). */
+export interface RetryOptions {
+  /** attempts: the most calls made, the first included (default 4). */
+  readonly attempts?: number;
+  /** backoffMs: the pause after the first failure, doubled after each (default 100, at most 2,000). */
+  readonly backoffMs?: number;
+  /** onRetry: told of each failure that is retried. */
+  readonly onRetry?: (err: grpc.ServiceError, attempt: number) => void;
+}
+
+const RETRYABLE_CODES: ReadonlySet<number> = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.ABORTED,
+  grpc.status.RESOURCE_EXHAUSTED,
+]);
+
+/**
+ * isRetryableWriteError: true for the failures after which a write may or
+ * may not have been applied, or was refused for now (UNAVAILABLE,
+ * DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED): safe to retry only with
+ * the same request id.
+ */
+export function isRetryableWriteError(err: unknown): err is grpc.ServiceError {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'number' && RETRYABLE_CODES.has(code);
+}
+
+/**
+ * retryWrite runs `attempt` until it succeeds, fails with an error that is
+ * not retryable, or `attempts` calls were made (then the last error is
+ * thrown). The caller makes every attempt carry the same request id.
+ */
+export async function retryWrite<T>(attempt: (n: number) => Promise<T>, opts: RetryOptions = {}): Promise<T> {
+  const attempts = Math.max(1, opts.attempts ?? 4);
+  let pauseMs = opts.backoffMs ?? 100;
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt(n);
+    } catch (err) {
+      if (n >= attempts || !isRetryableWriteError(err)) throw err;
+      opts.onRetry?.(err, n);
+      await new Promise((r) => setTimeout(r, pauseMs));
+      pauseMs = Math.min(2_000, pauseMs * 2);
+    }
+  }
+}
+
 /** KvClient: KVService as promises. */
 export class KvClient {
   readonly raw: KVServiceClient;
+  /** ids: the request ids of this client's idempotent writes (putIdempotent, deleteIdempotent). */
+  readonly ids: RequestIds;
 
-  constructor(address: string, dial: ClientDial = {}) {
+  constructor(address: string, dial: ClientDial = {}, ids: RequestIds = new RequestIds()) {
     const { credentials, options } = dialChannel(dial);
     this.raw = new KVServiceClient(address, credentials, options);
+    this.ids = ids;
+  }
+
+  /**
+   * putIdempotent: Put with a fresh request id from `ids`, retried (see
+   * retryWrite) with that same id, so it is applied once however many
+   * attempts reach the cluster; `replayed` in the answer tells that an
+   * earlier attempt had applied it. `opts` apply to each attempt.
+   */
+  putIdempotent(req: Omit<Partial<PutRequest>, 'clientId' | 'requestId'> & Pick<PutRequest, 'key' | 'value'>, opts: CallOptions & RetryOptions = {}): Promise<PutResponse> {
+    const id = this.ids.next();
+    return retryWrite(() => this.put({ ...req, ...id }, opts), opts);
+  }
+
+  /** deleteIdempotent: Delete with a fresh request id, retried like putIdempotent. */
+  deleteIdempotent(req: Omit<Partial<DeleteRequest>, 'clientId' | 'requestId'> & Pick<DeleteRequest, 'key'>, opts: CallOptions & RetryOptions = {}): Promise<DeleteResponse> {
+    const id = this.ids.next();
+    return retryWrite(() => this.delete({ ...req, ...id }, opts), opts);
   }
 
   put(req: Partial<PutRequest> & Pick<PutRequest, 'key' | 'value'>, opts?: CallOptions): Promise<PutResponse> {
-    return callUnary(this.raw.put.bind(this.raw), { prevKv: false, ...req }, opts);
+    return callUnary(this.raw.put.bind(this.raw), { prevKv: false, clientId: '', requestId: 0n, ...req }, opts);
   }
 
   get(req: Partial<GetRequest> & Pick<GetRequest, 'key'>, opts?: CallOptions): Promise<GetResponse> {
@@ -122,7 +219,7 @@ export class KvClient {
   }
 
   delete(req: Partial<DeleteRequest> & Pick<DeleteRequest, 'key'>, opts?: CallOptions): Promise<DeleteResponse> {
-    return callUnary(this.raw.delete.bind(this.raw), { prevKv: false, ...req }, opts);
+    return callUnary(this.raw.delete.bind(this.raw), { prevKv: false, clientId: '', requestId: 0n, ...req }, opts);
   }
 
   range(req: Partial<RangeRequest>, opts?: CallOptions): Promise<RangeResponse> {

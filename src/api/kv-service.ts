@@ -11,7 +11,15 @@
  *
  * `prev_kv` and Delete's `deleted` count come from a linearizable read made
  * on the leader just before the write: exact unless another client writes the
- * same key concurrently. `mod_revision` is not tracked yet (always 0).
+ * same key concurrently (a Delete carrying a request id takes `deleted` from
+ * the state machine: exact). `mod_revision` is not tracked yet (always 0).
+ *
+ * Idempotent writes: a Put or Delete with `client_id` and `request_id`
+ * (both or neither: INVALID_ARGUMENT otherwise) is proposed with that stamp;
+ * the state machine applies it at most once (src/storage/sessions.ts) and a
+ * repeat is answered with the first revision, `replayed` set. A request id
+ * older than the ones its client's record still holds fails
+ * FAILED_PRECONDITION (not applied; the first outcome is unknown).
  */
 import * as grpc from '@grpc/grpc-js';
 import type {
@@ -29,6 +37,7 @@ import type {
 } from '../gen/snapcoord/v1/kv.js';
 import type { Node } from '../node/node.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../storage/kv-command.js';
+import { isReservedKey, sessionStampProblem, type SessionStamp } from '../storage/sessions.js';
 import { RANGE_LIMIT_MAX, type ApplyResult, type RangeQuery } from '../storage/types.js';
 import { ApiError, invalidArgument } from './api-error.js';
 import { requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
@@ -40,10 +49,27 @@ export const RANGE_LIMIT_DEFAULT = 1000;
 /** KvNode is the part of Node the KV service uses. */
 export type KvNode = NodeView & Pick<Node, 'propose' | 'get' | 'range'>;
 
-/** checkKey throws INVALID_ARGUMENT for an empty key or one longer than KEY_BYTES_MAX. */
+/** checkKey throws INVALID_ARGUMENT for an empty key, one longer than KEY_BYTES_MAX, or a reserved one ("\x00snapcoord/..."). */
 export function checkKey(key: Uint8Array, field = 'key'): void {
   if (key.length === 0) throw invalidArgument(`${field} is empty`);
   checkKeyLength(key, field);
+  if (isReservedKey(key)) throw invalidArgument(`${field}: keys starting with "\\x00snapcoord/" are reserved for the store's own records`);
+}
+
+/**
+ * sessionOf returns the session stamp of a write's `client_id` / `request_id`
+ * (undefined when both are unset). Errors: INVALID_ARGUMENT when only one is
+ * set, or the client id or request id breaks the rules of sessions.ts.
+ */
+export function sessionOf(clientId: string, requestId: bigint): SessionStamp | undefined {
+  if (clientId === '' && requestId === 0n) return undefined;
+  if (clientId === '') throw invalidArgument('request_id is set without a client_id');
+  if (requestId <= 0n) throw invalidArgument('client_id is set without a request_id (1..2^53-1)');
+  if (requestId > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`request_id ${requestId} is above 2^53-1`);
+  const stamp = { clientId, seq: Number(requestId) };
+  const problem = sessionStampProblem(stamp);
+  if (problem !== null) throw invalidArgument(problem);
+  return stamp;
 }
 
 function checkKeyLength(key: Uint8Array, field: string): void {
@@ -76,9 +102,13 @@ function kvOf(key: Uint8Array, value: Uint8Array): KeyValue {
   return { key, value, modRevision: 0n };
 }
 
-function checkApplied(r: ApplyResult): number {
-  if (!r.ok) throw new ApiError(grpc.status.INTERNAL, `the write was applied with an error: ${r.code}: ${r.error}`);
-  return r.index;
+/** checkApplied throws for a failed apply: FAILED_PRECONDITION for an expired request id, INTERNAL otherwise. */
+function checkApplied(r: ApplyResult): Extract<ApplyResult, { ok: true }> {
+  if (!r.ok) {
+    if (r.code === 'requestIdExpired') throw new ApiError(grpc.status.FAILED_PRECONDITION, r.error);
+    throw new ApiError(grpc.status.INTERNAL, `the write was applied with an error: ${r.code}: ${r.error}`);
+  }
+  return r;
 }
 
 /** createKvService implements KVService over `node`, forwarding writes through `forwarder`. */
@@ -93,15 +123,18 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
       const req = call.request;
       checkKey(req.key);
       checkValue(req.value);
+      const session = sessionOf(req.clientId, req.requestId);
       return forwarder.run(
         call,
-        async () => {
+        async (): Promise<PutResponse> => {
           requireLeader(node);
           const prev = req.prevKv ? await node.get(req.key) : undefined;
-          const index = checkApplied(await node.propose({ op: 'put', key: req.key, value: req.value }));
+          const r = checkApplied(await node.propose({ op: 'put', key: req.key, value: req.value, ...(session !== undefined ? { session } : {}) }));
+          if (r.firstIndex !== undefined) return { header: header(r.firstIndex), prevKv: undefined, replayed: true };
           return {
-            header: header(index),
+            header: header(r.index),
             prevKv: prev !== undefined ? kvOf(req.key, prev) : undefined,
+            replayed: false,
           };
         },
         (leader, opts) => forwarder.kv(leader.address).put(req, opts),
@@ -111,16 +144,21 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
     delete: unary(async (call: grpc.ServerUnaryCall<DeleteRequest, DeleteResponse>) => {
       const req = call.request;
       checkKey(req.key);
+      const session = sessionOf(req.clientId, req.requestId);
       return forwarder.run(
         call,
-        async () => {
+        async (): Promise<DeleteResponse> => {
           requireLeader(node);
           const prev = await node.get(req.key);
-          const index = checkApplied(await node.propose({ op: 'delete', key: req.key }));
+          const r = checkApplied(await node.propose({ op: 'delete', key: req.key, ...(session !== undefined ? { session } : {}) }));
+          // With a request id the state machine tells whether the key existed when the delete applied.
+          const deleted = r.deleted !== undefined ? BigInt(r.deleted) : prev === undefined ? 0n : 1n;
+          if (r.firstIndex !== undefined) return { header: header(r.firstIndex), deleted, prevKv: undefined, replayed: true };
           return {
-            header: header(index),
-            deleted: prev === undefined ? 0n : 1n,
+            header: header(r.index),
+            deleted,
             prevKv: req.prevKv && prev !== undefined ? kvOf(req.key, prev) : undefined,
+            replayed: false,
           };
         },
         (leader, opts) => forwarder.kv(leader.address).delete(req, opts),

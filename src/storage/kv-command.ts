@@ -5,13 +5,19 @@
  *
  * Wire format (all integers big-endian):
  *
- *   put    = 0x01 keyLen:u16 key valueLen:u32 value
- *   delete = 0x02 keyLen:u16 key
- *   batch  = 0x03 count:u32 (put | delete){count}      -- no nested batches
+ *   put     = 0x01 keyLen:u16 key valueLen:u32 value
+ *   delete  = 0x02 keyLen:u16 key
+ *   batch   = 0x03 count:u32 (put | delete){count}      -- no nested batches
+ *   session = 0x04 idLen:u8 clientId seq:u64 (put | delete | batch)
  *
- * A command is the whole byte string: trailing bytes are an error. Empty
- * entry data is not a command (the state machine treats it as a no-op).
+ * `session` wraps a command with the client's request id (sessions.ts): the
+ * state machine applies it at most once. A command is the whole byte string:
+ * trailing bytes are an error. Empty entry data is not a command (the state
+ * machine treats it as a no-op). Keys under RESERVED_KEY_PREFIX belong to the
+ * store itself: no command may carry one (`reservedKey`).
  */
+import { checkSessionStamp, isReservedKey, SessionFormatError, type SessionStamp } from './sessions.js';
+
 
 /** KEY_BYTES_MAX: the longest key, in bytes (4 KiB). */
 export const KEY_BYTES_MAX = 4 * 1024;
@@ -25,6 +31,7 @@ export const COMMAND_BYTES_MAX = 4 * 1024 * 1024;
 const OP_PUT = 0x01;
 const OP_DELETE = 0x02;
 const OP_BATCH = 0x03;
+const OP_SESSION = 0x04;
 
 /** KvPut stores `value` under `key`. */
 export interface KvPut {
@@ -45,7 +52,12 @@ export interface KvBatch {
   readonly ops: readonly (KvPut | KvDelete)[];
 }
 
-export type KvCommand = KvPut | KvDelete | KvBatch;
+/** KvSessionFields: a command may carry the request id of the client that sent it (applied at most once). */
+export interface KvSessionFields {
+  readonly session?: SessionStamp;
+}
+
+export type KvCommand = (KvPut | KvDelete | KvBatch) & KvSessionFields;
 
 export type KvCommandErrorCode =
   | 'truncated'
@@ -55,7 +67,9 @@ export type KvCommandErrorCode =
   | 'keyTooLong'
   | 'valueTooLong'
   | 'tooManyOps'
-  | 'tooLarge';
+  | 'tooLarge'
+  | 'reservedKey'
+  | 'badSession';
 
 /**
  * KvCommandError reports a command that cannot be encoded (the caller's
@@ -77,6 +91,22 @@ function checkKey(key: Uint8Array): void {
   if (key.length > KEY_BYTES_MAX) {
     throw new KvCommandError('keyTooLong', `kv command: key is ${key.length} bytes, more than ${KEY_BYTES_MAX}`);
   }
+  checkNotReserved(key);
+}
+
+function checkNotReserved(key: Uint8Array): void {
+  if (isReservedKey(key)) {
+    throw new KvCommandError('reservedKey', 'kv command: keys starting with "\\x00snapcoord/" are reserved for the store');
+  }
+}
+
+function checkSession(session: SessionStamp): void {
+  try {
+    checkSessionStamp(session);
+  } catch (err) {
+    if (err instanceof SessionFormatError) throw new KvCommandError('badSession', `kv command: ${err.message}`);
+    throw err;
+  }
 }
 
 function checkValue(value: Uint8Array): void {
@@ -95,7 +125,8 @@ function opBytes(op: KvPut | KvDelete): number {
 /**
  * encodeCommand returns the bytes of `command`.
  * Errors: KvCommandError `emptyKey`, `keyTooLong`, `valueTooLong`,
- * `tooManyOps` (batch of more than BATCH_OPS_MAX), `tooLarge` (more than
+ * `reservedKey`, `badSession` (see sessionStampProblem), `tooManyOps`
+ * (batch of more than BATCH_OPS_MAX), `tooLarge` (more than
  * COMMAND_BYTES_MAX encoded), `unknownOp` (nested batch or unknown op).
  */
 export function encodeCommand(command: KvCommand): Uint8Array {
@@ -103,7 +134,10 @@ export function encodeCommand(command: KvCommand): Uint8Array {
   if (command.op === 'batch' && ops.length > BATCH_OPS_MAX) {
     throw new KvCommandError('tooManyOps', `kv command: batch of ${ops.length} ops, more than ${BATCH_OPS_MAX}`);
   }
-  let sizeBytes = command.op === 'batch' ? 5 : 0;
+  const session = command.session;
+  if (session !== undefined) checkSession(session);
+  const sessionBytes = session === undefined ? 0 : 1 + 1 + session.clientId.length + 8;
+  let sizeBytes = sessionBytes + (command.op === 'batch' ? 5 : 0);
   for (const op of ops) {
     if (op.op !== 'put' && op.op !== 'delete') {
       throw new KvCommandError('unknownOp', `kv command: cannot encode op ${String((op as { op: unknown }).op)}`);
@@ -118,6 +152,15 @@ export function encodeCommand(command: KvCommand): Uint8Array {
   const out = new Uint8Array(sizeBytes);
   const view = new DataView(out.buffer);
   let at = 0;
+  if (session !== undefined) {
+    out[0] = OP_SESSION;
+    out[1] = session.clientId.length;
+    out.set(Buffer.from(session.clientId, 'latin1'), 2);
+    at = 2 + session.clientId.length;
+    view.setUint32(at, Math.floor(session.seq / 2 ** 32));
+    view.setUint32(at + 4, session.seq % 2 ** 32);
+    at += 8;
+  }
   if (command.op === 'batch') {
     out[at] = OP_BATCH;
     view.setUint32(at + 1, ops.length);
@@ -194,6 +237,7 @@ function readOp(r: Reader, op: number): KvPut | KvDelete {
     throw new KvCommandError('keyTooLong', `kv command: key is ${keyBytes} bytes, more than ${KEY_BYTES_MAX}`);
   }
   const key = r.bytes(keyBytes, 'key');
+  checkNotReserved(key);
   if (op === OP_DELETE) return { op: 'delete', key };
   const valueBytes = r.u32('value length');
   if (valueBytes > VALUE_BYTES_MAX) {
@@ -214,14 +258,24 @@ function unknownOp(op: number, at: number): KvCommandError {
  * the result are views into `bytes` (no copy): copy them to keep them
  * beyond the life of `bytes`.
  * Errors: KvCommandError `truncated` (including empty input), `trailingBytes`,
- * `unknownOp`, `emptyKey`, `keyTooLong`, `valueTooLong`, `tooManyOps`, `tooLarge`.
+ * `unknownOp`, `emptyKey`, `keyTooLong`, `valueTooLong`, `reservedKey`,
+ * `badSession`, `tooManyOps`, `tooLarge`.
  */
 export function decodeCommand(bytes: Uint8Array): KvCommand {
   if (bytes.length > COMMAND_BYTES_MAX) {
     throw new KvCommandError('tooLarge', `kv command: ${bytes.length} bytes, more than ${COMMAND_BYTES_MAX}`);
   }
   const r = new Reader(bytes);
-  const op = r.u8('op');
+  let op = r.u8('op');
+  let session: SessionStamp | undefined;
+  if (op === OP_SESSION) {
+    const idBytes = r.u8('client id length');
+    const clientId = Buffer.from(r.bytes(idBytes, 'client id')).toString('latin1');
+    const seq = r.u32('request id') * 2 ** 32 + r.u32('request id');
+    session = { clientId, seq };
+    checkSession(session);
+    op = r.u8('op');
+  }
   let command: KvCommand;
   if (op === OP_PUT || op === OP_DELETE) {
     command = readOp(r, op);
@@ -244,5 +298,5 @@ export function decodeCommand(bytes: Uint8Array): KvCommand {
   if (r.remaining !== 0) {
     throw new KvCommandError('trailingBytes', `kv command: ${r.remaining} bytes after the end of the command`);
   }
-  return command;
+  return session === undefined ? command : { ...command, session };
 }

@@ -4,6 +4,15 @@ import { checkIdentityMatch, missingIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { SerialQueue } from './serial-queue.js';
+import {
+  isReservedKey,
+  isSessionKey,
+  SessionInstall,
+  sessionTableOfRecords,
+  type SessionLookup,
+  type SessionStamp,
+  type SessionTable,
+} from './sessions.js';
 import { checkInstallBatch, checkInstallMeta, copyMembership, digestSnapshot } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
 import {
@@ -78,9 +87,12 @@ export class MemoryStorage implements NodeStorage {
   #closed = false;
   #sortedKeys: string[] | null = null;
   readonly #applyQueue = new SerialQueue();
+  /** the client session records of dir.kv (sessions.ts), decoded. */
+  #sessions: SessionTable;
 
   private constructor(dir: MemoryDataDir) {
     this.dir = dir;
+    this.#sessions = sessionTableOfRecords([...dir.kv.values()].filter((kv) => isSessionKey(kv.key)), dir.name);
   }
 
   /** MemoryStorage.open opens `dir` (a new empty one by default). Errors: StorageError `io` if another storage has it open. */
@@ -162,7 +174,7 @@ export class MemoryStorage implements NodeStorage {
     return this.#applyQueue.run(async () => {
       await Promise.resolve();
       const d = this.dir;
-      const plan = planApply(items, d.applied, d.name);
+      const plan = planApply(items, d.applied, d.name, { sessions: this.#sessions, existed: (key) => d.kv.has(keyString(key)) });
       for (const w of plan.writes) {
         const k = keyString(w.key);
         if (w.value === null) {
@@ -175,6 +187,7 @@ export class MemoryStorage implements NodeStorage {
       }
       d.applied = plan.appliedIndex;
       if (plan.membership !== undefined) d.membership = plan.membership;
+      this.#sessions.commit(plan.sessionChanges);
       return plan.results;
     });
   }
@@ -203,22 +216,33 @@ export class MemoryStorage implements NodeStorage {
     const checked = checkInstallMeta(meta, name);
     return this.#applyQueue.run(async () => {
       this.#checkOpen('installState');
+      const sessionInstall = new SessionInstall(this.#sessions, meta, name);
       const kv = new Map<string, KeyValue>();
       let seen = 0;
       for await (const batch of source) {
         this.#checkOpen('installState'); // close() aborts an install
         checkInstallBatch(batch, seen, name);
-        for (const { key, value } of batch) kv.set(keyString(key), { key: Uint8Array.from(key), value: Uint8Array.from(value) });
+        for (const r of batch) {
+          if (sessionInstall.take(r)) continue;
+          kv.set(keyString(r.key), { key: Uint8Array.from(r.key), value: Uint8Array.from(r.value) });
+        }
         seen += batch.length;
       }
       this.#checkOpen('installState');
+      const sessions = sessionInstall.finish();
+      for (const r of sessions.records()) kv.set(keyString(r.key), r);
       // the swap: one synchronous step, so nothing in between is ever seen
       const d = this.dir;
       d.kv = kv;
       d.applied = checked.appliedIndex;
       d.membership = checked.membership;
+      this.#sessions = sessions;
       this.#sortedKeys = null;
     });
+  }
+
+  lookupSession(stamp: SessionStamp): SessionLookup {
+    return this.#sessions.lookup(stamp);
   }
 
   async stateDigest(): Promise<string> {
@@ -233,6 +257,7 @@ export class MemoryStorage implements NodeStorage {
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.#checkOpen('get');
     await Promise.resolve();
+    if (isReservedKey(key)) return undefined; // the store's own records are not data
     return this.dir.kv.get(keyString(key))?.value;
   }
 
@@ -257,6 +282,7 @@ export class MemoryStorage implements NodeStorage {
       const kv = this.dir.kv.get(keys[i] ?? '');
       if (kv === undefined) continue;
       if (range.lt !== undefined && compareBytes(kv.key, range.lt) >= 0) break;
+      if (isReservedKey(kv.key)) continue; // the store's own records are not data
       if (kvs.length === range.limit) return { kvs, more: true };
       kvs.push(kv);
     }

@@ -2,12 +2,23 @@ import { mkdir, open as openFile, readdir, readFile, rename, rm, stat } from 'no
 import { join } from 'node:path';
 
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
-import { planApply } from './apply-plan.js';
+import { planApply, sessionProbeKeys } from './apply-plan.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
-import { resolveRange } from './key-range.js';
+import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { RocksDb, type RocksIterator, type RocksOp } from './rocks.js';
 import { SerialQueue } from './serial-queue.js';
+import {
+  isReservedKey,
+  RESERVED_KEY_END,
+  RESERVED_KEY_PREFIX,
+  SESSION_KEY_PREFIX,
+  SessionInstall,
+  SessionTable,
+  sessionTableOfRecords,
+  type SessionLookup,
+  type SessionStamp,
+} from './sessions.js';
 import { checkInstallBatch, checkInstallMeta, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
 import {
@@ -50,6 +61,9 @@ import {
  * Key layout of state-<gen>/:
  *
  *   'k' + user key            -> value bytes                  (state machine data)
+ *   'k' + "\x00snapcoord/session/" + client id -> session record (sessions.ts: a
+ *                                reserved key, never served to clients; it travels in
+ *                                snapshots like data)
  *   'm' + 'applied'           -> index:u64be                  (state machine applied index)
  *   'm' + 'membership'        -> JSON Membership              (as of the applied index)
  *
@@ -185,6 +199,33 @@ function decodeLogBase(value: Buffer, path: string): LogBase {
   const term = readU64(value, 8, 'log base', path);
   const membership = value.length > 16 ? parseJson(value.subarray(16), 'log base membership', path, isMembership) : null;
   return { index, term, membership };
+}
+
+/** loadSessions reads the session records of a state generation. Errors: StorageError `corrupt`, `io`. */
+async function loadSessions(db: RocksDb): Promise<SessionTable> {
+  const records: KeyValue[] = [];
+  for await (const batch of db.iterate({ gte: kvKey(SESSION_KEY_PREFIX), lt: kvKey(RESERVED_KEY_END) })) {
+    for (const { key, value } of batch) records.push({ key: key.subarray(1), value });
+  }
+  return sessionTableOfRecords(records, db.path);
+}
+
+/**
+ * dataSegments splits the user-key range [gte, lt) around the reserved keys
+ * [RESERVED_KEY_PREFIX, RESERVED_KEY_END), which are not data: at most two
+ * ranges, in key order.
+ */
+function dataSegments(gte: Uint8Array | undefined, lt: Uint8Array | undefined): { gte: Uint8Array | undefined; lt: Uint8Array | undefined }[] {
+  const out: { gte: Uint8Array | undefined; lt: Uint8Array | undefined }[] = [];
+  if (gte === undefined || compareBytes(gte, RESERVED_KEY_PREFIX) < 0) {
+    const end = lt !== undefined && compareBytes(lt, RESERVED_KEY_PREFIX) < 0 ? lt : RESERVED_KEY_PREFIX;
+    out.push({ gte, lt: end });
+  }
+  if (lt === undefined || compareBytes(lt, RESERVED_KEY_END) > 0) {
+    const start = gte !== undefined && compareBytes(gte, RESERVED_KEY_END) > 0 ? gte : RESERVED_KEY_END;
+    out.push({ gte: start, lt });
+  }
+  return out;
 }
 
 function toBuffer(bytes: Uint8Array): Buffer {
@@ -334,6 +375,8 @@ export class RocksStorage implements NodeStorage {
   #lastIndex: number;
   #applied: number;
   #membership: Membership | null;
+  /** the client session records of the current generation (sessions.ts), decoded. */
+  #sessions = new SessionTable();
   #closing: Promise<void> | null = null;
 
   private constructor(
@@ -422,7 +465,10 @@ export class RocksStorage implements NodeStorage {
       const membership =
         membershipBytes === undefined ? null : parseJson(membershipBytes, 'membership', stateDb.path, isMembership);
       const state: Generation = { gen, db: stateDb, refs: 0, retired: false, deleteWhenRetired: true, disposing: null };
-      return new RocksStorage(dataDir, log, state, options, { base, lastIndex, applied, membership });
+      const sessions = await loadSessions(stateDb);
+      const storage = new RocksStorage(dataDir, log, state, options, { base, lastIndex, applied, membership });
+      storage.#sessions = sessions;
+      return storage;
     } catch (err) {
       await stateDb?.close().catch(() => undefined);
       await log.close().catch(() => undefined);
@@ -544,7 +590,15 @@ export class RocksStorage implements NodeStorage {
     this.#checkOpen('apply');
     return this.#applyQueue.run(async () => {
       const db = this.#state.db;
-      const plan = planApply(items, this.#applied, db.path);
+      // The single deletes carrying a request id report whether their key existed: read those first.
+      const existing = new Set<string>();
+      for (const key of sessionProbeKeys(items, this.#applied)) {
+        if ((await db.get(kvKey(key))) !== undefined) existing.add(Buffer.from(key).toString('latin1'));
+      }
+      const plan = planApply(items, this.#applied, db.path, {
+        sessions: this.#sessions,
+        existed: (key) => existing.has(Buffer.from(key).toString('latin1')),
+      });
       if (plan.appliedIndex === this.#applied) return plan.results;
       const ops: RocksOp[] = plan.writes.map((w) =>
         w.value === null
@@ -559,12 +613,14 @@ export class RocksStorage implements NodeStorage {
       await db.write(ops, { sync: false });
       this.#applied = plan.appliedIndex;
       if (plan.membership !== undefined) this.#membership = plan.membership;
+      this.#sessions.commit(plan.sessionChanges);
       return plan.results;
     });
   }
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.#checkOpen('get');
+    if (isReservedKey(key)) return undefined; // the store's own records are not data
     const g = this.#acquire();
     try {
       return await g.db.get(kvKey(key));
@@ -581,15 +637,20 @@ export class RocksStorage implements NodeStorage {
       if (range.empty) return { kvs: [], more: false };
       const kvs: KeyValue[] = [];
       let more = false;
-      const iteration = g.db.iterate({
-        gte: range.gte === undefined ? Buffer.of(PREFIX_KV) : kvKey(range.gte),
-        lt: range.lt === undefined ? Buffer.of(PREFIX_KV + 1) : kvKey(range.lt),
-        limit: range.limit + 1,
-      });
-      for await (const batch of iteration) {
-        for (const { key, value } of batch) {
-          if (kvs.length === range.limit) more = true;
-          else kvs.push({ key: key.subarray(1), value });
+      // The reserved keys (session records) are not data: the range skips over them.
+      for (const segment of dataSegments(range.gte, range.lt)) {
+        if (more) break;
+        if (segment.lt !== undefined && segment.gte !== undefined && compareBytes(segment.gte, segment.lt) >= 0) continue;
+        const iteration = g.db.iterate({
+          gte: segment.gte === undefined ? Buffer.of(PREFIX_KV) : kvKey(segment.gte),
+          lt: segment.lt === undefined ? Buffer.of(PREFIX_KV + 1) : kvKey(segment.lt),
+          limit: range.limit + 1 - kvs.length,
+        });
+        for await (const batch of iteration) {
+          for (const { key, value } of batch) {
+            if (kvs.length === range.limit) more = true;
+            else kvs.push({ key: key.subarray(1), value });
+          }
         }
       }
       return { kvs, more };
@@ -644,11 +705,12 @@ export class RocksStorage implements NodeStorage {
   ): Promise<void> {
     this.#checkOpen('installState');
     const checked = checkInstallMeta(meta, this.dataDir);
+    const sessionFields = { keepSessions: meta.keepSessions === true, ...(meta.session !== undefined ? { session: meta.session } : {}) };
     return this.#applyQueue.run(async () => {
       this.#checkOpen('installState');
       this.#installing = true;
       try {
-        await this.#install(source, checked);
+        await this.#install(source, { ...checked, ...sessionFields });
       } finally {
         this.#installing = false;
       }
@@ -664,19 +726,26 @@ export class RocksStorage implements NodeStorage {
     const db = await RocksDb.open(path, { errorIfExists: true });
     let committed = false;
     let dirSyncError: unknown = null;
+    let sessions: SessionTable;
     try {
       this.#hook('generationCreated', gen);
+      const sessionInstall = new SessionInstall(this.#sessions, checked, path);
       let seen = 0;
       for await (const batch of source) {
         this.#checkOpen('installState'); // close() aborts an install
         checkInstallBatch(batch, seen, path);
-        await db.write(
-          batch.map(({ key, value }) => ({ type: 'put', key: kvKey(key), value: toBuffer(value) })),
-          { sync: false },
-        );
+        const ops: RocksOp[] = [];
+        for (const r of batch) {
+          if (!sessionInstall.take(r)) ops.push({ type: 'put', key: kvKey(r.key), value: toBuffer(r.value) });
+        }
+        await db.write(ops, { sync: false });
         seen += batch.length;
       }
       this.#checkOpen('installState');
+      // The session table of the new state: the source's, or the current one kept (a restore).
+      sessions = sessionInstall.finish();
+      const sessionOps: RocksOp[] = sessions.records().map((r) => ({ type: 'put', key: kvKey(r.key), value: toBuffer(r.value) }));
+      if (sessionOps.length > 0) await db.write(sessionOps, { sync: false });
       // One synced write makes every earlier unsynced one durable too.
       const metaOps: RocksOp[] = [
         { type: 'put', key: KEY_APPLIED, value: u64(checked.appliedIndex) },
@@ -709,6 +778,7 @@ export class RocksStorage implements NodeStorage {
     this.#state = next;
     this.#applied = checked.appliedIndex;
     this.#membership = checked.membership;
+    this.#sessions = sessions;
     this.#stateDirty = false;
     if (dirSyncError !== null) {
       await this.#retire(old, false);
@@ -721,6 +791,10 @@ export class RocksStorage implements NodeStorage {
 
   async stateDigest(): Promise<string> {
     return digestSnapshot(await this.snapshotState());
+  }
+
+  lookupSession(stamp: SessionStamp): SessionLookup {
+    return this.#sessions.lookup(stamp);
   }
 
   // ---- IdentityStore ----

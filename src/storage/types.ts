@@ -7,6 +7,7 @@
  * Every method of a closed store rejects with StorageError `closed`.
  */
 import type { Entry, HardState, Membership, NodeId } from '../raft/types.js';
+import type { SessionLookup, SessionStamp } from './sessions.js';
 
 /**
  * LogBase names the last entry removed by compaction ({0, 0} for a log never
@@ -91,9 +92,16 @@ export interface ApplyItem {
   readonly membership?: Membership;
 }
 
-/** ApplyResult is the outcome of one applied entry, a pure function of the entry (deterministic on every node). */
+/**
+ * ApplyResult is the outcome of one applied entry, a pure function of the
+ * entry and the state before it (deterministic on every node). For a command
+ * carrying a client request id (sessions.ts): `firstIndex` is set when that
+ * request id was applied before (at firstIndex; this entry changed nothing),
+ * and `deleted` tells how many keys a single delete removed. A request id
+ * older than those remembered fails with code `requestIdExpired`.
+ */
 export type ApplyResult =
-  | { readonly index: number; readonly ok: true }
+  | { readonly index: number; readonly ok: true; readonly firstIndex?: number; readonly deleted?: number }
   | { readonly index: number; readonly ok: false; readonly code: string; readonly error: string };
 
 /** KeyValue is one pair of the replicated store. Callers must not modify the bytes they are given. */
@@ -176,6 +184,8 @@ export interface StateMachine {
   snapshotState(): Promise<StateSnapshotReader>;
   installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void>;
   stateDigest(): Promise<string>;
+  /** lookupSession: what the applied state remembers of `stamp` (sessions.ts); `new` when nothing. */
+  lookupSession(stamp: SessionStamp): SessionLookup;
   close(): Promise<void>;
 }
 
@@ -209,10 +219,19 @@ export interface StateSnapshotReader {
   close(): Promise<void>;
 }
 
-/** InstallMeta is what StateMachine.installState records next to the data: the index and membership the state is as of. */
+/**
+ * InstallMeta is what StateMachine.installState records next to the data: the
+ * index and membership the state is as of. The client session records
+ * (sessions.ts) come from the source, unless `keepSessions` is set (a restore
+ * of user data): then the source's reserved records are ignored, the current
+ * table is kept, and `session`, when given, is recorded as applied at
+ * appliedIndex.
+ */
 export interface InstallMeta {
   readonly appliedIndex: number;
   readonly membership: Membership;
+  readonly keepSessions?: boolean;
+  readonly session?: SessionStamp;
 }
 
 /** FORMAT_VERSION is the on-disk format this code writes and reads. */

@@ -6,6 +6,7 @@
  */
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
+import type { SessionLookup, SessionStamp } from '../../../src/storage/sessions.js';
 import type {
   ApplyItem,
   ApplyResult,
@@ -90,6 +91,9 @@ export class FaultyStorage implements NodeStorage {
   }
   stateDigest(): Promise<string> {
     return this.inner.stateDigest();
+  }
+  lookupSession(stamp: SessionStamp): SessionLookup {
+    return this.inner.lookupSession(stamp);
   }
   readIdentity(): Promise<Identity | null> {
     return this.inner.readIdentity();

@@ -1,0 +1,431 @@
+/**
+ * Client sessions (Raft dissertation §6.3, "Implementing linearizable
+ * semantics"): the state machine remembers, per client id, the results of
+ * that client's most recent request ids, so a retried write is answered with
+ * its first result instead of being applied twice.
+ *
+ * The table is part of the replicated state: every node changes it the same
+ * way from the same entries (no clock, no randomness: recency is the log
+ * index), it is written in the same atomic batch as the data it guards, and it
+ * travels in snapshots as ordinary records under a reserved key prefix
+ * (RESERVED_KEY_PREFIX, which clients may neither write nor read):
+ *
+ *   key   = "\x00snapcoord/session/" + clientId
+ *   value = version:u8 (1) lastIndex:u64be floorSeq:u64be count:u16be
+ *           (seq:u64be index:u64be flags:u8 [deleted:u32be if flags & 1]){count}
+ *
+ * Bounds, both deterministic: a client keeps its SESSION_RESULTS_PER_CLIENT_MAX
+ * highest request ids (dropping a lower one raises its `floorSeq`: a request
+ * id at or below it that is not remembered is refused, never applied again);
+ * the table keeps SESSION_CLIENTS_MAX clients, forgetting the one whose last
+ * recorded write has the lowest log index.
+ */
+import { StorageError } from './storage-error.js';
+import type { KeyValue } from './types.js';
+
+/** RESERVED_KEY_PREFIX: keys starting with these bytes ("\x00snapcoord/") belong to the store itself. */
+export const RESERVED_KEY_PREFIX: Uint8Array = Uint8Array.from(Buffer.from('\x00snapcoord/', 'latin1'));
+/** RESERVED_KEY_END: the first key after every reserved one ("\x00snapcoord0"). */
+export const RESERVED_KEY_END: Uint8Array = Uint8Array.from(Buffer.from('\x00snapcoord0', 'latin1'));
+/** SESSION_KEY_PREFIX: the reserved prefix of the session records. */
+export const SESSION_KEY_PREFIX: Uint8Array = Uint8Array.from(Buffer.from('\x00snapcoord/session/', 'latin1'));
+
+/** CLIENT_ID_CHARS_MAX: the longest client id (printable ASCII, 0x21..0x7e). */
+export const CLIENT_ID_CHARS_MAX = 64;
+/** SESSION_RESULTS_PER_CLIENT_MAX: the request ids remembered per client (its highest ones). */
+export const SESSION_RESULTS_PER_CLIENT_MAX = 32;
+/** SESSION_CLIENTS_MAX: the clients remembered; beyond it the least recently active one is forgotten. */
+export const SESSION_CLIENTS_MAX = 8192;
+
+const SESSION_FORMAT_VERSION = 1;
+const FLAG_DELETED = 0x01;
+const TWO_32 = 2 ** 32;
+
+/** SessionStamp identifies one client request: the client's id and its serial number for the request. */
+export interface SessionStamp {
+  readonly clientId: string;
+  /** the request id: 1..2^53-1, increasing per client. */
+  readonly seq: number;
+}
+
+/** SessionResult is what the table remembers of one applied request. */
+export interface SessionResult {
+  readonly seq: number;
+  /** the log index at which the request was applied. */
+  readonly index: number;
+  /** for a single delete: how many keys it removed (0 or 1). */
+  readonly deleted?: number;
+}
+
+/** ClientSession is one client's record. `results` are in increasing seq order. */
+export interface ClientSession {
+  readonly clientId: string;
+  /** the index of the last entry that recorded a result for this client (its recency). */
+  readonly lastIndex: number;
+  /** every request id <= floorSeq not in `results` was forgotten (0: none). */
+  readonly floorSeq: number;
+  readonly results: readonly SessionResult[];
+}
+
+/** SessionLookup: a request id is `new` (apply it), `seen` (answer with `result`) or `expired` (forgotten: refuse it). */
+export type SessionLookup =
+  | { readonly kind: 'new' }
+  | { readonly kind: 'seen'; readonly result: SessionResult }
+  | { readonly kind: 'expired'; readonly floorSeq: number };
+
+/** SessionFormatError: a session record or stamp that does not follow the rules above. */
+export class SessionFormatError extends Error {
+  override readonly name = 'SessionFormatError';
+}
+
+/** sessionStampProblem returns why `stamp` is invalid, or null when it is valid. */
+export function sessionStampProblem(stamp: SessionStamp): string | null {
+  const id = stamp.clientId;
+  if (typeof id !== 'string' || id.length === 0 || id.length > CLIENT_ID_CHARS_MAX) {
+    return `client id must be 1..${CLIENT_ID_CHARS_MAX} characters`;
+  }
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i);
+    if (c < 0x21 || c > 0x7e) return `client id must be printable ASCII without spaces (character ${i} is not)`;
+  }
+  if (!Number.isSafeInteger(stamp.seq) || stamp.seq < 1) return `request id must be 1..2^53-1, got ${String(stamp.seq)}`;
+  return null;
+}
+
+/** checkSessionStamp throws SessionFormatError for an invalid stamp. */
+export function checkSessionStamp(stamp: SessionStamp): void {
+  const problem = sessionStampProblem(stamp);
+  if (problem !== null) throw new SessionFormatError(problem);
+}
+
+function startsWith(key: Uint8Array, prefix: Uint8Array): boolean {
+  if (key.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (key[i] !== prefix[i]) return false;
+  return true;
+}
+
+/** isReservedKey is true for a key under RESERVED_KEY_PREFIX (the store's own records). */
+export function isReservedKey(key: Uint8Array): boolean {
+  return startsWith(key, RESERVED_KEY_PREFIX);
+}
+
+/** isSessionKey is true for a key under SESSION_KEY_PREFIX. */
+export function isSessionKey(key: Uint8Array): boolean {
+  return startsWith(key, SESSION_KEY_PREFIX);
+}
+
+/** sessionKey: the reserved key of `clientId`'s record. */
+export function sessionKey(clientId: string): Uint8Array {
+  const id = Buffer.from(clientId, 'latin1');
+  const out = new Uint8Array(SESSION_KEY_PREFIX.length + id.length);
+  out.set(SESSION_KEY_PREFIX, 0);
+  out.set(id, SESSION_KEY_PREFIX.length);
+  return out;
+}
+
+function writeU64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, Math.floor(value / TWO_32));
+  view.setUint32(at + 4, value % TWO_32);
+}
+
+function readU64(view: DataView, at: number): number {
+  return view.getUint32(at) * TWO_32 + view.getUint32(at + 4);
+}
+
+/** encodeClientSession: the value of a session record. */
+export function encodeClientSession(s: ClientSession): Uint8Array {
+  let size = 1 + 8 + 8 + 2;
+  for (const r of s.results) size += 8 + 8 + 1 + (r.deleted === undefined ? 0 : 4);
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  out[0] = SESSION_FORMAT_VERSION;
+  writeU64(view, 1, s.lastIndex);
+  writeU64(view, 9, s.floorSeq);
+  view.setUint16(17, s.results.length);
+  let at = 19;
+  for (const r of s.results) {
+    writeU64(view, at, r.seq);
+    writeU64(view, at + 8, r.index);
+    out[at + 16] = r.deleted === undefined ? 0 : FLAG_DELETED;
+    at += 17;
+    if (r.deleted !== undefined) {
+      view.setUint32(at, r.deleted);
+      at += 4;
+    }
+  }
+  return out;
+}
+
+/**
+ * decodeSessionRecord parses one session record (key and value).
+ * Errors: SessionFormatError when the key is not a session key with a valid
+ * client id, or the value is malformed (wrong version, truncated, trailing
+ * bytes, request ids not increasing, more than SESSION_RESULTS_PER_CLIENT_MAX).
+ */
+export function decodeSessionRecord(key: Uint8Array, value: Uint8Array): ClientSession {
+  if (!isSessionKey(key)) throw new SessionFormatError('not a session key');
+  const clientId = Buffer.from(key.subarray(SESSION_KEY_PREFIX.length)).toString('latin1');
+  const fail = (what: string): never => {
+    throw new SessionFormatError(`session record of client ${JSON.stringify(clientId)}: ${what}`);
+  };
+  const problem = sessionStampProblem({ clientId, seq: 1 });
+  if (problem !== null) fail(problem);
+  const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
+  if (value.length < 19) fail('truncated');
+  if (value[0] !== SESSION_FORMAT_VERSION) fail(`unknown version ${String(value[0])}`);
+  const lastIndex = readU64(view, 1);
+  const floorSeq = readU64(view, 9);
+  const count = view.getUint16(17);
+  if (!Number.isSafeInteger(lastIndex) || !Number.isSafeInteger(floorSeq)) fail('a number exceeds 2^53');
+  if (count > SESSION_RESULTS_PER_CLIENT_MAX) fail(`${count} results, more than ${SESSION_RESULTS_PER_CLIENT_MAX}`);
+  const results: SessionResult[] = [];
+  let at = 19;
+  let prevSeq = floorSeq;
+  for (let i = 0; i < count; i++) {
+    if (value.length < at + 17) fail('truncated');
+    const seq = readU64(view, at);
+    const index = readU64(view, at + 8);
+    const flags = value[at + 16] ?? 0;
+    at += 17;
+    if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(index) || index > lastIndex) fail(`result ${i} is out of range`);
+    if (seq <= prevSeq) fail('request ids are not increasing (or not above the floor)');
+    prevSeq = seq;
+    if ((flags & ~FLAG_DELETED) !== 0) fail(`result ${i} has unknown flags`);
+    if ((flags & FLAG_DELETED) !== 0) {
+      if (value.length < at + 4) fail('truncated');
+      results.push({ seq, index, deleted: view.getUint32(at) });
+      at += 4;
+    } else {
+      results.push({ seq, index });
+    }
+  }
+  if (at !== value.length) fail(`${value.length - at} trailing bytes`);
+  return { clientId, lastIndex, floorSeq, results };
+}
+
+/** lookupClientSession: what `seq` is for a client whose record is `s` (undefined: unknown client). */
+export function lookupClientSession(s: ClientSession | undefined, seq: number): SessionLookup {
+  if (s === undefined) return { kind: 'new' };
+  for (const r of s.results) if (r.seq === seq) return { kind: 'seen', result: r };
+  if (seq <= s.floorSeq) return { kind: 'expired', floorSeq: s.floorSeq };
+  return { kind: 'new' };
+}
+
+/**
+ * withResult: `s` (or a new record) with `result` added at log index `index`:
+ * results stay in seq order, the lowest are dropped beyond
+ * SESSION_RESULTS_PER_CLIENT_MAX (raising floorSeq to the highest dropped).
+ */
+export function withResult(s: ClientSession | undefined, clientId: string, index: number, result: SessionResult): ClientSession {
+  const results = [...(s?.results ?? []), result].sort((a, b) => a.seq - b.seq);
+  let floorSeq = s?.floorSeq ?? 0;
+  while (results.length > SESSION_RESULTS_PER_CLIENT_MAX) {
+    const dropped = results.shift() as SessionResult;
+    floorSeq = Math.max(floorSeq, dropped.seq);
+  }
+  return { clientId, lastIndex: index, floorSeq, results };
+}
+
+/** SessionChanges: client id -> its new record, or null when it is forgotten; in the order they were made. */
+export type SessionChanges = Map<string, ClientSession | null>;
+
+/**
+ * SessionTable is the in-memory copy of the session records a state machine
+ * holds (its storage keeps them under SESSION_KEY_PREFIX), ordered by
+ * recency (lastIndex ascending) so the least recently active client is first.
+ */
+export class SessionTable {
+  readonly #clients = new Map<string, ClientSession>();
+
+  /** SessionTable.of builds a table from records in any order. */
+  static of(sessions: Iterable<ClientSession>): SessionTable {
+    const t = new SessionTable();
+    for (const s of [...sessions].sort((a, b) => a.lastIndex - b.lastIndex || (a.clientId < b.clientId ? -1 : 1))) {
+      t.#clients.set(s.clientId, s);
+    }
+    return t;
+  }
+
+  get size(): number {
+    return this.#clients.size;
+  }
+
+  get(clientId: string): ClientSession | undefined {
+    return this.#clients.get(clientId);
+  }
+
+  lookup(stamp: SessionStamp): SessionLookup {
+    return lookupClientSession(this.#clients.get(stamp.clientId), stamp.seq);
+  }
+
+  /** sessions: the records, least recently active first. */
+  sessions(): IterableIterator<ClientSession> {
+    return this.#clients.values();
+  }
+
+  /** records: every session record as a key-value pair, in key order (for an install that keeps the table). */
+  records(): KeyValue[] {
+    return [...this.#clients.values()]
+      .map((s) => ({ key: sessionKey(s.clientId), value: encodeClientSession(s) }))
+      .sort((a, b) => Buffer.compare(a.key, b.key));
+  }
+
+  /** commit applies `changes` (made by a SessionPlanner on this table) once they are written. */
+  commit(changes: SessionChanges): void {
+    for (const [id, s] of changes) {
+      this.#clients.delete(id);
+      if (s !== null) this.#clients.set(id, s); // re-inserted: the most recent go last
+    }
+  }
+}
+
+/**
+ * SessionPlanner records results on top of a SessionTable without changing
+ * it, for one apply call: `changes` are committed to the table once the batch
+ * that writes them succeeded. Deterministic: it depends only on the table and
+ * the calls made.
+ */
+export class SessionPlanner {
+  readonly #base: SessionTable;
+  readonly changes: SessionChanges = new Map();
+  #count: number;
+
+  constructor(base: SessionTable) {
+    this.#base = base;
+    this.#count = base.size;
+  }
+
+  #current(clientId: string): ClientSession | undefined {
+    const changed = this.changes.get(clientId);
+    if (changed !== undefined) return changed ?? undefined;
+    return this.#base.get(clientId);
+  }
+
+  lookup(stamp: SessionStamp): SessionLookup {
+    return lookupClientSession(this.#current(stamp.clientId), stamp.seq);
+  }
+
+  /** record remembers `result` for `stamp`, applied at log index `index`, forgetting the least recent client beyond the cap. */
+  record(stamp: SessionStamp, index: number, result: Omit<SessionResult, 'seq'>): void {
+    const prev = this.#current(stamp.clientId);
+    if (prev === undefined) this.#count++;
+    const next = withResult(prev, stamp.clientId, index, { ...result, seq: stamp.seq });
+    this.changes.delete(stamp.clientId);
+    this.changes.set(stamp.clientId, next);
+    while (this.#count > SESSION_CLIENTS_MAX) this.#evictOldest();
+  }
+
+  #evictOldest(): void {
+    // Untouched base clients are older than every one changed here (their lastIndex is below this batch's).
+    let victim: string | undefined;
+    for (const s of this.#base.sessions()) {
+      if (!this.changes.has(s.clientId)) {
+        victim = s.clientId;
+        break;
+      }
+    }
+    if (victim === undefined) {
+      for (const [id, s] of this.changes) {
+        if (s !== null) {
+          victim = id;
+          break;
+        }
+      }
+    }
+    if (victim === undefined) return;
+    this.changes.set(victim, null);
+    this.#count--;
+  }
+
+  /** writes: the record writes of `changes` (a null value deletes), in the order made. */
+  writes(): { key: Uint8Array; value: Uint8Array | null }[] {
+    return [...this.changes].map(([id, s]) => ({ key: sessionKey(id), value: s === null ? null : encodeClientSession(s) }));
+  }
+}
+
+/**
+ * sessionTableOfRecords builds the table of a state machine from its stored
+ * session records (any order). Errors: StorageError `corrupt` naming `path`
+ * when a record does not decode.
+ */
+export function sessionTableOfRecords(records: Iterable<KeyValue>, path: string): SessionTable {
+  const sessions: ClientSession[] = [];
+  for (const { key, value } of records) {
+    try {
+      sessions.push(decodeSessionRecord(key, value));
+    } catch (err) {
+      if (!(err instanceof SessionFormatError)) throw err;
+      throw new StorageError('corrupt', `${path}: ${err.message}`, { path, cause: err });
+    }
+  }
+  return SessionTable.of(sessions);
+}
+
+/**
+ * SessionInstall sorts the session records out of a state being installed
+ * (StateMachine.installState) and computes the table the new state has:
+ * with `keepSessions` the current one (the source's reserved records are
+ * ignored), else the source's own session records; then `session`, when given
+ * and new, recorded as applied at `appliedIndex`. Reserved records that are
+ * not session records are dropped either way.
+ */
+export class SessionInstall {
+  readonly #current: SessionTable;
+  readonly #keep: boolean;
+  readonly #session: SessionStamp | undefined;
+  readonly #appliedIndex: number;
+  readonly #path: string;
+  readonly #fromSource = new Map<string, ClientSession>();
+
+  /** Errors: StorageError `invalidArgument` for a malformed `session`. */
+  constructor(
+    current: SessionTable,
+    meta: { readonly appliedIndex: number; readonly keepSessions?: boolean; readonly session?: SessionStamp },
+    path: string,
+  ) {
+    this.#current = current;
+    this.#keep = meta.keepSessions === true;
+    this.#session = meta.session;
+    this.#appliedIndex = meta.appliedIndex;
+    this.#path = path;
+    if (meta.session !== undefined) {
+      const problem = sessionStampProblem(meta.session);
+      if (problem !== null) throw new StorageError('invalidArgument', `installState on ${path}: session: ${problem}`, { path });
+    }
+  }
+
+  /**
+   * take returns true when `kv` is a reserved record (not to be stored as
+   * data), keeping it when it is a session record the new state takes.
+   * Errors: StorageError `invalidArgument` for a session record that does not
+   * decode, or more than SESSION_CLIENTS_MAX of them.
+   */
+  take(kv: KeyValue): boolean {
+    if (!isReservedKey(kv.key)) return false;
+    if (this.#keep || !isSessionKey(kv.key)) return true;
+    let s: ClientSession;
+    try {
+      s = decodeSessionRecord(kv.key, kv.value);
+    } catch (err) {
+      if (!(err instanceof SessionFormatError)) throw err;
+      throw new StorageError('invalidArgument', `installState on ${this.#path}: ${err.message}`, { path: this.#path, cause: err });
+    }
+    this.#fromSource.set(s.clientId, s);
+    if (this.#fromSource.size > SESSION_CLIENTS_MAX) {
+      throw new StorageError('invalidArgument', `installState on ${this.#path}: more than ${SESSION_CLIENTS_MAX} session records`, { path: this.#path });
+    }
+    return true;
+  }
+
+  /** finish: the session table of the installed state (write its records() with the data). */
+  finish(): SessionTable {
+    const table = SessionTable.of(this.#keep ? this.#current.sessions() : this.#fromSource.values());
+    const stamp = this.#session;
+    if (stamp !== undefined && table.lookup(stamp).kind === 'new') {
+      const planner = new SessionPlanner(table);
+      planner.record(stamp, this.#appliedIndex, { index: this.#appliedIndex });
+      table.commit(planner.changes);
+    }
+    return table;
+  }
+}

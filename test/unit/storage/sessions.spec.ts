@@ -1,0 +1,274 @@
+/**
+ * Client sessions (Raft dissertation §6.3): a write carrying a client request
+ * id is applied at most once, on both storages, and the record survives a
+ * reopen, a snapshot install and a restore (src/storage/sessions.ts).
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import type { Membership } from '../../../src/raft/types.js';
+import { decodeCommand, encodeCommand, KvCommandError, type KvCommand } from '../../../src/storage/kv-command.js';
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import {
+  SESSION_CLIENTS_MAX,
+  SESSION_RESULTS_PER_CLIENT_MAX,
+  SessionPlanner,
+  SessionTable,
+  decodeSessionRecord,
+  encodeClientSession,
+  isReservedKey,
+  sessionKey,
+  type SessionStamp,
+} from '../../../src/storage/sessions.js';
+import type { ApplyItem, ApplyResult, KeyValue, NodeStorage } from '../../../src/storage/types.js';
+import { rejectsWith } from './helpers.js';
+
+interface Fixture {
+  open(): Promise<NodeStorage>;
+  dispose(): Promise<void>;
+}
+
+const implementations: { name: string; create(): Promise<Fixture> }[] = [
+  {
+    name: 'MemoryStorage',
+    create: async () => {
+      const dir = new MemoryDataDir('mem-sessions');
+      return { open: () => MemoryStorage.open(dir), dispose: async () => undefined };
+    },
+  },
+  {
+    name: 'RocksStorage',
+    create: async () => {
+      const root = await mkdtemp(join(tmpdir(), 'snapcoord-sessions-'));
+      return { open: () => RocksStorage.open(join(root, 'data')), dispose: () => rm(root, { recursive: true, force: true }) };
+    },
+  },
+];
+
+const enc = new TextEncoder();
+const bytes = (s: string): Uint8Array => enc.encode(s);
+const text = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
+const MEMBERSHIP: Membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:1' } };
+
+function item(index: number, command: KvCommand): ApplyItem {
+  return { entry: { index, term: 1, type: 'normal', data: encodeCommand(command) } };
+}
+
+function put(key: string, value: string, session?: SessionStamp): KvCommand {
+  return { op: 'put', key: bytes(key), value: bytes(value), ...(session !== undefined ? { session } : {}) };
+}
+
+function del(key: string, session?: SessionStamp): KvCommand {
+  return { op: 'delete', key: bytes(key), ...(session !== undefined ? { session } : {}) };
+}
+
+async function allRecords(s: NodeStorage): Promise<KeyValue[]> {
+  const reader = await s.snapshotState();
+  const out: KeyValue[] = [];
+  for await (const batch of reader.batches()) out.push(...batch);
+  return out;
+}
+
+async function userKeys(s: NodeStorage): Promise<string[]> {
+  return (await s.range({ limit: 10_000 })).kvs.map((kv) => Buffer.from(kv.key).toString('latin1'));
+}
+
+describe('client sessions: command encoding', () => {
+  it('a session stamp round-trips and malformed stamps or reserved keys are refused', () => {
+    const cmd = put('k', 'v', { clientId: 'client-1', seq: 2 ** 40 + 7 });
+    assert.deepEqual(decodeCommand(encodeCommand(cmd)), { op: 'put', key: bytes('k'), value: bytes('v'), session: { clientId: 'client-1', seq: 2 ** 40 + 7 } });
+    const batch: KvCommand = { op: 'batch', ops: [{ op: 'delete', key: bytes('a') }], session: { clientId: 'c', seq: 1 } };
+    assert.deepEqual(decodeCommand(encodeCommand(batch)), batch);
+    const code = (f: () => unknown): string => {
+      try {
+        f();
+      } catch (err) {
+        assert.ok(err instanceof KvCommandError);
+        return err.code;
+      }
+      return 'none';
+    };
+    assert.equal(code(() => encodeCommand(put('k', 'v', { clientId: '', seq: 1 }))), 'badSession');
+    assert.equal(code(() => encodeCommand(put('k', 'v', { clientId: 'has space', seq: 1 }))), 'badSession');
+    assert.equal(code(() => encodeCommand(put('k', 'v', { clientId: 'x'.repeat(65), seq: 1 }))), 'badSession');
+    assert.equal(code(() => encodeCommand(put('k', 'v', { clientId: 'c', seq: 0 }))), 'badSession');
+    assert.equal(code(() => encodeCommand({ op: 'put', key: sessionKey('c'), value: bytes('x') })), 'reservedKey');
+    assert.equal(code(() => encodeCommand({ op: 'delete', key: bytes('\u0000snapcoord/anything') })), 'reservedKey');
+    // A hand-made entry with a reserved key is refused when decoded too (every node alike).
+    const raw = encodeCommand({ op: 'put', key: bytes('\u0000snapcoordX'), value: bytes('x') });
+    raw.set(bytes('/'), 3 + 10);
+    assert.equal(code(() => decodeCommand(raw)), 'reservedKey');
+  });
+
+  it('a session record round-trips; the planner forgets the lowest request ids and the least recent clients', () => {
+    const table = new SessionTable();
+    const planner = new SessionPlanner(table);
+    for (let seq = 1; seq <= SESSION_RESULTS_PER_CLIENT_MAX + 3; seq++) planner.record({ clientId: 'a', seq }, seq, { index: seq });
+    table.commit(planner.changes);
+    const a = table.get('a');
+    assert.ok(a !== undefined);
+    assert.equal(a.results.length, SESSION_RESULTS_PER_CLIENT_MAX);
+    assert.equal(a.floorSeq, 3);
+    assert.deepEqual(table.lookup({ clientId: 'a', seq: 2 }), { kind: 'expired', floorSeq: 3 });
+    assert.equal(table.lookup({ clientId: 'a', seq: 4 }).kind, 'seen');
+    assert.equal(table.lookup({ clientId: 'a', seq: 99 }).kind, 'new');
+    assert.deepEqual(decodeSessionRecord(sessionKey('a'), encodeClientSession(a)), a);
+  });
+});
+
+for (const impl of implementations) {
+  describe(`client sessions on ${impl.name}`, function () {
+    this.timeout(60_000);
+    let fixture: Fixture;
+    let store: NodeStorage;
+
+    beforeEach(async () => {
+      fixture = await impl.create();
+      store = await fixture.open();
+    });
+    afterEach(async () => {
+      await store.close();
+      await fixture.dispose();
+    });
+
+    it('A retried Put with the same request id applies once', async () => {
+      const c1: SessionStamp = { clientId: 'writer-1', seq: 1 };
+      const [first] = await store.apply([item(1, put('k', 'v1', c1))]);
+      assert.deepEqual(first, { index: 1, ok: true });
+      await store.apply([item(2, put('k', 'other'))]); // another writer, no request id
+      const results = await store.apply([item(3, put('k', 'v1', c1)), item(4, put('k2', 'x', { clientId: 'writer-1', seq: 2 }))]);
+      assert.deepEqual(results, [
+        { index: 3, ok: true, firstIndex: 1 },
+        { index: 4, ok: true },
+      ]);
+      assert.equal(text(await store.get(bytes('k'))), 'other', 'the retry did not write again');
+      assert.equal(store.appliedIndex(), 4);
+      // Within one apply call too: the second copy of a request id is a replay of the first.
+      const same = await store.apply([item(5, put('j', 'a', { clientId: 'w2', seq: 7 })), item(6, put('j', 'b', { clientId: 'w2', seq: 7 }))]);
+      assert.deepEqual(same, [
+        { index: 5, ok: true },
+        { index: 6, ok: true, firstIndex: 5 },
+      ]);
+      assert.equal(text(await store.get(bytes('j'))), 'a');
+      assert.deepEqual(store.lookupSession({ clientId: 'w2', seq: 7 }), { kind: 'seen', result: { seq: 7, index: 5 } });
+    });
+
+    it('a Delete with a request id reports what it deleted, and its retry reports the same', async () => {
+      await store.apply([item(1, put('k', 'v'))]);
+      const s: SessionStamp = { clientId: 'd', seq: 1 };
+      const r = await store.apply([item(2, put('n', 'v')), item(3, del('n', { clientId: 'd', seq: 9 })), item(4, del('k', s)), item(5, del('missing', { clientId: 'd', seq: 10 }))]);
+      assert.deepEqual(r, [
+        { index: 2, ok: true },
+        { index: 3, ok: true, deleted: 1 },
+        { index: 4, ok: true, deleted: 1 },
+        { index: 5, ok: true, deleted: 0 },
+      ]);
+      await store.apply([item(6, put('k', 'again'))]);
+      const [retry] = await store.apply([item(7, del('k', s))]);
+      assert.deepEqual(retry, { index: 7, ok: true, firstIndex: 4, deleted: 1 });
+      assert.equal(text(await store.get(bytes('k'))), 'again', 'the retried delete did not delete the newer value');
+    });
+
+    it('session records are reserved: not readable, not listed, not writable', async () => {
+      await store.apply([item(1, put('\u0000a', '1')), item(2, put('z', '2', { clientId: 'c', seq: 1 })), item(3, put('\u0000snapcoord0', '3'))]);
+      assert.equal(await store.get(sessionKey('c')), undefined);
+      assert.deepEqual(await userKeys(store), ['\u0000a', '\u0000snapcoord0', 'z']);
+      assert.deepEqual((await store.range({ prefix: bytes('\u0000snapcoord/'), limit: 10 })).kvs, []);
+      // Limits and paging count data only.
+      const page = await store.range({ limit: 1, start: bytes('\u0000b') });
+      assert.deepEqual(page.kvs.map((kv) => text(kv.key)), ['\u0000snapcoord0']);
+      assert.equal(page.more, true);
+      const [bad] = await store.apply([{ entry: { index: 4, term: 1, type: 'normal', data: Uint8Array.from([0x01, 0x00, 0x14, ...sessionKey('c'), 0, 0, 0, 1, 0x41]) } }]);
+      assert.equal(bad?.ok, false);
+      assert.equal((bad as Extract<ApplyResult, { ok: false }>).code, 'reservedKey');
+      // But they are state: in the snapshot stream (so in the digest), under their reserved key.
+      const records = await allRecords(store);
+      assert.ok(records.some((r) => isReservedKey(r.key)));
+    });
+
+    it('the record survives a reopen, and a snapshot installed elsewhere', async () => {
+      const s: SessionStamp = { clientId: 'persist', seq: 3 };
+      await store.apply([item(1, put('k', 'v', s))]);
+      await store.close();
+      store = await fixture.open();
+      assert.deepEqual(store.lookupSession(s), { kind: 'seen', result: { seq: 3, index: 1 } });
+      const [again] = await store.apply([item(2, put('k', 'changed', s))]);
+      assert.deepEqual(again, { index: 2, ok: true, firstIndex: 1 });
+
+      // A follower that installs this state remembers the id too.
+      const other = await MemoryStorage.open(new MemoryDataDir('follower'));
+      try {
+        const reader = await store.snapshotState();
+        await other.installState(reader.batches(), { appliedIndex: reader.appliedIndex, membership: MEMBERSHIP });
+        assert.equal(await other.stateDigest(), await store.stateDigest());
+        const [replay] = await other.apply([item(3, put('k', 'changed', s))]);
+        assert.deepEqual(replay, { index: 3, ok: true, firstIndex: 1 });
+        assert.equal(text(await other.get(bytes('k'))), 'v');
+        assert.deepEqual(await userKeys(other), ['k']);
+      } finally {
+        await other.close();
+      }
+    });
+
+    it('an install with keepSessions (a restore) keeps the table, ignores the archive\'s, and records its own id', async () => {
+      await store.apply([item(1, put('k', 'v', { clientId: 'before', seq: 1 }))]);
+      const archive: KeyValue[] = [
+        { key: bytes('\u0000a'), value: bytes('x') },
+        { key: sessionKey('from-archive'), value: encodeClientSession({ clientId: 'from-archive', lastIndex: 1, floorSeq: 0, results: [{ seq: 1, index: 1 }] }) },
+        { key: bytes('\u0000snapcoord/other'), value: bytes('dropped') },
+        { key: bytes('restored'), value: bytes('r') },
+      ];
+      await store.installState([archive], { appliedIndex: 5, membership: MEMBERSHIP, keepSessions: true, session: { clientId: 'restorer', seq: 1 } });
+      assert.deepEqual(await userKeys(store), ['\u0000a', 'restored']);
+      assert.equal(store.lookupSession({ clientId: 'before', seq: 1 }).kind, 'seen');
+      assert.equal(store.lookupSession({ clientId: 'from-archive', seq: 1 }).kind, 'new');
+      assert.deepEqual(store.lookupSession({ clientId: 'restorer', seq: 1 }), { kind: 'seen', result: { seq: 1, index: 5 } });
+      await store.close();
+      store = await fixture.open();
+      assert.equal(store.lookupSession({ clientId: 'restorer', seq: 1 }).kind, 'seen');
+
+      // Without keepSessions (a snapshot install) the source's table is the new one; a malformed record is refused.
+      await store.installState([archive], { appliedIndex: 6, membership: MEMBERSHIP });
+      assert.equal(store.lookupSession({ clientId: 'before', seq: 1 }).kind, 'new');
+      assert.equal(store.lookupSession({ clientId: 'from-archive', seq: 1 }).kind, 'seen');
+      await rejectsWith(
+        store.installState([[{ key: sessionKey('bad'), value: bytes('nonsense') }]], { appliedIndex: 7, membership: MEMBERSHIP }),
+        'invalidArgument',
+        /session record/,
+      );
+      assert.equal(store.appliedIndex(), 6);
+    });
+
+    it('a request id older than those remembered is refused, not applied again', async () => {
+      const items: ApplyItem[] = [];
+      const n = SESSION_RESULTS_PER_CLIENT_MAX + 5;
+      for (let seq = 1; seq <= n; seq++) items.push(item(seq, put(`k${seq}`, 'v', { clientId: 'busy', seq })));
+      await store.apply(items);
+      await store.apply([item(n + 1, del('k1'))]);
+      const [old] = await store.apply([item(n + 2, put('k1', 'v', { clientId: 'busy', seq: 1 }))]);
+      assert.equal(old?.ok, false);
+      assert.equal((old as Extract<ApplyResult, { ok: false }>).code, 'requestIdExpired');
+      assert.equal(await store.get(bytes('k1')), undefined, 'not applied again');
+      const [kept] = await store.apply([item(n + 3, put('k6', 'x', { clientId: 'busy', seq: 6 }))]);
+      assert.deepEqual(kept, { index: n + 3, ok: true, firstIndex: 6 });
+    });
+
+    it('the table keeps at most SESSION_CLIENTS_MAX clients, forgetting the least recently active', async () => {
+      const items: ApplyItem[] = [];
+      for (let i = 1; i <= SESSION_CLIENTS_MAX + 1; i++) items.push(item(i, put('k', `${i}`, { clientId: `c${i}`, seq: 1 })));
+      await store.apply(items.slice(0, 100));
+      await store.apply(items.slice(100));
+      assert.equal(store.lookupSession({ clientId: 'c1', seq: 1 }).kind, 'new', 'the oldest client is forgotten');
+      assert.equal(store.lookupSession({ clientId: 'c2', seq: 1 }).kind, 'seen');
+      const sessions = (await allRecords(store)).filter((r) => isReservedKey(r.key));
+      assert.equal(sessions.length, SESSION_CLIENTS_MAX);
+      await store.close();
+      store = await fixture.open();
+      assert.equal(store.lookupSession({ clientId: 'c1', seq: 1 }).kind, 'new');
+      assert.equal(store.lookupSession({ clientId: `c${SESSION_CLIENTS_MAX + 1}`, seq: 1 }).kind, 'seen');
+    });
+  });
+}
