@@ -2,7 +2,8 @@
  * SnapshotService and TaskService over a Node.
  *
  * - CreateSnapshot{directory}: Typesense's snapshot: a data directory under an
- *   allowed root (checked by resolveSnapshotPath), one at a time
+ *   allowed root (checked by locateSnapshotPath, then opened without following
+ *   links by exportDirectory), never the task file's path, one at a time
  *   (FAILED_PRECONDITION while another runs). CreateSnapshot{task}: enqueues a
  *   snapshotCreation task (Meilisearch), which writes
  *   <snapshot-dir>/<db-name>.snapshot.
@@ -38,7 +39,7 @@ import type { StoredSnapshot } from '../snapshot/store.js';
 import { ApiError, ERROR_CODE_METADATA_KEY, invalidArgument, notLeaderError, toApiError } from './api-error.js';
 import { MESSAGE_BYTES_MAX } from './clients.js';
 import { LeaderForwarder, isForwarded, type ServerCall } from './leader-forwarder.js';
-import { resolveSnapshotPath } from './snapshot-path.js';
+import { locateSnapshotPath } from './snapshot-path.js';
 import { unary } from './unary-handler.js';
 
 export interface SnapshotApiOptions {
@@ -163,14 +164,14 @@ export function createSnapshotService(
         }
       }
       if (req.directory === undefined) throw invalidArgument('give a directory or task');
-      const target = await resolveSnapshotPath(req.directory, opts.realRoots);
+      const target = await locateSnapshotPath(req.directory, opts.realRoots, { reserved: [opts.tasks.snapshotPath] });
       if (directoryBusy) throw new ApiError(grpc.status.FAILED_PRECONDITION, 'another snapshot is being created; try again when it is done');
       directoryBusy = true;
       try {
         const handle = await node.downloadSnapshot(true);
         try {
           await exportDirectory(handle, target, opts.directoryExport);
-          return { directorySnapshot: { path: target, info: infoOf(handle) } };
+          return { directorySnapshot: { path: target.path, info: infoOf(handle) } };
         } finally {
           handle.release();
         }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,20 +8,37 @@ import type { Membership } from '../raft/types.js';
 import { decodeStateRecords, encodeStateRecords, readArchive, SnapshotStore } from '../snapshot/index.js';
 import { fsyncDir, openFileSink, writeFileDurable } from '../snapshot/file-sink.js';
 import type { SnapshotHandle } from '../snapshot/store.js';
+import { RocksDb } from '../storage/rocks.js';
 import { RocksStorage } from '../storage/rocks-storage.js';
 import { FORMAT_VERSION } from '../storage/types.js';
+import { DirHandle, DirHandleError, FD_PATHS, lockedInodes, readSmallFile, sameFile, type FileId } from './dir-handle.js';
 import { NodeError } from './errors.js';
 
 /** MARKER_FILE marks a directory written by exportDirectory (so a later snapshot may replace it). */
 export const MARKER_FILE = 'SNAPCOORD_SNAPSHOT';
 
 /**
+ * checkArchiveTarget refuses (NodeError `invalid`) a snapshot task's file
+ * path where something other than a file (or a link, which the rename
+ * replaces) sits, e.g. a directory: the task's file cannot be put there, so
+ * the message says what to move.
+ */
+export async function checkArchiveTarget(path: string): Promise<void> {
+  const st = await lstat(path).catch(() => null);
+  if (st === null || st.isFile() || st.isSymbolicLink()) return;
+  const what = st.isDirectory() ? 'a directory' : 'not a regular file';
+  throw new NodeError('invalid', `${path} is ${what}; snapshot tasks write their file there (<snapshot-dir>/<db-name>.snapshot): move it away`);
+}
+
+/**
  * exportArchiveFile copies an opened snapshot archive to `path` atomically
  * (a temp file beside it, fsync, rename, fsync of the directory), read-only
- * (mode 0400). `progress` is called with the bytes copied so far.
+ * (mode 0400). `progress` is called with the bytes copied so far. Refuses a
+ * path where a directory sits (checkArchiveTarget).
  */
 export async function exportArchiveFile(handle: SnapshotHandle, path: string, progress: (done: number) => void): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  await checkArchiveTarget(path);
   const tmp = join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`);
   let done = 0;
   const counter = new Transform({
@@ -51,73 +68,271 @@ export interface DirectoryExport {
 }
 
 /**
- * exportDirectory writes, into `target`, a data directory that `snapcoord
- * serve --data-dir target` starts from: the snapshot's state installed, the
- * log based at the snapshot, the snapshot itself, and a marker. The copy is
- * a one-node cluster (this node, at its address): start it alone, then add
- * members. It is built beside the target and swapped in; a target that holds
- * an earlier snapcoord snapshot is replaced, any other non-empty one refused.
+ * SnapshotTarget names a directory snapshot's target as the API checked it:
+ * a trusted root (a real path) and the plain names below it, the last being
+ * the target's own name. `path` is the two joined, for messages and answers.
  */
-export async function exportDirectory(handle: SnapshotHandle, target: string, opts: DirectoryExport): Promise<void> {
-  await checkTarget(target);
-  const parent = dirname(target);
-  const tmp = join(parent, `.${basename(target)}.${randomUUID()}.tmp`);
-  const old = join(parent, `.${basename(target)}.${randomUUID()}.old`);
-  const membership: Membership = { voters: [opts.nodeId], learners: [], addresses: { [opts.nodeId]: opts.selfAddress } };
-  const { index, term } = handle.meta;
-  try {
-    await mkdir(tmp, { recursive: true, mode: 0o700 });
-    const storage = await RocksStorage.open(tmp);
-    try {
-      await storage.checkIdentity({ nodeId: opts.nodeId, clusterId: opts.clusterId, formatVersion: FORMAT_VERSION }, { createIfNew: true });
-      await readArchive(handle.createReadStream(0), async (_meta, state) => {
-        await storage.installState(decodeStateRecords(state), { appliedIndex: index, membership });
-      });
-      await storage.compact({ index, term, membership });
-      await storage.save({ hardState: { term, vote: '', commit: index } });
-      const store = await SnapshotStore.open(join(tmp, 'snapshots', 'store'), { retain: 2, snapcoordVersion: opts.version });
-      const reader = await storage.snapshotState();
-      try {
-        await store.create({ index, term, membership }, async (file) => {
-          const records = encodeStateRecords(reader.batches());
-          await pipeline(records, file);
-          return { stateKeys: records.keys };
-        });
-      } finally {
-        await reader.close();
+export interface SnapshotTarget {
+  readonly root: string;
+  readonly names: readonly string[];
+  readonly path: string;
+}
+
+/** MARKER_BYTES_MAX: the largest marker file read. */
+const MARKER_BYTES_MAX = 1 << 20;
+/** TREE_ENTRIES_MAX / TREE_DEPTH_MAX: bounds of the walk over an existing target (an export holds a few dozen files). */
+const TREE_ENTRIES_MAX = 10_000;
+const TREE_DEPTH_MAX = 8;
+const EXPORT_TMP_PREFIX = '.snapcoord-export-';
+const EXPORT_OLD_PREFIX = '.snapcoord-old-';
+
+/** TreeEntry: one entry of a directory tree: relative path, kind (d directory, f file, l link, o other) and size in bytes. */
+type TreeEntry = readonly [string, 'd' | 'f' | 'l' | 'o', number];
+
+interface Tree {
+  readonly entries: TreeEntry[];
+  /** locks: the inodes of RocksDB LOCK files in it, and the directories that hold them. */
+  readonly lockInodes: bigint[];
+  readonly lockDirs: string[];
+}
+
+/**
+ * treeOf walks `dir` (a path through a DirHandle) without following links:
+ * every entry but the top-level marker, sorted; null when it holds more than
+ * TREE_ENTRIES_MAX entries or is deeper than TREE_DEPTH_MAX (not an export).
+ */
+async function treeOf(dir: string): Promise<Tree | null> {
+  const entries: TreeEntry[] = [];
+  const lockInodes: bigint[] = [];
+  const lockDirs: string[] = [];
+  const walk = async (rel: string, depth: number): Promise<boolean> => {
+    if (depth > TREE_DEPTH_MAX) return false;
+    const here = rel === '' ? dir : `${dir}/${rel}`;
+    for (const e of await readdir(here, { withFileTypes: true })) {
+      const relPath = rel === '' ? e.name : `${rel}/${e.name}`;
+      if (rel === '' && e.name === MARKER_FILE) continue;
+      if (entries.length >= TREE_ENTRIES_MAX) return false;
+      const st = await lstat(`${dir}/${relPath}`, { bigint: true });
+      const kind = st.isSymbolicLink() ? 'l' : st.isDirectory() ? 'd' : st.isFile() ? 'f' : 'o';
+      entries.push([relPath, kind, kind === 'f' ? Number(st.size) : 0]);
+      if (kind === 'f' && e.name === 'LOCK') {
+        lockInodes.push(st.ino);
+        lockDirs.push(rel);
       }
-    } finally {
-      await storage.close();
+      if (kind === 'd' && !(await walk(relPath, depth + 1))) return false;
     }
-    await writeFileDurable(
-      join(tmp, MARKER_FILE),
-      Buffer.from(`${JSON.stringify({ index, term, digest: handle.archiveSha256, nodeId: opts.nodeId, clusterId: opts.clusterId, createdAt: new Date().toISOString() })}\n`),
-    );
-    await fsyncDir(tmp);
-    const exists = await stat(target).then(() => true, () => false);
-    if (exists) await rename(target, old);
-    await rename(tmp, target);
-    await fsyncDir(parent);
-    await rm(old, { recursive: true, force: true });
-  } catch (err) {
-    await rm(tmp, { recursive: true, force: true });
+    return true;
+  };
+  if (!(await walk('', 0))) return null;
+  entries.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  return { entries, lockInodes, lockDirs };
+}
+
+function sameTree(a: readonly TreeEntry[], b: readonly TreeEntry[]): boolean {
+  return a.length === b.length && a.every((e, i) => e[0] === b[i]?.[0] && e[1] === b[i]?.[1] && e[2] === b[i]?.[2]);
+}
+
+/**
+ * dataDirLockHeld tells whether any RocksDB database of `tree` (under `dir`)
+ * is open: by its LOCK file's inode in /proc/locks (Linux; this process's
+ * own locks included), else by trying to open each database (its lock is
+ * taken and released at once; a database this process holds under another
+ * name is not seen that way).
+ */
+export async function dataDirLockHeld(dir: string, tree: Pick<Tree, 'lockInodes' | 'lockDirs'>): Promise<boolean> {
+  const locked = await lockedInodes();
+  if (locked !== null) return tree.lockInodes.some((ino) => locked.has(ino));
+  for (const rel of tree.lockDirs) {
+    try {
+      const db = await RocksDb.open(rel === '' ? dir : `${dir}/${rel}`, { createIfMissing: false });
+      await db.close();
+    } catch (err) {
+      if (/lock/i.test((err as Error).message)) return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * dataDirInUse tells whether a process holds the RocksDB lock of any
+ * database in the directory `dir` (see dataDirLockHeld); a tree too large to
+ * walk counts as in use.
+ */
+export async function dataDirInUse(dir: string): Promise<boolean> {
+  const tree = await treeOf(dir);
+  return tree === null || (await dataDirLockHeld(dir, tree));
+}
+
+/** ExistingTarget: what was found at the target's name before the export: that directory's identity and tree. */
+interface ExistingTarget {
+  readonly id: FileId;
+  readonly tree: Tree;
+}
+
+function refuse(message: string): NodeError {
+  return new NodeError('invalid', message);
+}
+
+/**
+ * inspectTarget decides whether the entry `name` of `parent` may be
+ * replaced: absent (null), or a directory of this user that is empty, or
+ * that holds a snapcoord export (its marker) whose files are exactly those
+ * the export wrote (no node has opened it since) and whose RocksDB locks no
+ * process holds. Anything else is refused (NodeError `invalid`, saying why).
+ */
+async function inspectTarget(parent: DirHandle, name: string, shown: string): Promise<ExistingTarget | null> {
+  const st = await lstat(parent.path(name), { bigint: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
     throw err;
+  });
+  if (st === null) return null;
+  if (st.isSymbolicLink()) throw refuse(`snapshot_path ${shown} is a symbolic link`);
+  if (!st.isDirectory()) throw refuse(`snapshot_path ${shown} exists and is not a directory`);
+  const uid = process.getuid?.();
+  if (uid !== undefined && Number(st.uid) !== uid) throw refuse(`snapshot_path ${shown} belongs to another user (uid ${st.uid}); refusing to replace it`);
+  let dir: DirHandle;
+  try {
+    dir = await parent.openChild(name);
+  } catch (err) {
+    if (err instanceof DirHandleError) throw refuse(`snapshot_path ${shown}: ${err.message}`);
+    throw err;
+  }
+  try {
+    if (!sameFile(dir.id, { dev: st.dev, ino: st.ino })) throw refuse(`snapshot_path ${shown} changed while it was being checked`);
+    const tree = await treeOf(dir.path());
+    if (tree === null) throw refuse(`snapshot_path ${shown} holds too many files to be a snapcoord snapshot; refusing to overwrite it`);
+    const marker = await readSmallFile(dir.path(MARKER_FILE), MARKER_BYTES_MAX);
+    if (tree.entries.length === 0 && marker === null) return { id: dir.id, tree };
+    if (marker === null) throw refuse(`snapshot_path ${shown} is not empty and holds no earlier snapcoord snapshot; refusing to overwrite it`);
+    if (await dataDirLockHeld(dir.path(), tree)) {
+      throw refuse(`snapshot_path ${shown} is in use as a data dir (a process holds its RocksDB lock); refusing to replace it`);
+    }
+    let files: unknown;
+    try {
+      files = (JSON.parse(marker.toString('utf8')) as { files?: unknown }).files;
+    } catch {
+      files = undefined;
+    }
+    if (!Array.isArray(files) || !sameTree(files as TreeEntry[], tree.entries)) {
+      throw refuse(
+        `snapshot_path ${shown} has been used as a data dir since snapcoord exported it (its files are not the ones the export wrote); ` +
+          'refusing to replace it: choose another path, or remove it if nothing there is needed',
+      );
+    }
+    return { id: dir.id, tree };
+  } finally {
+    await dir.close();
   }
 }
 
-/** checkTarget refuses a target that is not a directory, or is non-empty and not an earlier snapcoord snapshot. */
-async function checkTarget(target: string): Promise<void> {
-  let st;
+/**
+ * exportDirectory writes, at `target`, a data directory that `snapcoord
+ * serve --data-dir <target>` starts from: the snapshot's state installed, the
+ * log based at the snapshot, the snapshot itself, and a marker listing the
+ * files written. The copy is a one-node cluster (this node, at its address):
+ * start it alone, then add members.
+ *
+ * Safety (the target comes from outside): the target's parent is opened
+ * from the root one name at a time, never through a symlink (DirHandle), and
+ * every later step goes through that handle: the copy is built in a fresh
+ * temp directory inside it, then swapped in by rename. What sits at the
+ * target already is replaced only if it is an empty directory or an earlier
+ * export that no node has used since (its files are still exactly the listed
+ * ones, no process holds its RocksDB lock), checked before the build and
+ * again right before and after it is moved aside (same inode, same files,
+ * no lock; else it is put back). Errors: NodeError `invalid` for every
+ * refusal, saying why; I/O errors pass through. Nothing is left behind on
+ * failure but the target as it was.
+ */
+export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTarget, opts: DirectoryExport): Promise<void> {
+  const name = target.names.at(-1);
+  if (name === undefined) throw refuse('snapshot_path names no directory');
+  let parent: DirHandle;
   try {
-    st = await stat(target);
-  } catch {
-    return; // absent: created
+    parent = await DirHandle.openBeneath(target.root, target.names.slice(0, -1));
+  } catch (err) {
+    if (err instanceof DirHandleError) throw refuse(`snapshot_path ${target.path}: ${err.message}`);
+    throw err;
   }
-  if (!st.isDirectory()) throw new NodeError('invalid', `snapshot_path ${target} exists and is not a directory`);
-  const entries = await readdir(target);
-  if (entries.length === 0) return;
-  const marker = await readFile(join(target, MARKER_FILE), 'utf8').catch(() => null);
-  if (marker === null) {
-    throw new NodeError('invalid', `snapshot_path ${target} is not empty and holds no earlier snapcoord snapshot; refusing to overwrite it`);
+  try {
+    const existing = await inspectTarget(parent, name, target.path);
+    const tmp = await mkdtemp(parent.path(EXPORT_TMP_PREFIX));
+    try {
+      if (!FD_PATHS) await parent.verify();
+      await buildDataDir(handle, tmp, opts);
+      const tree = await treeOf(tmp);
+      if (tree === null) throw new Error(`the export in ${tmp} holds more than ${TREE_ENTRIES_MAX} files`);
+      const { index, term } = handle.meta;
+      const marker = { index, term, digest: handle.archiveSha256, nodeId: opts.nodeId, clusterId: opts.clusterId, createdAt: new Date().toISOString(), files: tree.entries };
+      await writeFileDurable(`${tmp}/${MARKER_FILE}`, Buffer.from(`${JSON.stringify(marker)}\n`));
+      await fsyncDir(tmp);
+      if (!FD_PATHS) await parent.verify();
+      await swapIn(parent, name, tmp, existing, target.path);
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  } finally {
+    await parent.close();
+  }
+}
+
+/** swapIn renames `tmp` to `name` in `parent`, first moving aside (and at the end removing) what `existing` checked, re-checked around the move. */
+async function swapIn(parent: DirHandle, name: string, tmp: string, existing: ExistingTarget | null, shown: string): Promise<void> {
+  const at = parent.path(name);
+  if (existing === null) {
+    // rename(2) may replace only an empty directory: anything that appeared meanwhile makes it fail.
+    await rename(tmp, at);
+    await fsyncDir(parent.path());
+    return;
+  }
+  const now = await inspectTarget(parent, name, shown);
+  if (now === null || !sameFile(now.id, existing.id) || !sameTree(now.tree.entries, existing.tree.entries)) {
+    throw refuse(`snapshot_path ${shown} changed while the snapshot was being written; refusing to replace it`);
+  }
+  const old = parent.path(`${EXPORT_OLD_PREFIX}${randomUUID()}`);
+  await rename(at, old);
+  const putBack = async (why: string): Promise<never> => {
+    await rename(old, at).catch(() => undefined);
+    throw refuse(`snapshot_path ${shown} ${why}; refusing to replace it`);
+  };
+  const moved = await lstat(old, { bigint: true });
+  if (moved.isSymbolicLink() || !sameFile({ dev: moved.dev, ino: moved.ino }, existing.id)) await putBack('changed while it was being replaced');
+  if (await dataDirLockHeld(old, existing.tree)) await putBack('was opened as a data dir while it was being replaced');
+  try {
+    await rename(tmp, at);
+  } catch (err) {
+    await rename(old, at).catch(() => undefined);
+    throw err;
+  }
+  await fsyncDir(parent.path());
+  await rm(old, { recursive: true, force: true });
+}
+
+/** buildDataDir fills the empty directory `dir` with a data dir holding the snapshot's state (see exportDirectory). */
+async function buildDataDir(handle: SnapshotHandle, dir: string, opts: DirectoryExport): Promise<void> {
+  const membership: Membership = { voters: [opts.nodeId], learners: [], addresses: { [opts.nodeId]: opts.selfAddress } };
+  const { index, term } = handle.meta;
+  const storage = await RocksStorage.open(dir);
+  try {
+    await storage.checkIdentity({ nodeId: opts.nodeId, clusterId: opts.clusterId, formatVersion: FORMAT_VERSION }, { createIfNew: true });
+    await readArchive(handle.createReadStream(0), async (_meta, state) => {
+      await storage.installState(decodeStateRecords(state), { appliedIndex: index, membership });
+    });
+    await storage.compact({ index, term, membership });
+    await storage.save({ hardState: { term, vote: '', commit: index } });
+    const store = await SnapshotStore.open(`${dir}/snapshots/store`, { retain: 2, snapcoordVersion: opts.version });
+    const reader = await storage.snapshotState();
+    try {
+      await store.create({ index, term, membership }, async (file) => {
+        const records = encodeStateRecords(reader.batches());
+        await pipeline(records, file);
+        return { stateKeys: records.keys };
+      });
+    } finally {
+      await reader.close();
+    }
+  } finally {
+    await storage.close();
   }
 }

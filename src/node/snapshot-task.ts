@@ -1,5 +1,5 @@
 import type { Node } from './node.js';
-import { exportArchiveFile } from './snapshot-export.js';
+import { checkArchiveTarget, exportArchiveFile } from './snapshot-export.js';
 import type { TaskRunner } from './tasks.js';
 
 /**
@@ -10,6 +10,7 @@ import type { TaskRunner } from './tasks.js';
  */
 export function snapshotTaskRunner(node: Node, path: string): TaskRunner {
   return async (_task, progress) => {
+    await checkArchiveTarget(path); // before taking a snapshot that could not be written
     const handle = await node.downloadSnapshot(true);
     try {
       const total = handle.archiveBytes;

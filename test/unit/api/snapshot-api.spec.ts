@@ -145,6 +145,8 @@ describe('SnapshotService and TaskService (gRPC)', function () {
     const res = await unaryCall<CreateSnapshotResponse>((r, cb) => snap(followerAddr).createSnapshot(r, cb), { directory: target });
     assert.equal(res.directorySnapshot?.path, target);
     assert.ok((await readFile(join(target, MARKER_FILE), 'utf8')).includes('"index"'));
+    // A later snapshot replaces an earlier snapcoord snapshot that no node has opened.
+    await unaryCall<CreateSnapshotResponse>((r, cb) => snap(followerAddr).createSnapshot(r, cb), { directory: target });
     const copy = await RocksStorage.open(target);
     try {
       assert.ok(copy.appliedIndex() > 0);
@@ -152,8 +154,11 @@ describe('SnapshotService and TaskService (gRPC)', function () {
     } finally {
       await copy.close();
     }
-    // A later snapshot replaces an earlier snapcoord snapshot.
-    await unaryCall<CreateSnapshotResponse>((r, cb) => snap(followerAddr).createSnapshot(r, cb), { directory: target });
+    // Once opened as a data dir it is not a snapshot any more: never replaced (snapshot-path.spec.ts has the attacks).
+    await assert.rejects(
+      unaryCall((r, cb) => snap(followerAddr).createSnapshot(r, cb), { directory: target }),
+      (e: grpc.ServiceError) => e.code === grpc.status.INVALID_ARGUMENT && /used as a data dir/.test(e.details),
+    );
 
     const foreign = join(root, 'foreign');
     await mkdir(foreign, { recursive: true });

@@ -1,0 +1,114 @@
+/**
+ * SnapshotNode: one in-process single-voter node on RocksDB with its real
+ * client API (SnapshotService, TaskService, KV) on 127.0.0.1:0, laid out as
+ * `serve` lays out a data dir with its defaults: the snapshot directory (where
+ * snapshot tasks write <db>.snapshot) is itself the allowed snapshot root.
+ */
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+
+import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { prepareRoots } from '../../../src/api/snapshot-path.js';
+import { KVServiceClient } from '../../../src/gen/snapcoord/v1/kv.js';
+import { SnapshotServiceClient, TaskServiceClient } from '../../../src/gen/snapcoord/v1/snapshot.js';
+import { Node } from '../../../src/node/node.js';
+import { snapshotTaskRunner } from '../../../src/node/snapshot-task.js';
+import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
+import { TaskQueue, type TaskQueueOptions, type TaskRunner } from '../../../src/node/tasks.js';
+import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { peerDial } from '../../../src/transport/peer-guard.js';
+import { waitUntil } from '../node/rocks-cluster.js';
+
+const silent = { debug() {}, info() {}, warn() {}, error() {} };
+
+export interface SnapshotNodeOptions {
+  readonly tasks?: TaskQueueOptions;
+  /** wrapRunner: wraps the real snapshot task runner (e.g. to hold it until the test says go). */
+  readonly wrapRunner?: (real: TaskRunner) => TaskRunner;
+}
+
+export class SnapshotNode {
+  private readonly clients: grpc.Client[] = [];
+
+  private constructor(
+    /** dir: the temp dir holding everything (data dir n1/, snapshots/ = the root and the snapshot dir). */
+    readonly dir: string,
+    readonly root: string,
+    readonly snapshotPath: string,
+    readonly api: ApiServer,
+    readonly node: Node,
+    readonly tasks: TaskQueue,
+    readonly tasksFile: string,
+  ) {}
+
+  static async start(opts: SnapshotNodeOptions = {}): Promise<SnapshotNode> {
+    const dir = await mkdtemp(join(tmpdir(), 'snapcoord-snapnode-'));
+    const root = join(dir, 'snapshots');
+    await mkdir(root, { mode: 0o700 });
+    const api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
+    const dataDir = join(dir, 'n1');
+    const storage = await RocksStorage.open(dataDir);
+    await storage.checkIdentity({ nodeId: 'n1', clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
+    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, snapshotEntries: 1_000_000 }, silent, 'test');
+    snapshots.dial = peerDial('snapcoord', api.address);
+    const ref: { node: Node | null } = { node: null };
+    const transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) });
+    const node = await Node.start({
+      id: 'n1',
+      storage,
+      transport,
+      initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
+      snapshots,
+    });
+    ref.node = node;
+    const snapshotPath = join(root, 'n1.snapshot');
+    const real = snapshotTaskRunner(node, snapshotPath);
+    const tasksFile = join(dataDir, 'tasks.json');
+    const tasks = await TaskQueue.open(tasksFile, { snapshotCreation: opts.wrapRunner?.(real) ?? real }, silent, opts.tasks ?? {});
+    api.serve({
+      node,
+      snapshotApi: {
+        snapshots,
+        tasks: { queue: tasks, snapshotPath },
+        realRoots: await prepareRoots([root]),
+        directoryExport: { nodeId: 'n1', clusterId: 'test', selfAddress: api.peerAddress, version: 'test' },
+      },
+    });
+    await waitUntil('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+    return new SnapshotNode(dir, root, snapshotPath, api, node, tasks, tasksFile);
+  }
+
+  snapshotClient(): SnapshotServiceClient {
+    const c = new SnapshotServiceClient(this.api.address, grpc.credentials.createInsecure());
+    this.clients.push(c);
+    return c;
+  }
+
+  taskClient(): TaskServiceClient {
+    const c = new TaskServiceClient(this.api.address, grpc.credentials.createInsecure());
+    this.clients.push(c);
+    return c;
+  }
+
+  kvClient(): KVServiceClient {
+    const c = new KVServiceClient(this.api.address, grpc.credentials.createInsecure());
+    this.clients.push(c);
+    return c;
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.clients) c.close();
+    await this.api.close(100);
+    await this.tasks.close();
+    await this.node.stop();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function unaryCall<Res>(f: (req: any, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown, req: object): Promise<Res> {
+  return new Promise((resolve, reject) => f(req, (e, r) => (e !== null ? reject(e) : resolve(r))));
+}
