@@ -58,7 +58,13 @@ export interface NodeTimings {
   readonly readTimeoutMs: number;
 }
 
-/** APPLY_QUEUE_ENTRIES_MAX: committed entries waiting for the apply worker before the Ready loop waits too. */
+/**
+ * APPLY_QUEUE_ENTRIES_MAX: committed entries waiting for the apply worker
+ * before a leader refuses new writes (`busy`). The Ready loop never waits for
+ * the worker: heartbeats, votes and appends are persisted and answered
+ * however far behind it is (the waiting entries are the core's own, in memory
+ * anyway, so the queue holds only references).
+ */
 const APPLY_QUEUE_ENTRIES_MAX = 10_000;
 /** APPLY_BATCH_ENTRIES_MAX: entries the apply worker applies in one state machine batch. */
 const APPLY_BATCH_ENTRIES_MAX = 4_096;
@@ -194,8 +200,12 @@ export class Node {
   private replyWaiters: ReplyWaiter[] = [];
   /** readIndexWaiters: forwarded ReadIndex RPCs waiting for the leader's answer, by peer and context. */
   private readonly readIndexWaiters = new Map<string, (m: Message) => void>();
-  /** applyQueue: committed entries handed over by Readies, applied in order by the apply worker. */
-  private applyQueue: Entry[] = [];
+  /**
+   * applyQueue: committed entries handed over by Readies, and snapshots to
+   * install, applied in order by the apply worker (an install waits for the
+   * entries before it; the entries after it wait for the install).
+   */
+  private applyQueue: (Entry | SnapshotInstall)[] = [];
   private applying = false;
   private applyIdleWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
@@ -419,8 +429,22 @@ export class Node {
     if ((m.type === 'append' || m.type === 'heartbeat') && m.term >= this.raft.status().term) this.lastLeaderContact = Date.now();
     if (m.type === 'readIndex') return this.handleReadIndexRequest(m);
     const replies = this.raft.stepForReplies(m);
+    if (!this.dependsOnUnsaved(replies)) return replies;
     await this.persisted();
     return replies;
+  }
+
+  /**
+   * dependsOnUnsaved: whether `replies` may leave only after the next save.
+   * A heartbeat answer, a pre-vote answer and a refused vote promise nothing
+   * durable: they go at once, unless the term or vote they are given in is
+   * not saved yet. A vote grant and an append answer wait for the save of
+   * the vote or the entries they promise (Raft §5.1, Figure 2).
+   */
+  private dependsOnUnsaved(replies: readonly Message[]): boolean {
+    const st = this.raft.status();
+    if (st.term !== this.savedHardState.term || st.vote !== this.savedHardState.vote) return true;
+    return replies.some((r) => !(r.type === 'heartbeatResp' || (r.type === 'voteResp' && (r.preVote || !r.granted))));
   }
 
   /** handleReport steps an asynchronous answer a peer sent us (snapshotResp). */
@@ -546,7 +570,7 @@ export class Node {
     try {
       do {
         this.kicked = false;
-        if (this.fetched !== null) await this.installFetched();
+        if (this.fetched !== null) this.installFetched();
         while (this.raft.hasReady() && this.failure === null) {
           await this.handleReady(this.raft.ready());
         }
@@ -595,12 +619,12 @@ export class Node {
     // 3. a snapshot to fetch: pulled in the background; installed between two Ready cycles.
     if (rd.snapshot !== null) this.startFetch(rd.snapshot);
     // 4. apply: handed to the apply worker, so persisting and replicating go on while the
-    // state machine applies (a restore or a slow apply does not stall heartbeats). Bounded:
-    // past APPLY_QUEUE_ENTRIES_MAX waiting entries the loop waits for the worker.
+    // state machine applies or installs (a restore, a snapshot or a slow apply never stalls
+    // heartbeats or votes). Never waited for here: a leader refuses new writes instead
+    // while APPLY_QUEUE_ENTRIES_MAX entries wait (proposeData).
     if (rd.committedEntries.length > 0) {
       for (const e of rd.committedEntries) this.applyQueue.push(e);
       this.startApplyWorker();
-      if (this.applyQueue.length > APPLY_QUEUE_ENTRIES_MAX) await this.applyDrained();
     }
     // 5. reads.
     for (const rs of rd.readStates) {
@@ -736,8 +760,15 @@ export class Node {
     void (async () => {
       try {
         while (this.applyQueue.length > 0 && this.failure === null) {
-          const batch = this.applyQueue.splice(0, APPLY_BATCH_ENTRIES_MAX);
-          await this.apply(batch);
+          const head = this.applyQueue[0];
+          if (head !== undefined && isSnapshotInstall(head)) {
+            this.applyQueue.shift();
+            await this.installSnapshot(head);
+          } else {
+            let n = 0;
+            while (n < APPLY_BATCH_ENTRIES_MAX && n < this.applyQueue.length && !isSnapshotInstall(this.applyQueue[n] as Entry | SnapshotInstall)) n++;
+            await this.apply(this.applyQueue.splice(0, n) as Entry[]);
+          }
           this.releaseReads();
         }
       } catch (e) {
@@ -757,23 +788,35 @@ export class Node {
     return new Promise((resolve) => this.applyIdleWaiters.push(resolve));
   }
 
-  /** installFetched: runs between Ready cycles, so no apply interleaves with the install. */
-  private async installFetched(): Promise<void> {
+  /**
+   * installFetched: a verified snapshot is fetched; between two Ready cycles
+   * the core moves to it, and the install is queued for the apply worker
+   * (after the entries handed over before it; the core hands out none after
+   * it until snapshotInstalled). The Ready loop goes on meanwhile: heartbeats,
+   * votes and appends are persisted and answered while it installs.
+   */
+  private installFetched(): void {
     const f = this.fetched;
     this.fetched = null;
     if (f === null || this.snapshots === undefined) return;
-    // Entries handed over before the snapshot are applied first (no Ready runs meanwhile).
-    await this.applyDrained();
     // The install is reported done (ending the leader's compaction guard) only once the state
     // machine holds it: beginInstall now, snapshotInstalled after.
     if (!this.raft.beginInstall(f.meta)) return;
     this.membershipBaseIndex = Math.max(this.membershipBaseIndex, f.meta.index);
+    this.applyQueue.push({ install: f.stored, meta: f.meta });
+    this.startApplyWorker();
+  }
+
+  /** installSnapshot (apply worker): replaces the state machine with a fetched snapshot's state, then tells the core. */
+  private async installSnapshot(task: SnapshotInstall): Promise<void> {
+    const sm = this.snapshots as SnapshotManager;
     const t0 = Date.now();
-    await this.snapshots.install(f.stored);
-    this.raft.snapshotInstalled(f.meta);
+    await sm.install(task.install);
+    this.raft.snapshotInstalled(task.meta);
+    this.kick();
     this.snapshotStats.installed++;
     this.metrics?.snapshotInstallSeconds.observe((Date.now() - t0) / 1000);
-    this.log.info({ index: f.meta.index, ms: Date.now() - t0 }, 'snapshot installed');
+    this.log.info({ index: task.meta.index, ms: Date.now() - t0 }, 'snapshot installed');
   }
 
   private route(m: Message): void {
@@ -960,6 +1003,9 @@ export class Node {
     this.disk?.check();
     if (this.proposals.size >= this.maxPendingProposals) {
       throw new NodeError('busy', `too many writes in flight (${this.proposals.size}); retry later`);
+    }
+    if (this.applyQueue.length > APPLY_QUEUE_ENTRIES_MAX) {
+      throw new NodeError('busy', `${this.applyQueue.length} committed entries are waiting to be applied here; retry later`);
     }
     let pos;
     try {
@@ -1170,6 +1216,16 @@ function membershipKey(m: Membership): string {
 function describeMembership(m: Membership): string {
   const one = (id: NodeId, learner: boolean): string => `${id}=${m.addresses[id] ?? '?'}${learner ? ' (learner)' : ''}`;
   return [...[...m.voters].sort().map((id) => one(id, false)), ...[...m.learners].sort().map((id) => one(id, true))].join(',');
+}
+
+/** SnapshotInstall: a fetched snapshot queued for the apply worker to install. */
+interface SnapshotInstall {
+  readonly install: StoredSnapshot;
+  readonly meta: SnapshotMeta;
+}
+
+function isSnapshotInstall(x: Entry | SnapshotInstall): x is SnapshotInstall {
+  return 'install' in x;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -16,6 +16,7 @@ import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager, type SnapshotPolicy } from '.
 import { TaskQueue } from '../../../src/node/tasks.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import type { NodeStorage } from '../../../src/storage/types.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
 
@@ -33,6 +34,11 @@ export interface RocksMember {
 
 export class RocksCluster {
   readonly members: RocksMember[] = [];
+  /**
+   * wrapStorage: when set, what a member's node and snapshot manager see of
+   * its RocksStorage at its next (re)start (a test slows parts of it down).
+   */
+  wrapStorage: ((id: string, storage: RocksStorage) => NodeStorage) | null = null;
   private membership: Membership = { voters: [], learners: [], addresses: {} };
 
   private constructor(
@@ -74,13 +80,14 @@ export class RocksCluster {
     const dataDir = join(this.dir, m.id);
     const storage = await RocksStorage.open(dataDir);
     await storage.checkIdentity({ nodeId: m.id, clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
-    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), storage, this.policy, silent, 'test');
+    const seen = this.wrapStorage?.(m.id, storage) ?? storage;
+    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), seen, this.policy, silent, 'test');
     snapshots.dial = peerDial('snapcoord', api.address);
     const ref: { node: Node | null } = { node: null };
     const transport = new GrpcTransport({ selfId: m.id, onMessage: (msg) => ref.node?.receive(msg), dial: peerDial('snapcoord', api.address) });
     const node = await Node.start({
       id: m.id,
-      storage,
+      storage: seen,
       transport,
       initialMembership: this.membership,
       snapshots,

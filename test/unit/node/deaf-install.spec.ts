@@ -1,0 +1,125 @@
+/**
+ * A follower busy installing a snapshot still answers heartbeats, votes and
+ * appends in time (issue 14 item 6): the install runs beside the Ready loop,
+ * so only answers that depend on unsaved state wait for a save, never for the
+ * install. Real nodes on RocksDB and gRPC (RocksCluster); the follower's
+ * install is held (its records do not flow) until the test lets it go.
+ */
+import assert from 'node:assert/strict';
+
+import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import type { InstallMeta, KeyValue, NodeStorage } from '../../../src/storage/types.js';
+import { RocksCluster, waitUntil } from './rocks-cluster.js';
+
+const enc = new TextEncoder();
+
+/** Gate: installs wait at it (inside RocksStorage.installState, before the first record) until opened. */
+class Gate {
+  started = false;
+  #open!: () => void;
+  readonly #opened = new Promise<void>((r) => (this.#open = r));
+
+  open(): void {
+    this.#open();
+  }
+
+  /** hold wraps a storage so that its installs wait at the gate. */
+  hold(storage: RocksStorage): NodeStorage {
+    return new Proxy(storage, {
+      get: (target, prop): unknown => {
+        if (prop === 'installState') {
+          return (source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta) => target.installState(this.#held(source), meta);
+        }
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    }) as NodeStorage;
+  }
+
+  async *#held(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>): AsyncGenerator<readonly KeyValue[]> {
+    this.started = true;
+    await this.#opened;
+    yield* source;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('a follower installing a snapshot stays responsive (issue 14 item 6)', function () {
+  this.timeout(90_000);
+  let c: RocksCluster | undefined;
+  let gate: Gate;
+
+  afterEach(async () => {
+    gate?.open();
+    await c?.close();
+    c = undefined;
+  });
+
+  /** setup: 3 nodes; one follower is cut off until the leader compacts past it, then restarted with its install held. */
+  async function setup(): Promise<{ c: RocksCluster; leaderId: string; slowId: string; otherId: string }> {
+    const cluster = await RocksCluster.start(3, { snapshotEntries: 40, trailingEntries: 5, chunkBytes: 4096 });
+    c = cluster;
+    const leader = await cluster.waitForLeader();
+    const [slowId = '', otherId = ''] = cluster.members.filter((m) => m.id !== leader.id).map((m) => m.id);
+    await cluster.stop(slowId);
+    for (let i = 0; i < 150; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
+    await waitUntil('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
+    gate = new Gate();
+    cluster.wrapStorage = (id, storage) => (id === slowId ? gate.hold(storage) : storage);
+    await cluster.restart(slowId);
+    await waitUntil('the follower to start installing the snapshot', 20_000, () => (gate.started ? true : undefined));
+    return { c: cluster, leaderId: leader.id, slowId, otherId };
+  }
+
+  it('answers heartbeats while it installs: with the other follower down the leader keeps its term, no election happens', async () => {
+    const { c, leaderId, slowId, otherId } = await setup();
+    const leader = c.node(leaderId);
+    const slow = c.node(slowId);
+    const term = leader.status().term;
+    // The leader's quorum is now itself and the installing follower (check-quorum, dissertation §6.2).
+    await c.stop(otherId);
+    const electionMs = 15 * 10; // NodeTimings defaults: 15 ticks of 10 ms
+    const until = Date.now() + 20 * electionMs;
+    let polls = 0;
+    while (Date.now() < until) {
+      const l = leader.status();
+      const s = slow.status();
+      assert.equal(l.role, 'leader', `the leader stepped down at term ${l.term} while the follower installed`);
+      assert.equal(l.term, term, 'the leader\'s term changed while the follower installed');
+      assert.equal(s.term, term, 'the installing follower moved to another term');
+      assert.equal(s.leader, leaderId);
+      polls++;
+      await sleep(20);
+    }
+    assert.ok(polls > 10);
+    assert.equal(slow.snapshotStats.installed, 0, 'the install is still held');
+    gate.open();
+    await waitUntil('the follower to install and catch up', 20_000, () =>
+      slow.snapshotStats.installed === 1 && slow.status().applied >= leader.status().commit ? true : undefined,
+    );
+    // With the install done the two of them commit writes again, in the same term.
+    await leader.propose({ op: 'put', key: enc.encode('after-install'), value: enc.encode('x') });
+    assert.equal(leader.status().term, term);
+    await waitUntil('the follower to apply', 10_000, () => (slow.status().applied >= leader.status().commit ? true : undefined));
+    assert.equal(await c.member(slowId).storage?.stateDigest(), await c.member(leaderId).storage?.stateDigest());
+  });
+
+  it('answers votes while it installs: the leader stops and the other follower wins with its vote before the install ends', async () => {
+    const { c, leaderId, slowId, otherId } = await setup();
+    const term = c.node(leaderId).status().term;
+    await c.stop(leaderId);
+    const other = c.node(otherId);
+    const slow = c.node(slowId);
+    await waitUntil('the other follower to win an election', 15_000, () => (other.status().role === 'leader' ? true : undefined));
+    assert.ok(other.status().term > term);
+    assert.equal(slow.snapshotStats.installed, 0, 'the install is still held');
+    assert.equal(slow.status().term, other.status().term, 'the installing follower voted in the new term');
+    gate.open();
+    await waitUntil('the follower to install', 20_000, () => (slow.snapshotStats.installed === 1 ? true : undefined));
+    // The two of them commit writes with the new leader.
+    await other.propose({ op: 'put', key: enc.encode('after-election'), value: enc.encode('y') });
+    await waitUntil('the follower to apply', 10_000, () => (slow.status().applied >= other.status().commit ? true : undefined));
+    assert.equal(new TextDecoder().decode((await slow.get(enc.encode('after-election'), true)) ?? new Uint8Array()), 'y');
+  });
+});
