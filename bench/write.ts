@@ -2,7 +2,11 @@
  * bench:write — committed writes per second on a 3-node loopback cluster, and
  * failover time after SIGKILL of the leader.
  *
- *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned]
+ *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare]
+ *
+ * --tls on (the default, as `npm start` runs): mutual TLS between peers, TLS and
+ * an API key on the client plane; off: plaintext, no key; compare: both in the
+ * same run, then the ratio TLS on / TLS off.
  *
  * Runs snapcoord, then (when Debian's etcd-server is installed: /usr/bin/etcd)
  * a 3-member etcd on loopback with the same load, in the same run, and prints
@@ -19,6 +23,8 @@ import { Etcd3 } from 'etcd3';
 
 import { KVServiceClient } from '../src/gen/snapcoord/v1/kv.js';
 import { ClusterServiceClient, Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
+import { dialChannel } from '../src/api/clients.js';
+import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { freePorts, killChild, percentile, sleep, startChild, stopChild, waitFor, type Child } from './lib/procs.js';
 
 interface LoadResult {
@@ -84,8 +90,34 @@ function grpcDeadline(ms: number): grpc.CallOptions {
   return { deadline: new Date(Date.now() + ms) };
 }
 
-function statusOf(addr: string): Promise<StatusResponse> {
-  const c = new ClusterServiceClient(addr, grpc.credentials.createInsecure());
+/** Sec: how the bench reaches a snapcoord cluster (TLS credentials and key, or plaintext). */
+interface Sec {
+  readonly credentials: grpc.ChannelCredentials;
+  readonly options: grpc.ChannelOptions;
+  readonly serveFlags: (id: string) => string[];
+}
+
+const BENCH_KEY = 'bench-admin-key-0123456789abcdef';
+
+async function security(dir: string, ids: readonly string[], tls: boolean): Promise<Sec> {
+  if (!tls) return { credentials: grpc.credentials.createInsecure(), options: {}, serveFlags: () => ['--insecure-no-auth'] };
+  const certDir = join(dir, 'tls');
+  await writeCa(certDir);
+  for (const id of ids) await writeNodeCert(certDir, id, { ips: ['127.0.0.1'] });
+  const ca = caFiles(certDir).caFile;
+  const { credentials, options } = dialChannel({ credentials: channelCredentialsFromFiles({ caFile: ca }), apiKey: BENCH_KEY }, {});
+  return {
+    credentials,
+    options,
+    serveFlags: (id) => {
+      const f = nodeCertFiles(certDir, id);
+      return ['--api-key', BENCH_KEY, '--peer-cert', f.certFile, '--peer-key', f.keyFile, '--peer-ca', ca, '--cert', f.certFile, '--key', f.keyFile];
+    },
+  };
+}
+
+function statusOf(addr: string, sec: Sec): Promise<StatusResponse> {
+  const c = new ClusterServiceClient(addr, sec.credentials, sec.options);
   return new Promise<StatusResponse>((resolve, reject) => {
     c.status({}, new grpc.Metadata(), grpcDeadline(500), (err, res) => {
       c.close();
@@ -97,15 +129,16 @@ function statusOf(addr: string): Promise<StatusResponse> {
 
 function kvPut(c: KVServiceClient, key: string, value: Buffer, deadlineMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    c.put({ key: Buffer.from(key), value, prevKv: false }, new grpc.Metadata(), grpcDeadline(deadlineMs), (err) =>
+    c.put({ key: Buffer.from(key), value, prevKv: false, clientId: '', requestId: 0n }, new grpc.Metadata(), grpcDeadline(deadlineMs), (err) =>
       err !== null ? reject(err) : resolve(),
     );
   });
 }
 
-async function startSnapcoord(dir: string, channels: number): Promise<Target> {
+async function startSnapcoord(dir: string, channels: number, tls: boolean): Promise<Target> {
   const ports = await freePorts(9);
   const ids = ['n1', 'n2', 'n3'];
+  const sec = await security(dir, ids, tls);
   // Client plane (KV, Status) on grpcAddr, peer plane (Raft) on peerAddr: members are named by their peer addresses.
   const grpcAddr = (i: number): string => `127.0.0.1:${ports[i] ?? 0}`;
   const peerAddr = (i: number): string => `127.0.0.1:${ports[i + 6] ?? 0}`;
@@ -118,7 +151,7 @@ async function startSnapcoord(dir: string, channels: number): Promise<Target> {
         ...(process.env.SNAPCOORD_BENCH_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SNAPCOORD_BENCH_PROF}`] : []),
         '--import', 'tsx', 'src/cli/main.ts', 'serve',
         '--id', id, '--grpc', grpcAddr(i), '--peer-listen', peerAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
-        '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', '--insecure-no-auth',
+        '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', ...sec.serveFlags(id),
       ]),
     );
   });
@@ -127,7 +160,7 @@ async function startSnapcoord(dir: string, channels: number): Promise<Target> {
     waitFor('a snapcoord leader', 20_000, async () => {
       for (const [id, addr] of addrOf) {
         if (children.get(id)?.exited() === true) continue;
-        const st = await statusOf(addr).catch(() => undefined);
+        const st = await statusOf(addr, sec).catch(() => undefined);
         if (st?.role === Role.ROLE_LEADER) return st.id;
       }
       return undefined;
@@ -136,7 +169,7 @@ async function startSnapcoord(dir: string, channels: number): Promise<Target> {
   const leaderAddr = addrOf.get(leader) ?? '';
   const clients = Array.from(
     { length: channels },
-    (_, i) => new KVServiceClient(leaderAddr, grpc.credentials.createInsecure(), { 'grpc.channel_id': i } as never),
+    (_, i) => new KVServiceClient(leaderAddr, sec.credentials, { ...sec.options, 'grpc.channel_id': i } as never),
   );
   return {
     name: 'snapcoord',
@@ -145,7 +178,7 @@ async function startSnapcoord(dir: string, channels: number): Promise<Target> {
       const id = await findLeader();
       const child = children.get(id);
       if (child !== undefined) await killChild(child);
-      const survivors = ids.filter((x) => x !== id).map((x) => new KVServiceClient(addrOf.get(x) ?? '', grpc.credentials.createInsecure()));
+      const survivors = ids.filter((x) => x !== id).map((x) => new KVServiceClient(addrOf.get(x) ?? '', sec.credentials, sec.options));
       let n = 0;
       return (key, value) => kvPut(survivors[n++ % survivors.length] as KVServiceClient, key, value, 250);
     },
@@ -245,15 +278,24 @@ async function main(): Promise<void> {
     .option('--no-etcd', 'skip the etcd comparison')
     .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
     .option('--etcd-tuned', 'run etcd with --heartbeat-interval 50 --election-timeout 300')
+    .option('--tls <mode>', 'on (mutual TLS between peers, TLS + key for clients), off (plaintext), compare (both, and the ratio)', 'on')
     .parse();
-  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean }>();
+  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; tls: string }>();
+  if (!['on', 'off', 'compare'].includes(o.tls)) throw new Error(`--tls: "${o.tls}" is not on, off or compare`);
   const clients = Number(o.clients);
   const seconds = Number(o.seconds);
   const valueBytes = Number(o.valueBytes);
   const dir = await mkdtemp(join(tmpdir(), 'snapcoord-bench-write-'));
   console.log(`bench:write — 3 nodes on 127.0.0.1, ${clients} clients, ${valueBytes}-byte values, ${seconds} s each, data in ${dir}`);
   try {
-    const ours = await bench('snapcoord', () => startSnapcoord(join(dir, 'snapcoord'), Number(o.channels)), clients, seconds, valueBytes, o.failover);
+    const tlsOn = o.tls !== 'off';
+    const ours = await bench(tlsOn ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, 'snapcoord'), Number(o.channels), tlsOn), clients, seconds, valueBytes, o.failover);
+    if (o.tls === 'compare') {
+      const plain = await bench('snapcoord-plain', () => startSnapcoord(join(dir, 'snapcoord-plain'), Number(o.channels), false), clients, seconds, valueBytes, o.failover);
+      console.log(
+        `ratio TLS on/off: writes/s ${(ours.wps / plain.wps).toFixed(2)}x  p99 ${(ours.p99Ms / plain.p99Ms).toFixed(2)}x  failover ${(ours.failoverMs / plain.failoverMs).toFixed(2)}x`,
+      );
+    }
     if (o.etcd && existsSync('/usr/bin/etcd')) {
       const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true), clients, seconds, valueBytes, o.failover);
       console.log(
