@@ -20,19 +20,23 @@ import {
 } from '../raft/index.js';
 import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
 import type { ApplyResult, LogBase, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
-import type { FetchSnapshotParams, SnapshotChunk } from '../transport/transport.js';
+import type { ArchiveStager, FetchSnapshotParams, SnapshotChunk, StageArchiveParams } from '../transport/transport.js';
 import { NodeError } from './errors.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import type { Readable } from 'node:stream';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import { ArchiveError, StateFormatError } from '../snapshot/errors.js';
 import { StorageError } from '../storage/storage-error.js';
-import { decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from './restore-command.js';
+import { RestoreRefs, decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from './restore-command.js';
 import type { NodeMetrics } from './metrics.js';
 import { toRaftMeta, type SnapshotManager } from './snapshots.js';
 
-/** MessageSender is what the node needs of a transport (GrpcTransport, MemoryTransport). */
-export interface MessageSender {
+/**
+ * MessageSender is what the node needs of a transport (GrpcTransport,
+ * MemoryTransport). Without stageArchive, a restore on a cluster of more
+ * than one voter is refused (no quorum can hold its archive).
+ */
+export interface MessageSender extends Partial<ArchiveStager> {
   send(m: Message): void;
   setPeers(addresses: Readonly<Record<NodeId, string>>): void;
   close(): Promise<void>;
@@ -56,7 +60,16 @@ export interface NodeTimings {
   /** proposalTimeoutMs: a write not applied by then fails with `timeout` (its outcome is unknown). */
   readonly proposalTimeoutMs: number;
   readonly readTimeoutMs: number;
+  /**
+   * restoreStageTimeoutMs: how long a leader waits for a quorum of voters to
+   * hold a restore's archive (StageArchive) before it refuses the restore
+   * with `unavailable`, having proposed nothing.
+   */
+  readonly restoreStageTimeoutMs: number;
 }
+
+/** STAGINGS_MAX: distinct archives a follower stages at once (StageArchive); more are refused RESOURCE_EXHAUSTED. */
+const STAGINGS_MAX = 2;
 
 /**
  * APPLY_QUEUE_ENTRIES_MAX: committed entries waiting for the apply worker
@@ -75,6 +88,7 @@ export const DEFAULT_TIMINGS: NodeTimings = {
   heartbeatIntervalTicks: 3,
   proposalTimeoutMs: 5_000,
   readTimeoutMs: 5_000,
+  restoreStageTimeoutMs: 10 * 60_000,
 };
 
 export interface NodeOptions {
@@ -228,6 +242,15 @@ export class Node {
   readonly snapshotStats = { created: 0, installed: 0, fetchFailures: 0, chunkHashFailures: 0, bytesReceived: 0, restoresFailed: 0 };
   /** restoreFailure: the last restore entry this node skipped because its archive failed to apply. */
   private restoreFailure: { readonly index: number; readonly error: string } | null = null;
+  /** restoreRefs: the archives named by restore entries in this node's log (never pruned from the uploads). */
+  private readonly restoreRefs = new RestoreRefs();
+  /** restoresInFlight: archives of restores this leader is staging or proposing (digest -> count). */
+  private readonly restoresInFlight = new Map<string, number>();
+  /** stagings: archives this follower is fetching for StageArchive, by digest (one fetch per archive). */
+  private readonly stagings = new Map<string, { readonly done: Promise<void>; readonly abort: AbortController }>();
+  /** pruneRun: the uploads prune running now; pruneAgain: another was asked for meanwhile. */
+  private pruneRun: Promise<void> | null = null;
+  private pruneAgain = false;
   /**
    * membershipBaseIndex: the index of the snapshot the core took its base
    * membership from (at start, or the last one installed over a reset log);
@@ -282,6 +305,7 @@ export class Node {
       applied,
     });
     const node = new Node(opts, raft, rng, { term: state.hardState.term, vote: state.hardState.vote });
+    node.restoreRefs.noteEntries(state.entries);
     node.membershipBaseIndex = snapshot.index;
     node.warnPeersMismatch(opts.initialMembership);
     await opts.diskGuard?.start();
@@ -452,6 +476,51 @@ export class Node {
     this.receive(m);
   }
 
+  /**
+   * stageArchive serves StageArchive (the transport's RaftRequestHandler): it
+   * resolves once this node holds a durable copy of the named archive in its
+   * uploads, fetched from p.from (the leader) and verified like an upload
+   * (SHA-256, every record, size against the restore cap and free disk) —
+   * at once when it holds it already. Concurrent requests for one archive
+   * share one fetch. Rejects with a coded Error: UNIMPLEMENTED (no
+   * snapshots), RESOURCE_EXHAUSTED (disk below its reserve, too many
+   * stagings), INVALID_ARGUMENT (the archive is refused), UNAVAILABLE (the
+   * node is stopping, the fetch failed).
+   */
+  async stageArchive(p: StageArchiveParams): Promise<void> {
+    const sm = this.snapshots;
+    if (sm === undefined) throw coded(12, 'this node keeps no snapshots');
+    try {
+      this.checkRunning();
+      const digest = p.archive.digest;
+      let st = this.stagings.get(digest);
+      if (st === undefined) {
+        if ((await sm.findUpload(digest)) !== null) return;
+        st = this.stagings.get(digest); // another request started it meanwhile
+      }
+      if (st === undefined) {
+        if (this.stagings.size >= STAGINGS_MAX) throw coded(8, `already staging ${this.stagings.size} archives; retry later`);
+        this.disk?.check();
+        const address = this.dialAddressOf(p.from);
+        if (address === '') throw coded(14, `no address for ${p.from}`);
+        const abort = new AbortController();
+        const done = sm
+          .fetchUpload(this.id, address, p.archive, { signal: abort.signal, checkRecords: true, reserveBytes: this.disk?.minFreeBytes ?? 0 })
+          .then((stored) => {
+            this.log.info({ digest, index: stored.meta.index, bytes: stored.archiveBytes, from: p.from }, 'restore archive staged');
+          })
+          .finally(() => this.stagings.delete(digest));
+        st = { done, abort };
+        this.stagings.set(digest, st);
+      }
+      await st.done;
+    } catch (err) {
+      this.disk?.noteError(err);
+      this.log.warn({ digest: p.archive.digest, from: p.from, err: (err as Error).message }, 'staging a restore archive failed');
+      throw stageError(err);
+    }
+  }
+
   /** openSnapshot serves FetchSnapshot from this node's snapshot store. */
   async openSnapshot(p: FetchSnapshotParams): Promise<AsyncIterable<SnapshotChunk>> {
     this.checkRunning();
@@ -537,6 +606,7 @@ export class Node {
     }
     this.readIndexWaiters.clear();
     this.fetching?.abort.abort();
+    for (const st of this.stagings.values()) st.abort.abort();
     await this.idle();
     await Promise.race([this.applyDrained(), sleep(30_000)]);
     // Let a snapshot being written finish (bounded: its files are temporary until renamed, so cutting it is safe too).
@@ -612,6 +682,8 @@ export class Node {
       endTimer?.();
       if (rd.hardState !== null) this.savedHardState = { term: rd.hardState.term, vote: rd.hardState.vote };
     }
+    if (rd.logReset !== null) this.restoreRefs.clear();
+    this.restoreRefs.noteEntries(rd.entries);
     this.releaseReplyWaiters(gen);
     // 2. send.
     const sent = new Set<Message>(early);
@@ -715,6 +787,8 @@ export class Node {
       await this.storage.compact({ ...base, membership: this.raft.membershipAt(base.index) });
     }
     this.log.info({ index: meta.index, term: meta.term, bytes: meta.sizeBytes, compactedTo: compactTo }, 'snapshot taken');
+    this.restoreRefs.dropThrough(this.raft.status().firstIndex - 1);
+    await this.pruneUploads();
     return meta;
   }
 
@@ -968,12 +1042,127 @@ export class Node {
       }
       throw new NodeError('invalid', `the archive was refused, nothing changed: ${(err as Error).message}`);
     }
-    const r = await this.proposeData(
-      encodeRestoreCommand({ digest: stored.archiveSha256, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term }),
-      Math.max(this.timings.proposalTimeoutMs, 10 * 60_000),
-    );
+    const digest = stored.archiveSha256;
+    this.restoresInFlight.set(digest, (this.restoresInFlight.get(digest) ?? 0) + 1);
+    let r: ApplyResult;
+    try {
+      // A quorum holds a durable copy before the entry exists: losing this node cannot strand it.
+      await this.stageOnQuorum(stored);
+      r = await this.proposeData(
+        encodeRestoreCommand({ digest, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term }),
+        Math.max(this.timings.proposalTimeoutMs, 10 * 60_000),
+      );
+    } finally {
+      const n = (this.restoresInFlight.get(digest) ?? 1) - 1;
+      if (n > 0) this.restoresInFlight.set(digest, n);
+      else this.restoresInFlight.delete(digest);
+      await this.pruneUploads();
+    }
     if (!r.ok) throw new NodeError('invalid', `the restore failed: ${r.error}`);
     return { index: r.index, archive: stored };
+  }
+
+  /**
+   * stageOnQuorum asks every other voter to hold a durable, verified copy of
+   * `stored` (StageArchive, each fetching it from this node) and resolves
+   * once a quorum of voters, this node included, holds one; the others go on
+   * in the background. Rejects with NodeError `unavailable` (nothing is
+   * proposed) as soon as a quorum can no longer be reached, or after
+   * restoreStageTimeoutMs.
+   */
+  private async stageOnQuorum(stored: StoredSnapshot): Promise<void> {
+    const st = this.raft.status();
+    const voters = st.membership.voters;
+    const need = Math.floor(voters.length / 2) + 1;
+    const holders = voters.includes(this.id) ? [this.id] : [];
+    const others = voters.filter((v) => v !== this.id);
+    if (holders.length >= need) return;
+    const timeoutMs = this.timings.restoreStageTimeoutMs;
+    const abort = new AbortController();
+    const failures: string[] = [];
+    const t0 = Date.now();
+    await new Promise<void>((resolve, reject) => {
+      let settled = false;
+      let pending = others.length;
+      const refuse = (why: string): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        abort.abort();
+        reject(
+          new NodeError(
+            'unavailable',
+            `the restore was not proposed, nothing changed: ${why}; ${holders.length} of ${voters.length} voters hold a durable copy of the archive, ` +
+              `a quorum is ${need}${failures.length > 0 ? ` (${failures.join('; ')})` : ''}`,
+          ),
+        );
+      };
+      const timer = setTimeout(() => refuse(`no quorum held the archive within ${timeoutMs} ms`), timeoutMs);
+      const check = (): void => {
+        if (settled) return;
+        if (holders.length >= need) {
+          settled = true;
+          clearTimeout(timer);
+          resolve();
+        } else if (holders.length + pending < need) {
+          refuse('too many voters could not store the archive');
+        }
+      };
+      for (const id of others) {
+        const p: StageArchiveParams = {
+          from: this.id,
+          to: id,
+          term: st.term,
+          archive: { index: stored.meta.index, term: stored.meta.term, sizeBytes: stored.archiveBytes, digest: stored.archiveSha256 },
+        };
+        const call =
+          this.transport.stageArchive === undefined
+            ? Promise.reject(new Error('this node\'s transport cannot stage archives'))
+            : this.transport.stageArchive(p, timeoutMs, abort.signal);
+        call.then(
+          () => {
+            pending--;
+            holders.push(id);
+            check();
+          },
+          (err: unknown) => {
+            pending--;
+            failures.push(`${id}: ${(err as { details?: string }).details ?? (err as Error).message}`);
+            check();
+          },
+        );
+      }
+      check();
+    });
+    this.log.info({ digest: stored.archiveSha256, holders, failures, ms: Date.now() - t0 }, 'restore archive held by a quorum; proposing the restore');
+  }
+
+  /**
+   * pruneUploads deletes the uploads no restore entry of the log (nor a
+   * restore or staging in progress) names, beyond the most recent few
+   * (SnapshotManager.pruneUploads). One runs at a time; a call during a run
+   * makes it run once more and resolves after that. Never rejects.
+   */
+  private pruneUploads(): Promise<void> {
+    const sm = this.snapshots;
+    if (sm === undefined || this.stopped) return Promise.resolve();
+    if (this.pruneRun !== null) {
+      this.pruneAgain = true;
+      return this.pruneRun;
+    }
+    const run = (async () => {
+      do {
+        this.pruneAgain = false;
+        const keep = this.restoreRefs.digests();
+        for (const d of this.restoresInFlight.keys()) keep.add(d);
+        for (const d of this.stagings.keys()) keep.add(d);
+        await sm.pruneUploads(keep);
+      } while (this.pruneAgain && !this.stopped);
+    })().finally(() => {
+      this.pruneRun = null;
+    });
+    this.pruneRun = run;
+    return run;
   }
 
   /**
@@ -1226,6 +1415,22 @@ interface SnapshotInstall {
 
 function isSnapshotInstall(x: Entry | SnapshotInstall): x is SnapshotInstall {
   return 'install' in x;
+}
+
+/** coded: an Error carrying a numeric gRPC status (what the peer plane answers with). */
+function coded(code: number, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/** stageError gives a staging failure its gRPC status: 8 for space, 3 for a refused archive, 14 otherwise. */
+function stageError(err: unknown): Error {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'number') return err as Error;
+  if (err instanceof NodeError) return coded(err.code === 'diskFull' || err.code === 'busy' ? 8 : err.code === 'invalid' ? 3 : 14, message);
+  if (isNoSpace(err)) return coded(8, message);
+  if (isContentError(err)) return coded(3, message);
+  return coded(14, message);
 }
 
 function sleep(ms: number): Promise<void> {

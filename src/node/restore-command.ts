@@ -42,3 +42,42 @@ export function decodeRestoreCommand(data: Uint8Array): RestoreCommand | null {
     return null;
   }
 }
+
+/**
+ * RestoreRefs tracks the restore entries in a node's log (index -> archive
+ * digest), so that retention never deletes an archive a restore entry still
+ * in the log names: a node that has not applied it yet (a lagging follower,
+ * one that restarts) fetches it from any holder. Fed with what the node
+ * persists: entries (a write at index i replaces every entry from i on), log
+ * resets and compactions (entries up to an index are gone).
+ */
+export class RestoreRefs {
+  private readonly byIndex = new Map<number, string>();
+
+  /** noteEntries records the restore entries among `entries`, just persisted (they replace any entry at or after the first one's index). */
+  noteEntries(entries: readonly { readonly index: number; readonly type: string; readonly data: Uint8Array }[]): void {
+    const first = entries[0];
+    if (first === undefined) return;
+    for (const i of [...this.byIndex.keys()]) if (i >= first.index) this.byIndex.delete(i);
+    for (const e of entries) {
+      if (e.type !== 'normal' || !isRestoreCommand(e.data)) continue;
+      const cmd = decodeRestoreCommand(e.data);
+      if (cmd !== null) this.byIndex.set(e.index, cmd.digest);
+    }
+  }
+
+  /** dropThrough forgets the entries up to `index` (compacted away, or replaced by a snapshot's log reset). */
+  dropThrough(index: number): void {
+    for (const i of [...this.byIndex.keys()]) if (i <= index) this.byIndex.delete(i);
+  }
+
+  /** clear forgets every entry (a log reset discards the whole log). */
+  clear(): void {
+    this.byIndex.clear();
+  }
+
+  /** digests: the archives named by restore entries still in the log. */
+  digests(): Set<string> {
+    return new Set(this.byIndex.values());
+  }
+}

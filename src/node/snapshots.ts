@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, rm, statfs } from 'node:fs/promises';
+import { mkdir, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,7 +8,9 @@ import type { Membership, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import {
   CHUNK_HASH_BYTES,
+  RETAIN_MAX,
   SnapshotStore,
+  SnapshotStoreError,
   checkedStateRecords,
   decodeStateRecords,
   encodeStateRecords,
@@ -72,6 +74,14 @@ export const DEFAULT_SNAPSHOT_POLICY: SnapshotPolicy = {
   restoreStateBytesMax: RESTORE_STATE_BYTES_MAX_DEFAULT,
 };
 
+/**
+ * UPLOADS_UNREFERENCED_KEPT: uploads that no restore entry of the log names
+ * (yet, or any more) kept besides the referenced ones, the most recently
+ * stored first: an archive just staged on a follower waits there for the
+ * restore entry that names it.
+ */
+export const UPLOADS_UNREFERENCED_KEPT = 2;
+
 /** Serving-side error with a gRPC status code (RESOURCE_EXHAUSTED 8, NOT_FOUND 5). */
 function coded(code: number, message: string): Error {
   return Object.assign(new Error(message), { code });
@@ -115,7 +125,9 @@ export class SnapshotManager {
 
   static async open(dir: string, storage: NodeStorage, policy: SnapshotPolicy, log: Logger, version: string): Promise<SnapshotManager> {
     const store = await SnapshotStore.open(join(dir, 'store'), { retain: policy.retain, snapcoordVersion: version, gzipLevel: policy.gzipLevel });
-    const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: 2, snapcoordVersion: version });
+    // The uploads' retention is pruneUploads (referenced archives are never deleted); the
+    // store's own count-based retention only backs it up at its maximum.
+    const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: RETAIN_MAX, snapcoordVersion: version });
     const m = new SnapshotManager(store, uploads, storage, policy, log, dir);
     await rm(m.incomingDir, { recursive: true, force: true });
     await mkdir(m.incomingDir, { recursive: true, mode: 0o700 });
@@ -306,9 +318,28 @@ export class SnapshotManager {
     return (await this.uploads.list()).find((u) => u.archiveSha256 === digest) ?? null;
   }
 
-  /** fetchUpload pulls an uploaded archive named by a restore entry from a peer into the uploads store. */
-  async fetchUpload(selfId: string, address: string, target: FetchTarget, signal?: AbortSignal): Promise<StoredSnapshot> {
-    const dest = join(this.incomingDir, `upload-${target.digest.slice(0, 16)}.tar.gz`);
+  /**
+   * fetchUpload pulls an uploaded archive (named by a restore entry, or staged
+   * before one) from a peer into the uploads store, its SHA-256 and archive
+   * rules verified, and fsynced. With opts.checkRecords (staging) it is
+   * verified as completely as an upload is: every record, and its declared
+   * size against the restore cap and the free disk space less
+   * opts.reserveBytes. Without it (a restore entry being applied) the records
+   * are checked when it is installed, so that a refused archive is skipped
+   * the same way on every node. Errors: NodeError `invalid` / `diskFull`,
+   * StateFormatError, SnapshotFetchError, the store's.
+   */
+  async fetchUpload(
+    selfId: string,
+    address: string,
+    target: FetchTarget,
+    opts: { readonly signal?: AbortSignal; readonly checkRecords?: boolean; readonly reserveBytes?: number } = {},
+  ): Promise<StoredSnapshot> {
+    const signal = opts.signal;
+    if (target.sizeBytes > this.policy.archiveBytesMax) {
+      throw new NodeError('invalid', `archive of ${target.sizeBytes} bytes is larger than this node's limit of ${this.policy.archiveBytesMax}`);
+    }
+    const dest = join(this.incomingDir, `upload-${target.digest.slice(0, 16)}-${Date.now()}.tar.gz`);
     try {
       await fetchSnapshot({
         selfId,
@@ -322,10 +353,50 @@ export class SnapshotManager {
       return await this.uploads.importArchive(createReadStream(dest, { highWaterMark: 1 << 20 }), {
         expectedSha256: target.digest,
         maxBytes: this.policy.archiveBytesMax,
+        ...(opts.checkRecords === true
+          ? {
+              consumeState: async (meta: ArchiveMeta, state: Readable) => {
+                await this.checkRestoreSize(meta, opts.reserveBytes ?? 0);
+                await validateStateRecords(state, meta, RESTORE_STATE_LIMITS);
+              },
+            }
+          : {}),
       });
     } finally {
       await rm(dest, { force: true });
     }
+  }
+
+  /**
+   * pruneUploads deletes the uploads no longer needed: every one is kept whose
+   * digest is in `referenced` (named by a restore entry still in the log, or
+   * a restore in progress), plus the UPLOADS_UNREFERENCED_KEPT most recently
+   * stored others, plus any open (pinned) one. Returns the ids deleted.
+   * Never throws: a failure is logged and the upload stays.
+   */
+  async pruneUploads(referenced: ReadonlySet<string>): Promise<string[]> {
+    const removed: string[] = [];
+    try {
+      const unreferenced: { id: string; storedAtMs: number }[] = [];
+      for (const u of await this.uploads.list()) {
+        if (referenced.has(u.archiveSha256)) continue;
+        const storedAtMs = await stat(u.path).then((st) => st.mtimeMs, () => 0);
+        unreferenced.push({ id: u.id, storedAtMs });
+      }
+      unreferenced.sort((a, b) => b.storedAtMs - a.storedAtMs);
+      for (const u of unreferenced.slice(UPLOADS_UNREFERENCED_KEPT)) {
+        try {
+          await this.uploads.remove(u.id);
+          removed.push(u.id);
+        } catch (err) {
+          if (!(err instanceof SnapshotStoreError && (err.code === 'busy' || err.code === 'not-found'))) throw err;
+        }
+      }
+      if (removed.length > 0) this.log.info({ removed }, 'uploads no restore entry names any more were deleted');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'pruning uploads failed; they stay');
+    }
+    return removed;
   }
 
   /** setNewest keeps `s` open as the newest snapshot; an open handle passed in is kept (or released) rather than opened again. */

@@ -34,6 +34,7 @@ import type {
   VoteResponse,
 } from '../raft/types.js';
 import * as pb from '../gen/snapcoord/v1/raft.js';
+import type { StageArchiveParams } from './transport.js';
 
 /** CodecError: a value cannot be represented on the wire, or a received message is malformed. */
 export class CodecError extends Error {
@@ -429,4 +430,32 @@ export function readIndexResponseToProto(m: ReadIndexResponse | null): pb.ReadIn
 export function readIndexResponseFromProto(p: pb.ReadIndexResponse): ReadIndexResponse | null {
   if (!p.hasReply) return null;
   return { type: 'readIndexResp', ...headerFromProto(p), context: p.context, index: fromU64(p.index, 'index'), reject: p.reject };
+}
+
+// ---------------------------------------------------------------- StageArchive
+
+/** stageArchiveRequestToProto encodes a StageArchive request. Throws CodecError. */
+export function stageArchiveRequestToProto(p: StageArchiveParams): pb.StageArchiveRequest {
+  return {
+    ...headerToProto(p),
+    index: toU64(p.archive.index, 'index'),
+    archiveTerm: toU64(p.archive.term, 'archiveTerm'),
+    sizeBytes: toU64(p.archive.sizeBytes, 'sizeBytes'),
+    digest: archiveDigest(p.archive.digest),
+  };
+}
+
+/** stageArchiveRequestFromProto decodes a StageArchive request. Throws CodecError (a digest that is not 64 lowercase hex digits, a size of 0). */
+export function stageArchiveRequestFromProto(p: pb.StageArchiveRequest): StageArchiveParams {
+  const sizeBytes = fromU64(p.sizeBytes, 'sizeBytes');
+  if (sizeBytes === 0) throw new CodecError('sizeBytes: an archive is never empty');
+  return {
+    ...headerFromProto(p),
+    archive: { index: fromU64(p.index, 'index'), term: fromU64(p.archiveTerm, 'archiveTerm'), sizeBytes, digest: archiveDigest(p.digest) },
+  };
+}
+
+function archiveDigest(d: string): string {
+  if (typeof d !== 'string' || !/^[0-9a-f]{64}$/.test(d)) throw new CodecError('digest: a hex SHA-256 (64 lowercase digits) is required');
+  return d;
 }

@@ -15,6 +15,7 @@ import {
   readIndexResponseFromProto,
   reportSnapshotToProto,
   snapshotRequestToProto,
+  stageArchiveRequestToProto,
   timeoutNowToProto,
   voteRequestToProto,
   voteResponseFromProto,
@@ -25,6 +26,8 @@ import {
   estimateMessageBytes,
   routeOf,
   silentLogger,
+  type ArchiveStager,
+  type StageArchiveParams,
   type Transport,
   type TransportLogger,
   type TransportStats,
@@ -108,7 +111,7 @@ class PeerLink {
 
 const MiB = 1024 * 1024;
 
-export class GrpcTransport implements Transport {
+export class GrpcTransport implements Transport, ArchiveStager {
   private readonly selfId: NodeId;
   private readonly onMessage: (reply: Message) => void;
   private readonly log: TransportLogger;
@@ -384,6 +387,42 @@ export class GrpcTransport implements Transport {
     holder.call = call;
     peer.calls.add(call);
     this.counts.sent++;
+  }
+
+  // ---------------------------------------------------------------- StageArchive
+
+  /**
+   * stageArchive asks peer p.to, over its channel, to hold a durable verified
+   * copy of an uploaded archive (StageArchive) and resolves once it says so.
+   * Rejects with the call's grpc ServiceError (its `code`: UNAVAILABLE for an
+   * unreachable peer, DEADLINE_EXCEEDED after timeoutMs, CANCELLED on abort or
+   * close), or UNAVAILABLE at once for a peer that has no address here.
+   */
+  stageArchive(p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const peer = this.closed ? undefined : this.peers.get(p.to);
+    if (peer === undefined) {
+      return Promise.reject(Object.assign(new Error(`no channel to ${p.to}${this.closed ? ': transport closed' : ''}`), { code: grpc.status.UNAVAILABLE }));
+    }
+    let req: pb.StageArchiveRequest;
+    try {
+      req = stageArchiveRequestToProto(p);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return new Promise<void>((resolve, reject) => {
+      const client = this.clientFor(peer);
+      const onAbort = (): void => call.cancel();
+      const call: grpc.Call = client.stageArchive(req, new grpc.Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
+        peer.calls.delete(call);
+        signal?.removeEventListener('abort', onAbort);
+        if (err !== null) reject(err);
+        else if (res?.durable !== true) reject(Object.assign(new Error(`${p.to} did not confirm a durable copy`), { code: grpc.status.INTERNAL }));
+        else resolve();
+      });
+      peer.calls.add(call);
+      if (signal?.aborted === true) call.cancel();
+      else signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   // ---------------------------------------------------------------- common

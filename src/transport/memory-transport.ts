@@ -9,13 +9,17 @@
  *   of one sender in send order, and the handler's replies of the matching type
  *   reach the sender's onMessage asynchronously (append replies in order);
  * - snapshotResp goes to handler.handleReport;
+ * - stageArchive calls handler.stageArchive (UNAVAILABLE over a cut link or to
+ *   an unknown peer, DEADLINE_EXCEEDED after its timeout, CANCELLED on abort);
  * - a handler that rejects loses that request's replies.
  */
 import type { Message, NodeId } from '../raft/types.js';
 import {
   replyTypeOf,
   routeOf,
+  type ArchiveStager,
   type RaftRequestHandler,
+  type StageArchiveParams,
   type Transport,
   type TransportStats,
 } from './transport.js';
@@ -123,7 +127,7 @@ interface Link {
   pending: number;
 }
 
-export class MemoryTransport implements Transport {
+export class MemoryTransport implements Transport, ArchiveStager {
   private readonly selfId: NodeId;
   private readonly onMessage: (reply: Message) => void;
   private addresses = new Map<NodeId, string>();
@@ -204,6 +208,40 @@ export class MemoryTransport implements Transport {
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
+  /** stageArchive: the twin of GrpcTransport.stageArchive (errors carry the same gRPC codes). */
+  stageArchive(p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const address = this.closed ? undefined : this.addresses.get(p.to);
+    const listener = address === undefined ? undefined : this.net.listenerAt(address);
+    if (listener === undefined || !this.net.passes(this.selfId, p.to)) {
+      return Promise.reject(coded(14, `${p.to} is unreachable`));
+    }
+    const stage = listener.handler.stageArchive;
+    if (stage === undefined) return Promise.reject(coded(12, 'StageArchive is not implemented by this node'));
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => finish(coded(4, `deadline of ${timeoutMs} ms exceeded`)), timeoutMs);
+      const onAbort = (): void => finish(coded(1, 'cancelled'));
+      let done = false;
+      const finish = (err: Error | null): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (err === null && this.net.passes(p.to, this.selfId)) resolve();
+        else reject(err ?? coded(14, `the answer of ${p.to} was lost`));
+      };
+      if (signal?.aborted === true) return finish(coded(1, 'cancelled'));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      setImmediate(() => {
+        Promise.resolve()
+          .then(() => stage.call(listener.handler, p))
+          .then(
+            () => finish(null),
+            (e: unknown) => finish(e instanceof Error ? e : new Error(String(e))),
+          );
+      });
+    });
+  }
+
   private deliver(address: string, listener: Listener, reply: Message): void {
     // Lost when we closed, the peer moved or restarted (its "connection" died), or the link is cut.
     if (this.closed || this.addresses.get(reply.from) !== address || this.net.listenerAt(address) !== listener) return;
@@ -230,4 +268,9 @@ async function invoke(handler: RaftRequestHandler, m: Message): Promise<Message[
   } catch {
     return [];
   }
+}
+
+/** coded: an Error carrying a numeric gRPC status code, as grpc-js errors do. */
+function coded(code: number, message: string): Error {
+  return Object.assign(new Error(message), { code });
 }

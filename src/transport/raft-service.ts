@@ -15,13 +15,21 @@ import {
   readIndexResponseToProto,
   reportSnapshotFromProto,
   snapshotRequestFromProto,
+  stageArchiveRequestFromProto,
   timeoutNowFromProto,
   toU64,
   voteRequestFromProto,
   voteResponseToProto,
 } from './codec.js';
 import { CLIENT_ADDRESS_METADATA_KEY, type PeerCall, type PeerGuard } from './peer-guard.js';
-import { replyTypeOf, silentLogger, type FetchSnapshotParams, type RaftRequestHandler, type TransportLogger } from './transport.js';
+import {
+  replyTypeOf,
+  silentLogger,
+  type FetchSnapshotParams,
+  type RaftRequestHandler,
+  type StageArchiveParams,
+  type TransportLogger,
+} from './transport.js';
 
 export interface RaftServiceOptions {
   /** selfId: when set, requests addressed to another node are refused with FAILED_PRECONDITION (a stale address map). */
@@ -67,7 +75,8 @@ type Settled = { ok: true; replies: Message[] } | { ok: false; error: unknown };
  *   handleRequest in arrival order and the replies written in the same order.
  * - ReportSnapshot: handleReport, answered at once.
  * - FetchSnapshot: handler.openSnapshot, UNIMPLEMENTED without it.
- * A malformed request is answered INVALID_ARGUMENT.
+ * - StageArchive: handler.stageArchive, answered once it resolves (UNIMPLEMENTED without it).
+ * A malformed request is answered INVALID_ARGUMENT; every sender is admitted by the guard first.
  */
 export function createRaftService(handler: RaftRequestHandler, opts: RaftServiceOptions = {}): pb.RaftServiceServer {
   const log = opts.logger ?? silentLogger;
@@ -251,6 +260,40 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
           call.end();
         });
       });
+    },
+
+    stageArchive(call, callback) {
+      let p: StageArchiveParams;
+      try {
+        try {
+          p = stageArchiveRequestFromProto(call.request);
+        } catch (err) {
+          if (err instanceof CodecError) throw statusError(grpc.status.INVALID_ARGUMENT, err.message);
+          throw err;
+        }
+        if (opts.selfId !== undefined && p.to !== opts.selfId) {
+          throw statusError(grpc.status.FAILED_PRECONDITION, `request addressed to ${p.to}, this is ${opts.selfId}`);
+        }
+        admit(p.from, call);
+        if (handler.stageArchive === undefined) throw statusError(grpc.status.UNIMPLEMENTED, 'StageArchive is not implemented by this node');
+      } catch (err) {
+        log.debug({ rpc: 'StageArchive', err }, 'raft service: refused request');
+        callback(toStatusError(err));
+        return;
+      }
+      let staged: Promise<void>;
+      try {
+        staged = handler.stageArchive(p);
+      } catch (err) {
+        staged = Promise.reject(err);
+      }
+      staged.then(
+        () => callback(null, { from: opts.selfId ?? p.to, durable: true }),
+        (err: unknown) => {
+          log.debug({ rpc: 'StageArchive', err }, 'raft service: staging failed');
+          callback(toStatusError(err));
+        },
+      );
     },
 
     fetchSnapshot(call) {

@@ -50,6 +50,34 @@ export interface FetchSnapshotParams {
   readonly chunkBytes: number;
 }
 
+/**
+ * StageArchiveParams: the leader (`from`, in `term`) asks `to` to hold a
+ * durable, verified copy of an uploaded archive before it proposes the
+ * restore entry naming it (StageArchive).
+ */
+export interface StageArchiveParams {
+  readonly from: NodeId;
+  readonly to: NodeId;
+  readonly term: number;
+  /** archive: index and term recorded in the archive, its size and hex SHA-256 (what FetchSnapshot names). */
+  readonly archive: {
+    readonly index: number;
+    readonly term: number;
+    readonly sizeBytes: number;
+    readonly digest: string;
+  };
+}
+
+/**
+ * ArchiveStager is the client side of StageArchive (GrpcTransport,
+ * MemoryTransport): resolves once `p.to` answers that it holds the archive
+ * durably; rejects with its error (a numeric gRPC `code` when it has one), or
+ * when `timeoutMs` passes or `signal` aborts first.
+ */
+export interface ArchiveStager {
+  stageArchive(p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal): Promise<void>;
+}
+
 /** SnapshotChunk is one verified piece of a snapshot archive. */
 export interface SnapshotChunk {
   readonly offset: number;
@@ -86,6 +114,13 @@ export interface RaftRequestHandler {
    * cancels. Reject with a coded Error (e.g. NOT_FOUND) for an unknown snapshot.
    */
   openSnapshot?(params: FetchSnapshotParams): Promise<AsyncIterable<SnapshotChunk>>;
+  /**
+   * stageArchive serves StageArchive: fetch the named archive from p.from
+   * (unless held already), verify it and keep it durably in the uploads;
+   * resolves only then. Optional: without it StageArchive answers
+   * UNIMPLEMENTED. Reject with a coded Error (RESOURCE_EXHAUSTED, UNAVAILABLE ...).
+   */
+  stageArchive?(p: StageArchiveParams): Promise<void>;
 }
 
 /** TransportLogger is the pino-like logger the transports use. */
