@@ -7,7 +7,7 @@
  */
 import type { Command } from 'commander';
 import { isNodeId, parseHostPort } from '../api/address.js';
-import { ClusterClient, KvClient } from '../api/clients.js';
+import { ClusterClient, KvClient, type RetryOptions } from '../api/clients.js';
 import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { cliDial, clientOptions, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
@@ -15,6 +15,22 @@ import { addSnapshotCommands } from './snapshot-commands.js';
 import { addTaskCommands } from './task-commands.js';
 
 export { DEFAULT_ENDPOINT, ENDPOINT_ENV, callError } from './client-options.js';
+
+/** WRITE_RETRIES_DEFAULT: how often `kv put` / `kv del` retry a failed write (with the same request id). */
+export const WRITE_RETRIES_DEFAULT = 3;
+
+/**
+ * writeRetry: the RetryOptions of `kv put` / `kv del`: --retries (0..10)
+ * retries, each announced on stderr. Every attempt carries the same client
+ * and request id, so the write is applied once (see kv.proto).
+ */
+function writeRetry(opts: { retries?: string }): RetryOptions {
+  const retries = opts.retries === undefined ? WRITE_RETRIES_DEFAULT : positiveInt('retries', opts.retries, 0, 10);
+  return {
+    attempts: retries + 1,
+    onRetry: (err, attempt) => process.stderr.write(`snapcoord: attempt ${attempt} failed (${err.details || err.message}); retrying with the same request id\n`),
+  };
+}
 
 /** MEMBER_STATUS_DEADLINE_MS: how long `cluster status` waits for each member's own Status. */
 export const MEMBER_STATUS_DEADLINE_MS = 1_500;
@@ -188,12 +204,18 @@ function checkNodeId(id: string): string {
 export function addClientCommands(program: Command): void {
   const kv = program.command('kv').description('read and write keys');
 
-  clientOptions(kv.command('put').argument('<key>').argument('<value>').description('set KEY to VALUE')).action(
-    async (key: string, value: string, opts: ClientOpts) => {
-      const res = await withClient(opts, kvClient, (c, deadlineMs) => c.put({ key: enc.encode(key), value: enc.encode(value) }, { deadlineMs }));
-      process.stdout.write(`OK (revision ${res.header?.revision ?? 0n})\n`);
-    },
-  );
+  clientOptions(
+    kv
+      .command('put')
+      .argument('<key>')
+      .argument('<value>')
+      .option('--retries <n>', `retries after UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED or RESOURCE_EXHAUSTED, with the same request id (0..10, default ${WRITE_RETRIES_DEFAULT})`)
+      .description('set KEY to VALUE (applied once, even when retried)'),
+  ).action(async (key: string, value: string, opts: ClientOpts & { retries?: string }) => {
+    const retry = writeRetry(opts);
+    const res = await withClient(opts, kvClient, (c, deadlineMs) => c.putIdempotent({ key: enc.encode(key), value: enc.encode(value) }, { deadlineMs, ...retry }));
+    process.stdout.write(`OK (revision ${res.header?.revision ?? 0n})\n`);
+  });
 
   clientOptions(
     kv.command('get').argument('<key>').option('--serializable', "read this node's state (may be stale)").description('print the value of KEY (exit 1 when absent)'),
@@ -203,12 +225,17 @@ export function addClientCommands(program: Command): void {
     process.stdout.write(`${dec.decode(res.kv.value)}\n`);
   });
 
-  clientOptions(kv.command('del').argument('<key>').description('delete KEY; prints how many keys were deleted (0 or 1)')).action(
-    async (key: string, opts: ClientOpts) => {
-      const res = await withClient(opts, kvClient, (c, deadlineMs) => c.delete({ key: enc.encode(key) }, { deadlineMs }));
-      process.stdout.write(`${res.deleted}\n`);
-    },
-  );
+  clientOptions(
+    kv
+      .command('del')
+      .argument('<key>')
+      .option('--retries <n>', `retries with the same request id, as for put (default ${WRITE_RETRIES_DEFAULT})`)
+      .description('delete KEY; prints how many keys were deleted (0 or 1; applied once, even when retried)'),
+  ).action(async (key: string, opts: ClientOpts & { retries?: string }) => {
+    const retry = writeRetry(opts);
+    const res = await withClient(opts, kvClient, (c, deadlineMs) => c.deleteIdempotent({ key: enc.encode(key) }, { deadlineMs, ...retry }));
+    process.stdout.write(`${res.deleted}\n`);
+  });
 
   clientOptions(
     kv
