@@ -1,0 +1,133 @@
+/**
+ * Boot never falls back to a state older than the log, and --peers only
+ * bootstraps an empty data dir (issue 14 item 4). Real `serve` processes,
+ * ports from the OS.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { KvClient } from '../../src/api/clients.js';
+import { ServeProcess, freeNodeAddresses, until } from './serve-process.js';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+async function putKeys(kv: KvClient, from: number, to: number): Promise<void> {
+  for (let i = from; i < to; i++) {
+    await until('a write', 20_000, async () => {
+      await kv.put({ key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) }, { deadlineMs: 3_000 });
+      return true;
+    });
+  }
+}
+
+/** corruptArchives flips a byte in the middle of every stored snapshot's archive; returns how many. */
+async function corruptArchives(dataDir: string): Promise<number> {
+  const store = join(dataDir, 'snapshots', 'store');
+  let n = 0;
+  for (const name of await readdir(store)) {
+    const file = join(store, name, 'archive.tar.gz');
+    const size = await stat(file).then((s) => s.size, () => -1);
+    if (size <= 0) continue;
+    const h = await open(file, 'r+');
+    try {
+      const at = Math.floor(size / 2);
+      const b = Buffer.alloc(1);
+      await h.read(b, 0, 1, at);
+      b[0] = (b[0] ?? 0) ^ 0xff;
+      await h.write(b, 0, 1, at);
+    } finally {
+      await h.close();
+    }
+    n++;
+  }
+  return n;
+}
+
+describe('cluster: boot and the persisted membership (issue 14 item 4)', function () {
+  this.timeout(180_000);
+  let dir = '';
+  const procs: ServeProcess[] = [];
+  const clients: { close(): void }[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-boot-'));
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await Promise.all(procs.map((p) => p.kill('SIGKILL')));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function serve(id: string, grpc: string, peer: string, peers: string, dataDir: string): ServeProcess {
+    const p = new ServeProcess({ id, grpc, peer, peers, dataDir, extra: ['--snapshot-entries', '20', '--snapshot-trailing-entries', '2', '--snapshot-retain', '2'] });
+    procs.push(p);
+    return p;
+  }
+
+  it('A data dir whose snapshots are all corrupt and whose log was compacted: boot refuses with exit 2', async () => {
+    const a = (await freeNodeAddresses(['n1'])).n1;
+    const dataDir = join(dir, 'corrupt', 'n1');
+    const first = serve('n1', a.grpc, a.peer, `n1=${a.peer}`, dataDir);
+    await first.ready();
+    const kv = new KvClient(a.grpc);
+    clients.push(kv);
+    await putKeys(kv, 0, 80);
+    // Snapshots were taken and the log compacted past index 0.
+    await first.waitFor(/"compactedTo":([1-9]\d*)/, 20_000);
+    await first.kill('SIGTERM');
+    assert.equal(first.exitCode, 0, first.lastLines());
+
+    // Control: with its snapshots intact the data dir starts and serves every write.
+    const again = serve('n1', a.grpc, a.peer, `n1=${a.peer}`, dataDir);
+    await again.ready();
+    await until('the restarted node to serve', 20_000, async () => {
+      const r = await kv.range({ prefix: enc.encode('k/'), limit: 1000 }, { deadlineMs: 3_000 });
+      return r.kvs.length === 80 ? true : undefined;
+    });
+    await again.kill('SIGTERM');
+
+    assert.ok((await corruptArchives(dataDir)) >= 1);
+    const refused = serve('n1', a.grpc, a.peer, `n1=${a.peer}`, dataDir);
+    await Promise.race([refused.exited, new Promise((r) => setTimeout(r, 30_000))]);
+    assert.equal(refused.exitCode, 2, `expected exit 2:\n${refused.lastLines()}`);
+    const lines = refused.output.split('\n').filter((l) => l.startsWith('snapcoord:'));
+    assert.equal(lines.length, 1, refused.output);
+    const line = lines[0] ?? '';
+    assert.match(line, /refusing to start: data dir .*n1: the log was compacted up to index \d+/);
+    assert.match(line, /no stored snapshot verifies \(\d+ failed verification\)/);
+    assert.match(line, /Repair: .*new, empty one.*restore from an archive into a new data dir/);
+    assert.doesNotMatch(refused.output, /listening on grpc/);
+  });
+
+  it('restarting with an edited --peers keeps the persisted membership and warns, naming both', async () => {
+    const addrs = await freeNodeAddresses(['n1', 'n2']);
+    const a = addrs.n1;
+    const dataDir = join(dir, 'edited', 'n1');
+    const first = serve('n1', a.grpc, a.peer, `n1=${a.peer}`, dataDir);
+    await first.ready();
+    const kv = new KvClient(a.grpc);
+    clients.push(kv);
+    await putKeys(kv, 0, 5);
+    assert.doesNotMatch(first.output, /differs from the membership persisted/);
+    await first.kill('SIGTERM');
+
+    // n2 was never added through the log: --peers naming it must not make it a voter (which would
+    // leave n1 without a quorum, since n2 does not exist).
+    const edited = `n1=${a.peer},n2=${addrs.n2.peer}`;
+    const second = serve('n1', a.grpc, a.peer, edited, dataDir);
+    await second.ready();
+    const warning = await second.waitFor(/--peers \(([^)]*)\) differs from the membership persisted in the data dir \(([^)]*)\)/, 10_000);
+    assert.match(warning[1] ?? '', /n2=/);
+    assert.doesNotMatch(warning[2] ?? '', /n2=/);
+    assert.match(warning[2] ?? '', new RegExp(`n1=${a.peer.replace(/\./g, '\\.')}`));
+    // The single persisted voter leads and takes writes.
+    await putKeys(kv, 5, 10);
+    const r = await kv.range({ prefix: enc.encode('k/'), limit: 100 }, { deadlineMs: 3_000 });
+    assert.deepEqual(r.kvs.map((x) => dec.decode(x.key)).sort(), Array.from({ length: 10 }, (_, i) => `k/${i}`).sort());
+    await second.kill('SIGTERM');
+  });
+});

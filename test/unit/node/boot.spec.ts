@@ -1,0 +1,119 @@
+/**
+ * Boot starts from the membership persisted with the log base and never
+ * from a state older than the log (issue 14 item 4). Real nodes on RocksDB
+ * and gRPC (RocksCluster).
+ */
+import assert from 'node:assert/strict';
+import { open, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { BootRefusedError, type Node } from '../../../src/node/node.js';
+import { RocksCluster, waitUntil } from './rocks-cluster.js';
+
+const enc = new TextEncoder();
+
+/** corruptArchive flips one byte in the middle of a stored snapshot's archive. */
+async function corruptArchive(storeDir: string, id: string): Promise<void> {
+  const file = join(storeDir, id, 'archive.tar.gz');
+  const size = (await stat(file)).size;
+  const h = await open(file, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await h.read(b, 0, 1, Math.floor(size / 2));
+    b[0] = (b[0] ?? 0) ^ 0xff;
+    await h.write(b, 0, 1, Math.floor(size / 2));
+  } finally {
+    await h.close();
+  }
+}
+
+async function writeKeys(node: Node, from: number, to: number): Promise<void> {
+  for (let i = from; i < to; i++) await node.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+}
+
+describe('node boot and the persisted membership (issue 14 item 4)', function () {
+  this.timeout(60_000);
+  let c: RocksCluster | undefined;
+
+  afterEach(async () => {
+    await c?.close();
+    c = undefined;
+  });
+
+  /** compactedNode: one node whose log was compacted past two stored snapshots; returns its store dir, newest first. */
+  async function compactedNode(): Promise<{ c: RocksCluster; store: string; ids: string[]; base: number }> {
+    const cluster = await RocksCluster.start(1, { snapshotEntries: 20, trailingEntries: 2, retain: 2 });
+    c = cluster;
+    const n1 = await cluster.waitForLeader();
+    await writeKeys(n1, 0, 70);
+    await waitUntil('two snapshots and a compacted log', 10_000, async () => {
+      const list = (await cluster.member('n1').snapshots?.store.list()) ?? [];
+      return list.length === 2 && n1.status().firstIndex > (list[1]?.meta.index ?? 0) + 1 ? true : undefined;
+    });
+    const base = n1.status().firstIndex - 1;
+    const ids = ((await cluster.member('n1').snapshots?.store.list()) ?? []).map((s) => s.id);
+    await cluster.stop('n1');
+    return { c: cluster, store: join(cluster.dir, 'n1', 'snapshots', 'store'), ids, base };
+  }
+
+  it('refuses to start when no stored snapshot verifies and the log was compacted', async () => {
+    const { c, store, ids, base } = await compactedNode();
+    for (const id of ids) await corruptArchive(store, id);
+    await assert.rejects(c.restart('n1'), (err: unknown) => {
+      assert.ok(err instanceof BootRefusedError, String(err));
+      assert.match(err.message, new RegExp(`the log was compacted up to index ${base} `));
+      assert.match(err.message, /no stored snapshot verifies \(2 failed verification\)/);
+      assert.match(err.message, /Repair: /);
+      return true;
+    });
+  });
+
+  it('refuses to start when the stored snapshots that verify are older than the log base', async () => {
+    const { c, store, ids } = await compactedNode();
+    const [newest = ''] = ids;
+    await corruptArchive(store, newest);
+    await assert.rejects(c.restart('n1'), (err: unknown) => {
+      assert.ok(err instanceof BootRefusedError, String(err));
+      assert.match(err.message, /the newest stored snapshot that verifies is at index \d+ \(1 newer failed verification\)/);
+      return true;
+    });
+    assert.ok((await readdir(store)).length >= 2, 'nothing was deleted');
+  });
+
+  it('starts when the snapshots verify (the control of the two above)', async () => {
+    const { c } = await compactedNode();
+    await c.restart('n1');
+    const n1 = await c.waitForLeader();
+    assert.equal(n1.status().applied >= 70, true);
+    assert.equal(new TextDecoder().decode((await n1.get(enc.encode('k/69'))) ?? new Uint8Array()), 'v69');
+  });
+
+  it('a learner survives restarts, before and after the log is compacted past its conf entry', async () => {
+    const cluster = await RocksCluster.start(3, { snapshotEntries: 20, trailingEntries: 2 });
+    c = cluster;
+    let leader = await cluster.waitForLeader();
+    await writeKeys(leader, 0, 3);
+    await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: '127.0.0.1:9' });
+    const hasLearner = (n: Node): boolean => n.status().membership.learners.includes('n4');
+    const all = (): string[] => cluster.members.map((m) => m.id);
+    await waitUntil('every member to know the learner', 10_000, () => (all().every((id) => hasLearner(cluster.node(id))) ? true : undefined));
+    // Restart every member with its log still holding the conf entry.
+    for (const id of all()) {
+      await cluster.stop(id);
+      await cluster.restart(id);
+      assert.ok(hasLearner(cluster.node(id)), `${id} lost the learner at a restart`);
+    }
+    leader = await cluster.waitForLeader();
+    // Write until every member compacted past the conf entry, then restart them all again.
+    await writeKeys(leader, 3, 90);
+    await waitUntil('every member to compact', 20_000, () => (all().every((id) => cluster.node(id).status().firstIndex > 10) ? true : undefined));
+    for (const id of all()) {
+      await cluster.stop(id);
+      await cluster.restart(id);
+      assert.ok(hasLearner(cluster.node(id)), `${id} lost the learner at a restart after compaction`);
+    }
+    leader = await cluster.waitForLeader();
+    assert.ok(hasLearner(leader));
+    assert.deepEqual([...leader.status().membership.voters].sort(), ['n1', 'n2', 'n3']);
+  });
+});
