@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 
 import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import type { InstallMeta, KeyValue, NodeStorage } from '../../../src/storage/types.js';
+import type { ApplyItem, InstallMeta, KeyValue, NodeStorage } from '../../../src/storage/types.js';
 import { RocksCluster, waitUntil } from './rocks-cluster.js';
 
 const enc = new TextEncoder();
@@ -29,6 +29,23 @@ class Gate {
       get: (target, prop): unknown => {
         if (prop === 'installState') {
           return (source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta) => target.installState(this.#held(source), meta);
+        }
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    }) as NodeStorage;
+  }
+
+  /** holdApplies wraps a storage so that its applies wait at the gate (an apply worker far behind, as during a long restore). */
+  holdApplies(storage: RocksStorage): NodeStorage {
+    return new Proxy(storage, {
+      get: (target, prop): unknown => {
+        if (prop === 'apply') {
+          return async (items: readonly ApplyItem[]) => {
+            this.started = true;
+            await this.#opened;
+            return target.apply(items);
+          };
         }
         const v: unknown = Reflect.get(target, prop, target);
         return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
@@ -121,5 +138,44 @@ describe('a follower installing a snapshot stays responsive (issue 14 item 6)', 
     await other.propose({ op: 'put', key: enc.encode('after-election'), value: enc.encode('y') });
     await waitUntil('the follower to apply', 10_000, () => (slow.status().applied >= other.status().commit ? true : undefined));
     assert.equal(new TextDecoder().decode((await slow.get(enc.encode('after-election'), true)) ?? new Uint8Array()), 'y');
+  });
+
+  it('answers heartbeats and votes while its apply worker is more than 10,000 entries behind', async () => {
+    const cluster = await RocksCluster.start(3, { snapshotEntries: 1_000_000 });
+    c = cluster;
+    const first = await cluster.waitForLeader();
+    const [slowId = '', otherId = ''] = cluster.members.filter((m) => m.id !== first.id).map((m) => m.id);
+    gate = new Gate();
+    cluster.wrapStorage = (id, storage) => (id === slowId ? gate.holdApplies(storage) : storage);
+    await cluster.stop(slowId);
+    await cluster.restart(slowId);
+    const leader = await cluster.waitForLeader();
+    const slow = cluster.node(slowId);
+    // 10,500 writes commit with the leader and the other follower; the slow one stores them but applies none.
+    for (let i = 0; i < 10_500; i += 500) {
+      await Promise.all(Array.from({ length: 500 }, (_, j) => leader.propose({ op: 'put', key: enc.encode(`w/${i + j}`), value: enc.encode('x') })));
+    }
+    await waitUntil('the slow follower to hold every entry', 20_000, () => (slow.status().commit >= leader.status().commit ? true : undefined));
+    assert.ok(leader.status().commit - slow.status().applied > 10_000, 'the slow follower is more than 10,000 entries behind');
+    const term = leader.status().term;
+    // Heartbeats: the leader's quorum is now itself and the slow follower.
+    await cluster.stop(otherId);
+    const until = Date.now() + 20 * 150;
+    while (Date.now() < until) {
+      assert.equal(leader.status().role, 'leader', 'the leader stepped down while the follower was behind');
+      assert.equal(leader.status().term, term);
+      await sleep(20);
+    }
+    // Appends: a write commits with the slow follower's answer.
+    await leader.propose({ op: 'put', key: enc.encode('still'), value: enc.encode('y') });
+    // Votes: the other follower comes back, the leader goes; a new leader needs the slow one's vote.
+    await cluster.restart(otherId);
+    await cluster.stop(leader.id);
+    const other = cluster.node(otherId);
+    await waitUntil('a new leader', 15_000, () => (other.status().role === 'leader' || slow.status().role === 'leader' ? true : undefined));
+    assert.ok(slow.status().applied < slow.status().commit - 10_000, 'still far behind');
+    gate.open();
+    await waitUntil('the slow follower to catch up', 30_000, () => (slow.status().applied >= slow.status().commit ? true : undefined));
+    assert.equal(new TextDecoder().decode((await slow.get(enc.encode('still'), true)) ?? new Uint8Array()), 'y');
   });
 });
