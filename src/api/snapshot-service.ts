@@ -36,8 +36,10 @@ import type { SnapshotManager } from '../node/snapshots.js';
 import { durationOf, TaskQueueError, type Task, type TaskFilter, type TaskQueue } from '../node/tasks.js';
 import { inspectArchive } from '../snapshot/archive.js';
 import type { StoredSnapshot } from '../snapshot/store.js';
+import type { SessionStamp } from '../storage/sessions.js';
 import { ApiError, ERROR_CODE_METADATA_KEY, invalidArgument, notLeaderError, toApiError } from './api-error.js';
 import { MESSAGE_BYTES_MAX } from './clients.js';
+import { sessionOf } from './kv-service.js';
 import { LeaderForwarder, isForwarded, type ServerCall } from './leader-forwarder.js';
 import { locateSnapshotPath } from './snapshot-path.js';
 import { unary } from './unary-handler.js';
@@ -139,6 +141,28 @@ function leaderClient(
   return { client, md: forwarder.forwardMetadata(call) };
 }
 
+/** CLIENT_ID_METADATA_KEY / REQUEST_ID_METADATA_KEY: the request id of an idempotent RestoreSnapshot (see snapshot.proto). */
+export const CLIENT_ID_METADATA_KEY = 'x-snapcoord-client-id';
+export const REQUEST_ID_METADATA_KEY = 'x-snapcoord-request-id';
+/** REPLAYED_METADATA_KEY: trailing metadata `1` when a restore's request id had already taken effect. */
+export const REPLAYED_METADATA_KEY = 'x-snapcoord-replayed';
+
+/** restoreSessionOf: the session stamp a RestoreSnapshot call's metadata names, if any. Errors: INVALID_ARGUMENT as sessionOf. */
+function restoreSessionOf(md: grpc.Metadata): SessionStamp | undefined {
+  const clientId = md.get(CLIENT_ID_METADATA_KEY)[0];
+  const requestId = md.get(REQUEST_ID_METADATA_KEY)[0];
+  const id = typeof requestId === 'string' ? requestId.trim() : '';
+  if (id !== '' && !/^\d{1,16}$/.test(id)) throw new ApiError(grpc.status.INVALID_ARGUMENT, `${REQUEST_ID_METADATA_KEY} is not a whole number`);
+  return sessionOf(typeof clientId === 'string' ? clientId : '', id === '' ? 0n : BigInt(id));
+}
+
+function copyRestoreRequestId(from: grpc.Metadata, to: grpc.Metadata): void {
+  for (const key of [CLIENT_ID_METADATA_KEY, REQUEST_ID_METADATA_KEY]) {
+    const v = from.get(key)[0];
+    if (typeof v === 'string') to.set(key, v);
+  }
+}
+
 /** writeWithBackpressure writes one message and waits for 'drain' when the call's buffer is full. */
 async function writeWithBackpressure(call: grpc.ServerWritableStream<GetSnapshotRequest, GetSnapshotResponse>, msg: GetSnapshotResponse): Promise<void> {
   if (!call.write(msg)) await once(call, 'drain');
@@ -222,7 +246,9 @@ export function createSnapshotService(
     },
 
     restoreSnapshot(call: grpc.ServerReadableStream<RestoreSnapshotRequest, RestoreSnapshotResponse>, callback: grpc.sendUnaryData<RestoreSnapshotResponse>): void {
+      const replayedTrailer = new grpc.Metadata();
       void (async (): Promise<RestoreSnapshotResponse> => {
+        const session = restoreSessionOf(call.metadata);
         const st = node.status();
         const body = Readable.from(
           (async function* () {
@@ -233,7 +259,11 @@ export function createSnapshotService(
           if (isForwarded(call)) throw notLeaderError(st.leader, forwarder.clientAddressOf(st.leader));
           const { client, md } = leaderClient(node, clients, forwarder, call);
           return new Promise<RestoreSnapshotResponse>((resolve, reject) => {
+            copyRestoreRequestId(call.metadata, md);
             const upstream = client.restoreSnapshot(md, (err, res) => (err !== null ? reject(err) : resolve(res)));
+            upstream.on('status', (s: grpc.StatusObject) => {
+              if (s.metadata.get(REPLAYED_METADATA_KEY)[0] === '1') replayedTrailer.set(REPLAYED_METADATA_KEY, '1');
+            });
             void (async () => {
               for await (const chunk of body as AsyncIterable<Buffer>) {
                 if (!upstream.write({ data: chunk })) await once(upstream, 'drain');
@@ -242,10 +272,11 @@ export function createSnapshotService(
             })().catch((e: unknown) => upstream.destroy(e as Error));
           });
         }
-        const r = await node.restore(body);
+        const r = await node.restore(body, session);
+        if (r.replayed) replayedTrailer.set(REPLAYED_METADATA_KEY, '1');
         return { index: BigInt(r.index), archive: infoOf(r.archive) };
       })().then(
-        (res) => callback(null, res),
+        (res) => callback(null, res, replayedTrailer),
         (err: unknown) => callback(toApiError(err)),
       );
     },

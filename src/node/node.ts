@@ -19,6 +19,7 @@ import {
   type SnapshotMeta,
 } from '../raft/index.js';
 import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
+import type { SessionStamp } from '../storage/sessions.js';
 import type { ApplyResult, LogBase, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
 import type { ArchiveStager, FetchSnapshotParams, SnapshotChunk, StageArchiveParams } from '../transport/transport.js';
 import { NodeError } from './errors.js';
@@ -972,6 +973,17 @@ export class Node {
       this.log.error({ index: e.index }, 'malformed restore entry skipped on every node, state unchanged');
       return { index: e.index, ok: false, code: 'badRestore', error: 'malformed restore entry' };
     }
+    if (cmd.session !== undefined) {
+      // A request id seen before (or forgotten) is not restored again: the writes made since are kept.
+      const seen = this.storage.lookupSession(cmd.session);
+      if (seen.kind !== 'new') {
+        await this.storage.apply([{ entry: { ...e, data: new Uint8Array(0) } }]);
+        this.log.info({ index: e.index, clientId: cmd.session.clientId, requestId: cmd.session.seq, seen: seen.kind }, 'restore with a known request id not applied again');
+        return seen.kind === 'seen'
+          ? { index: e.index, ok: true, firstIndex: seen.result.index }
+          : { index: e.index, ok: false, code: 'requestIdExpired', error: `request id ${cmd.session.seq} of client ${JSON.stringify(cmd.session.clientId)} is older than the ones remembered; the restore was not applied again` };
+      }
+    }
     let stored = await sm.findUpload(cmd.digest);
     for (let attempt = 0; stored === null; attempt++) {
       if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
@@ -988,7 +1000,7 @@ export class Node {
       if (stored === null) await sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
     }
     try {
-      await sm.installUpload(stored, e.index, this.raft.membershipAt(e.index));
+      await sm.installUpload(stored, e.index, this.raft.membershipAt(e.index), cmd.session);
     } catch (err) {
       if (!isContentError(err)) throw err; // the disk, not the archive: fatal, retried at restart
       // The archive's content is refused (the upload checks should have caught it): every node
@@ -1013,8 +1025,10 @@ export class Node {
    * is proposed: a bad one is refused (`invalid`) and nothing changes; so is
    * any restore below the disk reserve, or whose upload runs out of space
    * (`diskFull`). Resolves once the restore is applied on this node (the leader).
+   * With `session` (a client request id) it is applied at most once: a repeat
+   * resolves with the first restore's index and `replayed` set, installing nothing.
    */
-  async restore(source: Readable): Promise<{ index: number; archive: StoredSnapshot }> {
+  async restore(source: Readable, session?: SessionStamp): Promise<{ index: number; archive: StoredSnapshot; replayed: boolean }> {
     this.checkRunning();
     const sm = this.snapshots;
     if (sm === undefined) {
@@ -1049,7 +1063,7 @@ export class Node {
       // A quorum holds a durable copy before the entry exists: losing this node cannot strand it.
       await this.stageOnQuorum(stored);
       r = await this.proposeData(
-        encodeRestoreCommand({ digest, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term }),
+        encodeRestoreCommand({ digest, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term, ...(session !== undefined ? { session } : {}) }),
         Math.max(this.timings.proposalTimeoutMs, 10 * 60_000),
       );
     } finally {
@@ -1058,8 +1072,9 @@ export class Node {
       else this.restoresInFlight.delete(digest);
       await this.pruneUploads();
     }
+    if (!r.ok && r.code === 'requestIdExpired') throw new NodeError('invalid', r.error);
     if (!r.ok) throw new NodeError('invalid', `the restore failed: ${r.error}`);
-    return { index: r.index, archive: stored };
+    return { index: r.firstIndex ?? r.index, archive: stored, replayed: r.firstIndex !== undefined };
   }
 
   /**

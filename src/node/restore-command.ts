@@ -6,6 +6,8 @@
  */
 export const RESTORE_MAGIC = 0x52;
 
+import { sessionStampProblem, type SessionStamp } from '../storage/sessions.js';
+
 export interface RestoreCommand {
   /** hex SHA-256 of the archive. */
   readonly digest: string;
@@ -13,13 +15,18 @@ export interface RestoreCommand {
   /** index and term recorded in the archive (of the cluster it came from). */
   readonly index: number;
   readonly term: number;
+  /** the client request id that makes the restore idempotent (applied at most once), when the caller gave one. */
+  readonly session?: SessionStamp;
 }
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
 export function encodeRestoreCommand(c: RestoreCommand): Uint8Array {
-  const body = encoder.encode(JSON.stringify({ digest: c.digest, sizeBytes: c.sizeBytes, index: c.index, term: c.term }));
+  const fields = { digest: c.digest, sizeBytes: c.sizeBytes, index: c.index, term: c.term };
+  const body = encoder.encode(
+    JSON.stringify(c.session === undefined ? fields : { ...fields, session: { clientId: c.session.clientId, seq: c.session.seq } }),
+  );
   const out = new Uint8Array(body.length + 1);
   out[0] = RESTORE_MAGIC;
   out.set(body, 1);
@@ -37,7 +44,12 @@ export function decodeRestoreCommand(data: Uint8Array): RestoreCommand | null {
     const { digest, sizeBytes, index, term } = v;
     if (typeof digest !== 'string' || !/^[0-9a-f]{64}$/.test(digest)) return null;
     for (const n of [sizeBytes, index, term]) if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) return null;
-    return { digest, sizeBytes: sizeBytes as number, index: index as number, term: term as number };
+    const cmd = { digest, sizeBytes: sizeBytes as number, index: index as number, term: term as number };
+    if (v.session === undefined) return cmd;
+    const s = v.session as { clientId?: unknown; seq?: unknown } | null;
+    if (typeof s !== 'object' || s === null || typeof s.clientId !== 'string' || typeof s.seq !== 'number') return null;
+    const session = { clientId: s.clientId, seq: s.seq };
+    return sessionStampProblem(session) === null ? { ...cmd, session } : null;
   } catch {
     return null;
   }

@@ -22,6 +22,7 @@ import {
   type StoredSnapshot,
 } from '../snapshot/index.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../storage/kv-command.js';
+import type { SessionStamp } from '../storage/sessions.js';
 import type { NodeStorage } from '../storage/types.js';
 import { NodeError } from './errors.js';
 import type { PeerDial } from '../transport/peer-guard.js';
@@ -257,13 +258,19 @@ export class SnapshotManager {
    * as of `appliedIndex` (a restore entry), keeping `membership` (the
    * cluster's own, not the archive's).
    */
-  async installUpload(s: StoredSnapshot, appliedIndex: number, membership: Membership): Promise<void> {
+  async installUpload(s: StoredSnapshot, appliedIndex: number, membership: Membership, session?: SessionStamp): Promise<void> {
     const handle = await this.uploads.open(s.id);
     try {
       await readArchive(handle.createReadStream(0), async (meta, state) => {
         // The same checks as the upload's: an archive that slipped past them fails here the
         // same way on every node (the state machine keeps its old state), never half installed.
-        await this.storage.installState(checkedStateRecords(state, meta, RESTORE_STATE_LIMITS), { appliedIndex, membership });
+        // A restore replaces the data, not the cluster's record of client request ids (the archive's is ignored).
+        await this.storage.installState(checkedStateRecords(state, meta, RESTORE_STATE_LIMITS), {
+          appliedIndex,
+          membership,
+          keepSessions: true,
+          ...(session !== undefined ? { session } : {}),
+        });
       });
     } finally {
       handle.release();
