@@ -135,9 +135,12 @@ function sameTree(a: readonly TreeEntry[], b: readonly TreeEntry[]): boolean {
 /**
  * dataDirLockHeld tells whether any RocksDB database of `tree` (under `dir`)
  * is open: by its LOCK file's inode in /proc/locks (Linux; this process's
- * own locks included), else by trying to open each database (its lock is
- * taken and released at once; a database this process holds under another
- * name is not seen that way).
+ * own locks included; an inode of another file system with the same number
+ * counts too, which only ever refuses), else by trying to open each database
+ * (its lock is taken and released at once). The fallback cannot see a
+ * database this process holds under another name, and closing the probe
+ * would drop that lock (POSIX locks are per process): Linux is the platform
+ * this guarantee is made for.
  */
 export async function dataDirLockHeld(dir: string, tree: Pick<Tree, 'lockInodes' | 'lockDirs'>): Promise<boolean> {
   const locked = await lockedInodes();
