@@ -1,6 +1,7 @@
 /**
  * Chaos on real processes (CI's bounded round): every fault kind once on a
- * 3-node cluster, then heal and check (linearizable history, acknowledged
+ * 3-node cluster with TLS on (mutual TLS between peers through the fault
+ * proxies, TLS and an API key for every client), then heal and check (linearizable history, acknowledged
  * writes everywhere, equal state hashes, a final write in bounded time); and
  * the stale-read case: a paused leader that wakes up after another was
  * elected and written through never serves the old value. Longer runs:
@@ -18,11 +19,15 @@ import { Workload } from './workload.js';
 describe('chaos: real processes under faults', function () {
   this.timeout(240_000);
 
-  it('every fault kind once on 3 nodes, then heal: linearizable, nothing acknowledged lost, replicas equal', async () => {
+  it('every fault kind once on 3 nodes with TLS on, then heal: linearizable, nothing acknowledged lost, replicas equal', async () => {
     const lines: string[] = [];
     const report = await runChaos({ seconds: 0, seed: 20261122, nodes: 3, sequence: true, faultMs: [800, 1_500], log: (l) => lines.push(l) });
     const summary = `${formatReport(report)}\n${lines.join('\n')}`;
     assert.ok(report.ok, summary);
+    // TLS and keys were on and enforced (plaintext and keyless clients refused, peers without a certificate refused).
+    assert.equal(report.tls, true, summary);
+    assert.equal(report.trust.length, 8, summary);
+    assert.ok(report.trust.every((t) => t.endsWith('served') === t.includes('TLS with the key')), summary);
     assert.equal(report.rounds, FAULT_KINDS.length, summary);
     assert.deepEqual(Object.keys(report.faults).sort(), [...FAULT_KINDS].sort(), summary);
     // The faults really happened and were survived, not skipped.

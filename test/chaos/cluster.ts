@@ -9,11 +9,23 @@
  * addresses, never through the proxies; so do writes a follower forwards to
  * the leader (client plane to client plane). Everything listens on 127.0.0.1
  * with ports from the OS.
+ *
+ * TLS (the default, as `npm start` runs a cluster): a CA and one certificate
+ * per node (member id, IP SAN 127.0.0.1) under <dir>/tls; every node serves
+ * the peer plane with mutual TLS and the client plane with TLS and an API key
+ * (CHAOS_API_KEY). The proxies are transparent TCP proxies on 127.0.0.1, so
+ * the peers' mutual TLS runs end to end through them (a node dialing a proxy
+ * verifies the target node's certificate against 127.0.0.1, the proxy's
+ * host) and the message-fault interceptors, which sit in grpc-js above TLS,
+ * still see every message. Every client (workload, checker, state hashes)
+ * dials with the CA and the key. `tls: false`: plaintext, no key.
  */
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ClusterClient, KvClient } from '../../src/api/clients.js';
+import * as grpc from '@grpc/grpc-js';
+import { ClusterClient, KvClient, type ClientDial } from '../../src/api/clients.js';
 import { Role, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
+import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../../src/tls/index.js';
 import type { MessageFaultRates } from '../../src/transport/message-faults.js';
 import { ServeProcess, freeNodeAddresses, sleep } from '../cluster/serve-process.js';
 import { ProxyMesh } from './proxy.js';
@@ -25,6 +37,20 @@ export interface ChaosClusterOptions {
   readonly seed: number;
   /** extra: more `serve` flags for every node. */
   readonly extra?: readonly string[];
+  /** tls (default true): peer mutual TLS through the proxies, client TLS + CHAOS_API_KEY; false: plaintext, no key. */
+  readonly tls?: boolean;
+}
+
+/** CHAOS_API_KEY: the admin key of a TLS chaos cluster: every node's --api-key, sent by every client of the run. */
+export const CHAOS_API_KEY = 'chaos-admin-key-0123456789abcdef';
+
+/** ChaosTls: the certificates of a TLS chaos cluster and how its clients dial. */
+export interface ChaosTls {
+  /** dir: the CA and the node certificates (<cluster dir>/tls). */
+  readonly dir: string;
+  readonly caFile: string;
+  /** dial: TLS verified against caFile, CHAOS_API_KEY on every call. */
+  readonly dial: ClientDial;
 }
 
 /** ChaosNode: one member, across its restarts. */
@@ -52,22 +78,39 @@ export const CHAOS_SERVE_FLAGS = ['--snapshot-entries', '200', '--snapshot-trail
 export class ChaosCluster {
   readonly nodes: ChaosNode[];
   readonly mesh: ProxyMesh;
+  /** tls: the cluster's certificates and client dial; null when it runs plaintext. */
+  readonly tls: ChaosTls | null;
   private readonly opts: ChaosClusterOptions;
   private readonly peers: string;
   /** injectedByDead: message faults injected by processes since killed. */
   private readonly injectedByDead: FaultCounts = { dropped: 0, duplicated: 0, corrupted: 0 };
 
-  private constructor(opts: ChaosClusterOptions, nodes: ChaosNode[], mesh: ProxyMesh) {
+  private constructor(opts: ChaosClusterOptions, nodes: ChaosNode[], mesh: ProxyMesh, tls: ChaosTls | null) {
     this.opts = opts;
+    this.tls = tls;
     this.nodes = nodes;
     this.mesh = mesh;
     this.peers = nodes.map((n) => `${n.id}=${n.peerAddress}`).join(',');
   }
 
-  /** start: proxies first (their addresses go into --peer-dial), then every node; resolves once all listen. */
+  /**
+   * start: certificates (unless tls is false), proxies (their addresses go
+   * into --peer-dial), then every node; resolves once all listen.
+   */
   static async start(opts: ChaosClusterOptions): Promise<ChaosCluster> {
     if (opts.nodes < 1 || opts.nodes > 9) throw new Error(`nodes: ${opts.nodes} is out of range 1..9`);
     const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
+    await mkdir(opts.dir, { recursive: true });
+    let tls: ChaosTls | null = null;
+    if (opts.tls ?? true) {
+      const dir = join(opts.dir, 'tls');
+      await writeCa(dir);
+      // IP SAN 127.0.0.1: nodes dial the proxies and each other's client planes at 127.0.0.1, clients the nodes.
+      for (const id of ids) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
+      const caFile = caFiles(dir).caFile;
+      tls = { dir, caFile, dial: { credentials: channelCredentialsFromFiles({ caFile }), apiKey: CHAOS_API_KEY } };
+    }
+    const dial: ClientDial = tls?.dial ?? {};
     const planes = await freeNodeAddresses(ids);
     const nodes: ChaosNode[] = ids.map((id) => {
       const address = planes[id]?.grpc ?? '';
@@ -81,15 +124,14 @@ export class ChaosCluster {
         paused: false,
         starts: 0,
         deadOutput: '',
-        kv: new KvClient(address),
-        cluster: new ClusterClient(address),
+        kv: new KvClient(address, dial),
+        cluster: new ClusterClient(address, dial),
       };
     });
     // The proxies forward to the peer planes: only Raft traffic crosses the faulty links.
     const mesh = new ProxyMesh(Object.fromEntries(nodes.map((n) => [n.id, n.peerAddress])), opts.seed);
     await mesh.start();
-    const c = new ChaosCluster(opts, nodes, mesh);
-    await mkdir(opts.dir, { recursive: true });
+    const c = new ChaosCluster(opts, nodes, mesh, tls);
     await c.setMessageFaults(null);
     try {
       await Promise.all(nodes.map((n) => c.startNode(n)));
@@ -111,6 +153,13 @@ export class ChaosCluster {
     return this.nodes.filter((n) => n.proc !== null && n.proc.running && !n.paused);
   }
 
+  /** tlsFlags: a node's serve TLS flags: its certificate for both planes, the cluster CA for peers (none when plaintext). */
+  private tlsFlags(id: string): string[] {
+    if (this.tls === null) return [];
+    const f = nodeCertFiles(this.tls.dir, id);
+    return ['--peer-cert', f.certFile, '--peer-key', f.keyFile, '--peer-ca', this.tls.caFile, '--cert', f.certFile, '--key', f.keyFile];
+  }
+
   private async startNode(n: ChaosNode): Promise<void> {
     const proc = new ServeProcess({
       id: n.id,
@@ -118,7 +167,14 @@ export class ChaosCluster {
       peer: n.peerAddress,
       peers: this.peers,
       dataDir: n.dataDir,
-      extra: [...CHAOS_SERVE_FLAGS, ...(this.opts.extra ?? []), '--peer-dial', Object.entries(this.mesh.dialMap(n.id)).map(([id, a]) => `${id}=${a}`).join(',')],
+      ...(this.tls !== null ? { apiKey: CHAOS_API_KEY } : {}),
+      extra: [
+        ...CHAOS_SERVE_FLAGS,
+        ...this.tlsFlags(n.id),
+        ...(this.opts.extra ?? []),
+        '--peer-dial',
+        Object.entries(this.mesh.dialMap(n.id)).map(([id, a]) => `${id}=${a}`).join(','),
+      ],
       env: { SNAPCOORD_MESSAGE_FAULTS: n.faultsFile },
     });
     n.proc = proc;
@@ -228,6 +284,58 @@ export class ChaosCluster {
       await sleep(50);
     }
     throw new Error(`no leader followed by a majority within ${timeoutMs} ms`);
+  }
+
+  /**
+   * checkTrust: that this TLS cluster enforces TLS and keys on node `id`
+   * (running, links passing): on its client plane a plaintext client holding
+   * the key is refused (UNAVAILABLE), a TLS client without a key or with a
+   * wrong one UNAUTHENTICATED, and a TLS client with the key is served; on
+   * its peer plane, directly and through the proxy another node dials it by,
+   * a client without a certificate is refused at the handshake (UNAVAILABLE),
+   * plaintext too. Returns one line per check and what did not hold (empty
+   * when everything did). Throws when the cluster runs plaintext.
+   */
+  async checkTrust(id: string): Promise<{ checks: string[]; problems: string[] }> {
+    const tls = this.tls;
+    if (tls === null) throw new Error('checkTrust: this cluster runs plaintext');
+    const n = this.node(id);
+    const noCert = channelCredentialsFromFiles({ caFile: tls.caFile });
+    const plain = grpc.credentials.createInsecure();
+    const via = this.nodes.find((x) => x.id !== id);
+    const cases: [string, string, ClientDial, grpc.status | 'ok'][] = [
+      ['client plane, plaintext with the key', n.address, { credentials: plain, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
+      ['client plane, TLS without a key', n.address, { credentials: noCert }, grpc.status.UNAUTHENTICATED],
+      ['client plane, TLS with a wrong key', n.address, { credentials: noCert, apiKey: 'not-the-chaos-key-0123456789' }, grpc.status.UNAUTHENTICATED],
+      ['client plane, TLS with the key', n.address, tls.dial, 'ok'],
+      ['peer plane, TLS without a client certificate', n.peerAddress, { credentials: noCert, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
+      ['peer plane, plaintext', n.peerAddress, { credentials: plain, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
+      ...(via === undefined
+        ? []
+        : ([
+            [`peer plane through proxy ${via.id}->${id}, TLS without a client certificate`, this.mesh.link(via.id, id).address, { credentials: noCert, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
+            [`peer plane through proxy ${via.id}->${id}, plaintext`, this.mesh.link(via.id, id).address, { credentials: plain, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
+          ] as [string, string, ClientDial, grpc.status][])),
+    ];
+    const checks: string[] = [];
+    const problems: string[] = [];
+    for (const [what, address, dial, want] of cases) {
+      const kv = new KvClient(address, dial);
+      let got: string;
+      try {
+        await kv.get({ key: new TextEncoder().encode('trust-probe') }, { deadlineMs: 5_000 });
+        got = 'ok';
+      } catch (err) {
+        const e = err as Partial<grpc.ServiceError>;
+        got = e.code !== undefined ? grpc.status[e.code] : String(err);
+      } finally {
+        kv.close();
+      }
+      const wanted = want === 'ok' ? 'ok' : grpc.status[want];
+      checks.push(`${what}: ${got === 'ok' ? 'served' : `refused ${got}`}`);
+      if (got !== wanted) problems.push(`${what}: ${got}, expected ${wanted}`);
+    }
+    return { checks, problems };
   }
 
   /** logsOf: a node's recent output (current process, else the last dead one). */

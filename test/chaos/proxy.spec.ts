@@ -2,8 +2,13 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
 import * as grpc from '@grpc/grpc-js';
 
+import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../src/tls/index.js';
 import { SimRng } from '../sim/rng.js';
 import { LinkProxy, ProxyMesh, formatFault, type Fault } from './proxy.js';
 
@@ -513,6 +518,91 @@ describe('chaos proxy', function () {
       assert.equal(await unary(c, 'after', 3000), 'after');
       assert.equal(proxy.stats().connections, 2);
       assert.equal(proxy.stats().brokenClosed, 1);
+    });
+  });
+
+  // ---------------------------------------------------------------- TLS through the proxy
+
+  describe('LinkProxy with mutual TLS end to end (the chaos cluster\'s peer plane)', function () {
+    this.timeout(30_000);
+    const ident = (b: Buffer): Buffer => b;
+    /** whoami answers the member id of the client certificate the server verified ('' when none). */
+    const service: grpc.ServiceDefinition = {
+      whoami: {
+        path: '/chaos.Tls/WhoAmI',
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: ident,
+        requestDeserialize: ident,
+        responseSerialize: ident,
+        responseDeserialize: ident,
+      },
+    };
+    let dir: string;
+    let ca: string;
+
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'snapcoord-proxy-tls-'));
+      await writeCa(dir);
+      ca = caFiles(dir).caFile;
+      // As the chaos cluster issues them: member id + IP SAN 127.0.0.1.
+      await writeNodeCert(dir, 'n1', { ips: ['127.0.0.1'] });
+      await writeNodeCert(dir, 'n2', { ips: ['127.0.0.1'] });
+      // Signed by the same CA but naming no address the proxy is reached at.
+      await writeNodeCert(dir, 'n3', { dns: ['elsewhere.example'], ips: ['10.9.9.9'] });
+    });
+    after(async () => {
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    /** startTlsServer: a gRPC server with `id`'s certificate that requires a client certificate signed by the CA. */
+    async function startTlsServer(id: string): Promise<string> {
+      const f = nodeCertFiles(dir, id);
+      const server = new grpc.Server();
+      server.addService(service, {
+        whoami: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) =>
+          cb(null, Buffer.from(memberIdOf(call.getAuthContext().sslPeerCertificate) ?? '')),
+      });
+      const creds = serverCredentialsFromFiles({ certFile: f.certFile, keyFile: f.keyFile, caFile: ca, requireClientCert: true, });
+      const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', creds, (err, p) => (err ? reject(err) : resolve(p))));
+      cleanups.push(() => server.forceShutdown());
+      return `127.0.0.1:${port}`;
+    }
+
+    function whoami(address: string, creds: grpc.ChannelCredentials): Promise<string> {
+      const c = new grpc.Client(address, creds);
+      cleanups.push(() => c.close());
+      return new Promise((resolve, reject) => {
+        c.makeUnaryRequest('/chaos.Tls/WhoAmI', ident, ident, Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err, res) =>
+          err ? reject(err) : resolve(res!.toString()),
+        );
+      });
+    }
+
+    const clientCreds = (id: string): grpc.ChannelCredentials => {
+      const f = nodeCertFiles(dir, id);
+      return channelCredentialsFromFiles({ caFile: ca, certFile: f.certFile, keyFile: f.keyFile });
+    };
+
+    it('a node dialing the proxy verifies the target node\'s certificate against 127.0.0.1, and the target sees the dialer\'s certificate', async () => {
+      const proxy = await startProxy(await startTlsServer('n2'));
+      assert.equal(await whoami(proxy.address, clientCreds('n1')), 'n1');
+      assert.ok(proxy.stats().connections >= 1 && proxy.stats().bytesForward > 0, 'the call went through the proxy');
+    });
+
+    it('a target whose certificate does not name 127.0.0.1 is refused through the proxy (host name verification is on)', async () => {
+      const proxy = await startProxy(await startTlsServer('n3'));
+      await assert.rejects(whoami(proxy.address, clientCreds('n1')), (e: grpc.ServiceError) => {
+        assert.equal(e.code, grpc.status.UNAVAILABLE, e.message);
+        assert.match(e.details, /IP: 127\.0\.0\.1 is not in the cert's list/, e.details);
+        return true;
+      });
+    });
+
+    it('through the proxy a dialer without a client certificate, or in plaintext, is refused', async () => {
+      const proxy = await startProxy(await startTlsServer('n2'));
+      await assert.rejects(whoami(proxy.address, channelCredentialsFromFiles({ caFile: ca })), (e: grpc.ServiceError) => e.code === grpc.status.UNAVAILABLE);
+      await assert.rejects(whoami(proxy.address, grpc.credentials.createInsecure()), (e: grpc.ServiceError) => e.code === grpc.status.UNAVAILABLE);
     });
   });
 

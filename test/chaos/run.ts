@@ -1,7 +1,10 @@
 /**
- * The chaos runner: `npm run chaos -- --seconds S --seed N --nodes 3|5`.
+ * The chaos runner: `npm run chaos -- --seconds S --seed N --nodes 3|5 [--plaintext]`.
  *
- * Starts a ChaosCluster and the Workload, then injects one fault per round
+ * Starts a ChaosCluster (TLS on by default: mutual TLS between peers, end to
+ * end through the fault proxies, TLS and an API key for every client; with
+ * --plaintext neither, for comparison), checks that TLS and the key are
+ * really enforced (ChaosCluster.checkTrust), starts the Workload, then injects one fault per round
  * (SIGKILL, SIGSTOP, partitions, one-way cuts, delay, connection resets,
  * message drop/duplicate/corruption, and a follower cut off until the leader
  * compacts past it, which forces an InstallSnapshot), heals, and goes on
@@ -74,6 +77,8 @@ export interface ChaosOptions {
   readonly log?: (line: string) => void;
   /** logLevel: the nodes' log level (default info; debug shows every transport event). */
   readonly logLevel?: string;
+  /** tls (default true): run the cluster with TLS and an API key (see ChaosCluster); false: plaintext. */
+  readonly tls?: boolean;
 }
 
 export interface ChaosReport {
@@ -81,6 +86,10 @@ export interface ChaosReport {
   readonly seconds: number;
   readonly nodes: number;
   readonly seed: number;
+  /** tls: whether the cluster ran with TLS and keys. */
+  readonly tls: boolean;
+  /** trust: what checkTrust found (one line per check; empty when plaintext). */
+  readonly trust: string[];
   readonly rounds: number;
   readonly faults: Record<string, number>;
   readonly messageFaults: { dropped: number; duplicated: number; corrupted: number };
@@ -104,8 +113,10 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const started = performance.now();
   const elapsed = (): string => `${((performance.now() - started) / 1000).toFixed(1)}s`;
 
-  log(`chaos: ${opts.nodes} nodes, seed ${opts.seed}, ${opts.seconds} s of faults, dir ${dir}`);
-  const cluster = await ChaosCluster.start({ nodes: opts.nodes, dir, seed: opts.seed, extra: ['--log-level', opts.logLevel ?? 'info'] });
+  const tls = opts.tls ?? true;
+  log(`chaos: ${opts.nodes} nodes, seed ${opts.seed}, ${opts.seconds} s of faults, ${tls ? 'TLS on' : 'plaintext'}, dir ${dir}`);
+  const cluster = await ChaosCluster.start({ nodes: opts.nodes, dir, seed: opts.seed, tls, extra: ['--log-level', opts.logLevel ?? 'info'] });
+  let trust: string[] = [];
   let workload: Workload | null = null;
   let rounds = 0;
   let snapshotInstalls = 0;
@@ -113,6 +124,12 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   let verdict: Verdict = { ok: false, verdict: 'unknown', keys: [], ops: 0 };
   try {
     await cluster.waitForLeader(20_000);
+    if (tls) {
+      const probed = await cluster.checkTrust(cluster.nodes[0]?.id ?? 'n1');
+      trust = probed.checks;
+      for (const p of probed.problems) failures.push(`TLS not enforced: ${p}`);
+      log(`[${elapsed()}] TLS and keys enforced on ${cluster.nodes[0]?.id ?? 'n1'}: ${probed.problems.length === 0 ? 'yes' : 'NO'} (${probed.checks.length} checks)`);
+    }
     workload = new Workload({ targets: cluster.nodes, clients: opts.clients ?? 6, keys: opts.keys ?? 4, seed: opts.seed });
     workload.start();
 
@@ -181,6 +198,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       seconds: opts.seconds,
       nodes: opts.nodes,
       seed: opts.seed,
+      tls,
+      trust,
       rounds,
       faults,
       messageFaults: injected,
@@ -352,12 +371,13 @@ async function converge(cluster: ChaosCluster, timeoutMs: number): Promise<strin
 /** formatReport: the run's summary, a few lines. */
 export function formatReport(r: ChaosReport): string {
   const lines = [
-    `chaos ${r.ok ? 'PASSED' : 'FAILED'}: ${r.nodes} nodes, seed ${r.seed}, ${r.seconds} s, ${r.rounds} fault rounds`,
+    `chaos ${r.ok ? 'PASSED' : 'FAILED'}: ${r.nodes} nodes, seed ${r.seed}, ${r.seconds} s, ${r.rounds} fault rounds, ${r.tls ? 'TLS on (peers: mutual TLS through the proxies; clients: TLS + API key)' : 'plaintext'}`,
     `  faults: ${Object.entries(r.faults).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     `  message faults injected: dropped ${r.messageFaults.dropped}, duplicated ${r.messageFaults.duplicated}, corrupted ${r.messageFaults.corrupted}; snapshots installed after a cut-off: ${r.snapshotInstalls}`,
     `  operations: ${Object.entries(r.ops).sort().map(([k, v]) => `${k} ${v}`).join(', ')}; write-once keys acknowledged: ${r.onceAcked}`,
     `  linearizability: ${r.verdict.verdict} (${r.verdict.ops} ops checked over ${r.verdict.keys.length} keys, ${r.verdict.keys.reduce((s, k) => s + k.steps, 0)} search steps); final write ${r.finalWriteMs} ms`,
   ];
+  if (r.tls) lines.push(`  TLS enforced on n1 before the faults: ${r.trust.join('; ')}`);
   for (const f of r.failures) lines.push(`  FAILURE: ${f}`);
   if (!r.ok) lines.push(`  history and logs kept in ${r.dir}`);
   return lines.join('\n');
@@ -374,6 +394,7 @@ async function main(): Promise<void> {
       faults: { type: 'string' },
       dir: { type: 'string' },
       'log-level': { type: 'string' },
+      plaintext: { type: 'boolean', default: false },
     },
   });
   const int = (name: string, v: string | undefined, min: number, max: number): number => {
@@ -392,12 +413,19 @@ async function main(): Promise<void> {
     ...(faults !== undefined ? { faults } : {}),
     ...(values.dir !== undefined ? { dir: values.dir } : {}),
     ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] } : {}),
+    tls: values.plaintext !== true,
   });
   process.stdout.write(`${formatReport(report)}\n`);
   process.exitCode = report.ok ? 0 : 1;
 }
 
 if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/\\/g, '/'))) {
+  // grpc-js sets the TLS server name to the target's IP (the IP SAN is what is checked); Node warns once (DEP0123), as the CLI silences it.
+  const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: unknown }).code : rest[1];
+    if (code !== 'DEP0123') emitWarning(warning, ...rest);
+  }) as typeof process.emitWarning;
   main().catch((err: unknown) => {
     process.stderr.write(`chaos: ${(err as Error).message}\n`);
     process.exitCode = 2;
