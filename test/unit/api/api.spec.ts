@@ -113,12 +113,15 @@ describe('api: KV and Cluster services over three nodes', function () {
     assert.equal(st.id, leader.id);
     assert.equal(st.role, Role.ROLE_LEADER);
     assert.equal(st.leaderId, leader.id);
-    assert.equal(st.leaderAddress, leader.address);
+    // leader_address and members' address are peer-plane addresses; the client addresses come beside them.
+    assert.equal(st.leaderAddress, leader.api.peerAddress);
+    assert.equal(st.leaderClientAddress, leader.address);
     assert.equal(st.members.length, 3);
     assert.deepEqual(st.members.map((m) => m.id).sort(), ['n1', 'n2', 'n3']);
     for (const m of st.members) {
       assert.equal(m.suffrage, Suffrage.SUFFRAGE_VOTER);
-      assert.equal(m.address, c.member(m.id).address);
+      assert.equal(m.address, c.member(m.id).api.peerAddress);
+      assert.equal(m.clientAddress, c.member(m.id).address, `client address of ${m.id}, learned over the peer plane`);
       assert.ok(m.matchIndex > 0n, `match index of ${m.id}`);
     }
     assert.ok(st.commitIndex > 0n && st.appliedIndex > 0n);
