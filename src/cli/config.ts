@@ -8,9 +8,10 @@
  * one clear line and exit code 2.
  */
 import { readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
 import { isNodeId, parseHostPort } from '../api/address.js';
+import { defaultSnapshotRoots } from '../api/snapshot-path.js';
+import { TASKS_ENQUEUED_MAX_DEFAULT, TASKS_FINISHED_KEPT_DEFAULT } from '../node/tasks.js';
 import { parseApiKeys, type ApiKeySpec } from '../gateway/auth.js';
 import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
@@ -80,6 +81,10 @@ export interface ServeConfig {
   readonly snapshotBandwidth: number;
   /** snapshotRoots: absolute, real directories that snapshot_path may point into. */
   readonly snapshotRoots: readonly string[];
+  /** taskQueueMax: tasks enqueued or running at once. */
+  readonly taskQueueMax: number;
+  /** tasksKept: finished tasks kept. */
+  readonly tasksKept: number;
   /** snapshotDir: where snapshot tasks write <dbName>.snapshot. */
   readonly snapshotDir: string;
   /** dbName: the file name stem of task snapshots (Meilisearch's "data.ms"). */
@@ -159,7 +164,9 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('apiKeyFile', 'api-key-file', 'string', 'file', 'read the admin API key from this file (first line)'),
   option('apiKeys', 'api-keys', 'string', 'json', 'extra keys (gRPC API and gateway), a JSON array [{"key":"...","actions":[...]}]; actions: kv.read, kv.write, snapshots.read, snapshots.write, cluster, admin'),
   option('insecureNoAuth', 'insecure-no-auth', 'bool', '', 'allow the gateway to run without an API key'),
-  option('snapshotRoots', 'snapshot-root', 'string', 'dir[,dir...]', 'directories snapshot_path may point into (default ./data/snapshots and the OS temp dir)'),
+  option('snapshotRoots', 'snapshot-root', 'string', 'dir[,dir...]', 'directories snapshot_path may point into (default ./data/snapshots and <OS temp dir>/snapcoord-snapshots, made 0700; never the shared temp dir itself unless given)'),
+  option('taskQueueMax', 'task-queue-max', 'int', 'n', `tasks enqueued or running at once; more are refused (429 / RESOURCE_EXHAUSTED) (default ${TASKS_ENQUEUED_MAX_DEFAULT})`),
+  option('tasksKept', 'tasks-kept', 'int', 'n', `finished tasks kept; older ones are trimmed (default ${TASKS_FINISHED_KEPT_DEFAULT})`),
   option('snapshotDir', 'snapshot-dir', 'string', 'dir', 'where snapshot tasks write <db-name>.snapshot (default ./data/snapshots)'),
   option('dbName', 'db-name', 'string', 'name', 'file name stem of task snapshots (default: the node id)'),
   { ...option('scheduleSnapshotSecs', 'schedule-snapshot', 'int', 'secs', 'enqueue a snapshot task every SECS seconds; 0 for never (default 0; the flag alone means 86400)'), aloneValue: 86_400 },
@@ -430,11 +437,15 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   if (snapshotMaxTransfers < 1) throw configError(`snapshot-max-transfers: ${snapshotMaxTransfers} must be at least 1`);
   const snapshotBandwidth = int('snapshotBandwidth', DEFAULT_SNAPSHOT_POLICY.bandwidthBytesPerSec);
   const rootsText = str('snapshotRoots');
-  const snapshotRoots = (rootsText !== undefined ? rootsText.split(',') : ['./data/snapshots', tmpdir()])
+  const snapshotRoots = (rootsText !== undefined ? rootsText.split(',') : defaultSnapshotRoots())
     .map((r) => r.trim())
     .filter((r) => r !== '')
     .map((r) => resolve(r));
   if (snapshotRoots.length === 0) throw configError('snapshot-root: give at least one directory');
+  const taskQueueMax = int('taskQueueMax', TASKS_ENQUEUED_MAX_DEFAULT);
+  if (taskQueueMax < 1 || taskQueueMax > 1_000_000) throw configError(`task-queue-max: ${taskQueueMax} is out of range 1..1000000`);
+  const tasksKept = int('tasksKept', TASKS_FINISHED_KEPT_DEFAULT);
+  if (tasksKept < 1 || tasksKept > 10_000_000) throw configError(`tasks-kept: ${tasksKept} is out of range 1..10000000`);
   const snapshotDir = resolve(str('snapshotDir') ?? './data/snapshots');
   const dbName = str('dbName') ?? id;
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(dbName)) throw configError(`db-name: "${dbName}" is not a valid file name stem`);
@@ -487,6 +498,8 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     snapshotMaxTransfers,
     snapshotBandwidth,
     snapshotRoots,
+    taskQueueMax,
+    tasksKept,
     snapshotDir,
     dbName,
     scheduleSnapshotSecs,

@@ -227,8 +227,11 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   let realRoots: string[];
   const snapshotPath = join(cfg.snapshotDir, `${cfg.dbName}.snapshot`);
   try {
-    realRoots = await prepareRoots(cfg.snapshotRoots);
-    tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: snapshotTaskRunner(node, snapshotPath) }, logger);
+    realRoots = await prepareRoots(cfg.snapshotRoots, { warn: (m) => logger.warn({ roots: cfg.snapshotRoots }, m) });
+    tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: snapshotTaskRunner(node, snapshotPath) }, logger, {
+      enqueuedMax: cfg.taskQueueMax,
+      finishedKeptMax: cfg.tasksKept,
+    });
     const queue = tasks;
     metrics.taskQueueDepth = () => queue.depth();
   } catch (err) {
