@@ -94,7 +94,7 @@ describe('README quick start: `snapcoord local` secure by default, the README co
 
   it('prints both planes, the key and the TLS files; keys and certificate keys are private', () => {
     assert.match(output, new RegExp(`n1  grpc 127\\.0\\.0\\.1:${grpcBase}  peer 127\\.0\\.0\\.1:${grpcBase + 3}  http 127\\.0\\.0\\.1:${httpBase}`));
-    assert.match(output, /API key: \S{20,}  \(from data\/api-key \(generated\)\)/);
+    assert.match(output, /API key: \S{20,} {2}\(from data\/api-key \(generated\)\)/);
     assert.match(output, /TLS: CA data\/tls\/ca\.pem, node certificates in data\/tls \(client TLS, peer mutual TLS\)/);
     for (const f of ['data/api-key', 'data/tls/ca-key.pem', 'data/tls/n1-key.pem']) assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, f);
     assert.equal(statSync(join(dir, 'data', 'n1')).mode & 0o777, 0o700);
