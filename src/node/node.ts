@@ -71,6 +71,8 @@ export interface NodeTimings {
 
 /** STAGINGS_MAX: distinct archives a follower stages at once (StageArchive); more are refused RESOURCE_EXHAUSTED. */
 const STAGINGS_MAX = 2;
+/** FETCH_ATTEMPTS_PER_HOLDER: stream (re)starts when fetching a restore's archive from one holder before trying the next. */
+const FETCH_ATTEMPTS_PER_HOLDER = 3;
 
 /**
  * APPLY_QUEUE_ENTRIES_MAX: committed entries waiting for the apply worker
@@ -984,14 +986,19 @@ export class Node {
           : { index: e.index, ok: false, code: 'requestIdExpired', error: `request id ${cmd.session.seq} of client ${JSON.stringify(cmd.session.clientId)} is older than the ones remembered; the restore was not applied again` };
       }
     }
+    // A staging of this archive still under way (its source may be gone) ends first.
+    await this.stagings.get(cmd.digest)?.done.catch(() => undefined);
     let stored = await sm.findUpload(cmd.digest);
     for (let attempt = 0; stored === null; attempt++) {
       if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
+      // Any holder will do (a quorum staged it before the entry was proposed): the leader first,
+      // then every member, a few tries each so that a dead one (the uploader) costs little.
       const st = this.raft.status();
       const ids = [st.leader, ...st.membership.voters, ...st.membership.learners].filter((id, i, a) => id !== '' && id !== this.id && a.indexOf(id) === i);
       for (const id of ids) {
         try {
-          stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd);
+          stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd, { maxAttempts: FETCH_ATTEMPTS_PER_HOLDER });
+          this.log.info({ index: e.index, from: id, digest: cmd.digest }, 'restore: fetched the archive');
           break;
         } catch (err) {
           this.log.warn({ index: e.index, from: id, err: (err as Error).message }, 'restore: fetching the archive failed');

@@ -333,14 +333,15 @@ export class SnapshotManager {
    * size against the restore cap and the free disk space less
    * opts.reserveBytes. Without it (a restore entry being applied) the records
    * are checked when it is installed, so that a refused archive is skipped
-   * the same way on every node. Errors: NodeError `invalid` / `diskFull`,
-   * StateFormatError, SnapshotFetchError, the store's.
+   * the same way on every node. opts.maxAttempts: stream (re)starts before
+   * giving up (fetchSnapshot's default without it). Errors: NodeError
+   * `invalid` / `diskFull`, StateFormatError, SnapshotFetchError, the store's.
    */
   async fetchUpload(
     selfId: string,
     address: string,
     target: FetchTarget,
-    opts: { readonly signal?: AbortSignal; readonly checkRecords?: boolean; readonly reserveBytes?: number } = {},
+    opts: { readonly signal?: AbortSignal; readonly checkRecords?: boolean; readonly reserveBytes?: number; readonly maxAttempts?: number } = {},
   ): Promise<StoredSnapshot> {
     const signal = opts.signal;
     if (target.sizeBytes > this.policy.archiveBytesMax) {
@@ -355,6 +356,7 @@ export class SnapshotManager {
         destPath: dest,
         chunkBytes: this.policy.chunkBytes,
         ...(signal !== undefined ? { signal } : {}),
+        ...(opts.maxAttempts !== undefined ? { maxAttempts: opts.maxAttempts } : {}),
         ...(this.dial !== undefined ? { dial: this.dial } : {}),
       });
       return await this.uploads.importArchive(createReadStream(dest, { highWaterMark: 1 << 20 }), {
