@@ -1,0 +1,116 @@
+/**
+ * Issue 14, item 6 on real processes: a large restore while clients keep
+ * writing keeps one leader and one term. Every node installs the restored
+ * state while heartbeats and votes keep being answered (the install runs
+ * beside the Ready loop, not in its way), so no follower times out and no
+ * election happens; the writes go on, and every node ends with the archive's
+ * keys and the same state hash.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { ClusterClient, KvClient, dialChannel } from '../../src/api/clients.js';
+import { SnapshotServiceClient, type RestoreSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { goodEntries, rawState, tarGz } from '../unit/snapshot/helpers.js';
+import { ServeProcess, freeNodeAddresses, peersFlag, until, type NodeAddresses } from './serve-process.js';
+
+const IDS = ['r1', 'r2', 'r3'] as const;
+const KEYS = 150_000;
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+describe('restore under write load (real processes)', function () {
+  this.timeout(240_000);
+  let dir: string;
+  let addrs: Record<(typeof IDS)[number], NodeAddresses>;
+  const procs: ServeProcess[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-restore-load-'));
+    addrs = await freeNodeAddresses(IDS);
+    for (const id of IDS) {
+      procs.push(new ServeProcess({ id, grpc: addrs[id].grpc, peer: addrs[id].peer, peers: peersFlag(addrs), http: addrs[id].http, dataDir: join(dir, id) }));
+    }
+    await Promise.all(procs.map((p) => p.ready()));
+  });
+
+  after(async () => {
+    await Promise.all(procs.map((p) => p.kill('SIGTERM')));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('keeps one leader and one term while every node installs a large restore, and the writes go on', async () => {
+    const status = IDS.map((id) => new ClusterClient(addrs[id].grpc));
+    const leaderOf = async (): Promise<string> => {
+      const st = await status[0]?.status({ deadlineMs: 2_000 });
+      return st?.leaderId ?? '';
+    };
+    const leader = await until('a leader', 30_000, async () => ((await leaderOf()) !== '' ? leaderOf() : undefined));
+    const leaderAddr = addrs[leader as (typeof IDS)[number]].grpc;
+    // Settle: one write committed in the leader's term.
+    const kv = new KvClient(leaderAddr);
+    await kv.put({ key: enc('before'), value: enc('x') }, { deadlineMs: 10_000 });
+
+    const recs = Array.from({ length: KEYS }, (_, i) => ({ key: `restored/${String(i).padStart(8, '0')}`, value: 'v'.repeat(100) }));
+    const state = rawState(recs);
+    const archive = await tarGz(goodEntries(state, KEYS).entries);
+
+    const seen = { terms: new Set<string>(), leaders: new Set<string>() };
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        for (const c of status) {
+          const st = await c.status({ deadlineMs: 1_000 }).catch(() => null);
+          if (st === null) continue;
+          seen.terms.add(String(st.term));
+          if (st.leaderId !== '') seen.leaders.add(st.leaderId);
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+    let writes = 0;
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        await kv.put({ key: enc(`load/${i}`), value: enc('w') }, { deadlineMs: 10_000 }).then(
+          () => writes++,
+          () => undefined,
+        );
+      }
+    })();
+
+    const { credentials, options } = dialChannel({});
+    const client = new SnapshotServiceClient(leaderAddr, credentials, options);
+    const res = await new Promise<RestoreSnapshotResponse>((resolve, reject) => {
+      const call = client.restoreSnapshot((err, r) => (err !== null ? reject(err) : resolve(r)));
+      void (async () => {
+        for (let off = 0; off < archive.length; off += 1 << 20) {
+          if (!call.write({ data: archive.subarray(off, off + (1 << 20)) })) await once(call, 'drain');
+        }
+        call.end();
+      })();
+    });
+    client.close();
+    const writesAtRestore = writes;
+    // Every node applies the restore (the archive's last key is there) while the writer goes on.
+    const last = enc(`restored/${String(KEYS - 1).padStart(8, '0')}`);
+    for (const id of IDS) {
+      const c = new KvClient(addrs[id].grpc);
+      await until(`${id} has the restored state`, 120_000, async () => ((await c.get({ key: last, serializable: true }, { deadlineMs: 5_000 })).kv !== undefined ? true : undefined));
+      c.close();
+    }
+    await new Promise((r) => setTimeout(r, 1_000));
+    writing = false;
+    await writer;
+    sampling = false;
+    await sampler;
+    kv.close();
+    for (const c of status) c.close();
+
+    assert.ok(Number(res.index) > 0);
+    assert.deepEqual([...seen.leaders], [leader], `leaders seen: ${[...seen.leaders].join(', ')}`);
+    assert.equal(seen.terms.size, 1, `terms seen: ${[...seen.terms].join(', ')}`);
+    assert.ok(writes > writesAtRestore, `writes went on after the restore (${writesAtRestore} then ${writes})`);
+  });
+});
