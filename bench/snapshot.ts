@@ -4,6 +4,14 @@
  *
  *   npm run bench:snapshot -- [--state-bytes 1GiB] [--streams 1] [--chunk-bytes 1MiB]
  *                             [--rounds 2] [--no-install] [--keep] [--dir /tmp] [--cpu-prof DIR]
+ *                             [--tls on|off|compare]
+ *
+ * --tls on (the default, as `npm start` runs the peer plane): the sender
+ * serves with mutual TLS (its certificate, client certificates required,
+ * one cluster CA) and every receiver dials with its own certificate, as
+ * nodes do; off: plaintext; compare: both in the same run, alternating
+ * within each round, then the ratio TLS on / TLS off of MB/s and CPU.
+ * The raw ceiling runs over the same security as the fetch beside it.
  *
  * 1. Builds a state of --state-bytes (keys + values; ~4 KiB pseudo-random
  *    values, unique keys) in a RocksStorage by applying KV batch commands,
@@ -17,7 +25,7 @@
  *    --streams concurrent streams, each into its own file.
  * 4. The full follower install (SnapshotManager.fetch + install into a fresh
  *    RocksStorage), one stream.
- * Raw and fetch alternate for --rounds rounds; the best of each is compared.
+ * Raw and fetch alternate for --rounds rounds (per security with compare); the best of each is compared.
  * Sender and receiver are separate processes (fresh ones per measurement),
  * each sampling its RSS every 100 ms. Figures only: nothing asserts on time.
  */
@@ -32,6 +40,7 @@ import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../src/node/snapshots.
 import { silentLogger } from '../src/node/node.js';
 import type { Membership } from '../src/raft/types.js';
 import { encodeCommand, type KvPut } from '../src/storage/kv-command.js';
+import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { ApplyItem } from '../src/storage/types.js';
 import { freePorts, killChild, sleep, startChild, stopChild, type Child } from './lib/procs.js';
@@ -47,6 +56,7 @@ const program = new Command()
   .option('--keep', 'keep the temp dir', false)
   .option('--dir <path>', 'parent of the temp dir', tmpdir())
   .option('--cpu-prof <dir>', 'run the children with --cpu-prof into this dir')
+  .option('--tls <mode>', 'on (mutual TLS on the peer plane, as nodes run), off (plaintext), compare (both, and the ratio)', 'on')
   .parse(process.argv);
 const o = program.opts<{
   stateBytes: string;
@@ -57,7 +67,9 @@ const o = program.opts<{
   keep: boolean;
   dir: string;
   cpuProf?: string;
+  tls: string;
 }>();
+if (!['on', 'off', 'compare'].includes(o.tls)) throw new Error(`--tls: "${o.tls}" is not on, off or compare`);
 const stateBytesWanted = parseBytes(o.stateBytes);
 const streams = Number(o.streams);
 const chunkBytes = parseBytes(o.chunkBytes);
@@ -73,6 +85,24 @@ const PUTS_PER_ENTRY = 900;
 /** ENTRIES_PER_APPLY: entries per storage.apply call (one RocksDB write batch of ~15 MB). */
 const ENTRIES_PER_APPLY = 4;
 const MEMBERSHIP: Membership = { voters: ['bench-leader'], learners: [], addresses: { 'bench-leader': '127.0.0.1:0' } };
+
+/** Security: how sender and receiver talk: plaintext, or mutual TLS with these files (one CA, a certificate each). */
+type Security = { readonly tls: false } | { readonly tls: true; readonly caFile: string; readonly sender: { certFile: string; keyFile: string }; readonly receiver: { certFile: string; keyFile: string } };
+
+/** securityArgs: a child's TLS flags (none when plaintext). */
+function securityArgs(sec: Security, side: 'sender' | 'receiver'): string[] {
+  if (!sec.tls) return [];
+  const f = sec[side];
+  return ['--cert', f.certFile, '--key', f.keyFile, '--ca', sec.caFile];
+}
+
+/** makeTls: a CA and the two nodes' certificates (IP SAN 127.0.0.1) under dir, as `snapcoord certs` makes them. */
+async function makeTls(dir: string): Promise<Security> {
+  await writeCa(dir);
+  await writeNodeCert(dir, 'bench-leader', { ips: ['127.0.0.1'] });
+  await writeNodeCert(dir, 'bench-follower', { ips: ['127.0.0.1'] });
+  return { tls: true, caFile: caFiles(dir).caFile, sender: nodeCertFiles(dir, 'bench-leader'), receiver: nodeCertFiles(dir, 'bench-follower') };
+}
 
 const children = new Set<Child>();
 const closed = new WeakSet<Child>();
@@ -170,17 +200,21 @@ function timeoutFor(bytes: number): number {
 }
 
 /** transfer runs one fresh sender and one receiver job; returns the receiver's figures and both peaks. */
-async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install', nStreams: number, destDir: string): Promise<Measured> {
+async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install', nStreams: number, destDir: string, sec: Security): Promise<Measured> {
   const [port] = await freePorts(1);
-  const sender = spawnChild(`sender-${mode}`, 'bench/lib/snapshot-sender.ts', [
+  const tag = `${mode}${sec.tls ? '-tls' : ''}`;
+  const sender = spawnChild(`sender-${tag}`, 'bench/lib/snapshot-sender.ts', [
     '--port', String(port), '--archive', a.path, '--digest', a.digest, '--index', String(a.index), '--chunk-bytes', String(chunkBytes),
+    ...securityArgs(sec, 'sender'),
   ]);
   try {
-    await waitReport(sender, 'ready', 30_000);
-    const receiver = spawnChild(`receiver-${mode}`, 'bench/lib/snapshot-receiver.ts', [
+    const ready = await waitReport(sender, 'ready', 30_000);
+    if (ready.tls !== sec.tls) throw new Error(`${sender.name} serves ${ready.tls === true ? 'TLS' : 'plaintext'}, wanted ${sec.tls ? 'TLS' : 'plaintext'}`);
+    const receiver = spawnChild(`receiver-${tag}`, 'bench/lib/snapshot-receiver.ts', [
       '--mode', mode, '--address', `127.0.0.1:${port}`, '--size', String(a.bytes), '--digest', a.digest,
       '--index', String(a.index), '--term', String(a.term), '--chunk-bytes', String(chunkBytes),
       '--streams', String(nStreams), '--dest-dir', destDir, '--membership', JSON.stringify(MEMBERSHIP),
+      ...securityArgs(sec, 'receiver'),
     ]);
     let r: Record<string, unknown>;
     try {
@@ -351,56 +385,87 @@ async function main(): Promise<void> {
   const disk = await diskCeiling(a, root);
   console.log(`ceiling: disk write ${fmtSize(a.bytes)} in 1 MiB writes + fsync: ${disk.toFixed(0)} MB/s`);
 
-  const raws: Measured[] = [];
-  const fetches: Measured[] = [];
-  for (let r = 1; r <= rounds; r++) {
-    const raw = await transfer(a, 'raw', streams, root);
-    raws.push(raw);
-    console.log(
-      `round ${r}: raw grpc stream x${streams}: ${raw.mbps.toFixed(0)} MB/s (${raw.seconds.toFixed(2)} s)  ` +
-        `peak RSS sender ${fmtMiB(raw.senderPeak)}, receiver ${fmtMiB(raw.receiverPeak)}; ${cpuNote(raw)}`,
-    );
-    const f = await transfer(a, 'fetch', streams, root);
-    fetches.push(f);
-    console.log(
-      `round ${r}: fetchSnapshot x${streams}:   ${f.mbps.toFixed(0)} MB/s (${f.seconds.toFixed(2)} s)  ` +
-        `peak RSS sender ${fmtMiB(f.senderPeak)}, receiver ${fmtMiB(f.receiverPeak)}; ${cpuNote(f)}; attempts ${String(f.extra.attempts)}, bad chunks ${String(f.extra.hashFailures)}`,
-    );
+  // The securities measured: TLS (mutual, as the peer plane runs), plaintext, or both alternating within each round.
+  const secs: Security[] = [];
+  if (o.tls !== 'off') secs.push(await makeTls(join(root, 'tls')));
+  if (o.tls !== 'on') secs.unshift({ tls: false });
+  const label = (sec: Security): string => (secs.length > 1 ? (sec.tls ? ' [TLS]' : ' [plain]') : sec.tls ? ' [TLS]' : '');
+  interface Series {
+    readonly sec: Security;
+    readonly raws: Measured[];
+    readonly fetches: Measured[];
+    inst?: Measured;
   }
-  let inst: Measured | undefined;
+  const series: Series[] = secs.map((sec) => ({ sec, raws: [], fetches: [] }));
+  for (let r = 1; r <= rounds; r++) {
+    for (const se of series) {
+      const raw = await transfer(a, 'raw', streams, root, se.sec);
+      se.raws.push(raw);
+      console.log(
+        `round ${r}${label(se.sec)}: raw grpc stream x${streams}: ${raw.mbps.toFixed(0)} MB/s (${raw.seconds.toFixed(2)} s)  ` +
+          `peak RSS sender ${fmtMiB(raw.senderPeak)}, receiver ${fmtMiB(raw.receiverPeak)}; ${cpuNote(raw)}`,
+      );
+      const f = await transfer(a, 'fetch', streams, root, se.sec);
+      se.fetches.push(f);
+      console.log(
+        `round ${r}${label(se.sec)}: fetchSnapshot x${streams}:   ${f.mbps.toFixed(0)} MB/s (${f.seconds.toFixed(2)} s)  ` +
+          `peak RSS sender ${fmtMiB(f.senderPeak)}, receiver ${fmtMiB(f.receiverPeak)}; ${cpuNote(f)}; attempts ${String(f.extra.attempts)}, bad chunks ${String(f.extra.hashFailures)}`,
+      );
+    }
+  }
   if (o.install) {
-    inst = await transfer(a, 'install', 1, join(root, 'follower'));
-    console.log(
-      `install: fetch+import ${Number(inst.extra.fetchImportSeconds).toFixed(2)} s, installState ${Number(inst.extra.installSeconds).toFixed(2)} s: ` +
-        `${inst.mbps.toFixed(0)} MB/s of archive  peak RSS sender ${fmtMiB(inst.senderPeak)}, receiver ${fmtMiB(inst.receiverPeak)}; ${cpuNote(inst)}`,
-    );
-    await rm(join(root, 'follower'), { recursive: true, force: true });
+    for (const se of series) {
+      const inst = await transfer(a, 'install', 1, join(root, 'follower'), se.sec);
+      se.inst = inst;
+      console.log(
+        `install${label(se.sec)}: fetch+import ${Number(inst.extra.fetchImportSeconds).toFixed(2)} s, installState ${Number(inst.extra.installSeconds).toFixed(2)} s: ` +
+          `${inst.mbps.toFixed(0)} MB/s of archive  peak RSS sender ${fmtMiB(inst.senderPeak)}, receiver ${fmtMiB(inst.receiverPeak)}; ${cpuNote(inst)}`,
+      );
+      await rm(join(root, 'follower'), { recursive: true, force: true });
+    }
   }
 
   const best = (xs: Measured[]): Measured => xs.reduce((m, x) => (x.mbps > m.mbps ? x : m));
-  const raw = best(raws);
-  const f = best(fetches);
   const max = (xs: Measured[], k: 'senderPeak' | 'receiverPeak'): number => Math.max(...xs.map((x) => x[k]));
-  console.log('');
-  console.log(`summary (archive ${fmtSize(a.bytes)}, state ${fmtSize(built.stateBytes)}, ${streams} stream(s), ${fmtSize(chunkBytes)} chunks; best of ${rounds}; MB = 10^6 B)`);
-  console.log(ratioLine(`fetch x${streams} (aggregate)`, f.mbps, `raw grpc stream x${streams}`, raw.mbps));
-  console.log(ratioLine(`fetch x${streams} (aggregate)`, f.mbps, 'SHA-256, one process (fetch hashes 2x)', sha));
-  console.log(ratioLine(`fetch x${streams} (aggregate)`, f.mbps, 'disk write + fsync', disk));
-  console.log(ratioLine(`raw grpc stream x${streams}`, raw.mbps, 'disk write + fsync', disk));
-  if (inst !== undefined) {
-    console.log(ratioLine('install (fetch+import+install) x1', inst.mbps, `fetch x${streams}`, f.mbps));
+  const perGbOf = (m: Measured, cpu: number): number => cpu / (Number(m.extra.bytes) / 1e9);
+  const perGb = (m: Measured, cpu: number): string => `${perGbOf(m, cpu).toFixed(2)} s`;
+  for (const se of series) {
+    console.log('');
+    const raw = best(se.raws);
+    const f = best(se.fetches);
+    const inst = se.inst;
+    const how = se.sec.tls ? 'mutual TLS' : 'plaintext';
+    console.log(`summary${label(se.sec)} (${how}; archive ${fmtSize(a.bytes)}, state ${fmtSize(built.stateBytes)}, ${streams} stream(s), ${fmtSize(chunkBytes)} chunks; best of ${rounds}; MB = 10^6 B)`);
+    console.log(ratioLine(`fetch x${streams} (aggregate)`, f.mbps, `raw grpc stream x${streams}`, raw.mbps));
+    console.log(ratioLine(`fetch x${streams} (aggregate)`, f.mbps, 'SHA-256, one process (fetch hashes 2x)', sha));
+    console.log(ratioLine(`fetch x${streams} (aggregate)`, f.mbps, 'disk write + fsync', disk));
+    console.log(ratioLine(`raw grpc stream x${streams}`, raw.mbps, 'disk write + fsync', disk));
+    if (inst !== undefined) {
+      console.log(ratioLine('install (fetch+import+install) x1', inst.mbps, `fetch x${streams}`, f.mbps));
+    }
+    console.log(`  build: apply ${mbps(built.stateBytes, built.applyS).toFixed(0)} MB/s, SnapshotManager.create ${mbps(built.stateBytes, built.createS).toFixed(0)} MB/s of state`);
+    console.log('  CPU per GB moved (user+sys)          sender                 receiver');
+    console.log(`  ${pad(`raw grpc stream x${streams}`, 36)} ${pad(perGb(raw, raw.senderCpu), 22)} ${perGb(raw, raw.receiverCpu)}`);
+    console.log(`  ${pad(`fetch x${streams}`, 36)} ${pad(perGb(f, f.senderCpu), 22)} ${perGb(f, f.receiverCpu)}`);
+    console.log('  peak RSS (baseline at child start)   sender                 receiver');
+    const rssLine = (what: string, sp: number, sb: number, rp: number, rb: number): string =>
+      `  ${pad(what, 36)} ${pad(`${fmtMiB(sp)} (${fmtMiB(sb)})`, 22)} ${fmtMiB(rp)} (${fmtMiB(rb)})`;
+    console.log(rssLine(`raw grpc stream x${streams}`, max(se.raws, 'senderPeak'), raw.senderBase, max(se.raws, 'receiverPeak'), raw.receiverBase));
+    console.log(rssLine(`fetch x${streams}`, max(se.fetches, 'senderPeak'), f.senderBase, max(se.fetches, 'receiverPeak'), f.receiverBase));
+    if (inst !== undefined) console.log(rssLine('install x1', inst.senderPeak, inst.senderBase, inst.receiverPeak, inst.receiverBase));
   }
-  console.log(`  build: apply ${mbps(built.stateBytes, built.applyS).toFixed(0)} MB/s, SnapshotManager.create ${mbps(built.stateBytes, built.createS).toFixed(0)} MB/s of state`);
-  const perGb = (m: Measured, cpu: number): string => `${(cpu / (Number(m.extra.bytes) / 1e9)).toFixed(2)} s`;
-  console.log('  CPU per GB moved (user+sys)          sender                 receiver');
-  console.log(`  ${pad(`raw grpc stream x${streams}`, 36)} ${pad(perGb(raw, raw.senderCpu), 22)} ${perGb(raw, raw.receiverCpu)}`);
-  console.log(`  ${pad(`fetch x${streams}`, 36)} ${pad(perGb(f, f.senderCpu), 22)} ${perGb(f, f.receiverCpu)}`);
-  console.log('  peak RSS (baseline at child start)   sender                 receiver');
-  const rssLine = (what: string, sp: number, sb: number, rp: number, rb: number): string =>
-    `  ${pad(what, 36)} ${pad(`${fmtMiB(sp)} (${fmtMiB(sb)})`, 22)} ${fmtMiB(rp)} (${fmtMiB(rb)})`;
-  console.log(rssLine(`raw grpc stream x${streams}`, max(raws, 'senderPeak'), raw.senderBase, max(raws, 'receiverPeak'), raw.receiverBase));
-  console.log(rssLine(`fetch x${streams}`, max(fetches, 'senderPeak'), f.senderBase, max(fetches, 'receiverPeak'), f.receiverBase));
-  if (inst !== undefined) console.log(rssLine('install x1', inst.senderPeak, inst.senderBase, inst.receiverPeak, inst.receiverBase));
+  const plain = series.find((se) => !se.sec.tls);
+  const tls = series.find((se) => se.sec.tls);
+  if (plain !== undefined && tls !== undefined) {
+    const [fp, ft, rp, rt] = [best(plain.fetches), best(tls.fetches), best(plain.raws), best(tls.raws)];
+    console.log('');
+    console.log(`ratio TLS on/off (best of ${rounds} each, same archive, same run):`);
+    console.log(`  fetch x${streams}: ${ft.mbps.toFixed(0)} / ${fp.mbps.toFixed(0)} MB/s = ${(ft.mbps / fp.mbps).toFixed(2)}x throughput; CPU per GB sender ${(perGbOf(ft, ft.senderCpu) / perGbOf(fp, fp.senderCpu)).toFixed(2)}x, receiver ${(perGbOf(ft, ft.receiverCpu) / perGbOf(fp, fp.receiverCpu)).toFixed(2)}x`);
+    console.log(`  raw grpc stream x${streams}: ${rt.mbps.toFixed(0)} / ${rp.mbps.toFixed(0)} MB/s = ${(rt.mbps / rp.mbps).toFixed(2)}x throughput; CPU per GB sender ${(perGbOf(rt, rt.senderCpu) / perGbOf(rp, rp.senderCpu)).toFixed(2)}x, receiver ${(perGbOf(rt, rt.receiverCpu) / perGbOf(rp, rp.receiverCpu)).toFixed(2)}x`);
+    if (plain.inst !== undefined && tls.inst !== undefined) {
+      console.log(`  install x1: ${tls.inst.mbps.toFixed(0)} / ${plain.inst.mbps.toFixed(0)} MB/s = ${(tls.inst.mbps / plain.inst.mbps).toFixed(2)}x`);
+    }
+  }
 }
 
 main()

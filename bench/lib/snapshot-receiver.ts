@@ -12,7 +12,10 @@
  *                   importArchive) then SnapshotManager.install (installState).
  *
  * Common: --address 127.0.0.1:P --size BYTES --digest HEX --index N --term N
- *         --chunk-bytes B [--membership JSON]
+ *         --chunk-bytes B [--membership JSON] [--cert F --key F --ca F]
+ * With --cert/--key/--ca every mode dials as a node dials its peers: mutual
+ * TLS (the server verified against --ca and 127.0.0.1, this certificate
+ * presented), the peer metadata interceptor on fetches.
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -23,6 +26,8 @@ import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../src/node/snapsho
 import { silentLogger } from '../../src/node/node.js';
 import type { Membership } from '../../src/raft/types.js';
 import { RocksStorage } from '../../src/storage/rocks-storage.js';
+import { channelCredentialsFromFiles } from '../../src/tls/index.js';
+import { peerDial, type PeerDial } from '../../src/transport/peer-guard.js';
 import { FLOW_CONTROL_WINDOW_BYTES, fetchSnapshot } from '../../src/transport/snapshot-fetcher.js';
 import { RAW_STREAM_PATH, RssSampler, args, exitWithParent, need, rawIdentity, report } from './snapshot-common.js';
 
@@ -37,9 +42,18 @@ const index = Number(need(a, 'index'));
 const term = Number(need(a, 'term'));
 const chunkBytes = Number(need(a, 'chunk-bytes'));
 const streams = Number(a.get('streams') ?? '1');
+const certFile = a.get('cert');
+/** dial: the peer plane's credentials (mutual TLS with --cert, else plaintext) and metadata, as a node's. */
+const dial: PeerDial = peerDial(
+  'bench',
+  '127.0.0.1:0',
+  certFile !== undefined
+    ? channelCredentialsFromFiles({ caFile: need(a, 'ca'), certFile, keyFile: need(a, 'key') })
+    : grpc.credentials.createInsecure(),
+);
 
 async function rawOne(): Promise<number> {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+  const client = new grpc.Client(address, dial.credentials, {
     'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
     'grpc.max_receive_message_length': chunkBytes + (1 << 20),
     'grpc.use_local_subchannel_pool': 1,
@@ -69,6 +83,7 @@ async function fetchOne(i: number): Promise<{ bytes: number; attempts: number; h
       destPath,
       chunkBytes,
       maxAttempts: 3,
+      dial,
     });
   } finally {
     // the bytes were fsynced before this; removing them keeps the disk free for the next phase.
@@ -82,6 +97,7 @@ async function install(): Promise<Record<string, unknown>> {
   const storage = await RocksStorage.open(join(dir, 'data'));
   try {
     const mgr = await SnapshotManager.open(join(dir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, chunkBytes, retain: 1 }, silentLogger, 'bench');
+    mgr.dial = dial;
     try {
       const t0 = performance.now();
       const { stored, result } = await mgr.fetch('bench-follower', address, { index, term, membership, sizeBytes: size, digest });

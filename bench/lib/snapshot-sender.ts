@@ -6,12 +6,16 @@
  *   - /bench.RawStream/Pull: the archive's bytes in --chunk-bytes messages,
  *     no protobuf, no hashing (the ceiling).
  * Prints `ready` once bound; on SIGTERM prints its peak RSS and exits 0.
+ * With --cert/--key/--ca it serves as a node's peer plane does: mutual TLS,
+ * a client certificate signed by --ca required at the handshake.
  *
  *   node --import tsx bench/lib/snapshot-sender.ts --port P --archive F --digest HEX --index N --chunk-bytes B
+ *                                                  [--cert F --key F --ca F]
  */
 import { open } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 
+import { serverCredentialsFromFiles } from '../../src/tls/index.js';
 import { RAFT_SERVICE_DEFINITION } from '../../src/transport/fetch-serializer.js';
 import { basename, dirname } from 'node:path';
 import { readChunks } from '../../src/snapshot/chunk-reader.js';
@@ -28,6 +32,12 @@ const archive = need(a, 'archive');
 const digest = need(a, 'digest');
 const index = Number(need(a, 'index'));
 const defaultChunk = Number(need(a, 'chunk-bytes'));
+const certFile = a.get('cert');
+// As serve does for --peer-cert/--peer-key/--peer-ca: mutual TLS, client certificates required.
+const credentials =
+  certFile !== undefined
+    ? serverCredentialsFromFiles({ certFile, keyFile: need(a, 'key'), caFile: need(a, 'ca'), requireClientCert: true })
+    : grpc.ServerCredentials.createInsecure();
 // As a node does: the archive is opened (verified) once, recording its chunk hashes, before serving.
 const store = await SnapshotStore.open(dirname(dirname(archive)), { retain: 1000 });
 const handle = await store.open(basename(dirname(archive)));
@@ -85,13 +95,13 @@ function rawPull(call: grpc.ServerWritableStream<Buffer, Buffer>): void {
 const server = new grpc.Server();
 server.addService(RAFT_SERVICE_DEFINITION, createRaftService(handler));
 server.addService(RAW_STREAM_SERVICE, { pull: rawPull });
-server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
+server.bindAsync(`127.0.0.1:${port}`, credentials, (err, bound) => {
   if (err !== null) {
     report({ error: `bind 127.0.0.1:${port}: ${err.message}` });
     process.exit(2);
   }
   cpuAtReady = process.cpuUsage();
-  report({ ready: true, port: bound, rss: rss.sample() });
+  report({ ready: true, port: bound, tls: certFile !== undefined, rss: rss.sample() });
 });
 
 process.on('SIGTERM', () => {
