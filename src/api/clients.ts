@@ -45,6 +45,12 @@ export const clientChannelOptions: grpc.ChannelOptions = {
   'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
 };
 
+/** CLIENT_ID_METADATA_KEY / REQUEST_ID_METADATA_KEY: the request id of an idempotent RestoreSnapshot (see snapshot.proto). */
+export const CLIENT_ID_METADATA_KEY = 'x-snapcoord-client-id';
+export const REQUEST_ID_METADATA_KEY = 'x-snapcoord-request-id';
+/** REPLAYED_METADATA_KEY: trailing metadata `1` when a restore's request id had already taken effect. */
+export const REPLAYED_METADATA_KEY = 'x-snapcoord-replayed';
+
 /** AUTHORIZATION_METADATA_KEY: where a client-plane call carries its API key (`Bearer <key>`). */
 export const AUTHORIZATION_METADATA_KEY = 'authorization';
 

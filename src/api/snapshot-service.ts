@@ -38,7 +38,7 @@ import { inspectArchive } from '../snapshot/archive.js';
 import type { StoredSnapshot } from '../snapshot/store.js';
 import type { SessionStamp } from '../storage/sessions.js';
 import { ApiError, ERROR_CODE_METADATA_KEY, invalidArgument, notLeaderError, toApiError } from './api-error.js';
-import { MESSAGE_BYTES_MAX } from './clients.js';
+import { CLIENT_ID_METADATA_KEY, MESSAGE_BYTES_MAX, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY } from './clients.js';
 import { sessionOf } from './kv-service.js';
 import { LeaderForwarder, isForwarded, type ServerCall } from './leader-forwarder.js';
 import { locateSnapshotPath } from './snapshot-path.js';
@@ -141,11 +141,7 @@ function leaderClient(
   return { client, md: forwarder.forwardMetadata(call) };
 }
 
-/** CLIENT_ID_METADATA_KEY / REQUEST_ID_METADATA_KEY: the request id of an idempotent RestoreSnapshot (see snapshot.proto). */
-export const CLIENT_ID_METADATA_KEY = 'x-snapcoord-client-id';
-export const REQUEST_ID_METADATA_KEY = 'x-snapcoord-request-id';
-/** REPLAYED_METADATA_KEY: trailing metadata `1` when a restore's request id had already taken effect. */
-export const REPLAYED_METADATA_KEY = 'x-snapcoord-replayed';
+export { CLIENT_ID_METADATA_KEY, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY };
 
 /** restoreSessionOf: the session stamp a RestoreSnapshot call's metadata names, if any. Errors: INVALID_ARGUMENT as sessionOf. */
 function restoreSessionOf(md: grpc.Metadata): SessionStamp | undefined {

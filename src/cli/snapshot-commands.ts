@@ -16,7 +16,7 @@
  *   one does not check out).
  * - ls: the snapshots the endpoint node keeps.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { link, lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
@@ -25,7 +25,7 @@ import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
-import { ClusterClient, clientChannelOptions, dialChannel } from '../api/clients.js';
+import { CLIENT_ID_METADATA_KEY, ClusterClient, REQUEST_ID_METADATA_KEY, RequestIds, clientChannelOptions, dialChannel, retryWrite } from '../api/clients.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import {
   SnapshotServiceClient,
@@ -266,10 +266,15 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
   }
 }
 
+/** RESTORE_RETRIES_DEFAULT: uploads retried (with the same request id) after UNAVAILABLE, DEADLINE_EXCEEDED or ABORTED. */
+export const RESTORE_RETRIES_DEFAULT = 2;
+
 export interface RestoreOptions {
   readonly endpoint: string;
   readonly timeoutMs: number;
   readonly progress: boolean;
+  /** retries: see RESTORE_RETRIES_DEFAULT. */
+  readonly retries?: number;
 }
 
 export interface RestoreResult {
@@ -297,8 +302,10 @@ export async function restoreSnapshot(file: string, opts: RestoreOptions): Promi
   if (!inspected.ok || inspected.meta === null) {
     throw new CliError(`${file} is not a valid snapshot archive, nothing was sent: ${inspected.problems.join('; ')}`);
   }
+  // One request id for every attempt: a retry of a restore that already took effect is answered
+  // with the first one's index and does not wipe the writes made since (issue 14, item 8).
+  const id = new RequestIds(`cli-${randomUUID()}`).next();
   const client = snapshotClient(opts.endpoint);
-  const callOpts: Partial<grpc.CallOptions> = opts.timeoutMs > 0 ? { deadline: Date.now() + opts.timeoutMs } : {};
   let interrupted = false;
   let call: grpc.ClientWritableStream<{ data: Uint8Array }> | undefined;
   const onSigint = (): void => {
@@ -307,9 +314,13 @@ export async function restoreSnapshot(file: string, opts: RestoreOptions): Promi
   };
   process.once('SIGINT', onSigint);
   const progress = new Progress({ label: 'uploading', totalBytes: inspected.archiveBytes, enabled: opts.progress });
-  try {
+  const attempt = async (): Promise<RestoreSnapshotResponse> => {
+    const callOpts: Partial<grpc.CallOptions> = opts.timeoutMs > 0 ? { deadline: Date.now() + opts.timeoutMs } : {};
+    const md = new grpc.Metadata();
+    md.set(CLIENT_ID_METADATA_KEY, id.clientId);
+    md.set(REQUEST_ID_METADATA_KEY, id.requestId.toString());
     const response = new Promise<RestoreSnapshotResponse>((resolveRes, reject) => {
-      call = client.restoreSnapshot(new grpc.Metadata(), callOpts, (err, res) => (err !== null ? reject(err) : resolveRes(res)));
+      call = client.restoreSnapshot(md, callOpts, (err, res) => (err !== null ? reject(err) : resolveRes(res)));
     });
     response.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
     const answeredEarly = response.then(() => {
@@ -330,7 +341,24 @@ export async function restoreSnapshot(file: string, opts: RestoreOptions): Promi
       throw new CliError(`${file} changed after it was checked; the restore was canceled and nothing changed`);
     }
     c.end();
-    const res = await response;
+    try {
+      return await response;
+    } catch (err) {
+      // A full disk or an archive over the node's limits will not pass on a second upload.
+      if ((err as { code?: unknown }).code === grpc.status.RESOURCE_EXHAUSTED) throw callError(err, opts.endpoint);
+      throw err;
+    }
+  };
+  try {
+    const res = await retryWrite(attempt, {
+      attempts: 1 + (opts.retries ?? RESTORE_RETRIES_DEFAULT),
+      backoffMs: 500,
+      onRetry: (err, n) => {
+        if (interrupted) throw new CliError('interrupted; the restore was canceled before it completed', EXIT_INTERRUPTED);
+        progress.clear();
+        process.stderr.write(`snapcoord: restore attempt ${n} failed (${grpc.status[err.code] ?? err.code}: ${err.details}); retrying with the same request id\n`);
+      },
+    });
     progress.finish();
     return { file: resolve(file), inspected, response: res };
   } catch (err) {
