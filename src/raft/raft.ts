@@ -190,6 +190,15 @@ export class RaftNode {
   private installing: SnapshotMeta | null = null;
   /** restoring: beginInstall was called; the state machine is being replaced, so no entry is handed out to apply. */
   private restoring: SnapshotMeta | null = null;
+  /**
+   * leaderInstallFloor: the install floor the leader last announced in its
+   * heartbeats (a follower of it installs the snapshot at that index, 0: none).
+   * Kept under this node's compaction floor while it follows, and for two
+   * election timeouts after it becomes leader (time for the installing
+   * follower to tell it directly, see noteInstalling).
+   */
+  private leaderInstallFloor = 0;
+  private inheritedFloorTicksLeft = 0;
   private snapshotToFetch: SnapshotMeta | null = null;
   private logResetPending: LogPosition | null = null;
 
@@ -544,13 +553,23 @@ export class RaftNode {
   compactionFloor(): number {
     let floor = this.log.applied;
     if (this.role === 'leader') {
-      for (const [id, pr] of this.prs) {
-        if (id === this.id) continue;
-        if (pr.state === 'snapshot') floor = Math.min(floor, pr.pendingSnapshot);
-        if (pr.installGuard > 0) floor = Math.min(floor, pr.installGuard);
-      }
+      const peers = this.peersInstallFloor();
+      if (peers > 0) floor = Math.min(floor, peers);
     }
+    // A follower (or a new leader) keeps what the leader keeps for an installing peer: it may lead next.
+    if (this.leaderInstallFloor > 0) floor = Math.min(floor, this.leaderInstallFloor);
     return floor;
+  }
+
+  /** peersInstallFloor (leader): the lowest snapshot index a follower installs, or was offered and has not answered; 0 when none. */
+  private peersInstallFloor(): number {
+    let floor = Infinity;
+    for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      if (pr.state === 'snapshot') floor = Math.min(floor, pr.pendingSnapshot);
+      if (pr.installGuard > 0) floor = Math.min(floor, pr.installGuard);
+    }
+    return floor === Infinity ? 0 : floor;
   }
 
   /** membershipAt returns the membership as of index (index >= the newest snapshot's index). */
@@ -638,6 +657,8 @@ export class RaftNode {
     }
     // Conservatively, no membership change until this term's first entry commits.
     this.pendingConfIndex = this.log.lastIndex();
+    // The previous leader's install floor stays until an installing follower has had time to say so itself.
+    this.inheritedFloorTicksLeft = this.leaderInstallFloor > 0 ? 2 * this.cfg.electionTimeoutTicks : 0;
     // Raft §5.4.2 / §8: commit an entry of the new term (a no-op) to learn what is committed.
     const noop: Entry = { index: this.log.lastIndex() + 1, term: this.term, type: 'normal', data: new Uint8Array(0) };
     this.appendEntries([noop]);
@@ -683,6 +704,7 @@ export class RaftNode {
   private tickHeartbeat(): void {
     this.heartbeatElapsed++;
     this.electionElapsed++;
+    if (this.inheritedFloorTicksLeft > 0 && --this.inheritedFloorTicksLeft === 0) this.leaderInstallFloor = 0;
     if (this.electionElapsed >= this.cfg.electionTimeoutTicks) {
       this.electionElapsed = 0;
       if (this.cfg.checkQuorum && !this.quorumActive()) {
@@ -895,6 +917,7 @@ export class RaftNode {
   }
 
   private handleHeartbeat(m: Heartbeat): void {
+    this.leaderInstallFloor = m.installFloor ?? 0;
     if (m.commit <= this.log.lastIndex()) this.log.commitTo(m.commit);
     this.send(m.from, { type: 'heartbeatResp', readSeq: m.readSeq, installingIndex: this.installing?.index ?? 0 });
   }
@@ -1137,10 +1160,16 @@ export class RaftNode {
   }
 
   private bcastHeartbeat(): void {
+    const installFloor = this.peersInstallFloor();
     for (const [id, pr] of this.prs) {
       if (id === this.id) continue;
       // Raft §5.3: never tell a follower to commit beyond what it is known to match.
-      this.send(id, { type: 'heartbeat', commit: Math.min(pr.match, this.log.committed), readSeq: this.readSeq });
+      this.send(id, {
+        type: 'heartbeat',
+        commit: Math.min(pr.match, this.log.committed),
+        readSeq: this.readSeq,
+        ...(installFloor > 0 ? { installFloor } : {}),
+      });
     }
   }
 

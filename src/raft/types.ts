@@ -119,6 +119,12 @@ export interface Heartbeat extends MessageBase {
   readonly type: 'heartbeat';
   readonly commit: number;
   readonly readSeq: number;
+  /**
+   * installFloor: the lowest snapshot index a follower of this leader is
+   * installing (absent or 0: none). Every follower keeps the entries after it
+   * too: whichever leads next still has what the installing follower needs.
+   */
+  readonly installFloor?: number;
 }
 
 export interface HeartbeatResponse extends MessageBase {

@@ -45,8 +45,8 @@ function snapshotOnly(c: TestCluster, id: NodeId): SnapshotMeta {
   return meta;
 }
 
-/** compactAsLeader: what the node driver does after a snapshot: never past the compaction floor. */
-function compactAsLeader(c: TestCluster, id: NodeId): number {
+/** compactAsDriver: what the node driver does after a snapshot (leader or follower): never past the compaction floor. */
+function compactAsDriver(c: TestCluster, id: NodeId): number {
   const n = c.node(id);
   const p = c.persisted.get(id);
   const meta = snapshotOnly(c, id);
@@ -112,7 +112,7 @@ describe('snapshot install guard (issue 14 item 5)', () => {
     for (let i = 0; i < 30; i++) b.propose(bytes(`after/${i}`));
     c.stabilize();
     c.tickAll(30);
-    compactAsLeader(c, 'b');
+    compactAsDriver(c, 'b');
     assert.ok(b.status().firstIndex <= meta.index + 1, `b kept entry ${meta.index + 1} (first index ${b.status().firstIndex})`);
     assert.ok(b.status().snapshotIndex > meta.index, 'b has a newer snapshot it could have offered');
     assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'c was not offered (or did not start) another snapshot');
@@ -125,6 +125,37 @@ describe('snapshot install guard (issue 14 item 5)', () => {
     assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'one snapshot in all');
     assert.equal(b.status().progress.c?.state, 'replicate');
     assert.deepEqual(c.appliedData('c'), c.appliedData('b'));
+  });
+
+  it('followers keep the entries an installing peer needs (the leader announces its floor), so the next leader still has them', () => {
+    const { c, meta } = laggingFollower(20);
+    const a = c.node('a');
+    for (let i = 0; i < 30; i++) a.propose(bytes(`more/${i}`));
+    c.stabilize();
+    c.tickAll(3);
+    const b = c.node('b');
+    assert.ok(b.status().applied >= meta.index + 30);
+    assert.equal(b.compactionFloor(), meta.index, 'b, a follower, keeps the entries after the snapshot c installs');
+    compactAsDriver(c, 'b');
+    assert.ok(b.status().firstIndex <= meta.index + 1);
+    // b leads next; c finishes the install it started from a and catches up from b's log.
+    a.transferLeadership('b');
+    c.stabilize();
+    c.tickAll(3);
+    assert.equal(c.leaderId(), 'b');
+    compactAsDriver(c, 'b');
+    assert.ok(b.status().firstIndex <= meta.index + 1, 'b as leader still keeps them');
+    assert.ok(beginInstall(c, 'c', meta, 'a'));
+    finishInstall(c, 'c', meta);
+    c.tickAll(3);
+    assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'one snapshot in all');
+    assert.deepEqual(c.appliedData('c'), c.appliedData('b'));
+    // Once c is done, nobody announces a floor: a compacts freely again at once, b once the
+    // floor it inherited as a follower lapses (two election timeouts after it took over).
+    c.tickAll(3);
+    assert.equal(a.compactionFloor(), a.status().applied);
+    c.tickAll(20);
+    assert.equal(b.compactionFloor(), b.status().applied);
   });
 
   it('a newer offer while installing does not restart the install', () => {
