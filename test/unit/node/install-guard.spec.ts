@@ -1,0 +1,106 @@
+/**
+ * The compaction guard of a follower's snapshot install on real nodes (issue
+ * 14 item 5; Typesense #2859, etcd #5317): a follower installing a large
+ * snapshot (its install slowed down) under steady writes catches up with one
+ * install, and a leader change in the middle of that install neither restarts
+ * it nor strands it: the new leader learns of the install and keeps the
+ * entries after it while it snapshots and compacts.
+ */
+import assert from 'node:assert/strict';
+import { sep } from 'node:path';
+
+import type { Node } from '../../../src/node/node.js';
+import { SnapshotManager } from '../../../src/node/snapshots.js';
+import type { StoredSnapshot } from '../../../src/snapshot/index.js';
+import { RocksCluster, waitUntil } from './rocks-cluster.js';
+
+const enc = new TextEncoder();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** INSTALL_DELAY_MS: how much longer the follower's install takes (the RocksDB write of a big state). */
+const INSTALL_DELAY_MS = 4_000;
+
+describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
+  this.timeout(120_000);
+  let c: RocksCluster;
+  const originalInstall = SnapshotManager.prototype.install;
+
+  afterEach(async () => {
+    SnapshotManager.prototype.install = originalInstall;
+    await c?.close();
+  });
+
+  it('a follower installing a large snapshot under steady writes catches up; a leader change mid-install does not restart it', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 300, trailingEntries: 20, chunkBytes: 256 * 1024 });
+    const first = await c.waitForLeader();
+    const [f, t] = c.members.filter((m) => m.node !== first).map((m) => m.id) as [string, string];
+    await c.stop(f);
+    // A state of a few MB; the leader snapshots and compacts far past what f holds.
+    const value = enc.encode('v'.repeat(1024));
+    for (let i = 0; i < 4_000; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) => first.propose({ op: 'put', key: enc.encode(`big/${String(i + j).padStart(5, '0')}`), value })));
+    }
+    await waitUntil('the leader to compact', 20_000, () => (first.status().firstIndex > 1_000 ? true : undefined));
+
+    // f's installs take INSTALL_DELAY_MS longer (counted, to see that there is only one).
+    const installs: number[] = [];
+    SnapshotManager.prototype.install = async function (this: SnapshotManager, s: StoredSnapshot): Promise<void> {
+      if (this.store.dir.includes(`${sep}${f}${sep}`)) {
+        installs.push(s.meta.index);
+        await sleep(INSTALL_DELAY_MS);
+      }
+      return originalInstall.call(this, s);
+    };
+
+    // Steady writes through whoever leads, all along.
+    let stop = false;
+    let written = 0;
+    const leaderNow = (): Node | undefined => c.members.map((m) => m.node).find((n) => n?.status().role === 'leader') ?? undefined;
+    const writer = (async () => {
+      for (let i = 0; !stop; i++) {
+        const l = leaderNow();
+        try {
+          if (l === undefined) throw new Error('no leader');
+          await l.propose({ op: 'put', key: enc.encode(`w/${i}`), value: enc.encode(String(i)) });
+          written++;
+        } catch {
+          await sleep(10);
+        }
+      }
+    })();
+
+    try {
+      await c.restart(f);
+      const fn = c.node(f);
+      await waitUntil(`${f} to begin installing`, 30_000, () => (installs.length > 0 ? true : undefined));
+      const s = installs[0] as number;
+      assert.equal(fn.status().installingSnapshot, s, `${f} says it installs ${s}`);
+
+      // Mid-install, leadership moves to t.
+      await first.transferLeadership(t);
+      const tn = c.node(t);
+      await waitUntil(`${t} to learn of the install`, 5_000, () => (tn.status().progress[f]?.installGuard === s ? true : undefined));
+      // t snapshots (and would compact) while f installs and writes go on: it keeps what f needs next.
+      const before = written;
+      await waitUntil('more writes', 10_000, () => (written > before + 200 ? true : undefined));
+      await tn.snapshotNow();
+      assert.ok(tn.status().snapshotIndex > s + 100, `${t} has a newer snapshot`);
+      assert.ok(tn.status().firstIndex <= s + 1, `${t} kept entry ${s + 1} (its first index is ${tn.status().firstIndex})`);
+      assert.equal(fn.status().installingSnapshot, s, 'the install goes on');
+
+      // f finishes the install it started and catches up from t's log, with writes still coming.
+      await waitUntil(`${f} to finish installing`, 30_000, () => (fn.snapshotStats.installed > 0 ? true : undefined));
+      const mark = written;
+      await waitUntil(`${f} to catch up under writes`, 30_000, () => (written > mark + 100 && fn.status().applied >= tn.status().commit - 50 ? true : undefined));
+    } finally {
+      stop = true;
+      await writer;
+    }
+    const fn = c.node(f);
+    const tn = c.node(t);
+    await waitUntil(`${f} to apply everything`, 20_000, () => (fn.status().applied >= tn.status().commit && tn.status().applied >= tn.status().commit ? true : undefined));
+    assert.deepEqual(installs, [installs[0]], 'one install, never restarted');
+    assert.equal(fn.snapshotStats.installed, 1);
+    assert.equal(await c.member(f).storage?.stateDigest(), await c.member(t).storage?.stateDigest());
+  });
+});
