@@ -2,18 +2,25 @@
  * bench:write — committed writes per second on a 3-node loopback cluster, and
  * failover time after SIGKILL of the leader.
  *
- *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare]
+ *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare] [--rounds 1]
  *
  * --tls on (the default, as `npm start` runs): mutual TLS between peers, TLS and
  * an API key on the client plane; off: plaintext, no key; compare: both in the
- * same run, then the ratio TLS on / TLS off.
+ * same run, then the ratio TLS on / TLS off. With --rounds N, compare runs N
+ * rounds in alternating order (on, off, off, on, ...: drift of a shared
+ * machine's load falls on both) and compares the medians.
+ *
+ * Besides writes/s, each snapcoord run prints the CPU time (user + system,
+ * from /proc/<pid>/stat) its three node processes used during the load, per
+ * committed write: on a machine whose cores are shared, throughput moves
+ * with other load, CPU per write much less.
  *
  * Runs snapcoord, then (when Debian's etcd-server is installed: /usr/bin/etcd)
  * a 3-member etcd on loopback with the same load, in the same run, and prints
  * snapcoord/etcd ratios. Figures only: nothing here passes or fails on time.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -39,6 +46,8 @@ interface Target {
   readonly name: string;
   /** put writes one key through client slot `slot` (0..clients-1). */
   put(slot: number, key: string, value: Buffer): Promise<void>;
+  /** cpuSeconds: user + system CPU seconds the target's server processes have used so far (undefined: not measured). */
+  cpuSeconds?(): number;
   /** killLeader SIGKILLs the current leader and returns a put that tries the survivors. */
   killLeader(): Promise<(key: string, value: Buffer) => Promise<void>>;
   stop(): Promise<void>;
@@ -82,6 +91,22 @@ async function measureFailover(t: Target): Promise<number> {
     }
   }
   return NaN;
+}
+
+/** CLK_TCK: the unit of utime/stime in /proc/<pid>/stat (100 on Linux). */
+const CLK_TCK = 100;
+
+/** processCpuSeconds: utime + stime of a live process (all its threads) from /proc; 0 once it is gone. */
+function processCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command (which may hold spaces) start past the last ')': state is field 3, utime 14, stime 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return 0;
+  }
 }
 
 // ------------------------------------------------------------------ snapcoord
@@ -174,6 +199,7 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
   return {
     name: 'snapcoord',
     put: (slot, key, value) => kvPut(clients[slot % channels] as KVServiceClient, key, value, 5_000),
+    cpuSeconds: () => [...children.values()].reduce((sum, c) => sum + processCpuSeconds(c.proc.pid), 0),
     async killLeader() {
       const id = await findLeader();
       const child = children.get(id);
@@ -256,14 +282,19 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
 async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number, failover: boolean) {
   const t = await start();
   try {
+    const cpu0 = t.cpuSeconds?.();
     const load = await runLoad(t, clients, seconds, valueBytes);
+    const cpu1 = t.cpuSeconds?.();
+    // CPU of the server processes per committed write (ms), over the load only.
+    const cpuMsPerWrite = cpu0 !== undefined && cpu1 !== undefined ? ((cpu1 - cpu0) * 1000) / load.writes : NaN;
     const failoverMs = failover ? await measureFailover(t) : NaN;
     const wps = load.writes / load.seconds;
     console.log(
       `${name.padEnd(10)} ${wps.toFixed(0).padStart(7)} writes/s  p50 ${load.p50Ms.toFixed(1)} ms  p99 ${load.p99Ms.toFixed(1)} ms  ` +
-        `errors ${load.errors}  failover ${failoverMs.toFixed(0)} ms`,
+        `errors ${load.errors}  failover ${failoverMs.toFixed(0)} ms` +
+        (Number.isNaN(cpuMsPerWrite) ? '' : `  node CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 nodes, user+sys)`),
     );
-    return { wps, ...load, failoverMs };
+    return { wps, ...load, failoverMs, cpuMsPerWrite };
   } finally {
     await t.stop();
   }
@@ -279,9 +310,12 @@ async function main(): Promise<void> {
     .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
     .option('--etcd-tuned', 'run etcd with --heartbeat-interval 50 --election-timeout 300')
     .option('--tls <mode>', 'on (mutual TLS between peers, TLS + key for clients), off (plaintext), compare (both, and the ratio)', 'on')
+    .option('--rounds <n>', 'with --tls compare: rounds of both, in alternating order; the medians are compared', '1')
     .parse();
-  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; tls: string }>();
+  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; tls: string; rounds: string }>();
   if (!['on', 'off', 'compare'].includes(o.tls)) throw new Error(`--tls: "${o.tls}" is not on, off or compare`);
+  const rounds = Number(o.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('--rounds must be 1..20');
   const clients = Number(o.clients);
   const seconds = Number(o.seconds);
   const valueBytes = Number(o.valueBytes);
@@ -289,12 +323,33 @@ async function main(): Promise<void> {
   console.log(`bench:write — 3 nodes on 127.0.0.1, ${clients} clients, ${valueBytes}-byte values, ${seconds} s each, data in ${dir}`);
   try {
     const tlsOn = o.tls !== 'off';
-    const ours = await bench(tlsOn ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, 'snapcoord'), Number(o.channels), tlsOn), clients, seconds, valueBytes, o.failover);
+    type Run = Awaited<ReturnType<typeof bench>>;
+    const runSnapcoord = (tls: boolean, r: number): Promise<Run> =>
+      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls), clients, seconds, valueBytes, o.failover);
+    let ours: Run;
     if (o.tls === 'compare') {
-      const plain = await bench('snapcoord-plain', () => startSnapcoord(join(dir, 'snapcoord-plain'), Number(o.channels), false), clients, seconds, valueBytes, o.failover);
+      const on: Run[] = [];
+      const off: Run[] = [];
+      for (let r = 1; r <= rounds; r++) {
+        if (rounds > 1) console.log(`round ${r}:`);
+        // Alternating order (on, off | off, on | ...), so a drifting background load falls on both.
+        for (const tls of r % 2 === 1 ? [true, false] : [false, true]) (tls ? on : off).push(await runSnapcoord(tls, r));
+      }
+      const median = (xs: number[]): number => {
+        const s = [...xs].sort((a, b) => a - b);
+        const m = Math.floor(s.length / 2);
+        return s.length % 2 === 1 ? (s[m] ?? NaN) : ((s[m - 1] ?? NaN) + (s[m] ?? NaN)) / 2;
+      };
+      const med = (xs: Run[], k: 'wps' | 'p99Ms' | 'failoverMs' | 'cpuMsPerWrite'): number => median(xs.map((x) => x[k]));
+      const byWps = [...on].sort((a, b) => a.wps - b.wps);
+      ours = byWps[Math.floor(byWps.length / 2)] as Run;
+      const of = rounds > 1 ? ` (medians of ${rounds} rounds each)` : '';
       console.log(
-        `ratio TLS on/off: writes/s ${(ours.wps / plain.wps).toFixed(2)}x  p99 ${(ours.p99Ms / plain.p99Ms).toFixed(2)}x  failover ${(ours.failoverMs / plain.failoverMs).toFixed(2)}x`,
+        `ratio TLS on/off${of}: writes/s ${(med(on, 'wps') / med(off, 'wps')).toFixed(2)}x  p99 ${(med(on, 'p99Ms') / med(off, 'p99Ms')).toFixed(2)}x  ` +
+          `failover ${(med(on, 'failoverMs') / med(off, 'failoverMs')).toFixed(2)}x  node CPU per write ${(med(on, 'cpuMsPerWrite') / med(off, 'cpuMsPerWrite')).toFixed(2)}x`,
       );
+    } else {
+      ours = await runSnapcoord(tlsOn, 1);
     }
     if (o.etcd && existsSync('/usr/bin/etcd')) {
       const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true), clients, seconds, valueBytes, o.failover);
