@@ -8,7 +8,8 @@
  * an API key on the client plane; off: plaintext, no key; compare: both in the
  * same run, then the ratio TLS on / TLS off. With --rounds N, compare runs N
  * rounds in alternating order (on, off, off, on, ...: drift of a shared
- * machine's load falls on both) and compares the medians.
+ * machine's load falls on both), prints each round's ratios (the two runs of
+ * a round are next to each other in time) and their median.
  *
  * Besides writes/s, each snapcoord run prints the CPU time (user + system,
  * from /proc/<pid>/stat) its three node processes used during the load, per
@@ -336,18 +337,19 @@ async function main(): Promise<void> {
         for (const tls of r % 2 === 1 ? [true, false] : [false, true]) (tls ? on : off).push(await runSnapcoord(tls, r));
       }
       const median = (xs: number[]): number => {
-        const s = [...xs].sort((a, b) => a - b);
-        const m = Math.floor(s.length / 2);
-        return s.length % 2 === 1 ? (s[m] ?? NaN) : ((s[m - 1] ?? NaN) + (s[m] ?? NaN)) / 2;
+        const v = [...xs].sort((a, b) => a - b);
+        const m = Math.floor(v.length / 2);
+        return v.length % 2 === 1 ? (v[m] ?? NaN) : ((v[m - 1] ?? NaN) + (v[m] ?? NaN)) / 2;
       };
-      const med = (xs: Run[], k: 'wps' | 'p99Ms' | 'failoverMs' | 'cpuMsPerWrite'): number => median(xs.map((x) => x[k]));
       const byWps = [...on].sort((a, b) => a.wps - b.wps);
       ours = byWps[Math.floor(byWps.length / 2)] as Run;
-      const of = rounds > 1 ? ` (medians of ${rounds} rounds each)` : '';
-      console.log(
-        `ratio TLS on/off${of}: writes/s ${(med(on, 'wps') / med(off, 'wps')).toFixed(2)}x  p99 ${(med(on, 'p99Ms') / med(off, 'p99Ms')).toFixed(2)}x  ` +
-          `failover ${(med(on, 'failoverMs') / med(off, 'failoverMs')).toFixed(2)}x  node CPU per write ${(med(on, 'cpuMsPerWrite') / med(off, 'cpuMsPerWrite')).toFixed(2)}x`,
-      );
+      // Ratios per round (on / off of the same round), then their median.
+      const ratio = (k: 'wps' | 'p99Ms' | 'failoverMs' | 'cpuMsPerWrite'): number[] => on.map((x, i) => x[k] / ((off[i] as Run)[k]));
+      const line = (what: string, rs: { wps: number; p99Ms: number; failoverMs: number; cpuMsPerWrite: number }): string =>
+        `ratio TLS on/off${what}: writes/s ${rs.wps.toFixed(2)}x  p99 ${rs.p99Ms.toFixed(2)}x  failover ${rs.failoverMs.toFixed(2)}x  node CPU per write ${rs.cpuMsPerWrite.toFixed(2)}x`;
+      const [w, p, f, c] = [ratio('wps'), ratio('p99Ms'), ratio('failoverMs'), ratio('cpuMsPerWrite')];
+      if (rounds > 1) for (let i = 0; i < rounds; i++) console.log(line(` round ${i + 1}`, { wps: w[i] ?? NaN, p99Ms: p[i] ?? NaN, failoverMs: f[i] ?? NaN, cpuMsPerWrite: c[i] ?? NaN }));
+      console.log(line(rounds > 1 ? ` (median of ${rounds} rounds)` : '', { wps: median(w), p99Ms: median(p), failoverMs: median(f), cpuMsPerWrite: median(c) }));
     } else {
       ours = await runSnapcoord(tlsOn, 1);
     }
