@@ -56,7 +56,9 @@ export const RPC_ACTIONS = {
   '/snapcoord.v1.TaskService/ListTasks': 'snapshots.read',
   '/snapcoord.v1.TaskService/CancelTasks': 'snapshots.write',
   // Standard services
-  '/grpc.health.v1.Health/*': 'open',
+  '/grpc.health.v1.Health/Check': 'open',
+  '/grpc.health.v1.Health/Watch': 'anyKey',
+  '/grpc.health.v1.Health/List': 'anyKey',
   '/grpc.reflection.v1.ServerReflection/*': 'anyKey',
   '/grpc.reflection.v1alpha.ServerReflection/*': 'anyKey',
 } as const satisfies Record<string, RpcNeed>;
@@ -88,7 +90,9 @@ export const RPC_ACTION_REASONS: Readonly<Record<RpcPath, string>> = {
   '/snapcoord.v1.TaskService/GetTask': 'task status and progress: metadata',
   '/snapcoord.v1.TaskService/ListTasks': 'task status and progress: metadata',
   '/snapcoord.v1.TaskService/CancelTasks': 'stops snapshot work others asked for',
-  '/grpc.health.v1.Health/*': 'load balancers and orchestrators probe without credentials; it tells only SERVING or not',
+  '/grpc.health.v1.Health/Check': 'load balancers and orchestrators probe without credentials; it tells only SERVING or not',
+  '/grpc.health.v1.Health/Watch': 'a stream that never ends: an open one would let anyone hold connections and streams forever',
+  '/grpc.health.v1.Health/List': 'lists every service\'s status: the API\'s shape, like reflection',
   '/grpc.reflection.v1.ServerReflection/*': 'the API\'s shape helps an attacker map it: only for callers with a key',
   '/grpc.reflection.v1alpha.ServerReflection/*': 'the same as v1 (older grpcurl asks v1alpha)',
 };

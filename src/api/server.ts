@@ -128,6 +128,9 @@ export function clientServerOptions(maxRequestBytes: number): grpc.ServerOptions
     'grpc.max_concurrent_streams': CLIENT_STREAMS_PER_CONNECTION_MAX,
     // An idle client connection is closed after 5 minutes; a dead one is noticed by keepalive.
     'grpc.max_connection_idle_ms': 300_000,
+    // No connection lives forever (a held stream included): after a day it is drained (a grace of 10 minutes, then closed).
+    'grpc.max_connection_age_ms': 86_400_000,
+    'grpc.max_connection_age_grace_ms': 600_000,
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
   };
@@ -136,7 +139,8 @@ export function clientServerOptions(maxRequestBytes: number): grpc.ServerOptions
 let reflectionPackage: protoLoader.PackageDefinition | null = null;
 
 function reflection(): ReflectionService {
-  reflectionPackage ??= protoLoader.loadSync([...PROTO_FILES, healthProtoPath], {
+  // The client plane describes only its own services: raft.proto is the peer plane's.
+  reflectionPackage ??= protoLoader.loadSync([...PROTO_FILES.filter((f) => !f.endsWith('/raft.proto')), healthProtoPath], {
     includeDirs: [protoDir()],
     keepCase: true,
     longs: String,

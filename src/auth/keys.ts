@@ -168,8 +168,9 @@ export function parseApiKeys(value: unknown): ApiKeySpec[] {
     if (v.trim() === '') return [];
     try {
       v = JSON.parse(v);
-    } catch (err) {
-      throw new Error(`not valid JSON: ${(err as Error).message}`, { cause: err });
+    } catch {
+      // JSON.parse's message quotes the text it read, which may be a key given by mistake: say only where it failed.
+      throw new Error(`not valid JSON (a list like [{"key":"...","actions":["admin"]}] is expected; ${(v as string).length} characters given)`);
     }
   }
   if (!Array.isArray(v)) throw new Error('expected a JSON array of {"key": "...", "actions": [...]}');

@@ -12,6 +12,7 @@ import { parseHostPort } from '../api/address.js';
 import type { ClientDial } from '../api/clients.js';
 import { channelCredentialsFromFiles, checkTlsFiles } from '../tls/index.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { isLoopback } from './config.js';
 
 /** API_KEY_ENV / CACERT_ENV: the environment twins of --api-key and --cacert. */
 export const API_KEY_ENV = 'SNAPCOORD_API_KEY';
@@ -54,7 +55,17 @@ export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, c
   if (opts.plaintext === true) return { apiKey };
   const localCa = resolve(cwd, LOCAL_CA_FILE);
   const ca = opts.cacert ?? env[CACERT_ENV] ?? (existsSync(localCa) ? localCa : '');
-  if (ca === '') return { apiKey };
+  if (ca === '') {
+    // Without a CA the call would go out in plaintext: never with a key to another machine unless asked.
+    const host = parseHostPort(endpointOf(opts))?.host ?? '';
+    if (apiKey !== '' && !isLoopback(host)) {
+      throw new CliError(
+        `refusing to send the API key in plaintext to ${endpointOf(opts)}: give --cacert FILE (the CA of the node's TLS certificate), or --plaintext if you mean it`,
+        EXIT_CONFIG,
+      );
+    }
+    return { apiKey };
+  }
   try {
     checkTlsFiles({ caFile: resolve(cwd, ca) });
   } catch (err) {

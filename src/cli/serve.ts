@@ -90,7 +90,9 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
       onReload: onReload('client TLS'),
     });
     // Members reach each other's client planes trusting the cluster CA (--peer-ca), else the system's roots.
-    clientChannel = cfg.peerTls !== null ? channelCredentialsFromFiles({ caFile: cfg.peerTls.caFile }) : grpc.credentials.createSsl();
+    // With --client-ca the node's own calls (gateway, forwarding, import) present its certificate too.
+    const own = t.clientCaFile !== '' ? { certFile: t.certFile, keyFile: t.keyFile } : {};
+    clientChannel = cfg.peerTls !== null ? channelCredentialsFromFiles({ caFile: cfg.peerTls.caFile, ...own, checkChain: false }) : grpc.credentials.createSsl();
   }
   if (cfg.httpTls !== null) check('gateway HTTPS', { certFile: cfg.httpTls.certFile, keyFile: cfg.httpTls.keyFile, checkChain: false });
   return { peerServer, peerChannel, clientServer, clientChannel };

@@ -254,7 +254,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     restoreBytesMax: opts.restoreBytesMax ?? DEFAULT_RESTORE_BYTES_MAX,
     callMetadata(req) {
       const md = new grpc.Metadata();
-      const key = callerKeys.get(req) ?? serviceKey;
+      // The gateway's own key goes only with an open route's call (/health's Status): a caller who presented no
+      // key that passed never borrows it, also when the gateway itself runs with --insecure-no-auth.
+      const { action, anyKey } = req.routeOptions.config;
+      const open = (action === undefined || action === null) && anyKey !== true;
+      const key = callerKeys.get(req) ?? (open ? serviceKey : '');
       if (key !== '') md.set(AUTHORIZATION_METADATA_KEY, `Bearer ${key}`);
       return md;
     },

@@ -151,7 +151,8 @@ export class PeerGuard {
   private refuse(reason: RefusalReason, from: NodeId, call: PeerCall, message: string): never {
     this.opts.onRefused?.(reason);
     const peer = call.getPeer();
-    const key = `${peer}|${from}|${reason}`;
+    // One line per sending host and reason a minute: neither the source port nor the claimed `from` is the sender's to vary.
+    const key = `${peer.replace(/:\d+$/, '')}|${reason}`;
     const now = this.nowMs();
     const last = this.lastLogged.get(key);
     if (last === undefined || now - last >= REFUSAL_LOG_INTERVAL_MS) {

@@ -28,7 +28,8 @@ async function freeBlock(n: number): Promise<number> {
       s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
     });
   for (let i = 0; i < 200; i++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    // Below Linux's ephemeral range (32768-60999), so no outgoing connection takes a port between the probe and the bind.
+    const base = 20_000 + Math.floor(Math.random() * (32_768 - 20_000 - n));
     let ok = true;
     for (let p = base; p < base + n && ok; p++) ok = await free(p);
     if (ok) return base;

@@ -103,3 +103,44 @@ describe('gateway: the caller\'s key goes to the node, which decides', function 
     assert.deepEqual(seen, [{ method: 'status', authorization: `Bearer ${GW_ADMIN}` }]);
   });
 });
+
+describe('gateway with --insecure-no-auth in front of a node that asks for keys', function () {
+  this.timeout(30_000);
+  let server: grpc.Server;
+  let gw: Gateway;
+  const seen: string[] = [];
+
+  before(async () => {
+    server = new grpc.Server({ interceptors: [clientAuthInterceptor({ adminKey: NODE_ADMIN })] });
+    const unimplemented = (_call: unknown, cb: grpc.sendUnaryData<unknown>): void => cb({ code: grpc.status.UNIMPLEMENTED, details: 'not here' } as grpc.ServiceError);
+    const handlers: Record<string, grpc.UntypedHandleCall> = Object.fromEntries(Object.keys(ClusterServiceService).map((k) => [k, unimplemented]));
+    handlers['vote'] = ((call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      seen.push(String(call.metadata.get('authorization')[0] ?? ''));
+      cb(null, { success: true });
+    }) as grpc.UntypedHandleCall;
+    server.addService(ClusterServiceService, handlers);
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err !== null ? reject(err) : resolve(p))),
+    );
+    // An open gateway that happens to hold the node's admin key must not lend it to anonymous callers.
+    gw = createGateway({ target: `127.0.0.1:${port}`, auth: { adminKey: NODE_ADMIN, insecureNoAuth: true } });
+    await gw.app.ready();
+  });
+
+  after(async () => {
+    await gw.close();
+    server.forceShutdown();
+  });
+
+  it('an anonymous vote reaches the node without the gateway\'s key and is refused there', async () => {
+    const res = await gw.app.inject({ method: 'POST', url: '/operations/vote' });
+    assert.equal(res.statusCode, 401, res.body);
+    assert.deepEqual(seen, []);
+  });
+
+  it('a caller\'s own valid key still passes through', async () => {
+    const res = await gw.app.inject({ method: 'POST', url: '/operations/vote', headers: { 'x-typesense-api-key': NODE_ADMIN } });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.deepEqual(seen, [`Bearer ${NODE_ADMIN}`]);
+  });
+});

@@ -389,10 +389,14 @@ describe('client-plane auth interceptor (real node, every client RPC)', function
     });
   }
 
-  it('health answers without a key (every method the health service has is open)', async () => {
+  it('health Check answers without a key; Watch (a stream that never ends) and List need one', async () => {
     for (const rpc of rpcsOf({ Health: STANDARD_SERVICES['Health'] as grpc.ServiceDefinition })) {
-      assert.equal(rpcNeed(rpc.path), 'open');
+      assert.equal(rpcNeed(rpc.path), rpc.path.endsWith('/Check') ? 'open' : 'anyKey', rpc.path);
     }
+    const watch = rpcsOf({ Health: STANDARD_SERVICES['Health'] as grpc.ServiceDefinition }).find((r) => r.path.endsWith('/Watch'));
+    assert.ok(watch);
+    const refused = await call(client, watch, new grpc.Metadata());
+    assert.equal(refused.code, grpc.status.UNAUTHENTICATED, refused.details);
     const check = rpcsOf({ Health: STANDARD_SERVICES['Health'] as grpc.ServiceDefinition }).find((r) => r.path.endsWith('/Check'));
     assert.ok(check);
     const out = await call(client, check, new grpc.Metadata());

@@ -69,7 +69,14 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
         onMessage: (m) => ref.node?.receive(m),
         dial: peerDial(CLUSTER, api.address, channelCredentialsFromFiles({ caFile: ca, certFile: f.certFile, keyFile: f.keyFile })),
       });
-      const node = await Node.start({ id, storage: await MemoryStorage.open(new MemoryDataDir(id)), transport, initialMembership: membership });
+      // Long election timeouts (0.5-1 s): a busy test runner must not make a real election that would look like an attack's effect.
+      const node = await Node.start({
+        id,
+        storage: await MemoryStorage.open(new MemoryDataDir(id)),
+        transport,
+        initialMembership: membership,
+        timings: { electionTimeoutTicks: 50, heartbeatIntervalTicks: 5 },
+      });
       ref.node = node;
       api.serve({ node, clusterId: CLUSTER, identityOf, onPeerRefused: (r) => refusals.push(r) });
       members.push({ id, api, node });

@@ -1,0 +1,53 @@
+/** How client commands connect (dialOf): the key and the CA found from the working directory, and no key in plaintext off loopback. */
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CliError } from '../../../src/cli/cli-error.js';
+import { dialOf } from '../../../src/cli/client-options.js';
+import { writeCa } from '../../../src/tls/index.js';
+
+describe('client commands: dialOf', () => {
+  let dir: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-dial-'));
+  });
+
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('without ./data: plaintext and no key; --api-key and SNAPCOORD_API_KEY give the key', () => {
+    assert.deepEqual(dialOf({}, {}, dir), { apiKey: '' });
+    assert.equal(dialOf({ apiKey: 'flag-key' }, { SNAPCOORD_API_KEY: 'env-key' }, dir).apiKey, 'flag-key');
+    assert.equal(dialOf({}, { SNAPCOORD_API_KEY: 'env-key' }, dir).apiKey, 'env-key');
+  });
+
+  it('finds ./data/api-key and ./data/tls/ca.pem (what npm start makes) and dials TLS; SNAPCOORD_CACERT= or --plaintext turn TLS off', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'snapcoord-dial-local-'));
+    try {
+      mkdirSync(join(d, 'data'), { recursive: true });
+      writeFileSync(join(d, 'data', 'api-key'), 'local-key-0123456789\n');
+      await writeCa(join(d, 'data', 'tls'));
+      const local = dialOf({}, {}, d);
+      assert.equal(local.apiKey, 'local-key-0123456789');
+      assert.ok(local.credentials !== undefined && local.credentials._isSecure(), 'TLS');
+      assert.equal(dialOf({}, { SNAPCOORD_CACERT: '' }, d).credentials, undefined);
+      assert.equal(dialOf({ plaintext: true }, {}, d).credentials, undefined);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses to send a key in plaintext to another machine, unless --plaintext', () => {
+    assert.throws(
+      () => dialOf({ endpoint: '10.0.0.7:7001', apiKey: 'secret-key-0123456789' }, {}, dir),
+      (err: unknown) => err instanceof CliError && err.exitCode === 2 && /refusing to send the API key in plaintext to 10\.0\.0\.7:7001/.test(err.message) && !err.message.includes('secret-key'),
+    );
+    assert.equal(dialOf({ endpoint: '10.0.0.7:7001', apiKey: 'k', plaintext: true }, {}, dir).apiKey, 'k');
+    assert.equal(dialOf({ endpoint: '127.0.0.1:7001', apiKey: 'k' }, {}, dir).apiKey, 'k');
+    assert.equal(dialOf({ endpoint: '10.0.0.7:7001' }, {}, dir).apiKey, '', 'no key, nothing to leak');
+  });
+});
