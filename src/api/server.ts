@@ -230,6 +230,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
       const g = new PeerGuard({
         clusterId: clusterId ?? 'snapcoord',
         isMember: (id) => node.isMember(id),
+        peerAddressOf: (id) => node.addressOf(id),
         ...(identityOf !== undefined ? { identityOf } : {}),
         ...(onPeerRefused !== undefined ? { onRefused: onPeerRefused } : {}),
         logger: log,

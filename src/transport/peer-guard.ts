@@ -45,7 +45,7 @@ export class PeerDirectory {
 
   /** set records `address` for `id`; an empty or over-long address is ignored. */
   set(id: NodeId, address: string): void {
-    if (address === '' || address.length > ADDRESS_CHARS_MAX) return;
+    if (address === '' || address.length > ADDRESS_CHARS_MAX || hostOf(address) === null) return;
     if (this.addresses.get(id) !== address) this.addresses.set(id, address);
   }
 
@@ -66,6 +66,8 @@ export interface PeerGuardOptions {
   readonly clusterId: string;
   /** isMember: `id` is in this node's current membership (voter, learner, or being added). */
   readonly isMember: (id: NodeId) => boolean;
+  /** peerAddressOf: member `id`'s peer address in the membership ('' when unknown); without mutual TLS an advertised client address must be on its host (or the caller's). */
+  readonly peerAddressOf?: (id: NodeId) => string;
   /**
    * identityOf: the member id the caller's TLS certificate names, null when it
    * names none; undefined (the option absent) when the peer plane runs without
@@ -140,7 +142,15 @@ export class PeerGuard {
       if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
     }
     if (!this.opts.isMember(from)) this.refuse('not_member', from, call, `${from} is not a member of this cluster`);
-    this.directory.fromMetadata(from, call.metadata);
+    // Under mutual TLS the advertised address is bound to the certificate's member. Without it (plaintext, a
+    // trusted network) it is taken only when it names the host the call came from or the member's own peer
+    // host, so another host cannot redirect forwarded writes, and the callers' keys with them, to itself.
+    const advertised = firstString(call.metadata, CLIENT_ADDRESS_METADATA_KEY);
+    const host = hostOf(advertised);
+    const memberHost = hostOf(this.opts.peerAddressOf?.(from) ?? '');
+    if (advertised !== '' && (this.opts.identityOf !== undefined || sameHost(host, remoteHostOf(call.getPeer())) || sameHost(host, memberHost))) {
+      this.directory.set(from, advertised);
+    }
   }
 
   /** clientAddressOf: the client-plane address member `id` advertised ('' when none yet). */
@@ -166,6 +176,24 @@ export class PeerGuard {
     }
     throw new PeerRefusedError(reason, `refused: ${message}`);
   }
+}
+
+/** hostOf: the host of a "host:port" or "[v6]:port" address, lower-cased, without brackets; null when it is not one. */
+export function hostOf(address: string): string | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+)):(\d{1,5})$/.exec(address);
+  if (m === null || Number(m[3]) > 65535) return null;
+  return (m[1] ?? m[2] ?? '').toLowerCase();
+}
+
+/** remoteHostOf: the host of a grpc-js call's peer ("ipv4:1.2.3.4:5", "[::1]:5", "1.2.3.4:5"). */
+function remoteHostOf(peer: string): string | null {
+  return hostOf(peer.replace(/^ipv[46]:/, ''));
+}
+
+function sameHost(a: string | null, b: string | null): boolean {
+  if (a === null || b === null) return false;
+  const loop = (h: string): string => (h === 'localhost' || h === '::1' || h === '::ffff:127.0.0.1' || /^127\./.test(h) ? 'loopback' : h.replace(/^::ffff:/, ''));
+  return loop(a) === loop(b);
 }
 
 /** peerMetadata: the metadata every outgoing peer call carries (cluster id; this node's client address when known). */

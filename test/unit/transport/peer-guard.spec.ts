@@ -1,0 +1,59 @@
+/** PeerGuard's bookkeeping: which advertised client addresses it believes, and how often it logs refusals. */
+import assert from 'node:assert/strict';
+import * as grpc from '@grpc/grpc-js';
+import { CLIENT_ADDRESS_METADATA_KEY, CLUSTER_ID_METADATA_KEY, PeerGuard, PeerRefusedError, hostOf, type PeerCall } from '../../../src/transport/peer-guard.js';
+
+function call(peer: string, clientAddress: string, cluster = 'c1'): PeerCall {
+  const metadata = new grpc.Metadata();
+  metadata.set(CLUSTER_ID_METADATA_KEY, cluster);
+  if (clientAddress !== '') metadata.set(CLIENT_ADDRESS_METADATA_KEY, clientAddress);
+  return { metadata, getPeer: () => peer };
+}
+
+const members: Record<string, string> = { n1: '127.0.0.1:7101', n2: 'n2.example:7101' };
+
+describe('PeerGuard: advertised client addresses and refusal logs', () => {
+  it('hostOf parses host:port and [v6]:port, and nothing else', () => {
+    assert.equal(hostOf('127.0.0.1:7001'), '127.0.0.1');
+    assert.equal(hostOf('N1.Example:7001'), 'n1.example');
+    assert.equal(hostOf('[::1]:7001'), '::1');
+    for (const bad of ['unix:/tmp/x', 'dns:///evil:1', '127.0.0.1', 'a:99999', 'a b:1', '']) assert.equal(hostOf(bad), null, bad);
+  });
+
+  it('without mutual TLS: an address on the caller\'s host or the member\'s own peer host is believed, another host\'s is not', () => {
+    const g = new PeerGuard({ clusterId: 'c1', isMember: (id) => id in members, peerAddressOf: (id) => members[id] ?? '' });
+    g.admit('n1', call('ipv4:10.9.9.9:5555', '10.9.9.9:7001'));
+    assert.equal(g.clientAddressOf('n1'), '10.9.9.9:7001', 'the caller\'s own host');
+    g.admit('n1', call('ipv4:10.9.9.9:5555', '10.1.1.1:7001'));
+    assert.equal(g.clientAddressOf('n1'), '10.9.9.9:7001', 'a third host is not believed');
+    g.admit('n2', call('ipv4:172.18.0.3:4000', 'n2.example:7001'));
+    assert.equal(g.clientAddressOf('n2'), 'n2.example:7001', 'the member\'s configured peer host');
+    g.admit('n1', call('ipv4:127.0.0.1:4000', 'unix:/tmp/evil.sock'));
+    assert.equal(g.clientAddressOf('n1'), '10.9.9.9:7001', 'not host:port');
+  });
+
+  it('with mutual TLS the address is bound to the certificate\'s member, whatever its host', () => {
+    const g = new PeerGuard({ clusterId: 'c1', isMember: () => true, identityOf: () => 'n1' });
+    g.admit('n1', call('ipv4:10.9.9.9:5555', 'n1.internal:7001'));
+    assert.equal(g.clientAddressOf('n1'), 'n1.internal:7001');
+  });
+
+  it('refusals are counted each time but logged once per sending host and reason a minute, whatever ports and `from` they claim', () => {
+    const lines: string[] = [];
+    const counted: string[] = [];
+    let now = 1_000_000;
+    const g = new PeerGuard({
+      clusterId: 'c1',
+      isMember: () => false,
+      onRefused: (r) => counted.push(r),
+      logger: { debug: () => undefined, warn: (_o, msg) => lines.push(msg ?? '') },
+      nowMs: () => now,
+    });
+    for (let i = 0; i < 200; i++) assert.throws(() => g.admit(`x${i}`, call(`ipv4:10.0.0.9:${10_000 + i}`, '')), PeerRefusedError);
+    assert.equal(counted.length, 200);
+    assert.equal(lines.length, 1);
+    now += 60_001;
+    assert.throws(() => g.admit('y', call('ipv4:10.0.0.9:1', '')), PeerRefusedError);
+    assert.equal(lines.length, 2, 'logged again after a minute');
+  });
+});
