@@ -397,6 +397,7 @@ export function inspectJson(file: string, r: InspectResult): object {
     stateBytes: m?.stateBytes ?? null,
     stateKeys: m?.stateKeys ?? null,
     keys: r.keys,
+    sessionRecords: r.reservedRecords,
     membership: m?.membership ?? null,
   };
 }

@@ -36,6 +36,7 @@ import {
 import { ArchiveError } from './errors.js';
 import { checkedStateRecords, countStateKeys } from './state-format.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock } from './tar-header.js';
+import { isReservedKey } from '../storage/sessions.js';
 
 export type { ArchiveMeta } from './archive-meta.js';
 
@@ -610,8 +611,10 @@ export interface InspectResult {
   readonly meta: ArchiveMeta | null;
   readonly archiveSha256: string;
   readonly archiveBytes: number;
-  /** records decoded from state.bin. */
+  /** keys: the clients' keys in state.bin (records under the reserved prefix, e.g. client sessions, not counted). */
   readonly keys: number;
+  /** reservedRecords: records under the store's reserved key prefix (client sessions); keys + reservedRecords = stateKeys. */
+  readonly reservedRecords: number;
   readonly ok: boolean;
   /** what is wrong, one sentence each; empty when ok. */
   readonly problems: string[];
@@ -640,13 +643,19 @@ export async function inspectArchive(path: string, limits: ReadArchiveLimits = {
   const problems: string[] = [];
   let meta: ArchiveMeta | null = null;
   let keys = 0;
+  let reservedRecords = 0;
   try {
     await readArchive(
       createReadStream(path, { highWaterMark: STREAM_CHUNK_BYTES }),
       async (m, state) => {
         meta = m;
         try {
-          for await (const batch of checkedStateRecords(state, m)) keys += batch.length;
+          for await (const batch of checkedStateRecords(state, m)) {
+            for (const r of batch) {
+              if (isReservedKey(r.key)) reservedRecords++;
+              else keys++;
+            }
+          }
         } catch (err) {
           if (err instanceof ArchiveError) throw err;
           problems.push(`state.bin: ${(err as Error).message}`);
@@ -657,5 +666,5 @@ export async function inspectArchive(path: string, limits: ReadArchiveLimits = {
   } catch (err) {
     problems.push(err instanceof Error ? err.message : String(err));
   }
-  return { meta, archiveSha256, archiveBytes, keys, ok: problems.length === 0, problems };
+  return { meta, archiveSha256, archiveBytes, keys, reservedRecords, ok: problems.length === 0, problems };
 }

@@ -140,6 +140,7 @@ describe('snapshot archive', () => {
       archiveSha256: written.archiveSha256,
       archiveBytes: written.archiveBytes,
       keys: state.length,
+      reservedRecords: 0,
       ok: true,
       problems: [],
     });
