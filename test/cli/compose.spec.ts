@@ -143,25 +143,33 @@ describe('docker-compose.yml and Dockerfile', () => {
       return { name, target, mode };
     });
 
-  it('TLS on every plane, never --insecure-plaintext: the certs service makes the CA and each node\'s certificate into the volume the nodes mount read-only', () => {
+  it('TLS on every plane, never --insecure-plaintext: the certs service makes the CA and each node\'s certificate; a node mounts read-only only its own', () => {
     const certs = map(services['certs'], 'services.certs');
     const script = strList(certs['command'], 'certs.command').join(' ');
     const certsMounts = mountsOf(certs, 'certs');
-    assert.equal(certsMounts.length, 1, 'certs mounts one volume');
-    const tls = certsMounts[0]!;
-    assert.equal(tls.mode, 'rw', 'certs writes the volume');
-    assert.match(script, new RegExp(`certs init --dir ${tls.target}(\\s|$)`), script);
-    assert.match(script, new RegExp(`certs issue \\S+ --dir ${tls.target} `), script);
+    for (const m of certsMounts) assert.equal(m.mode, 'rw', `certs writes ${m.name}`);
+    const caMount = certsMounts.find((m) => new RegExp(`certs init --dir ${m.target}(;|\\s|$)`).test(script));
+    assert.ok(caMount !== undefined, `the certs service makes its CA in one of its volumes: ${script}`);
+    assert.match(script, new RegExp(`certs issue \\S+ --dir ${caMount.target} `), script);
     assert.equal(certs['restart'], 'no', 'certs runs once');
     for (const s of svcs) {
       assert.equal(s.cfg.insecurePlaintext, false, `${s.name}: --insecure-plaintext`);
       assert.ok(s.cfg.peerTls !== null && s.cfg.clientTls !== null && s.cfg.httpTls !== null, `${s.name}: TLS on the peer, client and HTTP planes`);
       // Each certificate is issued for the node's service name (the name its peers and the health check dial).
       assert.match(script, new RegExp(`\\b${s.name}\\b`), `${s.name}: the certs service issues no certificate for it`);
-      const mine = mountsOf(s.def, s.name).find((m) => m.name === tls.name);
-      assert.ok(mine !== undefined && mine.mode === 'ro', `${s.name}: mounts the ${tls.name} volume read-only`);
+      const mounts = mountsOf(s.def, s.name);
+      assert.ok(!mounts.some((m) => m.name === caMount.name), `${s.name} must not mount the CA volume ${caMount.name} (the CA key)`);
+      const tlsMounts = mounts.filter((m) => certsMounts.some((c) => c.name === m.name));
+      assert.equal(tlsMounts.length, 1, `${s.name}: one certificate volume`);
+      const mine = tlsMounts[0]!;
+      assert.equal(mine.mode, 'ro', `${s.name}: mounts ${mine.name} read-only`);
+      for (const other of svcs) {
+        if (other !== s) assert.ok(!mountsOf(other.def, other.name).some((m) => m.name === mine.name), `${other.name} must not mount ${s.name}'s key volume`);
+      }
+      const written = certsMounts.find((c) => c.name === mine.name)!;
+      assert.match(script, new RegExp(`cp \\S*ca\\.pem \\S*\\.pem \\S*-key\\.pem ${written.target.replace(/n\d$/, '\\$\\$n')}/`), `${s.name}: the certs service copies ca.pem and the node's pair into ${written.target}`);
       const files = [s.cfg.peerTls.certFile, s.cfg.peerTls.keyFile, s.cfg.peerTls.caFile, s.cfg.clientTls.certFile, s.cfg.clientTls.keyFile, s.cfg.httpTls.certFile, s.cfg.httpTls.keyFile];
-      for (const f of files) assert.ok(inside(mine.target, f), `${s.name}: ${f} is outside the ${tls.name} volume (${mine.target})`);
+      for (const f of files) assert.ok(inside(mine.target, f), `${s.name}: ${f} is outside the ${mine.name} volume (${mine.target})`);
       assert.equal(s.cfg.peerTls.certFile, join(mine.target, `${s.name}.pem`), `${s.name}: its own certificate`);
       const dep = map(map(s.def['depends_on'], `${s.name}.depends_on`)['certs'], `${s.name}.depends_on.certs`);
       assert.equal(dep['condition'], 'service_completed_successfully', `${s.name}: starts once the certificates exist`);
