@@ -2,8 +2,9 @@
  * runServe: one snapcoord node in this process. Opens (creating when new)
  * the RocksDB data dir and checks its identity (a data dir of another node
  * or cluster, or of an unknown format, refuses to start: CliError, exit 2),
- * binds the gRPC server, starts the Node over a GrpcTransport, prints
- * "snapcoord node <id> listening on grpc <addr>" and runs until SIGTERM or
+ * checks its TLS files, binds both gRPC planes (client at --grpc, peer at
+ * --peer-listen), starts the Node over a GrpcTransport, prints
+ * "snapcoord node <id> listening on grpc <addr> peer <addr>" and runs until SIGTERM or
  * SIGINT, then stops the server and the node and exits 0.
  */
 import { existsSync } from 'node:fs';
@@ -49,11 +50,12 @@ interface Planes {
  * on a non-loopback address unless --insecure-plaintext; warned here).
  */
 function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
-  const check = (what: string, f: Parameters<typeof checkTlsFiles>[0]): void => {
+  const check = (what: string, f: Parameters<typeof checkTlsFiles>[0]): ReturnType<typeof checkTlsFiles> => {
     try {
       const info = checkTlsFiles(f);
       const days = Math.floor((info.notAfter.getTime() - Date.now()) / 86_400_000);
       if (days < 30) logger.warn({ what, notAfter: info.notAfter.toISOString() }, `${what} certificate expires in ${days} day(s)`);
+      return info;
     } catch (err) {
       throw new CliError(`refusing to start: ${what}: ${(err as Error).message}`, EXIT_CONFIG);
     }
@@ -67,8 +69,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
   let peerChannel = grpc.credentials.createInsecure();
   if (cfg.peerTls !== null) {
     const t = cfg.peerTls;
-    check('peer TLS', { certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile });
-    const ident = checkTlsFiles({ certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile }).memberId;
+    const ident = check('peer TLS', { certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile }).memberId;
     if (ident !== cfg.id) {
       throw new CliError(`refusing to start: --peer-cert ${t.certFile} names member ${ident ?? '(none)'}, not ${cfg.id} (issue one with \`snapcoord certs issue ${cfg.id}\`)`, EXIT_CONFIG);
     }
