@@ -10,31 +10,16 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'node:http';
 
 import { KvClient } from '../../src/api/clients.js';
 import { poisonedArchives, type PoisonedArchive } from '../unit/snapshot/helpers.js';
-import { Child, ServeProcess, cleanEnv, freePorts, sleep, until } from './serve-process.js';
+import { Child, ServeProcess, cleanEnv, freePorts, httpPut as put, sleep, until } from './serve-process.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const IDS = ['n1', 'n2', 'n3'] as const;
 type Id = (typeof IDS)[number];
 
-/** put sends `body` with PUT to http://address/path and resolves with the status and body text. */
-function put(address: string, path: string, body: Buffer): Promise<{ status: number; text: string }> {
-  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-length': body.length } }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (c: Buffer) => parts.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 describe('cluster: poisoned restores are refused, every node stays up', function () {
   this.timeout(180_000);

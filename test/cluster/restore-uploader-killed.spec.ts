@@ -12,13 +12,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { ClusterClient, KvClient } from '../../src/api/clients.js';
 import { goodEntries, rawState, tarGz } from '../unit/snapshot/helpers.js';
-import { ServeProcess, freeNodeAddresses, peersFlag, until, type NodeAddresses } from './serve-process.js';
+import { ServeProcess, freeNodeAddresses, httpPut as put, peersFlag, until, type NodeAddresses } from './serve-process.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -29,23 +28,6 @@ type Id = (typeof IDS)[number];
 const RECORDS = 8_000;
 const VALUE_BYTES = 2_048;
 
-/** put sends `body` with PUT to http://address/path and resolves with the status and body text. */
-function put(address: string, path: string, body: Buffer): Promise<{ status: number; text: string }> {
-  const at = address.lastIndexOf(':');
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: address.slice(0, at), port: Number(address.slice(at + 1)), path, method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-length': body.length } },
-      (res) => {
-        const parts: Buffer[] = [];
-        res.on('data', (c: Buffer) => parts.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8') }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 describe('cluster: the uploader is killed right after the restore commits', function () {
   this.timeout(240_000);

@@ -5,6 +5,7 @@
  * freeNodeAddresses() for ports from the OS and until() for bounded polling.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -199,4 +200,22 @@ export async function until<T>(what: string, timeoutMs: number, f: () => Promise
     await sleep(100);
   }
   throw new Error(`${what}: not within ${timeoutMs} ms${last === null ? '' : ` (last error: ${(last as Error).message})`}`);
+}
+
+/** httpPut sends `body` with PUT to http://address/path and resolves with the status and body text. */
+export function httpPut(address: string, path: string, body: Buffer): Promise<{ status: number; text: string }> {
+  const at = address.lastIndexOf(':');
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { host: address.slice(0, at), port: Number(address.slice(at + 1)), path, method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-length': body.length } },
+      (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (c: Buffer) => parts.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
 }

@@ -10,17 +10,15 @@ import {
   TaskServiceClient,
   type CreateSnapshotResponse,
   type GetSnapshotResponse,
-  type RestoreSnapshotResponse,
   type Task,
 } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import type { Node } from '../../../src/node/node.js';
 import { MARKER_FILE } from '../../../src/node/snapshot-export.js';
 import { inspectArchive } from '../../../src/snapshot/archive.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import { RocksCluster, waitUntil } from '../node/rocks-cluster.js';
+import { RocksCluster, dumpKeys as dump, uploadArchive as upload, waitUntil } from '../node/rocks-cluster.js';
 
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 function unaryCall<Res>(f: (req: any, cb: (e: grpc.ServiceError | null, r: Res) => void) => unknown, req: object): Promise<Res> {
@@ -37,18 +35,7 @@ async function download(client: SnapshotServiceClient, stale: boolean): Promise<
   return { info, bytes: Buffer.concat(parts) };
 }
 
-function upload(client: SnapshotServiceClient, bytes: Buffer): Promise<RestoreSnapshotResponse> {
-  return new Promise((resolve, reject) => {
-    const call = client.restoreSnapshot((e, r) => (e !== null ? reject(e) : resolve(r)));
-    for (let at = 0; at < bytes.length; at += 64 * 1024) call.write({ data: bytes.subarray(at, at + 64 * 1024) });
-    call.end();
-  });
-}
 
-async function dump(n: Node): Promise<string[]> {
-  const r = await n.range({ prefix: enc.encode('k/'), limit: 1000 }, true);
-  return r.kvs.map((kv) => `${dec.decode(kv.key)}=${dec.decode(kv.value)}`);
-}
 
 describe('SnapshotService and TaskService (gRPC)', function () {
   this.timeout(60_000);

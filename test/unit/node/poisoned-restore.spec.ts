@@ -11,30 +11,17 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 
-import { SnapshotServiceClient, type RestoreSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
+import { SnapshotServiceClient } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { NodeError } from '../../../src/node/errors.js';
-import type { Node } from '../../../src/node/node.js';
 import { encodeRestoreCommand } from '../../../src/node/restore-command.js';
 import { SnapshotStore } from '../../../src/snapshot/store.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { poisonedArchives, rawState, tarGz, goodEntries } from '../snapshot/helpers.js';
-import { RocksCluster, waitUntil } from './rocks-cluster.js';
+import { RocksCluster, dumpKeys as dump, uploadArchive as upload, waitUntil } from './rocks-cluster.js';
 
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 
-function upload(client: SnapshotServiceClient, bytes: Buffer): Promise<RestoreSnapshotResponse> {
-  return new Promise((resolve, reject) => {
-    const call = client.restoreSnapshot((e, r) => (e !== null ? reject(e) : resolve(r)));
-    for (let at = 0; at < bytes.length; at += 64 * 1024) call.write({ data: bytes.subarray(at, at + 64 * 1024) });
-    call.end();
-  });
-}
 
-async function dump(n: Node): Promise<string[]> {
-  const r = await n.range({ prefix: enc.encode('k/'), limit: 1000 }, true);
-  return r.kvs.map((kv) => `${dec.decode(kv.key)}=${dec.decode(kv.value)}`);
-}
 
 describe('poisoned restores', function () {
   this.timeout(60_000);

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import type { SnapshotServiceClient, RestoreSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Node, type NodeTimings } from '../../../src/node/node.js';
 import { prepareRoots } from '../../../src/api/snapshot-path.js';
 import { snapshotTaskRunner } from '../../../src/node/snapshot-task.js';
@@ -151,4 +152,20 @@ export async function waitUntil<T>(what: string, timeoutMs: number, f: () => T |
     await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+/** uploadArchive sends `bytes` with RestoreSnapshot in 64 KiB pieces and resolves with the answer. */
+export function uploadArchive(client: SnapshotServiceClient, bytes: Buffer): Promise<RestoreSnapshotResponse> {
+  return new Promise((resolve, reject) => {
+    const call = client.restoreSnapshot((e, r) => (e !== null ? reject(e) : resolve(r)));
+    for (let at = 0; at < bytes.length; at += 64 * 1024) call.write({ data: bytes.subarray(at, at + 64 * 1024) });
+    call.end();
+  });
+}
+
+/** dumpKeys lists `n`'s keys under `k/` as "key=value" (a serializable read). */
+export async function dumpKeys(n: Node): Promise<string[]> {
+  const r = await n.range({ prefix: new TextEncoder().encode('k/'), limit: 1000 }, true);
+  const dec = new TextDecoder();
+  return r.kvs.map((kv) => `${dec.decode(kv.key)}=${dec.decode(kv.value)}`);
 }
