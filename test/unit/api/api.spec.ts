@@ -211,9 +211,11 @@ describe('api: KV and Cluster services over three nodes', function () {
         call.on('error', reject);
         call.write({ list_services: '' });
       });
-      for (const s of ['snapcoord.v1.KVService', 'snapcoord.v1.ClusterService', 'snapcoord.v1.RaftService', 'grpc.health.v1.Health']) {
+      for (const s of ['snapcoord.v1.KVService', 'snapcoord.v1.ClusterService', 'grpc.health.v1.Health']) {
         assert.ok(names.includes(s), `${s} in ${names.join(', ')}`);
       }
+      // The client plane describes only its own services: RaftService lives on the peer plane.
+      assert.ok(!names.includes('snapcoord.v1.RaftService'), names.join(', '));
     } finally {
       client.close();
     }
