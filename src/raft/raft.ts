@@ -128,6 +128,8 @@ export interface RaftStatus {
   readonly progress: Readonly<Record<NodeId, ProgressStatus>>;
   readonly leadTransferee: NodeId;
   readonly installingSnapshot: number;
+  /** compactionFloor: the highest index the log may be compacted to now (see compactionFloor()). */
+  readonly compactionFloor: number;
 }
 
 interface PendingRead {
@@ -199,6 +201,14 @@ export class RaftNode {
    */
   private leaderInstallFloor = 0;
   private inheritedFloorTicksLeft = 0;
+  /**
+   * leaderSnapshotIndex: the newest snapshot index the current leader
+   * announced in a heartbeat (0: none heard in this term). A follower compacts
+   * no further than it: the leader offers that snapshot (or an older one) to a
+   * follower too far behind, and any follower may lead next, so each keeps the
+   * entries after it until the install floor takes over (issue 14 item 5).
+   */
+  private leaderSnapshotIndex = 0;
   private snapshotToFetch: SnapshotMeta | null = null;
   private logResetPending: LogPosition | null = null;
 
@@ -558,6 +568,8 @@ export class RaftNode {
     }
     // A follower (or a new leader) keeps what the leader keeps for an installing peer: it may lead next.
     if (this.leaderInstallFloor > 0) floor = Math.min(floor, this.leaderInstallFloor);
+    // A follower keeps the entries after the snapshot its leader would offer (none heard yet: it keeps all).
+    if (this.role !== 'leader') floor = Math.min(floor, this.leaderSnapshotIndex);
     return floor;
   }
 
@@ -613,6 +625,7 @@ export class RaftNode {
       progress,
       leadTransferee: this.leadTransferee,
       installingSnapshot: this.installing?.index ?? 0,
+      compactionFloor: this.compactionFloor(),
     };
   }
 
@@ -677,6 +690,7 @@ export class RaftNode {
     this.votes = new Map();
     this.leadTransferee = NO_NODE;
     this.uncommittedBytes = 0;
+    this.leaderSnapshotIndex = 0; // announced again by this term's leader
     this.prs.clear();
     this.failPendingReads('leadership lost');
   }
@@ -918,6 +932,7 @@ export class RaftNode {
 
   private handleHeartbeat(m: Heartbeat): void {
     this.leaderInstallFloor = m.installFloor ?? 0;
+    this.leaderSnapshotIndex = m.snapshotIndex ?? 0;
     if (m.commit <= this.log.lastIndex()) this.log.commitTo(m.commit);
     this.send(m.from, { type: 'heartbeatResp', readSeq: m.readSeq, installingIndex: this.installing?.index ?? 0 });
   }
@@ -1161,6 +1176,7 @@ export class RaftNode {
 
   private bcastHeartbeat(): void {
     const installFloor = this.peersInstallFloor();
+    const snapshotIndex = this.snapshot.index;
     for (const [id, pr] of this.prs) {
       if (id === this.id) continue;
       // Raft §5.3: never tell a follower to commit beyond what it is known to match.
@@ -1169,6 +1185,7 @@ export class RaftNode {
         commit: Math.min(pr.match, this.log.committed),
         readSeq: this.readSeq,
         ...(installFloor > 0 ? { installFloor } : {}),
+        ...(snapshotIndex > 0 ? { snapshotIndex } : {}),
       });
     }
   }

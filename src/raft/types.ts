@@ -125,6 +125,13 @@ export interface Heartbeat extends MessageBase {
    * too: whichever leads next still has what the installing follower needs.
    */
   readonly installFloor?: number;
+  /**
+   * snapshotIndex: the index of the leader's newest snapshot (absent or 0:
+   * none), the one it offers a follower too far behind. A follower compacts
+   * no further than it, so the entries after any snapshot the leader may have
+   * offered are still held by whoever leads next.
+   */
+  readonly snapshotIndex?: number;
 }
 
 export interface HeartbeatResponse extends MessageBase {

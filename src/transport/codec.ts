@@ -243,6 +243,7 @@ export function appendRequestToProto(m: AppendRequest | Heartbeat): pb.AppendEnt
       commit: toU64(m.commit, 'commit'),
       readSeq: toU64(m.readSeq, 'readSeq'),
       installFloor: toU64(m.installFloor ?? 0, 'installFloor'),
+      snapshotIndex: toU64(m.snapshotIndex ?? 0, 'snapshotIndex'),
     };
   } else {
     req = {
@@ -254,6 +255,7 @@ export function appendRequestToProto(m: AppendRequest | Heartbeat): pb.AppendEnt
       commit: toU64(m.commit, 'commit'),
       readSeq: 0n,
       installFloor: 0n,
+      snapshotIndex: 0n,
     };
   }
   return { ...req, headerCrc32: appendHeaderChecksum(req) };
@@ -265,12 +267,12 @@ const textEncoder = new TextEncoder();
  * appendHeaderChecksum: the CRC-32 of an AppendEntries request's header, as
  * raft.proto documents header_crc32: from and to (u32be length + UTF-8),
  * term, heartbeat byte, prev_log_index, prev_log_term, commit, read_seq,
- * install_floor (u64be), the entry count (u32be) and each entry's crc32 (u32be).
+ * install_floor, snapshot_index (u64be), the entry count (u32be) and each entry's crc32 (u32be).
  */
 export function appendHeaderChecksum(p: Omit<pb.AppendEntriesRequest, 'headerCrc32'>): number {
   const from = textEncoder.encode(p.from);
   const to = textEncoder.encode(p.to);
-  const buf = new DataView(new ArrayBuffer(4 + from.length + 4 + to.length + 8 + 1 + 8 * 5 + 4 + 4 * p.entries.length));
+  const buf = new DataView(new ArrayBuffer(4 + from.length + 4 + to.length + 8 + 1 + 8 * 6 + 4 + 4 * p.entries.length));
   const bytes = new Uint8Array(buf.buffer);
   let at = 0;
   for (const s of [from, to]) {
@@ -281,7 +283,7 @@ export function appendHeaderChecksum(p: Omit<pb.AppendEntriesRequest, 'headerCrc
   buf.setBigUint64(at, BigInt.asUintN(64, p.term));
   buf.setUint8(at + 8, p.heartbeat ? 1 : 0);
   at += 9;
-  for (const v of [p.prevLogIndex, p.prevLogTerm, p.commit, p.readSeq, p.installFloor]) {
+  for (const v of [p.prevLogIndex, p.prevLogTerm, p.commit, p.readSeq, p.installFloor, p.snapshotIndex]) {
     buf.setBigUint64(at, BigInt.asUintN(64, v));
     at += 8;
   }
@@ -310,12 +312,14 @@ export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendReques
   if (p.heartbeat) {
     if (p.entries.length > 0) throw new CodecError('heartbeat: carries entries');
     const installFloor = fromU64(p.installFloor, 'installFloor');
+    const snapshotIndex = fromU64(p.snapshotIndex, 'snapshotIndex');
     return {
       type: 'heartbeat',
       ...header,
       commit: fromU64(p.commit, 'commit'),
       readSeq: fromU64(p.readSeq, 'readSeq'),
       ...(installFloor > 0 ? { installFloor } : {}),
+      ...(snapshotIndex > 0 ? { snapshotIndex } : {}),
     };
   }
   const prevLogIndex = fromU64(p.prevLogIndex, 'prevLogIndex');

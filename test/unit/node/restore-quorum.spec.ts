@@ -174,6 +174,9 @@ describe('restore: retention keeps the archives the log still names', function (
     // Writes, then a snapshot compacts the log past every restore entry: only the two most recent uploads stay.
     for (let i = 0; i < 20; i++) await leader.propose({ op: 'put', key: enc.encode(`k/later/${i}`), value: enc.encode('x') });
     await waitUntil(`${f.id} to apply the writes`, 20_000, () => (n2.status().applied >= leader.status().commit ? true : undefined));
+    // A follower compacts no further than its leader's announced snapshot: the leader snapshots first.
+    const leaderSnapshot = await leader.snapshotNow();
+    await waitUntil(`${f.id} to hear of the leader's snapshot`, 5_000, () => (n2.status().compactionFloor >= leaderSnapshot.index ? true : undefined));
     await n2.snapshotNow();
     assert.ok(n2.status().firstIndex > n2.status().snapshotIndex - 11, 'compacted past the restore entries');
     const left = await held();

@@ -158,6 +158,46 @@ describe('snapshot install guard (issue 14 item 5)', () => {
     assert.equal(b.compactionFloor(), b.status().applied);
   });
 
+  it('a follower compacts no further than the leader\'s announced snapshot, so an offer that overtakes the install floor strands nobody', () => {
+    // The race of the real-node test (install-guard.spec.ts): a offers c its snapshot S; b, applying
+    // at its own pace, snapshots and compacts before any heartbeat announces c's install. b must still
+    // hold S+1 when it leads next, or c is offered a second snapshot after the first install.
+    const c = new TestCluster(['a', 'b', 'c']);
+    c.elect('a');
+    c.isolate('c');
+    const a = c.node('a');
+    const b = c.node('b');
+    for (let i = 0; i < 20; i++) a.propose(bytes(`v${i}`));
+    c.stabilize();
+    c.tickAll(1);
+    assert.equal(b.compactionFloor(), 0, 'no snapshot announced by the leader yet: b keeps its whole log');
+    const meta = c.takeSnapshot('a');
+    c.tickAll(1);
+    assert.equal(b.compactionFloor(), meta.index, 'the heartbeat announced a\'s snapshot index');
+    // More writes reach b (appends only, no heartbeat in between); b snapshots and compacts as far as it may.
+    for (let i = 0; i < 15; i++) a.propose(bytes(`w${i}`));
+    c.stabilize();
+    a.propose(bytes('carries the commit of the others'));
+    c.stabilize();
+    assert.ok(b.status().applied >= meta.index + 15, `b applied ${b.status().applied}`);
+    compactAsDriver(c, 'b');
+    assert.ok(b.status().snapshotIndex > meta.index, 'b holds a newer snapshot than the one a will offer');
+    assert.ok(b.status().firstIndex <= meta.index + 1, `b kept entry ${meta.index + 1} (first index ${b.status().firstIndex})`);
+    // c comes back and is offered S; leadership moves to b before c's install is over.
+    c.heal();
+    c.tickAll(2);
+    assert.deepEqual(c.snapshotsWanted.get('c')?.map((s) => s.index), [meta.index], 'c is offered a\'s snapshot');
+    a.transferLeadership('b');
+    c.stabilize();
+    c.tickAll(3);
+    assert.equal(c.leaderId(), 'b');
+    assert.ok(beginInstall(c, 'c', meta, 'a'));
+    finishInstall(c, 'c', meta);
+    c.tickAll(5);
+    assert.deepEqual(c.snapshotsWanted.get('c')?.map((s) => s.index), [meta.index], 'one snapshot in all: b had the entries after it');
+    assert.deepEqual(c.appliedData('c'), c.appliedData('b'));
+  });
+
   it('a newer offer while installing does not restart the install', () => {
     const { c, meta } = laggingFollower(10);
     const a = c.node('a');
