@@ -1,7 +1,7 @@
 /**
  * The wire form of the install reports and floor (issue 14 item 5): an append
  * answer carries the snapshot the follower installs, a heartbeat carries the
- * leader's install floor (covered by the header checksum like every header
+ * leader's install floor and newest snapshot index (covered by the header checksum like every header
  * field); absent values stay absent after a round trip.
  */
 import assert from 'node:assert/strict';
@@ -32,6 +32,19 @@ describe('codec: install reports and the install floor', () => {
     for (const installFloor of [0n, 78n, 1n << 40n]) {
       assert.throws(
         () => appendRequestFromProto(wire(pb.AppendEntriesRequest, { ...p, installFloor })),
+        (e: unknown) => e instanceof CodecError && /damaged in transit/.test(e.message),
+      );
+    }
+  });
+
+  it('a heartbeat carries the leader\'s snapshotIndex under the header checksum', () => {
+    const hb: Heartbeat = { type: 'heartbeat', from: 'n1', to: 'n3', term: 5, commit: 100, readSeq: 9, installFloor: 77, snapshotIndex: 90 };
+    const p = appendRequestToProto(hb);
+    assert.deepEqual(appendRequestFromProto(wire(pb.AppendEntriesRequest, p)), hb);
+    // A larger index forged or damaged in transit would let a follower compact what an installer needs: refused.
+    for (const snapshotIndex of [0n, 91n, 1n << 40n]) {
+      assert.throws(
+        () => appendRequestFromProto(wire(pb.AppendEntriesRequest, { ...p, snapshotIndex })),
         (e: unknown) => e instanceof CodecError && /damaged in transit/.test(e.message),
       );
     }
