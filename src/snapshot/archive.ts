@@ -536,6 +536,13 @@ export interface ReadArchiveResult<T> {
  * file, a staging column family) and make it live only once readArchive has
  * resolved, discarding it when readArchive rejects.
  *
+ * `verified` (consume's third argument) settles once the whole archive has
+ * been read and checked (every hash, nothing after the end), before
+ * readArchive itself resolves: it resolves then, or rejects with the reason
+ * the archive was refused. A consumer that makes the state live only after
+ * awaiting it (e.g. a source that awaits it after its last record) never
+ * makes an unverified state live. It never rejects unhandled.
+ *
  * If `consume` resolves without reading the whole state stream, the rest is
  * still read, hashed and discarded. If `consume` throws, readArchive rejects
  * with that error and destroys `input`. If the archive is refused while
@@ -553,7 +560,7 @@ export interface ReadArchiveResult<T> {
  */
 export async function readArchive<T>(
   input: Readable,
-  consume: (meta: ArchiveMeta, state: Readable) => Promise<T>,
+  consume: (meta: ArchiveMeta, state: Readable, verified: Promise<void>) => Promise<T>,
   limits: ReadArchiveLimits = {},
 ): Promise<ReadArchiveResult<T>> {
   const stateBytesMax = limits.stateBytesMax ?? STATE_BYTES_MAX_DEFAULT;
@@ -561,8 +568,13 @@ export async function readArchive<T>(
     throw new RangeError(`readArchive: stateBytesMax must be a whole number >= 0, got ${stateBytesMax}`);
   }
   const run: { consumed: Promise<T> | null; failed: boolean; error: unknown } = { consumed: null, failed: false, error: undefined };
+  let settleVerified: { resolve: () => void; reject: (err: unknown) => void } = { resolve: () => undefined, reject: () => undefined };
+  const verified = new Promise<void>((resolve, reject) => {
+    settleVerified = { resolve, reject };
+  });
+  verified.catch(() => undefined);
   const reader = new ArchiveReader(stateBytesMax, (meta, state) => {
-    const consumed = (async () => consume(meta, state))();
+    const consumed = (async () => consume(meta, state, verified))();
     run.consumed = consumed;
     consumed.then(
       () => {
@@ -590,19 +602,23 @@ export async function readArchive<T>(
     if (state !== null && !reader.stateFullyPushed && !state.destroyed) {
       state.destroy(archiveError instanceof Error ? archiveError : new Error(String(archiveError)));
     }
+    settleVerified.reject(run.failed ? run.error : archiveError);
     if (run.consumed !== null) await run.consumed.catch(() => undefined);
     if (!input.destroyed) input.destroy();
     // consume's failure, if any, caused the pipeline's.
     throw run.failed ? run.error : archiveError;
   }
-  if (run.consumed === null) throw new ArchiveError('missing-entry', 'the archive has no state.bin');
+  const trailing =
+    gunzip.bytesWritten !== sniffer.bytes
+      ? new ArchiveError('trailing-garbage', `${sniffer.bytes - gunzip.bytesWritten} bytes after the end of the gzip stream`)
+      : run.consumed === null
+        ? new ArchiveError('missing-entry', 'the archive has no state.bin')
+        : null;
+  if (trailing !== null) settleVerified.reject(trailing);
+  else settleVerified.resolve();
+  if (run.consumed === null) throw trailing;
   const result = await run.consumed;
-  if (gunzip.bytesWritten !== sniffer.bytes) {
-    throw new ArchiveError(
-      'trailing-garbage',
-      `${sniffer.bytes - gunzip.bytesWritten} bytes after the end of the gzip stream`,
-    );
-  }
+  if (trailing !== null) throw trailing;
   return { meta: reader.meta!, result, stateSha256: reader.stateSha256 };
 }
 
@@ -629,42 +645,94 @@ export interface InspectResult {
  * file-system error.
  */
 export async function inspectArchive(path: string, limits: ReadArchiveLimits = {}): Promise<InspectResult> {
+  // One read: the file is hashed whole on its way into readArchive.
   const handle = await open(path, 'r');
-  let archiveSha256: string;
-  let archiveBytes: number;
+  const tap = new ReadHashTap();
   try {
-    const tap = new HashTap();
-    await pipeline(handle.createReadStream({ autoClose: false, highWaterMark: STREAM_CHUNK_BYTES }), tap, new Writable({ write: (_c, _e, cb) => cb() }));
-    archiveSha256 = tap.digest();
-    archiveBytes = tap.bytes;
+    const problems: string[] = [];
+    let meta: ArchiveMeta | null = null;
+    let keys = 0;
+    let reservedRecords = 0;
+    try {
+      const source = handle.createReadStream({ autoClose: false, highWaterMark: STREAM_CHUNK_BYTES });
+      source.on('error', (err) => tap.destroy(err));
+      await readArchive(
+        source.pipe(tap),
+        async (m, state) => {
+          meta = m;
+          try {
+            for await (const batch of checkedStateRecords(state, m)) {
+              for (const r of batch) {
+                if (isReservedKey(r.key)) reservedRecords++;
+                else keys++;
+              }
+            }
+          } catch (err) {
+            if (err instanceof ArchiveError) throw err;
+            problems.push(`state.bin: ${(err as Error).message}`);
+          }
+        },
+        limits,
+      );
+    } catch (err) {
+      problems.push(err instanceof Error ? err.message : String(err));
+    }
+    // A refused archive stops the read early: the rest of the file is hashed on its own.
+    const rest = handle.createReadStream({ start: tap.bytes, autoClose: false, highWaterMark: STREAM_CHUNK_BYTES });
+    for await (const chunk of rest as AsyncIterable<Buffer>) tap.update(chunk);
+    return { meta, archiveSha256: tap.digest(), archiveBytes: tap.bytes, keys, reservedRecords, ok: problems.length === 0, problems };
   } finally {
     await handle.close();
   }
-  const problems: string[] = [];
+}
+
+/** ReadHashTap passes bytes through unchanged, counting them and feeding a SHA-256 (update() hashes bytes read apart). */
+class ReadHashTap extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.update(chunk);
+    callback(null, chunk);
+  }
+
+  update(chunk: Buffer): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/** HEAD_STOP: readArchiveHead's consumer stops the read with it once meta.json is known. */
+const HEAD_STOP = new Error('archive head read');
+
+/**
+ * readArchiveHead reads meta.json from the start of the archive file at
+ * `path`: only as much of the file is read and gunzipped as the tar's first
+ * entry needs, with every rule readArchive applies to it (gzip magic, entry
+ * name and type, meta.json's size and schema, stateBytes within
+ * limits.stateBytesMax). It does not verify the archive's hashes: readArchive
+ * does, when the archive is read whole. Rejects with ArchiveError, or the
+ * file-system error.
+ */
+export async function readArchiveHead(path: string, limits: ReadArchiveLimits = {}): Promise<ArchiveMeta> {
   let meta: ArchiveMeta | null = null;
-  let keys = 0;
-  let reservedRecords = 0;
   try {
     await readArchive(
-      createReadStream(path, { highWaterMark: STREAM_CHUNK_BYTES }),
-      async (m, state) => {
+      createReadStream(path, { highWaterMark: 256 * 1024 }),
+      async (m) => {
         meta = m;
-        try {
-          for await (const batch of checkedStateRecords(state, m)) {
-            for (const r of batch) {
-              if (isReservedKey(r.key)) reservedRecords++;
-              else keys++;
-            }
-          }
-        } catch (err) {
-          if (err instanceof ArchiveError) throw err;
-          problems.push(`state.bin: ${(err as Error).message}`);
-        }
+        throw HEAD_STOP;
       },
       limits,
     );
   } catch (err) {
-    problems.push(err instanceof Error ? err.message : String(err));
+    if (err !== HEAD_STOP || meta === null) throw err;
+    return meta;
   }
-  return { meta, archiveSha256, archiveBytes, keys, reservedRecords, ok: problems.length === 0, problems };
+  if (meta === null) throw new ArchiveError('missing-entry', 'the archive has no state.bin');
+  return meta;
 }

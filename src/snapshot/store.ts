@@ -4,35 +4,51 @@
  *
  *   <dir>/<id>/archive.tar.gz   the archive (archive.ts), mode 0600
  *   <dir>/<id>/meta.json        the archive's meta + archiveSha256 + archiveBytes, mode 0600
+ *   <dir>/<id>/chunks.sha256    the SHA-256 of each CHUNK_HASH_BYTES chunk, with its own checksum
  *
- * Directories are 0700. A snapshot is written in `<dir>/<id>.tmp/`, fsynced,
- * renamed into place and the parent fsynced, so a crash at any point leaves
- * either the complete snapshot or a `*.tmp` leftover that list() cleans. Every
- * archive is re-hashed on open(). After each create or import only the newest
- * `retain` snapshots are kept (Typesense #1891: snapshots never cleaned up).
+ * Directories are 0700. The store owns an archive's bytes end to end: create,
+ * importArchive (uploads) and receiveArchive (follower fetches) write them
+ * once through an ArchiveSink in `<dir>/<name>.tmp/`, hashed once while
+ * written (the whole SHA-256 and the chunk hashes recorded beside it),
+ * fsynced once, renamed into place and the parent fsynced, so a crash at any
+ * point leaves either the complete snapshot or a `*.tmp` leftover that
+ * list() cleans. open() trusts the recorded hashes after a cheap check (the
+ * archive's size, chunks.sha256 parses and matches its own checksum and
+ * meta.json); verify() and scrub() re-hash the bytes on demand, and scrub()
+ * moves a snapshot whose bytes disagree to `<dir>/quarantine/`. After each
+ * create or import only the newest `retain` snapshots are kept (Typesense
+ * #1891: snapshots never cleaned up).
  *
- * One process owns a store directory. Mutations (create, importArchive,
- * remove, retention) run one at a time; open() pins a snapshot so that
- * retention does not delete it while it is being read (a follower still
- * fetching it: Typesense #2859, etcd #5317) until the handle is released.
+ * One process owns a store directory. Mutations (the final rename of create,
+ * import and receive, remove, retention, quarantine) run one at a time;
+ * open() pins a snapshot so that retention does not delete it while it is
+ * being read (a follower still fetching it: Typesense #2859, etcd #5317)
+ * until the handle is released.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, mkdir, open as openFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { chmod, mkdir, open as openFile, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { Readable, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
-import { readArchive, writeArchive, type ArchiveMeta } from './archive.js';
+import { readArchive, readArchiveHead, writeArchive, type ArchiveMeta } from './archive.js';
+import { ArchiveSink, CHUNK_HASH_BYTES, decodeChunkHashes, encodeChunkHashes, type SinkDigest, type SinkStats } from './archive-sink.js';
 import { checkMembership, isIsoTimestamp, validateArchiveMeta, META_BYTES_MAX } from './archive-meta.js';
 import { ArchiveError, SnapshotStoreError } from './errors.js';
 import { failpoint } from './failpoint.js';
 import { DIR_MODE, fsyncDir, openFileSink, writeFileDurable } from './file-sink.js';
 
+export { CHUNK_HASH_BYTES } from './archive-sink.js';
+
 /** ARCHIVE_FILE / STORED_META_FILE / STATE_FILE: the names inside a snapshot directory. */
 export const ARCHIVE_FILE = 'archive.tar.gz';
 export const STORED_META_FILE = 'meta.json';
+/** CHUNKS_FILE: the chunk hashes recorded while the archive was written (encodeChunkHashes). */
+export const CHUNKS_FILE = 'chunks.sha256';
+/** QUARANTINE_DIR: where scrub() moves snapshots whose bytes disagree with their recorded hashes. */
+export const QUARANTINE_DIR = 'quarantine';
 const STATE_FILE = 'state.bin';
 const TMP_SUFFIX = '.tmp';
 const READ_CHUNK_BYTES = 1024 * 1024;
@@ -84,15 +100,50 @@ export interface StoredSnapshot {
 }
 
 /**
- * SnapshotHandle is an opened, verified snapshot. It pins the snapshot against
- * retention until release() (idempotent); read it with createReadStream.
+ * SnapshotHandle is an opened snapshot (checked as open() says). It pins the
+ * snapshot against retention until release() (idempotent); read it with
+ * createReadStream.
  */
 export interface SnapshotHandle extends StoredSnapshot {
   /** createReadStream reads the archive from `offset` (0..archiveBytes) to its end. */
   createReadStream(offset?: number): Readable;
-  /** chunkSha256s: the SHA-256 of each CHUNK_HASH_BYTES chunk, recorded while open() verified the archive. */
+  /** chunkSha256s: the SHA-256 of each CHUNK_HASH_BYTES chunk, recorded when the archive was written. */
   readonly chunkSha256s: readonly Uint8Array[];
   release(): void;
+}
+
+/** OpenOptions: `verify` re-hashes the whole archive against its recorded hashes (SnapshotStoreError `corrupt` if they differ). */
+export interface OpenOptions {
+  readonly verify?: boolean;
+}
+
+/** ReceiveTarget: the archive a follower fetches, as its leader named it. */
+export interface ReceiveTarget {
+  /** digest: the archive's hex SHA-256. */
+  readonly digest: string;
+  readonly sizeBytes: number;
+  /** index / term, when given, must equal those of the archive's meta.json. */
+  readonly index?: number;
+  readonly term?: number;
+}
+
+export interface ReceiveOptions {
+  /** refuse archives longer than this many bytes. */
+  readonly maxBytes: number;
+  /**
+   * check, if given, runs on the complete, fsynced archive file before it is
+   * renamed into place (e.g. a full readArchive validation); its rejection
+   * refuses the archive with that error.
+   */
+  readonly check?: (path: string, meta: ArchiveMeta) => Promise<void>;
+}
+
+/** ScrubResult: what scrub() checked and what it moved to quarantine, with why. */
+export interface ScrubResult {
+  readonly checked: string[];
+  readonly quarantined: { readonly id: string; readonly reason: string }[];
+  /** unreadable: snapshots that could not be read (left in place), with why. */
+  readonly unreadable: { readonly id: string; readonly reason: string }[];
 }
 
 export interface ImportOptions {
@@ -152,46 +203,39 @@ function isNotFound(err: unknown): boolean {
 }
 
 /**
- * teeToFile yields the bytes of `source` unchanged while it hashes and counts
- * them (SnapshotStoreError `too-large` past maxBytes) and writes them to
- * `file` (waiting for 'drain': the reader of the yielded bytes sets the pace,
- * the file holds it back). It does not end the file.
+ * teeToSink yields the bytes of `source` unchanged while it writes them to
+ * `sink` (which hashes and counts them, SnapshotStoreError `too-large` past
+ * its maxBytes; waiting for 'drain': the reader of the yielded bytes sets
+ * the pace, the disk holds it back). It does not end the sink.
  */
-async function* teeToFile(
-  source: Readable,
-  file: Writable,
-  maxBytes: number,
-  counted: { bytes: number; hash: ReturnType<typeof createHash> },
-): AsyncGenerator<Buffer> {
-  let fileError: Error | null = null;
+async function* teeToSink(source: Readable, sink: ArchiveSink, maxBytes: number): AsyncGenerator<Buffer> {
+  let sinkError: Error | null = null;
+  let bytes = 0;
   const onError = (err: Error): void => {
-    fileError ??= err;
+    sinkError ??= err;
   };
-  file.on('error', onError);
+  sink.on('error', onError);
   try {
     for await (const raw of source as AsyncIterable<Buffer | string>) {
       const chunk = typeof raw === 'string' ? Buffer.from(raw) : raw;
-      if (fileError !== null) throw fileError;
-      counted.bytes += chunk.length;
-      if (counted.bytes > maxBytes) throw new SnapshotStoreError('too-large', `the archive is larger than the limit of ${maxBytes} bytes`);
-      counted.hash.update(chunk);
-      if (!file.write(chunk)) await once(file, 'drain');
+      if (sinkError !== null) throw sinkError;
+      bytes += chunk.length;
+      if (bytes > maxBytes) throw new SnapshotStoreError('too-large', `the archive is larger than the limit of ${maxBytes} bytes`);
+      if (!sink.write(chunk)) await Promise.race([once(sink, 'drain'), once(sink, 'close')]);
+      if (sinkError !== null) throw sinkError;
       yield chunk;
     }
-    if (fileError !== null) throw fileError;
+    if (sinkError !== null) throw sinkError;
   } finally {
-    file.off('error', onError);
+    sink.off('error', onError);
   }
 }
 
-/** CHUNK_HASH_BYTES: the chunk size whose SHA-256s open() records while it verifies (the transfer default). */
-export const CHUNK_HASH_BYTES = 1024 * 1024;
-
 /**
  * hashFile hashes a whole file and, in the same read, each CHUNK_HASH_BYTES
- * chunk of it: a server can then send verified chunks without hashing them again.
+ * chunk of it (what verify() and scrub() compare with the recorded hashes).
  */
-async function hashFile(path: string): Promise<{ sha256: string; bytes: number; chunkSha256s: Uint8Array[] }> {
+async function hashFile(path: string): Promise<SinkDigest> {
   const hash = createHash('sha256');
   const chunkSha256s: Uint8Array[] = [];
   let chunk = createHash('sha256');
@@ -214,7 +258,18 @@ async function hashFile(path: string): Promise<{ sha256: string; bytes: number; 
     }
   }
   if (inChunk > 0) chunkSha256s.push(chunk.digest());
-  return { sha256: hash.digest('hex'), bytes, chunkSha256s };
+  return { archiveSha256: hash.digest('hex'), archiveBytes: bytes, chunkSha256s };
+}
+
+/** sameChunks: whether two lists of chunk hashes are equal; else the index of the first that differs. */
+function firstChunkMismatch(a: readonly Uint8Array[], b: readonly Uint8Array[]): number {
+  const n = Math.max(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x === undefined || y === undefined || !Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(y)) return i;
+  }
+  return -1;
 }
 
 export class SnapshotStore {
@@ -222,6 +277,13 @@ export class SnapshotStore {
   /** names of `*.tmp` directories this process is writing or deleting (list() leaves them alone). */
   private readonly busyTmp = new Set<string>();
   private readonly pins = new Map<string, number>();
+  /**
+   * writeStats: what every ArchiveSink of this store handed to the file
+   * system so far (archives only; meta.json and chunks.sha256 are not
+   * counted): with each byte written once, bytesWritten grows by exactly an
+   * archive's size per archive stored.
+   */
+  readonly writeStats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0 };
 
   private constructor(
     readonly dir: string,
@@ -309,23 +371,31 @@ export class SnapshotStore {
           throw new SnapshotStoreError('invalid-argument', `writeState returned stateKeys ${stateKeys}`);
         }
         const archivePath = join(tmpDir, ARCHIVE_FILE);
-        const archiveSink = await openFileSink(archivePath, { beforeSync: () => failpoint('snapshot-before-fsync') });
+        const archiveSink = await ArchiveSink.create(archivePath, { beforeSync: () => failpoint('snapshot-before-fsync') });
         let midWriteDone = false;
-        const written = await writeArchive(
-          { id, index: meta.index, term: meta.term, membership, createdAt, snapcoordVersion: this.snapcoordVersion, stateKeys },
-          statePath,
-          archiveSink,
-          {
-            gzipLevel: this.gzipLevel,
-            onStateProgress: (done, total) => {
-              if (!midWriteDone && done * 2 >= total) {
-                midWriteDone = true;
-                failpoint('snapshot-mid-write');
-              }
+        let written: Awaited<ReturnType<typeof writeArchive>>;
+        try {
+          written = await writeArchive(
+            { id, index: meta.index, term: meta.term, membership, createdAt, snapcoordVersion: this.snapcoordVersion, stateKeys },
+            statePath,
+            archiveSink,
+            {
+              gzipLevel: this.gzipLevel,
+              onStateProgress: (done, total) => {
+                if (!midWriteDone && done * 2 >= total) {
+                  midWriteDone = true;
+                  failpoint('snapshot-mid-write');
+                }
+              },
             },
-          },
-        );
-        const storedMeta: StoredMeta = { ...written.meta, archiveSha256: written.archiveSha256, archiveBytes: written.archiveBytes };
+          );
+        } finally {
+          this.noteSink(archiveSink);
+        }
+        // The sink hashed the bytes as it wrote them: its digest is the one recorded.
+        const digest = archiveSink.digest();
+        const storedMeta: StoredMeta = { ...written.meta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
+        await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest));
         await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta));
         await unlink(statePath);
         await fsyncDir(tmpDir);
@@ -374,12 +444,17 @@ export class SnapshotStore {
   }
 
   /**
-   * open verifies the snapshot's archive (size and SHA-256 against its
-   * meta.json) and returns a handle that pins it until release(). Throws
-   * SnapshotStoreError `invalid-argument` (malformed id), `not-found`,
-   * `corrupt` (unreadable meta.json, wrong size or hash).
+   * open returns a handle on the snapshot that pins it until release(),
+   * after a cheap check: meta.json parses, the archive file is as long as it
+   * records, and chunks.sha256 parses, matches its own checksum and
+   * describes that archive. The bytes themselves are trusted (they were
+   * hashed as they were written); with `verify` they are re-hashed and
+   * compared as well. A snapshot stored before chunk hashes were recorded is
+   * hashed once and its chunks.sha256 written. Throws SnapshotStoreError
+   * `invalid-argument` (malformed id), `not-found`, `corrupt` (unreadable
+   * meta.json or chunks.sha256, wrong size, and with verify wrong hashes).
    */
-  async open(id: string): Promise<SnapshotHandle> {
+  async open(id: string, options: OpenOptions = {}): Promise<SnapshotHandle> {
     if (typeof id !== 'string' || !STORE_ID_PATTERN.test(id)) {
       throw new SnapshotStoreError('invalid-argument', `${JSON.stringify(id)} is not a snapshot id`);
     }
@@ -392,18 +467,29 @@ export class SnapshotStore {
     };
     try {
       const stored = await this.load(id);
-      const actual = await hashFile(stored.path).catch((err: unknown) => {
-        throw new SnapshotStoreError('corrupt', `snapshot ${id}: cannot read ${ARCHIVE_FILE}: ${(err as Error).message}`, { path: stored.path, cause: err });
-      });
-      if (actual.bytes !== stored.archiveBytes) {
-        throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} is ${actual.bytes} bytes but meta.json says ${stored.archiveBytes}`, { path: stored.path });
+      const size = await stat(stored.path).then(
+        (st) => st.size,
+        (err: unknown) => {
+          throw new SnapshotStoreError('corrupt', `snapshot ${id}: cannot read ${ARCHIVE_FILE}: ${(err as Error).message}`, { path: stored.path, cause: err });
+        },
+      );
+      if (size !== stored.archiveBytes) {
+        throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} is ${size} bytes but meta.json says ${stored.archiveBytes}`, { path: stored.path });
       }
-      if (actual.sha256 !== stored.archiveSha256) {
-        throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} SHA-256 is ${actual.sha256} but meta.json says ${stored.archiveSha256}`, { path: stored.path });
+      const recorded = await this.loadChunkHashes(stored);
+      let chunkSha256s: readonly Uint8Array[];
+      if (recorded === null) {
+        // Stored by an older version: hash it once and record what it held.
+        const actual = await this.checkBytes(stored, null);
+        await this.recordChunkHashes(stored, actual).catch(() => undefined);
+        chunkSha256s = actual.chunkSha256s;
+      } else {
+        if (options.verify === true) await this.checkBytes(stored, recorded);
+        chunkSha256s = recorded;
       }
       return {
         ...stored,
-        chunkSha256s: actual.chunkSha256s,
+        chunkSha256s,
         createReadStream: (offset = 0): Readable => {
           if (!Number.isSafeInteger(offset) || offset < 0 || offset > stored.archiveBytes) {
             throw new SnapshotStoreError('invalid-argument', `offset ${offset} is outside 0..${stored.archiveBytes}`);
@@ -418,7 +504,57 @@ export class SnapshotStore {
     }
   }
 
-  /** latest opens the newest snapshot that verifies (skipping corrupt ones), or returns null. */
+  /**
+   * verify re-hashes a stored snapshot's archive and compares its size, its
+   * SHA-256 and each chunk's with those recorded when it was written.
+   * Resolves when they agree; SnapshotStoreError `corrupt` saying what
+   * differs (or what cannot be read), `not-found`, `invalid-argument`.
+   */
+  async verify(id: string): Promise<void> {
+    const h = await this.open(id, { verify: true });
+    h.release();
+  }
+
+  /**
+   * scrub verifies every stored snapshot (verify) one at a time, outside the
+   * store's lock, and moves each whose bytes or recorded hashes disagree to
+   * `<dir>/quarantine/<id>` (out of list(), kept for an operator), even if it
+   * is open. A snapshot that cannot be read for another reason (a missing
+   * file system, a permission) is left where it is and reported in
+   * `unreadable`. `signal` stops it between snapshots. Never rejects for a
+   * bad snapshot; rejects only if the store directory cannot be listed.
+   */
+  async scrub(signal?: AbortSignal): Promise<ScrubResult> {
+    const result: ScrubResult = { checked: [], quarantined: [], unreadable: [] };
+    for (const s of await this.list()) {
+      if (signal?.aborted === true) break;
+      let reason: string | null = null;
+      try {
+        await this.verify(s.id);
+      } catch (err) {
+        if (err instanceof SnapshotStoreError && err.code === 'not-found') continue;
+        const cause = (err as { cause?: unknown }).cause;
+        const unreadable = err instanceof SnapshotStoreError && err.code === 'corrupt' && cause !== undefined && (cause as { code?: unknown }).code !== undefined;
+        if (!(err instanceof SnapshotStoreError) || err.code !== 'corrupt' || unreadable) {
+          result.unreadable.push({ id: s.id, reason: (err as Error).message });
+          continue;
+        }
+        reason = err.message;
+      }
+      result.checked.push(s.id);
+      if (reason === null) continue;
+      await this.exclusive(async () => {
+        const qdir = join(this.dir, QUARANTINE_DIR);
+        await mkdir(qdir, { recursive: true, mode: DIR_MODE });
+        await rename(join(this.dir, s.id), join(qdir, `${s.id}-${Date.now()}`));
+        await fsyncDir(this.dir);
+      });
+      result.quarantined.push({ id: s.id, reason });
+    }
+    return result;
+  }
+
+  /** latest opens the newest snapshot that passes open()'s check (skipping corrupt ones), or returns null. */
   async latest(): Promise<SnapshotHandle | null> {
     for (const s of await this.list()) {
       try {
@@ -432,15 +568,17 @@ export class SnapshotStore {
   }
 
   /**
-   * importArchive streams an archive from outside (a restore upload, a
-   * follower's fetch from its leader) into the store: into a temporary file,
-   * hashed and counted as it is written (SnapshotStoreError `too-large` past
-   * maxBytes), fsynced, compared with expectedSha256 (`digest-mismatch`), then
-   * fully validated with readArchive (any ArchiveError is passed on; the state
-   * is read and discarded) and only then renamed into place. Importing an
-   * archive already stored (same id, same SHA-256) returns the stored one; a
-   * different archive with the same id is `already-exists`. Retention runs
-   * afterwards but never removes the snapshot just imported.
+   * importArchive streams an archive from outside (a restore upload) into
+   * the store in one pass: its bytes are written once to a temporary file
+   * through an ArchiveSink (hashed and counted there, SnapshotStoreError
+   * `too-large` past maxBytes) while readArchive reads them (every rule,
+   * every hash; any ArchiveError is passed on; the state goes to
+   * consumeState, or is hashed and discarded); then the SHA-256 is compared
+   * with expectedSha256 (`digest-mismatch`), the hashes are recorded and the
+   * directory is renamed into place. Importing an archive already stored
+   * (same id, same SHA-256) returns the stored one; a different archive with
+   * the same id is `already-exists`. Retention runs afterwards but never
+   * removes the snapshot just imported.
    */
   async importArchive(source: Readable, options: ImportOptions): Promise<StoredSnapshot> {
     const { expectedSha256, maxBytes } = options;
@@ -452,60 +590,124 @@ export class SnapshotStore {
       source.destroy();
       throw new SnapshotStoreError('invalid-argument', `expectedSha256 ${JSON.stringify(expectedSha256)} is not a hex SHA-256`);
     }
-    return this.exclusive(async () => {
-      const tmpName = `import-${randomUUID()}${TMP_SUFFIX}`;
-      const tmpDir = join(this.dir, tmpName);
-      this.busyTmp.add(tmpName);
-      let id: string;
-      let stored: StoredSnapshot;
+    return this.staged('import', async (tmpDir) => {
+      const sink = await ArchiveSink.create(join(tmpDir, ARCHIVE_FILE), { maxBytes });
+      const limits = this.stateBytesMax === undefined ? {} : { stateBytesMax: this.stateBytesMax };
+      let meta: ArchiveMeta;
       try {
-        await this.makeTmpDir(tmpDir);
-        const archivePath = join(tmpDir, ARCHIVE_FILE);
-        // One pass: the bytes are hashed, written to the temporary file and read as an
-        // archive (every rule, every hash, and consumeState) as they arrive.
-        const file = await openFileSink(archivePath);
-        const counted = { bytes: 0, hash: createHash('sha256') };
-        const limits = this.stateBytesMax === undefined ? {} : { stateBytesMax: this.stateBytesMax };
-        let meta: ArchiveMeta;
-        try {
-          ({ meta } = await readArchive(
-            Readable.from(teeToFile(source, file, maxBytes, counted), { objectMode: false, highWaterMark: READ_CHUNK_BYTES }),
-            options.consumeState ?? (async () => undefined),
-            limits,
-          ));
-          file.end();
-          await finished(file);
-        } catch (err) {
-          file.destroy();
-          throw err;
-        }
-        const archiveSha256 = counted.hash.digest('hex');
-        if (expectedSha256 !== undefined && archiveSha256 !== expectedSha256.toLowerCase()) {
-          throw new SnapshotStoreError('digest-mismatch', `the archive's SHA-256 is ${archiveSha256}, expected ${expectedSha256.toLowerCase()}`);
-        }
-        id = snapshotId(meta.term, meta.index, Date.parse(meta.createdAt));
-        const finalDir = join(this.dir, id);
-        if (await this.exists(finalDir)) {
-          const existing = await this.load(id).catch(() => null);
-          if (existing !== null && existing.archiveSha256 === archiveSha256) return existing;
-          throw new SnapshotStoreError('already-exists', `a different snapshot ${id} is already stored`, { path: finalDir });
-        }
-        const storedMeta: StoredMeta = { ...meta, archiveSha256, archiveBytes: counted.bytes };
-        await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta));
-        await fsyncDir(tmpDir);
-        await rename(tmpDir, finalDir);
-        await fsyncDir(this.dir);
-        stored = this.describe(id, storedMeta);
+        ({ meta } = await readArchive(
+          Readable.from(teeToSink(source, sink, maxBytes), { objectMode: false, highWaterMark: READ_CHUNK_BYTES }),
+          options.consumeState ?? (async () => undefined),
+          limits,
+        ));
+        sink.end();
+        await finished(sink);
       } catch (err) {
+        sink.destroy();
         source.destroy();
         throw err;
       } finally {
-        await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
-        this.busyTmp.delete(tmpName);
+        this.noteSink(sink);
       }
-      await this.applyRetention(id);
-      return stored;
+      const digest = sink.digest();
+      if (expectedSha256 !== undefined && digest.archiveSha256 !== expectedSha256.toLowerCase()) {
+        throw new SnapshotStoreError('digest-mismatch', `the archive's SHA-256 is ${digest.archiveSha256}, expected ${expectedSha256.toLowerCase()}`);
+      }
+      return { meta, digest };
     });
+  }
+
+  /**
+   * receiveArchive takes an archive a peer sends (a follower's fetch): `write`
+   * writes its bytes, each once, into the ArchiveSink it is given (straight
+   * into the store's temporary directory; writeChunk with each chunk's
+   * verified SHA-256, which is then recorded rather than computed again),
+   * and resolves when they are all written. The sink hashes the whole
+   * archive as it writes; after its single fsync the size and SHA-256 must
+   * equal the target's (`digest-mismatch`), meta.json is read from the
+   * archive's head (readArchiveHead; index and term must equal the target's
+   * when given, else `digest-mismatch`), options.check runs if given, and
+   * the snapshot is renamed into place with its hashes recorded. The
+   * archive's contents are not validated here beyond its head: readArchive
+   * validates them wherever they are read (an install makes nothing live
+   * before that). Same-id rules and retention as importArchive. Errors:
+   * write's own, SnapshotStoreError, ArchiveError, check's.
+   */
+  async receiveArchive(target: ReceiveTarget, write: (sink: ArchiveSink) => Promise<void>, options: ReceiveOptions): Promise<StoredSnapshot> {
+    const { maxBytes } = options;
+    if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) {
+      throw new SnapshotStoreError('invalid-argument', `maxBytes must be a whole number > 0, got ${maxBytes}`);
+    }
+    if (!/^[0-9a-f]{64}$/.test(target.digest)) {
+      throw new SnapshotStoreError('invalid-argument', `digest ${JSON.stringify(target.digest)} is not a lowercase hex SHA-256`);
+    }
+    if (target.sizeBytes > maxBytes) {
+      throw new SnapshotStoreError('too-large', `the archive of ${target.sizeBytes} bytes is larger than the limit of ${maxBytes} bytes`);
+    }
+    return this.staged('receive', async (tmpDir) => {
+      const path = join(tmpDir, ARCHIVE_FILE);
+      const sink = await ArchiveSink.create(path, { maxBytes: target.sizeBytes });
+      let digest: SinkDigest;
+      try {
+        await write(sink);
+        digest = await sink.finishChunks();
+      } catch (err) {
+        sink.destroy();
+        throw err;
+      } finally {
+        this.noteSink(sink);
+      }
+      if (digest.archiveBytes !== target.sizeBytes || digest.archiveSha256 !== target.digest) {
+        throw new SnapshotStoreError(
+          'digest-mismatch',
+          `the archive received is ${digest.archiveBytes} bytes with SHA-256 ${digest.archiveSha256}, expected ${target.sizeBytes} bytes with ${target.digest}`,
+        );
+      }
+      const meta = await readArchiveHead(path, this.stateBytesMax === undefined ? {} : { stateBytesMax: this.stateBytesMax });
+      if ((target.index !== undefined && meta.index !== target.index) || (target.term !== undefined && meta.term !== target.term)) {
+        throw new SnapshotStoreError('digest-mismatch', `the archive received holds snapshot ${meta.index} of term ${meta.term}, expected ${target.index} of term ${target.term}`);
+      }
+      await options.check?.(path, meta);
+      return { meta, digest };
+    });
+  }
+
+  /**
+   * staged runs `fill` on a fresh temporary directory (writing the archive
+   * there, outside the store's lock), then records the hashes and meta.json,
+   * fsyncs, and under the lock renames the directory into place (same-id
+   * rules of importArchive) and applies retention. The directory is removed
+   * on any failure.
+   */
+  private async staged(kind: string, fill: (tmpDir: string) => Promise<{ meta: ArchiveMeta; digest: SinkDigest }>): Promise<StoredSnapshot> {
+    const tmpName = `${kind}-${randomUUID()}${TMP_SUFFIX}`;
+    const tmpDir = join(this.dir, tmpName);
+    this.busyTmp.add(tmpName);
+    try {
+      await this.makeTmpDir(tmpDir);
+      const { meta, digest } = await fill(tmpDir);
+      const storedMeta: StoredMeta = { ...meta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
+      await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest));
+      await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta));
+      await fsyncDir(tmpDir);
+      const id = snapshotId(meta.term, meta.index, Date.parse(meta.createdAt));
+      return await this.exclusive(async () => {
+        const finalDir = join(this.dir, id);
+        if (await this.exists(finalDir)) {
+          const existing = await this.load(id).catch(() => null);
+          if (existing !== null && existing.archiveSha256 === digest.archiveSha256) return existing;
+          throw new SnapshotStoreError('already-exists', `a different snapshot ${id} is already stored`, { path: finalDir });
+        }
+        await rename(tmpDir, finalDir);
+        await fsyncDir(this.dir);
+        const stored = this.describe(id, storedMeta);
+        await this.applyRetention(id);
+        return stored;
+      });
+    } finally {
+      await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
+      this.busyTmp.delete(tmpName);
+    }
   }
 
   /** remove deletes a snapshot. SnapshotStoreError `not-found`, `busy` (open handles), `invalid-argument`. */
@@ -518,6 +720,64 @@ export class SnapshotStore {
       if (this.pins.has(id)) throw new SnapshotStoreError('busy', `snapshot ${id} is open; release its handles first`);
       await this.removeDir(id);
     });
+  }
+
+  private noteSink(sink: ArchiveSink): void {
+    this.writeStats.bytesWritten += sink.stats.bytesWritten;
+    this.writeStats.writeCalls += sink.stats.writeCalls;
+    this.writeStats.chunkHashesReused += sink.stats.chunkHashesReused;
+  }
+
+  /** loadChunkHashes reads chunks.sha256 of a snapshot: null when absent (stored by an older version), `corrupt` when it does not check. */
+  private async loadChunkHashes(stored: StoredSnapshot): Promise<Uint8Array[] | null> {
+    const path = join(this.dir, stored.id, CHUNKS_FILE);
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(path);
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw new SnapshotStoreError('corrupt', `snapshot ${stored.id}: cannot read ${CHUNKS_FILE}: ${(err as Error).message}`, { path, cause: err });
+    }
+    try {
+      return decodeChunkHashes(bytes, stored).chunkSha256s;
+    } catch (err) {
+      throw new SnapshotStoreError('corrupt', `snapshot ${stored.id}: ${CHUNKS_FILE} is invalid: ${(err as Error).message}`, { path });
+    }
+  }
+
+  /** recordChunkHashes writes chunks.sha256 into a stored snapshot's directory (a temp file renamed over it). */
+  private async recordChunkHashes(stored: StoredSnapshot, digest: SinkDigest): Promise<void> {
+    const tmp = join(this.dir, stored.id, `${CHUNKS_FILE}.${randomUUID()}.new`);
+    try {
+      await writeFileDurable(tmp, encodeChunkHashes(digest));
+      await rename(tmp, join(this.dir, stored.id, CHUNKS_FILE));
+      await fsyncDir(join(this.dir, stored.id));
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+
+  /**
+   * checkBytes hashes a stored archive and compares it with what meta.json
+   * (and, given, the chunk hashes) record; SnapshotStoreError `corrupt`
+   * (with the read error as its cause when it cannot be read).
+   */
+  private async checkBytes(stored: StoredSnapshot, chunkSha256s: readonly Uint8Array[] | null): Promise<SinkDigest> {
+    const { id } = stored;
+    const actual = await hashFile(stored.path).catch((err: unknown) => {
+      throw new SnapshotStoreError('corrupt', `snapshot ${id}: cannot read ${ARCHIVE_FILE}: ${(err as Error).message}`, { path: stored.path, cause: err });
+    });
+    if (actual.archiveBytes !== stored.archiveBytes) {
+      throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} is ${actual.archiveBytes} bytes but meta.json says ${stored.archiveBytes}`, { path: stored.path });
+    }
+    if (actual.archiveSha256 !== stored.archiveSha256) {
+      throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} SHA-256 is ${actual.archiveSha256} but meta.json says ${stored.archiveSha256}`, { path: stored.path });
+    }
+    const bad = chunkSha256s === null ? -1 : firstChunkMismatch(actual.chunkSha256s, chunkSha256s);
+    if (bad >= 0) {
+      throw new SnapshotStoreError('corrupt', `snapshot ${id}: chunk ${bad} of ${ARCHIVE_FILE} does not match its hash in ${CHUNKS_FILE}`, { path: stored.path });
+    }
+    return actual;
   }
 
   private describe(id: string, meta: StoredMeta): StoredSnapshot {

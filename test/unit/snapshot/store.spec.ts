@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -11,6 +12,7 @@ import { ArchiveError, SnapshotStoreError, type SnapshotStoreErrorCode } from '.
 import { FAILPOINT_ENV, FAILPOINT_NAMES } from '../../../src/snapshot/failpoint.js';
 import { decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { SnapshotStore, snapshotId, type SnapshotHandle } from '../../../src/snapshot/store.js';
+import { CHUNK_HASH_BYTES, type ArchiveSink } from '../../../src/snapshot/archive-sink.js';
 import { MEMBERSHIP, collect, inBatches, records, sha256, tempDir } from './helpers.js';
 
 function writer(state: readonly StateRecord[]): (file: Writable) => Promise<{ stateKeys: number }> {
@@ -19,6 +21,11 @@ function writer(state: readonly StateRecord[]): (file: Writable) => Promise<{ st
     await pipeline(enc, file);
     return { stateKeys: enc.keys };
   };
+}
+
+/** randomRecords: count records of valueBytes random (incompressible) bytes, keys in order. */
+function randomRecords(count: number, valueBytes: number): StateRecord[] {
+  return Array.from({ length: count }, (_, i) => ({ key: Buffer.from(`rnd-${String(i).padStart(6, '0')}`), value: randomBytes(valueBytes) }));
 }
 
 function meta(index: number, term = 1, ms = 1_700_000_000_000 + index): { index: number; term: number; membership: typeof MEMBERSHIP; createdAt: string } {
@@ -63,7 +70,9 @@ describe('SnapshotStore', () => {
     assert.equal(created.meta.stateKeys, 1000);
     assert.equal(created.meta.snapcoordVersion, '9.9.9');
     assert.deepEqual(created.meta.membership, MEMBERSHIP);
-    assert.deepEqual(await readdir(join(dir, 'snaps', created.id)), ['archive.tar.gz', 'meta.json']);
+    assert.deepEqual((await readdir(join(dir, 'snaps', created.id))).sort(), ['archive.tar.gz', 'chunks.sha256', 'meta.json']);
+    // each byte of the archive went through the sink once
+    assert.equal(store.writeStats.bytesWritten, created.archiveBytes);
     const stored = JSON.parse(await readFile(join(dir, 'snaps', created.id, 'meta.json'), 'utf8')) as Record<string, unknown>;
     assert.equal(stored['archiveSha256'], created.archiveSha256);
     assert.equal(stored['archiveBytes'], created.archiveBytes);
@@ -110,21 +119,110 @@ describe('SnapshotStore', () => {
     assert.equal((await store.list()).length, 1);
   });
 
-  it('refuses a corrupted archive (one flipped byte) on open; latest() falls back to an older one', async () => {
+  it('open trusts the recorded hashes after a cheap check; verify() and scrub() catch a flipped byte, scrub quarantines it, latest() falls back', async () => {
     const store = await SnapshotStore.open(dir, { retain: 3 });
     const older = await store.create(meta(1), writer(records(100)));
     const newer = await store.create(meta(2), writer(records(100)));
-    const bytes = await readFile(newer.path);
+    const good = await readFile(newer.path);
+    const bytes = Buffer.from(good);
     bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
     await writeFile(newer.path, bytes);
-    await storeError(store.open(newer.id), 'corrupt', /SHA-256 is [0-9a-f]{64} but meta\.json says/);
+    // same size: the cheap check passes, the recorded chunk hashes are served
+    const cheap = await store.open(newer.id);
+    assert.equal(cheap.chunkSha256s.length, 1);
+    assert.deepEqual(Buffer.from(cheap.chunkSha256s[0]!), createHash('sha256').update(good).digest());
+    cheap.release();
+    await storeError(store.verify(newer.id), 'corrupt', /SHA-256 is [0-9a-f]{64} but meta\.json says/);
+    await storeError(store.open(newer.id, { verify: true }), 'corrupt');
+    await store.verify(older.id);
+
+    const scrubbed = await store.scrub();
+    assert.deepEqual(scrubbed.checked.sort(), [older.id, newer.id].sort());
+    assert.deepEqual(scrubbed.quarantined.map((q) => q.id), [newer.id]);
+    assert.match(scrubbed.quarantined[0]!.reason, /SHA-256/);
+    assert.deepEqual((await store.list()).map((s) => s.id), [older.id]);
+    const quarantined = await readdir(join(dir, 'quarantine'));
+    assert.equal(quarantined.length, 1);
+    assert.ok(quarantined[0]!.startsWith(newer.id));
     const latest = await store.latest();
     assert.equal(latest?.id, older.id);
     latest?.release();
-    await writeFile(newer.path, bytes.subarray(0, 100));
-    await storeError(store.open(newer.id), 'corrupt', /is 100 bytes but meta\.json says/);
+
+    const third = await store.create(meta(3), writer(records(100)));
+    await writeFile(third.path, bytes.subarray(0, 100));
+    await storeError(store.open(third.id), 'corrupt', /is 100 bytes but meta\.json says/);
     await storeError(store.open('../../etc'), 'invalid-argument');
     await storeError(store.open(snapshotId(9, 9, 9)), 'not-found');
+  });
+
+  it('scrub catches recorded chunk hashes that disagree with the bytes, and a chunks.sha256 whose own checksum fails on open', async () => {
+    const store = await SnapshotStore.open(dir, { retain: 3 });
+    const big = randomRecords(1500, 1024); // > 1 MiB of state: several chunks
+    const a = await store.create(meta(1), writer(big));
+    const b = await store.create(meta(2), writer(big));
+    assert.ok(a.archiveBytes > 1024 * 1024, `archive of ${a.archiveBytes} bytes should span chunks`);
+    // a: a recorded chunk hash replaced and the file's own checksum recomputed (recorded hashes disagree with the bytes)
+    const chunksA = join(dir, a.id, 'chunks.sha256');
+    const fileA = await readFile(chunksA);
+    const body = Buffer.from(fileA.subarray(0, fileA.length - 32));
+    body[body.length - 1]! ^= 0x80; // last chunk hash
+    await writeFile(chunksA, Buffer.concat([body, createHash('sha256').update(body).digest()]));
+    (await store.open(a.id)).release(); // the cheap check cannot see it
+    await storeError(store.verify(a.id), 'corrupt', /chunk 1 of archive\.tar\.gz does not match its hash in chunks\.sha256/);
+    // b: chunks.sha256 damaged: its own checksum fails, so even open refuses it
+    const chunksB = join(dir, b.id, 'chunks.sha256');
+    const fileB = await readFile(chunksB);
+    fileB[fileB.length - 40]! ^= 0x01;
+    await writeFile(chunksB, fileB);
+    await storeError(store.open(b.id), 'corrupt', /chunks\.sha256 is invalid: its own checksum does not match/);
+    const scrubbed = await store.scrub();
+    assert.deepEqual(scrubbed.quarantined.map((q) => q.id).sort(), [a.id, b.id].sort());
+    assert.deepEqual(await store.list(), []);
+  });
+
+  it('a snapshot stored without chunks.sha256 (an older version) is hashed once on open and its hashes recorded', async () => {
+    const store = await SnapshotStore.open(dir, { retain: 3 });
+    const s = await store.create(meta(1), writer(records(100)));
+    const chunks = join(dir, s.id, 'chunks.sha256');
+    const recorded = await readFile(chunks);
+    await rm(chunks);
+    const h = await store.open(s.id);
+    assert.deepEqual(Buffer.from(h.chunkSha256s[0]!), createHash('sha256').update(await readFile(s.path)).digest());
+    h.release();
+    assert.deepEqual(await readFile(chunks), recorded);
+  });
+
+  it('receiveArchive: verified chunks written once straight into the store, hashes reused; a wrong digest or snapshot leaves nothing', async () => {
+    const leader = await SnapshotStore.open(join(dir, 'leader'), { retain: 3 });
+    const s = await leader.create(meta(7, 3), writer(randomRecords(1500, 1024)));
+    const bytes = await readFile(s.path);
+    const send = async (sink: ArchiveSink, data: Buffer): Promise<void> => {
+      for (let at = 0; at < data.length; at += CHUNK_HASH_BYTES) {
+        const chunk = data.subarray(at, at + CHUNK_HASH_BYTES);
+        await sink.writeChunk(chunk, createHash('sha256').update(chunk).digest());
+      }
+    };
+    const follower = await SnapshotStore.open(join(dir, 'follower'), { retain: 3 });
+    const got = await follower.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 7, term: 3 }, (sink) => send(sink, bytes), { maxBytes: 1e8 });
+    assert.equal(got.id, s.id);
+    assert.deepEqual(got.meta, s.meta);
+    assert.equal(follower.writeStats.bytesWritten, s.archiveBytes);
+    assert.equal(follower.writeStats.chunkHashesReused, Math.floor(s.archiveBytes / CHUNK_HASH_BYTES));
+    const h = await follower.open(s.id, { verify: true });
+    const lh = await leader.open(s.id);
+    assert.deepEqual(h.chunkSha256s.map((x) => Buffer.from(x).toString('hex')), lh.chunkSha256s.map((x) => Buffer.from(x).toString('hex')));
+    h.release();
+    lh.release();
+
+    const other = await SnapshotStore.open(join(dir, 'other'), { retain: 3 });
+    const flipped = Buffer.from(bytes);
+    flipped[10]! ^= 1;
+    await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes }, (sink) => send(sink, flipped), { maxBytes: 1e8 }), 'digest-mismatch');
+    await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 8 }, (sink) => send(sink, bytes), { maxBytes: 1e8 }), 'digest-mismatch', /holds snapshot 7/);
+    await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes }, (sink) => send(sink, bytes), { maxBytes: 1000 }), 'too-large');
+    await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: 1000 }, (sink) => send(sink, bytes), { maxBytes: 1e8 }), 'too-large');
+    assert.deepEqual(await other.list(), []);
+    assert.deepEqual(await readdir(join(dir, 'other')), []);
   });
 
   it('uses mode 0600 for files and 0700 for directories', async () => {

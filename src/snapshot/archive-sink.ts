@@ -1,0 +1,309 @@
+/**
+ * The one write path of snapshot archive bytes (hashicorp/raft's SnapshotSink,
+ * done once): ArchiveSink writes an archive into a new file of the snapshot
+ * store's temporary directory, each byte once, and hashes it once while it
+ * is written: the whole archive's SHA-256 and the SHA-256 of each
+ * CHUNK_HASH_BYTES chunk (what a server sends beside each chunk of a
+ * FetchSnapshot stream). It fsyncs once at the end. The store then records
+ * the hashes beside the archive (chunks.sha256, see encodeChunkHashes) and
+ * renames the directory into place.
+ *
+ * Creation (writeArchive's gzip output), restore uploads (a stream) and
+ * follower fetches (verified chunks, writeChunk) all go through it.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
+import { Writable } from 'node:stream';
+
+import { SnapshotStoreError } from './errors.js';
+import { FILE_MODE, withPath } from './file-sink.js';
+
+/** CHUNK_HASH_BYTES: the chunk size whose SHA-256s are recorded beside every stored archive (the transfer default). */
+export const CHUNK_HASH_BYTES = 1024 * 1024;
+/** WRITES_IN_FLIGHT: writeChunk writes that may be pending at once (disk writes overlap with receiving). */
+const WRITES_IN_FLIGHT = 4;
+
+/** SinkDigest: what an ArchiveSink measured while it wrote. */
+export interface SinkDigest {
+  readonly archiveSha256: string;
+  readonly archiveBytes: number;
+  /** chunkSha256s: the SHA-256 of each CHUNK_HASH_BYTES chunk, in order (the last may be shorter). */
+  readonly chunkSha256s: readonly Uint8Array[];
+}
+
+/** SinkStats: counters of the bytes an ArchiveSink handed to the file system (tests count writes with it). */
+export interface SinkStats {
+  /** bytesWritten: bytes written to the file; equal to the archive's size when each was written once. */
+  bytesWritten: number;
+  /** writeCalls: write / writev system calls issued. */
+  writeCalls: number;
+  /** chunkHashesReused: chunk hashes taken from a verified transfer chunk instead of hashing again. */
+  chunkHashesReused: number;
+}
+
+export interface ArchiveSinkOptions {
+  /** refuse (SnapshotStoreError `too-large`) an archive longer than this many bytes. */
+  readonly maxBytes?: number;
+  /** called just before the fsync at the end (a failpoint hook). */
+  readonly beforeSync?: () => void;
+}
+
+async function writeAllAt(handle: FileHandle, chunk: Uint8Array, position: number): Promise<number> {
+  let offset = 0;
+  let calls = 0;
+  while (offset < chunk.length) {
+    const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset, position + offset);
+    offset += bytesWritten;
+    calls++;
+  }
+  return calls;
+}
+
+/**
+ * ArchiveSink is a Writable over a freshly created archive file (mode 0600,
+ * refusing to overwrite). Stream writes (create, uploads) and writeChunk
+ * (fetches) may not be mixed. It finishes only after the data has been
+ * fsynced and the file closed; destroy() closes the file (the caller removes
+ * the temporary directory). digest() gives the hashes once finished.
+ */
+export class ArchiveSink extends Writable {
+  readonly stats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0 };
+  /** bytes: bytes accepted so far (hashed; on disk or about to be). */
+  bytes = 0;
+  private readonly whole: Hash = createHash('sha256');
+  private chunkHash: Hash | null = null;
+  private inChunk = 0;
+  private readonly chunkSha256s: Uint8Array[] = [];
+  private readonly maxBytes: number;
+  private handleClosed = false;
+  private synced = false;
+  private pending: Promise<void>[] = [];
+  private pendingError: Error | null = null;
+  private result: SinkDigest | null = null;
+
+  private constructor(
+    private readonly handle: FileHandle,
+    readonly path: string,
+    private readonly options: ArchiveSinkOptions,
+  ) {
+    super({ highWaterMark: 1024 * 1024 });
+    this.maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER;
+  }
+
+  /** create opens `path` (which must not exist) with mode 0600 and returns a sink over it. */
+  static async create(path: string, options: ArchiveSinkOptions = {}): Promise<ArchiveSink> {
+    const handle = await open(path, 'wx', FILE_MODE);
+    try {
+      await handle.chmod(FILE_MODE); // whatever the umask
+    } catch (err) {
+      await handle.close();
+      throw withPath(err, path);
+    }
+    return new ArchiveSink(handle, path, options);
+  }
+
+  /**
+   * writeChunk writes one transfer chunk whose SHA-256 the caller has just
+   * verified (`sha256`): hashed into the whole digest; when it is exactly
+   * one aligned CHUNK_HASH_BYTES chunk its hash is recorded as is, else its
+   * bytes are hashed into the chunk hashes. The disk write is queued (a few
+   * at a time): the promise resolves once at most WRITES_IN_FLIGHT writes are
+   * pending, and rejects with an earlier write's error. `data` must not be
+   * changed afterwards (it is written as it is, not copied).
+   */
+  async writeChunk(data: Uint8Array, sha256?: Uint8Array): Promise<void> {
+    if (this.pendingError !== null) throw this.pendingError;
+    const at = this.account(data, sha256);
+    const work = writeAllAt(this.handle, data, at).then(
+      (calls) => {
+        this.stats.writeCalls += calls;
+        this.stats.bytesWritten += data.length;
+      },
+      (err: unknown) => {
+        this.pendingError ??= withPath(err, this.path);
+      },
+    );
+    this.pending.push(work);
+    if (this.pending.length >= WRITES_IN_FLIGHT) await this.pending.shift();
+    if (this.pendingError !== null) throw this.pendingError;
+  }
+
+  /**
+   * finishChunks ends a sink written with writeChunk: waits for the pending
+   * writes, fsyncs and closes the file, and returns the digest.
+   */
+  async finishChunks(): Promise<SinkDigest> {
+    await Promise.all(this.pending.splice(0));
+    if (this.pendingError !== null) throw this.pendingError;
+    await this.syncAndClose().catch((err: unknown) => {
+      throw withPath(err, this.path);
+    });
+    return this.digest();
+  }
+
+  /** digest: the hashes of everything written; only once the sink has finished (fsynced). */
+  digest(): SinkDigest {
+    if (!this.synced) throw new Error(`ArchiveSink ${this.path}: digest() before the sink finished`);
+    if (this.result === null) {
+      if (this.chunkHash !== null) this.chunkSha256s.push(this.chunkHash.digest());
+      this.chunkHash = null;
+      this.result = { archiveSha256: this.whole.digest('hex'), archiveBytes: this.bytes, chunkSha256s: this.chunkSha256s };
+    }
+    return this.result;
+  }
+
+  /** account hashes `data` (once) and returns the file offset it goes to. */
+  private account(data: Uint8Array, knownSha256?: Uint8Array): number {
+    const at = this.bytes;
+    if (at + data.length > this.maxBytes) {
+      throw new SnapshotStoreError('too-large', `the archive is larger than the limit of ${this.maxBytes} bytes`);
+    }
+    this.whole.update(data);
+    if (knownSha256 !== undefined && knownSha256.length === 32 && this.inChunk === 0 && data.length === CHUNK_HASH_BYTES) {
+      this.chunkSha256s.push(knownSha256);
+      this.stats.chunkHashesReused++;
+    } else {
+      let pos = 0;
+      while (pos < data.length) {
+        const take = Math.min(CHUNK_HASH_BYTES - this.inChunk, data.length - pos);
+        this.chunkHash ??= createHash('sha256');
+        this.chunkHash.update(pos === 0 && take === data.length ? data : data.subarray(pos, pos + take));
+        this.inChunk += take;
+        pos += take;
+        if (this.inChunk === CHUNK_HASH_BYTES) {
+          this.chunkSha256s.push(this.chunkHash.digest());
+          this.chunkHash = null;
+          this.inChunk = 0;
+        }
+      }
+    }
+    this.bytes += data.length;
+    return at;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    let at: number;
+    try {
+      at = this.account(chunk);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    writeAllAt(this.handle, chunk, at).then(
+      (calls) => {
+        this.stats.writeCalls += calls;
+        this.stats.bytesWritten += chunk.length;
+        callback();
+      },
+      (err: unknown) => callback(withPath(err, this.path)),
+    );
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    const buffers = chunks.map((c) => c.chunk);
+    let at: number;
+    try {
+      at = this.bytes;
+      for (const b of buffers) this.account(b);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    const total = buffers.reduce((n, b) => n + b.length, 0);
+    const work = (async () => {
+      let { bytesWritten } = await this.handle.writev(buffers, at);
+      this.stats.writeCalls++;
+      if (bytesWritten < total) {
+        // rare partial writev: write whatever is left plainly.
+        const rest = Buffer.concat(buffers).subarray(bytesWritten);
+        this.stats.writeCalls += await writeAllAt(this.handle, rest, at + bytesWritten);
+        bytesWritten = total;
+      }
+      this.stats.bytesWritten += bytesWritten;
+    })();
+    work.then(
+      () => callback(),
+      (err: unknown) => callback(withPath(err, this.path)),
+    );
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.syncAndClose().then(
+      () => callback(),
+      (err: unknown) => callback(withPath(err, this.path)),
+    );
+  }
+
+  private async syncAndClose(): Promise<void> {
+    this.options.beforeSync?.();
+    await this.handle.sync();
+    this.handleClosed = true;
+    await this.handle.close();
+    this.synced = true;
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    const pending = this.pending.splice(0);
+    void Promise.all(pending).then(() => {
+      if (this.handleClosed) {
+        callback(error);
+        return;
+      }
+      this.handleClosed = true;
+      this.handle.close().then(
+        () => callback(error),
+        () => callback(error),
+      );
+    });
+  }
+}
+
+/** CHUNK_FILE_MAGIC: the first bytes of a chunks.sha256 file (format version 1). */
+const CHUNK_FILE_MAGIC = Buffer.from('SNAPCOORD-CHUNKS-1\n', 'latin1');
+const CHUNK_FILE_HEADER_BYTES = CHUNK_FILE_MAGIC.length + 4 + 8 + 32 + 4;
+
+/**
+ * encodeChunkHashes serializes the hashes recorded beside an archive: magic,
+ * u32be chunk size, u64be archive bytes, the archive's SHA-256, u32be count,
+ * the chunk SHA-256s, then the SHA-256 of all of that (the file's own checksum).
+ */
+export function encodeChunkHashes(digest: SinkDigest, chunkBytes = CHUNK_HASH_BYTES): Buffer {
+  const n = digest.chunkSha256s.length;
+  const buf = Buffer.allocUnsafe(CHUNK_FILE_HEADER_BYTES + 32 * n + 32);
+  let at = CHUNK_FILE_MAGIC.copy(buf, 0);
+  at = buf.writeUInt32BE(chunkBytes, at);
+  at = buf.writeBigUInt64BE(BigInt(digest.archiveBytes), at);
+  at += Buffer.from(digest.archiveSha256, 'hex').copy(buf, at);
+  at = buf.writeUInt32BE(n, at);
+  for (const h of digest.chunkSha256s) at += Buffer.from(h.buffer, h.byteOffset, h.byteLength).copy(buf, at);
+  createHash('sha256').update(buf.subarray(0, at)).digest().copy(buf, at);
+  return buf;
+}
+
+/**
+ * decodeChunkHashes parses a chunks.sha256 file and checks it against the
+ * archive it must describe (its size and SHA-256 as meta.json records them):
+ * its own checksum, the chunk size, the count (ceil(bytes / chunk size)).
+ * Throws Error saying what is wrong.
+ */
+export function decodeChunkHashes(buf: Buffer, expect: { readonly archiveSha256: string; readonly archiveBytes: number }): { chunkBytes: number; chunkSha256s: Uint8Array[] } {
+  if (buf.length < CHUNK_FILE_HEADER_BYTES + 32) throw new Error(`it is ${buf.length} bytes, too short`);
+  if (!buf.subarray(0, CHUNK_FILE_MAGIC.length).equals(CHUNK_FILE_MAGIC)) throw new Error('it does not start with its magic line');
+  const body = buf.subarray(0, buf.length - 32);
+  if (!createHash('sha256').update(body).digest().equals(buf.subarray(buf.length - 32))) throw new Error('its own checksum does not match');
+  let at = CHUNK_FILE_MAGIC.length;
+  const chunkBytes = buf.readUInt32BE(at);
+  at += 4;
+  const bytes = Number(buf.readBigUInt64BE(at));
+  at += 8;
+  const sha = buf.subarray(at, at + 32).toString('hex');
+  at += 32;
+  const n = buf.readUInt32BE(at);
+  at += 4;
+  if (chunkBytes !== CHUNK_HASH_BYTES) throw new Error(`its chunk size is ${chunkBytes}, expected ${CHUNK_HASH_BYTES}`);
+  if (bytes !== expect.archiveBytes || sha !== expect.archiveSha256) throw new Error('it describes another archive than meta.json does');
+  if (n !== Math.ceil(bytes / chunkBytes) || body.length !== at + 32 * n) throw new Error(`it holds ${n} chunk hashes for ${bytes} bytes`);
+  const chunkSha256s: Uint8Array[] = [];
+  for (let i = 0; i < n; i++) chunkSha256s.push(Buffer.from(buf.subarray(at + 32 * i, at + 32 * (i + 1))));
+  return { chunkBytes, chunkSha256s };
+}
