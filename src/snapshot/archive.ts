@@ -18,7 +18,7 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, createGzip } from 'node:zlib';
+import { createGunzip } from 'node:zlib';
 import {
   ARCHIVE_MEMBERS,
   META_BYTES_MAX,
@@ -34,11 +34,29 @@ import {
   type ArchiveMeta,
 } from './archive-meta.js';
 import { ArchiveError } from './errors.js';
+import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
 import { checkedStateRecords, countStateKeys } from './state-format.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock } from './tar-header.js';
 import { isReservedKey } from '../storage/sessions.js';
 
 export type { ArchiveMeta } from './archive-meta.js';
+export {
+  StateBlockEncoder,
+  writeArchiveFromRecords,
+  type RecordsArchiveMeta,
+  type RecordsArchiveOptions,
+  type RecordsArchiveResult,
+  type StateRecordSource,
+} from './archive-writer.js';
+export {
+  GZIP_BLOCK_BYTES_DEFAULT,
+  GZIP_LEVEL_DEFAULT,
+  GzipMemberQueue,
+  ParallelGzip,
+  gzipInFlightDefault,
+  gzipMember,
+  type ParallelGzipOptions,
+} from './parallel-gzip.js';
 
 /** STATE_BYTES_MAX_DEFAULT: readArchive's default cap on meta.stateBytes (64 GiB). */
 export const STATE_BYTES_MAX_DEFAULT = 64 * 1024 ** 3;
@@ -57,8 +75,12 @@ export type ArchiveWriteMeta = Omit<ArchiveMeta, 'stateBytes' | 'stateKeys' | 'f
 };
 
 export interface WriteArchiveOptions {
-  /** gzip level 0-9 (default 6, zlib's default). */
+  /** gzip level 0-9 (default GZIP_LEVEL_DEFAULT, 1). */
   readonly gzipLevel?: number;
+  /** tar bytes per gzip member (default 1 MiB; see parallel-gzip.ts). */
+  readonly gzipBlockBytes?: number;
+  /** gzip members compressed at once on the threadpool (default: the cores, at least 2). */
+  readonly gzipInFlightMax?: number;
   /** called after each chunk of state.bin is handed on, with bytes so far and the total. */
   readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
 }
@@ -102,8 +124,12 @@ class HashTap extends Transform {
  * built from `meta` (stateBytes measured from `stateFile`, stateKeys taken
  * from meta or counted in a first pass over the file, which also validates its
  * records), then state.bin streamed from `stateFile` and hashed on the way,
- * then SHA256SUMS. The archive's own SHA-256 and byte count are computed on the
+ * then SHA256SUMS. The tar stream is compressed as independent gzip members of
+ * 1 MiB of tar each, several at once on the threadpool (ParallelGzip): one
+ * valid gzip stream. The archive's own SHA-256 and byte count are computed on the
  * gzip output as it is written. Memory stays flat whatever the size.
+ * writeArchiveFromRecords (archive-writer.ts) builds the same format from
+ * records without a state.bin file, overlapping iteration and compression.
  *
  * The tar needs each member's size before its bytes, which is why the state
  * arrives as a file (SnapshotStore.create writes it first) rather than as a
@@ -180,7 +206,11 @@ export async function writeArchive(
     const tap = new HashTap();
     await pipeline(
       Readable.from(tarBytes(), { objectMode: false, highWaterMark: STREAM_CHUNK_BYTES }),
-      createGzip({ level: options.gzipLevel ?? 6, chunkSize: ZLIB_CHUNK_BYTES }),
+      new ParallelGzip({
+        level: options.gzipLevel ?? GZIP_LEVEL_DEFAULT,
+        ...(options.gzipBlockBytes !== undefined ? { blockBytes: options.gzipBlockBytes } : {}),
+        ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
+      }),
       tap,
       out,
     );

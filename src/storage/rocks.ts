@@ -11,6 +11,18 @@ type Callback<T = void> = (err: Error | null | undefined, value?: T) => void;
 interface NativeIterator {
   next(callback: (err: Error | null | undefined, key?: Buffer, value?: Buffer) => void): unknown;
   end(callback: Callback): void;
+  /** the binding's handle of this iterator (rocksdb 5.x iterator.js), for NativeBinding.iterator_next. */
+  readonly context?: unknown;
+}
+
+/**
+ * NativeBinding: the addon under the `rocksdb` package. iterator_next hands
+ * back up to 1,000 entries (or the iterator's highWaterMark bytes) per call,
+ * as [valueN, keyN, ..., value1, key1] (reversed, for pop()), and whether the
+ * iteration is finished; iterator.js then returns them one per nextTick.
+ */
+interface NativeBinding {
+  iterator_next(context: unknown, callback: (err: Error | null | undefined, entries?: Buffer[], finished?: boolean) => void): void;
 }
 
 interface NativeBatchOp {
@@ -31,6 +43,15 @@ type NativeFactory = (location: string) => NativeDb;
 
 const require = createRequire(import.meta.url);
 const rocksdb = require('rocksdb') as NativeFactory;
+/** the addon itself (the same module instance iterator.js uses), or null if its shape is not the one known here. */
+const nativeBinding: NativeBinding | null = (() => {
+  try {
+    const b = require('rocksdb/binding.js') as Partial<NativeBinding> | null;
+    return b !== null && typeof b.iterator_next === 'function' ? (b as NativeBinding) : null;
+  } catch {
+    return null;
+  }
+})();
 
 /** RocksOp is one operation of an atomic write batch. Keys must not be empty. */
 export type RocksOp =
@@ -94,6 +115,8 @@ export class RocksIterator {
   readonly #values: boolean;
   #done = false;
   #ending: Promise<void> | null = null;
+  /** entries the binding handed back and not yet returned, reversed: [valueN, keyN, ..., value1, key1]. */
+  #cache: Buffer[] = [];
 
   /** internal: use RocksDb.iterator. */
   constructor(owner: RocksDb, native: NativeIterator, values: boolean) {
@@ -102,12 +125,27 @@ export class RocksIterator {
     this.#values = values;
   }
 
-  /** RocksIterator.nextBatch reads the next batch; [] at the end (or once ended). */
+  /**
+   * RocksIterator.nextBatch reads the next batch; [] at the end (or once ended).
+   * It takes the binding's entries a native call at a time (up to 1,000 entries
+   * or the iterator's highWaterMarkBytes each), not one per tick.
+   */
   async nextBatch(entriesMax = batchEntriesMaxDefault, bytesMax = Infinity): Promise<RocksEntry[]> {
-    if (this.#done || this.#ending !== null) return [];
+    if (this.#ending !== null) return [];
+    if (this.#done && this.#cache.length === 0) return [];
     this.#owner.checkOpen('iterate');
     const max = Math.max(1, Math.floor(entriesMax));
     const batch: RocksEntry[] = [];
+    const context = this.#native.context;
+    if (nativeBinding !== null && context !== undefined && context !== null) {
+      const state = { bytes: 0 };
+      for (;;) {
+        if (this.#take(batch, max, bytesMax, state)) return batch;
+        if (this.#done) return batch;
+        const more = await this.#nativeNext(nativeBinding, context);
+        if (!more) return batch; // end() meanwhile: stop with what was read
+      }
+    }
     let bytes = 0;
     const done = await new Promise<boolean>((resolve, reject) => {
       const step = (): void => {
@@ -139,12 +177,50 @@ export class RocksIterator {
     return batch;
   }
 
+  /** #take moves cached entries into `batch`; true once the batch is full. */
+  #take(batch: RocksEntry[], max: number, bytesMax: number, state: { bytes: number }): boolean {
+    const cache = this.#cache;
+    while (cache.length >= 2) {
+      const key = cache.pop()!;
+      const value = cache.pop()!;
+      const v = this.#values ? value : EMPTY;
+      batch.push({ key, value: v });
+      state.bytes += key.length + v.length;
+      if (batch.length >= max || state.bytes >= bytesMax) return true;
+    }
+    return false;
+  }
+
+  /** #nativeNext fills the cache with the binding's next entries; false if end() was called meanwhile. */
+  #nativeNext(binding: NativeBinding, context: unknown): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      if (this.#owner.isClosed) {
+        reject(this.#closedError());
+        return;
+      }
+      if (this.#ending !== null) {
+        resolve(false);
+        return;
+      }
+      binding.iterator_next(context, (err, entries, finished) => {
+        if (err) {
+          reject(this.#owner.isClosed ? this.#closedError() : this.#owner.ioError('iterate', err));
+          return;
+        }
+        this.#cache = entries ?? [];
+        if (finished === true) this.#done = true;
+        resolve(true);
+      });
+    });
+  }
+
   #closedError(): StorageError {
     return new StorageError('closed', `rocksdb: iterate on ${this.#owner.path} after close`, { path: this.#owner.path });
   }
 
   /** RocksIterator.end releases the native iterator and its view; idempotent. */
   end(): Promise<void> {
+    this.#cache = [];
     this.#ending ??= this.#owner.isClosed
       ? Promise.resolve() // close() ends open iterators itself; ending one again would crash.
       : new Promise<void>((resolve) => {

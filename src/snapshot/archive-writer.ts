@@ -1,0 +1,378 @@
+/**
+ * writeArchiveFromRecords: snapshot creation as one pipeline on every core.
+ *
+ *   records (RocksDB iteration, in large batches)
+ *     -> state.bin encoding straight into 1 MiB blocks (main thread; SHA-256 of state.bin here)
+ *     -> each block gzipped as an independent gzip member on libuv's threadpool (N at once)
+ *     -> members appended in order to a spool file (compressed, so at most the archive's size)
+ *   then meta.json is known (stateBytes, stateKeys), and the archive is written to `out`:
+ *     gzip member [tar header meta.json, meta.json, tar header state.bin]
+ *     + the spooled state members + gzip member [padding, SHA256SUMS, end blocks],
+ *   hashed (SHA-256 of the whole archive) as it is written.
+ *
+ * The result is the same archive format as writeArchive's (archive.ts): a
+ * gzipped tar of meta.json, state.bin, SHA256SUMS. The tar needs state.bin's
+ * size before its bytes, which is why the compressed state waits in a spool
+ * rather than the uncompressed state in a state.bin file: the iteration and
+ * encoding overlap the compression, and the bytes written to disk before the
+ * archive are the compressed ones. Every byte is encoded once, hashed once
+ * per digest, compressed once.
+ */
+import { createHash } from 'node:crypto';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+import {
+  META_BYTES_MAX,
+  META_NAME,
+  STATE_NAME,
+  SUMS_NAME,
+  formatSums,
+  serializeArchiveMeta,
+  validateArchiveMeta,
+  type ArchiveMeta,
+} from './archive-meta.js';
+import { ArchiveError, StateFormatError } from './errors.js';
+import { GzipMemberQueue, gzipMember, resolveParallelGzipOptions, type ParallelGzipOptions } from './parallel-gzip.js';
+import { STATE_KEY_BYTES_MAX, STATE_VALUE_BYTES_MAX, type StateLimits, type StateRecord } from './state-format.js';
+import { TAR_BLOCK_BYTES, encodeTarHeader } from './tar-header.js';
+
+const ENTRY_MODE = 0o600;
+const END_OF_ARCHIVE_BYTES = 2 * TAR_BLOCK_BYTES;
+
+/** RecordsArchiveMeta: what the caller says about a snapshot; stateBytes and stateKeys are counted while encoding. */
+export type RecordsArchiveMeta = Omit<ArchiveMeta, 'stateBytes' | 'stateKeys' | 'formatVersion'>;
+
+/** StateRecordSource: the state to archive, and where its compressed bytes may wait. */
+export interface StateRecordSource {
+  /** batches of records in strictly increasing bytewise key order (a batch must not change after it is yielded). */
+  readonly records: AsyncIterable<readonly StateRecord[]>;
+  /** a path writeArchiveFromRecords creates (exclusively, mode 0600) for the compressed state and removes before it settles. */
+  readonly spoolPath: string;
+}
+
+/** RecordsArchiveOptions: gzip level, block size and concurrency; record limits; progress. */
+export interface RecordsArchiveOptions extends StateLimits {
+  /** gzip level 0-9 (default GZIP_LEVEL_DEFAULT, 1). */
+  readonly gzipLevel?: number;
+  /** state.bin bytes per gzip member (default 1 MiB). */
+  readonly gzipBlockBytes?: number;
+  /** gzip members compressed at once (default: the cores, at least 2). */
+  readonly gzipInFlightMax?: number;
+  /** called as state.bin's compressed bytes are written to `out`, with the state bytes they hold so far and the total. */
+  readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
+}
+
+/** RecordsArchiveResult: what writeArchive returns, plus the gzip member count. */
+export interface RecordsArchiveResult {
+  /** hex SHA-256 of the whole archive (the gzip bytes written to `out`). */
+  readonly archiveSha256: string;
+  readonly archiveBytes: number;
+  readonly meta: ArchiveMeta;
+  /** hex SHA-256 of state.bin. */
+  readonly stateSha256: string;
+  /** gzip members in the archive (one for the head, one per state block, one for the tail). */
+  readonly gzipMembers: number;
+}
+
+function padding(size: number): Buffer {
+  const rem = size % TAR_BLOCK_BYTES;
+  return Buffer.alloc(rem === 0 ? 0 : TAR_BLOCK_BYTES - rem);
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+function showKey(key: Buffer): string {
+  const head = key.subarray(0, 48);
+  const printable = head.every((b) => b >= 0x20 && b < 0x7f);
+  const shown = printable ? JSON.stringify(head.toString('latin1')) : `0x${head.toString('hex')}`;
+  return key.length > head.length ? `${shown}… (${key.length} bytes)` : shown;
+}
+
+/**
+ * StateBlockEncoder writes records as state.bin bytes (u32be keyLen, key,
+ * u32be valueLen, value) into fixed-size blocks, checking each record as
+ * encodeStateRecords does (non-empty key, key and value within the limits)
+ * and that keys strictly increase. Full blocks collect in `ready`; the caller
+ * takes them after each batch. `keys` and `bytes` count what was encoded.
+ */
+export class StateBlockEncoder {
+  readonly #blockBytes: number;
+  readonly #keyBytesMax: number;
+  readonly #valueBytesMax: number;
+  #block: Buffer;
+  #fill = 0;
+  readonly #prev: Buffer;
+  #prevBytes = -1;
+  readonly #u32 = Buffer.allocUnsafe(4);
+  /** full blocks not yet taken by the caller, in order. */
+  readonly ready: Buffer[] = [];
+  keys = 0;
+  bytes = 0;
+
+  constructor(blockBytes: number, limits: StateLimits = {}) {
+    this.#blockBytes = blockBytes;
+    this.#keyBytesMax = limits.keyBytesMax ?? STATE_KEY_BYTES_MAX;
+    this.#valueBytesMax = limits.valueBytesMax ?? STATE_VALUE_BYTES_MAX;
+    if (!Number.isSafeInteger(this.#keyBytesMax) || this.#keyBytesMax < 1 || this.#keyBytesMax > 0xffff_ffff) {
+      throw new RangeError(`keyBytesMax must be a whole number in [1, 2^32-1], got ${this.#keyBytesMax}`);
+    }
+    if (!Number.isSafeInteger(this.#valueBytesMax) || this.#valueBytesMax < 0 || this.#valueBytesMax > 0xffff_ffff) {
+      throw new RangeError(`valueBytesMax must be a whole number in [0, 2^32-1], got ${this.#valueBytesMax}`);
+    }
+    this.#block = Buffer.allocUnsafe(blockBytes);
+    this.#prev = Buffer.allocUnsafe(Math.min(this.#keyBytesMax, 64 * 1024));
+  }
+
+  /** encode appends one record. Errors: StateFormatError `empty-key`, `key-too-large`, `value-too-large`, `key-order`. */
+  encode(record: StateRecord): void {
+    const key = asBuffer(record.key);
+    const value = asBuffer(record.value);
+    const at = this.bytes;
+    if (key.length === 0) throw new StateFormatError('empty-key', 'a record has an empty key', at);
+    if (key.length > this.#keyBytesMax) {
+      throw new StateFormatError('key-too-large', `key of ${key.length} bytes, more than ${this.#keyBytesMax}`, at);
+    }
+    if (value.length > this.#valueBytesMax) {
+      throw new StateFormatError('value-too-large', `value of ${value.length} bytes, more than ${this.#valueBytesMax}`, at);
+    }
+    if (this.#prevBytes >= 0) {
+      const order = key.compare(this.#prev, 0, this.#prevBytes);
+      if (order <= 0) {
+        const prev = this.#prev.subarray(0, this.#prevBytes);
+        throw new StateFormatError(
+          'key-order',
+          order === 0
+            ? `record ${this.keys + 1}: key ${showKey(key)} appears twice`
+            : `record ${this.keys + 1}: key ${showKey(key)} comes after ${showKey(prev)}; keys must be strictly increasing`,
+          at,
+        );
+      }
+    }
+    if (key.length <= this.#prev.length) {
+      key.copy(this.#prev, 0);
+      this.#prevBytes = key.length;
+    } else {
+      throw new StateFormatError('key-too-large', `key of ${key.length} bytes, more than ${this.#prev.length}`, at);
+    }
+    const recordBytes = 8 + key.length + value.length;
+    const block = this.#block;
+    let fill = this.#fill;
+    if (fill + recordBytes < this.#blockBytes) {
+      // fast path: the whole record fits in the current block (and does not fill it).
+      block.writeUInt32BE(key.length, fill);
+      fill += 4;
+      key.copy(block, fill);
+      fill += key.length;
+      block.writeUInt32BE(value.length, fill);
+      fill += 4;
+      value.copy(block, fill);
+      this.#fill = fill + value.length;
+    } else {
+      this.#u32.writeUInt32BE(key.length, 0);
+      this.#put(this.#u32);
+      this.#put(key);
+      this.#u32.writeUInt32BE(value.length, 0);
+      this.#put(this.#u32);
+      this.#put(value);
+    }
+    this.keys += 1;
+    this.bytes += recordBytes;
+  }
+
+  /** finish moves the last, partial block (if any) to `ready`. */
+  finish(): void {
+    if (this.#fill > 0) this.ready.push(this.#block.subarray(0, this.#fill));
+    this.#fill = 0;
+  }
+
+  #put(bytes: Buffer): void {
+    let pos = 0;
+    while (pos < bytes.length) {
+      const n = Math.min(this.#blockBytes - this.#fill, bytes.length - pos);
+      bytes.copy(this.#block, this.#fill, pos, pos + n);
+      this.#fill += n;
+      pos += n;
+      if (this.#fill === this.#blockBytes) {
+        this.ready.push(this.#block);
+        this.#block = Buffer.allocUnsafe(this.#blockBytes);
+        this.#fill = 0;
+      }
+    }
+  }
+}
+
+/** HashTap passes bytes through unchanged, counting them and feeding a SHA-256. */
+class HashTap extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+async function writeAll(handle: FileHandle, bytes: Buffer, path: string): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    let written: number;
+    try {
+      ({ bytesWritten: written } = await handle.write(bytes, offset, bytes.length - offset, null));
+    } catch (err) {
+      throw new ArchiveError('io', `cannot write the spool file ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    offset += written;
+  }
+}
+
+async function readExactly(handle: FileHandle, length: number, position: number, path: string): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await handle.read(out, got, length - got, position + got);
+    if (bytesRead === 0) throw new ArchiveError('io', `the spool file ${path} ends early (${position + got} bytes)`);
+    got += bytesRead;
+  }
+  return out;
+}
+
+/**
+ * writeArchiveFromRecords builds a snapshot archive from batches of records
+ * and streams it into `out` (which it ends), with compression on the
+ * threadpool overlapping the iteration and encoding (see the file comment).
+ * Memory is bounded by the batch in hand plus about 2 x gzipInFlightMax
+ * blocks. The spool file is removed before it settles, also on failure.
+ *
+ * Same bytes in (records, meta, level, block size) give the same archive.
+ * Rejects with StateFormatError for a record that breaks the limits or the
+ * key order (nothing is written to `out` then), ArchiveError `bad-meta` /
+ * `member-too-large` for an invalid meta, `io` for a spool failure (or an
+ * existing spool file), the source's own error, or the error of `out`.
+ * RangeError for bad gzip options.
+ */
+export async function writeArchiveFromRecords(
+  meta: RecordsArchiveMeta,
+  source: StateRecordSource,
+  out: Writable,
+  options: RecordsArchiveOptions = {},
+): Promise<RecordsArchiveResult> {
+  const gzipOptions: ParallelGzipOptions = {
+    ...(options.gzipLevel !== undefined ? { level: options.gzipLevel } : {}),
+    ...(options.gzipBlockBytes !== undefined ? { blockBytes: options.gzipBlockBytes } : {}),
+    ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
+  };
+  const { level, blockBytes, inFlightMax } = resolveParallelGzipOptions(gzipOptions);
+  const encoder = new StateBlockEncoder(blockBytes, options);
+  const spoolPath = source.spoolPath;
+  let spool: FileHandle;
+  try {
+    spool = await open(spoolPath, 'wx', ENTRY_MODE);
+  } catch (err) {
+    throw new ArchiveError('io', `cannot create the spool file ${spoolPath}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    // 1. records -> blocks -> gzip members -> spool, hashing state.bin on the way.
+    const stateHash = createHash('sha256');
+    const members: { readonly compressedBytes: number; readonly stateBytes: number }[] = [];
+    let spoolBytes = 0;
+    const queue = new GzipMemberQueue(level, inFlightMax, async (member, inputBytes) => {
+      await writeAll(spool, member, spoolPath);
+      members.push({ compressedBytes: member.length, stateBytes: inputBytes });
+      spoolBytes += member.length;
+    });
+    const takeReady = async (): Promise<void> => {
+      const ready = encoder.ready.splice(0);
+      for (const block of ready) {
+        stateHash.update(block);
+        await queue.add(block);
+      }
+    };
+    for await (const batch of source.records) {
+      for (const record of batch) encoder.encode(record);
+      if (encoder.ready.length > 0) await takeReady();
+    }
+    encoder.finish();
+    await takeReady();
+    await queue.finish();
+    const stateSha256 = stateHash.digest('hex');
+    const stateBytes = encoder.bytes;
+
+    // 2. meta.json and the tar around state.bin.
+    let full: ArchiveMeta;
+    try {
+      full = validateArchiveMeta({
+        formatVersion: 1,
+        id: meta.id,
+        index: meta.index,
+        term: meta.term,
+        membership: meta.membership,
+        stateBytes,
+        stateKeys: encoder.keys,
+        createdAt: meta.createdAt,
+        snapcoordVersion: meta.snapcoordVersion,
+      });
+    } catch (err) {
+      if (err instanceof ArchiveError) throw err;
+      throw new ArchiveError('bad-meta', (err as Error).message, { cause: err });
+    }
+    const metaBytes = serializeArchiveMeta(full);
+    if (metaBytes.length > META_BYTES_MAX) {
+      throw new ArchiveError('member-too-large', `meta.json would be ${metaBytes.length} bytes, more than ${META_BYTES_MAX}`);
+    }
+    const mtimeSec = Math.floor(Date.parse(full.createdAt) / 1000);
+    const head = Buffer.concat([
+      encodeTarHeader({ name: META_NAME, size: metaBytes.length, mode: ENTRY_MODE, mtimeSec }),
+      metaBytes,
+      padding(metaBytes.length),
+      encodeTarHeader({ name: STATE_NAME, size: stateBytes, mode: ENTRY_MODE, mtimeSec }),
+    ]);
+    const sums = formatSums(createHash('sha256').update(metaBytes).digest('hex'), stateSha256);
+    const tail = Buffer.concat([
+      padding(stateBytes),
+      encodeTarHeader({ name: SUMS_NAME, size: sums.length, mode: ENTRY_MODE, mtimeSec }),
+      sums,
+      padding(sums.length),
+      Buffer.alloc(END_OF_ARCHIVE_BYTES),
+    ]);
+    const [headMember, tailMember] = await Promise.all([gzipMember(head, level), gzipMember(tail, level)]);
+
+    // 3. head member, the spooled state members, tail member -> out, hashed as written.
+    async function* archiveBytes(): AsyncGenerator<Buffer> {
+      yield headMember;
+      let position = 0;
+      let streamed = 0;
+      for (const m of members) {
+        yield await readExactly(spool, m.compressedBytes, position, spoolPath);
+        position += m.compressedBytes;
+        streamed += m.stateBytes;
+        options.onStateProgress?.(streamed, stateBytes);
+      }
+      if (position !== spoolBytes) throw new ArchiveError('io', `the spool file ${spoolPath} holds ${spoolBytes} bytes, ${position} were read`);
+      yield tailMember;
+    }
+    const tap = new HashTap();
+    await pipeline(Readable.from(archiveBytes(), { objectMode: false, highWaterMark: blockBytes }), tap, out);
+    return {
+      archiveSha256: tap.digest(),
+      archiveBytes: tap.bytes,
+      meta: full,
+      stateSha256,
+      gzipMembers: members.length + 2,
+    };
+  } catch (err) {
+    if (!out.destroyed) out.destroy(err instanceof Error ? err : new Error(String(err)));
+    throw err;
+  } finally {
+    await spool.close().catch(() => undefined);
+    await unlink(spoolPath).catch(() => undefined);
+  }
+}
