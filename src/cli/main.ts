@@ -13,6 +13,7 @@ import { channelCredentialsFromFiles, checkTlsFiles } from '../tls/index.js';
 import { parseHostPort } from '../api/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import { DEFAULT_RESTORE_BYTES_MAX, parseApiKeys, runGateway, type ApiKeySpec } from '../gateway/index.js';
+import { addBenchCommands } from './bench/commands.js';
 import { addCertsCommands } from './certs-commands.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { DEFAULT_ENDPOINT, ENDPOINT_ENV, addClientCommands } from './client-commands.js';
@@ -130,6 +131,7 @@ export function buildProgram(): Command {
 
   addClientCommands(program);
   addCertsCommands(program);
+  addBenchCommands(program);
   // Client commands (those with --endpoint) share one way to connect: TLS with a CA and an API key (client-options.ts dialOf).
   program.hook('preAction', (_program, action) => {
     if (action.options.some((o) => o.long === '--endpoint')) configureDial(action.opts());

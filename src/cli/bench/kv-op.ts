@@ -1,0 +1,98 @@
+/**
+ * kvOp: the operation `snapcoord bench write` runs against the KV API, for a
+ * ClosedLoop: put (a value of `valueBytes` to a random key of `keys`), get
+ * (linearizable unless `serializable`), or mixed (half each, chosen at
+ * random). Keys are "<prefix><n>" with n in [0, keys); values are random
+ * bytes (incompressible, as real data is closer to). Plain puts carry no
+ * request id (as etcd's benchmark: a load, not a retrying client).
+ *
+ * The KV API has no compare-and-swap (no Txn RPC), so there is no cas op.
+ */
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { clientChannelOptions, dialChannel, type ClientDial } from '../../api/clients.js';
+import { KVServiceClient } from '../../gen/snapcoord/v1/kv.js';
+import type { Op } from './closed-loop.js';
+
+/** WRITE_OPS: the ops `bench write --op` takes. */
+export const WRITE_OPS = ['put', 'get', 'mixed'] as const;
+export type WriteOp = (typeof WRITE_OPS)[number];
+
+export interface KvOpOptions {
+  readonly endpoint: string;
+  readonly dial: ClientDial;
+  /** conns: gRPC connections the workers share (worker w uses connection w % conns). */
+  readonly conns: number;
+  readonly op: WriteOp;
+  readonly valueBytes: number;
+  readonly keys: number;
+  readonly keyPrefix: string;
+  readonly serializable: boolean;
+  /** deadlineMs: each call's deadline. */
+  readonly deadlineMs: number;
+  readonly random?: () => number;
+}
+
+/** KvOps: the op and the connections it uses (close() them at the end). */
+export interface KvOps {
+  readonly op: Op;
+  /** put writes one key (used to fill the key space before a get load). */
+  put(key: number): Promise<void>;
+  close(): void;
+}
+
+function unary<Req, Res>(
+  method: (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => grpc.ClientUnaryCall,
+  req: Req,
+  deadlineMs: number,
+  signal?: AbortSignal,
+): Promise<Res> {
+  return new Promise<Res>((resolve, reject) => {
+    const onAbort = (): void => call.cancel();
+    const call = method(req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
+      signal?.removeEventListener('abort', onAbort);
+      if (err !== null) reject(err);
+      else resolve(res);
+    });
+    if (signal !== undefined) {
+      if (signal.aborted) call.cancel();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    }
+  });
+}
+
+export function kvOps(o: KvOpOptions): KvOps {
+  const random = o.random ?? Math.random;
+  const clients = Array.from({ length: o.conns }, (_, i) => {
+    const { credentials, options } = dialChannel(o.dial, { ...clientChannelOptions, 'snapcoord.bench_conn': i });
+    return new KVServiceClient(o.endpoint, credentials, options);
+  });
+  // Values are slices of random bytes (at random offsets), so a snapshot of what a put load wrote does not
+  // shrink to nothing when gzipped: a load test fills the state as real data would.
+  const pool = randomBytes(o.valueBytes * 8);
+  const valueOf = (): Buffer => {
+    const at = Math.floor(random() * (pool.length - o.valueBytes + 1));
+    return pool.subarray(at, at + o.valueBytes);
+  };
+  const keyOf = (n: number): Buffer => Buffer.from(`${o.keyPrefix}${n}`);
+  const clientOf = (w: number): KVServiceClient => clients[w % clients.length] as KVServiceClient;
+  const put = async (c: KVServiceClient, key: number, signal?: AbortSignal): Promise<void> => {
+    await unary(c.put.bind(c), { key: keyOf(key), value: valueOf(), prevKv: false, clientId: '', requestId: 0n }, o.deadlineMs, signal);
+  };
+  const get = async (c: KVServiceClient, key: number, signal?: AbortSignal): Promise<void> => {
+    await unary(c.get.bind(c), { key: keyOf(key), serializable: o.serializable }, o.deadlineMs, signal);
+  };
+  return {
+    op: async (w, _seq, signal) => {
+      const key = Math.floor(random() * o.keys);
+      const which = o.op === 'mixed' ? (random() < 0.5 ? 'put' : 'get') : o.op;
+      if (which === 'put') await put(clientOf(w), key, signal);
+      else await get(clientOf(w), key, signal);
+      return which;
+    },
+    put: (key) => put(clientOf(key), key),
+    close: () => {
+      for (const c of clients) c.close();
+    },
+  };
+}
