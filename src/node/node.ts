@@ -71,6 +71,12 @@ export interface NodeTimings {
 
 /** STAGINGS_MAX: distinct archives a follower stages at once (StageArchive); more are refused RESOURCE_EXHAUSTED. */
 const STAGINGS_MAX = 2;
+/**
+ * STAGED_KEPT_MAX: staged archives a follower protects from pruning until a
+ * restore entry names them (the newest; older ones are then left to the
+ * uploads' own retention).
+ */
+const STAGED_KEPT_MAX = 16;
 /** FETCH_ATTEMPTS_PER_HOLDER: stream (re)starts when fetching a restore's archive from one holder before trying the next. */
 const FETCH_ATTEMPTS_PER_HOLDER = 3;
 
@@ -250,7 +256,18 @@ export class Node {
   /** restoresInFlight: archives of restores this leader is staging or proposing (digest -> count). */
   private readonly restoresInFlight = new Map<string, number>();
   /** stagings: archives this follower is fetching for StageArchive, by digest (one fetch per archive). */
-  private readonly stagings = new Map<string, { readonly done: Promise<void>; readonly abort: AbortController }>();
+  private readonly stagings = new Map<string, { readonly done: Promise<void>; readonly abort: AbortController; waiters: number }>();
+  /**
+   * staged: archives this follower staged, by digest, with when (Date.now ms).
+   * Pruning keeps them for restoreStageTimeoutMs + proposalTimeoutMs, the time
+   * the leader may take to stage on a quorum and propose; after that the
+   * restore entry in the log protects them (restoreRefs). Several restores
+   * staged at once could otherwise push each other out before their entries
+   * arrive, and the quorum's copies would be gone. At most STAGED_KEPT_MAX.
+   */
+  private readonly staged = new Map<string, number>();
+  /** stopAbort aborts at stop(): transfers that are not tracked elsewhere (a restore's archive fetched at apply time) end with it. */
+  private readonly stopAbort = new AbortController();
   /** pruneRun: the uploads prune running now; pruneAgain: another was asked for meanwhile. */
   private pruneRun: Promise<void> | null = null;
   private pruneAgain = false;
@@ -488,9 +505,10 @@ export class Node {
    * share one fetch. Rejects with a coded Error: UNIMPLEMENTED (no
    * snapshots), RESOURCE_EXHAUSTED (disk below its reserve, too many
    * stagings), INVALID_ARGUMENT (the archive is refused), UNAVAILABLE (the
-   * node is stopping, the fetch failed).
+   * node is stopping, the fetch failed), CANCELLED (`signal` aborted: the
+   * caller gave up; the fetch stops once no caller waits for it).
    */
-  async stageArchive(p: StageArchiveParams): Promise<void> {
+  async stageArchive(p: StageArchiveParams, signal?: AbortSignal): Promise<void> {
     const sm = this.snapshots;
     if (sm === undefined) throw coded(12, 'this node keeps no snapshots');
     try {
@@ -498,7 +516,10 @@ export class Node {
       const digest = p.archive.digest;
       let st = this.stagings.get(digest);
       if (st === undefined) {
-        if ((await sm.findUpload(digest)) !== null) return;
+        if ((await sm.findUpload(digest)) !== null) {
+          this.noteStaged(digest);
+          return;
+        }
         st = this.stagings.get(digest); // another request started it meanwhile
       }
       if (st === undefined) {
@@ -510,17 +531,52 @@ export class Node {
         const done = sm
           .fetchUpload(this.id, address, p.archive, { signal: abort.signal, checkRecords: true, reserveBytes: this.disk?.minFreeBytes ?? 0 })
           .then((stored) => {
+            this.noteStaged(digest);
             this.log.info({ digest, index: stored.meta.index, bytes: stored.archiveBytes, from: p.from }, 'restore archive staged');
           })
           .finally(() => this.stagings.delete(digest));
-        st = { done, abort };
+        st = { done, abort, waiters: 0 };
         this.stagings.set(digest, st);
       }
-      await st.done;
+      await this.waitForStaging(digest, st, signal);
     } catch (err) {
       this.disk?.noteError(err);
       this.log.warn({ digest: p.archive.digest, from: p.from, err: (err as Error).message }, 'staging a restore archive failed');
       throw stageError(err);
+    }
+  }
+
+  /**
+   * waitForStaging waits for a staging fetch as one of its callers; when
+   * `signal` aborts it rejects with CANCELLED, and the last caller to leave
+   * before the fetch is done aborts it (nobody would propose its restore).
+   */
+  private async waitForStaging(digest: string, st: { readonly done: Promise<void>; readonly abort: AbortController; waiters: number }, signal?: AbortSignal): Promise<void> {
+    st.waiters++;
+    let onAbort: (() => void) | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        onAbort = () => reject(coded(1, 'the caller cancelled the staging'));
+        if (signal?.aborted === true) onAbort();
+        else signal?.addEventListener('abort', onAbort, { once: true });
+        st.done.then(resolve, reject);
+      });
+    } finally {
+      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+      if (--st.waiters === 0 && signal?.aborted === true && this.stagings.get(digest) === st) {
+        this.log.info({ digest }, 'staging cancelled by its callers; the fetch stops');
+        st.abort.abort();
+      }
+    }
+  }
+
+  /** noteStaged records that this node holds a staged archive now (see `staged`); the oldest record goes past STAGED_KEPT_MAX. */
+  private noteStaged(digest: string): void {
+    this.staged.delete(digest);
+    this.staged.set(digest, Date.now());
+    for (const oldest of this.staged.keys()) {
+      if (this.staged.size <= STAGED_KEPT_MAX) break;
+      this.staged.delete(oldest);
     }
   }
 
@@ -609,6 +665,7 @@ export class Node {
     }
     this.readIndexWaiters.clear();
     this.fetching?.abort.abort();
+    this.stopAbort.abort();
     for (const st of this.stagings.values()) st.abort.abort();
     await this.idle();
     await Promise.race([this.applyDrained(), sleep(30_000)]);
@@ -997,11 +1054,15 @@ export class Node {
       const ids = [st.leader, ...st.membership.voters, ...st.membership.learners].filter((id, i, a) => id !== '' && id !== this.id && a.indexOf(id) === i);
       for (const id of ids) {
         try {
-          stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd, { maxAttempts: FETCH_ATTEMPTS_PER_HOLDER });
+          // Not below the disk's reserve (a full disk is retried with the backoff below, never crashed on).
+          this.disk?.check();
+          stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd, { maxAttempts: FETCH_ATTEMPTS_PER_HOLDER, signal: this.stopAbort.signal });
           this.log.info({ index: e.index, from: id, digest: cmd.digest }, 'restore: fetched the archive');
           break;
         } catch (err) {
+          this.disk?.noteError(err);
           this.log.warn({ index: e.index, from: id, err: (err as Error).message }, 'restore: fetching the archive failed');
+          if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
         }
       }
       if (stored === null) await sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
@@ -1176,6 +1237,11 @@ export class Node {
       do {
         this.pruneAgain = false;
         const keep = this.restoreRefs.digests();
+        const stagedSince = Date.now() - (this.timings.restoreStageTimeoutMs + this.timings.proposalTimeoutMs);
+        for (const [d, atMs] of [...this.staged]) {
+          if (atMs < stagedSince || keep.has(d)) this.staged.delete(d); // proposed (the log names it), or never will be
+          else keep.add(d);
+        }
         for (const d of this.restoresInFlight.keys()) keep.add(d);
         for (const d of this.stagings.keys()) keep.add(d);
         await sm.pruneUploads(keep);

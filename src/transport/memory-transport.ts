@@ -219,12 +219,15 @@ export class MemoryTransport implements Transport, ArchiveStager {
     if (stage === undefined) return Promise.reject(coded(12, 'StageArchive is not implemented by this node'));
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => finish(coded(4, `deadline of ${timeoutMs} ms exceeded`)), timeoutMs);
+      // The callee sees the call end as a gRPC server sees a cancelled call: its signal aborts.
+      const calleeAbort = new AbortController();
       const onAbort = (): void => finish(coded(1, 'cancelled'));
       let done = false;
       const finish = (err: Error | null): void => {
         if (done) return;
         done = true;
         clearTimeout(timer);
+        if (err !== null) calleeAbort.abort();
         signal?.removeEventListener('abort', onAbort);
         if (err === null && this.net.passes(p.to, this.selfId)) resolve();
         else reject(err ?? coded(14, `the answer of ${p.to} was lost`));
@@ -233,7 +236,7 @@ export class MemoryTransport implements Transport, ArchiveStager {
       signal?.addEventListener('abort', onAbort, { once: true });
       setImmediate(() => {
         Promise.resolve()
-          .then(() => stage.call(listener.handler, p))
+          .then(() => stage.call(listener.handler, p, calleeAbort.signal))
           .then(
             () => finish(null),
             (e: unknown) => finish(e instanceof Error ? e : new Error(String(e))),

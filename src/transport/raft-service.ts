@@ -281,9 +281,12 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         callback(toStatusError(err));
         return;
       }
+      // The caller gave up (its deadline, or it cancelled): the node stops a fetch nobody else waits for.
+      const cancelled = new AbortController();
+      call.on('cancelled', () => cancelled.abort());
       let staged: Promise<void>;
       try {
-        staged = handler.stageArchive(p);
+        staged = handler.stageArchive(p, cancelled.signal);
       } catch (err) {
         staged = Promise.reject(err);
       }

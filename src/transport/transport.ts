@@ -119,8 +119,10 @@ export interface RaftRequestHandler {
    * (unless held already), verify it and keep it durably in the uploads;
    * resolves only then. Optional: without it StageArchive answers
    * UNIMPLEMENTED. Reject with a coded Error (RESOURCE_EXHAUSTED, UNAVAILABLE ...).
+   * `signal` aborts when the caller cancels (gave up, deadline): stop the
+   * fetch unless another caller still waits for the same archive.
    */
-  stageArchive?(p: StageArchiveParams): Promise<void>;
+  stageArchive?(p: StageArchiveParams, signal?: AbortSignal): Promise<void>;
 }
 
 /** TransportLogger is the pino-like logger the transports use. */

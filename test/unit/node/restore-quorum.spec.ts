@@ -18,6 +18,7 @@ import { RocksCluster, waitUntil, type RocksMember } from './rocks-cluster.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function dump(n: Node): Promise<[string, string][]> {
   const r = await n.range({ prefix: enc.encode('k/'), limit: 10_000 }, true);
@@ -106,6 +107,25 @@ describe('restore: the archive is staged on a quorum before the entry is propose
     }
   });
 
+  it('a node stopping while it fetches a restore archive at apply time ends that fetch', async () => {
+    const { leader, file } = await prepared();
+    const [bad] = c.members.filter((m) => m.node !== leader) as [RocksMember, RocksMember];
+    const sm = bad.snapshots as SnapshotManager;
+    // bad cannot stage; when it applies the entry its fetch hangs until its signal aborts.
+    const applySignals: (AbortSignal | undefined)[] = [];
+    sm.fetchUpload = (...args: Parameters<SnapshotManager['fetchUpload']>) => {
+      if (args[3]?.checkRecords === true) return Promise.reject(new Error(`injected: ${bad.id} cannot stage`));
+      const signal = args[3]?.signal;
+      applySignals.push(signal);
+      return new Promise((_resolve, reject) => signal?.addEventListener('abort', () => reject(new Error('fetch aborted')), { once: true }));
+    };
+    await leader.restore(createReadStream(file));
+    await waitUntil(`${bad.id} to fetch the archive to apply it`, 20_000, () => (applySignals.length > 0 ? true : undefined));
+    assert.equal(applySignals[0]?.aborted, false);
+    await c.stop(bad.id);
+    assert.equal(applySignals[0]?.aborted, true, 'stop() aborted the fetch');
+  });
+
   it('neither follower can store it: refused with UNAVAILABLE, nothing proposed, nothing changed', async () => {
     const { leader, file } = await prepared();
     for (const f of c.members.filter((m) => m.node !== leader)) breakFetches(f, 'all');
@@ -135,6 +155,54 @@ describe('restore: the archive is staged on a quorum before the entry is propose
     await assert.rejects(leader.restore(createReadStream(file)), (e: unknown) => e instanceof NodeError && (e.code === 'unavailable' || e.code === 'notLeader'));
     assert.ok(Date.now() - t0 < 60_000);
     assert.equal(leader.status().lastIndex, lastIndex, 'no restore entry was proposed');
+  });
+});
+
+describe('restore: a staging nobody waits for any more stops', function () {
+  this.timeout(60_000);
+  let c: RocksCluster;
+
+  afterEach(async () => {
+    await c?.close();
+  });
+
+  it('the fetch goes on while one caller still waits and stops when the last one cancels; a later request stages afresh', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 });
+    const leader = await c.waitForLeader();
+    await leader.propose({ op: 'put', key: enc.encode('k/1'), value: enc.encode('v') });
+    const lsm = c.members.find((m) => m.node === leader)?.snapshots as SnapshotManager;
+    const stored = await lsm.importUpload(createReadStream(await saveArchive(c, leader, 'cancel')), 60_000);
+    const archive = { index: stored.meta.index, term: stored.meta.term, sizeBytes: stored.archiveBytes, digest: stored.archiveSha256 };
+    const f = c.members.find((m) => m.node !== leader) as RocksMember;
+    const sm = f.snapshots as SnapshotManager;
+    // f's fetch hangs until its signal aborts (a slow leader disk), so the callers' cancels decide.
+    const original = sm.fetchUpload.bind(sm);
+    const fetchSignals: AbortSignal[] = [];
+    sm.fetchUpload = (...args: Parameters<SnapshotManager['fetchUpload']>) => {
+      const signal = args[3]?.signal;
+      if (signal === undefined) return Promise.reject(new Error('a staging fetch without a signal'));
+      fetchSignals.push(signal);
+      return new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(new Error('fetch aborted')), { once: true }));
+    };
+    const n = c.node(f.id);
+    const p = { from: leader.id, to: f.id, term: leader.status().term, archive };
+    const first = new AbortController();
+    const second = new AbortController();
+    const a = n.stageArchive(p, first.signal);
+    const b = n.stageArchive(p, second.signal);
+    await waitUntil('the fetch to start', 5_000, () => (fetchSignals.length > 0 ? true : undefined));
+    first.abort();
+    await assert.rejects(a, (e: unknown) => (e as { code?: number }).code === 1);
+    await sleep(100);
+    assert.equal(fetchSignals.length, 1, 'one fetch shared by both requests');
+    assert.equal(fetchSignals[0]?.aborted, false, 'the fetch goes on for the caller still waiting');
+    second.abort();
+    await assert.rejects(b, (e: unknown) => (e as { code?: number }).code === 1);
+    assert.equal(fetchSignals[0]?.aborted, true, 'nobody waits: the fetch stopped');
+    // A new request after that fetches again, and completes.
+    sm.fetchUpload = original;
+    await n.stageArchive(p, new AbortController().signal);
+    assert.notEqual(await sm.findUpload(archive.digest), null);
   });
 });
 
@@ -181,5 +249,25 @@ describe('restore: retention keeps the archives the log still names', function (
     assert.ok(n2.status().firstIndex > n2.status().snapshotIndex - 11, 'compacted past the restore entries');
     const left = await held();
     assert.equal(left.length, 2, `two left: ${left.join(', ')}`);
+  });
+
+  it('archives staged for restores not yet proposed are not pruned by other restores or snapshots', async () => {
+    // Four restores staged at once on a follower (no entry in its log yet): the two-newest rule alone would
+    // delete two of them and the quorum's durable copies would be gone before their entries commit.
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000, trailingEntries: 10 });
+    const leader = await c.waitForLeader();
+    const lsm = c.members.find((m) => m.node === leader)?.snapshots as SnapshotManager;
+    const archives: { index: number; term: number; sizeBytes: number; digest: string }[] = [];
+    for (let a = 0; a < 4; a++) {
+      await leader.propose({ op: 'put', key: enc.encode(`k/${a}`), value: enc.encode(`archive ${a}`) });
+      const stored = await lsm.importUpload(createReadStream(await saveArchive(c, leader, `s${a}`)), 60_000);
+      archives.push({ index: stored.meta.index, term: stored.meta.term, sizeBytes: stored.archiveBytes, digest: stored.archiveSha256 });
+    }
+    const f = c.members.find((m) => m.node !== leader) as RocksMember;
+    const n = c.node(f.id);
+    for (const archive of archives) await n.stageArchive({ from: leader.id, to: f.id, term: leader.status().term, archive });
+    await n.snapshotNow(); // prunes the uploads
+    const held = [...new Set((await (f.snapshots as SnapshotManager).uploads.list()).map((u) => u.archiveSha256))].sort();
+    assert.deepEqual(held, archives.map((a) => a.digest).sort(), 'all four staged archives kept');
   });
 });

@@ -27,13 +27,16 @@ function params(over: Partial<StageArchiveParams> = {}): StageArchiveParams {
 /** StagingFollower records what it is asked and answers as told (resolve, or reject with a coded error, or after a delay). */
 class StagingFollower implements RaftRequestHandler {
   readonly staged: StageArchiveParams[] = [];
+  /** signals: the cancellation signal of each request, in order. */
+  readonly signals: (AbortSignal | undefined)[] = [];
   answer: () => Promise<void> = () => Promise.resolve();
   handleRequest(_m: Message): Promise<Message[]> {
     return Promise.resolve([]);
   }
   handleReport(_m: Message): void {}
-  stageArchive(p: StageArchiveParams): Promise<void> {
+  stageArchive(p: StageArchiveParams, signal?: AbortSignal): Promise<void> {
     this.staged.push(p);
+    this.signals.push(signal);
     return this.answer();
   }
 }
@@ -167,6 +170,22 @@ describe('StageArchive over gRPC (RaftService + GrpcTransport)', function () {
     await rejectsWithCode(p, grpc.status.CANCELLED);
     await rejectsWithCode(transport.stageArchive(params({ to: 'n9' }), 5_000), grpc.status.UNAVAILABLE, /no channel to n9/);
   });
+
+  it("the caller's cancel or deadline reaches the node's handler as an aborted signal (it can stop the fetch)", async () => {
+    follower.answer = () => new Promise<void>(() => undefined);
+    const aborted = (i: number): boolean => follower.signals[i]?.aborted === true;
+    const abort = new AbortController();
+    const p = transport.stageArchive(params(), 5_000, abort.signal);
+    await sleep(100);
+    assert.equal(aborted(0), false, 'not aborted while the caller waits');
+    abort.abort();
+    await rejectsWithCode(p, grpc.status.CANCELLED);
+    for (let i = 0; i < 50 && !aborted(0); i++) await sleep(20);
+    assert.equal(aborted(0), true, 'the handler saw the cancel');
+    await rejectsWithCode(transport.stageArchive(params(), 200), grpc.status.DEADLINE_EXCEEDED);
+    for (let i = 0; i < 50 && !aborted(1); i++) await sleep(20);
+    assert.equal(aborted(1), true, 'and the deadline');
+  });
 });
 
 describe('StageArchive over the in-memory twin (MemoryNetwork)', () => {
@@ -194,5 +213,15 @@ describe('StageArchive over the in-memory twin (MemoryNetwork)', () => {
     const abort = new AbortController();
     abort.abort();
     await rejectsWithCode(stager.stageArchive(params(), 1_000, abort.signal), grpc.status.CANCELLED);
+    // A cancel while the follower works reaches it, as over gRPC.
+    follower.answer = () => new Promise<void>(() => undefined);
+    const later = new AbortController();
+    const p = stager.stageArchive(params(), 1_000, later.signal);
+    await sleep(20);
+    const signal = follower.signals.at(-1);
+    assert.equal(signal?.aborted, false);
+    later.abort();
+    await rejectsWithCode(p, grpc.status.CANCELLED);
+    assert.equal(signal?.aborted, true);
   });
 });
