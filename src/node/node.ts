@@ -1254,9 +1254,11 @@ export class Node {
   }
 
   /**
-   * downloadSnapshot takes a snapshot now and returns it opened (pinned until
-   * release()). Without `stale` only the leader answers, after a ReadIndex
-   * barrier, so the snapshot holds every write acknowledged before the call.
+   * downloadSnapshot returns a snapshot of the state now, opened (pinned until
+   * release()): the newest stored one if the state has not changed since it
+   * was taken (SnapshotManager.openCurrent), else one taken now. Without
+   * `stale` only the leader answers, after a ReadIndex barrier, so the
+   * snapshot holds every write acknowledged before the call.
    */
   async downloadSnapshot(stale: boolean): Promise<SnapshotHandle> {
     this.checkRunning();
@@ -1267,10 +1269,10 @@ export class Node {
       if (st.role !== 'leader') throw new NodeError('notLeader', new NotLeaderError(st.leader).message, st.leader, this.addressOf(st.leader));
       await this.linearizableBarrier();
     }
-    const meta = await this.snapshotNow();
-    const stored = (await sm.store.list()).find((s) => s.meta.index === meta.index && s.archiveSha256 === meta.digest);
-    if (stored === undefined) throw new NodeError('unavailable', `snapshot ${meta.index} vanished before it could be read`);
-    return sm.store.open(stored.id);
+    // A snapshot that still holds the state as it is now is served, not rebuilt (issue 15 item 2).
+    const current = await sm.openCurrent();
+    if (current !== null) return current;
+    return sm.openStored(await this.snapshotNow());
   }
 
   // ------------------------------------------------------------ helpers

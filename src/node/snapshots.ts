@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, rm, stat, statfs } from 'node:fs/promises';
+import { rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -7,8 +7,10 @@ import { pipeline } from 'node:stream/promises';
 import type { Membership, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import {
+  ArchiveError,
   CHUNK_HASH_BYTES,
   RETAIN_MAX,
+  StateFormatError,
   SnapshotStore,
   SnapshotStoreError,
   checkedStateRecords,
@@ -17,6 +19,7 @@ import {
   readArchive,
   validateStateRecords,
   type ArchiveMeta,
+  type ScrubResult,
   type SnapshotHandle,
   type StateLimits,
   type StoredSnapshot,
@@ -88,6 +91,17 @@ function coded(code: number, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
+/**
+ * thenVerified yields `records`, then waits for `verified` (readArchive's:
+ * the whole archive read and every hash checked) before it ends, so an
+ * install that commits when its source ends never makes an unverified state
+ * live; a refused archive makes it throw instead.
+ */
+async function* thenVerified<T>(records: AsyncIterable<T>, verified: Promise<void>): AsyncGenerator<T> {
+  yield* records;
+  await verified;
+}
+
 /** toRaftMeta names a stored snapshot the way the Raft core does. */
 export function toRaftMeta(s: StoredSnapshot): SnapshotMeta {
   return {
@@ -109,6 +123,9 @@ export class SnapshotManager {
   private newest: SnapshotHandle | null = null;
   private transfers = 0;
   private readonly incomingDir: string;
+  private readonly scrubAbort = new AbortController();
+  /** scrubbed: the boot scrub (never rejects). */
+  private scrubbed: Promise<void> = Promise.resolve();
   /** dial: how snapshot fetches reach peers (the peer plane's TLS and metadata); set once before the node starts. */
   dial: PeerDial | undefined;
 
@@ -130,19 +147,85 @@ export class SnapshotManager {
     // store's own count-based retention only backs it up at its maximum.
     const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: RETAIN_MAX, snapcoordVersion: version });
     const m = new SnapshotManager(store, uploads, storage, policy, log, dir);
+    // Fetches are written straight into the stores; an `incoming/` directory of older versions is removed.
     await rm(m.incomingDir, { recursive: true, force: true });
-    await mkdir(m.incomingDir, { recursive: true, mode: 0o700 });
     m.newest = await store.latest();
     return m;
   }
 
   /**
-   * boot returns the snapshot the Raft core starts from. When the newest
-   * snapshot is ahead of the state machine (a crash after a snapshot was
+   * scrubInBackground re-hashes every stored archive once but those in
+   * `skip` (the boot scrub: open() trusts the recorded hashes) and quarantines any whose bytes
+   * disagree, logging it; if that was the newest snapshot, the next good one
+   * becomes the newest. Never rejects; close() stops it between snapshots.
+   */
+  private async scrubInBackground(skip: readonly string[] = []): Promise<void> {
+    // Let the node boot first: the scrub only reads.
+    await new Promise((r) => setImmediate(r));
+    for (const [name, store] of [['store', this.store], ['uploads', this.uploads]] as const) {
+      if (this.scrubAbort.signal.aborted) return;
+      try {
+        const r = await store.scrub(this.scrubAbort.signal, store === this.store ? skip : []);
+        for (const q of r.quarantined) {
+          this.log.error({ store: name, id: q.id, reason: q.reason }, 'a stored snapshot does not match its recorded hashes; moved to quarantine');
+        }
+        for (const u of r.unreadable) this.log.warn({ store: name, id: u.id, reason: u.reason }, 'scrub could not read a stored snapshot');
+        if (store === this.store && this.newest !== null && r.quarantined.some((q) => q.id === this.newest?.id)) {
+          this.newest.release();
+          this.newest = await this.store.latest();
+        }
+      } catch (err) {
+        if (!this.scrubAbort.signal.aborted) this.log.warn({ store: name, err: (err as Error).message }, 'snapshot scrub failed');
+      }
+    }
+  }
+
+  /** scrub re-hashes every archive of both stores now (scrubInBackground's work), for operators and tests. */
+  async scrub(): Promise<{ store: ScrubResult; uploads: ScrubResult }> {
+    await this.scrubbed;
+    const store = await this.store.scrub();
+    if (this.newest !== null && store.quarantined.some((q) => q.id === this.newest?.id)) {
+      this.newest.release();
+      this.newest = await this.store.latest();
+    }
+    return { store, uploads: await this.uploads.scrub() };
+  }
+
+  /**
+   * boot returns the snapshot the Raft core starts from: the newest stored
+   * one whose bytes verify against their recorded hashes (re-hashed once
+   * here; the other snapshots are scrubbed in the background, see
+   * scrubInBackground). When that snapshot is ahead of the state machine (a crash after a snapshot was
    * fetched, before it was installed), it finishes the install first.
    */
   async boot(initial: Membership): Promise<SnapshotMeta> {
+    // The snapshot the node starts from is verified in full (its bytes against its recorded
+    // hashes), the newest that does; the others are scrubbed in the background. Those found
+    // corrupt here stay where they are (the boot checks may name them, an operator repairs).
+    const refused: string[] = [];
+    while (this.newest !== null) {
+      try {
+        await this.store.verify(this.newest.id);
+        break;
+      } catch (err) {
+        if (!(err instanceof SnapshotStoreError && (err.code === 'corrupt' || err.code === 'not-found'))) throw err;
+        this.log.error({ id: this.newest.id, err: err.message }, 'the newest stored snapshot does not verify; trying an older one');
+        const skipped = this.newest.id;
+        refused.push(skipped);
+        this.newest.release();
+        this.newest = null;
+        for (const older of (await this.store.list()).filter((x) => x.id < skipped)) {
+          try {
+            this.newest = await this.store.open(older.id);
+            break;
+          } catch {
+            // not usable: the next one
+          }
+        }
+      }
+    }
     const s = this.newest;
+    this.scrubbed = this.scrubInBackground(s === null ? refused : [s.id, ...refused]);
     if (s === null) return { index: 0, term: 0, membership: initial, sizeBytes: 0, digest: '' };
     if (s.meta.index > this.storage.appliedIndex()) {
       this.log.warn({ index: s.meta.index, applied: this.storage.appliedIndex() }, 'completing an interrupted snapshot install');
@@ -208,49 +291,87 @@ export class SnapshotManager {
     };
   }
 
-  /** fetch pulls a snapshot from the peer at address into the store (verified chunk by chunk, then as a whole). */
+  /**
+   * fetch pulls a snapshot from the peer at address straight into the store:
+   * each chunk verified (hashed once) and written once through the store's
+   * sink, which hashes the whole archive as it writes and must find
+   * meta.digest; meta.json's index and term must be meta's. The archive's
+   * contents are validated when it is installed (install).
+   */
   async fetch(selfId: string, address: string, meta: SnapshotMeta, signal?: AbortSignal): Promise<{ stored: StoredSnapshot; result: FetchResult }> {
-    const dest = join(this.incomingDir, `${meta.index}-${meta.digest.slice(0, 16)}.tar.gz`);
-    try {
-      const result = await fetchSnapshot({
-        selfId,
-        address,
-        target: meta,
-        destPath: dest,
-        chunkBytes: this.policy.chunkBytes,
-        bandwidthBytesPerSec: this.policy.bandwidthBytesPerSec,
-        // importArchive below hashes the whole archive against meta.digest before it is kept.
-        verifyWholeDigest: false,
-        ...(signal !== undefined ? { signal } : {}),
-        ...(this.dial !== undefined ? { dial: this.dial } : {}),
-      });
-      const stored = await this.store.importArchive(createReadStream(dest, { highWaterMark: 1 << 20 }), {
-        expectedSha256: meta.digest,
-        maxBytes: this.policy.archiveBytesMax,
-      });
-      return { stored, result };
-    } finally {
-      await rm(dest, { force: true });
-    }
+    let result: FetchResult | undefined;
+    const stored = await this.store.receiveArchive(
+      { digest: meta.digest, sizeBytes: meta.sizeBytes, index: meta.index, term: meta.term },
+      async (sink) => {
+        result = await fetchSnapshot({
+          selfId,
+          address,
+          target: meta,
+          sink,
+          chunkBytes: this.policy.chunkBytes,
+          bandwidthBytesPerSec: this.policy.bandwidthBytesPerSec,
+          ...(signal !== undefined ? { signal } : {}),
+          ...(this.dial !== undefined ? { dial: this.dial } : {}),
+        });
+      },
+      { maxBytes: this.policy.archiveBytesMax },
+    );
+    return { stored, result: result as FetchResult };
   }
 
   /**
    * install replaces the state machine with a stored snapshot's state,
    * atomically (the state machine keeps its old state unless the whole
-   * install succeeds). The archive was verified when it entered the store
-   * and is verified again as it is read.
+   * install succeeds). The archive is read once and gunzipped once; its
+   * recorded hashes are trusted on open (checked when it was written), and
+   * readArchive verifies everything inside it (every member's SHA-256, the
+   * gzip CRC, nothing after the end) before the new state is made live: the
+   * state's source ends only once the archive is verified. An archive that
+   * fails that is moved out of the store (so a restart does not try it
+   * again) and the error passed on.
    */
   async install(s: StoredSnapshot): Promise<void> {
-    const handle = await this.store.open(s.id); // re-verifies the archive's SHA-256 before a byte is used
+    const handle = await this.store.open(s.id);
     try {
-      await readArchive(handle.createReadStream(0), async (meta, state) => {
-        await this.storage.installState(decodeStateRecords(state), { appliedIndex: meta.index, membership: meta.membership });
+      await readArchive(handle.createReadStream(0), async (meta, state, verified) => {
+        await this.storage.installState(thenVerified(decodeStateRecords(state), verified), { appliedIndex: meta.index, membership: meta.membership });
       });
     } catch (err) {
       handle.release();
+      if (err instanceof ArchiveError || err instanceof StateFormatError) {
+        this.log.error({ id: s.id, err: err.message }, 'a stored snapshot failed to install; removing it');
+        await this.store.remove(s.id).catch(() => undefined);
+      }
       throw err;
     }
-    await this.setNewest(handle); // the verified handle becomes the newest: no second verification
+    await this.setNewest(handle); // the opened handle becomes the newest: not opened again
+  }
+
+  /**
+   * openCurrent returns the newest snapshot, opened (pinned until release()),
+   * if it still holds exactly the state machine's state: its index equals the
+   * state machine's applied index (every apply and install moves that index,
+   * so equal means no byte of the state differs; an index moved by no-op or
+   * membership entries alone counts as changed: membership is part of the
+   * snapshot's meta). Otherwise null. The open is cheap (open() trusts the
+   * recorded hashes): serving a current snapshot costs no rebuild and no hashing.
+   */
+  async openCurrent(): Promise<SnapshotHandle | null> {
+    const n = this.newest;
+    if (n === null || n.meta.index !== this.storage.appliedIndex()) return null;
+    // Checked in the same turn as the applied index: the snapshot is the state as of now.
+    try {
+      return await this.store.open(n.id);
+    } catch {
+      return null;
+    }
+  }
+
+  /** openStored opens the snapshot of this node's store that `meta` names (index and digest); NodeError `unavailable` if it is gone. */
+  async openStored(meta: SnapshotMeta): Promise<SnapshotHandle> {
+    const stored = (await this.store.list()).find((s) => s.meta.index === meta.index && s.archiveSha256 === meta.digest);
+    if (stored === undefined) throw new NodeError('unavailable', `snapshot ${meta.index} vanished before it could be read`);
+    return this.store.open(stored.id);
   }
 
   /**
@@ -261,11 +382,11 @@ export class SnapshotManager {
   async installUpload(s: StoredSnapshot, appliedIndex: number, membership: Membership, session?: SessionStamp): Promise<void> {
     const handle = await this.uploads.open(s.id);
     try {
-      await readArchive(handle.createReadStream(0), async (meta, state) => {
+      await readArchive(handle.createReadStream(0), async (meta, state, verified) => {
         // The same checks as the upload's: an archive that slipped past them fails here the
         // same way on every node (the state machine keeps its old state), never half installed.
         // A restore replaces the data, not the cluster's record of client request ids (the archive's is ignored).
-        await this.storage.installState(checkedStateRecords(state, meta, RESTORE_STATE_LIMITS), {
+        await this.storage.installState(thenVerified(checkedStateRecords(state, meta, RESTORE_STATE_LIMITS), verified), {
           appliedIndex,
           membership,
           keepSessions: true,
@@ -347,33 +468,32 @@ export class SnapshotManager {
     if (target.sizeBytes > this.policy.archiveBytesMax) {
       throw new NodeError('invalid', `archive of ${target.sizeBytes} bytes is larger than this node's limit of ${this.policy.archiveBytesMax}`);
     }
-    const dest = join(this.incomingDir, `upload-${target.digest.slice(0, 16)}-${Date.now()}.tar.gz`);
-    try {
-      await fetchSnapshot({
-        selfId,
-        address,
-        target,
-        destPath: dest,
-        chunkBytes: this.policy.chunkBytes,
-        ...(signal !== undefined ? { signal } : {}),
-        ...(opts.maxAttempts !== undefined ? { maxAttempts: opts.maxAttempts } : {}),
-        ...(this.dial !== undefined ? { dial: this.dial } : {}),
-      });
-      return await this.uploads.importArchive(createReadStream(dest, { highWaterMark: 1 << 20 }), {
-        expectedSha256: target.digest,
+    // Written straight into the uploads store (each byte once), then read once to validate it.
+    return this.uploads.receiveArchive(
+      target,
+      async (sink) => {
+        await fetchSnapshot({
+          selfId,
+          address,
+          target,
+          sink,
+          chunkBytes: this.policy.chunkBytes,
+          ...(signal !== undefined ? { signal } : {}),
+          ...(opts.maxAttempts !== undefined ? { maxAttempts: opts.maxAttempts } : {}),
+          ...(this.dial !== undefined ? { dial: this.dial } : {}),
+        });
+      },
+      {
         maxBytes: this.policy.archiveBytesMax,
-        ...(opts.checkRecords === true
-          ? {
-              consumeState: async (meta: ArchiveMeta, state: Readable) => {
-                await this.checkRestoreSize(meta, opts.reserveBytes ?? 0);
-                await validateStateRecords(state, meta, RESTORE_STATE_LIMITS);
-              },
-            }
-          : {}),
-      });
-    } finally {
-      await rm(dest, { force: true });
-    }
+        check: async (path) => {
+          await readArchive(createReadStream(path, { highWaterMark: 1 << 20 }), async (meta, state) => {
+            if (opts.checkRecords !== true) return;
+            await this.checkRestoreSize(meta, opts.reserveBytes ?? 0);
+            await validateStateRecords(state, meta, RESTORE_STATE_LIMITS);
+          });
+        },
+      },
+    );
   }
 
   /**
@@ -441,6 +561,8 @@ export class SnapshotManager {
   }
 
   async close(): Promise<void> {
+    this.scrubAbort.abort();
+    await this.scrubbed;
     this.newest?.release();
     this.newest = null;
   }

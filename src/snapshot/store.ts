@@ -521,13 +521,15 @@ export class SnapshotStore {
    * `<dir>/quarantine/<id>` (out of list(), kept for an operator), even if it
    * is open. A snapshot that cannot be read for another reason (a missing
    * file system, a permission) is left where it is and reported in
-   * `unreadable`. `signal` stops it between snapshots. Never rejects for a
+   * `unreadable`. `signal` stops it between snapshots; ids in `skip` (just
+   * verified) are not read again. Never rejects for a
    * bad snapshot; rejects only if the store directory cannot be listed.
    */
-  async scrub(signal?: AbortSignal): Promise<ScrubResult> {
+  async scrub(signal?: AbortSignal, skip: readonly string[] = []): Promise<ScrubResult> {
     const result: ScrubResult = { checked: [], quarantined: [], unreadable: [] };
     for (const s of await this.list()) {
       if (signal?.aborted === true) break;
+      if (skip.includes(s.id)) continue;
       let reason: string | null = null;
       try {
         await this.verify(s.id);

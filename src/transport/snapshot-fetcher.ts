@@ -28,8 +28,14 @@ export interface FetchOptions {
   /** address of the node that holds the snapshot (host:port). */
   readonly address: string;
   readonly target: FetchTarget;
-  /** destPath: file written with the verified bytes (created or truncated). */
-  readonly destPath: string;
+  /** destPath: file written with the verified bytes (created or truncated); ignored when `sink` is given. */
+  readonly destPath?: string;
+  /**
+   * sink, if given, takes each verified chunk instead of a file (the snapshot
+   * store's ArchiveSink: it writes, hashes the whole archive and fsyncs
+   * itself, so the fetcher neither hashes the whole nor syncs).
+   */
+  readonly sink?: FetchSink;
   readonly chunkBytes?: number;
   /** maxAttempts: stream (re)starts before giving up; each resumes from the last verified offset. */
   readonly maxAttempts?: number;
@@ -53,6 +59,15 @@ export interface FetchOptions {
   readonly dial?: PeerDial;
 }
 
+/**
+ * FetchSink takes the verified chunks of a fetch in order: writeChunk gets
+ * each chunk's bytes and the SHA-256 they were checked against, and resolves
+ * when the next may come (rejecting stops the fetch with that error).
+ */
+export interface FetchSink {
+  writeChunk(data: Uint8Array, sha256: Uint8Array): Promise<void>;
+}
+
 export interface FetchResult {
   readonly bytes: number;
   readonly attempts: number;
@@ -67,11 +82,13 @@ export class SnapshotFetchError extends Error {
 
 /**
  * fetchSnapshot pulls a snapshot archive from a peer with the server-streaming
- * FetchSnapshot RPC and writes it to destPath. Every chunk's SHA-256 is checked
- * before it is written; a bad chunk is discarded and the stream restarted from
- * the last verified offset, as is a cut or stalled stream. The whole archive's
- * SHA-256 must equal target.digest, or it rejects. Memory stays at a few chunks:
- * the next chunk is not read before the previous one is on disk.
+ * FetchSnapshot RPC and writes it to destPath, or hands it to opts.sink.
+ * Every chunk's SHA-256 is checked (hashed once) before it is written; a bad
+ * chunk is discarded and the stream restarted from the last verified offset,
+ * as is a cut or stalled stream. Writing to destPath, the whole archive's
+ * SHA-256 must equal target.digest, or it rejects; a sink checks the whole
+ * digest itself. Chunks are passed on as decoded (no copy). Memory stays at a
+ * few chunks: the next chunk is not read before the previous one is on disk.
  */
 export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
   const log = opts.logger ?? silentLogger;
@@ -86,20 +103,25 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     interceptors: [...(opts.interceptors ?? faultInterceptors(log)), ...(opts.dial?.interceptors ?? [])],
     ...opts.channelOptions,
   });
-  const verifyWhole = opts.verifyWholeDigest ?? true;
+  const sink = opts.sink;
+  const destPath = opts.destPath ?? '';
+  if (sink === undefined && destPath === '') throw new SnapshotFetchError('fetchSnapshot needs a destPath or a sink');
+  const verifyWhole = sink === undefined && (opts.verifyWholeDigest ?? true);
   const whole = createHash('sha256');
   const limiter = new RateLimiter(opts.bandwidthBytesPerSec ?? 0);
   let file: FileHandle | undefined;
   let offset = 0;
   let attempts = 0;
   let hashFailures = 0;
-  /** writes: pending chunk writes; each resolves to its error, or null (never rejects). */
+  /** writes: pending chunk writes to destPath; each resolves to its error, or null (never rejects). */
   const writes: Promise<Error | null>[] = [];
+  /** sinkError: the sink's own failure, passed on as it is (never taken for a cut stream). */
+  let sinkError: unknown = null;
   const throwIfFailed = (e: Error | null | undefined): void => {
-    if (e instanceof Error) throw new SnapshotFetchError(`writing ${opts.destPath}: ${e.message}`);
+    if (e instanceof Error) throw new SnapshotFetchError(`writing ${destPath}: ${e.message}`);
   };
   try {
-    file = await open(opts.destPath, 'w', 0o600);
+    if (sink === undefined) file = await open(destPath, 'w', 0o600);
     while (offset < opts.target.sizeBytes) {
       if (opts.signal?.aborted === true) throw new SnapshotFetchError('snapshot fetch aborted');
       if (attempts >= maxAttempts) {
@@ -121,7 +143,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     if (digest !== opts.target.digest) {
       throw new SnapshotFetchError(`snapshot ${opts.target.index}: archive SHA-256 ${digest} does not match ${opts.target.digest}`);
     }
-    await file.sync();
+    await file?.sync();
     return { bytes: offset, attempts, hashFailures };
   } finally {
     await Promise.all(writes.splice(0));
@@ -166,12 +188,23 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
           call.cancel();
           throw new SnapshotFetchError(`snapshot ${opts.target.index}: peer sent more than ${opts.target.sizeBytes} bytes`);
         }
-        // Disk writes overlap with receiving and hashing the next chunks (at most WRITES_IN_FLIGHT
-        // pending: the stream is not read further until the oldest lands, which is the backpressure).
-        const at = offset;
-        writes.push((file as FileHandle).write(raw.data, 0, raw.data.length, at).then(() => null, (e: unknown) => e as Error));
-        if (writes.length >= WRITES_IN_FLIGHT) throwIfFailed(await writes.shift());
-        if (verifyWhole) whole.update(raw.data);
+        if (sink !== undefined) {
+          // The sink writes (a few writes in flight) and hashes the whole; its promise is the backpressure.
+          try {
+            await sink.writeChunk(raw.data, sum);
+          } catch (err) {
+            sinkError = err;
+            call.cancel();
+            throw err;
+          }
+        } else {
+          // Disk writes overlap with receiving and hashing the next chunks (at most WRITES_IN_FLIGHT
+          // pending: the stream is not read further until the oldest lands, which is the backpressure).
+          const at = offset;
+          writes.push((file as FileHandle).write(raw.data, 0, raw.data.length, at).then(() => null, (e: unknown) => e as Error));
+          if (writes.length >= WRITES_IN_FLIGHT) throwIfFailed(await writes.shift());
+          if (verifyWhole) whole.update(raw.data);
+        }
         offset += raw.data.length;
         opts.onProgress?.(offset, opts.target.sizeBytes);
         await limiter.take(raw.data.length);
@@ -180,6 +213,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
       return offset === opts.target.sizeBytes ? 'done' : 'cut';
     } catch (err) {
       if (err instanceof SnapshotFetchError) throw err;
+      if (sinkError !== null) throw sinkError;
       const code = (err as { code?: number }).code;
       if (code === grpc.status.NOT_FOUND || code === grpc.status.INVALID_ARGUMENT) {
         throw new SnapshotFetchError(`snapshot ${opts.target.index} from ${opts.address}: ${(err as Error).message}`);
