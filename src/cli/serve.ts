@@ -339,6 +339,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       logger.info({ id: cfg.id, why }, 'shutting down');
       void (async () => {
         if (schedule !== undefined) clearInterval(schedule);
+        // A planned stop of the leader hands leadership over first, so the cluster loses no election timeout.
+        if (why === 'SIGTERM' || why === 'SIGINT') await handOffLeadership(node, logger);
         await api.close();
         await tasks.close();
         await node.stop();
@@ -358,4 +360,32 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       if (failure !== null) stop(`node failed: ${failure.message}`, 1);
     }, 1_000);
   });
+}
+
+/** LEADER_HANDOFF_MS: how long a stopping leader waits for its successor to take over before it exits anyway. */
+export const LEADER_HANDOFF_MS = 2_000;
+
+/**
+ * handOffLeadership: when `node` leads, transfers leadership to the most
+ * caught-up other voter (highest match index) and waits at most
+ * LEADER_HANDOFF_MS for it to lead. Never throws: a failed or timed-out
+ * transfer is logged and the caller stops anyway (the others then elect a
+ * leader after an election timeout, as after a crash). Resolves with the new
+ * leader's id, or '' when there was nothing to hand over or the handoff failed.
+ */
+export async function handOffLeadership(node: Pick<Node, 'status' | 'transferLeadership'>, logger: Logger, timeoutMs = LEADER_HANDOFF_MS): Promise<string> {
+  const st = node.status();
+  if (st.role !== 'leader') return '';
+  const candidates = st.membership.voters.filter((v) => v !== st.id);
+  if (candidates.length === 0) return '';
+  const to = candidates.reduce((best, v) => ((st.progress[v]?.match ?? 0) > (st.progress[best]?.match ?? 0) ? v : best));
+  const startedMs = Date.now();
+  try {
+    await node.transferLeadership(to, timeoutMs);
+    logger.info({ to, ms: Date.now() - startedMs }, 'leadership handed over before stopping');
+    return to;
+  } catch (err) {
+    logger.warn({ to, err: (err as Error).message }, 'leadership handoff before stopping failed; stopping anyway');
+    return '';
+  }
 }
