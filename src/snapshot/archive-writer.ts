@@ -60,6 +60,8 @@ export interface RecordsArchiveOptions extends StateLimits {
   readonly gzipBlockBytes?: number;
   /** gzip members compressed at once (default: the cores, at least 2). */
   readonly gzipInFlightMax?: number;
+  /** store blocks whose sample does not compress (default true; parallel-gzip.ts gzipBlock). */
+  readonly gzipStoreIncompressible?: boolean;
   /** called as state.bin's compressed bytes are written to `out`, with the state bytes they hold so far and the total. */
   readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
 }
@@ -269,26 +271,30 @@ export async function writeArchiveFromRecords(
     ...(options.gzipLevel !== undefined ? { level: options.gzipLevel } : {}),
     ...(options.gzipBlockBytes !== undefined ? { blockBytes: options.gzipBlockBytes } : {}),
     ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
+    ...(options.gzipStoreIncompressible !== undefined ? { storeIncompressible: options.gzipStoreIncompressible } : {}),
   };
-  const { level, blockBytes, inFlightMax } = resolveParallelGzipOptions(gzipOptions);
+  const { level, blockBytes, inFlightMax, storeIncompressible } = resolveParallelGzipOptions(gzipOptions);
   const encoder = new StateBlockEncoder(blockBytes, options);
   const spoolPath = source.spoolPath;
-  let spool: FileHandle;
-  try {
-    spool = await open(spoolPath, 'wx', ENTRY_MODE);
-  } catch (err) {
-    throw new ArchiveError('io', `cannot create the spool file ${spoolPath}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
+  let spool: FileHandle | null = null;
+
+  /** prepare runs the records through the blocks and gzip into the spool, then builds the head and tail members. */
+  const prepare = async () => {
+    try {
+      spool = await open(spoolPath, 'wx+', ENTRY_MODE);
+    } catch (err) {
+      throw new ArchiveError('io', `cannot create the spool file ${spoolPath}: ${(err as Error).message}`, { cause: err });
+    }
+    const handle: FileHandle = spool;
     // 1. records -> blocks -> gzip members -> spool, hashing state.bin on the way.
     const stateHash = createHash('sha256');
     const members: { readonly compressedBytes: number; readonly stateBytes: number }[] = [];
     let spoolBytes = 0;
     const queue = new GzipMemberQueue(level, inFlightMax, async (member, inputBytes) => {
-      await writeAll(spool, member, spoolPath);
+      await writeAll(handle, member, spoolPath);
       members.push({ compressedBytes: member.length, stateBytes: inputBytes });
       spoolBytes += member.length;
-    });
+    }, storeIncompressible);
     const takeReady = async (): Promise<void> => {
       const ready = encoder.ready.splice(0);
       for (const block of ready) {
@@ -344,35 +350,45 @@ export async function writeArchiveFromRecords(
       Buffer.alloc(END_OF_ARCHIVE_BYTES),
     ]);
     const [headMember, tailMember] = await Promise.all([gzipMember(head, level), gzipMember(tail, level)]);
+    return { handle, full, stateSha256, stateBytes, members, spoolBytes, headMember, tailMember };
+  };
 
-    // 3. head member, the spooled state members, tail member -> out, hashed as written.
-    async function* archiveBytes(): AsyncGenerator<Buffer> {
-      yield headMember;
-      let position = 0;
-      let streamed = 0;
-      for (const m of members) {
-        yield await readExactly(spool, m.compressedBytes, position, spoolPath);
-        position += m.compressedBytes;
-        streamed += m.stateBytes;
-        options.onStateProgress?.(streamed, stateBytes);
-      }
-      if (position !== spoolBytes) throw new ArchiveError('io', `the spool file ${spoolPath} holds ${spoolBytes} bytes, ${position} were read`);
-      yield tailMember;
+  // 3. head member, the spooled state members, tail member -> out, hashed as written. Everything runs
+  // inside the pipeline, so any failure (a bad record too) destroys `out` the way pipeline does.
+  let prepared: Awaited<ReturnType<typeof prepare>> | null = null;
+  async function* archiveBytes(): AsyncGenerator<Buffer> {
+    const p = await prepare();
+    prepared = p;
+    const { handle, members, stateBytes, spoolBytes } = p;
+    yield p.headMember;
+    let position = 0;
+    let streamed = 0;
+    for (const m of members) {
+      yield await readExactly(handle, m.compressedBytes, position, spoolPath);
+      position += m.compressedBytes;
+      streamed += m.stateBytes;
+      options.onStateProgress?.(streamed, stateBytes);
     }
-    const tap = new HashTap();
-    await pipeline(Readable.from(archiveBytes(), { objectMode: false, highWaterMark: blockBytes }), tap, out);
-    return {
-      archiveSha256: tap.digest(),
-      archiveBytes: tap.bytes,
-      meta: full,
-      stateSha256,
-      gzipMembers: members.length + 2,
-    };
-  } catch (err) {
-    if (!out.destroyed) out.destroy(err instanceof Error ? err : new Error(String(err)));
-    throw err;
-  } finally {
-    await spool.close().catch(() => undefined);
-    await unlink(spoolPath).catch(() => undefined);
+    if (position !== spoolBytes) throw new ArchiveError('io', `the spool file ${spoolPath} holds ${spoolBytes} bytes, ${position} were read`);
+    yield p.tailMember;
   }
+  const tap = new HashTap();
+  try {
+    await pipeline(Readable.from(archiveBytes(), { objectMode: false, highWaterMark: blockBytes }), tap, out);
+  } finally {
+    const handle = spool as FileHandle | null;
+    if (handle !== null) {
+      await handle.close().catch(() => undefined);
+      await unlink(spoolPath).catch(() => undefined);
+    }
+  }
+  const done = prepared as Awaited<ReturnType<typeof prepare>> | null;
+  if (done === null) throw new ArchiveError('io', 'the archive stream ended before the state was written');
+  return {
+    archiveSha256: tap.digest(),
+    archiveBytes: tap.bytes,
+    meta: done.full,
+    stateSha256: done.stateSha256,
+    gzipMembers: done.members.length + 2,
+  };
 }

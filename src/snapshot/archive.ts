@@ -53,6 +53,8 @@ export {
   GZIP_LEVEL_DEFAULT,
   GzipMemberQueue,
   ParallelGzip,
+  blockGzipLevel,
+  gzipBlock,
   gzipInFlightDefault,
   gzipMember,
   type ParallelGzipOptions,
@@ -81,6 +83,8 @@ export interface WriteArchiveOptions {
   readonly gzipBlockBytes?: number;
   /** gzip members compressed at once on the threadpool (default: the cores, at least 2). */
   readonly gzipInFlightMax?: number;
+  /** store blocks whose sample does not compress (default true; parallel-gzip.ts gzipBlock). */
+  readonly gzipStoreIncompressible?: boolean;
   /** called after each chunk of state.bin is handed on, with bytes so far and the total. */
   readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
 }
@@ -210,6 +214,7 @@ export async function writeArchive(
         level: options.gzipLevel ?? GZIP_LEVEL_DEFAULT,
         ...(options.gzipBlockBytes !== undefined ? { blockBytes: options.gzipBlockBytes } : {}),
         ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
+        ...(options.gzipStoreIncompressible !== undefined ? { storeIncompressible: options.gzipStoreIncompressible } : {}),
       }),
       tap,
       out,

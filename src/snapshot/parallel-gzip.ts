@@ -7,7 +7,8 @@
  *
  * Block boundaries depend only on byte offsets in the input (never on how the
  * input was chunked), so the same bytes, block size and level give the same
- * output. Memory is bounded: at most `inFlightMax` blocks (input and output)
+ * output. A block that does not compress is stored (gzip level 0; see
+ * gzipBlock). Memory is bounded: at most `inFlightMax` blocks (input and output)
  * are held at once, plus the block being filled.
  */
 import { availableParallelism } from 'node:os';
@@ -24,6 +25,15 @@ export const GZIP_BLOCK_BYTES_DEFAULT = 1024 * 1024;
  */
 export const GZIP_LEVEL_DEFAULT = 1;
 
+/** SAMPLE_BYTES: bytes of a block (two pieces of half this, at its start and middle) compressed first to judge it. */
+const SAMPLE_BYTES = 64 * 1024;
+/**
+ * INCOMPRESSIBLE_RATIO: a block whose sample compresses less than this (input/output) is stored
+ * (gzip level 0): random bytes do not compress at any level, and storing them costs a
+ * thirtieth of deflating them.
+ */
+const INCOMPRESSIBLE_RATIO = 1.03;
+
 /** gzipInFlightDefault: blocks compressed at once by default (the cores, at least 2). */
 export function gzipInFlightDefault(): number {
   return Math.max(2, availableParallelism());
@@ -37,12 +47,15 @@ export interface ParallelGzipOptions {
   readonly blockBytes?: number;
   /** blocks compressed at once, 1 to 64 (default gzipInFlightDefault()). */
   readonly inFlightMax?: number;
+  /** store (gzip level 0) a block whose sample does not compress (default true; see gzipBlock). */
+  readonly storeIncompressible?: boolean;
 }
 
 interface Resolved {
   readonly level: number;
   readonly blockBytes: number;
   readonly inFlightMax: number;
+  readonly storeIncompressible: boolean;
 }
 
 function checkInt(name: string, value: number, min: number, max: number): number {
@@ -58,6 +71,7 @@ export function resolveParallelGzipOptions(options: ParallelGzipOptions = {}): R
     level: checkInt('gzip level', options.level ?? GZIP_LEVEL_DEFAULT, 0, 9),
     blockBytes: checkInt('gzip blockBytes', options.blockBytes ?? GZIP_BLOCK_BYTES_DEFAULT, 64 * 1024, 64 * 1024 * 1024),
     inFlightMax: checkInt('gzip inFlightMax', options.inFlightMax ?? gzipInFlightDefault(), 1, 64),
+    storeIncompressible: options.storeIncompressible ?? true,
   };
 }
 
@@ -74,6 +88,28 @@ export function gzipMember(block: Uint8Array, level: number): Promise<Buffer> {
       else resolve(out);
     });
   });
+}
+
+/**
+ * blockGzipLevel is the level gzipBlock uses for `block`: `level`, unless
+ * `storeIncompressible` is set, the level is above 0, the block is larger than
+ * SAMPLE_BYTES and a sample of it (its first and middle 32 KiB, compressed
+ * at `level`) shrinks by less than 3%: then 0 (stored). zlib would mostly
+ * emit stored blocks for such data too, after deflating it at full cost; the
+ * choice depends only on the block's bytes, so output stays deterministic.
+ */
+export async function blockGzipLevel(block: Uint8Array, level: number, storeIncompressible: boolean): Promise<number> {
+  if (!storeIncompressible || level === 0 || block.length <= SAMPLE_BYTES) return level;
+  const half = SAMPLE_BYTES / 2;
+  const mid = Math.floor(block.length / 2);
+  const sample = Buffer.concat([block.subarray(0, half), block.subarray(mid, mid + half)]);
+  const packed = await gzipMember(sample, level);
+  return sample.length / packed.length < INCOMPRESSIBLE_RATIO ? 0 : level;
+}
+
+/** gzipBlock compresses `block` as one gzip member at blockGzipLevel(block, level, storeIncompressible). */
+export async function gzipBlock(block: Uint8Array, level: number, storeIncompressible: boolean): Promise<Buffer> {
+  return gzipMember(block, await blockGzipLevel(block, level, storeIncompressible));
 }
 
 interface Job {
@@ -96,16 +132,23 @@ interface Job {
 export class GzipMemberQueue {
   readonly #level: number;
   readonly #inFlightMax: number;
+  readonly #storeIncompressible: boolean;
   readonly #deliver: (member: Buffer, inputBytes: number) => Promise<void> | void;
   readonly #jobs: Job[] = [];
   #failure: unknown = null;
   /** memberCount: members delivered so far. */
   memberCount = 0;
 
-  constructor(level: number, inFlightMax: number, deliver: (member: Buffer, inputBytes: number) => Promise<void> | void) {
+  constructor(
+    level: number,
+    inFlightMax: number,
+    deliver: (member: Buffer, inputBytes: number) => Promise<void> | void,
+    storeIncompressible = true,
+  ) {
     this.#level = checkInt('gzip level', level, 0, 9);
     this.#inFlightMax = checkInt('gzip inFlightMax', inFlightMax, 1, 64);
     this.#deliver = deliver;
+    this.#storeIncompressible = storeIncompressible;
   }
 
   /** pending: blocks added but not yet delivered. */
@@ -116,7 +159,7 @@ export class GzipMemberQueue {
   /** add starts compressing `block`; resolves when another block may be added. */
   async add(block: Uint8Array): Promise<void> {
     if (this.#failure !== null) throw this.#failure;
-    const member = gzipMember(block, this.#level);
+    const member = gzipBlock(block, this.#level, this.#storeIncompressible);
     member.catch(() => undefined); // met (and rethrown) when delivered
     this.#jobs.push({ member, inputBytes: block.length });
     while (this.#jobs.length >= this.#inFlightMax) await this.#deliverHead();
@@ -160,14 +203,19 @@ export class ParallelGzip extends Transform {
   bytesOut = 0;
 
   constructor(options: ParallelGzipOptions = {}) {
-    const { level, blockBytes, inFlightMax } = resolveParallelGzipOptions(options);
+    const { level, blockBytes, inFlightMax, storeIncompressible } = resolveParallelGzipOptions(options);
     super({ readableHighWaterMark: blockBytes, writableHighWaterMark: 64 * 1024 });
     this.#blockBytes = blockBytes;
     this.#block = Buffer.allocUnsafe(blockBytes);
-    this.#queue = new GzipMemberQueue(level, inFlightMax, (member) => {
-      this.bytesOut += member.length;
-      this.push(member);
-    });
+    this.#queue = new GzipMemberQueue(
+      level,
+      inFlightMax,
+      (member) => {
+        this.bytesOut += member.length;
+        this.push(member);
+      },
+      storeIncompressible,
+    );
   }
 
   /** members: gzip members pushed so far. */

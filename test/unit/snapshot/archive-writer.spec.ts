@@ -1,0 +1,189 @@
+/**
+ * writeArchiveFromRecords: the archive it builds from records is a valid
+ * multi-member gzip tar that `tar`, `sha256sum -c` and readArchive all read;
+ * the state round-trips byte for byte (also through RocksStorage); it is
+ * deterministic; bad records fail with nothing left behind; memory stays flat
+ * (the compressed state waits in the spool, not in memory).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { access, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+
+import { readArchive, writeArchive, writeArchiveFromRecords } from '../../../src/snapshot/archive.js';
+import { StateFormatError } from '../../../src/snapshot/errors.js';
+import { checkedStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
+import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { MEMBERSHIP, collect, inBatches, records, sha256, sink, tempDir } from './helpers.js';
+
+const run = promisify(execFile);
+const META = { id: 'snap-7', index: 7, term: 2, membership: MEMBERSHIP, createdAt: '2024-05-01T12:00:00.000Z', snapcoordVersion: '0.1.0' };
+const BLOCK = 64 * 1024;
+
+async function build(all: readonly StateRecord[], dir: string, name: string, options: Parameters<typeof writeArchiveFromRecords>[3] = {}) {
+  const chunks: Buffer[] = [];
+  const result = await writeArchiveFromRecords(
+    META,
+    { records: inBatches(all, 37), spoolPath: join(dir, `${name}.spool`) },
+    sink((c) => chunks.push(c)),
+    { gzipBlockBytes: BLOCK, ...options },
+  );
+  return { result, bytes: Buffer.concat(chunks) };
+}
+
+describe('writeArchiveFromRecords', function () {
+  this.timeout(120_000);
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => ({ dir, cleanup } = await tempDir()));
+  afterEach(() => cleanup());
+
+  it('writes a multi-member gzip tar that tar, sha256sum -c and readArchive read, with state.bin byte for byte', async () => {
+    const all = records(600);
+    const { result, bytes } = await build(all, dir, 'a');
+    const stateBin = await collect(encodeStateRecords(inBatches(all)));
+    assert.ok(result.gzipMembers > 3, `members ${result.gzipMembers}`);
+    assert.equal(result.meta.stateBytes, stateBin.length);
+    assert.equal(result.meta.stateKeys, all.length);
+    assert.equal(result.stateSha256, sha256(stateBin));
+    assert.equal(result.archiveSha256, sha256(bytes));
+    assert.equal(result.archiveBytes, bytes.length);
+    assert.deepEqual(await readdir(dir), [], 'the spool file is removed');
+
+    const path = join(dir, 'a.tar.gz');
+    await writeFile(path, bytes);
+    await run('gzip', ['-t', path]);
+    const { stdout: list } = await run('tar', ['tzf', path]);
+    assert.deepEqual(list.trim().split('\n'), ['meta.json', 'state.bin', 'SHA256SUMS']);
+    const out = join(dir, 'x');
+    await run('mkdir', [out]);
+    await run('tar', ['xzf', path, '-C', out]);
+    assert.deepEqual(await readFile(join(out, 'state.bin')), stateBin);
+    await run('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out });
+    assert.deepEqual(JSON.parse(await readFile(join(out, 'meta.json'), 'utf8')), result.meta);
+
+    const read = await readArchive(Readable.from([bytes]), async (m, state) => {
+      const got: StateRecord[] = [];
+      for await (const batch of checkedStateRecords(state, m)) got.push(...batch);
+      return got;
+    });
+    assert.deepEqual(read.meta, result.meta);
+    assert.equal(read.stateSha256, result.stateSha256);
+    assert.deepEqual(
+      read.result.map((r) => [Buffer.from(r.key), Buffer.from(r.value)]),
+      all.map((r) => [Buffer.from(r.key), Buffer.from(r.value)]),
+    );
+  });
+
+  it('is deterministic, and holds the same state.bin as writeArchive from a file', async () => {
+    const all = records(300, 5);
+    const a = await build(all, dir, 'a');
+    const b = await build(all, dir, 'b', { gzipInFlightMax: 1 });
+    assert.deepEqual(a.bytes, b.bytes);
+    const statePath = join(dir, 'state.bin');
+    await writeFile(statePath, await collect(encodeStateRecords(inBatches(all))));
+    const viaFile = await writeArchive(META, statePath, sink());
+    assert.equal(viaFile.stateSha256, a.result.stateSha256);
+    assert.deepEqual(viaFile.meta, a.result.meta);
+  });
+
+  it('archives an empty state', async () => {
+    const { result, bytes } = await build([], dir, 'e');
+    assert.equal(result.meta.stateBytes, 0);
+    assert.equal(result.meta.stateKeys, 0);
+    const read = await readArchive(Readable.from([bytes]), async (_m, state) => (await collect(state)).length);
+    assert.equal(read.result, 0);
+  });
+
+  for (const [name, bad, code] of [
+    ['keys out of order', [{ key: Buffer.from('b'), value: Buffer.alloc(1) }, { key: Buffer.from('a'), value: Buffer.alloc(1) }], 'key-order'],
+    ['a duplicate key', [{ key: Buffer.from('a'), value: Buffer.alloc(1) }, { key: Buffer.from('a'), value: Buffer.alloc(1) }], 'key-order'],
+    ['an empty key', [{ key: Buffer.alloc(0), value: Buffer.alloc(1) }], 'empty-key'],
+    ['a key over the limit', [{ key: Buffer.alloc(4097, 1), value: Buffer.alloc(1) }], 'key-too-large'],
+  ] as const) {
+    it(`refuses ${name} (StateFormatError ${code}); out is destroyed and the spool removed`, async () => {
+      const out = sink();
+      await assert.rejects(
+        writeArchiveFromRecords(META, { records: inBatches(bad as readonly StateRecord[]), spoolPath: join(dir, 's.spool') }, out),
+        (err: unknown) => err instanceof StateFormatError && err.code === code,
+      );
+      assert.ok(out.destroyed);
+      assert.deepEqual(await readdir(dir), []);
+    });
+  }
+
+  it('refuses to overwrite an existing spool file, and leaves it alone', async () => {
+    const spoolPath = join(dir, 'taken.spool');
+    await writeFile(spoolPath, 'someone else');
+    await assert.rejects(writeArchiveFromRecords(META, { records: inBatches(records(3)), spoolPath }, sink()), /spool/);
+    assert.equal(await readFile(spoolPath, 'utf8'), 'someone else');
+  });
+
+  it('passes the source error on and removes the spool', async () => {
+    async function* failing(): AsyncGenerator<StateRecord[]> {
+      yield records(10);
+      throw new Error('iterator broke');
+    }
+    await assert.rejects(writeArchiveFromRecords(META, { records: failing(), spoolPath: join(dir, 'f.spool') }, sink()), /iterator broke/);
+    await assert.rejects(access(join(dir, 'f.spool')));
+  });
+
+  it('keeps memory flat: 96 MiB of incompressible state grows RSS by far less than the state (it waits in the spool)', async () => {
+    const stateBytesTarget = 96 * 1024 * 1024;
+    async function* lazy(): AsyncGenerator<StateRecord[]> {
+      let x = 0x2545f491;
+      let produced = 0;
+      for (let i = 0; produced < stateBytesTarget; ) {
+        const batch: StateRecord[] = [];
+        for (let n = 0; n < 256; n++, i++) {
+          const value = Buffer.allocUnsafe(4096);
+          for (let j = 0; j < value.length; j += 4) {
+            x ^= x << 13;
+            x ^= x >>> 17;
+            x ^= x << 5;
+            value.writeInt32LE(x | 0, j);
+          }
+          const key = Buffer.from(`k/${String(i).padStart(10, '0')}`);
+          produced += 8 + key.length + value.length;
+          batch.push({ key, value });
+        }
+        yield batch;
+      }
+    }
+    global.gc?.();
+    const startRss = process.memoryUsage().rss;
+    let peakRss = startRss;
+    const timer = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 10);
+    try {
+      const result = await writeArchiveFromRecords(META, { records: lazy(), spoolPath: join(dir, 'm.spool') }, sink());
+      assert.ok(result.meta.stateBytes >= stateBytesTarget);
+      assert.ok(result.archiveBytes >= stateBytesTarget, 'incompressible: the archive is as large as the state');
+    } finally {
+      clearInterval(timer);
+    }
+    const growthMb = (peakRss - startRss) / 1024 / 1024;
+    assert.ok(growthMb < 48, `RSS grew by ${growthMb.toFixed(0)} MiB for a 96 MiB state`);
+  });
+
+  it('round-trips a RocksStorage state: snapshotState -> archive -> readArchive -> installState gives the same digest', async () => {
+    const a = await RocksStorage.open(join(dir, 'a'));
+    const b = await RocksStorage.open(join(dir, 'b'));
+    try {
+      await a.installState(inBatches(records(2000, 9), 250), { appliedIndex: 42, membership: MEMBERSHIP });
+      const reader = await a.snapshotState();
+      const path = join(dir, 'snap.tar.gz');
+      await writeArchiveFromRecords(META, { records: reader.batches(), spoolPath: join(dir, 'r.spool') }, createWriteStream(path));
+      await readArchive(createReadStream(path), async (m, state) => {
+        await b.installState(checkedStateRecords(state, m), { appliedIndex: 42, membership: MEMBERSHIP });
+      });
+      assert.equal(await b.stateDigest(), await a.stateDigest());
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
