@@ -72,10 +72,12 @@ function metricsSources(opts: CommonOpts): ResourceSource[] {
 }
 
 /** interruptible: an AbortSignal that the first Ctrl-C aborts (a second one ends the process as usual). */
-function interruptible(): { signal: AbortSignal; dispose(): void } {
+function interruptible(what: string, live: LiveLine, quiet: boolean): { signal: AbortSignal; dispose(): void } {
   const ac = new AbortController();
   const onSigint = (): void => ac.abort();
   process.once('SIGINT', onSigint);
+  // Without a TTY there is no live line: say once that the run started and how to stop it.
+  if (!live.enabled && !quiet) process.stderr.write(`snapcoord bench ${what}: running (Ctrl-C stops it and prints what was measured)\n`);
   return { signal: ac.signal, dispose: () => process.off('SIGINT', onSigint) };
 }
 
@@ -140,7 +142,7 @@ export function addBenchCommands(program: Command): void {
     const idleTimeoutMs = opts.idleTimeoutMs === undefined ? DEFAULT_IDLE_TIMEOUT_MS : positiveInt('idle-timeout-ms', opts.idleTimeoutMs, 0);
     const metrics = metricsSources(opts);
     const live = new LiveLine(opts.progress !== false);
-    const stop = interruptible();
+    const stop = interruptible('snapshot', live, opts.progress === false);
     try {
       const d = await runSnapshotBench({ endpoint, dial: cliDial(), streams, resumeCuts, idleTimeoutMs, stale: opts.stale === true, metrics, live, signal: stop.signal, ...limitsOf(opts) });
       await finish(d, opts);
@@ -175,7 +177,7 @@ export function addBenchCommands(program: Command): void {
       const idleTimeoutMs = opts.idleTimeoutMs === undefined ? DEFAULT_IDLE_TIMEOUT_MS : positiveInt('idle-timeout-ms', opts.idleTimeoutMs, 0);
       const metrics = metricsSources(opts);
       const live = new LiveLine(opts.progress !== false);
-      const stop = interruptible();
+      const stop = interruptible('write', live, opts.progress === false);
       try {
         const d = await runWriteBench({
           endpoint,

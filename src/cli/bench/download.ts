@@ -5,7 +5,10 @@
  * machine's disk); done when size and SHA-256 match the `info` the node sent.
  *
  * Cuts (--resume-cuts K): the download is cancelled K times at random points
- * and resumed. GetSnapshot has no offset, so a resume asks again: when the
+ * (after the message that reaches the point; before the last message when
+ * the point lies in it) and resumed with a pinned, ranged GetSnapshot (the
+ * archive's `id`, `offset` = the bytes verified so far). When the node no
+ * longer holds it (NOT_FOUND) the download asks for a fresh one: when the
  * node answers with the same archive (same digest: a snapshot still current
  * is served again) the bytes already verified are skipped as they arrive
  * again (counted as `discardedBytes`) and hashing goes on from there; when
@@ -77,12 +80,9 @@ class CodedError extends Error {
   }
 }
 
-/** cutPoints: `k` sorted offsets in [1, size-1] (fewer when the archive is too small to cut k times). */
+/** cutPoints: `k` sorted offsets in [1, size-1] (repeats allowed: each cut still gets a message of its own). */
 function cutPoints(k: number, size: number, random: () => number): number[] {
-  if (k <= 0 || size < 2) return [];
-  const out = new Set<number>();
-  for (let i = 0; i < k * 4 && out.size < Math.min(k, size - 1); i++) out.add(1 + Math.floor(random() * (size - 1)));
-  return [...out].sort((a, b) => a - b);
+  return Array.from({ length: Math.max(0, k) }, () => 1 + Math.floor(random() * Math.max(1, size - 1))).sort((a, b) => a - b);
 }
 
 /** downloadVerified: see the file comment. Never throws: a failure is an outcome with ok false. */
@@ -96,10 +96,10 @@ export async function downloadVerified(client: SnapshotServiceClient, opts: Down
   let discardedBytes = 0;
   let restartedBytes = 0;
   let cuts: number[] = [];
-  let cutsLeft = opts.cuts;
   let cutsMade = 0;
   let resumedSame = 0;
   let restarts = 0;
+  let pinRefused = false;
   const outcome = (ok: boolean, code: string, message: string, aborted = false): DownloadOutcome => ({
     ok, code, message, aborted, info, bytes, discardedBytes, restartedBytes, ttfbMs, durationMs: performance.now() - t0, cutsMade, resumedSame, restarts,
   });
@@ -107,7 +107,9 @@ export async function downloadVerified(client: SnapshotServiceClient, opts: Down
   const aborted = (): boolean => opts.signal?.aborted === true;
   for (;;) {
     if (aborted()) return outcome(false, 'CANCELLED', 'stopped', true);
-    const call = client.getSnapshot({ stale: opts.stale });
+    // A resume pins the archive being downloaded and asks from the first byte not verified yet.
+    const pin = info !== undefined && bytes > 0 && !pinRefused ? { id: info.id, offset: BigInt(bytes) } : { id: '', offset: 0n };
+    const call = client.getSnapshot({ stale: opts.stale, index: 0n, length: 0n, ...pin });
     call.on('error', () => undefined); // read below through the iterator; a cut's CANCELLED is expected
     const onAbort = (): void => call.cancel();
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -133,7 +135,8 @@ export async function downloadVerified(client: SnapshotServiceClient, opts: Down
           if (announced) throw new CodedError('DATA_LOSS', 'the node sent the snapshot info twice');
           announced = true;
           if (info !== undefined && msg.info.digest === info.digest && msg.info.sizeBytes === info.sizeBytes) {
-            skip = bytes; // the same archive: skip what is verified already
+            // The same archive: a pinned read starts at `bytes`; a fresh one from 0 (skip what is verified already).
+            skip = pin.id !== '' ? 0 : bytes;
             resumedSame++;
           } else {
             if (info !== undefined) {
@@ -143,7 +146,7 @@ export async function downloadVerified(client: SnapshotServiceClient, opts: Down
             info = msg.info;
             hash = createHash('sha256');
             bytes = 0;
-            cuts = cutPoints(cutsLeft, Number(info.sizeBytes), random);
+            cuts = cutPoints(opts.cuts - cutsMade, Number(info.sizeBytes), random);
           }
           continue;
         }
@@ -158,14 +161,22 @@ export async function downloadVerified(client: SnapshotServiceClient, opts: Down
           if (chunk.length === 0) continue;
         }
         if (Number.isNaN(ttfbMs)) ttfbMs = performance.now() - t0;
-        if (bytes + chunk.length > Number(info.sizeBytes)) throw new CodedError('DATA_LOSS', `the node sent more than the ${info.sizeBytes} bytes it announced`);
+        const size = Number(info.sizeBytes);
+        if (cuts.length > 0 && bytes + chunk.length >= size) {
+          // The last message while cuts remain: cut before it, so every download is cut exactly K times.
+          cuts.shift();
+          cutsMade++;
+          cut = true;
+          call.cancel();
+          break;
+        }
+        if (bytes + chunk.length > size) throw new CodedError('DATA_LOSS', `the node sent more than the ${info.sizeBytes} bytes it announced`);
         hash.update(chunk);
         bytes += chunk.length;
         opts.onBytes?.(chunk.length);
         const next = cuts[0];
-        if (next !== undefined && bytes >= next && bytes < Number(info.sizeBytes)) {
+        if (next !== undefined && bytes >= next) {
           cuts.shift();
-          cutsLeft--;
           cutsMade++;
           cut = true;
           call.cancel();
@@ -185,6 +196,10 @@ export async function downloadVerified(client: SnapshotServiceClient, opts: Down
       if (idleExpired) return outcome(false, 'DEADLINE_EXCEEDED', `no message for ${opts.idleTimeoutMs ?? 0} ms`);
       if (err instanceof CodedError) return outcome(false, err.codeName, err.message);
       const e = err as Partial<grpc.ServiceError>;
+      if (pin.id !== '' && e.code === grpc.status.NOT_FOUND) {
+        pinRefused = true; // the node no longer holds that archive: start over on a fresh one
+        continue;
+      }
       const code = typeof e.code === 'number' ? (grpc.status[e.code] ?? String(e.code)) : 'ERROR';
       return outcome(false, code, (e.details ?? e.message ?? String(err)).replace(/\s+/g, ' ').trim());
     } finally {
