@@ -48,7 +48,7 @@ describe('snapshot sink on nodes (issue 15)', function () {
     const f = cluster.node(follower);
     await waitUntil('the follower to install', 20_000, () => (f.snapshotStats.installed > 0 ? true : undefined));
     const sm = cluster.member(follower).snapshots;
-    assert.ok(sm !== undefined);
+    assert.ok(sm);
     const stored = await sm.store.list();
     assert.equal(stored.length, 1, 'the follower holds the one snapshot it fetched (it took none itself)');
     const fetched = stored[0]!;
