@@ -21,7 +21,7 @@
  * snapcoord/etcd ratios. Figures only: nothing here passes or fails on time.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -33,7 +33,9 @@ import { KVServiceClient } from '../src/gen/snapcoord/v1/kv.js';
 import { ClusterServiceClient, Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
 import { dialChannel } from '../src/api/clients.js';
 import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
-import { freePorts, killChild, percentile, sleep, startChild, stopChild, waitFor, type Child } from './lib/procs.js';
+import { ClosedLoop } from '../src/cli/bench/closed-loop.js';
+import { readProc } from '../src/cli/bench/resources.js';
+import { freePorts, killChild, sleep, startChild, stopChild, waitFor, type Child } from './lib/procs.js';
 
 interface LoadResult {
   readonly writes: number;
@@ -54,29 +56,19 @@ interface Target {
   stop(): Promise<void>;
 }
 
+/**
+ * runLoad: `clients` closed loops of puts for `seconds`, measured by the same
+ * ClosedLoop, Recorder and HDR histogram as `snapcoord bench write`.
+ */
 async function runLoad(t: Target, clients: number, seconds: number, valueBytes: number): Promise<LoadResult> {
   const value = Buffer.alloc(valueBytes, 0x61);
-  const lat: number[] = [];
-  let errors = 0;
-  const end = performance.now() + seconds * 1000;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: clients }, async (_, c) => {
-      for (let i = 0; performance.now() < end; i++) {
-        const s = performance.now();
-        try {
-          await t.put(c, `bench/${c}/${i}`, value);
-          lat.push(performance.now() - s);
-        } catch {
-          errors++;
-          await sleep(10);
-        }
-      }
-    }),
-  );
-  const elapsed = (performance.now() - t0) / 1000;
-  lat.sort((a, b) => a - b);
-  return { writes: lat.length, errors, seconds: elapsed, p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99) };
+  const loop = new ClosedLoop({ workers: clients }, (c, i) => t.put(c, `bench/${c}/${i}`, value));
+  await sleep(seconds * 1000);
+  await loop.stop();
+  const f = loop.recorder;
+  f.stop();
+  const l = f.latency.summary();
+  return { writes: f.ops, errors: f.errors, seconds: f.elapsedSec(), p50Ms: l.p50Ms, p99Ms: l.p99Ms };
 }
 
 async function measureFailover(t: Target): Promise<number> {
@@ -94,17 +86,11 @@ async function measureFailover(t: Target): Promise<number> {
   return NaN;
 }
 
-/** CLK_TCK: the unit of utime/stime in /proc/<pid>/stat (100 on Linux). */
-const CLK_TCK = 100;
-
-/** processCpuSeconds: utime + stime of a live process (all its threads) from /proc; 0 once it is gone. */
+/** processCpuSeconds: utime + stime of a live process (all its threads), read as `snapcoord bench` reads processes; 0 once it is gone. */
 function processCpuSeconds(pid: number | undefined): number {
   if (pid === undefined) return 0;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command (which may hold spaces) start past the last ')': state is field 3, utime 14, stime 15.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+    return readProc(pid).cpuSeconds;
   } catch {
     return 0;
   }

@@ -5,6 +5,7 @@
  * service used as the ceiling, sizes and formatting.
  */
 import type * as grpc from '@grpc/grpc-js';
+import { readSelf } from '../../src/cli/bench/resources.js';
 
 /** REPORT_PREFIX starts every machine-readable line a child prints. */
 export const REPORT_PREFIX = '@@bench ';
@@ -22,9 +23,9 @@ export function parseReports(text: string): Record<string, unknown>[] {
   return out;
 }
 
-/** RssSampler samples process.memoryUsage().rss every `everyMs` and keeps the max. */
+/** RssSampler samples this process's RSS (readSelf, as `snapcoord bench` reads it) every `everyMs` and keeps the max. */
 export class RssSampler {
-  peak = process.memoryUsage().rss;
+  peak = readSelf().rssBytes;
   readonly baseline = this.peak;
   private readonly timer: NodeJS.Timeout;
   constructor(everyMs = 100) {
@@ -32,7 +33,7 @@ export class RssSampler {
     this.timer.unref();
   }
   sample(): number {
-    const rss = process.memoryUsage().rss;
+    const rss = readSelf().rssBytes;
     if (rss > this.peak) this.peak = rss;
     return rss;
   }

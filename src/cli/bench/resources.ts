@@ -156,15 +156,15 @@ export function procSource(name: string, pids: () => readonly number[]): Resourc
   };
 }
 
-/** selfSource reads this process (process.memoryUsage().rss and process.cpuUsage()). */
+/** readSelf: this process's RSS (process.memoryUsage().rss) and user + system CPU seconds (process.cpuUsage()). */
+export function readSelf(): ResourceReading {
+  const cpu = process.cpuUsage();
+  return { rssBytes: process.memoryUsage().rss, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+}
+
+/** selfSource reads this process (readSelf). */
 export function selfSource(name = 'self'): ResourceSource {
-  return {
-    name,
-    read: () => {
-      const cpu = process.cpuUsage();
-      return Promise.resolve({ rssBytes: process.memoryUsage().rss, cpuSeconds: (cpu.user + cpu.system) / 1e6 });
-    },
-  };
+  return { name, read: () => Promise.resolve(readSelf()) };
 }
 
 interface Track {
