@@ -32,7 +32,7 @@ interface NativeBatchOp {
 }
 
 interface NativeDb {
-  open(options: { createIfMissing: boolean; errorIfExists: boolean }, callback: Callback): void;
+  open(options: { createIfMissing: boolean; errorIfExists: boolean; writeBufferSize?: number }, callback: Callback): void;
   close(callback: Callback): void;
   get(key: Buffer, options: { asBuffer: true; fillCache?: boolean }, callback: Callback<Buffer>): void;
   batch(ops: NativeBatchOp[], options: { sync: boolean }, callback: Callback): void;
@@ -92,6 +92,8 @@ export interface RocksRange {
 export interface RocksOpenOptions {
   readonly createIfMissing?: boolean;
   readonly errorIfExists?: boolean;
+  /** bytes of a memtable before RocksDB flushes it to an SST (the binding's default: 4 MiB). */
+  readonly writeBufferBytes?: number;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -260,7 +262,11 @@ export class RocksDb {
     const db = rocksdb(path);
     await new Promise<void>((resolve, reject) => {
       db.open(
-        { createIfMissing: options.createIfMissing ?? true, errorIfExists: options.errorIfExists ?? false },
+        {
+          createIfMissing: options.createIfMissing ?? true,
+          errorIfExists: options.errorIfExists ?? false,
+          ...(options.writeBufferBytes !== undefined ? { writeBufferSize: options.writeBufferBytes } : {}),
+        },
         (err) => {
           if (err) reject(new StorageError('io', `rocksdb: cannot open ${path}: ${err.message}`, { path, cause: err }));
           else resolve();
