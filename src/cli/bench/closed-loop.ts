@@ -6,6 +6,7 @@
  * failure in one Recorder, until `count` operations have been handed out or
  * stop() is called. A worker pauses `failurePauseMs` after a failure.
  */
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { LatencyHistogram } from './histogram.js';
 import { Recorder } from './recorder.js';
@@ -31,6 +32,8 @@ export class ClosedLoop {
   #handedOut = 0;
 
   constructor(opts: ClosedLoopOptions, op: Op, recorder = new Recorder()) {
+    // Every call in flight listens for the stop: as many listeners as workers, by design.
+    setMaxListeners(0, this.#abort.signal);
     this.recorder = recorder;
     const pauseMs = opts.failurePauseMs ?? 10;
     const worker = async (w: number): Promise<void> => {

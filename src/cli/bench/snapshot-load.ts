@@ -10,6 +10,7 @@
  * and per archive. A download still running when the load is stopped is
  * `unfinished` (its bytes count in MB/s, not in `bytes.verified`).
  */
+import { setMaxListeners } from 'node:events';
 import type { ClientDial } from '../../api/clients.js';
 import type { SnapshotServiceClient } from '../../gen/snapcoord/v1/snapshot.js';
 import { downloadClient, downloadVerified, type DownloadOutcome } from './download.js';
@@ -112,6 +113,8 @@ export class SnapshotLoad {
   constructor(opts: SnapshotLoadOptions, recorder = new Recorder()) {
     if (!Number.isInteger(opts.streams) || opts.streams < 1 || opts.streams > STREAMS_MAX) throw new RangeError(`streams must be 1..${STREAMS_MAX}`);
     if (!Number.isInteger(opts.resumeCuts) || opts.resumeCuts < 0 || opts.resumeCuts > RESUME_CUTS_MAX) throw new RangeError(`resume cuts must be 0..${RESUME_CUTS_MAX}`);
+    // Every call in flight listens for the stop: as many listeners as workers, by design.
+    setMaxListeners(0, this.#abort.signal);
     this.#opts = opts;
     this.recorder = recorder;
     this.done = Promise.all(Array.from({ length: opts.streams }, (_, i) => this.#stream(i))).then(() => undefined);
