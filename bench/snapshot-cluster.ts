@@ -1,0 +1,583 @@
+/**
+ * bench:snapshot-cluster — the load test of snapshot streaming, end to end,
+ * on a real 3-node cluster (issue 15 item 6):
+ *
+ *   npm run bench:snapshot-cluster -- [--keys 1000000] [--value-bytes 1024] [--mix etcd,text]
+ *       [--downloads 4] [--write-seconds 10] [--write-clients 16] [--no-etcd] [--keep]
+ *
+ * For a state of K keys × V bytes (`fill/%08d` keys; the etcd anchor's
+ * workload by default), per value mix — `etcd`: values of `f` bytes, as in
+ * etcd's own benchmark; `text`: words from a 16,384-word vocabulary, which
+ * gzip compresses about 2:1 — it measures, through the CLI an operator uses
+ * (built once into dist/, TLS and API keys on, as in production):
+ *
+ *   - load by restore: `snapshot restore` of an archive of that state, until
+ *     every node has applied it;
+ *   - `snapshot save` after a write (the snapshot is made), and a second save
+ *     with no write in between (the newest snapshot is served);
+ *   - C concurrent verified downloads (`snapcoord bench snapshot`);
+ *   - write p50/p99 alone and while C downloads run (`snapcoord bench write
+ *     --during-snapshots C`);
+ *   - a follower killed until the leader compacts past it, then catching up
+ *     by snapshot install;
+ *   - the peak RSS (VmHWM) of every node and of each CLI process.
+ *
+ * When Debian's etcd is installed (/usr/bin/etcd, /usr/bin/etcdctl) it fills a
+ * 3-member etcd with the same keys and values and runs `etcdctl snapshot save`
+ * in the same run, and prints snapcoord's figures as ratios to etcd's.
+ * Figures only: nothing here passes or fails on time.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { gzipSync } from 'node:zlib';
+import * as grpc from '@grpc/grpc-js';
+import { Command } from 'commander';
+import { Etcd3 } from 'etcd3';
+
+import { ClusterServiceClient, Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
+import { dialChannel } from '../src/api/clients.js';
+import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
+import { encodeStateRecords, type StateRecord } from '../src/snapshot/state-format.js';
+import { writeArchive } from '../src/snapshot/archive.js';
+import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench/run.js';
+import { REPO_ROOT, freePorts, killChild, startChild, stopChild, waitFor, type Child } from './lib/procs.js';
+
+const MIX_NAMES = ['etcd', 'text'] as const;
+type Mix = (typeof MIX_NAMES)[number];
+
+const API_KEY = 'bench-admin-key-0123456789abcdef';
+const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+/** POOL_BYTES: the text-like values are slices of one pool this large (values differ by offset). */
+const POOL_BYTES = 64 << 20;
+const RECORDS_PER_BATCH = 1_000;
+/** SNAPSHOT_ENTRIES / TRAILING_ENTRIES: the nodes' policy, small so a killed follower is compacted past quickly. */
+const SNAPSHOT_ENTRIES = 2_000;
+const TRAILING_ENTRIES = 200;
+/** CUTOFF_WRITES: writes made while a follower is down (more than SNAPSHOT_ENTRIES + TRAILING_ENTRIES). */
+const CUTOFF_WRITES = 3_000;
+
+// ------------------------------------------------------------------ values
+
+/** Values gives the value of key i for a mix: every value is `valueBytes` long. */
+class Values {
+  private readonly pool: Buffer;
+  constructor(
+    readonly mix: Mix,
+    readonly valueBytes: number,
+  ) {
+    this.pool = mix === 'etcd' ? Buffer.alloc(valueBytes, 'f') : textPool(POOL_BYTES + valueBytes);
+  }
+  of(i: number): Buffer {
+    if (this.mix === 'etcd') return this.pool;
+    // A fixed stride that is prime to the pool size: neighbouring keys get unrelated slices.
+    const at = (i * 7_919_993) % POOL_BYTES;
+    return this.pool.subarray(at, at + this.valueBytes);
+  }
+}
+
+/** textPool: words of 3 to 9 lowercase letters from a seeded 16,384-word vocabulary, separated by spaces. */
+function textPool(bytes: number): Buffer {
+  let seed = 0x9e3779b9;
+  const next = (): number => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return seed >>> 0;
+  };
+  const vocab: string[] = [];
+  for (let w = 0; w < 16_384; w++) {
+    const len = 3 + (next() % 7);
+    let s = '';
+    for (let c = 0; c < len; c++) s += String.fromCharCode(97 + (next() % 26));
+    vocab.push(s);
+  }
+  const out = Buffer.allocUnsafe(bytes);
+  let at = 0;
+  while (at < bytes) at += out.write(`${vocab[next() % vocab.length] ?? 'x'} `, at);
+  return out;
+}
+
+function keyOf(i: number): Buffer {
+  return Buffer.from(`fill/${String(i).padStart(8, '0')}`);
+}
+
+/** gzipRatio: uncompressed / gzip-1 size of `sample`. */
+function gzipRatio(sample: Buffer): number {
+  return sample.length / gzipSync(sample, { level: 1 }).length;
+}
+
+// ------------------------------------------------------------------ the archive
+
+interface Archive {
+  readonly path: string;
+  readonly bytes: number;
+  readonly stateBytes: number;
+  readonly keys: number;
+}
+
+/** buildArchive writes the state of `keys` keys as a snapcoord archive (what `snapshot save` makes), for the restore. */
+async function buildArchive(dir: string, keys: number, values: Values): Promise<Archive> {
+  async function* batches(): AsyncGenerator<StateRecord[]> {
+    for (let i = 0; i < keys; i += RECORDS_PER_BATCH) {
+      const batch: StateRecord[] = [];
+      for (let j = i; j < Math.min(keys, i + RECORDS_PER_BATCH); j++) batch.push({ key: keyOf(j), value: values.of(j) });
+      yield batch;
+    }
+  }
+  const statePath = join(dir, `state-${values.mix}.bin`);
+  const records = encodeStateRecords(batches());
+  await pipeline(records, createWriteStream(statePath));
+  const path = join(dir, `state-${values.mix}.tar.gz`);
+  const out = createWriteStream(path, { mode: 0o600 });
+  const meta = {
+    id: `bench-${values.mix}`,
+    index: 1,
+    term: 1,
+    membership: { voters: ['b1'], learners: [], addresses: { b1: '127.0.0.1:1' } },
+    createdAt: new Date().toISOString(),
+    snapcoordVersion: 'bench',
+    stateKeys: keys,
+  };
+  const done = once(out, 'close');
+  const r = await writeArchive(meta, statePath, out);
+  out.end();
+  await done;
+  const stateBytes = (await stat(statePath)).size;
+  await rm(statePath, { force: true });
+  return { path, bytes: r.archiveBytes, stateBytes, keys };
+}
+
+// ------------------------------------------------------------------ processes
+
+/** peakRssMiB: a process's peak resident set (VmHWM) so far, in MiB; 0 when it is gone. */
+function peakRssMiB(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? 0 : Number(m[1]) / 1024;
+  } catch {
+    return 0;
+  }
+}
+
+interface Timed {
+  readonly seconds: number;
+  readonly stdout: string;
+  /** peakRssMiB: the highest VmHWM seen while it ran (sampled every 50 ms). */
+  readonly peakRssMiB: number;
+}
+
+/** run starts a command, samples its peak RSS while it runs, and fails with its output when it exits non-zero. */
+async function run(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Timed> {
+  const t0 = performance.now();
+  const p = spawn(cmd, args, { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  p.stdout.on('data', (b: Buffer) => {
+    if (stdout.length < 16 << 20) stdout += b.toString();
+  });
+  p.stderr.on('data', (b: Buffer) => {
+    stderr = (stderr + b.toString()).slice(-8192);
+  });
+  let peak = 0;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, peakRssMiB(p.pid));
+  }, 50);
+  const [code] = (await once(p, 'exit')) as [number | null];
+  clearInterval(sampler);
+  const seconds = (performance.now() - t0) / 1000;
+  if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${String(code)}: ${stderr.trim() || stdout.slice(-2000)}`);
+  return { seconds, stdout, peakRssMiB: peak };
+}
+
+// ------------------------------------------------------------------ snapcoord
+
+interface SnapNode {
+  readonly id: string;
+  readonly grpc: string;
+  readonly peer: string;
+  readonly http: string;
+  child: Child;
+  /** peakMiB: the highest VmHWM of this node's earlier processes (a restart starts a new one). */
+  peakMiB: number;
+}
+
+class SnapCluster {
+  private constructor(
+    readonly dir: string,
+    readonly nodes: SnapNode[],
+    private readonly flagsOf: (id: string) => string[],
+    readonly cliFlags: readonly string[],
+    private readonly credentials: grpc.ChannelCredentials,
+    private readonly options: grpc.ChannelOptions,
+  ) {}
+
+  static async start(dir: string): Promise<SnapCluster> {
+    const ids = ['n1', 'n2', 'n3'];
+    const certDir = join(dir, 'tls');
+    await writeCa(certDir);
+    for (const id of ids) await writeNodeCert(certDir, id, { ips: ['127.0.0.1'] });
+    const ca = caFiles(certDir).caFile;
+    const keyFile = join(dir, 'api-key');
+    await writeFile(keyFile, `${API_KEY}\n`, { mode: 0o600 });
+    const { credentials, options } = dialChannel({ credentials: channelCredentialsFromFiles({ caFile: ca }), apiKey: API_KEY }, {});
+    const ports = await freePorts(9);
+    const addr = (i: number): string => `127.0.0.1:${ports[i] ?? 0}`;
+    const peers = ids.map((id, i) => `${id}=${addr(i + 6)}`).join(',');
+    const flagsOf = (id: string): string[] => {
+      const i = ids.indexOf(id);
+      const f = nodeCertFiles(certDir, id);
+      return [
+        CLI, 'serve', '--id', id, '--grpc', addr(i), '--peer-listen', addr(i + 6), '--http', addr(i + 3), '--peers', peers,
+        '--data-dir', join(dir, id), '--log-level', 'warn', '--api-key-file', keyFile,
+        '--peer-cert', f.certFile, '--peer-key', f.keyFile, '--peer-ca', ca, '--cert', f.certFile, '--key', f.keyFile,
+        '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
+      ];
+    };
+    const nodes = ids.map((id, i) => ({ id, grpc: addr(i), peer: addr(i + 6), http: addr(i + 3), child: startChild(id, process.execPath, flagsOf(id)), peakMiB: 0 }));
+    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', ca, '--api-key', API_KEY], credentials, options);
+    await c.leader();
+    return c;
+  }
+
+  status(n: SnapNode): Promise<StatusResponse> {
+    const client = new ClusterServiceClient(n.grpc, this.credentials, this.options);
+    return new Promise<StatusResponse>((resolve, reject) => {
+      client.status({}, new grpc.Metadata(), { deadline: new Date(Date.now() + 1_000) }, (err, res) => {
+        client.close();
+        if (err !== null) reject(err);
+        else resolve(res);
+      });
+    });
+  }
+
+  leader(): Promise<SnapNode> {
+    return waitFor('a snapcoord leader', 30_000, async () => {
+      for (const n of this.nodes) {
+        if (n.child.exited()) continue;
+        const st = await this.status(n).catch(() => undefined);
+        if (st?.role === Role.ROLE_LEADER) return n;
+      }
+      return undefined;
+    });
+  }
+
+  /** waitApplied waits until every running node has applied `index`; returns when. */
+  async waitApplied(index: bigint, timeoutMs: number, only?: readonly SnapNode[]): Promise<void> {
+    for (const n of only ?? this.nodes) {
+      await waitFor(`${n.id} to apply ${index}`, timeoutMs, async () => ((await this.status(n).catch(() => undefined))?.appliedIndex ?? 0n) >= index ? true : undefined, 50);
+    }
+  }
+
+  /** cli runs `snapcoord <args>` against the leader, as an operator would. */
+  async cli(args: readonly string[]): Promise<Timed> {
+    const l = await this.leader();
+    return run(process.execPath, [CLI, ...args, '--endpoint', l.grpc, ...this.cliFlags]);
+  }
+
+  async kill(n: SnapNode): Promise<void> {
+    n.peakMiB = Math.max(n.peakMiB, peakRssMiB(n.child.proc.pid));
+    await killChild(n.child);
+  }
+
+  restart(n: SnapNode): void {
+    n.child = startChild(n.id, process.execPath, this.flagsOf(n.id));
+  }
+
+  /** peaks: each node's peak RSS (MiB) over all its processes so far. */
+  peaks(): number[] {
+    return this.nodes.map((n) => Math.max(n.peakMiB, peakRssMiB(n.child.proc.pid)));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => stopChild(n.child)));
+  }
+}
+
+// ------------------------------------------------------------------ etcd
+
+interface EtcdFigures {
+  readonly fillSeconds: number;
+  readonly saveSeconds: number;
+  readonly dbBytes: number;
+  readonly savePeakRssMiB: number;
+  readonly leaderPeakRssMiB: number;
+}
+
+/** etcdSide fills a fresh 3-member etcd with the same keys and values and times `etcdctl snapshot save` of it. */
+async function etcdSide(dir: string, keys: number, values: Values, fillConcurrency: number): Promise<EtcdFigures> {
+  const ports = await freePorts(6);
+  const ids = ['e1', 'e2', 'e3'];
+  const client = (i: number): string => `http://127.0.0.1:${ports[i] ?? 0}`;
+  const peer = (i: number): string => `http://127.0.0.1:${ports[i + 3] ?? 0}`;
+  const initial = ids.map((id, i) => `${id}=${peer(i)}`).join(',');
+  const children = ids.map((id, i) =>
+    startChild(id, '/usr/bin/etcd', [
+      '--name', id, '--data-dir', join(dir, id), '--listen-client-urls', client(i), '--advertise-client-urls', client(i),
+      '--listen-peer-urls', peer(i), '--initial-advertise-peer-urls', peer(i), '--initial-cluster', initial,
+      '--initial-cluster-state', 'new', '--initial-cluster-token', 'bench', '--quota-backend-bytes', String(16 * 1024 ** 3),
+    ], { ETCD_UNSUPPORTED_ARCH: '' }),
+  );
+  const perHost = ids.map((_, i) => new Etcd3({ hosts: client(i) }));
+  const all = new Etcd3({ hosts: ids.map((_, i) => client(i)) });
+  try {
+    const leaderIndex = (): Promise<number> =>
+      waitFor('an etcd leader', 30_000, async () => {
+        for (let i = 0; i < ids.length; i++) {
+          const st = await (perHost[i] as Etcd3).maintenance.status().catch(() => undefined);
+          if (st !== undefined && st.leader !== '0' && st.leader === st.header.member_id) return i;
+        }
+        return undefined;
+      });
+    await leaderIndex();
+    // Fill: transactions of 100 puts (etcd's --max-txn-ops is 128), `fillConcurrency` at a time.
+    const t0 = performance.now();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < keys) {
+        const from = next;
+        next = Math.min(keys, next + 100);
+        const ops = [];
+        for (let i = from; i < next; i++) ops.push(all.put(keyOf(i)).value(values.of(i)));
+        // A compare that always holds (a key never written has version 0): the puts apply as one transaction.
+        await all.if('bench/never-written', 'Version', '==', 0).then(...ops).commit();
+      }
+    };
+    await Promise.all(Array.from({ length: fillConcurrency }, worker));
+    const fillSeconds = (performance.now() - t0) / 1000;
+    const li = await leaderIndex();
+    const file = join(dir, 'etcd.db');
+    const save = await run('/usr/bin/etcdctl', ['--endpoints', client(li), 'snapshot', 'save', file], { ETCDCTL_API: '3' });
+    const dbBytes = (await stat(file)).size;
+    const leaderPeakRssMiB = peakRssMiB(children[li]?.proc.pid);
+    return { fillSeconds, saveSeconds: save.seconds, dbBytes, savePeakRssMiB: save.peakRssMiB, leaderPeakRssMiB };
+  } finally {
+    all.close();
+    for (const c of perHost) c.close();
+    for (const c of children) await stopChild(c, 3_000);
+  }
+}
+
+// ------------------------------------------------------------------ one mix
+
+interface MixFigures {
+  readonly mix: Mix;
+  readonly archive: Archive;
+  readonly gzipRatio: number;
+  readonly restoreCliSeconds: number;
+  readonly restoreAllAppliedSeconds: number;
+  readonly restoreCliPeakMiB: number;
+  readonly saveSeconds: number;
+  readonly saveBytes: number;
+  readonly saveCliPeakMiB: number;
+  readonly save2Seconds: number;
+  readonly downloads: { readonly streams: number; readonly mbPerSec: number; readonly p50Ms: number; readonly p99Ms: number; readonly completed: number; readonly failed: number };
+  readonly writes: { readonly idleP50: number; readonly idleP99: number; readonly duringP50: number; readonly duringP99: number; readonly idleOps: number; readonly duringOps: number };
+  readonly catchUpSeconds: number;
+  readonly nodePeakMiB: number[];
+  readonly etcd: EtcdFigures | null;
+}
+
+async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures> {
+  const dir = join(root, mix);
+  await mkdir(dir, { recursive: true });
+  const values = new Values(mix, o.valueBytes);
+  const sample = Buffer.concat(Array.from({ length: 4096 }, (_, i) => values.of(i)));
+  const ratio = gzipRatio(sample);
+  log(`[${mix}] building the archive of ${o.keys.toLocaleString('en-US')} keys × ${o.valueBytes} B (gzip-1 ratio of the values ${ratio.toFixed(2)}:1)`);
+  const archive = await buildArchive(dir, o.keys, values);
+  log(`[${mix}] archive ${fmtMiB(archive.bytes)} for ${fmtMiB(archive.stateBytes)} of state`);
+
+  const c = await SnapCluster.start(join(dir, 'snapcoord'));
+  try {
+    // Load by restore: until the CLI returns, and until every node has applied it.
+    const t0 = performance.now();
+    const restore = await c.cli(['snapshot', 'restore', archive.path, '--json', '--no-progress']);
+    const restoreIndex = BigInt((JSON.parse(restore.stdout) as { index?: number | string }).index ?? 0);
+    await c.waitApplied(restoreIndex, 30 * 60_000);
+    const restoreAll = (performance.now() - t0) / 1000;
+    log(`[${mix}] restore: CLI ${restore.seconds.toFixed(1)} s, all 3 applied ${restoreAll.toFixed(1)} s`);
+
+    // One write, then `snapshot save` (the state changed: a snapshot is made), then a second with no write between.
+    await c.cli(['kv', 'put', 'bench/marker', String(Date.now())]);
+    const out1 = join(dir, 'save-1.tar.gz');
+    const save = await c.cli(['snapshot', 'save', out1, '--no-progress']);
+    const saveBytes = (await stat(out1)).size;
+    const out2 = join(dir, 'save-2.tar.gz');
+    const save2 = await c.cli(['snapshot', 'save', out2, '--no-progress']);
+    log(`[${mix}] snapshot save ${save.seconds.toFixed(2)} s (${fmtMiB(saveBytes)}), second save ${save2.seconds.toFixed(2)} s`);
+    await rm(out1, { force: true });
+    await rm(out2, { force: true });
+
+    // C concurrent verified downloads.
+    const dl = JSON.parse((await c.cli(['bench', 'snapshot', '--streams', String(o.downloads), '--count', String(o.downloads), '--json', '--no-progress'])).stdout) as SnapshotBenchDocument;
+    const s = dl.snapshots;
+    log(`[${mix}] ${o.downloads} concurrent downloads: ${s.mbPerSec.toFixed(0)} MB/s in all, p99 ${s.latency.p99Ms.toFixed(0)} ms`);
+
+    // Writes alone, then while C downloads run.
+    const wr = JSON.parse(
+      (await c.cli(['bench', 'write', '--clients', String(o.writeClients), '--seconds', String(o.writeSeconds), '--during-snapshots', String(o.downloads), '--json', '--no-progress']))
+        .stdout,
+    ) as WriteBenchDocument;
+    const phase = (name: string): WriteBenchDocument['phases'][number] | undefined => wr.phases.find((p) => p.name === name);
+    const idle = phase('baseline')?.writes;
+    const during = phase('during-snapshots')?.writes;
+    log(`[${mix}] writes p99 ${idle?.latency.p99Ms.toFixed(1)} ms alone, ${during?.latency.p99Ms.toFixed(1)} ms during ${o.downloads} downloads`);
+
+    // A follower killed until the leader compacts past it, then catching up by install.
+    const leader = await c.leader();
+    const victim = c.nodes.find((n) => n !== leader) as SnapNode;
+    await c.kill(victim);
+    await c.cli(['bench', 'write', '--clients', '32', '--count', String(CUTOFF_WRITES), '--keys', String(CUTOFF_WRITES), '--json', '--no-progress']);
+    const st = await c.status(leader);
+    const t1 = performance.now();
+    c.restart(victim);
+    await c.waitApplied(st.commitIndex, 30 * 60_000, [victim]);
+    const catchUp = (performance.now() - t1) / 1000;
+    log(`[${mix}] a follower cut off past compaction caught up by install in ${catchUp.toFixed(1)} s`);
+
+    const figures = {
+      mix,
+      archive,
+      gzipRatio: ratio,
+      restoreCliSeconds: restore.seconds,
+      restoreAllAppliedSeconds: restoreAll,
+      restoreCliPeakMiB: restore.peakRssMiB,
+      saveSeconds: save.seconds,
+      saveBytes,
+      saveCliPeakMiB: save.peakRssMiB,
+      save2Seconds: save2.seconds,
+      downloads: { streams: o.downloads, mbPerSec: s.mbPerSec, p50Ms: s.latency.p50Ms, p99Ms: s.latency.p99Ms, completed: s.downloads.completed, failed: s.downloads.failed },
+      writes: {
+        idleP50: idle?.latency.p50Ms ?? NaN,
+        idleP99: idle?.latency.p99Ms ?? NaN,
+        duringP50: during?.latency.p50Ms ?? NaN,
+        duringP99: during?.latency.p99Ms ?? NaN,
+        idleOps: idle?.opsPerSec ?? NaN,
+        duringOps: during?.opsPerSec ?? NaN,
+      },
+      catchUpSeconds: catchUp,
+      nodePeakMiB: c.peaks(),
+    };
+    await c.stop();
+    await rm(join(dir, 'snapcoord'), { recursive: true, force: true });
+    let etcd: EtcdFigures | null = null;
+    if (o.etcd) {
+      log(`[${mix}] etcd: filling ${o.keys.toLocaleString('en-US')} keys`);
+      etcd = await etcdSide(join(dir, 'etcd'), o.keys, values, 32);
+      log(`[${mix}] etcd: fill ${etcd.fillSeconds.toFixed(1)} s, etcdctl snapshot save ${etcd.saveSeconds.toFixed(2)} s (${fmtMiB(etcd.dbBytes)})`);
+      await rm(join(dir, 'etcd'), { recursive: true, force: true });
+    }
+    await rm(archive.path, { force: true });
+    return { ...figures, etcd };
+  } finally {
+    await c.stop();
+  }
+}
+
+// ------------------------------------------------------------------ report
+
+function fmtMiB(bytes: number): string {
+  return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+}
+
+function log(s: string): void {
+  console.error(s);
+}
+
+function table(f: MixFigures): string {
+  const e = f.etcd;
+  const rows: [string, string, string, string][] = [];
+  const ratio = (etcdS: number | undefined, ours: number): string => (etcdS === undefined ? '' : `${(etcdS / ours).toFixed(2)}x`);
+  const stateMB = f.archive.stateBytes / 1e6;
+  rows.push(['load: restore until all 3 nodes applied (etcd: fill by txn)', `${f.restoreAllAppliedSeconds.toFixed(1)} s (${(stateMB / f.restoreAllAppliedSeconds).toFixed(0)} MB/s)`, e ? `${e.fillSeconds.toFixed(1)} s` : '-', ratio(e?.fillSeconds, f.restoreAllAppliedSeconds)]);
+  rows.push(['  of which `snapshot restore` returned', `${f.restoreCliSeconds.toFixed(1)} s`, '', '']);
+  rows.push(['snapshot save (state changed)', `${f.saveSeconds.toFixed(2)} s (${fmtMiB(f.saveBytes)})`, e ? `${e.saveSeconds.toFixed(2)} s (${fmtMiB(e.dbBytes)})` : '-', ratio(e?.saveSeconds, f.saveSeconds)]);
+  rows.push(['second save, no write since', `${f.save2Seconds.toFixed(2)} s`, e ? `${e.saveSeconds.toFixed(2)} s` : '-', ratio(e?.saveSeconds, f.save2Seconds)]);
+  rows.push([`${f.downloads.streams} concurrent verified downloads`, `${f.downloads.mbPerSec.toFixed(0)} MB/s, p99 ${f.downloads.p99Ms.toFixed(0)} ms (${f.downloads.completed} ok, ${f.downloads.failed} failed)`, '', '']);
+  rows.push(['write p50 / p99 alone', `${f.writes.idleP50.toFixed(1)} / ${f.writes.idleP99.toFixed(1)} ms (${f.writes.idleOps.toFixed(0)}/s)`, '', '']);
+  rows.push([`write p50 / p99 during ${f.downloads.streams} downloads`, `${f.writes.duringP50.toFixed(1)} / ${f.writes.duringP99.toFixed(1)} ms (${f.writes.duringOps.toFixed(0)}/s)`, '', `p99 ${(f.writes.duringP99 / f.writes.idleP99).toFixed(2)}x alone`]);
+  rows.push(['follower cut off past compaction: catch-up by install', `${f.catchUpSeconds.toFixed(1)} s (${(stateMB / f.catchUpSeconds).toFixed(0)} MB/s of state)`, '', '']);
+  rows.push(['peak RSS of the nodes', f.nodePeakMiB.map((m) => `${m.toFixed(0)}`).join(' / ') + ' MiB', e ? `leader ${e.leaderPeakRssMiB.toFixed(0)} MiB` : '-', '']);
+  rows.push(['peak RSS of the CLI: save / restore', `${f.saveCliPeakMiB.toFixed(0)} / ${f.restoreCliPeakMiB.toFixed(0)} MiB`, e ? `etcdctl ${e.savePeakRssMiB.toFixed(0)} MiB` : '-', '']);
+  const w = [58, 44, 26, 16];
+  const line = (r: readonly string[]): string => r.map((c, i) => c.padEnd(w[i] ?? 10)).join(' ').trimEnd();
+  return [
+    `mix ${f.mix}: ${f.archive.keys.toLocaleString('en-US')} keys, ${fmtMiB(f.archive.stateBytes)} of state, values gzip-1 ${f.gzipRatio.toFixed(2)}:1, archive ${fmtMiB(f.archive.bytes)}`,
+    line(['', 'snapcoord (3 nodes, TLS)', e ? 'etcd 3.4 (3 members)' : 'etcd: not run', e ? 'etcd / snapcoord' : '']),
+    ...rows.map(line),
+  ].join('\n');
+}
+
+// ------------------------------------------------------------------ main
+
+interface Options {
+  readonly keys: number;
+  readonly valueBytes: number;
+  readonly mixes: Mix[];
+  readonly downloads: number;
+  readonly writeSeconds: number;
+  readonly writeClients: number;
+  readonly etcd: boolean;
+  readonly keep: boolean;
+}
+
+function positive(name: string, v: string, max: number): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1 || n > max) throw new Error(`--${name}: ${v} is not an integer in 1..${max}`);
+  return n;
+}
+
+async function main(): Promise<void> {
+  const p = new Command()
+    .option('--keys <k>', 'keys in the state', '1000000')
+    .option('--value-bytes <v>', 'bytes per value', '1024')
+    .option('--mix <list>', `value mixes, comma-separated: ${MIX_NAMES.join(', ')}`, 'etcd,text')
+    .option('--downloads <c>', 'concurrent downloads (and downloads during the write phase)', '4')
+    .option('--write-seconds <s>', 'seconds of each write phase', '10')
+    .option('--write-clients <n>', 'clients of the write phases', '16')
+    .option('--no-etcd', 'do not run etcd even when installed')
+    .option('--keep', 'keep the working directory')
+    .parse(process.argv);
+  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; keep?: boolean }>();
+  const mixes = raw.mix.split(',').map((m) => m.trim());
+  for (const m of mixes) if (!(MIX_NAMES as readonly string[]).includes(m)) throw new Error(`--mix: ${m} is not one of ${MIX_NAMES.join(', ')}`);
+  const o: Options = {
+    keys: positive('keys', raw.keys, 100_000_000),
+    valueBytes: positive('value-bytes', raw.valueBytes, 1 << 20),
+    mixes: mixes as Mix[],
+    downloads: positive('downloads', raw.downloads, 64),
+    writeSeconds: positive('write-seconds', raw.writeSeconds, 3_600),
+    writeClients: positive('write-clients', raw.writeClients, 1_024),
+    etcd: raw.etcd && existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
+    keep: raw.keep === true,
+  };
+  if (raw.etcd && !o.etcd) log('etcd: /usr/bin/etcd or /usr/bin/etcdctl is missing (apt-get install etcd-server etcd-client); snapcoord figures only');
+  // The CLI and the nodes run from dist/ (what an installed snapcoord runs), built from this tree now.
+  log('building dist/ (tsc)');
+  await run(process.execPath, [join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']).catch((err: unknown) => {
+    if (!existsSync(CLI)) throw err;
+    log(`tsc reported errors; using the emitted dist/ anyway: ${(err as Error).message.slice(0, 300)}`);
+  });
+  const root = await mkdtemp(join(tmpdir(), 'snapcoord-bench-cluster-'));
+  const results: MixFigures[] = [];
+  try {
+    for (const mix of o.mixes) results.push(await benchMix(root, mix, o));
+  } finally {
+    if (!o.keep) await rm(root, { recursive: true, force: true });
+    else log(`kept ${root}`);
+  }
+  console.log(`bench:snapshot-cluster (${new Date().toISOString()}, ${o.keys.toLocaleString('en-US')} keys × ${o.valueBytes} B, ${o.downloads} downloads)`);
+  for (const r of results) console.log(`\n${table(r)}`);
+  console.log(`\n${JSON.stringify({ figures: results })}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+  process.exit(1);
+});
