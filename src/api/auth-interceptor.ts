@@ -41,6 +41,7 @@ export const RPC_ACTIONS = {
   // ClusterService
   '/snapcoord.v1.ClusterService/Status': 'anyKey',
   '/snapcoord.v1.ClusterService/HashState': 'snapshots.read',
+  '/snapcoord.v1.ClusterService/CheckConsistency': 'snapshots.read',
   '/snapcoord.v1.ClusterService/AddMember': 'cluster',
   '/snapcoord.v1.ClusterService/RemoveMember': 'cluster',
   '/snapcoord.v1.ClusterService/TransferLeadership': 'cluster',
@@ -76,6 +77,8 @@ export const RPC_ACTION_REASONS: Readonly<Record<RpcPath, string>> = {
     'every client needs it to find the leader and the members; it shows roles, terms and indexes, no data',
   '/snapcoord.v1.ClusterService/HashState':
     'a digest of the whole state and its index: metadata like the digests ListSnapshots shows, not the data; it reads the whole state, so not for any key',
+  '/snapcoord.v1.ClusterService/CheckConsistency':
+    "every member's HashState compared (made with the caller's own key on each member): digests and indexes, not the data",
   '/snapcoord.v1.ClusterService/AddMember': 'changes who holds the data and who votes (etcd: root only)',
   '/snapcoord.v1.ClusterService/RemoveMember': 'changes who holds the data and who votes; can break quorum',
   '/snapcoord.v1.ClusterService/TransferLeadership': 'moves leadership: an operator action',

@@ -14,6 +14,8 @@ import {
   Suffrage,
   type AddMemberRequest,
   type AddMemberResponse,
+  type CheckConsistencyRequest,
+  type CheckConsistencyResponse,
   type ClusterServiceServer,
   type HashStateRequest,
   type HashStateResponse,
@@ -33,6 +35,8 @@ import { isNodeId, parseHostPort } from './address.js';
 import { ApiError, invalidArgument, toApiError } from './api-error.js';
 import { deadlineOf, requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
+import { CHECK_ATTEMPTS_DEFAULT, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX, MemberClients, checkConsistency, type StateHash } from '../agent/consistency.js';
+import { copyAuthorization } from './clients.js';
 
 /** ClusterNode is the part of Node the cluster service uses. */
 export type ClusterNode = NodeView & Pick<Node, 'changeMembership' | 'transferLeadership' | 'campaign' | 'stateDigest'>;
@@ -104,8 +108,38 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** ClusterServiceOptions: optional parts of the cluster service. */
+export interface ClusterServiceOptions {
+  /** stateHash: this node's state hash with the exact index it covers (hashStateAt over the storage); without it HashState answers hashed_index 0. */
+  readonly stateHash?: () => Promise<StateHash>;
+}
+
+/** waitApplied resolves once `node` has applied `index`, or after waitMs (it does not reject). */
+async function waitApplied(node: NodeView, index: number, waitMs: number): Promise<void> {
+  const deadline = Date.now() + Math.min(waitMs, CHECK_WAIT_MS_MAX);
+  while (node.status().applied < index && Date.now() < deadline) await sleep(5);
+}
+
 /** createClusterService implements ClusterService over `node`. */
-export function createClusterService(node: ClusterNode, forwarder: LeaderForwarder): ClusterServiceServer {
+export function createClusterService(node: ClusterNode, forwarder: LeaderForwarder, opts: ClusterServiceOptions = {}): ClusterServiceServer {
+  const localHash = async (atIndex: number, waitMs: number): Promise<StateHash> => {
+    if (atIndex > 0) await waitApplied(node, atIndex, waitMs);
+    if (opts.stateHash !== undefined) return opts.stateHash();
+    return { sha256: await node.stateDigest(), index: 0 };
+  };
+  const members = new MemberClients(
+    {
+      selfId: node.id,
+      members: () => {
+        const m = node.status().membership;
+        return [...m.voters, ...m.learners];
+      },
+      clientAddressOf: (id) => forwarder.clientAddressOf(id),
+      startIndex: () => node.status().commit,
+    },
+    forwarder.dial,
+    localHash,
+  );
   return {
     status: unary(async (_call: grpc.ServerUnaryCall<StatusRequest, StatusResponse>) => statusOf(node, forwarder.clientAddressOf)),
 
@@ -200,9 +234,28 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
       throw new ApiError(grpc.status.DEADLINE_EXCEEDED, `${node.id} did not become the leader in time`);
     }),
 
-    hashState: unary(async (_call: grpc.ServerUnaryCall<HashStateRequest, HashStateResponse>) => {
+    hashState: unary(async (call: grpc.ServerUnaryCall<HashStateRequest, HashStateResponse>) => {
+      const atIndex = Number(call.request.atIndex ?? 0n);
+      if (atIndex > 0) await waitApplied(node, atIndex, call.request.waitMs ?? 0);
       const appliedIndex = BigInt(node.status().applied);
-      return { sha256: await node.stateDigest(), appliedIndex };
+      const h = await localHash(0, 0);
+      return { sha256: h.sha256, appliedIndex, hashedIndex: BigInt(h.index) };
+    }),
+
+    checkConsistency: unary(async (call: grpc.ServerUnaryCall<CheckConsistencyRequest, CheckConsistencyResponse>) => {
+      const req = call.request;
+      const r = await checkConsistency(
+        members.hashers(() => copyAuthorization(call.metadata, new grpc.Metadata())),
+        node.status().commit,
+        { waitMs: req.waitMs === 0 ? CHECK_WAIT_MS_DEFAULT : req.waitMs, attempts: req.attempts === 0 ? CHECK_ATTEMPTS_DEFAULT : req.attempts },
+      );
+      return {
+        consistent: r.consistent,
+        index: BigInt(r.index),
+        members: r.members.map((m) => ({ id: m.id, sha256: m.sha256, hashedIndex: BigInt(m.index), error: m.error })),
+        differing: [...r.differing],
+        attempts: r.attempts,
+      };
     }),
   };
 }

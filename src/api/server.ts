@@ -26,7 +26,7 @@ import { PeerDirectory, PeerGuard, type PeerCall, type RefusalReason } from '../
 import type { ClientDial } from './clients.js';
 import { formatHostPort, parseHostPort } from './address.js';
 import { MESSAGE_BYTES_MAX } from './clients.js';
-import { createClusterService } from './cluster-service.js';
+import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
 import { createKvService } from './kv-service.js';
 import { LeaderForwarder } from './leader-forwarder.js';
 import { PROTO_FILES, protoDir } from './proto-dir.js';
@@ -82,6 +82,8 @@ export interface ServeOptions {
   readonly clientDial?: ClientDial;
   /** advertiseClient: the client address other members and clients are told (default the bound address). */
   readonly advertiseClient?: string;
+  /** stateHash: the node's state hash with the exact index it covers (HashState's hashed_index, CheckConsistency); see ClusterServiceOptions. */
+  readonly stateHash?: ClusterServiceOptions['stateHash'];
 }
 
 export type ApiServerOptions = BindOptions & ServeOptions;
@@ -224,7 +226,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     get guard() {
       return guard;
     },
-    serve({ node, raftHandler, snapshotApi, clusterId, identityOf, onPeerRefused, clientDial, advertiseClient }: ServeOptions): void {
+    serve({ node, raftHandler, snapshotApi, clusterId, identityOf, onPeerRefused, clientDial, advertiseClient, stateHash }: ServeOptions): void {
       if (forwarder !== null) throw new Error('ApiServer.serve: already serving');
       if (closing !== null) throw new Error('ApiServer.serve: closed');
       const g = new PeerGuard({
@@ -242,7 +244,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
       forwarder = new LeaderForwarder(node, { clientAddressOf, ...(clientDial !== undefined ? { dial: clientDial } : {}) });
       peerServer.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g, selfClientAddress: selfClient }));
       server.addService(KVServiceService, createKvService(node, forwarder));
-      server.addService(ClusterServiceService, createClusterService(node, forwarder));
+      server.addService(ClusterServiceService, createClusterService(node, forwarder, stateHash !== undefined ? { stateHash } : {}));
       if (snapshotApi !== undefined) {
         const snap = createSnapshotService(node, snapshotApi, forwarder);
         closeSnapshotService = snap.close;

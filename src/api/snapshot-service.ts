@@ -35,7 +35,7 @@ import { exportDirectory, type DirectoryExport } from '../node/snapshot-export.j
 import type { SnapshotManager } from '../node/snapshots.js';
 import { durationOf, TaskQueueError, type Task, type TaskFilter, type TaskQueue } from '../node/tasks.js';
 import { inspectArchive } from '../snapshot/archive.js';
-import type { StoredSnapshot } from '../snapshot/store.js';
+import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import type { SessionStamp } from '../storage/sessions.js';
 import { ApiError, ERROR_CODE_METADATA_KEY, invalidArgument, notLeaderError, toApiError } from './api-error.js';
 import { CLIENT_ID_METADATA_KEY, MESSAGE_BYTES_MAX, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY } from './clients.js';
@@ -67,6 +67,22 @@ export function infoOf(s: StoredSnapshot): SnapshotInfo {
   };
 }
 
+/** openPinned opens the held snapshot `id` (or, when id is '', the newest held one of log index `index`); null when this node holds none. */
+async function openPinned(snapshots: SnapshotManager, id: string, index: number): Promise<SnapshotHandle | null> {
+  const held = await snapshots.store.list();
+  const found = id !== '' ? held.find((s) => s.id === id) : held.filter((s) => s.meta.index === index).sort((a, b) => (a.id < b.id ? 1 : -1))[0];
+  if (found === undefined) return null;
+  try {
+    return await snapshots.store.open(found.id);
+  } catch {
+    return null; // pruned between list and open
+  }
+}
+
+function pinnedGone(req: GetSnapshotRequest): string {
+  return (req.id ?? '') !== '' ? `snapshot ${JSON.stringify(req.id)} is no longer held; start the download again` : `no snapshot of index ${req.index ?? 0n} is held; start the download again`;
+}
+
 export function taskToPb(t: Task): PbTask {
   const d = t.details;
   return {
@@ -84,6 +100,10 @@ export function taskToPb(t: Task): PbTask {
       matchedTasks: BigInt(d.matchedTasks ?? 0),
       canceledTasks: BigInt(d.canceledTasks ?? 0),
       originalFilter: d.originalFilter ?? '',
+      destination: d.destination ?? '',
+      phase: d.phase ?? '',
+      removed: BigInt(d.removed ?? 0),
+      kept: BigInt(d.kept ?? 0),
     },
     error: t.error ?? { message: '', code: '', type: '', link: '' },
     duration: durationOf(t) ?? '',
@@ -202,34 +222,58 @@ export function createSnapshotService(
 
     getSnapshot(call: grpc.ServerWritableStream<GetSnapshotRequest, GetSnapshotResponse>): void {
       void (async () => {
+        const req = call.request;
         const st = node.status();
         const knownLeader = st.leader !== '';
         const lastContactMs = BigInt(Math.max(0, node.lastLeaderContactMs()));
-        if (!call.request.stale && st.role !== 'leader') {
-          if (isForwarded(call)) throw notLeaderError(st.leader, forwarder.clientAddressOf(st.leader));
+        const pinId = req.id ?? '';
+        const pinIndex = Number(req.index ?? 0n);
+        const pinned = pinId !== '' || pinIndex > 0;
+        // A pinned read is served by whichever node holds that archive: this one first.
+        let handle = pinned ? await openPinned(opts.snapshots, pinId, pinIndex) : null;
+        if (handle === null && !req.stale && st.role !== 'leader') {
+          if (isForwarded(call)) {
+            if (pinned) throw new ApiError(grpc.status.NOT_FOUND, pinnedGone(req));
+            throw notLeaderError(st.leader, forwarder.clientAddressOf(st.leader));
+          }
           const { client, md } = leaderClient(node, clients, forwarder, call);
-          const upstream = client.getSnapshot(call.request, md);
+          const upstream = client.getSnapshot(req, md);
           call.on('cancelled', () => upstream.cancel());
           for await (const msg of upstream as AsyncIterable<GetSnapshotResponse>) await writeWithBackpressure(call, msg);
           call.end();
           return;
         }
-        const handle = await node.downloadSnapshot(call.request.stale);
+        if (handle === null) {
+          if (pinned) throw new ApiError(grpc.status.NOT_FOUND, pinnedGone(req));
+          handle = await node.downloadSnapshot(req.stale);
+        }
         let cancelled = false;
         call.on('cancelled', () => {
           cancelled = true;
         });
         try {
+          const offset = Number(req.offset ?? 0n);
+          if (offset > handle.archiveBytes) {
+            throw new ApiError(grpc.status.OUT_OF_RANGE, `offset ${offset} is past the end of snapshot ${handle.id} (${handle.archiveBytes} bytes)`);
+          }
+          const length = Number(req.length ?? 0n);
+          const end = length > 0 ? Math.min(handle.archiveBytes, offset + length) : handle.archiveBytes;
           await writeWithBackpressure(call, { info: infoOf(handle), knownLeader, lastContactMs });
-          const stream = handle.createReadStream(0);
-          try {
-            // The store reads in 1 MiB pieces: each becomes one message.
-            for await (const chunk of stream as AsyncIterable<Buffer>) {
-              if (cancelled) break;
-              await writeWithBackpressure(call, { data: chunk, knownLeader, lastContactMs });
+          let left = end - offset;
+          if (left > 0) {
+            const stream = handle.createReadStream(offset);
+            try {
+              // The store reads in 1 MiB pieces: each becomes one message.
+              for await (const chunk of stream as AsyncIterable<Buffer>) {
+                if (cancelled) break;
+                const piece = chunk.length > left ? chunk.subarray(0, left) : chunk;
+                left -= piece.length;
+                await writeWithBackpressure(call, { data: piece, knownLeader, lastContactMs });
+                if (left === 0) break;
+              }
+            } finally {
+              stream.destroy();
             }
-          } finally {
-            stream.destroy();
           }
           if (!cancelled) call.end();
         } finally {

@@ -85,11 +85,11 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** writeAll writes every byte of `buf` at the handle's current position. */
-async function writeAll(handle: FileHandle, buf: Buffer): Promise<void> {
+/** writeAt writes every byte of `buf` at `position`. */
+async function writeAt(handle: FileHandle, buf: Buffer, position: number): Promise<void> {
   let off = 0;
   while (off < buf.length) {
-    const { bytesWritten } = await handle.write(buf, off, buf.length - off);
+    const { bytesWritten } = await handle.write(buf, off, buf.length - off, position + off);
     off += bytesWritten;
   }
 }
@@ -143,21 +143,45 @@ export interface SaveOptions {
    */
   readonly idleTimeoutMs: number;
   readonly progress: boolean;
+  /** resumeRetries: how many times a cut download is resumed from where it stopped (default SAVE_RESUME_RETRIES_DEFAULT). */
+  readonly resumeRetries?: number;
+  /** resumeBackoffMs: the wait before each resume (default 500). */
+  readonly resumeBackoffMs?: number;
 }
 
 /** DEFAULT_IDLE_TIMEOUT_MS: `snapshot save --idle-timeout-ms` by default. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
+/** SAVE_RESUME_RETRIES_DEFAULT: `snapshot save --retries` by default. */
+export const SAVE_RESUME_RETRIES_DEFAULT = 5;
+
 /** SaveResult: what `snapshot save` wrote. */
 export interface SaveResult {
   readonly file: string;
   readonly info: SnapshotInfo;
+  /** resumes: how many times the download was resumed after a cut. */
+  readonly resumes: number;
+}
+
+/**
+ * isCut: the call failed because the connection went away (UNAVAILABLE, or
+ * the HTTP/2 stream was reset), not because the node refused or failed:
+ * such a download is resumed, pinned to the same archive, from the last byte
+ * written.
+ */
+export function isCut(err: unknown): boolean {
+  const e = err as { code?: unknown; details?: unknown };
+  if (e.code === grpc.status.UNAVAILABLE) return true;
+  return e.code === grpc.status.INTERNAL && typeof e.details === 'string' && /RST_STREAM|Connection (dropped|closed)|ECONNRESET|socket hang up/i.test(e.details);
 }
 
 /**
  * saveSnapshot downloads a snapshot from the endpoint into `file` (see the
- * file comment). Errors: CliError (exit 1; 130 when interrupted), with
- * `file`.tmp removed.
+ * file comment). A download cut mid-way (isCut) is resumed up to
+ * resumeRetries times: GetSnapshot again pinned to the archive's id from the
+ * byte after the last one written (every piece written at its offset), and
+ * the SHA-256 of the whole file is checked at the end. Errors: CliError
+ * (exit 1; 130 when interrupted), with `file`.tmp removed.
  */
 export async function saveSnapshot(file: string, opts: SaveOptions): Promise<SaveResult> {
   const path = resolve(file);
@@ -175,12 +199,13 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
   }
 
   const client = snapshotClient(opts.endpoint);
-  const callOpts: Partial<grpc.CallOptions> = opts.timeoutMs > 0 ? { deadline: Date.now() + opts.timeoutMs } : {};
-  const call = client.getSnapshot({ stale: opts.stale }, new grpc.Metadata(), callOpts);
+  const deadline = opts.timeoutMs > 0 ? Date.now() + opts.timeoutMs : 0;
+  const retries = opts.resumeRetries ?? SAVE_RESUME_RETRIES_DEFAULT;
+  let call: grpc.ClientReadableStream<GetSnapshotResponse> | undefined;
   let interrupted = false;
   const onSigint = (): void => {
     interrupted = true;
-    call.cancel();
+    call?.cancel();
   };
   process.once('SIGINT', onSigint);
   let idleTimer: NodeJS.Timeout | undefined;
@@ -191,49 +216,83 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
     idleTimer = setTimeout(
       () => {
         idleExpired = true;
-        call.cancel();
+        call?.cancel();
       },
       first ? opts.idleTimeoutMs * 10 : opts.idleTimeoutMs,
     );
   };
-  touch(true);
 
   let info: SnapshotInfo | undefined;
   let progress: Progress | undefined;
+  /** bytes: archive bytes written to FILE.tmp (and hashed), in order. */
   let bytes = 0;
+  let resumes = 0;
   const hash = createHash('sha256');
   let handleOpen = true;
   try {
-    const extract = new Transform({
-      writableObjectMode: true,
-      readableObjectMode: false,
-      transform(msg: GetSnapshotResponse, _enc: BufferEncoding, cb: TransformCallback): void {
-        touch();
-        if (msg.info !== undefined) {
-          if (info !== undefined) return cb(new CliError('the node sent the snapshot info twice'));
-          info = msg.info;
-          progress = new Progress({ label: 'downloading', totalBytes: Number(info.sizeBytes), enabled: opts.progress });
-          return cb();
-        }
-        if (msg.data === undefined) return cb();
-        if (info === undefined) return cb(new CliError('the node sent snapshot data before its info'));
-        const chunk = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
-        bytes += chunk.length;
-        if (bytes > Number(info.sizeBytes)) return cb(new CliError(`the node sent more than the ${info.sizeBytes} bytes it announced`));
-        hash.update(chunk);
-        progress?.update(bytes);
-        cb(null, chunk);
-      },
-    });
-    const sink = new Writable({
-      highWaterMark: 4 * TRANSFER_CHUNK_BYTES,
-      write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-        writeAll(handle, chunk).then(() => cb(), cb);
-      },
-    });
-    await pipeline(call, extract, sink);
+    for (;;) {
+      const resumeAt = bytes;
+      const req = info === undefined ? { stale: opts.stale } : { stale: opts.stale, id: info.id, offset: BigInt(resumeAt) };
+      const c = client.getSnapshot(req, new grpc.Metadata(), deadline > 0 ? { deadline } : {});
+      call = c;
+      touch(true);
+      let sawInfo = false;
+      /** received: bytes this call has sent so far (from resumeAt). */
+      let received = 0;
+      const extract = new Transform({
+        writableObjectMode: true,
+        readableObjectMode: false,
+        transform(msg: GetSnapshotResponse, _enc: BufferEncoding, cb: TransformCallback): void {
+          touch();
+          if (msg.info !== undefined) {
+            if (sawInfo) return cb(new CliError('the node sent the snapshot info twice'));
+            sawInfo = true;
+            if (info === undefined) {
+              info = msg.info;
+              progress = new Progress({ label: 'downloading', totalBytes: Number(info.sizeBytes), enabled: opts.progress });
+            } else if (msg.info.id !== info.id || msg.info.digest !== info.digest) {
+              return cb(new CliError(`resuming: the node answered with snapshot ${msg.info.id}, not ${info.id}; nothing saved`));
+            }
+            return cb();
+          }
+          if (msg.data === undefined) return cb();
+          if (info === undefined || !sawInfo) return cb(new CliError('the node sent snapshot data before its info'));
+          const chunk = Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
+          received += chunk.length;
+          if (resumeAt + received > Number(info.sizeBytes)) return cb(new CliError(`the node sent more than the ${info.sizeBytes} bytes it announced`));
+          cb(null, chunk);
+        },
+      });
+      const sink = new Writable({
+        highWaterMark: 4 * TRANSFER_CHUNK_BYTES,
+        write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+          writeAt(handle, chunk, bytes).then(() => {
+            // Counted and hashed once on disk: a resume starts after the last byte written.
+            bytes += chunk.length;
+            hash.update(chunk);
+            progress?.update(bytes);
+            cb();
+          }, cb);
+        },
+      });
+      try {
+        await pipeline(c, extract, sink);
+        if (info === undefined) throw new CliError('the node ended the download without sending the snapshot info');
+        if (bytes === Number(info.sizeBytes)) break;
+        if (resumeAt === 0 && resumes === 0) throw new CliError(`the download ended after ${bytes} of ${info.sizeBytes} bytes`);
+        throw Object.assign(new Error(`the download ended after ${bytes} of ${info.sizeBytes} bytes`), { code: grpc.status.UNAVAILABLE, details: 'ended early' });
+      } catch (err) {
+        clearTimeout(idleTimer);
+        if (interrupted || idleExpired || info === undefined || !isCut(err) || resumes >= retries) throw err;
+        if (deadline > 0 && Date.now() >= deadline) throw err;
+        resumes++;
+        progress?.clear();
+        if (opts.progress) process.stderr.write(`snapcoord: download cut after ${bytes} of ${info.sizeBytes} bytes (${(err as { details?: string }).details ?? (err as Error).message}); resuming (${resumes}/${retries})\n`);
+        await new Promise((r) => setTimeout(r, opts.resumeBackoffMs ?? 500));
+        if (interrupted) throw err;
+      }
+    }
     if (info === undefined) throw new CliError('the node ended the download without sending the snapshot info');
-    if (bytes !== Number(info.sizeBytes)) throw new CliError(`the download ended after ${bytes} of ${info.sizeBytes} bytes`);
     const digest = hash.digest('hex');
     if (digest !== info.digest.toLowerCase()) {
       throw new CliError(`the downloaded archive's SHA-256 ${digest} does not match the node's ${info.digest}; nothing saved`);
@@ -244,10 +303,10 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
     await publish(tmp, path, file);
     await fsyncDir(dirname(path)).catch(() => undefined);
     progress?.finish();
-    return { file: path, info };
+    return { file: path, info, resumes };
   } catch (err) {
     progress?.clear();
-    call.cancel();
+    call?.cancel();
     if (handleOpen) await handle.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
     if (interrupted) throw new CliError('interrupted; nothing saved', EXIT_INTERRUPTED);
@@ -257,7 +316,14 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
     }
     if (err instanceof CliError) throw err;
     const code = (err as { code?: unknown }).code;
-    if (typeof code === 'number') throw callError(err, opts.endpoint);
+    if (typeof code === 'number') {
+      if (code === grpc.status.NOT_FOUND && resumes > 0) throw new CliError(`resuming: ${(err as { details?: string }).details ?? 'the snapshot is gone'}; nothing saved`);
+      if (resumes > 0) {
+        const e = callError(err, opts.endpoint);
+        throw new CliError(`${e.message} (after ${resumes} resume(s), ${bytes} bytes); nothing saved`, e.exitCode);
+      }
+      throw callError(err, opts.endpoint);
+    }
     throw new CliError(`cannot write ${basename(file)}.tmp: ${fsMessage(err)}`);
   } finally {
     clearTimeout(idleTimer);
@@ -445,14 +511,16 @@ export function addSnapshotCommands(program: Command): void {
       .option('--json', 'print the result as one JSON object')
       .option('--no-progress', 'print no progress')
       .option('--idle-timeout-ms <ms>', `give up when the node sends nothing for this long mid-download, 0 for never (default ${DEFAULT_IDLE_TIMEOUT_MS})`)
+      .option('--retries <n>', `resume a download cut mid-way (connection lost) up to N times, from the last byte written, pinned to the same archive (default ${SAVE_RESUME_RETRIES_DEFAULT})`)
       .description('download a point-in-time snapshot of the cluster into FILE'),
     'deadline of the whole download (default none)',
-  ).action(async (file: string, opts: TransferOpts & { stale?: boolean; idleTimeoutMs?: string }) => {
+  ).action(async (file: string, opts: TransferOpts & { stale?: boolean; idleTimeoutMs?: string; retries?: string }) => {
     const endpoint = endpointOf(opts);
     const idleTimeoutMs = opts.idleTimeoutMs === undefined ? DEFAULT_IDLE_TIMEOUT_MS : positiveInt('idle-timeout-ms', opts.idleTimeoutMs, 0);
-    const r = await saveSnapshot(file, { endpoint, stale: opts.stale === true, timeoutMs: transferTimeout(opts), idleTimeoutMs, progress: opts.progress !== false });
+    const resumeRetries = opts.retries === undefined ? SAVE_RESUME_RETRIES_DEFAULT : positiveInt('retries', opts.retries, 0);
+    const r = await saveSnapshot(file, { endpoint, stale: opts.stale === true, timeoutMs: transferTimeout(opts), idleTimeoutMs, progress: opts.progress !== false, resumeRetries });
     if (opts.json === true) {
-      jsonOut({ file: r.file, ...infoJson(r.info) });
+      jsonOut({ file: r.file, ...infoJson(r.info), resumes: r.resumes });
       return;
     }
     process.stdout.write(
@@ -462,6 +530,7 @@ export function addSnapshotCommands(program: Command): void {
         `  term    ${r.info.term}`,
         `  size    ${formatBytes(Number(r.info.sizeBytes))} (${r.info.sizeBytes} bytes)`,
         `  sha256  ${r.info.digest}`,
+        ...(r.resumes > 0 ? [`  resumed ${r.resumes} time(s) after a cut; the whole SHA-256 checks out`] : []),
       ].join('\n') + '\n',
     );
   });

@@ -14,6 +14,7 @@ import {
   type CancelTasksResponse,
   type CreateSnapshotRequest,
   type CreateSnapshotResponse,
+  type GetSnapshotRequest,
   type GetSnapshotResponse,
   type GetTaskResponse,
   type InspectSnapshotResponse,
@@ -65,8 +66,8 @@ export class SnapshotClient {
    * others `data`. The returned stream is a Node Readable in object mode;
    * grpc-js stops reading from HTTP/2 while it is paused (backpressure).
    */
-  getSnapshot(stale: boolean, opts: StreamOptions = {}): grpc.ClientReadableStream<GetSnapshotResponse> {
-    return this.raw.getSnapshot({ stale }, opts.metadata ?? new grpc.Metadata(), streamCallOptions(opts));
+  getSnapshot(stale: boolean, opts: StreamOptions = {}, pin: Omit<GetSnapshotRequest, 'stale'> = {}): grpc.ClientReadableStream<GetSnapshotResponse> {
+    return this.raw.getSnapshot({ stale, ...pin }, opts.metadata ?? new grpc.Metadata(), streamCallOptions(opts));
   }
 
   /**

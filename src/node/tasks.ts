@@ -18,6 +18,14 @@ export interface TaskDetails {
   matchedTasks?: number;
   canceledTasks?: number;
   originalFilter?: string;
+  /** destination: where a scheduled snapshot was copied (a file path or an s3:// URL). */
+  destination?: string;
+  /** phase: what a running scheduled snapshot is doing: snapshot, copy, upload, retention, done. */
+  phase?: string;
+  /** removed: archives the retention policy deleted after a scheduled snapshot. */
+  removed?: number;
+  /** kept: archives the retention policy kept after a scheduled snapshot. */
+  kept?: number;
 }
 
 export interface TaskError {
