@@ -16,7 +16,7 @@
  * It prints figures and ratios; it never passes or fails on time.
  *
  *   npx tsx bench/create.ts [--state-mb 256] [--value-bytes 1024] [--mix random|text|both]
- *                           [--in-flight N] [--level 1] [--store-incompressible on|off]
+ *                           [--in-flight N] [--level 1] [--adaptive on|off]
  *                           [--dir /some/disk] [--rounds 1]
  */
 import { createReadStream } from 'node:fs';
@@ -45,7 +45,7 @@ const inFlight = flag('in-flight', '');
 const level = Number(flag('level', '1'));
 const parent = flag('dir', tmpdir());
 const rounds = Number(flag('rounds', '1'));
-const storeIncompressible = flag('store-incompressible', 'on') !== 'off';
+const adaptive = flag('adaptive', 'on') !== 'off';
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7101' } };
 
 /** xorshift32: a seeded generator, so runs are comparable. */
@@ -163,7 +163,7 @@ async function benchMix(mix: 'random' | 'text', root: string): Promise<Row[]> {
     const meta = { id: 'bench', index: 1, term: 1, membership, createdAt, snapcoordVersion: '0.0.0' };
     const gzipOptions = {
       gzipLevel: level,
-      gzipStoreIncompressible: storeIncompressible,
+      gzipAdaptive: adaptive,
       ...(inFlight !== '' ? { gzipInFlightMax: Number(inFlight) } : {}),
     };
     for (let round = 0; round < rounds; round++) {
@@ -251,7 +251,7 @@ async function main(): Promise<void> {
   const mixes: ('random' | 'text')[] = mixFlag === 'both' ? ['random', 'text'] : [mixFlag as 'random' | 'text'];
   console.log(
     `bench/create: ${stateMb} MB of state per mix, ${valueBytes} B values, gzip level ${level}, in flight ${inFlight === '' ? 'default' : inFlight}, ` +
-      `incompressible blocks ${storeIncompressible ? 'stored' : 'deflated'}, in ${root}`,
+      `blocks ${adaptive ? 'adaptive (stored / Huffman only / deflate by sample)' : `all deflated at level ${level}`}, in ${root}`,
   );
   try {
     for (const mix of mixes) {

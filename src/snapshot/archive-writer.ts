@@ -60,8 +60,8 @@ export interface RecordsArchiveOptions extends StateLimits {
   readonly gzipBlockBytes?: number;
   /** gzip members compressed at once (default: the cores, at least 2). */
   readonly gzipInFlightMax?: number;
-  /** store blocks whose sample does not compress (default true; parallel-gzip.ts gzipBlock). */
-  readonly gzipStoreIncompressible?: boolean;
+  /** per block, stored / Huffman only / deflate as a sample says (default true; parallel-gzip.ts blockGzipChoice). */
+  readonly gzipAdaptive?: boolean;
   /** called as state.bin's compressed bytes are written to `out`, with the state bytes they hold so far and the total. */
   readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
 }
@@ -271,9 +271,9 @@ export async function writeArchiveFromRecords(
     ...(options.gzipLevel !== undefined ? { level: options.gzipLevel } : {}),
     ...(options.gzipBlockBytes !== undefined ? { blockBytes: options.gzipBlockBytes } : {}),
     ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
-    ...(options.gzipStoreIncompressible !== undefined ? { storeIncompressible: options.gzipStoreIncompressible } : {}),
+    ...(options.gzipAdaptive !== undefined ? { adaptive: options.gzipAdaptive } : {}),
   };
-  const { level, blockBytes, inFlightMax, storeIncompressible } = resolveParallelGzipOptions(gzipOptions);
+  const { level, blockBytes, inFlightMax, adaptive } = resolveParallelGzipOptions(gzipOptions);
   const encoder = new StateBlockEncoder(blockBytes, options);
   const spoolPath = source.spoolPath;
   let spool: FileHandle | null = null;
@@ -294,7 +294,7 @@ export async function writeArchiveFromRecords(
       await writeAll(handle, member, spoolPath);
       members.push({ compressedBytes: member.length, stateBytes: inputBytes });
       spoolBytes += member.length;
-    }, storeIncompressible);
+    }, adaptive);
     const takeReady = async (): Promise<void> => {
       const ready = encoder.ready.splice(0);
       for (const block of ready) {

@@ -53,7 +53,8 @@ export {
   GZIP_LEVEL_DEFAULT,
   GzipMemberQueue,
   ParallelGzip,
-  blockGzipLevel,
+  blockGzipChoice,
+  type GzipChoice,
   gzipBlock,
   gzipInFlightDefault,
   gzipMember,
@@ -83,8 +84,8 @@ export interface WriteArchiveOptions {
   readonly gzipBlockBytes?: number;
   /** gzip members compressed at once on the threadpool (default: the cores, at least 2). */
   readonly gzipInFlightMax?: number;
-  /** store blocks whose sample does not compress (default true; parallel-gzip.ts gzipBlock). */
-  readonly gzipStoreIncompressible?: boolean;
+  /** per block, stored / Huffman only / deflate as a sample says (default true; parallel-gzip.ts blockGzipChoice). */
+  readonly gzipAdaptive?: boolean;
   /** called after each chunk of state.bin is handed on, with bytes so far and the total. */
   readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
 }
@@ -214,7 +215,7 @@ export async function writeArchive(
         level: options.gzipLevel ?? GZIP_LEVEL_DEFAULT,
         ...(options.gzipBlockBytes !== undefined ? { blockBytes: options.gzipBlockBytes } : {}),
         ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
-        ...(options.gzipStoreIncompressible !== undefined ? { storeIncompressible: options.gzipStoreIncompressible } : {}),
+        ...(options.gzipAdaptive !== undefined ? { adaptive: options.gzipAdaptive } : {}),
       }),
       tap,
       out,

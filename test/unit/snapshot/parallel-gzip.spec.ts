@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 
-import { GzipMemberQueue, ParallelGzip, blockGzipLevel, gzipBlock } from '../../../src/snapshot/parallel-gzip.js';
+import { GzipMemberQueue, ParallelGzip, blockGzipChoice, gzipBlock } from '../../../src/snapshot/parallel-gzip.js';
 import { sink, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
@@ -109,21 +109,28 @@ describe('ParallelGzip', function () {
     assert.equal(gunzipSync(out).length, 0);
   });
 
-  it('stores incompressible blocks (level 0) and deflates compressible ones; both read back', async () => {
+  it('stores incompressible blocks, Huffman codes those LZ does not help, deflates the rest; all read back', async () => {
     const random = randomBytes(4 * BLOCK);
     const stored = await gzipAll(random, 8192);
     assert.deepEqual(gunzipSync(stored.out), random);
     // stored blocks: 5 bytes per stored block (16 KiB or more) + 18 per member.
     assert.ok(stored.out.length <= random.length + 4 * (18 + 5 * 8), `stored ${stored.out.length}`);
-    const deflated = await gzipAll(random, 8192, { storeIncompressible: false });
+    const deflated = await gzipAll(random, 8192, { adaptive: false });
     assert.deepEqual(gunzipSync(deflated.out), random);
-    assert.equal(await blockGzipLevel(random.subarray(0, BLOCK * 2), 1, true), 0, 'random bytes are stored');
-    assert.equal(await blockGzipLevel(random.subarray(0, BLOCK * 2), 1, false), 1, 'unless told not to');
-    assert.equal(await blockGzipLevel(textish(BLOCK * 2), 1, true), 1, 'text is deflated');
-    // half random, half text: the sample (start and middle) sees both, and the block is deflated.
-    assert.equal(await blockGzipLevel(Buffer.concat([random.subarray(0, BLOCK), textish(BLOCK)]), 1, true), 1);
+    assert.equal(await blockGzipChoice(random.subarray(0, BLOCK * 2), 1, true), 'stored', 'random bytes are stored');
+    assert.equal(await blockGzipChoice(random.subarray(0, BLOCK * 2), 1, false), 'deflate', 'unless told not to');
+    assert.equal(await blockGzipChoice(textish(BLOCK * 2), 1, true), 'deflate', 'redundant text is deflated');
+    // half random, half redundant text: the sample (start and middle) sees the text half, so the block is not stored.
+    assert.notEqual(await blockGzipChoice(Buffer.concat([random.subarray(0, BLOCK), textish(BLOCK)]), 1, true), 'stored');
+    // random letters: LZ finds nothing Huffman coding does not, so Huffman coding alone.
+    const letters = Buffer.from(random.subarray(0, BLOCK * 2).map((b) => 97 + (b % 26)));
+    assert.equal(await blockGzipChoice(letters, 1, true), 'huffman');
+    const huffman = await gzipBlock(letters, 1, true);
+    assert.deepEqual(gunzipSync(huffman), letters);
+    assert.ok(huffman.length < letters.length * 0.7, `letters are Huffman coded: ${huffman.length}`);
     const member = await gzipBlock(textish(BLOCK * 2), 1, true);
-    assert.ok(member.length < BLOCK, 'a compressible block is deflated');
+    assert.ok(member.length < BLOCK, 'a redundant block is deflated');
+    assert.deepEqual(gunzipSync(member), textish(BLOCK * 2));
   });
 
   it('holds at most inFlightMax blocks, delivering members in order even when they finish out of order', async () => {
