@@ -1,0 +1,429 @@
+/**
+ * The five-host scenarios, each under continuous load (the chaos workload:
+ * puts, linearizable gets and deletes from clients spread over every host,
+ * plus a write-once writer), and the checks they share: the history
+ * linearizable (test/chaos/linearizability.ts), every acknowledged write-once
+ * key on every member, every member's state hash equal.
+ *
+ * The KV API has no compare-and-swap (no Txn RPC; src/cli/bench/kv-op.ts says
+ * the same), so the workload has none.
+ *
+ * Figures (gaps, latencies, times to promotion) are returned to be printed;
+ * the caller asserts only on correctness.
+ */
+import { performance } from 'node:perf_hooks';
+import { randomBytes } from 'node:crypto';
+import { checkHistory, type Op } from '../chaos/linearizability.js';
+import { Workload, type WorkloadTarget } from '../chaos/workload.js';
+import { sleep } from '../cluster/serve-process.js';
+import { PEER_PORT, type HostCluster, type HostNode } from './cluster.js';
+
+const enc = new TextEncoder();
+
+/** Load: the workload over the cluster's members (a live view: a replaced member's slot follows the cluster's nodes). */
+export class Load {
+  readonly workload: Workload;
+  readonly startedMs = performance.now();
+
+  constructor(readonly cluster: HostCluster, seed: number, clients = 6) {
+    const targets: WorkloadTarget[] = Array.from({ length: 5 }, (_, i) => ({
+      get id() {
+        return live(cluster)[i % Math.max(1, live(cluster).length)]?.id ?? 'none';
+      },
+      get kv() {
+        const ns = live(cluster);
+        const n = ns[i % Math.max(1, ns.length)] ?? cluster.nodes[0];
+        if (n === undefined) throw new Error('no node');
+        return n.kv;
+      },
+    }));
+    this.workload = new Workload({ targets, clients, keys: 8, seed, deadlineMs: 3_000, thinkMs: 10 });
+    this.workload.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.workload.stop();
+  }
+}
+
+/** live: the nodes the workload spreads over: those not yet removed from the membership. */
+function live(c: HostCluster): HostNode[] {
+  return c.nodes.filter((n) => !removed.has(n));
+}
+const removed = new WeakSet<HostNode>();
+
+/** WriteStats: acknowledged writes in a window. */
+export interface WriteStats {
+  readonly writes: number;
+  /** maxGapMs: the longest time between two consecutive acknowledged writes (and from the window's start to the first). */
+  readonly maxGapMs: number;
+  /** maxGapFromMs: when the longest gap began (performance.now() ms). */
+  readonly maxGapFromMs: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
+/** writeStats over the ops of `history` that returned within [fromMs, toMs]. */
+export function writeStats(history: readonly Op[], fromMs: number, toMs: number): WriteStats {
+  const ok = history.filter((o) => o.kind !== 'get' && o.outcome === 'ok' && o.returnMs >= fromMs && o.returnMs <= toMs);
+  const ends = ok.map((o) => o.returnMs).sort((a, b) => a - b);
+  let gap = 0;
+  let gapFrom = fromMs;
+  let prev = fromMs;
+  for (const e of [...ends, toMs]) {
+    if (e - prev > gap) {
+      gap = e - prev;
+      gapFrom = prev;
+    }
+    prev = e;
+  }
+  const lat = ok.map((o) => o.returnMs - o.callMs).sort((a, b) => a - b);
+  const q = (p: number): number => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? NaN;
+  return { writes: ok.length, maxGapMs: gap, maxGapFromMs: gapFrom, p50Ms: q(0.5), p99Ms: q(0.99) };
+}
+
+/** Verdict of one scenario's closing checks. */
+export interface Checks {
+  readonly linearizable: string;
+  readonly ops: number;
+  readonly counts: Record<string, number>;
+  readonly onceAcked: number;
+  /** lost: acknowledged write-once keys missing on some member ("id:key"). */
+  readonly lost: string[];
+  /** hashes: member id -> state hash (all equal when converged). */
+  readonly hashes: Record<string, string>;
+}
+
+/**
+ * finish stops the load, heals the network, waits until every member caught
+ * up and checks: linearizability, no lost acknowledged write, equal state hashes.
+ */
+export async function finish(c: HostCluster, load: Load): Promise<Checks> {
+  await load.stop();
+  await c.net.heal();
+  const members = (await c.members()).map((m) => c.node(m.id));
+  await c.waitCaughtUp(60_000);
+  const verdict = checkHistory(load.workload.history);
+  const lost: string[] = [];
+  const hashes: Record<string, string> = {};
+  for (const n of members) {
+    // Serializable reads of each member's own state, after it caught up: an acked key missing there was lost.
+    const found = new Set<string>();
+    let start = enc.encode('once/');
+    for (let page = 0; page < 100; page++) {
+      const r = await n.kv.range({ start, end: enc.encode('once0'), limit: 10_000, serializable: true }, { deadlineMs: 10_000 });
+      for (const kv of r.kvs) found.add(Buffer.from(kv.key).toString());
+      const last = r.kvs[r.kvs.length - 1];
+      if (!r.more || last === undefined) break;
+      start = new Uint8Array([...last.key, 0]);
+    }
+    for (const k of load.workload.onceAcked) if (!found.has(k)) lost.push(`${n.id}:${k}`);
+  }
+  // State hashes at one moment: retry until equal (a member may still apply the last entries).
+  for (let tries = 0; tries < 50; tries++) {
+    for (const n of members) {
+      const h = await n.cluster.hashState({ deadlineMs: 10_000 });
+      hashes[n.id] = `${h.hashedIndex}:${h.sha256}`;
+    }
+    if (new Set(Object.values(hashes)).size === 1) break;
+    await sleep(200);
+  }
+  const bad = verdict.keys.find((k) => k.verdict !== 'ok');
+  return {
+    linearizable: verdict.verdict + (bad?.explanation !== undefined ? `: ${bad.key}: ${bad.explanation}` : ''),
+    ops: verdict.ops,
+    counts: load.workload.counts(),
+    onceAcked: load.workload.onceAcked.length,
+    lost,
+    hashes,
+  };
+}
+
+/** waitMemberCaughtUp: the leader reports `id`'s match index >= its commit index when this was called. */
+async function waitMemberCaughtUp(c: HostCluster, id: string, timeoutMs: number): Promise<number> {
+  const t0 = performance.now();
+  const deadline = Date.now() + timeoutMs;
+  let target = 0;
+  while (Date.now() < deadline) {
+    const leader = await c.waitLeader(Math.max(1, deadline - Date.now())).catch(() => undefined);
+    const st = leader !== undefined ? await c.status(leader) : undefined;
+    if (st !== undefined) {
+      if (target === 0) target = Number(st.commitIndex);
+      if ((st.members.find((m) => m.id === id)?.matchIndex ?? 0) >= target) return performance.now() - t0;
+    }
+    await sleep(50);
+  }
+  throw new Error(`${id} did not catch up within ${timeoutMs} ms`);
+}
+
+/** RollingStep: one member's restart; times are performance.now() ms. */
+export interface RollingStep {
+  readonly id: string;
+  readonly wasLeader: boolean;
+  readonly stopMs: number;
+  readonly exitMs: number;
+  readonly listeningMs: number;
+  readonly caughtUpMs: number;
+  /** handedOver: the process logged that it handed leadership over before stopping. */
+  readonly handedOver: boolean;
+  /** firstWriteAfterExitMs: from its exit to the first write acknowledged after it (NaN when none). */
+  readonly firstWriteAfterExitMs: number;
+}
+
+/** RollingRestartReport: per node, how it went, and the writes over the whole restart. */
+export interface RollingRestartReport {
+  readonly steps: RollingStep[];
+  readonly writes: WriteStats;
+}
+
+/** firstAckAfter: ms from `t` to the first acknowledged write that returned at or after it (NaN if none). */
+export function firstAckAfter(history: readonly Op[], t: number): number {
+  let best = Infinity;
+  for (const o of history) if (o.kind !== 'get' && o.outcome === 'ok' && o.returnMs >= t && o.returnMs < best) best = o.returnMs;
+  return Number.isFinite(best) ? best - t : NaN;
+}
+
+/** describeGap: where a moment falls in the steps (which member was stopping, starting or catching up). */
+export function describeAt(steps: readonly RollingStep[], t: number): string {
+  for (const s of steps) {
+    if (t >= s.stopMs && t < s.exitMs) return `while ${s.id}${s.wasLeader ? ' (leader)' : ''} was stopping`;
+    if (t >= s.exitMs && t < s.listeningMs) return `while ${s.id}${s.wasLeader ? ' (old leader)' : ''} was down (${Math.round(t - s.exitMs)} ms after its exit)`;
+    if (t >= s.listeningMs && t <= s.caughtUpMs + 1_000) return `while ${s.id} was starting and catching up`;
+  }
+  return 'between steps';
+}
+
+/**
+ * rollingRestart: every member in turn (followers first, the leader last, as
+ * an operator upgrades) gets SIGTERM (a leader hands over first), is started
+ * again on the same data dir and caught up before the next one goes.
+ */
+export async function rollingRestart(c: HostCluster, load: Load): Promise<RollingRestartReport> {
+  const fromMs = performance.now();
+  const leader = await c.waitLeader();
+  const order = [...c.running().filter((n) => n !== leader && !removed.has(n)), leader];
+  const steps: RollingStep[] = [];
+  for (const n of order) {
+    const wasLeader = (await c.waitLeader()) === n;
+    const stopMs = performance.now();
+    const proc = n.proc;
+    await c.stopNode(n, 'SIGTERM');
+    const exitMs = proc?.exitedAtMs ?? performance.now();
+    const handedOver = proc !== null && /leadership handed over before stopping/.test(proc.output);
+    await c.startNode(n);
+    const listeningMs = performance.now();
+    await waitMemberCaughtUp(c, n.id, 60_000);
+    steps.push({ id: n.id, wasLeader, stopMs, exitMs, listeningMs, caughtUpMs: performance.now(), handedOver, firstWriteAfterExitMs: firstAckAfter(load.workload.history, exitMs) });
+  }
+  await sleep(500);
+  return { steps, writes: writeStats(load.workload.history, fromMs, performance.now()) };
+}
+
+/** HandoffReport: per SIGTERM of a leader, the first write acknowledged after the old one exited. */
+export interface HandoffReport {
+  /** afterExitMs: from the old leader's exit to the first write acknowledged after it, per round. */
+  readonly afterExitMs: number[];
+  readonly p50Ms: number;
+  /** handedOver: rounds whose old leader logged that it handed leadership over before stopping. */
+  readonly handedOver: number;
+}
+
+/** median of finite values (NaN when none). */
+export function median(xs: readonly number[]): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)] ?? NaN;
+}
+
+/**
+ * leaderHandoff: `rounds` times, SIGTERM the leader under the load (clients on
+ * every host); the figure is the time from the old process's exit to the
+ * first write acknowledged after it. The old leader is restarted and caught
+ * up between rounds.
+ */
+export async function leaderHandoff(c: HostCluster, load: Load, rounds: number): Promise<HandoffReport> {
+  const afterExitMs: number[] = [];
+  let handedOver = 0;
+  for (let r = 0; r < rounds; r++) {
+    const leader = await c.waitLeader();
+    await sleep(500);
+    const proc = leader.proc;
+    await c.stopNode(leader, 'SIGTERM');
+    const exitMs = proc?.exitedAtMs ?? performance.now();
+    if (proc !== null && /leadership handed over before stopping/.test(proc.output)) handedOver++;
+    const deadline = Date.now() + 20_000;
+    while (!Number.isFinite(firstAckAfter(load.workload.history, exitMs)) && Date.now() < deadline) await sleep(20);
+    afterExitMs.push(firstAckAfter(load.workload.history, exitMs));
+    await c.startNode(leader);
+    await waitMemberCaughtUp(c, leader.id, 60_000);
+  }
+  return { afterExitMs, p50Ms: median(afterExitMs), handedOver };
+}
+
+/** ReplacementReport: a new host replacing an old one. */
+export interface ReplacementReport {
+  readonly oldId: string;
+  readonly newId: string;
+  readonly oldWas: 'leader' | 'follower' | 'dead';
+  readonly stateBytes: number;
+  readonly fillMs: number;
+  /** toPromotionMs: from `cluster add --learner` to the promotion committed. */
+  readonly toPromotionMs: number;
+  /** learnerSnapshotIndex: the new node's snapshot index once caught up (> 0: it caught up by installing a snapshot). */
+  readonly learnerSnapshotIndex: number;
+  readonly idle: WriteStats;
+  readonly during: WriteStats;
+}
+
+/** fill writes `bytes` of incompressible values (256 KiB each) under fill/, 4 at a time, through the leader. */
+export async function fill(c: HostCluster, bytes: number): Promise<number> {
+  const t0 = performance.now();
+  const valueBytes = 256 * 1024;
+  const count = Math.ceil(bytes / valueBytes);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (next < count) {
+        const i = next++;
+        for (let attempt = 0; ; attempt++) {
+          const leader = await c.waitLeader();
+          try {
+            await leader.kv.put({ key: enc.encode(`fill/${String(i).padStart(6, '0')}`), value: randomBytes(valueBytes) }, { deadlineMs: 30_000 });
+            break;
+          } catch (err) {
+            if (attempt > 5) throw err;
+          }
+        }
+      }
+    }),
+  );
+  return performance.now() - t0;
+}
+
+/**
+ * replaceNode: a new host joins as a learner (`cluster add --learner` through
+ * a member), catches up (by snapshot: the state was compacted), is promoted
+ * (`cluster add` again) and `old` is removed (`cluster remove`) and stopped.
+ * `oldWas: 'dead'` kills old first; 'leader' picks the leader as old.
+ */
+export async function replaceNode(c: HostCluster, load: Load, oldWas: 'leader' | 'follower' | 'dead', stateBytes: number): Promise<ReplacementReport> {
+  const leader = await c.waitLeader();
+  const old = oldWas === 'leader' ? leader : (c.running().find((n) => n !== leader && !removed.has(n)) as HostNode);
+  const fillMs = stateBytes > 0 ? await fill(c, stateBytes) : 0;
+  // Every log compacted past the fill: the learner must install a snapshot.
+  await waitCompacted(c);
+  const idleFrom = performance.now();
+  await sleep(3_000);
+  const idle = writeStats(load.workload.history, idleFrom, performance.now());
+  if (oldWas === 'dead') await c.stopNode(old, 'SIGKILL');
+  const host = await c.net.addHost();
+  const members = await c.members();
+  const peers = [...members.map((m) => `${m.id}=${c.node(m.id).host.name}:${PEER_PORT}`), `n${host.index}=${host.name}:${PEER_PORT}`].join(',');
+  const fresh = await c.prepare(host, peers);
+  await c.startNode(fresh);
+  const via = c.running().find((n) => n !== old && n !== fresh) as HostNode;
+  const t0 = performance.now();
+  await via.cluster.addMember(fresh.id, `${host.name}:${PEER_PORT}`, true, { deadlineMs: 30_000 });
+  await waitMemberCaughtUp(c, fresh.id, 30 * 60_000);
+  await retry(() => via.cluster.addMember(fresh.id, `${host.name}:${PEER_PORT}`, false, { deadlineMs: 30_000 }));
+  const toPromotionMs = performance.now() - t0;
+  const during = writeStats(load.workload.history, t0, performance.now());
+  const learnerSnapshotIndex = Number((await c.status(fresh))?.snapshotIndex ?? 0);
+  // A leader removing itself may answer with an error once the change committed: a retry then finds it gone.
+  await retry(() => via.cluster.removeMember(old.id, { deadlineMs: 30_000 }).catch((err: Error) => {
+    if (/is not a member/.test(err.message)) return undefined;
+    throw err;
+  }));
+  removed.add(old);
+  await c.stopNode(old, 'SIGTERM');
+  return { oldId: old.id, newId: fresh.id, oldWas, stateBytes, fillMs, toPromotionMs, learnerSnapshotIndex, idle, during };
+}
+
+/** waitCompacted: until every running member's snapshot index is past the fill (their logs start after it). */
+async function waitCompacted(c: HostCluster): Promise<void> {
+  const leader = await c.waitLeader();
+  const target = Number((await c.status(leader))?.commitIndex ?? 0);
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const sts = await Promise.all(c.running().filter((n) => !removed.has(n)).map((n) => c.status(n)));
+    if (sts.every((s) => s !== undefined && s.snapshotIndex >= target)) return;
+    // Small writes move the log on so the next automatic snapshot comes.
+    await Promise.all(Array.from({ length: 50 }, (_, i) => leader.kv.put({ key: enc.encode(`pad/${i}`), value: enc.encode('x') }, { deadlineMs: 5_000 }).catch(() => undefined)));
+  }
+  throw new Error('the logs were not compacted past the fill within 120 s');
+}
+
+async function retry<T>(f: () => Promise<T>, tries = 10): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await f();
+    } catch (err) {
+      if (i >= tries) throw err;
+      await sleep(500);
+    }
+  }
+}
+
+/** PartitionReport: how long the majority side took to have a leader again, per cut. */
+export interface PartitionReport {
+  readonly cuts: { what: string; newLeaderMs: number; oldLeader: string; newLeader: string }[];
+  readonly writes: WriteStats;
+}
+
+/**
+ * partitions: (1) the leader and one follower cut off from the other three,
+ * (2) after healing, the new leader alone; each held `holdMs`, then healed and
+ * caught up. Clients on every host keep going (the minority's fail or time out).
+ */
+export async function partitions(c: HostCluster, load: Load, holdMs: number): Promise<PartitionReport> {
+  const fromMs = performance.now();
+  const cuts: PartitionReport['cuts'] = [];
+  for (const what of ['leader+1 | 3', 'leader | 4'] as const) {
+    const leader = await c.waitLeader();
+    const rest = c.running().filter((n) => n !== leader && !removed.has(n));
+    const minority = what === 'leader | 4' ? [leader] : [leader, rest[0] as HostNode];
+    const majority = c.running().filter((n) => !minority.includes(n) && !removed.has(n));
+    const t0 = performance.now();
+    await c.net.partition(
+      minority.map((n) => n.host),
+      majority.map((n) => n.host),
+    );
+    const next = await c.waitLeader(30_000, majority);
+    const newLeaderMs = performance.now() - t0;
+    await sleep(Math.max(0, holdMs - newLeaderMs));
+    await c.net.heal();
+    await c.waitCaughtUp(60_000);
+    cuts.push({ what, newLeaderMs, oldLeader: leader.id, newLeader: next.id });
+  }
+  void load;
+  return { cuts, writes: writeStats(load.workload.history, fromMs, performance.now()) };
+}
+
+/** MoveReport: a member back on a new address under the same DNS name. */
+export interface MoveReport {
+  readonly id: string;
+  readonly oldIp: string;
+  readonly newIp: string;
+  /** reachedMs: from its restart on the new address to the leader seeing it caught up (the leader re-resolved its name). */
+  readonly reachedMs: number;
+}
+
+/**
+ * moveHost: a follower stops, its host gets a new address (every /etc/hosts
+ * updated, the name kept, as a pod rescheduled with a new IP), it starts
+ * again listening there; the others must find it by re-resolving its name.
+ */
+export async function moveHost(c: HostCluster): Promise<MoveReport> {
+  const leader = await c.waitLeader();
+  const n = c.running().find((x) => x !== leader && !removed.has(x)) as HostNode;
+  const oldIp = n.host.ip;
+  await c.stopNode(n, 'SIGTERM');
+  // Writes while it is away, so it has something to catch up.
+  for (let i = 0; i < 20; i++) await leader.kv.put({ key: enc.encode(`move/${i}`), value: enc.encode('x') }, { deadlineMs: 5_000 }).catch(() => undefined);
+  const newIp = await c.net.moveAddress(n.host);
+  await c.issue(n.id, n.host);
+  c.readdress(n);
+  const t0 = performance.now();
+  await c.startNode(n);
+  await waitMemberCaughtUp(c, n.id, 120_000);
+  return { id: n.id, oldIp, newIp, reachedMs: performance.now() - t0 };
+}
