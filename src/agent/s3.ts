@@ -1,0 +1,484 @@
+/**
+ * S3-compatible object storage as a snapshot destination and source.
+ *
+ * - Uploads stream the archive with multipart (@aws-sdk/lib-storage): at most
+ *   queueSize parts of partBytes in memory whatever the archive's size (flat
+ *   memory); each part is retried by the SDK (maxAttempts) and the whole
+ *   upload `attempts` times from a fresh read of the archive. The object
+ *   appears only when CompleteMultipartUpload succeeds, so a cut upload
+ *   leaves no visible partial object; its parts are aborted (best effort;
+ *   a bucket lifecycle rule for incomplete uploads cleans what an abort
+ *   could not).
+ * - The archive's SHA-256 travels with the object as user metadata
+ *   (x-amz-meta-snapcoord-sha256, with the size, index, term and id) and is
+ *   checked while downloading: an object whose bytes do not hash to it is
+ *   refused (S3Error `corrupt`), and so is one without it (`unverifiable`).
+ * - Credentials: the SDK's default chain (AWS_ACCESS_KEY_ID /
+ *   AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE, shared files,
+ *   instance roles) or a credentials file (--s3-credentials-file). They are
+ *   never logged: errors carry the S3 error code and message only.
+ * - Flexible checksums are sent only when an operation requires them
+ *   (requestChecksumCalculation WHEN_REQUIRED): with WHEN_SUPPORTED the SDK
+ *   streams parts with aws-chunked trailing CRC32s, which S3-compatible
+ *   servers such as s3rver do not decode. On AWS each part is still covered
+ *   by SigV4's payload SHA-256 (the SDK signs buffered parts).
+ */
+import { createHash } from 'node:crypto';
+import { readFile, rename, open, unlink } from 'node:fs/promises';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Writable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { planRetention, type RetentionPolicy } from './retention.js';
+
+/** SHA256_META: the user metadata key holding the archive's hex SHA-256 (x-amz-meta-snapcoord-sha256). */
+export const SHA256_META = 'snapcoord-sha256';
+/** PART_BYTES_DEFAULT: multipart part size (S3's minimum is 5 MiB). */
+export const PART_BYTES_DEFAULT = 8 * 1024 * 1024;
+/** QUEUE_SIZE_DEFAULT: parts uploaded (and held in memory) at once. */
+export const QUEUE_SIZE_DEFAULT = 4;
+/** UPLOAD_ATTEMPTS_DEFAULT: whole-upload attempts (each part is also retried by the SDK). */
+export const UPLOAD_ATTEMPTS_DEFAULT = 3;
+
+/** S3ErrorCode: what went wrong, for callers and messages. */
+export type S3ErrorCode = 'badUrl' | 'accessDenied' | 'noBucket' | 'notFound' | 'corrupt' | 'unverifiable' | 'credentials' | 'failed';
+
+/** S3Error: a destination failure with a message fit for an operator (no credentials in it). */
+export class S3Error extends Error {
+  override readonly name = 'S3Error';
+  constructor(
+    readonly code: S3ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** S3Location: bucket and key (or key prefix) of an s3:// URL. */
+export interface S3Location {
+  readonly bucket: string;
+  readonly key: string;
+}
+
+/** parseS3Url reads `s3://bucket[/key-or-prefix]`. Errors: S3Error `badUrl`. */
+export function parseS3Url(url: string): S3Location {
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url);
+  if (m === null) throw new S3Error('badUrl', `${JSON.stringify(url.slice(0, 200))} is not an s3://bucket/prefix URL (bucket: 3-63 lowercase letters, digits, '.', '-')`);
+  return { bucket: m[1] as string, key: m[2] ?? '' };
+}
+
+/** isS3Url: `s` starts with s3://. */
+export function isS3Url(s: string): boolean {
+  return s.startsWith('s3://');
+}
+
+/** S3Settings: how to reach the object store; '' fields mean "the SDK's default". */
+export interface S3Settings {
+  /** endpoint: an S3-compatible server's URL (http://127.0.0.1:9000); '' for AWS. */
+  readonly endpoint: string;
+  readonly region: string;
+  /** forcePathStyle: http://host/bucket/key instead of http://bucket.host/key (most S3-compatible servers need it). */
+  readonly forcePathStyle: boolean;
+  /** credentialsFile: a file holding the access key (see readCredentialsFile); '' for the SDK's default chain. */
+  readonly credentialsFile: string;
+}
+
+/**
+ * s3SettingsFrom: `given` fields, else the environment: SNAPCOORD_S3_ENDPOINT
+ * (or AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), SNAPCOORD_S3_REGION (or
+ * AWS_REGION, AWS_DEFAULT_REGION; default us-east-1), SNAPCOORD_S3_PATH_STYLE
+ * (1/true), SNAPCOORD_S3_CREDENTIALS_FILE.
+ */
+export function s3SettingsFrom(given: Partial<S3Settings> = {}, env: NodeJS.ProcessEnv = process.env): S3Settings {
+  const pick = (...vs: (string | undefined)[]): string => vs.find((v) => v !== undefined && v !== '') ?? '';
+  const ps = env['SNAPCOORD_S3_PATH_STYLE'];
+  return {
+    endpoint: pick(given.endpoint, env['SNAPCOORD_S3_ENDPOINT'], env['AWS_ENDPOINT_URL_S3'], env['AWS_ENDPOINT_URL']),
+    region: pick(given.region, env['SNAPCOORD_S3_REGION'], env['AWS_REGION'], env['AWS_DEFAULT_REGION'], 'us-east-1'),
+    forcePathStyle: given.forcePathStyle ?? (ps !== undefined && /^(1|true|yes)$/i.test(ps)),
+    credentialsFile: pick(given.credentialsFile, env['SNAPCOORD_S3_CREDENTIALS_FILE']),
+  };
+}
+
+/** S3Credentials: an access key. */
+export interface S3Credentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken?: string;
+}
+
+/**
+ * readCredentialsFile reads an access key from `file`: JSON
+ * {"accessKeyId","secretAccessKey"[,"sessionToken"]}, or lines
+ * `aws_access_key_id = ...` / `AWS_ACCESS_KEY_ID=...` (an AWS shared
+ * credentials file's first profile, or an env file). Errors: S3Error
+ * `credentials` naming the file, never its content.
+ */
+export async function readCredentialsFile(file: string): Promise<S3Credentials> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new S3Error('credentials', `cannot read the S3 credentials file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let id = '';
+  let secret = '';
+  let token = '';
+  const trimmed = text.trim();
+  if (trimmed.startsWith('{')) {
+    try {
+      const j = JSON.parse(trimmed) as Record<string, unknown>;
+      id = typeof j['accessKeyId'] === 'string' ? j['accessKeyId'] : '';
+      secret = typeof j['secretAccessKey'] === 'string' ? j['secretAccessKey'] : '';
+      token = typeof j['sessionToken'] === 'string' ? j['sessionToken'] : '';
+    } catch {
+      throw new S3Error('credentials', `the S3 credentials file ${file} is not valid JSON`);
+    }
+  } else {
+    let sections = 0;
+    for (const raw of trimmed.split('\n')) {
+      const line = raw.trim();
+      if (line.startsWith('[')) {
+        if (++sections > 1) break; // the first profile only
+        continue;
+      }
+      const m = /^(?:export\s+)?([A-Za-z_]+)\s*=\s*"?([^"]*)"?$/.exec(line);
+      if (m === null) continue;
+      const k = (m[1] as string).toLowerCase();
+      const v = (m[2] as string).trim();
+      if (k === 'aws_access_key_id') id = v;
+      else if (k === 'aws_secret_access_key') secret = v;
+      else if (k === 'aws_session_token') token = v;
+    }
+  }
+  if (id === '' || secret === '') throw new S3Error('credentials', `the S3 credentials file ${file} holds no access key id and secret`);
+  return { accessKeyId: id, secretAccessKey: secret, ...(token !== '' ? { sessionToken: token } : {}) };
+}
+
+/** makeS3Client builds the SDK client of `settings` (credentials from the file when one is named). */
+export async function makeS3Client(settings: S3Settings, maxAttempts = 5): Promise<S3Client> {
+  // The SDK warns once per process that its releases after January 2027 need Node 22: advice for the
+  // SDK's own upgrade path, not for an operator, and a second stderr line in every CLI command.
+  process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
+  const config: S3ClientConfig = {
+    region: settings.region,
+    forcePathStyle: settings.forcePathStyle,
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    maxAttempts,
+    ...(settings.endpoint !== '' ? { endpoint: settings.endpoint } : {}),
+    ...(settings.credentialsFile !== '' ? { credentials: await readCredentialsFile(settings.credentialsFile) } : {}),
+  };
+  return new S3Client(config);
+}
+
+/** ArchiveObjectMeta: what is stored with an uploaded archive. */
+export interface ArchiveObjectMeta {
+  readonly sha256: string;
+  readonly sizeBytes: number;
+  readonly index: number;
+  readonly term: number;
+  readonly id: string;
+}
+
+/** RemoteSnapshot: one archive in the bucket. */
+export interface RemoteSnapshot {
+  readonly key: string;
+  /** name: the key without the prefix. */
+  readonly name: string;
+  readonly url: string;
+  readonly sizeBytes: number;
+  readonly lastModified: string;
+  /** createdAtMs: from the name's timestamp, else the object's LastModified. */
+  readonly createdAtMs: number;
+}
+
+/** SNAPSHOT_NAME_PATTERN: names of scheduled snapshot archives, `<db>-<YYYYMMDDTHHMMSSmmmZ>.snapshot`. */
+export const SNAPSHOT_NAME_PATTERN = /^(.+)-(\d{8}T\d{9}Z)\.snapshot$/;
+
+/** snapshotName: the archive name of a scheduled snapshot of `db` made at `at`. */
+export function snapshotName(db: string, at: Date): string {
+  return `${db}-${at.toISOString().replace(/[-:.]/g, '')}.snapshot`;
+}
+
+/** timeOfName: the creation time a snapshotName encodes (ms), null when `name` is not one. */
+export function timeOfName(name: string): number | null {
+  const m = SNAPSHOT_NAME_PATTERN.exec(name);
+  if (m === null) return null;
+  const s = m[2] as string;
+  const iso = `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13, 15)}.${s.slice(15, 18)}Z`;
+  const t = Date.parse(iso);
+  return Number.isNaN(t) ? null : t;
+}
+
+/** describe: an SDK error as "Code: message" (never the request, so never a credential). */
+function describe(err: unknown): string {
+  const e = err as { name?: string; Code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+  const code = e.Code ?? e.name ?? 'Error';
+  const status = e.$metadata?.httpStatusCode;
+  return `${code}${status !== undefined ? ` (HTTP ${status})` : ''}: ${e.message ?? String(err)}`;
+}
+
+/** classify maps an SDK error to an S3Error saying what to check. */
+function classify(err: unknown, what: string, loc: string): S3Error {
+  if (err instanceof S3Error) return err;
+  const e = err as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
+  const code = e.Code ?? e.name ?? '';
+  const status = e.$metadata?.httpStatusCode;
+  if (code === 'AccessDenied' || code === 'InvalidAccessKeyId' || code === 'SignatureDoesNotMatch' || code === 'Forbidden' || status === 403) {
+    return new S3Error('accessDenied', `${what} ${loc}: the object store refused it (${describe(err)}); check that the credentials may ${what === 'upload to' ? 's3:PutObject on' : 'use'} this bucket and prefix`, { cause: err });
+  }
+  if (code === 'NoSuchBucket') return new S3Error('noBucket', `${what} ${loc}: no such bucket (${describe(err)})`, { cause: err });
+  if (code === 'NoSuchKey' || code === 'NotFound' || status === 404) return new S3Error('notFound', `${what} ${loc}: no such object (${describe(err)})`, { cause: err });
+  if (code === 'CredentialsProviderError') return new S3Error('credentials', `${what} ${loc}: no S3 credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or --s3-credentials-file)`, { cause: err });
+  return new S3Error('failed', `${what} ${loc}: ${describe(err)}`, { cause: err });
+}
+
+/** HashCheck passes bytes through, hashing them; at the end it fails when they do not hash to `sha256` or count `sizeBytes`. */
+class HashCheck extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+  constructor(
+    private readonly sha256: string,
+    private readonly sizeBytes: number,
+    private readonly onBytes: (n: number) => void,
+    private readonly what: string,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    this.onBytes(this.bytes);
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    const got = this.hash.digest('hex');
+    if (this.sizeBytes >= 0 && this.bytes !== this.sizeBytes) return cb(new S3Error('corrupt', `${this.what}: ${this.bytes} bytes, not the ${this.sizeBytes} recorded`));
+    if (got !== this.sha256.toLowerCase()) return cb(new S3Error('corrupt', `${this.what}: SHA-256 ${got} does not match the recorded ${this.sha256}`));
+    cb();
+  }
+}
+
+/** UploadOptions: progress and limits of one upload. */
+export interface UploadOptions {
+  readonly onProgress?: (bytes: number) => void;
+  readonly signal?: AbortSignal;
+  readonly partBytes?: number;
+  readonly queueSize?: number;
+  /** attempts: whole-upload attempts (default UPLOAD_ATTEMPTS_DEFAULT). */
+  readonly attempts?: number;
+  /** onRetry: told about each failed attempt that will be retried. */
+  readonly onRetry?: (err: S3Error, attempt: number) => void;
+}
+
+/**
+ * S3Destination: one bucket and key prefix (`s3://bucket/prefix`; the prefix
+ * is used as given, so `backups/` puts archives "in a folder").
+ */
+export class S3Destination {
+  private constructor(
+    readonly client: S3Client,
+    readonly bucket: string,
+    readonly prefix: string,
+  ) {}
+
+  /** open parses `url` and builds the client (each request tried up to maxAttempts times, default 5). Errors: S3Error `badUrl` / `credentials`. */
+  static async open(url: string, settings: S3Settings, maxAttempts = 5): Promise<S3Destination> {
+    const loc = parseS3Url(url);
+    return new S3Destination(await makeS3Client(settings, maxAttempts), loc.bucket, loc.key);
+  }
+
+  /** url: the s3:// URL of `key` (or of this destination when no key). */
+  url(key = this.prefix): string {
+    return `s3://${this.bucket}/${key}`;
+  }
+
+  /**
+   * upload streams the archive that `open()` reads to `<prefix><name>` with
+   * `meta` as object metadata, hashing it on the way: bytes that do not
+   * match meta.sha256 fail the upload before it completes. Retries the whole
+   * upload (a fresh open()) up to `attempts` times; a refusal (accessDenied,
+   * noBucket, credentials) is not retried. Errors: S3Error.
+   */
+  async upload(name: string, open: () => Readable, meta: ArchiveObjectMeta, opts: UploadOptions = {}): Promise<{ key: string; attempts: number }> {
+    const key = `${this.prefix}${name}`;
+    const attempts = Math.max(1, opts.attempts ?? UPLOAD_ATTEMPTS_DEFAULT);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.uploadOnce(key, open(), meta, opts);
+        return { key, attempts: attempt };
+      } catch (err) {
+        const e = classify(err, 'upload to', this.url(key));
+        if (opts.signal?.aborted === true || attempt >= attempts || e.code === 'accessDenied' || e.code === 'noBucket' || e.code === 'credentials' || e.code === 'corrupt') throw e;
+        opts.onRetry?.(e, attempt);
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+      }
+    }
+  }
+
+  private async uploadOnce(key: string, source: Readable, meta: ArchiveObjectMeta, opts: UploadOptions): Promise<void> {
+    const check = new HashCheck(meta.sha256, meta.sizeBytes, (n) => opts.onProgress?.(n), `archive read for ${this.url(key)}`);
+    source.on('error', (err) => check.destroy(err));
+    source.pipe(check);
+    const upload = new Upload({
+      client: this.client,
+      params: {
+        Bucket: this.bucket,
+        Key: key,
+        Body: check,
+        ContentType: 'application/x-gzip',
+        Metadata: {
+          [SHA256_META]: meta.sha256,
+          'snapcoord-size': String(meta.sizeBytes),
+          'snapcoord-index': String(meta.index),
+          'snapcoord-term': String(meta.term),
+          'snapcoord-id': meta.id,
+        },
+      },
+      partSize: opts.partBytes ?? PART_BYTES_DEFAULT,
+      queueSize: opts.queueSize ?? QUEUE_SIZE_DEFAULT,
+      // Parts are aborted here (an abort that fails must not hide the upload's own error).
+      leavePartsOnError: true,
+      ...(opts.signal !== undefined ? { abortController: abortControllerOf(opts.signal) } : {}),
+    });
+    try {
+      await upload.done();
+    } catch (err) {
+      source.destroy();
+      check.destroy();
+      if (upload.uploadId !== undefined) {
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: upload.uploadId })).catch(() => undefined);
+      }
+      throw err;
+    }
+  }
+
+  /** head: the recorded metadata of `key`. Errors: S3Error (`notFound`, ...). */
+  async head(key: string): Promise<{ sha256: string; sizeBytes: number; metadata: Record<string, string> }> {
+    try {
+      const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      const md = h.Metadata ?? {};
+      return { sha256: md[SHA256_META] ?? '', sizeBytes: h.ContentLength ?? -1, metadata: md };
+    } catch (err) {
+      throw classify(err, 'read', this.url(key));
+    }
+  }
+
+  /** list: every object under the prefix (paged), newest first by createdAtMs. */
+  async list(): Promise<RemoteSnapshot[]> {
+    const out: RemoteSnapshot[] = [];
+    let token: string | undefined;
+    try {
+      for (let page = 0; page < 10_000; page++) {
+        const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
+        for (const o of r.Contents ?? []) {
+          if (o.Key === undefined) continue;
+          const name = o.Key.slice(this.prefix.length);
+          const modified = o.LastModified?.getTime() ?? 0;
+          out.push({ key: o.Key, name, url: this.url(o.Key), sizeBytes: o.Size ?? 0, lastModified: o.LastModified?.toISOString() ?? '', createdAtMs: timeOfName(name) ?? modified });
+        }
+        if (r.IsTruncated !== true || r.NextContinuationToken === undefined) break;
+        token = r.NextContinuationToken;
+      }
+    } catch (err) {
+      throw classify(err, 'list', this.url());
+    }
+    return out.sort((a, b) => b.createdAtMs - a.createdAtMs);
+  }
+
+  /**
+   * download streams `key` into `sink`, checking its bytes against the
+   * recorded SHA-256 and size. Errors: S3Error `unverifiable` (no recorded
+   * SHA-256), `corrupt` (bytes differ; the sink then holds bad bytes: callers
+   * write to a temp file), `notFound`, ...
+   */
+  async download(key: string, sink: NodeJS.WritableStream, onProgress?: (bytes: number) => void): Promise<{ sha256: string; sizeBytes: number }> {
+    const h = await this.head(key);
+    if (!/^[0-9a-f]{64}$/i.test(h.sha256)) throw new S3Error('unverifiable', `${this.url(key)} carries no snapcoord SHA-256 (x-amz-meta-${SHA256_META}); refusing an archive that cannot be checked`);
+    let body: Readable;
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      body = r.Body as Readable;
+    } catch (err) {
+      throw classify(err, 'read', this.url(key));
+    }
+    const check = new HashCheck(h.sha256, h.sizeBytes, onProgress ?? (() => undefined), this.url(key));
+    try {
+      await pipeline(body, check, sink);
+    } catch (err) {
+      throw err instanceof S3Error ? err : classify(err, 'read', this.url(key));
+    }
+    return { sha256: h.sha256.toLowerCase(), sizeBytes: check.bytes };
+  }
+
+  /**
+   * downloadToFile downloads `key` to `file` (0600) through `file`.part,
+   * renamed only once every byte checks out; on any failure nothing is left.
+   */
+  async downloadToFile(key: string, file: string, onProgress?: (bytes: number) => void): Promise<{ sha256: string; sizeBytes: number }> {
+    const part = `${file}.part`;
+    const fh = await open(part, 'w', 0o600);
+    let closed = false;
+    try {
+      const sink = new Writable({
+        write(chunk: Buffer, _enc, cb): void {
+          fh.write(chunk).then(() => cb(), cb);
+        },
+      });
+      const r = await this.download(key, sink, onProgress);
+      await fh.sync();
+      await fh.close();
+      closed = true;
+      await rename(part, file);
+      return r;
+    } catch (err) {
+      if (!closed) await fh.close().catch(() => undefined);
+      await unlink(part).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** remove deletes `key`. Errors: S3Error. */
+  async remove(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (err) {
+      throw classify(err, 'delete', this.url(key));
+    }
+  }
+
+  /**
+   * applyRetention deletes the scheduled archives of `db` under the prefix
+   * that `policy` does not keep (objects with other names are left alone).
+   */
+  async applyRetention(db: string, policy: RetentionPolicy, nowMs: number): Promise<{ kept: RemoteSnapshot[]; removed: RemoteSnapshot[] }> {
+    const mine = (await this.list()).filter((o) => SNAPSHOT_NAME_PATTERN.exec(o.name)?.[1] === db);
+    const plan = planRetention(mine, policy, nowMs);
+    for (const o of plan.remove) await this.remove(o.key);
+    return { kept: plan.keep, removed: plan.remove };
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+}
+
+function abortControllerOf(signal: AbortSignal): AbortController {
+  const c = new AbortController();
+  if (signal.aborted) c.abort();
+  else signal.addEventListener('abort', () => c.abort(), { once: true });
+  return c;
+}

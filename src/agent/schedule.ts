@@ -1,0 +1,245 @@
+/**
+ * Scheduled snapshots (the snapshot agent): `--schedule-snapshot SECS` with a
+ * retention policy and an optional S3 destination.
+ *
+ * - SnapshotSchedule decides when: only the leader enqueues (one copy per
+ *   cluster, not one per member). The time of the last run is replicated in
+ *   the key-value state (SCHEDULE_KEY_PREFIX + db name, a JSON
+ *   {lastRunAtMs, nodeId}), written through the log before the task is
+ *   enqueued, so a new leader knows when the old one last ran; a run missed
+ *   while no node led (a restart, a leader change, a long outage) runs once
+ *   when it is next checked, never once per missed interval. A cluster that
+ *   never ran starts counting when the schedule first runs.
+ * - scheduledSnapshotRunner does one run as a snapshotCreation task (its
+ *   `details.path` is `<snapshot-dir>/<db>-<time>.snapshot`): phase
+ *   `snapshot` (a snapshot of the state now), `copy` (the archive copied
+ *   atomically, read-only, to details.path; bytesDone / bytesTotal),
+ *   `upload` (streamed to the S3 destination, when one is set; bytesDone
+ *   counts uploaded bytes), `retention` (the policy applied to the local
+ *   directory's scheduled archives of this db, then to the bucket's),
+ *   `done`; details.removed / kept count the archives.
+ */
+import { readdir, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+import type { Logger } from '../node/node.js';
+import { exportArchiveFile } from '../node/snapshot-export.js';
+import type { SnapshotHandle } from '../snapshot/store.js';
+import type { KvCommand } from '../storage/kv-command.js';
+import type { Task, TaskDetails, TaskRunner } from '../node/tasks.js';
+import { hasRetention, planRetention, type RetentionPolicy } from './retention.js';
+import { SNAPSHOT_NAME_PATTERN, snapshotName, timeOfName, type S3Destination } from './s3.js';
+
+/** SCHEDULE_KEY_PREFIX: the replicated key holding a schedule's last run is this plus the db name. */
+export const SCHEDULE_KEY_PREFIX = 'snapcoord.agent/schedule/';
+
+/** ScheduleState: what the replicated key holds. */
+export interface ScheduleState {
+  readonly lastRunAtMs: number;
+  readonly nodeId: string;
+}
+
+/** ScheduleNode: the part of Node the schedule uses. */
+export interface ScheduleNode {
+  readonly id: string;
+  status(): { readonly role: string; readonly term: number };
+  get(key: Uint8Array): Promise<Uint8Array | undefined>;
+  propose(cmd: KvCommand): Promise<unknown>;
+}
+
+export interface ScheduleOptions {
+  readonly node: ScheduleNode;
+  readonly intervalMs: number;
+  readonly dbName: string;
+  /** snapshotDir: where scheduled archives are written. */
+  readonly snapshotDir: string;
+  /** enqueue: enqueues a snapshotCreation task writing `path` (TaskQueue.enqueue). */
+  readonly enqueue: (path: string) => Promise<Task>;
+  /** busy: a scheduled run is enqueued or running on this node. */
+  readonly busy: () => boolean;
+  readonly log: Logger;
+  /** fixedPath: every run writes this one file (no retention, no destination: the behaviour before the agent); default a new timestamped file per run. */
+  readonly fixedPath?: string;
+  /** checkEveryMs: how often the schedule looks (default min(intervalMs, 1000)). */
+  readonly checkEveryMs?: number;
+  readonly now?: () => number;
+}
+
+/** TickResult: what one check did. */
+export type TickResult = 'notLeader' | 'notDue' | 'busy' | 'started' | 'enqueued' | 'failed';
+
+/** SnapshotSchedule: see the file comment. */
+export class SnapshotSchedule {
+  private timer: NodeJS.Timeout | null = null;
+  private checking = false;
+  /** known: the last run as this node last read or wrote it, with the term it was read in. */
+  private known: { term: number; lastRunAtMs: number } | null = null;
+  private readonly now: () => number;
+  private readonly key: Buffer;
+
+  constructor(private readonly opts: ScheduleOptions) {
+    if (!(opts.intervalMs > 0)) throw new RangeError(`SnapshotSchedule: intervalMs must be positive, got ${opts.intervalMs}`);
+    this.now = opts.now ?? Date.now;
+    this.key = Buffer.from(`${SCHEDULE_KEY_PREFIX}${opts.dbName}`);
+  }
+
+  start(): void {
+    if (this.timer !== null) return;
+    this.timer = setInterval(() => void this.tick(), this.opts.checkEveryMs ?? Math.min(this.opts.intervalMs, 1_000));
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** pathFor: the archive path of a run at `atMs`. */
+  pathFor(atMs: number): string {
+    if (this.opts.fixedPath !== undefined) return this.opts.fixedPath;
+    return join(this.opts.snapshotDir, snapshotName(this.opts.dbName, new Date(atMs)));
+  }
+
+  /** tick checks once: on the leader, when the interval since the cluster's last run has passed and no run is in flight, it records the run and enqueues it. */
+  async tick(): Promise<TickResult> {
+    if (this.checking) return 'busy';
+    this.checking = true;
+    try {
+      const st = this.opts.node.status();
+      if (st.role !== 'leader') {
+        this.known = null;
+        return 'notLeader';
+      }
+      if (this.opts.busy()) return 'busy';
+      if (this.known === null || this.known.term !== st.term) {
+        const state = await this.read();
+        if (state === null) {
+          // Never ran in this cluster: the first run is one interval from now.
+          const now = this.now();
+          await this.write(now);
+          this.known = { term: st.term, lastRunAtMs: now };
+          return 'started';
+        }
+        this.known = { term: st.term, lastRunAtMs: state.lastRunAtMs };
+      }
+      const now = this.now();
+      const sinceMs = now - this.known.lastRunAtMs;
+      if (sinceMs < this.opts.intervalMs) return 'notDue';
+      // Recorded through the log first: a leader elected after this point does not run it again.
+      await this.write(now);
+      this.known = { term: st.term, lastRunAtMs: now };
+      const task = await this.opts.enqueue(this.pathFor(now));
+      // Runs missed while no node could run them are not made up: this one run covers them.
+      const missedRuns = Math.max(0, Math.floor(sinceMs / this.opts.intervalMs) - 1);
+      this.opts.log.info({ taskUid: task.uid, path: task.details.path, missedRuns }, 'scheduled snapshot enqueued');
+      return 'enqueued';
+    } catch (err) {
+      this.known = null;
+      this.opts.log.warn({ err: (err as Error).message }, 'scheduled snapshot not enqueued');
+      return 'failed';
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  /** read: the replicated state (null when the schedule never ran), read linearizably on the leader. */
+  async read(): Promise<ScheduleState | null> {
+    const v = await this.opts.node.get(this.key);
+    if (v === undefined) return null;
+    try {
+      const j = JSON.parse(Buffer.from(v).toString('utf8')) as Partial<ScheduleState>;
+      if (typeof j.lastRunAtMs === 'number' && Number.isFinite(j.lastRunAtMs)) return { lastRunAtMs: j.lastRunAtMs, nodeId: String(j.nodeId ?? '') };
+    } catch {
+      // unreadable: treated as never run
+    }
+    return null;
+  }
+
+  private async write(atMs: number): Promise<void> {
+    const state: ScheduleState = { lastRunAtMs: atMs, nodeId: this.opts.node.id };
+    await this.opts.node.propose({ op: 'put', key: this.key, value: Buffer.from(JSON.stringify(state)) });
+  }
+}
+
+/** isScheduledPath: `path` is a scheduled archive of `db` in `dir`. */
+export function isScheduledPath(path: string | undefined, dir: string, db: string): boolean {
+  if (path === undefined || dirname(path) !== dir) return false;
+  return SNAPSHOT_NAME_PATTERN.exec(basename(path))?.[1] === db;
+}
+
+/** LocalRetentionResult: the scheduled archives of the directory kept and removed (names). */
+export interface LocalRetentionResult {
+  readonly kept: string[];
+  readonly removed: string[];
+}
+
+/** applyLocalRetention deletes the scheduled archives of `db` in `dir` that `policy` does not keep (other files are left alone). */
+export async function applyLocalRetention(dir: string, db: string, policy: RetentionPolicy, nowMs: number): Promise<LocalRetentionResult> {
+  const items = (await readdir(dir))
+    .filter((n) => SNAPSHOT_NAME_PATTERN.exec(n)?.[1] === db)
+    .map((name) => ({ name, createdAtMs: timeOfName(name) ?? 0 }));
+  const plan = planRetention(items, policy, nowMs);
+  for (const i of plan.remove) await rm(join(dir, i.name), { force: true });
+  return { kept: plan.keep.map((i) => i.name), removed: plan.remove.map((i) => i.name) };
+}
+
+export interface ScheduledRunnerOptions {
+  /** snapshot: a snapshot of the state now, opened (Node.downloadSnapshot(true)). */
+  readonly snapshot: () => Promise<SnapshotHandle>;
+  readonly dbName: string;
+  readonly snapshotDir: string;
+  readonly retention: RetentionPolicy;
+  readonly destination: S3Destination | null;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+/** scheduledSnapshotRunner: the TaskRunner of one scheduled run (see the file comment). */
+export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
+  const now = o.now ?? Date.now;
+  return async (task, progress) => {
+    const path = task.details.path;
+    if (path === undefined) throw new Error('a scheduled snapshot task without a path');
+    progress({ phase: 'snapshot' });
+    const handle = await o.snapshot();
+    try {
+      const total = handle.archiveBytes;
+      const base: TaskDetails = { path, bytesTotal: total, digest: handle.archiveSha256, index: handle.meta.index };
+      progress({ ...base, phase: 'copy', bytesDone: 0 });
+      await exportArchiveFile(handle, path, (done) => progress({ bytesDone: done }));
+      let destination = path;
+      if (o.destination !== null) {
+        const d = o.destination;
+        destination = d.url(`${d.prefix}${basename(path)}`);
+        progress({ phase: 'upload', bytesDone: 0, destination });
+        await d.upload(
+          basename(path),
+          () => handle.createReadStream(0),
+          { sha256: handle.archiveSha256, sizeBytes: total, index: handle.meta.index, term: handle.meta.term, id: handle.id },
+          {
+            onProgress: (n) => progress({ bytesDone: n }),
+            onRetry: (err, attempt) => o.log.warn({ destination, attempt, err: err.message }, 'upload of a scheduled snapshot failed; retrying'),
+          },
+        );
+      }
+      let removed = 0;
+      let kept = 0;
+      if (hasRetention(o.retention)) {
+        progress({ phase: 'retention' });
+        const at = now();
+        const local = await applyLocalRetention(o.snapshotDir, o.dbName, o.retention, at);
+        removed += local.removed.length;
+        kept += local.kept.length;
+        if (o.destination !== null) {
+          const remote = await o.destination.applyRetention(o.dbName, o.retention, at);
+          removed += remote.removed.length;
+          kept += remote.kept.length;
+        }
+        if (removed > 0) o.log.info({ removed, kept, local: local.removed }, 'scheduled snapshots removed by the retention policy');
+      }
+      return { ...base, bytesDone: total, destination, phase: 'done', removed, kept };
+    } finally {
+      handle.release();
+    }
+  };
+}

@@ -1,0 +1,219 @@
+/**
+ * The S3 destination (issue 19 part 2) against a real S3-compatible server
+ * (s3rver) on 127.0.0.1: multipart round trip with the SHA-256 stored as
+ * metadata, an upload cut mid-way (retried; an upload cut every time leaves
+ * no visible object), a bucket that refuses writes, a corrupted object
+ * refused at download, retention on the bucket, credentials files.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+
+import { NO_RETENTION } from '../../../src/agent/retention.js';
+import { S3Destination, S3Error, parseS3Url, readCredentialsFile, s3SettingsFrom, snapshotName, timeOfName, type S3Settings } from '../../../src/agent/s3.js';
+import { BUCKET, S3Server } from './s3-server.js';
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+const MiB = 1024 * 1024;
+
+describe('agent: S3 destination (s3rver)', function () {
+  this.timeout(60_000);
+  let s3: S3Server;
+  let settings: S3Settings;
+  let dir = '';
+  const saved: Record<string, string | undefined> = {};
+
+  before(async () => {
+    s3 = await S3Server.start();
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-s3-spec-'));
+    // Credentials from the usual AWS environment variables.
+    for (const [k, v] of Object.entries(s3.env())) {
+      saved[k] = process.env[k];
+      process.env[k] = v;
+    }
+    settings = s3SettingsFrom();
+  });
+
+  after(async () => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    await s3?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  afterEach(() => {
+    s3.cuts = 0;
+    s3.cutsDone = 0;
+    s3.cutAfterBytes = Infinity;
+    s3.readOnly = false;
+  });
+
+  const meta = (b: Buffer, id = 'x'): { sha256: string; sizeBytes: number; index: number; term: number; id: string } => ({ sha256: sha(b), sizeBytes: b.length, index: 7, term: 2, id });
+
+  it('parses s3:// URLs and settings from the environment; names carry their time', () => {
+    assert.deepEqual(parseS3Url('s3://my-bucket/backups/daily/'), { bucket: 'my-bucket', key: 'backups/daily/' });
+    assert.deepEqual(parseS3Url('s3://my-bucket'), { bucket: 'my-bucket', key: '' });
+    assert.throws(() => parseS3Url('s3://A/b'), (e: unknown) => e instanceof S3Error && e.code === 'badUrl');
+    assert.throws(() => parseS3Url('http://x/y'), S3Error);
+    assert.equal(settings.endpoint, s3.endpoint);
+    assert.equal(settings.forcePathStyle, true);
+    const at = new Date('2026-12-03T11:58:43.123Z');
+    assert.equal(snapshotName('db', at), 'db-20261203T115843123Z.snapshot');
+    assert.equal(timeOfName(snapshotName('db', at)), at.getTime());
+    assert.equal(timeOfName('other.snapshot'), null);
+  });
+
+  it('multipart round trip: 3 parts, SHA-256 stored with the object and checked on download', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/rt/`, settings);
+    try {
+      const body = randomBytes(12 * MiB);
+      let progress = 0;
+      const r = await d.upload('a.snapshot', () => Readable.from([body.subarray(0, 6 * MiB), body.subarray(6 * MiB)]), meta(body), {
+        partBytes: 5 * MiB,
+        onProgress: (n) => (progress = n),
+      });
+      assert.equal(r.key, 'rt/a.snapshot');
+      assert.equal(progress, body.length);
+      const h = await d.head('rt/a.snapshot');
+      assert.equal(h.sha256, sha(body));
+      assert.equal(h.sizeBytes, body.length);
+      assert.equal(h.metadata['snapcoord-index'], '7');
+      const listed = await d.list();
+      assert.deepEqual(listed.map((o) => o.name), ['a.snapshot']);
+      const file = join(dir, 'rt.snap');
+      const got = await d.downloadToFile('rt/a.snapshot', file);
+      assert.equal(got.sha256, sha(body));
+      assert.ok((await readFile(file)).equals(body));
+    } finally {
+      d.close();
+    }
+  });
+
+  it('an upload cut mid-way is retried and completes; cut every time, it fails and leaves no visible object', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/cut/`, settings, 3);
+    try {
+      const body = randomBytes(11 * MiB);
+      s3.cutAfterBytes = 2 * MiB;
+      s3.cuts = 1;
+      await d.upload('once.snapshot', () => Readable.from([body]), meta(body), { partBytes: 5 * MiB, queueSize: 1 });
+      assert.equal(s3.cutsDone, 1, 'the proxy cut one connection');
+      const file = join(dir, 'once.snap');
+      await d.downloadToFile('cut/once.snapshot', file);
+      assert.ok((await readFile(file)).equals(body));
+
+      s3.cutsDone = 0;
+      s3.cuts = Infinity;
+      const retried: number[] = [];
+      await assert.rejects(
+        d.upload('never.snapshot', () => Readable.from([body]), meta(body), { partBytes: 5 * MiB, queueSize: 1, attempts: 2, onRetry: (_e, n) => retried.push(n) }),
+        (e: unknown) => e instanceof S3Error && e.code === 'failed',
+      );
+      assert.deepEqual(retried, [1], 'the whole upload was tried twice');
+      s3.cuts = 0;
+      assert.deepEqual((await d.list()).map((o) => o.name), ['once.snapshot'], 'no partial object is visible');
+      await assert.rejects(d.head('cut/never.snapshot'), (e: unknown) => e instanceof S3Error && e.code === 'notFound');
+    } finally {
+      d.close();
+    }
+  });
+
+  it('a bucket that refuses writes: a clear accessDenied error, not retried, nothing written', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/ro/`, settings);
+    try {
+      s3.readOnly = true;
+      const body = randomBytes(1 * MiB);
+      let retries = 0;
+      await assert.rejects(
+        d.upload('x.snapshot', () => Readable.from([body]), meta(body), { onRetry: () => retries++ }),
+        (e: unknown) => e instanceof S3Error && e.code === 'accessDenied' && /refused it \(AccessDenied \(HTTP 403\)/.test(e.message) && /s3:PutObject/.test(e.message),
+      );
+      assert.equal(retries, 0);
+      s3.readOnly = false;
+      assert.deepEqual(await d.list(), []);
+    } finally {
+      d.close();
+    }
+  });
+
+  it('bytes that do not match the SHA-256 given are not uploaded', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/bad/`, settings);
+    try {
+      const body = randomBytes(1 * MiB);
+      await assert.rejects(d.upload('x.snapshot', () => Readable.from([body]), { ...meta(body), sha256: '0'.repeat(64) }), (e: unknown) => e instanceof S3Error && e.code === 'corrupt');
+      assert.deepEqual(await d.list(), []);
+    } finally {
+      d.close();
+    }
+  });
+
+  it('a corrupted object is refused at download (nothing left); an object without the SHA-256 is refused too', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/rot/`, settings);
+    try {
+      const body = randomBytes(2 * MiB);
+      await d.upload('r.snapshot', () => Readable.from([body]), meta(body));
+      // Flip one byte of the stored object behind the server's back (bit rot, a tampered bucket).
+      const files = (await s3.objectFiles()).filter((f) => f.includes(`${join('rot', 'r.snapshot')}`));
+      assert.equal(files.length, 1, String(await s3.objectFiles()));
+      const fh = await open(files[0]!, 'r+');
+      await fh.write(Buffer.from([body[12345]! ^ 0xff]), 0, 1, 12345);
+      await fh.close();
+      const file = join(dir, 'rot.snap');
+      await assert.rejects(d.downloadToFile('rot/r.snapshot', file), (e: unknown) => e instanceof S3Error && e.code === 'corrupt' && /does not match the recorded/.test(e.message));
+      assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('rot.snap')), []);
+      await d.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'rot/plain.snapshot', Body: body }));
+      await assert.rejects(d.downloadToFile('rot/plain.snapshot', file), (e: unknown) => e instanceof S3Error && e.code === 'unverifiable');
+    } finally {
+      d.close();
+    }
+  });
+
+  it('retention on the bucket removes only the scheduled archives of this db that the policy does not keep', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/ret/`, settings);
+    try {
+      const now = Date.parse('2026-12-03T12:00:00Z');
+      const body = Buffer.from('tiny');
+      for (let i = 0; i < 5; i++) await d.upload(snapshotName('db', new Date(now - i * 3_600_000)), () => Readable.from([body]), meta(body));
+      await d.upload(snapshotName('other', new Date(now - 9 * 86_400_000)), () => Readable.from([body]), meta(body));
+      await d.upload('notes.txt', () => Readable.from([body]), meta(body));
+      assert.deepEqual((await d.applyRetention('db', NO_RETENTION, now)).removed, [], 'no policy: nothing removed');
+      const r = await d.applyRetention('db', { keepLast: 2, keepDays: 0, keepWeeks: 0 }, now);
+      assert.equal(r.removed.length, 3);
+      const names = (await d.list()).map((o) => o.name).sort();
+      assert.deepEqual(names, [snapshotName('db', new Date(now - 3_600_000)), snapshotName('db', new Date(now)), 'notes.txt', snapshotName('other', new Date(now - 9 * 86_400_000))].sort());
+    } finally {
+      d.close();
+    }
+  });
+
+  it('credentials files: JSON, AWS shared-credentials and env lines; errors never quote the secret', async () => {
+    const j = join(dir, 'c.json');
+    await writeFile(j, JSON.stringify({ accessKeyId: 'AK', secretAccessKey: 'SK-secret', sessionToken: 'T' }));
+    assert.deepEqual(await readCredentialsFile(j), { accessKeyId: 'AK', secretAccessKey: 'SK-secret', sessionToken: 'T' });
+    const ini = join(dir, 'credentials');
+    await writeFile(ini, '[default]\naws_access_key_id = AK2\naws_secret_access_key = SK2\n[other]\naws_access_key_id = NO\n');
+    assert.deepEqual(await readCredentialsFile(ini), { accessKeyId: 'AK2', secretAccessKey: 'SK2' });
+    const env = join(dir, 'env');
+    await writeFile(env, 'export AWS_ACCESS_KEY_ID="AK3"\nAWS_SECRET_ACCESS_KEY=SK3\n');
+    assert.deepEqual(await readCredentialsFile(env), { accessKeyId: 'AK3', secretAccessKey: 'SK3' });
+    const bad = join(dir, 'bad');
+    await writeFile(bad, 'aws_secret_access_key = very-secret-value\n');
+    await assert.rejects(readCredentialsFile(bad), (e: unknown) => e instanceof S3Error && e.code === 'credentials' && !e.message.includes('very-secret-value'));
+    // Wrong credentials: refused by the server, and the message carries no secret. (s3rver checks
+    // that the access key id exists but does not verify SigV4 signatures: an unknown id it refuses.)
+    const wrong = join(dir, 'wrong.json');
+    await writeFile(wrong, JSON.stringify({ accessKeyId: 'NOT-A-KEY', secretAccessKey: 'not-the-secret-xyz' }));
+    const d = await S3Destination.open(`s3://${BUCKET}/wrong/`, { ...settings, credentialsFile: wrong });
+    try {
+      const body = Buffer.from('x');
+      await assert.rejects(d.upload('w.snapshot', () => Readable.from([body]), meta(body)), (e: unknown) => e instanceof S3Error && e.code === 'accessDenied' && !e.message.includes('not-the-secret-xyz'));
+    } finally {
+      d.close();
+    }
+  });
+});

@@ -1,0 +1,161 @@
+/**
+ * Scheduled snapshots (issue 19 part 1) on real nodes: only the leader
+ * enqueues, the last run is replicated so a new leader does not run again
+ * early, missed runs run once; a scheduled run is a task with its phases in
+ * `details`, copies the archive, uploads it to S3 (s3rver) and applies the
+ * retention policy to the directory and the bucket.
+ */
+import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { SCHEDULE_KEY_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/agent/schedule.js';
+import { S3Destination, s3SettingsFrom } from '../../../src/agent/s3.js';
+import { TaskQueue, type Task, type TaskDetails } from '../../../src/node/tasks.js';
+import { SnapshotNode } from '../api/snapshot-node.js';
+import { RocksCluster, waitUntil } from '../node/rocks-cluster.js';
+import { BUCKET, S3Server } from './s3-server.js';
+
+const silent = { debug() {}, info() {}, warn() {}, error() {} };
+const HOUR = 3_600_000;
+
+describe('agent: snapshot schedule', function () {
+  this.timeout(60_000);
+
+  it('only the leader enqueues; a new leader knows the last run; missed runs run once', async () => {
+    const c = await RocksCluster.start(3);
+    try {
+      await c.waitForLeader();
+      let now = Date.parse('2026-12-03T00:00:00Z');
+      const enqueued: { by: string; path: string }[] = [];
+      const schedules = c.members.map(
+        (m) =>
+          new SnapshotSchedule({
+            node: c.node(m.id),
+            intervalMs: HOUR,
+            dbName: 'db',
+            snapshotDir: '/snapshots',
+            enqueue: async (path) => {
+              enqueued.push({ by: m.id, path });
+              return { uid: enqueued.length, details: { path } } as Task;
+            },
+            busy: () => false,
+            log: silent,
+            now: () => now,
+          }),
+      );
+      const tickAll = async (): Promise<TickResult[]> => Promise.all(schedules.map((s) => s.tick()));
+      const leaderId = (await c.waitForLeader()).id;
+      const first = await tickAll();
+      assert.deepEqual(first.filter((r) => r === 'notLeader').length, 2);
+      assert.ok(first.includes('started'), String(first));
+      assert.equal(enqueued.length, 0, 'the first run is one interval after the schedule starts');
+      now += HOUR;
+      await tickAll();
+      assert.deepEqual(enqueued.map((e) => e.by), [leaderId], 'one run, by the leader');
+      assert.equal(enqueued[0]?.path, `/snapshots/db-20261203T010000000Z.snapshot`);
+      await tickAll();
+      assert.equal(enqueued.length, 1, 'not due again');
+
+      // Leadership moves: the new leader reads the replicated last run and does not run early.
+      const other = c.members.find((m) => m.id !== leaderId)!.id;
+      await c.node(leaderId).transferLeadership(other);
+      await waitUntil('the new leader', 10_000, () => (c.node(other).status().role === 'leader' ? true : undefined));
+      now += HOUR / 2;
+      const afterChange = await tickAll();
+      assert.equal(enqueued.length, 1, `no run half an interval after the last one (${afterChange})`);
+      const stored = await c.node(other).get(Buffer.from(`${SCHEDULE_KEY_PREFIX}db`));
+      assert.equal(JSON.parse(Buffer.from(stored!).toString()).nodeId, leaderId);
+
+      // Ten intervals pass with nobody running the schedule: one run, not ten.
+      now += 10 * HOUR;
+      await tickAll();
+      await tickAll();
+      await tickAll();
+      assert.deepEqual(enqueued.map((e) => e.by), [leaderId, other]);
+      now += HOUR;
+      await tickAll();
+      assert.equal(enqueued.length, 3);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a scheduled run is a task: phases in details, the archive copied and uploaded, retention on the directory and the bucket', async () => {
+    const sn = await SnapshotNode.start();
+    const s3 = await S3Server.start();
+    const env = s3.env();
+    const dest = await S3Destination.open(`s3://${BUCKET}/sched/`, s3SettingsFrom({ endpoint: env['SNAPCOORD_S3_ENDPOINT']!, forcePathStyle: true, credentialsFile: '' }, { ...env }));
+    // The SDK's default chain reads the access key from the environment.
+    const savedKey = [process.env['AWS_ACCESS_KEY_ID'], process.env['AWS_SECRET_ACCESS_KEY']];
+    process.env['AWS_ACCESS_KEY_ID'] = env['AWS_ACCESS_KEY_ID'];
+    process.env['AWS_SECRET_ACCESS_KEY'] = env['AWS_SECRET_ACCESS_KEY'];
+    let queue: TaskQueue | null = null;
+    try {
+      let now = Date.parse('2026-12-03T00:00:00Z');
+      const dir = sn.root;
+      const phases: string[] = [];
+      const runner = scheduledSnapshotRunner({
+        snapshot: () => sn.node.downloadSnapshot(true),
+        dbName: 'db',
+        snapshotDir: dir,
+        retention: { keepLast: 2, keepDays: 0, keepWeeks: 0 },
+        destination: dest,
+        log: silent,
+        now: () => now,
+      });
+      queue = await TaskQueue.open(join(sn.dir, 'sched-tasks.json'), {
+        snapshotCreation: (task, progress) =>
+          runner(task, (d: TaskDetails) => {
+            if (d.phase !== undefined) phases.push(d.phase);
+            progress(d);
+          }),
+      }, silent);
+      const q = queue;
+      const schedule = new SnapshotSchedule({
+        node: sn.node,
+        intervalMs: HOUR,
+        dbName: 'db',
+        snapshotDir: dir,
+        enqueue: (path) => q.enqueue('snapshotCreation', { path }),
+        busy: () => q.depth() > 0,
+        log: silent,
+        now: () => now,
+      });
+      assert.equal(await schedule.tick(), 'started');
+      for (let i = 0; i < 4; i++) {
+        now += HOUR;
+        assert.equal(await schedule.tick(), 'enqueued');
+        await q.idle();
+      }
+      const tasks = q.list({}, 10).results;
+      assert.equal(tasks.length, 4);
+      assert.ok(tasks.every((t) => t.status === 'succeeded'), JSON.stringify(tasks.map((t) => t.error)));
+      const last = tasks[0]!;
+      assert.equal(last.details.phase, 'done');
+      assert.equal(last.details.destination, `s3://${BUCKET}/sched/${last.details.path!.split('/').pop()}`);
+      assert.equal(last.details.bytesDone, last.details.bytesTotal);
+      assert.equal(last.details.removed, 2, 'one local and one remote archive removed by keepLast 2');
+      assert.equal(last.details.kept, 4, 'two kept here and two in the bucket');
+      assert.deepEqual(phases.slice(0, 5), ['snapshot', 'copy', 'upload', 'retention', 'snapshot'], 'each run goes through its phases (then done)');
+      const local = (await readdir(dir)).filter((n) => n.startsWith('db-')).sort();
+      assert.deepEqual(local, ['db-20261203T030000000Z.snapshot', 'db-20261203T040000000Z.snapshot']);
+      assert.ok(isScheduledPath(join(dir, local[0]!), dir, 'db'));
+      assert.ok(!isScheduledPath(join(dir, 'db.snapshot'), dir, 'db'));
+      const remote = (await dest.list()).map((o) => o.name).sort();
+      assert.deepEqual(remote, local);
+      // The bucket holds the very archive written here.
+      const h = await dest.head(`sched/${local[1]}`);
+      assert.equal(h.sha256, last.details.digest);
+    } finally {
+      process.env['AWS_ACCESS_KEY_ID'] = savedKey[0];
+      process.env['AWS_SECRET_ACCESS_KEY'] = savedKey[1];
+      if (savedKey[0] === undefined) delete process.env['AWS_ACCESS_KEY_ID'];
+      if (savedKey[1] === undefined) delete process.env['AWS_SECRET_ACCESS_KEY'];
+      await queue?.close();
+      dest.close();
+      await s3.close();
+      await sn.close();
+    }
+  });
+});
