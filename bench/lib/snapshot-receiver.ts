@@ -4,9 +4,10 @@
  *
  *   --mode raw      --streams C concurrent /bench.RawStream/Pull streams, one
  *                   channel each, client flow-control window 16 MiB; bytes discarded.
- *   --mode fetch    --streams C concurrent fetchSnapshot calls (snapcoord's
- *                   follower path: SHA-256 per chunk, write, whole digest, fsync),
- *                   each into its own file in --dest-dir.
+ *   --mode fetch    --streams C concurrent SnapshotManager.fetch calls (snapcoord's
+ *                   follower path: fetchSnapshot verifying each chunk's SHA-256,
+ *                   written once into the store through its sink, fsync, rename),
+ *                   each into its own store under --dest-dir (opened before the clock starts).
  *   --mode install  the full follower install into a fresh RocksStorage in
  *                   --dest-dir: SnapshotManager.fetch (fetchSnapshot +
  *                   importArchive) then SnapshotManager.install (installState).
@@ -28,7 +29,7 @@ import type { Membership } from '../../src/raft/types.js';
 import { RocksStorage } from '../../src/storage/rocks-storage.js';
 import { channelCredentialsFromFiles } from '../../src/tls/index.js';
 import { peerDial, type PeerDial } from '../../src/transport/peer-guard.js';
-import { FLOW_CONTROL_WINDOW_BYTES, fetchSnapshot } from '../../src/transport/snapshot-fetcher.js';
+import { FLOW_CONTROL_WINDOW_BYTES } from '../../src/transport/snapshot-fetcher.js';
 import { RAW_STREAM_PATH, RssSampler, args, exitWithParent, need, rawIdentity, report } from './snapshot-common.js';
 
 const rss = new RssSampler(100);
@@ -73,22 +74,32 @@ async function rawOne(): Promise<number> {
   }
 }
 
-async function fetchOne(i: number): Promise<{ bytes: number; attempts: number; hashFailures: number }> {
-  const destPath = join(need(a, 'dest-dir'), `fetch-${i}.bin`);
-  try {
-    return await fetchSnapshot({
-      selfId: 'bench-follower',
-      address,
-      target: { index, term, sizeBytes: size, digest },
-      destPath,
-      chunkBytes,
-      maxAttempts: 3,
-      dial,
-    });
-  } finally {
-    // the bytes were fsynced before this; removing them keeps the disk free for the next phase.
-    if (a.get('keep-files') !== 'true') await rm(destPath, { force: true });
-  }
+/** FetchJob: one follower's snapshot manager (its own RocksDB and store), opened before the clock starts. */
+interface FetchJob {
+  readonly dir: string;
+  readonly storage: RocksStorage;
+  readonly mgr: SnapshotManager;
+}
+
+async function openFetchJob(i: number): Promise<FetchJob> {
+  const dir = join(need(a, 'dest-dir'), `fetch-${i}`);
+  const storage = await RocksStorage.open(join(dir, 'data'));
+  const mgr = await SnapshotManager.open(join(dir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, chunkBytes, retain: 1 }, silentLogger, 'bench');
+  mgr.dial = dial;
+  return { dir, storage, mgr };
+}
+
+async function fetchOne(job: FetchJob): Promise<{ bytes: number; attempts: number; hashFailures: number }> {
+  const membership = JSON.parse(need(a, 'membership')) as Membership;
+  const { result } = await job.mgr.fetch('bench-follower', address, { index, term, membership, sizeBytes: size, digest });
+  return result;
+}
+
+async function closeFetchJob(job: FetchJob): Promise<void> {
+  await job.mgr.close();
+  await job.storage.close();
+  // the bytes were fsynced before this; removing them keeps the disk free for the next phase.
+  if (a.get('keep-files') !== 'true') await rm(job.dir, { recursive: true, force: true });
 }
 
 async function install(): Promise<Record<string, unknown>> {
@@ -125,11 +136,17 @@ async function install(): Promise<Record<string, unknown>> {
 
 async function main(): Promise<void> {
   let out: Record<string, unknown>;
+  let cpuAtEnd: NodeJS.CpuUsage | undefined;
+  const jobs = mode === 'fetch' ? await Promise.all(Array.from({ length: streams }, (_, i) => openFetchJob(i))) : [];
   const cpu0 = process.cpuUsage();
   if (mode === 'raw' || mode === 'fetch') {
     const t0 = performance.now();
-    const results = await Promise.all(Array.from({ length: streams }, (_, i) => (mode === 'raw' ? rawOne().then((bytes) => ({ bytes, attempts: 1, hashFailures: 0 })) : fetchOne(i))));
+    const results = await Promise.all(
+      mode === 'raw' ? Array.from({ length: streams }, () => rawOne().then((bytes) => ({ bytes, attempts: 1, hashFailures: 0 }))) : jobs.map((job) => fetchOne(job)),
+    );
     const seconds = (performance.now() - t0) / 1000;
+    cpuAtEnd = process.cpuUsage(cpu0);
+    await Promise.all(jobs.map((job) => closeFetchJob(job)));
     for (const r of results) if (r.bytes !== size) throw new Error(`a ${mode} stream got ${r.bytes} bytes, expected ${size}`);
     out = {
       bytes: results.reduce((s, r) => s + r.bytes, 0),
@@ -142,7 +159,8 @@ async function main(): Promise<void> {
   } else {
     throw new Error(`unknown --mode ${mode}`);
   }
-  const cpu = process.cpuUsage(cpu0);
+  // CPU up to the end of the transfer (the fetch's fsync and rename included, closing the stores not).
+  const cpu = cpuAtEnd ?? process.cpuUsage(cpu0);
   rss.stop();
   report({ mode, ...out, cpuSeconds: (cpu.user + cpu.system) / 1e6, peakRss: rss.peak, baselineRss: rss.baseline });
 }

@@ -293,10 +293,15 @@ export class SnapshotManager {
 
   /**
    * fetch pulls a snapshot from the peer at address straight into the store:
-   * each chunk verified (hashed once) and written once through the store's
-   * sink, which hashes the whole archive as it writes and must find
-   * meta.digest; meta.json's index and term must be meta's. The archive's
-   * contents are validated when it is installed (install).
+   * each chunk verified against its sender's SHA-256 (hashed once) and
+   * written once through the store's sink; meta.json's index and term must
+   * be meta's. The whole archive is not hashed here: the store records
+   * meta.digest as claimed (unverified), and install() hashes the bytes it
+   * reads anyway and makes nothing live unless they are meta.digest (every
+   * other reader of the store verifies an unverified archive before reading
+   * it: SnapshotStore.open). So each byte is hashed once on arrival and once
+   * at install, as before, but the fetch runs at the stream's speed. The
+   * archive's contents are validated when it is installed.
    */
   async fetch(selfId: string, address: string, meta: SnapshotMeta, signal?: AbortSignal): Promise<{ stored: StoredSnapshot; result: FetchResult }> {
     let result: FetchResult | undefined;
@@ -314,7 +319,7 @@ export class SnapshotManager {
           ...(this.dial !== undefined ? { dial: this.dial } : {}),
         });
       },
-      { maxBytes: this.policy.archiveBytesMax },
+      { maxBytes: this.policy.archiveBytesMax, deferWholeDigest: true },
     );
     return { stored, result: result as FetchResult };
   }
@@ -323,28 +328,35 @@ export class SnapshotManager {
    * install replaces the state machine with a stored snapshot's state,
    * atomically (the state machine keeps its old state unless the whole
    * install succeeds). The archive is read once and gunzipped once; its
-   * recorded hashes are trusted on open (checked when it was written), and
-   * readArchive verifies everything inside it (every member's SHA-256, the
-   * gzip CRC, nothing after the end) before the new state is made live: the
-   * state's source ends only once the archive is verified. An archive that
+   * recorded hashes are trusted on open (checked when it was written; a
+   * fetched archive's whole SHA-256, only claimed by its sender, is hashed
+   * in this same read), and readArchive verifies everything inside it (every
+   * member's SHA-256, the gzip CRC, nothing after the end) before the new
+   * state is made live: the state's source ends only once the archive is
+   * verified and its whole SHA-256 confirmed (and recorded). An archive that
    * fails that is moved out of the store (so a restart does not try it
    * again) and the error passed on.
    */
   async install(s: StoredSnapshot): Promise<void> {
-    const handle = await this.store.open(s.id);
+    const handle = await this.store.open(s.id, { allowUnverified: true });
     try {
-      await readArchive(handle.createReadStream(0), async (meta, state, verified) => {
-        await this.storage.installState(thenVerified(decodeStateRecords(state), verified), { appliedIndex: meta.index, membership: meta.membership });
+      const { stream, confirm } = handle.createCheckedReadStream();
+      await readArchive(stream, async (meta, state, verified) => {
+        // verified settles once readArchive has read the whole input: the whole digest is final then.
+        const checked = verified.then(confirm);
+        checked.catch(() => undefined);
+        await this.storage.installState(thenVerified(decodeStateRecords(state), checked), { appliedIndex: meta.index, membership: meta.membership });
       });
     } catch (err) {
       handle.release();
-      if (err instanceof ArchiveError || err instanceof StateFormatError) {
+      if (err instanceof ArchiveError || err instanceof StateFormatError || (err instanceof SnapshotStoreError && err.code === 'corrupt')) {
         this.log.error({ id: s.id, err: err.message }, 'a stored snapshot failed to install; removing it');
         await this.store.remove(s.id).catch(() => undefined);
       }
       throw err;
     }
-    await this.setNewest(handle); // the opened handle becomes the newest: not opened again
+    // The opened handle becomes the newest (not opened again); its digest is confirmed now.
+    await this.setNewest(handle.verified ? handle : { ...handle, verified: true });
   }
 
   /**

@@ -25,7 +25,10 @@ const WRITES_IN_FLIGHT = 4;
 
 /** SinkDigest: what an ArchiveSink measured while it wrote. */
 export interface SinkDigest {
+  /** archiveSha256: the whole archive's hex SHA-256 as hashed, or the claimed one (options.claimedSha256) when wholeVerified is false. */
   readonly archiveSha256: string;
+  /** wholeVerified: archiveSha256 was computed from the bytes (false: only claimed; each chunk hash was still computed or checked). */
+  readonly wholeVerified: boolean;
   readonly archiveBytes: number;
   /** chunkSha256s: the SHA-256 of each CHUNK_HASH_BYTES chunk, in order (the last may be shorter). */
   readonly chunkSha256s: readonly Uint8Array[];
@@ -39,6 +42,8 @@ export interface SinkStats {
   writeCalls: number;
   /** chunkHashesReused: chunk hashes taken from a verified transfer chunk instead of hashing again. */
   chunkHashesReused: number;
+  /** wholeHashedBytes: bytes fed to the whole archive's SHA-256 (0 with a claimed digest). */
+  wholeHashedBytes: number;
 }
 
 export interface ArchiveSinkOptions {
@@ -46,6 +51,14 @@ export interface ArchiveSinkOptions {
   readonly maxBytes?: number;
   /** called just before the fsync at the end (a failpoint hook). */
   readonly beforeSync?: () => void;
+  /**
+   * claimedSha256, if given (hex), is reported as the archive's SHA-256 and
+   * the whole archive is NOT hashed (digest().wholeVerified is false): a
+   * fetch whose every chunk was checked against its sender's hash defers the
+   * whole digest to the reader that must verify it anyway (the install; the
+   * store marks such an archive unverified until then).
+   */
+  readonly claimedSha256?: string;
 }
 
 async function writeAllAt(handle: FileHandle, chunk: Uint8Array, position: number): Promise<number> {
@@ -67,10 +80,10 @@ async function writeAllAt(handle: FileHandle, chunk: Uint8Array, position: numbe
  * the temporary directory). digest() gives the hashes once finished.
  */
 export class ArchiveSink extends Writable {
-  readonly stats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0 };
+  readonly stats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0, wholeHashedBytes: 0 };
   /** bytes: bytes accepted so far (hashed; on disk or about to be). */
   bytes = 0;
-  private readonly whole: Hash = createHash('sha256');
+  private readonly whole: Hash | null;
   private chunkHash: Hash | null = null;
   private inChunk = 0;
   private readonly chunkSha256s: Uint8Array[] = [];
@@ -88,6 +101,7 @@ export class ArchiveSink extends Writable {
   ) {
     super({ highWaterMark: 1024 * 1024 });
     this.maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER;
+    this.whole = options.claimedSha256 === undefined ? createHash('sha256') : null;
   }
 
   /** create opens `path` (which must not exist) with mode 0600 and returns a sink over it. */
@@ -104,7 +118,8 @@ export class ArchiveSink extends Writable {
 
   /**
    * writeChunk writes one transfer chunk whose SHA-256 the caller has just
-   * verified (`sha256`): hashed into the whole digest; when it is exactly
+   * verified (`sha256`): hashed into the whole digest (unless claimedSha256
+   * was given); when it is exactly
    * one aligned CHUNK_HASH_BYTES chunk its hash is recorded as is, else its
    * bytes are hashed into the chunk hashes. The disk write is queued (a few
    * at a time): the promise resolves once at most WRITES_IN_FLIGHT writes are
@@ -147,7 +162,10 @@ export class ArchiveSink extends Writable {
     if (this.result === null) {
       if (this.chunkHash !== null) this.chunkSha256s.push(this.chunkHash.digest());
       this.chunkHash = null;
-      this.result = { archiveSha256: this.whole.digest('hex'), archiveBytes: this.bytes, chunkSha256s: this.chunkSha256s };
+      this.result =
+        this.whole === null
+          ? { archiveSha256: this.options.claimedSha256 ?? '', wholeVerified: false, archiveBytes: this.bytes, chunkSha256s: this.chunkSha256s }
+          : { archiveSha256: this.whole.digest('hex'), wholeVerified: true, archiveBytes: this.bytes, chunkSha256s: this.chunkSha256s };
     }
     return this.result;
   }
@@ -158,7 +176,10 @@ export class ArchiveSink extends Writable {
     if (at + data.length > this.maxBytes) {
       throw new SnapshotStoreError('too-large', `the archive is larger than the limit of ${this.maxBytes} bytes`);
     }
-    this.whole.update(data);
+    if (this.whole !== null) {
+      this.whole.update(data);
+      this.stats.wholeHashedBytes += data.length;
+    }
     if (knownSha256 !== undefined && knownSha256.length === 32 && this.inChunk === 0 && data.length === CHUNK_HASH_BYTES) {
       this.chunkSha256s.push(knownSha256);
       this.stats.chunkHashesReused++;

@@ -30,7 +30,7 @@ import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open as openFile, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
-import { Readable, type Writable } from 'node:stream';
+import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
 import { readArchive, readArchiveHead, writeArchive, type ArchiveMeta } from './archive.js';
@@ -83,10 +83,18 @@ export interface SnapshotCreateMeta {
   readonly createdAt?: string;
 }
 
-/** StoredMeta is a snapshot directory's meta.json. */
+/**
+ * StoredMeta is a snapshot directory's meta.json. `archiveVerified: false`
+ * (written only then) marks an archive whose whole SHA-256 is the one its
+ * sender claimed, each chunk checked but the whole not yet hashed (a fetch,
+ * see ReceiveOptions.deferWholeDigest); open() verifies such an archive
+ * before anyone may read it, but for a reader that verifies it as it reads
+ * (createCheckedReadStream: the install).
+ */
 export interface StoredMeta extends ArchiveMeta {
   readonly archiveSha256: string;
   readonly archiveBytes: number;
+  readonly archiveVerified?: false;
 }
 
 /** StoredSnapshot describes one complete snapshot of the store. `path` is its archive file. */
@@ -107,14 +115,40 @@ export interface StoredSnapshot {
 export interface SnapshotHandle extends StoredSnapshot {
   /** createReadStream reads the archive from `offset` (0..archiveBytes) to its end. */
   createReadStream(offset?: number): Readable;
+  /**
+   * verified: the archive's bytes are known to hash to archiveSha256 (false
+   * only for a handle opened with allowUnverified on an archive stored with
+   * a claimed digest, as it was when opened).
+   */
+  readonly verified: boolean;
+  /**
+   * createCheckedReadStream reads the whole archive; for an unverified one
+   * it hashes the bytes as they are read. confirm(), called once the stream
+   * has been read to its end, resolves when they were exactly archiveBytes
+   * long and hash to archiveSha256, recording the archive as verified
+   * (durably) for every later open(); else it rejects with
+   * SnapshotStoreError `corrupt` (`digest-mismatch` naming both digests). For
+   * a verified archive it reads plainly and confirm() resolves at once.
+   */
+  createCheckedReadStream(): { readonly stream: Readable; confirm(): Promise<void> };
   /** chunkSha256s: the SHA-256 of each CHUNK_HASH_BYTES chunk, recorded when the archive was written. */
   readonly chunkSha256s: readonly Uint8Array[];
   release(): void;
 }
 
-/** OpenOptions: `verify` re-hashes the whole archive against its recorded hashes (SnapshotStoreError `corrupt` if they differ). */
+/**
+ * OpenOptions: `verify` re-hashes the whole archive against its recorded
+ * hashes (SnapshotStoreError `corrupt` if they differ). `allowUnverified`
+ * returns a handle on an archive whose whole digest is only claimed without
+ * hashing it first (handle.verified false): only for a reader that reads it
+ * through createCheckedReadStream and makes nothing of it live before
+ * confirm() resolved. Without it such an archive is verified on open (and
+ * recorded as verified), so every other reader (serving peers, downloads,
+ * exports, boot) only ever sees verified bytes.
+ */
 export interface OpenOptions {
   readonly verify?: boolean;
+  readonly allowUnverified?: boolean;
 }
 
 /** ReceiveTarget: the archive a follower fetches, as its leader named it. */
@@ -136,6 +170,16 @@ export interface ReceiveOptions {
    * refuses the archive with that error.
    */
   readonly check?: (path: string, meta: ArchiveMeta) => Promise<void>;
+  /**
+   * deferWholeDigest: do not hash the whole archive while it is written;
+   * record target.digest as its SHA-256, claimed and unverified
+   * (StoredMeta.archiveVerified false), until a reader confirms it
+   * (createCheckedReadStream, or open() which verifies it first). Only for
+   * writers whose every chunk was checked against the sender's chunk hash (a
+   * fetch): each byte is then hashed once on arrival instead of twice, and
+   * the whole digest once, by the install that reads the archive anyway.
+   */
+  readonly deferWholeDigest?: boolean;
 }
 
 /** ScrubResult: what scrub() checked and what it moved to quarantine, with why. */
@@ -174,6 +218,7 @@ function serializeStoredMeta(meta: StoredMeta): Buffer {
     snapcoordVersion,
     archiveSha256: meta.archiveSha256,
     archiveBytes: meta.archiveBytes,
+    ...(meta.archiveVerified === false ? { archiveVerified: false } : {}),
   };
   return Buffer.from(`${JSON.stringify(ordered, null, 2)}\n`, 'utf8');
 }
@@ -181,12 +226,13 @@ function serializeStoredMeta(meta: StoredMeta): Buffer {
 function parseStoredMeta(bytes: Buffer): StoredMeta {
   const parsed: unknown = JSON.parse(bytes.toString('utf8'));
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
-  const { archiveSha256, archiveBytes, ...rest } = parsed as Record<string, unknown>;
+  const { archiveSha256, archiveBytes, archiveVerified, ...rest } = parsed as Record<string, unknown>;
   if (typeof archiveSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(archiveSha256)) throw new Error('bad archiveSha256');
   if (typeof archiveBytes !== 'number' || !Number.isSafeInteger(archiveBytes) || archiveBytes <= 0) {
     throw new Error('bad archiveBytes');
   }
-  return { ...validateArchiveMeta(rest), archiveSha256, archiveBytes };
+  if (archiveVerified !== undefined && archiveVerified !== false) throw new Error('bad archiveVerified (only false may be written)');
+  return { ...validateArchiveMeta(rest), archiveSha256, archiveBytes, ...(archiveVerified === false ? { archiveVerified } : {}) };
 }
 
 function newestFirst(a: StoredSnapshot, b: StoredSnapshot): number {
@@ -258,7 +304,30 @@ async function hashFile(path: string): Promise<SinkDigest> {
     }
   }
   if (inChunk > 0) chunkSha256s.push(chunk.digest());
-  return { archiveSha256: hash.digest('hex'), archiveBytes: bytes, chunkSha256s };
+  return { archiveSha256: hash.digest('hex'), wholeVerified: true, archiveBytes: bytes, chunkSha256s };
+}
+
+/** DigestTap passes bytes through unchanged, counting and hashing them (createCheckedReadStream). */
+class DigestTap extends Transform {
+  private readonly hash = createHash('sha256');
+  private bytes = 0;
+  private sha256: string | null = null;
+
+  constructor() {
+    super({ highWaterMark: READ_CHUNK_BYTES });
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    callback(null, chunk);
+  }
+
+  /** result: the bytes passed through and their SHA-256 (the hash is finished on the first call). */
+  result(): { bytes: number; sha256: string } {
+    this.sha256 ??= this.hash.digest('hex');
+    return { bytes: this.bytes, sha256: this.sha256 };
+  }
 }
 
 /** sameChunks: whether two lists of chunk hashes are equal; else the index of the first that differs. */
@@ -283,7 +352,7 @@ export class SnapshotStore {
    * counted): with each byte written once, bytesWritten grows by exactly an
    * archive's size per archive stored.
    */
-  readonly writeStats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0 };
+  readonly writeStats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0, wholeHashedBytes: 0 };
 
   private constructor(
     readonly dir: string,
@@ -466,7 +535,9 @@ export class SnapshotStore {
       this.unpin(id);
     };
     try {
-      const stored = await this.load(id);
+      const storedMeta = await this.loadMeta(id);
+      const stored = this.describe(id, storedMeta);
+      let verified = storedMeta.archiveVerified !== false;
       const size = await stat(stored.path).then(
         (st) => st.size,
         (err: unknown) => {
@@ -484,17 +555,46 @@ export class SnapshotStore {
         await this.recordChunkHashes(stored, actual).catch(() => undefined);
         chunkSha256s = actual.chunkSha256s;
       } else {
-        if (options.verify === true) await this.checkBytes(stored, recorded);
+        // A claimed digest is verified before anyone but a checked reader may read the bytes.
+        if (options.verify === true || (!verified && options.allowUnverified !== true)) {
+          await this.checkBytes(stored, recorded);
+          if (!verified) await this.confirmDigest(id, stored.archiveSha256);
+          verified = true;
+        }
         chunkSha256s = recorded;
       }
+      const readFrom = (offset = 0): Readable => {
+        if (!Number.isSafeInteger(offset) || offset < 0 || offset > stored.archiveBytes) {
+          throw new SnapshotStoreError('invalid-argument', `offset ${offset} is outside 0..${stored.archiveBytes}`);
+        }
+        return createReadStream(stored.path, { start: offset, highWaterMark: READ_CHUNK_BYTES });
+      };
+      const wasVerified = verified;
       return {
         ...stored,
         chunkSha256s,
-        createReadStream: (offset = 0): Readable => {
-          if (!Number.isSafeInteger(offset) || offset < 0 || offset > stored.archiveBytes) {
-            throw new SnapshotStoreError('invalid-argument', `offset ${offset} is outside 0..${stored.archiveBytes}`);
-          }
-          return createReadStream(stored.path, { start: offset, highWaterMark: READ_CHUNK_BYTES });
+        verified,
+        createReadStream: readFrom,
+        createCheckedReadStream: () => {
+          if (wasVerified) return { stream: readFrom(0), confirm: () => Promise.resolve() };
+          const tap = new DigestTap();
+          const source = readFrom(0);
+          source.on('error', (err) => tap.destroy(err));
+          tap.on('close', () => source.destroy());
+          source.pipe(tap);
+          return {
+            stream: tap,
+            confirm: async () => {
+              const { bytes, sha256 } = tap.result();
+              if (bytes !== stored.archiveBytes) {
+                throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} read ${bytes} bytes but meta.json says ${stored.archiveBytes}`, { path: stored.path });
+              }
+              if (sha256 !== stored.archiveSha256) {
+                throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} SHA-256 is ${sha256}, not the ${stored.archiveSha256} its sender claimed`, { path: stored.path });
+              }
+              await this.confirmDigest(id, sha256);
+            },
+          };
         },
         release,
       };
@@ -625,7 +725,9 @@ export class SnapshotStore {
    * into the store's temporary directory; writeChunk with each chunk's
    * verified SHA-256, which is then recorded rather than computed again),
    * and resolves when they are all written. The sink hashes the whole
-   * archive as it writes; after its single fsync the size and SHA-256 must
+   * archive as it writes (unless options.deferWholeDigest: then the target's
+   * digest is recorded as claimed, unverified until a reader confirms it);
+   * after its single fsync the size and SHA-256 must
    * equal the target's (`digest-mismatch`), meta.json is read from the
    * archive's head (readArchiveHead; index and term must equal the target's
    * when given, else `digest-mismatch`), options.check runs if given, and
@@ -648,7 +750,7 @@ export class SnapshotStore {
     }
     return this.staged('receive', async (tmpDir) => {
       const path = join(tmpDir, ARCHIVE_FILE);
-      const sink = await ArchiveSink.create(path, { maxBytes: target.sizeBytes });
+      const sink = await ArchiveSink.create(path, { maxBytes: target.sizeBytes, ...(options.deferWholeDigest === true ? { claimedSha256: target.digest } : {}) });
       let digest: SinkDigest;
       try {
         await write(sink);
@@ -688,7 +790,12 @@ export class SnapshotStore {
     try {
       await this.makeTmpDir(tmpDir);
       const { meta, digest } = await fill(tmpDir);
-      const storedMeta: StoredMeta = { ...meta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
+      const storedMeta: StoredMeta = {
+        ...meta,
+        archiveSha256: digest.archiveSha256,
+        archiveBytes: digest.archiveBytes,
+        ...(digest.wholeVerified ? {} : { archiveVerified: false as const }),
+      };
       await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest));
       await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta));
       await fsyncDir(tmpDir);
@@ -728,6 +835,7 @@ export class SnapshotStore {
     this.writeStats.bytesWritten += sink.stats.bytesWritten;
     this.writeStats.writeCalls += sink.stats.writeCalls;
     this.writeStats.chunkHashesReused += sink.stats.chunkHashesReused;
+    this.writeStats.wholeHashedBytes += sink.stats.wholeHashedBytes;
   }
 
   /** loadChunkHashes reads chunks.sha256 of a snapshot: null when absent (stored by an older version), `corrupt` when it does not check. */
@@ -783,11 +891,17 @@ export class SnapshotStore {
   }
 
   private describe(id: string, meta: StoredMeta): StoredSnapshot {
-    const { archiveSha256, archiveBytes, ...archiveMeta } = meta;
+    // eslint-disable-next-line @typescript-eslint/no-unused-vars
+    const { archiveSha256, archiveBytes, archiveVerified, ...archiveMeta } = meta;
     return { id, meta: archiveMeta, path: join(this.dir, id, ARCHIVE_FILE), archiveSha256, archiveBytes };
   }
 
   private async load(id: string): Promise<StoredSnapshot> {
+    return this.describe(id, await this.loadMeta(id));
+  }
+
+  /** loadMeta reads and parses a snapshot's meta.json; SnapshotStoreError `not-found` or `corrupt`. */
+  private async loadMeta(id: string): Promise<StoredMeta> {
     const metaPath = join(this.dir, id, STORED_META_FILE);
     let bytes: Buffer;
     try {
@@ -813,7 +927,40 @@ export class SnapshotStore {
       const why = err instanceof ArchiveError ? err.message : (err as Error).message;
       throw new SnapshotStoreError('corrupt', `snapshot ${id}: meta.json is invalid: ${why}`, { path: metaPath, cause: err });
     }
-    return this.describe(id, meta);
+    return meta;
+  }
+
+  /**
+   * confirmDigest records that a stored archive's bytes were hashed whole
+   * and found to be `archiveSha256` (its meta.json loses archiveVerified:
+   * written to a temporary file, fsynced, renamed over it, the directory
+   * fsynced). A no-op when it is recorded as verified already or is gone;
+   * SnapshotStoreError `corrupt` when `archiveSha256` is not the recorded digest.
+   */
+  private async confirmDigest(id: string, archiveSha256: string): Promise<void> {
+    await this.exclusive(async () => {
+      let meta: StoredMeta;
+      try {
+        meta = await this.loadMeta(id);
+      } catch (err) {
+        if (err instanceof SnapshotStoreError && err.code === 'not-found') return;
+        throw err;
+      }
+      if (meta.archiveSha256 !== archiveSha256) {
+        throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} SHA-256 is ${archiveSha256} but meta.json says ${meta.archiveSha256}`);
+      }
+      if (meta.archiveVerified !== false) return;
+      // eslint-disable-next-line @typescript-eslint/no-unused-vars
+      const { archiveVerified, ...verified } = meta;
+      const tmp = join(this.dir, id, `${STORED_META_FILE}.${randomUUID()}.new`);
+      try {
+        await writeFileDurable(tmp, serializeStoredMeta(verified));
+        await rename(tmp, join(this.dir, id, STORED_META_FILE));
+        await fsyncDir(join(this.dir, id));
+      } finally {
+        await rm(tmp, { force: true });
+      }
+    });
   }
 
   private async exists(path: string): Promise<boolean> {

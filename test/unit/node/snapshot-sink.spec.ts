@@ -5,9 +5,18 @@
  * a snapshot that still holds the state is served, not rebuilt.
  */
 import assert from 'node:assert/strict';
-import { open, readdir, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
+import { silentLogger } from '../../../src/node/node.js';
+import type { Membership } from '../../../src/raft/types.js';
+import type { ArchiveSink } from '../../../src/snapshot/archive-sink.js';
+import { CHUNK_HASH_BYTES, SnapshotStoreError } from '../../../src/snapshot/index.js';
+import { encodeCommand, type KvPut } from '../../../src/storage/kv-command.js';
+import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { RocksCluster, waitUntil } from './rocks-cluster.js';
 
 const enc = new TextEncoder();
@@ -55,9 +64,16 @@ describe('snapshot sink on nodes (issue 15)', function () {
     assert.equal(f.snapshotStats.bytesReceived, fetched.archiveBytes);
     // Every byte received went through the store's sink exactly once: nothing copied, nothing written twice.
     assert.equal(sm.store.writeStats.bytesWritten, fetched.archiveBytes);
+    // Hashed once on arrival (each chunk against its sender's hash), not whole: the install confirmed the digest.
+    assert.equal(sm.store.writeStats.wholeHashedBytes, 0);
+    const confirmed = await sm.store.open(fetched.id, { allowUnverified: true });
+    assert.equal(confirmed.verified, true, 'the install recorded the whole digest as verified');
+    confirmed.release();
     assert.ok(!(await readdir(join(cluster.dir, follower, 'snapshots'))).includes('incoming'), 'no incoming/ staging copy');
     // The recorded chunk hashes are those of the bytes.
     await sm.store.verify(fetched.id);
+    // The entries after the snapshot's index are replayed from the log: wait for them before comparing states.
+    await waitUntil('the follower to catch up', 10_000, () => (f.status().applied >= leader.status().commit ? true : undefined));
     assert.equal(await cluster.member(follower).storage?.stateDigest(), await cluster.members.find((m) => m.node === leader)?.storage?.stateDigest());
   });
 
@@ -117,6 +133,60 @@ describe('snapshot sink on nodes (issue 15)', function () {
       assert.equal(third.meta.stateKeys, again.meta.stateKeys + 1);
     } finally {
       third.release();
+    }
+  });
+
+  it('a fetched archive (whole digest only claimed) that is not the one named: its install makes nothing live and removes it; the genuine one installs and is recorded verified', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'snapcoord-claimed-'));
+    const membership: Membership = { voters: ['l'], learners: [], addresses: { l: '127.0.0.1:0' } };
+    const policy = { ...DEFAULT_SNAPSHOT_POLICY, retain: 2 };
+    const opened: { close(): Promise<void> }[] = [];
+    try {
+      const putAll = async (st: RocksStorage, n: number, index: number): Promise<void> => {
+        const ops: KvPut[] = Array.from({ length: n }, (_, i) => ({ op: 'put', key: enc.encode(`k/${i}`), value: createHash('sha256').update(`v${i}`).digest() }));
+        const [r] = await st.apply([{ entry: { index, term: 1, type: 'normal', data: encodeCommand({ op: 'batch', ops }) } }]);
+        assert.ok(r?.ok);
+      };
+      const leaderStorage = await RocksStorage.open(join(dir, 'l-data'));
+      opened.push(leaderStorage);
+      await putAll(leaderStorage, 3000, 1);
+      const leader = await SnapshotManager.open(join(dir, 'l-snap'), leaderStorage, policy, silentLogger, 'test');
+      opened.unshift(leader);
+      const s = await leader.create(() => 1, () => membership);
+      const bytes = await readFile(s.path);
+      const forged = Buffer.from(bytes);
+      forged[4]! ^= 0xff; // the gzip header's MTIME: still a valid archive of the same state, another SHA-256
+      const send = (data: Buffer) => async (sink: ArchiveSink): Promise<void> => {
+        for (let at = 0; at < data.length; at += CHUNK_HASH_BYTES) {
+          const chunk = data.subarray(at, at + CHUNK_HASH_BYTES);
+          await sink.writeChunk(chunk, createHash('sha256').update(chunk).digest());
+        }
+      };
+
+      const fStorage = await RocksStorage.open(join(dir, 'f-data'));
+      opened.push(fStorage);
+      const f = await SnapshotManager.open(join(dir, 'f-snap'), fStorage, policy, silentLogger, 'test');
+      opened.unshift(f);
+      const before = await fStorage.stateDigest();
+      const target = { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: s.meta.index, term: s.meta.term };
+      const bad = await f.store.receiveArchive(target, send(forged), { maxBytes: 1e9, deferWholeDigest: true });
+      await assert.rejects(f.install(bad), (err: unknown) => err instanceof SnapshotStoreError && err.code === 'corrupt' && /claimed/.test(err.message));
+      assert.equal(fStorage.appliedIndex(), 0, 'nothing was made live');
+      assert.equal(await fStorage.stateDigest(), before);
+      assert.deepEqual(await f.store.list(), [], 'the refused archive was removed');
+      assert.equal(f.newestMeta(), null);
+
+      const good = await f.store.receiveArchive(target, send(bytes), { maxBytes: 1e9, deferWholeDigest: true });
+      await f.install(good);
+      assert.equal(fStorage.appliedIndex(), s.meta.index);
+      assert.equal(await fStorage.stateDigest(), await leaderStorage.stateDigest());
+      assert.equal(f.newestMeta()?.digest, s.archiveSha256);
+      const h = await f.store.open(good.id, { allowUnverified: true });
+      assert.equal(h.verified, true);
+      h.release();
+    } finally {
+      for (const o of opened) await o.close().catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

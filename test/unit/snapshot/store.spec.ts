@@ -50,6 +50,14 @@ async function readState(handle: SnapshotHandle): Promise<StateRecord[]> {
   return result;
 }
 
+/** sendChunks writes `data` into a fetch's sink in CHUNK_HASH_BYTES chunks, each with its SHA-256 (as a sender hashes them). */
+async function sendChunks(sink: ArchiveSink, data: Buffer): Promise<void> {
+  for (let at = 0; at < data.length; at += CHUNK_HASH_BYTES) {
+    const chunk = data.subarray(at, at + CHUNK_HASH_BYTES);
+    await sink.writeChunk(chunk, createHash('sha256').update(chunk).digest());
+  }
+}
+
 describe('SnapshotStore', () => {
   let dir: string;
   let cleanup: () => Promise<void>;
@@ -223,6 +231,81 @@ describe('SnapshotStore', () => {
     await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: 1000 }, (sink) => send(sink, bytes), { maxBytes: 1e8 }), 'too-large');
     assert.deepEqual(await other.list(), []);
     assert.deepEqual(await readdir(join(dir, 'other')), []);
+  });
+
+  it('receiveArchive with deferWholeDigest: each byte hashed once (per chunk), the claimed digest recorded unverified; open() verifies it before any reader sees it, a checked read confirms it', async () => {
+    const leader = await SnapshotStore.open(join(dir, 'leader'), { retain: 3 });
+    const s = await leader.create(meta(7, 3), writer(randomRecords(3000, 1024)));
+    const bytes = await readFile(s.path);
+    assert.ok(s.archiveBytes > 2 * CHUNK_HASH_BYTES, 'several chunks');
+    const target = { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 7, term: 3 };
+    const deferred = { maxBytes: 1e8, deferWholeDigest: true };
+    const metaJson = async (st: SnapshotStore): Promise<Record<string, unknown>> =>
+      JSON.parse(await readFile(join(st.dir, s.id, 'meta.json'), 'utf8')) as Record<string, unknown>;
+
+    // A checked read (the install's) confirms the claimed digest and records it.
+    const a = await SnapshotStore.open(join(dir, 'a'), { retain: 3 });
+    const got = await a.receiveArchive(target, (sink) => sendChunks(sink, bytes), deferred);
+    assert.equal(got.archiveSha256, s.archiveSha256);
+    assert.equal(a.writeStats.bytesWritten, s.archiveBytes, 'each byte written once');
+    assert.equal(a.writeStats.wholeHashedBytes, 0, 'the whole archive is not hashed while it arrives');
+    assert.equal(a.writeStats.chunkHashesReused, Math.floor(s.archiveBytes / CHUNK_HASH_BYTES), 'the checked chunk hashes are recorded, not recomputed');
+    assert.equal((await metaJson(a)).archiveVerified, false);
+    const h = await a.open(s.id, { allowUnverified: true });
+    assert.equal(h.verified, false);
+    const { stream, confirm } = h.createCheckedReadStream();
+    const { stateSha256 } = await readArchive(stream, async (_m, st) => {
+      for await (const _ of st) void _;
+    });
+    assert.match(stateSha256, /^[0-9a-f]{64}$/);
+    await confirm();
+    h.release();
+    assert.equal('archiveVerified' in (await metaJson(a)), false, 'meta.json records it as verified');
+    const again = await a.open(s.id, { allowUnverified: true });
+    assert.equal(again.verified, true);
+    again.release();
+
+    // Any other reader: open() hashes it first, then records it as verified.
+    const b = await SnapshotStore.open(join(dir, 'b'), { retain: 3 });
+    await b.receiveArchive(target, (sink) => sendChunks(sink, bytes), deferred);
+    const hb = await b.open(s.id);
+    assert.equal(hb.verified, true);
+    hb.release();
+    assert.equal('archiveVerified' in (await metaJson(b)), false);
+    // and the recorded state survives reopening the store (a restart).
+    const b2 = await SnapshotStore.open(join(dir, 'b'), { retain: 3 });
+    const hb2 = await b2.open(s.id, { allowUnverified: true });
+    assert.equal(hb2.verified, true);
+    hb2.release();
+  });
+
+  it('deferWholeDigest and a sender whose chunks are self-consistent but not the claimed archive: never served, refused by the checked read and by open(), quarantined by scrub', async () => {
+    const leader = await SnapshotStore.open(join(dir, 'leader'), { retain: 3 });
+    const s = await leader.create(meta(7, 3), writer(randomRecords(1500, 1024)));
+    // A valid archive (gunzip ignores the gzip header's MTIME) that is not the one named:
+    // a hostile sender hashes its own chunks, so every chunk check passes.
+    const forged = Buffer.from(await readFile(s.path));
+    forged[4]! ^= 0xff;
+    assert.notEqual(sha256(forged), s.archiveSha256);
+    const target = { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 7, term: 3 };
+    const deferred = { maxBytes: 1e8, deferWholeDigest: true };
+    const f = await SnapshotStore.open(join(dir, 'f'), { retain: 3 });
+    await f.receiveArchive(target, (sink) => sendChunks(sink, forged), deferred);
+    // Every reader but a checked one verifies first: refused.
+    await storeError(f.open(s.id), 'corrupt', /SHA-256/);
+    await storeError(f.verify(s.id), 'corrupt');
+    // The checked read: readArchive accepts the bytes, the digest does not.
+    const h = await f.open(s.id, { allowUnverified: true });
+    const { stream, confirm } = h.createCheckedReadStream();
+    await readArchive(stream, async (_m, st) => {
+      for await (const _ of st) void _;
+    });
+    await storeError(confirm(), 'corrupt', /not the .* its sender claimed/);
+    h.release();
+    assert.equal((JSON.parse(await readFile(join(f.dir, s.id, 'meta.json'), 'utf8')) as { archiveVerified?: boolean }).archiveVerified, false, 'still unverified');
+    const r = await f.scrub();
+    assert.deepEqual(r.quarantined.map((q) => q.id), [s.id]);
+    assert.deepEqual(await f.list(), []);
   });
 
   it('uses mode 0600 for files and 0700 for directories', async () => {
