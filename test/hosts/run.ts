@@ -10,7 +10,9 @@
  * hosts, one rolling restart (its last step SIGTERMs the leader), a 2|3 and a 1|4 partition,
  * one replacement of the leader with a 16 MiB state, one host back on a new
  * address. --full: 10 leader SIGTERMs, replacements of the leader with 1 GiB,
- * then of a dead node and of a follower with 64 MiB.
+ * then of a dead node and of a follower with 64 MiB. --only=rolling,handoff,
+ * partition,replace,move runs just those (handoff: 3 rounds, 10 with --full);
+ * --seed=N replays a workload.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -27,6 +29,8 @@ export interface HostRunOptions {
   readonly log?: (line: string) => void;
   /** keep: leave the data directory (its path is printed). */
   readonly keep?: boolean;
+  /** only: run just these scenarios (default all): rolling, handoff, partition, replace, move. */
+  readonly only?: readonly string[];
 }
 
 export interface HostRunReport {
@@ -36,7 +40,7 @@ export interface HostRunReport {
   readonly handoff: HandoffReport;
   readonly partition: PartitionReport | null;
   readonly replacements: ReplacementReport[];
-  readonly move: MoveReport;
+  readonly move: MoveReport | null;
   readonly checks: Checks;
   /** problems: failed correctness checks, empty when all passed. */
   readonly problems: string[];
@@ -74,8 +78,9 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     const l = load;
     const problems: string[] = [];
 
+    const want = (name: string): boolean => opts.only === undefined || opts.only.includes(name);
     log('-- rolling restart of five nodes (SIGTERM, followers first, leader last)');
-    const rolling = await rollingRestart(c, l);
+    const rolling: RollingRestartReport = want('rolling') ? await rollingRestart(c, l) : { steps: [], writes: { writes: 0, maxGapMs: NaN, maxGapFromMs: 0, p50Ms: NaN, p99Ms: NaN } };
     for (const s of rolling.steps) {
       log(
         `   ${s.id}${s.wasLeader ? ' (leader)' : ''}: stop took ${ms(s.exitMs - s.stopMs)}, down ${ms(s.listeningMs - s.exitMs)}, caught up ${ms(s.caughtUpMs - s.listeningMs)} after start` +
@@ -86,7 +91,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     const w = rolling.writes;
     log(`   writes: ${w.writes} acked; longest gap between two acked writes ${ms(w.maxGapMs)} (target <= 1000 ms) ${describeAt(rolling.steps, w.maxGapFromMs)}; p50 ${ms(w.p50Ms)} p99 ${ms(w.p99Ms)}`);
 
-    const rounds = opts.full ? 10 : 0;
+    const rounds = !want('handoff') ? 0 : opts.full ? 10 : opts.only !== undefined ? 3 : 0;
     let handoff: HandoffReport = { afterExitMs: [], p50Ms: NaN, handedOver: 0 };
     if (rounds > 0) {
       log(`-- leader SIGTERM handoff x${rounds} under load`);
@@ -96,7 +101,8 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     }
 
     let partition: PartitionReport | null = null;
-    if (net.faults.nft !== '') log(`-- partitions SKIPPED: nftables unavailable: ${net.faults.nft}`);
+    if (!want('partition')) log('-- partitions not asked for');
+    else if (net.faults.nft !== '') log(`-- partitions SKIPPED: nftables unavailable: ${net.faults.nft}`);
     else {
       log('-- partitions: leader+1 from 3, then the leader alone (nftables), healed');
       partition = await partitions(c, l, 3_000);
@@ -113,7 +119,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
           ['follower', 64 * 1024 * 1024],
         ]
       : [['leader', 16 * 1024 * 1024]];
-    for (const [oldWas, bytes] of plan) {
+    for (const [oldWas, bytes] of want('replace') ? plan : []) {
       log(`-- replace the ${oldWas} with a new host (${bytes / 1024 / 1024} MiB state)`);
       const rr = await replaceNode(c, l, oldWas, bytes);
       log(`   ${rr.oldId} -> ${rr.newId}: fill ${ms(rr.fillMs)}; learner added -> promoted ${ms(rr.toPromotionMs)}; learner's snapshot index ${rr.learnerSnapshotIndex}`);
@@ -125,9 +131,12 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
       replacements.push(rr);
     }
 
-    log('-- a host back on a new address under the same name (peers re-resolve --peers DNS names)');
-    const move = await moveHost(c);
-    log(`   ${move.id}: ${move.oldIp} -> ${move.newIp}; caught up ${ms(move.reachedMs)} after its restart`);
+    let move: MoveReport | null = null;
+    if (want('move')) {
+      log('-- a host back on a new address under the same name (peers re-resolve --peers DNS names)');
+      move = await moveHost(c);
+      log(`   ${move.id}: ${move.oldIp} -> ${move.newIp}; caught up ${ms(move.reachedMs)} after its restart`);
+    }
 
     log('-- closing checks (load stopped, network healed, members caught up)');
     load = null;
@@ -163,7 +172,9 @@ async function main(): Promise<void> {
   const seedArg = args.find((a) => a.startsWith('--seed='));
   const seed = seedArg !== undefined ? Number(seedArg.slice('--seed='.length)) : Date.now() % 1_000_000;
   process.stdout.write(`seed ${seed}${args.includes('--full') ? ' (full)' : ''}\n`);
-  const report = await runHostScenarios({ full: args.includes('--full'), seed, keep: args.includes('--keep') });
+  const onlyArg = args.find((a) => a.startsWith('--only='));
+  const only = onlyArg?.slice('--only='.length).split(',');
+  const report = await runHostScenarios({ full: args.includes('--full'), seed, keep: args.includes('--keep'), ...(only !== undefined ? { only } : {}) });
   process.exitCode = report.problems.length === 0 ? 0 : 1;
 }
 
