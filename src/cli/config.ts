@@ -91,8 +91,21 @@ export interface ServeConfig {
   readonly dbName: string;
   /** scheduleSnapshotSecs: enqueue a snapshot task every this many seconds, 0 for never. */
   readonly scheduleSnapshotSecs: number;
-  /** importSnapshot: an archive restored into the cluster once this new node is up ('' for none). */
+  /** importSnapshot: an archive (a file, or an s3:// URL) restored into the cluster once this new node is up ('' for none). */
   readonly importSnapshot: string;
+  /** scheduleKeepLast / scheduleKeepDays / scheduleKeepWeeks: the retention policy of scheduled snapshots (0: rule off; all 0: keep everything). */
+  readonly scheduleKeepLast: number;
+  readonly scheduleKeepDays: number;
+  readonly scheduleKeepWeeks: number;
+  /** snapshotDestination: an s3://bucket/prefix scheduled snapshots are also uploaded to ('' for none). */
+  readonly snapshotDestination: string;
+  /** s3Endpoint / s3Region / s3PathStyle / s3CredentialsFile: how to reach the S3-compatible store ('' / false: the SDK's defaults and the AWS environment). */
+  readonly s3Endpoint: string;
+  readonly s3Region: string;
+  readonly s3PathStyle: boolean;
+  readonly s3CredentialsFile: string;
+  /** consistencyCheckIntervalSecs: the leader compares every member's state hash this often (0: never). */
+  readonly consistencyCheckIntervalSecs: number;
   /** configFile: the file read, '' when none. */
   readonly configFile: string;
 }
@@ -170,7 +183,16 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('snapshotDir', 'snapshot-dir', 'string', 'dir', 'where snapshot tasks write <db-name>.snapshot (default ./data/snapshots)'),
   option('dbName', 'db-name', 'string', 'name', 'file name stem of task snapshots (default: the node id)'),
   { ...option('scheduleSnapshotSecs', 'schedule-snapshot', 'int', 'secs', 'enqueue a snapshot task every SECS seconds; 0 for never (default 0; the flag alone means 86400)'), aloneValue: 86_400 },
-  option('importSnapshot', 'import-snapshot', 'string', 'file', 'restore this archive into the cluster once this node (with a new data dir) is up'),
+  option('importSnapshot', 'import-snapshot', 'string', 'file-or-s3-url', 'restore this archive (a file, or s3://bucket/key: downloaded and checked against its stored SHA-256) into the cluster once this node (with a new data dir) is up'),
+  option('scheduleKeepLast', 'schedule-keep-last', 'int', 'n', 'retention of scheduled snapshots: keep the N newest (0: rule off; with every schedule-keep-* rule off each run replaces <db-name>.snapshot)'),
+  option('scheduleKeepDays', 'schedule-keep-days', 'int', 'days', 'retention of scheduled snapshots: keep all of the last D days (0: rule off)'),
+  option('scheduleKeepWeeks', 'schedule-keep-weeks', 'int', 'weeks', 'retention of scheduled snapshots: keep one a day (its newest) for W weeks (0: rule off)'),
+  option('snapshotDestination', 'snapshot-destination', 'string', 's3-url', 'also upload each scheduled snapshot to s3://bucket/prefix (streamed multipart, SHA-256 stored with the object; retention applies to the bucket too)'),
+  option('s3Endpoint', 's3-endpoint', 'string', 'url', 'endpoint of an S3-compatible store (default AWS; also AWS_ENDPOINT_URL_S3)'),
+  option('s3Region', 's3-region', 'string', 'region', 'S3 region (default AWS_REGION, else us-east-1)'),
+  option('s3PathStyle', 's3-path-style', 'bool', '', 'address buckets as http://host/bucket (most S3-compatible servers need it)'),
+  option('s3CredentialsFile', 's3-credentials-file', 'string', 'file', 'S3 access key file (JSON {accessKeyId, secretAccessKey}, AWS credentials or env lines); default the AWS environment variables, profile and roles'),
+  option('consistencyCheckIntervalSecs', 'consistency-check-interval', 'int', 'secs', "the leader compares every member's state hash at one applied index every SECS seconds; a divergence is logged and counted in snapcoord_consistency_checks_total{result=\"divergent\"} (default 0: never)"),
   option('snapshotEntries', 'snapshot-entries', 'int', 'n', `snapshot and compact the log after this many applied entries (default ${DEFAULT_SNAPSHOT_POLICY.snapshotEntries})`),
   option('snapshotTrailingEntries', 'snapshot-trailing-entries', 'int', 'n', `log entries kept behind a snapshot for slow followers (default ${DEFAULT_SNAPSHOT_POLICY.trailingEntries})`),
   option('snapshotRetain', 'snapshot-retain', 'int', 'n', `snapshots kept on disk, at least 1 (default ${DEFAULT_SNAPSHOT_POLICY.retain})`),
@@ -451,6 +473,21 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(dbName)) throw configError(`db-name: "${dbName}" is not a valid file name stem`);
   const scheduleSnapshotSecs = int('scheduleSnapshotSecs', 0);
   if (scheduleSnapshotSecs < 0) throw configError(`schedule-snapshot: ${scheduleSnapshotSecs} must be 0 or more seconds`);
+  const keep = (k: 'scheduleKeepLast' | 'scheduleKeepDays' | 'scheduleKeepWeeks', flag: string): number => {
+    const v = int(k, 0);
+    if (v < 0 || v > 10_000) throw configError(`${flag}: ${v} is out of range 0..10000`);
+    return v;
+  };
+  const scheduleKeepLast = keep('scheduleKeepLast', 'schedule-keep-last');
+  const scheduleKeepDays = keep('scheduleKeepDays', 'schedule-keep-days');
+  const scheduleKeepWeeks = keep('scheduleKeepWeeks', 'schedule-keep-weeks');
+  const snapshotDestination = str('snapshotDestination') ?? '';
+  if (snapshotDestination !== '' && !/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(snapshotDestination)) {
+    throw configError(`snapshot-destination: ${JSON.stringify(snapshotDestination.slice(0, 200))} is not an s3://bucket/prefix URL`);
+  }
+  const consistencyCheckIntervalSecs = int('consistencyCheckIntervalSecs', 0);
+  if (consistencyCheckIntervalSecs < 0) throw configError(`consistency-check-interval: ${consistencyCheckIntervalSecs} must be 0 or more seconds`);
+  const importText = str('importSnapshot') ?? '';
   const apiKeyFile = file('apiKeyFile');
   if (apiKeyFile !== '' && str('apiKey') !== undefined) throw configError('api-key and api-key-file: give one of them');
   const apiKey = apiKeyFile !== '' ? readKeyFile(apiKeyFile, read) : (str('apiKey') ?? '');
@@ -503,7 +540,16 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     snapshotDir,
     dbName,
     scheduleSnapshotSecs,
-    importSnapshot: str('importSnapshot') !== undefined && str('importSnapshot') !== '' ? resolve(str('importSnapshot') ?? '') : '',
+    importSnapshot: importText === '' ? '' : importText.startsWith('s3://') ? importText : resolve(importText),
+    scheduleKeepLast,
+    scheduleKeepDays,
+    scheduleKeepWeeks,
+    snapshotDestination,
+    s3Endpoint: str('s3Endpoint') ?? '',
+    s3Region: str('s3Region') ?? '',
+    s3PathStyle: raw.s3PathStyle === true,
+    s3CredentialsFile: str('s3CredentialsFile') !== undefined && str('s3CredentialsFile') !== '' ? resolve(str('s3CredentialsFile') ?? '') : '',
+    consistencyCheckIntervalSecs,
     configFile,
   };
 }

@@ -2,8 +2,12 @@
  * --import-snapshot FILE: a node started with a new data dir restores FILE
  * into the cluster once a leader is known, through its own API (which
  * forwards the upload to the leader), so the archive reaches every member
- * through the log like any restore.
+ * through the log like any restore. FILE may be s3://bucket/key: the object
+ * is downloaded into the data dir first and refused when its bytes do not
+ * match the SHA-256 stored with it (fetchImportFromS3).
  */
+import { join } from 'node:path';
+import { S3Destination, S3Error, type S3Settings } from '../agent/s3.js';
 import { createReadStream } from 'node:fs';
 import { once } from 'node:events';
 
@@ -12,6 +16,30 @@ import { SnapshotServiceClient, type RestoreSnapshotResponse } from '../gen/snap
 import type { Logger, Node } from '../node/node.js';
 import { inspectArchive } from '../snapshot/archive.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+
+/** IMPORT_FILE: where an s3:// import is downloaded, in the data dir. */
+export const IMPORT_FILE = 'import.snapshot';
+
+/**
+ * fetchImportFromS3 downloads the archive at `url` to <dataDir>/import.snapshot
+ * (0600, through a .part file), checking every byte against the SHA-256
+ * stored with the object. Errors: CliError (exit 2) naming the URL and the
+ * reason (no such object, refused, corrupt, no stored SHA-256).
+ */
+export async function fetchImportFromS3(url: string, dataDir: string, settings: S3Settings, log: Logger): Promise<string> {
+  const file = join(dataDir, IMPORT_FILE);
+  let d: S3Destination | null = null;
+  try {
+    d = await S3Destination.open(url, settings);
+    const r = await d.downloadToFile(d.prefix, file);
+    log.info({ url, sizeBytes: r.sizeBytes, sha256: r.sha256 }, '--import-snapshot: archive downloaded from S3 and its SHA-256 checks out');
+    return file;
+  } catch (err) {
+    throw new CliError(`--import-snapshot ${url}: ${err instanceof S3Error ? err.message : (err as Error).message}`, EXIT_CONFIG);
+  } finally {
+    d?.close();
+  }
+}
 
 /** checkImportFile verifies every hash of the archive before the node starts; a bad file is a config error. */
 export async function checkImportFile(file: string): Promise<void> {

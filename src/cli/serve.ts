@@ -22,7 +22,10 @@ import { DiskGuard } from '../node/disk-guard.js';
 import { BootRefusedError, Node } from '../node/node.js';
 import { NodeMetrics } from '../node/metrics.js';
 import { snapshotTaskRunner } from '../node/snapshot-task.js';
-import { checkImportFile, importSnapshot } from './import-snapshot.js';
+import { checkImportFile, fetchImportFromS3, importSnapshot } from './import-snapshot.js';
+import { SnapshotAgent } from '../agent/agent.js';
+import { hashStateAt } from '../agent/consistency.js';
+import { isS3Url, s3SettingsFrom } from '../agent/s3.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../node/snapshots.js';
 import { TaskQueue } from '../node/tasks.js';
 import { prepareRoots } from '../api/snapshot-path.js';
@@ -140,9 +143,18 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
 
   // A new data dir (nothing logged, nothing applied) may import an archive once it is up.
   const isNewDataDir = storage.appliedIndex() === 0 && storage.lastIndex() === 0;
+  const s3Settings = s3SettingsFrom({
+    endpoint: cfg.s3Endpoint,
+    region: cfg.s3Region,
+    ...(cfg.s3PathStyle ? { forcePathStyle: true } : {}),
+    credentialsFile: cfg.s3CredentialsFile,
+  });
+  let importFile = cfg.importSnapshot;
   if (cfg.importSnapshot !== '') {
     try {
-      await checkImportFile(cfg.importSnapshot);
+      // An s3:// archive is downloaded into the data dir (checked against its stored SHA-256) when it will be imported.
+      if (isS3Url(importFile)) importFile = isNewDataDir ? await fetchImportFromS3(importFile, cfg.dataDir, s3Settings, logger) : '';
+      if (importFile !== '') await checkImportFile(importFile);
     } catch (err) {
       await storage.close().catch(() => undefined);
       throw err;
@@ -227,11 +239,28 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   }
   ref.node = node;
   let tasks: TaskQueue;
+  let agent: SnapshotAgent | undefined;
   let realRoots: string[];
   const snapshotPath = join(cfg.snapshotDir, `${cfg.dbName}.snapshot`);
   try {
     realRoots = await prepareRoots(cfg.snapshotRoots, { warn: (m) => logger.warn({ roots: cfg.snapshotRoots }, m) });
-    tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: snapshotTaskRunner(node, snapshotPath) }, logger, {
+    agent = await SnapshotAgent.create({
+      node,
+      log: logger,
+      dbName: cfg.dbName,
+      snapshotDir: cfg.snapshotDir,
+      snapshotPath,
+      scheduleIntervalMs: cfg.scheduleSnapshotSecs * 1000,
+      retention: { keepLast: cfg.scheduleKeepLast, keepDays: cfg.scheduleKeepDays, keepWeeks: cfg.scheduleKeepWeeks },
+      destination: cfg.snapshotDestination,
+      s3: s3Settings,
+      consistencyCheckIntervalMs: cfg.consistencyCheckIntervalSecs * 1000,
+      selfClientAddress: cfg.clientTls !== null ? cfg.advertiseClient : loopbackTarget(api.address),
+      clientAddressOf: (id) => api.directory.get(id),
+      dial: { credentials: planes.clientChannel, apiKey: cfg.apiKey },
+      registry: metrics.registry,
+    });
+    tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: agent.runner(snapshotTaskRunner(node, snapshotPath)) }, logger, {
       enqueuedMax: cfg.taskQueueMax,
       finishedKeptMax: cfg.tasksKept,
     });
@@ -242,13 +271,9 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     await node.stop();
     throw new CliError(`cannot start node ${cfg.id}: ${(err as Error).message}`);
   }
-  const schedule =
-    cfg.scheduleSnapshotSecs > 0
-      ? setInterval(() => {
-          tasks.enqueue('snapshotCreation', { path: snapshotPath }).catch((err: unknown) => logger.warn({ err }, 'scheduled snapshot not enqueued'));
-        }, cfg.scheduleSnapshotSecs * 1000)
-      : undefined;
-  schedule?.unref();
+  // Scheduled snapshots (leader only, retention, S3) and the periodic consistency check: src/agent.
+  const snapshotAgent = agent as SnapshotAgent;
+  snapshotAgent.start(tasks);
   api.serve({
     node,
     clusterId: cfg.clusterId,
@@ -256,6 +281,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     onPeerRefused: (reason) => metrics.peerRefusals.inc({ reason }),
     clientDial: { credentials: planes.clientChannel },
     advertiseClient: cfg.advertiseClient,
+    stateHash: () => hashStateAt(storage),
     snapshotApi: {
       snapshots,
       tasks: { queue: tasks, snapshotPath },
@@ -321,10 +347,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   // ===== END embedded REST gateway =====
   process.stdout.write(`snapcoord node ${cfg.id} listening on grpc ${api.address} peer ${api.peerAddress}\n`);
   if (cfg.importSnapshot !== '') {
-    if (!isNewDataDir) {
+    if (!isNewDataDir || importFile === '') {
       logger.warn({ file: cfg.importSnapshot, dataDir: cfg.dataDir }, '--import-snapshot ignored: the data dir already holds state');
     } else {
-      importSnapshot(node, selfTarget, cfg.importSnapshot, logger, { credentials: planes.clientChannel, apiKey: cfg.apiKey }).catch((err: unknown) =>
+      importSnapshot(node, selfTarget, importFile, logger, { credentials: planes.clientChannel, apiKey: cfg.apiKey }).catch((err: unknown) =>
         logger.error({ file: cfg.importSnapshot, err: (err as Error).message }, 'importing the snapshot failed'),
       );
     }
@@ -338,7 +364,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       clearInterval(watchdog);
       logger.info({ id: cfg.id, why }, 'shutting down');
       void (async () => {
-        if (schedule !== undefined) clearInterval(schedule);
+        snapshotAgent.stop();
         // A planned stop of the leader hands leadership over first, so the cluster loses no election timeout.
         if (why === 'SIGTERM' || why === 'SIGINT') await handOffLeadership(node, logger);
         await api.close();
