@@ -482,5 +482,8 @@ export function channelOptions(o: { maxMessageBytes: number; reconnectInitialMs:
     'grpc.max_reconnect_backoff_ms': o.reconnectMaxMs,
     // Our own connection per peer, closed with it (not shared through the global subchannel pool).
     'grpc.use_local_subchannel_pool': 1,
+    // A peer named by DNS (a Kubernetes pod back with a new IP) is re-resolved on every reconnect at most
+    // once a second (grpc-js waits 30 s between resolutions by default: the peer stayed unreachable that long).
+    'grpc.dns_min_time_between_resolutions_ms': 1_000,
   };
 }

@@ -135,7 +135,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     if (want('move')) {
       log('-- a host back on a new address under the same name (peers re-resolve --peers DNS names)');
       move = await moveHost(c);
-      log(`   ${move.id}: ${move.oldIp} -> ${move.newIp}; caught up ${ms(move.reachedMs)} after its restart`);
+      log(`   ${move.id}: ${move.oldIp} -> ${move.newIp}; the leader saw it caught up ${ms(move.reachedMs)} after it listened again`);
     }
 
     log('-- closing checks (load stopped, network healed, members caught up)');

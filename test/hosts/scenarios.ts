@@ -403,7 +403,7 @@ export interface MoveReport {
   readonly id: string;
   readonly oldIp: string;
   readonly newIp: string;
-  /** reachedMs: from its restart on the new address to the leader seeing it caught up (the leader re-resolved its name). */
+  /** reachedMs: from its listening on the new address to the leader seeing it caught up (the leader re-resolved its name). */
   readonly reachedMs: number;
 }
 
@@ -422,8 +422,8 @@ export async function moveHost(c: HostCluster): Promise<MoveReport> {
   const newIp = await c.net.moveAddress(n.host);
   await c.issue(n.id, n.host);
   c.readdress(n);
-  const t0 = performance.now();
   await c.startNode(n);
+  const t0 = performance.now();
   await waitMemberCaughtUp(c, n.id, 120_000);
   return { id: n.id, oldIp, newIp, reachedMs: performance.now() - t0 };
 }
