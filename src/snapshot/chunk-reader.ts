@@ -14,6 +14,19 @@ export interface FileChunk {
 export const CHUNK_BYTES_MAX = 4 << 20;
 
 /**
+ * FRAME_ROOM marks a chunk's `data` that sits inside a larger buffer owned by
+ * nobody else, with `before` free bytes just before it and `after` just after
+ * it (its value: `{ before, after }`). A serializer may write a message's
+ * header and trailer there and send the enclosing bytes without copying the
+ * chunk (transport/fetch-serializer.ts does; it names the same Symbol.for key).
+ * The data bytes themselves are never changed.
+ */
+export const FRAME_ROOM: unique symbol = Symbol.for('snapcoord.chunk.frameRoom') as never;
+/** FRAME_ROOM_BEFORE / FRAME_ROOM_AFTER: the room readChunks leaves (a FetchSnapshotResponse's fields around `data`). */
+const FRAME_ROOM_BEFORE = 32;
+const FRAME_ROOM_AFTER = 64;
+
+/**
  * readChunks reads path from offset in chunks of chunkBytes (capped at
  * CHUNK_BYTES_MAX), each with its SHA-256 (taken from `known` when it holds
  * the hashes of that chunk size, recorded when the file was verified). The consumer pulls one chunk at a
@@ -45,11 +58,15 @@ export async function* readChunks(
       return;
     }
     // One read ahead: the next chunk comes off the disk while this one is hashed and sent.
+    // Each chunk is read into the middle of its own buffer, with room for a message's fields around it.
     const readAt = async (at: number): Promise<Buffer> => {
-      const buf = Buffer.allocUnsafe(Math.min(size, total - at));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+      const want = Math.min(size, total - at);
+      const frame = Buffer.allocUnsafe(FRAME_ROOM_BEFORE + want + FRAME_ROOM_AFTER);
+      const { bytesRead } = await fh.read(frame, FRAME_ROOM_BEFORE, want, at);
       if (bytesRead === 0) throw new Error(`file ${path} shrank while being read`);
-      return buf.subarray(0, bytesRead);
+      const data = frame.subarray(FRAME_ROOM_BEFORE, FRAME_ROOM_BEFORE + bytesRead);
+      Object.defineProperty(data, FRAME_ROOM, { value: { before: FRAME_ROOM_BEFORE, after: frame.length - FRAME_ROOM_BEFORE - bytesRead } });
+      return data;
     };
     let next: Promise<Buffer> | null = readAt(pos);
     while (next !== null) {

@@ -171,3 +171,36 @@ describe('readChunks with recorded chunk hashes', () => {
     }
   });
 });
+
+describe('readChunks + serializeFetchSnapshotResponse (the sender encodes chunks in place)', () => {
+  it('a chunk read by readChunks is encoded without copying it, byte for byte what the generated encoder writes; other chunks are copied', async () => {
+    const { serializeFetchSnapshotResponse } = await import('../../../src/transport/fetch-serializer.js');
+    const { FetchSnapshotResponse } = await import('../../../src/gen/snapcoord/v1/raft.js');
+    const d = await mkdtemp(join(tmpdir(), 'snapcoord-inplace-'));
+    try {
+      const file = join(d, 'f.bin');
+      const bytes = randomBytes(2 * CHUNK + 4321);
+      await writeFile(file, bytes);
+      // Large offsets (long varints), a short last chunk, tiny chunks that come from Buffer's shared pool.
+      for (const [offset, chunkBytes] of [[0, CHUNK], [CHUNK + 3, CHUNK], [bytes.length - 5, 100], [17, 100]] as const) {
+        for await (const c of readChunks(file, offset, chunkBytes)) {
+          const m = { offset: BigInt(c.offset) + 2n ** 40n, data: c.data, sha256: c.sha256, totalSizeBytes: BigInt(c.totalSizeBytes), last: c.last };
+          const before = Buffer.from(c.data);
+          const ours = serializeFetchSnapshotResponse(m);
+          assert.equal(ours.buffer, c.data.buffer, 'encoded in the room around the chunk, not into a new buffer');
+          assert.ok(Buffer.from(c.data).equals(before), 'the chunk bytes are unchanged');
+          assert.ok(Buffer.from(ours).equals(Buffer.from(FetchSnapshotResponse.encode(m).finish())), `offset ${c.offset}: same bytes as the generated encoder`);
+          assert.ok(Buffer.from(c.data).equals(bytes.subarray(c.offset, c.offset + c.data.length)));
+        }
+      }
+      // A plain buffer (no room marked) is copied: its neighbours are never written.
+      const plain = Buffer.alloc(300, 5);
+      const data = plain.subarray(100, 200);
+      const out = serializeFetchSnapshotResponse({ offset: 7n, data, sha256: new Uint8Array(32).fill(1), totalSizeBytes: 1000n, last: true });
+      assert.ok(Buffer.from(FetchSnapshotResponse.decode(out).data).equals(Buffer.alloc(100, 5)));
+      assert.ok(plain.equals(Buffer.alloc(300, 5)));
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+});
