@@ -7,8 +7,9 @@
  */
 import type { Command } from 'commander';
 import { isNodeId, parseHostPort } from '../api/address.js';
-import { ClusterClient, KvClient, type RetryOptions } from '../api/clients.js';
-import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
+import { ClusterClient, KvClient, callUnary, type RetryOptions } from '../api/clients.js';
+import { Role, Suffrage, roleToJSON, suffrageToJSON, type CheckConsistencyResponse, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
+import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../agent/consistency.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { cliDial, clientOptions, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import { addSnapshotCommands } from './snapshot-commands.js';
@@ -339,6 +340,39 @@ export function addClientCommands(program: Command): void {
     const res = await withClient(opts, clusterClient, (c, deadlineMs) => c.removeMember(id, { deadlineMs }));
     if (opts.json === true) jsonOut({ members: membersJson(res.members) });
     else process.stdout.write(`${membersText(res.members)}\n`);
+  });
+
+  clientOptions(
+    cluster
+      .command('check')
+      .option('--json', 'print the verdict as JSON')
+      .option('--wait-ms <ms>', `how long each member may take to reach the index (default ${CHECK_WAIT_MS_DEFAULT}, at most ${CHECK_WAIT_MS_MAX})`)
+      .option('--attempts <n>', `tries at a common applied index while writes keep coming (default ${CHECK_ATTEMPTS_DEFAULT}, at most ${CHECK_ATTEMPTS_MAX})`)
+      .description("compare every member's state hash at one applied index (etcd's hashkv across members); exit 0 equal, 1 a member differs, 3 no common index reached"),
+  ).action(async (opts: ClientOpts & { json?: boolean; waitMs?: string; attempts?: string }) => {
+    const waitMs = opts.waitMs === undefined ? CHECK_WAIT_MS_DEFAULT : Math.min(positiveInt('wait-ms', opts.waitMs, 0), CHECK_WAIT_MS_MAX);
+    const attempts = opts.attempts === undefined ? CHECK_ATTEMPTS_DEFAULT : Math.min(positiveInt('attempts', opts.attempts), CHECK_ATTEMPTS_MAX);
+    const deadline = { ...opts, timeoutMs: opts.timeoutMs ?? String((waitMs + 30_000) * attempts) };
+    const r = await withClient(deadline, clusterClient, (c, deadlineMs) =>
+      callUnary<{ waitMs: number; attempts: number }, CheckConsistencyResponse>(c.raw.checkConsistency.bind(c.raw), { waitMs, attempts }, { deadlineMs }),
+    );
+    const index = Number(r.index);
+    if (opts.json === true) {
+      jsonOut({
+        consistent: r.consistent,
+        index,
+        attempts: r.attempts,
+        differing: r.differing,
+        members: r.members.map((m) => ({ id: m.id, sha256: m.sha256, index: Number(m.hashedIndex), error: m.error })),
+      });
+    } else {
+      const rows = r.members.map((m) => [m.id, m.error === '' ? String(m.hashedIndex) : '-', m.error === '' ? m.sha256 : `(${m.error})`, r.differing.includes(m.id) ? 'DIFFERS' : 'ok']);
+      process.stdout.write(`${table(['MEMBER', 'INDEX', 'SHA256', ''], rows)}\n`);
+      if (r.consistent) process.stdout.write(`consistent: all ${r.members.length} members hold the same state at index ${index}\n`);
+      else if (index !== 0) process.stdout.write(`DIVERGENT at index ${index}: ${r.differing.join(', ')} differ${r.differing.length === 1 ? 's' : ''} from the majority\n`);
+      else process.stdout.write(`inconclusive: no common applied index within ${r.attempts} attempt(s)${r.differing.length > 0 ? `; no answer from ${r.differing.join(', ')}` : ''}\n`);
+    }
+    if (!r.consistent) process.exitCode = index !== 0 ? 1 : 3;
   });
 
   addSnapshotCommands(program);

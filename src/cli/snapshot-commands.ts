@@ -7,20 +7,24 @@
  *   GetSnapshot into FILE.tmp (0600) with backpressure,
  *   hashing on the way; checks size and SHA-256 against the node's `info`,
  *   fsyncs, then links/renames to FILE and fsyncs the directory. An existing
- *   FILE is never overwritten. On any failure (Ctrl-C included) FILE.tmp is
- *   removed.
+ *   FILE is never overwritten. A download cut mid-way is resumed (pinned to
+ *   the same archive, from the last byte written; --retries). On any failure
+ *   (Ctrl-C included) FILE.tmp is removed.
  * - restore FILE: inspectArchive first (every hash); a bad file is refused
  *   before a byte is sent. The upload is hashed again as it streams and is
  *   canceled, not completed, if the file changed since it was checked.
+ *   FILE may be s3://bucket/key: downloaded first, refused when its bytes
+ *   do not match the SHA-256 stored with the object.
  * - inspect FILE: describes a local archive and checks every hash (exit 1 when
  *   one does not check out).
- * - ls: the snapshots the endpoint node keeps.
+ * - ls: the snapshots the endpoint node keeps; --destination s3://… lists a bucket.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { link, lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, resolve } from 'node:path';
+import { link, lstat, mkdtemp, open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as grpc from '@grpc/grpc-js';
@@ -35,9 +39,10 @@ import {
 } from '../gen/snapcoord/v1/snapshot.js';
 import { inspectArchive, type ArchiveMeta, type InspectResult } from '../snapshot/archive.js';
 import { fsyncDir } from '../snapshot/file-sink.js';
-import { CliError } from './cli-error.js';
+import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import { Progress } from './progress.js';
+import { S3Destination, S3Error, isS3Url, s3SettingsFrom, type S3Settings } from '../agent/s3.js';
 
 /** STATUS_DEADLINE_MS: the deadline of the Status call `save` starts with. */
 const STATUS_DEADLINE_MS = 5_000;
@@ -495,8 +500,105 @@ interface TransferOpts extends ClientOpts {
   progress?: boolean;
 }
 
+/** S3Opts: the --s3-* options of the commands that read an S3 destination. */
+interface S3Opts {
+  s3Endpoint?: string;
+  s3Region?: string;
+  s3PathStyle?: boolean;
+  s3CredentialsFile?: string;
+}
+
+/** s3Options adds --s3-endpoint, --s3-region, --s3-path-style and --s3-credentials-file (each with its SNAPCOORD_S3_* env twin). */
+function s3Options(cmd: Command): Command {
+  return cmd
+    .option('--s3-endpoint <url>', 'endpoint of an S3-compatible store (env SNAPCOORD_S3_ENDPOINT or AWS_ENDPOINT_URL_S3; default AWS)')
+    .option('--s3-region <region>', 'S3 region (env SNAPCOORD_S3_REGION or AWS_REGION; default us-east-1)')
+    .option('--s3-path-style', 'address buckets as http://host/bucket (env SNAPCOORD_S3_PATH_STYLE=true)')
+    .option('--s3-credentials-file <file>', 'S3 access key file (env SNAPCOORD_S3_CREDENTIALS_FILE; default AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, roles)');
+}
+
+function s3SettingsOf(o: S3Opts): S3Settings {
+  return s3SettingsFrom({
+    ...(o.s3Endpoint !== undefined ? { endpoint: o.s3Endpoint } : {}),
+    ...(o.s3Region !== undefined ? { region: o.s3Region } : {}),
+    ...(o.s3PathStyle === true ? { forcePathStyle: true } : {}),
+    ...(o.s3CredentialsFile !== undefined ? { credentialsFile: resolve(o.s3CredentialsFile) } : {}),
+  });
+}
+
+/** s3CliError: an S3Error as a CliError (exit 1), its message as is (it never holds a credential). */
+function s3CliError(err: unknown): unknown {
+  return err instanceof S3Error ? new CliError(err.message) : err;
+}
+
+/**
+ * fetchFromS3 downloads `url` into a private temp directory, checking its
+ * bytes against the SHA-256 stored with the object (a corrupted or
+ * unverifiable object is refused: CliError), and resolves with the file and
+ * a cleanup that removes it.
+ */
+export async function fetchFromS3(url: string, settings: S3Settings, progress: boolean): Promise<{ file: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'snapcoord-s3-'));
+  const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
+  let d: S3Destination | null = null;
+  try {
+    d = await S3Destination.open(url, settings);
+    const head = await d.head(d.prefix);
+    const bar = new Progress({ label: 'downloading', totalBytes: head.sizeBytes, enabled: progress });
+    const file = join(dir, 'archive.snapshot');
+    try {
+      await d.downloadToFile(d.prefix, file, (n) => bar.update(n));
+      bar.finish();
+    } catch (err) {
+      bar.clear();
+      throw err;
+    }
+    return { file, cleanup };
+  } catch (err) {
+    await cleanup();
+    throw s3CliError(err);
+  } finally {
+    d?.close();
+  }
+}
+
 function transferTimeout(opts: ClientOpts): number {
   return opts.timeoutMs === undefined ? 0 : positiveInt('timeout-ms', opts.timeoutMs);
+}
+
+/** listDestination prints the archives under an s3:// destination, newest first, with their stored SHA-256 and index. */
+async function listDestination(url: string, settings: S3Settings, json: boolean): Promise<void> {
+  let d: S3Destination | null = null;
+  try {
+    if (!isS3Url(url)) throw new CliError(`--destination: ${JSON.stringify(url.slice(0, 200))} is not an s3://bucket/prefix URL`, EXIT_CONFIG);
+    d = await S3Destination.open(url, settings);
+    const dest = d;
+    const objects = await dest.list();
+    const rows = await Promise.all(
+      objects.slice(0, 1000).map(async (o) => {
+        const h = await dest.head(o.key).catch(() => null);
+        return { ...o, sha256: h?.sha256 ?? '', index: Number(h?.metadata['snapcoord-index'] ?? 0) };
+      }),
+    );
+    if (json) {
+      jsonOut(rows.map((o) => ({ url: o.url, key: o.key, sizeBytes: o.sizeBytes, lastModified: o.lastModified, createdAt: new Date(o.createdAtMs).toISOString(), index: o.index, digest: o.sha256 })));
+      return;
+    }
+    if (rows.length === 0) {
+      process.stderr.write(`nothing under ${url}\n`);
+      return;
+    }
+    process.stdout.write(
+      `${table(
+        ['URL', 'INDEX', 'SIZE', 'CREATED', 'SHA256'],
+        rows.map((o) => [o.url, o.index > 0 ? String(o.index) : '-', formatBytes(o.sizeBytes), new Date(o.createdAtMs).toISOString(), o.sha256 !== '' ? o.sha256.slice(0, 16) : '(none: unverifiable)']),
+      )}\n`,
+    );
+  } catch (err) {
+    throw s3CliError(err);
+  } finally {
+    d?.close();
+  }
 }
 
 /** addSnapshotCommands adds `snapshot save|restore|inspect|ls` to `program`. */
@@ -536,16 +638,26 @@ export function addSnapshotCommands(program: Command): void {
   });
 
   clientOptions(
-    snapshot
-      .command('restore')
-      .argument('<file>', 'the archive to restore')
-      .option('--json', 'print the result as one JSON object')
-      .option('--no-progress', 'print no progress')
-      .description("replace the cluster's key-value state with FILE's (checked completely before anything is sent)"),
+    s3Options(
+      snapshot
+        .command('restore')
+        .argument('<file>', 'the archive to restore: a file, or s3://bucket/key (downloaded and checked against the SHA-256 stored with it first)')
+        .option('--json', 'print the result as one JSON object')
+        .option('--no-progress', 'print no progress')
+        .description("replace the cluster's key-value state with FILE's (checked completely before anything is sent)"),
+    ),
     'deadline of the whole upload and restore (default none)',
-  ).action(async (file: string, opts: TransferOpts) => {
+  ).action(async (file: string, opts: TransferOpts & S3Opts) => {
     const endpoint = endpointOf(opts);
-    const r = await restoreSnapshot(file, { endpoint, timeoutMs: transferTimeout(opts), progress: opts.progress !== false });
+    let local = file;
+    let cleanup = async (): Promise<void> => undefined;
+    if (isS3Url(file)) ({ file: local, cleanup } = await fetchFromS3(file, s3SettingsOf(opts), opts.progress !== false));
+    let r: RestoreResult;
+    try {
+      r = await restoreSnapshot(local, { endpoint, timeoutMs: transferTimeout(opts), progress: opts.progress !== false });
+    } finally {
+      await cleanup();
+    }
     const a = r.response.archive;
     if (opts.json === true) {
       jsonOut({ file: r.file, restoredIndex: Number(r.response.index), archive: a !== undefined ? infoJson(a) : null });
@@ -569,8 +681,18 @@ export function addSnapshotCommands(program: Command): void {
     });
 
   clientOptions(
-    snapshot.command('ls').option('--json', 'print a JSON array').description('list the snapshots the endpoint node keeps, newest first'),
-  ).action(async (opts: ClientOpts & { json?: boolean }) => {
+    s3Options(
+      snapshot
+        .command('ls')
+        .option('--json', 'print a JSON array')
+        .option('--destination <s3-url>', 'list the archives in s3://bucket/prefix instead (with the SHA-256 stored with each)')
+        .description('list the snapshots the endpoint node keeps (or a destination holds), newest first'),
+    ),
+  ).action(async (opts: ClientOpts & S3Opts & { json?: boolean; destination?: string }) => {
+    if (opts.destination !== undefined) {
+      await listDestination(opts.destination, s3SettingsOf(opts), opts.json === true);
+      return;
+    }
     const res = await withClient(opts, snapshotClient, (c, deadlineMs) => {
       return new Promise<SnapshotInfo[]>((ok, fail) => {
         c.listSnapshots({}, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, r) => (err !== null ? fail(err) : ok(r.snapshots)));

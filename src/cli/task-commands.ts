@@ -54,7 +54,14 @@ export function taskJson(t: Task): object {
         ? null
         : t.type === 'taskCancelation'
           ? { matchedTasks: Number(d.matchedTasks), canceledTasks: Number(d.canceledTasks), originalFilter: d.originalFilter }
-          : { path: d.path, bytesDone: Number(d.bytesDone), bytesTotal: Number(d.bytesTotal), digest: d.digest, index: Number(d.index) },
+          : {
+              path: d.path,
+              bytesDone: Number(d.bytesDone),
+              bytesTotal: Number(d.bytesTotal),
+              digest: d.digest,
+              index: Number(d.index),
+              ...((d.phase ?? '') !== '' ? { phase: d.phase, destination: d.destination ?? '', removed: Number(d.removed ?? 0n), kept: Number(d.kept ?? 0n) } : {}),
+            },
     error: t.error === undefined || t.error.message === '' ? null : t.error,
     duration: t.duration === '' ? null : t.duration,
     enqueuedAt: t.enqueuedAt,
@@ -71,6 +78,9 @@ function detailsText(t: Task): string {
   if (d.path !== '') parts.push(d.path);
   if (d.bytesTotal > 0n) parts.push(t.status === 'processing' ? `${formatBytes(Number(d.bytesDone))} of ${formatBytes(Number(d.bytesTotal))}` : formatBytes(Number(d.bytesTotal)));
   if (d.index > 0n) parts.push(`index ${d.index}`);
+  if ((d.phase ?? '') !== '' && t.status === 'processing') parts.push(`phase ${d.phase}`);
+  if ((d.destination ?? '') !== '' && d.destination !== d.path) parts.push(`to ${d.destination}`);
+  if ((d.removed ?? 0n) > 0n) parts.push(`retention removed ${d.removed}`);
   return parts.join(', ');
 }
 
@@ -92,6 +102,9 @@ function taskText(t: Task): string {
     if (d.bytesTotal > 0n) rows.push(['bytes', `${d.bytesDone} of ${d.bytesTotal}`]);
     if (d.digest !== '') rows.push(['sha256', d.digest]);
     if (d.index > 0n) rows.push(['index', String(d.index)]);
+    if ((d.phase ?? '') !== '') rows.push(['phase', d.phase ?? '']);
+    if ((d.destination ?? '') !== '') rows.push(['destination', d.destination ?? '']);
+    if ((d.phase ?? '') !== '') rows.push(['retention', `${d.removed ?? 0n} removed, ${d.kept ?? 0n} kept`]);
     if (t.type === 'taskCancelation') rows.push(['canceled', `${d.canceledTasks} of ${d.matchedTasks} matched (${d.originalFilter})`]);
   }
   if (t.error !== undefined && t.error.message !== '') rows.push(['error', `${t.error.code}: ${t.error.message}`]);

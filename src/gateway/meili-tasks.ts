@@ -71,7 +71,15 @@ export function taskJson(t: Task): TaskJson {
     details =
       t.type === 'taskCancelation'
         ? { matchedTasks: num(d.matchedTasks), canceledTasks: num(d.canceledTasks), originalFilter: d.originalFilter }
-        : { path: orNull(d.path), bytesDone: num(d.bytesDone), bytesTotal: num(d.bytesTotal), digest: orNull(d.digest), index: num(d.index) };
+        : {
+            path: orNull(d.path),
+            bytesDone: num(d.bytesDone),
+            bytesTotal: num(d.bytesTotal),
+            digest: orNull(d.digest),
+            index: num(d.index),
+            // A scheduled snapshot (the snapshot agent) also says its phase, destination and retention.
+            ...((d.phase ?? '') !== '' ? { phase: d.phase, destination: orNull(d.destination ?? ''), removed: num(d.removed ?? 0n), kept: num(d.kept ?? 0n) } : {}),
+          };
   }
   const e = t.error;
   return {
