@@ -36,9 +36,11 @@ export class ServeChild {
   exitedAtMs = 0;
   readonly exited: Promise<void>;
 
-  constructor(ns: string, args: readonly string[]) {
+  /** clockFile: where the process reads its wall-clock offset in ms (clock-offset.ts); '' for none. */
+  constructor(ns: string, args: readonly string[], clockFile = '') {
     // ip netns exec execs node in place: the pid is node's, so signals reach serve itself.
-    this.proc = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: REPO_ROOT, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const argv = ['netns', 'exec', ns, process.execPath, '--import', 'tsx', '--import', './test/hosts/clock-offset.ts', 'src/cli/main.ts', ...args];
+    this.proc = spawn('ip', argv, { cwd: REPO_ROOT, env: { ...cleanEnv(), HOSTS_TEST_CLOCK_FILE: clockFile }, stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(this);
     this.proc.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
     this.proc.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
@@ -191,8 +193,18 @@ export class HostCluster {
   /** startNode starts `n` in its namespace; resolves once it listens. */
   async startNode(n: HostNode, timeoutMs = 60_000): Promise<void> {
     if (n.proc?.running === true) throw new Error(`${n.id} is running`);
-    n.proc = new ServeChild(n.host.ns, this.serveArgs(n));
+    n.proc = new ServeChild(n.host.ns, this.serveArgs(n), this.clockFile(n));
     await n.proc.waitFor(new RegExp(`snapcoord node ${n.id} listening on grpc`), timeoutMs);
+  }
+
+  /** clockFile: the file holding `n`'s wall-clock offset in ms (see clock-offset.ts). */
+  clockFile(n: HostNode): string {
+    return join(this.opts.dir, `${n.id}.clock-offset`);
+  }
+
+  /** setClockOffset steps `n`'s wall clock by offsetMs from the real time (0: back to the real time); it takes effect within 100 ms. */
+  async setClockOffset(n: HostNode, offsetMs: number): Promise<void> {
+    await writeFile(this.clockFile(n), String(offsetMs));
   }
 
   /** stopNode: `signal` (SIGTERM: a planned stop with handoff; SIGKILL: a crash) and wait for the exit. */

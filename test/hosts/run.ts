@@ -8,10 +8,10 @@
  *
  * Bounded (default, what CI runs through test/hosts/hosts.spec.ts): five
  * hosts, one rolling restart (its last step SIGTERMs the leader), a 2|3 and a 1|4 partition,
- * one replacement of the leader with a 16 MiB state, one host back on a new
- * address. --full: 10 leader SIGTERMs, replacements of the leader with 1 GiB,
+ * one replacement of the leader with a 16 MiB state, wall-clock jumps of
+ * +-1 h on two hosts, one host back on a new address. --full: 10 leader SIGTERMs, replacements of the leader with 1 GiB,
  * then of a dead node and of a follower with 64 MiB. --only=rolling,handoff,
- * partition,replace,move runs just those (handoff: 3 rounds, 10 with --full);
+ * partition,replace,clock,move runs just those (handoff: 3 rounds, 10 with --full);
  * --seed=N replays a workload.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { HostCluster } from './cluster.js';
 import { HostNetwork, closeAllSync, netnsUnavailable } from './netns.js';
-import { Load, describeAt, finish, leaderHandoff, moveHost, partitions, replaceNode, rollingRestart, type Checks, type HandoffReport, type MoveReport, type PartitionReport, type ReplacementReport, type RollingRestartReport } from './scenarios.js';
+import { Load, clockJumps, describeAt, finish, leaderHandoff, moveHost, partitions, replaceNode, rollingRestart, type Checks, type ClockReport, type HandoffReport, type MoveReport, type PartitionReport, type ReplacementReport, type RollingRestartReport } from './scenarios.js';
 
 export interface HostRunOptions {
   readonly full: boolean;
@@ -29,7 +29,7 @@ export interface HostRunOptions {
   readonly log?: (line: string) => void;
   /** keep: leave the data directory (its path is printed). */
   readonly keep?: boolean;
-  /** only: run just these scenarios (default all): rolling, handoff, partition, replace, move. */
+  /** only: run just these scenarios (default all): rolling, handoff, partition, replace, clock, move. */
   readonly only?: readonly string[];
 }
 
@@ -40,6 +40,7 @@ export interface HostRunReport {
   readonly handoff: HandoffReport;
   readonly partition: PartitionReport | null;
   readonly replacements: ReplacementReport[];
+  readonly clock: ClockReport | null;
   readonly move: MoveReport | null;
   readonly checks: Checks;
   /** problems: failed correctness checks, empty when all passed. */
@@ -131,6 +132,17 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
       replacements.push(rr);
     }
 
+    let clock: ClockReport | null = null;
+    if (want('clock')) {
+      log('-- wall-clock jumps (process-level Date offset: a namespace has no clock of its own): leader +1 h, a follower -1 h, both back');
+      clock = await clockJumps(c, l, 3_000);
+      for (const s of clock.steps) {
+        log(`   ${s.what} on ${s.id}: ${s.seen ? 'seen by the process' : 'NOT seen by the process'}`);
+        if (!s.seen) problems.push(`clock step "${s.what}" did not reach ${s.id}`);
+      }
+      log(`   writes: ${clock.writes.writes} acked, longest gap ${ms(clock.writes.maxGapMs)}, p99 ${ms(clock.writes.p99Ms)}`);
+    }
+
     let move: MoveReport | null = null;
     if (want('move')) {
       log('-- a host back on a new address under the same name (peers re-resolve --peers DNS names)');
@@ -145,7 +157,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     problems.push(...problemsOf(checks));
     for (const p of problems) log(`PROBLEM: ${p}`);
     log(problems.length === 0 ? 'all checks passed' : `${problems.length} PROBLEM(S)`);
-    return { faults: net.faults, rolling, handoff, partition, replacements, move, checks, problems };
+    return { faults: net.faults, rolling, handoff, partition, replacements, clock, move, checks, problems };
   } finally {
     const l = load as Load | null;
     if (l !== null) await l.stop().catch(() => undefined);

@@ -427,3 +427,37 @@ export async function moveHost(c: HostCluster): Promise<MoveReport> {
   await waitMemberCaughtUp(c, n.id, 120_000);
   return { id: n.id, oldIp, newIp, reachedMs: performance.now() - t0 };
 }
+
+/** ClockReport: wall-clock steps on two hosts under load. */
+export interface ClockReport {
+  /** steps: what was done, and whether the process said it saw the step (clock-offset.ts on stderr). */
+  readonly steps: { what: string; id: string; seen: boolean }[];
+  readonly writes: WriteStats;
+}
+
+/**
+ * clockJumps: the leader's wall clock jumps an hour ahead, then a follower's an
+ * hour back, then both step back to the real time, each held `holdMs`, under
+ * the load. A namespace has no clock of its own: the step is a process-level
+ * offset of Date (clock-offset.ts); monotonic time is untouched, as on a real host.
+ */
+export async function clockJumps(c: HostCluster, load: Load, holdMs: number): Promise<ClockReport> {
+  const fromMs = performance.now();
+  const leader = await c.waitLeader();
+  const follower = c.running().find((n) => n !== leader && !removed.has(n)) as HostNode;
+  const steps: ClockReport['steps'] = [];
+  const HOUR_MS = 3_600_000;
+  for (const [what, n, offsetMs] of [
+    ['leader +1 h', leader, HOUR_MS],
+    ['follower -1 h', follower, -HOUR_MS],
+    ['leader back (-1 h step)', leader, 0],
+    ['follower back (+1 h step)', follower, 0],
+  ] as const) {
+    const proc = n.proc;
+    await c.setClockOffset(n, offsetMs);
+    await sleep(holdMs);
+    const seen = proc !== null && proc.output.includes(`clock-offset: wall clock stepped to real ${offsetMs >= 0 ? '+' : ''}${offsetMs} ms`);
+    steps.push({ what, id: n.id, seen });
+  }
+  return { steps, writes: writeStats(load.workload.history, fromMs, performance.now()) };
+}
