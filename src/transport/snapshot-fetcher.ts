@@ -4,7 +4,6 @@ import * as grpc from '@grpc/grpc-js';
 
 import { RaftServiceClient, type FetchSnapshotResponse } from '../gen/snapcoord/v1/raft.js';
 import type { NodeId } from '../raft/types.js';
-import { ChunkHasher } from './chunk-hasher.js';
 import { faultInterceptors } from './message-faults.js';
 import type { PeerDial } from './peer-guard.js';
 import { silentLogger, type TransportLogger } from './transport.js';
@@ -15,10 +14,6 @@ export const SNAPSHOT_CHUNK_BYTES_DEFAULT = 1 << 20;
 const WRITES_IN_FLIGHT = 4;
 /** FLOW_CONTROL_WINDOW_BYTES: the receiver's HTTP/2 window; the default halves throughput. */
 export const FLOW_CONTROL_WINDOW_BYTES = 16 << 20;
-/** HASH_AHEAD_CHUNKS: chunks received and being hashed (on the worker) before the oldest is checked and written. */
-const HASH_AHEAD_CHUNKS = 4;
-/** HASH_ON_WORKER_MIN_BYTES_DEFAULT: archives from this size on have their chunks hashed on a worker thread. */
-export const HASH_ON_WORKER_MIN_BYTES_DEFAULT = 8 << 20;
 
 export interface FetchTarget {
   readonly index: number;
@@ -57,13 +52,6 @@ export interface FetchOptions {
    * snapshot store's import does) may turn it off to save one pass.
    */
   readonly verifyWholeDigest?: boolean;
-  /**
-   * hashOnWorkerMinBytes (default HASH_ON_WORKER_MIN_BYTES_DEFAULT): from this
-   * archive size on, each chunk's SHA-256 is computed on a worker thread
-   * (ChunkHasher) while the next chunks arrive; smaller archives are hashed
-   * inline (a worker's start would cost more than it saves).
-   */
-  readonly hashOnWorkerMinBytes?: number;
   /** channelOptions: extra grpc channel options (tests inject interceptors). */
   readonly channelOptions?: grpc.ChannelOptions;
   readonly interceptors?: grpc.Interceptor[];
@@ -85,8 +73,6 @@ export interface FetchResult {
   readonly attempts: number;
   /** hashFailures: chunks whose SHA-256 did not match; each was discarded and fetched again. */
   readonly hashFailures: number;
-  /** hashedOnWorker: chunks whose SHA-256 was computed on the worker thread. */
-  readonly hashedOnWorker: number;
 }
 
 /** SnapshotFetchError: the snapshot could not be fetched whole and verified; nothing of it may be used. */
@@ -97,11 +83,9 @@ export class SnapshotFetchError extends Error {
 /**
  * fetchSnapshot pulls a snapshot archive from a peer with the server-streaming
  * FetchSnapshot RPC and writes it to destPath, or hands it to opts.sink.
- * Every chunk's SHA-256 is checked (hashed once: on a worker thread for
- * archives of hashOnWorkerMinBytes and more, a few chunks ahead while the
- * next ones arrive) before it is written; a bad chunk is discarded and the
- * stream restarted from the last verified offset, as is a cut or stalled
- * stream. Writing to destPath, the whole archive's
+ * Every chunk's SHA-256 is checked (hashed once) before it is written; a bad
+ * chunk is discarded and the stream restarted from the last verified offset,
+ * as is a cut or stalled stream. Writing to destPath, the whole archive's
  * SHA-256 must equal target.digest, or it rejects; a sink checks the whole
  * digest itself. Chunks are passed on as decoded (no copy). Memory stays at a
  * few chunks: the next chunk is not read before the previous one is on disk.
@@ -125,14 +109,6 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
   const verifyWhole = sink === undefined && (opts.verifyWholeDigest ?? true);
   const whole = createHash('sha256');
   const limiter = new RateLimiter(opts.bandwidthBytesPerSec ?? 0);
-  const hasher =
-    opts.target.sizeBytes >= (opts.hashOnWorkerMinBytes ?? HASH_ON_WORKER_MIN_BYTES_DEFAULT)
-      ? new ChunkHasher(Math.min(chunkBytes, opts.target.sizeBytes) + 1024, HASH_AHEAD_CHUNKS + 1)
-      : null;
-  const hashInline = (data: Uint8Array): Buffer => createHash('sha256').update(data).digest();
-  // A worker that failed is not a reason to fail the fetch: the chunk is hashed here instead.
-  const hashChunk = (data: Uint8Array): Promise<Buffer> =>
-    hasher !== null ? hasher.hash(data).catch(() => hashInline(data)) : Promise.resolve(hashInline(data));
   let file: FileHandle | undefined;
   let offset = 0;
   let attempts = 0;
@@ -168,11 +144,10 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
       throw new SnapshotFetchError(`snapshot ${opts.target.index}: archive SHA-256 ${digest} does not match ${opts.target.digest}`);
     }
     await file?.sync();
-    return { bytes: offset, attempts, hashFailures, hashedOnWorker: hasher?.hashedOnWorker ?? 0 };
+    return { bytes: offset, attempts, hashFailures };
   } finally {
     await Promise.all(writes.splice(0));
     await file?.close().catch(() => undefined);
-    await hasher?.close();
     client.close();
   }
 
@@ -194,38 +169,47 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     const onAbort = (): void => call.cancel();
     opts.signal?.addEventListener('abort', onAbort);
     armIdle();
-    /** ahead: chunks received, in order, whose hashes are being computed; `received` is where the next must start. */
-    const ahead: { raw: FetchSnapshotResponse; sum: Promise<Buffer> }[] = [];
-    let received = offset;
     try {
       for await (const raw of call as AsyncIterable<FetchSnapshotResponse>) {
         armIdle();
         const chunkOffset = Number(raw.offset);
-        if (chunkOffset !== received || Number(raw.totalSizeBytes) !== opts.target.sizeBytes) {
-          log.warn({ expected: received, got: chunkOffset }, 'snapshot fetch: chunk out of place; resuming');
+        if (chunkOffset !== offset || Number(raw.totalSizeBytes) !== opts.target.sizeBytes) {
+          log.warn({ expected: offset, got: chunkOffset }, 'snapshot fetch: chunk out of place; resuming');
           call.cancel();
-          // the chunks before it are still checked and kept.
-          return (await drain()) ?? 'cut';
+          return 'cut';
         }
-        if (received + raw.data.length > opts.target.sizeBytes) {
+        const sum = createHash('sha256').update(raw.data).digest();
+        if (raw.sha256.length !== 32 || !sum.equals(raw.sha256)) {
+          log.warn({ index: opts.target.index, offset }, 'snapshot fetch: chunk SHA-256 mismatch; discarded, fetching again');
+          call.cancel();
+          return 'badChunk';
+        }
+        if (offset + raw.data.length > opts.target.sizeBytes) {
           call.cancel();
           throw new SnapshotFetchError(`snapshot ${opts.target.index}: peer sent more than ${opts.target.sizeBytes} bytes`);
         }
-        const sum = hashChunk(raw.data);
-        sum.catch(() => undefined); // awaited in order by commit
-        ahead.push({ raw, sum });
-        received += raw.data.length;
-        if (ahead.length >= (hasher !== null ? HASH_AHEAD_CHUNKS : 1)) {
-          const bad = await commit();
-          if (bad !== null) {
+        if (sink !== undefined) {
+          // The sink writes (a few writes in flight) and hashes the whole; its promise is the backpressure.
+          try {
+            await sink.writeChunk(raw.data, sum);
+          } catch (err) {
+            sinkError = err;
             call.cancel();
-            return bad;
+            throw err;
           }
+        } else {
+          // Disk writes overlap with receiving and hashing the next chunks (at most WRITES_IN_FLIGHT
+          // pending: the stream is not read further until the oldest lands, which is the backpressure).
+          const at = offset;
+          writes.push((file as FileHandle).write(raw.data, 0, raw.data.length, at).then(() => null, (e: unknown) => e as Error));
+          if (writes.length >= WRITES_IN_FLIGHT) throwIfFailed(await writes.shift());
+          if (verifyWhole) whole.update(raw.data);
         }
-        if (raw.last) break;
+        offset += raw.data.length;
+        opts.onProgress?.(offset, opts.target.sizeBytes);
+        await limiter.take(raw.data.length);
+        if (raw.last) return offset === opts.target.sizeBytes ? 'done' : 'cut';
       }
-      const bad = await drain();
-      if (bad !== null) return bad;
       return offset === opts.target.sizeBytes ? 'done' : 'cut';
     } catch (err) {
       if (err instanceof SnapshotFetchError) throw err;
@@ -235,61 +219,10 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
         throw new SnapshotFetchError(`snapshot ${opts.target.index} from ${opts.address}: ${(err as Error).message}`);
       }
       log.debug({ err: (err as Error).message, offset }, 'snapshot fetch: stream ended; resuming');
-      // the chunks that arrived whole before the cut are still checked and kept.
-      return (await drain().catch((e: unknown) => {
-        if (e instanceof SnapshotFetchError || sinkError !== null) throw e;
-        return null;
-      })) ?? 'cut';
+      return 'cut';
     } finally {
       if (idle !== undefined) clearTimeout(idle);
       opts.signal?.removeEventListener('abort', onAbort);
-    }
-
-    /** drain commits every chunk still ahead; 'badChunk' at the first that fails its check (the rest dropped). */
-    async function drain(): Promise<'badChunk' | null> {
-      while (ahead.length > 0) {
-        const bad = await commit();
-        if (bad !== null) return bad;
-      }
-      return null;
-    }
-
-    /**
-     * commit checks the oldest chunk ahead against its sender's SHA-256 and
-     * writes it (offset moves past it); 'badChunk' (and every chunk ahead
-     * dropped) when it does not match.
-     */
-    async function commit(): Promise<'badChunk' | null> {
-      const next = ahead.shift();
-      if (next === undefined) return null;
-      const { raw } = next;
-      const sum = await next.sum;
-      if (raw.sha256.length !== 32 || !sum.equals(raw.sha256)) {
-        log.warn({ index: opts.target.index, offset }, 'snapshot fetch: chunk SHA-256 mismatch; discarded, fetching again');
-        ahead.length = 0;
-        return 'badChunk';
-      }
-      if (sink !== undefined) {
-        // The sink writes (a few writes in flight); its promise is the backpressure.
-        try {
-          await sink.writeChunk(raw.data, sum);
-        } catch (err) {
-          sinkError = err;
-          call.cancel();
-          throw err;
-        }
-      } else {
-        // Disk writes overlap with receiving and hashing the next chunks (at most WRITES_IN_FLIGHT
-        // pending: the stream is not read further until the oldest lands, which is the backpressure).
-        const at = offset;
-        writes.push((file as FileHandle).write(raw.data, 0, raw.data.length, at).then(() => null, (e: unknown) => e as Error));
-        if (writes.length >= WRITES_IN_FLIGHT) throwIfFailed(await writes.shift());
-        if (verifyWhole) whole.update(raw.data);
-      }
-      offset += raw.data.length;
-      opts.onProgress?.(offset, opts.target.sizeBytes);
-      await limiter.take(raw.data.length);
-      return null;
     }
   }
 }

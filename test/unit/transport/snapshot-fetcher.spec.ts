@@ -14,11 +14,6 @@ import type { FetchSnapshotParams, RaftRequestHandler } from '../../../src/trans
 
 const CHUNK = 64 * 1024;
 
-/** hashing: chunks hashed on the worker thread (every archive) or inline (none). */
-function hashing(onWorker: boolean): { hashOnWorkerMinBytes: number } {
-  return { hashOnWorkerMinBytes: onWorker ? 0 : Number.MAX_SAFE_INTEGER };
-}
-
 describe('snapshot fetch (follower pulls, chunks verified)', () => {
   let dir: string;
   let file: string;
@@ -77,66 +72,62 @@ describe('snapshot fetch (follower pulls, chunks verified)', () => {
 
   const target = (): { index: number; term: number; sizeBytes: number; digest: string } => ({ index: 7, term: 2, sizeBytes: size, digest });
 
-  for (const onWorker of [false, true]) {
-    const how = onWorker ? ' (chunks hashed on a worker thread)' : '';
-    it(`fetches the whole archive and checks its SHA-256${how}`, async () => {
-      const dest = join(dir, `out1-${String(onWorker)}`);
-      const r = await fetchSnapshot({ ...hashing(onWorker), selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK });
-      assert.equal(r.bytes, size);
-      assert.equal(r.hashFailures, 0);
-      assert.equal(r.hashedOnWorker, onWorker ? 21 : 0, 'every chunk hashed where asked');
-      assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
-    });
+  it('fetches the whole archive and checks its SHA-256', async () => {
+    const dest = join(dir, 'out1');
+    const r = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK });
+    assert.equal(r.bytes, size);
+    assert.equal(r.hashFailures, 0);
+    assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
+  });
 
-    it(`a byte flipped in one chunk in transit is detected, discarded and fetched again${how}`, async () => {
-      let seen = 0;
-      const flipOnce: grpc.Interceptor = (options, nextCall) =>
-        new grpc.InterceptingCall(nextCall(options), {
-          start(metadata, listener, next) {
-            void listener;
-            next(metadata, {
-              onReceiveMessage(message: { data: Uint8Array }, nextMsg: (m: unknown) => void) {
-                if (++seen === 3) {
-                  const copy = Uint8Array.from(message.data);
-                  copy[10] = (copy[10] ?? 0) ^ 0xff;
-                  nextMsg({ ...message, data: copy });
-                } else {
-                  nextMsg(message);
-                }
-              },
-            });
-          },
-        });
-      const dest = join(dir, `out2-${String(onWorker)}`);
-      const r = await fetchSnapshot({
-        ...hashing(onWorker), selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK, interceptors: [flipOnce],
+  it('a byte flipped in one chunk in transit is detected, discarded and fetched again', async () => {
+    let seen = 0;
+    const flipOnce: grpc.Interceptor = (options, nextCall) =>
+      new grpc.InterceptingCall(nextCall(options), {
+        start(metadata, listener, next) {
+          void listener;
+          next(metadata, {
+            onReceiveMessage(message: { data: Uint8Array }, nextMsg: (m: unknown) => void) {
+              if (++seen === 3) {
+                const copy = Uint8Array.from(message.data);
+                copy[10] = (copy[10] ?? 0) ^ 0xff;
+                nextMsg({ ...message, data: copy });
+              } else {
+                nextMsg(message);
+              }
+            },
+          });
+        },
       });
-      assert.equal(r.hashFailures, 1);
-      assert.equal(requests.length, 2);
-      assert.equal(requests[1]?.offset, 2 * CHUNK, 'resumed from the last verified offset, not from 0');
-      assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
+    const dest = join(dir, 'out2');
+    const r = await fetchSnapshot({
+      selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK, interceptors: [flipOnce],
     });
+    assert.equal(r.hashFailures, 1);
+    assert.equal(requests.length, 2);
+    assert.equal(requests[1]?.offset, 2 * CHUNK, 'resumed from the last verified offset, not from 0');
+    assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
+  });
 
-    it(`under the chaos interceptor (chunks dropped, duplicated, corrupted) the archive still arrives whole and verified${how}`, async () => {
-      const faults = new MessageFaults({ drop: 0.1, duplicate: 0.1, corrupt: 0.1, seed: 5 });
-      const dest = join(dir, `out-chaos-${String(onWorker)}`);
-      const r = await fetchSnapshot({ ...hashing(onWorker), selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK, maxAttempts: 200, interceptors: [faults.interceptor] });
-      const { dropped, duplicated, corrupted } = faults.counts;
-      assert.ok(dropped + duplicated + corrupted > 0, 'no fault was injected');
-      // Every corrupted chunk the fetcher looked at was caught (some arrive after the stream was already cut).
-      assert.ok(r.hashFailures >= 1 && r.hashFailures <= corrupted, `hashFailures ${r.hashFailures}, corrupted ${corrupted}`);
-      assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
-    });
+  it('under the chaos interceptor (chunks dropped, duplicated, corrupted) the archive still arrives whole and verified', async () => {
+    const faults = new MessageFaults({ drop: 0.1, duplicate: 0.1, corrupt: 0.1, seed: 5 });
+    const dest = join(dir, 'out-chaos');
+    const r = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK, maxAttempts: 200, interceptors: [faults.interceptor] });
+    const { dropped, duplicated, corrupted } = faults.counts;
+    assert.ok(dropped + duplicated + corrupted > 0, 'no fault was injected');
+    // Every corrupted chunk the fetcher looked at was caught (some arrive after the stream was already cut).
+    assert.ok(r.hashFailures >= 1 && r.hashFailures <= corrupted, `hashFailures ${r.hashFailures}, corrupted ${corrupted}`);
+    assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
+  });
 
-    it(`a stream cut mid-transfer resumes from the last verified offset${how}`, async () => {
-      cutAfterChunks = 5;
-      const dest = join(dir, `out3-${String(onWorker)}`);
-      const r = await fetchSnapshot({ ...hashing(onWorker), selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK });
-      assert.ok(r.attempts >= 2);
-      assert.ok((requests[1]?.offset ?? 0) > 0, `second request from offset ${requests[1]?.offset}`);
-      assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
-    });
-  }
+  it('a stream cut mid-transfer resumes from the last verified offset', async () => {
+    cutAfterChunks = 5;
+    const dest = join(dir, 'out3');
+    const r = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK });
+    assert.ok(r.attempts >= 2);
+    assert.ok((requests[1]?.offset ?? 0) > 0, `second request from offset ${requests[1]?.offset}`);
+    assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
+  });
 
   it('a snapshot the peer does not hold is refused with a clear error', async () => {
     await assert.rejects(
