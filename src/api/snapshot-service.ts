@@ -208,7 +208,7 @@ export function createSnapshotService(
       if (directoryBusy) throw new ApiError(grpc.status.FAILED_PRECONDITION, 'another snapshot is being created; try again when it is done');
       directoryBusy = true;
       try {
-        const handle = await node.downloadSnapshot(true);
+        const handle = await node.downloadSnapshot(true, { toDisk: true });
         try {
           await exportDirectory(handle, target, opts.directoryExport);
           return { directorySnapshot: { path: target.path, info: infoOf(handle) } };

@@ -1258,12 +1258,17 @@ export class Node {
    * release()): the newest stored one if the state has not changed since it
    * was taken (SnapshotManager.openCurrent), else one taken now. Without
    * `stale` only the leader answers, after a ReadIndex barrier, so the
-   * snapshot holds every write acknowledged before the call.
+   * snapshot holds every write acknowledged before the call. With `toDisk`
+   * (the caller writes a copy on this node's disks: a task's file, a
+   * directory export) it is refused with `diskFull` below the disk's reserve,
+   * as a snapshot taken now is; a download over the network is a read and is
+   * served from the current snapshot even then.
    */
-  async downloadSnapshot(stale: boolean): Promise<SnapshotHandle> {
+  async downloadSnapshot(stale: boolean, opts: { readonly toDisk?: boolean } = {}): Promise<SnapshotHandle> {
     this.checkRunning();
     const sm = this.snapshots;
     if (sm === undefined) throw new NodeError('invalid', 'this node keeps no snapshots');
+    if (opts.toDisk === true) this.disk?.check();
     if (!stale) {
       const st = this.raft.status();
       if (st.role !== 'leader') throw new NodeError('notLeader', new NotLeaderError(st.leader).message, st.leader, this.addressOf(st.leader));

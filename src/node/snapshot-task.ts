@@ -11,7 +11,7 @@ import type { TaskRunner } from './tasks.js';
 export function snapshotTaskRunner(node: Node, path: string): TaskRunner {
   return async (_task, progress) => {
     await checkArchiveTarget(path); // before taking a snapshot that could not be written
-    const handle = await node.downloadSnapshot(true);
+    const handle = await node.downloadSnapshot(true, { toDisk: true });
     try {
       const total = handle.archiveBytes;
       progress({ path, bytesDone: 0, bytesTotal: total, digest: handle.archiveSha256, index: handle.meta.index });

@@ -254,6 +254,9 @@ describe('chaos: disk full', function () {
     await fillTo(RESERVE + MiB);
     await waitDiskFull(0);
     assert.ok(await freeBytes(mnt) < BLOBS * BLOB_BYTES);
+    // A write first: the state changed since the last snapshot, so the task must take a new one
+    // (an unchanged state is served from the newest snapshot and only the export copy is written).
+    await kv!.put({ key: enc.encode('marker/changed'), value: enc.encode('x') });
     const t = await snapshotTask();
     assert.equal(t.status, 'failed');
     assert.match(t.error?.message ?? '', new RegExp(`ENOSPC: no space left on device, write '${escapeRe(join(dataDir, 'snapshots'))}/[^']+'`));
