@@ -212,7 +212,8 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
         const d = o.destination;
         destination = d.url(`${d.prefix}${basename(path)}`);
         progress({ phase: 'upload', bytesDone: 0, destination });
-        await d.upload(
+        const startedMs = Date.now();
+        const up = await d.upload(
           basename(path),
           () => handle.createReadStream(0),
           { sha256: handle.archiveSha256, sizeBytes: total, index: handle.meta.index, term: handle.meta.term, id: handle.id },
@@ -221,6 +222,8 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
             onRetry: (err, attempt) => o.log.warn({ destination, attempt, err: err.message }, 'upload of a scheduled snapshot failed; retrying'),
           },
         );
+        const seconds = (Date.now() - startedMs) / 1000;
+        o.log.info({ destination, bytes: total, seconds, mbPerSec: Number((total / 1e6 / Math.max(seconds, 1e-3)).toFixed(1)), attempts: up.attempts }, 'scheduled snapshot uploaded');
       }
       let removed = 0;
       let kept = 0;
