@@ -60,7 +60,7 @@ export interface ConsistencyReport {
   /** index: the applied index compared at; 0 when no common index was reached (inconclusive). */
   readonly index: number;
   readonly members: readonly MemberResult[];
-  /** differing: members whose hash differs from the majority's, or that could not be compared. */
+  /** differing: members whose hash differs from the majority's, or that could not be compared (inconclusive: those that failed or lag behind). */
   readonly differing: readonly string[];
   readonly attempts: number;
 }
@@ -106,7 +106,9 @@ export async function checkConsistency(members: readonly MemberHasher[], startIn
     if (indexes.size === 1) return verdict(results, answered[0]!.index, attempt);
     target = Math.max(...indexes);
   }
-  return { consistent: false, index: 0, members: results, differing: results.filter((r) => r.error !== '').map((r) => r.id), attempts: attempt };
+  // Inconclusive: name the members that failed or lag behind the others (they never reached the index).
+  const highest = Math.max(0, ...results.filter((r) => r.error === '').map((r) => r.index));
+  return { consistent: false, index: 0, members: results, differing: results.filter((r) => r.error !== '' || r.index < highest).map((r) => r.id), attempts: attempt };
 }
 
 /** verdict compares the hashes of the members that answered at `index`: the largest group is the majority (a tie names every member). */

@@ -370,7 +370,7 @@ export function addClientCommands(program: Command): void {
       process.stdout.write(`${table(['MEMBER', 'INDEX', 'SHA256', ''], rows)}\n`);
       if (r.consistent) process.stdout.write(`consistent: all ${r.members.length} members hold the same state at index ${index}\n`);
       else if (index !== 0) process.stdout.write(`DIVERGENT at index ${index}: ${r.differing.join(', ')} differ${r.differing.length === 1 ? 's' : ''} from the majority\n`);
-      else process.stdout.write(`inconclusive: no common applied index within ${r.attempts} attempt(s)${r.differing.length > 0 ? `; no answer from ${r.differing.join(', ')}` : ''}\n`);
+      else process.stdout.write(`inconclusive: no common applied index within ${r.attempts} attempt(s)${r.differing.length > 0 ? `; failed or behind: ${r.differing.join(', ')}` : ''}\n`);
     }
     if (!r.consistent) process.exitCode = index !== 0 ? 1 : 3;
   });

@@ -58,6 +58,7 @@ describe('agent: cluster check', function () {
     let n = 0;
     const never = await checkConsistency([at('a', 'h', () => ++n), at('b', 'h', () => 1000 + ++n)], 1, { attempts: 3 });
     assert.deepEqual([never.consistent, never.index, never.attempts], [false, 0, 3], 'inconclusive, not divergent');
+    assert.deepEqual(never.differing, ['a'], 'the member behind is named');
   });
 
   it('cluster check names a replica altered behind its node\'s back; the leader\'s periodic check raises the metric', async () => {
