@@ -295,13 +295,19 @@ export class SnapshotManager {
    * fetch pulls a snapshot from the peer at address straight into the store:
    * each chunk verified against its sender's SHA-256 (hashed once) and
    * written once through the store's sink; meta.json's index and term must
-   * be meta's. The whole archive is not hashed here: the store records
-   * meta.digest as claimed (unverified), and install() hashes the bytes it
-   * reads anyway and makes nothing live unless they are meta.digest (every
-   * other reader of the store verifies an unverified archive before reading
-   * it: SnapshotStore.open). So each byte is hashed once on arrival and once
-   * at install, as before, but the fetch runs at the stream's speed. The
-   * archive's contents are validated when it is installed.
+   * be meta's. With chunks of CHUNK_HASH_BYTES (the default) the whole
+   * archive is not hashed here: the store records meta.digest as claimed
+   * (unverified), and install() hashes the bytes it reads anyway and makes
+   * nothing live unless they are meta.digest (every other reader of the
+   * store verifies an unverified archive before reading it:
+   * SnapshotStore.open). So each byte is hashed once on arrival and once at
+   * install, as before, but the fetch runs at the stream's speed. Only
+   * then: a leader serves such chunks with the hashes it recorded when it
+   * wrote the archive, so a byte flipped on its disk fails the chunk check
+   * here (and the fetch retries) rather than the install; with other chunk
+   * sizes it hashes what it reads, so the sink hashes the whole archive and
+   * a wrong one fails the fetch. The archive's contents are validated when
+   * it is installed.
    */
   async fetch(selfId: string, address: string, meta: SnapshotMeta, signal?: AbortSignal): Promise<{ stored: StoredSnapshot; result: FetchResult }> {
     let result: FetchResult | undefined;
@@ -319,7 +325,7 @@ export class SnapshotManager {
           ...(this.dial !== undefined ? { dial: this.dial } : {}),
         });
       },
-      { maxBytes: this.policy.archiveBytesMax, deferWholeDigest: true },
+      { maxBytes: this.policy.archiveBytesMax, deferWholeDigest: this.policy.chunkBytes === CHUNK_HASH_BYTES },
     );
     return { stored, result: result as FetchResult };
   }

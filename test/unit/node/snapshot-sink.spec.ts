@@ -44,38 +44,42 @@ describe('snapshot sink on nodes (issue 15)', function () {
     c = undefined;
   });
 
-  it('a follower catching up by snapshot writes each byte of the fetched archive once, into its store (no incoming/ copy)', async () => {
-    c = await RocksCluster.start(3, { snapshotEntries: 40, trailingEntries: 5, chunkBytes: 64 * 1024 });
-    const cluster = c;
-    const leader = await cluster.waitForLeader();
-    const follower = cluster.members.find((m) => m.id !== leader.id)?.id ?? '';
-    await cluster.stop(follower);
-    const value = 'x'.repeat(2000);
-    for (let i = 0; i < 150; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`${i}${value}`) });
-    await waitUntil('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
-    await cluster.restart(follower);
-    const f = cluster.node(follower);
-    await waitUntil('the follower to install', 20_000, () => (f.snapshotStats.installed > 0 ? true : undefined));
-    const sm = cluster.member(follower).snapshots;
-    assert.ok(sm);
-    const stored = await sm.store.list();
-    assert.equal(stored.length, 1, 'the follower holds the one snapshot it fetched (it took none itself)');
-    const fetched = stored[0]!;
-    assert.equal(f.snapshotStats.bytesReceived, fetched.archiveBytes);
-    // Every byte received went through the store's sink exactly once: nothing copied, nothing written twice.
-    assert.equal(sm.store.writeStats.bytesWritten, fetched.archiveBytes);
-    // Hashed once on arrival (each chunk against its sender's hash), not whole: the install confirmed the digest.
-    assert.equal(sm.store.writeStats.wholeHashedBytes, 0);
-    const confirmed = await sm.store.open(fetched.id, { allowUnverified: true });
-    assert.equal(confirmed.verified, true, 'the install recorded the whole digest as verified');
-    confirmed.release();
-    assert.ok(!(await readdir(join(cluster.dir, follower, 'snapshots'))).includes('incoming'), 'no incoming/ staging copy');
-    // The recorded chunk hashes are those of the bytes.
-    await sm.store.verify(fetched.id);
-    // The entries after the snapshot's index are replayed from the log: wait for them before comparing states.
-    await waitUntil('the follower to catch up', 10_000, () => (f.status().applied >= leader.status().commit ? true : undefined));
-    assert.equal(await cluster.member(follower).storage?.stateDigest(), await cluster.members.find((m) => m.node === leader)?.storage?.stateDigest());
-  });
+  for (const chunkBytes of [64 * 1024, CHUNK_HASH_BYTES]) {
+    const how = chunkBytes === CHUNK_HASH_BYTES ? 'chunks of 1 MiB (the whole digest confirmed by the install)' : 'chunks of 64 KiB (the whole digest hashed by the sink)';
+    it(`a follower catching up by snapshot writes each byte of the fetched archive once, into its store (no incoming/ copy), ${how}`, async () => {
+      c = await RocksCluster.start(3, { snapshotEntries: 40, trailingEntries: 5, chunkBytes });
+      const cluster = c;
+      const leader = await cluster.waitForLeader();
+      const follower = cluster.members.find((m) => m.id !== leader.id)?.id ?? '';
+      await cluster.stop(follower);
+      const value = 'x'.repeat(2000);
+      for (let i = 0; i < 150; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`${i}${value}`) });
+      await waitUntil('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
+      await cluster.restart(follower);
+      const f = cluster.node(follower);
+      await waitUntil('the follower to install', 20_000, () => (f.snapshotStats.installed > 0 ? true : undefined));
+      const sm = cluster.member(follower).snapshots;
+      assert.ok(sm);
+      const stored = await sm.store.list();
+      assert.equal(stored.length, 1, 'the follower holds the one snapshot it fetched (it took none itself)');
+      const fetched = stored[0]!;
+      assert.equal(f.snapshotStats.bytesReceived, fetched.archiveBytes);
+      // Every byte received went through the store's sink exactly once: nothing copied, nothing written twice.
+      assert.equal(sm.store.writeStats.bytesWritten, fetched.archiveBytes);
+      // 1 MiB chunks: hashed once on arrival (each chunk against its sender's recorded hash), not whole,
+      // and the install confirmed the digest; other sizes: the sink hashes the whole as it writes.
+      assert.equal(sm.store.writeStats.wholeHashedBytes, chunkBytes === CHUNK_HASH_BYTES ? 0 : fetched.archiveBytes);
+      const confirmed = await sm.store.open(fetched.id, { allowUnverified: true });
+      assert.equal(confirmed.verified, true, 'the install recorded the whole digest as verified');
+      confirmed.release();
+      assert.ok(!(await readdir(join(cluster.dir, follower, 'snapshots'))).includes('incoming'), 'no incoming/ staging copy');
+      // The recorded chunk hashes are those of the bytes.
+      await sm.store.verify(fetched.id);
+      // The entries after the snapshot's index are replayed from the log: wait for them before comparing states.
+      await waitUntil('the follower to catch up', 10_000, () => (f.status().applied >= leader.status().commit ? true : undefined));
+      assert.equal(await cluster.member(follower).storage?.stateDigest(), await cluster.members.find((m) => m.node === leader)?.storage?.stateDigest());
+    });
+  }
 
   it('the boot scrub quarantines a stored archive whose bytes disagree with its recorded hashes', async () => {
     c = await RocksCluster.start(1, { snapshotEntries: 20, trailingEntries: 2, retain: 2 });
