@@ -1,8 +1,9 @@
 import type { Membership } from '../raft/types.js';
-import { decodeCommand, KvCommandError, type KvCommand } from './kv-command.js';
+import { decodeKeyRevision, encodeKeyRevision, LEGACY_REVISION, revisionKey } from './key-revision.js';
+import { decodeCommand, KvCommandError, type KvCommand, type KvCompare, type KvTxnOp } from './kv-command.js';
 import { SessionPlanner, SessionTable, type SessionChanges } from './sessions.js';
 import { StorageError } from './storage-error.js';
-import type { ApplyItem, ApplyResult } from './types.js';
+import type { ApplyItem, ApplyResult, StoredKeyValue, TxnOpResult } from './types.js';
 
 /** KvWrite is one change to the key-value data: a put, or a delete when value is null. */
 export interface KvWrite {
@@ -12,10 +13,12 @@ export interface KvWrite {
 
 /**
  * ApplyPlan is what one StateMachine.apply call must write atomically:
- * `writes` in order (a later write to a key wins; the client session records
- * that changed come last, under their reserved keys), the new applied index
- * and, when a conf entry set one, the new membership. `sessionChanges` is to
- * be committed to the state machine's SessionTable once the batch is written.
+ * `writes` in order (a later write to a key wins; each data write is followed
+ * by the write of its key revision record, key-revision.ts; the client
+ * session records that changed come last, under their reserved keys), the
+ * new applied index and, when a conf entry set one, the new membership.
+ * `sessionChanges` is to be committed to the state machine's SessionTable
+ * once the batch is written.
  */
 export interface ApplyPlan {
   readonly writes: KvWrite[];
@@ -27,14 +30,24 @@ export interface ApplyPlan {
 }
 
 /**
+ * KeyProbe is what the state holds, before the apply call, for one key the
+ * plan reads: its value (undefined: absent) and the raw value of its revision
+ * record (revisionKey(key); undefined: none).
+ */
+export interface KeyProbe {
+  readonly value: Uint8Array | undefined;
+  readonly revision: Uint8Array | undefined;
+}
+
+/**
  * ApplyContext is the state planApply reads: the session table (an empty one
- * when absent) and, for the single deletes that carry a request id, whether
- * their key exists before this apply call (`existed`; keys listed by
- * sessionProbeKeys; absent: treated as missing).
+ * when absent) and `read`, the KeyProbe of each key listed by
+ * applyProbeKeys (absent, or a key it answers undefined for: the key is
+ * treated as missing). Both must describe the state before the apply call.
  */
 export interface ApplyContext {
   readonly sessions?: SessionTable;
-  readonly existed?: (key: Uint8Array) => boolean;
+  readonly read?: (key: Uint8Array) => KeyProbe | undefined;
 }
 
 function decodeOrNull(data: Uint8Array): KvCommand | null {
@@ -46,23 +59,111 @@ function decodeOrNull(data: Uint8Array): KvCommand | null {
   }
 }
 
+function keyString(key: Uint8Array): string {
+  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+}
+
 /**
- * sessionProbeKeys lists the keys whose prior existence planApply needs
- * (ApplyContext.existed): those of the single deletes carrying a request id,
- * among the items above `appliedIndex`.
+ * applyProbeKeys lists, once each, the keys whose state planApply reads
+ * (ApplyContext.read): every key a command among the items above
+ * `appliedIndex` writes, reads or compares. Each write needs the key's
+ * revision (its version goes on), so every one is listed.
  */
-export function sessionProbeKeys(items: readonly ApplyItem[], appliedIndex: number): Uint8Array[] {
-  const keys: Uint8Array[] = [];
+export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number): Uint8Array[] {
+  const keys = new Map<string, Uint8Array>();
+  const add = (key: Uint8Array): void => {
+    const k = keyString(key);
+    if (!keys.has(k)) keys.set(k, key);
+  };
   for (const { entry } of items) {
     if (entry.index <= appliedIndex || entry.type !== 'normal' || entry.data.length === 0) continue;
     const command = decodeOrNull(entry.data);
-    if (command !== null && command.session !== undefined && command.op === 'delete') keys.push(command.key);
+    if (command === null) continue;
+    if (command.op === 'txn') {
+      for (const c of command.compares) add(c.key);
+      for (const op of command.success) add(op.key);
+      for (const op of command.failure) add(op.key);
+    } else if (command.op === 'batch') {
+      for (const op of command.ops) add(op.key);
+    } else {
+      add(command.key);
+    }
   }
-  return keys;
+  return [...keys.values()];
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.compare(a, b) === 0;
+/**
+ * KeyStates is the state of the keys of one apply call as its entries leave
+ * them: what the probes read, overlaid with the call's own writes so far.
+ */
+class KeyStates {
+  readonly #overlay = new Map<string, StoredKeyValue | null>();
+  readonly #read: ((key: Uint8Array) => KeyProbe | undefined) | undefined;
+  readonly writes: KvWrite[] = [];
+
+  constructor(read: ((key: Uint8Array) => KeyProbe | undefined) | undefined) {
+    this.#read = read;
+  }
+
+  /** get: the pair under `key` now (null: absent). */
+  get(key: Uint8Array): StoredKeyValue | null {
+    const k = keyString(key);
+    const over = this.#overlay.get(k);
+    if (over !== undefined) return over;
+    const probe = this.#read?.(key);
+    if (probe?.value === undefined) return null;
+    const rev = decodeKeyRevision(probe.revision) ?? LEGACY_REVISION;
+    return { key, value: probe.value, ...rev };
+  }
+
+  /** put writes `value` under `key` at log index `index`; returns the pair it replaced. */
+  put(key: Uint8Array, value: Uint8Array, index: number): StoredKeyValue | null {
+    const prev = this.get(key);
+    const rev = prev === null ? { createRevision: index, modRevision: index, version: 1 } : { createRevision: prev.createRevision, modRevision: index, version: prev.version + 1 };
+    this.writes.push({ key, value }, { key: revisionKey(key), value: encodeKeyRevision(rev) });
+    this.#overlay.set(keyString(key), { key, value, ...rev });
+    return prev;
+  }
+
+  /** delete removes `key`; returns the pair it removed. */
+  delete(key: Uint8Array): StoredKeyValue | null {
+    const prev = this.get(key);
+    this.writes.push({ key, value: null }, { key: revisionKey(key), value: null });
+    this.#overlay.set(keyString(key), null);
+    return prev;
+  }
+}
+
+/** compareHolds: whether compare `c` holds for the pair `kv` (null: absent; a value compare on an absent key never holds, as in etcd). */
+export function compareHolds(c: KvCompare, kv: StoredKeyValue | null): boolean {
+  let order: number;
+  if (c.target === 'value') {
+    if (kv === null) return false;
+    order = Buffer.compare(kv.value, c.value);
+  } else {
+    const n = kv === null ? 0 : c.target === 'version' ? kv.version : c.target === 'create' ? kv.createRevision : kv.modRevision;
+    order = Math.sign(n - c.operand);
+  }
+  switch (c.result) {
+    case 'equal':
+      return order === 0;
+    case 'notEqual':
+      return order !== 0;
+    case 'greater':
+      return order > 0;
+    case 'less':
+      return order < 0;
+  }
+}
+
+function runTxnOp(state: KeyStates, op: KvTxnOp, index: number): TxnOpResult {
+  if (op.op === 'get') return { op: 'get', kv: state.get(op.key) };
+  if (op.op === 'put') {
+    const prev = state.put(op.key, op.value, index);
+    return op.prevKv === true ? { op: 'put', prev } : { op: 'put' };
+  }
+  const prev = state.delete(op.key);
+  return { op: 'delete', deleted: prev === null ? 0 : 1, ...(op.prevKv === true ? { prev } : {}) };
 }
 
 /**
@@ -70,7 +171,10 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  * machine at `appliedIndex`: items at or below it are skipped, the rest must
  * follow on one by one. Pure and deterministic: the same items and context
  * give the same plan on every node. Malformed commands become `ok: false`
- * results. A command carrying a request id (sessions.ts) that the table
+ * results. Every data write also writes the key's revision record
+ * (key-revision.ts); reads and compares see the writes of the entries before
+ * them in the call (and a transaction's ops those of the ops before them). A
+ * command carrying a request id (sessions.ts) that the table
  * remembers writes nothing and gets its first result (`firstIndex`); one
  * older than those remembered writes nothing and fails `requestIdExpired`;
  * a new one is applied and its result recorded.
@@ -78,7 +182,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  * a `normal` entry.
  */
 export function planApply(items: readonly ApplyItem[], appliedIndex: number, path: string, context: ApplyContext = {}): ApplyPlan {
-  const writes: KvWrite[] = [];
+  const state = new KeyStates(context.read);
   const results: ApplyResult[] = [];
   const sessions = new SessionPlanner(context.sessions ?? new SessionTable());
   let applied = appliedIndex;
@@ -119,8 +223,14 @@ export function planApply(items: readonly ApplyItem[], appliedIndex: number, pat
     if (stamp !== undefined) {
       const seen = sessions.lookup(stamp);
       if (seen.kind === 'seen') {
-        const { index: firstIndex, deleted } = seen.result;
-        results.push({ index: entry.index, ok: true, firstIndex, ...(deleted !== undefined ? { deleted } : {}) });
+        const { index: firstIndex, deleted, succeeded } = seen.result;
+        results.push({
+          index: entry.index,
+          ok: true,
+          firstIndex,
+          ...(deleted !== undefined ? { deleted } : {}),
+          ...(succeeded !== undefined ? { succeeded } : {}),
+        });
         continue;
       }
       if (seen.kind === 'expired') {
@@ -133,21 +243,32 @@ export function planApply(items: readonly ApplyItem[], appliedIndex: number, pat
         continue;
       }
     }
-    let deleted: number | undefined;
-    if (stamp !== undefined && command.op === 'delete') {
-      // Did the key exist just before this entry? The last earlier write in this call decides, else the state.
-      let existed: boolean | undefined;
-      for (let i = writes.length - 1; i >= 0 && existed === undefined; i--) {
-        const w = writes[i] as KvWrite;
-        if (sameBytes(w.key, command.key)) existed = w.value !== null;
+    let result: ApplyResult;
+    if (command.op === 'txn') {
+      const succeeded = command.compares.every((c) => compareHolds(c, state.get(c.key)));
+      const responses = (succeeded ? command.success : command.failure).map((op) => runTxnOp(state, op, entry.index));
+      result = { index: entry.index, ok: true, succeeded, responses };
+      if (stamp !== undefined) sessions.record(stamp, entry.index, { index: entry.index, succeeded });
+    } else if (command.op === 'batch') {
+      for (const op of command.ops) {
+        if (op.op === 'put') state.put(op.key, op.value, entry.index);
+        else state.delete(op.key);
       }
-      deleted = (existed ?? context.existed?.(command.key) ?? false) ? 1 : 0;
+      result = { index: entry.index, ok: true };
+      if (stamp !== undefined) sessions.record(stamp, entry.index, { index: entry.index });
+    } else if (command.op === 'put') {
+      const prev = state.put(command.key, command.value, entry.index);
+      result = { index: entry.index, ok: true, ...(command.prevKv === true ? { prev } : {}) };
+      if (stamp !== undefined) sessions.record(stamp, entry.index, { index: entry.index });
+    } else {
+      const prev = state.delete(command.key);
+      const deleted = prev === null ? 0 : 1;
+      result = { index: entry.index, ok: true, deleted, ...(command.prevKv === true ? { prev } : {}) };
+      if (stamp !== undefined) sessions.record(stamp, entry.index, { index: entry.index, deleted });
     }
-    const ops = command.op === 'batch' ? command.ops : [command];
-    for (const op of ops) writes.push({ key: op.key, value: op.op === 'put' ? op.value : null });
-    if (stamp !== undefined) sessions.record(stamp, entry.index, deleted === undefined ? { index: entry.index } : { index: entry.index, deleted });
-    results.push({ index: entry.index, ok: true, ...(deleted !== undefined ? { deleted } : {}) });
+    results.push(result);
   }
+  const writes = state.writes;
   writes.push(...sessions.writes());
   return { writes, results, appliedIndex: applied, membership, sessionChanges: sessions.changes };
 }

@@ -1,5 +1,6 @@
 import type { Entry, HardState, Membership } from '../raft/types.js';
 import { planApply } from './apply-plan.js';
+import { revisionKey } from './key-revision.js';
 import { checkIdentityMatch, missingIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
@@ -174,7 +175,10 @@ export class MemoryStorage implements NodeStorage {
     return this.#applyQueue.run(async () => {
       await Promise.resolve();
       const d = this.dir;
-      const plan = planApply(items, d.applied, d.name, { sessions: this.#sessions, existed: (key) => d.kv.has(keyString(key)) });
+      const plan = planApply(items, d.applied, d.name, {
+        sessions: this.#sessions,
+        read: (key) => ({ value: d.kv.get(keyString(key))?.value, revision: d.kv.get(keyString(revisionKey(key)))?.value }),
+      });
       for (const w of plan.writes) {
         const k = keyString(w.key);
         if (w.value === null) {

@@ -2,7 +2,8 @@ import { mkdir, open as openFile, readdir, readFile, rename, rm, stat } from 'no
 import { join } from 'node:path';
 
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
-import { planApply, sessionProbeKeys } from './apply-plan.js';
+import { applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
+import { revisionKey } from './key-revision.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
@@ -366,6 +367,10 @@ interface Generation {
  * Errors are StorageError (see types.ts), engine failures `io` with the
  * database path in the message.
  */
+
+/** PROBE_READS_IN_FLIGHT: the keys an apply call reads at once before planning (two gets each). */
+const PROBE_READS_IN_FLIGHT = 64;
+
 export class RocksStorage implements NodeStorage {
   /** the node's data dir. */
   readonly dataDir: string;
@@ -599,14 +604,20 @@ export class RocksStorage implements NodeStorage {
     this.#checkOpen('apply');
     return this.#applyQueue.run(async () => {
       const db = this.#state.db;
-      // The single deletes carrying a request id report whether their key existed: read those first.
-      const existing = new Set<string>();
-      for (const key of sessionProbeKeys(items, this.#applied)) {
-        if ((await db.get(kvKey(key))) !== undefined) existing.add(Buffer.from(key).toString('latin1'));
+      // The plan reads the keys it writes, reads or compares (value and revision record): read them first.
+      const probes = new Map<string, KeyProbe>();
+      const keys = applyProbeKeys(items, this.#applied);
+      for (let i = 0; i < keys.length; i += PROBE_READS_IN_FLIGHT) {
+        await Promise.all(
+          keys.slice(i, i + PROBE_READS_IN_FLIGHT).map(async (key) => {
+            const [value, revision] = await Promise.all([db.get(kvKey(key)), db.get(kvKey(revisionKey(key)))]);
+            probes.set(Buffer.from(key).toString('latin1'), { value, revision });
+          }),
+        );
       }
       const plan = planApply(items, this.#applied, db.path, {
         sessions: this.#sessions,
-        existed: (key) => existing.has(Buffer.from(key).toString('latin1')),
+        read: (key) => probes.get(Buffer.from(key).toString('latin1')),
       });
       if (plan.appliedIndex === this.#applied) return plan.results;
       const ops: RocksOp[] = plan.writes.map((w) =>

@@ -13,6 +13,7 @@
  *   key   = "\x00snapcoord/session/" + clientId
  *   value = version:u8 (1) lastIndex:u64be floorSeq:u64be count:u16be
  *           (seq:u64be index:u64be flags:u8 [deleted:u32be if flags & 1]){count}
+ *           flags: 1 deleted follows, 2 a transaction, 4 its compares held
  *
  * Bounds, both deterministic: a client keeps its SESSION_RESULTS_PER_CLIENT_MAX
  * highest request ids (dropping a lower one raises its `floorSeq`: a request
@@ -20,6 +21,7 @@
  * the table keeps SESSION_CLIENTS_MAX clients, forgetting the one whose last
  * recorded write has the lowest log index.
  */
+import { isRevisionKey } from './key-revision.js';
 import { StorageError } from './storage-error.js';
 import type { KeyValue } from './types.js';
 
@@ -39,6 +41,9 @@ export const SESSION_CLIENTS_MAX = 8192;
 
 const SESSION_FORMAT_VERSION = 1;
 const FLAG_DELETED = 0x01;
+const FLAG_TXN = 0x02;
+const FLAG_SUCCEEDED = 0x04;
+const FLAGS_KNOWN = FLAG_DELETED | FLAG_TXN | FLAG_SUCCEEDED;
 const TWO_32 = 2 ** 32;
 
 /** SessionStamp identifies one client request: the client's id and its serial number for the request. */
@@ -55,6 +60,8 @@ export interface SessionResult {
   readonly index: number;
   /** for a single delete: how many keys it removed (0 or 1). */
   readonly deleted?: number;
+  /** for a transaction: whether its compares held (the success branch ran). */
+  readonly succeeded?: boolean;
 }
 
 /** ClientSession is one client's record. `results` are in increasing seq order. */
@@ -146,7 +153,8 @@ export function encodeClientSession(s: ClientSession): Uint8Array {
   for (const r of s.results) {
     writeU64(view, at, r.seq);
     writeU64(view, at + 8, r.index);
-    out[at + 16] = r.deleted === undefined ? 0 : FLAG_DELETED;
+    out[at + 16] =
+      (r.deleted === undefined ? 0 : FLAG_DELETED) | (r.succeeded === undefined ? 0 : FLAG_TXN | (r.succeeded ? FLAG_SUCCEEDED : 0));
     at += 17;
     if (r.deleted !== undefined) {
       view.setUint32(at, r.deleted);
@@ -190,13 +198,15 @@ export function decodeSessionRecord(key: Uint8Array, value: Uint8Array): ClientS
     if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(index) || index > lastIndex) fail(`result ${i} is out of range`);
     if (seq <= prevSeq) fail('request ids are not increasing (or not above the floor)');
     prevSeq = seq;
-    if ((flags & ~FLAG_DELETED) !== 0) fail(`result ${i} has unknown flags`);
+    if ((flags & ~FLAGS_KNOWN) !== 0) fail(`result ${i} has unknown flags`);
+    if ((flags & FLAG_SUCCEEDED) !== 0 && (flags & FLAG_TXN) === 0) fail(`result ${i} has unknown flags`);
+    const txn = (flags & FLAG_TXN) !== 0 ? { succeeded: (flags & FLAG_SUCCEEDED) !== 0 } : {};
     if ((flags & FLAG_DELETED) !== 0) {
       if (value.length < at + 4) fail('truncated');
-      results.push({ seq, index, deleted: view.getUint32(at) });
+      results.push({ seq, index, deleted: view.getUint32(at), ...txn });
       at += 4;
     } else {
-      results.push({ seq, index });
+      results.push({ seq, index, ...txn });
     }
   }
   if (at !== value.length) fail(`${value.length - at} trailing bytes`);
@@ -396,12 +406,13 @@ export class SessionInstall {
 
   /**
    * take returns true when `kv` is a reserved record (not to be stored as
-   * data), keeping it when it is a session record the new state takes.
+   * data), keeping it when it is a session record the new state takes. Key
+   * revision records (key-revision.ts) belong with the data: false.
    * Errors: StorageError `invalidArgument` for a session record that does not
    * decode, or more than SESSION_CLIENTS_MAX of them.
    */
   take(kv: KeyValue): boolean {
-    if (!isReservedKey(kv.key)) return false;
+    if (!isReservedKey(kv.key) || isRevisionKey(kv.key)) return false;
     if (this.#keep || !isSessionKey(kv.key)) return true;
     let s: ClientSession;
     try {

@@ -93,15 +93,51 @@ export interface ApplyItem {
 }
 
 /**
+ * StoredKeyValue is a pair with its revisions (key-revision.ts): the log
+ * index that created it, the one that last wrote it, its puts since creation.
+ */
+export interface StoredKeyValue {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array;
+  readonly createRevision: number;
+  readonly modRevision: number;
+  readonly version: number;
+}
+
+/**
+ * TxnOpResult answers one op of the branch a transaction took: a get's pair
+ * (null: absent), a delete's count, and for a put or delete that asked for
+ * it (`prevKv`) the pair it replaced or removed (null: there was none).
+ */
+export type TxnOpResult =
+  | { readonly op: 'get'; readonly kv: StoredKeyValue | null }
+  | { readonly op: 'put'; readonly prev?: StoredKeyValue | null }
+  | { readonly op: 'delete'; readonly deleted: number; readonly prev?: StoredKeyValue | null };
+
+/**
  * ApplyResult is the outcome of one applied entry, a pure function of the
- * entry and the state before it (deterministic on every node). For a command
- * carrying a client request id (sessions.ts): `firstIndex` is set when that
- * request id was applied before (at firstIndex; this entry changed nothing),
- * and `deleted` tells how many keys a single delete removed. A request id
- * older than those remembered fails with code `requestIdExpired`.
+ * entry and the state before it (deterministic on every node):
+ * - a single delete: `deleted` (0 or 1 keys removed);
+ * - a single put or delete with `prevKv`: `prev`, the pair it replaced or
+ *   removed (null when there was none);
+ * - a transaction: `succeeded` (every compare held) and `responses`, one per
+ *   op of the branch taken.
+ * For a command carrying a client request id (sessions.ts): `firstIndex` is
+ * set when that request id was applied before (at firstIndex; this entry
+ * changed nothing; `deleted` and `succeeded` are the first apply's, `prev`
+ * and `responses` are absent). A request id older than those remembered
+ * fails with code `requestIdExpired`.
  */
 export type ApplyResult =
-  | { readonly index: number; readonly ok: true; readonly firstIndex?: number; readonly deleted?: number }
+  | {
+      readonly index: number;
+      readonly ok: true;
+      readonly firstIndex?: number;
+      readonly deleted?: number;
+      readonly prev?: StoredKeyValue | null;
+      readonly succeeded?: boolean;
+      readonly responses?: readonly TxnOpResult[];
+    }
   | { readonly index: number; readonly ok: false; readonly code: string; readonly error: string };
 
 /** KeyValue is one pair of the replicated store. Callers must not modify the bytes they are given. */

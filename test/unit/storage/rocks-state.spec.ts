@@ -110,7 +110,7 @@ describe('RocksStorage state generations', () => {
       assert.deepEqual((await readdir(dataDir)).sort(), ['STATE', 'log', 'state-1', 'state-2']);
       const seen: string[] = [];
       for await (const batch of reader.batches()) for (const { key } of batch) seen.push(text(key) ?? '');
-      assert.deepEqual(seen, ['old0', 'old1', 'old2']);
+      assert.deepEqual(seen, ['\u0000snapcoord/rev/kold0', '\u0000snapcoord/rev/kold1', '\u0000snapcoord/rev/kold2', 'old0', 'old1', 'old2']);
       await waitFor(async () => !(await readdir(dataDir)).includes('state-1'), 'state-1 to be deleted');
       assert.equal(text(await store.get(bytes('new'))), '1');
     } finally {

@@ -20,6 +20,7 @@ import {
   decodeSessionRecord,
   encodeClientSession,
   isReservedKey,
+  isSessionKey,
   sessionKey,
   type SessionStamp,
 } from '../../../src/storage/sessions.js';
@@ -263,7 +264,7 @@ for (const impl of implementations) {
       await store.apply(items.slice(100));
       assert.equal(store.lookupSession({ clientId: 'c1', seq: 1 }).kind, 'new', 'the oldest client is forgotten');
       assert.equal(store.lookupSession({ clientId: 'c2', seq: 1 }).kind, 'seen');
-      const sessions = (await allRecords(store)).filter((r) => isReservedKey(r.key));
+      const sessions = (await allRecords(store)).filter((r) => isSessionKey(r.key));
       assert.equal(sessions.length, SESSION_CLIENTS_MAX);
       await store.close();
       store = await fixture.open();
