@@ -3,7 +3,8 @@
  * five network namespaces, one node each on its own address, mutual TLS
  * between peers, TLS and a key for clients, under continuous load; one
  * rolling restart (the leader's SIGTERM hands over), a 2|3 and a 1|4
- * partition (nftables), the leader replaced by a new host that catches up by
+ * partition (nftables), a one-way drop, 20 % loss and a link down, wall-clock
+ * jumps of +-1 h (a process-level offset), the leader replaced by a new host that catches up by
  * snapshot, a host back on a new address. Asserts correctness only (history
  * linearizable, no acknowledged write lost, equal state hashes, the handoff
  * happened, the learner installed a snapshot, the moved host was found again);
@@ -67,6 +68,26 @@ describe('five hosts (network namespaces, mutual TLS)', function () {
     assert.ok(r.partition !== null);
     assert.equal(r.partition.cuts.length, 2);
     for (const c of r.partition.cuts) assert.notEqual(c.newLeader, c.oldLeader, `${c.what}: the majority has its own leader`);
+  });
+
+  it('a one-way drop, 20 % loss and a link down are each survived and healed', function () {
+    const r = done();
+    if (r.faults.nft !== '') {
+      process.stdout.write(`      link faults skipped: nftables unavailable: ${r.faults.nft}\n`);
+      this.skip();
+    }
+    assert.ok(r.links !== null);
+    assert.deepEqual(
+      r.links.faults.map((f) => f.what),
+      ['one-way leader -> follower', '20 % loss into the leader', 'a follower link down'],
+    );
+  });
+
+  it('wall-clock jumps of +-1 h on the leader and a follower reach those processes (and the checks above still hold)', () => {
+    const r = done();
+    assert.ok(r.clock !== null);
+    assert.equal(r.clock.steps.length, 4);
+    for (const s of r.clock.steps) assert.equal(s.seen, true, `${s.what} on ${s.id}`);
   });
 
   it('the leader is replaced by a new host: learner, caught up by snapshot, promoted, the old one removed', () => {

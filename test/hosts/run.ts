@@ -8,10 +8,11 @@
  *
  * Bounded (default, what CI runs through test/hosts/hosts.spec.ts): five
  * hosts, one rolling restart (its last step SIGTERMs the leader), a 2|3 and a 1|4 partition,
- * one replacement of the leader with a 16 MiB state, wall-clock jumps of
+ * a one-way drop, 20 % loss and a link down (nftables, ip link), one
+ * replacement of the leader with a 16 MiB state, wall-clock jumps of
  * +-1 h on two hosts, one host back on a new address. --full: 10 leader SIGTERMs, replacements of the leader with 1 GiB,
  * then of a dead node and of a follower with 64 MiB. --only=rolling,handoff,
- * partition,replace,clock,move runs just those (handoff: 3 rounds, 10 with --full);
+ * partition,links,replace,clock,move runs just those (handoff: 3 rounds, 10 with --full);
  * --seed=N replays a workload.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -20,7 +21,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { HostCluster } from './cluster.js';
 import { HostNetwork, closeAllSync, netnsUnavailable } from './netns.js';
-import { Load, clockJumps, describeAt, finish, leaderHandoff, moveHost, partitions, replaceNode, rollingRestart, type Checks, type ClockReport, type HandoffReport, type MoveReport, type PartitionReport, type ReplacementReport, type RollingRestartReport } from './scenarios.js';
+import { Load, clockJumps, describeAt, finish, leaderHandoff, linkFaults, moveHost, partitions, replaceNode, rollingRestart, type Checks, type ClockReport, type HandoffReport, type LinkFaultsReport, type MoveReport, type PartitionReport, type ReplacementReport, type RollingRestartReport } from './scenarios.js';
 
 export interface HostRunOptions {
   readonly full: boolean;
@@ -40,6 +41,7 @@ export interface HostRunReport {
   readonly handoff: HandoffReport;
   readonly partition: PartitionReport | null;
   readonly replacements: ReplacementReport[];
+  readonly links: LinkFaultsReport | null;
   readonly clock: ClockReport | null;
   readonly move: MoveReport | null;
   readonly checks: Checks;
@@ -110,6 +112,15 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
       for (const cut of partition.cuts) log(`   ${cut.what}: ${cut.oldLeader} -> ${cut.newLeader}, majority leader after ${ms(cut.newLeaderMs)}`);
       log(`   writes: longest gap ${ms(partition.writes.maxGapMs)}, p99 ${ms(partition.writes.p99Ms)}`);
     }
+    let links: LinkFaultsReport | null = null;
+    if (!want('links')) log('-- link faults not asked for');
+    else if (net.faults.nft !== '') log(`-- one-way drops and loss SKIPPED: nftables unavailable: ${net.faults.nft}`);
+    else {
+      log('-- kernel link faults: one-way drop leader -> follower, 20 % loss into the leader, a follower link down');
+      links = await linkFaults(c, l, 3_000);
+      for (const f of links.faults) log(`   ${f.what}: leader ${f.leaderBefore} -> ${f.leaderAfter}`);
+      log(`   writes: longest gap ${ms(links.writes.maxGapMs)}, p99 ${ms(links.writes.p99Ms)}`);
+    }
     if (net.faults.delay !== '') log(`-- delay SKIPPED: ${net.faults.delay}`);
 
     const replacements: ReplacementReport[] = [];
@@ -157,7 +168,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     problems.push(...problemsOf(checks));
     for (const p of problems) log(`PROBLEM: ${p}`);
     log(problems.length === 0 ? 'all checks passed' : `${problems.length} PROBLEM(S)`);
-    return { faults: net.faults, rolling, handoff, partition, replacements, clock, move, checks, problems };
+    return { faults: net.faults, rolling, handoff, partition, links, replacements, clock, move, checks, problems };
   } finally {
     const l = load as Load | null;
     if (l !== null) await l.stop().catch(() => undefined);

@@ -461,3 +461,34 @@ export async function clockJumps(c: HostCluster, load: Load, holdMs: number): Pr
   }
   return { steps, writes: writeStats(load.workload.history, fromMs, performance.now()) };
 }
+
+/** LinkFaultsReport: what each kernel fault did to the leadership, and the writes over all of them. */
+export interface LinkFaultsReport {
+  readonly faults: { what: string; leaderBefore: string; leaderAfter: string }[];
+  readonly writes: WriteStats;
+}
+
+/**
+ * linkFaults: kernel faults one after another, each held `holdMs`, then
+ * healed and caught up: a one-way drop (the leader's packets to one follower
+ * are dropped, the follower's still arrive), 20 % packet loss into the
+ * leader's host, and a follower's link taken down (its cable pulled: clients
+ * lose it too).
+ */
+export async function linkFaults(c: HostCluster, load: Load, holdMs: number): Promise<LinkFaultsReport> {
+  const fromMs = performance.now();
+  const faults: LinkFaultsReport['faults'] = [];
+  const kinds = ['one-way leader -> follower', '20 % loss into the leader', 'a follower link down'] as const;
+  for (const what of kinds) {
+    const leader = await c.waitLeader();
+    const follower = c.running().find((n) => n !== leader && !removed.has(n)) as HostNode;
+    if (what === 'one-way leader -> follower') await c.net.oneWay(leader.host, follower.host);
+    else if (what === '20 % loss into the leader') await c.net.loss(leader.host, 20);
+    else await c.net.linkDown(follower.host);
+    await sleep(holdMs);
+    await c.net.heal();
+    await c.waitCaughtUp(60_000);
+    faults.push({ what, leaderBefore: leader.id, leaderAfter: (await c.waitLeader()).id });
+  }
+  return { faults, writes: writeStats(load.workload.history, fromMs, performance.now()) };
+}
