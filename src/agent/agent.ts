@@ -72,6 +72,9 @@ export class SnapshotAgent {
       dbName: this.o.dbName,
       snapshotDir: this.o.snapshotDir,
       retention: this.o.retention,
+      // With a destination and no policy the bucket keeps every run (its lifecycle rules decide) and the
+      // directory only the newest: a schedule never fills the local disk.
+      ...(this.destination !== null && !hasRetention(this.o.retention) ? { localRetention: { keepLast: 1, keepDays: 0, keepWeeks: 0 } } : {}),
       destination: this.destination,
       log: this.o.log,
     });

@@ -189,6 +189,8 @@ export interface ScheduledRunnerOptions {
   readonly dbName: string;
   readonly snapshotDir: string;
   readonly retention: RetentionPolicy;
+  /** localRetention: the policy of the local directory (default `retention`). */
+  readonly localRetention?: RetentionPolicy;
   readonly destination: S3Destination | null;
   readonly log: Logger;
   readonly now?: () => number;
@@ -227,13 +229,14 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
       }
       let removed = 0;
       let kept = 0;
-      if (hasRetention(o.retention)) {
+      const localPolicy = o.localRetention ?? o.retention;
+      if (hasRetention(o.retention) || hasRetention(localPolicy)) {
         progress({ phase: 'retention' });
         const at = now();
-        const local = await applyLocalRetention(o.snapshotDir, o.dbName, o.retention, at);
+        const local = await applyLocalRetention(o.snapshotDir, o.dbName, localPolicy, at);
         removed += local.removed.length;
         kept += local.kept.length;
-        if (o.destination !== null) {
+        if (o.destination !== null && hasRetention(o.retention)) {
           const remote = await o.destination.applyRetention(o.dbName, o.retention, at);
           removed += remote.removed.length;
           kept += remote.kept.length;
