@@ -38,6 +38,7 @@ export const RPC_ACTIONS = {
   '/snapcoord.v1.KVService/Range': 'kv.read',
   '/snapcoord.v1.KVService/Put': 'kv.write',
   '/snapcoord.v1.KVService/Delete': 'kv.write',
+  '/snapcoord.v1.KVService/Txn': 'kv.write',
   // ClusterService
   '/snapcoord.v1.ClusterService/Status': 'anyKey',
   '/snapcoord.v1.ClusterService/HashState': 'snapshots.read',
@@ -73,6 +74,7 @@ export const RPC_ACTION_REASONS: Readonly<Record<RpcPath, string>> = {
   '/snapcoord.v1.KVService/Range': 'reads many keys: application data',
   '/snapcoord.v1.KVService/Put': 'changes the replicated data',
   '/snapcoord.v1.KVService/Delete': 'changes the replicated data',
+  '/snapcoord.v1.KVService/Txn': 'compare-and-swap: changes the replicated data',
   '/snapcoord.v1.ClusterService/Status':
     'every client needs it to find the leader and the members; it shows roles, terms and indexes, no data',
   '/snapcoord.v1.ClusterService/HashState':

@@ -24,6 +24,8 @@ import {
   type PutResponse,
   type RangeRequest,
   type RangeResponse,
+  type TxnRequest,
+  type TxnResponse,
 } from '../gen/snapcoord/v1/kv.js';
 
 /** MESSAGE_BYTES_MAX: the largest gRPC message the API sends or receives (64 MiB). */
@@ -226,6 +228,17 @@ export class KvClient {
 
   delete(req: Partial<DeleteRequest> & Pick<DeleteRequest, 'key'>, opts?: CallOptions): Promise<DeleteResponse> {
     return callUnary(this.raw.delete.bind(this.raw), { prevKv: false, clientId: '', requestId: 0n, ...req }, opts);
+  }
+
+  /** txn: Txn (compare-and-swap); `txnIdempotent` retries it with one request id. */
+  txn(req: Partial<TxnRequest>, opts?: CallOptions): Promise<TxnResponse> {
+    return callUnary(this.raw.txn.bind(this.raw), { compare: [], success: [], failure: [], clientId: '', requestId: 0n, ...req }, opts);
+  }
+
+  /** txnIdempotent: Txn with a fresh request id, retried like putIdempotent (a retry never applies it twice). */
+  txnIdempotent(req: Omit<Partial<TxnRequest>, 'clientId' | 'requestId'>, opts: CallOptions & RetryOptions = {}): Promise<TxnResponse> {
+    const id = this.ids.next();
+    return retryWrite(() => this.txn({ ...req, ...id }, opts), opts);
   }
 
   range(req: Partial<RangeRequest>, opts?: CallOptions): Promise<RangeResponse> {

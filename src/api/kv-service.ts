@@ -9,17 +9,26 @@
  * mapping of api-error.ts otherwise (FAILED_PRECONDITION not the leader on a
  * forwarded call, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, UNAVAILABLE).
  *
- * `prev_kv` and Delete's `deleted` count come from a linearizable read made
- * on the leader just before the write: exact unless another client writes the
- * same key concurrently (a Delete carrying a request id takes `deleted` from
- * the state machine: exact). `mod_revision` is not tracked yet (always 0).
+ * Put and Delete are ONE proposal each: `prev_kv` and Delete's `deleted`
+ * count come from the state machine as it applied the write (exact: no read
+ * before the write). Txn is one proposal too: the compares are evaluated and
+ * the branch run at the transaction's log index (one revision). Pairs from
+ * the apply path carry their revisions (mod, create, version); Get and Range
+ * leave them 0.
  *
  * Idempotent writes: a Put or Delete with `client_id` and `request_id`
  * (both or neither: INVALID_ARGUMENT otherwise) is proposed with that stamp;
  * the state machine applies it at most once (src/storage/sessions.ts) and a
  * repeat is answered with the first revision, `replayed` set. A request id
  * older than the ones its client's record still holds fails
- * FAILED_PRECONDITION (not applied; the first outcome is unknown).
+ * FAILED_PRECONDITION (not applied; the first outcome is unknown). A Txn
+ * with `client_id` / `request_id` is idempotent the same way: a repeat
+ * answers the first `succeeded` and revision, `replayed` set, no responses.
+ *
+ * Txn limits: at most TXN_COMPARES_MAX compares and TXN_OPS_MAX ops per
+ * branch; every compare and op names a valid key, a compare a known target
+ * and result, an op a known type (INVALID_ARGUMENT otherwise, naming the
+ * field, e.g. `compare[2].target`).
  */
 import * as grpc from '@grpc/grpc-js';
 import type {
@@ -34,11 +43,24 @@ import type {
   RangeRequest,
   RangeResponse,
   ResponseHeader,
+  TxnOp,
+  TxnOpResponse,
+  TxnRequest,
+  TxnResponse,
 } from '../gen/snapcoord/v1/kv.js';
+import { CompareResult, CompareTarget, TxnOpType } from '../gen/snapcoord/v1/kv.js';
 import type { Node } from '../node/node.js';
-import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../storage/kv-command.js';
+import {
+  KEY_BYTES_MAX,
+  TXN_COMPARES_MAX,
+  TXN_OPS_MAX,
+  VALUE_BYTES_MAX,
+  type KvCompare,
+  type KvTxn,
+  type KvTxnOp,
+} from '../storage/kv-command.js';
 import { isReservedKey, sessionStampProblem, type SessionStamp } from '../storage/sessions.js';
-import { RANGE_LIMIT_MAX, type ApplyResult, type RangeQuery } from '../storage/types.js';
+import { RANGE_LIMIT_MAX, type ApplyResult, type RangeQuery, type StoredKeyValue, type TxnOpResult } from '../storage/types.js';
 import { ApiError, invalidArgument } from './api-error.js';
 import { requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
@@ -48,6 +70,8 @@ export const RANGE_LIMIT_DEFAULT = 1000;
 
 /** KvNode is the part of Node the KV service uses. */
 export type KvNode = NodeView & Pick<Node, 'propose' | 'get' | 'range'>;
+
+export { TXN_COMPARES_MAX, TXN_OPS_MAX };
 
 /** checkKey throws INVALID_ARGUMENT for an empty key, one longer than KEY_BYTES_MAX, or a reserved one ("\x00snapcoord/..."). */
 export function checkKey(key: Uint8Array, field = 'key'): void {
@@ -99,7 +123,93 @@ export function rangeQueryOf(req: RangeRequest): RangeQuery {
 }
 
 function kvOf(key: Uint8Array, value: Uint8Array): KeyValue {
-  return { key, value, modRevision: 0n };
+  return { key, value, modRevision: 0n, createRevision: 0n, version: 0n };
+}
+
+/** storedKv: the wire pair of a pair from the apply path (with its revisions); undefined for none. */
+function storedKv(kv: StoredKeyValue | null | undefined): KeyValue | undefined {
+  if (kv === null || kv === undefined) return undefined;
+  return {
+    key: kv.key,
+    value: kv.value,
+    modRevision: BigInt(kv.modRevision),
+    createRevision: BigInt(kv.createRevision),
+    version: BigInt(kv.version),
+  };
+}
+
+const COMPARE_TARGETS = new Map<CompareTarget, KvCompare['target']>([
+  [CompareTarget.COMPARE_TARGET_VALUE, 'value'],
+  [CompareTarget.COMPARE_TARGET_VERSION, 'version'],
+  [CompareTarget.COMPARE_TARGET_CREATE, 'create'],
+  [CompareTarget.COMPARE_TARGET_MOD, 'mod'],
+]);
+const COMPARE_RESULTS = new Map<CompareResult, KvCompare['result']>([
+  [CompareResult.COMPARE_RESULT_EQUAL, 'equal'],
+  [CompareResult.COMPARE_RESULT_NOT_EQUAL, 'notEqual'],
+  [CompareResult.COMPARE_RESULT_GREATER, 'greater'],
+  [CompareResult.COMPARE_RESULT_LESS, 'less'],
+]);
+
+function operandOf(n: bigint, field: string): number {
+  if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field} ${n} is above 2^53-1`);
+  return Number(n);
+}
+
+function txnOpOf(op: TxnOp, field: string): KvTxnOp {
+  checkKey(op.key, `${field}.key`);
+  switch (op.type) {
+    case TxnOpType.TXN_OP_TYPE_GET:
+      return { op: 'get', key: op.key };
+    case TxnOpType.TXN_OP_TYPE_PUT:
+      checkValue(op.value);
+      return { op: 'put', key: op.key, value: op.value, ...(op.prevKv ? { prevKv: true } : {}) };
+    case TxnOpType.TXN_OP_TYPE_DELETE:
+      return { op: 'delete', key: op.key, ...(op.prevKv ? { prevKv: true } : {}) };
+    default:
+      throw invalidArgument(`${field}.type must be GET, PUT or DELETE`);
+  }
+}
+
+/**
+ * txnOf validates a TxnRequest and returns the state machine's command.
+ * Errors: INVALID_ARGUMENT beyond TXN_COMPARES_MAX compares or TXN_OPS_MAX
+ * ops in a branch, for a bad key or value, an unknown compare target or
+ * result or op type, an operand above 2^53-1.
+ */
+export function txnOf(req: TxnRequest): KvTxn {
+  if (req.compare.length > TXN_COMPARES_MAX) throw invalidArgument(`${req.compare.length} compares, more than ${TXN_COMPARES_MAX}`);
+  if (req.success.length > TXN_OPS_MAX) throw invalidArgument(`${req.success.length} success ops, more than ${TXN_OPS_MAX}`);
+  if (req.failure.length > TXN_OPS_MAX) throw invalidArgument(`${req.failure.length} failure ops, more than ${TXN_OPS_MAX}`);
+  const compares = req.compare.map((c, i): KvCompare => {
+    const field = `compare[${i}]`;
+    checkKey(c.key, `${field}.key`);
+    const target = COMPARE_TARGETS.get(c.target);
+    if (target === undefined) throw invalidArgument(`${field}.target must be VALUE, VERSION, CREATE or MOD`);
+    const result = COMPARE_RESULTS.get(c.result);
+    if (result === undefined) throw invalidArgument(`${field}.result must be EQUAL, NOT_EQUAL, GREATER or LESS`);
+    if (target === 'value') {
+      checkValue(c.value);
+      return { key: c.key, target, result, value: c.value };
+    }
+    const n = target === 'version' ? c.version : target === 'create' ? c.createRevision : c.modRevision;
+    const name = target === 'version' ? 'version' : target === 'create' ? 'create_revision' : 'mod_revision';
+    return { key: c.key, target, result, operand: operandOf(n, `${field}.${name}`) };
+  });
+  return {
+    op: 'txn',
+    compares,
+    success: req.success.map((op, i) => txnOpOf(op, `success[${i}]`)),
+    failure: req.failure.map((op, i) => txnOpOf(op, `failure[${i}]`)),
+  };
+}
+
+function txnOpResponse(r: TxnOpResult): TxnOpResponse {
+  if (r.op === 'get') {
+    return { type: TxnOpType.TXN_OP_TYPE_GET, found: r.kv !== null, kv: storedKv(r.kv), prevKv: undefined, deleted: 0n };
+  }
+  if (r.op === 'put') return { type: TxnOpType.TXN_OP_TYPE_PUT, found: false, kv: undefined, prevKv: storedKv(r.prev), deleted: 0n };
+  return { type: TxnOpType.TXN_OP_TYPE_DELETE, found: false, kv: undefined, prevKv: storedKv(r.prev), deleted: BigInt(r.deleted) };
 }
 
 /** checkApplied throws for a failed apply: FAILED_PRECONDITION for an expired request id, INTERNAL otherwise. */
@@ -128,14 +238,17 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
         call,
         async (): Promise<PutResponse> => {
           requireLeader(node);
-          const prev = req.prevKv ? await node.get(req.key) : undefined;
-          const r = checkApplied(await node.propose({ op: 'put', key: req.key, value: req.value, ...(session !== undefined ? { session } : {}) }));
+          const r = checkApplied(
+            await node.propose({
+              op: 'put',
+              key: req.key,
+              value: req.value,
+              ...(req.prevKv ? { prevKv: true } : {}),
+              ...(session !== undefined ? { session } : {}),
+            }),
+          );
           if (r.firstIndex !== undefined) return { header: header(r.firstIndex), prevKv: undefined, replayed: true };
-          return {
-            header: header(r.index),
-            prevKv: prev !== undefined ? kvOf(req.key, prev) : undefined,
-            replayed: false,
-          };
+          return { header: header(r.index), prevKv: storedKv(r.prev), replayed: false };
         },
         (leader, opts) => forwarder.kv(leader.address).put(req, opts),
       );
@@ -149,19 +262,37 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
         call,
         async (): Promise<DeleteResponse> => {
           requireLeader(node);
-          const prev = await node.get(req.key);
-          const r = checkApplied(await node.propose({ op: 'delete', key: req.key, ...(session !== undefined ? { session } : {}) }));
-          // With a request id the state machine tells whether the key existed when the delete applied.
-          const deleted = r.deleted !== undefined ? BigInt(r.deleted) : prev === undefined ? 0n : 1n;
+          const r = checkApplied(
+            await node.propose({
+              op: 'delete',
+              key: req.key,
+              ...(req.prevKv ? { prevKv: true } : {}),
+              ...(session !== undefined ? { session } : {}),
+            }),
+          );
+          // The state machine tells whether the key existed when the delete applied (and, replayed, when it first did).
+          const deleted = BigInt(r.deleted ?? 0);
           if (r.firstIndex !== undefined) return { header: header(r.firstIndex), deleted, prevKv: undefined, replayed: true };
-          return {
-            header: header(r.index),
-            deleted,
-            prevKv: req.prevKv && prev !== undefined ? kvOf(req.key, prev) : undefined,
-            replayed: false,
-          };
+          return { header: header(r.index), deleted, prevKv: storedKv(r.prev), replayed: false };
         },
         (leader, opts) => forwarder.kv(leader.address).delete(req, opts),
+      );
+    }),
+
+    txn: unary(async (call: grpc.ServerUnaryCall<TxnRequest, TxnResponse>) => {
+      const req = call.request;
+      const txn = txnOf(req);
+      const session = sessionOf(req.clientId, req.requestId);
+      return forwarder.run(
+        call,
+        async (): Promise<TxnResponse> => {
+          requireLeader(node);
+          const r = checkApplied(await node.propose({ ...txn, ...(session !== undefined ? { session } : {}) }));
+          const succeeded = r.succeeded === true;
+          if (r.firstIndex !== undefined) return { header: header(r.firstIndex), succeeded, responses: [], replayed: true };
+          return { header: header(r.index), succeeded, responses: (r.responses ?? []).map(txnOpResponse), replayed: false };
+        },
+        (leader, opts) => forwarder.kv(leader.address).txn(req, opts),
       );
     }),
 
