@@ -154,7 +154,7 @@ async function main(): Promise<void> {
       let n = 0;
       const cutAt = cuts > 0 ? Math.floor(((Math.random() * 0.3 + 0.2) * mib * 2 ** 20)) : Infinity;
       if (cuts > 0) cuts--;
-      client.on('data', (d: Buffer) => up.write(d));
+      client.pipe(up);
       up.on('data', (d: Buffer) => {
         n += d.length;
         if (n > cutAt) {
@@ -162,8 +162,12 @@ async function main(): Promise<void> {
           up.destroy();
           return;
         }
-        client.write(d);
+        if (!client.write(d)) {
+          up.pause();
+          client.once('drain', () => up.resume());
+        }
       });
+      up.on('end', () => client.end());
       const kill = (): void => {
         client.destroy();
         up.destroy();
@@ -171,7 +175,6 @@ async function main(): Promise<void> {
       client.on('error', kill);
       up.on('error', kill);
       client.on('close', kill);
-      up.on('close', kill);
     });
     await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
     const port = (proxy.address() as { port: number }).port;

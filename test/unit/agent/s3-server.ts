@@ -92,6 +92,10 @@ export class S3Server {
       client.destroy();
       upstream.destroy();
     };
+    // Requests go through the checks below; answers are piped (with backpressure, ending the client
+    // only once every buffered byte is written: the server closing an idle keep-alive connection must
+    // not cut an answer the client is still reading).
+    upstream.pipe(client);
     client.on('data', (d: Buffer) => {
       if (denied) return;
       if (this.readOnly && sent === 0) {
@@ -99,8 +103,9 @@ export class S3Server {
         const method = /^([A-Z]+) /.exec(head)?.[1];
         if (method !== undefined && method !== 'GET' && method !== 'HEAD') {
           denied = true;
-          client.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: ${ACCESS_DENIED.length}\r\nConnection: close\r\n\r\n${ACCESS_DENIED.toString()}`);
+          upstream.unpipe(client);
           upstream.destroy();
+          client.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: ${ACCESS_DENIED.length}\r\nConnection: close\r\n\r\n${ACCESS_DENIED.toString()}`);
           return;
         }
       }
@@ -110,13 +115,15 @@ export class S3Server {
         kill();
         return;
       }
-      upstream.write(d);
+      if (!upstream.write(d)) {
+        client.pause();
+        upstream.once('drain', () => client.resume());
+      }
     });
-    upstream.on('data', (d: Buffer) => client.write(d));
+    client.on('end', () => upstream.end());
     client.on('error', kill);
     upstream.on('error', kill);
     client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
   }
 
   async close(): Promise<void> {
