@@ -39,7 +39,7 @@ describe('five hosts (network namespaces, mutual TLS)', function () {
     return report;
   };
 
-  it('the history of the whole run is linearizable, no acknowledged write is lost, every member ends with the same state', () => {
+  it('the history of the whole run is linearizable, compare-and-swap chains hold, no acknowledged write is lost, every member ends with the same state', () => {
     const r = done();
     assert.equal(r.checks.linearizable, 'ok');
     assert.ok(r.checks.ops > 100, `only ${r.checks.ops} operations checked`);
@@ -47,6 +47,8 @@ describe('five hosts (network namespaces, mutual TLS)', function () {
     assert.ok(r.checks.onceAcked > 0);
     assert.equal(new Set(Object.values(r.checks.hashes)).size, 1, JSON.stringify(r.checks.hashes));
     assert.equal(Object.keys(r.checks.hashes).length, 5);
+    assert.deepEqual(r.checks.cas.violations, [], 'compare-and-swap chains');
+    assert.ok(r.checks.cas.swapped > 0, 'some compare-and-swap succeeded');
   });
 
   it('a rolling restart restarts all five members, the leader last, which hands leadership over on SIGTERM', () => {

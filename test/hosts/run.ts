@@ -55,6 +55,8 @@ function problemsOf(c: Checks): string[] {
   if (c.lost.length > 0) p.push(`${c.lost.length} acknowledged writes lost (first: ${c.lost.slice(0, 5).join(', ')})`);
   if (new Set(Object.values(c.hashes)).size !== 1) p.push(`state hashes differ: ${JSON.stringify(c.hashes)}`);
   if (c.ops === 0) p.push('no operation was checked');
+  for (const v of c.cas.violations.slice(0, 5)) p.push(`compare-and-swap: ${v}`);
+  if (c.cas.swapped === 0) p.push('no compare-and-swap succeeded');
   return p;
 }
 
@@ -165,6 +167,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     load = null;
     const checks = await finish(c, l);
     log(`   linearizable ${checks.linearizable} (${checks.ops} ops ${JSON.stringify(checks.counts)}), write-once acked ${checks.onceAcked}, lost ${checks.lost.length}, hashes ${new Set(Object.values(checks.hashes)).size === 1 ? 'equal' : 'DIFFER'}`);
+    log(`   compare-and-swap: ${checks.cas.swapped} swapped, ${checks.cas.refused} refused (compare false), ${checks.cas.unknown} unknown; chains ${checks.cas.ok ? 'ok' : `VIOLATED (${checks.cas.violations.length})`}`);
     problems.push(...problemsOf(checks));
     for (const p of problems) log(`PROBLEM: ${p}`);
     log(problems.length === 0 ? 'all checks passed' : `${problems.length} PROBLEM(S)`);

@@ -1,12 +1,13 @@
 /**
  * The five-host scenarios, each under continuous load (the chaos workload:
  * puts, linearizable gets and deletes from clients spread over every host,
+ * compare-and-swap (Txn) clients,
  * plus a write-once writer), and the checks they share: the history
  * linearizable (test/chaos/linearizability.ts), every acknowledged write-once
  * key on every member, every member's state hash equal.
  *
- * The KV API has no compare-and-swap (no Txn RPC; src/cli/bench/kv-op.ts says
- * the same), so the workload has none.
+ * Beside it, compare-and-swap clients (Txn; cas.ts) whose swap chains are
+ * checked by checkCas.
  *
  * Figures (gaps, latencies, times to promotion) are returned to be printed;
  * the caller asserts only on correctness.
@@ -16,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { checkHistory, type Op } from '../chaos/linearizability.js';
 import { Workload, type WorkloadTarget } from '../chaos/workload.js';
 import { sleep } from '../cluster/serve-process.js';
+import { CasWorkload, checkCas, type CasVerdict } from './cas.js';
 import { PEER_PORT, type HostCluster, type HostNode } from './cluster.js';
 
 const enc = new TextEncoder();
@@ -39,10 +41,14 @@ export class Load {
     }));
     this.workload = new Workload({ targets, clients, keys: 8, seed, deadlineMs: 3_000, thinkMs: 10 });
     this.workload.start();
+    this.cas = new CasWorkload(() => live(cluster).map((n) => n.kv), seed);
+    this.cas.start();
   }
 
+  readonly cas: CasWorkload;
+
   async stop(): Promise<void> {
-    await this.workload.stop();
+    await Promise.all([this.workload.stop(), this.cas.stop()]);
   }
 }
 
@@ -92,6 +98,8 @@ export interface Checks {
   readonly lost: string[];
   /** hashes: member id -> state hash (all equal when converged). */
   readonly hashes: Record<string, string>;
+  /** cas: the compare-and-swap chains' check. */
+  readonly cas: CasVerdict;
 }
 
 /**
@@ -111,7 +119,9 @@ export async function finish(c: HostCluster, load: Load): Promise<Checks> {
     const found = new Set<string>();
     let start = enc.encode('once/');
     for (let page = 0; page < 100; page++) {
-      const r = await n.kv.range({ start, end: enc.encode('once0'), limit: 10_000, serializable: true }, { deadlineMs: 10_000 });
+      const r = await n.kv.range({ start, end: enc.encode('once0'), limit: 10_000, serializable: true }, { deadlineMs: 10_000 }).catch((err: Error) => {
+        throw new Error(`${n.id}: reading its write-once keys failed: ${err.message}`, { cause: err });
+      });
       for (const kv of r.kvs) found.add(Buffer.from(kv.key).toString());
       const last = r.kvs[r.kvs.length - 1];
       if (!r.more || last === undefined) break;
@@ -136,6 +146,7 @@ export async function finish(c: HostCluster, load: Load): Promise<Checks> {
     onceAcked: load.workload.onceAcked.length,
     lost,
     hashes,
+    cas: checkCas(load.cas.ops),
   };
 }
 
