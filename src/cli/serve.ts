@@ -8,6 +8,7 @@
  * SIGINT, then stops the server and the node and exits 0.
  */
 import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tightenDataDir } from '../node/data-dir-perms.js';
 import * as grpc from '@grpc/grpc-js';
@@ -350,9 +351,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     if (!isNewDataDir || importFile === '') {
       logger.warn({ file: cfg.importSnapshot, dataDir: cfg.dataDir }, '--import-snapshot ignored: the data dir already holds state');
     } else {
-      importSnapshot(node, selfTarget, importFile, logger, { credentials: planes.clientChannel, apiKey: cfg.apiKey }).catch((err: unknown) =>
-        logger.error({ file: cfg.importSnapshot, err: (err as Error).message }, 'importing the snapshot failed'),
-      );
+      importSnapshot(node, selfTarget, importFile, logger, { credentials: planes.clientChannel, apiKey: cfg.apiKey })
+        .catch((err: unknown) => logger.error({ file: cfg.importSnapshot, err: (err as Error).message }, 'importing the snapshot failed'))
+        // The copy downloaded from S3 is not kept once the import is over.
+        .finally(() => (importFile !== cfg.importSnapshot ? rm(importFile, { force: true }).catch(() => undefined) : undefined));
     }
   }
 
