@@ -9,7 +9,7 @@
  * Bounded (default, what CI runs through test/hosts/hosts.spec.ts): five
  * hosts, one rolling restart (its last step SIGTERMs the leader), a 2|3 and a 1|4 partition,
  * a one-way drop, 20 % loss and a link down (nftables, ip link), one
- * replacement of the leader with a 16 MiB state, wall-clock jumps of
+ * replacement of the leader with an 8 MiB state, wall-clock jumps of
  * +-1 h on two hosts, one host back on a new address. --full: 10 leader SIGTERMs, replacements of the leader with 1 GiB,
  * then of a dead node and of a follower with 64 MiB. --only=rolling,handoff,
  * partition,links,replace,clock,move runs just those (handoff: 3 rounds, 10 with --full);
@@ -132,7 +132,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
           ['dead', 64 * 1024 * 1024],
           ['follower', 64 * 1024 * 1024],
         ]
-      : [['leader', 16 * 1024 * 1024]];
+      : [['leader', 8 * 1024 * 1024]];
     for (const [oldWas, bytes] of want('replace') ? plan : []) {
       log(`-- replace the ${oldWas} with a new host (${bytes / 1024 / 1024} MiB state)`);
       const rr = await replaceNode(c, l, oldWas, bytes);
