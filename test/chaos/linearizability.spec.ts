@@ -28,6 +28,23 @@ function del(client: number, key: string, callMs: number, returnMs: number, outc
   return { client, kind: 'delete', key, callMs, returnMs, outcome };
 }
 
+/** cas: a compare-and-swap from `expected` (null: absent) to `value`; `swapped` for an ok one, `found` what a failed one read. */
+function cas(
+  client: number,
+  key: string,
+  expected: string | null,
+  value: string,
+  callMs: number,
+  returnMs: number,
+  outcome: Outcome | { swapped: boolean; found?: string | null },
+): Draft {
+  const base = { client, kind: 'cas' as const, key, expected, value, callMs, returnMs };
+  if (typeof outcome === 'string') return { ...base, outcome };
+  return { ...base, outcome: 'ok', swapped: outcome.swapped, ...(outcome.found !== undefined ? { result: outcome.found } : {}) };
+}
+
+const SWAPPED = { swapped: true };
+
 function assertOk(v: Verdict): void {
   assert.equal(v.verdict, 'ok', JSON.stringify(v.keys, null, 2));
   assert.equal(v.ok, true);
@@ -306,6 +323,155 @@ describe('linearizability checker', () => {
     });
   });
 
+  describe('compare-and-swap (a register with cas, as in Jepsen\'s etcd test)', () => {
+    it('accepts a sequential history: swaps that held, failed swaps that found another value, a swap from absent', () => {
+      assertOk(
+        checkHistory(
+          history(
+            cas(0, 'k', null, 'a', 0, 1, SWAPPED),
+            cas(1, 'k', null, 'x', 2, 3, { swapped: false, found: 'a' }),
+            cas(0, 'k', 'a', 'b', 4, 5, SWAPPED),
+            get(1, 'k', 'b', 6, 7),
+            cas(1, 'k', 'a', 'c', 8, 9, { swapped: false, found: 'b' }),
+            cas(0, 'k', 'zzz', 'c', 10, 11, { swapped: false }), // Jepsen style: no value found
+            del(0, 'k', 12, 13),
+            cas(1, 'k', 'b', 'd', 14, 15, { swapped: false, found: null }),
+            cas(1, 'k', null, 'e', 16, 17, SWAPPED),
+            get(0, 'k', 'e', 18, 19),
+          ),
+        ),
+      );
+    });
+
+    it('accepts two concurrent swaps from one value when exactly one wins and the other finds its value', () => {
+      const h = history(
+        put(0, 'k', 'a', 0, 1),
+        cas(1, 'k', 'a', 'b', 2, 10, SWAPPED),
+        cas(2, 'k', 'a', 'c', 3, 9, { swapped: false, found: 'b' }),
+        get(0, 'k', 'b', 11, 12),
+      );
+      assertOk(checkHistory(h));
+    });
+
+    it("accepts an 'unknown' cas that took effect (observed) and one that never did (its compare could not hold)", () => {
+      assertOk(checkHistory(history(put(0, 'k', 'a', 0, 1), cas(1, 'k', 'a', 'b', 2, 3, 'unknown'), get(0, 'k', 'b', 10, 11))));
+      assertOk(checkHistory(history(put(0, 'k', 'a', 0, 1), cas(1, 'k', 'zzz', 'b', 2, 3, 'unknown'), get(0, 'k', 'a', 10, 11))));
+      // an unknown cas that would have swapped, but nobody saw it: it may have failed, or been lost
+      assertOk(checkHistory(history(put(0, 'k', 'a', 0, 1), cas(1, 'k', 'a', 'b', 2, 3, 'unknown'), get(0, 'k', 'a', 10, 11))));
+    });
+
+    it('keeps an unobserved unknown write when a failed cas without a found value needs it to have happened', () => {
+      // the failed cas expected 'a', so 'u' must have been written before it: dropping 'u' would make this illegal
+      assertOk(checkHistory(history(put(0, 'k', 'a', 0, 1), put(1, 'k', 'u', 2, 3, 'unknown'), cas(0, 'k', 'a', 'b', 4, 5, { swapped: false }))));
+    });
+
+    it('rejects a lost update: two swaps from the same value both succeed', () => {
+      const h = history(put(0, 'k', 'a', 0, 1), cas(1, 'k', 'a', 'b', 2, 10, SWAPPED), cas(2, 'k', 'a', 'c', 3, 9, SWAPPED));
+      const kv = assertIllegal(checkHistory(h), 'k');
+      assert.match(kv.explanation ?? '', /cas "a" -> "[bc]" swapped/);
+    });
+
+    it('rejects a swap whose expected value was overwritten before it was called', () => {
+      assertIllegal(checkHistory(history(put(0, 'k', 'a', 0, 1), put(0, 'k', 'c', 2, 3), cas(1, 'k', 'a', 'b', 4, 5, SWAPPED))), 'k');
+      assertIllegal(checkHistory(history(cas(1, 'k', 'a', 'b', 0, 1, SWAPPED))), 'k'); // the key starts absent
+    });
+
+    it('rejects a failed swap while the key held exactly the expected value, and one that found a value never written', () => {
+      assertIllegal(checkHistory(history(put(0, 'k', 'a', 0, 1), cas(1, 'k', 'a', 'b', 2, 3, { swapped: false }))), 'k');
+      assertIllegal(checkHistory(history(put(0, 'k', 'a', 0, 1), cas(1, 'k', 'q', 'b', 2, 3, { swapped: false, found: 'never' }))), 'k');
+      // the key is absent until after the swap returned, yet the swap from absent failed
+      assertIllegal(checkHistory(history(cas(1, 'k', null, 'b', 0, 1, { swapped: false }), put(0, 'k', 'x', 5, 6))), 'k');
+    });
+
+    it("rejects a read of an 'unknown' cas's value when its compare could never have held", () => {
+      assertIllegal(checkHistory(history(put(0, 'k', 'a', 0, 1), cas(1, 'k', 'zzz', 'b', 2, 3, 'unknown'), get(0, 'k', 'b', 10, 11))), 'k');
+    });
+
+    it('rejects a swap applied twice (the same swap observed after the value moved on)', () => {
+      // c0 swaps a->b, c1 puts a again... then a get still sees b although nothing swapped a->b a second time
+      const h = history(
+        put(0, 'k', 'a', 0, 1),
+        cas(0, 'k', 'a', 'b', 2, 3, SWAPPED),
+        put(1, 'k', 'a', 4, 5),
+        get(2, 'k', 'b', 6, 7),
+      );
+      assertIllegal(checkHistory(h), 'k');
+    });
+
+    /** simulateCas: a linearizable register with cas (values unique per op), clients of random ops, some unknown or failed. */
+    function simulateCas(seed: number): Op[] {
+      const rng = new SimRng(seed);
+      const drafts: { op: Op; at?: number }[] = [];
+      let id = 0;
+      const written: string[] = [];
+      for (let client = 0; client < 4; client++) {
+        let t = rng.nextFloat() * 3;
+        for (let k = 0; k < 10; k++) {
+          const callMs = t;
+          const duration = 0.5 + rng.nextFloat() * 6;
+          const r = rng.nextFloat();
+          const kind = r < 0.2 ? 'put' : r < 0.3 ? 'delete' : r < 0.7 ? 'cas' : 'get';
+          const o = rng.nextFloat();
+          const outcome: Outcome = kind === 'get' ? 'ok' : o < 0.05 ? 'fail' : o < 0.15 ? 'unknown' : 'ok';
+          const value = `v${id}`;
+          const expected = written.length === 0 || rng.nextFloat() < 0.2 ? null : (written[Math.max(0, written.length - 1 - rng.nextInt(3))] as string);
+          if (kind === 'put' || kind === 'cas') written.push(value);
+          const op: Op = { id, client, kind, key: 'k', callMs, returnMs: callMs + duration, outcome, ...(kind === 'put' || kind === 'cas' ? { value } : {}), ...(kind === 'cas' ? { expected } : {}) };
+          id++;
+          if (outcome === 'ok') drafts.push({ op, at: callMs + rng.nextFloat() * duration });
+          else if (outcome === 'unknown' && rng.nextFloat() < 0.5) drafts.push({ op, at: callMs + rng.nextFloat() * (duration + 8) });
+          else drafts.push({ op });
+          t = callMs + duration + rng.nextFloat() * 2;
+        }
+      }
+      let state: string | null = null;
+      const done = new Map<number, Partial<Op>>();
+      for (const { op } of drafts.filter((d) => d.at !== undefined).sort((a, b) => (a.at as number) - (b.at as number))) {
+        if (op.kind === 'put') state = op.value as string;
+        else if (op.kind === 'delete') state = null;
+        else if (op.kind === 'get') done.set(op.id, { result: state });
+        else if (state === op.expected) {
+          state = op.value as string;
+          done.set(op.id, { swapped: true });
+        } else {
+          done.set(op.id, { swapped: false, result: state });
+        }
+      }
+      // an ok cas or get that took effect gets its answer; an unknown cas that did not happen keeps none
+      return drafts.map(({ op }) => (op.outcome === 'ok' ? { ...op, ...done.get(op.id) } : op));
+    }
+
+    it('accepts 40 simulated histories of a register with cas, and rejects each once a swap claims a value never written', () => {
+      let swapped = 0;
+      let notSwapped = 0;
+      for (let seed = 1; seed <= 40; seed++) {
+        const ops = simulateCas(seed);
+        assertOk(checkHistory(ops));
+        const ok = ops.filter((op) => op.kind === 'cas' && op.outcome === 'ok');
+        swapped += ok.filter((op) => op.swapped === true).length;
+        notSwapped += ok.filter((op) => op.swapped === false).length;
+        const victim = ok.find((op) => op.swapped === true);
+        if (victim !== undefined) {
+          assertIllegal(checkHistory(ops.map((op) => (op.id === victim.id ? { ...op, expected: 'never-written' } : op))), 'k');
+        }
+        const failed = ok.find((op) => op.swapped === false);
+        if (failed !== undefined) {
+          // claiming the failed swap found the very value it expected is malformed; claiming it found a value never written is illegal
+          assertIllegal(checkHistory(ops.map((op) => (op.id === failed.id ? { ...op, result: 'never-written' } : op))), 'k');
+        }
+      }
+      assert.ok(swapped >= 40 && notSwapped >= 40, `the generator exercises both outcomes (${swapped} swapped, ${notSwapped} not)`);
+    });
+
+    it('validates cas ops: a value, an expected value, swapped when ok, a failed swap not finding its expected value', () => {
+      const base = history(cas(0, 'k', 'a', 'b', 0, 1, SWAPPED))[0] as Op;
+      assert.throws(() => checkHistory([{ ...base, value: undefined } as unknown as Op]), /cas without a string value/);
+      assert.throws(() => checkHistory([{ ...base, expected: undefined } as unknown as Op]), /cas without an expected value/);
+      assert.throws(() => checkHistory([{ ...base, swapped: undefined } as unknown as Op]), /cas ok without swapped/);
+      assert.throws(() => checkHistory([{ ...base, swapped: false, result: 'a' }]), /did not swap yet found the expected value/);
+    });
+  });
+
   describe('search bounds', () => {
     /** 12 'unknown' puts all concurrent with each other and with every get; the gets read them in `order`. */
     const unknownPuts = (order: readonly (number | null)[]): Op[] =>
@@ -385,7 +551,7 @@ describe('linearizability checker', () => {
       ['a put without a value', [{ id: 0, client: 0, kind: 'put', key: 'x', callMs: 0, returnMs: 1, outcome: 'ok' }], /put without a string value/],
       ['a get ok without a result', [{ id: 0, client: 0, kind: 'get', key: 'x', callMs: 0, returnMs: 1, outcome: 'ok' }], /get ok without a result/],
       ['a client with overlapping ops', history(put(0, 'x', 'a', 0, 10), get(1, 'x', 'a', 1, 2), get(0, 'x', 'a', 9, 12)), /client 0 runs ops #0 \[0, 10\] and #2 \[9, 12\] at the same time/],
-      ['an unknown kind', [{ id: 0, client: 0, kind: 'cas', key: 'x', callMs: 0, returnMs: 1, outcome: 'ok' } as unknown as Op], /unknown kind cas/],
+      ['an unknown kind', [{ id: 0, client: 0, kind: 'append', key: 'x', callMs: 0, returnMs: 1, outcome: 'ok' } as unknown as Op], /unknown kind append/],
     ];
     for (const [what, ops, message] of cases) {
       it(`throws on ${what}`, () => {

@@ -1,6 +1,10 @@
 /**
  * A linearizability checker for histories of a key-value store (a map from
- * string key to string value; absent = undefined).
+ * string key to string value; absent = undefined), each key a register with
+ * put, get, delete and compare-and-swap (as Jepsen's etcd test models it):
+ * a `cas` that swapped needed the value `expected` and wrote `value`; one that
+ * did not swap needed any other value (and, when the op carries the `result`
+ * its failure branch read, exactly that one) and wrote nothing.
  *
  * Algorithm: Wing & Gong's search as improved by Lowe ("Testing for
  * linearizability", 2017) and implemented by porcupine (Anish Athalye):
@@ -25,7 +29,7 @@
  * steps says 'unknown', never 'ok'.
  */
 
-export type OpKind = 'put' | 'get' | 'delete';
+export type OpKind = 'put' | 'get' | 'delete' | 'cas';
 export type Outcome = 'ok' | 'fail' | 'unknown';
 
 /** One client operation as recorded by a workload. */
@@ -36,15 +40,19 @@ export interface Op {
   readonly client: number;
   readonly kind: OpKind;
   readonly key: string;
-  /** put: the value written (workloads write unique values) */
+  /** put, cas: the value written (workloads write unique values) */
   readonly value?: string;
+  /** cas: the value the key must hold for the swap (null: the key must be absent) */
+  readonly expected?: string | null;
+  /** cas with outcome ok: whether it swapped */
+  readonly swapped?: boolean;
   /** when the call started (monotonic ms, e.g. performance.now()) */
   readonly callMs: number;
   /** when the answer (or the failure/timeout) arrived */
   readonly returnMs: number;
   /** ok: acknowledged; fail: definitely did not happen; unknown: may or may not have happened */
   readonly outcome: Outcome;
-  /** get with outcome ok: the value read, null when absent */
+  /** get with outcome ok: the value read, null when absent; cas ok that did not swap: the value it found, when known */
   readonly result?: string | null;
 }
 
@@ -140,7 +148,7 @@ export function validateHistory(history: readonly Op[]): void {
     const what = `linearizability: op #${op.id} (client ${op.client})`;
     if (ids.has(op.id)) throw new Error(`${what}: duplicate id`);
     ids.add(op.id);
-    if (op.kind !== 'put' && op.kind !== 'get' && op.kind !== 'delete') throw new Error(`${what}: unknown kind ${String(op.kind)}`);
+    if (op.kind !== 'put' && op.kind !== 'get' && op.kind !== 'delete' && op.kind !== 'cas') throw new Error(`${what}: unknown kind ${String(op.kind)}`);
     if (op.outcome !== 'ok' && op.outcome !== 'fail' && op.outcome !== 'unknown') {
       throw new Error(`${what}: unknown outcome ${String(op.outcome)}`);
     }
@@ -149,7 +157,14 @@ export function validateHistory(history: readonly Op[]): void {
       throw new Error(`${what}: callMs and returnMs must be finite numbers (got ${op.callMs}, ${op.returnMs})`);
     }
     if (op.returnMs < op.callMs) throw new Error(`${what}: returnMs ${op.returnMs} < callMs ${op.callMs}`);
-    if (op.kind === 'put' && typeof op.value !== 'string') throw new Error(`${what}: put without a string value`);
+    if ((op.kind === 'put' || op.kind === 'cas') && typeof op.value !== 'string') throw new Error(`${what}: ${op.kind} without a string value`);
+    if (op.kind === 'cas') {
+      if (op.expected !== null && typeof op.expected !== 'string') throw new Error(`${what}: cas without an expected value (a string, or null for absent)`);
+      if (op.outcome === 'ok' && typeof op.swapped !== 'boolean') throw new Error(`${what}: cas ok without swapped`);
+      if (op.outcome === 'ok' && op.swapped === false && op.result !== undefined && op.result === op.expected) {
+        throw new Error(`${what}: cas did not swap yet found the expected value`);
+      }
+    }
     if (op.kind === 'get' && op.outcome === 'ok' && op.result !== null && typeof op.result !== 'string') {
       throw new Error(`${what}: get ok without a result (a string, or null when absent)`);
     }
@@ -172,16 +187,27 @@ export function validateHistory(history: readonly Op[]): void {
 }
 
 /**
- * dropUnobservedWrites removes the 'unknown' writes of one key whose written
- * value (absent, for a delete) no get of the key returned. Sound: in any legal
- * linearization, the gets between such a write and the next write would read
- * its value, so there are none, and taking the write out keeps the rest legal.
- * Each unknown write doubles the configurations to search, so this matters.
+ * dropUnobservedWrites removes the 'unknown' writes of one key (put, delete,
+ * cas) whose written value (absent, for a delete) no op of the key observed:
+ * no get returned it, no swapped cas expected it, no cas that did not swap
+ * found it. Sound: in any legal linearization, the ops between such a write
+ * and the next write could only be ones that do not observe a value, and
+ * taking the write out keeps the rest legal. A cas that did not swap without
+ * the value it found observes only "not expected", which taking a write out
+ * could break: then nothing is dropped. Each unknown write doubles the
+ * configurations to search, so this matters.
  */
 function dropUnobservedWrites(ops: readonly Op[]): Op[] {
   const read = new Set<string | null>();
-  for (const op of ops) if (op.kind === 'get') read.add(op.result ?? null);
-  return ops.filter((op) => op.outcome === 'ok' || read.has(op.kind === 'put' ? (op.value ?? null) : null));
+  for (const op of ops) {
+    if (op.kind === 'get') read.add(op.result ?? null);
+    if (op.kind === 'cas' && op.outcome === 'ok') {
+      if (op.swapped === true) read.add(op.expected ?? null);
+      else if (op.result === undefined) return [...ops];
+      else read.add(op.result);
+    }
+  }
+  return ops.filter((op) => op.outcome === 'ok' || read.has(op.kind === 'delete' ? null : (op.value ?? null)));
 }
 
 /** describeIllegal explains where the search of an illegal key got stuck, in a few lines. */
@@ -202,7 +228,15 @@ export function describeIllegal(w: IllegalWitness): string {
 /** describeOp: `#id c<client> <kind> <args> [call, return] <outcome>`. */
 function describeOp(op: Op): string {
   const what =
-    op.kind === 'put' ? `put ${showValue(op.value ?? null)}` : op.kind === 'get' ? `get -> ${showValue(op.result ?? null)}` : 'delete';
+    op.kind === 'put'
+      ? `put ${showValue(op.value ?? null)}`
+      : op.kind === 'get'
+        ? `get -> ${showValue(op.result ?? null)}`
+        : op.kind === 'cas'
+          ? `cas ${showValue(op.expected ?? null)} -> ${showValue(op.value ?? null)}${
+              op.outcome !== 'ok' ? '' : op.swapped === true ? ' swapped' : ` not swapped${op.result !== undefined ? ` (found ${showValue(op.result)})` : ''}`
+            }`
+          : 'delete';
   const when = op.outcome === 'unknown' ? `[${op.callMs}, ?] unknown (timed out at ${op.returnMs})` : `[${op.callMs}, ${op.returnMs}] ${op.outcome}`;
   return `#${op.id} c${op.client} ${what} ${when}`;
 }
@@ -211,14 +245,35 @@ function showValue(v: string | null): string {
   return v === null ? '(absent)' : JSON.stringify(v);
 }
 
-/** An op of one key prepared for the search; values are interned to small integers (0 = absent). */
+/**
+ * An op of one key prepared for the search; values are interned to small
+ * integers (0 = absent). Legal in a state equal to `pre` (when >= 0) and
+ * different from `notPre` (when >= 0); it then sets the state to `post` (when
+ * >= 0, else leaves it).
+ */
 interface SearchOp {
   readonly op: Op;
-  /** false for an 'unknown' put/delete: the search may leave it out */
+  /** false for an 'unknown' put/delete/cas: the search may leave it out */
   readonly required: boolean;
-  /** put/delete set the state to `arg`; get checks that the state equals `arg` */
-  readonly write: boolean;
-  readonly arg: number;
+  readonly pre: number;
+  readonly notPre: number;
+  readonly post: number;
+}
+
+/** searchOp: the transition of `op` (see SearchOp). */
+function searchOp(op: Op, required: boolean, intern: (v: string | null | undefined) => number): SearchOp {
+  switch (op.kind) {
+    case 'put':
+      return { op, required, pre: -1, notPre: -1, post: intern(op.value) };
+    case 'delete':
+      return { op, required, pre: -1, notPre: -1, post: 0 };
+    case 'get':
+      return { op, required, pre: intern(op.result), notPre: -1, post: -1 };
+    case 'cas':
+      // an unknown cas, if it took effect at all, swapped (one that did not changed nothing: the same as leaving it out)
+      if (op.outcome !== 'ok' || op.swapped === true) return { op, required, pre: intern(op.expected), notPre: -1, post: intern(op.value) };
+      return { op, required, pre: op.result === undefined ? -1 : intern(op.result), notPre: intern(op.expected), post: -1 };
+  }
 }
 
 /**
@@ -228,8 +283,8 @@ interface SearchOp {
  * Unknown writes: their return event is at +Infinity, so they never force
  * anything and stay candidates until linearized. The search succeeds as soon
  * as every required op is linearized: the unknown writes still pending are
- * then left out, which is the same as linearizing them at the end (a write is
- * legal in any state and nothing later observes it).
+ * then left out, which is the same as their never taking effect (allowed for
+ * an unknown op; for an unknown cas, also the same as its compare failing).
  */
 function searchKey(key: string, ops: readonly Op[], maxSteps: number): KeyVerdict {
   const values = ['']; // interned value ids; 0 stands for "absent"
@@ -249,12 +304,7 @@ function searchKey(key: string, ops: readonly Op[], maxSteps: number): KeyVerdic
   const sorted = ops
     .map((op) => ({ op, required: op.outcome === 'ok' }))
     .sort((a, b) => Number(b.required) - Number(a.required) || a.op.callMs - b.op.callMs || a.op.id - b.op.id);
-  const sops: SearchOp[] = sorted.map(({ op, required }) => ({
-    op,
-    required,
-    write: op.kind !== 'get',
-    arg: op.kind === 'put' ? intern(op.value) : op.kind === 'get' ? intern(op.result) : 0,
-  }));
+  const sops: SearchOp[] = sorted.map(({ op, required }) => searchOp(op, required, intern));
   const n = sops.length;
   const nRequired = sorted.filter((s) => s.required).length;
 
@@ -326,7 +376,8 @@ function searchKey(key: string, ops: readonly Op[], maxSteps: number): KeyVerdic
     const i = nodeOp[node] as number;
     if (isCall[node] === 1) {
       const s = sops[i] as SearchOp;
-      const after = s.write ? s.arg : state === s.arg ? state : -1;
+      const legal = (s.pre < 0 || state === s.pre) && (s.notPre < 0 || state !== s.notPre);
+      const after = !legal ? -1 : s.post >= 0 ? s.post : state;
       if (after >= 0) {
         linearized.add(i);
         const config = linearized.key(after);
