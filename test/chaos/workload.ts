@@ -1,6 +1,8 @@
 /**
- * The chaos workload: a few clients doing puts, gets and deletes of unique
- * values on a few keys, each through a node picked at random, every operation
+ * The chaos workload: a few clients doing puts, gets, deletes and
+ * compare-and-swaps (KVService.Txn: compare the value, or absence, then put;
+ * else read the current value) of unique values on a few keys, each through a
+ * node picked at random, every operation
  * recorded (call and return time, outcome) for the linearizability checker.
  * Beside them a "once" writer puts write-once keys, to check at the end that
  * every acknowledged write is on every node.
@@ -14,11 +16,20 @@
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type { KvClient } from '../../src/api/clients.js';
+import { CompareResult, CompareTarget, TxnOpType, type Compare } from '../../src/gen/snapcoord/v1/kv.js';
 import type { Op, Outcome } from './linearizability.js';
 import { SimRng } from '../sim/rng.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+const EMPTY = new Uint8Array(0);
+
+/** casCompare: the compare of a swap from `expected`: the value equals it, or (null) the key is absent (version 0). */
+export function casCompare(key: Uint8Array, expected: string | null): Compare {
+  return expected === null
+    ? { key, target: CompareTarget.COMPARE_TARGET_VERSION, result: CompareResult.COMPARE_RESULT_EQUAL, value: EMPTY, version: 0n, createRevision: 0n, modRevision: 0n }
+    : { key, target: CompareTarget.COMPARE_TARGET_VALUE, result: CompareResult.COMPARE_RESULT_EQUAL, value: enc.encode(expected), version: 0n, createRevision: 0n, modRevision: 0n };
+}
 
 /** WorkloadTarget: the nodes to pick from (a live view: killed nodes stay in it and fail fast). */
 export interface WorkloadTarget {
@@ -85,8 +96,11 @@ export class Workload {
     return out;
   }
 
-  /** record runs one operation through `target` and appends it to the history. */
-  async record(client: number, kind: Op['kind'], key: string, value: string | undefined, target: WorkloadTarget): Promise<Op> {
+  /**
+   * record runs one operation through `target` and appends it to the
+   * history. A `cas` swaps from `expected` (null: absent) to `value`.
+   */
+  async record(client: number, kind: Op['kind'], key: string, value: string | undefined, target: WorkloadTarget, expected: string | null = null): Promise<Op> {
     const id = this.nextId++;
     const callMs = performance.now();
     const opts = { deadlineMs: this.opts.deadlineMs };
@@ -95,6 +109,19 @@ export class Workload {
       if (kind === 'put') {
         await target.kv.put({ key: enc.encode(key), value: enc.encode(value ?? '') }, opts);
         op = { id, client, kind, key, value: value ?? '', callMs, returnMs: performance.now(), outcome: 'ok' };
+      } else if (kind === 'cas') {
+        const k = enc.encode(key);
+        const res = await target.kv.txn(
+          {
+            compare: [casCompare(k, expected)],
+            success: [{ type: TxnOpType.TXN_OP_TYPE_PUT, key: k, value: enc.encode(value ?? ''), prevKv: false }],
+            failure: [{ type: TxnOpType.TXN_OP_TYPE_GET, key: k, value: EMPTY, prevKv: false }],
+          },
+          opts,
+        );
+        const found = res.responses[0];
+        const result = res.succeeded ? {} : { result: found?.found === true ? dec.decode(found.kv?.value) : null };
+        op = { id, client, kind, key, value: value ?? '', expected, callMs, returnMs: performance.now(), outcome: 'ok', swapped: res.succeeded, ...result };
       } else if (kind === 'delete') {
         await target.kv.delete({ key: enc.encode(key) }, opts);
         op = { id, client, kind, key, callMs, returnMs: performance.now(), outcome: 'ok' };
@@ -105,7 +132,17 @@ export class Workload {
       }
     } catch (err) {
       const outcome = kind === 'get' ? 'fail' : outcomeOf(err);
-      op = { id, client, kind, key, ...(kind === 'put' ? { value: value ?? '' } : {}), callMs, returnMs: performance.now(), outcome };
+      op = {
+        id,
+        client,
+        kind,
+        key,
+        ...(kind === 'put' || kind === 'cas' ? { value: value ?? '' } : {}),
+        ...(kind === 'cas' ? { expected } : {}),
+        callMs,
+        returnMs: performance.now(),
+        outcome,
+      };
     }
     this.history.push(op);
     return op;
@@ -114,13 +151,23 @@ export class Workload {
   private async client(c: number): Promise<void> {
     const rng = new SimRng(this.opts.seed).fork(`client ${c}`);
     let seq = 0;
+    /** seen: the last value this client saw of each key (null: absent), what its next swap expects. */
+    const seen = new Map<string, string | null>();
     while (!this.stopped) {
       const key = `k${rng.nextInt(this.opts.keys)}`;
       const r = rng.nextFloat();
       const target = rng.pick(this.opts.targets);
-      if (r < 0.45) await this.record(c, 'put', key, `c${c}-${seq++}`, target);
-      else if (r < 0.55) await this.record(c, 'delete', key, undefined, target);
-      else await this.record(c, 'get', key, undefined, target);
+      if (r < 0.35) {
+        await this.record(c, 'put', key, `c${c}-${seq++}`, target);
+      } else if (r < 0.45) {
+        await this.record(c, 'delete', key, undefined, target);
+      } else if (r < 0.65) {
+        const op = await this.record(c, 'cas', key, `c${c}-${seq++}`, target, seen.get(key) ?? null);
+        if (op.outcome === 'ok') seen.set(key, op.swapped === true ? (op.value ?? null) : (op.result ?? null));
+      } else {
+        const op = await this.record(c, 'get', key, undefined, target);
+        if (op.outcome === 'ok') seen.set(key, op.result ?? null);
+      }
       await new Promise((res) => setTimeout(res, this.opts.thinkMs));
     }
   }
