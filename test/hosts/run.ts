@@ -88,7 +88,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     const rolling: RollingRestartReport = want('rolling') ? await rollingRestart(c, l) : { steps: [], writes: { writes: 0, maxGapMs: NaN, maxGapFromMs: 0, p50Ms: NaN, p99Ms: NaN } };
     for (const s of rolling.steps) {
       log(
-        `   ${s.id}${s.wasLeader ? ' (leader)' : ''}: stop took ${ms(s.exitMs - s.stopMs)}, down ${ms(s.listeningMs - s.exitMs)}, caught up ${ms(s.caughtUpMs - s.listeningMs)} after start` +
+        `   ${s.id}${s.wasLeader ? ' (leader)' : ''}: stop took ${ms(s.exitMs - s.stopMs)}, down ${ms(s.listeningMs - s.exitMs)}, caught up ${ms(s.caughtUpMs - s.listeningMs)} after start; then leader ${s.leaderAfter} term ${s.termAfter}` +
           (s.wasLeader ? `; handed over: ${s.handedOver ? 'yes' : 'NO'}; first write acked ${ms(s.firstWriteAfterExitMs)} after its exit` : ''),
       );
       if (s.wasLeader && !s.handedOver) problems.push(`the leader ${s.id} did not hand leadership over on SIGTERM`);

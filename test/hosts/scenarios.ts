@@ -179,6 +179,9 @@ export interface RollingStep {
   readonly handedOver: boolean;
   /** firstWriteAfterExitMs: from its exit to the first write acknowledged after it (NaN when none). */
   readonly firstWriteAfterExitMs: number;
+  /** leader and term once it caught up (a term that moved on a follower's restart means that restart disrupted the leader). */
+  readonly leaderAfter: string;
+  readonly termAfter: number;
 }
 
 /** RollingRestartReport: per node, how it went, and the writes over the whole restart. */
@@ -224,7 +227,10 @@ export async function rollingRestart(c: HostCluster, load: Load): Promise<Rollin
     await c.startNode(n);
     const listeningMs = performance.now();
     await waitMemberCaughtUp(c, n.id, 60_000);
-    steps.push({ id: n.id, wasLeader, stopMs, exitMs, listeningMs, caughtUpMs: performance.now(), handedOver, firstWriteAfterExitMs: firstAckAfter(load.workload.history, exitMs) });
+    const caughtUpMs = performance.now();
+    const after = await c.waitLeader();
+    const termAfter = Number((await c.status(after))?.term ?? 0);
+    steps.push({ id: n.id, wasLeader, stopMs, exitMs, listeningMs, caughtUpMs, handedOver, firstWriteAfterExitMs: firstAckAfter(load.workload.history, exitMs), leaderAfter: after.id, termAfter });
   }
   await sleep(500);
   return { steps, writes: writeStats(load.workload.history, fromMs, performance.now()) };
