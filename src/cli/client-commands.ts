@@ -1,5 +1,5 @@
 /**
- * The client commands: `kv put|get|del|ls`, `cluster status|vote|
+ * The client commands: `kv put|get|del|ls|cas|txn`, `cluster status|vote|
  * transfer-leader|add|remove`, and (from their own files) `snapshot ...` and
  * `tasks ...`, talking to --endpoint (default 127.0.0.1:7001, env
  * SNAPCOORD_ENDPOINT). A failed call becomes one line
@@ -12,6 +12,7 @@ import { Role, Suffrage, roleToJSON, suffrageToJSON, type CheckConsistencyRespon
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../agent/consistency.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { cliDial, clientOptions, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { addKvTxnCommands } from './kv-txn-commands.js';
 import { addSnapshotCommands } from './snapshot-commands.js';
 import { addTaskCommands } from './task-commands.js';
 
@@ -255,6 +256,8 @@ export function addClientCommands(program: Command): void {
     else for (const pair of res.kvs) process.stdout.write(`${dec.decode(pair.key)}\t${dec.decode(pair.value)}\n`);
     if (res.more) process.stderr.write('(more keys match; raise --limit)\n');
   });
+
+  addKvTxnCommands(kv, writeRetry, WRITE_RETRIES_DEFAULT);
 
   const cluster = program.command('cluster').description('inspect and operate the cluster');
 
