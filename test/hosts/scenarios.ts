@@ -243,6 +243,8 @@ export interface HandoffReport {
   readonly p50Ms: number;
   /** handedOver: rounds whose old leader logged that it handed leadership over before stopping. */
   readonly handedOver: number;
+  /** gapMs: per round, the longest time without an acknowledged write from the SIGTERM to 1 s after the old leader's exit. */
+  readonly gapMs: number[];
 }
 
 /** median of finite values (NaN when none). */
@@ -259,21 +261,25 @@ export function median(xs: readonly number[]): number {
  */
 export async function leaderHandoff(c: HostCluster, load: Load, rounds: number): Promise<HandoffReport> {
   const afterExitMs: number[] = [];
+  const gapMs: number[] = [];
   let handedOver = 0;
   for (let r = 0; r < rounds; r++) {
     const leader = await c.waitLeader();
     await sleep(500);
     const proc = leader.proc;
+    const termMs = performance.now();
     await c.stopNode(leader, 'SIGTERM');
     const exitMs = proc?.exitedAtMs ?? performance.now();
     if (proc !== null && /leadership handed over before stopping/.test(proc.output)) handedOver++;
     const deadline = Date.now() + 20_000;
     while (!Number.isFinite(firstAckAfter(load.workload.history, exitMs)) && Date.now() < deadline) await sleep(20);
     afterExitMs.push(firstAckAfter(load.workload.history, exitMs));
+    await sleep(Math.max(0, exitMs + 1_000 - performance.now()));
+    gapMs.push(writeStats(load.workload.history, termMs, exitMs + 1_000).maxGapMs);
     await c.startNode(leader);
     await waitMemberCaughtUp(c, leader.id, 60_000);
   }
-  return { afterExitMs, p50Ms: median(afterExitMs), handedOver };
+  return { afterExitMs, p50Ms: median(afterExitMs), handedOver, gapMs };
 }
 
 /** ReplacementReport: a new host replacing an old one. */
