@@ -36,7 +36,7 @@ import { ApiError, invalidArgument, toApiError } from './api-error.js';
 import { deadlineOf, requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX, MemberClients, checkConsistency, type StateHash } from '../agent/consistency.js';
-import { copyAuthorization } from './clients.js';
+import { callUnary, copyAuthorization } from './clients.js';
 
 /** ClusterNode is the part of Node the cluster service uses. */
 export type ClusterNode = NodeView & Pick<Node, 'changeMembership' | 'transferLeadership' | 'campaign' | 'stateDigest'>;
@@ -242,20 +242,31 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
       return { sha256: h.sha256, appliedIndex, hashedIndex: BigInt(h.index) };
     }),
 
+    // Run by the leader (a follower forwards it): the leader knows every member's client address and the commit index.
     checkConsistency: unary(async (call: grpc.ServerUnaryCall<CheckConsistencyRequest, CheckConsistencyResponse>) => {
       const req = call.request;
-      const r = await checkConsistency(
-        members.hashers(() => copyAuthorization(call.metadata, new grpc.Metadata())),
-        node.status().commit,
-        { waitMs: req.waitMs === 0 ? CHECK_WAIT_MS_DEFAULT : req.waitMs, attempts: req.attempts === 0 ? CHECK_ATTEMPTS_DEFAULT : req.attempts },
+      return forwarder.run(
+        call,
+        async (): Promise<CheckConsistencyResponse> => {
+          requireLeader(node);
+          const r = await checkConsistency(
+            members.hashers(() => copyAuthorization(call.metadata, new grpc.Metadata())),
+            node.status().commit,
+            { waitMs: req.waitMs === 0 ? CHECK_WAIT_MS_DEFAULT : req.waitMs, attempts: req.attempts === 0 ? CHECK_ATTEMPTS_DEFAULT : req.attempts },
+          );
+          return {
+            consistent: r.consistent,
+            index: BigInt(r.index),
+            members: r.members.map((m) => ({ id: m.id, sha256: m.sha256, hashedIndex: BigInt(m.index), error: m.error })),
+            differing: [...r.differing],
+            attempts: r.attempts,
+          };
+        },
+        (leader, opts) => {
+          const c = forwarder.cluster(leader.address).raw;
+          return callUnary<CheckConsistencyRequest, CheckConsistencyResponse>(c.checkConsistency.bind(c), req, opts);
+        },
       );
-      return {
-        consistent: r.consistent,
-        index: BigInt(r.index),
-        members: r.members.map((m) => ({ id: m.id, sha256: m.sha256, hashedIndex: BigInt(m.index), error: m.error })),
-        differing: [...r.differing],
-        attempts: r.attempts,
-      };
     }),
   };
 }

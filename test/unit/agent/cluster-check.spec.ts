@@ -92,7 +92,10 @@ describe('agent: cluster check', function () {
           kv.put({ key: Buffer.from(`key-${i}`), value: Buffer.from(`value-${i}`), prevKv: false, clientId: '', requestId: 0n }, (e) => (e !== null ? fail(e) : ok())),
         );
       }
-      const ok = await runCli(['cluster', 'check', '--endpoint', addrs.c2.grpc, '--json']);
+      // Asked on a follower, which forwards the check to the leader (a follower need not know the other followers' client addresses).
+      const leader0 = (await status('c1')).leaderId as 'c1' | 'c2' | 'c3';
+      const follower = (['c1', 'c2', 'c3'] as const).find((id) => id !== leader0)!;
+      const ok = await runCli(['cluster', 'check', '--endpoint', addrs[follower].grpc, '--json']);
       assert.equal(ok.code, 0, ok.out);
       const okJson = JSON.parse(ok.out.slice(ok.out.indexOf('{'))) as { consistent: boolean; index: number; members: { id: string; sha256: string }[] };
       assert.equal(okJson.consistent, true);

@@ -10,7 +10,9 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { SCHEDULE_KEY_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/agent/schedule.js';
-import { S3Destination, s3SettingsFrom } from '../../../src/agent/s3.js';
+import { S3Destination, s3SettingsFrom, snapshotName } from '../../../src/agent/s3.js';
+import { SnapshotAgent } from '../../../src/agent/agent.js';
+import { NO_RETENTION } from '../../../src/agent/retention.js';
 import { TaskQueue, type Task, type TaskDetails } from '../../../src/node/tasks.js';
 import { SnapshotNode } from '../api/snapshot-node.js';
 import { RocksCluster, waitUntil } from '../node/rocks-cluster.js';
@@ -154,6 +156,54 @@ describe('agent: snapshot schedule', function () {
       if (savedKey[1] === undefined) delete process.env['AWS_SECRET_ACCESS_KEY'];
       await queue?.close();
       dest.close();
+      await s3.close();
+      await sn.close();
+    }
+  });
+  it('SnapshotAgent: a destination without a retention rule keeps every run in the bucket and only the newest in the directory', async () => {
+    const sn = await SnapshotNode.start();
+    const s3 = await S3Server.start();
+    const env = s3.env();
+    const saved = [process.env['AWS_ACCESS_KEY_ID'], process.env['AWS_SECRET_ACCESS_KEY']];
+    process.env['AWS_ACCESS_KEY_ID'] = env['AWS_ACCESS_KEY_ID'];
+    process.env['AWS_SECRET_ACCESS_KEY'] = env['AWS_SECRET_ACCESS_KEY'];
+    let queue: TaskQueue | null = null;
+    const agent = await SnapshotAgent.create({
+      node: sn.node,
+      log: silent,
+      dbName: 'db',
+      snapshotDir: sn.root,
+      snapshotPath: sn.snapshotPath,
+      scheduleIntervalMs: 0,
+      retention: NO_RETENTION,
+      destination: `s3://${BUCKET}/all/`,
+      s3: s3SettingsFrom({ endpoint: s3.endpoint, forcePathStyle: true }),
+      consistencyCheckIntervalMs: 0,
+      selfClientAddress: sn.api.address,
+      clientAddressOf: () => '',
+      dial: {},
+    });
+    try {
+      assert.equal(agent.timestamped, true);
+      queue = await TaskQueue.open(join(sn.dir, 'agent-tasks.json'), { snapshotCreation: agent.runner(async () => ({ path: 'plain' })) }, silent);
+      let at = Date.parse('2026-12-03T00:00:00Z');
+      for (let i = 0; i < 3; i++) {
+        await queue.enqueue('snapshotCreation', { path: join(sn.root, snapshotName('db', new Date((at += HOUR)))) });
+        await queue.idle();
+      }
+      // An unscheduled task goes to the plain runner.
+      const plain = await queue.enqueue('snapshotCreation', { path: sn.snapshotPath });
+      await queue.idle();
+      assert.equal(queue.get(plain.uid).details.path, 'plain');
+      assert.deepEqual((await readdir(sn.root)).filter((n) => n.startsWith('db-')), [snapshotName('db', new Date(at))]);
+      assert.equal((await agent.destination!.list()).length, 3);
+    } finally {
+      process.env['AWS_ACCESS_KEY_ID'] = saved[0];
+      process.env['AWS_SECRET_ACCESS_KEY'] = saved[1];
+      if (saved[0] === undefined) delete process.env['AWS_ACCESS_KEY_ID'];
+      if (saved[1] === undefined) delete process.env['AWS_SECRET_ACCESS_KEY'];
+      await queue?.close();
+      agent.stop();
       await s3.close();
       await sn.close();
     }
