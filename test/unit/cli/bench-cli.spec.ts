@@ -11,6 +11,8 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { KvClient } from '../../../src/api/clients.js';
+import { TxnOpType, type TxnOp } from '../../../src/gen/snapcoord/v1/kv.js';
 import { metricsSource } from '../../../src/cli/bench/resources.js';
 import { runSnapshotBench, runWriteBench, type SnapshotBenchDocument, type WriteBenchDocument } from '../../../src/cli/bench/run.js';
 import { htmlReport } from '../../../src/cli/bench/html-report.js';
@@ -120,8 +122,29 @@ describe('cli: snapcoord bench (real node)', function () {
     assert.ok((await stat(report)).size > 50_000, 'the report inlines the chart library');
   });
 
-  it('bench write --op cas is refused (the API has no compare-and-swap); bad caps exit 2', async () => {
-    for (const args of [['--op', 'cas'], ['--clients', '5000'], ['--seconds', '0'], ['--value-bytes', '99999999']]) {
+  it('bench write --op cas: contended compare-and-swaps, each counted as swapped or failed, the swaps all landing', async () => {
+    const d = await runWriteBench({ endpoint, dial, metrics: [], clients: 8, conns: 2, op: 'cas', valueBytes: 16, keys: 2, keyPrefix: 'cas/', count: 300, duringSnapshots: 0 });
+    const w = d.phases[0]?.writes;
+    assert.ok(w !== undefined);
+    assert.equal(w.errors, 0, JSON.stringify(w.errorsByCode));
+    const swapped = w.byOp['cas-swapped']?.count ?? 0;
+    const failed = w.byOp['cas-failed']?.count ?? 0;
+    assert.equal(swapped + failed, w.ops);
+    assert.equal(w.ops, 300);
+    assert.ok(swapped > 0 && failed > 0, `8 clients on 2 keys contend: ${swapped} swapped, ${failed} failed`);
+    // each swap is one put of its key: the two keys' versions add up to the swaps plus the fill's one put each
+    const kv = new KvClient(endpoint, dial);
+    try {
+      const get = (key: string): TxnOp => ({ type: TxnOpType.TXN_OP_TYPE_GET, key: new TextEncoder().encode(key), value: new Uint8Array(0), prevKv: false });
+      const r = await kv.txn({ success: [get('cas/0'), get('cas/1')] });
+      assert.equal(r.responses.reduce((sum, x) => sum + Number(x.kv?.version ?? 0n), 0), swapped + 2);
+    } finally {
+      kv.close();
+    }
+  });
+
+  it('bench write: bad ops and caps exit 2', async () => {
+    for (const args of [['--op', 'swap'], ['--clients', '5000'], ['--seconds', '0'], ['--value-bytes', '99999999']]) {
       const c = new Child(['bench', 'write', '--endpoint', endpoint, ...args], env());
       await c.exited;
       assert.equal(c.exitCode, 2, `${args.join(' ')}: ${c.lastLines()}`);
