@@ -20,19 +20,8 @@ import { FILE_MODE, withPath } from './file-sink.js';
 
 /** CHUNK_HASH_BYTES: the chunk size whose SHA-256s are recorded beside every stored archive (the transfer default). */
 export const CHUNK_HASH_BYTES = 1024 * 1024;
-/** WRITES_IN_FLIGHT: writeChunk batches whose writev may be pending at once (disk writes overlap with receiving). */
-const WRITES_IN_FLIGHT = 2;
-/**
- * WRITE_BATCH_BYTES: writeChunk gathers chunks up to this many bytes into one
- * writev. Each write handed to the threadpool wakes one of its threads, and
- * on a busy machine the receiving thread often loses its time slice right
- * there (measured 2-8 ms per write on 2 loaded cores); a quarter as many
- * writes, a quarter as many stalls. Memory: at most (WRITES_IN_FLIGHT + 1) x
- * this, held by the chunks themselves (never copied).
- */
-const WRITE_BATCH_BYTES = 4 * 1024 * 1024;
-/** WRITE_BATCH_CHUNKS_MAX: chunks in one writev at most (well below IOV_MAX, whatever size a sender's chunks are). */
-const WRITE_BATCH_CHUNKS_MAX = 256;
+/** WRITES_IN_FLIGHT: writeChunk writes that may be pending at once (disk writes overlap with receiving). */
+const WRITES_IN_FLIGHT = 4;
 
 /** SinkDigest: what an ArchiveSink measured while it wrote. */
 export interface SinkDigest {
@@ -102,10 +91,6 @@ export class ArchiveSink extends Writable {
   private handleClosed = false;
   private synced = false;
   private pending: Promise<void>[] = [];
-  /** batch: chunks accepted by writeChunk, not yet handed to writev, starting at file offset batchAt. */
-  private batch: Uint8Array[] = [];
-  private batchAt = 0;
-  private batchBytes = 0;
   private pendingError: Error | null = null;
   private result: SinkDigest | null = null;
 
@@ -136,63 +121,33 @@ export class ArchiveSink extends Writable {
    * verified (`sha256`): hashed into the whole digest (unless claimedSha256
    * was given); when it is exactly
    * one aligned CHUNK_HASH_BYTES chunk its hash is recorded as is, else its
-   * bytes are hashed into the chunk hashes. The disk write is gathered with
-   * the next chunks into one writev of WRITE_BATCH_BYTES, queued (a few at a
-   * time): the promise resolves once at most WRITES_IN_FLIGHT writes are
+   * bytes are hashed into the chunk hashes. The disk write is queued (a few
+   * at a time): the promise resolves once at most WRITES_IN_FLIGHT writes are
    * pending, and rejects with an earlier write's error. `data` must not be
    * changed afterwards (it is written as it is, not copied).
    */
   async writeChunk(data: Uint8Array, sha256?: Uint8Array): Promise<void> {
     if (this.pendingError !== null) throw this.pendingError;
     const at = this.account(data, sha256);
-    if (this.batch.length === 0) this.batchAt = at;
-    this.batch.push(data);
-    this.batchBytes += data.length;
-    if (this.batchBytes < WRITE_BATCH_BYTES && this.batch.length < WRITE_BATCH_CHUNKS_MAX) return;
-    this.flushBatch();
+    const work = writeAllAt(this.handle, data, at).then(
+      (calls) => {
+        this.stats.writeCalls += calls;
+        this.stats.bytesWritten += data.length;
+      },
+      (err: unknown) => {
+        this.pendingError ??= withPath(err, this.path);
+      },
+    );
+    this.pending.push(work);
     if (this.pending.length >= WRITES_IN_FLIGHT) await this.pending.shift();
     if (this.pendingError !== null) throw this.pendingError;
   }
 
-  /** flushBatch hands the gathered chunks to one writev (the rest of a short writev written plainly). */
-  private flushBatch(): void {
-    if (this.batch.length === 0) return;
-    const buffers = this.batch;
-    const at = this.batchAt;
-    const total = this.batchBytes;
-    this.batch = [];
-    this.batchBytes = 0;
-    const work = (async () => {
-      let { bytesWritten } = await this.handle.writev(buffers, at);
-      this.stats.writeCalls++;
-      if (bytesWritten < total) {
-        // rare partial writev: the rest, chunk by chunk, from where it stopped.
-        let skip = bytesWritten;
-        for (const b of buffers) {
-          if (skip >= b.length) {
-            skip -= b.length;
-            continue;
-          }
-          const rest = b.subarray(skip);
-          this.stats.writeCalls += await writeAllAt(this.handle, rest, at + bytesWritten);
-          bytesWritten += rest.length;
-          skip = 0;
-        }
-      }
-      this.stats.bytesWritten += bytesWritten;
-    })().catch((err: unknown) => {
-      this.pendingError ??= withPath(err, this.path);
-    });
-    this.pending.push(work);
-  }
-
   /**
-   * finishChunks ends a sink written with writeChunk: writes what is
-   * gathered, waits for the pending writes, fsyncs and closes the file, and
-   * returns the digest.
+   * finishChunks ends a sink written with writeChunk: waits for the pending
+   * writes, fsyncs and closes the file, and returns the digest.
    */
   async finishChunks(): Promise<SinkDigest> {
-    if (this.pendingError === null) this.flushBatch();
     await Promise.all(this.pending.splice(0));
     if (this.pendingError !== null) throw this.pendingError;
     await this.syncAndClose().catch((err: unknown) => {

@@ -308,35 +308,6 @@ describe('SnapshotStore', () => {
     assert.deepEqual(await f.list(), []);
   });
 
-  it('receiveArchive gathers the chunks of a fetch into few writes (writev), each byte written once, whatever the chunk size', async () => {
-    const leader = await SnapshotStore.open(join(dir, 'leader'), { retain: 3 });
-    const s = await leader.create(meta(7, 3), writer(randomRecords(6000, 1024)));
-    const bytes = await readFile(s.path);
-    const target = { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 7, term: 3 };
-    for (const chunkBytes of [CHUNK_HASH_BYTES, 1000]) {
-      const st = await SnapshotStore.open(join(dir, `f-${chunkBytes}`), { retain: 3 });
-      let chunks = 0;
-      await st.receiveArchive(
-        target,
-        async (sink) => {
-          for (let at = 0; at < bytes.length; at += chunkBytes) {
-            const chunk = bytes.subarray(at, at + chunkBytes);
-            await sink.writeChunk(chunk, createHash('sha256').update(chunk).digest());
-            chunks++;
-          }
-        },
-        { maxBytes: 1e8 },
-      );
-      assert.equal(st.writeStats.bytesWritten, s.archiveBytes, 'each byte written once');
-      // 4 MiB or 256 chunks per writev (a short writev would add calls; none on a local file system).
-      const expected = Math.ceil(Math.max(s.archiveBytes / (4 * 1024 * 1024), chunks / 256));
-      assert.ok(st.writeStats.writeCalls <= expected + 1, `${st.writeStats.writeCalls} writes for ${chunks} chunks of ${chunkBytes} bytes`);
-      const h = await st.open(s.id, { verify: true });
-      assert.ok((await readFile(h.path)).equals(bytes));
-      h.release();
-    }
-  });
-
   it('uses mode 0600 for files and 0700 for directories', async () => {
     const prevUmask = process.umask(0o000);
     try {
