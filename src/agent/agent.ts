@@ -134,7 +134,7 @@ export class SnapshotAgent {
             o.node.status().commit,
             { waitMs: CHECK_WAIT_MS_DEFAULT, attempts: CHECK_ATTEMPTS_DEFAULT },
           );
-          if (r.index !== 0) divergent.set(r.consistent ? 0 : r.differing.length);
+          if (r.consistent || r.divergent) divergent.set(r.consistent ? 0 : r.differing.length);
           return r;
         },
         metrics: checks,

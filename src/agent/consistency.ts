@@ -57,6 +57,8 @@ export interface MemberResult {
 export interface ConsistencyReport {
   /** consistent: every member answered at `index` with the same hash. */
   readonly consistent: boolean;
+  /** divergent: members that answered at `index` gave different hashes (a member that did not answer is not divergent). */
+  readonly divergent: boolean;
   /** index: the applied index compared at; 0 when no common index was reached (inconclusive). */
   readonly index: number;
   readonly members: readonly MemberResult[];
@@ -108,7 +110,7 @@ export async function checkConsistency(members: readonly MemberHasher[], startIn
   }
   // Inconclusive: name the members that failed or lag behind the others (they never reached the index).
   const highest = Math.max(0, ...results.filter((r) => r.error === '').map((r) => r.index));
-  return { consistent: false, index: 0, members: results, differing: results.filter((r) => r.error !== '' || r.index < highest).map((r) => r.id), attempts: attempt };
+  return { consistent: false, divergent: false, index: 0, members: results, differing: results.filter((r) => r.error !== '' || r.index < highest).map((r) => r.id), attempts: attempt };
 }
 
 /** verdict compares the hashes of the members that answered at `index`: the largest group is the majority (a tie names every member). */
@@ -126,7 +128,7 @@ function verdict(results: readonly MemberResult[], index: number, attempts: numb
   if (!tie) for (const [h, g] of groups) if (g.length === sizes[0]) majority = h;
   const differing = results.filter((r) => r.error !== '' || majority === null || r.sha256 !== majority).map((r) => r.id);
   const consistent = groups.size === 1 && results.every((r) => r.error === '');
-  return { consistent, index, members: results, differing: consistent ? [] : differing, attempts };
+  return { consistent, divergent: groups.size > 1, index, members: results, differing: consistent ? [] : differing, attempts };
 }
 
 /**
@@ -236,7 +238,7 @@ export class ConsistencyMonitor {
     try {
       const r = await this.opts.check();
       this.lastReport = r;
-      const result = r.consistent ? 'consistent' : r.index === 0 ? 'inconclusive' : 'divergent';
+      const result = r.consistent ? 'consistent' : r.divergent ? 'divergent' : 'inconclusive';
       this.opts.metrics?.inc({ result });
       if (result === 'divergent') {
         this.opts.log.error(
@@ -244,7 +246,7 @@ export class ConsistencyMonitor {
           `consistency check: state diverges at index ${r.index}: ${r.differing.join(', ')} differ from the majority`,
         );
       } else if (result === 'inconclusive') {
-        this.opts.log.warn({ attempts: r.attempts, differing: r.differing }, 'consistency check: no common applied index reached; nothing compared');
+        this.opts.log.warn({ attempts: r.attempts, index: r.index, unanswered: r.differing }, `consistency check: inconclusive: ${r.differing.join(', ')} did not answer at a common index`);
       } else {
         this.opts.log.debug({ index: r.index }, 'consistency check: every member holds the same state');
       }

@@ -256,6 +256,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           );
           return {
             consistent: r.consistent,
+            divergent: r.divergent,
             index: BigInt(r.index),
             members: r.members.map((m) => ({ id: m.id, sha256: m.sha256, hashedIndex: BigInt(m.index), error: m.error })),
             differing: [...r.differing],

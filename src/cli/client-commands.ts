@@ -351,7 +351,7 @@ export function addClientCommands(program: Command): void {
       .option('--json', 'print the verdict as JSON')
       .option('--wait-ms <ms>', `how long each member may take to reach the index (default ${CHECK_WAIT_MS_DEFAULT}, at most ${CHECK_WAIT_MS_MAX})`)
       .option('--attempts <n>', `tries at a common applied index while writes keep coming (default ${CHECK_ATTEMPTS_DEFAULT}, at most ${CHECK_ATTEMPTS_MAX})`)
-      .description("compare every member's state hash at one applied index (etcd's hashkv across members); exit 0 equal, 1 a member differs, 3 no common index reached"),
+      .description("compare every member's state hash at one applied index (etcd's hashkv across members); exit 0 equal, 1 a member differs, 3 inconclusive (a member did not answer, or no common index was reached)"),
   ).action(async (opts: ClientOpts & { json?: boolean; waitMs?: string; attempts?: string }) => {
     const waitMs = opts.waitMs === undefined ? CHECK_WAIT_MS_DEFAULT : Math.min(positiveInt('wait-ms', opts.waitMs, 0), CHECK_WAIT_MS_MAX);
     const attempts = opts.attempts === undefined ? CHECK_ATTEMPTS_DEFAULT : Math.min(positiveInt('attempts', opts.attempts), CHECK_ATTEMPTS_MAX);
@@ -363,6 +363,7 @@ export function addClientCommands(program: Command): void {
     if (opts.json === true) {
       jsonOut({
         consistent: r.consistent,
+        divergent: r.divergent,
         index,
         attempts: r.attempts,
         differing: r.differing,
@@ -372,10 +373,11 @@ export function addClientCommands(program: Command): void {
       const rows = r.members.map((m) => [m.id, m.error === '' ? String(m.hashedIndex) : '-', m.error === '' ? m.sha256 : `(${m.error})`, r.differing.includes(m.id) ? 'DIFFERS' : 'ok']);
       process.stdout.write(`${table(['MEMBER', 'INDEX', 'SHA256', ''], rows)}\n`);
       if (r.consistent) process.stdout.write(`consistent: all ${r.members.length} members hold the same state at index ${index}\n`);
-      else if (index !== 0) process.stdout.write(`DIVERGENT at index ${index}: ${r.differing.join(', ')} differ${r.differing.length === 1 ? 's' : ''} from the majority\n`);
+      else if (r.divergent) process.stdout.write(`DIVERGENT at index ${index}: ${r.differing.join(', ')} differ${r.differing.length === 1 ? 's' : ''} from the majority\n`);
+      else if (index !== 0) process.stdout.write(`inconclusive: the members that answered agree at index ${index}; no answer from ${r.differing.join(', ')}\n`);
       else process.stdout.write(`inconclusive: no common applied index within ${r.attempts} attempt(s)${r.differing.length > 0 ? `; failed or behind: ${r.differing.join(', ')}` : ''}\n`);
     }
-    if (!r.consistent) process.exitCode = index !== 0 ? 1 : 3;
+    if (!r.consistent) process.exitCode = r.divergent ? 1 : 3;
   });
 
   addSnapshotCommands(program);

@@ -51,7 +51,8 @@ describe('agent: cluster check', function () {
     const one = await checkConsistency([at('a', 'h', 5), at('b', 'x', 5), at('c', 'h', 5)], 5);
     assert.deepEqual([one.consistent, one.index, one.differing], [false, 5, ['b']]);
     const down = await checkConsistency([at('a', 'h', 5), { id: 'b', hash: () => Promise.reject(new Error('unreachable')) }, at('c', 'h', 5)], 5);
-    assert.deepEqual([down.consistent, down.differing, down.members[1]?.error], [false, ['b'], 'unreachable']);
+    assert.deepEqual([down.consistent, down.divergent, down.differing, down.members[1]?.error], [false, false, ['b'], 'unreachable'], 'a member that does not answer is not divergent');
+    assert.equal(one.divergent, true);
     // The first ask lands on different indexes (a write in between); the second, at the highest, agrees.
     const moving = await checkConsistency([at('a', 'h', (t) => Math.max(t, 6)), at('b', 'h', (t) => t), at('c', 'h', (t) => t)], 5);
     assert.deepEqual([moving.consistent, moving.index, moving.attempts], [true, 6, 2]);
