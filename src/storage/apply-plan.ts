@@ -1,5 +1,5 @@
 import type { Membership } from '../raft/types.js';
-import { decodeKeyRevision, encodeKeyRevision, LEGACY_REVISION, revisionKey } from './key-revision.js';
+import { decodeKeyRevision, encodeKeyRevision, LEGACY_REVISION, revisionKey, type KeyRevision } from './key-revision.js';
 import { decodeCommand, KvCommandError, type KvCommand, type KvCompare, type KvTxnOp } from './kv-command.js';
 import { SessionPlanner, SessionTable, type SessionChanges } from './sessions.js';
 import { StorageError } from './storage-error.js';
@@ -31,12 +31,19 @@ export interface ApplyPlan {
 
 /**
  * KeyProbe is what the state holds, before the apply call, for one key the
- * plan reads: its value (undefined: absent) and the raw value of its revision
- * record (revisionKey(key); undefined: none).
+ * plan reads: the raw value of its revision record (revisionKey(key);
+ * undefined: none) and, when its ProbeKey asks for it, its value (undefined:
+ * absent; for other keys it is ignored and need not be read).
  */
 export interface KeyProbe {
   readonly value: Uint8Array | undefined;
   readonly revision: Uint8Array | undefined;
+}
+
+/** ProbeKey is a key planApply reads: always its revision record, its value only when `value` is set. */
+export interface ProbeKey {
+  readonly key: Uint8Array;
+  readonly value: boolean;
 }
 
 /**
@@ -66,14 +73,18 @@ function keyString(key: Uint8Array): string {
 /**
  * applyProbeKeys lists, once each, the keys whose state planApply reads
  * (ApplyContext.read): every key a command among the items above
- * `appliedIndex` writes, reads or compares. Each write needs the key's
- * revision (its version goes on), so every one is listed.
+ * `appliedIndex` writes, reads or compares (each write needs the key's
+ * revision: its version goes on). The value is needed (`value` set) for the
+ * keys of a transaction, of a single delete (its count) and of a put with
+ * prevKv; a plain put or a batch needs the revision record only.
  */
-export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number): Uint8Array[] {
-  const keys = new Map<string, Uint8Array>();
-  const add = (key: Uint8Array): void => {
+export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number): ProbeKey[] {
+  const keys = new Map<string, { key: Uint8Array; value: boolean }>();
+  const add = (key: Uint8Array, value = true): void => {
     const k = keyString(key);
-    if (!keys.has(k)) keys.set(k, key);
+    const known = keys.get(k);
+    if (known === undefined) keys.set(k, { key, value });
+    else if (value) known.value = true;
   };
   for (const { entry } of items) {
     if (entry.index <= appliedIndex || entry.type !== 'normal' || entry.data.length === 0) continue;
@@ -84,9 +95,9 @@ export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number
       for (const op of command.success) add(op.key);
       for (const op of command.failure) add(op.key);
     } else if (command.op === 'batch') {
-      for (const op of command.ops) add(op.key);
+      for (const op of command.ops) add(op.key, false);
     } else {
-      add(command.key);
+      add(command.key, command.op === 'delete' || command.prevKv === true);
     }
   }
   return [...keys.values()];
@@ -116,18 +127,33 @@ class KeyStates {
     return { key, value: probe.value, ...rev };
   }
 
-  /** put writes `value` under `key` at log index `index`; returns the pair it replaced. */
-  put(key: Uint8Array, value: Uint8Array, index: number): StoredKeyValue | null {
-    const prev = this.get(key);
-    const rev = prev === null ? { createRevision: index, modRevision: index, version: 1 } : { createRevision: prev.createRevision, modRevision: index, version: prev.version + 1 };
+  /**
+   * revision: `key`'s revision as a put goes on from it; null when it has
+   * none (absent, or written before revisions were recorded: its next put
+   * starts it at version 1). Reads the revision record only, never the value.
+   */
+  revision(key: Uint8Array): KeyRevision | null {
+    const over = this.#overlay.get(keyString(key));
+    if (over !== undefined) return over;
+    return decodeKeyRevision(this.#read?.(key)?.revision) ?? null;
+  }
+
+  /** put writes `value` under `key` at log index `index`; with `wantPrev`, returns the pair it replaced (else undefined). */
+  put(key: Uint8Array, value: Uint8Array, index: number, wantPrev: boolean): StoredKeyValue | null | undefined {
+    const prev = wantPrev ? this.get(key) : undefined;
+    const before = this.revision(key);
+    const rev =
+      before === null
+        ? { createRevision: index, modRevision: index, version: 1 }
+        : { createRevision: before.createRevision, modRevision: index, version: before.version + 1 };
     this.writes.push({ key, value }, { key: revisionKey(key), value: encodeKeyRevision(rev) });
     this.#overlay.set(keyString(key), { key, value, ...rev });
     return prev;
   }
 
-  /** delete removes `key`; returns the pair it removed. */
-  delete(key: Uint8Array): StoredKeyValue | null {
-    const prev = this.get(key);
+  /** delete removes `key`; with `wantPrev`, returns the pair it removed (else undefined). */
+  delete(key: Uint8Array, wantPrev: boolean): StoredKeyValue | null | undefined {
+    const prev = wantPrev ? this.get(key) : undefined;
     this.writes.push({ key, value: null }, { key: revisionKey(key), value: null });
     this.#overlay.set(keyString(key), null);
     return prev;
@@ -159,10 +185,10 @@ export function compareHolds(c: KvCompare, kv: StoredKeyValue | null): boolean {
 function runTxnOp(state: KeyStates, op: KvTxnOp, index: number): TxnOpResult {
   if (op.op === 'get') return { op: 'get', kv: state.get(op.key) };
   if (op.op === 'put') {
-    const prev = state.put(op.key, op.value, index);
-    return op.prevKv === true ? { op: 'put', prev } : { op: 'put' };
+    const prev = state.put(op.key, op.value, index, op.prevKv === true);
+    return prev !== undefined ? { op: 'put', prev } : { op: 'put' };
   }
-  const prev = state.delete(op.key);
+  const prev = state.delete(op.key, true) ?? null;
   return { op: 'delete', deleted: prev === null ? 0 : 1, ...(op.prevKv === true ? { prev } : {}) };
 }
 
@@ -251,17 +277,17 @@ export function planApply(items: readonly ApplyItem[], appliedIndex: number, pat
       if (stamp !== undefined) sessions.record(stamp, entry.index, { index: entry.index, succeeded });
     } else if (command.op === 'batch') {
       for (const op of command.ops) {
-        if (op.op === 'put') state.put(op.key, op.value, entry.index);
-        else state.delete(op.key);
+        if (op.op === 'put') state.put(op.key, op.value, entry.index, false);
+        else state.delete(op.key, false);
       }
       result = { index: entry.index, ok: true };
       if (stamp !== undefined) sessions.record(stamp, entry.index, { index: entry.index });
     } else if (command.op === 'put') {
-      const prev = state.put(command.key, command.value, entry.index);
-      result = { index: entry.index, ok: true, ...(command.prevKv === true ? { prev } : {}) };
+      const prev = state.put(command.key, command.value, entry.index, command.prevKv === true);
+      result = { index: entry.index, ok: true, ...(prev !== undefined ? { prev } : {}) };
       if (stamp !== undefined) sessions.record(stamp, entry.index, { index: entry.index });
     } else {
-      const prev = state.delete(command.key);
+      const prev = state.delete(command.key, true) ?? null;
       const deleted = prev === null ? 0 : 1;
       result = { index: entry.index, ok: true, deleted, ...(command.prevKv === true ? { prev } : {}) };
       if (stamp !== undefined) sessions.record(stamp, entry.index, { index: entry.index, deleted });

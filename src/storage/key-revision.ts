@@ -11,7 +11,9 @@
  *
  * A revision is the log index of the entry that wrote the key. A key that has
  * a value but no (or a malformed) revision record was written before
- * revisions were recorded: it reads as LEGACY_REVISION.
+ * revisions were recorded: it reads as LEGACY_REVISION, and its next put
+ * starts it afresh (version 1, created at that put), as a put goes on from
+ * the revision record alone (the apply path reads no value for a plain put).
  */
 import { createHash } from 'node:crypto';
 

@@ -368,7 +368,7 @@ interface Generation {
  * database path in the message.
  */
 
-/** PROBE_READS_IN_FLIGHT: the keys an apply call reads at once before planning (two gets each). */
+/** PROBE_READS_IN_FLIGHT: the keys an apply call reads at once before planning (one or two gets each). */
 const PROBE_READS_IN_FLIGHT = 64;
 
 export class RocksStorage implements NodeStorage {
@@ -604,13 +604,13 @@ export class RocksStorage implements NodeStorage {
     this.#checkOpen('apply');
     return this.#applyQueue.run(async () => {
       const db = this.#state.db;
-      // The plan reads the keys it writes, reads or compares (value and revision record): read them first.
+      // The plan reads the keys it writes, reads or compares (revision record, and the value where it needs it): read them first.
       const probes = new Map<string, KeyProbe>();
       const keys = applyProbeKeys(items, this.#applied);
       for (let i = 0; i < keys.length; i += PROBE_READS_IN_FLIGHT) {
         await Promise.all(
-          keys.slice(i, i + PROBE_READS_IN_FLIGHT).map(async (key) => {
-            const [value, revision] = await Promise.all([db.get(kvKey(key)), db.get(kvKey(revisionKey(key)))]);
+          keys.slice(i, i + PROBE_READS_IN_FLIGHT).map(async ({ key, value: needValue }) => {
+            const [value, revision] = await Promise.all([needValue ? db.get(kvKey(key)) : undefined, db.get(kvKey(revisionKey(key)))]);
             probes.set(Buffer.from(key).toString('latin1'), { value, revision });
           }),
         );
