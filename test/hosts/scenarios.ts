@@ -302,23 +302,30 @@ export async function fill(c: HostCluster, bytes: number): Promise<number> {
   const t0 = performance.now();
   const valueBytes = 256 * 1024;
   const count = Math.ceil(bytes / valueBytes);
+  let fillRetries = 0;
   let next = 0;
   await Promise.all(
     Array.from({ length: 4 }, async () => {
       while (next < count) {
         const i = next++;
-        for (let attempt = 0; ; attempt++) {
+        // Patient: while a large state is snapshotted a write may miss the node's 5 s proposal timeout (the
+        // key is simply written again; the fill is not part of the checked history).
+        const deadline = Date.now() + 10 * 60_000;
+        for (;;) {
           const leader = await c.waitLeader();
           try {
             await leader.kv.put({ key: enc.encode(`fill/${String(i).padStart(6, '0')}`), value: randomBytes(valueBytes) }, { deadlineMs: 30_000 });
             break;
           } catch (err) {
-            if (attempt > 5) throw err;
+            fillRetries++;
+            if (Date.now() > deadline) throw err;
+            await sleep(500);
           }
         }
       }
     }),
   );
+  if (fillRetries > 0) process.stdout.write(`   (fill: ${fillRetries} puts timed out and were written again)\n`);
   return performance.now() - t0;
 }
 
