@@ -3,7 +3,8 @@ import { join } from 'node:path';
 
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
 import { applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
-import { revisionKey } from './key-revision.js';
+import { isRevisionKey, revisionKey } from './key-revision.js';
+import { RevisionCache } from './revision-cache.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
@@ -368,6 +369,11 @@ interface Generation {
  * database path in the message.
  */
 
+/** latin1: `bytes` as a string, one character per byte (a map key). */
+function latin1(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+}
+
 /** PROBE_READS_IN_FLIGHT: the keys an apply call reads at once before planning (one or two gets each). */
 const PROBE_READS_IN_FLIGHT = 64;
 
@@ -378,6 +384,8 @@ export class RocksStorage implements NodeStorage {
   readonly #options: RocksStorageOptions;
   readonly #logQueue = new SerialQueue();
   readonly #applyQueue = new SerialQueue();
+  /** #revisions: recently used key revision records of the current generation, for the apply path. */
+  readonly #revisions = new RevisionCache();
   /** the current state generation, and every retired one still in use. */
   #state: Generation;
   readonly #generations = new Set<Generation>();
@@ -604,20 +612,33 @@ export class RocksStorage implements NodeStorage {
     this.#checkOpen('apply');
     return this.#applyQueue.run(async () => {
       const db = this.#state.db;
-      // The plan reads the keys it writes, reads or compares (revision record, and the value where it needs it): read them first.
+      // The plan reads the keys it writes, reads or compares (revision record, and the value where it needs it): read them
+      // first. Revision records of this generation come from the cache when they are in it.
+      const cache = this.#revisions;
+      cache.forGeneration(this.#state.gen);
       const probes = new Map<string, KeyProbe>();
-      const keys = applyProbeKeys(items, this.#applied);
-      for (let i = 0; i < keys.length; i += PROBE_READS_IN_FLIGHT) {
+      const reads: { key: Uint8Array; needValue: boolean; recordKey: Uint8Array; cached: Uint8Array | null | undefined }[] = [];
+      for (const { key, value: needValue } of applyProbeKeys(items, this.#applied)) {
+        const recordKey = revisionKey(key);
+        const cached = cache.get(latin1(recordKey));
+        if (cached !== undefined && !needValue) probes.set(latin1(key), { value: undefined, revision: cached ?? undefined });
+        else reads.push({ key, needValue, recordKey, cached });
+      }
+      for (let i = 0; i < reads.length; i += PROBE_READS_IN_FLIGHT) {
         await Promise.all(
-          keys.slice(i, i + PROBE_READS_IN_FLIGHT).map(async ({ key, value: needValue }) => {
-            const [value, revision] = await Promise.all([needValue ? db.get(kvKey(key)) : undefined, db.get(kvKey(revisionKey(key)))]);
-            probes.set(Buffer.from(key).toString('latin1'), { value, revision });
+          reads.slice(i, i + PROBE_READS_IN_FLIGHT).map(async ({ key, needValue, recordKey, cached }) => {
+            const [value, revision] = await Promise.all([
+              needValue ? db.get(kvKey(key)) : undefined,
+              cached !== undefined ? (cached ?? undefined) : db.get(kvKey(recordKey)),
+            ]);
+            if (cached === undefined) cache.set(latin1(recordKey), revision ?? null);
+            probes.set(latin1(key), { value, revision });
           }),
         );
       }
       const plan = planApply(items, this.#applied, db.path, {
         sessions: this.#sessions,
-        read: (key) => probes.get(Buffer.from(key).toString('latin1')),
+        read: (key) => probes.get(latin1(key)),
       });
       if (plan.appliedIndex === this.#applied) return plan.results;
       const ops: RocksOp[] = plan.writes.map((w) =>
@@ -630,7 +651,13 @@ export class RocksStorage implements NodeStorage {
         ops.push({ type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(plan.membership)) });
       }
       this.#stateDirty = true;
-      await db.write(ops, { sync: false });
+      try {
+        await db.write(ops, { sync: false });
+      } catch (err) {
+        cache.forGeneration(-1); // what was written is unknown: read the records again
+        throw err;
+      }
+      for (const w of plan.writes) if (isRevisionKey(w.key)) cache.set(latin1(w.key), w.value);
       this.#applied = plan.appliedIndex;
       if (plan.membership !== undefined) this.#membership = plan.membership;
       this.#sessions.commit(plan.sessionChanges);

@@ -26,6 +26,7 @@ import {
 } from '../../../src/storage/kv-command.js';
 import { isRevisionKey, revisionKey } from '../../../src/storage/key-revision.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { RevisionCache } from '../../../src/storage/revision-cache.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { ApplyItem, ApplyResult, KeyValue, NodeStorage, StoredKeyValue } from '../../../src/storage/types.js';
 
@@ -163,6 +164,25 @@ describe('kv-command: transactions', () => {
       [num('k', 'version', 'equal', 0), num('k', 'create', 'equal', 0), num('k', 'mod', 'greater', 0)].map((c) => compareHolds(c, null)),
       [true, true, false],
     );
+  });
+});
+
+describe('RevisionCache', () => {
+  it('holds what it was told per generation, drops the least recently used beyond its byte cap, empties on a new generation', () => {
+    const cache = new RevisionCache(3 * (1 + 25 + 64)); // three one-character keys with 25-byte records
+    const rec = new Uint8Array(25);
+    cache.forGeneration(1);
+    cache.set('a', rec);
+    cache.set('b', null);
+    cache.set('c', rec);
+    assert.equal(cache.get('a'), rec); // a is now the most recently used
+    cache.set('d', rec); // over the cap: b (least recently used) goes
+    assert.deepEqual(['a', 'b', 'c', 'd'].map((k) => cache.get(k) === undefined), [false, true, false, false]);
+    cache.forGeneration(1);
+    assert.equal(cache.size, 3, 'the same generation keeps its records');
+    cache.forGeneration(2);
+    assert.equal(cache.size, 0);
+    assert.equal(cache.get('a'), undefined);
   });
 });
 
