@@ -2,7 +2,6 @@ import { createReadStream } from 'node:fs';
 import { rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 
 import type { Membership, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
@@ -15,7 +14,6 @@ import {
   SnapshotStoreError,
   checkedStateRecords,
   decodeStateRecords,
-  encodeStateRecords,
   readArchive,
   validateStateRecords,
   type ArchiveMeta,
@@ -248,11 +246,8 @@ export class SnapshotManager {
       const index = reader.appliedIndex;
       const term = termAt(index);
       if (term === undefined) throw new Error(`no term known for applied index ${index}`);
-      const stored = await this.store.create({ index, term, membership: membershipAt(index) }, async (file) => {
-        const records = encodeStateRecords(reader.batches());
-        await pipeline(records, file);
-        return { stateKeys: records.keys };
-      });
+      // Iteration, encoding and compression (on the threadpool) overlap; no uncompressed state.bin is written.
+      const stored = await this.store.createFromRecords({ index, term, membership: membershipAt(index) }, reader.batches());
       await this.setNewest(stored);
       return stored;
     } finally {

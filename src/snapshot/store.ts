@@ -33,7 +33,8 @@ import { once } from 'node:events';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
-import { readArchive, readArchiveHead, writeArchive, type ArchiveMeta } from './archive.js';
+import { readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta } from './archive.js';
+import type { StateRecord } from './state-format.js';
 import { ArchiveSink, CHUNK_HASH_BYTES, decodeChunkHashes, encodeChunkHashes, type SinkDigest, type SinkStats } from './archive-sink.js';
 import { checkMembership, isIsoTimestamp, validateArchiveMeta, META_BYTES_MAX } from './archive-meta.js';
 import { ArchiveError, SnapshotStoreError } from './errors.js';
@@ -50,6 +51,8 @@ export const CHUNKS_FILE = 'chunks.sha256';
 /** QUARANTINE_DIR: where scrub() moves snapshots whose bytes disagree with their recorded hashes. */
 export const QUARANTINE_DIR = 'quarantine';
 const STATE_FILE = 'state.bin';
+/** SPOOL_FILE: createFromRecords' compressed state, waiting for the archive's head (inside the temporary directory). */
+const SPOOL_FILE = 'state.spool';
 const TMP_SUFFIX = '.tmp';
 const READ_CHUNK_BYTES = 1024 * 1024;
 const STORED_META_BYTES_MAX = META_BYTES_MAX + 1024;
@@ -397,10 +400,66 @@ export class SnapshotStore {
    * fsynced; finally retention runs. On any failure the temporary directory is
    * removed and the error (writeState's own, ArchiveError, SnapshotStoreError)
    * is passed on. `already-exists` if a snapshot with the same id exists.
+   * createFromRecords is the faster path (no state.bin file).
    */
   async create(
     meta: SnapshotCreateMeta,
     writeState: (file: Writable) => Promise<{ stateKeys: number }>,
+  ): Promise<StoredSnapshot> {
+    return this.build(meta, async (tmpDir, base, archiveSink, onStateProgress) => {
+      const statePath = join(tmpDir, STATE_FILE);
+      const stateSink = await openFileSink(statePath);
+      let stateKeys: number;
+      try {
+        ({ stateKeys } = await writeState(stateSink));
+        if (!stateSink.writableEnded) stateSink.end();
+        await finished(stateSink);
+      } catch (err) {
+        stateSink.destroy();
+        throw err;
+      }
+      if (!Number.isSafeInteger(stateKeys) || stateKeys < 0) {
+        throw new SnapshotStoreError('invalid-argument', `writeState returned stateKeys ${stateKeys}`);
+      }
+      const written = await writeArchive({ ...base, stateKeys }, statePath, archiveSink, { gzipLevel: this.gzipLevel, onStateProgress });
+      await unlink(statePath);
+      return written.meta;
+    });
+  }
+
+  /**
+   * createFromRecords writes a new snapshot of the state given as batches of
+   * records (strictly increasing keys): iteration, encoding and compression
+   * overlap (writeArchiveFromRecords: gzip members on the threadpool), and no
+   * uncompressed state.bin is written; the compressed state waits in a spool
+   * file inside the snapshot's temporary directory. Otherwise as create:
+   * hashed once as written, fsynced once, renamed into place; StateFormatError
+   * for a record that breaks the limits or the order.
+   */
+  async createFromRecords(meta: SnapshotCreateMeta, records: AsyncIterable<readonly StateRecord[]>): Promise<StoredSnapshot> {
+    return this.build(meta, async (tmpDir, base, archiveSink, onStateProgress) => {
+      const written = await writeArchiveFromRecords(base, { records, spoolPath: join(tmpDir, SPOOL_FILE) }, archiveSink, {
+        gzipLevel: this.gzipLevel,
+        onStateProgress,
+      });
+      return written.meta;
+    });
+  }
+
+  /**
+   * build checks meta, then (one mutation at a time) makes the temporary
+   * directory, lets `writeArchiveInto` write the archive into the sink, and
+   * commits it: chunk hashes and meta.json written durably, the directory
+   * fsynced, renamed into place, the parent fsynced, retention applied.
+   */
+  private async build(
+    meta: SnapshotCreateMeta,
+    writeArchiveInto: (
+      tmpDir: string,
+      base: ArchiveWriteMeta,
+      sink: ArchiveSink,
+      onStateProgress: (done: number, total: number) => void,
+    ) => Promise<ArchiveMeta>,
   ): Promise<StoredSnapshot> {
     const createdAt = meta.createdAt ?? new Date().toISOString();
     if (!isIsoTimestamp(createdAt)) {
@@ -425,37 +484,20 @@ export class SnapshotStore {
       let stored: StoredSnapshot;
       try {
         await this.makeTmpDir(tmpDir);
-        const statePath = join(tmpDir, STATE_FILE);
-        const stateSink = await openFileSink(statePath);
-        let stateKeys: number;
-        try {
-          ({ stateKeys } = await writeState(stateSink));
-          if (!stateSink.writableEnded) stateSink.end();
-          await finished(stateSink);
-        } catch (err) {
-          stateSink.destroy();
-          throw err;
-        }
-        if (!Number.isSafeInteger(stateKeys) || stateKeys < 0) {
-          throw new SnapshotStoreError('invalid-argument', `writeState returned stateKeys ${stateKeys}`);
-        }
         const archivePath = join(tmpDir, ARCHIVE_FILE);
         const archiveSink = await ArchiveSink.create(archivePath, { beforeSync: () => failpoint('snapshot-before-fsync') });
         let midWriteDone = false;
-        let written: Awaited<ReturnType<typeof writeArchive>>;
+        let archiveMeta: ArchiveMeta;
         try {
-          written = await writeArchive(
-            { id, index: meta.index, term: meta.term, membership, createdAt, snapcoordVersion: this.snapcoordVersion, stateKeys },
-            statePath,
+          archiveMeta = await writeArchiveInto(
+            tmpDir,
+            { id, index: meta.index, term: meta.term, membership, createdAt, snapcoordVersion: this.snapcoordVersion },
             archiveSink,
-            {
-              gzipLevel: this.gzipLevel,
-              onStateProgress: (done, total) => {
-                if (!midWriteDone && done * 2 >= total) {
-                  midWriteDone = true;
-                  failpoint('snapshot-mid-write');
-                }
-              },
+            (done, total) => {
+              if (!midWriteDone && done * 2 >= total) {
+                midWriteDone = true;
+                failpoint('snapshot-mid-write');
+              }
             },
           );
         } finally {
@@ -463,10 +505,9 @@ export class SnapshotStore {
         }
         // The sink hashed the bytes as it wrote them: its digest is the one recorded.
         const digest = archiveSink.digest();
-        const storedMeta: StoredMeta = { ...written.meta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
+        const storedMeta: StoredMeta = { ...archiveMeta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
         await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest));
         await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta));
-        await unlink(statePath);
         await fsyncDir(tmpDir);
         failpoint('snapshot-before-rename');
         await rename(tmpDir, finalDir);

@@ -131,8 +131,10 @@ describe('writeArchiveFromRecords', function () {
     await assert.rejects(access(join(dir, 'f.spool')));
   });
 
-  it('keeps memory flat: 96 MiB of incompressible state grows RSS by far less than the state (it waits in the spool)', async () => {
-    const stateBytesTarget = 96 * 1024 * 1024;
+  it('keeps memory flat: 192 MiB of incompressible state grows RSS by far less than the state (it waits in the spool)', async () => {
+    // Large enough that a pipeline holding the state (or the compressed state) in memory could not pass,
+    // with room for the garbage a collector has not reclaimed yet on a loaded machine.
+    const stateBytesTarget = 192 * 1024 * 1024;
     async function* lazy(): AsyncGenerator<StateRecord[]> {
       let x = 0x2545f491;
       let produced = 0;
@@ -165,7 +167,7 @@ describe('writeArchiveFromRecords', function () {
       clearInterval(timer);
     }
     const growthMb = (peakRss - startRss) / 1024 / 1024;
-    assert.ok(growthMb < 48, `RSS grew by ${growthMb.toFixed(0)} MiB for a 96 MiB state`);
+    assert.ok(growthMb < 80, `RSS grew by ${growthMb.toFixed(0)} MiB for a 192 MiB state`);
   });
 
   it('round-trips a RocksStorage state: snapshotState -> archive -> readArchive -> installState gives the same digest', async () => {
