@@ -68,7 +68,7 @@ export class SnapshotAgent {
   /** runner: the snapshotCreation runner: scheduled archives go through the agent's runner, every other task through `plain`. */
   runner(plain: TaskRunner): TaskRunner {
     const scheduled = scheduledSnapshotRunner({
-      snapshot: () => this.o.node.downloadSnapshot(true),
+      snapshot: () => this.o.node.downloadSnapshot(true, { toDisk: true }), // written into the snapshot dir: not below the disk's reserve
       dbName: this.o.dbName,
       snapshotDir: this.o.snapshotDir,
       retention: this.o.retention,
