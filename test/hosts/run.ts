@@ -13,7 +13,8 @@
  * +-1 h on two hosts, one host back on a new address. --full: 10 leader SIGTERMs, replacements of the leader with 1 GiB,
  * then of a dead node and of a follower with 64 MiB. --only=rolling,handoff,
  * partition,links,replace,clock,move runs just those (handoff: 3 rounds, 10 with --full);
- * --seed=N replays a workload.
+ * --replace-mib=N replaces only the leader, with N MiB of state; --seed=N
+ * replays a workload.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -30,6 +31,8 @@ export interface HostRunOptions {
   readonly log?: (line: string) => void;
   /** keep: leave the data directory (its path is printed). */
   readonly keep?: boolean;
+  /** replaceBytes: replace only the leader, with this much state (overrides the plan of --full and of the bounded run). */
+  readonly replaceBytes?: number;
   /** only: run just these scenarios (default all): rolling, handoff, partition, replace, clock, move. */
   readonly only?: readonly string[];
 }
@@ -127,7 +130,9 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     if (net.faults.delay !== '') log(`-- delay SKIPPED: ${net.faults.delay}`);
 
     const replacements: ReplacementReport[] = [];
-    const plan: ['leader' | 'follower' | 'dead', number][] = opts.full
+    const plan: ['leader' | 'follower' | 'dead', number][] = opts.replaceBytes !== undefined
+      ? [['leader', opts.replaceBytes]]
+      : opts.full
       ? [
           ['leader', 1024 * 1024 * 1024],
           ['dead', 64 * 1024 * 1024],
@@ -201,7 +206,16 @@ async function main(): Promise<void> {
   process.stdout.write(`seed ${seed}${args.includes('--full') ? ' (full)' : ''}\n`);
   const onlyArg = args.find((a) => a.startsWith('--only='));
   const only = onlyArg?.slice('--only='.length).split(',');
-  const report = await runHostScenarios({ full: args.includes('--full'), seed, keep: args.includes('--keep'), ...(only !== undefined ? { only } : {}) });
+  const mibArg = args.find((a) => a.startsWith('--replace-mib='));
+  const replaceBytes = mibArg !== undefined ? Number(mibArg.slice('--replace-mib='.length)) * 1024 * 1024 : undefined;
+  if (replaceBytes !== undefined && !(replaceBytes >= 0)) throw new Error(`--replace-mib: not a number: ${mibArg}`);
+  const report = await runHostScenarios({
+    full: args.includes('--full'),
+    seed,
+    keep: args.includes('--keep'),
+    ...(only !== undefined ? { only } : {}),
+    ...(replaceBytes !== undefined ? { replaceBytes } : {}),
+  });
   process.exitCode = report.problems.length === 0 ? 0 : 1;
 }
 
