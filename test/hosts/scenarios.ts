@@ -119,7 +119,7 @@ export async function finish(c: HostCluster, load: Load): Promise<Checks> {
     const found = new Set<string>();
     let start = enc.encode('once/');
     for (let page = 0; page < 100; page++) {
-      const r = await n.kv.range({ start, end: enc.encode('once0'), limit: 10_000, serializable: true }, { deadlineMs: 10_000 }).catch((err: Error) => {
+      const r = await n.kv.range({ start, end: enc.encode('once0'), limit: 10_000, serializable: true }, { deadlineMs: 60_000 }).catch((err: Error) => {
         throw new Error(`${n.id}: reading its write-once keys failed: ${err.message}`, { cause: err });
       });
       for (const kv of r.kvs) found.add(Buffer.from(kv.key).toString());
@@ -132,7 +132,7 @@ export async function finish(c: HostCluster, load: Load): Promise<Checks> {
   // State hashes at one moment: retry until equal (a member may still apply the last entries).
   for (let tries = 0; tries < 50; tries++) {
     for (const n of members) {
-      const h = await n.cluster.hashState({ deadlineMs: 10_000 });
+      const h = await n.cluster.hashState({ deadlineMs: 60_000 });
       hashes[n.id] = `${h.hashedIndex}:${h.sha256}`;
     }
     if (new Set(Object.values(hashes)).size === 1) break;
