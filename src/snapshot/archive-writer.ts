@@ -207,8 +207,8 @@ export class StateBlockEncoder {
   }
 }
 
-/** HashTap passes bytes through unchanged, counting them and feeding a SHA-256. */
-class HashTap extends Transform {
+/** HashTap passes bytes through unchanged, counting them and feeding a SHA-256 (writeArchive uses it too). */
+export class HashTap extends Transform {
   private readonly hash = createHash('sha256');
   bytes = 0;
 

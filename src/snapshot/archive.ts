@@ -33,6 +33,7 @@ import {
   validateArchiveMeta,
   type ArchiveMeta,
 } from './archive-meta.js';
+import { HashTap } from './archive-writer.js';
 import { ArchiveError } from './errors.js';
 import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
 import { checkedStateRecords, countStateKeys } from './state-format.js';
@@ -106,22 +107,6 @@ function sha256Hex(bytes: Uint8Array): string {
 function padding(size: number): Buffer {
   const rem = size % TAR_BLOCK_BYTES;
   return Buffer.alloc(rem === 0 ? 0 : TAR_BLOCK_BYTES - rem);
-}
-
-/** HashTap passes bytes through unchanged, counting them and feeding a SHA-256. */
-class HashTap extends Transform {
-  private readonly hash = createHash('sha256');
-  bytes = 0;
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    callback(null, chunk);
-  }
-
-  digest(): string {
-    return this.hash.digest('hex');
-  }
 }
 
 /**
