@@ -26,7 +26,7 @@ import { NodeError } from './errors.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import type { Readable } from 'node:stream';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
-import { ArchiveError, StateFormatError } from '../snapshot/errors.js';
+import { ArchiveError, SnapshotStoreError, StateFormatError } from '../snapshot/errors.js';
 import { StorageError } from '../storage/storage-error.js';
 import { RestoreRefs, decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from './restore-command.js';
 import type { NodeMetrics } from './metrics.js';
@@ -941,16 +941,64 @@ export class Node {
     this.startApplyWorker();
   }
 
-  /** installSnapshot (apply worker): replaces the state machine with a fetched snapshot's state, then tells the core. */
+  /**
+   * installSnapshot (apply worker): replaces the state machine with a fetched
+   * snapshot's state, then tells the core. An archive whose content is refused
+   * while it installs (its whole digest is confirmed only by the install's own
+   * read, see SnapshotManager.fetch; the store removes it) leaves the state
+   * machine as it was: the core stays restoring that snapshot (no entry is
+   * handed out, heartbeats and votes are still answered) and the same snapshot
+   * is fetched again from the leader or any other member that holds it, with
+   * a backoff, until it installs or the node stops. A disk error stays fatal.
+   */
   private async installSnapshot(task: SnapshotInstall): Promise<void> {
     const sm = this.snapshots as SnapshotManager;
     const t0 = Date.now();
-    await sm.install(task.install);
+    let stored = task.install;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await sm.install(stored);
+        break;
+      } catch (err) {
+        if (!(isContentError(err) || (err instanceof SnapshotStoreError && err.code === 'corrupt'))) throw err;
+        this.snapshotStats.fetchFailures++;
+        this.log.error({ index: task.meta.index, digest: task.meta.digest, err: (err as Error).message }, 'a fetched snapshot failed to install (state unchanged); fetching it again');
+        stored = await this.refetchSnapshot(task.meta, attempt);
+      }
+    }
     this.raft.snapshotInstalled(task.meta);
     this.kick();
     this.snapshotStats.installed++;
     this.metrics?.snapshotInstallSeconds.observe((Date.now() - t0) / 1000);
     this.log.info({ index: task.meta.index, ms: Date.now() - t0 }, 'snapshot installed');
+  }
+
+  /**
+   * refetchSnapshot fetches the snapshot `meta` names again, from the leader
+   * first and then every other member, after a backoff that grows with
+   * `attempt` (to 5 s). Retries until one fetch succeeds; rejects only when
+   * the node stops.
+   */
+  private async refetchSnapshot(meta: SnapshotMeta, attempt: number): Promise<StoredSnapshot> {
+    const sm = this.snapshots as SnapshotManager;
+    for (let round = attempt; ; round++) {
+      await sleep(Math.min(5_000, 100 * 2 ** Math.min(round, 6)));
+      if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
+      const st = this.raft.status();
+      const ids = [st.leader, ...st.membership.voters, ...st.membership.learners].filter((id, i, a) => id !== '' && id !== this.id && a.indexOf(id) === i);
+      for (const id of ids) {
+        try {
+          this.disk?.check();
+          const { stored } = await sm.fetch(this.id, this.dialAddressOf(id), meta, this.stopAbort.signal);
+          this.log.info({ index: meta.index, from: id }, 'snapshot fetched again');
+          return stored;
+        } catch (err) {
+          this.disk?.noteError(err);
+          if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
+          this.log.warn({ index: meta.index, from: id, err: (err as Error).message }, 'fetching the snapshot again failed');
+        }
+      }
+    }
   }
 
   private route(m: Message): void {
