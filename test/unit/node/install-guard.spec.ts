@@ -21,7 +21,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const INSTALL_DELAY_MS = 4_000;
 
 describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
-  this.timeout(120_000);
+  this.timeout(180_000);
   let c: RocksCluster;
   const originalInstall = SnapshotManager.prototype.install;
 
@@ -72,7 +72,7 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
     try {
       await c.restart(f);
       const fn = c.node(f);
-      await waitUntil(`${f} to begin installing`, 30_000, () => (installs.length > 0 ? true : undefined));
+      await waitUntil(`${f} to begin installing`, 60_000, () => (installs.length > 0 ? true : undefined));
       const s = installs[0] as number;
       assert.equal(fn.status().installingSnapshot, s, `${f} says it installs ${s}`);
 
