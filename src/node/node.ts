@@ -788,7 +788,23 @@ export class Node {
     const sm = this.snapshots;
     if (sm === undefined || this.snapshotting || this.stopped || this.snapshotRetry !== undefined || this.disk?.isFull === true) return;
     const st = this.raft.status();
-    if (st.applied - st.snapshotIndex < sm.policy.snapshotEntries && !this.snapshotSoon) return;
+    if (st.applied - st.snapshotIndex < sm.policy.snapshotEntries && !this.snapshotSoon) {
+      // A compaction the floor held back at the last snapshot (a follower compacts no further than its
+      // leader's announced snapshot, unknown just after a term change) is done once the floor allows it.
+      const allowed = Math.min(st.snapshotIndex - sm.policy.trailingEntries, st.compactionFloor);
+      if (allowed >= st.firstIndex && allowed >= this.membershipBaseIndex) {
+        this.snapshotting = true;
+        this.compactLog()
+          .catch((e: unknown) => {
+            this.disk?.noteError(e);
+            this.log.error({ err: (e as Error).message }, 'log compaction failed; retried at the next chance');
+          })
+          .finally(() => {
+            this.snapshotting = false;
+          });
+      }
+      return;
+    }
     const soon = this.snapshotSoon;
     this.snapshotSoon = false;
     this.snapshotting = true;
@@ -836,20 +852,30 @@ export class Node {
     this.raft.setSnapshot(meta);
     this.snapshotStats.created++;
     this.metrics?.snapshotsCreated.inc();
-    // Keep trailing entries for slow followers, and never compact past what a
-    // follower that is installing a snapshot needs next.
+    const compactTo = await this.compactLog();
+    this.log.info({ index: meta.index, term: meta.term, bytes: meta.sizeBytes, compactedTo: compactTo }, 'snapshot taken');
+    await this.pruneUploads();
+    return meta;
+  }
+
+  /**
+   * compactLog compacts the log up to the newest snapshot, keeping trailing
+   * entries for slow followers and never past the compaction floor (what a
+   * follower installing a snapshot needs next; for a follower, its leader's
+   * announced snapshot). Returns the index it aimed at.
+   */
+  private async compactLog(): Promise<number> {
+    const sm = this.snapshots as SnapshotManager;
     const st = this.raft.status();
-    const compactTo = Math.min(meta.index - sm.policy.trailingEntries, this.raft.compactionFloor(), st.snapshotIndex);
+    const compactTo = Math.min(st.snapshotIndex - sm.policy.trailingEntries, this.raft.compactionFloor(), st.snapshotIndex);
     // The core knows the membership only from the snapshot it started from (or last installed)
     // on: compacting below that waits for a later snapshot (the base records its membership).
     if (compactTo >= st.firstIndex && compactTo >= this.membershipBaseIndex) {
       const base = this.raft.compact(compactTo);
       await this.storage.compact({ ...base, membership: this.raft.membershipAt(base.index) });
     }
-    this.log.info({ index: meta.index, term: meta.term, bytes: meta.sizeBytes, compactedTo: compactTo }, 'snapshot taken');
     this.restoreRefs.dropThrough(this.raft.status().firstIndex - 1);
-    await this.pruneUploads();
-    return meta;
+    return compactTo;
   }
 
   private startFetch(meta: SnapshotMeta): void {
