@@ -999,6 +999,12 @@ export class Node {
     this.log.info({ index: task.meta.index, ms: Date.now() - t0 }, 'snapshot installed');
   }
 
+  /** holdersFirstLeader: the other members to fetch a snapshot or archive from, the leader first. */
+  private holdersFirstLeader(): NodeId[] {
+    const st = this.raft.status();
+    return [st.leader, ...st.membership.voters, ...st.membership.learners].filter((id, i, a) => id !== '' && id !== this.id && a.indexOf(id) === i);
+  }
+
   /**
    * refetchSnapshot fetches the snapshot `meta` names again, from the leader
    * first and then every other member, after a backoff that grows with
@@ -1010,9 +1016,7 @@ export class Node {
     for (let round = attempt; ; round++) {
       await sleep(Math.min(5_000, 100 * 2 ** Math.min(round, 6)));
       if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
-      const st = this.raft.status();
-      const ids = [st.leader, ...st.membership.voters, ...st.membership.learners].filter((id, i, a) => id !== '' && id !== this.id && a.indexOf(id) === i);
-      for (const id of ids) {
+      for (const id of this.holdersFirstLeader()) {
         try {
           this.disk?.check();
           const { stored } = await sm.fetch(this.id, this.dialAddressOf(id), meta, this.stopAbort.signal);
@@ -1124,9 +1128,7 @@ export class Node {
       if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
       // Any holder will do (a quorum staged it before the entry was proposed): the leader first,
       // then every member, a few tries each so that a dead one (the uploader) costs little.
-      const st = this.raft.status();
-      const ids = [st.leader, ...st.membership.voters, ...st.membership.learners].filter((id, i, a) => id !== '' && id !== this.id && a.indexOf(id) === i);
-      for (const id of ids) {
+      for (const id of this.holdersFirstLeader()) {
         try {
           // Not below the disk's reserve (a full disk is retried with the backoff below, never crashed on).
           this.disk?.check();
