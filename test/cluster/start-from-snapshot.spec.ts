@@ -107,6 +107,13 @@ describe('cluster: starting from a snapshot', function () {
     const snap = new SnapshotServiceClient(c.t2 ?? '', grpc.credentials.createInsecure());
     clients.push(snap);
     const target = join(dir, 'roots', 'typesense-style');
+    // A directory snapshot is of the node's own applied state (Typesense's habit): wait until t2 has applied every write.
+    const kvT2 = new KvClient(c.t2 ?? '');
+    clients.push(kvT2);
+    await until('t2 to apply every write', 20_000, async () => {
+      const r = await kvT2.range({ prefix: enc.encode('k/'), limit: 1000, serializable: true }, { deadlineMs: 3_000 });
+      return r.kvs.length === saved.length ? true : undefined;
+    });
     await until('the directory snapshot', 20_000, () =>
       new Promise<CreateSnapshotResponse>((resolve, reject) => snap.createSnapshot({ directory: target }, (e, r) => (e !== null ? reject(e) : resolve(r)))),
     );
@@ -119,7 +126,9 @@ describe('cluster: starting from a snapshot', function () {
     await p.ready();
     const kv2 = new KvClient(c.t2 ?? '');
     clients.push(kv2);
-    await until('the restored node to lead and serve', 20_000, async () => ((await dump(kv2)).length === saved.length ? true : undefined));
+    await until('the restored node to lead and serve', 20_000, async () => ((await dump(kv2)).length === saved.length ? true : undefined)).catch((err: Error) => {
+      throw new Error(`${err.message}\n${p.lastLines()}`);
+    });
     assert.deepEqual(await dump(kv2), saved);
     await kv2.put({ key: enc.encode('k/after'), value: enc.encode('x') }, { deadlineMs: 5_000 });
   });
