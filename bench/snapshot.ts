@@ -39,7 +39,7 @@ import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../src/node/snapshots.js';
-import { silentLogger } from '../src/node/node.js';
+import { silentLogger } from '../src/node/logger.js';
 import type { Membership } from '../src/raft/types.js';
 import { encodeCommand, type KvPut } from '../src/storage/kv-command.js';
 import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';

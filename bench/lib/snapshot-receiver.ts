@@ -24,7 +24,7 @@ import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../src/node/snapshots.js';
-import { silentLogger } from '../../src/node/node.js';
+import { silentLogger } from '../../src/node/logger.js';
 import type { Membership } from '../../src/raft/types.js';
 import { RocksStorage } from '../../src/storage/rocks-storage.js';
 import { channelCredentialsFromFiles } from '../../src/tls/index.js';

@@ -12,7 +12,8 @@ import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 
 import type { ClientDial } from '../api/clients.js';
-import type { Logger, Node } from '../node/node.js';
+import type { Node } from '../node/node.js';
+import type { Logger } from '../node/logger.js';
 import type { TaskQueue, TaskRunner } from '../node/tasks.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_WAIT_MS_DEFAULT, ConsistencyMonitor, MemberClients, checkConsistency } from './consistency.js';
 import { checkPolicy, hasRetention, type RetentionPolicy } from './retention.js';

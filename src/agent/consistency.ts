@@ -19,7 +19,7 @@ import { ClusterServiceClient, type HashStateResponse } from '../gen/snapcoord/v
 import { dialChannel, type ClientDial } from '../api/clients.js';
 import { digestSnapshot } from '../storage/state-transfer.js';
 import type { StateMachine } from '../storage/types.js';
-import type { Logger } from '../node/node.js';
+import type { Logger } from '../node/logger.js';
 
 /** StateHash: a state hash and the applied index it covers exactly. */
 export interface StateHash {

@@ -22,7 +22,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-import type { Logger } from '../node/node.js';
+import type { Logger } from '../node/logger.js';
 import { exportArchiveFile } from '../node/snapshot-export.js';
 import type { SnapshotHandle } from '../snapshot/store.js';
 import type { KvCommand } from '../storage/kv-command.js';

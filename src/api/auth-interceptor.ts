@@ -21,7 +21,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import { bearerToken } from '../auth/bearer.js';
 import { KeyRing, type Action, type ApiKeySpec, type AuthVerdict } from '../auth/keys.js';
-import type { Logger } from '../node/node.js';
+import type { Logger } from '../node/logger.js';
 
 /** RpcNeed: what a method needs: an action; `open` (no key at all); `anyKey` (any valid key, whatever its actions). */
 export type RpcNeed = Action | 'open' | 'anyKey';

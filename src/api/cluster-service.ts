@@ -29,7 +29,8 @@ import {
   type VoteRequest,
   type VoteResponse,
 } from '../gen/snapcoord/v1/cluster.js';
-import type { Node, NodeStatus } from '../node/node.js';
+import type { Node } from '../node/node.js';
+import type { NodeStatus } from '../node/node-status.js';
 import type { Role as RaftRole } from '../raft/types.js';
 import { isNodeId, parseHostPort } from './address.js';
 import { ApiError, invalidArgument, toApiError } from './api-error.js';

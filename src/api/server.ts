@@ -17,7 +17,8 @@ import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-
 import { ClusterServiceService } from '../gen/snapcoord/v1/cluster.js';
 import { KVServiceService } from '../gen/snapcoord/v1/kv.js';
 import { SnapshotServiceService, TaskServiceService } from '../gen/snapcoord/v1/snapshot.js';
-import { silentLogger, type Logger, type Node } from '../node/node.js';
+import type { Node } from '../node/node.js';
+import { silentLogger, type Logger } from '../node/logger.js';
 import { RAFT_SERVICE_DEFINITION } from '../transport/fetch-serializer.js';
 import { createRaftService } from '../transport/raft-service.js';
 import { serverFaultInterceptors } from '../transport/message-faults.js';

@@ -13,7 +13,8 @@ import { once } from 'node:events';
 
 import { dialChannel, type ClientDial } from '../api/clients.js';
 import { SnapshotServiceClient, type RestoreSnapshotResponse } from '../gen/snapcoord/v1/snapshot.js';
-import type { Logger, Node } from '../node/node.js';
+import type { Node } from '../node/node.js';
+import type { Logger } from '../node/logger.js';
 import { inspectArchive } from '../snapshot/archive.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 

@@ -17,7 +17,7 @@ import { parseHostPort } from '../api/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
 import { channelCredentialsFromFiles, checkTlsFiles, memberIdOf, serverCredentialsFromFiles } from '../tls/index.js';
 import { peerDial, type PeerCall } from '../transport/peer-guard.js';
-import type { Logger } from '../node/node.js';
+import type { Logger } from '../node/logger.js';
 import { bindApiServer, type ApiServer } from '../api/server.js';
 import { DiskGuard } from '../node/disk-guard.js';
 import { BootRefusedError, Node } from '../node/node.js';

@@ -1,7 +1,7 @@
 import { statfs } from 'node:fs/promises';
 
 import { NodeError } from './errors.js';
-import type { Logger } from './node.js';
+import type { Logger } from './logger.js';
 
 const MIB = 1024 * 1024;
 

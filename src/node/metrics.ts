@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-import type { NodeStatus } from './node.js';
+import type { NodeStatus } from './node-status.js';
 
 const ROLE_VALUES = { follower: 0, preCandidate: 1, candidate: 2, leader: 3 } as const;
 

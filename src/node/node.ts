@@ -13,7 +13,6 @@ import {
   type Message,
   type NodeId,
   type RaftConfig,
-  type RaftStatus,
   type Ready,
   type Rng,
   type SnapshotMeta,
@@ -30,6 +29,8 @@ import { ArchiveError, SnapshotStoreError, StateFormatError } from '../snapshot/
 import { StorageError } from '../storage/storage-error.js';
 import { RestoreRefs, decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from './restore-command.js';
 import type { NodeMetrics } from './metrics.js';
+import { silentLogger, type Logger } from './logger.js';
+import type { NodeStatus } from './node-status.js';
 import { toRaftMeta, type SnapshotManager } from './snapshots.js';
 
 /**
@@ -42,16 +43,6 @@ export interface MessageSender extends Partial<ArchiveStager> {
   setPeers(addresses: Readonly<Record<NodeId, string>>): void;
   close(): Promise<void>;
 }
-
-/** Logger is the part of pino the node uses. */
-export interface Logger {
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-
-export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /** NodeTimings: the defaults give a new leader within ~300 ms of the old one's death on a LAN. */
 export interface NodeTimings {
@@ -147,18 +138,6 @@ function bootEpoch(rng: Rng): string {
   let hex = '';
   for (let i = 0; i < 4; i++) hex += rng.nextInt(0x1_0000).toString(16).padStart(4, '0');
   return hex;
-}
-
-/** NodeStatus is the Raft status plus the node's own addresses view and disk state. */
-export interface NodeStatus extends RaftStatus {
-  readonly leaderAddress: string;
-  /** diskFull: new writes are refused because the data dir is below its free-space reserve. */
-  readonly diskFull: boolean;
-  /**
-   * restoreFailure: the last restore entry applied as a no-op here because its
-   * archive could not be applied (the same on every node), with why; null if none.
-   */
-  readonly restoreFailure: { readonly index: number; readonly error: string } | null;
 }
 
 /** SNAPSHOT_RETRY_MS_MIN / _MAX: the backoff of automatic snapshots after a failure (doubling from min to max). */

@@ -28,7 +28,7 @@ import type { NodeStorage } from '../storage/types.js';
 import { NodeError } from './errors.js';
 import type { PeerDial } from '../transport/peer-guard.js';
 import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult, type FetchTarget } from '../transport/snapshot-fetcher.js';
-import type { Logger } from './node.js';
+import type { Logger } from './logger.js';
 
 /** SnapshotPolicy: when to snapshot and compact, and the limits of transfers. */
 export interface SnapshotPolicy {

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 
 import { FILE_MODE, fsyncDir, withPath, writeFileDurable } from '../snapshot/file-sink.js';
 import { NO_SPACE_ERROR_CODE, isNoSpace } from './disk-guard.js';
-import type { Logger } from './node.js';
+import type { Logger } from './logger.js';
 
 /** TaskStatus follows Meilisearch: enqueued → processing → succeeded | failed | canceled. */
 export type TaskStatus = 'enqueued' | 'processing' | 'succeeded' | 'failed' | 'canceled';

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 
 import { DiskGuard, isNoSpace } from '../../../src/node/disk-guard.js';
 import { NodeError } from '../../../src/node/errors.js';
-import { Node, silentLogger, type Logger } from '../../../src/node/node.js';
+import { Node } from '../../../src/node/node.js';
+import { silentLogger, type Logger } from '../../../src/node/logger.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
 import { withPath } from '../../../src/snapshot/file-sink.js';
 import { StorageError } from '../../../src/storage/storage-error.js';

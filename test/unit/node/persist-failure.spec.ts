@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 
 import { NodeError } from '../../../src/node/errors.js';
-import { Node, type Logger, type MessageSender } from '../../../src/node/node.js';
+import { Node, type MessageSender } from '../../../src/node/node.js';
+import type { Logger } from '../../../src/node/logger.js';
 import type { Membership, Message, NodeId } from '../../../src/raft/types.js';
 import { MemoryDataDir } from '../../../src/storage/memory-storage.js';
 import { FaultyStorage } from './faulty-storage.js';

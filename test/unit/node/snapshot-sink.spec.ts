@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
-import { silentLogger } from '../../../src/node/node.js';
+import { silentLogger } from '../../../src/node/logger.js';
 import type { Membership } from '../../../src/raft/types.js';
 import type { ArchiveSink } from '../../../src/snapshot/archive-sink.js';
 import { CHUNK_HASH_BYTES, SnapshotStoreError } from '../../../src/snapshot/index.js';

@@ -1,0 +1,13 @@
+import type { RaftStatus } from '../raft/index.js';
+
+/** NodeStatus is the Raft status plus the node's own addresses view and disk state. */
+export interface NodeStatus extends RaftStatus {
+  readonly leaderAddress: string;
+  /** diskFull: new writes are refused because the data dir is below its free-space reserve. */
+  readonly diskFull: boolean;
+  /**
+   * restoreFailure: the last restore entry applied as a no-op here because its
+   * archive could not be applied (the same on every node), with why; null if none.
+   */
+  readonly restoreFailure: { readonly index: number; readonly error: string } | null;
+}
