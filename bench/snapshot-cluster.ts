@@ -40,7 +40,7 @@ import { Command } from 'commander';
 import { Etcd3 } from 'etcd3';
 
 import { ClusterServiceClient, Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
-import { dialChannel } from '../src/api/clients.js';
+import { dialChannel } from '../src/client/dial.js';
 import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { encodeStateRecords, type StateRecord } from '../src/snapshot/state-format.js';
 import { writeArchive } from '../src/snapshot/archive.js';

@@ -31,7 +31,7 @@ import { Etcd3 } from 'etcd3';
 
 import { KVServiceClient } from '../src/gen/snapcoord/v1/kv.js';
 import { ClusterServiceClient, Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
-import { dialChannel } from '../src/api/clients.js';
+import { dialChannel } from '../src/client/dial.js';
 import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { ClosedLoop } from '../src/cli/bench/closed-loop.js';
 import { readProc } from '../src/cli/bench/resources.js';

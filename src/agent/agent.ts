@@ -11,7 +11,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 
-import type { ClientDial } from '../api/clients.js';
+import type { ClientDial } from '../client/dial.js';
 import type { Node } from '../node/node.js';
 import type { Logger } from '../node/logger.js';
 import type { TaskQueue, TaskRunner } from '../node/tasks.js';

@@ -16,7 +16,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { ClusterServiceClient, type HashStateResponse } from '../gen/snapcoord/v1/cluster.js';
-import { dialChannel, type ClientDial } from '../api/clients.js';
+import { dialChannel, type ClientDial } from '../client/dial.js';
 import { digestSnapshot } from '../storage/state-transfer.js';
 import type { StateMachine } from '../storage/types.js';
 import type { Logger } from '../node/logger.js';

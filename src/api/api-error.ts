@@ -4,15 +4,12 @@
  * carry their gRPC status").
  */
 import * as grpc from '@grpc/grpc-js';
+import { ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY } from '../client/error-metadata.js';
 import { NO_SPACE_ERROR_CODE, isNoSpace } from '../node/disk-guard.js';
 import { NodeError, type NodeErrorCode } from '../node/errors.js';
 import { KvCommandError } from '../storage/kv-command.js';
 import { StorageError } from '../storage/storage-error.js';
 
-/** LEADER_METADATA_KEY: trailing metadata `id@addr` naming the leader, on a FAILED_PRECONDITION "not the leader". */
-export const LEADER_METADATA_KEY = 'x-snapcoord-leader';
-/** ERROR_CODE_METADATA_KEY: trailing metadata in which the node names a Meilisearch error code. */
-export const ERROR_CODE_METADATA_KEY = 'x-snapcoord-error-code';
 
 /** ApiError is a grpc-js ServiceError-shaped Error: grpc-js sends `code`, `details` and `metadata` (as trailers). */
 export class ApiError extends Error implements Partial<grpc.StatusObject> {

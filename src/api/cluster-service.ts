@@ -32,12 +32,13 @@ import {
 import type { Node } from '../node/node.js';
 import type { NodeStatus } from '../node/node-status.js';
 import type { Role as RaftRole } from '../raft/types.js';
-import { isNodeId, parseHostPort } from './address.js';
+import { isNodeId, parseHostPort } from '../client/address.js';
 import { ApiError, invalidArgument, toApiError } from './api-error.js';
 import { deadlineOf, requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX, MemberClients, checkConsistency, type StateHash } from '../agent/consistency.js';
-import { callUnary, copyAuthorization } from './clients.js';
+import { callUnary } from '../client/unary-call.js';
+import { copyAuthorization } from '../client/authorization.js';
 
 /** ClusterNode is the part of Node the cluster service uses. */
 export type ClusterNode = NodeView & Pick<Node, 'changeMembership' | 'transferLeadership' | 'campaign' | 'stateDigest'>;

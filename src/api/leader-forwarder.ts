@@ -11,7 +11,11 @@ import * as grpc from '@grpc/grpc-js';
 import { NodeError } from '../node/errors.js';
 import type { Node } from '../node/node.js';
 import { ApiError, notLeaderError, toApiError } from './api-error.js';
-import { ClusterClient, DEFAULT_DEADLINE_MS, KvClient, copyAuthorization, type CallOptions, type ClientDial } from './clients.js';
+import { ClusterClient } from '../client/cluster-client.js';
+import { DEFAULT_DEADLINE_MS, type CallOptions } from '../client/unary-call.js';
+import { KvClient } from '../client/kv-client.js';
+import { copyAuthorization } from '../client/authorization.js';
+import type { ClientDial } from '../client/dial.js';
 
 /** FORWARDED_METADATA_KEY marks a call a follower forwarded to the leader. */
 export const FORWARDED_METADATA_KEY = 'x-snapcoord-forwarded';

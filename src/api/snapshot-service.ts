@@ -37,8 +37,10 @@ import { durationOf, TaskQueueError, type Task, type TaskFilter, type TaskQueue 
 import { inspectArchive } from '../snapshot/archive.js';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import type { SessionStamp } from '../storage/sessions.js';
-import { ApiError, ERROR_CODE_METADATA_KEY, invalidArgument, notLeaderError, toApiError } from './api-error.js';
-import { CLIENT_ID_METADATA_KEY, MESSAGE_BYTES_MAX, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY } from './clients.js';
+import { ApiError, invalidArgument, notLeaderError, toApiError } from './api-error.js';
+import { ERROR_CODE_METADATA_KEY } from '../client/error-metadata.js';
+import { CLIENT_ID_METADATA_KEY, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY } from '../client/request-ids.js';
+import { MESSAGE_BYTES_MAX } from '../client/dial.js';
 import { sessionOf } from './kv-service.js';
 import { LeaderForwarder, isForwarded, type ServerCall } from './leader-forwarder.js';
 import { locateSnapshotPath } from './snapshot-path.js';
@@ -160,8 +162,6 @@ function leaderClient(
   }
   return { client, md: forwarder.forwardMetadata(call) };
 }
-
-export { CLIENT_ID_METADATA_KEY, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY };
 
 /** restoreSessionOf: the session stamp a RestoreSnapshot call's metadata names, if any. Errors: INVALID_ARGUMENT as sessionOf. */
 function restoreSessionOf(md: grpc.Metadata): SessionStamp | undefined {

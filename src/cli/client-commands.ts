@@ -6,8 +6,11 @@
  * "snapcoord: <CODE>: <details>" and exit code 1; a bad argument exit code 2.
  */
 import type { Command } from 'commander';
-import { isNodeId, parseHostPort } from '../api/address.js';
-import { ClusterClient, KvClient, callUnary, type RetryOptions } from '../api/clients.js';
+import { isNodeId, parseHostPort } from '../client/address.js';
+import { ClusterClient } from '../client/cluster-client.js';
+import { KvClient } from '../client/kv-client.js';
+import { callUnary } from '../client/unary-call.js';
+import type { RetryOptions } from '../client/retry-write.js';
 import { Role, Suffrage, roleToJSON, suffrageToJSON, type CheckConsistencyResponse, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../agent/consistency.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';

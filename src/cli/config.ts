@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { isNodeId, parseHostPort } from '../api/address.js';
+import { isNodeId, parseHostPort } from '../client/address.js';
 import { defaultSnapshotRoots } from '../api/snapshot-path.js';
 import { TASKS_ENQUEUED_MAX_DEFAULT, TASKS_FINISHED_KEPT_DEFAULT } from '../node/tasks.js';
 import { parseApiKeys, type ApiKeySpec } from '../gateway/auth.js';

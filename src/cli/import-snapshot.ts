@@ -11,7 +11,7 @@ import { S3Destination, S3Error, type S3Settings } from '../agent/s3.js';
 import { createReadStream } from 'node:fs';
 import { once } from 'node:events';
 
-import { dialChannel, type ClientDial } from '../api/clients.js';
+import { dialChannel, type ClientDial } from '../client/dial.js';
 import { SnapshotServiceClient, type RestoreSnapshotResponse } from '../gen/snapcoord/v1/snapshot.js';
 import type { Node } from '../node/node.js';
 import type { Logger } from '../node/logger.js';

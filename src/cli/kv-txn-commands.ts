@@ -24,7 +24,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { KvClient, type RetryOptions } from '../api/clients.js';
+import { KvClient } from '../client/kv-client.js';
+import type { RetryOptions } from '../client/retry-write.js';
 import {
   CompareResult,
   CompareTarget,

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Command, CommanderError, Option } from 'commander';
 import { channelCredentialsFromFiles, checkTlsFiles } from '../tls/index.js';
-import { parseHostPort } from '../api/address.js';
+import { parseHostPort } from '../client/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import { DEFAULT_RESTORE_BYTES_MAX, parseApiKeys, runGateway, type ApiKeySpec } from '../gateway/index.js';
 import { addBenchCommands } from './bench/commands.js';

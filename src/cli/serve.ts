@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { tightenDataDir } from '../node/data-dir-perms.js';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { parseHostPort } from '../api/address.js';
+import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
 import { channelCredentialsFromFiles, checkTlsFiles, memberIdOf, serverCredentialsFromFiles } from '../tls/index.js';
 import { peerDial, type PeerCall } from '../transport/peer-guard.js';

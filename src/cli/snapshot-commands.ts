@@ -29,7 +29,10 @@ import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
-import { CLIENT_ID_METADATA_KEY, ClusterClient, REQUEST_ID_METADATA_KEY, RequestIds, clientChannelOptions, dialChannel, retryWrite } from '../api/clients.js';
+import { CLIENT_ID_METADATA_KEY, REQUEST_ID_METADATA_KEY, RequestIds } from '../client/request-ids.js';
+import { ClusterClient } from '../client/cluster-client.js';
+import { clientChannelOptions, dialChannel } from '../client/dial.js';
+import { retryWrite } from '../client/retry-write.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import {
   SnapshotServiceClient,

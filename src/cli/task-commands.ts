@@ -5,7 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
-import { clientChannelOptions, dialChannel } from '../api/clients.js';
+import { clientChannelOptions, dialChannel } from '../client/dial.js';
 import { TaskFilter, TaskServiceClient, type ListTasksResponse, type Task } from '../gen/snapcoord/v1/snapshot.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';

@@ -33,7 +33,7 @@ import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import { formatHostPort, parseHostPort } from '../api/address.js';
+import { formatHostPort, parseHostPort } from '../client/address.js';
 import { SNAPCOORD_VERSION } from '../version.js';
 import { allows } from '../auth/keys.js';
 import { AUTH_HEADERS, KeyRing, presentedKeys, redactUrl, type AuthConfig, type AuthVerdict } from './auth.js';
@@ -47,8 +47,9 @@ import {
   type ConnectionStats,
 } from './connection-guard.js';
 import * as grpc from '@grpc/grpc-js';
-import { AUTHORIZATION_METADATA_KEY, type ClientDial } from '../api/clients.js';
-import { closeClients, connectClients, type GatewayClients } from './grpc-clients.js';
+import { AUTHORIZATION_METADATA_KEY } from '../client/authorization.js';
+import type { ClientDial } from '../client/dial.js';
+import { closeClients, connectClients, type NodeClients } from '../client/node-clients.js';
 import { meilisearchRoutes } from './meilisearch-routes.js';
 import { DEFAULT_RESTORE_BYTES_MAX, nomadRoutes } from './nomad-routes.js';
 import { OPENAPI } from './openapi.js';
@@ -85,7 +86,7 @@ export interface GatewayOptions {
   /** jsonBytesMax: the largest body of every other route (default 64 KiB). */
   readonly jsonBytesMax?: number;
   /** clients: the gRPC clients to use (tests); default: new clients to `target`, closed by close(). */
-  readonly clients?: GatewayClients;
+  readonly clients?: NodeClients;
   /** version: reported by GET /debug (default the package version). */
   readonly version?: string;
   /** metrics: with it, GET /metrics serves them (Prometheus text); default the process's own metrics. */
@@ -114,7 +115,7 @@ export interface RegisteredRoute {
 
 export interface Gateway {
   readonly app: FastifyInstance;
-  readonly clients: GatewayClients;
+  readonly clients: NodeClients;
   readonly keyRing: KeyRing;
   /** routes: every route registered (405 answers included, marked methodNotAllowed). */
   readonly routes: readonly RegisteredRoute[];

@@ -4,7 +4,7 @@
  * Meilisearch's error codes for bad parameters.
  */
 import type { ListTasksRequest, Task, TaskFilter } from '../gen/snapcoord/v1/snapshot.js';
-import { emptyTaskFilter } from './grpc-clients.js';
+import { emptyTaskFilter } from '../client/task-client.js';
 import { meiliError, type MeiliError } from './styles.js';
 
 /** TASK_STATUSES: Meilisearch's task statuses. */

@@ -5,12 +5,12 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Action } from './auth.js';
-import type { GatewayClients } from './grpc-clients.js';
+import type { NodeClients } from '../client/node-clients.js';
 import type { Style } from './styles.js';
 
 /** RouteContext: what handlers share. */
 export interface RouteContext {
-  readonly clients: GatewayClients;
+  readonly clients: NodeClients;
   /** version: reported by GET /debug. */
   readonly version: string;
   /** snapshotRoots: when set, snapshot_path outside them is refused before any call (the node checks again). */

@@ -7,7 +7,7 @@
  */
 import { pino } from 'pino';
 import type { AuthConfig } from './auth.js';
-import type { ClientDial } from '../api/clients.js';
+import type { ClientDial } from '../client/dial.js';
 import { createGateway } from './gateway.js';
 
 export interface RunGatewayOptions {

@@ -23,7 +23,9 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { ClusterClient, KvClient, type ClientDial } from '../../src/api/clients.js';
+import { ClusterClient } from '../../src/client/cluster-client.js';
+import { KvClient } from '../../src/client/kv-client.js';
+import type { ClientDial } from '../../src/client/dial.js';
 import { Role, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
 import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../../src/tls/index.js';
 import type { MessageFaultRates } from '../../src/transport/message-faults.js';

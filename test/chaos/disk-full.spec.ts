@@ -21,8 +21,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 
-import { ClusterClient, KvClient } from '../../src/api/clients.js';
-import { SnapshotClient, TaskClient } from '../../src/gateway/grpc-clients.js';
+import { ClusterClient } from '../../src/client/cluster-client.js';
+import { KvClient } from '../../src/client/kv-client.js';
+import { SnapshotClient } from '../../src/client/snapshot-client.js';
+import { TaskClient } from '../../src/client/task-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import type { Task } from '../../src/gen/snapcoord/v1/snapshot.js';
 import { ServeProcess, freeNodeAddresses, sleep, until } from '../cluster/serve-process.js';

@@ -49,7 +49,7 @@
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { parseHostPort, type HostPort } from '../../src/api/address.js';
+import { parseHostPort, type HostPort } from '../../src/client/address.js';
 import { SimRng } from '../sim/rng.js';
 
 // ---------------------------------------------------------------- faults

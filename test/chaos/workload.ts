@@ -15,7 +15,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
-import type { KvClient } from '../../src/api/clients.js';
+import type { KvClient } from '../../src/client/kv-client.js';
 import { CompareResult, CompareTarget, TxnOpType, type Compare } from '../../src/gen/snapcoord/v1/kv.js';
 import type { Op, Outcome } from './linearizability.js';
 import { SimRng } from '../sim/rng.js';

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClusterClient } from '../../src/api/clients.js';
+import { ClusterClient } from '../../src/client/cluster-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import { REPO_ROOT, freeNodeAddresses, peersFlag, plaintextClientEnv, sleep } from '../cluster/serve-process.js';
 

@@ -8,7 +8,7 @@ import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { KvClient } from '../../src/api/clients.js';
+import { KvClient } from '../../src/client/kv-client.js';
 import { ServeProcess, freeNodeAddresses, until } from './serve-process.js';
 
 const enc = new TextEncoder();

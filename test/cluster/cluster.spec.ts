@@ -8,7 +8,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { ClusterClient, KvClient } from '../../src/api/clients.js';
+import { ClusterClient } from '../../src/client/cluster-client.js';
+import { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import { ServeProcess, freeNodeAddresses, peersFlag, sleep, until, type NodeAddresses } from './serve-process.js';
 

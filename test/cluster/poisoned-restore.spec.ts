@@ -11,7 +11,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { KvClient } from '../../src/api/clients.js';
+import { KvClient } from '../../src/client/kv-client.js';
 import { poisonedArchives, type PoisonedArchive } from '../unit/snapshot/helpers.js';
 import { Child, ServeProcess, cleanEnv, freePorts, httpPut as put, sleep, until } from './serve-process.js';
 

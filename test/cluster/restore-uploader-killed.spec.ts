@@ -15,7 +15,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { ClusterClient, KvClient } from '../../src/api/clients.js';
+import { ClusterClient } from '../../src/client/cluster-client.js';
+import { KvClient } from '../../src/client/kv-client.js';
 import { goodEntries, rawState, tarGz } from '../unit/snapshot/helpers.js';
 import { ServeProcess, freeNodeAddresses, httpPut as put, peersFlag, until, type NodeAddresses } from './serve-process.js';
 

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 
-import { KvClient } from '../../src/api/clients.js';
+import { KvClient } from '../../src/client/kv-client.js';
 import { SnapshotServiceClient, type CreateSnapshotResponse, type GetSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
 import { ServeProcess, freeNodeAddresses, peersFlag, until, type NodeAddresses } from './serve-process.js';
 

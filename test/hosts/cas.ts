@@ -14,7 +14,7 @@
  *    called before the consuming one returned (real-time order).
  */
 import { performance } from 'node:perf_hooks';
-import type { KvClient } from '../../src/api/clients.js';
+import type { KvClient } from '../../src/client/kv-client.js';
 import { CompareResult, CompareTarget, TxnOpType } from '../../src/gen/snapcoord/v1/kv.js';
 import { outcomeOf } from '../chaos/workload.js';
 import { SimRng } from '../sim/rng.js';

@@ -12,7 +12,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ClusterClient, KvClient, type ClientDial } from '../../src/api/clients.js';
+import { ClusterClient } from '../../src/client/cluster-client.js';
+import { KvClient } from '../../src/client/kv-client.js';
+import type { ClientDial } from '../../src/client/dial.js';
 import { Role, Suffrage, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
 import { channelCredentialsFromFiles } from '../../src/tls/index.js';
 import { Child, REPO_ROOT, cleanEnv, sleep } from '../cluster/serve-process.js';

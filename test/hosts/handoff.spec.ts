@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClusterClient, KvClient } from '../../src/api/clients.js';
+import { ClusterClient } from '../../src/client/cluster-client.js';
+import { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import { ServeProcess, freeNodeAddresses, peersFlag, until } from '../cluster/serve-process.js';
 

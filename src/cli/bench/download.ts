@@ -19,7 +19,7 @@
 import { performance } from 'node:perf_hooks';
 import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { clientChannelOptions, dialChannel, type ClientDial } from '../../api/clients.js';
+import { clientChannelOptions, dialChannel, type ClientDial } from '../../client/dial.js';
 import { SnapshotServiceClient, type GetSnapshotResponse, type SnapshotInfo } from '../../gen/snapcoord/v1/snapshot.js';
 
 /** DOWNLOAD_WINDOW_BYTES: the HTTP/2 receive window of a download channel (as `snapshot save`). */

@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { clientChannelOptions, dialChannel, type ClientDial } from '../../api/clients.js';
+import { clientChannelOptions, dialChannel, type ClientDial } from '../../client/dial.js';
 import { CompareResult, CompareTarget, KVServiceClient, TxnOpType, type Compare } from '../../gen/snapcoord/v1/kv.js';
 import type { Op } from './closed-loop.js';
 

@@ -9,7 +9,7 @@
  * Both stop early, cleanly, when `signal` aborts (Ctrl-C): what was measured
  * until then is returned with `interrupted` true.
  */
-import type { ClientDial } from '../../api/clients.js';
+import type { ClientDial } from '../../client/dial.js';
 import { SNAPCOORD_VERSION } from '../../version.js';
 import { ClosedLoop } from './closed-loop.js';
 import type { LatencySummary } from './histogram.js';

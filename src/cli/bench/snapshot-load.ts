@@ -11,7 +11,7 @@
  * `unfinished` (its bytes count in MB/s, not in `bytes.verified`).
  */
 import { setMaxListeners } from 'node:events';
-import type { ClientDial } from '../../api/clients.js';
+import type { ClientDial } from '../../client/dial.js';
 import type { SnapshotServiceClient } from '../../gen/snapcoord/v1/snapshot.js';
 import { downloadClient, downloadVerified, type DownloadOutcome } from './download.js';
 import { LatencyHistogram, type LatencySummary } from './histogram.js';

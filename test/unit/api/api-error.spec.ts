@@ -1,7 +1,8 @@
 /** toApiError: the one mapping from node, storage and command errors to gRPC status codes. */
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY, toApiError } from '../../../src/api/api-error.js';
+import { toApiError } from '../../../src/api/api-error.js';
+import { ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY } from '../../../src/client/error-metadata.js';
 import { NodeError, type NodeErrorCode } from '../../../src/node/errors.js';
 import { KvCommandError } from '../../../src/storage/kv-command.js';
 import { StorageError } from '../../../src/storage/storage-error.js';

@@ -9,7 +9,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { service as healthService } from 'grpc-health-check';
-import { LEADER_METADATA_KEY } from '../../../src/api/api-error.js';
+import { LEADER_METADATA_KEY } from '../../../src/client/error-metadata.js';
 import { FORWARDED_METADATA_KEY } from '../../../src/api/leader-forwarder.js';
 import { Role, Suffrage } from '../../../src/gen/snapcoord/v1/cluster.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../../../src/storage/kv-command.js';

@@ -3,7 +3,8 @@
  * and real API servers on 127.0.0.1:0. The servers are bound first (to learn
  * their ports), then the nodes are built with a membership naming those ports.
  */
-import { ClusterClient, KvClient } from '../../../src/api/clients.js';
+import { ClusterClient } from '../../../src/client/cluster-client.js';
+import { KvClient } from '../../../src/client/kv-client.js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { Node } from '../../../src/node/node.js';
 import type { Membership } from '../../../src/raft/types.js';

@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 
-import { KvClient } from '../../../src/api/clients.js';
-import { CLIENT_ID_METADATA_KEY, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY } from '../../../src/api/snapshot-service.js';
+import { KvClient } from '../../../src/client/kv-client.js';
+import { CLIENT_ID_METADATA_KEY, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY } from '../../../src/client/request-ids.js';
 import { SnapshotServiceClient, type GetSnapshotResponse, type RestoreSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import type { Node } from '../../../src/node/node.js';
 import { RocksCluster } from '../node/rocks-cluster.js';

@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 
-import { KvClient, RequestIds } from '../../../src/api/clients.js';
+import { KvClient } from '../../../src/client/kv-client.js';
+import { RequestIds } from '../../../src/client/request-ids.js';
 import { Node } from '../../../src/node/node.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';

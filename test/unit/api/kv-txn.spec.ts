@@ -11,7 +11,8 @@
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 
-import { KvClient, RequestIds } from '../../../src/api/clients.js';
+import { KvClient } from '../../../src/client/kv-client.js';
+import { RequestIds } from '../../../src/client/request-ids.js';
 import { CompareResult, CompareTarget, TxnOpType, type Compare, type TxnOp } from '../../../src/gen/snapcoord/v1/kv.js';
 import type { Node } from '../../../src/node/node.js';
 import { TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../../src/storage/kv-command.js';

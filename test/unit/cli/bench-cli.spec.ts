@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { KvClient } from '../../../src/api/clients.js';
+import { KvClient } from '../../../src/client/kv-client.js';
 import { TxnOpType, type TxnOp } from '../../../src/gen/snapcoord/v1/kv.js';
 import { metricsSource } from '../../../src/cli/bench/resources.js';
 import { runSnapshotBench, runWriteBench, type SnapshotBenchDocument, type WriteBenchDocument } from '../../../src/cli/bench/run.js';

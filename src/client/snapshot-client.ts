@@ -1,30 +1,24 @@
 /**
- * Promise and stream wrappers around the generated SnapshotService and
- * TaskService clients, beside src/api/clients.ts (which holds KV and
- * Cluster). Unary calls have a deadline (CallOptions.deadlineMs, default
- * DEFAULT_DEADLINE_MS) and reject with the call's grpc-js ServiceError.
- * Streaming calls (GetSnapshot, RestoreSnapshot) have no deadline unless one
- * is given: a 10 GB archive takes as long as it takes; cancel() ends them.
+ * SnapshotClient: SnapshotService as promises (unary calls) and grpc-js
+ * streams (GetSnapshot, RestoreSnapshot). Unary calls have a deadline
+ * (CallOptions.deadlineMs, default DEFAULT_DEADLINE_MS) and reject with the
+ * call's grpc-js ServiceError. Streaming calls have no deadline unless one is
+ * given: a 10 GB archive takes as long as it takes; cancel() ends them.
  */
 import * as grpc from '@grpc/grpc-js';
-import { ClusterClient, callUnary, clientChannelOptions, dialChannel, type CallOptions, type ClientDial } from '../api/clients.js';
 import {
   SnapshotServiceClient,
-  TaskServiceClient,
-  type CancelTasksResponse,
   type CreateSnapshotRequest,
   type CreateSnapshotResponse,
   type GetSnapshotRequest,
   type GetSnapshotResponse,
-  type GetTaskResponse,
   type InspectSnapshotResponse,
   type ListSnapshotsResponse,
-  type ListTasksRequest,
-  type ListTasksResponse,
   type RestoreSnapshotRequest,
   type RestoreSnapshotResponse,
-  TaskFilter,
 } from '../gen/snapcoord/v1/snapshot.js';
+import { clientChannelOptions, dialChannel, type ClientDial } from './dial.js';
+import { callUnary, type CallOptions } from './unary-call.js';
 
 /** StreamOptions: an optional deadline for a streaming call (none by default). */
 export interface StreamOptions {
@@ -34,11 +28,6 @@ export interface StreamOptions {
 
 function streamCallOptions(opts: StreamOptions): Partial<grpc.CallOptions> {
   return opts.deadlineMs === undefined ? {} : { deadline: Date.now() + opts.deadlineMs };
-}
-
-/** emptyTaskFilter: a TaskFilter that matches every task. */
-export function emptyTaskFilter(): TaskFilter {
-  return TaskFilter.fromPartial({});
 }
 
 /**
@@ -93,53 +82,4 @@ export class SnapshotClient {
   close(): void {
     this.raw.close();
   }
-}
-
-/** TaskClient: TaskService as promises. */
-export class TaskClient {
-  readonly raw: TaskServiceClient;
-
-  constructor(address: string, dial: ClientDial = {}) {
-    const { credentials, options } = dialChannel(dial);
-    this.raw = new TaskServiceClient(address, credentials, options);
-  }
-
-  getTask(uid: bigint, opts?: CallOptions): Promise<GetTaskResponse> {
-    return callUnary(this.raw.getTask.bind(this.raw), { uid }, opts);
-  }
-
-  listTasks(req: Partial<ListTasksRequest>, opts?: CallOptions): Promise<ListTasksResponse> {
-    return callUnary(this.raw.listTasks.bind(this.raw), { filter: emptyTaskFilter(), limit: 0, reverse: false, ...req }, opts);
-  }
-
-  cancelTasks(filter: TaskFilter, opts?: CallOptions): Promise<CancelTasksResponse> {
-    return callUnary(this.raw.cancelTasks.bind(this.raw), { filter }, opts);
-  }
-
-  close(): void {
-    this.raw.close();
-  }
-}
-
-/** GatewayClients: the three clients the gateway uses, all to one target. */
-export interface GatewayClients {
-  readonly cluster: Pick<ClusterClient, 'status' | 'vote' | 'close'>;
-  readonly snapshots: Pick<SnapshotClient, 'createSnapshot' | 'getSnapshot' | 'restoreSnapshot' | 'close'>;
-  readonly tasks: Pick<TaskClient, 'getTask' | 'listTasks' | 'cancelTasks' | 'close'>;
-}
-
-/** connectClients opens ClusterService, SnapshotService and TaskService clients to `target` ("host:port"). */
-export function connectClients(target: string, dial: ClientDial = {}): GatewayClients {
-  return {
-    cluster: new ClusterClient(target, dial),
-    snapshots: new SnapshotClient(target, dial),
-    tasks: new TaskClient(target, dial),
-  };
-}
-
-/** closeClients closes every client of `clients`. */
-export function closeClients(clients: GatewayClients): void {
-  clients.cluster.close();
-  clients.snapshots.close();
-  clients.tasks.close();
 }

@@ -1,0 +1,45 @@
+/**
+ * How a client reaches a node's client plane: the channel credentials (TLS
+ * against the cluster CA, or plaintext for loopback), the API key sent on
+ * every call, and the channel options every client channel shares.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { bearerInterceptor } from './authorization.js';
+
+/** MESSAGE_BYTES_MAX: the largest gRPC message the API sends or receives (64 MiB). */
+export const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
+
+/** clientChannelOptions: what every API client channel uses. */
+export const clientChannelOptions: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
+  'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+};
+
+/**
+ * ClientDial: how a client reaches a node's client plane: channel credentials
+ * (TLS verified against the cluster CA; default insecure, for loopback) and
+ * the API key sent as `authorization: Bearer <key>` on every call ('' or
+ * absent: none; a call whose metadata already holds an authorization, such
+ * as a forwarded one, keeps it). `channelOptions` tune the channel on top of
+ * each client's defaults (e.g. a larger HTTP/2 window, or a distinct key to
+ * get a connection of its own).
+ */
+export interface ClientDial {
+  readonly credentials?: grpc.ChannelCredentials;
+  readonly apiKey?: string;
+  readonly channelOptions?: grpc.ChannelOptions;
+}
+
+/**
+ * dialChannel: the credentials and channel options (`base`, then
+ * `dial.channelOptions`, plus the key's interceptor) of a client channel to
+ * open with `dial`.
+ */
+export function dialChannel(dial: ClientDial, base: grpc.ChannelOptions = clientChannelOptions): { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
+  if (dial.channelOptions !== undefined) base = { ...base, ...dial.channelOptions };
+  const interceptors = dial.apiKey !== undefined && dial.apiKey !== '' ? [bearerInterceptor(dial.apiKey)] : [];
+  return {
+    credentials: dial.credentials ?? grpc.credentials.createInsecure(),
+    options: interceptors.length === 0 ? base : { ...base, interceptors: [...((base['interceptors'] as grpc.Interceptor[] | undefined) ?? []), ...interceptors] },
+  };
+}

@@ -1,0 +1,39 @@
+/**
+ * One unary call as a promise, with a deadline: every client's unary methods
+ * go through callUnary.
+ */
+import * as grpc from '@grpc/grpc-js';
+
+/** DEFAULT_DEADLINE_MS: the deadline of a call that names none. */
+export const DEFAULT_DEADLINE_MS = 10_000;
+
+/** CallOptions: per-call deadline, extra request metadata and per-call client interceptors. */
+export interface CallOptions {
+  readonly deadlineMs?: number;
+  readonly metadata?: grpc.Metadata;
+  readonly interceptors?: grpc.Interceptor[];
+}
+
+/** UnaryMethod: a generated client's unary method (bound to its client). */
+export type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: grpc.Metadata,
+  options: Partial<grpc.CallOptions>,
+  callback: (error: grpc.ServiceError | null, response: Res) => void,
+) => grpc.ClientUnaryCall;
+
+/**
+ * callUnary runs one unary call with a deadline (`deadlineMs`, default
+ * DEFAULT_DEADLINE_MS) and resolves with its response; it rejects with the
+ * call's grpc-js ServiceError.
+ */
+export function callUnary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, opts: CallOptions = {}): Promise<Res> {
+  const deadline = Date.now() + (opts.deadlineMs ?? DEFAULT_DEADLINE_MS);
+  return new Promise<Res>((resolve, reject) => {
+    const callOptions: Partial<grpc.CallOptions> = opts.interceptors === undefined ? { deadline } : { deadline, interceptors: opts.interceptors };
+    method(request, opts.metadata ?? new grpc.Metadata(), callOptions, (err, res) => {
+      if (err !== null) reject(err);
+      else resolve(res);
+    });
+  });
+}
