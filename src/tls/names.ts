@@ -11,7 +11,7 @@ export const MEMBER_URI_PREFIX = 'urn:snapcoord:node:';
 
 /**
  * MEMBER_ID_PATTERN: 1..64 characters, letters, digits, '_', '-', '.', starting
- * with a letter or digit. The twin of NODE_ID_PATTERN in src/api/address.ts
+ * with a letter or digit. The twin of NODE_ID_PATTERN in src/client/address.ts
  * (src/tls may not import src/api); it also makes `<id>.pem` a safe file name.
  */
 export const MEMBER_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
