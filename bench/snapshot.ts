@@ -47,6 +47,7 @@ import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { ApplyItem } from '../src/storage/types.js';
 import { freePorts, killChild, sleep, startChild, stopChild, type Child } from './lib/procs.js';
 import { fmtMiB, fmtSize, mbps, parseBytes, parseReports } from './lib/snapshot-common.js';
+import { systemClock } from '../src/node/clock.js';
 
 const program = new Command()
   .name('bench:snapshot')
@@ -273,7 +274,7 @@ async function buildState(dir: string): Promise<{ archive: Archive; stateBytes: 
     const applyS = (performance.now() - t0) / 1000;
     console.log(`build: applied ${keys.toLocaleString('en-US')} puts (${fmtSize(stateBytes)} keys+values) in ${index} entries: ${mbps(stateBytes, applyS).toFixed(0)} MB/s (${applyS.toFixed(1)} s)`);
 
-    const mgr = await SnapshotManager.open(join(dir, 'leader-snapshots'), storage, DEFAULT_SNAPSHOT_POLICY, silentLogger, 'bench');
+    const mgr = await SnapshotManager.open(join(dir, 'leader-snapshots'), storage, DEFAULT_SNAPSHOT_POLICY, silentLogger, 'bench', systemClock);
     try {
       const t1 = performance.now();
       const stored = await mgr.create(() => 1, () => MEMBERSHIP);

@@ -31,6 +31,7 @@ import { channelCredentialsFromFiles } from '../../src/tls/index.js';
 import { peerDial, type PeerDial } from '../../src/transport/peer-guard.js';
 import { FLOW_CONTROL_WINDOW_BYTES } from '../../src/transport/snapshot-fetcher.js';
 import { RAW_STREAM_PATH, RssSampler, args, exitWithParent, need, rawIdentity, report } from './snapshot-common.js';
+import { systemClock } from '../../src/node/clock.js';
 
 const rss = new RssSampler(100);
 exitWithParent();
@@ -84,7 +85,7 @@ interface FetchJob {
 async function openFetchJob(i: number): Promise<FetchJob> {
   const dir = join(need(a, 'dest-dir'), `fetch-${i}`);
   const storage = await RocksStorage.open(join(dir, 'data'));
-  const mgr = await SnapshotManager.open(join(dir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, chunkBytes, retain: 1 }, silentLogger, 'bench');
+  const mgr = await SnapshotManager.open(join(dir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, chunkBytes, retain: 1 }, silentLogger, 'bench', systemClock);
   mgr.dial = dial;
   return { dir, storage, mgr };
 }
@@ -107,7 +108,7 @@ async function install(): Promise<Record<string, unknown>> {
   const membership = JSON.parse(need(a, 'membership')) as Membership;
   const storage = await RocksStorage.open(join(dir, 'data'));
   try {
-    const mgr = await SnapshotManager.open(join(dir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, chunkBytes, retain: 1 }, silentLogger, 'bench');
+    const mgr = await SnapshotManager.open(join(dir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, chunkBytes, retain: 1 }, silentLogger, 'bench', systemClock);
     mgr.dial = dial;
     try {
       const t0 = performance.now();

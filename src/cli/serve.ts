@@ -37,6 +37,8 @@ import { FORMAT_VERSION } from '../storage/types.js';
 import { GrpcTransport } from '../transport/grpc-transport.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import type { ServeConfig } from './config.js';
+import { systemClock } from '../node/clock.js';
+import { cryptoRng } from '../node/crypto-rng.js';
 
 /** Planes: the credentials of both planes, server and dialling side. */
 interface Planes {
@@ -202,6 +204,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       },
       logger,
       SNAPCOORD_VERSION,
+      systemClock,
     );
   } catch (err) {
     await api.close(0);
@@ -220,6 +223,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   let node: Node;
   try {
     node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
       id: cfg.id,
       storage,
       transport,
@@ -227,7 +232,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       snapshots,
       metrics,
       dialAddresses: cfg.peerDial,
-      ...(cfg.minFreeBytes > 0 ? { diskGuard: new DiskGuard(cfg.dataDir, cfg.minFreeBytes, logger) } : {}),
+      ...(cfg.minFreeBytes > 0 ? { diskGuard: new DiskGuard(cfg.dataDir, cfg.minFreeBytes, logger, systemClock) } : {}),
       timings: { tickMs: cfg.tickMs, electionTimeoutTicks: cfg.electionTimeoutTicks, heartbeatIntervalTicks: cfg.heartbeatTicks },
       logger,
     });

@@ -1,5 +1,6 @@
 import { statfs } from 'node:fs/promises';
 
+import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -31,7 +32,7 @@ export function isNoSpace(err: unknown): boolean {
  * DiskGuard keeps a reserve of free space on the data dir's file system, in
  * the manner of etcd's NOSPACE alarm and CockroachDB's ballast: it measures
  * the space available (statfs: bavail * bsize) every DISK_CHECK_INTERVAL_MS
- * on an unref'd timer, so the write path never waits on the file system, and
+ * on an unref'd timer of its clock, so the write path never waits on the file system, and
  * again right after an ENOSPC (noteError). While less than minFreeBytes is
  * free, check() refuses new writes with NodeError `diskFull`; the reserve
  * leaves room for what the node must still persist (entries already
@@ -40,25 +41,26 @@ export function isNoSpace(err: unknown): boolean {
 export class DiskGuard {
   private freeBytes = Number.POSITIVE_INFINITY;
   private full = false;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle | undefined;
   private measuring: Promise<void> | null = null;
 
   constructor(
     readonly dir: string,
     readonly minFreeBytes: number,
     private readonly log: Logger,
+    private readonly clock: Clock,
     private readonly intervalMs = DISK_CHECK_INTERVAL_MS,
   ) {}
 
   /** start measures once, then every intervalMs until stop(). */
   async start(): Promise<void> {
     await this.refresh();
-    this.timer = setInterval(() => void this.refresh(), this.intervalMs);
+    this.timer = this.clock.setInterval(() => void this.refresh(), this.intervalMs);
     this.timer.unref();
   }
 
   stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
+    this.clock.clearTimeout(this.timer);
     this.timer = undefined;
   }
 

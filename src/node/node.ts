@@ -1,5 +1,3 @@
-import { randomInt } from 'node:crypto';
-
 import {
   MembershipChangeError,
   NotLeaderError,
@@ -21,6 +19,7 @@ import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
 import type { SessionStamp } from '../storage/sessions.js';
 import type { ApplyResult, LogBase, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
 import type { ArchiveStager, FetchSnapshotParams, SnapshotChunk, StageArchiveParams } from '../transport/transport.js';
+import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import type { Readable } from 'node:stream';
@@ -120,14 +119,17 @@ export interface NodeOptions {
    */
   readonly diskGuard?: DiskGuard;
   /**
-   * rng: the node's randomness (election timeouts, the per-boot read epoch);
-   * crypto.randomInt by default. The simulator and tests pass their own.
+   * rng: the node's randomness (election timeouts, the per-boot read epoch):
+   * cryptoRng in a process (crypto-rng.ts), a seeded one in the simulator and tests.
    */
-  readonly rng?: Rng;
+  readonly rng: Rng;
+  /**
+   * clock: the node's time (ticks, timeouts, backoffs, durations):
+   * systemClock in a process (clock.ts), a virtual one in the simulator and
+   * tests. The node reads the time and sets timers only through it.
+   */
+  readonly clock: Clock;
 }
-
-/** cryptoRng: the default Rng, crypto.randomInt. */
-const cryptoRng: Rng = { nextInt: (n: number) => randomInt(n) };
 
 /**
  * bootEpoch draws 64 random bits (hex) that name one boot of a node: read
@@ -148,7 +150,7 @@ interface PendingProposal {
   readonly term: number;
   readonly resolve: (r: ApplyResult) => void;
   readonly reject: (e: Error) => void;
-  readonly timer: NodeJS.Timeout;
+  readonly timer: TimerHandle;
 }
 
 interface ReplyWaiter {
@@ -161,7 +163,7 @@ interface PendingRead {
   index: number; // 0 until the read state arrives
   readonly resolve: () => void;
   readonly reject: (e: Error) => void;
-  readonly timer: NodeJS.Timeout;
+  readonly timer: TimerHandle;
 }
 
 /**
@@ -181,7 +183,8 @@ export class Node {
   private readonly maxPendingProposals: number;
   private readonly initialAddresses: Readonly<Record<NodeId, string>>;
   private readonly dialAddresses: Readonly<Record<NodeId, string>>;
-  private ticker: NodeJS.Timeout | undefined;
+  private readonly clock: Clock;
+  private ticker: TimerHandle | undefined;
   private running = false;
   private kicked = false;
   private stopped = false;
@@ -212,7 +215,8 @@ export class Node {
   private applyIdleWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private peersKey = '';
-  private lastLeaderContact = 0;
+  /** lastLeaderContactAtMs: when (clock.nowMs) this node last heard from a leader; null if never. */
+  private lastLeaderContactAtMs: number | null = null;
   private readonly snapshots: SnapshotManager | undefined;
   private readonly metrics: NodeMetrics | undefined;
   private readonly disk: DiskGuard | undefined;
@@ -221,7 +225,7 @@ export class Node {
   private snapshotSoon = false;
   /** snapshotFailures: automatic snapshots failed in a row; the next waits until snapshotRetry fires. */
   private snapshotFailures = 0;
-  private snapshotRetry: NodeJS.Timeout | undefined;
+  private snapshotRetry: TimerHandle | undefined;
   /** fetching: the snapshot this follower is fetching from its leader. */
   private fetching: { meta: SnapshotMeta; abort: AbortController } | null = null;
   /** fetched: a verified snapshot waiting to be installed between two Ready cycles. */
@@ -237,7 +241,7 @@ export class Node {
   /** stagings: archives this follower is fetching for StageArchive, by digest (one fetch per archive). */
   private readonly stagings = new Map<string, { readonly done: Promise<void>; readonly abort: AbortController; waiters: number }>();
   /**
-   * staged: archives this follower staged, by digest, with when (Date.now ms).
+   * staged: archives this follower staged, by digest, with when (clock.nowMs).
    * Pruning keeps them for restoreStageTimeoutMs + proposalTimeoutMs, the time
    * the leader may take to stage on a quorum and propose; after that the
    * restore entry in the log protects them (restoreRefs). Several restores
@@ -257,9 +261,10 @@ export class Node {
    */
   private membershipBaseIndex = 0;
 
-  private constructor(opts: NodeOptions, raft: RaftNode, rng: Rng, saved: { term: number; vote: NodeId }) {
+  private constructor(opts: NodeOptions, raft: RaftNode, saved: { term: number; vote: NodeId }) {
     this.id = opts.id;
-    this.readEpoch = bootEpoch(rng);
+    this.clock = opts.clock;
+    this.readEpoch = bootEpoch(opts.rng);
     this.savedHardState = saved;
     this.raft = raft;
     this.storage = opts.storage;
@@ -285,10 +290,9 @@ export class Node {
         ? await opts.snapshots.boot(startMembership)
         : { index: 0, term: 0, membership: startMembership, sizeBytes: 0, digest: '' };
     await checkBootBase(state.logBase, snapshot, opts.snapshots);
-    const rng = opts.rng ?? cryptoRng;
     const cfg = defaultRaftConfig(
       opts.id,
-      rng,
+      opts.rng,
       {
         electionTimeoutTicks: timings.electionTimeoutTicks,
         heartbeatIntervalTicks: timings.heartbeatIntervalTicks,
@@ -303,13 +307,13 @@ export class Node {
       entries: state.entries,
       applied,
     });
-    const node = new Node(opts, raft, rng, { term: state.hardState.term, vote: state.hardState.vote });
+    const node = new Node(opts, raft, { term: state.hardState.term, vote: state.hardState.vote });
     node.restoreRefs.noteEntries(state.entries);
     node.membershipBaseIndex = snapshot.index;
     node.warnPeersMismatch(opts.initialMembership);
     await opts.diskGuard?.start();
     node.syncPeers();
-    node.ticker = setInterval(() => node.onTick(), timings.tickMs);
+    node.ticker = opts.clock.setInterval(() => node.onTick(), timings.tickMs);
     node.ticker.unref();
     node.kick();
     opts.logger?.info(
@@ -377,11 +381,11 @@ export class Node {
       throw this.mapCoreError(e);
     }
     this.kick();
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
+    const deadline = this.clock.nowMs() + timeoutMs;
+    while (this.clock.nowMs() < deadline) {
       const st = this.raft.status();
       if (st.leader === to) return;
-      await sleep(2); // a transfer takes a few round trips: poll finely (bounded by timeoutMs)
+      await this.clock.sleep(2); // a transfer takes a few round trips: poll finely (bounded by timeoutMs)
     }
     throw new NodeError('timeout', `leadership did not move to ${to} within ${timeoutMs} ms`);
   }
@@ -395,7 +399,7 @@ export class Node {
   /** lastLeaderContactMs: ms since this node last heard from a leader (0 on the leader itself). */
   lastLeaderContactMs(): number {
     if (this.raft.status().role === 'leader') return 0;
-    return this.lastLeaderContact === 0 ? -1 : Date.now() - this.lastLeaderContact;
+    return this.lastLeaderContactAtMs === null ? -1 : this.clock.nowMs() - this.lastLeaderContactAtMs;
   }
 
   /** status: the core's view, with `applied` the state machine's own applied index (the apply worker may trail the core). */
@@ -449,7 +453,7 @@ export class Node {
    */
   async handleRequest(m: Message): Promise<Message[]> {
     this.checkRunning();
-    if ((m.type === 'append' || m.type === 'heartbeat') && m.term >= this.raft.status().term) this.lastLeaderContact = Date.now();
+    if ((m.type === 'append' || m.type === 'heartbeat') && m.term >= this.raft.status().term) this.lastLeaderContactAtMs = this.clock.nowMs();
     if (m.type === 'readIndex') return this.handleReadIndexRequest(m);
     const replies = this.raft.stepForReplies(m);
     if (!this.dependsOnUnsaved(replies)) return replies;
@@ -552,7 +556,7 @@ export class Node {
   /** noteStaged records that this node holds a staged archive now (see `staged`); the oldest record goes past STAGED_KEPT_MAX. */
   private noteStaged(digest: string): void {
     this.staged.delete(digest);
-    this.staged.set(digest, Date.now());
+    this.staged.set(digest, this.clock.nowMs());
     for (const oldest of this.staged.keys()) {
       if (this.staged.size <= STAGED_KEPT_MAX) break;
       this.staged.delete(oldest);
@@ -582,7 +586,7 @@ export class Node {
     if (this.snapshots === undefined) throw new NodeError('invalid', 'this node keeps no snapshots');
     while (this.snapshotting) {
       this.checkRunning(); // a stop ends the wait
-      await sleep(this.timings.tickMs);
+      await this.clock.sleep(this.timings.tickMs);
     }
     this.disk?.check();
     this.snapshotting = true;
@@ -604,7 +608,7 @@ export class Node {
       return immediate;
     }
     this.kick();
-    const timer = setTimeout(() => {
+    const timer = this.clock.setTimeout(() => {
       const w = this.readIndexWaiters.get(key);
       if (w !== undefined) {
         this.readIndexWaiters.delete(key);
@@ -614,7 +618,7 @@ export class Node {
     try {
       return [await answer];
     } finally {
-      clearTimeout(timer);
+      this.clock.clearTimeout(timer);
     }
   }
 
@@ -624,17 +628,17 @@ export class Node {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    if (this.ticker !== undefined) clearInterval(this.ticker);
-    clearTimeout(this.snapshotRetry);
+    if (this.ticker !== undefined) this.clock.clearTimeout(this.ticker);
+    this.clock.clearTimeout(this.snapshotRetry);
     this.disk?.stop();
     const err = new NodeError('shuttingDown', 'the node is shutting down');
     for (const p of this.proposals.values()) {
-      clearTimeout(p.timer);
+      this.clock.clearTimeout(p.timer);
       p.reject(err);
     }
     this.proposals.clear();
     for (const r of this.reads.values()) {
-      clearTimeout(r.timer);
+      this.clock.clearTimeout(r.timer);
       r.reject(err);
     }
     this.reads.clear();
@@ -647,9 +651,9 @@ export class Node {
     this.stopAbort.abort();
     for (const st of this.stagings.values()) st.abort.abort();
     await this.idle();
-    await Promise.race([this.applyDrained(), sleep(30_000)]);
+    await Promise.race([this.applyDrained(), this.clock.sleep(30_000)]);
     // Let a snapshot being written finish (bounded: its files are temporary until renamed, so cutting it is safe too).
-    for (let waited = 0; this.snapshotting && waited < 30_000; waited += this.timings.tickMs) await sleep(this.timings.tickMs);
+    for (let waited = 0; this.snapshotting && waited < 30_000; waited += this.timings.tickMs) await this.clock.sleep(this.timings.tickMs);
     // Answers still held depend on state the stopped loop never persisted: drop them.
     this.dropReplyWaiters(err);
     await this.snapshots?.close();
@@ -746,7 +750,7 @@ export class Node {
       const r = this.reads.get(rf.context);
       if (r === undefined) continue;
       this.reads.delete(rf.context);
-      clearTimeout(r.timer);
+      this.clock.clearTimeout(r.timer);
       r.reject(new NodeError('unavailable', `read failed: ${rf.reason}`, this.raft.status().leader));
     }
     this.releaseReads();
@@ -797,7 +801,7 @@ export class Node {
           const retryMs = Math.min(SNAPSHOT_RETRY_MS_MAX, SNAPSHOT_RETRY_MS_MIN * 2 ** Math.min(this.snapshotFailures, 6));
           this.snapshotFailures++;
           this.log.error({ err: (e as Error).message, failures: this.snapshotFailures, retryMs }, 'automatic snapshot failed; retrying later');
-          this.snapshotRetry = setTimeout(() => {
+          this.snapshotRetry = this.clock.setTimeout(() => {
             this.snapshotRetry = undefined;
             this.maybeSnapshot();
           }, retryMs);
@@ -826,7 +830,7 @@ export class Node {
     // The core learns of an apply at advance(), just after the state machine: wait for it (bounded).
     for (let waited = 0; this.raft.status().applied < meta.index; waited++) {
       if (this.stopped || waited > 10_000) throw new NodeError('unavailable', `snapshot ${meta.index} is ahead of the core's applied index`);
-      await sleep(1);
+      await this.clock.sleep(1);
     }
     this.raft.setSnapshot(meta);
     this.snapshotStats.created++;
@@ -958,7 +962,7 @@ export class Node {
    */
   private async installSnapshot(task: SnapshotInstall): Promise<void> {
     const sm = this.snapshots as SnapshotManager;
-    const t0 = Date.now();
+    const t0 = this.clock.nowMs();
     let stored = task.install;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -974,8 +978,8 @@ export class Node {
     this.raft.snapshotInstalled(task.meta);
     this.kick();
     this.snapshotStats.installed++;
-    this.metrics?.snapshotInstallSeconds.observe((Date.now() - t0) / 1000);
-    this.log.info({ index: task.meta.index, ms: Date.now() - t0 }, 'snapshot installed');
+    this.metrics?.snapshotInstallSeconds.observe((this.clock.nowMs() - t0) / 1000);
+    this.log.info({ index: task.meta.index, ms: this.clock.nowMs() - t0 }, 'snapshot installed');
   }
 
   /** holdersFirstLeader: the other members to fetch a snapshot or archive from, the leader first. */
@@ -993,7 +997,7 @@ export class Node {
   private async refetchSnapshot(meta: SnapshotMeta, attempt: number): Promise<StoredSnapshot> {
     const sm = this.snapshots as SnapshotManager;
     for (let round = attempt; ; round++) {
-      await sleep(Math.min(5_000, 100 * 2 ** Math.min(round, 6)));
+      await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(round, 6)));
       if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
       for (const id of this.holdersFirstLeader()) {
         try {
@@ -1056,7 +1060,7 @@ export class Node {
       const p = this.proposals.get(e.index);
       if (p === undefined) continue;
       this.proposals.delete(e.index);
-      clearTimeout(p.timer);
+      this.clock.clearTimeout(p.timer);
       if (e.term !== p.term) {
         this.metrics?.proposals.inc({ result: 'lost' });
         p.reject(new NodeError('lost', `entry ${e.index} was replaced by another leader's; it was not applied`));
@@ -1120,7 +1124,7 @@ export class Node {
           if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
         }
       }
-      if (stored === null) await sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
+      if (stored === null) await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
     }
     try {
       await sm.installUpload(stored, e.index, this.raft.membershipAt(e.index), cmd.session);
@@ -1218,14 +1222,14 @@ export class Node {
     const timeoutMs = this.timings.restoreStageTimeoutMs;
     const abort = new AbortController();
     const failures: string[] = [];
-    const t0 = Date.now();
+    const t0 = this.clock.nowMs();
     await new Promise<void>((resolve, reject) => {
       let settled = false;
       let pending = others.length;
       const refuse = (why: string): void => {
         if (settled) return;
         settled = true;
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
         abort.abort();
         reject(
           new NodeError(
@@ -1235,12 +1239,12 @@ export class Node {
           ),
         );
       };
-      const timer = setTimeout(() => refuse(`no quorum held the archive within ${timeoutMs} ms`), timeoutMs);
+      const timer = this.clock.setTimeout(() => refuse(`no quorum held the archive within ${timeoutMs} ms`), timeoutMs);
       const check = (): void => {
         if (settled) return;
         if (holders.length >= need) {
           settled = true;
-          clearTimeout(timer);
+          this.clock.clearTimeout(timer);
           resolve();
         } else if (holders.length + pending < need) {
           refuse('too many voters could not store the archive');
@@ -1272,7 +1276,7 @@ export class Node {
       }
       check();
     });
-    this.log.info({ digest: stored.archiveSha256, holders, failures, ms: Date.now() - t0 }, 'restore archive held by a quorum; proposing the restore');
+    this.log.info({ digest: stored.archiveSha256, holders, failures, ms: this.clock.nowMs() - t0 }, 'restore archive held by a quorum; proposing the restore');
   }
 
   /**
@@ -1292,7 +1296,7 @@ export class Node {
       do {
         this.pruneAgain = false;
         const keep = this.restoreRefs.digests();
-        const stagedSince = Date.now() - (this.timings.restoreStageTimeoutMs + this.timings.proposalTimeoutMs);
+        const stagedSince = this.clock.nowMs() - (this.timings.restoreStageTimeoutMs + this.timings.proposalTimeoutMs);
         for (const [d, atMs] of [...this.staged]) {
           if (atMs < stagedSince || keep.has(d)) this.staged.delete(d); // proposed (the log names it), or never will be
           else keep.add(d);
@@ -1354,7 +1358,7 @@ export class Node {
     }
     this.kick();
     return new Promise<ApplyResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         this.proposals.delete(pos.index);
         this.metrics?.proposals.inc({ result: 'timeout' });
         reject(new NodeError('timeout', `write at index ${pos.index} not applied within ${timeoutMs} ms; its outcome is unknown`));
@@ -1366,7 +1370,7 @@ export class Node {
   private async waitApplied(index: number, term: number): Promise<void> {
     this.kick();
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         this.proposals.delete(index);
         reject(new NodeError('timeout', `membership change at index ${index} not applied in time`));
       }, this.timings.proposalTimeoutMs);
@@ -1385,7 +1389,7 @@ export class Node {
     if (this.reads.size >= this.maxPendingProposals) throw new NodeError('busy', 'too many reads waiting');
     const context = `${this.id}/${this.readEpoch}/${++this.readSeq}`;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         this.reads.delete(context);
         reject(new NodeError('timeout', `linearizable read not confirmed within ${this.timings.readTimeoutMs} ms`));
       }, this.timings.readTimeoutMs);
@@ -1400,7 +1404,7 @@ export class Node {
     for (const [ctx, r] of this.reads) {
       if (r.index > 0 && r.index <= applied) {
         this.reads.delete(ctx);
-        clearTimeout(r.timer);
+        this.clock.clearTimeout(r.timer);
         r.resolve();
       }
     }
@@ -1487,11 +1491,11 @@ export class Node {
       { id: this.id, err: err.message },
       'node failed: a write to its data dir failed; the Raft loop stopped and the answers waiting on that write were dropped',
     );
-    if (this.ticker !== undefined) clearInterval(this.ticker);
+    if (this.ticker !== undefined) this.clock.clearTimeout(this.ticker);
     const nerr = new NodeError('unavailable', `the node failed: ${err.message}`);
     this.dropReplyWaiters(nerr);
     for (const p of this.proposals.values()) {
-      clearTimeout(p.timer);
+      this.clock.clearTimeout(p.timer);
       p.reject(nerr);
     }
     this.proposals.clear();
@@ -1581,8 +1585,4 @@ function stageError(err: unknown): Error {
   if (isNoSpace(err)) return coded(8, message);
   if (isContentError(err)) return coded(3, message);
   return coded(14, message);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -25,6 +25,7 @@ import {
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../storage/kv-command.js';
 import type { SessionStamp } from '../storage/sessions.js';
 import type { NodeStorage } from '../storage/types.js';
+import type { Clock } from './clock.js';
 import { NodeError } from './errors.js';
 import type { PeerDial } from '../transport/peer-guard.js';
 import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult, type FetchTarget } from '../transport/snapshot-fetcher.js';
@@ -135,16 +136,18 @@ export class SnapshotManager {
     readonly policy: SnapshotPolicy,
     private readonly log: Logger,
     dir: string,
+    private readonly clock: Clock,
   ) {
     this.incomingDir = join(dir, 'incoming');
   }
 
-  static async open(dir: string, storage: NodeStorage, policy: SnapshotPolicy, log: Logger, version: string): Promise<SnapshotManager> {
+  /** open opens (creating if new) the stores under dir; `clock` times the upload pins and the boot scrub's start. */
+  static async open(dir: string, storage: NodeStorage, policy: SnapshotPolicy, log: Logger, version: string, clock: Clock): Promise<SnapshotManager> {
     const store = await SnapshotStore.open(join(dir, 'store'), { retain: policy.retain, snapcoordVersion: version, gzipLevel: policy.gzipLevel });
     // The uploads' retention is pruneUploads (referenced archives are never deleted); the
     // store's own count-based retention only backs it up at its maximum.
     const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: RETAIN_MAX, snapcoordVersion: version });
-    const m = new SnapshotManager(store, uploads, storage, policy, log, dir);
+    const m = new SnapshotManager(store, uploads, storage, policy, log, dir, clock);
     // Fetches are written straight into the stores; an `incoming/` directory of older versions is removed.
     await rm(m.incomingDir, { recursive: true, force: true });
     m.newest = await store.latest();
@@ -159,7 +162,7 @@ export class SnapshotManager {
    */
   private async scrubInBackground(skip: readonly string[] = []): Promise<void> {
     // Let the node boot first: the scrub only reads.
-    await new Promise((r) => setImmediate(r));
+    await this.clock.sleep(0);
     for (const [name, store] of [['store', this.store], ['uploads', this.uploads]] as const) {
       if (this.scrubAbort.signal.aborted) return;
       try {
@@ -433,7 +436,7 @@ export class SnapshotManager {
       },
     });
     const handle = await this.uploads.open(stored.id);
-    setTimeout(() => handle.release(), pinMs).unref();
+    this.clock.setTimeout(() => handle.release(), pinMs).unref();
     return stored;
   }
 

@@ -46,6 +46,8 @@ import { TaskQueue } from '../../../src/node/tasks.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { waitUntil } from '../node/rocks-cluster.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
 const enc = new TextEncoder();
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
@@ -262,10 +264,12 @@ describe('client-plane auth interceptor (real node, every client RPC)', function
     address = `127.0.0.1:${port}`;
     storage = await RocksStorage.open(join(dir, 'n1'));
     await storage.checkIdentity({ nodeId: 'n1', clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
-    const snapshots = await SnapshotManager.open(join(dir, 'n1', 'snapshots'), storage, DEFAULT_SNAPSHOT_POLICY, silent, 'test');
+    const snapshots = await SnapshotManager.open(join(dir, 'n1', 'snapshots'), storage, DEFAULT_SNAPSHOT_POLICY, silent, 'test', systemClock);
     const ref: { node: Node | null } = { node: null };
     const transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m) });
     node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
       id: 'n1',
       storage,
       transport,

@@ -11,6 +11,8 @@ import type { Membership } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
 export interface TestMember {
   readonly id: string;
@@ -52,6 +54,8 @@ export async function startTestCluster(size = 3): Promise<TestCluster> {
       const ref: { node: Node | null } = { node: null };
       const transport = new GrpcTransport({ selfId: id, onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) });
       const node = await Node.start({
+        clock: systemClock,
+        rng: cryptoRng,
         id,
         storage: await MemoryStorage.open(new MemoryDataDir(id)),
         transport,

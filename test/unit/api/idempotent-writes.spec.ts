@@ -14,6 +14,8 @@ import { Node } from '../../../src/node/node.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { startTestCluster, type TestCluster } from './harness.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -178,7 +180,7 @@ describe('idempotent writes across a restart', function () {
     const start = async (): Promise<Node> => {
       const ref: { node: Node | null } = { node: null };
       const transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m) });
-      const node = await Node.start({ id: 'n1', storage: await MemoryStorage.open(dir), transport, initialMembership: membership });
+      const node = await Node.start({ clock: systemClock, rng: cryptoRng, id: 'n1', storage: await MemoryStorage.open(dir), transport, initialMembership: membership });
       ref.node = node;
       for (let i = 0; i < 500 && node.status().role !== 'leader'; i++) await new Promise((r) => setTimeout(r, 10));
       assert.equal(node.status().role, 'leader');

@@ -21,6 +21,8 @@ import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
 import { waitUntil } from '../node/rocks-cluster.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -52,11 +54,13 @@ export class SnapshotNode {
     const dataDir = join(dir, 'n1');
     const storage = await RocksStorage.open(dataDir);
     await storage.checkIdentity({ nodeId: 'n1', clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
-    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, snapshotEntries: 1_000_000 }, silent, 'test');
+    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, snapshotEntries: 1_000_000 }, silent, 'test', systemClock);
     snapshots.dial = peerDial('snapcoord', api.address);
     const ref: { node: Node | null } = { node: null };
     const transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) });
     const node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
       id: 'n1',
       storage,
       transport,

@@ -18,6 +18,8 @@ import { withPath } from '../../../src/snapshot/file-sink.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import type { Membership } from '../../../src/raft/types.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -40,9 +42,11 @@ describe('node: disk guard', () => {
   const startNode = async (minFreeBytes: number): Promise<{ node: Node; guard: DiskGuard }> => {
     const id = 'n1';
     const storage = await MemoryStorage.open(dataDir);
-    const snapshots = await SnapshotManager.open(join(dir, id, 'snapshots'), storage, DEFAULT_SNAPSHOT_POLICY, silentLogger, 'test');
-    const guard = new DiskGuard(dir, minFreeBytes, silentLogger);
+    const snapshots = await SnapshotManager.open(join(dir, id, 'snapshots'), storage, DEFAULT_SNAPSHOT_POLICY, silentLogger, 'test', systemClock);
+    const guard = new DiskGuard(dir, minFreeBytes, silentLogger, systemClock);
     const node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
       id,
       storage,
       snapshots,
@@ -129,6 +133,8 @@ describe('node: automatic snapshots after a failure', () => {
       close: async () => {},
     } as unknown as SnapshotManager;
     node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
       id: 'a1',
       storage: await MemoryStorage.open(),
       snapshots: failing,

@@ -13,6 +13,8 @@ import type { Membership, Message, Rng } from '../../../src/raft/types.js';
 import { MemoryDataDir } from '../../../src/storage/memory-storage.js';
 import { FaultyStorage } from './faulty-storage.js';
 import { waitUntil } from './rocks-cluster.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
 /** Sent: a message as it left the node, with the term a restart would have loaded at that moment. */
 interface Sent {
@@ -45,6 +47,8 @@ describe('node: a leader sends appends only after its term is saved', function (
     const sender = new RecordingSender();
     sender.storage = storage;
     node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
       id: 'n1',
       storage,
       transport: sender,
@@ -74,7 +78,7 @@ describe('node: ReadIndex request ids are unique across restarts', function () {
   async function readContextOfOneBoot(dir: MemoryDataDir, rng?: Rng): Promise<string> {
     const storage = await FaultyStorage.open(dir);
     const sender = new RecordingSender();
-    const node = await Node.start({ id: 'n1', storage, transport: sender, initialMembership: membership, timings, ...(rng !== undefined ? { rng } : {}) });
+    const node = await Node.start({ clock: systemClock, rng: rng ?? cryptoRng, id: 'n1', storage, transport: sender, initialMembership: membership, timings });
     try {
       await node.handleRequest({ type: 'heartbeat', from: 'n2', to: 'n1', term: 2, commit: 0, readSeq: 1 });
       assert.equal(node.status().leader, 'n2');

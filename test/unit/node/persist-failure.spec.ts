@@ -13,6 +13,8 @@ import type { Logger } from '../../../src/node/logger.js';
 import type { Membership, Message, NodeId } from '../../../src/raft/types.js';
 import { MemoryDataDir } from '../../../src/storage/memory-storage.js';
 import { FaultyStorage } from './faulty-storage.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
 const membership: Membership = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: 'mem:1', n2: 'mem:2', n3: 'mem:3' } };
 // No campaign of its own during a test: n1 only answers what the test steps into it.
@@ -52,7 +54,7 @@ async function boot(dir: MemoryDataDir): Promise<Life> {
   const storage = await FaultyStorage.open(dir);
   const sender = new RecordingSender();
   const log = new RecordingLogger();
-  const node = await Node.start({ id: 'n1', storage, transport: sender, initialMembership: membership, timings, logger: log });
+  const node = await Node.start({ clock: systemClock, rng: cryptoRng, id: 'n1', storage, transport: sender, initialMembership: membership, timings, logger: log });
   return { node, storage, sender, log };
 }
 

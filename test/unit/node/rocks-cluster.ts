@@ -20,6 +20,8 @@ import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { NodeStorage } from '../../../src/storage/types.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
 export interface RocksMember {
   readonly id: string;
@@ -82,11 +84,13 @@ export class RocksCluster {
     const storage = await RocksStorage.open(dataDir);
     await storage.checkIdentity({ nodeId: m.id, clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
     const seen = this.wrapStorage?.(m.id, storage) ?? storage;
-    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), seen, this.policy, silent, 'test');
+    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), seen, this.policy, silent, 'test', systemClock);
     snapshots.dial = peerDial('snapcoord', api.address);
     const ref: { node: Node | null } = { node: null };
     const transport = new GrpcTransport({ selfId: m.id, onMessage: (msg) => ref.node?.receive(msg), dial: peerDial('snapcoord', api.address) });
     const node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
       id: m.id,
       storage: seen,
       transport,

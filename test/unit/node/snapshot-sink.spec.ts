@@ -18,6 +18,7 @@ import { CHUNK_HASH_BYTES, SnapshotStoreError } from '../../../src/snapshot/inde
 import { encodeCommand, type KvPut } from '../../../src/storage/kv-command.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { RocksCluster, waitUntil } from './rocks-cluster.js';
+import { systemClock } from '../../../src/node/clock.js';
 
 const enc = new TextEncoder();
 
@@ -154,7 +155,7 @@ describe('snapshot sink on nodes (issue 15)', function () {
       const leaderStorage = await RocksStorage.open(join(dir, 'l-data'));
       opened.push(leaderStorage);
       await putAll(leaderStorage, 3000, 1);
-      const leader = await SnapshotManager.open(join(dir, 'l-snap'), leaderStorage, policy, silentLogger, 'test');
+      const leader = await SnapshotManager.open(join(dir, 'l-snap'), leaderStorage, policy, silentLogger, 'test', systemClock);
       opened.unshift(leader);
       const s = await leader.create(() => 1, () => membership);
       const bytes = await readFile(s.path);
@@ -169,7 +170,7 @@ describe('snapshot sink on nodes (issue 15)', function () {
 
       const fStorage = await RocksStorage.open(join(dir, 'f-data'));
       opened.push(fStorage);
-      const f = await SnapshotManager.open(join(dir, 'f-snap'), fStorage, policy, silentLogger, 'test');
+      const f = await SnapshotManager.open(join(dir, 'f-snap'), fStorage, policy, silentLogger, 'test', systemClock);
       opened.unshift(f);
       const before = await fStorage.stateDigest();
       const target = { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: s.meta.index, term: s.meta.term };

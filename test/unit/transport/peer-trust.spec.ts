@@ -19,6 +19,8 @@ import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, server
 import { appendRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
 const CLUSTER = 'trust-test';
 const IDS = ['n1', 'n2', 'n3'];
@@ -71,6 +73,8 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
       });
       // Long election timeouts (0.5-1 s): a busy test runner must not make a real election that would look like an attack's effect.
       const node = await Node.start({
+        clock: systemClock,
+        rng: cryptoRng,
         id,
         storage: await MemoryStorage.open(new MemoryDataDir(id)),
         transport,
