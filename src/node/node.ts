@@ -482,9 +482,11 @@ export class Node {
   /**
    * stageArchive serves StageArchive (the transport's RaftRequestHandler): it
    * resolves once this node holds a durable copy of the named archive in its
-   * uploads, fetched from p.from (the leader) and verified like an upload
-   * (SHA-256, every record, size against the restore cap and free disk) —
-   * at once when it holds it already. Concurrent requests for one archive
+   * uploads, fetched from p.from (the leader), its bytes hashed as written
+   * and equal to the digest the leader checked record by record before it
+   * asked, and its declared size checked against the restore cap and this
+   * node's free disk (SnapshotManager.fetchUpload states why the records are
+   * not decoded again here) — at once when it holds it already. Concurrent requests for one archive
    * share one fetch. Rejects with a coded Error: UNIMPLEMENTED (no
    * snapshots), RESOURCE_EXHAUSTED (disk below its reserve, too many
    * stagings), INVALID_ARGUMENT (the archive is refused), UNAVAILABLE (the
@@ -512,7 +514,7 @@ export class Node {
         if (address === '') throw coded(14, `no address for ${p.from}`);
         const abort = new AbortController();
         const done = sm
-          .fetchUpload(this.id, address, p.archive, { signal: abort.signal, checkRecords: true, reserveBytes: this.disk?.minFreeBytes ?? 0 })
+          .fetchUpload(this.id, address, p.archive, { signal: abort.signal, staging: true, reserveBytes: this.disk?.minFreeBytes ?? 0 })
           .then((stored) => {
             this.noteStaged(digest);
             this.log.info({ digest, index: stored.meta.index, bytes: stored.archiveBytes, from: p.from }, 'restore archive staged');

@@ -1,4 +1,3 @@
-import { createReadStream } from 'node:fs';
 import { rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -464,27 +463,48 @@ export class SnapshotManager {
 
   /**
    * fetchUpload pulls an uploaded archive (named by a restore entry, or staged
-   * before one) from a peer into the uploads store, its SHA-256 and archive
-   * rules verified, and fsynced. With opts.checkRecords (staging) it is
-   * verified as completely as an upload is: every record, and its declared
-   * size against the restore cap and the free disk space less
-   * opts.reserveBytes. Without it (a restore entry being applied) the records
-   * are checked when it is installed, so that a refused archive is skipped
-   * the same way on every node. opts.maxAttempts: stream (re)starts before
-   * giving up (fetchSnapshot's default without it). Errors: NodeError
-   * `invalid` / `diskFull`, StateFormatError, SnapshotFetchError, the store's.
+   * before one) from a peer into the uploads store, each byte written once
+   * and hashed as written: its size and whole SHA-256 must equal `target`'s
+   * (SnapshotStoreError `digest-mismatch` otherwise, nothing kept), its
+   * meta.json is read and checked (readArchiveHead), and it is fsynced. With
+   * opts.staging (StageArchive) the state size meta.json declares is also
+   * checked against the restore cap (NodeError `invalid`) and the free disk
+   * space less opts.reserveBytes (NodeError `diskFull`), before it is kept.
+   *
+   * The records are NOT decoded here, and the archive is not gunzipped:
+   * - Why that is safe (the trust argument): the digest in `target` is the
+   *   one the leader computed over the bytes it took from the client and
+   *   checked completely before it asked anyone to stage them or proposed
+   *   the restore (importUpload: every hash of the archive, every record,
+   *   sizes against meta.json). It reaches this node only from a member over
+   *   the authenticated peer plane (a StageArchive request, or a committed
+   *   restore entry). This node hashes every byte it writes and keeps the
+   *   archive only when that hash equals the digest, so it holds exactly the
+   *   bytes the leader verified: a byte changed in transit, on the sender's
+   *   disk or by a peer that serves a different archive is refused here.
+   *   SHA-256's collision resistance is what carries the leader's check
+   *   over to this copy.
+   * - And a backstop if the leader's check itself were wrong: the install
+   *   (installUpload) reads the archive whole again, verifies every hash and
+   *   every record before anything becomes live, and these bytes are the same
+   *   on every node, so an archive that slipped through is refused the same
+   *   way everywhere (a recorded no-op), never half installed, never divergent.
+   * What stays per node: the size and free-disk check, which depend on this
+   * node's own disk. opts.maxAttempts: stream (re)starts before giving up
+   * (fetchSnapshot's default without it). Errors: NodeError `invalid` /
+   * `diskFull`, SnapshotFetchError, ArchiveError (a bad head), the store's.
    */
   async fetchUpload(
     selfId: string,
     address: string,
     target: FetchTarget,
-    opts: { readonly signal?: AbortSignal; readonly checkRecords?: boolean; readonly reserveBytes?: number; readonly maxAttempts?: number } = {},
+    opts: { readonly signal?: AbortSignal; readonly staging?: boolean; readonly reserveBytes?: number; readonly maxAttempts?: number } = {},
   ): Promise<StoredSnapshot> {
     const signal = opts.signal;
     if (target.sizeBytes > this.policy.archiveBytesMax) {
       throw new NodeError('invalid', `archive of ${target.sizeBytes} bytes is larger than this node's limit of ${this.policy.archiveBytesMax}`);
     }
-    // Written straight into the uploads store (each byte once), then read once to validate it.
+    // Written straight into the uploads store, each byte once, hashed as written.
     return this.uploads.receiveArchive(
       target,
       async (sink) => {
@@ -501,12 +521,9 @@ export class SnapshotManager {
       },
       {
         maxBytes: this.policy.archiveBytesMax,
-        check: async (path) => {
-          await readArchive(createReadStream(path, { highWaterMark: 1 << 20 }), async (meta, state) => {
-            if (opts.checkRecords !== true) return;
-            await this.checkRestoreSize(meta, opts.reserveBytes ?? 0);
-            await validateStateRecords(state, meta, RESTORE_STATE_LIMITS);
-          });
+        // No second read: the sink's hash matched the digest the leader verified record by record (see above).
+        check: async (_path, meta) => {
+          if (opts.staging === true) await this.checkRestoreSize(meta, opts.reserveBytes ?? 0);
         },
       },
     );

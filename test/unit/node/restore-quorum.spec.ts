@@ -8,12 +8,14 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 
 import { NodeError } from '../../../src/node/errors.js';
 import type { Node } from '../../../src/node/node.js';
 import type { SnapshotManager } from '../../../src/node/snapshots.js';
+import { poisonedArchives } from '../snapshot/helpers.js';
 import { RocksCluster, waitUntil, type RocksMember } from './rocks-cluster.js';
 
 const enc = new TextEncoder();
@@ -42,7 +44,7 @@ function breakFetches(m: RocksMember, which: 'all' | 'apply'): () => void {
   const sm = m.snapshots as SnapshotManager;
   const original = sm.fetchUpload.bind(sm);
   sm.fetchUpload = (...args: Parameters<SnapshotManager['fetchUpload']>) => {
-    const staging = args[3]?.checkRecords === true;
+    const staging = args[3]?.staging === true;
     if (which === 'all' || !staging) return Promise.reject(new Error(`injected: ${m.id} cannot fetch`));
     return original(...args);
   };
@@ -114,7 +116,7 @@ describe('restore: the archive is staged on a quorum before the entry is propose
     // bad cannot stage; when it applies the entry its fetch hangs until its signal aborts.
     const applySignals: (AbortSignal | undefined)[] = [];
     sm.fetchUpload = (...args: Parameters<SnapshotManager['fetchUpload']>) => {
-      if (args[3]?.checkRecords === true) return Promise.reject(new Error(`injected: ${bad.id} cannot stage`));
+      if (args[3]?.staging === true) return Promise.reject(new Error(`injected: ${bad.id} cannot stage`));
       const signal = args[3]?.signal;
       applySignals.push(signal);
       return new Promise((_resolve, reject) => signal?.addEventListener('abort', () => reject(new Error('fetch aborted')), { once: true }));
@@ -269,5 +271,54 @@ describe('restore: retention keeps the archives the log still names', function (
     await n.snapshotNow(); // prunes the uploads
     const held = [...new Set((await (f.snapshots as SnapshotManager).uploads.list()).map((u) => u.archiveSha256))].sort();
     assert.deepEqual(held, archives.map((a) => a.digest).sort(), 'all four staged archives kept');
+  });
+});
+
+describe('restore: staging trusts the digest the leader checked, and only the bytes that hash to it', function () {
+  this.timeout(90_000);
+  let c: RocksCluster;
+
+  afterEach(async () => {
+    await c?.close();
+  });
+
+  it('a follower keeps the bytes the leader vouched for without decoding their records again; a byte changed on the way is refused and nothing is kept', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 });
+    const leader = await c.waitForLeader();
+    await leader.propose({ op: 'put', key: enc.encode('k/1'), value: enc.encode('v') });
+    const lsm = c.members.find((m) => m.node === leader)?.snapshots as SnapshotManager;
+    const [f1, f2] = c.members.filter((m) => m.node !== leader) as [RocksMember, RocksMember];
+    const term = leader.status().term;
+
+    // An archive with keys out of order put straight into the leader's uploads (importUpload, the only
+    // way in, would refuse it): a follower asked to stage it holds it byte for byte, because it hashes
+    // what it writes and checks the size, and does not decode the records the leader vouched for.
+    const poisoned = (await poisonedArchives()).find((p) => p.name === 'keys out of order');
+    assert.ok(poisoned !== undefined);
+    const vouched = await lsm.uploads.importArchive(Readable.from([poisoned.archive]), { maxBytes: 1e9 });
+    const vouchedTarget = { index: vouched.meta.index, term: vouched.meta.term, sizeBytes: vouched.archiveBytes, digest: vouched.archiveSha256 };
+    await c.node(f1.id).stageArchive({ from: leader.id, to: f1.id, term, archive: vouchedTarget });
+    const held = await (f1.snapshots as SnapshotManager).findUpload(vouched.archiveSha256);
+    assert.ok(held !== null, 'staged without a record check');
+    assert.deepEqual(await readFile(held.path), poisoned.archive, 'the very bytes the leader holds');
+
+    // A good archive whose copy on the leader's disk has one byte changed after the leader checked it:
+    // what reaches the follower does not hash to the digest it was asked for, so it is refused.
+    const good = await lsm.importUpload(createReadStream(await saveArchive(c, leader, 'good')), 60_000);
+    // (the leader holds it twice: the snapshot the download made, and the upload; both are changed)
+    const copies = [...(await lsm.store.list()), ...(await lsm.uploads.list())].filter((s) => s.archiveSha256 === good.archiveSha256);
+    assert.equal(copies.length, 2);
+    for (const copy of copies) {
+      const bytes = await readFile(copy.path);
+      const at = Math.floor(bytes.length / 2);
+      bytes[at] = (bytes[at] ?? 0) ^ 0x01;
+      await writeFile(copy.path, bytes);
+    }
+    const target = { index: good.meta.index, term: good.meta.term, sizeBytes: good.archiveBytes, digest: good.archiveSha256 };
+    await assert.rejects(c.node(f2.id).stageArchive({ from: leader.id, to: f2.id, term, archive: target }));
+    const f2sm = f2.snapshots as SnapshotManager;
+    assert.equal(await f2sm.findUpload(good.archiveSha256), null, 'nothing kept');
+    const leftovers = (await readdir(f2sm.uploads.dir)).filter((n) => n.endsWith('.tmp'));
+    assert.deepEqual(leftovers, [], 'no partial copy left behind');
   });
 });
