@@ -41,7 +41,7 @@ import { Command } from 'commander';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../src/node/snapshots.js';
 import { silentLogger } from '../src/node/logger.js';
 import type { Membership } from '../src/raft/types.js';
-import { encodeCommand, type KvPut } from '../src/storage/kv-command.js';
+import { encodeCommand, type KvPut } from '../src/fsm/kv-command.js';
 import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { ApplyItem } from '../src/storage/types.js';

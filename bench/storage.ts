@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import type { Entry } from '../src/raft/types.js';
-import { encodeCommand } from '../src/storage/kv-command.js';
+import { encodeCommand } from '../src/fsm/kv-command.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { ApplyItem, KeyValue } from '../src/storage/types.js';
 

@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY } from '../client/error-metadata.js';
 import { NO_SPACE_ERROR_CODE, isNoSpace } from '../node/disk-guard.js';
 import { NodeError, type NodeErrorCode } from '../node/errors.js';
-import { KvCommandError } from '../storage/kv-command.js';
+import { KvCommandError } from '../fsm/kv-command.js';
 import { StorageError } from '../storage/storage-error.js';
 
 

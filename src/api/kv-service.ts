@@ -18,7 +18,7 @@
  *
  * Idempotent writes: a Put or Delete with `client_id` and `request_id`
  * (both or neither: INVALID_ARGUMENT otherwise) is proposed with that stamp;
- * the state machine applies it at most once (src/storage/sessions.ts) and a
+ * the state machine applies it at most once (src/fsm/sessions.ts) and a
  * repeat is answered with the first revision, `replayed` set. A request id
  * older than the ones its client's record still holds fails
  * FAILED_PRECONDITION (not applied; the first outcome is unknown). A Txn
@@ -58,8 +58,8 @@ import {
   type KvCompare,
   type KvTxn,
   type KvTxnOp,
-} from '../storage/kv-command.js';
-import { isReservedKey, sessionStampProblem, type SessionStamp } from '../storage/sessions.js';
+} from '../fsm/kv-command.js';
+import { isReservedKey, sessionStampProblem, type SessionStamp } from '../fsm/sessions.js';
 import { RANGE_LIMIT_MAX, type ApplyResult, type RangeQuery, type StoredKeyValue, type TxnOpResult } from '../storage/types.js';
 import { ApiError, invalidArgument } from './api-error.js';
 import { requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';

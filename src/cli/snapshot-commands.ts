@@ -33,6 +33,7 @@ import { CLIENT_ID_METADATA_KEY, REQUEST_ID_METADATA_KEY, RequestIds } from '../
 import { ClusterClient } from '../client/cluster-client.js';
 import { clientChannelOptions, dialChannel } from '../client/dial.js';
 import { retryWrite } from '../client/retry-write.js';
+import { isReservedKey } from '../fsm/sessions.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import {
   SnapshotServiceClient,
@@ -360,7 +361,7 @@ export interface RestoreResult {
 /** inspectFile runs inspectArchive on `file`; an unreadable file is a CliError. */
 export async function inspectFile(file: string): Promise<InspectResult> {
   try {
-    return await inspectArchive(resolve(file));
+    return await inspectArchive(resolve(file), { isReservedKey });
   } catch (err) {
     throw new CliError(`cannot read ${file}: ${fsMessage(err)}`);
   }

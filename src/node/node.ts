@@ -15,8 +15,8 @@ import {
   type Rng,
   type SnapshotMeta,
 } from '../raft/index.js';
-import { encodeCommand, type KvCommand } from '../storage/kv-command.js';
-import type { SessionStamp } from '../storage/sessions.js';
+import { encodeCommand, type KvCommand } from '../fsm/kv-command.js';
+import type { SessionStamp } from '../fsm/sessions.js';
 import type { ApplyResult, LogBase, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
 import type { ArchiveStager, FetchSnapshotParams, SnapshotChunk, StageArchiveParams } from '../transport/transport.js';
 import type { Clock, TimerHandle } from './clock.js';
@@ -26,7 +26,7 @@ import type { Readable } from 'node:stream';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import { ArchiveError, SnapshotStoreError, StateFormatError } from '../snapshot/errors.js';
 import { StorageError } from '../storage/storage-error.js';
-import { RestoreRefs, decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from './restore-command.js';
+import { RestoreRefs, decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from '../fsm/restore-command.js';
 import type { NodeMetrics } from './metrics.js';
 import { silentLogger, type Logger } from './logger.js';
 import type { NodeStatus } from './node-status.js';

@@ -21,8 +21,8 @@ import {
   type StateLimits,
   type StoredSnapshot,
 } from '../snapshot/index.js';
-import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../storage/kv-command.js';
-import type { SessionStamp } from '../storage/sessions.js';
+import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../fsm/kv-command.js';
+import type { SessionStamp } from '../fsm/sessions.js';
 import type { NodeStorage } from '../storage/types.js';
 import type { Clock } from './clock.js';
 import { NodeError } from './errors.js';
@@ -60,7 +60,7 @@ export const RESTORE_STATE_BYTES_MAX_DEFAULT = 64 * 1024 ** 3;
 
 /**
  * RESTORE_STATE_LIMITS: a restored state may hold nothing a write could not:
- * the KV layer's own key and value limits (storage/kv-command.ts).
+ * the KV layer's own key and value limits (fsm/kv-command.ts).
  */
 export const RESTORE_STATE_LIMITS: StateLimits = { keyBytesMax: KEY_BYTES_MAX, valueBytesMax: VALUE_BYTES_MAX };
 

@@ -38,7 +38,6 @@ import { ArchiveError } from './errors.js';
 import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
 import { checkedStateRecords, countStateKeys } from './state-format.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock } from './tar-header.js';
-import { isReservedKey } from '../storage/sessions.js';
 
 export type { ArchiveMeta } from './archive-meta.js';
 export {
@@ -658,14 +657,27 @@ export interface InspectResult {
 }
 
 /**
+ * InspectOptions: the archive limits, and `isReservedKey`, which tells the
+ * store's own records (client sessions, key revisions) from the clients' keys.
+ * The archive format does not know what a key means: the caller (who knows
+ * the state machine) passes the predicate; without it every record counts
+ * as a client key.
+ */
+export interface InspectOptions extends ReadArchiveLimits {
+  readonly isReservedKey?: (key: Uint8Array) => boolean;
+}
+
+/**
  * inspectArchive reads the archive file at `path` through readArchive (every
  * rule, every hash), decodes and checks every record of state.bin
  * (checkedStateRecords: non-empty keys within the limits, strictly
  * increasing, count and size as meta.json declares) and hashes the whole file. Archive problems are reported in
  * `problems`, not thrown; a file that cannot be opened rejects with the
- * file-system error.
+ * file-system error. Records for which options.isReservedKey holds are
+ * counted in `reservedRecords`, the others in `keys`.
  */
-export async function inspectArchive(path: string, limits: ReadArchiveLimits = {}): Promise<InspectResult> {
+export async function inspectArchive(path: string, options: InspectOptions = {}): Promise<InspectResult> {
+  const { isReservedKey = () => false, ...limits } = options;
   // One read: the file is hashed whole on its way into readArchive.
   const handle = await open(path, 'r');
   const tap = new ReadHashTap();

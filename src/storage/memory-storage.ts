@@ -1,6 +1,6 @@
 import type { Entry, HardState, Membership } from '../raft/types.js';
-import { planApply } from './apply-plan.js';
-import { revisionKey } from './key-revision.js';
+import { planApply } from '../fsm/apply-plan.js';
+import { revisionKey } from '../fsm/key-revision.js';
 import { checkIdentityMatch, missingIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
@@ -13,7 +13,7 @@ import {
   type SessionLookup,
   type SessionStamp,
   type SessionTable,
-} from './sessions.js';
+} from '../fsm/sessions.js';
 import { checkInstallBatch, checkInstallMeta, copyMembership, digestSnapshot } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
 import {

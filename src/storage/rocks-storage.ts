@@ -2,9 +2,9 @@ import { mkdir, open as openFile, readdir, readFile, rename, rm, stat } from 'no
 import { join } from 'node:path';
 
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
-import { applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
-import { isRevisionKey, revisionKey } from './key-revision.js';
-import { RevisionCache } from './revision-cache.js';
+import { applyProbeKeys, planApply, type KeyProbe } from '../fsm/apply-plan.js';
+import { isRevisionKey, revisionKey } from '../fsm/key-revision.js';
+import { RevisionCache } from '../fsm/revision-cache.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
@@ -20,7 +20,7 @@ import {
   sessionTableOfRecords,
   type SessionLookup,
   type SessionStamp,
-} from './sessions.js';
+} from '../fsm/sessions.js';
 import { checkInstallBatch, checkInstallMeta, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
 import {

@@ -7,7 +7,7 @@
  * Every method of a closed store rejects with StorageError `closed`.
  */
 import type { Entry, HardState, Membership, NodeId } from '../raft/types.js';
-import type { SessionLookup, SessionStamp } from './sessions.js';
+import type { SessionLookup, SessionStamp } from '../fsm/sessions.js';
 
 /**
  * LogBase names the last entry removed by compaction ({0, 0} for a log never

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { toApiError } from '../../../src/api/api-error.js';
 import { ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY } from '../../../src/client/error-metadata.js';
 import { NodeError, type NodeErrorCode } from '../../../src/node/errors.js';
-import { KvCommandError } from '../../../src/storage/kv-command.js';
+import { KvCommandError } from '../../../src/fsm/kv-command.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
 
 describe('api: toApiError', () => {

@@ -12,7 +12,7 @@ import { service as healthService } from 'grpc-health-check';
 import { LEADER_METADATA_KEY } from '../../../src/client/error-metadata.js';
 import { FORWARDED_METADATA_KEY } from '../../../src/api/leader-forwarder.js';
 import { Role, Suffrage } from '../../../src/gen/snapcoord/v1/cluster.js';
-import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../../../src/storage/kv-command.js';
+import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../../../src/fsm/kv-command.js';
 import { startTestCluster, type TestCluster } from './harness.js';
 
 const enc = new TextEncoder();

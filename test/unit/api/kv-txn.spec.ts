@@ -15,7 +15,7 @@ import { KvClient } from '../../../src/client/kv-client.js';
 import { RequestIds } from '../../../src/client/request-ids.js';
 import { CompareResult, CompareTarget, TxnOpType, type Compare, type TxnOp } from '../../../src/gen/snapcoord/v1/kv.js';
 import type { Node } from '../../../src/node/node.js';
-import { TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../../src/storage/kv-command.js';
+import { TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../../src/fsm/kv-command.js';
 import { startTestCluster, type TestCluster } from './harness.js';
 
 const enc = new TextEncoder();

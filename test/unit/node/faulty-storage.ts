@@ -6,7 +6,7 @@
  */
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
-import type { SessionLookup, SessionStamp } from '../../../src/storage/sessions.js';
+import type { SessionLookup, SessionStamp } from '../../../src/fsm/sessions.js';
 import type {
   ApplyItem,
   ApplyResult,

@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import { SnapshotServiceClient } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { NodeError } from '../../../src/node/errors.js';
-import { encodeRestoreCommand } from '../../../src/node/restore-command.js';
+import { encodeRestoreCommand } from '../../../src/fsm/restore-command.js';
 import { SnapshotStore } from '../../../src/snapshot/store.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { poisonedArchives, rawState, tarGz, goodEntries } from '../snapshot/helpers.js';

@@ -15,7 +15,7 @@ import { silentLogger } from '../../../src/node/logger.js';
 import type { Membership } from '../../../src/raft/types.js';
 import type { ArchiveSink } from '../../../src/snapshot/archive-sink.js';
 import { CHUNK_HASH_BYTES, SnapshotStoreError } from '../../../src/snapshot/index.js';
-import { encodeCommand, type KvPut } from '../../../src/storage/kv-command.js';
+import { encodeCommand, type KvPut } from '../../../src/fsm/kv-command.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { RocksCluster, waitUntil } from './rocks-cluster.js';
 import { systemClock } from '../../../src/node/clock.js';

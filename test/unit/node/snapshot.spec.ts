@@ -1,4 +1,4 @@
-import { isRevisionKey } from '../../../src/storage/key-revision.js';
+import { isRevisionKey } from '../../../src/fsm/key-revision.js';
 import assert from 'node:assert/strict';
 
 import { decodeStateRecords, readArchive } from '../../../src/snapshot/index.js';

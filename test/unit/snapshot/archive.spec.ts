@@ -146,6 +146,23 @@ describe('snapshot archive', () => {
     });
   });
 
+  it('inspectArchive counts the records its caller calls reserved apart from the keys', async () => {
+    const archivePath = join(dir, 'a.tar.gz');
+    await writeTo(archivePath);
+    const reserved = new Set(state.filter((_, i) => i % 3 === 0).map((r) => Buffer.from(r.key).toString('hex')));
+    const seen: number[] = [];
+    const report = await inspectArchive(archivePath, {
+      isReservedKey: (key) => {
+        seen.push(key.length);
+        return reserved.has(Buffer.from(key).toString('hex'));
+      },
+    });
+    assert.equal(report.ok, true);
+    assert.equal(seen.length, state.length);
+    assert.equal(report.reservedRecords, reserved.size);
+    assert.equal(report.keys, state.length - reserved.size);
+  });
+
   it('inspectArchive reports a corrupted archive, and a stateKeys that lies', async () => {
     const archivePath = join(dir, 'a.tar.gz');
     await writeTo(archivePath);

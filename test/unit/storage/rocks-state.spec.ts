@@ -13,7 +13,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 import type { Membership } from '../../../src/raft/types.js';
-import { encodeCommand } from '../../../src/storage/kv-command.js';
+import { encodeCommand } from '../../../src/fsm/kv-command.js';
 import { MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { RocksDb } from '../../../src/storage/rocks.js';
 import { RocksStorage, type InstallPhase } from '../../../src/storage/rocks-storage.js';

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import type { Entry, HardState, Membership } from '../../../src/raft/types.js';
-import { encodeCommand } from '../../../src/storage/kv-command.js';
-import { encodeKeyRevision, isRevisionKey, revisionKey } from '../../../src/storage/key-revision.js';
+import { encodeCommand } from '../../../src/fsm/kv-command.js';
+import { encodeKeyRevision, isRevisionKey, revisionKey } from '../../../src/fsm/key-revision.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { StorageError } from '../../../src/storage/storage-error.js';

@@ -22,8 +22,8 @@
  * recorded write has the lowest log index.
  */
 import { isRevisionKey } from './key-revision.js';
-import { StorageError } from './storage-error.js';
-import type { KeyValue } from './types.js';
+import { StorageError } from '../storage/storage-error.js';
+import type { KeyValue } from '../storage/types.js';
 
 /** RESERVED_KEY_PREFIX: keys starting with these bytes ("\x00snapcoord/") belong to the store itself. */
 export const RESERVED_KEY_PREFIX: Uint8Array = Uint8Array.from(Buffer.from('\x00snapcoord/', 'latin1'));

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import type { Membership } from '../../../src/raft/types.js';
-import { compareHolds } from '../../../src/storage/apply-plan.js';
+import { compareHolds } from '../../../src/fsm/apply-plan.js';
 import {
   decodeCommand,
   encodeCommand,
@@ -23,10 +23,10 @@ import {
   type KvCommand,
   type KvCompare,
   type KvTxn,
-} from '../../../src/storage/kv-command.js';
-import { isRevisionKey, revisionKey } from '../../../src/storage/key-revision.js';
+} from '../../../src/fsm/kv-command.js';
+import { isRevisionKey, revisionKey } from '../../../src/fsm/key-revision.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import { RevisionCache } from '../../../src/storage/revision-cache.js';
+import { RevisionCache } from '../../../src/fsm/revision-cache.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { ApplyItem, ApplyResult, KeyValue, NodeStorage, StoredKeyValue } from '../../../src/storage/types.js';
 

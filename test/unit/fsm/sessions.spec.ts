@@ -1,7 +1,7 @@
 /**
  * Client sessions (Raft dissertation §6.3): a write carrying a client request
  * id is applied at most once, on both storages, and the record survives a
- * reopen, a snapshot install and a restore (src/storage/sessions.ts).
+ * reopen, a snapshot install and a restore (src/fsm/sessions.ts).
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import type { Membership } from '../../../src/raft/types.js';
-import { decodeCommand, encodeCommand, KvCommandError, type KvCommand } from '../../../src/storage/kv-command.js';
+import { decodeCommand, encodeCommand, KvCommandError, type KvCommand } from '../../../src/fsm/kv-command.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import {
@@ -23,9 +23,9 @@ import {
   isSessionKey,
   sessionKey,
   type SessionStamp,
-} from '../../../src/storage/sessions.js';
+} from '../../../src/fsm/sessions.js';
 import type { ApplyItem, ApplyResult, KeyValue, NodeStorage } from '../../../src/storage/types.js';
-import { rejectsWith } from './helpers.js';
+import { rejectsWith } from '../storage/helpers.js';
 
 interface Fixture {
   open(): Promise<NodeStorage>;

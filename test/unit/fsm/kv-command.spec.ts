@@ -9,7 +9,7 @@ import {
   KvCommandError,
   VALUE_BYTES_MAX,
   type KvCommand,
-} from '../../../src/storage/kv-command.js';
+} from '../../../src/fsm/kv-command.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 

@@ -6,7 +6,7 @@
  */
 export const RESTORE_MAGIC = 0x52;
 
-import { sessionStampProblem, type SessionStamp } from '../storage/sessions.js';
+import { sessionStampProblem, type SessionStamp } from './sessions.js';
 
 export interface RestoreCommand {
   /** hex SHA-256 of the archive. */
