@@ -10,6 +10,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import {
+  ClusterServiceClient,
   Role,
   Suffrage,
   type AddMemberRequest,
@@ -36,9 +37,10 @@ import { isNodeId, parseHostPort } from '../client/address.js';
 import { ApiError, invalidArgument, toApiError } from './api-error.js';
 import { deadlineOf, requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
-import { CHECK_ATTEMPTS_DEFAULT, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX, MemberClients, checkConsistency, type StateHash } from '../agent/consistency.js';
+import { CHECK_ATTEMPTS_DEFAULT, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX, MemberClients, checkConsistency, type StateHash } from '../ops/consistency.js';
 import { callUnary } from '../client/unary-call.js';
 import { copyAuthorization } from '../client/authorization.js';
+import { dialChannel } from '../client/dial.js';
 
 /** ClusterNode is the part of Node the cluster service uses. */
 export type ClusterNode = NodeView & Pick<Node, 'changeMembership' | 'transferLeadership' | 'campaign' | 'stateDigest'>;
@@ -139,7 +141,10 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
       clientAddressOf: (id) => forwarder.clientAddressOf(id),
       startIndex: () => node.status().commit,
     },
-    forwarder.dial,
+    (address) => {
+      const { credentials, options } = dialChannel(forwarder.dial);
+      return new ClusterServiceClient(address, credentials, options);
+    },
     localHash,
   );
   return {

@@ -2,7 +2,7 @@ import { lstat, mkdir, realpath, chmod, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 
-import type { SnapshotTarget } from '../node/snapshot-export.js';
+import type { SnapshotTarget } from '../ops/snapshot-export.js';
 import { invalidArgument } from './api-error.js';
 
 /** SNAPSHOT_PATH_BYTES_MAX caps a snapshot_path. */

@@ -31,9 +31,9 @@ import {
   type TaskServiceServer,
 } from '../gen/snapcoord/v1/snapshot.js';
 import type { Node } from '../node/node.js';
-import { exportDirectory, type DirectoryExport } from '../node/snapshot-export.js';
+import { exportDirectory, type DirectoryExport } from '../ops/snapshot-export.js';
 import type { SnapshotManager } from '../node/snapshots.js';
-import { durationOf, TaskQueueError, type Task, type TaskFilter, type TaskQueue } from '../node/tasks.js';
+import { durationOf, TaskQueueError, type Task, type TaskFilter, type TaskQueue } from '../ops/task-queue.js';
 import { inspectArchive } from '../snapshot/archive.js';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import { isReservedKey, type SessionStamp } from '../fsm/sessions.js';

@@ -12,7 +12,7 @@ import { KvClient } from '../client/kv-client.js';
 import { callUnary } from '../client/unary-call.js';
 import type { RetryOptions } from '../client/retry-write.js';
 import { Role, Suffrage, roleToJSON, suffrageToJSON, type CheckConsistencyResponse, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
-import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../agent/consistency.js';
+import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../ops/consistency.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { cliDial, clientOptions, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import { addKvTxnCommands } from './kv-txn-commands.js';

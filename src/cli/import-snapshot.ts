@@ -7,7 +7,7 @@
  * match the SHA-256 stored with it (fetchImportFromS3).
  */
 import { join } from 'node:path';
-import { S3Destination, S3Error, type S3Settings } from '../agent/s3.js';
+import { S3Destination, S3Error, type S3Settings } from '../ops/s3.js';
 import { createReadStream } from 'node:fs';
 import { once } from 'node:events';
 

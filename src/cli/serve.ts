@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { tightenDataDir } from '../node/data-dir-perms.js';
+import { tightenDataDir } from '../ops/data-dir-perms.js';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
@@ -19,16 +19,18 @@ import { channelCredentialsFromFiles, checkTlsFiles, memberIdOf, serverCredentia
 import { peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
 import { bindApiServer, type ApiServer } from '../api/server.js';
+import { dialChannel } from '../client/dial.js';
+import { ClusterServiceClient } from '../gen/snapcoord/v1/cluster.js';
 import { DiskGuard } from '../node/disk-guard.js';
 import { BootRefusedError, Node } from '../node/node.js';
 import { NodeMetrics } from '../node/metrics.js';
-import { snapshotTaskRunner } from '../node/snapshot-task.js';
+import { snapshotTaskRunner } from '../ops/snapshot-task.js';
 import { checkImportFile, fetchImportFromS3, importSnapshot } from './import-snapshot.js';
-import { SnapshotAgent } from '../agent/agent.js';
-import { hashStateAt } from '../agent/consistency.js';
-import { isS3Url, s3SettingsFrom } from '../agent/s3.js';
+import { SnapshotAgent } from '../ops/snapshot-agent.js';
+import { hashStateAt } from '../ops/consistency.js';
+import { isS3Url, s3SettingsFrom } from '../ops/s3.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../node/snapshots.js';
-import { TaskQueue } from '../node/tasks.js';
+import { TaskQueue } from '../ops/task-queue.js';
 import { prepareRoots } from '../api/snapshot-path.js';
 import { SNAPCOORD_VERSION } from '../version.js';
 import { RocksStorage } from '../storage/rocks-storage.js';
@@ -263,7 +265,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       consistencyCheckIntervalMs: cfg.consistencyCheckIntervalSecs * 1000,
       selfClientAddress: cfg.clientTls !== null ? cfg.advertiseClient : loopbackTarget(api.address),
       clientAddressOf: (id) => api.directory.get(id),
-      dial: { credentials: planes.clientChannel, apiKey: cfg.apiKey },
+      connect: (address) => {
+        const { credentials, options } = dialChannel({ credentials: planes.clientChannel, apiKey: cfg.apiKey });
+        return new ClusterServiceClient(address, credentials, options);
+      },
       registry: metrics.registry,
     });
     tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: agent.runner(snapshotTaskRunner(node, snapshotPath)) }, logger, {
@@ -277,7 +282,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     await node.stop();
     throw new CliError(`cannot start node ${cfg.id}: ${(err as Error).message}`);
   }
-  // Scheduled snapshots (leader only, retention, S3) and the periodic consistency check: src/agent.
+  // Scheduled snapshots (leader only, retention, S3) and the periodic consistency check: src/ops.
   const snapshotAgent = agent as SnapshotAgent;
   snapshotAgent.start(tasks);
   api.serve({

@@ -46,7 +46,7 @@ import { fsyncDir } from '../snapshot/file-sink.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import { Progress } from './progress.js';
-import { S3Destination, S3Error, isS3Url, s3SettingsFrom, type S3Settings } from '../agent/s3.js';
+import { S3Destination, S3Error, isS3Url, s3SettingsFrom, type S3Settings } from '../ops/s3.js';
 
 /** STATUS_DEADLINE_MS: the deadline of the Status call `save` starts with. */
 const STATUS_DEADLINE_MS = 5_000;

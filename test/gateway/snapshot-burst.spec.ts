@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 
 import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
-import type { TaskRunner } from '../../src/node/tasks.js';
+import type { TaskRunner } from '../../src/ops/task-queue.js';
 import { SnapshotNode } from '../unit/api/snapshot-node.js';
 
 const CAP = 1000;

@@ -40,9 +40,9 @@ import { ClusterServiceService } from '../../../src/gen/snapcoord/v1/cluster.js'
 import { KVServiceService } from '../../../src/gen/snapcoord/v1/kv.js';
 import { SnapshotServiceService, TaskFilter, TaskServiceService, type GetSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Node } from '../../../src/node/node.js';
-import { snapshotTaskRunner } from '../../../src/node/snapshot-task.js';
+import { snapshotTaskRunner } from '../../../src/ops/snapshot-task.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
-import { TaskQueue } from '../../../src/node/tasks.js';
+import { TaskQueue } from '../../../src/ops/task-queue.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { waitUntil } from '../node/rocks-cluster.js';

@@ -13,7 +13,7 @@ import {
   type Task,
 } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import type { Node } from '../../../src/node/node.js';
-import { MARKER_FILE } from '../../../src/node/snapshot-export.js';
+import { MARKER_FILE } from '../../../src/ops/snapshot-export.js';
 import { inspectArchive } from '../../../src/snapshot/archive.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { RocksCluster, dumpKeys as dump, uploadArchive as upload, waitUntil } from '../node/rocks-cluster.js';

@@ -18,7 +18,7 @@ import { Worker } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
 
 import type { CreateSnapshotResponse, Task } from '../../../src/gen/snapcoord/v1/snapshot.js';
-import { MARKER_FILE } from '../../../src/node/snapshot-export.js';
+import { MARKER_FILE } from '../../../src/ops/snapshot-export.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { waitUntil } from '../node/rocks-cluster.js';
 import { SnapshotNode, unaryCall } from './snapshot-node.js';

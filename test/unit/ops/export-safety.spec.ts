@@ -10,8 +10,8 @@ import { mkdir, mkdtemp, readdir, rename, rm, symlink, writeFile } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { DirHandle, DirHandleError, FD_PATHS } from '../../../src/node/dir-handle.js';
-import { dataDirInUse } from '../../../src/node/snapshot-export.js';
+import { DirHandle, DirHandleError, FD_PATHS } from '../../../src/ops/dir-handle.js';
+import { dataDirInUse } from '../../../src/ops/snapshot-export.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 
 describe('export safety: data dir locks and directory handles', function () {

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 
-import { checkConsistency, type MemberHasher } from '../../../src/agent/consistency.js';
+import { checkConsistency, type MemberHasher } from '../../../src/ops/consistency.js';
 import { KVServiceClient } from '../../../src/gen/snapcoord/v1/kv.js';
 import { ClusterServiceClient, type StatusResponse } from '../../../src/gen/snapcoord/v1/cluster.js';
 import { RocksDb } from '../../../src/storage/rocks.js';

@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 
-import { NO_RETENTION } from '../../../src/agent/retention.js';
-import { S3Destination, S3Error, parseS3Url, readCredentialsFile, s3SettingsFrom, snapshotName, timeOfName, type S3Settings } from '../../../src/agent/s3.js';
+import { NO_RETENTION } from '../../../src/ops/retention.js';
+import { S3Destination, S3Error, parseS3Url, readCredentialsFile, s3SettingsFrom, snapshotName, timeOfName, type S3Settings } from '../../../src/ops/s3.js';
 import { BUCKET, S3Server } from './s3-server.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');

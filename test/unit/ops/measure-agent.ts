@@ -11,7 +11,7 @@
  *     resumed, byte-identical (SHA-256 checked);
  * and prints each command's output.
  *
- *   npx tsx test/unit/agent/measure-agent.ts [--mib 1024]
+ *   npx tsx test/unit/ops/measure-agent.ts [--mib 1024]
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, readFileSync } from 'node:fs';

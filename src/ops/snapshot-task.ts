@@ -1,6 +1,6 @@
-import type { Node } from './node.js';
+import type { Node } from '../node/node.js';
 import { checkArchiveTarget, exportArchiveFile } from './snapshot-export.js';
-import type { TaskRunner } from './tasks.js';
+import type { TaskRunner } from './task-queue.js';
 
 /**
  * snapshotTaskRunner runs a snapshotCreation task: a snapshot of this node's

@@ -11,11 +11,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 
-import type { ClientDial } from '../client/dial.js';
 import type { Node } from '../node/node.js';
 import type { Logger } from '../node/logger.js';
-import type { TaskQueue, TaskRunner } from '../node/tasks.js';
-import { CHECK_ATTEMPTS_DEFAULT, CHECK_WAIT_MS_DEFAULT, ConsistencyMonitor, MemberClients, checkConsistency } from './consistency.js';
+import type { TaskQueue, TaskRunner } from './task-queue.js';
+import { CHECK_ATTEMPTS_DEFAULT, CHECK_WAIT_MS_DEFAULT, ConsistencyMonitor, MemberClients, checkConsistency, type ClusterConnector } from './consistency.js';
 import { checkPolicy, hasRetention, type RetentionPolicy } from './retention.js';
 import { SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner } from './schedule.js';
 import { S3Destination, type S3Settings } from './s3.js';
@@ -39,8 +38,8 @@ export interface SnapshotAgentOptions {
   readonly selfClientAddress: string;
   /** clientAddressOf: the other members' client-plane addresses ('' when unknown). */
   readonly clientAddressOf: (id: string) => string;
-  /** dial: TLS credentials and this node's key for the members' client planes. */
-  readonly dial: ClientDial;
+  /** connect: opens a ClusterService client to a member's client plane, with TLS credentials and this node's key. */
+  readonly connect: ClusterConnector;
   readonly registry?: Registry;
 }
 
@@ -122,7 +121,7 @@ export class SnapshotAgent {
           clientAddressOf: (id) => (id === o.node.id ? o.selfClientAddress : o.clientAddressOf(id)),
           startIndex: () => o.node.status().commit,
         },
-        o.dial,
+        o.connect,
         () => Promise.reject(new Error('unused')),
       );
       const members = this.members;

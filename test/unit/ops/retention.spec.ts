@@ -1,7 +1,7 @@
 /** Retention policies of scheduled snapshots (issue 19 part 1): keep newest N, all of the last D days, one a day for W weeks. */
 import assert from 'node:assert/strict';
 
-import { NO_RETENTION, checkPolicy, hasRetention, planRetention } from '../../../src/agent/retention.js';
+import { NO_RETENTION, checkPolicy, hasRetention, planRetention } from '../../../src/ops/retention.js';
 
 const DAY = 86_400_000;
 const NOW = Date.parse('2026-12-03T12:00:00Z');

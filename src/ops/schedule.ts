@@ -23,10 +23,10 @@ import { readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 import type { Logger } from '../node/logger.js';
-import { exportArchiveFile } from '../node/snapshot-export.js';
+import { exportArchiveFile } from './snapshot-export.js';
 import type { SnapshotHandle } from '../snapshot/store.js';
 import type { KvCommand } from '../fsm/kv-command.js';
-import type { Task, TaskDetails, TaskRunner } from '../node/tasks.js';
+import type { Task, TaskDetails, TaskRunner } from './task-queue.js';
 import { hasRetention, planRetention, type RetentionPolicy } from './retention.js';
 import { SNAPSHOT_NAME_PATTERN, snapshotName, timeOfName, type S3Destination } from './s3.js';
 

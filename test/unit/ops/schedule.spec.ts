@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { SCHEDULE_KEY_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/agent/schedule.js';
-import { S3Destination, s3SettingsFrom, snapshotName } from '../../../src/agent/s3.js';
-import { SnapshotAgent } from '../../../src/agent/agent.js';
-import { NO_RETENTION } from '../../../src/agent/retention.js';
-import { TaskQueue, type Task, type TaskDetails } from '../../../src/node/tasks.js';
+import { SCHEDULE_KEY_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/ops/schedule.js';
+import { S3Destination, s3SettingsFrom, snapshotName } from '../../../src/ops/s3.js';
+import { SnapshotAgent } from '../../../src/ops/snapshot-agent.js';
+import { NO_RETENTION } from '../../../src/ops/retention.js';
+import { TaskQueue, type Task, type TaskDetails } from '../../../src/ops/task-queue.js';
 import { SnapshotNode } from '../api/snapshot-node.js';
 import { RocksCluster, waitUntil } from '../node/rocks-cluster.js';
 import { BUCKET, S3Server } from './s3-server.js';
@@ -181,7 +181,7 @@ describe('agent: snapshot schedule', function () {
       consistencyCheckIntervalMs: 0,
       selfClientAddress: sn.api.address,
       clientAddressOf: () => '',
-      dial: {},
+      connect: () => assert.fail('no consistency check in this test'),
     });
     try {
       assert.equal(agent.timestamped, true);

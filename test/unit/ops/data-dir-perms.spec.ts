@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { chmod, lstat, mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { privateMode, tightenDataDir } from '../../../src/node/data-dir-perms.js';
+import { privateMode, tightenDataDir } from '../../../src/ops/data-dir-perms.js';
 
 async function modeOf(path: string): Promise<number> {
   return (await lstat(path)).mode & 0o7777;

@@ -15,8 +15,7 @@
  *   and logging an error naming the members that differ.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { ClusterServiceClient, type HashStateResponse } from '../gen/snapcoord/v1/cluster.js';
-import { dialChannel, type ClientDial } from '../client/dial.js';
+import type { ClusterServiceClient, HashStateResponse } from '../gen/snapcoord/v1/cluster.js';
 import { digestSnapshot } from '../storage/state-transfer.js';
 import type { StateMachine } from '../storage/types.js';
 import type { Logger } from '../node/logger.js';
@@ -165,15 +164,24 @@ export interface MemberDirectory {
 }
 
 /**
- * MemberClients keeps one ClusterServiceClient per member address and builds
- * the hashers of a check: this node's own is `local`, the others go over gRPC.
+ * ClusterConnector opens a ClusterServiceClient to a member's client plane
+ * at `address` (TLS credentials, and a key where the caller has one of its
+ * own): the process wiring (or the API) passes it, so ops dial no channel
+ * themselves.
+ */
+export type ClusterConnector = (address: string) => ClusterServiceClient;
+
+/**
+ * MemberClients keeps one ClusterServiceClient per member address (opened
+ * with `connect`) and builds the hashers of a check: this node's own is
+ * `local`, the others go over gRPC.
  */
 export class MemberClients {
   private readonly clients = new Map<string, ClusterServiceClient>();
 
   constructor(
     private readonly dir: MemberDirectory,
-    private readonly dial: ClientDial,
+    private readonly connect: ClusterConnector,
     private readonly local: MemberHasher['hash'],
   ) {}
 
@@ -185,8 +193,7 @@ export class MemberClients {
       if (address === '') return { id, hash: () => Promise.reject(new Error(`the client address of ${id} is not known yet`)) };
       let c = this.clients.get(address);
       if (c === undefined) {
-        const { credentials, options } = dialChannel(this.dial);
-        c = new ClusterServiceClient(address, credentials, options);
+        c = this.connect(address);
         this.clients.set(address, c);
       }
       return grpcMemberHasher(id, c, metadata);

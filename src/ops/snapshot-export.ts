@@ -12,7 +12,7 @@ import { RocksDb } from '../storage/rocks.js';
 import { RocksStorage } from '../storage/rocks-storage.js';
 import { FORMAT_VERSION } from '../storage/types.js';
 import { DirHandle, DirHandleError, FD_PATHS, lockedInodes, readSmallFile, sameFile, type FileId } from './dir-handle.js';
-import { NodeError } from './errors.js';
+import { NodeError } from '../node/errors.js';
 
 /** MARKER_FILE marks a directory written by exportDirectory (so a later snapshot may replace it). */
 export const MARKER_FILE = 'SNAPCOORD_SNAPSHOT';

@@ -9,7 +9,7 @@ import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/prom
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { TaskQueue, TaskQueueError, type Task, type TaskDetails, type TaskRunner } from '../../../src/node/tasks.js';
+import { TaskQueue, TaskQueueError, type Task, type TaskDetails, type TaskRunner } from '../../../src/ops/task-queue.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
