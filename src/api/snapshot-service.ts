@@ -225,7 +225,7 @@ export function createSnapshotService(
         const req = call.request;
         const st = node.status();
         const knownLeader = st.leader !== '';
-        const lastContactMs = BigInt(Math.max(0, node.lastLeaderContactMs()));
+        const lastContactMs = BigInt(Math.max(0, Math.floor(node.lastLeaderContactMs())));
         const pinId = req.id ?? '';
         const pinIndex = Number(req.index ?? 0n);
         const pinned = pinId !== '' || pinIndex > 0;
