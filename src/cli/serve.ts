@@ -41,6 +41,7 @@ import { CliError, EXIT_CONFIG } from './cli-error.js';
 import type { ServeConfig } from './config.js';
 import { systemClock } from '../node/clock.js';
 import { cryptoRng } from '../node/crypto-rng.js';
+import { rocksDataDir } from '../storage/rocks-data-dir.js';
 
 /** Planes: the credentials of both planes, server and dialling side. */
 interface Planes {
@@ -297,7 +298,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       snapshots,
       tasks: { queue: tasks, snapshotPath },
       realRoots,
-      directoryExport: { nodeId: cfg.id, clusterId: cfg.clusterId, selfAddress: cfg.peers[cfg.id] ?? api.address, version: SNAPCOORD_VERSION },
+      directoryExport: { storage: rocksDataDir, nodeId: cfg.id, clusterId: cfg.clusterId, selfAddress: cfg.peers[cfg.id] ?? api.address, version: SNAPCOORD_VERSION },
     },
   });
   // Where this process reaches its own client plane: over TLS the advertised name (the certificate's), else loopback.

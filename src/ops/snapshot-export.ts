@@ -8,9 +8,7 @@ import type { Membership } from '../raft/types.js';
 import { decodeStateRecords, encodeStateRecords, readArchive, SnapshotStore } from '../snapshot/index.js';
 import { fsyncDir, openFileSink, writeFileDurable } from '../snapshot/file-sink.js';
 import type { SnapshotHandle } from '../snapshot/store.js';
-import { RocksDb } from '../storage/rocks.js';
-import { RocksStorage } from '../storage/rocks-storage.js';
-import { FORMAT_VERSION } from '../storage/types.js';
+import { FORMAT_VERSION, type NodeStorage } from '../storage/types.js';
 import { DirHandle, DirHandleError, FD_PATHS, lockedInodes, readSmallFile, sameFile, type FileId } from './dir-handle.js';
 import { NodeError } from '../node/errors.js';
 
@@ -59,7 +57,28 @@ export async function exportArchiveFile(handle: SnapshotHandle, path: string, pr
   }
 }
 
+/** ExportStorage: what a directory export does with the new data dir's storage. */
+export type ExportStorage = Pick<NodeStorage, 'checkIdentity' | 'installState' | 'compact' | 'save' | 'snapshotState' | 'close'>;
+
+/**
+ * DataDirStorage is the storage engine's side of a data directory, passed by
+ * the process wiring (serve passes src/storage's rocksDataDir): the export
+ * opens no concrete engine itself.
+ */
+export interface DataDirStorage {
+  /** open opens (creating when new) the node storage of the data dir `dir`. Errors: the engine's. */
+  open(dir: string): Promise<ExportStorage>;
+  /**
+   * lockHeld tells whether a process holds the engine's lock on the database
+   * at `dir`: the probe used where /proc/locks cannot be read. It must not
+   * throw for a directory that holds no database (false).
+   */
+  lockHeld(dir: string): Promise<boolean>;
+}
+
 export interface DirectoryExport {
+  /** storage: opens the copy's storage and probes engine locks (see DataDirStorage). */
+  readonly storage: DataDirStorage;
   readonly nodeId: string;
   readonly clusterId: string;
   /** selfAddress: this node's gRPC address, the one member of the copy's membership. */
@@ -133,37 +152,31 @@ function sameTree(a: readonly TreeEntry[], b: readonly TreeEntry[]): boolean {
 }
 
 /**
- * dataDirLockHeld tells whether any RocksDB database of `tree` (under `dir`)
- * is open: by its LOCK file's inode in /proc/locks (Linux; this process's
- * own locks included; an inode of another file system with the same number
- * counts too, which only ever refuses), else by trying to open each database
- * (its lock is taken and released at once). The fallback cannot see a
- * database this process holds under another name, and closing the probe
- * would drop that lock (POSIX locks are per process): Linux is the platform
- * this guarantee is made for.
+ * dataDirLockHeld tells whether any database of `tree` (under `dir`) is
+ * open: by its LOCK file's inode in /proc/locks (Linux; this process's own
+ * locks included; an inode of another file system with the same number
+ * counts too, which only ever refuses), else by `lockHeld` of each database
+ * directory (DataDirStorage.lockHeld: a probe that cannot see a database
+ * this process holds under another name). Linux is the platform this
+ * guarantee is made for.
  */
-export async function dataDirLockHeld(dir: string, tree: Pick<Tree, 'lockInodes' | 'lockDirs'>): Promise<boolean> {
+export async function dataDirLockHeld(dir: string, tree: Pick<Tree, 'lockInodes' | 'lockDirs'>, lockHeld: DataDirStorage['lockHeld']): Promise<boolean> {
   const locked = await lockedInodes();
   if (locked !== null) return tree.lockInodes.some((ino) => locked.has(ino));
   for (const rel of tree.lockDirs) {
-    try {
-      const db = await RocksDb.open(rel === '' ? dir : `${dir}/${rel}`, { createIfMissing: false });
-      await db.close();
-    } catch (err) {
-      if (/lock/i.test((err as Error).message)) return true;
-    }
+    if (await lockHeld(rel === '' ? dir : `${dir}/${rel}`)) return true;
   }
   return false;
 }
 
 /**
- * dataDirInUse tells whether a process holds the RocksDB lock of any
- * database in the directory `dir` (see dataDirLockHeld); a tree too large to
- * walk counts as in use.
+ * dataDirInUse tells whether a process holds the lock of any database in
+ * the directory `dir` (see dataDirLockHeld); a tree too large to walk counts
+ * as in use.
  */
-export async function dataDirInUse(dir: string): Promise<boolean> {
+export async function dataDirInUse(dir: string, lockHeld: DataDirStorage['lockHeld']): Promise<boolean> {
   const tree = await treeOf(dir);
-  return tree === null || (await dataDirLockHeld(dir, tree));
+  return tree === null || (await dataDirLockHeld(dir, tree, lockHeld));
 }
 
 /** ExistingTarget: what was found at the target's name before the export: that directory's identity and tree. */
@@ -183,7 +196,7 @@ function refuse(message: string): NodeError {
  * the export wrote (no node has opened it since) and whose RocksDB locks no
  * process holds. Anything else is refused (NodeError `invalid`, saying why).
  */
-async function inspectTarget(parent: DirHandle, name: string, shown: string): Promise<ExistingTarget | null> {
+async function inspectTarget(parent: DirHandle, name: string, shown: string, lockHeld: DataDirStorage['lockHeld']): Promise<ExistingTarget | null> {
   const st = await lstat(parent.path(name), { bigint: true }).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return null;
     throw err;
@@ -207,7 +220,7 @@ async function inspectTarget(parent: DirHandle, name: string, shown: string): Pr
     const marker = await readSmallFile(dir.path(MARKER_FILE), MARKER_BYTES_MAX);
     if (tree.entries.length === 0 && marker === null) return { id: dir.id, tree };
     if (marker === null) throw refuse(`snapshot_path ${shown} is not empty and holds no earlier snapcoord snapshot; refusing to overwrite it`);
-    if (await dataDirLockHeld(dir.path(), tree)) {
+    if (await dataDirLockHeld(dir.path(), tree, lockHeld)) {
       throw refuse(`snapshot_path ${shown} is in use as a data dir (a process holds its RocksDB lock); refusing to replace it`);
     }
     let files: unknown;
@@ -249,6 +262,7 @@ async function inspectTarget(parent: DirHandle, name: string, shown: string): Pr
  */
 export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTarget, opts: DirectoryExport): Promise<void> {
   const name = target.names.at(-1);
+  const lockHeld = (dir: string): Promise<boolean> => opts.storage.lockHeld(dir);
   if (name === undefined) throw refuse('snapshot_path names no directory');
   let parent: DirHandle;
   try {
@@ -258,7 +272,7 @@ export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTa
     throw err;
   }
   try {
-    const existing = await inspectTarget(parent, name, target.path);
+    const existing = await inspectTarget(parent, name, target.path, lockHeld);
     const tmp = await mkdtemp(parent.path(EXPORT_TMP_PREFIX));
     try {
       if (!FD_PATHS) await parent.verify();
@@ -270,7 +284,7 @@ export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTa
       await writeFileDurable(`${tmp}/${MARKER_FILE}`, Buffer.from(`${JSON.stringify(marker)}\n`));
       await fsyncDir(tmp);
       if (!FD_PATHS) await parent.verify();
-      await swapIn(parent, name, tmp, existing, target.path);
+      await swapIn(parent, name, tmp, existing, target.path, lockHeld);
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       throw err;
@@ -281,7 +295,7 @@ export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTa
 }
 
 /** swapIn renames `tmp` to `name` in `parent`, first moving aside (and at the end removing) what `existing` checked, re-checked around the move. */
-async function swapIn(parent: DirHandle, name: string, tmp: string, existing: ExistingTarget | null, shown: string): Promise<void> {
+async function swapIn(parent: DirHandle, name: string, tmp: string, existing: ExistingTarget | null, shown: string, lockHeld: DataDirStorage['lockHeld']): Promise<void> {
   const at = parent.path(name);
   if (existing === null) {
     // rename(2) may replace only an empty directory: anything that appeared meanwhile makes it fail.
@@ -289,7 +303,7 @@ async function swapIn(parent: DirHandle, name: string, tmp: string, existing: Ex
     await fsyncDir(parent.path());
     return;
   }
-  const now = await inspectTarget(parent, name, shown);
+  const now = await inspectTarget(parent, name, shown, lockHeld);
   if (now === null || !sameFile(now.id, existing.id) || !sameTree(now.tree.entries, existing.tree.entries)) {
     throw refuse(`snapshot_path ${shown} changed while the snapshot was being written; refusing to replace it`);
   }
@@ -301,7 +315,7 @@ async function swapIn(parent: DirHandle, name: string, tmp: string, existing: Ex
   };
   const moved = await lstat(old, { bigint: true });
   if (moved.isSymbolicLink() || !sameFile({ dev: moved.dev, ino: moved.ino }, existing.id)) await putBack('changed while it was being replaced');
-  if (await dataDirLockHeld(old, existing.tree)) await putBack('was opened as a data dir while it was being replaced');
+  if (await dataDirLockHeld(old, existing.tree, lockHeld)) await putBack('was opened as a data dir while it was being replaced');
   try {
     await rename(tmp, at);
   } catch (err) {
@@ -316,7 +330,7 @@ async function swapIn(parent: DirHandle, name: string, tmp: string, existing: Ex
 async function buildDataDir(handle: SnapshotHandle, dir: string, opts: DirectoryExport): Promise<void> {
   const membership: Membership = { voters: [opts.nodeId], learners: [], addresses: { [opts.nodeId]: opts.selfAddress } };
   const { index, term } = handle.meta;
-  const storage = await RocksStorage.open(dir);
+  const storage = await opts.storage.open(dir);
   try {
     await storage.checkIdentity({ nodeId: opts.nodeId, clusterId: opts.clusterId, formatVersion: FORMAT_VERSION }, { createIfNew: true });
     await readArchive(handle.createReadStream(0), async (_meta, state) => {

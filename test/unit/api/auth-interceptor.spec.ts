@@ -48,6 +48,7 @@ import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { waitUntil } from '../node/rocks-cluster.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
 
 const enc = new TextEncoder();
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
@@ -284,7 +285,7 @@ describe('client-plane auth interceptor (real node, every client RPC)', function
       snapshots,
       tasks: { queue: tasks, snapshotPath },
       realRoots: await prepareRoots([join(dir, 'roots')]),
-      directoryExport: { nodeId: 'n1', clusterId: 'test', selfAddress: address, version: 'test' },
+      directoryExport: { storage: rocksDataDir, nodeId: 'n1', clusterId: 'test', selfAddress: address, version: 'test' },
     });
     closeSnapshots = snap.close;
     server.addService(KVServiceService, counted(KVServiceService, createKvService(node, forwarder)));

@@ -23,6 +23,7 @@ import { peerDial } from '../../../src/transport/peer-guard.js';
 import { waitUntil } from '../node/rocks-cluster.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -78,7 +79,7 @@ export class SnapshotNode {
         snapshots,
         tasks: { queue: tasks, snapshotPath },
         realRoots: await prepareRoots([root]),
-        directoryExport: { nodeId: 'n1', clusterId: 'test', selfAddress: api.peerAddress, version: 'test' },
+        directoryExport: { storage: rocksDataDir, nodeId: 'n1', clusterId: 'test', selfAddress: api.peerAddress, version: 'test' },
       },
     });
     await waitUntil('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));

@@ -22,6 +22,7 @@ import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
 
 export interface RocksMember {
   readonly id: string;
@@ -107,7 +108,7 @@ export class RocksCluster {
         snapshots,
         tasks: { queue: tasks, snapshotPath },
         realRoots: await prepareRoots([join(this.dir, 'roots')]),
-        directoryExport: { nodeId: m.id, clusterId: 'test', selfAddress: m.peerAddress, version: 'test' },
+        directoryExport: { storage: rocksDataDir, nodeId: m.id, clusterId: 'test', selfAddress: m.peerAddress, version: 'test' },
       },
     });
     m.tasks = tasks;

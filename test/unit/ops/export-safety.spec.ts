@@ -12,6 +12,7 @@ import { join } from 'node:path';
 
 import { DirHandle, DirHandleError, FD_PATHS } from '../../../src/ops/dir-handle.js';
 import { dataDirInUse } from '../../../src/ops/snapshot-export.js';
+import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 
 describe('export safety: data dir locks and directory handles', function () {
@@ -28,11 +29,11 @@ describe('export safety: data dir locks and directory handles', function () {
     const data = join(dir, 'data');
     const s = await RocksStorage.open(data);
     try {
-      assert.equal(await dataDirInUse(data), true);
+      assert.equal(await dataDirInUse(data, rocksDataDir.lockHeld), true);
     } finally {
       await s.close();
     }
-    assert.equal(await dataDirInUse(data), false);
+    assert.equal(await dataDirInUse(data, rocksDataDir.lockHeld), false);
   });
 
   it('dataDirInUse: true while another process holds the lock', async () => {
@@ -47,12 +48,12 @@ describe('export safety: data dir locks and directory handles', function () {
         child.stdout.on('data', (b: Buffer) => (b.toString().includes('open') ? resolve() : undefined));
         child.once('exit', (code) => reject(new Error(`the child exited (${code})`)));
       });
-      assert.equal(await dataDirInUse(data), true);
+      assert.equal(await dataDirInUse(data, rocksDataDir.lockHeld), true);
     } finally {
       child.kill('SIGKILL');
       await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
     }
-    assert.equal(await dataDirInUse(data), false);
+    assert.equal(await dataDirInUse(data, rocksDataDir.lockHeld), false);
   });
 
   it('DirHandle.openBeneath refuses a symlink at any component and keeps writing through its handle after a swap', async () => {
