@@ -167,7 +167,7 @@ export class ServeProcess extends Child {
    * ready resolves once the process prints its "listening on grpc <client> peer <peer>"
    * line, with those two addresses; rejects if it exits first or after timeoutMs.
    */
-  async ready(timeoutMs = 20_000): Promise<{ grpc: string; peer: string }> {
+  async ready(timeoutMs = 60_000): Promise<{ grpc: string; peer: string }> {
     const m = await this.waitFor(new RegExp(`snapcoord node ${escapeRe(this.args.id)} listening on grpc (\\S+) peer (\\S+)\\n`), timeoutMs);
     return { grpc: m[1] ?? '', peer: m[2] ?? '' };
   }

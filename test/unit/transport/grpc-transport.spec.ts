@@ -235,7 +235,8 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
 
   it('drops messages to a peer that is down, without throwing, and backs off', async () => {
     const port = await freePort();
-    const t = makeTransport({ unaryDeadlineMs: 300 });
+    // The backoff's clock stands still, so the backoff cannot expire between the checks below (a loaded machine).
+    const t = makeTransport({ unaryDeadlineMs: 300, nowMs: () => 1_000_000 });
     t.setPeers({ n2: `127.0.0.1:${port}` });
     for (let i = 1; i <= 50; i++) t.send(append(i));
     t.send({ type: 'vote', from: 'n1', to: 'n2', term: 4, preVote: false, lastLogIndex: 0, lastLogTerm: 0, transfer: false });
