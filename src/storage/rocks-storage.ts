@@ -374,9 +374,6 @@ function latin1(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 }
 
-/** PROBE_READS_IN_FLIGHT: the keys an apply call reads at once before planning (one or two gets each). */
-const PROBE_READS_IN_FLIGHT = 64;
-
 export class RocksStorage implements NodeStorage {
   /** the node's data dir. */
   readonly dataDir: string;
@@ -624,17 +621,25 @@ export class RocksStorage implements NodeStorage {
         if (cached !== undefined && !needValue) probes.set(latin1(key), { value: undefined, revision: cached ?? undefined });
         else reads.push({ key, needValue, recordKey, cached });
       }
-      for (let i = 0; i < reads.length; i += PROBE_READS_IN_FLIGHT) {
-        await Promise.all(
-          reads.slice(i, i + PROBE_READS_IN_FLIGHT).map(async ({ key, needValue, recordKey, cached }) => {
-            const [value, revision] = await Promise.all([
-              needValue ? db.get(kvKey(key)) : undefined,
-              cached !== undefined ? (cached ?? undefined) : db.get(kvKey(recordKey)),
-            ]);
-            if (cached === undefined) cache.set(latin1(recordKey), revision ?? null);
-            probes.set(latin1(key), { value, revision });
-          }),
-        );
+      // Every probe of the batch in one native call (one point-in-time view): a value where the plan needs it, the
+      // revision record where the cache does not hold it.
+      const wanted: Buffer[] = [];
+      for (const r of reads) {
+        if (r.needValue) wanted.push(kvKey(r.key));
+        if (r.cached === undefined) wanted.push(kvKey(r.recordKey));
+      }
+      const found = await db.getMany(wanted);
+      let at = 0;
+      for (const { key, needValue, recordKey, cached } of reads) {
+        const value = needValue ? found[at++] : undefined;
+        let revision: Uint8Array | undefined;
+        if (cached === undefined) {
+          revision = found[at++];
+          cache.set(latin1(recordKey), revision ?? null);
+        } else {
+          revision = cached ?? undefined;
+        }
+        probes.set(latin1(key), { value, revision });
       }
       const plan = planApply(items, this.#applied, db.path, {
         sessions: this.#sessions,

@@ -35,6 +35,7 @@ interface NativeDb {
   open(options: { createIfMissing: boolean; errorIfExists: boolean; writeBufferSize?: number }, callback: Callback): void;
   close(callback: Callback): void;
   get(key: Buffer, options: { asBuffer: true; fillCache?: boolean }, callback: Callback<Buffer>): void;
+  getMany(keys: Buffer[], options: { asBuffer: true; fillCache?: boolean }, callback: Callback<(Buffer | undefined | null)[]>): void;
   batch(ops: NativeBatchOp[], options: { sync: boolean }, callback: Callback): void;
   iterator(options: Record<string, unknown>): NativeIterator;
 }
@@ -292,6 +293,22 @@ export class RocksDb {
         } else {
           resolve(value);
         }
+      });
+    });
+  }
+
+  /**
+   * RocksDb.getMany reads every key of `keys` in one native call, all at one
+   * point in time (one RocksDB snapshot): the values in the same order,
+   * undefined where a key has none. Rejects with a StorageError on an IO error.
+   */
+  async getMany(keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
+    this.#checkOpen('getMany');
+    if (keys.length === 0) return [];
+    return new Promise<(Buffer | undefined)[]>((resolve, reject) => {
+      this.#db.getMany([...keys], { asBuffer: true }, (err, values) => {
+        if (err) reject(this.#ioError('getMany', err));
+        else resolve((values ?? []).map((v) => v ?? undefined));
       });
     });
   }

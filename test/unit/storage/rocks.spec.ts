@@ -36,6 +36,23 @@ describe('RocksDb', () => {
     await db.write([], { sync: true });
   });
 
+  it('getMany answers every key in order in one call, undefined where a key has none (duplicates and empty values too)', async () => {
+    await db.write(
+      [
+        { type: 'put', key: key(1), value: Buffer.from('one') },
+        { type: 'put', key: key(3), value: Buffer.alloc(0) },
+      ],
+      { sync: false },
+    );
+    assert.deepEqual(await db.getMany([]), []);
+    const got = await db.getMany([key(3), key(2), key(1), key(1)]);
+    assert.equal(got.length, 4);
+    assert.deepEqual(got[0], Buffer.alloc(0));
+    assert.equal(got[1], undefined);
+    assert.deepEqual(got[2], Buffer.from('one'));
+    assert.deepEqual(got[3], Buffer.from('one'));
+  });
+
   it('iterates a range in bounded batches, forwards and backwards, with limits', async () => {
     const ops = [];
     for (let i = 0; i < 25; i++) ops.push({ type: 'put' as const, key: key(i), value: Buffer.from([i]) });
