@@ -224,7 +224,7 @@ function checkApplied(r: ApplyResult): Extract<ApplyResult, { ok: true }> {
 /** createKvService implements KVService over `node`, forwarding writes through `forwarder`. */
 export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVServiceServer {
   const header = (revision?: number): ResponseHeader => {
-    const st = node.status();
+    const st = node.brief();
     return { memberId: node.id, raftTerm: BigInt(st.term), revision: BigInt(revision ?? st.applied) };
   };
 

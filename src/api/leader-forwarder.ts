@@ -24,7 +24,7 @@ export const FORWARDED_METADATA_KEY = 'x-snapcoord-forwarded';
 export const LEADER_WAIT_MS_MAX = 3_000;
 
 /** NodeView is the part of Node the API services use. */
-export type NodeView = Pick<Node, 'id' | 'status' | 'addressOf' | 'dialAddressOf'>;
+export type NodeView = Pick<Node, 'id' | 'status' | 'brief' | 'addressOf' | 'dialAddressOf'>;
 
 /**
  * ForwarderOptions: where the other members' client planes are and how to
@@ -64,7 +64,7 @@ export function deadlineOf(call: ServerCall): number {
 
 /** notLeaderHere: the NodeError a non-leader raises before doing leader-only work. */
 export function requireLeader(node: NodeView): void {
-  const st = node.status();
+  const st = node.brief();
   if (st.role !== 'leader') throw new NodeError('notLeader', `${node.id} is not the leader`, st.leader, st.leaderAddress);
 }
 
@@ -145,7 +145,7 @@ export class LeaderForwarder {
   async waitForLeader(deadline: number): Promise<Leader | null> {
     const until = Math.min(deadline, Date.now() + LEADER_WAIT_MS_MAX);
     for (;;) {
-      const st = this.node.status();
+      const st = this.node.brief();
       const address = st.leader === '' ? '' : this.clientAddressOf(st.leader);
       if (st.leader !== '' && (address !== '' || st.leader === this.node.id)) return { id: st.leader, address };
       if (Date.now() >= until || this.closed) return null;

@@ -1,4 +1,4 @@
-import type { RaftStatus } from '../raft/index.js';
+import type { RaftBrief, RaftStatus } from '../raft/index.js';
 
 /** NodeStatus is the Raft status plus the node's own addresses view and disk state. */
 export interface NodeStatus extends RaftStatus {
@@ -10,4 +10,9 @@ export interface NodeStatus extends RaftStatus {
    * archive could not be applied (the same on every node), with why; null if none.
    */
   readonly restoreFailure: { readonly index: number; readonly error: string } | null;
+}
+
+/** NodeBrief: Node.brief(), the RaftBrief with the leader's address and the state machine's applied index (as in NodeStatus). */
+export interface NodeBrief extends RaftBrief {
+  readonly leaderAddress: string;
 }

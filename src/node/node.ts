@@ -29,7 +29,7 @@ import { StorageError } from '../storage/storage-error.js';
 import { RestoreRefs, decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from '../fsm/restore-command.js';
 import type { NodeMetrics } from './metrics.js';
 import { silentLogger, type Logger } from './logger.js';
-import type { NodeStatus } from './node-status.js';
+import type { NodeBrief, NodeStatus } from './node-status.js';
 import { toRaftMeta, type SnapshotManager } from './snapshots.js';
 
 /**
@@ -215,6 +215,7 @@ export class Node {
   private applyIdleWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private peersKey = '';
+  private peersMembership: Membership | null = null;
   /** lastLeaderContactAtMs: when (clock.nowMs) this node last heard from a leader; null if never. */
   private lastLeaderContactAtMs: number | null = null;
   private readonly snapshots: SnapshotManager | undefined;
@@ -383,7 +384,7 @@ export class Node {
     this.kick();
     const deadline = this.clock.nowMs() + timeoutMs;
     while (this.clock.nowMs() < deadline) {
-      const st = this.raft.status();
+      const st = this.raft.brief();
       if (st.leader === to) return;
       await this.clock.sleep(2); // a transfer takes a few round trips: poll finely (bounded by timeoutMs)
     }
@@ -398,7 +399,7 @@ export class Node {
 
   /** lastLeaderContactMs: ms since this node last heard from a leader (0 on the leader itself). */
   lastLeaderContactMs(): number {
-    if (this.raft.status().role === 'leader') return 0;
+    if (this.raft.brief().role === 'leader') return 0;
     return this.lastLeaderContactAtMs === null ? -1 : this.clock.nowMs() - this.lastLeaderContactAtMs;
   }
 
@@ -414,10 +415,20 @@ export class Node {
     };
   }
 
+  /**
+   * brief: what a request path reads on every call (role, leader and its
+   * address, term, applied as in status()), without status()'s per-peer
+   * progress copies.
+   */
+  brief(): NodeBrief {
+    const st = this.raft.brief();
+    return { ...st, applied: Math.min(st.applied, this.storage.appliedIndex()), leaderAddress: this.addressOf(st.leader) };
+  }
+
   /** addressOf: the address `id` advertises in the membership ('' when unknown); what clients are told. */
   addressOf(id: NodeId): string {
     if (id === '') return '';
-    return this.raft.status().membership.addresses[id] ?? this.initialAddresses[id] ?? '';
+    return this.raft.brief().membership.addresses[id] ?? this.initialAddresses[id] ?? '';
   }
 
   /** stateDigest: the SHA-256 of the state machine (applied index and every record), read at one consistent point. */
@@ -428,7 +439,7 @@ export class Node {
 
   /** isMember: `id` is a voter or learner of this node's current configuration (the newest in its log). */
   isMember(id: NodeId): boolean {
-    const m = this.raft.status().membership;
+    const m = this.raft.brief().membership;
     return m.voters.includes(id) || m.learners.includes(id);
   }
 
@@ -453,7 +464,7 @@ export class Node {
    */
   async handleRequest(m: Message): Promise<Message[]> {
     this.checkRunning();
-    if ((m.type === 'append' || m.type === 'heartbeat') && m.term >= this.raft.status().term) this.lastLeaderContactAtMs = this.clock.nowMs();
+    if ((m.type === 'append' || m.type === 'heartbeat') && m.term >= this.raft.brief().term) this.lastLeaderContactAtMs = this.clock.nowMs();
     if (m.type === 'readIndex') return this.handleReadIndexRequest(m);
     const replies = this.raft.stepForReplies(m);
     if (!this.dependsOnUnsaved(replies)) return replies;
@@ -469,7 +480,7 @@ export class Node {
    * the vote or the entries they promise (Raft §5.1, Figure 2).
    */
   private dependsOnUnsaved(replies: readonly Message[]): boolean {
-    const st = this.raft.status();
+    const st = this.raft.brief();
     if (st.term !== this.savedHardState.term || st.vote !== this.savedHardState.vote) return true;
     return replies.some((r) => !(r.type === 'heartbeatResp' || (r.type === 'voteResp' && (r.preVote || !r.granted))));
   }
@@ -706,7 +717,7 @@ export class Node {
   private async handleReady(rd: Ready): Promise<void> {
     const gen = ++this.readyGen;
     if (rd.softState !== null) {
-      this.log.info({ id: this.id, role: rd.softState.role, leader: rd.softState.leader, term: this.raft.status().term }, 'role changed');
+      this.log.info({ id: this.id, role: rd.softState.role, leader: rd.softState.leader, term: this.raft.brief().term }, 'role changed');
     }
     // A leader's appends do not depend on its own unsynced entries (it counts itself only once
     // they are persisted, in advance()), so they leave before its fsync (dissertation §10.2.1).
@@ -714,7 +725,7 @@ export class Node {
     // voter elects itself in one step) sends nothing before this Ready's save (Raft §5.1).
     const hs = rd.hardState;
     const termSaved = hs === null || (hs.term === this.savedHardState.term && hs.vote === this.savedHardState.vote);
-    const early = termSaved && this.raft.status().role === 'leader' ? rd.messages.filter((m) => m.type === 'append') : [];
+    const early = termSaved && this.raft.brief().role === 'leader' ? rd.messages.filter((m) => m.type === 'append') : [];
     for (const m of early) this.route(m);
     // 1. persist: one synced write for the hard state and every new entry (group commit).
     if (rd.logReset !== null) await this.storage.compact({ ...rd.logReset, membership: this.raft.membershipAt(rd.logReset.index) });
@@ -753,7 +764,7 @@ export class Node {
       if (r === undefined) continue;
       this.reads.delete(rf.context);
       this.clock.clearTimeout(r.timer);
-      r.reject(new NodeError('unavailable', `read failed: ${rf.reason}`, this.raft.status().leader));
+      r.reject(new NodeError('unavailable', `read failed: ${rf.reason}`, this.raft.brief().leader));
     }
     this.releaseReads();
     this.raft.advance(rd);
@@ -772,11 +783,11 @@ export class Node {
   private maybeSnapshot(): void {
     const sm = this.snapshots;
     if (sm === undefined || this.snapshotting || this.stopped || this.snapshotRetry !== undefined || this.disk?.isFull === true) return;
-    const st = this.raft.status();
+    const st = this.raft.brief();
     if (st.applied - st.snapshotIndex < sm.policy.snapshotEntries && !this.snapshotSoon) {
       // A compaction the floor held back at the last snapshot (a follower compacts no further than its
       // leader's announced snapshot, unknown just after a term change) is done once the floor allows it.
-      const allowed = Math.min(st.snapshotIndex - sm.policy.trailingEntries, st.compactionFloor);
+      const allowed = Math.min(st.snapshotIndex - sm.policy.trailingEntries, this.raft.compactionFloor());
       if (allowed >= st.firstIndex && allowed >= this.membershipBaseIndex) {
         this.snapshotting = true;
         this.compactLog()
@@ -830,7 +841,7 @@ export class Node {
     }
     const meta = toRaftMeta(stored);
     // The core learns of an apply at advance(), just after the state machine: wait for it (bounded).
-    for (let waited = 0; this.raft.status().applied < meta.index; waited++) {
+    for (let waited = 0; this.raft.brief().applied < meta.index; waited++) {
       if (this.stopped || waited > 10_000) throw new NodeError('unavailable', `snapshot ${meta.index} is ahead of the core's applied index`);
       await this.clock.sleep(1);
     }
@@ -873,7 +884,7 @@ export class Node {
       if (this.fetching.meta.index >= meta.index) return;
       this.fetching.abort.abort();
     }
-    const leader = this.raft.status().leader;
+    const leader = this.raft.brief().leader;
     const address = this.dialAddressOf(leader);
     const abort = new AbortController();
     const mine = { meta, abort };
@@ -1449,7 +1460,10 @@ export class Node {
   }
 
   private syncPeers(): void {
-    const m = this.raft.status().membership;
+    const m = this.raft.brief().membership;
+    // The addresses follow the membership (the dial and initial addresses never change): recomputed only when it does.
+    if (m === this.peersMembership) return;
+    this.peersMembership = m;
     const addresses: Record<NodeId, string> = {};
     for (const id of [...m.voters, ...m.learners]) {
       if (id === this.id) continue;
@@ -1461,6 +1475,7 @@ export class Node {
     this.peersKey = key;
     this.transport.setPeers(addresses);
   }
+
 
   private checkRunning(): void {
     if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');

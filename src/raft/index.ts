@@ -1,7 +1,7 @@
 export * from './types.js';
 export * from './errors.js';
 export { RaftNode, defaultRaftConfig } from './raft.js';
-export type { RaftConfig, RaftBootState, RaftStatus, ProgressStatus } from './raft.js';
+export type { RaftConfig, RaftBootState, RaftStatus, RaftBrief, ProgressStatus } from './raft.js';
 export type { LogPosition } from './log.js';
 export { MembershipChangeError, encodeConfChange, decodeConfChange, applyConfChange, isVoter, isMember, quorum } from './membership.js';
 export type { ProgressState } from './progress.js';

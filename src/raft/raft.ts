@@ -132,6 +132,13 @@ export interface RaftStatus {
   readonly compactionFloor: number;
 }
 
+/**
+ * RaftBrief: the part of RaftStatus a driver or a request path reads on every
+ * message or call (no per-peer progress, no computed floors): one small
+ * object, whatever the cluster's size.
+ */
+export type RaftBrief = Pick<RaftStatus, 'id' | 'term' | 'vote' | 'role' | 'leader' | 'commit' | 'applied' | 'firstIndex' | 'snapshotIndex' | 'membership'>;
+
 interface PendingRead {
   readonly seq: number;
   readonly index: number;
@@ -595,6 +602,22 @@ export class RaftNode {
   }
 
   // ---------------------------------------------------------------- queries
+
+  /** brief: term, vote, role, leader, commit, applied, first and snapshot index, membership, without status()'s per-peer progress copies. */
+  brief(): RaftBrief {
+    return {
+      id: this.id,
+      term: this.term,
+      vote: this.vote,
+      role: this.role,
+      leader: this.lead,
+      commit: this.log.committed,
+      applied: this.log.applied,
+      firstIndex: this.log.firstIndex(),
+      snapshotIndex: this.snapshot.index,
+      membership: this.membership,
+    };
+  }
 
   status(): RaftStatus {
     const progress: Record<NodeId, ProgressStatus> = {};

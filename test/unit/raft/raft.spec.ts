@@ -36,6 +36,21 @@ describe('raft core', () => {
       }
     });
 
+    it('brief() reads as the same fields of status() on the leader and on followers, with no per-peer progress', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      for (const id of ['a', 'b', 'c']) {
+        const n = c.node(id);
+        const st = n.status();
+        const br = n.brief();
+        assert.deepEqual(br, {
+          id: st.id, term: st.term, vote: st.vote, role: st.role, leader: st.leader, commit: st.commit,
+          applied: st.applied, firstIndex: st.firstIndex, snapshotIndex: st.snapshotIndex, membership: st.membership,
+        });
+        assert.equal('progress' in br, false);
+      }
+    });
+
     it('Raft §5.2: randomized timeouts elect exactly one leader without any help', () => {
       const c = new TestCluster(['a', 'b', 'c', 'd', 'e']);
       c.tickAll(40);
