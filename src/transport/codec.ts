@@ -110,7 +110,25 @@ export function entryTypeFromProto(t: pb.EntryType): EntryType {
   }
 }
 
+/**
+ * protoEntries: each log entry's wire form (with its CRC-32), made once per
+ * entry object: the leader sends the same entries to every follower, and
+ * again on a retry, without recomputing their checksums. Entries are
+ * immutable; an entry dropped from the log drops its wire form with it.
+ */
+const protoEntries = new WeakMap<Entry, pb.Entry>();
+
+/** entryToProto: the entry's wire form, with the CRC-32 of its index, term, type and data (cached per entry object). */
 export function entryToProto(e: Entry): pb.Entry {
+  let p = protoEntries.get(e);
+  if (p === undefined) {
+    p = encodeEntryProto(e);
+    protoEntries.set(e, p);
+  }
+  return p;
+}
+
+function encodeEntryProto(e: Entry): pb.Entry {
   if (!(e.data instanceof Uint8Array)) throw new CodecError(`entry ${String(e.index)}: data must be a Uint8Array`);
   const index = toU64(e.index, 'entry.index');
   const term = toU64(e.term, 'entry.term');
@@ -251,7 +269,7 @@ export function appendRequestToProto(m: AppendRequest | Heartbeat): pb.AppendEnt
       heartbeat: false,
       prevLogIndex: toU64(m.prevLogIndex, 'prevLogIndex'),
       prevLogTerm: toU64(m.prevLogTerm, 'prevLogTerm'),
-      entries: m.entries.map(entryToProto),
+      entries: m.entries.map((e) => entryToProto(e)),
       commit: toU64(m.commit, 'commit'),
       readSeq: 0n,
       installFloor: 0n,

@@ -229,6 +229,18 @@ describe('transport codec', () => {
       assert.equal(entryToProto({ index: 1, term: 1, type: 'normal', data: view }).crc32, fresh);
     });
 
+    it('encodes an entry object once: every follower and every retry is sent the same wire form, checksummed once', () => {
+      const e = { index: 9, term: 2, type: 'normal' as const, data: bytes('same') };
+      const first = entryToProto(e);
+      assert.equal(entryToProto(e), first);
+      const m = { type: 'append' as const, from: 'n1', to: 'n2', term: 2, prevLogIndex: 8, prevLogTerm: 2, commit: 0, entries: [e] };
+      assert.equal(appendRequestToProto(m).entries[0], first);
+      assert.equal(appendRequestToProto({ ...m, to: 'n3' }).entries[0], first);
+      // An equal entry in another object has the same checksum (content, not identity, decides it).
+      assert.equal(entryToProto({ ...e, data: bytes('same') }).crc32, first.crc32);
+      assert.notEqual(entryToProto({ ...e, data: bytes('other') }).crc32, first.crc32);
+    });
+
     it('refuses an entry damaged in transit: any changed byte of data, index, term or type, or a missing checksum', () => {
       const good = entryToProto({ index: 7, term: 3, type: 'normal', data: bytes('payload') });
       assert.equal(entryFromProto(good).index, 7);
