@@ -3,6 +3,15 @@
  * failover time after SIGKILL of the leader.
  *
  *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare] [--rounds 1]
+ *                          [--op put|cas] [--keys 16]
+ *
+ * --op put (the default): each client puts unique keys. --op cas: each client
+ * runs compare-and-swap transactions on `--keys` shared keys (contended): a
+ * Txn whose compare is "the value is the one this client last saw" (or "the
+ * key is absent", version 0), then put a new value, else get the current one
+ * (which the client's next swap of that key expects) — on snapcoord
+ * KVService.Txn, on etcd its Txn, the same logic. Every transaction counts as
+ * a write (both branches go through consensus); the swapped share is printed.
  *
  * --tls on (the default, as `npm start` runs): mutual TLS between peers, TLS and
  * an API key on the client plane; off: plaintext, no key; compare: both in the
@@ -29,7 +38,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Command } from 'commander';
 import { Etcd3 } from 'etcd3';
 
-import { KVServiceClient } from '../src/gen/snapcoord/v1/kv.js';
+import { CompareResult, CompareTarget, KVServiceClient, TxnOpType, type Compare } from '../src/gen/snapcoord/v1/kv.js';
 import { ClusterServiceClient, Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
 import { dialChannel } from '../src/client/dial.js';
 import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
@@ -38,6 +47,8 @@ import { readProc } from '../src/cli/bench/resources.js';
 import { freePorts, killChild, sleep, startChild, stopChild, waitFor, type Child } from './lib/procs.js';
 
 interface LoadResult {
+  /** swapped: with --op cas, the transactions whose compare held (NaN for puts). */
+  readonly swapped: number;
   readonly writes: number;
   readonly errors: number;
   readonly seconds: number;
@@ -49,6 +60,12 @@ interface Target {
   readonly name: string;
   /** put writes one key through client slot `slot` (0..clients-1). */
   put(slot: number, key: string, value: Buffer): Promise<void>;
+  /**
+   * cas: one compare-and-swap transaction through client slot `slot`: when `key`
+   * holds `expected` (absent: `expected` undefined) put `value`; else read it.
+   * Answers whether it swapped and the key's value after the transaction.
+   */
+  cas(slot: number, key: string, expected: Buffer | undefined, value: Buffer): Promise<CasOutcome>;
   /** cpuSeconds: user + system CPU seconds the target's server processes have used so far (undefined: not measured). */
   cpuSeconds?(): number;
   /** killLeader SIGKILLs the current leader and returns a put that tries the survivors. */
@@ -56,19 +73,40 @@ interface Target {
   stop(): Promise<void>;
 }
 
+interface CasOutcome {
+  readonly swapped: boolean;
+  readonly current: Buffer | undefined;
+}
+
+type Op = 'put' | 'cas';
+
 /**
  * runLoad: `clients` closed loops of puts for `seconds`, measured by the same
  * ClosedLoop, Recorder and HDR histogram as `snapcoord bench write`.
  */
-async function runLoad(t: Target, clients: number, seconds: number, valueBytes: number): Promise<LoadResult> {
+async function runLoad(t: Target, clients: number, seconds: number, valueBytes: number, op: Op, keys: number): Promise<LoadResult> {
   const value = Buffer.alloc(valueBytes, 0x61);
-  const loop = new ClosedLoop({ workers: clients }, (c, i) => t.put(c, `bench/${c}/${i}`, value));
+  let swapped = 0;
+  // cas: per client, the value it last saw of each key (absent: it expects the key absent).
+  const seen = Array.from({ length: clients }, () => new Map<number, Buffer>());
+  const casOnce = async (c: number, i: number): Promise<void> => {
+    const k = Math.floor(Math.random() * keys);
+    const mine = seen[c] as Map<number, Buffer>;
+    // A value no other client writes: the client slot and its sequence number, padded to the value size.
+    const next = Buffer.alloc(valueBytes, 0x61);
+    next.write(`${c}/${i}/`, 0, 'latin1');
+    const r = await t.cas(c, `cas/${k}`, mine.get(k), next);
+    if (r.swapped) swapped++;
+    if (r.current === undefined) mine.delete(k);
+    else mine.set(k, r.current);
+  };
+  const loop = new ClosedLoop({ workers: clients }, (c, i) => (op === 'cas' ? casOnce(c, i) : t.put(c, `bench/${c}/${i}`, value)));
   await sleep(seconds * 1000);
   await loop.stop();
   const f = loop.recorder;
   f.stop();
   const l = f.latency.summary();
-  return { writes: f.ops, errors: f.errors, seconds: f.elapsedSec(), p50Ms: l.p50Ms, p99Ms: l.p99Ms };
+  return { writes: f.ops, swapped: op === 'cas' ? swapped : NaN, errors: f.errors, seconds: f.elapsedSec(), p50Ms: l.p50Ms, p99Ms: l.p99Ms };
 }
 
 async function measureFailover(t: Target): Promise<number> {
@@ -147,6 +185,29 @@ function kvPut(c: KVServiceClient, key: string, value: Buffer, deadlineMs: numbe
   });
 }
 
+function kvCas(c: KVServiceClient, key: string, expected: Buffer | undefined, value: Buffer, deadlineMs: number): Promise<CasOutcome> {
+  const k = Buffer.from(key);
+  const empty = new Uint8Array(0);
+  const zero = { key: k, value: empty, version: 0n, createRevision: 0n, modRevision: 0n, result: CompareResult.COMPARE_RESULT_EQUAL };
+  const compare: Compare =
+    expected === undefined ? { ...zero, target: CompareTarget.COMPARE_TARGET_VERSION } : { ...zero, target: CompareTarget.COMPARE_TARGET_VALUE, value: expected };
+  const req = {
+    compare: [compare],
+    success: [{ type: TxnOpType.TXN_OP_TYPE_PUT, key: k, value, prevKv: false }],
+    failure: [{ type: TxnOpType.TXN_OP_TYPE_GET, key: k, value: empty, prevKv: false }],
+    clientId: '',
+    requestId: 0n,
+  };
+  return new Promise((resolve, reject) => {
+    c.txn(req, new grpc.Metadata(), grpcDeadline(deadlineMs), (err, res) => {
+      if (err !== null) return reject(err);
+      if (res.succeeded) return resolve({ swapped: true, current: value });
+      const found = res.responses[0];
+      resolve({ swapped: false, current: found?.found === true && found.kv !== undefined ? Buffer.from(found.kv.value) : undefined });
+    });
+  });
+}
+
 async function startSnapcoord(dir: string, channels: number, tls: boolean): Promise<Target> {
   const ports = await freePorts(9);
   const ids = ['n1', 'n2', 'n3'];
@@ -168,8 +229,9 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
     );
   });
   const addrOf = new Map(ids.map((id, i) => [id, grpcAddr(i)]));
+  // 90 s: three tsx processes compiling the server at once start slowly on a loaded 2-core machine (20 s ran out at load 20).
   const findLeader = (): Promise<string> =>
-    waitFor('a snapcoord leader', 20_000, async () => {
+    waitFor('a snapcoord leader', 90_000, async () => {
       for (const [id, addr] of addrOf) {
         if (children.get(id)?.exited() === true) continue;
         const st = await statusOf(addr, sec).catch(() => undefined);
@@ -186,6 +248,7 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
   return {
     name: 'snapcoord',
     put: (slot, key, value) => kvPut(clients[slot % channels] as KVServiceClient, key, value, 5_000),
+    cas: (slot, key, expected, value) => kvCas(clients[slot % channels] as KVServiceClient, key, expected, value, 5_000),
     cpuSeconds: () => [...children.values()].reduce((sum, c) => sum + processCpuSeconds(c.proc.pid), 0),
     async killLeader() {
       const id = await findLeader();
@@ -241,6 +304,13 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
     put: async (_slot, key, value) => {
       await all.put(key).value(value);
     },
+    cas: async (_slot, key, expected, value) => {
+      const cmp = expected === undefined ? all.if(key, 'Version', '==', 0) : all.if(key, 'Value', '==', expected);
+      const res = await cmp.then(all.put(key).value(value)).else(all.get(key)).commit();
+      if (res.succeeded) return { swapped: true, current: value };
+      const kv = res.responses[0]?.response_range?.kvs[0];
+      return { swapped: false, current: kv === undefined ? undefined : Buffer.from(kv.value) };
+    },
     async killLeader() {
       const i = await findLeader();
       const child = children.get(ids[i] ?? '');
@@ -266,11 +336,11 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
 
 // ------------------------------------------------------------------ main
 
-async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number, failover: boolean) {
+async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number, failover: boolean, op: Op, keys: number) {
   const t = await start();
   try {
     const cpu0 = t.cpuSeconds?.();
-    const load = await runLoad(t, clients, seconds, valueBytes);
+    const load = await runLoad(t, clients, seconds, valueBytes, op, keys);
     const cpu1 = t.cpuSeconds?.();
     // CPU of the server processes per committed write (ms), over the load only.
     const cpuMsPerWrite = cpu0 !== undefined && cpu1 !== undefined ? ((cpu1 - cpu0) * 1000) / load.writes : NaN;
@@ -278,6 +348,7 @@ async function bench(name: string, start: () => Promise<Target>, clients: number
     const wps = load.writes / load.seconds;
     console.log(
       `${name.padEnd(10)} ${wps.toFixed(0).padStart(7)} writes/s  p50 ${load.p50Ms.toFixed(1)} ms  p99 ${load.p99Ms.toFixed(1)} ms  ` +
+        (op === 'cas' ? `swapped ${((100 * load.swapped) / Math.max(1, load.writes)).toFixed(0)}%  ` : '') +
         `errors ${load.errors}  failover ${failoverMs.toFixed(0)} ms` +
         (Number.isNaN(cpuMsPerWrite) ? '' : `  node CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 nodes, user+sys)`),
     );
@@ -297,9 +368,15 @@ async function main(): Promise<void> {
     .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
     .option('--etcd-tuned', 'run etcd with --heartbeat-interval 50 --election-timeout 300')
     .option('--tls <mode>', 'on (mutual TLS between peers, TLS + key for clients), off (plaintext), compare (both, and the ratio)', 'on')
+    .option('--op <op>', 'put (unique keys) or cas (compare-and-swap transactions on --keys shared keys)', 'put')
+    .option('--keys <n>', 'with --op cas: the shared keys the transactions contend on', '16')
     .option('--rounds <n>', 'with --tls compare: rounds of both, in alternating order; the medians are compared', '1')
     .parse();
-  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; tls: string; rounds: string }>();
+  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; tls: string; rounds: string; op: string; keys: string }>();
+  if (o.op !== 'put' && o.op !== 'cas') throw new Error(`--op: "${o.op}" is not put or cas`);
+  const op: Op = o.op;
+  const keys = Number(o.keys);
+  if (!Number.isInteger(keys) || keys < 1) throw new Error('--keys must be a positive integer');
   if (!['on', 'off', 'compare'].includes(o.tls)) throw new Error(`--tls: "${o.tls}" is not on, off or compare`);
   const rounds = Number(o.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('--rounds must be 1..20');
@@ -307,12 +384,14 @@ async function main(): Promise<void> {
   const seconds = Number(o.seconds);
   const valueBytes = Number(o.valueBytes);
   const dir = await mkdtemp(join(tmpdir(), 'snapcoord-bench-write-'));
-  console.log(`bench:write — 3 nodes on 127.0.0.1, ${clients} clients, ${valueBytes}-byte values, ${seconds} s each, data in ${dir}`);
+  console.log(
+    `bench:write — 3 nodes on 127.0.0.1, ${clients} clients, ${op === 'cas' ? `compare-and-swap on ${keys} keys` : 'puts'}, ${valueBytes}-byte values, ${seconds} s each, data in ${dir}`,
+  );
   try {
     const tlsOn = o.tls !== 'off';
     type Run = Awaited<ReturnType<typeof bench>>;
     const runSnapcoord = (tls: boolean, r: number): Promise<Run> =>
-      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls), clients, seconds, valueBytes, o.failover);
+      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls), clients, seconds, valueBytes, o.failover, op, keys);
     let ours: Run;
     if (o.tls === 'compare') {
       const on: Run[] = [];
@@ -340,7 +419,7 @@ async function main(): Promise<void> {
       ours = await runSnapcoord(tlsOn, 1);
     }
     if (o.etcd && existsSync('/usr/bin/etcd')) {
-      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true), clients, seconds, valueBytes, o.failover);
+      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true), clients, seconds, valueBytes, o.failover, op, keys);
       console.log(
         `ratio snapcoord/etcd: writes/s ${(ours.wps / theirs.wps).toFixed(2)}x  p99 ${(ours.p99Ms / theirs.p99Ms).toFixed(2)}x  ` +
           `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x (lower is better for p99 and failover)`,
