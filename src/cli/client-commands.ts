@@ -9,9 +9,8 @@ import type { Command } from 'commander';
 import { isNodeId, parseHostPort } from '../client/address.js';
 import { ClusterClient } from '../client/cluster-client.js';
 import { KvClient } from '../client/kv-client.js';
-import { callUnary } from '../client/unary-call.js';
 import type { RetryOptions } from '../client/retry-write.js';
-import { Role, Suffrage, roleToJSON, suffrageToJSON, type CheckConsistencyResponse, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
+import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../ops/consistency.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { cliDial, clientOptions, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
@@ -360,7 +359,7 @@ export function addClientCommands(program: Command): void {
     const attempts = opts.attempts === undefined ? CHECK_ATTEMPTS_DEFAULT : Math.min(positiveInt('attempts', opts.attempts), CHECK_ATTEMPTS_MAX);
     const deadline = { ...opts, timeoutMs: opts.timeoutMs ?? String((waitMs + 30_000) * attempts) };
     const r = await withClient(deadline, clusterClient, (c, deadlineMs) =>
-      callUnary<{ waitMs: number; attempts: number }, CheckConsistencyResponse>(c.raw.checkConsistency.bind(c.raw), { waitMs, attempts }, { deadlineMs }),
+      c.checkConsistency({ waitMs, attempts }, { deadlineMs }),
     );
     const index = Number(r.index);
     if (opts.json === true) {

@@ -9,8 +9,7 @@ import { resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { parseHostPort } from '../client/address.js';
-import type { ClientDial } from '../client/dial.js';
-import { channelCredentialsFromFiles, checkTlsFiles } from '../tls/index.js';
+import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { isLoopback } from './config.js';
 
@@ -67,11 +66,10 @@ export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, c
     return { apiKey };
   }
   try {
-    checkTlsFiles({ caFile: resolve(cwd, ca) });
+    return dialWithCa(resolve(cwd, ca), apiKey);
   } catch (err) {
     throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
   }
-  return { apiKey, credentials: channelCredentialsFromFiles({ caFile: resolve(cwd, ca) }) };
 }
 
 let currentDial: ClientDial | null = null;

@@ -9,10 +9,10 @@
 import { join } from 'node:path';
 import { S3Destination, S3Error, type S3Settings } from '../ops/s3.js';
 import { createReadStream } from 'node:fs';
-import { once } from 'node:events';
 
-import { dialChannel, type ClientDial } from '../client/dial.js';
-import { SnapshotServiceClient, type RestoreSnapshotResponse } from '../gen/snapcoord/v1/snapshot.js';
+import { uploadArchive } from '../client/archive-upload.js';
+import type { ClientDial } from '../client/dial.js';
+import { SnapshotClient } from '../client/snapshot-client.js';
 import type { Node } from '../node/node.js';
 import type { Logger } from '../node/logger.js';
 import { inspectArchive } from '../snapshot/archive.js';
@@ -57,18 +57,9 @@ export async function importSnapshot(node: Node, apiAddress: string, file: strin
     if (Date.now() > deadline) throw new Error(`no leader within ${waitMs} ms; the archive was not imported`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  const { credentials, options } = dialChannel(dial);
-  const client = new SnapshotServiceClient(apiAddress, credentials, options);
+  const client = new SnapshotClient(apiAddress, dial);
   try {
-    const res = await new Promise<RestoreSnapshotResponse>((resolve, reject) => {
-      const call = client.restoreSnapshot((err, r) => (err !== null ? reject(err) : resolve(r)));
-      void (async () => {
-        for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-          if (!call.write({ data: chunk })) await once(call, 'drain');
-        }
-        call.end();
-      })().catch((err: unknown) => call.destroy(err as Error));
-    });
+    const res = await uploadArchive(client, createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>);
     log.info({ file, index: Number(res.index), digest: res.archive?.digest }, 'imported snapshot restored into the cluster');
   } finally {
     client.close();

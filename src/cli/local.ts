@@ -15,8 +15,8 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { ClusterClient } from '../client/cluster-client.js';
-import type { ClientDial } from '../client/dial.js';
-import { channelCredentialsFromFiles, ensureLocalTls, type LocalTls, type NodeCertFiles } from '../tls/index.js';
+import { dialWithCa, type ClientDial } from '../client/dial.js';
+import { ensureLocalTls, type LocalTls, type NodeCertFiles } from '../tls/index.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 
@@ -199,7 +199,7 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
   });
   process.stdout.write(`API key: ${apiKey.key}  (from ${show(apiKey.source)})\n`);
   process.stdout.write(`TLS: CA ${show(tls.caFile)}, node certificates in ${show(tls.dir)} (client TLS, peer mutual TLS)\n`);
-  const dial: ClientDial = { credentials: channelCredentialsFromFiles({ caFile: tls.caFile }), apiKey: apiKey.key };
+  const dial: ClientDial = dialWithCa(tls.caFile, apiKey.key);
   process.stdout.write('Ctrl-C stops every node.\n');
 
   // The first signal stops the nodes gracefully. A terminal's Ctrl-C reaches every process of the

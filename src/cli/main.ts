@@ -7,9 +7,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import { Command, CommanderError, Option } from 'commander';
-import { channelCredentialsFromFiles, checkTlsFiles } from '../tls/index.js';
+import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { parseHostPort } from '../client/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import { DEFAULT_RESTORE_BYTES_MAX, parseApiKeys, runGateway, type ApiKeySpec } from '../gateway/index.js';
@@ -106,7 +105,7 @@ export function buildProgram(): Command {
             http: opts.http,
             auth: { adminKey, keys, insecureNoAuth },
             logLevel: opts.logLevel,
-            dial: { credentials: gatewayTargetCredentials(opts.cacert ?? process.env[envName('cacert')] ?? '') },
+            dial: gatewayTargetDial(opts.cacert ?? process.env[envName('cacert')] ?? ''),
             metricsOpen: opts.metricsOpen === true || ['1', 'true', 'yes', 'on'].includes((process.env[envName('metrics-open')] ?? '').toLowerCase()),
             ...(restoreBytesMax !== undefined ? { restoreBytesMax } : {}),
           });
@@ -157,15 +156,14 @@ function usageErrors(cmd: Command): Command {
   return cmd;
 }
 
-/** gatewayTargetCredentials: TLS verified against `cacert` (CliError exit 2 when unusable), plaintext when ''. */
-function gatewayTargetCredentials(cacert: string): grpc.ChannelCredentials {
-  if (cacert === '') return grpc.credentials.createInsecure();
+/** gatewayTargetDial: TLS verified against `cacert` (CliError exit 2 when unusable), plaintext when ''. */
+function gatewayTargetDial(cacert: string): ClientDial {
+  if (cacert === '') return {};
   try {
-    checkTlsFiles({ caFile: cacert });
+    return dialWithCa(cacert);
   } catch (err) {
     throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
   }
-  return channelCredentialsFromFiles({ caFile: cacert });
 }
 
 const DEBUG = process.argv.includes('--debug');

@@ -20,7 +20,6 @@
  * - ls: the snapshots the endpoint node keeps; --destination s3://… lists a bucket.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { link, lstat, mkdtemp, open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -31,16 +30,12 @@ import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { CLIENT_ID_METADATA_KEY, REQUEST_ID_METADATA_KEY, RequestIds } from '../client/request-ids.js';
 import { ClusterClient } from '../client/cluster-client.js';
-import { clientChannelOptions, dialChannel } from '../client/dial.js';
+import { EarlyAnswerError, uploadArchive } from '../client/archive-upload.js';
 import { retryWrite } from '../client/retry-write.js';
+import { SnapshotClient } from '../client/snapshot-client.js';
 import { isReservedKey } from '../fsm/sessions.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
-import {
-  SnapshotServiceClient,
-  type GetSnapshotResponse,
-  type RestoreSnapshotResponse,
-  type SnapshotInfo,
-} from '../gen/snapcoord/v1/snapshot.js';
+import type { GetSnapshotResponse, RestoreSnapshotRequest, RestoreSnapshotResponse, SnapshotInfo } from '../gen/snapcoord/v1/snapshot.js';
 import { inspectArchive, type ArchiveMeta, type InspectResult } from '../snapshot/archive.js';
 import { fsyncDir } from '../snapshot/file-sink.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
@@ -57,10 +52,13 @@ export const EXIT_INTERRUPTED = 130;
 /** TRANSFER_CHUNK_BYTES: the size of each uploaded piece (the node reads 1 MiB pieces too). */
 const TRANSFER_CHUNK_BYTES = 1024 * 1024;
 
+/** SAVE_FLOW_CONTROL_WINDOW_BYTES: the HTTP/2 receive window of the CLI's snapshot channel (bulk downloads). */
+const SAVE_FLOW_CONTROL_WINDOW_BYTES = 16 << 20;
+
 /** snapshotClient: a SnapshotService client with a large receive window (bulk downloads). */
-export function snapshotClient(endpoint: string): SnapshotServiceClient {
-  const { credentials, options } = dialChannel(cliDial(), { ...clientChannelOptions, 'grpc-node.flow_control_window': 16 << 20 });
-  return new SnapshotServiceClient(endpoint, credentials, options);
+export function snapshotClient(endpoint: string): SnapshotClient {
+  const dial = cliDial();
+  return new SnapshotClient(endpoint, { ...dial, channelOptions: { ...dial.channelOptions, 'grpc-node.flow_control_window': SAVE_FLOW_CONTROL_WINDOW_BYTES } });
 }
 
 /** infoJson: a SnapshotInfo as plain JSON (uint64 as numbers). */
@@ -241,8 +239,8 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
   try {
     for (;;) {
       const resumeAt = bytes;
-      const req = info === undefined ? { stale: opts.stale } : { stale: opts.stale, id: info.id, offset: BigInt(resumeAt) };
-      const c = client.getSnapshot(req, new grpc.Metadata(), deadline > 0 ? { deadline } : {});
+      const pin = info === undefined ? {} : { id: info.id, offset: BigInt(resumeAt) };
+      const c = client.getSnapshot(opts.stale, deadline > 0 ? { deadlineMs: deadline - Date.now() } : {}, pin);
       call = c;
       touch(true);
       let sawInfo = false;
@@ -382,7 +380,7 @@ export async function restoreSnapshot(file: string, opts: RestoreOptions): Promi
   const id = new RequestIds(`cli-${randomUUID()}`).next();
   const client = snapshotClient(opts.endpoint);
   let interrupted = false;
-  let call: grpc.ClientWritableStream<{ data: Uint8Array }> | undefined;
+  let call: grpc.ClientWritableStream<RestoreSnapshotRequest> | undefined;
   const onSigint = (): void => {
     interrupted = true;
     call?.cancel();
@@ -390,35 +388,34 @@ export async function restoreSnapshot(file: string, opts: RestoreOptions): Promi
   process.once('SIGINT', onSigint);
   const progress = new Progress({ label: 'uploading', totalBytes: inspected.archiveBytes, enabled: opts.progress });
   const attempt = async (): Promise<RestoreSnapshotResponse> => {
-    const callOpts: Partial<grpc.CallOptions> = opts.timeoutMs > 0 ? { deadline: Date.now() + opts.timeoutMs } : {};
-    const md = new grpc.Metadata();
-    md.set(CLIENT_ID_METADATA_KEY, id.clientId);
-    md.set(REQUEST_ID_METADATA_KEY, id.requestId.toString());
-    const response = new Promise<RestoreSnapshotResponse>((resolveRes, reject) => {
-      call = client.restoreSnapshot(md, callOpts, (err, res) => (err !== null ? reject(err) : resolveRes(res)));
-    });
-    response.catch(() => undefined); // awaited below; this only keeps an early failure from being "unhandled"
-    const answeredEarly = response.then(() => {
-      throw new CliError('the node answered before the upload ended');
-    });
-    answeredEarly.catch(() => undefined);
-    const c = call!;
+    const metadata = new grpc.Metadata();
+    metadata.set(CLIENT_ID_METADATA_KEY, id.clientId);
+    metadata.set(REQUEST_ID_METADATA_KEY, id.requestId.toString());
     const hash = createHash('sha256');
     let sent = 0;
-    for await (const chunk of createReadStream(resolve(file), { highWaterMark: TRANSFER_CHUNK_BYTES }) as AsyncIterable<Buffer>) {
-      hash.update(chunk);
-      sent += chunk.length;
-      if (!c.write({ data: chunk })) await Promise.race([once(c, 'drain'), answeredEarly]);
-      progress.update(sent);
+    async function* pieces(): AsyncGenerator<Buffer> {
+      for await (const chunk of createReadStream(resolve(file), { highWaterMark: TRANSFER_CHUNK_BYTES }) as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        sent += chunk.length;
+        yield chunk;
+        progress.update(sent);
+      }
     }
-    if (sent !== inspected.archiveBytes || hash.digest('hex') !== inspected.archiveSha256) {
-      c.cancel();
-      throw new CliError(`${file} changed after it was checked; the restore was canceled and nothing changed`);
-    }
-    c.end();
     try {
-      return await response;
+      return await uploadArchive(client, pieces(), {
+        metadata,
+        ...(opts.timeoutMs > 0 ? { deadlineMs: opts.timeoutMs } : {}),
+        onCall: (c) => {
+          call = c;
+        },
+        beforeEnd: () => {
+          if (sent !== inspected.archiveBytes || hash.digest('hex') !== inspected.archiveSha256) {
+            throw new CliError(`${file} changed after it was checked; the restore was canceled and nothing changed`);
+          }
+        },
+      });
     } catch (err) {
+      if (err instanceof EarlyAnswerError) throw new CliError(err.message);
       // A full disk or an archive over the node's limits will not pass on a second upload.
       if ((err as { code?: unknown }).code === grpc.status.RESOURCE_EXHAUSTED) throw callError(err, opts.endpoint);
       throw err;
@@ -697,11 +694,7 @@ export function addSnapshotCommands(program: Command): void {
       await listDestination(opts.destination, s3SettingsOf(opts), opts.json === true);
       return;
     }
-    const res = await withClient(opts, snapshotClient, (c, deadlineMs) => {
-      return new Promise<SnapshotInfo[]>((ok, fail) => {
-        c.listSnapshots({}, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, r) => (err !== null ? fail(err) : ok(r.snapshots)));
-      });
-    });
+    const res = await withClient(opts, snapshotClient, async (c, deadlineMs) => (await c.listSnapshots({ deadlineMs })).snapshots);
     if (opts.json === true) {
       jsonOut(res.map(infoJson));
       return;

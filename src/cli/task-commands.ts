@@ -3,10 +3,9 @@
  * (tasks belong to the node that runs them). `wait` polls until the task is
  * succeeded, failed or canceled and exits 0 only when it succeeded.
  */
-import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
-import { clientChannelOptions, dialChannel } from '../client/dial.js';
-import { TaskFilter, TaskServiceClient, type ListTasksResponse, type Task } from '../gen/snapcoord/v1/snapshot.js';
+import { TaskClient } from '../client/task-client.js';
+import { TaskFilter, type Task } from '../gen/snapcoord/v1/snapshot.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 
@@ -18,9 +17,8 @@ const FINISHED: readonly string[] = ['succeeded', 'failed', 'canceled'];
 /** WAIT_POLL_MS: how often `tasks wait` asks. */
 export const WAIT_POLL_MS = 250;
 
-function taskClient(endpoint: string): TaskServiceClient {
-  const { credentials, options } = dialChannel(cliDial(), clientChannelOptions);
-  return new TaskServiceClient(endpoint, credentials, options);
+function taskClient(endpoint: string): TaskClient {
+  return new TaskClient(endpoint, cliDial());
 }
 
 /** parseUid: a task uid (a whole number); exit 2 otherwise. */
@@ -112,14 +110,10 @@ function taskText(t: Task): string {
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
 }
 
-function getTask(c: TaskServiceClient, uid: bigint, deadlineMs: number): Promise<Task> {
-  return new Promise((ok, fail) => {
-    c.getTask({ uid }, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, r) => {
-      if (err !== null) fail(err);
-      else if (r.task === undefined) fail(new CliError(`the node answered without task ${uid}`));
-      else ok(r.task);
-    });
-  });
+async function getTask(c: TaskClient, uid: bigint, deadlineMs: number): Promise<Task> {
+  const r = await c.getTask(uid, { deadlineMs });
+  if (r.task === undefined) throw new CliError(`the node answered without task ${uid}`);
+  return r.task;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -144,17 +138,9 @@ export function addTaskCommands(program: Command): void {
     const types = parseList('type', opts.type, TASK_TYPES);
     const limit = opts.limit === undefined ? 20 : positiveInt('limit', opts.limit, 1, 1000);
     const from = opts.from === undefined ? undefined : parseUid(opts.from);
-    const res = await withClient(opts, taskClient, (c, deadlineMs) => {
-      return new Promise<ListTasksResponse>((ok, fail) => {
-        const filter = TaskFilter.fromPartial({ statuses, types });
-        c.listTasks(
-          { filter, limit, reverse: false, ...(from !== undefined ? { from } : {}) },
-          new grpc.Metadata(),
-          { deadline: Date.now() + deadlineMs },
-          (err, r) => (err !== null ? fail(err) : ok(r)),
-        );
-      });
-    });
+    const res = await withClient(opts, taskClient, (c, deadlineMs) =>
+      c.listTasks({ filter: TaskFilter.fromPartial({ statuses, types }), limit, reverse: false, ...(from !== undefined ? { from } : {}) }, { deadlineMs }),
+    );
     if (opts.json === true) {
       jsonOut({
         results: res.results.map(taskJson),

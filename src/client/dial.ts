@@ -4,6 +4,7 @@
  * every call, and the channel options every client channel shares.
  */
 import * as grpc from '@grpc/grpc-js';
+import { channelCredentialsFromFiles, checkTlsFiles } from '../tls/index.js';
 import { bearerInterceptor } from './authorization.js';
 
 /** MESSAGE_BYTES_MAX: the largest gRPC message the API sends or receives (64 MiB). */
@@ -42,4 +43,16 @@ export function dialChannel(dial: ClientDial, base: grpc.ChannelOptions = client
     credentials: dial.credentials ?? grpc.credentials.createInsecure(),
     options: interceptors.length === 0 ? base : { ...base, interceptors: [...((base['interceptors'] as grpc.Interceptor[] | undefined) ?? []), ...interceptors] },
   };
+}
+
+/**
+ * dialWithCa: a ClientDial over TLS whose server certificate must be signed
+ * by the CA in `caFile` (reloaded when the file changes) and name the host
+ * dialled, sending `apiKey` ('' for none).
+ * Errors: one Error naming the file when `caFile` is unreadable, not a PEM
+ * certificate or expired (checkTlsFiles).
+ */
+export function dialWithCa(caFile: string, apiKey = ''): ClientDial {
+  checkTlsFiles({ caFile });
+  return { apiKey, credentials: channelCredentialsFromFiles({ caFile }) };
 }

@@ -19,16 +19,16 @@
 import { performance } from 'node:perf_hooks';
 import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { clientChannelOptions, dialChannel, type ClientDial } from '../../client/dial.js';
-import { SnapshotServiceClient, type GetSnapshotResponse, type SnapshotInfo } from '../../gen/snapcoord/v1/snapshot.js';
+import type { ClientDial } from '../../client/dial.js';
+import { SnapshotClient } from '../../client/snapshot-client.js';
+import type { GetSnapshotResponse, SnapshotInfo } from '../../gen/snapcoord/v1/snapshot.js';
 
 /** DOWNLOAD_WINDOW_BYTES: the HTTP/2 receive window of a download channel (as `snapshot save`). */
 export const DOWNLOAD_WINDOW_BYTES = 16 << 20;
 
 /** downloadClient: a SnapshotService client on its own connection (`slot` keeps channels apart). */
-export function downloadClient(endpoint: string, dial: ClientDial, slot: number): SnapshotServiceClient {
-  const { credentials, options } = dialChannel(dial, { ...clientChannelOptions, 'grpc-node.flow_control_window': DOWNLOAD_WINDOW_BYTES, 'snapcoord.bench_slot': slot });
-  return new SnapshotServiceClient(endpoint, credentials, options);
+export function downloadClient(endpoint: string, dial: ClientDial, slot: number): SnapshotClient {
+  return new SnapshotClient(endpoint, { ...dial, channelOptions: { ...dial.channelOptions, 'grpc-node.flow_control_window': DOWNLOAD_WINDOW_BYTES, 'snapcoord.bench_slot': slot } });
 }
 
 export interface DownloadOptions {
@@ -86,7 +86,7 @@ function cutPoints(k: number, size: number, random: () => number): number[] {
 }
 
 /** downloadVerified: see the file comment. Never throws: a failure is an outcome with ok false. */
-export async function downloadVerified(client: SnapshotServiceClient, opts: DownloadOptions): Promise<DownloadOutcome> {
+export async function downloadVerified(client: SnapshotClient, opts: DownloadOptions): Promise<DownloadOutcome> {
   const random = opts.random ?? Math.random;
   const t0 = performance.now();
   let ttfbMs = NaN;
@@ -109,7 +109,7 @@ export async function downloadVerified(client: SnapshotServiceClient, opts: Down
     if (aborted()) return outcome(false, 'CANCELLED', 'stopped', true);
     // A resume pins the archive being downloaded and asks from the first byte not verified yet.
     const pin = info !== undefined && bytes > 0 && !pinRefused ? { id: info.id, offset: BigInt(bytes) } : { id: '', offset: 0n };
-    const call = client.getSnapshot({ stale: opts.stale, index: 0n, length: 0n, ...pin });
+    const call = client.getSnapshot(opts.stale, {}, { index: 0n, length: 0n, ...pin });
     call.on('error', () => undefined); // read below through the iterator; a cut's CANCELLED is expected
     const onAbort = (): void => call.cancel();
     opts.signal?.addEventListener('abort', onAbort, { once: true });

@@ -12,9 +12,9 @@
  * request id (as etcd's benchmark: a load, not a retrying client).
  */
 import { randomBytes } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
-import { clientChannelOptions, dialChannel, type ClientDial } from '../../client/dial.js';
-import { CompareResult, CompareTarget, KVServiceClient, TxnOpType, type Compare } from '../../gen/snapcoord/v1/kv.js';
+import type { ClientDial } from '../../client/dial.js';
+import { KvClient } from '../../client/kv-client.js';
+import { CompareResult, CompareTarget, TxnOpType, type Compare } from '../../gen/snapcoord/v1/kv.js';
 import type { Op } from './closed-loop.js';
 
 /** WRITE_OPS: the ops `bench write --op` takes. */
@@ -44,31 +44,10 @@ export interface KvOps {
   close(): void;
 }
 
-function unary<Req, Res>(
-  method: (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => grpc.ClientUnaryCall,
-  req: Req,
-  deadlineMs: number,
-  signal?: AbortSignal,
-): Promise<Res> {
-  return new Promise<Res>((resolve, reject) => {
-    const onAbort = (): void => call.cancel();
-    const call = method(req, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, res) => {
-      signal?.removeEventListener('abort', onAbort);
-      if (err !== null) reject(err);
-      else resolve(res);
-    });
-    if (signal !== undefined) {
-      if (signal.aborted) call.cancel();
-      else signal.addEventListener('abort', onAbort, { once: true });
-    }
-  });
-}
-
 export function kvOps(o: KvOpOptions): KvOps {
   const random = o.random ?? Math.random;
   const clients = Array.from({ length: o.conns }, (_, i) => {
-    const { credentials, options } = dialChannel(o.dial, { ...clientChannelOptions, 'snapcoord.bench_conn': i });
-    return new KVServiceClient(o.endpoint, credentials, options);
+    return new KvClient(o.endpoint, { ...o.dial, channelOptions: { ...o.dial.channelOptions, 'snapcoord.bench_conn': i } });
   });
   // Values are slices of random bytes (at random offsets), so a snapshot of what a put load wrote does not
   // shrink to nothing when gzipped: a load test fills the state as real data would.
@@ -78,12 +57,12 @@ export function kvOps(o: KvOpOptions): KvOps {
     return pool.subarray(at, at + o.valueBytes);
   };
   const keyOf = (n: number): Buffer => Buffer.from(`${o.keyPrefix}${n}`);
-  const clientOf = (w: number): KVServiceClient => clients[w % clients.length] as KVServiceClient;
-  const put = async (c: KVServiceClient, key: number, signal?: AbortSignal): Promise<void> => {
-    await unary(c.put.bind(c), { key: keyOf(key), value: valueOf(), prevKv: false, clientId: '', requestId: 0n }, o.deadlineMs, signal);
+  const clientOf = (w: number): KvClient => clients[w % clients.length] as KvClient;
+  const put = async (c: KvClient, key: number, signal?: AbortSignal): Promise<void> => {
+    await c.put({ key: keyOf(key), value: valueOf() }, { deadlineMs: o.deadlineMs, signal });
   };
-  const get = async (c: KVServiceClient, key: number, signal?: AbortSignal): Promise<void> => {
-    await unary(c.get.bind(c), { key: keyOf(key), serializable: o.serializable }, o.deadlineMs, signal);
+  const get = async (c: KvClient, key: number, signal?: AbortSignal): Promise<void> => {
+    await c.get({ key: keyOf(key), serializable: o.serializable }, { deadlineMs: o.deadlineMs, signal });
   };
   /** seen: per worker, the value it last saw of each key (absent: expects the key absent). */
   const seen = new Map<number, Map<number, Uint8Array>>();
@@ -100,17 +79,13 @@ export function kvOps(o: KvOpOptions): KvOps {
         : { ...zero, key: k, target: CompareTarget.COMPARE_TARGET_VALUE, result: CompareResult.COMPARE_RESULT_EQUAL, value: expected };
     const value = Uint8Array.from(valueOf());
     const c = clientOf(w);
-    const res = await unary(
-      c.txn.bind(c),
+    const res = await c.txn(
       {
         compare: [compare],
         success: [{ type: TxnOpType.TXN_OP_TYPE_PUT, key: k, value, prevKv: false }],
         failure: [{ type: TxnOpType.TXN_OP_TYPE_GET, key: k, value: empty, prevKv: false }],
-        clientId: '',
-        requestId: 0n,
       },
-      o.deadlineMs,
-      signal,
+      { deadlineMs: o.deadlineMs, signal },
     );
     if (res.succeeded) {
       mine.set(key, value);

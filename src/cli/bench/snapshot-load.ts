@@ -12,7 +12,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { ClientDial } from '../../client/dial.js';
-import type { SnapshotServiceClient } from '../../gen/snapcoord/v1/snapshot.js';
+import type { SnapshotClient } from '../../client/snapshot-client.js';
 import { downloadClient, downloadVerified, type DownloadOutcome } from './download.js';
 import { LatencyHistogram, type LatencySummary } from './histogram.js';
 import { Recorder, type RecorderFigures } from './recorder.js';
@@ -97,7 +97,7 @@ export class SnapshotLoad {
   readonly done: Promise<void>;
   readonly #opts: SnapshotLoadOptions;
   readonly #abort = new AbortController();
-  readonly #clients: SnapshotServiceClient[] = [];
+  readonly #clients: SnapshotClient[] = [];
   readonly #streams: { downloads: number; failed: number; bytes: number; activeMs: number }[] = [];
   readonly #archives = new Map<string, ArchiveFigures>();
   readonly #failures = new Set<string>();
