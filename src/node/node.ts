@@ -167,9 +167,11 @@ interface PendingRead {
 }
 
 /**
- * Node drives one RaftNode: real clock ticks; each Ready is persisted (one
- * synced write), then its messages are sent, then committed entries are
- * applied, then the core is advanced. Writes resolve once applied here;
+ * Node drives one RaftNode, ticking on the clock it is given (NodeOptions:
+ * clock, rng, transport and storage are all passed in, so a simulator runs
+ * this same code): each Ready is persisted (one synced write), then its
+ * messages are sent, then committed entries are applied, then the core is
+ * advanced. Writes resolve once applied here;
  * linearizable reads wait for a ReadIndex confirmation and for the state
  * machine to catch up with it.
  */
