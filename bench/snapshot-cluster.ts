@@ -35,13 +35,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { gzipSync } from 'node:zlib';
-import * as grpc from '@grpc/grpc-js';
 import { Command } from 'commander';
 import { Etcd3 } from 'etcd3';
 
-import { ClusterServiceClient, Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
-import { dialChannel } from '../src/client/dial.js';
-import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
+import { Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
+import { ClusterClient } from '../src/client/cluster-client.js';
+import { dialWithCa, type ClientDial } from '../src/client/dial.js';
+import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { encodeStateRecords, type StateRecord } from '../src/snapshot/state-format.js';
 import { writeArchive } from '../src/snapshot/archive.js';
 import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench/run.js';
@@ -213,8 +213,7 @@ class SnapCluster {
     readonly nodes: SnapNode[],
     private readonly flagsOf: (id: string) => string[],
     readonly cliFlags: readonly string[],
-    private readonly credentials: grpc.ChannelCredentials,
-    private readonly options: grpc.ChannelOptions,
+    private readonly dial: ClientDial,
   ) {}
 
   static async start(dir: string): Promise<SnapCluster> {
@@ -225,7 +224,7 @@ class SnapCluster {
     const ca = caFiles(certDir).caFile;
     const keyFile = join(dir, 'api-key');
     await writeFile(keyFile, `${API_KEY}\n`, { mode: 0o600 });
-    const { credentials, options } = dialChannel({ credentials: channelCredentialsFromFiles({ caFile: ca }), apiKey: API_KEY }, {});
+    const dial = dialWithCa(ca, API_KEY);
     const ports = await freePorts(9);
     const addr = (i: number): string => `127.0.0.1:${ports[i] ?? 0}`;
     const peers = ids.map((id, i) => `${id}=${addr(i + 6)}`).join(',');
@@ -240,20 +239,14 @@ class SnapCluster {
       ];
     };
     const nodes = ids.map((id, i) => ({ id, grpc: addr(i), peer: addr(i + 6), http: addr(i + 3), child: startChild(id, process.execPath, flagsOf(id)), peakMiB: 0 }));
-    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', ca, '--api-key', API_KEY], credentials, options);
+    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', ca, '--api-key', API_KEY], dial);
     await c.leader();
     return c;
   }
 
   status(n: SnapNode): Promise<StatusResponse> {
-    const client = new ClusterServiceClient(n.grpc, this.credentials, this.options);
-    return new Promise<StatusResponse>((resolve, reject) => {
-      client.status({}, new grpc.Metadata(), { deadline: new Date(Date.now() + 1_000) }, (err, res) => {
-        client.close();
-        if (err !== null) reject(err);
-        else resolve(res);
-      });
-    });
+    const client = new ClusterClient(n.grpc, this.dial);
+    return client.status({ deadlineMs: 1_000 }).finally(() => client.close());
   }
 
   leader(): Promise<SnapNode> {

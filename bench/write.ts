@@ -34,14 +34,15 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import * as grpc from '@grpc/grpc-js';
 import { Command } from 'commander';
 import { Etcd3 } from 'etcd3';
 
-import { CompareResult, CompareTarget, KVServiceClient, TxnOpType, type Compare } from '../src/gen/snapcoord/v1/kv.js';
-import { ClusterServiceClient, Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
-import { dialChannel } from '../src/client/dial.js';
-import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
+import { CompareResult, CompareTarget, TxnOpType, type Compare } from '../src/gen/snapcoord/v1/kv.js';
+import { Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
+import { ClusterClient } from '../src/client/cluster-client.js';
+import { dialWithCa, type ClientDial } from '../src/client/dial.js';
+import { KvClient } from '../src/client/kv-client.js';
+import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { ClosedLoop } from '../src/cli/bench/closed-loop.js';
 import { readProc } from '../src/cli/bench/resources.js';
 import { freePorts, killChild, sleep, startChild, stopChild, waitFor, type Child } from './lib/procs.js';
@@ -136,29 +137,22 @@ function processCpuSeconds(pid: number | undefined): number {
 
 // ------------------------------------------------------------------ snapcoord
 
-function grpcDeadline(ms: number): grpc.CallOptions {
-  return { deadline: new Date(Date.now() + ms) };
-}
-
 /** Sec: how the bench reaches a snapcoord cluster (TLS credentials and key, or plaintext). */
 interface Sec {
-  readonly credentials: grpc.ChannelCredentials;
-  readonly options: grpc.ChannelOptions;
+  readonly dial: ClientDial;
   readonly serveFlags: (id: string) => string[];
 }
 
 const BENCH_KEY = 'bench-admin-key-0123456789abcdef';
 
 async function security(dir: string, ids: readonly string[], tls: boolean): Promise<Sec> {
-  if (!tls) return { credentials: grpc.credentials.createInsecure(), options: {}, serveFlags: () => ['--insecure-no-auth'] };
+  if (!tls) return { dial: {}, serveFlags: () => ['--insecure-no-auth'] };
   const certDir = join(dir, 'tls');
   await writeCa(certDir);
   for (const id of ids) await writeNodeCert(certDir, id, { ips: ['127.0.0.1'] });
   const ca = caFiles(certDir).caFile;
-  const { credentials, options } = dialChannel({ credentials: channelCredentialsFromFiles({ caFile: ca }), apiKey: BENCH_KEY }, {});
   return {
-    credentials,
-    options,
+    dial: dialWithCa(ca, BENCH_KEY),
     serveFlags: (id) => {
       const f = nodeCertFiles(certDir, id);
       return ['--api-key', BENCH_KEY, '--peer-cert', f.certFile, '--peer-key', f.keyFile, '--peer-ca', ca, '--cert', f.certFile, '--key', f.keyFile];
@@ -167,25 +161,15 @@ async function security(dir: string, ids: readonly string[], tls: boolean): Prom
 }
 
 function statusOf(addr: string, sec: Sec): Promise<StatusResponse> {
-  const c = new ClusterServiceClient(addr, sec.credentials, sec.options);
-  return new Promise<StatusResponse>((resolve, reject) => {
-    c.status({}, new grpc.Metadata(), grpcDeadline(500), (err, res) => {
-      c.close();
-      if (err !== null) reject(err);
-      else resolve(res);
-    });
-  });
+  const c = new ClusterClient(addr, sec.dial);
+  return c.status({ deadlineMs: 500 }).finally(() => c.close());
 }
 
-function kvPut(c: KVServiceClient, key: string, value: Buffer, deadlineMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    c.put({ key: Buffer.from(key), value, prevKv: false, clientId: '', requestId: 0n }, new grpc.Metadata(), grpcDeadline(deadlineMs), (err) =>
-      err !== null ? reject(err) : resolve(),
-    );
-  });
+async function kvPut(c: KvClient, key: string, value: Buffer, deadlineMs: number): Promise<void> {
+  await c.put({ key: Buffer.from(key), value }, { deadlineMs });
 }
 
-function kvCas(c: KVServiceClient, key: string, expected: Buffer | undefined, value: Buffer, deadlineMs: number): Promise<CasOutcome> {
+async function kvCas(c: KvClient, key: string, expected: Buffer | undefined, value: Buffer, deadlineMs: number): Promise<CasOutcome> {
   const k = Buffer.from(key);
   const empty = new Uint8Array(0);
   const zero = { key: k, value: empty, version: 0n, createRevision: 0n, modRevision: 0n, result: CompareResult.COMPARE_RESULT_EQUAL };
@@ -195,17 +179,11 @@ function kvCas(c: KVServiceClient, key: string, expected: Buffer | undefined, va
     compare: [compare],
     success: [{ type: TxnOpType.TXN_OP_TYPE_PUT, key: k, value, prevKv: false }],
     failure: [{ type: TxnOpType.TXN_OP_TYPE_GET, key: k, value: empty, prevKv: false }],
-    clientId: '',
-    requestId: 0n,
   };
-  return new Promise((resolve, reject) => {
-    c.txn(req, new grpc.Metadata(), grpcDeadline(deadlineMs), (err, res) => {
-      if (err !== null) return reject(err);
-      if (res.succeeded) return resolve({ swapped: true, current: value });
-      const found = res.responses[0];
-      resolve({ swapped: false, current: found?.found === true && found.kv !== undefined ? Buffer.from(found.kv.value) : undefined });
-    });
-  });
+  const res = await c.txn(req, { deadlineMs });
+  if (res.succeeded) return { swapped: true, current: value };
+  const found = res.responses[0];
+  return { swapped: false, current: found?.found === true && found.kv !== undefined ? Buffer.from(found.kv.value) : undefined };
 }
 
 async function startSnapcoord(dir: string, channels: number, tls: boolean): Promise<Target> {
@@ -243,20 +221,20 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
   const leaderAddr = addrOf.get(leader) ?? '';
   const clients = Array.from(
     { length: channels },
-    (_, i) => new KVServiceClient(leaderAddr, sec.credentials, { ...sec.options, 'grpc.channel_id': i } as never),
+    (_, i) => new KvClient(leaderAddr, { ...sec.dial, channelOptions: { 'grpc.channel_id': i } }),
   );
   return {
     name: 'snapcoord',
-    put: (slot, key, value) => kvPut(clients[slot % channels] as KVServiceClient, key, value, 5_000),
-    cas: (slot, key, expected, value) => kvCas(clients[slot % channels] as KVServiceClient, key, expected, value, 5_000),
+    put: (slot, key, value) => kvPut(clients[slot % channels] as KvClient, key, value, 5_000),
+    cas: (slot, key, expected, value) => kvCas(clients[slot % channels] as KvClient, key, expected, value, 5_000),
     cpuSeconds: () => [...children.values()].reduce((sum, c) => sum + processCpuSeconds(c.proc.pid), 0),
     async killLeader() {
       const id = await findLeader();
       const child = children.get(id);
       if (child !== undefined) await killChild(child);
-      const survivors = ids.filter((x) => x !== id).map((x) => new KVServiceClient(addrOf.get(x) ?? '', sec.credentials, sec.options));
+      const survivors = ids.filter((x) => x !== id).map((x) => new KvClient(addrOf.get(x) ?? '', sec.dial));
       let n = 0;
-      return (key, value) => kvPut(survivors[n++ % survivors.length] as KVServiceClient, key, value, 250);
+      return (key, value) => kvPut(survivors[n++ % survivors.length] as KvClient, key, value, 250);
     },
     async stop() {
       for (const c of clients) c.close();

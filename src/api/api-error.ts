@@ -4,8 +4,8 @@
  * carry their gRPC status").
  */
 import * as grpc from '@grpc/grpc-js';
-import { ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY } from '../client/error-metadata.js';
-import { NO_SPACE_ERROR_CODE, isNoSpace } from '../node/disk-guard.js';
+import { ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY, NO_SPACE_ERROR_CODE } from '../client/error-metadata.js';
+import { isNoSpace } from '../node/disk-guard.js';
 import { NodeError, type NodeErrorCode } from '../node/errors.js';
 import { KvCommandError } from '../fsm/kv-command.js';
 import { StorageError } from '../storage/storage-error.js';

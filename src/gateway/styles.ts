@@ -12,8 +12,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { FastifyReply } from 'fastify';
-import { ERROR_CODE_METADATA_KEY } from '../client/error-metadata.js';
-import { NO_SPACE_ERROR_CODE } from '../node/disk-guard.js';
+import { ERROR_CODE_METADATA_KEY, NO_SPACE_ERROR_CODE } from '../client/error-metadata.js';
 
 export type Style = 'typesense' | 'meilisearch' | 'nomad';
 

@@ -8,8 +8,6 @@ const MIB = 1024 * 1024;
 
 /** DEFAULT_MIN_FREE_BYTES: the free space a node keeps in reserve on its data dir's file system (64 MiB). */
 export const DEFAULT_MIN_FREE_BYTES = 64 * MIB;
-/** NO_SPACE_ERROR_CODE: Meilisearch's error code for a full disk (failed tasks, API errors). */
-export const NO_SPACE_ERROR_CODE = 'no_space_left_on_device';
 /** DISK_CHECK_INTERVAL_MS: how often the guard measures free space. */
 export const DISK_CHECK_INTERVAL_MS = 500;
 

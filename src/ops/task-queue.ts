@@ -2,7 +2,8 @@ import { open as openFile, readFile, rename, rm, stat, type FileHandle } from 'n
 import { dirname } from 'node:path';
 
 import { FILE_MODE, fsyncDir, withPath, writeFileDurable } from '../snapshot/file-sink.js';
-import { NO_SPACE_ERROR_CODE, isNoSpace } from '../node/disk-guard.js';
+import { NO_SPACE_ERROR_CODE } from '../client/error-metadata.js';
+import { isNoSpace } from '../node/disk-guard.js';
 import type { Logger } from '../node/logger.js';
 
 /** TaskStatus follows Meilisearch: enqueued → processing → succeeded | failed | canceled. */
