@@ -8,7 +8,7 @@ import { RevisionCache } from '../fsm/revision-cache.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
-import { RocksDb, type RocksIterator, type RocksOp } from './rocks.js';
+import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp } from './rocks.js';
 import { SerialQueue } from './serial-queue.js';
 import {
   isReservedKey,
@@ -501,6 +501,11 @@ export class RocksStorage implements NodeStorage {
   }
 
   /** RocksStorage.statePath is the current state machine database directory (`<dataDir>/state-<gen>`). */
+  /** stateCalls: the native calls made on the current state generation's database (see RocksCalls). */
+  stateCalls(): Readonly<RocksCalls> {
+    return { ...this.#state.db.calls };
+  }
+
   get statePath(): string {
     return this.#state.db.path;
   }

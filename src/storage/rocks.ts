@@ -243,9 +243,18 @@ export class RocksIterator {
  * failure is rethrown as StorageError `io` whose message names the operation
  * and the database path, with the engine error as `cause`.
  */
+/** RocksCalls: how many native reads and write batches a RocksDb has issued (what batching saves is counted here). */
+export interface RocksCalls {
+  get: number;
+  getMany: number;
+  write: number;
+}
+
 export class RocksDb {
   /** path of the database directory. */
   readonly path: string;
+  /** calls: the native calls made so far, by kind (an empty getMany or write makes none). */
+  readonly calls: RocksCalls = { get: 0, getMany: 0, write: 0 };
   readonly #db: NativeDb;
   #closing: Promise<void> | null = null;
 
@@ -285,6 +294,7 @@ export class RocksDb {
   /** RocksDb.get returns the value stored under `key`, or undefined when there is none. */
   async get(key: Buffer): Promise<Buffer | undefined> {
     this.#checkOpen('get');
+    this.calls.get++;
     return new Promise<Buffer | undefined>((resolve, reject) => {
       this.#db.get(key, { asBuffer: true }, (err, value) => {
         if (err) {
@@ -305,6 +315,7 @@ export class RocksDb {
   async getMany(keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
     this.#checkOpen('getMany');
     if (keys.length === 0) return [];
+    this.calls.getMany++;
     return new Promise<(Buffer | undefined)[]>((resolve, reject) => {
       this.#db.getMany([...keys], { asBuffer: true }, (err, values) => {
         if (err) reject(this.#ioError('getMany', err));
@@ -322,6 +333,7 @@ export class RocksDb {
   async write(ops: readonly RocksOp[], options: { readonly sync: boolean }): Promise<void> {
     this.#checkOpen('write');
     if (ops.length === 0) return;
+    this.calls.write++;
     const nativeOps: NativeBatchOp[] = ops.map((op) =>
       op.type === 'put' ? { type: 'put', key: op.key, value: op.value } : { type: 'del', key: op.key },
     );

@@ -69,6 +69,30 @@ describe('RocksStorage state generations', () => {
     }
   });
 
+  it('an apply batch reads its keys in one native call and writes in one batch, whatever its entry count; cached records are not read again', async () => {
+    const store = await RocksStorage.open(dataDir);
+    try {
+      const put = (index: number, key: string): ApplyItem => ({
+        entry: { index, term: 1, type: 'normal', data: encodeCommand({ op: 'put', key: bytes(key), value: bytes(`v${index}`) }) },
+      });
+      const before = store.stateCalls();
+      // 32 entries, one put each to a key never written: each needs its revision record probed.
+      const items = Array.from({ length: 32 }, (_, i) => put(i + 1, `fresh/${i}`));
+      const results = await store.apply(items);
+      assert.equal(results.length, 32);
+      const after = store.stateCalls();
+      assert.deepEqual({ get: after.get - before.get, getMany: after.getMany - before.getMany, write: after.write - before.write }, { get: 0, getMany: 1, write: 1 });
+      assert.equal(text(await store.get(bytes('fresh/31'))), 'v32');
+      // The same keys again: their records are in the revision cache, nothing is read.
+      await store.apply(Array.from({ length: 32 }, (_, i) => put(i + 33, `fresh/${i}`)));
+      const again = store.stateCalls();
+      assert.deepEqual({ getMany: again.getMany - after.getMany, write: again.write - after.write }, { getMany: 0, write: 1 });
+      assert.equal(text(await store.get(bytes('fresh/0'))), 'v33');
+    } finally {
+      await store.close();
+    }
+  });
+
   it('refuses a data dir with the old single-database layout', async () => {
     await mkdir(dataDir);
     const old = await RocksDb.open(join(dataDir, 'db'));
