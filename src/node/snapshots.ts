@@ -16,6 +16,7 @@ import {
   readArchive,
   validateStateRecords,
   type ArchiveMeta,
+  type DecodeStateOptions,
   type ScrubResult,
   type SnapshotHandle,
   type StateLimits,
@@ -88,6 +89,13 @@ export const UPLOADS_UNREFERENCED_KEPT = 2;
 function coded(code: number, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
+
+/**
+ * INSTALL_DECODE: how an install decodes state.bin: records as views of the
+ * gunzipped chunks, not copies (installState copies each record into its
+ * write batch at once), and large batches.
+ */
+const INSTALL_DECODE: DecodeStateOptions = { views: true, batchKeysMax: 16_384, batchBytesMax: 4 * 1024 * 1024 };
 
 /**
  * thenVerified yields `records`, then waits for `verified` (readArchive's:
@@ -348,7 +356,7 @@ export class SnapshotManager {
         // verified settles once readArchive has read the whole input: the whole digest is final then.
         const checked = verified.then(confirm);
         checked.catch(() => undefined);
-        await this.storage.installState(thenVerified(decodeStateRecords(state), checked), { appliedIndex: meta.index, membership: meta.membership });
+        await this.storage.installState(thenVerified(decodeStateRecords(state, INSTALL_DECODE), checked), { appliedIndex: meta.index, membership: meta.membership });
       });
     } catch (err) {
       handle.release();
@@ -401,7 +409,7 @@ export class SnapshotManager {
         // The same checks as the upload's: an archive that slipped past them fails here the
         // same way on every node (the state machine keeps its old state), never half installed.
         // A restore replaces the data, not the cluster's record of client request ids (the archive's is ignored).
-        await this.storage.installState(thenVerified(checkedStateRecords(state, meta, RESTORE_STATE_LIMITS), verified), {
+        await this.storage.installState(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE }), verified), {
           appliedIndex,
           membership,
           keepSessions: true,

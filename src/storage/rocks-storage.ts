@@ -791,35 +791,34 @@ export class RocksStorage implements NodeStorage {
       this.#hook('generationCreated', gen);
       const sessionInstall = new SessionInstall(this.#sessions, checked, path);
       let seen = 0;
-      // Bulk load: records are gathered into large unsynced batches, and one batch is written (on the
-      // threadpool) while the next is gathered (decoded, checked) on the main thread. Batches are written
-      // in order: the previous one has landed before the next is issued, so a key repeated by a source
-      // ends with its last value. The binding has no WAL switch; the one synced write below makes all
-      // of it durable at once.
-      let ops: RocksOp[] = [];
-      let opsBytes = 0;
+      // Bulk load: records are copied straight into a native write batch (RocksBulkBatch: no op objects),
+      // and one batch is written (on the threadpool) while the next is filled (decoded, checked) on the
+      // main thread; the two batches alternate and keep their memory. Batches are written in order: the
+      // previous one has landed before the next is issued, so a key repeated by a source ends with its
+      // last value. The binding has no WAL switch; the one synced write below makes all of it durable.
+      const batches = [db.bulkBatch(), db.bulkBatch()] as const;
+      let filling: 0 | 1 = 0;
       const issue = async (): Promise<void> => {
-        if (ops.length === 0) return;
-        const batch = ops;
-        ops = [];
-        opsBytes = 0;
+        const batch = batches[filling];
+        if (batch.count === 0) return;
         if (inFlight !== null) await inFlight;
+        inFlight = null;
         this.#checkOpen('installState'); // close() aborts an install
-        const write = db.write(batch, { sync: false });
+        const write = batch.write({ sync: false });
         write.catch(() => undefined); // met when awaited
         inFlight = write;
+        filling = filling === 0 ? 1 : 0;
       };
-      for await (const batch of source) {
+      for await (const records of source) {
         this.#checkOpen('installState'); // close() aborts an install
-        checkInstallBatch(batch, seen, path);
-        for (const r of batch) {
+        checkInstallBatch(records, seen, path);
+        const batch = batches[filling];
+        for (const r of records) {
           if (sessionInstall.take(r)) continue;
-          const value = toBuffer(r.value);
-          ops.push({ type: 'put', key: kvKey(r.key), value });
-          opsBytes += r.key.length + value.length + 16;
+          batch.put(kvKey(r.key), r.value);
         }
-        seen += batch.length;
-        if (opsBytes >= INSTALL_WRITE_BYTES || ops.length >= INSTALL_WRITE_OPS) await issue();
+        seen += records.length;
+        if (batch.bytes >= INSTALL_WRITE_BYTES || batch.count >= INSTALL_WRITE_OPS) await issue();
       }
       await issue();
       if (inFlight !== null) await inFlight;

@@ -25,6 +25,18 @@ interface NativeBinding {
   iterator_next(context: unknown, callback: (err: Error | null | undefined, entries?: Buffer[], finished?: boolean) => void): void;
 }
 
+/**
+ * NativeBatchBinding: the addon's chained-batch calls (binding.cc batch_init,
+ * batch_put, batch_clear, batch_write). batch_put copies the key and value into
+ * the native WriteBatch at once; batch_clear empties it, keeping its capacity.
+ */
+interface NativeBatchBinding {
+  batch_init(dbContext: unknown): unknown;
+  batch_put(batch: unknown, key: Uint8Array, value: Uint8Array): void;
+  batch_clear(batch: unknown): void;
+  batch_write(batch: unknown, options: { sync: boolean }, callback: Callback): void;
+}
+
 interface NativeBatchOp {
   type: 'put' | 'del';
   key: Buffer;
@@ -38,6 +50,8 @@ interface NativeDb {
   getMany(keys: Buffer[], options: { asBuffer: true; fillCache?: boolean }, callback: Callback<(Buffer | undefined | null)[]>): void;
   batch(ops: NativeBatchOp[], options: { sync: boolean }, callback: Callback): void;
   iterator(options: Record<string, unknown>): NativeIterator;
+  /** the binding's handle of this database (leveldown.js), for NativeBatchBinding.batch_init. */
+  readonly context?: unknown;
 }
 
 type NativeFactory = (location: string) => NativeDb;
@@ -49,6 +63,22 @@ const nativeBinding: NativeBinding | null = (() => {
   try {
     const b = require('rocksdb/binding.js') as Partial<NativeBinding> | null;
     return b !== null && typeof b.iterator_next === 'function' ? (b as NativeBinding) : null;
+  } catch {
+    return null;
+  }
+})();
+
+/** the addon's chained-batch calls, or null if their shape is not the one known here (RocksBulkBatch then gathers ops for RocksDb.write). */
+const nativeBatch: NativeBatchBinding | null = (() => {
+  try {
+    const b = require('rocksdb/binding.js') as Partial<NativeBatchBinding> | null;
+    return b !== null &&
+      typeof b.batch_init === 'function' &&
+      typeof b.batch_put === 'function' &&
+      typeof b.batch_clear === 'function' &&
+      typeof b.batch_write === 'function'
+      ? (b as NativeBatchBinding)
+      : null;
   } catch {
     return null;
   }
@@ -346,6 +376,18 @@ export class RocksDb {
   }
 
   /**
+   * RocksDb.bulkBatch makes a RocksBulkBatch on this database: the write path
+   * of bulk loads (an install), one call into the binding per put and no op
+   * objects. Errors: StorageError `closed`.
+   */
+  bulkBatch(): RocksBulkBatch {
+    this.#checkOpen('bulkBatch');
+    const context = this.#db.context;
+    const native = nativeBatch !== null && context !== undefined && context !== null ? nativeBatch.batch_init(context) : null;
+    return new RocksBulkBatch(this, native);
+  }
+
+  /**
    * RocksDb.iterator opens a native iterator over `range` NOW: its
    * point-in-time view (an implicit RocksDB snapshot) is taken during this
    * call, synchronously, so writes issued after it returns are never seen
@@ -393,12 +435,12 @@ export class RocksDb {
     }
   }
 
-  /** RocksDb.checkOpen throws StorageError `closed` once close() has been called (for RocksIterator). */
+  /** RocksDb.checkOpen throws StorageError `closed` once close() has been called (for RocksIterator and RocksBulkBatch). */
   checkOpen(operation: string): void {
     this.#checkOpen(operation);
   }
 
-  /** RocksDb.ioError wraps an engine error of `operation` as StorageError `io` naming the path (for RocksIterator). */
+  /** RocksDb.ioError wraps an engine error of `operation` as StorageError `io` naming the path (for RocksIterator and RocksBulkBatch). */
   ioError(operation: string, err: Error): StorageError {
     return this.#ioError(operation, err);
   }
@@ -425,5 +467,84 @@ export class RocksDb {
       path: this.path,
       cause: err,
     });
+  }
+}
+
+/**
+ * RocksBulkBatch is a reusable atomic write batch for bulk loads, made by
+ * RocksDb.bulkBatch. put() copies the key and value into the native
+ * WriteBatch at once (the caller may reuse or drop its buffers right after);
+ * write() writes every put since the last write atomically and empties the
+ * batch, which keeps its memory for the next puts (no regrowth per batch).
+ * Keys must not be empty. put() must not be called while a write() of the
+ * same batch is in flight (StorageError `invalidArgument`); use two batches to fill
+ * one while the other is written. Where the binding lacks its chained-batch
+ * calls it gathers RocksOps for RocksDb.write, with the same contract.
+ * Errors: StorageError `closed` (database closed), `io` (engine failure).
+ */
+export class RocksBulkBatch {
+  readonly #owner: RocksDb;
+  readonly #native: unknown;
+  #ops: RocksOp[] = [];
+  #count = 0;
+  #bytes = 0;
+  #writing = false;
+
+  /** internal: use RocksDb.bulkBatch. */
+  constructor(owner: RocksDb, native: unknown) {
+    this.#owner = owner;
+    this.#native = native;
+  }
+
+  /** RocksBulkBatch.count: puts since the last write. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** RocksBulkBatch.bytes: key and value bytes put since the last write. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** RocksBulkBatch.put adds one put; key and value are copied now. */
+  put(key: Uint8Array, value: Uint8Array): void {
+    if (this.#writing) throw new StorageError('invalidArgument', `rocksdb ${this.#owner.path}: a put into a bulk batch while it is being written`);
+    if (this.#native !== null && nativeBatch !== null) nativeBatch.batch_put(this.#native, key, value);
+    else this.#ops.push({ type: 'put', key: Buffer.from(key), value: Buffer.from(value) });
+    this.#count += 1;
+    this.#bytes += key.length + value.length;
+  }
+
+  /**
+   * RocksBulkBatch.write writes the puts since the last write atomically (with
+   * `sync`, durably, with every earlier unsynced write) and empties the batch;
+   * nothing to write resolves at once. On failure the batch is emptied too.
+   */
+  async write(options: { readonly sync: boolean }): Promise<void> {
+    this.#owner.checkOpen('write');
+    if (this.#writing) throw new StorageError('invalidArgument', `rocksdb ${this.#owner.path}: a bulk batch written twice at once`);
+    if (this.#count === 0) return;
+    this.#writing = true;
+    try {
+      if (this.#native !== null && nativeBatch !== null) {
+        const native = this.#native;
+        await new Promise<void>((resolve, reject) => {
+          nativeBatch.batch_write(native, { sync: options.sync }, (err) => {
+            if (err) reject(this.#owner.ioError('write', err));
+            else resolve();
+          });
+        });
+      } else {
+        const ops = this.#ops;
+        this.#ops = [];
+        await this.#owner.write(ops, options);
+      }
+    } finally {
+      if (this.#native !== null && nativeBatch !== null) nativeBatch.batch_clear(this.#native);
+      this.#ops = [];
+      this.#count = 0;
+      this.#bytes = 0;
+      this.#writing = false;
+    }
   }
 }

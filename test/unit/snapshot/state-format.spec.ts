@@ -79,6 +79,24 @@ describe('snapshot state format (state.bin)', () => {
     assert.equal(Buffer.from(first!.key).toString(), 'key-1-000000');
   });
 
+  it('with views, yields the same records as views of the input where a field lies in one chunk, copies where it is split', async () => {
+    const all = [...records(300), rec('big', Buffer.alloc(100_000, 5)), rec('empty', '')];
+    const bytes = await collect(encodeStateRecords(inBatches(all, 50)));
+    const cut = Math.floor(bytes.length / 3);
+    const chunks = [Buffer.from(bytes.subarray(0, cut)), Buffer.from(bytes.subarray(cut, 2 * cut)), Buffer.from(bytes.subarray(2 * cut))];
+    const decoded = await decodeAll(Readable.from(chunks), { views: true });
+    assert.deepEqual(decoded.map((r) => Buffer.from(r.key)), all.map((r) => Buffer.from(r.key)));
+    assert.deepEqual(decoded.map((r) => Buffer.from(r.value)), all.map((r) => Buffer.from(r.value)));
+    const inChunk = (u: Uint8Array): boolean => chunks.some((c) => c.buffer === u.buffer && u.byteOffset >= c.byteOffset && u.byteOffset + u.length <= c.byteOffset + c.length);
+    const first = decoded[0]!;
+    assert.ok(inChunk(first.key) && inChunk(first.value), 'a record inside one chunk is a view of it');
+    const viewed = decoded.filter((r) => inChunk(r.value)).length;
+    assert.ok(viewed >= decoded.length - 3, `all but the records split by the 2 cuts are views (${viewed} of ${decoded.length})`);
+    // without views nothing points into the input
+    const copied = await decodeAll(Readable.from(chunks));
+    assert.equal(copied.filter((r) => inChunk(r.key) || inChunk(r.value)).length, 0);
+  });
+
   it('refuses a truncated stream, naming the record offset', async () => {
     const bytes = await collect(encodeStateRecords(inBatches([rec('a', 'xyz'), rec('b', 'hello')])));
     for (const cut of [bytes.length - 1, 12 + 2, 12 + 4 + 1]) {

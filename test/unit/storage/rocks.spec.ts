@@ -97,6 +97,42 @@ describe('RocksDb', () => {
     await ended.end();
   });
 
+  it('a bulk batch writes what was put, atomically, is emptied by each write and reused; the caller may reuse its buffers after put', async () => {
+    const batch = db.bulkBatch();
+    const scratch = Buffer.alloc(8);
+    for (let i = 0; i < 1000; i++) {
+      scratch.write(`v${String(i).padStart(7, '0')}`);
+      batch.put(key(i), scratch); // copied now: the scratch buffer is overwritten next round
+    }
+    assert.equal(batch.count, 1000);
+    assert.equal(batch.bytes, 1000 * (key(0).length + 8));
+    assert.equal(await db.get(key(0)), undefined, 'nothing is written before write()');
+    await batch.write({ sync: false });
+    assert.equal(batch.count, 0);
+    assert.deepEqual(await db.get(key(0)), Buffer.from('v0000000'));
+    assert.deepEqual(await db.get(key(999)), Buffer.from('v0000999'));
+    // reused: only the puts since the last write are written (a later put of a key wins)
+    batch.put(key(5), Buffer.from('again'));
+    batch.put(key(1000), new Uint8Array([1, 2, 3]));
+    await batch.write({ sync: true });
+    assert.deepEqual(await db.get(key(5)), Buffer.from('again'));
+    assert.deepEqual(await db.get(key(1000)), Buffer.from([1, 2, 3]));
+    assert.deepEqual(await db.get(key(6)), Buffer.from('v0000006'));
+    await batch.write({ sync: false }); // empty: nothing to do
+  });
+
+  it('a bulk batch refuses a put while it is written, and any write once the database is closed', async () => {
+    const batch = db.bulkBatch();
+    batch.put(key(1), Buffer.from('x'));
+    const writing = batch.write({ sync: false });
+    assert.throws(() => batch.put(key(2), Buffer.from('y')), (e: unknown) => e instanceof StorageError && e.code === 'invalidArgument');
+    await writing;
+    batch.put(key(2), Buffer.from('y'));
+    await db.close();
+    await assert.rejects(batch.write({ sync: false }), (e: unknown) => e instanceof StorageError && e.code === 'closed');
+    assert.throws(() => db.bulkBatch(), (e: unknown) => e instanceof StorageError && e.code === 'closed');
+  });
+
   it('close is idempotent; use after close is refused with the path in the message', async () => {
     const iteration = db.iterate({});
     await db.close();
