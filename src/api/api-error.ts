@@ -4,7 +4,7 @@
  * carry their gRPC status").
  */
 import * as grpc from '@grpc/grpc-js';
-import { ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY, NO_SPACE_ERROR_CODE } from '../client/error-metadata.js';
+import { DISK_FULL_ERROR_CODE, ERROR_CODE_METADATA_KEY, LEADER_METADATA_KEY } from '../client/error-metadata.js';
 import { isNoSpace } from '../node/disk-guard.js';
 import { NodeError, type NodeErrorCode } from '../node/errors.js';
 import { KvCommandError } from '../fsm/kv-command.js';
@@ -59,10 +59,10 @@ export function notLeaderError(leaderId: string, leaderAddress: string): ApiErro
   );
 }
 
-/** noSpaceError: RESOURCE_EXHAUSTED with `x-snapcoord-error-code: no_space_left_on_device`. */
+/** noSpaceError: RESOURCE_EXHAUSTED with `x-snapcoord-error-code: disk_full`. */
 function noSpaceError(message: string): ApiError {
   const md = new grpc.Metadata();
-  md.set(ERROR_CODE_METADATA_KEY, NO_SPACE_ERROR_CODE);
+  md.set(ERROR_CODE_METADATA_KEY, DISK_FULL_ERROR_CODE);
   return new ApiError(grpc.status.RESOURCE_EXHAUSTED, message, md);
 }
 
@@ -74,7 +74,7 @@ function noSpaceError(message: string): ApiError {
  * ServiceError) keeps its code, details and metadata; anything else is
  * INTERNAL. A full disk (NodeError `diskFull`, or an ENOSPC from the file
  * system or RocksDB) is RESOURCE_EXHAUSTED with trailing metadata
- * `x-snapcoord-error-code: no_space_left_on_device`.
+ * `x-snapcoord-error-code: disk_full` (DISK_FULL_ERROR_CODE).
  */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;

@@ -107,7 +107,8 @@ export function taskToPb(t: Task): PbTask {
       removed: BigInt(d.removed ?? 0),
       kept: BigInt(d.kept ?? 0),
     },
-    error: t.error ?? { message: '', code: '', type: '', link: '' },
+    // The task's own code only: each gateway style derives its product's type and link from it.
+    error: t.error === null ? { message: '', code: '', type: '', link: '' } : { message: t.error.message, code: t.error.code, type: '', link: '' },
     duration: durationOf(t) ?? '',
     enqueuedAt: t.enqueuedAt,
     startedAt: t.startedAt ?? '',

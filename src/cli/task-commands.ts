@@ -60,7 +60,8 @@ export function taskJson(t: Task): object {
               index: Number(d.index),
               ...((d.phase ?? '') !== '' ? { phase: d.phase, destination: d.destination ?? '', removed: Number(d.removed ?? 0n), kept: Number(d.kept ?? 0n) } : {}),
             },
-    error: t.error === undefined || t.error.message === '' ? null : t.error,
+    // The node's own code (disk_full, snapshot_creation_failed, internal): Meilisearch's type and link are the gateway's.
+    error: t.error === undefined || t.error.message === '' ? null : { message: t.error.message, code: t.error.code },
     duration: t.duration === '' ? null : t.duration,
     enqueuedAt: t.enqueuedAt,
     startedAt: t.startedAt === '' ? null : t.startedAt,

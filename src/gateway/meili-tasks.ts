@@ -5,7 +5,7 @@
  */
 import type { ListTasksRequest, Task, TaskFilter } from '../gen/snapcoord/v1/snapshot.js';
 import { emptyTaskFilter } from '../client/task-client.js';
-import { meiliError, type MeiliError } from './styles.js';
+import { isDiskFullCode, MEILI_NO_SPACE_CODE, meiliError, type MeiliError } from './styles.js';
 
 /** TASK_STATUSES: Meilisearch's task statuses. */
 export const TASK_STATUSES = ['enqueued', 'processing', 'succeeded', 'failed', 'canceled'] as const;
@@ -56,6 +56,17 @@ export interface SummarizedTaskJson {
 }
 
 const num = (v: bigint): number => Number(v);
+
+/**
+ * meiliTaskError: a failed task's error as Meilisearch shows it, from the
+ * node's code: a full disk is no_space_left_on_device (type system, its own
+ * link); any other failure keeps its code (snapshot_creation_failed,
+ * internal) with type internal and the link of `internal`.
+ */
+export function meiliTaskError(code: string, message: string): MeiliError {
+  if (isDiskFullCode(code)) return meiliError(MEILI_NO_SPACE_CODE, message, 'system');
+  return { message, code, type: 'internal', link: meiliError('internal', message).link };
+}
 const orNull = (s: string): string | null => (s === '' ? null : s);
 
 /**
@@ -90,7 +101,7 @@ export function taskJson(t: Task): TaskJson {
     type: t.type,
     canceledBy: t.canceledBy === undefined ? null : num(t.canceledBy),
     details,
-    error: e !== undefined && e.message !== '' ? { message: e.message, code: e.code, type: e.type, link: e.link } : null,
+    error: e !== undefined && e.message !== '' ? meiliTaskError(e.code, e.message) : null,
     duration: orNull(t.duration),
     enqueuedAt: t.enqueuedAt,
     startedAt: orNull(t.startedAt),

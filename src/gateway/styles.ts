@@ -12,7 +12,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { FastifyReply } from 'fastify';
-import { ERROR_CODE_METADATA_KEY, NO_SPACE_ERROR_CODE } from '../client/error-metadata.js';
+import { DISK_FULL_ERROR_CODE, ERROR_CODE_METADATA_KEY } from '../client/error-metadata.js';
 
 export type Style = 'typesense' | 'meilisearch' | 'nomad';
 
@@ -33,6 +33,17 @@ export interface MeiliError {
   readonly code: string;
   readonly type: MeiliErrorType;
   readonly link: string;
+}
+
+/** MEILI_NO_SPACE_CODE: Meilisearch's error code for a full disk (type `system`, HTTP 422). */
+export const MEILI_NO_SPACE_CODE = 'no_space_left_on_device';
+
+/**
+ * isDiskFullCode: the node's error code says its disk is full: DISK_FULL_ERROR_CODE, or
+ * Meilisearch's own code (what nodes of earlier versions sent, and what their failed tasks hold).
+ */
+export function isDiskFullCode(code: string): boolean {
+  return code === DISK_FULL_ERROR_CODE || code === MEILI_NO_SPACE_CODE;
 }
 
 /** meiliError builds Meilisearch's error body; the link follows Meilisearch's `https://docs.meilisearch.com/errors#<code>`. */
@@ -74,7 +85,7 @@ export function sendNomadError(reply: FastifyReply, status: number, message: str
 export interface GrpcFailure {
   readonly code: grpc.status;
   readonly message: string;
-  /** errorCode: the node's own error code (trailing metadata `x-snapcoord-error-code`, e.g. Meilisearch's `invalid_task_uids`), '' when none. */
+  /** errorCode: the node's own error code (trailing metadata `x-snapcoord-error-code`, e.g. `disk_full`, `invalid_task_uids`), '' when none. */
   readonly errorCode: string;
 }
 
@@ -134,11 +145,11 @@ export function httpStatusOf(code: grpc.status): number {
 
 /**
  * httpStatusOfFailure: httpStatusOf, except that a full disk (error code
- * no_space_left_on_device, RESOURCE_EXHAUSTED) is 422, as Meilisearch answers
+ * disk_full, RESOURCE_EXHAUSTED) is 422, as Meilisearch answers
  * it, rather than the 429 "retry later" of a busy node.
  */
 export function httpStatusOfFailure(f: GrpcFailure): number {
-  return f.errorCode === NO_SPACE_ERROR_CODE ? 422 : httpStatusOf(f.code);
+  return isDiskFullCode(f.errorCode) ? 422 : httpStatusOf(f.code);
 }
 
 /** messageOf: the server's message for 4xx answers; for 5xx too (they say why the node cannot answer), never empty. */
@@ -147,12 +158,13 @@ function messageOf(f: GrpcFailure): string {
 }
 
 /**
- * meiliCodeOf: Meilisearch's code and type for a failed call: the node's own
- * code when it names one (x-snapcoord-error-code), else by status
+ * meiliCodeOf: Meilisearch's code and type for a failed call: a full disk is
+ * no_space_left_on_device (system); the node's own code when it names
+ * another (x-snapcoord-error-code: the task queue's follow Meilisearch's), else by status
  * (`notFoundCode` for NOT_FOUND, e.g. task_not_found).
  */
 export function meiliCodeOf(f: GrpcFailure, notFoundCode = 'not_found'): { code: string; type: MeiliErrorType } {
-  if (f.errorCode === NO_SPACE_ERROR_CODE) return { code: f.errorCode, type: 'system' };
+  if (isDiskFullCode(f.errorCode)) return { code: MEILI_NO_SPACE_CODE, type: 'system' };
   const status = httpStatusOf(f.code);
   if (f.errorCode !== '') return { code: f.errorCode, type: status >= 500 ? 'internal' : 'invalid_request' };
   if (status === 404) return { code: notFoundCode, type: 'invalid_request' };

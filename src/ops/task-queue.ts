@@ -2,7 +2,6 @@ import { open as openFile, readFile, rename, rm, stat, type FileHandle } from 'n
 import { dirname } from 'node:path';
 
 import { FILE_MODE, fsyncDir, withPath, writeFileDurable } from '../snapshot/file-sink.js';
-import { NO_SPACE_ERROR_CODE } from '../client/error-metadata.js';
 import { isNoSpace } from '../node/disk-guard.js';
 import type { Logger } from '../node/logger.js';
 
@@ -29,11 +28,19 @@ export interface TaskDetails {
   kept?: number;
 }
 
+/**
+ * TaskErrorCode: why a task failed, in snapcoord's own words: `disk_full`
+ * (the file system is full or below the node's reserve; the same value as
+ * the client library's DISK_FULL_ERROR_CODE), `snapshot_creation_failed`
+ * (any other failure of a snapshot), `internal`. A gateway maps it to its
+ * product's vocabulary (Meilisearch: code, type and link).
+ */
+export type TaskErrorCode = 'disk_full' | 'snapshot_creation_failed' | 'internal';
+
+/** TaskError: a failed task's message and code (journals of earlier versions may also hold Meilisearch's type and link: ignored). */
 export interface TaskError {
   readonly message: string;
-  readonly code: string;
-  readonly type: string;
-  readonly link: string;
+  readonly code: TaskErrorCode | string;
 }
 
 /** Task is one unit of work with Meilisearch's fields (dates ISO 8601 UTC, null when unset). */
@@ -93,7 +100,12 @@ const STATUSES: readonly string[] = ['enqueued', 'processing', 'succeeded', 'fai
 const TYPES: readonly string[] = ['snapshotCreation', 'taskCancelation'];
 const JOURNAL_VERSION = 1;
 
-/** TaskQueueError: a bad filter, an unknown task or a full queue; `code` is Meilisearch's error code (or `too_many_tasks`). */
+/**
+ * TaskQueueError: a bad filter, an unknown task or a full queue; `code` names
+ * which (`invalid_task_<parameter>`, `task_not_found`, `too_many_tasks`), sent
+ * as the call's x-snapcoord-error-code (the names follow Meilisearch's, so its
+ * gateway style passes them through).
+ */
 export class TaskQueueError extends Error {
   override readonly name = 'TaskQueueError';
   constructor(
@@ -397,15 +409,9 @@ export class TaskQueue {
       status = 'succeeded';
     } catch (err) {
       status = 'failed';
-      // A full disk is Meilisearch's no_space_left_on_device (a system error), not an internal one.
-      const noSpace = isNoSpace(err);
-      const code = noSpace ? NO_SPACE_ERROR_CODE : first.type === 'snapshotCreation' ? 'snapshot_creation_failed' : 'internal';
-      error = {
-        message: (err as Error).message,
-        code,
-        type: noSpace ? 'system' : 'internal',
-        link: `https://docs.meilisearch.com/errors#${noSpace ? code : 'internal'}`,
-      };
+      // A full disk is a condition of its own (the operator frees space and retries), not an internal error.
+      const code: TaskErrorCode = isNoSpace(err) ? 'disk_full' : first.type === 'snapshotCreation' ? 'snapshot_creation_failed' : 'internal';
+      error = { message: (err as Error).message, code };
       this.log.warn({ batchUid, tasks: batch.length, type: first.type, err: (err as Error).message }, 'task failed');
     }
     const finishedAt = this.now().toISOString();

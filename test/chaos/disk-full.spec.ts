@@ -36,6 +36,8 @@ const RESERVE = 4 * MiB;
 /** BLOBS x BLOB_BYTES of random (incompressible) values: the state, and about the size of a snapshot. */
 const BLOBS = 24;
 const BLOB_BYTES = 256 * 1024;
+/** DISK_FULL: the node's own code for a full disk (gRPC metadata, a failed task); NO_SPACE: what the gateway's Meilisearch style says. */
+const DISK_FULL = 'disk_full';
 const NO_SPACE = 'no_space_left_on_device';
 
 const enc = new TextEncoder();
@@ -216,7 +218,7 @@ describe('chaos: disk full', function () {
       const e = err as grpc.ServiceError;
       assert.equal(e.code, grpc.status.RESOURCE_EXHAUSTED, e.message);
       assert.match(e.details, message);
-      assert.deepEqual(e.metadata.get('x-snapcoord-error-code'), [NO_SPACE]);
+      assert.deepEqual(e.metadata.get('x-snapcoord-error-code'), [DISK_FULL]);
       return true;
     };
     await assert.rejects(kv!.put({ key: enc.encode(key), value: randomBytes(BLOB_BYTES) }), refused);
@@ -264,7 +266,7 @@ describe('chaos: disk full', function () {
     // It names the file that could not be written (the archive's compressed state, in the snapshot's temp dir).
     assert.match(t.error?.message ?? '', /ENOSPC: no space left on device/);
     assert.match(t.error?.message ?? '', new RegExp(`${escapeRe(join(dataDir, 'snapshots'))}/[^' ]+`));
-    assert.equal(t.error?.code, NO_SPACE);
+    assert.equal(t.error?.code, DISK_FULL);
 
     // Before anything lists the store (which would clean leftovers itself): no temporary file is left.
     assert.deepEqual(await tempLeftovers(), []);

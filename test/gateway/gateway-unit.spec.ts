@@ -15,7 +15,7 @@ import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { KeyRing, parseApiKeys, presentedKeys, redactUrl } from '../../src/gateway/auth.js';
 import { createGateway, localTarget, type Gateway } from '../../src/gateway/gateway.js';
-import { taskFilterOf } from '../../src/gateway/meili-tasks.js';
+import { meiliTaskError, taskFilterOf } from '../../src/gateway/meili-tasks.js';
 import { OPENAPI, openApiPath } from '../../src/gateway/openapi.js';
 import { grpcFailure, httpStatusOfFailure, meiliCodeOf } from '../../src/gateway/styles.js';
 import { outsideRoots } from '../../src/gateway/typesense-routes.js';
@@ -222,9 +222,9 @@ describe('gateway: Typesense routes', () => {
     assert.equal((await inject({ method: 'POST', url: '/operations/snapshot?snapshot_path=/tmp/x', headers: ts })).statusCode, 429);
   });
 
-  it('POST /operations/snapshot: a full disk (RESOURCE_EXHAUSTED, no_space_left_on_device) -> 422 with the node\'s message', async () => {
+  it('POST /operations/snapshot: a full disk (RESOURCE_EXHAUSTED, disk_full) -> 422 with the node\'s message', async () => {
     const message = 'disk full: 3.2 MiB free on /data/n1, below the reserve of 64 MiB (--min-free-bytes); writes are refused, reads still served';
-    createAnswer = () => grpcError(grpc.status.RESOURCE_EXHAUSTED, message, { 'x-snapcoord-error-code': 'no_space_left_on_device' });
+    createAnswer = () => grpcError(grpc.status.RESOURCE_EXHAUSTED, message, { 'x-snapcoord-error-code': 'disk_full' });
     const r = await inject({ method: 'POST', url: '/operations/snapshot?snapshot_path=/tmp/x', headers: ts });
     assert.equal(r.statusCode, 422);
     assert.deepEqual(r.json(), { message });
@@ -349,7 +349,7 @@ describe('gateway: Meilisearch routes', () => {
             cb(grpcError(grpc.status.INVALID_ARGUMENT, 'limit too large', { 'x-snapcoord-error-code': 'invalid_task_limit' }));
             return;
           }
-          cb(null, { results: [task({ uid: 2n }), task({ uid: 1n, status: 'failed', error: { message: 'disk full', code: 'io_error', type: 'system', link: 'l' } })], total: 2n, limit: call.request.limit, from: 2n });
+          cb(null, { results: [task({ uid: 2n }), task({ uid: 1n, status: 'failed', error: { message: 'disk full', code: 'disk_full', type: '', link: '' } })], total: 2n, limit: call.request.limit, from: 2n });
         }) as grpc.UntypedHandleCall,
         cancelTasks: ((call: grpc.ServerUnaryCall<{ filter: TaskFilter }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
           lastCancel = call.request.filter;
@@ -363,12 +363,24 @@ describe('gateway: Meilisearch routes', () => {
   const inject = (o: InjectOptions): Promise<LightResponse> => env!.gw.app.inject(o);
 
   it('a full disk is Meilisearch\'s no_space_left_on_device (422, type system); a busy node stays 429 too_many_requests', () => {
-    const full = grpcFailure(grpcError(grpc.status.RESOURCE_EXHAUSTED, 'disk full', { 'x-snapcoord-error-code': 'no_space_left_on_device' }));
+    const full = grpcFailure(grpcError(grpc.status.RESOURCE_EXHAUSTED, 'disk full', { 'x-snapcoord-error-code': 'disk_full' }));
     assert.equal(httpStatusOfFailure(full), 422);
     assert.deepEqual(meiliCodeOf(full), { code: 'no_space_left_on_device', type: 'system' });
+    // A node of an earlier version named Meilisearch's code itself: the same answer.
+    const legacy = grpcFailure(grpcError(grpc.status.RESOURCE_EXHAUSTED, 'disk full', { 'x-snapcoord-error-code': 'no_space_left_on_device' }));
+    assert.equal(httpStatusOfFailure(legacy), 422);
+    assert.deepEqual(meiliCodeOf(legacy), { code: 'no_space_left_on_device', type: 'system' });
     const busy = grpcFailure(grpcError(grpc.status.RESOURCE_EXHAUSTED, 'busy'));
     assert.equal(httpStatusOfFailure(busy), 429);
     assert.deepEqual(meiliCodeOf(busy), { code: 'too_many_requests', type: 'system' });
+  });
+
+  it('a failed task\'s error in Meilisearch\'s words: disk_full is no_space_left_on_device (system); another code keeps its name (internal, link of internal)', () => {
+    const link = (code: string): string => `https://docs.meilisearch.com/errors#${code}`;
+    assert.deepEqual(meiliTaskError('disk_full', 'ENOSPC'), { message: 'ENOSPC', code: 'no_space_left_on_device', type: 'system', link: link('no_space_left_on_device') });
+    assert.deepEqual(meiliTaskError('no_space_left_on_device', 'ENOSPC'), { message: 'ENOSPC', code: 'no_space_left_on_device', type: 'system', link: link('no_space_left_on_device') });
+    assert.deepEqual(meiliTaskError('snapshot_creation_failed', 'boom'), { message: 'boom', code: 'snapshot_creation_failed', type: 'internal', link: link('internal') });
+    assert.deepEqual(meiliTaskError('internal', 'boom'), { message: 'boom', code: 'internal', type: 'internal', link: link('internal') });
   });
 
   it('POST /snapshots -> 202 summarized task (status "enqueued" even if the node has started it already)', async () => {
@@ -437,7 +449,8 @@ describe('gateway: Meilisearch routes', () => {
     assert.deepEqual(body.results[0]?.error, null);
     assert.equal(body.results[0]?.duration, null);
     assert.equal(body.results[0]?.startedAt, null);
-    assert.deepEqual(body.results[1]?.error, { message: 'disk full', code: 'io_error', type: 'system', link: 'l' });
+    // The node says disk_full; Meilisearch's vocabulary (code, type, link) is the gateway's.
+    assert.deepEqual(body.results[1]?.error, { message: 'disk full', code: 'no_space_left_on_device', type: 'system', link: 'https://docs.meilisearch.com/errors#no_space_left_on_device' });
     const req = lastList!;
     assert.equal(req.limit, 5);
     assert.equal(req.from, 10n);

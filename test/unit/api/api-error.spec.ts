@@ -53,7 +53,7 @@ describe('api: toApiError', () => {
     assert.deepEqual(Object.keys(e.metadata.getMap()), [LEADER_METADATA_KEY]);
   });
 
-  it('a full disk (NodeError diskFull, an ENOSPC, RocksDB out of space) -> RESOURCE_EXHAUSTED no_space_left_on_device', () => {
+  it('a full disk (NodeError diskFull, an ENOSPC, RocksDB out of space) -> RESOURCE_EXHAUSTED disk_full', () => {
     const enospc = Object.assign(new Error("ENOSPC: no space left on device, write '/d/state.bin'"), { code: 'ENOSPC', syscall: 'write' });
     const rocks = new StorageError('io', 'rocksdb: put failed on /d: IO error: No space left on device: While appending to file: /d/000012.log', {
       cause: new Error('IO error: No space left on device'),
@@ -62,7 +62,7 @@ describe('api: toApiError', () => {
       const e = toApiError(err);
       assert.equal(e.code, grpc.status.RESOURCE_EXHAUSTED, err.message);
       assert.equal(e.details, err.message);
-      assert.deepEqual(e.metadata.get(ERROR_CODE_METADATA_KEY), ['no_space_left_on_device']);
+      assert.deepEqual(e.metadata.get(ERROR_CODE_METADATA_KEY), ['disk_full']);
     }
     // A node that failed for lack of space is unavailable, not "retry when space is back".
     assert.equal(toApiError(new NodeError('unavailable', 'the node failed: IO error: No space left on device')).code, grpc.status.UNAVAILABLE);

@@ -40,6 +40,29 @@ describe('TaskQueue (journal, bounds, batches)', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('a failed task keeps its message and snapcoord\'s own code (disk_full for a full disk), no product vocabulary; both survive a reopen', async () => {
+    let fail: Error = new Error('x');
+    const q = await openQueue({
+      snapshotCreation: async () => {
+        throw fail;
+      },
+    });
+    fail = Object.assign(new Error("ENOSPC: no space left on device, write '/d/snapshots/tmp'"), { code: 'ENOSPC' });
+    const full = await q.enqueue('snapshotCreation', { path: '/x/a.snapshot' });
+    await q.idle();
+    fail = new Error('the archive could not be read');
+    const other = await q.enqueue('snapshotCreation', { path: '/x/b.snapshot' });
+    await q.idle();
+    const expect = (r: TaskQueue): void => {
+      assert.equal(r.get(full.uid).status, 'failed');
+      assert.deepEqual(r.get(full.uid).error, { message: "ENOSPC: no space left on device, write '/d/snapshots/tmp'", code: 'disk_full' });
+      assert.deepEqual(r.get(other.uid).error, { message: 'the archive could not be read', code: 'snapshot_creation_failed' });
+    };
+    expect(q);
+    await q.close();
+    expect(await openQueue({}));
+  });
+
   it('2,000 snapshot tasks in a burst: the queue holds at most its cap, one run serves the batch, the journal grows O(1) per task', async () => {
     const g = gate();
     const runs: Task[] = [];
