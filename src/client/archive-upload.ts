@@ -34,7 +34,7 @@ export interface UploadOptions extends StreamOptions {
  */
 export async function uploadArchive(
   client: Pick<SnapshotClient, 'restoreSnapshot'>,
-  pieces: AsyncIterable<Uint8Array>,
+  pieces: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   opts: UploadOptions = {},
 ): Promise<RestoreSnapshotResponse> {
   let call: grpc.ClientWritableStream<RestoreSnapshotRequest> | undefined;

@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { copyFile, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { SnapshotServiceClient, type CreateSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { SnapshotClient } from '../../src/client/snapshot-client.js';
 import { freePorts } from '../cluster/serve-process.js';
 import { CliCluster, describeRun, runCli, type CliResult } from './cli-harness.js';
 
@@ -297,11 +296,9 @@ describe('cli: against three serve processes', function () {
 
     before(async () => {
       node = cluster.nodes[0]!.grpc;
-      const c = new SnapshotServiceClient(node, grpc.credentials.createInsecure());
+      const c = new SnapshotClient(node);
       try {
-        const res = await new Promise<CreateSnapshotResponse>((ok, fail) =>
-          c.createSnapshot({ task: true }, (err, r) => (err !== null ? fail(err) : ok(r))),
-        );
+        const res = await c.createSnapshot({ task: true });
         assert.ok(res.task !== undefined, 'a task');
         uid = Number(res.task.uid);
       } finally {

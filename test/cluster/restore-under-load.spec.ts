@@ -10,11 +10,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { once } from 'node:events';
 import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
-import { dialChannel } from '../../src/client/dial.js';
-import { SnapshotServiceClient, type RestoreSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { uploadArchive } from '../../src/client/archive-upload.js';
+import { SnapshotClient } from '../../src/client/snapshot-client.js';
 import { goodEntries, rawState, tarGz } from '../unit/snapshot/helpers.js';
 import { ServeProcess, freeNodeAddresses, peersFlag, until, type NodeAddresses } from './serve-process.js';
 
@@ -82,17 +81,10 @@ describe('restore under write load (real processes)', function () {
       }
     })();
 
-    const { credentials, options } = dialChannel({});
-    const client = new SnapshotServiceClient(leaderAddr, credentials, options);
-    const res = await new Promise<RestoreSnapshotResponse>((resolve, reject) => {
-      const call = client.restoreSnapshot((err, r) => (err !== null ? reject(err) : resolve(r)));
-      void (async () => {
-        for (let off = 0; off < archive.length; off += 1 << 20) {
-          if (!call.write({ data: archive.subarray(off, off + (1 << 20)) })) await once(call, 'drain');
-        }
-        call.end();
-      })();
-    });
+    const client = new SnapshotClient(leaderAddr);
+    const pieces: Buffer[] = [];
+    for (let off = 0; off < archive.length; off += 1 << 20) pieces.push(archive.subarray(off, off + (1 << 20)));
+    const res = await uploadArchive(client, pieces);
     client.close();
     const writesAtRestore = writes;
     // Every node applies the restore (the archive's last key is there) while the writer goes on.

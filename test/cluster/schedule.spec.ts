@@ -3,16 +3,16 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 
-import { TaskFilter, TaskServiceClient, type ListTasksResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { TaskClient } from '../../src/client/task-client.js';
+import { TaskFilter } from '../../src/gen/snapcoord/v1/snapshot.js';
 import { ServeProcess, freeNodeAddresses, until } from './serve-process.js';
 
 describe('cluster: scheduled snapshots', function () {
   this.timeout(60_000);
   let dir = '';
   let p: ServeProcess | undefined;
-  let client: TaskServiceClient | undefined;
+  let client: TaskClient | undefined;
 
   after(async () => {
     client?.close();
@@ -34,14 +34,10 @@ describe('cluster: scheduled snapshots', function () {
       extra: ['--schedule-snapshot', '1', '--snapshot-dir', snapshotDir, '--db-name', 'data.ms'],
     });
     await p.ready();
-    client = new TaskServiceClient(address, grpc.credentials.createInsecure());
+    client = new TaskClient(address);
     const c = client;
     const done = await until('two scheduled snapshot tasks to succeed', 30_000, async () => {
-      const r = await new Promise<ListTasksResponse>((resolve, reject) =>
-        c.listTasks({ filter: TaskFilter.fromPartial({ statuses: ['succeeded'], types: ['snapshotCreation'] }), limit: 10, reverse: false }, (e, res) =>
-          e !== null ? reject(e) : resolve(res),
-        ),
-      );
+      const r = await c.listTasks({ filter: TaskFilter.fromPartial({ statuses: ['succeeded'], types: ['snapshotCreation'] }), limit: 10, reverse: false });
       return r.results.length >= 2 ? r : undefined;
     });
     assert.ok(done.results.every((t) => t.details?.path === join(snapshotDir, 'data.ms.snapshot')));

@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 
 import { KvClient } from '../../src/client/kv-client.js';
-import { SnapshotServiceClient, type CreateSnapshotResponse, type GetSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { SnapshotClient } from '../../src/client/snapshot-client.js';
+import type { GetSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
 import { ServeProcess, freeNodeAddresses, peersFlag, until, type NodeAddresses } from './serve-process.js';
 
 const enc = new TextEncoder();
@@ -81,10 +81,10 @@ describe('cluster: starting from a snapshot', function () {
     await putAll(kvA, 25);
     const saved = await dump(kvA);
     // Save the archive with GetSnapshot.
-    const snap = new SnapshotServiceClient(a.n2 ?? '', grpc.credentials.createInsecure());
+    const snap = new SnapshotClient(a.n2 ?? '');
     clients.push(snap);
     const parts: Buffer[] = [];
-    for await (const m of snap.getSnapshot({ stale: false }) as AsyncIterable<GetSnapshotResponse>) if (m.data !== undefined) parts.push(Buffer.from(m.data));
+    for await (const m of snap.getSnapshot(false) as AsyncIterable<GetSnapshotResponse>) if (m.data !== undefined) parts.push(Buffer.from(m.data));
     const file = join(dir, 'backup.tgz');
     await writeFile(file, Buffer.concat(parts));
 
@@ -104,7 +104,7 @@ describe('cluster: starting from a snapshot', function () {
     clients.push(kv);
     await putAll(kv, 10);
     const saved = await dump(kv);
-    const snap = new SnapshotServiceClient(c.t2 ?? '', grpc.credentials.createInsecure());
+    const snap = new SnapshotClient(c.t2 ?? '');
     clients.push(snap);
     const target = join(dir, 'roots', 'typesense-style');
     // A directory snapshot is of the node's own applied state (Typesense's habit): wait until t2 has applied every write.
@@ -114,9 +114,7 @@ describe('cluster: starting from a snapshot', function () {
       const r = await kvT2.range({ prefix: enc.encode('k/'), limit: 1000, serializable: true }, { deadlineMs: 3_000 });
       return r.kvs.length === saved.length ? true : undefined;
     });
-    await until('the directory snapshot', 20_000, () =>
-      new Promise<CreateSnapshotResponse>((resolve, reject) => snap.createSnapshot({ directory: target }, (e, r) => (e !== null ? reject(e) : resolve(r)))),
-    );
+    await until('the directory snapshot', 20_000, () => snap.createSnapshot({ directory: target }));
     // Start a one-node cluster from the directory: same node id and addresses as the member it was taken on.
     const t2 = procs.find((p) => p.args.id === 't2');
     await t2?.kill('SIGKILL');
