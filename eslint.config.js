@@ -32,6 +32,11 @@ const RAFT_FORBIDDEN_GLOBALS = [
   message: `src/raft is pure: no '${name}'. Time, randomness and IO come in through ticks, Rng and Ready.`,
 }));
 
+/** NODE_CLOCK_GLOBALS: time and timers src/node may not touch (it is given a Clock). */
+const NODE_CLOCK_GLOBALS = ['Date', 'performance', 'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'clearImmediate', 'queueMicrotask'].map(
+  (name) => ({ name, message: `src/node takes its clock as a parameter (NodeOptions.clock): no '${name}'.` }),
+);
+
 const RAFT_MESSAGE = 'src/raft is pure: it may import only relative files inside src/raft.';
 
 /**
@@ -119,8 +124,8 @@ export default defineConfig(
     rules: layerImports(['node', 'api', 'gateway', 'cli']),
   },
   {
-    files: ['src/node/**/*.ts'],
-    rules: layerImports(['api', 'gateway', 'cli']),
+    files: ['src/node/clock.ts', 'src/node/crypto-rng.ts'],
+    rules: layerImports(['api', 'gateway', 'cli', 'ops', 'client']),
   },
   // src/tls is a bottom layer (certificates and credentials): node:*, @grpc/grpc-js and the x509 library only.
   {
@@ -140,6 +145,31 @@ export default defineConfig(
     files: [`src/auth/${'*/'.repeat(depth)}*.ts`],
     rules: authImports(depth),
   })),
+  // The driver (src/node) runs on the clock and randomness it is given (NodeOptions.clock, .rng), so the simulator
+  // can run the real node on virtual time: no time, timers or randomness of its own, except in the two files that
+  // hold the real implementations the process wiring passes in.
+  {
+    files: ['src/node/**/*.ts'],
+    ignores: ['src/node/clock.ts', 'src/node/crypto-rng.ts'],
+    rules: {
+      'no-restricted-globals': ['error', ...NODE_CLOCK_GLOBALS],
+      'no-restricted-properties': [
+        'error',
+        { object: 'Math', property: 'random', message: 'src/node takes its randomness as a parameter (NodeOptions.rng).' },
+        { object: 'Date', property: 'now', message: 'src/node takes its clock as a parameter (NodeOptions.clock).' },
+        { object: 'process', property: 'hrtime', message: 'src/node takes its clock as a parameter (NodeOptions.clock).' },
+      ],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { regex: '^(\\.\\./)+(api|gateway|cli|ops|client)(/|$)', message: 'Layer rule (DESIGN.md): the driver may not import api, gateway, cli, ops or client.' },
+            { regex: '^node:(crypto|timers|timers/promises|perf_hooks)$', message: 'src/node takes its clock and randomness as parameters (clock.ts, crypto-rng.ts hold the real ones).' },
+          ],
+        },
+      ],
+    },
+  },
   // The pure Raft core: restricted globals and syntax for every file under src/raft ...
   {
     files: ['src/raft/**/*.ts'],

@@ -58,4 +58,24 @@ describe('eslint guard', () => {
     assert.deepEqual(await ruleIds('src/gateway/x.ts', snippet('../api/kv.js')), []);
     assert.deepEqual(await ruleIds('src/node/x.ts', snippet('../raft/types.js')), []);
   });
+  it('keeps the driver on the clock and randomness it is given (src/node), except in the two real implementations', async () => {
+    const code = [
+      "import { randomBytes } from 'node:crypto';",
+      "import { setTimeout as sleep } from 'node:timers/promises';",
+      'export async function f(): Promise<number> {',
+      '  void randomBytes; await sleep(1);',
+      '  setTimeout(() => {}, 1); setInterval(() => {}, 1); setImmediate(() => {});',
+      '  return Date.now() + Math.random() + performance.now() + new Date().getTime();',
+      '}',
+    ].join('\n');
+    const ids = await ruleIds('src/node/x.ts', code);
+    const count = (id: string) => ids.filter((i) => i === id).length;
+    assert.equal(count('no-restricted-imports'), 2, `imports: ${ids.join(', ')}`);
+    assert.ok(count('no-restricted-properties') >= 2, `Math.random / Date.now: ${ids.join(', ')}`);
+    assert.ok(count('no-restricted-globals') >= 5, `globals: ${ids.join(', ')}`);
+    assert.deepEqual(await ruleIds('src/node/clock.ts', 'export const nowMs = (): number => performance.now() + Date.now();\n'), []);
+    assert.deepEqual(await ruleIds('src/node/crypto-rng.ts', "import { randomInt } from 'node:crypto';\nexport const r = (): number => randomInt(10);\n"), []);
+    // The layer rule still holds in the same block.
+    assert.deepEqual(await ruleIds('src/node/x.ts', "import type { X } from '../ops/tasks.js';\nexport type Y = X;\n"), ['no-restricted-imports']);
+  });
 });
