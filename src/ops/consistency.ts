@@ -19,6 +19,7 @@ import type { ClusterServiceClient, HashStateResponse } from '../gen/snapcoord/v
 import { digestSnapshot } from '../storage/state-transfer.js';
 import type { StateMachine } from '../storage/types.js';
 import type { Logger } from '../node/logger.js';
+import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
 
 /** StateHash: a state hash and the applied index it covers exactly. */
 export interface StateHash {
@@ -72,11 +73,6 @@ export interface CheckOptions {
   /** attempts: tries at a common index (default 5). */
   readonly attempts?: number;
 }
-
-export const CHECK_WAIT_MS_DEFAULT = 5_000;
-export const CHECK_ATTEMPTS_DEFAULT = 5;
-export const CHECK_WAIT_MS_MAX = 60_000;
-export const CHECK_ATTEMPTS_MAX = 50;
 
 /**
  * checkConsistency compares the members' state hashes at one applied index,
