@@ -32,6 +32,7 @@ import * as archive from '../src/snapshot/archive.js';
 import { checkedStateRecords, encodeStateRecords } from '../src/snapshot/state-format.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { KeyValue } from '../src/storage/types.js';
+import { SeededRng } from '../test/harness/rng.js';
 
 function flag(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -48,17 +49,10 @@ const rounds = Number(flag('rounds', '1'));
 const adaptive = flag('adaptive', 'on') !== 'off';
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7101' } };
 
-/** xorshift32: a seeded generator, so runs are comparable. */
+/** rng: a seeded generator (SeededRng), so runs are comparable: floats in [0, 1). */
 function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
+  const r = new SeededRng(seed);
+  return () => r.nextFloat();
 }
 
 const POOL_BYTES = 32 * 1024 * 1024;

@@ -45,7 +45,9 @@ import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index
 import { encodeStateRecords, type StateRecord } from '../src/snapshot/state-format.js';
 import { writeArchive } from '../src/snapshot/archive.js';
 import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench/run.js';
-import { REPO_ROOT, freePorts, killChild, startChild, stopChild, waitFor, type Child } from './lib/procs.js';
+import { type Child, REPO_ROOT, startProgram } from '../test/harness/child.js';
+import { freePorts } from '../test/harness/ports.js';
+import { until } from '../test/harness/until.js';
 
 const MIX_NAMES = ['etcd', 'text'] as const;
 type Mix = (typeof MIX_NAMES)[number];
@@ -238,7 +240,7 @@ class SnapCluster {
         '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
       ];
     };
-    const nodes = ids.map((id, i) => ({ id, grpc: addr(i), peer: addr(i + 6), http: addr(i + 3), child: startChild(id, process.execPath, flagsOf(id)), peakMiB: 0 }));
+    const nodes = ids.map((id, i) => ({ id, grpc: addr(i), peer: addr(i + 6), http: addr(i + 3), child: startProgram(id, process.execPath, flagsOf(id)), peakMiB: 0 }));
     const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', ca, '--api-key', API_KEY], dial);
     await c.leader();
     return c;
@@ -250,9 +252,9 @@ class SnapCluster {
   }
 
   leader(): Promise<SnapNode> {
-    return waitFor('a snapcoord leader', 30_000, async () => {
+    return until('a snapcoord leader', 30_000, async () => {
       for (const n of this.nodes) {
-        if (n.child.exited()) continue;
+        if (!n.child.running) continue;
         const st = await this.status(n).catch(() => undefined);
         if (st?.role === Role.ROLE_LEADER) return n;
       }
@@ -263,7 +265,7 @@ class SnapCluster {
   /** waitApplied waits until every running node has applied `index`; returns when. */
   async waitApplied(index: bigint, timeoutMs: number, only?: readonly SnapNode[]): Promise<void> {
     for (const n of only ?? this.nodes) {
-      await waitFor(`${n.id} to apply ${index}`, timeoutMs, async () => ((await this.status(n).catch(() => undefined))?.appliedIndex ?? 0n) >= index ? true : undefined, 50);
+      await until(`${n.id} to apply ${index}`, timeoutMs, async () => ((await this.status(n).catch(() => undefined))?.appliedIndex ?? 0n) >= index ? true : undefined, { everyMs: 50 });
     }
   }
 
@@ -275,11 +277,11 @@ class SnapCluster {
 
   async kill(n: SnapNode): Promise<void> {
     n.peakMiB = Math.max(n.peakMiB, peakRssMiB(n.child.proc.pid));
-    await killChild(n.child);
+    await n.child.kill('SIGKILL');
   }
 
   restart(n: SnapNode): void {
-    n.child = startChild(n.id, process.execPath, this.flagsOf(n.id));
+    n.child = startProgram(n.id, process.execPath, this.flagsOf(n.id));
   }
 
   /** peaks: each node's peak RSS (MiB) over all its processes so far. */
@@ -288,7 +290,7 @@ class SnapCluster {
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.nodes.map((n) => stopChild(n.child)));
+    await Promise.all(this.nodes.map((n) => n.child.kill('SIGTERM')));
   }
 }
 
@@ -310,7 +312,7 @@ async function etcdSide(dir: string, keys: number, values: Values, fillConcurren
   const peer = (i: number): string => `http://127.0.0.1:${ports[i + 3] ?? 0}`;
   const initial = ids.map((id, i) => `${id}=${peer(i)}`).join(',');
   const children = ids.map((id, i) =>
-    startChild(id, '/usr/bin/etcd', [
+    startProgram(id, '/usr/bin/etcd', [
       '--name', id, '--data-dir', join(dir, id), '--listen-client-urls', client(i), '--advertise-client-urls', client(i),
       '--listen-peer-urls', peer(i), '--initial-advertise-peer-urls', peer(i), '--initial-cluster', initial,
       '--initial-cluster-state', 'new', '--initial-cluster-token', 'bench', '--quota-backend-bytes', String(16 * 1024 ** 3),
@@ -320,7 +322,7 @@ async function etcdSide(dir: string, keys: number, values: Values, fillConcurren
   const all = new Etcd3({ hosts: ids.map((_, i) => client(i)) });
   try {
     const leaderIndex = (): Promise<number> =>
-      waitFor('an etcd leader', 30_000, async () => {
+      until('an etcd leader', 30_000, async () => {
         for (let i = 0; i < ids.length; i++) {
           const st = await (perHost[i] as Etcd3).maintenance.status().catch(() => undefined);
           if (st !== undefined && st.leader !== '0' && st.leader === st.header.member_id) return i;
@@ -352,7 +354,7 @@ async function etcdSide(dir: string, keys: number, values: Values, fillConcurren
   } finally {
     all.close();
     for (const c of perHost) c.close();
-    for (const c of children) await stopChild(c, 3_000);
+    for (const c of children) await c.kill('SIGTERM', 3_000);
   }
 }
 

@@ -45,7 +45,9 @@ import { encodeCommand, type KvPut } from '../src/fsm/kv-command.js';
 import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { ApplyItem } from '../src/storage/types.js';
-import { freePorts, killChild, sleep, startChild, stopChild, type Child } from './lib/procs.js';
+import { type Child, startProgram } from '../test/harness/child.js';
+import { freePorts } from '../test/harness/ports.js';
+import { sleep } from '../test/harness/until.js';
 import { fmtMiB, fmtSize, mbps, parseBytes, parseReports } from './lib/snapshot-common.js';
 import { systemClock } from '../src/node/clock.js';
 
@@ -116,7 +118,7 @@ let interrupted = false;
 
 function cleanup(): Promise<void> {
   cleaning ??= (async () => {
-    await Promise.all([...children].map((c) => killChild(c).catch(() => undefined)));
+    await Promise.all([...children].map((c) => c.kill('SIGKILL').catch(() => undefined)));
     children.clear();
     if (root !== undefined) {
       if (o.keep) console.log(`kept ${root}`);
@@ -142,7 +144,7 @@ function nodeArgs(script: string, tag: string): string[] {
 }
 
 function spawnChild(name: string, script: string, argv: string[]): Child {
-  const c = startChild(name, process.execPath, [...nodeArgs(script, name), ...argv]);
+  const c = startProgram(name, process.execPath, [...nodeArgs(script, name), ...argv]);
   children.add(c);
   c.proc.once('exit', () => children.delete(c));
   c.proc.once('close', () => closed.add(c)); // all of its output has been read
@@ -152,7 +154,7 @@ function spawnChild(name: string, script: string, argv: string[]): Child {
 
 /** reportOf returns c's first report line holding `key`; throws if c reported an error. */
 function reportOf(c: Child, key: string): Record<string, unknown> | undefined {
-  const r = parseReports(c.output());
+  const r = parseReports(c.output);
   const err = r.find((x) => 'error' in x);
   if (err !== undefined) throw new Error(`${c.name} failed: ${String(err.error)}`);
   return r.find((x) => key in x);
@@ -164,16 +166,16 @@ async function waitReport(c: Child, key: string, timeoutMs: number): Promise<Rec
   while (Date.now() < deadline) {
     const r = reportOf(c, key);
     if (r !== undefined) return r;
-    if (closed.has(c)) throw new Error(`${c.name} exited (${String(c.proc.exitCode ?? c.proc.signalCode)}) without reporting ${key}:\n${c.output().slice(-4000)}`);
+    if (closed.has(c)) throw new Error(`${c.name} exited (${String(c.proc.exitCode ?? c.proc.signalCode)}) without reporting ${key}:\n${c.output.slice(-4000)}`);
     await sleep(50);
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${c.name} to report ${key}:\n${c.output().slice(-4000)}`);
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${c.name} to report ${key}:\n${c.output.slice(-4000)}`);
 }
 
 /** waitExit waits up to timeoutMs for c to exit by itself. */
 async function waitExit(c: Child, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!c.exited() && Date.now() < deadline) await sleep(20);
+  while (c.running && Date.now() < deadline) await sleep(20);
 }
 
 interface Archive {
@@ -224,9 +226,9 @@ async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install', nStreams:
       r = await waitReport(receiver, 'mode', timeoutFor(a.bytes * nStreams * (mode === 'install' ? 6 : 1)));
       await waitExit(receiver, 30_000); // it exits by itself after reporting (and writes its --cpu-prof)
     } finally {
-      await killChild(receiver);
+      await receiver.kill('SIGKILL');
     }
-    await stopChild(sender, 5_000);
+    await sender.kill('SIGTERM', 5_000);
     const s = reportOf(sender, 'peakRss');
     const bytes = Number(r.bytes);
     const seconds = Number(r.seconds);
@@ -242,7 +244,7 @@ async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install', nStreams:
       extra: r,
     };
   } finally {
-    await killChild(sender);
+    await sender.kill('SIGKILL');
   }
 }
 

@@ -45,7 +45,9 @@ import { KvClient } from '../src/client/kv-client.js';
 import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { ClosedLoop } from '../src/cli/bench/closed-loop.js';
 import { readProc } from '../src/cli/bench/resources.js';
-import { freePorts, killChild, sleep, startChild, stopChild, waitFor, type Child } from './lib/procs.js';
+import { type Child, startProgram } from '../test/harness/child.js';
+import { freePorts } from '../test/harness/ports.js';
+import { sleep, until } from '../test/harness/until.js';
 
 interface LoadResult {
   /** swapped: with --op cas, the transactions whose compare held (NaN for puts). */
@@ -198,7 +200,7 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
   ids.forEach((id, i) => {
     children.set(
       id,
-      startChild(id, process.execPath, [
+      startProgram(id, process.execPath, [
         ...(process.env.SNAPCOORD_BENCH_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SNAPCOORD_BENCH_PROF}`] : []),
         '--import', 'tsx', 'src/cli/main.ts', 'serve',
         '--id', id, '--grpc', grpcAddr(i), '--peer-listen', peerAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
@@ -209,9 +211,9 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
   const addrOf = new Map(ids.map((id, i) => [id, grpcAddr(i)]));
   // 90 s: three tsx processes compiling the server at once start slowly on a loaded 2-core machine (20 s ran out at load 20).
   const findLeader = (): Promise<string> =>
-    waitFor('a snapcoord leader', 90_000, async () => {
+    until('a snapcoord leader', 90_000, async () => {
       for (const [id, addr] of addrOf) {
-        if (children.get(id)?.exited() === true) continue;
+        if (children.get(id)?.running === false) continue;
         const st = await statusOf(addr, sec).catch(() => undefined);
         if (st?.role === Role.ROLE_LEADER) return st.id;
       }
@@ -231,14 +233,14 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
     async killLeader() {
       const id = await findLeader();
       const child = children.get(id);
-      if (child !== undefined) await killChild(child);
+      if (child !== undefined) await child.kill('SIGKILL');
       const survivors = ids.filter((x) => x !== id).map((x) => new KvClient(addrOf.get(x) ?? '', sec.dial));
       let n = 0;
       return (key, value) => kvPut(survivors[n++ % survivors.length] as KvClient, key, value, 250);
     },
     async stop() {
       for (const c of clients) c.close();
-      await Promise.all([...children.values()].map((c) => stopChild(c)));
+      await Promise.all([...children.values()].map((c) => c.kill('SIGTERM')));
     },
   };
 }
@@ -255,7 +257,7 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
   ids.forEach((id, i) => {
     children.set(
       id,
-      startChild(id, '/usr/bin/etcd', [
+      startProgram(id, '/usr/bin/etcd', [
         '--name', id, '--data-dir', join(dir, id),
         '--listen-client-urls', client(i), '--advertise-client-urls', client(i),
         '--listen-peer-urls', peer(i), '--initial-advertise-peer-urls', peer(i),
@@ -267,9 +269,9 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
   const perHost = ids.map((_, i) => new Etcd3({ hosts: client(i) }));
   const all = new Etcd3({ hosts: ids.map((_, i) => client(i)) });
   const findLeader = (): Promise<number> =>
-    waitFor('an etcd leader', 20_000, async () => {
+    until('an etcd leader', 20_000, async () => {
       for (let i = 0; i < ids.length; i++) {
-        if (children.get(ids[i] ?? '')?.exited() === true) continue;
+        if (children.get(ids[i] ?? '')?.running === false) continue;
         const st = await (perHost[i] as Etcd3).maintenance.status().catch(() => undefined);
         if (st !== undefined && st.leader !== '0' && st.leader === st.header.member_id) return i;
       }
@@ -292,7 +294,7 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
     async killLeader() {
       const i = await findLeader();
       const child = children.get(ids[i] ?? '');
-      if (child !== undefined) await killChild(child);
+      if (child !== undefined) await child.kill('SIGKILL');
       const survivors = perHost.filter((_, j) => j !== i);
       let n = 0;
       return async (key, value) => {
@@ -307,7 +309,7 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
       all.close();
       for (const c of perHost) c.close();
       // The leader first, one at a time: etcd stalls ~7 s per member otherwise (TOOLCHAIN.md).
-      for (const c of children.values()) await stopChild(c, 3_000);
+      for (const c of children.values()) await c.kill('SIGTERM', 3_000);
     },
   };
 }

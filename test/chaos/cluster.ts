@@ -20,16 +20,16 @@
  * still see every message. Every client (workload, checker, state hashes)
  * dials with the CA and the key. `tls: false`: plaintext, no key.
  */
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { ClusterClient } from '../../src/client/cluster-client.js';
-import { KvClient } from '../../src/client/kv-client.js';
 import type { ClientDial } from '../../src/client/dial.js';
+import { KvClient } from '../../src/client/kv-client.js';
 import { Role, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
-import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../../src/tls/index.js';
+import { channelCredentialsFromFiles } from '../../src/tls/index.js';
 import type { MessageFaultRates } from '../../src/transport/message-faults.js';
-import { ServeProcess, freeNodeAddresses, sleep } from '../cluster/serve-process.js';
+import type { ClusterTls } from '../harness/cluster-tls.js';
+import { ServeCluster, type ServeNode } from '../harness/serve-cluster.js';
 import { ProxyMesh } from './proxy.js';
 
 export interface ChaosClusterOptions {
@@ -47,52 +47,35 @@ export interface ChaosClusterOptions {
 export const CHAOS_API_KEY = 'chaos-admin-key-0123456789abcdef';
 
 /** ChaosTls: the certificates of a TLS chaos cluster and how its clients dial. */
-export interface ChaosTls {
-  /** dir: the CA and the node certificates (<cluster dir>/tls). */
-  readonly dir: string;
-  readonly caFile: string;
-  /** dial: TLS verified against caFile, CHAOS_API_KEY on every call. */
-  readonly dial: ClientDial;
-}
+export type ChaosTls = ClusterTls;
 
-/** ChaosNode: one member, across its restarts. */
-export interface ChaosNode {
-  readonly id: string;
-  /** address: the node's client-plane gRPC address (clients use it, and followers forwarding to it as leader). */
-  readonly address: string;
-  /** peerAddress: the node's peer-plane address, its address in the membership (peers reach it through the proxies). */
-  readonly peerAddress: string;
-  readonly dataDir: string;
-  readonly faultsFile: string;
-  proc: ServeProcess | null;
-  paused: boolean;
-  /** starts: how many processes this node has had. */
-  starts: number;
-  /** deadOutput: the last lines of earlier processes, for diagnostics. */
-  deadOutput: string;
-  readonly kv: KvClient;
-  readonly cluster: ClusterClient;
-}
+/** ChaosNode: one member, across its restarts (a ServeCluster node). */
+export type ChaosNode = ServeNode;
 
 /** The serve flags every chaos node gets: snapshots small and often, so a cut-off node needs InstallSnapshot soon. */
 export const CHAOS_SERVE_FLAGS = ['--snapshot-entries', '200', '--snapshot-trailing-entries', '50', '--snapshot-retain', '2'];
 
 export class ChaosCluster {
-  readonly nodes: ChaosNode[];
+  /** serve: the processes (start, kill, restart, pause, leader, logs). */
+  readonly serve: ServeCluster;
   readonly mesh: ProxyMesh;
-  /** tls: the cluster's certificates and client dial; null when it runs plaintext. */
-  readonly tls: ChaosTls | null;
   private readonly opts: ChaosClusterOptions;
-  private readonly peers: string;
   /** injectedByDead: message faults injected by processes since killed. */
   private readonly injectedByDead: FaultCounts = { dropped: 0, duplicated: 0, corrupted: 0 };
 
-  private constructor(opts: ChaosClusterOptions, nodes: ChaosNode[], mesh: ProxyMesh, tls: ChaosTls | null) {
+  private constructor(opts: ChaosClusterOptions, serve: ServeCluster, mesh: ProxyMesh) {
     this.opts = opts;
-    this.tls = tls;
-    this.nodes = nodes;
+    this.serve = serve;
     this.mesh = mesh;
-    this.peers = nodes.map((n) => `${n.id}=${n.peerAddress}`).join(',');
+  }
+
+  get nodes(): ChaosNode[] {
+    return this.serve.nodes;
+  }
+
+  /** tls: the cluster's certificates and client dial; null when it runs plaintext. */
+  get tls(): ChaosTls | null {
+    return this.serve.tls;
   }
 
   /**
@@ -101,42 +84,29 @@ export class ChaosCluster {
    */
   static async start(opts: ChaosClusterOptions): Promise<ChaosCluster> {
     if (opts.nodes < 1 || opts.nodes > 9) throw new Error(`nodes: ${opts.nodes} is out of range 1..9`);
-    const ids = Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`);
-    await mkdir(opts.dir, { recursive: true });
-    let tls: ChaosTls | null = null;
-    if (opts.tls ?? true) {
-      const dir = join(opts.dir, 'tls');
-      await writeCa(dir);
-      // IP SAN 127.0.0.1: nodes dial the proxies and each other's client planes at 127.0.0.1, clients the nodes.
-      for (const id of ids) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
-      const caFile = caFiles(dir).caFile;
-      tls = { dir, caFile, dial: { credentials: channelCredentialsFromFiles({ caFile }), apiKey: CHAOS_API_KEY } };
-    }
-    const dial: ClientDial = tls?.dial ?? {};
-    const planes = await freeNodeAddresses(ids);
-    const nodes: ChaosNode[] = ids.map((id) => {
-      const address = planes[id]?.grpc ?? '';
-      return {
-        id,
-        address,
-        peerAddress: planes[id]?.peer ?? '',
-        dataDir: join(opts.dir, id),
-        faultsFile: join(opts.dir, `${id}.faults.json`),
-        proc: null,
-        paused: false,
-        starts: 0,
-        deadOutput: '',
-        kv: new KvClient(address, dial),
-        cluster: new ClusterClient(address, dial),
-      };
+    // The proxies need the peer addresses, the nodes' --peer-dial the proxies': made in between, read at each start.
+    const dialOf: { mesh?: ProxyMesh } = {};
+    const serve = await ServeCluster.create({
+      ids: Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`),
+      dir: opts.dir,
+      tls: opts.tls ?? true,
+      apiKey: CHAOS_API_KEY,
+      extra: (id) => [
+        ...CHAOS_SERVE_FLAGS,
+        ...(opts.extra ?? []),
+        '--peer-dial',
+        Object.entries(dialOf.mesh?.dialMap(id) ?? {}).map(([to, a]) => `${to}=${a}`).join(','),
+      ],
+      env: (id) => ({ SNAPCOORD_MESSAGE_FAULTS: faultsFileOf(opts.dir, id) }),
     });
     // The proxies forward to the peer planes: only Raft traffic crosses the faulty links.
-    const mesh = new ProxyMesh(Object.fromEntries(nodes.map((n) => [n.id, n.peerAddress])), opts.seed);
+    const mesh = new ProxyMesh(Object.fromEntries(serve.nodes.map((n) => [n.id, n.peer])), opts.seed);
+    dialOf.mesh = mesh;
     await mesh.start();
-    const c = new ChaosCluster(opts, nodes, mesh, tls);
+    const c = new ChaosCluster(opts, serve, mesh);
     await c.setMessageFaults(null);
     try {
-      await Promise.all(nodes.map((n) => c.startNode(n)));
+      await serve.startAll();
     } catch (err) {
       await c.stop();
       throw err;
@@ -145,88 +115,34 @@ export class ChaosCluster {
   }
 
   node(id: string): ChaosNode {
-    const n = this.nodes.find((x) => x.id === id);
-    if (n === undefined) throw new Error(`no node ${id}`);
-    return n;
+    return this.serve.node(id);
   }
 
   /** running: nodes with a live, not paused process. */
   running(): ChaosNode[] {
-    return this.nodes.filter((n) => n.proc !== null && n.proc.running && !n.paused);
-  }
-
-  /** tlsFlags: a node's serve TLS flags: its certificate for both planes, the cluster CA for peers (none when plaintext). */
-  private tlsFlags(id: string): string[] {
-    if (this.tls === null) return [];
-    const f = nodeCertFiles(this.tls.dir, id);
-    return ['--peer-cert', f.certFile, '--peer-key', f.keyFile, '--peer-ca', this.tls.caFile, '--cert', f.certFile, '--key', f.keyFile];
-  }
-
-  private async startNode(n: ChaosNode): Promise<void> {
-    const proc = new ServeProcess({
-      id: n.id,
-      grpc: n.address,
-      peer: n.peerAddress,
-      peers: this.peers,
-      dataDir: n.dataDir,
-      ...(this.tls !== null ? { apiKey: CHAOS_API_KEY } : {}),
-      extra: [
-        ...CHAOS_SERVE_FLAGS,
-        ...this.tlsFlags(n.id),
-        ...(this.opts.extra ?? []),
-        '--peer-dial',
-        Object.entries(this.mesh.dialMap(n.id)).map(([id, a]) => `${id}=${a}`).join(','),
-      ],
-      env: { SNAPCOORD_MESSAGE_FAULTS: n.faultsFile },
-    });
-    n.proc = proc;
-    n.paused = false;
-    n.starts++;
-    await proc.ready(30_000);
+    return this.serve.running();
   }
 
   /** kill: SIGKILL (a crash: nothing flushed beyond what was synced). */
   async kill(id: string): Promise<void> {
-    const n = this.node(id);
-    if (n.proc === null) return;
-    if (n.paused) n.proc.proc.kill('SIGCONT');
-    await n.proc.kill('SIGKILL');
-    addCounts(this.injectedByDead, lastInjected(n.proc.output));
-    n.deadOutput = n.proc.lastLines(40);
-    n.proc = null;
-    n.paused = false;
+    const proc = this.node(id).proc;
+    if (proc === null) return;
+    await this.serve.kill(id, 'SIGKILL');
+    addCounts(this.injectedByDead, lastInjected(proc.output));
   }
 
   /** restart: a new process on the same data dir and addresses (a few tries: the ports are briefly in TIME_WAIT reuse). */
   async restart(id: string): Promise<void> {
-    const n = this.node(id);
-    if (n.proc !== null && n.proc.running) return;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.startNode(n);
-        return;
-      } catch (err) {
-        if (n.proc !== null) n.deadOutput = n.proc.lastLines(40);
-        n.proc = null;
-        if (attempt >= 5) throw new Error(`${id} did not restart: ${(err as Error).message}`, { cause: err });
-        await sleep(200 * attempt);
-      }
-    }
+    await this.serve.restart(id);
   }
 
   /** pause: SIGSTOP (a long GC pause, a VM freeze): the process keeps its sockets but does nothing. */
   pause(id: string): void {
-    const n = this.node(id);
-    if (n.proc === null || n.paused) return;
-    n.proc.proc.kill('SIGSTOP');
-    n.paused = true;
+    this.serve.pause(id);
   }
 
   resume(id: string): void {
-    const n = this.node(id);
-    if (n.proc === null || !n.paused) return;
-    n.proc.proc.kill('SIGCONT');
-    n.paused = false;
+    this.serve.resume(id);
   }
 
   /** setMessageFaults writes every node's control file (null: none); the nodes pick it up within ~100 ms. */
@@ -235,8 +151,9 @@ export class ChaosCluster {
     // Written whole then renamed into place: a node never reads half a file.
     await Promise.all(
       this.nodes.map(async (n, i) => {
-        await writeFile(`${n.faultsFile}.tmp`, rates === null ? body : JSON.stringify({ ...rates, seed: rates.seed + i }));
-        await rename(`${n.faultsFile}.tmp`, n.faultsFile);
+        const file = faultsFileOf(this.opts.dir, n.id);
+        await writeFile(`${file}.tmp`, rates === null ? body : JSON.stringify({ ...rates, seed: rates.seed + i }));
+        await rename(`${file}.tmp`, file);
       }),
     );
   }
@@ -250,42 +167,19 @@ export class ChaosCluster {
   }
 
   /** statuses: the Status of every running node (nodes that do not answer within 1 s are left out). */
-  async statuses(): Promise<Map<string, StatusResponse>> {
-    const out = new Map<string, StatusResponse>();
-    await Promise.all(
-      this.running().map(async (n) => {
-        try {
-          out.set(n.id, await n.cluster.status({ deadlineMs: 1_000 }));
-        } catch {
-          // not answering: left out
-        }
-      }),
-    );
-    return out;
+  statuses(): Promise<Map<string, StatusResponse>> {
+    return this.serve.statuses();
   }
 
-  /** leader: the running node that says it leads and that every other answering node follows, if any. */
+  /** leader: the running node that says it leads in the highest term, if any. */
   async leader(): Promise<ChaosNode | undefined> {
-    const sts = await this.statuses();
-    const leaders = [...sts.values()].filter((s) => s.role === Role.ROLE_LEADER);
-    const top = leaders.sort((a, b) => Number(b.term - a.term))[0];
-    if (top === undefined) return undefined;
-    return this.node(top.id);
+    const top = [...(await this.statuses()).values()].filter((s) => s.role === Role.ROLE_LEADER).sort((a, b) => Number(b.term - a.term))[0];
+    return top === undefined ? undefined : this.node(top.id);
   }
 
   /** waitForLeader: a leader followed by a majority of the members, within timeoutMs. */
-  async waitForLeader(timeoutMs: number): Promise<ChaosNode> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      const sts = await this.statuses();
-      const leader = [...sts.values()].find((s) => s.role === Role.ROLE_LEADER);
-      if (leader !== undefined) {
-        const following = [...sts.values()].filter((s) => s.leaderId === leader.id && s.term === leader.term).length;
-        if (following > this.nodes.length / 2) return this.node(leader.id);
-      }
-      await sleep(50);
-    }
-    throw new Error(`no leader followed by a majority within ${timeoutMs} ms`);
+  waitForLeader(timeoutMs: number): Promise<ChaosNode> {
+    return this.serve.leader(timeoutMs, this.nodes, 'majority');
   }
 
   /**
@@ -306,12 +200,12 @@ export class ChaosCluster {
     const plain = grpc.credentials.createInsecure();
     const via = this.nodes.find((x) => x.id !== id);
     const cases: [string, string, ClientDial, grpc.status | 'ok'][] = [
-      ['client plane, plaintext with the key', n.address, { credentials: plain, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
-      ['client plane, TLS without a key', n.address, { credentials: noCert }, grpc.status.UNAUTHENTICATED],
-      ['client plane, TLS with a wrong key', n.address, { credentials: noCert, apiKey: 'not-the-chaos-key-0123456789' }, grpc.status.UNAUTHENTICATED],
-      ['client plane, TLS with the key', n.address, tls.dial, 'ok'],
-      ['peer plane, TLS without a client certificate', n.peerAddress, { credentials: noCert, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
-      ['peer plane, plaintext', n.peerAddress, { credentials: plain, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
+      ['client plane, plaintext with the key', n.grpc, { credentials: plain, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
+      ['client plane, TLS without a key', n.grpc, { credentials: noCert }, grpc.status.UNAUTHENTICATED],
+      ['client plane, TLS with a wrong key', n.grpc, { credentials: noCert, apiKey: 'not-the-chaos-key-0123456789' }, grpc.status.UNAUTHENTICATED],
+      ['client plane, TLS with the key', n.grpc, tls.dial, 'ok'],
+      ['peer plane, TLS without a client certificate', n.peer, { credentials: noCert, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
+      ['peer plane, plaintext', n.peer, { credentials: plain, apiKey: CHAOS_API_KEY }, grpc.status.UNAVAILABLE],
       ...(via === undefined
         ? []
         : ([
@@ -342,8 +236,7 @@ export class ChaosCluster {
 
   /** logsOf: a node's recent output (current process, else the last dead one). */
   logsOf(id: string, lines = 30): string {
-    const n = this.node(id);
-    return n.proc !== null ? n.proc.lastLines(lines) : n.deadOutput;
+    return this.serve.logsOf(id, lines);
   }
 
   /** injectedMessageFaults: what the nodes' interceptors injected, over every process each node has had. */
@@ -355,14 +248,14 @@ export class ChaosCluster {
 
   /** stop: every process (SIGCONT first for paused ones), every proxy and client. */
   async stop(): Promise<void> {
-    for (const n of this.nodes) if (n.paused) this.resume(n.id);
-    await Promise.all(this.nodes.map((n) => n.proc?.kill('SIGKILL')));
-    for (const n of this.nodes) {
-      n.kv.close();
-      n.cluster.close();
-    }
+    await this.serve.stop();
     await this.mesh.close();
   }
+}
+
+/** faultsFileOf: node `id`'s message-fault control file (SNAPCOORD_MESSAGE_FAULTS). */
+function faultsFileOf(dir: string, id: string): string {
+  return join(dir, `${id}.faults.json`);
 }
 
 type FaultCounts = { dropped: number; duplicated: number; corrupted: number };

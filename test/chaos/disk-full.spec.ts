@@ -27,7 +27,9 @@ import { SnapshotClient } from '../../src/client/snapshot-client.js';
 import { TaskClient } from '../../src/client/task-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import type { Task } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { ServeProcess, freeNodeAddresses, sleep, until } from '../cluster/serve-process.js';
+import { freeNodeAddresses } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { sleep, until } from '../harness/until.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;

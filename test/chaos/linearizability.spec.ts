@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { checkHistory, type KeyVerdict, type Op, type Outcome, type Verdict } from './linearizability.js';
-import { SimRng } from '../sim/rng.js';
+import { SeededRng } from '../harness/rng.js';
 
 type Draft = Omit<Op, 'id'>;
 
@@ -77,7 +77,7 @@ interface SimConfig {
  * happen. Gets report the value at their instant. Values are unique.
  */
 function simulateStore(seed: number, cfg: SimConfig): Op[] {
-  const sim = new SimRng(seed);
+  const sim = new SeededRng(seed);
   const rnd = (): number => sim.nextFloat();
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
   const drafts: { op: Op; at?: number }[] = [];
@@ -400,7 +400,7 @@ describe('linearizability checker', () => {
 
     /** simulateCas: a linearizable register with cas (values unique per op), clients of random ops, some unknown or failed. */
     function simulateCas(seed: number): Op[] {
-      const rng = new SimRng(seed);
+      const rng = new SeededRng(seed);
       const drafts: { op: Op; at?: number }[] = [];
       let id = 0;
       const written: string[] = [];

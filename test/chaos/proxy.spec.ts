@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 
 import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../src/tls/index.js';
-import { SimRng } from '../sim/rng.js';
+import { SeededRng } from '../harness/rng.js';
 import { LinkProxy, ProxyMesh, formatFault, type Fault } from './proxy.js';
 
 // ---------------------------------------------------------------- helpers
@@ -36,7 +36,7 @@ const MiB = 1024 * 1024;
 
 /** deterministic payload of n bytes (n a multiple of 4). */
 function payload(n: number, seed: number): Buffer {
-  const rng = new SimRng(seed);
+  const rng = new SeededRng(seed);
   const b = Buffer.allocUnsafe(n);
   for (let i = 0; i < n; i += 4) b.writeUInt32LE(rng.nextU32(), i);
   return b;
@@ -79,7 +79,7 @@ async function startEcho(): Promise<Echo> {
 }
 
 async function startProxy(target: string, extra: Partial<ConstructorParameters<typeof LinkProxy>[0]> = {}): Promise<LinkProxy> {
-  const p = new LinkProxy({ from: 'n1', to: 'n2', target, rng: new SimRng(42), ...extra });
+  const p = new LinkProxy({ from: 'n1', to: 'n2', target, rng: new SeededRng(42), ...extra });
   await p.start();
   cleanups.push(() => p.close());
   return p;
@@ -338,7 +338,7 @@ describe('chaos proxy', function () {
     });
 
     it('setFault rejects nonsense faults', async () => {
-      const proxy = new LinkProxy({ from: 'a', to: 'b', target: '127.0.0.1:1', rng: new SimRng(1) });
+      const proxy = new LinkProxy({ from: 'a', to: 'b', target: '127.0.0.1:1', rng: new SeededRng(1) });
       assert.throws(() => proxy.setFault({ kind: 'reset', probability: 1.5 }), RangeError);
       assert.throws(() => proxy.setFault({ kind: 'delay', ms: -1, jitterMs: 0 }), RangeError);
       assert.throws(() => proxy.setFault({ kind: 'delay', ms: Number.NaN, jitterMs: 0 }), RangeError);
@@ -375,7 +375,7 @@ describe('chaos proxy', function () {
     it('close() destroys every socket, clears delay timers and leaves no open handles', async () => {
       const echo = await startEcho();
       const base = tcpHandles();
-      const proxy = new LinkProxy({ from: 'n1', to: 'n2', target: echo.address, rng: new SimRng(3) });
+      const proxy = new LinkProxy({ from: 'n1', to: 'n2', target: echo.address, rng: new SeededRng(3) });
       await proxy.start();
       const c1 = await dial(proxy.address);
       const c2 = await dial(proxy.address);

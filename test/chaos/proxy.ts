@@ -44,13 +44,13 @@
  * as they would after a real partition once keepalive has killed the old ones.
  * Connections that lost nothing stay open.
  *
- * Randomness comes from the simulator's seeded PRNG (SimRng), forked per link, so a
+ * Randomness comes from the simulator's seeded PRNG (SeededRng), forked per link, so a
  * chaos run replays from its seed as far as timing allows. Never Math.random.
  */
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseHostPort, type HostPort } from '../../src/client/address.js';
-import { SimRng } from '../sim/rng.js';
+import { SeededRng } from '../harness/rng.js';
 
 // ---------------------------------------------------------------- faults
 
@@ -130,7 +130,7 @@ export interface LinkProxyOptions {
   /** the real peer address of `to`, host:port. */
   target: string;
   /** the PRNG of jitter and reset draws. */
-  rng: SimRng;
+  rng: SeededRng;
   /** refuse (close) connections beyond this many open ones (net.Server.maxConnections). */
   maxConnections?: number;
   /** per-direction delay-queue cap before the source is paused; default 64 MiB. */
@@ -261,7 +261,7 @@ export class LinkProxy {
   readonly to: string;
   private targetHP: HostPort;
   private targetStr: string;
-  private readonly rng: SimRng;
+  private readonly rng: SeededRng;
   private readonly maxQueued: number;
   private readonly host: string;
   private readonly server: net.Server;
@@ -585,7 +585,7 @@ export class ProxyMesh {
 
   constructor(targets: Record<string, string>, seed: number, opts: ProxyMeshOptions = {}) {
     this.ids = Object.keys(targets);
-    const root = new SimRng(seed);
+    const root = new SeededRng(seed);
     for (const from of this.ids) {
       for (const to of this.ids) {
         if (from === to) continue;

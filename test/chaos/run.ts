@@ -20,8 +20,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { sleep } from '../cluster/serve-process.js';
-import { SimRng } from '../sim/rng.js';
+import { sleep } from '../harness/until.js';
+import { SeededRng } from '../harness/rng.js';
 import { ChaosCluster, type ChaosNode } from './cluster.js';
 import { checkHistory, type Verdict } from './linearizability.js';
 import { Workload } from './workload.js';
@@ -105,7 +105,7 @@ export interface ChaosReport {
 export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'snapcoord-chaos-')));
-  const rng = new SimRng(opts.seed);
+  const rng = new SeededRng(opts.seed);
   const kinds = opts.faults ?? FAULT_KINDS;
   const [faultMin, faultMax] = opts.faultMs ?? [1_500, 4_000];
   const faults: Record<string, number> = {};
@@ -223,7 +223,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 }
 
 /** inject starts one fault; returns what it hit (for the log, and the cut-off node for compaction-cutoff). */
-async function inject(cluster: ChaosCluster, kind: FaultKind, rng: SimRng): Promise<string> {
+async function inject(cluster: ChaosCluster, kind: FaultKind, rng: SeededRng): Promise<string> {
   const ids = cluster.nodes.map((n) => n.id);
   const leaderId = async (): Promise<string> => (await cluster.leader())?.id ?? rng.pick(ids);
   switch (kind) {

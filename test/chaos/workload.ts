@@ -18,7 +18,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { KvClient } from '../../src/client/kv-client.js';
 import { CompareResult, CompareTarget, TxnOpType, type Compare } from '../../src/gen/snapcoord/v1/kv.js';
 import type { Op, Outcome } from './linearizability.js';
-import { SimRng } from '../sim/rng.js';
+import { SeededRng } from '../harness/rng.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -149,7 +149,7 @@ export class Workload {
   }
 
   private async client(c: number): Promise<void> {
-    const rng = new SimRng(this.opts.seed).fork(`client ${c}`);
+    const rng = new SeededRng(this.opts.seed).fork(`client ${c}`);
     let seq = 0;
     /** seen: the last value this client saw of each key (null: absent), what its next swap expects. */
     const seen = new Map<string, string | null>();
@@ -174,7 +174,7 @@ export class Workload {
 
   /** onceWriter puts `once/<n>` keys one after another, keeping those acknowledged (not part of the checked history). */
   private async onceWriter(): Promise<void> {
-    const rng = new SimRng(this.opts.seed).fork('once');
+    const rng = new SeededRng(this.opts.seed).fork('once');
     for (let n = 0; !this.stopped; n++) {
       const target = rng.pick(this.opts.targets);
       const key = `once/${n}`;

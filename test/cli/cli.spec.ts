@@ -9,8 +9,9 @@ import { createHash } from 'node:crypto';
 import { copyFile, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SnapshotClient } from '../../src/client/snapshot-client.js';
-import { freePorts } from '../cluster/serve-process.js';
-import { CliCluster, describeRun, runCli, type CliResult } from './cli-harness.js';
+import { describeRun, runCli, type CliResult } from '../harness/child.js';
+import { freePorts } from '../harness/ports.js';
+import { ServeCluster } from '../harness/serve-cluster.js';
 
 /** oneLineError: stderr is exactly one line "snapcoord: ...", without a stack trace. */
 function assertOneLineError(r: CliResult, args: readonly string[], pattern?: RegExp): void {
@@ -100,12 +101,12 @@ describe('cli: usage and errors (no cluster)', function () {
 describe('cli: against three serve processes', function () {
   this.timeout(180_000);
 
-  let cluster: CliCluster;
+  let cluster: ServeCluster;
   let env: Record<string, string>;
   const keys: Record<string, string> = { 'app/a': 'alpha', 'app/b': 'beta', 'app/c': 'gamma', other: 'x' };
 
   before(async () => {
-    cluster = await CliCluster.start();
+    cluster = await ServeCluster.start({ snapshotDirs: true });
     // Talk to a follower: writes and snapshot downloads are forwarded to the leader.
     env = { SNAPCOORD_ENDPOINT: (await cluster.follower()).grpc };
   });
@@ -269,7 +270,7 @@ describe('cli: against three serve processes', function () {
       const bytes = await readFile(bad);
       bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
       await writeFile(bad, bytes);
-      const restoresApplied = (): number => cluster.nodes.reduce((n, node) => n + node.output.split('"restore applied"').length - 1, 0);
+      const restoresApplied = (): number => cluster.nodes.reduce((n, node) => n + (node.proc?.output ?? '').split('"restore applied"').length - 1, 0);
       const appliedBefore = restoresApplied();
       assert.ok(appliedBefore >= 3, 'the earlier restore was applied on every node');
       const r = await cli(['snapshot', 'restore', bad], 1, env);

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CliCluster, describeRun, runCli, type CliResult } from './cli-harness.js';
+import { describeRun, runCli, type CliResult } from '../harness/child.js';
+import { ServeCluster } from '../harness/serve-cluster.js';
 
 async function cli(args: readonly string[], expectCode: number, env: Record<string, string>): Promise<CliResult> {
   const r = await runCli(args, { env });
@@ -18,13 +19,13 @@ async function cli(args: readonly string[], expectCode: number, env: Record<stri
 
 describe('cli: kv cas and kv txn against three serve processes', function () {
   this.timeout(180_000);
-  let cluster: CliCluster;
+  let cluster: ServeCluster;
   let env: Record<string, string>;
   let dir: string;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-cas-cli-'));
-    cluster = await CliCluster.start();
+    cluster = await ServeCluster.start({ snapshotDirs: true });
     env = { SNAPCOORD_ENDPOINT: (await cluster.follower()).grpc };
   });
   after(async () => {

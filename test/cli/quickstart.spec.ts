@@ -14,7 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { REPO_ROOT } from '../cluster/serve-process.js';
+import { REPO_ROOT } from '../harness/child.js';
 
 const MAIN = join(REPO_ROOT, 'src', 'cli', 'main.ts');
 const TSX = fileURLToPath(import.meta.resolve('tsx'));

@@ -27,8 +27,8 @@ import {
 } from '../../src/gen/snapcoord/v1/snapshot.js';
 import { writeArchive } from '../../src/snapshot/archive.js';
 import { encodeStateRecords } from '../../src/snapshot/state-format.js';
-import { REPO_ROOT, plaintextClientEnv, sleep } from '../cluster/serve-process.js';
-import { describeRun, runCli } from './cli-harness.js';
+import { describeRun, plaintextClientEnv, REPO_ROOT, runCli } from '../harness/child.js';
+import { sleep } from '../harness/until.js';
 
 type Scenario = 'good' | 'bad-digest' | 'short' | 'fail-midway' | 'vanish' | 'stall' | 'data-first';
 

@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { KvClient } from '../../src/client/kv-client.js';
-import { ServeProcess, freeNodeAddresses, until } from './serve-process.js';
+import { freeNodeAddresses } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { until } from '../harness/until.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

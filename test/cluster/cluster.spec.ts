@@ -11,7 +11,9 @@ import * as grpc from '@grpc/grpc-js';
 import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
-import { ServeProcess, freeNodeAddresses, peersFlag, sleep, until, type NodeAddresses } from './serve-process.js';
+import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { sleep, until } from '../harness/until.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

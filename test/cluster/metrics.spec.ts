@@ -4,7 +4,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { ServeProcess, freeNodeAddresses, sleep } from './serve-process.js';
+import { freeNodeAddresses } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { sleep } from '../harness/until.js';
 
 describe('cluster: metrics', function () {
   this.timeout(60_000);

@@ -13,7 +13,11 @@ import { join } from 'node:path';
 
 import { KvClient } from '../../src/client/kv-client.js';
 import { poisonedArchives, type PoisonedArchive } from '../unit/snapshot/helpers.js';
-import { Child, ServeProcess, cleanEnv, freePorts, httpPut as put, sleep, until } from './serve-process.js';
+import { Child, cleanEnv } from '../harness/child.js';
+import { httpPut as put } from '../harness/http-put.js';
+import { freePorts } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { sleep, until } from '../harness/until.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

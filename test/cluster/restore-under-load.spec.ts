@@ -15,7 +15,9 @@ import { KvClient } from '../../src/client/kv-client.js';
 import { uploadArchive } from '../../src/client/archive-upload.js';
 import { SnapshotClient } from '../../src/client/snapshot-client.js';
 import { goodEntries, rawState, tarGz } from '../unit/snapshot/helpers.js';
-import { ServeProcess, freeNodeAddresses, peersFlag, until, type NodeAddresses } from './serve-process.js';
+import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { until } from '../harness/until.js';
 
 const IDS = ['r1', 'r2', 'r3'] as const;
 const KEYS = 150_000;

@@ -18,7 +18,10 @@ import { join } from 'node:path';
 import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { goodEntries, rawState, tarGz } from '../unit/snapshot/helpers.js';
-import { ServeProcess, freeNodeAddresses, httpPut as put, peersFlag, until, type NodeAddresses } from './serve-process.js';
+import { httpPut as put } from '../harness/http-put.js';
+import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { until } from '../harness/until.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

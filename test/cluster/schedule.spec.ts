@@ -6,7 +6,9 @@ import { join } from 'node:path';
 
 import { TaskClient } from '../../src/client/task-client.js';
 import { TaskFilter } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { ServeProcess, freeNodeAddresses, until } from './serve-process.js';
+import { freeNodeAddresses } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { until } from '../harness/until.js';
 
 describe('cluster: scheduled snapshots', function () {
   this.timeout(60_000);

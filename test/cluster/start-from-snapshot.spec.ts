@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { KvClient } from '../../src/client/kv-client.js';
 import { SnapshotClient } from '../../src/client/snapshot-client.js';
 import type { GetSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { ServeProcess, freeNodeAddresses, peersFlag, until, type NodeAddresses } from './serve-process.js';
+import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { until } from '../harness/until.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

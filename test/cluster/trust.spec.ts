@@ -13,7 +13,9 @@ import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../../src/tls/index.js';
-import { ServeProcess, freeNodeAddresses, peersFlag, until, type NodeAddresses } from './serve-process.js';
+import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { until } from '../harness/until.js';
 
 const IDS = ['t1', 't2', 't3'] as const;
 const ADMIN = 'admin-key-for-the-trust-test-0123';

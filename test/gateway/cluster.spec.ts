@@ -14,11 +14,13 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Meilisearch, MeilisearchApiError } from 'meilisearch';
 import Typesense from 'typesense';
-import { ClusterClient } from '../../src/client/cluster-client.js';
-import { KvClient } from '../../src/client/kv-client.js';
+import type { ClusterClient } from '../../src/client/cluster-client.js';
+import type { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
-import { until } from '../cluster/serve-process.js';
-import { Child, GatewayServe, cleanEnv, freeNodeAddresses, freePorts, peersFlag, sleep } from './gateway-process.js';
+import { Child, cleanEnv } from '../harness/child.js';
+import { freePorts } from '../harness/ports.js';
+import { ServeCluster } from '../harness/serve-cluster.js';
+import { sleep, until } from '../harness/until.js';
 
 const KEY = 'gateway-test-admin-key-0123456789';
 /** STANDALONE_KEY: the key of `snapcoord gateway` run alone; it sends its callers' keys on to the node, which must know this one too. */
@@ -69,7 +71,7 @@ describe('gateway: three serve processes', function () {
 
   let dir = '';
   let roots = '';
-  const nodes = new Map<Id, GatewayServe>();
+  let nodes: ServeCluster | undefined;
   const http = new Map<Id, string>();
   const grpcAddr = new Map<Id, string>();
   const cluster = new Map<Id, ClusterClient>();
@@ -145,44 +147,35 @@ describe('gateway: three serve processes', function () {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-gateway-'));
     roots = join(dir, 'roots');
     await mkdir(roots, { recursive: true });
-    const planes = await freeNodeAddresses(IDS);
-    const peers = peersFlag(planes);
-    for (const id of IDS) {
-      grpcAddr.set(id, planes[id].grpc);
-      http.set(id, planes[id].http);
+    // The API key in SNAPCOORD_API_KEY, as `npm start` passes it; the client plane asks for it too: authorization: Bearer KEY.
+    nodes = await ServeCluster.start({
+      ids: IDS,
+      dir,
+      apiKey: KEY,
+      apiKeyInEnv: true,
+      logLevel: 'warn',
+      env: { SNAPCOORD_API_KEYS: JSON.stringify([{ key: STANDALONE_KEY, actions: ['admin'] }]) },
+      extra: (id) => ['--snapshot-root', roots, '--snapshot-dir', join(dir, `tasks-${id}`)],
+    });
+    for (const n of nodes.nodes) {
+      const id = n.id as Id;
+      grpcAddr.set(id, n.grpc);
+      http.set(id, n.http);
+      cluster.set(id, n.cluster);
+      kv.set(id, n.kv);
     }
-    for (const id of IDS) {
-      const p = new GatewayServe({
-        id,
-        grpc: grpcAddr.get(id)!,
-        peer: planes[id].peer,
-        http: http.get(id)!,
-        peers,
-        dataDir: join(dir, id),
-        apiKey: KEY,
-        apiKeys: [{ key: STANDALONE_KEY, actions: ['admin'] }],
-        snapshotRoot: roots,
-        snapshotDir: join(dir, `tasks-${id}`),
-      });
-      nodes.set(id, p);
-      // The client plane asks for the key as well: authorization: Bearer KEY.
-      cluster.set(id, new ClusterClient(grpcAddr.get(id)!, { apiKey: KEY }));
-      kv.set(id, new KvClient(grpcAddr.get(id)!, { apiKey: KEY }));
-    }
-    await Promise.all([...nodes.values()].map((p) => p.ready()));
     await leaderOf();
   });
 
   after(async () => {
-    for (const c of cluster.values()) c.close();
-    for (const c of kv.values()) c.close();
-    await Promise.all([...nodes.values(), ...extra].map((p) => p.kill('SIGKILL')));
+    await nodes?.stop();
+    await Promise.all(extra.map((p) => p.kill('SIGKILL')));
     if (dir !== '') await rm(dir, { recursive: true, force: true });
   });
 
   afterEach(function () {
     if (this.currentTest?.state === 'failed') {
-      for (const [id, p] of nodes) process.stderr.write(`--- ${id} (last lines)\n${p.lastLines(10)}\n`);
+      for (const id of IDS) process.stderr.write(`--- ${id} (last lines)\n${nodes?.logsOf(id, 10) ?? ''}\n`);
     }
   });
 

@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import type { KvClient } from '../../src/client/kv-client.js';
 import { CompareResult, CompareTarget, TxnOpType } from '../../src/gen/snapcoord/v1/kv.js';
 import { outcomeOf } from '../chaos/workload.js';
-import { SimRng } from '../sim/rng.js';
+import { SeededRng } from '../harness/rng.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -59,7 +59,7 @@ export class CasWorkload {
   }
 
   private async client(c: number): Promise<void> {
-    const rng = new SimRng(this.seed).fork(`cas ${c}`);
+    const rng = new SeededRng(this.seed).fork(`cas ${c}`);
     for (let seq = 0; !this.stopped; seq++) {
       const ts = this.targets();
       const kv = ts[rng.nextInt(Math.max(1, ts.length))];

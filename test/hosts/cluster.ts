@@ -9,7 +9,6 @@
  * key (--api-key-file) on the client plane. The test process (the clients)
  * sits in the root namespace and reaches every host over the bridge.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClusterClient } from '../../src/client/cluster-client.js';
@@ -17,7 +16,8 @@ import { KvClient } from '../../src/client/kv-client.js';
 import type { ClientDial } from '../../src/client/dial.js';
 import { Role, Suffrage, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
 import { channelCredentialsFromFiles } from '../../src/tls/index.js';
-import { Child, REPO_ROOT, cleanEnv, sleep } from '../cluster/serve-process.js';
+import { Child, cleanEnv, cli } from '../harness/child.js';
+import { until } from '../harness/until.js';
 import type { Host, HostNetwork } from './netns.js';
 
 /** HOST_API_KEY: the admin key every node reads from its --api-key-file and every client sends. */
@@ -29,73 +29,12 @@ export const HTTP_PORT = 8108;
 /** HOST_SERVE_FLAGS: timings for 5 processes on 2 shared cores (elections at 300..600 ms), snapshots small and often. */
 export const HOST_SERVE_FLAGS = ['--tick-ms', '10', '--election-timeout-ticks', '30', '--heartbeat-ticks', '5', '--snapshot-entries', '500', '--snapshot-trailing-entries', '100'];
 
-/** ServeChild: one serve process inside a namespace, with its output. */
-export class ServeChild {
-  readonly proc: ChildProcess;
-  output = '';
-  exitCode: number | null = null;
-  signal: NodeJS.Signals | null = null;
-  exitedAtMs = 0;
-  readonly exited: Promise<void>;
-
-  /** clockFile: where the process reads its wall-clock offset in ms (clock-offset.ts); '' for none. */
-  constructor(ns: string, args: readonly string[], clockFile = '') {
-    // ip netns exec execs node in place: the pid is node's, so signals reach serve itself.
-    const argv = ['netns', 'exec', ns, process.execPath, '--import', 'tsx', '--import', './test/hosts/clock-offset.ts', 'src/cli/main.ts', ...args];
-    this.proc = spawn('ip', argv, { cwd: REPO_ROOT, env: { ...cleanEnv(), HOSTS_TEST_CLOCK_FILE: clockFile }, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(this);
-    this.proc.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
-    this.proc.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
-    this.exited = new Promise((resolve) => {
-      this.proc.once('exit', (code, signal) => {
-        this.exitedAtMs = performance.now();
-        this.exitCode = code;
-        this.signal = signal;
-        children.delete(this);
-        resolve();
-      });
-    });
-  }
-
-  get running(): boolean {
-    return this.exitCode === null && this.signal === null;
-  }
-
-  async waitFor(re: RegExp, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (re.test(this.output)) return;
-      if (!this.running) throw new Error(`serve exited (${this.signal ?? this.exitCode}) before ${re}:\n${this.lastLines()}`);
-      await sleep(50);
-    }
-    throw new Error(`no ${re} within ${timeoutMs} ms:\n${this.lastLines()}`);
-  }
-
-  /** kill sends `signal` and waits for the exit (SIGKILL after graceMs). */
-  async kill(signal: NodeJS.Signals, graceMs = 10_000): Promise<void> {
-    if (!this.running) return;
-    this.proc.kill(signal);
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
-    await this.exited;
-    clearTimeout(timer);
-  }
-
-  lastLines(n = 30): string {
-    return this.output.trimEnd().split('\n').slice(-n).join('\n');
-  }
-}
-
-const children = new Set<ServeChild>();
-process.on('exit', () => {
-  for (const c of children) c.proc.kill('SIGKILL');
-});
-
 /** HostNode: one member (or would-be member) on one host, across its restarts. */
 export interface HostNode {
   readonly id: string;
   readonly host: Host;
   readonly dataDir: string;
-  proc: ServeChild | null;
+  proc: Child | null;
   /** peers: the --peers it starts with. */
   peers: string;
   kv: KvClient;
@@ -195,7 +134,8 @@ export class HostCluster {
   /** startNode starts `n` in its namespace; resolves once it listens. */
   async startNode(n: HostNode, timeoutMs = 60_000): Promise<void> {
     if (n.proc?.running === true) throw new Error(`${n.id} is running`);
-    n.proc = new ServeChild(n.host.ns, this.serveArgs(n), this.clockFile(n));
+    // ip netns exec execs node in place: the pid is node's, so signals reach serve itself.
+    n.proc = new Child(this.serveArgs(n), cleanEnv({ HOSTS_TEST_CLOCK_FILE: this.clockFile(n) }), { wrap: ['ip', 'netns', 'exec', n.host.ns], nodeImports: ['./test/hosts/clock-offset.ts'] });
     await n.proc.waitFor(new RegExp(`snapcoord node ${n.id} listening on grpc`), timeoutMs);
   }
 
@@ -211,7 +151,7 @@ export class HostCluster {
 
   /** stopNode: `signal` (SIGTERM: a planned stop with handoff; SIGKILL: a crash) and wait for the exit. */
   async stopNode(n: HostNode, signal: NodeJS.Signals): Promise<void> {
-    await n.proc?.kill(signal);
+    await n.proc?.kill(signal, 10_000);
   }
 
   /** readdress: new clients for `n` after its host moved (its client address is its host's IP). */
@@ -244,32 +184,26 @@ export class HostCluster {
 
   /** leader: the node every answering running node agrees leads (undefined while they disagree or none does), polled until timeoutMs. */
   async waitLeader(timeoutMs = 20_000, among: readonly HostNode[] = this.running()): Promise<HostNode> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
+    return until(`a leader among ${among.map((n) => n.id).join(',')}`, timeoutMs, async () => {
       const sts = await Promise.all(among.map((n) => this.status(n)));
       const leaders = sts.filter((s): s is StatusResponse => s !== undefined && s.role === Role.ROLE_LEADER);
       const top = leaders.sort((a, b) => Number(b.term - a.term))[0];
-      if (top !== undefined && sts.every((s) => s === undefined || s.leaderId === top.id)) return this.node(top.id);
-      await sleep(100);
-    }
-    throw new Error(`no leader among ${among.map((n) => n.id).join(',')} within ${timeoutMs} ms`);
+      return top !== undefined && sts.every((s) => s === undefined || s.leaderId === top.id) ? this.node(top.id) : undefined;
+    }, { everyMs: 100 });
   }
 
   /** waitCaughtUp: every voter and learner in the leader's view has match >= the leader's commit at call time. */
   async waitCaughtUp(timeoutMs: number, ids?: readonly string[]): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let target = 0;
-    while (Date.now() < deadline) {
+    await until('members caught up', timeoutMs, async () => {
       const leader = await this.waitLeader(Math.max(1, deadline - Date.now())).catch(() => undefined);
       const st = leader !== undefined ? await this.status(leader) : undefined;
-      if (st !== undefined) {
-        if (target === 0) target = Number(st.commitIndex);
-        const ms = st.members.filter((m) => ids === undefined || ids.includes(m.id));
-        if (ms.length > 0 && ms.every((m) => m.id === st.id || m.matchIndex >= target)) return;
-      }
-      await sleep(100);
-    }
-    throw new Error(`members not caught up within ${timeoutMs} ms`);
+      if (st === undefined) return undefined;
+      if (target === 0) target = Number(st.commitIndex);
+      const ms = st.members.filter((m) => ids === undefined || ids.includes(m.id));
+      return ms.length > 0 && ms.every((m) => m.id === st.id || m.matchIndex >= target) ? true : undefined;
+    }, { everyMs: 100 });
   }
 
   /** members: the leader's configuration (id, suffrage). */
@@ -286,14 +220,4 @@ export class HostCluster {
       n.cluster.close();
     }
   }
-}
-
-/** cli runs `snapcoord <args>` (tsx, the repo's source) and resolves with its output; rejects on a non-zero exit. */
-export async function cli(args: readonly string[], timeoutMs = 60_000): Promise<string> {
-  const c = new Child(args, cleanEnv());
-  const timer = setTimeout(() => c.proc.kill('SIGKILL'), timeoutMs);
-  await c.exited;
-  clearTimeout(timer);
-  if (c.exitCode !== 0) throw new Error(`snapcoord ${args.join(' ')} exited ${c.signal ?? c.exitCode}:\n${c.lastLines()}`);
-  return c.output;
 }

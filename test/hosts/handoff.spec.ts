@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
-import { ServeProcess, freeNodeAddresses, peersFlag, until } from '../cluster/serve-process.js';
+import { freeNodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { until } from '../harness/until.js';
 
 const IDS = ['a1', 'a2', 'a3'] as const;
 const enc = new TextEncoder();

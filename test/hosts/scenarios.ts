@@ -16,7 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { checkHistory, type Op } from '../chaos/linearizability.js';
 import { Workload, type WorkloadTarget } from '../chaos/workload.js';
-import { sleep } from '../cluster/serve-process.js';
+import { sleep } from '../harness/until.js';
 import { CasWorkload, checkCas, type CasVerdict } from './cas.js';
 import { PEER_PORT, type HostCluster, type HostNode } from './cluster.js';
 

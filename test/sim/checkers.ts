@@ -13,7 +13,7 @@
  * ReadIndex, hard-state monotonicity and, after the faults heal, liveness.
  */
 import type { Entry, HardState, NodeId } from '../../src/raft/types.js';
-import { hashMix } from './rng.js';
+import { hashMix } from '../harness/rng.js';
 
 /** SafetyViolation names the property, the node(s) and the virtual time at which it broke. */
 export class SafetyViolation extends Error {

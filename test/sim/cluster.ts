@@ -50,7 +50,7 @@ import {
 } from '../../src/raft/index.js';
 import { decodeConfChangeOrNull } from '../../src/raft/membership.js';
 import { Checkers, PROPERTY, SafetyViolation } from './checkers.js';
-import { SimRng, hashMix } from './rng.js';
+import { SeededRng, hashMix } from '../harness/rng.js';
 
 /** NodeFactory builds a node; negative controls pass one that returns a deliberately broken subclass. */
 export type NodeFactory = (config: RaftConfig, boot: RaftBootState) => RaftNode;
@@ -125,7 +125,7 @@ export interface Scenario extends RaftKnobs {
 
 /** makeScenario draws a scenario from the seed (its own fork of the root rng), then applies overrides. */
 export function makeScenario(seed: number, nodes: number, overrides: Partial<Scenario> = {}): Scenario {
-  const r = new SimRng(seed).fork('scenario');
+  const r = new SeededRng(seed).fork('scenario');
   const latencyMinMs = r.range(1, 4);
   const calm = r.chance(0.1); // a few seeds run without faults, as a baseline
   const s: Scenario = {
@@ -408,11 +408,11 @@ export class SimCluster {
   private readonly faults: DriverFaults;
   private readonly maxEvents: number;
   private readonly trace: ((line: string) => void) | undefined;
-  private readonly rngRoot: SimRng;
-  private readonly rNet: SimRng;
-  private readonly rFault: SimRng;
-  private readonly rClient: SimRng;
-  private readonly rNode: SimRng;
+  private readonly rngRoot: SeededRng;
+  private readonly rNet: SeededRng;
+  private readonly rFault: SeededRng;
+  private readonly rClient: SeededRng;
+  private readonly rNode: SeededRng;
   private now = 0;
   private quiet = false;
   private done = false;
@@ -445,7 +445,7 @@ export class SimCluster {
     this.faults = opts.driverFaults ?? {};
     this.maxEvents = opts.maxEvents;
     this.trace = opts.trace;
-    this.rngRoot = new SimRng(opts.seed);
+    this.rngRoot = new SeededRng(opts.seed);
     this.rNet = this.rngRoot.fork('network');
     this.rFault = this.rngRoot.fork('faults');
     this.rClient = this.rngRoot.fork('clients');

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { runCampaign, runSeed } from './run.js';
-import { SimRng } from './rng.js';
+import { SeededRng } from '../harness/rng.js';
 
 const SEEDS = Number(process.env.SIM_SEEDS ?? 600);
 const FROM = Number(process.env.SIM_FROM ?? 1);
@@ -44,22 +44,22 @@ describe('sim: seeded deterministic simulation of the Raft core', function () {
 
 });
 
-describe('sim: SimRng', () => {
+describe('sim: SeededRng', () => {
   it('is a pure function of the seed, and forks are independent of draw order', () => {
-    const a = new SimRng(42);
-    const b = new SimRng(42);
+    const a = new SeededRng(42);
+    const b = new SeededRng(42);
     const xs = Array.from({ length: 50 }, () => a.nextInt(1000));
     const ys = Array.from({ length: 50 }, () => b.nextInt(1000));
     assert.deepEqual(xs, ys);
-    const f1 = new SimRng(42).fork('n1').nextU32();
-    const r = new SimRng(42);
+    const f1 = new SeededRng(42).fork('n1').nextU32();
+    const r = new SeededRng(42);
     r.nextU32();
     assert.equal(r.fork('n1').nextU32(), f1);
-    assert.notEqual(new SimRng(42).fork('n2').nextU32(), f1);
+    assert.notEqual(new SeededRng(42).fork('n2').nextU32(), f1);
   });
 
   it('stays in range', () => {
-    const r = new SimRng(7);
+    const r = new SeededRng(7);
     for (let i = 0; i < 10_000; i++) {
       const v = r.nextInt(7);
       assert.ok(Number.isInteger(v) && v >= 0 && v < 7);

@@ -45,10 +45,10 @@ import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snap
 import { TaskQueue } from '../../../src/ops/task-queue.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { waitUntil } from '../node/rocks-cluster.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
@@ -301,7 +301,7 @@ describe('client-plane auth interceptor (real node, every client RPC)', function
     new HealthImplementation({ '': 'SERVING' }).addToServer(server);
     const reflectionPkg = protoLoader.loadSync([...PROTO_FILES, healthProtoPath], { includeDirs: [protoDir()], keepCase: true });
     new ReflectionService(reflectionPkg).addToServer(server);
-    await waitUntil('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
     await node.propose({ op: 'put', key: enc.encode('auth/k'), value: enc.encode('before') });
     client = new grpc.Client(address, grpc.credentials.createInsecure());
   });

@@ -16,7 +16,8 @@ import type { Node } from '../../../src/node/node.js';
 import { MARKER_FILE } from '../../../src/ops/snapshot-export.js';
 import { inspectArchive } from '../../../src/snapshot/archive.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import { RocksCluster, dumpKeys as dump, uploadArchive as upload, waitUntil } from '../node/rocks-cluster.js';
+import { RocksCluster, dumpKeys as dump, uploadArchive as upload } from '../node/rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 
@@ -90,7 +91,7 @@ describe('SnapshotService and TaskService (gRPC)', function () {
     const r = await upload(snap(followerAddr), bytes);
     for (const m of c.members) {
       const n = c.node(m.id);
-      await waitUntil('restore applied', 10_000, () => (n.status().applied >= Number(r.index) ? true : undefined));
+      await until('restore applied', 10_000, () => (n.status().applied >= Number(r.index) ? true : undefined));
       assert.deepEqual(await dump(n), saved);
     }
   });
@@ -98,7 +99,7 @@ describe('SnapshotService and TaskService (gRPC)', function () {
   it('CreateSnapshot as a task writes <snapshot-dir>/<db-name>.snapshot, read-only, and the task succeeds', async () => {
     const res = await unaryCall<CreateSnapshotResponse>((r, cb) => snap(followerAddr).createSnapshot(r, cb), { task: true });
     const uid = res.task?.uid ?? -1n;
-    const done = await waitUntil('the task to finish', 10_000, async () => {
+    const done = await until('the task to finish', 10_000, async () => {
       const t = (await unaryCall<{ task?: Task | undefined }>((r, cb) => task(followerAddr).getTask(r, cb), { uid })).task;
       return t !== undefined && (t.status === 'succeeded' || t.status === 'failed') ? t : undefined;
     });

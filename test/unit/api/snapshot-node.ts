@@ -20,10 +20,10 @@ import { TaskQueue, type TaskQueueOptions, type TaskRunner } from '../../../src/
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
-import { waitUntil } from '../node/rocks-cluster.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
+import { until } from '../../harness/until.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -82,7 +82,7 @@ export class SnapshotNode {
         directoryExport: { storage: rocksDataDir, nodeId: 'n1', clusterId: 'test', selfAddress: api.peerAddress, version: 'test' },
       },
     });
-    await waitUntil('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
     return new SnapshotNode(dir, root, snapshotPath, api, node, tasks, tasksFile);
   }
 

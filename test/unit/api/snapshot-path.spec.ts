@@ -20,7 +20,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { CreateSnapshotResponse, Task } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { MARKER_FILE } from '../../../src/ops/snapshot-export.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import { waitUntil } from '../node/rocks-cluster.js';
+import { until } from '../../harness/until.js';
 import { SnapshotNode, unaryCall } from './snapshot-node.js';
 
 const enc = new TextEncoder();
@@ -140,7 +140,7 @@ describe('snapshot_path: symlink races, live data dirs, the task file', function
     const tasks = n.taskClient();
     const runTask = async (): Promise<Task> => {
       const res = await unaryCall<CreateSnapshotResponse>((r, cb) => client.createSnapshot(r, cb), { task: true });
-      return waitUntil('the task to finish', 20_000, async () => {
+      return until('the task to finish', 20_000, async () => {
         const t = (await unaryCall<{ task?: Task | undefined }>((r, cb) => tasks.getTask(r, cb), { uid: res.task?.uid })).task;
         return t !== undefined && (t.status === 'succeeded' || t.status === 'failed') ? t : undefined;
       });

@@ -32,7 +32,7 @@ import { parseAllDocuments } from 'yaml';
 import { SERVE_OPTIONS, resolveServeConfig } from '../../../src/cli/config.js';
 import { Role, roleToJSON } from '../../../src/gen/snapcoord/v1/cluster.js';
 import { checkTlsFiles } from '../../../src/tls/index.js';
-import { REPO_ROOT } from '../../cluster/serve-process.js';
+import { REPO_ROOT } from '../../harness/child.js';
 
 const DIR = join(REPO_ROOT, 'deploy', 'kubernetes');
 

@@ -8,7 +8,8 @@ import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { BootRefusedError, type Node } from '../../../src/node/node.js';
-import { RocksCluster, waitUntil } from './rocks-cluster.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 
@@ -46,7 +47,7 @@ describe('node boot and the persisted membership (issue 14 item 4)', function ()
     c = cluster;
     const n1 = await cluster.waitForLeader();
     await writeKeys(n1, 0, 70);
-    await waitUntil('two snapshots and a compacted log', 10_000, async () => {
+    await until('two snapshots and a compacted log', 10_000, async () => {
       const list = (await cluster.member('n1').snapshots?.store.list()) ?? [];
       return list.length === 2 && n1.status().firstIndex > (list[1]?.meta.index ?? 0) + 1 ? true : undefined;
     });
@@ -96,7 +97,7 @@ describe('node boot and the persisted membership (issue 14 item 4)', function ()
     await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: '127.0.0.1:9' });
     const hasLearner = (n: Node): boolean => n.status().membership.learners.includes('n4');
     const all = (): string[] => cluster.members.map((m) => m.id);
-    await waitUntil('every member to know the learner', 10_000, () => (all().every((id) => hasLearner(cluster.node(id))) ? true : undefined));
+    await until('every member to know the learner', 10_000, () => (all().every((id) => hasLearner(cluster.node(id))) ? true : undefined));
     // Restart every member with its log still holding the conf entry.
     for (const id of all()) {
       await cluster.stop(id);
@@ -106,7 +107,7 @@ describe('node boot and the persisted membership (issue 14 item 4)', function ()
     leader = await cluster.waitForLeader();
     // Write until every member compacted past the conf entry, then restart them all again.
     await writeKeys(leader, 3, 90);
-    await waitUntil('every member to compact', 20_000, () => (all().every((id) => cluster.node(id).status().firstIndex > 10) ? true : undefined));
+    await until('every member to compact', 20_000, () => (all().every((id) => cluster.node(id).status().firstIndex > 10) ? true : undefined));
     for (const id of all()) {
       await cluster.stop(id);
       await cluster.restart(id);

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 
 import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { ApplyItem, InstallMeta, KeyValue, NodeStorage } from '../../../src/storage/types.js';
-import { RocksCluster, waitUntil } from './rocks-cluster.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 
@@ -81,11 +82,11 @@ describe('a follower installing a snapshot stays responsive (issue 14 item 6)', 
     const [slowId = '', otherId = ''] = cluster.members.filter((m) => m.id !== leader.id).map((m) => m.id);
     await cluster.stop(slowId);
     for (let i = 0; i < 150; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
-    await waitUntil('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
+    await until('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
     gate = new Gate();
     cluster.wrapStorage = (id, storage) => (id === slowId ? gate.hold(storage) : storage);
     await cluster.restart(slowId);
-    await waitUntil('the follower to start installing the snapshot', 20_000, () => (gate.started ? true : undefined));
+    await until('the follower to start installing the snapshot', 20_000, () => (gate.started ? true : undefined));
     return { c: cluster, leaderId: leader.id, slowId, otherId };
   }
 
@@ -97,9 +98,9 @@ describe('a follower installing a snapshot stays responsive (issue 14 item 6)', 
     // The leader's quorum is now itself and the installing follower (check-quorum, dissertation §6.2).
     await c.stop(otherId);
     const electionMs = 15 * 10; // NodeTimings defaults: 15 ticks of 10 ms
-    const until = Date.now() + 20 * electionMs;
+    const endMs = Date.now() + 20 * electionMs;
     let polls = 0;
-    while (Date.now() < until) {
+    while (Date.now() < endMs) {
       const l = leader.status();
       const s = slow.status();
       assert.equal(l.role, 'leader', `the leader stepped down at term ${l.term} while the follower installed`);
@@ -112,13 +113,13 @@ describe('a follower installing a snapshot stays responsive (issue 14 item 6)', 
     assert.ok(polls > 10);
     assert.equal(slow.snapshotStats.installed, 0, 'the install is still held');
     gate.open();
-    await waitUntil('the follower to install and catch up', 20_000, () =>
+    await until('the follower to install and catch up', 20_000, () =>
       slow.snapshotStats.installed === 1 && slow.status().applied >= leader.status().commit ? true : undefined,
     );
     // With the install done the two of them commit writes again, in the same term.
     await leader.propose({ op: 'put', key: enc.encode('after-install'), value: enc.encode('x') });
     assert.equal(leader.status().term, term);
-    await waitUntil('the follower to apply', 10_000, () => (slow.status().applied >= leader.status().commit ? true : undefined));
+    await until('the follower to apply', 10_000, () => (slow.status().applied >= leader.status().commit ? true : undefined));
     assert.equal(await c.member(slowId).storage?.stateDigest(), await c.member(leaderId).storage?.stateDigest());
   });
 
@@ -128,15 +129,15 @@ describe('a follower installing a snapshot stays responsive (issue 14 item 6)', 
     await c.stop(leaderId);
     const other = c.node(otherId);
     const slow = c.node(slowId);
-    await waitUntil('the other follower to win an election', 15_000, () => (other.status().role === 'leader' ? true : undefined));
+    await until('the other follower to win an election', 15_000, () => (other.status().role === 'leader' ? true : undefined));
     assert.ok(other.status().term > term);
     assert.equal(slow.snapshotStats.installed, 0, 'the install is still held');
     assert.equal(slow.status().term, other.status().term, 'the installing follower voted in the new term');
     gate.open();
-    await waitUntil('the follower to install', 20_000, () => (slow.snapshotStats.installed === 1 ? true : undefined));
+    await until('the follower to install', 20_000, () => (slow.snapshotStats.installed === 1 ? true : undefined));
     // The two of them commit writes with the new leader.
     await other.propose({ op: 'put', key: enc.encode('after-election'), value: enc.encode('y') });
-    await waitUntil('the follower to apply', 10_000, () => (slow.status().applied >= other.status().commit ? true : undefined));
+    await until('the follower to apply', 10_000, () => (slow.status().applied >= other.status().commit ? true : undefined));
     assert.equal(new TextDecoder().decode((await slow.get(enc.encode('after-election'), true)) ?? new Uint8Array()), 'y');
   });
 
@@ -155,13 +156,13 @@ describe('a follower installing a snapshot stays responsive (issue 14 item 6)', 
     for (let i = 0; i < 10_500; i += 500) {
       await Promise.all(Array.from({ length: 500 }, (_, j) => leader.propose({ op: 'put', key: enc.encode(`w/${i + j}`), value: enc.encode('x') })));
     }
-    await waitUntil('the slow follower to hold every entry', 20_000, () => (slow.status().commit >= leader.status().commit ? true : undefined));
+    await until('the slow follower to hold every entry', 20_000, () => (slow.status().commit >= leader.status().commit ? true : undefined));
     assert.ok(leader.status().commit - slow.status().applied > 10_000, 'the slow follower is more than 10,000 entries behind');
     const term = leader.status().term;
     // Heartbeats: the leader's quorum is now itself and the slow follower.
     await cluster.stop(otherId);
-    const until = Date.now() + 20 * 150;
-    while (Date.now() < until) {
+    const endMs = Date.now() + 20 * 150;
+    while (Date.now() < endMs) {
       assert.equal(leader.status().role, 'leader', 'the leader stepped down while the follower was behind');
       assert.equal(leader.status().term, term);
       await sleep(20);
@@ -172,10 +173,10 @@ describe('a follower installing a snapshot stays responsive (issue 14 item 6)', 
     await cluster.restart(otherId);
     await cluster.stop(leader.id);
     const other = cluster.node(otherId);
-    await waitUntil('a new leader', 15_000, () => (other.status().role === 'leader' || slow.status().role === 'leader' ? true : undefined));
+    await until('a new leader', 15_000, () => (other.status().role === 'leader' || slow.status().role === 'leader' ? true : undefined));
     assert.ok(slow.status().applied < slow.status().commit - 10_000, 'still far behind');
     gate.open();
-    await waitUntil('the slow follower to catch up', 30_000, () => (slow.status().applied >= slow.status().commit ? true : undefined));
+    await until('the slow follower to catch up', 30_000, () => (slow.status().applied >= slow.status().commit ? true : undefined));
     assert.equal(new TextDecoder().decode((await slow.get(enc.encode('still'), true)) ?? new Uint8Array()), 'y');
   });
 });

@@ -12,7 +12,8 @@ import { sep } from 'node:path';
 import type { Node } from '../../../src/node/node.js';
 import { SnapshotManager } from '../../../src/node/snapshots.js';
 import type { StoredSnapshot } from '../../../src/snapshot/index.js';
-import { RocksCluster, waitUntil } from './rocks-cluster.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -42,7 +43,7 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
     }
     // Both running members compact past f's log: were only the leader to, a leader change (an election under load)
     // would give f a leader whose log still holds what f lacks, and f would catch up from it with no install.
-    await waitUntil('both running members to compact', 30_000, () =>
+    await until('both running members to compact', 30_000, () =>
       c.members.every((m) => m.id === f || (c.node(m.id).status().firstIndex > 1_000)) ? true : undefined,
     );
 
@@ -76,7 +77,7 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
     try {
       await c.restart(f);
       const fn = c.node(f);
-      await waitUntil(`${f} to begin installing`, 60_000, () => (installs.length > 0 ? true : undefined)).catch((err: Error) => {
+      await until(`${f} to begin installing`, 60_000, () => (installs.length > 0 ? true : undefined)).catch((err: Error) => {
         const st = c.members.map((m) => m.node?.status()).map((x) => x && { id: x.id, role: x.role, term: x.term, first: x.firstIndex, applied: x.applied, snap: x.snapshotIndex });
         throw new Error(`${err.message}; members: ${JSON.stringify(st)}`);
       });
@@ -86,26 +87,26 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
       // Mid-install, leadership moves to t.
       await first.transferLeadership(t);
       const tn = c.node(t);
-      await waitUntil(`${t} to learn of the install`, 5_000, () => (tn.status().progress[f]?.installGuard === s ? true : undefined));
+      await until(`${t} to learn of the install`, 5_000, () => (tn.status().progress[f]?.installGuard === s ? true : undefined));
       // t snapshots (and would compact) while f installs and writes go on: it keeps what f needs next.
       const before = written;
-      await waitUntil('more writes', 10_000, () => (written > before + 200 ? true : undefined));
+      await until('more writes', 10_000, () => (written > before + 200 ? true : undefined));
       await tn.snapshotNow();
       assert.ok(tn.status().snapshotIndex > s + 100, `${t} has a newer snapshot`);
       assert.ok(tn.status().firstIndex <= s + 1, `${t} kept entry ${s + 1} (its first index is ${tn.status().firstIndex})`);
       assert.equal(fn.status().installingSnapshot, s, 'the install goes on');
 
       // f finishes the install it started and catches up from t's log, with writes still coming.
-      await waitUntil(`${f} to finish installing`, 30_000, () => (fn.snapshotStats.installed > 0 ? true : undefined));
+      await until(`${f} to finish installing`, 30_000, () => (fn.snapshotStats.installed > 0 ? true : undefined));
       const mark = written;
-      await waitUntil(`${f} to catch up under writes`, 30_000, () => (written > mark + 100 && fn.status().applied >= tn.status().commit - 50 ? true : undefined));
+      await until(`${f} to catch up under writes`, 30_000, () => (written > mark + 100 && fn.status().applied >= tn.status().commit - 50 ? true : undefined));
     } finally {
       stop = true;
       await writer;
     }
     const fn = c.node(f);
     const tn = c.node(t);
-    await waitUntil(`${f} to apply everything`, 20_000, () => (fn.status().applied >= tn.status().commit && tn.status().applied >= tn.status().commit ? true : undefined));
+    await until(`${f} to apply everything`, 20_000, () => (fn.status().applied >= tn.status().commit && tn.status().applied >= tn.status().commit ? true : undefined));
     assert.deepEqual(installs, [installs[0]], 'one install, never restarted');
     assert.equal(fn.snapshotStats.installed, 1);
     assert.equal(await c.member(f).storage?.stateDigest(), await c.member(t).storage?.stateDigest());

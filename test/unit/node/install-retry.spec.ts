@@ -11,7 +11,8 @@ import { sep } from 'node:path';
 
 import { SnapshotManager } from '../../../src/node/snapshots.js';
 import type { StoredSnapshot } from '../../../src/snapshot/index.js';
-import { RocksCluster, waitUntil } from './rocks-cluster.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 
@@ -34,7 +35,7 @@ describe('a fetched snapshot that fails to install is fetched again', function (
     for (let i = 0; i < 1_500; i += 50) {
       await Promise.all(Array.from({ length: 50 }, (_, j) => leader.propose({ op: 'put', key: enc.encode(`k/${String(i + j).padStart(5, '0')}`), value })));
     }
-    await waitUntil('the leader to compact', 20_000, () => (leader.status().firstIndex > 500 ? true : undefined));
+    await until('the leader to compact', 20_000, () => (leader.status().firstIndex > 500 ? true : undefined));
 
     // f's first install finds one byte of its stored archive flipped (as if the leader had sent bytes that
     // match their chunk hashes but not the snapshot's digest); later installs find it intact.
@@ -60,14 +61,14 @@ describe('a fetched snapshot that fails to install is fetched again', function (
 
     await c.restart(f);
     const fn = c.node(f);
-    await waitUntil(`${f} to install after a failed install`, 60_000, () => (fn.snapshotStats.installed > 0 ? true : undefined));
+    await until(`${f} to install after a failed install`, 60_000, () => (fn.snapshotStats.installed > 0 ? true : undefined));
     assert.ok(attempts.length >= 2, `installs tried: ${attempts.join(', ')}`);
     assert.equal(new Set(attempts).size, 1, 'the same snapshot both times');
     assert.ok(fn.snapshotStats.fetchFailures >= 1);
     assert.equal(fn.snapshotStats.installed, 1);
     // It goes on: caught up, equal state, and later writes reach it.
     await leader.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('x') });
-    await waitUntil(`${f} to catch up`, 20_000, () => (fn.status().applied >= leader.status().commit ? true : undefined));
+    await until(`${f} to catch up`, 20_000, () => (fn.status().applied >= leader.status().commit ? true : undefined));
     assert.equal(await c.member(f).storage?.stateDigest(), await c.member(leader.status().id).storage?.stateDigest());
   });
 });

@@ -12,9 +12,9 @@ import { Node, type MessageSender } from '../../../src/node/node.js';
 import type { Membership, Message, Rng } from '../../../src/raft/types.js';
 import { MemoryDataDir } from '../../../src/storage/memory-storage.js';
 import { FaultyStorage } from './faulty-storage.js';
-import { waitUntil } from './rocks-cluster.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { until } from '../../harness/until.js';
 
 /** Sent: a message as it left the node, with the term a restart would have loaded at that moment. */
 interface Sent {
@@ -56,8 +56,8 @@ describe('node: a leader sends appends only after its term is saved', function (
       timings: { tickMs: 5, electionTimeoutTicks: 4, heartbeatIntervalTicks: 2 },
     });
     const n = node;
-    await waitUntil('n1 to lead', 5_000, () => (n.status().role === 'leader' ? true : undefined));
-    await waitUntil('appends to the learner', 5_000, () => (sender.sent.some((s) => s.m.type === 'append') ? true : undefined));
+    await until('n1 to lead', 5_000, () => (n.status().role === 'leader' ? true : undefined));
+    await until('appends to the learner', 5_000, () => (sender.sent.some((s) => s.m.type === 'append') ? true : undefined));
     // Later appends (a new entry) still leave before their own fsync, as the pipelining allows.
     const write = n.propose({ op: 'put', key: new TextEncoder().encode('k'), value: new Uint8Array([1]) });
     await write;

@@ -17,7 +17,8 @@ import { encodeRestoreCommand } from '../../../src/fsm/restore-command.js';
 import { SnapshotStore } from '../../../src/snapshot/store.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { poisonedArchives, rawState, tarGz, goodEntries } from '../snapshot/helpers.js';
-import { RocksCluster, dumpKeys as dump, uploadArchive as upload, waitUntil } from './rocks-cluster.js';
+import { RocksCluster, dumpKeys as dump, uploadArchive as upload } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 
@@ -105,7 +106,7 @@ describe('poisoned restores', function () {
 
     await c.restart('n1');
     leader = c.node('n1');
-    await waitUntil('the restore entry to be applied', 20_000, () => (leader.status().applied >= index || leader.failed() !== null ? true : undefined));
+    await until('the restore entry to be applied', 20_000, () => (leader.status().applied >= index || leader.failed() !== null ? true : undefined));
     assert.equal(leader.failed(), null, 'the node did not fail');
     const failure = leader.status().restoreFailure;
     assert.equal(failure?.index, index);

@@ -16,7 +16,8 @@ import { NodeError } from '../../../src/node/errors.js';
 import type { Node } from '../../../src/node/node.js';
 import type { SnapshotManager } from '../../../src/node/snapshots.js';
 import { poisonedArchives } from '../snapshot/helpers.js';
-import { RocksCluster, waitUntil, type RocksMember } from './rocks-cluster.js';
+import { RocksCluster, type RocksMember } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -84,13 +85,13 @@ describe('restore: the archive is staged on a quorum before the entry is propose
     const next = await c.waitForLeader(20_000);
     for (const f of followers) {
       const n = c.node(f.id);
-      await waitUntil(`${f.id} to apply the restore`, 20_000, () => (n.status().applied >= r.index ? true : undefined));
+      await until(`${f.id} to apply the restore`, 20_000, () => (n.status().applied >= r.index ? true : undefined));
       assert.deepEqual(await dump(n), saved, `state of ${f.id}`);
       assert.equal(n.status().restoreFailure, null);
     }
     await next.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('x') });
     const other = followers.map((f) => c.node(f.id)).find((n) => n !== next) as Node;
-    await waitUntil('the write to reach the other survivor', 10_000, () => (other.status().applied >= next.status().commit ? true : undefined));
+    await until('the write to reach the other survivor', 10_000, () => (other.status().applied >= next.status().commit ? true : undefined));
     assert.equal(dec.decode((await other.get(enc.encode('k/after'), true)) ?? new Uint8Array()), 'x');
   });
 
@@ -104,7 +105,7 @@ describe('restore: the archive is staged on a quorum before the entry is propose
     heal(); // it fetches the archive from a holder when it applies the entry
     for (const m of c.members) {
       const n = c.node(m.id);
-      await waitUntil(`${m.id} to apply the restore`, 20_000, () => (n.status().applied >= r.index ? true : undefined));
+      await until(`${m.id} to apply the restore`, 20_000, () => (n.status().applied >= r.index ? true : undefined));
       assert.deepEqual(await dump(n), saved, `state of ${m.id}`);
     }
   });
@@ -122,7 +123,7 @@ describe('restore: the archive is staged on a quorum before the entry is propose
       return new Promise((_resolve, reject) => signal?.addEventListener('abort', () => reject(new Error('fetch aborted')), { once: true }));
     };
     await leader.restore(createReadStream(file));
-    await waitUntil(`${bad.id} to fetch the archive to apply it`, 20_000, () => (applySignals.length > 0 ? true : undefined));
+    await until(`${bad.id} to fetch the archive to apply it`, 20_000, () => (applySignals.length > 0 ? true : undefined));
     assert.equal(applySignals[0]?.aborted, false);
     await c.stop(bad.id);
     assert.equal(applySignals[0]?.aborted, true, 'stop() aborted the fetch');
@@ -192,7 +193,7 @@ describe('restore: a staging nobody waits for any more stops', function () {
     const second = new AbortController();
     const a = n.stageArchive(p, first.signal);
     const b = n.stageArchive(p, second.signal);
-    await waitUntil('the fetch to start', 5_000, () => (fetchSignals.length > 0 ? true : undefined));
+    await until('the fetch to start', 5_000, () => (fetchSignals.length > 0 ? true : undefined));
     first.abort();
     await assert.rejects(a, (e: unknown) => (e as { code?: number }).code === 1);
     await sleep(100);
@@ -231,22 +232,22 @@ describe('restore: retention keeps the archives the log still names', function (
     const f = c.members.find((m) => m.node !== leader) as RocksMember;
     const held = async (): Promise<string[]> => [...new Set((await (f.snapshots as SnapshotManager).uploads.list()).map((u) => u.archiveSha256))].sort();
     const n = c.node(f.id);
-    await waitUntil(`${f.id} to apply the restores`, 20_000, () => (n.status().applied >= leader.status().commit ? true : undefined));
+    await until(`${f.id} to apply the restores`, 20_000, () => (n.status().applied >= leader.status().commit ? true : undefined));
     await n.snapshotNow();
     assert.deepEqual(await held(), [...digests].sort(), 'all four kept while the log names them (the old retention kept 2)');
     // After a restart the restore entries are found in the log again.
     await c.stop(f.id);
     await c.restart(f.id);
     const n2 = c.node(f.id);
-    await waitUntil(`${f.id} to catch up`, 20_000, () => (n2.status().applied >= leader.status().commit ? true : undefined));
+    await until(`${f.id} to catch up`, 20_000, () => (n2.status().applied >= leader.status().commit ? true : undefined));
     await n2.snapshotNow();
     assert.deepEqual(await held(), [...digests].sort(), 'all four kept after a restart');
     // Writes, then a snapshot compacts the log past every restore entry: only the two most recent uploads stay.
     for (let i = 0; i < 20; i++) await leader.propose({ op: 'put', key: enc.encode(`k/later/${i}`), value: enc.encode('x') });
-    await waitUntil(`${f.id} to apply the writes`, 20_000, () => (n2.status().applied >= leader.status().commit ? true : undefined));
+    await until(`${f.id} to apply the writes`, 20_000, () => (n2.status().applied >= leader.status().commit ? true : undefined));
     // A follower compacts no further than its leader's announced snapshot: the leader snapshots first.
     const leaderSnapshot = await leader.snapshotNow();
-    await waitUntil(`${f.id} to hear of the leader's snapshot`, 5_000, () => (n2.status().compactionFloor >= leaderSnapshot.index ? true : undefined));
+    await until(`${f.id} to hear of the leader's snapshot`, 5_000, () => (n2.status().compactionFloor >= leaderSnapshot.index ? true : undefined));
     await n2.snapshotNow();
     assert.ok(n2.status().firstIndex > n2.status().snapshotIndex - 11, 'compacted past the restore entries');
     const left = await held();

@@ -6,7 +6,8 @@ import { Readable } from 'node:stream';
 
 import { NodeError } from '../../../src/node/errors.js';
 import type { Node } from '../../../src/node/node.js';
-import { RocksCluster, waitUntil } from './rocks-cluster.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -51,7 +52,7 @@ describe('restore through the log', function () {
     assert.ok(r.index > 0);
     for (const m of c.members) {
       const n = c.node(m.id);
-      await waitUntil(`${m.id} to apply the restore`, 20_000, () => (n.status().applied >= r.index ? true : undefined));
+      await until(`${m.id} to apply the restore`, 20_000, () => (n.status().applied >= r.index ? true : undefined));
       assert.deepEqual(await dump(n), saved, `state of ${m.id}`);
     }
     assert.deepEqual(leader.status().membership, membership);
@@ -90,19 +91,19 @@ describe('restore through the log', function () {
     await leader.propose({ op: 'put', key: enc.encode('k/0'), value: enc.encode('changed') });
     const r = await leader.restore(createReadStream(file));
     // The leader snapshots after a restore; compact past the restore so the follower must install.
-    await waitUntil('a snapshot after the restore', 10_000, () => (leader.status().snapshotIndex >= r.index ? true : undefined));
+    await until('a snapshot after the restore', 10_000, () => (leader.status().snapshotIndex >= r.index ? true : undefined));
     // Whichever live node leads now (an install can cost an election), its log no longer reaches back.
     for (const m of c.members) {
       if (m.id === follower) continue;
       const n = c.node(m.id);
-      await waitUntil(`${m.id} to apply the restore`, 10_000, () => (n.status().applied >= r.index ? true : undefined));
+      await until(`${m.id} to apply the restore`, 10_000, () => (n.status().applied >= r.index ? true : undefined));
       await n.snapshotNow();
     }
     await c.restart(follower);
     const f = c.node(follower);
-    await waitUntil('the follower to catch up', 20_000, () => (f.status().applied >= r.index ? true : undefined));
+    await until('the follower to catch up', 20_000, () => (f.status().applied >= r.index ? true : undefined));
     assert.deepEqual(await dump(f), saved);
-    await waitUntil('the install to be counted', 10_000, () => (f.snapshotStats.installed > 0 ? true : undefined));
+    await until('the install to be counted', 10_000, () => (f.snapshotStats.installed > 0 ? true : undefined));
     assert.equal(f.snapshotStats.installed, 1, 'it installed the post-restore snapshot');
   });
 });

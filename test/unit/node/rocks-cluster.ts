@@ -23,6 +23,7 @@ import { peerDial } from '../../../src/transport/peer-guard.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
+import { until } from '../../harness/until.js';
 
 export interface RocksMember {
   readonly id: string;
@@ -135,7 +136,7 @@ export class RocksCluster {
   }
 
   async waitForLeader(timeoutMs = 10_000): Promise<Node> {
-    return waitUntil('a leader', timeoutMs, () => {
+    return until('a leader', timeoutMs, () => {
       for (const m of this.members) if (m.node?.status().role === 'leader') return m.node;
       return undefined;
     });
@@ -148,16 +149,6 @@ export class RocksCluster {
 }
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
-
-export async function waitUntil<T>(what: string, timeoutMs: number, f: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await f();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 /** uploadArchive sends `bytes` with RestoreSnapshot in 64 KiB pieces and resolves with the answer. */
 export function uploadArchive(client: SnapshotServiceClient, bytes: Buffer): Promise<RestoreSnapshotResponse> {

@@ -17,8 +17,9 @@ import type { ArchiveSink } from '../../../src/snapshot/archive-sink.js';
 import { CHUNK_HASH_BYTES, SnapshotStoreError } from '../../../src/snapshot/index.js';
 import { encodeCommand, type KvPut } from '../../../src/fsm/kv-command.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import { RocksCluster, waitUntil } from './rocks-cluster.js';
 import { systemClock } from '../../../src/node/clock.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 
@@ -55,10 +56,10 @@ describe('snapshot sink on nodes (issue 15)', function () {
       await cluster.stop(follower);
       const value = 'x'.repeat(2000);
       for (let i = 0; i < 150; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`${i}${value}`) });
-      await waitUntil('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
+      await until('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
       await cluster.restart(follower);
       const f = cluster.node(follower);
-      await waitUntil('the follower to install', 20_000, () => (f.snapshotStats.installed > 0 ? true : undefined));
+      await until('the follower to install', 20_000, () => (f.snapshotStats.installed > 0 ? true : undefined));
       const sm = cluster.member(follower).snapshots;
       assert.ok(sm);
       const stored = await sm.store.list();
@@ -77,7 +78,7 @@ describe('snapshot sink on nodes (issue 15)', function () {
       // The recorded chunk hashes are those of the bytes.
       await sm.store.verify(fetched.id);
       // The entries after the snapshot's index are replayed from the log: wait for them before comparing states.
-      await waitUntil('the follower to catch up', 10_000, () => (f.status().applied >= leader.status().commit ? true : undefined));
+      await until('the follower to catch up', 10_000, () => (f.status().applied >= leader.status().commit ? true : undefined));
       assert.equal(await cluster.member(follower).storage?.stateDigest(), await cluster.members.find((m) => m.node === leader)?.storage?.stateDigest());
     });
   }
@@ -88,7 +89,7 @@ describe('snapshot sink on nodes (issue 15)', function () {
     const n1 = await cluster.waitForLeader();
     for (let i = 0; i < 70; i++) await n1.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
     const sm0 = cluster.member('n1').snapshots;
-    await waitUntil('two snapshots', 10_000, async () => ((await sm0?.store.list())?.length === 2 ? true : undefined));
+    await until('two snapshots', 10_000, async () => ((await sm0?.store.list())?.length === 2 ? true : undefined));
     const [newest, older] = (await sm0?.store.list()) ?? [];
     assert.ok(newest !== undefined && older !== undefined);
     await cluster.stop('n1');
@@ -96,7 +97,7 @@ describe('snapshot sink on nodes (issue 15)', function () {
     await flipByte(join(storeDir, older.id, 'archive.tar.gz'));
     await cluster.restart('n1');
     const sm = cluster.member('n1').snapshots;
-    await waitUntil('the scrub to quarantine the flipped archive', 10_000, async () => ((await sm?.store.list())?.length === 1 ? true : undefined));
+    await until('the scrub to quarantine the flipped archive', 10_000, async () => ((await sm?.store.list())?.length === 1 ? true : undefined));
     assert.deepEqual((await sm?.store.list())?.map((s) => s.id), [newest.id]);
     const q = await readdir(join(storeDir, 'quarantine'));
     assert.equal(q.length, 1);

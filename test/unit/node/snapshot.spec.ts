@@ -2,7 +2,8 @@ import { isRevisionKey } from '../../../src/fsm/key-revision.js';
 import assert from 'node:assert/strict';
 
 import { decodeStateRecords, readArchive } from '../../../src/snapshot/index.js';
-import { RocksCluster, waitUntil } from './rocks-cluster.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -24,10 +25,10 @@ describe('node snapshots (Raft §7)', function () {
       await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
     }
     // The leader snapshotted and compacted beyond what the follower has.
-    await waitUntil('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
+    await until('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
     await c.restart(follower);
     const f = c.node(follower);
-    await waitUntil('the follower to catch up', 20_000, () =>
+    await until('the follower to catch up', 20_000, () =>
       f.status().applied >= leader.status().commit && f.snapshotStats.installed > 0 ? true : undefined,
     );
     assert.equal(f.snapshotStats.installed, 1);
@@ -36,7 +37,7 @@ describe('node snapshots (Raft §7)', function () {
     assert.equal(await m.storage?.stateDigest(), await l?.storage?.stateDigest());
     // And it keeps replicating normally afterwards.
     await leader.propose({ op: 'put', key: enc.encode('after'), value: enc.encode('x') });
-    await waitUntil('the follower to apply', 10_000, () => (f.status().applied >= leader.status().commit ? true : undefined));
+    await until('the follower to apply', 10_000, () => (f.status().applied >= leader.status().commit ? true : undefined));
     assert.equal(dec.decode((await f.get(enc.encode('after'), true)) ?? new Uint8Array()), 'x');
   });
 
@@ -52,7 +53,7 @@ describe('node snapshots (Raft §7)', function () {
         indexOf.set(key, r.index);
       }
     })();
-    await waitUntil('some writes', 5_000, () => (indexOf.size > 200 ? true : undefined));
+    await until('some writes', 5_000, () => (indexOf.size > 200 ? true : undefined));
     const meta = await leader.snapshotNow();
     stop = true;
     await writer;
@@ -75,7 +76,7 @@ describe('node snapshots (Raft §7)', function () {
     c = await RocksCluster.start(1, { snapshotEntries: 30, trailingEntries: 3 });
     const leader = await c.waitForLeader();
     for (let i = 0; i < 100; i++) await leader.propose({ op: 'put', key: enc.encode(`r/${i}`), value: enc.encode(`${i}`) });
-    await waitUntil('compaction', 10_000, () => (leader.status().firstIndex > 30 ? true : undefined));
+    await until('compaction', 10_000, () => (leader.status().firstIndex > 30 ? true : undefined));
     const before = await leader.range({ prefix: enc.encode('r/'), limit: 1000 }, true);
     assert.equal(before.kvs.length, 100);
     await c.stop('n1');

@@ -11,7 +11,7 @@ import { Node, type MessageSender } from '../../../src/node/node.js';
 import type { Membership, Message, NodeId } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { MemoryNetwork, type MemoryTransport } from '../../../src/transport/memory-transport.js';
-import { SimRng } from '../../sim/rng.js';
+import { SeededRng } from '../../harness/rng.js';
 import { ManualClock, settle } from './manual-clock.js';
 
 const TICK_MS = 10;
@@ -55,10 +55,10 @@ interface VirtualCluster {
   stop(): Promise<void>;
 }
 
-/** startVirtualCluster boots n1..n3 at virtual time 0, each with its own fork of SimRng(seed). */
+/** startVirtualCluster boots n1..n3 at virtual time 0, each with its own fork of SeededRng(seed). */
 async function startVirtualCluster(seed: number): Promise<VirtualCluster> {
   const clock = new ManualClock();
-  const rng = new SimRng(seed);
+  const rng = new SeededRng(seed);
   const netRng = rng.fork('net');
   const net = new MemoryNetwork({ rng: () => netRng.nextFloat() });
   const membership: Membership = { voters: [...IDS], learners: [], addresses: Object.fromEntries(IDS.map((id) => [id, `mem:${id}`])) };

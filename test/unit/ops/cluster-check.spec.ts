@@ -16,7 +16,10 @@ import { checkConsistency, type MemberHasher } from '../../../src/ops/consistenc
 import { KVServiceClient } from '../../../src/gen/snapcoord/v1/kv.js';
 import { ClusterServiceClient, type StatusResponse } from '../../../src/gen/snapcoord/v1/cluster.js';
 import { RocksDb } from '../../../src/storage/rocks.js';
-import { Child, ServeProcess, freeNodeAddresses, peersFlag, plaintextClientEnv, until } from '../../cluster/serve-process.js';
+import { Child, plaintextClientEnv } from '../../harness/child.js';
+import { freeNodeAddresses, peersFlag } from '../../harness/ports.js';
+import { ServeProcess } from '../../harness/serve-process.js';
+import { until } from '../../harness/until.js';
 
 function httpGet(address: string, path: string): Promise<string> {
   const at = address.lastIndexOf(':');

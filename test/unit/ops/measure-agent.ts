@@ -26,7 +26,10 @@ import * as grpc from '@grpc/grpc-js';
 import { writeArchive } from '../../../src/snapshot/archive.js';
 import { encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { TaskFilter, TaskServiceClient, type ListTasksResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
-import { Child, ServeProcess, freeNodeAddresses, plaintextClientEnv, sleep, until } from '../../cluster/serve-process.js';
+import { Child, plaintextClientEnv } from '../../harness/child.js';
+import { freeNodeAddresses } from '../../harness/ports.js';
+import { ServeProcess } from '../../harness/serve-process.js';
+import { sleep, until } from '../../harness/until.js';
 import { BUCKET, S3Server } from './s3-server.js';
 
 const VALUE_BYTES = 64 * 1024;

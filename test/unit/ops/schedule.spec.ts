@@ -15,7 +15,8 @@ import { SnapshotAgent } from '../../../src/ops/snapshot-agent.js';
 import { NO_RETENTION } from '../../../src/ops/retention.js';
 import { TaskQueue, type Task, type TaskDetails } from '../../../src/ops/task-queue.js';
 import { SnapshotNode } from '../api/snapshot-node.js';
-import { RocksCluster, waitUntil } from '../node/rocks-cluster.js';
+import { RocksCluster } from '../node/rocks-cluster.js';
+import { until } from '../../harness/until.js';
 import { BUCKET, S3Server } from './s3-server.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
@@ -62,7 +63,7 @@ describe('agent: snapshot schedule', function () {
       // Leadership moves: the new leader reads the replicated last run and does not run early.
       const other = c.members.find((m) => m.id !== leaderId)!.id;
       await c.node(leaderId).transferLeadership(other);
-      await waitUntil('the new leader', 10_000, () => (c.node(other).status().role === 'leader' ? true : undefined));
+      await until('the new leader', 10_000, () => (c.node(other).status().role === 'leader' ? true : undefined));
       now += HOUR / 2;
       const afterChange = await tickAll();
       assert.equal(enqueued.length, 1, `no run half an interval after the last one (${afterChange})`);

@@ -9,23 +9,9 @@ import {
   type RaftConfig,
   type ReadFailure,
   type ReadState,
-  type Rng,
   type SnapshotMeta,
 } from '../../../src/raft/index.js';
-
-/** seededRng: a tiny deterministic generator (mulberry32) for unit tests. */
-export function seededRng(seed: number): Rng {
-  let a = seed >>> 0;
-  return {
-    nextInt(n: number): number {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
-    },
-  };
-}
+import { SeededRng } from '../../harness/rng.js';
 
 export function membership(voters: NodeId[], learners: NodeId[] = []): Membership {
   return { voters, learners, addresses: {} };
@@ -82,7 +68,7 @@ export class TestCluster {
   start(id: NodeId): RaftNode {
     const p = this.must(this.persisted.get(id));
     const seed = [...id].reduce((a, c) => a * 31 + c.charCodeAt(0), 7);
-    const node = new RaftNode(defaultRaftConfig(id, seededRng(seed), this.overrides), {
+    const node = new RaftNode(defaultRaftConfig(id, new SeededRng(seed), this.overrides), {
       hardState: p.hardState,
       snapshot: p.snapshot,
       logBase: p.logBase,

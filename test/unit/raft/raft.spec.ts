@@ -8,7 +8,8 @@ import {
   type Entry,
   type Message,
 } from '../../../src/raft/index.js';
-import { TestCluster, bytes, initialSnapshot, membership, seededRng } from './harness.js';
+import { SeededRng } from '../../harness/rng.js';
+import { TestCluster, bytes, initialSnapshot, membership } from './harness.js';
 
 function entry(index: number, term: number, data = ''): Entry {
   return { index, term, type: 'normal', data: bytes(data) };
@@ -59,7 +60,7 @@ describe('raft core', () => {
     });
 
     it('Raft §5.2: a node grants at most one vote per term, first come first served', () => {
-      const n = new RaftNode(defaultRaftConfig('x', seededRng(1), { preVote: false, checkQuorum: false }), {
+      const n = new RaftNode(defaultRaftConfig('x', new SeededRng(1), { preVote: false, checkQuorum: false }), {
         hardState: { term: 0, vote: '', commit: 0 },
         snapshot: initialSnapshot(membership(['x', 'y', 'z'])),
         logBase: { index: 0, term: 0 },
@@ -81,7 +82,7 @@ describe('raft core', () => {
     });
 
     it('Raft §5.4.1: a vote is refused to a candidate whose log is less up to date', () => {
-      const n = new RaftNode(defaultRaftConfig('x', seededRng(1), { preVote: false, checkQuorum: false }), {
+      const n = new RaftNode(defaultRaftConfig('x', new SeededRng(1), { preVote: false, checkQuorum: false }), {
         hardState: { term: 2, vote: '', commit: 0 },
         snapshot: initialSnapshot(membership(['x', 'y', 'z'])),
         logBase: { index: 0, term: 0 },
@@ -179,7 +180,7 @@ describe('raft core', () => {
 
     it('Raft §5.4.2 (Figure 8): replicas of an earlier-term entry alone do not advance commit', () => {
       // a leads term 3 with [1:t1, 2:t2]; its no-op (3:t3) is not yet acknowledged by anyone.
-      const a = new RaftNode(defaultRaftConfig('a', seededRng(3), { preVote: false, checkQuorum: false }), {
+      const a = new RaftNode(defaultRaftConfig('a', new SeededRng(3), { preVote: false, checkQuorum: false }), {
         hardState: { term: 2, vote: '', commit: 1 },
         snapshot: initialSnapshot(membership(['a', 'b', 'c'])),
         logBase: { index: 0, term: 0 },
@@ -424,7 +425,7 @@ describe('raft core', () => {
 
     it('a node restarted from a snapshot whose log does not reach it discards the log', () => {
       const m = membership(['a']);
-      const n = new RaftNode(defaultRaftConfig('a', seededRng(9)), {
+      const n = new RaftNode(defaultRaftConfig('a', new SeededRng(9)), {
         hardState: { term: 2, vote: 'a', commit: 2 },
         snapshot: { index: 10, term: 2, membership: m, sizeBytes: 0, digest: 'd' },
         logBase: { index: 0, term: 0 },

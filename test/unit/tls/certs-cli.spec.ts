@@ -9,7 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { channelCredentialsFromFiles, serverCredentialsFromFiles } from '../../../src/tls/credentials.js';
-import { describeRun, runCli } from '../../cli/cli-harness.js';
+import { describeRun, runCli } from '../../harness/child.js';
 import { callWhoAmI, show, startServer, tmpDir } from './helpers.js';
 
 function oneLine(stderr: string): string {

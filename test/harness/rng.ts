@@ -1,8 +1,9 @@
 /**
- * SimRng is the simulator's only source of randomness: xoshiro128** seeded
- * through splitmix32 from one root seed. `fork(label)` derives an independent
- * generator from the ROOT seed and the label (not from this generator's
- * position), so adding a draw in one place never perturbs another stream:
+ * SeededRng: the one seeded random generator of the tests, the simulator,
+ * the chaos and hosts runs and the benches: xoshiro128** seeded through
+ * splitmix32 from one root seed, so a run replays from its seed.
+ * `fork(label)` derives an independent generator from the ROOT seed and the
+ * label (not from this generator's position), so adding a draw in one place never perturbs another stream:
  * every node, the network, the faults and the clients each get their own.
  *
  * It implements the core's `Rng` interface (`nextInt(n)`), so a fork can be
@@ -28,7 +29,7 @@ function hashLabel(label: string): number {
   return splitmix32(h >>> 0);
 }
 
-export class SimRng implements Rng {
+export class SeededRng implements Rng {
   private s0: number;
   private s1: number;
   private s2: number;
@@ -54,8 +55,8 @@ export class SimRng implements Rng {
   }
 
   /** fork derives an independent generator for `label`, from the seed material only. */
-  fork(label: string): SimRng {
-    return new SimRng(0, splitmix32(this.material ^ hashLabel(label)));
+  fork(label: string): SeededRng {
+    return new SeededRng(0, splitmix32(this.material ^ hashLabel(label)));
   }
 
   /** nextU32: the next raw 32-bit output (xoshiro128**). */
@@ -73,7 +74,7 @@ export class SimRng implements Rng {
 
   /** nextInt returns an integer in [0, n); n must be a positive integer (n <= 2^32). */
   nextInt(n: number): number {
-    if (!(n >= 1)) throw new RangeError(`SimRng.nextInt: bad bound ${n}`);
+    if (!(n >= 1)) throw new RangeError(`SeededRng.nextInt: bad bound ${n}`);
     if (n === 1) return 0;
     // Multiply-shift with a 53-bit float: bias is below 2^-20 for our bounds, and it is deterministic.
     return Math.floor(this.nextFloat() * n);
@@ -98,7 +99,7 @@ export class SimRng implements Rng {
 
   /** pick returns a uniformly chosen element; the array must not be empty. */
   pick<T>(items: readonly T[]): T {
-    if (items.length === 0) throw new RangeError('SimRng.pick: empty array');
+    if (items.length === 0) throw new RangeError('SeededRng.pick: empty array');
     return items[this.nextInt(items.length)] as T;
   }
 
