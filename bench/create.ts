@@ -9,7 +9,8 @@
  *   - create via writeArchiveFromRecords (iteration, encoding, parallel gzip,
  *     spool), when the tree has it;
  *   - install: installState from records in memory (the bench's own load), and
- *     from the archive (readArchive -> checkedStateRecords -> installState);
+ *     from the archive (readArchive -> checkedStateRecords -> installState,
+ *     decoding as a node's install does: INSTALL_DECODE_OPTIONS);
  *   - a gzip level table (1, 6, 9, Huffman-only) on 32 MiB of the state:
  *     MB per CPU-second and ratio.
  *
@@ -29,7 +30,7 @@ import { pipeline } from 'node:stream/promises';
 import { constants as zlibConstants, createGzip, gzipSync, type ZlibOptions } from 'node:zlib';
 
 import * as archive from '../src/snapshot/archive.js';
-import { checkedStateRecords, encodeStateRecords } from '../src/snapshot/state-format.js';
+import { INSTALL_DECODE_OPTIONS, checkedStateRecords, encodeStateRecords } from '../src/snapshot/state-format.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { KeyValue } from '../src/storage/types.js';
 import { SeededRng } from '../test/harness/rng.js';
@@ -212,7 +213,7 @@ async function benchMix(mix: 'random' | 'text', root: string): Promise<Row[]> {
       t = performance.now();
       c0 = process.cpuUsage();
       await archive.readArchive(createReadStream(archivePath, { highWaterMark: 1024 * 1024 }), async (m, state) => {
-        await storage.installState(checkedStateRecords(state, m), { appliedIndex: 2 + round, membership });
+        await storage.installState(checkedStateRecords(state, m, INSTALL_DECODE_OPTIONS), { appliedIndex: 2 + round, membership });
       });
       const instMs = performance.now() - t;
       rows.push({ what: 'install: readArchive -> installState', mbps: mbps(sb, instMs), detail: `${(instMs / 1000).toFixed(1)} s, CPU ${(cpuMs(c0) / instMs).toFixed(2)} cores, archive ${((await stat(archivePath)).size / 1e6).toFixed(0)} MB` });

@@ -6,6 +6,7 @@ import type { Membership, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import {
   ArchiveError,
+  INSTALL_DECODE_OPTIONS,
   CHUNK_HASH_BYTES,
   RETAIN_MAX,
   StateFormatError,
@@ -16,7 +17,6 @@ import {
   readArchive,
   validateStateRecords,
   type ArchiveMeta,
-  type DecodeStateOptions,
   type ScrubResult,
   type SnapshotHandle,
   type StateLimits,
@@ -89,13 +89,6 @@ export const UPLOADS_UNREFERENCED_KEPT = 2;
 function coded(code: number, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
-
-/**
- * INSTALL_DECODE: how an install decodes state.bin: records as views of the
- * gunzipped chunks, not copies (installState copies each record into its
- * write batch at once), and large batches.
- */
-const INSTALL_DECODE: DecodeStateOptions = { views: true, batchKeysMax: 16_384, batchBytesMax: 4 * 1024 * 1024 };
 
 /**
  * thenVerified yields `records`, then waits for `verified` (readArchive's:
@@ -356,7 +349,7 @@ export class SnapshotManager {
         // verified settles once readArchive has read the whole input: the whole digest is final then.
         const checked = verified.then(confirm);
         checked.catch(() => undefined);
-        await this.storage.installState(thenVerified(decodeStateRecords(state, INSTALL_DECODE), checked), { appliedIndex: meta.index, membership: meta.membership });
+        await this.storage.installState(thenVerified(decodeStateRecords(state, INSTALL_DECODE_OPTIONS), checked), { appliedIndex: meta.index, membership: meta.membership });
       });
     } catch (err) {
       handle.release();
@@ -409,7 +402,7 @@ export class SnapshotManager {
         // The same checks as the upload's: an archive that slipped past them fails here the
         // same way on every node (the state machine keeps its old state), never half installed.
         // A restore replaces the data, not the cluster's record of client request ids (the archive's is ignored).
-        await this.storage.installState(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE }), verified), {
+        await this.storage.installState(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified), {
           appliedIndex,
           membership,
           keepSessions: true,

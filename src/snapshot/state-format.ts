@@ -50,6 +50,13 @@ export interface DecodeStateOptions extends StateLimits {
   readonly views?: boolean;
 }
 
+/**
+ * INSTALL_DECODE_OPTIONS: how an install decodes state.bin (with its own
+ * limits added): records as views of the gunzipped chunks, not copies (the
+ * install copies each record into its write batch at once), in large batches.
+ */
+export const INSTALL_DECODE_OPTIONS: DecodeStateOptions = { views: true, batchKeysMax: 16_384, batchBytesMax: 4 * 1024 * 1024 };
+
 const OUTPUT_CHUNK_BYTES = 64 * 1024;
 /** values at least this long are pushed as they are instead of being copied into the output chunk. */
 const ZERO_COPY_VALUE_BYTES = 16 * 1024;
