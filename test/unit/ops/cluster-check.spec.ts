@@ -10,11 +10,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 
 import { checkConsistency, type MemberHasher } from '../../../src/ops/consistency.js';
-import { KVServiceClient } from '../../../src/gen/snapcoord/v1/kv.js';
-import { ClusterServiceClient, type StatusResponse } from '../../../src/gen/snapcoord/v1/cluster.js';
+import { ClusterClient } from '../../../src/client/cluster-client.js';
+import { KvClient } from '../../../src/client/kv-client.js';
+import type { StatusResponse } from '../../../src/gen/snapcoord/v1/cluster.js';
 import { RocksDb } from '../../../src/storage/rocks.js';
 import { Child, plaintextClientEnv } from '../../harness/child.js';
 import { freeNodeAddresses, peersFlag } from '../../harness/ports.js';
@@ -83,18 +83,16 @@ describe('agent: cluster check', function () {
       await p.ready();
       return p;
     };
-    const kv = new KVServiceClient(addrs.c1.grpc, grpc.credentials.createInsecure());
+    const kv = new KvClient(addrs.c1.grpc);
     const status = (id: 'c1' | 'c2' | 'c3'): Promise<StatusResponse> => {
-      const c = new ClusterServiceClient(addrs[id].grpc, grpc.credentials.createInsecure());
-      return new Promise<StatusResponse>((ok, fail) => c.status({}, (e, r) => (c.close(), e !== null ? fail(e) : ok(r))));
+      const c = new ClusterClient(addrs[id].grpc);
+      return c.status().finally(() => c.close());
     };
     try {
       await Promise.all((['c1', 'c2', 'c3'] as const).map(start));
       await until('a leader', 20_000, async () => ((await status('c1')).leaderId !== '' ? true : undefined));
       for (let i = 0; i < 20; i++) {
-        await new Promise<void>((ok, fail) =>
-          kv.put({ key: Buffer.from(`key-${i}`), value: Buffer.from(`value-${i}`), prevKv: false, clientId: '', requestId: 0n }, (e) => (e !== null ? fail(e) : ok())),
-        );
+        await kv.put({ key: Buffer.from(`key-${i}`), value: Buffer.from(`value-${i}`) });
       }
       // Asked on a follower, which forwards the check to the leader (a follower need not know the other followers' client addresses).
       const leader0 = (await status('c1')).leaderId as 'c1' | 'c2' | 'c3';
