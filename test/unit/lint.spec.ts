@@ -55,7 +55,7 @@ describe('eslint guard', () => {
     assert.deepEqual(await ruleIds('src/storage/x.ts', snippet('../node/driver.js')), ['no-restricted-imports']);
     assert.deepEqual(await ruleIds('src/node/x.ts', snippet('../api/kv.js')), ['no-restricted-imports']);
     assert.deepEqual(await ruleIds('src/api/x.ts', snippet('../gateway/routes.js')), ['no-restricted-imports']);
-    assert.deepEqual(await ruleIds('src/gateway/x.ts', snippet('../api/kv.js')), []);
+    assert.deepEqual(await ruleIds('src/gateway/x.ts', snippet('../client/kv-client.js')), []);
     assert.deepEqual(await ruleIds('src/node/x.ts', snippet('../raft/types.js')), []);
   });
   it('keeps the driver on the clock and randomness it is given (src/node), except in the two real implementations', async () => {
@@ -77,5 +77,37 @@ describe('eslint guard', () => {
     assert.deepEqual(await ruleIds('src/node/crypto-rng.ts', "import { randomInt } from 'node:crypto';\nexport const r = (): number => randomInt(10);\n"), []);
     // The layer rule still holds in the same block.
     assert.deepEqual(await ruleIds('src/node/x.ts', "import type { X } from '../ops/tasks.js';\nexport type Y = X;\n"), ['no-restricted-imports']);
+  });
+  it('keeps the middle of the house: the bottom floor apart, ops and api over the driver, the client side through src/client', async () => {
+    const snippet = (path: string) => `import type { X } from '${path}';\nexport type Y = X;\n`;
+    const refused = async (file: string, path: string) => assert.deepEqual(await ruleIds(file, snippet(path)), ['no-restricted-imports'], `${file} -> ${path}`);
+    const allowed = async (file: string, path: string) => assert.deepEqual(await ruleIds(file, snippet(path)), [], `${file} -> ${path}`);
+    // storage, snapshot and transport do not import each other; fsm stays under the driver.
+    await refused('src/storage/x.ts', '../snapshot/store.js');
+    await refused('src/snapshot/x.ts', '../storage/types.js');
+    await refused('src/snapshot/x.ts', '../fsm/sessions.js');
+    await refused('src/transport/x.ts', '../snapshot/store.js');
+    await refused('src/fsm/x.ts', '../node/node.js');
+    await allowed('src/fsm/x.ts', '../raft/types.js');
+    // ops: over the driver, never the API or the process.
+    await refused('src/ops/x.ts', '../api/server.js');
+    await allowed('src/ops/x.ts', '../node/node.js');
+    // The client library is a leaf; the gateway reaches the cluster only through it.
+    await refused('src/client/x.ts', '../api/server.js');
+    await refused('src/client/x.ts', '../node/node.js');
+    await allowed('src/client/x.ts', '../gen/snapcoord/v1/kv.js');
+    await refused('src/gateway/x.ts', '../api/kv-service.js');
+    await refused('src/gateway/x.ts', '../node/disk-guard.js');
+    await refused('src/gateway/x.ts', '../ops/task-queue.js');
+    await allowed('src/gateway/x.ts', '../client/kv-client.js');
+    // CLI client commands use src/client; only the entry points wire a node.
+    await refused('src/cli/x.ts', '../node/node.js');
+    await refused('src/cli/x.ts', '../api/server.js');
+    await refused('src/cli/bench/x.ts', '../../storage/rocks.js');
+    await refused('src/cli/x.ts', '../ops/task-queue.js');
+    await allowed('src/cli/x.ts', '../ops/s3.js');
+    await allowed('src/cli/x.ts', '../client/kv-client.js');
+    await allowed('src/cli/serve.ts', '../node/node.js');
+    await allowed('src/cli/local.ts', '../api/server.js');
   });
 });
