@@ -44,7 +44,8 @@ import type { Membership } from '../src/raft/types.js';
 import { encodeCommand, type KvPut } from '../src/fsm/kv-command.js';
 import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
-import type { ApplyItem } from '../src/storage/types.js';
+import { StateMachine } from '../src/fsm/state-machine.js';
+import type { ApplyItem } from '../src/fsm/types.js';
 import { type Child, startProgram } from '../test/harness/child.js';
 import { freePorts } from '../test/harness/ports.js';
 import { sleep } from '../test/harness/until.js';
@@ -270,7 +271,7 @@ async function buildState(dir: string): Promise<{ archive: Archive; stateBytes: 
         }
         items.push({ entry: { index: ++index, term: 1, type: 'normal', data: encodeCommand({ op: 'batch', ops }) } });
       }
-      const results = await storage.apply(items);
+      const results = await (await StateMachine.open(storage)).apply(items);
       for (const r of results) if (!r.ok) throw new Error(`apply ${r.index}: ${r.code} ${r.error}`);
     }
     const applyS = (performance.now() - t0) / 1000;

@@ -17,7 +17,9 @@ import { performance } from 'node:perf_hooks';
 import type { Entry } from '../src/raft/types.js';
 import { encodeCommand } from '../src/fsm/kv-command.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
-import type { ApplyItem, KeyValue } from '../src/storage/types.js';
+import { StateMachine } from '../src/fsm/state-machine.js';
+import type { ApplyItem } from '../src/fsm/types.js';
+import type { KeyValue } from '../src/storage/types.js';
 
 const entryBytes = 100;
 const dirFlag = process.argv.indexOf('--dir');
@@ -52,7 +54,8 @@ async function benchAppends(storage: RocksStorage, batchEntries: number, duratio
 
 async function benchApply(storage: RocksStorage, totalEntries: number, callEntries: number): Promise<void> {
   const value = new Uint8Array(entryBytes).fill(0x62);
-  let index = storage.appliedIndex();
+  const fsm = await StateMachine.open(storage);
+  let index = fsm.appliedIndex();
   const start = performance.now();
   for (let done = 0; done < totalEntries; done += callEntries) {
     const items: ApplyItem[] = [];
@@ -61,7 +64,7 @@ async function benchApply(storage: RocksStorage, totalEntries: number, callEntri
       const key = new TextEncoder().encode(`key/${String(index).padStart(10, '0')}`);
       items.push({ entry: { index, term: 1, type: 'normal', data: encodeCommand({ op: 'put', key, value }) } });
     }
-    await storage.apply(items);
+    await fsm.apply(items);
   }
   const elapsedMs = performance.now() - start;
   console.log(

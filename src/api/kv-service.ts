@@ -5,7 +5,7 @@
  * `serializable` asks for this node's applied state.
  *
  * Errors (gRPC status): INVALID_ARGUMENT for an empty or oversize key, an
- * oversize value or a range limit outside 0..RANGE_LIMIT_MAX; the NodeError
+ * oversize value or a range limit outside 0..KV_RANGE_LIMIT_MAX; the NodeError
  * mapping of api-error.ts otherwise (FAILED_PRECONDITION not the leader on a
  * forwarded call, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED, UNAVAILABLE).
  *
@@ -60,7 +60,7 @@ import {
   type KvTxnOp,
 } from '../fsm/kv-command.js';
 import { isReservedKey, sessionStampProblem, type SessionStamp } from '../fsm/sessions.js';
-import { RANGE_LIMIT_MAX, type ApplyResult, type RangeQuery, type StoredKeyValue, type TxnOpResult } from '../storage/types.js';
+import { KV_RANGE_LIMIT_MAX, type ApplyResult, type KvRangeQuery, type StoredKeyValue, type TxnOpResult } from '../fsm/types.js';
 import { ApiError, invalidArgument } from './api-error.js';
 import { requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
@@ -106,9 +106,9 @@ export function checkValue(value: Uint8Array): void {
 }
 
 /** rangeQueryOf validates a RangeRequest and returns the storage query (limit 0 means RANGE_LIMIT_DEFAULT). */
-export function rangeQueryOf(req: RangeRequest): RangeQuery {
-  if (!Number.isInteger(req.limit) || req.limit < 0 || req.limit > RANGE_LIMIT_MAX) {
-    throw invalidArgument(`limit ${req.limit} is out of range 1..${RANGE_LIMIT_MAX} (0 means ${RANGE_LIMIT_DEFAULT})`);
+export function rangeQueryOf(req: RangeRequest): KvRangeQuery {
+  if (!Number.isInteger(req.limit) || req.limit < 0 || req.limit > KV_RANGE_LIMIT_MAX) {
+    throw invalidArgument(`limit ${req.limit} is out of range 1..${KV_RANGE_LIMIT_MAX} (0 means ${RANGE_LIMIT_DEFAULT})`);
   }
   checkKeyLength(req.prefix, 'prefix');
   checkKeyLength(req.start, 'start');

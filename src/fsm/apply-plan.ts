@@ -3,7 +3,7 @@ import { decodeKeyRevision, encodeKeyRevision, LEGACY_REVISION, revisionKey, typ
 import { decodeCommand, KvCommandError, type KvCommand, type KvCompare, type KvTxnOp } from './kv-command.js';
 import { SessionPlanner, SessionTable, type SessionChanges } from './sessions.js';
 import { StorageError } from '../storage/storage-error.js';
-import type { ApplyItem, ApplyResult, StoredKeyValue, TxnOpResult } from '../storage/types.js';
+import type { ApplyItem, ApplyResult, StoredKeyValue, TxnOpResult } from './types.js';
 
 /** KvWrite is one change to the key-value data: a put, or a delete when value is null. */
 export interface KvWrite {

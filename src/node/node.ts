@@ -17,7 +17,9 @@ import {
 } from '../raft/index.js';
 import { encodeCommand, type KvCommand } from '../fsm/kv-command.js';
 import type { SessionStamp } from '../fsm/sessions.js';
-import type { ApplyResult, LogBase, NodeStorage, RangeQuery, RangeResult } from '../storage/types.js';
+import type { LogBase, NodeStorage } from '../storage/types.js';
+import { StateMachine, type ArchiveInstall, type RestoreOutcome } from '../fsm/state-machine.js';
+import type { ApplyResult, KvRangeQuery, KvRangeResult } from '../fsm/types.js';
 import type { ArchiveStager, FetchSnapshotParams, SnapshotChunk, StageArchiveParams } from '../transport/transport.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
@@ -26,7 +28,7 @@ import type { Readable } from 'node:stream';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import { ArchiveError, SnapshotStoreError, StateFormatError } from '../snapshot/errors.js';
 import { StorageError } from '../storage/storage-error.js';
-import { RestoreRefs, decodeRestoreCommand, encodeRestoreCommand, isRestoreCommand } from '../fsm/restore-command.js';
+import { RestoreRefs, encodeRestoreCommand, isRestoreCommand, type RestoreCommand } from '../fsm/restore-command.js';
 import type { NodeMetrics } from './metrics.js';
 import { silentLogger, type Logger } from './logger.js';
 import type { NodeBrief, NodeStatus } from './node-status.js';
@@ -179,6 +181,8 @@ export class Node {
   readonly id: NodeId;
   private readonly raft: RaftNode;
   private readonly storage: NodeStorage;
+  /** fsm: the replicated state machine over the storage's state (every entry's meaning). */
+  private readonly fsm: StateMachine;
   private readonly transport: MessageSender;
   private readonly log: Logger;
   private readonly timings: NodeTimings;
@@ -264,13 +268,14 @@ export class Node {
    */
   private membershipBaseIndex = 0;
 
-  private constructor(opts: NodeOptions, raft: RaftNode, saved: { term: number; vote: NodeId }) {
+  private constructor(opts: NodeOptions, raft: RaftNode, fsm: StateMachine, saved: { term: number; vote: NodeId }) {
     this.id = opts.id;
     this.clock = opts.clock;
     this.readEpoch = bootEpoch(opts.rng);
     this.savedHardState = saved;
     this.raft = raft;
     this.storage = opts.storage;
+    this.fsm = fsm;
     this.transport = opts.transport;
     this.log = opts.logger ?? silentLogger;
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
@@ -302,7 +307,8 @@ export class Node {
         ...opts.raft,
       },
     );
-    const applied = opts.storage.appliedIndex();
+    const fsm = await StateMachine.open(opts.storage);
+    const applied = fsm.appliedIndex();
     const raft = new RaftNode(cfg, {
       hardState: state.hardState,
       snapshot,
@@ -310,7 +316,7 @@ export class Node {
       entries: state.entries,
       applied,
     });
-    const node = new Node(opts, raft, { term: state.hardState.term, vote: state.hardState.vote });
+    const node = new Node(opts, raft, fsm, { term: state.hardState.term, vote: state.hardState.vote });
     node.restoreRefs.noteEntries(state.entries);
     node.membershipBaseIndex = snapshot.index;
     node.warnPeersMismatch(opts.initialMembership);
@@ -354,12 +360,12 @@ export class Node {
   /** get reads a key: linearizable (ReadIndex) unless serializable is set (local, possibly stale). */
   async get(key: Uint8Array, serializable = false): Promise<Uint8Array | undefined> {
     if (!serializable) await this.linearizableBarrier();
-    return this.storage.get(key);
+    return this.fsm.get(key);
   }
 
-  async range(q: RangeQuery, serializable = false): Promise<RangeResult> {
+  async range(q: KvRangeQuery, serializable = false): Promise<KvRangeResult> {
     if (!serializable) await this.linearizableBarrier();
-    return this.storage.range(q);
+    return this.fsm.range(q);
   }
 
   /** changeMembership proposes a single-server change and resolves once it is applied here. */
@@ -410,7 +416,7 @@ export class Node {
     const st = this.raft.status();
     return {
       ...st,
-      applied: Math.min(st.applied, this.storage.appliedIndex()),
+      applied: Math.min(st.applied, this.fsm.appliedIndex()),
       leaderAddress: this.addressOf(st.leader),
       diskFull: this.disk?.isFull ?? false,
       restoreFailure: this.restoreFailure,
@@ -436,7 +442,7 @@ export class Node {
   /** stateDigest: the SHA-256 of the state machine (applied index and every record), read at one consistent point. */
   stateDigest(): Promise<string> {
     this.checkRunning();
-    return this.storage.stateDigest();
+    return this.fsm.stateDigest();
   }
 
   /** isMember: `id` is a voter or learner of this node's current configuration (the newest in its log). */
@@ -1043,26 +1049,22 @@ export class Node {
   }
 
   private async apply(entries: readonly Entry[]): Promise<void> {
-    // KV entries go to the state machine in batches; a restore entry replaces the whole state.
+    // What each entry means is the state machine's (src/fsm); a restore entry's archive comes through this node.
+    const items = entries.map((entry) => (entry.type === 'conf' ? { entry, membership: this.raft.membershipAt(entry.index) } : { entry }));
     const byIndex = new Map<number, ApplyResult>();
-    let segment: Entry[] = [];
-    const flush = async (): Promise<void> => {
-      if (segment.length === 0) return;
-      const items = segment.map((entry) =>
-        entry.type === 'conf' ? { entry, membership: this.raft.membershipAt(entry.index) } : { entry },
-      );
-      segment = [];
-      for (const r of await this.storage.apply(items)) byIndex.set(r.index, r);
-    };
-    for (const e of entries) {
-      if (e.type === 'normal' && isRestoreCommand(e.data)) {
-        await flush();
-        byIndex.set(e.index, await this.applyRestore(e));
-      } else {
-        segment.push(e);
-      }
+    for (const r of await this.fsm.apply(items, { installArchive: (cmd, index, install) => this.installRestoreArchive(cmd, index, install) })) {
+      byIndex.set(r.index, r);
     }
-    await flush();
+    for (const e of entries) {
+      if (e.type !== 'normal' || !isRestoreCommand(e.data)) continue;
+      const r = byIndex.get(e.index);
+      if (r === undefined || r.ok || r.code !== 'badRestore') continue;
+      // Skipped on every node the same way (malformed, or its archive refused): recorded, never a crash loop.
+      this.restoreFailure = { index: e.index, error: r.error };
+      this.snapshotStats.restoresFailed++;
+      this.metrics?.restoresFailed.inc();
+      this.log.error({ index: e.index, err: r.error }, 'restore skipped on every node, state unchanged');
+    }
     for (const e of entries) {
       if (e.type === 'conf') {
         try {
@@ -1087,38 +1089,18 @@ export class Node {
   }
 
   /**
-   * applyRestore installs the archive a restore entry names as the state as of
-   * the entry's index, keeping the cluster's membership. The archive comes
-   * from this node's uploads (the leader that took the upload) or is fetched
-   * from a peer; apply waits until it has it, since no later entry can be
-   * applied without it.
+   * installRestoreArchive (the state machine's RestoreDriver) finds the
+   * archive a restore entry names in this node's uploads (the leader that
+   * took the upload) or fetches it from a peer, waiting until it has it
+   * (no later entry can be applied without it), and installs its state
+   * through `install` (the state machine's, as of the entry's index, keeping
+   * the cluster's membership). An archive whose content is refused resolves
+   * `{ok: false}`: every node holds the same verified bytes and refuses them
+   * the same way. Anything else (the disk, a stop) rejects: fatal, retried at restart.
    */
-  private async applyRestore(e: Entry): Promise<ApplyResult> {
-    if (e.index <= this.storage.appliedIndex()) return { index: e.index, ok: true };
-    const cmd = decodeRestoreCommand(e.data);
+  private async installRestoreArchive(cmd: RestoreCommand, index: number, install: ArchiveInstall): Promise<RestoreOutcome> {
     const sm = this.snapshots;
-    if (sm === undefined) throw new Error(`entry ${e.index} is a restore, and this node keeps no snapshots`);
-    if (cmd === null) {
-      // Malformed: every node skips it the same way.
-      await this.storage.apply([{ entry: { ...e, data: new Uint8Array(0) } }]);
-      const error = `restore at index ${e.index} skipped, the state is unchanged: malformed restore entry`;
-      this.restoreFailure = { index: e.index, error };
-      this.snapshotStats.restoresFailed++;
-      this.metrics?.restoresFailed.inc();
-      this.log.error({ index: e.index }, 'malformed restore entry skipped on every node, state unchanged');
-      return { index: e.index, ok: false, code: 'badRestore', error: 'malformed restore entry' };
-    }
-    if (cmd.session !== undefined) {
-      // A request id seen before (or forgotten) is not restored again: the writes made since are kept.
-      const seen = this.storage.lookupSession(cmd.session);
-      if (seen.kind !== 'new') {
-        await this.storage.apply([{ entry: { ...e, data: new Uint8Array(0) } }]);
-        this.log.info({ index: e.index, clientId: cmd.session.clientId, requestId: cmd.session.seq, seen: seen.kind }, 'restore with a known request id not applied again');
-        return seen.kind === 'seen'
-          ? { index: e.index, ok: true, firstIndex: seen.result.index }
-          : { index: e.index, ok: false, code: 'requestIdExpired', error: `request id ${cmd.session.seq} of client ${JSON.stringify(cmd.session.clientId)} is older than the ones remembered; the restore was not applied again` };
-      }
-    }
+    if (sm === undefined) throw new Error(`entry ${index} is a restore, and this node keeps no snapshots`);
     // A staging of this archive still under way (its source may be gone) ends first.
     await this.stagings.get(cmd.digest)?.done.catch(() => undefined);
     let stored = await sm.findUpload(cmd.digest);
@@ -1131,34 +1113,27 @@ export class Node {
           // Not below the disk's reserve (a full disk is retried with the backoff below, never crashed on).
           this.disk?.check();
           stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd, { maxAttempts: FETCH_ATTEMPTS_PER_HOLDER, signal: this.stopAbort.signal });
-          this.log.info({ index: e.index, from: id, digest: cmd.digest }, 'restore: fetched the archive');
+          this.log.info({ index, from: id, digest: cmd.digest }, 'restore: fetched the archive');
           break;
         } catch (err) {
           this.disk?.noteError(err);
-          this.log.warn({ index: e.index, from: id, err: (err as Error).message }, 'restore: fetching the archive failed');
+          this.log.warn({ index, from: id, err: (err as Error).message }, 'restore: fetching the archive failed');
           if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
         }
       }
       if (stored === null) await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
     }
     try {
-      await sm.installUpload(stored, e.index, this.raft.membershipAt(e.index), cmd.session);
+      await sm.installUpload(stored, (records) => install(records, this.raft.membershipAt(index)));
     } catch (err) {
       if (!isContentError(err)) throw err; // the disk, not the archive: fatal, retried at restart
-      // The archive's content is refused (the upload checks should have caught it): every node
-      // holds the same verified bytes and fails the same way, so every node skips the entry
-      // the same way, keeping its state. Recorded, never a crash loop.
-      const error = `restore at index ${e.index} skipped, the state is unchanged: ${(err as Error).message}`;
-      await this.storage.apply([{ entry: { ...e, data: new Uint8Array(0) } }]);
-      this.restoreFailure = { index: e.index, error };
-      this.snapshotStats.restoresFailed++;
-      this.metrics?.restoresFailed.inc();
-      this.log.error({ index: e.index, digest: cmd.digest, err: (err as Error).message }, 'restore failed to apply; skipped on every node, state unchanged');
-      return { index: e.index, ok: false, code: 'badRestore', error };
+      // The archive's content is refused (the upload checks should have caught it).
+      this.log.error({ index, digest: cmd.digest, err: (err as Error).message }, 'restore archive refused while installing');
+      return { ok: false, error: (err as Error).message };
     }
     this.snapshotSoon = true; // followers that need a snapshot get the restored state
-    this.log.info({ index: e.index, digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
-    return { index: e.index, ok: true };
+    this.log.info({ index, digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
+    return { ok: true };
   }
 
   /**
@@ -1415,7 +1390,7 @@ export class Node {
   }
 
   private releaseReads(): void {
-    const applied = this.storage.appliedIndex();
+    const applied = this.fsm.appliedIndex();
     for (const [ctx, r] of this.reads) {
       if (r.index > 0 && r.index <= applied) {
         this.reads.delete(ctx);

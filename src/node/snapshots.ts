@@ -23,8 +23,7 @@ import {
   type StoredSnapshot,
 } from '../snapshot/index.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../fsm/kv-command.js';
-import type { SessionStamp } from '../fsm/sessions.js';
-import type { NodeStorage } from '../storage/types.js';
+import type { KeyValue, NodeStorage } from '../storage/types.js';
 import type { Clock } from './clock.js';
 import { NodeError } from './errors.js';
 import type { PeerDial } from '../transport/peer-guard.js';
@@ -391,23 +390,18 @@ export class SnapshotManager {
   }
 
   /**
-   * installUpload installs an uploaded archive's key-value state as the state
-   * as of `appliedIndex` (a restore entry), keeping `membership` (the
-   * cluster's own, not the archive's).
+   * installUpload reads an uploaded archive (a restore entry's) and hands its
+   * key-value records to `install` (the state machine's restore install, which
+   * decides what the state becomes), with the same record checks as the
+   * upload's: the source ends only once the whole archive is verified, so an
+   * archive that slipped past the upload checks fails here the same way on
+   * every node, never half installed.
    */
-  async installUpload(s: StoredSnapshot, appliedIndex: number, membership: Membership, session?: SessionStamp): Promise<void> {
+  async installUpload(s: StoredSnapshot, install: (records: AsyncIterable<readonly KeyValue[]>) => Promise<void>): Promise<void> {
     const handle = await this.uploads.open(s.id);
     try {
       await readArchive(handle.createReadStream(0), async (meta, state, verified) => {
-        // The same checks as the upload's: an archive that slipped past them fails here the
-        // same way on every node (the state machine keeps its old state), never half installed.
-        // A restore replaces the data, not the cluster's record of client request ids (the archive's is ignored).
-        await this.storage.installState(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified), {
-          appliedIndex,
-          membership,
-          keepSessions: true,
-          ...(session !== undefined ? { session } : {}),
-        });
+        await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified));
       });
     } finally {
       handle.release();

@@ -17,7 +17,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { ClusterServiceClient, HashStateResponse } from '../gen/snapcoord/v1/cluster.js';
 import { digestSnapshot } from '../storage/state-transfer.js';
-import type { StateMachine } from '../storage/types.js';
+import type { StateStore } from '../storage/types.js';
 import type { Logger } from '../node/logger.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
 
@@ -29,10 +29,10 @@ export interface StateHash {
 
 /**
  * hashStateAt hashes `storage`'s state as one point-in-time view (the same
- * digest as StateMachine.stateDigest: the applied index then every record)
+ * digest as StateStore.stateDigest: the applied index then every record)
  * and answers the applied index that view holds. Errors: the storage's.
  */
-export async function hashStateAt(storage: Pick<StateMachine, 'snapshotState'>): Promise<StateHash> {
+export async function hashStateAt(storage: Pick<StateStore, 'snapshotState'>): Promise<StateHash> {
   const reader = await storage.snapshotState();
   const index = reader.appliedIndex;
   const sha256 = await digestSnapshot(reader);

@@ -1,26 +1,13 @@
 import type { Entry, HardState, Membership } from '../raft/types.js';
-import { planApply } from '../fsm/apply-plan.js';
-import { revisionKey } from '../fsm/key-revision.js';
 import { checkIdentityMatch, missingIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { SerialQueue } from './serial-queue.js';
-import {
-  isReservedKey,
-  isSessionKey,
-  SessionInstall,
-  sessionTableOfRecords,
-  type SessionLookup,
-  type SessionStamp,
-  type SessionTable,
-} from '../fsm/sessions.js';
-import { checkInstallBatch, checkInstallMeta, copyMembership, digestSnapshot } from './state-transfer.js';
+import { checkInstallBatch, checkInstallMeta, checkStateBatch, copyMembership, digestSnapshot } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
 import {
   SNAPSHOT_BATCH_BYTES_DEFAULT,
   SNAPSHOT_BATCH_ENTRIES_DEFAULT,
-  type ApplyItem,
-  type ApplyResult,
   type CompactionBase,
   type Identity,
   type InstallMeta,
@@ -31,6 +18,7 @@ import {
   type NodeStorage,
   type RangeQuery,
   type RangeResult,
+  type StateBatch,
   type StateSnapshotReader,
 } from './types.js';
 
@@ -65,6 +53,8 @@ export class MemoryDataDir {
   kv = new Map<string, KeyValue>();
   applied = 0;
   membership: Membership | null = null;
+  /** installs: how many times installState replaced the state (MemoryStorage.stateEpoch). */
+  installs = 0;
   openedBy: MemoryStorage | null = null;
 
   constructor(name = 'memory') {
@@ -88,12 +78,9 @@ export class MemoryStorage implements NodeStorage {
   #closed = false;
   #sortedKeys: string[] | null = null;
   readonly #applyQueue = new SerialQueue();
-  /** the client session records of dir.kv (sessions.ts), decoded. */
-  #sessions: SessionTable;
 
   private constructor(dir: MemoryDataDir) {
     this.dir = dir;
-    this.#sessions = sessionTableOfRecords([...dir.kv.values()].filter((kv) => isSessionKey(kv.key)), dir.name);
   }
 
   /** MemoryStorage.open opens `dir` (a new empty one by default). Errors: StorageError `io` if another storage has it open. */
@@ -170,16 +157,18 @@ export class MemoryStorage implements NodeStorage {
     return this.dir.membership;
   }
 
-  async apply(items: readonly ApplyItem[]): Promise<ApplyResult[]> {
-    this.#checkOpen('apply');
+  stateEpoch(): number {
+    return this.dir.installs;
+  }
+
+  async write(batch: StateBatch): Promise<void> {
+    this.#checkOpen('write');
     return this.#applyQueue.run(async () => {
       await Promise.resolve();
+      this.#checkOpen('write');
       const d = this.dir;
-      const plan = planApply(items, d.applied, d.name, {
-        sessions: this.#sessions,
-        read: (key) => ({ value: d.kv.get(keyString(key))?.value, revision: d.kv.get(keyString(revisionKey(key)))?.value }),
-      });
-      for (const w of plan.writes) {
+      checkStateBatch(batch, d.applied, d.name);
+      for (const w of batch.writes) {
         const k = keyString(w.key);
         if (w.value === null) {
           if (d.kv.delete(k)) this.#sortedKeys = null;
@@ -189,10 +178,8 @@ export class MemoryStorage implements NodeStorage {
           d.kv.set(k, { key: Uint8Array.from(w.key), value: Uint8Array.from(w.value) });
         }
       }
-      d.applied = plan.appliedIndex;
-      if (plan.membership !== undefined) d.membership = plan.membership;
-      this.#sessions.commit(plan.sessionChanges);
-      return plan.results;
+      d.applied = batch.appliedIndex;
+      if (batch.membership !== undefined) d.membership = copyMembership(batch.membership);
     });
   }
 
@@ -220,33 +207,25 @@ export class MemoryStorage implements NodeStorage {
     const checked = checkInstallMeta(meta, name);
     return this.#applyQueue.run(async () => {
       this.#checkOpen('installState');
-      const sessionInstall = new SessionInstall(this.#sessions, meta, name);
       const kv = new Map<string, KeyValue>();
       let seen = 0;
       for await (const batch of source) {
         this.#checkOpen('installState'); // close() aborts an install
         checkInstallBatch(batch, seen, name);
         for (const r of batch) {
-          if (sessionInstall.take(r)) continue;
           kv.set(keyString(r.key), { key: Uint8Array.from(r.key), value: Uint8Array.from(r.value) });
         }
         seen += batch.length;
       }
       this.#checkOpen('installState');
-      const sessions = sessionInstall.finish();
-      for (const r of sessions.records()) kv.set(keyString(r.key), r);
       // the swap: one synchronous step, so nothing in between is ever seen
       const d = this.dir;
       d.kv = kv;
       d.applied = checked.appliedIndex;
       d.membership = checked.membership;
-      this.#sessions = sessions;
+      d.installs++;
       this.#sortedKeys = null;
     });
-  }
-
-  lookupSession(stamp: SessionStamp): SessionLookup {
-    return this.#sessions.lookup(stamp);
   }
 
   async stateDigest(): Promise<string> {
@@ -261,8 +240,13 @@ export class MemoryStorage implements NodeStorage {
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.#checkOpen('get');
     await Promise.resolve();
-    if (isReservedKey(key)) return undefined; // the store's own records are not data
     return this.dir.kv.get(keyString(key))?.value;
+  }
+
+  async getMany(keys: readonly Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
+    this.#checkOpen('getMany');
+    await Promise.resolve();
+    return keys.map((key) => this.dir.kv.get(keyString(key))?.value);
   }
 
   async range(query: RangeQuery): Promise<RangeResult> {
@@ -286,7 +270,6 @@ export class MemoryStorage implements NodeStorage {
       const kv = this.dir.kv.get(keys[i] ?? '');
       if (kv === undefined) continue;
       if (range.lt !== undefined && compareBytes(kv.key, range.lt) >= 0) break;
-      if (isReservedKey(kv.key)) continue; // the store's own records are not data
       if (kvs.length === range.limit) return { kvs, more: true };
       kvs.push(kv);
     }

@@ -2,32 +2,16 @@ import { mkdir, open as openFile, readdir, readFile, rename, rm, stat } from 'no
 import { join } from 'node:path';
 
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
-import { applyProbeKeys, planApply, type KeyProbe } from '../fsm/apply-plan.js';
-import { isRevisionKey, revisionKey } from '../fsm/key-revision.js';
-import { RevisionCache } from '../fsm/revision-cache.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
-import { compareBytes, resolveRange } from './key-range.js';
+import { resolveRange } from './key-range.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp } from './rocks.js';
 import { SerialQueue } from './serial-queue.js';
-import {
-  isReservedKey,
-  RESERVED_KEY_END,
-  RESERVED_KEY_PREFIX,
-  SESSION_KEY_PREFIX,
-  SessionInstall,
-  SessionTable,
-  sessionTableOfRecords,
-  type SessionLookup,
-  type SessionStamp,
-} from '../fsm/sessions.js';
-import { checkInstallBatch, checkInstallMeta, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
+import { checkInstallBatch, checkInstallMeta, checkStateBatch, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
 import {
   SNAPSHOT_BATCH_BYTES_DEFAULT,
   SNAPSHOT_BATCH_ENTRIES_DEFAULT,
-  type ApplyItem,
-  type ApplyResult,
   type CompactionBase,
   type Identity,
   type InstallMeta,
@@ -38,6 +22,7 @@ import {
   type NodeStorage,
   type RangeQuery,
   type RangeResult,
+  type StateBatch,
   type StateSnapshotReader,
 } from './types.js';
 
@@ -62,10 +47,9 @@ import {
  *
  * Key layout of state-<gen>/:
  *
- *   'k' + user key            -> value bytes                  (state machine data)
- *   'k' + "\x00snapcoord/session/" + client id -> session record (sessions.ts: a
- *                                reserved key, never served to clients; it travels in
- *                                snapshots like data)
+ *   'k' + key                 -> value bytes                  (the state's records, whatever
+ *                                they mean: src/fsm keeps its own records, client sessions
+ *                                and key revisions, under keys of its own)
  *   'm' + 'applied'           -> index:u64be                  (state machine applied index)
  *   'm' + 'membership'        -> JSON Membership              (as of the applied index)
  *
@@ -212,33 +196,6 @@ function decodeLogBase(value: Buffer, path: string): LogBase {
   return { index, term, membership };
 }
 
-/** loadSessions reads the session records of a state generation. Errors: StorageError `corrupt`, `io`. */
-async function loadSessions(db: RocksDb): Promise<SessionTable> {
-  const records: KeyValue[] = [];
-  for await (const batch of db.iterate({ gte: kvKey(SESSION_KEY_PREFIX), lt: kvKey(RESERVED_KEY_END) })) {
-    for (const { key, value } of batch) records.push({ key: key.subarray(1), value });
-  }
-  return sessionTableOfRecords(records, db.path);
-}
-
-/**
- * dataSegments splits the user-key range [gte, lt) around the reserved keys
- * [RESERVED_KEY_PREFIX, RESERVED_KEY_END), which are not data: at most two
- * ranges, in key order.
- */
-function dataSegments(gte: Uint8Array | undefined, lt: Uint8Array | undefined): { gte: Uint8Array | undefined; lt: Uint8Array | undefined }[] {
-  const out: { gte: Uint8Array | undefined; lt: Uint8Array | undefined }[] = [];
-  if (gte === undefined || compareBytes(gte, RESERVED_KEY_PREFIX) < 0) {
-    const end = lt !== undefined && compareBytes(lt, RESERVED_KEY_PREFIX) < 0 ? lt : RESERVED_KEY_PREFIX;
-    out.push({ gte, lt: end });
-  }
-  if (lt === undefined || compareBytes(lt, RESERVED_KEY_END) > 0) {
-    const start = gte !== undefined && compareBytes(gte, RESERVED_KEY_END) > 0 ? gte : RESERVED_KEY_END;
-    out.push({ gte: start, lt });
-  }
-  return out;
-}
-
 function toBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
@@ -369,11 +326,6 @@ interface Generation {
  * database path in the message.
  */
 
-/** latin1: `bytes` as a string, one character per byte (a map key). */
-function latin1(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
-}
-
 export class RocksStorage implements NodeStorage {
   /** the node's data dir. */
   readonly dataDir: string;
@@ -381,8 +333,6 @@ export class RocksStorage implements NodeStorage {
   readonly #options: RocksStorageOptions;
   readonly #logQueue = new SerialQueue();
   readonly #applyQueue = new SerialQueue();
-  /** #revisions: recently used key revision records of the current generation, for the apply path. */
-  readonly #revisions = new RevisionCache();
   /** the current state generation, and every retired one still in use. */
   #state: Generation;
   readonly #generations = new Set<Generation>();
@@ -394,8 +344,6 @@ export class RocksStorage implements NodeStorage {
   #lastIndex: number;
   #applied: number;
   #membership: Membership | null;
-  /** the client session records of the current generation (sessions.ts), decoded. */
-  #sessions = new SessionTable();
   #closing: Promise<void> | null = null;
 
   private constructor(
@@ -484,10 +432,7 @@ export class RocksStorage implements NodeStorage {
       const membership =
         membershipBytes === undefined ? null : parseJson(membershipBytes, 'membership', stateDb.path, isMembership);
       const state: Generation = { gen, db: stateDb, refs: 0, retired: false, deleteWhenRetired: true, disposing: null };
-      const sessions = await loadSessions(stateDb);
-      const storage = new RocksStorage(dataDir, log, state, options, { base, lastIndex, applied, membership });
-      storage.#sessions = sessions;
-      return storage;
+      return new RocksStorage(dataDir, log, state, options, { base, lastIndex, applied, membership });
     } catch (err) {
       await stateDb?.close().catch(() => undefined);
       await log.close().catch(() => undefined);
@@ -610,77 +555,48 @@ export class RocksStorage implements NodeStorage {
     return this.#membership;
   }
 
-  async apply(items: readonly ApplyItem[]): Promise<ApplyResult[]> {
-    this.#checkOpen('apply');
+  /** RocksStorage.stateEpoch is the number of the current state generation (an install makes the next one). */
+  stateEpoch(): number {
+    return this.#state.gen;
+  }
+
+  /** RocksStorage.write: see StateStore. One unsynced RocksDB batch (see the durability notes above). */
+  async write(batch: StateBatch): Promise<void> {
+    this.#checkOpen('write');
     return this.#applyQueue.run(async () => {
+      this.#checkOpen('write');
       const db = this.#state.db;
-      // The plan reads the keys it writes, reads or compares (revision record, and the value where it needs it): read them
-      // first. Revision records of this generation come from the cache when they are in it.
-      const cache = this.#revisions;
-      cache.forGeneration(this.#state.gen);
-      const probes = new Map<string, KeyProbe>();
-      const reads: { key: Uint8Array; needValue: boolean; recordKey: Uint8Array; cached: Uint8Array | null | undefined }[] = [];
-      for (const { key, value: needValue } of applyProbeKeys(items, this.#applied)) {
-        const recordKey = revisionKey(key);
-        const cached = cache.get(latin1(recordKey));
-        if (cached !== undefined && !needValue) probes.set(latin1(key), { value: undefined, revision: cached ?? undefined });
-        else reads.push({ key, needValue, recordKey, cached });
-      }
-      // Every probe of the batch in one native call (one point-in-time view): a value where the plan needs it, the
-      // revision record where the cache does not hold it.
-      const wanted: Buffer[] = [];
-      for (const r of reads) {
-        if (r.needValue) wanted.push(kvKey(r.key));
-        if (r.cached === undefined) wanted.push(kvKey(r.recordKey));
-      }
-      const found = await db.getMany(wanted);
-      let at = 0;
-      for (const { key, needValue, recordKey, cached } of reads) {
-        const value = needValue ? found[at++] : undefined;
-        let revision: Uint8Array | undefined;
-        if (cached === undefined) {
-          revision = found[at++];
-          cache.set(latin1(recordKey), revision ?? null);
-        } else {
-          revision = cached ?? undefined;
-        }
-        probes.set(latin1(key), { value, revision });
-      }
-      const plan = planApply(items, this.#applied, db.path, {
-        sessions: this.#sessions,
-        read: (key) => probes.get(latin1(key)),
-      });
-      if (plan.appliedIndex === this.#applied) return plan.results;
-      const ops: RocksOp[] = plan.writes.map((w) =>
-        w.value === null
-          ? { type: 'del', key: kvKey(w.key) }
-          : { type: 'put', key: kvKey(w.key), value: toBuffer(w.value) },
+      checkStateBatch(batch, this.#applied, db.path);
+      const ops: RocksOp[] = batch.writes.map((w) =>
+        w.value === null ? { type: 'del', key: kvKey(w.key) } : { type: 'put', key: kvKey(w.key), value: toBuffer(w.value) },
       );
-      ops.push({ type: 'put', key: KEY_APPLIED, value: u64(plan.appliedIndex) });
-      if (plan.membership !== undefined) {
-        ops.push({ type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(plan.membership)) });
-      }
+      ops.push({ type: 'put', key: KEY_APPLIED, value: u64(batch.appliedIndex) });
+      const membership = batch.membership === undefined ? undefined : copyMembership(batch.membership);
+      if (membership !== undefined) ops.push({ type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(membership)) });
       this.#stateDirty = true;
-      try {
-        await db.write(ops, { sync: false });
-      } catch (err) {
-        cache.forGeneration(-1); // what was written is unknown: read the records again
-        throw err;
-      }
-      for (const w of plan.writes) if (isRevisionKey(w.key)) cache.set(latin1(w.key), w.value);
-      this.#applied = plan.appliedIndex;
-      if (plan.membership !== undefined) this.#membership = plan.membership;
-      this.#sessions.commit(plan.sessionChanges);
-      return plan.results;
+      await db.write(ops, { sync: false });
+      this.#applied = batch.appliedIndex;
+      if (membership !== undefined) this.#membership = membership;
     });
   }
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.#checkOpen('get');
-    if (isReservedKey(key)) return undefined; // the store's own records are not data
     const g = this.#acquire();
     try {
       return await g.db.get(kvKey(key));
+    } finally {
+      this.#release(g);
+    }
+  }
+
+  /** RocksStorage.getMany: see StateStore; one native getMany on the current generation. */
+  async getMany(keys: readonly Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
+    this.#checkOpen('getMany');
+    if (keys.length === 0) return [];
+    const g = this.#acquire();
+    try {
+      return await g.db.getMany(keys.map(kvKey));
     } finally {
       this.#release(g);
     }
@@ -694,20 +610,15 @@ export class RocksStorage implements NodeStorage {
       if (range.empty) return { kvs: [], more: false };
       const kvs: KeyValue[] = [];
       let more = false;
-      // The reserved keys (session records) are not data: the range skips over them.
-      for (const segment of dataSegments(range.gte, range.lt)) {
-        if (more) break;
-        if (segment.lt !== undefined && segment.gte !== undefined && compareBytes(segment.gte, segment.lt) >= 0) continue;
-        const iteration = g.db.iterate({
-          gte: segment.gte === undefined ? Buffer.of(PREFIX_KV) : kvKey(segment.gte),
-          lt: segment.lt === undefined ? Buffer.of(PREFIX_KV + 1) : kvKey(segment.lt),
-          limit: range.limit + 1 - kvs.length,
-        });
-        for await (const batch of iteration) {
-          for (const { key, value } of batch) {
-            if (kvs.length === range.limit) more = true;
-            else kvs.push({ key: key.subarray(1), value });
-          }
+      const iteration = g.db.iterate({
+        gte: range.gte === undefined ? Buffer.of(PREFIX_KV) : kvKey(range.gte),
+        lt: range.lt === undefined ? Buffer.of(PREFIX_KV + 1) : kvKey(range.lt),
+        limit: range.limit + 1,
+      });
+      for await (const batch of iteration) {
+        for (const { key, value } of batch) {
+          if (kvs.length === range.limit) more = true;
+          else kvs.push({ key: key.subarray(1), value });
         }
       }
       return { kvs, more };
@@ -763,12 +674,11 @@ export class RocksStorage implements NodeStorage {
   ): Promise<void> {
     this.#checkOpen('installState');
     const checked = checkInstallMeta(meta, this.dataDir);
-    const sessionFields = { keepSessions: meta.keepSessions === true, ...(meta.session !== undefined ? { session: meta.session } : {}) };
     return this.#applyQueue.run(async () => {
       this.#checkOpen('installState');
       this.#installing = true;
       try {
-        await this.#install(source, { ...checked, ...sessionFields });
+        await this.#install(source, checked);
       } finally {
         this.#installing = false;
       }
@@ -786,10 +696,8 @@ export class RocksStorage implements NodeStorage {
     /** the bulk write in flight, if any (awaited before the next, and before closing on failure). */
     let inFlight: Promise<void> | null = null;
     let dirSyncError: unknown = null;
-    let sessions: SessionTable;
     try {
       this.#hook('generationCreated', gen);
-      const sessionInstall = new SessionInstall(this.#sessions, checked, path);
       let seen = 0;
       // Bulk load: records are copied straight into a native write batch (RocksBulkBatch: no op objects),
       // and one batch is written (on the threadpool) while the next is filled (decoded, checked) on the
@@ -813,10 +721,7 @@ export class RocksStorage implements NodeStorage {
         this.#checkOpen('installState'); // close() aborts an install
         checkInstallBatch(records, seen, path);
         const batch = batches[filling];
-        for (const r of records) {
-          if (sessionInstall.take(r)) continue;
-          batch.put(kvKey(r.key), r.value);
-        }
+        for (const r of records) batch.put(kvKey(r.key), r.value);
         seen += records.length;
         if (batch.bytes >= INSTALL_WRITE_BYTES || batch.count >= INSTALL_WRITE_OPS) await issue();
       }
@@ -824,10 +729,6 @@ export class RocksStorage implements NodeStorage {
       if (inFlight !== null) await inFlight;
       inFlight = null;
       this.#checkOpen('installState');
-      // The session table of the new state: the source's, or the current one kept (a restore).
-      sessions = sessionInstall.finish();
-      const sessionOps: RocksOp[] = sessions.records().map((r) => ({ type: 'put', key: kvKey(r.key), value: toBuffer(r.value) }));
-      if (sessionOps.length > 0) await db.write(sessionOps, { sync: false });
       // One synced write makes every earlier unsynced one durable too.
       const metaOps: RocksOp[] = [
         { type: 'put', key: KEY_APPLIED, value: u64(checked.appliedIndex) },
@@ -862,7 +763,6 @@ export class RocksStorage implements NodeStorage {
     this.#state = next;
     this.#applied = checked.appliedIndex;
     this.#membership = checked.membership;
-    this.#sessions = sessions;
     this.#stateDirty = false;
     if (dirSyncError !== null) {
       await this.#retire(old, false);
@@ -875,10 +775,6 @@ export class RocksStorage implements NodeStorage {
 
   async stateDigest(): Promise<string> {
     return digestSnapshot(await this.snapshotState());
-  }
-
-  lookupSession(stamp: SessionStamp): SessionLookup {
-    return this.#sessions.lookup(stamp);
   }
 
   // ---- IdentityStore ----

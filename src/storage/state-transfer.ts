@@ -2,12 +2,12 @@ import { createHash } from 'node:crypto';
 
 import type { Membership } from '../raft/types.js';
 import { StorageError } from './storage-error.js';
-import type { InstallMeta, KeyValue, StateSnapshotReader } from './types.js';
+import type { InstallMeta, KeyValue, StateBatch, StateSnapshotReader } from './types.js';
 
 /*
- * Rules shared by RocksStorage and MemoryStorage for state snapshots and
- * installs (like log-rules.ts and apply-plan.ts for the log and applies), so
- * both validate and digest the same way.
+ * Rules shared by RocksStorage and MemoryStorage for state writes, snapshots
+ * and installs (like log-rules.ts for the log), so both validate and digest
+ * the same way.
  */
 
 /** isMembership tells whether `v` has the shape of a Membership (voters and learners string arrays, addresses a string map). */
@@ -29,6 +29,32 @@ export function isMembership(v: unknown): v is Membership {
 /** copyMembership returns a deep copy of `m` with only the Membership fields (so callers cannot change it afterwards). */
 export function copyMembership(m: Membership): Membership {
   return { voters: [...m.voters], learners: [...m.learners], addresses: { ...m.addresses } };
+}
+
+/**
+ * checkStateBatch validates a StateStore.write batch against the store's
+ * applied index `applied`. Errors: StorageError `invalidArgument` (an applied
+ * index that is not a safe integer or moves backwards, a malformed
+ * membership, a write whose key is empty or not a Uint8Array, or whose value
+ * is neither a Uint8Array nor null).
+ */
+export function checkStateBatch(batch: StateBatch, applied: number, path: string): void {
+  if (!Number.isSafeInteger(batch.appliedIndex) || batch.appliedIndex < applied) {
+    throw new StorageError(
+      'invalidArgument',
+      `write on ${path}: appliedIndex must be a safe integer at or above ${applied}, got ${String(batch.appliedIndex)}`,
+      { path },
+    );
+  }
+  if (batch.membership !== undefined && !isMembership(batch.membership)) {
+    throw new StorageError('invalidArgument', `write on ${path}: membership is malformed`, { path });
+  }
+  for (let i = 0; i < batch.writes.length; i++) {
+    const w = batch.writes[i] as StateBatch['writes'][number];
+    if (!(w.key instanceof Uint8Array) || w.key.length === 0 || !(w.value === null || w.value instanceof Uint8Array)) {
+      throw new StorageError('invalidArgument', `write on ${path}: write ${i} has an empty or non-byte key, or a non-byte value`, { path });
+    }
+  }
 }
 
 /**

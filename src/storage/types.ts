@@ -1,13 +1,13 @@
 /**
  * The storage contracts of a node: the durable Raft log (LogStore), the
- * replicated key-value state (StateMachine) and the data dir's identity
- * (IdentityStore). RocksStorage and MemoryStorage implement all three with
+ * bytes of the replicated state (StateStore: keys, values, the applied index
+ * and membership; what they mean is src/fsm's business) and the data dir's
+ * identity (IdentityStore). RocksStorage and MemoryStorage implement all three with
  * the same semantics, checked by one contract test suite.
  *
  * Every method of a closed store rejects with StorageError `closed`.
  */
 import type { Entry, HardState, Membership, NodeId } from '../raft/types.js';
-import type { SessionLookup, SessionStamp } from '../fsm/sessions.js';
 
 /**
  * LogBase names the last entry removed by compaction ({0, 0} for a log never
@@ -85,61 +85,6 @@ export interface LogStore {
   close(): Promise<void>;
 }
 
-/** ApplyItem is one committed entry to apply; `membership` is the configuration a `conf` entry establishes. */
-export interface ApplyItem {
-  readonly entry: Entry;
-  /** for a `conf` entry: the membership in force from this index on (absent: unchanged). Never set for `normal`. */
-  readonly membership?: Membership;
-}
-
-/**
- * StoredKeyValue is a pair with its revisions (key-revision.ts): the log
- * index that created it, the one that last wrote it, its puts since creation.
- */
-export interface StoredKeyValue {
-  readonly key: Uint8Array;
-  readonly value: Uint8Array;
-  readonly createRevision: number;
-  readonly modRevision: number;
-  readonly version: number;
-}
-
-/**
- * TxnOpResult answers one op of the branch a transaction took: a get's pair
- * (null: absent), a delete's count, and for a put or delete that asked for
- * it (`prevKv`) the pair it replaced or removed (null: there was none).
- */
-export type TxnOpResult =
-  | { readonly op: 'get'; readonly kv: StoredKeyValue | null }
-  | { readonly op: 'put'; readonly prev?: StoredKeyValue | null }
-  | { readonly op: 'delete'; readonly deleted: number; readonly prev?: StoredKeyValue | null };
-
-/**
- * ApplyResult is the outcome of one applied entry, a pure function of the
- * entry and the state before it (deterministic on every node):
- * - a single delete: `deleted` (0 or 1 keys removed);
- * - a single put or delete with `prevKv`: `prev`, the pair it replaced or
- *   removed (null when there was none);
- * - a transaction: `succeeded` (every compare held) and `responses`, one per
- *   op of the branch taken.
- * For a command carrying a client request id (sessions.ts): `firstIndex` is
- * set when that request id was applied before (at firstIndex; this entry
- * changed nothing; `deleted` and `succeeded` are the first apply's, `prev`
- * and `responses` are absent). A request id older than those remembered
- * fails with code `requestIdExpired`.
- */
-export type ApplyResult =
-  | {
-      readonly index: number;
-      readonly ok: true;
-      readonly firstIndex?: number;
-      readonly deleted?: number;
-      readonly prev?: StoredKeyValue | null;
-      readonly succeeded?: boolean;
-      readonly responses?: readonly TxnOpResult[];
-    }
-  | { readonly index: number; readonly ok: false; readonly code: string; readonly error: string };
-
 /** KeyValue is one pair of the replicated store. Callers must not modify the bytes they are given. */
 export interface KeyValue {
   readonly key: Uint8Array;
@@ -167,61 +112,82 @@ export interface RangeResult {
 /** RANGE_LIMIT_MAX is the most pairs one range call returns. */
 export const RANGE_LIMIT_MAX = 10_000;
 
+/** StateWrite is one change to the state: a put of `value` under `key`, or a delete when value is null. */
+export interface StateWrite {
+  readonly key: Uint8Array;
+  readonly value: Uint8Array | null;
+}
+
 /**
- * StateMachine is the replicated key-value store.
+ * StateBatch is what one StateStore.write makes durable at once: `writes` in
+ * order (a later write to a key wins), the new applied index and, when
+ * given, the new membership.
+ */
+export interface StateBatch {
+  readonly writes: readonly StateWrite[];
+  readonly appliedIndex: number;
+  readonly membership?: Membership;
+}
+
+/**
+ * StateStore holds the bytes of the replicated state: keys and values, the
+ * applied index and the membership. It knows bytes, not commands: what an
+ * entry means, and which keys are the state machine's own records, is the
+ * state machine's business (src/fsm).
  *
- * - `appliedIndex()`: index of the last applied entry (0 when new).
- * - `apply(items)`: applies committed entries in order. Entries with index
- *   <= appliedIndex() are skipped (idempotent replay after a restart) and get
- *   no result; the others must follow on without a gap. A `normal` entry with
- *   empty data is a no-op; otherwise its data is a KV command (kv-command.ts).
- *   A malformed command does not throw: its result is `ok: false` and the
- *   applied index still advances (every node fails it the same way). A `conf`
- *   entry records `membership` when given. The data, the applied index and
- *   the membership of one call are written in ONE atomic batch; the call
- *   either applies everything or nothing.
- *   Errors: StorageError `invalidArgument` on a gap, or a membership on a
- *   `normal` entry (nothing is written then).
- * - `get(key)`: the value under `key`, or undefined.
- * - `range(query)`: see RangeQuery. Errors: StorageError `invalidArgument`
- *   if limit is not a positive integer.
- * - `membership()`: the membership recorded by the last applied `conf` entry, null if none.
- * - `snapshotState()`: a point-in-time view of the whole state machine, see
- *   StateSnapshotReader. It is taken in line with applies: it holds every
- *   apply (and install) called before it and none called after it, and
+ * - `appliedIndex()`: the applied index of the last write or install (0 when new).
+ * - `write(batch)`: writes the batch's puts and deletes, its applied index
+ *   and membership (when given) in ONE atomic batch, in line with installs
+ *   and snapshots (after every one called before it). The applied index
+ *   never moves backwards. Errors: StorageError `invalidArgument`
+ *   (appliedIndex not a safe integer at or above the current one, a
+ *   malformed membership, a key that is empty or not a Uint8Array),
+ *   `closed`, `io`; nothing is written then.
+ * - `get(key)`: the value under `key` (any key), or undefined.
+ * - `getMany(keys)`: the values under `keys` (undefined where none), in
+ *   order, read at one point in time (one native call on RocksDB).
+ * - `range(query)`: see RangeQuery (every key). Errors: StorageError
+ *   `invalidArgument` if limit is not a positive integer.
+ * - `membership()`: the membership of the last write that carried one (or install), null if none.
+ * - `stateEpoch()`: a number that changes each time installState replaces
+ *   the state (equal epochs: the state changed by write() alone since). A
+ *   cache of the state (the state machine's) drops what it holds when it moves.
+ * - `snapshotState()`: a point-in-time view of the whole state, see
+ *   StateSnapshotReader. It is taken in line with writes: it holds every
+ *   write (and install) called before it and none called after it, and
  *   `reader.appliedIndex` / `reader.membership` are those of exactly that
- *   data. Applies go on while the reader streams. The reader must be closed.
- * - `installState(source, meta)`: replaces the WHOLE state machine (every
- *   key, the applied index, the membership) with the records `source`
- *   yields and `meta`, atomically and durably: before it resolves (or after a
- *   crash at any point during it) reads and a reopened store see the old
- *   state; once it resolves, the new one, completely. Keys absent from
- *   `source` are gone; a key given twice keeps its last value. Runs in line
- *   with applies (an apply called meanwhile waits for it; it waits for the
- *   applies called before it). It does not compare `meta.appliedIndex` with
- *   the current one: whether a snapshot is worth installing is the caller's
- *   decision. If `source` throws, that error is rethrown and the old state
- *   stays untouched; close() during an install aborts it the same way.
+ *   data. Writes go on while the reader streams. The reader must be closed.
+ * - `installState(source, meta)`: replaces the WHOLE state (every key, the
+ *   applied index, the membership) with the records `source` yields and
+ *   `meta`, atomically and durably: before it resolves (or after a crash at
+ *   any point during it) reads and a reopened store see the old state; once
+ *   it resolves, the new one, completely. Keys absent from `source` are gone;
+ *   a key given twice keeps its last value. Runs in line with writes (a
+ *   write called meanwhile waits for it; it waits for the writes called
+ *   before it). It does not compare `meta.appliedIndex` with the current
+ *   one: whether a snapshot is worth installing is the caller's decision. If
+ *   `source` throws, that error is rethrown and the old state stays
+ *   untouched; close() during an install aborts it the same way.
  *   Errors: StorageError `invalidArgument` (meta.appliedIndex not a
  *   non-negative safe integer, a malformed membership, a record whose key is
  *   empty or not a Uint8Array), `closed`, `io`; or the source's own error.
  * - `stateDigest()`: hex SHA-256 of one snapshotState() view (so it is
- *   consistent while applies go on), streamed: the applied index as u64be,
+ *   consistent while writes go on), streamed: the applied index as u64be,
  *   then for each record in bytewise key order u32be key length, key, u32be
  *   value length, value. Equal for equal states on every implementation
  *   (membership is not covered). For tests and leader/follower comparison.
  */
-export interface StateMachine {
+export interface StateStore {
   appliedIndex(): number;
-  apply(items: readonly ApplyItem[]): Promise<ApplyResult[]>;
+  write(batch: StateBatch): Promise<void>;
   get(key: Uint8Array): Promise<Uint8Array | undefined>;
+  getMany(keys: readonly Uint8Array[]): Promise<(Uint8Array | undefined)[]>;
   range(query: RangeQuery): Promise<RangeResult>;
   membership(): Membership | null;
+  stateEpoch(): number;
   snapshotState(): Promise<StateSnapshotReader>;
   installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void>;
   stateDigest(): Promise<string>;
-  /** lookupSession: what the applied state remembers of `stamp` (sessions.ts); `new` when nothing. */
-  lookupSession(stamp: SessionStamp): SessionLookup;
   close(): Promise<void>;
 }
 
@@ -231,7 +197,7 @@ export const SNAPSHOT_BATCH_BYTES_DEFAULT = 4 * 1024 * 1024;
 
 /**
  * StateSnapshotReader is one point-in-time view of a state machine (see
- * StateMachine.snapshotState).
+ * StateStore.snapshotState).
  *
  * - `appliedIndex`, `membership`: those of the view (membership null when
  *   no conf entry was applied).
@@ -255,19 +221,10 @@ export interface StateSnapshotReader {
   close(): Promise<void>;
 }
 
-/**
- * InstallMeta is what StateMachine.installState records next to the data: the
- * index and membership the state is as of. The client session records
- * (sessions.ts) come from the source, unless `keepSessions` is set (a restore
- * of user data): then the source's reserved records are ignored, the current
- * table is kept, and `session`, when given, is recorded as applied at
- * appliedIndex.
- */
+/** InstallMeta is what StateStore.installState records next to the data: the index and membership the state is as of. */
 export interface InstallMeta {
   readonly appliedIndex: number;
   readonly membership: Membership;
-  readonly keepSessions?: boolean;
-  readonly session?: SessionStamp;
 }
 
 /** FORMAT_VERSION is the on-disk format this code writes and reads. */
@@ -300,6 +257,6 @@ export interface IdentityStore {
 }
 
 /** NodeStorage is everything one node keeps in its data dir; close() closes it all (idempotent). */
-export interface NodeStorage extends LogStore, StateMachine, IdentityStore {
+export interface NodeStorage extends LogStore, StateStore, IdentityStore {
   close(): Promise<void>;
 }

@@ -28,10 +28,12 @@ import { isRevisionKey, revisionKey } from '../../../src/fsm/key-revision.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { RevisionCache } from '../../../src/fsm/revision-cache.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import type { ApplyItem, ApplyResult, KeyValue, NodeStorage, StoredKeyValue } from '../../../src/storage/types.js';
+import type { ApplyItem, ApplyResult, StoredKeyValue } from '../../../src/fsm/types.js';
+import type { KeyValue } from '../../../src/storage/types.js';
+import { withFsm, type FsmStore } from './fsm-store.js';
 
 interface Fixture {
-  open(): Promise<NodeStorage>;
+  open(): Promise<FsmStore>;
   dispose(): Promise<void>;
 }
 
@@ -40,14 +42,14 @@ const implementations: { name: string; create(tag: string): Promise<Fixture> }[]
     name: 'MemoryStorage',
     create: async (tag) => {
       const dir = new MemoryDataDir(`mem-txn-${tag}`);
-      return { open: () => MemoryStorage.open(dir), dispose: async () => undefined };
+      return { open: async () => withFsm(await MemoryStorage.open(dir)), dispose: async () => undefined };
     },
   },
   {
     name: 'RocksStorage',
     create: async (tag) => {
       const root = await mkdtemp(join(tmpdir(), `snapcoord-txn-${tag}-`));
-      return { open: () => RocksStorage.open(join(root, 'data')), dispose: () => rm(root, { recursive: true, force: true }) };
+      return { open: async () => withFsm(await RocksStorage.open(join(root, 'data'))), dispose: () => rm(root, { recursive: true, force: true }) };
     },
   },
 ];
@@ -190,7 +192,7 @@ for (const impl of implementations) {
   describe(`transactions and apply results on ${impl.name}`, function () {
     this.timeout(30_000);
     let fixture: Fixture;
-    let store: NodeStorage;
+    let store: FsmStore;
 
     beforeEach(async () => {
       fixture = await impl.create('a');

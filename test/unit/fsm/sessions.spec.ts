@@ -24,11 +24,13 @@ import {
   sessionKey,
   type SessionStamp,
 } from '../../../src/fsm/sessions.js';
-import type { ApplyItem, ApplyResult, KeyValue, NodeStorage } from '../../../src/storage/types.js';
+import type { ApplyItem, ApplyResult } from '../../../src/fsm/types.js';
+import type { KeyValue } from '../../../src/storage/types.js';
+import { withFsm, type FsmStore } from './fsm-store.js';
 import { rejectsWith } from '../storage/helpers.js';
 
 interface Fixture {
-  open(): Promise<NodeStorage>;
+  open(): Promise<FsmStore>;
   dispose(): Promise<void>;
 }
 
@@ -37,14 +39,14 @@ const implementations: { name: string; create(): Promise<Fixture> }[] = [
     name: 'MemoryStorage',
     create: async () => {
       const dir = new MemoryDataDir('mem-sessions');
-      return { open: () => MemoryStorage.open(dir), dispose: async () => undefined };
+      return { open: async () => withFsm(await MemoryStorage.open(dir)), dispose: async () => undefined };
     },
   },
   {
     name: 'RocksStorage',
     create: async () => {
       const root = await mkdtemp(join(tmpdir(), 'snapcoord-sessions-'));
-      return { open: () => RocksStorage.open(join(root, 'data')), dispose: () => rm(root, { recursive: true, force: true }) };
+      return { open: async () => withFsm(await RocksStorage.open(join(root, 'data'))), dispose: () => rm(root, { recursive: true, force: true }) };
     },
   },
 ];
@@ -66,14 +68,14 @@ function del(key: string, session?: SessionStamp): KvCommand {
   return { op: 'delete', key: bytes(key), ...(session !== undefined ? { session } : {}) };
 }
 
-async function allRecords(s: NodeStorage): Promise<KeyValue[]> {
+async function allRecords(s: FsmStore): Promise<KeyValue[]> {
   const reader = await s.snapshotState();
   const out: KeyValue[] = [];
   for await (const batch of reader.batches()) out.push(...batch);
   return out;
 }
 
-async function userKeys(s: NodeStorage): Promise<string[]> {
+async function userKeys(s: FsmStore): Promise<string[]> {
   return (await s.range({ limit: 10_000 })).kvs.map((kv) => Buffer.from(kv.key).toString('latin1'));
 }
 
@@ -124,7 +126,7 @@ for (const impl of implementations) {
   describe(`client sessions on ${impl.name}`, function () {
     this.timeout(60_000);
     let fixture: Fixture;
-    let store: NodeStorage;
+    let store: FsmStore;
 
     beforeEach(async () => {
       fixture = await impl.create();
@@ -200,7 +202,7 @@ for (const impl of implementations) {
       assert.deepEqual(again, { index: 2, ok: true, firstIndex: 1 });
 
       // A follower that installs this state remembers the id too.
-      const other = await MemoryStorage.open(new MemoryDataDir('follower'));
+      const other = await withFsm(await MemoryStorage.open(new MemoryDataDir('follower')));
       try {
         const reader = await store.snapshotState();
         await other.installState(reader.batches(), { appliedIndex: reader.appliedIndex, membership: MEMBERSHIP });

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 
 import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import type { ApplyItem, InstallMeta, KeyValue, NodeStorage } from '../../../src/storage/types.js';
+import type { InstallMeta, KeyValue, NodeStorage, StateBatch } from '../../../src/storage/types.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { until } from '../../harness/until.js';
 
@@ -37,15 +37,15 @@ class Gate {
     }) as NodeStorage;
   }
 
-  /** holdApplies wraps a storage so that its applies wait at the gate (an apply worker far behind, as during a long restore). */
+  /** holdApplies wraps a storage so that the state machine's writes wait at the gate (an apply worker far behind, as during a long restore). */
   holdApplies(storage: RocksStorage): NodeStorage {
     return new Proxy(storage, {
       get: (target, prop): unknown => {
-        if (prop === 'apply') {
-          return async (items: readonly ApplyItem[]) => {
+        if (prop === 'write') {
+          return async (batch: StateBatch) => {
             this.started = true;
             await this.#opened;
-            return target.apply(items);
+            return target.write(batch);
           };
         }
         const v: unknown = Reflect.get(target, prop, target);

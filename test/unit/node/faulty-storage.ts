@@ -6,10 +6,7 @@
  */
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
-import type { SessionLookup, SessionStamp } from '../../../src/fsm/sessions.js';
 import type {
-  ApplyItem,
-  ApplyResult,
   CompactionBase,
   Identity,
   InstallMeta,
@@ -19,6 +16,7 @@ import type {
   NodeStorage,
   RangeQuery,
   RangeResult,
+  StateBatch,
   StateSnapshotReader,
 } from '../../../src/storage/types.js';
 import type { Membership } from '../../../src/raft/types.js';
@@ -74,11 +72,17 @@ export class FaultyStorage implements NodeStorage {
   membership(): Membership | null {
     return this.inner.membership();
   }
-  apply(items: readonly ApplyItem[]): Promise<ApplyResult[]> {
-    return this.inner.apply(items);
+  write(batch: StateBatch): Promise<void> {
+    return this.inner.write(batch);
+  }
+  stateEpoch(): number {
+    return this.inner.stateEpoch();
   }
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return this.inner.get(key);
+  }
+  getMany(keys: readonly Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
+    return this.inner.getMany(keys);
   }
   range(query: RangeQuery): Promise<RangeResult> {
     return this.inner.range(query);
@@ -91,9 +95,6 @@ export class FaultyStorage implements NodeStorage {
   }
   stateDigest(): Promise<string> {
     return this.inner.stateDigest();
-  }
-  lookupSession(stamp: SessionStamp): SessionLookup {
-    return this.inner.lookupSession(stamp);
   }
   readIdentity(): Promise<Identity | null> {
     return this.inner.readIdentity();

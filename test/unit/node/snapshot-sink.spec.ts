@@ -16,6 +16,7 @@ import type { Membership } from '../../../src/raft/types.js';
 import type { ArchiveSink } from '../../../src/snapshot/archive-sink.js';
 import { CHUNK_HASH_BYTES, SnapshotStoreError } from '../../../src/snapshot/index.js';
 import { encodeCommand, type KvPut } from '../../../src/fsm/kv-command.js';
+import { StateMachine } from '../../../src/fsm/state-machine.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { RocksCluster } from './rocks-cluster.js';
@@ -150,7 +151,7 @@ describe('snapshot sink on nodes (issue 15)', function () {
     try {
       const putAll = async (st: RocksStorage, n: number, index: number): Promise<void> => {
         const ops: KvPut[] = Array.from({ length: n }, (_, i) => ({ op: 'put', key: enc.encode(`k/${i}`), value: createHash('sha256').update(`v${i}`).digest() }));
-        const [r] = await st.apply([{ entry: { index, term: 1, type: 'normal', data: encodeCommand({ op: 'batch', ops }) } }]);
+        const [r] = await (await StateMachine.open(st)).apply([{ entry: { index, term: 1, type: 'normal', data: encodeCommand({ op: 'batch', ops }) } }]);
         assert.ok(r?.ok);
       };
       const leaderStorage = await RocksStorage.open(join(dir, 'l-data'));

@@ -13,11 +13,10 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 import type { Membership } from '../../../src/raft/types.js';
-import { encodeCommand } from '../../../src/fsm/kv-command.js';
 import { MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { RocksDb } from '../../../src/storage/rocks.js';
 import { RocksStorage, type InstallPhase } from '../../../src/storage/rocks-storage.js';
-import type { ApplyItem } from '../../../src/storage/types.js';
+import type { StateBatch } from '../../../src/storage/types.js';
 import { generatedDigest, generatedMembership, generatedState, type GeneratedStateSpec } from './fixtures/generated-state.js';
 import { rejectsWith } from './helpers.js';
 
@@ -25,10 +24,10 @@ const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 const text = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
 const membership: Membership = { voters: ['n1'], learners: [], addresses: { n1: 'a:1' } };
 
-/** putBatch is one entry putting `count` keys `<prefix><i>` = `<value><i>`. */
-function putBatch(index: number, prefix: string, count: number, value = 'v'): ApplyItem {
-  const ops = Array.from({ length: count }, (_, i) => ({ op: 'put' as const, key: bytes(`${prefix}${i}`), value: bytes(`${value}${i}`) }));
-  return { entry: { index, term: 1, type: 'normal', data: encodeCommand({ op: 'batch', ops }) } };
+/** putBatch is one state write at applied index `index` putting `count` keys `<prefix><i>` = `<value><i>`. */
+function putBatch(index: number, prefix: string, count: number, value = 'v'): StateBatch {
+  const writes = Array.from({ length: count }, (_, i) => ({ key: bytes(`${prefix}${i}`), value: bytes(`${value}${i}`) }));
+  return { writes, appliedIndex: index };
 }
 
 async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
@@ -59,35 +58,11 @@ describe('RocksStorage state generations', () => {
       assert.deepEqual(JSON.parse(await readFile(join(dataDir, 'STATE'), 'utf8')), { generation: 1 });
       assert.equal(store.path, join(dataDir, 'log'));
       assert.equal(store.statePath, join(dataDir, 'state-1'));
-      await store.apply([putBatch(1, 'k', 10)]);
+      await store.write(putBatch(1, 'k', 10));
       await store.installState([[{ key: bytes('x'), value: bytes('y') }]], { appliedIndex: 7, membership });
       assert.deepEqual((await readdir(dataDir)).sort(), ['STATE', 'log', 'state-2']);
       assert.deepEqual(JSON.parse(await readFile(join(dataDir, 'STATE'), 'utf8')), { generation: 2 });
       assert.equal(store.statePath, join(dataDir, 'state-2'));
-    } finally {
-      await store.close();
-    }
-  });
-
-  it('an apply batch reads its keys in one native call and writes in one batch, whatever its entry count; cached records are not read again', async () => {
-    const store = await RocksStorage.open(dataDir);
-    try {
-      const put = (index: number, key: string): ApplyItem => ({
-        entry: { index, term: 1, type: 'normal', data: encodeCommand({ op: 'put', key: bytes(key), value: bytes(`v${index}`) }) },
-      });
-      const before = store.stateCalls();
-      // 32 entries, one put each to a key never written: each needs its revision record probed.
-      const items = Array.from({ length: 32 }, (_, i) => put(i + 1, `fresh/${i}`));
-      const results = await store.apply(items);
-      assert.equal(results.length, 32);
-      const after = store.stateCalls();
-      assert.deepEqual({ get: after.get - before.get, getMany: after.getMany - before.getMany, write: after.write - before.write }, { get: 0, getMany: 1, write: 1 });
-      assert.equal(text(await store.get(bytes('fresh/31'))), 'v32');
-      // The same keys again: their records are in the revision cache, nothing is read.
-      await store.apply(Array.from({ length: 32 }, (_, i) => put(i + 33, `fresh/${i}`)));
-      const again = store.stateCalls();
-      assert.deepEqual({ getMany: again.getMany - after.getMany, write: again.write - after.write }, { getMany: 0, write: 1 });
-      assert.equal(text(await store.get(bytes('fresh/0'))), 'v33');
     } finally {
       await store.close();
     }
@@ -105,7 +80,7 @@ describe('RocksStorage state generations', () => {
   it('on open, deletes generations STATE does not name and a stray STATE.tmp; refuses a missing or dangling STATE', async () => {
     let store = await RocksStorage.open(dataDir);
     await store.save({ hardState: { term: 1, vote: 'n1', commit: 0 } });
-    await store.apply([putBatch(1, 'k', 5)]);
+    await store.write(putBatch(1, 'k', 5));
     const digest = await store.stateDigest();
     await store.close();
     await mkdir(join(dataDir, 'state-2'));
@@ -128,13 +103,13 @@ describe('RocksStorage state generations', () => {
   it('keeps the old generation while a snapshot reader holds it, deletes it when the reader closes', async () => {
     const store = await RocksStorage.open(dataDir);
     try {
-      await store.apply([putBatch(1, 'old', 3)]);
+      await store.write(putBatch(1, 'old', 3));
       const reader = await store.snapshotState();
       await store.installState([[{ key: bytes('new'), value: bytes('1') }]], { appliedIndex: 9, membership });
       assert.deepEqual((await readdir(dataDir)).sort(), ['STATE', 'log', 'state-1', 'state-2']);
       const seen: string[] = [];
       for await (const batch of reader.batches()) for (const { key } of batch) seen.push(text(key) ?? '');
-      assert.deepEqual(seen, ['\u0000snapcoord/rev/kold0', '\u0000snapcoord/rev/kold1', '\u0000snapcoord/rev/kold2', 'old0', 'old1', 'old2']);
+      assert.deepEqual(seen, ['old0', 'old1', 'old2'], 'the view holds exactly the bytes written before the install');
       await waitFor(async () => !(await readdir(dataDir)).includes('state-1'), 'state-1 to be deleted');
       assert.equal(text(await store.get(bytes('new'))), '1');
     } finally {
@@ -144,7 +119,7 @@ describe('RocksStorage state generations', () => {
 
   it('close() during an install aborts it and leaves the old state', async () => {
     let store = await RocksStorage.open(dataDir);
-    await store.apply([putBatch(1, 'old', 3)]);
+    await store.write(putBatch(1, 'old', 3));
     const digest = await store.stateDigest();
     const install = store.installState(
       generatedState({ count: 5000, valueBytes: 10, seed: 1, batchSize: 100 }),
@@ -196,7 +171,7 @@ describe('RocksStorage state generations', () => {
         count += batch.length;
         if (++batches % 25 === 0) peak = Math.max(peak, retained() - base);
         // overwrite keys not yet streamed: the view must not change
-        if (count % 20_000 < batch.length) await store.apply([putBatch(next++, 'gen/7/', 100, 'changed')]);
+        if (count % 20_000 < batch.length) await store.write(putBatch(next++, 'gen/7/', 100, 'changed'));
       }
       assert.equal(count, spec.count);
       console.log(`      streamed ${(stateBytes / 1e6).toFixed(0)} MB; retained heap+external grew by at most ${(peak / 1e6).toFixed(1)} MB`);
@@ -216,7 +191,7 @@ describe('RocksStorage state generations', () => {
     try {
       for (const s of [rocks, memory]) {
         await s.installState(generatedState(spec), { appliedIndex: 77, membership });
-        await s.apply([putBatch(78, 'extra', 10)]);
+        await s.write(putBatch(78, 'extra', 10));
       }
       const digest = await rocks.stateDigest();
       assert.equal(await memory.stateDigest(), digest);
@@ -249,9 +224,7 @@ describe('RocksStorage.installState survives SIGKILL at any point', function () 
     template = join(root, 'template');
     const store = await RocksStorage.open(template);
     await store.save({ hardState, entries: [{ index: 1, term: 4, type: 'normal', data: bytes('e1') }] });
-    const items: ApplyItem[] = [];
-    for (let i = 1; i <= 20; i++) items.push(putBatch(i, `old/${i}/`, 200));
-    await store.apply(items);
+    for (let i = 1; i <= 20; i++) await store.write(putBatch(i, `old/${i}/`, 200));
     oldDigest = await store.stateDigest();
     await store.close();
   });
@@ -313,7 +286,7 @@ describe('RocksStorage.installState survives SIGKILL at any point', function () 
       assert.deepEqual(log.hardState, hardState);
       assert.equal(log.entries.length, 1);
       // and it works on: applies follow on, and a new install succeeds
-      await store.apply([putBatch(store.appliedIndex() + 1, 'after/', 2)]);
+      await store.write(putBatch(store.appliedIndex() + 1, 'after/', 2));
       return outcome;
     } finally {
       await store.close();

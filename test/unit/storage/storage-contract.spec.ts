@@ -1,6 +1,9 @@
 /**
  * The NodeStorage contract (src/storage/types.ts), run against both
- * RocksStorage and MemoryStorage.
+ * RocksStorage and MemoryStorage: the log, the identity and the state's
+ * bytes (StateStore). The state is driven here through the state machine
+ * over it (src/fsm StateMachine: apply, reads, installs), as a node does;
+ * the bytes-only contract (write, raw reads, epochs) has its own block.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -17,16 +20,16 @@ import { StorageError } from '../../../src/storage/storage-error.js';
 import {
   FORMAT_VERSION,
   RANGE_LIMIT_MAX,
-  type ApplyItem,
   type KeyValue,
-  type NodeStorage,
   type StateSnapshotReader,
 } from '../../../src/storage/types.js';
+import type { ApplyItem } from '../../../src/fsm/types.js';
+import { withFsm, type FsmStore } from '../fsm/fsm-store.js';
 import { rejectsWith } from './helpers.js';
 
 /** DataDirFixture: one data dir that can be opened, closed and opened again. */
 interface DataDirFixture {
-  open(): Promise<NodeStorage>;
+  open(): Promise<FsmStore>;
   dispose(): Promise<void>;
 }
 
@@ -40,7 +43,7 @@ const implementations: Implementation[] = [
     name: 'MemoryStorage',
     create: async () => {
       const dir = new MemoryDataDir('mem-test');
-      return { open: () => MemoryStorage.open(dir), dispose: async () => undefined };
+      return { open: async () => withFsm(await MemoryStorage.open(dir)), dispose: async () => undefined };
     },
   },
   {
@@ -48,7 +51,7 @@ const implementations: Implementation[] = [
     create: async () => {
       const root = await mkdtemp(join(tmpdir(), 'snapcoord-storage-'));
       return {
-        open: () => RocksStorage.open(join(root, 'data')),
+        open: async () => withFsm(await RocksStorage.open(join(root, 'data'))),
         dispose: () => rm(root, { recursive: true, force: true }),
       };
     },
@@ -154,7 +157,7 @@ async function* source(records: [string, string][], size: number, between?: (bat
 }
 
 /** applyModel applies puts of `model` as entries from `from` on, one entry per key; returns the next index. */
-async function applyModel(store: NodeStorage, from: number, model: Model): Promise<number> {
+async function applyModel(store: FsmStore, from: number, model: Model): Promise<number> {
   let index = from;
   await store.apply([...model].map(([k, v]) => put(index++, k, v)));
   return index;
@@ -163,7 +166,7 @@ async function applyModel(store: NodeStorage, from: number, model: Model): Promi
 for (const impl of implementations) {
   describe(`storage contract: ${impl.name}`, () => {
     let fixture: DataDirFixture;
-    let store: NodeStorage;
+    let store: FsmStore;
 
     beforeEach(async () => {
       fixture = await impl.create();
@@ -175,7 +178,7 @@ for (const impl of implementations) {
       await fixture.dispose();
     });
 
-    async function reopen(): Promise<NodeStorage> {
+    async function reopen(): Promise<FsmStore> {
       await store.close();
       store = await fixture.open();
       return store;
@@ -356,6 +359,55 @@ for (const impl of implementations) {
         assert.deepEqual(state.logBase, { index: 3, term: 2, membership });
         assert.deepEqual(state.entries, []);
         assert.equal(store.lastIndex(), 3);
+      });
+    });
+
+    describe('StateStore (bytes, no commands)', () => {
+      it('write puts and deletes any keys, the applied index and the membership in one batch; reads return every key', async () => {
+        const raw = store.storage;
+        const reserved = Uint8Array.from(Buffer.from('\x00snapcoord/anything', 'latin1'));
+        await raw.write({ writes: [{ key: bytes('a'), value: bytes('1') }, { key: reserved, value: bytes('own') }, { key: bytes('b'), value: bytes('2') }], appliedIndex: 3, membership });
+        await raw.write({ writes: [{ key: bytes('b'), value: null }, { key: bytes('a'), value: bytes('x') }, { key: bytes('a'), value: bytes('y') }], appliedIndex: 3 });
+        assert.equal(raw.appliedIndex(), 3);
+        assert.deepEqual(raw.membership(), membership);
+        assert.equal(text(await raw.get(bytes('a'))), 'y', 'a later write to a key wins');
+        assert.equal(await raw.get(bytes('b')), undefined);
+        assert.equal(text(await raw.get(reserved)), 'own', 'the store serves every key: which ones are the state machine\'s is not its business');
+        const all = await raw.range({ limit: 10 });
+        assert.deepEqual(all.kvs.map((kv) => Buffer.from(kv.key).toString('latin1')), ['\x00snapcoord/anything', 'a']);
+        // the state machine over it hides its own reserved keys
+        assert.equal(await store.get(reserved), undefined);
+        assert.deepEqual((await store.range({ limit: 10 })).kvs.map((kv) => text(kv.key)), ['a']);
+        const reopened = await reopen();
+        assert.equal(reopened.storage.appliedIndex(), 3);
+        assert.equal(text(await reopened.storage.get(reserved)), 'own');
+      });
+
+      it('write refuses an applied index that moves backwards, a malformed membership or an empty key, writing nothing', async () => {
+        const raw = store.storage;
+        await raw.write({ writes: [{ key: bytes('k'), value: bytes('v') }], appliedIndex: 5 });
+        await rejectsWith(raw.write({ writes: [{ key: bytes('k'), value: bytes('w') }], appliedIndex: 4 }), 'invalidArgument', /appliedIndex/);
+        await rejectsWith(raw.write({ writes: [{ key: bytes('k'), value: bytes('w') }, { key: new Uint8Array(0), value: bytes('e') }], appliedIndex: 6 }), 'invalidArgument', /write 1/);
+        await rejectsWith(
+          raw.write({ writes: [{ key: bytes('k'), value: bytes('w') }], appliedIndex: 6, membership: { voters: 'n1' } as unknown as Membership }),
+          'invalidArgument',
+          /membership/,
+        );
+        assert.equal(raw.appliedIndex(), 5);
+        assert.equal(text(await raw.get(bytes('k'))), 'v');
+      });
+
+      it('stateEpoch moves with every install, never with a write', async () => {
+        const raw = store.storage;
+        const e0 = raw.stateEpoch();
+        await raw.write({ writes: [{ key: bytes('k'), value: bytes('v') }], appliedIndex: 1 });
+        assert.equal(raw.stateEpoch(), e0);
+        await raw.installState([[{ key: bytes('k'), value: bytes('installed') }]], { appliedIndex: 9, membership });
+        const e1 = raw.stateEpoch();
+        assert.notEqual(e1, e0);
+        await raw.installState([], { appliedIndex: 10, membership });
+        assert.notEqual(raw.stateEpoch(), e1);
+        assert.equal(await raw.get(bytes('k')), undefined);
       });
     });
 
@@ -578,7 +630,7 @@ for (const impl of implementations) {
         const incoming: [string, string][] = [['b', 'new-b'], ['x', '10'], ['y', '11'], ['b', 'last-b-wins'], ['\u00ff', 'top']];
         const fresh: Model = new Map(incoming);
         await store.installState(source(incoming, 2), { appliedIndex: 500, membership: membership2 });
-        const check = async (s: NodeStorage): Promise<void> => {
+        const check = async (s: FsmStore): Promise<void> => {
           assert.equal(s.appliedIndex(), 500);
           assert.deepEqual(s.membership(), membership2);
           assert.equal(await s.get(bytes('a')), undefined);
@@ -632,7 +684,7 @@ for (const impl of implementations) {
           'invalidArgument',
           /membership/,
         );
-        const checkOld = async (s: NodeStorage): Promise<void> => {
+        const checkOld = async (s: FsmStore): Promise<void> => {
           assert.equal(s.appliedIndex(), next);
           assert.deepEqual(s.membership(), membership);
           assert.equal(await s.get(bytes('new/0')), undefined);

@@ -1,0 +1,400 @@
+/**
+ * The replicated state machine: what a committed entry means. Every entry
+ * type is decoded, validated and applied here, and nowhere else:
+ *
+ * - KV commands (kv-command.ts): put, delete, batch, compare-and-swap
+ *   transactions; each write also records the key's revision (key-revision.ts);
+ * - client sessions (sessions.ts): a command or restore carrying a request id
+ *   is applied at most once, a retry answered with its first result;
+ * - restore entries (restore-command.ts): the state is replaced by an
+ *   archive's, which the driver (the node) finds or fetches;
+ * - `conf` entries: the membership they establish is recorded with the state;
+ * - empty `normal` entries: no-ops (a new leader's first entry).
+ *
+ * It sits on a StateStore, which knows bytes, not commands: one atomic
+ * write per apply call (data, revision and session records, applied index,
+ * membership), reads, ranges, snapshots and installs. The store's reserved
+ * keys ("\x00snapcoord/...": sessions and revisions) are the state machine's
+ * own records: never served by get or range, refused in commands.
+ */
+import type { Membership } from '../raft/types.js';
+import { StorageError } from '../storage/storage-error.js';
+import { RANGE_LIMIT_MAX, type KeyValue, type StateSnapshotReader, type StateStore } from '../storage/types.js';
+import { applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
+import { isRevisionKey, revisionKey } from './key-revision.js';
+import { decodeRestoreCommand, isRestoreCommand, type RestoreCommand } from './restore-command.js';
+import { RevisionCache } from './revision-cache.js';
+import {
+  isReservedKey,
+  RESERVED_KEY_END,
+  RESERVED_KEY_PREFIX,
+  SESSION_KEY_PREFIX,
+  SessionInstall,
+  sessionTableOfRecords,
+  type SessionLookup,
+  type SessionStamp,
+  type SessionTable,
+} from './sessions.js';
+import type { ApplyItem, ApplyResult, KvRangeQuery, KvRangeResult, StateInstallMeta } from './types.js';
+
+/** RecordSource: the records of a state to install, in batches. */
+export type RecordSource = AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>;
+
+/** RestoreOutcome: the archive's state was installed, or its content was refused (`error`; the state is unchanged). */
+export type RestoreOutcome = { readonly ok: true } | { readonly ok: false; readonly error: string };
+
+/**
+ * ArchiveInstall installs `records` (an archive's verified key-value state) as
+ * the state as of the restore entry's index, with `membership` (the
+ * cluster's, in force at that index), keeping the client session table.
+ */
+export type ArchiveInstall = (records: RecordSource, membership: Membership) => Promise<void>;
+
+/**
+ * RestoreDriver is what the state machine needs from its driver to apply a
+ * restore entry: the archive's bytes, which live outside the log.
+ * `installArchive(cmd, index, install)` finds or fetches the archive `cmd`
+ * names (as long as that takes), reads and verifies it, and calls `install`
+ * once with its records; it resolves `{ok: true}` once install resolved,
+ * `{ok: false, error}` when the archive's content is refused (every node
+ * refuses the same bytes the same way: the entry is then skipped, the state
+ * unchanged), and rejects for anything else (a disk error, shutdown), which
+ * fails the apply.
+ */
+export interface RestoreDriver {
+  installArchive(cmd: RestoreCommand, index: number, install: ArchiveInstall): Promise<RestoreOutcome>;
+}
+
+/** StateMachineOptions: `name` names the state in error messages (a data dir path, say). */
+export interface StateMachineOptions {
+  readonly name?: string;
+}
+
+/** latin1: `bytes` as a string, one character per byte (a map key). */
+function latin1(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+}
+
+function before(end: Uint8Array | undefined, limit: Uint8Array): Uint8Array {
+  return end !== undefined && Buffer.compare(end, limit) < 0 ? end : limit;
+}
+
+function after(start: Uint8Array | undefined, limit: Uint8Array): Uint8Array {
+  return start !== undefined && Buffer.compare(start, limit) > 0 ? start : limit;
+}
+
+/**
+ * StateMachine applies committed entries to a StateStore and answers reads
+ * of the key-value data. Applies, installs and the taking of snapshots run
+ * one at a time in call order (a restore entry's archive install too: the
+ * apply that meets it waits for it). It keeps two caches of the store, the
+ * decoded session table and recently used revision records; both are
+ * dropped when the store's state is replaced behind its back (an install
+ * not made through it: StateStore.stateEpoch moves).
+ */
+export class StateMachine {
+  readonly #store: StateStore;
+  readonly #name: string;
+  readonly #revisions = new RevisionCache();
+  #sessions: SessionTable;
+  #epoch: number;
+  #tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(store: StateStore, name: string, sessions: SessionTable) {
+    this.#store = store;
+    this.#name = name;
+    this.#sessions = sessions;
+    this.#epoch = store.stateEpoch();
+  }
+
+  /**
+   * StateMachine.open reads the session records of `store`'s state.
+   * Errors: StorageError `corrupt` (a session record does not decode), or the store's.
+   */
+  static async open(store: StateStore, options: StateMachineOptions = {}): Promise<StateMachine> {
+    const name = options.name ?? 'state machine';
+    const epoch = store.stateEpoch();
+    const sessions = await loadSessions(store, name);
+    const sm = new StateMachine(store, name, sessions);
+    sm.#epoch = epoch;
+    return sm;
+  }
+
+  /** appliedIndex: the index of the last applied entry (0 when new). */
+  appliedIndex(): number {
+    return this.#store.appliedIndex();
+  }
+
+  /** membership: the membership recorded by the last applied `conf` entry (or install), null if none. */
+  membership(): Membership | null {
+    return this.#store.membership();
+  }
+
+  /**
+   * apply applies committed entries in order and resolves with one result
+   * per entry applied (see ApplyResult). Entries with index <= appliedIndex()
+   * are skipped (idempotent replay after a restart) and get no result; the
+   * others must follow on without a gap. A `normal` entry with empty data is
+   * a no-op; a restore entry (restore-command.ts) is applied through
+   * `driver`; any other data is a KV command. A malformed command does not
+   * throw: its result is `ok: false` and the applied index still advances
+   * (every node fails it the same way). A `conf` entry records `membership`
+   * when given. The writes of a run of non-restore entries are ONE atomic
+   * store write: such a run applies whole or not at all.
+   * Errors: StorageError `invalidArgument` on a gap or a membership on a
+   * `normal` entry (nothing of that run is written); Error when a restore
+   * entry meets no `driver`; the driver's and the store's errors.
+   */
+  async apply(items: readonly ApplyItem[], driver?: RestoreDriver): Promise<ApplyResult[]> {
+    const results: ApplyResult[] = [];
+    let run: ApplyItem[] = [];
+    const flush = async (): Promise<void> => {
+      if (run.length === 0) return;
+      const batch = run;
+      run = [];
+      results.push(...(await this.#serial(() => this.#applyCommands(batch))));
+    };
+    for (const item of items) {
+      if (item.entry.type === 'normal' && isRestoreCommand(item.entry.data)) {
+        await flush();
+        const r = await this.#applyRestore(item, driver);
+        if (r !== null) results.push(r);
+      } else {
+        run.push(item);
+      }
+    }
+    await flush();
+    return results;
+  }
+
+  /** get: the value under `key`, or undefined (always for the state machine's own reserved keys). */
+  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    if (isReservedKey(key)) return undefined;
+    return this.#store.get(key);
+  }
+
+  /**
+   * range: see KvRangeQuery; the reserved keys are skipped over (never read).
+   * Errors: StorageError `invalidArgument` if limit is not a positive integer.
+   */
+  async range(query: KvRangeQuery): Promise<KvRangeResult> {
+    const below = await this.#store.range({ ...query, end: before(query.end, RESERVED_KEY_PREFIX) });
+    if (below.more) return below;
+    const start = after(query.start, RESERVED_KEY_END);
+    const left = Math.min(query.limit, RANGE_LIMIT_MAX) - below.kvs.length;
+    if (left <= 0) {
+      const probe = await this.#store.range({ ...query, start, limit: 1 });
+      return { kvs: below.kvs, more: probe.kvs.length > 0 };
+    }
+    const above = await this.#store.range({ ...query, start, limit: left });
+    return { kvs: below.kvs.length === 0 ? above.kvs : [...below.kvs, ...above.kvs], more: above.more };
+  }
+
+  /**
+   * snapshotState: a point-in-time view of the whole state (the reserved
+   * records included: they travel with the data), in line with applies and
+   * installs. See StateStore.snapshotState.
+   */
+  snapshotState(): Promise<StateSnapshotReader> {
+    return this.#serial(() => this.#store.snapshotState());
+  }
+
+  /** stateDigest: see StateStore.stateDigest, in line with applies and installs. */
+  stateDigest(): Promise<string> {
+    return this.#serial(() => this.#store.stateDigest());
+  }
+
+  /**
+   * installState replaces the whole state with `source`'s records as of
+   * `meta` (see StateStore.installState and StateInstallMeta): the session
+   * records come from the source (each checked), or with `keepSessions` the
+   * current table is kept and the source's reserved records other than key
+   * revisions are dropped; `meta.session` is then recorded as applied.
+   * Errors: StorageError `invalidArgument` (a malformed session stamp or
+   * session record, more than SESSION_CLIENTS_MAX of them), the store's.
+   */
+  installState(source: RecordSource, meta: StateInstallMeta): Promise<void> {
+    return this.#serial(async () => {
+      await this.#fresh();
+      const sessionInstall = new SessionInstall(this.#sessions, meta, this.#name);
+      const done: { table: SessionTable | null } = { table: null };
+      async function* records(): AsyncGenerator<readonly KeyValue[], void, undefined> {
+        for await (const batch of source) {
+          if (!Array.isArray(batch)) {
+            yield batch; // the store refuses it
+            continue;
+          }
+          const kept = batch.filter((r) => !(isRecord(r as Partial<KeyValue> | null) && sessionInstall.take(r)));
+          yield kept.length === batch.length ? batch : kept;
+        }
+        const table = sessionInstall.finish();
+        done.table = table;
+        const sessions = table.records();
+        if (sessions.length > 0) yield sessions;
+      }
+      await this.#store.installState(records(), { appliedIndex: meta.appliedIndex, membership: meta.membership });
+      if (done.table === null) throw new Error(`installState on ${this.#name}: the store did not read the whole source`);
+      this.#sessions = done.table;
+      this.#epoch = this.#store.stateEpoch();
+    });
+  }
+
+  /** lookupSession: what the applied state remembers of `stamp` (sessions.ts), as of the last apply or install; `new` when nothing. */
+  lookupSession(stamp: SessionStamp): SessionLookup {
+    return this.#sessions.lookup(stamp);
+  }
+
+  /** #serial runs `fn` after every apply, install and snapshot called before it. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#tail.then(fn, fn);
+    this.#tail = run.catch(() => undefined);
+    return run;
+  }
+
+  /** #fresh reloads the session table when the store's state was replaced by an install not made here. */
+  async #fresh(): Promise<void> {
+    const epoch = this.#store.stateEpoch();
+    if (epoch === this.#epoch) return;
+    this.#sessions = await loadSessions(this.#store, this.#name);
+    this.#epoch = epoch;
+  }
+
+  /** #applyCommands applies a run of non-restore items in one store write (inside the queue). */
+  async #applyCommands(items: readonly ApplyItem[]): Promise<ApplyResult[]> {
+    await this.#fresh();
+    const store = this.#store;
+    const applied = store.appliedIndex();
+    // The plan reads the keys it writes, reads or compares (revision record, and the value where it needs it): read them
+    // first. Revision records of this state come from the cache when they are in it.
+    const cache = this.#revisions;
+    cache.forGeneration(store.stateEpoch());
+    const probes = new Map<string, KeyProbe>();
+    const reads: { key: Uint8Array; needValue: boolean; recordKey: Uint8Array; cached: Uint8Array | null | undefined }[] = [];
+    for (const { key, value: needValue } of applyProbeKeys(items, applied)) {
+      const recordKey = revisionKey(key);
+      const cached = cache.get(latin1(recordKey));
+      if (cached !== undefined && !needValue) probes.set(latin1(key), { value: undefined, revision: cached ?? undefined });
+      else reads.push({ key, needValue, recordKey, cached });
+    }
+    // Every probe of the batch in one store read (one point in time): a value where the plan needs it, the revision
+    // record where the cache does not hold it.
+    const wanted: Uint8Array[] = [];
+    for (const r of reads) {
+      if (r.needValue) wanted.push(r.key);
+      if (r.cached === undefined) wanted.push(r.recordKey);
+    }
+    const found = await store.getMany(wanted);
+    let at = 0;
+    for (const { key, needValue, recordKey, cached } of reads) {
+      const value = needValue ? found[at++] : undefined;
+      let revision: Uint8Array | undefined;
+      if (cached === undefined) {
+        revision = found[at++];
+        cache.set(latin1(recordKey), revision ?? null);
+      } else {
+        revision = cached ?? undefined;
+      }
+      probes.set(latin1(key), { value, revision });
+    }
+    const plan = planApply(items, applied, this.#name, { sessions: this.#sessions, read: (key) => probes.get(latin1(key)) });
+    if (plan.appliedIndex === applied) return plan.results;
+    try {
+      await store.write({
+        writes: plan.writes,
+        appliedIndex: plan.appliedIndex,
+        ...(plan.membership !== undefined ? { membership: plan.membership } : {}),
+      });
+    } catch (err) {
+      cache.forGeneration(-1); // what was written is unknown: read the records again
+      throw err;
+    }
+    for (const w of plan.writes) if (isRevisionKey(w.key)) cache.set(latin1(w.key), w.value);
+    this.#sessions.commit(plan.sessionChanges);
+    return plan.results;
+  }
+
+  /** #skip applies entry `index` as a no-op (a restore that changes nothing), inside the queue. */
+  #skip(index: number): Promise<void> {
+    return this.#serial(() => this.#store.write({ writes: [], appliedIndex: index }));
+  }
+
+  /**
+   * #applyRestore applies one restore entry: a malformed one, or one whose
+   * request id was seen before (or forgotten), is a no-op; otherwise the
+   * driver installs the archive as the state at the entry's index, keeping
+   * the session table (and recording the request id). Null when the entry
+   * was applied already.
+   */
+  async #applyRestore(item: ApplyItem, driver: RestoreDriver | undefined): Promise<ApplyResult | null> {
+    const e = item.entry;
+    const applied = await this.#serial(async () => {
+      await this.#fresh();
+      return this.#store.appliedIndex();
+    });
+    if (e.index <= applied) return null;
+    if (e.index !== applied + 1) {
+      throw new StorageError('invalidArgument', `apply on ${this.#name}: entry ${e.index} does not follow the applied index ${applied}`, { path: this.#name });
+    }
+    if (item.membership !== undefined) {
+      throw new StorageError('invalidArgument', `apply on ${this.#name}: normal entry ${e.index} carries a membership`, { path: this.#name });
+    }
+    const skipped = (why: string): ApplyResult => ({
+      index: e.index,
+      ok: false,
+      code: 'badRestore',
+      error: `restore at index ${e.index} skipped, the state is unchanged: ${why}`,
+    });
+    const cmd = decodeRestoreCommand(e.data);
+    if (cmd === null) {
+      // Malformed: every node skips it the same way.
+      await this.#skip(e.index);
+      return skipped('malformed restore entry');
+    }
+    const session = cmd.session;
+    if (session !== undefined) {
+      // A request id seen before (or forgotten) is not restored again: the writes made since are kept.
+      const seen = this.#sessions.lookup(session);
+      if (seen.kind !== 'new') {
+        await this.#skip(e.index);
+        return seen.kind === 'seen'
+          ? { index: e.index, ok: true, firstIndex: seen.result.index }
+          : {
+              index: e.index,
+              ok: false,
+              code: 'requestIdExpired',
+              error: `request id ${session.seq} of client ${JSON.stringify(session.clientId)} is older than the ones remembered; the restore was not applied again`,
+            };
+      }
+    }
+    if (driver === undefined) throw new Error(`entry ${e.index} is a restore, and no restore driver was given to apply it`);
+    const outcome = await driver.installArchive(cmd, e.index, (records, membership) =>
+      this.installState(records, { appliedIndex: e.index, membership, keepSessions: true, ...(session !== undefined ? { session } : {}) }),
+    );
+    if (!outcome.ok) {
+      await this.#skip(e.index);
+      return skipped(outcome.error);
+    }
+    if (this.#store.appliedIndex() < e.index) {
+      throw new Error(`the restore driver reported entry ${e.index} installed, but the state is at ${this.#store.appliedIndex()}`);
+    }
+    return { index: e.index, ok: true };
+  }
+}
+
+function isRecord(r: Partial<KeyValue> | null): r is KeyValue {
+  return r !== null && typeof r === 'object' && r.key instanceof Uint8Array && r.value instanceof Uint8Array;
+}
+
+/** loadSessions reads the session records of `store`. Errors: StorageError `corrupt`, the store's. */
+async function loadSessions(store: StateStore, name: string): Promise<SessionTable> {
+  const records: KeyValue[] = [];
+  let start: Uint8Array | undefined;
+  for (;;) {
+    const page = await store.range({ prefix: SESSION_KEY_PREFIX, ...(start !== undefined ? { start } : {}), limit: RANGE_LIMIT_MAX });
+    records.push(...page.kvs);
+    const last = page.kvs[page.kvs.length - 1];
+    if (!page.more || last === undefined) break;
+    start = Uint8Array.from([...last.key, 0]);
+  }
+  return sessionTableOfRecords(records, name);
+}
