@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { encodeCommand, type KvCommand } from '../../../src/fsm/kv-command.js';
-import { StateMachine } from '../../../src/fsm/state-machine.js';
+import { encodeRestoreCommand, type RestoreCommand } from '../../../src/fsm/restore-command.js';
+import { StateMachine, type RestoreDriver } from '../../../src/fsm/state-machine.js';
 import type { ApplyItem } from '../../../src/fsm/types.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
@@ -72,5 +73,55 @@ describe('StateMachine over RocksStorage', () => {
       item(5, { op: 'txn', compares: [{ key: bytes('k'), target: 'version', result: 'equal', operand: 4 }], success: [{ op: 'get', key: bytes('k') }], failure: [] }),
     ]);
     assert.ok(txn?.ok && txn.succeeded === true, 'version 4: three puts on the other node and the one after the install');
+  });
+
+  it('restore entries: decoded and checked here, the archive installed through the driver, a refused or malformed one skipped as a failed no-op', async () => {
+    const fsm = await StateMachine.open(store);
+    const writer = { clientId: 'writer', seq: 1 };
+    await fsm.apply([item(1, { op: 'put', key: bytes('old'), value: bytes('1'), session: writer })]);
+    const digest = 'ab'.repeat(32);
+    const restore = (index: number, cmd: Partial<RestoreCommand> = {}): ApplyItem => ({
+      entry: { index, term: 1, type: 'normal', data: encodeRestoreCommand({ digest, sizeBytes: 10, index: 7, term: 2, ...cmd }) },
+    });
+    const calls: number[] = [];
+    let refuse = false;
+    const driver: RestoreDriver = {
+      installArchive: async (cmd, index, install) => {
+        calls.push(index);
+        assert.equal(cmd.digest, digest);
+        if (refuse) return { ok: false, error: 'the archive is refused' };
+        await install([[{ key: bytes('restored'), value: bytes('r') }]], membership);
+        return { ok: true };
+      },
+    };
+    // malformed: every node skips it the same way, the index moves on, the driver is not asked
+    const malformed: ApplyItem = { entry: { index: 2, term: 1, type: 'normal', data: Uint8Array.from([0x52, 0x7b, 0x7d]) } };
+    const [bad] = await fsm.apply([malformed], driver);
+    assert.ok(bad !== undefined && !bad.ok && bad.code === 'badRestore' && /malformed restore entry/.test(bad.error));
+    assert.equal(fsm.appliedIndex(), 2);
+    assert.deepEqual(calls, []);
+    // refused by the driver (content): skipped, state unchanged
+    refuse = true;
+    const [refused] = await fsm.apply([restore(3)], driver);
+    assert.ok(refused !== undefined && !refused.ok && refused.code === 'badRestore' && /the archive is refused/.test(refused.error));
+    assert.equal(text(await fsm.get(bytes('old'))), '1');
+    assert.equal(fsm.appliedIndex(), 3);
+    // installed: KV entries around it in the same call apply in order; the session table is kept and the restorer recorded
+    refuse = false;
+    const restorer = { clientId: 'restorer', seq: 1 };
+    const results = await fsm.apply([item(4, { op: 'put', key: bytes('before'), value: bytes('b') }), restore(5, { session: restorer }), item(6, { op: 'put', key: bytes('after'), value: bytes('a') })], driver);
+    assert.deepEqual(results.map((r) => [r.index, r.ok]), [[4, true], [5, true], [6, true]]);
+    assert.deepEqual(calls, [3, 5]);
+    assert.deepEqual((await fsm.range({ limit: 10 })).kvs.map((kv) => text(kv.key)), ['after', 'restored']);
+    assert.equal(fsm.lookupSession(writer).kind, 'seen', 'a restore replaces the data, not the record of request ids');
+    assert.deepEqual(fsm.lookupSession(restorer), { kind: 'seen', result: { seq: 1, index: 5 } });
+    // the same request id again: not restored twice, answered with the first index, the driver not asked
+    const [again] = await fsm.apply([restore(7, { session: restorer })], driver);
+    assert.deepEqual(again, { index: 7, ok: true, firstIndex: 5 });
+    assert.deepEqual(calls, [3, 5]);
+    assert.equal(text(await fsm.get(bytes('after'))), 'a');
+    // a restore with no driver is an error, not a silent skip
+    await assert.rejects(fsm.apply([restore(8)]), /no restore driver/);
+    assert.equal(fsm.appliedIndex(), 7);
   });
 });
