@@ -9,9 +9,9 @@
 import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 
-import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
-import type { TaskRunner } from '../../src/ops/task-queue.js';
-import { SnapshotNode } from '../unit/api/snapshot-node.js';
+import { createGateway, type Gateway } from '../../../src/gateway/gateway.js';
+import type { TaskRunner } from '../../../src/ops/task-queue.js';
+import { SnapshotNode } from '../api/snapshot-node.js';
 
 const CAP = 1000;
 const BURST = 2000;

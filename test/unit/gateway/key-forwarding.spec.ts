@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { clientAuthInterceptor } from '../../src/api/auth-interceptor.js';
-import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
-import { ClusterServiceService, Role } from '../../src/gen/snapcoord/v1/cluster.js';
-import { SnapshotServiceService } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
+import { createGateway, type Gateway } from '../../../src/gateway/gateway.js';
+import { ClusterServiceService, Role } from '../../../src/gen/snapcoord/v1/cluster.js';
+import { SnapshotServiceService } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { status } from './fake-api.js';
 
 const NODE_ADMIN = 'node-admin-key-0123456789';

@@ -5,8 +5,8 @@
  * exercise real gRPC clients, status codes, trailers and flow control.
  */
 import * as grpc from '@grpc/grpc-js';
-import { ClusterServiceService, Role, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
-import { SnapshotServiceService, TaskServiceService, type Task } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { ClusterServiceService, Role, type StatusResponse } from '../../../src/gen/snapcoord/v1/cluster.js';
+import { SnapshotServiceService, TaskServiceService, type Task } from '../../../src/gen/snapcoord/v1/snapshot.js';
 
 // Handler maps, loosely typed: each test supplies the handlers it needs.
 type Handlers = Record<string, grpc.UntypedHandleCall>;

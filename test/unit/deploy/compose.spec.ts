@@ -13,8 +13,8 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
-import { SERVE_OPTIONS, envName, resolveServeConfig, type ServeConfig } from '../../src/cli/config.js';
-import { REPO_ROOT } from '../harness/child.js';
+import { SERVE_OPTIONS, envName, resolveServeConfig, type ServeConfig } from '../../../src/cli/config.js';
+import { REPO_ROOT } from '../../harness/child.js';
 import { parseMiniYaml, type Yaml } from './mini-yaml.js';
 
 type YamlMap = { [key: string]: Yaml };

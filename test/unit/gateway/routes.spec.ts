@@ -13,12 +13,12 @@ import * as grpc from '@grpc/grpc-js';
 import type { InjectOptions, LightMyRequestResponse as LightResponse } from 'fastify';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
-import { KeyRing, parseApiKeys, presentedKeys, redactUrl } from '../../src/gateway/auth.js';
-import { createGateway, localTarget, type Gateway } from '../../src/gateway/gateway.js';
-import { meiliTaskError, taskFilterOf } from '../../src/gateway/meili-tasks.js';
-import { OPENAPI, openApiPath } from '../../src/gateway/openapi.js';
-import { grpcFailure, httpStatusOfFailure, meiliCodeOf } from '../../src/gateway/styles.js';
-import { outsideRoots } from '../../src/gateway/typesense-routes.js';
+import { KeyRing, parseApiKeys, presentedKeys, redactUrl } from '../../../src/gateway/auth.js';
+import { createGateway, localTarget, type Gateway } from '../../../src/gateway/gateway.js';
+import { meiliTaskError, taskFilterOf } from '../../../src/gateway/meili-tasks.js';
+import { OPENAPI, openApiPath } from '../../../src/gateway/openapi.js';
+import { grpcFailure, httpStatusOfFailure, meiliCodeOf } from '../../../src/gateway/styles.js';
+import { outsideRoots } from '../../../src/gateway/typesense-routes.js';
 import type {
   CreateSnapshotRequest,
   GetSnapshotRequest,
@@ -27,7 +27,7 @@ import type {
   RestoreSnapshotRequest,
   RestoreSnapshotResponse,
   TaskFilter,
-} from '../../src/gen/snapcoord/v1/snapshot.js';
+} from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Role, grpcError, startFakeApi, status, task, unaryOk, type FakeApi, type FakeApiHandlers } from './fake-api.js';
 
 const KEY = 'admin-key-0123456789';

@@ -22,9 +22,9 @@ import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
-import { createCa, issueNodeCert } from '../../src/tls/certs.js';
-import type { RestoreSnapshotRequest, RestoreSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
+import { createGateway, type Gateway, type GatewayOptions } from '../../../src/gateway/gateway.js';
+import { createCa, issueNodeCert } from '../../../src/tls/certs.js';
+import type { RestoreSnapshotRequest, RestoreSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Role, startFakeApi, status, unaryOk, type FakeApi, type FakeApiHandlers } from './fake-api.js';
 
 const KEY = 'admin-key-0123456789';

@@ -14,12 +14,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 
-import { KVServiceClient, type GetResponse } from '../../../src/gen/snapcoord/v1/kv.js';
-import { Child, plaintextClientEnv } from '../../harness/child.js';
-import { freeNodeAddresses } from '../../harness/ports.js';
-import { ServeProcess } from '../../harness/serve-process.js';
-import { until } from '../../harness/until.js';
-import { BUCKET, S3Server } from './s3-server.js';
+import { KVServiceClient, type GetResponse } from '../../src/gen/snapcoord/v1/kv.js';
+import { Child, plaintextClientEnv } from '../harness/child.js';
+import { freeNodeAddresses } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { until } from '../harness/until.js';
+import { BUCKET, S3Server } from '../unit/ops/s3-server.js';
 
 async function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
   const c = new Child(args, plaintextClientEnv(env));

@@ -11,15 +11,15 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { checkConsistency, type MemberHasher } from '../../../src/ops/consistency.js';
-import { ClusterClient } from '../../../src/client/cluster-client.js';
-import { KvClient } from '../../../src/client/kv-client.js';
-import type { StatusResponse } from '../../../src/gen/snapcoord/v1/cluster.js';
-import { RocksDb } from '../../../src/storage/rocks.js';
-import { Child, plaintextClientEnv } from '../../harness/child.js';
-import { freeNodeAddresses, peersFlag } from '../../harness/ports.js';
-import { ServeProcess } from '../../harness/serve-process.js';
-import { until } from '../../harness/until.js';
+import { checkConsistency, type MemberHasher } from '../../src/ops/consistency.js';
+import { ClusterClient } from '../../src/client/cluster-client.js';
+import { KvClient } from '../../src/client/kv-client.js';
+import type { StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
+import { RocksDb } from '../../src/storage/rocks.js';
+import { Child, plaintextClientEnv } from '../harness/child.js';
+import { freeNodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
+import { until } from '../harness/until.js';
 
 function httpGet(address: string, path: string): Promise<string> {
   const at = address.lastIndexOf(':');

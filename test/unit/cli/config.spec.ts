@@ -1,7 +1,7 @@
 /** The gateway's options of `snapcoord serve`: --api-key, --api-keys (flag, env, config file) and the no-key refusal. */
 import assert from 'node:assert/strict';
-import { CliError } from '../../src/cli/cli-error.js';
-import { resolveServeConfig } from '../../src/cli/config.js';
+import { CliError } from '../../../src/cli/cli-error.js';
+import { resolveServeConfig } from '../../../src/cli/config.js';
 
 const KEYS = [{ key: 'reader-key-123', actions: ['snapshots.read'] }];
 

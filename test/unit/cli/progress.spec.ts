@@ -3,7 +3,7 @@
  * (none for a quick transfer), MB/s and ETA from the expected total.
  */
 import assert from 'node:assert/strict';
-import { Progress, formatDuration } from '../../src/cli/progress.js';
+import { Progress, formatDuration } from '../../../src/cli/progress.js';
 
 const REDRAW = `\r${String.fromCharCode(27)}[K`;
 

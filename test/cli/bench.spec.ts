@@ -11,14 +11,14 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { KvClient } from '../../../src/client/kv-client.js';
-import { TxnOpType, type TxnOp } from '../../../src/gen/snapcoord/v1/kv.js';
-import { metricsSource } from '../../../src/cli/bench/resources.js';
-import { runSnapshotBench, runWriteBench, type SnapshotBenchDocument, type WriteBenchDocument } from '../../../src/cli/bench/run.js';
-import { htmlReport } from '../../../src/cli/bench/html-report.js';
-import { Child, cleanEnv } from '../../harness/child.js';
-import { freeNodeAddresses } from '../../harness/ports.js';
-import { ServeProcess } from '../../harness/serve-process.js';
+import { KvClient } from '../../src/client/kv-client.js';
+import { TxnOpType, type TxnOp } from '../../src/gen/snapcoord/v1/kv.js';
+import { metricsSource } from '../../src/cli/bench/resources.js';
+import { runSnapshotBench, runWriteBench, type SnapshotBenchDocument, type WriteBenchDocument } from '../../src/cli/bench/run.js';
+import { htmlReport } from '../../src/cli/bench/html-report.js';
+import { Child, cleanEnv } from '../harness/child.js';
+import { freeNodeAddresses } from '../harness/ports.js';
+import { ServeProcess } from '../harness/serve-process.js';
 import { chromiumPath, renderInChromium } from './bench-chromium.js';
 
 const KEY = 'bench-spec-key-0123456789abcdef';
