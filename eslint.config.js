@@ -126,7 +126,7 @@ export default defineConfig(
   // the interfaces it declares), nor anything above them.
   {
     files: ['src/storage/**/*.ts'],
-    rules: layerImports(['snapshot', 'transport', ...ABOVE_THE_FLOOR]),
+    rules: layerImports(['snapshot', 'transport', 'fsm', ...ABOVE_THE_FLOOR]),
   },
   {
     files: ['src/snapshot/**/*.ts'],
@@ -185,9 +185,21 @@ export default defineConfig(
     files: ['src/tls/**/*.ts'],
     rules: layerImports(['node', 'api', 'gateway', 'cli', 'storage', 'snapshot', 'transport', 'raft', 'fsm', 'ops', 'client', 'gen']),
   },
+  // The API serves through the node and the state machine, never storage internals (its one storage import is
+  // StorageError, mapped to a gRPC status).
   {
     files: ['src/api/**/*.ts'],
-    rules: layerImports(['gateway', 'cli']),
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { regex: '^(\\.\\./)+(gateway|cli)(/|$)', message: 'Layer rule (DESIGN.md): the API may not import gateway or cli.' },
+            { regex: '^(\\.\\./)+storage/(?!storage-error\\.js$)', message: 'Layer rule (DESIGN.md): the API uses node and fsm, never storage internals.' },
+          ],
+        },
+      ],
+    },
   },
   // src/auth: the key model under the gateway and the API, importing nothing from other src directories.
   {

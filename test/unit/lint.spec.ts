@@ -88,6 +88,10 @@ describe('eslint guard', () => {
     await refused('src/snapshot/x.ts', '../fsm/sessions.js');
     await refused('src/transport/x.ts', '../snapshot/store.js');
     await refused('src/fsm/x.ts', '../node/node.js');
+    await refused('src/storage/x.ts', '../fsm/state-machine.js');
+    await refused('src/api/x.ts', '../storage/rocks-storage.js');
+    await allowed('src/api/x.ts', '../fsm/types.js');
+    await refused('src/api/x.ts', '../gateway/gateway.js');
     await allowed('src/fsm/x.ts', '../raft/types.js');
     // ops: over the driver, never the API or the process.
     await refused('src/ops/x.ts', '../api/server.js');
