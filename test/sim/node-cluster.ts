@@ -1,0 +1,584 @@
+/**
+ * NodeCluster: the simulator running the real Node (src/node/node.ts: the
+ * driver, its apply worker and the KV state machine on MemoryStorage) for
+ * every member, with only the edges swapped: one SimClock (virtual time, a
+ * NodeClock per incarnation), one seeded SimRng (a fork per node incarnation,
+ * the network, the faults and the clients), a SimNetwork (delay, drop,
+ * duplicate, reorder, partition, one-way links) and a MemoryDataDir per node
+ * (its disk, kept across crashes: a restarted node is a new Node on the same
+ * disk). One seed decides everything; no real time, no real IO.
+ *
+ * Each timer runs on its own turn: after each one the real event loop turns
+ * once (setImmediate), so every promise the timer started settles at that
+ * virtual time, deterministically.
+ *
+ * The checkers (checkers.ts for the Raft properties, kv-history.ts for what
+ * clients saw) hear of every write that reaches a disk, every apply, every
+ * role and every leader message, and throw at once. After the fault period
+ * everything heals; a leader must then commit a new write and every node
+ * apply it, with equal state digests at equal applied index (liveness).
+ *
+ * Not yet simulated (issue 17): snapshots (the SnapshotManager writes files
+ * and fetches over gRPC), restores, membership changes, a faulty disk.
+ */
+import { NodeError } from '../../src/node/errors.js';
+import type { Logger } from '../../src/node/logger.js';
+import { Node } from '../../src/node/node.js';
+import type { KvCommand } from '../../src/fsm/kv-command.js';
+import type { HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
+import { MemoryDataDir } from '../../src/storage/memory-storage.js';
+import type { ApplyItem, ApplyResult, CompactionBase, LogBatch } from '../../src/storage/types.js';
+import { Checkers, PROPERTY, SafetyViolation, entryHash } from './checkers.js';
+import { KvHistory, commandOf, effectOf, HISTORY, type Effect } from './kv-history.js';
+import { SimRng } from './rng.js';
+import { NodeClock, SimClock } from './sim-clock.js';
+import { SimNetwork, type NetFaults } from './sim-network.js';
+import { SimStorage, type DiskObserver } from './sim-storage.js';
+
+/** NodeScenario: every knob of one run, drawn from the seed. */
+export interface NodeScenario extends NetFaults {
+  readonly nodes: number;
+  readonly tickMs: number;
+  readonly electionTimeoutTicks: number;
+  readonly heartbeatIntervalTicks: number;
+  readonly preVote: boolean;
+  readonly checkQuorum: boolean;
+  readonly proposalTimeoutMs: number;
+  readonly partitionMeanMs: number;
+  readonly partitionMaxMs: number;
+  readonly oneWayChance: number;
+  readonly crashMeanMs: number;
+  readonly downMaxMs: number;
+  readonly proposeMeanMs: number;
+  readonly readMeanMs: number;
+  readonly transferMeanMs: number;
+  readonly keys: number;
+  readonly faultTimeMs: number;
+  readonly quietTimeMs: number;
+}
+
+/** makeNodeScenario draws a scenario from the seed (its own fork), then applies overrides. */
+export function makeNodeScenario(seed: number, nodes: number, overrides: Partial<NodeScenario> = {}): NodeScenario {
+  const r = new SimRng(seed).fork('node-scenario');
+  const latencyMinMs = r.range(1, 4);
+  const calm = r.chance(0.1);
+  const s: NodeScenario = {
+    nodes,
+    tickMs: 10,
+    electionTimeoutTicks: r.pick([8, 10, 10, 15]),
+    heartbeatIntervalTicks: r.pick([1, 2, 3]),
+    preVote: r.chance(0.75),
+    checkQuorum: r.chance(0.6),
+    proposalTimeoutMs: r.pick([300, 1000]),
+    latencyMinMs,
+    latencyMaxMs: latencyMinMs + r.pick([2, 5, 10, 20]),
+    dropChance: calm ? 0 : r.pick([0, 0.01, 0.05]),
+    dupChance: calm ? 0 : r.pick([0, 0.01, 0.05]),
+    reorderChance: calm ? 0 : r.pick([0, 0.01, 0.05]),
+    reorderMaxMs: r.range(20, 150),
+    partitionMeanMs: calm ? 0 : r.pick([0, 400, 800]),
+    partitionMaxMs: r.pick([200, 600]),
+    oneWayChance: r.pick([0, 0.3]),
+    crashMeanMs: calm ? 0 : r.pick([0, 300, 600, 1200]),
+    downMaxMs: r.pick([100, 400, 800]),
+    proposeMeanMs: r.pick([10, 20, 40]),
+    readMeanMs: r.pick([20, 50]),
+    transferMeanMs: r.pick([0, 600, 1500]),
+    keys: r.pick([2, 4, 8]),
+    faultTimeMs: 2000,
+    quietTimeMs: 4000,
+  };
+  return { ...s, ...overrides };
+}
+
+/** NodeControls: test-only switches that break the system on purpose (negative controls). */
+export interface NodeControls {
+  /** ackBeforePersistMs: every disk reports a save done at once and writes it this much later (lost at a crash). */
+  readonly ackBeforePersistMs?: number;
+}
+
+export interface NodeSimStats {
+  steps: number;
+  virtualMs: number;
+  crashes: number;
+  partitions: number;
+  proposals: number;
+  acked: number;
+  reads: number;
+  readsOk: number;
+  transfers: number;
+  leaders: number;
+  maxTerm: number;
+  finalApplied: number;
+  messages: number;
+}
+
+/** STEPS_MAX: timers one seed may run (a bound on every run). */
+export const STEPS_MAX = 2_000_000;
+/** IN_FLIGHT_MAX: client operations waiting at once; more are skipped. */
+const IN_FLIGHT_MAX = 64;
+
+interface Member {
+  readonly id: NodeId;
+  readonly dir: MemoryDataDir;
+  /** commands: KV commands in the state machine on its disk (for the checkers' count). */
+  commands: number;
+  incarnation: number;
+  node: Node | null;
+  clock: NodeClock | null;
+  storage: SimStorage | null;
+  up: boolean;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export class NodeCluster {
+  readonly clock = new SimClock();
+  readonly stats: NodeSimStats = {
+    steps: 0,
+    virtualMs: 0,
+    crashes: 0,
+    partitions: 0,
+    proposals: 0,
+    acked: 0,
+    reads: 0,
+    readsOk: 0,
+    transfers: 0,
+    leaders: 0,
+    maxTerm: 0,
+    finalApplied: 0,
+    messages: 0,
+  };
+  private readonly rng: SimRng;
+  private readonly faultRng: SimRng;
+  private readonly clientRng: SimRng;
+  private readonly net: SimNetwork;
+  private readonly checkers: Checkers;
+  private readonly history = new KvHistory();
+  private readonly members: Member[];
+  private readonly ids: NodeId[];
+  private readonly membership: Membership;
+  private violation: SafetyViolation | null = null;
+  private inFlight = 0;
+  private opSeq = 0;
+  private faulting = true;
+  private finished = false;
+  /** refused: values of writes refused in a way that promises they were never applied (notLeader, lost, busy, invalid). */
+  private readonly refused = new Set<string>();
+
+  constructor(
+    readonly seed: number,
+    readonly scenario: NodeScenario,
+    private readonly controls: NodeControls = {},
+    private readonly trace: ((line: string) => void) | null = null,
+  ) {
+    this.rng = new SimRng(seed);
+    this.faultRng = this.rng.fork('faults');
+    this.clientRng = this.rng.fork('clients');
+    this.net = new SimNetwork(this.clock, this.rng.fork('net'), scenario);
+    this.ids = Array.from({ length: scenario.nodes }, (_, i) => `n${i + 1}`);
+    this.membership = { voters: [...this.ids], learners: [], addresses: Object.fromEntries(this.ids.map((id) => [id, `sim:${id}`])) };
+    this.checkers = new Checkers(this.ids);
+    this.members = this.ids.map((id) => ({ id, dir: new MemoryDataDir(id), commands: 0, incarnation: 0, node: null, clock: null, storage: null, up: false }));
+    this.net.onSend = (m) => this.onSend(m);
+  }
+
+  private log(line: string): void {
+    this.trace?.(`${this.clock.nowMs()} ${line}`);
+  }
+
+  /** tracing: whether a trace is being written (--verbose). */
+  get tracing(): boolean {
+    return this.trace !== null;
+  }
+
+  /** check runs a checker hook; a violation is kept (never thrown into the node's code) and ends the run. */
+  private check(fn: () => void): void {
+    if (this.violation !== null) return;
+    try {
+      this.checkers.now = this.clock.nowMs();
+      this.history.now = this.clock.nowMs();
+      fn();
+    } catch (e) {
+      if (e instanceof SafetyViolation) this.violation = e;
+      else throw e;
+    }
+  }
+
+  private onSend(m: Message): void {
+    this.stats.messages++;
+    if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot' || m.type === 'timeoutNow') {
+      this.check(() => this.checkers.onLeaderMessage(m.from, m.term));
+    }
+  }
+
+  private observer(mb: Member): DiskObserver {
+    return {
+      onSave: (batch: LogBatch, prev: HardState) =>
+        this.check(() => {
+          if (batch.entries !== undefined && batch.entries.length > 0) this.checkers.onPersistEntries(mb.id, batch.entries, mb.node?.brief().role === 'leader');
+          if (batch.hardState !== undefined) this.checkers.onHardState(mb.id, prev, batch.hardState);
+        }),
+      onCompact: (base: CompactionBase) => this.check(() => this.checkers.onCompact(mb.id, base)),
+      onApply: (items: readonly ApplyItem[], before: number, results: readonly ApplyResult[]) =>
+        this.check(() => {
+          let applied = before;
+          items.forEach((item, i) => {
+            const e = item.entry;
+            if (e.index <= applied) return;
+            const pid = commandOf(e) === null ? -1 : entryHash(e) & 0x7fffffff;
+            this.checkers.onApply(mb.id, e, applied, mb.commands, pid);
+            if (pid >= 0) mb.commands++;
+            applied = e.index;
+            this.history.onApply(mb.id, e, results[i]);
+          });
+        }),
+    };
+  }
+
+  // ------------------------------------------------------------ members
+
+  private async startMember(mb: Member): Promise<void> {
+    if (mb.up) return; // up already (a restart and the heal both asked)
+    mb.incarnation++;
+    const inc = mb.incarnation;
+    const clock = new NodeClock(this.clock);
+    mb.up = true;
+    mb.clock = clock;
+    const storage = await SimStorage.open(mb.dir, {
+      observer: this.observer(mb),
+      clock,
+      ...(this.controls.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: this.controls.ackBeforePersistMs } : {}),
+    });
+    if (mb.incarnation !== inc || !mb.up) return void storage.crash(); // crashed while starting
+    mb.storage = storage;
+    const ref: { node: Node | null } = { node: null };
+    const transport = this.net.attach(mb.id, inc, {
+      handleRequest: (m) => (ref.node !== null ? ref.node.handleRequest(m) : Promise.reject(new Error('starting'))),
+      handleReport: (m) => ref.node?.handleReport(m),
+      receive: (m) => ref.node?.receive(m),
+    });
+    const s = this.scenario;
+    const node = await Node.start({
+      id: mb.id,
+      storage,
+      transport,
+      initialMembership: this.membership,
+      timings: {
+        tickMs: s.tickMs,
+        electionTimeoutTicks: s.electionTimeoutTicks,
+        heartbeatIntervalTicks: s.heartbeatIntervalTicks,
+        proposalTimeoutMs: s.proposalTimeoutMs,
+        readTimeoutMs: s.proposalTimeoutMs,
+      },
+      raft: { preVote: s.preVote, checkQuorum: s.checkQuorum },
+      logger: this.logger(mb),
+      clock,
+      rng: this.rng.fork(`node/${mb.id}/${inc}`),
+    });
+    if (mb.incarnation !== inc || !mb.up) return; // crashed while starting
+    ref.node = node;
+    mb.node = node;
+    this.log(`${mb.id} up (incarnation ${inc})`);
+  }
+
+  private crash(mb: Member, counted = true): void {
+    if (!mb.up) return;
+    if (counted) this.stats.crashes++;
+    mb.up = false;
+    mb.clock?.kill();
+    this.net.detach(mb.id);
+    void mb.storage?.crash();
+    mb.node = null;
+    mb.clock = null;
+    mb.storage = null;
+    this.log(`${mb.id} crashed`);
+  }
+
+  private live(): Member[] {
+    return this.members.filter((m) => m.up && m.node !== null);
+  }
+
+  private leader(): Member | null {
+    let best: Member | null = null;
+    let bestTerm = -1;
+    for (const m of this.live()) {
+      const b = (m.node as Node).brief();
+      if (b.role === 'leader' && b.term > bestTerm) {
+        best = m;
+        bestTerm = b.term;
+      }
+    }
+    return best;
+  }
+
+  /**
+   * logger: the node's own logger, the checkers' role sensor: each role
+   * change it reports (with its term) goes to Election Safety and Leader
+   * Completeness; an error (a failed node) is a violation, since nothing on
+   * this disk fails unless a control says so.
+   */
+  private logger(mb: Member): Logger {
+    const trace = (level: string, obj: object, msg?: string): void => {
+      if (this.trace !== null) this.log(`${mb.id} ${level} ${msg ?? ''} ${JSON.stringify(obj)}`);
+    };
+    return {
+      debug: () => undefined,
+      info: (obj, msg) => {
+        if (msg === 'role changed') {
+          const o = obj as { role?: string; term?: number };
+          const term = o.term ?? 0;
+          if (term > this.stats.maxTerm) this.stats.maxTerm = term;
+          if (o.role === 'leader') {
+            this.stats.leaders++;
+            this.check(() => this.checkers.onLeader(mb.id, term));
+          }
+        }
+        trace('info', obj, msg);
+      },
+      warn: (obj, msg) => trace('warn', obj, msg),
+      error: (obj, msg) => {
+        trace('error', obj, msg);
+        this.check(() => this.checkers.failContract('Node Failure', [mb.id], `${msg ?? ''} ${JSON.stringify(obj)}`));
+      },
+    };
+  }
+
+  // ------------------------------------------------------------ faults and clients
+
+  /** every schedules fn at exponentially distributed intervals of meanMs during the fault period. */
+  private every(meanMs: number, rng: SimRng, fn: () => void): void {
+    if (meanMs <= 0) return;
+    const next = (): void => {
+      this.clock.at(() => {
+        if (!this.faulting) return;
+        fn();
+        next();
+      }, rng.exp(meanMs));
+    };
+    next();
+  }
+
+  private scheduleFaults(): void {
+    const s = this.scenario;
+    const r = this.faultRng;
+    const maxDown = Math.floor((s.nodes - 1) / 2) + 1; // now and then a majority is down
+    this.every(s.crashMeanMs, r, () => {
+      const up = this.members.filter((m) => m.up);
+      if (this.members.length - up.length >= maxDown || up.length === 0) return;
+      const mb = r.pick(up);
+      this.crash(mb);
+      this.clock.at(() => void this.startMember(mb), r.range(1, s.downMaxMs));
+    });
+    this.every(s.partitionMeanMs, r, () => {
+      this.stats.partitions++;
+      const shuffled = r.shuffle(this.ids);
+      const cutAt = r.range(1, shuffled.length - 1);
+      if (r.chance(s.oneWayChance)) {
+        const a = r.pick(this.ids);
+        const b = r.pick(this.ids.filter((x) => x !== a));
+        this.net.cut(a, b, true);
+        this.log(`one-way cut ${a} -> ${b}`);
+      } else {
+        this.net.partition([shuffled.slice(0, cutAt), shuffled.slice(cutAt)]);
+        this.log(`partition ${shuffled.slice(0, cutAt).join(',')} | ${shuffled.slice(cutAt).join(',')}`);
+      }
+      this.clock.at(() => {
+        if (this.faulting) this.net.heal();
+      }, r.range(50, s.partitionMaxMs));
+    });
+  }
+
+  private scheduleClients(): void {
+    const s = this.scenario;
+    const r = this.clientRng;
+    this.every(s.proposeMeanMs, r, () => this.clientWrite());
+    this.every(s.readMeanMs, r, () => this.clientRead());
+    this.every(s.transferMeanMs, r, () => {
+      const l = this.leader();
+      if (l === null) return;
+      const to = r.pick(this.ids.filter((x) => x !== l.id));
+      this.stats.transfers++;
+      this.log(`transfer ${l.id} -> ${to}`);
+      (l.node as Node).transferLeadership(to, 500).catch(() => undefined);
+    });
+  }
+
+  /** target: the node a client sends to: mostly the leader it believes in, else any live node. */
+  private target(): Member | null {
+    const r = this.clientRng;
+    const l = this.leader();
+    if (l !== null && r.chance(0.8)) return l;
+    const live = this.live();
+    return live.length === 0 ? null : r.pick(live);
+  }
+
+  private clientWrite(): void {
+    const mb = this.target();
+    if (mb === null || this.inFlight >= IN_FLIGHT_MAX) return;
+    const r = this.clientRng;
+    const key = `k${r.nextInt(this.scenario.keys)}`;
+    const value = `v${++this.opSeq}`;
+    const kind = r.nextFloat();
+    let cmd: KvCommand;
+    let effect: Effect | null;
+    if (kind < 0.6) {
+      cmd = { op: 'put', key: enc.encode(key), value: enc.encode(value) };
+      effect = { key, value };
+    } else if (kind < 0.75) {
+      cmd = { op: 'delete', key: enc.encode(key) };
+      effect = { key, value: null };
+    } else {
+      // compare-and-swap on a value written before (mostly stale: fails), else on the latest one
+      const expected = `v${r.range(Math.max(1, this.opSeq - 10), this.opSeq)}`;
+      cmd = {
+        op: 'txn',
+        compares: [{ key: enc.encode(key), target: 'value', result: 'equal', value: enc.encode(expected) }],
+        success: [{ op: 'put', key: enc.encode(key), value: enc.encode(value) }],
+        failure: [],
+      };
+      effect = null; // decided by the result
+    }
+    this.stats.proposals++;
+    this.inFlight++;
+    const node = mb.node as Node;
+    node.propose(cmd).then(
+      (res) => {
+        this.inFlight--;
+        this.stats.acked++;
+        const eff = cmd.op === 'txn' ? effectOf(cmd, res) : effect;
+        this.check(() => this.history.onAck(mb.id, res.index, eff));
+      },
+      (e: unknown) => {
+        this.inFlight--;
+        if (e instanceof NodeError && ['notLeader', 'lost', 'busy', 'invalid'].includes(e.code) && cmd.op !== 'delete') this.refused.add(value);
+      },
+    );
+  }
+
+  private clientRead(): void {
+    const mb = this.target();
+    if (mb === null || this.inFlight >= IN_FLIGHT_MAX) return;
+    const key = `k${this.clientRng.nextInt(this.scenario.keys)}`;
+    const startSeq = this.history.tick();
+    this.stats.reads++;
+    this.inFlight++;
+    (mb.node as Node).get(enc.encode(key)).then(
+      (v) => {
+        this.inFlight--;
+        this.stats.readsOk++;
+        this.check(() => this.history.onRead(mb.id, key, startSeq, v === undefined ? undefined : dec.decode(v)));
+      },
+      () => void this.inFlight--,
+    );
+  }
+
+  // ------------------------------------------------------------ the run
+
+  /** sleep: resolves after ms of virtual time (for the script). */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.clock.at(resolve, ms));
+  }
+
+  /** script: the fault period, the heal, then liveness and the final state checks. */
+  private async script(): Promise<void> {
+    const s = this.scenario;
+    await Promise.all(this.members.map((m) => this.startMember(m)));
+    this.scheduleFaults();
+    this.scheduleClients();
+    await this.sleep(s.faultTimeMs);
+    this.faulting = false;
+    this.net.heal(true);
+    this.log('healed');
+    for (const m of this.members) if (!m.up) void this.startMember(m);
+    const deadline = this.clock.nowMs() + s.quietTimeMs;
+    // Liveness: a leader commits a new write, and every node applies it.
+    let index = 0;
+    const key = 'final';
+    while (index === 0 && this.clock.nowMs() < deadline && this.violation === null) {
+      const l = this.leader();
+      if (l !== null) {
+        try {
+          const res = await (l.node as Node).propose({ op: 'put', key: enc.encode(key), value: enc.encode('done') });
+          index = res.index;
+          this.check(() => this.history.onAck(l.id, res.index, { key, value: 'done' }));
+        } catch {
+          // retried below
+        }
+      }
+      if (index === 0) await this.sleep(s.tickMs);
+    }
+    if (index === 0) {
+      const views = this.members.map((m) => `${m.id}:${m.up ? `${m.node?.brief().role ?? 'starting'}/${m.node?.brief().term ?? '-'}` : 'down'}`);
+      return this.check(() => this.checkers.failLiveness([], `no leader committed a write within ${s.quietTimeMs} ms after healing (${views.join(' ')})`));
+    }
+    // Every node applies it; then all stand at one applied index (nothing else is proposed).
+    for (;;) {
+      const applied = this.members.map((m) => (m.node === null ? -1 : m.node.brief().applied));
+      const max = Math.max(...applied);
+      if (applied.every((a) => a === max) && max >= index) break;
+      if (this.clock.nowMs() >= deadline || this.violation !== null) {
+        return this.check(() => this.checkers.failLiveness([], `after healing, applied indexes ${applied.join(',')} never reached ${index} on every node`));
+      }
+      await this.sleep(s.tickMs);
+    }
+    await this.finalChecks();
+  }
+
+  /** finalChecks: equal state digests at the equal applied index, the state equal to the committed history, refused writes absent. */
+  private async finalChecks(): Promise<void> {
+    const nodes = this.members.map((m) => m.node as Node);
+    const applied = (nodes[0] as Node).brief().applied;
+    this.stats.finalApplied = applied;
+    const digests = await Promise.all(nodes.map((n) => n.stateDigest()));
+    if (new Set(digests).size !== 1) {
+      return this.check(() => this.checkers.failContract(HISTORY.stateDigest, this.ids, `state digests differ at applied index ${applied}: ${digests.map((d) => d.slice(0, 8)).join(',')}`));
+    }
+    const want = this.history.stateAt(applied);
+    for (const [key, value] of want) {
+      const got = await (nodes[0] as Node).get(enc.encode(key), true);
+      const gotS = got === undefined ? null : dec.decode(got);
+      if (gotS !== value) {
+        return this.check(() => this.checkers.failContract(HISTORY.lostWrite, this.ids, `key ${key} holds ${String(gotS)} at applied index ${applied}, the committed history says ${String(value)}`));
+      }
+      if (gotS !== null && this.refused.has(gotS)) {
+        return this.check(() => this.checkers.failContract(HISTORY.lostWrite, this.ids, `key ${key} holds ${gotS}, a write its client was told was never applied`));
+      }
+    }
+  }
+
+  /** run runs the seed to its end; returns the violation, or null. Bounded by STEPS_MAX timers. */
+  async run(): Promise<SafetyViolation | null> {
+    const s = this.scenario;
+    const endMs = s.faultTimeMs + s.quietTimeMs + 1000;
+    let scriptError: unknown = null;
+    void this.script().then(
+      () => (this.finished = true),
+      (e: unknown) => {
+        this.finished = true;
+        if (e instanceof SafetyViolation) this.violation ??= e;
+        else scriptError = e;
+      },
+    );
+    await turn();
+    while (!this.finished && this.violation === null) {
+      if (!this.clock.fireNext(endMs)) {
+        if (!this.finished) this.check(() => this.checkers.failLiveness([], `the run did not finish by ${endMs} ms`));
+        break;
+      }
+      await turn();
+      if (++this.stats.steps > STEPS_MAX) this.check(() => this.checkers.failContract(PROPERTY.eventBudget, [], `more than ${STEPS_MAX} timers`));
+    }
+    this.stats.virtualMs = this.clock.nowMs();
+    this.faulting = false;
+    for (const m of this.members) this.crash(m, false); // ends every incarnation: no timer of this seed runs again
+    if (scriptError !== null) throw scriptError;
+    return this.violation;
+  }
+}
+
+/** turn lets the real event loop turn once: every promise a timer started settles. */
+function turn(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}

@@ -1,0 +1,86 @@
+/**
+ * runNodeSeed runs one seed of the real-node simulator (node-cluster.ts) and
+ * reports {ok, violation?, stats, replay}; runNodeCampaign runs a range of
+ * seeds. Pure functions of their inputs (the wall clock is read only to
+ * report speed).
+ */
+import type { SafetyViolation } from './checkers.js';
+import { NodeCluster, makeNodeScenario, type NodeControls, type NodeScenario, type NodeSimStats } from './node-cluster.js';
+
+export interface NodeRunOptions {
+  /** nodes: 3 or 5; default alternates with the seed (even: 3, odd: 5). */
+  readonly nodes?: number;
+  readonly scenario?: Partial<NodeScenario>;
+  /** controls: test-only switches that break things on purpose (negative controls). */
+  readonly controls?: NodeControls;
+  readonly trace?: (line: string) => void;
+}
+
+export interface NodeRunResult {
+  readonly seed: number;
+  readonly nodes: number;
+  readonly ok: boolean;
+  readonly violation?: SafetyViolation;
+  /** message: the violation with the seed and the command that replays it. */
+  readonly message?: string;
+  readonly stats: NodeSimStats;
+  readonly replay: string;
+}
+
+export function nodesForSeed(seed: number): number {
+  return seed % 2 === 0 ? 3 : 5;
+}
+
+export function nodeReplayCommand(seed: number, nodes: number, controls: NodeControls = {}): string {
+  const extra = controls.ackBeforePersistMs !== undefined ? ` --ack-before-persist ${controls.ackBeforePersistMs}` : '';
+  return `npm run sim:node -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
+}
+
+export async function runNodeSeed(seed: number, options: NodeRunOptions = {}): Promise<NodeRunResult> {
+  const nodes = options.nodes ?? nodesForSeed(seed);
+  const scenario = makeNodeScenario(seed, nodes, options.scenario ?? {});
+  const cluster = new NodeCluster(seed, scenario, options.controls ?? {}, options.trace ?? null);
+  const replay = nodeReplayCommand(seed, nodes, options.controls);
+  const violation = await cluster.run();
+  if (violation === null) return { seed, nodes, ok: true, stats: cluster.stats, replay };
+  const message = `seed ${seed} (${nodes} nodes): ${violation.message}\n  replay: ${replay}`;
+  return { seed, nodes, ok: false, violation, message, stats: cluster.stats, replay };
+}
+
+export interface NodeCampaignOptions extends Omit<NodeRunOptions, 'nodes' | 'trace'> {
+  readonly from: number;
+  readonly count: number;
+  readonly nodes?: number;
+  readonly stopOnFirst?: boolean;
+  readonly onResult?: (r: NodeRunResult) => void;
+}
+
+export interface NodeCampaignSummary {
+  readonly seeds: number;
+  readonly failures: NodeRunResult[];
+  readonly steps: number;
+  readonly virtualMs: number;
+  readonly wallMs: number;
+}
+
+export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCampaignSummary> {
+  const t0 = performance.now();
+  const failures: NodeRunResult[] = [];
+  let steps = 0;
+  let virtualMs = 0;
+  let seeds = 0;
+  for (let seed = opts.from; seed < opts.from + opts.count; seed++) {
+    const r = await runNodeSeed(seed, {
+      ...(opts.nodes !== undefined ? { nodes: opts.nodes } : {}),
+      ...(opts.scenario !== undefined ? { scenario: opts.scenario } : {}),
+      ...(opts.controls !== undefined ? { controls: opts.controls } : {}),
+    });
+    seeds++;
+    steps += r.stats.steps;
+    virtualMs += r.stats.virtualMs;
+    if (!r.ok) failures.push(r);
+    opts.onResult?.(r);
+    if (!r.ok && opts.stopOnFirst === true) break;
+  }
+  return { seeds, failures, steps, virtualMs, wallMs: performance.now() - t0 };
+}
