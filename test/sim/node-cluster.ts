@@ -2,7 +2,7 @@
  * NodeCluster: the simulator running the real Node (src/node/node.ts: the
  * driver, its apply worker and the KV state machine on MemoryStorage) for
  * every member, with only the edges swapped: one SimClock (virtual time, a
- * NodeClock per incarnation), one seeded SimRng (a fork per node incarnation,
+ * NodeClock per incarnation), one seeded SeededRng (a fork per node incarnation,
  * the network, the faults and the clients), a SimNetwork (delay, drop,
  * duplicate, reorder, partition, one-way links) and a MemoryDataDir per node
  * (its disk, kept across crashes: a restarted node is a new Node on the same
@@ -30,7 +30,7 @@ import { MemoryDataDir } from '../../src/storage/memory-storage.js';
 import type { ApplyItem, ApplyResult, CompactionBase, LogBatch } from '../../src/storage/types.js';
 import { Checkers, PROPERTY, SafetyViolation, entryHash } from './checkers.js';
 import { KvHistory, commandOf, effectOf, HISTORY, type Effect } from './kv-history.js';
-import { SimRng } from './rng.js';
+import { SeededRng } from '../harness/rng.js';
 import { NodeClock, SimClock } from './sim-clock.js';
 import { SimNetwork, type NetFaults } from './sim-network.js';
 import { SimStorage, type DiskObserver } from './sim-storage.js';
@@ -59,7 +59,7 @@ export interface NodeScenario extends NetFaults {
 
 /** makeNodeScenario draws a scenario from the seed (its own fork), then applies overrides. */
 export function makeNodeScenario(seed: number, nodes: number, overrides: Partial<NodeScenario> = {}): NodeScenario {
-  const r = new SimRng(seed).fork('node-scenario');
+  const r = new SeededRng(seed).fork('node-scenario');
   const latencyMinMs = r.range(1, 4);
   const calm = r.chance(0.1);
   const s: NodeScenario = {
@@ -150,9 +150,9 @@ export class NodeCluster {
     finalApplied: 0,
     messages: 0,
   };
-  private readonly rng: SimRng;
-  private readonly faultRng: SimRng;
-  private readonly clientRng: SimRng;
+  private readonly rng: SeededRng;
+  private readonly faultRng: SeededRng;
+  private readonly clientRng: SeededRng;
   private readonly net: SimNetwork;
   private readonly checkers: Checkers;
   private readonly history = new KvHistory();
@@ -173,7 +173,7 @@ export class NodeCluster {
     private readonly controls: NodeControls = {},
     private readonly trace: ((line: string) => void) | null = null,
   ) {
-    this.rng = new SimRng(seed);
+    this.rng = new SeededRng(seed);
     this.faultRng = this.rng.fork('faults');
     this.clientRng = this.rng.fork('clients');
     this.net = new SimNetwork(this.clock, this.rng.fork('net'), scenario);
@@ -348,7 +348,7 @@ export class NodeCluster {
   // ------------------------------------------------------------ faults and clients
 
   /** every schedules fn at exponentially distributed intervals of meanMs during the fault period. */
-  private every(meanMs: number, rng: SimRng, fn: () => void): void {
+  private every(meanMs: number, rng: SeededRng, fn: () => void): void {
     if (meanMs <= 0) return;
     const next = (): void => {
       this.clock.at(() => {

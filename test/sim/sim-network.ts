@@ -11,7 +11,7 @@
 import type { MessageSender } from '../../src/node/node.js';
 import type { Message, NodeId } from '../../src/raft/types.js';
 import { replyTypeOf, routeOf, type RaftRequestHandler } from '../../src/transport/transport.js';
-import type { SimRng } from './rng.js';
+import type { SeededRng } from '../harness/rng.js';
 import type { SimClock } from './sim-clock.js';
 
 /** NetFaults: the network's knobs (probabilities per hop; delays in virtual ms). */
@@ -46,7 +46,7 @@ export class SimNetwork {
 
   constructor(
     private readonly clock: SimClock,
-    private readonly rng: SimRng,
+    private readonly rng: SeededRng,
     private readonly faults: NetFaults,
   ) {}
 
