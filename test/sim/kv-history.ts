@@ -1,18 +1,20 @@
 /**
  * KvHistory: the checker of what clients saw, apart from the fakes. It keeps
- * the one committed sequence of KV effects (recorded from the first node to
- * apply each index, every later applier checked against it) and the clients'
- * acknowledged writes, and checks:
+ * its own model of the KV: the one committed sequence of effects, computed
+ * from each committed command the first time any node applies its index
+ * (puts, deletes, and compare-and-swap decided on the model's own state), and
+ * the clients' acknowledged writes, and checks:
  * - no acknowledged write lost: the entry at the index a write was
  *   acknowledged at carries that write's effect, on every node;
  * - linearizable reads: a read returns the value of a committed write (or
  *   absence) no older than every write acknowledged before the read began;
- * - equal results: every node applying an index gets the same outcome.
+ * - equal results: the result a client is given (a compare-and-swap's
+ *   success) is the model's.
  * Failures are thrown as SafetyViolation.
  */
 import { decodeCommand, type KvCommand, type KvPut, type KvDelete } from '../../src/fsm/kv-command.js';
 import type { Entry, NodeId } from '../../src/raft/types.js';
-import type { ApplyResult } from '../../src/storage/types.js';
+import type { ApplyResult } from '../../src/fsm/types.js';
 import { SafetyViolation } from './checkers.js';
 
 export const HISTORY = {
@@ -53,15 +55,9 @@ export function commandOf(e: Entry): KvCommand | null {
   }
 }
 
-interface Applied {
-  readonly effect: Effect | null;
-  readonly ok: boolean;
-  readonly succeeded: boolean | undefined;
-}
-
 export class KvHistory {
   now = 0;
-  private readonly applied = new Map<number, Applied>();
+  private readonly applied = new Map<number, Effect | null>();
   /** byKey: each key's committed effects in index order. */
   private readonly byKey = new Map<string, { index: number; value: string | null }[]>();
   private readonly valueIndex = new Map<string, number>();
@@ -79,33 +75,41 @@ export class KvHistory {
     return ++this.seq;
   }
 
-  /** onApply: node applied e with result r. */
-  onApply(node: NodeId, e: Entry, r: ApplyResult | undefined): void {
-    const cmd = commandOf(e);
-    const a: Applied = { effect: effectOf(cmd, r), ok: r?.ok ?? false, succeeded: r !== undefined && r.ok ? r.succeeded : undefined };
-    const known = this.applied.get(e.index);
-    if (known === undefined) {
-      this.applied.set(e.index, a);
-      if (e.index > this.maxApplied) this.maxApplied = e.index;
-      if (a.effect !== null) {
-        let list = this.byKey.get(a.effect.key);
-        if (list === undefined) this.byKey.set(a.effect.key, (list = []));
-        list.push({ index: e.index, value: a.effect.value });
-        if (a.effect.value !== null) this.valueIndex.set(a.effect.value, e.index);
-      }
-      return;
+  /** onApply: node applied committed entry e (its KV effect is recorded the first time its index is). */
+  onApply(e: Entry): void {
+    if (this.applied.has(e.index)) return; // log matching on committed entries (checkers.ts) covers the rest
+    if (e.index !== this.maxApplied + 1) this.fail(HISTORY.applyResult, [], `entry ${e.index} applied first, after ${this.maxApplied}`);
+    const effect = this.modelEffect(commandOf(e));
+    this.applied.set(e.index, effect);
+    this.maxApplied = e.index;
+    if (effect !== null) {
+      let list = this.byKey.get(effect.key);
+      if (list === undefined) this.byKey.set(effect.key, (list = []));
+      list.push({ index: e.index, value: effect.value });
+      if (effect.value !== null) this.valueIndex.set(effect.value, e.index);
     }
-    if (known.ok !== a.ok || known.succeeded !== a.succeeded || !sameEffect(known.effect, a.effect)) {
-      this.fail(HISTORY.applyResult, [node], `entry ${e.index} applied with another outcome than on another node (${JSON.stringify(a)} vs ${JSON.stringify(known)})`);
-    }
+  }
+
+  /** modelEffect: what cmd does to the model's current state (compare-and-swap on a value compare decided here). */
+  private modelEffect(cmd: KvCommand | null): Effect | null {
+    if (cmd === null) return null;
+    if (cmd.op === 'put' || cmd.op === 'delete') return effectOf(cmd, { index: 0, ok: true });
+    if (cmd.op !== 'txn') return null;
+    const holds = cmd.compares.every((c) => {
+      if (c.target !== 'value' || c.result !== 'equal') throw new Error('kv-history: only value-equal compares are modelled');
+      const list = this.byKey.get(dec.decode(c.key));
+      const current = list === undefined || list.length === 0 ? null : (list[list.length - 1] as { value: string | null }).value;
+      return current === dec.decode(c.value);
+    });
+    return effectOf(cmd, { index: 0, ok: true, succeeded: holds });
   }
 
   /** onAck: a client's write was acknowledged at index with effect (null: a compare that failed, no write). */
   onAck(node: NodeId, index: number, effect: Effect | null): void {
-    const known = this.applied.get(index);
-    if (known === undefined) this.fail(HISTORY.lostWrite, [node], `write acknowledged at index ${index}, which no node applied`);
-    if (!sameEffect(known.effect, effect)) {
-      this.fail(HISTORY.lostWrite, [node], `write acknowledged at index ${index} as ${JSON.stringify(effect)}, but the entry applied there did ${JSON.stringify(known.effect)}`);
+    if (!this.applied.has(index)) this.fail(HISTORY.lostWrite, [node], `write acknowledged at index ${index}, which no node applied`);
+    const known = this.applied.get(index) ?? null;
+    if (!sameEffect(known, effect)) {
+      this.fail(HISTORY.lostWrite, [node], `write acknowledged at index ${index} as ${JSON.stringify(effect)}, but the committed entry there did ${JSON.stringify(known)}`);
     }
     if (effect !== null) this.acked.push({ index, effect, seq: this.tick() });
   }

@@ -27,7 +27,7 @@ import { Node } from '../../src/node/node.js';
 import type { KvCommand } from '../../src/fsm/kv-command.js';
 import type { HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
 import { MemoryDataDir } from '../../src/storage/memory-storage.js';
-import type { ApplyItem, ApplyResult, CompactionBase, LogBatch } from '../../src/storage/types.js';
+import type { CompactionBase, LogBatch, StateBatch } from '../../src/storage/types.js';
 import { Checkers, PROPERTY, SafetyViolation, entryHash } from './checkers.js';
 import { KvHistory, commandOf, effectOf, HISTORY, type Effect } from './kv-history.js';
 import { SeededRng } from '../harness/rng.js';
@@ -221,19 +221,22 @@ export class NodeCluster {
           if (batch.hardState !== undefined) this.checkers.onHardState(mb.id, prev, batch.hardState);
         }),
       onCompact: (base: CompactionBase) => this.check(() => this.checkers.onCompact(mb.id, base)),
-      onApply: (items: readonly ApplyItem[], before: number, results: readonly ApplyResult[]) =>
+      onStateWrite: (batch: StateBatch, before: number) =>
         this.check(() => {
-          let applied = before;
-          items.forEach((item, i) => {
-            const e = item.entry;
-            if (e.index <= applied) return;
+          // The entries the batch applied are the ones this node persisted at those indexes (checked by onApply).
+          for (let index = before + 1; index <= batch.appliedIndex; index++) {
+            const e = mb.dir.log[index - mb.dir.logBase.index - 1];
+            if (e === undefined || e.index !== index) {
+              this.checkers.failContract(PROPERTY.driverContract, [mb.id], `applied index ${index}, which is not in its persisted log (base ${mb.dir.logBase.index}, last ${mb.dir.logBase.index + mb.dir.log.length})`);
+            }
             const pid = commandOf(e) === null ? -1 : entryHash(e) & 0x7fffffff;
-            this.checkers.onApply(mb.id, e, applied, mb.commands, pid);
+            this.checkers.onApply(mb.id, e, index - 1, mb.commands, pid);
             if (pid >= 0) mb.commands++;
-            applied = e.index;
-            this.history.onApply(mb.id, e, results[i]);
-          });
+            this.history.onApply(e);
+          }
         }),
+      onInstall: (before: number, index: number) =>
+        this.check(() => this.checkers.failContract(PROPERTY.driverContract, [mb.id], `installed a state at ${index} over ${before}, with no snapshots in this simulation`)),
     };
   }
 

@@ -2,7 +2,7 @@
  * SimStorage: the NodeStorage a simulated node is given — a MemoryStorage
  * on the node's MemoryDataDir (its disk, kept across crashes), wrapped so
  * that the checkers see every write as it reaches the disk (persisted log
- * entries and hard states, compactions, applied entries with their results)
+ * entries and hard states, compactions, state writes with their applied index)
  * and so that a crash ends the incarnation: afterwards its calls never
  * settle (its process is gone) and nothing more reaches the disk.
  *
@@ -10,12 +10,9 @@
  * control): save() reports done at once and the write reaches the disk that
  * much virtual time later, unless the node crashes first.
  */
-import type { Entry, HardState, Membership } from '../../src/raft/types.js';
-import type { SessionStamp } from '../../src/fsm/sessions.js';
+import type { HardState, Membership } from '../../src/raft/types.js';
 import { MemoryStorage, type MemoryDataDir } from '../../src/storage/memory-storage.js';
 import type {
-  ApplyItem,
-  ApplyResult,
   CompactionBase,
   Identity,
   InstallMeta,
@@ -25,6 +22,7 @@ import type {
   NodeStorage,
   RangeQuery,
   RangeResult,
+  StateBatch,
   StateSnapshotReader,
 } from '../../src/storage/types.js';
 import type { NodeClock } from './sim-clock.js';
@@ -33,7 +31,10 @@ import type { NodeClock } from './sim-clock.js';
 export interface DiskObserver {
   onSave(batch: LogBatch, prev: HardState): void;
   onCompact(base: CompactionBase): void;
-  onApply(items: readonly ApplyItem[], appliedBefore: number, results: readonly ApplyResult[]): void;
+  /** onStateWrite: the state machine's batch reached the disk, moving its applied index from appliedBefore to batch.appliedIndex. */
+  onStateWrite(batch: StateBatch, appliedBefore: number): void;
+  /** onInstall: a whole state was installed (a snapshot), at meta's applied index. */
+  onInstall(appliedBefore: number, appliedIndex: number): void;
 }
 
 export interface SimStorageOptions {
@@ -103,17 +104,23 @@ export class SimStorage implements NodeStorage {
     return this.inner.appliedIndex();
   }
 
-  async apply(items: readonly ApplyItem[]): Promise<ApplyResult[]> {
+  async write(batch: StateBatch): Promise<void> {
     if (!this.alive) return never();
     const before = this.inner.appliedIndex();
-    const results = await this.inner.apply(items);
-    if (!this.alive) return never();
-    this.opts.observer.onApply(items, before, results);
-    return results;
+    await this.inner.write(batch);
+    if (this.alive) this.opts.observer.onStateWrite(batch, before);
   }
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return this.alive ? this.inner.get(key) : never();
+  }
+
+  getMany(keys: readonly Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
+    return this.alive ? this.inner.getMany(keys) : never();
+  }
+
+  stateEpoch(): number {
+    return this.inner.stateEpoch();
   }
 
   range(query: RangeQuery): Promise<RangeResult> {
@@ -128,16 +135,15 @@ export class SimStorage implements NodeStorage {
     return this.alive ? this.inner.snapshotState() : never();
   }
 
-  installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void> {
-    return this.alive ? this.inner.installState(source, meta) : never();
+  async installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void> {
+    if (!this.alive) return never();
+    const before = this.inner.appliedIndex();
+    await this.inner.installState(source, meta);
+    if (this.alive) this.opts.observer.onInstall(before, this.inner.appliedIndex());
   }
 
   stateDigest(): Promise<string> {
     return this.alive ? this.inner.stateDigest() : never();
-  }
-
-  lookupSession(stamp: SessionStamp): ReturnType<NodeStorage['lookupSession']> {
-    return this.inner.lookupSession(stamp);
   }
 
   readIdentity(): Promise<Identity | null> {
@@ -151,9 +157,4 @@ export class SimStorage implements NodeStorage {
   close(): Promise<void> {
     return this.alive ? this.inner.close() : Promise.resolve();
   }
-}
-
-/** entryOf: the entries of apply items, for the checkers. */
-export function entriesOf(items: readonly ApplyItem[]): Entry[] {
-  return items.map((i) => i.entry);
 }
