@@ -22,7 +22,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const INSTALL_HOLD_MS_MAX = 60_000;
 
 describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
-  this.timeout(180_000);
+  this.timeout(420_000);
   let c: RocksCluster;
   const originalInstall = SnapshotManager.prototype.install;
 
@@ -43,7 +43,7 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
     }
     // Both running members compact past f's log: were only the leader to, a leader change (an election under load)
     // would give f a leader whose log still holds what f lacks, and f would catch up from it with no install.
-    await until('both running members to compact', 30_000, () =>
+    await until('both running members to compact', 60_000, () =>
       c.members.every((m) => m.id === f || (c.node(m.id).status().firstIndex > 1_000)) ? true : undefined,
     );
 
@@ -93,10 +93,10 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
       // Mid-install, leadership moves to t.
       await first.transferLeadership(t);
       const tn = c.node(t);
-      await until(`${t} to learn of the install`, 5_000, () => (tn.status().progress[f]?.installGuard === s ? true : undefined));
+      await until(`${t} to learn of the install`, 30_000, () => (tn.status().progress[f]?.installGuard === s ? true : undefined));
       // t snapshots (and would compact) while f installs and writes go on: it keeps what f needs next.
       const before = written;
-      await until('more writes', 10_000, () => (written > before + 200 ? true : undefined));
+      await until('more writes', 60_000, () => (written > before + 200 ? true : undefined));
       await tn.snapshotNow();
       assert.ok(tn.status().snapshotIndex > s + 100, `${t} has a newer snapshot`);
       assert.ok(tn.status().firstIndex <= s + 1, `${t} kept entry ${s + 1} (its first index is ${tn.status().firstIndex})`);
@@ -104,9 +104,9 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
       releaseInstall();
 
       // f finishes the install it started and catches up from t's log, with writes still coming.
-      await until(`${f} to finish installing`, 30_000, () => (fn.snapshotStats.installed > 0 ? true : undefined));
+      await until(`${f} to finish installing`, 60_000, () => (fn.snapshotStats.installed > 0 ? true : undefined));
       const mark = written;
-      await until(`${f} to catch up under writes`, 30_000, () => (written > mark + 100 && fn.status().applied >= tn.status().commit - 50 ? true : undefined));
+      await until(`${f} to catch up under writes`, 60_000, () => (written > mark + 100 && fn.status().applied >= tn.status().commit - 50 ? true : undefined));
     } finally {
       releaseInstall();
       stop = true;
@@ -114,7 +114,7 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
     }
     const fn = c.node(f);
     const tn = c.node(t);
-    await until(`${f} to apply everything`, 20_000, () => (fn.status().applied >= tn.status().commit && tn.status().applied >= tn.status().commit ? true : undefined));
+    await until(`${f} to apply everything`, 60_000, () => (fn.status().applied >= tn.status().commit && tn.status().applied >= tn.status().commit ? true : undefined));
     assert.deepEqual(installs, [installs[0]], 'one install, never restarted');
     assert.equal(fn.snapshotStats.installed, 1);
     assert.equal(await c.member(f).storage?.stateDigest(), await c.member(t).storage?.stateDigest());
