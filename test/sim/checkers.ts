@@ -306,6 +306,15 @@ export class Checkers {
     this.noteCommitted(id, next.commit);
   }
 
+  /**
+   * forgetHardState: node's disk went back to a hard state of `term` (only a
+   * lying disk, a negative control, does that: the simulator follows the disk,
+   * and lets the Raft properties catch the consequences).
+   */
+  forgetHardState(id: NodeId, term: number): void {
+    this.termOf.set(id, term);
+  }
+
   private noteCommittedInTerm(id: NodeId, index: number): void {
     const t = this.termOf.get(id) ?? 0;
     if ((this.committedInTerm.get(t) ?? 0) < index) this.committedInTerm.set(t, index);

@@ -87,6 +87,7 @@ async function main(): Promise<void> {
     process.stdout.write(`seed ${args.seed} (${nodes} nodes): ok in ${ms.toFixed(0)}ms, ${r.stats.steps} timers, ${r.stats.virtualMs} ms virtual\n`);
     return;
   }
+  const cpu0 = process.cpuUsage();
   let done = 0;
   const every = Math.max(1, Math.floor(args.seeds / 20));
   const summary = await runNodeCampaign({
@@ -101,8 +102,11 @@ async function main(): Promise<void> {
     },
   });
   const s = summary.wallMs / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const cpuS = (cpu.user + cpu.system) / 1e6;
   process.stdout.write(
-    `real node: ${summary.seeds} seeds from ${args.from} in ${s.toFixed(2)}s: ${(summary.seeds / s).toFixed(1)} seeds/s (one core), ` +
+    `real node: ${summary.seeds} seeds from ${args.from} in ${s.toFixed(2)}s wall, ${cpuS.toFixed(2)}s CPU: ${(summary.seeds / s).toFixed(1)} seeds/s, ` +
+      `${(summary.seeds / cpuS).toFixed(1)} seeds per CPU-second (one thread; GC included), ` +
       `${summary.steps} timers (${(summary.steps / s / 1000).toFixed(0)}k/s), ${(summary.virtualMs / 1000).toFixed(0)}s virtual; ` +
       `${summary.failures.length} violation(s)\n`,
   );

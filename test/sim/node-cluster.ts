@@ -93,7 +93,7 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
 
 /** NodeControls: test-only switches that break the system on purpose (negative controls). */
 export interface NodeControls {
-  /** ackBeforePersistMs: every disk reports a save done at once and writes it this much later (lost at a crash). */
+  /** ackBeforePersistMs: every disk reports a save done before it is durable; a crash within this many ms loses it (sim-storage.ts). */
   readonly ackBeforePersistMs?: number;
 }
 
@@ -114,7 +114,7 @@ export interface NodeSimStats {
 }
 
 /** STEPS_MAX: timers one seed may run (a bound on every run). */
-export const STEPS_MAX = 2_000_000;
+export const STEPS_MAX = 300_000;
 /** IN_FLIGHT_MAX: client operations waiting at once; more are skipped. */
 const IN_FLIGHT_MAX = 64;
 
@@ -123,6 +123,8 @@ interface Member {
   readonly dir: MemoryDataDir;
   /** commands: KV commands in the state machine on its disk (for the checkers' count). */
   commands: number;
+  /** commandsAt: the count at each applied index (kept only when a lying disk may go back). */
+  readonly commandsAt: Map<number, number>;
   incarnation: number;
   node: Node | null;
   clock: NodeClock | null;
@@ -180,7 +182,7 @@ export class NodeCluster {
     this.ids = Array.from({ length: scenario.nodes }, (_, i) => `n${i + 1}`);
     this.membership = { voters: [...this.ids], learners: [], addresses: Object.fromEntries(this.ids.map((id) => [id, `sim:${id}`])) };
     this.checkers = new Checkers(this.ids);
-    this.members = this.ids.map((id) => ({ id, dir: new MemoryDataDir(id), commands: 0, incarnation: 0, node: null, clock: null, storage: null, up: false }));
+    this.members = this.ids.map((id) => ({ id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false }));
     this.net.onSend = (m) => this.onSend(m);
   }
 
@@ -232,6 +234,7 @@ export class NodeCluster {
             const pid = commandOf(e) === null ? -1 : entryHash(e) & 0x7fffffff;
             this.checkers.onApply(mb.id, e, index - 1, mb.commands, pid);
             if (pid >= 0) mb.commands++;
+            if (this.controls.ackBeforePersistMs !== undefined) mb.commandsAt.set(index, mb.commands);
             this.history.onApply(e);
           }
         }),
@@ -254,7 +257,10 @@ export class NodeCluster {
       clock,
       ...(this.controls.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: this.controls.ackBeforePersistMs } : {}),
     });
-    if (mb.incarnation !== inc || !mb.up) return void storage.crash(); // crashed while starting
+    if (mb.incarnation !== inc || !mb.up) {
+      storage.crash(); // crashed while starting
+      return;
+    }
     mb.storage = storage;
     const ref: { node: Node | null } = { node: null };
     const transport = this.net.attach(mb.id, inc, {
@@ -286,13 +292,26 @@ export class NodeCluster {
     this.log(`${mb.id} up (incarnation ${inc})`);
   }
 
+  /** restart starts a new incarnation of mb on its disk; a node that cannot start from its disk is a violation. */
+  private restart(mb: Member): void {
+    this.startMember(mb).catch((e: unknown) => {
+      this.check(() => this.checkers.failContract('Node Failure', [mb.id], `the node did not start from its disk: ${(e as Error).message}`));
+    });
+  }
+
   private crash(mb: Member, counted = true): void {
     if (!mb.up) return;
     if (counted) this.stats.crashes++;
     mb.up = false;
     mb.clock?.kill();
     this.net.detach(mb.id);
-    void mb.storage?.crash();
+    if (mb.storage?.crash() === true) {
+      // The lying disk (a negative control) lost saves at the crash: the checkers' view of this disk follows it back.
+      this.checkers.onLogReset(mb.id, { index: mb.dir.logBase.index, term: mb.dir.logBase.term }, false);
+      this.check(() => this.checkers.onPersistEntries(mb.id, mb.dir.log, false));
+      this.checkers.forgetHardState(mb.id, mb.dir.hardState?.term ?? 0);
+      mb.commands = mb.commandsAt.get(mb.dir.applied) ?? 0;
+    }
     mb.node = null;
     mb.clock = null;
     mb.storage = null;
@@ -372,7 +391,7 @@ export class NodeCluster {
       if (this.members.length - up.length >= maxDown || up.length === 0) return;
       const mb = r.pick(up);
       this.crash(mb);
-      this.clock.at(() => void this.startMember(mb), r.range(1, s.downMaxMs));
+      this.clock.at(() => this.restart(mb), r.range(1, s.downMaxMs));
     });
     this.every(s.partitionMeanMs, r, () => {
       this.stats.partitions++;
@@ -494,7 +513,7 @@ export class NodeCluster {
     this.faulting = false;
     this.net.heal(true);
     this.log('healed');
-    for (const m of this.members) if (!m.up) void this.startMember(m);
+    for (const m of this.members) if (!m.up) this.restart(m);
     const deadline = this.clock.nowMs() + s.quietTimeMs;
     // Liveness: a leader commits a new write, and every node applies it.
     let index = 0;

@@ -7,10 +7,12 @@
  * settle (its process is gone) and nothing more reaches the disk.
  *
  * The test-only switch `ackBeforePersistMs` makes it a lying disk (a negative
- * control): save() reports done at once and the write reaches the disk that
- * much virtual time later, unless the node crashes first.
+ * control): save() reports done once the write is in the page cache, where
+ * the node (and the checkers) see it, but it becomes durable only that much
+ * virtual time later: a crash before then loses it (log, hard state and
+ * state machine go back to what was durable).
  */
-import type { HardState, Membership } from '../../src/raft/types.js';
+import type { Entry, HardState, Membership } from '../../src/raft/types.js';
 import { MemoryStorage, type MemoryDataDir } from '../../src/storage/memory-storage.js';
 import type {
   CompactionBase,
@@ -47,8 +49,21 @@ export interface SimStorageOptions {
 const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
 const EMPTY: HardState = { term: 0, vote: '', commit: 0 };
 
+/** Undo: the log and hard state as they were before a save that is not durable yet. */
+interface Undo {
+  readonly atMs: number;
+  readonly hardState: HardState | null;
+  readonly logBase: MemoryDataDir['logBase'];
+  readonly log: Entry[];
+  readonly kv: MemoryDataDir['kv'];
+  readonly applied: number;
+  readonly membership: Membership | null;
+}
+
 export class SimStorage implements NodeStorage {
   private alive = true;
+  /** undo: saves not durable yet (ackBeforePersistMs), oldest first. */
+  private undo: Undo[] = [];
 
   private constructor(
     private readonly inner: MemoryStorage,
@@ -60,10 +75,26 @@ export class SimStorage implements NodeStorage {
     return new SimStorage(await MemoryStorage.open(dir), dir, opts);
   }
 
-  /** crash: the incarnation is gone; the disk keeps what reached it. */
-  crash(): Promise<void> {
+  /**
+   * crash: the incarnation is gone; the disk keeps what reached it (with
+   * ackBeforePersistMs, saves not durable yet are lost). Returns whether the
+   * log or hard state went back.
+   */
+  crash(): boolean {
     this.alive = false;
-    return this.inner.close();
+    void this.inner.close();
+    const lag = this.opts.ackBeforePersistMs ?? 0;
+    const lost = this.undo.find((u) => u.atMs > this.opts.clock.nowMs() - lag);
+    this.undo = [];
+    if (lost === undefined) return false;
+    const d = this.dir;
+    d.hardState = lost.hardState;
+    d.logBase = lost.logBase;
+    d.log = lost.log;
+    d.kv = lost.kv;
+    d.applied = lost.applied;
+    d.membership = lost.membership;
+    return true;
   }
 
   load(): Promise<LogState> {
@@ -72,18 +103,20 @@ export class SimStorage implements NodeStorage {
 
   async save(batch: LogBatch): Promise<void> {
     if (!this.alive) return never();
-    const lag = this.opts.ackBeforePersistMs ?? 0;
-    if (lag > 0) {
-      this.opts.clock.setTimeout(() => void this.persist(batch).catch(() => undefined), lag);
-      return;
-    }
-    await this.persist(batch);
-  }
-
-  private async persist(batch: LogBatch): Promise<void> {
+    this.noteUndo();
     const prev = this.dir.hardState ?? EMPTY;
     await this.inner.save(batch);
     if (this.alive) this.opts.observer.onSave(batch, prev);
+  }
+
+  /** noteUndo: with ackBeforePersistMs, remembers the disk before a write that is not durable yet. */
+  private noteUndo(): void {
+    const lag = this.opts.ackBeforePersistMs ?? 0;
+    if (lag <= 0) return;
+    const now = this.opts.clock.nowMs();
+    const d = this.dir;
+    this.undo = this.undo.filter((u) => u.atMs > now - lag);
+    this.undo.push({ atMs: now, hardState: d.hardState, logBase: d.logBase, log: d.log.slice(), kv: new Map(d.kv), applied: d.applied, membership: d.membership });
   }
 
   async compact(base: CompactionBase): Promise<void> {
@@ -106,6 +139,7 @@ export class SimStorage implements NodeStorage {
 
   async write(batch: StateBatch): Promise<void> {
     if (!this.alive) return never();
+    this.noteUndo();
     const before = this.inner.appliedIndex();
     await this.inner.write(batch);
     if (this.alive) this.opts.observer.onStateWrite(batch, before);
