@@ -3,6 +3,7 @@
  *   npm run sim:node -- --seeds N [--from S] [--nodes 3|5]      run a campaign, print seeds/s
  *   npm run sim:node -- --seed S [--nodes N] [--verbose]        replay one seed (with its trace)
  *   --ack-before-persist MS                                      negative control: a lying disk
+ *   --serializable-reads                                         negative control: stale reads called linearizable
  * Exits 1 on any violation; each prints the command that replays it.
  */
 import { nodesForSeed, runNodeCampaign, runNodeSeed } from './node-run.js';
@@ -15,15 +16,16 @@ interface Args {
   seed?: number;
   verbose: boolean;
   ackBeforePersistMs?: number;
+  serializableReads: boolean;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim:node -- --seeds N [--from S] [--nodes 3|5] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim:node -- --seeds N [--from S] [--nodes 3|5] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -54,6 +56,9 @@ function parseArgs(argv: readonly string[]): Args {
       case '--ack-before-persist':
         a.ackBeforePersistMs = num();
         break;
+      case '--serializable-reads':
+        a.serializableReads = true;
+        break;
       case '--real-node':
         break; // accepted for `npm run sim -- --real-node` habits
       case '--help':
@@ -73,7 +78,10 @@ async function main(): Promise<void> {
     throw err;
   });
   const args = parseArgs(process.argv.slice(2));
-  const controls: NodeControls = args.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: args.ackBeforePersistMs } : {};
+  const controls: NodeControls = {
+    ...(args.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: args.ackBeforePersistMs } : {}),
+    ...(args.serializableReads ? { serializableReads: true } : {}),
+  };
   if (args.seed !== undefined) {
     const nodes = args.nodes ?? nodesForSeed(args.seed);
     const t0 = performance.now();

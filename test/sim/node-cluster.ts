@@ -95,6 +95,8 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
 export interface NodeControls {
   /** ackBeforePersistMs: every disk reports a save done before it is durable; a crash within this many ms loses it (sim-storage.ts). */
   readonly ackBeforePersistMs?: number;
+  /** serializableReads: clients read with get(key, serializable = true) from any node (stale reads allowed) and call them linearizable. */
+  readonly serializableReads?: boolean;
 }
 
 export interface NodeSimStats {
@@ -104,6 +106,9 @@ export interface NodeSimStats {
   partitions: number;
   proposals: number;
   acked: number;
+  /** casSucceeded / casFailed: compare-and-swaps acknowledged that did / did not write. */
+  casSucceeded: number;
+  casFailed: number;
   reads: number;
   readsOk: number;
   transfers: number;
@@ -144,6 +149,8 @@ export class NodeCluster {
     partitions: 0,
     proposals: 0,
     acked: 0,
+    casSucceeded: 0,
+    casFailed: 0,
     reads: 0,
     readsOk: 0,
     transfers: 0,
@@ -168,6 +175,8 @@ export class NodeCluster {
   private finished = false;
   /** refused: values of writes refused in a way that promises they were never applied (notLeader, lost, busy, invalid). */
   private readonly refused = new Set<string>();
+  /** lastAcked: the value of each key's last acknowledged write (what a client would compare-and-swap on). */
+  private readonly lastAcked = new Map<string, string>();
 
   constructor(
     readonly seed: number,
@@ -452,8 +461,9 @@ export class NodeCluster {
       cmd = { op: 'delete', key: enc.encode(key) };
       effect = { key, value: null };
     } else {
-      // compare-and-swap on a value written before (mostly stale: fails), else on the latest one
-      const expected = `v${r.range(Math.max(1, this.opSeq - 10), this.opSeq)}`;
+      // compare-and-swap on the value this client last saw acknowledged for the key (often current), else on an older one
+      const seen = this.lastAcked.get(key);
+      const expected = seen !== undefined && r.chance(0.7) ? seen : `v${r.range(Math.max(1, this.opSeq - 10), this.opSeq)}`;
       cmd = {
         op: 'txn',
         compares: [{ key: enc.encode(key), target: 'value', result: 'equal', value: enc.encode(expected) }],
@@ -469,7 +479,12 @@ export class NodeCluster {
       (res) => {
         this.inFlight--;
         this.stats.acked++;
+        if (cmd.op === 'txn') {
+          if (res.ok && res.succeeded === true) this.stats.casSucceeded++;
+          else this.stats.casFailed++;
+        }
         const eff = cmd.op === 'txn' ? effectOf(cmd, res) : effect;
+        if (eff !== null && eff.value !== null) this.lastAcked.set(key, eff.value);
         this.check(() => this.history.onAck(mb.id, res.index, eff));
       },
       (e: unknown) => {
@@ -480,13 +495,15 @@ export class NodeCluster {
   }
 
   private clientRead(): void {
-    const mb = this.target();
+    const stale = this.controls.serializableReads === true;
+    const live = this.live();
+    const mb = stale ? (live.length === 0 ? null : this.clientRng.pick(live)) : this.target();
     if (mb === null || this.inFlight >= IN_FLIGHT_MAX) return;
     const key = `k${this.clientRng.nextInt(this.scenario.keys)}`;
     const startSeq = this.history.tick();
     this.stats.reads++;
     this.inFlight++;
-    (mb.node as Node).get(enc.encode(key)).then(
+    (mb.node as Node).get(enc.encode(key), stale).then(
       (v) => {
         this.inFlight--;
         this.stats.readsOk++;

@@ -32,7 +32,8 @@ export function nodesForSeed(seed: number): number {
 }
 
 export function nodeReplayCommand(seed: number, nodes: number, controls: NodeControls = {}): string {
-  const extra = controls.ackBeforePersistMs !== undefined ? ` --ack-before-persist ${controls.ackBeforePersistMs}` : '';
+  let extra = controls.ackBeforePersistMs !== undefined ? ` --ack-before-persist ${controls.ackBeforePersistMs}` : '';
+  if (controls.serializableReads === true) extra += ' --serializable-reads';
   return `npm run sim:node -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
 }
 

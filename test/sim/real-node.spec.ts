@@ -4,7 +4,9 @@
  * must find no violation; one seed must replay exactly; and a negative
  * control — a disk that acknowledges a save before it is durable, behind a
  * test-only switch (sim-storage.ts) — must be caught by the Raft properties
- * within a bounded number of seeds, with the command that replays it.
+ * within a bounded number of seeds, with the command that replays it; and
+ * stale (serializable) reads passed off as linearizable must be caught by
+ * the client-history checker (kv-history.ts).
  */
 import assert from 'node:assert/strict';
 
@@ -26,6 +28,7 @@ describe('sim on the real node', function () {
     assert.ok(r.ok, r.message);
     const s = r.stats;
     assert.ok(s.acked > 20, `only ${s.acked} writes acknowledged`);
+    assert.ok(s.casSucceeded > 0 && s.casFailed > 0, `compare-and-swaps: ${s.casSucceeded} wrote, ${s.casFailed} did not`);
     assert.ok(s.readsOk > 5, `only ${s.readsOk} reads served`);
     assert.ok(s.crashes > 0 && s.partitions > 0, `crashes ${s.crashes}, partitions ${s.partitions}`);
     assert.ok(s.leaders > 1, `${s.leaders} leaders elected`);
@@ -61,5 +64,12 @@ describe('sim on the real node', function () {
     // And the same seed on an honest disk passes: the lie is what was caught.
     const honest = await runNodeSeed(caught.seed, { nodes: 3 });
     assert.ok(honest.ok, honest.message);
+  });
+
+  it('negative control: serializable (stale) reads passed off as linearizable are caught as a Linearizable Read violation within 10 seeds', async () => {
+    const summary = await runNodeCampaign({ from: 1, count: 10, nodes: 3, controls: { serializableReads: true }, stopOnFirst: true });
+    const first = summary.failures[0];
+    assert.equal(first?.violation?.property, 'Linearizable Read', first?.message ?? `no violation in ${summary.seeds} seeds`);
+    assert.match(first.message ?? '', /replay: npm run sim:node -- --seed \d+ --nodes 3 --serializable-reads --verbose/);
   });
 });
