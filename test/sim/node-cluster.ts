@@ -49,6 +49,8 @@ export interface NodeScenario extends NetFaults {
   readonly oneWayChance: number;
   readonly crashMeanMs: number;
   readonly downMaxMs: number;
+  /** crashAfterReplyChance: a node that just granted a vote or acknowledged an append crashes 0-3 ms later. */
+  readonly crashAfterReplyChance: number;
   readonly proposeMeanMs: number;
   readonly readMeanMs: number;
   readonly transferMeanMs: number;
@@ -81,6 +83,7 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     oneWayChance: r.pick([0, 0.3]),
     crashMeanMs: calm ? 0 : r.pick([0, 300, 600, 1200]),
     downMaxMs: r.pick([100, 400, 800]),
+    crashAfterReplyChance: calm ? 0 : r.pick([0, 0, 0.002, 0.01]),
     proposeMeanMs: r.pick([10, 20, 40]),
     readMeanMs: r.pick([20, 50]),
     transferMeanMs: r.pick([0, 600, 1500]),
@@ -193,6 +196,7 @@ export class NodeCluster {
     this.checkers = new Checkers(this.ids);
     this.members = this.ids.map((id) => ({ id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false }));
     this.net.onSend = (m) => this.onSend(m);
+    this.net.onReply = (m) => this.onReply(m);
   }
 
   private log(line: string): void {
@@ -222,6 +226,27 @@ export class NodeCluster {
     if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot' || m.type === 'timeoutNow') {
       this.check(() => this.checkers.onLeaderMessage(m.from, m.term));
     }
+  }
+
+  /** onReply: a vote granted or an append acknowledged may be the node's last act (crashAfterReplyChance). */
+  private onReply(m: Message): void {
+    const p = this.scenario.crashAfterReplyChance;
+    if (!this.faulting || p <= 0) return;
+    if (!((m.type === 'voteResp' && m.granted && !m.preVote) || (m.type === 'appendResp' && !m.reject))) return;
+    if (!this.faultRng.chance(p)) return;
+    const mb = this.members.find((x) => x.id === m.from);
+    if (mb === undefined) return;
+    this.clock.at(() => {
+      if (!this.faulting || !mb.up || this.members.filter((x) => !x.up).length >= this.maxDown()) return;
+      this.log(`${mb.id} crashes right after ${m.type}`);
+      this.crash(mb);
+      this.clock.at(() => this.restart(mb), this.faultRng.range(1, this.scenario.downMaxMs));
+    }, this.faultRng.range(0, 3));
+  }
+
+  /** maxDown: nodes down at once at most (now and then a majority). */
+  private maxDown(): number {
+    return Math.floor((this.scenario.nodes - 1) / 2) + 1;
   }
 
   private observer(mb: Member): DiskObserver {
@@ -394,7 +419,7 @@ export class NodeCluster {
   private scheduleFaults(): void {
     const s = this.scenario;
     const r = this.faultRng;
-    const maxDown = Math.floor((s.nodes - 1) / 2) + 1; // now and then a majority is down
+    const maxDown = this.maxDown();
     this.every(s.crashMeanMs, r, () => {
       const up = this.members.filter((m) => m.up);
       if (this.members.length - up.length >= maxDown || up.length === 0) return;

@@ -43,6 +43,8 @@ export class SimNetwork {
   readonly stats: NetStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0 };
   /** onSend: sees every message a node sends (the checkers' leader-message sensor). */
   onSend: ((m: Message) => void) | null = null;
+  /** onReply: sees every answer a node gives (a vote granted, an append acknowledged) as it leaves. */
+  onReply: ((r: Message) => void) | null = null;
 
   constructor(
     private readonly clock: SimClock,
@@ -138,6 +140,7 @@ export class SimNetwork {
       (rs) => {
         for (const r of rs) {
           if (r.type !== want || r.to !== from) continue;
+          this.onReply?.(r);
           if (!this.passes(m.to, from)) {
             this.stats.dropped++;
             continue;
