@@ -1,13 +1,18 @@
 /**
  * The real-node simulator's CLI (node-cluster.ts):
- *   npm run sim:node -- --seeds N [--from S] [--nodes 3|5]      run a campaign, print seeds/s
+ *   npm run sim:node -- --seeds N [--from S] [--nodes 3|5] [--workers W]
+ *                                        run a campaign on W worker threads (default: the core count), print seeds/s
  *   npm run sim:node -- --seed S [--nodes N] [--verbose]        replay one seed (with its trace)
  *   --ack-before-persist MS                                      negative control: a lying disk
  *   --serializable-reads                                         negative control: stale reads called linearizable
  * Exits 1 on any violation; each prints the command that replays it.
  */
-import { nodesForSeed, runNodeCampaign, runNodeSeed } from './node-run.js';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+
 import type { NodeControls } from './node-cluster.js';
+import { nodesForSeed, runNodeSeed } from './node-run.js';
+import type { WorkerJob, WorkerResult } from './node-worker.js';
 
 interface Args {
   seeds: number;
@@ -17,15 +22,16 @@ interface Args {
   verbose: boolean;
   ackBeforePersistMs?: number;
   serializableReads: boolean;
+  workers: number;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim:node -- --seeds N [--from S] [--nodes 3|5] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim:node -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism() };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -56,6 +62,12 @@ function parseArgs(argv: readonly string[]): Args {
       case '--ack-before-persist':
         a.ackBeforePersistMs = num();
         break;
+      case '--workers': {
+        const n = num();
+        if (n < 1 || n > 64) usage('--workers must be between 1 and 64');
+        a.workers = n;
+        break;
+      }
       case '--serializable-reads':
         a.serializableReads = true;
         break;
@@ -96,30 +108,71 @@ async function main(): Promise<void> {
     return;
   }
   const cpu0 = process.cpuUsage();
-  let done = 0;
-  const every = Math.max(1, Math.floor(args.seeds / 20));
-  const summary = await runNodeCampaign({
-    from: args.from,
-    count: args.seeds,
-    controls,
-    ...(args.nodes !== undefined ? { nodes: args.nodes } : {}),
-    onResult: (r) => {
-      done++;
-      if (!r.ok) process.stdout.write(`VIOLATION ${r.message}\n`);
-      if (done % every === 0 || done === args.seeds) process.stdout.write(`  ${done}/${args.seeds} seeds\n`);
-    },
-  });
-  const s = summary.wallMs / 1000;
+  const t0 = performance.now();
+  const workers = Math.max(1, Math.min(args.workers, Math.ceil(args.seeds / JOB_SEEDS)));
+  const summary = await runOnWorkers(args, controls, workers);
+  const s = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const cpuS = (cpu.user + cpu.system) / 1e6;
   process.stdout.write(
-    `real node: ${summary.seeds} seeds from ${args.from} in ${s.toFixed(2)}s wall, ${cpuS.toFixed(2)}s CPU: ${(summary.seeds / s).toFixed(1)} seeds/s, ` +
-      `${(summary.seeds / cpuS).toFixed(1)} seeds per CPU-second (one thread; GC included), ` +
-      `${summary.steps} timers (${(summary.steps / s / 1000).toFixed(0)}k/s), ${(summary.virtualMs / 1000).toFixed(0)}s virtual; ` +
-      `${summary.failures.length} violation(s)\n`,
+    `real node: ${summary.seeds} seeds from ${args.from} on ${workers} worker(s) in ${s.toFixed(2)}s wall, ${cpuS.toFixed(2)}s CPU: ` +
+      `${(summary.seeds / s).toFixed(1)} seeds/s, ${(summary.seeds / cpuS).toFixed(1)} seeds per CPU-second (GC included), ` +
+      `${summary.steps} timers, ${(summary.virtualMs / 1000).toFixed(0)}s virtual; ${summary.failures.length} violation(s)\n`,
   );
-  for (const f of summary.failures) process.stdout.write(`  seed ${f.seed}: ${f.violation?.property}  -> ${f.replay}\n`);
+  for (const f of summary.failures) process.stdout.write(`  seed ${f.seed}: ${f.property}  -> ${f.replay}\n`);
   if (summary.failures.length > 0) process.exit(1);
+}
+
+/** JOB_SEEDS: seeds one worker job runs (small: the workers stay evenly busy). */
+const JOB_SEEDS = 25;
+
+interface Totals {
+  seeds: number;
+  steps: number;
+  virtualMs: number;
+  failures: WorkerResult['failures'][number][];
+}
+
+/** runOnWorkers runs the campaign's seeds in jobs of JOB_SEEDS on `workers` worker threads (node-worker.ts), printing progress and violations. */
+async function runOnWorkers(args: Args, controls: NodeControls, workers: number): Promise<Totals> {
+  const totals: Totals = { seeds: 0, steps: 0, virtualMs: 0, failures: [] };
+  const end = args.from + args.seeds;
+  let next = args.from;
+  const every = Math.max(JOB_SEEDS, Math.floor(args.seeds / 20));
+  let reported = 0;
+  const runOne = (): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      // node-worker-boot.mjs registers tsx's loader in the worker's own thread, then loads node-worker.ts.
+      const w = new Worker(new URL('./node-worker-boot.mjs', import.meta.url), { execArgv: [] });
+      const give = (): void => {
+        if (next >= end) {
+          void w.terminate().then(() => resolve());
+          return;
+        }
+        const count = Math.min(JOB_SEEDS, end - next);
+        const job: WorkerJob = { from: next, count, controls, ...(args.nodes !== undefined ? { nodes: args.nodes } : {}) };
+        next += count;
+        w.postMessage(job);
+      };
+      w.on('message', (r: WorkerResult) => {
+        totals.seeds += r.seeds;
+        totals.steps += r.steps;
+        totals.virtualMs += r.virtualMs;
+        for (const f of r.failures) {
+          totals.failures.push(f);
+          process.stdout.write(`VIOLATION ${f.message}\n`);
+        }
+        if (totals.seeds - reported >= every || totals.seeds === args.seeds) {
+          reported = totals.seeds;
+          process.stdout.write(`  ${totals.seeds}/${args.seeds} seeds\n`);
+        }
+        give();
+      });
+      w.on('error', reject);
+      give();
+    });
+  await Promise.all(Array.from({ length: workers }, runOne));
+  return totals;
 }
 
 void main();
