@@ -5,6 +5,7 @@
  *   npm run sim:node -- --seed S [--nodes N] [--verbose]        replay one seed (with its trace)
  *   --ack-before-persist MS                                      negative control: a lying disk
  *   --serializable-reads                                         negative control: stale reads called linearizable
+ *   --divergent-node ID                                          negative control: one node's disk flips a byte of every value
  * Exits 1 on any violation; each prints the command that replays it.
  */
 import { availableParallelism } from 'node:os';
@@ -23,10 +24,11 @@ interface Args {
   ackBeforePersistMs?: number;
   serializableReads: boolean;
   workers: number;
+  divergentNode?: string;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim:node -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim:node -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID]\n`);
   process.exit(2);
 }
 
@@ -68,6 +70,12 @@ function parseArgs(argv: readonly string[]): Args {
         a.workers = n;
         break;
       }
+      case '--divergent-node': {
+        const v = argv[++i];
+        if (v === undefined || !/^n\d$/.test(v)) usage('--divergent-node needs a node id (n1..n7)');
+        a.divergentNode = v;
+        break;
+      }
       case '--serializable-reads':
         a.serializableReads = true;
         break;
@@ -93,6 +101,7 @@ async function main(): Promise<void> {
   const controls: NodeControls = {
     ...(args.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: args.ackBeforePersistMs } : {}),
     ...(args.serializableReads ? { serializableReads: true } : {}),
+    ...(args.divergentNode !== undefined ? { divergentNode: args.divergentNode } : {}),
   };
   if (args.seed !== undefined) {
     const nodes = args.nodes ?? nodesForSeed(args.seed);

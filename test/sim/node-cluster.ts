@@ -100,6 +100,8 @@ export interface NodeControls {
   readonly ackBeforePersistMs?: number;
   /** serializableReads: clients read with get(key, serializable = true) from any node (stale reads allowed) and call them linearizable. */
   readonly serializableReads?: boolean;
+  /** divergentNode: this node's disk flips the last byte of every value it stores (its state diverges). */
+  readonly divergentNode?: NodeId;
 }
 
 export interface NodeSimStats {
@@ -178,6 +180,8 @@ export class NodeCluster {
   private finished = false;
   /** refused: values of writes refused in a way that promises they were never applied (notLeader, lost, busy, invalid). */
   private readonly refused = new Set<string>();
+  /** stateHashes: the hash of the state at each applied index, as first seen on some node. */
+  private readonly stateHashes = new Map<number, { readonly hash: string; readonly node: NodeId }>();
   /** lastAcked: the value of each key's last acknowledged write (what a client would compare-and-swap on). */
   private readonly lastAcked = new Map<string, string>();
 
@@ -272,6 +276,14 @@ export class NodeCluster {
             this.history.onApply(e);
           }
         }),
+      onStateHash: (index: number, hash: string) =>
+        this.check(() => {
+          const known = this.stateHashes.get(index);
+          if (known === undefined) this.stateHashes.set(index, { hash, node: mb.id });
+          else if (known.hash !== hash) {
+            this.checkers.failContract(HISTORY.stateDigest, [known.node, mb.id], `the states of ${known.node} and ${mb.id} differ at applied index ${index}`);
+          }
+        }),
       onInstall: (before: number, index: number) =>
         this.check(() => this.checkers.failContract(PROPERTY.driverContract, [mb.id], `installed a state at ${index} over ${before}, with no snapshots in this simulation`)),
     };
@@ -290,6 +302,7 @@ export class NodeCluster {
       observer: this.observer(mb),
       clock,
       ...(this.controls.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: this.controls.ackBeforePersistMs } : {}),
+      ...(this.controls.divergentNode === mb.id ? { flipValues: true } : {}),
     });
     if (mb.incarnation !== inc || !mb.up) {
       storage.crash(); // crashed while starting

@@ -34,6 +34,7 @@ export function nodesForSeed(seed: number): number {
 export function nodeReplayCommand(seed: number, nodes: number, controls: NodeControls = {}): string {
   let extra = controls.ackBeforePersistMs !== undefined ? ` --ack-before-persist ${controls.ackBeforePersistMs}` : '';
   if (controls.serializableReads === true) extra += ' --serializable-reads';
+  if (controls.divergentNode !== undefined) extra += ` --divergent-node ${controls.divergentNode}`;
   return `npm run sim:node -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
 }
 

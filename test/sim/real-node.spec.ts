@@ -6,7 +6,9 @@
  * test-only switch (sim-storage.ts) — must be caught by the Raft properties
  * within a bounded number of seeds, with the command that replays it; and
  * stale (serializable) reads passed off as linearizable must be caught by
- * the client-history checker (kv-history.ts).
+ * the client-history checker (kv-history.ts); and a node whose disk alters
+ * what it stores must be caught by the state hashes compared at each
+ * applied index.
  */
 import assert from 'node:assert/strict';
 
@@ -71,5 +73,12 @@ describe('sim on the real node', function () {
     const first = summary.failures[0];
     assert.equal(first?.violation?.property, 'Linearizable Read', first?.message ?? `no violation in ${summary.seeds} seeds`);
     assert.match(first.message ?? '', /replay: npm run sim:node -- --seed \d+ --nodes 3 --serializable-reads --verbose/);
+  });
+
+  it('negative control: a node whose disk alters every value it stores is caught as a State Digest violation on the first seed', async () => {
+    const r = await runNodeSeed(2, { nodes: 3, controls: { divergentNode: 'n2' } });
+    assert.equal(r.violation?.property, 'State Digest', r.message ?? 'no violation');
+    assert.match(r.message ?? '', /n2/);
+    assert.match(r.message ?? '', /replay: npm run sim:node -- --seed 2 --nodes 3 --divergent-node n2 --verbose/);
   });
 });

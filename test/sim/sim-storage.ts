@@ -12,6 +12,8 @@
  * virtual time later: a crash before then loses it (log, hard state and
  * state machine go back to what was durable).
  */
+import { createHash } from 'node:crypto';
+
 import type { Entry, HardState, Membership } from '../../src/raft/types.js';
 import { MemoryStorage, type MemoryDataDir } from '../../src/storage/memory-storage.js';
 import type {
@@ -35,6 +37,8 @@ export interface DiskObserver {
   onCompact(base: CompactionBase): void;
   /** onStateWrite: the state machine's batch reached the disk, moving its applied index from appliedBefore to batch.appliedIndex. */
   onStateWrite(batch: StateBatch, appliedBefore: number): void;
+  /** onStateHash: a hash of the whole state (every record, reserved ones too) at appliedIndex, taken after a write. */
+  onStateHash(appliedIndex: number, hash: string): void;
   /** onInstall: a whole state was installed (a snapshot), at meta's applied index. */
   onInstall(appliedBefore: number, appliedIndex: number): void;
 }
@@ -43,6 +47,8 @@ export interface SimStorageOptions {
   readonly observer: DiskObserver;
   readonly clock: NodeClock;
   /** ackBeforePersistMs: > 0 makes save() lie (see the file comment). Test-only. */
+  /** flipValues: every value this disk stores has its last byte flipped (a state that diverges). Test-only. */
+  readonly flipValues?: boolean;
   readonly ackBeforePersistMs?: number;
 }
 
@@ -141,8 +147,25 @@ export class SimStorage implements NodeStorage {
     if (!this.alive) return never();
     this.noteUndo();
     const before = this.inner.appliedIndex();
-    await this.inner.write(batch);
-    if (this.alive) this.opts.observer.onStateWrite(batch, before);
+    await this.inner.write(this.opts.flipValues === true ? flipped(batch) : batch);
+    if (!this.alive) return;
+    this.opts.observer.onStateWrite(batch, before);
+    void this.hashState().catch(() => undefined); // off the write path: the node does not wait for it
+  }
+
+  /** hashState hashes one consistent view of the state (its records and applied index) for the checkers. */
+  private async hashState(): Promise<void> {
+    const reader = await this.inner.snapshotState();
+    const h = createHash('sha256');
+    for await (const batch of reader.batches()) {
+      for (const r of batch) {
+        h.update(String(r.key.length));
+        h.update(r.key);
+        h.update(String(r.value.length));
+        h.update(r.value);
+      }
+    }
+    if (this.alive) this.opts.observer.onStateHash(reader.appliedIndex, h.digest('hex'));
   }
 
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
@@ -191,4 +214,17 @@ export class SimStorage implements NodeStorage {
   close(): Promise<void> {
     return this.alive ? this.inner.close() : Promise.resolve();
   }
+}
+
+/** flipped: batch with the last byte of every value put flipped (the flipValues control). */
+function flipped(batch: StateBatch): StateBatch {
+  return {
+    ...batch,
+    writes: batch.writes.map((w) => {
+      if (w.value === null || w.value.length === 0) return w;
+      const value = Uint8Array.from(w.value);
+      value[value.length - 1] = (value[value.length - 1] as number) ^ 1;
+      return { key: w.key, value };
+    }),
+  };
 }
