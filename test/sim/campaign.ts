@@ -2,6 +2,7 @@
  * The simulator's CLI:
  *   npm run sim -- --seeds N [--from S] [--nodes 3|5]     run a campaign
  *   npm run sim -- --seed S [--nodes N] [--verbose]       replay one seed (with its event trace)
+ *   npm run sim -- --real-node ...                          the same on the real Node (= npm run sim:node)
  * Exits 1 on any violation; every violation prints the command that replays it.
  */
 import { nodesForSeed, runCampaign, runSeed } from './run.js';
@@ -110,4 +111,6 @@ function main(): void {
   if (summary.failures.length > 0) process.exit(1);
 }
 
-main();
+// `npm run sim -- --real-node ...` runs the simulator on the real Node (node-campaign.ts, which reads the same argv).
+if (process.argv.includes('--real-node')) void import('./node-campaign.js');
+else main();
