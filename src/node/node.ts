@@ -241,6 +241,8 @@ export class Node {
   readonly snapshotStats = { created: 0, installed: 0, fetchFailures: 0, chunkHashFailures: 0, bytesReceived: 0, restoresFailed: 0 };
   /** restoreFailure: the last restore entry this node skipped because its archive failed to apply. */
   private restoreFailure: { readonly index: number; readonly error: string } | null = null;
+  /** applyingFromIndex: the first index of the batch the apply worker is applying (Infinity between batches); status() reports applied below it. */
+  private applyingFromIndex = Infinity;
   /** restoreRefs: the archives named by restore entries in this node's log (never pruned from the uploads). */
   private readonly restoreRefs = new RestoreRefs();
   /** restoresInFlight: archives of restores this leader is staging or proposing (digest -> count). */
@@ -416,7 +418,7 @@ export class Node {
     const st = this.raft.status();
     return {
       ...st,
-      applied: Math.min(st.applied, this.fsm.appliedIndex()),
+      applied: Math.min(st.applied, this.fsm.appliedIndex(), this.applyingFromIndex - 1),
       leaderAddress: this.addressOf(st.leader),
       diskFull: this.disk?.isFull ?? false,
       restoreFailure: this.restoreFailure,
@@ -430,7 +432,7 @@ export class Node {
    */
   brief(): NodeBrief {
     const st = this.raft.brief();
-    return { ...st, applied: Math.min(st.applied, this.storage.appliedIndex()), leaderAddress: this.addressOf(st.leader) };
+    return { ...st, applied: Math.min(st.applied, this.storage.appliedIndex(), this.applyingFromIndex - 1), leaderAddress: this.addressOf(st.leader) };
   }
 
   /** addressOf: the address `id` advertises in the membership ('' when unknown); what clients are told. */
@@ -1052,9 +1054,21 @@ export class Node {
     // What each entry means is the state machine's (src/fsm); a restore entry's archive comes through this node.
     const items = entries.map((entry) => (entry.type === 'conf' ? { entry, membership: this.raft.membershipAt(entry.index) } : { entry }));
     const byIndex = new Map<number, ApplyResult>();
-    for (const r of await this.fsm.apply(items, { installArchive: (cmd, index, install) => this.installRestoreArchive(cmd, index, install) })) {
-      byIndex.set(r.index, r);
+    // status() reports this batch applied only once its outcomes are recorded below (a skipped restore's
+    // restoreFailure is visible together with the applied index that passed it).
+    this.applyingFromIndex = entries[0]?.index ?? Infinity;
+    try {
+      for (const r of await this.fsm.apply(items, { installArchive: (cmd, index, install) => this.installRestoreArchive(cmd, index, install) })) {
+        byIndex.set(r.index, r);
+      }
+      this.recordApplyOutcomes(entries, byIndex);
+    } finally {
+      this.applyingFromIndex = Infinity;
     }
+  }
+
+  /** recordApplyOutcomes (apply): records skipped restores, logs membership changes and answers the waiting proposers. */
+  private recordApplyOutcomes(entries: readonly Entry[], byIndex: ReadonlyMap<number, ApplyResult>): void {
     for (const e of entries) {
       if (e.type !== 'normal' || !isRestoreCommand(e.data)) continue;
       const r = byIndex.get(e.index);

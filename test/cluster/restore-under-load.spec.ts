@@ -45,15 +45,29 @@ describe('restore under write load (real processes)', function () {
 
   it('keeps one leader and one term while every node installs a large restore, and the writes go on', async () => {
     const status = IDS.map((id) => new ClusterClient(addrs[id].grpc));
-    const leaderOf = async (): Promise<string> => {
-      const st = await status[0]?.status({ deadlineMs: 2_000 });
-      return st?.leaderId ?? '';
+    // The leader every node names, in one term (one node's view can be stale just after the cluster started).
+    const agreedLeader = async (): Promise<{ leader: string; term: string } | undefined> => {
+      const sts = await Promise.all(status.map((c) => c.status({ deadlineMs: 2_000 })));
+      const leaders = new Set(sts.map((st) => st.leaderId));
+      const terms = new Set(sts.map((st) => String(st.term)));
+      const [leader] = leaders;
+      const [term] = terms;
+      return leaders.size === 1 && terms.size === 1 && leader !== undefined && leader !== '' && term !== undefined ? { leader, term } : undefined;
     };
-    const leader = await until('a leader', 30_000, async () => ((await leaderOf()) !== '' ? leaderOf() : undefined));
+    // Settle: one write committed in the leader's term, and still that leader and term after it (an election while
+    // the three processes start up on a loaded machine is not what this test is about: choose again, at most 5 times).
+    let settled = await until('a leader every node names', 60_000, agreedLeader);
+    for (let attempt = 1; ; attempt++) {
+      const first = new KvClient(addrs[settled.leader as (typeof IDS)[number]].grpc);
+      await first.put({ key: enc('before'), value: enc('x') }, { deadlineMs: 10_000 }).finally(() => first.close());
+      const after = await until('a leader every node names', 60_000, agreedLeader);
+      if (after.leader === settled.leader && after.term === settled.term) break;
+      assert.ok(attempt < 5, `the leader kept changing before the restore began (${settled.leader}/${settled.term} then ${after.leader}/${after.term})`);
+      settled = after;
+    }
+    const leader = settled.leader;
     const leaderAddr = addrs[leader as (typeof IDS)[number]].grpc;
-    // Settle: one write committed in the leader's term.
     const kv = new KvClient(leaderAddr);
-    await kv.put({ key: enc('before'), value: enc('x') }, { deadlineMs: 10_000 });
 
     const recs = Array.from({ length: KEYS }, (_, i) => ({ key: `restored/${String(i).padStart(8, '0')}`, value: 'v'.repeat(100) }));
     const state = rawState(recs);
