@@ -50,18 +50,20 @@ const RAFT_MESSAGE = 'src/raft is pure: it may import only relative files inside
  */
 function layerImports(layers) {
   return {
-    'no-restricted-imports': [
-      'error',
-      {
-        patterns: [
-          {
-            regex: `^(\\.\\./)+(${layers.join('|')})(/|$)`,
-            message: `Layer rule (DESIGN.md): this layer may not import ${layers.join(', ')}.`,
-          },
-        ],
-      },
-    ],
+    'no-restricted-imports': importPatterns({
+      regex: `^(\\.\\./)+(${layers.join('|')})(/|$)`,
+      message: `Layer rule (DESIGN.md): this layer may not import ${layers.join(', ')}.`,
+    }),
   };
+}
+
+/**
+ * importPatterns: the 'no-restricted-imports' setting that refuses every import
+ * whose path matches one of `patterns` ({regex, message}).
+ * @param {...{regex: string, message: string}} patterns
+ */
+function importPatterns(...patterns) {
+  return ['error', { patterns }];
 }
 
 /**
@@ -71,19 +73,14 @@ function layerImports(layers) {
  */
 function raftImports(depth) {
   return {
-    'no-restricted-imports': [
-      'error',
-      {
-        patterns: [
-          // Anything that is not relative: node:*, bare packages, absolute paths, URLs.
-          { regex: '^(?!\\.{1,2}/)', message: RAFT_MESSAGE },
-          // Relative paths that climb above src/raft.
-          { regex: `^(\\./)*(\\.\\./){${depth + 1},}`, message: RAFT_MESSAGE },
-          // '..' or '.' alone (a directory import) at the top.
-          ...(depth === 0 ? [{ regex: '^\\.\\.?$', message: RAFT_MESSAGE }] : []),
-        ],
-      },
-    ],
+    'no-restricted-imports': importPatterns(
+      // Anything that is not relative: node:*, bare packages, absolute paths, URLs.
+      { regex: '^(?!\\.{1,2}/)', message: RAFT_MESSAGE },
+      // Relative paths that climb above src/raft.
+      { regex: `^(\\./)*(\\.\\./){${depth + 1},}`, message: RAFT_MESSAGE },
+      // '..' or '.' alone (a directory import) at the top.
+      ...(depth === 0 ? [{ regex: '^\\.\\.?$', message: RAFT_MESSAGE }] : []),
+    ),
   };
 }
 
@@ -96,15 +93,10 @@ const AUTH_MESSAGE = 'src/auth is the bottom layer: it may import packages and f
  */
 function authImports(depth) {
   return {
-    'no-restricted-imports': [
-      'error',
-      {
-        patterns: [
-          { regex: `^(\\./)*(\\.\\./){${depth + 1},}`, message: AUTH_MESSAGE },
-          ...(depth === 0 ? [{ regex: '^\\.\\.$', message: AUTH_MESSAGE }] : []),
-        ],
-      },
-    ],
+    'no-restricted-imports': importPatterns(
+      { regex: `^(\\./)*(\\.\\./){${depth + 1},}`, message: AUTH_MESSAGE },
+      ...(depth === 0 ? [{ regex: '^\\.\\.$', message: AUTH_MESSAGE }] : []),
+    ),
   };
 }
 
@@ -163,17 +155,12 @@ export default defineConfig(
     files: ['src/cli/**/*.ts'],
     ignores: ['src/cli/serve.ts', 'src/cli/local.ts', 'src/cli/main.ts', 'src/cli/config.ts', 'src/cli/import-snapshot.ts'],
     rules: {
-      'no-restricted-imports': [
-        'error',
+      'no-restricted-imports': importPatterns(
         {
-          patterns: [
-            {
-              regex: '^(\\.\\./)+(raft|storage|transport|node|api|gateway)(/|$)|^(\\.\\./)+ops/(?!s3\\.js$)|^(\\.\\./)+fsm/(?!sessions\\.js$)',
-              message: 'Layer rule (DESIGN.md): a CLI client command reaches the cluster only through src/client (only serve and local wire a node).',
-            },
-          ],
+          regex: '^(\\.\\./)+(raft|storage|transport|node|api|gateway)(/|$)|^(\\.\\./)+ops/(?!s3\\.js$)|^(\\.\\./)+fsm/(?!sessions\\.js$)',
+          message: 'Layer rule (DESIGN.md): a CLI client command reaches the cluster only through src/client (only serve and local wire a node).',
         },
-      ],
+      ),
     },
   },
   {
@@ -190,15 +177,10 @@ export default defineConfig(
   {
     files: ['src/api/**/*.ts'],
     rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            { regex: '^(\\.\\./)+(gateway|cli)(/|$)', message: 'Layer rule (DESIGN.md): the API may not import gateway or cli.' },
-            { regex: '^(\\.\\./)+storage/(?!storage-error\\.js$)', message: 'Layer rule (DESIGN.md): the API uses node and fsm, never storage internals.' },
-          ],
-        },
-      ],
+      'no-restricted-imports': importPatterns(
+        { regex: '^(\\.\\./)+(gateway|cli)(/|$)', message: 'Layer rule (DESIGN.md): the API may not import gateway or cli.' },
+        { regex: '^(\\.\\./)+storage/(?!storage-error\\.js$)', message: 'Layer rule (DESIGN.md): the API uses node and fsm, never storage internals.' },
+      ),
     },
   },
   // src/auth: the key model under the gateway and the API, importing nothing from other src directories.
@@ -224,15 +206,10 @@ export default defineConfig(
         { object: 'Date', property: 'now', message: 'src/node takes its clock as a parameter (NodeOptions.clock).' },
         { object: 'process', property: 'hrtime', message: 'src/node takes its clock as a parameter (NodeOptions.clock).' },
       ],
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            { regex: '^(\\.\\./)+(api|gateway|cli|ops|client)(/|$)', message: 'Layer rule (DESIGN.md): the driver may not import api, gateway, cli, ops or client.' },
-            { regex: '^node:(crypto|timers|timers/promises|perf_hooks)$', message: 'src/node takes its clock and randomness as parameters (clock.ts, crypto-rng.ts hold the real ones).' },
-          ],
-        },
-      ],
+      'no-restricted-imports': importPatterns(
+        { regex: '^(\\.\\./)+(api|gateway|cli|ops|client)(/|$)', message: 'Layer rule (DESIGN.md): the driver may not import api, gateway, cli, ops or client.' },
+        { regex: '^node:(crypto|timers|timers/promises|perf_hooks)$', message: 'src/node takes its clock and randomness as parameters (clock.ts, crypto-rng.ts hold the real ones).' },
+      ),
     },
   },
   // The pure Raft core: restricted globals and syntax for every file under src/raft ...
