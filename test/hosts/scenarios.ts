@@ -14,6 +14,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
+import { status as grpcStatus } from '@grpc/grpc-js';
 import { checkHistory, type Op } from '../chaos/linearizability.js';
 import { Workload, type WorkloadTarget } from '../chaos/workload.js';
 import { sleep } from '../harness/until.js';
@@ -119,7 +120,7 @@ export async function finish(c: HostCluster, load: Load): Promise<Checks> {
     const found = new Set<string>();
     let start = enc.encode('once/');
     for (let page = 0; page < 100; page++) {
-      const r = await n.kv.range({ start, end: enc.encode('once0'), limit: 10_000, serializable: true }, { deadlineMs: 60_000 }).catch((err: Error) => {
+      const r = await whileUnavailable(() => n.kv.range({ start, end: enc.encode('once0'), limit: 10_000, serializable: true }, { deadlineMs: 60_000 })).catch((err: Error) => {
         throw new Error(`${n.id}: reading its write-once keys failed: ${err.message}`, { cause: err });
       });
       for (const kv of r.kvs) found.add(Buffer.from(kv.key).toString());
@@ -132,7 +133,7 @@ export async function finish(c: HostCluster, load: Load): Promise<Checks> {
   // State hashes at one moment: retry until equal (a member may still apply the last entries).
   for (let tries = 0; tries < 50; tries++) {
     for (const n of members) {
-      const h = await n.cluster.hashState({ deadlineMs: 60_000 });
+      const h = await whileUnavailable(() => n.cluster.hashState({ deadlineMs: 60_000 }));
       hashes[n.id] = `${h.hashedIndex}:${h.sha256}`;
     }
     if (new Set(Object.values(hashes)).size === 1) break;
@@ -148,6 +149,24 @@ export async function finish(c: HostCluster, load: Load): Promise<Checks> {
     hashes,
     cas: checkCas(load.cas.ops),
   };
+}
+
+/**
+ * whileUnavailable retries `call` while it fails UNAVAILABLE, for at most 60 s:
+ * a client channel to a member that was down (restarted, moved) can still be
+ * in its reconnect backoff, failing calls at once with the last connect error
+ * although the member listens again (seen in CI after the move scenario).
+ */
+async function whileUnavailable<T>(call: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      return await call();
+    } catch (err) {
+      if ((err as { code?: number }).code !== grpcStatus.UNAVAILABLE || Date.now() > deadline) throw err;
+      await sleep(250);
+    }
+  }
 }
 
 /** waitMemberCaughtUp: the leader reports `id`'s match index >= its commit index when this was called. */
