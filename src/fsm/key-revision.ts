@@ -16,6 +16,7 @@
  * the revision record alone (the apply path reads no value for a plain put).
  */
 import { createHash } from 'node:crypto';
+import { readU64, writeU64 } from './u64.js';
 
 /** REVISION_KEY_PREFIX: the reserved prefix of every key revision record ("\x00snapcoord/rev/"). */
 export const REVISION_KEY_PREFIX: Uint8Array = Uint8Array.from(Buffer.from('\x00snapcoord/rev/', 'latin1'));
@@ -25,7 +26,6 @@ const HASHED_PREFIX = Uint8Array.from(Buffer.from('\x00snapcoord/rev/h', 'latin1
 export const REVISION_INLINE_KEY_BYTES_MAX = 4096 - INLINE_PREFIX.length;
 const FORMAT = 1;
 const VALUE_BYTES = 25;
-const TWO_32 = 2 ** 32;
 
 /** KeyRevision: the log index that created the key (after its last delete), the one that last wrote it, and its puts since creation. */
 export interface KeyRevision {
@@ -57,15 +57,6 @@ export function revisionKey(key: Uint8Array): Uint8Array {
   out.set(HASHED_PREFIX, 0);
   out.set(digest, HASHED_PREFIX.length);
   return out;
-}
-
-function writeU64(view: DataView, at: number, value: number): void {
-  view.setUint32(at, Math.floor(value / TWO_32));
-  view.setUint32(at + 4, value % TWO_32);
-}
-
-function readU64(view: DataView, at: number): number {
-  return view.getUint32(at) * TWO_32 + view.getUint32(at + 4);
 }
 
 /** encodeKeyRevision: the value of a revision record. */

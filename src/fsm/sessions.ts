@@ -24,6 +24,7 @@
 import { isRevisionKey } from './key-revision.js';
 import { StorageError } from '../storage/storage-error.js';
 import type { KeyValue } from '../storage/types.js';
+import { readU64, writeU64 } from './u64.js';
 
 /** RESERVED_KEY_PREFIX: keys starting with these bytes ("\x00snapcoord/") belong to the store itself. */
 export const RESERVED_KEY_PREFIX: Uint8Array = Uint8Array.from(Buffer.from('\x00snapcoord/', 'latin1'));
@@ -44,7 +45,6 @@ const FLAG_DELETED = 0x01;
 const FLAG_TXN = 0x02;
 const FLAG_SUCCEEDED = 0x04;
 const FLAGS_KNOWN = FLAG_DELETED | FLAG_TXN | FLAG_SUCCEEDED;
-const TWO_32 = 2 ** 32;
 
 /** SessionStamp identifies one client request: the client's id and its serial number for the request. */
 export interface SessionStamp {
@@ -128,15 +128,6 @@ export function sessionKey(clientId: string): Uint8Array {
   out.set(SESSION_KEY_PREFIX, 0);
   out.set(id, SESSION_KEY_PREFIX.length);
   return out;
-}
-
-function writeU64(view: DataView, at: number, value: number): void {
-  view.setUint32(at, Math.floor(value / TWO_32));
-  view.setUint32(at + 4, value % TWO_32);
-}
-
-function readU64(view: DataView, at: number): number {
-  return view.getUint32(at) * TWO_32 + view.getUint32(at + 4);
 }
 
 /** encodeClientSession: the value of a session record. */

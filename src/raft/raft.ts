@@ -634,17 +634,8 @@ export class RaftNode {
       }
     }
     return {
-      id: this.id,
-      term: this.term,
-      vote: this.vote,
-      role: this.role,
-      leader: this.lead,
-      commit: this.log.committed,
-      applied: this.log.applied,
-      firstIndex: this.log.firstIndex(),
+      ...this.brief(),
       lastIndex: this.log.lastIndex(),
-      snapshotIndex: this.snapshot.index,
-      membership: this.membership,
       progress,
       leadTransferee: this.leadTransferee,
       installingSnapshot: this.installing?.index ?? 0,
