@@ -18,8 +18,24 @@
  * everything heals; a leader must then commit a new write and every node
  * apply it, with equal state digests at equal applied index (liveness).
  *
+ * The disk may be faulty (DiskFaults in sim-storage.ts, drawn per seed:
+ * EIO and ENOSPC on a write, torn writes and lost unsynced state writes at a
+ * crash, a corrupt byte). What the checkers then accept:
+ * - a node that logs an error naming a fault its disk returned (its message
+ *   carries 'sim disk'), and stops: its process "exits" and is restarted on
+ *   the same disk a little later (a supervisor), which must then start;
+ * - a node that fails on, or refuses to start from, a disk with a corrupt
+ *   record (StorageError `corrupt`): it stays out for the rest of the run (a
+ *   dead disk; at most f of them, so a quorum stays healthy), and liveness
+ *   and the final checks cover the other nodes;
+ * - client calls that reject.
+ * Never accepted: an error with no injected disk fault behind it, a wrong
+ * value read or acknowledged, an acknowledged write lost, a Raft property
+ * broken, states that differ at an applied index (the state hash reads the
+ * bytes as written), a healthy node that does not start from its disk.
+ *
  * Not yet simulated (issue 17): snapshots (the SnapshotManager writes files
- * and fetches over gRPC), restores, membership changes, a faulty disk.
+ * and fetches over gRPC), restores, membership changes.
  */
 import { NodeError } from '../../src/node/errors.js';
 import type { Logger } from '../../src/node/logger.js';
@@ -33,10 +49,11 @@ import { KvHistory, commandOf, effectOf, HISTORY, type Effect } from './kv-histo
 import { SeededRng } from '../harness/rng.js';
 import { NodeClock, SimClock } from './sim-clock.js';
 import { SimNetwork, type NetFaults } from './sim-network.js';
-import { SimStorage, type DiskObserver } from './sim-storage.js';
+import { StorageError } from '../../src/storage/storage-error.js';
+import { DiskDamage, SimStorage, type DiskFaults, type DiskObserver } from './sim-storage.js';
 
 /** NodeScenario: every knob of one run, drawn from the seed. */
-export interface NodeScenario extends NetFaults {
+export interface NodeScenario extends NetFaults, DiskFaults {
   readonly nodes: number;
   readonly tickMs: number;
   readonly electionTimeoutTicks: number;
@@ -90,7 +107,23 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     keys: r.pick([2, 4, 8]),
     faultTimeMs: 2000,
     quietTimeMs: 4000,
+    // the faulty disk (drawn after the rest, so the draws above stay those of earlier runs)
+    writeErrorChance: 0,
+    enospcChance: 0,
+    syncMaxMs: 0,
+    powerLossChance: 0,
+    writebackMs: 0,
+    corruptChance: 0,
   };
+  const disky = !calm && r.chance(0.6);
+  Object.assign(s, {
+    writeErrorChance: disky ? r.pick([0, 0.0005, 0.002]) : 0,
+    enospcChance: disky ? r.pick([0, 0.0005]) : 0,
+    syncMaxMs: r.pick([0, 1, 3]),
+    powerLossChance: disky ? r.pick([0, 0.5, 1]) : 0,
+    writebackMs: r.pick([100, 500]),
+    corruptChance: disky ? r.pick([0, 0.05, 0.2]) : 0,
+  });
   return { ...s, ...overrides };
 }
 
@@ -121,6 +154,11 @@ export interface NodeSimStats {
   maxTerm: number;
   finalApplied: number;
   messages: number;
+  /** diskFaults: errors the faulty disk returned that stopped a node; corruptions: records corrupted; deadDisks: nodes out for good; powerLosses: crashes that lost unsynced state writes. */
+  diskFaults: number;
+  corruptions: number;
+  deadDisks: number;
+  powerLosses: number;
 }
 
 /** STEPS_MAX: timers one seed may run (a bound on every run). */
@@ -140,6 +178,10 @@ interface Member {
   clock: NodeClock | null;
   storage: SimStorage | null;
   up: boolean;
+  /** dead: its disk holds a corrupt record and the node stopped on it: out for the rest of the run. */
+  dead: boolean;
+  /** damage: its disk's corrupt records (kept across incarnations). */
+  readonly damage: DiskDamage;
 }
 
 const enc = new TextEncoder();
@@ -163,6 +205,10 @@ export class NodeCluster {
     maxTerm: 0,
     finalApplied: 0,
     messages: 0,
+    diskFaults: 0,
+    corruptions: 0,
+    deadDisks: 0,
+    powerLosses: 0,
   };
   private readonly rng: SeededRng;
   private readonly faultRng: SeededRng;
@@ -198,7 +244,7 @@ export class NodeCluster {
     this.ids = Array.from({ length: scenario.nodes }, (_, i) => `n${i + 1}`);
     this.membership = { voters: [...this.ids], learners: [], addresses: Object.fromEntries(this.ids.map((id) => [id, `sim:${id}`])) };
     this.checkers = new Checkers(this.ids);
-    this.members = this.ids.map((id) => ({ id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false }));
+    this.members = this.ids.map((id) => ({ id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false, dead: false, damage: new DiskDamage() }));
     this.net.onSend = (m) => this.onSend(m);
     this.net.onReply = (m) => this.onReply(m);
   }
@@ -253,6 +299,34 @@ export class NodeCluster {
     return Math.floor((this.scenario.nodes - 1) / 2) + 1;
   }
 
+  /**
+   * mayFailDisk: whether a disk may fail now: only during the fault period,
+   * a lasting fault (a corruption) only while fewer than f disks are dead,
+   * one a restart recovers from only while fewer than maxDown nodes are down.
+   */
+  private mayFailDisk(lasting: boolean): boolean {
+    if (!this.faulting) return false;
+    const f = Math.floor((this.scenario.nodes - 1) / 2);
+    if (lasting) return this.members.filter((m) => m.dead).length < f;
+    return this.members.filter((m) => !m.up || (m.node !== null && m.node.failed() !== null)).length < this.maxDown();
+  }
+
+  /** onDiskStop: mb stopped on a fault its disk returned: a corrupt disk stays out; else the process exits and is restarted on the same disk. */
+  private onDiskStop(mb: Member, corrupt: boolean): void {
+    if (corrupt) {
+      if (!mb.dead) this.stats.deadDisks++;
+      mb.dead = true;
+      this.log(`${mb.id} out for good: its disk holds a corrupt record`);
+      this.clock.at(() => this.crash(mb, false), 0);
+      return;
+    }
+    this.stats.diskFaults++;
+    this.clock.at(() => {
+      this.crash(mb, false);
+      this.clock.at(() => this.restart(mb), this.faultRng.range(1, this.scenario.downMaxMs));
+    }, this.faultRng.range(0, 20));
+  }
+
   private observer(mb: Member): DiskObserver {
     return {
       onSave: (batch: LogBatch, prev: HardState) =>
@@ -272,7 +346,7 @@ export class NodeCluster {
             const pid = commandOf(e) === null ? -1 : entryHash(e) & 0x7fffffff;
             this.checkers.onApply(mb.id, e, index - 1, mb.commands, pid);
             if (pid >= 0) mb.commands++;
-            if (this.controls.ackBeforePersistMs !== undefined) mb.commandsAt.set(index, mb.commands);
+            if (this.controls.ackBeforePersistMs !== undefined || this.scenario.powerLossChance > 0) mb.commandsAt.set(index, mb.commands);
             this.history.onApply(e);
           }
         }),
@@ -298,9 +372,14 @@ export class NodeCluster {
     const clock = new NodeClock(this.clock);
     mb.up = true;
     mb.clock = clock;
+    const s0 = this.scenario;
     const storage = await SimStorage.open(mb.dir, {
       observer: this.observer(mb),
       clock,
+      faults: s0,
+      rng: this.rng.fork(`disk/${mb.id}/${inc}`),
+      damage: mb.damage,
+      mayFail: (lasting) => this.mayFailDisk(lasting),
       ...(this.controls.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: this.controls.ackBeforePersistMs } : {}),
       ...(this.controls.divergentNode === mb.id ? { flipValues: true } : {}),
     });
@@ -339,10 +418,23 @@ export class NodeCluster {
     this.log(`${mb.id} up (incarnation ${inc})`);
   }
 
-  /** restart starts a new incarnation of mb on its disk; a node that cannot start from its disk is a violation. */
+  /**
+   * restart starts a new incarnation of mb on its disk. A node that cannot
+   * start from its disk is a violation, unless its disk returned the fault:
+   * a corrupt record keeps it out for good, an EIO or ENOSPC is retried.
+   */
   private restart(mb: Member): void {
+    if (mb.dead) return;
     this.startMember(mb).catch((e: unknown) => {
-      this.check(() => this.checkers.failContract('Node Failure', [mb.id], `the node did not start from its disk: ${(e as Error).message}`));
+      const msg = (e as Error).message;
+      if (e instanceof StorageError && msg.includes('sim disk')) {
+        this.log(`${mb.id} did not start: ${msg}`);
+        this.crash(mb, false);
+        if (e.code === 'corrupt' && mb.damage.count > 0) this.onDiskStop(mb, true);
+        else this.clock.at(() => this.restart(mb), this.faultRng.range(1, this.scenario.downMaxMs));
+        return;
+      }
+      this.check(() => this.checkers.failContract('Node Failure', [mb.id], `the node did not start from its disk: ${msg}`));
     });
   }
 
@@ -352,12 +444,23 @@ export class NodeCluster {
     mb.up = false;
     mb.clock?.kill();
     this.net.detach(mb.id);
-    if (mb.storage?.crash() === true) {
+    const outcome = mb.storage?.crash();
+    if (outcome?.rolledBack === true) {
       // The lying disk (a negative control) lost saves at the crash: the checkers' view of this disk follows it back.
       this.checkers.onLogReset(mb.id, { index: mb.dir.logBase.index, term: mb.dir.logBase.term }, false);
       this.check(() => this.checkers.onPersistEntries(mb.id, mb.dir.log, false));
       this.checkers.forgetHardState(mb.id, mb.dir.hardState?.term ?? 0);
       mb.commands = mb.commandsAt.get(mb.dir.applied) ?? 0;
+    }
+    if (outcome?.stateLost != null) {
+      // A power loss took the unsynced state writes: the state machine resumes from an older applied index.
+      this.stats.powerLosses++;
+      mb.commands = mb.commandsAt.get(outcome.stateLost) ?? 0;
+      this.log(`${mb.id} lost power: its state machine went back to applied index ${outcome.stateLost}`);
+    }
+    if (outcome?.corrupted != null) {
+      this.stats.corruptions++;
+      this.log(`${mb.id} disk corrupted ${outcome.corrupted}`);
     }
     mb.node = null;
     mb.clock = null;
@@ -385,8 +488,8 @@ export class NodeCluster {
   /**
    * logger: the node's own logger, the checkers' role sensor: each role
    * change it reports (with its term) goes to Election Safety and Leader
-   * Completeness; an error (a failed node) is a violation, since nothing on
-   * this disk fails unless a control says so.
+   * Completeness; an error (a failed node) is a violation, unless it names a
+   * fault its disk returned ('sim disk'): then the node stops (onDiskStop).
    */
   private logger(mb: Member): Logger {
     const trace = (level: string, obj: object, msg?: string): void => {
@@ -409,6 +512,11 @@ export class NodeCluster {
       warn: (obj, msg) => trace('warn', obj, msg),
       error: (obj, msg) => {
         trace('error', obj, msg);
+        const err = (obj as { err?: unknown }).err;
+        if (typeof err === 'string' && err.includes('sim disk')) {
+          if (msg?.startsWith('node failed') === true) this.onDiskStop(mb, err.includes('checksum mismatch'));
+          return;
+        }
         this.check(() => this.checkers.failContract('Node Failure', [mb.id], `${msg ?? ''} ${JSON.stringify(obj)}`));
       },
     };
@@ -568,7 +676,7 @@ export class NodeCluster {
     this.faulting = false;
     this.net.heal(true);
     this.log('healed');
-    for (const m of this.members) if (!m.up) this.restart(m);
+    for (const m of this.members) if (!m.up && !m.dead) this.restart(m);
     const deadline = this.clock.nowMs() + s.quietTimeMs;
     // Liveness: a leader commits a new write, and every node applies it.
     let index = 0;
@@ -590,9 +698,9 @@ export class NodeCluster {
       const views = this.members.map((m) => `${m.id}:${m.up ? `${m.node?.brief().role ?? 'starting'}/${m.node?.brief().term ?? '-'}` : 'down'}`);
       return this.check(() => this.checkers.failLiveness([], `no leader committed a write within ${s.quietTimeMs} ms after healing (${views.join(' ')})`));
     }
-    // Every node applies it; then all stand at one applied index (nothing else is proposed).
+    // Every node applies it (but those out for good); then all stand at one applied index (nothing else is proposed).
     for (;;) {
-      const applied = this.members.map((m) => (m.node === null ? -1 : m.node.brief().applied));
+      const applied = this.members.filter((m) => !m.dead).map((m) => (m.node === null ? -1 : m.node.brief().applied));
       const max = Math.max(...applied);
       if (applied.every((a) => a === max) && max >= index) break;
       if (this.clock.nowMs() >= deadline || this.violation !== null) {
@@ -605,12 +713,24 @@ export class NodeCluster {
 
   /** finalChecks: equal state digests at the equal applied index, the state equal to the committed history, refused writes absent. */
   private async finalChecks(): Promise<void> {
-    const nodes = this.members.map((m) => m.node as Node);
+    const healthy: Member[] = [];
+    const digests: string[] = [];
+    for (const m of this.members) {
+      if (m.dead) continue;
+      try {
+        digests.push(await (m.node as Node).stateDigest());
+        healthy.push(m);
+      } catch (e) {
+        // a corrupt record found now: that node is out (its digest would be of bytes that are not what it wrote)
+        if (!(e instanceof StorageError && e.code === 'corrupt' && m.damage.count > 0)) throw e;
+        this.onDiskStop(m, true);
+      }
+    }
+    const nodes = healthy.map((m) => m.node as Node);
     const applied = (nodes[0] as Node).brief().applied;
     this.stats.finalApplied = applied;
-    const digests = await Promise.all(nodes.map((n) => n.stateDigest()));
     if (new Set(digests).size !== 1) {
-      return this.check(() => this.checkers.failContract(HISTORY.stateDigest, this.ids, `state digests differ at applied index ${applied}: ${digests.map((d) => d.slice(0, 8)).join(',')}`));
+      return this.check(() => this.checkers.failContract(HISTORY.stateDigest, healthy.map((m) => m.id), `state digests differ at applied index ${applied}: ${digests.map((d) => d.slice(0, 8)).join(',')}`));
     }
     const want = this.history.stateAt(applied);
     for (const [key, value] of want) {

@@ -37,6 +37,18 @@ describe('sim on the real node', function () {
     assert.ok(s.finalApplied >= s.acked, `final applied index ${s.finalApplied} below ${s.acked} acknowledged writes`);
   });
 
+  it('a faulty disk (EIO, ENOSPC, torn writes, power loss, corrupt records) stops nodes as allowed, and no checker sees a wrong value or a lost write', async () => {
+    const scenario = { writeErrorChance: 0.002, enospcChance: 0.001, syncMaxMs: 3, powerLossChance: 1, writebackMs: 500, corruptChance: 0.3, crashMeanMs: 300 };
+    const total = { diskFaults: 0, corruptions: 0, deadDisks: 0, powerLosses: 0, acked: 0 };
+    for (let seed = 1; seed <= 10; seed++) {
+      const r = await runNodeSeed(seed, { scenario });
+      assert.ok(r.ok, r.message);
+      for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r.stats[k];
+    }
+    assert.ok(total.diskFaults > 0 && total.corruptions > 0 && total.deadDisks > 0 && total.powerLosses > 0, JSON.stringify(total));
+    assert.ok(total.acked > 100, JSON.stringify(total));
+  });
+
   it('replays a seed exactly: same trace, same stats', async () => {
     const run = async (): Promise<{ trace: string[]; stats: unknown }> => {
       const trace: string[] = [];

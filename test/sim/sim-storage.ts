@@ -11,6 +11,29 @@
  * the node (and the checkers) see it, but it becomes durable only that much
  * virtual time later: a crash before then loses it (log, hard state and
  * state machine go back to what was durable).
+ *
+ * A faulty disk (DiskFaults, drawn from the seed; an honest disk otherwise)
+ * models what RocksStorage's disk can do, with its durability contract
+ * (src/storage/rocks-storage.ts: log writes synced, state writes not):
+ * - failed write or fsync (EIO): save, compact or a state write rejects with
+ *   StorageError `io`; its bytes landed durably or not at all (drawn: an
+ *   fsync that fails after the data reached the platter);
+ * - ENOSPC: the same call rejects with StorageError `io` (ENOSPC), nothing written;
+ * - torn write: a synced write takes 0..syncMaxMs of virtual time; a crash
+ *   meanwhile tears it, and recovery (the WAL's record checksum) keeps it
+ *   whole or drops it whole (drawn) — never a part of it;
+ * - loss of unsynced data: a crash may be a power loss, losing the state
+ *   writes (never synced) of the last writebackMs, a suffix of them (drawn);
+ *   what the node fsynced (log, hard state, compactions) survives;
+ * - a corrupt byte: at a crash, one byte of one stored record (a log entry's
+ *   data or a state value) flips; the disk's block checksum no longer matches,
+ *   so every read of that record (load, get, getMany, range, snapshotState,
+ *   stateDigest) rejects with StorageError `corrupt` and the bytes never
+ *   reach the node. The checkers' state hash reads the record as written.
+ * Faults are injected only when `mayFail()` allows (the cluster keeps a
+ * quorum of healthy disks); `injected` says what this incarnation's disk
+ * did, so the cluster can tell a node stopping on a disk error it was given
+ * (allowed) from one failing on its own (a violation).
  */
 import { createHash } from 'node:crypto';
 
@@ -29,7 +52,9 @@ import type {
   StateBatch,
   StateSnapshotReader,
 } from '../../src/storage/types.js';
+import type { SeededRng } from '../harness/rng.js';
 import type { NodeClock } from './sim-clock.js';
+import { StorageError } from '../../src/storage/storage-error.js';
 
 /** DiskObserver: what the checkers are told, each at the moment it reaches the disk. */
 export interface DiskObserver {
@@ -43,9 +68,61 @@ export interface DiskObserver {
   onInstall(appliedBefore: number, appliedIndex: number): void;
 }
 
+/** DiskFaults: how often a faulty disk fails (see the file comment); all zero is an honest disk. */
+export interface DiskFaults {
+  /** writeErrorChance: per save, compact or state write, the chance it fails with EIO. */
+  readonly writeErrorChance: number;
+  /** enospcChance: per save, compact or state write, the chance it fails with ENOSPC. */
+  readonly enospcChance: number;
+  /** syncMaxMs: a synced write (save, compact) takes 0..syncMaxMs of virtual time; a crash meanwhile tears it. */
+  readonly syncMaxMs: number;
+  /** powerLossChance: the chance a crash is a power loss (unsynced state writes of the last writebackMs lost). */
+  readonly powerLossChance: number;
+  /** writebackMs: unsynced state writes older than this are durable (the OS wrote them back). */
+  readonly writebackMs: number;
+  /** corruptChance: the chance a crash leaves one byte of one stored record flipped. */
+  readonly corruptChance: number;
+}
+
+/** NO_DISK_FAULTS: an honest disk. */
+export const NO_DISK_FAULTS: DiskFaults = { writeErrorChance: 0, enospcChance: 0, syncMaxMs: 0, powerLossChance: 0, writebackMs: 0, corruptChance: 0 };
+
+/** DiskDamage: the records of a data dir whose bytes no longer match their checksum, each with the bytes as written. */
+export class DiskDamage {
+  /** corrupted: corrupted bytes -> the bytes as written. */
+  readonly corrupted = new WeakMap<Uint8Array, Uint8Array>();
+  /** count: records ever corrupted on this disk. */
+  count = 0;
+
+  isCorrupt(bytes: Uint8Array | undefined): boolean {
+    return bytes !== undefined && this.corrupted.has(bytes);
+  }
+}
+
+/** CrashOutcome: what a crash did to the disk. */
+export interface CrashOutcome {
+  /** rolledBack: the log or hard state went back (the lying disk) — the checkers follow. */
+  readonly rolledBack: boolean;
+  /** stateLost: unsynced state writes were lost (a power loss): the applied index went back to this. */
+  readonly stateLost: number | null;
+  /** corrupted: a record was corrupted (its description), or null. */
+  readonly corrupted: string | null;
+}
+
 export interface SimStorageOptions {
   readonly observer: DiskObserver;
   readonly clock: NodeClock;
+  /** faults: the faulty disk's rates (NO_DISK_FAULTS when absent); rng draws every fault. */
+  readonly faults?: DiskFaults;
+  readonly rng?: SeededRng;
+  /** damage: the data dir's corrupt records (kept across incarnations, like the dir). */
+  readonly damage?: DiskDamage;
+  /**
+   * mayFail: whether a fault may be injected now (the cluster keeps a quorum
+   * of healthy disks): `lasting` for a corruption (the node stays out),
+   * else one a restart recovers from.
+   */
+  readonly mayFail?: (lasting: boolean) => boolean;
   /** ackBeforePersistMs: > 0 makes save() lie (see the file comment). Test-only. */
   /** flipValues: every value this disk stores has its last byte flipped (a state that diverges). Test-only. */
   readonly flipValues?: boolean;
@@ -66,16 +143,44 @@ interface Undo {
   readonly membership: Membership | null;
 }
 
+/** StateUndo: the state machine as it was before an unsynced state write (what a power loss goes back to). */
+interface StateUndo {
+  readonly atMs: number;
+  readonly kv: MemoryDataDir['kv'];
+  readonly applied: number;
+  readonly membership: Membership | null;
+}
+
+/** InFlight: a synced write not durable yet (syncMaxMs): a crash tears it. */
+interface InFlight {
+  readonly batch: LogBatch;
+  readonly prev: HardState;
+  readonly hardState: HardState | null;
+  readonly logLength: number;
+  readonly tail: Entry[];
+}
+
 export class SimStorage implements NodeStorage {
   private alive = true;
   /** undo: saves not durable yet (ackBeforePersistMs), oldest first. */
   private undo: Undo[] = [];
+  /** stateUndo: unsynced state writes of the last writebackMs, oldest first (powerLossChance > 0). */
+  private stateUndo: StateUndo[] = [];
+  /** inFlight: the save not durable yet (syncMaxMs > 0). */
+  private inFlight: InFlight | null = null;
+  /** injected: the fault this incarnation's disk returned to the node ('' when none). */
+  injected = '';
+  private readonly faults: DiskFaults;
+  private readonly damage: DiskDamage;
 
   private constructor(
     private readonly inner: MemoryStorage,
     readonly dir: MemoryDataDir,
     private readonly opts: SimStorageOptions,
-  ) {}
+  ) {
+    this.faults = opts.faults ?? NO_DISK_FAULTS;
+    this.damage = opts.damage ?? new DiskDamage();
+  }
 
   static async open(dir: MemoryDataDir, opts: SimStorageOptions): Promise<SimStorage> {
     return new SimStorage(await MemoryStorage.open(dir), dir, opts);
@@ -86,13 +191,16 @@ export class SimStorage implements NodeStorage {
    * ackBeforePersistMs, saves not durable yet are lost). Returns whether the
    * log or hard state went back.
    */
-  crash(): boolean {
+  crash(): CrashOutcome {
     this.alive = false;
     void this.inner.close();
+    this.tear();
+    const stateLost = this.losePower();
+    const corrupted = this.corrupt();
     const lag = this.opts.ackBeforePersistMs ?? 0;
     const lost = this.undo.find((u) => u.atMs > this.opts.clock.nowMs() - lag);
     this.undo = [];
-    if (lost === undefined) return false;
+    if (lost === undefined) return { rolledBack: false, stateLost, corrupted };
     const d = this.dir;
     d.hardState = lost.hardState;
     d.logBase = lost.logBase;
@@ -100,19 +208,132 @@ export class SimStorage implements NodeStorage {
     d.kv = lost.kv;
     d.applied = lost.applied;
     d.membership = lost.membership;
-    return true;
+    return { rolledBack: true, stateLost, corrupted };
   }
 
-  load(): Promise<LogState> {
-    return this.alive ? this.inner.load() : never();
+  /** draw: whether a fault of chance p happens now (only when the cluster allows one). */
+  private draw(p: number, lasting = false): boolean {
+    const rng = this.opts.rng;
+    if (p <= 0 || rng === undefined || !rng.chance(p)) return false;
+    return this.opts.mayFail?.(lasting) ?? true;
+  }
+
+  /**
+   * tear: a crash during a synced write tears it; the WAL's record checksum
+   * keeps it whole (then the checkers hear of it now) or drops it whole
+   * (the checkers never heard of it).
+   */
+  private tear(): void {
+    const f = this.inFlight;
+    this.inFlight = null;
+    if (f === null) return;
+    if (this.opts.rng?.chance(0.5) === true) {
+      this.opts.observer.onSave(f.batch, f.prev);
+      return;
+    }
+    const d = this.dir;
+    d.hardState = f.hardState;
+    d.log.length = f.logLength;
+    for (const e of f.tail) d.log.push(e);
+  }
+
+  /** losePower: with powerLossChance, the unsynced state writes of the last writebackMs are lost (a suffix, drawn); returns the applied index gone back to. */
+  private losePower(): number | null {
+    const undo = this.stateUndo;
+    this.stateUndo = [];
+    const now = this.opts.clock.nowMs();
+    const recent = undo.filter((u) => u.atMs > now - this.faults.writebackMs);
+    if (recent.length === 0 || !this.draw(this.faults.powerLossChance)) return null;
+    const back = recent[this.opts.rng?.nextInt(recent.length) ?? 0] as StateUndo;
+    const d = this.dir;
+    d.kv = back.kv;
+    d.applied = back.applied;
+    d.membership = back.membership;
+    return back.applied;
+  }
+
+  /** corrupt: with corruptChance, one byte of one stored record (a log entry's data or a state value) flips. */
+  private corrupt(): string | null {
+    if (!this.draw(this.faults.corruptChance, true)) return null;
+    const rng = this.opts.rng as SeededRng;
+    const d = this.dir;
+    const inLog = rng.chance(0.5);
+    const logAt = d.log.map((e, i) => (e.data.length > 0 ? i : -1)).filter((i) => i >= 0);
+    const keys = [...d.kv.keys()].filter((k) => (d.kv.get(k)?.value.length ?? 0) > 0);
+    if ((inLog || keys.length === 0) && logAt.length > 0) {
+      const i = rng.pick(logAt);
+      const e = d.log[i] as Entry;
+      const data = this.flip(e.data, rng);
+      d.log[i] = { ...e, data };
+      return `log entry ${e.index}`;
+    }
+    if (keys.length === 0) return null;
+    const k = rng.pick(keys);
+    const kv = d.kv.get(k) as KeyValue;
+    d.kv.set(k, { key: kv.key, value: this.flip(kv.value, rng) });
+    return `the value of state key ${JSON.stringify(k)}`;
+  }
+
+  /** flip: a copy of bytes with one bit flipped, remembered as corrupt (with the bytes as written). */
+  private flip(bytes: Uint8Array, rng: SeededRng): Uint8Array {
+    const out = Uint8Array.from(bytes);
+    const at = rng.nextInt(out.length);
+    out[at] = (out[at] as number) ^ (1 << rng.nextInt(8));
+    this.damage.corrupted.set(out, this.damage.corrupted.get(bytes) ?? bytes);
+    this.damage.count++;
+    return out;
+  }
+
+  /** injectWriteFault: EIO or ENOSPC for a write, when drawn; `landed` says whether an EIO's bytes reached the disk. */
+  private writeFault(what: string): { readonly err: StorageError; readonly landed: boolean } | null {
+    if (this.draw(this.faults.enospcChance)) {
+      this.injected = 'ENOSPC';
+      return { err: new StorageError('io', `sim disk ${this.dir.name}: ${what}: ENOSPC: no space left on device`, { path: this.dir.name }), landed: false };
+    }
+    if (this.draw(this.faults.writeErrorChance)) {
+      this.injected = 'EIO';
+      const landed = this.opts.rng?.chance(0.5) === true;
+      return { err: new StorageError('io', `sim disk ${this.dir.name}: ${what}: EIO: input/output error (fsync failed)`, { path: this.dir.name }), landed };
+    }
+    return null;
+  }
+
+  /** checkRead: bytes read back whose checksum does not match are refused. */
+  private checkRead(bytes: Uint8Array | undefined, what: string): void {
+    if (this.damage.isCorrupt(bytes)) {
+      this.injected = 'corrupt';
+      throw new StorageError('corrupt', `sim disk ${this.dir.name}: ${what}: block checksum mismatch`, { path: this.dir.name });
+    }
+  }
+
+  async load(): Promise<LogState> {
+    if (!this.alive) return never();
+    const state = await this.inner.load();
+    for (const e of this.dir.log) this.checkRead(e.data, `log entry ${e.index}`);
+    return state;
   }
 
   async save(batch: LogBatch): Promise<void> {
     if (!this.alive) return never();
+    const fault = this.writeFault('save');
+    if (fault !== null && !fault.landed) throw fault.err;
     this.noteUndo();
-    const prev = this.dir.hardState ?? EMPTY;
+    const d = this.dir;
+    const prev = d.hardState ?? EMPTY;
+    const syncMs = this.faults.syncMaxMs > 0 && fault === null ? (this.opts.rng?.range(0, this.faults.syncMaxMs) ?? 0) : 0;
+    const first = batch.entries?.[0];
+    const keep = first === undefined ? d.log.length : Math.min(d.log.length, first.index - d.logBase.index - 1);
+    const inFlight: InFlight | null = syncMs > 0 ? { batch, prev, hardState: d.hardState, logLength: keep, tail: d.log.slice(keep) } : null;
     await this.inner.save(batch);
-    if (this.alive) this.opts.observer.onSave(batch, prev);
+    if (!this.alive) return never();
+    if (inFlight !== null) {
+      this.inFlight = inFlight;
+      await this.opts.clock.sleep(syncMs); // never settles if the node crashes meanwhile (the clock dies)
+      this.inFlight = null;
+    }
+    if (!this.alive) return never();
+    this.opts.observer.onSave(batch, prev);
+    if (fault !== null) throw fault.err;
   }
 
   /** noteUndo: with ackBeforePersistMs, remembers the disk before a write that is not durable yet. */
@@ -127,8 +348,13 @@ export class SimStorage implements NodeStorage {
 
   async compact(base: CompactionBase): Promise<void> {
     if (!this.alive) return never();
+    const fault = this.writeFault('compact');
+    if (fault !== null && !fault.landed) throw fault.err;
     await this.inner.compact(base);
-    if (this.alive) this.opts.observer.onCompact(base);
+    if (!this.alive) return never();
+    this.stateUndo = []; // compact syncs the state machine first (rocks-storage.ts)
+    this.opts.observer.onCompact(base);
+    if (fault !== null) throw fault.err;
   }
 
   bootstrap(membership: Membership): Promise<Membership | null> {
@@ -145,12 +371,25 @@ export class SimStorage implements NodeStorage {
 
   async write(batch: StateBatch): Promise<void> {
     if (!this.alive) return never();
+    const fault = this.writeFault('state write');
+    if (fault !== null && !fault.landed) throw fault.err;
     this.noteUndo();
+    this.noteStateUndo();
     const before = this.inner.appliedIndex();
     await this.inner.write(this.opts.flipValues === true ? flipped(batch) : batch);
-    if (!this.alive) return;
+    if (!this.alive) return never();
     this.opts.observer.onStateWrite(batch, before);
     void this.hashState().catch(() => undefined); // off the write path: the node does not wait for it
+    if (fault !== null) throw fault.err;
+  }
+
+  /** noteStateUndo: with powerLossChance, remembers the state before an unsynced write (dropping those written back). */
+  private noteStateUndo(): void {
+    if (this.faults.powerLossChance <= 0) return;
+    const now = this.opts.clock.nowMs();
+    const d = this.dir;
+    while (this.stateUndo.length > 0 && (this.stateUndo[0] as StateUndo).atMs <= now - this.faults.writebackMs) this.stateUndo.shift();
+    this.stateUndo.push({ atMs: now, kv: new Map(d.kv), applied: d.applied, membership: d.membership });
   }
 
   /** hashState hashes one consistent view of the state (its records and applied index) for the checkers. */
@@ -159,37 +398,61 @@ export class SimStorage implements NodeStorage {
     const h = createHash('sha256');
     for await (const batch of reader.batches()) {
       for (const r of batch) {
+        const value = this.damage.corrupted.get(r.value) ?? r.value; // the bytes as written
         h.update(String(r.key.length));
         h.update(r.key);
-        h.update(String(r.value.length));
-        h.update(r.value);
+        h.update(String(value.length));
+        h.update(value);
       }
     }
     if (this.alive) this.opts.observer.onStateHash(reader.appliedIndex, h.digest('hex'));
   }
 
-  get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    return this.alive ? this.inner.get(key) : never();
+  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    if (!this.alive) return never();
+    const v = await this.inner.get(key);
+    this.checkRead(v, 'get');
+    return v;
   }
 
-  getMany(keys: readonly Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
-    return this.alive ? this.inner.getMany(keys) : never();
+  async getMany(keys: readonly Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
+    if (!this.alive) return never();
+    const vs = await this.inner.getMany(keys);
+    for (const v of vs) this.checkRead(v, 'getMany');
+    return vs;
   }
 
   stateEpoch(): number {
     return this.inner.stateEpoch();
   }
 
-  range(query: RangeQuery): Promise<RangeResult> {
-    return this.alive ? this.inner.range(query) : never();
+  async range(query: RangeQuery): Promise<RangeResult> {
+    if (!this.alive) return never();
+    const r = await this.inner.range(query);
+    for (const kv of r.kvs) this.checkRead(kv.value, 'range');
+    return r;
   }
 
   membership(): Membership | null {
     return this.inner.membership();
   }
 
-  snapshotState(): Promise<StateSnapshotReader> {
-    return this.alive ? this.inner.snapshotState() : never();
+  async snapshotState(): Promise<StateSnapshotReader> {
+    if (!this.alive) return never();
+    const reader = await this.inner.snapshotState();
+    const batches = reader.batches.bind(reader);
+    const check = (kv: KeyValue): void => this.checkRead(kv.value, 'snapshot read');
+    return {
+      appliedIndex: reader.appliedIndex,
+      membership: reader.membership,
+      close: () => reader.close(),
+      async *batches(entriesMax?: number, bytesMax?: number) {
+        for await (const b of batches(entriesMax, bytesMax)) {
+          for (const kv of b) check(kv);
+          yield b;
+        }
+      },
+    };
   }
 
   async installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void> {
@@ -199,8 +462,10 @@ export class SimStorage implements NodeStorage {
     if (this.alive) this.opts.observer.onInstall(before, this.inner.appliedIndex());
   }
 
-  stateDigest(): Promise<string> {
-    return this.alive ? this.inner.stateDigest() : never();
+  async stateDigest(): Promise<string> {
+    if (!this.alive) return never();
+    for (const kv of this.dir.kv.values()) this.checkRead(kv.value, 'stateDigest');
+    return this.inner.stateDigest();
   }
 
   readIdentity(): Promise<Identity | null> {
