@@ -20,7 +20,7 @@ import type { SessionStamp } from '../fsm/sessions.js';
 import type { LogBase, NodeStorage } from '../storage/types.js';
 import { StateMachine, type ArchiveInstall, type RestoreOutcome } from '../fsm/state-machine.js';
 import type { ApplyResult, KvRangeQuery, KvRangeResult } from '../fsm/types.js';
-import type { ArchiveStager, FetchSnapshotParams, SnapshotChunk, StageArchiveParams } from '../transport/transport.js';
+import type { ArchiveStager, FetchSnapshotParams, SnapshotChunk, SnapshotStreamOpener, StageArchiveParams } from '../transport/transport.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
@@ -37,9 +37,11 @@ import { toRaftMeta, type SnapshotManager } from './snapshots.js';
 /**
  * MessageSender is what the node needs of a transport (GrpcTransport,
  * MemoryTransport). Without stageArchive, a restore on a cluster of more
- * than one voter is refused (no quorum can hold its archive).
+ * than one voter is refused (no quorum can hold its archive). With
+ * openSnapshotStream, the snapshot manager's fetches ride the transport
+ * (the simulator's network) instead of their own gRPC calls.
  */
-export interface MessageSender extends Partial<ArchiveStager> {
+export interface MessageSender extends Partial<ArchiveStager>, Partial<SnapshotStreamOpener> {
   send(m: Message): void;
   setPeers(addresses: Readonly<Record<NodeId, string>>): void;
   close(): Promise<void>;
@@ -285,6 +287,8 @@ export class Node {
     this.initialAddresses = opts.initialMembership.addresses;
     this.dialAddresses = opts.dialAddresses ?? {};
     this.snapshots = opts.snapshots;
+    const streams = opts.transport.openSnapshotStream?.bind(opts.transport);
+    if (opts.snapshots !== undefined && streams !== undefined) opts.snapshots.streams = { openSnapshotStream: streams };
     this.metrics = opts.metrics;
     this.disk = opts.diskGuard;
   }

@@ -1,9 +1,9 @@
-import { rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 
 import type { Membership, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
+import { nodeSnapshotIo, type SnapshotIo } from '../snapshot/snapshot-io.js';
 import {
   ArchiveError,
   INSTALL_DECODE_OPTIONS,
@@ -27,6 +27,7 @@ import type { KeyValue, NodeStorage } from '../storage/types.js';
 import type { Clock } from './clock.js';
 import { NodeError } from './errors.js';
 import type { PeerDial } from '../transport/peer-guard.js';
+import type { SnapshotStreamOpener } from '../transport/transport.js';
 import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult, type FetchTarget } from '../transport/snapshot-fetcher.js';
 import type { Logger } from './logger.js';
 
@@ -126,6 +127,8 @@ export class SnapshotManager {
   private scrubbed: Promise<void> = Promise.resolve();
   /** dial: how snapshot fetches reach peers (the peer plane's TLS and metadata); set once before the node starts. */
   dial: PeerDial | undefined;
+  /** streams: opens the FetchSnapshot streams of fetches (the node's transport, when it carries them); else gRPC with `dial`. */
+  streams: SnapshotStreamOpener | undefined;
 
   private constructor(
     readonly store: SnapshotStore,
@@ -136,19 +139,33 @@ export class SnapshotManager {
     private readonly log: Logger,
     dir: string,
     private readonly clock: Clock,
+    private readonly io: SnapshotIo,
   ) {
     this.incomingDir = join(dir, 'incoming');
   }
 
-  /** open opens (creating if new) the stores under dir; `clock` times the upload pins and the boot scrub's start. */
-  static async open(dir: string, storage: NodeStorage, policy: SnapshotPolicy, log: Logger, version: string, clock: Clock): Promise<SnapshotManager> {
-    const store = await SnapshotStore.open(join(dir, 'store'), { retain: policy.retain, snapcoordVersion: version, gzipLevel: policy.gzipLevel });
+  /**
+   * open opens (creating if new) the stores under dir; `clock` times the
+   * upload pins, the boot scrub's start and the fetches' timeouts, backoff
+   * and bandwidth; `io` is the file system, compression and wall clock of
+   * the stores (default the real ones; a simulator passes its own).
+   */
+  static async open(
+    dir: string,
+    storage: NodeStorage,
+    policy: SnapshotPolicy,
+    log: Logger,
+    version: string,
+    clock: Clock,
+    io: SnapshotIo = nodeSnapshotIo,
+  ): Promise<SnapshotManager> {
+    const store = await SnapshotStore.open(join(dir, 'store'), { retain: policy.retain, snapcoordVersion: version, gzipLevel: policy.gzipLevel, io });
     // The uploads' retention is pruneUploads (referenced archives are never deleted); the
     // store's own count-based retention only backs it up at its maximum.
-    const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: RETAIN_MAX, snapcoordVersion: version });
-    const m = new SnapshotManager(store, uploads, storage, policy, log, dir, clock);
+    const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: RETAIN_MAX, snapcoordVersion: version, io });
+    const m = new SnapshotManager(store, uploads, storage, policy, log, dir, clock, io);
     // Fetches are written straight into the stores; an `incoming/` directory of older versions is removed.
-    await rm(m.incomingDir, { recursive: true, force: true });
+    await io.rm(m.incomingDir, { recursive: true, force: true });
     m.newest = await store.latest();
     return m;
   }
@@ -272,7 +289,7 @@ export class SnapshotManager {
     const chunks = readChunks(s.path, offset, chunkBytes > 0 ? chunkBytes : this.policy.chunkBytes, {
       chunkBytes: CHUNK_HASH_BYTES,
       sha256s: s.chunkSha256s,
-    });
+    }, this.io);
     const done = (): void => {
       this.transfers--;
       s.release();
@@ -318,8 +335,10 @@ export class SnapshotManager {
           sink,
           chunkBytes: this.policy.chunkBytes,
           bandwidthBytesPerSec: this.policy.bandwidthBytesPerSec,
+          clock: this.clock,
           ...(signal !== undefined ? { signal } : {}),
           ...(this.dial !== undefined ? { dial: this.dial } : {}),
+          ...(this.streams !== undefined ? { streams: this.streams } : {}),
         });
       },
       { maxBytes: this.policy.archiveBytesMax, deferWholeDigest: this.policy.chunkBytes === CHUNK_HASH_BYTES },
@@ -344,12 +363,16 @@ export class SnapshotManager {
     const handle = await this.store.open(s.id, { allowUnverified: true });
     try {
       const { stream, confirm } = handle.createCheckedReadStream();
-      await readArchive(stream, async (meta, state, verified) => {
-        // verified settles once readArchive has read the whole input: the whole digest is final then.
-        const checked = verified.then(confirm);
-        checked.catch(() => undefined);
-        await this.storage.installState(thenVerified(decodeStateRecords(state, INSTALL_DECODE_OPTIONS), checked), { appliedIndex: meta.index, membership: meta.membership });
-      });
+      await readArchive(
+        stream,
+        async (meta, state, verified) => {
+          // verified settles once readArchive has read the whole input: the whole digest is final then.
+          const checked = verified.then(confirm);
+          checked.catch(() => undefined);
+          await this.storage.installState(thenVerified(decodeStateRecords(state, INSTALL_DECODE_OPTIONS), checked), { appliedIndex: meta.index, membership: meta.membership });
+        },
+        { io: this.io },
+      );
     } catch (err) {
       handle.release();
       if (err instanceof ArchiveError || err instanceof StateFormatError || (err instanceof SnapshotStoreError && err.code === 'corrupt')) {
@@ -400,9 +423,13 @@ export class SnapshotManager {
   async installUpload(s: StoredSnapshot, install: (records: AsyncIterable<readonly KeyValue[]>) => Promise<void>): Promise<void> {
     const handle = await this.uploads.open(s.id);
     try {
-      await readArchive(handle.createReadStream(0), async (meta, state, verified) => {
-        await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified));
-      });
+      await readArchive(
+        handle.createReadStream(0),
+        async (meta, state, verified) => {
+          await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified));
+        },
+        { io: this.io },
+      );
     } finally {
       handle.release();
     }
@@ -440,7 +467,7 @@ export class SnapshotManager {
     if (meta.stateBytes > cap) {
       throw new NodeError('invalid', `meta.json declares a state of ${meta.stateBytes} bytes (stateBytes), more than the restore limit of ${cap} bytes`);
     }
-    const st = await statfs(this.uploads.dir);
+    const st = await this.io.statfs(this.uploads.dir);
     const freeBytes = st.bavail * st.bsize;
     const neededBytes = 2 * meta.stateBytes + reserveBytes;
     if (freeBytes < neededBytes) {
@@ -510,8 +537,10 @@ export class SnapshotManager {
           sink,
           chunkBytes: this.policy.chunkBytes,
           ...(signal !== undefined ? { signal } : {}),
+          clock: this.clock,
           ...(opts.maxAttempts !== undefined ? { maxAttempts: opts.maxAttempts } : {}),
           ...(this.dial !== undefined ? { dial: this.dial } : {}),
+          ...(this.streams !== undefined ? { streams: this.streams } : {}),
         });
       },
       {
@@ -537,7 +566,7 @@ export class SnapshotManager {
       const unreferenced: { id: string; storedAtMs: number }[] = [];
       for (const u of await this.uploads.list()) {
         if (referenced.has(u.archiveSha256)) continue;
-        const storedAtMs = await stat(u.path).then((st) => st.mtimeMs, () => 0);
+        const storedAtMs = await this.io.stat(u.path).then((st) => st.mtimeMs, () => 0);
         unreferenced.push({ id: u.id, storedAtMs });
       }
       unreferenced.sort((a, b) => b.storedAtMs - a.storedAtMs);

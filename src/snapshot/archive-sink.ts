@@ -12,11 +12,11 @@
  * follower fetches (verified chunks, writeChunk) all go through it.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 
 import { SnapshotStoreError } from './errors.js';
 import { FILE_MODE, withPath } from './file-sink.js';
+import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-io.js';
 
 /** CHUNK_HASH_BYTES: the chunk size whose SHA-256s are recorded beside every stored archive (the transfer default). */
 export const CHUNK_HASH_BYTES = 1024 * 1024;
@@ -59,9 +59,11 @@ export interface ArchiveSinkOptions {
    * store marks such an archive unverified until then).
    */
   readonly claimedSha256?: string;
+  /** io: the file system the archive is written to (default nodeSnapshotIo). */
+  readonly io?: SnapshotIo;
 }
 
-async function writeAllAt(handle: FileHandle, chunk: Uint8Array, position: number): Promise<number> {
+async function writeAllAt(handle: SnapshotFile, chunk: Uint8Array, position: number): Promise<number> {
   let offset = 0;
   let calls = 0;
   while (offset < chunk.length) {
@@ -95,7 +97,7 @@ export class ArchiveSink extends Writable {
   private result: SinkDigest | null = null;
 
   private constructor(
-    private readonly handle: FileHandle,
+    private readonly handle: SnapshotFile,
     readonly path: string,
     private readonly options: ArchiveSinkOptions,
   ) {
@@ -106,7 +108,7 @@ export class ArchiveSink extends Writable {
 
   /** create opens `path` (which must not exist) with mode 0600 and returns a sink over it. */
   static async create(path: string, options: ArchiveSinkOptions = {}): Promise<ArchiveSink> {
-    const handle = await open(path, 'wx', FILE_MODE);
+    const handle = await (options.io ?? nodeSnapshotIo).open(path, 'wx', FILE_MODE);
     try {
       await handle.chmod(FILE_MODE); // whatever the umask
     } catch (err) {

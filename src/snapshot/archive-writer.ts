@@ -19,7 +19,6 @@
  * per digest, compressed once.
  */
 import { createHash } from 'node:crypto';
-import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -37,6 +36,7 @@ import { ArchiveError, StateFormatError } from './errors.js';
 import { GzipMemberQueue, gzipMember, resolveParallelGzipOptions, type ParallelGzipOptions } from './parallel-gzip.js';
 import { STATE_KEY_BYTES_MAX, STATE_VALUE_BYTES_MAX, type StateLimits, type StateRecord } from './state-format.js';
 import { TAR_BLOCK_BYTES, encodeTarHeader } from './tar-header.js';
+import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-io.js';
 
 const ENTRY_MODE = 0o600;
 const END_OF_ARCHIVE_BYTES = 2 * TAR_BLOCK_BYTES;
@@ -64,6 +64,8 @@ export interface RecordsArchiveOptions extends StateLimits {
   readonly gzipAdaptive?: boolean;
   /** called as state.bin's compressed bytes are written to `out`, with the state bytes they hold so far and the total. */
   readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
+  /** io: the spool file's file system and the compression (default nodeSnapshotIo). */
+  readonly io?: SnapshotIo;
 }
 
 /** RecordsArchiveResult: what writeArchive returns, plus the gzip member count. */
@@ -223,7 +225,7 @@ export class HashTap extends Transform {
   }
 }
 
-async function writeAll(handle: FileHandle, bytes: Buffer, path: string): Promise<void> {
+async function writeAll(handle: SnapshotFile, bytes: Buffer, path: string): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) {
     let written: number;
@@ -236,7 +238,7 @@ async function writeAll(handle: FileHandle, bytes: Buffer, path: string): Promis
   }
 }
 
-async function readExactly(handle: FileHandle, length: number, position: number, path: string): Promise<Buffer> {
+async function readExactly(handle: SnapshotFile, length: number, position: number, path: string): Promise<Buffer> {
   const out = Buffer.allocUnsafe(length);
   let got = 0;
   while (got < length) {
@@ -273,19 +275,20 @@ export async function writeArchiveFromRecords(
     ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
     ...(options.gzipAdaptive !== undefined ? { adaptive: options.gzipAdaptive } : {}),
   };
+  const io = options.io ?? nodeSnapshotIo;
   const { level, blockBytes, inFlightMax, adaptive } = resolveParallelGzipOptions(gzipOptions);
   const encoder = new StateBlockEncoder(blockBytes, options);
   const spoolPath = source.spoolPath;
-  let spool: FileHandle | null = null;
+  let spool: SnapshotFile | null = null;
 
   /** prepare runs the records through the blocks and gzip into the spool, then builds the head and tail members. */
   const prepare = async () => {
     try {
-      spool = await open(spoolPath, 'wx+', ENTRY_MODE);
+      spool = await io.open(spoolPath, 'wx+', ENTRY_MODE);
     } catch (err) {
       throw new ArchiveError('io', `cannot create the spool file ${spoolPath}: ${(err as Error).message}`, { cause: err });
     }
-    const handle: FileHandle = spool;
+    const handle: SnapshotFile = spool;
     // 1. records -> blocks -> gzip members -> spool, hashing state.bin on the way.
     const stateHash = createHash('sha256');
     const members: { readonly compressedBytes: number; readonly stateBytes: number }[] = [];
@@ -294,7 +297,7 @@ export async function writeArchiveFromRecords(
       await writeAll(handle, member, spoolPath);
       members.push({ compressedBytes: member.length, stateBytes: inputBytes });
       spoolBytes += member.length;
-    }, adaptive);
+    }, adaptive, io);
     const takeReady = async (): Promise<void> => {
       const ready = encoder.ready.splice(0);
       for (const block of ready) {
@@ -349,7 +352,7 @@ export async function writeArchiveFromRecords(
       padding(sums.length),
       Buffer.alloc(END_OF_ARCHIVE_BYTES),
     ]);
-    const [headMember, tailMember] = await Promise.all([gzipMember(head, level), gzipMember(tail, level)]);
+    const [headMember, tailMember] = await Promise.all([gzipMember(head, level, false, io), gzipMember(tail, level, false, io)]);
     return { handle, full, stateSha256, stateBytes, members, spoolBytes, headMember, tailMember };
   };
 
@@ -376,10 +379,10 @@ export async function writeArchiveFromRecords(
   try {
     await pipeline(Readable.from(archiveBytes(), { objectMode: false, highWaterMark: blockBytes }), tap, out);
   } finally {
-    const handle = spool as FileHandle | null;
+    const handle = spool as SnapshotFile | null;
     if (handle !== null) {
       await handle.close().catch(() => undefined);
-      await unlink(spoolPath).catch(() => undefined);
+      await io.unlink(spoolPath).catch(() => undefined);
     }
   }
   const done = prepared as Awaited<ReturnType<typeof prepare>> | null;

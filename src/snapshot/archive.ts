@@ -14,11 +14,8 @@
  * bombs).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import {
   ARCHIVE_MEMBERS,
   META_BYTES_MAX,
@@ -38,6 +35,7 @@ import { ArchiveError } from './errors.js';
 import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
 import { checkedStateRecords, countStateKeys } from './state-format.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock } from './tar-header.js';
+import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
 export type { ArchiveMeta } from './archive-meta.js';
 export {
@@ -88,6 +86,8 @@ export interface WriteArchiveOptions {
   readonly gzipAdaptive?: boolean;
   /** called after each chunk of state.bin is handed on, with bytes so far and the total. */
   readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
+  /** io: the state file's file system and the compression (default nodeSnapshotIo). */
+  readonly io?: SnapshotIo;
 }
 
 export interface WriteArchiveResult {
@@ -132,7 +132,8 @@ export async function writeArchive(
   out: Writable,
   options: WriteArchiveOptions = {},
 ): Promise<WriteArchiveResult> {
-  const handle = await open(stateFile, 'r');
+  const io = options.io ?? nodeSnapshotIo;
+  const handle = await io.open(stateFile, 'r');
   try {
     const stat = await handle.stat();
     if (!stat.isFile()) throw new ArchiveError('io', `state file ${stateFile} is not a regular file`);
@@ -200,6 +201,7 @@ export async function writeArchive(
         ...(options.gzipBlockBytes !== undefined ? { blockBytes: options.gzipBlockBytes } : {}),
         ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
         ...(options.gzipAdaptive !== undefined ? { adaptive: options.gzipAdaptive } : {}),
+        io,
       }),
       tap,
       out,
@@ -534,6 +536,8 @@ function toArchiveError(err: unknown, reader: ArchiveReader): unknown {
 export interface ReadArchiveLimits {
   /** the largest meta.stateBytes accepted (default 64 GiB). */
   readonly stateBytesMax?: number;
+  /** io: where the archive's file is read and gunzipped (default nodeSnapshotIo). */
+  readonly io?: SnapshotIo;
 }
 
 export interface ReadArchiveResult<T> {
@@ -612,7 +616,7 @@ export async function readArchive<T>(
     );
   });
   const sniffer = new GzipSniffer();
-  const gunzip = createGunzip({ chunkSize: ZLIB_CHUNK_BYTES });
+  const gunzip = (limits.io ?? nodeSnapshotIo).createGunzip({ chunkSize: ZLIB_CHUNK_BYTES });
   try {
     await pipeline(input, sniffer, gunzip, reader);
   } catch (err) {
@@ -679,7 +683,7 @@ export interface InspectOptions extends ReadArchiveLimits {
 export async function inspectArchive(path: string, options: InspectOptions = {}): Promise<InspectResult> {
   const { isReservedKey = () => false, ...limits } = options;
   // One read: the file is hashed whole on its way into readArchive.
-  const handle = await open(path, 'r');
+  const handle = await (options.io ?? nodeSnapshotIo).open(path, 'r');
   const tap = new ReadHashTap();
   try {
     const problems: string[] = [];
@@ -755,7 +759,7 @@ export async function readArchiveHead(path: string, limits: ReadArchiveLimits = 
   let meta: ArchiveMeta | null = null;
   try {
     await readArchive(
-      createReadStream(path, { highWaterMark: 256 * 1024 }),
+      (limits.io ?? nodeSnapshotIo).createReadStream(path, { highWaterMark: 256 * 1024 }),
       async (m) => {
         meta = m;
         throw HEAD_STOP;

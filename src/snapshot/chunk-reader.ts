@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
 /** FileChunk is one piece of a file with its SHA-256. */
 export interface FileChunk {
@@ -38,9 +38,10 @@ export async function* readChunks(
   offset: number,
   chunkBytes: number,
   known?: { readonly chunkBytes: number; readonly sha256s: readonly Uint8Array[] },
+  io: SnapshotIo = nodeSnapshotIo,
 ): AsyncGenerator<FileChunk> {
   const size = Math.max(1, Math.min(CHUNK_BYTES_MAX, Math.floor(chunkBytes)));
-  const fh = await open(path, 'r');
+  const fh = await io.open(path, 'r');
   try {
     const total = (await fh.stat()).size;
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > total) {

@@ -3,8 +3,8 @@
  * file (mode 0600, refusing to overwrite) and fsyncs it before it finishes,
  * plus fsync of directories and small durable files.
  */
-import { open, type FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
+import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-io.js';
 
 /** FILE_MODE: snapshot files are readable by their owner only (etcd #9976). */
 export const FILE_MODE = 0o600;
@@ -17,7 +17,7 @@ export interface FileSinkOptions {
 }
 
 /**
- * withPath names `path` in a system call error of a FileHandle (write, sync:
+ * withPath names `path` in a system call error of a SnapshotFile (write, sync:
  * Node names no file in those, e.g. "ENOSPC: no space left on device,
  * write"), keeping its errno code. Other errors pass unchanged.
  */
@@ -28,7 +28,7 @@ export function withPath(err: unknown, path: string): Error {
   return Object.assign(new Error(`${e.message} '${path}'`, { cause: err }), { code: e.code, errno: e.errno, syscall: e.syscall, path });
 }
 
-async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
+async function writeAll(handle: SnapshotFile, chunk: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < chunk.length) {
     const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset, null);
@@ -46,7 +46,7 @@ export class FileSink extends Writable {
   private handleClosed = false;
 
   constructor(
-    private readonly handle: FileHandle,
+    private readonly handle: SnapshotFile,
     readonly path: string,
     private readonly options: FileSinkOptions,
   ) {
@@ -110,8 +110,8 @@ export class FileSink extends Writable {
 }
 
 /** openFileSink creates `path` (which must not exist) with mode 0600 and returns a FileSink over it. */
-export async function openFileSink(path: string, options: FileSinkOptions = {}): Promise<FileSink> {
-  const handle = await open(path, 'wx', FILE_MODE);
+export async function openFileSink(path: string, options: FileSinkOptions = {}, io: SnapshotIo = nodeSnapshotIo): Promise<FileSink> {
+  const handle = await io.open(path, 'wx', FILE_MODE);
   try {
     await handle.chmod(FILE_MODE); // whatever the umask
   } catch (err) {
@@ -122,8 +122,8 @@ export async function openFileSink(path: string, options: FileSinkOptions = {}):
 }
 
 /** writeFileDurable creates `path` (which must not exist) with mode 0600, writes `data` and fsyncs it. */
-export async function writeFileDurable(path: string, data: Uint8Array): Promise<void> {
-  const handle = await open(path, 'wx', FILE_MODE);
+export async function writeFileDurable(path: string, data: Uint8Array, io: SnapshotIo = nodeSnapshotIo): Promise<void> {
+  const handle = await io.open(path, 'wx', FILE_MODE);
   try {
     await handle.chmod(FILE_MODE);
     await writeAll(handle, data);
@@ -136,8 +136,8 @@ export async function writeFileDurable(path: string, data: Uint8Array): Promise<
 }
 
 /** fsyncDir makes a directory's entries (creations, renames, removals) durable. */
-export async function fsyncDir(path: string): Promise<void> {
-  const handle = await open(path, 'r');
+export async function fsyncDir(path: string, io: SnapshotIo = nodeSnapshotIo): Promise<void> {
+  const handle = await io.open(path, 'r');
   try {
     await handle.sync();
   } catch (err) {

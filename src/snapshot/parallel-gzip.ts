@@ -13,7 +13,8 @@
  */
 import { availableParallelism } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
-import { constants as zlibConstants, gzip, type ZlibOptions } from 'node:zlib';
+import { constants as zlibConstants, type ZlibOptions } from 'node:zlib';
+import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
 /** GZIP_BLOCK_BYTES_DEFAULT: bytes of input per gzip member (1 MiB). */
 export const GZIP_BLOCK_BYTES_DEFAULT = 1024 * 1024;
@@ -60,6 +61,8 @@ export interface ParallelGzipOptions {
   readonly inFlightMax?: number;
   /** choose per block between stored, Huffman only and deflate from a sample (default true; see blockGzipChoice). */
   readonly adaptive?: boolean;
+  /** io: where the compression runs (its gzip; default nodeSnapshotIo: zlib on the threadpool). */
+  readonly io?: SnapshotIo;
 }
 
 interface Resolved {
@@ -90,19 +93,14 @@ export function resolveParallelGzipOptions(options: ParallelGzipOptions = {}): R
  * gzipMember compresses `block` as one complete gzip member on the threadpool
  * (one round trip: the output buffer is sized for the worst case).
  */
-export function gzipMember(block: Uint8Array, level: number, huffmanOnly = false): Promise<Buffer> {
+export function gzipMember(block: Uint8Array, level: number, huffmanOnly = false, io: SnapshotIo = nodeSnapshotIo): Promise<Buffer> {
   // deflateBound: stored blocks add 5 bytes per 16 KiB at worst; gzip adds 18 bytes of header and trailer.
   const zlibOptions: ZlibOptions = {
     level,
     chunkSize: Math.max(64 * 1024, block.length + (block.length >> 10) + 1024),
     ...(huffmanOnly ? { strategy: zlibConstants.Z_HUFFMAN_ONLY } : {}),
   };
-  return new Promise<Buffer>((resolve, reject) => {
-    gzip(block, zlibOptions, (err, out) => {
-      if (err) reject(err);
-      else resolve(out);
-    });
-  });
+  return io.gzip(block, zlibOptions);
 }
 
 /**
@@ -115,20 +113,20 @@ export function gzipMember(block: Uint8Array, level: number, huffmanOnly = false
  * gzip member; the choice depends only on the block's bytes, so output stays
  * deterministic.
  */
-export async function blockGzipChoice(block: Uint8Array, level: number, adaptive: boolean): Promise<GzipChoice> {
+export async function blockGzipChoice(block: Uint8Array, level: number, adaptive: boolean, io: SnapshotIo = nodeSnapshotIo): Promise<GzipChoice> {
   if (!adaptive || level === 0 || block.length <= SAMPLE_BYTES) return 'deflate';
   const half = SAMPLE_BYTES / 2;
   const mid = Math.floor(block.length / 2);
   const sample = Buffer.concat([block.subarray(0, half), block.subarray(mid, mid + half)]);
-  const [huffman, deflated] = await Promise.all([gzipMember(sample, 1, true), gzipMember(sample, level)]);
+  const [huffman, deflated] = await Promise.all([gzipMember(sample, 1, true, io), gzipMember(sample, level, false, io)]);
   if (sample.length / huffman.length < INCOMPRESSIBLE_RATIO && sample.length / deflated.length < INCOMPRESSIBLE_RATIO) return 'stored';
   return huffman.length / deflated.length < LZ_GAIN_MIN ? 'huffman' : 'deflate';
 }
 
 /** gzipBlock compresses `block` as one gzip member as blockGzipChoice(block, level, adaptive) says. */
-export async function gzipBlock(block: Uint8Array, level: number, adaptive: boolean): Promise<Buffer> {
-  const choice = await blockGzipChoice(block, level, adaptive);
-  return choice === 'stored' ? gzipMember(block, 0) : choice === 'huffman' ? gzipMember(block, 1, true) : gzipMember(block, level);
+export async function gzipBlock(block: Uint8Array, level: number, adaptive: boolean, io: SnapshotIo = nodeSnapshotIo): Promise<Buffer> {
+  const choice = await blockGzipChoice(block, level, adaptive, io);
+  return choice === 'stored' ? gzipMember(block, 0, false, io) : choice === 'huffman' ? gzipMember(block, 1, true, io) : gzipMember(block, level, false, io);
 }
 
 interface Job {
@@ -152,6 +150,7 @@ export class GzipMemberQueue {
   readonly #level: number;
   readonly #inFlightMax: number;
   readonly #adaptive: boolean;
+  readonly #io: SnapshotIo;
   readonly #deliver: (member: Buffer, inputBytes: number) => Promise<void> | void;
   readonly #jobs: Job[] = [];
   #failure: unknown = null;
@@ -163,7 +162,9 @@ export class GzipMemberQueue {
     inFlightMax: number,
     deliver: (member: Buffer, inputBytes: number) => Promise<void> | void,
     adaptive = true,
+    io: SnapshotIo = nodeSnapshotIo,
   ) {
+    this.#io = io;
     this.#level = checkInt('gzip level', level, 0, 9);
     this.#inFlightMax = checkInt('gzip inFlightMax', inFlightMax, 1, 64);
     this.#deliver = deliver;
@@ -178,7 +179,7 @@ export class GzipMemberQueue {
   /** add starts compressing `block`; resolves when another block may be added. */
   async add(block: Uint8Array): Promise<void> {
     if (this.#failure !== null) throw this.#failure;
-    const member = gzipBlock(block, this.#level, this.#adaptive);
+    const member = gzipBlock(block, this.#level, this.#adaptive, this.#io);
     member.catch(() => undefined); // met (and rethrown) when delivered
     this.#jobs.push({ member, inputBytes: block.length });
     while (this.#jobs.length >= this.#inFlightMax) await this.#deliverHead();
@@ -234,6 +235,7 @@ export class ParallelGzip extends Transform {
         this.push(member);
       },
       adaptive,
+      options.io,
     );
   }
 

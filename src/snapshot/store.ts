@@ -26,8 +26,6 @@
  * until the handle is released.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { chmod, mkdir, open as openFile, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
@@ -40,6 +38,7 @@ import { checkMembership, isIsoTimestamp, validateArchiveMeta, META_BYTES_MAX } 
 import { ArchiveError, SnapshotStoreError } from './errors.js';
 import { failpoint } from './failpoint.js';
 import { DIR_MODE, fsyncDir, openFileSink, writeFileDurable } from './file-sink.js';
+import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
 export { CHUNK_HASH_BYTES } from './archive-sink.js';
 
@@ -76,6 +75,8 @@ export interface SnapshotStoreOptions {
   readonly stateBytesMax?: number;
   /** gzip level for new archives (default 6). */
   readonly gzipLevel?: number;
+  /** io: the file system, compression and wall clock the store uses (default nodeSnapshotIo; a simulator passes its own). */
+  readonly io?: SnapshotIo;
 }
 
 /** SnapshotCreateMeta: what create() needs; createdAt defaults to now, the id is derived. */
@@ -284,13 +285,13 @@ async function* teeToSink(source: Readable, sink: ArchiveSink, maxBytes: number)
  * hashFile hashes a whole file and, in the same read, each CHUNK_HASH_BYTES
  * chunk of it (what verify() and scrub() compare with the recorded hashes).
  */
-async function hashFile(path: string): Promise<SinkDigest> {
+async function hashFile(io: SnapshotIo, path: string): Promise<SinkDigest> {
   const hash = createHash('sha256');
   const chunkSha256s: Uint8Array[] = [];
   let chunk = createHash('sha256');
   let inChunk = 0;
   let bytes = 0;
-  for await (const piece of createReadStream(path, { highWaterMark: READ_CHUNK_BYTES }) as AsyncIterable<Buffer>) {
+  for await (const piece of io.createReadStream(path, { highWaterMark: READ_CHUNK_BYTES }) as AsyncIterable<Buffer>) {
     hash.update(piece);
     bytes += piece.length;
     let at = 0;
@@ -363,6 +364,7 @@ export class SnapshotStore {
     private readonly snapcoordVersion: string,
     private readonly stateBytesMax: number | undefined,
     private readonly gzipLevel: number,
+    private readonly io: SnapshotIo,
   ) {}
 
   /**
@@ -379,14 +381,15 @@ export class SnapshotStore {
     if (!Number.isInteger(gzipLevel) || gzipLevel < 0 || gzipLevel > 9) {
       throw new SnapshotStoreError('invalid-argument', `gzipLevel must be 0..9, got ${gzipLevel}`);
     }
+    const io = options.io ?? nodeSnapshotIo;
     try {
-      await mkdir(dir, { recursive: true, mode: DIR_MODE });
-      const st = await stat(dir);
+      await io.mkdir(dir, { recursive: true, mode: DIR_MODE });
+      const st = await io.stat(dir);
       if (!st.isDirectory()) throw new Error('not a directory');
     } catch (err) {
       throw new SnapshotStoreError('io', `cannot use ${dir} as a snapshot directory: ${(err as Error).message}`, { path: dir, cause: err });
     }
-    const store = new SnapshotStore(dir, retain, options.snapcoordVersion ?? '0.0.0', options.stateBytesMax, gzipLevel);
+    const store = new SnapshotStore(dir, retain, options.snapcoordVersion ?? '0.0.0', options.stateBytesMax, gzipLevel, io);
     await store.list();
     return store;
   }
@@ -408,7 +411,7 @@ export class SnapshotStore {
   ): Promise<StoredSnapshot> {
     return this.build(meta, async (tmpDir, base, archiveSink, onStateProgress) => {
       const statePath = join(tmpDir, STATE_FILE);
-      const stateSink = await openFileSink(statePath);
+      const stateSink = await openFileSink(statePath, {}, this.io);
       let stateKeys: number;
       try {
         ({ stateKeys } = await writeState(stateSink));
@@ -421,8 +424,8 @@ export class SnapshotStore {
       if (!Number.isSafeInteger(stateKeys) || stateKeys < 0) {
         throw new SnapshotStoreError('invalid-argument', `writeState returned stateKeys ${stateKeys}`);
       }
-      const written = await writeArchive({ ...base, stateKeys }, statePath, archiveSink, { gzipLevel: this.gzipLevel, onStateProgress });
-      await unlink(statePath);
+      const written = await writeArchive({ ...base, stateKeys }, statePath, archiveSink, { gzipLevel: this.gzipLevel, onStateProgress, io: this.io });
+      await this.io.unlink(statePath);
       return written.meta;
     });
   }
@@ -441,6 +444,7 @@ export class SnapshotStore {
       const written = await writeArchiveFromRecords(base, { records, spoolPath: join(tmpDir, SPOOL_FILE) }, archiveSink, {
         gzipLevel: this.gzipLevel,
         onStateProgress,
+        io: this.io,
       });
       return written.meta;
     });
@@ -461,7 +465,7 @@ export class SnapshotStore {
       onStateProgress: (done: number, total: number) => void,
     ) => Promise<ArchiveMeta>,
   ): Promise<StoredSnapshot> {
-    const createdAt = meta.createdAt ?? new Date().toISOString();
+    const createdAt = meta.createdAt ?? new Date(this.io.wallNowMs()).toISOString();
     if (!isIsoTimestamp(createdAt)) {
       throw new SnapshotStoreError('invalid-argument', `createdAt ${JSON.stringify(createdAt)} is not an ISO-8601 UTC timestamp`);
     }
@@ -485,7 +489,7 @@ export class SnapshotStore {
       try {
         await this.makeTmpDir(tmpDir);
         const archivePath = join(tmpDir, ARCHIVE_FILE);
-        const archiveSink = await ArchiveSink.create(archivePath, { beforeSync: () => failpoint('snapshot-before-fsync') });
+        const archiveSink = await ArchiveSink.create(archivePath, { beforeSync: () => failpoint('snapshot-before-fsync'), io: this.io });
         let midWriteDone = false;
         let archiveMeta: ArchiveMeta;
         try {
@@ -506,16 +510,16 @@ export class SnapshotStore {
         // The sink hashed the bytes as it wrote them: its digest is the one recorded.
         const digest = archiveSink.digest();
         const storedMeta: StoredMeta = { ...archiveMeta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
-        await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest));
-        await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta));
-        await fsyncDir(tmpDir);
+        await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest), this.io);
+        await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta), this.io);
+        await fsyncDir(tmpDir, this.io);
         failpoint('snapshot-before-rename');
-        await rename(tmpDir, finalDir);
-        await fsyncDir(this.dir);
+        await this.io.rename(tmpDir, finalDir);
+        await fsyncDir(this.dir, this.io);
         failpoint('snapshot-after-rename');
         stored = this.describe(id, storedMeta);
       } catch (err) {
-        await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
+        await this.io.rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
         throw err;
       } finally {
         this.busyTmp.delete(tmpName);
@@ -533,14 +537,14 @@ export class SnapshotStore {
   async list(): Promise<StoredSnapshot[]> {
     let entries;
     try {
-      entries = await readdir(this.dir, { withFileTypes: true });
+      entries = await this.io.readdir(this.dir);
     } catch (err) {
       throw new SnapshotStoreError('io', `cannot read ${this.dir}: ${(err as Error).message}`, { path: this.dir, cause: err });
     }
     const found: StoredSnapshot[] = [];
     for (const entry of entries) {
       if (entry.name.endsWith(TMP_SUFFIX)) {
-        if (!this.busyTmp.has(entry.name)) await rm(join(this.dir, entry.name), { recursive: true, force: true }).catch(() => undefined);
+        if (!this.busyTmp.has(entry.name)) await this.io.rm(join(this.dir, entry.name), { recursive: true, force: true }).catch(() => undefined);
         continue;
       }
       if (!entry.isDirectory() || !STORE_ID_PATTERN.test(entry.name)) continue;
@@ -579,7 +583,7 @@ export class SnapshotStore {
       const storedMeta = await this.loadMeta(id);
       const stored = this.describe(id, storedMeta);
       let verified = storedMeta.archiveVerified !== false;
-      const size = await stat(stored.path).then(
+      const size = await this.io.stat(stored.path).then(
         (st) => st.size,
         (err: unknown) => {
           throw new SnapshotStoreError('corrupt', `snapshot ${id}: cannot read ${ARCHIVE_FILE}: ${(err as Error).message}`, { path: stored.path, cause: err });
@@ -608,7 +612,7 @@ export class SnapshotStore {
         if (!Number.isSafeInteger(offset) || offset < 0 || offset > stored.archiveBytes) {
           throw new SnapshotStoreError('invalid-argument', `offset ${offset} is outside 0..${stored.archiveBytes}`);
         }
-        return createReadStream(stored.path, { start: offset, highWaterMark: READ_CHUNK_BYTES });
+        return this.io.createReadStream(stored.path, { start: offset, highWaterMark: READ_CHUNK_BYTES });
       };
       const wasVerified = verified;
       return {
@@ -688,9 +692,9 @@ export class SnapshotStore {
       if (reason === null) continue;
       await this.exclusive(async () => {
         const qdir = join(this.dir, QUARANTINE_DIR);
-        await mkdir(qdir, { recursive: true, mode: DIR_MODE });
-        await rename(join(this.dir, s.id), join(qdir, `${s.id}-${Date.now()}`));
-        await fsyncDir(this.dir);
+        await this.io.mkdir(qdir, { recursive: true, mode: DIR_MODE });
+        await this.io.rename(join(this.dir, s.id), join(qdir, `${s.id}-${this.io.wallNowMs()}`));
+        await fsyncDir(this.dir, this.io);
       });
       result.quarantined.push({ id: s.id, reason });
     }
@@ -734,8 +738,8 @@ export class SnapshotStore {
       throw new SnapshotStoreError('invalid-argument', `expectedSha256 ${JSON.stringify(expectedSha256)} is not a hex SHA-256`);
     }
     return this.staged('import', async (tmpDir) => {
-      const sink = await ArchiveSink.create(join(tmpDir, ARCHIVE_FILE), { maxBytes });
-      const limits = this.stateBytesMax === undefined ? {} : { stateBytesMax: this.stateBytesMax };
+      const sink = await ArchiveSink.create(join(tmpDir, ARCHIVE_FILE), { maxBytes, io: this.io });
+      const limits = this.stateBytesMax === undefined ? { io: this.io } : { stateBytesMax: this.stateBytesMax, io: this.io };
       let meta: ArchiveMeta;
       try {
         ({ meta } = await readArchive(
@@ -791,7 +795,7 @@ export class SnapshotStore {
     }
     return this.staged('receive', async (tmpDir) => {
       const path = join(tmpDir, ARCHIVE_FILE);
-      const sink = await ArchiveSink.create(path, { maxBytes: target.sizeBytes, ...(options.deferWholeDigest === true ? { claimedSha256: target.digest } : {}) });
+      const sink = await ArchiveSink.create(path, { maxBytes: target.sizeBytes, ...(options.deferWholeDigest === true ? { claimedSha256: target.digest } : {}), io: this.io });
       let digest: SinkDigest;
       try {
         await write(sink);
@@ -808,7 +812,7 @@ export class SnapshotStore {
           `the archive received is ${digest.archiveBytes} bytes with SHA-256 ${digest.archiveSha256}, expected ${target.sizeBytes} bytes with ${target.digest}`,
         );
       }
-      const meta = await readArchiveHead(path, this.stateBytesMax === undefined ? {} : { stateBytesMax: this.stateBytesMax });
+      const meta = await readArchiveHead(path, this.stateBytesMax === undefined ? { io: this.io } : { stateBytesMax: this.stateBytesMax, io: this.io });
       if ((target.index !== undefined && meta.index !== target.index) || (target.term !== undefined && meta.term !== target.term)) {
         throw new SnapshotStoreError('digest-mismatch', `the archive received holds snapshot ${meta.index} of term ${meta.term}, expected ${target.index} of term ${target.term}`);
       }
@@ -837,9 +841,9 @@ export class SnapshotStore {
         archiveBytes: digest.archiveBytes,
         ...(digest.wholeVerified ? {} : { archiveVerified: false as const }),
       };
-      await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest));
-      await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta));
-      await fsyncDir(tmpDir);
+      await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest), this.io);
+      await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta), this.io);
+      await fsyncDir(tmpDir, this.io);
       const id = snapshotId(meta.term, meta.index, Date.parse(meta.createdAt));
       return await this.exclusive(async () => {
         const finalDir = join(this.dir, id);
@@ -848,14 +852,14 @@ export class SnapshotStore {
           if (existing !== null && existing.archiveSha256 === digest.archiveSha256) return existing;
           throw new SnapshotStoreError('already-exists', `a different snapshot ${id} is already stored`, { path: finalDir });
         }
-        await rename(tmpDir, finalDir);
-        await fsyncDir(this.dir);
+        await this.io.rename(tmpDir, finalDir);
+        await fsyncDir(this.dir, this.io);
         const stored = this.describe(id, storedMeta);
         await this.applyRetention(id);
         return stored;
       });
     } finally {
-      await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
+      await this.io.rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
       this.busyTmp.delete(tmpName);
     }
   }
@@ -884,7 +888,7 @@ export class SnapshotStore {
     const path = join(this.dir, stored.id, CHUNKS_FILE);
     let bytes: Buffer;
     try {
-      bytes = await readFile(path);
+      bytes = await this.io.readFile(path);
     } catch (err) {
       if (isNotFound(err)) return null;
       throw new SnapshotStoreError('corrupt', `snapshot ${stored.id}: cannot read ${CHUNKS_FILE}: ${(err as Error).message}`, { path, cause: err });
@@ -900,11 +904,11 @@ export class SnapshotStore {
   private async recordChunkHashes(stored: StoredSnapshot, digest: SinkDigest): Promise<void> {
     const tmp = join(this.dir, stored.id, `${CHUNKS_FILE}.${randomUUID()}.new`);
     try {
-      await writeFileDurable(tmp, encodeChunkHashes(digest));
-      await rename(tmp, join(this.dir, stored.id, CHUNKS_FILE));
-      await fsyncDir(join(this.dir, stored.id));
+      await writeFileDurable(tmp, encodeChunkHashes(digest), this.io);
+      await this.io.rename(tmp, join(this.dir, stored.id, CHUNKS_FILE));
+      await fsyncDir(join(this.dir, stored.id), this.io);
     } finally {
-      await rm(tmp, { force: true });
+      await this.io.rm(tmp, { force: true });
     }
   }
 
@@ -915,7 +919,7 @@ export class SnapshotStore {
    */
   private async checkBytes(stored: StoredSnapshot, chunkSha256s: readonly Uint8Array[] | null): Promise<SinkDigest> {
     const { id } = stored;
-    const actual = await hashFile(stored.path).catch((err: unknown) => {
+    const actual = await hashFile(this.io, stored.path).catch((err: unknown) => {
       throw new SnapshotStoreError('corrupt', `snapshot ${id}: cannot read ${ARCHIVE_FILE}: ${(err as Error).message}`, { path: stored.path, cause: err });
     });
     if (actual.archiveBytes !== stored.archiveBytes) {
@@ -946,7 +950,7 @@ export class SnapshotStore {
     const metaPath = join(this.dir, id, STORED_META_FILE);
     let bytes: Buffer;
     try {
-      const handle = await openFile(metaPath, 'r');
+      const handle = await this.io.open(metaPath, 'r');
       try {
         const buf = Buffer.alloc(STORED_META_BYTES_MAX + 1);
         const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
@@ -995,18 +999,18 @@ export class SnapshotStore {
       const { archiveVerified, ...verified } = meta;
       const tmp = join(this.dir, id, `${STORED_META_FILE}.${randomUUID()}.new`);
       try {
-        await writeFileDurable(tmp, serializeStoredMeta(verified));
-        await rename(tmp, join(this.dir, id, STORED_META_FILE));
-        await fsyncDir(join(this.dir, id));
+        await writeFileDurable(tmp, serializeStoredMeta(verified), this.io);
+        await this.io.rename(tmp, join(this.dir, id, STORED_META_FILE));
+        await fsyncDir(join(this.dir, id), this.io);
       } finally {
-        await rm(tmp, { force: true });
+        await this.io.rm(tmp, { force: true });
       }
     });
   }
 
   private async exists(path: string): Promise<boolean> {
     try {
-      await stat(path);
+      await this.io.stat(path);
       return true;
     } catch (err) {
       if (isNotFound(err)) return false;
@@ -1015,9 +1019,9 @@ export class SnapshotStore {
   }
 
   private async makeTmpDir(tmpDir: string): Promise<void> {
-    await rm(tmpDir, { recursive: true, force: true });
-    await mkdir(tmpDir, { mode: DIR_MODE });
-    await chmod(tmpDir, DIR_MODE);
+    await this.io.rm(tmpDir, { recursive: true, force: true });
+    await this.io.mkdir(tmpDir, { mode: DIR_MODE });
+    await this.io.chmod(tmpDir, DIR_MODE);
   }
 
   /** applyRetention keeps the newest `retain` snapshots, `keep` (just written) and any pinned one. */
@@ -1034,9 +1038,9 @@ export class SnapshotStore {
     const doomed = `${id}.deleting-${randomUUID()}${TMP_SUFFIX}`;
     this.busyTmp.add(doomed);
     try {
-      await rename(join(this.dir, id), join(this.dir, doomed));
-      await fsyncDir(this.dir);
-      await rm(join(this.dir, doomed), { recursive: true, force: true });
+      await this.io.rename(join(this.dir, id), join(this.dir, doomed));
+      await fsyncDir(this.dir, this.io);
+      await this.io.rm(join(this.dir, doomed), { recursive: true, force: true });
     } finally {
       this.busyTmp.delete(doomed);
     }

@@ -6,7 +6,7 @@ import { RaftServiceClient, type FetchSnapshotResponse } from '../gen/snapcoord/
 import type { NodeId } from '../raft/types.js';
 import { faultInterceptors } from './message-faults.js';
 import type { PeerDial } from './peer-guard.js';
-import { silentLogger, type TransportLogger } from './transport.js';
+import { silentLogger, type ChunkStream, type FetchSnapshotParams, type SnapshotChunk, type SnapshotStreamOpener, type TransportLogger } from './transport.js';
 
 /** SNAPSHOT_CHUNK_BYTES_DEFAULT: 1 MiB chunks measured best on loopback (TOOLCHAIN.md). */
 export const SNAPSHOT_CHUNK_BYTES_DEFAULT = 1 << 20;
@@ -57,6 +57,56 @@ export interface FetchOptions {
   readonly interceptors?: grpc.Interceptor[];
   /** dial: the peer plane's credentials and metadata (default insecure, none). */
   readonly dial?: PeerDial;
+  /** streams: opens the FetchSnapshot streams (default: gRPC calls to `address` with `dial`). */
+  readonly streams?: SnapshotStreamOpener;
+  /** clock: the idle timeout, the backoff between attempts and the bandwidth cap run on it (default realTimeClock). */
+  readonly clock?: FetchClock;
+}
+
+/** FetchTimer names a timer a FetchClock set. */
+export interface FetchTimer {
+  unref(): void;
+}
+
+/**
+ * FetchClock: the time a fetch waits on (the node's Clock fits it): nowMs on
+ * a monotonic clock, one-shot timers and sleep.
+ */
+export interface FetchClock {
+  nowMs(): number;
+  setTimeout(fn: () => void, delayMs: number): FetchTimer;
+  clearTimeout(timer: FetchTimer | undefined): void;
+  sleep(delayMs: number): Promise<void>;
+}
+
+/** realTimeClock: the FetchClock of the process (performance.now and the timer globals). */
+export const realTimeClock: FetchClock = {
+  nowMs: () => performance.now(),
+  setTimeout: (fn, delayMs) => setTimeout(fn, delayMs),
+  clearTimeout: (timer) => clearTimeout(timer as NodeJS.Timeout | undefined),
+  sleep: (delayMs) => new Promise<void>((resolve) => setTimeout(resolve, delayMs)),
+};
+
+/** grpcStreams opens FetchSnapshot streams as gRPC calls on `client`. */
+function grpcStreams(client: RaftServiceClient): SnapshotStreamOpener {
+  return {
+    openSnapshotStream: (_address: string, p: FetchSnapshotParams): ChunkStream => {
+      const call = client.fetchSnapshot({
+        from: p.from,
+        index: BigInt(p.index),
+        term: BigInt(p.term),
+        digest: p.digest,
+        offset: BigInt(p.offset),
+        chunkBytes: p.chunkBytes,
+      });
+      async function* chunks(): AsyncGenerator<SnapshotChunk> {
+        for await (const raw of call as AsyncIterable<FetchSnapshotResponse>) {
+          yield { offset: Number(raw.offset), totalSizeBytes: Number(raw.totalSizeBytes), data: raw.data, sha256: raw.sha256, last: raw.last };
+        }
+      }
+      return { chunks: chunks(), cancel: () => call.cancel() };
+    },
+  };
 }
 
 /**
@@ -95,7 +145,8 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
   const chunkBytes = opts.chunkBytes ?? SNAPSHOT_CHUNK_BYTES_DEFAULT;
   const maxAttempts = opts.maxAttempts ?? 20;
   const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
-  const client = new RaftServiceClient(opts.address, opts.dial?.credentials ?? grpc.credentials.createInsecure(), {
+  const clock = opts.clock ?? realTimeClock;
+  const client = opts.streams !== undefined ? null : new RaftServiceClient(opts.address, opts.dial?.credentials ?? grpc.credentials.createInsecure(), {
     'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
     'grpc.max_receive_message_length': chunkBytes + (1 << 20),
     'grpc.use_local_subchannel_pool': 1,
@@ -103,12 +154,13 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     interceptors: [...(opts.interceptors ?? faultInterceptors(log)), ...(opts.dial?.interceptors ?? [])],
     ...opts.channelOptions,
   });
+  const streams = opts.streams ?? grpcStreams(client as RaftServiceClient);
   const sink = opts.sink;
   const destPath = opts.destPath ?? '';
   if (sink === undefined && destPath === '') throw new SnapshotFetchError('fetchSnapshot needs a destPath or a sink');
   const verifyWhole = sink === undefined && (opts.verifyWholeDigest ?? true);
   const whole = createHash('sha256');
-  const limiter = new RateLimiter(opts.bandwidthBytesPerSec ?? 0);
+  const limiter = new RateLimiter(opts.bandwidthBytesPerSec ?? 0, clock);
   let file: FileHandle | undefined;
   let offset = 0;
   let attempts = 0;
@@ -133,7 +185,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
       const outcome = await streamOnce();
       if (outcome === 'badChunk') hashFailures++;
       if (outcome === 'done') break;
-      if (outcome !== 'badChunk' && offset < opts.target.sizeBytes) await sleep(Math.min(2_000, 50 * 2 ** Math.min(attempts, 6)));
+      if (outcome !== 'badChunk' && offset < opts.target.sizeBytes) await clock.sleep(Math.min(2_000, 50 * 2 ** Math.min(attempts, 6)));
     }
     for (const e of await Promise.all(writes.splice(0))) throwIfFailed(e);
     if (offset !== opts.target.sizeBytes) {
@@ -148,32 +200,32 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
   } finally {
     await Promise.all(writes.splice(0));
     await file?.close().catch(() => undefined);
-    client.close();
+    client?.close();
   }
 
   /** streamOnce runs one FetchSnapshot stream from `offset`; returns why it ended. */
   async function streamOnce(): Promise<'done' | 'cut' | 'badChunk'> {
-    const call = client.fetchSnapshot({
+    const call = streams.openSnapshotStream(opts.address, {
       from: opts.selfId,
-      index: BigInt(opts.target.index),
-      term: BigInt(opts.target.term),
+      index: opts.target.index,
+      term: opts.target.term,
       digest: opts.target.digest,
-      offset: BigInt(offset),
+      offset,
       chunkBytes,
     });
-    let idle: NodeJS.Timeout | undefined;
+    let idle: FetchTimer | undefined;
     const armIdle = (): void => {
-      if (idle !== undefined) clearTimeout(idle);
-      idle = setTimeout(() => call.cancel(), idleTimeoutMs);
+      clock.clearTimeout(idle);
+      idle = clock.setTimeout(() => call.cancel(), idleTimeoutMs);
     };
     const onAbort = (): void => call.cancel();
     opts.signal?.addEventListener('abort', onAbort);
     armIdle();
     try {
-      for await (const raw of call as AsyncIterable<FetchSnapshotResponse>) {
+      for await (const raw of call.chunks) {
         armIdle();
-        const chunkOffset = Number(raw.offset);
-        if (chunkOffset !== offset || Number(raw.totalSizeBytes) !== opts.target.sizeBytes) {
+        const chunkOffset = raw.offset;
+        if (chunkOffset !== offset || raw.totalSizeBytes !== opts.target.sizeBytes) {
           log.warn({ expected: offset, got: chunkOffset }, 'snapshot fetch: chunk out of place; resuming');
           call.cancel();
           return 'cut';
@@ -221,7 +273,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
       log.debug({ err: (err as Error).message, offset }, 'snapshot fetch: stream ended; resuming');
       return 'cut';
     } finally {
-      if (idle !== undefined) clearTimeout(idle);
+      clock.clearTimeout(idle);
       opts.signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -230,20 +282,20 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
 /** RateLimiter: a token bucket of one second; take() waits until the bytes may pass. */
 class RateLimiter {
   private available: number;
-  private last = Date.now();
-  constructor(private readonly bytesPerSec: number) {
+  private last: number;
+  constructor(
+    private readonly bytesPerSec: number,
+    private readonly clock: FetchClock,
+  ) {
     this.available = bytesPerSec;
+    this.last = clock.nowMs();
   }
   async take(bytes: number): Promise<void> {
     if (this.bytesPerSec <= 0) return;
-    const now = Date.now();
+    const now = this.clock.nowMs();
     this.available = Math.min(this.bytesPerSec, this.available + ((now - this.last) / 1000) * this.bytesPerSec);
     this.last = now;
     this.available -= bytes;
-    if (this.available < 0) await sleep((-this.available / this.bytesPerSec) * 1000);
+    if (this.available < 0) await this.clock.sleep((-this.available / this.bytesPerSec) * 1000);
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

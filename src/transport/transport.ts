@@ -89,6 +89,27 @@ export interface SnapshotChunk {
 }
 
 /**
+ * ChunkStream is one FetchSnapshot stream as its reader sees it: the chunks
+ * in order (iterating throws when the stream fails: an Error with a numeric
+ * gRPC `code`, NOT_FOUND or INVALID_ARGUMENT when the server refused it, any
+ * other when it was cut); cancel() ends it early.
+ */
+export interface ChunkStream {
+  readonly chunks: AsyncIterable<SnapshotChunk>;
+  cancel(): void;
+}
+
+/**
+ * SnapshotStreamOpener is the client side of FetchSnapshot: it opens a stream
+ * of the snapshot `p` names from the peer at `address`. fetchSnapshot opens
+ * gRPC streams by default; a transport that carries FetchSnapshot itself (the
+ * simulator's network) offers one.
+ */
+export interface SnapshotStreamOpener {
+  openSnapshotStream(address: string, p: FetchSnapshotParams): ChunkStream;
+}
+
+/**
  * RaftRequestHandler is the node's side of RaftService (createRaftService).
  *
  * Errors: an Error with a numeric gRPC `code` (grpc.status) is answered with

@@ -1,0 +1,378 @@
+/**
+ * MemorySnapshotIo: the in-memory twin of nodeSnapshotIo (snapshot-io.ts), for
+ * the simulator and tests: a file tree in memory with node:fs's semantics
+ * for the calls the snapshot code makes (errno codes ENOENT, EEXIST,
+ * ENOTDIR, EISDIR, ENOTEMPTY), gzip done synchronously (zlib's sync calls:
+ * nothing on the threadpool, so the order things finish in is decided by
+ * the program alone), and a wall clock the owner gives. Every call settles
+ * on the microtask queue: no real IO, no real time.
+ *
+ * The tree outlives the node that uses it (a crash keeps the disk): pass the
+ * same MemorySnapshotIo to the next incarnation. sync() makes nothing more
+ * durable here (every write is kept); a faulty disk wraps this one.
+ */
+import { posix } from 'node:path';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { gunzipSync, gzipSync, type ZlibOptions } from 'node:zlib';
+import type { DirEntry, FileReadStreamOptions, FileStat, SnapshotFile, SnapshotIo } from './snapshot-io.js';
+
+interface FileNode {
+  readonly kind: 'file';
+  data: Buffer;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+}
+
+interface DirNode {
+  readonly kind: 'dir';
+  readonly children: Set<string>;
+  mode: number;
+  mtimeMs: number;
+}
+
+type TreeNode = FileNode | DirNode;
+
+const READ_CHUNK_BYTES_DEFAULT = 64 * 1024;
+
+function fsError(code: string, syscall: string, path: string): Error {
+  return Object.assign(new Error(`${code}: ${syscall} '${path}'`), { code, syscall, path, errno: -1 });
+}
+
+/** MemoryGunzip buffers the whole gzip stream and gunzips it synchronously at its end (sim archives are small). */
+class MemoryGunzip extends Transform {
+  private readonly parts: Buffer[] = [];
+  bytesWritten = 0;
+
+  constructor(private readonly options: ZlibOptions) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.parts.push(chunk);
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const input = Buffer.concat(this.parts);
+    let out: Buffer;
+    try {
+      out = gunzipSync(input, this.options);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    this.bytesWritten = input.length;
+    const step = this.options.chunkSize ?? READ_CHUNK_BYTES_DEFAULT;
+    for (let at = 0; at < out.length; at += step) this.push(out.subarray(at, at + step));
+    callback();
+  }
+}
+
+export class MemorySnapshotIo implements SnapshotIo {
+  private readonly nodes = new Map<string, TreeNode>([['/', { kind: 'dir', children: new Set(), mode: 0o755, mtimeMs: 0 }]]);
+  /** freeBytes: what statfs reports free (the owner may change it). */
+  freeBytes = 1024 ** 4;
+  /** syncs: sync() calls on files and directories (a count the tests may read). */
+  syncs = 0;
+
+  /** wallNow: the wall clock (ms since the epoch) the owner gives; default a fixed date. */
+  constructor(private readonly wallNow: () => number = () => Date.UTC(2026, 0, 1)) {}
+
+  wallNowMs(): number {
+    return this.wallNow();
+  }
+
+  /** bytesStored: the bytes of every file in the tree. */
+  bytesStored(): number {
+    let n = 0;
+    for (const x of this.nodes.values()) if (x.kind === 'file') n += x.size;
+    return n;
+  }
+
+  private norm(path: string): string {
+    return posix.resolve('/', path);
+  }
+
+  private get(path: string, syscall: string): TreeNode {
+    const node = this.nodes.get(this.norm(path));
+    if (node === undefined) throw fsError('ENOENT', syscall, path);
+    return node;
+  }
+
+  private parentDir(path: string, syscall: string): DirNode {
+    const p = this.nodes.get(posix.dirname(this.norm(path)));
+    if (p === undefined) throw fsError('ENOENT', syscall, path);
+    if (p.kind !== 'dir') throw fsError('ENOTDIR', syscall, path);
+    return p;
+  }
+
+  private link(path: string, node: TreeNode, syscall: string): void {
+    const p = this.norm(path);
+    this.parentDir(p, syscall).children.add(posix.basename(p));
+    this.nodes.set(p, node);
+  }
+
+  private unlinkNode(path: string): void {
+    const p = this.norm(path);
+    const parent = this.nodes.get(posix.dirname(p));
+    if (parent?.kind === 'dir') parent.children.delete(posix.basename(p));
+    const node = this.nodes.get(p);
+    this.nodes.delete(p);
+    if (node?.kind === 'dir') for (const c of node.children) this.unlinkNode(posix.join(p, c));
+  }
+
+  private openSync(path: string, flags: 'r' | 'w' | 'wx' | 'wx+', mode: number): SnapshotFile {
+    const p = this.norm(path);
+    let node = this.nodes.get(p);
+    if (flags === 'r') {
+      if (node === undefined) throw fsError('ENOENT', 'open', path);
+    } else {
+      if (node !== undefined && flags !== 'w') throw fsError('EEXIST', 'open', path);
+      if (node?.kind === 'dir') throw fsError('EISDIR', 'open', path);
+      if (node === undefined) {
+        node = { kind: 'file', data: Buffer.alloc(0), size: 0, mode, mtimeMs: this.wallNow() };
+        this.link(p, node, 'open');
+      } else {
+        node.size = 0;
+      }
+    }
+    return this.handle(node, path, flags !== 'r');
+  }
+
+  private handle(node: TreeNode, path: string, writable: boolean): SnapshotFile {
+    let position = 0;
+    let closed = false;
+    const check = (syscall: string): void => {
+      if (closed) throw fsError('EBADF', syscall, path);
+    };
+    const file = (syscall: string): FileNode => {
+      check(syscall);
+      if (node.kind !== 'file') throw fsError('EISDIR', syscall, path);
+      return node;
+    };
+    const writeAt = (f: FileNode, bytes: Uint8Array, at: number): void => {
+      if (!writable) throw fsError('EBADF', 'write', path);
+      const end = at + bytes.length;
+      if (end > f.data.length) {
+        const grown = Buffer.alloc(Math.max(end, f.data.length * 2, 4096));
+        f.data.copy(grown, 0, 0, f.size);
+        f.data = grown;
+      }
+      if (at > f.size) f.data.fill(0, f.size, at);
+      f.data.set(bytes, at);
+      f.size = Math.max(f.size, end);
+      f.mtimeMs = this.wallNow();
+    };
+    return {
+      read: (buffer, offset, length, at) =>
+        Promise.resolve().then(() => {
+          const f = file('read');
+          const n = Math.max(0, Math.min(length, f.size - at));
+          if (n > 0) buffer.set(f.data.subarray(at, at + n), offset);
+          return { bytesRead: n };
+        }),
+      write: (buffer, offset, length, at) =>
+        Promise.resolve().then(() => {
+          const f = file('write');
+          const start = at ?? position;
+          writeAt(f, buffer.subarray(offset, offset + length), start);
+          if (at === null) position = start + length;
+          return { bytesWritten: length };
+        }),
+      writev: (buffers, at) =>
+        Promise.resolve().then(() => {
+          const f = file('writev');
+          let start = at ?? position;
+          let n = 0;
+          for (const b of buffers) {
+            writeAt(f, b, start);
+            start += b.length;
+            n += b.length;
+          }
+          if (at === undefined) position = start;
+          return { bytesWritten: n };
+        }),
+      stat: () =>
+        Promise.resolve().then(() => {
+          check('fstat');
+          return this.statOf(node);
+        }),
+      sync: () =>
+        Promise.resolve().then(() => {
+          check('fsync');
+          this.syncs++;
+        }),
+      chmod: (mode) =>
+        Promise.resolve().then(() => {
+          check('fchmod');
+          node.mode = mode;
+        }),
+      close: () =>
+        Promise.resolve().then(() => {
+          check('close');
+          closed = true;
+        }),
+      createReadStream: (options) => this.streamOf(() => file('read'), options),
+    };
+  }
+
+  private statOf(node: TreeNode): FileStat {
+    const size = node.kind === 'file' ? node.size : 4096;
+    return { size, mtimeMs: node.mtimeMs, isDirectory: () => node.kind === 'dir', isFile: () => node.kind === 'file' };
+  }
+
+  private streamOf(file: () => FileNode, options: FileReadStreamOptions): Readable {
+    const step = options.highWaterMark ?? READ_CHUNK_BYTES_DEFAULT;
+    let at = options.start ?? 0;
+    return new Readable({
+      highWaterMark: step,
+      read(this: Readable): void {
+        let f: FileNode;
+        try {
+          f = file();
+        } catch (err) {
+          this.destroy(err as Error);
+          return;
+        }
+        const end = Math.min(f.size, options.end === undefined ? Infinity : options.end + 1);
+        if (at >= end) {
+          this.push(null);
+          return;
+        }
+        const n = Math.min(step, end - at);
+        const chunk = Buffer.from(f.data.subarray(at, at + n));
+        at += n;
+        this.push(chunk);
+      },
+    });
+  }
+
+  open(path: string, flags: 'r' | 'w' | 'wx' | 'wx+', mode = 0o666): Promise<SnapshotFile> {
+    return Promise.resolve().then(() => this.openSync(path, flags, mode));
+  }
+
+  createReadStream(path: string, options: FileReadStreamOptions): Readable {
+    return this.streamOf(() => {
+      const node = this.get(path, 'open');
+      if (node.kind !== 'file') throw fsError('EISDIR', 'read', path);
+      return node;
+    }, options);
+  }
+
+  readFile(path: string): Promise<Buffer> {
+    return Promise.resolve().then(() => {
+      const node = this.get(path, 'open');
+      if (node.kind !== 'file') throw fsError('EISDIR', 'read', path);
+      return Buffer.from(node.data.subarray(0, node.size));
+    });
+  }
+
+  readdir(path: string): Promise<DirEntry[]> {
+    return Promise.resolve().then(() => {
+      const node = this.get(path, 'scandir');
+      if (node.kind !== 'dir') throw fsError('ENOTDIR', 'scandir', path);
+      const p = this.norm(path);
+      return [...node.children].sort().map((name) => {
+        const child = this.nodes.get(posix.join(p, name));
+        return { name, isDirectory: () => child?.kind === 'dir' };
+      });
+    });
+  }
+
+  rename(from: string, to: string): Promise<void> {
+    return Promise.resolve().then(() => {
+      const src = this.norm(from);
+      const dst = this.norm(to);
+      const node = this.get(src, 'rename');
+      if (src === dst) return;
+      this.parentDir(dst, 'rename');
+      const existing = this.nodes.get(dst);
+      if (existing !== undefined) {
+        if (existing.kind === 'dir' && node.kind !== 'dir') throw fsError('EISDIR', 'rename', to);
+        if (existing.kind !== 'dir' && node.kind === 'dir') throw fsError('ENOTDIR', 'rename', to);
+        if (existing.kind === 'dir' && existing.children.size > 0) throw fsError('ENOTEMPTY', 'rename', to);
+        this.unlinkNode(dst);
+      }
+      // Move the node and every descendant under its new name.
+      const moved: [string, TreeNode][] = [];
+      const collect = (p: string, n: TreeNode): void => {
+        moved.push([p, n]);
+        if (n.kind === 'dir') for (const c of n.children) collect(posix.join(p, c), this.nodes.get(posix.join(p, c)) as TreeNode);
+      };
+      collect(src, node);
+      const parent = this.nodes.get(posix.dirname(src));
+      if (parent?.kind === 'dir') parent.children.delete(posix.basename(src));
+      for (const [p] of moved) this.nodes.delete(p);
+      for (const [p, n] of moved) this.nodes.set(dst + p.slice(src.length), n);
+      (this.nodes.get(posix.dirname(dst)) as DirNode).children.add(posix.basename(dst));
+    });
+  }
+
+  rm(path: string, options: { readonly recursive?: boolean; readonly force?: boolean }): Promise<void> {
+    return Promise.resolve().then(() => {
+      const node = this.nodes.get(this.norm(path));
+      if (node === undefined) {
+        if (options.force === true) return;
+        throw fsError('ENOENT', 'rm', path);
+      }
+      if (node.kind === 'dir' && options.recursive !== true) throw fsError('EISDIR', 'rm', path);
+      this.unlinkNode(path);
+    });
+  }
+
+  unlink(path: string): Promise<void> {
+    return Promise.resolve().then(() => {
+      const node = this.get(path, 'unlink');
+      if (node.kind === 'dir') throw fsError('EISDIR', 'unlink', path);
+      this.unlinkNode(path);
+    });
+  }
+
+  mkdir(path: string, options: { readonly recursive?: boolean; readonly mode?: number }): Promise<void> {
+    return Promise.resolve().then(() => {
+      const p = this.norm(path);
+      const existing = this.nodes.get(p);
+      if (existing !== undefined) {
+        if (options.recursive === true && existing.kind === 'dir') return;
+        throw fsError('EEXIST', 'mkdir', path);
+      }
+      if (options.recursive === true && !this.nodes.has(posix.dirname(p))) {
+        const parts = p.split('/').filter((x) => x !== '');
+        let at = '/';
+        for (const part of parts.slice(0, -1)) {
+          at = posix.join(at, part);
+          const n = this.nodes.get(at);
+          if (n === undefined) this.link(at, { kind: 'dir', children: new Set(), mode: options.mode ?? 0o777, mtimeMs: this.wallNow() }, 'mkdir');
+          else if (n.kind !== 'dir') throw fsError('ENOTDIR', 'mkdir', path);
+        }
+      }
+      this.link(p, { kind: 'dir', children: new Set(), mode: options.mode ?? 0o777, mtimeMs: this.wallNow() }, 'mkdir');
+    });
+  }
+
+  chmod(path: string, mode: number): Promise<void> {
+    return Promise.resolve().then(() => {
+      this.get(path, 'chmod').mode = mode;
+    });
+  }
+
+  stat(path: string): Promise<FileStat> {
+    return Promise.resolve().then(() => this.statOf(this.get(path, 'stat')));
+  }
+
+  statfs(path: string): Promise<{ readonly bavail: number; readonly bsize: number }> {
+    return Promise.resolve().then(() => {
+      this.get(path, 'statfs');
+      return { bavail: Math.floor(this.freeBytes / 4096), bsize: 4096 };
+    });
+  }
+
+  gzip(block: Uint8Array, options: ZlibOptions): Promise<Buffer> {
+    return Promise.resolve().then(() => gzipSync(block, options));
+  }
+
+  createGunzip(options: ZlibOptions): Transform & { readonly bytesWritten: number } {
+    return new MemoryGunzip(options);
+  }
+}
