@@ -63,7 +63,7 @@ describe('MemorySnapshotIo (the snapshot store on a file tree in memory)', () =>
         async (sink) => {
           for await (const c of readChunks(s.path, 0, CHUNK_HASH_BYTES, undefined, io)) {
             const data = Buffer.from(c.data);
-            data[data.length - 1] ^= 1;
+            data[data.length - 1] = (data[data.length - 1] ?? 0) ^ 1;
             await sink.writeChunk(data, createHash('sha256').update(data).digest());
           }
         },
