@@ -111,6 +111,11 @@ export class Checkers {
     for (const id of nodeIds) this.shadows.set(id, { baseIndex: 0, baseTerm: 0, baseChain: 0, terms: [], ehs: [], chains: [] });
   }
 
+  /** addNode: a node joins (a fresh data dir: an empty log). */
+  addNode(id: NodeId): void {
+    if (!this.shadows.has(id)) this.shadows.set(id, { baseIndex: 0, baseTerm: 0, baseChain: 0, terms: [], ehs: [], chains: [] });
+  }
+
   private fail(property: string, nodes: readonly NodeId[], detail: string): never {
     throw new SafetyViolation(property, nodes, this.now, detail);
   }

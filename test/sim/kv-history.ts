@@ -65,6 +65,14 @@ export class KvHistory {
   private readonly acked: { index: number; effect: Effect; seq: number }[] = [];
   private seq = 0;
   maxApplied = 0;
+  /**
+   * sessions: the request ids applied per client (sessions.ts: a retried
+   * request id changes nothing; the model keeps every id, and the workload
+   * retries only a client's newest one, so none is ever forgotten).
+   */
+  private readonly sessions = new Map<string, Set<number>>();
+  /** duplicates: entries whose request id was applied before (they changed nothing). */
+  duplicates = 0;
 
   private fail(property: string, nodes: readonly NodeId[], detail: string): never {
     throw new SafetyViolation(property, nodes, this.now, detail);
@@ -93,6 +101,15 @@ export class KvHistory {
   /** modelEffect: what cmd does to the model's current state (compare-and-swap on a value compare decided here). */
   private modelEffect(cmd: KvCommand | null): Effect | null {
     if (cmd === null) return null;
+    if (cmd.session !== undefined) {
+      let ids = this.sessions.get(cmd.session.clientId);
+      if (ids === undefined) this.sessions.set(cmd.session.clientId, (ids = new Set()));
+      if (ids.has(cmd.session.seq)) {
+        this.duplicates++;
+        return null; // a retry of an applied request: applied once only
+      }
+      ids.add(cmd.session.seq);
+    }
     if (cmd.op === 'put' || cmd.op === 'delete') return effectOf(cmd, { index: 0, ok: true });
     if (cmd.op !== 'txn') return null;
     const holds = cmd.compares.every((c) => {

@@ -34,14 +34,26 @@
  * broken, states that differ at an applied index (the state hash reads the
  * bytes as written), a healthy node that does not start from its disk.
  *
+ * Membership changes go through Node.changeMembership on the leader, as an
+ * operator's `cluster add/remove` would: a fresh node (a new id, an empty
+ * disk, started with every member and itself as its --peers, as
+ * test/hosts does) is added as a learner, promoted, and voters are removed
+ * (the leader too, a dead disk first); a node is stopped once its removal
+ * applied. Liveness and the final checks cover the members of the final
+ * configuration. Writes may carry a client request id (a session): a client
+ * with one request in flight retries it, same id, after an error that leaves
+ * its outcome open, a timeout, or an answer lost on its way back; the model (kv-history.ts) applies each request id once,
+ * and the ack of a retry answered from the session table (firstIndex) must
+ * match the first apply.
+ *
  * Not yet simulated (issue 17): snapshots (the SnapshotManager writes files
- * and fetches over gRPC), restores, membership changes.
+ * and fetches over gRPC), restores.
  */
 import { NodeError } from '../../src/node/errors.js';
 import type { Logger } from '../../src/node/logger.js';
 import { Node } from '../../src/node/node.js';
 import type { KvCommand } from '../../src/fsm/kv-command.js';
-import type { HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
+import type { ConfChange, HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
 import { MemoryDataDir } from '../../src/storage/memory-storage.js';
 import type { CompactionBase, LogBatch, StateBatch } from '../../src/storage/types.js';
 import { Checkers, PROPERTY, SafetyViolation, entryHash } from './checkers.js';
@@ -74,6 +86,10 @@ export interface NodeScenario extends NetFaults, DiskFaults {
   readonly keys: number;
   readonly faultTimeMs: number;
   readonly quietTimeMs: number;
+  /** memberChangeMeanMs: mean time between membership changes (add learner, promote, remove); 0: none. */
+  readonly memberChangeMeanMs: number;
+  /** sessionChance: the share of writes that carry a client request id (and are retried after an unclear failure). */
+  readonly sessionChance: number;
 }
 
 /** makeNodeScenario draws a scenario from the seed (its own fork), then applies overrides. */
@@ -114,6 +130,8 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     powerLossChance: 0,
     writebackMs: 0,
     corruptChance: 0,
+    memberChangeMeanMs: 0,
+    sessionChance: 0,
   };
   const disky = !calm && r.chance(0.6);
   Object.assign(s, {
@@ -123,6 +141,10 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     powerLossChance: disky ? r.pick([0, 0.5, 1]) : 0,
     writebackMs: r.pick([100, 500]),
     corruptChance: disky ? r.pick([0, 0.05, 0.2]) : 0,
+  });
+  Object.assign(s, {
+    memberChangeMeanMs: calm ? 0 : r.pick([0, 0, 300, 700]),
+    sessionChance: r.pick([0, 0.5, 1]),
   });
   return { ...s, ...overrides };
 }
@@ -159,10 +181,22 @@ export interface NodeSimStats {
   corruptions: number;
   deadDisks: number;
   powerLosses: number;
+  /** joined / promoted / removed: membership changes applied on the leader; retries: writes sent again with their request id; deduped: retries answered from the session table. */
+  joined: number;
+  promoted: number;
+  removed: number;
+  /** leaderRemovals: removals of the leader that proposed them. */
+  leaderRemovals: number;
+  retries: number;
+  deduped: number;
+  /** duplicateEntries: committed entries whose request id was applied before (they changed nothing). */
+  duplicateEntries: number;
 }
 
 /** STEPS_MAX: timers one seed may run (a bound on every run). */
 export const STEPS_MAX = 300_000;
+/** CLIENT_TIMEOUT_MS: a client waits this long for a write's answer (virtual time), then calls its outcome unclear. */
+const CLIENT_TIMEOUT_MS = 1500;
 /** IN_FLIGHT_MAX: client operations waiting at once; more are skipped. */
 const IN_FLIGHT_MAX = 64;
 
@@ -182,6 +216,10 @@ interface Member {
   dead: boolean;
   /** damage: its disk's corrupt records (kept across incarnations). */
   readonly damage: DiskDamage;
+  /** removed: its removal applied on the leader; the node was stopped for good. */
+  removed: boolean;
+  /** peers: the membership it starts with (its --peers; only a new data dir bootstraps from it). */
+  readonly peers: Membership;
 }
 
 const enc = new TextEncoder();
@@ -209,14 +247,30 @@ export class NodeCluster {
     corruptions: 0,
     deadDisks: 0,
     powerLosses: 0,
+    joined: 0,
+    promoted: 0,
+    removed: 0,
+    leaderRemovals: 0,
+    retries: 0,
+    deduped: 0,
+    duplicateEntries: 0,
   };
   private readonly rng: SeededRng;
   private readonly faultRng: SeededRng;
   private readonly clientRng: SeededRng;
+  private readonly memberRng: SeededRng;
+  /** changing: a membership change is in flight (one at a time, as an operator would). */
+  private changing = false;
+  /** finalMembers: the members of the configuration the final write committed in (liveness and final checks). */
+  private finalMembers: Member[] = [];
+  /** clientSeq: each client's last request id; busyClients: clients with a request in flight. */
+  private readonly clientSeq = new Map<string, number>();
+  private readonly busyClients = new Set<string>();
   private readonly net: SimNetwork;
   private readonly checkers: Checkers;
   private readonly history = new KvHistory();
   private readonly members: Member[];
+  /** ids: every node ever started (members join with fresh ids). */
   private readonly ids: NodeId[];
   private readonly membership: Membership;
   private violation: SafetyViolation | null = null;
@@ -240,13 +294,18 @@ export class NodeCluster {
     this.rng = new SeededRng(seed);
     this.faultRng = this.rng.fork('faults');
     this.clientRng = this.rng.fork('clients');
+    this.memberRng = this.rng.fork('members');
     this.net = new SimNetwork(this.clock, this.rng.fork('net'), scenario);
     this.ids = Array.from({ length: scenario.nodes }, (_, i) => `n${i + 1}`);
     this.membership = { voters: [...this.ids], learners: [], addresses: Object.fromEntries(this.ids.map((id) => [id, `sim:${id}`])) };
     this.checkers = new Checkers(this.ids);
-    this.members = this.ids.map((id) => ({ id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false, dead: false, damage: new DiskDamage() }));
+    this.members = this.ids.map((id) => this.newMember(id, this.membership));
     this.net.onSend = (m) => this.onSend(m);
     this.net.onReply = (m) => this.onReply(m);
+  }
+
+  private newMember(id: NodeId, peers: Membership): Member {
+    return { id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false, dead: false, damage: new DiskDamage(), removed: false, peers };
   }
 
   private log(line: string): void {
@@ -306,8 +365,14 @@ export class NodeCluster {
    */
   private mayFailDisk(lasting: boolean): boolean {
     if (!this.faulting) return false;
-    const f = Math.floor((this.scenario.nodes - 1) / 2);
-    if (lasting) return this.members.filter((m) => m.dead).length < f;
+    if (lasting) {
+      // A corrupt disk keeps its node out: fewer than f dead voters in the leader's newest configuration
+      // (removals take a dead voter first, and never leave fewer than 3 voters), and fewer than f in all.
+      const voters = this.leader()?.node?.brief().membership.voters;
+      if (voters === undefined) return false;
+      const dead = (ids: readonly NodeId[]): number => ids.filter((v) => this.members.some((m) => m.id === v && m.dead)).length;
+      return dead(voters) < Math.floor((voters.length - 1) / 2) && dead(this.ids) < Math.floor((this.scenario.nodes - 1) / 2);
+    }
     return this.members.filter((m) => !m.up || (m.node !== null && m.node.failed() !== null)).length < this.maxDown();
   }
 
@@ -399,7 +464,7 @@ export class NodeCluster {
       id: mb.id,
       storage,
       transport,
-      initialMembership: this.membership,
+      initialMembership: mb.peers,
       timings: {
         tickMs: s.tickMs,
         electionTimeoutTicks: s.electionTimeoutTicks,
@@ -424,7 +489,7 @@ export class NodeCluster {
    * a corrupt record keeps it out for good, an EIO or ENOSPC is retried.
    */
   private restart(mb: Member): void {
-    if (mb.dead) return;
+    if (mb.dead || mb.removed) return;
     this.startMember(mb).catch((e: unknown) => {
       const msg = (e as Error).message;
       if (e instanceof StorageError && msg.includes('sim disk')) {
@@ -572,14 +637,76 @@ export class NodeCluster {
     const r = this.clientRng;
     this.every(s.proposeMeanMs, r, () => this.clientWrite());
     this.every(s.readMeanMs, r, () => this.clientRead());
+    this.every(s.memberChangeMeanMs, this.memberRng, () => this.changeMembers());
     this.every(s.transferMeanMs, r, () => {
       const l = this.leader();
       if (l === null) return;
-      const to = r.pick(this.ids.filter((x) => x !== l.id));
+      const voters = (l.node as Node).brief().membership.voters.filter((x) => x !== l.id);
+      if (voters.length === 0) return;
+      const to = r.pick(voters);
       this.stats.transfers++;
       this.log(`transfer ${l.id} -> ${to}`);
       (l.node as Node).transferLeadership(to, 500).catch(() => undefined);
     });
+  }
+
+  /**
+   * changeMembers: one membership change through the leader's API, as an
+   * operator would make it: promote a learner; else remove a voter (a dead
+   * disk first, now and then the leader itself) while more than max(3,
+   * nodes - 1) remain; else add a fresh node as a learner (at most 3 joins a run).
+   */
+  private changeMembers(): void {
+    const l = this.leader();
+    if (l === null || this.changing) return;
+    const r = this.memberRng;
+    const node = l.node as Node;
+    const m = node.brief().membership;
+    const floor = Math.max(3, this.scenario.nodes - 1);
+    let cc: ConfChange;
+    const learner = m.learners[0];
+    if (learner !== undefined) {
+      cc = { op: 'addVoter', nodeId: learner, address: `sim:${learner}` };
+    } else if (m.voters.length > floor && (m.voters.length > this.scenario.nodes || r.chance(0.4) || this.ids.length >= this.scenario.nodes + 3)) {
+      const dead = m.voters.find((v) => this.members.find((x) => x.id === v)?.dead === true);
+      const victim = dead ?? (r.chance(0.3) ? l.id : r.pick(m.voters.filter((v) => v !== l.id)));
+      cc = { op: 'removeNode', nodeId: victim };
+    } else if (this.ids.length < this.scenario.nodes + 3) {
+      const id = `n${this.ids.length + 1}`;
+      const everyone = [...m.voters, ...m.learners, id];
+      const peers: Membership = { voters: everyone, learners: [], addresses: Object.fromEntries(everyone.map((x) => [x, `sim:${x}`])) };
+      const mb = this.newMember(id, peers);
+      this.members.push(mb);
+      this.ids.push(id);
+      this.checkers.addNode(id);
+      this.restart(mb);
+      cc = { op: 'addLearner', nodeId: id, address: `sim:${id}` };
+    } else {
+      return;
+    }
+    this.changing = true;
+    this.log(`membership: ${cc.op} ${cc.nodeId} via ${l.id}`);
+    node.changeMembership(cc).then(
+      () => {
+        this.changing = false;
+        this.log(`membership: ${cc.op} ${cc.nodeId} applied on ${l.id}`);
+        if (cc.op === 'addLearner') this.stats.joined++;
+        else if (cc.op === 'addVoter') this.stats.promoted++;
+        else {
+          this.stats.removed++;
+          if (cc.nodeId === l.id) this.stats.leaderRemovals++;
+          const gone = this.members.find((x) => x.id === cc.nodeId);
+          if (gone !== undefined) {
+            // the operator stops the removed node a little later
+            this.clock.at(() => {
+              gone.removed = true;
+              this.crash(gone, false);
+            }, r.range(0, 50));
+          }
+        }
+      },
+      () => void (this.changing = false),
+    );
   }
 
   /** target: the node a client sends to: mostly the leader it believes in, else any live node. */
@@ -618,24 +745,82 @@ export class NodeCluster {
       };
       effect = null; // decided by the result
     }
+    // Now and then a client with a request id (one request in flight per client): retried after an unclear failure.
+    let client: string | null = null;
+    if (r.chance(this.scenario.sessionChance)) {
+      client = `c${r.nextInt(16)}`;
+      if (this.busyClients.has(client)) client = null;
+      else {
+        const seq = (this.clientSeq.get(client) ?? 0) + 1;
+        this.clientSeq.set(client, seq);
+        this.busyClients.add(client);
+        cmd = { ...cmd, session: { clientId: client, seq } };
+      }
+    }
     this.stats.proposals++;
+    this.sendWrite(mb, cmd, key, value, effect, client, 1, false);
+  }
+
+  /**
+   * sendWrite proposes cmd on mb (attempt n). A write with a request id
+   * (client) that fails in a way that leaves its outcome open is sent again
+   * (same id) up to 4 times; `unclear` says an earlier attempt may have applied.
+   */
+  private sendWrite(mb: Member, cmd: KvCommand, key: string, value: string, effect: Effect | null, client: string | null, attempt: number, unclear: boolean): void {
     this.inFlight++;
     const node = mb.node as Node;
+    // The client gives up after CLIENT_TIMEOUT_MS (a crashed node never answers): an unclear outcome.
+    let settled = false;
+    const settle = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      this.inFlight--;
+      this.clock.cancel(giveUp);
+      return true;
+    };
+    const onError = (e: unknown): void => {
+      const refusal = e instanceof NodeError && ['notLeader', 'lost', 'busy', 'invalid'].includes(e.code);
+      const open = unclear || !refusal;
+      if (client !== null && attempt < 4 && this.faulting && this.clientRng.chance(0.8)) {
+        this.stats.retries++;
+        this.clock.at(() => {
+          const to = this.target();
+          if (to === null || !this.faulting) {
+            this.busyClients.delete(client);
+            return;
+          }
+          this.sendWrite(to, cmd, key, value, effect, client, attempt + 1, open);
+        }, this.clientRng.range(5, 60));
+        return;
+      }
+      if (client !== null) this.busyClients.delete(client);
+      if (!open && cmd.op !== 'delete') this.refused.add(value);
+    };
+    const giveUp = this.clock.at(() => {
+      if (settle()) onError(new Error('client timeout'));
+    }, CLIENT_TIMEOUT_MS);
     node.propose(cmd).then(
       (res) => {
-        this.inFlight--;
+        if (!settle()) return;
+        if (client !== null && this.faulting && attempt < 4 && this.clientRng.chance(0.15)) {
+          onError(new Error('the answer was lost on its way to the client')); // it retries a write that applied
+          return;
+        }
+        if (client !== null) this.busyClients.delete(client);
         this.stats.acked++;
+        if (res.ok && res.firstIndex !== undefined) this.stats.deduped++;
         if (cmd.op === 'txn') {
           if (res.ok && res.succeeded === true) this.stats.casSucceeded++;
           else this.stats.casFailed++;
         }
         const eff = cmd.op === 'txn' ? effectOf(cmd, res) : effect;
         if (eff !== null && eff.value !== null) this.lastAcked.set(key, eff.value);
-        this.check(() => this.history.onAck(mb.id, res.index, eff));
+        // A retry answered from the session table acknowledges the first apply.
+        const at = res.ok && res.firstIndex !== undefined ? res.firstIndex : res.index;
+        this.check(() => this.history.onAck(mb.id, at, eff));
       },
       (e: unknown) => {
-        this.inFlight--;
-        if (e instanceof NodeError && ['notLeader', 'lost', 'busy', 'invalid'].includes(e.code) && cmd.op !== 'delete') this.refused.add(value);
+        if (settle()) onError(e);
       },
     );
   }
@@ -676,7 +861,7 @@ export class NodeCluster {
     this.faulting = false;
     this.net.heal(true);
     this.log('healed');
-    for (const m of this.members) if (!m.up && !m.dead) this.restart(m);
+    for (const m of this.members) if (!m.up && !m.dead && !m.removed) this.restart(m);
     const deadline = this.clock.nowMs() + s.quietTimeMs;
     // Liveness: a leader commits a new write, and every node applies it.
     let index = 0;
@@ -698,9 +883,19 @@ export class NodeCluster {
       const views = this.members.map((m) => `${m.id}:${m.up ? `${m.node?.brief().role ?? 'starting'}/${m.node?.brief().term ?? '-'}` : 'down'}`);
       return this.check(() => this.checkers.failLiveness([], `no leader committed a write within ${s.quietTimeMs} ms after healing (${views.join(' ')})`));
     }
-    // Every node applies it (but those out for good); then all stand at one applied index (nothing else is proposed).
+    // The members of the final configuration (committed before the write) stay; any other node is stopped.
+    const config = (this.leader()?.node ?? null)?.brief().membership;
+    if (config === undefined) return this.check(() => this.checkers.failLiveness([], 'the leader that committed the final write is gone'));
+    const inConfig = new Set([...config.voters, ...config.learners]);
+    for (const m of this.members) {
+      if (inConfig.has(m.id) || m.removed) continue;
+      m.removed = true;
+      this.crash(m, false);
+    }
+    this.finalMembers = this.members.filter((m) => inConfig.has(m.id) && !m.dead);
+    // Every member applies it (but those out for good); then all stand at one applied index (nothing else is proposed).
     for (;;) {
-      const applied = this.members.filter((m) => !m.dead).map((m) => (m.node === null ? -1 : m.node.brief().applied));
+      const applied = this.members.filter((m) => inConfig.has(m.id) && !m.dead).map((m) => (m.node === null ? -1 : m.node.brief().applied));
       const max = Math.max(...applied);
       if (applied.every((a) => a === max) && max >= index) break;
       if (this.clock.nowMs() >= deadline || this.violation !== null) {
@@ -715,7 +910,7 @@ export class NodeCluster {
   private async finalChecks(): Promise<void> {
     const healthy: Member[] = [];
     const digests: string[] = [];
-    for (const m of this.members) {
+    for (const m of this.finalMembers) {
       if (m.dead) continue;
       try {
         digests.push(await (m.node as Node).stateDigest());
@@ -768,6 +963,7 @@ export class NodeCluster {
       if (++this.stats.steps > STEPS_MAX) this.check(() => this.checkers.failContract(PROPERTY.eventBudget, [], `more than ${STEPS_MAX} timers`));
     }
     this.stats.virtualMs = this.clock.nowMs();
+    this.stats.duplicateEntries = this.history.duplicates;
     this.faulting = false;
     for (const m of this.members) this.crash(m, false); // ends every incarnation: no timer of this seed runs again
     if (scriptError !== null) throw scriptError;

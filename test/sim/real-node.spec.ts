@@ -49,6 +49,18 @@ describe('sim on the real node', function () {
     assert.ok(total.acked > 100, JSON.stringify(total));
   });
 
+  it('membership changes (learners join, are promoted, voters and leaders are removed) and retried writes with request ids: each applied once, no violation', async () => {
+    const scenario = { memberChangeMeanMs: 300, sessionChance: 1 };
+    const total = { joined: 0, promoted: 0, removed: 0, leaderRemovals: 0, retries: 0, deduped: 0, acked: 0 };
+    for (let seed = 1; seed <= 10; seed++) {
+      const r = await runNodeSeed(seed, { scenario });
+      assert.ok(r.ok, r.message);
+      for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r.stats[k];
+    }
+    assert.ok(total.joined > 0 && total.promoted > 0 && total.removed > 0 && total.leaderRemovals > 0, JSON.stringify(total));
+    assert.ok(total.retries > 0 && total.deduped > 0, JSON.stringify(total));
+  });
+
   it('replays a seed exactly: same trace, same stats', async () => {
     const run = async (): Promise<{ trace: string[]; stats: unknown }> => {
       const trace: string[] = [];
