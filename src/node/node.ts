@@ -325,6 +325,7 @@ export class Node {
     const node = new Node(opts, raft, fsm, { term: state.hardState.term, vote: state.hardState.vote });
     node.restoreRefs.noteEntries(state.entries);
     node.membershipBaseIndex = snapshot.index;
+    opts.snapshots?.keepWhileInUse(() => raft.snapshotsInUse());
     node.warnPeersMismatch(opts.initialMembership);
     await opts.diskGuard?.start();
     node.syncPeers();

@@ -251,6 +251,17 @@ export class SnapshotManager {
     return toRaftMeta(s);
   }
 
+  /**
+   * keepWhileInUse: retention keeps every stored snapshot whose index
+   * inUse() names (RaftNode.snapshotsInUse: those followers were offered or
+   * are fetching), so a follower slower to begin its fetch than the leader
+   * is to take `retain` newer snapshots is not sent from offer to NOT_FOUND
+   * to a newer offer for ever. Bounded by the peers.
+   */
+  keepWhileInUse(inUse: () => readonly number[]): void {
+    this.store.keepAlso = (s) => inUse().includes(s.meta.index);
+  }
+
   newestMeta(): SnapshotMeta | null {
     return this.newest === null ? null : toRaftMeta(this.newest);
   }

@@ -580,6 +580,25 @@ export class RaftNode {
     return floor;
   }
 
+  /**
+   * snapshotsInUse (leader): the indexes of the snapshots followers were
+   * offered and have not answered, or say they are fetching or installing,
+   * lowest first; empty on a follower. The driver keeps these snapshots on
+   * disk (retention must not remove one while a follower pulls it), and the
+   * set is bounded by the peers: an offer nobody confirms ends after two
+   * election timeouts, a guard after snapshotGuardTicksMax.
+   */
+  snapshotsInUse(): number[] {
+    if (this.role !== 'leader') return [];
+    const inUse = new Set<number>();
+    for (const [id, pr] of this.prs) {
+      if (id === this.id) continue;
+      if (pr.state === 'snapshot' && pr.pendingSnapshot > 0) inUse.add(pr.pendingSnapshot);
+      if (pr.installGuard > 0) inUse.add(pr.installGuard);
+    }
+    return [...inUse].sort((a, b) => a - b);
+  }
+
   /** peersInstallFloor (leader): the lowest snapshot index a follower installs, or was offered and has not answered; 0 when none. */
   private peersInstallFloor(): number {
     let floor = Infinity;

@@ -351,6 +351,13 @@ export class SnapshotStore {
   private readonly busyTmp = new Set<string>();
   private readonly pins = new Map<string, number>();
   /**
+   * keepAlso: retention never removes a snapshot for which this says true,
+   * beside the newest `retain` and the open ones (the node keeps what its
+   * followers were offered and are pulling: between two fetch streams, or
+   * before the first, nothing holds it open). null: nothing more is kept.
+   */
+  keepAlso: ((s: StoredSnapshot) => boolean) | null = null;
+  /**
    * writeStats: what every ArchiveSink of this store handed to the file
    * system so far (archives only; meta.json and chunks.sha256 are not
    * counted): with each byte written once, bytesWritten grows by exactly an
@@ -1024,11 +1031,11 @@ export class SnapshotStore {
     await this.io.chmod(tmpDir, DIR_MODE);
   }
 
-  /** applyRetention keeps the newest `retain` snapshots, `keep` (just written) and any pinned one. */
+  /** applyRetention keeps the newest `retain` snapshots, `keep` (just written), any pinned one and any keepAlso wants. */
   private async applyRetention(keep: string): Promise<void> {
     const all = await this.list();
     for (const s of all.slice(this.retain)) {
-      if (s.id === keep || this.pins.has(s.id)) continue;
+      if (s.id === keep || this.pins.has(s.id) || this.keepAlso?.(s) === true) continue;
       await this.removeDir(s.id);
     }
   }

@@ -53,7 +53,7 @@ describe('node snapshots (Raft §7)', function () {
         indexOf.set(key, r.index);
       }
     })();
-    await until('some writes', 5_000, () => (indexOf.size > 200 ? true : undefined));
+    await until('some writes', 30_000, () => (indexOf.size > 200 ? true : undefined));
     const meta = await leader.snapshotNow();
     stop = true;
     await writer;

@@ -238,6 +238,37 @@ describe('snapshot install guard (issue 14 item 5)', () => {
     assert.equal(a.status().progress.c?.installGuard, 0, 'dropped after snapshotGuardTicksMax silent ticks');
   });
 
+  it('snapshotsInUse names the offered snapshot while the follower pulls it, through newer snapshots, and nothing once it is done or silent', () => {
+    const { c, meta } = laggingFollower(10, { snapshotGuardTicksMax: 40 });
+    const a = c.node('a');
+    assert.deepEqual(a.snapshotsInUse(), [meta.index], 'offered');
+    // a snapshots twice more while c still fetches the first: the first stays in use.
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 5; i++) a.propose(bytes(`n${round}/${i}`));
+      c.stabilize();
+      c.tickAll(5);
+      snapshotOnly(c, 'a');
+    }
+    assert.ok(a.status().snapshotIndex > meta.index);
+    assert.deepEqual(a.snapshotsInUse(), [meta.index], 'still the one c pulls, not the newest');
+    assert.deepEqual(c.node('b').snapshotsInUse(), [], 'a follower names none');
+    assert.ok(beginInstall(c, 'c', meta, 'a'));
+    finishInstall(c, 'c', meta);
+    c.tickAll(3);
+    assert.deepEqual(a.snapshotsInUse(), [], 'installed: nothing in use');
+    // An offer nobody answers is in use only until the guard of a silent follower ends.
+    c.isolate('c');
+    for (let i = 0; i < 30; i++) a.propose(bytes(`m${i}`));
+    c.stabilize();
+    const later = c.takeSnapshot('a');
+    c.heal();
+    c.tickAll(2);
+    c.isolate('c');
+    assert.deepEqual(a.snapshotsInUse(), [later.index], 'the new offer');
+    c.tickAll(60);
+    assert.deepEqual(a.snapshotsInUse(), [], 'given up on a silent follower: nothing pinned for ever');
+  });
+
   it('a failed fetch ends the guard', () => {
     const { c, meta } = laggingFollower(10);
     const a = c.node('a');
