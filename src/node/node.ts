@@ -133,6 +133,25 @@ export interface NodeOptions {
    * tests. The node reads the time and sets timers only through it.
    */
   readonly clock: Clock;
+  /**
+   * testOnlyBugs: TEST-ONLY. Reintroduces bugs this driver once had, so the
+   * simulator's negative controls (test/sim/real-node.spec.ts) can show each
+   * is caught. Never set outside test/sim (serve and local never do); every
+   * switch defaults to off.
+   */
+  readonly testOnlyBugs?: TestOnlyBugs;
+}
+
+/**
+ * TestOnlyBugs: the driver bugs a negative control reintroduces (see NodeOptions.testOnlyBugs).
+ * - releaseAnswersOnFailure: when a write fails (the node fails), the vote
+ *   grants and append acks held for it are released (sent) instead of dropped;
+ * - appendsBeforeTermSaved: a leader's appends leave before its term and vote
+ *   are durable (a single voter elects itself in one Ready: Raft §5.1).
+ */
+export interface TestOnlyBugs {
+  readonly releaseAnswersOnFailure?: boolean;
+  readonly appendsBeforeTermSaved?: boolean;
 }
 
 /**
@@ -192,6 +211,7 @@ export class Node {
   private readonly initialAddresses: Readonly<Record<NodeId, string>>;
   private readonly dialAddresses: Readonly<Record<NodeId, string>>;
   private readonly clock: Clock;
+  private readonly bugs: TestOnlyBugs;
   private ticker: TimerHandle | undefined;
   private running = false;
   private kicked = false;
@@ -291,6 +311,7 @@ export class Node {
     if (opts.snapshots !== undefined && streams !== undefined) opts.snapshots.streams = { openSnapshotStream: streams };
     this.metrics = opts.metrics;
     this.disk = opts.diskGuard;
+    this.bugs = opts.testOnlyBugs ?? {};
   }
 
   /** start loads the persisted state, builds the core and starts ticking. */
@@ -739,7 +760,7 @@ export class Node {
     // They do depend on its term and vote: a leader whose term is not yet durable (a single
     // voter elects itself in one step) sends nothing before this Ready's save (Raft §5.1).
     const hs = rd.hardState;
-    const termSaved = hs === null || (hs.term === this.savedHardState.term && hs.vote === this.savedHardState.vote);
+    const termSaved = hs === null || (hs.term === this.savedHardState.term && hs.vote === this.savedHardState.vote) || this.bugs.appendsBeforeTermSaved === true;
     const early = termSaved && this.raft.brief().role === 'leader' ? rd.messages.filter((m) => m.type === 'append') : [];
     for (const m of early) this.route(m);
     // 1. persist: one synced write for the hard state and every new entry (group commit).
@@ -1506,7 +1527,11 @@ export class Node {
     );
     if (this.ticker !== undefined) this.clock.clearTimeout(this.ticker);
     const nerr = new NodeError('unavailable', `the node failed: ${err.message}`);
-    this.dropReplyWaiters(nerr);
+    if (this.bugs.releaseAnswersOnFailure === true) {
+      const held = this.replyWaiters;
+      this.replyWaiters = [];
+      for (const w of held) w.resolve();
+    } else this.dropReplyWaiters(nerr);
     for (const p of this.proposals.values()) {
       this.clock.clearTimeout(p.timer);
       p.reject(nerr);

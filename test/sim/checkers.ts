@@ -12,7 +12,7 @@
  * Log Matching, Leader Completeness, State Machine Safety; plus linearizable
  * ReadIndex, hard-state monotonicity and, after the faults heal, liveness.
  */
-import type { Entry, HardState, NodeId } from '../../src/raft/types.js';
+import type { Entry, HardState, Message, NodeId } from '../../src/raft/types.js';
 import { hashMix } from '../harness/rng.js';
 
 /** SafetyViolation names the property, the node(s) and the virtual time at which it broke. */
@@ -100,8 +100,9 @@ export class Checkers {
   maxCommitted = 0;
   /** committedInTerm: term X -> highest index some node in term X knew to be committed. */
   private readonly committedInTerm = new Map<number, number>();
-  /** termOf: each node's persisted term. */
+  /** termOf / voteOf: each node's persisted term and vote. */
   private readonly termOf = new Map<NodeId, number>();
+  private readonly voteOf = new Map<NodeId, { readonly term: number; readonly vote: NodeId }>();
   /** countAt: applied index -> commands in a state machine that applied exactly up to it. */
   private readonly countAt = new Map<number, number>();
   /** globalIds: the one sequence of proposal ids that every state machine is a prefix of. */
@@ -308,6 +309,7 @@ export class Checkers {
     const last = this.lastIndex(id);
     if (next.commit > last) this.fail(PROPERTY.driverContract, [id], `persisted commit ${next.commit} beyond persisted last index ${last}`);
     this.termOf.set(id, next.term);
+    this.voteOf.set(id, { term: next.term, vote: next.vote });
     this.noteCommitted(id, next.commit);
   }
 
@@ -318,6 +320,30 @@ export class Checkers {
    */
   forgetHardState(id: NodeId, term: number): void {
     this.termOf.set(id, term);
+    this.voteOf.delete(id);
+  }
+
+  /**
+   * onDepart: message m leaves node id. What it depends on must be durable
+   * first (Raft §5.1, Figure 2: "respond to RPCs only after updating stable
+   * storage"): its term (pre-vote messages excepted: they change no term), the
+   * vote a grant promises, and the entries an append ack promises.
+   */
+  onDepart(id: NodeId, m: Message): void {
+    const preVote = (m.type === 'vote' || m.type === 'voteResp') && m.preVote;
+    const durableTerm = this.termOf.get(id) ?? 0;
+    if (!preVote && m.term > durableTerm) {
+      this.fail(PROPERTY.hardState, [id], `${id} sent ${m.type} to ${m.to} in term ${m.term} while its durable term was ${durableTerm}`);
+    }
+    if (m.type === 'voteResp' && m.granted && !m.preVote) {
+      const v = this.voteOf.get(id);
+      if (v !== undefined && (v.term !== m.term || v.vote !== m.to)) {
+        this.fail(PROPERTY.hardState, [id], `${id} granted its vote in term ${m.term} to ${m.to} while its durable vote was for ${v.vote || '(nobody)'} in term ${v.term}`);
+      }
+    }
+    if (m.type === 'appendResp' && !m.reject && m.index > this.lastIndex(id)) {
+      this.fail(PROPERTY.hardState, [id], `${id} acknowledged entries up to ${m.index} while its durable log ended at ${this.lastIndex(id)}`);
+    }
   }
 
   private noteCommittedInTerm(id: NodeId, index: number): void {

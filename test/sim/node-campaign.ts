@@ -6,6 +6,8 @@
  *   --ack-before-persist MS                                      negative control: a lying disk
  *   --serializable-reads                                         negative control: stale reads called linearizable
  *   --divergent-node ID                                          negative control: one node's disk flips a byte of every value
+ *   --bug-release-answers-on-failure                             negative control: a failed write releases held votes and acks (src/node testOnlyBugs)
+ *   --bug-appends-before-term-saved                              negative control: a leader's appends leave before its term is durable (src/node testOnlyBugs)
  * Exits 1 on any violation; each prints the command that replays it.
  */
 import { availableParallelism } from 'node:os';
@@ -25,15 +27,17 @@ interface Args {
   serializableReads: boolean;
   workers: number;
   divergentNode?: string;
+  releaseAnswersOnFailure: boolean;
+  appendsBeforeTermSaved: boolean;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim:node -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim:node -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism() };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -79,6 +83,12 @@ function parseArgs(argv: readonly string[]): Args {
       case '--serializable-reads':
         a.serializableReads = true;
         break;
+      case '--bug-release-answers-on-failure':
+        a.releaseAnswersOnFailure = true;
+        break;
+      case '--bug-appends-before-term-saved':
+        a.appendsBeforeTermSaved = true;
+        break;
       case '--real-node':
         break; // accepted for `npm run sim -- --real-node` habits
       case '--help':
@@ -102,6 +112,9 @@ async function main(): Promise<void> {
     ...(args.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: args.ackBeforePersistMs } : {}),
     ...(args.serializableReads ? { serializableReads: true } : {}),
     ...(args.divergentNode !== undefined ? { divergentNode: args.divergentNode } : {}),
+    ...(args.releaseAnswersOnFailure || args.appendsBeforeTermSaved
+      ? { nodeBugs: { ...(args.releaseAnswersOnFailure ? { releaseAnswersOnFailure: true } : {}), ...(args.appendsBeforeTermSaved ? { appendsBeforeTermSaved: true } : {}) } }
+      : {}),
   };
   if (args.seed !== undefined) {
     const nodes = args.nodes ?? nodesForSeed(args.seed);

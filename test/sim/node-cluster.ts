@@ -51,7 +51,7 @@
  */
 import { NodeError } from '../../src/node/errors.js';
 import type { Logger } from '../../src/node/logger.js';
-import { Node } from '../../src/node/node.js';
+import { Node, type TestOnlyBugs } from '../../src/node/node.js';
 import type { KvCommand } from '../../src/fsm/kv-command.js';
 import type { ConfChange, HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
 import { MemoryDataDir } from '../../src/storage/memory-storage.js';
@@ -157,6 +157,8 @@ export interface NodeControls {
   readonly serializableReads?: boolean;
   /** divergentNode: this node's disk flips the last byte of every value it stores (its state diverges). */
   readonly divergentNode?: NodeId;
+  /** nodeBugs: driver bugs reintroduced in every node (NodeOptions.testOnlyBugs, src/node/node.ts). */
+  readonly nodeBugs?: TestOnlyBugs;
 }
 
 export interface NodeSimStats {
@@ -332,6 +334,7 @@ export class NodeCluster {
 
   private onSend(m: Message): void {
     this.stats.messages++;
+    this.check(() => this.checkers.onDepart(m.from, m));
     if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot' || m.type === 'timeoutNow') {
       this.check(() => this.checkers.onLeaderMessage(m.from, m.term));
     }
@@ -339,6 +342,7 @@ export class NodeCluster {
 
   /** onReply: a vote granted or an append acknowledged may be the node's last act (crashAfterReplyChance). */
   private onReply(m: Message): void {
+    this.check(() => this.checkers.onDepart(m.from, m));
     const p = this.scenario.crashAfterReplyChance;
     if (!this.faulting || p <= 0) return;
     if (!((m.type === 'voteResp' && m.granted && !m.preVote) || (m.type === 'appendResp' && !m.reject))) return;
@@ -476,6 +480,7 @@ export class NodeCluster {
       logger: this.logger(mb),
       clock,
       rng: this.rng.fork(`node/${mb.id}/${inc}`),
+      ...(this.controls.nodeBugs !== undefined ? { testOnlyBugs: this.controls.nodeBugs } : {}),
     });
     if (mb.incarnation !== inc || !mb.up) return; // crashed while starting
     ref.node = node;
@@ -614,6 +619,7 @@ export class NodeCluster {
       this.clock.at(() => this.restart(mb), r.range(1, s.downMaxMs));
     });
     this.every(s.partitionMeanMs, r, () => {
+      if (this.ids.length < 2) return; // one node so far: nothing to cut
       this.stats.partitions++;
       const shuffled = r.shuffle(this.ids);
       const cutAt = r.range(1, shuffled.length - 1);

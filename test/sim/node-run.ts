@@ -35,6 +35,8 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
   let extra = controls.ackBeforePersistMs !== undefined ? ` --ack-before-persist ${controls.ackBeforePersistMs}` : '';
   if (controls.serializableReads === true) extra += ' --serializable-reads';
   if (controls.divergentNode !== undefined) extra += ` --divergent-node ${controls.divergentNode}`;
+  if (controls.nodeBugs?.releaseAnswersOnFailure === true) extra += ' --bug-release-answers-on-failure';
+  if (controls.nodeBugs?.appendsBeforeTermSaved === true) extra += ' --bug-appends-before-term-saved';
   return `npm run sim:node -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
 }
 

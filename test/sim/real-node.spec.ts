@@ -105,4 +105,23 @@ describe('sim on the real node', function () {
     assert.match(r.message ?? '', /n2/);
     assert.match(r.message ?? '', /replay: npm run sim:node -- --seed 2 --nodes 3 --divergent-node n2 --verbose/);
   });
+
+  // Driver bugs src/node once had, reintroduced behind NodeOptions.testOnlyBugs (test-only, off by default).
+  const driverBugs = [
+    { bug: 'releaseAnswersOnFailure', flag: '--bug-release-answers-on-failure', nodes: 3, what: 'a failed write releasing the vote grants and append acks held for it' },
+    { bug: 'appendsBeforeTermSaved', flag: '--bug-appends-before-term-saved', nodes: 1, what: "a leader's appends sent before its term is saved (a single voter with a learner)" },
+  ] as const;
+  for (const { bug, flag, nodes, what } of driverBugs) {
+    it(`negative control: ${what} is caught as HardState Durability within 40 seeds of ${nodes} node(s), and the seed replays it`, async () => {
+      const controls = { nodeBugs: { [bug]: true } };
+      const summary = await runNodeCampaign({ from: 1, count: 40, nodes, controls, stopOnFirst: true });
+      const first = summary.failures[0];
+      assert.equal(first?.violation?.property, 'HardState Durability', first?.message ?? `no violation in ${summary.seeds} seeds`);
+      assert.match(first.message ?? '', new RegExp(`replay: npm run sim:node -- --seed ${first.seed} --nodes ${nodes} ${flag} --verbose`));
+      const again = await runNodeSeed(first.seed, { nodes, controls });
+      assert.equal(again.violation?.message, first.violation?.message, 'the seed does not replay its violation');
+      const fixed = await runNodeSeed(first.seed, { nodes });
+      assert.ok(fixed.ok, fixed.message);
+    });
+  }
 });
