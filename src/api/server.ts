@@ -41,8 +41,15 @@ export const SERVICE_NAMES = [
   'snapcoord.v1.TaskService',
 ] as const;
 
-/** SHUTDOWN_GRACE_MS: how long close() lets running calls finish before cancelling them. */
+/** SHUTDOWN_GRACE_MS: how long close() lets running client calls finish before cancelling them. */
 export const SHUTDOWN_GRACE_MS = 2_000;
+
+/**
+ * PEER_SHUTDOWN_GRACE_MS: how long close() lets the peer plane's calls other
+ * than the append streams (votes, ReadIndex, snapshot transfers) finish once
+ * those streams ended, before cancelling them; the peers retry elsewhere.
+ */
+export const PEER_SHUTDOWN_GRACE_MS = 200;
 
 /** CLIENT_MESSAGE_BYTES_DEFAULT: the largest client-plane request message by default (1.5 MiB, like etcd's --max-request-bytes). */
 export const CLIENT_MESSAGE_BYTES_DEFAULT = 1536 * 1024;
@@ -113,7 +120,17 @@ export interface ApiServer {
    * UNIMPLEMENTED and health says NOT_SERVING. Call it once.
    */
   serve(opts: ServeOptions): void;
-  /** close reports NOT_SERVING, lets running calls finish for up to graceMs, then cancels them. Idempotent. */
+  /**
+   * close stops both planes, client plane first: it reports NOT_SERVING,
+   * takes no new calls and lets running client calls (forwarded ones
+   * included) finish for up to graceMs (default SHUTDOWN_GRACE_MS), then
+   * cancels the rest. Then the peer plane: every AppendEntries stream it
+   * serves ends UNAVAILABLE "<id> is stopping" after the answers already
+   * owed (so the peers stop streaming to this node at once instead of holding
+   * the shutdown open), and other peer calls get up to
+   * min(graceMs, PEER_SHUTDOWN_GRACE_MS) before they are cancelled.
+   * Resolves once both servers are down. Idempotent.
+   */
   close(graceMs?: number): Promise<void>;
 }
 
@@ -197,6 +214,8 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const directory = new PeerDirectory();
   let closeSnapshotService = (): void => undefined;
   let closing: Promise<void> | null = null;
+  /** stopping: aborted by close() once the client plane is down; the served append streams then end. */
+  const stopping = new AbortController();
 
   const setAll = (status: 'SERVING' | 'NOT_SERVING'): void => {
     health.setStatus('', status);
@@ -243,7 +262,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
       const selfClient = advertiseClient ?? address;
       const clientAddressOf = (id: string): string => (id === node.id ? selfClient : directory.get(id));
       forwarder = new LeaderForwarder(node, { clientAddressOf, ...(clientDial !== undefined ? { dial: clientDial } : {}) });
-      peerServer.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g, selfClientAddress: selfClient }));
+      peerServer.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g, selfClientAddress: selfClient, stopping: stopping.signal }));
       server.addService(KVServiceService, createKvService(node, forwarder));
       server.addService(ClusterServiceService, createClusterService(node, forwarder, stateHash !== undefined ? { stateHash } : {}));
       if (snapshotApi !== undefined) {
@@ -258,9 +277,13 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     close(graceMs = SHUTDOWN_GRACE_MS): Promise<void> {
       closing ??= (async () => {
         setAll('NOT_SERVING');
+        // Client calls first, while this node still takes part in Raft: a write in flight here (or forwarded
+        // from here) can still commit and be answered. The forwarding clients close once those calls are done.
+        await shutdown(server, graceMs);
         forwarder?.close();
         closeSnapshotService();
-        await Promise.all([shutdown(server, graceMs), shutdown(peerServer, graceMs)]);
+        stopping.abort();
+        await shutdown(peerServer, Math.min(graceMs, PEER_SHUTDOWN_GRACE_MS));
       })();
       return closing;
     },

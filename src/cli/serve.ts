@@ -377,13 +377,25 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       clearInterval(watchdog);
       logger.info({ id: cfg.id, why }, 'shutting down');
       void (async () => {
+        // Where a stop spends its time (ms per step), logged with 'stopped'.
+        const stepsMs: Record<string, number> = {};
+        let stepFromMs = Date.now();
+        const step = (name: string): void => {
+          const now = Date.now();
+          stepsMs[name] = now - stepFromMs;
+          stepFromMs = now;
+        };
         snapshotAgent.stop();
         // A planned stop of the leader hands leadership over first, so the cluster loses no election timeout.
         if (why === 'SIGTERM' || why === 'SIGINT') await handOffLeadership(node, logger);
+        step('handoff');
+        // Client calls drain (bounded), then the peers' append streams end: nothing waits for a grace to run out.
         await api.close();
+        step('api');
         await tasks.close();
         await node.stop();
-        logger.info({ id: cfg.id }, 'stopped');
+        step('node');
+        logger.info({ id: cfg.id, stepsMs }, 'stopped');
         resolve(code);
       })().catch((err: unknown) => {
         logger.error({ err }, 'shutdown failed');

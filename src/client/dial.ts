@@ -10,10 +10,17 @@ import { bearerInterceptor } from './authorization.js';
 /** MESSAGE_BYTES_MAX: the largest gRPC message the API sends or receives (64 MiB). */
 export const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
 
-/** clientChannelOptions: what every API client channel uses. */
+/**
+ * clientChannelOptions: what every API client channel uses. Reconnects
+ * start after 100 ms and back off to at most 1 s (grpc-js: 1 s doubling
+ * by 1.6 up to 120 s), so a client, or a member forwarding to the leader,
+ * reaches a node back from a restart within a second of its listening.
+ */
 export const clientChannelOptions: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
   'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': 1_000,
 };
 
 /**

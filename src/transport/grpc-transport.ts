@@ -44,7 +44,11 @@ export interface GrpcTransportOptions {
   readonly readIndexDeadlineMs?: number;
   /** maxMessageBytes: largest message sent or received; larger outgoing messages are dropped (default 64 MiB). */
   readonly maxMessageBytes?: number;
-  /** backoff: after an append stream fails, wait initialMs, doubling up to maxMs, before reopening it (default 50 / 2000). */
+  /**
+   * backoff: after an append stream fails, wait initialMs, doubling up to
+   * maxMs, before reopening it; the channel's reconnect backoff is the same
+   * (default 50 / PEER_RECONNECT_MAX_MS).
+   */
   readonly backoff?: { readonly initialMs?: number; readonly maxMs?: number };
   /** maxQueuedMessages / maxQueuedBytes: per peer, stream messages waiting for 'drain' (defaults 4096 / 64 MiB). */
   readonly maxQueuedMessages?: number;
@@ -111,6 +115,15 @@ class PeerLink {
 
 const MiB = 1024 * 1024;
 
+/**
+ * PEER_RECONNECT_MAX_MS: the longest wait between two attempts to reach a
+ * peer (append stream and connection alike). Short, as etcd's peer streams
+ * (a redial every 100 ms): a member back from a planned restart is reached
+ * within this much of listening again, so it learns the leader before its
+ * clients' calls wait for one; a refused connection on a LAN costs nothing.
+ */
+export const PEER_RECONNECT_MAX_MS = 250;
+
 export class GrpcTransport implements Transport, ArchiveStager {
   private readonly selfId: NodeId;
   private readonly onMessage: (reply: Message) => void;
@@ -140,7 +153,7 @@ export class GrpcTransport implements Transport, ArchiveStager {
     this.readIndexDeadlineMs = opts.readIndexDeadlineMs ?? 10_000;
     this.maxMessageBytes = opts.maxMessageBytes ?? 64 * MiB;
     this.backoffInitialMs = opts.backoff?.initialMs ?? 50;
-    this.backoffMaxMs = Math.max(this.backoffInitialMs, opts.backoff?.maxMs ?? 2000);
+    this.backoffMaxMs = Math.max(this.backoffInitialMs, opts.backoff?.maxMs ?? PEER_RECONNECT_MAX_MS);
     this.maxQueuedMessages = opts.maxQueuedMessages ?? 4096;
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * MiB;
     this.maxInflightUnary = opts.maxInflightUnary ?? 1024;

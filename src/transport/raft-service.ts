@@ -41,6 +41,19 @@ export interface RaftServiceOptions {
   readonly guard?: PeerGuard;
   /** selfClientAddress: this node's client-plane address, sent to the leader in the append stream's response headers. */
   readonly selfClientAddress?: string;
+  /**
+   * stopping: aborted when this node stops on purpose. Every AppendEntries
+   * stream it serves then ends with UNAVAILABLE "<selfId> is stopping" once the
+   * answers already owed are written, and new ones are refused alike: the
+   * peers' long-lived streams would otherwise hold the server's graceful
+   * shutdown open until its grace ran out.
+   */
+  readonly stopping?: AbortSignal;
+}
+
+/** stoppingDetails: the status details an AppendEntries stream ends with when the serving node stops on purpose. */
+export function stoppingDetails(selfId: NodeId | undefined): string {
+  return `${selfId ?? 'the node'} is stopping`;
 }
 
 /** StatusError is an Error that carries a gRPC status code (what grpc-js sends as the call's status). */
@@ -207,18 +220,31 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       let pending = 0;
       let done = false;
       let chain: Promise<void> = Promise.resolve();
+      const stopping = opts.stopping;
+      const onStopping = (): void => {
+        // After the answers already owed: the leader learns every append this node acknowledged.
+        chain = chain.then(() => fail(statusError(grpc.status.UNAVAILABLE, stoppingDetails(opts.selfId))));
+      };
+      const finished = (): void => {
+        done = true;
+        stopping?.removeEventListener('abort', onStopping);
+      };
       const fail = (err: StatusError): void => {
         if (done) return;
-        done = true;
+        finished();
         log.debug({ rpc: 'AppendEntries', code: err.code, err: err.message }, 'raft service: ending append stream');
         // grpc-js turns an 'error' on a server stream into the call's status.
         call.emit('error', err);
       };
-      call.on('cancelled', () => {
-        done = true;
-      });
+      call.on('cancelled', finished);
+      if (stopping?.aborted === true) {
+        fail(statusError(grpc.status.UNAVAILABLE, stoppingDetails(opts.selfId)));
+        return;
+      }
+      stopping?.addEventListener('abort', onStopping, { once: true });
       call.on('data', (req: pb.AppendEntriesRequest) => {
-        if (done) return;
+        // Once stopping, nothing new is taken on (the stream ends after the answers already owed).
+        if (done || stopping?.aborted === true) return;
         if (pending >= maxPending) {
           fail(statusError(grpc.status.RESOURCE_EXHAUSTED, `more than ${maxPending} appends waiting for answers`));
           return;
@@ -256,7 +282,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       call.on('end', () => {
         chain = chain.then(() => {
           if (done || call.cancelled) return;
-          done = true;
+          finished();
           call.end();
         });
       });

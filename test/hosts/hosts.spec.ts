@@ -92,15 +92,14 @@ describe('five hosts (network namespaces, mutual TLS)', function () {
     for (const s of r.clock.steps) assert.equal(s.seen, true, `${s.what} on ${s.id}`);
   });
 
-  // Skipped in CI for now: in some runs the learner catches up from a member's log rather than by snapshot (its
-  // snapshot index stays 0), because that member's log was not compacted past the fill yet; a held-back compaction
-  // now runs once its floor allows, which fixed it in a standalone run but not in every CI run. The replacement
-  // itself (learner, promotion, removal, no lost write, linearizable) is still checked by the whole-run test above.
-  it.skip('the leader is replaced by a new host: learner, caught up by snapshot, promoted, the old one removed', () => {
+  // The scenario forces it: every member's log is compacted past the fill before the learner joins, so the
+  // learner (empty, at index 0) can only catch up by installing a snapshot; its own log says it did.
+  it('the leader is replaced by a new host: learner, caught up by snapshot, promoted, the old one removed', () => {
     const r = done();
     const rr = r.replacements[0];
     assert.ok(rr !== undefined);
     assert.equal(rr.oldWas, 'leader');
+    for (const [id, first] of Object.entries(rr.logStartBeforeJoin)) assert.ok(first > 1, `${id}'s log still started at ${first} when the learner joined`);
     assert.ok(rr.learnerSnapshotIndex > 0, 'the learner installed a snapshot');
     assert.deepEqual(r.problems, []);
   });

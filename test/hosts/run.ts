@@ -63,6 +63,7 @@ function problemsOf(c: Checks): string[] {
   return p;
 }
 
+const mib = (v: number): string => (Number.isFinite(v) ? `${Math.round(v)} MiB` : 'n/a');
 const ms = (v: number): string => (Number.isFinite(v) ? `${Math.round(v)} ms` : 'n/a');
 
 /** runHostScenarios makes the network and the cluster, runs every scenario in turn, cleans everything up. */
@@ -91,7 +92,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     const rolling: RollingRestartReport = want('rolling') ? await rollingRestart(c, l) : { steps: [], writes: { writes: 0, maxGapMs: NaN, maxGapFromMs: 0, p50Ms: NaN, p99Ms: NaN } };
     for (const s of rolling.steps) {
       log(
-        `   ${s.id}${s.wasLeader ? ' (leader)' : ''}: stop took ${ms(s.exitMs - s.stopMs)}, down ${ms(s.listeningMs - s.exitMs)}, caught up ${ms(s.caughtUpMs - s.listeningMs)} after start; then leader ${s.leaderAfter} term ${s.termAfter}` +
+        `   ${s.id}${s.wasLeader ? ' (leader)' : ''}: stop took ${ms(s.exitMs - s.stopMs)} (${s.stopSteps === '' ? 'steps not logged' : `steps ${s.stopSteps}`}), down ${ms(s.listeningMs - s.exitMs)}, caught up ${ms(s.caughtUpMs - s.listeningMs)} after start; then leader ${s.leaderAfter} term ${s.termAfter}` +
           (s.wasLeader ? `; handed over: ${s.handedOver ? 'yes' : 'NO'}; first write acked ${ms(s.firstWriteAfterExitMs)} after its exit` : ''),
       );
       if (s.wasLeader && !s.handedOver) problems.push(`the leader ${s.id} did not hand leadership over on SIGTERM`);
@@ -142,9 +143,11 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     for (const [oldWas, bytes] of want('replace') ? plan : []) {
       log(`-- replace the ${oldWas} with a new host (${bytes / 1024 / 1024} MiB state)`);
       const rr = await replaceNode(c, l, oldWas, bytes);
-      log(`   ${rr.oldId} -> ${rr.newId}: fill ${ms(rr.fillMs)}; learner added -> promoted ${ms(rr.toPromotionMs)}; learner's snapshot index ${rr.learnerSnapshotIndex}`);
+      log(`   logs compacted before the learner joined (first index per member): ${Object.entries(rr.logStartBeforeJoin).map(([id, i]) => `${id} ${i}`).join(', ')}`);
+      log(`   ${rr.oldId} -> ${rr.newId}: fill ${ms(rr.fillMs)}; learner added -> promoted ${ms(rr.toPromotionMs)}; learner installed a snapshot at index ${rr.learnerSnapshotIndex}`);
+      log(`   RSS: leader ${mib(rr.rssMiB.leaderBefore)} before the learner joined, peak ${mib(rr.rssMiB.leaderPeak)} until its promotion; learner peak ${mib(rr.rssMiB.learnerPeak)}`);
       log(`   write latency idle p50 ${ms(rr.idle.p50Ms)} p99 ${ms(rr.idle.p99Ms)}; during p50 ${ms(rr.during.p50Ms)} p99 ${ms(rr.during.p99Ms)}, longest gap ${ms(rr.during.maxGapMs)}`);
-      if (rr.learnerSnapshotIndex === 0) problems.push(`${rr.newId} did not catch up by snapshot (its snapshot index is 0)`);
+      if (rr.learnerSnapshotIndex === 0) problems.push(`${rr.newId} did not catch up by snapshot (it logged no 'snapshot installed')`);
       const members = await c.members();
       if (members.some((m) => m.id === rr.oldId)) problems.push(`${rr.oldId} is still a member`);
       if (!members.some((m) => m.id === rr.newId && !m.learner)) problems.push(`${rr.newId} is not a voter`);

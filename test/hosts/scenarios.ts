@@ -12,6 +12,7 @@
  * Figures (gaps, latencies, times to promotion) are returned to be printed;
  * the caller asserts only on correctness.
  */
+import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { status as grpcStatus } from '@grpc/grpc-js';
@@ -196,6 +197,8 @@ export interface RollingStep {
   readonly caughtUpMs: number;
   /** handedOver: the process logged that it handed leadership over before stopping. */
   readonly handedOver: boolean;
+  /** stopSteps: where the stop spent its time, as the process logged it ('stopped' stepsMs: handoff, api, node), '' when not logged. */
+  readonly stopSteps: string;
   /** firstWriteAfterExitMs: from its exit to the first write acknowledged after it (NaN when none). */
   readonly firstWriteAfterExitMs: number;
   /** leader and term once it caught up (a term that moved on a follower's restart means that restart disrupted the leader). */
@@ -207,6 +210,12 @@ export interface RollingStep {
 export interface RollingRestartReport {
   readonly steps: RollingStep[];
   readonly writes: WriteStats;
+}
+
+/** stopStepsOf: the stepsMs of the last 'stopped' line in a serve process's output ('' when none). */
+export function stopStepsOf(output: string): string {
+  const all = [...output.matchAll(/"stepsMs":(\{[^}]*\})[^\n]*"stopped"/g)];
+  return all[all.length - 1]?.[1] ?? '';
 }
 
 /** firstAckAfter: ms from `t` to the first acknowledged write that returned at or after it (NaN if none). */
@@ -243,13 +252,14 @@ export async function rollingRestart(c: HostCluster, load: Load): Promise<Rollin
     await c.stopNode(n, 'SIGTERM');
     const exitMs = proc?.exitedAtMs ?? performance.now();
     const handedOver = proc !== null && /leadership handed over before stopping/.test(proc.output);
+    const stopSteps = stopStepsOf(proc?.output ?? '');
     await c.startNode(n);
     const listeningMs = performance.now();
     await waitMemberCaughtUp(c, n.id, 60_000);
     const caughtUpMs = performance.now();
     const after = await c.waitLeader();
     const termAfter = Number((await c.status(after))?.term ?? 0);
-    steps.push({ id: n.id, wasLeader, stopMs, exitMs, listeningMs, caughtUpMs, handedOver, firstWriteAfterExitMs: firstAckAfter(load.workload.history, exitMs), leaderAfter: after.id, termAfter });
+    steps.push({ id: n.id, wasLeader, stopMs, exitMs, listeningMs, caughtUpMs, handedOver, stopSteps, firstWriteAfterExitMs: firstAckAfter(load.workload.history, exitMs), leaderAfter: after.id, termAfter });
   }
   await sleep(500);
   return { steps, writes: writeStats(load.workload.history, fromMs, performance.now()) };
@@ -310,10 +320,53 @@ export interface ReplacementReport {
   readonly fillMs: number;
   /** toPromotionMs: from `cluster add --learner` to the promotion committed. */
   readonly toPromotionMs: number;
-  /** learnerSnapshotIndex: the new node's snapshot index once caught up (> 0: it caught up by installing a snapshot). */
+  /**
+   * learnerSnapshotIndex: the index of the first snapshot the new node logged
+   * as installed ('snapshot installed'), 0 when it installed none (it caught
+   * up from a log: the check that the replacement went by snapshot fails).
+   */
   readonly learnerSnapshotIndex: number;
+  /** logStartBeforeJoin: per running member, the first index still in its log just before the learner joined (its latest 'snapshot taken' compactedTo + 1). */
+  readonly logStartBeforeJoin: Record<string, number>;
   readonly idle: WriteStats;
   readonly during: WriteStats;
+  /** rssMiB: resident memory (MiB) of the leader and the learner, sampled every 250 ms from the learner's joining to its promotion (peak), and the leader's before it joined. */
+  readonly rssMiB: { leaderBefore: number; leaderPeak: number; learnerPeak: number };
+}
+
+/** rssMiBOf: a process's resident set (VmRSS) in MiB, NaN when it cannot be read (gone, no /proc). */
+export async function rssMiBOf(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return NaN;
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? NaN : Number(m[1]) / 1024;
+  } catch {
+    return NaN;
+  }
+}
+
+/** RssSampler: the peak VmRSS of some processes, sampled every everyMs until stop(). */
+class RssSampler {
+  readonly peakMiB = new Map<number, number>();
+  private readonly timer: NodeJS.Timeout;
+  constructor(pids: readonly (number | undefined)[], everyMs = 250) {
+    const sample = (): void => {
+      for (const pid of pids) {
+        if (pid === undefined) continue;
+        void rssMiBOf(pid).then((mib) => {
+          if (Number.isFinite(mib)) this.peakMiB.set(pid, Math.max(this.peakMiB.get(pid) ?? 0, mib));
+        });
+      }
+    };
+    sample();
+    this.timer = setInterval(sample, everyMs);
+  }
+  peak(pid: number | undefined): number {
+    return pid === undefined ? NaN : (this.peakMiB.get(pid) ?? NaN);
+  }
+  stop(): void {
+    clearInterval(this.timer);
+  }
 }
 
 /** fill writes `bytes` of incompressible values (256 KiB each) under fill/, 4 at a time, through the leader. */
@@ -358,8 +411,9 @@ export async function replaceNode(c: HostCluster, load: Load, oldWas: 'leader' |
   const leader = await c.waitLeader();
   const old = oldWas === 'leader' ? leader : (c.running().find((n) => n !== leader && !removed.has(n)) as HostNode);
   const fillMs = stateBytes > 0 ? await fill(c, stateBytes) : 0;
-  // Every log compacted past the fill: the learner must install a snapshot.
-  await waitCompacted(c);
+  // Every member's log compacted past the fill (and past index 1, where the empty learner starts): whoever leads
+  // when it joins can only catch it up by snapshot.
+  const logStartBeforeJoin = await waitCompacted(c);
   const idleFrom = performance.now();
   await sleep(3_000);
   const idle = writeStats(load.workload.history, idleFrom, performance.now());
@@ -367,16 +421,28 @@ export async function replaceNode(c: HostCluster, load: Load, oldWas: 'leader' |
   const host = await c.net.addHost();
   const members = await c.members();
   const peers = [...members.map((m) => `${m.id}=${c.node(m.id).host.name}:${PEER_PORT}`), `n${host.index}=${host.name}:${PEER_PORT}`].join(',');
+  // The leader that will catch the learner up (asked before the learner runs: it knows no leader yet).
+  const leaderPid = (await c.waitLeader()).proc?.proc.pid;
   const fresh = await c.prepare(host, peers);
   await c.startNode(fresh);
   const via = c.running().find((n) => n !== old && n !== fresh) as HostNode;
+  const learnerPid = fresh.proc?.proc.pid;
+  const leaderBefore = await rssMiBOf(leaderPid);
+  const rss = new RssSampler([leaderPid, learnerPid]);
   const t0 = performance.now();
-  await via.cluster.addMember(fresh.id, `${host.name}:${PEER_PORT}`, true, { deadlineMs: 30_000 });
-  await waitMemberCaughtUp(c, fresh.id, 30 * 60_000);
-  await retry(() => via.cluster.addMember(fresh.id, `${host.name}:${PEER_PORT}`, false, { deadlineMs: 30_000 }));
-  const toPromotionMs = performance.now() - t0;
+  let toPromotionMs: number;
+  try {
+    await via.cluster.addMember(fresh.id, `${host.name}:${PEER_PORT}`, true, { deadlineMs: 30_000 });
+    await waitMemberCaughtUp(c, fresh.id, 30 * 60_000);
+    await retry(() => via.cluster.addMember(fresh.id, `${host.name}:${PEER_PORT}`, false, { deadlineMs: 30_000 }));
+    toPromotionMs = performance.now() - t0;
+  } finally {
+    rss.stop();
+  }
+  const rssMiB = { leaderBefore, leaderPeak: rss.peak(leaderPid), learnerPeak: rss.peak(learnerPid) };
   const during = writeStats(load.workload.history, t0, performance.now());
-  const learnerSnapshotIndex = Number((await c.status(fresh))?.snapshotIndex ?? 0);
+  // From its own log, not a status call (one that timed out on a loaded machine read as 0 before).
+  const learnerSnapshotIndex = snapshotsInstalled(fresh.proc?.output ?? '')[0] ?? 0;
   // A leader removing itself may answer with an error once the change committed: a retry then finds it gone.
   await retry(() => via.cluster.removeMember(old.id, { deadlineMs: 30_000 }).catch((err: Error) => {
     if (/is not a member/.test(err.message)) return undefined;
@@ -384,21 +450,40 @@ export async function replaceNode(c: HostCluster, load: Load, oldWas: 'leader' |
   }));
   removed.add(old);
   await c.stopNode(old, 'SIGTERM');
-  return { oldId: old.id, newId: fresh.id, oldWas, stateBytes, fillMs, toPromotionMs, learnerSnapshotIndex, idle, during };
+  return { oldId: old.id, newId: fresh.id, oldWas, stateBytes, fillMs, toPromotionMs, learnerSnapshotIndex, logStartBeforeJoin, idle, during, rssMiB };
 }
 
-/** waitCompacted: until every running member's snapshot index is past the fill (their logs start after it). */
-async function waitCompacted(c: HostCluster): Promise<void> {
+/** snapshotsInstalled: the indexes of the snapshots a serve process logged as installed, in order. */
+export function snapshotsInstalled(output: string): number[] {
+  return [...output.matchAll(/"index":(\d+)[^\n]*"msg":"snapshot installed"/g)].map((m) => Number(m[1]));
+}
+
+/** logStartOf: the first index left in a serve process's log after its latest snapshot ('snapshot taken' compactedTo + 1; 1 when none logged). */
+export function logStartOf(output: string): number {
+  const all = [...output.matchAll(/"compactedTo":(-?\d+)[^\n]*"msg":"snapshot taken"/g)];
+  const last = all[all.length - 1];
+  return last === undefined ? 1 : Math.max(1, Number(last[1]) + 1);
+}
+
+/**
+ * waitCompacted: until every running member has taken a snapshot past the
+ * fill and compacted its log past the fill's first entry (its latest
+ * 'snapshot taken' line: compactedTo >= the commit index before the fill's
+ * end, so its log no longer holds index 1, where an empty learner starts).
+ * Small writes move the log on meanwhile (a snapshot every
+ * --snapshot-entries). Resolves with each member's first log index.
+ */
+async function waitCompacted(c: HostCluster): Promise<Record<string, number>> {
   const leader = await c.waitLeader();
   const target = Number((await c.status(leader))?.commitIndex ?? 0);
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
-    const sts = await Promise.all(c.running().filter((n) => !removed.has(n)).map((n) => c.status(n)));
-    if (sts.every((s) => s !== undefined && s.snapshotIndex >= target)) return;
-    // Small writes move the log on so the next automatic snapshot comes.
+    const members = c.running().filter((n) => !removed.has(n));
+    const starts = Object.fromEntries(members.map((n) => [n.id, logStartOf(n.proc?.output ?? '')]));
+    if (members.every((n) => (starts[n.id] ?? 1) > target)) return starts;
     await Promise.all(Array.from({ length: 50 }, (_, i) => leader.kv.put({ key: enc.encode(`pad/${i}`), value: enc.encode('x') }, { deadlineMs: 5_000 }).catch(() => undefined)));
   }
-  throw new Error('the logs were not compacted past the fill within 120 s');
+  throw new Error(`the logs were not compacted past index ${target} within 120 s`);
 }
 
 async function retry<T>(f: () => Promise<T>, tries = 10): Promise<T> {

@@ -283,6 +283,41 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
     assert.equal(t.peerInfo('n2')!.backoffMs, 0);
   });
 
+  it('a server stopping on purpose answers the appends it was sent, then ends the stream UNAVAILABLE "n2 is stopping" and shuts down at once', async () => {
+    server!.stop();
+    const stopping = new AbortController();
+    server = await startServer(handler, { stopping: stopping.signal });
+    handler.randomDelayMs = 30;
+    const t = makeTransport();
+    t.setPeers({ n2: server.address });
+    for (let i = 1; i <= 20; i++) t.send(append(i));
+    await waitFor('20 appends received', () => handler.requests.length === 20);
+    stopping.abort();
+    // A graceful shutdown waits for every open stream: it completes only because the append stream ended.
+    const srv = server.server;
+    await new Promise<void>((resolve, reject) => srv.tryShutdown((err) => (err !== undefined ? reject(err) : resolve())));
+    await waitFor('every owed answer', () => replies.length === 20);
+    assert.deepEqual(
+      replies.map((m) => (m.type === 'appendResp' ? m.index : -1)),
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    );
+    await waitFor('the stream to close', () => !t.peerInfo('n2')!.streamOpen);
+    assert.ok(logger.lines.some((l) => l.msg === 'transport: append stream closed' && l.obj['code'] === grpc.status.UNAVAILABLE && l.obj['err'] === 'n2 is stopping'));
+    await t.close();
+
+    // A new stream to a stopping server is refused alike (the server still listening).
+    const s2 = await startServer(new FakeHandler(), { stopping: stopping.signal });
+    try {
+      logger.lines.length = 0;
+      const t2 = makeTransport();
+      t2.setPeers({ n2: s2.address });
+      t2.send(heartbeat(1));
+      await waitFor('the refusal', () => logger.lines.some((l) => l.msg === 'transport: append stream closed' && l.obj['err'] === 'n2 is stopping'));
+    } finally {
+      s2.stop();
+    }
+  });
+
   it('setPeers closes the channel of a removed peer and drops what is sent to it', async () => {
     const closed: grpc.Client[] = [];
     const origClose = grpc.Client.prototype.close;
