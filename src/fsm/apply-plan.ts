@@ -1,5 +1,6 @@
 import type { Membership } from '../raft/types.js';
 import { decodeKeyRevision, encodeKeyRevision, LEGACY_REVISION, revisionKey, type KeyRevision } from './key-revision.js';
+import { decodeOpsRecord, isOpsRecord } from './ops-record.js';
 import { decodeCommand, KvCommandError, type KvCommand, type KvCompare, type KvTxnOp } from './kv-command.js';
 import { SessionPlanner, SessionTable, type SessionChanges } from './sessions.js';
 import { StorageError } from '../storage/storage-error.js';
@@ -203,7 +204,8 @@ function runTxnOp(state: KeyStates, op: KvTxnOp, index: number): TxnOpResult {
  * command carrying a request id (sessions.ts) that the table
  * remembers writes nothing and gets its first result (`firstIndex`); one
  * older than those remembered writes nothing and fails `requestIdExpired`;
- * a new one is applied and its result recorded.
+ * a new one is applied and its result recorded. An ops record
+ * (ops-record.ts) writes its reserved key, no revision record.
  * Errors: StorageError `invalidArgument` on a gap or a membership carried by
  * a `normal` entry.
  */
@@ -235,6 +237,16 @@ export function planApply(items: readonly ApplyItem[], appliedIndex: number, pat
     }
     if (entry.data.length === 0) {
       results.push({ index: entry.index, ok: true });
+      continue;
+    }
+    if (isOpsRecord(entry.data)) {
+      const record = decodeOpsRecord(entry.data);
+      if (record === null) {
+        results.push({ index: entry.index, ok: false, code: 'malformedOpsRecord', error: `entry ${entry.index}: a malformed ops record` });
+      } else {
+        state.writes.push({ key: record.key, value: record.value });
+        results.push({ index: entry.index, ok: true });
+      }
       continue;
     }
     let command: KvCommand;

@@ -22,6 +22,7 @@ import { StorageError } from '../storage/storage-error.js';
 import { RANGE_LIMIT_MAX, type KeyValue, type StateSnapshotReader, type StateStore } from '../storage/types.js';
 import { applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
 import { isRevisionKey, revisionKey } from './key-revision.js';
+import { opsRecordKey } from './ops-record.js';
 import { decodeRestoreCommand, isRestoreCommand, type RestoreCommand } from './restore-command.js';
 import { RevisionCache } from './revision-cache.js';
 import {
@@ -171,6 +172,11 @@ export class StateMachine {
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     if (isReservedKey(key)) return undefined;
     return this.#store.get(key);
+  }
+
+  /** opsRecord: the value of the ops record `name` (ops-record.ts), or undefined. OpsRecordError for a bad name. */
+  async opsRecord(name: string): Promise<Uint8Array | undefined> {
+    return this.#store.get(opsRecordKey(name));
   }
 
   /**

@@ -16,6 +16,7 @@ import {
   type SnapshotMeta,
 } from '../raft/index.js';
 import { encodeCommand, type KvCommand } from '../fsm/kv-command.js';
+import { encodeOpsRecord } from '../fsm/ops-record.js';
 import type { SessionStamp } from '../fsm/sessions.js';
 import type { LogBase, NodeStorage } from '../storage/types.js';
 import { StateMachine, type ArchiveInstall, type RestoreOutcome } from '../fsm/state-machine.js';
@@ -383,6 +384,17 @@ export class Node {
   async propose(cmd: KvCommand): Promise<ApplyResult> {
     const data = encodeCommand(cmd);
     return this.proposeData(data);
+  }
+
+  /** proposeOpsRecord replicates the ops record `name` = `value` (ops-record.ts: kept where clients never see it). OpsRecordError for a bad name or size. */
+  async proposeOpsRecord(name: string, value: Uint8Array): Promise<ApplyResult> {
+    return this.proposeData(encodeOpsRecord(name, value));
+  }
+
+  /** opsRecord reads the ops record `name`: linearizable (ReadIndex) unless serializable is set. */
+  async opsRecord(name: string, serializable = false): Promise<Uint8Array | undefined> {
+    if (!serializable) await this.linearizableBarrier();
+    return this.fsm.opsRecord(name);
   }
 
   /** get reads a key: linearizable (ReadIndex) unless serializable is set (local, possibly stale). */

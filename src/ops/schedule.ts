@@ -3,10 +3,13 @@
  * retention policy and an optional S3 destination.
  *
  * - SnapshotSchedule decides when: only the leader enqueues (one copy per
- *   cluster, not one per member). The time of the last run is replicated in
- *   the key-value state (SCHEDULE_KEY_PREFIX + db name, a JSON
- *   {lastRunAtMs, nodeId}), written through the log before the task is
- *   enqueued, so a new leader knows when the old one last ran; a run missed
+ *   cluster, not one per member). The time of the last run is replicated as
+ *   an ops record (fsm/ops-record.ts: in the state, where clients never see
+ *   it; named SCHEDULE_RECORD_PREFIX + db name, a JSON {lastRunAtMs,
+ *   nodeId}), written through the log before the task is enqueued, so a new
+ *   leader knows when the old one last ran. (Before, it was a client-visible
+ *   key, LEGACY_SCHEDULE_KEY_PREFIX + db name: still read when no record
+ *   exists, and deleted once the record is written.) A run missed
  *   while no node led (a restart, a leader change, a long outage) runs once
  *   when it is next checked, never once per missed interval. A cluster that
  *   never ran starts counting when the schedule first runs.
@@ -30,8 +33,10 @@ import type { Task, TaskDetails, TaskRunner } from './task-queue.js';
 import { hasRetention, planRetention, type RetentionPolicy } from './retention.js';
 import { SNAPSHOT_NAME_PATTERN, snapshotName, timeOfName, type S3Destination } from './s3.js';
 
-/** SCHEDULE_KEY_PREFIX: the replicated key holding a schedule's last run is this plus the db name. */
-export const SCHEDULE_KEY_PREFIX = 'snapcoord.agent/schedule/';
+/** SCHEDULE_RECORD_PREFIX: the ops record holding a schedule's last run is named this plus the db name. */
+export const SCHEDULE_RECORD_PREFIX = 'schedule/';
+/** LEGACY_SCHEDULE_KEY_PREFIX: the client-visible key where versions before the ops record kept it (read once, then deleted). */
+export const LEGACY_SCHEDULE_KEY_PREFIX = 'snapcoord.agent/schedule/';
 
 /** ScheduleState: what the replicated key holds. */
 export interface ScheduleState {
@@ -43,6 +48,9 @@ export interface ScheduleState {
 export interface ScheduleNode {
   readonly id: string;
   status(): { readonly role: string; readonly term: number };
+  opsRecord(name: string): Promise<Uint8Array | undefined>;
+  proposeOpsRecord(name: string, value: Uint8Array): Promise<unknown>;
+  /** get and propose: only for the legacy key. */
   get(key: Uint8Array): Promise<Uint8Array | undefined>;
   propose(cmd: KvCommand): Promise<unknown>;
 }
@@ -75,12 +83,16 @@ export class SnapshotSchedule {
   /** known: the last run as this node last read or wrote it, with the term it was read in. */
   private known: { term: number; lastRunAtMs: number } | null = null;
   private readonly now: () => number;
-  private readonly key: Buffer;
+  private readonly record: string;
+  private readonly legacyKey: Buffer;
+  /** legacySeen: the last read found only the legacy key: the next write deletes it. */
+  private legacySeen = false;
 
   constructor(private readonly opts: ScheduleOptions) {
     if (!(opts.intervalMs > 0)) throw new RangeError(`SnapshotSchedule: intervalMs must be positive, got ${opts.intervalMs}`);
     this.now = opts.now ?? Date.now;
-    this.key = Buffer.from(`${SCHEDULE_KEY_PREFIX}${opts.dbName}`);
+    this.record = `${SCHEDULE_RECORD_PREFIX}${opts.dbName}`;
+    this.legacyKey = Buffer.from(`${LEGACY_SCHEDULE_KEY_PREFIX}${opts.dbName}`);
   }
 
   start(): void {
@@ -142,9 +154,13 @@ export class SnapshotSchedule {
     }
   }
 
-  /** read: the replicated state (null when the schedule never ran), read linearizably on the leader. */
+  /** read: the replicated state (null when the schedule never ran), read linearizably on the leader; the legacy key when no record exists. */
   async read(): Promise<ScheduleState | null> {
-    const v = await this.opts.node.get(this.key);
+    let v = await this.opts.node.opsRecord(this.record);
+    if (v === undefined) {
+      v = await this.opts.node.get(this.legacyKey);
+      this.legacySeen = v !== undefined;
+    }
     if (v === undefined) return null;
     try {
       const j = JSON.parse(Buffer.from(v).toString('utf8')) as Partial<ScheduleState>;
@@ -157,7 +173,11 @@ export class SnapshotSchedule {
 
   private async write(atMs: number): Promise<void> {
     const state: ScheduleState = { lastRunAtMs: atMs, nodeId: this.opts.node.id };
-    await this.opts.node.propose({ op: 'put', key: this.key, value: Buffer.from(JSON.stringify(state)) });
+    await this.opts.node.proposeOpsRecord(this.record, Buffer.from(JSON.stringify(state)));
+    if (this.legacySeen) {
+      await this.opts.node.propose({ op: 'delete', key: this.legacyKey });
+      this.legacySeen = false;
+    }
   }
 }
 

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { encodeCommand, type KvCommand } from '../../../src/fsm/kv-command.js';
+import { encodeOpsRecord, opsRecordKey, OpsRecordError, OPS_RECORD_VALUE_BYTES_MAX } from '../../../src/fsm/ops-record.js';
 import { encodeRestoreCommand, type RestoreCommand } from '../../../src/fsm/restore-command.js';
 import { StateMachine, type RestoreDriver } from '../../../src/fsm/state-machine.js';
 import type { ApplyItem } from '../../../src/fsm/types.js';
@@ -49,6 +50,28 @@ describe('StateMachine over RocksStorage', () => {
     const again = store.stateCalls();
     assert.deepEqual({ getMany: again.getMany - after.getMany, write: again.write - after.write }, { getMany: 0, write: 1 });
     assert.equal(text(await fsm.get(bytes('fresh/0'))), 'v33');
+  });
+
+  it('ops records: applied under the reserved prefix (never in get or range), in the snapshot; a malformed one is a failed no-op', async () => {
+    const fsm = await StateMachine.open(store);
+    const raw = (index: number, data: Uint8Array): ApplyItem => ({ entry: { index, term: 1, type: 'normal', data } });
+    const good = encodeOpsRecord('schedule/db', bytes('{"lastRunAtMs":1}'));
+    const truncated = good.subarray(0, good.length - 1);
+    const badName = Buffer.from(good);
+    badName[2] = 0x2f; // '/' first
+    const results = await fsm.apply([item(1, { op: 'put', key: bytes('a'), value: bytes('1') }), raw(2, good), raw(3, truncated), raw(4, badName)]);
+    assert.deepEqual(results.map((r) => [r.index, r.ok, r.ok ? '' : r.code]), [[1, true, ''], [2, true, ''], [3, false, 'malformedOpsRecord'], [4, false, 'malformedOpsRecord']]);
+    assert.equal(fsm.appliedIndex(), 4);
+    assert.equal(text(await fsm.opsRecord('schedule/db')), '{"lastRunAtMs":1}');
+    assert.deepEqual((await fsm.range({ limit: 100 })).kvs.map((kv) => text(kv.key)), ['a']);
+    assert.equal(await fsm.get(opsRecordKey('schedule/db')), undefined);
+    const reader = await fsm.snapshotState();
+    const keys: Uint8Array[] = [];
+    for await (const batch of reader.batches()) for (const r of batch) keys.push(r.key);
+    await reader.close();
+    assert.ok(keys.some((k) => Buffer.from(k).equals(opsRecordKey('schedule/db'))), 'the record travels in snapshots');
+    assert.throws(() => encodeOpsRecord('../x', bytes('')), OpsRecordError);
+    assert.throws(() => encodeOpsRecord('x', new Uint8Array(OPS_RECORD_VALUE_BYTES_MAX + 1)), OpsRecordError);
   });
 
   it('a state installed into the store behind its back (a follower snapshot) is noticed: sessions and revisions are read again', async () => {

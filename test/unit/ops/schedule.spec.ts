@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { SCHEDULE_KEY_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/ops/schedule.js';
+import { LEGACY_SCHEDULE_KEY_PREFIX, SCHEDULE_RECORD_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/ops/schedule.js';
 import { S3Destination, s3SettingsFrom, snapshotName } from '../../../src/ops/s3.js';
 import { SnapshotAgent } from '../../../src/ops/snapshot-agent.js';
 import { NO_RETENTION } from '../../../src/ops/retention.js';
@@ -67,8 +67,10 @@ describe('agent: snapshot schedule', function () {
       now += HOUR / 2;
       const afterChange = await tickAll();
       assert.equal(enqueued.length, 1, `no run half an interval after the last one (${afterChange})`);
-      const stored = await c.node(other).get(Buffer.from(`${SCHEDULE_KEY_PREFIX}db`));
+      const stored = await c.node(other).opsRecord(`${SCHEDULE_RECORD_PREFIX}db`);
       assert.equal(JSON.parse(Buffer.from(stored!).toString()).nodeId, leaderId);
+      // It is the cluster's own record, not client data: no key of a client's range holds it, and the snapshot has it.
+      assert.deepEqual((await c.node(other).range({ limit: 1000 })).kvs, []);
 
       // Ten intervals pass with nobody running the schedule: one run, not ten.
       now += 10 * HOUR;
@@ -79,6 +81,38 @@ describe('agent: snapshot schedule', function () {
       now += HOUR;
       await tickAll();
       assert.equal(enqueued.length, 3);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a cluster that kept the last run under the legacy client-visible key: read once, then moved to the ops record and the key deleted', async () => {
+    const c = await RocksCluster.start(1);
+    try {
+      const n = await c.waitForLeader();
+      let now = Date.parse('2026-12-03T00:00:00Z');
+      const legacy = Buffer.from(`${LEGACY_SCHEDULE_KEY_PREFIX}db`);
+      await n.propose({ op: 'put', key: legacy, value: Buffer.from(JSON.stringify({ lastRunAtMs: now - HOUR / 2, nodeId: 'old' })) });
+      const enqueued: string[] = [];
+      const schedule = new SnapshotSchedule({
+        node: n,
+        intervalMs: HOUR,
+        dbName: 'db',
+        snapshotDir: '/snapshots',
+        enqueue: async (path) => {
+          enqueued.push(path);
+          return { uid: enqueued.length, details: { path } } as Task;
+        },
+        busy: () => false,
+        log: silent,
+        now: () => now,
+      });
+      assert.equal(await schedule.tick(), 'notDue', 'the legacy key says it ran half an hour ago');
+      now += HOUR / 2;
+      assert.equal(await schedule.tick(), 'enqueued');
+      assert.equal(await n.get(legacy), undefined, 'the legacy key is gone');
+      assert.equal(JSON.parse(Buffer.from((await n.opsRecord(`${SCHEDULE_RECORD_PREFIX}db`))!).toString()).lastRunAtMs, now);
+      assert.deepEqual((await n.range({ limit: 1000 })).kvs, []);
     } finally {
       await c.close();
     }
