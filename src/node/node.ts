@@ -10,6 +10,7 @@ import {
   type Membership,
   type Message,
   type NodeId,
+  type RaftBootState,
   type RaftConfig,
   type Ready,
   type Rng,
@@ -148,11 +149,14 @@ export interface NodeOptions {
  * - releaseAnswersOnFailure: when a write fails (the node fails), the vote
  *   grants and append acks held for it are released (sent) instead of dropped;
  * - appendsBeforeTermSaved: a leader's appends leave before its term and vote
- *   are durable (a single voter elects itself in one Ready: Raft §5.1).
+ *   are durable (a single voter elects itself in one Ready: Raft §5.1);
+ * - core: a broken subclass of RaftNode to run instead of the core
+ *   (test/sim/broken.ts: each breaks one rule of the paper).
  */
 export interface TestOnlyBugs {
   readonly releaseAnswersOnFailure?: boolean;
   readonly appendsBeforeTermSaved?: boolean;
+  readonly core?: new (config: RaftConfig, boot: RaftBootState) => RaftNode;
 }
 
 /**
@@ -337,7 +341,8 @@ export class Node {
     );
     const fsm = await StateMachine.open(opts.storage);
     const applied = fsm.appliedIndex();
-    const raft = new RaftNode(cfg, {
+    const Core = opts.testOnlyBugs?.core ?? RaftNode;
+    const raft = new Core(cfg, {
       hardState: state.hardState,
       snapshot,
       logBase: state.logBase,

@@ -1,10 +1,13 @@
 /**
  * Deliberately broken variants of the Raft core, each breaking one rule the
- * paper depends on. The simulator must catch every one of them (negative
- * controls: a checker that cannot fail is worth nothing).
+ * paper depends on, run inside the real node (NodeOptions.testOnlyBugs.core,
+ * `npm run sim -- --broken-core NAME`). The simulator must catch every one of
+ * them (negative controls: a checker that cannot fail is worth nothing).
  */
-import { RaftNode, type HardState, type VoteRequest } from '../../src/raft/index.js';
-import type { NodeFactory } from './cluster.js';
+import { RaftNode, type HardState, type RaftBootState, type RaftConfig, type VoteRequest } from '../../src/raft/index.js';
+
+/** BrokenCore: a RaftNode subclass the node runs instead of the core. */
+export type BrokenCore = new (config: RaftConfig, boot: RaftBootState) => RaftNode;
 
 /** CommitsEarlierTerms counts replicas to commit entries of earlier terms (breaks Raft §5.4.2, Figure 8). */
 class CommitsEarlierTerms extends RaftNode {
@@ -34,9 +37,10 @@ class IgnoresLogCheck extends RaftNode {
   }
 }
 
-export const BROKEN_VARIANTS: Readonly<Record<string, NodeFactory>> = {
-  commitsEarlierTerms: (c, b) => new CommitsEarlierTerms(c, b),
-  votesTwice: (c, b) => new VotesTwice(c, b),
-  forgetsVote: (c, b) => new ForgetsVote(c, b),
-  ignoresLogCheck: (c, b) => new IgnoresLogCheck(c, b),
+/** BROKEN_CORES: every broken core by name. */
+export const BROKEN_CORES: Readonly<Record<string, BrokenCore>> = {
+  commitsEarlierTerms: CommitsEarlierTerms,
+  votesTwice: VotesTwice,
+  forgetsVote: ForgetsVote,
+  ignoresLogCheck: IgnoresLogCheck,
 };

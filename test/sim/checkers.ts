@@ -308,6 +308,8 @@ export class Checkers {
     if (next.commit < prev.commit) this.fail(PROPERTY.hardState, [id], `commit went back from ${prev.commit} to ${next.commit}`);
     const last = this.lastIndex(id);
     if (next.commit > last) this.fail(PROPERTY.driverContract, [id], `persisted commit ${next.commit} beyond persisted last index ${last}`);
+    // The leader of a term advances its own commit index (no one else does in that term): the commit rule.
+    if (next.commit > prev.commit && this.leaderOfTerm.get(next.term) === id) this.onLeaderCommit(id, next.commit, next.term);
     this.termOf.set(id, next.term);
     this.voteOf.set(id, { term: next.term, vote: next.vote });
     this.noteCommitted(id, next.commit);

@@ -1,21 +1,22 @@
 /**
  * The real-node simulator's CLI (node-cluster.ts):
- *   npm run sim:node -- --seeds N [--from S] [--nodes 3|5] [--workers W]
+ *   npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W]
  *                                        run a campaign on W worker threads (default: the core count), print seeds/s
- *   npm run sim:node -- --seed S [--nodes N] [--verbose]        replay one seed (with its trace)
+ *   npm run sim -- --seed S [--nodes N] [--verbose]        replay one seed (with its trace)
  *   --ack-before-persist MS                                      negative control: a lying disk
  *   --serializable-reads                                         negative control: stale reads called linearizable
  *   --divergent-node ID                                          negative control: one node's disk flips a byte of every value
  *   --bug-release-answers-on-failure                             negative control: a failed write releases held votes and acks (src/node testOnlyBugs)
+ *   --broken-core NAME                                           negative control: every node runs a broken Raft core (broken.ts)
  *   --bug-appends-before-term-saved                              negative control: a leader's appends leave before its term is durable (src/node testOnlyBugs)
  * Exits 1 on any violation; each prints the command that replays it.
  */
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
 
+import { BROKEN_CORES } from './broken.js';
 import type { NodeControls } from './node-cluster.js';
 import { nodesForSeed, runNodeSeed } from './node-run.js';
-import type { WorkerJob, WorkerResult } from './node-worker.js';
+import { JOB_SEEDS, runOnWorkers } from './node-pool.js';
 
 interface Args {
   seeds: number;
@@ -29,10 +30,11 @@ interface Args {
   divergentNode?: string;
   releaseAnswersOnFailure: boolean;
   appendsBeforeTermSaved: boolean;
+  brokenCore?: string;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim:node -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME]\n`);
   process.exit(2);
 }
 
@@ -89,6 +91,12 @@ function parseArgs(argv: readonly string[]): Args {
       case '--bug-appends-before-term-saved':
         a.appendsBeforeTermSaved = true;
         break;
+      case '--broken-core': {
+        const v = argv[++i];
+        if (v === undefined || !(v in BROKEN_CORES)) usage(`--broken-core needs one of ${Object.keys(BROKEN_CORES).join(', ')}`);
+        a.brokenCore = v;
+        break;
+      }
       case '--real-node':
         break; // accepted for `npm run sim -- --real-node` habits
       case '--help':
@@ -115,6 +123,7 @@ async function main(): Promise<void> {
     ...(args.releaseAnswersOnFailure || args.appendsBeforeTermSaved
       ? { nodeBugs: { ...(args.releaseAnswersOnFailure ? { releaseAnswersOnFailure: true } : {}), ...(args.appendsBeforeTermSaved ? { appendsBeforeTermSaved: true } : {}) } }
       : {}),
+    ...(args.brokenCore !== undefined ? { brokenCore: args.brokenCore } : {}),
   };
   if (args.seed !== undefined) {
     const nodes = args.nodes ?? nodesForSeed(args.seed);
@@ -132,7 +141,21 @@ async function main(): Promise<void> {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const workers = Math.max(1, Math.min(args.workers, Math.ceil(args.seeds / JOB_SEEDS)));
-  const summary = await runOnWorkers(args, controls, workers);
+  const every = Math.max(JOB_SEEDS, Math.floor(args.seeds / 20));
+  let reported = 0;
+  const summary = await runOnWorkers({
+    from: args.from,
+    count: args.seeds,
+    ...(args.nodes !== undefined ? { nodes: args.nodes } : {}),
+    controls,
+    workers,
+    onFailure: (f) => process.stdout.write(`VIOLATION ${f.message}\n`),
+    onProgress: (seeds) => {
+      if (seeds - reported < every && seeds !== args.seeds) return;
+      reported = seeds;
+      process.stdout.write(`  ${seeds}/${args.seeds} seeds\n`);
+    },
+  });
   const s = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const cpuS = (cpu.user + cpu.system) / 1e6;
@@ -143,58 +166,6 @@ async function main(): Promise<void> {
   );
   for (const f of summary.failures) process.stdout.write(`  seed ${f.seed}: ${f.property}  -> ${f.replay}\n`);
   if (summary.failures.length > 0) process.exit(1);
-}
-
-/** JOB_SEEDS: seeds one worker job runs (small: the workers stay evenly busy). */
-const JOB_SEEDS = 25;
-
-interface Totals {
-  seeds: number;
-  steps: number;
-  virtualMs: number;
-  failures: WorkerResult['failures'][number][];
-}
-
-/** runOnWorkers runs the campaign's seeds in jobs of JOB_SEEDS on `workers` worker threads (node-worker.ts), printing progress and violations. */
-async function runOnWorkers(args: Args, controls: NodeControls, workers: number): Promise<Totals> {
-  const totals: Totals = { seeds: 0, steps: 0, virtualMs: 0, failures: [] };
-  const end = args.from + args.seeds;
-  let next = args.from;
-  const every = Math.max(JOB_SEEDS, Math.floor(args.seeds / 20));
-  let reported = 0;
-  const runOne = (): Promise<void> =>
-    new Promise<void>((resolve, reject) => {
-      // node-worker-boot.mjs registers tsx's loader in the worker's own thread, then loads node-worker.ts.
-      const w = new Worker(new URL('./node-worker-boot.mjs', import.meta.url), { execArgv: [] });
-      const give = (): void => {
-        if (next >= end) {
-          void w.terminate().then(() => resolve());
-          return;
-        }
-        const count = Math.min(JOB_SEEDS, end - next);
-        const job: WorkerJob = { from: next, count, controls, ...(args.nodes !== undefined ? { nodes: args.nodes } : {}) };
-        next += count;
-        w.postMessage(job);
-      };
-      w.on('message', (r: WorkerResult) => {
-        totals.seeds += r.seeds;
-        totals.steps += r.steps;
-        totals.virtualMs += r.virtualMs;
-        for (const f of r.failures) {
-          totals.failures.push(f);
-          process.stdout.write(`VIOLATION ${f.message}\n`);
-        }
-        if (totals.seeds - reported >= every || totals.seeds === args.seeds) {
-          reported = totals.seeds;
-          process.stdout.write(`  ${totals.seeds}/${args.seeds} seeds\n`);
-        }
-        give();
-      });
-      w.on('error', reject);
-      give();
-    });
-  await Promise.all(Array.from({ length: workers }, runOne));
-  return totals;
 }
 
 void main();

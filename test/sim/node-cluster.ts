@@ -56,6 +56,7 @@ import type { KvCommand } from '../../src/fsm/kv-command.js';
 import type { ConfChange, HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
 import { MemoryDataDir } from '../../src/storage/memory-storage.js';
 import type { CompactionBase, LogBatch, StateBatch } from '../../src/storage/types.js';
+import { BROKEN_CORES } from './broken.js';
 import { Checkers, PROPERTY, SafetyViolation, entryHash } from './checkers.js';
 import { KvHistory, commandOf, effectOf, HISTORY, type Effect } from './kv-history.js';
 import { SeededRng } from '../harness/rng.js';
@@ -158,7 +159,9 @@ export interface NodeControls {
   /** divergentNode: this node's disk flips the last byte of every value it stores (its state diverges). */
   readonly divergentNode?: NodeId;
   /** nodeBugs: driver bugs reintroduced in every node (NodeOptions.testOnlyBugs, src/node/node.ts). */
-  readonly nodeBugs?: TestOnlyBugs;
+  readonly nodeBugs?: Omit<TestOnlyBugs, 'core'>;
+  /** brokenCore: every node runs this broken core (a name in broken.ts BROKEN_CORES). */
+  readonly brokenCore?: string;
 }
 
 export interface NodeSimStats {
@@ -374,7 +377,8 @@ export class NodeCluster {
       // (removals take a dead voter first, and never leave fewer than 3 voters), and fewer than f in all.
       const voters = this.leader()?.node?.brief().membership.voters;
       if (voters === undefined) return false;
-      const dead = (ids: readonly NodeId[]): number => ids.filter((v) => this.members.some((m) => m.id === v && m.dead)).length;
+      // a disk with a corrupt record counts from the moment it is corrupted (its node finds out later)
+      const dead = (ids: readonly NodeId[]): number => ids.filter((v) => this.members.some((m) => m.id === v && (m.dead || m.damage.count > 0))).length;
       return dead(voters) < Math.floor((voters.length - 1) / 2) && dead(this.ids) < Math.floor((this.scenario.nodes - 1) / 2);
     }
     return this.members.filter((m) => !m.up || (m.node !== null && m.node.failed() !== null)).length < this.maxDown();
@@ -480,7 +484,7 @@ export class NodeCluster {
       logger: this.logger(mb),
       clock,
       rng: this.rng.fork(`node/${mb.id}/${inc}`),
-      ...(this.controls.nodeBugs !== undefined ? { testOnlyBugs: this.controls.nodeBugs } : {}),
+      ...(this.controls.nodeBugs !== undefined || this.controls.brokenCore !== undefined ? { testOnlyBugs: this.nodeBugs() } : {}),
     });
     if (mb.incarnation !== inc || !mb.up) return; // crashed while starting
     ref.node = node;
@@ -506,6 +510,15 @@ export class NodeCluster {
       }
       this.check(() => this.checkers.failContract('Node Failure', [mb.id], `the node did not start from its disk: ${msg}`));
     });
+  }
+
+  /** nodeBugs: the test-only bugs every node runs with (controls.nodeBugs and brokenCore). */
+  private nodeBugs(): TestOnlyBugs {
+    const name = this.controls.brokenCore;
+    if (name === undefined) return { ...this.controls.nodeBugs };
+    const core = BROKEN_CORES[name];
+    if (core === undefined) throw new Error(`unknown broken core ${name} (known: ${Object.keys(BROKEN_CORES).join(', ')})`);
+    return { ...this.controls.nodeBugs, core };
   }
 
   private crash(mb: Member, counted = true): void {
@@ -674,7 +687,7 @@ export class NodeCluster {
     if (learner !== undefined) {
       cc = { op: 'addVoter', nodeId: learner, address: `sim:${learner}` };
     } else if (m.voters.length > floor && (m.voters.length > this.scenario.nodes || r.chance(0.4) || this.ids.length >= this.scenario.nodes + 3)) {
-      const dead = m.voters.find((v) => this.members.find((x) => x.id === v)?.dead === true);
+      const dead = m.voters.find((v) => this.members.some((x) => x.id === v && (x.dead || x.damage.count > 0)));
       const victim = dead ?? (r.chance(0.3) ? l.id : r.pick(m.voters.filter((v) => v !== l.id)));
       cc = { op: 'removeNode', nodeId: victim };
     } else if (this.ids.length < this.scenario.nodes + 3) {

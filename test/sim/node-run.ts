@@ -37,7 +37,8 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
   if (controls.divergentNode !== undefined) extra += ` --divergent-node ${controls.divergentNode}`;
   if (controls.nodeBugs?.releaseAnswersOnFailure === true) extra += ' --bug-release-answers-on-failure';
   if (controls.nodeBugs?.appendsBeforeTermSaved === true) extra += ' --bug-appends-before-term-saved';
-  return `npm run sim:node -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
+  if (controls.brokenCore !== undefined) extra += ` --broken-core ${controls.brokenCore}`;
+  return `npm run sim -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
 }
 
 export async function runNodeSeed(seed: number, options: NodeRunOptions = {}): Promise<NodeRunResult> {

@@ -1,5 +1,5 @@
 /**
- * The worker thread of `npm run sim:node -- --workers W` (node-campaign.ts):
+ * The worker thread of `npm run sim -- --workers W` (node-campaign.ts):
  * it runs each range of seeds it is sent (runNodeCampaign) and answers with
  * the range's summary; the violations carry their message and replay
  * command. It exits when its port closes.

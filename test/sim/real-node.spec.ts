@@ -84,7 +84,7 @@ describe('sim on the real node', function () {
       else if (r.violation !== undefined) others.push(r.violation.property);
     }
     assert.ok(caught !== undefined, `no safety violation in 40 seeds with a lying disk (others: ${others.join(', ')})`);
-    assert.match(caught.message ?? '', /replay: npm run sim:node -- --seed \d+ --nodes 3 --ack-before-persist 30 --verbose/);
+    assert.match(caught.message ?? '', /replay: npm run sim -- --seed \d+ --nodes 3 --ack-before-persist 30 --verbose/);
     const again = await runNodeSeed(caught.seed, { nodes: 3, controls });
     assert.equal(again.violation?.message, caught.violation?.message, 'the seed does not replay its violation');
     // And the same seed on an honest disk passes: the lie is what was caught.
@@ -96,14 +96,14 @@ describe('sim on the real node', function () {
     const summary = await runNodeCampaign({ from: 1, count: 10, nodes: 3, controls: { serializableReads: true }, stopOnFirst: true });
     const first = summary.failures[0];
     assert.equal(first?.violation?.property, 'Linearizable Read', first?.message ?? `no violation in ${summary.seeds} seeds`);
-    assert.match(first.message ?? '', /replay: npm run sim:node -- --seed \d+ --nodes 3 --serializable-reads --verbose/);
+    assert.match(first.message ?? '', /replay: npm run sim -- --seed \d+ --nodes 3 --serializable-reads --verbose/);
   });
 
   it('negative control: a node whose disk alters every value it stores is caught as a State Digest violation on the first seed', async () => {
     const r = await runNodeSeed(2, { nodes: 3, controls: { divergentNode: 'n2' } });
     assert.equal(r.violation?.property, 'State Digest', r.message ?? 'no violation');
     assert.match(r.message ?? '', /n2/);
-    assert.match(r.message ?? '', /replay: npm run sim:node -- --seed 2 --nodes 3 --divergent-node n2 --verbose/);
+    assert.match(r.message ?? '', /replay: npm run sim -- --seed 2 --nodes 3 --divergent-node n2 --verbose/);
   });
 
   // Driver bugs src/node once had, reintroduced behind NodeOptions.testOnlyBugs (test-only, off by default).
@@ -117,7 +117,7 @@ describe('sim on the real node', function () {
       const summary = await runNodeCampaign({ from: 1, count: 40, nodes, controls, stopOnFirst: true });
       const first = summary.failures[0];
       assert.equal(first?.violation?.property, 'HardState Durability', first?.message ?? `no violation in ${summary.seeds} seeds`);
-      assert.match(first.message ?? '', new RegExp(`replay: npm run sim:node -- --seed ${first.seed} --nodes ${nodes} ${flag} --verbose`));
+      assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed ${first.seed} --nodes ${nodes} ${flag} --verbose`));
       const again = await runNodeSeed(first.seed, { nodes, controls });
       assert.equal(again.violation?.message, first.violation?.message, 'the seed does not replay its violation');
       const fixed = await runNodeSeed(first.seed, { nodes });

@@ -1,47 +1,52 @@
 /**
- * The seeded simulator as a test: hundreds of faulty seeds (3 and 5 nodes,
- * crashes, partitions, lossy network, snapshots, membership changes,
- * transfers, ReadIndex) must show no violation of Raft's safety properties
- * (Raft §5.2–§5.4, Figure 3) and must recover liveness once the faults heal.
- * A failure names the property and prints the command that replays the seed.
+ * The simulator on the real node as CI runs it: a bounded campaign (SIM_SEEDS,
+ * default 300: half of 3 nodes, half of 5, on worker threads) with every fault
+ * kind — network, crashes, a faulty disk, membership changes, retries — must
+ * show no violation of Raft's safety properties (Raft §5.2–§5.4, Figure 3),
+ * the client histories, the state hashes and liveness after the heal; and the
+ * broken Raft cores (broken.ts, run inside the real node) must each be caught
+ * within a bounded number of seeds. A failure names the property and prints
+ * the command that replays the seed.
  */
 import assert from 'node:assert/strict';
-import { runCampaign, runSeed } from './run.js';
+import { availableParallelism } from 'node:os';
+
+import { runNodeCampaign } from './node-run.js';
+import { runOnWorkers } from './node-pool.js';
 import { SeededRng } from '../harness/rng.js';
 
-const SEEDS = Number(process.env.SIM_SEEDS ?? 600);
+const SEEDS = Number(process.env.SIM_SEEDS ?? 300);
 const FROM = Number(process.env.SIM_FROM ?? 1);
 
-describe('sim: seeded deterministic simulation of the Raft core', function () {
+describe('sim: a bounded campaign on the real node', function () {
+  this.timeout(300_000);
+
+  for (const nodes of [3, 5]) {
+    const count = Math.ceil(SEEDS / 2);
+    it(`keeps every safety property and recovers liveness over ${count} faulty seeds of ${nodes} nodes`, async () => {
+      const totals = await runOnWorkers({ from: FROM, count, nodes, controls: {}, workers: Math.min(2, availableParallelism()) });
+      assert.equal(totals.seeds, count);
+      assert.deepEqual(totals.failures.map((f) => f.message), []);
+    });
+  }
+});
+
+describe('sim negative controls: broken Raft cores inside the real node are caught', function () {
   this.timeout(120_000);
 
-  it(`keeps every safety property and recovers liveness over ${SEEDS} faulty seeds (3 and 5 nodes)`, () => {
-    const summary = runCampaign({ from: FROM, count: SEEDS });
-    const report = summary.failures.map((f) => f.message ?? '').join('\n');
-    assert.equal(summary.seeds, SEEDS);
-    assert.equal(summary.failures.length, 0, `violations:\n${report}`);
-  });
-
-  it('is deterministic: the same seed gives the same trace hash and stats', () => {
-    for (const seed of [3, 4, 77]) {
-      const a = runSeed(seed);
-      const b = runSeed(seed);
-      assert.equal(a.ok, b.ok);
-      assert.equal(a.stats.traceHash, b.stats.traceHash, `seed ${seed} diverged`);
-      assert.deepEqual(a.stats, b.stats);
-    }
-    assert.notEqual(runSeed(3).stats.traceHash, runSeed(5).stats.traceHash);
-  });
-
-  it('actually exercises the faults it claims to (elections, crashes, snapshots, reads, membership)', () => {
-    const totals = { crashes: 0, partitions: 0, leadersElected: 0, snapshotsInstalled: 0, snapshotFetchesFailed: 0, readsServed: 0, acked: 0, confChanges: 0, transfers: 0 };
-    for (let seed = 1; seed <= 40; seed++) {
-      const r = runSeed(seed);
-      for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += r.stats[k];
-    }
-    for (const [k, v] of Object.entries(totals)) assert.ok(v > 0, `no ${k} in 40 seeds: the simulator is not testing it`);
-  });
-
+  const cores = [
+    { core: 'votesTwice', property: 'Election Safety', what: 'voting twice in a term breaks Election Safety (Raft §5.2)' },
+    { core: 'forgetsVote', property: 'HardState Durability', what: 'never persisting the vote is caught before it is granted (Raft §5.2, Figure 2)' },
+    { core: 'ignoresLogCheck', property: 'Leader Completeness', what: 'granting votes without the up-to-date check breaks Leader Completeness (Raft §5.4.1)' },
+  ] as const;
+  for (const { core, property, what } of cores) {
+    it(`core: ${what}, within 20 seeds`, async () => {
+      const summary = await runNodeCampaign({ from: 1, count: 20, nodes: 3, controls: { brokenCore: core }, stopOnFirst: true });
+      const first = summary.failures[0];
+      assert.equal(first?.violation?.property, property, first?.message ?? `no violation in ${summary.seeds} seeds`);
+      assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed \\d+ --nodes 3 --broken-core ${core} --verbose`));
+    });
+  }
 });
 
 describe('sim: SeededRng', () => {
