@@ -121,6 +121,8 @@ export function toRaftMeta(s: StoredSnapshot): SnapshotMeta {
 export class SnapshotManager {
   private newest: SnapshotHandle | null = null;
   private transfers = 0;
+  /** deltas: snapshots created from the previous one and the changed keys (createDelta), not from the whole state. */
+  deltas = 0;
   private readonly incomingDir: string;
   private readonly scrubAbort = new AbortController();
   /** scrubbed: the boot scrub (never rejects). */
@@ -271,13 +273,29 @@ export class SnapshotManager {
    * go on); termAt gives the term of the view's index. Returns the stored snapshot.
    */
   async create(termAt: (index: number) => number | undefined, membershipAt: (index: number) => Membership): Promise<StoredSnapshot> {
-    const reader = await this.storage.snapshotState();
+    // A delta from the newest snapshot when it was built here (it has a member table) and the
+    // storage can list every key changed since; otherwise the whole state is read.
+    const base = this.newest;
+    const table = base !== null ? await this.store.members(base) : null;
+    const reader = await this.storage.snapshotState(base !== null && table !== null ? { changesSince: base.meta.index } : {});
     try {
       const index = reader.appliedIndex;
       const term = termAt(index);
       if (term === undefined) throw new Error(`no term known for applied index ${index}`);
+      const meta = { index, term, membership: membershipAt(index) };
+      const changes = reader.changes;
+      let stored: StoredSnapshot | null = null;
+      if (base !== null && table !== null && changes !== undefined && changes !== null && changes.sinceIndex === base.meta.index) {
+        try {
+          stored = await this.store.createDelta(meta, base, table, changes.entries);
+          this.deltas++;
+        } catch (err) {
+          // The base did not check (its bytes, its table) or the write failed: the full way below.
+          this.log.warn({ base: base.id, err: (err as Error).message }, 'snapshot from the previous one failed; reading the whole state');
+        }
+      }
       // Iteration, encoding and compression (on the threadpool) overlap; no uncompressed state.bin is written.
-      const stored = await this.store.createFromRecords({ index, term, membership: membershipAt(index) }, reader.batches());
+      stored ??= await this.store.createFromRecords(meta, reader.batches());
       await this.setNewest(stored);
       return stored;
     } finally {

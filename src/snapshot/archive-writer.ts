@@ -78,6 +78,8 @@ export interface RecordsArchiveResult {
   readonly stateSha256: string;
   /** gzip members in the archive (one for the head, one per state block, one for the tail). */
   readonly gzipMembers: number;
+  /** members: where each gzip member lies (ArchiveMemberTable). */
+  readonly members: ArchiveMemberTable;
 }
 
 function padding(size: number): Buffer {
@@ -96,14 +98,33 @@ function showKey(key: Buffer): string {
   return key.length > head.length ? `${shown}… (${key.length} bytes)` : shown;
 }
 
+/** StateMemberInfo: what one state block (one gzip member) holds: its state.bin bytes, its records and the first one's key. */
+export interface StateMemberInfo {
+  readonly stateBytes: number;
+  readonly keys: number;
+  readonly firstKey: Buffer;
+}
+
 /**
  * StateBlockEncoder writes records as state.bin bytes (u32be keyLen, key,
- * u32be valueLen, value) into fixed-size blocks, checking each record as
+ * u32be valueLen, value) into blocks, checking each record as
  * encodeStateRecords does (non-empty key, key and value within the limits)
  * and that keys strictly increase. Full blocks collect in `ready`; the caller
  * takes them after each batch. `keys` and `bytes` count what was encoded.
+ *
+ * Blocks are fixed-size (records may span two), or with `alignRecords`
+ * record-aligned: a block holds whole records, closes before a record that
+ * would overflow it, and a record larger than a block gets a block of its
+ * own; `readyInfo[i]` then describes `ready[i]` (records and first key), so a
+ * later snapshot can reuse the member of a block none of whose keys changed
+ * (archive-delta.ts).
  */
 export class StateBlockEncoder {
+  readonly #aligned: boolean;
+  /** readyInfo: with alignRecords, one entry per block of `ready` (taken together with it). */
+  readonly readyInfo: StateMemberInfo[] = [];
+  #blockKeys = 0;
+  #blockFirstKey: Buffer = Buffer.alloc(0);
   readonly #blockBytes: number;
   readonly #keyBytesMax: number;
   readonly #valueBytesMax: number;
@@ -117,8 +138,9 @@ export class StateBlockEncoder {
   keys = 0;
   bytes = 0;
 
-  constructor(blockBytes: number, limits: StateLimits = {}) {
+  constructor(blockBytes: number, limits: StateLimits = {}, alignRecords = false) {
     this.#blockBytes = blockBytes;
+    this.#aligned = alignRecords;
     this.#keyBytesMax = limits.keyBytesMax ?? STATE_KEY_BYTES_MAX;
     this.#valueBytesMax = limits.valueBytesMax ?? STATE_VALUE_BYTES_MAX;
     if (!Number.isSafeInteger(this.#keyBytesMax) || this.#keyBytesMax < 1 || this.#keyBytesMax > 0xffff_ffff) {
@@ -163,6 +185,26 @@ export class StateBlockEncoder {
       throw new StateFormatError('key-too-large', `key of ${key.length} bytes, more than ${this.#prev.length}`, at);
     }
     const recordBytes = 8 + key.length + value.length;
+    if (this.#aligned) {
+      // Whole records per block: close the block before a record that would overflow it.
+      if (this.#fill > 0 && this.#fill + recordBytes > this.#blockBytes) this.#closeAligned();
+      if (recordBytes > this.#block.length) this.#block = Buffer.allocUnsafe(recordBytes);
+      if (this.#fill === 0) this.#blockFirstKey = Buffer.from(key);
+      this.#blockKeys += 1;
+      const block = this.#block;
+      let fill = this.#fill;
+      block.writeUInt32BE(key.length, fill);
+      fill += 4;
+      key.copy(block, fill);
+      fill += key.length;
+      block.writeUInt32BE(value.length, fill);
+      fill += 4;
+      value.copy(block, fill);
+      this.#fill = fill + value.length;
+      this.keys += 1;
+      this.bytes += recordBytes;
+      return;
+    }
     const block = this.#block;
     let fill = this.#fill;
     if (fill + recordBytes < this.#blockBytes) {
@@ -189,8 +231,21 @@ export class StateBlockEncoder {
 
   /** finish moves the last, partial block (if any) to `ready`. */
   finish(): void {
+    if (this.#aligned) {
+      if (this.#fill > 0) this.#closeAligned();
+      return;
+    }
     if (this.#fill > 0) this.ready.push(this.#block.subarray(0, this.#fill));
     this.#fill = 0;
+  }
+
+  /** #closeAligned moves the block being filled to `ready` (with its info) and starts a fresh one. */
+  #closeAligned(): void {
+    this.ready.push(this.#block.subarray(0, this.#fill));
+    this.readyInfo.push({ stateBytes: this.#fill, keys: this.#blockKeys, firstKey: this.#blockFirstKey });
+    this.#block = Buffer.allocUnsafe(this.#blockBytes);
+    this.#fill = 0;
+    this.#blockKeys = 0;
   }
 
   #put(bytes: Buffer): void {
@@ -249,39 +304,59 @@ async function readExactly(handle: SnapshotFile, length: number, position: numbe
   return out;
 }
 
+/** StateMemberEntry: one state member of an archive: its compressed bytes and what it holds. */
+export interface StateMemberEntry extends StateMemberInfo {
+  readonly compressedBytes: number;
+}
+
 /**
- * writeArchiveFromRecords builds a snapshot archive from batches of records
- * and streams it into `out` (which it ends), with compression on the
- * threadpool overlapping the iteration and encoding (see the file comment).
- * Memory is bounded by the batch in hand plus about 2 x gzipInFlightMax
- * blocks. The spool file is removed before it settles, also on failure.
- *
- * Same bytes in (records, meta, level, block size) give the same archive.
- * Rejects with StateFormatError for a record that breaks the limits or the
- * key order (nothing is written to `out` then), ArchiveError `bad-meta` /
- * `member-too-large` for an invalid meta, `io` for a spool failure (or an
- * existing spool file), the source's own error, or the error of `out`.
- * RangeError for bad gzip options.
+ * ArchiveMemberTable says where each gzip member of an archive built here
+ * lies: the head member (tar header of meta.json, meta.json, tar header of
+ * state.bin) is the first `headBytes`, then each state member in order, then
+ * the tail member (`tailBytes`). Recorded beside a stored archive, it lets a
+ * later snapshot copy the members none of whose keys changed (archive-delta.ts).
  */
-export async function writeArchiveFromRecords(
+export interface ArchiveMemberTable {
+  readonly headBytes: number;
+  readonly state: readonly StateMemberEntry[];
+  readonly tailBytes: number;
+}
+
+/** StateProduced: what a StateMembersProducer reports once it delivered every member. */
+export interface StateProduced {
+  readonly stateSha256: string;
+  readonly stateBytes: number;
+  readonly stateKeys: number;
+}
+
+/**
+ * StateMembersProducer compresses the state as gzip members, each holding
+ * whole records, and hands them to `deliver` in order (awaiting each); it
+ * returns state.bin's SHA-256, size and record count.
+ */
+export type StateMembersProducer = (deliver: (member: Buffer, info: StateMemberInfo) => Promise<void>) => Promise<StateProduced>;
+
+/**
+ * writeArchiveFromMembers builds a snapshot archive whose state the producer
+ * gives as gzip members (the file comment's pipeline): the members wait in
+ * the spool file until state.bin's size is known, then the head member, the
+ * spooled members and the tail member stream into `out` (which it ends),
+ * hashed as written. The spool file is removed before it settles, also on
+ * failure. Errors: the producer's, ArchiveError `bad-meta` /
+ * `member-too-large` / `io`, or the error of `out`.
+ */
+export async function writeArchiveFromMembers(
   meta: RecordsArchiveMeta,
-  source: StateRecordSource,
+  produce: StateMembersProducer,
+  spoolPath: string,
   out: Writable,
-  options: RecordsArchiveOptions = {},
+  options: { readonly gzipLevel?: number; readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void; readonly io?: SnapshotIo } = {},
 ): Promise<RecordsArchiveResult> {
-  const gzipOptions: ParallelGzipOptions = {
-    ...(options.gzipLevel !== undefined ? { level: options.gzipLevel } : {}),
-    ...(options.gzipBlockBytes !== undefined ? { blockBytes: options.gzipBlockBytes } : {}),
-    ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
-    ...(options.gzipAdaptive !== undefined ? { adaptive: options.gzipAdaptive } : {}),
-  };
+  const { level } = resolveParallelGzipOptions(options.gzipLevel !== undefined ? { level: options.gzipLevel } : {});
   const io = options.io ?? nodeSnapshotIo;
-  const { level, blockBytes, inFlightMax, adaptive } = resolveParallelGzipOptions(gzipOptions);
-  const encoder = new StateBlockEncoder(blockBytes, options);
-  const spoolPath = source.spoolPath;
   let spool: SnapshotFile | null = null;
 
-  /** prepare runs the records through the blocks and gzip into the spool, then builds the head and tail members. */
+  /** prepare runs the producer into the spool, then builds the head and tail members. */
   const prepare = async () => {
     try {
       spool = await io.open(spoolPath, 'wx+', ENTRY_MODE);
@@ -289,31 +364,15 @@ export async function writeArchiveFromRecords(
       throw new ArchiveError('io', `cannot create the spool file ${spoolPath}: ${(err as Error).message}`, { cause: err });
     }
     const handle: SnapshotFile = spool;
-    // 1. records -> blocks -> gzip members -> spool, hashing state.bin on the way.
-    const stateHash = createHash('sha256');
-    const members: { readonly compressedBytes: number; readonly stateBytes: number }[] = [];
+    // 1. the state's gzip members -> spool.
+    const members: StateMemberEntry[] = [];
     let spoolBytes = 0;
-    const queue = new GzipMemberQueue(level, inFlightMax, async (member, inputBytes) => {
+    const produced = await produce(async (member, info) => {
       await writeAll(handle, member, spoolPath);
-      members.push({ compressedBytes: member.length, stateBytes: inputBytes });
+      members.push({ ...info, compressedBytes: member.length });
       spoolBytes += member.length;
-    }, adaptive, io);
-    const takeReady = async (): Promise<void> => {
-      const ready = encoder.ready.splice(0);
-      for (const block of ready) {
-        stateHash.update(block);
-        await queue.add(block);
-      }
-    };
-    for await (const batch of source.records) {
-      for (const record of batch) encoder.encode(record);
-      if (encoder.ready.length > 0) await takeReady();
-    }
-    encoder.finish();
-    await takeReady();
-    await queue.finish();
-    const stateSha256 = stateHash.digest('hex');
-    const stateBytes = encoder.bytes;
+    });
+    const { stateSha256, stateBytes, stateKeys } = produced;
 
     // 2. meta.json and the tar around state.bin.
     let full: ArchiveMeta;
@@ -325,7 +384,7 @@ export async function writeArchiveFromRecords(
         term: meta.term,
         membership: meta.membership,
         stateBytes,
-        stateKeys: encoder.keys,
+        stateKeys,
         createdAt: meta.createdAt,
         snapcoordVersion: meta.snapcoordVersion,
       });
@@ -377,7 +436,7 @@ export async function writeArchiveFromRecords(
   }
   const tap = new HashTap();
   try {
-    await pipeline(Readable.from(archiveBytes(), { objectMode: false, highWaterMark: blockBytes }), tap, out);
+    await pipeline(Readable.from(archiveBytes(), { objectMode: false, highWaterMark: 1024 * 1024 }), tap, out);
   } finally {
     const handle = spool as SnapshotFile | null;
     if (handle !== null) {
@@ -393,5 +452,68 @@ export async function writeArchiveFromRecords(
     meta: done.full,
     stateSha256: done.stateSha256,
     gzipMembers: done.members.length + 2,
+    members: { headBytes: done.headMember.length, state: done.members, tailBytes: done.tailMember.length },
   };
+}
+
+/**
+ * writeArchiveFromRecords builds a snapshot archive from batches of records
+ * and streams it into `out` (which it ends), with compression on the
+ * threadpool overlapping the iteration and encoding (see the file comment).
+ * Each state member holds whole records (StateBlockEncoder alignRecords);
+ * the result's member table says where each lies. Memory is bounded by the
+ * batch in hand plus about 2 x gzipInFlightMax blocks. The spool file is
+ * removed before it settles, also on failure.
+ *
+ * Same bytes in (records, meta, level, block size) give the same archive.
+ * Rejects with StateFormatError for a record that breaks the limits or the
+ * key order (nothing is written to `out` then), ArchiveError `bad-meta` /
+ * `member-too-large` for an invalid meta, `io` for a spool failure (or an
+ * existing spool file), the source's own error, or the error of `out`.
+ * RangeError for bad gzip options.
+ */
+export async function writeArchiveFromRecords(
+  meta: RecordsArchiveMeta,
+  source: StateRecordSource,
+  out: Writable,
+  options: RecordsArchiveOptions = {},
+): Promise<RecordsArchiveResult> {
+  const gzipOptions: ParallelGzipOptions = {
+    ...(options.gzipLevel !== undefined ? { level: options.gzipLevel } : {}),
+    ...(options.gzipBlockBytes !== undefined ? { blockBytes: options.gzipBlockBytes } : {}),
+    ...(options.gzipInFlightMax !== undefined ? { inFlightMax: options.gzipInFlightMax } : {}),
+    ...(options.gzipAdaptive !== undefined ? { adaptive: options.gzipAdaptive } : {}),
+  };
+  const { level, blockBytes, inFlightMax, adaptive } = resolveParallelGzipOptions(gzipOptions);
+  const io = options.io ?? nodeSnapshotIo;
+  const encoder = new StateBlockEncoder(blockBytes, options, true);
+  // records -> blocks -> gzip members (hashing state.bin on the way), delivered in order.
+  const produce: StateMembersProducer = async (deliver) => {
+    const stateHash = createHash('sha256');
+    const infos: StateMemberInfo[] = [];
+    const queue = new GzipMemberQueue(level, inFlightMax, (member) => deliver(member, infos.shift() as StateMemberInfo), adaptive, io);
+    const takeReady = async (): Promise<void> => {
+      const ready = encoder.ready.splice(0);
+      const info = encoder.readyInfo.splice(0);
+      for (let i = 0; i < ready.length; i++) {
+        const block = ready[i] as Buffer;
+        stateHash.update(block);
+        infos.push(info[i] as StateMemberInfo);
+        await queue.add(block);
+      }
+    };
+    for await (const batch of source.records) {
+      for (const record of batch) encoder.encode(record);
+      if (encoder.ready.length > 0) await takeReady();
+    }
+    encoder.finish();
+    await takeReady();
+    await queue.finish();
+    return { stateSha256: stateHash.digest('hex'), stateBytes: encoder.bytes, stateKeys: encoder.keys };
+  };
+  return writeArchiveFromMembers(meta, produce, source.spoolPath, out, {
+    gzipLevel: level,
+    io,
+    ...(options.onStateProgress !== undefined ? { onStateProgress: options.onStateProgress } : {}),
+  });
 }

@@ -40,7 +40,11 @@ import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 export type { ArchiveMeta } from './archive-meta.js';
 export {
   StateBlockEncoder,
+  writeArchiveFromMembers,
   writeArchiveFromRecords,
+  type ArchiveMemberTable,
+  type StateMemberEntry,
+  type StateMemberInfo,
   type RecordsArchiveMeta,
   type RecordsArchiveOptions,
   type RecordsArchiveResult,

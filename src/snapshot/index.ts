@@ -1,5 +1,6 @@
 /** src/snapshot: the snapshot archive format, the state stream and the snapshot store. */
 export * from './archive.js';
+export * from './archive-delta.js';
 export * from './archive-meta.js';
 export * from './errors.js';
 export * from './failpoint.js';

@@ -372,6 +372,10 @@ export class MemorySnapshotIo implements SnapshotIo {
     return Promise.resolve().then(() => gzipSync(block, options));
   }
 
+  gunzip(bytes: Uint8Array, options: ZlibOptions): Promise<Buffer> {
+    return Promise.resolve().then(() => gunzipSync(bytes, options));
+  }
+
   createGunzip(options: ZlibOptions): Transform & { readonly bytesWritten: number } {
     return new MemoryGunzip(options);
   }

@@ -14,7 +14,7 @@
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import type { Readable, Transform } from 'node:stream';
-import { createGunzip, gzip, type ZlibOptions } from 'node:zlib';
+import { createGunzip, gunzip, gzip, type ZlibOptions } from 'node:zlib';
 
 /** FileReadStreamOptions: a byte range (end inclusive) of a file to stream. */
 export interface FileReadStreamOptions {
@@ -66,6 +66,8 @@ export interface SnapshotIo {
   statfs(path: string): Promise<{ readonly bavail: number; readonly bsize: number }>;
   /** gzip compresses `block` as one complete gzip member. */
   gzip(block: Uint8Array, options: ZlibOptions): Promise<Buffer>;
+  /** gunzip decompresses a whole gzip stream held in memory (options.maxOutputLength bounds its output). */
+  gunzip(bytes: Uint8Array, options: ZlibOptions): Promise<Buffer>;
   /** createGunzip: a Transform from a (multi-member) gzip stream to its bytes; `bytesWritten` counts the compressed bytes it consumed. */
   createGunzip(options: ZlibOptions): Transform & { readonly bytesWritten: number };
   /** wallNowMs: milliseconds since the epoch (a date: snapshot createdAt, quarantine names). */
@@ -90,6 +92,13 @@ export const nodeSnapshotIo: SnapshotIo = {
   gzip: (block, options) =>
     new Promise<Buffer>((resolve, reject) => {
       gzip(block, options, (err, out) => {
+        if (err) reject(err);
+        else resolve(out);
+      });
+    }),
+  gunzip: (bytes, options) =>
+    new Promise<Buffer>((resolve, reject) => {
+      gunzip(bytes, options, (err, out) => {
         if (err) reject(err);
         else resolve(out);
       });

@@ -31,7 +31,11 @@ import { once } from 'node:events';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
+import { readChunks } from './chunk-reader.js';
 import { readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta } from './archive.js';
+import { writeArchiveDelta, type StateChange } from './archive-delta.js';
+import type { ArchiveMemberTable } from './archive-writer.js';
+import { MEMBERS_FILE, decodeMemberTable, encodeMemberTable } from './member-table.js';
 import type { StateRecord } from './state-format.js';
 import { ArchiveSink, CHUNK_HASH_BYTES, decodeChunkHashes, encodeChunkHashes, type SinkDigest, type SinkStats } from './archive-sink.js';
 import { checkMembership, isIsoTimestamp, validateArchiveMeta, META_BYTES_MAX } from './archive-meta.js';
@@ -311,6 +315,28 @@ async function hashFile(io: SnapshotIo, path: string): Promise<SinkDigest> {
   return { archiveSha256: hash.digest('hex'), wholeVerified: true, archiveBytes: bytes, chunkSha256s };
 }
 
+/**
+ * checkedChunks reads an opened archive in CHUNK_HASH_BYTES chunks, each
+ * hashed and compared with the hash recorded when it was written
+ * (SnapshotStoreError `corrupt` at the first that differs, or when the file
+ * has more or fewer chunks than recorded).
+ */
+async function* checkedChunks(handle: SnapshotHandle, io: SnapshotIo): AsyncGenerator<Buffer> {
+  let i = 0;
+  for await (const chunk of readChunks(handle.path, 0, CHUNK_HASH_BYTES, undefined, io)) {
+    if (chunk.data.byteLength === 0) break;
+    const recorded = handle.chunkSha256s[i];
+    if (recorded === undefined || !Buffer.from(chunk.sha256).equals(recorded)) {
+      throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: chunk ${i} of ${ARCHIVE_FILE} does not match its hash in ${CHUNKS_FILE}`, { path: handle.path });
+    }
+    i++;
+    yield Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength);
+  }
+  if (i !== handle.chunkSha256s.length) {
+    throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: ${ARCHIVE_FILE} has ${i} chunks, ${CHUNKS_FILE} records ${handle.chunkSha256s.length}`, { path: handle.path });
+  }
+}
+
 /** DigestTap passes bytes through unchanged, counting and hashing them (createCheckedReadStream). */
 class DigestTap extends Transform {
   private readonly hash = createHash('sha256');
@@ -433,7 +459,7 @@ export class SnapshotStore {
       }
       const written = await writeArchive({ ...base, stateKeys }, statePath, archiveSink, { gzipLevel: this.gzipLevel, onStateProgress, io: this.io });
       await this.io.unlink(statePath);
-      return written.meta;
+      return { meta: written.meta, members: null };
     });
   }
 
@@ -453,8 +479,47 @@ export class SnapshotStore {
         onStateProgress,
         io: this.io,
       });
-      return written.meta;
+      return { meta: written.meta, members: written.members };
     });
+  }
+
+  /**
+   * createDelta writes a new snapshot of the state "`base` + `changes`"
+   * (writeArchiveDelta): the members of base's archive none of whose keys
+   * changed are copied compressed, the others merged and compressed again;
+   * state.bin is still hashed whole. `base` must be open and have a member
+   * table (members()), and `changes` be every key written or deleted since
+   * base's state, with its value now (null: deleted), in strictly increasing
+   * key order. base's bytes are checked against its recorded chunk hashes as
+   * they are read (SnapshotStoreError `corrupt` otherwise). Otherwise as
+   * createFromRecords.
+   */
+  async createDelta(meta: SnapshotCreateMeta, base: SnapshotHandle, table: ArchiveMemberTable, changes: readonly StateChange[]): Promise<StoredSnapshot> {
+    return this.build(meta, async (tmpDir, baseMeta, archiveSink, onStateProgress) => {
+      const written = await writeArchiveDelta(
+        baseMeta,
+        { bytes: checkedChunks(base, this.io), archiveBytes: base.archiveBytes, members: table },
+        changes,
+        join(tmpDir, SPOOL_FILE),
+        archiveSink,
+        { gzipLevel: this.gzipLevel, onStateProgress, io: this.io },
+      );
+      return { meta: written.meta, members: written.members };
+    });
+  }
+
+  /**
+   * members returns the member table recorded beside a stored archive built
+   * here (MEMBERS_FILE), checked against that archive; null when there is
+   * none (fetched, uploaded, older) or it does not check.
+   */
+  async members(stored: StoredSnapshot): Promise<ArchiveMemberTable | null> {
+    try {
+      const bytes = await this.io.readFile(join(this.dir, stored.id, MEMBERS_FILE));
+      return decodeMemberTable(bytes, { archiveSha256: stored.archiveSha256, archiveBytes: stored.archiveBytes, stateBytes: stored.meta.stateBytes, stateKeys: stored.meta.stateKeys });
+    } catch {
+      return null;
+    }
   }
 
   /**
@@ -470,7 +535,7 @@ export class SnapshotStore {
       base: ArchiveWriteMeta,
       sink: ArchiveSink,
       onStateProgress: (done: number, total: number) => void,
-    ) => Promise<ArchiveMeta>,
+    ) => Promise<{ readonly meta: ArchiveMeta; readonly members: ArchiveMemberTable | null }>,
   ): Promise<StoredSnapshot> {
     const createdAt = meta.createdAt ?? new Date(this.io.wallNowMs()).toISOString();
     if (!isIsoTimestamp(createdAt)) {
@@ -499,8 +564,9 @@ export class SnapshotStore {
         const archiveSink = await ArchiveSink.create(archivePath, { beforeSync: () => failpoint('snapshot-before-fsync'), io: this.io });
         let midWriteDone = false;
         let archiveMeta: ArchiveMeta;
+        let members: ArchiveMemberTable | null;
         try {
-          archiveMeta = await writeArchiveInto(
+          ({ meta: archiveMeta, members } = await writeArchiveInto(
             tmpDir,
             { id, index: meta.index, term: meta.term, membership, createdAt, snapcoordVersion: this.snapcoordVersion },
             archiveSink,
@@ -510,7 +576,7 @@ export class SnapshotStore {
                 failpoint('snapshot-mid-write');
               }
             },
-          );
+          ));
         } finally {
           this.noteSink(archiveSink);
         }
@@ -518,6 +584,7 @@ export class SnapshotStore {
         const digest = archiveSink.digest();
         const storedMeta: StoredMeta = { ...archiveMeta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
         await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest), this.io);
+        if (members !== null) await writeFileDurable(join(tmpDir, MEMBERS_FILE), encodeMemberTable(members, digest.archiveSha256), this.io);
         await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta), this.io);
         await fsyncDir(tmpDir, this.io);
         failpoint('snapshot-before-rename');

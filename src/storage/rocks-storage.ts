@@ -23,6 +23,8 @@ import {
   type RangeQuery,
   type RangeResult,
   type StateBatch,
+  type SnapshotStateOptions,
+  type StateChanges,
   type StateSnapshotReader,
 } from './types.js';
 
@@ -88,6 +90,15 @@ const KEY_LOG_BASE = Buffer.from('mlogBase');
 const KEY_MEMBERSHIP = Buffer.from('mmembership');
 
 /** INSTALL_WRITE_BYTES / INSTALL_WRITE_OPS: an install writes its records in unsynced batches of about this size. */
+/**
+ * CHANGES_TRACKED_MAX: keys whose last write the store remembers (for the
+ * changes of a later snapshot view); past it the memory is dropped and
+ * changes are known only from that write on (about 100 bytes a key).
+ */
+const CHANGES_TRACKED_MAX = 131_072;
+/** CHANGES_LISTED_MAX / CHANGES_VALUE_BYTES_MAX: a view lists at most this many changed keys / value bytes (read inside the apply queue), else changes is null. */
+const CHANGES_LISTED_MAX = 32_768;
+const CHANGES_VALUE_BYTES_MAX = 64 * 1024 * 1024;
 const INSTALL_WRITE_BYTES = 8 * 1024 * 1024;
 const INSTALL_WRITE_OPS = 16_384;
 /**
@@ -343,6 +354,9 @@ export class RocksStorage implements NodeStorage {
   #base: LogBase;
   #lastIndex: number;
   #applied: number;
+  /** #changed: latin1 key -> applied index of its last write, for every key written after #changesKnownSince (snapshotState changes). */
+  readonly #changed = new Map<string, number>();
+  #changesKnownSince = 0;
   #membership: Membership | null;
   #closing: Promise<void> | null = null;
 
@@ -362,6 +376,7 @@ export class RocksStorage implements NodeStorage {
     this.#lastIndex = meta.lastIndex;
     this.#applied = meta.applied;
     this.#membership = meta.membership;
+    this.#changesKnownSince = meta.applied;
   }
 
   /**
@@ -576,6 +591,7 @@ export class RocksStorage implements NodeStorage {
       this.#stateDirty = true;
       await db.write(ops, { sync: false });
       this.#applied = batch.appliedIndex;
+      this.#noteChanges(batch);
       if (membership !== undefined) this.#membership = membership;
     });
   }
@@ -637,12 +653,14 @@ export class RocksStorage implements NodeStorage {
    * generation (an install does not delete it until the reader is closed)
    * and RocksDB keeps the files of the view alive: close it promptly.
    */
-  async snapshotState(): Promise<StateSnapshotReader> {
+  async snapshotState(options: SnapshotStateOptions = {}): Promise<StateSnapshotReader> {
     this.#checkOpen('snapshotState');
     return this.#applyQueue.run(async () => {
       this.#checkOpen('snapshotState');
       const g = this.#acquire();
       try {
+        // Inside the apply queue no write runs: the changed keys' values read here are the view's.
+        const changes = options.changesSince === undefined ? undefined : await this.#changesSince(g.db, options.changesSince);
         const iterator = g.db.iterator({
           gte: Buffer.of(PREFIX_KV),
           lt: Buffer.of(PREFIX_META + 1),
@@ -650,7 +668,7 @@ export class RocksStorage implements NodeStorage {
           // large native batches: up to 1,000 entries or 1 MiB per round trip (rocks.ts takes them whole).
           highWaterMarkBytes: 1024 * 1024,
         });
-        return new RocksSnapshotReader(iterator, g.db.path, this.#applied, this.#membership, () => this.#release(g));
+        return new RocksSnapshotReader(iterator, g.db.path, this.#applied, this.#membership, () => this.#release(g), changes);
       } catch (err) {
         this.#release(g);
         throw err;
@@ -764,6 +782,8 @@ export class RocksStorage implements NodeStorage {
     this.#applied = checked.appliedIndex;
     this.#membership = checked.membership;
     this.#stateDirty = false;
+    this.#changed.clear();
+    this.#changesKnownSince = checked.appliedIndex;
     if (dirSyncError !== null) {
       await this.#retire(old, false);
       throw dirSyncError;
@@ -775,6 +795,43 @@ export class RocksStorage implements NodeStorage {
 
   async stateDigest(): Promise<string> {
     return digestSnapshot(await this.snapshotState());
+  }
+
+  /** #noteChanges remembers the keys of a written batch (see #changed), dropping the memory past CHANGES_TRACKED_MAX. */
+  #noteChanges(batch: StateBatch): void {
+    for (const w of batch.writes) this.#changed.set(Buffer.from(w.key.buffer, w.key.byteOffset, w.key.byteLength).toString('latin1'), batch.appliedIndex);
+    if (this.#changed.size > CHANGES_TRACKED_MAX) {
+      this.#changed.clear();
+      this.#changesKnownSince = batch.appliedIndex;
+    }
+  }
+
+  /**
+   * #changesSince lists the keys written after `since` with their values now
+   * (run inside the apply queue), null when not known that far back or too
+   * many; then forgets the changes at or before `since` (later views are
+   * asked about later snapshots).
+   */
+  async #changesSince(db: RocksDb, since: number): Promise<StateChanges | null> {
+    if (!Number.isSafeInteger(since) || since < this.#changesKnownSince || since > this.#applied) return null;
+    const keys: string[] = [];
+    for (const [key, at] of this.#changed) {
+      if (at > since) keys.push(key);
+      else this.#changed.delete(key);
+    }
+    this.#changesKnownSince = since;
+    if (keys.length > CHANGES_LISTED_MAX) return null;
+    // latin1 maps each byte to one UTF-16 unit of the same value: string order is bytewise order.
+    keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const bytes = keys.map((k) => Buffer.from(k, 'latin1'));
+    const values = keys.length === 0 ? [] : await db.getMany(bytes.map(kvKey));
+    let valueBytes = 0;
+    const entries = bytes.map((key, i) => {
+      const v = values[i];
+      valueBytes += v?.length ?? 0;
+      return { key, value: v ?? null };
+    });
+    return valueBytes > CHANGES_VALUE_BYTES_MAX ? null : { sinceIndex: since, entries };
   }
 
   // ---- IdentityStore ----
@@ -915,7 +972,10 @@ class RocksSnapshotReader implements StateSnapshotReader {
   #started = false;
   #closing: Promise<void> | null = null;
 
-  constructor(iterator: RocksIterator, path: string, appliedIndex: number, membership: Membership | null, release: () => void) {
+  readonly changes: StateChanges | null | undefined;
+
+  constructor(iterator: RocksIterator, path: string, appliedIndex: number, membership: Membership | null, release: () => void, changes?: StateChanges | null) {
+    this.changes = changes;
     this.#iterator = iterator;
     this.#path = path;
     this.appliedIndex = appliedIndex;

@@ -185,7 +185,7 @@ export interface StateStore {
   range(query: RangeQuery): Promise<RangeResult>;
   membership(): Membership | null;
   stateEpoch(): number;
-  snapshotState(): Promise<StateSnapshotReader>;
+  snapshotState(options?: SnapshotStateOptions): Promise<StateSnapshotReader>;
   installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void>;
   stateDigest(): Promise<string>;
   close(): Promise<void>;
@@ -217,8 +217,31 @@ export const SNAPSHOT_BATCH_BYTES_DEFAULT = 4 * 1024 * 1024;
 export interface StateSnapshotReader {
   readonly appliedIndex: number;
   readonly membership: Membership | null;
+  /**
+   * changes: with SnapshotStateOptions.changesSince, every key written or
+   * deleted after that applied index up to the view, with its value in the
+   * view; null when the store cannot say (not tracked that far back, an
+   * install since, too many) or was not asked; a store that never tracks
+   * leaves it undefined.
+   */
+  readonly changes?: StateChanges | null | undefined;
   batches(batchEntriesMax?: number, batchBytesMax?: number): AsyncGenerator<KeyValue[], void, undefined>;
   close(): Promise<void>;
+}
+
+/**
+ * SnapshotStateOptions: `changesSince` asks the view to list the keys
+ * written or deleted after that applied index (StateSnapshotReader.changes);
+ * changes at or before it are no longer kept for later views.
+ */
+export interface SnapshotStateOptions {
+  readonly changesSince?: number;
+}
+
+/** StateChanges: the keys changed after `sinceIndex`, in bytewise key order, each with its value in the view (null: absent). */
+export interface StateChanges {
+  readonly sinceIndex: number;
+  readonly entries: readonly { readonly key: Uint8Array; readonly value: Uint8Array | null }[];
 }
 
 /** InstallMeta is what StateStore.installState records next to the data: the index and membership the state is as of. */

@@ -1,0 +1,154 @@
+/**
+ * writeArchiveDelta: an archive built from an older one plus the changed
+ * keys holds exactly the state.bin a full build of the new state gives
+ * (SHA-256, records, meta counts), for random puts, deletes, inserts before
+ * the first and after the last key, a member emptied, large records and a
+ * base with no state; unchanged members are copied compressed as they are;
+ * the result's member table serves a further delta; a base byte changed, a
+ * table that disagrees with the bytes or changes out of order are refused.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
+import { writeArchiveDelta, type StateChange } from '../../../src/snapshot/archive-delta.js';
+import { readArchive, writeArchiveFromRecords, type RecordsArchiveResult } from '../../../src/snapshot/archive.js';
+import { ArchiveError, StateFormatError } from '../../../src/snapshot/errors.js';
+import { checkedStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
+import { SeededRng } from '../../harness/rng.js';
+import { MEMBERSHIP, inBatches, records, sink, tempDir } from './helpers.js';
+
+const META = { id: 'snap-9', index: 9, term: 2, membership: MEMBERSHIP, createdAt: '2024-05-01T12:00:00.000Z', snapcoordVersion: '0.1.0' };
+const BLOCK = 64 * 1024;
+
+interface Built {
+  readonly result: RecordsArchiveResult;
+  readonly bytes: Buffer;
+}
+
+async function full(all: readonly StateRecord[], dir: string, name: string): Promise<Built> {
+  const chunks: Buffer[] = [];
+  const result = await writeArchiveFromRecords(META, { records: inBatches(all, 41), spoolPath: join(dir, `${name}.spool`) }, sink((c) => chunks.push(c)), { gzipBlockBytes: BLOCK });
+  return { result, bytes: Buffer.concat(chunks) };
+}
+
+async function delta(base: Built, changes: readonly StateChange[], dir: string, name: string, bytes: Buffer = base.bytes): Promise<Built> {
+  const chunks: Buffer[] = [];
+  // The base arrives in odd-sized pieces: members straddle them.
+  const pieces: Buffer[] = [];
+  for (let at = 0; at < bytes.length; at += 10_007) pieces.push(bytes.subarray(at, at + 10_007));
+  const result = await writeArchiveDelta(
+    META,
+    { bytes: Readable.from(pieces), archiveBytes: bytes.length, members: base.result.members },
+    changes,
+    join(dir, `${name}.spool`),
+    sink((c) => chunks.push(c)),
+    { gzipBlockBytes: BLOCK },
+  );
+  return { result, bytes: Buffer.concat(chunks) };
+}
+
+async function stateOf(bytes: Buffer): Promise<[string, string][]> {
+  const read = await readArchive(Readable.from([bytes]), async (m, state) => {
+    const got: [string, string][] = [];
+    for await (const batch of checkedStateRecords(state, m)) for (const r of batch) got.push([Buffer.from(r.key).toString('hex'), Buffer.from(r.value).toString('hex')]);
+    return got;
+  });
+  return read.result;
+}
+
+/** apply returns the state `all` with `changes` made, in key order. */
+function apply(all: readonly StateRecord[], changes: readonly StateChange[]): StateRecord[] {
+  const m = new Map(all.map((r) => [Buffer.from(r.key).toString('latin1'), r.value]));
+  for (const c of changes) {
+    const k = Buffer.from(c.key).toString('latin1');
+    if (c.value === null) m.delete(k);
+    else m.set(k, c.value);
+  }
+  return [...m.keys()].sort().map((k) => ({ key: Buffer.from(k, 'latin1'), value: m.get(k) as Uint8Array }));
+}
+
+function sorted(changes: StateChange[]): StateChange[] {
+  return changes.sort((a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)));
+}
+
+describe('writeArchiveDelta', function () {
+  this.timeout(120_000);
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => ({ dir, cleanup } = await tempDir()));
+  afterEach(() => cleanup());
+
+  it('gives the state.bin of a full build, for random puts and deletes, inserts at both ends, and chains', async () => {
+    const rng = new SeededRng(15);
+    let state = records(900, 3);
+    let base = await full(state, dir, 'base');
+    assert.ok(base.result.members.state.length > 10, `members ${base.result.members.state.length}`);
+    for (let round = 0; round < 4; round++) {
+      const keys = new Map<string, StateChange>();
+      const n = 1 + rng.nextInt(round === 3 ? 300 : 25);
+      for (let i = 0; i < n; i++) {
+        const pick = rng.nextInt(4);
+        const existing = state[rng.nextInt(state.length)] as StateRecord;
+        const key =
+          pick === 0 ? Buffer.from(`a-before-${rng.nextInt(1000)}`) : pick === 1 ? Buffer.from(`z-after-${rng.nextInt(1000)}`) : pick === 2 ? Buffer.from(`${Buffer.from(existing.key).toString()}-new`) : Buffer.from(existing.key);
+        const value = rng.chance(0.3) ? null : Buffer.alloc(rng.nextInt(rng.chance(0.1) ? 200_000 : 2_000), rng.nextInt(256));
+        keys.set(key.toString('latin1'), { key, value });
+      }
+      const changes = sorted([...keys.values()]);
+      const next = apply(state, changes);
+      const made = await delta(base, changes, dir, `d${round}`);
+      const want = await full(next, dir, `f${round}`);
+      assert.equal(made.result.stateSha256, want.result.stateSha256, `round ${round}`);
+      assert.equal(made.result.meta.stateKeys, next.length);
+      assert.equal(made.result.meta.stateBytes, want.result.meta.stateBytes);
+      assert.deepEqual(await stateOf(made.bytes), await stateOf(want.bytes));
+      state = next;
+      base = made; // the delta's own member table serves the next one
+    }
+  });
+
+  it('copies the members with no change compressed, as they are', async () => {
+    const state = records(900, 4);
+    const base = await full(state, dir, 'base');
+    const last = state[state.length - 1] as StateRecord;
+    const made = await delta(base, [{ key: last.key, value: Buffer.from('changed') }], dir, 'd');
+    const headBytes = base.result.members.headBytes;
+    const kept = base.result.members.state.slice(0, -1).reduce((n, m) => n + m.compressedBytes, 0);
+    assert.deepEqual(made.bytes.subarray(made.result.members.headBytes, made.result.members.headBytes + kept), base.bytes.subarray(headBytes, headBytes + kept));
+    assert.deepEqual(made.result.members.state.slice(0, -1), base.result.members.state.slice(0, -1));
+  });
+
+  it('deletes every key of a member, and everything, and builds on an empty base', async () => {
+    const state = records(400, 5);
+    const base = await full(state, dir, 'base');
+    const first = base.result.members.state[1];
+    assert.ok(first !== undefined);
+    const inSecond = state.filter((r) => Buffer.compare(Buffer.from(r.key), first.firstKey) >= 0).slice(0, first.keys);
+    const gone = await delta(base, inSecond.map((r) => ({ key: r.key, value: null })), dir, 'd1');
+    assert.equal(gone.result.stateSha256, (await full(apply(state, inSecond.map((r) => ({ key: r.key, value: null }))), dir, 'f1')).result.stateSha256);
+    const none = await delta(base, state.map((r) => ({ key: r.key, value: null })), dir, 'd2');
+    assert.equal(none.result.meta.stateKeys, 0);
+    assert.equal(none.result.members.state.length, 0);
+    const fresh = await delta(none, [{ key: Buffer.from('k'), value: Buffer.from('v') }], dir, 'd3');
+    assert.deepEqual(await stateOf(fresh.bytes), [[Buffer.from('k').toString('hex'), Buffer.from('v').toString('hex')]]);
+  });
+
+  it('refuses a changed base byte, a table that disagrees, and changes out of order', async () => {
+    const state = records(600, 6);
+    const base = await full(state, dir, 'base');
+    const m = base.result.members.state[2];
+    assert.ok(m !== undefined);
+    const at = base.result.members.headBytes + base.result.members.state.slice(0, 2).reduce((n, x) => n + x.compressedBytes, 0) + 40;
+    const flipped = Buffer.from(base.bytes);
+    flipped[at] = (flipped[at] as number) ^ 0x10;
+    const change = [{ key: (state[0] as StateRecord).key, value: Buffer.from('x') }];
+    await assert.rejects(delta(base, change, dir, 'a', flipped), ArchiveError);
+    const lying = { result: { ...base.result, members: { ...base.result.members, state: base.result.members.state.map((x, i) => (i === 3 ? { ...x, keys: x.keys + 1 } : x)) } }, bytes: base.bytes };
+    await assert.rejects(delta(lying, change, dir, 'b'), ArchiveError);
+    const swapped = { result: { ...base.result, members: { ...base.result.members, state: base.result.members.state.map((x, i) => (i === 3 ? { ...x, firstKey: Buffer.from('zzz') } : x)) } }, bytes: base.bytes };
+    await assert.rejects(delta(swapped, change, dir, 'c'), ArchiveError);
+    const disorder = [{ key: Buffer.from('b'), value: null }, { key: Buffer.from('a'), value: null }];
+    await assert.rejects(delta(base, disorder, dir, 'e'), StateFormatError);
+  });
+});
