@@ -270,7 +270,12 @@ export class SnapshotManager {
 
   /**
    * create snapshots the state machine now (a point-in-time view while writes
-   * go on); termAt gives the term of the view's index. Returns the stored snapshot.
+   * go on); termAt gives the term of the view's index. Returns the stored
+   * snapshot. When the newest snapshot was built here (it has a member table)
+   * and the storage lists every key changed since its index, the new one is
+   * made from it (SnapshotStore.createDelta: unchanged members copied, the
+   * state not read whole); if that fails for any reason (the base's bytes or
+   * table do not check), from the whole state as always.
    */
   async create(termAt: (index: number) => number | undefined, membershipAt: (index: number) => Membership): Promise<StoredSnapshot> {
     // A delta from the newest snapshot when it was built here (it has a member table) and the
@@ -287,7 +292,12 @@ export class SnapshotManager {
       let stored: StoredSnapshot | null = null;
       if (base !== null && table !== null && changes !== undefined && changes !== null && changes.sinceIndex === base.meta.index) {
         try {
-          stored = await this.store.createDelta(meta, base, table, changes.entries);
+          const pinned = await this.store.open(base.id); // held while read, whatever becomes newest meanwhile
+          try {
+            stored = await this.store.createDelta(meta, pinned, table, changes.entries);
+          } finally {
+            pinned.release();
+          }
           this.deltas++;
         } catch (err) {
           // The base did not check (its bytes, its table) or the write failed: the full way below.
