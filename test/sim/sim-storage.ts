@@ -35,8 +35,6 @@
  * did, so the cluster can tell a node stopping on a disk error it was given
  * (allowed) from one failing on its own (a violation).
  */
-import { createHash } from 'node:crypto';
-
 import type { Entry, HardState, Membership } from '../../src/raft/types.js';
 import { MemoryStorage, type MemoryDataDir } from '../../src/storage/memory-storage.js';
 import type {
@@ -146,7 +144,8 @@ interface Undo {
 /** StateUndo: the state machine as it was before an unsynced state write (what a power loss goes back to). */
 interface StateUndo {
   readonly atMs: number;
-  readonly kv: MemoryDataDir['kv'];
+  /** olds: each key the write changed, with the record it replaced (undefined: none). */
+  readonly olds: ReadonlyMap<string, KeyValue | undefined>;
   readonly applied: number;
   readonly membership: Membership | null;
 }
@@ -166,6 +165,10 @@ export class SimStorage implements NodeStorage {
   private undo: Undo[] = [];
   /** stateUndo: unsynced state writes of the last writebackMs, oldest first (powerLossChance > 0). */
   private stateUndo: StateUndo[] = [];
+  /** writesInFlight: state writes called and not yet done. */
+  private writesInFlight = 0;
+  /** sum: the state hash's running sum (two 32-bit lanes and the record count); null: to recompute. */
+  private sum: [number, number, number] | null = null;
   /** inFlight: the save not durable yet (syncMaxMs > 0). */
   private inFlight: InFlight | null = null;
   /** injected: the fault this incarnation's disk returned to the node ('' when none). */
@@ -244,12 +247,19 @@ export class SimStorage implements NodeStorage {
     const now = this.opts.clock.nowMs();
     const recent = undo.filter((u) => u.atMs > now - this.faults.writebackMs);
     if (recent.length === 0 || !this.draw(this.faults.powerLossChance)) return null;
-    const back = recent[this.opts.rng?.nextInt(recent.length) ?? 0] as StateUndo;
+    const from = undo.length - recent.length + (this.opts.rng?.nextInt(recent.length) ?? 0);
     const d = this.dir;
-    d.kv = back.kv;
-    d.applied = back.applied;
-    d.membership = back.membership;
-    return back.applied;
+    // undo the lost writes, newest first
+    for (let i = undo.length - 1; i >= from; i--) {
+      const u = undo[i] as StateUndo;
+      for (const [k, old] of u.olds) {
+        if (old === undefined) d.kv.delete(k);
+        else d.kv.set(k, old);
+      }
+      d.applied = u.applied;
+      d.membership = u.membership;
+    }
+    return d.applied;
   }
 
   /** corrupt: with corruptChance, one byte of one stored record (a log entry's data or a state value) flips. */
@@ -374,38 +384,66 @@ export class SimStorage implements NodeStorage {
     const fault = this.writeFault('state write');
     if (fault !== null && !fault.landed) throw fault.err;
     this.noteUndo();
-    this.noteStateUndo();
+    const d = this.dir;
+    // The records the batch replaces, read before it (the node writes one batch at a time; else the sum is recomputed).
+    const alone = this.writesInFlight === 0;
+    const olds = new Map<string, KeyValue | undefined>();
+    if (alone) for (const w of batch.writes) if (!olds.has(keyOf(w.key))) olds.set(keyOf(w.key), d.kv.get(keyOf(w.key)));
     const before = this.inner.appliedIndex();
-    await this.inner.write(this.opts.flipValues === true ? flipped(batch) : batch);
+    const membershipBefore = d.membership;
+    this.writesInFlight++;
+    try {
+      await this.inner.write(this.opts.flipValues === true ? flipped(batch) : batch);
+    } finally {
+      this.writesInFlight--;
+    }
     if (!this.alive) return never();
+    if (alone) this.noteStateUndo(olds, before, membershipBefore);
+    else this.stateUndo = []; // not tracked: this disk keeps these writes at a power loss
     this.opts.observer.onStateWrite(batch, before);
-    void this.hashState().catch(() => undefined); // off the write path: the node does not wait for it
+    if (alone && this.writesInFlight === 0 && this.sum !== null) {
+      for (const [k, old] of olds) {
+        if (old !== undefined) this.addToSum(old, -1);
+        const now = d.kv.get(k);
+        if (now !== undefined) this.addToSum(now, 1);
+      }
+    } else this.sum = null;
+    this.reportHash();
     if (fault !== null) throw fault.err;
   }
 
-  /** noteStateUndo: with powerLossChance, remembers the state before an unsynced write (dropping those written back). */
-  private noteStateUndo(): void {
+  /** noteStateUndo: with powerLossChance, remembers what an unsynced write replaced (dropping the writes written back). */
+  private noteStateUndo(olds: Map<string, KeyValue | undefined>, applied: number, membership: Membership | null): void {
     if (this.faults.powerLossChance <= 0) return;
     const now = this.opts.clock.nowMs();
-    const d = this.dir;
     while (this.stateUndo.length > 0 && (this.stateUndo[0] as StateUndo).atMs <= now - this.faults.writebackMs) this.stateUndo.shift();
-    this.stateUndo.push({ atMs: now, kv: new Map(d.kv), applied: d.applied, membership: d.membership });
+    this.stateUndo.push({ atMs: now, olds, applied, membership });
   }
 
-  /** hashState hashes one consistent view of the state (its records and applied index) for the checkers. */
-  private async hashState(): Promise<void> {
-    const reader = await this.inner.snapshotState();
-    const h = createHash('sha256');
-    for await (const batch of reader.batches()) {
-      for (const r of batch) {
-        const value = this.damage.corrupted.get(r.value) ?? r.value; // the bytes as written
-        h.update(String(r.key.length));
-        h.update(r.key);
-        h.update(String(value.length));
-        h.update(value);
-      }
+  /**
+   * reportHash tells the checkers the hash of the whole state (every record,
+   * reserved ones too, with the bytes as written) at its applied index: an
+   * order-independent sum of per-record hashes kept up to date write by
+   * write (recomputed when unsure), with the record count.
+   */
+  private reportHash(): void {
+    if (this.writesInFlight > 0) return; // reported after the last one in flight
+    const d = this.dir;
+    if (this.sum === null) {
+      this.sum = [0, 0, 0];
+      for (const kv of d.kv.values()) this.addToSum(kv, 1);
     }
-    if (this.alive) this.opts.observer.onStateHash(reader.appliedIndex, h.digest('hex'));
+    const [a, b, n] = this.sum;
+    this.opts.observer.onStateHash(d.applied, `${a.toString(16)}.${b.toString(16)}.${n}`);
+  }
+
+  /** addToSum adds (sign 1) or removes (sign -1) one record's hash, over the bytes as written. */
+  private addToSum(kv: KeyValue, sign: 1 | -1): void {
+    const sum = this.sum as [number, number, number];
+    const [a, b] = recordHash(kv.key, this.damage.corrupted.get(kv.value) ?? kv.value);
+    sum[0] = (sum[0] + sign * a) >>> 0;
+    sum[1] = (sum[1] + sign * b) >>> 0;
+    sum[2] += sign;
   }
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
@@ -459,6 +497,8 @@ export class SimStorage implements NodeStorage {
     if (!this.alive) return never();
     const before = this.inner.appliedIndex();
     await this.inner.installState(source, meta);
+    this.stateUndo = []; // an install is synced (and replaced the map the undo entries refer to)
+    this.sum = null;
     if (this.alive) this.opts.observer.onInstall(before, this.inner.appliedIndex());
   }
 
@@ -479,6 +519,27 @@ export class SimStorage implements NodeStorage {
   close(): Promise<void> {
     return this.alive ? this.inner.close() : Promise.resolve();
   }
+}
+
+/** keyOf: the key as MemoryStorage keys its map (latin1 strings of the bytes). */
+function keyOf(key: Uint8Array): string {
+  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
+}
+
+/** recordHash: two 32-bit hashes (FNV-1a and a multiply-xorshift lane) of one record's key and value. */
+function recordHash(key: Uint8Array, value: Uint8Array): [number, number] {
+  let a = 0x811c9dc5;
+  let b = 0x9747b28c ^ key.length;
+  const mix = (byte: number): void => {
+    a = Math.imul(a ^ byte, 16777619);
+    b = Math.imul(b ^ byte, 0x5bd1e995);
+    b ^= b >>> 15;
+  };
+  for (const x of key) mix(x);
+  mix(0x100 | (value.length & 0xff));
+  b = Math.imul(b ^ value.length, 0x5bd1e995);
+  for (const x of value) mix(x);
+  return [a >>> 0, b >>> 0];
 }
 
 /** flipped: batch with the last byte of every value put flipped (the flipValues control). */
