@@ -13,8 +13,12 @@
  * +-1 h on two hosts, one host back on a new address. --full: 10 leader SIGTERMs, replacements of the leader with 1 GiB,
  * then of a dead node and of a follower with 64 MiB. --only=rolling,handoff,
  * partition,links,replace,clock,move runs just those (handoff: 3 rounds, 10 with --full);
- * --replace-mib=N replaces only the leader, with N MiB of state; --seed=N
- * replays a workload.
+ * --replace-mib=N replaces only the leader, with N MiB of state (the figures: fill, time from
+ * the learner's joining to its promotion, write latency idle and during, RSS of
+ * leader and learner); --snapshot-entries=N sets every node's
+ * --snapshot-entries (each snapshot writes the whole state: 4000 for 1 GiB);
+ * --seed=N replays a workload. Measured 1 GiB replacement:
+ * `npm run test:hosts -- --only=replace --replace-mib=1024 --snapshot-entries=4000`.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -33,6 +37,8 @@ export interface HostRunOptions {
   readonly keep?: boolean;
   /** replaceBytes: replace only the leader, with this much state (overrides the plan of --full and of the bounded run). */
   readonly replaceBytes?: number;
+  /** snapshotEntries: every node's --snapshot-entries (default HOST_SERVE_FLAGS' 500; larger for a GiB state, which each snapshot writes whole). */
+  readonly snapshotEntries?: number;
   /** only: run just these scenarios (default all): rolling, handoff, partition, replace, clock, move. */
   readonly only?: readonly string[];
 }
@@ -77,7 +83,7 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     log(`hosts: ${net.hosts.map((h) => `${h.name}=${h.ip}`).join(' ')} (bridge ${net.bridge} ${net.bridgeIp}), data ${dir}`);
     log(`faults: nftables ${net.faults.nft === '' ? 'yes' : `NO (${net.faults.nft})`}; netem delay ${net.faults.delay === '' ? 'yes' : `NO (${net.faults.delay})`}`);
     const t0 = Date.now();
-    cluster = await HostCluster.start({ net, dir, members: 5 });
+    cluster = await HostCluster.start({ net, dir, members: 5, ...(opts.snapshotEntries !== undefined ? { extra: ['--snapshot-entries', String(opts.snapshotEntries)] } : {}) });
     const c = cluster;
     const leader0 = await c.waitLeader(60_000);
     log(`cluster up in ${Date.now() - t0} ms, leader ${leader0.id}`);
@@ -101,12 +107,13 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     log(`   writes: ${w.writes} acked; longest gap between two acked writes ${ms(w.maxGapMs)} (target <= 1000 ms) ${describeAt(rolling.steps, w.maxGapFromMs)}; p50 ${ms(w.p50Ms)} p99 ${ms(w.p99Ms)}`);
 
     const rounds = !want('handoff') ? 0 : opts.full ? 10 : opts.only !== undefined ? 3 : 0;
-    let handoff: HandoffReport = { afterExitMs: [], p50Ms: NaN, handedOver: 0, gapMs: [] };
+    let handoff: HandoffReport = { afterExitMs: [], p50Ms: NaN, handedOver: 0, gapMs: [], rounds: [] };
     if (rounds > 0) {
       log(`-- leader SIGTERM handoff x${rounds} under load`);
       handoff = await leaderHandoff(c, l, rounds);
       log(`   first write acked after the old leader's exit: ${handoff.afterExitMs.map(ms).join(', ')}; p50 ${ms(handoff.p50Ms)} (target <= 100 ms); handed over ${handoff.handedOver}/${rounds}`);
       log(`   longest time without an acked write from the SIGTERM to 1 s after the exit: ${handoff.gapMs.map(ms).join(', ')}; p50 ${ms(median(handoff.gapMs))}`);
+      for (const r of handoff.rounds) log(`     gap from +${ms(r.gapFromMs)}, exit at +${ms(r.exitMs)} after the SIGTERM; stop steps ${r.stopSteps === '' ? 'not logged' : r.stopSteps}`);
       if (handoff.handedOver !== rounds) problems.push(`leadership handed over in ${handoff.handedOver} of ${rounds} SIGTERMs`);
     }
 
@@ -212,12 +219,16 @@ async function main(): Promise<void> {
   const mibArg = args.find((a) => a.startsWith('--replace-mib='));
   const replaceBytes = mibArg !== undefined ? Number(mibArg.slice('--replace-mib='.length)) * 1024 * 1024 : undefined;
   if (replaceBytes !== undefined && !(replaceBytes >= 0)) throw new Error(`--replace-mib: not a number: ${mibArg}`);
+  const entriesArg = args.find((a) => a.startsWith('--snapshot-entries='));
+  const snapshotEntries = entriesArg !== undefined ? Number(entriesArg.slice('--snapshot-entries='.length)) : undefined;
+  if (snapshotEntries !== undefined && !(Number.isInteger(snapshotEntries) && snapshotEntries > 0)) throw new Error(`--snapshot-entries: not a positive integer: ${entriesArg}`);
   const report = await runHostScenarios({
     full: args.includes('--full'),
     seed,
     keep: args.includes('--keep'),
     ...(only !== undefined ? { only } : {}),
     ...(replaceBytes !== undefined ? { replaceBytes } : {}),
+    ...(snapshotEntries !== undefined ? { snapshotEntries } : {}),
   });
   process.exitCode = report.problems.length === 0 ? 0 : 1;
 }

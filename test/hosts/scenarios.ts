@@ -274,6 +274,8 @@ export interface HandoffReport {
   readonly handedOver: number;
   /** gapMs: per round, the longest time without an acknowledged write from the SIGTERM to 1 s after the old leader's exit. */
   readonly gapMs: number[];
+  /** rounds: per round, where that gap began and where the old leader exited, in ms after the SIGTERM, and its stop steps as it logged them. */
+  readonly rounds: { gapFromMs: number; exitMs: number; stopSteps: string }[];
 }
 
 /** median of finite values (NaN when none). */
@@ -291,6 +293,7 @@ export function median(xs: readonly number[]): number {
 export async function leaderHandoff(c: HostCluster, load: Load, rounds: number): Promise<HandoffReport> {
   const afterExitMs: number[] = [];
   const gapMs: number[] = [];
+  const perRound: HandoffReport['rounds'] = [];
   let handedOver = 0;
   for (let r = 0; r < rounds; r++) {
     const leader = await c.waitLeader();
@@ -304,11 +307,13 @@ export async function leaderHandoff(c: HostCluster, load: Load, rounds: number):
     while (!Number.isFinite(firstAckAfter(load.workload.history, exitMs)) && Date.now() < deadline) await sleep(20);
     afterExitMs.push(firstAckAfter(load.workload.history, exitMs));
     await sleep(Math.max(0, exitMs + 1_000 - performance.now()));
-    gapMs.push(writeStats(load.workload.history, termMs, exitMs + 1_000).maxGapMs);
+    const ws = writeStats(load.workload.history, termMs, exitMs + 1_000);
+    gapMs.push(ws.maxGapMs);
+    perRound.push({ gapFromMs: ws.maxGapFromMs - termMs, exitMs: exitMs - termMs, stopSteps: stopStepsOf(proc?.output ?? '') });
     await c.startNode(leader);
     await waitMemberCaughtUp(c, leader.id, 60_000);
   }
-  return { afterExitMs, p50Ms: median(afterExitMs), handedOver, gapMs };
+  return { afterExitMs, p50Ms: median(afterExitMs), handedOver, gapMs, rounds: perRound };
 }
 
 /** ReplacementReport: a new host replacing an old one. */
@@ -413,7 +418,7 @@ export async function replaceNode(c: HostCluster, load: Load, oldWas: 'leader' |
   const fillMs = stateBytes > 0 ? await fill(c, stateBytes) : 0;
   // Every member's log compacted past the fill (and past index 1, where the empty learner starts): whoever leads
   // when it joins can only catch it up by snapshot.
-  const logStartBeforeJoin = await waitCompacted(c);
+  const logStartBeforeJoin = await waitCompacted(c, 120_000 + (stateBytes / (1024 * 1024)) * 500);
   const idleFrom = performance.now();
   await sleep(3_000);
   const idle = writeStats(load.workload.history, idleFrom, performance.now());
@@ -471,19 +476,21 @@ export function logStartOf(output: string): number {
  * 'snapshot taken' line: compactedTo >= the commit index before the fill's
  * end, so its log no longer holds index 1, where an empty learner starts).
  * Small writes move the log on meanwhile (a snapshot every
- * --snapshot-entries). Resolves with each member's first log index.
+ * --snapshot-entries). Resolves with each member's first log index; throws
+ * after timeoutMs.
  */
-async function waitCompacted(c: HostCluster): Promise<Record<string, number>> {
+async function waitCompacted(c: HostCluster, timeoutMs: number): Promise<Record<string, number>> {
   const leader = await c.waitLeader();
   const target = Number((await c.status(leader))?.commitIndex ?? 0);
-  const deadline = Date.now() + 120_000;
+  const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const members = c.running().filter((n) => !removed.has(n));
     const starts = Object.fromEntries(members.map((n) => [n.id, logStartOf(n.proc?.output ?? '')]));
     if (members.every((n) => (starts[n.id] ?? 1) > target)) return starts;
-    await Promise.all(Array.from({ length: 50 }, (_, i) => leader.kv.put({ key: enc.encode(`pad/${i}`), value: enc.encode('x') }, { deadlineMs: 5_000 }).catch(() => undefined)));
+    const now = await c.waitLeader();
+    await Promise.all(Array.from({ length: 50 }, (_, i) => now.kv.put({ key: enc.encode(`pad/${i}`), value: enc.encode('x') }, { deadlineMs: 5_000 }).catch(() => undefined)));
   }
-  throw new Error(`the logs were not compacted past index ${target} within 120 s`);
+  throw new Error(`the logs were not compacted past index ${target} within ${Math.round(timeoutMs / 1000)} s`);
 }
 
 async function retry<T>(f: () => Promise<T>, tries = 10): Promise<T> {
