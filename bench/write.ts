@@ -3,6 +3,7 @@
  * failover time after SIGKILL of the leader.
  *
  *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare] [--rounds 1]
+ *                          [--etcd-tls on|off]
  *                          [--op put|cas] [--keys 16]
  *
  * --op put (the default): each client puts unique keys. --op cas: each client
@@ -20,16 +21,25 @@
  * machine's load falls on both), prints each round's ratios (the two runs of
  * a round are next to each other in time) and their median.
  *
- * Besides writes/s, each snapcoord run prints the CPU time (user + system,
- * from /proc/<pid>/stat) its three node processes used during the load, per
- * committed write: on a machine whose cores are shared, throughput moves
- * with other load, CPU per write much less.
+ * Besides writes/s, each run (snapcoord and etcd) prints the CPU time (user +
+ * system, from /proc/<pid>/stat) its three server processes used during the
+ * load, per committed write: on a machine whose cores are shared, throughput
+ * moves with other load, CPU per write much less.
  *
  * Runs snapcoord, then (when Debian's etcd-server is installed: /usr/bin/etcd)
  * a 3-member etcd on loopback with the same load, in the same run, and prints
  * snapcoord/etcd ratios. Figures only: nothing here passes or fails on time.
+ * What is the same on both sides: 3 members on 127.0.0.1 and one disk, 64
+ * closed-loop clients in this one Node.js process over @grpc/grpc-js (etcd3
+ * uses it too), the value size, a synced log write before a write is
+ * acknowledged (etcd: its WAL fsynced per Ready; snapcoord: one synced
+ * RocksDB write per Ready), and the transport security (--etcd-tls follows
+ * --tls unless given). What is not: snapcoord's clients all talk to the
+ * leader over 4 channels, etcd3 spreads its calls over the three members (a
+ * follower forwards to its leader); snapcoord checks an API key per call
+ * (etcd runs without auth).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -247,11 +257,40 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
 
 // ------------------------------------------------------------------ etcd
 
-async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
+/**
+ * etcdTls: TLS for an etcd member as snapcoord's --tls on gives its nodes: the client plane over TLS (server
+ * certificate signed by the CA; the client checks it), the peer plane over mutual TLS. Null: plaintext.
+ */
+interface EtcdTls {
+  readonly flags: (id: string) => string[];
+  readonly caFile: string;
+}
+
+async function etcdSecurity(dir: string, ids: readonly string[], tls: boolean): Promise<EtcdTls | null> {
+  if (!tls) return null;
+  const certDir = join(dir, 'tls');
+  await writeCa(certDir);
+  for (const id of ids) await writeNodeCert(certDir, id, { ips: ['127.0.0.1'] });
+  const ca = caFiles(certDir).caFile;
+  return {
+    caFile: ca,
+    flags: (id) => {
+      const f = nodeCertFiles(certDir, id);
+      return [
+        '--cert-file', f.certFile, '--key-file', f.keyFile,
+        '--peer-cert-file', f.certFile, '--peer-key-file', f.keyFile, '--peer-trusted-ca-file', ca, '--peer-client-cert-auth',
+      ];
+    },
+  };
+}
+
+async function startEtcd(dir: string, tuned: boolean, tls: boolean): Promise<Target> {
   const ports = await freePorts(6);
   const ids = ['e1', 'e2', 'e3'];
-  const client = (i: number): string => `http://127.0.0.1:${ports[i] ?? 0}`;
-  const peer = (i: number): string => `http://127.0.0.1:${ports[i + 3] ?? 0}`;
+  const sec = await etcdSecurity(dir, ids, tls);
+  const scheme = sec === null ? 'http' : 'https';
+  const client = (i: number): string => `${scheme}://127.0.0.1:${ports[i] ?? 0}`;
+  const peer = (i: number): string => `${scheme}://127.0.0.1:${ports[i + 3] ?? 0}`;
   const initial = ids.map((id, i) => `${id}=${peer(i)}`).join(',');
   const children = new Map<string, Child>();
   ids.forEach((id, i) => {
@@ -263,11 +302,13 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
         '--listen-peer-urls', peer(i), '--initial-advertise-peer-urls', peer(i),
         '--initial-cluster', initial, '--initial-cluster-state', 'new', '--initial-cluster-token', 'bench',
         ...(tuned ? ['--heartbeat-interval', '50', '--election-timeout', '300'] : []),
+        ...(sec === null ? [] : sec.flags(id)),
       ], { ETCD_UNSUPPORTED_ARCH: '' }),
     );
   });
-  const perHost = ids.map((_, i) => new Etcd3({ hosts: client(i) }));
-  const all = new Etcd3({ hosts: ids.map((_, i) => client(i)) });
+  const credentials = sec === null ? {} : { credentials: { rootCertificate: await readFile(sec.caFile) } };
+  const perHost = ids.map((_, i) => new Etcd3({ hosts: client(i), ...credentials }));
+  const all = new Etcd3({ hosts: ids.map((_, i) => client(i)), ...credentials });
   const findLeader = (): Promise<number> =>
     until('an etcd leader', 20_000, async () => {
       for (let i = 0; i < ids.length; i++) {
@@ -281,6 +322,7 @@ async function startEtcd(dir: string, tuned: boolean): Promise<Target> {
   await all.put('warmup').value('x');
   return {
     name: 'etcd',
+    cpuSeconds: () => [...children.values()].reduce((sum, c) => sum + processCpuSeconds(c.proc.pid), 0),
     put: async (_slot, key, value) => {
       await all.put(key).value(value);
     },
@@ -320,8 +362,12 @@ async function bench(name: string, start: () => Promise<Target>, clients: number
   const t = await start();
   try {
     const cpu0 = t.cpuSeconds?.();
+    const client0 = process.cpuUsage();
     const load = await runLoad(t, clients, seconds, valueBytes, op, keys);
+    const client = process.cpuUsage(client0);
     const cpu1 = t.cpuSeconds?.();
+    // CPU of this process (the clients' side: the same for both systems but for the client library) per committed write (ms).
+    const clientCpuMsPerWrite = (client.user + client.system) / 1000 / load.writes;
     // CPU of the server processes per committed write (ms), over the load only.
     const cpuMsPerWrite = cpu0 !== undefined && cpu1 !== undefined ? ((cpu1 - cpu0) * 1000) / load.writes : NaN;
     const failoverMs = failover ? await measureFailover(t) : NaN;
@@ -330,7 +376,8 @@ async function bench(name: string, start: () => Promise<Target>, clients: number
       `${name.padEnd(10)} ${wps.toFixed(0).padStart(7)} writes/s  p50 ${load.p50Ms.toFixed(1)} ms  p99 ${load.p99Ms.toFixed(1)} ms  ` +
         (op === 'cas' ? `swapped ${((100 * load.swapped) / Math.max(1, load.writes)).toFixed(0)}%  ` : '') +
         `errors ${load.errors}  failover ${failoverMs.toFixed(0)} ms` +
-        (Number.isNaN(cpuMsPerWrite) ? '' : `  node CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 nodes, user+sys)`),
+        (Number.isNaN(cpuMsPerWrite) ? '' : `  server CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 members, user+sys)`) +
+        `  client CPU ${clientCpuMsPerWrite.toFixed(2)} ms/write`,
     );
     return { wps, ...load, failoverMs, cpuMsPerWrite };
   } finally {
@@ -347,12 +394,14 @@ async function main(): Promise<void> {
     .option('--no-etcd', 'skip the etcd comparison')
     .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
     .option('--etcd-tuned', 'run etcd with --heartbeat-interval 50 --election-timeout 300')
+    .option('--etcd-tls <mode>', "etcd's TLS, on or off (default: as --tls: on for on and compare)")
     .option('--tls <mode>', 'on (mutual TLS between peers, TLS + key for clients), off (plaintext), compare (both, and the ratio)', 'on')
     .option('--op <op>', 'put (unique keys) or cas (compare-and-swap transactions on --keys shared keys)', 'put')
     .option('--keys <n>', 'with --op cas: the shared keys the transactions contend on', '16')
     .option('--rounds <n>', 'with --tls compare: rounds of both, in alternating order; the medians are compared', '1')
     .parse();
-  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; tls: string; rounds: string; op: string; keys: string }>();
+  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
+  if (o.etcdTls !== undefined && o.etcdTls !== 'on' && o.etcdTls !== 'off') throw new Error(`--etcd-tls: "${o.etcdTls}" is not on or off`);
   if (o.op !== 'put' && o.op !== 'cas') throw new Error(`--op: "${o.op}" is not put or cas`);
   const op: Op = o.op;
   const keys = Number(o.keys);
@@ -399,10 +448,13 @@ async function main(): Promise<void> {
       ours = await runSnapcoord(tlsOn, 1);
     }
     if (o.etcd && existsSync('/usr/bin/etcd')) {
-      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true), clients, seconds, valueBytes, o.failover, op, keys);
+      // etcd gets the security snapcoord ran with (--tls on: TLS on its client plane, mutual TLS between members), unless
+      // --etcd-tls says otherwise; snapcoord's API key has no counterpart here (etcd's auth would add a token per call).
+      const etcdTls = o.etcdTls === undefined ? tlsOn : o.etcdTls === 'on';
+      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}${etcdTls ? '' : '-plain'}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true, etcdTls), clients, seconds, valueBytes, o.failover, op, keys);
       console.log(
         `ratio snapcoord/etcd: writes/s ${(ours.wps / theirs.wps).toFixed(2)}x  p99 ${(ours.p99Ms / theirs.p99Ms).toFixed(2)}x  ` +
-          `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x (lower is better for p99 and failover)`,
+          `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x  server CPU per write ${(ours.cpuMsPerWrite / theirs.cpuMsPerWrite).toFixed(2)}x (lower is better for p99, failover and CPU)`,
       );
     } else if (o.etcd) {
       console.log('etcd comparison skipped: /usr/bin/etcd not found (apt-get install etcd-server etcd-client)');
