@@ -199,7 +199,9 @@ interface PendingRead {
  * clock, rng, transport and storage are all passed in, so a simulator runs
  * this same code): each Ready is persisted (one synced write), then its
  * messages are sent, then committed entries are applied, then the core is
- * advanced. Writes resolve once applied here;
+ * advanced. What does not depend on the save in flight does not wait for it:
+ * a leader's appends leave before it, committed entries persisted earlier are
+ * applied during it (scheduleMidSave). Writes resolve once applied here;
  * linearizable reads wait for a ReadIndex confirmation and for the state
  * machine to catch up with it.
  */
@@ -223,6 +225,9 @@ export class Node {
   private stopped = false;
   private failure: Error | null = null;
   private readyGen = 0;
+  /** midSaveAllowed: a plain Ready's save is in flight (scheduleMidSave); midSaveTimer: its next turn, when set. */
+  private midSaveAllowed = false;
+  private midSaveTimer: TimerHandle | undefined;
   private readonly proposals = new Map<number, PendingProposal>();
   private readonly reads = new Map<string, PendingRead>();
   private readSeq = 0;
@@ -696,6 +701,8 @@ export class Node {
     this.stopped = true;
     if (this.ticker !== undefined) this.clock.clearTimeout(this.ticker);
     this.clock.clearTimeout(this.snapshotRetry);
+    this.clock.clearTimeout(this.midSaveTimer);
+    this.midSaveTimer = undefined;
     this.disk?.stop();
     const err = new NodeError('shuttingDown', 'the node is shutting down');
     for (const p of this.proposals.values()) {
@@ -739,6 +746,7 @@ export class Node {
   private kick(): void {
     if (this.running) {
       this.kicked = true;
+      this.scheduleMidSave();
       return;
     }
     this.running = true;
@@ -767,6 +775,45 @@ export class Node {
     }
   }
 
+  /**
+   * scheduleMidSave: while the loop waits for a save, what was stepped
+   * meanwhile and does not depend on it need not wait for it: a leader's
+   * appends (RaftNode.takeAppends: the next entries for a follower that
+   * answered, new proposals for a follower with nothing in flight) and the
+   * committed entries already persisted here (RaftNode.takeCommitted) go out
+   * on the next turn: one timer for everything stepped until then, so the
+   * proposals of a turn leave in one append per follower.
+   */
+  private scheduleMidSave(): void {
+    if (this.midSaveTimer !== undefined || !this.midSaveAllowed) return;
+    this.midSaveTimer = this.clock.setTimeout(() => {
+      this.midSaveTimer = undefined;
+      this.midSave();
+    }, 0);
+  }
+
+  /**
+   * midSave (see scheduleMidSave): only while a plain Ready's save is in flight
+   * (no log reset, no snapshot), never after a failure or stop. The appends
+   * leave only once the leader's term and vote are durable (as the early
+   * appends of handleReady); answers held for the save stay held.
+   */
+  private midSave(): void {
+    if (!this.running || !this.midSaveAllowed || this.stopped || this.failure !== null) return;
+    const st = this.raft.brief();
+    if (st.role === 'leader' && st.term === this.savedHardState.term && st.vote === this.savedHardState.vote) {
+      for (const m of this.raft.takeAppends()) this.route(m);
+    }
+    this.toApply(this.raft.takeCommitted());
+  }
+
+  /** toApply hands committed entries to the apply worker, in order. */
+  private toApply(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    for (const e of entries) this.applyQueue.push(e);
+    this.startApplyWorker();
+  }
+
   private async handleReady(rd: Ready): Promise<void> {
     const gen = ++this.readyGen;
     if (rd.softState !== null) {
@@ -780,14 +827,26 @@ export class Node {
     const termSaved = hs === null || (hs.term === this.savedHardState.term && hs.vote === this.savedHardState.vote) || this.bugs.appendsBeforeTermSaved === true;
     const early = termSaved && this.raft.brief().role === 'leader' ? rd.messages.filter((m) => m.type === 'append') : [];
     for (const m of early) this.route(m);
+    // Committed entries persisted before this Ready (below its first new entry) are applied while it saves;
+    // the others (a follower's entries committed in the append that brought them) once it is saved.
+    const plain = rd.logReset === null && rd.snapshot === null;
+    const firstNew = rd.entries[0]?.index ?? Infinity;
+    let applyNow = 0;
+    if (plain) while (applyNow < rd.committedEntries.length && (rd.committedEntries[applyNow] as Entry).index < firstNew) applyNow++;
+    this.toApply(applyNow === rd.committedEntries.length ? rd.committedEntries : rd.committedEntries.slice(0, applyNow));
     // 1. persist: one synced write for the hard state and every new entry (group commit).
     if (rd.logReset !== null) await this.storage.compact({ ...rd.logReset, membership: this.raft.membershipAt(rd.logReset.index) });
     if (rd.hardState !== null || rd.entries.length > 0) {
       const endTimer = this.metrics?.persistSeconds.startTimer();
-      await this.storage.save({
-        ...(rd.hardState !== null ? { hardState: rd.hardState } : {}),
-        ...(rd.entries.length > 0 ? { entries: rd.entries } : {}),
-      });
+      this.midSaveAllowed = plain;
+      try {
+        await this.storage.save({
+          ...(rd.hardState !== null ? { hardState: rd.hardState } : {}),
+          ...(rd.entries.length > 0 ? { entries: rd.entries } : {}),
+        });
+      } finally {
+        this.midSaveAllowed = false;
+      }
       endTimer?.();
       if (rd.hardState !== null) this.savedHardState = { term: rd.hardState.term, vote: rd.hardState.vote };
     }
@@ -803,10 +862,7 @@ export class Node {
     // state machine applies or installs (a restore, a snapshot or a slow apply never stalls
     // heartbeats or votes). Never waited for here: a leader refuses new writes instead
     // while APPLY_QUEUE_ENTRIES_MAX entries wait (proposeData).
-    if (rd.committedEntries.length > 0) {
-      for (const e of rd.committedEntries) this.applyQueue.push(e);
-      this.startApplyWorker();
-    }
+    if (applyNow < rd.committedEntries.length) this.toApply(rd.committedEntries.slice(applyNow));
     // 5. reads.
     for (const rs of rd.readStates) {
       const r = this.reads.get(rs.context);

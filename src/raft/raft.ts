@@ -439,13 +439,17 @@ export class RaftNode {
     }
     const hs = this.hardStateToPersist();
     const ss = this.softState();
+    const committedEntries = this.restoring === null ? this.log.nextToApply(this.cfg.maxApplyBytes) : [];
+    // Handed over now (applied counts what the driver was given to apply): takeCommitted never gives them again.
+    const lastCommitted = committedEntries[committedEntries.length - 1];
+    if (lastCommitted !== undefined) this.log.appliedTo(lastCommitted.index);
     const rd: Ready = {
       logReset: this.logResetPending,
       softState: sameSoftState(ss, this.prevSoftState) ? null : ss,
       hardState: sameHardState(hs, this.prevHardState) ? null : hs,
       entries: this.log.unstable(),
       snapshot: this.snapshotToFetch,
-      committedEntries: this.restoring === null ? this.log.nextToApply(this.cfg.maxApplyBytes) : [],
+      committedEntries,
       messages: this.msgs,
       readStates: this.readStates,
       readFailures: this.readFailures,
@@ -458,6 +462,54 @@ export class RaftNode {
     if (rd.softState !== null) this.prevSoftState = rd.softState;
     this.readyOutstanding = true;
     return rd;
+  }
+
+  /**
+   * takeAppends: while a Ready is outstanding (its save in flight), a
+   * leader's appends that need not wait for the next Ready: the ones stepping
+   * its followers' answers produced (the next entries for a follower that
+   * just acknowledged), and the entries proposed since the Ready for each
+   * follower with nothing in flight (a busy follower gets them when it
+   * answers, or with the next Ready). A leader's appends never depend on its
+   * own unsaved entries (it counts itself only once they are persisted, in
+   * advance()), but they carry its term: the driver calls this only once
+   * its term and vote are durable. [] for a non-leader; other messages stay
+   * for the next Ready.
+   */
+  takeAppends(): Message[] {
+    if (this.role !== 'leader') return [];
+    if (this.appendPending) {
+      let busy = false;
+      for (const [id, pr] of this.prs) {
+        if (id === this.id) continue;
+        if (pr.match >= pr.next - 1) this.sendAppend(id, false);
+        else busy = true;
+      }
+      this.appendPending = busy;
+    }
+    const appends: Message[] = [];
+    const rest: Message[] = [];
+    for (const m of this.msgs) (m.type === 'append' ? appends : rest).push(m);
+    this.msgs = rest;
+    return appends;
+  }
+
+  /**
+   * takeCommitted: while a Ready is outstanding, the committed entries that
+   * no Ready carried yet and that are already persisted here (index <= the
+   * stable index), for the driver to apply now rather than after the save
+   * in flight; they count as handed over (applied moves past them) and no
+   * later Ready carries them. [] while a snapshot installs.
+   */
+  takeCommitted(): Entry[] {
+    if (this.restoring !== null || this.log.committed <= this.log.applied) return [];
+    const upTo = Math.min(this.log.committed, this.log.stableIndex);
+    const lo = Math.max(this.log.applied + 1, this.log.firstIndex());
+    if (lo > upTo) return [];
+    const entries = this.log.slice(lo, upTo + 1, this.cfg.maxApplyBytes);
+    const last = entries[entries.length - 1];
+    if (last !== undefined) this.log.appliedTo(last.index);
+    return entries;
   }
 
   /** advance tells the core the driver has done everything rd asked. */

@@ -28,6 +28,9 @@ export class FaultyStorage implements NodeStorage {
   readonly saves: LogBatch[] = [];
   /** saveDelayMs: each save waits this long before it writes (a slow fsync). */
   saveDelayMs = 0;
+  /** savesHeld: saves waiting now on holdSaves() (they write once released). */
+  savesHeld = 0;
+  #hold: Promise<void> | null = null;
 
   private constructor(readonly inner: MemoryStorage) {}
 
@@ -44,8 +47,30 @@ export class FaultyStorage implements NodeStorage {
     return this.inner.dir.hardState?.term ?? 0;
   }
 
+  /**
+   * holdSaves: every save from now on waits, before it writes, until the
+   * returned function is called (an fsync that stalls for as long as a test
+   * needs); the writes then happen in call order.
+   */
+  holdSaves(): () => void {
+    let release = (): void => {};
+    this.#hold = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    return () => {
+      this.#hold = null;
+      release();
+    };
+  }
+
   async save(batch: LogBatch): Promise<void> {
     this.saves.push(batch);
+    const hold = this.#hold;
+    if (hold !== null) {
+      this.savesHeld++;
+      await hold;
+      this.savesHeld--;
+    }
     if (this.saveDelayMs > 0) await new Promise((r) => setTimeout(r, this.saveDelayMs));
     if (this.failSaves) {
       await Promise.resolve();

@@ -201,6 +201,56 @@ describe('raft core', () => {
       assert.equal(a.status().commit, 3);
     });
 
+    it('while a Ready is outstanding: takeAppends gives the new proposals\' appends, takeCommitted only durable committed entries, each once', () => {
+      const a = new RaftNode(defaultRaftConfig('a', new SeededRng(3), { preVote: false, checkQuorum: false }), {
+        hardState: { term: 1, vote: '', commit: 0 },
+        snapshot: initialSnapshot(membership(['a', 'b', 'c'])),
+        logBase: { index: 0, term: 0 },
+        entries: [],
+        applied: 0,
+      });
+      a.campaign();
+      a.advance(a.ready());
+      a.step({ type: 'voteResp', from: 'b', to: 'a', term: 2, preVote: false, granted: true });
+      a.advance(a.ready()); // the no-op (1) saved and sent
+      for (const to of ['b', 'c']) a.step({ type: 'appendResp', from: to, to: 'a', term: 2, reject: false, index: 1, hintIndex: 0, hintTerm: 0 });
+      const rd1 = a.ready();
+      assert.deepEqual(rd1.committedEntries.map((e) => e.index), [1]);
+      a.advance(rd1);
+      a.propose(bytes('x')); // 2
+      const rd2 = a.ready(); // saving 2 ...
+      assert.deepEqual(rd2.entries.map((e) => e.index), [2]);
+      assert.deepEqual(a.takeAppends(), [], 'nothing new proposed since the Ready');
+      a.propose(bytes('y')); // 3, proposed during the save of 2
+      assert.deepEqual(a.takeAppends(), [], 'b and c have 2 in flight: they get 3 when they answer');
+      a.step({ type: 'appendResp', from: 'b', to: 'a', term: 2, reject: false, index: 2, hintIndex: 0, hintTerm: 0 });
+      const appends = a.takeAppends();
+      assert.deepEqual(appends.map((m) => (m.type === 'append' ? [m.to, m.entries.map((e) => e.index)] : m.type)), [['b', [3]]], 'b answered: 3 goes to b now');
+      assert.deepEqual(a.takeAppends(), [], 'each append is given once');
+      a.step({ type: 'appendResp', from: 'c', to: 'a', term: 2, reject: false, index: 2, hintIndex: 0, hintTerm: 0 });
+      a.propose(bytes('z')); // 4, while b and c have 3 in flight
+      assert.deepEqual(
+        a.takeAppends().map((m) => (m.type === 'append' ? [m.to, m.entries.map((e) => e.index)] : m.type)),
+        [['c', [3]]],
+        'c answered 2: it gets 3; 4 waits for an answer (or the next Ready)',
+      );
+      // b and c acknowledge 3 while 2 is being saved here.
+      a.step({ type: 'appendResp', from: 'b', to: 'a', term: 2, reject: false, index: 3, hintIndex: 0, hintTerm: 0 });
+      a.step({ type: 'appendResp', from: 'c', to: 'a', term: 2, reject: false, index: 3, hintIndex: 0, hintTerm: 0 });
+      assert.equal(a.status().commit, 3, 'b and c hold 3: a quorum without the leader');
+      assert.deepEqual(a.takeCommitted(), [], 'committed, but 2 and 3 are not durable here yet');
+      a.advance(rd2); // 2 is saved
+      assert.deepEqual(a.takeCommitted().map((e) => e.index), [2], 'the committed entry durable here, not 3');
+      assert.deepEqual(a.takeCommitted(), [], 'given once');
+      const rd3 = a.ready();
+      assert.deepEqual(rd3.entries.map((e) => e.index), [3, 4]);
+      assert.deepEqual(rd3.committedEntries.map((e) => e.index), [3], 'the next Ready does not carry 2 again');
+      assert.deepEqual(a.takeCommitted(), [], '3 was handed over by the Ready');
+      a.advance(rd3);
+      assert.equal(a.status().applied, 3);
+      assert.deepEqual(a.takeAppends().filter((m) => m.type === 'append' && m.entries.length > 0), [], 'nothing new to send');
+    });
+
     it('flow control: no more than maxInflightAppends appends are in flight to a silent follower', () => {
       const c = new TestCluster(['a', 'b', 'c'], { maxInflightAppends: 4, maxAppendBytes: 1 });
       c.elect('a');
