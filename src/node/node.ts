@@ -151,11 +151,15 @@ export interface NodeOptions {
  * - appendsBeforeTermSaved: a leader's appends leave before its term and vote
  *   are durable (a single voter elects itself in one Ready: Raft §5.1);
  * - core: a broken subclass of RaftNode to run instead of the core
- *   (test/sim/broken.ts: each breaks one rule of the paper).
+ *   (test/sim/broken.ts: each breaks one rule of the paper);
+ * - restoreOnOneCopy: a leader proposes a restore without first having a
+ *   quorum of voters hold its archive (stageOnQuorum skipped), so the entry
+ *   commits while the archive has one copy.
  */
 export interface TestOnlyBugs {
   readonly releaseAnswersOnFailure?: boolean;
   readonly appendsBeforeTermSaved?: boolean;
+  readonly restoreOnOneCopy?: boolean;
   readonly core?: new (config: RaftConfig, boot: RaftBootState) => RaftNode;
 }
 
@@ -893,7 +897,11 @@ export class Node {
     const sm = this.snapshots;
     if (sm === undefined || this.snapshotting || this.stopped || this.snapshotRetry !== undefined || this.disk?.isFull === true) return;
     const st = this.raft.brief();
-    if (st.applied - st.snapshotIndex < sm.policy.snapshotEntries && !this.snapshotSoon) {
+    // What a snapshot would hold is the state machine's applied index, which trails the core's while an apply
+    // is under way (a restore waiting for its archive): nothing new there since the newest snapshot, no new one
+    // (else the same state is snapshotted again at every Ready while the apply waits).
+    const applied = Math.min(st.applied, this.fsm.appliedIndex());
+    if ((applied - st.snapshotIndex < sm.policy.snapshotEntries && !this.snapshotSoon) || applied <= st.snapshotIndex) {
       // A compaction the floor held back at the last snapshot (a follower compacts no further than its
       // leader's announced snapshot, unknown just after a term change) is done once the floor allows it.
       const allowed = Math.min(st.snapshotIndex - sm.policy.trailingEntries, this.raft.compactionFloor());
@@ -1291,7 +1299,7 @@ export class Node {
     let r: ApplyResult;
     try {
       // A quorum holds a durable copy before the entry exists: losing this node cannot strand it.
-      await this.stageOnQuorum(stored);
+      if (this.bugs.restoreOnOneCopy !== true) await this.stageOnQuorum(stored);
       r = await this.proposeData(
         encodeRestoreCommand({ digest, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term, ...(session !== undefined ? { session } : {}) }),
         Math.max(this.timings.proposalTimeoutMs, 10 * 60_000),

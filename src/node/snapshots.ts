@@ -48,6 +48,8 @@ export interface SnapshotPolicy {
   readonly archiveBytesMax: number;
   /** gzipLevel: compression of new archives; 1 measured ~2x faster than 6 here (creation is gzip-bound). */
   readonly gzipLevel: number;
+  /** gzipBlockBytes: state bytes per gzip member of new snapshots (default 1 MiB; the simulator's tiny states use 64 KiB). */
+  readonly gzipBlockBytes?: number;
   /**
    * restoreStateBytesMax: the largest state (meta.json stateBytes) a restore
    * upload may declare; larger ones are refused before their state is read
@@ -161,7 +163,13 @@ export class SnapshotManager {
     clock: Clock,
     io: SnapshotIo = nodeSnapshotIo,
   ): Promise<SnapshotManager> {
-    const store = await SnapshotStore.open(join(dir, 'store'), { retain: policy.retain, snapcoordVersion: version, gzipLevel: policy.gzipLevel, io });
+    const store = await SnapshotStore.open(join(dir, 'store'), {
+      retain: policy.retain,
+      snapcoordVersion: version,
+      gzipLevel: policy.gzipLevel,
+      io,
+      ...(policy.gzipBlockBytes !== undefined ? { gzipBlockBytes: policy.gzipBlockBytes } : {}),
+    });
     // The uploads' retention is pruneUploads (referenced archives are never deleted); the
     // store's own count-based retention only backs it up at its maximum.
     const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: RETAIN_MAX, snapcoordVersion: version, io });

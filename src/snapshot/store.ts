@@ -79,6 +79,8 @@ export interface SnapshotStoreOptions {
   readonly stateBytesMax?: number;
   /** gzip level for new archives (default 6). */
   readonly gzipLevel?: number;
+  /** gzipBlockBytes: state bytes per gzip member of new archives (default GZIP_BLOCK_BYTES_DEFAULT, 1 MiB; small states waste less with less). */
+  readonly gzipBlockBytes?: number;
   /** io: the file system, compression and wall clock the store uses (default nodeSnapshotIo; a simulator passes its own). */
   readonly io?: SnapshotIo;
 }
@@ -398,6 +400,7 @@ export class SnapshotStore {
     private readonly stateBytesMax: number | undefined,
     private readonly gzipLevel: number,
     private readonly io: SnapshotIo,
+    private readonly gzipBlockBytes: number | undefined,
   ) {}
 
   /**
@@ -422,7 +425,7 @@ export class SnapshotStore {
     } catch (err) {
       throw new SnapshotStoreError('io', `cannot use ${dir} as a snapshot directory: ${(err as Error).message}`, { path: dir, cause: err });
     }
-    const store = new SnapshotStore(dir, retain, options.snapcoordVersion ?? '0.0.0', options.stateBytesMax, gzipLevel, io);
+    const store = new SnapshotStore(dir, retain, options.snapcoordVersion ?? '0.0.0', options.stateBytesMax, gzipLevel, io, options.gzipBlockBytes);
     await store.list();
     return store;
   }
@@ -457,7 +460,12 @@ export class SnapshotStore {
       if (!Number.isSafeInteger(stateKeys) || stateKeys < 0) {
         throw new SnapshotStoreError('invalid-argument', `writeState returned stateKeys ${stateKeys}`);
       }
-      const written = await writeArchive({ ...base, stateKeys }, statePath, archiveSink, { gzipLevel: this.gzipLevel, onStateProgress, io: this.io });
+      const written = await writeArchive({ ...base, stateKeys }, statePath, archiveSink, {
+        gzipLevel: this.gzipLevel,
+        onStateProgress,
+        io: this.io,
+        ...(this.gzipBlockBytes !== undefined ? { gzipBlockBytes: this.gzipBlockBytes } : {}),
+      });
       await this.io.unlink(statePath);
       return { meta: written.meta, members: null };
     });
@@ -478,6 +486,7 @@ export class SnapshotStore {
         gzipLevel: this.gzipLevel,
         onStateProgress,
         io: this.io,
+        ...(this.gzipBlockBytes !== undefined ? { gzipBlockBytes: this.gzipBlockBytes } : {}),
       });
       return { meta: written.meta, members: written.members };
     });

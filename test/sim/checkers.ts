@@ -233,6 +233,24 @@ export class Checkers {
     s.chains = [];
   }
 
+  /**
+   * onCompactOrReset: node made base its log base with LogStore.compact,
+   * which discards the whole log when base is beyond it or its entry there
+   * differs (a snapshot install, Raft §7): a reset then, else a compaction.
+   */
+  onCompactOrReset(id: NodeId, base: { index: number; term: number }, isLeader: boolean): void {
+    const s = this.shadow(id);
+    if (base.index <= s.baseIndex) return;
+    const last = s.baseIndex + s.terms.length;
+    if (base.index > last || s.terms[base.index - s.baseIndex - 1] !== base.term) this.onLogReset(id, base, isLeader);
+    else this.onCompact(id, base);
+  }
+
+  /** countAtIndex: the commands a state machine at index holds, as the first node to apply it there saw (undefined: none did). */
+  countAtIndex(index: number): number | undefined {
+    return this.countAt.get(index);
+  }
+
   /** onCompact: node dropped persisted entries up to base.index. */
   onCompact(id: NodeId, base: { index: number; term: number }): void {
     const s = this.shadow(id);

@@ -10,9 +10,16 @@
  *   absence) no older than every write acknowledged before the read began;
  * - equal results: the result a client is given (a compare-and-swap's
  *   success) is the model's.
+ * A restore entry (its archive registered by the client that built it) sets
+ * the whole model to the archive's state at its index: every key the archive
+ * holds takes its value, every other key is deleted; a restore acknowledged
+ * to its client counts as a write of every key. A restore entry of a
+ * poisoned archive (which must be refused before it is proposed) or of an
+ * archive nobody built is a violation.
  * Failures are thrown as SafetyViolation.
  */
 import { decodeCommand, type KvCommand, type KvPut, type KvDelete } from '../../src/fsm/kv-command.js';
+import { decodeRestoreCommand, isRestoreCommand } from '../../src/fsm/restore-command.js';
 import type { Entry, NodeId } from '../../src/raft/types.js';
 import type { ApplyResult } from '../../src/fsm/types.js';
 import { SafetyViolation } from './checkers.js';
@@ -73,6 +80,20 @@ export class KvHistory {
   private readonly sessions = new Map<string, Set<number>>();
   /** duplicates: entries whose request id was applied before (they changed nothing). */
   duplicates = 0;
+  /** archives: the state each archive a client built holds, by digest; null for a poisoned one. */
+  private readonly archives = new Map<string, ReadonlyMap<string, string> | null>();
+  /** restores: the digest of the restore entry at each index. */
+  private readonly restores = new Map<number, string>();
+
+  /** registerArchive: a client built the archive with this digest, holding `state` (null: poisoned, never to be applied). */
+  registerArchive(digest: string, state: ReadonlyMap<string, string> | null): void {
+    this.archives.set(digest, state);
+  }
+
+  /** restoresApplied: restore entries committed so far. */
+  get restoresApplied(): number {
+    return this.restores.size;
+  }
 
   private fail(property: string, nodes: readonly NodeId[], detail: string): never {
     throw new SafetyViolation(property, nodes, this.now, detail);
@@ -87,6 +108,7 @@ export class KvHistory {
   onApply(e: Entry): void {
     if (this.applied.has(e.index)) return; // log matching on committed entries (checkers.ts) covers the rest
     if (e.index !== this.maxApplied + 1) this.fail(HISTORY.applyResult, [], `entry ${e.index} applied first, after ${this.maxApplied}`);
+    if (e.type === 'normal' && isRestoreCommand(e.data)) return this.applyRestore(e);
     const effect = this.modelEffect(commandOf(e));
     this.applied.set(e.index, effect);
     this.maxApplied = e.index;
@@ -95,6 +117,35 @@ export class KvHistory {
       if (list === undefined) this.byKey.set(effect.key, (list = []));
       list.push({ index: e.index, value: effect.value });
       if (effect.value !== null) this.valueIndex.set(effect.value, e.index);
+    }
+  }
+
+  /** applyRestore: restore entry e sets the model to its archive's state. */
+  private applyRestore(e: Entry): void {
+    const cmd = decodeRestoreCommand(e.data);
+    const state = cmd === null ? undefined : this.archives.get(cmd.digest);
+    if (cmd === null || state === undefined) this.fail(HISTORY.applyResult, [], `restore entry ${e.index} names an archive no client built`);
+    if (state === null) this.fail(HISTORY.applyResult, [], `restore entry ${e.index} names a poisoned archive (${cmd.digest.slice(0, 12)}…): it was proposed, not refused`);
+    this.applied.set(e.index, null);
+    this.restores.set(e.index, cmd.digest);
+    this.maxApplied = e.index;
+    for (const key of new Set([...this.byKey.keys(), ...state.keys()])) {
+      const value = state.get(key) ?? null;
+      let list = this.byKey.get(key);
+      if (list === undefined) this.byKey.set(key, (list = []));
+      list.push({ index: e.index, value });
+      if (value !== null) this.valueIndex.set(value, e.index);
+    }
+  }
+
+  /** onRestoreAck: a client was told its restore of the archive `digest` was applied at index: every key counts as written there. */
+  onRestoreAck(node: NodeId, index: number, digest: string): void {
+    const at = this.restores.get(index);
+    if (at !== digest) this.fail(HISTORY.lostWrite, [node], `restore acknowledged at index ${index}, but the committed entry there is ${at === undefined ? 'no restore' : `the restore of ${at.slice(0, 12)}…`}`);
+    const seq = this.tick();
+    for (const [key, list] of this.byKey) {
+      const x = list.find((y) => y.index === index);
+      if (x !== undefined) this.acked.push({ index, effect: { key, value: x.value }, seq });
     }
   }
 

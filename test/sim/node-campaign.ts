@@ -9,6 +9,7 @@
  *   --bug-release-answers-on-failure                             negative control: a failed write releases held votes and acks (src/node testOnlyBugs)
  *   --broken-core NAME                                           negative control: every node runs a broken Raft core (broken.ts)
  *   --bug-appends-before-term-saved                              negative control: a leader's appends leave before its term is durable (src/node testOnlyBugs)
+ *   --bug-restore-on-one-copy                                    negative control: a restore proposed before a quorum holds its archive (src/node testOnlyBugs)
  * Exits 1 on any violation; each prints the command that replays it.
  */
 import { availableParallelism } from 'node:os';
@@ -31,15 +32,16 @@ interface Args {
   releaseAnswersOnFailure: boolean;
   appendsBeforeTermSaved: boolean;
   brokenCore?: string;
+  restoreOnOneCopy: boolean;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--bug-restore-on-one-copy]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -82,6 +84,9 @@ function parseArgs(argv: readonly string[]): Args {
         a.divergentNode = v;
         break;
       }
+      case '--bug-restore-on-one-copy':
+        a.restoreOnOneCopy = true;
+        break;
       case '--serializable-reads':
         a.serializableReads = true;
         break;
@@ -120,8 +125,8 @@ async function main(): Promise<void> {
     ...(args.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: args.ackBeforePersistMs } : {}),
     ...(args.serializableReads ? { serializableReads: true } : {}),
     ...(args.divergentNode !== undefined ? { divergentNode: args.divergentNode } : {}),
-    ...(args.releaseAnswersOnFailure || args.appendsBeforeTermSaved
-      ? { nodeBugs: { ...(args.releaseAnswersOnFailure ? { releaseAnswersOnFailure: true } : {}), ...(args.appendsBeforeTermSaved ? { appendsBeforeTermSaved: true } : {}) } }
+    ...(args.releaseAnswersOnFailure || args.appendsBeforeTermSaved || args.restoreOnOneCopy
+      ? { nodeBugs: { ...(args.releaseAnswersOnFailure ? { releaseAnswersOnFailure: true } : {}), ...(args.appendsBeforeTermSaved ? { appendsBeforeTermSaved: true } : {}), ...(args.restoreOnOneCopy ? { restoreOnOneCopy: true } : {}) } }
       : {}),
     ...(args.brokenCore !== undefined ? { brokenCore: args.brokenCore } : {}),
   };

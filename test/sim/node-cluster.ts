@@ -46,8 +46,16 @@
  * and the ack of a retry answered from the session table (firstIndex) must
  * match the first apply.
  *
- * Not yet simulated (issue 17): snapshots (the SnapshotManager writes files
- * and fetches over gRPC), restores.
+ * Snapshots run inside it too: each member's SnapshotManager (the real
+ * store, archive writer and reader, fetch and install) keeps its snapshot
+ * directory on a MemorySnapshotIo that outlives its incarnations, fetches
+ * over the SimNetwork (FetchSnapshot streams, StageArchive calls) and times
+ * out on the node's clock. Small snapshot thresholds make snapshots and
+ * compactions frequent; a follower is now and then kept down long enough
+ * that the log it needs is compacted away (InstallSnapshot); clients restore
+ * archives through Node.restore, valid ones (the history checker then
+ * expects the archive's state from the restore's index on) and poisoned ones
+ * (valid hashes, a bad record), which must be refused with nothing proposed.
  */
 import { NodeError } from '../../src/node/errors.js';
 import type { Logger } from '../../src/node/logger.js';
@@ -55,6 +63,11 @@ import { Node, type TestOnlyBugs } from '../../src/node/node.js';
 import type { KvCommand } from '../../src/fsm/kv-command.js';
 import type { ConfChange, HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
 import { MemoryDataDir } from '../../src/storage/memory-storage.js';
+import { isRestoreCommand } from '../../src/fsm/restore-command.js';
+import { SnapshotManager, DEFAULT_SNAPSHOT_POLICY, type SnapshotPolicy } from '../../src/node/snapshots.js';
+import { CHUNK_HASH_BYTES } from '../../src/snapshot/archive-sink.js';
+import { MemorySnapshotIo } from '../../src/snapshot/memory-snapshot-io.js';
+import { POISONS, drawState, poisonedArchive, validArchive } from './sim-archives.js';
 import type { CompactionBase, LogBatch, StateBatch } from '../../src/storage/types.js';
 import { BROKEN_CORES } from './broken.js';
 import { Checkers, PROPERTY, SafetyViolation, entryHash } from './checkers.js';
@@ -64,6 +77,8 @@ import { NodeClock, SimClock } from './sim-clock.js';
 import { SimNetwork, type NetFaults } from './sim-network.js';
 import { StorageError } from '../../src/storage/storage-error.js';
 import { DiskDamage, SimStorage, type DiskFaults, type DiskObserver } from './sim-storage.js';
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
 
 /** NodeScenario: every knob of one run, drawn from the seed. */
 export interface NodeScenario extends NetFaults, DiskFaults {
@@ -91,6 +106,18 @@ export interface NodeScenario extends NetFaults, DiskFaults {
   readonly memberChangeMeanMs: number;
   /** sessionChance: the share of writes that carry a client request id (and are retried after an unclear failure). */
   readonly sessionChance: number;
+  /** snapshotEntries / trailingEntries / snapshotChunkBytes: the snapshot policy (SnapshotPolicy); snapshotEntries 0: no snapshots. */
+  readonly snapshotEntries: number;
+  readonly trailingEntries: number;
+  readonly snapshotChunkBytes: number;
+  /** lagMeanMs: now and then a follower goes down for lagDownMs, long enough to need a snapshot (0: never). */
+  readonly lagMeanMs: number;
+  readonly lagDownMs: number;
+  /** restoreMeanMs: clients restore an archive about this often (0: never); poisonChance of them are poisoned. */
+  readonly restoreMeanMs: number;
+  readonly poisonChance: number;
+  /** loseRestorerChance: the leader whose restore was just acknowledged loses its disk for good (at most f nodes out). */
+  readonly loseRestorerChance: number;
 }
 
 /** makeNodeScenario draws a scenario from the seed (its own fork), then applies overrides. */
@@ -133,6 +160,14 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     corruptChance: 0,
     memberChangeMeanMs: 0,
     sessionChance: 0,
+    snapshotEntries: 0,
+    trailingEntries: 0,
+    snapshotChunkBytes: CHUNK_HASH_BYTES,
+    lagMeanMs: 0,
+    lagDownMs: 0,
+    restoreMeanMs: 0,
+    poisonChance: 0,
+    loseRestorerChance: 0,
   };
   const disky = !calm && r.chance(0.6);
   Object.assign(s, {
@@ -146,6 +181,19 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
   Object.assign(s, {
     memberChangeMeanMs: calm ? 0 : r.pick([0, 0, 300, 700]),
     sessionChance: r.pick([0, 0.5, 1]),
+  });
+  // snapshots, compaction, installs and restores (a fork of their own: the draws above stay those of earlier runs)
+  const q = new SeededRng(seed).fork('node-scenario/snapshots');
+  const snapshotEntries = q.pick([0, 10, 25, 60]);
+  Object.assign(s, {
+    snapshotEntries,
+    trailingEntries: q.pick([0, 2, 10]),
+    snapshotChunkBytes: q.pick([CHUNK_HASH_BYTES, 700]),
+    lagMeanMs: snapshotEntries > 0 && !calm ? q.pick([0, 800, 1500]) : 0,
+    lagDownMs: q.pick([500, 900]),
+    restoreMeanMs: snapshotEntries > 0 ? q.pick([0, 500, 1000]) : 0,
+    poisonChance: q.pick([0.3, 0.5]),
+    loseRestorerChance: q.pick([0, 0, 0.3]),
   });
   return { ...s, ...overrides };
 }
@@ -196,7 +244,18 @@ export interface NodeSimStats {
   deduped: number;
   /** duplicateEntries: committed entries whose request id was applied before (they changed nothing). */
   duplicateEntries: number;
+  /** snapshots: snapshots taken (every node); installs: snapshots installed from a leader; lags: followers kept down to fall behind. */
+  snapshots: number;
+  installs: number;
+  lags: number;
+  /** restores: restores acknowledged; poisonedRefused: poisoned archives refused as invalid; restoresApplied: restore entries committed. */
+  restores: number;
+  poisonedRefused: number;
+  restoresApplied: number;
 }
+
+/** SIM_EPOCH_MS: the date virtual time 0 stands for (snapshot createdAt, file mtimes). */
+const SIM_EPOCH_MS = Date.UTC(2026, 0, 1);
 
 /** STEPS_MAX: timers one seed may run (a bound on every run). */
 export const STEPS_MAX = 300_000;
@@ -225,6 +284,8 @@ interface Member {
   removed: boolean;
   /** peers: the membership it starts with (its --peers; only a new data dir bootstraps from it). */
   readonly peers: Membership;
+  /** snapshotIo: its snapshot directory's disk (kept across incarnations). */
+  snapshotIo: MemorySnapshotIo;
 }
 
 const enc = new TextEncoder();
@@ -259,6 +320,12 @@ export class NodeCluster {
     retries: 0,
     deduped: 0,
     duplicateEntries: 0,
+    snapshots: 0,
+    installs: 0,
+    lags: 0,
+    restores: 0,
+    poisonedRefused: 0,
+    restoresApplied: 0,
   };
   private readonly rng: SeededRng;
   private readonly faultRng: SeededRng;
@@ -281,6 +348,7 @@ export class NodeCluster {
   private violation: SafetyViolation | null = null;
   private inFlight = 0;
   private opSeq = 0;
+  private restoreSeq = 0;
   private faulting = true;
   private finished = false;
   /** refused: values of writes refused in a way that promises they were never applied (notLeader, lost, busy, invalid). */
@@ -309,8 +377,27 @@ export class NodeCluster {
     this.net.onReply = (m) => this.onReply(m);
   }
 
+  /** newSnapshotIo: a member's snapshot disk, its wall clock the virtual one (from a fixed date). */
+  private newSnapshotIo(): MemorySnapshotIo {
+    return new MemorySnapshotIo(() => SIM_EPOCH_MS + this.clock.nowMs());
+  }
+
+  /** snapshotPolicy: the scenario's snapshot policy (small thresholds: snapshots and compactions happen often). */
+  private snapshotPolicy(): SnapshotPolicy {
+    const s = this.scenario;
+    return {
+      ...DEFAULT_SNAPSHOT_POLICY,
+      snapshotEntries: s.snapshotEntries,
+      trailingEntries: s.trailingEntries,
+      chunkBytes: s.snapshotChunkBytes,
+      retain: 2,
+      gzipLevel: 1,
+      gzipBlockBytes: 64 * 1024,
+    };
+  }
+
   private newMember(id: NodeId, peers: Membership): Member {
-    return { id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false, dead: false, damage: new DiskDamage(), removed: false, peers };
+    return { id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false, dead: false, damage: new DiskDamage(), removed: false, peers, snapshotIo: this.newSnapshotIo() };
   }
 
   private log(line: string): void {
@@ -407,7 +494,7 @@ export class NodeCluster {
           if (batch.entries !== undefined && batch.entries.length > 0) this.checkers.onPersistEntries(mb.id, batch.entries, mb.node?.brief().role === 'leader');
           if (batch.hardState !== undefined) this.checkers.onHardState(mb.id, prev, batch.hardState);
         }),
-      onCompact: (base: CompactionBase) => this.check(() => this.checkers.onCompact(mb.id, base)),
+      onCompact: (base: CompactionBase) => this.check(() => this.checkers.onCompactOrReset(mb.id, base, mb.node?.brief().role === 'leader')),
       onStateWrite: (batch: StateBatch, before: number) =>
         this.check(() => {
           // The entries the batch applied are the ones this node persisted at those indexes (checked by onApply).
@@ -432,7 +519,22 @@ export class NodeCluster {
           }
         }),
       onInstall: (before: number, index: number) =>
-        this.check(() => this.checkers.failContract(PROPERTY.driverContract, [mb.id], `installed a state at ${index} over ${before}, with no snapshots in this simulation`)),
+        this.check(() => {
+          const e = mb.dir.log[index - mb.dir.logBase.index - 1];
+          if (index === before + 1 && e !== undefined && e.index === index && e.type === 'normal' && isRestoreCommand(e.data)) {
+            // a restore entry applied: the archive's state installed at its index
+            this.checkers.onApply(mb.id, e, before, mb.commands, -1);
+            if (this.controls.ackBeforePersistMs !== undefined || this.scenario.powerLossChance > 0) mb.commandsAt.set(index, mb.commands);
+            this.history.onApply(e);
+            return;
+          }
+          // a snapshot installed: the state machine holds what the one that took it held at that index
+          const count = this.checkers.countAtIndex(index);
+          if (count === undefined) this.checkers.failContract(PROPERTY.driverContract, [mb.id], `installed a snapshot at ${index}, an index no node applied`);
+          this.checkers.onInstall(mb.id, before, index, count);
+          mb.commands = count;
+          if (this.controls.ackBeforePersistMs !== undefined || this.scenario.powerLossChance > 0) mb.commandsAt.set(index, count);
+        }),
     };
   }
 
@@ -461,13 +563,20 @@ export class NodeCluster {
       return;
     }
     mb.storage = storage;
+    const s = this.scenario;
+    const logger = this.logger(mb);
+    const snapshots =
+      s.snapshotEntries > 0 ? await SnapshotManager.open(`/sim/${mb.id}/snapshots`, storage, this.snapshotPolicy(), logger, 'sim', clock, mb.snapshotIo) : undefined;
+    if (mb.incarnation !== inc || !mb.up) return; // crashed while starting
     const ref: { node: Node | null } = { node: null };
+    const starting = (): Promise<never> => Promise.reject(Object.assign(new Error('starting'), { code: 14 }));
     const transport = this.net.attach(mb.id, inc, {
       handleRequest: (m) => (ref.node !== null ? ref.node.handleRequest(m) : Promise.reject(new Error('starting'))),
       handleReport: (m) => ref.node?.handleReport(m),
       receive: (m) => ref.node?.receive(m),
+      openSnapshot: (p) => (ref.node !== null ? ref.node.openSnapshot(p) : starting()),
+      stageArchive: (p, signal) => (ref.node !== null ? ref.node.stageArchive(p, signal) : starting()),
     });
-    const s = this.scenario;
     const node = await Node.start({
       id: mb.id,
       storage,
@@ -481,10 +590,11 @@ export class NodeCluster {
         readTimeoutMs: s.proposalTimeoutMs,
       },
       raft: { preVote: s.preVote, checkQuorum: s.checkQuorum },
-      logger: this.logger(mb),
+      logger,
       clock,
       rng: this.rng.fork(`node/${mb.id}/${inc}`),
       ...(this.controls.nodeBugs !== undefined || this.controls.brokenCore !== undefined ? { testOnlyBugs: this.nodeBugs() } : {}),
+      ...(snapshots !== undefined ? { snapshots } : {}),
     });
     if (mb.incarnation !== inc || !mb.up) return; // crashed while starting
     ref.node = node;
@@ -581,6 +691,8 @@ export class NodeCluster {
     return {
       debug: () => undefined,
       info: (obj, msg) => {
+        if (msg === 'snapshot taken') this.stats.snapshots++;
+        else if (msg === 'snapshot installed') this.stats.installs++;
         if (msg === 'role changed') {
           const o = obj as { role?: string; term?: number };
           const term = o.term ?? 0;
@@ -726,6 +838,83 @@ export class NodeCluster {
       },
       () => void (this.changing = false),
     );
+  }
+
+  /**
+   * scheduleSnapshotWork: a follower kept down long enough that the log it
+   * needs is compacted away (it must take a snapshot), and clients' restores
+   * (each from a fork of its own, so the other draws stay as they were).
+   */
+  private scheduleSnapshotWork(): void {
+    const s = this.scenario;
+    const lagRng = this.rng.fork('lags');
+    this.every(s.lagMeanMs, lagRng, () => {
+      const l = this.leader();
+      const up = this.members.filter((m) => m.up);
+      if (l === null || this.members.length - up.length >= this.maxDown()) return;
+      const followers = up.filter((m) => m !== l);
+      if (followers.length === 0) return;
+      const mb = lagRng.pick(followers);
+      this.stats.lags++;
+      this.log(`${mb.id} down for ${s.lagDownMs} ms (lagging)`);
+      this.crash(mb, false);
+      this.clock.at(() => this.restart(mb), s.lagDownMs);
+    });
+    const restoreRng = this.rng.fork('restores');
+    this.every(s.restoreMeanMs, restoreRng, () => this.clientRestore(restoreRng));
+  }
+
+  /**
+   * clientRestore: a client uploads an archive to the leader (Node.restore,
+   * the API's path): a valid one must be applied at the index it is
+   * acknowledged at, with the archive's state (kv-history.ts); a poisoned
+   * one must be refused as `invalid` (or for not being the leader) with
+   * nothing proposed: a restore entry naming it is a violation, and so is a
+   * refusal that shows it passed the upload checks (staging or proposing it).
+   */
+  private clientRestore(r: SeededRng): void {
+    const l = this.leader();
+    if (l === null || this.inFlight >= IN_FLIGHT_MAX) return;
+    const s = this.scenario;
+    const n = ++this.restoreSeq;
+    const poisoned = r.chance(s.poisonChance);
+    const state = drawState(r, s.keys, n);
+    const poison = r.pick(POISONS);
+    const loseRestorer = r.chance(s.loseRestorerChance) || this.controls.nodeBugs?.restoreOnOneCopy === true;
+    const node = l.node as Node;
+    this.inFlight++;
+    this.log(`${l.id} restore #${n}${poisoned ? ` (poisoned: ${poison})` : ''}`);
+    const build = poisoned ? poisonedArchive(state, poison, this.membership, `sim-${n}`) : validArchive(state, this.membership, `sim-${n}`);
+    build
+      .then((bytes) => {
+        const digest = createHash('sha256').update(bytes).digest('hex');
+        this.history.registerArchive(digest, poisoned ? null : state);
+        return node.restore(Readable.from([bytes])).then(
+          (res) => {
+            if (poisoned) {
+              return this.check(() => this.checkers.failContract(HISTORY.applyResult, [l.id], `a poisoned archive (${poison}) was restored at index ${res.index}`));
+            }
+            this.stats.restores++;
+            this.check(() => this.history.onRestoreAck(l.id, res.index, digest));
+            if (loseRestorer && this.faulting && l.up && !l.dead && this.members.filter((m) => m.dead).length < Math.floor((s.nodes - 1) / 2)) {
+              // The uploader's disk is lost for good right after: the others must get the archive elsewhere.
+              this.log(`${l.id} out for good right after its restore #${n} was acknowledged`);
+              l.dead = true;
+              this.crash(l, false);
+            }
+          },
+          (e: unknown) => {
+            if (!poisoned) return;
+            const code = e instanceof NodeError ? e.code : 'none';
+            if (code === 'invalid') this.stats.poisonedRefused++;
+            else if (!['notLeader', 'shuttingDown'].includes(code)) {
+              this.check(() => this.checkers.failContract(HISTORY.applyResult, [l.id], `a poisoned archive (${poison}) was not refused by the upload checks: ${code}: ${(e as Error).message}`));
+            }
+          },
+        );
+      })
+      .catch((e: unknown) => this.check(() => this.checkers.failContract('Node Failure', [l.id], `restore #${n}: ${(e as Error).message}`)))
+      .finally(() => void this.inFlight--);
   }
 
   /** target: the node a client sends to: mostly the leader it believes in, else any live node. */
@@ -875,6 +1064,7 @@ export class NodeCluster {
     const s = this.scenario;
     await Promise.all(this.members.map((m) => this.startMember(m)));
     this.scheduleFaults();
+    this.scheduleSnapshotWork();
     this.scheduleClients();
     await this.sleep(s.faultTimeMs);
     this.faulting = false;
@@ -983,6 +1173,7 @@ export class NodeCluster {
     }
     this.stats.virtualMs = this.clock.nowMs();
     this.stats.duplicateEntries = this.history.duplicates;
+    this.stats.restoresApplied = this.history.restoresApplied;
     this.faulting = false;
     for (const m of this.members) this.crash(m, false); // ends every incarnation: no timer of this seed runs again
     if (scriptError !== null) throw scriptError;

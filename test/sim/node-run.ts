@@ -37,6 +37,7 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
   if (controls.divergentNode !== undefined) extra += ` --divergent-node ${controls.divergentNode}`;
   if (controls.nodeBugs?.releaseAnswersOnFailure === true) extra += ' --bug-release-answers-on-failure';
   if (controls.nodeBugs?.appendsBeforeTermSaved === true) extra += ' --bug-appends-before-term-saved';
+  if (controls.nodeBugs?.restoreOnOneCopy === true) extra += ' --bug-restore-on-one-copy';
   if (controls.brokenCore !== undefined) extra += ` --broken-core ${controls.brokenCore}`;
   return `npm run sim -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
 }

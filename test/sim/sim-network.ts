@@ -7,10 +7,23 @@
  * duplicated or held back (reordered), or cut by a partition or a one-way
  * link. Every decision comes from the rng it is given. A node that restarts
  * is a new endpoint: replies meant for its earlier incarnation are lost.
+ *
+ * It carries the snapshot plane too, as GrpcTransport's peers do: FetchSnapshot
+ * streams (openSnapshotStream: each chunk one hop of virtual time, lost to a
+ * cut or a drop, which ends the stream as a broken connection does; the
+ * stream dies with either end's incarnation) and StageArchive calls.
  */
 import type { MessageSender } from '../../src/node/node.js';
 import type { Message, NodeId } from '../../src/raft/types.js';
-import { replyTypeOf, routeOf, type RaftRequestHandler } from '../../src/transport/transport.js';
+import {
+  replyTypeOf,
+  routeOf,
+  type ChunkStream,
+  type FetchSnapshotParams,
+  type RaftRequestHandler,
+  type SnapshotChunk,
+  type StageArchiveParams,
+} from '../../src/transport/transport.js';
 import type { SeededRng } from '../harness/rng.js';
 import type { SimClock } from './sim-clock.js';
 
@@ -36,9 +49,30 @@ interface Endpoint {
   incarnation: number;
 }
 
+/** OpenStream: a FetchSnapshot stream under way, closed when either end goes down. */
+interface OpenStream {
+  readonly from: NodeId;
+  readonly to: NodeId;
+  closed: boolean;
+  server: AsyncIterator<SnapshotChunk> | null;
+}
+
+/** coded: an Error with a gRPC status code, as the transports reject. */
+function coded(code: number, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/** idOf: the node id of a sim address (`sim:<id>`). */
+function idOf(address: string): NodeId {
+  return address.startsWith('sim:') ? address.slice(4) : address;
+}
+
 export class SimNetwork {
   private readonly endpoints = new Map<NodeId, Endpoint>();
   private readonly cuts = new Set<string>();
+  private readonly streams = new Set<OpenStream>();
+  /** calls: StageArchive calls under way; either end going down ends them (the caller's end aborts the handler, as a dropped connection cancels a gRPC call). */
+  private readonly calls = new Set<{ readonly from: NodeId; readonly to: NodeId; end(): void }>();
   private faulty = true;
   readonly stats: NetStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0 };
   /** onSend: sees every message a node sends (the checkers' leader-message sensor). */
@@ -66,12 +100,107 @@ export class SimNetwork {
         closed = true;
         return Promise.resolve();
       },
+      openSnapshotStream: (address: string, p: FetchSnapshotParams) => this.openStream(id, idOf(address), p),
+      stageArchive: (p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal) => this.stage(id, p, timeoutMs, signal),
     };
   }
 
-  /** detach: `id` is down (crashed); messages to it are lost until it attaches again. */
+  /** detach: `id` is down (crashed); messages to it are lost until it attaches again, and its snapshot streams end. */
   detach(id: NodeId): void {
     this.endpoints.delete(id);
+    for (const st of [...this.streams]) if (st.from === id || st.to === id) this.closeStream(st);
+    for (const c of [...this.calls]) if (c.from === id || c.to === id) c.end();
+  }
+
+  private closeStream(st: OpenStream): void {
+    if (st.closed) return;
+    st.closed = true;
+    this.streams.delete(st);
+    void st.server?.return?.(undefined)?.catch(() => undefined);
+  }
+
+  /** hop: resolves after one hop's virtual delay. */
+  private hop(): Promise<void> {
+    return new Promise((resolve) => this.clock.at(resolve, this.delayMs()));
+  }
+
+  /**
+   * openStream: a FetchSnapshot stream from `to` to `from`: the request takes
+   * a hop, each chunk another; a cut link, a drop, or either end going down
+   * ends it with UNAVAILABLE (the fetcher resumes from its last verified
+   * offset); the server's refusal passes on with its code.
+   */
+  private openStream(from: NodeId, to: NodeId, p: FetchSnapshotParams): ChunkStream {
+    const st: OpenStream = { from, to, closed: false, server: null };
+    this.streams.add(st);
+    return { chunks: this.streamChunks(st, p), cancel: () => this.closeStream(st) };
+  }
+
+  /** streamChunks: the chunks of stream `st` as they arrive at its reader (see openStream). */
+  private async *streamChunks(st: OpenStream, p: FetchSnapshotParams): AsyncGenerator<SnapshotChunk> {
+    const { from, to } = st;
+    const cut = (what: string): Error => coded(14, `sim: the snapshot stream from ${to} was cut (${what})`);
+    try {
+      await this.hop();
+      const ep = this.endpoints.get(to);
+      if (st.closed) return;
+      if (ep === undefined || ep.handler.openSnapshot === undefined) throw coded(14, `sim: ${to} is down`);
+      if (!this.passes(from, to)) throw cut('request lost');
+      const iterable = await ep.handler.openSnapshot(p);
+      const it = iterable[Symbol.asyncIterator]();
+      st.server = it;
+      const incarnation = ep.incarnation;
+      for (;;) {
+        const next = await it.next(); // started at once, so that closing it runs the server's cleanup
+        if (st.closed || next.done === true) return;
+        await this.hop();
+        if (st.closed) return;
+        if (this.endpoints.get(to)?.incarnation !== incarnation) throw cut('the server went down');
+        if (!this.passes(to, from)) throw cut('chunk lost');
+        this.stats.delivered++;
+        yield next.value;
+      }
+    } finally {
+      this.closeStream(st);
+    }
+  }
+
+  /**
+   * stage: a StageArchive call from `from` to p.to: a hop there, the
+   * handler's answer a hop back; UNAVAILABLE when a hop is lost or p.to is
+   * down, DEADLINE_EXCEEDED after timeoutMs, CANCELLED when `signal` aborts
+   * (the handler's own signal aborts too).
+   */
+  private stage(from: NodeId, p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const abort = new AbortController();
+      let done = false;
+      const call = { from, to: p.to, end: () => finish(coded(14, `sim: StageArchive ${from} -> ${p.to}: the connection died`)) };
+      this.calls.add(call);
+      const finish = (err?: Error): void => {
+        if (done) return;
+        done = true;
+        this.calls.delete(call);
+        this.clock.cancel(timer);
+        signal?.removeEventListener('abort', onAbort);
+        if (err !== undefined) {
+          abort.abort();
+          reject(err);
+        } else resolve();
+      };
+      const onAbort = (): void => finish(coded(1, 'sim: StageArchive cancelled'));
+      const timer = this.clock.at(() => finish(coded(4, `sim: StageArchive to ${p.to}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      signal?.addEventListener('abort', onAbort);
+      this.clock.at(() => {
+        const ep = this.endpoints.get(p.to);
+        if (done) return;
+        if (ep === undefined || ep.handler.stageArchive === undefined || !this.passes(from, p.to)) return finish(coded(14, `sim: StageArchive to ${p.to}: unavailable`));
+        ep.handler.stageArchive(p, abort.signal).then(
+          () => this.clock.at(() => finish(this.passes(p.to, from) ? undefined : coded(14, 'sim: StageArchive answer lost')), this.delayMs()),
+          (e: unknown) => this.clock.at(() => finish(e instanceof Error ? e : new Error(String(e))), this.delayMs()),
+        );
+      }, this.delayMs());
+    });
   }
 
   cut(a: NodeId, b: NodeId, oneWay: boolean): void {
