@@ -1,16 +1,18 @@
 /**
- * The simulator on the real Node (node-cluster.ts, issue 17): a bounded
- * campaign of 3- and 5-node clusters with every network fault and crashes
- * must find no violation; one seed must replay exactly; and a negative
- * control — a disk that acknowledges a save before it is durable, behind a
- * test-only switch (sim-storage.ts) — must be caught by the Raft properties
- * within a bounded number of seeds, with the command that replays it; and
- * stale (serializable) reads passed off as linearizable must be caught by
- * the client-history checker (kv-history.ts); and a node whose disk alters
- * what it stores must be caught by the state hashes compared at each
- * applied index. Snapshots, compaction, InstallSnapshot and restores run
- * inside it, and a restore committed while its archive had one copy (a
- * past driver bug, NodeOptions.testOnlyBugs.restoreOnOneCopy) is caught.
+ * The simulator on the real Node (node-cluster.ts, issue 17): 3- and 5-node
+ * clusters with every network fault and crashes must find no violation; a
+ * faulty disk (sim-storage.ts), membership changes and retried writes with
+ * request ids each happen and are accepted as the checkers define; one seed
+ * must replay exactly. Snapshots, compaction, InstallSnapshot and restores
+ * run inside it. Negative controls, each caught within a bounded number of
+ * seeds with the command that replays it: a disk that acknowledges a save
+ * before it is durable (the Raft properties), stale reads passed off as
+ * linearizable (kv-history.ts), a disk that alters what it stores (the state
+ * hashes), and the driver bugs reintroduced behind NodeOptions.testOnlyBugs —
+ * a failed write releasing held votes and acks, appends sent before the term
+ * is saved (HardState Durability), a restore committed while its archive had
+ * one copy (restoreOnOneCopy). The bounded CI campaign and the broken Raft
+ * cores are in sim.spec.ts.
  */
 import assert from 'node:assert/strict';
 
