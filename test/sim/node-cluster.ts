@@ -1074,6 +1074,7 @@ export class NodeCluster {
     const deadline = this.clock.nowMs() + s.quietTimeMs;
     // Liveness: a leader commits a new write, and every node applies it.
     let index = 0;
+    let committer: Member | null = null;
     const key = 'final';
     while (index === 0 && this.clock.nowMs() < deadline && this.violation === null) {
       const l = this.leader();
@@ -1081,6 +1082,7 @@ export class NodeCluster {
         try {
           const res = await (l.node as Node).propose({ op: 'put', key: enc.encode(key), value: enc.encode('done') });
           index = res.index;
+          committer = l;
           this.check(() => this.history.onAck(l.id, res.index, { key, value: 'done' }));
         } catch {
           // retried below
@@ -1093,8 +1095,9 @@ export class NodeCluster {
       return this.check(() => this.checkers.failLiveness([], `no leader committed a write within ${s.quietTimeMs} ms after healing (${views.join(' ')})`));
     }
     // The members of the final configuration (committed before the write) stay; any other node is stopped.
-    const config = (this.leader()?.node ?? null)?.brief().membership;
-    if (config === undefined) return this.check(() => this.checkers.failLiveness([], 'the leader that committed the final write is gone'));
+    // (read on the node that committed it, which applied it, even if it no longer leads)
+    const config = ((committer as Member | null)?.node ?? this.leader()?.node ?? null)?.brief().membership;
+    if (config === undefined) return this.check(() => this.checkers.failLiveness([], 'the node that committed the final write is gone'));
     const inConfig = new Set([...config.voters, ...config.learners]);
     for (const m of this.members) {
       if (inConfig.has(m.id) || m.removed) continue;
