@@ -10,6 +10,7 @@
  *   (bearer keys and actions) given in BindOptions.interceptors.
  * Neither serves the other's services.
  */
+import { setMaxListeners } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
@@ -216,6 +217,8 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   let closing: Promise<void> | null = null;
   /** stopping: aborted by close() once the client plane is down; the served append streams then end. */
   const stopping = new AbortController();
+  // One listener per served append stream (one per peer, a few more while leadership moves): no leak to warn of.
+  setMaxListeners(0, stopping.signal);
 
   const setAll = (status: 'SERVING' | 'NOT_SERVING'): void => {
     health.setStatus('', status);
