@@ -16,6 +16,9 @@
  *   - `snapshot save` after a write (the snapshot is made), and a second save
  *     with no write in between (the newest snapshot is served);
  *   - C concurrent verified downloads (`snapcoord bench snapshot`);
+ *   - `snapshot save` again after the write phases below (automatic snapshots
+ *     were taken meanwhile: the steady case, a snapshot made from the previous
+ *     one and the keys written since);
  *   - write p50/p99 alone and while C downloads run (`snapcoord bench write
  *     --during-snapshots C`);
  *   - a follower killed until the leader compacts past it, then catching up
@@ -371,6 +374,7 @@ interface MixFigures {
   readonly saveBytes: number;
   readonly saveCliPeakMiB: number;
   readonly save2Seconds: number;
+  readonly save3Seconds: number;
   readonly downloads: { readonly streams: number; readonly mbPerSec: number; readonly p50Ms: number; readonly p99Ms: number; readonly completed: number; readonly failed: number };
   readonly writes: { readonly idleP50: number; readonly idleP99: number; readonly duringP50: number; readonly duringP99: number; readonly idleOps: number; readonly duringOps: number };
   readonly catchUpSeconds: number;
@@ -424,6 +428,12 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     const during = phase('during-snapshots')?.writes;
     log(`[${mix}] writes p99 ${idle?.latency.p99Ms.toFixed(1)} ms alone, ${during?.latency.p99Ms.toFixed(1)} ms during ${o.downloads} downloads`);
 
+    // A save once writes went on for a while (automatic snapshots were taken meanwhile): the steady case.
+    const out3 = join(dir, 'save-3.tar.gz');
+    const save3 = await c.cli(['snapshot', 'save', out3, '--no-progress']);
+    await rm(out3, { force: true });
+    log(`[${mix}] snapshot save after the write phases ${save3.seconds.toFixed(2)} s`);
+
     // A follower killed until the leader compacts past it, then catching up by install.
     const leader = await c.leader();
     const victim = c.nodes.find((n) => n !== leader) as SnapNode;
@@ -447,6 +457,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       saveBytes,
       saveCliPeakMiB: save.peakRssMiB,
       save2Seconds: save2.seconds,
+      save3Seconds: save3.seconds,
       downloads: { streams: o.downloads, mbPerSec: s.mbPerSec, p50Ms: s.latency.p50Ms, p99Ms: s.latency.p99Ms, completed: s.downloads.completed, failed: s.downloads.failed },
       writes: {
         idleP50: idle?.latency.p50Ms ?? NaN,
@@ -494,6 +505,7 @@ function table(f: MixFigures): string {
   rows.push(['  of which `snapshot restore` returned', `${f.restoreCliSeconds.toFixed(1)} s`, '', '']);
   rows.push(['snapshot save (state changed)', `${f.saveSeconds.toFixed(2)} s (${fmtMiB(f.saveBytes)})`, e ? `${e.saveSeconds.toFixed(2)} s (${fmtMiB(e.dbBytes)})` : '-', ratio(e?.saveSeconds, f.saveSeconds)]);
   rows.push(['second save, no write since', `${f.save2Seconds.toFixed(2)} s`, e ? `${e.saveSeconds.toFixed(2)} s` : '-', ratio(e?.saveSeconds, f.save2Seconds)]);
+  rows.push(['save after the write phases (writes since the last snapshot)', `${f.save3Seconds.toFixed(2)} s`, e ? `${e.saveSeconds.toFixed(2)} s` : '-', ratio(e?.saveSeconds, f.save3Seconds)]);
   rows.push([`${f.downloads.streams} concurrent verified downloads`, `${f.downloads.mbPerSec.toFixed(0)} MB/s, p99 ${f.downloads.p99Ms.toFixed(0)} ms (${f.downloads.completed} ok, ${f.downloads.failed} failed)`, '', '']);
   rows.push(['write p50 / p99 alone', `${f.writes.idleP50.toFixed(1)} / ${f.writes.idleP99.toFixed(1)} ms (${f.writes.idleOps.toFixed(0)}/s)`, '', '']);
   rows.push([`write p50 / p99 during ${f.downloads.streams} downloads`, `${f.writes.duringP50.toFixed(1)} / ${f.writes.duringP99.toFixed(1)} ms (${f.writes.duringOps.toFixed(0)}/s)`, '', `p99 ${(f.writes.duringP99 / f.writes.idleP99).toFixed(2)}x alone`]);
