@@ -11,15 +11,13 @@ import { Command, CommanderError, Option } from 'commander';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { parseHostPort } from '../client/address.js';
 import { protoDir } from '../api/proto-dir.js';
-import { DEFAULT_RESTORE_BYTES_MAX, parseApiKeys, runGateway, type ApiKeySpec } from '../gateway/index.js';
+import type { ApiKeySpec } from '../gateway/index.js';
 import { addBenchCommands } from './bench/commands.js';
 import { addCertsCommands } from './certs-commands.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { DEFAULT_ENDPOINT, ENDPOINT_ENV, addClientCommands } from './client-commands.js';
 import { configureDial } from './client-options.js';
 import { CONFIG_ENV, LOG_LEVELS, SERVE_OPTIONS, envName, resolveServeConfig } from './config.js';
-import { runLocal } from './local.js';
-import { runServe } from './serve.js';
 
 function version(): string {
   try {
@@ -48,8 +46,11 @@ export function buildProgram(): Command {
     serve.addOption(new Option(flags, `${o.description} [env ${o.env}]`));
   }
   serve.addOption(new Option('--config <file>', `JSON file of options (flag > env > file > default) [env ${CONFIG_ENV}]`));
+  // serve, gateway and local load their modules (the node, RocksDB, Fastify) only when run: a client
+  // command such as `snapshot save` starts without them (about half the CLI's start-up CPU).
   serve.action(async (opts: Record<string, unknown>) => {
     const cfg = resolveServeConfig(opts, process.env);
+    const { runServe } = await import('./serve.js');
     process.exitCode = await runServe(cfg);
   });
 
@@ -61,7 +62,7 @@ export function buildProgram(): Command {
     .option('--api-key <key>', `admin API key [env ${envName('api-key')}]`)
     .option('--api-keys <json>', `extra keys, a JSON array [{"key","actions"}] [env ${envName('api-keys')}]`)
     .option('--insecure-no-auth', `ask for no key [env ${envName('insecure-no-auth')}]`)
-    .option('--restore-bytes-max <bytes>', `largest restore body (default ${DEFAULT_RESTORE_BYTES_MAX}, 64 GiB)`)
+    .option('--restore-bytes-max <bytes>', 'largest restore body in bytes (default 64 GiB)')
     .option('--cacert <file>', `CA that signs the target's TLS certificate (env ${envName('cacert')}; default plaintext)`)
     .option('--metrics-open', `serve /metrics without a key [env ${envName('metrics-open')}]`)
     .option('--log-level <level>', `log level: ${LOG_LEVELS.join(', ')}`, 'info')
@@ -80,6 +81,7 @@ export function buildProgram(): Command {
         if (parseHostPort(opts.target) === null) throw new CliError(`target: "${opts.target}" is not host:port`, EXIT_CONFIG);
         if (parseHostPort(opts.http, true) === null) throw new CliError(`http: "${opts.http}" is not host:port`, EXIT_CONFIG);
         if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) throw new CliError(`log-level: "${opts.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`, EXIT_CONFIG);
+        const { parseApiKeys, runGateway } = await import('../gateway/index.js');
         const adminKey = opts.apiKey ?? process.env[envName('api-key')] ?? '';
         let keys: ApiKeySpec[];
         try {
@@ -125,6 +127,7 @@ export function buildProgram(): Command {
     .option('--http-base-port <port>', 'HTTP port of n1 (n2 the next, ...)', intArg('http-base-port'), 8108)
     .option('--log-level <level>', 'log level of the nodes', 'info')
     .action(async (opts: { baseDir: string; nodes: number; grpcBasePort: number; peerBasePort?: number; httpBasePort: number; logLevel: string }) => {
+      const { runLocal } = await import('./local.js');
       process.exitCode = await runLocal(opts);
     });
 
