@@ -9,6 +9,7 @@
  *   --bug-release-answers-on-failure                             negative control: a failed write releases held votes and acks (src/node testOnlyBugs)
  *   --broken-core NAME                                           negative control: every node runs a broken Raft core (broken.ts)
  *   --bug-appends-before-term-saved                              negative control: a leader's appends leave before its term is durable (src/node testOnlyBugs)
+ *   --snapshots                                                  run the snapshot workload (snapshots, compaction, InstallSnapshot, restores)
  *   --bug-restore-on-one-copy                                    negative control: a restore proposed before a quorum holds its archive (src/node testOnlyBugs)
  * Exits 1 on any violation; each prints the command that replays it.
  */
@@ -33,15 +34,16 @@ interface Args {
   appendsBeforeTermSaved: boolean;
   brokenCore?: string;
   restoreOnOneCopy: boolean;
+  snapshots: boolean;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--bug-restore-on-one-copy]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--snapshots] [--bug-restore-on-one-copy]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, snapshots: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -84,6 +86,9 @@ function parseArgs(argv: readonly string[]): Args {
         a.divergentNode = v;
         break;
       }
+      case '--snapshots':
+        a.snapshots = true;
+        break;
       case '--bug-restore-on-one-copy':
         a.restoreOnOneCopy = true;
         break;
@@ -122,6 +127,7 @@ async function main(): Promise<void> {
   });
   const args = parseArgs(process.argv.slice(2));
   const controls: NodeControls = {
+    ...(args.snapshots ? { snapshots: true } : {}),
     ...(args.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: args.ackBeforePersistMs } : {}),
     ...(args.serializableReads ? { serializableReads: true } : {}),
     ...(args.divergentNode !== undefined ? { divergentNode: args.divergentNode } : {}),

@@ -69,7 +69,7 @@ describe('sim on the real node', function () {
     const scenario = { snapshotEntries: 10, trailingEntries: 2, lagMeanMs: 500, lagDownMs: 700, restoreMeanMs: 400, poisonChance: 0.5 };
     const total = { snapshots: 0, installs: 0, lags: 0, restores: 0, restoresApplied: 0, poisonedRefused: 0, acked: 0 };
     for (let seed = 1; seed <= 6; seed++) {
-      const r = await runNodeSeed(seed, { scenario });
+      const r = await runNodeSeed(seed, { scenario, controls: { snapshots: true } });
       assert.ok(r.ok, r.message);
       for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r.stats[k];
     }
@@ -78,7 +78,7 @@ describe('sim on the real node', function () {
     // and with snapshots, fetches and restores a seed still replays exactly
     const run = async (): Promise<{ trace: string[]; stats: unknown }> => {
       const trace: string[] = [];
-      const r = await runNodeSeed(2, { scenario, trace: (line) => trace.push(line) });
+      const r = await runNodeSeed(2, { scenario, controls: { snapshots: true }, trace: (line) => trace.push(line) });
       return { trace, stats: r.stats };
     };
     const a = await run();
@@ -87,16 +87,16 @@ describe('sim on the real node', function () {
   });
 
   it('negative control: a restore committed while its archive had one copy (the leader skips staging it on a quorum, then its disk is lost) is caught within 10 seeds of 3 nodes; the seed replays it and passes without the bug', async () => {
-    const controls = { nodeBugs: { restoreOnOneCopy: true } };
+    const controls = { snapshots: true, nodeBugs: { restoreOnOneCopy: true } };
     const summary = await runNodeCampaign({ from: 1, count: 10, nodes: 3, controls, stopOnFirst: true });
     const first = summary.failures[0];
     assert.ok(first?.violation !== undefined, `no violation in ${summary.seeds} seeds`);
     assert.equal(first.violation.property, 'Liveness', first.message);
-    assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed ${first.seed} --nodes 3 --bug-restore-on-one-copy --verbose`));
+    assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed ${first.seed} --nodes 3 --snapshots --bug-restore-on-one-copy --verbose`));
     const again = await runNodeSeed(first.seed, { nodes: 3, controls });
     assert.equal(again.violation?.message, first.violation.message, 'the seed does not replay its violation');
     // The same seed with the same loss (the uploader's disk gone right after its restore) but the archive staged on a quorum first: live.
-    const fixed = await runNodeSeed(first.seed, { nodes: 3, scenario: { loseRestorerChance: 1 } });
+    const fixed = await runNodeSeed(first.seed, { nodes: 3, controls: { snapshots: true }, scenario: { loseRestorerChance: 1 } });
     assert.ok(fixed.ok, fixed.message);
     assert.ok(fixed.stats.restoresApplied > 0, JSON.stringify(fixed.stats));
   });
