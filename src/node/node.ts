@@ -34,7 +34,7 @@ import { RestoreRefs, encodeRestoreCommand, isRestoreCommand, type RestoreComman
 import type { NodeMetrics } from './metrics.js';
 import { silentLogger, type Logger } from './logger.js';
 import type { NodeBrief, NodeStatus } from './node-status.js';
-import { toRaftMeta, type SnapshotManager } from './snapshots.js';
+import { SnapshotTermUnknownError, toRaftMeta, type SnapshotManager } from './snapshots.js';
 
 /**
  * MessageSender is what the node needs of a transport (GrpcTransport,
@@ -86,6 +86,9 @@ const FETCH_ATTEMPTS_PER_HOLDER = 3;
 const APPLY_QUEUE_ENTRIES_MAX = 10_000;
 /** APPLY_BATCH_ENTRIES_MAX: entries the apply worker applies in one state machine batch. */
 const APPLY_BATCH_ENTRIES_MAX = 4_096;
+
+/** FETCH_STALL_MS_MIN: the least time a snapshot fetch from a former leader may receive nothing before it is given up. */
+const FETCH_STALL_MS_MIN = 1_000;
 
 export const DEFAULT_TIMINGS: NodeTimings = {
   tickMs: 10,
@@ -270,7 +273,8 @@ export class Node {
   private snapshotFailures = 0;
   private snapshotRetry: TimerHandle | undefined;
   /** fetching: the snapshot this follower is fetching from its leader. */
-  private fetching: { meta: SnapshotMeta; abort: AbortController } | null = null;
+  /** fetching: the snapshot being fetched, from whom (the leader that offered it), when a byte last came, and how to stop it. */
+  private fetching: { meta: SnapshotMeta; from: NodeId; progressAtMs: number; abort: AbortController } | null = null;
   /** fetched: a verified snapshot waiting to be installed between two Ready cycles. */
   private fetched: { meta: SnapshotMeta; stored: StoredSnapshot } | null = null;
   /** snapshotStats: counters for status and metrics. */
@@ -744,6 +748,20 @@ export class Node {
   private onTick(): void {
     if (this.stopped) return;
     this.raft.tick();
+    const f = this.fetching;
+    if (f !== null && !f.abort.signal.aborted) {
+      // A fetch whose source left the cluster, or that no longer leads and has sent nothing for a while (down,
+      // cut off), is failed: the leader then offers its own snapshot instead of waiting on the fetch's retries.
+      // One from a live former leader goes on (a leader change mid-fetch does not restart it).
+      const st = this.raft.brief();
+      const left = !isMemberOf(st.membership, f.from);
+      const stalledMs = this.clock.nowMs() - f.progressAtMs;
+      const stalled = st.leader !== '' && st.leader !== f.from && stalledMs > Math.max(FETCH_STALL_MS_MIN, 4 * this.timings.electionTimeoutTicks * this.timings.tickMs);
+      if (left || stalled) {
+        this.log.warn({ index: f.meta.index, from: f.from, leader: st.leader, stalledMs: Math.round(stalledMs) }, left ? 'snapshot fetch stopped: its source left the cluster' : 'snapshot fetch stopped: its source no longer leads and sends nothing');
+        f.abort.abort();
+      }
+    }
     this.kick();
   }
 
@@ -928,6 +946,11 @@ export class Node {
         },
         (e: unknown) => {
           this.snapshotSoon ||= soon;
+          if (e instanceof SnapshotTermUnknownError && e.index < this.raft.brief().firstIndex - 1) {
+            // An install (a fetched snapshot) replaced the state past the view this snapshot was taken of: moot.
+            this.log.info({ index: e.index, firstIndex: this.raft.brief().firstIndex }, 'automatic snapshot skipped: an install replaced the state meanwhile');
+            return;
+          }
           const retryMs = Math.min(SNAPSHOT_RETRY_MS_MAX, SNAPSHOT_RETRY_MS_MIN * 2 ** Math.min(this.snapshotFailures, 6));
           this.snapshotFailures++;
           this.log.error({ err: (e as Error).message, failures: this.snapshotFailures, retryMs }, 'automatic snapshot failed; retrying later');
@@ -1002,12 +1025,20 @@ export class Node {
       this.fetching.abort.abort();
     }
     const leader = this.raft.brief().leader;
-    const address = this.dialAddressOf(leader);
+    // The leader that offered it; a follower whose log predates that leader's joining knows its address only from
+    // the snapshot's membership, if at all. With no address the offer is refused at once (the leader offers again,
+    // a newer snapshot in time), rather than a fetch that cannot connect being retried.
+    const address = this.dialAddressOf(leader) || (leader !== '' && Object.hasOwn(meta.membership.addresses, leader) ? (meta.membership.addresses[leader] as string) : '');
+    if (address === '') {
+      this.log.warn({ index: meta.index, leader }, 'snapshot offer refused: no address known for the leader that offered it');
+      this.raft.snapshotFailed(meta);
+      return;
+    }
     const abort = new AbortController();
-    const mine = { meta, abort };
+    const mine = { meta, from: leader, progressAtMs: this.clock.nowMs(), abort };
     this.fetching = mine;
     this.log.info({ index: meta.index, bytes: meta.sizeBytes, from: leader }, 'fetching snapshot');
-    sm.fetch(this.id, address, meta, abort.signal)
+    sm.fetch(this.id, address, meta, abort.signal, () => (mine.progressAtMs = this.clock.nowMs()))
       .then(({ stored, result }) => {
         this.snapshotStats.chunkHashFailures += result.hashFailures;
         this.snapshotStats.bytesReceived += result.bytes;
@@ -1704,4 +1735,9 @@ function stageError(err: unknown): Error {
   if (isNoSpace(err)) return coded(8, message);
   if (isContentError(err)) return coded(3, message);
   return coded(14, message);
+}
+
+/** isMemberOf: whether `id` is a voter or a learner of `m`. */
+function isMemberOf(m: Membership, id: NodeId): boolean {
+  return m.voters.includes(id) || m.learners.includes(id);
 }

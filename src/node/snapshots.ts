@@ -115,6 +115,19 @@ export function toRaftMeta(s: StoredSnapshot): SnapshotMeta {
 }
 
 /**
+ * SnapshotTermUnknownError: the state machine's view is at `index`, whose
+ * term the log no longer knows: an install replaced the log meanwhile (the
+ * view is older than the state now), or the log lost it (a bug). The node
+ * tells the two apart.
+ */
+export class SnapshotTermUnknownError extends Error {
+  override readonly name = 'SnapshotTermUnknownError';
+  constructor(readonly index: number) {
+    super(`no term known for applied index ${index}`);
+  }
+}
+
+/**
  * SnapshotManager keeps a node's snapshots: it writes them from the state
  * machine's point-in-time view, serves them in verified chunks, fetches them
  * from a leader and installs them. It holds the newest snapshot open (pinned,
@@ -294,7 +307,7 @@ export class SnapshotManager {
     try {
       const index = reader.appliedIndex;
       const term = termAt(index);
-      if (term === undefined) throw new Error(`no term known for applied index ${index}`);
+      if (term === undefined) throw new SnapshotTermUnknownError(index);
       const meta = { index, term, membership: membershipAt(index) };
       const changes = reader.changes;
       let stored: StoredSnapshot | null = null;
@@ -370,7 +383,13 @@ export class SnapshotManager {
    * a wrong one fails the fetch. The archive's contents are validated when
    * it is installed.
    */
-  async fetch(selfId: string, address: string, meta: SnapshotMeta, signal?: AbortSignal): Promise<{ stored: StoredSnapshot; result: FetchResult }> {
+  async fetch(
+    selfId: string,
+    address: string,
+    meta: SnapshotMeta,
+    signal?: AbortSignal,
+    onProgress?: (bytes: number) => void,
+  ): Promise<{ stored: StoredSnapshot; result: FetchResult }> {
     let result: FetchResult | undefined;
     const stored = await this.store.receiveArchive(
       { digest: meta.digest, sizeBytes: meta.sizeBytes, index: meta.index, term: meta.term },
@@ -384,6 +403,7 @@ export class SnapshotManager {
           bandwidthBytesPerSec: this.policy.bandwidthBytesPerSec,
           clock: this.clock,
           ...(signal !== undefined ? { signal } : {}),
+          ...(onProgress !== undefined ? { onProgress } : {}),
           ...(this.dial !== undefined ? { dial: this.dial } : {}),
           ...(this.streams !== undefined ? { streams: this.streams } : {}),
         });

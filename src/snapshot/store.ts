@@ -59,6 +59,8 @@ const SPOOL_FILE = 'state.spool';
 const TMP_SUFFIX = '.tmp';
 const READ_CHUNK_BYTES = 1024 * 1024;
 const STORED_META_BYTES_MAX = META_BYTES_MAX + 1024;
+/** SAME_ID_ARCHIVES_MAX: the most different archives received that all name the same term, index and creation time. */
+const SAME_ID_ARCHIVES_MAX = 64;
 /** RETAIN_MAX: the most snapshots a store may be told to keep. */
 export const RETAIN_MAX = 1000;
 
@@ -806,8 +808,9 @@ export class SnapshotStore {
    * consumeState, or is hashed and discarded); then the SHA-256 is compared
    * with expectedSha256 (`digest-mismatch`), the hashes are recorded and the
    * directory is renamed into place. Importing an archive already stored
-   * (same id, same SHA-256) returns the stored one; a different archive with
-   * the same id is `already-exists`. Retention runs afterwards but never
+   * (same id, same SHA-256) returns the stored one; a different archive that
+   * names the same term, index and creation time is stored under the next
+   * free millisecond (`already-exists` past 64 such). Retention runs afterwards but never
    * removes the snapshot just imported.
    */
   async importArchive(source: Readable, options: ImportOptions): Promise<StoredSnapshot> {
@@ -927,14 +930,21 @@ export class SnapshotStore {
       await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest), this.io);
       await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta), this.io);
       await fsyncDir(tmpDir, this.io);
-      const id = snapshotId(meta.term, meta.index, Date.parse(meta.createdAt));
+      const createdAtMs = Date.parse(meta.createdAt);
       return await this.exclusive(async () => {
-        const finalDir = join(this.dir, id);
-        if (await this.exists(finalDir)) {
+        // The id comes from what the archive says (term, index, creation time): two different archives may say
+        // the same (two uploads built alike, from different states). The same bytes are the stored one; different
+        // bytes take the next free millisecond, so neither refuses the other (bounded).
+        let id = snapshotId(meta.term, meta.index, createdAtMs);
+        for (let bump = 1; await this.exists(join(this.dir, id)); bump++) {
           const existing = await this.load(id).catch(() => null);
           if (existing !== null && existing.archiveSha256 === digest.archiveSha256) return existing;
-          throw new SnapshotStoreError('already-exists', `a different snapshot ${id} is already stored`, { path: finalDir });
+          if (bump > SAME_ID_ARCHIVES_MAX) {
+            throw new SnapshotStoreError('already-exists', `${SAME_ID_ARCHIVES_MAX} different snapshots like ${id} are already stored`, { path: join(this.dir, id) });
+          }
+          id = snapshotId(meta.term, meta.index, createdAtMs + bump);
         }
+        const finalDir = join(this.dir, id);
         await this.io.rename(tmpDir, finalDir);
         await fsyncDir(this.dir, this.io);
         const stored = this.describe(id, storedMeta);

@@ -371,6 +371,23 @@ describe('SnapshotStore', () => {
     assert.deepEqual(await readdir(join(dir, 'other')), []);
   });
 
+  it('two different archives naming the same term, index and creation time are both kept (the next free millisecond), each found by its digest', async () => {
+    const a = await (await SnapshotStore.open(join(dir, 'a'), { retain: 3 })).create(meta(7, 3), writer(records(300)));
+    const b = await (await SnapshotStore.open(join(dir, 'b'), { retain: 3 })).create(meta(7, 3), writer(records(301)));
+    assert.equal(a.id, b.id, 'the same id where they were made');
+    assert.notEqual(a.archiveSha256, b.archiveSha256);
+    const uploads = await SnapshotStore.open(join(dir, 'uploads'), { retain: 10 });
+    const first = await uploads.importArchive(createReadStream(a.path), { maxBytes: 1e7 });
+    const second = await uploads.importArchive(createReadStream(b.path), { maxBytes: 1e7 });
+    assert.equal(first.id, a.id);
+    assert.notEqual(second.id, first.id, 'before: already-exists, and that restore could never be staged here');
+    assert.deepEqual(second.meta, b.meta);
+    assert.equal((await uploads.importArchive(createReadStream(b.path), { maxBytes: 1e7 })).id, second.id, 'the same bytes again: the stored one');
+    const kept = await uploads.list();
+    assert.deepEqual(kept.map((x) => x.archiveSha256).sort(), [a.archiveSha256, b.archiveSha256].sort());
+    for (const x of kept) (await uploads.open(x.id)).release();
+  });
+
   describe('crash safety (a child process SIGKILLed at each failpoint)', function () {
     this.timeout(60_000);
     const fixture = fileURLToPath(new URL('./fixtures/crash-create.ts', import.meta.url));
