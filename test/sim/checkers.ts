@@ -80,6 +80,13 @@ interface ShadowLog {
   terms: number[];
   ehs: number[];
   chains: number[];
+  /**
+   * resetTerms: the terms of the entries the last reset discarded below its
+   * base. A follower that begins installing a snapshot resets its log while
+   * its apply worker may still apply committed entries saved before (the
+   * install follows them): those are checked against these.
+   */
+  resetTerms?: Map<number, number>;
 }
 
 interface Registered {
@@ -225,6 +232,12 @@ export class Checkers {
         this.fail(PROPERTY.stateMachineSafety, [id], `log reset to base (${base.index}, ${base.term}) which differs from the committed entry there`);
       }
     }
+    const dropped = new Map<number, number>();
+    s.terms.forEach((t, i) => {
+      const index = s.baseIndex + 1 + i;
+      if (index < base.index) dropped.set(index, t);
+    });
+    s.resetTerms = dropped;
     s.baseIndex = base.index;
     s.baseTerm = base.term;
     s.baseChain = ch;
@@ -396,7 +409,8 @@ export class Checkers {
     if (e.index !== appliedBefore + 1) {
       this.fail(PROPERTY.stateMachineSafety, [node], `applied entry ${e.index} right after ${appliedBefore} (a gap)`);
     }
-    const t = this.termAt(node, e.index);
+    const sh = this.shadow(node);
+    const t = this.termAt(node, e.index) ?? (e.index < sh.baseIndex ? sh.resetTerms?.get(e.index) : undefined);
     if (t === undefined) {
       this.fail(PROPERTY.driverContract, [node], `applied entry ${e.index} that is not in its persisted log (base ${this.shadow(node).baseIndex}, last ${this.lastIndex(node)})`);
     }

@@ -9,7 +9,7 @@
  *   --bug-release-answers-on-failure                             negative control: a failed write releases held votes and acks (src/node testOnlyBugs)
  *   --broken-core NAME                                           negative control: every node runs a broken Raft core (broken.ts)
  *   --bug-appends-before-term-saved                              negative control: a leader's appends leave before its term is durable (src/node testOnlyBugs)
- *   --snapshots                                                  run the snapshot workload (snapshots, compaction, InstallSnapshot, restores)
+ *   --no-snapshots                                               leave out the snapshot workload (snapshots, compaction, InstallSnapshot, restores: on by default)
  *   --bug-restore-on-one-copy                                    negative control: a restore proposed before a quorum holds its archive (src/node testOnlyBugs)
  * Exits 1 on any violation; each prints the command that replays it.
  */
@@ -38,12 +38,12 @@ interface Args {
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--snapshots] [--bug-restore-on-one-copy]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, snapshots: false };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, snapshots: true };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -86,8 +86,8 @@ function parseArgs(argv: readonly string[]): Args {
         a.divergentNode = v;
         break;
       }
-      case '--snapshots':
-        a.snapshots = true;
+      case '--no-snapshots':
+        a.snapshots = false;
         break;
       case '--bug-restore-on-one-copy':
         a.restoreOnOneCopy = true;
@@ -127,7 +127,7 @@ async function main(): Promise<void> {
   });
   const args = parseArgs(process.argv.slice(2));
   const controls: NodeControls = {
-    ...(args.snapshots ? { snapshots: true } : {}),
+    ...(args.snapshots ? {} : { snapshots: false }),
     ...(args.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: args.ackBeforePersistMs } : {}),
     ...(args.serializableReads ? { serializableReads: true } : {}),
     ...(args.divergentNode !== undefined ? { divergentNode: args.divergentNode } : {}),

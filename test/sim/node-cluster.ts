@@ -61,7 +61,7 @@ import { NodeError } from '../../src/node/errors.js';
 import type { Logger } from '../../src/node/logger.js';
 import { Node, type TestOnlyBugs } from '../../src/node/node.js';
 import type { KvCommand } from '../../src/fsm/kv-command.js';
-import type { ConfChange, HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
+import type { ConfChange, Entry, HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
 import { MemoryDataDir } from '../../src/storage/memory-storage.js';
 import { isRestoreCommand } from '../../src/fsm/restore-command.js';
 import { SnapshotManager, DEFAULT_SNAPSHOT_POLICY, type SnapshotPolicy } from '../../src/node/snapshots.js';
@@ -123,12 +123,10 @@ export interface NodeScenario extends NetFaults, DiskFaults {
 /**
  * makeNodeScenario draws a scenario from the seed (its own fork), then
  * applies overrides. The snapshot workload (snapshots, compaction, lagging
- * followers, restores) is drawn always but runs only with `snapshots`
- * (NodeControls.snapshots, --snapshots): off by default until the findings
- * it shows (issue 17: a follower's log reset to a fetched snapshot while the
- * state machine still applies older entries) are fixed.
+ * followers, restores) is drawn always and runs unless `snapshots` is false
+ * (NodeControls.snapshots, --no-snapshots).
  */
-export function makeNodeScenario(seed: number, nodes: number, overrides: Partial<NodeScenario> = {}, snapshots = false): NodeScenario {
+export function makeNodeScenario(seed: number, nodes: number, overrides: Partial<NodeScenario> = {}, snapshots = true): NodeScenario {
   const r = new SeededRng(seed).fork('node-scenario');
   const latencyMinMs = r.range(1, 4);
   const calm = r.chance(0.1);
@@ -208,7 +206,7 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
 
 /** NodeControls: test-only switches that break the system on purpose (negative controls). */
 export interface NodeControls {
-  /** snapshots: run the snapshot workload the scenario draws (snapshots, compaction, lagging followers, restores); see makeNodeScenario. */
+  /** snapshots: false leaves out the snapshot workload the scenario draws (snapshots, compaction, lagging followers, restores); see makeNodeScenario. */
   readonly snapshots?: boolean;
   /** ackBeforePersistMs: every disk reports a save done before it is durable; a crash within this many ms loses it (sim-storage.ts). */
   readonly ackBeforePersistMs?: number;
@@ -296,6 +294,12 @@ interface Member {
   readonly peers: Membership;
   /** snapshotIo: its snapshot directory's disk (kept across incarnations). */
   snapshotIo: MemorySnapshotIo;
+  /**
+   * persisted: every entry this disk saved, the last saved at each index. A follower that begins installing a
+   * fetched snapshot resets its log past entries its apply worker may still be applying (committed, saved before
+   * the reset): those are checked against what was saved, as they are no longer in the log.
+   */
+  readonly persisted: Map<number, Entry>;
 }
 
 const enc = new TextEncoder();
@@ -407,7 +411,7 @@ export class NodeCluster {
   }
 
   private newMember(id: NodeId, peers: Membership): Member {
-    return { id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false, dead: false, damage: new DiskDamage(), removed: false, peers, snapshotIo: this.newSnapshotIo() };
+    return { id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), persisted: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false, dead: false, damage: new DiskDamage(), removed: false, peers, snapshotIo: this.newSnapshotIo() };
   }
 
   private log(line: string): void {
@@ -501,7 +505,10 @@ export class NodeCluster {
     return {
       onSave: (batch: LogBatch, prev: HardState) =>
         this.check(() => {
-          if (batch.entries !== undefined && batch.entries.length > 0) this.checkers.onPersistEntries(mb.id, batch.entries, mb.node?.brief().role === 'leader');
+          if (batch.entries !== undefined && batch.entries.length > 0) {
+            this.checkers.onPersistEntries(mb.id, batch.entries, mb.node?.brief().role === 'leader');
+            for (const e of batch.entries) mb.persisted.set(e.index, e);
+          }
           if (batch.hardState !== undefined) this.checkers.onHardState(mb.id, prev, batch.hardState);
         }),
       onCompact: (base: CompactionBase) => this.check(() => this.checkers.onCompactOrReset(mb.id, base, mb.node?.brief().role === 'leader')),
@@ -509,7 +516,8 @@ export class NodeCluster {
         this.check(() => {
           // The entries the batch applied are the ones this node persisted at those indexes (checked by onApply).
           for (let index = before + 1; index <= batch.appliedIndex; index++) {
-            const e = mb.dir.log[index - mb.dir.logBase.index - 1];
+            const inLog = mb.dir.log[index - mb.dir.logBase.index - 1];
+            const e = inLog ?? (index <= mb.dir.logBase.index ? mb.persisted.get(index) : undefined);
             if (e === undefined || e.index !== index) {
               this.checkers.failContract(PROPERTY.driverContract, [mb.id], `applied index ${index}, which is not in its persisted log (base ${mb.dir.logBase.index}, last ${mb.dir.logBase.index + mb.dir.log.length})`);
             }
@@ -906,7 +914,8 @@ export class NodeCluster {
             }
             this.stats.restores++;
             this.check(() => this.history.onRestoreAck(l.id, res.index, digest));
-            if (loseRestorer && this.faulting && l.up && !l.dead && this.members.filter((m) => m.dead).length < Math.floor((s.nodes - 1) / 2)) {
+            // Counted with the corrupt disks (mayFailDisk): never more than f nodes out for good in all.
+            if (loseRestorer && l.up && !l.dead && l.damage.count === 0 && this.mayFailDisk(true)) {
               // The uploader's disk is lost for good right after: the others must get the archive elsewhere.
               this.log(`${l.id} out for good right after its restore #${n} was acknowledged`);
               l.dead = true;

@@ -32,7 +32,7 @@ export function nodesForSeed(seed: number): number {
 }
 
 export function nodeReplayCommand(seed: number, nodes: number, controls: NodeControls = {}): string {
-  let extra = controls.snapshots === true ? ' --snapshots' : '';
+  let extra = controls.snapshots === false ? ' --no-snapshots' : '';
   extra += controls.ackBeforePersistMs !== undefined ? ` --ack-before-persist ${controls.ackBeforePersistMs}` : '';
   if (controls.serializableReads === true) extra += ' --serializable-reads';
   if (controls.divergentNode !== undefined) extra += ` --divergent-node ${controls.divergentNode}`;
@@ -45,7 +45,7 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
 
 export async function runNodeSeed(seed: number, options: NodeRunOptions = {}): Promise<NodeRunResult> {
   const nodes = options.nodes ?? nodesForSeed(seed);
-  const scenario = makeNodeScenario(seed, nodes, options.scenario ?? {}, options.controls?.snapshots === true);
+  const scenario = makeNodeScenario(seed, nodes, options.scenario ?? {}, options.controls?.snapshots !== false);
   const cluster = new NodeCluster(seed, scenario, options.controls ?? {}, options.trace ?? null);
   const replay = nodeReplayCommand(seed, nodes, options.controls);
   const violation = await cluster.run();

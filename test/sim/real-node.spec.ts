@@ -92,7 +92,7 @@ describe('sim on the real node', function () {
     const first = summary.failures[0];
     assert.ok(first?.violation !== undefined, `no violation in ${summary.seeds} seeds`);
     assert.equal(first.violation.property, 'Liveness', first.message);
-    assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed ${first.seed} --nodes 3 --snapshots --bug-restore-on-one-copy --verbose`));
+    assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed ${first.seed} --nodes 3 --bug-restore-on-one-copy --verbose`));
     const again = await runNodeSeed(first.seed, { nodes: 3, controls });
     assert.equal(again.violation?.message, first.violation.message, 'the seed does not replay its violation');
     // The same seed with the same loss (the uploader's disk gone right after its restore) but the archive staged on a quorum first: live.
