@@ -157,6 +157,8 @@ interface InFlight {
   readonly hardState: HardState | null;
   readonly logLength: number;
   readonly tail: Entry[];
+  /** durable: a later synced write (a compaction) completed meanwhile: the WAL is ordered, so this one is durable too. */
+  durable: boolean;
 }
 
 export class SimStorage implements NodeStorage {
@@ -230,7 +232,7 @@ export class SimStorage implements NodeStorage {
     const f = this.inFlight;
     this.inFlight = null;
     if (f === null) return;
-    if (this.opts.rng?.chance(0.5) === true) {
+    if (f.durable || this.opts.rng?.chance(0.5) === true) {
       this.opts.observer.onSave(f.batch, f.prev);
       return;
     }
@@ -333,7 +335,7 @@ export class SimStorage implements NodeStorage {
     const syncMs = this.faults.syncMaxMs > 0 && fault === null ? (this.opts.rng?.range(0, this.faults.syncMaxMs) ?? 0) : 0;
     const first = batch.entries?.[0];
     const keep = first === undefined ? d.log.length : Math.min(d.log.length, first.index - d.logBase.index - 1);
-    const inFlight: InFlight | null = syncMs > 0 ? { batch, prev, hardState: d.hardState, logLength: keep, tail: d.log.slice(keep) } : null;
+    const inFlight: InFlight | null = syncMs > 0 ? { batch, prev, hardState: d.hardState, logLength: keep, tail: d.log.slice(keep), durable: false } : null;
     await this.inner.save(batch);
     if (!this.alive) return never();
     if (inFlight !== null) {
@@ -362,6 +364,9 @@ export class SimStorage implements NodeStorage {
     if (fault !== null && !fault.landed) throw fault.err;
     await this.inner.compact(base);
     if (!this.alive) return never();
+    // A save still syncing is durable once this later write is (one ordered WAL); were it torn, the log it
+    // restores would no longer line up with the compacted one.
+    if (this.inFlight !== null) this.inFlight.durable = true;
     this.stateUndo = []; // compact syncs the state machine first (rocks-storage.ts)
     this.opts.observer.onCompact(base);
     if (fault !== null) throw fault.err;
