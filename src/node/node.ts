@@ -750,15 +750,14 @@ export class Node {
     this.raft.tick();
     const f = this.fetching;
     if (f !== null && !f.abort.signal.aborted) {
-      // A fetch whose source left the cluster, or that no longer leads and has sent nothing for a while (down,
-      // cut off), is failed: the leader then offers its own snapshot instead of waiting on the fetch's retries.
-      // One from a live former leader goes on (a leader change mid-fetch does not restart it).
+      // A fetch from a member that no longer leads and has sent nothing for a while (down, cut off, removed) is
+      // failed: the leader then offers its own snapshot instead of waiting on the fetch's retries. One from a live
+      // former leader goes on (a leader change mid-fetch does not restart it). (Not "has it left the membership":
+      // a follower that needs a snapshot knows only the membership of its old log.)
       const st = this.raft.brief();
-      const left = !isMemberOf(st.membership, f.from);
       const stalledMs = this.clock.nowMs() - f.progressAtMs;
-      const stalled = st.leader !== '' && st.leader !== f.from && stalledMs > Math.max(FETCH_STALL_MS_MIN, 4 * this.timings.electionTimeoutTicks * this.timings.tickMs);
-      if (left || stalled) {
-        this.log.warn({ index: f.meta.index, from: f.from, leader: st.leader, stalledMs: Math.round(stalledMs) }, left ? 'snapshot fetch stopped: its source left the cluster' : 'snapshot fetch stopped: its source no longer leads and sends nothing');
+      if (st.leader !== '' && st.leader !== f.from && stalledMs > Math.max(FETCH_STALL_MS_MIN, 4 * this.timings.electionTimeoutTicks * this.timings.tickMs)) {
+        this.log.warn({ index: f.meta.index, from: f.from, leader: st.leader, stalledMs: Math.round(stalledMs) }, 'snapshot fetch stopped: its source no longer leads and sends nothing');
         f.abort.abort();
       }
     }
@@ -1735,9 +1734,4 @@ function stageError(err: unknown): Error {
   if (isNoSpace(err)) return coded(8, message);
   if (isContentError(err)) return coded(3, message);
   return coded(14, message);
-}
-
-/** isMemberOf: whether `id` is a voter or a learner of `m`. */
-function isMemberOf(m: Membership, id: NodeId): boolean {
-  return m.voters.includes(id) || m.learners.includes(id);
 }
