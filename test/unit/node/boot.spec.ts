@@ -51,8 +51,17 @@ describe('node boot and the persisted membership (issue 14 item 4)', function ()
       const list = (await cluster.member('n1').snapshots?.store.list()) ?? [];
       return list.length === 2 && n1.status().firstIndex > (list[1]?.meta.index ?? 0) + 1 ? true : undefined;
     });
-    const base = n1.status().firstIndex - 1;
-    const ids = ((await cluster.member('n1').snapshots?.store.list()) ?? []).map((s) => s.id);
+    // An automatic snapshot may still be under way (and prune one listed here): take the list once it holds still.
+    const view = async (): Promise<string> => JSON.stringify([n1.status().firstIndex, ((await cluster.member('n1').snapshots?.store.list()) ?? []).map((s) => s.id)]);
+    let seen = await view();
+    for (let i = 0; i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 300));
+      const now = await view();
+      if (now === seen) break;
+      seen = now;
+    }
+    const [first, ids] = JSON.parse(seen) as [number, string[]];
+    const base = first - 1;
     await cluster.stop('n1');
     return { c: cluster, store: join(cluster.dir, 'n1', 'snapshots', 'store'), ids, base };
   }

@@ -130,6 +130,7 @@ describe('node: automatic snapshots after a failure', () => {
         attempts.push(Date.now());
         throw Object.assign(new Error("ENOSPC: no space left on device, write '/d/state.bin'"), { code: 'ENOSPC', syscall: 'write' });
       },
+      keepWhileInUse: () => undefined,
       close: async () => {},
     } as unknown as SnapshotManager;
     node = await Node.start({
