@@ -191,32 +191,14 @@ export class StateBlockEncoder {
       if (recordBytes > this.#block.length) this.#block = Buffer.allocUnsafe(recordBytes);
       if (this.#fill === 0) this.#blockFirstKey = Buffer.from(key);
       this.#blockKeys += 1;
-      const block = this.#block;
-      let fill = this.#fill;
-      block.writeUInt32BE(key.length, fill);
-      fill += 4;
-      key.copy(block, fill);
-      fill += key.length;
-      block.writeUInt32BE(value.length, fill);
-      fill += 4;
-      value.copy(block, fill);
-      this.#fill = fill + value.length;
+      this.#fill = copyRecord(this.#block, this.#fill, key, value);
       this.keys += 1;
       this.bytes += recordBytes;
       return;
     }
-    const block = this.#block;
-    let fill = this.#fill;
-    if (fill + recordBytes < this.#blockBytes) {
+    if (this.#fill + recordBytes < this.#blockBytes) {
       // fast path: the whole record fits in the current block (and does not fill it).
-      block.writeUInt32BE(key.length, fill);
-      fill += 4;
-      key.copy(block, fill);
-      fill += key.length;
-      block.writeUInt32BE(value.length, fill);
-      fill += 4;
-      value.copy(block, fill);
-      this.#fill = fill + value.length;
+      this.#fill = copyRecord(this.#block, this.#fill, key, value);
     } else {
       this.#u32.writeUInt32BE(key.length, 0);
       this.#put(this.#u32);
@@ -516,4 +498,13 @@ export async function writeArchiveFromRecords(
     io,
     ...(options.onStateProgress !== undefined ? { onStateProgress: options.onStateProgress } : {}),
   });
+}
+
+/** copyRecord writes one state record (u32 key length, key, u32 value length, value) into `block` at `fill`, which has room; returns the fill after it. */
+function copyRecord(block: Buffer, fill: number, key: Buffer, value: Buffer): number {
+  block.writeUInt32BE(key.length, fill);
+  key.copy(block, fill + 4);
+  block.writeUInt32BE(value.length, fill + 4 + key.length);
+  value.copy(block, fill + 8 + key.length);
+  return fill + 8 + key.length + value.length;
 }
