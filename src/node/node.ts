@@ -1184,6 +1184,11 @@ export class Node {
       }
       return;
     }
+    if (m.type === 'snapshot' && !Object.hasOwn(m.snapshot.membership.addresses, this.id)) {
+      // Offered a snapshot older than this leader's joining (it caught up by a previous leader's): a follower whose
+      // log is as old has no address to fetch it from here. A snapshot of the state now names this node.
+      this.snapshotSoon = true;
+    }
     this.transport.send(m);
   }
 
