@@ -56,6 +56,12 @@ export interface ProbeKey {
 export interface ApplyContext {
   readonly sessions?: SessionTable;
   readonly read?: (key: Uint8Array) => KeyProbe | undefined;
+  /**
+   * testOnlyReappliesRetries: TEST-ONLY (a negative control of the simulator,
+   * StateMachineOptions.testOnlyReappliesRetries): a command whose request id
+   * the table remembers is applied again instead of answered from the table.
+   */
+  readonly testOnlyReappliesRetries?: boolean;
 }
 
 function decodeOrNull(data: Uint8Array): KvCommand | null {
@@ -257,10 +263,12 @@ export function planApply(items: readonly ApplyItem[], appliedIndex: number, pat
       results.push({ index: entry.index, ok: false, code: err.code, error: err.message });
       continue;
     }
-    const stamp = command.session;
+    let stamp = command.session;
     if (stamp !== undefined) {
       const seen = sessions.lookup(stamp);
-      if (seen.kind === 'seen') {
+      if (seen.kind === 'seen' && context.testOnlyReappliesRetries === true) {
+        stamp = undefined; // the bug: applied again (and not recorded twice)
+      } else if (seen.kind === 'seen') {
         const { index: firstIndex, deleted, succeeded } = seen.result;
         results.push({
           index: entry.index,
@@ -271,7 +279,7 @@ export function planApply(items: readonly ApplyItem[], appliedIndex: number, pat
         });
         continue;
       }
-      if (seen.kind === 'expired') {
+      if (seen.kind === 'expired' && stamp !== undefined) {
         results.push({
           index: entry.index,
           ok: false,

@@ -69,6 +69,13 @@ export interface RestoreDriver {
 /** StateMachineOptions: `name` names the state in error messages (a data dir path, say). */
 export interface StateMachineOptions {
   readonly name?: string;
+  /**
+   * testOnlyReappliesRetries: TEST-ONLY, off by default. A retried command
+   * whose request id the session table remembers is applied again (the
+   * dedup of retried writes is off), so the simulator's negative control
+   * (NodeOptions.testOnlyBugs.reappliesRetries) can show it is caught.
+   */
+  readonly testOnlyReappliesRetries?: boolean;
 }
 
 /** latin1: `bytes` as a string, one character per byte (a map key). */
@@ -99,6 +106,7 @@ export class StateMachine {
   readonly #revisions = new RevisionCache();
   #sessions: SessionTable;
   #epoch: number;
+  #reappliesRetries = false;
   #tail: Promise<unknown> = Promise.resolve();
 
   private constructor(store: StateStore, name: string, sessions: SessionTable) {
@@ -118,6 +126,7 @@ export class StateMachine {
     const sessions = await loadSessions(store, name);
     const sm = new StateMachine(store, name, sessions);
     sm.#epoch = epoch;
+    sm.#reappliesRetries = options.testOnlyReappliesRetries === true;
     return sm;
   }
 
@@ -302,7 +311,11 @@ export class StateMachine {
       }
       probes.set(latin1(key), { value, revision });
     }
-    const plan = planApply(items, applied, this.#name, { sessions: this.#sessions, read: (key) => probes.get(latin1(key)) });
+    const plan = planApply(items, applied, this.#name, {
+      sessions: this.#sessions,
+      read: (key) => probes.get(latin1(key)),
+      ...(this.#reappliesRetries ? { testOnlyReappliesRetries: true } : {}),
+    });
     if (plan.appliedIndex === applied) return plan.results;
     try {
       await store.write({

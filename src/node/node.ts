@@ -157,10 +157,14 @@ export interface NodeOptions {
  *   (test/sim/broken.ts: each breaks one rule of the paper);
  * - restoreOnOneCopy: a leader proposes a restore without first having a
  *   quorum of voters hold its archive (stageOnQuorum skipped), so the entry
- *   commits while the archive has one copy.
+ *   commits while the archive has one copy;
+ * - reappliesRetries: the state machine applies a retried write again when
+ *   its request id is one the session table remembers (the dedup of retries
+ *   off: StateMachineOptions.testOnlyReappliesRetries).
  */
 export interface TestOnlyBugs {
   readonly releaseAnswersOnFailure?: boolean;
+  readonly reappliesRetries?: boolean;
   readonly appendsBeforeTermSaved?: boolean;
   readonly restoreOnOneCopy?: boolean;
   readonly core?: new (config: RaftConfig, boot: RaftBootState) => RaftNode;
@@ -352,7 +356,7 @@ export class Node {
         ...opts.raft,
       },
     );
-    const fsm = await StateMachine.open(opts.storage);
+    const fsm = await StateMachine.open(opts.storage, opts.testOnlyBugs?.reappliesRetries === true ? { testOnlyReappliesRetries: true } : {});
     const applied = fsm.appliedIndex();
     const Core = opts.testOnlyBugs?.core ?? RaftNode;
     const raft = new Core(cfg, {

@@ -34,16 +34,17 @@ interface Args {
   appendsBeforeTermSaved: boolean;
   brokenCore?: string;
   restoreOnOneCopy: boolean;
+  reappliesRetries: boolean;
   snapshots: boolean;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-reapplies-retries]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, snapshots: true };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, reappliesRetries: false, snapshots: true };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -92,6 +93,9 @@ function parseArgs(argv: readonly string[]): Args {
       case '--bug-restore-on-one-copy':
         a.restoreOnOneCopy = true;
         break;
+      case '--bug-reapplies-retries':
+        a.reappliesRetries = true;
+        break;
       case '--serializable-reads':
         a.serializableReads = true;
         break;
@@ -131,8 +135,15 @@ async function main(): Promise<void> {
     ...(args.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: args.ackBeforePersistMs } : {}),
     ...(args.serializableReads ? { serializableReads: true } : {}),
     ...(args.divergentNode !== undefined ? { divergentNode: args.divergentNode } : {}),
-    ...(args.releaseAnswersOnFailure || args.appendsBeforeTermSaved || args.restoreOnOneCopy
-      ? { nodeBugs: { ...(args.releaseAnswersOnFailure ? { releaseAnswersOnFailure: true } : {}), ...(args.appendsBeforeTermSaved ? { appendsBeforeTermSaved: true } : {}), ...(args.restoreOnOneCopy ? { restoreOnOneCopy: true } : {}) } }
+    ...(args.releaseAnswersOnFailure || args.appendsBeforeTermSaved || args.restoreOnOneCopy || args.reappliesRetries
+      ? {
+          nodeBugs: {
+            ...(args.releaseAnswersOnFailure ? { releaseAnswersOnFailure: true } : {}),
+            ...(args.appendsBeforeTermSaved ? { appendsBeforeTermSaved: true } : {}),
+            ...(args.restoreOnOneCopy ? { restoreOnOneCopy: true } : {}),
+            ...(args.reappliesRetries ? { reappliesRetries: true } : {}),
+          },
+        }
       : {}),
     ...(args.brokenCore !== undefined ? { brokenCore: args.brokenCore } : {}),
   };

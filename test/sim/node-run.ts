@@ -39,6 +39,7 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
   if (controls.nodeBugs?.releaseAnswersOnFailure === true) extra += ' --bug-release-answers-on-failure';
   if (controls.nodeBugs?.appendsBeforeTermSaved === true) extra += ' --bug-appends-before-term-saved';
   if (controls.nodeBugs?.restoreOnOneCopy === true) extra += ' --bug-restore-on-one-copy';
+  if (controls.nodeBugs?.reappliesRetries === true) extra += ' --bug-reapplies-retries';
   if (controls.brokenCore !== undefined) extra += ` --broken-core ${controls.brokenCore}`;
   return `npm run sim -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
 }

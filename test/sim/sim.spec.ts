@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 
-import { runNodeCampaign } from './node-run.js';
+import { runNodeCampaign, runNodeSeed } from './node-run.js';
 import { runOnWorkers } from './node-pool.js';
 import { SeededRng } from '../harness/rng.js';
 
@@ -47,6 +47,23 @@ describe('sim negative controls: broken Raft cores inside the real node are caug
       assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed \\d+ --nodes 3 --broken-core ${core} --verbose`));
     });
   }
+});
+
+describe('sim negative controls: driver and state machine bugs inside the real node are caught', function () {
+  this.timeout(120_000);
+
+  it('a retried write applied again (the request-id dedup of the session table off) is caught within 10 seeds of 3 nodes; the seed replays it and passes without the bug', async () => {
+    const controls = { nodeBugs: { reappliesRetries: true } };
+    const summary = await runNodeCampaign({ from: 1, count: 10, nodes: 3, controls, stopOnFirst: true });
+    const first = summary.failures[0];
+    assert.equal(first?.violation?.property, 'Acknowledged Write Lost', first?.message ?? `no violation in ${summary.seeds} seeds`);
+    assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed ${first.seed} --nodes 3 --bug-reapplies-retries --verbose`));
+    const again = await runNodeSeed(first.seed, { nodes: 3, controls });
+    assert.equal(again.violation?.message, first.violation?.message, 'the seed does not replay its violation');
+    const fixed = await runNodeSeed(first.seed, { nodes: 3 });
+    assert.ok(fixed.ok, fixed.message);
+    assert.ok(fixed.stats.deduped > 0, `the retries were answered from the session table: ${JSON.stringify(fixed.stats)}`);
+  });
 });
 
 describe('sim: SeededRng', () => {
