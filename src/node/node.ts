@@ -89,6 +89,14 @@ const APPLY_BATCH_ENTRIES_MAX = 4_096;
 
 /** FETCH_STALL_MS_MIN: the least time a snapshot fetch from a former leader may receive nothing before it is given up. */
 const FETCH_STALL_MS_MIN = 1_000;
+/**
+ * FETCH_STALL_FROM_LEADER_MS_MIN: the least time a fetch from the leader
+ * itself may receive nothing before it is given up and offered again (a
+ * stream or a write stuck anywhere along the way must not strand the
+ * follower); longer than any pause of a healthy transfer (a busy leader's
+ * RESOURCE_EXHAUSTED backoff, a first chunk after opening a big archive).
+ */
+const FETCH_STALL_FROM_LEADER_MS_MIN = 15_000;
 
 export const DEFAULT_TIMINGS: NodeTimings = {
   tickMs: 10,
@@ -278,7 +286,7 @@ export class Node {
   private snapshotRetry: TimerHandle | undefined;
   /** fetching: the snapshot this follower is fetching from its leader. */
   /** fetching: the snapshot being fetched, from whom (the leader that offered it), when a byte last came, and how to stop it. */
-  private fetching: { meta: SnapshotMeta; from: NodeId; progressAtMs: number; abort: AbortController } | null = null;
+  private fetching: { meta: SnapshotMeta; from: NodeId; progressAtMs: number; bytes: number; abort: AbortController } | null = null;
   /** fetched: a verified snapshot waiting to be installed between two Ready cycles. */
   private fetched: { meta: SnapshotMeta; stored: StoredSnapshot } | null = null;
   /** snapshotStats: counters for status and metrics. */
@@ -753,19 +761,39 @@ export class Node {
     if (this.stopped) return;
     this.raft.tick();
     const f = this.fetching;
-    if (f !== null && !f.abort.signal.aborted) {
-      // A fetch from a member that no longer leads and has sent nothing for a while (down, cut off, removed) is
-      // failed: the leader then offers its own snapshot instead of waiting on the fetch's retries. One from a live
-      // former leader goes on (a leader change mid-fetch does not restart it). (Not "has it left the membership":
-      // a follower that needs a snapshot knows only the membership of its old log.)
-      const st = this.raft.brief();
-      const stalledMs = this.clock.nowMs() - f.progressAtMs;
-      if (st.leader !== '' && st.leader !== f.from && stalledMs > Math.max(FETCH_STALL_MS_MIN, 4 * this.timings.electionTimeoutTicks * this.timings.tickMs)) {
-        this.log.warn({ index: f.meta.index, from: f.from, leader: st.leader, stalledMs: Math.round(stalledMs) }, 'snapshot fetch stopped: its source no longer leads and sends nothing');
-        f.abort.abort();
-      }
-    }
+    if (f !== null && !f.abort.signal.aborted) this.checkFetchStall(f);
     this.kick();
+  }
+
+  /**
+   * checkFetchStall gives up a snapshot fetch that has received nothing for
+   * a while (its bytes not all in yet):
+   * - from a member that no longer leads (down, cut off, removed), after
+   *   max(FETCH_STALL_MS_MIN, 4 election timeouts): the leader then offers its
+   *   own snapshot instead of the follower waiting on the fetch's retries. One
+   *   from a live former leader goes on (a leader change mid-fetch does not
+   *   restart it). (Not "has it left the membership": a follower that needs a
+   *   snapshot knows only the membership of its old log.)
+   * - from anyone, after max(FETCH_STALL_FROM_LEADER_MS_MIN, 100 election
+   *   timeouts): whatever holds it (a stream or a disk write that never
+   *   returns), the follower tells the leader at once and the leader's next
+   *   offer starts a fresh fetch; the stuck one is aborted and forgotten (its
+   *   outcome, if it ever comes, is ignored).
+   */
+  private checkFetchStall(f: NonNullable<Node['fetching']>): void {
+    if (f.bytes >= f.meta.sizeBytes) return; // all in: it is being synced and checked
+    const st = this.raft.brief();
+    const stalledMs = this.clock.nowMs() - f.progressAtMs;
+    const electionMs = this.timings.electionTimeoutTicks * this.timings.tickMs;
+    if (st.leader !== '' && st.leader !== f.from && stalledMs > Math.max(FETCH_STALL_MS_MIN, 4 * electionMs)) {
+      this.log.warn({ index: f.meta.index, from: f.from, leader: st.leader, stalledMs: Math.round(stalledMs) }, 'snapshot fetch stopped: its source no longer leads and sends nothing');
+      f.abort.abort();
+    } else if (stalledMs > Math.max(FETCH_STALL_FROM_LEADER_MS_MIN, 100 * electionMs)) {
+      this.log.warn({ index: f.meta.index, from: f.from, bytes: f.bytes, stalledMs: Math.round(stalledMs) }, 'snapshot fetch stalled: given up, the leader offers it again');
+      f.abort.abort();
+      this.fetching = null;
+      this.raft.snapshotFailed(f.meta);
+    }
   }
 
   private kick(): void {
@@ -1038,10 +1066,13 @@ export class Node {
       return;
     }
     const abort = new AbortController();
-    const mine = { meta, from: leader, progressAtMs: this.clock.nowMs(), abort };
+    const mine = { meta, from: leader, progressAtMs: this.clock.nowMs(), bytes: 0, abort };
     this.fetching = mine;
     this.log.info({ index: meta.index, bytes: meta.sizeBytes, from: leader }, 'fetching snapshot');
-    sm.fetch(this.id, address, meta, abort.signal, () => (mine.progressAtMs = this.clock.nowMs()))
+    sm.fetch(this.id, address, meta, abort.signal, (bytes) => {
+      mine.progressAtMs = this.clock.nowMs();
+      mine.bytes = bytes;
+    })
       .then(({ stored, result }) => {
         this.snapshotStats.chunkHashFailures += result.hashFailures;
         this.snapshotStats.bytesReceived += result.bytes;

@@ -26,8 +26,12 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
   let c: RocksCluster;
   const originalInstall = SnapshotManager.prototype.install;
 
-  afterEach(async () => {
+  afterEach(async function () {
     SnapshotManager.prototype.install = originalInstall;
+    // A failure prints what each member logged last (the node, its snapshots and transport), to see where it stuck.
+    if (this.currentTest?.state === 'failed' && c !== undefined) {
+      for (const m of c.members) console.error(`--- ${m.id}'s last log lines:\n${c.recentLog(m.id, 60)}`);
+    }
     await c?.close();
   });
 

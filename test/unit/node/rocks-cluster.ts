@@ -24,6 +24,7 @@ import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
 import { until } from '../../harness/until.js';
+import type { Logger } from '../../../src/node/logger.js';
 
 export interface RocksMember {
   readonly id: string;
@@ -45,6 +46,7 @@ export class RocksCluster {
    */
   wrapStorage: ((id: string, storage: RocksStorage) => NodeStorage) | null = null;
   private membership: Membership = { voters: [], learners: [], addresses: {} };
+  private readonly logs = new Map<string, LogLine[]>();
 
   private constructor(
     readonly dir: string,
@@ -73,6 +75,17 @@ export class RocksCluster {
     return m;
   }
 
+  /** recentLog: member `id`'s last logged lines (node, snapshots, transport; all levels), oldest first, one per line. */
+  recentLog(id: string, lines = LOG_LINES_KEPT): string {
+    return (this.logs.get(id) ?? []).slice(-lines).map(formatLine).join('\n');
+  }
+
+  private logRing(id: string): LogLine[] {
+    let ring = this.logs.get(id);
+    if (ring === undefined) this.logs.set(id, (ring = []));
+    return ring;
+  }
+
   node(id: string): Node {
     const n = this.member(id).node;
     if (n === null) throw new Error(`${id} is stopped`);
@@ -86,10 +99,11 @@ export class RocksCluster {
     const storage = await RocksStorage.open(dataDir);
     await storage.checkIdentity({ nodeId: m.id, clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
     const seen = this.wrapStorage?.(m.id, storage) ?? storage;
-    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), seen, this.policy, silent, 'test', systemClock);
+    const log = memberLogger(m.id, this.logRing(m.id));
+    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), seen, this.policy, log, 'test', systemClock);
     snapshots.dial = peerDial('snapcoord', api.address);
     const ref: { node: Node | null } = { node: null };
-    const transport = new GrpcTransport({ selfId: m.id, onMessage: (msg) => ref.node?.receive(msg), dial: peerDial('snapcoord', api.address) });
+    const transport = new GrpcTransport({ selfId: m.id, onMessage: (msg) => ref.node?.receive(msg), dial: peerDial('snapcoord', api.address), logger: log });
     const node = await Node.start({
       clock: systemClock,
       rng: cryptoRng,
@@ -99,6 +113,7 @@ export class RocksCluster {
       initialMembership: this.membership,
       snapshots,
       timings: this.timings,
+      logger: log,
     });
     ref.node = node;
     const snapshotPath = join(this.dir, 'task-snapshots', `${m.id}.snapshot`);
@@ -149,6 +164,32 @@ export class RocksCluster {
 }
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
+
+/** LOG_LINES_KEPT: the lines of each member's log a cluster keeps for a failing test to print (RocksCluster.recentLog). */
+const LOG_LINES_KEPT = 400;
+
+/** LogLine: one logged line, kept as given (formatted only when printed). */
+type LogLine = readonly [atMs: number, level: string, msg: string, obj: object];
+
+/**
+ * memberLogger: keeps the member's last LOG_LINES_KEPT lines in `ring` (a
+ * failing test prints them); with SNAPCOORD_TEST_LOG=1 also writes each to
+ * stderr as it comes.
+ */
+function memberLogger(id: string, ring: LogLine[]): Logger {
+  const echo = process.env['SNAPCOORD_TEST_LOG'] === '1';
+  const line = (level: string) => (obj: object, msg?: string): void => {
+    const l: LogLine = [Date.now(), level, msg ?? '', obj];
+    if (ring.length >= LOG_LINES_KEPT) ring.shift();
+    ring.push(l);
+    if (echo) process.stderr.write(`${id} ${formatLine(l)}\n`);
+  };
+  return { debug: line('debug'), info: line('info'), warn: line('warn'), error: line('error') };
+}
+
+function formatLine([atMs, level, msg, obj]: LogLine): string {
+  return `${new Date(atMs).toISOString()} ${level} ${msg} ${JSON.stringify(obj, (_k, v: unknown) => (v instanceof Error ? v.message : typeof v === 'bigint' ? String(v) : v))}`;
+}
 
 /** uploadArchive sends `bytes` with RestoreSnapshot in 64 KiB pieces and resolves with the answer. */
 export function uploadArchive(client: SnapshotServiceClient, bytes: Buffer): Promise<RestoreSnapshotResponse> {
