@@ -1,8 +1,12 @@
 /**
- * KVService over a Node: Put / Delete go through the Raft log on the leader
- * (a follower forwards them, one hop); Get / Range are linearizable (ReadIndex,
- * served by any node, the leader confirming the read point) unless
- * `serializable` asks for this node's applied state.
+ * KVService over a Node: Put / Delete / Txn go through the Raft log: a
+ * follower hands them to the leader over the peer plane, batched with its
+ * other clients' writes (Node.propose, ForwardQueue), and answers once it
+ * applied them itself; only when it cannot (no forwarding transport) does it
+ * forward the call over the client plane (LeaderForwarder, one hop). Get /
+ * Range are linearizable (ReadIndex, served by any node, the leader
+ * confirming the read point) unless `serializable` asks for this node's
+ * applied state.
  *
  * Errors (gRPC status): INVALID_ARGUMENT for an empty or oversize key, an
  * oversize value or a range limit outside 0..KV_RANGE_LIMIT_MAX; the NodeError
@@ -62,7 +66,7 @@ import {
 import { isReservedKey, sessionStampProblem, type SessionStamp } from '../fsm/sessions.js';
 import { KV_RANGE_LIMIT_MAX, type ApplyResult, type KvRangeQuery, type StoredKeyValue, type TxnOpResult } from '../fsm/types.js';
 import { ApiError, invalidArgument } from './api-error.js';
-import { requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
+import { isForwarded, requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
 
 /** RANGE_LIMIT_DEFAULT: the pairs a Range returns when the request names no limit. */
@@ -237,7 +241,7 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
       return forwarder.run(
         call,
         async (): Promise<PutResponse> => {
-          requireLeader(node);
+          if (isForwarded(call)) requireLeader(node);
           const r = checkApplied(
             await node.propose({
               op: 'put',
@@ -261,7 +265,7 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
       return forwarder.run(
         call,
         async (): Promise<DeleteResponse> => {
-          requireLeader(node);
+          if (isForwarded(call)) requireLeader(node);
           const r = checkApplied(
             await node.propose({
               op: 'delete',
@@ -286,7 +290,7 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
       return forwarder.run(
         call,
         async (): Promise<TxnResponse> => {
-          requireLeader(node);
+          if (isForwarded(call)) requireLeader(node);
           const r = checkApplied(await node.propose({ ...txn, ...(session !== undefined ? { session } : {}) }));
           const succeeded = r.succeeded === true;
           if (r.firstIndex !== undefined) return { header: header(r.firstIndex), succeeded, responses: [], replayed: true };

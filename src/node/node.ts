@@ -22,7 +22,17 @@ import type { SessionStamp } from '../fsm/sessions.js';
 import type { LogBase, NodeStorage } from '../storage/types.js';
 import { StateMachine, type ArchiveInstall, type RestoreOutcome } from '../fsm/state-machine.js';
 import type { ApplyResult, KvRangeQuery, KvRangeResult } from '../fsm/types.js';
-import type { ArchiveStager, FetchSnapshotParams, SnapshotChunk, SnapshotStreamOpener, StageArchiveParams } from '../transport/transport.js';
+import type {
+  ArchiveStager,
+  FetchSnapshotParams,
+  ForwardProposalsParams,
+  ForwardedProposals,
+  ProposalForwarder,
+  SnapshotChunk,
+  SnapshotStreamOpener,
+  StageArchiveParams,
+} from '../transport/transport.js';
+import { ForwardQueue, type AppliedOutcome, type ForwardWaiter } from './forward-queue.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
@@ -41,9 +51,11 @@ import { SnapshotTermUnknownError, toRaftMeta, type SnapshotManager } from './sn
  * MemoryTransport). Without stageArchive, a restore on a cluster of more
  * than one voter is refused (no quorum can hold its archive). With
  * openSnapshotStream, the snapshot manager's fetches ride the transport
- * (the simulator's network) instead of their own gRPC calls.
+ * (the simulator's network) instead of their own gRPC calls. With
+ * forwardProposals, a follower hands its clients' writes to the leader in
+ * batches (ForwardQueue); without it, propose on a follower fails `notLeader`.
  */
-export interface MessageSender extends Partial<ArchiveStager>, Partial<SnapshotStreamOpener> {
+export interface MessageSender extends Partial<ArchiveStager>, Partial<SnapshotStreamOpener>, Partial<ProposalForwarder> {
   send(m: Message): void;
   setPeers(addresses: Readonly<Record<NodeId, string>>): void;
   close(): Promise<void>;
@@ -84,6 +96,8 @@ const FETCH_ATTEMPTS_PER_HOLDER = 3;
  * anyway, so the queue holds only references).
  */
 const APPLY_QUEUE_ENTRIES_MAX = 10_000;
+/** FORWARD_RPC_TIMEOUT_MS: the deadline of one Propose call a follower makes (the leader answers without waiting for a commit). */
+const FORWARD_RPC_TIMEOUT_MS = 2_000;
 /** APPLY_BATCH_ENTRIES_MAX: entries the apply worker applies in one state machine batch. */
 const APPLY_BATCH_ENTRIES_MAX = 4_096;
 
@@ -248,6 +262,10 @@ export class Node {
   private midSaveAllowed = false;
   private midSaveTimer: TimerHandle | undefined;
   private readonly proposals = new Map<number, PendingProposal>();
+  /** forwardQueue: a follower's KV writes on their way to the leader (null: the transport cannot forward). */
+  private readonly forwardQueue: ForwardQueue | null;
+  /** outcomesThrough: the last index whose apply outcome recordApplyOutcomes handed out. */
+  private outcomesThrough = 0;
   private readonly reads = new Map<string, PendingRead>();
   private readSeq = 0;
   /** readEpoch: random per boot; read contexts are `<id>/<epoch>/<seq>`, unique across restarts. */
@@ -342,6 +360,21 @@ export class Node {
     this.metrics = opts.metrics;
     this.disk = opts.diskGuard;
     this.bugs = opts.testOnlyBugs ?? {};
+    const forward = opts.transport.forwardProposals?.bind(opts.transport);
+    this.forwardQueue =
+      forward === undefined
+        ? null
+        : new ForwardQueue({
+            id: this.id,
+            clock: this.clock,
+            maxQueued: this.maxPendingProposals,
+            rpcTimeoutMs: Math.min(this.timings.proposalTimeoutMs, FORWARD_RPC_TIMEOUT_MS),
+            retryMs: this.timings.tickMs,
+            view: () => this.raft.brief(),
+            send: forward,
+            proposeHere: (data) => this.proposeInCore(data),
+            track: (pos, waiter, deadlineMs, outcome) => this.trackForwarded(pos, waiter, deadlineMs, outcome),
+          });
   }
 
   /** start loads the persisted state, builds the core and starts ticking. */
@@ -410,10 +443,87 @@ export class Node {
 
   // ------------------------------------------------------------ public operations
 
-  /** propose replicates a KV command and resolves with its apply result once applied on this node. */
+  /**
+   * propose replicates a KV command and resolves with its apply result once
+   * applied on this node. On a follower whose transport forwards proposals,
+   * the command goes to the leader in a batch (ForwardQueue: `busy` when its
+   * queue is full, `timeout` when the outcome is unknown, `lost` when
+   * another leader's entry replaced it); otherwise a follower fails `notLeader`.
+   */
   async propose(cmd: KvCommand): Promise<ApplyResult> {
     const data = encodeCommand(cmd);
+    if (this.forwardQueue !== null && this.raft.brief().role !== 'leader') {
+      this.checkRunning();
+      this.disk?.check();
+      if (this.forwardQueue.size + this.proposals.size >= this.maxPendingProposals) {
+        throw new NodeError('busy', `too many writes in flight here (${this.forwardQueue.size + this.proposals.size}); retry later`);
+      }
+      return this.forwardQueue.forward(data, this.timings.proposalTimeoutMs);
+    }
     return this.proposeData(data);
+  }
+
+  /**
+   * proposeForwarded serves Propose (the transport's RaftRequestHandler): as
+   * the leader, it appends a follower's proposals in order and answers where
+   * they went; it stops at the first it cannot take (refused: `busy`,
+   * `diskFull`, `unavailable`). Not the leader: nothing is appended, refused `notLeader`.
+   */
+  proposeForwarded(p: ForwardProposalsParams): ForwardedProposals {
+    const st = this.raft.brief();
+    if (this.stopped || this.failure !== null) return { term: st.term, indexes: [], refused: { code: 'shuttingDown', message: `${this.id} is stopping` } };
+    if (st.role !== 'leader') return { term: st.term, indexes: [], refused: { code: 'notLeader', message: `${this.id} is not the leader` } };
+    const indexes: number[] = [];
+    let refused: { code: string; message: string } | undefined;
+    for (const data of p.data) {
+      try {
+        if (indexes.length === 0) this.disk?.check();
+        indexes.push(this.proposeInCore(data).index);
+      } catch (e) {
+        refused = e instanceof NodeError ? { code: e.code, message: e.message } : { code: 'unavailable', message: String(e) };
+        break;
+      }
+    }
+    if (indexes.length > 0) this.kick();
+    return refused === undefined ? { term: st.term, indexes } : { term: st.term, indexes, refused };
+  }
+
+  /** proposeInCore appends `data` to the core's log as the leader (`busy` when the apply queue is long; the core's errors mapped). */
+  private proposeInCore(data: Uint8Array): { index: number; term: number } {
+    if (this.applyQueue.length > APPLY_QUEUE_ENTRIES_MAX) {
+      throw new NodeError('busy', `${this.applyQueue.length} committed entries are waiting to be applied here; retry later`);
+    }
+    try {
+      return this.raft.propose(data);
+    } catch (e) {
+      throw this.mapCoreError(e);
+    }
+  }
+
+  /**
+   * trackForwarded (ForwardQueue): a forwarded write is in the log at `pos`;
+   * answer it when this node applies that index (its result; `lost` for an
+   * entry of another term), or `timeout` at `deadlineMs`. Applied already:
+   * `outcome` answers it, or, unknown here (passed by a snapshot), `timeout`.
+   */
+  private trackForwarded(pos: { index: number; term: number }, waiter: ForwardWaiter, deadlineMs: number, outcome: AppliedOutcome | undefined): void {
+    if (outcome !== undefined) {
+      if (outcome.term === pos.term) waiter.resolve(outcome.result);
+      else waiter.reject(new NodeError('lost', `entry ${pos.index} was replaced by another leader's; it was not applied`));
+      return;
+    }
+    if (pos.index <= this.outcomesThrough || this.proposals.has(pos.index)) {
+      waiter.reject(new NodeError('timeout', `entry ${pos.index} applied here before its outcome was known; its outcome is unknown`));
+      return;
+    }
+    this.kick();
+    const timeoutMs = Math.max(0, deadlineMs - this.clock.nowMs());
+    const timer = this.clock.setTimeout(() => {
+      if (this.proposals.get(pos.index)?.timer === timer) this.proposals.delete(pos.index);
+      this.metrics?.proposals.inc({ result: 'timeout' });
+      waiter.reject(new NodeError('timeout', `write at index ${pos.index} not applied within its deadline; its outcome is unknown`));
+    }, timeoutMs);
+    this.proposals.set(pos.index, { term: pos.term, resolve: waiter.resolve, reject: waiter.reject, timer });
   }
 
   /** proposeOpsRecord replicates the ops record `name` = `value` (ops-record.ts: kept where clients never see it). OpsRecordError for a bad name or size. */
@@ -725,6 +835,7 @@ export class Node {
     this.midSaveTimer = undefined;
     this.disk?.stop();
     const err = new NodeError('shuttingDown', 'the node is shutting down');
+    this.forwardQueue?.failAll(err);
     for (const p of this.proposals.values()) {
       this.clock.clearTimeout(p.timer);
       p.reject(err);
@@ -762,6 +873,7 @@ export class Node {
     this.raft.tick();
     const f = this.fetching;
     if (f !== null && !f.abort.signal.aborted) this.checkFetchStall(f);
+    this.forwardQueue?.flush();
     this.kick();
   }
 
@@ -1246,6 +1358,8 @@ export class Node {
 
   /** recordApplyOutcomes (apply): records skipped restores, logs membership changes and answers the waiting proposers. */
   private recordApplyOutcomes(entries: readonly Entry[], byIndex: ReadonlyMap<number, ApplyResult>): void {
+    const last = entries[entries.length - 1];
+    if (last !== undefined) this.outcomesThrough = Math.max(this.outcomesThrough, last.index);
     for (const e of entries) {
       if (e.type !== 'normal' || !isRestoreCommand(e.data)) continue;
       const r = byIndex.get(e.index);
@@ -1266,7 +1380,11 @@ export class Node {
         }
       }
       const p = this.proposals.get(e.index);
-      if (p === undefined) continue;
+      if (p === undefined) {
+        // A forwarded write's answer (where the leader put it) may come after its entry applied here.
+        if (e.type === 'normal') this.forwardQueue?.noteApplied(e.index, { term: e.term, result: byIndex.get(e.index) ?? { index: e.index, ok: true } });
+        continue;
+      }
       this.proposals.delete(e.index);
       this.clock.clearTimeout(p.timer);
       if (e.term !== p.term) {
@@ -1678,6 +1796,7 @@ export class Node {
     );
     if (this.ticker !== undefined) this.clock.clearTimeout(this.ticker);
     const nerr = new NodeError('unavailable', `the node failed: ${err.message}`);
+    this.forwardQueue?.failAll(nerr);
     if (this.bugs.releaseAnswersOnFailure === true) {
       const held = this.replyWaiters;
       this.replyWaiters = [];

@@ -34,7 +34,7 @@ import type {
   VoteResponse,
 } from '../raft/types.js';
 import * as pb from '../gen/snapcoord/v1/raft.js';
-import type { StageArchiveParams } from './transport.js';
+import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedProposals, type StageArchiveParams } from './transport.js';
 
 /** CodecError: a value cannot be represented on the wire, or a received message is malformed. */
 export class CodecError extends Error {
@@ -489,4 +489,38 @@ export function stageArchiveRequestFromProto(p: pb.StageArchiveRequest): StageAr
 function archiveDigest(d: string): string {
   if (typeof d !== 'string' || !/^[0-9a-f]{64}$/.test(d)) throw new CodecError('digest: a hex SHA-256 (64 lowercase digits) is required');
   return d;
+}
+
+// ---------------------------------------------------------------- Propose
+
+/** proposeRequestToProto encodes a Propose request. Throws CodecError. */
+export function proposeRequestToProto(p: ForwardProposalsParams): pb.ProposeRequest {
+  return { ...headerToProto(p), data: [...p.data] };
+}
+
+/** proposeRequestFromProto decodes a Propose request. Throws CodecError (no proposals, more than FORWARD_PROPOSALS_MAX). */
+export function proposeRequestFromProto(p: pb.ProposeRequest): ForwardProposalsParams {
+  if (p.data.length === 0) throw new CodecError('data: no proposals');
+  if (p.data.length > FORWARD_PROPOSALS_MAX) throw new CodecError(`data: ${p.data.length} proposals, more than ${FORWARD_PROPOSALS_MAX}`);
+  return { ...headerFromProto(p), data: p.data };
+}
+
+/** proposeResponseToProto encodes the leader's answer to Propose. Throws CodecError. */
+export function proposeResponseToProto(from: string, r: ForwardedProposals): pb.ProposeResponse {
+  return {
+    from: nodeId(from, 'from'),
+    term: toU64(r.term, 'term'),
+    index: r.indexes.map((i) => toU64(i, 'index')),
+    refusedCode: r.refused?.code ?? '',
+    refusedMessage: r.refused?.message ?? '',
+  };
+}
+
+/** proposeResponseFromProto decodes the leader's answer to Propose. Throws CodecError (more indexes than `sent`, a refusal without a code). */
+export function proposeResponseFromProto(p: pb.ProposeResponse, sent: number): ForwardedProposals {
+  if (p.index.length > sent) throw new CodecError(`index: ${p.index.length} indexes for ${sent} proposals`);
+  const indexes = p.index.map((i) => fromU64(i, 'index'));
+  if (p.index.length < sent && p.refusedCode === '') throw new CodecError(`refused_code: ${sent - p.index.length} proposals neither appended nor refused`);
+  const term = fromU64(p.term, 'term');
+  return p.refusedCode === '' ? { term, indexes } : { term, indexes, refused: { code: p.refusedCode, message: p.refusedMessage } };
 }

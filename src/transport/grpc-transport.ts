@@ -16,6 +16,8 @@ import {
   reportSnapshotToProto,
   snapshotRequestToProto,
   stageArchiveRequestToProto,
+  proposeRequestToProto,
+  proposeResponseFromProto,
   timeoutNowToProto,
   voteRequestToProto,
   voteResponseFromProto,
@@ -28,6 +30,9 @@ import {
   silentLogger,
   type ArchiveStager,
   type StageArchiveParams,
+  type ForwardProposalsParams,
+  type ForwardedProposals,
+  type ProposalForwarder,
   type Transport,
   type TransportLogger,
   type TransportStats,
@@ -124,7 +129,7 @@ const MiB = 1024 * 1024;
  */
 export const PEER_RECONNECT_MAX_MS = 250;
 
-export class GrpcTransport implements Transport, ArchiveStager {
+export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarder {
   private readonly selfId: NodeId;
   private readonly onMessage: (reply: Message) => void;
   private readonly log: TransportLogger;
@@ -435,6 +440,42 @@ export class GrpcTransport implements Transport, ArchiveStager {
       peer.calls.add(call);
       if (signal?.aborted === true) call.cancel();
       else signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  // ---------------------------------------------------------------- Propose
+
+  /**
+   * forwardProposals hands the leader p.to this follower's queued proposals
+   * (Propose) and resolves with its answer. Rejects with the call's grpc
+   * ServiceError (FAILED_PRECONDITION: p.to is not the leader, nothing was
+   * appended; UNAVAILABLE, DEADLINE_EXCEEDED after timeoutMs, CANCELLED on
+   * close: whether anything was appended is unknown), INTERNAL for a
+   * malformed answer, UNAVAILABLE at once for a peer with no address here.
+   */
+  forwardProposals(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals> {
+    const peer = this.closed ? undefined : this.peers.get(p.to);
+    if (peer === undefined) {
+      return Promise.reject(Object.assign(new Error(`no channel to ${p.to}${this.closed ? ': transport closed' : ''}`), { code: grpc.status.UNAVAILABLE }));
+    }
+    let req: pb.ProposeRequest;
+    try {
+      req = proposeRequestToProto(p);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return new Promise<ForwardedProposals>((resolve, reject) => {
+      const client = this.clientFor(peer);
+      const call: grpc.Call = client.propose(req, new grpc.Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
+        peer.calls.delete(call);
+        if (err !== null) return reject(err);
+        try {
+          resolve(proposeResponseFromProto(res as pb.ProposeResponse, p.data.length));
+        } catch (e) {
+          reject(Object.assign(new Error(`a malformed Propose answer from ${p.to}: ${(e as Error).message}`), { code: grpc.status.INTERNAL }));
+        }
+      });
+      peer.calls.add(call);
     });
   }
 

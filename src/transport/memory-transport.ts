@@ -11,6 +11,9 @@
  * - snapshotResp goes to handler.handleReport;
  * - stageArchive calls handler.stageArchive (UNAVAILABLE over a cut link or to
  *   an unknown peer, DEADLINE_EXCEEDED after its timeout, CANCELLED on abort);
+ * - forwardProposals calls handler.proposeForwarded (UNAVAILABLE over a cut link, to an
+ *   unknown peer, or when the answer is lost on the way back: the proposals may
+ *   then be appended; UNIMPLEMENTED without it);
  * - a handler that rejects loses that request's replies.
  */
 import type { Message, NodeId } from '../raft/types.js';
@@ -18,6 +21,9 @@ import {
   replyTypeOf,
   routeOf,
   type ArchiveStager,
+  type ForwardProposalsParams,
+  type ForwardedProposals,
+  type ProposalForwarder,
   type RaftRequestHandler,
   type StageArchiveParams,
   type Transport,
@@ -127,7 +133,7 @@ interface Link {
   pending: number;
 }
 
-export class MemoryTransport implements Transport, ArchiveStager {
+export class MemoryTransport implements Transport, ArchiveStager, ProposalForwarder {
   private readonly selfId: NodeId;
   private readonly onMessage: (reply: Message) => void;
   private addresses = new Map<NodeId, string>();
@@ -241,6 +247,31 @@ export class MemoryTransport implements Transport, ArchiveStager {
             () => finish(null),
             (e: unknown) => finish(e instanceof Error ? e : new Error(String(e))),
           );
+      });
+    });
+  }
+
+  /** forwardProposals: the twin of GrpcTransport.forwardProposals (errors carry the same gRPC codes). */
+  forwardProposals(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals> {
+    const address = this.closed ? undefined : this.addresses.get(p.to);
+    const listener = address === undefined ? undefined : this.net.listenerAt(address);
+    if (listener === undefined || !this.net.passes(this.selfId, p.to)) return Promise.reject(coded(14, `${p.to} is unreachable`));
+    const propose = listener.handler.proposeForwarded;
+    if (propose === undefined) return Promise.reject(coded(12, 'Propose is not implemented by this node'));
+    return new Promise<ForwardedProposals>((resolve, reject) => {
+      const timer = setTimeout(() => reject(coded(4, `deadline of ${timeoutMs} ms exceeded`)), timeoutMs);
+      setImmediate(() => {
+        let r: ForwardedProposals;
+        try {
+          r = propose.call(listener.handler, p);
+        } catch (e) {
+          clearTimeout(timer);
+          return reject(e instanceof Error ? e : new Error(String(e)));
+        }
+        clearTimeout(timer);
+        // The proposals are in the leader's log now: a cut on the way back loses only the answer.
+        if (this.closed || !this.net.passes(p.to, this.selfId)) reject(coded(14, `the answer of ${p.to} was lost`));
+        else resolve(r);
       });
     });
   }

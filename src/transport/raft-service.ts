@@ -11,6 +11,8 @@ import {
   appendResponseToProto,
   fromU64,
   installResponseToProto,
+  proposeRequestFromProto,
+  proposeResponseToProto,
   readIndexRequestFromProto,
   readIndexResponseToProto,
   reportSnapshotFromProto,
@@ -26,6 +28,7 @@ import {
   replyTypeOf,
   silentLogger,
   type FetchSnapshotParams,
+  type ForwardProposalsParams,
   type RaftRequestHandler,
   type StageArchiveParams,
   type TransportLogger,
@@ -89,6 +92,7 @@ type Settled = { ok: true; replies: Message[] } | { ok: false; error: unknown };
  * - ReportSnapshot: handleReport, answered at once.
  * - FetchSnapshot: handler.openSnapshot, UNIMPLEMENTED without it.
  * - StageArchive: handler.stageArchive, answered once it resolves (UNIMPLEMENTED without it).
+ * - Propose: handler.proposeForwarded, answered at once (UNIMPLEMENTED without it).
  * A malformed request is answered INVALID_ARGUMENT; every sender is admitted by the guard first.
  */
 export function createRaftService(handler: RaftRequestHandler, opts: RaftServiceOptions = {}): pb.RaftServiceServer {
@@ -323,6 +327,27 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
           callback(toStatusError(err));
         },
       );
+    },
+
+    propose(call, callback) {
+      try {
+        let p: ForwardProposalsParams;
+        try {
+          p = proposeRequestFromProto(call.request);
+        } catch (err) {
+          if (err instanceof CodecError) throw statusError(grpc.status.INVALID_ARGUMENT, err.message);
+          throw err;
+        }
+        if (opts.selfId !== undefined && p.to !== opts.selfId) {
+          throw statusError(grpc.status.FAILED_PRECONDITION, `request addressed to ${p.to}, this is ${opts.selfId}`);
+        }
+        admit(p.from, call);
+        if (handler.proposeForwarded === undefined) throw statusError(grpc.status.UNIMPLEMENTED, 'Propose is not implemented by this node');
+        callback(null, proposeResponseToProto(opts.selfId ?? p.to, handler.proposeForwarded(p)));
+      } catch (err) {
+        log.debug({ rpc: 'Propose', err }, 'raft service: refused request');
+        callback(toStatusError(err));
+      }
     },
 
     fetchSnapshot(call) {

@@ -78,6 +78,41 @@ export interface ArchiveStager {
   stageArchive(p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal): Promise<void>;
 }
 
+/** ForwardProposalsParams: a follower (`from`, in `term`) hands the leader `to` its clients' proposals (encoded commands, in order). */
+export interface ForwardProposalsParams {
+  readonly from: NodeId;
+  readonly to: NodeId;
+  readonly term: number;
+  readonly data: readonly Uint8Array[];
+}
+
+/** FORWARD_PROPOSALS_MAX: the most proposals one Propose call carries (a larger one is refused INVALID_ARGUMENT). */
+export const FORWARD_PROPOSALS_MAX = 1024;
+
+/**
+ * ForwardedProposals is the leader's answer to Propose: the first
+ * `indexes.length` proposals were appended to its log at those indexes, all
+ * in `term` (not committed yet). The rest were not appended; `refused` says
+ * why (`busy`, `diskFull`, `notLeader`: a NodeErrorCode) and is set exactly
+ * when some were refused.
+ */
+export interface ForwardedProposals {
+  readonly term: number;
+  readonly indexes: readonly number[];
+  readonly refused?: { readonly code: string; readonly message: string };
+}
+
+/**
+ * ProposalForwarder is the client side of Propose (GrpcTransport,
+ * MemoryTransport): resolves with the leader's answer; rejects with an Error
+ * carrying a numeric gRPC `code`: FAILED_PRECONDITION when `p.to` is not the
+ * leader (nothing appended), UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED when
+ * the call failed (whether anything was appended is then unknown).
+ */
+export interface ProposalForwarder {
+  forwardProposals(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals>;
+}
+
 /** SnapshotChunk is one verified piece of a snapshot archive. */
 export interface SnapshotChunk {
   readonly offset: number;
@@ -144,6 +179,13 @@ export interface RaftRequestHandler {
    * fetch unless another caller still waits for the same archive.
    */
   stageArchive?(p: StageArchiveParams, signal?: AbortSignal): Promise<void>;
+  /**
+   * proposeForwarded serves Propose: append `p.data` to the log as the leader, in
+   * order, and answer where they went (ForwardedProposals). Optional: without
+   * it Propose answers UNIMPLEMENTED. Reject (or throw) a coded Error,
+   * FAILED_PRECONDITION when not the leader, before appending anything.
+   */
+  proposeForwarded?(p: ForwardProposalsParams): ForwardedProposals;
 }
 
 /** TransportLogger is the pino-like logger the transports use. */

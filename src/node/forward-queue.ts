@@ -1,0 +1,256 @@
+/**
+ * ForwardQueue: a follower's client writes on their way to the leader, as
+ * etcd's followers send MsgProp — batched: while one Propose call is out,
+ * every write that arrives meanwhile queues, and the next call carries them
+ * all (up to FORWARD_PROPOSALS_MAX, FORWARD_BATCH_BYTES_MAX). The leader
+ * appends them and answers where each went (index, term); the follower then
+ * answers each caller once it applies that index itself (the node's
+ * `track`): the same deterministic apply, so the same result as the leader's,
+ * and an entry of another term there means the write was replaced, never
+ * applied (`lost`). Nothing here retries a write whose outcome is unknown.
+ *
+ * Outcomes of a write (NodeError codes):
+ * - `busy` at once when `maxQueued` writes are queued or in flight here;
+ * - queued and no leader took it by its deadline: `unavailable`, not applied;
+ * - a refusal of the leader before appending (`notLeader`, `shuttingDown`):
+ *   queued again, sent to the next leader (within its deadline); any other
+ *   refusal (`busy`, `diskFull`) fails it with that code, not applied;
+ * - the Propose call failed (the leader died, the link broke, its deadline):
+ *   `timeout`, the outcome is unknown (it may have been appended); a caller
+ *   that set a session stamp (client_id, request_id) retries safely;
+ * - this node became the leader: the queued writes are proposed here.
+ */
+import type { LogPosition } from '../raft/index.js';
+import type { NodeId } from '../raft/types.js';
+import type { ApplyResult } from '../fsm/types.js';
+import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedProposals } from '../transport/transport.js';
+import type { Clock, TimerHandle } from './clock.js';
+import { NodeError, type NodeErrorCode } from './errors.js';
+
+/** FORWARD_BATCH_BYTES_MAX: the proposal bytes one Propose call carries at most (one larger proposal goes alone). */
+export const FORWARD_BATCH_BYTES_MAX = 4 << 20;
+
+/** FORWARD_APPLIED_KEPT_MAX: outcomes kept for answers that arrive after their entry applied here (oldest dropped first). */
+const FORWARD_APPLIED_KEPT_MAX = 16_384;
+
+/** ForwardWaiter is the caller of one forwarded write. */
+export interface ForwardWaiter {
+  resolve(r: ApplyResult): void;
+  reject(e: Error): void;
+}
+
+/** AppliedOutcome is what the apply made of one entry (its term tells whether it is the entry a waiter expects). */
+export interface AppliedOutcome {
+  readonly term: number;
+  readonly result: ApplyResult;
+}
+
+export interface ForwardQueueOptions {
+  readonly id: NodeId;
+  readonly clock: Clock;
+  /** maxQueued: writes queued or in a Propose call before new ones fail `busy`. */
+  readonly maxQueued: number;
+  /** rpcTimeoutMs: the deadline of one Propose call. */
+  readonly rpcTimeoutMs: number;
+  /** retryMs: how long after a refusal (`notLeader`) the queue is sent again. */
+  readonly retryMs: number;
+  /** view: the leader this node knows ('' none), and its own term and role. */
+  view(): { readonly leader: NodeId; readonly term: number };
+  /** send: the transport's Propose call (ProposalForwarder.forwardProposals). */
+  send(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals>;
+  /** proposeHere proposes `data` as the leader (this node won an election); throws a NodeError when it cannot. */
+  proposeHere(data: Uint8Array): LogPosition;
+  /**
+   * track: `waiter`'s write is in the log at `pos`: answer it once applied
+   * there (`outcome` when it applied already), by `deadlineMs` (Clock time)
+   * or `timeout`.
+   */
+  track(pos: LogPosition, waiter: ForwardWaiter, deadlineMs: number, outcome: AppliedOutcome | undefined): void;
+}
+
+interface Item {
+  readonly data: Uint8Array;
+  readonly waiter: ForwardWaiter;
+  readonly deadlineMs: number;
+  readonly timer: TimerHandle;
+  state: 'queued' | 'sent' | 'done';
+}
+
+export class ForwardQueue {
+  private readonly o: ForwardQueueOptions;
+  private queue: Item[] = [];
+  private flight: Item[] = [];
+  private retryAtMs = -Infinity;
+  /** applied: outcomes of entries applied while a Propose call is out (its answer may come after the apply). */
+  private applied: Map<number, AppliedOutcome> | null = null;
+
+  constructor(o: ForwardQueueOptions) {
+    this.o = o;
+  }
+
+  /** size: writes queued or in a Propose call. */
+  get size(): number {
+    return this.queue.length + this.flight.length;
+  }
+
+  /**
+   * forward queues `data` for the leader and resolves with its apply result
+   * on this node (see the file comment for every failure). Throws `busy` at
+   * once beyond maxQueued.
+   */
+  forward(data: Uint8Array, timeoutMs: number): Promise<ApplyResult> {
+    if (this.size >= this.o.maxQueued) {
+      throw new NodeError('busy', `too many writes waiting for the leader here (${this.size}); retry later`);
+    }
+    return new Promise<ApplyResult>((resolve, reject) => {
+      const item: Item = {
+        data,
+        waiter: { resolve, reject },
+        deadlineMs: this.o.clock.nowMs() + timeoutMs,
+        timer: this.o.clock.setTimeout(() => this.expire(item, timeoutMs), timeoutMs),
+        state: 'queued',
+      };
+      this.queue.push(item);
+      this.flush();
+    });
+  }
+
+  /** noteApplied records an applied entry no local waiter claimed, while a Propose call is out. */
+  noteApplied(index: number, outcome: AppliedOutcome): void {
+    if (this.applied === null) return;
+    this.applied.set(index, outcome);
+    if (this.applied.size > FORWARD_APPLIED_KEPT_MAX) {
+      const oldest = this.applied.keys().next();
+      if (oldest.done !== true) this.applied.delete(oldest.value);
+    }
+  }
+
+  /** flush sends the queue when nothing is in flight (or proposes it here when this node leads); call it on every tick. */
+  flush(): void {
+    if (this.flight.length > 0 || this.queue.length === 0) return;
+    const v = this.o.view();
+    if (v.leader === this.o.id) return this.proposeQueuedHere();
+    if (v.leader === '' || this.o.clock.nowMs() < this.retryAtMs) return;
+    let bytes = 0;
+    let n = 0;
+    for (const it of this.queue) {
+      if (n >= FORWARD_PROPOSALS_MAX || (n > 0 && bytes + it.data.byteLength > FORWARD_BATCH_BYTES_MAX)) break;
+      bytes += it.data.byteLength;
+      n++;
+    }
+    const batch = this.queue.splice(0, n);
+    for (const it of batch) it.state = 'sent';
+    this.flight = batch;
+    this.applied = new Map();
+    const leader = v.leader;
+    this.o.send({ from: this.o.id, to: leader, term: v.term, data: batch.map((it) => it.data) }, this.o.rpcTimeoutMs).then(
+      (r) => this.answered(batch, leader, r),
+      (err: unknown) => this.failed(batch, leader, err),
+    );
+  }
+
+  /** failAll fails every queued and in-flight write (the node stops or failed): `err` for queued ones, unknown outcome for sent ones. */
+  failAll(err: NodeError): void {
+    const queued = this.queue;
+    const sent = this.flight;
+    this.queue = [];
+    this.flight = [];
+    this.applied = null;
+    for (const it of queued) this.finish(it, err);
+    for (const it of sent) this.finish(it, new NodeError(err.code, `${err.message}; the write was handed to the leader, its outcome is unknown`));
+  }
+
+  private answered(batch: readonly Item[], leader: NodeId, r: ForwardedProposals): void {
+    if (this.flight !== batch) return; // failAll ran meanwhile
+    r.indexes.forEach((index, i) => {
+      const it = batch[i] as Item;
+      if (it.state !== 'sent') return; // expired meanwhile: already answered `timeout`
+      it.state = 'done';
+      this.o.clock.clearTimeout(it.timer);
+      this.o.track({ index, term: r.term }, it.waiter, it.deadlineMs, this.applied?.get(index));
+    });
+    const rest = batch.slice(r.indexes.length);
+    this.endFlight();
+    if (rest.length > 0 && r.refused !== undefined) {
+      const { code, message } = r.refused;
+      if (code === 'notLeader' || code === 'shuttingDown') this.requeue(rest);
+      else for (const it of rest) this.finish(it, new NodeError(knownCode(code), `the leader ${leader} refused the write: ${message}; it was not applied`));
+    }
+    this.flush();
+  }
+
+  private failed(batch: readonly Item[], leader: NodeId, err: unknown): void {
+    if (this.flight !== batch) return;
+    this.endFlight();
+    const code = (err as { code?: unknown } | null)?.code;
+    const message = err instanceof Error ? err.message : String(err);
+    if (code === GRPC_FAILED_PRECONDITION) {
+      // Refused before anything was appended (a stale address: the call reached another node): send again.
+      this.requeue(batch);
+    } else if (code === GRPC_UNIMPLEMENTED) {
+      for (const it of batch) this.finish(it, new NodeError('notLeader', `the leader ${leader} takes no forwarded writes: ${message}`, leader));
+    } else {
+      for (const it of batch) {
+        this.finish(it, new NodeError('timeout', `forwarding the write to the leader ${leader} failed (${message}); its outcome is unknown`));
+      }
+    }
+    this.flush();
+  }
+
+  private endFlight(): void {
+    this.flight = [];
+    this.applied = null;
+  }
+
+  /** requeue puts writes the leader did not append back at the head of the queue (in order), sent again after retryMs. */
+  private requeue(items: readonly Item[]): void {
+    const live = items.filter((it) => it.state === 'sent');
+    for (const it of live) it.state = 'queued';
+    this.queue = [...live, ...this.queue];
+    this.retryAtMs = this.o.clock.nowMs() + this.o.retryMs;
+  }
+
+  private proposeQueuedHere(): void {
+    const items = this.queue;
+    this.queue = [];
+    for (const it of items) {
+      it.state = 'done';
+      this.o.clock.clearTimeout(it.timer);
+      let pos: LogPosition;
+      try {
+        pos = this.o.proposeHere(it.data);
+      } catch (e) {
+        it.waiter.reject(e instanceof Error ? e : new Error(String(e)));
+        continue;
+      }
+      this.o.track(pos, it.waiter, it.deadlineMs, undefined);
+    }
+  }
+
+  private expire(it: Item, timeoutMs: number): void {
+    if (it.state === 'queued') {
+      this.queue = this.queue.filter((x) => x !== it);
+      this.finish(it, new NodeError('unavailable', `no leader took the write within ${timeoutMs} ms; it was not applied`));
+    } else if (it.state === 'sent') {
+      this.finish(it, new NodeError('timeout', `the leader did not answer where it put the write within ${timeoutMs} ms; its outcome is unknown`));
+    }
+  }
+
+  private finish(it: Item, err: Error): void {
+    if (it.state === 'done') return;
+    it.state = 'done';
+    this.o.clock.clearTimeout(it.timer);
+    it.waiter.reject(err);
+  }
+}
+
+// gRPC status codes the transport's errors carry (src/node does not import grpc-js).
+const GRPC_FAILED_PRECONDITION = 9;
+const GRPC_UNIMPLEMENTED = 12;
+
+const REFUSAL_CODES: ReadonlySet<string> = new Set<NodeErrorCode>(['busy', 'diskFull', 'invalid', 'unavailable']);
+
+/** knownCode: a leader's refusal code as a NodeErrorCode (`unavailable` for one this node does not know). */
+function knownCode(code: string): NodeErrorCode {
+  return REFUSAL_CODES.has(code) ? (code as NodeErrorCode) : 'unavailable';
+}
