@@ -4,7 +4,13 @@
  *
  *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare] [--rounds 1]
  *                          [--etcd-tls on|off]
- *                          [--op put|cas] [--keys 16]
+ *                          [--op put|cas] [--keys 16] [--spread on|off]
+ *
+ * --spread on (the default): snapcoord's clients spread over the three members
+ * as etcd3's do (slot i talks to member i mod 3, over --channels channels to
+ * each); a follower hands its writes to the leader in batches over the peer
+ * plane. off: every client talks to the leader (the bench before followers
+ * took writes).
  *
  * --op put (the default): each client puts unique keys. --op cas: each client
  * runs compare-and-swap transactions on `--keys` shared keys (contended): a
@@ -35,9 +41,9 @@
  * acknowledged (etcd: its WAL fsynced per Ready; snapcoord: one synced
  * RocksDB write per Ready), and the transport security (--etcd-tls follows
  * --tls unless given). What is not: snapcoord's clients all talk to the
- * leader over 4 channels, etcd3 spreads its calls over the three members (a
- * follower forwards to its leader); snapcoord checks an API key per call
- * (etcd runs without auth).
+ * leader over 4 channels with --spread off (by default both spread their calls
+ * over the three members, a follower forwarding to its leader); snapcoord
+ * checks an API key per call (etcd runs without auth).
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -198,7 +204,7 @@ async function kvCas(c: KvClient, key: string, expected: Buffer | undefined, val
   return { swapped: false, current: found?.found === true && found.kv !== undefined ? Buffer.from(found.kv.value) : undefined };
 }
 
-async function startSnapcoord(dir: string, channels: number, tls: boolean): Promise<Target> {
+async function startSnapcoord(dir: string, channels: number, tls: boolean, spread: boolean): Promise<Target> {
   const ports = await freePorts(9);
   const ids = ['n1', 'n2', 'n3'];
   const sec = await security(dir, ids, tls);
@@ -230,15 +236,19 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
       return undefined;
     });
   const leader = await findLeader();
-  const leaderAddr = addrOf.get(leader) ?? '';
-  const clients = Array.from(
-    { length: channels },
-    (_, i) => new KvClient(leaderAddr, { ...sec.dial, channelOptions: { 'grpc.channel_id': i } }),
+  // Spread: slot s talks to member s mod 3 (over `channels` channels to each), as etcd3 spreads its calls; else all to the leader.
+  const targets = spread ? ids.map((id) => addrOf.get(id) ?? '') : [addrOf.get(leader) ?? ''];
+  const clients = targets.map((addr) =>
+    Array.from({ length: channels }, (_, i) => new KvClient(addr, { ...sec.dial, channelOptions: { 'grpc.channel_id': i } })),
   );
+  const clientOf = (slot: number): KvClient => {
+    const m = clients[slot % clients.length] as KvClient[];
+    return m[Math.floor(slot / clients.length) % channels] as KvClient;
+  };
   return {
     name: 'snapcoord',
-    put: (slot, key, value) => kvPut(clients[slot % channels] as KvClient, key, value, 5_000),
-    cas: (slot, key, expected, value) => kvCas(clients[slot % channels] as KvClient, key, expected, value, 5_000),
+    put: (slot, key, value) => kvPut(clientOf(slot), key, value, 5_000),
+    cas: (slot, key, expected, value) => kvCas(clientOf(slot), key, expected, value, 5_000),
     cpuSeconds: () => [...children.values()].reduce((sum, c) => sum + processCpuSeconds(c.proc.pid), 0),
     async killLeader() {
       const id = await findLeader();
@@ -249,7 +259,7 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean): Prom
       return (key, value) => kvPut(survivors[n++ % survivors.length] as KvClient, key, value, 250);
     },
     async stop() {
-      for (const c of clients) c.close();
+      for (const c of clients.flat()) c.close();
       await Promise.all([...children.values()].map((c) => c.kill('SIGTERM')));
     },
   };
@@ -390,7 +400,8 @@ async function main(): Promise<void> {
     .option('--clients <n>', 'concurrent clients', '64')
     .option('--seconds <n>', 'load duration per system', '15')
     .option('--value-bytes <n>', 'value size', '100')
-    .option('--channels <n>', 'gRPC channels to the snapcoord leader', '4')
+    .option('--channels <n>', 'gRPC channels to each snapcoord member the clients talk to', '4')
+    .option('--spread <mode>', "on: snapcoord's clients spread over the three members (as etcd3's); off: all talk to the leader", 'on')
     .option('--no-etcd', 'skip the etcd comparison')
     .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
     .option('--etcd-tuned', 'run etcd with --heartbeat-interval 50 --election-timeout 300')
@@ -400,8 +411,9 @@ async function main(): Promise<void> {
     .option('--keys <n>', 'with --op cas: the shared keys the transactions contend on', '16')
     .option('--rounds <n>', 'with --tls compare: rounds of both, in alternating order; the medians are compared', '1')
     .parse();
-  const o = program.opts<{ clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
+  const o = program.opts<{ spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
   if (o.etcdTls !== undefined && o.etcdTls !== 'on' && o.etcdTls !== 'off') throw new Error(`--etcd-tls: "${o.etcdTls}" is not on or off`);
+  if (o.spread !== 'on' && o.spread !== 'off') throw new Error(`--spread: "${o.spread}" is not on or off`);
   if (o.op !== 'put' && o.op !== 'cas') throw new Error(`--op: "${o.op}" is not put or cas`);
   const op: Op = o.op;
   const keys = Number(o.keys);
@@ -420,7 +432,7 @@ async function main(): Promise<void> {
     const tlsOn = o.tls !== 'off';
     type Run = Awaited<ReturnType<typeof bench>>;
     const runSnapcoord = (tls: boolean, r: number): Promise<Run> =>
-      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls), clients, seconds, valueBytes, o.failover, op, keys);
+      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on'), clients, seconds, valueBytes, o.failover, op, keys);
     let ours: Run;
     if (o.tls === 'compare') {
       const on: Run[] = [];
