@@ -1045,7 +1045,7 @@ export class SnapshotStore {
     try {
       const handle = await this.io.open(metaPath, 'r');
       try {
-        const buf = Buffer.alloc(STORED_META_BYTES_MAX + 1);
+        const buf = Buffer.allocUnsafe(STORED_META_BYTES_MAX + 1); // only the bytes read are kept (no 65 KiB zero fill per read)
         const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
         if (bytesRead > STORED_META_BYTES_MAX) throw new Error(`more than ${STORED_META_BYTES_MAX} bytes`);
         bytes = buf.subarray(0, bytesRead);

@@ -689,8 +689,9 @@ export class NodeCluster {
   private leader(): Member | null {
     let best: Member | null = null;
     let bestTerm = -1;
-    for (const m of this.live()) {
-      const b = (m.node as Node).brief();
+    for (const m of this.members) {
+      if (!m.up || m.node === null) continue;
+      const b = m.node.brief();
       if (b.role === 'leader' && b.term > bestTerm) {
         best = m;
         bestTerm = b.term;

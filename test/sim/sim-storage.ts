@@ -393,7 +393,12 @@ export class SimStorage implements NodeStorage {
     // The records the batch replaces, read before it (the node writes one batch at a time; else the sum is recomputed).
     const alone = this.writesInFlight === 0;
     const olds = new Map<string, KeyValue | undefined>();
-    if (alone) for (const w of batch.writes) if (!olds.has(keyOf(w.key))) olds.set(keyOf(w.key), d.kv.get(keyOf(w.key)));
+    if (alone) {
+      for (const w of batch.writes) {
+        const k = keyOf(w.key);
+        if (!olds.has(k)) olds.set(k, d.kv.get(k));
+      }
+    }
     const before = this.inner.appliedIndex();
     const membershipBefore = d.membership;
     this.writesInFlight++;
