@@ -402,6 +402,7 @@ export class SnapshotManager {
           chunkBytes: this.policy.chunkBytes,
           bandwidthBytesPerSec: this.policy.bandwidthBytesPerSec,
           clock: this.clock,
+          logger: this.log,
           ...(signal !== undefined ? { signal } : {}),
           ...(onProgress !== undefined ? { onProgress } : {}),
           ...(this.dial !== undefined ? { dial: this.dial } : {}),
