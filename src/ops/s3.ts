@@ -28,16 +28,9 @@ import { readFile, rename, open, unlink } from 'node:fs/promises';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  S3Client,
-  type S3ClientConfig,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type * as S3Sdk from '@aws-sdk/client-s3';
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+import type * as S3Storage from '@aws-sdk/lib-storage';
 import { planRetention, type RetentionPolicy } from './retention.js';
 
 /** SHA256_META: the user metadata key holding the archive's hex SHA-256 (x-amz-meta-snapcoord-sha256). */
@@ -165,6 +158,17 @@ export async function readCredentialsFile(file: string): Promise<S3Credentials> 
   return { accessKeyId: id, secretAccessKey: secret, ...(token !== '' ? { sessionToken: token } : {}) };
 }
 
+let sdkLoad: Promise<{ s3: typeof S3Sdk; storage: typeof S3Storage }> | null = null;
+
+/**
+ * sdk loads the AWS SDK on first use: importing it costs a node ~15 MB of
+ * RSS and start-up time, and most nodes never talk to S3.
+ */
+function sdk(): Promise<{ s3: typeof S3Sdk; storage: typeof S3Storage }> {
+  sdkLoad ??= Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]).then(([s3, storage]) => ({ s3, storage }));
+  return sdkLoad;
+}
+
 /** makeS3Client builds the SDK client of `settings` (credentials from the file when one is named). */
 export async function makeS3Client(settings: S3Settings, maxAttempts = 5): Promise<S3Client> {
   // The SDK warns once per process that its releases after January 2027 need Node 22: advice for the
@@ -179,7 +183,7 @@ export async function makeS3Client(settings: S3Settings, maxAttempts = 5): Promi
     ...(settings.endpoint !== '' ? { endpoint: settings.endpoint } : {}),
     ...(settings.credentialsFile !== '' ? { credentials: await readCredentialsFile(settings.credentialsFile) } : {}),
   };
-  return new S3Client(config);
+  return new (await sdk()).s3.S3Client(config);
 }
 
 /** ArchiveObjectMeta: what is stored with an uploaded archive. */
@@ -333,7 +337,7 @@ export class S3Destination {
     const check = new HashCheck(meta.sha256, meta.sizeBytes, (n) => opts.onProgress?.(n), `archive read for ${this.url(key)}`);
     source.on('error', (err) => check.destroy(err));
     source.pipe(check);
-    const upload = new Upload({
+    const upload = new (await sdk()).storage.Upload({
       client: this.client,
       params: {
         Bucket: this.bucket,
@@ -360,7 +364,7 @@ export class S3Destination {
       source.destroy();
       check.destroy();
       if (upload.uploadId !== undefined) {
-        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: upload.uploadId })).catch(() => undefined);
+        await this.client.send(new (await sdk()).s3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: upload.uploadId })).catch(() => undefined);
       }
       throw err;
     }
@@ -369,7 +373,7 @@ export class S3Destination {
   /** head: the recorded metadata of `key`. Errors: S3Error (`notFound`, ...). */
   async head(key: string): Promise<{ sha256: string; sizeBytes: number; metadata: Record<string, string> }> {
     try {
-      const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      const h = await this.client.send(new (await sdk()).s3.HeadObjectCommand({ Bucket: this.bucket, Key: key }));
       const md = h.Metadata ?? {};
       return { sha256: md[SHA256_META] ?? '', sizeBytes: h.ContentLength ?? -1, metadata: md };
     } catch (err) {
@@ -383,7 +387,7 @@ export class S3Destination {
     let token: string | undefined;
     try {
       for (let page = 0; page < 10_000; page++) {
-        const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
+        const r = await this.client.send(new (await sdk()).s3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
         for (const o of r.Contents ?? []) {
           if (o.Key === undefined) continue;
           const name = o.Key.slice(this.prefix.length);
@@ -410,7 +414,7 @@ export class S3Destination {
     if (!/^[0-9a-f]{64}$/i.test(h.sha256)) throw new S3Error('unverifiable', `${this.url(key)} carries no snapcoord SHA-256 (x-amz-meta-${SHA256_META}); refusing an archive that cannot be checked`);
     let body: Readable;
     try {
-      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const r = await this.client.send(new (await sdk()).s3.GetObjectCommand({ Bucket: this.bucket, Key: key }));
       body = r.Body as Readable;
     } catch (err) {
       throw classify(err, 'read', this.url(key));
@@ -454,7 +458,7 @@ export class S3Destination {
   /** remove deletes `key`. Errors: S3Error. */
   async remove(key: string): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+      await this.client.send(new (await sdk()).s3.DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
     } catch (err) {
       throw classify(err, 'delete', this.url(key));
     }
