@@ -118,6 +118,8 @@ export interface NodeScenario extends NetFaults, DiskFaults {
   readonly poisonChance: number;
   /** loseRestorerChance: the leader whose restore was just acknowledged loses its disk for good (at most f nodes out). */
   readonly loseRestorerChance: number;
+  /** maxAppendBytes: entry data per append message (RaftConfig.maxAppendBytes; small: a lagging follower catches up a few entries at a time). */
+  readonly maxAppendBytes: number;
 }
 
 /**
@@ -173,6 +175,7 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     restoreMeanMs: 0,
     poisonChance: 0,
     loseRestorerChance: 0,
+    maxAppendBytes: 1 << 20,
   };
   const disky = !calm && r.chance(0.6);
   Object.assign(s, {
@@ -200,6 +203,10 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     poisonChance: q.pick([0.3, 0.5]),
     loseRestorerChance: q.pick([0, 0, 0.3]),
   });
+  // Appends of a few entries (a fork of its own): a follower that lags catches up a few entries at a time, so its
+  // match index stops at entries of earlier terms (what Raft §5.4.2's commit rule is about; with whole-log appends
+  // it always ends at the new leader's no-op).
+  Object.assign(s, { maxAppendBytes: new SeededRng(seed).fork('node-scenario/appends').pick([1 << 20, 1 << 20, 256, 1]) });
   if (!snapshots) Object.assign(s, { snapshotEntries: 0, lagMeanMs: 0, restoreMeanMs: 0 });
   return { ...s, ...overrides };
 }
@@ -610,7 +617,7 @@ export class NodeCluster {
         proposalTimeoutMs: s.proposalTimeoutMs,
         readTimeoutMs: s.proposalTimeoutMs,
       },
-      raft: { preVote: s.preVote, checkQuorum: s.checkQuorum },
+      raft: { preVote: s.preVote, checkQuorum: s.checkQuorum, maxAppendBytes: s.maxAppendBytes },
       logger,
       clock,
       rng: this.rng.fork(`node/${mb.id}/${inc}`),

@@ -35,6 +35,7 @@ describe('sim negative controls: broken Raft cores inside the real node are caug
   this.timeout(120_000);
 
   const cores = [
+    { core: 'commitsEarlierTerms', property: 'Leader Commit Rule', what: 'committing an entry of an earlier term by counting replicas breaks the commit rule (Raft §5.4.2, Figure 8)' },
     { core: 'votesTwice', property: 'Election Safety', what: 'voting twice in a term breaks Election Safety (Raft §5.2)' },
     { core: 'forgetsVote', property: 'HardState Durability', what: 'never persisting the vote is caught before it is granted (Raft §5.2, Figure 2)' },
     { core: 'ignoresLogCheck', property: 'Leader Completeness', what: 'granting votes without the up-to-date check breaks Leader Completeness (Raft §5.4.1)' },
