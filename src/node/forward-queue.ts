@@ -1,13 +1,12 @@
 /**
  * ForwardQueue: a follower's client writes on their way to the leader, as
- * etcd's followers send MsgProp — batched: while one Propose call is out,
- * every write that arrives meanwhile queues, and the next call carries them
- * all (up to FORWARD_PROPOSALS_MAX, FORWARD_BATCH_BYTES_MAX). The leader
- * appends them and answers where each went (index, term); the follower then
- * answers each caller once it applies that index itself (the node's
- * `track`): the same deterministic apply, so the same result as the leader's,
- * and an entry of another term there means the write was replaced, never
- * applied (`lost`). Nothing here retries a write whose outcome is unknown.
+ * etcd's followers send MsgProp — batched: up to FORWARD_CALLS_IN_FLIGHT
+ * Propose calls are out at once, and every write that arrives meanwhile
+ * queues for the next (up to FORWARD_PROPOSALS_MAX, FORWARD_BATCH_BYTES_MAX
+ * a call). The leader appends them and answers once each is applied there:
+ * the follower answers its caller with the leader's apply result (the
+ * deterministic apply: what this node's apply of that entry makes too).
+ * Nothing here retries a write whose outcome is unknown.
  *
  * Outcomes of a write (NodeError codes):
  * - `busy` at once when `maxQueued` writes are queued or in flight here;
@@ -15,14 +14,15 @@
  * - a refusal of the leader before appending (`notLeader`, `shuttingDown`):
  *   queued again, sent to the next leader (within its deadline); any other
  *   refusal (`busy`, `diskFull`) fails it with that code, not applied;
- * - the Propose call failed (the leader died, the link broke, its deadline):
- *   `timeout`, the outcome is unknown (it may have been appended); a caller
- *   that set a session stamp (client_id, request_id) retries safely;
+ * - appended, then replaced by another leader's entry: `lost`, not applied;
+ * - the Propose call failed (the leader died, the link broke, its deadline),
+ *   or the leader could not tell: `timeout`, the outcome is unknown; a
+ *   caller that set a session stamp (client_id, request_id) retries safely;
  * - this node became the leader: the queued writes are proposed here.
  */
-import type { LogPosition } from '../raft/index.js';
 import type { NodeId } from '../raft/types.js';
 import type { ApplyResult } from '../fsm/types.js';
+import { decodeApplyResult } from '../fsm/apply-result-codec.js';
 import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedProposals } from '../transport/transport.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { NodeError, type NodeErrorCode } from './errors.js';
@@ -30,19 +30,13 @@ import { NodeError, type NodeErrorCode } from './errors.js';
 /** FORWARD_BATCH_BYTES_MAX: the proposal bytes one Propose call carries at most (one larger proposal goes alone). */
 export const FORWARD_BATCH_BYTES_MAX = 4 << 20;
 
-/** FORWARD_APPLIED_KEPT_MAX: outcomes kept for answers that arrive after their entry applied here (oldest dropped first). */
-const FORWARD_APPLIED_KEPT_MAX = 16_384;
+/** FORWARD_CALLS_IN_FLIGHT: the Propose calls one follower has out at once (each waits for its writes' apply on the leader). */
+export const FORWARD_CALLS_IN_FLIGHT = 2;
 
 /** ForwardWaiter is the caller of one forwarded write. */
 export interface ForwardWaiter {
   resolve(r: ApplyResult): void;
   reject(e: Error): void;
-}
-
-/** AppliedOutcome is what the apply made of one entry (its term tells whether it is the entry a waiter expects). */
-export interface AppliedOutcome {
-  readonly term: number;
-  readonly result: ApplyResult;
 }
 
 export interface ForwardQueueOptions {
@@ -58,20 +52,13 @@ export interface ForwardQueueOptions {
   view(): { readonly leader: NodeId; readonly term: number };
   /** send: the transport's Propose call (ProposalForwarder.forwardProposals). */
   send(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals>;
-  /** proposeHere proposes `data` as the leader (this node won an election); throws a NodeError when it cannot. */
-  proposeHere(data: Uint8Array): LogPosition;
-  /**
-   * track: `waiter`'s write is in the log at `pos`: answer it once applied
-   * there (`outcome` when it applied already), by `deadlineMs` (Clock time)
-   * or `timeout`.
-   */
-  track(pos: LogPosition, waiter: ForwardWaiter, deadlineMs: number, outcome: AppliedOutcome | undefined): void;
+  /** proposeHere proposes `data` as the leader (this node won an election) and resolves with its apply result; rejects with a NodeError. */
+  proposeHere(data: Uint8Array): Promise<ApplyResult>;
 }
 
 interface Item {
   readonly data: Uint8Array;
   readonly waiter: ForwardWaiter;
-  readonly deadlineMs: number;
   readonly timer: TimerHandle;
   state: 'queued' | 'sent' | 'done';
 }
@@ -79,10 +66,10 @@ interface Item {
 export class ForwardQueue {
   private readonly o: ForwardQueueOptions;
   private queue: Item[] = [];
-  private flight: Item[] = [];
+  /** flights: the batches of the Propose calls out now. */
+  private readonly flights = new Set<readonly Item[]>();
+  private inFlight = 0;
   private retryAtMs = -Infinity;
-  /** applied: outcomes of entries applied while a Propose call is out (its answer may come after the apply). */
-  private applied: Map<number, AppliedOutcome> | null = null;
 
   constructor(o: ForwardQueueOptions) {
     this.o = o;
@@ -90,13 +77,12 @@ export class ForwardQueue {
 
   /** size: writes queued or in a Propose call. */
   get size(): number {
-    return this.queue.length + this.flight.length;
+    return this.queue.length + this.inFlight;
   }
 
   /**
    * forward queues `data` for the leader and resolves with its apply result
-   * on this node (see the file comment for every failure). Throws `busy` at
-   * once beyond maxQueued.
+   * (see the file comment for every failure). Throws `busy` at once beyond maxQueued.
    */
   forward(data: Uint8Array, timeoutMs: number): Promise<ApplyResult> {
     if (this.size >= this.o.maxQueued) {
@@ -106,7 +92,6 @@ export class ForwardQueue {
       const item: Item = {
         data,
         waiter: { resolve, reject },
-        deadlineMs: this.o.clock.nowMs() + timeoutMs,
         timer: this.o.clock.setTimeout(() => this.expire(item, timeoutMs), timeoutMs),
         state: 'queued',
       };
@@ -115,22 +100,16 @@ export class ForwardQueue {
     });
   }
 
-  /** noteApplied records an applied entry no local waiter claimed, while a Propose call is out. */
-  noteApplied(index: number, outcome: AppliedOutcome): void {
-    if (this.applied === null) return;
-    this.applied.set(index, outcome);
-    if (this.applied.size > FORWARD_APPLIED_KEPT_MAX) {
-      const oldest = this.applied.keys().next();
-      if (oldest.done !== true) this.applied.delete(oldest.value);
-    }
-  }
-
-  /** flush sends the queue when nothing is in flight (or proposes it here when this node leads); call it on every tick. */
+  /** flush sends the queue when a call slot is free (or proposes it here when this node leads); call it on every tick. */
   flush(): void {
-    if (this.flight.length > 0 || this.queue.length === 0) return;
+    if (this.queue.length === 0) return;
     const v = this.o.view();
     if (v.leader === this.o.id) return this.proposeQueuedHere();
     if (v.leader === '' || this.o.clock.nowMs() < this.retryAtMs) return;
+    while (this.queue.length > 0 && this.flights.size < FORWARD_CALLS_IN_FLIGHT) this.sendBatch(v.leader, v.term);
+  }
+
+  private sendBatch(leader: NodeId, term: number): void {
     let bytes = 0;
     let n = 0;
     for (const it of this.queue) {
@@ -140,10 +119,9 @@ export class ForwardQueue {
     }
     const batch = this.queue.splice(0, n);
     for (const it of batch) it.state = 'sent';
-    this.flight = batch;
-    this.applied = new Map();
-    const leader = v.leader;
-    this.o.send({ from: this.o.id, to: leader, term: v.term, data: batch.map((it) => it.data) }, this.o.rpcTimeoutMs).then(
+    this.flights.add(batch);
+    this.inFlight += batch.length;
+    this.o.send({ from: this.o.id, to: leader, term, data: batch.map((it) => it.data) }, this.o.rpcTimeoutMs).then(
       (r) => this.answered(batch, leader, r),
       (err: unknown) => this.failed(batch, leader, err),
     );
@@ -152,25 +130,38 @@ export class ForwardQueue {
   /** failAll fails every queued and in-flight write (the node stops or failed): `err` for queued ones, unknown outcome for sent ones. */
   failAll(err: NodeError): void {
     const queued = this.queue;
-    const sent = this.flight;
     this.queue = [];
-    this.flight = [];
-    this.applied = null;
     for (const it of queued) this.finish(it, err);
-    for (const it of sent) this.finish(it, new NodeError(err.code, `${err.message}; the write was handed to the leader, its outcome is unknown`));
+    for (const batch of this.flights) {
+      for (const it of batch) this.finish(it, new NodeError(err.code, `${err.message}; the write was handed to the leader, its outcome is unknown`));
+    }
   }
 
   private answered(batch: readonly Item[], leader: NodeId, r: ForwardedProposals): void {
-    if (this.flight !== batch) return; // failAll ran meanwhile
-    r.indexes.forEach((index, i) => {
+    if (!this.endFlight(batch)) return;
+    r.outcomes.forEach((o, i) => {
       const it = batch[i] as Item;
-      if (it.state !== 'sent') return; // expired meanwhile: already answered `timeout`
+      if ('error' in o) {
+        const lost = o.error.code === 'lost';
+        this.finish(
+          it,
+          new NodeError(lost ? 'lost' : 'timeout', lost ? o.error.message : `the leader ${leader} answered ${o.error.code}: ${o.error.message}; its outcome is unknown`),
+        );
+        return;
+      }
+      let result: ApplyResult;
+      try {
+        result = decodeApplyResult(o.result);
+      } catch (e) {
+        this.finish(it, new NodeError('timeout', `the leader ${leader} answered a malformed result (${(e as Error).message}); its outcome is unknown`));
+        return;
+      }
+      if (it.state !== 'sent') return;
       it.state = 'done';
       this.o.clock.clearTimeout(it.timer);
-      this.o.track({ index, term: r.term }, it.waiter, it.deadlineMs, this.applied?.get(index));
+      it.waiter.resolve(result);
     });
-    const rest = batch.slice(r.indexes.length);
-    this.endFlight();
+    const rest = batch.slice(r.outcomes.length);
     if (rest.length > 0 && r.refused !== undefined) {
       const { code, message } = r.refused;
       if (code === 'notLeader' || code === 'shuttingDown') this.requeue(rest);
@@ -180,8 +171,7 @@ export class ForwardQueue {
   }
 
   private failed(batch: readonly Item[], leader: NodeId, err: unknown): void {
-    if (this.flight !== batch) return;
-    this.endFlight();
+    if (!this.endFlight(batch)) return;
     const code = (err as { code?: unknown } | null)?.code;
     const message = err instanceof Error ? err.message : String(err);
     if (code === GRPC_FAILED_PRECONDITION) {
@@ -197,9 +187,11 @@ export class ForwardQueue {
     this.flush();
   }
 
-  private endFlight(): void {
-    this.flight = [];
-    this.applied = null;
+  /** endFlight: the call of `batch` ended; false when failAll ran meanwhile (its writes are answered). */
+  private endFlight(batch: readonly Item[]): boolean {
+    if (!this.flights.delete(batch)) return false;
+    this.inFlight -= batch.length;
+    return true;
   }
 
   /** requeue puts writes the leader did not append back at the head of the queue (in order), sent again after retryMs. */
@@ -216,14 +208,13 @@ export class ForwardQueue {
     for (const it of items) {
       it.state = 'done';
       this.o.clock.clearTimeout(it.timer);
-      let pos: LogPosition;
+      let applied: Promise<ApplyResult>;
       try {
-        pos = this.o.proposeHere(it.data);
+        applied = this.o.proposeHere(it.data);
       } catch (e) {
-        it.waiter.reject(e instanceof Error ? e : new Error(String(e)));
-        continue;
+        applied = Promise.reject(e instanceof Error ? e : new Error(String(e)));
       }
-      this.o.track(pos, it.waiter, it.deadlineMs, undefined);
+      applied.then(it.waiter.resolve, it.waiter.reject);
     }
   }
 
@@ -232,7 +223,7 @@ export class ForwardQueue {
       this.queue = this.queue.filter((x) => x !== it);
       this.finish(it, new NodeError('unavailable', `no leader took the write within ${timeoutMs} ms; it was not applied`));
     } else if (it.state === 'sent') {
-      this.finish(it, new NodeError('timeout', `the leader did not answer where it put the write within ${timeoutMs} ms; its outcome is unknown`));
+      this.finish(it, new NodeError('timeout', `the leader did not answer within ${timeoutMs} ms; its outcome is unknown`));
     }
   }
 

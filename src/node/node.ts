@@ -26,13 +26,15 @@ import type {
   ArchiveStager,
   FetchSnapshotParams,
   ForwardProposalsParams,
+  ForwardedOutcome,
   ForwardedProposals,
   ProposalForwarder,
   SnapshotChunk,
   SnapshotStreamOpener,
   StageArchiveParams,
 } from '../transport/transport.js';
-import { ForwardQueue, type AppliedOutcome, type ForwardWaiter } from './forward-queue.js';
+import { ForwardQueue } from './forward-queue.js';
+import { encodeApplyResult } from '../fsm/apply-result-codec.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
@@ -96,8 +98,8 @@ const FETCH_ATTEMPTS_PER_HOLDER = 3;
  * anyway, so the queue holds only references).
  */
 const APPLY_QUEUE_ENTRIES_MAX = 10_000;
-/** FORWARD_RPC_TIMEOUT_MS: the deadline of one Propose call a follower makes (the leader answers without waiting for a commit). */
-const FORWARD_RPC_TIMEOUT_MS = 2_000;
+/** FORWARD_RPC_MARGIN_MS: a follower's Propose call waits this much longer than the leader waits for its writes' apply. */
+const FORWARD_RPC_MARGIN_MS = 1_000;
 /** APPLY_BATCH_ENTRIES_MAX: entries the apply worker applies in one state machine batch. */
 const APPLY_BATCH_ENTRIES_MAX = 4_096;
 
@@ -264,8 +266,6 @@ export class Node {
   private readonly proposals = new Map<number, PendingProposal>();
   /** forwardQueue: a follower's KV writes on their way to the leader (null: the transport cannot forward). */
   private readonly forwardQueue: ForwardQueue | null;
-  /** outcomesThrough: the last index whose apply outcome recordApplyOutcomes handed out. */
-  private outcomesThrough = 0;
   private readonly reads = new Map<string, PendingRead>();
   private readSeq = 0;
   /** readEpoch: random per boot; read contexts are `<id>/<epoch>/<seq>`, unique across restarts. */
@@ -368,12 +368,11 @@ export class Node {
             id: this.id,
             clock: this.clock,
             maxQueued: this.maxPendingProposals,
-            rpcTimeoutMs: Math.min(this.timings.proposalTimeoutMs, FORWARD_RPC_TIMEOUT_MS),
+            rpcTimeoutMs: this.timings.proposalTimeoutMs + FORWARD_RPC_MARGIN_MS,
             retryMs: this.timings.tickMs,
             view: () => this.raft.brief(),
             send: forward,
-            proposeHere: (data) => this.proposeInCore(data),
-            track: (pos, waiter, deadlineMs, outcome) => this.trackForwarded(pos, waiter, deadlineMs, outcome),
+            proposeHere: (data) => this.proposeData(data),
           });
   }
 
@@ -465,27 +464,35 @@ export class Node {
 
   /**
    * proposeForwarded serves Propose (the transport's RaftRequestHandler): as
-   * the leader, it appends a follower's proposals in order and answers where
-   * they went; it stops at the first it cannot take (refused: `busy`,
-   * `diskFull`, `unavailable`). Not the leader: nothing is appended, refused `notLeader`.
+   * the leader, it appends a follower's proposals in order and resolves once
+   * each is applied here (its encoded result) or failed (`lost`, `timeout`,
+   * `shuttingDown`); it stops appending at the first it cannot take (refused:
+   * `busy`, `diskFull`, `unavailable`). Not the leader: nothing is appended,
+   * all refused `notLeader`.
    */
-  proposeForwarded(p: ForwardProposalsParams): ForwardedProposals {
+  async proposeForwarded(p: ForwardProposalsParams): Promise<ForwardedProposals> {
     const st = this.raft.brief();
-    if (this.stopped || this.failure !== null) return { term: st.term, indexes: [], refused: { code: 'shuttingDown', message: `${this.id} is stopping` } };
-    if (st.role !== 'leader') return { term: st.term, indexes: [], refused: { code: 'notLeader', message: `${this.id} is not the leader` } };
-    const indexes: number[] = [];
+    if (this.stopped || this.failure !== null) return { term: st.term, outcomes: [], refused: { code: 'shuttingDown', message: `${this.id} is stopping` } };
+    if (st.role !== 'leader') return { term: st.term, outcomes: [], refused: { code: 'notLeader', message: `${this.id} is not the leader` } };
+    const applied: Promise<ApplyResult>[] = [];
     let refused: { code: string; message: string } | undefined;
     for (const data of p.data) {
       try {
-        if (indexes.length === 0) this.disk?.check();
-        indexes.push(this.proposeInCore(data).index);
+        if (applied.length === 0) this.disk?.check();
+        if (this.proposals.size >= this.maxPendingProposals) throw new NodeError('busy', `too many writes in flight on the leader (${this.proposals.size})`);
+        applied.push(this.awaitApply(this.proposeInCore(data), this.timings.proposalTimeoutMs));
       } catch (e) {
         refused = e instanceof NodeError ? { code: e.code, message: e.message } : { code: 'unavailable', message: String(e) };
         break;
       }
     }
-    if (indexes.length > 0) this.kick();
-    return refused === undefined ? { term: st.term, indexes } : { term: st.term, indexes, refused };
+    if (applied.length > 0) this.kick();
+    const outcomes = (await Promise.allSettled(applied)).map((s): ForwardedOutcome => {
+      if (s.status === 'fulfilled') return { result: encodeApplyResult(s.value) };
+      const e = s.reason as unknown;
+      return { error: e instanceof NodeError ? { code: e.code, message: e.message } : { code: 'unavailable', message: String(e) } };
+    });
+    return refused === undefined ? { term: st.term, outcomes } : { term: st.term, outcomes, refused };
   }
 
   /** proposeInCore appends `data` to the core's log as the leader (`busy` when the apply queue is long; the core's errors mapped). */
@@ -500,31 +507,6 @@ export class Node {
     }
   }
 
-  /**
-   * trackForwarded (ForwardQueue): a forwarded write is in the log at `pos`;
-   * answer it when this node applies that index (its result; `lost` for an
-   * entry of another term), or `timeout` at `deadlineMs`. Applied already:
-   * `outcome` answers it, or, unknown here (passed by a snapshot), `timeout`.
-   */
-  private trackForwarded(pos: { index: number; term: number }, waiter: ForwardWaiter, deadlineMs: number, outcome: AppliedOutcome | undefined): void {
-    if (outcome !== undefined) {
-      if (outcome.term === pos.term) waiter.resolve(outcome.result);
-      else waiter.reject(new NodeError('lost', `entry ${pos.index} was replaced by another leader's; it was not applied`));
-      return;
-    }
-    if (pos.index <= this.outcomesThrough || this.proposals.has(pos.index)) {
-      waiter.reject(new NodeError('timeout', `entry ${pos.index} applied here before its outcome was known; its outcome is unknown`));
-      return;
-    }
-    this.kick();
-    const timeoutMs = Math.max(0, deadlineMs - this.clock.nowMs());
-    const timer = this.clock.setTimeout(() => {
-      if (this.proposals.get(pos.index)?.timer === timer) this.proposals.delete(pos.index);
-      this.metrics?.proposals.inc({ result: 'timeout' });
-      waiter.reject(new NodeError('timeout', `write at index ${pos.index} not applied within its deadline; its outcome is unknown`));
-    }, timeoutMs);
-    this.proposals.set(pos.index, { term: pos.term, resolve: waiter.resolve, reject: waiter.reject, timer });
-  }
 
   /** proposeOpsRecord replicates the ops record `name` = `value` (ops-record.ts: kept where clients never see it). OpsRecordError for a bad name or size. */
   async proposeOpsRecord(name: string, value: Uint8Array): Promise<ApplyResult> {
@@ -1371,8 +1353,6 @@ export class Node {
 
   /** recordApplyOutcomes (apply): records skipped restores, logs membership changes and answers the waiting proposers. */
   private recordApplyOutcomes(entries: readonly Entry[], byIndex: ReadonlyMap<number, ApplyResult>): void {
-    const last = entries[entries.length - 1];
-    if (last !== undefined) this.outcomesThrough = Math.max(this.outcomesThrough, last.index);
     for (const e of entries) {
       if (e.type !== 'normal' || !isRestoreCommand(e.data)) continue;
       const r = byIndex.get(e.index);
@@ -1393,11 +1373,7 @@ export class Node {
         }
       }
       const p = this.proposals.get(e.index);
-      if (p === undefined) {
-        // A forwarded write's answer (where the leader put it) may come after its entry applied here.
-        if (e.type === 'normal') this.forwardQueue?.noteApplied(e.index, { term: e.term, result: byIndex.get(e.index) ?? { index: e.index, ok: true } });
-        continue;
-      }
+      if (p === undefined) continue;
       this.proposals.delete(e.index);
       this.clock.clearTimeout(p.timer);
       if (e.term !== p.term) {
@@ -1659,16 +1635,13 @@ export class Node {
     if (this.proposals.size >= this.maxPendingProposals) {
       throw new NodeError('busy', `too many writes in flight (${this.proposals.size}); retry later`);
     }
-    if (this.applyQueue.length > APPLY_QUEUE_ENTRIES_MAX) {
-      throw new NodeError('busy', `${this.applyQueue.length} committed entries are waiting to be applied here; retry later`);
-    }
-    let pos;
-    try {
-      pos = this.raft.propose(data);
-    } catch (e) {
-      throw this.mapCoreError(e);
-    }
+    const pos = this.proposeInCore(data);
     this.kick();
+    return this.awaitApply(pos, timeoutMs);
+  }
+
+  /** awaitApply resolves with the apply result of the entry proposed at `pos` (`lost`: another term's entry there; `timeout` after timeoutMs). */
+  private awaitApply(pos: { index: number; term: number }, timeoutMs: number): Promise<ApplyResult> {
     return new Promise<ApplyResult>((resolve, reject) => {
       const timer = this.clock.setTimeout(() => {
         this.proposals.delete(pos.index);

@@ -34,7 +34,7 @@ import type {
   VoteResponse,
 } from '../raft/types.js';
 import * as pb from '../gen/snapcoord/v1/raft.js';
-import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedProposals, type StageArchiveParams } from './transport.js';
+import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedOutcome, type ForwardedProposals, type StageArchiveParams } from './transport.js';
 
 /** CodecError: a value cannot be represented on the wire, or a received message is malformed. */
 export class CodecError extends Error {
@@ -510,17 +510,23 @@ export function proposeResponseToProto(from: string, r: ForwardedProposals): pb.
   return {
     from: nodeId(from, 'from'),
     term: toU64(r.term, 'term'),
-    index: r.indexes.map((i) => toU64(i, 'index')),
     refusedCode: r.refused?.code ?? '',
     refusedMessage: r.refused?.message ?? '',
+    outcome: r.outcomes.map((o) =>
+      'result' in o ? { result: o.result, errorCode: '', errorMessage: '' } : { result: new Uint8Array(0), errorCode: o.error.code, errorMessage: o.error.message },
+    ),
   };
 }
 
-/** proposeResponseFromProto decodes the leader's answer to Propose. Throws CodecError (more indexes than `sent`, a refusal without a code). */
+/** proposeResponseFromProto decodes the leader's answer to Propose. Throws CodecError (more outcomes than `sent`, a refusal without a code, an outcome with neither result nor error). */
 export function proposeResponseFromProto(p: pb.ProposeResponse, sent: number): ForwardedProposals {
-  if (p.index.length > sent) throw new CodecError(`index: ${p.index.length} indexes for ${sent} proposals`);
-  const indexes = p.index.map((i) => fromU64(i, 'index'));
-  if (p.index.length < sent && p.refusedCode === '') throw new CodecError(`refused_code: ${sent - p.index.length} proposals neither appended nor refused`);
+  if (p.outcome.length > sent) throw new CodecError(`outcome: ${p.outcome.length} outcomes for ${sent} proposals`);
+  if (p.outcome.length < sent && p.refusedCode === '') throw new CodecError(`refused_code: ${sent - p.outcome.length} proposals neither appended nor refused`);
+  const outcomes = p.outcome.map((o, i): ForwardedOutcome => {
+    if (o.errorCode !== '') return { error: { code: o.errorCode, message: o.errorMessage } };
+    if (o.result.length === 0) throw new CodecError(`outcome[${i}]: neither a result nor an error`);
+    return { result: o.result };
+  });
   const term = fromU64(p.term, 'term');
-  return p.refusedCode === '' ? { term, indexes } : { term, indexes, refused: { code: p.refusedCode, message: p.refusedMessage } };
+  return p.refusedCode === '' ? { term, outcomes } : { term, outcomes, refused: { code: p.refusedCode, message: p.refusedMessage } };
 }

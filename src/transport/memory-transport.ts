@@ -259,19 +259,23 @@ export class MemoryTransport implements Transport, ArchiveStager, ProposalForwar
     const propose = listener.handler.proposeForwarded;
     if (propose === undefined) return Promise.reject(coded(12, 'Propose is not implemented by this node'));
     return new Promise<ForwardedProposals>((resolve, reject) => {
-      const timer = setTimeout(() => reject(coded(4, `deadline of ${timeoutMs} ms exceeded`)), timeoutMs);
-      setImmediate(() => {
-        let r: ForwardedProposals;
-        try {
-          r = propose.call(listener.handler, p);
-        } catch (e) {
-          clearTimeout(timer);
-          return reject(e instanceof Error ? e : new Error(String(e)));
-        }
+      let done = false;
+      const finish = (err: Error | null, r?: ForwardedProposals): void => {
+        if (done) return;
+        done = true;
         clearTimeout(timer);
         // The proposals are in the leader's log now: a cut on the way back loses only the answer.
-        if (this.closed || !this.net.passes(p.to, this.selfId)) reject(coded(14, `the answer of ${p.to} was lost`));
-        else resolve(r);
+        if (err === null && r !== undefined && !this.closed && this.net.passes(p.to, this.selfId)) resolve(r);
+        else reject(err ?? coded(14, `the answer of ${p.to} was lost`));
+      };
+      const timer = setTimeout(() => finish(coded(4, `deadline of ${timeoutMs} ms exceeded`)), timeoutMs);
+      setImmediate(() => {
+        Promise.resolve()
+          .then(() => propose.call(listener.handler, p))
+          .then(
+            (r) => finish(null, r),
+            (e: unknown) => finish(e instanceof Error ? e : new Error(String(e))),
+          );
       });
     });
   }

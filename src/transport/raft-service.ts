@@ -29,6 +29,7 @@ import {
   silentLogger,
   type FetchSnapshotParams,
   type ForwardProposalsParams,
+  type ForwardedProposals,
   type RaftRequestHandler,
   type StageArchiveParams,
   type TransportLogger,
@@ -92,7 +93,7 @@ type Settled = { ok: true; replies: Message[] } | { ok: false; error: unknown };
  * - ReportSnapshot: handleReport, answered at once.
  * - FetchSnapshot: handler.openSnapshot, UNIMPLEMENTED without it.
  * - StageArchive: handler.stageArchive, answered once it resolves (UNIMPLEMENTED without it).
- * - Propose: handler.proposeForwarded, answered at once (UNIMPLEMENTED without it).
+ * - Propose: handler.proposeForwarded, answered once it resolves (UNIMPLEMENTED without it).
  * A malformed request is answered INVALID_ARGUMENT; every sender is admitted by the guard first.
  */
 export function createRaftService(handler: RaftRequestHandler, opts: RaftServiceOptions = {}): pb.RaftServiceServer {
@@ -330,8 +331,8 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     },
 
     propose(call, callback) {
+      let p: ForwardProposalsParams;
       try {
-        let p: ForwardProposalsParams;
         try {
           p = proposeRequestFromProto(call.request);
         } catch (err) {
@@ -343,11 +344,30 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         }
         admit(p.from, call);
         if (handler.proposeForwarded === undefined) throw statusError(grpc.status.UNIMPLEMENTED, 'Propose is not implemented by this node');
-        callback(null, proposeResponseToProto(opts.selfId ?? p.to, handler.proposeForwarded(p)));
       } catch (err) {
         log.debug({ rpc: 'Propose', err }, 'raft service: refused request');
         callback(toStatusError(err));
+        return;
       }
+      let settled: Promise<ForwardedProposals>;
+      try {
+        settled = handler.proposeForwarded(p);
+      } catch (err) {
+        settled = Promise.reject(err);
+      }
+      settled.then(
+        (r) => {
+          try {
+            callback(null, proposeResponseToProto(opts.selfId ?? p.to, r));
+          } catch (err) {
+            callback(toStatusError(err));
+          }
+        },
+        (err: unknown) => {
+          log.debug({ rpc: 'Propose', err }, 'raft service: Propose failed');
+          callback(toStatusError(err));
+        },
+      );
     },
 
     fetchSnapshot(call) {

@@ -90,24 +90,32 @@ export interface ForwardProposalsParams {
 export const FORWARD_PROPOSALS_MAX = 1024;
 
 /**
+ * ForwardedOutcome: what became of one appended proposal on the leader: its
+ * encoded apply result, or why not (`lost`: replaced by another leader's
+ * entry, never applied; any other code: the outcome is unknown).
+ */
+export type ForwardedOutcome = { readonly result: Uint8Array } | { readonly error: { readonly code: string; readonly message: string } };
+
+/**
  * ForwardedProposals is the leader's answer to Propose: the first
- * `indexes.length` proposals were appended to its log at those indexes, all
- * in `term` (not committed yet). The rest were not appended; `refused` says
- * why (`busy`, `diskFull`, `notLeader`: a NodeErrorCode) and is set exactly
- * when some were refused.
+ * `outcomes.length` proposals were appended to its log (in `term`) and
+ * settled there; the rest were not appended, and `refused` says why
+ * (`busy`, `diskFull`, `notLeader`, `shuttingDown`: a NodeErrorCode); it is
+ * set exactly when some were refused.
  */
 export interface ForwardedProposals {
   readonly term: number;
-  readonly indexes: readonly number[];
+  readonly outcomes: readonly ForwardedOutcome[];
   readonly refused?: { readonly code: string; readonly message: string };
 }
 
 /**
  * ProposalForwarder is the client side of Propose (GrpcTransport,
  * MemoryTransport): resolves with the leader's answer; rejects with an Error
- * carrying a numeric gRPC `code`: FAILED_PRECONDITION when `p.to` is not the
- * leader (nothing appended), UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED when
- * the call failed (whether anything was appended is then unknown).
+ * carrying a numeric gRPC `code`: FAILED_PRECONDITION when the call reached
+ * another node than `p.to` (nothing appended), UNIMPLEMENTED, or UNAVAILABLE /
+ * DEADLINE_EXCEEDED / CANCELLED when the call failed (whether anything was
+ * appended is then unknown).
  */
 export interface ProposalForwarder {
   forwardProposals(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals>;
@@ -180,12 +188,12 @@ export interface RaftRequestHandler {
    */
   stageArchive?(p: StageArchiveParams, signal?: AbortSignal): Promise<void>;
   /**
-   * proposeForwarded serves Propose: append `p.data` to the log as the leader, in
-   * order, and answer where they went (ForwardedProposals). Optional: without
-   * it Propose answers UNIMPLEMENTED. Reject (or throw) a coded Error,
-   * FAILED_PRECONDITION when not the leader, before appending anything.
+   * proposeForwarded serves Propose: append `p.data` to the log as the
+   * leader, in order, and resolve once each is applied or failed
+   * (ForwardedProposals; not the leader: all refused `notLeader`). Optional:
+   * without it Propose answers UNIMPLEMENTED.
    */
-  proposeForwarded?(p: ForwardProposalsParams): ForwardedProposals;
+  proposeForwarded?(p: ForwardProposalsParams): Promise<ForwardedProposals>;
 }
 
 /** TransportLogger is the pino-like logger the transports use. */
