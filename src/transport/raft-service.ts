@@ -105,6 +105,28 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     opts.guard?.admit(from, call);
   }
 
+  /**
+   * unaryParams decodes a unary request's parameters with f (INVALID_ARGUMENT
+   * for a CodecError), refuses one addressed to another node
+   * (FAILED_PRECONDITION), admits its sender, and refuses an RPC the handler
+   * does not implement (UNIMPLEMENTED).
+   */
+  function unaryParams<P extends { readonly from: NodeId; readonly to: NodeId }>(call: PeerCall, rpc: string, implemented: boolean, f: () => P): P {
+    let p: P;
+    try {
+      p = f();
+    } catch (err) {
+      if (err instanceof CodecError) throw statusError(grpc.status.INVALID_ARGUMENT, err.message);
+      throw err;
+    }
+    if (opts.selfId !== undefined && p.to !== opts.selfId) {
+      throw statusError(grpc.status.FAILED_PRECONDITION, `request addressed to ${p.to}, this is ${opts.selfId}`);
+    }
+    admit(p.from, call);
+    if (!implemented) throw statusError(grpc.status.UNIMPLEMENTED, `${rpc} is not implemented by this node`);
+    return p;
+  }
+
   /** decode runs f, turning a CodecError or a misaddressed message into a StatusError, then admits the sender. */
   function decode<T extends Message>(call: PeerCall, f: () => T): T {
     let m: T;
@@ -294,19 +316,10 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     },
 
     stageArchive(call, callback) {
+      const stage = handler.stageArchive;
       let p: StageArchiveParams;
       try {
-        try {
-          p = stageArchiveRequestFromProto(call.request);
-        } catch (err) {
-          if (err instanceof CodecError) throw statusError(grpc.status.INVALID_ARGUMENT, err.message);
-          throw err;
-        }
-        if (opts.selfId !== undefined && p.to !== opts.selfId) {
-          throw statusError(grpc.status.FAILED_PRECONDITION, `request addressed to ${p.to}, this is ${opts.selfId}`);
-        }
-        admit(p.from, call);
-        if (handler.stageArchive === undefined) throw statusError(grpc.status.UNIMPLEMENTED, 'StageArchive is not implemented by this node');
+        p = unaryParams(call, 'StageArchive', stage !== undefined, () => stageArchiveRequestFromProto(call.request));
       } catch (err) {
         log.debug({ rpc: 'StageArchive', err }, 'raft service: refused request');
         callback(toStatusError(err));
@@ -317,7 +330,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       call.on('cancelled', () => cancelled.abort());
       let staged: Promise<void>;
       try {
-        staged = handler.stageArchive(p, cancelled.signal);
+        staged = (stage as NonNullable<typeof stage>).call(handler, p, cancelled.signal);
       } catch (err) {
         staged = Promise.reject(err);
       }
@@ -331,19 +344,10 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     },
 
     propose(call, callback) {
+      const propose = handler.proposeForwarded;
       let p: ForwardProposalsParams;
       try {
-        try {
-          p = proposeRequestFromProto(call.request);
-        } catch (err) {
-          if (err instanceof CodecError) throw statusError(grpc.status.INVALID_ARGUMENT, err.message);
-          throw err;
-        }
-        if (opts.selfId !== undefined && p.to !== opts.selfId) {
-          throw statusError(grpc.status.FAILED_PRECONDITION, `request addressed to ${p.to}, this is ${opts.selfId}`);
-        }
-        admit(p.from, call);
-        if (handler.proposeForwarded === undefined) throw statusError(grpc.status.UNIMPLEMENTED, 'Propose is not implemented by this node');
+        p = unaryParams(call, 'Propose', propose !== undefined, () => proposeRequestFromProto(call.request));
       } catch (err) {
         log.debug({ rpc: 'Propose', err }, 'raft service: refused request');
         callback(toStatusError(err));
@@ -351,7 +355,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       }
       let settled: Promise<ForwardedProposals>;
       try {
-        settled = handler.proposeForwarded(p);
+        settled = (propose as NonNullable<typeof propose>).call(handler, p);
       } catch (err) {
         settled = Promise.reject(err);
       }
