@@ -1014,8 +1014,7 @@ export class Node {
     this.restoreRefs.noteEntries(rd.entries);
     this.releaseReplyWaiters(gen);
     // 2. send.
-    const sent = new Set<Message>(early);
-    for (const m of rd.messages) if (!sent.has(m)) this.route(m);
+    for (const m of rd.messages) if (early.length === 0 || m.type !== 'append') this.route(m); // early holds every append when not empty
     // 3. a snapshot to fetch: pulled in the background; installed between two Ready cycles.
     if (rd.snapshot !== null) this.startFetch(rd.snapshot);
     // 4. apply: handed to the apply worker, so persisting and replicating go on while the
