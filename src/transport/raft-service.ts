@@ -106,12 +106,12 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
   }
 
   /**
-   * unaryParams decodes a unary request's parameters with f (INVALID_ARGUMENT
-   * for a CodecError), refuses one addressed to another node
-   * (FAILED_PRECONDITION), admits its sender, and refuses an RPC the handler
-   * does not implement (UNIMPLEMENTED).
+   * decode decodes a request (a message, or a unary RPC's parameters) with f
+   * (INVALID_ARGUMENT for a CodecError), refuses one addressed to another
+   * node (FAILED_PRECONDITION), admits its sender, and refuses an RPC the
+   * handler does not implement (`implemented` false: UNIMPLEMENTED naming `rpc`).
    */
-  function unaryParams<P extends { readonly from: NodeId; readonly to: NodeId }>(call: PeerCall, rpc: string, implemented: boolean, f: () => P): P {
+  function decode<P extends { readonly from: NodeId; readonly to: NodeId }>(call: PeerCall, f: () => P, rpc = '', implemented = true): P {
     let p: P;
     try {
       p = f();
@@ -125,22 +125,6 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     admit(p.from, call);
     if (!implemented) throw statusError(grpc.status.UNIMPLEMENTED, `${rpc} is not implemented by this node`);
     return p;
-  }
-
-  /** decode runs f, turning a CodecError or a misaddressed message into a StatusError, then admits the sender. */
-  function decode<T extends Message>(call: PeerCall, f: () => T): T {
-    let m: T;
-    try {
-      m = f();
-    } catch (err) {
-      if (err instanceof CodecError) throw statusError(grpc.status.INVALID_ARGUMENT, err.message);
-      throw err;
-    }
-    if (opts.selfId !== undefined && m.to !== opts.selfId) {
-      throw statusError(grpc.status.FAILED_PRECONDITION, `message addressed to ${m.to}, this is ${opts.selfId}`);
-    }
-    admit(m.from, call);
-    return m;
   }
 
   /** invoke calls handleRequest; a synchronous throw becomes a rejection. The result never rejects. */
@@ -319,7 +303,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       const stage = handler.stageArchive;
       let p: StageArchiveParams;
       try {
-        p = unaryParams(call, 'StageArchive', stage !== undefined, () => stageArchiveRequestFromProto(call.request));
+        p = decode(call, () => stageArchiveRequestFromProto(call.request), 'StageArchive', stage !== undefined);
       } catch (err) {
         log.debug({ rpc: 'StageArchive', err }, 'raft service: refused request');
         callback(toStatusError(err));
@@ -347,7 +331,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       const propose = handler.proposeForwarded;
       let p: ForwardProposalsParams;
       try {
-        p = unaryParams(call, 'Propose', propose !== undefined, () => proposeRequestFromProto(call.request));
+        p = decode(call, () => proposeRequestFromProto(call.request), 'Propose', propose !== undefined);
       } catch (err) {
         log.debug({ rpc: 'Propose', err }, 'raft service: refused request');
         callback(toStatusError(err));
