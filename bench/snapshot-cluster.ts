@@ -177,6 +177,17 @@ interface Timed {
   readonly peakRssMiB: number;
 }
 
+/** cpuSeconds: the CPU time (user + system, all threads) a process has used so far; 0 when it is gone. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 /** run starts a command, samples its peak RSS while it runs, and fails with its output when it exits non-zero. */
 async function run(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Timed> {
   const t0 = performance.now();
@@ -221,7 +232,7 @@ class SnapCluster {
     private readonly dial: ClientDial,
   ) {}
 
-  static async start(dir: string): Promise<SnapCluster> {
+  static async start(dir: string, profDir?: string): Promise<SnapCluster> {
     const ids = ['n1', 'n2', 'n3'];
     const certDir = join(dir, 'tls');
     await writeCa(certDir);
@@ -237,8 +248,9 @@ class SnapCluster {
       const i = ids.indexOf(id);
       const f = nodeCertFiles(certDir, id);
       return [
+        ...(profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
         CLI, 'serve', '--id', id, '--grpc', addr(i), '--peer-listen', addr(i + 6), '--http', addr(i + 3), '--peers', peers,
-        '--data-dir', join(dir, id), '--log-level', 'warn', '--api-key-file', keyFile,
+        '--data-dir', join(dir, id), '--log-level', process.env.BENCH_NODE_LOG_LEVEL ?? 'warn', '--api-key-file', keyFile,
         '--peer-cert', f.certFile, '--peer-key', f.keyFile, '--peer-ca', ca, '--cert', f.certFile, '--key', f.keyFile,
         '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
       ];
@@ -269,6 +281,13 @@ class SnapCluster {
   async waitApplied(index: bigint, timeoutMs: number, only?: readonly SnapNode[]): Promise<void> {
     for (const n of only ?? this.nodes) {
       await until(`${n.id} to apply ${index}`, timeoutMs, async () => ((await this.status(n).catch(() => undefined))?.appliedIndex ?? 0n) >= index ? true : undefined, { everyMs: 50 });
+    }
+  }
+
+  /** waitSnapshot waits until every node's newest snapshot is at `index` or later. */
+  async waitSnapshot(index: bigint, timeoutMs: number): Promise<void> {
+    for (const n of this.nodes) {
+      await until(`${n.id} to snapshot ${index}`, timeoutMs, async () => ((await this.status(n).catch(() => undefined))?.snapshotIndex ?? 0n) >= index ? true : undefined, { everyMs: 50 });
     }
   }
 
@@ -370,6 +389,7 @@ interface MixFigures {
   readonly restoreCliSeconds: number;
   readonly restoreAllAppliedSeconds: number;
   readonly restoreCliPeakMiB: number;
+  readonly restoreSnapshottedSeconds: number;
   readonly saveSeconds: number;
   readonly saveBytes: number;
   readonly saveCliPeakMiB: number;
@@ -392,15 +412,32 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
   const archive = await buildArchive(dir, o.keys, values);
   log(`[${mix}] archive ${fmtMiB(archive.bytes)} for ${fmtMiB(archive.stateBytes)} of state`);
 
-  const c = await SnapCluster.start(join(dir, 'snapcoord'));
+  const c = await SnapCluster.start(join(dir, 'snapcoord'), o.nodeProfDir);
   try {
     // Load by restore: until the CLI returns, and until every node has applied it.
+    const cpu0 = c.nodes.map((n) => cpuSeconds(n.child.proc.pid));
     const t0 = performance.now();
     const restore = await c.cli(['snapshot', 'restore', archive.path, '--json', '--no-progress']);
-    const restoreIndex = BigInt((JSON.parse(restore.stdout) as { index?: number | string }).index ?? 0);
+    // `snapshot restore --json` prints {file, restoredIndex, archive}: the restore entry's index in the log.
+    const restoreIndex = BigInt((JSON.parse(restore.stdout) as { restoredIndex?: number }).restoredIndex ?? 0);
+    if (restoreIndex <= 0n) throw new Error(`snapshot restore --json printed no restoredIndex: ${restore.stdout.slice(0, 300)}`);
     await c.waitApplied(restoreIndex, 30 * 60_000);
     const restoreAll = (performance.now() - t0) / 1000;
     log(`[${mix}] restore: CLI ${restore.seconds.toFixed(1)} s, all 3 applied ${restoreAll.toFixed(1)} s`);
+    // Each node snapshots the restored state right after (followers that need a snapshot get it): until all 3 have.
+    await c.waitSnapshot(restoreIndex, 30 * 60_000);
+    const restoreSnapshotted = (performance.now() - t0) / 1000;
+    log(`[${mix}] restore: all 3 snapshotted the restored state ${restoreSnapshotted.toFixed(1)} s`);
+    if (o.restoreOnly) {
+      const cpu = c.nodes.map((n, i) => cpuSeconds(n.child.proc.pid) - (cpu0[i] ?? 0));
+      if (process.env.BENCH_NODE_LOG_LEVEL !== undefined) for (const n of c.nodes) await writeFile(join(process.env.BENCH_NODE_LOG_DIR ?? tmpdir(), `bench-${n.id}.log`), n.child.output);
+      log(`[${mix}] --restore-only: node CPU from the upload to the last snapshot ${cpu.map((x) => x.toFixed(1)).join(' / ')} s`);
+      const peaks = c.peaks();
+      log(`[${mix}] --restore-only: node peak RSS ${peaks.map((m) => m.toFixed(0)).join(' / ')} MiB`);
+      console.log(JSON.stringify({ restoreOnly: { mix, keys: o.keys, cliSeconds: restore.seconds, allAppliedSeconds: restoreAll, allSnapshottedSeconds: restoreSnapshotted, nodeCpuSeconds: cpu, nodePeakMiB: peaks } }));
+      await rm(archive.path, { force: true });
+      throw new RestoreOnlyDone();
+    }
 
     // One write, then `snapshot save` (the state changed: a snapshot is made), then a second with no write between.
     await c.cli(['kv', 'put', 'bench/marker', String(Date.now())]);
@@ -453,6 +490,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       restoreCliSeconds: restore.seconds,
       restoreAllAppliedSeconds: restoreAll,
       restoreCliPeakMiB: restore.peakRssMiB,
+      restoreSnapshottedSeconds: restoreSnapshotted,
       saveSeconds: save.seconds,
       saveBytes,
       saveCliPeakMiB: save.peakRssMiB,
@@ -503,6 +541,7 @@ function table(f: MixFigures): string {
   const stateMB = f.archive.stateBytes / 1e6;
   rows.push(['load: restore until all 3 nodes applied (etcd: fill by txn)', `${f.restoreAllAppliedSeconds.toFixed(1)} s (${(stateMB / f.restoreAllAppliedSeconds).toFixed(0)} MB/s)`, e ? `${e.fillSeconds.toFixed(1)} s` : '-', ratio(e?.fillSeconds, f.restoreAllAppliedSeconds)]);
   rows.push(['  of which `snapshot restore` returned', `${f.restoreCliSeconds.toFixed(1)} s`, '', '']);
+  rows.push(['  until all 3 snapshotted the restored state', `${f.restoreSnapshottedSeconds.toFixed(1)} s`, '', '']);
   rows.push(['snapshot save (state changed)', `${f.saveSeconds.toFixed(2)} s (${fmtMiB(f.saveBytes)})`, e ? `${e.saveSeconds.toFixed(2)} s (${fmtMiB(e.dbBytes)})` : '-', ratio(e?.saveSeconds, f.saveSeconds)]);
   rows.push(['second save, no write since', `${f.save2Seconds.toFixed(2)} s`, e ? `${e.saveSeconds.toFixed(2)} s` : '-', ratio(e?.saveSeconds, f.save2Seconds)]);
   rows.push(['save after the write phases (writes since the last snapshot)', `${f.save3Seconds.toFixed(2)} s`, e ? `${e.saveSeconds.toFixed(2)} s` : '-', ratio(e?.saveSeconds, f.save3Seconds)]);
@@ -532,7 +571,13 @@ interface Options {
   readonly writeClients: number;
   readonly etcd: boolean;
   readonly keep: boolean;
+  readonly restoreOnly: boolean;
+  /** nodeProfDir: the nodes run with --cpu-prof into this directory (written when they stop). */
+  readonly nodeProfDir?: string;
 }
+
+/** RestoreOnlyDone ends a mix after its restore phase (--restore-only). */
+class RestoreOnlyDone extends Error {}
 
 function positive(name: string, v: string, max: number): number {
   const n = Number(v);
@@ -550,8 +595,10 @@ async function main(): Promise<void> {
     .option('--write-clients <n>', 'clients of the write phases', '16')
     .option('--no-etcd', 'do not run etcd even when installed')
     .option('--keep', 'keep the working directory')
+    .option('--node-prof <dir>', 'run the nodes with --cpu-prof, profiles written to <dir> when they stop')
+    .option('--restore-only', 'stop each mix after the restore (and the snapshots the nodes take of it)')
     .parse(process.argv);
-  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; keep?: boolean }>();
+  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; keep?: boolean; restoreOnly?: boolean; nodeProf?: string }>();
   const mixes = raw.mix.split(',').map((m) => m.trim());
   for (const m of mixes) if (!(MIX_NAMES as readonly string[]).includes(m)) throw new Error(`--mix: ${m} is not one of ${MIX_NAMES.join(', ')}`);
   const o: Options = {
@@ -563,6 +610,8 @@ async function main(): Promise<void> {
     writeClients: positive('write-clients', raw.writeClients, 1_024),
     etcd: raw.etcd && existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
     keep: raw.keep === true,
+    restoreOnly: raw.restoreOnly === true,
+    ...(raw.nodeProf !== undefined ? { nodeProfDir: raw.nodeProf } : {}),
   };
   if (raw.etcd && !o.etcd) log('etcd: /usr/bin/etcd or /usr/bin/etcdctl is missing (apt-get install etcd-server etcd-client); snapcoord figures only');
   // The CLI and the nodes run from dist/ (what an installed snapcoord runs), built from this tree now.
@@ -574,7 +623,13 @@ async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'snapcoord-bench-cluster-'));
   const results: MixFigures[] = [];
   try {
-    for (const mix of o.mixes) results.push(await benchMix(root, mix, o));
+    for (const mix of o.mixes) {
+      try {
+        results.push(await benchMix(root, mix, o));
+      } catch (err) {
+        if (!(err instanceof RestoreOnlyDone)) throw err;
+      }
+    }
   } finally {
     if (!o.keep) await rm(root, { recursive: true, force: true });
     else log(`kept ${root}`);
