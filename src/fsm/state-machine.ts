@@ -36,7 +36,7 @@ import {
   type SessionStamp,
   type SessionTable,
 } from './sessions.js';
-import type { ApplyItem, ApplyResult, KvRangeQuery, KvRangeResult, StateInstallMeta } from './types.js';
+import type { ApplyItem, ApplyResult, InstalledRecordsCopy, KvRangeQuery, KvRangeResult, StateInstallMeta } from './types.js';
 
 /** RecordSource: the records of a state to install, in batches. */
 export type RecordSource = AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>;
@@ -47,10 +47,10 @@ export type RestoreOutcome = { readonly ok: true } | { readonly ok: false; reado
 /**
  * ArchiveInstall installs `records` (an archive's verified key-value state) as
  * the state as of the restore entry's index, with `membership` (the
- * cluster's, in force at that index), keeping the client session table.
+ * cluster's, in force at that index), keeping the client session table;
+ * `copy`, when given, receives the installed records (StateInstallMeta.copy).
  */
-export type ArchiveInstall = (records: RecordSource, membership: Membership) => Promise<void>;
-
+export type ArchiveInstall = (records: RecordSource, membership: Membership, copy?: InstalledRecordsCopy) => Promise<void>;
 /**
  * RestoreDriver is what the state machine needs from its driver to apply a
  * restore entry: the archive's bytes, which live outside the log.
@@ -233,19 +233,36 @@ export class StateMachine {
       await this.#fresh();
       const sessionInstall = new SessionInstall(this.#sessions, meta, this.#name);
       const done: { table: SessionTable | null } = { table: null };
+      // keepSessions: the new table does not depend on the source, so its records are merged into the source
+      // in key order (a source in key order stays so, and its copy is a valid archive state); else they follow it.
+      const kept = meta.keepSessions === true ? sessionInstall.finish() : null;
+      const copy = meta.copy;
       async function* records(): AsyncGenerator<readonly KeyValue[], void, undefined> {
+        const sessions = kept?.records() ?? [];
+        let next = 0;
         for await (const batch of source) {
           if (!Array.isArray(batch)) {
             yield batch; // the store refuses it
             continue;
           }
-          const kept = batch.filter((r) => !(isRecord(r as Partial<KeyValue> | null) && sessionInstall.take(r)));
-          yield kept.length === batch.length ? batch : kept;
+          const data = batch.filter((r) => !(isRecord(r as Partial<KeyValue> | null) && sessionInstall.take(r)));
+          let out: readonly KeyValue[] = data.length === batch.length ? batch : data;
+          const last = out[out.length - 1];
+          if (last !== undefined && next < sessions.length && Buffer.compare((sessions[next] as KeyValue).key, last.key) < 0) {
+            const merged = mergeByKey(sessions, next, out);
+            next = merged.next;
+            out = merged.records;
+          }
+          if (copy !== undefined) await copy.write(out);
+          yield out;
         }
-        const table = sessionInstall.finish();
+        const table = kept ?? sessionInstall.finish();
         done.table = table;
-        const sessions = table.records();
-        if (sessions.length > 0) yield sessions;
+        const rest = kept !== null ? sessions.slice(next) : table.records();
+        if (rest.length > 0) {
+          if (copy !== undefined) await copy.write(rest);
+          yield rest;
+        }
       }
       await this.#store.installState(records(), { appliedIndex: meta.appliedIndex, membership: meta.membership });
       if (done.table === null) throw new Error(`installState on ${this.#name}: the store did not read the whole source`);
@@ -386,8 +403,8 @@ export class StateMachine {
       }
     }
     if (driver === undefined) throw new Error(`entry ${e.index} is a restore, and no restore driver was given to apply it`);
-    const outcome = await driver.installArchive(cmd, e.index, (records, membership) =>
-      this.installState(records, { appliedIndex: e.index, membership, keepSessions: true, ...(session !== undefined ? { session } : {}) }),
+    const outcome = await driver.installArchive(cmd, e.index, (records, membership, copy) =>
+      this.installState(records, { appliedIndex: e.index, membership, keepSessions: true, ...(session !== undefined ? { session } : {}), ...(copy !== undefined ? { copy } : {}) }),
     );
     if (!outcome.ok) {
       await this.#skip(e.index);
@@ -398,6 +415,21 @@ export class StateMachine {
     }
     return { index: e.index, ok: true };
   }
+}
+
+/**
+ * mergeByKey merges `sorted[from..]`'s records whose keys sort before the last
+ * of `batch` into `batch` (both in key order); returns the merged batch and
+ * the index of the first record of `sorted` not taken.
+ */
+function mergeByKey(sorted: readonly KeyValue[], from: number, batch: readonly KeyValue[]): { records: KeyValue[]; next: number } {
+  const records: KeyValue[] = [];
+  let next = from;
+  for (const r of batch) {
+    while (next < sorted.length && Buffer.compare((sorted[next] as KeyValue).key, r.key) < 0) records.push(sorted[next++] as KeyValue);
+    records.push(r);
+  }
+  return { records, next };
 }
 
 function isRecord(r: Partial<KeyValue> | null): r is KeyValue {

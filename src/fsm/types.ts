@@ -85,6 +85,15 @@ export type ApplyResult =
   | { readonly index: number; readonly ok: false; readonly code: string; readonly error: string };
 
 /**
+ * InstalledRecordsCopy receives every batch of records the store installs,
+ * in the order installed, while the install runs (see StateInstallMeta.copy);
+ * write() may wait (backpressure) and must not throw.
+ */
+export interface InstalledRecordsCopy {
+  write(batch: readonly KeyValue[]): Promise<void>;
+}
+
+/**
  * StateInstallMeta is what StateMachine.installState records: the index and
  * membership the state is as of. The client session records (sessions.ts)
  * come from the source, unless `keepSessions` is set (a restore of user
@@ -96,4 +105,11 @@ export interface StateInstallMeta {
   readonly membership: Membership;
   readonly keepSessions?: boolean;
   readonly session?: SessionStamp;
+  /**
+   * copy, when given, is handed every batch the store installs, in order,
+   * session records included (with keepSessions merged in key order, so a
+   * source in key order gives a copy in key order): the installed state,
+   * for a snapshot written beside the install rather than read back after.
+   */
+  readonly copy?: InstalledRecordsCopy;
 }

@@ -1215,6 +1215,9 @@ export class Node {
           }
           this.releaseReads();
         }
+        // An apply can make a snapshot due (a restore asks for one soon): a quiet follower may see no other
+        // Ready for a long time, so the check runs here too (else it waits for the next write).
+        if (this.failure === null && !this.stopped) this.maybeSnapshot();
       } catch (e) {
         this.fail(e);
       } finally {
@@ -1421,7 +1424,11 @@ export class Node {
       if (stored === null) await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
     }
     try {
-      await sm.installUpload(stored, (records) => install(records, this.raft.membershipAt(index)));
+      // The installed records are also written into this node's snapshot of the restored state (its term and
+      // membership as of the entry): the snapshot that follows the restore is that one, not a read of it all back.
+      const term = this.raft.logTerm(index);
+      const membership = this.raft.membershipAt(index);
+      await sm.installUpload(stored, (records, copy) => install(records, membership, copy), term !== undefined ? { index, term, membership } : undefined);
     } catch (err) {
       if (!isContentError(err)) throw err; // the disk, not the archive: fatal, retried at restart
       // The archive's content is refused (the upload checks should have caught it).

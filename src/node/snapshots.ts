@@ -10,6 +10,7 @@ import {
   CHUNK_HASH_BYTES,
   RETAIN_MAX,
   StateFormatError,
+  RecordTee,
   SnapshotStore,
   SnapshotStoreError,
   checkedStateRecords,
@@ -18,12 +19,14 @@ import {
   validateStateRecords,
   type ArchiveMeta,
   type ScrubResult,
+  type SnapshotCreateMeta,
   type SnapshotHandle,
   type StateLimits,
   type StoredSnapshot,
 } from '../snapshot/index.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../fsm/kv-command.js';
 import type { KeyValue, NodeStorage } from '../storage/types.js';
+import type { InstalledRecordsCopy } from '../fsm/types.js';
 import type { Clock } from './clock.js';
 import { NodeError } from './errors.js';
 import type { PeerDial } from '../transport/peer-guard.js';
@@ -87,6 +90,9 @@ export const DEFAULT_SNAPSHOT_POLICY: SnapshotPolicy = {
  */
 export const UPLOADS_UNREFERENCED_KEPT = 2;
 
+/** COPY_BATCHES_MAX: batches of a restore's records queued for its snapshot copy before the install waits (each up to INSTALL_DECODE_OPTIONS.batchBytesMax). */
+const COPY_BATCHES_MAX = 4;
+
 /** Serving-side error with a gRPC status code (RESOURCE_EXHAUSTED 8, NOT_FOUND 5). */
 function coded(code: number, message: string): Error {
   return Object.assign(new Error(message), { code });
@@ -138,6 +144,12 @@ export class SnapshotManager {
   private transfers = 0;
   /** deltas: snapshots created from the previous one and the changed keys (createDelta), not from the whole state. */
   deltas = 0;
+  /** copies: snapshots written beside a restore's install (installUpload's snapshotAs). */
+  copies = 0;
+  /** reused: create() calls answered with the newest snapshot, which already held the state (no build at all). */
+  reused = 0;
+  /** copying: the copy of the last restore being finished (installUpload); never rejects. */
+  private copying: Promise<void> = Promise.resolve();
   private readonly incomingDir: string;
   private readonly scrubAbort = new AbortController();
   /** scrubbed: the boot scrub (never rejects). */
@@ -299,6 +311,14 @@ export class SnapshotManager {
    * table do not check), from the whole state as always.
    */
   async create(termAt: (index: number) => number | undefined, membershipAt: (index: number) => Membership): Promise<StoredSnapshot> {
+    // A restore's copy still being finished is the snapshot of that state: wait for it rather than build another.
+    await this.copying;
+    const current = this.newest;
+    if (current !== null && current.meta.index === this.storage.appliedIndex() && termAt(current.meta.index) === current.meta.term) {
+      // Nothing applied since the newest snapshot (a restore's copy, a fetched one): it is the state now.
+      this.reused++;
+      return current;
+    }
     // A delta from the newest snapshot when it was built here (it has a member table) and the
     // storage can list every key changed since; otherwise the whole state is read.
     const base = this.newest;
@@ -487,20 +507,56 @@ export class SnapshotManager {
    * upload's: the source ends only once the whole archive is verified, so an
    * archive that slipped past the upload checks fails here the same way on
    * every node, never half installed.
+   *
+   * With `snapshotAs` (the restore entry's index, term and membership), the
+   * records the state machine installs are also written, as they go in, into
+   * a new snapshot of this node's store (RecordTee into createFromRecords):
+   * the snapshot a node takes right after a restore is then that one, not a
+   * read of the whole state back (create() waits for it and adopts it). It is
+   * committed only after the install is (a failed install never leaves a
+   * snapshot of a state that is not), and it is finished in the background
+   * after installUpload resolves; if it fails, it is logged and create()
+   * builds the snapshot the usual way.
    */
-  async installUpload(s: StoredSnapshot, install: (records: AsyncIterable<readonly KeyValue[]>) => Promise<void>): Promise<void> {
+  async installUpload(
+    s: StoredSnapshot,
+    install: (records: AsyncIterable<readonly KeyValue[]>, copy?: InstalledRecordsCopy) => Promise<void>,
+    snapshotAs?: SnapshotCreateMeta,
+  ): Promise<void> {
     const handle = await this.uploads.open(s.id);
+    const tee = snapshotAs !== undefined ? new RecordTee<readonly KeyValue[]>(COPY_BATCHES_MAX) : null;
+    const copying = tee !== null && snapshotAs !== undefined ? this.store.createFromRecords(snapshotAs, tee.records()) : null;
+    // A copy that fails (or ends) before reading everything never holds the install up.
+    copying?.then(
+      () => tee?.abandon(),
+      () => tee?.abandon(),
+    );
     try {
       await readArchive(
         handle.createReadStream(0),
         async (meta, state, verified) => {
-          await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified));
+          await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified), tee ?? undefined);
         },
         { io: this.io },
       );
+    } catch (err) {
+      tee?.fail(err as Error);
+      await copying?.catch(() => undefined);
+      throw err;
     } finally {
       handle.release();
     }
+    if (tee === null || copying === null) return;
+    tee.end();
+    this.copying = copying.then(
+      async (stored) => {
+        this.copies++;
+        await this.setNewest(stored);
+      },
+      (err: unknown) => {
+        this.log.warn({ index: snapshotAs?.index, err: (err as Error).message }, 'the copy of a restore as a snapshot failed; the next snapshot reads the whole state');
+      },
+    );
   }
 
   /**

@@ -6,3 +6,4 @@ export * from './errors.js';
 export * from './failpoint.js';
 export * from './state-format.js';
 export * from './store.js';
+export * from './record-tee.js';

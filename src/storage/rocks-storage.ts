@@ -338,6 +338,7 @@ interface Generation {
  */
 
 export class RocksStorage implements NodeStorage {
+  #stateViews = 0;
   /** the node's data dir. */
   readonly dataDir: string;
   readonly #log: RocksDb;
@@ -461,6 +462,11 @@ export class RocksStorage implements NodeStorage {
   }
 
   /** RocksStorage.statePath is the current state machine database directory (`<dataDir>/state-<gen>`). */
+  /** stateViews: the point-in-time views of the whole state opened so far (snapshotState calls: each a full read when iterated). */
+  get stateViews(): number {
+    return this.#stateViews;
+  }
+
   /** stateCalls: the native calls made on the current state generation's database (see RocksCalls). */
   stateCalls(): Readonly<RocksCalls> {
     return { ...this.#state.db.calls };
@@ -655,6 +661,7 @@ export class RocksStorage implements NodeStorage {
    */
   async snapshotState(options: SnapshotStateOptions = {}): Promise<StateSnapshotReader> {
     this.#checkOpen('snapshotState');
+    this.#stateViews++;
     return this.#applyQueue.run(async () => {
       this.#checkOpen('snapshotState');
       const g = this.#acquire();
