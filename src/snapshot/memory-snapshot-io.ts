@@ -8,8 +8,11 @@
  * on the microtask queue: no real IO, no real time.
  *
  * The tree outlives the node that uses it (a crash keeps the disk): pass the
- * same MemorySnapshotIo to the next incarnation. sync() makes nothing more
- * durable here (every write is kept); a faulty disk wraps this one.
+ * same MemorySnapshotIo to the next incarnation. Every write is kept unless
+ * the owner calls loseUnsynced (a power loss): sync() on a file records its
+ * bytes as durable, sync() on a directory (fsyncDir) its entries; a power
+ * loss may take back what was written or linked since. A faulty disk
+ * (test/sim/sim-snapshot-io.ts) wraps this one.
  */
 import { posix } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
@@ -22,6 +25,9 @@ interface FileNode {
   size: number;
   mode: number;
   mtimeMs: number;
+  /** synced: the bytes as of the last sync() (empty: never synced); dirty: written since. */
+  synced: Buffer;
+  dirty: boolean;
 }
 
 interface DirNode {
@@ -29,6 +35,8 @@ interface DirNode {
   readonly children: Set<string>;
   mode: number;
   mtimeMs: number;
+  /** synced: its entries as of the last sync() of the directory (null: never synced, none durable). */
+  synced: Map<string, TreeNode> | null;
 }
 
 type TreeNode = FileNode | DirNode;
@@ -70,7 +78,7 @@ class MemoryGunzip extends Transform {
 }
 
 export class MemorySnapshotIo implements SnapshotIo {
-  private readonly nodes = new Map<string, TreeNode>([['/', { kind: 'dir', children: new Set(), mode: 0o755, mtimeMs: 0 }]]);
+  private readonly nodes = new Map<string, TreeNode>([['/', { kind: 'dir', children: new Set(), mode: 0o755, mtimeMs: 0, synced: new Map() }]]);
   /** freeBytes: what statfs reports free (the owner may change it). */
   freeBytes = 1024 ** 4;
   /** syncs: sync() calls on files and directories (a count the tests may read). */
@@ -131,10 +139,11 @@ export class MemorySnapshotIo implements SnapshotIo {
       if (node !== undefined && flags !== 'w') throw fsError('EEXIST', 'open', path);
       if (node?.kind === 'dir') throw fsError('EISDIR', 'open', path);
       if (node === undefined) {
-        node = { kind: 'file', data: Buffer.alloc(0), size: 0, mode, mtimeMs: this.wallNow() };
+        node = { kind: 'file', data: Buffer.alloc(0), size: 0, mode, mtimeMs: this.wallNow(), synced: Buffer.alloc(0), dirty: false };
         this.link(p, node, 'open');
       } else {
         node.size = 0;
+        node.dirty = true;
       }
     }
     return this.handle(node, path, flags !== 'r');
@@ -163,6 +172,7 @@ export class MemorySnapshotIo implements SnapshotIo {
       f.data.set(bytes, at);
       f.size = Math.max(f.size, end);
       f.mtimeMs = this.wallNow();
+      f.dirty = true;
     };
     return {
       read: (buffer, offset, length, at) =>
@@ -202,6 +212,7 @@ export class MemorySnapshotIo implements SnapshotIo {
         Promise.resolve().then(() => {
           check('fsync');
           this.syncs++;
+          this.syncNode(node, path);
         }),
       chmod: (mode) =>
         Promise.resolve().then(() => {
@@ -215,6 +226,86 @@ export class MemorySnapshotIo implements SnapshotIo {
         }),
       createReadStream: (options) => this.streamOf(() => file('read'), options),
     };
+  }
+
+  /** syncNode makes a file's bytes, or a directory's entries, durable. */
+  private syncNode(node: TreeNode, path: string): void {
+    if (node.kind === 'file') {
+      node.synced = Buffer.from(node.data.subarray(0, node.size));
+      node.dirty = false;
+      return;
+    }
+    node.synced = this.entriesOf(node, this.norm(path));
+  }
+
+  /** entriesOf: the entries of the directory at path p, name -> node. */
+  private entriesOf(dir: DirNode, p: string): Map<string, TreeNode> {
+    const out = new Map<string, TreeNode>();
+    for (const c of dir.children) {
+      const n = this.nodes.get(posix.join(p, c));
+      if (n !== undefined) out.set(c, n);
+    }
+    return out;
+  }
+
+  /**
+   * loseUnsynced: a power loss. Each file written since its last sync() goes
+   * back to its synced bytes, and each directory whose entries changed since
+   * its last sync() goes back to its synced entries (a rename, creation or
+   * removal not followed by an fsync of the directory is undone), unless
+   * `keep(what)` says that write had reached the disk anyway. What is left is
+   * durable. Returns the writes and directories taken back.
+   */
+  loseUnsynced(keep: (what: string) => boolean): string[] {
+    const lost: string[] = [];
+    const rebuilt = new Map<string, TreeNode>();
+    const pathOf = new Map<TreeNode, string>([...this.nodes].map(([p, n]) => [n, p]));
+    const visit = (p: string, node: TreeNode): void => {
+      if (node.kind === 'file') {
+        let data = node.data.subarray(0, node.size);
+        if (node.dirty && !node.synced.equals(data) && !keep(`the bytes of ${p}`)) {
+          lost.push(`the bytes of ${p}`);
+          data = node.synced;
+        }
+        const bytes = Buffer.from(data);
+        rebuilt.set(p, { kind: 'file', data: bytes, size: bytes.length, mode: node.mode, mtimeMs: node.mtimeMs, synced: Buffer.from(bytes), dirty: false });
+        return;
+      }
+      // Its entries now (a directory reached by a synced entry may live elsewhere now, or be removed: then its synced ones).
+      const at = pathOf.get(node);
+      let entries = at === undefined ? new Map(node.synced ?? []) : this.entriesOf(node, at);
+      if (!sameEntries(entries, node.synced) && !keep(`the entries of ${p}`)) {
+        lost.push(`the entries of ${p}`);
+        entries = node.synced ?? new Map();
+      }
+      const dir: DirNode = { kind: 'dir', children: new Set(entries.keys()), mode: node.mode, mtimeMs: node.mtimeMs, synced: null };
+      rebuilt.set(p, dir);
+      for (const [c, child] of entries) visit(posix.join(p, c), child);
+      dir.synced = new Map([...dir.children].map((c) => [c, rebuilt.get(posix.join(p, c)) as TreeNode]));
+    };
+    visit('/', this.nodes.get('/') as TreeNode);
+    this.nodes.clear();
+    for (const [p, n] of rebuilt) this.nodes.set(p, n);
+    return lost;
+  }
+
+  /** filePaths: the path of every file in the tree, sorted. */
+  filePaths(): string[] {
+    return [...this.nodes].filter(([, n]) => n.kind === 'file').map(([p]) => p).sort();
+  }
+
+  /** fileSize: the size of the file at path (0 when there is none). */
+  fileSize(path: string): number {
+    const n = this.nodes.get(this.norm(path));
+    return n?.kind === 'file' ? n.size : 0;
+  }
+
+  /** flipBit: one bit of a stored file flips on the platter (its cached and its durable bytes): a corrupt disk. */
+  flipBit(path: string, byteAt: number, bit: number): void {
+    const n = this.nodes.get(this.norm(path));
+    if (n?.kind !== 'file' || byteAt >= n.size) throw new Error(`flipBit: no byte ${byteAt} in ${path}`);
+    n.data[byteAt] = (n.data[byteAt] as number) ^ (1 << bit);
+    if (byteAt < n.synced.length) n.synced[byteAt] = (n.synced[byteAt] as number) ^ (1 << bit);
   }
 
   private statOf(node: TreeNode): FileStat {
@@ -343,11 +434,11 @@ export class MemorySnapshotIo implements SnapshotIo {
         for (const part of parts.slice(0, -1)) {
           at = posix.join(at, part);
           const n = this.nodes.get(at);
-          if (n === undefined) this.link(at, { kind: 'dir', children: new Set(), mode: options.mode ?? 0o777, mtimeMs: this.wallNow() }, 'mkdir');
+          if (n === undefined) this.link(at, { kind: 'dir', children: new Set(), mode: options.mode ?? 0o777, mtimeMs: this.wallNow(), synced: null }, 'mkdir');
           else if (n.kind !== 'dir') throw fsError('ENOTDIR', 'mkdir', path);
         }
       }
-      this.link(p, { kind: 'dir', children: new Set(), mode: options.mode ?? 0o777, mtimeMs: this.wallNow() }, 'mkdir');
+      this.link(p, { kind: 'dir', children: new Set(), mode: options.mode ?? 0o777, mtimeMs: this.wallNow(), synced: null }, 'mkdir');
     });
   }
 
@@ -379,4 +470,12 @@ export class MemorySnapshotIo implements SnapshotIo {
   createGunzip(options: ZlibOptions): Transform & { readonly bytesWritten: number } {
     return new MemoryGunzip(options);
   }
+}
+
+/** sameEntries: whether a directory's entries are its synced ones (same names, same nodes). */
+function sameEntries(now: ReadonlyMap<string, TreeNode>, synced: ReadonlyMap<string, TreeNode> | null): boolean {
+  if (synced === null) return now.size === 0;
+  if (now.size !== synced.size) return false;
+  for (const [c, n] of now) if (synced.get(c) !== n) return false;
+  return true;
 }

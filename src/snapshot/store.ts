@@ -26,7 +26,7 @@
  * until the handle is released.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { once } from 'node:events';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -421,9 +421,13 @@ export class SnapshotStore {
     }
     const io = options.io ?? nodeSnapshotIo;
     try {
+      const made = await missingDirs(dir, io);
       await io.mkdir(dir, { recursive: true, mode: DIR_MODE });
       const st = await io.stat(dir);
       if (!st.isDirectory()) throw new Error('not a directory');
+      // The directories made here are durable only once their parents' entries are (else a power loss may take
+      // the whole store, snapshots the log was compacted against included): fsync each one's parent.
+      for (const d of made) await fsyncParent(d, io, d === made[made.length - 1]);
     } catch (err) {
       throw new SnapshotStoreError('io', `cannot use ${dir} as a snapshot directory: ${(err as Error).message}`, { path: dir, cause: err });
     }
@@ -1156,5 +1160,35 @@ export class SnapshotStore {
       () => undefined,
     );
     return run;
+  }
+}
+
+/** missingDirs: `dir` and those of its ancestors that do not exist yet, deepest first (what mkdir -p would make). */
+async function missingDirs(dir: string, io: SnapshotIo): Promise<string[]> {
+  const out: string[] = [];
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    try {
+      await io.stat(d);
+      return out;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      out.push(d);
+      if (dirname(d) === d) return out;
+    }
+  }
+}
+
+/**
+ * fsyncParent makes the entry of the directory `dir` durable in its parent.
+ * `existing`: the parent was there before (an operator's directory): one we
+ * may write but not read (mode 0300) cannot be opened to fsync; that is left
+ * to the file system's own commit.
+ */
+async function fsyncParent(dir: string, io: SnapshotIo, existing: boolean): Promise<void> {
+  try {
+    await fsyncDir(dirname(dir), io);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!(existing && (code === 'EACCES' || code === 'EPERM'))) throw err;
   }
 }
