@@ -77,11 +77,12 @@ import { NodeClock, SimClock } from './sim-clock.js';
 import { SimNetwork, type NetFaults } from './sim-network.js';
 import { StorageError } from '../../src/storage/storage-error.js';
 import { DiskDamage, SimStorage, type DiskFaults, type DiskObserver } from './sim-storage.js';
+import { NO_SNAPSHOT_DISK_FAULTS, SimSnapshotIo, type SnapshotDiskFaults } from './sim-snapshot-io.js';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 
 /** NodeScenario: every knob of one run, drawn from the seed. */
-export interface NodeScenario extends NetFaults, DiskFaults {
+export interface NodeScenario extends NetFaults, DiskFaults, SnapshotDiskFaults {
   readonly nodes: number;
   readonly tickMs: number;
   readonly electionTimeoutTicks: number;
@@ -176,6 +177,7 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     poisonChance: 0,
     loseRestorerChance: 0,
     maxAppendBytes: 1 << 20,
+    ...NO_SNAPSHOT_DISK_FAULTS,
   };
   const disky = !calm && r.chance(0.6);
   Object.assign(s, {
@@ -207,6 +209,15 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
   // match index stops at entries of earlier terms (what Raft §5.4.2's commit rule is about; with whole-log appends
   // it always ends at the new leader's no-op).
   Object.assign(s, { maxAppendBytes: new SeededRng(seed).fork('node-scenario/appends').pick([1 << 20, 1 << 20, 256, 1]) });
+  // the snapshot directory's faulty disk (sim-snapshot-io.ts; a fork of its own)
+  const d = new SeededRng(seed).fork('node-scenario/snapshot-disk');
+  const snapDisky = !calm && d.chance(0.6);
+  Object.assign(s, {
+    snapErrorChance: snapDisky ? d.pick([0, 0.002, 0.01]) : 0,
+    snapEnospcChance: snapDisky ? d.pick([0, 0.002]) : 0,
+    snapPowerLossChance: snapDisky ? d.pick([0, 0.5, 1]) : 0,
+    snapCorruptChance: snapDisky ? d.pick([0, 0.05, 0.2]) : 0,
+  });
   if (!snapshots) Object.assign(s, { snapshotEntries: 0, lagMeanMs: 0, restoreMeanMs: 0 });
   return { ...s, ...overrides };
 }
@@ -249,6 +260,10 @@ export interface NodeSimStats {
   corruptions: number;
   deadDisks: number;
   powerLosses: number;
+  /** snapshotDiskLosses: crashes that took back unsynced writes or directory entries of a snapshot disk; snapshotDiskErrors: EIO and ENOSPC it returned; snapshotCorruptions: archives it corrupted. */
+  snapshotDiskLosses: number;
+  snapshotDiskErrors: number;
+  snapshotCorruptions: number;
   /** joined / promoted / removed: membership changes applied on the leader; retries: writes sent again with their request id; deduped: retries answered from the session table. */
   joined: number;
   promoted: number;
@@ -301,6 +316,10 @@ interface Member {
   readonly peers: Membership;
   /** snapshotIo: its snapshot directory's disk (kept across incarnations). */
   snapshotIo: MemorySnapshotIo;
+  /** snapIo: this incarnation's faulty view of snapshotIo (sim-snapshot-io.ts). */
+  snapIo: SimSnapshotIo | null;
+  /** snapDamage: archives on its snapshot disk corrupted (a lasting fault, counted toward f like a corrupt log disk). */
+  snapDamage: number;
   /**
    * persisted: every entry this disk saved, the last saved at each index. A follower that begins installing a
    * fetched snapshot resets its log past entries its apply worker may still be applying (committed, saved before
@@ -337,6 +356,9 @@ export class NodeCluster {
     corruptions: 0,
     deadDisks: 0,
     powerLosses: 0,
+    snapshotDiskLosses: 0,
+    snapshotDiskErrors: 0,
+    snapshotCorruptions: 0,
     joined: 0,
     promoted: 0,
     removed: 0,
@@ -421,7 +443,7 @@ export class NodeCluster {
   }
 
   private newMember(id: NodeId, peers: Membership): Member {
-    return { id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), persisted: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false, dead: false, damage: new DiskDamage(), removed: false, peers, snapshotIo: this.newSnapshotIo() };
+    return { id, dir: new MemoryDataDir(id), commands: 0, commandsAt: new Map(), persisted: new Map(), incarnation: 0, node: null, clock: null, storage: null, up: false, dead: false, damage: new DiskDamage(), removed: false, peers, snapshotIo: this.newSnapshotIo(), snapIo: null, snapDamage: 0 };
   }
 
   private log(line: string): void {
@@ -489,7 +511,7 @@ export class NodeCluster {
       const voters = this.leader()?.node?.brief().membership.voters;
       if (voters === undefined) return false;
       // a disk with a corrupt record counts from the moment it is corrupted (its node finds out later)
-      const dead = (ids: readonly NodeId[]): number => ids.filter((v) => this.members.some((m) => m.id === v && (m.dead || m.damage.count > 0))).length;
+      const dead = (ids: readonly NodeId[]): number => ids.filter((v) => this.members.some((m) => m.id === v && (m.dead || damaged(m)))).length;
       return dead(voters) < Math.floor((voters.length - 1) / 2) && dead(this.ids) < Math.floor((this.scenario.nodes - 1) / 2);
     }
     return this.members.filter((m) => !m.up || (m.node !== null && m.node.failed() !== null)).length < this.maxDown();
@@ -593,8 +615,11 @@ export class NodeCluster {
     mb.storage = storage;
     const s = this.scenario;
     const logger = this.logger(mb);
+    if (inc === 1) await this.makeDataDir(mb);
+    const snapIo = new SimSnapshotIo(mb.snapshotIo, mb.id, s, this.rng.fork(`snapdisk/${mb.id}/${inc}`), (lasting) => this.mayFailDisk(lasting));
+    mb.snapIo = snapIo;
     const snapshots =
-      s.snapshotEntries > 0 ? await SnapshotManager.open(`/sim/${mb.id}/snapshots`, storage, this.snapshotPolicy(), logger, 'sim', clock, mb.snapshotIo) : undefined;
+      s.snapshotEntries > 0 ? await SnapshotManager.open(`/sim/${mb.id}/snapshots`, storage, this.snapshotPolicy(), logger, 'sim', clock, snapIo) : undefined;
     if (mb.incarnation !== inc || !mb.up) return; // crashed while starting
     const ref: { node: Node | null } = { node: null };
     const starting = (): Promise<never> => Promise.reject(Object.assign(new Error('starting'), { code: 14 }));
@@ -631,18 +656,34 @@ export class NodeCluster {
   }
 
   /**
+   * makeDataDir: the operator makes the node's data dir (/sim/<id>) before its first start, durably (its parents'
+   * entries synced): what the node creates inside it is the node's own to make durable.
+   */
+  private async makeDataDir(mb: Member): Promise<void> {
+    const io = mb.snapshotIo;
+    await io.mkdir(`/sim/${mb.id}`, { recursive: true });
+    for (const dir of ['/', '/sim', `/sim/${mb.id}`]) {
+      const h = await io.open(dir, 'r');
+      await h.sync();
+      await h.close();
+    }
+  }
+
+  /**
    * restart starts a new incarnation of mb on its disk. A node that cannot
    * start from its disk is a violation, unless its disk returned the fault:
    * a corrupt record keeps it out for good, an EIO or ENOSPC is retried.
    */
-  private restart(mb: Member): void {
-    if (mb.dead || mb.removed) return;
-    this.startMember(mb).catch((e: unknown) => {
+  private restart(mb: Member): Promise<void> {
+    if (mb.dead || mb.removed) return Promise.resolve();
+    return this.startMember(mb).catch((e: unknown) => {
       const msg = (e as Error).message;
-      if (e instanceof StorageError && msg.includes('sim disk')) {
+      // a fault its log disk or its snapshot disk returned (named 'sim disk'), or a snapshot disk it found corrupt
+      const snapCorrupt = mb.snapDamage > 0 && !(e instanceof StorageError);
+      if ((e instanceof StorageError || (mb.snapIo?.injected ?? '') !== '' || snapCorrupt) && (msg.includes('sim disk') || snapCorrupt)) {
         this.log(`${mb.id} did not start: ${msg}`);
         this.crash(mb, false);
-        if (e.code === 'corrupt' && mb.damage.count > 0) this.onDiskStop(mb, true);
+        if ((e instanceof StorageError && e.code === 'corrupt' && mb.damage.count > 0) || (snapCorrupt && !msg.includes('sim disk'))) this.onDiskStop(mb, true);
         else this.clock.at(() => this.restart(mb), this.faultRng.range(1, this.scenario.downMaxMs));
         return;
       }
@@ -666,6 +707,19 @@ export class NodeCluster {
     mb.clock?.kill();
     this.net.detach(mb.id);
     const outcome = mb.storage?.crash();
+    const snap = mb.snapIo?.crash();
+    this.stats.snapshotDiskErrors += mb.snapIo?.errors ?? 0;
+    mb.snapIo = null;
+    if (snap !== undefined && snap.lost.length > 0) {
+      this.stats.snapshotDiskLosses++;
+      this.log(`${mb.id} lost power on its snapshot disk: ${snap.lost.join(', ')}`);
+    }
+    if (snap?.corrupted != null) {
+      mb.snapDamage++;
+      this.stats.corruptions++;
+      this.stats.snapshotCorruptions++;
+      this.log(`${mb.id} snapshot disk corrupted ${snap.corrupted}`);
+    }
     if (outcome?.rolledBack === true) {
       // The lying disk (a negative control) lost saves at the crash: the checkers' view of this disk follows it back.
       this.checkers.onLogReset(mb.id, { index: mb.dir.logBase.index, term: mb.dir.logBase.term }, false);
@@ -739,6 +793,12 @@ export class NodeCluster {
         const err = (obj as { err?: unknown }).err;
         if (typeof err === 'string' && err.includes('sim disk')) {
           if (msg?.startsWith('node failed') === true) this.onDiskStop(mb, err.includes('checksum mismatch'));
+          return;
+        }
+        // An archive its snapshot disk corrupted, caught by its recorded hashes (a corrupt archive passed off as good
+        // is caught elsewhere: a state installed from it differs, or its restore or install fails on every node).
+        if (mb.snapDamage > 0 && /SHA-256 is|does not verify|hash mismatch|digest mismatch/.test(`${msg ?? ''} ${JSON.stringify(obj)}`)) {
+          if (msg?.startsWith('node failed') === true) this.onDiskStop(mb, true);
           return;
         }
         this.check(() => this.checkers.failContract('Node Failure', [mb.id], `${msg ?? ''} ${JSON.stringify(obj)}`));
@@ -828,7 +888,7 @@ export class NodeCluster {
     if (learner !== undefined) {
       cc = { op: 'addVoter', nodeId: learner, address: `sim:${learner}` };
     } else if (m.voters.length > floor && (m.voters.length > this.scenario.nodes || r.chance(0.4) || this.ids.length >= this.scenario.nodes + 3)) {
-      const dead = m.voters.find((v) => this.members.some((x) => x.id === v && (x.dead || x.damage.count > 0)));
+      const dead = m.voters.find((v) => this.members.some((x) => x.id === v && (x.dead || damaged(x))));
       const victim = dead ?? (r.chance(0.3) ? l.id : r.pick(m.voters.filter((v) => v !== l.id)));
       cc = { op: 'removeNode', nodeId: victim };
     } else if (this.ids.length < this.scenario.nodes + 3) {
@@ -926,7 +986,7 @@ export class NodeCluster {
             this.stats.restores++;
             this.check(() => this.history.onRestoreAck(l.id, res.index, digest));
             // Counted with the corrupt disks (mayFailDisk): never more than f nodes out for good in all.
-            if (loseRestorer && l.up && !l.dead && l.damage.count === 0 && this.mayFailDisk(true)) {
+            if (loseRestorer && l.up && !l.dead && !damaged(l) && this.mayFailDisk(true)) {
               // The uploader's disk is lost for good right after: the others must get the archive elsewhere.
               this.log(`${l.id} out for good right after its restore #${n} was acknowledged`);
               l.dead = true;
@@ -939,7 +999,8 @@ export class NodeCluster {
             if (code === 'invalid') this.stats.poisonedRefused++;
             // A node whose disk failed meanwhile refuses everything (unavailable); a restore entry that named the
             // archive anyway would still be caught (kv-history).
-            else if (!['notLeader', 'shuttingDown'].includes(code) && !(code === 'unavailable' && (node.failed() !== null || !l.up))) {
+            // So does one whose snapshot disk failed storing the upload (EIO, ENOSPC: named 'sim disk').
+            else if (!['notLeader', 'shuttingDown'].includes(code) && !(code === 'unavailable' && (node.failed() !== null || !l.up)) && !(e as Error).message.includes('sim disk')) {
               this.check(() => this.checkers.failContract(HISTORY.applyResult, [l.id], `a poisoned archive (${poison}) was not refused by the upload checks: ${code}: ${(e as Error).message}`));
             }
           },
@@ -1094,7 +1155,7 @@ export class NodeCluster {
   /** script: the fault period, the heal, then liveness and the final state checks. */
   private async script(): Promise<void> {
     const s = this.scenario;
-    await Promise.all(this.members.map((m) => this.startMember(m)));
+    await Promise.all(this.members.map((m) => this.restart(m)));
     this.scheduleFaults();
     this.scheduleSnapshotWork();
     this.scheduleClients();
@@ -1222,4 +1283,9 @@ export class NodeCluster {
 /** turn lets the real event loop turn once: every promise a timer started settles. */
 function turn(): Promise<void> {
   return new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/** damaged: a member whose log disk or snapshot disk holds a corrupt record (it may stop or refuse to start: counted toward f). */
+function damaged(m: Member): boolean {
+  return m.damage.count > 0 || m.snapDamage > 0;
 }

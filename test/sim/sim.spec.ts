@@ -31,6 +31,29 @@ describe('sim: a bounded campaign on the real node', function () {
   }
 });
 
+describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', function () {
+  this.timeout(300_000);
+
+  it('EIO and ENOSPC on its calls, lost unsynced bytes and directory entries at a power loss, and corrupt archives happen, and every seed keeps every property', async () => {
+    const scenario = { snapErrorChance: 0.01, snapEnospcChance: 0.002, snapPowerLossChance: 1, snapCorruptChance: 0.2, snapshotEntries: 10, crashMeanMs: 300 };
+    const totals = { errors: 0, losses: 0, corruptions: 0, snapshots: 0 };
+    const summary = await runNodeCampaign({
+      from: 1,
+      count: 16,
+      nodes: 3,
+      scenario,
+      onResult: (r) => {
+        totals.errors += r.stats.snapshotDiskErrors;
+        totals.losses += r.stats.snapshotDiskLosses;
+        totals.corruptions += r.stats.snapshotCorruptions;
+        totals.snapshots += r.stats.snapshots;
+      },
+    });
+    assert.deepEqual(summary.failures.map((f) => f.message), []);
+    assert.ok(totals.errors > 0 && totals.losses > 0 && totals.corruptions > 0 && totals.snapshots > 0, JSON.stringify(totals));
+  });
+});
+
 describe('sim negative controls: broken Raft cores inside the real node are caught', function () {
   this.timeout(120_000);
 
