@@ -14,6 +14,7 @@ import {
   SnapshotStore,
   SnapshotStoreError,
   checkedStateRecords,
+  isUnreadable,
   decodeStateRecords,
   readArchive,
   validateStateRecords,
@@ -260,7 +261,9 @@ export class SnapshotManager {
         await this.store.verify(this.newest.id);
         break;
       } catch (err) {
-        if (!(err instanceof SnapshotStoreError && (err.code === 'corrupt' || err.code === 'not-found'))) throw err;
+        // A read that failed (EIO, say) says nothing of the snapshot: the node stops on it, rather than fall back
+        // to an older one (and, the log compacted past it, refuse to start as if the data dir were lost).
+        if (!(err instanceof SnapshotStoreError && (err.code === 'corrupt' || err.code === 'not-found')) || isUnreadable(err)) throw err;
         this.log.error({ id: this.newest.id, err: err.message }, 'the newest stored snapshot does not verify; trying an older one');
         const skipped = this.newest.id;
         refused.push(skipped);

@@ -421,13 +421,13 @@ export class SnapshotStore {
     }
     const io = options.io ?? nodeSnapshotIo;
     try {
-      const made = await missingDirs(dir, io);
       await io.mkdir(dir, { recursive: true, mode: DIR_MODE });
       const st = await io.stat(dir);
       if (!st.isDirectory()) throw new Error('not a directory');
-      // The directories made here are durable only once their parents' entries are (else a power loss may take
-      // the whole store, snapshots the log was compacted against included): fsync each one's parent.
-      for (const d of made) await fsyncParent(d, io, d === made[made.length - 1]);
+      // The directories made here (now or by an earlier open that failed before they were synced) are durable only
+      // once their parents' entries are, else a power loss may take the whole store, snapshots the log was
+      // compacted against included: fsync the parent of each directory on the path.
+      for (let d = resolve(dir); dirname(d) !== d; d = dirname(d)) await fsyncParent(d, io);
     } catch (err) {
       throw new SnapshotStoreError('io', `cannot use ${dir} as a snapshot directory: ${(err as Error).message}`, { path: dir, cause: err });
     }
@@ -769,9 +769,7 @@ export class SnapshotStore {
         await this.verify(s.id);
       } catch (err) {
         if (err instanceof SnapshotStoreError && err.code === 'not-found') continue;
-        const cause = (err as { cause?: unknown }).cause;
-        const unreadable = err instanceof SnapshotStoreError && err.code === 'corrupt' && cause !== undefined && (cause as { code?: unknown }).code !== undefined;
-        if (!(err instanceof SnapshotStoreError) || err.code !== 'corrupt' || unreadable) {
+        if (!(err instanceof SnapshotStoreError) || err.code !== 'corrupt' || isUnreadable(err)) {
           result.unreadable.push({ id: s.id, reason: (err as Error).message });
           continue;
         }
@@ -1163,32 +1161,27 @@ export class SnapshotStore {
   }
 }
 
-/** missingDirs: `dir` and those of its ancestors that do not exist yet, deepest first (what mkdir -p would make). */
-async function missingDirs(dir: string, io: SnapshotIo): Promise<string[]> {
-  const out: string[] = [];
-  for (let d = resolve(dir); ; d = dirname(d)) {
-    try {
-      await io.stat(d);
-      return out;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      out.push(d);
-      if (dirname(d) === d) return out;
-    }
-  }
-}
-
 /**
  * fsyncParent makes the entry of the directory `dir` durable in its parent.
- * `existing`: the parent was there before (an operator's directory): one we
- * may write but not read (mode 0300) cannot be opened to fsync; that is left
- * to the file system's own commit.
+ * A parent this process may search but not read (an operator's directory,
+ * mode 0711, say) cannot be opened to fsync; that is left to the file
+ * system's own commit.
  */
-async function fsyncParent(dir: string, io: SnapshotIo, existing: boolean): Promise<void> {
+async function fsyncParent(dir: string, io: SnapshotIo): Promise<void> {
   try {
     await fsyncDir(dirname(dir), io);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (!(existing && (code === 'EACCES' || code === 'EPERM'))) throw err;
+    if (code !== 'EACCES' && code !== 'EPERM') throw err;
   }
+}
+
+/**
+ * isUnreadable: a verify or open that failed `corrupt` because a read failed
+ * (its cause carries an errno code: EIO, ENOENT, EACCES, ...), not because
+ * the bytes disagree with their recorded hashes: the snapshot may be good.
+ */
+export function isUnreadable(err: unknown): boolean {
+  const cause = (err as { cause?: unknown }).cause;
+  return err instanceof SnapshotStoreError && err.code === 'corrupt' && cause !== undefined && (cause as { code?: unknown }).code !== undefined;
 }

@@ -111,7 +111,7 @@ describe('MemorySnapshotIo (the snapshot store on a file tree in memory)', () =>
     assert.deepEqual(io.loseUnsynced(() => false), [], 'what is left is durable');
   });
 
-  it('a store opened in a new directory makes it durable in its parent: a power loss right after keeps it and its snapshots (seed 20007 of the simulator)', async () => {
+  it('a store opened in a new directory makes it durable in its parent: a power loss right after keeps it and its snapshots (seeds 20007 and 21266 of the simulator)', async () => {
     const io = new MemorySnapshotIo();
     await io.mkdir('/data', {});
     for (const dir of ['/', '/data']) {
@@ -119,6 +119,8 @@ describe('MemorySnapshotIo (the snapshot store on a file tree in memory)', () =>
       await h.sync();
       await h.close();
     }
+    // made, never synced (an earlier open that failed at its fsync: simulator seed 21266)
+    await io.mkdir('/data/snapshots', {});
     const store = await SnapshotStore.open('/data/snapshots/store', { retain: 2, io });
     const s = await store.createFromRecords(META, inBatches(records(20)));
     assert.deepEqual(io.loseUnsynced(() => false), []);
