@@ -14,7 +14,7 @@ import {
   SnapshotStore,
   SnapshotStoreError,
   checkedStateRecords,
-  isUnreadable,
+  isReadFailure,
   decodeStateRecords,
   readArchive,
   validateStateRecords,
@@ -263,7 +263,7 @@ export class SnapshotManager {
       } catch (err) {
         // A read that failed (EIO, say) says nothing of the snapshot: the node stops on it, rather than fall back
         // to an older one (and, the log compacted past it, refuse to start as if the data dir were lost).
-        if (!(err instanceof SnapshotStoreError && (err.code === 'corrupt' || err.code === 'not-found')) || isUnreadable(err)) throw err;
+        if (!(err instanceof SnapshotStoreError && (err.code === 'corrupt' || err.code === 'not-found')) || isReadFailure(err)) throw err;
         this.log.error({ id: this.newest.id, err: err.message }, 'the newest stored snapshot does not verify; trying an older one');
         const skipped = this.newest.id;
         refused.push(skipped);
@@ -273,7 +273,8 @@ export class SnapshotManager {
           try {
             this.newest = await this.store.open(older.id);
             break;
-          } catch {
+          } catch (e) {
+            if (isReadFailure(e)) throw e;
             // not usable: the next one
           }
         }

@@ -639,7 +639,9 @@ export class SnapshotStore {
       if (!entry.isDirectory() || !STORE_ID_PATTERN.test(entry.name)) continue;
       try {
         found.push(await this.load(entry.name));
-      } catch {
+      } catch (err) {
+        // A read that failed (EIO) is not a bad snapshot: listing it as absent would let boot fall back past it.
+        if (isReadFailure(err)) throw new SnapshotStoreError('io', `cannot read ${this.dir}: ${(err as Error).message}`, { path: this.dir, cause: err });
         // unreadable: not listed; open() reports why.
       }
     }
@@ -794,7 +796,8 @@ export class SnapshotStore {
       try {
         return await this.open(s.id);
       } catch (err) {
-        if (err instanceof SnapshotStoreError && (err.code === 'corrupt' || err.code === 'not-found')) continue;
+        // a read that failed (EIO) is not a bad snapshot: skipping it would make an older one the newest
+        if (err instanceof SnapshotStoreError && ((err.code === 'corrupt' && !isReadFailure(err)) || err.code === 'not-found')) continue;
         throw err;
       }
     }
@@ -1184,4 +1187,9 @@ async function fsyncParent(dir: string, io: SnapshotIo): Promise<void> {
 export function isUnreadable(err: unknown): boolean {
   const cause = (err as { cause?: unknown }).cause;
   return err instanceof SnapshotStoreError && err.code === 'corrupt' && cause !== undefined && (cause as { code?: unknown }).code !== undefined;
+}
+
+/** isReadFailure: isUnreadable, but for a file that is missing (ENOENT: the snapshot is damaged or being removed). */
+export function isReadFailure(err: unknown): boolean {
+  return isUnreadable(err) && ((err as { cause?: { code?: unknown } }).cause?.code ?? 'ENOENT') !== 'ENOENT';
 }

@@ -3,7 +3,8 @@
  * newest stored snapshot says nothing of its bytes, so boot stops on it
  * rather than fall back to an older snapshot (with the log compacted past
  * that one, the node then refused to start as if its data dir were lost:
- * real-node simulator seed 20394 of 3 nodes, with the snapshot disk's EIO).
+ * real-node simulator seed 20394 of 3 nodes, with the snapshot disk's EIO);
+ * nor does a snapshot whose meta.json cannot be read go unlisted (seed 21654).
  */
 import assert from 'node:assert/strict';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
@@ -40,6 +41,12 @@ describe('SnapshotManager.boot on a disk whose reads fail', () => {
     const second = await SnapshotManager.open('/d/snapshots', storage, policy, silentLogger, 'test', systemClock, failing);
     await assert.rejects(second.boot(membership), (err: unknown) => /EIO/.test(`${(err as Error).message} ${String((err as { cause?: unknown }).cause)}`));
     await second.close();
+
+    // Its meta.json unreadable (EIO): the store is not listed as empty (boot would start from no snapshot: seed 21654).
+    const metaEio: SnapshotIo = Object.assign(Object.create(io) as SnapshotIo, {
+      open: (path: string, flags: 'r' | 'w' | 'wx' | 'wx+', mode?: number) => (path.endsWith('meta.json') ? Promise.reject(eio) : io.open(path, flags, mode)),
+    });
+    await assert.rejects(SnapshotManager.open('/d/snapshots', storage, policy, silentLogger, 'test', systemClock, metaEio), /EIO/);
 
     const third = await SnapshotManager.open('/d/snapshots', storage, policy, silentLogger, 'test', systemClock, io);
     const booted = await third.boot(membership);
