@@ -26,7 +26,7 @@ import {
   type StoredSnapshot,
 } from '../snapshot/index.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../fsm/kv-command.js';
-import type { KeyValue, NodeStorage } from '../storage/types.js';
+import type { KeyValue, NodeStorage, StateSnapshotReader } from '../storage/types.js';
 import type { InstalledRecordsCopy } from '../fsm/types.js';
 import type { Clock } from './clock.js';
 import { NodeError } from './errors.js';
@@ -350,11 +350,29 @@ export class SnapshotManager {
         }
       }
       // Iteration, encoding and compression (on the threadpool) overlap; no uncompressed state.bin is written.
-      stored ??= await this.store.createFromRecords(meta, reader.batches());
+      stored ??= await this.createOrFind(meta, reader);
       await this.setNewest(stored);
       return stored;
     } finally {
       await reader.close();
+    }
+  }
+
+  /**
+   * createOrFind writes the snapshot of reader's state; when one of that very
+   * term and index at that time is stored already (an earlier attempt whose
+   * failure was reported after it landed: a restore's copy whose rename
+   * returned EIO, say), that one is it. Errors: the store's.
+   */
+  private async createOrFind(meta: { index: number; term: number; membership: Membership }, reader: StateSnapshotReader): Promise<StoredSnapshot> {
+    try {
+      return await this.store.createFromRecords(meta, reader.batches());
+    } catch (err) {
+      if (!(err instanceof SnapshotStoreError && err.code === 'already-exists')) throw err;
+      const same = (await this.store.list()).find((x) => x.meta.index === meta.index && x.meta.term === meta.term);
+      if (same === undefined) throw err;
+      this.log.info({ id: same.id }, 'this snapshot was stored by an earlier attempt');
+      return same;
     }
   }
 
