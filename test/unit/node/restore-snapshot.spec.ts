@@ -7,28 +7,16 @@
  */
 import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 
-import type { Node } from '../../../src/node/node.js';
 import type { SnapshotManager } from '../../../src/node/snapshots.js';
 import { decodeStateRecords, readArchive, type StateRecord } from '../../../src/snapshot/index.js';
 import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { RocksCluster } from './rocks-cluster.js';
+import { saveArchive } from './save-archive.js';
 import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 
-async function saveArchive(c: RocksCluster, leader: Node): Promise<string> {
-  const handle = await leader.downloadSnapshot(false);
-  try {
-    const file = join(c.dir, `saved-${handle.meta.index}.tgz`);
-    await writeFile(file, handle.createReadStream());
-    return file;
-  } finally {
-    handle.release();
-  }
-}
 
 /** hex: a record list as comparable strings. */
 function hex(records: readonly StateRecord[]): string[] {

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
 import { NodeError } from '../../../src/node/errors.js';
 import type { Node } from '../../../src/node/node.js';
 import { RocksCluster } from './rocks-cluster.js';
+import { saveArchive } from './save-archive.js';
 import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
@@ -17,16 +17,6 @@ async function dump(n: Node): Promise<[string, string][]> {
   return r.kvs.map((kv) => [dec.decode(kv.key), dec.decode(kv.value)]);
 }
 
-async function saveArchive(c: RocksCluster, leader: Node): Promise<string> {
-  const handle = await leader.downloadSnapshot(false);
-  try {
-    const file = join(c.dir, `saved-${handle.meta.index}.tgz`);
-    await writeFile(file, handle.createReadStream());
-    return file;
-  } finally {
-    handle.release();
-  }
-}
 
 describe('restore through the log', function () {
   this.timeout(60_000);
