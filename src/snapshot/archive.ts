@@ -622,7 +622,12 @@ export async function readArchive<T>(
           run.failed = true;
           run.error = error;
         }
-        input.destroy(error instanceof Error ? error : new Error(String(error)));
+        const err = error instanceof Error ? error : new Error(String(error));
+        input.destroy(err);
+        // The input may have ended already (a small archive is read whole at once): destroying it then fails
+        // nothing, and the reader, waiting for the state stream nobody reads any more to drain, would hold the
+        // pipeline open for ever (readArchiveHead stops this way on every call). Failing the reader ends it.
+        reader.destroy(err);
       },
     );
   });

@@ -42,12 +42,27 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
   it('a follower installing a large snapshot under steady writes catches up; a leader change mid-install does not restart it', async () => {
     c = await RocksCluster.start(3, { snapshotEntries: 300, trailingEntries: 20, chunkBytes: 256 * 1024 });
     const first = await c.waitForLeader();
-    const [f, t] = c.members.filter((m) => m.node !== first).map((m) => m.id) as [string, string];
+    const f = c.members.find((m) => m.node !== first)?.id as string;
+    let t: string | undefined;
+    const leaderNow = (): Node | undefined => c.members.map((m) => m.node).find((n) => n?.status().role === 'leader') ?? undefined;
+    // A write through whoever leads now, again after a refusal (an election under load): puts of the same value, so
+    // a retry of one that did apply changes nothing. Bounded.
+    const put = async (key: string, value: Uint8Array): Promise<void> => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await (leaderNow() ?? first).propose({ op: 'put', key: enc.encode(key), value });
+          return;
+        } catch (err) {
+          if (attempt >= 100) throw err;
+          await sleep(20);
+        }
+      }
+    };
     await c.stop(f);
     // A state of a few MB; the leader snapshots and compacts far past what f holds.
     const value = enc.encode('v'.repeat(1024));
     for (let i = 0; i < 4_000; i += 50) {
-      await Promise.all(Array.from({ length: 50 }, (_, j) => first.propose({ op: 'put', key: enc.encode(`big/${String(i + j).padStart(5, '0')}`), value })));
+      await Promise.all(Array.from({ length: 50 }, (_, j) => put(`big/${String(i + j).padStart(5, '0')}`, value)));
     }
     // Both running members compact past f's log: were only the leader to, a leader change (an election under load)
     // would give f a leader whose log still holds what f lacks, and f would catch up from it with no install.
@@ -74,7 +89,6 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
     // Steady writes through whoever leads, all along.
     let stop = false;
     let written = 0;
-    const leaderNow = (): Node | undefined => c.members.map((m) => m.node).find((n) => n?.status().role === 'leader') ?? undefined;
     const writer = (async () => {
       for (let i = 0; !stop; i++) {
         const l = leaderNow();
@@ -98,8 +112,10 @@ describe('snapshot install guard on real nodes (issue 14 item 5)', function () {
       const s = installs[0] as number;
       assert.equal(fn.status().installingSnapshot, s, `${f} says it installs ${s}`);
 
-      // Mid-install, leadership moves to t.
-      await first.transferLeadership(t);
+      // Mid-install, leadership moves to t: the running member that does not lead now.
+      const l = await until('a leader', 30_000, leaderNow);
+      t = c.members.find((m) => m.id !== f && m.node !== l)?.id as string;
+      await l.transferLeadership(t);
       const tn = c.node(t);
       await until(`${t} to learn of the install`, 30_000, () => (tn.status().progress[f]?.installGuard === s ? true : undefined));
       // t snapshots (and would compact) while f installs and writes go on: it keeps what f needs next.

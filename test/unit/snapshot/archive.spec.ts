@@ -195,4 +195,33 @@ describe('snapshot archive', () => {
     const written = await writeArchive(META, statePath, sink((c) => (n += c.length)));
     assert.equal(written.archiveBytes, n);
   });
+
+  // A fetch hung for ever in readArchiveHead (install-guard spec, about one run in three): the consumer stopped after
+  // meta.json, but a small archive had been read whole by then, so destroying the input failed nothing, and the
+  // reader waited for the unread state stream to drain.
+  it('a consumer that fails after the input has ended fails readArchive (never left pending with the state unread)', async () => {
+    const big = Array.from({ length: 4_000 }, (_, i) => ({ key: Buffer.from(`big/${String(i).padStart(5, '0')}`), value: Buffer.alloc(1024, 0x76) }));
+    const bigState = join(dir, 'big-state.bin');
+    await pipeline(encodeStateRecords(inBatches(big)), createWriteStream(bigState));
+    const archivePath = join(dir, 'big.tar.gz');
+    await writeArchive(META, bigState, createWriteStream(archivePath));
+    const stop = new Error('stop after meta.json');
+    for (const readAhead of [1 << 20, 64 * 1024]) {
+      const input = createReadStream(archivePath, { highWaterMark: readAhead });
+      const read = readArchive(input, async () => {
+        if (!input.readableEnded) await new Promise<void>((resolve) => input.once('end', () => resolve()));
+        throw stop;
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        read.then(
+          () => 'resolved',
+          (err: unknown) => err,
+        ),
+        new Promise((resolve) => (timer = setTimeout(() => resolve('still pending after 10 s'), 10_000))),
+      ]);
+      clearTimeout(timer);
+      assert.equal(outcome, stop, `read ahead ${readAhead}`);
+    }
+  });
 });
