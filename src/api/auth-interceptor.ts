@@ -180,16 +180,21 @@ export interface AuthRefusal {
 export function authorize(ring: KeyRing, path: string, metadata: grpc.Metadata): AuthRefusal | null {
   const need = rpcNeed(path);
   if (need === 'open') return null;
+  return decide(ring, path, need, metadata);
+}
+
+/** decide is authorize() once `path`'s need is known (and not `open`). */
+function decide(ring: KeyRing, path: string, need: Exclude<RpcNeed, 'open'>, metadata: grpc.Metadata): AuthRefusal | null {
   const first = metadata.get('authorization')[0];
   const token = typeof first === 'string' ? bearerToken(first) : null;
-  const verdict: AuthVerdict = ring.check(token === null ? [] : [token], need);
+  const verdict: AuthVerdict = token === null ? ring.check([], need) : ring.checkKey(token, need);
   switch (verdict) {
     case 'ok':
       return null;
     case 'missing':
-      return { code: grpc.status.UNAUTHENTICATED, details: MISSING_KEY_MESSAGE };
+      return MISSING_KEY_REFUSAL;
     case 'invalid':
-      return { code: grpc.status.UNAUTHENTICATED, details: INVALID_KEY_MESSAGE };
+      return INVALID_KEY_REFUSAL;
     case 'forbidden':
       return {
         code: grpc.status.PERMISSION_DENIED,
@@ -197,6 +202,9 @@ export function authorize(ring: KeyRing, path: string, metadata: grpc.Metadata):
       };
   }
 }
+
+const MISSING_KEY_REFUSAL: AuthRefusal = Object.freeze({ code: grpc.status.UNAUTHENTICATED, details: MISSING_KEY_MESSAGE });
+const INVALID_KEY_REFUSAL: AuthRefusal = Object.freeze({ code: grpc.status.UNAUTHENTICATED, details: INVALID_KEY_MESSAGE });
 
 /**
  * clientAuthInterceptor is the client plane's auth interceptor (pass it in
@@ -228,32 +236,118 @@ export function clientAuthInterceptor(opts: ClientAuthOptions): grpc.ServerInter
     log.warn({ method: path, peer, code: grpc.status[refusal.code], details: refusal.details }, 'client call refused (logged once a minute per host)');
   };
 
+  // What each method path needs, decided once per path (grpc-js calls interceptors only for registered methods).
+  const needs = new Map<string, RpcNeed>();
+  const needOf = (path: string): RpcNeed => {
+    let need = needs.get(path);
+    if (need === undefined) {
+      need = rpcNeed(path);
+      if (needs.size < NEEDS_CACHED_MAX) needs.set(path, need);
+    }
+    return need;
+  };
+
   return (method, inner) => {
-    if (ring.insecureNoAuth || rpcNeed(method.path) === 'open') return new grpc.ServerInterceptingCall(inner);
-    let refused = false;
-    const call: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(inner, {
-      start: (next) => {
-        next({
-          onReceiveMetadata: (metadata, pass) => {
-            const refusal = authorize(ring, method.path, metadata);
-            if (refusal === null) return pass(metadata);
-            // Not passing the metadata on keeps the handler from starting, and grpc-js reads
-            // request messages only when the handler asks: the body of a refused stream stays unread.
-            refused = true;
-            logRefusal(method.path, call.getPeer(), refusal);
-            call.sendStatus({ code: refusal.code, details: refusal.details, metadata: new grpc.Metadata() });
-          },
-          // Belt and braces: nothing of a refused call travels further.
-          onReceiveMessage: (message, pass) => {
-            if (!refused) pass(message);
-          },
-          onReceiveHalfClose: (pass) => {
-            if (!refused) pass();
-          },
-        });
-      },
-    });
-    return call;
+    const need = ring.insecureNoAuth ? 'open' : needOf(method.path);
+    // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
+    if (need === 'open') return inner as grpc.ServerInterceptingCall;
+    return new AuthCheckingCall(inner, ring, method.path, need, logRefusal) as unknown as grpc.ServerInterceptingCall;
   };
 }
 
+/** NEEDS_CACHED_MAX: the method paths whose need the interceptor remembers (more are decided each call). */
+const NEEDS_CACHED_MAX = 256;
+
+/**
+ * AuthCheckingCall is one call behind the auth interceptor: it passes
+ * everything through to the call below, except that the metadata is decided
+ * by decide() before the handler sees it, and nothing of a refused call
+ * (metadata, messages, half-close) travels further. It is also the listener
+ * it gives the call below, so a call costs one object and no closures.
+ */
+class AuthCheckingCall implements grpc.ServerInterceptingCallInterface {
+  private listener: ServerListenerBelow | null = null;
+  private refused = false;
+
+  constructor(
+    private readonly inner: grpc.ServerInterceptingCallInterface,
+    private readonly ring: KeyRing,
+    private readonly path: string,
+    private readonly need: Exclude<RpcNeed, 'open'>,
+    private readonly logRefusal: (path: string, peer: string, refusal: AuthRefusal) => void,
+  ) {}
+
+  start(listener: ServerListenerBelow): void {
+    this.listener = listener;
+    this.inner.start(this);
+  }
+
+  onReceiveMetadata(metadata: grpc.Metadata): void {
+    const refusal = decide(this.ring, this.path, this.need, metadata);
+    if (refusal === null) {
+      this.listener?.onReceiveMetadata(metadata);
+      return;
+    }
+    // Not passing the metadata on keeps the handler from starting, and grpc-js reads
+    // request messages only when the handler asks: the body of a refused stream stays unread.
+    this.refused = true;
+    this.logRefusal(this.path, this.inner.getPeer(), refusal);
+    this.inner.sendStatus({ code: refusal.code, details: refusal.details, metadata: new grpc.Metadata() });
+  }
+
+  // Belt and braces: nothing of a refused call travels further.
+  onReceiveMessage(message: unknown): void {
+    if (!this.refused) this.listener?.onReceiveMessage(message);
+  }
+
+  onReceiveHalfClose(): void {
+    if (!this.refused) this.listener?.onReceiveHalfClose();
+  }
+
+  onCancel(): void {
+    this.listener?.onCancel();
+  }
+
+  sendMetadata(metadata: grpc.Metadata): void {
+    this.inner.sendMetadata(metadata);
+  }
+
+  sendMessage(message: unknown, callback: () => void): void {
+    this.inner.sendMessage(message, callback);
+  }
+
+  sendStatus(status: Parameters<grpc.ServerInterceptingCallInterface['sendStatus']>[0]): void {
+    this.inner.sendStatus(status);
+  }
+
+  startRead(): void {
+    this.inner.startRead();
+  }
+
+  getPeer(): string {
+    return this.inner.getPeer();
+  }
+
+  getDeadline(): grpc.Deadline {
+    return this.inner.getDeadline();
+  }
+
+  getHost(): string {
+    return this.inner.getHost();
+  }
+
+  getAuthContext(): ReturnType<grpc.ServerInterceptingCallInterface['getAuthContext']> {
+    return this.inner.getAuthContext();
+  }
+
+  getConnectionInfo(): ReturnType<grpc.ServerInterceptingCallInterface['getConnectionInfo']> {
+    return this.inner.getConnectionInfo();
+  }
+
+  getMetricsRecorder(): ReturnType<grpc.ServerInterceptingCallInterface['getMetricsRecorder']> {
+    return this.inner.getMetricsRecorder();
+  }
+}
+
+/** ServerListenerBelow: the listener the call above gives (grpc-js's InterceptingServerListener). */
+type ServerListenerBelow = Parameters<grpc.ServerInterceptingCallInterface['start']>[0];

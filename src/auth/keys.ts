@@ -83,7 +83,7 @@ function digest(s: string): Buffer {
 
 interface KnownKey {
   readonly digest: Buffer;
-  readonly actions: readonly Action[];
+  readonly actions: ReadonlySet<Action>;
 }
 
 /** KeyRing holds the key digests (never the keys) and decides requests. */
@@ -98,11 +98,11 @@ export class KeyRing {
   constructor(cfg: KeyRingConfig) {
     this.insecureNoAuth = cfg.insecureNoAuth === true;
     const known: KnownKey[] = [];
-    if (cfg.adminKey !== '') known.push({ digest: digest(cfg.adminKey), actions: ['admin'] });
+    if (cfg.adminKey !== '') known.push({ digest: digest(cfg.adminKey), actions: new Set<Action>(['admin']) });
     (cfg.keys ?? []).forEach((k, i) => {
       if (k.key === '') throw new Error(`apiKeys[${i}]: empty key`);
       for (const a of k.actions) if (!isAction(a)) throw new Error(`apiKeys[${i}]: unknown action "${String(a)}"`);
-      known.push({ digest: digest(k.key), actions: [...k.actions] });
+      known.push({ digest: digest(k.key), actions: new Set(k.actions) });
     });
     this.known = known;
   }
@@ -123,15 +123,28 @@ export class KeyRing {
   lookup(key: string): ReadonlySet<Action> | null {
     if (Buffer.byteLength(key, 'utf8') > API_KEY_BYTES_MAX) return null;
     const d = digest(key);
-    let matched = false;
-    const actions = new Set<Action>();
+    // The one matching entry's own set when a single one matches (the usual case: no set built per call).
+    let only: ReadonlySet<Action> | null = null;
+    let union: Set<Action> | null = null;
     for (const known of this.known) {
       if (crypto.timingSafeEqual(d, known.digest)) {
-        matched = true;
-        for (const a of known.actions) actions.add(a);
+        if (only === null) {
+          only = known.actions;
+        } else {
+          union ??= new Set(only);
+          for (const a of known.actions) union.add(a);
+        }
       }
     }
-    return matched ? actions : null;
+    return union ?? only;
+  }
+
+  /** checkKey is check([key], needed) without the array. */
+  checkKey(key: string, needed: Need): AuthVerdict {
+    if (this.insecureNoAuth) return 'ok';
+    const actions = this.lookup(key);
+    if (actions === null) return 'invalid';
+    return allows(actions, needed) ? 'ok' : 'forbidden';
   }
 
   /**

@@ -523,6 +523,8 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
 /** channelOptions: the options of every peer channel (exported so the node can size its server alike). */
 export function channelOptions(o: { maxMessageBytes: number; reconnectInitialMs: number; reconnectMaxMs: number }): grpc.ChannelOptions {
   return {
+    // No channelz: nothing serves it, and grpc-js's tracking costs a Date.now() per message sent and received.
+    'grpc.enable_channelz': 0,
     'grpc.max_receive_message_length': o.maxMessageBytes,
     'grpc.max_send_message_length': o.maxMessageBytes,
     // Only the receiver's window matters for grpc-js (TOOLCHAIN.md): 16 MiB lets responses and streams run at full speed.
