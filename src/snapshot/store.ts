@@ -427,6 +427,9 @@ export class SnapshotStore {
       // The directories made here (now or by an earlier open that failed before they were synced) are durable only
       // once their parents' entries are, else a power loss may take the whole store, snapshots the log was
       // compacted against included: fsync the parent of each directory on the path.
+      // And its own entries: a snapshot renamed in by a create whose fsync of this directory failed is listed
+      // (the page cache holds it) but not durable, and the log may be compacted against it once it is the newest.
+      await fsyncDir(dir, io);
       for (let d = resolve(dir); dirname(d) !== d; d = dirname(d)) await fsyncParent(d, io);
     } catch (err) {
       throw new SnapshotStoreError('io', `cannot use ${dir} as a snapshot directory: ${(err as Error).message}`, { path: dir, cause: err });
