@@ -110,6 +110,8 @@ export class Checkers {
   /** termOf / voteOf: each node's persisted term and vote. */
   private readonly termOf = new Map<NodeId, number>();
   private readonly voteOf = new Map<NodeId, { readonly term: number; readonly vote: NodeId }>();
+  /** votesOf: each node's durable vote in every term it persisted one in (a grant may leave after a later term's save). */
+  private readonly votesOf = new Map<NodeId, Map<number, NodeId>>();
   /** countAt: applied index -> commands in a state machine that applied exactly up to it. */
   private readonly countAt = new Map<number, number>();
   /** globalIds: the one sequence of proposal ids that every state machine is a prefix of. */
@@ -343,6 +345,9 @@ export class Checkers {
     if (next.commit > prev.commit && this.leaderOfTerm.get(next.term) === id) this.onLeaderCommit(id, next.commit, next.term);
     this.termOf.set(id, next.term);
     this.voteOf.set(id, { term: next.term, vote: next.vote });
+    let votes = this.votesOf.get(id);
+    if (votes === undefined) this.votesOf.set(id, (votes = new Map()));
+    if (next.vote !== '') votes.set(next.term, next.vote);
     this.noteCommitted(id, next.commit);
   }
 
@@ -354,6 +359,7 @@ export class Checkers {
   forgetHardState(id: NodeId, term: number): void {
     this.termOf.set(id, term);
     this.voteOf.delete(id);
+    this.votesOf.delete(id);
   }
 
   /**
@@ -369,8 +375,10 @@ export class Checkers {
       this.fail(PROPERTY.hardState, [id], `${id} sent ${m.type} to ${m.to} in term ${m.term} while its durable term was ${durableTerm}`);
     }
     if (m.type === 'voteResp' && m.granted && !m.preVote) {
+      // The grant's own term must hold that durable vote; a grant held for its save may leave after a later
+      // term's save too (the vote it promises stays durable: seed 20916 of 5 nodes).
       const v = this.voteOf.get(id);
-      if (v !== undefined && (v.term !== m.term || v.vote !== m.to)) {
+      if (v !== undefined && this.votesOf.get(id)?.get(m.term) !== m.to) {
         this.fail(PROPERTY.hardState, [id], `${id} granted its vote in term ${m.term} to ${m.to} while its durable vote was for ${v.vote || '(nobody)'} in term ${v.term}`);
       }
     }
