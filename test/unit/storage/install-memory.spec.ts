@@ -1,0 +1,84 @@
+/**
+ * The memory bound of RocksStorage.installState: the records it has pulled
+ * from its source but not yet written to the new generation stay within two
+ * write batches (one being written, one being filled), so a follower's
+ * install or a restore does not gather megabytes of records in native
+ * batches (issue 15: peak RSS). Observed from outside: the new generation's
+ * files on disk (its WAL: the unsynced batch writes still go through it)
+ * against the bytes the source has handed over.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { INSTALL_WRITE_BYTES, RocksStorage } from '../../../src/storage/rocks-storage.js';
+import type { KeyValue } from '../../../src/storage/types.js';
+
+const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
+/** UNWRITTEN_BYTES_MAX: the budget this spec holds an install to (two 2 MiB batches). */
+const UNWRITTEN_BYTES_MAX = 4 * 1024 * 1024;
+/** VALUE_BYTES / RECORDS_PER_YIELD: random (incompressible) values, 256 KiB per batch of the source. */
+const VALUE_BYTES = 64 * 1024;
+const RECORDS_PER_YIELD = 4;
+/** TOTAL_BYTES: value bytes installed, below the 16 MiB memtable (no flush moves bytes from the WAL meanwhile). */
+const TOTAL_BYTES = 12 * 1024 * 1024;
+
+/** dirBytes: the total size of the files in `path` (0 when it does not exist yet). */
+async function dirBytes(path: string): Promise<number> {
+  const names = await readdir(path).catch(() => [] as string[]);
+  let total = 0;
+  for (const name of names) total += (await stat(join(path, name)).catch(() => ({ size: 0 }))).size;
+  return total;
+}
+
+describe('RocksStorage.installState memory bound', function () {
+  this.timeout(120_000);
+  let dir: string;
+  beforeEach(async () => (dir = await mkdtemp(join(tmpdir(), 'snapcoord-install-mem-'))));
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it('INSTALL_WRITE_BYTES keeps two batches within the budget', () => {
+    assert.ok(2 * INSTALL_WRITE_BYTES <= UNWRITTEN_BYTES_MAX, `2 x ${INSTALL_WRITE_BYTES} B over ${UNWRITTEN_BYTES_MAX} B`);
+  });
+
+  it('never holds more than two batches of pulled records unwritten', async () => {
+    let gen = 0;
+    const s = await RocksStorage.open(dir, { installHook: (phase, g) => void (phase === 'generationCreated' && (gen = g)) });
+    const value = randomBytes(VALUE_BYTES);
+    let pulled = 0;
+    let worst = 0;
+    let checks = 0;
+    async function* source(): AsyncGenerator<KeyValue[]> {
+      for (let i = 0; pulled < TOTAL_BYTES; ) {
+        // Before handing over more: everything pulled so far, less what is on disk, is what the install holds.
+        if (gen > 0) {
+          const onDisk = await dirBytes(join(dir, `state-${gen}`));
+          worst = Math.max(worst, pulled - onDisk);
+          checks++;
+        }
+        const batch: KeyValue[] = [];
+        for (let j = 0; j < RECORDS_PER_YIELD; j++, i++) {
+          const key = Buffer.from(`k/${String(i).padStart(6, '0')}`);
+          // Each value differs (its first bytes carry the index) so nothing compresses or dedups.
+          const v = Buffer.from(value);
+          v.writeUInt32BE(i, 0);
+          batch.push({ key, value: v });
+          pulled += key.length + v.length;
+        }
+        yield batch;
+      }
+    }
+    try {
+      await s.installState(source(), { appliedIndex: 5, membership });
+      assert.ok(checks > 10, `checked ${checks} times`);
+      const slack = RECORDS_PER_YIELD * (VALUE_BYTES + 64);
+      assert.ok(worst <= UNWRITTEN_BYTES_MAX + slack, `the install held ${worst} B pulled but unwritten (budget ${UNWRITTEN_BYTES_MAX} + ${slack})`);
+      assert.equal(s.appliedIndex(), 5);
+      assert.deepEqual(Buffer.from((await s.get(Buffer.from('k/000000')))!).subarray(4), value.subarray(4));
+    } finally {
+      await s.close();
+    }
+  });
+});
