@@ -66,7 +66,7 @@ import {
 import { isReservedKey, sessionStampProblem, type SessionStamp } from '../fsm/sessions.js';
 import { KV_RANGE_LIMIT_MAX, type ApplyResult, type KvRangeQuery, type StoredKeyValue, type TxnOpResult } from '../fsm/types.js';
 import { ApiError, invalidArgument } from './api-error.js';
-import { isForwarded, requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
+import { requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
 
 /** RANGE_LIMIT_DEFAULT: the pairs a Range returns when the request names no limit. */
@@ -240,8 +240,8 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
       const session = sessionOf(req.clientId, req.requestId);
       return forwarder.run(
         call,
-        async (): Promise<PutResponse> => {
-          if (isForwarded(call)) requireLeader(node);
+        async (forwarded): Promise<PutResponse> => {
+          if (forwarded) requireLeader(node);
           const r = checkApplied(
             await node.propose({
               op: 'put',
@@ -264,8 +264,8 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
       const session = sessionOf(req.clientId, req.requestId);
       return forwarder.run(
         call,
-        async (): Promise<DeleteResponse> => {
-          if (isForwarded(call)) requireLeader(node);
+        async (forwarded): Promise<DeleteResponse> => {
+          if (forwarded) requireLeader(node);
           const r = checkApplied(
             await node.propose({
               op: 'delete',
@@ -289,8 +289,8 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
       const session = sessionOf(req.clientId, req.requestId);
       return forwarder.run(
         call,
-        async (): Promise<TxnResponse> => {
-          if (isForwarded(call)) requireLeader(node);
+        async (forwarded): Promise<TxnResponse> => {
+          if (forwarded) requireLeader(node);
           const r = checkApplied(await node.propose({ ...txn, ...(session !== undefined ? { session } : {}) }));
           const succeeded = r.succeeded === true;
           if (r.firstIndex !== undefined) return { header: header(r.firstIndex), succeeded, responses: [], replayed: true };

@@ -92,7 +92,7 @@ export class LeaderForwarder {
   }
 
   /**
-   * run calls local(); when it fails with NodeError `notLeader` it calls
+   * run calls local(forwarded) (`forwarded`: isForwarded(call), read once); when it fails with NodeError `notLeader` it calls
    * remote(leader, opts) against the leader (opts carry the remaining
    * deadline and the forwarded mark), unless the call was itself forwarded.
    * With no leader known it waits (up to LEADER_WAIT_MS_MAX and the call's
@@ -100,7 +100,7 @@ export class LeaderForwarder {
    */
   async run<T>(
     call: ServerCall,
-    local: () => Promise<T>,
+    local: (forwarded: boolean) => Promise<T>,
     remote: (leader: Leader, opts: CallOptions) => Promise<T>,
   ): Promise<T> {
     const deadline = deadlineOf(call);
@@ -108,7 +108,7 @@ export class LeaderForwarder {
     for (let attempt = 0; ; attempt++) {
       let notLeader: NodeError;
       try {
-        return await local();
+        return await local(forwarded);
       } catch (err) {
         if (!(err instanceof NodeError) || err.code !== 'notLeader') throw toApiError(err);
         notLeader = err;
