@@ -32,7 +32,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -170,6 +170,20 @@ function peakRssMiB(pid: number | undefined): number {
   }
 }
 
+/**
+ * resetPeakRss sets a process's VmHWM back to its current RSS (Linux: `5` into /proc/<pid>/clear_refs),
+ * so the next peakRssMiB is the peak of what ran since. False when refused (the peak then runs on).
+ */
+function resetPeakRss(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 interface Timed {
   readonly seconds: number;
   readonly stdout: string;
@@ -221,6 +235,14 @@ interface SnapNode {
   child: Child;
   /** peakMiB: the highest VmHWM of this node's earlier processes (a restart starts a new one). */
   peakMiB: number;
+  /** phaseMiB: the highest VmHWM of its processes killed during the current phase. */
+  phaseMiB: number;
+}
+
+/** PhasePeak: each node's peak RSS (MiB) during one phase of the bench. */
+interface PhasePeak {
+  readonly phase: string;
+  readonly nodeMiB: number[];
 }
 
 class SnapCluster {
@@ -255,7 +277,7 @@ class SnapCluster {
         '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
       ];
     };
-    const nodes = ids.map((id, i) => ({ id, grpc: addr(i), peer: addr(i + 6), http: addr(i + 3), child: startProgram(id, process.execPath, flagsOf(id)), peakMiB: 0 }));
+    const nodes = ids.map((id, i) => ({ id, grpc: addr(i), peer: addr(i + 6), http: addr(i + 3), child: startProgram(id, process.execPath, flagsOf(id)), peakMiB: 0, phaseMiB: 0 }));
     const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', ca, '--api-key', API_KEY], dial);
     await c.leader();
     return c;
@@ -298,7 +320,9 @@ class SnapCluster {
   }
 
   async kill(n: SnapNode): Promise<void> {
-    n.peakMiB = Math.max(n.peakMiB, peakRssMiB(n.child.proc.pid));
+    const peak = peakRssMiB(n.child.proc.pid);
+    n.peakMiB = Math.max(n.peakMiB, peak);
+    n.phaseMiB = Math.max(n.phaseMiB, peak);
     await n.child.kill('SIGKILL');
   }
 
@@ -309,6 +333,25 @@ class SnapCluster {
   /** peaks: each node's peak RSS (MiB) over all its processes so far. */
   peaks(): number[] {
     return this.nodes.map((n) => Math.max(n.peakMiB, peakRssMiB(n.child.proc.pid)));
+  }
+
+  /** phasePeaks: each phase's peak RSS per node, in the order the phases ended (endPhase). */
+  readonly phasePeaks: PhasePeak[] = [];
+
+  /**
+   * endPhase records each node's peak RSS since the previous endPhase (or its start) as `phase`, folds
+   * it into its overall peak, and resets the peaks for the next phase (where the kernel refuses, the
+   * next figure is the peak so far).
+   */
+  endPhase(phase: string): void {
+    const nodeMiB = this.nodes.map((n) => {
+      const peak = Math.max(n.phaseMiB, peakRssMiB(n.child.proc.pid));
+      n.peakMiB = Math.max(n.peakMiB, peak);
+      n.phaseMiB = 0;
+      resetPeakRss(n.child.proc.pid);
+      return peak;
+    });
+    this.phasePeaks.push({ phase, nodeMiB });
   }
 
   async stop(): Promise<void> {
@@ -399,6 +442,8 @@ interface MixFigures {
   readonly writes: { readonly idleP50: number; readonly idleP99: number; readonly duringP50: number; readonly duringP99: number; readonly idleOps: number; readonly duringOps: number };
   readonly catchUpSeconds: number;
   readonly nodePeakMiB: number[];
+  /** phasePeakMiB: each phase's peak RSS per node (MiB). */
+  readonly phasePeakMiB: PhasePeak[];
   readonly etcd: EtcdFigures | null;
 }
 
@@ -423,6 +468,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     if (restoreIndex <= 0n) throw new Error(`snapshot restore --json printed no restoredIndex: ${restore.stdout.slice(0, 300)}`);
     await c.waitApplied(restoreIndex, 30 * 60_000);
     const restoreAll = (performance.now() - t0) / 1000;
+    c.endPhase('restore, until all 3 applied');
     log(`[${mix}] restore: CLI ${restore.seconds.toFixed(1)} s, all 3 applied ${restoreAll.toFixed(1)} s`);
     // Each node snapshots the restored state right after (followers that need a snapshot get it): until all 3 have.
     // Bounded: a quiet follower used to take that snapshot only at the next write (NaN: not within 2 minutes).
@@ -431,13 +477,14 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       () => NaN,
     );
     log(`[${mix}] restore: all 3 snapshotted the restored state ${restoreSnapshotted.toFixed(1)} s`);
+    c.endPhase('snapshots of the restored state');
     if (o.restoreOnly) {
       const cpu = c.nodes.map((n, i) => cpuSeconds(n.child.proc.pid) - (cpu0[i] ?? 0));
       if (process.env.BENCH_NODE_LOG_LEVEL !== undefined) for (const n of c.nodes) await writeFile(join(process.env.BENCH_NODE_LOG_DIR ?? tmpdir(), `bench-${n.id}.log`), n.child.output);
       log(`[${mix}] --restore-only: node CPU from the upload to the last snapshot ${cpu.map((x) => x.toFixed(1)).join(' / ')} s`);
       const peaks = c.peaks();
       log(`[${mix}] --restore-only: node peak RSS ${peaks.map((m) => m.toFixed(0)).join(' / ')} MiB`);
-      console.log(JSON.stringify({ restoreOnly: { mix, keys: o.keys, cliSeconds: restore.seconds, allAppliedSeconds: restoreAll, allSnapshottedSeconds: restoreSnapshotted, nodeCpuSeconds: cpu, nodePeakMiB: peaks } }));
+      console.log(JSON.stringify({ restoreOnly: { mix, keys: o.keys, cliSeconds: restore.seconds, allAppliedSeconds: restoreAll, allSnapshottedSeconds: restoreSnapshotted, nodeCpuSeconds: cpu, nodePeakMiB: peaks, phasePeakMiB: c.phasePeaks } }));
       await rm(archive.path, { force: true });
       throw new RestoreOnlyDone();
     }
@@ -452,10 +499,12 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     log(`[${mix}] snapshot save ${save.seconds.toFixed(2)} s (${fmtMiB(saveBytes)}), second save ${save2.seconds.toFixed(2)} s`);
     await rm(out1, { force: true });
     await rm(out2, { force: true });
+    c.endPhase('write + two snapshot saves');
 
     // C concurrent verified downloads.
     const dl = JSON.parse((await c.cli(['bench', 'snapshot', '--streams', String(o.downloads), '--count', String(o.downloads), '--json', '--no-progress'])).stdout) as SnapshotBenchDocument;
     const s = dl.snapshots;
+    c.endPhase(`${o.downloads} concurrent downloads`);
     log(`[${mix}] ${o.downloads} concurrent downloads: ${s.mbPerSec.toFixed(0)} MB/s in all, p99 ${s.latency.p99Ms.toFixed(0)} ms`);
 
     // Writes alone, then while C downloads run.
@@ -466,6 +515,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     const phase = (name: string): WriteBenchDocument['phases'][number] | undefined => wr.phases.find((p) => p.name === name);
     const idle = phase('baseline')?.writes;
     const during = phase('during-snapshots')?.writes;
+    c.endPhase(`writes, alone then during ${o.downloads} downloads`);
     log(`[${mix}] writes p99 ${idle?.latency.p99Ms.toFixed(1)} ms alone, ${during?.latency.p99Ms.toFixed(1)} ms during ${o.downloads} downloads`);
 
     // A save once writes went on for a while (automatic snapshots were taken meanwhile): the steady case.
@@ -473,6 +523,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     const save3 = await c.cli(['snapshot', 'save', out3, '--no-progress']);
     await rm(out3, { force: true });
     log(`[${mix}] snapshot save after the write phases ${save3.seconds.toFixed(2)} s`);
+    c.endPhase('save after the write phases');
 
     // A follower killed until the leader compacts past it, then catching up by install.
     const leader = await c.leader();
@@ -484,6 +535,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     c.restart(victim);
     await c.waitApplied(st.commitIndex, 30 * 60_000, [victim]);
     const catchUp = (performance.now() - t1) / 1000;
+    c.endPhase('follower cut off, then its install');
     log(`[${mix}] a follower cut off past compaction caught up by install in ${catchUp.toFixed(1)} s`);
 
     const figures = {
@@ -510,6 +562,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       },
       catchUpSeconds: catchUp,
       nodePeakMiB: c.peaks(),
+      phasePeakMiB: c.phasePeaks,
     };
     await c.stop();
     await rm(join(dir, 'snapcoord'), { recursive: true, force: true });
@@ -553,6 +606,7 @@ function table(f: MixFigures): string {
   rows.push([`write p50 / p99 during ${f.downloads.streams} downloads`, `${f.writes.duringP50.toFixed(1)} / ${f.writes.duringP99.toFixed(1)} ms (${f.writes.duringOps.toFixed(0)}/s)`, '', `p99 ${(f.writes.duringP99 / f.writes.idleP99).toFixed(2)}x alone`]);
   rows.push(['follower cut off past compaction: catch-up by install', `${f.catchUpSeconds.toFixed(1)} s (${(stateMB / f.catchUpSeconds).toFixed(0)} MB/s of state)`, '', '']);
   rows.push(['peak RSS of the nodes', f.nodePeakMiB.map((m) => `${m.toFixed(0)}`).join(' / ') + ' MiB', e ? `leader ${e.leaderPeakRssMiB.toFixed(0)} MiB` : '-', '']);
+  for (const p of f.phasePeakMiB) rows.push([`  during: ${p.phase}`, p.nodeMiB.map((m) => `${m.toFixed(0)}`).join(' / ') + ' MiB', '', '']);
   rows.push(['peak RSS of the CLI: save / restore', `${f.saveCliPeakMiB.toFixed(0)} / ${f.restoreCliPeakMiB.toFixed(0)} MiB`, e ? `etcdctl ${e.savePeakRssMiB.toFixed(0)} MiB` : '-', '']);
   const w = [58, 44, 26, 16];
   const line = (r: readonly string[]): string => r.map((c, i) => c.padEnd(w[i] ?? 10)).join(' ').trimEnd();
