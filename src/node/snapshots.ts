@@ -485,7 +485,9 @@ export class SnapshotManager {
       );
     } catch (err) {
       handle.release();
-      if (err instanceof ArchiveError || err instanceof StateFormatError || (err instanceof SnapshotStoreError && err.code === 'corrupt')) {
+      // Only bytes that are wrong condemn the snapshot; a read that failed (EIO) says nothing of them, and removing
+      // a good snapshot the log was already reset to leaves a node that cannot start (simulator seed 20895).
+      if (!isReadFailure(err) && (err instanceof ArchiveError || err instanceof StateFormatError || (err instanceof SnapshotStoreError && err.code === 'corrupt'))) {
         this.log.error({ id: s.id, err: err.message }, 'a stored snapshot failed to install; removing it');
         await this.store.remove(s.id).catch(() => undefined);
       }

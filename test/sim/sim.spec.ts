@@ -52,6 +52,18 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     assert.deepEqual(summary.failures.map((f) => f.message), []);
     assert.ok(totals.errors > 0 && totals.losses > 0 && totals.corruptions > 0 && totals.snapshots > 0, JSON.stringify(totals));
   });
+
+  // Regression seeds the campaigns found, each fixed in src (the default scenario draws these faults).
+  for (const { seed, nodes, what } of [
+    { seed: 20895, nodes: 3, what: 'an EIO while installing a fetched snapshot no longer removes it (the log was reset to it: the node could not start)' },
+    { seed: 20631, nodes: 3, what: 'the same on a restart: the log compacted to 81 and the snapshot at 81 removed for an EIO, the node could not start' },
+  ]) {
+    it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
+      const r = await runNodeSeed(seed, { nodes });
+      assert.ok(r.ok, r.message);
+      assert.ok(r.stats.snapshotDiskErrors > 0, 'the seed still draws snapshot disk errors');
+    });
+  }
 });
 
 describe('sim negative controls: broken Raft cores inside the real node are caught', function () {
