@@ -1170,15 +1170,17 @@ export class SnapshotStore {
 /**
  * fsyncParent makes the entry of the directory `dir` durable in its parent.
  * A parent this process may search but not read (an operator's directory,
- * mode 0711, say) cannot be opened to fsync; that is left to the file
- * system's own commit.
+ * mode 0711, say) cannot be opened to fsync; a parent on a file system that
+ * cannot sync (EINVAL: /proc/self/fd, where the directory exporter opens its
+ * stores; EROFS: a read-only root above the data volume) has nothing to make
+ * durable. Those are left to the file system.
  */
 async function fsyncParent(dir: string, io: SnapshotIo): Promise<void> {
   try {
     await fsyncDir(dirname(dir), io);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EACCES' && code !== 'EPERM') throw err;
+    if (code !== 'EACCES' && code !== 'EPERM' && code !== 'EINVAL' && code !== 'EROFS') throw err;
   }
 }
 

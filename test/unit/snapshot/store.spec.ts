@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -103,6 +103,20 @@ describe('SnapshotStore', () => {
     const latest = await store.latest();
     assert.equal(latest?.id, created.id);
     latest?.release();
+  });
+
+  // The directory exporter opens its stores under /proc/self/fd/N (a directory it holds open), whose parents cannot
+  // be fsynced (EINVAL): opening a store there failed every export once open fsynced every parent on the path.
+  it('opens a store below a directory that cannot be fsynced (/proc/self/fd/N/...)', async () => {
+    const held = await open(dir, 'r');
+    try {
+      const store = await SnapshotStore.open(`/proc/self/fd/${held.fd}/export/snapshots/store`, { retain: 1 });
+      const created = await store.create(meta(10), writer(records(5)));
+      assert.deepEqual((await store.list()).map((s) => s.id), [created.id]);
+      assert.deepEqual(await readdir(join(dir, 'export', 'snapshots', 'store')), [created.id]);
+    } finally {
+      await held.close();
+    }
   });
 
   it('lists newest first and keeps only the newest K (retention)', async () => {
