@@ -57,9 +57,21 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
   for (const { seed, nodes, what } of [
     { seed: 20895, nodes: 3, what: 'an EIO while installing a fetched snapshot no longer removes it (the log was reset to it: the node could not start)' },
     { seed: 20631, nodes: 3, what: 'the same on a restart: the log compacted to 81 and the snapshot at 81 removed for an EIO, the node could not start' },
+    { seed: 30385, nodes: 3, what: 'an EIO reading back the snapshot a restore wrote beside its install is logged (it rejected unhandled: the process crashed)' },
   ]) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
-      const r = await runNodeSeed(seed, { nodes });
+      // A rejection nobody handles would crash a real node's process: none may happen.
+      const unhandled: string[] = [];
+      const onUnhandled = (err: unknown): void => void unhandled.push(String(err));
+      process.on('unhandledRejection', onUnhandled);
+      let r: Awaited<ReturnType<typeof runNodeSeed>>;
+      try {
+        r = await runNodeSeed(seed, { nodes });
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      } finally {
+        process.off('unhandledRejection', onUnhandled);
+      }
+      assert.deepEqual(unhandled, [], 'no unhandled rejection');
       assert.ok(r.ok, r.message);
       assert.ok(r.stats.snapshotDiskErrors > 0, 'the seed still draws snapshot disk errors');
     });
