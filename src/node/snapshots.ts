@@ -371,6 +371,10 @@ export class SnapshotManager {
       if (!(err instanceof SnapshotStoreError && err.code === 'already-exists')) throw err;
       const same = (await this.store.list()).find((x) => x.meta.index === meta.index && x.meta.term === meta.term);
       if (same === undefined) throw err;
+      // That attempt failed after its rename, maybe before the fsync that makes it durable: made durable now,
+      // before anything (a compaction) relies on it (simulator seed 30441: a power loss took it, the node could
+      // not start).
+      await this.store.makeDurable(same.id);
       this.log.info({ id: same.id }, 'this snapshot was stored by an earlier attempt');
       return same;
     }

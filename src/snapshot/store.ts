@@ -744,6 +744,21 @@ export class SnapshotStore {
   }
 
   /**
+   * makeDurable fsyncs a stored snapshot's directory and the store's, so its
+   * files and its entry survive a power loss: for a snapshot found stored
+   * after a write reported failure (a rename that returned EIO may have
+   * landed without the fsync that follows it). SnapshotStoreError
+   * `invalid-argument` for a malformed id; the file system's error otherwise.
+   */
+  async makeDurable(id: string): Promise<void> {
+    if (typeof id !== 'string' || !STORE_ID_PATTERN.test(id)) {
+      throw new SnapshotStoreError('invalid-argument', `${JSON.stringify(id)} is not a snapshot id`);
+    }
+    await fsyncDir(join(this.dir, id), this.io);
+    await fsyncDir(this.dir, this.io);
+  }
+
+  /**
    * verify re-hashes a stored snapshot's archive and compares its size, its
    * SHA-256 and each chunk's with those recorded when it was written.
    * Resolves when they agree; SnapshotStoreError `corrupt` saying what

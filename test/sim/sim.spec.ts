@@ -57,6 +57,7 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
   for (const { seed, nodes, what } of [
     { seed: 20895, nodes: 3, what: 'an EIO while installing a fetched snapshot no longer removes it (the log was reset to it: the node could not start)' },
     { seed: 20631, nodes: 3, what: 'the same on a restart: the log compacted to 81 and the snapshot at 81 removed for an EIO, the node could not start' },
+    { seed: 30441, nodes: 3, what: 'a snapshot found stored after its rename reported EIO is made durable before the log is compacted against it' },
     { seed: 30385, nodes: 3, what: 'an EIO reading back the snapshot a restore wrote beside its install is logged (it rejected unhandled: the process crashed)' },
   ]) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
