@@ -159,7 +159,8 @@ export class RocksCluster {
 
   async close(): Promise<void> {
     for (const m of this.members) await this.stop(m.id).catch(() => undefined);
-    await rm(this.dir, { recursive: true, force: true });
+    // A stopped member's snapshot may still be removing its temporary directory: rm retries ENOTEMPTY (bounded).
+    await rm(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   }
 }
 
