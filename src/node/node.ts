@@ -299,6 +299,8 @@ export class Node {
   private snapshotting = false;
   /** snapshotSoon: take a snapshot at the next chance (after a restore). */
   private snapshotSoon = false;
+  /** installFailuresInRow: fetched snapshots refused by their install in a row; the next is asked for after a backoff. */
+  private installFailuresInRow = 0;
   /** snapshotFailures: automatic snapshots failed in a row; the next waits until snapshotRetry fires. */
   private snapshotFailures = 0;
   private snapshotRetry: TimerHandle | undefined;
@@ -1056,7 +1058,10 @@ export class Node {
     // is under way (a restore waiting for its archive): nothing new there since the newest snapshot, no new one
     // (else the same state is snapshotted again at every Ready while the apply waits).
     const applied = Math.min(st.applied, this.fsm.appliedIndex());
-    if ((applied - st.snapshotIndex < sm.policy.snapshotEntries && !this.snapshotSoon) || applied <= st.snapshotIndex) {
+    // A follower that lost its snapshot's base waits for one at least this far (Raft's snapshotWanted, leader only).
+    const wanted = this.raft.snapshotWanted();
+    const due = applied - st.snapshotIndex >= sm.policy.snapshotEntries || this.snapshotSoon || (wanted > 0 && applied >= wanted);
+    if (!due || applied <= st.snapshotIndex) {
       // A compaction the floor held back at the last snapshot (a follower compacts no further than its
       // leader's announced snapshot, unknown just after a term change) is done once the floor allows it.
       const allowed = Math.min(st.snapshotIndex - sm.policy.trailingEntries, this.raft.compactionFloor());
@@ -1259,26 +1264,31 @@ export class Node {
    * snapshot's state, then tells the core. An archive whose content is refused
    * while it installs (its whole digest is confirmed only by the install's own
    * read, see SnapshotManager.fetch; the store removes it) leaves the state
-   * machine as it was: the core stays restoring that snapshot (no entry is
-   * handed out, heartbeats and votes are still answered) and the same snapshot
-   * is fetched again from the leader or any other member that holds it, with
-   * a backoff, until it installs or the node stops. A disk error stays fatal.
+   * machine as it was; after a backoff that grows with each such failure in a
+   * row (to 5 s) the core is told (installFailed): the log was reset to that
+   * snapshot, so the follower asks its leader for its newest snapshot at or
+   * after it and installs that instead — the same bytes from the leader, or a
+   * newer snapshot when the member that offered these is gone for good
+   * (simulator seed 20880). Meanwhile no entry is applied; heartbeats, votes
+   * and appends are answered. A disk error stays fatal.
    */
   private async installSnapshot(task: SnapshotInstall): Promise<void> {
     const sm = this.snapshots as SnapshotManager;
     const t0 = this.clock.nowMs();
-    let stored = task.install;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await sm.install(stored);
-        break;
-      } catch (err) {
-        if (!(isContentError(err) || (err instanceof SnapshotStoreError && err.code === 'corrupt'))) throw err;
-        this.snapshotStats.fetchFailures++;
-        this.log.error({ index: task.meta.index, digest: task.meta.digest, err: (err as Error).message }, 'a fetched snapshot failed to install (state unchanged); fetching it again');
-        stored = await this.refetchSnapshot(task.meta, attempt);
-      }
+    try {
+      await sm.install(task.install);
+    } catch (err) {
+      if (!(isContentError(err) || (err instanceof SnapshotStoreError && err.code === 'corrupt'))) throw err;
+      this.snapshotStats.fetchFailures++;
+      const backoffMs = Math.min(5_000, 100 * 2 ** Math.min(this.installFailuresInRow++, 6));
+      this.log.error({ index: task.meta.index, digest: task.meta.digest, err: (err as Error).message, retryMs: backoffMs }, 'a fetched snapshot failed to install (state unchanged); asking the leader for a snapshot again');
+      await this.clock.sleep(backoffMs);
+      if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
+      this.raft.installFailed(task.meta);
+      this.kick();
+      return;
     }
+    this.installFailuresInRow = 0;
     this.raft.snapshotInstalled(task.meta);
     this.kick();
     this.snapshotStats.installed++;
@@ -1290,32 +1300,6 @@ export class Node {
   private holdersFirstLeader(): NodeId[] {
     const st = this.raft.status();
     return [st.leader, ...st.membership.voters, ...st.membership.learners].filter((id, i, a) => id !== '' && id !== this.id && a.indexOf(id) === i);
-  }
-
-  /**
-   * refetchSnapshot fetches the snapshot `meta` names again, from the leader
-   * first and then every other member, after a backoff that grows with
-   * `attempt` (to 5 s). Retries until one fetch succeeds; rejects only when
-   * the node stops.
-   */
-  private async refetchSnapshot(meta: SnapshotMeta, attempt: number): Promise<StoredSnapshot> {
-    const sm = this.snapshots as SnapshotManager;
-    for (let round = attempt; ; round++) {
-      await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(round, 6)));
-      if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
-      for (const id of this.holdersFirstLeader()) {
-        try {
-          this.disk?.check();
-          const { stored } = await sm.fetch(this.id, this.dialAddressOf(id), meta, this.stopAbort.signal);
-          this.log.info({ index: meta.index, from: id }, 'snapshot fetched again');
-          return stored;
-        } catch (err) {
-          this.disk?.noteError(err);
-          if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
-          this.log.warn({ index: meta.index, from: id, err: (err as Error).message }, 'fetching the snapshot again failed');
-        }
-      }
-    }
   }
 
   private route(m: Message): void {

@@ -197,8 +197,21 @@ export class RaftNode {
    * Only one at a time: a newer offer (a new leader's) does not restart it.
    */
   private installing: SnapshotMeta | null = null;
-  /** restoring: beginInstall was called; the state machine is being replaced, so no entry is handed out to apply. */
+  /**
+   * restoring: beginInstall was called; the state machine is being replaced,
+   * so no entry is handed out to apply. It stays set when that install failed
+   * (installFailed): the log was reset to it, so the state machine has no base
+   * until a snapshot at or after it is installed; the follower then asks its
+   * leader for one (HeartbeatResponse.needsSnapshot) and takes any offer at or
+   * after it.
+   */
   private restoring: SnapshotMeta | null = null;
+  /**
+   * snapshotWanted (leader): a follower needs a snapshot at or after this
+   * index, newer than this leader's newest; the driver takes one once it has
+   * applied that far (0: none wanted).
+   */
+  private snapshotWantedIndex = 0;
   /**
    * leaderInstallFloor: the install floor the leader last announced in its
    * heartbeats (a follower of it installs the snapshot at that index, 0: none).
@@ -553,7 +566,10 @@ export class RaftNode {
    * snapshot is no longer needed (the leader is told at once).
    */
   beginInstall(meta: SnapshotMeta): boolean {
-    if (meta.index <= this.log.committed) {
+    // A follower whose install failed takes any snapshot at or after the one its log was reset to:
+    // its state machine has no base until then, whatever its commit index says.
+    const rebase = this.restoring !== null && meta.index >= this.restoring.index;
+    if (meta.index <= this.log.committed && !rebase) {
       if (this.installing !== null && this.installing.index <= meta.index) this.installing = null;
       if (this.lead !== NO_NODE) this.send(this.lead, { type: 'snapshotResp', index: this.log.committed, reject: false });
       return false;
@@ -587,6 +603,40 @@ export class RaftNode {
     this.restoring = null;
     if (this.installing !== null && this.installing.index <= meta.index) this.installing = null;
     if (this.lead !== NO_NODE) this.send(this.lead, { type: 'snapshotResp', index: meta.index, reject: false });
+  }
+
+  /**
+   * installFailed: the snapshot beginInstall accepted could not be installed
+   * and cannot be had again (no member still serves those bytes). The log
+   * was already reset to it, so no entry is handed out until a snapshot at or
+   * after it is installed: the install ends here (the leader is told, and its
+   * guard ends), and the follower asks its leader for its newest snapshot in
+   * each heartbeat answer (needsSnapshot), taking any offer at or after
+   * `meta` (beginInstall accepts it though its commit index is past it).
+   * Until then it votes and appends as any follower, but stands for no
+   * election: it has no state to lead with.
+   */
+  installFailed(meta: SnapshotMeta): void {
+    if (this.restoring === null || this.restoring.index !== meta.index) {
+      throw new Error(`RaftNode: installFailed(${meta.index}) without beginInstall of it`);
+    }
+    this.installing = null;
+    if (this.lead !== NO_NODE) this.send(this.lead, { type: 'snapshotResp', index: meta.index, reject: true });
+  }
+
+  /**
+   * snapshotWanted (leader): the index a snapshot must reach for a follower
+   * that lost its base (see installFailed), when this leader's newest is
+   * older; 0 when none is wanted. The driver takes a snapshot once it has
+   * applied that far, and offers it at the follower's next heartbeat answer.
+   */
+  snapshotWanted(): number {
+    return this.snapshotWantedIndex > this.snapshot.index ? this.snapshotWantedIndex : 0;
+  }
+
+  /** needsSnapshot: the index a snapshot must reach to give this follower's state machine a base again (0: none needed). */
+  private needsSnapshot(): number {
+    return this.restoring !== null && this.installing === null ? this.restoring.index : 0;
   }
 
   /** snapshotFailed: fetching the snapshot named by Ready.snapshot failed; the leader will retry. */
@@ -785,7 +835,7 @@ export class RaftNode {
   }
 
   private promotable(): boolean {
-    return isVoter(this.membership, this.id) && this.installing === null;
+    return isVoter(this.membership, this.id) && this.installing === null && this.restoring === null;
   }
 
   private inLeaderLease(): boolean {
@@ -1019,7 +1069,8 @@ export class RaftNode {
     this.leaderInstallFloor = m.installFloor ?? 0;
     this.leaderSnapshotIndex = m.snapshotIndex ?? 0;
     if (m.commit <= this.log.lastIndex()) this.log.commitTo(m.commit);
-    this.send(m.from, { type: 'heartbeatResp', readSeq: m.readSeq, installingIndex: this.installing?.index ?? 0 });
+    const needs = this.needsSnapshot();
+    this.send(m.from, { type: 'heartbeatResp', readSeq: m.readSeq, installingIndex: this.installing?.index ?? 0, ...(needs > 0 ? { needsSnapshot: needs } : {}) });
   }
 
   private handleSnapshot(m: SnapshotRequest): void {
@@ -1028,6 +1079,17 @@ export class RaftNode {
     // our heartbeat and append answers tell the leader which one we install, and it keeps the
     // entries after it. Once it is done, the leader offers a newer one if it still must.
     if (this.installing !== null) return;
+    if (this.restoring !== null) {
+      // Our install failed and the log was reset to it: only a snapshot at or after it gives the state
+      // machine a base again (we may hold its last entry, but not the state it describes).
+      if (meta.index >= this.restoring.index) {
+        this.installing = meta;
+        this.snapshotToFetch = meta;
+      } else {
+        this.send(m.from, { type: 'snapshotResp', index: meta.index, reject: true });
+      }
+      return;
+    }
     if (meta.index <= this.log.committed) {
       this.send(m.from, { type: 'snapshotResp', index: this.log.committed, reject: false });
       return;
@@ -1103,6 +1165,7 @@ export class RaftNode {
     pr.probeSent = false;
     if (pr.state === 'replicate') pr.freeFirst();
     this.noteInstalling(pr, m.installingIndex);
+    if ((m.needsSnapshot ?? 0) > 0) this.offerBase(m.from, pr, m.needsSnapshot ?? 0);
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
     if (m.readSeq > pr.readSeqAcked) {
       pr.readSeqAcked = m.readSeq;
@@ -1151,6 +1214,22 @@ export class RaftNode {
       pr.becomeSnapshot(installing);
     }
     return true;
+  }
+
+  /**
+   * offerBase: a follower's install failed and its log was reset to it
+   * (`needed`, see installFailed): it needs a snapshot at or after it. Ours is
+   * offered when it reaches that far; else one is wanted from the driver
+   * (snapshotWanted) and offered at a later answer. Not while an offer to it
+   * is still unanswered.
+   */
+  private offerBase(to: NodeId, pr: Progress, needed: number): void {
+    if (pr.state === 'snapshot') return;
+    if (this.snapshot.index >= needed) {
+      this.sendSnapshot(to, pr);
+      return;
+    }
+    this.snapshotWantedIndex = Math.max(this.snapshotWantedIndex, needed);
   }
 
   /** isCommittable: Raft §5.4.2 — only entries of the current term are committed by counting replicas. */

@@ -139,6 +139,12 @@ export interface HeartbeatResponse extends MessageBase {
   readonly readSeq: number;
   /** index of the snapshot the follower is fetching or installing (until the install is done), 0 when none. */
   readonly installingIndex: number;
+  /**
+   * needsSnapshot: the follower's install failed after its log was reset to
+   * that snapshot (absent or 0: not so); it needs a snapshot at or after this
+   * index before it can apply anything, and takes the leader's newest.
+   */
+  readonly needsSnapshot?: number;
 }
 
 /** SnapshotRequest: InstallSnapshot (Raft §7), metadata only; the follower pulls the bytes. */

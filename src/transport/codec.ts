@@ -368,6 +368,7 @@ export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb
       hintTerm: 0n,
       readSeq: toU64(m.readSeq, 'readSeq'),
       installingIndex: toU64(m.installingIndex, 'installingIndex'),
+      needsSnapshot: toU64(m.needsSnapshot ?? 0, 'needsSnapshot'),
     };
   }
   return {
@@ -379,17 +380,20 @@ export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb
     hintTerm: toU64(m.hintTerm, 'hintTerm'),
     readSeq: 0n,
     installingIndex: toU64(m.installingIndex ?? 0, 'installingIndex'),
+    needsSnapshot: 0n,
   };
 }
 
 export function appendResponseFromProto(p: pb.AppendEntriesResponse): AppendResponse | HeartbeatResponse {
   const header = headerFromProto(p);
   if (p.heartbeat) {
+    const needsSnapshot = fromU64(p.needsSnapshot, 'needsSnapshot');
     return {
       type: 'heartbeatResp',
       ...header,
       readSeq: fromU64(p.readSeq, 'readSeq'),
       installingIndex: fromU64(p.installingIndex, 'installingIndex'),
+      ...(needsSnapshot > 0 ? { needsSnapshot } : {}),
     };
   }
   const installingIndex = fromU64(p.installingIndex, 'installingIndex');
