@@ -21,7 +21,7 @@ import type { Membership } from '../raft/types.js';
 import { StorageError } from '../storage/storage-error.js';
 import { RANGE_LIMIT_MAX, type KeyValue, type StateSnapshotReader, type StateStore } from '../storage/types.js';
 import { applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
-import { isRevisionKey, revisionKey } from './key-revision.js';
+import { isRevisionKey, REVISION_KEY_PREFIX, revisionKey } from './key-revision.js';
 import { opsRecordKey } from './ops-record.js';
 import { decodeRestoreCommand, isRestoreCommand, type RestoreCommand } from './restore-command.js';
 import { RevisionCache } from './revision-cache.js';
@@ -76,6 +76,8 @@ export interface StateMachineOptions {
    * (NodeOptions.testOnlyBugs.reappliesRetries) can show it is caught.
    */
   readonly testOnlyReappliesRetries?: boolean;
+  /** revisionCacheBytesMax: the cap of the in-memory revision records (RevisionCache; default REVISION_CACHE_BYTES_MAX). */
+  readonly revisionCacheBytesMax?: number;
 }
 
 /** latin1: `bytes` as a string, one character per byte (a map key). */
@@ -96,21 +98,24 @@ function after(start: Uint8Array | undefined, limit: Uint8Array): Uint8Array {
  * of the key-value data. Applies, installs and the taking of snapshots run
  * one at a time in call order (a restore entry's archive install too: the
  * apply that meets it waits for it). It keeps two caches of the store, the
- * decoded session table and recently used revision records; both are
+ * decoded session table and the revision records (all of them while they
+ * fit in its cap: a put to a new key then reads nothing; else the recently
+ * used ones, see RevisionCache); both are
  * dropped when the store's state is replaced behind its back (an install
  * not made through it: StateStore.stateEpoch moves).
  */
 export class StateMachine {
   readonly #store: StateStore;
   readonly #name: string;
-  readonly #revisions = new RevisionCache();
+  readonly #revisions: RevisionCache;
   #sessions: SessionTable;
   #epoch: number;
   #reappliesRetries = false;
   #tail: Promise<unknown> = Promise.resolve();
 
-  private constructor(store: StateStore, name: string, sessions: SessionTable) {
+  private constructor(store: StateStore, name: string, sessions: SessionTable, revisions: RevisionCache) {
     this.#store = store;
+    this.#revisions = revisions;
     this.#name = name;
     this.#sessions = sessions;
     this.#epoch = store.stateEpoch();
@@ -124,7 +129,7 @@ export class StateMachine {
     const name = options.name ?? 'state machine';
     const epoch = store.stateEpoch();
     const sessions = await loadSessions(store, name);
-    const sm = new StateMachine(store, name, sessions);
+    const sm = new StateMachine(store, name, sessions, new RevisionCache(options.revisionCacheBytesMax));
     sm.#epoch = epoch;
     sm.#reappliesRetries = options.testOnlyReappliesRetries === true;
     return sm;
@@ -299,7 +304,7 @@ export class StateMachine {
     // The plan reads the keys it writes, reads or compares (revision record, and the value where it needs it): read them
     // first. Revision records of this state come from the cache when they are in it.
     const cache = this.#revisions;
-    cache.forGeneration(store.stateEpoch());
+    if (cache.forGeneration(store.stateEpoch())) await loadRevisions(store, cache);
     const probes = new Map<string, KeyProbe>();
     const reads: { key: Uint8Array; needValue: boolean; recordKey: Uint8Array; cached: Uint8Array | null | undefined }[] = [];
     for (const { key, value: needValue } of applyProbeKeys(items, applied)) {
@@ -435,6 +440,30 @@ function mergeByKey(sorted: readonly KeyValue[], from: number, batch: readonly K
 function isRecord(r: Partial<KeyValue> | null): r is KeyValue {
   return r !== null && typeof r === 'object' && r.key instanceof Uint8Array && r.value instanceof Uint8Array;
 }
+
+/**
+ * loadRevisions fills `cache` (just emptied for `store`'s generation) with
+ * the store's revision records while they fit, and marks it complete when
+ * all of them did: then a put to a new key reads nothing. Past the cap, the
+ * cache stays partial (misses read the store). Errors: the store's.
+ */
+async function loadRevisions(store: StateStore, cache: RevisionCache): Promise<void> {
+  let start: Uint8Array | undefined;
+  for (;;) {
+    const page = await store.range({ prefix: REVISION_KEY_PREFIX, ...(start !== undefined ? { start } : {}), limit: REVISION_LOAD_PAGE });
+    for (const r of page.kvs) {
+      if (!cache.fits(1, r.key.length + r.value.length)) return;
+      cache.set(latin1(r.key), r.value);
+    }
+    const last = page.kvs[page.kvs.length - 1];
+    if (!page.more || last === undefined) break;
+    start = Uint8Array.from([...last.key, 0]);
+  }
+  cache.markComplete();
+}
+
+/** REVISION_LOAD_PAGE: the revision records loadRevisions reads per range call. */
+const REVISION_LOAD_PAGE = 1_000;
 
 /** loadSessions reads the session records of `store`. Errors: StorageError `corrupt`, the store's. */
 async function loadSessions(store: StateStore, name: string): Promise<SessionTable> {

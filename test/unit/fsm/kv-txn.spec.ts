@@ -186,6 +186,29 @@ describe('RevisionCache', () => {
     assert.equal(cache.size, 0);
     assert.equal(cache.get('a'), undefined);
   });
+  it('complete: a key it does not hold has no record (null, no read), until the first record dropped for room; a new generation starts partial', () => {
+    const cache = new RevisionCache(3 * (1 + 25 + 64));
+    const rec = new Uint8Array(25);
+    assert.equal(cache.forGeneration(1), true);
+    assert.equal(cache.forGeneration(1), false, 'the same generation: nothing to load');
+    cache.set('a', rec);
+    assert.equal(cache.get('z'), undefined, 'partial: not known');
+    cache.markComplete();
+    assert.equal(cache.complete, true);
+    assert.equal(cache.get('z'), null, 'complete: no record');
+    cache.set('b', rec);
+    cache.set('b', null); // deleted: nothing held for it, and still known absent
+    assert.deepEqual([cache.get('b'), cache.size], [null, 1]);
+    cache.set('c', rec);
+    cache.set('d', rec);
+    cache.set('e', rec); // over the cap: one is dropped, what is not held is unknown again
+    assert.equal(cache.complete, false);
+    assert.equal(cache.get('z'), undefined);
+    cache.markComplete();
+    assert.equal(cache.complete, false, 'a generation that dropped a record is never complete');
+    assert.equal(cache.forGeneration(2), true);
+    assert.deepEqual([cache.complete, cache.size, cache.get('a')], [false, 0, undefined]);
+  });
 });
 
 for (const impl of implementations) {

@@ -35,21 +35,60 @@ describe('StateMachine over RocksStorage', () => {
     await rm(root, { recursive: true, force: true });
   });
 
-  it('an apply batch reads its keys in one native call and writes in one batch, whatever its entry count; cached records are not read again', async () => {
-    const fsm = await StateMachine.open(store);
+  it('puts to new keys read nothing while every revision record is in memory; past the cap, a batch reads its keys in one native call and writes in one batch', async () => {
     const put = (index: number, key: string): ApplyItem => item(index, { op: 'put', key: bytes(key), value: bytes(`v${index}`) });
-    const before = store.stateCalls();
-    // 32 entries, one put each to a key never written: each needs its revision record probed.
-    const results = await fsm.apply(Array.from({ length: 32 }, (_, i) => put(i + 1, `fresh/${i}`)));
-    assert.equal(results.length, 32);
-    const after = store.stateCalls();
-    assert.deepEqual({ get: after.get - before.get, getMany: after.getMany - before.getMany, write: after.write - before.write }, { get: 0, getMany: 1, write: 1 });
-    assert.equal(text(await fsm.get(bytes('fresh/31'))), 'v32');
-    // The same keys again: their records are in the revision cache, nothing is read.
+    const calls = (): { get: number; getMany: number; write: number } => ({ ...store.stateCalls() });
+    const delta = (a: { get: number; getMany: number; write: number }, b: typeof a): typeof a => ({ get: b.get - a.get, getMany: b.getMany - a.getMany, write: b.write - a.write });
+    // Every record fits: 32 puts to keys never written, then to the same keys again: no read at all, one write each.
+    const fsm = await StateMachine.open(store);
+    const c0 = calls();
+    assert.equal((await fsm.apply(Array.from({ length: 32 }, (_, i) => put(i + 1, `fresh/${i}`)))).length, 32);
+    const c1 = calls();
+    assert.deepEqual(delta(c0, c1), { get: 0, getMany: 0, write: 1 });
     await fsm.apply(Array.from({ length: 32 }, (_, i) => put(i + 33, `fresh/${i}`)));
-    const again = store.stateCalls();
-    assert.deepEqual({ getMany: again.getMany - after.getMany, write: again.write - after.write }, { getMany: 0, write: 1 });
+    assert.deepEqual(delta(c1, calls()), { get: 0, getMany: 0, write: 1 });
     assert.equal(text(await fsm.get(bytes('fresh/0'))), 'v33');
+    // A cap of ~4 records: the load stops, the cache is partial, a batch of 32 new keys probes them in one getMany.
+    const small = await StateMachine.open(store, { revisionCacheBytesMax: 4 * (16 + 8 + 25 + 64) });
+    const c2 = calls();
+    await small.apply(Array.from({ length: 32 }, (_, i) => put(i + 65, `other/${i}`)));
+    const c3 = calls();
+    assert.deepEqual(delta(c2, c3), { get: 0, getMany: 1, write: 1 });
+    // Their versions went on from the stored records (read, not assumed absent).
+    const [txn] = await small.apply([
+      item(97, { op: 'txn', compares: [{ key: bytes('fresh/5'), target: 'version', result: 'equal', operand: 2 }, { key: bytes('other/5'), target: 'version', result: 'equal', operand: 1 }], success: [], failure: [] }),
+    ]);
+    assert.ok(txn?.ok && txn.succeeded === true, 'fresh/5 at version 2, other/5 at version 1');
+  });
+
+  it('the in-memory revision records start from the stored ones: after a reopen and past a cap, versions and revisions go on exactly', async () => {
+    const fsm = await StateMachine.open(store);
+    await fsm.apply([item(1, { op: 'put', key: bytes('k'), value: bytes('a') }), item(2, { op: 'put', key: bytes('k'), value: bytes('b') }), item(3, { op: 'put', key: bytes('gone'), value: bytes('x') })]);
+    await fsm.apply([item(4, { op: 'delete', key: bytes('gone') })]);
+    const versionIs = async (sm: StateMachine, index: number, key: string, version: number, create: number): Promise<boolean> => {
+      const [r] = await sm.apply([
+        item(index, {
+          op: 'txn',
+          compares: [{ key: bytes(key), target: 'version', result: 'equal', operand: version }, { key: bytes(key), target: 'create', result: 'equal', operand: create }],
+          success: [],
+          failure: [],
+        }),
+      ]);
+      return r?.ok === true && r.succeeded === true;
+    };
+    // A state machine opened on the same store (a restart) loads the records: plain puts go on from them without reading.
+    let goneCreated = 0;
+    for (const cap of [undefined, 1]) {
+      const reopened = await StateMachine.open(store, cap === undefined ? {} : { revisionCacheBytesMax: cap });
+      const at = reopened.appliedIndex();
+      const before = store.stateCalls().getMany;
+      await reopened.apply([item(at + 1, { op: 'put', key: bytes('k'), value: bytes(`c${at}`) }), item(at + 2, { op: 'put', key: bytes('gone'), value: bytes('y') })]);
+      assert.equal(store.stateCalls().getMany - before, cap === undefined ? 0 : 1, cap === undefined ? 'all records in memory: no read' : 'a cap of 1 byte: read');
+      // k: created at 1, one more put per round; gone: deleted at 4, so created afresh by the first round's put
+      goneCreated ||= at + 2;
+      assert.ok(await versionIs(reopened, at + 3, 'k', cap === undefined ? 3 : 4, 1), `k's version goes on (cap ${String(cap)})`);
+      assert.ok(await versionIs(reopened, at + 4, 'gone', cap === undefined ? 1 : 2, goneCreated), `gone created afresh at ${goneCreated} (cap ${String(cap)})`);
+    }
   });
 
   it('ops records: applied under the reserved prefix (never in get or range), in the snapshot; a malformed one is a failed no-op', async () => {
