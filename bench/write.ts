@@ -36,7 +36,8 @@
  * Besides writes/s, each run (snapcoord and etcd) prints the CPU time (user +
  * system, from /proc/<pid>/stat) its three server processes used during the
  * load, per committed write: on a machine whose cores are shared, throughput
- * moves with other load, CPU per write much less.
+ * moves with other load, CPU per write much less. It is printed per member too,
+ * busiest first (the leader, when the clients all talk to it).
  *
  * Runs snapcoord, then (when Debian's etcd-server is installed: /usr/bin/etcd)
  * a 3-member etcd on loopback with the same load, in the same run, and prints
@@ -91,8 +92,8 @@ interface Target {
    * Answers whether it swapped and the key's value after the transaction.
    */
   cas(slot: number, key: string, expected: Buffer | undefined, value: Buffer): Promise<CasOutcome>;
-  /** cpuSeconds: user + system CPU seconds the target's server processes have used so far (undefined: not measured). */
-  cpuSeconds?(): number;
+  /** cpuSeconds: user + system CPU seconds each of the target's server processes has used so far (undefined: not measured). */
+  cpuSeconds?(): number[];
   /** killLeader SIGKILLs the current leader and returns a put that tries the survivors. */
   killLeader(): Promise<(key: string, value: Buffer) => Promise<void>>;
   stop(): Promise<void>;
@@ -255,7 +256,7 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
     name: 'snapcoord',
     put: (slot, key, value) => kvPut(clientOf(slot), key, value, 5_000),
     cas: (slot, key, expected, value) => kvCas(clientOf(slot), key, expected, value, 5_000),
-    cpuSeconds: () => [...children.values()].reduce((sum, c) => sum + processCpuSeconds(c.proc.pid), 0),
+    cpuSeconds: () => [...children.values()].map((c) => processCpuSeconds(c.proc.pid)),
     async killLeader() {
       const id = await findLeader();
       const child = children.get(id);
@@ -338,7 +339,7 @@ async function startEtcd(dir: string, tuned: boolean, tls: boolean): Promise<Tar
   await all.put('warmup').value('x');
   return {
     name: 'etcd',
-    cpuSeconds: () => [...children.values()].reduce((sum, c) => sum + processCpuSeconds(c.proc.pid), 0),
+    cpuSeconds: () => [...children.values()].map((c) => processCpuSeconds(c.proc.pid)),
     put: async (_slot, key, value) => {
       await all.put(key).value(value);
     },
@@ -385,14 +386,16 @@ async function bench(name: string, start: () => Promise<Target>, clients: number
     // CPU of this process (the clients' side: the same for both systems but for the client library) per committed write (ms).
     const clientCpuMsPerWrite = (client.user + client.system) / 1000 / load.writes;
     // CPU of the server processes per committed write (ms), over the load only.
-    const cpuMsPerWrite = cpu0 !== undefined && cpu1 !== undefined ? ((cpu1 - cpu0) * 1000) / load.writes : NaN;
+    // Per member too, busiest first (the leader, when every client talks to it).
+    const memberMsPerWrite = cpu0 !== undefined && cpu1 !== undefined ? cpu1.map((c, i) => ((c - (cpu0[i] ?? 0)) * 1000) / load.writes).sort((a, b) => b - a) : [];
+    const cpuMsPerWrite = memberMsPerWrite.length > 0 ? memberMsPerWrite.reduce((a, b) => a + b, 0) : NaN;
     const failoverMs = failover ? await measureFailover(t) : NaN;
     const wps = load.writes / load.seconds;
     console.log(
       `${name.padEnd(10)} ${wps.toFixed(0).padStart(7)} writes/s  p50 ${load.p50Ms.toFixed(1)} ms  p99 ${load.p99Ms.toFixed(1)} ms  ` +
         (op === 'cas' ? `swapped ${((100 * load.swapped) / Math.max(1, load.writes)).toFixed(0)}%  ` : '') +
         `errors ${load.errors}  failover ${failoverMs.toFixed(0)} ms` +
-        (Number.isNaN(cpuMsPerWrite) ? '' : `  server CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 members, user+sys)`) +
+        (Number.isNaN(cpuMsPerWrite) ? '' : `  server CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 members, user+sys: ${memberMsPerWrite.map((m) => m.toFixed(2)).join(' + ')})`) +
         `  client CPU ${clientCpuMsPerWrite.toFixed(2)} ms/write`,
     );
     return { wps, ...load, failoverMs, cpuMsPerWrite };
