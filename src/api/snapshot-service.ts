@@ -45,6 +45,7 @@ import { sessionOf } from './kv-service.js';
 import { LeaderForwarder, isForwarded, type ServerCall } from './leader-forwarder.js';
 import { locateSnapshotPath } from './snapshot-path.js';
 import { unary } from './unary-handler.js';
+import { StreamWriteWindow } from '../transport/stream-write-window.js';
 
 export interface SnapshotApiOptions {
   readonly snapshots: SnapshotManager;
@@ -180,10 +181,8 @@ function copyRestoreRequestId(from: grpc.Metadata, to: grpc.Metadata): void {
   }
 }
 
-/** writeWithBackpressure writes one message and waits for 'drain' when the call's buffer is full. */
-async function writeWithBackpressure(call: grpc.ServerWritableStream<GetSnapshotRequest, GetSnapshotResponse>, msg: GetSnapshotResponse): Promise<void> {
-  if (!call.write(msg)) await once(call, 'drain');
-}
+/** UPLOAD_BUFFER_BYTES: the bytes of a restore upload read ahead of its import (the CLI sends 1 MiB pieces). */
+const UPLOAD_BUFFER_BYTES = 1024 * 1024;
 
 export function createSnapshotService(
   node: Node,
@@ -230,6 +229,8 @@ export function createSnapshotService(
         const pinId = req.id ?? '';
         const pinIndex = Number(req.index ?? 0n);
         const pinned = pinId !== '' || pinIndex > 0;
+        // At most STREAM_UNSENT_MAX messages (1 MiB pieces) wait unsent per download, not grpc-js's 16.
+        const outbox = new StreamWriteWindow<GetSnapshotResponse>(call);
         // A pinned read is served by whichever node holds that archive: this one first.
         let handle = pinned ? await openPinned(opts.snapshots, pinId, pinIndex) : null;
         if (handle === null && !req.stale && st.role !== 'leader') {
@@ -240,7 +241,7 @@ export function createSnapshotService(
           const { client, md } = leaderClient(node, clients, forwarder, call);
           const upstream = client.getSnapshot(req, md);
           call.on('cancelled', () => upstream.cancel());
-          for await (const msg of upstream as AsyncIterable<GetSnapshotResponse>) await writeWithBackpressure(call, msg);
+          for await (const msg of upstream as AsyncIterable<GetSnapshotResponse>) await outbox.write(msg);
           call.end();
           return;
         }
@@ -259,7 +260,7 @@ export function createSnapshotService(
           }
           const length = Number(req.length ?? 0n);
           const end = length > 0 ? Math.min(handle.archiveBytes, offset + length) : handle.archiveBytes;
-          await writeWithBackpressure(call, { info: infoOf(handle), knownLeader, lastContactMs });
+          await outbox.write({ info: infoOf(handle), knownLeader, lastContactMs });
           let left = end - offset;
           if (left > 0) {
             const stream = handle.createReadStream(offset);
@@ -269,7 +270,7 @@ export function createSnapshotService(
                 if (cancelled) break;
                 const piece = chunk.length > left ? chunk.subarray(0, left) : chunk;
                 left -= piece.length;
-                await writeWithBackpressure(call, { data: piece, knownLeader, lastContactMs });
+                await outbox.write({ data: piece, knownLeader, lastContactMs });
                 if (left === 0) break;
               }
             } finally {
@@ -295,6 +296,8 @@ export function createSnapshotService(
           (async function* () {
             for await (const m of call as AsyncIterable<RestoreSnapshotRequest>) yield Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
           })(),
+          // Bytes, not objects: at most about one piece waits here (an object stream would queue 16 of them).
+          { objectMode: false, highWaterMark: UPLOAD_BUFFER_BYTES },
         );
         if (st.role !== 'leader') {
           if (isForwarded(call)) throw notLeaderError(st.leader, forwarder.clientAddressOf(st.leader));

@@ -24,6 +24,7 @@ import {
   voteResponseToProto,
 } from './codec.js';
 import { CLIENT_ADDRESS_METADATA_KEY, type PeerCall, type PeerGuard } from './peer-guard.js';
+import { StreamWriteWindow } from './stream-write-window.js';
 import {
   replyTypeOf,
   silentLogger,
@@ -376,6 +377,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
             chunkBytes: r.chunkBytes,
           };
           const chunks = await handler.openSnapshot(params);
+          const outbox = new StreamWriteWindow<pb.FetchSnapshotResponse>(call);
           for await (const c of chunks) {
             if (call.cancelled) break;
             const res: pb.FetchSnapshotResponse = {
@@ -385,7 +387,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
               totalSizeBytes: toU64(c.totalSizeBytes, 'totalSizeBytes'),
               last: c.last,
             };
-            if (!call.write(res)) await writable(call);
+            await outbox.write(res);
           }
           if (!call.cancelled) call.end();
         } catch (err) {
