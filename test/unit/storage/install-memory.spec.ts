@@ -13,7 +13,7 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { INSTALL_WRITE_BYTES, RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { INSTALL_WRITE_BYTES, RocksStorage, STATE_WRITE_BUFFER_BYTES } from '../../../src/storage/rocks-storage.js';
 import type { KeyValue } from '../../../src/storage/types.js';
 
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
@@ -22,8 +22,19 @@ const UNWRITTEN_BYTES_MAX = 4 * 1024 * 1024;
 /** VALUE_BYTES / RECORDS_PER_YIELD: random (incompressible) values, 256 KiB per batch of the source. */
 const VALUE_BYTES = 64 * 1024;
 const RECORDS_PER_YIELD = 4;
-/** TOTAL_BYTES: value bytes installed, below the 16 MiB memtable (no flush moves bytes from the WAL meanwhile). */
-const TOTAL_BYTES = 12 * 1024 * 1024;
+/** TOTAL_BYTES: value bytes installed, below the 8 MiB memtable (no flush moves bytes from the WAL meanwhile). */
+const TOTAL_BYTES = 7 * 1024 * 1024;
+
+/** MEMTABLE_BYTES_MAX: the budget of one state memtable this spec holds an install to. */
+const MEMTABLE_BYTES_MAX = 8 * 1024 * 1024;
+
+/** largestWalBytes: the size of the largest write-ahead log file (*.log) in `path` (0 when none). */
+async function largestWalBytes(path: string): Promise<number> {
+  const names = (await readdir(path).catch(() => [] as string[])).filter((n) => n.endsWith('.log'));
+  let largest = 0;
+  for (const name of names) largest = Math.max(largest, (await stat(join(path, name)).catch(() => ({ size: 0 }))).size);
+  return largest;
+}
 
 /** dirBytes: the total size of the files in `path` (0 when it does not exist yet). */
 async function dirBytes(path: string): Promise<number> {
@@ -77,6 +88,43 @@ describe('RocksStorage.installState memory bound', function () {
       assert.ok(worst <= UNWRITTEN_BYTES_MAX + slack, `the install held ${worst} B pulled but unwritten (budget ${UNWRITTEN_BYTES_MAX} + ${slack})`);
       assert.equal(s.appliedIndex(), 5);
       assert.deepEqual(Buffer.from((await s.get(Buffer.from('k/000000')))!).subarray(4), value.subarray(4));
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('STATE_WRITE_BUFFER_BYTES keeps a memtable within the budget', () => {
+    assert.ok(STATE_WRITE_BUFFER_BYTES <= MEMTABLE_BYTES_MAX, `${STATE_WRITE_BUFFER_BYTES} B over ${MEMTABLE_BYTES_MAX} B`);
+  });
+
+  it('flushes the new generation\'s memtable before it holds more than STATE_WRITE_BUFFER_BYTES', async () => {
+    // A memtable's records are in its write-ahead log file until it is flushed, when RocksDB starts the next
+    // file: the largest log file bounds the largest memtable (native memory RocksDB holds during an install).
+    let gen = 0;
+    const s = await RocksStorage.open(dir, { installHook: (phase, g) => void (phase === 'generationCreated' && (gen = g)) });
+    const value = randomBytes(VALUE_BYTES);
+    const total = 3 * MEMTABLE_BYTES_MAX;
+    let largest = 0;
+    async function* source(): AsyncGenerator<KeyValue[]> {
+      for (let i = 0, pulled = 0; pulled < total; ) {
+        if (gen > 0) largest = Math.max(largest, await largestWalBytes(join(dir, `state-${gen}`)));
+        const batch: KeyValue[] = [];
+        for (let j = 0; j < RECORDS_PER_YIELD; j++, i++) {
+          const v = Buffer.from(value);
+          v.writeUInt32BE(i, 0);
+          batch.push({ key: Buffer.from(`k/${String(i).padStart(6, '0')}`), value: v });
+          pulled += v.length;
+        }
+        yield batch;
+      }
+    }
+    try {
+      await s.installState(source(), { appliedIndex: 5, membership });
+      // slack: the batch being written when the memtable filled, and RocksDB's own record headers.
+      const slack = INSTALL_WRITE_BYTES + 1024 * 1024;
+      assert.ok(largest > INSTALL_WRITE_BYTES, `no log file seen (largest ${largest} B)`);
+      assert.ok(largest <= MEMTABLE_BYTES_MAX + slack, `a log file (a memtable) reached ${largest} B (budget ${MEMTABLE_BYTES_MAX} + ${slack})`);
+      assert.equal(s.appliedIndex(), 5);
     } finally {
       await s.close();
     }
