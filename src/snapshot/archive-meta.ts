@@ -24,6 +24,8 @@ const NODE_ID_CHARS_MAX = 256;
 const ADDRESS_CHARS_MAX = 1024;
 const ID_CHARS_MAX = 128;
 const VERSION_CHARS_MAX = 64;
+/** UTF8_STRICT decodes meta.json (fatal: invalid UTF-8 throws); one instance (it keeps no state between whole decodes). */
+const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * ArchiveMeta is meta.json. `id` names the snapshot (a safe file name),
@@ -157,7 +159,7 @@ export function validateArchiveMeta(v: unknown): ArchiveMeta {
 export function parseArchiveMeta(bytes: Uint8Array): ArchiveMeta {
   let parsed: unknown;
   try {
-    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    parsed = JSON.parse(UTF8_STRICT.decode(bytes));
   } catch (err) {
     throw new ArchiveError('bad-meta', `meta.json: not valid UTF-8 JSON (${(err as Error).message})`);
   }

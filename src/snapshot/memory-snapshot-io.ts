@@ -42,9 +42,29 @@ interface DirNode {
 type TreeNode = FileNode | DirNode;
 
 const READ_CHUNK_BYTES_DEFAULT = 64 * 1024;
+/** ZLIB_CHUNK_BYTES_DEFAULT / ZLIB_CHUNK_BYTES_MIN: zlib's default output buffer (16 KiB), and the least one used here. */
+const ZLIB_CHUNK_BYTES_DEFAULT = 16 * 1024;
+const ZLIB_CHUNK_BYTES_MIN = 4 * 1024;
+/** NORMAL_PATH: an absolute path posix.resolve would return unchanged (segments neither empty, '.' nor '..'). */
+const NORMAL_PATH = /^(?:\/(?!\.\.?(?:\/|$))[^/]+)+$/;
 
 function fsError(code: string, syscall: string, path: string): Error {
   return Object.assign(new Error(`${code}: ${syscall} '${path}'`), { code, syscall, path, errno: -1 });
+}
+
+/**
+ * deflateChunkBytes / inflateChunkBytes: zlib's output buffer for one sync
+ * call, no larger than the output may need (a larger one costs an
+ * allocation per call and leaves the same bytes; a smaller one only means
+ * more output pieces, joined into the same bytes). The sim's archives are
+ * small; the asked chunkSize (sized for the largest block) is the ceiling.
+ */
+function deflateChunkBytes(inputBytes: number, options: ZlibOptions): number {
+  return Math.min(options.chunkSize ?? ZLIB_CHUNK_BYTES_DEFAULT, Math.max(ZLIB_CHUNK_BYTES_MIN, inputBytes + (inputBytes >> 10) + 1024));
+}
+
+function inflateChunkBytes(inputBytes: number, options: ZlibOptions): number {
+  return Math.min(options.chunkSize ?? ZLIB_CHUNK_BYTES_DEFAULT, Math.max(ZLIB_CHUNK_BYTES_MIN, inputBytes * 4));
 }
 
 /** MemoryGunzip buffers the whole gzip stream and gunzips it synchronously at its end (sim archives are small). */
@@ -65,7 +85,7 @@ class MemoryGunzip extends Transform {
     const input = Buffer.concat(this.parts);
     let out: Buffer;
     try {
-      out = gunzipSync(input, this.options);
+      out = gunzipSync(input, { ...this.options, chunkSize: inflateChunkBytes(input.length, this.options) });
     } catch (err) {
       callback(err as Error);
       return;
@@ -99,7 +119,8 @@ export class MemorySnapshotIo implements SnapshotIo {
   }
 
   private norm(path: string): string {
-    return posix.resolve('/', path);
+    // Most paths the store passes are absolute and normal already (no empty, '.' or '..' segment, no trailing '/').
+    return NORMAL_PATH.test(path) ? path : posix.resolve('/', path);
   }
 
   private get(path: string, syscall: string): TreeNode {
@@ -460,11 +481,11 @@ export class MemorySnapshotIo implements SnapshotIo {
   }
 
   gzip(block: Uint8Array, options: ZlibOptions): Promise<Buffer> {
-    return Promise.resolve().then(() => gzipSync(block, options));
+    return Promise.resolve().then(() => gzipSync(block, { ...options, chunkSize: deflateChunkBytes(block.length, options) }));
   }
 
   gunzip(bytes: Uint8Array, options: ZlibOptions): Promise<Buffer> {
-    return Promise.resolve().then(() => gunzipSync(bytes, options));
+    return Promise.resolve().then(() => gunzipSync(bytes, { ...options, chunkSize: inflateChunkBytes(bytes.length, options) }));
   }
 
   createGunzip(options: ZlibOptions): Transform & { readonly bytesWritten: number } {

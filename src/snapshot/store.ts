@@ -63,6 +63,8 @@ const STORED_META_BYTES_MAX = META_BYTES_MAX + 1024;
 const SAME_ID_ARCHIVES_MAX = 64;
 /** RETAIN_MAX: the most snapshots a store may be told to keep. */
 export const RETAIN_MAX = 1000;
+/** PARSED_META_MAX: meta.json parses a store remembers (all are dropped past it; a store holds few snapshots). */
+const PARSED_META_MAX = 256;
 
 /** STORE_ID_PATTERN: `<term>-<index>-<createdAt ms>`, zero-padded to 20, 20 and 13 digits. */
 export const STORE_ID_PATTERN = /^\d{20}-\d{20}-\d{13,15}$/;
@@ -247,6 +249,32 @@ function parseStoredMeta(bytes: Buffer): StoredMeta {
   return { ...validateArchiveMeta(rest), archiveSha256, archiveBytes, ...(archiveVerified === false ? { archiveVerified } : {}) };
 }
 
+/** copyStoredMeta: a copy of a parsed meta.json (own arrays and addresses: callers may keep or change theirs), fields in parse order. */
+function copyStoredMeta(m: StoredMeta): StoredMeta {
+  const membership: Membership = { voters: [...m.membership.voters], learners: [...m.membership.learners], addresses: copyAddresses(m.membership.addresses) };
+  const meta: StoredMeta = {
+    formatVersion: m.formatVersion,
+    id: m.id,
+    index: m.index,
+    term: m.term,
+    membership,
+    stateBytes: m.stateBytes,
+    stateKeys: m.stateKeys,
+    createdAt: m.createdAt,
+    snapcoordVersion: m.snapcoordVersion,
+    archiveSha256: m.archiveSha256,
+    archiveBytes: m.archiveBytes,
+  };
+  return m.archiveVerified === false ? { ...meta, archiveVerified: false } : meta;
+}
+
+/** copyAddresses copies a membership's addresses as checkMembership builds them (own data properties, any key). */
+function copyAddresses(addresses: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [node, addr] of Object.entries(addresses)) Object.defineProperty(out, node, { value: addr, enumerable: true, writable: true, configurable: true });
+  return out;
+}
+
 function newestFirst(a: StoredSnapshot, b: StoredSnapshot): number {
   return (
     b.meta.term - a.meta.term ||
@@ -380,6 +408,13 @@ export class SnapshotStore {
   /** names of `*.tmp` directories this process is writing or deleting (list() leaves them alone). */
   private readonly busyTmp = new Set<string>();
   private readonly pins = new Map<string, number>();
+  /**
+   * parsedMeta: per snapshot id, the last meta.json bytes read and what they
+   * parsed to (a pure function of the bytes): list() reads every meta.json
+   * each time, and bytes equal to the last ones read skip the parse and the
+   * schema check. Each caller still gets its own copy.
+   */
+  private readonly parsedMeta = new Map<string, { readonly bytes: Buffer; readonly meta: StoredMeta }>();
   /**
    * keepAlso: retention never removes a snapshot for which this says true,
    * beside the newest `retain` and the open ones (the node keeps what its
@@ -1081,6 +1116,8 @@ export class SnapshotStore {
       }
       throw new SnapshotStoreError('corrupt', `snapshot ${id}: cannot read meta.json: ${(err as Error).message}`, { path: metaPath, cause: err });
     }
+    const seen = this.parsedMeta.get(id);
+    if (seen !== undefined && seen.bytes.equals(bytes)) return copyStoredMeta(seen.meta);
     let meta: StoredMeta;
     try {
       meta = parseStoredMeta(bytes);
@@ -1088,6 +1125,8 @@ export class SnapshotStore {
       const why = err instanceof ArchiveError ? err.message : (err as Error).message;
       throw new SnapshotStoreError('corrupt', `snapshot ${id}: meta.json is invalid: ${why}`, { path: metaPath, cause: err });
     }
+    if (this.parsedMeta.size >= PARSED_META_MAX) this.parsedMeta.clear();
+    this.parsedMeta.set(id, { bytes: Buffer.from(bytes), meta: copyStoredMeta(meta) });
     return meta;
   }
 

@@ -14,6 +14,8 @@ export const TAR_BLOCK_BYTES = 512;
 /** TAR_NAME_BYTES_MAX: the longest name a plain ustar header holds (no prefix, no long-name extension). */
 export const TAR_NAME_BYTES_MAX = 100;
 const OCTAL_SIZE_MAX = 8 ** 11 - 1;
+/** UTF8_STRICT decodes entry names (fatal: invalid UTF-8 throws); one instance (it keeps no state between whole decodes). */
+const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true });
 
 export interface TarFileHeader {
   readonly name: string;
@@ -127,7 +129,7 @@ export function decodeTarHeader(block: Buffer): TarFileHeader {
   const nameBytes = nul === -1 ? rawName : rawName.subarray(0, nul);
   let name: string;
   try {
-    name = new TextDecoder('utf-8', { fatal: true }).decode(nameBytes);
+    name = UTF8_STRICT.decode(nameBytes);
   } catch {
     throw new ArchiveError('bad-header', 'an entry name is not valid UTF-8');
   }

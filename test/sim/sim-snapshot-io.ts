@@ -70,6 +70,11 @@ export class SimSnapshotIo implements SnapshotIo {
     private readonly mayFail: (lasting: boolean) => boolean,
   ) {}
 
+  /** isAlive: the incarnation has not crashed. */
+  isAlive(): boolean {
+    return this.alive;
+  }
+
   /** crash: the incarnation is gone; a power loss or a corruption may follow (drawn). */
   crash(): SnapshotCrashOutcome {
     if (!this.alive) return { lost: [], corrupted: null };
@@ -106,7 +111,7 @@ export class SimSnapshotIo implements SnapshotIo {
   }
 
   /** faulty runs op unless a drawn fault stops it first; an EIO that landed runs it and then fails. */
-  private async faulty<T>(syscall: string, path: string, takesSpace: boolean, op: () => Promise<T>): Promise<T> {
+  async faulty<T>(syscall: string, path: string, takesSpace: boolean, op: () => Promise<T>): Promise<T> {
     if (!this.alive) return never();
     const f = this.fault(syscall, path, takesSpace);
     if (f !== null && !f.landed) throw f.err;
@@ -116,7 +121,8 @@ export class SimSnapshotIo implements SnapshotIo {
     return out;
   }
 
-  private async live<T>(op: () => Promise<T>): Promise<T> {
+  /** live runs op; its result never settles once the incarnation crashed. */
+  async live<T>(op: () => Promise<T>): Promise<T> {
     if (!this.alive) return never();
     const out = await op();
     return this.alive ? out : never();
@@ -128,17 +134,7 @@ export class SimSnapshotIo implements SnapshotIo {
   }
 
   private file(inner: SnapshotFile, path: string): SnapshotFile {
-    return {
-      read: (buffer, offset, length, position) => this.live(() => inner.read(buffer, offset, length, position)),
-      write: (buffer, offset, length, position) => this.faulty('write', path, true, () => inner.write(buffer, offset, length, position)),
-      writev: (buffers, position) => this.faulty('writev', path, true, () => inner.writev(buffers, position)),
-      stat: () => this.live(() => inner.stat()),
-      sync: () => this.faulty('fsync', path, false, () => inner.sync()),
-      chmod: (mode) => this.live(() => inner.chmod(mode)),
-      // a close always releases the handle (a crashed process's handles are gone with it)
-      close: () => (this.alive ? inner.close() : never()),
-      createReadStream: (options) => inner.createReadStream(options),
-    };
+    return new SimSnapshotFile(this, inner, path);
   }
 
   createReadStream(path: string, options: FileReadStreamOptions): Readable {
@@ -195,6 +191,48 @@ export class SimSnapshotIo implements SnapshotIo {
 
   wallNowMs(): number {
     return this.disk.wallNowMs();
+  }
+}
+
+/** SimSnapshotFile: an open file of a SimSnapshotIo: the inner file's calls, each through the faulty disk. */
+class SimSnapshotFile implements SnapshotFile {
+  constructor(
+    private readonly io: SimSnapshotIo,
+    private readonly inner: SnapshotFile,
+    private readonly path: string,
+  ) {}
+
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+    return this.io.live(() => this.inner.read(buffer, offset, length, position));
+  }
+
+  write(buffer: Uint8Array, offset: number, length: number, position: number | null): Promise<{ bytesWritten: number }> {
+    return this.io.faulty('write', this.path, true, () => this.inner.write(buffer, offset, length, position));
+  }
+
+  writev(buffers: Uint8Array[], position?: number): Promise<{ bytesWritten: number }> {
+    return this.io.faulty('writev', this.path, true, () => this.inner.writev(buffers, position));
+  }
+
+  stat(): Promise<{ readonly size: number; isFile(): boolean }> {
+    return this.io.live(() => this.inner.stat());
+  }
+
+  sync(): Promise<void> {
+    return this.io.faulty('fsync', this.path, false, () => this.inner.sync());
+  }
+
+  chmod(mode: number): Promise<void> {
+    return this.io.live(() => this.inner.chmod(mode));
+  }
+
+  close(): Promise<void> {
+    // a close always releases the handle (a crashed process's handles are gone with it)
+    return this.io.isAlive() ? this.inner.close() : never();
+  }
+
+  createReadStream(options: FileReadStreamOptions): Readable {
+    return this.inner.createReadStream(options);
   }
 }
 

@@ -105,6 +105,27 @@ describe('SnapshotStore', () => {
     latest?.release();
   });
 
+  // list() reads every meta.json each time; bytes equal to the last ones read are not parsed again. What changed on
+  // disk must still be seen (and refused when invalid), and each caller gets its own copy.
+  it('list and open see a meta.json changed on disk, refuse one made invalid, and hand each caller its own copy', async () => {
+    const store = await SnapshotStore.open(join(dir, 'snaps'), { retain: 3 });
+    const created = await store.create(meta(10, 2), writer(records(10)));
+    const metaPath = join(dir, 'snaps', created.id, 'meta.json');
+    await store.list();
+    const again = await store.list(); // the same bytes as the list before
+    (again[0]?.meta.membership.voters as string[]).push('n9');
+    (again[0]?.meta.membership.addresses as Record<string, string>)['n9'] = 'x:1';
+    assert.deepEqual((await store.list())[0]?.meta.membership, MEMBERSHIP, 'a caller changing its copy changes no other');
+    const stored = JSON.parse(await readFile(metaPath, 'utf8')) as Record<string, unknown>;
+    await writeFile(metaPath, `${JSON.stringify({ ...stored, snapcoordVersion: '7.7.7' }, null, 2)}\n`);
+    assert.equal((await store.list())[0]?.meta.snapcoordVersion, '7.7.7');
+    await writeFile(metaPath, `${JSON.stringify({ ...stored, snapcoordVersion: '7.7.7' }, null, 2).slice(0, -2)}\n`);
+    assert.deepEqual(await store.list(), []);
+    await assert.rejects(store.open(created.id), (err: unknown) => err instanceof SnapshotStoreError && err.code === 'corrupt');
+    await writeFile(metaPath, `${JSON.stringify(stored, null, 2)}\n`);
+    assert.deepEqual(await store.list(), [created]);
+  });
+
   // The directory exporter opens its stores under /proc/self/fd/N (a directory it holds open), whose parents cannot
   // be fsynced (EINVAL): opening a store there failed every export once open fsynced every parent on the path.
   it('opens a store below a directory that cannot be fsynced (/proc/self/fd/N/...)', async () => {
