@@ -1380,7 +1380,9 @@ export class Node {
    * through `install` (the state machine's, as of the entry's index, keeping
    * the cluster's membership). An archive whose content is refused resolves
    * `{ok: false}`: every node holds the same verified bytes and refuses them
-   * the same way. Anything else (the disk, a stop) rejects: fatal, retried at restart.
+   * the same way. Anything else (the disk, a stop) rejects: fatal, retried at restart — a kept
+   * archive whose bytes changed on this node's disk (SnapshotStoreError `corrupt`) included, which
+   * installUpload removes so that the retry fetches it again.
    */
   private async installRestoreArchive(cmd: RestoreCommand, index: number, install: ArchiveInstall): Promise<RestoreOutcome> {
     const sm = this.snapshots;

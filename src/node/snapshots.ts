@@ -532,9 +532,21 @@ export class SnapshotManager {
    * installUpload reads an uploaded archive (a restore entry's) and hands its
    * key-value records to `install` (the state machine's restore install, which
    * decides what the state becomes), with the same record checks as the
-   * upload's: the source ends only once the whole archive is verified, so an
-   * archive that slipped past the upload checks fails here the same way on
-   * every node, never half installed.
+   * upload's: the source ends only once the whole archive is read and checked,
+   * so an archive that slipped past the upload checks fails here the same way
+   * on every node, never half installed.
+   *
+   * The archive is read against the chunk hashes recorded when its bytes were
+   * stored (createChunkCheckedReadStream), and state.bin is not hashed again
+   * (readArchive's skipStateDigest): those bytes are the ones whose state
+   * digest was checked whole before they were kept (importUpload on the
+   * leader), or hash to that archive's digest (fetchUpload), so a second
+   * SHA-256 pass over the whole state would only check the same bytes again;
+   * the chunk hashes (over the compressed bytes, far fewer) catch any change
+   * on this node's disk since, and every gzip member's CRC is still checked.
+   * Such a change is SnapshotStoreError `corrupt` (this node's copy, not the
+   * archive: not a content error); the upload is then removed, so that the
+   * next attempt fetches it again from a holder.
    *
    * With `snapshotAs` (the restore entry's index, term and membership), the
    * records the state machine installs are also written, as they go in, into
@@ -561,19 +573,23 @@ export class SnapshotManager {
     );
     try {
       await readArchive(
-        handle.createReadStream(0),
+        handle.createChunkCheckedReadStream(),
         async (meta, state, verified) => {
           await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified), tee ?? undefined);
         },
-        { io: this.io },
+        { io: this.io, skipStateDigest: true },
       );
     } catch (err) {
       tee?.fail(err as Error);
       await copying?.catch(() => undefined);
-      throw err;
-    } finally {
       handle.release();
+      if (err instanceof SnapshotStoreError && err.code === 'corrupt') {
+        this.log.error({ id: s.id, err: err.message }, 'a kept upload changed on disk since it was stored; removing it (fetched again at the next attempt)');
+        await this.uploads.remove(s.id).catch(() => undefined);
+      }
+      throw err;
     }
+    handle.release();
     if (tee === null || copying === null) return;
     tee.end();
     // Never rejects: a copy that failed, or one stored but not opened as the newest (an EIO reading it back),
@@ -661,8 +677,9 @@ export class SnapshotManager {
    *   SHA-256's collision resistance is what carries the leader's check
    *   over to this copy.
    * - And a backstop if the leader's check itself were wrong: the install
-   *   (installUpload) reads the archive whole again, verifies every hash and
-   *   every record before anything becomes live, and these bytes are the same
+   *   (installUpload) reads the archive whole again, checks every record (and
+   *   meta.json's hash, every gzip CRC, the bytes against their recorded chunk
+   *   hashes) before anything becomes live, and these bytes are the same
    *   on every node, so an archive that slipped through is refused the same
    *   way everywhere (a recorded no-op), never half installed, never divergent.
    * What stays per node: the size and free-disk check, which depend on this

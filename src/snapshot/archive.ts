@@ -295,6 +295,8 @@ class ArchiveReader extends Writable {
 
   constructor(
     private readonly stateBytesMax: number,
+    /** hashState: false leaves state.bin unhashed and its SHA256SUMS line unchecked (ReadArchiveOptions.skipStateDigest). */
+    private readonly hashState: boolean,
     private readonly onState: (meta: ArchiveMeta, state: Readable) => void,
   ) {
     super({ highWaterMark: ZLIB_CHUNK_BYTES });
@@ -387,7 +389,7 @@ class ArchiveReader extends Writable {
             if (this.remaining === 0) this.endMember();
             continue;
           }
-          this.stateHash.update(piece);
+          if (this.hashState) this.stateHash.update(piece);
           const state = this.state!;
           let wantMore = true;
           if (!state.destroyed) {
@@ -490,7 +492,7 @@ class ArchiveReader extends Writable {
       this.meta = meta;
       this.capBytes = meta.stateBytes + GUNZIP_SLACK_BYTES;
     } else if (name === STATE_NAME) {
-      this.stateSha256 = this.stateHash.digest('hex');
+      this.stateSha256 = this.hashState ? this.stateHash.digest('hex') : '';
       const state = this.state!;
       this.statePushed = true;
       if (!state.destroyed) state.push(null);
@@ -508,7 +510,7 @@ class ArchiveReader extends Writable {
     if (sums.meta !== this.metaSha256) {
       throw new ArchiveError('hash-mismatch', `meta.json SHA-256 is ${this.metaSha256} but SHA256SUMS says ${sums.meta}`);
     }
-    if (sums.state !== this.stateSha256) {
+    if (this.hashState && sums.state !== this.stateSha256) {
       throw new ArchiveError('hash-mismatch', `state.bin SHA-256 is ${this.stateSha256} but SHA256SUMS says ${sums.state}`);
     }
   }
@@ -551,10 +553,23 @@ export interface ReadArchiveLimits {
   readonly io?: SnapshotIo;
 }
 
+/**
+ * ReadArchiveOptions: the limits, and `skipStateDigest`: true leaves state.bin
+ * unhashed and its line of SHA256SUMS unchecked (meta.json's is still
+ * checked, every gzip member's CRC too). Only for a reader that checks the
+ * archive's bytes another way, against hashes taken when bytes already
+ * validated whole were stored (SnapshotHandle.createChunkCheckedReadStream):
+ * the install of a restore's upload. One SHA-256 pass over the whole state
+ * fewer; stateSha256 is then ''.
+ */
+export interface ReadArchiveOptions extends ReadArchiveLimits {
+  readonly skipStateDigest?: boolean;
+}
+
 export interface ReadArchiveResult<T> {
   readonly meta: ArchiveMeta;
   readonly result: T;
-  /** hex SHA-256 of state.bin, checked against SHA256SUMS. */
+  /** hex SHA-256 of state.bin, checked against SHA256SUMS ('' with skipStateDigest). */
   readonly stateSha256: string;
 }
 
@@ -596,7 +611,7 @@ export interface ReadArchiveResult<T> {
 export async function readArchive<T>(
   input: Readable,
   consume: (meta: ArchiveMeta, state: Readable, verified: Promise<void>) => Promise<T>,
-  limits: ReadArchiveLimits = {},
+  limits: ReadArchiveOptions = {},
 ): Promise<ReadArchiveResult<T>> {
   const stateBytesMax = limits.stateBytesMax ?? STATE_BYTES_MAX_DEFAULT;
   if (!Number.isSafeInteger(stateBytesMax) || stateBytesMax < 0) {
@@ -608,7 +623,7 @@ export async function readArchive<T>(
     settleVerified = { resolve, reject };
   });
   verified.catch(() => undefined);
-  const reader = new ArchiveReader(stateBytesMax, (meta, state) => {
+  const reader = new ArchiveReader(stateBytesMax, limits.skipStateDigest !== true, (meta, state) => {
     const consumed = (async () => consume(meta, state, verified))();
     run.consumed = consumed;
     consumed.then(

@@ -145,6 +145,14 @@ export interface SnapshotHandle extends StoredSnapshot {
    * a verified archive it reads plainly and confirm() resolves at once.
    */
   createCheckedReadStream(): { readonly stream: Readable; confirm(): Promise<void> };
+  /**
+   * createChunkCheckedReadStream reads the whole archive, each
+   * CHUNK_HASH_BYTES chunk compared with the hash recorded when it was
+   * written: the stream fails with SnapshotStoreError `corrupt` at the first
+   * chunk that differs, or when the file has more or fewer chunks than
+   * recorded. Hashes the archive's (compressed) bytes once, as read.
+   */
+  createChunkCheckedReadStream(): Readable;
   /** chunkSha256s: the SHA-256 of each CHUNK_HASH_BYTES chunk, recorded when the archive was written. */
   readonly chunkSha256s: readonly Uint8Array[];
   release(): void;
@@ -744,7 +752,7 @@ export class SnapshotStore {
         return this.io.createReadStream(stored.path, { start: offset, highWaterMark: READ_CHUNK_BYTES });
       };
       const wasVerified = verified;
-      return {
+      const handle: SnapshotHandle = {
         ...stored,
         chunkSha256s,
         verified,
@@ -770,8 +778,10 @@ export class SnapshotStore {
             },
           };
         },
+        createChunkCheckedReadStream: () => Readable.from(checkedChunks(handle, this.io), { objectMode: false, highWaterMark: READ_CHUNK_BYTES }),
         release,
       };
+      return handle;
     } catch (err) {
       release();
       throw err;

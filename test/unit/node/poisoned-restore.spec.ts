@@ -7,6 +7,7 @@
  * loop.
  */
 import assert from 'node:assert/strict';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
@@ -14,6 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import { SnapshotServiceClient } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { NodeError } from '../../../src/node/errors.js';
 import { encodeRestoreCommand } from '../../../src/fsm/restore-command.js';
+import { SnapshotStoreError } from '../../../src/snapshot/errors.js';
 import { SnapshotStore } from '../../../src/snapshot/store.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { poisonedArchives, rawState, tarGz, goodEntries } from '../snapshot/helpers.js';
@@ -122,5 +124,39 @@ describe('poisoned restores', function () {
     await leader.propose({ op: 'put', key: enc.encode('k/again'), value: enc.encode('y') });
     assert.equal(leader.failed(), null);
     assert.deepEqual(await dump(leader), [...before, 'k/again=y', 'k/next=x'].sort());
+  });
+
+  it('a kept upload whose bytes changed on disk since it was stored is caught by its chunk hashes at install (corrupt: this copy, not the content) and removed, to be fetched again', async () => {
+    c = await RocksCluster.start(1, { snapshotEntries: 1_000_000 });
+    await c.waitForLeader();
+    const sm = c.member('n1').snapshots;
+    assert.ok(sm);
+    const recs = Array.from({ length: 2000 }, (_, i) => ({ key: `k/r${String(i).padStart(5, '0')}`, value: `value ${i} ${'x'.repeat(200)}` }));
+    const archive = await tarGz(goodEntries(rawState(recs), recs.length).entries);
+    const stored = await sm.importUpload(Readable.from([archive]), 1);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the import's pin lapses
+    // One byte changed on this node's disk after the upload was checked and kept.
+    const fd = await open(stored.path, 'r+');
+    const at = Math.floor(stored.archiveBytes / 2);
+    const b = Buffer.alloc(1);
+    await fd.read(b, 0, 1, at);
+    b[0]! ^= 0x10;
+    await fd.write(b, 0, 1, at);
+    await fd.close();
+    let installed = 0;
+    const err = await sm
+      .installUpload(stored, async (records) => {
+        for await (const batch of records) installed += batch.length;
+      })
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    // Before: the gunzip (or the state hash) refused it as content (ArchiveError), which a node records as a no-op alone.
+    assert.ok(err instanceof SnapshotStoreError, `a store error, not a content error: ${String(err)}`);
+    assert.equal(err.code, 'corrupt');
+    assert.match(err.message, /chunk 0 of .* does not match its hash/);
+    assert.ok(installed < recs.length, 'the source failed before its end');
+    assert.equal(await sm.findUpload(stored.archiveSha256), null, 'the changed copy is removed (the next attempt fetches it from a holder)');
   });
 });

@@ -100,6 +100,28 @@ describe('snapshot archive: hostile input', () => {
     await refused([META_E, STATE_E, { header: { name: 'SHA256SUMS' }, body: wrongMeta }], 'hash-mismatch', /meta\.json SHA-256/);
   });
 
+  it('skipStateDigest (a reader that checks the bytes otherwise): state.bin is not hashed and its SHA256SUMS line not compared, meta.json still is', async () => {
+    const wrongState = Buffer.from(`${sha256(good.meta)}  meta.json\n${'0'.repeat(64)}  state.bin\n`);
+    const archive = await tarGz([META_E, STATE_E, { header: { name: 'SHA256SUMS' }, body: wrongState }]);
+    let consumed: Buffer | null = null;
+    const r = await readArchive(
+      Readable.from([archive]),
+      async (_m, s, verified) => {
+        consumed = await collect(s);
+        await verified;
+      },
+      { skipStateDigest: true },
+    );
+    assert.deepEqual(consumed, STATE);
+    assert.equal(r.stateSha256, '', 'no digest of state.bin was computed');
+    // Without the option the same archive is refused: the line is wrong.
+    await rejectsWith(read(archive), 'hash-mismatch', /state\.bin SHA-256/);
+    // meta.json's line is still checked.
+    const wrongMeta = Buffer.from(`${'1'.repeat(64)}  meta.json\n${sha256(STATE)}  state.bin\n`);
+    const badMeta = await tarGz([META_E, STATE_E, { header: { name: 'SHA256SUMS' }, body: wrongMeta }]);
+    await rejectsWith(readArchive(Readable.from([badMeta]), async (_m, s) => collect(s), { skipStateDigest: true }), 'hash-mismatch', /meta\.json SHA-256/);
+  });
+
   it('refuses oversize members', async () => {
     const bigMeta = Buffer.from(JSON.stringify(metaJson(STATE.length, 1, { snapcoordVersion: 'x' })).padEnd(70 * 1024, ' '));
     await refused([{ header: { name: 'meta.json' }, body: bigMeta }, STATE_E, SUMS_E], 'member-too-large', /meta\.json is 71680 bytes, more than 65536/);

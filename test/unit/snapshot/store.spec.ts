@@ -343,6 +343,25 @@ describe('SnapshotStore', () => {
     assert.deepEqual(await f.list(), []);
   });
 
+  it('createChunkCheckedReadStream reads the archive as stored, and fails corrupt at a chunk changed on disk since', async () => {
+    const store = await SnapshotStore.open(join(dir, 'cc'), { retain: 3 });
+    const s = await store.create(meta(5), writer(randomRecords(2500, 1024)));
+    assert.ok(s.archiveBytes > 2 * CHUNK_HASH_BYTES, 'several chunks');
+    const h = await store.open(s.id);
+    assert.deepEqual(await collect(h.createChunkCheckedReadStream()), await readFile(s.path));
+    h.release();
+    // One byte of the second chunk flipped on disk (open() trusts the recorded hashes; this read does not).
+    const fd = await open(s.path, 'r+');
+    const b = Buffer.alloc(1);
+    await fd.read(b, 0, 1, CHUNK_HASH_BYTES + 10);
+    b[0]! ^= 0x01;
+    await fd.write(b, 0, 1, CHUNK_HASH_BYTES + 10);
+    await fd.close();
+    const h2 = await store.open(s.id);
+    await storeError(collect(h2.createChunkCheckedReadStream()), 'corrupt', /chunk 1 of .* does not match its hash/);
+    h2.release();
+  });
+
   it('uses mode 0600 for files and 0700 for directories', async () => {
     const prevUmask = process.umask(0o000);
     try {
