@@ -79,6 +79,13 @@ export interface NodeTimings {
   readonly restoreStageTimeoutMs: number;
 }
 
+/**
+ * RESTORE_REFETCHES_MAX: times a restore's archive found damaged on this
+ * node's own disk is fetched again before the node stops on it (a disk that
+ * keeps changing bytes is failing).
+ */
+const RESTORE_REFETCHES_MAX = 3;
+
 /** STAGINGS_MAX: distinct archives a follower stages at once (StageArchive); more are refused RESOURCE_EXHAUSTED. */
 const STAGINGS_MAX = 2;
 /**
@@ -301,6 +308,8 @@ export class Node {
   private snapshotSoon = false;
   /** installFailuresInRow: fetched snapshots refused by their install in a row; the next is asked for after a backoff. */
   private installFailuresInRow = 0;
+  /** baseLost: started with the log's base snapshot lost and the state machine at or past it: a snapshot of it is taken at once. */
+  private baseLost = false;
   /** snapshotFailures: automatic snapshots failed in a row; the next waits until snapshotRetry fires. */
   private snapshotFailures = 0;
   private snapshotRetry: TimerHandle | undefined;
@@ -388,7 +397,7 @@ export class Node {
       opts.snapshots !== undefined
         ? await opts.snapshots.boot(startMembership)
         : { index: 0, term: 0, membership: startMembership, sizeBytes: 0, digest: '' };
-    await checkBootBase(state.logBase, snapshot, opts.snapshots);
+    const lostBase = await checkBootBase(opts.id, state.logBase, snapshot, opts.snapshots);
     const cfg = defaultRaftConfig(
       opts.id,
       opts.rng,
@@ -407,10 +416,12 @@ export class Node {
       logBase: state.logBase,
       entries: state.entries,
       applied,
+      ...(lostBase !== undefined ? { lostBase } : {}),
     });
     const node = new Node(opts, raft, fsm, { term: state.hardState.term, vote: state.hardState.vote });
+    if (lostBase !== undefined) node.startWithoutBase(lostBase, snapshot.index);
     node.restoreRefs.noteEntries(state.entries);
-    node.membershipBaseIndex = snapshot.index;
+    node.membershipBaseIndex = lostBase?.index ?? snapshot.index;
     opts.snapshots?.keepWhileInUse(() => raft.snapshotsInUse());
     node.warnPeersMismatch(opts.initialMembership);
     await opts.diskGuard?.start();
@@ -1060,8 +1071,8 @@ export class Node {
     const applied = Math.min(st.applied, this.fsm.appliedIndex());
     // A follower that lost its snapshot's base waits for one at least this far (Raft's snapshotWanted, leader only).
     const wanted = this.raft.snapshotWanted();
-    const due = applied - st.snapshotIndex >= sm.policy.snapshotEntries || this.snapshotSoon || (wanted > 0 && applied >= wanted);
-    if (!due || applied <= st.snapshotIndex) {
+    const due = applied - st.snapshotIndex >= sm.policy.snapshotEntries || this.snapshotSoon || this.baseLost || (wanted > 0 && applied >= wanted);
+    if (!due || applied < st.snapshotIndex || (applied === st.snapshotIndex && !this.baseLost)) {
       // A compaction the floor held back at the last snapshot (a follower compacts no further than its
       // leader's announced snapshot, unknown just after a term change) is done once the floor allows it.
       const allowed = Math.min(st.snapshotIndex - sm.policy.trailingEntries, this.raft.compactionFloor());
@@ -1128,6 +1139,7 @@ export class Node {
       await this.clock.sleep(1);
     }
     this.raft.setSnapshot(meta);
+    this.baseLost = false;
     this.snapshotStats.created++;
     this.metrics?.snapshotsCreated.inc();
     const compactTo = await this.compactLog();
@@ -1289,11 +1301,34 @@ export class Node {
       return;
     }
     this.installFailuresInRow = 0;
+    this.baseLost = false;
     this.raft.snapshotInstalled(task.meta);
     this.kick();
     this.snapshotStats.installed++;
     this.metrics?.snapshotInstallSeconds.observe((this.clock.nowMs() - t0) / 1000);
     this.log.info({ index: task.meta.index, ms: this.clock.nowMs() - t0 }, 'snapshot installed');
+  }
+
+  /**
+   * startWithoutBase: the snapshot the log was compacted against (`lost`) is
+   * lost (see checkBootBase); the newest that verifies is at `verifiedIndex`.
+   * A state machine behind it waits for the leader's snapshot (the core asks
+   * for it); one at or past it applies on and is snapshotted at once, so this
+   * node can offer a snapshot again (until then it stands for no election).
+   */
+  private startWithoutBase(lost: SnapshotMeta, verifiedIndex: number): void {
+    const applied = this.fsm.appliedIndex();
+    const where = verifiedIndex > 0 ? `the newest stored snapshot that verifies is at index ${verifiedIndex}` : 'no stored snapshot verifies';
+    if (applied < lost.index) {
+      this.log.error(
+        { logBase: lost.index, applied, verifiedIndex },
+        `the log was compacted up to index ${lost.index} but ${where}, and the state machine is at ${applied}: nothing is applied ` +
+          `or served here until a snapshot at or after index ${lost.index} is installed from the leader`,
+      );
+      return;
+    }
+    this.baseLost = true;
+    this.log.warn({ logBase: lost.index, applied, verifiedIndex }, `the log was compacted up to index ${lost.index} but ${where}; the state machine is at ${applied}: taking a snapshot of it now`);
   }
 
   /** holdersFirstLeader: the other members to fetch a snapshot or archive from, the leader first. */
@@ -1389,41 +1424,61 @@ export class Node {
     if (sm === undefined) throw new Error(`entry ${index} is a restore, and this node keeps no snapshots`);
     // A staging of this archive still under way (its source may be gone) ends first.
     await this.stagings.get(cmd.digest)?.done.catch(() => undefined);
-    let stored = await sm.findUpload(cmd.digest);
-    for (let attempt = 0; stored === null; attempt++) {
+    for (let round = 0; ; round++) {
+      const stored = (await sm.findUpload(cmd.digest)) ?? (await this.fetchRestoreArchive(cmd, index));
+      try {
+        // The installed records are also written into this node's snapshot of the restored state (its term and
+        // membership as of the entry): the snapshot that follows the restore is that one, not a read of it all back.
+        const term = this.raft.logTerm(index);
+        const membership = this.raft.membershipAt(index);
+        await sm.installUpload(stored, (records, copy) => install(records, membership, copy), term !== undefined ? { index, term, membership } : undefined);
+      } catch (err) {
+        if (!isContentError(err)) throw err; // the disk, not the archive: fatal, retried at restart
+        // Refused content is refused the same way on every node only if these are the bytes the leader verified:
+        // a byte this node's disk changed since fails here alone (the others apply the restore). Those bytes are
+        // set aside and the archive fetched again from a holder (simulator seed 41406: the node skipped the restore
+        // every other node applied).
+        if (!(await sm.uploadIntact(stored))) {
+          if (round >= RESTORE_REFETCHES_MAX) throw new NodeError('unavailable', `restore at index ${index}: the archive was damaged on this node's disk ${round + 1} times`);
+          continue;
+        }
+        // The archive's content is refused (the upload checks should have caught it).
+        this.log.error({ index, digest: cmd.digest, err: (err as Error).message }, 'restore archive refused while installing');
+        return { ok: false, error: (err as Error).message };
+      }
+      this.snapshotSoon = true; // followers that need a snapshot get the restored state
+      this.log.info({ index, digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
+      return { ok: true };
+    }
+  }
+
+  /**
+   * fetchRestoreArchive fetches the archive a restore entry names from any
+   * holder (a quorum staged it before the entry was proposed): the leader
+   * first, then every member, a few tries each so that a dead one (the
+   * uploader) costs little, with a backoff between rounds (to 5 s), until it
+   * has it (no later entry can be applied without it). Rejects only when the
+   * node stops.
+   */
+  private async fetchRestoreArchive(cmd: RestoreCommand, index: number): Promise<StoredSnapshot> {
+    const sm = this.snapshots as SnapshotManager;
+    for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
-      // Any holder will do (a quorum staged it before the entry was proposed): the leader first,
-      // then every member, a few tries each so that a dead one (the uploader) costs little.
       for (const id of this.holdersFirstLeader()) {
         try {
           // Not below the disk's reserve (a full disk is retried with the backoff below, never crashed on).
           this.disk?.check();
-          stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd, { maxAttempts: FETCH_ATTEMPTS_PER_HOLDER, signal: this.stopAbort.signal });
+          const stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd, { maxAttempts: FETCH_ATTEMPTS_PER_HOLDER, signal: this.stopAbort.signal });
           this.log.info({ index, from: id, digest: cmd.digest }, 'restore: fetched the archive');
-          break;
+          return stored;
         } catch (err) {
           this.disk?.noteError(err);
           this.log.warn({ index, from: id, err: (err as Error).message }, 'restore: fetching the archive failed');
           if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
         }
       }
-      if (stored === null) await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
+      await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
     }
-    try {
-      // The installed records are also written into this node's snapshot of the restored state (its term and
-      // membership as of the entry): the snapshot that follows the restore is that one, not a read of it all back.
-      const term = this.raft.logTerm(index);
-      const membership = this.raft.membershipAt(index);
-      await sm.installUpload(stored, (records, copy) => install(records, membership, copy), term !== undefined ? { index, term, membership } : undefined);
-    } catch (err) {
-      if (!isContentError(err)) throw err; // the disk, not the archive: fatal, retried at restart
-      // The archive's content is refused (the upload checks should have caught it).
-      this.log.error({ index, digest: cmd.digest, err: (err as Error).message }, 'restore archive refused while installing');
-      return { ok: false, error: (err as Error).message };
-    }
-    this.snapshotSoon = true; // followers that need a snapshot get the restored state
-    this.log.info({ index, digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
-    return { ok: true };
   }
 
   /**
@@ -1814,13 +1869,22 @@ export class BootRefusedError extends Error {
 }
 
 /**
- * checkBootBase refuses to start from a snapshot older than the log base: the
- * entries between them (and the membership changes among them) are gone, so
- * the node would run on an older state and membership than it acknowledged.
- * Errors: BootRefusedError.
+ * checkBootBase never lets a node start from a snapshot older than its log
+ * base: the entries between them (and the membership changes among them) are
+ * gone, so the node would run on an older state and membership than it
+ * acknowledged. Returns undefined when the newest snapshot that verifies
+ * reaches the base. Else, in a cluster with another voter, returns the lost
+ * base for the core to start from (RaftBootState.lostBase): a state machine
+ * behind it applies and serves nothing until the leader's snapshot is
+ * installed; one at or past it goes on and is snapshotted at once. Alone (no
+ * other voter to take a snapshot from), or with no membership recorded with
+ * the base, it refuses: BootRefusedError.
  */
-async function checkBootBase(base: LogBase, snapshot: SnapshotMeta, snapshots: SnapshotManager | undefined): Promise<void> {
-  if (snapshot.index >= base.index) return;
+async function checkBootBase(id: NodeId, base: LogBase, snapshot: SnapshotMeta, snapshots: SnapshotManager | undefined): Promise<SnapshotMeta | undefined> {
+  if (snapshot.index >= base.index) return undefined;
+  if (snapshots !== undefined && base.membership !== null && base.membership.voters.some((v) => v !== id)) {
+    return { index: base.index, term: base.term, membership: base.membership, sizeBytes: 0, digest: '' };
+  }
   const stored = snapshots === undefined ? [] : await snapshots.store.list().catch(() => []);
   const unverified = stored.filter((s) => s.meta.index > snapshot.index).length;
   const found =

@@ -15,6 +15,7 @@ import {
   SnapshotStoreError,
   checkedStateRecords,
   isReadFailure,
+  isUnreadable,
   decodeStateRecords,
   readArchive,
   validateStateRecords,
@@ -645,6 +646,24 @@ export class SnapshotManager {
         'diskFull',
         `meta.json declares a state of ${meta.stateBytes} bytes; restoring it needs about ${neededBytes} bytes free (the archive, the installed state and a reserve of ${reserveBytes}), but ${freeBytes} are free on ${this.uploads.dir}`,
       );
+    }
+  }
+
+  /**
+   * uploadIntact re-hashes a kept upload against the hashes recorded when it
+   * was written. True when they agree; when they do not (this node's disk
+   * changed a byte since), the upload is moved to quarantine and false is
+   * returned. A read that fails rejects (SnapshotStoreError `io`/`corrupt`).
+   */
+  async uploadIntact(s: StoredSnapshot): Promise<boolean> {
+    try {
+      await this.uploads.verify(s.id);
+      return true;
+    } catch (err) {
+      if (!(err instanceof SnapshotStoreError) || err.code !== 'corrupt' || isUnreadable(err)) throw err;
+      this.log.error({ id: s.id, err: err.message }, 'a kept restore archive does not match its recorded hashes; moved to quarantine');
+      await this.uploads.quarantine(s.id);
+      return false;
     }
   }
 

@@ -98,6 +98,18 @@ export interface RaftBootState {
   readonly entries: readonly Entry[];
   /** applied: the state machine's applied index (>= snapshot.index). */
   readonly applied: number;
+  /**
+   * lostBase: the snapshot the log was compacted against (its index and term
+   * are logBase's) is lost — corrupt or gone — and none at or after it is
+   * held; `snapshot` is then ignored. A state machine behind it (`applied` <
+   * its index) has no base: the core starts as a follower whose install
+   * failed (see installFailed): it hands out nothing to apply and asks its
+   * leader for a snapshot at or after it. A state machine at or past it
+   * applies on, and the driver snapshots it at once (setSnapshot). Either
+   * way the node stands for no election until it holds a snapshot again: a
+   * leader must be able to offer one.
+   */
+  readonly lostBase?: SnapshotMeta;
 }
 
 /** SNAPSHOT_GUARD_ELECTION_TIMEOUTS: the default snapshotGuardTicksMax, in election timeouts. */
@@ -207,6 +219,12 @@ export class RaftNode {
    */
   private restoring: SnapshotMeta | null = null;
   /**
+   * baseLost: the snapshot the log starts after is lost (RaftBootState.lostBase)
+   * and no snapshot was taken or installed since: this node cannot offer one,
+   * so it stands for no election.
+   */
+  private baseLost = false;
+  /**
    * snapshotWanted (leader): a follower needs a snapshot at or after this
    * index, newer than this leader's newest; the driver takes one once it has
    * applied that far (0: none wanted).
@@ -253,24 +271,33 @@ export class RaftNode {
     if (config.maxInflightAppends < 1) throw new Error('RaftNode: maxInflightAppends must be at least 1');
     this.id = config.id;
     this.cfg = config;
-    const snap = boot.snapshot;
-    if (boot.applied < snap.index) {
-      throw new Error(`RaftNode: state machine applied ${boot.applied} is behind its snapshot ${snap.index}`);
+    const lost = boot.lostBase;
+    if (lost !== undefined && (lost.index !== boot.logBase.index || lost.term !== boot.logBase.term)) {
+      throw new Error(`RaftNode: the lost base ${lost.index}/${lost.term} is not the log base ${boot.logBase.index}/${boot.logBase.term}`);
     }
-    let log = new RaftLog(boot.logBase, boot.entries, boot.hardState.commit, boot.applied);
+    const snap = lost ?? boot.snapshot;
+    const applied = lost !== undefined ? Math.max(lost.index, boot.applied) : boot.applied;
+    if (applied < snap.index) {
+      throw new Error(`RaftNode: state machine applied ${applied} is behind its snapshot ${snap.index}`);
+    }
+    let log = new RaftLog(boot.logBase, boot.entries, boot.hardState.commit, applied);
     if (snap.index > boot.logBase.index && !log.matchTerm(snap.index, snap.term)) {
       // The log does not hold the snapshot's last entry (a crash between installing a snapshot
       // and resetting the log): the snapshot wins, the log is discarded (Raft §7).
       log = new RaftLog({ index: snap.index, term: snap.term }, [], snap.index, snap.index);
       this.logResetPending = { index: snap.index, term: snap.term };
     }
-    if (boot.applied > log.lastIndex()) {
-      throw new Error(`RaftNode: state machine applied ${boot.applied} is beyond the last log entry ${log.lastIndex()}`);
+    if (applied > log.lastIndex()) {
+      throw new Error(`RaftNode: state machine applied ${applied} is beyond the last log entry ${log.lastIndex()}`);
     }
     this.log = log;
-    this.log.appliedTo(boot.applied);
-    if (this.log.committed < boot.applied) this.log.commitTo(boot.applied);
+    this.log.appliedTo(applied);
+    if (this.log.committed < applied) this.log.commitTo(applied);
     this.snapshot = snap;
+    if (lost !== undefined) {
+      this.baseLost = true;
+      if (boot.applied < lost.index) this.restoring = lost;
+    }
     this.term = boot.hardState.term;
     this.vote = boot.hardState.vote;
     this.baseMembership = snap.membership;
@@ -585,7 +612,7 @@ export class RaftNode {
       this.rebuildConfPoints();
     }
     this.log.appliedTo(meta.index);
-    if (meta.index > this.snapshot.index) this.snapshot = meta;
+    this.noteSnapshot(meta);
     if (this.installing === null || this.installing.index < meta.index) this.installing = meta;
     this.restoring = meta;
     return true;
@@ -650,7 +677,15 @@ export class RaftNode {
     if (meta.index > this.log.applied) {
       throw new Error(`RaftNode: snapshot ${meta.index} is beyond applied ${this.log.applied}`);
     }
-    if (meta.index > this.snapshot.index) this.snapshot = meta;
+    this.noteSnapshot(meta);
+  }
+
+  /** noteSnapshot: meta is held (taken or installed); it becomes the one offered when newer (or it replaces a lost base). */
+  private noteSnapshot(meta: SnapshotMeta): void {
+    if (meta.index > this.snapshot.index || (this.baseLost && meta.index === this.snapshot.index)) {
+      this.snapshot = meta;
+      this.baseLost = false;
+    }
   }
 
   /**
@@ -835,7 +870,7 @@ export class RaftNode {
   }
 
   private promotable(): boolean {
-    return isVoter(this.membership, this.id) && this.installing === null && this.restoring === null;
+    return isVoter(this.membership, this.id) && this.installing === null && this.restoring === null && !this.baseLost;
   }
 
   private inLeaderLease(): boolean {

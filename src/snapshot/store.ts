@@ -842,15 +842,24 @@ export class SnapshotStore {
       }
       result.checked.push(s.id);
       if (reason === null) continue;
-      await this.exclusive(async () => {
-        const qdir = join(this.dir, QUARANTINE_DIR);
-        await this.io.mkdir(qdir, { recursive: true, mode: DIR_MODE });
-        await this.io.rename(join(this.dir, s.id), join(qdir, `${s.id}-${this.io.wallNowMs()}`));
-        await fsyncDir(this.dir, this.io);
-      });
+      await this.quarantine(s.id);
       result.quarantined.push({ id: s.id, reason });
     }
     return result;
+  }
+
+  /**
+   * quarantine moves a snapshot whose bytes disagree with its recorded hashes
+   * to `<dir>/quarantine/<id>-<ms>` (out of list(), kept for an operator),
+   * even if it is open; durable once it resolves.
+   */
+  async quarantine(id: string): Promise<void> {
+    await this.exclusive(async () => {
+      const qdir = join(this.dir, QUARANTINE_DIR);
+      await this.io.mkdir(qdir, { recursive: true, mode: DIR_MODE });
+      await this.io.rename(join(this.dir, id), join(qdir, `${id}-${this.io.wallNowMs()}`));
+      await fsyncDir(this.dir, this.io);
+    });
   }
 
   /** latest opens the newest snapshot that passes open()'s check (skipping corrupt ones), or returns null. */

@@ -59,6 +59,7 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     { seed: 20631, nodes: 3, what: 'the same on a restart: the log compacted to 81 and the snapshot at 81 removed for an EIO, the node could not start' },
     { seed: 30441, nodes: 3, what: 'a snapshot found stored after its rename reported EIO is made durable before the log is compacted against it' },
     { seed: 30385, nodes: 3, what: 'an EIO reading back the snapshot a restore wrote beside its install is logged (it rejected unhandled: the process crashed)' },
+    { seed: 41406, nodes: 3, what: 'a restore archive its own disk damaged after staging is fetched again, not taken for refused content (the node skipped a restore the others applied)' },
     { seed: 20880, nodes: 3, what: 'a follower whose install failed asks its leader for a snapshot again (the member that offered it was lost: the cluster stalled)' },
   ]) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {

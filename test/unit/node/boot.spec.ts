@@ -90,6 +90,30 @@ describe('node boot and the persisted membership (issue 14 item 4)', function ()
     assert.ok((await readdir(store)).length >= 2, 'nothing was deleted');
   });
 
+  it('in a cluster, a follower whose stored snapshots are all corrupt starts without a base and installs its leader\'s snapshot (alone it refuses, above)', async () => {
+    const cluster = await RocksCluster.start(3, { snapshotEntries: 20, trailingEntries: 2, retain: 2 });
+    c = cluster;
+    const leader = await cluster.waitForLeader();
+    const f = cluster.members.find((m) => m.node !== leader)?.id as string;
+    await writeKeys(leader, 0, 70);
+    const store = join(cluster.dir, f, 'snapshots', 'store');
+    await until(`${f} to compact its log past a stored snapshot`, 20_000, async () => {
+      const list = (await cluster.member(f).snapshots?.store.list()) ?? [];
+      return list.length > 0 && cluster.node(f).status().firstIndex > 20 ? true : undefined;
+    });
+    await cluster.stop(f);
+    for (const id of await readdir(store)) await corruptArchive(store, id);
+    await writeKeys(leader, 70, 80);
+    await cluster.restart(f);
+    const fn = cluster.node(f);
+    assert.ok(fn.status().firstIndex > 20, 'it kept its log');
+    await until(`${f} to install a snapshot and catch up`, 30_000, () => (fn.snapshotStats.installed > 0 && fn.status().applied >= leader.status().commit ? true : undefined));
+    await writeKeys(leader, 80, 85);
+    await until(`${f} to apply later writes`, 10_000, () => (fn.status().applied >= leader.status().commit ? true : undefined));
+    assert.equal(new TextDecoder().decode((await fn.get(enc.encode('k/84'))) ?? new Uint8Array()), 'v84');
+    assert.equal(await cluster.member(f).storage?.stateDigest(), await cluster.member(leader.status().id).storage?.stateDigest());
+  });
+
   it('starts when the snapshots verify (the control of the two above)', async () => {
     const { c } = await compactedNode();
     await c.restart('n1');
