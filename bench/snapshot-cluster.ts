@@ -3,7 +3,7 @@
  * on a real 3-node cluster (issue 15 item 6):
  *
  *   npm run bench:snapshot-cluster -- [--keys 1000000] [--value-bytes 1024] [--mix etcd,text]
- *       [--downloads 4] [--write-seconds 10] [--write-clients 16] [--no-etcd] [--keep]
+ *       [--downloads 4] [--write-seconds 10] [--write-clients 16] [--no-etcd] [--keep] [--no-node-runtime]
  *
  * For a state of K keys × V bytes (`fill/%08d` keys; the etcd anchor's
  * workload by default), per value mix — `etcd`: values of `f` bytes, as in
@@ -49,6 +49,7 @@ import { encodeStateRecords, type StateRecord } from '../src/snapshot/state-form
 import { writeArchive } from '../src/snapshot/archive.js';
 import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench/run.js';
 import { type Child, REPO_ROOT, startProgram } from '../test/harness/child.js';
+import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { freePorts } from '../test/harness/ports.js';
 import { until } from '../test/harness/until.js';
 
@@ -252,9 +253,12 @@ class SnapCluster {
     private readonly flagsOf: (id: string) => string[],
     readonly cliFlags: readonly string[],
     private readonly dial: ClientDial,
+    private readonly runtimeEnv: Record<string, string>,
   ) {}
 
-  static async start(dir: string, profDir?: string): Promise<SnapCluster> {
+  /** start runs 3 nodes; `runtime`: with the V8 flags and malloc environment their launchers give them (cli/node-runtime.ts). */
+  static async start(dir: string, runtime: boolean, profDir?: string): Promise<SnapCluster> {
+    const runtimeEnv = runtime ? { ...NODE_MALLOC_ENV } : {};
     const ids = ['n1', 'n2', 'n3'];
     const certDir = join(dir, 'tls');
     await writeCa(certDir);
@@ -270,6 +274,7 @@ class SnapCluster {
       const i = ids.indexOf(id);
       const f = nodeCertFiles(certDir, id);
       return [
+        ...(runtime ? NODE_V8_FLAGS : []),
         ...(profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
         CLI, 'serve', '--id', id, '--grpc', addr(i), '--peer-listen', addr(i + 6), '--http', addr(i + 3), '--peers', peers,
         '--data-dir', join(dir, id), '--log-level', process.env.BENCH_NODE_LOG_LEVEL ?? 'warn', '--api-key-file', keyFile,
@@ -277,8 +282,8 @@ class SnapCluster {
         '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
       ];
     };
-    const nodes = ids.map((id, i) => ({ id, grpc: addr(i), peer: addr(i + 6), http: addr(i + 3), child: startProgram(id, process.execPath, flagsOf(id)), peakMiB: 0, phaseMiB: 0 }));
-    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', ca, '--api-key', API_KEY], dial);
+    const nodes = ids.map((id, i) => ({ id, grpc: addr(i), peer: addr(i + 6), http: addr(i + 3), child: startProgram(id, process.execPath, flagsOf(id), runtimeEnv), peakMiB: 0, phaseMiB: 0 }));
+    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', ca, '--api-key', API_KEY], dial, runtimeEnv);
     await c.leader();
     return c;
   }
@@ -327,7 +332,7 @@ class SnapCluster {
   }
 
   restart(n: SnapNode): void {
-    n.child = startProgram(n.id, process.execPath, this.flagsOf(n.id));
+    n.child = startProgram(n.id, process.execPath, this.flagsOf(n.id), this.runtimeEnv);
   }
 
   /** peaks: each node's peak RSS (MiB) over all its processes so far. */
@@ -457,7 +462,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
   const archive = await buildArchive(dir, o.keys, values);
   log(`[${mix}] archive ${fmtMiB(archive.bytes)} for ${fmtMiB(archive.stateBytes)} of state`);
 
-  const c = await SnapCluster.start(join(dir, 'snapcoord'), o.nodeProfDir);
+  const c = await SnapCluster.start(join(dir, 'snapcoord'), o.nodeRuntime, o.nodeProfDir);
   try {
     // Load by restore: until the CLI returns, and until every node has applied it.
     const cpu0 = c.nodes.map((n) => cpuSeconds(n.child.proc.pid));
@@ -629,6 +634,8 @@ interface Options {
   readonly etcd: boolean;
   readonly keep: boolean;
   readonly restoreOnly: boolean;
+  /** nodeRuntime: start the nodes as their launchers do (NODE_V8_FLAGS, NODE_MALLOC_ENV); false for plain `node`. */
+  readonly nodeRuntime: boolean;
   /** nodeProfDir: the nodes run with --cpu-prof into this directory (written when they stop). */
   readonly nodeProfDir?: string;
 }
@@ -654,8 +661,9 @@ async function main(): Promise<void> {
     .option('--keep', 'keep the working directory')
     .option('--node-prof <dir>', 'run the nodes with --cpu-prof, profiles written to <dir> when they stop')
     .option('--restore-only', 'stop each mix after the restore (and the snapshots the nodes take of it)')
+    .option('--no-node-runtime', 'start the nodes with plain `node`, without the V8 flags and malloc environment of their launchers')
     .parse(process.argv);
-  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; keep?: boolean; restoreOnly?: boolean; nodeProf?: string }>();
+  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; keep?: boolean; restoreOnly?: boolean; nodeRuntime: boolean; nodeProf?: string }>();
   const mixes = raw.mix.split(',').map((m) => m.trim());
   for (const m of mixes) if (!(MIX_NAMES as readonly string[]).includes(m)) throw new Error(`--mix: ${m} is not one of ${MIX_NAMES.join(', ')}`);
   const o: Options = {
@@ -668,6 +676,7 @@ async function main(): Promise<void> {
     etcd: raw.etcd && existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
     keep: raw.keep === true,
     restoreOnly: raw.restoreOnly === true,
+    nodeRuntime: raw.nodeRuntime,
     ...(raw.nodeProf !== undefined ? { nodeProfDir: raw.nodeProf } : {}),
   };
   if (raw.etcd && !o.etcd) log('etcd: /usr/bin/etcd or /usr/bin/etcdctl is missing (apt-get install etcd-server etcd-client); snapcoord figures only');

@@ -19,6 +19,7 @@ import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { ensureLocalTls, type LocalTls, type NodeCertFiles } from '../tls/index.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { NODE_V8_FLAGS, nodeProcessEnv } from './node-runtime.js';
 
 export interface LocalOptions {
   readonly baseDir: string;
@@ -151,6 +152,8 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
     const proc = spawn(
       self.command,
       [
+        // The node's V8 flags (node-runtime.ts) before the entry, unless this process was started with its own.
+        ...NODE_V8_FLAGS.filter((f) => !self.args.some((a) => a.startsWith(f.split('=')[0] ?? f))),
         ...self.args,
         'serve',
         '--id',
@@ -179,7 +182,7 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
         cert.keyFile,
         ...(apiKey.file !== '' ? ['--api-key-file', apiKey.file] : []),
       ],
-      { stdio: ['ignore', fd, fd], env: apiKey.file !== '' ? process.env : { ...process.env, SNAPCOORD_API_KEY: apiKey.key } },
+      { stdio: ['ignore', fd, fd], env: nodeProcessEnv(apiKey.file !== '' ? process.env : { ...process.env, SNAPCOORD_API_KEY: apiKey.key }) },
     );
     closeSync(fd);
     const child: Child = { id, grpc, peer, http, dataDir, logFile, proc, exited: false };

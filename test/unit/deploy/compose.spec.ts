@@ -6,7 +6,8 @@
  * the client gRPC port, not published); TLS on every plane with certificates a
  * one-shot `certs` service makes with `snapcoord certs` into a volume the nodes
  * mount read-only; published ports, volumes, data and snapshot dirs, the
- * health check and the image's EXPOSE / ENTRYPOINT line up.
+ * health check and the image's EXPOSE / ENTRYPOINT line up; the image starts
+ * node with the V8 flags and malloc environment of src/cli/node-runtime.ts.
  * The file is read with a tiny parser for its YAML subset (mini-yaml.ts); when
  * a full YAML parser happens to be installed, the two must agree.
  */
@@ -14,6 +15,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
 import { SERVE_OPTIONS, envName, resolveServeConfig, type ServeConfig } from '../../../src/cli/config.js';
+import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../../../src/cli/node-runtime.js';
 import { REPO_ROOT } from '../../harness/child.js';
 import { parseMiniYaml, type Yaml } from './mini-yaml.js';
 
@@ -283,7 +285,10 @@ describe('docker-compose.yml and Dockerfile', () => {
       assert.ok(exposed.includes(portOf(s.cfg.peerListen)), `EXPOSE ${portOf(s.cfg.peerListen)}`);
       assert.ok(exposed.includes(portOf(s.cfg.httpAddress)), `EXPOSE ${portOf(s.cfg.httpAddress)}`);
     }
-    assert.match(dockerfile, /^ENTRYPOINT \["node", "dist\/src\/cli\/main\.js"\]$/m);
+    // The image starts its nodes as every launcher does (src/cli/node-runtime.ts): V8 flags before the entry, malloc settings in ENV.
+    assert.ok(dockerfile.split('\n').includes(`ENTRYPOINT ${JSON.stringify(['node', ...NODE_V8_FLAGS, 'dist/src/cli/main.js'])}`.replaceAll(',', ', ')), 'ENTRYPOINT runs node with NODE_V8_FLAGS');
+    const env = dockerfile.split('\n').filter((l) => l.startsWith('ENV ')).flatMap((l) => l.slice(4).trim().split(/\s+/));
+    for (const [k, v] of Object.entries(NODE_MALLOC_ENV)) assert.ok(env.includes(`${k}=${v}`), `the Dockerfile sets ENV ${k}=${v}`);
     assert.ok(existsSync(join(REPO_ROOT, 'src', 'cli', 'main.ts')), 'dist/src/cli/main.js is compiled from src/cli/main.ts');
     assert.match(dockerfile, /^VOLUME \["\/data"\]$/m);
     for (const s of svcs) assert.equal(s.cfg.dataDir, '/data');
