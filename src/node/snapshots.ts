@@ -92,8 +92,12 @@ export const DEFAULT_SNAPSHOT_POLICY: SnapshotPolicy = {
  */
 export const UPLOADS_UNREFERENCED_KEPT = 2;
 
-/** COPY_BATCHES_MAX: batches of a restore's records queued for its snapshot copy before the install waits (each up to INSTALL_DECODE_OPTIONS.batchBytesMax). */
-const COPY_BATCHES_MAX = 4;
+/**
+ * COPY_BATCHES_MAX: batches of a restore's records queued for its snapshot copy before the install waits (each up to
+ * INSTALL_DECODE_OPTIONS.batchBytesMax, 2 MiB, holding the gunzipped chunks its records view). Both run on the main
+ * thread, so a deeper queue bought no overlap: 4 held up to 20 MiB of chunks on every node during a restore.
+ */
+const COPY_BATCHES_MAX = 2;
 
 /** Serving-side error with a gRPC status code (RESOURCE_EXHAUSTED 8, NOT_FOUND 5). */
 function coded(code: number, message: string): Error {

@@ -53,9 +53,11 @@ export interface DecodeStateOptions extends StateLimits {
 /**
  * INSTALL_DECODE_OPTIONS: how an install decodes state.bin (with its own
  * limits added): records as views of the gunzipped chunks, not copies (the
- * install copies each record into its write batch at once), in large batches.
+ * install copies each record into its write batch at once), in batches of at
+ * most one install write (2 MiB, storage's INSTALL_WRITE_BYTES): the install
+ * writes each batch whole, and a batch's views keep its 1 MiB chunks alive.
  */
-export const INSTALL_DECODE_OPTIONS: DecodeStateOptions = { views: true, batchKeysMax: 16_384, batchBytesMax: 4 * 1024 * 1024 };
+export const INSTALL_DECODE_OPTIONS: DecodeStateOptions = { views: true, batchKeysMax: 16_384, batchBytesMax: 2 * 1024 * 1024 };
 
 const OUTPUT_CHUNK_BYTES = 64 * 1024;
 /** values at least this long are pushed as they are instead of being copied into the output chunk. */

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 
 import { INSTALL_WRITE_BYTES, RocksStorage, STATE_WRITE_BUFFER_BYTES } from '../../../src/storage/rocks-storage.js';
 import type { KeyValue } from '../../../src/storage/types.js';
+import { INSTALL_DECODE_OPTIONS } from '../../../src/snapshot/state-format.js';
 
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
 /** UNWRITTEN_BYTES_MAX: the budget this spec holds an install to (two 2 MiB batches). */
@@ -128,5 +129,11 @@ describe('RocksStorage.installState memory bound', function () {
     } finally {
       await s.close();
     }
+  });
+
+  it('INSTALL_DECODE_OPTIONS decodes batches no larger than one install write', () => {
+    // An install puts each batch of its source whole into one native batch: 4 MiB decoder batches made 4 MiB writes.
+    const decoded = INSTALL_DECODE_OPTIONS.batchBytesMax ?? Infinity;
+    assert.ok(decoded <= INSTALL_WRITE_BYTES, `decoder batches of ${decoded} B over the ${INSTALL_WRITE_BYTES} B write batch`);
   });
 });
