@@ -39,7 +39,7 @@ import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import type { Readable } from 'node:stream';
-import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
+import { isReadFailure, type SnapshotHandle, type StoredSnapshot } from '../snapshot/store.js';
 import { ArchiveError, SnapshotStoreError, StateFormatError } from '../snapshot/errors.js';
 import { StorageError } from '../storage/storage-error.js';
 import { RestoreRefs, encodeRestoreCommand, isRestoreCommand, type RestoreCommand } from '../fsm/restore-command.js';
@@ -1415,9 +1415,11 @@ export class Node {
    * through `install` (the state machine's, as of the entry's index, keeping
    * the cluster's membership). An archive whose content is refused resolves
    * `{ok: false}`: every node holds the same verified bytes and refuses them
-   * the same way. Anything else (the disk, a stop) rejects: fatal, retried at restart — a kept
-   * archive whose bytes changed on this node's disk (SnapshotStoreError `corrupt`) included, which
-   * installUpload removes so that the retry fetches it again.
+   * the same way. A kept archive whose bytes changed on this node's disk
+   * since (SnapshotStoreError `corrupt`: installUpload reads it against its
+   * recorded chunk hashes and sets it aside) is fetched again from a holder
+   * and installed, at most RESTORE_REFETCHES_MAX times. Anything else (the
+   * disk, a stop) rejects: fatal, retried at restart.
    */
   private async installRestoreArchive(cmd: RestoreCommand, index: number, install: ArchiveInstall): Promise<RestoreOutcome> {
     const sm = this.snapshots;
@@ -1433,15 +1435,15 @@ export class Node {
         const membership = this.raft.membershipAt(index);
         await sm.installUpload(stored, (records, copy) => install(records, membership, copy), term !== undefined ? { index, term, membership } : undefined);
       } catch (err) {
-        if (!isContentError(err)) throw err; // the disk, not the archive: fatal, retried at restart
-        // Refused content is refused the same way on every node only if these are the bytes the leader verified:
-        // a byte this node's disk changed since fails here alone (the others apply the restore). Those bytes are
-        // set aside and the archive fetched again from a holder (simulator seed 41406: the node skipped the restore
-        // every other node applied).
-        if (!(await sm.uploadIntact(stored))) {
+        // This node's copy changed on its disk since it was kept: it fails here alone (the other nodes apply the
+        // restore), so it is never taken for refused content — it is set aside and fetched again (simulator seed
+        // 41406: the node skipped a restore every other node applied).
+        if (err instanceof SnapshotStoreError && err.code === 'corrupt' && !isReadFailure(err)) {
           if (round >= RESTORE_REFETCHES_MAX) throw new NodeError('unavailable', `restore at index ${index}: the archive was damaged on this node's disk ${round + 1} times`);
+          this.log.warn({ index, digest: cmd.digest }, 'restore: this node\'s copy of the archive was damaged on its disk; fetching it again');
           continue;
         }
+        if (!isContentError(err)) throw err; // the disk, not the archive: fatal, retried at restart
         // The archive's content is refused (the upload checks should have caught it).
         this.log.error({ index, digest: cmd.digest, err: (err as Error).message }, 'restore archive refused while installing');
         return { ok: false, error: (err as Error).message };

@@ -15,7 +15,6 @@ import {
   SnapshotStoreError,
   checkedStateRecords,
   isReadFailure,
-  isUnreadable,
   decodeStateRecords,
   readArchive,
   validateStateRecords,
@@ -550,8 +549,9 @@ export class SnapshotManager {
    * the chunk hashes (over the compressed bytes, far fewer) catch any change
    * on this node's disk since, and every gzip member's CRC is still checked.
    * Such a change is SnapshotStoreError `corrupt` (this node's copy, not the
-   * archive: not a content error); the upload is then removed, so that the
-   * next attempt fetches it again from a holder.
+   * archive: not a content error); the upload is then moved to quarantine
+   * (kept for an operator, out of findUpload), so that the next attempt
+   * fetches it again from a holder.
    *
    * With `snapshotAs` (the restore entry's index, term and membership), the
    * records the state machine installs are also written, as they go in, into
@@ -588,9 +588,9 @@ export class SnapshotManager {
       tee?.fail(err as Error);
       await copying?.catch(() => undefined);
       handle.release();
-      if (err instanceof SnapshotStoreError && err.code === 'corrupt') {
-        this.log.error({ id: s.id, err: err.message }, 'a kept upload changed on disk since it was stored; removing it (fetched again at the next attempt)');
-        await this.uploads.remove(s.id).catch(() => undefined);
+      if (err instanceof SnapshotStoreError && err.code === 'corrupt' && !isReadFailure(err)) {
+        this.log.error({ id: s.id, err: err.message }, 'a kept upload changed on disk since it was stored; moved to quarantine (fetched again at the next attempt)');
+        await this.uploads.quarantine(s.id).catch(() => undefined);
       }
       throw err;
     }
@@ -650,24 +650,6 @@ export class SnapshotManager {
         'diskFull',
         `meta.json declares a state of ${meta.stateBytes} bytes; restoring it needs about ${neededBytes} bytes free (the archive, the installed state and a reserve of ${reserveBytes}), but ${freeBytes} are free on ${this.uploads.dir}`,
       );
-    }
-  }
-
-  /**
-   * uploadIntact re-hashes a kept upload against the hashes recorded when it
-   * was written. True when they agree; when they do not (this node's disk
-   * changed a byte since), the upload is moved to quarantine and false is
-   * returned. A read that fails rejects (SnapshotStoreError `io`/`corrupt`).
-   */
-  async uploadIntact(s: StoredSnapshot): Promise<boolean> {
-    try {
-      await this.uploads.verify(s.id);
-      return true;
-    } catch (err) {
-      if (!(err instanceof SnapshotStoreError) || err.code !== 'corrupt' || isUnreadable(err)) throw err;
-      this.log.error({ id: s.id, err: err.message }, 'a kept restore archive does not match its recorded hashes; moved to quarantine');
-      await this.uploads.quarantine(s.id);
-      return false;
     }
   }
 

@@ -798,7 +798,7 @@ export class NodeCluster {
         // An archive its snapshot disk corrupted, caught by its recorded hashes (a corrupt archive passed off as good
         // is caught elsewhere: a state installed from it differs, or its restore or install fails on every node);
         // at boot, the node then starts without a state machine base and asks its leader for a snapshot.
-        if (mb.snapDamage > 0 && /SHA-256 is|does not verify|hash mismatch|digest mismatch|the log was compacted up to index \d+ but /.test(`${msg ?? ''} ${JSON.stringify(obj)}`)) {
+        if (mb.snapDamage > 0 && /SHA-256 is|does not verify|hash mismatch|digest mismatch|does not match its hash|the log was compacted up to index \d+ but /.test(`${msg ?? ''} ${JSON.stringify(obj)}`)) {
           if (msg?.startsWith('node failed') === true) this.onDiskStop(mb, true);
           return;
         }
