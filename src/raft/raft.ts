@@ -634,7 +634,9 @@ export class RaftNode {
 
   /**
    * installFailed: the snapshot beginInstall accepted could not be installed
-   * and cannot be had again (no member still serves those bytes). The log
+   * (its bytes were refused), and the member that offered it may be gone for
+   * good: asking again is the leader's business, not a refetch of those
+   * bytes. The log
    * was already reset to it, so no entry is handed out until a snapshot at or
    * after it is installed: the install ends here (the leader is told, and its
    * guard ends), and the follower asks its leader for its newest snapshot in
