@@ -8,12 +8,13 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../../src/cli/node-runtime.js';
 import { REPO_ROOT } from '../harness/child.js';
 
 const MAIN = join(REPO_ROOT, 'src', 'cli', 'main.ts');
@@ -99,6 +100,25 @@ describe('README quick start: `snapcoord local` secure by default, the README co
     assert.match(output, /TLS: CA data\/tls\/ca\.pem, node certificates in data\/tls \(client TLS, peer mutual TLS\)/);
     for (const f of ['data/api-key', 'data/tls/ca-key.pem', 'data/tls/n1-key.pem']) assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, f);
     assert.equal(statSync(join(dir, 'data', 'n1')).mode & 0o777, 0o700);
+  });
+
+  it('starts its nodes as every launcher does: the V8 flags and malloc environment of node-runtime.ts', () => {
+    // The nodes are the processes whose command line is `… serve --id nX …` with a data dir under this test's dir.
+    const nodes = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .map((pid) => {
+        try {
+          return { cmd: readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0'), env: readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0') };
+        } catch {
+          return null; // gone meanwhile
+        }
+      })
+      .filter((p): p is { cmd: string[]; env: string[] } => p !== null && p.cmd.includes('serve') && p.cmd.some((a) => a.startsWith(join(dir, 'data'))));
+    assert.equal(nodes.length, 3, 'three node processes found');
+    for (const n of nodes) {
+      for (const f of NODE_V8_FLAGS) assert.ok(n.cmd.includes(f), `${n.cmd.join(' ')}: ${f}`);
+      for (const [k, v] of Object.entries(NODE_MALLOC_ENV)) assert.ok(n.env.includes(`${k}=${v}`), `${k}=${v} in a node's environment`);
+    }
   });
 
   it('kv put through a follower and kv get, as written: TLS and the key found from the working directory', async () => {
