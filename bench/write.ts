@@ -4,7 +4,10 @@
  *
  *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare] [--rounds 1]
  *                          [--etcd-tls on|off]
- *                          [--op put|cas] [--keys 16] [--spread on|off] [--serve-flags "..."]
+ *                          [--op put|cas] [--keys 16] [--spread on|off] [--serve-flags "..."] [--no-node-runtime]
+ *
+ * The members start as their launchers start them (the V8 flags and malloc
+ * environment of src/cli/node-runtime.ts) unless --no-node-runtime.
  *
  * --spread on: snapcoord's clients spread over the three members as etcd3's
  * do (slot i talks to member i mod 3, over --channels channels to each); a
@@ -68,6 +71,7 @@ import { KvClient } from '../src/client/kv-client.js';
 import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
 import { ClosedLoop } from '../src/cli/bench/closed-loop.js';
 import { readProc } from '../src/cli/bench/resources.js';
+import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { type Child, startProgram } from '../test/harness/child.js';
 import { freePorts } from '../test/harness/ports.js';
 import { sleep, until } from '../test/harness/until.js';
@@ -211,7 +215,13 @@ async function kvCas(c: KvClient, key: string, expected: Buffer | undefined, val
   return { swapped: false, current: found?.found === true && found.kv !== undefined ? Buffer.from(found.kv.value) : undefined };
 }
 
-async function startSnapcoord(dir: string, channels: number, tls: boolean, spread: boolean, serveFlags: readonly string[]): Promise<Target> {
+/** SnapcoordRun: how the bench starts snapcoord's members: extra serve flags, and whether as their launchers do (cli/node-runtime.ts). */
+interface SnapcoordRun {
+  readonly serveFlags: readonly string[];
+  readonly nodeRuntime: boolean;
+}
+
+async function startSnapcoord(dir: string, channels: number, tls: boolean, spread: boolean, run: SnapcoordRun): Promise<Target> {
   const ports = await freePorts(9);
   const ids = ['n1', 'n2', 'n3'];
   const sec = await security(dir, ids, tls);
@@ -224,11 +234,12 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
     children.set(
       id,
       startProgram(id, process.execPath, [
+        ...(run.nodeRuntime ? NODE_V8_FLAGS : []),
         ...(process.env.SNAPCOORD_BENCH_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SNAPCOORD_BENCH_PROF}`] : []),
         '--import', 'tsx', 'src/cli/main.ts', 'serve',
         '--id', id, '--grpc', grpcAddr(i), '--peer-listen', peerAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
-        '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', ...sec.serveFlags(id), ...serveFlags,
-      ]),
+        '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', ...sec.serveFlags(id), ...run.serveFlags,
+      ], run.nodeRuntime ? { ...NODE_MALLOC_ENV } : {}),
     );
   });
   const addrOf = new Map(ids.map((id, i) => [id, grpcAddr(i)]));
@@ -411,6 +422,7 @@ async function main(): Promise<void> {
     .option('--value-bytes <n>', 'value size', '100')
     .option('--channels <n>', 'gRPC channels to each snapcoord member the clients talk to', '4')
     .option('--serve-flags <flags>', 'extra flags for every snapcoord serve, space-separated (e.g. "--heartbeat-ticks 10 --election-timeout-ticks 50")', '')
+    .option('--no-node-runtime', 'start the members with plain `node`, without the V8 flags and malloc environment of their launchers (cli/node-runtime.ts)')
     .option('--spread <mode>', "on: snapcoord's clients spread over the three members (as etcd3's); off: all talk to the leader", 'off')
     .option('--no-etcd', 'skip the etcd comparison')
     .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
@@ -421,7 +433,7 @@ async function main(): Promise<void> {
     .option('--keys <n>', 'with --op cas: the shared keys the transactions contend on', '16')
     .option('--rounds <n>', 'with --tls compare: rounds of both, in alternating order; the medians are compared', '1')
     .parse();
-  const o = program.opts<{ serveFlags: string; spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
+  const o = program.opts<{ nodeRuntime: boolean; serveFlags: string; spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
   if (o.etcdTls !== undefined && o.etcdTls !== 'on' && o.etcdTls !== 'off') throw new Error(`--etcd-tls: "${o.etcdTls}" is not on or off`);
   if (o.spread !== 'on' && o.spread !== 'off') throw new Error(`--spread: "${o.spread}" is not on or off`);
   if (o.op !== 'put' && o.op !== 'cas') throw new Error(`--op: "${o.op}" is not put or cas`);
@@ -443,7 +455,7 @@ async function main(): Promise<void> {
     const tlsOn = o.tls !== 'off';
     type Run = Awaited<ReturnType<typeof bench>>;
     const runSnapcoord = (tls: boolean, r: number): Promise<Run> =>
-      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on', serveFlags), clients, seconds, valueBytes, o.failover, op, keys);
+      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on', { serveFlags, nodeRuntime: o.nodeRuntime }), clients, seconds, valueBytes, o.failover, op, keys);
     let ours: Run;
     if (o.tls === 'compare') {
       const on: Run[] = [];
