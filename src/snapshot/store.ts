@@ -1263,8 +1263,9 @@ async function fsyncParent(dir: string, io: SnapshotIo): Promise<void> {
  * the bytes disagree with their recorded hashes: the snapshot may be good.
  */
 export function isUnreadable(err: unknown): boolean {
-  const cause = (err as { cause?: unknown }).cause;
-  return err instanceof SnapshotStoreError && err.code === 'corrupt' && cause !== undefined && (cause as { code?: unknown }).code !== undefined;
+  const code = (err as { cause?: { code?: unknown } }).cause?.code;
+  // An errno (EIO, ENOENT, ...), not the code of our own parse errors (an ArchiveError's `invalid-meta`, say).
+  return err instanceof SnapshotStoreError && err.code === 'corrupt' && typeof code === 'string' && /^E[A-Z0-9]+$/.test(code);
 }
 
 /** isReadFailure: isUnreadable, but for a file that is missing (ENOENT: the snapshot is damaged or being removed). */

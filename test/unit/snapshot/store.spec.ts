@@ -11,7 +11,7 @@ import { readArchive } from '../../../src/snapshot/archive.js';
 import { ArchiveError, SnapshotStoreError, type SnapshotStoreErrorCode } from '../../../src/snapshot/errors.js';
 import { FAILPOINT_ENV, FAILPOINT_NAMES } from '../../../src/snapshot/failpoint.js';
 import { decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
-import { SnapshotStore, snapshotId, type SnapshotHandle } from '../../../src/snapshot/store.js';
+import { SnapshotStore, isReadFailure, snapshotId, type SnapshotHandle } from '../../../src/snapshot/store.js';
 import { CHUNK_HASH_BYTES, type ArchiveSink } from '../../../src/snapshot/archive-sink.js';
 import { MEMBERSHIP, collect, inBatches, records, sha256, tempDir } from './helpers.js';
 
@@ -124,6 +124,23 @@ describe('SnapshotStore', () => {
     await assert.rejects(store.open(created.id), (err: unknown) => err instanceof SnapshotStoreError && err.code === 'corrupt');
     await writeFile(metaPath, `${JSON.stringify(stored, null, 2)}\n`);
     assert.deepEqual(await store.list(), [created]);
+  });
+
+  // A meta.json that parses but breaks the schema is a bad snapshot, like one that does not parse: not listed, open()
+  // says why. It used to fail list() itself as an unreadable store (the schema error's code was taken for an errno),
+  // which fails boot, latest() and every snapshot operation on account of one damaged file.
+  it('a meta.json that is valid JSON but breaks the schema is skipped by list(), refused by open(), not taken for a read failure', async () => {
+    const store = await SnapshotStore.open(join(dir, 'snaps'), { retain: 3 });
+    const older = await store.create(meta(5, 1), writer(records(5)));
+    const created = await store.create(meta(10, 2), writer(records(10)));
+    const metaPath = join(dir, 'snaps', created.id, 'meta.json');
+    const stored = JSON.parse(await readFile(metaPath, 'utf8')) as Record<string, unknown>;
+    await writeFile(metaPath, `${JSON.stringify({ ...stored, index: 'ten' }, null, 2)}\n`);
+    assert.deepEqual(await store.list(), [older]);
+    await assert.rejects(store.open(created.id), (err: unknown) => err instanceof SnapshotStoreError && err.code === 'corrupt' && !isReadFailure(err) && /meta\.json is invalid/.test(err.message));
+    const latest = await store.latest();
+    assert.equal(latest?.id, older.id);
+    latest?.release();
   });
 
   // The directory exporter opens its stores under /proc/self/fd/N (a directory it holds open), whose parents cannot
