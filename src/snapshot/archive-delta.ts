@@ -34,6 +34,7 @@ import {
   type StateMemberInfo,
 } from './archive-writer.js';
 import { ArchiveError, StateFormatError } from './errors.js';
+import { BlockPool } from './block-pool.js';
 import { gzipBlock, resolveParallelGzipOptions } from './parallel-gzip.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
@@ -178,7 +179,9 @@ export async function writeArchiveDelta(
     async (deliver) => {
       const reader = new ExactReader(base.bytes);
       const stateHash = createHash('sha256');
-      const encoder = new StateBlockEncoder(blockBytes, options, true);
+      // Blocks are compressed one at a time: each goes back to the pool once its member is made.
+      const pool = new BlockPool(blockBytes, 2);
+      const encoder = new StateBlockEncoder(blockBytes, options, true, pool);
       let stateBytes = 0;
       let stateKeys = 0;
       /** lastKey: the last key written so far (keys must strictly increase across the whole state). */
@@ -196,7 +199,8 @@ export async function writeArchiveDelta(
         for (let i = 0; i < ready.length; i++) {
           const block = ready[i] as Buffer;
           stateHash.update(block);
-          await deliver(await gzipBlock(block, level, adaptive, io), info[i] as StateMemberInfo);
+          const member = await gzipBlock(block, level, adaptive, io).finally(() => pool.give(block));
+          await deliver(member, info[i] as StateMemberInfo);
         }
       };
       let next = 0;

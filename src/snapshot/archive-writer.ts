@@ -33,6 +33,7 @@ import {
   type ArchiveMeta,
 } from './archive-meta.js';
 import { ArchiveError, StateFormatError } from './errors.js';
+import { BlockPool } from './block-pool.js';
 import { GzipMemberQueue, gzipMember, resolveParallelGzipOptions, type ParallelGzipOptions } from './parallel-gzip.js';
 import { STATE_KEY_BYTES_MAX, STATE_VALUE_BYTES_MAX, type StateLimits, type StateRecord } from './state-format.js';
 import { TAR_BLOCK_BYTES, encodeTarHeader } from './tar-header.js';
@@ -138,8 +139,13 @@ export class StateBlockEncoder {
   keys = 0;
   bytes = 0;
 
-  constructor(blockBytes: number, limits: StateLimits = {}, alignRecords = false) {
+  readonly #pool: BlockPool | undefined;
+
+  /** With a `pool`, blocks come from it (the caller gives each back once done with it); without, each is new. */
+  constructor(blockBytes: number, limits: StateLimits = {}, alignRecords = false, pool?: BlockPool) {
+    if (pool !== undefined && pool.blockBytes !== blockBytes) throw new RangeError(`pool of ${pool.blockBytes}-byte blocks for ${blockBytes}-byte blocks`);
     this.#blockBytes = blockBytes;
+    this.#pool = pool;
     this.#aligned = alignRecords;
     this.#keyBytesMax = limits.keyBytesMax ?? STATE_KEY_BYTES_MAX;
     this.#valueBytesMax = limits.valueBytesMax ?? STATE_VALUE_BYTES_MAX;
@@ -149,7 +155,7 @@ export class StateBlockEncoder {
     if (!Number.isSafeInteger(this.#valueBytesMax) || this.#valueBytesMax < 0 || this.#valueBytesMax > 0xffff_ffff) {
       throw new RangeError(`valueBytesMax must be a whole number in [0, 2^32-1], got ${this.#valueBytesMax}`);
     }
-    this.#block = Buffer.allocUnsafe(blockBytes);
+    this.#block = this.#newBlock();
     this.#prev = Buffer.allocUnsafe(Math.min(this.#keyBytesMax, 64 * 1024));
   }
 
@@ -225,9 +231,13 @@ export class StateBlockEncoder {
   #closeAligned(): void {
     this.ready.push(this.#block.subarray(0, this.#fill));
     this.readyInfo.push({ stateBytes: this.#fill, keys: this.#blockKeys, firstKey: this.#blockFirstKey });
-    this.#block = Buffer.allocUnsafe(this.#blockBytes);
+    this.#block = this.#newBlock();
     this.#fill = 0;
     this.#blockKeys = 0;
+  }
+
+  #newBlock(): Buffer {
+    return this.#pool?.take() ?? Buffer.allocUnsafe(this.#blockBytes);
   }
 
   #put(bytes: Buffer): void {
@@ -239,7 +249,7 @@ export class StateBlockEncoder {
       pos += n;
       if (this.#fill === this.#blockBytes) {
         this.ready.push(this.#block);
-        this.#block = Buffer.allocUnsafe(this.#blockBytes);
+        this.#block = this.#newBlock();
         this.#fill = 0;
       }
     }
@@ -468,12 +478,15 @@ export async function writeArchiveFromRecords(
   };
   const { level, blockBytes, inFlightMax, adaptive } = resolveParallelGzipOptions(gzipOptions);
   const io = options.io ?? nodeSnapshotIo;
-  const encoder = new StateBlockEncoder(blockBytes, options, true);
+  // Blocks go round: encoder -> queue -> (compressed) back to the pool; at most inFlightMax are compressing
+  // and one is filling, so the pool seldom allocates past inFlightMax + 2.
+  const pool = new BlockPool(blockBytes, inFlightMax + 2);
+  const encoder = new StateBlockEncoder(blockBytes, options, true, pool);
   // records -> blocks -> gzip members (hashing state.bin on the way), delivered in order.
   const produce: StateMembersProducer = async (deliver) => {
     const stateHash = createHash('sha256');
     const infos: StateMemberInfo[] = [];
-    const queue = new GzipMemberQueue(level, inFlightMax, (member) => deliver(member, infos.shift() as StateMemberInfo), adaptive, io);
+    const queue = new GzipMemberQueue(level, inFlightMax, (member) => deliver(member, infos.shift() as StateMemberInfo), adaptive, io, pool);
     const takeReady = async (): Promise<void> => {
       const ready = encoder.ready.splice(0);
       const info = encoder.readyInfo.splice(0);

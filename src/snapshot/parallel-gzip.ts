@@ -9,11 +9,13 @@
  * input was chunked), so the same bytes, block size and level give the same
  * output. Each block is stored, Huffman coded or deflated as a sample of it
  * says (blockGzipChoice). Memory is bounded: at most `inFlightMax` blocks (input and output)
- * are held at once, plus the block being filled.
+ * are held at once, plus the block being filled; input blocks are reused (BlockPool) and
+ * zlib's output buffers are sized from the sample, not the block.
  */
 import { availableParallelism } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
 import { constants as zlibConstants, type ZlibOptions } from 'node:zlib';
+import { BlockPool } from './block-pool.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
 /** GZIP_BLOCK_BYTES_DEFAULT: bytes of input per gzip member (1 MiB). */
@@ -89,18 +91,37 @@ export function resolveParallelGzipOptions(options: ParallelGzipOptions = {}): R
   };
 }
 
+/** OUTPUT_CHUNK_BYTES_MIN: the smallest zlib output buffer gzipMember asks for. */
+const OUTPUT_CHUNK_BYTES_MIN = 16 * 1024;
+
+/** gzipWorstCaseBytes: the most bytes a gzip member of `inputBytes` can take (deflateBound: stored blocks add 5 bytes per 16 KiB; gzip adds 18 of header and trailer). */
+function gzipWorstCaseBytes(inputBytes: number): number {
+  return inputBytes + (inputBytes >> 10) + 1024;
+}
+
 /**
- * gzipMember compresses `block` as one complete gzip member on the threadpool
- * (one round trip: the output buffer is sized for the worst case).
+ * gzipMember compresses `block` as one complete gzip member on the threadpool.
+ * zlib's output buffer is sized for `expectedBytes` (an estimate of the
+ * output, plus an eighth and 4 KiB) or, without one, for the worst case, so a
+ * block that compresses well does not allocate a block-sized buffer; output
+ * past the estimate only takes more buffers (the bytes are the same: zlib's
+ * output does not depend on its buffer size).
  */
-export function gzipMember(block: Uint8Array, level: number, huffmanOnly = false, io: SnapshotIo = nodeSnapshotIo): Promise<Buffer> {
-  // deflateBound: stored blocks add 5 bytes per 16 KiB at worst; gzip adds 18 bytes of header and trailer.
+export function gzipMember(block: Uint8Array, level: number, huffmanOnly = false, io: SnapshotIo = nodeSnapshotIo, expectedBytes?: number): Promise<Buffer> {
+  const worstCase = gzipWorstCaseBytes(block.length);
+  const sized = expectedBytes === undefined ? worstCase : Math.min(worstCase, Math.ceil(expectedBytes * 1.125) + 4096);
   const zlibOptions: ZlibOptions = {
     level,
-    chunkSize: Math.max(64 * 1024, block.length + (block.length >> 10) + 1024),
+    chunkSize: Math.max(OUTPUT_CHUNK_BYTES_MIN, sized),
     ...(huffmanOnly ? { strategy: zlibConstants.Z_HUFFMAN_ONLY } : {}),
   };
   return io.gzip(block, zlibOptions);
+}
+
+/** BlockGzipPlan: how gzipBlock compresses a block, and the output its sample predicts (bytes; undefined without a sample). */
+export interface BlockGzipPlan {
+  readonly choice: GzipChoice;
+  readonly expectedBytes: number | undefined;
 }
 
 /**
@@ -114,19 +135,29 @@ export function gzipMember(block: Uint8Array, level: number, huffmanOnly = false
  * deterministic.
  */
 export async function blockGzipChoice(block: Uint8Array, level: number, adaptive: boolean, io: SnapshotIo = nodeSnapshotIo): Promise<GzipChoice> {
-  if (!adaptive || level === 0 || block.length <= SAMPLE_BYTES) return 'deflate';
+  return (await blockGzipPlan(block, level, adaptive, io)).choice;
+}
+
+/** blockGzipPlan is blockGzipChoice plus the output size the sample predicts for that choice (scaled to the block). */
+export async function blockGzipPlan(block: Uint8Array, level: number, adaptive: boolean, io: SnapshotIo = nodeSnapshotIo): Promise<BlockGzipPlan> {
+  if (!adaptive || level === 0 || block.length <= SAMPLE_BYTES) return { choice: 'deflate', expectedBytes: undefined };
   const half = SAMPLE_BYTES / 2;
   const mid = Math.floor(block.length / 2);
   const sample = Buffer.concat([block.subarray(0, half), block.subarray(mid, mid + half)]);
   const [huffman, deflated] = await Promise.all([gzipMember(sample, 1, true, io), gzipMember(sample, level, false, io)]);
-  if (sample.length / huffman.length < INCOMPRESSIBLE_RATIO && sample.length / deflated.length < INCOMPRESSIBLE_RATIO) return 'stored';
-  return huffman.length / deflated.length < LZ_GAIN_MIN ? 'huffman' : 'deflate';
+  if (sample.length / huffman.length < INCOMPRESSIBLE_RATIO && sample.length / deflated.length < INCOMPRESSIBLE_RATIO) {
+    return { choice: 'stored', expectedBytes: undefined };
+  }
+  const choice = huffman.length / deflated.length < LZ_GAIN_MIN ? 'huffman' : 'deflate';
+  const sampleOut = choice === 'huffman' ? huffman.length : deflated.length;
+  return { choice, expectedBytes: (block.length * sampleOut) / sample.length };
 }
 
-/** gzipBlock compresses `block` as one gzip member as blockGzipChoice(block, level, adaptive) says. */
+/** gzipBlock compresses `block` as one gzip member as blockGzipChoice(block, level, adaptive) says (zlib's output buffer sized by the sample). */
 export async function gzipBlock(block: Uint8Array, level: number, adaptive: boolean, io: SnapshotIo = nodeSnapshotIo): Promise<Buffer> {
-  const choice = await blockGzipChoice(block, level, adaptive, io);
-  return choice === 'stored' ? gzipMember(block, 0, false, io) : choice === 'huffman' ? gzipMember(block, 1, true, io) : gzipMember(block, level, false, io);
+  const { choice, expectedBytes } = await blockGzipPlan(block, level, adaptive, io);
+  if (choice === 'stored') return gzipMember(block, 0, false, io);
+  return gzipMember(block, choice === 'huffman' ? 1 : level, choice === 'huffman', io, expectedBytes);
 }
 
 interface Job {
@@ -144,7 +175,10 @@ interface Job {
  * calls to add() and finish() must not overlap. finish() delivers every
  * pending member. A compression or `deliver` failure rejects the add() or
  * finish() that meets it, and every later call; the block passed to add() must
- * not be changed until the queue is done with it (add a fresh buffer each time).
+ * not be changed until the queue is done with it: with a `pool`, the queue
+ * gives each block back to it once its compression settled (zlib no longer
+ * reads it), and the caller takes its next blocks from that pool; without
+ * one, add a fresh buffer each time.
  */
 export class GzipMemberQueue {
   readonly #level: number;
@@ -153,6 +187,7 @@ export class GzipMemberQueue {
   readonly #io: SnapshotIo;
   readonly #deliver: (member: Buffer, inputBytes: number) => Promise<void> | void;
   readonly #jobs: Job[] = [];
+  readonly #pool: BlockPool | undefined;
   #failure: unknown = null;
   /** memberCount: members delivered so far. */
   memberCount = 0;
@@ -163,8 +198,10 @@ export class GzipMemberQueue {
     deliver: (member: Buffer, inputBytes: number) => Promise<void> | void,
     adaptive = true,
     io: SnapshotIo = nodeSnapshotIo,
+    pool?: BlockPool,
   ) {
     this.#io = io;
+    this.#pool = pool;
     this.#level = checkInt('gzip level', level, 0, 9);
     this.#inFlightMax = checkInt('gzip inFlightMax', inFlightMax, 1, 64);
     this.#deliver = deliver;
@@ -180,7 +217,12 @@ export class GzipMemberQueue {
   async add(block: Uint8Array): Promise<void> {
     if (this.#failure !== null) throw this.#failure;
     const member = gzipBlock(block, this.#level, this.#adaptive, this.#io);
-    member.catch(() => undefined); // met (and rethrown) when delivered
+    const pool = this.#pool;
+    // met (and rethrown) when delivered; either way zlib is done with the block.
+    member.then(
+      () => pool?.give(block),
+      () => pool?.give(block),
+    );
     this.#jobs.push({ member, inputBytes: block.length });
     while (this.#jobs.length >= this.#inFlightMax) await this.#deliverHead();
   }
@@ -217,6 +259,7 @@ export class GzipMemberQueue {
 export class ParallelGzip extends Transform {
   readonly #blockBytes: number;
   readonly #queue: GzipMemberQueue;
+  readonly #pool: BlockPool;
   #block: Buffer;
   #fill = 0;
   bytesIn = 0;
@@ -226,7 +269,8 @@ export class ParallelGzip extends Transform {
     const { level, blockBytes, inFlightMax, adaptive } = resolveParallelGzipOptions(options);
     super({ readableHighWaterMark: blockBytes, writableHighWaterMark: 64 * 1024 });
     this.#blockBytes = blockBytes;
-    this.#block = Buffer.allocUnsafe(blockBytes);
+    this.#pool = new BlockPool(blockBytes, inFlightMax + 1);
+    this.#block = this.#pool.take();
     this.#queue = new GzipMemberQueue(
       level,
       inFlightMax,
@@ -236,6 +280,7 @@ export class ParallelGzip extends Transform {
       },
       adaptive,
       options.io,
+      this.#pool,
     );
   }
 
@@ -266,7 +311,7 @@ export class ParallelGzip extends Transform {
       pos += n;
       if (this.#fill === this.#blockBytes) {
         const full = this.#block;
-        this.#block = Buffer.allocUnsafe(this.#blockBytes);
+        this.#block = this.#pool.take();
         this.#fill = 0;
         await this.#queue.add(full);
       }
