@@ -26,6 +26,12 @@ export class Progress {
    * stays silent for snapshotGuardTicksMax ticks.
    */
   installGuard = 0;
+  /**
+   * reportedInstall: this follower answered an append or a heartbeat of this
+   * leader's term, saying whether it installs a snapshot (installGuard took
+   * that over from any install floor the previous leader announced).
+   */
+  reportedInstall = false;
   /** ticksSinceHeard: ticks since this follower last answered anything. */
   ticksSinceHeard = 0;
   /** recentActive: heard from within the current election timeout (CheckQuorum). */

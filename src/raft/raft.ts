@@ -842,8 +842,10 @@ export class RaftNode {
     }
     // Conservatively, no membership change until this term's first entry commits.
     this.pendingConfIndex = this.log.lastIndex();
-    // The previous leader's install floor stays until an installing follower has had time to say so itself.
-    this.inheritedFloorTicksLeft = this.leaderInstallFloor > 0 ? 2 * this.cfg.electionTimeoutTicks : 0;
+    // The previous leader's install floor stays until every follower has said whether it installs (noteInstalling;
+    // the guard of the one that does takes over), at most snapshotGuardTicksMax: a fixed two election timeouts let a
+    // new leader compact what an installing follower needed when its answers came late on a loaded machine.
+    this.inheritedFloorTicksLeft = this.leaderInstallFloor > 0 ? this.cfg.snapshotGuardTicksMax : 0;
     // Raft §5.4.2 / §8: commit an entry of the new term (a no-op) to learn what is committed.
     const noop: Entry = { index: this.log.lastIndex() + 1, term: this.term, type: 'normal', data: new Uint8Array(0) };
     this.appendEntries([noop]);
@@ -890,7 +892,10 @@ export class RaftNode {
   private tickHeartbeat(): void {
     this.heartbeatElapsed++;
     this.electionElapsed++;
-    if (this.inheritedFloorTicksLeft > 0 && --this.inheritedFloorTicksLeft === 0) this.leaderInstallFloor = 0;
+    if (this.inheritedFloorTicksLeft > 0 && (--this.inheritedFloorTicksLeft === 0 || this.everyPeerReportedInstall())) {
+      this.inheritedFloorTicksLeft = 0;
+      this.leaderInstallFloor = 0;
+    }
     if (this.electionElapsed >= this.cfg.electionTimeoutTicks) {
       this.electionElapsed = 0;
       if (this.cfg.checkQuorum && !this.quorumActive()) {
@@ -1238,6 +1243,7 @@ export class RaftNode {
    * true when the follower is installing a snapshot beyond its match.
    */
   private noteInstalling(pr: Progress, installing: number): boolean {
+    pr.reportedInstall = true;
     if (installing === 0) {
       pr.installGuard = 0; // it installs nothing (an offer still unanswered keeps pendingSnapshot as floor)
       return false;
@@ -1267,6 +1273,12 @@ export class RaftNode {
       return;
     }
     this.snapshotWantedIndex = Math.max(this.snapshotWantedIndex, needed);
+  }
+
+  /** everyPeerReportedInstall (leader): every other member answered in this term, saying whether it installs a snapshot. */
+  private everyPeerReportedInstall(): boolean {
+    for (const [id, pr] of this.prs) if (id !== this.id && !pr.reportedInstall) return false;
+    return true;
   }
 
   /** isCommittable: Raft §5.4.2 — only entries of the current term are committed by counting replicas. */

@@ -4,28 +4,19 @@
  * and gRPC (RocksCluster).
  */
 import assert from 'node:assert/strict';
-import { open, readdir, stat } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { BootRefusedError, type Node } from '../../../src/node/node.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { until } from '../../harness/until.js';
+import { flipByte } from '../../harness/flip-byte.js';
 
 const enc = new TextEncoder();
 
 /** corruptArchive flips one byte in the middle of a stored snapshot's archive. */
 async function corruptArchive(storeDir: string, id: string): Promise<void> {
-  const file = join(storeDir, id, 'archive.tar.gz');
-  const size = (await stat(file)).size;
-  const h = await open(file, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    await h.read(b, 0, 1, Math.floor(size / 2));
-    b[0] = (b[0] ?? 0) ^ 0xff;
-    await h.write(b, 0, 1, Math.floor(size / 2));
-  } finally {
-    await h.close();
-  }
+  await flipByte(join(storeDir, id, 'archive.tar.gz'));
 }
 
 async function writeKeys(node: Node, from: number, to: number): Promise<void> {

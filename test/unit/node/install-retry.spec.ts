@@ -6,13 +6,13 @@
  * plane (RocksCluster).
  */
 import assert from 'node:assert/strict';
-import { open } from 'node:fs/promises';
 import { sep } from 'node:path';
 
 import { SnapshotManager } from '../../../src/node/snapshots.js';
 import type { StoredSnapshot } from '../../../src/snapshot/index.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { until } from '../../harness/until.js';
+import { flipByte } from '../../harness/flip-byte.js';
 
 const enc = new TextEncoder();
 
@@ -43,18 +43,7 @@ describe('a fetched snapshot that fails to install is fetched again', function (
     SnapshotManager.prototype.install = async function (this: SnapshotManager, s: StoredSnapshot): Promise<void> {
       if (this.store.dir.includes(`${sep}${f}${sep}`)) {
         attempts.push(s.meta.index);
-        if (attempts.length === 1) {
-          const fh = await open(s.path, 'r+');
-          try {
-            const at = Math.floor(s.archiveBytes / 2);
-            const b = Buffer.alloc(1);
-            await fh.read(b, 0, 1, at);
-            b[0] = (b[0] as number) ^ 0xff;
-            await fh.write(b, 0, 1, at);
-          } finally {
-            await fh.close();
-          }
-        }
+        if (attempts.length === 1) await flipByte(s.path);
       }
       return originalInstall.call(this, s);
     };

@@ -7,7 +7,6 @@
  * loop.
  */
 import assert from 'node:assert/strict';
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
@@ -21,6 +20,7 @@ import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { poisonedArchives, rawState, tarGz, goodEntries } from '../snapshot/helpers.js';
 import { RocksCluster, dumpKeys as dump, uploadArchive as upload } from './rocks-cluster.js';
 import { until } from '../../harness/until.js';
+import { flipByte } from '../../harness/flip-byte.js';
 
 const enc = new TextEncoder();
 
@@ -136,13 +136,7 @@ describe('poisoned restores', function () {
     const stored = await sm.importUpload(Readable.from([archive]), 1);
     await new Promise((resolve) => setTimeout(resolve, 20)); // the import's pin lapses
     // One byte changed on this node's disk after the upload was checked and kept.
-    const fd = await open(stored.path, 'r+');
-    const at = Math.floor(stored.archiveBytes / 2);
-    const b = Buffer.alloc(1);
-    await fd.read(b, 0, 1, at);
-    b[0]! ^= 0x10;
-    await fd.write(b, 0, 1, at);
-    await fd.close();
+    await flipByte(stored.path, 0x10);
     let installed = 0;
     const err = await sm
       .installUpload(stored, async (records) => {

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
-import { open, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 
 import { SnapshotManager } from '../../../src/node/snapshots.js';
@@ -16,6 +16,7 @@ import type { StoredSnapshot } from '../../../src/snapshot/index.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { saveArchive } from './save-archive.js';
 import { until } from '../../harness/until.js';
+import { flipByte } from '../../harness/flip-byte.js';
 
 const enc = new TextEncoder();
 
@@ -44,16 +45,7 @@ describe('a restore archive damaged on one node\'s disk (simulator seed 41406)',
     SnapshotManager.prototype.installUpload = async function (this: SnapshotManager, s: StoredSnapshot, ...rest) {
       if (flipped === 0 && this.store.dir.includes(`${sep}${f}${sep}`)) {
         flipped++;
-        const fh = await open(s.path, 'r+');
-        try {
-          const at = Math.floor(s.archiveBytes / 2);
-          const b = Buffer.alloc(1);
-          await fh.read(b, 0, 1, at);
-          b[0] = (b[0] as number) ^ 0xff;
-          await fh.write(b, 0, 1, at);
-        } finally {
-          await fh.close();
-        }
+        await flipByte(s.path);
       }
       return originalInstallUpload.call(this, s, ...rest);
     };

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -22,22 +22,9 @@ import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { until } from '../../harness/until.js';
+import { flipByte } from '../../harness/flip-byte.js';
 
 const enc = new TextEncoder();
-
-/** flipByte flips one byte in the middle of a file. */
-async function flipByte(file: string): Promise<void> {
-  const size = (await stat(file)).size;
-  const h = await open(file, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    await h.read(b, 0, 1, Math.floor(size / 2));
-    b[0] = (b[0] ?? 0) ^ 0xff;
-    await h.write(b, 0, 1, Math.floor(size / 2));
-  } finally {
-    await h.close();
-  }
-}
 
 describe('snapshot sink on nodes (issue 15)', function () {
   this.timeout(60_000);

@@ -1,3 +1,5 @@
+import assert from 'node:assert/strict';
+
 import {
   RaftNode,
   defaultRaftConfig,
@@ -222,6 +224,25 @@ export class TestCluster {
     if (v === undefined) throw new Error('TestCluster: missing value');
     return v;
   }
+}
+
+/**
+ * laggingFollower: a cluster of a, b, c where c was cut off while a (the
+ * leader) wrote `n` entries, then snapshotted and compacted them all; c is
+ * back and has been offered that snapshot (`meta`), which it has not fetched.
+ */
+export function laggingFollower(n: number, overrides: Partial<RaftConfig> = {}): { c: TestCluster; meta: SnapshotMeta } {
+  const c = new TestCluster(['a', 'b', 'c'], overrides);
+  c.elect('a');
+  c.isolate('c');
+  for (let i = 0; i < n; i++) c.node('a').propose(bytes(`v${i}`));
+  c.stabilize();
+  c.tickAll(1);
+  const meta = c.takeSnapshot('a');
+  c.heal();
+  c.tickAll(2);
+  assert.deepEqual(c.snapshotsWanted.get('c'), [meta], 'c is offered the snapshot');
+  return { c, meta };
 }
 
 export function bytes(s: string): Uint8Array {

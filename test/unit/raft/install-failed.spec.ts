@@ -11,22 +11,7 @@
 import assert from 'node:assert/strict';
 
 import type { NodeId, SnapshotMeta } from '../../../src/raft/index.js';
-import { TestCluster, bytes } from './harness.js';
-
-/** a cluster where c was cut off while a wrote `n` entries, snapshotted and compacted them all; c is offered that snapshot. */
-function laggingFollower(n: number): { c: TestCluster; meta: SnapshotMeta } {
-  const c = new TestCluster(['a', 'b', 'c']);
-  c.elect('a');
-  c.isolate('c');
-  for (let i = 0; i < n; i++) c.node('a').propose(bytes(`v${i}`));
-  c.stabilize();
-  c.tickAll(1);
-  const meta = c.takeSnapshot('a');
-  c.heal();
-  c.tickAll(2);
-  assert.deepEqual(c.snapshotsWanted.get('c'), [meta], 'c is offered the snapshot');
-  return { c, meta };
-}
+import { bytes, laggingFollower, type TestCluster } from './harness.js';
 
 /** failInstall: c fetched `meta`, the core reset its log to it (beginInstall), and writing it into the state machine failed. */
 function failInstall(c: TestCluster, id: NodeId, meta: SnapshotMeta): void {

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 
 import type { NodeId, SnapshotMeta } from '../../../src/raft/index.js';
-import { TestCluster, bytes } from './harness.js';
+import { TestCluster, bytes, laggingFollower } from './harness.js';
 
 /**
  * beginInstall: `id` fetched `meta` from `holder` and starts writing it into
@@ -57,21 +57,6 @@ function compactAsDriver(c: TestCluster, id: NodeId): number {
     p.entries = p.entries.filter((e) => e.index > base.index);
   }
   return n.status().firstIndex;
-}
-
-/** a cluster where c was cut off while a wrote `n` entries, snapshotted and compacted them all. */
-function laggingFollower(n: number, overrides: ConstructorParameters<typeof TestCluster>[1] = {}): { c: TestCluster; meta: SnapshotMeta } {
-  const c = new TestCluster(['a', 'b', 'c'], overrides);
-  c.elect('a');
-  c.isolate('c');
-  for (let i = 0; i < n; i++) c.node('a').propose(bytes(`v${i}`));
-  c.stabilize();
-  c.tickAll(1);
-  const meta = c.takeSnapshot('a');
-  c.heal();
-  c.tickAll(2);
-  assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'c is offered the snapshot');
-  return { c, meta };
 }
 
 describe('snapshot install guard (issue 14 item 5)', () => {
@@ -150,8 +135,8 @@ describe('snapshot install guard (issue 14 item 5)', () => {
     c.tickAll(3);
     assert.equal(c.snapshotsWanted.get('c')?.length, 1, 'one snapshot in all');
     assert.deepEqual(c.appliedData('c'), c.appliedData('b'));
-    // Once c is done, nobody announces a floor: a compacts freely again at once, b once the
-    // floor it inherited as a follower lapses (two election timeouts after it took over).
+    // Once c is done, nobody announces a floor: a compacts freely again at once, b once every
+    // follower has answered it (c's own guard took the inherited floor over).
     c.tickAll(3);
     assert.equal(a.compactionFloor(), a.status().applied);
     c.tickAll(20);
@@ -196,6 +181,37 @@ describe('snapshot install guard (issue 14 item 5)', () => {
     c.tickAll(5);
     assert.deepEqual(c.snapshotsWanted.get('c')?.map((s) => s.index), [meta.index], 'one snapshot in all: b had the entries after it');
     assert.deepEqual(c.appliedData('c'), c.appliedData('b'));
+  });
+
+  it('a new leader keeps the floor it inherited until the installing follower answers, however late (not two election timeouts)', () => {
+    const { c, meta } = laggingFollower(20);
+    const a = c.node('a');
+    const b = c.node('b');
+    c.tickAll(3);
+    assert.equal(b.compactionFloor(), meta.index, 'b heard the floor a announces for c');
+    // c's answers stop reaching anyone (a loaded machine, a slow link) just as b takes over; writes go on.
+    c.isolate('c');
+    a.transferLeadership('b');
+    c.stabilize();
+    assert.equal(c.leaderId(), 'b');
+    for (let round = 0; round < 8; round++) {
+      for (let i = 0; i < 5; i++) b.propose(bytes(`late/${round}/${i}`));
+      c.tickAll(10);
+    }
+    compactAsDriver(c, 'b');
+    assert.ok(b.status().firstIndex <= meta.index + 1, `b kept entry ${meta.index + 1} after 8 election timeouts without c (first index ${b.status().firstIndex})`);
+    // c answers at last: it installs meta; its own guard takes over, and c catches up from b's log after the install.
+    c.heal();
+    c.tickAll(3);
+    assert.equal(b.status().progress.c?.installGuard, meta.index);
+    assert.ok(beginInstall(c, 'c', meta, 'a'));
+    finishInstall(c, 'c', meta);
+    c.tickAll(3);
+    assert.deepEqual(c.snapshotsWanted.get('c')?.map((m) => m.index), [meta.index], 'one snapshot in all');
+    assert.deepEqual(c.appliedData('c'), c.appliedData('b'));
+    // Everyone has answered and nobody installs: b compacts freely again.
+    c.tickAll(3);
+    assert.equal(b.compactionFloor(), b.status().applied);
   });
 
   it('a newer offer while installing does not restart the install', () => {
