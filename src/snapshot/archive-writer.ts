@@ -41,6 +41,8 @@ import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-i
 
 const ENTRY_MODE = 0o600;
 const END_OF_ARCHIVE_BYTES = 2 * TAR_BLOCK_BYTES;
+/** ALIGNED_BLOCK_START_BYTES: the first allocation of a record-aligned state block (StateBlockEncoder), doubled as it fills. */
+const ALIGNED_BLOCK_START_BYTES = 16 * 1024;
 
 /** RecordsArchiveMeta: what the caller says about a snapshot; stateBytes and stateKeys are counted while encoding. */
 export type RecordsArchiveMeta = Omit<ArchiveMeta, 'stateBytes' | 'stateKeys' | 'formatVersion'>;
@@ -194,7 +196,7 @@ export class StateBlockEncoder {
     if (this.#aligned) {
       // Whole records per block: close the block before a record that would overflow it.
       if (this.#fill > 0 && this.#fill + recordBytes > this.#blockBytes) this.#closeAligned();
-      if (recordBytes > this.#block.length) this.#block = Buffer.allocUnsafe(recordBytes);
+      if (this.#fill + recordBytes > this.#block.length) this.#grow(this.#fill + recordBytes);
       if (this.#fill === 0) this.#blockFirstKey = Buffer.from(key);
       this.#blockKeys += 1;
       this.#fill = copyRecord(this.#block, this.#fill, key, value);
@@ -236,8 +238,16 @@ export class StateBlockEncoder {
     this.#blockKeys = 0;
   }
 
+  /** #newBlock: a block from the pool, else a new one (a record-aligned one starts small and grows: a small state allocates little). */
   #newBlock(): Buffer {
-    return this.#pool?.take() ?? Buffer.allocUnsafe(this.#blockBytes);
+    return this.#pool?.take() ?? Buffer.allocUnsafe(this.#aligned ? Math.min(this.#blockBytes, ALIGNED_BLOCK_START_BYTES) : this.#blockBytes);
+  }
+
+  /** #grow gives the aligned block being filled room for `bytes` (doubling, up to the block size unless one record is larger). */
+  #grow(bytes: number): void {
+    const grown = Buffer.allocUnsafe(Math.max(bytes, Math.min(this.#blockBytes, this.#block.length * 2)));
+    this.#block.copy(grown, 0, 0, this.#fill);
+    this.#block = grown;
   }
 
   #put(bytes: Buffer): void {
@@ -328,6 +338,62 @@ export interface StateProduced {
  */
 export type StateMembersProducer = (deliver: (member: Buffer, info: StateMemberInfo) => Promise<void>) => Promise<StateProduced>;
 
+/** ArchiveFrame: the checked meta.json and the uncompressed tar bytes before state.bin (head) and after it (tail). */
+export interface ArchiveFrame {
+  readonly full: ArchiveMeta;
+  /** head: tar header of meta.json, meta.json, its padding, tar header of state.bin (the head gzip member's input). */
+  readonly head: Buffer;
+  /** tail: state.bin's padding, tar header of SHA256SUMS, SHA256SUMS, its padding, the end blocks (the tail member's input). */
+  readonly tail: Buffer;
+}
+
+/**
+ * archiveFrame builds meta.json for a state (its size, record count and
+ * SHA-256 as produced) and the tar bytes around state.bin, the same for
+ * every way an archive is written here. Errors: ArchiveError `bad-meta`
+ * (meta breaks the schema), `member-too-large` (meta.json over META_BYTES_MAX).
+ */
+export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced): ArchiveFrame {
+  const { stateSha256, stateBytes, stateKeys } = produced;
+  let full: ArchiveMeta;
+  try {
+    full = validateArchiveMeta({
+      formatVersion: 1,
+      id: meta.id,
+      index: meta.index,
+      term: meta.term,
+      membership: meta.membership,
+      stateBytes,
+      stateKeys,
+      createdAt: meta.createdAt,
+      snapcoordVersion: meta.snapcoordVersion,
+    });
+  } catch (err) {
+    if (err instanceof ArchiveError) throw err;
+    throw new ArchiveError('bad-meta', (err as Error).message, { cause: err });
+  }
+  const metaBytes = serializeArchiveMeta(full);
+  if (metaBytes.length > META_BYTES_MAX) {
+    throw new ArchiveError('member-too-large', `meta.json would be ${metaBytes.length} bytes, more than ${META_BYTES_MAX}`);
+  }
+  const mtimeSec = Math.floor(Date.parse(full.createdAt) / 1000);
+  const head = Buffer.concat([
+    encodeTarHeader({ name: META_NAME, size: metaBytes.length, mode: ENTRY_MODE, mtimeSec }),
+    metaBytes,
+    padding(metaBytes.length),
+    encodeTarHeader({ name: STATE_NAME, size: stateBytes, mode: ENTRY_MODE, mtimeSec }),
+  ]);
+  const sums = formatSums(createHash('sha256').update(metaBytes).digest('hex'), stateSha256);
+  const tail = Buffer.concat([
+    padding(stateBytes),
+    encodeTarHeader({ name: SUMS_NAME, size: sums.length, mode: ENTRY_MODE, mtimeSec }),
+    sums,
+    padding(sums.length),
+    Buffer.alloc(END_OF_ARCHIVE_BYTES),
+  ]);
+  return { full, head, tail };
+}
+
 /**
  * writeArchiveFromMembers builds a snapshot archive whose state the producer
  * gives as gzip members (the file comment's pipeline): the members wait in
@@ -364,45 +430,10 @@ export async function writeArchiveFromMembers(
       members.push({ ...info, compressedBytes: member.length });
       spoolBytes += member.length;
     });
-    const { stateSha256, stateBytes, stateKeys } = produced;
+    const { stateSha256, stateBytes } = produced;
 
     // 2. meta.json and the tar around state.bin.
-    let full: ArchiveMeta;
-    try {
-      full = validateArchiveMeta({
-        formatVersion: 1,
-        id: meta.id,
-        index: meta.index,
-        term: meta.term,
-        membership: meta.membership,
-        stateBytes,
-        stateKeys,
-        createdAt: meta.createdAt,
-        snapcoordVersion: meta.snapcoordVersion,
-      });
-    } catch (err) {
-      if (err instanceof ArchiveError) throw err;
-      throw new ArchiveError('bad-meta', (err as Error).message, { cause: err });
-    }
-    const metaBytes = serializeArchiveMeta(full);
-    if (metaBytes.length > META_BYTES_MAX) {
-      throw new ArchiveError('member-too-large', `meta.json would be ${metaBytes.length} bytes, more than ${META_BYTES_MAX}`);
-    }
-    const mtimeSec = Math.floor(Date.parse(full.createdAt) / 1000);
-    const head = Buffer.concat([
-      encodeTarHeader({ name: META_NAME, size: metaBytes.length, mode: ENTRY_MODE, mtimeSec }),
-      metaBytes,
-      padding(metaBytes.length),
-      encodeTarHeader({ name: STATE_NAME, size: stateBytes, mode: ENTRY_MODE, mtimeSec }),
-    ]);
-    const sums = formatSums(createHash('sha256').update(metaBytes).digest('hex'), stateSha256);
-    const tail = Buffer.concat([
-      padding(stateBytes),
-      encodeTarHeader({ name: SUMS_NAME, size: sums.length, mode: ENTRY_MODE, mtimeSec }),
-      sums,
-      padding(sums.length),
-      Buffer.alloc(END_OF_ARCHIVE_BYTES),
-    ]);
+    const { full, head, tail } = archiveFrame(meta, produced);
     const [headMember, tailMember] = await Promise.all([gzipMember(head, level, false, io), gzipMember(tail, level, false, io)]);
     return { handle, full, stateSha256, stateBytes, members, spoolBytes, headMember, tailMember };
   };

@@ -36,6 +36,7 @@ import { readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, ty
 import { writeArchiveDelta, type StateChange } from './archive-delta.js';
 import type { ArchiveMemberTable } from './archive-writer.js';
 import { MEMBERS_FILE, decodeMemberTable, encodeMemberTable } from './member-table.js';
+import { SMALL_STATE_BYTES_MAX, buildSmallArchive, takeSmallState, type SmallStateTake } from './small-archive.js';
 import type { StateRecord } from './state-format.js';
 import { ArchiveSink, CHUNK_HASH_BYTES, decodeChunkHashes, encodeChunkHashes, type SinkDigest, type SinkStats } from './archive-sink.js';
 import { checkMembership, isIsoTimestamp, validateArchiveMeta, META_BYTES_MAX } from './archive-meta.js';
@@ -87,6 +88,8 @@ export interface SnapshotStoreOptions {
   readonly gzipBlockBytes?: number;
   /** io: the file system, compression and wall clock the store uses (default nodeSnapshotIo; a simulator passes its own). */
   readonly io?: SnapshotIo;
+  /** smallStateBytesMax: createFromRecords builds the archive of a state.bin up to this many bytes in memory (default SMALL_STATE_BYTES_MAX; -1: never). */
+  readonly smallStateBytesMax?: number;
 }
 
 /** SnapshotCreateMeta: what create() needs; createdAt defaults to now, the id is derived. */
@@ -437,6 +440,8 @@ export class SnapshotStore {
    * archive's size per archive stored.
    */
   readonly writeStats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0, wholeHashedBytes: 0 };
+  /** createStats: snapshots createFromRecords stored, by the way their archive was built (in memory, or streamed). */
+  readonly createStats = { inMemory: 0, streamed: 0 };
 
   private constructor(
     readonly dir: string,
@@ -446,6 +451,7 @@ export class SnapshotStore {
     private readonly gzipLevel: number,
     private readonly io: SnapshotIo,
     private readonly gzipBlockBytes: number | undefined,
+    private readonly smallStateBytesMax: number,
   ) {}
 
   /**
@@ -462,6 +468,10 @@ export class SnapshotStore {
     if (!Number.isInteger(gzipLevel) || gzipLevel < 0 || gzipLevel > 9) {
       throw new SnapshotStoreError('invalid-argument', `gzipLevel must be 0..9, got ${gzipLevel}`);
     }
+    const smallStateBytesMax = options.smallStateBytesMax ?? SMALL_STATE_BYTES_MAX;
+    if (!Number.isSafeInteger(smallStateBytesMax) || smallStateBytesMax < -1) {
+      throw new SnapshotStoreError('invalid-argument', `smallStateBytesMax must be a whole number >= -1, got ${smallStateBytesMax}`);
+    }
     const io = options.io ?? nodeSnapshotIo;
     try {
       await io.mkdir(dir, { recursive: true, mode: DIR_MODE });
@@ -477,7 +487,7 @@ export class SnapshotStore {
     } catch (err) {
       throw new SnapshotStoreError('io', `cannot use ${dir} as a snapshot directory: ${(err as Error).message}`, { path: dir, cause: err });
     }
-    const store = new SnapshotStore(dir, retain, options.snapcoordVersion ?? '0.0.0', options.stateBytesMax, gzipLevel, io, options.gzipBlockBytes);
+    const store = new SnapshotStore(dir, retain, options.snapcoordVersion ?? '0.0.0', options.stateBytesMax, gzipLevel, io, options.gzipBlockBytes, smallStateBytesMax);
     await store.list();
     return store;
   }
@@ -525,21 +535,41 @@ export class SnapshotStore {
 
   /**
    * createFromRecords writes a new snapshot of the state given as batches of
-   * records (strictly increasing keys): iteration, encoding and compression
-   * overlap (writeArchiveFromRecords: gzip members on the threadpool), and no
-   * uncompressed state.bin is written; the compressed state waits in a spool
-   * file inside the snapshot's temporary directory. Otherwise as create:
-   * hashed once as written, fsynced once, renamed into place; StateFormatError
-   * for a record that breaks the limits or the order.
+   * records (strictly increasing keys). A state.bin of at most the store's
+   * smallStateBytesMax (SMALL_STATE_BYTES_MAX by default) is built in memory
+   * (buildSmallArchive) and written through the sink in one write; a larger
+   * one streams (writeArchiveFromRecords): iteration, encoding and
+   * compression overlap (gzip members on the threadpool), and no uncompressed
+   * state.bin is written; the compressed state waits in a spool file inside
+   * the snapshot's temporary directory. Both give the same bytes for the same
+   * records. Otherwise as create: hashed once as written, fsynced once,
+   * renamed into place; StateFormatError for a record that breaks the limits
+   * or the order.
    */
   async createFromRecords(meta: SnapshotCreateMeta, records: AsyncIterable<readonly StateRecord[]>): Promise<StoredSnapshot> {
     return this.build(meta, async (tmpDir, base, archiveSink, onStateProgress) => {
-      const written = await writeArchiveFromRecords(base, { records, spoolPath: join(tmpDir, SPOOL_FILE) }, archiveSink, {
+      let taken: SmallStateTake;
+      try {
+        taken = await takeSmallState(records, { maxStateBytes: this.smallStateBytesMax, ...(this.gzipBlockBytes !== undefined ? { gzipBlockBytes: this.gzipBlockBytes } : {}) });
+        if (taken.kind === 'small') {
+          const small = await buildSmallArchive(base, taken.encoder, { gzipLevel: this.gzipLevel, io: this.io });
+          await archiveSink.writeChunk(small.bytes);
+          onStateProgress(small.meta.stateBytes, small.meta.stateBytes);
+          await archiveSink.finishChunks();
+          this.createStats.inMemory++;
+          return { meta: small.meta, members: small.members };
+        }
+      } catch (err) {
+        archiveSink.destroy();
+        throw err;
+      }
+      const written = await writeArchiveFromRecords(base, { records: taken.records, spoolPath: join(tmpDir, SPOOL_FILE) }, archiveSink, {
         gzipLevel: this.gzipLevel,
         onStateProgress,
         io: this.io,
         ...(this.gzipBlockBytes !== undefined ? { gzipBlockBytes: this.gzipBlockBytes } : {}),
       });
+      this.createStats.streamed++;
       return { meta: written.meta, members: written.members };
     });
   }
