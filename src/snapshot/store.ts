@@ -676,13 +676,15 @@ export class SnapshotStore {
         const storedMeta: StoredMeta = { ...archiveMeta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
         await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest), this.io);
         if (members !== null) await writeFileDurable(join(tmpDir, MEMBERS_FILE), encodeMemberTable(members, digest.archiveSha256), this.io);
-        await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta), this.io);
+        const storedMetaBytes = serializeStoredMeta(storedMeta);
+        await writeFileDurable(join(tmpDir, STORED_META_FILE), storedMetaBytes, this.io);
         await fsyncDir(tmpDir, this.io);
         failpoint('snapshot-before-rename');
         await this.io.rename(tmpDir, finalDir);
         await fsyncDir(this.dir, this.io);
         failpoint('snapshot-after-rename');
         stored = this.describe(id, storedMeta);
+        this.rememberMeta(id, storedMetaBytes, storedMeta); // its next read parses nothing (loadMeta compares the bytes)
       } catch (err) {
         await this.io.rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
         throw err;
@@ -1145,6 +1147,12 @@ export class SnapshotStore {
     return this.describe(id, await this.loadMeta(id));
   }
 
+  /** rememberMeta keeps `meta` as the parse of meta.json `bytes` of snapshot `id` (copies both). */
+  private rememberMeta(id: string, bytes: Buffer, meta: StoredMeta): void {
+    if (this.parsedMeta.size >= PARSED_META_MAX) this.parsedMeta.clear();
+    this.parsedMeta.set(id, { bytes: Buffer.from(bytes), meta: copyStoredMeta(meta) });
+  }
+
   /** loadMeta reads and parses a snapshot's meta.json; SnapshotStoreError `not-found` or `corrupt`. */
   private async loadMeta(id: string): Promise<StoredMeta> {
     const metaPath = join(this.dir, id, STORED_META_FILE);
@@ -1174,8 +1182,7 @@ export class SnapshotStore {
       const why = err instanceof ArchiveError ? err.message : (err as Error).message;
       throw new SnapshotStoreError('corrupt', `snapshot ${id}: meta.json is invalid: ${why}`, { path: metaPath, cause: err });
     }
-    if (this.parsedMeta.size >= PARSED_META_MAX) this.parsedMeta.clear();
-    this.parsedMeta.set(id, { bytes: Buffer.from(bytes), meta: copyStoredMeta(meta) });
+    this.rememberMeta(id, bytes, meta);
     return meta;
   }
 

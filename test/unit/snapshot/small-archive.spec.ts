@@ -181,6 +181,9 @@ describe('snapshot: small states built in memory', () => {
         handle.release();
       }
       assert.deepEqual((await readdir(join(dir, 'at'))).sort(), [a.id]);
+      // What the creating store remembers of meta.json is what a fresh parse of it gives.
+      const fresh = await storeWith('at', size);
+      assert.deepEqual(await fresh.list(), await atLimit.list());
     });
 
     it('the default limit is SMALL_STATE_BYTES_MAX of state.bin: exactly that is built in memory, one byte more streams', async () => {
