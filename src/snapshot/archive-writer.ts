@@ -348,13 +348,12 @@ export interface ArchiveFrame {
 }
 
 /**
- * archiveFrame builds meta.json for a state (its size, record count and
- * SHA-256 as produced) and the tar bytes around state.bin, the same for
- * every way an archive is written here. Errors: ArchiveError `bad-meta`
- * (meta breaks the schema), `member-too-large` (meta.json over META_BYTES_MAX).
+ * archiveMetaBytes checks and serializes the meta.json of an archive whose
+ * state.bin holds `stateBytes` bytes in `stateKeys` records. Errors:
+ * ArchiveError `bad-meta` (meta breaks the schema), `member-too-large`
+ * (meta.json over META_BYTES_MAX).
  */
-export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced): ArchiveFrame {
-  const { stateSha256, stateBytes, stateKeys } = produced;
+export function archiveMetaBytes(meta: RecordsArchiveMeta, stateBytes: number, stateKeys: number): { readonly full: ArchiveMeta; readonly metaBytes: Buffer } {
   let full: ArchiveMeta;
   try {
     full = validateArchiveMeta({
@@ -376,6 +375,18 @@ export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced):
   if (metaBytes.length > META_BYTES_MAX) {
     throw new ArchiveError('member-too-large', `meta.json would be ${metaBytes.length} bytes, more than ${META_BYTES_MAX}`);
   }
+  return { full, metaBytes };
+}
+
+/**
+ * archiveFrame builds meta.json for a state (its size, record count and
+ * SHA-256 as produced) and the tar bytes around state.bin, the same for
+ * every way an archive is written here. Errors: ArchiveError `bad-meta`
+ * (meta breaks the schema), `member-too-large` (meta.json over META_BYTES_MAX).
+ */
+export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced): ArchiveFrame {
+  const { stateSha256, stateBytes } = produced;
+  const { full, metaBytes } = archiveMetaBytes(meta, stateBytes, produced.stateKeys);
   const mtimeSec = Math.floor(Date.parse(full.createdAt) / 1000);
   const head = Buffer.concat([
     encodeTarHeader({ name: META_NAME, size: metaBytes.length, mode: ENTRY_MODE, mtimeSec }),

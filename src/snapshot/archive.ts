@@ -26,11 +26,9 @@ import {
   formatSums,
   parseArchiveMeta,
   parseSums,
-  serializeArchiveMeta,
-  validateArchiveMeta,
   type ArchiveMeta,
 } from './archive-meta.js';
-import { HashTap } from './archive-writer.js';
+import { HashTap, archiveMetaBytes } from './archive-writer.js';
 import { ArchiveError } from './errors.js';
 import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
 import { checkedStateRecords, countStateKeys } from './state-format.js';
@@ -152,21 +150,7 @@ export async function writeArchive(
     const stateKeys =
       meta.stateKeys ??
       (await countStateKeys(handle.createReadStream({ start: 0, autoClose: false, highWaterMark: STREAM_CHUNK_BYTES })));
-    const full = validateArchiveMeta({
-      formatVersion: 1,
-      id: meta.id,
-      index: meta.index,
-      term: meta.term,
-      membership: meta.membership,
-      stateBytes,
-      stateKeys,
-      createdAt: meta.createdAt,
-      snapcoordVersion: meta.snapcoordVersion,
-    });
-    const metaBytes = serializeArchiveMeta(full);
-    if (metaBytes.length > META_BYTES_MAX) {
-      throw new ArchiveError('member-too-large', `meta.json would be ${metaBytes.length} bytes, more than ${META_BYTES_MAX}`);
-    }
+    const { full, metaBytes } = archiveMetaBytes(meta, stateBytes, stateKeys);
     const mtimeSec = Math.floor(Date.parse(full.createdAt) / 1000);
     const stateHash = createHash('sha256');
     let stateSha256 = '';
