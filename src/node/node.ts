@@ -1075,7 +1075,7 @@ export class Node {
     if (!due || applied < st.snapshotIndex || (applied === st.snapshotIndex && !this.baseLost)) {
       // A compaction the floor held back at the last snapshot (a follower compacts no further than its
       // leader's announced snapshot, unknown just after a term change) is done once the floor allows it.
-      const allowed = Math.min(st.snapshotIndex - sm.policy.trailingEntries, this.raft.compactionFloor());
+      const allowed = Math.min(st.snapshotIndex - sm.policy.trailingEntries, this.raft.compactionFloor(), this.fsm.appliedIndex());
       if (allowed >= st.firstIndex && allowed >= this.membershipBaseIndex) {
         this.snapshotting = true;
         this.compactLog()
@@ -1150,14 +1150,19 @@ export class Node {
 
   /**
    * compactLog compacts the log up to the newest snapshot, keeping trailing
-   * entries for slow followers and never past the compaction floor (what a
+   * entries for slow followers, never past the compaction floor (what a
    * follower installing a snapshot needs next; for a follower, its leader's
-   * announced snapshot). Returns the index it aimed at.
+   * announced snapshot) nor past what the state machine has applied.
+   * Returns the index it aimed at.
    */
   private async compactLog(): Promise<number> {
     const sm = this.snapshots as SnapshotManager;
     const st = this.raft.status();
-    const compactTo = Math.min(st.snapshotIndex - sm.policy.trailingEntries, this.raft.compactionFloor(), st.snapshotIndex);
+    // Never past what the state machine has applied: a follower that began installing a snapshot whose last
+    // entry its log holds (Raft §7: no reset) still applies the committed entries it was handed before it, and
+    // those stay in the persisted log until they are applied (simulator seed 92505, 5 nodes: compacted to 19
+    // while entries 9 and 10 were still to be applied).
+    const compactTo = Math.min(st.snapshotIndex - sm.policy.trailingEntries, this.raft.compactionFloor(), st.snapshotIndex, this.fsm.appliedIndex());
     // The core knows the membership only from the snapshot it started from (or last installed)
     // on: compacting below that waits for a later snapshot (the base records its membership).
     if (compactTo >= st.firstIndex && compactTo >= this.membershipBaseIndex) {

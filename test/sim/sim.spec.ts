@@ -60,6 +60,7 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     { seed: 30441, nodes: 3, what: 'a snapshot found stored after its rename reported EIO is made durable before the log is compacted against it' },
     { seed: 30385, nodes: 3, what: 'an EIO reading back the snapshot a restore wrote beside its install is logged (it rejected unhandled: the process crashed)' },
     { seed: 41406, nodes: 3, what: 'a restore archive its own disk damaged after staging is fetched again, not taken for refused content (the node skipped a restore the others applied)' },
+    { seed: 92505, nodes: 5, what: 'a follower installing a snapshot whose last entry its log holds compacts nothing it has not applied (entries 9 and 10 were applied after the log was compacted to 19)' },
     { seed: 20880, nodes: 3, what: 'a follower whose install failed asks its leader for a snapshot again (the member that offered it was lost: the cluster stalled)' },
   ]) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
