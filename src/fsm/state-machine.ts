@@ -60,7 +60,10 @@ export type ArchiveInstall = (records: RecordSource, membership: Membership, cop
  * `{ok: false, error}` when the archive's content is refused (every node
  * refuses the same bytes the same way: the entry is then skipped, the state
  * unchanged), and rejects for anything else (a disk error, shutdown), which
- * fails the apply.
+ * fails the apply. When no member holds the archive any more it may install
+ * a snapshot at or after the entry in its place and resolve `{ok: true}`:
+ * the applied index is then past the entry, and the entries up to it are
+ * skipped like any entry at or below appliedIndex().
  */
 export interface RestoreDriver {
   installArchive(cmd: RestoreCommand, index: number, install: ArchiveInstall): Promise<RestoreOutcome>;

@@ -318,6 +318,8 @@ export class Node {
   private fetching: { meta: SnapshotMeta; from: NodeId; progressAtMs: number; bytes: number; abort: AbortController } | null = null;
   /** fetched: a verified snapshot waiting to be installed between two Ready cycles. */
   private fetched: { meta: SnapshotMeta; stored: StoredSnapshot } | null = null;
+  /** installQueued: woken when a fetched snapshot's install is queued (a restore waiting for one in its place, see installBaseInstead). */
+  private installQueued: (() => void) | null = null;
   /** snapshotStats: counters for status and metrics. */
   readonly snapshotStats = { created: 0, installed: 0, fetchFailures: 0, chunkHashFailures: 0, bytesReceived: 0, restoresFailed: 0 };
   /** restoreFailure: the last restore entry this node skipped because its archive failed to apply. */
@@ -1273,6 +1275,7 @@ export class Node {
     if (!this.raft.beginInstall(f.meta)) return;
     this.membershipBaseIndex = Math.max(this.membershipBaseIndex, f.meta.index);
     this.applyQueue.push({ install: f.stored, meta: f.meta });
+    this.installQueued?.();
     this.startApplyWorker();
   }
 
@@ -1406,8 +1409,16 @@ export class Node {
         this.metrics?.proposals.inc({ result: 'lost' });
         p.reject(new NodeError('lost', `entry ${e.index} was replaced by another leader's; it was not applied`));
       } else {
+        const r = byIndex.get(e.index);
+        if (r === undefined) {
+          // Not applied here: a snapshot installed in a restore's place covered it (installBaseInstead). It was
+          // committed, but its result (a previous value, a compare's outcome) is not known on this node.
+          this.metrics?.proposals.inc({ result: 'timeout' });
+          p.reject(new NodeError('timeout', `entry ${e.index} was committed and applied through a snapshot installed here; its result is not known`));
+          continue;
+        }
         this.metrics?.proposals.inc({ result: 'applied' });
-        p.resolve(byIndex.get(e.index) ?? { index: e.index, ok: true });
+        p.resolve(r);
       }
     }
   }
@@ -1433,6 +1444,7 @@ export class Node {
     await this.stagings.get(cmd.digest)?.done.catch(() => undefined);
     for (let round = 0; ; round++) {
       const stored = (await sm.findUpload(cmd.digest)) ?? (await this.fetchRestoreArchive(cmd, index));
+      if (stored === null) return this.installBaseInstead(index);
       try {
         // The installed records are also written into this node's snapshot of the restored state (its term and
         // membership as of the entry): the snapshot that follows the restore is that one, not a read of it all back.
@@ -1463,18 +1475,23 @@ export class Node {
    * fetchRestoreArchive fetches the archive a restore entry names from any
    * holder (a quorum staged it before the entry was proposed): the leader
    * first, then every member, a few tries each so that a dead one (the
-   * uploader) costs little, with a backoff between rounds (to 5 s), until it
-   * has it (no later entry can be applied without it). Rejects only when the
-   * node stops.
+   * uploader) costs little. Resolves null when no member gave it: a member
+   * that applied the entry may have compacted its log past it and dropped
+   * the upload, so the node then takes a snapshot at or after the entry
+   * instead (installBaseInstead). With no member to ask (one member alone),
+   * or below the disk's reserve, it retries with a backoff (to 5 s). Rejects
+   * only when the node stops.
    */
-  private async fetchRestoreArchive(cmd: RestoreCommand, index: number): Promise<StoredSnapshot> {
+  private async fetchRestoreArchive(cmd: RestoreCommand, index: number): Promise<StoredSnapshot | null> {
     const sm = this.snapshots as SnapshotManager;
     for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
+      let asked = 0;
       for (const id of this.holdersFirstLeader()) {
         try {
           // Not below the disk's reserve (a full disk is retried with the backoff below, never crashed on).
           this.disk?.check();
+          asked++;
           const stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd, { maxAttempts: FETCH_ATTEMPTS_PER_HOLDER, signal: this.stopAbort.signal });
           this.log.info({ index, from: id, digest: cmd.digest }, 'restore: fetched the archive');
           return stored;
@@ -1484,7 +1501,48 @@ export class Node {
           if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
         }
       }
+      if (asked > 0 && asked === this.holdersFirstLeader().length) return null;
       await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
+    }
+  }
+
+  /**
+   * installBaseInstead (apply worker, applying restore entry `index`): no
+   * member gave the entry's archive (simulator seed 81992: the members that
+   * applied it took a snapshot, compacted their logs past it and dropped the
+   * upload, while this follower still held the entry unapplied). A snapshot
+   * at or after the entry holds its effect: the core is told (applyBlocked)
+   * and asks the leader for one; the first such snapshot fetched is installed
+   * here, in the entry's place (the state machine then skips the entries it
+   * covers). A snapshot refused while installing is asked for again
+   * (installSnapshot). Resolves once one is installed; rejects when the node
+   * stops.
+   */
+  private async installBaseInstead(index: number): Promise<RestoreOutcome> {
+    this.raft.applyBlocked(index);
+    this.kick();
+    this.log.warn({ index }, 'restore: no member gave the archive (it is dropped once applied and compacted past); installing a snapshot at or after this entry instead');
+    for (;;) {
+      if (this.stopped || this.failure !== null) throw new NodeError('shuttingDown', 'the node is shutting down');
+      const at = this.applyQueue.findIndex((t) => isSnapshotInstall(t) && t.meta.index >= index);
+      const task = at >= 0 ? (this.applyQueue.splice(at, 1)[0] as SnapshotInstall) : undefined;
+      if (task === undefined) {
+        await new Promise<void>((resolve) => {
+          const wake = (): void => {
+            this.stopAbort.signal.removeEventListener('abort', wake);
+            this.installQueued = null;
+            resolve();
+          };
+          this.installQueued = wake;
+          this.stopAbort.signal.addEventListener('abort', wake, { once: true });
+        });
+        continue;
+      }
+      await this.installSnapshot(task);
+      if (this.fsm.appliedIndex() >= index) {
+        this.log.info({ index, snapshotIndex: task.meta.index }, 'restore: a snapshot holding it was installed in its place');
+        return { ok: true };
+      }
     }
   }
 

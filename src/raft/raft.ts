@@ -654,6 +654,29 @@ export class RaftNode {
   }
 
   /**
+   * applyBlocked: the driver cannot apply committed entry `index`, which it
+   * was handed, from this log (a restore entry whose archive no member holds
+   * any more: the members that applied it compacted their logs past it and
+   * dropped the upload). Only a snapshot at or after it gives the state
+   * machine a way on, as after a failed install: no entry is handed out
+   * until one is installed, the follower asks its leader for one in each
+   * heartbeat answer (needsSnapshot) and takes any offer at or after `index`,
+   * and it stands for no election. A leader steps down first (another member
+   * that applied the entry leads and offers its snapshot). The entries
+   * handed out after `index` stay the driver's: it skips those the snapshot
+   * covers. Idempotent; an index the state machine already needs a snapshot
+   * for or past changes nothing.
+   */
+  applyBlocked(index: number): void {
+    if (this.restoring !== null && this.restoring.index >= index) return;
+    if (index > this.log.applied || index <= this.snapshot.index) {
+      throw new Error(`RaftNode: applyBlocked(${index}) outside the handed-out entries (${this.snapshot.index}, ${this.log.applied}]`);
+    }
+    if (this.role === 'leader') this.becomeFollower(this.term, NO_NODE);
+    this.restoring = { index, term: this.log.term(index) ?? 0, membership: this.membershipAt(index), sizeBytes: 0, digest: '' };
+  }
+
+  /**
    * snapshotWanted (leader): the index a snapshot must reach for a follower
    * that lost its base (see installFailed), when this leader's newest is
    * older; 0 when none is wanted. The driver takes a snapshot once it has
