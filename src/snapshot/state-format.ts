@@ -404,13 +404,26 @@ export async function* checkedStateRecords(
   }
 }
 
-/** validateStateRecords runs checkedStateRecords over the whole input, keeping nothing; resolves with the record count. */
+/**
+ * VALIDATE_DECODE_OPTIONS: how validateStateRecords decodes (its limits
+ * added): records as views of the input's chunks, not copies (it keeps only
+ * the last key, which pins one chunk), in large batches.
+ */
+export const VALIDATE_DECODE_OPTIONS: DecodeStateOptions = { views: true, batchKeysMax: 65_536, batchBytesMax: 16 * 1024 * 1024 };
+
+/**
+ * validateStateRecords runs checkedStateRecords over the whole input, keeping
+ * nothing; resolves with the record count. Records are decoded as views of
+ * the input (VALIDATE_DECODE_OPTIONS): no copy of any key or value is made,
+ * so the input must not reuse a chunk's memory once handed over (see
+ * DecodeStateOptions.views).
+ */
 export async function validateStateRecords(
   input: AsyncIterable<Uint8Array | string>,
   declared: StateDeclared,
   limits: StateLimits = {},
 ): Promise<number> {
   let keys = 0;
-  for await (const batch of checkedStateRecords(input, declared, limits)) keys += batch.length;
+  for await (const batch of checkedStateRecords(input, declared, { ...VALIDATE_DECODE_OPTIONS, ...limits, views: true })) keys += batch.length;
   return keys;
 }

@@ -40,6 +40,27 @@ describe('state validation (checkedStateRecords)', function () {
     assert.ok(pulled <= 1, `pulled ${pulled} more chunks after the bad record`);
   });
 
+  it('validates in place: no key or value is copied, the last key compared is a view of the input (issue 15: the leader\'s upload check)', async () => {
+    // The contract of views (DecodeStateOptions.views): the input never reuses a chunk's memory. A chunk
+    // changed after it was handed over therefore shows in the key kept for the order check, which a copy would hide.
+    const rec = (k: string): Buffer => Buffer.concat([Buffer.from([0, 0, 0, k.length]), Buffer.from(k), Buffer.from([0, 0, 0, 2]), Buffer.from('vv')]);
+    const first = Buffer.concat([rec('k1'), rec('k5')]);
+    const second = rec('k7');
+    const declared = { stateKeys: 3, stateBytes: first.length + second.length };
+    // Unchanged, the state is valid.
+    assert.equal(await validateStateRecords(Readable.from([Buffer.from(first), Buffer.from(second)]), declared), 3);
+    async function* changedAfterUse(): AsyncGenerator<Buffer> {
+      const chunk = Buffer.from(first);
+      yield chunk;
+      chunk.write('k9', chunk.length - 2 - 4 - 2); // the last key, k5 -> k9, once its chunk was checked
+      yield Buffer.from(second);
+    }
+    await assert.rejects(
+      validateStateRecords(changedAfterUse(), declared),
+      (e: unknown) => e instanceof StateFormatError && e.code === 'key-order' && /"k7" comes after "k9"/.test(e.message),
+    );
+  });
+
   it('refuses every poisoned archive (valid hashes) with a clear message: inspectArchive, and an import that validates', async () => {
     const { dir, cleanup } = await tempDir();
     try {
