@@ -8,10 +8,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
-import { parseHostPort } from '../client/address.js';
+import { isLoopback, parseHostPort } from '../client/address.js';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { isLoopback } from './config.js';
 
 /** API_KEY_ENV / CACERT_ENV: the environment twins of --api-key and --cacert. */
 export const API_KEY_ENV = 'SNAPCOORD_API_KEY';

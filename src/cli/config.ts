@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { isNodeId, parseHostPort } from '../client/address.js';
+import { isLoopback, isNodeId, parseHostPort } from '../client/address.js';
 import { defaultSnapshotRoots } from '../api/snapshot-path.js';
 import { TASKS_ENQUEUED_MAX_DEFAULT, TASKS_FINISHED_KEPT_DEFAULT } from '../ops/task-queue.js';
 import { parseApiKeys, type ApiKeySpec } from '../gateway/auth.js';
@@ -17,12 +17,10 @@ import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { LOG_LEVELS, envName, type LogLevel } from './config-env.js';
 
 /** CLIENT_REQUEST_BYTES_DEFAULT: the default of --max-request-bytes (1.5 MiB, like etcd's). */
 export const CLIENT_REQUEST_BYTES_DEFAULT = 1536 * 1024;
-
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** ServeConfig is the validated, complete configuration of one node. */
 export interface ServeConfig {
@@ -139,11 +137,6 @@ export interface ServeOption {
 
 function option(key: ServeOption['key'], flag: string, kind: Kind, valueName: string, description: string): ServeOption {
   return { key, flag, env: envName(flag), kind, valueName, description };
-}
-
-/** envName: the environment twin of a flag ("data-dir" -> "SNAPCOORD_DATA_DIR"). */
-export function envName(flag: string): string {
-  return `SNAPCOORD_${flag.toUpperCase().replace(/-/g, '_')}`;
 }
 
 /** SERVE_OPTIONS: every option of `serve` (the CLI builds its flags from this table). */
@@ -317,12 +310,6 @@ export function resolveServeConfig(
     else if (file[o.key] !== undefined) raw[o.key] = file[o.key] as RawValue;
   }
   return normalise(raw, configFile, read);
-}
-
-/** isLoopback: `host` only ever reaches this machine (127.0.0.0/8, ::1, localhost). */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
 function isWildcard(host: string): boolean {

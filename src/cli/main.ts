@@ -12,12 +12,9 @@ import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { parseHostPort } from '../client/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import type { ApiKeySpec } from '../gateway/index.js';
-import { addBenchCommands } from './bench/commands.js';
-import { addCertsCommands } from './certs-commands.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { DEFAULT_ENDPOINT, ENDPOINT_ENV, addClientCommands } from './client-commands.js';
-import { configureDial } from './client-options.js';
-import { CONFIG_ENV, LOG_LEVELS, SERVE_OPTIONS, envName, resolveServeConfig } from './config.js';
+import { DEFAULT_ENDPOINT, ENDPOINT_ENV, configureDial } from './client-options.js';
+import { LOG_LEVELS, envName } from './config-env.js';
 
 function version(): string {
   try {
@@ -35,24 +32,33 @@ function intArg(name: string): (v: string) => number {
   };
 }
 
-export function buildProgram(): Command {
+/** COMMAND_GROUPS: the top-level commands whose definitions live in modules of their own (loaded only when named). */
+const COMMAND_GROUPS = ['serve', 'kv', 'cluster', 'snapshot', 'tasks', 'certs', 'bench'] as const;
+
+/**
+ * commandNamed: the top-level command `argv` (process.argv: node, script,
+ * words) names — its first word that is not an option — if it is one of
+ * COMMAND_GROUPS, else null (no command, `help`, an unknown word: every
+ * command is defined, so help and errors list them all).
+ */
+function commandNamed(argv: readonly string[]): (typeof COMMAND_GROUPS)[number] | null {
+  const first = argv.slice(2).find((w) => !w.startsWith('-'));
+  return (COMMAND_GROUPS as readonly string[]).includes(first ?? '') ? (first as (typeof COMMAND_GROUPS)[number]) : null;
+}
+
+/**
+ * buildProgram defines the CLI. Only the modules of the command `argv` names
+ * are loaded (commandNamed; all of them when it names none): `snapshot save`
+ * starts without the node, the bench's histograms or serve's option table.
+ */
+async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
+  const named = commandNamed(argv);
+  const wanted = (group: (typeof COMMAND_GROUPS)[number]): boolean => named === null || named === group;
   const program = new Command('snapcoord')
     .description('a small Raft-replicated key-value store whose headline job is snapshots')
     .version(version());
 
-  const serve = program.command('serve').description('run one node');
-  for (const o of SERVE_OPTIONS) {
-    const flags = o.kind === 'bool' ? `--${o.flag}` : o.aloneValue !== undefined ? `--${o.flag} [${o.valueName}]` : `--${o.flag} <${o.valueName}>`;
-    serve.addOption(new Option(flags, `${o.description} [env ${o.env}]`));
-  }
-  serve.addOption(new Option('--config <file>', `JSON file of options (flag > env > file > default) [env ${CONFIG_ENV}]`));
-  // serve, gateway and local load their modules (the node, RocksDB, Fastify) only when run: a client
-  // command such as `snapshot save` starts without them (about half the CLI's start-up CPU).
-  serve.action(async (opts: Record<string, unknown>) => {
-    const cfg = resolveServeConfig(opts, process.env);
-    const { runServe } = await import('./serve.js');
-    process.exitCode = await runServe(cfg);
-  });
+  if (wanted('serve')) await addServeCommand(program);
 
   program
     .command('gateway')
@@ -131,9 +137,9 @@ export function buildProgram(): Command {
       process.exitCode = await runLocal(opts);
     });
 
-  addClientCommands(program);
-  addCertsCommands(program);
-  addBenchCommands(program);
+  if (wanted('kv') || wanted('cluster') || wanted('snapshot') || wanted('tasks')) (await import('./client-commands.js')).addClientCommands(program);
+  if (wanted('certs')) (await import('./certs-commands.js')).addCertsCommands(program);
+  if (wanted('bench')) (await import('./bench/commands.js')).addBenchCommands(program);
   // Client commands (those with --endpoint) share one way to connect: TLS with a CA and an API key (client-options.ts dialOf).
   program.hook('preAction', (_program, action) => {
     if (action.options.some((o) => o.long === '--endpoint')) configureDial(action.opts());
@@ -145,6 +151,24 @@ export function buildProgram(): Command {
       'Exit codes: 0 ok, 1 the operation failed, 2 bad usage or configuration.',
   );
   return program;
+}
+
+/** addServeCommand defines `serve` from serve's option table (config.ts, which loads the node's defaults). */
+async function addServeCommand(program: Command): Promise<void> {
+  const { CONFIG_ENV, SERVE_OPTIONS, resolveServeConfig } = await import('./config.js');
+  const serve = program.command('serve').description('run one node');
+  for (const o of SERVE_OPTIONS) {
+    const flags = o.kind === 'bool' ? `--${o.flag}` : o.aloneValue !== undefined ? `--${o.flag} [${o.valueName}]` : `--${o.flag} <${o.valueName}>`;
+    serve.addOption(new Option(flags, `${o.description} [env ${o.env}]`));
+  }
+  serve.addOption(new Option('--config <file>', `JSON file of options (flag > env > file > default) [env ${CONFIG_ENV}]`));
+  // serve, gateway and local load their modules (the node, RocksDB, Fastify) only when run: a client
+  // command such as `snapshot save` starts without them (about half the CLI's start-up CPU).
+  serve.action(async (opts: Record<string, unknown>) => {
+    const cfg = resolveServeConfig(opts, process.env);
+    const { runServe } = await import('./serve.js');
+    process.exitCode = await runServe(cfg);
+  });
 }
 
 /**
@@ -198,8 +222,8 @@ function fail(err: unknown): never {
   process.exit(err instanceof CliError ? err.exitCode : 1);
 }
 
-usageErrors(buildProgram())
-  .parseAsync(process.argv)
+buildProgram()
+  .then((program) => usageErrors(program).parseAsync(process.argv))
   .then(() => {
     // Servers and channels are closed; exit even if a library left a timer behind.
     const code = typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -33,10 +33,9 @@ import { ClusterClient } from '../client/cluster-client.js';
 import { EarlyAnswerError, uploadArchive } from '../client/archive-upload.js';
 import { retryWrite } from '../client/retry-write.js';
 import { SnapshotClient } from '../client/snapshot-client.js';
-import { isReservedKey } from '../fsm/sessions.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import type { GetSnapshotResponse, RestoreSnapshotRequest, RestoreSnapshotResponse, SnapshotInfo } from '../gen/snapcoord/v1/snapshot.js';
-import { inspectArchive, type ArchiveMeta, type InspectResult } from '../snapshot/archive.js';
+import type { ArchiveMeta, InspectResult } from '../snapshot/archive.js';
 import { fsyncDir } from '../snapshot/file-sink.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
@@ -358,6 +357,8 @@ export interface RestoreResult {
 
 /** inspectFile runs inspectArchive on `file`; an unreadable file is a CliError. */
 export async function inspectFile(file: string): Promise<InspectResult> {
+  // Loaded here, not at start-up: `snapshot save` needs neither the archive reader nor the state machine's key rules.
+  const [{ inspectArchive }, { isReservedKey }] = await Promise.all([import('../snapshot/archive.js'), import('../fsm/sessions.js')]);
   try {
     return await inspectArchive(resolve(file), { isReservedKey });
   } catch (err) {

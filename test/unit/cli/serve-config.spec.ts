@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { CliError } from '../../../src/cli/cli-error.js';
-import { isLoopback, resolveServeConfig } from '../../../src/cli/config.js';
+import { isLoopback } from '../../../src/client/address.js';
+import { resolveServeConfig } from '../../../src/cli/config.js';
 
 const KEY = { SNAPCOORD_API_KEY: 'k'.repeat(24) };
 

@@ -14,7 +14,8 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
-import { SERVE_OPTIONS, envName, resolveServeConfig, type ServeConfig } from '../../../src/cli/config.js';
+import { SERVE_OPTIONS, resolveServeConfig, type ServeConfig } from '../../../src/cli/config.js';
+import { envName } from '../../../src/cli/config-env.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../../../src/cli/node-runtime.js';
 import { REPO_ROOT } from '../../harness/child.js';
 import { parseMiniYaml, type Yaml } from './mini-yaml.js';
