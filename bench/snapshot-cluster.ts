@@ -4,6 +4,7 @@
  *
  *   npm run bench:snapshot-cluster -- [--keys 1000000] [--value-bytes 1024] [--mix etcd,text]
  *       [--downloads 4] [--write-seconds 10] [--write-clients 16] [--no-etcd] [--keep] [--no-node-runtime]
+ *       [--saves-only] [--cli-prof DIR] [--node-prof DIR] [--restore-only]
  *
  * For a state of K keys × V bytes (`fill/%08d` keys; the etcd anchor's
  * workload by default), per value mix — `etcd`: values of `f` bytes, as in
@@ -190,6 +191,8 @@ interface Timed {
   readonly stdout: string;
   /** peakRssMiB: the highest VmHWM seen while it ran (sampled every 50 ms). */
   readonly peakRssMiB: number;
+  /** monotonicUs: when it started and ended on the monotonic clock (µs; a --cpu-prof profile's startTime is on it too). */
+  readonly monotonicUs: readonly [number, number];
 }
 
 /** cpuSeconds: the CPU time (user + system, all threads) a process has used so far; 0 when it is gone. */
@@ -206,6 +209,7 @@ function cpuSeconds(pid: number | undefined): number {
 /** run starts a command, samples its peak RSS while it runs, and fails with its output when it exits non-zero. */
 async function run(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<Timed> {
   const t0 = performance.now();
+  const us0 = Number(process.hrtime.bigint() / 1000n);
   const p = spawn(cmd, args, { cwd: REPO_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -223,7 +227,7 @@ async function run(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv 
   clearInterval(sampler);
   const seconds = (performance.now() - t0) / 1000;
   if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${String(code)}: ${stderr.trim() || stdout.slice(-2000)}`);
-  return { seconds, stdout, peakRssMiB: peak };
+  return { seconds, stdout, peakRssMiB: peak, monotonicUs: [us0, Number(process.hrtime.bigint() / 1000n)] };
 }
 
 // ------------------------------------------------------------------ snapcoord
@@ -318,10 +322,11 @@ class SnapCluster {
     }
   }
 
-  /** cli runs `snapcoord <args>` against the leader, as an operator would. */
-  async cli(args: readonly string[]): Promise<Timed> {
+  /** cli runs `snapcoord <args>` against the leader, as an operator would (with --cpu-prof into `profDir` if given). */
+  async cli(args: readonly string[], profDir?: string): Promise<Timed> {
     const l = await this.leader();
-    return run(process.execPath, [CLI, ...args, '--endpoint', l.grpc, ...this.cliFlags]);
+    const prof = profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+    return run(process.execPath, [...prof, CLI, ...args, '--endpoint', l.grpc, ...this.cliFlags]);
   }
 
   async kill(n: SnapNode): Promise<void> {
@@ -497,20 +502,24 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     // One write, then `snapshot save` (the state changed: a snapshot is made), then a second with no write between.
     await c.cli(['kv', 'put', 'bench/marker', String(Date.now())]);
     const out1 = join(dir, 'save-1.tar.gz');
-    const save = await c.cli(['snapshot', 'save', out1, '--no-progress']);
+    const prof = (name: string): string | undefined => (o.cliProfDir !== undefined ? join(o.cliProfDir, mix, name) : undefined);
+    const save = await c.cli(['snapshot', 'save', out1, '--no-progress'], prof('save-1'));
     const saveBytes = (await stat(out1)).size;
     const out2 = join(dir, 'save-2.tar.gz');
-    const save2 = await c.cli(['snapshot', 'save', out2, '--no-progress']);
-    log(`[${mix}] snapshot save ${save.seconds.toFixed(2)} s (${fmtMiB(saveBytes)}), second save ${save2.seconds.toFixed(2)} s`);
+    const save2 = await c.cli(['snapshot', 'save', out2, '--no-progress'], prof('save-2'));
+    log(`[${mix}] snapshot save ${save.seconds.toFixed(2)} s (${fmtMiB(saveBytes)}), second save ${save2.seconds.toFixed(2)} s (monotonic µs ${save.monotonicUs.join('..')}, ${save2.monotonicUs.join('..')})`);
     await rm(out1, { force: true });
     await rm(out2, { force: true });
     c.endPhase('write + two snapshot saves');
 
-    // C concurrent verified downloads.
-    const dl = JSON.parse((await c.cli(['bench', 'snapshot', '--streams', String(o.downloads), '--count', String(o.downloads), '--json', '--no-progress'])).stdout) as SnapshotBenchDocument;
-    const s = dl.snapshots;
-    c.endPhase(`${o.downloads} concurrent downloads`);
-    log(`[${mix}] ${o.downloads} concurrent downloads: ${s.mbPerSec.toFixed(0)} MB/s in all, p99 ${s.latency.p99Ms.toFixed(0)} ms`);
+    // C concurrent verified downloads (not with --saves-only).
+    const s = o.savesOnly
+      ? NO_DOWNLOADS
+      : (JSON.parse((await c.cli(['bench', 'snapshot', '--streams', String(o.downloads), '--count', String(o.downloads), '--json', '--no-progress'])).stdout) as SnapshotBenchDocument).snapshots;
+    if (!o.savesOnly) {
+      c.endPhase(`${o.downloads} concurrent downloads`);
+      log(`[${mix}] ${o.downloads} concurrent downloads: ${s.mbPerSec.toFixed(0)} MB/s in all, p99 ${s.latency.p99Ms.toFixed(0)} ms`);
+    }
 
     // Writes alone, then while C downloads run.
     const wr = JSON.parse(
@@ -525,10 +534,16 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
 
     // A save once writes went on for a while (automatic snapshots were taken meanwhile): the steady case.
     const out3 = join(dir, 'save-3.tar.gz');
-    const save3 = await c.cli(['snapshot', 'save', out3, '--no-progress']);
+    const save3 = await c.cli(['snapshot', 'save', out3, '--no-progress'], prof('save-3'));
     await rm(out3, { force: true });
-    log(`[${mix}] snapshot save after the write phases ${save3.seconds.toFixed(2)} s`);
+    log(`[${mix}] snapshot save after the write phases ${save3.seconds.toFixed(2)} s (monotonic µs ${save3.monotonicUs.join('..')})`);
     c.endPhase('save after the write phases');
+    if (process.env.BENCH_NODE_LOG_LEVEL !== undefined) for (const n of c.nodes) await writeFile(join(process.env.BENCH_NODE_LOG_DIR ?? tmpdir(), `bench-${n.id}.log`), n.child.output);
+    if (o.savesOnly) {
+      console.log(JSON.stringify({ savesOnly: { mix, keys: o.keys, saveSeconds: save.seconds, save2Seconds: save2.seconds, save3Seconds: save3.seconds, saveBytes } }));
+      await rm(archive.path, { force: true });
+      throw new RestoreOnlyDone();
+    }
 
     // A follower killed until the leader compacts past it, then catching up by install.
     const leader = await c.leader();
@@ -638,9 +653,20 @@ interface Options {
   readonly nodeRuntime: boolean;
   /** nodeProfDir: the nodes run with --cpu-prof into this directory (written when they stop). */
   readonly nodeProfDir?: string;
+  /** savesOnly: only the restore, the saves and the write phase between them (no downloads, no cut-off follower). */
+  readonly savesOnly: boolean;
+  /** cliProfDir: each `snapshot save` runs with --cpu-prof into <dir>/<mix>/save-N. */
+  readonly cliProfDir?: string;
 }
 
-/** RestoreOnlyDone ends a mix after its restore phase (--restore-only). */
+/** NO_DOWNLOADS: the download figures of a --saves-only run (none ran). */
+const NO_DOWNLOADS: SnapshotBenchDocument['snapshots'] = {
+  mbPerSec: NaN,
+  latency: { p50Ms: NaN, p99Ms: NaN },
+  downloads: { completed: 0, failed: 0 },
+} as unknown as SnapshotBenchDocument['snapshots'];
+
+/** RestoreOnlyDone ends a mix early (--restore-only, --saves-only). */
 class RestoreOnlyDone extends Error {}
 
 function positive(name: string, v: string, max: number): number {
@@ -661,9 +687,11 @@ async function main(): Promise<void> {
     .option('--keep', 'keep the working directory')
     .option('--node-prof <dir>', 'run the nodes with --cpu-prof, profiles written to <dir> when they stop')
     .option('--restore-only', 'stop each mix after the restore (and the snapshots the nodes take of it)')
+    .option('--saves-only', 'stop each mix after the three saves (no downloads; writes alone, without downloads during them)')
+    .option('--cli-prof <dir>', 'run each `snapshot save` with --cpu-prof, profiles in <dir>/<mix>/save-N')
     .option('--no-node-runtime', 'start the nodes with plain `node`, without the V8 flags and malloc environment of their launchers')
     .parse(process.argv);
-  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; keep?: boolean; restoreOnly?: boolean; nodeRuntime: boolean; nodeProf?: string }>();
+  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; keep?: boolean; restoreOnly?: boolean; savesOnly?: boolean; cliProf?: string; nodeRuntime: boolean; nodeProf?: string }>();
   const mixes = raw.mix.split(',').map((m) => m.trim());
   for (const m of mixes) if (!(MIX_NAMES as readonly string[]).includes(m)) throw new Error(`--mix: ${m} is not one of ${MIX_NAMES.join(', ')}`);
   const o: Options = {
@@ -678,6 +706,8 @@ async function main(): Promise<void> {
     restoreOnly: raw.restoreOnly === true,
     nodeRuntime: raw.nodeRuntime,
     ...(raw.nodeProf !== undefined ? { nodeProfDir: raw.nodeProf } : {}),
+    savesOnly: raw.savesOnly === true,
+    ...(raw.cliProf !== undefined ? { cliProfDir: raw.cliProf } : {}),
   };
   if (raw.etcd && !o.etcd) log('etcd: /usr/bin/etcd or /usr/bin/etcdctl is missing (apt-get install etcd-server etcd-client); snapcoord figures only');
   // The CLI and the nodes run from dist/ (what an installed snapcoord runs), built from this tree now.

@@ -329,6 +329,7 @@ export class SnapshotManager {
     }
     // A delta from the newest snapshot when it was built here (it has a member table) and the
     // storage can list every key changed since; otherwise the whole state is read.
+    const t0 = this.clock.nowMs();
     const base = this.newest;
     const table = base !== null ? await this.store.members(base) : null;
     const reader = await this.storage.snapshotState(base !== null && table !== null ? { changesSince: base.meta.index } : {});
@@ -354,8 +355,10 @@ export class SnapshotManager {
         }
       }
       // Iteration, encoding and compression (on the threadpool) overlap; no uncompressed state.bin is written.
+      const delta = stored !== null;
       stored ??= await this.createOrFind(meta, reader);
       await this.setNewest(stored);
+      this.log.info({ id: stored.id, ms: this.clock.nowMs() - t0, way: delta ? 'delta' : 'full', changes: changes?.entries.length ?? null }, 'snapshot created');
       return stored;
     } finally {
       await reader.close();
