@@ -93,7 +93,7 @@ export const UPLOADS_UNREFERENCED_KEPT = 2;
 
 /**
  * COPY_BATCHES_MAX: batches of a restore's records queued for its snapshot copy before the install waits (each up to
- * INSTALL_DECODE_OPTIONS.batchBytesMax, 2 MiB, holding the gunzipped chunks its records view). Both run on the main
+ * INSTALL_DECODE_OPTIONS.batchBytesMax and ending with its gunzipped chunk, GUNZIP_CHUNK_BYTES, whose records it views). Both run on the main
  * thread, so a deeper queue bought no overlap: 4 held up to 20 MiB of chunks on every node during a restore.
  */
 const COPY_BATCHES_MAX = 2;

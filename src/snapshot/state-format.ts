@@ -55,7 +55,8 @@ export interface DecodeStateOptions extends StateLimits {
  * limits added): records as views of the gunzipped chunks, not copies (the
  * install copies each record into its write batch at once), in batches of at
  * most one install write (2 MiB, storage's INSTALL_WRITE_BYTES): the install
- * writes each batch whole, and a batch's views keep its 1 MiB chunks alive.
+ * writes each batch whole, and a batch's views keep its chunks alive (a batch
+ * also ends with its input chunk: from readArchive, 256 KiB at most).
  */
 export const INSTALL_DECODE_OPTIONS: DecodeStateOptions = { views: true, batchKeysMax: 16_384, batchBytesMax: 2 * 1024 * 1024 };
 

@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
 import tar from 'tar-stream';
-import { inspectArchive, readArchive, writeArchive, type ArchiveMeta } from '../../../src/snapshot/archive.js';
+import { GUNZIP_CHUNK_BYTES, inspectArchive, readArchive, writeArchive, type ArchiveMeta } from '../../../src/snapshot/archive.js';
 import { encodeTarHeader, decodeTarHeader } from '../../../src/snapshot/tar-header.js';
 import { decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { MEMBERSHIP, collect, goodEntries, inBatches, records, rejectsWith, sha256, sink, tarGz, tempDir } from './helpers.js';
@@ -52,6 +52,20 @@ describe('snapshot archive', () => {
     assert.equal(got.stateSha256, written.stateSha256);
     assert.deepEqual(got.result.map((r) => Buffer.from(r.key).toString()), state.map((r) => Buffer.from(r.key).toString()));
     assert.ok(got.result.every((r, i) => Buffer.from(r.value).equals(Buffer.from(state[i]!.value))));
+  });
+
+  it('hands state.bin over in pieces of at most 256 KiB (GUNZIP_CHUNK_BYTES: an install\'s queued records pin their pieces; issue 15 peak RSS)', async () => {
+    const archivePath = join(dir, 'a.tar.gz');
+    const written = await writeTo(archivePath);
+    assert.ok(written.meta.stateBytes > 4 * 256 * 1024, `a state of ${written.meta.stateBytes} B spans several pieces`);
+    const sizes = await readArchive(createReadStream(archivePath), async (_meta, s) => {
+      const out: number[] = [];
+      for await (const chunk of s) out.push((chunk as Buffer).length);
+      return out;
+    });
+    assert.equal(sizes.result.reduce((a, b) => a + b, 0), written.meta.stateBytes);
+    const largest = Math.max(...sizes.result);
+    assert.ok(largest <= 256 * 1024 && largest <= GUNZIP_CHUNK_BYTES, `a piece of ${largest} B`);
   });
 
   it('writes meta.json, state.bin, SHA256SUMS as plain 0600 files with mtime = createdAt (read by tar-stream)', async () => {
