@@ -68,7 +68,11 @@ import {
  * A data dir with the old single-database layout (<dataDir>/db) is refused
  * with StorageError `unknownFormat`; there is no migration (no release used it).
  *
- * Durability: log writes (save, compact) and the identity are synced. State
+ * Durability: log writes (save, compact) and the identity are synced, except
+ * a save that only moves the commit index (no entries, the term and vote
+ * already durable): that one is written unsynced, as etcd's raft.MustSync
+ * (the commit index is not needed for safety; a power loss may take it back
+ * to an earlier value, and the next synced write makes it durable). State
  * machine batches (data + applied index + membership, one atomic batch) are
  * NOT synced: the log is the source of truth and apply is idempotent by
  * index, so after a power loss the state machine resumes from whatever
@@ -364,6 +368,8 @@ export class RocksStorage implements NodeStorage {
   #installing = false;
   #base: LogBase;
   #lastIndex: number;
+  /** #durableVote: the term and vote of the hard state last read or written synced (null: unknown, the next hard state is synced). */
+  #durableVote: { readonly term: number; readonly vote: string } | null = null;
   #applied: number;
   /** #changed: latin1 key -> applied index of its last write, for every key written after #changesKnownSince (snapshotState changes). */
   readonly #changed = new Map<string, number>();
@@ -477,6 +483,11 @@ export class RocksStorage implements NodeStorage {
     return this.#stateViews;
   }
 
+  /** logCalls: the native calls made on the log's database (see RocksCalls: syncedWrite counts its fsyncs). */
+  logCalls(): Readonly<RocksCalls> {
+    return { ...this.#log.calls };
+  }
+
   /** stateCalls: the native calls made on the current state generation's database (see RocksCalls). */
   stateCalls(): Readonly<RocksCalls> {
     return { ...this.#state.db.calls };
@@ -495,6 +506,7 @@ export class RocksStorage implements NodeStorage {
       const hardStateBytes = await this.#log.get(KEY_HARD_STATE);
       const hardState =
         hardStateBytes === undefined ? EMPTY_HARD_STATE : parseJson(hardStateBytes, 'hard state', path, isHardState);
+      this.#durableVote = { term: hardState.term, vote: hardState.vote };
       const base = this.#base;
       const entries: Entry[] = [];
       let expected = base.index + 1;
@@ -532,7 +544,11 @@ export class RocksStorage implements NodeStorage {
         ops.push({ type: 'del', key: logKey(index) });
       }
       for (const entry of entries) ops.push({ type: 'put', key: logKey(entry.index), value: encodeEntry(entry) });
-      await this.#log.write(ops, { sync: true });
+      // Only a new commit index (no entries, the durable term and vote): unsynced, as etcd's raft.MustSync.
+      const hs = batch.hardState;
+      const sync = entries.length > 0 || hs === undefined || this.#durableVote === null || hs.term !== this.#durableVote.term || hs.vote !== this.#durableVote.vote;
+      await this.#log.write(ops, { sync });
+      if (sync && hs !== undefined) this.#durableVote = { term: hs.term, vote: hs.vote };
       this.#lastIndex = newLast;
     });
   }

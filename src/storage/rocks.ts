@@ -278,13 +278,15 @@ export interface RocksCalls {
   get: number;
   getMany: number;
   write: number;
+  /** syncedWrite: the writes among `write` made with sync (an fsync of the write-ahead log each). */
+  syncedWrite: number;
 }
 
 export class RocksDb {
   /** path of the database directory. */
   readonly path: string;
   /** calls: the native calls made so far, by kind (an empty getMany or write makes none). */
-  readonly calls: RocksCalls = { get: 0, getMany: 0, write: 0 };
+  readonly calls: RocksCalls = { get: 0, getMany: 0, write: 0, syncedWrite: 0 };
   readonly #db: NativeDb;
   #closing: Promise<void> | null = null;
 
@@ -364,6 +366,7 @@ export class RocksDb {
     this.#checkOpen('write');
     if (ops.length === 0) return;
     this.calls.write++;
+    if (options.sync) this.calls.syncedWrite++;
     const nativeOps: NativeBatchOp[] = ops.map((op) =>
       op.type === 'put' ? { type: 'put', key: op.key, value: op.value } : { type: 'del', key: op.key },
     );

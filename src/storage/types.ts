@@ -55,7 +55,11 @@ export interface LogBatch {
  *   atomically with the hard state. An empty batch writes nothing.
  *   Errors: StorageError `invalidArgument` if the entries are not contiguous,
  *   would leave a gap (entries[0].index > last index + 1) or overwrite a
- *   compacted entry (entries[0].index <= logBase.index).
+ *   compacted entry (entries[0].index <= logBase.index). A batch with no
+ *   entries whose hard state keeps the durable term and vote (only the
+ *   commit index moved) may be written unsynced (etcd's raft.MustSync): the
+ *   commit index needs no sync for safety, and load() may return an earlier
+ *   commit after a power loss, never a later one.
  * - `compact(base)` deletes every entry with index <= base.index and records
  *   `base` (index, term and the membership in force as of base.index) as the
  *   log base, in one synced write. If the log holds an entry at
