@@ -25,10 +25,16 @@ export interface TimerHandle {
  * - clearTimeout cancels a timer of either kind; undefined, or a timer
  *   already run or cleared, is ignored.
  * - sleep resolves once delayMs have passed.
+ * - defer runs fn once, soon, on its own turn, after the work already due
+ *   in this turn (systemClock: setImmediate, after the I/O callbacks of the
+ *   current event-loop turn, so the requests that arrived together are all
+ *   stepped before fn runs; a virtual clock: a microtask, time unchanged).
+ *   It cannot be cancelled.
  */
 export interface Clock {
   nowMs(): number;
   setTimeout(fn: () => void, delayMs: number): TimerHandle;
+  defer(fn: () => void): void;
   setInterval(fn: () => void, intervalMs: number): TimerHandle;
   clearTimeout(timer: TimerHandle | undefined): void;
   sleep(delayMs: number): Promise<void>;
@@ -38,6 +44,9 @@ export interface Clock {
 export const systemClock: Clock = {
   nowMs: () => performance.now(),
   setTimeout: (fn, delayMs) => setTimeout(fn, delayMs),
+  defer: (fn) => {
+    setImmediate(fn);
+  },
   setInterval: (fn, intervalMs) => setInterval(fn, intervalMs),
   clearTimeout: (timer) => clearTimeout(timer as NodeJS.Timeout | undefined),
   sleep: (delayMs) => new Promise<void>((resolve) => setTimeout(resolve, delayMs)),

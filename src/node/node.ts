@@ -925,7 +925,9 @@ export class Node {
       return;
     }
     this.running = true;
-    void this.runLoop();
+    // The loop starts on the next turn, not inside this call: the requests that arrived in this turn's I/O
+    // (a burst of client writes, several append answers) are all stepped first and go out in one Ready, one save.
+    this.clock.defer(() => void this.runLoop());
   }
 
   private async runLoop(): Promise<void> {

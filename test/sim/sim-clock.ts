@@ -136,6 +136,13 @@ export class NodeClock implements Clock {
     return t;
   }
 
+  /** defer: a microtask (virtual time does not move), never run once the incarnation is killed. */
+  defer(fn: () => void): void {
+    queueMicrotask(() => {
+      if (this.alive) fn();
+    });
+  }
+
   setInterval(fn: () => void, intervalMs: number): TimerHandle {
     if (!(intervalMs > 0)) throw new RangeError(`NodeClock: interval of ${intervalMs} ms`);
     const t = this.sim.at(() => (this.alive ? fn() : undefined), intervalMs, intervalMs);

@@ -37,6 +37,11 @@ export class ManualClock implements Clock {
     return this.arm(fn, Math.max(0, delayMs), null);
   }
 
+  /** defer: a microtask (time does not move). */
+  defer(fn: () => void): void {
+    queueMicrotask(fn);
+  }
+
   setInterval(fn: () => void, intervalMs: number): TimerHandle {
     if (!(intervalMs > 0)) throw new RangeError(`ManualClock: interval of ${intervalMs} ms`);
     return this.arm(fn, intervalMs, intervalMs);

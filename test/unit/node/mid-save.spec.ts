@@ -161,4 +161,24 @@ describe('node: nothing waits for a save it does not depend on', function () {
     assert.deepEqual(replies.map((m) => (m.type === 'appendResp' ? { reject: m.reject, index: m.index } : m.type)), [{ reject: false, index: 2 }]);
     await until('both applied once durable', 5_000, () => (node.status().applied === 2 ? true : undefined));
   });
+  it('writes that arrive in one turn, each on its own promise chain (as grpc-js hands calls over), go into one save', async () => {
+    const { node, storage, sender } = await start(new MemoryDataDir('n1'));
+    nodes.push(node);
+    const term = await lead(node, sender);
+    await until('the no-op append', 5_000, () => (appendedIndexes(sender.sent, 'n2').length > 0 ? true : undefined));
+    const noop = Math.max(...appendedIndexes(sender.sent, 'n2'));
+    ack(node, term, noop);
+    await until('the no-op applied', 5_000, () => (node.status().applied >= noop ? true : undefined));
+    await new Promise((r) => setTimeout(r, 20)); // the loop is idle: nothing in flight
+    const before = storage.saves.length;
+    const writes = Array.from({ length: 8 }, (_, i) =>
+      Promise.resolve()
+        .then(() => undefined)
+        .then(() => node.propose({ op: 'put', key: enc.encode(`k${i}`), value: new Uint8Array([i]) })),
+    );
+    await until('the 8 writes saved', 5_000, () => (node.status().lastIndex === noop + 8 && storage.savesHeld === 0 ? true : undefined));
+    const saved = storage.saves.slice(before).filter((b) => (b.entries?.length ?? 0) > 0);
+    assert.deepEqual(saved.map((b) => b.entries?.map((e) => e.index)), [Array.from({ length: 8 }, (_, i) => noop + 1 + i)]);
+    for (const w of writes) void w.catch(() => undefined);
+  });
 });
