@@ -8,6 +8,8 @@
  *
  * The members start as their launchers start them (the V8 flags and malloc
  * environment of src/cli/node-runtime.ts) unless --no-node-runtime.
+ * SNAPCOORD_BENCH_NODE_FLAGS (space-separated) adds node flags to every member
+ * after those (a later V8 flag wins), e.g. "--trace-gc" or "--max-semi-space-size=8".
  *
  * --spread on: snapcoord's clients spread over the three members as etcd3's
  * do (slot i talks to member i mod 3, over --channels channels to each); a
@@ -235,6 +237,7 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
       id,
       startProgram(id, process.execPath, [
         ...(run.nodeRuntime ? NODE_V8_FLAGS : []),
+        ...(process.env.SNAPCOORD_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []),
         ...(process.env.SNAPCOORD_BENCH_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SNAPCOORD_BENCH_PROF}`] : []),
         '--import', 'tsx', 'src/cli/main.ts', 'serve',
         '--id', id, '--grpc', grpcAddr(i), '--peer-listen', peerAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
