@@ -247,7 +247,15 @@ export function createSnapshotService(
         }
         if (handle === null) {
           if (pinned) throw new ApiError(grpc.status.NOT_FOUND, pinnedGone(req));
-          handle = await node.downloadSnapshot(req.stale);
+          // A download given up while its snapshot is made lets a newer request supersede that creation.
+          const gone = new AbortController();
+          const onCancel = (): void => gone.abort();
+          call.once('cancelled', onCancel);
+          try {
+            handle = await node.downloadSnapshot(req.stale, { signal: gone.signal });
+          } finally {
+            call.off('cancelled', onCancel);
+          }
         }
         let cancelled = false;
         call.on('cancelled', () => {

@@ -46,7 +46,7 @@ import { RestoreRefs, encodeRestoreCommand, isRestoreCommand, type RestoreComman
 import type { NodeMetrics } from './metrics.js';
 import { silentLogger, type Logger } from './logger.js';
 import type { NodeBrief, NodeStatus } from './node-status.js';
-import { SnapshotTermUnknownError, toRaftMeta, type SnapshotManager } from './snapshots.js';
+import { SnapshotSupersededError, SnapshotTermUnknownError, toRaftMeta, type SnapshotManager } from './snapshots.js';
 
 /**
  * MessageSender is what the node needs of a transport (GrpcTransport,
@@ -304,6 +304,8 @@ export class Node {
   private readonly metrics: NodeMetrics | undefined;
   private readonly disk: DiskGuard | undefined;
   private snapshotting = false;
+  /** creation: the snapshot takeSnapshot is creating now (its abort, and 1 while a caller waits for it, else 0); see snapshotNow. */
+  private creation: { readonly abort: AbortController; waiters: number } | null = null;
   /** snapshotSoon: take a snapshot at the next chance (after a restore). */
   private snapshotSoon = false;
   /** installFailuresInRow: fetched snapshots refused by their install in a row; the next is asked for after a backoff. */
@@ -791,18 +793,29 @@ export class Node {
     };
   }
 
-  /** snapshotNow takes a snapshot of the state machine now and compacts the log (operators, tests). */
-  async snapshotNow(): Promise<SnapshotMeta> {
+  /**
+   * snapshotNow takes a snapshot of the state machine now and compacts the
+   * log (operators, tests, downloads). It waits for a snapshot being created
+   * unless nobody waits for that one (an automatic one, or one whose callers
+   * all went away: their `signal`s aborted): that one is superseded (it stops
+   * at its next gzip member and is not stored) and this one, of a newer
+   * state, is taken at once. A caller's own snapshot is never superseded
+   * while it waits (while its `signal` has not aborted; without a signal, to
+   * the end).
+   */
+  async snapshotNow(signal?: AbortSignal): Promise<SnapshotMeta> {
     this.checkRunning();
     if (this.snapshots === undefined) throw new NodeError('invalid', 'this node keeps no snapshots');
     while (this.snapshotting) {
       this.checkRunning(); // a stop ends the wait
+      const c = this.creation;
+      if (c !== null && c.waiters === 0 && !c.abort.signal.aborted) c.abort.abort(new SnapshotSupersededError());
       await this.clock.sleep(this.timings.tickMs);
     }
     this.disk?.check();
     this.snapshotting = true;
     try {
-      return await this.takeSnapshot();
+      return await this.takeSnapshot(signal ?? null);
     } finally {
       this.snapshotting = false;
     }
@@ -1103,6 +1116,11 @@ export class Node {
         },
         (e: unknown) => {
           this.snapshotSoon ||= soon;
+          if (e instanceof SnapshotSupersededError) {
+            // A snapshot asked for meanwhile (a download, an operator) takes a newer state in its place.
+            this.log.info({}, 'automatic snapshot superseded by one asked for');
+            return;
+          }
           if (e instanceof SnapshotTermUnknownError && e.index < this.raft.brief().firstIndex - 1) {
             // An install (a fetched snapshot) replaced the state past the view this snapshot was taken of: moot.
             this.log.info({ index: e.index, firstIndex: this.raft.brief().firstIndex }, 'automatic snapshot skipped: an install replaced the state meanwhile');
@@ -1123,18 +1141,33 @@ export class Node {
       });
   }
 
-  /** takeSnapshot writes a snapshot at the applied index, offers it to followers, then compacts the log. */
-  private async takeSnapshot(): Promise<SnapshotMeta> {
+  /**
+   * takeSnapshot writes a snapshot at the applied index, offers it to
+   * followers, then compacts the log. `waiter`: the caller that waits for it
+   * (null: one that waits to the end; undefined: none, an automatic one), see
+   * snapshotNow; it rejects with SnapshotSupersededError once superseded.
+   */
+  private async takeSnapshot(waiter?: AbortSignal | null): Promise<SnapshotMeta> {
     const sm = this.snapshots as SnapshotManager;
+    const creation = { abort: new AbortController(), waiters: waiter === undefined || waiter?.aborted === true ? 0 : 1 };
+    const gone = (): void => {
+      creation.waiters = 0;
+    };
+    waiter?.addEventListener('abort', gone, { once: true });
+    this.creation = creation;
     let stored: StoredSnapshot;
     try {
       stored = await sm.create(
         (i) => this.raft.logTerm(i),
         (i) => this.raft.membershipAt(i),
+        { signal: creation.abort.signal },
       );
     } catch (e) {
-      this.disk?.noteError(e);
+      if (!(e instanceof SnapshotSupersededError)) this.disk?.noteError(e);
       throw e;
+    } finally {
+      this.creation = null;
+      waiter?.removeEventListener('abort', gone);
     }
     const meta = toRaftMeta(stored);
     // The core learns of an apply at advance(), just after the state machine: wait for it (bounded).
@@ -1723,9 +1756,11 @@ export class Node {
    * (the caller writes a copy on this node's disks: a task's file, a
    * directory export) it is refused with `diskFull` below the disk's reserve,
    * as a snapshot taken now is; a download over the network is a read and is
-   * served from the current snapshot even then.
+   * served from the current snapshot even then. `signal`: the caller went
+   * away (a cancelled download): a snapshot being created for it alone may be
+   * superseded (snapshotNow).
    */
-  async downloadSnapshot(stale: boolean, opts: { readonly toDisk?: boolean } = {}): Promise<SnapshotHandle> {
+  async downloadSnapshot(stale: boolean, opts: { readonly toDisk?: boolean; readonly signal?: AbortSignal } = {}): Promise<SnapshotHandle> {
     this.checkRunning();
     const sm = this.snapshots;
     if (sm === undefined) throw new NodeError('invalid', 'this node keeps no snapshots');
@@ -1738,7 +1773,7 @@ export class Node {
     // A snapshot that still holds the state as it is now is served, not rebuilt (issue 15 item 2).
     const current = await sm.openCurrent();
     if (current !== null) return current;
-    return sm.openStored(await this.snapshotNow());
+    return sm.openStored(await this.snapshotNow(opts.signal));
   }
 
   // ------------------------------------------------------------ helpers

@@ -115,6 +115,14 @@ async function* thenVerified<T>(records: AsyncIterable<T>, verified: Promise<voi
 }
 
 /** toRaftMeta names a stored snapshot the way the Raft core does. */
+/** untilAborted yields `source`'s items until `signal` aborts, then throws its reason (checked before each item). */
+async function* untilAborted<T>(source: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
+  for await (const item of source) {
+    signal.throwIfAborted();
+    yield item;
+  }
+}
+
 export function toRaftMeta(s: StoredSnapshot): SnapshotMeta {
   return {
     index: s.meta.index,
@@ -135,6 +143,18 @@ export class SnapshotTermUnknownError extends Error {
   override readonly name = 'SnapshotTermUnknownError';
   constructor(readonly index: number) {
     super(`no term known for applied index ${index}`);
+  }
+}
+
+/**
+ * SnapshotSupersededError: a snapshot creation was stopped because a newer
+ * one was asked for while nobody waited for it any more (Node.snapshotNow);
+ * nothing was stored.
+ */
+export class SnapshotSupersededError extends Error {
+  override readonly name = 'SnapshotSupersededError';
+  constructor() {
+    super('snapshot creation superseded by a newer one');
   }
 }
 
@@ -316,9 +336,12 @@ export class SnapshotManager {
    * and the storage lists every key changed since its index, the new one is
    * made from it (SnapshotStore.createDelta: unchanged members copied, the
    * state not read whole); if that fails for any reason (the base's bytes or
-   * table do not check), from the whole state as always.
+   * table do not check), from the whole state as always. Once
+   * options.signal aborts, the creation stops at its next gzip member or
+   * batch of records and rejects with the signal's reason, nothing stored.
    */
-  async create(termAt: (index: number) => number | undefined, membershipAt: (index: number) => Membership): Promise<StoredSnapshot> {
+  async create(termAt: (index: number) => number | undefined, membershipAt: (index: number) => Membership, options: { readonly signal?: AbortSignal } = {}): Promise<StoredSnapshot> {
+    const { signal } = options;
     // A restore's copy still being finished is the snapshot of that state: wait for it rather than build another.
     await this.copying;
     const current = this.newest;
@@ -344,19 +367,20 @@ export class SnapshotManager {
         try {
           const pinned = await this.store.open(base.id); // held while read, whatever becomes newest meanwhile
           try {
-            stored = await this.store.createDelta(meta, pinned, table, changes.entries);
+            stored = await this.store.createDelta(meta, pinned, table, changes.entries, signal !== undefined ? { signal } : {});
           } finally {
             pinned.release();
           }
           this.deltas++;
         } catch (err) {
+          if (signal?.aborted === true) throw signal.reason;
           // The base did not check (its bytes, its table) or the write failed: the full way below.
           this.log.warn({ base: base.id, err: (err as Error).message }, 'snapshot from the previous one failed; reading the whole state');
         }
       }
       // Iteration, encoding and compression (on the threadpool) overlap; no uncompressed state.bin is written.
       const delta = stored !== null;
-      stored ??= await this.createOrFind(meta, reader);
+      stored ??= await this.createOrFind(meta, reader, signal);
       await this.setNewest(stored);
       this.log.info({ id: stored.id, ms: this.clock.nowMs() - t0, way: delta ? 'delta' : 'full', changes: changes?.entries.length ?? null }, 'snapshot created');
       return stored;
@@ -371,9 +395,9 @@ export class SnapshotManager {
    * failure was reported after it landed: a restore's copy whose rename
    * returned EIO, say), that one is it. Errors: the store's.
    */
-  private async createOrFind(meta: { index: number; term: number; membership: Membership }, reader: StateSnapshotReader): Promise<StoredSnapshot> {
+  private async createOrFind(meta: { index: number; term: number; membership: Membership }, reader: StateSnapshotReader, signal?: AbortSignal): Promise<StoredSnapshot> {
     try {
-      return await this.store.createFromRecords(meta, reader.batches());
+      return await this.store.createFromRecords(meta, signal === undefined ? reader.batches() : untilAborted(reader.batches(), signal));
     } catch (err) {
       if (!(err instanceof SnapshotStoreError && err.code === 'already-exists')) throw err;
       const same = (await this.store.list()).find((x) => x.meta.index === meta.index && x.meta.term === meta.term);

@@ -18,7 +18,8 @@
  * member's size, record count and first key must be the table's, records
  * must lie whole in it, and keys strictly increase across the whole output
  * (StateFormatError `key-order` otherwise). Any failure rejects, and the
- * caller falls back to a full creation.
+ * caller falls back to a full creation (but for an abort: options.signal's
+ * reason, checked before each member).
  */
 import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
@@ -230,6 +231,7 @@ export async function writeArchiveDelta(
       };
       await readAhead();
       while (pending.length > 0) {
+        options.signal?.throwIfAborted();
         const p = pending.shift() as Pending;
         const state = await p.state;
         const memberLast = walkRecords(state, p.entry, stateBytes + encoder.bytes);

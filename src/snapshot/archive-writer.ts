@@ -69,6 +69,8 @@ export interface RecordsArchiveOptions extends StateLimits {
   readonly onStateProgress?: (streamedBytes: number, stateBytes: number) => void;
   /** io: the spool file's file system and the compression (default nodeSnapshotIo). */
   readonly io?: SnapshotIo;
+  /** signal: once aborted, the writer stops at its next member and rejects with the signal's reason (writeArchiveDelta). */
+  readonly signal?: AbortSignal;
 }
 
 /** RecordsArchiveResult: what writeArchive returns, plus the gzip member count. */

@@ -582,10 +582,17 @@ export class SnapshotStore {
    * table (members()), and `changes` be every key written or deleted since
    * base's state, with its value now (null: deleted), in strictly increasing
    * key order. base's bytes are checked against its recorded chunk hashes as
-   * they are read (SnapshotStoreError `corrupt` otherwise). Otherwise as
-   * createFromRecords.
+   * they are read (SnapshotStoreError `corrupt` otherwise). With
+   * options.signal aborted it stops before its next member and rejects with
+   * the signal's reason (nothing stored). Otherwise as createFromRecords.
    */
-  async createDelta(meta: SnapshotCreateMeta, base: SnapshotHandle, table: ArchiveMemberTable, changes: readonly StateChange[]): Promise<StoredSnapshot> {
+  async createDelta(
+    meta: SnapshotCreateMeta,
+    base: SnapshotHandle,
+    table: ArchiveMemberTable,
+    changes: readonly StateChange[],
+    options: { readonly signal?: AbortSignal } = {},
+  ): Promise<StoredSnapshot> {
     return this.build(meta, async (tmpDir, baseMeta, archiveSink, onStateProgress) => {
       const written = await writeArchiveDelta(
         baseMeta,
@@ -593,7 +600,7 @@ export class SnapshotStore {
         changes,
         join(tmpDir, SPOOL_FILE),
         archiveSink,
-        { gzipLevel: this.gzipLevel, onStateProgress, io: this.io },
+        { gzipLevel: this.gzipLevel, onStateProgress, io: this.io, ...(options.signal !== undefined ? { signal: options.signal } : {}) },
       );
       return { meta: written.meta, members: written.members };
     });

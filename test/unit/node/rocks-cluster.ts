@@ -17,6 +17,7 @@ import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager, type SnapshotPolicy } from '.
 import { TaskQueue } from '../../../src/ops/task-queue.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import type { NodeStorage } from '../../../src/storage/types.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
@@ -52,10 +53,12 @@ export class RocksCluster {
     readonly dir: string,
     private readonly policy: SnapshotPolicy,
     private readonly timings: Partial<NodeTimings>,
+    private readonly snapshotIo: SnapshotIo,
   ) {}
 
-  static async start(size: number, policy: Partial<SnapshotPolicy> = {}, timings: Partial<NodeTimings> = {}): Promise<RocksCluster> {
-    const c = new RocksCluster(await mkdtemp(join(tmpdir(), 'snapcoord-rocks-cluster-')), { ...DEFAULT_SNAPSHOT_POLICY, ...policy }, timings);
+  /** start boots `size` members; options.snapshotIo: the snapshot managers' file system and compression (a test gates parts of it). */
+  static async start(size: number, policy: Partial<SnapshotPolicy> = {}, timings: Partial<NodeTimings> = {}, options: { readonly snapshotIo?: SnapshotIo } = {}): Promise<RocksCluster> {
+    const c = new RocksCluster(await mkdtemp(join(tmpdir(), 'snapcoord-rocks-cluster-')), { ...DEFAULT_SNAPSHOT_POLICY, ...policy }, timings, options.snapshotIo ?? nodeSnapshotIo);
     const ids = Array.from({ length: size }, (_, i) => `n${i + 1}`);
     const apis: ApiServer[] = [];
     for (let i = 0; i < size; i++) apis.push(await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' }));
@@ -100,7 +103,7 @@ export class RocksCluster {
     await storage.checkIdentity({ nodeId: m.id, clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
     const seen = this.wrapStorage?.(m.id, storage) ?? storage;
     const log = memberLogger(m.id, this.logRing(m.id));
-    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), seen, this.policy, log, 'test', systemClock);
+    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), seen, this.policy, log, 'test', systemClock, this.snapshotIo);
     snapshots.dial = peerDial('snapcoord', api.address);
     const ref: { node: Node | null } = { node: null };
     const transport = new GrpcTransport({ selfId: m.id, onMessage: (msg) => ref.node?.receive(msg), dial: peerDial('snapcoord', api.address), logger: log });
