@@ -123,8 +123,9 @@ async function publish(tmp: string, path: string, shown: string): Promise<void> 
  * checkCanServe fails fast, before any file is created, when the endpoint is
  * unreachable or (without --stale) knows no leader to answer the download.
  */
-async function checkCanServe(endpoint: string, stale: boolean): Promise<void> {
-  const c = new ClusterClient(endpoint, cliDial());
+async function checkCanServe(endpoint: string, stale: boolean, channel: ReturnType<grpc.Client['getChannel']>): Promise<void> {
+  // On the download's own connection (one TLS handshake for both); closed with it.
+  const c = new ClusterClient(endpoint, cliDial(), channel);
   try {
     const st = await c.status({ deadlineMs: STATUS_DEADLINE_MS });
     if (!stale && st.role !== Role.ROLE_LEADER && st.leaderId === '') {
@@ -132,8 +133,6 @@ async function checkCanServe(endpoint: string, stale: boolean): Promise<void> {
     }
   } catch (err) {
     throw callError(err, endpoint);
-  } finally {
-    c.close();
   }
 }
 
@@ -193,18 +192,21 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
   const path = resolve(file);
   const tmp = `${path}.tmp`;
   if (await exists(path)) throw new CliError(`${file} already exists; refusing to overwrite it (choose another name or remove it)`);
-  await checkCanServe(opts.endpoint, opts.stale);
+  const client = snapshotClient(opts.endpoint);
   let handle: FileHandle;
   try {
-    handle = await open(tmp, 'wx', 0o600);
+    await checkCanServe(opts.endpoint, opts.stale, client.raw.getChannel());
+    handle = await open(tmp, 'wx', 0o600).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new CliError(`${file}.tmp exists: another save is writing it, or one was killed; remove it and retry`);
+      }
+      throw new CliError(`cannot create ${file}.tmp: ${fsMessage(err)}`);
+    });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new CliError(`${file}.tmp exists: another save is writing it, or one was killed; remove it and retry`);
-    }
-    throw new CliError(`cannot create ${file}.tmp: ${fsMessage(err)}`);
+    client.close();
+    throw err;
   }
 
-  const client = snapshotClient(opts.endpoint);
   const deadline = opts.timeoutMs > 0 ? Date.now() + opts.timeoutMs : 0;
   const retries = opts.resumeRetries ?? SAVE_RESUME_RETRIES_DEFAULT;
   let call: grpc.ClientReadableStream<GetSnapshotResponse> | undefined;

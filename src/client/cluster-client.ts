@@ -3,6 +3,7 @@
  * (`deadlineMs`, default DEFAULT_DEADLINE_MS) and rejects with the call's
  * grpc-js ServiceError.
  */
+import type * as grpc from '@grpc/grpc-js';
 import {
   ClusterServiceClient,
   type AddMemberResponse,
@@ -21,9 +22,14 @@ import { callUnary, type CallOptions } from './unary-call.js';
 export class ClusterClient {
   readonly raw: ClusterServiceClient;
 
-  constructor(address: string, dial: ClientDial = {}) {
+  /**
+   * A client of the node at `address`; with `channel` (another client's,
+   * say a SnapshotClient's getChannel()) its calls share that connection —
+   * then close() is that client's to call, not this one's.
+   */
+  constructor(address: string, dial: ClientDial = {}, channel?: ReturnType<grpc.Client['getChannel']>) {
     const { credentials, options } = dialChannel(dial);
-    this.raw = new ClusterServiceClient(address, credentials, options);
+    this.raw = new ClusterServiceClient(address, credentials, channel === undefined ? options : { ...options, channelOverride: channel });
   }
 
   status(opts?: CallOptions): Promise<StatusResponse> {

@@ -157,6 +157,32 @@ describe('gateway: resumable snapshot downloads (Range, ETag, pinning)', functio
     assert.equal(bad.status, 400);
   });
 
+  it('snapshot save asks Status and downloads over one connection (with TLS, one handshake instead of two)', async () => {
+    let connections = 0;
+    const sockets = new Set<Socket>();
+    const proxy: Server = createServer((client) => {
+      connections++;
+      const at = sn.api.address.lastIndexOf(':');
+      const upstream = connect(Number(sn.api.address.slice(at + 1)), sn.api.address.slice(0, at));
+      sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const file = join(sn.dir, 'one-connection.snap');
+    try {
+      const r = await saveSnapshot(file, { endpoint: `127.0.0.1:${(proxy.address() as { port: number }).port}`, stale: false, timeoutMs: 0, idleTimeoutMs: 10_000, progress: false });
+      assert.equal(r.resumes, 0);
+      assert.equal(sha(await readFile(file)), r.info.digest);
+      assert.equal(connections, 1);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => proxy.close(() => r()));
+      await rm(file, { force: true });
+    }
+  });
+
   it('snapshot save resumes a gRPC download cut twice by the network and checks the whole SHA-256', async () => {
     // A TCP proxy in front of the node that cuts the first two connections after ~1 MiB from the node.
     let cutsLeft = 2;
