@@ -107,10 +107,35 @@ class ExactReader {
   }
 }
 
-/** inflate gunzips one member in one round (on the threadpool with nodeSnapshotIo; its output size is known); more output than that is refused. */
-async function inflate(io: SnapshotIo, member: Buffer, stateBytes: number): Promise<Buffer> {
+/** INFLATE_PIECE_BYTES: zlib's output pieces when a member is gunzipped into a reused buffer (below glibc's 128 KiB mmap threshold). */
+const INFLATE_PIECE_BYTES = 112 * 1024;
+
+/**
+ * inflate gunzips one member into `into` (reused across members: no fresh
+ * 1 MiB allocation, mapped and faulted in, per member) when it is large
+ * enough, else into a new buffer; its output size is known and more output
+ * than that is refused. Returns the member's bytes (a view of `into`).
+ */
+async function inflate(io: SnapshotIo, member: Buffer, stateBytes: number, into: Buffer | null): Promise<Buffer> {
   try {
-    return await io.gunzip(member, { chunkSize: Math.max(64 * 1024, stateBytes + 1024), maxOutputLength: Math.max(1, stateBytes) });
+    if (into === null || into.length < stateBytes) {
+      return await io.gunzip(member, { chunkSize: Math.max(64 * 1024, stateBytes + 1024), maxOutputLength: Math.max(1, stateBytes) });
+    }
+    return await new Promise<Buffer>((resolve, reject) => {
+      const g = io.createGunzip({ chunkSize: INFLATE_PIECE_BYTES });
+      let at = 0;
+      g.on('data', (piece: Buffer) => {
+        if (at + piece.length > stateBytes) {
+          g.destroy(new Error(`more than the ${stateBytes} bytes the member table says`));
+          return;
+        }
+        piece.copy(into, at);
+        at += piece.length;
+      });
+      g.once('end', () => resolve(into.subarray(0, at)));
+      g.once('error', reject);
+      g.end(member);
+    });
   } catch (err) {
     throw new ArchiveError('corrupt-gzip', `a state member of the base archive does not gunzip: ${(err as Error).message}`, { cause: err });
   }
@@ -213,8 +238,10 @@ export async function writeArchiveDelta(
 
       await reader.take(table.headBytes);
       // Members read and gunzipped ahead, each with the changes that fall in its key range.
-      type Pending = { readonly entry: StateMemberEntry; readonly compressed: Buffer; readonly state: Promise<Buffer>; readonly changes: readonly StateChange[] };
+      type Pending = { readonly entry: StateMemberEntry; readonly compressed: Buffer; readonly state: Promise<Buffer>; readonly into: Buffer; readonly changes: readonly StateChange[] };
       const pending: Pending[] = [];
+      /** spare: member buffers free for the next inflate (each goes back once its member is written). */
+      const spare: Buffer[] = [];
       let read = 0;
       const readAhead = async (): Promise<void> => {
         while (pending.length < DELTA_INFLATE_AHEAD && read < table.state.length) {
@@ -223,9 +250,10 @@ export async function writeArchiveDelta(
           const from = next;
           while (next < changes.length && (upper === null || Buffer.compare(asBuffer((changes[next] as StateChange).key), upper) < 0)) next++;
           const compressed = await reader.take(entry.compressedBytes);
-          const state = inflate(io, compressed, entry.stateBytes);
+          const into = spare.pop() ?? Buffer.allocUnsafeSlow(blockBytes);
+          const state = inflate(io, compressed, entry.stateBytes, into);
           state.catch(() => undefined); // met when awaited
-          pending.push({ entry, compressed, state, changes: changes.slice(from, next) });
+          pending.push({ entry, compressed, state, into, changes: changes.slice(from, next) });
           read++;
         }
       };
@@ -272,6 +300,9 @@ export async function writeArchiveDelta(
           }
           await flushEncoded(false);
         }
+        // The member's buffer is reused: nothing may still point into it (encode copies; the last key is copied here).
+        if (lastKey !== null && (lastKey as Buffer).buffer === p.into.buffer) lastKey = Buffer.from(lastKey as Buffer);
+        spare.push(p.into);
         await readAhead();
       }
       // Changes past every member (or into a base with no state at all).

@@ -15,23 +15,29 @@ import { RocksCluster } from './rocks-cluster.js';
 
 const enc = new TextEncoder();
 
-/** GatedIo: nodeSnapshotIo whose gunzip (a delta's read of its base members) waits while the gate is closed. */
+/** GatedIo: nodeSnapshotIo whose gzip and gunzip (a delta compressing its changed members) wait while the gate is closed. */
 class GatedIo {
   closed = false;
-  /** waiting: gunzips held at the gate now. */
+  /** waiting: calls held at the gate now. */
   waiting = 0;
   #open: (() => void)[] = [];
   readonly io: SnapshotIo = {
     ...nodeSnapshotIo,
+    gzip: async (bytes, options) => {
+      await this.#pass();
+      return nodeSnapshotIo.gzip(bytes, options);
+    },
     gunzip: async (bytes, options) => {
-      if (this.closed) {
-        this.waiting++;
-        await new Promise<void>((r) => this.#open.push(r));
-        this.waiting--;
-      }
+      await this.#pass();
       return nodeSnapshotIo.gunzip(bytes, options);
     },
   };
+  async #pass(): Promise<void> {
+    if (!this.closed) return;
+    this.waiting++;
+    await new Promise<void>((r) => this.#open.push(r));
+    this.waiting--;
+  }
   open(): void {
     this.closed = false;
     for (const r of this.#open.splice(0)) r();
