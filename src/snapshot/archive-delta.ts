@@ -151,21 +151,24 @@ function walkRecords(state: Buffer, entry: StateMemberEntry, at: number): Buffer
   if (state.length !== entry.stateBytes) throw bad(`${state.length} bytes, the member table says ${entry.stateBytes}`);
   let pos = 0;
   let keys = 0;
-  let lastKey: Buffer = Buffer.alloc(0);
+  // Positions only: no Buffer view per record (a member holds ~1,000 of them, a GB a million).
+  let lastKeyAt = 0;
+  let lastKeyEnd = 0;
   while (pos < state.length) {
     if (pos + 4 > state.length) throw bad('a record is cut off');
     const kLen = state.readUInt32BE(pos);
     const kEnd = pos + 4 + kLen;
     if (kLen === 0 || kEnd + 4 > state.length) throw bad('a record is cut off or has an empty key');
-    lastKey = state.subarray(pos + 4, kEnd);
-    if (keys === 0 && !lastKey.equals(entry.firstKey)) throw bad('its first key is not the member table\'s');
+    lastKeyAt = pos + 4;
+    lastKeyEnd = kEnd;
+    if (keys === 0 && (kLen !== entry.firstKey.length || state.compare(entry.firstKey, 0, kLen, lastKeyAt, kEnd) !== 0)) throw bad('its first key is not the member table\'s');
     const vLen = state.readUInt32BE(kEnd);
     pos = kEnd + 4 + vLen;
     if (pos > state.length) throw bad('a record is cut off');
     keys += 1;
   }
   if (keys !== entry.keys) throw bad(`${keys} records, the member table says ${entry.keys}`);
-  return lastKey;
+  return state.subarray(lastKeyAt, lastKeyEnd);
 }
 
 /**
