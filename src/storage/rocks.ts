@@ -27,12 +27,14 @@ interface NativeBinding {
 
 /**
  * NativeBatchBinding: the addon's chained-batch calls (binding.cc batch_init,
- * batch_put, batch_clear, batch_write). batch_put copies the key and value into
- * the native WriteBatch at once; batch_clear empties it, keeping its capacity.
+ * batch_put, batch_del, batch_clear, batch_write). batch_put and batch_del copy
+ * the key (and value) into the native WriteBatch at once; batch_clear empties
+ * it, keeping its capacity.
  */
 interface NativeBatchBinding {
   batch_init(dbContext: unknown): unknown;
   batch_put(batch: unknown, key: Uint8Array, value: Uint8Array): void;
+  batch_del(batch: unknown, key: Uint8Array): void;
   batch_clear(batch: unknown): void;
   batch_write(batch: unknown, options: { sync: boolean }, callback: Callback): void;
 }
@@ -75,6 +77,7 @@ const nativeBatch: NativeBatchBinding | null = (() => {
     return b !== null &&
       typeof b.batch_init === 'function' &&
       typeof b.batch_put === 'function' &&
+      typeof b.batch_del === 'function' &&
       typeof b.batch_clear === 'function' &&
       typeof b.batch_write === 'function'
       ? (b as NativeBatchBinding)
@@ -289,6 +292,8 @@ export class RocksDb {
   readonly calls: RocksCalls = { get: 0, getMany: 0, write: 0, syncedWrite: 0 };
   readonly #db: NativeDb;
   #closing: Promise<void> | null = null;
+  /** #spareBatch: a native batch no write() uses now, emptied, kept for the next one (null: none yet, or in use). */
+  #spareBatch: unknown = null;
 
   private constructor(path: string, db: NativeDb) {
     this.path = path;
@@ -360,13 +365,23 @@ export class RocksDb {
    * RocksDb.write applies `ops` atomically, in order (a later op on the same
    * key wins). With `sync` the call resolves only once the write-ahead log is
    * on disk (fsync), which also makes every earlier unsynced write durable.
-   * An empty `ops` does nothing.
+   * An empty `ops` does nothing. An empty key refuses the whole batch
+   * (StorageError `invalidArgument`, nothing written). The ops go into a
+   * native batch one call each (a spare batch reused from write to write),
+   * not as an array of op objects for the binding to read property by
+   * property: under bench:write that array path was ~9% of the leader's
+   * main thread; the chained calls take ~2.5x less for a 33-op batch.
    */
   async write(ops: readonly RocksOp[], options: { readonly sync: boolean }): Promise<void> {
     this.#checkOpen('write');
     if (ops.length === 0) return;
+    for (const op of ops) {
+      if (op.key.length === 0) throw new StorageError('invalidArgument', `rocksdb ${this.path}: a write with an empty key`, { path: this.path });
+    }
     this.calls.write++;
     if (options.sync) this.calls.syncedWrite++;
+    const context = this.#db.context;
+    if (nativeBatch !== null && context !== undefined && context !== null) return this.#writeChained(nativeBatch, context, ops, options.sync);
     const nativeOps: NativeBatchOp[] = ops.map((op) =>
       op.type === 'put' ? { type: 'put', key: op.key, value: op.value } : { type: 'del', key: op.key },
     );
@@ -376,6 +391,26 @@ export class RocksDb {
         else resolve();
       });
     });
+  }
+
+  async #writeChained(binding: NativeBatchBinding, context: unknown, ops: readonly RocksOp[], sync: boolean): Promise<void> {
+    const batch = this.#spareBatch ?? binding.batch_init(context);
+    this.#spareBatch = null;
+    try {
+      for (const op of ops) {
+        if (op.type === 'put') binding.batch_put(batch, op.key, op.value);
+        else binding.batch_del(batch, op.key);
+      }
+      await new Promise<void>((resolve, reject) => {
+        binding.batch_write(batch, { sync }, (err) => {
+          if (err) reject(this.#ioError('write', err));
+          else resolve();
+        });
+      });
+    } finally {
+      binding.batch_clear(batch);
+      if (this.#spareBatch === null && this.#closing === null) this.#spareBatch = batch;
+    }
   }
 
   /**
@@ -450,6 +485,7 @@ export class RocksDb {
 
   /** RocksDb.close closes the database; calling it again returns the same promise. */
   close(): Promise<void> {
+    this.#spareBatch = null;
     this.#closing ??= new Promise<void>((resolve, reject) => {
       this.#db.close((err) => {
         if (err) reject(this.#ioError('close', err));

@@ -36,6 +36,31 @@ describe('RocksDb', () => {
     await db.write([], { sync: true });
   });
 
+  it('each write holds only its own ops (its batch is emptied after it, also after a refusal), and concurrent writes each land whole', async () => {
+    const v = (t: string): Buffer => Buffer.from(t);
+    await db.write([{ type: 'put', key: v('a'), value: v('1') }], { sync: false });
+    // `a` changed by another batch in between: were the first write's put left in a reused batch, the next write would put 1 again.
+    const other = db.bulkBatch();
+    other.put(v('a'), v('9'));
+    await other.write({ sync: false });
+    await db.write([{ type: 'put', key: v('b'), value: v('2') }], { sync: true });
+    assert.deepEqual(await db.get(v('a')), v('9'));
+    assert.deepEqual(await db.get(v('b')), v('2'));
+    // An empty key refuses the whole batch: nothing of it is written, and nothing of it stays for the next write.
+    await assert.rejects(
+      db.write([{ type: 'put', key: v('c'), value: v('3') }, { type: 'put', key: Buffer.alloc(0), value: v('x') }], { sync: false }),
+      (e: unknown) => e instanceof StorageError && e.code === 'invalidArgument' && /empty key/.test(e.message),
+    );
+    await db.write([{ type: 'put', key: v('d'), value: v('4') }], { sync: false });
+    assert.equal(await db.get(v('c')), undefined);
+    // Ten writes in flight at once, 50 puts each: every key of every write is there, with its own write's value.
+    await Promise.all(
+      Array.from({ length: 10 }, (_, w) => db.write(Array.from({ length: 50 }, (_, i) => ({ type: 'put' as const, key: key(w * 50 + i), value: v(`w${w}`) })), { sync: w % 3 === 0 })),
+    );
+    const got = await db.getMany(Array.from({ length: 500 }, (_, i) => key(i)));
+    assert.deepEqual(got.map((x) => x?.toString()), Array.from({ length: 500 }, (_, i) => `w${Math.floor(i / 50)}`));
+  });
+
   it('getMany answers every key in order in one call, undefined where a key has none (duplicates and empty values too)', async () => {
     await db.write(
       [
