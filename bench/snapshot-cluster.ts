@@ -6,6 +6,9 @@
  *       [--downloads 4] [--write-seconds 10] [--write-clients 16] [--no-etcd] [--keep] [--no-node-runtime]
  *       [--saves-only] [--cli-prof DIR] [--node-prof DIR] [--restore-only]
  *
+ * SNAPCOORD_BENCH_NODE_FLAGS (space-separated) adds node flags to every member after its launcher's (a later V8
+ * flag wins), e.g. "--trace-gc"; with BENCH_NODE_LOG_LEVEL set, each node's output is kept (BENCH_NODE_LOG_DIR).
+ *
  * For a state of K keys × V bytes (`fill/%08d` keys; the etcd anchor's
  * workload by default), per value mix — `etcd`: values of `f` bytes, as in
  * etcd's own benchmark; `text`: words from a 16,384-word vocabulary, which
@@ -279,6 +282,7 @@ class SnapCluster {
       const f = nodeCertFiles(certDir, id);
       return [
         ...(runtime ? NODE_V8_FLAGS : []),
+        ...(process.env.SNAPCOORD_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []),
         ...(profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
         CLI, 'serve', '--id', id, '--grpc', addr(i), '--peer-listen', addr(i + 6), '--http', addr(i + 3), '--peers', peers,
         '--data-dir', join(dir, id), '--log-level', process.env.BENCH_NODE_LOG_LEVEL ?? 'warn', '--api-key-file', keyFile,
