@@ -407,6 +407,9 @@ export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced):
   return { full, head, tail };
 }
 
+/** SPOOL_IO_BYTES: the spool file is written and read back in pieces of about this many bytes (whole members). */
+const SPOOL_IO_BYTES = 1024 * 1024;
+
 /**
  * writeArchiveFromMembers builds a snapshot archive whose state the producer
  * gives as gzip members (the file comment's pipeline): the members wait in
@@ -438,11 +441,25 @@ export async function writeArchiveFromMembers(
     // 1. the state's gzip members -> spool.
     const members: StateMemberEntry[] = [];
     let spoolBytes = 0;
+    // Members are gathered into writes of about SPOOL_IO_BYTES (a highly compressible state has
+    // thousands of members of a few KiB: one write each was most of a delta's file system calls).
+    let held: Buffer[] = [];
+    let heldBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (heldBytes === 0) return;
+      const bytes = held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held, heldBytes);
+      held = [];
+      heldBytes = 0;
+      await writeAll(handle, bytes, spoolPath);
+    };
     const produced = await produce(async (member, info) => {
-      await writeAll(handle, member, spoolPath);
+      held.push(member);
+      heldBytes += member.length;
       members.push({ ...info, compressedBytes: member.length });
       spoolBytes += member.length;
+      if (heldBytes >= SPOOL_IO_BYTES) await flush();
     });
+    await flush();
     const { stateSha256, stateBytes } = produced;
 
     // 2. meta.json and the tar around state.bin.
@@ -461,10 +478,19 @@ export async function writeArchiveFromMembers(
     yield p.headMember;
     let position = 0;
     let streamed = 0;
-    for (const m of members) {
-      yield await readExactly(handle, m.compressedBytes, position, spoolPath);
-      position += m.compressedBytes;
-      streamed += m.stateBytes;
+    // Read back in spans of whole members of about SPOOL_IO_BYTES (one read, one piece downstream).
+    for (let i = 0; i < members.length; ) {
+      let span = 0;
+      let spanState = 0;
+      do {
+        const m = members[i] as StateMemberEntry;
+        span += m.compressedBytes;
+        spanState += m.stateBytes;
+        i++;
+      } while (i < members.length && span + (members[i] as StateMemberEntry).compressedBytes <= SPOOL_IO_BYTES);
+      yield await readExactly(handle, span, position, spoolPath);
+      position += span;
+      streamed += spanState;
       options.onStateProgress?.(streamed, stateBytes);
     }
     if (position !== spoolBytes) throw new ArchiveError('io', `the spool file ${spoolPath} holds ${spoolBytes} bytes, ${position} were read`);
