@@ -137,7 +137,9 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
       process.exitCode = await runLocal(opts);
     });
 
-  if (wanted('kv') || wanted('cluster') || wanted('snapshot') || wanted('tasks')) (await import('./client-commands.js')).addClientCommands(program);
+  // `snapshot` alone loads only its own file (no KV, cluster or task clients); the other client groups come together.
+  if (named === 'snapshot') (await import('./snapshot-commands.js')).addSnapshotCommands(program);
+  else if (wanted('kv') || wanted('cluster') || wanted('tasks')) (await import('./client-commands.js')).addClientCommands(program);
   if (wanted('certs')) (await import('./certs-commands.js')).addCertsCommands(program);
   if (wanted('bench')) (await import('./bench/commands.js')).addBenchCommands(program);
   // Client commands (those with --endpoint) share one way to connect: TLS with a CA and an API key (client-options.ts dialOf).
