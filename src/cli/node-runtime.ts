@@ -23,12 +23,17 @@ export const NODE_MALLOC_ENV: Readonly<Record<string, string>> = {
 };
 
 /**
- * NODE_V8_FLAGS: V8 flags of a node process. A 2 MiB semi-space (Node's
- * default grows to 16 MiB) holds the V8 heap of a node at 35-38 MiB instead
- * of 56-68 during restores and installs; two bulk installs took the same CPU
- * (5.1-5.4 s against 4.9-5.6 s).
+ * NODE_V8_FLAGS: V8 flags of a node process. The young generation's
+ * semi-spaces may grow to 16 MiB (Node's default on 64-bit, stated here so
+ * every launcher states it). A 2 MiB cap held the V8 heap at 35-38 MiB
+ * instead of 56-68 during restores and installs, at the same install CPU,
+ * but under writes it scavenged ten times as often: `npm run bench:write
+ * -- --no-etcd`, 2 and 16 alternating, 5 pairs at load 8-13: the leader's
+ * CPU per write 0.30-0.45 ms (mean 0.35) with 2 against 0.28-0.33 (0.30)
+ * with 16, its GC time per write 0.12-0.30 against 0.04-0.09 ms, client p99
+ * 184-416 against 167-287 ms in every pair.
  */
-export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
 
 /** nodeProcessEnv: `base` with NODE_MALLOC_ENV added where `base` does not set those variables itself. */
 export function nodeProcessEnv(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
