@@ -62,6 +62,18 @@ function ack(node: Node, term: number, index: number): void {
   node.receive({ type: 'appendResp', from: 'n2', to: 'n1', term, reject: false, index, hintIndex: 0, hintTerm: 0 });
 }
 
+/** startLeader: n1 leads (kept in `nodes` for cleanup), the no-op of its term committed (n2 acknowledged it) and applied. */
+async function startLeader(nodes: Node[]): Promise<{ node: Node; storage: FaultyStorage; sender: RecordingSender; term: number; noop: number }> {
+  const { node, storage, sender } = await start(new MemoryDataDir('n1'));
+  nodes.push(node);
+  const term = await lead(node, sender);
+  await until('the no-op append', 5_000, () => (appendedIndexes(sender.sent, 'n2').length > 0 ? true : undefined));
+  const noop = Math.max(...appendedIndexes(sender.sent, 'n2'));
+  ack(node, term, noop);
+  await until('the no-op applied', 5_000, () => (node.status().applied >= noop ? true : undefined));
+  return { node, storage, sender, term, noop };
+}
+
 describe('node: nothing waits for a save it does not depend on', function () {
   this.timeout(20_000);
   const nodes: Node[] = [];
@@ -97,14 +109,7 @@ describe('node: nothing waits for a save it does not depend on', function () {
   });
 
   it('a committed write already durable here is applied and answered while a later save is in flight', async () => {
-    const { node, storage, sender } = await start(new MemoryDataDir('n1'));
-    nodes.push(node);
-    const term = await lead(node, sender);
-    // The no-op of the new term commits first (n2 acknowledges it).
-    await until('the no-op append', 5_000, () => (appendedIndexes(sender.sent, 'n2').length > 0 ? true : undefined));
-    const noop = Math.max(...appendedIndexes(sender.sent, 'n2'));
-    ack(node, term, noop);
-    await until('the no-op applied', 5_000, () => (node.status().applied >= noop ? true : undefined));
+    const { node, storage, sender, term, noop } = await startLeader(nodes);
     // Write A is saved here (not yet acknowledged by anyone else: not committed).
     let answeredA: ApplyResult | null = null;
     const a = node.propose({ op: 'put', key: enc.encode('a'), value: new Uint8Array([1]) }).then((r) => (answeredA = r));
@@ -162,13 +167,7 @@ describe('node: nothing waits for a save it does not depend on', function () {
     await until('both applied once durable', 5_000, () => (node.status().applied === 2 ? true : undefined));
   });
   it('writes that arrive in one turn, each on its own promise chain (as grpc-js hands calls over), go into one save', async () => {
-    const { node, storage, sender } = await start(new MemoryDataDir('n1'));
-    nodes.push(node);
-    const term = await lead(node, sender);
-    await until('the no-op append', 5_000, () => (appendedIndexes(sender.sent, 'n2').length > 0 ? true : undefined));
-    const noop = Math.max(...appendedIndexes(sender.sent, 'n2'));
-    ack(node, term, noop);
-    await until('the no-op applied', 5_000, () => (node.status().applied >= noop ? true : undefined));
+    const { node, storage, noop } = await startLeader(nodes);
     await new Promise((r) => setTimeout(r, 20)); // the loop is idle: nothing in flight
     const before = storage.saves.length;
     const writes = Array.from({ length: 8 }, (_, i) =>
