@@ -304,8 +304,8 @@ export class Node {
   private readonly metrics: NodeMetrics | undefined;
   private readonly disk: DiskGuard | undefined;
   private snapshotting = false;
-  /** creation: the snapshot takeSnapshot is creating now (its abort, and 1 while a caller waits for it, else 0); see snapshotNow. */
-  private creation: { readonly abort: AbortController; waiters: number } | null = null;
+  /** creation: the snapshot takeSnapshot is creating now: its abort, and whether a caller still waits for it (see snapshotNow). */
+  private creation: { readonly abort: AbortController; waited: boolean } | null = null;
   /** snapshotSoon: take a snapshot at the next chance (after a restore). */
   private snapshotSoon = false;
   /** installFailuresInRow: fetched snapshots refused by their install in a row; the next is asked for after a backoff. */
@@ -809,7 +809,7 @@ export class Node {
     while (this.snapshotting) {
       this.checkRunning(); // a stop ends the wait
       const c = this.creation;
-      if (c !== null && c.waiters === 0 && !c.abort.signal.aborted) c.abort.abort(new SnapshotSupersededError());
+      if (c !== null && !c.waited && !c.abort.signal.aborted) c.abort.abort(new SnapshotSupersededError());
       await this.clock.sleep(this.timings.tickMs);
     }
     this.disk?.check();
@@ -1149,9 +1149,9 @@ export class Node {
    */
   private async takeSnapshot(waiter?: AbortSignal | null): Promise<SnapshotMeta> {
     const sm = this.snapshots as SnapshotManager;
-    const creation = { abort: new AbortController(), waiters: waiter === undefined || waiter?.aborted === true ? 0 : 1 };
+    const creation = { abort: new AbortController(), waited: waiter !== undefined && waiter?.aborted !== true };
     const gone = (): void => {
-      creation.waiters = 0;
+      creation.waited = false;
     };
     waiter?.addEventListener('abort', gone, { once: true });
     this.creation = creation;
@@ -1521,8 +1521,9 @@ export class Node {
     const sm = this.snapshots as SnapshotManager;
     for (let attempt = 0; ; attempt++) {
       if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
+      const holders = this.holdersFirstLeader();
       let asked = 0;
-      for (const id of this.holdersFirstLeader()) {
+      for (const id of holders) {
         try {
           // Not below the disk's reserve (a full disk is retried with the backoff below, never crashed on).
           this.disk?.check();
@@ -1536,7 +1537,7 @@ export class Node {
           if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
         }
       }
-      if (asked > 0 && asked === this.holdersFirstLeader().length) return null;
+      if (holders.length > 0 && asked === holders.length) return null;
       await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
     }
   }
