@@ -285,6 +285,13 @@ class ArchiveReader extends Writable {
   failed = false;
   meta: ArchiveMeta | null = null;
   stateSha256 = '';
+  /** stateTarOffset: where state.bin's bytes begin in the tar (its header's end), once meta.json was read. */
+  stateTarOffset = 0;
+
+  /** declaredStateSha256: state.bin's line of SHA256SUMS, once it was read ('' before). */
+  get declaredStateSha256(): string {
+    return this.sums?.state ?? '';
+  }
 
   constructor(
     private readonly stateBytesMax: number,
@@ -478,6 +485,7 @@ class ArchiveReader extends Writable {
     if (name === META_NAME) {
       const bytes = Buffer.concat(this.parts);
       this.metaSha256 = sha256Hex(bytes);
+      this.stateTarOffset = 2 * TAR_BLOCK_BYTES + bytes.length + padding(bytes.length).length;
       const meta = parseArchiveMeta(bytes);
       if (meta.stateBytes > this.stateBytesMax) {
         throw new ArchiveError('too-large', `meta.json says stateBytes ${meta.stateBytes}, more than the limit ${this.stateBytesMax}`);
@@ -557,6 +565,19 @@ export interface ReadArchiveLimits {
  */
 export interface ReadArchiveOptions extends ReadArchiveLimits {
   readonly skipStateDigest?: boolean;
+  /**
+   * gunzip: the Transform that decompresses the input (default the io's
+   * createGunzip); it must give the same bytes and count the compressed bytes
+   * it consumed in `bytesWritten` (a MemberGunzip, which also reports where
+   * each gzip member lies).
+   */
+  readonly gunzip?: Transform & { readonly bytesWritten: number };
+}
+
+/** StateWhere: where state.bin lies in the archive's tar (consume's fourth argument). */
+export interface StateWhere {
+  /** stateTarOffset: the tar offset of state.bin's first byte (the end of its tar header). */
+  readonly stateTarOffset: number;
 }
 
 export interface ReadArchiveResult<T> {
@@ -564,6 +585,8 @@ export interface ReadArchiveResult<T> {
   readonly result: T;
   /** hex SHA-256 of state.bin, checked against SHA256SUMS ('' with skipStateDigest). */
   readonly stateSha256: string;
+  /** declaredStateSha256: state.bin's line of SHA256SUMS (equal to stateSha256 unless skipStateDigest: then unchecked here). */
+  readonly declaredStateSha256: string;
 }
 
 /**
@@ -603,7 +626,7 @@ export interface ReadArchiveResult<T> {
  */
 export async function readArchive<T>(
   input: Readable,
-  consume: (meta: ArchiveMeta, state: Readable, verified: Promise<void>) => Promise<T>,
+  consume: (meta: ArchiveMeta, state: Readable, verified: Promise<void>, where: StateWhere) => Promise<T>,
   limits: ReadArchiveOptions = {},
 ): Promise<ReadArchiveResult<T>> {
   const stateBytesMax = limits.stateBytesMax ?? STATE_BYTES_MAX_DEFAULT;
@@ -617,7 +640,7 @@ export async function readArchive<T>(
   });
   verified.catch(() => undefined);
   const reader = new ArchiveReader(stateBytesMax, limits.skipStateDigest !== true, (meta, state) => {
-    const consumed = (async () => consume(meta, state, verified))();
+    const consumed = (async () => consume(meta, state, verified, { stateTarOffset: reader.stateTarOffset }))();
     run.consumed = consumed;
     consumed.then(
       () => {
@@ -640,7 +663,7 @@ export async function readArchive<T>(
     );
   });
   const sniffer = new GzipSniffer();
-  const gunzip = (limits.io ?? nodeSnapshotIo).createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES });
+  const gunzip = limits.gunzip ?? (limits.io ?? nodeSnapshotIo).createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES });
   try {
     await pipeline(input, sniffer, gunzip, reader);
   } catch (err) {
@@ -667,7 +690,7 @@ export async function readArchive<T>(
   if (run.consumed === null) throw trailing;
   const result = await run.consumed;
   if (trailing !== null) throw trailing;
-  return { meta: reader.meta!, result, stateSha256: reader.stateSha256 };
+  return { meta: reader.meta!, result, stateSha256: reader.stateSha256, declaredStateSha256: reader.declaredStateSha256 };
 }
 
 export interface InspectResult {

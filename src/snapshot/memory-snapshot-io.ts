@@ -16,7 +16,7 @@
  */
 import { posix } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { gunzipSync, gzipSync, type ZlibOptions } from 'node:zlib';
+import { constants as zlibConstants, gunzipSync, gzipSync, inflateRawSync, type ZlibOptions } from 'node:zlib';
 import type { DirEntry, FileReadStreamOptions, FileStat, SnapshotFile, SnapshotIo } from './snapshot-io.js';
 
 interface FileNode {
@@ -93,6 +93,48 @@ class MemoryGunzip extends Transform {
     this.bytesWritten = input.length;
     const step = this.options.chunkSize ?? READ_CHUNK_BYTES_DEFAULT;
     for (let at = 0; at < out.length; at += step) this.push(out.subarray(at, at + step));
+    callback();
+  }
+}
+
+/**
+ * MemoryInflateRaw inflates synchronously at each write everything written
+ * so far (sim members are small) and hands on the new output: when the
+ * deflate data ends with input left over, it ends its output and
+ * `bytesWritten` is where the data ended, as zlib's InflateRaw does.
+ */
+class MemoryInflateRaw extends Transform {
+  private readonly parts: Buffer[] = [];
+  private pushed = 0;
+  private done = false;
+  bytesWritten = 0;
+
+  constructor(private readonly options: ZlibOptions) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.done) {
+      callback();
+      return;
+    }
+    this.parts.push(chunk);
+    const input = Buffer.concat(this.parts);
+    let out: { buffer: Buffer; engine: { bytesWritten: number } };
+    try {
+      out = inflateRawSync(input, { ...this.options, info: true, finishFlush: zlibConstants.Z_SYNC_FLUSH, chunkSize: inflateChunkBytes(input.length, this.options) }) as unknown as typeof out;
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    this.bytesWritten = out.engine.bytesWritten;
+    const step = this.options.chunkSize ?? READ_CHUNK_BYTES_DEFAULT;
+    for (let at = this.pushed; at < out.buffer.length; at += step) this.push(out.buffer.subarray(at, Math.min(at + step, out.buffer.length)));
+    this.pushed = out.buffer.length;
+    if (this.bytesWritten < input.length) {
+      this.done = true;
+      this.push(null);
+    }
     callback();
   }
 }
@@ -490,6 +532,10 @@ export class MemorySnapshotIo implements SnapshotIo {
 
   createGunzip(options: ZlibOptions): Transform & { readonly bytesWritten: number } {
     return new MemoryGunzip(options);
+  }
+
+  createInflateRaw(options: ZlibOptions): Transform & { readonly bytesWritten: number } {
+    return new MemoryInflateRaw(options);
   }
 }
 

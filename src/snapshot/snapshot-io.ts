@@ -14,7 +14,7 @@
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import type { Readable, Transform } from 'node:stream';
-import { createGunzip, gunzip, gzip, type ZlibOptions } from 'node:zlib';
+import { createGunzip, createInflateRaw, gunzip, gzip, type ZlibOptions } from 'node:zlib';
 
 /** FileReadStreamOptions: a byte range (end inclusive) of a file to stream. */
 export interface FileReadStreamOptions {
@@ -70,6 +70,12 @@ export interface SnapshotIo {
   gunzip(bytes: Uint8Array, options: ZlibOptions): Promise<Buffer>;
   /** createGunzip: a Transform from a (multi-member) gzip stream to its bytes; `bytesWritten` counts the compressed bytes it consumed. */
   createGunzip(options: ZlibOptions): Transform & { readonly bytesWritten: number };
+  /**
+   * createInflateRaw: a Transform from raw deflate data to its bytes (one
+   * deflate stream); at the stream's end, with input left over, it ends its
+   * output, and `bytesWritten` counts the input it consumed (MemberGunzip).
+   */
+  createInflateRaw(options: ZlibOptions): Transform & { readonly bytesWritten: number };
   /** wallNowMs: milliseconds since the epoch (a date: snapshot createdAt, quarantine names). */
   wallNowMs(): number;
 }
@@ -104,5 +110,6 @@ export const nodeSnapshotIo: SnapshotIo = {
       });
     }),
   createGunzip: (options) => createGunzip(options),
+  createInflateRaw: (options) => createInflateRaw(options),
   wallNowMs: () => Date.now(),
 };

@@ -189,6 +189,10 @@ export class SimSnapshotIo implements SnapshotIo {
     return this.disk.createGunzip(options);
   }
 
+  createInflateRaw(options: ZlibOptions): Transform & { readonly bytesWritten: number } {
+    return this.disk.createInflateRaw(options);
+  }
+
   wallNowMs(): number {
     return this.disk.wallNowMs();
   }

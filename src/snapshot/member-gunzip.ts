@@ -1,0 +1,357 @@
+/**
+ * MemberGunzip: a gunzip that knows where each gzip member of the stream
+ * lies. The output is the same bytes node:zlib's Gunzip gives for a
+ * (multi-member) gzip stream; on the side it reports every whole member: its
+ * compressed bytes, where its output lies, and (for a snapshot archive's
+ * state members) whether that output is whole state records, with their
+ * count and first key. A restore's install uses it to keep the upload's
+ * compressed state members as its own snapshot instead of re-encoding and
+ * re-compressing the state (SnapshotManager.installUpload).
+ *
+ * How: each member's header is parsed here (RFC 1952), its deflate data is
+ * inflated raw on the threadpool (SnapshotIo.createInflateRaw, one inflater
+ * per member): the inflater ends at the end of the deflate data and its
+ * `bytesWritten` says where that was; the 8-byte trailer (CRC-32, ISIZE)
+ * follows. ISIZE is always compared with the member's output; the CRC-32
+ * only with `checkCrc` (zlib.crc32, Node 20.15+): a caller that checks the
+ * compressed bytes another way (the chunk hashes of a kept upload, recorded
+ * from bytes whose every CRC was checked at import) skips that pass.
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+import * as zlib from 'node:zlib';
+
+import { ArchiveError } from './errors.js';
+import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
+
+/** GzipMemberRead: one whole gzip member as MemberGunzip read it. */
+export interface GzipMemberRead {
+  /** index: 0 for the stream's first member. */
+  readonly index: number;
+  /** bytes: the member, header to trailer, as it lies in the stream. */
+  readonly bytes: Buffer;
+  /** outStart / outBytes: where its decompressed bytes lie in the whole stream's output. */
+  readonly outStart: number;
+  readonly outBytes: number;
+  /** records: (members after the first) its output as whole state records, their count and the first key; null when it is not. */
+  readonly records: { readonly keys: number; readonly firstKey: Buffer } | null;
+}
+
+/** MemberGunzipOptions: output piece size, the CRC check, the member report and where inflation runs. */
+export interface MemberGunzipOptions {
+  /** chunkSize: the largest output piece (the inflater's chunk size; default 64 KiB). */
+  readonly chunkSize?: number;
+  /** checkCrc: compare each member's CRC-32 with its output (default true; needs zlib.crc32). */
+  readonly checkCrc?: boolean;
+  /** onMember: called, and awaited, with each whole member in order, before any output of the next is handed on. */
+  readonly onMember?: (member: GzipMemberRead) => void | Promise<void>;
+  /** headHoldBytes: the first member's output is held back until it ends or exceeds this (headBytes; default 80 KiB). */
+  readonly headHoldBytes?: number;
+  readonly io?: SnapshotIo;
+}
+
+const GZIP_HEADER_BYTES = 10;
+const TRAILER_BYTES = 8;
+const FHCRC = 0x02;
+const FEXTRA = 0x04;
+const FNAME = 0x08;
+const FCOMMENT = 0x10;
+const FRESERVED = 0xe0;
+
+type InflateRaw = ReturnType<SnapshotIo['createInflateRaw']>;
+
+/**
+ * RecordWalker follows state records (u32be key length, key, u32be value
+ * length, value) across output pieces by their lengths alone: the count,
+ * the first key, and whether the bytes so far end on a record boundary.
+ */
+class RecordWalker {
+  keys = 0;
+  #broken = false;
+  /** #field: 0 key length, 1 key, 2 value length, 3 value. */
+  #field = 0;
+  #len = 0;
+  #lenGot = 0;
+  #skip = 0;
+  #firstKey: Buffer[] = [];
+  #firstKeyBytes = 0;
+
+  feed(piece: Buffer): void {
+    let pos = 0;
+    while (pos < piece.length && !this.#broken) {
+      if (this.#field === 0 || this.#field === 2) {
+        while (this.#lenGot < 4 && pos < piece.length) {
+          this.#len = this.#len * 256 + (piece[pos] as number);
+          this.#lenGot++;
+          pos++;
+        }
+        if (this.#lenGot < 4) return;
+        if (this.#field === 0 && this.#len === 0) {
+          this.#broken = true;
+          return;
+        }
+        this.#skip = this.#len;
+        this.#field++;
+        this.#len = 0;
+        this.#lenGot = 0;
+        if (this.#skip > 0) continue;
+      }
+      const n = Math.min(this.#skip, piece.length - pos);
+      if (this.#field === 1 && this.keys === 0 && n > 0) {
+        this.#firstKey.push(Buffer.from(piece.subarray(pos, pos + n)));
+        this.#firstKeyBytes += n;
+      }
+      pos += n;
+      this.#skip -= n;
+      if (this.#skip > 0) return;
+      if (this.#field === 3) this.keys++;
+      this.#field = (this.#field + 1) % 4;
+    }
+  }
+
+  /** result: the count and first key when everything fed is whole records (at least one), else null. */
+  result(): { readonly keys: number; readonly firstKey: Buffer } | null {
+    if (this.#broken || this.keys === 0 || this.#field !== 0 || this.#lenGot !== 0) return null;
+    return { keys: this.keys, firstKey: Buffer.concat(this.#firstKey, this.#firstKeyBytes) };
+  }
+}
+
+/**
+ * MemberGunzip is a Transform from a gzip stream of one or more members to
+ * its decompressed bytes (see the file comment), with backpressure.
+ * `bytesWritten` counts the compressed bytes consumed (as zlib's). `headBytes`
+ * is the first member's output size once that member ended with at most
+ * options.headHoldBytes of output (none of it is handed on before), else
+ * null: a reader that sees the first output knows whether the first member
+ * ended exactly there. Errors (the stream's): ArchiveError `corrupt-gzip` (a
+ * bad header, deflate data, ISIZE or CRC), `trailing-garbage` (bytes after a
+ * member that do not start another), `truncated` (the stream ends inside a
+ * member), onMember's own error. RangeError: checkCrc without zlib.crc32.
+ */
+export class MemberGunzip extends Transform {
+  bytesWritten = 0;
+  headBytes: number | null = null;
+  readonly #io: SnapshotIo;
+  readonly #chunkSize: number;
+  readonly #crc32: ((data: Uint8Array, value?: number) => number) | null;
+  readonly #onMember: MemberGunzipOptions['onMember'];
+  readonly #headHoldBytes: number;
+  #phase: 'header' | 'body' | 'trailer' = 'header';
+  #carry: Buffer | null = null;
+  #index = 0;
+  #parts: Buffer[] = [];
+  #partsBytes = 0;
+  #outTotal = 0;
+  #memberOutStart = 0;
+  #memberOut = 0;
+  #crc = 0;
+  #walker: RecordWalker | null = null;
+  #held: Buffer[] | null = null;
+  #heldBytes = 0;
+  #inflater: InflateRaw | null = null;
+  #inflaterEnded: Promise<void> | null = null;
+  #inflaterError: Error | null = null;
+
+  constructor(options: MemberGunzipOptions = {}) {
+    super();
+    this.#io = options.io ?? nodeSnapshotIo;
+    this.#chunkSize = options.chunkSize ?? 64 * 1024;
+    const crc32 = (zlib as { crc32?: (data: Uint8Array, value?: number) => number }).crc32;
+    if (options.checkCrc !== false && crc32 === undefined) throw new RangeError('MemberGunzip: checkCrc needs zlib.crc32 (Node 20.15 or later)');
+    this.#crc32 = options.checkCrc === false ? null : (crc32 ?? null);
+    this.#onMember = options.onMember;
+    this.#headHoldBytes = options.headHoldBytes ?? 80 * 1024;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.#pump(chunk).then(
+      () => callback(),
+      (err: unknown) => callback(err as Error),
+    );
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.#phase !== 'header' || this.#carry !== null) {
+      callback(new ArchiveError('truncated', `the gzip stream ends inside member ${this.#index} (unexpected end of file)`));
+      return;
+    }
+    callback();
+  }
+
+  override _read(size: number): void {
+    this.#inflater?.resume();
+    super._read(size);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.#inflater?.destroy();
+    this.#inflater = null;
+    callback(error);
+  }
+
+  /** #take marks `n` bytes of `buf` from `pos` as consumed (part of the current member). */
+  #take(buf: Buffer, pos: number, n: number): void {
+    if (n === 0) return;
+    if (this.#onMember !== undefined) {
+      this.#parts.push(buf.subarray(pos, pos + n));
+      this.#partsBytes += n;
+    }
+    this.bytesWritten += n;
+  }
+
+  async #pump(chunk: Buffer): Promise<void> {
+    let buf = chunk;
+    if (this.#carry !== null) {
+      buf = Buffer.concat([this.#carry, chunk]);
+      this.#carry = null;
+    }
+    let pos = 0;
+    while (pos < buf.length) {
+      if (this.#phase === 'header') {
+        const headerBytes = this.#headerBytes(buf, pos);
+        if (headerBytes === 0) {
+          this.#carry = buf.subarray(pos);
+          return;
+        }
+        this.#startMember();
+        this.#take(buf, pos, headerBytes);
+        pos += headerBytes;
+      } else if (this.#phase === 'body') {
+        const piece = buf.subarray(pos);
+        const consumed = await this.#inflate(piece);
+        this.#take(buf, pos, consumed);
+        pos += consumed;
+        if (consumed < piece.length) {
+          // The deflate data ended inside this piece: every output of the member is handed on once the inflater ends.
+          await this.#inflaterEnded;
+          if (this.#inflaterError !== null) throw this.#inflaterError;
+          this.#inflater = null;
+          this.#phase = 'trailer';
+        }
+      } else {
+        if (buf.length - pos < TRAILER_BYTES) {
+          this.#carry = buf.subarray(pos);
+          return;
+        }
+        this.#checkTrailer(buf, pos);
+        this.#take(buf, pos, TRAILER_BYTES);
+        pos += TRAILER_BYTES;
+        await this.#endMember();
+      }
+    }
+  }
+
+  /** #headerBytes: the length of the gzip header at buf[pos], 0 while it is incomplete. Errors: ArchiveError. */
+  #headerBytes(buf: Buffer, pos: number): number {
+    const avail = buf.length - pos;
+    const bad = (why: string): ArchiveError =>
+      this.#index === 0 ? new ArchiveError('corrupt-gzip', `the gzip stream is damaged (${why})`) : new ArchiveError('trailing-garbage', `data after the end of the gzip stream (${why})`);
+    if (buf[pos] !== 0x1f || (avail > 1 && buf[pos + 1] !== 0x8b)) throw bad('incorrect header check');
+    if (avail > 2 && buf[pos + 2] !== 8) throw bad('unknown compression method');
+    if (avail < GZIP_HEADER_BYTES) return 0;
+    const flags = buf[pos + 3] as number;
+    if ((flags & FRESERVED) !== 0) throw bad('reserved header flags set');
+    let at = pos + GZIP_HEADER_BYTES;
+    if ((flags & FEXTRA) !== 0) {
+      if (buf.length - at < 2) return 0;
+      at += 2 + buf.readUInt16LE(at);
+    }
+    for (const flag of [FNAME, FCOMMENT]) {
+      if ((flags & flag) === 0) continue;
+      const zero = buf.indexOf(0, at);
+      if (zero < 0) return 0;
+      at = zero + 1;
+    }
+    if ((flags & FHCRC) !== 0) at += 2;
+    return at > buf.length ? 0 : at - pos;
+  }
+
+  #startMember(): void {
+    this.#parts = [];
+    this.#partsBytes = 0;
+    this.#memberOutStart = this.#outTotal;
+    this.#memberOut = 0;
+    this.#crc = 0;
+    this.#walker = this.#onMember !== undefined && this.#index > 0 ? new RecordWalker() : null;
+    this.#held = this.#index === 0 ? [] : null;
+    this.#heldBytes = 0;
+    this.#inflaterError = null;
+    const inflater = this.#io.createInflateRaw({ chunkSize: this.#chunkSize });
+    this.#inflaterEnded = new Promise<void>((resolve) => {
+      inflater.once('end', resolve);
+      inflater.once('error', (err: Error) => {
+        this.#inflaterError = new ArchiveError('corrupt-gzip', `the gzip stream is damaged (${err.message})`, { cause: err });
+        resolve();
+      });
+    });
+    inflater.on('data', (piece: Buffer) => this.#output(piece));
+    this.#inflater = inflater;
+    this.#phase = 'body';
+  }
+
+  /** #inflate writes `piece` into the member's inflater; resolves with the bytes it consumed (fewer: the deflate data ended). */
+  #inflate(piece: Buffer): Promise<number> {
+    const inflater = this.#inflater as InflateRaw;
+    const before = inflater.bytesWritten;
+    return new Promise<number>((resolve, reject) => {
+      const failed = (): void => reject(this.#inflaterError ?? new ArchiveError('corrupt-gzip', 'the gzip stream is damaged'));
+      if (this.#inflaterError !== null) {
+        failed();
+        return;
+      }
+      void this.#inflaterEnded?.then(() => {
+        if (this.#inflaterError !== null) failed();
+      });
+      inflater.write(piece, (err) => {
+        if (err !== null && err !== undefined) failed();
+        else resolve(inflater.bytesWritten - before);
+      });
+    });
+  }
+
+  #output(piece: Buffer): void {
+    this.#memberOut += piece.length;
+    this.#outTotal += piece.length;
+    if (this.#crc32 !== null) this.#crc = this.#crc32(piece, this.#crc);
+    this.#walker?.feed(piece);
+    if (this.#held !== null) {
+      this.#held.push(piece);
+      this.#heldBytes += piece.length;
+      if (this.#heldBytes > this.#headHoldBytes) this.#release();
+      return;
+    }
+    if (!this.push(piece)) this.#inflater?.pause();
+  }
+
+  /** #release hands on the first member's held output. */
+  #release(): void {
+    const held = this.#held ?? [];
+    this.#held = null;
+    let full = false;
+    for (const piece of held) full = !this.push(piece) || full;
+    if (full) this.#inflater?.pause();
+  }
+
+  #checkTrailer(buf: Buffer, pos: number): void {
+    const size = buf.readUInt32LE(pos + 4);
+    if (size !== this.#memberOut % 2 ** 32) {
+      throw new ArchiveError('corrupt-gzip', `the gzip stream is damaged (member ${this.#index}: ISIZE ${size}, ${this.#memberOut} bytes out)`);
+    }
+    if (this.#crc32 !== null && buf.readUInt32LE(pos) !== this.#crc) {
+      throw new ArchiveError('corrupt-gzip', `the gzip stream is damaged (member ${this.#index}: incorrect data check)`);
+    }
+  }
+
+  async #endMember(): Promise<void> {
+    const index = this.#index;
+    if (index === 0 && this.#held !== null) {
+      this.headBytes = this.#memberOut;
+      this.#release();
+    }
+    this.#index++;
+    this.#phase = 'header';
+    if (this.#onMember === undefined) return;
+    const bytes = this.#parts.length === 1 ? (this.#parts[0] as Buffer) : Buffer.concat(this.#parts, this.#partsBytes);
+    this.#parts = [];
+    await this.#onMember({ index, bytes, outStart: this.#memberOutStart, outBytes: this.#memberOut, records: this.#walker?.result() ?? null });
+  }
+}
