@@ -8,9 +8,9 @@
  * (its disk, kept across crashes: a restarted node is a new Node on the same
  * disk). One seed decides everything; no real time, no real IO.
  *
- * Each timer runs on its own turn: after each one the real event loop turns
- * once (setImmediate), so every promise the timer started settles at that
- * virtual time, deterministically.
+ * Each timer runs on its own macrotask (eachOnItsOwnTurn: an immediate, many
+ * to an event-loop iteration), so every promise the timer started settles at
+ * that virtual time, deterministically, before the next timer fires.
  *
  * The checkers (checkers.ts for the Raft properties, kv-history.ts for what
  * clients saw) hear of every write that reaches a disk, every apply, every
@@ -78,6 +78,7 @@ import { SimNetwork, type NetFaults } from './sim-network.js';
 import { StorageError } from '../../src/storage/storage-error.js';
 import { DiskDamage, SimStorage, type DiskFaults, type DiskObserver } from './sim-storage.js';
 import { NO_SNAPSHOT_DISK_FAULTS, SimSnapshotIo, type SnapshotDiskFaults } from './sim-snapshot-io.js';
+import { eachOnItsOwnTurn } from './own-turns.js';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 
@@ -1262,15 +1263,15 @@ export class NodeCluster {
         else scriptError = e;
       },
     );
-    await turn();
-    while (!this.finished && this.violation === null) {
+    await eachOnItsOwnTurn((first) => {
+      if (!first && ++this.stats.steps > STEPS_MAX) this.check(() => this.checkers.failContract(PROPERTY.eventBudget, [], `more than ${STEPS_MAX} timers`));
+      if (this.finished || this.violation !== null) return false;
       if (!this.clock.fireNext(endMs)) {
         if (!this.finished) this.check(() => this.checkers.failLiveness([], `the run did not finish by ${endMs} ms`));
-        break;
+        return false;
       }
-      await turn();
-      if (++this.stats.steps > STEPS_MAX) this.check(() => this.checkers.failContract(PROPERTY.eventBudget, [], `more than ${STEPS_MAX} timers`));
-    }
+      return true;
+    });
     this.stats.virtualMs = this.clock.nowMs();
     this.stats.duplicateEntries = this.history.duplicates;
     this.stats.restoresApplied = this.history.restoresApplied;
@@ -1279,11 +1280,6 @@ export class NodeCluster {
     if (scriptError !== null) throw scriptError;
     return this.violation;
   }
-}
-
-/** turn lets the real event loop turn once: every promise a timer started settles. */
-function turn(): Promise<void> {
-  return new Promise<void>((resolve) => setImmediate(resolve));
 }
 
 /** damaged: a member whose log disk or snapshot disk holds a corrupt record (it may stop or refuse to start: counted toward f). */
