@@ -1,3 +1,4 @@
+import { StacklessError } from '../raft/stackless-error.js';
 import type { NodeId } from '../raft/types.js';
 
 /**
@@ -14,8 +15,13 @@ export type NodeErrorCode =
   | 'invalid' // INVALID_ARGUMENT
   | 'unavailable'; // UNAVAILABLE: no quorum, no leader
 
-/** NodeError is every error a node operation rejects with. */
-export class NodeError extends Error {
+/**
+ * NodeError is every error a node operation rejects with: an answer to its
+ * caller (the code says what to do, the message says why), so it captures
+ * no stack (StacklessError: clients at a follower are answered notLeader at
+ * every write). A fault behind it travels as its message, or its cause.
+ */
+export class NodeError extends StacklessError {
   override readonly name = 'NodeError';
   constructor(
     readonly code: NodeErrorCode,

@@ -17,6 +17,7 @@
 import { posix } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { constants as zlibConstants, gunzipSync, gzipSync, inflateRawSync, type ZlibOptions } from 'node:zlib';
+import { StacklessError } from '../raft/stackless-error.js';
 import type { DirEntry, FileReadStreamOptions, FileStat, SnapshotFile, SnapshotIo } from './snapshot-io.js';
 
 interface FileNode {
@@ -48,8 +49,9 @@ const ZLIB_CHUNK_BYTES_MIN = 4 * 1024;
 /** NORMAL_PATH: an absolute path posix.resolve would return unchanged (segments neither empty, '.' nor '..'). */
 const NORMAL_PATH = /^(?:\/(?!\.\.?(?:\/|$))[^/]+)+$/;
 
+/** fsError: node:fs's error for a failed call (its code, syscall, path); with no stack, like node:fs/promises' (whose stacks hold no caller frame). */
 function fsError(code: string, syscall: string, path: string): Error {
-  return Object.assign(new Error(`${code}: ${syscall} '${path}'`), { code, syscall, path, errno: -1 });
+  return Object.assign(new StacklessError(`${code}: ${syscall} '${path}'`), { code, syscall, path, errno: -1 });
 }
 
 /**

@@ -25,10 +25,6 @@ export interface WorkerResult {
   readonly failures: readonly { readonly seed: number; readonly property: string; readonly message: string; readonly replay: string }[];
 }
 
-// Errors here are answers the simulation counts, never read for their stacks: capturing none makes each cheap
-// (clients at followers are told notLeader thousands of times a seed). A replay (npm run sim -- --seed S) keeps them.
-Error.stackTraceLimit = 0;
-
 const port = parentPort;
 if (port === null) throw new Error('node-worker.ts runs only as a worker thread');
 port.on('message', (job: WorkerJob) => {
