@@ -4,10 +4,13 @@ import type { Readable } from 'node:stream';
 import type { Membership, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../snapshot/snapshot-io.js';
+import { MemberGunzip } from '../snapshot/member-gunzip.js';
+import { UploadMemberCopy } from '../snapshot/upload-member-copy.js';
 import {
   ArchiveError,
   INSTALL_DECODE_OPTIONS,
   CHUNK_HASH_BYTES,
+  GUNZIP_CHUNK_BYTES,
   RETAIN_MAX,
   StateFormatError,
   RecordTee,
@@ -26,6 +29,7 @@ import {
   type StoredSnapshot,
 } from '../snapshot/index.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../fsm/kv-command.js';
+import { RESERVED_KEY_PREFIX } from '../fsm/sessions.js';
 import type { KeyValue, NodeStorage, StateSnapshotReader } from '../storage/types.js';
 import type { InstalledRecordsCopy } from '../fsm/types.js';
 import type { Clock } from './clock.js';
@@ -97,6 +101,21 @@ export const UPLOADS_UNREFERENCED_KEPT = 2;
  * thread, so a deeper queue bought no overlap: 4 held up to 20 MiB of chunks on every node during a restore.
  */
 const COPY_BATCHES_MAX = 2;
+/** COPY_MEMBERS_MAX: an upload's compressed state members queued for its snapshot copy before the install waits (UploadMemberCopy). */
+const COPY_MEMBERS_MAX = 4;
+/**
+ * RESTORE_CHANGED_KEYS: the keys where a restore's installed state may differ from its upload's state.bin: the
+ * reserved prefix (StateMachine.installState with keepSessions drops the upload's reserved records but key revisions
+ * and merges this cluster's client sessions in). Everything else is installed as the upload holds it.
+ */
+const RESTORE_CHANGED_KEYS = { from: Buffer.from(RESERVED_KEY_PREFIX), to: prefixEnd(RESERVED_KEY_PREFIX) };
+
+/** prefixEnd: the first key after every key that starts with `prefix` (its last byte below 0xff, as the reserved prefix's is). */
+function prefixEnd(prefix: Uint8Array): Buffer {
+  const end = Buffer.from(prefix);
+  end[end.length - 1] = (end[end.length - 1] as number) + 1;
+  return end;
+}
 
 /** Serving-side error with a gRPC status code (RESOURCE_EXHAUSTED 8, NOT_FOUND 5). */
 function coded(code: number, message: string): Error {
@@ -574,21 +593,33 @@ export class SnapshotManager {
    * leader), or hash to that archive's digest (fetchUpload), so a second
    * SHA-256 pass over the whole state would only check the same bytes again;
    * the chunk hashes (over the compressed bytes, far fewer) catch any change
-   * on this node's disk since, and every gzip member's CRC is still checked.
-   * Such a change is SnapshotStoreError `corrupt` (this node's copy, not the
-   * archive: not a content error); the upload is then moved to quarantine
-   * (kept for an operator, out of findUpload), so that the next attempt
-   * fetches it again from a holder.
+   * on this node's disk since. Such a change is SnapshotStoreError `corrupt`
+   * (this node's copy, not the archive: not a content error); the upload is
+   * then moved to quarantine (kept for an operator, out of findUpload), so
+   * that the next attempt fetches it again from a holder.
    *
    * With `snapshotAs` (the restore entry's index, term and membership), the
-   * records the state machine installs are also written, as they go in, into
-   * a new snapshot of this node's store (RecordTee into createFromRecords):
-   * the snapshot a node takes right after a restore is then that one, not a
-   * read of the whole state back (create() waits for it and adopts it). It is
-   * committed only after the install is (a failed install never leaves a
-   * snapshot of a state that is not), and it is finished in the background
-   * after installUpload resolves; if it fails, it is logged and create()
-   * builds the snapshot the usual way.
+   * installed state is also written, as it goes in, into a new snapshot of
+   * this node's store: the snapshot a node takes right after a restore is
+   * then that one, not a read of the whole state back (create() waits for it
+   * and adopts it). The upload is then gunzipped by a MemberGunzip, which
+   * says where each gzip member lies; once state.bin begins:
+   * - when the upload's first member ends exactly where state.bin begins (an
+   *   archive snapcoord wrote), the copy keeps the upload's state members
+   *   compressed, as they are, but those that meet the reserved keys (where
+   *   the install puts this cluster's client sessions), which are encoded
+   *   again with the installed records there (UploadMemberCopy,
+   *   createFromMembers; a member table is recorded for the next delta);
+   * - otherwise (another layout: one big member, tar blocks), the installed
+   *   records are teed into createFromRecords (RecordTee), as before.
+   * The MemberGunzip checks each member's ISIZE, not its CRC-32: the CRCs are
+   * over the same bytes the chunk hashes are, and every one of them was
+   * checked when the leader imported the upload (readArchive's gunzip), so
+   * a CRC pass here checks nothing the chunk hashes do not.
+   * The copy is committed only after the install is (a failed install never
+   * leaves a snapshot of a state that is not), and it is finished in the
+   * background after installUpload resolves; if it fails, it is logged and
+   * create() builds the snapshot the usual way.
    */
   async installUpload(
     s: StoredSnapshot,
@@ -596,24 +627,53 @@ export class SnapshotManager {
     snapshotAs?: SnapshotCreateMeta,
   ): Promise<void> {
     const handle = await this.uploads.open(s.id);
-    const tee = snapshotAs !== undefined ? new RecordTee<readonly KeyValue[]>(COPY_BATCHES_MAX) : null;
-    const copying = tee !== null && snapshotAs !== undefined ? this.store.createFromRecords(snapshotAs, tee.records()) : null;
-    // A copy that fails (or ends) before reading everything never holds the install up.
-    copying?.then(
-      () => tee?.abandon(),
-      () => tee?.abandon(),
-    );
+    // The copy, chosen once state.bin begins: the upload's own members, or (a foreign layout) the records re-encoded.
+    const c: { tee: RecordTee<readonly KeyValue[]> | null; members: UploadMemberCopy | null; copying: Promise<StoredSnapshot> | null } = { tee: null, members: null, copying: null };
+    const gunzip =
+      snapshotAs !== undefined
+        ? new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: false, io: this.io, onMember: (m) => c.members?.take(m) })
+        : undefined;
     try {
       await readArchive(
         handle.createChunkCheckedReadStream(),
-        async (meta, state, verified) => {
-          await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified), tee ?? undefined);
+        async (meta, state, verified, where) => {
+          let copy: InstalledRecordsCopy | undefined;
+          if (snapshotAs !== undefined && gunzip !== undefined) {
+            if (gunzip.headBytes === where.stateTarOffset) {
+              const { level, blockBytes } = this.store.blockGzip;
+              c.members = new UploadMemberCopy({
+                ...RESTORE_STATE_LIMITS,
+                stateTarOffset: where.stateTarOffset,
+                stateBytes: meta.stateBytes,
+                changed: RESTORE_CHANGED_KEYS,
+                membersMax: COPY_MEMBERS_MAX,
+                gzipLevel: level,
+                gzipBlockBytes: blockBytes,
+                gzipAdaptive: true,
+                io: this.io,
+              });
+              c.copying = this.store.createFromMembers(snapshotAs, c.members.produce);
+              copy = c.members;
+            } else {
+              c.tee = new RecordTee<readonly KeyValue[]>(COPY_BATCHES_MAX);
+              c.copying = this.store.createFromRecords(snapshotAs, c.tee.records());
+              copy = c.tee;
+            }
+            // A copy that fails (or ends) before reading everything never holds the install up.
+            const abandon = (): void => {
+              c.tee?.abandon();
+              c.members?.abandon();
+            };
+            c.copying.then(abandon, abandon);
+          }
+          await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified), copy);
         },
-        { io: this.io, skipStateDigest: true },
+        { io: this.io, skipStateDigest: true, ...(gunzip !== undefined ? { gunzip } : {}) },
       );
     } catch (err) {
-      tee?.fail(err as Error);
-      await copying?.catch(() => undefined);
+      c.tee?.fail(err as Error);
+      c.members?.fail(err as Error);
+      await c.copying?.catch(() => undefined);
       handle.release();
       if (err instanceof SnapshotStoreError && err.code === 'corrupt' && !isReadFailure(err)) {
         this.log.error({ id: s.id, err: err.message }, 'a kept upload changed on disk since it was stored; moved to quarantine (fetched again at the next attempt)');
@@ -622,12 +682,13 @@ export class SnapshotManager {
       throw err;
     }
     handle.release();
-    if (tee === null || copying === null) return;
-    tee.end();
+    if (c.copying === null) return;
+    c.tee?.end();
+    c.members?.finish();
     // Never rejects: a copy that failed, or one stored but not opened as the newest (an EIO reading it back),
     // is logged, and the next snapshot is built the usual way. (Adopting it used to reject unhandled: a process
     // crash on one failed read; simulator seed 30385.)
-    this.copying = copying
+    this.copying = c.copying
       .then(async (stored) => {
         this.copies++;
         await this.setNewest(stored);
@@ -710,7 +771,7 @@ export class SnapshotManager {
    *   over to this copy.
    * - And a backstop if the leader's check itself were wrong: the install
    *   (installUpload) reads the archive whole again, checks every record (and
-   *   meta.json's hash, every gzip CRC, the bytes against their recorded chunk
+   *   meta.json's hash, every gzip member's size, the bytes against their recorded chunk
    *   hashes) before anything becomes live, and these bytes are the same
    *   on every node, so an archive that slipped through is refused the same
    *   way everywhere (a recorded no-op), never half installed, never divergent.

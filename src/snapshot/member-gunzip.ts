@@ -34,6 +34,8 @@ export interface GzipMemberRead {
   readonly outBytes: number;
   /** records: (members after the first) its output as whole state records, their count and the first key; null when it is not. */
   readonly records: { readonly keys: number; readonly firstKey: Buffer } | null;
+  /** output: (members after the first) its decompressed bytes, in the pieces handed on (the same Buffers: not to be changed). */
+  readonly output: readonly Buffer[];
 }
 
 /** MemberGunzipOptions: output piece size, the CRC check, the member report and where inflation runs. */
@@ -146,6 +148,7 @@ export class MemberGunzip extends Transform {
   #crc = 0;
   #walker: RecordWalker | null = null;
   #held: Buffer[] | null = null;
+  #pieces: Buffer[] = [];
   #heldBytes = 0;
   #inflater: InflateRaw | null = null;
   #inflaterEnded: Promise<void> | null = null;
@@ -272,6 +275,7 @@ export class MemberGunzip extends Transform {
     this.#memberOut = 0;
     this.#crc = 0;
     this.#walker = this.#onMember !== undefined && this.#index > 0 ? new RecordWalker() : null;
+    this.#pieces = [];
     this.#held = this.#index === 0 ? [] : null;
     this.#heldBytes = 0;
     this.#inflaterError = null;
@@ -312,7 +316,10 @@ export class MemberGunzip extends Transform {
     this.#memberOut += piece.length;
     this.#outTotal += piece.length;
     if (this.#crc32 !== null) this.#crc = this.#crc32(piece, this.#crc);
-    this.#walker?.feed(piece);
+    if (this.#walker !== null) {
+      this.#walker.feed(piece);
+      this.#pieces.push(piece);
+    }
     if (this.#held !== null) {
       this.#held.push(piece);
       this.#heldBytes += piece.length;
@@ -352,6 +359,8 @@ export class MemberGunzip extends Transform {
     if (this.#onMember === undefined) return;
     const bytes = this.#parts.length === 1 ? (this.#parts[0] as Buffer) : Buffer.concat(this.#parts, this.#partsBytes);
     this.#parts = [];
-    await this.#onMember({ index, bytes, outStart: this.#memberOutStart, outBytes: this.#memberOut, records: this.#walker?.result() ?? null });
+    const output = this.#pieces;
+    this.#pieces = [];
+    await this.#onMember({ index, bytes, outStart: this.#memberOutStart, outBytes: this.#memberOut, records: this.#walker?.result() ?? null, output });
   }
 }

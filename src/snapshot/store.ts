@@ -32,9 +32,9 @@ import { Readable, Transform, type TransformCallback, type Writable } from 'node
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
 import { readChunks } from './chunk-reader.js';
-import { readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta } from './archive.js';
+import { GZIP_BLOCK_BYTES_DEFAULT, readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta } from './archive.js';
 import { writeArchiveDelta, type StateChange } from './archive-delta.js';
-import type { ArchiveMemberTable } from './archive-writer.js';
+import { writeArchiveFromMembers, type ArchiveMemberTable, type StateMembersProducer } from './archive-writer.js';
 import { MEMBERS_FILE, decodeMemberTable, encodeMemberTable } from './member-table.js';
 import { SMALL_STATE_BYTES_MAX, buildSmallArchive, takeSmallState, type SmallStateTake } from './small-archive.js';
 import type { StateRecord } from './state-format.js';
@@ -440,8 +440,13 @@ export class SnapshotStore {
    * archive's size per archive stored.
    */
   readonly writeStats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0, wholeHashedBytes: 0 };
-  /** createStats: snapshots createFromRecords stored, by the way their archive was built (in memory, or streamed). */
-  readonly createStats = { inMemory: 0, streamed: 0 };
+  /** blockGzip: the gzip level and block size this store's archives are built with (a caller compressing blocks for createFromMembers). */
+  get blockGzip(): { readonly level: number; readonly blockBytes: number } {
+    return { level: this.gzipLevel, blockBytes: this.gzipBlockBytes ?? GZIP_BLOCK_BYTES_DEFAULT };
+  }
+
+  /** createStats: snapshots createFromRecords stored, by the way their archive was built (in memory, or streamed); createFromMembers' (copied). */
+  readonly createStats = { inMemory: 0, streamed: 0, copied: 0 };
 
   private constructor(
     readonly dir: string,
@@ -570,6 +575,23 @@ export class SnapshotStore {
         ...(this.gzipBlockBytes !== undefined ? { gzipBlockBytes: this.gzipBlockBytes } : {}),
       });
       this.createStats.streamed++;
+      return { meta: written.meta, members: written.members };
+    });
+  }
+
+  /**
+   * createFromMembers writes a new snapshot whose state the producer gives
+   * as gzip members of whole records, already compressed
+   * (writeArchiveFromMembers: they wait in a spool file, then meta.json's
+   * head member, the members as they are and the tail member are written):
+   * a restore keeps its upload's state members this way (UploadMemberCopy).
+   * The member table is recorded (a later delta can start from it).
+   * Otherwise as createFromRecords; the producer's error rejects it, nothing stored.
+   */
+  async createFromMembers(meta: SnapshotCreateMeta, produce: StateMembersProducer): Promise<StoredSnapshot> {
+    return this.build(meta, async (tmpDir, base, archiveSink, onStateProgress) => {
+      const written = await writeArchiveFromMembers(base, produce, join(tmpDir, SPOOL_FILE), archiveSink, { gzipLevel: this.gzipLevel, onStateProgress, io: this.io });
+      this.createStats.copied++;
       return { meta: written.meta, members: written.members };
     });
   }

@@ -1,0 +1,242 @@
+/**
+ * UploadMemberCopy: the snapshot a node keeps after a restore, built from the
+ * upload's own compressed state members rather than by encoding and
+ * compressing every installed record again (SnapshotManager.installUpload).
+ *
+ * The installed state is the upload's state except inside one key range the
+ * caller names (`changed`: a restore replaces the reserved records there,
+ * the client sessions, with this cluster's: StateMachine.installState with
+ * keepSessions). So, for each state member of the upload (reported by a
+ * MemberGunzip as it reads the upload, whole records each), in order:
+ * - a member whose key range (from its first key to the next member's)
+ *   misses `changed` is copied compressed, as it is;
+ * - a member whose range meets it is re-encoded: its own records outside
+ *   `changed`, merged with the installed records inside it that fall in its
+ *   range, into fresh record-aligned blocks, gzipped as the writer does.
+ * The installed records reach the copy as the install makes them
+ * (InstalledRecordsCopy.write, which never waits): only those inside
+ * `changed` are kept (copied; at most CHANGED_BYTES_MAX), the others are
+ * counted, and at the end the count must equal the new state's records.
+ *
+ * state.bin's SHA-256 is taken over the new state.bin as it is produced
+ * (copied members' decompressed bytes, new blocks): with a changed range that
+ * holds anything (a restore with a request id always records its session),
+ * the new state.bin is not the upload's, so the upload's SHA256SUMS line
+ * cannot be reused. What this saves is the encoding and the compression of
+ * every member outside `changed`.
+ *
+ * Anything unexpected fails the copy, never the install: a member that does
+ * not hold whole records or does not lie where state.bin's next byte is, a
+ * key out of order, counts that disagree. The producer then throws, nothing
+ * is stored, and the node's next snapshot is built the usual way.
+ */
+import { createHash } from 'node:crypto';
+
+import type { GzipMemberRead } from './member-gunzip.js';
+import { StateBlockEncoder, type StateMemberInfo, type StateMembersProducer, type StateProduced } from './archive-writer.js';
+import { gzipBlock } from './parallel-gzip.js';
+import { RecordTee } from './record-tee.js';
+import type { StateLimits, StateRecord } from './state-format.js';
+import type { SnapshotIo } from './snapshot-io.js';
+
+/** CHANGED_BYTES_MAX: the installed records inside the changed range a copy keeps (keys and values) before giving up. */
+export const CHANGED_BYTES_MAX = 64 * 1024 * 1024;
+
+/** CopiedMember: one state member of the upload handed to the copy. */
+interface CopiedMember {
+  readonly bytes: Buffer;
+  readonly outBytes: number;
+  readonly keys: number;
+  readonly firstKey: Buffer;
+  readonly output: readonly Buffer[];
+}
+
+/** UploadMemberCopyOptions: where state.bin lies, the changed key range and how new blocks are compressed. */
+export interface UploadMemberCopyOptions extends StateLimits {
+  /** stateTarOffset / stateBytes: where the upload's state.bin lies in its tar (the first member must end at stateTarOffset). */
+  readonly stateTarOffset: number;
+  readonly stateBytes: number;
+  /** changed: the key range [from, to) where the installed state may differ from the upload's. */
+  readonly changed: { readonly from: Buffer; readonly to: Buffer };
+  /** membersMax: upload members queued for the copy before the reader waits. */
+  readonly membersMax: number;
+  readonly gzipLevel: number;
+  readonly gzipBlockBytes: number;
+  readonly gzipAdaptive: boolean;
+  readonly io: SnapshotIo;
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+/** UploadMemberCopy: see the file comment. */
+export class UploadMemberCopy {
+  readonly #o: UploadMemberCopyOptions;
+  readonly #members: RecordTee<CopiedMember>;
+  #statePos = 0;
+  #problem: string | null = null;
+  /** the installed side: records inside `changed` (copied), the count of all, the last key, whether it ended. */
+  readonly #changedRecords: StateRecord[] = [];
+  #changedBytes = 0;
+  #installedKeys = 0;
+  #installedLast: Buffer | null = null;
+  #installedEnded = false;
+  #wakeInstalled: (() => void) | null = null;
+
+  constructor(options: UploadMemberCopyOptions) {
+    this.#o = options;
+    this.#members = new RecordTee<CopiedMember>(options.membersMax);
+  }
+
+  /** take receives the gunzip's next whole member (MemberGunzipOptions.onMember); resolves once it is queued (or the copy is given up). */
+  async take(m: GzipMemberRead): Promise<void> {
+    if (this.#problem !== null || m.index === 0) return;
+    const { stateTarOffset, stateBytes } = this.#o;
+    const stateEnd = stateTarOffset + stateBytes;
+    if (m.outStart >= stateEnd) return; // the tail: written anew
+    if (m.outStart !== stateTarOffset + this.#statePos) return this.#giveUp(`member ${m.index} starts at tar offset ${m.outStart}, not where state.bin's next byte is`);
+    if (m.outStart + m.outBytes > stateEnd) return this.#giveUp(`member ${m.index} runs past state.bin's end`);
+    if (m.records === null) return this.#giveUp(`member ${m.index} does not hold whole records`);
+    this.#statePos += m.outBytes;
+    await this.#members.write({ bytes: m.bytes, outBytes: m.outBytes, keys: m.records.keys, firstKey: m.records.firstKey, output: m.output });
+  }
+
+  /** write receives the records the install makes, in order (InstalledRecordsCopy); never waits. */
+  write(batch: readonly StateRecord[]): Promise<void> {
+    const last = batch[batch.length - 1];
+    if (last === undefined || this.#problem !== null) return Promise.resolve();
+    this.#installedKeys += batch.length;
+    const { from, to } = this.#o.changed;
+    // Sorted: a batch wholly before or after the changed range is only counted.
+    if (Buffer.compare(asBuffer(last.key), from) >= 0 && Buffer.compare(asBuffer((batch[0] as StateRecord).key), to) < 0) {
+      for (const r of batch) {
+        const key = asBuffer(r.key);
+        if (Buffer.compare(key, from) < 0 || Buffer.compare(key, to) >= 0) continue;
+        this.#changedRecords.push({ key: Buffer.from(key), value: Buffer.from(r.value) });
+        this.#changedBytes += key.length + r.value.length;
+      }
+      if (this.#changedBytes > CHANGED_BYTES_MAX) this.#giveUp(`more than ${CHANGED_BYTES_MAX} bytes of installed records in the changed range`);
+    }
+    this.#installedLast = Buffer.from(asBuffer(last.key));
+    this.#wake();
+    return Promise.resolve();
+  }
+
+  /** finish: the archive was read whole and checked, and the install took every record. */
+  finish(): void {
+    this.#installedEnded = true;
+    this.#wake();
+    this.#members.end();
+  }
+
+  /** fail: the read or the install failed; the copy must not be kept. */
+  fail(err: Error): void {
+    this.#members.fail(err);
+    this.#installedEnded = true;
+    this.#wake();
+  }
+
+  /** abandon: the archive writer will read no more members (it failed before or while reading): take() drops them. */
+  abandon(): void {
+    this.#members.abandon();
+  }
+
+  #giveUp(why: string): void {
+    this.#problem ??= why;
+    this.#members.fail(new Error(`the upload's gzip members cannot be copied: ${why}`));
+    this.#installedEnded = true;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const wake = this.#wakeInstalled;
+    this.#wakeInstalled = null;
+    wake?.();
+  }
+
+  /** #installedPast resolves once every installed record below `key` (null: every one) has been seen. */
+  async #installedPast(key: Buffer | null): Promise<void> {
+    while (!this.#installedEnded && (key === null || this.#installedLast === null || Buffer.compare(this.#installedLast, key) < 0)) {
+      await new Promise<void>((resolve) => {
+        this.#wakeInstalled = resolve;
+      });
+    }
+    if (this.#problem !== null) throw new Error(`the upload's gzip members cannot be copied: ${this.#problem}`);
+  }
+
+  /** produce: the StateMembersProducer of the new archive (see the file comment). */
+  readonly produce: StateMembersProducer = async (deliver): Promise<StateProduced> => {
+    const { from, to } = this.#o.changed;
+    const stateHash = createHash('sha256');
+    const encoder = new StateBlockEncoder(this.#o.gzipBlockBytes, this.#o, true);
+    let copiedBytes = 0;
+    let copiedKeys = 0;
+    let nextChanged = 0;
+    const flush = async (final: boolean): Promise<void> => {
+      if (final) encoder.finish();
+      const ready = encoder.ready.splice(0);
+      const info = encoder.readyInfo.splice(0);
+      for (let i = 0; i < ready.length; i++) {
+        const block = ready[i] as Buffer;
+        stateHash.update(block);
+        await deliver(await gzipBlock(block, this.#o.gzipLevel, this.#o.gzipAdaptive, this.#o.io), info[i] as StateMemberInfo);
+      }
+    };
+    /** changedBelow encodes the kept installed records below `key` (null: all) not yet encoded. */
+    const changedBelow = (key: Buffer | null): void => {
+      for (; nextChanged < this.#changedRecords.length; nextChanged++) {
+        const r = this.#changedRecords[nextChanged] as StateRecord;
+        if (key !== null && Buffer.compare(asBuffer(r.key), key) >= 0) return;
+        encoder.encode(r);
+      }
+    };
+    const members = this.#members.records()[Symbol.asyncIterator]();
+    const next = async (): Promise<CopiedMember | null> => {
+      const r = await members.next();
+      return r.done === true ? null : r.value;
+    };
+    let cur = await next();
+    let lo: Buffer | null = null; // the first member's range starts below every key
+    while (cur !== null) {
+      const after = await next();
+      const hi = after?.firstKey ?? null;
+      const meets = (hi === null || Buffer.compare(hi, from) > 0) && (lo === null || Buffer.compare(lo, to) < 0);
+      if (!meets) {
+        // Copied as it is (after the blocks encoded before it).
+        await flush(true);
+        for (const piece of cur.output) stateHash.update(piece);
+        await deliver(cur.bytes, { stateBytes: cur.outBytes, keys: cur.keys, firstKey: cur.firstKey });
+        copiedBytes += cur.outBytes;
+        copiedKeys += cur.keys;
+      } else {
+        // Re-encoded: its records outside the changed range, merged with the installed ones inside it.
+        await this.#installedPast(hi);
+        const state = cur.output.length === 1 ? (cur.output[0] as Buffer) : Buffer.concat(cur.output as Buffer[], cur.outBytes);
+        for (let pos = 0; pos < state.length; ) {
+          const kLen = state.readUInt32BE(pos);
+          const key = state.subarray(pos + 4, pos + 4 + kLen);
+          const vLen = state.readUInt32BE(pos + 4 + kLen);
+          const value = state.subarray(pos + 8 + kLen, pos + 8 + kLen + vLen);
+          pos += 8 + kLen + vLen;
+          if (Buffer.compare(key, from) >= 0 && Buffer.compare(key, to) < 0) continue;
+          changedBelow(key);
+          encoder.encode({ key, value });
+        }
+        changedBelow(hi);
+        await flush(false);
+      }
+      lo = hi;
+      cur = after;
+    }
+    // No state members at all: the state is the installed records inside the changed range.
+    await this.#installedPast(null);
+    changedBelow(null);
+    await flush(true);
+    const stateBytes = copiedBytes + encoder.bytes;
+    const stateKeys = copiedKeys + encoder.keys;
+    if (this.#statePos !== this.#o.stateBytes) throw new Error(`the upload's state members hold ${this.#statePos} bytes, its state.bin ${this.#o.stateBytes}`);
+    if (stateKeys !== this.#installedKeys) throw new Error(`the copy holds ${stateKeys} records, the install made ${this.#installedKeys}`);
+    return { stateSha256: stateHash.digest('hex'), stateBytes, stateKeys };
+  };
+}

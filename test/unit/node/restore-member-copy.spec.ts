@@ -1,0 +1,164 @@
+/**
+ * Issue 15: the snapshot a node keeps after a restore of an archive snapcoord
+ * wrote is built from the upload's own gzip members (UploadMemberCopy): the
+ * members outside the reserved keys (where the restore merges this
+ * cluster's client sessions) are copied compressed, byte for byte, not
+ * encoded and gzipped again; the copy holds exactly the installed state,
+ * verifies whole, and its member table serves the next snapshot as a delta.
+ * An archive of another layout (one gzip member) still gets its copy the
+ * old way (the installed records encoded). Real nodes on RocksDB and gRPC.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { gunzipSync, gzipSync } from 'node:zlib';
+
+import type { SnapshotManager } from '../../../src/node/snapshots.js';
+import { decodeStateRecords, readArchive, type StateRecord } from '../../../src/snapshot/index.js';
+import { MemberGunzip, type GzipMemberRead } from '../../../src/snapshot/member-gunzip.js';
+import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
+import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { saveArchive } from './save-archive.js';
+import { until } from '../../harness/until.js';
+
+const enc = new TextEncoder();
+/** BIG_BLOCK_BYTES: a gzip input at least this large is a state block (head and tail members are a few KiB, blockGzipPlan's samples 64 KiB). */
+const BIG_BLOCK_BYTES = 128 * 1024;
+
+function hex(records: readonly StateRecord[]): string[] {
+  return records.map((r) => `${Buffer.from(r.key).toString('hex')}=${Buffer.from(r.value).toString('hex')}`);
+}
+
+/** members: the SHA-256 of each gzip member of an archive's bytes. */
+async function members(bytes: Buffer): Promise<string[]> {
+  const found: GzipMemberRead[] = [];
+  await pipeline(Readable.from([bytes]), new MemberGunzip({ onMember: (m) => void found.push(m) }), async function* (src: AsyncIterable<Buffer>) {
+    for await (const _ of src) yield* [];
+  });
+  return found.map((m) => createHash('sha256').update(m.bytes).digest('hex'));
+}
+
+/** newest: the newest snapshot's archive bytes and records, verified whole against its recorded hashes. */
+async function newest(sm: SnapshotManager): Promise<{ bytes: Buffer; records: string[] }> {
+  const h = await sm.openCurrent();
+  assert.ok(h, 'the newest snapshot holds the state now');
+  try {
+    await sm.store.verify(h.id);
+    const bytes = await readFile(h.path);
+    const records: StateRecord[] = [];
+    await readArchive(Readable.from([bytes]), async (_meta, state) => {
+      for await (const batch of decodeStateRecords(state)) records.push(...batch);
+    });
+    return { bytes, records: hex(records) };
+  } finally {
+    h.release();
+  }
+}
+
+async function stateRecords(storage: RocksStorage): Promise<string[]> {
+  const reader = await storage.snapshotState();
+  const records: StateRecord[] = [];
+  for await (const batch of reader.batches()) records.push(...batch);
+  return hex(records);
+}
+
+/** value: 2 KiB that gzip level 1 does not shrink to nothing. */
+function value(i: number): Uint8Array {
+  const v = Buffer.alloc(2048);
+  for (let j = 0; j < v.length; j++) v[j] = (i * 7919 + j * 104729 + ((j * j) >> 3)) & 0xff;
+  return v;
+}
+
+describe('the snapshot after a restore, from the upload\'s gzip members (issue 15)', function () {
+  this.timeout(120_000);
+  let c: RocksCluster | undefined;
+  const gzips = { big: 0 };
+  const countingIo: SnapshotIo = {
+    ...nodeSnapshotIo,
+    gzip: (block, options) => {
+      if (block.length >= BIG_BLOCK_BYTES) gzips.big++;
+      return nodeSnapshotIo.gzip(block, options);
+    },
+  };
+
+  afterEach(async () => {
+    await c?.close();
+    c = undefined;
+  });
+
+  async function loaded(): Promise<{ cluster: RocksCluster; file: string }> {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000, trailingEntries: 0 }, {}, { snapshotIo: countingIo });
+    const cluster = c;
+    const leader = await cluster.waitForLeader();
+    // ~8 MiB of state: several 1 MiB members.
+    for (let i = 0; i < 4000; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, k) => leader.propose({ op: 'put', key: enc.encode(`k/${String(i + k).padStart(5, '0')}`), value: value(i + k) })));
+    }
+    const file = await saveArchive(cluster, leader);
+    await leader.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('gone after the restore') });
+    return { cluster, file };
+  }
+
+  it('copies the upload\'s members outside the reserved keys as they are; the copy is the installed state, verifies, and its member table serves a delta', async () => {
+    const { cluster, file } = await loaded();
+    const leader = await cluster.waitForLeader();
+    const upload = await readFile(file);
+    const uploadMembers = await members(upload);
+    assert.ok(uploadMembers.length >= 8, `the upload has several state members (${uploadMembers.length} gzip members)`);
+    gzips.big = 0;
+
+    const r = await leader.restore(createReadStream(file), { clientId: 'restore-member-copy', seq: 1 });
+    for (const m of cluster.members) {
+      const n = cluster.node(m.id);
+      await until(`${m.id} to snapshot the restored state`, 60_000, () => (n.status().snapshotIndex >= r.index ? true : undefined));
+    }
+    // One state block per node at most is compressed again (the members that meet the reserved keys): the old copy gzipped every one.
+    assert.ok(gzips.big <= 3, `${gzips.big} state blocks gzipped by 3 nodes, for ${uploadMembers.length - 2} state members each`);
+    for (const m of cluster.members) {
+      const sm = m.snapshots;
+      assert.ok(sm && m.storage);
+      assert.equal(sm.copies, 1, `${m.id}: the restore was copied into a snapshot`);
+      assert.equal(sm.store.createStats.copied, 1, `${m.id}: from the upload's members`);
+      const copy = await newest(sm);
+      assert.deepEqual(copy.records, await stateRecords(m.storage), `${m.id}: the copy holds exactly the installed state`);
+      assert.ok(copy.records.some((s) => s.startsWith(Buffer.from('\x00snapcoord/session/', 'latin1').toString('hex'))), 'the restore\'s session is in the copy');
+      const copied = new Set(await members(copy.bytes));
+      const same = uploadMembers.filter((h) => copied.has(h)).length;
+      assert.ok(same >= uploadMembers.length - 3, `${m.id}: ${same} of the upload's ${uploadMembers.length} members are in the copy byte for byte`);
+      const stored = (await sm.store.list()).find((s) => s.meta.index === r.index);
+      assert.ok(stored && (await sm.store.members(stored)) !== null, `${m.id}: the copy has a member table that checks`);
+    }
+
+    // The next snapshot (a download after a write) is a delta on the copy's member table.
+    const lm = cluster.members.find((m) => m.node === leader);
+    assert.ok(lm?.snapshots && lm.storage);
+    const deltas = lm.snapshots.deltas;
+    await leader.propose({ op: 'put', key: enc.encode('k/00007'), value: enc.encode('changed after the restore') });
+    await saveArchive(cluster, leader);
+    assert.equal(lm.snapshots.deltas, deltas + 1, 'the first snapshot after the restore is a delta');
+    assert.deepEqual((await newest(lm.snapshots)).records, await stateRecords(lm.storage));
+  });
+
+  it('copies an archive of another layout (one gzip member) the old way: the installed records encoded', async () => {
+    const { cluster, file } = await loaded();
+    const leader = await cluster.waitForLeader();
+    const single = `${file}.single.tgz`;
+    await writeFile(single, gzipSync(gunzipSync(await readFile(file))));
+    gzips.big = 0;
+    const r = await leader.restore(createReadStream(single));
+    for (const m of cluster.members) {
+      const n = cluster.node(m.id);
+      await until(`${m.id} to snapshot the restored state`, 60_000, () => (n.status().snapshotIndex >= r.index ? true : undefined));
+      const sm = m.snapshots;
+      assert.ok(sm && m.storage);
+      assert.equal(sm.copies, 1);
+      assert.equal(sm.store.createStats.copied, 0, `${m.id}: not from the upload's members`);
+      assert.deepEqual((await newest(sm)).records, await stateRecords(m.storage));
+    }
+    assert.ok(gzips.big >= 3 * 8, `every state block gzipped on every node (${gzips.big})`);
+  });
+});
