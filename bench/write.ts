@@ -10,6 +10,7 @@
  * environment of src/cli/node-runtime.ts) unless --no-node-runtime.
  * SNAPCOORD_BENCH_NODE_FLAGS (space-separated) adds node flags to every member
  * after those (a later V8 flag wins), e.g. "--trace-gc" or "--max-semi-space-size=8".
+ * SNAPCOORD_BENCH_LOGS=DIR keeps each member's output in DIR (e.g. with --serve-flags "--log-level info").
  *
  * --spread on: snapcoord's clients spread over the three members as etcd3's
  * do (slot i talks to member i mod 3, over --channels channels to each); a
@@ -57,10 +58,10 @@
  * three members (a follower forwarding to its leader); snapcoord checks an
  * API key per call (etcd runs without auth).
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 import { Etcd3 } from 'etcd3';
@@ -83,6 +84,8 @@ interface LoadResult {
   readonly swapped: number;
   readonly writes: number;
   readonly errors: number;
+  /** errorsByCode: the failures counted by gRPC status name (Recorder.errorsByCode). */
+  readonly errorsByCode: ReadonlyMap<string, number>;
   readonly seconds: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
@@ -100,6 +103,8 @@ interface Target {
   cas(slot: number, key: string, expected: Buffer | undefined, value: Buffer): Promise<CasOutcome>;
   /** cpuSeconds: user + system CPU seconds each of the target's server processes has used so far (undefined: not measured). */
   cpuSeconds?(): number[];
+  /** term: the highest Raft term any member reports now (a leader change during the load moves it). */
+  term(): Promise<number>;
   /** killLeader SIGKILLs the current leader and returns a put that tries the survivors. */
   killLeader(): Promise<(key: string, value: Buffer) => Promise<void>>;
   stop(): Promise<void>;
@@ -138,7 +143,7 @@ async function runLoad(t: Target, clients: number, seconds: number, valueBytes: 
   const f = loop.recorder;
   f.stop();
   const l = f.latency.summary();
-  return { writes: f.ops, swapped: op === 'cas' ? swapped : NaN, errors: f.errors, seconds: f.elapsedSec(), p50Ms: l.p50Ms, p99Ms: l.p99Ms };
+  return { writes: f.ops, swapped: op === 'cas' ? swapped : NaN, errors: f.errors, errorsByCode: f.errorsByCode, seconds: f.elapsedSec(), p50Ms: l.p50Ms, p99Ms: l.p99Ms };
 }
 
 async function measureFailover(t: Target): Promise<number> {
@@ -271,6 +276,10 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
     put: (slot, key, value) => kvPut(clientOf(slot), key, value, 5_000),
     cas: (slot, key, expected, value) => kvCas(clientOf(slot), key, expected, value, 5_000),
     cpuSeconds: () => [...children.values()].map((c) => processCpuSeconds(c.proc.pid)),
+    async term() {
+      const terms = await Promise.all([...addrOf.values()].map((a) => statusOf(a, sec).then((st) => Number(st.term), () => 0)));
+      return Math.max(...terms);
+    },
     async killLeader() {
       const id = await findLeader();
       const child = children.get(id);
@@ -282,6 +291,8 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
     async stop() {
       for (const c of clients.flat()) c.close();
       await Promise.all([...children.values()].map((c) => c.kill('SIGTERM')));
+      const logs = process.env.SNAPCOORD_BENCH_LOGS;
+      if (logs !== undefined) for (const [id, c] of children) await writeFile(join(logs, `${basename(dir)}-${id}.log`), c.output);
     },
   };
 }
@@ -354,6 +365,10 @@ async function startEtcd(dir: string, tuned: boolean, tls: boolean): Promise<Tar
   return {
     name: 'etcd',
     cpuSeconds: () => [...children.values()].map((c) => processCpuSeconds(c.proc.pid)),
+    async term() {
+      const terms = await Promise.all(perHost.map((c) => c.maintenance.status().then((st) => Number(st.raftTerm), () => 0)));
+      return Math.max(...terms);
+    },
     put: async (_slot, key, value) => {
       await all.put(key).value(value);
     },
@@ -392,11 +407,15 @@ async function startEtcd(dir: string, tuned: boolean, tls: boolean): Promise<Tar
 async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number, failover: boolean, op: Op, keys: number) {
   const t = await start();
   try {
+    const term0 = await t.term();
     const cpu0 = t.cpuSeconds?.();
     const client0 = process.cpuUsage();
     const load = await runLoad(t, clients, seconds, valueBytes, op, keys);
     const client = process.cpuUsage(client0);
     const cpu1 = t.cpuSeconds?.();
+    // A leader change during the load (an election timeout missed under CPU starvation) changes what was measured:
+    // clients then talk to a follower that forwards. Said, not hidden.
+    const term1 = await t.term();
     // CPU of this process (the clients' side: the same for both systems but for the client library) per committed write (ms).
     const clientCpuMsPerWrite = (client.user + client.system) / 1000 / load.writes;
     // CPU of the server processes per committed write (ms), over the load only.
@@ -408,9 +427,10 @@ async function bench(name: string, start: () => Promise<Target>, clients: number
     console.log(
       `${name.padEnd(10)} ${wps.toFixed(0).padStart(7)} writes/s  p50 ${load.p50Ms.toFixed(1)} ms  p99 ${load.p99Ms.toFixed(1)} ms  ` +
         (op === 'cas' ? `swapped ${((100 * load.swapped) / Math.max(1, load.writes)).toFixed(0)}%  ` : '') +
-        `errors ${load.errors}  failover ${failoverMs.toFixed(0)} ms` +
+        `errors ${load.errors}${load.errors > 0 ? ` (${[...load.errorsByCode].map(([c, n]) => `${c} ${n}`).join(', ')})` : ''}  failover ${failoverMs.toFixed(0)} ms` +
         (Number.isNaN(cpuMsPerWrite) ? '' : `  server CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 members, user+sys: ${memberMsPerWrite.map((m) => m.toFixed(2)).join(' + ')})`) +
-        `  client CPU ${clientCpuMsPerWrite.toFixed(2)} ms/write`,
+        `  client CPU ${clientCpuMsPerWrite.toFixed(2)} ms/write` +
+        (term1 !== term0 ? `  LEADER CHANGED during the load (term ${term0} -> ${term1})` : ''),
     );
     return { wps, ...load, failoverMs, cpuMsPerWrite };
   } finally {
