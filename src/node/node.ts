@@ -217,11 +217,17 @@ function bootEpoch(rng: Rng): string {
 const SNAPSHOT_RETRY_MS_MIN = 1_000;
 const SNAPSHOT_RETRY_MS_MAX = 60_000;
 
+/**
+ * PendingProposal: an entry this node proposed, waiting for its apply. No timer of its own: the tick
+ * (expireProposals) times it out at `deadlineMs` (clock ms), `what` naming it in the error.
+ */
 interface PendingProposal {
   readonly term: number;
   readonly resolve: (r: ApplyResult) => void;
   readonly reject: (e: Error) => void;
-  readonly timer: TimerHandle;
+  readonly deadlineMs: number;
+  readonly timeoutMs: number;
+  readonly what: 'write' | 'membership change';
 }
 
 interface ReplyWaiter {
@@ -867,10 +873,7 @@ export class Node {
     this.disk?.stop();
     const err = new NodeError('shuttingDown', 'the node is shutting down');
     this.forwardQueue?.failAll(err);
-    for (const p of this.proposals.values()) {
-      this.clock.clearTimeout(p.timer);
-      p.reject(err);
-    }
+    for (const p of this.proposals.values()) p.reject(err);
     this.proposals.clear();
     for (const r of this.reads.values()) {
       this.clock.clearTimeout(r.timer);
@@ -909,6 +912,7 @@ export class Node {
   private onTick(): void {
     if (this.stopped) return;
     this.raft.tick();
+    this.expireProposals();
     const f = this.fetching;
     if (f !== null && !f.abort.signal.aborted) this.checkFetchStall(f);
     this.forwardQueue?.flush();
@@ -1460,7 +1464,6 @@ export class Node {
       const p = this.proposals.get(e.index);
       if (p === undefined) continue;
       this.proposals.delete(e.index);
-      this.clock.clearTimeout(p.timer);
       if (e.term !== p.term) {
         this.metrics?.proposals.inc({ result: 'lost' });
         p.reject(new NodeError('lost', `entry ${e.index} was replaced by another leader's; it was not applied`));
@@ -1813,30 +1816,49 @@ export class Node {
 
   /** awaitApply resolves with the apply result of the entry proposed at `pos` (`lost`: another term's entry there; `timeout` after timeoutMs). */
   private awaitApply(pos: { index: number; term: number }, timeoutMs: number): Promise<ApplyResult> {
-    return new Promise<ApplyResult>((resolve, reject) => {
-      const timer = this.clock.setTimeout(() => {
-        this.proposals.delete(pos.index);
-        this.metrics?.proposals.inc({ result: 'timeout' });
-        reject(new NodeError('timeout', `write at index ${pos.index} not applied within ${timeoutMs} ms; its outcome is unknown`));
-      }, timeoutMs);
-      this.proposals.set(pos.index, { term: pos.term, resolve, reject, timer });
-    });
+    return new Promise<ApplyResult>((resolve, reject) => this.addProposal(pos, timeoutMs, 'write', resolve, reject));
   }
 
   private async waitApplied(index: number, term: number): Promise<void> {
     this.kick();
-    await new Promise<void>((resolve, reject) => {
-      const timer = this.clock.setTimeout(() => {
-        this.proposals.delete(index);
-        reject(new NodeError('timeout', `membership change at index ${index} not applied in time`));
-      }, this.timings.proposalTimeoutMs);
-      this.proposals.set(index, {
-        term,
-        resolve: () => resolve(),
-        reject,
-        timer,
-      });
-    });
+    await new Promise<void>((resolve, reject) => this.addProposal({ index, term }, this.timings.proposalTimeoutMs, 'membership change', () => resolve(), reject));
+  }
+
+  /**
+   * addProposal waits for the apply of the entry proposed at `pos`, for timeoutMs at most (expireProposals).
+   * One still waiting at that index is another term's entry, overwritten since: it fails `lost`.
+   */
+  private addProposal(pos: { index: number; term: number }, timeoutMs: number, what: PendingProposal['what'], resolve: (r: ApplyResult) => void, reject: (e: Error) => void): void {
+    const old = this.proposals.get(pos.index);
+    if (old !== undefined) {
+      // Deleted first: the map stays in deadline order (expireProposals), the new one goes last.
+      this.proposals.delete(pos.index);
+      old.reject(new NodeError('lost', `entry ${pos.index} was replaced by another leader's; it was not applied`));
+    }
+    this.proposals.set(pos.index, { term: pos.term, resolve, reject, deadlineMs: this.clock.nowMs() + timeoutMs, timeoutMs, what });
+  }
+
+  /**
+   * expireProposals (each tick) fails the proposals whose deadline passed with `timeout`. The map is in the
+   * order they were proposed, and every timeout is at least timings.proposalTimeoutMs: the sweep stops at the
+   * first one of that timeout still in time (every later one is too), stepping over the longer ones.
+   */
+  private expireProposals(): void {
+    if (this.proposals.size === 0) return;
+    const nowMs = this.clock.nowMs();
+    for (const [index, p] of this.proposals) {
+      if (p.deadlineMs > nowMs) {
+        if (p.timeoutMs > this.timings.proposalTimeoutMs) continue; // a longer one (a restore): step over it
+        break;
+      }
+      this.proposals.delete(index);
+      if (p.what === 'write') {
+        this.metrics?.proposals.inc({ result: 'timeout' });
+        p.reject(new NodeError('timeout', `write at index ${index} not applied within ${p.timeoutMs} ms; its outcome is unknown`));
+      } else {
+        p.reject(new NodeError('timeout', `membership change at index ${index} not applied within ${p.timeoutMs} ms`));
+      }
+    }
   }
 
   /** linearizableBarrier resolves once this node has applied everything committed before the call. */
@@ -1959,10 +1981,7 @@ export class Node {
       this.replyWaiters = [];
       for (const w of held) w.resolve();
     } else this.dropReplyWaiters(nerr);
-    for (const p of this.proposals.values()) {
-      this.clock.clearTimeout(p.timer);
-      p.reject(nerr);
-    }
+    for (const p of this.proposals.values()) p.reject(nerr);
     this.proposals.clear();
   }
 

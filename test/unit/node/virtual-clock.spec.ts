@@ -189,6 +189,32 @@ describe('node: driven by a manual clock', function () {
     assert.ok(outcome instanceof NodeError && outcome.code === 'timeout', `the write ended with ${String(outcome)}`);
   });
 
+  it('times writes out on its tick, with no timer per write: 50 writes waiting set no timer, and all fail `timeout` in time', async () => {
+    c = await startVirtualCluster(4);
+    await advanceUntilLeader(c, 10 * ELECTION_TICKS);
+    const leader = c.leaders()[0] as NodeId;
+    c.net.isolate(leader, IDS);
+    await c.clock.advanceSettled(2 * TICK_MS, TICK_MS);
+    await settle();
+    const timersBefore = c.clock.pendingTimers();
+    const outcomes: unknown[] = [];
+    for (let i = 0; i < 50; i++) {
+      c.node(leader)
+        .propose({ op: 'put', key: new TextEncoder().encode(`k${i}`), value: new Uint8Array([i]) })
+        .then(
+          () => outcomes.push('applied'),
+          (e: unknown) => outcomes.push(e),
+        );
+    }
+    await settle();
+    // A save's turn may hold one timer (the loop's mid-save turn), never one per write.
+    assert.ok(c.clock.pendingTimers() - timersBefore <= 1, `${c.clock.pendingTimers() - timersBefore} timers more with 50 writes waiting`);
+    await c.clock.advanceSettled(PROPOSAL_TIMEOUT_MS + 2 * TICK_MS, TICK_MS);
+    await settle();
+    assert.equal(outcomes.length, 50);
+    assert.ok(outcomes.every((o) => o instanceof NodeError && o.code === 'timeout'), `outcomes: ${outcomes.map(String).join(', ')}`);
+  });
+
   /** electionTrace: every change of a node's term or role, with its virtual time, across an election, a partition and a heal. */
   async function electionTrace(seed: number): Promise<{ firstLeader: NodeId; trace: string[] }> {
     const v = await startVirtualCluster(seed);
