@@ -141,12 +141,161 @@ class MemoryInflateRaw extends Transform {
   }
 }
 
+/** statOf: what a stat of node reads (a directory's size: 4096). */
+function statOf(node: TreeNode): FileStat {
+  const size = node.kind === 'file' ? node.size : 4096;
+  return { size, mtimeMs: node.mtimeMs, isDirectory: () => node.kind === 'dir', isFile: () => node.kind === 'file' };
+}
+
+/** streamOf: a stream of the file file() returns (read at each pull), from options.start to options.end (inclusive). */
+function streamOf(file: () => FileNode, options: FileReadStreamOptions): Readable {
+  const step = options.highWaterMark ?? READ_CHUNK_BYTES_DEFAULT;
+  let at = options.start ?? 0;
+  return new Readable({
+    highWaterMark: step,
+    read(this: Readable): void {
+      let f: FileNode;
+      try {
+        f = file();
+      } catch (err) {
+        this.destroy(err as Error);
+        return;
+      }
+      const end = Math.min(f.size, options.end === undefined ? Infinity : options.end + 1);
+      if (at >= end) {
+        this.push(null);
+        return;
+      }
+      const n = Math.min(step, end - at);
+      const chunk = Buffer.from(f.data.subarray(at, at + n));
+      at += n;
+      this.push(chunk);
+    },
+  });
+}
+
+/**
+ * MemoryFile: an open file of a MemorySnapshotIo (node's FileHandle, the part
+ * used): reads and writes at a position or at its own offset (position
+ * null), EBADF once closed or when written while opened for reading.
+ * wallNow stamps mtimes; syncFile makes its bytes durable.
+ */
+class MemoryFile implements SnapshotFile {
+  private position = 0;
+  private closed = false;
+
+  constructor(
+    private readonly node: TreeNode,
+    private readonly path: string,
+    private readonly writable: boolean,
+    private readonly wallNow: () => number,
+    private readonly syncFile: (node: TreeNode, path: string) => void,
+  ) {}
+
+  private check(syscall: string): void {
+    if (this.closed) throw fsError('EBADF', syscall, this.path);
+  }
+
+  private file(syscall: string): FileNode {
+    this.check(syscall);
+    if (this.node.kind !== 'file') throw fsError('EISDIR', syscall, this.path);
+    return this.node;
+  }
+
+  private writeAt(f: FileNode, bytes: Uint8Array, at: number): void {
+    if (!this.writable) throw fsError('EBADF', 'write', this.path);
+    const end = at + bytes.length;
+    if (end > f.data.length) {
+      const grown = Buffer.alloc(Math.max(end, f.data.length * 2, 4096));
+      f.data.copy(grown, 0, 0, f.size);
+      f.data = grown;
+    }
+    if (at > f.size) f.data.fill(0, f.size, at);
+    f.data.set(bytes, at);
+    f.size = Math.max(f.size, end);
+    f.mtimeMs = this.wallNow();
+    f.dirty = true;
+  }
+
+  read(buffer: Uint8Array, offset: number, length: number, at: number): Promise<{ bytesRead: number }> {
+    return Promise.resolve().then(() => {
+      const f = this.file('read');
+      const n = Math.max(0, Math.min(length, f.size - at));
+      if (n > 0) buffer.set(f.data.subarray(at, at + n), offset);
+      return { bytesRead: n };
+    });
+  }
+
+  write(buffer: Uint8Array, offset: number, length: number, at: number | null): Promise<{ bytesWritten: number }> {
+    return Promise.resolve().then(() => {
+      const f = this.file('write');
+      const start = at ?? this.position;
+      this.writeAt(f, buffer.subarray(offset, offset + length), start);
+      if (at === null) this.position = start + length;
+      return { bytesWritten: length };
+    });
+  }
+
+  writev(buffers: Uint8Array[], at?: number): Promise<{ bytesWritten: number }> {
+    return Promise.resolve().then(() => {
+      const f = this.file('writev');
+      let start = at ?? this.position;
+      let n = 0;
+      for (const b of buffers) {
+        this.writeAt(f, b, start);
+        start += b.length;
+        n += b.length;
+      }
+      if (at === undefined) this.position = start;
+      return { bytesWritten: n };
+    });
+  }
+
+  stat(): Promise<{ readonly size: number; isFile(): boolean }> {
+    return Promise.resolve().then(() => {
+      this.check('fstat');
+      return statOf(this.node);
+    });
+  }
+
+  sync(): Promise<void> {
+    return Promise.resolve().then(() => {
+      this.check('fsync');
+      this.syncFile(this.node, this.path);
+    });
+  }
+
+  chmod(mode: number): Promise<void> {
+    return Promise.resolve().then(() => {
+      this.check('fchmod');
+      this.node.mode = mode;
+    });
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve().then(() => {
+      this.check('close');
+      this.closed = true;
+    });
+  }
+
+  createReadStream(options: FileReadStreamOptions): Readable {
+    return streamOf(() => this.file('read'), options);
+  }
+}
+
 export class MemorySnapshotIo implements SnapshotIo {
   private readonly nodes = new Map<string, TreeNode>([['/', { kind: 'dir', children: new Set(), mode: 0o755, mtimeMs: 0, synced: new Map() }]]);
   /** freeBytes: what statfs reports free (the owner may change it). */
   freeBytes = 1024 ** 4;
   /** syncs: sync() calls on files and directories (a count the tests may read). */
   syncs = 0;
+
+  /** syncFile: an open file's sync() (counted in syncs), handed to each MemoryFile. */
+  private readonly syncFile = (node: TreeNode, path: string): void => {
+    this.syncs++;
+    this.syncNode(node, path);
+  };
 
   /** wallNow: the wall clock (ms since the epoch) the owner gives; default a fixed date. */
   constructor(private readonly wallNow: () => number = () => Date.UTC(2026, 0, 1)) {}
@@ -211,86 +360,7 @@ export class MemorySnapshotIo implements SnapshotIo {
         node.dirty = true;
       }
     }
-    return this.handle(node, path, flags !== 'r');
-  }
-
-  private handle(node: TreeNode, path: string, writable: boolean): SnapshotFile {
-    let position = 0;
-    let closed = false;
-    const check = (syscall: string): void => {
-      if (closed) throw fsError('EBADF', syscall, path);
-    };
-    const file = (syscall: string): FileNode => {
-      check(syscall);
-      if (node.kind !== 'file') throw fsError('EISDIR', syscall, path);
-      return node;
-    };
-    const writeAt = (f: FileNode, bytes: Uint8Array, at: number): void => {
-      if (!writable) throw fsError('EBADF', 'write', path);
-      const end = at + bytes.length;
-      if (end > f.data.length) {
-        const grown = Buffer.alloc(Math.max(end, f.data.length * 2, 4096));
-        f.data.copy(grown, 0, 0, f.size);
-        f.data = grown;
-      }
-      if (at > f.size) f.data.fill(0, f.size, at);
-      f.data.set(bytes, at);
-      f.size = Math.max(f.size, end);
-      f.mtimeMs = this.wallNow();
-      f.dirty = true;
-    };
-    return {
-      read: (buffer, offset, length, at) =>
-        Promise.resolve().then(() => {
-          const f = file('read');
-          const n = Math.max(0, Math.min(length, f.size - at));
-          if (n > 0) buffer.set(f.data.subarray(at, at + n), offset);
-          return { bytesRead: n };
-        }),
-      write: (buffer, offset, length, at) =>
-        Promise.resolve().then(() => {
-          const f = file('write');
-          const start = at ?? position;
-          writeAt(f, buffer.subarray(offset, offset + length), start);
-          if (at === null) position = start + length;
-          return { bytesWritten: length };
-        }),
-      writev: (buffers, at) =>
-        Promise.resolve().then(() => {
-          const f = file('writev');
-          let start = at ?? position;
-          let n = 0;
-          for (const b of buffers) {
-            writeAt(f, b, start);
-            start += b.length;
-            n += b.length;
-          }
-          if (at === undefined) position = start;
-          return { bytesWritten: n };
-        }),
-      stat: () =>
-        Promise.resolve().then(() => {
-          check('fstat');
-          return this.statOf(node);
-        }),
-      sync: () =>
-        Promise.resolve().then(() => {
-          check('fsync');
-          this.syncs++;
-          this.syncNode(node, path);
-        }),
-      chmod: (mode) =>
-        Promise.resolve().then(() => {
-          check('fchmod');
-          node.mode = mode;
-        }),
-      close: () =>
-        Promise.resolve().then(() => {
-          check('close');
-          closed = true;
-        }),
-      createReadStream: (options) => this.streamOf(() => file('read'), options),
-    };
+    return new MemoryFile(node, path, flags !== 'r', this.wallNow, this.syncFile);
   }
 
   /** syncNode makes a file's bytes, or a directory's entries, durable. */
@@ -373,43 +443,12 @@ export class MemorySnapshotIo implements SnapshotIo {
     if (byteAt < n.synced.length) n.synced[byteAt] = (n.synced[byteAt] as number) ^ (1 << bit);
   }
 
-  private statOf(node: TreeNode): FileStat {
-    const size = node.kind === 'file' ? node.size : 4096;
-    return { size, mtimeMs: node.mtimeMs, isDirectory: () => node.kind === 'dir', isFile: () => node.kind === 'file' };
-  }
-
-  private streamOf(file: () => FileNode, options: FileReadStreamOptions): Readable {
-    const step = options.highWaterMark ?? READ_CHUNK_BYTES_DEFAULT;
-    let at = options.start ?? 0;
-    return new Readable({
-      highWaterMark: step,
-      read(this: Readable): void {
-        let f: FileNode;
-        try {
-          f = file();
-        } catch (err) {
-          this.destroy(err as Error);
-          return;
-        }
-        const end = Math.min(f.size, options.end === undefined ? Infinity : options.end + 1);
-        if (at >= end) {
-          this.push(null);
-          return;
-        }
-        const n = Math.min(step, end - at);
-        const chunk = Buffer.from(f.data.subarray(at, at + n));
-        at += n;
-        this.push(chunk);
-      },
-    });
-  }
-
   open(path: string, flags: 'r' | 'w' | 'wx' | 'wx+', mode = 0o666): Promise<SnapshotFile> {
     return Promise.resolve().then(() => this.openSync(path, flags, mode));
   }
 
   createReadStream(path: string, options: FileReadStreamOptions): Readable {
-    return this.streamOf(() => {
+    return streamOf(() => {
       const node = this.get(path, 'open');
       if (node.kind !== 'file') throw fsError('EISDIR', 'read', path);
       return node;
@@ -514,7 +553,7 @@ export class MemorySnapshotIo implements SnapshotIo {
   }
 
   stat(path: string): Promise<FileStat> {
-    return Promise.resolve().then(() => this.statOf(this.get(path, 'stat')));
+    return Promise.resolve().then(() => statOf(this.get(path, 'stat')));
   }
 
   statfs(path: string): Promise<{ readonly bavail: number; readonly bsize: number }> {

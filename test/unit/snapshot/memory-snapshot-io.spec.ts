@@ -139,7 +139,7 @@ describe('MemorySnapshotIo (the snapshot store on a file tree in memory)', () =>
         const h = await io.open(path, flags, mode);
         if (path !== '/data/store' || failed) return h;
         failed = true;
-        return { ...h, sync: () => Promise.reject(eio) };
+        return Object.assign(h, { sync: () => Promise.reject(eio) }); // this handle's fsync fails
       },
     });
     const store = await SnapshotStore.open('/data/store', { retain: 2, io: failing });
