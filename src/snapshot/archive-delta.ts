@@ -9,7 +9,8 @@
  * a member none of whose keys changed is copied compressed, as it is; a
  * member with changes is gunzipped, merged with them and compressed again.
  * state.bin's SHA-256 still covers every byte: each copied member is
- * gunzipped (on the threadpool, several ahead) and hashed in order. The
+ * gunzipped (on the threadpool, several ahead) and hashed in order, on a
+ * worker thread for a large base (state-digest.ts: why). The
  * result is an archive of the documented format, the same state.bin a full
  * creation of that state gives (only the gzip member boundaries may differ).
  *
@@ -21,7 +22,6 @@
  * caller falls back to a full creation (but for an abort: options.signal's
  * reason, checked before each member).
  */
-import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 
 import {
@@ -38,6 +38,7 @@ import { ArchiveError, StateFormatError } from './errors.js';
 import { BlockPool } from './block-pool.js';
 import { gzipBlock, resolveParallelGzipOptions } from './parallel-gzip.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
+import { localStateDigest, startWorkerStateDigest, type MemberInflated } from './state-digest.js';
 
 /** StateChange: a key's value now (null: deleted) — one entry of the changes since the base archive. */
 export interface StateChange {
@@ -51,6 +52,9 @@ export interface DeltaBase {
   readonly archiveBytes: number;
   readonly members: ArchiveMemberTable;
 }
+
+/** DELTA_HASH_AHEAD: hash calls left waiting at most (members kept gunzipped until hashed, blocks copied). */
+const DELTA_HASH_AHEAD = 8;
 
 /** DELTA_INFLATE_AHEAD: base members gunzipped ahead of the one being written (threadpool work in flight). */
 const DELTA_INFLATE_AHEAD = 4;
@@ -107,68 +111,22 @@ class ExactReader {
   }
 }
 
-/** INFLATE_PIECE_BYTES: zlib's output pieces when a member is gunzipped into a reused buffer (below glibc's 128 KiB mmap threshold). */
-const INFLATE_PIECE_BYTES = 112 * 1024;
-
 /**
- * inflate gunzips one member into `into` (reused across members: no fresh
- * 1 MiB allocation, mapped and faulted in, per member) when it is large
- * enough, else into a new buffer; its output size is known and more output
- * than that is refused. Returns the member's bytes (a view of `into`).
+ * DELTA_WORKER_STATE_BYTES_MIN: the base state from which a delta reads it on
+ * a worker thread by default (state-digest.ts: why); below it a worker's
+ * start-up (~30–50 ms) costs more than the collections it saves.
  */
-async function inflate(io: SnapshotIo, member: Buffer, stateBytes: number, into: Buffer | null): Promise<Buffer> {
-  try {
-    if (into === null || into.length < stateBytes) {
-      return await io.gunzip(member, { chunkSize: Math.max(64 * 1024, stateBytes + 1024), maxOutputLength: Math.max(1, stateBytes) });
-    }
-    return await new Promise<Buffer>((resolve, reject) => {
-      const g = io.createGunzip({ chunkSize: INFLATE_PIECE_BYTES });
-      let at = 0;
-      g.on('data', (piece: Buffer) => {
-        if (at + piece.length > stateBytes) {
-          g.destroy(new Error(`more than the ${stateBytes} bytes the member table says`));
-          return;
-        }
-        piece.copy(into, at);
-        at += piece.length;
-      });
-      g.once('end', () => resolve(into.subarray(0, at)));
-      g.once('error', reject);
-      g.end(member);
-    });
-  } catch (err) {
-    throw new ArchiveError('corrupt-gzip', `a state member of the base archive does not gunzip: ${(err as Error).message}`, { cause: err });
-  }
+export const DELTA_WORKER_STATE_BYTES_MIN = 64 * 1024 * 1024;
+
+/** deltaDigestHome: where a delta reads a base of `baseStateBytes` by default (`worker` from DELTA_WORKER_STATE_BYTES_MIN on, with the real file system's IO). */
+export function deltaDigestHome(io: SnapshotIo, baseStateBytes: number): 'worker' | 'here' {
+  return io === nodeSnapshotIo && baseStateBytes >= DELTA_WORKER_STATE_BYTES_MIN ? 'worker' : 'here';
 }
 
-/**
- * walkRecords checks that `state` is whole records matching `entry` (size,
- * count, first key) and returns the offset of its last record's key, for
- * the ordering check across members. Errors: ArchiveError `size-mismatch`.
- */
-function walkRecords(state: Buffer, entry: StateMemberEntry, at: number): Buffer {
-  const bad = (why: string): ArchiveError => new ArchiveError('size-mismatch', `state member at state.bin offset ${at}: ${why}`);
-  if (state.length !== entry.stateBytes) throw bad(`${state.length} bytes, the member table says ${entry.stateBytes}`);
-  let pos = 0;
-  let keys = 0;
-  // Positions only: no Buffer view per record (a member holds ~1,000 of them, a GB a million).
-  let lastKeyAt = 0;
-  let lastKeyEnd = 0;
-  while (pos < state.length) {
-    if (pos + 4 > state.length) throw bad('a record is cut off');
-    const kLen = state.readUInt32BE(pos);
-    const kEnd = pos + 4 + kLen;
-    if (kLen === 0 || kEnd + 4 > state.length) throw bad('a record is cut off or has an empty key');
-    lastKeyAt = pos + 4;
-    lastKeyEnd = kEnd;
-    if (keys === 0 && (kLen !== entry.firstKey.length || state.compare(entry.firstKey, 0, kLen, lastKeyAt, kEnd) !== 0)) throw bad('its first key is not the member table\'s');
-    const vLen = state.readUInt32BE(kEnd);
-    pos = kEnd + 4 + vLen;
-    if (pos > state.length) throw bad('a record is cut off');
-    keys += 1;
-  }
-  if (keys !== entry.keys) throw bad(`${keys} records, the member table says ${entry.keys}`);
-  return state.subarray(lastKeyAt, lastKeyEnd);
+/** DeltaOptions: writeArchiveFromRecords' options, and where the base's state is gunzipped and hashed. */
+export interface DeltaOptions extends RecordsArchiveOptions {
+  /** digestOn: `worker` (a thread of its own) or `here`; default: `worker` for a base of DELTA_WORKER_STATE_BYTES_MIN or more on the real file system. */
+  readonly digestOn?: 'worker' | 'here';
 }
 
 /**
@@ -185,7 +143,7 @@ export async function writeArchiveDelta(
   changes: readonly StateChange[],
   spoolPath: string,
   out: Writable,
-  options: RecordsArchiveOptions = {},
+  options: DeltaOptions = {},
 ): Promise<RecordsArchiveResult> {
   const { level, blockBytes, adaptive } = resolveParallelGzipOptions({
     ...(options.gzipLevel !== undefined ? { level: options.gzipLevel } : {}),
@@ -193,6 +151,8 @@ export async function writeArchiveDelta(
   });
   const io = options.io ?? nodeSnapshotIo;
   const table = base.members;
+  const baseStateBytes = table.state.reduce((n, m) => n + m.stateBytes, 0);
+  const digestOn = options.digestOn ?? deltaDigestHome(io, baseStateBytes);
   const tableBytes = table.headBytes + table.state.reduce((n, m) => n + m.compressedBytes, 0) + table.tailBytes;
   if (tableBytes !== base.archiveBytes) {
     throw new ArchiveError('size-mismatch', `the member table covers ${tableBytes} bytes, the base archive has ${base.archiveBytes}`);
@@ -207,116 +167,125 @@ export async function writeArchiveDelta(
     meta,
     async (deliver) => {
       const reader = new ExactReader(base.bytes);
-      const stateHash = createHash('sha256');
-      // Blocks are compressed one at a time: each goes back to the pool once its member is made.
-      const pool = new BlockPool(blockBytes, 2);
-      const encoder = new StateBlockEncoder(blockBytes, options, true, pool);
-      let stateBytes = 0;
-      let stateKeys = 0;
-      /** lastKey: the last key written so far (keys must strictly increase across the whole state). */
-      let lastKey: Buffer | null = null;
-      const after = (key: Buffer, what: string): void => {
-        if (lastKey !== null && Buffer.compare(lastKey, key) >= 0) {
-          throw new StateFormatError('key-order', `${what}: key 0x${key.subarray(0, 48).toString('hex')} does not come after the one before it`, stateBytes);
-        }
+      const digest = digestOn === 'worker' ? startWorkerStateDigest() : localStateDigest(io, blockBytes);
+      /** hashes: hash calls not yet done; the oldest is awaited past DELTA_HASH_AHEAD (the digest's memory stays bounded). */
+      const hashes: Promise<void>[] = [];
+      const bounded = async (done: Promise<void>): Promise<void> => {
+        done.catch(() => undefined); // met when awaited
+        hashes.push(done);
+        while (hashes.length > DELTA_HASH_AHEAD) await hashes.shift();
       };
-      /** flushEncoded compresses and delivers the encoder's full blocks (all of them with `final`). */
-      const flushEncoded = async (final: boolean): Promise<void> => {
-        if (final) encoder.finish();
-        const ready = encoder.ready.splice(0);
-        const info = encoder.readyInfo.splice(0);
-        for (let i = 0; i < ready.length; i++) {
-          const block = ready[i] as Buffer;
-          stateHash.update(block);
-          const member = await gzipBlock(block, level, adaptive, io).finally(() => pool.give(block));
-          await deliver(member, info[i] as StateMemberInfo);
-        }
-      };
-      let next = 0;
-      const encode = (key: Buffer, value: Buffer): void => {
-        after(key, 'merged record');
-        encoder.encode({ key, value });
-        lastKey = key;
-      };
-
-      await reader.take(table.headBytes);
-      // Members read and gunzipped ahead, each with the changes that fall in its key range.
-      type Pending = { readonly entry: StateMemberEntry; readonly compressed: Buffer; readonly state: Promise<Buffer>; readonly into: Buffer; readonly changes: readonly StateChange[] };
-      const pending: Pending[] = [];
-      /** spare: member buffers free for the next inflate (each goes back once its member is written). */
-      const spare: Buffer[] = [];
-      let read = 0;
-      const readAhead = async (): Promise<void> => {
-        while (pending.length < DELTA_INFLATE_AHEAD && read < table.state.length) {
-          const entry = table.state[read] as StateMemberEntry;
-          const upper = read + 1 < table.state.length ? (table.state[read + 1] as StateMemberEntry).firstKey : null;
-          const from = next;
-          while (next < changes.length && (upper === null || Buffer.compare(asBuffer((changes[next] as StateChange).key), upper) < 0)) next++;
-          const compressed = await reader.take(entry.compressedBytes);
-          const into = spare.pop() ?? Buffer.allocUnsafeSlow(blockBytes);
-          const state = inflate(io, compressed, entry.stateBytes, into);
-          state.catch(() => undefined); // met when awaited
-          pending.push({ entry, compressed, state, into, changes: changes.slice(from, next) });
-          read++;
-        }
-      };
-      await readAhead();
-      while (pending.length > 0) {
-        options.signal?.throwIfAborted();
-        const p = pending.shift() as Pending;
-        const state = await p.state;
-        const memberLast = walkRecords(state, p.entry, stateBytes + encoder.bytes);
-        if (p.changes.length === 0) {
-          // Unchanged: copied compressed, as it is (after the blocks merged before it).
-          await flushEncoded(true);
-          after(p.entry.firstKey, 'copied member');
-          stateHash.update(state);
-          await deliver(p.compressed, p.entry);
-          stateBytes += p.entry.stateBytes;
-          stateKeys += p.entry.keys;
-          lastKey = Buffer.from(memberLast);
-        } else {
-          // Changed: its records merged with the changes, encoded into fresh blocks.
-          let pos = 0;
-          let c = 0;
-          const ch = p.changes;
-          while (pos < state.length || c < ch.length) {
-            let key: Buffer | null = null;
-            let value: Buffer | null = null;
-            if (pos < state.length) {
-              const kLen = state.readUInt32BE(pos);
-              key = state.subarray(pos + 4, pos + 4 + kLen);
-              const vLen = state.readUInt32BE(pos + 4 + kLen);
-              value = state.subarray(pos + 8 + kLen, pos + 8 + kLen + vLen);
-            }
-            const change = ch[c];
-            const order = change === undefined ? -1 : key === null ? 1 : Buffer.compare(key, asBuffer(change.key));
-            if (order < 0) {
-              encode(key as Buffer, value as Buffer);
-              pos += 8 + (key as Buffer).length + (value as Buffer).length;
-            } else {
-              const cv = (change as StateChange).value;
-              if (cv !== null) encode(asBuffer((change as StateChange).key), asBuffer(cv));
-              c++;
-              if (order === 0) pos += 8 + (key as Buffer).length + (value as Buffer).length;
-            }
+      try {
+        // Blocks are compressed one at a time: each goes back to the pool once its member is made.
+        const pool = new BlockPool(blockBytes, 2);
+        const encoder = new StateBlockEncoder(blockBytes, options, true, pool);
+        let stateBytes = 0;
+        let stateKeys = 0;
+        /** lastKey: the last key written so far (keys must strictly increase across the whole state). */
+        let lastKey: Buffer | null = null;
+        const after = (key: Buffer, what: string): void => {
+          if (lastKey !== null && Buffer.compare(lastKey, key) >= 0) {
+            throw new StateFormatError('key-order', `${what}: key 0x${key.subarray(0, 48).toString('hex')} does not come after the one before it`, stateBytes);
           }
-          await flushEncoded(false);
-        }
-        // The member's buffer is reused: nothing may still point into it (encode copies; the last key is copied here).
-        if (lastKey !== null && (lastKey as Buffer).buffer === p.into.buffer) lastKey = Buffer.from(lastKey as Buffer);
-        spare.push(p.into);
+        };
+        /** flushEncoded compresses and delivers the encoder's full blocks (all of them with `final`). */
+        const flushEncoded = async (final: boolean): Promise<void> => {
+          if (final) encoder.finish();
+          const ready = encoder.ready.splice(0);
+          const info = encoder.readyInfo.splice(0);
+          for (let i = 0; i < ready.length; i++) {
+            const block = ready[i] as Buffer;
+            digest.hashBlock(block);
+            const member = await gzipBlock(block, level, adaptive, io).finally(() => pool.give(block));
+            await deliver(member, info[i] as StateMemberInfo);
+          }
+        };
+        let next = 0;
+        const encode = (key: Buffer, value: Buffer): void => {
+          after(key, 'merged record');
+          encoder.encode({ key, value });
+          lastKey = key;
+        };
+
+        await reader.take(table.headBytes);
+        // Members read and gunzipped ahead (by the digest: here or on its worker), each with the changes that fall
+        // in its key range; the digest hashes state.bin in order: copied members' bytes and the merged blocks.
+        type Pending = { readonly entry: StateMemberEntry; readonly compressed: Buffer; readonly inflated: Promise<MemberInflated>; readonly changes: readonly StateChange[] };
+        const pending: Pending[] = [];
+        let read = 0;
+        const readAhead = async (): Promise<void> => {
+          while (pending.length < DELTA_INFLATE_AHEAD && read < table.state.length) {
+            const entry = table.state[read] as StateMemberEntry;
+            const upper = read + 1 < table.state.length ? (table.state[read + 1] as StateMemberEntry).firstKey : null;
+            const from = next;
+            while (next < changes.length && (upper === null || Buffer.compare(asBuffer((changes[next] as StateChange).key), upper) < 0)) next++;
+            const compressed = await reader.take(entry.compressedBytes);
+            const inflated = digest.inflate(compressed, entry, next > from);
+            inflated.catch(() => undefined); // met when awaited
+            pending.push({ entry, compressed, inflated, changes: changes.slice(from, next) });
+            read++;
+          }
+        };
         await readAhead();
+        while (pending.length > 0) {
+          options.signal?.throwIfAborted();
+          const p = pending.shift() as Pending;
+          const { lastKey: memberLast, state } = await p.inflated;
+          if (state === null) {
+            // Unchanged: copied compressed, as it is (after the blocks merged before it).
+            await flushEncoded(true);
+            after(p.entry.firstKey, 'copied member');
+            await bounded(digest.hashMember());
+            await deliver(p.compressed, p.entry);
+            stateBytes += p.entry.stateBytes;
+            stateKeys += p.entry.keys;
+            lastKey = memberLast;
+          } else {
+            // Changed: its records merged with the changes, encoded into fresh blocks.
+            let pos = 0;
+            let c = 0;
+            const ch = p.changes;
+            while (pos < state.length || c < ch.length) {
+              let key: Buffer | null = null;
+              let value: Buffer | null = null;
+              if (pos < state.length) {
+                const kLen = state.readUInt32BE(pos);
+                key = state.subarray(pos + 4, pos + 4 + kLen);
+                const vLen = state.readUInt32BE(pos + 4 + kLen);
+                value = state.subarray(pos + 8 + kLen, pos + 8 + kLen + vLen);
+              }
+              const change = ch[c];
+              const order = change === undefined ? -1 : key === null ? 1 : Buffer.compare(key, asBuffer(change.key));
+              if (order < 0) {
+                encode(key as Buffer, value as Buffer);
+                pos += 8 + (key as Buffer).length + (value as Buffer).length;
+              } else {
+                const cv = (change as StateChange).value;
+                if (cv !== null) encode(asBuffer((change as StateChange).key), asBuffer(cv));
+                c++;
+                if (order === 0) pos += 8 + (key as Buffer).length + (value as Buffer).length;
+              }
+            }
+            await flushEncoded(false);
+            // The member's buffer is reused: nothing may still point into it (encode copies; the last key is copied here).
+            if (lastKey !== null && (lastKey as Buffer).buffer === state.buffer) lastKey = Buffer.from(lastKey as Buffer);
+            digest.release(state);
+          }
+          await readAhead();
+        }
+        // Changes past every member (or into a base with no state at all).
+        for (; next < changes.length; next++) {
+          const change = changes[next] as StateChange;
+          if (change.value !== null) encode(asBuffer(change.key), asBuffer(change.value));
+        }
+        await flushEncoded(true);
+        await reader.take(table.tailBytes);
+        await reader.end();
+        await Promise.all(hashes);
+        return { stateSha256: await digest.digest(), stateBytes: stateBytes + encoder.bytes, stateKeys: stateKeys + encoder.keys };
+      } finally {
+        await digest.close();
       }
-      // Changes past every member (or into a base with no state at all).
-      for (; next < changes.length; next++) {
-        const change = changes[next] as StateChange;
-        if (change.value !== null) encode(asBuffer(change.key), asBuffer(change.value));
-      }
-      await flushEncoded(true);
-      await reader.take(table.tailBytes);
-      await reader.end();
-      return { stateSha256: stateHash.digest('hex'), stateBytes: stateBytes + encoder.bytes, stateKeys: stateKeys + encoder.keys };
     },
     spoolPath,
     out,

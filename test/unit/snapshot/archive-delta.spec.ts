@@ -6,15 +6,18 @@
  * base with no state; unchanged members are copied compressed as they are;
  * the result's member table serves a further delta; a base byte changed, a
  * table that disagrees with the bytes or changes out of order are refused.
+ * Every test runs with the base's state read in this thread and on a worker
+ * thread (state-digest.ts); a worker gunzips nothing on the caller's thread.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
-import { writeArchiveDelta, type StateChange } from '../../../src/snapshot/archive-delta.js';
+import { DELTA_WORKER_STATE_BYTES_MIN, deltaDigestHome, writeArchiveDelta, type StateChange } from '../../../src/snapshot/archive-delta.js';
 import { readArchive, writeArchiveFromRecords, type RecordsArchiveResult } from '../../../src/snapshot/archive.js';
 import { ArchiveError, StateFormatError } from '../../../src/snapshot/errors.js';
 import { checkedStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
+import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { SeededRng } from '../../harness/rng.js';
 import { MEMBERSHIP, inBatches, records, sink, tempDir } from './helpers.js';
 
@@ -32,6 +35,9 @@ async function full(all: readonly StateRecord[], dir: string, name: string): Pro
   return { result, bytes: Buffer.concat(chunks) };
 }
 
+/** digestOn: where the deltas of the describe block being run read the base's state (both homes run every test). */
+let digestOn: 'here' | 'worker' = 'here';
+
 async function delta(base: Built, changes: readonly StateChange[], dir: string, name: string, bytes: Buffer = base.bytes): Promise<Built> {
   const chunks: Buffer[] = [];
   // The base arrives in odd-sized pieces: members straddle them.
@@ -43,7 +49,7 @@ async function delta(base: Built, changes: readonly StateChange[], dir: string, 
     changes,
     join(dir, `${name}.spool`),
     sink((c) => chunks.push(c)),
-    { gzipBlockBytes: BLOCK },
+    { gzipBlockBytes: BLOCK, digestOn },
   );
   return { result, bytes: Buffer.concat(chunks) };
 }
@@ -72,11 +78,14 @@ function sorted(changes: StateChange[]): StateChange[] {
   return changes.sort((a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)));
 }
 
-describe('writeArchiveDelta', function () {
+for (const home of ['here', 'worker'] as const) describe(`writeArchiveDelta (base state read ${home === 'here' ? 'in this thread' : 'on a worker thread'})`, function () {
   this.timeout(120_000);
   let dir: string;
   let cleanup: () => Promise<void>;
-  beforeEach(async () => ({ dir, cleanup } = await tempDir()));
+  beforeEach(async () => {
+    digestOn = home;
+    ({ dir, cleanup } = await tempDir());
+  });
   afterEach(() => cleanup());
 
   it('gives the state.bin of a full build, for random puts and deletes, inserts at both ends, and chains', async () => {
@@ -150,5 +159,50 @@ describe('writeArchiveDelta', function () {
     await assert.rejects(delta(swapped, change, dir, 'c'), ArchiveError);
     const disorder = [{ key: Buffer.from('b'), value: null }, { key: Buffer.from('a'), value: null }];
     await assert.rejects(delta(base, disorder, dir, 'e'), StateFormatError);
+  });
+});
+
+describe('writeArchiveDelta: where the base state is read', function () {
+  this.timeout(120_000);
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => ({ dir, cleanup } = await tempDir()));
+  afterEach(() => cleanup());
+
+  it('on a worker thread, gunzips nothing here; in this thread, every base member', async () => {
+    const state = records(900, 7);
+    const base = await full(state, dir, 'base');
+    const last = state[state.length - 1] as StateRecord;
+    const change = [{ key: last.key, value: Buffer.from('changed') }];
+    const counted = (): { io: SnapshotIo; gunzips: () => number } => {
+      let n = 0;
+      const io: SnapshotIo = {
+        ...nodeSnapshotIo,
+        gunzip: (bytes, options) => {
+          n++;
+          return nodeSnapshotIo.gunzip(bytes, options);
+        },
+        createGunzip: (options) => {
+          n++;
+          return nodeSnapshotIo.createGunzip(options);
+        },
+      };
+      return { io, gunzips: () => n };
+    };
+    const results: string[] = [];
+    for (const on of ['worker', 'here'] as const) {
+      const { io, gunzips } = counted();
+      const chunks: Buffer[] = [];
+      const r = await writeArchiveDelta(META, { bytes: Readable.from([base.bytes]), archiveBytes: base.bytes.length, members: base.result.members }, change, join(dir, `${on}.spool`), sink((c) => chunks.push(c)), { gzipBlockBytes: BLOCK, digestOn: on, io });
+      assert.equal(gunzips(), on === 'worker' ? 0 : base.result.members.state.length, on);
+      results.push(r.archiveSha256);
+    }
+    assert.equal(results[0], results[1], 'the same archive either way');
+  });
+
+  it('defaults to a worker for a large base on the real file system only', () => {
+    assert.equal(deltaDigestHome(nodeSnapshotIo, DELTA_WORKER_STATE_BYTES_MIN), 'worker');
+    assert.equal(deltaDigestHome(nodeSnapshotIo, DELTA_WORKER_STATE_BYTES_MIN - 1), 'here');
+    assert.equal(deltaDigestHome({ ...nodeSnapshotIo }, DELTA_WORKER_STATE_BYTES_MIN * 4), 'here');
   });
 });

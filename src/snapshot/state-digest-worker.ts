@@ -1,0 +1,57 @@
+/**
+ * The state digest worker (state-digest.ts, startWorkerStateDigest): a
+ * localStateDigest on this thread, driven by the parent's messages in order.
+ * A wanted member's bytes are copied into memory of their own and moved to
+ * the parent (the member buffers here are reused).
+ */
+import { parentPort } from 'node:worker_threads';
+
+import { DIGEST_WORKER_BLOCK_BYTES, errorReply, localStateDigest, type DigestReply, type DigestRequest } from './state-digest.js';
+import { nodeSnapshotIo } from './snapshot-io.js';
+
+const port = parentPort;
+if (port === null) throw new Error('state-digest-worker.ts runs only as a worker thread');
+const digest = localStateDigest(nodeSnapshotIo, DIGEST_WORKER_BLOCK_BYTES);
+const reply = (m: DigestReply, transfer: ArrayBuffer[] = []): void => port.postMessage(m, transfer);
+const hashed = (): void => reply({ t: 'hashed' });
+const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.length);
+
+port.on('message', (m: DigestRequest) => {
+  try {
+    switch (m.t) {
+      case 'inflate': {
+        const entry = { stateBytes: m.stateBytes, keys: m.keys, firstKey: asBuffer(m.firstKey), compressedBytes: m.compressed.length };
+        digest.inflate(asBuffer(m.compressed), entry, m.want).then(
+          ({ lastKey, state }) => {
+            // Copies of exactly these bytes: a view posted as it is clones all the memory it lies in.
+            const key = new Uint8Array(lastKey);
+            if (state === null) {
+              reply({ t: 'inflated', id: m.id, lastKey: key, state: null }, [key.buffer]);
+              return;
+            }
+            const moved = new Uint8Array(new ArrayBuffer(state.length));
+            moved.set(state);
+            digest.release(state);
+            reply({ t: 'inflated', id: m.id, lastKey: key, state: moved }, [key.buffer, moved.buffer]);
+          },
+          (err: unknown) => reply(errorReply(m.id, err)),
+        );
+        break;
+      }
+      case 'hashMember':
+        digest.hashMember().then(hashed, (err: unknown) => reply(errorReply(null, err)));
+        break;
+      case 'hashBlock':
+        digest.hashOwned(asBuffer(m.block)).then(hashed, (err: unknown) => reply(errorReply(null, err)));
+        break;
+      case 'digest':
+        digest.digest().then(
+          (hex) => reply({ t: 'digest', hex }),
+          (err: unknown) => reply(errorReply(null, err)),
+        );
+        break;
+    }
+  } catch (err) {
+    reply(errorReply(null, err));
+  }
+});
