@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
 import { DELTA_WORKER_STATE_BYTES_MIN, deltaDigestHome, writeArchiveDelta, type StateChange } from '../../../src/snapshot/archive-delta.js';
-import { readArchive, writeArchiveFromRecords, type RecordsArchiveResult } from '../../../src/snapshot/archive.js';
+import { readArchive, writeArchiveFromRecords, type ArchiveMemberTable, type RecordsArchiveResult } from '../../../src/snapshot/archive.js';
 import { ArchiveError, StateFormatError } from '../../../src/snapshot/errors.js';
 import { checkedStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
@@ -200,9 +200,19 @@ describe('writeArchiveDelta: where the base state is read', function () {
     assert.equal(results[0], results[1], 'the same archive either way');
   });
 
-  it('defaults to a worker for a large base on the real file system only', () => {
-    assert.equal(deltaDigestHome(nodeSnapshotIo, DELTA_WORKER_STATE_BYTES_MIN), 'worker');
-    assert.equal(deltaDigestHome(nodeSnapshotIo, DELTA_WORKER_STATE_BYTES_MIN - 1), 'here');
-    assert.equal(deltaDigestHome({ ...nodeSnapshotIo }, DELTA_WORKER_STATE_BYTES_MIN * 4), 'here');
+  it('defaults to a worker for a large base on the real file system with changes in at most a quarter of its members', () => {
+    const table = (members: number, bytesEach: number): ArchiveMemberTable => ({
+      headBytes: 0,
+      tailBytes: 0,
+      state: Array.from({ length: members }, (_, i) => ({ compressedBytes: 1, stateBytes: bytesEach, keys: 1, firstKey: Buffer.from(`k${String(i).padStart(4, '0')}`) })),
+    });
+    const put = (...keys: string[]): StateChange[] => keys.map((k) => ({ key: Buffer.from(k), value: Buffer.from('v') }));
+    const big = table(8, DELTA_WORKER_STATE_BYTES_MIN / 8);
+    assert.equal(deltaDigestHome(nodeSnapshotIo, big, put('k0003x')), 'worker');
+    assert.equal(deltaDigestHome(nodeSnapshotIo, big, put('a', 'k0000', 'k0000x')), 'worker', 'changes before the first key fall in the first member');
+    assert.equal(deltaDigestHome(nodeSnapshotIo, big, put('k0001x', 'k0005x')), 'worker', '2 of 8 members');
+    assert.equal(deltaDigestHome(nodeSnapshotIo, big, put('k0001x', 'k0005x', 'k0007x')), 'here', '3 of 8 members');
+    assert.equal(deltaDigestHome(nodeSnapshotIo, table(8, DELTA_WORKER_STATE_BYTES_MIN / 8 - 1), put('k0003x')), 'here', 'a smaller base');
+    assert.equal(deltaDigestHome({ ...nodeSnapshotIo }, big, put('k0003x')), 'here', 'another IO');
   });
 });
