@@ -2029,11 +2029,15 @@ async function checkBootBase(id: NodeId, base: LogBase, snapshot: SnapshotMeta, 
     return { index: base.index, term: base.term, membership: base.membership, sizeBytes: 0, digest: '' };
   }
   const stored = snapshots === undefined ? [] : await snapshots.store.list().catch(() => []);
-  const unverified = stored.filter((s) => s.meta.index > snapshot.index).length;
+  // Those that failed verification at this boot (or before) were moved to quarantine (SnapshotManager.boot).
+  const quarantine = snapshots === undefined ? null : await snapshots.store.quarantined().catch(() => null);
+  const kept = quarantine?.names.length ?? 0;
+  const unverified = stored.filter((s) => s.meta.index > snapshot.index).length + kept;
+  const where = quarantine !== null && kept > 0 ? `, ${kept} of them kept in ${quarantine.dir}` : '';
   const found =
     snapshot.index === 0
-      ? `no stored snapshot verifies${unverified > 0 ? ` (${unverified} failed verification)` : ' (none is stored)'}`
-      : `the newest stored snapshot that verifies is at index ${snapshot.index}${unverified > 0 ? ` (${unverified} newer failed verification)` : ''}`;
+      ? `no stored snapshot verifies${unverified > 0 ? ` (${unverified} failed verification${where})` : ' (none is stored)'}`
+      : `the newest stored snapshot that verifies is at index ${snapshot.index}${unverified > 0 ? ` (${unverified} failed verification${where})` : ''}`;
   throw new BootRefusedError(
     `the log was compacted up to index ${base.index} (term ${base.term}) but ${found}; starting would fall back to a state ` +
       'and membership older than the log, so the node refuses to start. Repair: move this data dir away and start the node ' +

@@ -297,7 +297,10 @@ export class SnapshotManager {
   async boot(initial: Membership): Promise<SnapshotMeta> {
     // The snapshot the node starts from is verified in full (its bytes against its recorded
     // hashes), the newest that does; the others are scrubbed in the background. Those found
-    // corrupt here stay where they are (the boot checks may name them, an operator repairs).
+    // corrupt here are moved to quarantine, as the scrub does (kept for an operator, out of the
+    // store): left in place, a later fetch of that very snapshot found the damaged copy under its
+    // id, kept it instead of the good bytes it had just received, and failed to install it
+    // (real-node simulator seed 202216, 3 nodes).
     const refused: string[] = [];
     while (this.newest !== null) {
       try {
@@ -307,11 +310,16 @@ export class SnapshotManager {
         // A read that failed (EIO, say) says nothing of the snapshot: the node stops on it, rather than fall back
         // to an older one (and, the log compacted past it, refuse to start as if the data dir were lost).
         if (!(err instanceof SnapshotStoreError && (err.code === 'corrupt' || err.code === 'not-found')) || isReadFailure(err)) throw err;
-        this.log.error({ id: this.newest.id, err: err.message }, 'the newest stored snapshot does not verify; trying an older one');
         const skipped = this.newest.id;
-        refused.push(skipped);
         this.newest.release();
         this.newest = null;
+        if (err.code === 'corrupt') {
+          await this.store.quarantine(skipped); // a failure here (the disk) stops the boot: retried at restart
+          this.log.error({ id: skipped, err: err.message }, 'the newest stored snapshot does not verify; moved to quarantine, trying an older one');
+        } else {
+          this.log.error({ id: skipped, err: err.message }, 'the newest stored snapshot does not verify; trying an older one');
+          refused.push(skipped);
+        }
         for (const older of (await this.store.list()).filter((x) => x.id < skipped)) {
           try {
             this.newest = await this.store.open(older.id);

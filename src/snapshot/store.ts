@@ -923,6 +923,17 @@ export class SnapshotStore {
     });
   }
 
+  /** quarantined lists the quarantine directory (`dir`) and its entries (`<id>-<ms>`, sorted); none when it does not exist. */
+  async quarantined(): Promise<{ readonly dir: string; readonly names: string[] }> {
+    const dir = join(this.dir, QUARANTINE_DIR);
+    try {
+      return { dir, names: (await this.io.readdir(dir)).map((e) => e.name).sort() };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { dir, names: [] };
+      throw err;
+    }
+  }
+
   /** latest opens the newest snapshot that passes open()'s check (skipping corrupt ones), or returns null. */
   async latest(): Promise<SnapshotHandle | null> {
     for (const s of await this.list()) {

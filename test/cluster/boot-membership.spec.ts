@@ -100,7 +100,7 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
     assert.equal(lines.length, 1, refused.output);
     const line = lines[0] ?? '';
     assert.match(line, /refusing to start: data dir .*n1: the log was compacted up to index \d+/);
-    assert.match(line, /no stored snapshot verifies \(\d+ failed verification\)/);
+    assert.match(line, /no stored snapshot verifies \(\d+ failed verification, \d+ of them kept in .*quarantine\)/);
     assert.match(line, /Repair: .*new, empty one.*restore from an archive into a new data dir/);
     assert.doesNotMatch(refused.output, /listening on grpc/);
   });
