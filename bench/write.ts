@@ -43,7 +43,14 @@
  * system, from /proc/<pid>/stat) its three server processes used during the
  * load, per committed write: on a machine whose cores are shared, throughput
  * moves with other load, CPU per write much less. It is printed per member too,
- * busiest first (the leader, when the clients all talk to it).
+ * busiest first (the leader, when the clients all talk to it). A run whose
+ * highest term moved during the load says LEADER CHANGED: its figures are of
+ * another set-up (writes lost in flight, ABORTED; then a follower forwarding
+ * every write). On 2 shared cores at load 8-13 this happened in 5 of 16
+ * of snapcoord's runs (Dec 2026): a follower heard nothing from its leader for its
+ * election timeout (150-300 ms by default; etcd's is 1,000 ms), over pauses
+ * such as a 60-115 ms mark-compact with CPU-starved marking steps of up to
+ * 114 ms (--trace-gc through SNAPCOORD_BENCH_NODE_FLAGS).
  *
  * Runs snapcoord, then (when Debian's etcd-server is installed: /usr/bin/etcd)
  * a 3-member etcd on loopback with the same load, in the same run, and prints
