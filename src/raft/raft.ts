@@ -660,20 +660,47 @@ export class RaftNode {
    * dropped the upload). Only a snapshot at or after it gives the state
    * machine a way on, as after a failed install: no entry is handed out
    * until one is installed, the follower asks its leader for one in each
-   * heartbeat answer (needsSnapshot) and takes any offer at or after `index`,
-   * and it stands for no election. A leader steps down first (another member
-   * that applied the entry leads and offers its snapshot). The entries
-   * handed out after `index` stay the driver's: it skips those the snapshot
-   * covers. Idempotent; an index the state machine already needs a snapshot
-   * for or past changes nothing.
+   * heartbeat answer (needsSnapshot) and takes any offer at or after `index`.
+   * It still stands for election: its log may be the one a quorum needs
+   * (simulator seed 212164: the blocked member held the longest log, the
+   * other live one could not win without its vote, and a blocked member that
+   * never campaigned left the cluster without a leader for good). As leader
+   * it takes no proposal and hands leadership over (handOff) to a voter
+   * whose state machine has a base, which then offers it a snapshot. The
+   * entries handed out after `index` stay the driver's: it skips those the
+   * snapshot covers. Idempotent; an index the state machine already needs a
+   * snapshot for or past changes nothing.
    */
   applyBlocked(index: number): void {
     if (this.restoring !== null && this.restoring.index >= index) return;
     if (index > this.log.applied || index <= this.snapshot.index) {
       throw new Error(`RaftNode: applyBlocked(${index}) outside the handed-out entries (${this.snapshot.index}, ${this.log.applied}]`);
     }
-    if (this.role === 'leader') this.becomeFollower(this.term, NO_NODE);
     this.restoring = { index, term: this.log.term(index) ?? 0, membership: this.membershipAt(index), sizeBytes: 0, digest: '' };
+    if (this.role === 'leader') this.handOff();
+  }
+
+  /**
+   * handOff (leader whose state machine cannot apply: applyBlocked, a failed
+   * install): starts a leadership transfer to the voter that answered within
+   * an election timeout, needs no snapshot itself and has the most of the
+   * log (the transfer brings it up to date, then TimeoutNow). None yet: the
+   * next heartbeat interval tries again (tickHeartbeat); a transfer that does
+   * not finish is abandoned after an election timeout and tried again.
+   */
+  private handOff(): void {
+    if (this.role !== 'leader' || this.restoring === null || this.leadTransferee !== NO_NODE) return;
+    let best: NodeId = NO_NODE;
+    let bestMatch = -1;
+    for (const id of this.membership.voters) {
+      const pr = this.prs.get(id);
+      if (id === this.id || pr === undefined || pr.needsBase > 0 || pr.ticksSinceHeard >= this.cfg.electionTimeoutTicks || pr.state === 'snapshot') continue;
+      if (pr.match > bestMatch) {
+        best = id;
+        bestMatch = pr.match;
+      }
+    }
+    if (best !== NO_NODE) this.transferLeadership(best);
   }
 
   /**
@@ -896,8 +923,13 @@ export class RaftNode {
     this.randomizedElectionTimeout = this.cfg.electionTimeoutTicks + this.cfg.rng.nextInt(this.cfg.electionTimeoutTicks);
   }
 
+  /**
+   * promotable: a voter that is not fetching or installing a snapshot, with
+   * a base. One whose state machine waits for a snapshot (restoring) still
+   * campaigns, and as leader hands over at once (handOff; see applyBlocked).
+   */
   private promotable(): boolean {
-    return isVoter(this.membership, this.id) && this.installing === null && this.restoring === null && !this.baseLost;
+    return isVoter(this.membership, this.id) && this.installing === null && !this.baseLost;
   }
 
   private inLeaderLease(): boolean {
@@ -946,6 +978,7 @@ export class RaftNode {
     if (this.heartbeatElapsed >= this.cfg.heartbeatIntervalTicks) {
       this.heartbeatElapsed = 0;
       this.bcastHeartbeat();
+      this.handOff();
     }
   }
 
@@ -1230,7 +1263,8 @@ export class RaftNode {
     pr.probeSent = false;
     if (pr.state === 'replicate') pr.freeFirst();
     this.noteInstalling(pr, m.installingIndex);
-    if ((m.needsSnapshot ?? 0) > 0) this.offerBase(m.from, pr, m.needsSnapshot ?? 0);
+    pr.needsBase = m.needsSnapshot ?? 0;
+    if (pr.needsBase > 0) this.offerBase(m.from, pr, pr.needsBase);
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
     if (m.readSeq > pr.readSeqAcked) {
       pr.readSeqAcked = m.readSeq;
@@ -1345,6 +1379,9 @@ export class RaftNode {
     if (this.role !== 'leader') throw new NotLeaderError(this.lead);
     if (this.leadTransferee !== NO_NODE) {
       throw new ProposalDroppedError(`leadership is being transferred to ${this.leadTransferee}`);
+    }
+    if (this.restoring !== null) {
+      throw new ProposalDroppedError('this leader cannot apply entries until it installs a snapshot; it hands leadership over');
     }
     if (this.uncommittedBytes > 0 && this.uncommittedBytes + data.length > this.cfg.maxUncommittedBytes) {
       throw new ProposalDroppedError('too much proposed data is not committed yet; retry later');

@@ -4,12 +4,15 @@
  * dropped after compacting past it) tells its core (applyBlocked): only a
  * snapshot at or after that entry lets its state machine go on. It applies
  * nothing more, asks its leader for such a snapshot in every heartbeat
- * answer, takes one though its commit index is already past it, and stands
- * for no election; a leader steps down first.
+ * answer, takes one though its commit index is already past it. It still
+ * stands for election (its log may be the one a quorum needs: seed 212164);
+ * as leader it takes no proposal and hands leadership over to a member that
+ * can apply.
  */
 import assert from 'node:assert/strict';
 
 import type { NodeId } from '../../../src/raft/index.js';
+import { ProposalDroppedError } from '../../../src/raft/errors.js';
 import { bytes, TestCluster } from './harness.js';
 
 /** blockAt: `id`'s driver applied the entries it was handed only up to the one before `index`, and cannot apply `index`. */
@@ -55,20 +58,11 @@ describe('a member that cannot apply an entry it was handed (simulator seed 8199
     assert.equal(c.node('c').status().role, 'follower');
   });
 
-  it('stands for no election while blocked', () => {
-    const { c, at } = written();
-    blockAt(c, 'c', at);
-    c.node('c').campaign();
-    c.stabilize();
-    assert.equal(c.node('c').status().role, 'follower');
-    assert.equal(c.leaderId(), 'a', 'a still leads');
-  });
-
-  it('a leader steps down; another member leads and offers it a snapshot holding the entry', () => {
+  it('a blocked leader takes no proposal and hands leadership to a member that can apply, which offers it a snapshot', () => {
     const { c, at } = written();
     blockAt(c, 'a', at);
-    assert.equal(c.node('a').status().role, 'follower', 'a steps down at once');
-    c.tickAll(60);
+    assert.throws(() => c.node('a').propose(bytes('refused')), ProposalDroppedError);
+    c.tickAll(10);
     const leader = c.leaderId();
     assert.ok(leader === 'b' || leader === 'c', `b or c leads (${String(leader)})`);
     const l = c.node(leader);
@@ -81,6 +75,40 @@ describe('a member that cannot apply an entry it was handed (simulator seed 8199
     assert.ok(c.installSnapshot('a', meta, leader));
     c.tickAll(3);
     assert.deepEqual(c.appliedData('a'), c.appliedData(leader));
+  });
+
+  it('a blocked member holding the longest log still stands for election, wins, and hands over (simulator seed 212164)', () => {
+    const { c, at } = written();
+    const a = c.node('a');
+    // b is out for good; a appends entries c never gets (they cannot commit), then steps down (no quorum answers).
+    c.isolate('b');
+    c.cutLink('a', 'c');
+    c.cutLink('c', 'a');
+    for (let i = 0; i < 3; i++) a.propose(bytes(`only-a-${i}`));
+    c.stabilize();
+    c.tickAll(40);
+    assert.notEqual(a.status().role, 'leader', 'a stepped down');
+    assert.ok(a.status().lastIndex > c.node('c').status().lastIndex, 'a holds the longest log');
+    // a cannot apply an entry it was handed (a restore whose archive nobody gives); c could lead only with a's vote,
+    // which a's longer log refuses: a itself must stand.
+    blockAt(c, 'a', at);
+    c.heal();
+    c.isolate('b');
+    let leader: string | undefined;
+    for (let t = 0; t < 300 && (leader = c.leaderId()) !== 'c'; t++) c.tickAll(1);
+    assert.equal(leader, 'c', 'c leads: a won, then handed leadership to c');
+    assert.ok(c.sent.some((m) => m.from === 'a' && m.to === 'c' && m.type === 'timeoutNow'), 'through a transfer from a');
+    const l = c.node('c');
+    l.propose(bytes('after'));
+    c.tickAll(3);
+    assert.ok(l.status().commit >= a.status().lastIndex, 'c commits past a\'s entries');
+    const meta = c.takeSnapshot('c');
+    c.tickAll(3);
+    const offers = c.snapshotsWanted.get('a') ?? [];
+    assert.deepEqual(offers[offers.length - 1], meta, 'a is offered c\'s snapshot');
+    assert.ok(c.installSnapshot('a', meta, 'c'));
+    c.tickAll(3);
+    assert.deepEqual(c.appliedData('a'), c.appliedData('c'));
   });
 
   it('is idempotent, and refuses an entry it was never handed', () => {
