@@ -213,7 +213,7 @@ export async function writeArchiveDelta(
           const info = encoder.readyInfo.splice(0);
           for (let i = 0; i < ready.length; i++) {
             const block = ready[i] as Buffer;
-            digest.hashBlock(block);
+            await bounded(digest.hashBlock(block));
             const member = await gzipBlock(block, level, adaptive, io).finally(() => pool.give(block));
             await deliver(member, info[i] as StateMemberInfo);
           }
