@@ -154,10 +154,9 @@ export function localStateDigest(io: SnapshotIo, blockBytes: number): StateDiges
       const at = stateOffset;
       stateOffset += entry.stateBytes;
       const into = spare.pop() ?? Buffer.allocUnsafeSlow(blockBytes);
-      const done = inflateMember(io, compressed, entry.stateBytes, into).then((state) => {
-        const last = walkRecords(state, entry, at);
-        return { state, lastKey: Buffer.from(last) };
-      }, fail);
+      const done = inflateMember(io, compressed, entry.stateBytes, into)
+        .then((state) => ({ state, lastKey: Buffer.from(walkRecords(state, entry, at)) }))
+        .catch(fail);
       if (want) {
         return done.then((r) => {
           lent.set(r.state.buffer, into);
