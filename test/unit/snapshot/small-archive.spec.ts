@@ -158,9 +158,9 @@ describe('snapshot: small states built in memory', () => {
       const a = await atLimit.createFromRecords(meta, inBatches(all));
       const b = await overLimit.createFromRecords(meta, inBatches(all));
       const c = await never.createFromRecords(meta, inBatches(all));
-      assert.deepEqual(atLimit.createStats, { inMemory: 1, streamed: 0 });
-      assert.deepEqual(overLimit.createStats, { inMemory: 0, streamed: 1 });
-      assert.deepEqual(never.createStats, { inMemory: 0, streamed: 1 });
+      assert.deepEqual(atLimit.createStats, { inMemory: 1, streamed: 0, copied: 0 });
+      assert.deepEqual(overLimit.createStats, { inMemory: 0, streamed: 1, copied: 0 });
+      assert.deepEqual(never.createStats, { inMemory: 0, streamed: 1, copied: 0 });
       assert.equal(atLimit.writeStats.writeCalls, 1, 'one write');
       const bytes = await readFile(a.path);
       assert.ok(bytes.equals(await readFile(b.path)), 'same archive bytes');
@@ -195,9 +195,9 @@ describe('snapshot: small states built in memory', () => {
       ];
       assert.equal(stateBytesOf(exact(0)), SMALL_STATE_BYTES_MAX);
       const a = await store.createFromRecords(meta, inBatches(exact(0)));
-      assert.deepEqual(store.createStats, { inMemory: 1, streamed: 0 });
+      assert.deepEqual(store.createStats, { inMemory: 1, streamed: 0, copied: 0 });
       const b = await store.createFromRecords({ ...meta, index: 43 }, inBatches(exact(1)));
-      assert.deepEqual(store.createStats, { inMemory: 1, streamed: 1 });
+      assert.deepEqual(store.createStats, { inMemory: 1, streamed: 1, copied: 0 });
       assert.equal(a.meta.stateBytes, SMALL_STATE_BYTES_MAX);
       assert.equal(b.meta.stateBytes, SMALL_STATE_BYTES_MAX + 1);
       await store.verify(a.id);
