@@ -40,7 +40,6 @@ import { createWriteStream, existsSync, readFileSync, writeFileSync } from 'node
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { gzipSync } from 'node:zlib';
 import { Command } from 'commander';
 import { Etcd3 } from 'etcd3';
@@ -49,8 +48,8 @@ import { Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
 import { ClusterClient } from '../src/client/cluster-client.js';
 import { dialWithCa, type ClientDial } from '../src/client/dial.js';
 import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
-import { encodeStateRecords, type StateRecord } from '../src/snapshot/state-format.js';
-import { writeArchive } from '../src/snapshot/archive.js';
+import type { StateRecord } from '../src/snapshot/state-format.js';
+import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
 import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench/run.js';
 import { type Child, REPO_ROOT, startProgram } from '../test/harness/child.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
@@ -130,7 +129,11 @@ interface Archive {
   readonly keys: number;
 }
 
-/** buildArchive writes the state of `keys` keys as a snapcoord archive (what `snapshot save` makes), for the restore. */
+/**
+ * buildArchive writes the state of `keys` keys as a snapcoord archive as `snapshot save` makes it (a node's
+ * snapshot: writeArchiveFromRecords, gzip members of whole records, which a restore's copy keeps as they are),
+ * for the restore. (It used writeArchive's 1 MiB tar blocks, a layout no node writes any more.)
+ */
 async function buildArchive(dir: string, keys: number, values: Values): Promise<Archive> {
   async function* batches(): AsyncGenerator<StateRecord[]> {
     for (let i = 0; i < keys; i += RECORDS_PER_BATCH) {
@@ -139,9 +142,6 @@ async function buildArchive(dir: string, keys: number, values: Values): Promise<
       yield batch;
     }
   }
-  const statePath = join(dir, `state-${values.mix}.bin`);
-  const records = encodeStateRecords(batches());
-  await pipeline(records, createWriteStream(statePath));
   const path = join(dir, `state-${values.mix}.tar.gz`);
   const out = createWriteStream(path, { mode: 0o600 });
   const meta = {
@@ -151,15 +151,11 @@ async function buildArchive(dir: string, keys: number, values: Values): Promise<
     membership: { voters: ['b1'], learners: [], addresses: { b1: '127.0.0.1:1' } },
     createdAt: new Date().toISOString(),
     snapcoordVersion: 'bench',
-    stateKeys: keys,
   };
   const done = once(out, 'close');
-  const r = await writeArchive(meta, statePath, out);
-  out.end();
+  const r = await writeArchiveFromRecords(meta, { records: batches(), spoolPath: join(dir, `state-${values.mix}.spool`) }, out);
   await done;
-  const stateBytes = (await stat(statePath)).size;
-  await rm(statePath, { force: true });
-  return { path, bytes: r.archiveBytes, stateBytes, keys };
+  return { path, bytes: r.archiveBytes, stateBytes: r.meta.stateBytes, keys };
 }
 
 // ------------------------------------------------------------------ processes

@@ -639,7 +639,7 @@ export class SnapshotManager {
     const c: { tee: RecordTee<readonly KeyValue[]> | null; members: UploadMemberCopy | null; copying: Promise<StoredSnapshot> | null } = { tee: null, members: null, copying: null };
     const gunzip =
       snapshotAs !== undefined
-        ? new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: false, io: this.io, onMember: (m) => c.members?.take(m) })
+        ? new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: false, keyBytesMax: KEY_BYTES_MAX, io: this.io, onMember: (m) => c.members?.take(m) })
         : undefined;
     try {
       await readArchive(
@@ -663,6 +663,7 @@ export class SnapshotManager {
               c.copying = this.store.createFromMembers(snapshotAs, c.members.produce);
               copy = c.members;
             } else {
+              gunzip.stopReporting();
               c.tee = new RecordTee<readonly KeyValue[]>(COPY_BATCHES_MAX);
               c.copying = this.store.createFromRecords(snapshotAs, c.tee.records());
               copy = c.tee;

@@ -22,6 +22,7 @@ import * as zlib from 'node:zlib';
 
 import { ArchiveError } from './errors.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
+import { STATE_KEY_BYTES_MAX } from './state-format.js';
 
 /** GzipMemberRead: one whole gzip member as MemberGunzip read it. */
 export interface GzipMemberRead {
@@ -46,6 +47,8 @@ export interface MemberGunzipOptions {
   readonly checkCrc?: boolean;
   /** onMember: called, and awaited, with each whole member in order, before any output of the next is handed on. */
   readonly onMember?: (member: GzipMemberRead) => void | Promise<void>;
+  /** keyBytesMax: the longest key a member of whole records may hold (default STATE_KEY_BYTES_MAX). */
+  readonly keyBytesMax?: number;
   /** headHoldBytes: the first member's output is held back until it ends or exceeds this (headBytes; default 80 KiB). */
   readonly headHoldBytes?: number;
   readonly io?: SnapshotIo;
@@ -68,6 +71,13 @@ type InflateRaw = ReturnType<SnapshotIo['createInflateRaw']>;
  */
 class RecordWalker {
   keys = 0;
+  readonly #keyBytesMax: number;
+
+  /** keyBytesMax: a longer key means the bytes are not records (the walk stops: result() null). */
+  constructor(keyBytesMax: number) {
+    this.#keyBytesMax = keyBytesMax;
+  }
+
   #broken = false;
   /** #field: 0 key length, 1 key, 2 value length, 3 value. */
   #field = 0;
@@ -87,7 +97,7 @@ class RecordWalker {
           pos++;
         }
         if (this.#lenGot < 4) return;
-        if (this.#field === 0 && this.#len === 0) {
+        if (this.#field === 0 && (this.#len === 0 || this.#len > this.#keyBytesMax)) {
           this.#broken = true;
           return;
         }
@@ -135,7 +145,8 @@ export class MemberGunzip extends Transform {
   readonly #io: SnapshotIo;
   readonly #chunkSize: number;
   readonly #crc32: ((data: Uint8Array, value?: number) => number) | null;
-  readonly #onMember: MemberGunzipOptions['onMember'];
+  #onMember: MemberGunzipOptions['onMember'];
+  readonly #keyBytesMax: number;
   readonly #headHoldBytes: number;
   #phase: 'header' | 'body' | 'trailer' = 'header';
   #carry: Buffer | null = null;
@@ -163,6 +174,12 @@ export class MemberGunzip extends Transform {
     this.#crc32 = options.checkCrc === false ? null : (crc32 ?? null);
     this.#onMember = options.onMember;
     this.#headHoldBytes = options.headHoldBytes ?? 80 * 1024;
+    this.#keyBytesMax = options.keyBytesMax ?? STATE_KEY_BYTES_MAX;
+  }
+
+  /** stopReporting: no member after the current one is reported (nor its bytes kept, nor its records walked). */
+  stopReporting(): void {
+    this.#onMember = undefined;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -227,6 +244,8 @@ export class MemberGunzip extends Transform {
           // The deflate data ended inside this piece: every output of the member is handed on once the inflater ends.
           await this.#inflaterEnded;
           if (this.#inflaterError !== null) throw this.#inflaterError;
+          // Its writable side never ends (the input past the data is not its): closed here, not left to GC with its zlib state.
+          this.#inflater?.destroy();
           this.#inflater = null;
           this.#phase = 'trailer';
         }
@@ -274,7 +293,7 @@ export class MemberGunzip extends Transform {
     this.#memberOutStart = this.#outTotal;
     this.#memberOut = 0;
     this.#crc = 0;
-    this.#walker = this.#onMember !== undefined && this.#index > 0 ? new RecordWalker() : null;
+    this.#walker = this.#onMember !== undefined && this.#index > 0 ? new RecordWalker(this.#keyBytesMax) : null;
     this.#pieces = [];
     this.#held = this.#index === 0 ? [] : null;
     this.#heldBytes = 0;
