@@ -2037,7 +2037,7 @@ async function checkBootBase(id: NodeId, base: LogBase, snapshot: SnapshotMeta, 
   const found =
     snapshot.index === 0
       ? `no stored snapshot verifies${unverified > 0 ? ` (${unverified} failed verification${where})` : ' (none is stored)'}`
-      : `the newest stored snapshot that verifies is at index ${snapshot.index}${unverified > 0 ? ` (${unverified} failed verification${where})` : ''}`;
+      : `the newest stored snapshot that verifies is at index ${snapshot.index}${unverified > 0 ? ` (${unverified} newer failed verification${where})` : ''}`;
   throw new BootRefusedError(
     `the log was compacted up to index ${base.index} (term ${base.term}) but ${found}; starting would fall back to a state ` +
       'and membership older than the log, so the node refuses to start. Repair: move this data dir away and start the node ' +
