@@ -17,21 +17,16 @@ import { pipeline } from 'node:stream/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 
 import type { SnapshotManager } from '../../../src/node/snapshots.js';
-import { decodeStateRecords, readArchive, type StateRecord } from '../../../src/snapshot/index.js';
 import { MemberGunzip, type GzipMemberRead } from '../../../src/snapshot/member-gunzip.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
-import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { RocksCluster } from './rocks-cluster.js';
+import { archiveRecords, stateRecords } from './state-records.js';
 import { saveArchive } from './save-archive.js';
 import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 /** BIG_BLOCK_BYTES: a gzip input at least this large is a state block (head and tail members are a few KiB, blockGzipPlan's samples 64 KiB). */
 const BIG_BLOCK_BYTES = 128 * 1024;
-
-function hex(records: readonly StateRecord[]): string[] {
-  return records.map((r) => `${Buffer.from(r.key).toString('hex')}=${Buffer.from(r.value).toString('hex')}`);
-}
 
 /** members: the SHA-256 of each gzip member of an archive's bytes. */
 async function members(bytes: Buffer): Promise<string[]> {
@@ -49,21 +44,10 @@ async function newest(sm: SnapshotManager): Promise<{ bytes: Buffer; records: st
   try {
     await sm.store.verify(h.id);
     const bytes = await readFile(h.path);
-    const records: StateRecord[] = [];
-    await readArchive(Readable.from([bytes]), async (_meta, state) => {
-      for await (const batch of decodeStateRecords(state)) records.push(...batch);
-    });
-    return { bytes, records: hex(records) };
+    return { bytes, records: await archiveRecords(Readable.from([bytes])) };
   } finally {
     h.release();
   }
-}
-
-async function stateRecords(storage: RocksStorage): Promise<string[]> {
-  const reader = await storage.snapshotState();
-  const records: StateRecord[] = [];
-  for await (const batch of reader.batches()) records.push(...batch);
-  return hex(records);
 }
 
 /** value: 2 KiB that gzip level 1 does not shrink to nothing. */

@@ -9,42 +9,26 @@ import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
 
 import type { SnapshotManager } from '../../../src/node/snapshots.js';
-import { decodeStateRecords, readArchive, type StateRecord } from '../../../src/snapshot/index.js';
 import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { RocksCluster } from './rocks-cluster.js';
+import { archiveRecords, stateRecords } from './state-records.js';
 import { saveArchive } from './save-archive.js';
 import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 
 
-/** hex: a record list as comparable strings. */
-function hex(records: readonly StateRecord[]): string[] {
-  return records.map((r) => `${Buffer.from(r.key).toString('hex')}=${Buffer.from(r.value).toString('hex')}`);
-}
-
 /** newestRecords: the records of the snapshot manager's newest snapshot (read and verified whole) and its id and digest. */
 async function newestRecords(sm: SnapshotManager): Promise<{ id: string; digest: string; index: number; records: string[] }> {
   const h = await sm.openCurrent();
   assert.ok(h, 'the newest snapshot holds the state now');
   try {
-    const records: StateRecord[] = [];
-    await readArchive(h.createReadStream(0), async (_meta, state) => {
-      for await (const batch of decodeStateRecords(state)) records.push(...batch);
-    });
+    const records = await archiveRecords(h.createReadStream(0));
     await sm.store.verify(h.id);
-    return { id: h.id, digest: h.archiveSha256, index: h.meta.index, records: hex(records) };
+    return { id: h.id, digest: h.archiveSha256, index: h.meta.index, records };
   } finally {
     h.release();
   }
-}
-
-/** stateRecords: the whole state of a storage, reserved records included (what a full snapshot build reads). */
-async function stateRecords(storage: RocksStorage): Promise<string[]> {
-  const reader = await storage.snapshotState();
-  const records: StateRecord[] = [];
-  for await (const batch of reader.batches()) records.push(...batch);
-  return hex(records);
 }
 
 describe('the snapshot after a restore (issue 15)', function () {

@@ -1,0 +1,26 @@
+import type { Readable } from 'node:stream';
+
+import { decodeStateRecords, readArchive, type StateRecord } from '../../../src/snapshot/index.js';
+import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
+
+/** hexRecords: records as comparable strings (key=value in hex). */
+export function hexRecords(records: readonly StateRecord[]): string[] {
+  return records.map((r) => `${Buffer.from(r.key).toString('hex')}=${Buffer.from(r.value).toString('hex')}`);
+}
+
+/** archiveRecords: the records of an archive read whole (readArchive: every rule and hash), as hexRecords. */
+export async function archiveRecords(source: Readable): Promise<string[]> {
+  const records: StateRecord[] = [];
+  await readArchive(source, async (_meta, state) => {
+    for await (const batch of decodeStateRecords(state)) records.push(...batch);
+  });
+  return hexRecords(records);
+}
+
+/** stateRecords: the whole state of a storage, reserved records included (what a full snapshot build reads), as hexRecords. */
+export async function stateRecords(storage: RocksStorage): Promise<string[]> {
+  const reader = await storage.snapshotState();
+  const records: StateRecord[] = [];
+  for await (const batch of reader.batches()) records.push(...batch);
+  return hexRecords(records);
+}
