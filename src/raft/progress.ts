@@ -32,8 +32,8 @@ export class Progress {
    * that over from any install floor the previous leader announced).
    */
   reportedInstall = false;
-  /** needsBase: the index a snapshot must reach for this follower's state machine (its last heartbeat answer's needsSnapshot; 0: none). */
-  needsBase = 0;
+  /** needsBase: the index a snapshot must reach for this follower's state machine (its last heartbeat answer's needsSnapshot; 0: none; -1: no answer yet). */
+  needsBase = -1;
   /** ticksSinceHeard: ticks since this follower last answered anything. */
   ticksSinceHeard = 0;
   /** recentActive: heard from within the current election timeout (CheckQuorum). */

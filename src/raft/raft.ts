@@ -683,8 +683,10 @@ export class RaftNode {
   /**
    * handOff (leader whose state machine cannot apply: applyBlocked, a failed
    * install): starts a leadership transfer to the voter that answered within
-   * an election timeout, needs no snapshot itself and has the most of the
-   * log (the transfer brings it up to date, then TimeoutNow). None yet: the
+   * an election timeout, said in a heartbeat answer of this term that it
+   * needs no snapshot itself (a blocked one would hand leadership back), and
+   * has the most of the log (the transfer brings it up to date, then
+   * TimeoutNow). None yet: the
    * next heartbeat interval tries again (tickHeartbeat); a transfer that does
    * not finish is abandoned after an election timeout and tried again.
    */
@@ -694,7 +696,7 @@ export class RaftNode {
     let bestMatch = -1;
     for (const id of this.membership.voters) {
       const pr = this.prs.get(id);
-      if (id === this.id || pr === undefined || pr.needsBase > 0 || pr.ticksSinceHeard >= this.cfg.electionTimeoutTicks || pr.state === 'snapshot') continue;
+      if (id === this.id || pr === undefined || pr.needsBase !== 0 || pr.ticksSinceHeard >= this.cfg.electionTimeoutTicks || pr.state === 'snapshot') continue;
       if (pr.match > bestMatch) {
         best = id;
         bestMatch = pr.match;
