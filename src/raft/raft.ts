@@ -686,9 +686,9 @@ export class RaftNode {
    * an election timeout, said in a heartbeat answer of this term that it
    * needs no snapshot itself (a blocked one would hand leadership back), and
    * has the most of the log (the transfer brings it up to date, then
-   * TimeoutNow). None yet: the
-   * next heartbeat interval tries again (tickHeartbeat); a transfer that does
-   * not finish is abandoned after an election timeout and tried again.
+   * TimeoutNow). None yet: the next heartbeat interval tries again
+   * (tickHeartbeat); a transfer that does not finish is abandoned after an
+   * election timeout and tried again.
    */
   private handOff(): void {
     if (this.role !== 'leader' || this.restoring === null || this.leadTransferee !== NO_NODE) return;
