@@ -208,14 +208,10 @@ export async function writeArchiveDelta(
         };
         /** flushEncoded compresses and delivers the encoder's full blocks (all of them with `final`). */
         const flushEncoded = async (final: boolean): Promise<void> => {
-          if (final) encoder.finish();
-          const ready = encoder.ready.splice(0);
-          const info = encoder.readyInfo.splice(0);
-          for (let i = 0; i < ready.length; i++) {
-            const block = ready[i] as Buffer;
+          for (const { block, info } of encoder.take(final)) {
             await bounded(digest.hashBlock(block));
             const member = await gzipBlock(block, level, adaptive, io).finally(() => pool.give(block));
-            await deliver(member, info[i] as StateMemberInfo);
+            await deliver(member, info as StateMemberInfo);
           }
         };
         let next = 0;

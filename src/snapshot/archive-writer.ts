@@ -140,6 +140,18 @@ export class StateBlockEncoder {
   readonly #u32 = Buffer.allocUnsafe(4);
   /** full blocks not yet taken by the caller, in order. */
   readonly ready: Buffer[] = [];
+
+  /**
+   * take hands over the full blocks in order, each with its info (with
+   * alignRecords; else undefined); with `final`, finish() first, so every
+   * block is taken. The encoder keeps none of them.
+   */
+  take(final = false): { readonly block: Buffer; readonly info: StateMemberInfo | undefined }[] {
+    if (final) this.finish();
+    const blocks = this.ready.splice(0);
+    const infos = this.readyInfo.splice(0);
+    return blocks.map((block, i) => ({ block, info: infos[i] }));
+  }
   keys = 0;
   bytes = 0;
 
@@ -558,12 +570,9 @@ export async function writeArchiveFromRecords(
     const infos: StateMemberInfo[] = [];
     const queue = new GzipMemberQueue(level, inFlightMax, (member) => deliver(member, infos.shift() as StateMemberInfo), adaptive, io, pool);
     const takeReady = async (): Promise<void> => {
-      const ready = encoder.ready.splice(0);
-      const info = encoder.readyInfo.splice(0);
-      for (let i = 0; i < ready.length; i++) {
-        const block = ready[i] as Buffer;
+      for (const { block, info } of encoder.take()) {
         stateHash.update(block);
-        infos.push(info[i] as StateMemberInfo);
+        infos.push(info as StateMemberInfo);
         await queue.add(block);
       }
     };

@@ -174,13 +174,9 @@ export class UploadMemberCopy {
     let copiedKeys = 0;
     let nextChanged = 0;
     const flush = async (final: boolean): Promise<void> => {
-      if (final) encoder.finish();
-      const ready = encoder.ready.splice(0);
-      const info = encoder.readyInfo.splice(0);
-      for (let i = 0; i < ready.length; i++) {
-        const block = ready[i] as Buffer;
+      for (const { block, info } of encoder.take(final)) {
         stateHash.update(block);
-        await deliver(await gzipBlock(block, this.#o.gzipLevel, this.#o.gzipAdaptive, this.#o.io), info[i] as StateMemberInfo);
+        await deliver(await gzipBlock(block, this.#o.gzipLevel, this.#o.gzipAdaptive, this.#o.io), info as StateMemberInfo);
       }
     };
     /** changedBelow encodes the kept installed records below `key` (null: all) not yet encoded. */
