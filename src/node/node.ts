@@ -7,7 +7,6 @@ import {
   defaultRaftConfig,
   type ConfChange,
   type Entry,
-  type HardState,
   type Membership,
   type Message,
   type NodeId,
@@ -277,13 +276,6 @@ export class Node {
   /** midSaveAllowed: a plain Ready's save is in flight (scheduleMidSave); midSaveTimer: its next turn, when set. */
   private midSaveAllowed = false;
   private midSaveTimer: TimerHandle | undefined;
-  /**
-   * unsavedCommit: the newest hard state of a Ready that only moved the commit index (its term and vote
-   * durable), not written: it goes out with the next save that carries entries or a new term or vote, or at
-   * stop (as etcd's raft.MustSync, but not even an unsynced write of its own). Nothing sent or answered
-   * depends on a durable commit index; a node that restarts with an older one raises it to its applied index.
-   */
-  private unsavedCommit: HardState | null = null;
   private readonly proposals = new Map<number, PendingProposal>();
   /** forwardQueue: a follower's KV writes on their way to the leader (null: the transport cannot forward). */
   private readonly forwardQueue: ForwardQueue | null;
@@ -889,13 +881,6 @@ export class Node {
     this.stopAbort.abort();
     for (const st of this.stagings.values()) st.abort.abort();
     await this.idle();
-    // The commit index the last Readies moved (unsavedCommit): written as the stopped loop leaves it.
-    const commit = this.unsavedCommit;
-    this.unsavedCommit = null;
-    if (commit !== null && this.failure === null) {
-      // Harmless if it fails: a restart raises an older commit index to the applied one.
-      await this.storage.save({ hardState: commit }).catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'the last commit index was not written at stop'));
-    }
     await Promise.race([this.applyDrained(), this.clock.sleep(30_000)]);
     // Let a snapshot being written finish (bounded: its files are temporary until renamed, so cutting it is safe too).
     for (let waited = 0; this.snapshotting && waited < 30_000; waited += this.timings.tickMs) await this.clock.sleep(this.timings.tickMs);
@@ -1045,18 +1030,12 @@ export class Node {
     this.toApply(applyNow === rd.committedEntries.length ? rd.committedEntries : rd.committedEntries.slice(0, applyNow));
     // 1. persist: one synced write for the hard state and every new entry (group commit).
     if (rd.logReset !== null) await this.storage.compact({ ...rd.logReset, membership: this.raft.membershipAt(rd.logReset.index) });
-    // A new commit index alone (no entries, the term and vote durable) is not written now (see unsavedCommit).
-    const commitOnly = rd.entries.length === 0 && hs !== null && hs.term === this.savedHardState.term && hs.vote === this.savedHardState.vote;
-    if (commitOnly) {
-      this.unsavedCommit = hs;
-    } else if (rd.hardState !== null || rd.entries.length > 0) {
-      const hardState = rd.hardState ?? this.unsavedCommit; // a Ready's hard state is the whole of it, the newest
-      this.unsavedCommit = null;
+    if (rd.hardState !== null || rd.entries.length > 0) {
       const endTimer = this.metrics?.persistSeconds.startTimer();
       this.midSaveAllowed = plain;
       try {
         await this.storage.save({
-          ...(hardState !== null ? { hardState } : {}),
+          ...(rd.hardState !== null ? { hardState: rd.hardState } : {}),
           ...(rd.entries.length > 0 ? { entries: rd.entries } : {}),
         });
       } finally {

@@ -98,10 +98,6 @@ interface Registered {
 export class Checkers {
   now = 0;
   private readonly shadows = new Map<NodeId, ShadowLog>();
-  /** bootCommit: per node, the commit index its current incarnation started with (onBoot). */
-  private readonly bootCommit = new Map<NodeId, number>();
-  /** appendCommit: per node, the term and commit index of the last append it sent (onLeaderAppend). */
-  private readonly appendCommit = new Map<NodeId, { term: number; commit: number }>();
   /** leaderOfTerm: Election Safety, every leader ever seen. */
   readonly leaderOfTerm = new Map<number, NodeId>();
   /** registry: (index, term) -> entry hash and chain hash, as first written by any node. */
@@ -206,30 +202,6 @@ export class Checkers {
     if (want !== undefined && mine !== want) {
       this.fail(PROPERTY.leaderCompleteness, [id], `new leader of term ${term} holds a different entry (term ${this.termAt(id, c)}) at committed index ${c}`);
     }
-  }
-
-  /**
-   * onLeaderAppend: the leader of `term` sent an append, which carries its whole
-   * commit index (a heartbeat carries it only up to the follower's match). A
-   * rise over the last append of the same term is an advance by counting:
-   * checked here as it is sent, not only once a save holds it (the node does
-   * not save a commit index alone: node.ts unsavedCommit). The first append of
-   * a term carries the commit index the leader came in with: recorded only.
-   */
-  onLeaderAppend(id: NodeId, term: number, commit: number): void {
-    const seen = this.appendCommit.get(id);
-    this.appendCommit.set(id, { term, commit });
-    if (seen !== undefined && seen.term === term && commit > seen.commit) this.onLeaderCommit(id, commit, term);
-  }
-
-  /**
-   * onBoot: node id (re)started with commit index `commit` (its persisted one, raised to its applied index:
-   * a commit index alone is not always saved, node.ts unsavedCommit). Neither its first saved hard state
-   * nor its first append takes that for an advance by counting (onHardState, onLeaderAppend).
-   */
-  onBoot(id: NodeId, commit: number): void {
-    this.appendCommit.delete(id);
-    this.bootCommit.set(id, commit);
   }
 
   /**
@@ -370,8 +342,7 @@ export class Checkers {
     const last = this.lastIndex(id);
     if (next.commit > last) this.fail(PROPERTY.driverContract, [id], `persisted commit ${next.commit} beyond persisted last index ${last}`);
     // The leader of a term advances its own commit index (no one else does in that term): the commit rule.
-    const advanced = next.commit > prev.commit && next.commit > (this.bootCommit.get(id) ?? 0);
-    if (advanced && this.leaderOfTerm.get(next.term) === id) this.onLeaderCommit(id, next.commit, next.term);
+    if (next.commit > prev.commit && this.leaderOfTerm.get(next.term) === id) this.onLeaderCommit(id, next.commit, next.term);
     this.termOf.set(id, next.term);
     this.voteOf.set(id, { term: next.term, vote: next.vote });
     let votes = this.votesOf.get(id);

@@ -475,7 +475,6 @@ export class NodeCluster {
     if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot' || m.type === 'timeoutNow') {
       this.check(() => this.checkers.onLeaderMessage(m.from, m.term));
     }
-    if (m.type === 'append') this.check(() => this.checkers.onLeaderAppend(m.from, m.term, m.commit));
   }
 
   /** onReply: a vote granted or an append acknowledged may be the node's last act (crashAfterReplyChance). */
@@ -652,8 +651,6 @@ export class NodeCluster {
       ...(snapshots !== undefined ? { snapshots } : {}),
     });
     if (mb.incarnation !== inc || !mb.up) return; // crashed while starting
-    // This incarnation starts with the commit index its boot gives it (raised to its applied index): not an advance.
-    this.checkers.onBoot(mb.id, node.brief().commit);
     ref.node = node;
     mb.node = node;
     this.log(`${mb.id} up (incarnation ${inc})`);

@@ -166,31 +166,6 @@ describe('node: nothing waits for a save it does not depend on', function () {
     assert.deepEqual(replies.map((m) => (m.type === 'appendResp' ? { reject: m.reject, index: m.index } : m.type)), [{ reject: false, index: 2 }]);
     await until('both applied once durable', 5_000, () => (node.status().applied === 2 ? true : undefined));
   });
-  it('a Ready that only moves the commit index writes nothing: the next save with entries carries it, and stop writes the last one', async () => {
-    const { node, storage, sender, term, noop } = await startLeader(nodes);
-    // Write A saved here and sent to n2, then acknowledged by n2: committed and answered.
-    const a = node.propose({ op: 'put', key: enc.encode('a'), value: new Uint8Array([1]) });
-    await until('write A saved and sent', 5_000, () => (storage.savesHeld === 0 && node.status().lastIndex === noop + 1 && appendedIndexes(sender.sent, 'n2').includes(noop + 1) ? true : undefined));
-    await until('the loop idle', 5_000, () => (storage.saves.some((b) => b.entries?.some((e) => e.index === noop + 1)) ? true : undefined));
-    const before = storage.saves.length;
-    ack(node, term, noop + 1);
-    await a;
-    assert.equal(node.status().commit, noop + 1);
-    await new Promise((r) => setTimeout(r, 20)); // the loop has handled the Ready that moved the commit index
-    assert.deepEqual(storage.saves.slice(before), [], 'no save for the commit index alone');
-    // Write B's save carries it.
-    const b = node.propose({ op: 'put', key: enc.encode('b'), value: new Uint8Array([2]) });
-    await until('write B saved', 5_000, () => (storage.saves.some((x) => x.entries?.some((e) => e.index === noop + 2)) && storage.savesHeld === 0 ? true : undefined));
-    const withB = storage.saves.slice(before);
-    assert.deepEqual(withB.map((x) => ({ commit: x.hardState?.commit, entries: x.entries?.map((e) => e.index) })), [{ commit: noop + 1, entries: [noop + 2] }]);
-    // B committed: again nothing saved, until stop writes that commit index.
-    ack(node, term, noop + 2);
-    await b;
-    const atStop = storage.saves.length;
-    await node.stop();
-    assert.deepEqual(storage.saves.slice(atStop).map((x) => ({ commit: x.hardState?.commit, entries: x.entries?.length ?? 0 })), [{ commit: noop + 2, entries: 0 }]);
-  });
-
   it('writes that arrive in one turn, each on its own promise chain (as grpc-js hands calls over), go into one save', async () => {
     const { node, storage, noop } = await startLeader(nodes);
     await new Promise((r) => setTimeout(r, 20)); // the loop is idle: nothing in flight
