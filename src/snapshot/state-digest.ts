@@ -103,7 +103,7 @@ async function inflateMember(io: SnapshotIo, member: Buffer, stateBytes: number,
  * member's offset in state.bin (for the message). Errors: ArchiveError
  * `size-mismatch`.
  */
-export function walkRecords(state: Buffer, entry: StateMemberEntry, at: number): Buffer {
+function walkRecords(state: Buffer, entry: StateMemberEntry, at: number): Buffer {
   const bad = (why: string): ArchiveError => new ArchiveError('size-mismatch', `state member at state.bin offset ${at}: ${why}`);
   if (state.length !== entry.stateBytes) throw bad(`${state.length} bytes, the member table says ${entry.stateBytes}`);
   let pos = 0;
