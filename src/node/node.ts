@@ -899,7 +899,16 @@ export class Node {
     this.raft.tick();
     this.expireProposals();
     const f = this.fetching;
-    if (f !== null && !f.abort.signal.aborted) this.checkFetchStall(f);
+    if (f !== null && !f.abort.signal.aborted) {
+      if (this.raft.installingIndex() !== f.meta.index && f.bytes < f.meta.sizeBytes) {
+        // The core installs it no more: its log reached the snapshot's last entry (see endMootInstall).
+        this.log.info({ index: f.meta.index, from: f.from, applied: this.raft.brief().applied }, 'snapshot fetch stopped: the log reached the snapshot');
+        f.abort.abort();
+        this.fetching = null;
+      } else {
+        this.checkFetchStall(f);
+      }
+    }
     this.forwardQueue?.flush();
     this.kick();
   }
@@ -907,32 +916,37 @@ export class Node {
   /**
    * checkFetchStall gives up a snapshot fetch that has received nothing for
    * a while (its bytes not all in yet):
-   * - from a member that no longer leads (down, cut off, removed), after
-   *   max(FETCH_STALL_MS_MIN, 4 election timeouts): the leader then offers its
-   *   own snapshot instead of the follower waiting on the fetch's retries. One
-   *   from a live former leader goes on (a leader change mid-fetch does not
-   *   restart it). (Not "has it left the membership": a follower that needs a
-   *   snapshot knows only the membership of its old log.)
+   * - from a member that no longer leads (down, cut off, removed; or silent
+   *   for an election timeout, which the core then stops calling the leader),
+   *   after max(FETCH_STALL_MS_MIN, 4 election timeouts): the leader then
+   *   offers its own snapshot instead of the follower waiting on the fetch's
+   *   retries, and a follower that held the longest log may campaign again
+   *   (one that fetches may not). One from a live former leader goes on (a
+   *   leader change mid-fetch does not restart it). (Not "has it left the
+   *   membership": a follower that needs a snapshot knows only the membership
+   *   of its old log.)
    * - from anyone, after max(FETCH_STALL_FROM_LEADER_MS_MIN, 100 election
    *   timeouts): whatever holds it (a stream or a disk write that never
-   *   returns), the follower tells the leader at once and the leader's next
-   *   offer starts a fresh fetch; the stuck one is aborted and forgotten (its
-   *   outcome, if it ever comes, is ignored).
+   *   returns).
+   * Either way the follower tells the leader at once (if it knows one) and
+   * the next offer starts a fresh fetch; the stuck one is aborted and
+   * forgotten (its outcome, if it ever comes, is ignored).
    */
   private checkFetchStall(f: NonNullable<Node['fetching']>): void {
     if (f.bytes >= f.meta.sizeBytes) return; // all in: it is being synced and checked
     const st = this.raft.brief();
     const stalledMs = this.clock.nowMs() - f.progressAtMs;
     const electionMs = this.timings.electionTimeoutTicks * this.timings.tickMs;
-    if (st.leader !== '' && st.leader !== f.from && stalledMs > Math.max(FETCH_STALL_MS_MIN, 4 * electionMs)) {
+    if (st.leader !== f.from && stalledMs > Math.max(FETCH_STALL_MS_MIN, 4 * electionMs)) {
       this.log.warn({ index: f.meta.index, from: f.from, leader: st.leader, stalledMs: Math.round(stalledMs) }, 'snapshot fetch stopped: its source no longer leads and sends nothing');
-      f.abort.abort();
     } else if (stalledMs > Math.max(FETCH_STALL_FROM_LEADER_MS_MIN, 100 * electionMs)) {
       this.log.warn({ index: f.meta.index, from: f.from, bytes: f.bytes, stalledMs: Math.round(stalledMs) }, 'snapshot fetch stalled: given up, the leader offers it again');
-      f.abort.abort();
-      this.fetching = null;
-      this.raft.snapshotFailed(f.meta);
+    } else {
+      return;
     }
+    f.abort.abort();
+    this.fetching = null;
+    this.raft.snapshotFailed(f.meta);
   }
 
   private kick(): void {

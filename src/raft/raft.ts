@@ -829,6 +829,11 @@ export class RaftNode {
     };
   }
 
+  /** installingIndex: the snapshot this member is fetching or installing (Status.installingSnapshot), 0 for none; cheap. */
+  installingIndex(): number {
+    return this.installing?.index ?? 0;
+  }
+
   status(): RaftStatus {
     const progress: Record<NodeId, ProgressStatus> = {};
     if (this.role === 'leader') {
@@ -940,9 +945,17 @@ export class RaftNode {
 
   private tickElection(): void {
     this.electionElapsed++;
-    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
-      this.electionElapsed = 0;
-      this.hup(false);
+    if (this.promotable()) {
+      if (this.electionElapsed >= this.randomizedElectionTimeout) {
+        this.electionElapsed = 0;
+        this.hup(false);
+      }
+    } else if (this.lead !== NO_NODE && this.electionElapsed >= this.cfg.electionTimeoutTicks) {
+      // A member that may not campaign (a learner, or one fetching a snapshot) forgets a leader silent
+      // for an election timeout, as a campaign would: the driver then sees that nobody leads, and a
+      // fetch from that leader that receives nothing is given up (it may hold the longest log, and
+      // no one else can win without it).
+      this.lead = NO_NODE;
     }
   }
 
@@ -1156,7 +1169,7 @@ export class RaftNode {
         if (from !== undefined) this.appendEntries(m.entries.slice(conflict - m.prevLogIndex - 1));
       }
       this.log.commitTo(Math.min(m.commit, lastNew));
-      this.send(m.from, { type: 'appendResp', reject: false, index: lastNew, hintIndex: 0, hintTerm: 0, ...installing });
+      this.send(m.from, { type: 'appendResp', reject: false, index: lastNew, hintIndex: 0, hintTerm: 0, ...(this.endMootInstall() ? {} : installing) });
       return;
     }
     // Fast backtracking: point the leader at the last entry whose term may match.
@@ -1169,8 +1182,28 @@ export class RaftNode {
     this.leaderInstallFloor = m.installFloor ?? 0;
     this.leaderSnapshotIndex = m.snapshotIndex ?? 0;
     if (m.commit <= this.log.lastIndex()) this.log.commitTo(m.commit);
+    this.endMootInstall();
     const needs = this.needsSnapshot();
     this.send(m.from, { type: 'heartbeatResp', readSeq: m.readSeq, installingIndex: this.installing?.index ?? 0, ...(needs > 0 ? { needsSnapshot: needs } : {}) });
+  }
+
+  /**
+   * endMootInstall: a follower fetching a snapshot whose last entry its own
+   * log has since received and committed (appends the leader had in flight
+   * when it offered the snapshot, or a new leader's) needs the snapshot no
+   * more (Raft §7: it keeps its log); it would only keep the follower from
+   * campaigning, perhaps with the longest log. The install ends (the driver
+   * drops its fetch: Status.installingSnapshot no longer names it) and the
+   * entries are applied from the log. Not for a member whose state machine
+   * waits for a base (restoring). Returns true when it ended one.
+   */
+  private endMootInstall(): boolean {
+    const meta = this.installing;
+    if (meta === null || this.restoring !== null) return false;
+    if (this.log.committed < meta.index || !this.log.matchTerm(meta.index, meta.term)) return false;
+    this.installing = null;
+    this.snapshotToFetch = null;
+    return true;
   }
 
   private handleSnapshot(m: SnapshotRequest): void {
