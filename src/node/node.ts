@@ -667,6 +667,13 @@ export class Node {
   /**
    * handleRequest steps a request from a peer and resolves with the answers
    * once the state they depend on is persisted (the transport's RaftRequestHandler).
+   * A held append ack or vote grant of a term older than the node's once that
+   * save is done is dropped, as a lost message would be: a request of the newer
+   * term stepped before the promised state reached a Ready may have replaced it
+   * unsaved (a conflicting append truncates entries, a new term's hard state
+   * replaces the vote), so the save that released it need not hold it (seed
+   * 621018: an ack of entry 102 of term 4 left once a term-5 append had cut the
+   * log to 91). Within a term neither happens (Log Matching; one vote per term).
    */
   async handleRequest(m: Message): Promise<Message[]> {
     this.checkRunning();
@@ -675,7 +682,8 @@ export class Node {
     const replies = this.raft.stepForReplies(m);
     if (!this.dependsOnUnsaved(replies)) return replies;
     await this.persisted();
-    return replies;
+    const term = this.raft.brief().term;
+    return replies.filter((r) => r.term >= term || !promisesDurable(r));
   }
 
   /**
@@ -1982,6 +1990,11 @@ export class Node {
   failed(): Error | null {
     return this.failure;
   }
+}
+
+/** promisesDurable: an answer that promises durable state: an append ack (its entries), a vote grant (the vote). */
+function promisesDurable(r: Message): boolean {
+  return (r.type === 'appendResp' && !r.reject) || (r.type === 'voteResp' && r.granted && !r.preVote);
 }
 
 /**
