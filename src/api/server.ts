@@ -17,7 +17,8 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { ClusterServiceService } from '../gen/snapcoord/v1/cluster.js';
 import { KVServiceService } from '../gen/snapcoord/v1/kv.js';
-import { SnapshotServiceService, TaskServiceService } from '../gen/snapcoord/v1/snapshot.js';
+import { TaskServiceService } from '../gen/snapcoord/v1/snapshot.js';
+import { SNAPSHOT_SERVICE_DEFINITION } from './snapshot-serializer.js';
 import type { Node } from '../node/node.js';
 import { silentLogger, type Logger } from '../node/logger.js';
 import { RAFT_SERVICE_DEFINITION } from '../transport/fetch-serializer.js';
@@ -274,7 +275,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
       if (snapshotApi !== undefined) {
         const snap = createSnapshotService(node, snapshotApi, forwarder);
         closeSnapshotService = snap.close;
-        server.addService(SnapshotServiceService, snap.service);
+        server.addService(SNAPSHOT_SERVICE_DEFINITION, snap.service);
         server.addService(TaskServiceService, createTaskService(snapshotApi.tasks.queue));
       }
       setAll('SERVING');

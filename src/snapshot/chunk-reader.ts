@@ -18,7 +18,7 @@ export const CHUNK_BYTES_MAX = 4 << 20;
  * nobody else, with `before` free bytes just before it and `after` just after
  * it (its value: `{ before, after }`). A serializer may write a message's
  * header and trailer there and send the enclosing bytes without copying the
- * chunk (transport/fetch-serializer.ts does; it names the same Symbol.for key).
+ * chunk (transport/bytes-message.ts does; it names the same Symbol.for key).
  * The data bytes themselves are never changed.
  */
 export const FRAME_ROOM: unique symbol = Symbol.for('snapcoord.chunk.frameRoom') as never;
