@@ -30,8 +30,6 @@ import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { CLIENT_ID_METADATA_KEY, REQUEST_ID_METADATA_KEY, RequestIds } from '../client/request-ids.js';
 import { ClusterClient } from '../client/cluster-client.js';
-import { EarlyAnswerError, uploadArchive } from '../client/archive-upload.js';
-import { retryWrite } from '../client/retry-write.js';
 import { SnapshotClient } from '../client/snapshot-client.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import type { GetSnapshotResponse, RestoreSnapshotRequest, RestoreSnapshotResponse, SnapshotInfo } from '../gen/snapcoord/v1/snapshot.js';
@@ -40,7 +38,11 @@ import { fsyncDir } from '../snapshot/file-sink.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import { Progress } from './progress.js';
-import { S3Destination, S3Error, isS3Url, s3SettingsFrom, type S3Settings } from '../ops/s3.js';
+import type * as S3 from '../ops/s3.js';
+import type { S3Destination, S3Settings } from '../ops/s3.js';
+
+/** s3Module: the S3 client, loaded only by the commands that read a destination (a save never does). */
+const s3Module = (): Promise<typeof S3> => import('../ops/s3.js');
 
 /** STATUS_DEADLINE_MS: the deadline of the Status call `save` starts with. */
 const STATUS_DEADLINE_MS = 5_000;
@@ -375,6 +377,8 @@ export async function inspectFile(file: string): Promise<InspectResult> {
  */
 export async function restoreSnapshot(file: string, opts: RestoreOptions): Promise<RestoreResult> {
   const inspected = await inspectFile(file);
+  // Loaded here: only a restore uploads.
+  const [{ EarlyAnswerError, uploadArchive }, { retryWrite }] = await Promise.all([import('../client/archive-upload.js'), import('../client/retry-write.js')]);
   if (!inspected.ok || inspected.meta === null) {
     throw new CliError(`${file} is not a valid snapshot archive, nothing was sent: ${inspected.problems.join('; ')}`);
   }
@@ -521,7 +525,8 @@ function s3Options(cmd: Command): Command {
     .option('--s3-credentials-file <file>', 'S3 access key file (env SNAPCOORD_S3_CREDENTIALS_FILE; default AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, roles)');
 }
 
-function s3SettingsOf(o: S3Opts): S3Settings {
+async function s3SettingsOf(o: S3Opts): Promise<S3Settings> {
+  const { s3SettingsFrom } = await s3Module();
   return s3SettingsFrom({
     ...(o.s3Endpoint !== undefined ? { endpoint: o.s3Endpoint } : {}),
     ...(o.s3Region !== undefined ? { region: o.s3Region } : {}),
@@ -531,7 +536,7 @@ function s3SettingsOf(o: S3Opts): S3Settings {
 }
 
 /** s3CliError: an S3Error as a CliError (exit 1), its message as is (it never holds a credential). */
-function s3CliError(err: unknown): unknown {
+function s3CliError(err: unknown, { S3Error }: typeof S3): unknown {
   return err instanceof S3Error ? new CliError(err.message) : err;
 }
 
@@ -542,11 +547,12 @@ function s3CliError(err: unknown): unknown {
  * a cleanup that removes it.
  */
 export async function fetchFromS3(url: string, settings: S3Settings, progress: boolean): Promise<{ file: string; cleanup: () => Promise<void> }> {
+  const s3 = await s3Module();
   const dir = await mkdtemp(join(tmpdir(), 'snapcoord-s3-'));
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
   let d: S3Destination | null = null;
   try {
-    d = await S3Destination.open(url, settings);
+    d = await s3.S3Destination.open(url, settings);
     const head = await d.head(d.prefix);
     const bar = new Progress({ label: 'downloading', totalBytes: head.sizeBytes, enabled: progress });
     const file = join(dir, 'archive.snapshot');
@@ -560,7 +566,7 @@ export async function fetchFromS3(url: string, settings: S3Settings, progress: b
     return { file, cleanup };
   } catch (err) {
     await cleanup();
-    throw s3CliError(err);
+    throw s3CliError(err, s3);
   } finally {
     d?.close();
   }
@@ -572,10 +578,11 @@ function transferTimeout(opts: ClientOpts): number {
 
 /** listDestination prints the archives under an s3:// destination, newest first, with their stored SHA-256 and index. */
 async function listDestination(url: string, settings: S3Settings, json: boolean): Promise<void> {
+  const s3 = await s3Module();
   let d: S3Destination | null = null;
   try {
-    if (!isS3Url(url)) throw new CliError(`--destination: ${JSON.stringify(url.slice(0, 200))} is not an s3://bucket/prefix URL`, EXIT_CONFIG);
-    d = await S3Destination.open(url, settings);
+    if (!s3.isS3Url(url)) throw new CliError(`--destination: ${JSON.stringify(url.slice(0, 200))} is not an s3://bucket/prefix URL`, EXIT_CONFIG);
+    d = await s3.S3Destination.open(url, settings);
     const dest = d;
     const objects = await dest.list();
     const rows = await Promise.all(
@@ -599,7 +606,7 @@ async function listDestination(url: string, settings: S3Settings, json: boolean)
       )}\n`,
     );
   } catch (err) {
-    throw s3CliError(err);
+    throw s3CliError(err, s3);
   } finally {
     d?.close();
   }
@@ -655,7 +662,7 @@ export function addSnapshotCommands(program: Command): void {
     const endpoint = endpointOf(opts);
     let local = file;
     let cleanup = async (): Promise<void> => undefined;
-    if (isS3Url(file)) ({ file: local, cleanup } = await fetchFromS3(file, s3SettingsOf(opts), opts.progress !== false));
+    if ((await s3Module()).isS3Url(file)) ({ file: local, cleanup } = await fetchFromS3(file, await s3SettingsOf(opts), opts.progress !== false));
     let r: RestoreResult;
     try {
       r = await restoreSnapshot(local, { endpoint, timeoutMs: transferTimeout(opts), progress: opts.progress !== false });
@@ -694,7 +701,7 @@ export function addSnapshotCommands(program: Command): void {
     ),
   ).action(async (opts: ClientOpts & S3Opts & { json?: boolean; destination?: string }) => {
     if (opts.destination !== undefined) {
-      await listDestination(opts.destination, s3SettingsOf(opts), opts.json === true);
+      await listDestination(opts.destination, await s3SettingsOf(opts), opts.json === true);
       return;
     }
     const res = await withClient(opts, snapshotClient, async (c, deadlineMs) => (await c.listSnapshots({ deadlineMs })).snapshots);

@@ -1,8 +1,8 @@
 /**
  * The CLI loads the modules of the command it runs only: `snapshot save`
  * starts without the node, the state machine, the snapshot store, the
- * bench's histograms or serve's option table (start-up CPU is most of a
- * save of an unchanged state).
+ * bench's histograms, serve's option table, the S3 client or restore's
+ * upload (start-up CPU is most of a save of an unchanged state).
  */
 import assert from 'node:assert/strict';
 import { Child, plaintextClientEnv } from '../../harness/child.js';
@@ -16,7 +16,7 @@ async function modulesOf(args: readonly string[]): Promise<string[]> {
 }
 
 /** NOT_FOR_A_SAVE: modules a client command has no use for. */
-const NOT_FOR_A_SAVE = [/^src\/cli\/(client|kv-txn|task)-commands\.ts$/, /^src\/client\/(kv|task)-client\.ts$/, /^src\/node\//, /^src\/raft\//, /^src\/fsm\//, /^src\/storage\//, /^src\/snapshot\/(store|archive)\.ts$/, /^src\/cli\/bench\//, /^src\/cli\/config\.ts$/, /^node_modules\/hdr-histogram-js\//];
+const NOT_FOR_A_SAVE = [/^src\/cli\/(client|kv-txn|task)-commands\.ts$/, /^src\/client\/(kv|task)-client\.ts$/, /^src\/node\//, /^src\/raft\//, /^src\/fsm\//, /^src\/storage\//, /^src\/snapshot\/(store|archive)\.ts$/, /^src\/cli\/bench\//, /^src\/cli\/config\.ts$/, /^node_modules\/hdr-histogram-js\//, /^src\/ops\/(s3|retention)\.ts$/, /^src\/client\/(archive-upload|retry-write)\.ts$/];
 
 describe('CLI start-up: modules loaded', function () {
   this.timeout(60_000);
