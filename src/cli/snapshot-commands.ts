@@ -2,9 +2,10 @@
  * `snapcoord snapshot save|restore|inspect|ls`: the operator's snapshot
  * commands (after etcdctl snapshot, nomad operator snapshot, consul snapshot).
  *
- * - save FILE: asks the endpoint's Status first (unreachable, or no leader
- *   without --stale: fail before creating anything), then streams
- *   GetSnapshot into FILE.tmp (0600) with backpressure,
+ * - save FILE: asks the endpoint's Status (unreachable, or no leader
+ *   without --stale: fail before creating anything; GetSnapshot starts
+ *   alongside it and is cancelled then), then streams GetSnapshot into
+ *   FILE.tmp (0600) with backpressure,
  *   hashing on the way; checks size and SHA-256 against the node's `info`,
  *   fsyncs, then links/renames to FILE and fsyncs the directory. An existing
  *   FILE is never overwritten. A download cut mid-way is resumed (pinned to
@@ -138,6 +139,25 @@ async function checkCanServe(endpoint: string, stale: boolean, channel: ReturnTy
   }
 }
 
+/**
+ * HeldCall: a GetSnapshot call started before anything reads it. grpc-js
+ * ends a failed call's stream and emits its error once, to whoever listens
+ * then (with nobody listening, the process would die of it): `failure` keeps
+ * that error for the reader.
+ */
+interface HeldCall {
+  readonly call: grpc.ClientReadableStream<GetSnapshotResponse>;
+  failure: unknown;
+}
+
+function holdCall(call: grpc.ClientReadableStream<GetSnapshotResponse>): HeldCall {
+  const held: HeldCall = { call, failure: undefined };
+  call.on('error', (err: unknown) => {
+    held.failure ??= err;
+  });
+  return held;
+}
+
 export interface SaveOptions {
   readonly endpoint: string;
   readonly stale: boolean;
@@ -195,6 +215,12 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
   const tmp = `${path}.tmp`;
   if (await exists(path)) throw new CliError(`${file} already exists; refusing to overwrite it (choose another name or remove it)`);
   const client = snapshotClient(opts.endpoint);
+  const deadline = opts.timeoutMs > 0 ? Date.now() + opts.timeoutMs : 0;
+  const callOpts = (): { deadlineMs?: number } => (deadline > 0 ? { deadlineMs: deadline - Date.now() } : {});
+  // The download starts with the Status check, on the same connection (one round trip for both): the node finds
+  // (or makes) the snapshot while the check's answer comes back, and the first messages wait (grpc-js's stream
+  // buffer, then HTTP/2 flow control) until FILE.tmp exists. A failed check cancels it before any file is made.
+  let held: HeldCall | null = holdCall(client.getSnapshot(opts.stale, callOpts()));
   let handle: FileHandle;
   try {
     await checkCanServe(opts.endpoint, opts.stale, client.raw.getChannel());
@@ -205,11 +231,11 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
       throw new CliError(`cannot create ${file}.tmp: ${fsMessage(err)}`);
     });
   } catch (err) {
+    held.call.cancel();
     client.close();
     throw err;
   }
 
-  const deadline = opts.timeoutMs > 0 ? Date.now() + opts.timeoutMs : 0;
   const retries = opts.resumeRetries ?? SAVE_RESUME_RETRIES_DEFAULT;
   let call: grpc.ClientReadableStream<GetSnapshotResponse> | undefined;
   let interrupted = false;
@@ -243,7 +269,9 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
     for (;;) {
       const resumeAt = bytes;
       const pin = info === undefined ? {} : { id: info.id, offset: BigInt(resumeAt) };
-      const c = client.getSnapshot(opts.stale, deadline > 0 ? { deadlineMs: deadline - Date.now() } : {}, pin);
+      const first = held;
+      held = null;
+      const c = first?.call ?? client.getSnapshot(opts.stale, callOpts(), pin);
       call = c;
       touch(true);
       let sawInfo = false;
@@ -287,6 +315,8 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
       });
       try {
         await pipeline(c, extract, sink);
+        // A held call that failed before it was read ended its stream as if complete: its error is kept.
+        if (first !== null && first.failure !== undefined) throw first.failure;
         if (info === undefined) throw new CliError('the node ended the download without sending the snapshot info');
         if (bytes === Number(info.sizeBytes)) break;
         if (resumeAt === 0 && resumes === 0) throw new CliError(`the download ended after ${bytes} of ${info.sizeBytes} bytes`);

@@ -30,7 +30,7 @@ import { encodeStateRecords } from '../../src/snapshot/state-format.js';
 import { describeRun, plaintextClientEnv, REPO_ROOT, runCli } from '../harness/child.js';
 import { sleep } from '../harness/until.js';
 
-type Scenario = 'good' | 'bad-digest' | 'short' | 'fail-midway' | 'vanish' | 'stall' | 'data-first';
+type Scenario = 'good' | 'bad-digest' | 'short' | 'fail-midway' | 'vanish' | 'stall' | 'data-first' | 'fail-at-once';
 
 function info(bytes: Buffer, digest = createHash('sha256').update(bytes).digest('hex')): SnapshotInfo {
   return {
@@ -62,6 +62,9 @@ describe('cli: snapshot transfers against a scripted node', function () {
   let archive = '';
   let status: StatusResponse;
   let leaderStatus: StatusResponse;
+  /** getSnapshotFailed: resolves once a 'fail-at-once' GetSnapshot has sent its error (Status answers after it then). */
+  let getSnapshotFailed: Promise<void> = Promise.resolve();
+  let onGetSnapshotFailed = (): void => undefined;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-cli-transfer-'));
@@ -123,6 +126,10 @@ describe('cli: snapshot transfers against a scripted node', function () {
             call.write(msg({ data: half }));
             call.end();
             return;
+          case 'fail-at-once':
+            call.emit('error', { code: grpc.status.INTERNAL, details: 'disk on fire' });
+            onGetSnapshotFailed();
+            return;
         }
       },
       restoreSnapshot(call: grpc.ServerReadableStream<RestoreSnapshotRequest, RestoreSnapshotResponse>, cb: grpc.sendUnaryData<RestoreSnapshotResponse>): void {
@@ -143,7 +150,10 @@ describe('cli: snapshot transfers against a scripted node', function () {
       snapshotIndex: 0n,
     leaderClientAddress: '',
     };
-    const clusterImpl: Partial<ClusterServiceServer> = { status: (_call, cb) => cb(null, status) };
+    // Status answers once a failing GetSnapshot has sent its error (at most 3 s later: a CLI that asks in turn still gets it).
+    const clusterImpl: Partial<ClusterServiceServer> = {
+      status: (_call, cb) => void Promise.race([getSnapshotFailed, sleep(3_000)]).then(() => cb(null, status)),
+    };
     leaderStatus = status;
     server = new grpc.Server();
     server.addService(SnapshotServiceService, impl as SnapshotServiceServer);
@@ -189,6 +199,22 @@ describe('cli: snapshot transfers against a scripted node', function () {
       assert.deepEqual(await leftovers(), []);
     });
   }
+
+  it('the download starts alongside the Status check: a GetSnapshot that failed before Status answered is reported as its own failure', async () => {
+    scenario = 'fail-at-once';
+    getSnapshotFailed = new Promise((ok) => (onGetSnapshotFailed = ok));
+    try {
+      const file = join(dir, 'fail-at-once.snap');
+      const r = await runCli(['snapshot', 'save', file, '--endpoint', endpoint]);
+      assert.equal(r.code, 1, describeRun(['save'], r));
+      assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+      assert.match(r.stderr, /^snapcoord: INTERNAL: disk on fire/);
+      await assert.rejects(stat(file));
+      assert.deepEqual(await leftovers(), []);
+    } finally {
+      getSnapshotFailed = Promise.resolve();
+    }
+  });
 
   it('Ctrl-C during a stalled download: exit 130, FILE.tmp removed', async () => {
     scenario = 'stall';
