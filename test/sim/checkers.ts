@@ -366,7 +366,8 @@ export class Checkers {
    * onDepart: message m leaves node id. What it depends on must be durable
    * first (Raft §5.1, Figure 2: "respond to RPCs only after updating stable
    * storage"): its term (pre-vote messages excepted: they change no term), the
-   * vote a grant promises, and the entries an append ack promises.
+   * vote a grant promises, and the entries an append ack promises (held up to
+   * its index, and not replaced there by a later term's).
    */
   onDepart(id: NodeId, m: Message): void {
     const preVote = (m.type === 'vote' || m.type === 'voteResp') && m.preVote;
@@ -382,8 +383,16 @@ export class Checkers {
         this.fail(PROPERTY.hardState, [id], `${id} granted its vote in term ${m.term} to ${m.to} while its durable vote was for ${v.vote || '(nobody)'} in term ${v.term}`);
       }
     }
-    if (m.type === 'appendResp' && !m.reject && m.index > this.lastIndex(id)) {
-      this.fail(PROPERTY.hardState, [id], `${id} acknowledged entries up to ${m.index} while its durable log ended at ${this.lastIndex(id)}`);
+    if (m.type === 'appendResp' && !m.reject) {
+      if (m.index > this.lastIndex(id)) {
+        this.fail(PROPERTY.hardState, [id], `${id} acknowledged entries up to ${m.index} while its durable log ended at ${this.lastIndex(id)}`);
+      }
+      // The ack promises the entries of its term's leader; a durable entry there of a later term replaced them
+      // (a newer leader's append truncated them, the ack held for a save left after it: seed 621018's kind).
+      const t = this.termAt(id, m.index);
+      if (t !== undefined && t > m.term) {
+        this.fail(PROPERTY.hardState, [id], `${id} acknowledged entries up to ${m.index} in term ${m.term} while its durable entry there is of term ${t}`);
+      }
     }
   }
 
