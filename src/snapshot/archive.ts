@@ -71,7 +71,7 @@ export const ARCHIVE_FILE_MODE = 0o600;
 const STREAM_CHUNK_BYTES = 1024 * 1024;
 const ZLIB_CHUNK_BYTES = 64 * 1024;
 /**
- * GUNZIP_CHUNK_BYTES: the output chunk of readArchive's gunzip (256 KiB), so
+ * GUNZIP_CHUNK_BYTES: the output chunk of readArchive's gunzip (112 KiB), so
  * the largest piece of state.bin a consumer is handed. Each chunk is one
  * threadpool round trip and one callback: 200 MB of highly compressible state
  * gunzips in 229 ms of CPU with 64 KiB chunks and 78 ms with 1 MiB ones. But a
@@ -84,8 +84,16 @@ const ZLIB_CHUNK_BYTES = 64 * 1024;
  * the upload check and the read alone +12-50 against +5 MiB; CPU no higher
  * (install with its copy 2.1-2.4 against 1.95-2.1 s, read alone 0.33-0.57
  * against 0.35-0.44 s).
+ * Below glibc's mmap threshold, which a node fixes at 128 KiB
+ * (NODE_MALLOC_ENV): each 256 KiB chunk was a fresh mapping, faulted in page
+ * by page and unmapped when collected; a 112 KiB one comes from malloc's
+ * heap, reused. Measured (issue 15: one process with the nodes' runtime
+ * settings, a restore's install with its copy of 1M records of 1 KiB,
+ * alternating, 3 pairs, load 9-10 on 2 cores): 576-626k page faults against
+ * 401-419k, CPU (user + sys) 10.1-11.1 against 9.6-10.3 s, wall 17-22 against
+ * 11-15 s.
  */
-export const GUNZIP_CHUNK_BYTES = 256 * 1024;
+export const GUNZIP_CHUNK_BYTES = 112 * 1024;
 const END_OF_ARCHIVE_BYTES = 2 * TAR_BLOCK_BYTES;
 
 /** ArchiveWriteMeta: what the caller says about a snapshot; stateBytes is measured and stateKeys counted if absent. */
