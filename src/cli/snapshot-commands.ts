@@ -220,9 +220,10 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
   // The download starts with the Status check, on the same connection (one round trip for both): the node finds
   // (or makes) the snapshot while the check's answer comes back, and the first messages wait (grpc-js's stream
   // buffer, then HTTP/2 flow control) until FILE.tmp exists. A failed check cancels it before any file is made.
-  let held: HeldCall | null = holdCall(client.getSnapshot(opts.stale, callOpts()));
+  let held: HeldCall | null = null;
   let handle: FileHandle;
   try {
+    held = holdCall(client.getSnapshot(opts.stale, callOpts()));
     await checkCanServe(opts.endpoint, opts.stale, client.raw.getChannel());
     handle = await open(tmp, 'wx', 0o600).catch((err: unknown) => {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
@@ -231,7 +232,7 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
       throw new CliError(`cannot create ${file}.tmp: ${fsMessage(err)}`);
     });
   } catch (err) {
-    held.call.cancel();
+    held?.call.cancel();
     client.close();
     throw err;
   }
