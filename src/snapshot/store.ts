@@ -1087,7 +1087,12 @@ export class SnapshotStore {
         let id = snapshotId(meta.term, meta.index, createdAtMs);
         for (let bump = 1; await this.exists(join(this.dir, id)); bump++) {
           const existing = await this.load(id).catch(() => null);
-          if (existing !== null && existing.archiveSha256 === digest.archiveSha256) return existing;
+          if (existing !== null && existing.archiveSha256 === digest.archiveSha256) {
+            // An earlier attempt may have renamed it into place and failed before the fsync of the store directory
+            // (simulator seed 730483: then a log reset to it was persisted, and a power loss took its entry back).
+            await fsyncDir(this.dir, this.io);
+            return existing;
+          }
           if (bump > SAME_ID_ARCHIVES_MAX) {
             throw new SnapshotStoreError('already-exists', `${SAME_ID_ARCHIVES_MAX} different snapshots like ${id} are already stored`, { path: join(this.dir, id) });
           }

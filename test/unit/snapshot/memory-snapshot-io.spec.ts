@@ -152,3 +152,37 @@ describe('MemorySnapshotIo (the snapshot store on a file tree in memory)', () =>
     assert.deepEqual((await (await SnapshotStore.open('/data/store', { retain: 2, io })).list()).map((x) => x.id), listed);
   });
 });
+
+describe('SnapshotStore: a snapshot another attempt renamed into place without the fsync of the store (simulator seed 730483)', () => {
+  it('taken as the stored one, its directory entry is made durable first: a power loss right after keeps it', async () => {
+    const io = new MemorySnapshotIo();
+    const leader = await SnapshotStore.open('/sim/n1/store', { retain: 2, io });
+    const s = await leader.createFromRecords(META, inBatches(records(50)));
+    const follower = await SnapshotStore.open('/sim/n2/store', { retain: 2, io });
+    const target = { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 42, term: 3 };
+    const receive = (): Promise<unknown> =>
+      follower.receiveArchive(
+        target,
+        async (sink) => {
+          for await (const c of readChunks(s.path, 0, CHUNK_HASH_BYTES, undefined, io)) await sink.writeChunk(c.data, c.sha256);
+        },
+        { maxBytes: 1 << 20 },
+      );
+    // The first attempt renames its directory into place, then opening the store directory for its fsync fails (EIO).
+    const open = io.open.bind(io);
+    let failed = false;
+    io.open = async (path, flags, mode) => {
+      if (!failed && path === '/sim/n2/store' && (await io.readdir('/sim/n2/store')).some((d) => !d.name.endsWith('.tmp'))) {
+        failed = true;
+        throw Object.assign(new Error(`EIO: open '${path}'`), { code: 'EIO' });
+      }
+      return open(path, flags, mode);
+    };
+    await assert.rejects(receive(), /EIO/);
+    assert.ok(failed);
+    // The second attempt finds the same bytes stored under that id and takes them.
+    await receive();
+    io.loseUnsynced(() => false);
+    assert.deepEqual((await follower.list()).map((x) => x.archiveSha256), [s.archiveSha256], 'the snapshot survives the power loss');
+  });
+});
