@@ -7,10 +7,26 @@ import { readChunks } from '../../../src/snapshot/chunk-reader.js';
 import { ArchiveError, SnapshotStoreError } from '../../../src/snapshot/errors.js';
 import { MemorySnapshotIo } from '../../../src/snapshot/memory-snapshot-io.js';
 import { decodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
-import { SnapshotStore } from '../../../src/snapshot/store.js';
+import { SnapshotStore, type StoredSnapshot } from '../../../src/snapshot/store.js';
 import { MEMBERSHIP, inBatches, records, tempDir } from './helpers.js';
 
 const META = { index: 42, term: 3, membership: MEMBERSHIP, createdAt: new Date(1_700_000_000_000).toISOString() };
+
+/** leaderAndFollower: a snapshot of 50 records on /sim/n1, and a follower store on /sim/n2 with `receive()` fetching it whole (same io). */
+async function leaderAndFollower(io: MemorySnapshotIo): Promise<{ s: StoredSnapshot; follower: SnapshotStore; receive: () => Promise<StoredSnapshot> }> {
+  const leader = await SnapshotStore.open('/sim/n1/store', { retain: 2, io });
+  const s = await leader.createFromRecords(META, inBatches(records(50)));
+  const follower = await SnapshotStore.open('/sim/n2/store', { retain: 2, io });
+  const receive = (): Promise<StoredSnapshot> =>
+    follower.receiveArchive(
+      { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 42, term: 3 },
+      async (sink) => {
+        for await (const c of readChunks(s.path, 0, CHUNK_HASH_BYTES, undefined, io)) await sink.writeChunk(c.data, c.sha256);
+      },
+      { maxBytes: 1 << 20 },
+    );
+  return { s, follower, receive };
+}
 
 describe('MemorySnapshotIo (the snapshot store on a file tree in memory)', () => {
   it('a store on it writes the very archive the real file system gets, and lists, opens, verifies and reads it back', async () => {
@@ -43,17 +59,9 @@ describe('MemorySnapshotIo (the snapshot store on a file tree in memory)', () =>
 
   it('a fetch into a second in-memory store gets the same bytes; a changed byte is refused by the digest and leaves nothing', async () => {
     const io = new MemorySnapshotIo();
-    const leader = await SnapshotStore.open('/sim/n1/store', { retain: 2, io });
-    const s = await leader.createFromRecords(META, inBatches(records(50)));
-    const follower = await SnapshotStore.open('/sim/n2/store', { retain: 2, io });
+    const { s, follower, receive } = await leaderAndFollower(io);
     const target = { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 42, term: 3 };
-    const got = await follower.receiveArchive(
-      target,
-      async (sink) => {
-        for await (const c of readChunks(s.path, 0, CHUNK_HASH_BYTES, undefined, io)) await sink.writeChunk(c.data, c.sha256);
-      },
-      { maxBytes: 1 << 20 },
-    );
+    const got = await receive();
     assert.equal(got.archiveSha256, s.archiveSha256);
     await follower.verify(got.id);
     const n3 = await SnapshotStore.open('/sim/n3/store', { retain: 2, io });
@@ -156,18 +164,7 @@ describe('MemorySnapshotIo (the snapshot store on a file tree in memory)', () =>
 describe('SnapshotStore: a snapshot another attempt renamed into place without the fsync of the store (simulator seed 730483)', () => {
   it('taken as the stored one, its directory entry is made durable first: a power loss right after keeps it', async () => {
     const io = new MemorySnapshotIo();
-    const leader = await SnapshotStore.open('/sim/n1/store', { retain: 2, io });
-    const s = await leader.createFromRecords(META, inBatches(records(50)));
-    const follower = await SnapshotStore.open('/sim/n2/store', { retain: 2, io });
-    const target = { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 42, term: 3 };
-    const receive = (): Promise<unknown> =>
-      follower.receiveArchive(
-        target,
-        async (sink) => {
-          for await (const c of readChunks(s.path, 0, CHUNK_HASH_BYTES, undefined, io)) await sink.writeChunk(c.data, c.sha256);
-        },
-        { maxBytes: 1 << 20 },
-      );
+    const { s, follower, receive } = await leaderAndFollower(io);
     // The first attempt renames its directory into place, then opening the store directory for its fsync fails (EIO).
     const open = io.open.bind(io);
     let failed = false;
