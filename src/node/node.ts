@@ -414,6 +414,8 @@ export class Node {
       {
         electionTimeoutTicks: timings.electionTimeoutTicks,
         heartbeatIntervalTicks: timings.heartbeatIntervalTicks,
+        // Without a snapshot manager (tests only: serve always has one) no snapshot can start a joiner.
+        joinBySnapshot: opts.snapshots !== undefined,
         ...opts.raft,
       },
     );

@@ -66,6 +66,14 @@ export interface RaftConfig {
    * election timeouts (a minute at serve's defaults).
    */
   readonly snapshotGuardTicksMax: number;
+  /**
+   * joinBySnapshot: a member outside the log's first membership (one that
+   * joined later) starts from a snapshot, never from the first entry (see
+   * sendAppend). Default true; false only for a driver that takes no
+   * snapshots (tests, the simulator's snapshot-free scenarios), which then
+   * replays the log onto the joiner's own bootstrap membership.
+   */
+  readonly joinBySnapshot: boolean;
 }
 
 export function defaultRaftConfig(id: NodeId, rng: Rng, overrides: Partial<RaftConfig> = {}): RaftConfig {
@@ -83,6 +91,7 @@ export function defaultRaftConfig(id: NodeId, rng: Rng, overrides: Partial<RaftC
     maxUncommittedBytes: 64 << 20,
     maxApplyBytes: 16 << 20,
     maxPendingReads: 4096,
+    joinBySnapshot: true,
     ...overrides,
   };
 }
@@ -227,7 +236,8 @@ export class RaftNode {
   /**
    * snapshotWanted (leader): a follower needs a snapshot at or after this
    * index, newer than this leader's newest; the driver takes one once it has
-   * applied that far (0: none wanted).
+   * applied that far (0: none wanted). A follower that lost its base, or a
+   * member that joined after the log began (see sendAppend).
    */
   private snapshotWantedIndex = 0;
   /**
@@ -707,8 +717,8 @@ export class RaftNode {
 
   /**
    * snapshotWanted (leader): the index a snapshot must reach for a follower
-   * that lost its base (see installFailed), when this leader's newest is
-   * older; 0 when none is wanted. The driver takes a snapshot once it has
+   * that lost its base (see installFailed) or joined after the log began (see
+   * sendAppend), when this leader's newest is older; 0 when none is wanted. The driver takes a snapshot once it has
    * applied that far, and offers it at the follower's next heartbeat answer.
    */
   snapshotWanted(): number {
@@ -1510,6 +1520,15 @@ export class RaftNode {
     const prevLogTerm = this.log.term(prevLogIndex);
     if (prevLogTerm === undefined || pr.next < this.log.firstIndex()) {
       this.sendSnapshot(to, pr);
+      return false;
+    }
+    if (prevLogIndex === 0 && this.cfg.joinBySnapshot && !isMember(this.baseMembership, to)) {
+      // The log's first membership (its base, the bootstrap's --peers) is not in the log: a member outside it joined
+      // later and started from a membership of its own making, to which entries from the first would be applied
+      // (a joiner told of too few voters would count a quorum the cluster does not). It starts from a snapshot
+      // instead, which carries the membership; the driver takes one (snapshotWanted) if there is none yet.
+      if (this.snapshot.index > 0) this.sendSnapshot(to, pr);
+      else this.snapshotWantedIndex = Math.max(this.snapshotWantedIndex, 1);
       return false;
     }
     const entries =

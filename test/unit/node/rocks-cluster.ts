@@ -33,6 +33,8 @@ export interface RocksMember {
   address: string;
   peerAddress: string;
   api: ApiServer | null;
+  /** peers: the membership this member bootstraps from (its --peers; default the cluster's at start). */
+  peers?: Membership;
   node: Node | null;
   storage: RocksStorage | null;
   snapshots: SnapshotManager | null;
@@ -70,6 +72,20 @@ export class RocksCluster {
       await c.boot(m);
     }
     return c;
+  }
+
+  /**
+   * join boots a new member `id` with an empty data dir, bootstrapping from
+   * `peers(peerAddress)` (the --peers an operator gives it, given its own
+   * peer address); it is not in the membership until a leader adds it.
+   */
+  async join(id: string, peers: (peerAddress: string) => Membership): Promise<RocksMember> {
+    if (this.members.some((x) => x.id === id)) throw new Error(`${id} is already a member`);
+    const api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
+    const m: RocksMember = { id, address: api.address, peerAddress: api.peerAddress, api, peers: peers(api.peerAddress), node: null, storage: null, snapshots: null, tasks: null };
+    this.members.push(m);
+    await this.boot(m);
+    return m;
   }
 
   member(id: string): RocksMember {
@@ -113,7 +129,7 @@ export class RocksCluster {
       id: m.id,
       storage: seen,
       transport,
-      initialMembership: this.membership,
+      initialMembership: m.peers ?? this.membership,
       snapshots,
       timings: this.timings,
       logger: log,

@@ -393,6 +393,11 @@ describe('raft core', () => {
       c.node('a').propose(bytes('x'));
       c.stabilize();
       c.tickAll(2);
+      // d joined after the log began: it starts from a snapshot, then receives the log.
+      const meta = c.takeSnapshot('a');
+      c.tickAll(2);
+      assert.ok(c.installSnapshot('d', meta, 'a'));
+      c.tickAll(2);
       assert.deepEqual(c.appliedData('d'), ['x']);
       assert.deepEqual(c.node('a').status().membership.learners, ['d']);
       c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'd' });
@@ -406,6 +411,38 @@ describe('raft core', () => {
       c.node('a').propose(bytes('y'));
       c.stabilize();
       assert.equal(c.node('a').status().commit, commit);
+    });
+
+    it('a member that joined after the log began starts from a snapshot, not from its own bootstrap membership', () => {
+      // d was started with --peers naming too few members (a and itself): a membership of its own making, which the
+      // log's changes would be applied to. Promoted, it would count a quorum of 2 among {a, d}, which a quorum of
+      // {b, c, e} (3 of the 5 voters) need not meet.
+      const c = new TestCluster(['a', 'b', 'c', 'd', 'e'], {}, membership(['a', 'b', 'c', 'e']));
+      const d = c.persisted.get('d');
+      assert.ok(d !== undefined);
+      d.snapshot = initialSnapshot(membership(['a', 'd']));
+      c.start('d');
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      c.node('a').proposeConfChange({ op: 'addLearner', nodeId: 'd' });
+      c.stabilize();
+      c.tickAll(2);
+      const fromFirst = c.sent.filter((m) => m.to === 'd' && m.type === 'append' && m.prevLogIndex === 0);
+      assert.deepEqual(fromFirst, [], 'no entries from the first are sent to d');
+      assert.ok(c.node('a').snapshotWanted() > 0, 'a is asked for a snapshot');
+      const meta = c.takeSnapshot('a');
+      c.tickAll(2);
+      assert.deepEqual(c.snapshotsWanted.get('d'), [meta], 'd is offered it');
+      assert.ok(c.installSnapshot('d', meta, 'a'));
+      c.tickAll(2);
+      assert.deepEqual(c.appliedData('d'), ['x']);
+      c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'd' });
+      c.stabilize();
+      c.tickAll(2);
+      const voters = (id: string): string[] => [...c.node(id).status().membership.voters].sort();
+      assert.deepEqual(voters('a'), ['a', 'b', 'c', 'd', 'e']);
+      assert.deepEqual(voters('d'), voters('a'), "d's voters are the cluster's");
     });
 
     it('only one membership change at a time, and invalid ones are refused', () => {

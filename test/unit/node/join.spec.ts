@@ -1,0 +1,47 @@
+/**
+ * A member that joins after the log began starts from a snapshot: the log's
+ * first membership (the bootstrap's --peers) is not in the log, so entries
+ * from the first would be applied to the joiner's own --peers. Real nodes on
+ * RocksDB and gRPC (RocksCluster).
+ */
+import assert from 'node:assert/strict';
+
+import type { Node } from '../../../src/node/node.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { until } from '../../harness/until.js';
+
+const enc = new TextEncoder();
+
+describe('a member that joins after the log began', function () {
+  this.timeout(60_000);
+  let c: RocksCluster | null = null;
+  afterEach(async () => {
+    await c?.close();
+    c = null;
+  });
+
+  it('told of too few members (its --peers name the leader and itself), it installs a snapshot and counts the cluster\'s voters once promoted', async () => {
+    const cluster = await RocksCluster.start(3);
+    c = cluster;
+    const leader = await cluster.waitForLeader();
+    const lid = leader.status().id;
+    for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    assert.equal(leader.status().firstIndex, 1, 'the leader never compacted: its log still starts at the first entry');
+    const joiner = await cluster.join('n4', (self) => ({
+      voters: [lid, 'n4'],
+      learners: [],
+      addresses: { [lid]: cluster.member(lid).peerAddress, n4: self },
+    }));
+    await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: joiner.peerAddress });
+    const n4 = (): Node => cluster.node('n4');
+    await until('n4 to install a snapshot and catch up', 30_000, () => (n4().snapshotStats.installed > 0 && n4().status().applied >= leader.status().commit ? true : undefined));
+    await leader.changeMembership({ op: 'addVoter', nodeId: 'n4', address: joiner.peerAddress });
+    const voters = (n: Node): string[] => [...n.status().membership.voters].sort();
+    await until("n4 to count the cluster's voters", 10_000, () => (voters(n4()).length === 4 ? true : undefined));
+    assert.deepEqual(voters(n4()), ['n1', 'n2', 'n3', 'n4']);
+    assert.deepEqual(voters(n4()), voters(leader));
+    await leader.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('x') });
+    await until('n4 to apply the write after its promotion', 10_000, () => (n4().status().applied >= leader.status().commit ? true : undefined));
+    assert.equal(await cluster.member('n4').storage?.stateDigest(), await cluster.member(lid).storage?.stateDigest());
+  });
+});
