@@ -32,8 +32,24 @@ export const NODE_MALLOC_ENV: Readonly<Record<string, string>> = {
  * CPU per write 0.30-0.45 ms (mean 0.35) with 2 against 0.28-0.33 (0.30)
  * with 16, its GC time per write 0.12-0.30 against 0.04-0.09 ms, client p99
  * 184-416 against 167-287 ms in every pair.
+ *
+ * The old generation's allocation limit never drops below 64 MiB
+ * (--initial-old-space-size=64). With the live heap at ~11 MiB the computed
+ * limit was ~27 MiB, and a restore's install of 1M x 1 KiB (one process, the
+ * nodes' settings, --trace-gc) ran 56-62 full mark-compacts, each started at
+ * "allocation limit" with 11 MiB of the heap used, almost nothing promoted by
+ * the scavenges, 7-17 MiB of ArrayBuffers not yet collected (the gunzip's 112
+ * KiB output chunks: a GB of them, each dead within milliseconds, freed only
+ * by the next scavenge), and each freeing almost nothing (11.3 -> 11.0 MiB);
+ * their concurrent marking cost about a second of CPU per node. With the
+ * floor at 64 MiB: 0-4 (48 MiB: 11; 32 MiB: 56). Measured (issue 15, `bench:snapshot-cluster --restore-only
+ * --mix etcd`, 1M x 1 KiB): the nodes' CPU from the upload to the last
+ * snapshot 11.5 / 10.1 / 13.2 s against 14.9 / 17.0 / 15.0 s without it, the
+ * nodes' worker threads (GC, threadpool) 4.3-5.2 s against 7.6-8.0 s; the
+ * cost is a V8 heap that may hold more garbage before it is collected (peak
+ * RSS 209-229 against 193-206 MiB in that pair).
  */
-export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
+export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=16', '--initial-old-space-size=64'];
 
 /** nodeProcessEnv: `base` with NODE_MALLOC_ENV added where `base` does not set those variables itself. */
 export function nodeProcessEnv(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
