@@ -166,6 +166,34 @@ function kvKey(key: Uint8Array): Buffer {
   return out;
 }
 
+/**
+ * KV_KEY_SCRATCH_BYTES_MAX: an install writes the prefixed keys up to this long into a scratch buffer kept
+ * per length (KvKeyScratch) instead of a new Buffer per record (a million per GB of 1 KiB values).
+ */
+const KV_KEY_SCRATCH_BYTES_MAX = 256;
+
+/**
+ * KvKeyScratch gives kvKey(key) in a buffer it reuses, one per key length (up to KV_KEY_SCRATCH_BYTES_MAX;
+ * longer keys get a new Buffer): the result is valid until the next call with a key of that length, so
+ * only for a callee that copies it at once (RocksBulkBatch.put does).
+ */
+class KvKeyScratch {
+  readonly #byLength: (Buffer | undefined)[] = [];
+
+  of(key: Uint8Array): Buffer {
+    const n = key.length + 1;
+    if (n > KV_KEY_SCRATCH_BYTES_MAX) return kvKey(key);
+    let out = this.#byLength[n];
+    if (out === undefined) {
+      out = Buffer.alloc(n);
+      out[0] = PREFIX_KV;
+      this.#byLength[n] = out;
+    }
+    out.set(key, 1);
+    return out;
+  }
+}
+
 function encodeEntry(entry: Entry): Buffer {
   const out = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + entry.data.length);
   writeU64(out, entry.term, 0);
@@ -756,6 +784,7 @@ export class RocksStorage implements NodeStorage {
       // previous one has landed before the next is issued, so a key repeated by a source ends with its
       // last value. The binding has no WAL switch; the one synced write below makes all of it durable.
       const batches = [db.bulkBatch(), db.bulkBatch()] as const;
+      const keys = new KvKeyScratch(); // put() copies the key at once
       let filling: 0 | 1 = 0;
       const issue = async (): Promise<void> => {
         const batch = batches[filling];
@@ -772,7 +801,7 @@ export class RocksStorage implements NodeStorage {
         this.#checkOpen('installState'); // close() aborts an install
         checkInstallBatch(records, seen, path);
         const batch = batches[filling];
-        for (const r of records) batch.put(kvKey(r.key), r.value);
+        for (const r of records) batch.put(keys.of(r.key), r.value);
         seen += records.length;
         if (batch.bytes >= INSTALL_WRITE_BYTES || batch.count >= INSTALL_WRITE_OPS) await issue();
       }

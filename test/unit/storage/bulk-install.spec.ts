@@ -71,6 +71,35 @@ describe('RocksStorage.installState bulk load', function () {
     }
   });
 
+  it('keeps every key as given when consecutive keys share a length and some are longer than the reused key buffers', async () => {
+    // The install writes prefixed keys into a buffer reused per key length (up to 256 bytes); a longer key gets its own.
+    const keys: string[] = [];
+    for (let j = 0; j < 3_000; j++) keys.push(`s/${String(j).padStart(5, '0')}`); // one length, back to back
+    for (let n = 1; n <= 300; n += 7) keys.push(`m/${'x'.repeat(n)}`); // many lengths, across the 256-byte bound
+    keys.push(`z/${'q'.repeat(255)}`, `z/${'r'.repeat(256)}`, `z/${'s'.repeat(400)}`);
+    const s = await RocksStorage.open(dir);
+    try {
+      await s.installState(
+        (async function* () {
+          for (let i = 0; i < keys.length; i += 500) yield keys.slice(i, i + 500).map((k) => kv(k, `value of ${k}`));
+        })(),
+        { appliedIndex: 4, membership },
+      );
+      const read: string[] = [];
+      const reader = await s.snapshotState();
+      for await (const batch of reader.batches()) {
+        for (const r of batch) {
+          const key = Buffer.from(r.key).toString();
+          read.push(key);
+          assert.equal(Buffer.from(r.value).toString(), `value of ${key}`);
+        }
+      }
+      assert.deepEqual(read, [...keys].sort());
+    } finally {
+      await s.close();
+    }
+  });
+
   it('a source failing after several batches leaves the old state whole and no new generation behind', async () => {
     const s = await RocksStorage.open(dir);
     try {
