@@ -348,10 +348,18 @@ export class RocksDb {
    * RocksDb.getMany reads every key of `keys` in one native call, all at one
    * point in time (one RocksDB snapshot): the values in the same order,
    * undefined where a key has none. Rejects with a StorageError on an IO error.
+   * That point in time is the call's, not the read's: the binding takes its
+   * snapshot when the call is made (GetManyWorker's constructor, on this
+   * thread), so writes made after getMany returned its promise are not seen,
+   * even while the read still waits for the threadpool.
    */
-  async getMany(keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
-    this.#checkOpen('getMany');
-    if (keys.length === 0) return [];
+  getMany(keys: readonly Buffer[]): Promise<(Buffer | undefined)[]> {
+    try {
+      this.#checkOpen('getMany');
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    if (keys.length === 0) return Promise.resolve([]);
     this.calls.getMany++;
     return new Promise<(Buffer | undefined)[]>((resolve, reject) => {
       this.#db.getMany([...keys], { asBuffer: true }, (err, values) => {
