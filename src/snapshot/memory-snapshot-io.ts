@@ -304,6 +304,11 @@ export class MemorySnapshotIo implements SnapshotIo {
     return this.wallNow();
   }
 
+  /** yieldTurn: a microtask (a simulator's time and turns are its own). */
+  yieldTurn(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** bytesStored: the bytes of every file in the tree. */
   bytesStored(): number {
     let n = 0;

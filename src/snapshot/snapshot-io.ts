@@ -78,6 +78,13 @@ export interface SnapshotIo {
   createInflateRaw(options: ZlibOptions): Transform & { readonly bytesWritten: number };
   /** wallNowMs: milliseconds since the epoch (a date: snapshot createdAt, quarantine names). */
   wallNowMs(): number;
+  /**
+   * yieldTurn resolves on a later turn, after the work already due (real:
+   * setImmediate, after this turn's I/O callbacks): a long piece of work on
+   * the main thread (a delta's merge) lets the node's requests run between
+   * its pieces.
+   */
+  yieldTurn(): Promise<void>;
 }
 
 /** nodeSnapshotIo: the real SnapshotIo (node:fs/promises, node:zlib on the threadpool, Date.now). */
@@ -112,4 +119,5 @@ export const nodeSnapshotIo: SnapshotIo = {
   createGunzip: (options) => createGunzip(options),
   createInflateRaw: (options) => createInflateRaw(options),
   wallNowMs: () => Date.now(),
+  yieldTurn: () => new Promise<void>((resolve) => setImmediate(resolve)),
 };

@@ -196,6 +196,10 @@ export class SimSnapshotIo implements SnapshotIo {
   wallNowMs(): number {
     return this.disk.wallNowMs();
   }
+
+  yieldTurn(): Promise<void> {
+    return this.live(() => this.disk.yieldTurn());
+  }
 }
 
 /** SimSnapshotFile: an open file of a SimSnapshotIo: the inner file's calls, each through the faulty disk. */

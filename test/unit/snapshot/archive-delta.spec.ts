@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
-import { DELTA_WORKER_STATE_BYTES_MIN, deltaDigestHome, writeArchiveDelta, type StateChange } from '../../../src/snapshot/archive-delta.js';
+import { DELTA_MERGE_RECORDS_PER_TURN, DELTA_WORKER_STATE_BYTES_MIN, deltaDigestHome, writeArchiveDelta, type StateChange } from '../../../src/snapshot/archive-delta.js';
 import { readArchive, writeArchiveFromRecords, type ArchiveMemberTable, type RecordsArchiveResult } from '../../../src/snapshot/archive.js';
 import { ArchiveError, StateFormatError } from '../../../src/snapshot/errors.js';
 import { checkedStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
@@ -115,6 +115,40 @@ for (const home of ['here', 'worker'] as const) describe(`writeArchiveDelta (bas
       state = next;
       base = made; // the delta's own member table serves the next one
     }
+  });
+
+  it(`lets the event loop turn every ${DELTA_MERGE_RECORDS_PER_TURN} records it merges`, async () => {
+    // Small records: a 64 KiB member holds ~2,800, and a change falls between every two.
+    const state = Array.from({ length: 12_000 }, (_, i) => ({ key: Buffer.from(`k${String(i).padStart(9, '0')}`), value: Buffer.alloc(0) }));
+    const base = await full(state, dir, 'base');
+    assert.ok(base.result.members.state.length >= 3, `members ${base.result.members.state.length}`);
+    // A ticker counts the event loop's turns; each change notes the turn its value was read in (by the merge).
+    let turn = 0;
+    let ticking = true;
+    const tick = (): void => {
+      turn++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const readIn = new Map<number, number>();
+    const value = Buffer.from('v');
+    const changes: StateChange[] = state.map((r) => ({
+      key: Buffer.concat([r.key, Buffer.from('+')]),
+      get value() {
+        readIn.set(turn, (readIn.get(turn) ?? 0) + 1);
+        return value;
+      },
+    }));
+    changes.push({ key: Buffer.from('z-past-every-member'), value });
+    try {
+      const made = await delta(base, changes, dir, 'd');
+      assert.equal(made.result.meta.stateKeys, state.length * 2 + 1);
+    } finally {
+      ticking = false;
+    }
+    const most = Math.max(...readIn.values());
+    assert.ok(most <= DELTA_MERGE_RECORDS_PER_TURN, `${most} changes merged in one turn`);
+    assert.equal([...readIn.values()].reduce((a, b) => a + b, 0), state.length, "each change read once");
   });
 
   it('copies the members with no change compressed, as they are', async () => {
