@@ -396,6 +396,11 @@ export class RocksStorage implements NodeStorage {
   #installing = false;
   #base: LogBase;
   #lastIndex: number;
+  /**
+   * #compacting: the write of the compaction under way outside the log queue (see compact), settled once it
+   * landed and #base is its; the next compaction and close() wait for it. Never rejects.
+   */
+  #compacting: Promise<void> = Promise.resolve();
   /** #durableVote: the term and vote of the hard state last read or written synced (null: unknown, the next hard state is synced). */
   #durableVote: { readonly term: number; readonly vote: string } | null = null;
   #applied: number;
@@ -581,9 +586,29 @@ export class RocksStorage implements NodeStorage {
     });
   }
 
+  /**
+   * RocksStorage.compact: see LogStore. The state machine has its own
+   * write-ahead log: it is made durable first, before any entry it could need
+   * is dropped (outside the log queue: appends do not wait for that sync).
+   * A compaction that keeps the log's suffix deletes only entries at or below
+   * the base, which the core has committed and applied, and no append writes
+   * again: its write (synced, as the contract says) is issued inside the log
+   * queue and waited for outside it, so the appends queued behind it are
+   * written meanwhile (under bench:write a compaction of 9,000 entries held
+   * the queue, and with it every append, for 45-90 ms). The next compaction
+   * waits for it. One that discards the log (a new base past its end, or a
+   * conflicting term at the base) moves the log's end: it is written inside
+   * the queue as before.
+   */
   async compact(base: CompactionBase): Promise<void> {
     this.#checkOpen('compact');
-    return this.#logQueue.run(async () => {
+    // The applies so far made durable: those up to `synced`.
+    const synced = this.#applied;
+    if (base.index > this.#base.index) await this.#syncState();
+    let landed: Promise<void> | null = null;
+    await this.#logQueue.run(async () => {
+      await this.#compacting;
+      this.#checkOpen('compact');
       let termAtBase: number | undefined;
       if (base.index > this.#base.index && base.index <= this.#lastIndex) {
         const value = await this.#log.get(logKey(base.index));
@@ -591,15 +616,24 @@ export class RocksStorage implements NodeStorage {
       }
       const plan = planCompaction(base, { base: this.#base, lastIndex: this.#lastIndex }, termAtBase, this.path);
       if (plan === null) return;
-      // The state machine has its own write-ahead log: make it durable before dropping entries it could need.
-      await this.#syncState();
+      // A base past the applies synced above (an apply or install since): synced here, in the queue, as before.
+      if (synced < plan.base.index) await this.#syncState();
       const ops: RocksOp[] = [];
       for (let index = plan.deleteFrom; index <= plan.deleteTo; index++) ops.push({ type: 'del', key: logKey(index) });
       ops.push({ type: 'put', key: KEY_LOG_BASE, value: encodeLogBase(plan.base) });
-      await this.#log.write(ops, { sync: true });
-      this.#base = plan.base;
-      this.#lastIndex = plan.lastIndex;
+      if (plan.lastIndex !== this.#lastIndex || plan.deleteTo > plan.base.index || termAtBase !== plan.base.term) {
+        await this.#log.write(ops, { sync: true });
+        this.#base = plan.base;
+        this.#lastIndex = plan.lastIndex;
+        return;
+      }
+      const written = this.#log.write(ops, { sync: true }).then(() => {
+        this.#base = plan.base;
+      });
+      this.#compacting = written.catch(() => undefined);
+      landed = written;
     });
+    await landed;
   }
 
   async bootstrap(membership: Membership): Promise<Membership | null> {
@@ -954,6 +988,7 @@ export class RocksStorage implements NodeStorage {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#logQueue.idle();
+      await this.#compacting;
       await this.#applyQueue.idle();
       await Promise.all(
         [...this.#generations].map(async (g) => {

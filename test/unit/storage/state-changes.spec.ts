@@ -7,14 +7,13 @@
  * told to forget.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { StateChanges } from '../../../src/storage/types.js';
+import { ThreadpoolHold, turnsUntil } from './helpers.js';
 
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
 const b = (s: string): Buffer => Buffer.from(s);
@@ -88,18 +87,12 @@ describe('RocksStorage state changes since an applied index', function () {
 
   it('lets applies go on while the changed values are read, which stay those of the view', async () => {
     const s = await RocksStorage.open(dir);
-    // Every threadpool thread is held in open() of a FIFO nobody writes yet: the values' read (a threadpool job) waits.
-    const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
-    const fifos = Array.from({ length: threads }, (_, i) => join(dir, `fifo-${i}`));
-    let held: Promise<unknown>[] = [];
-    const release = (): void => {
-      for (const f of fifos) closeSync(openSync(f, 'w')); // each reader's open() returns once a writer opened
-    };
+    // Every threadpool thread is held: the values' read (a threadpool job) waits.
+    const pool = new ThreadpoolHold(dir);
     try {
       await s.installState([[{ key: b('a'), value: b('1') }]], { appliedIndex: 5, membership });
       await s.write({ writes: [{ key: b('m'), value: b('2') }], appliedIndex: 6 });
-      execFileSync('mkfifo', fifos);
-      held = fifos.map((f) => open(f, 'r').then((h) => h.close()));
+      pool.holdAll();
       const view = s.snapshotState({ changesSince: 5 });
       // The apply queue is free again before the values are read: another view opens (its iterator is made
       // on this thread, no threadpool job), and an apply is queued behind nothing but the threadpool.
@@ -108,12 +101,9 @@ describe('RocksStorage state changes since an applied index', function () {
         opened = true;
         return r;
       });
-      for (let turn = 0; turn < 1000 && !opened; turn++) await new Promise((r) => setImmediate(r));
-      assert.ok(opened, 'a view opened while the first view\'s values were being read');
+      assert.ok(await turnsUntil(() => opened), 'a view opened while the first view\'s values were being read');
       const applied = s.write({ writes: [{ key: b('m'), value: b('after the view') }], appliedIndex: 7 });
-      release();
-      await Promise.all(held);
-      held = [];
+      await pool.releaseAll();
       const first = await view;
       await first.close();
       await (await plain).close();
@@ -122,10 +112,7 @@ describe('RocksStorage state changes since an applied index', function () {
       assert.deepEqual(shown(first.changes), [['m', '2']], 'the values of the view, not of the apply made after it');
       assert.deepEqual(shown(await changesOf(s, 6)), [['m', 'after the view']]);
     } finally {
-      if (held.length > 0) {
-        release();
-        await Promise.all(held);
-      }
+      await pool.releaseAll();
       await s.close();
     }
   });
