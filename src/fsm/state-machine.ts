@@ -113,6 +113,13 @@ export class StateMachine {
   readonly #revisions: RevisionCache;
   #sessions: SessionTable;
   #epoch: number;
+  /**
+   * #changed: the applied index as of the last apply or install that changed
+   * the state (keys, session records, membership); entries after it were
+   * no-ops (a new leader's empty entry, a restore that changed nothing). At
+   * open, the applied index (what came before is not known).
+   */
+  #changed: number;
   #reappliesRetries = false;
   #tail: Promise<unknown> = Promise.resolve();
 
@@ -122,6 +129,7 @@ export class StateMachine {
     this.#name = name;
     this.#sessions = sessions;
     this.#epoch = store.stateEpoch();
+    this.#changed = store.appliedIndex();
   }
 
   /**
@@ -141,6 +149,18 @@ export class StateMachine {
   /** appliedIndex: the index of the last applied entry (0 when new). */
   appliedIndex(): number {
     return this.#store.appliedIndex();
+  }
+
+  /**
+   * changedIndex: the applied index as of the last apply or install that
+   * changed the state; every entry applied after it changed nothing, so a
+   * snapshot taken at or after it holds the state as it is now. At most
+   * appliedIndex(); equal to it after an open or a state replaced under this
+   * state machine (a store whose generation moved).
+   */
+  changedIndex(): number {
+    const applied = this.#store.appliedIndex();
+    return this.#store.stateEpoch() !== this.#epoch ? applied : Math.min(this.#changed, applied);
   }
 
   /** membership: the membership recorded by the last applied `conf` entry (or install), null if none. */
@@ -272,7 +292,11 @@ export class StateMachine {
           yield rest;
         }
       }
-      await this.#store.installState(records(), { appliedIndex: meta.appliedIndex, membership: meta.membership });
+      try {
+        await this.#store.installState(records(), { appliedIndex: meta.appliedIndex, membership: meta.membership });
+      } finally {
+        this.#changed = Math.max(this.#changed, this.#store.appliedIndex());
+      }
       if (done.table === null) throw new Error(`installState on ${this.#name}: the store did not read the whole source`);
       this.#sessions = done.table;
       this.#epoch = this.#store.stateEpoch();
@@ -297,6 +321,7 @@ export class StateMachine {
     if (epoch === this.#epoch) return;
     this.#sessions = await loadSessions(this.#store, this.#name);
     this.#epoch = epoch;
+    this.#changed = this.#store.appliedIndex();
   }
 
   /** #applyCommands applies a run of non-restore items in one store write (inside the queue). */
@@ -350,8 +375,10 @@ export class StateMachine {
       });
     } catch (err) {
       cache.forGeneration(-1); // what was written is unknown: read the records again
+      this.#changed = plan.appliedIndex;
       throw err;
     }
+    if (plan.writes.length > 0 || plan.membership !== undefined) this.#changed = plan.appliedIndex;
     for (const w of plan.writes) if (isRevisionKey(w.key)) cache.set(latin1(w.key), w.value);
     this.#sessions.commit(plan.sessionChanges);
     return plan.results;

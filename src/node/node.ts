@@ -1798,8 +1798,9 @@ export class Node {
       if (st.role !== 'leader') throw new NodeError('notLeader', new NotLeaderError(st.leader).message, st.leader, this.addressOf(st.leader));
       await this.linearizableBarrier();
     }
-    // A snapshot that still holds the state as it is now is served, not rebuilt (issue 15 item 2).
-    const current = await sm.openCurrent();
+    // A snapshot that still holds the state as it is now is served, not rebuilt (issue 15 item 2), also when
+    // entries that changed nothing were applied since (a new leader's empty entry).
+    const current = await sm.openCurrent(this.fsm.changedIndex());
     if (current !== null) return current;
     return sm.openStored(await this.snapshotNow(opts.signal));
   }

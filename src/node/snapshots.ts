@@ -561,16 +561,19 @@ export class SnapshotManager {
 
   /**
    * openCurrent returns the newest snapshot, opened (pinned until release()),
-   * if it still holds exactly the state machine's state: its index equals the
-   * state machine's applied index (every apply and install moves that index,
-   * so equal means no byte of the state differs; an index moved by no-op or
-   * membership entries alone counts as changed: membership is part of the
-   * snapshot's meta). Otherwise null. The open is cheap (open() trusts the
-   * recorded hashes): serving a current snapshot costs no rebuild and no hashing.
+   * if it still holds exactly the state machine's state: taken at or after
+   * `changedAt` (the state machine's changedIndex: the last apply or install
+   * that changed a key or the membership, which is part of the snapshot's
+   * meta; entries after it were no-ops, such as a new leader's empty entry)
+   * and not ahead of the applied index. Without `changedAt`, only a snapshot
+   * at the applied index itself. Otherwise null. The open is cheap (open()
+   * trusts the recorded hashes): serving a current snapshot costs no rebuild
+   * and no hashing.
    */
-  async openCurrent(): Promise<SnapshotHandle | null> {
+  async openCurrent(changedAt?: number): Promise<SnapshotHandle | null> {
     const n = this.newest;
-    if (n === null || n.meta.index !== this.storage.appliedIndex()) return null;
+    const applied = this.storage.appliedIndex();
+    if (n === null || n.meta.index > applied || n.meta.index < Math.min(changedAt ?? applied, applied)) return null;
     // Checked in the same turn as the applied index: the snapshot is the state as of now.
     try {
       return await this.store.open(n.id);

@@ -91,6 +91,23 @@ describe('StateMachine over RocksStorage', () => {
     }
   });
 
+  it('changedIndex: the applied index of the last apply that changed the state (a put, a membership), not moved by empty entries', async () => {
+    const fsm = await StateMachine.open(store);
+    assert.equal(fsm.changedIndex(), 0);
+    const noop = (index: number): ApplyItem => ({ entry: { index, term: 1, type: 'normal', data: new Uint8Array() } });
+    await fsm.apply([item(1, { op: 'put', key: bytes('k'), value: bytes('a') }), noop(2)]);
+    assert.equal(fsm.changedIndex(), 2, 'a run that changed something counts at its last index');
+    await fsm.apply([noop(3), noop(4)]);
+    assert.equal(fsm.changedIndex(), 2);
+    assert.equal(fsm.appliedIndex(), 4);
+    await fsm.apply([{ entry: { index: 5, term: 2, type: 'conf', data: new Uint8Array() }, membership }]);
+    assert.equal(fsm.changedIndex(), 5, 'a membership is part of a snapshot');
+    await fsm.apply([noop(6)]);
+    assert.equal(fsm.changedIndex(), 5);
+    const reopened = await StateMachine.open(store);
+    assert.equal(reopened.changedIndex(), 6, 'after an open, what came before is not known: the applied index');
+  });
+
   it('ops records: applied under the reserved prefix (never in get or range), in the snapshot; a malformed one is a failed no-op', async () => {
     const fsm = await StateMachine.open(store);
     const raw = (index: number, data: Uint8Array): ApplyItem => ({ entry: { index, term: 1, type: 'normal', data } });

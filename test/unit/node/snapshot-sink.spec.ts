@@ -132,6 +132,37 @@ describe('snapshot sink on nodes (issue 15)', function () {
     }
   });
 
+  it('a download after leadership moved away and back (two empty entries applied, no key changed) serves the snapshot taken before', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 100_000, trailingEntries: 5 });
+    const cluster = c;
+    const leader = await cluster.waitForLeader();
+    const lid = leader.status().id;
+    for (let i = 0; i < 20; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    const first = await leader.downloadSnapshot(false);
+    const { id: firstId, meta: firstMeta } = first;
+    first.release();
+    const created = leader.snapshotStats.created;
+    const other = cluster.members.map((m) => m.id).find((id) => id !== lid) as string;
+    await leader.transferLeadership(other);
+    await cluster.node(other).transferLeadership(lid);
+    await until(`${lid} to apply its new term's empty entry`, 10_000, () => (leader.status().role === 'leader' && leader.status().applied >= leader.status().commit && leader.status().applied >= firstMeta.index + 2 ? true : undefined));
+    const again = await leader.downloadSnapshot(false);
+    try {
+      assert.equal(again.id, firstId, 'the same snapshot is served');
+      assert.equal(leader.snapshotStats.created, created, 'no snapshot was taken');
+    } finally {
+      again.release();
+    }
+    await leader.propose({ op: 'put', key: enc.encode('k/new'), value: enc.encode('changed') });
+    const third = await leader.downloadSnapshot(false);
+    try {
+      assert.notEqual(third.id, firstId, 'a write after them makes a new snapshot');
+      assert.equal(leader.snapshotStats.created, created + 1);
+    } finally {
+      third.release();
+    }
+  });
+
   it('a snapshot after a few writes is made from the previous one (unchanged members copied), and holds exactly the state', async () => {
     c = await RocksCluster.start(1, { snapshotEntries: 100_000, trailingEntries: 5 });
     const cluster = c;
