@@ -10,7 +10,7 @@ import { join } from 'node:path';
 
 import type { Entry } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import { ThreadpoolHold, turnsUntil } from './helpers.js';
+import { ThreadpoolHold, stepsUntil, turnsUntil } from './helpers.js';
 
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
 const entry = (index: number, term: number): Entry => ({ index, term, type: 'normal', data: Buffer.from(`e${index}`) });
@@ -38,7 +38,7 @@ describe('RocksStorage.compact and the appends behind it', function () {
       // compaction's write, issued once the read is back, waits behind it.
       pool.hold();
       pool.releaseOldest();
-      assert.ok(await turnsUntil(() => calls().write === before.write + 1), 'the compaction issued its write');
+      assert.ok(await stepsUntil(() => calls().write === before.write + 1), 'the compaction issued its write');
       const saved = store.save({ entries: [entry(21, 1)] });
       assert.ok(await turnsUntil(() => calls().write === before.write + 2), 'the append was issued while the compaction\'s write waited');
       await pool.releaseAll();

@@ -57,9 +57,9 @@ export class ThreadpoolHold {
           closeSync(openSync(h.path, constants.O_WRONLY | constants.O_NONBLOCK));
           break;
         } catch (err) {
-          // ENXIO: its open() has not started yet (no thread free): wait for one.
-          if ((err as NodeJS.ErrnoException).code !== 'ENXIO' || turn >= 100_000) throw err;
-          await new Promise((r) => setImmediate(r));
+          // ENXIO: its open() has not started yet (no thread free): wait for one (up to ~10,000 ms steps).
+          if ((err as NodeJS.ErrnoException).code !== 'ENXIO' || turn >= 10_000) throw err;
+          await new Promise((r) => setTimeout(r, 1));
         }
       }
       await h.done;
@@ -67,8 +67,21 @@ export class ThreadpoolHold {
   }
 }
 
-/** turnsUntil waits up to `turns` event-loop turns for `cond`; answers whether it held. */
+/**
+ * turnsUntil waits up to `turns` event-loop turns for `cond` (what this
+ * thread alone brings about: promises, immediates); answers whether it held.
+ */
 export async function turnsUntil(cond: () => boolean, turns = 1000): Promise<boolean> {
   for (let turn = 0; turn < turns && !cond(); turn++) await new Promise((r) => setImmediate(r));
+  return cond();
+}
+
+/**
+ * stepsUntil waits for `cond` that a threadpool job brings about (its
+ * completion), in up to `steps` steps of a 1 ms timer (a bound on the loop, not
+ * a time the test expects); answers whether it held.
+ */
+export async function stepsUntil(cond: () => boolean, steps = 10_000): Promise<boolean> {
+  for (let step = 0; step < steps && !cond(); step++) await new Promise((r) => setTimeout(r, 1));
   return cond();
 }
