@@ -1620,8 +1620,13 @@ export class RaftNode {
   }
 
   private send(to: NodeId, body: MessageBody<Message>): void {
-    const msg = { ...body, from: this.id, to, term: body.term ?? this.term } as unknown as Message;
-    this.msgs.push(msg);
+    // The body is a fresh literal of the caller's: it becomes the message (a copy by spread cost ~2 µs a message,
+    // its shapes being many and made by spreads themselves).
+    const msg = body as { from?: NodeId; to?: NodeId; term?: number };
+    msg.from = this.id;
+    msg.to = to;
+    if (msg.term === undefined) msg.term = this.term;
+    this.msgs.push(msg as unknown as Message);
   }
 }
 
