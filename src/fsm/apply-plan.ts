@@ -4,6 +4,7 @@ import { decodeOpsRecord, isOpsRecord } from './ops-record.js';
 import { decodeCommand, KvCommandError, type KvCommand, type KvCompare, type KvTxnOp } from './kv-command.js';
 import { SessionPlanner, SessionTable, type SessionChanges } from './sessions.js';
 import { StorageError } from '../storage/storage-error.js';
+import { keyString } from '../storage/key-string.js';
 import type { ApplyItem, ApplyResult, StoredKeyValue, TxnOpResult } from './types.js';
 
 /** KvWrite is one change to the key-value data: a put, or a delete when value is null. */
@@ -73,9 +74,6 @@ function decodeOrNull(data: Uint8Array): KvCommand | null {
   }
 }
 
-function keyString(key: Uint8Array): string {
-  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
-}
 
 /**
  * applyProbeKeys lists, once each, the keys whose state planApply reads

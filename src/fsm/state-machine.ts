@@ -19,6 +19,7 @@
  */
 import type { Membership } from '../raft/types.js';
 import { StorageError } from '../storage/storage-error.js';
+import { keyString } from '../storage/key-string.js';
 import { RANGE_LIMIT_MAX, type KeyValue, type StateSnapshotReader, type StateStore } from '../storage/types.js';
 import { applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
 import { isRevisionKey, REVISION_KEY_PREFIX, revisionKey } from './key-revision.js';
@@ -81,11 +82,6 @@ export interface StateMachineOptions {
   readonly testOnlyReappliesRetries?: boolean;
   /** revisionCacheBytesMax: the cap of the in-memory revision records (RevisionCache; default REVISION_CACHE_BYTES_MAX). */
   readonly revisionCacheBytesMax?: number;
-}
-
-/** latin1: `bytes` as a string, one character per byte (a map key). */
-function latin1(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 }
 
 function before(end: Uint8Array | undefined, limit: Uint8Array): Uint8Array {
@@ -337,8 +333,8 @@ export class StateMachine {
     const reads: { key: Uint8Array; needValue: boolean; recordKey: Uint8Array; cached: Uint8Array | null | undefined }[] = [];
     for (const { key, value: needValue } of applyProbeKeys(items, applied)) {
       const recordKey = revisionKey(key);
-      const cached = cache.get(latin1(recordKey));
-      if (cached !== undefined && !needValue) probes.set(latin1(key), { value: undefined, revision: cached ?? undefined });
+      const cached = cache.get(keyString(recordKey));
+      if (cached !== undefined && !needValue) probes.set(keyString(key), { value: undefined, revision: cached ?? undefined });
       else reads.push({ key, needValue, recordKey, cached });
     }
     // Every probe of the batch in one store read (one point in time): a value where the plan needs it, the revision
@@ -355,15 +351,15 @@ export class StateMachine {
       let revision: Uint8Array | undefined;
       if (cached === undefined) {
         revision = found[at++];
-        cache.set(latin1(recordKey), revision ?? null);
+        cache.set(keyString(recordKey), revision ?? null);
       } else {
         revision = cached ?? undefined;
       }
-      probes.set(latin1(key), { value, revision });
+      probes.set(keyString(key), { value, revision });
     }
     const plan = planApply(items, applied, this.#name, {
       sessions: this.#sessions,
-      read: (key) => probes.get(latin1(key)),
+      read: (key) => probes.get(keyString(key)),
       ...(this.#reappliesRetries ? { testOnlyReappliesRetries: true } : {}),
     });
     if (plan.appliedIndex === applied) return plan.results;
@@ -379,7 +375,7 @@ export class StateMachine {
       throw err;
     }
     if (plan.writes.length > 0 || plan.membership !== undefined) this.#changed = plan.appliedIndex;
-    for (const w of plan.writes) if (isRevisionKey(w.key)) cache.set(latin1(w.key), w.value);
+    for (const w of plan.writes) if (isRevisionKey(w.key)) cache.set(keyString(w.key), w.value);
     this.#sessions.commit(plan.sessionChanges);
     return plan.results;
   }
@@ -483,7 +479,7 @@ async function loadRevisions(store: StateStore, cache: RevisionCache): Promise<v
     const page = await store.range({ prefix: REVISION_KEY_PREFIX, ...(start !== undefined ? { start } : {}), limit: REVISION_LOAD_PAGE });
     for (const r of page.kvs) {
       if (!cache.fits(1, r.key.length + r.value.length)) return;
-      cache.set(latin1(r.key), r.value);
+      cache.set(keyString(r.key), r.value);
     }
     const last = page.kvs[page.kvs.length - 1];
     if (!page.more || last === undefined) break;

@@ -1,6 +1,7 @@
 import type { Entry, HardState, Membership } from '../raft/types.js';
 import { checkIdentityMatch, missingIdentity } from './identity-check.js';
 import { compareBytes, resolveRange } from './key-range.js';
+import { keyString } from './key-string.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { SerialQueue } from './serial-queue.js';
 import { checkInstallBatch, checkInstallMeta, checkStateBatch, copyMembership, digestSnapshot } from './state-transfer.js';
@@ -28,11 +29,6 @@ function copyEntry(entry: Entry): Entry {
 
 function copyBase(base: LogBase): LogBase {
   return { index: base.index, term: base.term, membership: base.membership === null ? null : copyMembership(base.membership) };
-}
-
-/** latin1 strings of bytes compare (with < and >) in the same order as the bytes. */
-function keyString(key: Uint8Array): string {
-  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
 }
 
 /**

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
 import { resolveRange } from './key-range.js';
+import { keyString } from './key-string.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp } from './rocks.js';
 import { SerialQueue } from './serial-queue.js';
@@ -911,7 +912,7 @@ export class RocksStorage implements NodeStorage {
 
   /** #noteChanges remembers the keys of a written batch (see #changed), dropping the memory past CHANGES_TRACKED_MAX. */
   #noteChanges(batch: StateBatch): void {
-    for (const w of batch.writes) this.#changed.set(Buffer.from(w.key.buffer, w.key.byteOffset, w.key.byteLength).toString('latin1'), batch.appliedIndex);
+    for (const w of batch.writes) this.#changed.set(keyString(w.key), batch.appliedIndex);
     if (this.#changed.size > CHANGES_TRACKED_MAX) {
       this.#changed.clear();
       this.#changesKnownSince = batch.appliedIndex;

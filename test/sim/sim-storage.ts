@@ -53,6 +53,7 @@ import type {
 import type { SeededRng } from '../harness/rng.js';
 import type { NodeClock } from './sim-clock.js';
 import { StorageError } from '../../src/storage/storage-error.js';
+import { keyString } from '../../src/storage/key-string.js';
 
 /** DiskObserver: what the checkers are told, each at the moment it reaches the disk. */
 export interface DiskObserver {
@@ -395,7 +396,7 @@ export class SimStorage implements NodeStorage {
     const olds = new Map<string, KeyValue | undefined>();
     if (alone) {
       for (const w of batch.writes) {
-        const k = keyOf(w.key);
+        const k = keyString(w.key);
         if (!olds.has(k)) olds.set(k, d.kv.get(k));
       }
     }
@@ -531,10 +532,6 @@ export class SimStorage implements NodeStorage {
   }
 }
 
-/** keyOf: the key as MemoryStorage keys its map (latin1 strings of the bytes). */
-function keyOf(key: Uint8Array): string {
-  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
-}
 
 /** recordHash: two 32-bit hashes (FNV-1a and a multiply-xorshift lane) of one record's key and value. */
 function recordHash(key: Uint8Array, value: Uint8Array): [number, number] {
