@@ -63,6 +63,11 @@ export interface ApplyContext {
    * the table remembers is applied again instead of answered from the table.
    */
   readonly testOnlyReappliesRetries?: boolean;
+  /**
+   * decoded: the commands applyProbeKeys decoded for these items, by their
+   * entry's data (planApply decodes the others, and reports those that fail).
+   */
+  readonly decoded?: ReadonlyMap<Uint8Array, KvCommand>;
 }
 
 function decodeOrNull(data: Uint8Array): KvCommand | null {
@@ -74,16 +79,16 @@ function decodeOrNull(data: Uint8Array): KvCommand | null {
   }
 }
 
-
 /**
  * applyProbeKeys lists, once each, the keys whose state planApply reads
  * (ApplyContext.read): every key a command among the items above
  * `appliedIndex` writes, reads or compares (each write needs the key's
  * revision: its version goes on). The value is needed (`value` set) for the
  * keys of a transaction, of a single delete (its count) and of a put with
- * prevKv; a plain put or a batch needs the revision record only.
+ * prevKv; a plain put or a batch needs the revision record only. The
+ * commands it decodes go into `decoded` when given (for ApplyContext.decoded).
  */
-export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number): ProbeKey[] {
+export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number, decoded?: Map<Uint8Array, KvCommand>): ProbeKey[] {
   const keys = new Map<string, { key: Uint8Array; value: boolean }>();
   const add = (key: Uint8Array, value = true): void => {
     const k = keyString(key);
@@ -95,6 +100,7 @@ export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number
     if (entry.index <= appliedIndex || entry.type !== 'normal' || entry.data.length === 0) continue;
     const command = decodeOrNull(entry.data);
     if (command === null) continue;
+    decoded?.set(entry.data, command);
     if (command.op === 'txn') {
       for (const c of command.compares) add(c.key);
       for (const op of command.success) add(op.key);
@@ -255,7 +261,7 @@ export function planApply(items: readonly ApplyItem[], appliedIndex: number, pat
     }
     let command: KvCommand;
     try {
-      command = decodeCommand(entry.data);
+      command = context.decoded?.get(entry.data) ?? decodeCommand(entry.data);
     } catch (err) {
       if (!(err instanceof KvCommandError)) throw err;
       results.push({ index: entry.index, ok: false, code: err.code, error: err.message });

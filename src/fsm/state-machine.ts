@@ -23,6 +23,7 @@ import { keyString } from '../storage/key-string.js';
 import { RANGE_LIMIT_MAX, type KeyValue, type StateSnapshotReader, type StateStore } from '../storage/types.js';
 import { applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
 import { isRevisionKey, REVISION_KEY_PREFIX, revisionKey } from './key-revision.js';
+import type { KvCommand } from './kv-command.js';
 import { opsRecordKey } from './ops-record.js';
 import { decodeRestoreCommand, isRestoreCommand, type RestoreCommand } from './restore-command.js';
 import { RevisionCache } from './revision-cache.js';
@@ -331,7 +332,8 @@ export class StateMachine {
     if (cache.forGeneration(store.stateEpoch())) await loadRevisions(store, cache);
     const probes = new Map<string, KeyProbe>();
     const reads: { key: Uint8Array; needValue: boolean; recordKey: Uint8Array; cached: Uint8Array | null | undefined }[] = [];
-    for (const { key, value: needValue } of applyProbeKeys(items, applied)) {
+    const decoded = new Map<Uint8Array, KvCommand>(); // decoded once for the probes and the plan
+    for (const { key, value: needValue } of applyProbeKeys(items, applied, decoded)) {
       const recordKey = revisionKey(key);
       const cached = cache.get(keyString(recordKey));
       if (cached !== undefined && !needValue) probes.set(keyString(key), { value: undefined, revision: cached ?? undefined });
@@ -360,6 +362,7 @@ export class StateMachine {
     const plan = planApply(items, applied, this.#name, {
       sessions: this.#sessions,
       read: (key) => probes.get(keyString(key)),
+      decoded,
       ...(this.#reappliesRetries ? { testOnlyReappliesRetries: true } : {}),
     });
     if (plan.appliedIndex === applied) return plan.results;
