@@ -455,7 +455,7 @@ export class Node {
    * never applied over a persisted membership.
    */
   private warnPeersMismatch(given: Membership): void {
-    const persisted = this.raft.status().membership;
+    const persisted = this.raft.brief().membership;
     if (membershipKey(given) === membershipKey(persisted)) return;
     this.log.warn(
       { peers: describeMembership(given), persisted: describeMembership(persisted) },
@@ -1222,7 +1222,7 @@ export class Node {
    */
   private async compactLog(): Promise<number> {
     const sm = this.snapshots as SnapshotManager;
-    const st = this.raft.status();
+    const st = this.raft.brief(); // brief, not status: no per-peer progress records made (a compaction follows every snapshot)
     // Never past what the state machine has applied: a follower that began installing a snapshot whose last
     // entry its log holds (Raft §7: no reset) still applies the committed entries it was handed before it, and
     // those stay in the persisted log until they are applied (simulator seed 92505, 5 nodes: compacted to 19
@@ -1234,7 +1234,7 @@ export class Node {
       const base = this.raft.compact(compactTo);
       await this.storage.compact({ ...base, membership: this.raft.membershipAt(base.index) });
     }
-    this.restoreRefs.dropThrough(this.raft.status().firstIndex - 1);
+    this.restoreRefs.dropThrough(this.raft.brief().firstIndex - 1);
     return compactTo;
   }
 
