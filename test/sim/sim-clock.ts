@@ -3,7 +3,8 @@
  * ordered by due time, ties by the order they were set). Nothing moves it
  * but fireNext(); real time never does. NodeClock is one node incarnation's
  * view of it (the Clock a Node is given, src/node/clock.ts): a crash kills
- * the incarnation, and every timer it set never runs.
+ * the incarnation, and every timer it set never runs (each timer names its
+ * owner; one whose owner is dead is dropped as it surfaces, as a cancelled one).
  */
 import type { Clock, TimerHandle } from '../../src/node/clock.js';
 
@@ -14,6 +15,13 @@ interface SimTimer extends TimerHandle {
   /** intervalMs: re-armed this far after each run; 0 for a one-shot timer. */
   readonly intervalMs: number;
   cancelled: boolean;
+  /** owner: the incarnation that set it (never run once it is dead); null for the simulator's own timers. */
+  readonly owner: TimerOwner | null;
+}
+
+/** TimerOwner: what a timer's owner tells the clock (NodeClock). */
+interface TimerOwner {
+  readonly alive: boolean;
 }
 
 export class SimClock {
@@ -28,8 +36,8 @@ export class SimClock {
   }
 
   /** at runs fn once, delayMs (≥ 0) from now; the handle cancels it. */
-  at(fn: () => void, delayMs: number, intervalMs = 0): SimTimer {
-    const t: SimTimer = { dueMs: this.now + Math.max(0, delayMs), seq: this.seq++, fn, intervalMs, cancelled: false, unref: noop };
+  at(fn: () => void, delayMs: number, intervalMs = 0, owner: TimerOwner | null = null): SimTimer {
+    const t: SimTimer = { dueMs: this.now + Math.max(0, delayMs), seq: this.seq++, fn, intervalMs, cancelled: false, unref: noop, owner };
     this.push(t);
     return t;
   }
@@ -56,7 +64,7 @@ export class SimClock {
         return false;
       }
       this.pop();
-      if (t.cancelled) continue;
+      if (t.cancelled || (t.owner !== null && !t.owner.alive)) continue;
       this.now = t.dueMs;
       if (t.intervalMs > 0) {
         t.dueMs += t.intervalMs;
@@ -114,8 +122,8 @@ function noop(): void {}
  * sleep() of a killed incarnation never resolves (its process is gone).
  */
 export class NodeClock implements Clock {
-  private alive = true;
-  private readonly timers = new Set<TimerHandle>();
+  /** alive: false once the incarnation is killed (its timers are then dropped by the SimClock, see TimerOwner). */
+  alive = true;
 
   constructor(private readonly sim: SimClock) {}
 
@@ -124,36 +132,26 @@ export class NodeClock implements Clock {
   }
 
   setTimeout(fn: () => void, delayMs: number): TimerHandle {
-    const t = this.sim.at(
-      () => {
-        this.timers.delete(t);
-        if (this.alive) fn();
-      },
-      delayMs,
-    );
-    if (this.alive) this.timers.add(t);
-    else this.sim.cancel(t);
-    return t;
+    return this.sim.at(fn, delayMs, 0, this);
   }
 
-  /** defer: a microtask (virtual time does not move), never run once the incarnation is killed. */
+  /**
+   * defer: a microtask (virtual time does not move), never run once the incarnation is killed. A promise
+   * reaction, not queueMicrotask (the same place in the one microtask queue; queueMicrotask makes an
+   * AsyncResource per call).
+   */
   defer(fn: () => void): void {
-    queueMicrotask(() => {
+    void Promise.resolve().then(() => {
       if (this.alive) fn();
     });
   }
 
   setInterval(fn: () => void, intervalMs: number): TimerHandle {
     if (!(intervalMs > 0)) throw new RangeError(`NodeClock: interval of ${intervalMs} ms`);
-    const t = this.sim.at(() => (this.alive ? fn() : undefined), intervalMs, intervalMs);
-    if (this.alive) this.timers.add(t);
-    else this.sim.cancel(t);
-    return t;
+    return this.sim.at(fn, intervalMs, intervalMs, this);
   }
 
   clearTimeout(timer: TimerHandle | undefined): void {
-    if (timer === undefined) return;
-    this.timers.delete(timer);
     this.sim.cancel(timer);
   }
 
@@ -164,7 +162,5 @@ export class NodeClock implements Clock {
   /** kill: the incarnation crashed; none of its timers runs again. */
   kill(): void {
     this.alive = false;
-    for (const t of this.timers) this.sim.cancel(t);
-    this.timers.clear();
   }
 }
