@@ -100,7 +100,15 @@ const KEY_MEMBERSHIP = Buffer.from('mmembership');
  * changes are known only from that write on (about 100 bytes a key).
  */
 const CHANGES_TRACKED_MAX = 131_072;
-/** CHANGES_LISTED_MAX / CHANGES_VALUE_BYTES_MAX: a view lists at most this many changed keys / value bytes (read inside the apply queue), else changes is null. */
+/**
+ * CHANGES_VALUES_KEPT_BYTES: the bytes of changed values the store keeps (a
+ * copy of each, made as it is applied) for the changes of the next snapshot
+ * view; a value past them is read at the view instead (getMany). Reading
+ * 20k changed values at a view cost ~57 ms of CPU, and turning them into
+ * Buffers held a busy leader's main thread for up to 176 ms (bench:write).
+ */
+const CHANGES_VALUES_KEPT_BYTES = 16 * 1024 * 1024;
+/** CHANGES_LISTED_MAX / CHANGES_VALUE_BYTES_MAX: a view lists at most this many changed keys / value bytes, else changes is null. */
 const CHANGES_LISTED_MAX = 32_768;
 const CHANGES_VALUE_BYTES_MAX = 64 * 1024 * 1024;
 /**
@@ -356,6 +364,14 @@ export type InstallPhase = 'generationCreated' | 'generationBuilt' | 'pointerWri
 export interface RocksStorageOptions {
   /** called synchronously at each InstallPhase of every installState, with the new generation; for crash tests. */
   readonly installHook?: (phase: InstallPhase, generation: number) => void;
+  /** changesValuesKeptBytes: see CHANGES_VALUES_KEPT_BYTES (its default); for tests. */
+  readonly changesValuesKeptBytes?: number;
+}
+
+/** Changed: a key's last write (#changed): its applied index and its value then (null: deleted; undefined: not kept). */
+interface Changed {
+  readonly at: number;
+  readonly value: Buffer | null | undefined;
 }
 
 /** Generation is one open state-<gen> database with the reads and readers using it. */
@@ -405,8 +421,13 @@ export class RocksStorage implements NodeStorage {
   /** #durableVote: the term and vote of the hard state last read or written synced (null: unknown, the next hard state is synced). */
   #durableVote: { readonly term: number; readonly vote: string } | null = null;
   #applied: number;
-  /** #changed: latin1 key -> applied index of its last write, for every key written after #changesKnownSince (snapshotState changes). */
-  readonly #changed = new Map<string, number>();
+  /**
+   * #changed: latin1 key -> the applied index of its last write and, when kept, its value then (null: deleted;
+   * undefined: not kept, read at the view), for every key written after #changesKnownSince (snapshotState changes).
+   */
+  readonly #changed = new Map<string, Changed>();
+  /** #keptBytes: the bytes of the values #changed keeps (up to CHANGES_VALUES_KEPT_BYTES). */
+  #keptBytes = 0;
   #changesKnownSince = 0;
   #membership: Membership | null;
   #closing: Promise<void> | null = null;
@@ -895,7 +916,7 @@ export class RocksStorage implements NodeStorage {
     this.#applied = checked.appliedIndex;
     this.#membership = checked.membership;
     this.#stateDirty = false;
-    this.#changed.clear();
+    this.#forgetChanges();
     this.#changesKnownSince = checked.appliedIndex;
     if (dirSyncError !== null) {
       await this.#retire(old, false);
@@ -912,11 +933,29 @@ export class RocksStorage implements NodeStorage {
 
   /** #noteChanges remembers the keys of a written batch (see #changed), dropping the memory past CHANGES_TRACKED_MAX. */
   #noteChanges(batch: StateBatch): void {
-    for (const w of batch.writes) this.#changed.set(keyString(w.key), batch.appliedIndex);
+    const keepMax = this.#options.changesValuesKeptBytes ?? CHANGES_VALUES_KEPT_BYTES;
+    for (const w of batch.writes) {
+      const key = keyString(w.key);
+      const before = this.#changed.get(key);
+      if (before?.value != null) this.#keptBytes -= before.value.length;
+      let value: Buffer | null | undefined;
+      if (w.value === null) value = null;
+      else if (this.#keptBytes + w.value.length <= keepMax) {
+        // A copy: the batch's value may be a view into a larger buffer (an append message) it would keep alive.
+        value = Buffer.from(w.value);
+        this.#keptBytes += value.length;
+      }
+      this.#changed.set(key, { at: batch.appliedIndex, value });
+    }
     if (this.#changed.size > CHANGES_TRACKED_MAX) {
-      this.#changed.clear();
+      this.#forgetChanges();
       this.#changesKnownSince = batch.appliedIndex;
     }
+  }
+
+  #forgetChanges(): void {
+    this.#changed.clear();
+    this.#keptBytes = 0;
   }
 
   /**
@@ -929,23 +968,30 @@ export class RocksStorage implements NodeStorage {
   #changesSince(db: RocksDb, since: number): Promise<StateChanges | null> {
     if (!Number.isSafeInteger(since) || since < this.#changesKnownSince || since > this.#applied) return Promise.resolve(null);
     const keys: string[] = [];
-    for (const [key, at] of this.#changed) {
-      if (at > since) keys.push(key);
-      else this.#changed.delete(key);
+    for (const [key, c] of this.#changed) {
+      if (c.at > since) keys.push(key);
+      else {
+        if (c.value != null) this.#keptBytes -= c.value.length;
+        this.#changed.delete(key);
+      }
     }
     this.#changesKnownSince = since;
     if (keys.length > CHANGES_LISTED_MAX) return Promise.resolve(null);
     // latin1 maps each byte to one UTF-16 unit of the same value: string order is bytewise order.
     keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    const bytes = keys.map((k) => Buffer.from(k, 'latin1'));
-    return db.getMany(bytes.map(kvKey)).then((values) => {
+    const entries = keys.map((k) => ({ key: Buffer.from(k, 'latin1'), value: (this.#changed.get(k) as Changed).value }));
+    // The values not kept are read, as of now (inside the apply queue: the view's).
+    const unknown = entries.filter((e) => e.value === undefined);
+    const read = unknown.length === 0 ? Promise.resolve([]) : db.getMany(unknown.map((e) => kvKey(e.key)));
+    return read.then((values) => {
       let valueBytes = 0;
-      const entries = bytes.map((key, i) => {
-        const v = values[i];
+      let u = 0;
+      const listed = entries.map((e) => {
+        const v = e.value === undefined ? (values[u++] ?? null) : e.value;
         valueBytes += v?.length ?? 0;
-        return { key, value: v ?? null };
+        return { key: e.key, value: v };
       });
-      return valueBytes > CHANGES_VALUE_BYTES_MAX ? null : { sinceIndex: since, entries };
+      return valueBytes > CHANGES_VALUE_BYTES_MAX ? null : { sinceIndex: since, entries: listed };
     });
   }
 

@@ -86,7 +86,8 @@ describe('RocksStorage state changes since an applied index', function () {
   });
 
   it('lets applies go on while the changed values are read, which stay those of the view', async () => {
-    const s = await RocksStorage.open(dir);
+    // No value kept: every one is read at the view.
+    const s = await RocksStorage.open(dir, { changesValuesKeptBytes: 0 });
     // Every threadpool thread is held: the values' read (a threadpool job) waits.
     const pool = new ThreadpoolHold(dir);
     try {
@@ -114,6 +115,33 @@ describe('RocksStorage state changes since an applied index', function () {
     } finally {
       await pool.releaseAll();
       await s.close();
+    }
+  });
+
+  it('keeps the changed values it applied, up to its bound, and reads only the others at the view', async () => {
+    for (const kept of [undefined, 5]) {
+      const sub = join(dir, `kept-${kept ?? 'default'}`);
+      const s = await RocksStorage.open(sub, kept === undefined ? {} : { changesValuesKeptBytes: kept });
+      try {
+        await s.installState([[{ key: b('a'), value: b('1') }, { key: b('b'), value: b('2') }]], { appliedIndex: 5, membership });
+        // A value held in a larger buffer (as a decoded append's): what is kept is a copy, not that buffer.
+        const message = Buffer.from('xxxx-abc-yyyy');
+        await s.write({ writes: [{ key: b('c'), value: message.subarray(5, 8) }, { key: b('a'), value: null }], appliedIndex: 6 });
+        await s.write({ writes: [{ key: b('d'), value: b('dddd') }, { key: b('b'), value: b('22') }], appliedIndex: 7 });
+        message.fill(0);
+        const reads = s.stateCalls().getMany;
+        assert.deepEqual(shown(await changesOf(s, 5)), [['a', null], ['b', '22'], ['c', 'abc'], ['d', 'dddd']]);
+        // Default: all 9 bytes kept, nothing read; a bound of 5: 'abc' and '22' kept, 'dddd' read.
+        assert.equal(s.stateCalls().getMany - reads, kept === undefined ? 0 : 1);
+        // Changes a view forgot (at or before what it was asked about) give their bytes back: another 5 fit.
+        assert.deepEqual(shown(await changesOf(s, 7)), []);
+        await s.write({ writes: [{ key: b('e'), value: b('eeeee') }], appliedIndex: 8 });
+        const again = s.stateCalls().getMany;
+        assert.deepEqual(shown(await changesOf(s, 7)), [['e', 'eeeee']]);
+        assert.equal(s.stateCalls().getMany - again, 0);
+      } finally {
+        await s.close();
+      }
     }
   });
 });
