@@ -289,11 +289,8 @@ export class StateMachine {
           yield rest;
         }
       }
-      try {
-        await this.#store.installState(records(), { appliedIndex: meta.appliedIndex, membership: meta.membership });
-      } finally {
-        this.#changed = Math.max(this.#changed, this.#store.appliedIndex());
-      }
+      this.#changed = Math.max(this.#changed, meta.appliedIndex); // before, as in #applyCommands
+      await this.#store.installState(records(), { appliedIndex: meta.appliedIndex, membership: meta.membership });
       if (done.table === null) throw new Error(`installState on ${this.#name}: the store did not read the whole source`);
       this.#sessions = done.table;
       this.#epoch = this.#store.stateEpoch();
@@ -366,6 +363,9 @@ export class StateMachine {
       ...(this.#reappliesRetries ? { testOnlyReappliesRetries: true } : {}),
     });
     if (plan.appliedIndex === applied) return plan.results;
+    // Before the write: the store's applied index may move before this resumes, and changedIndex must never
+    // lag it (a snapshot older than the change would pass for the state as it is).
+    if (plan.writes.length > 0 || plan.membership !== undefined) this.#changed = plan.appliedIndex;
     try {
       await store.write({
         writes: plan.writes,
@@ -374,10 +374,8 @@ export class StateMachine {
       });
     } catch (err) {
       cache.forGeneration(-1); // what was written is unknown: read the records again
-      this.#changed = plan.appliedIndex;
       throw err;
     }
-    if (plan.writes.length > 0 || plan.membership !== undefined) this.#changed = plan.appliedIndex;
     for (const w of plan.writes) if (isRevisionKey(w.key)) cache.set(keyString(w.key), w.value);
     this.#sessions.commit(plan.sessionChanges);
     return plan.results;

@@ -108,6 +108,38 @@ describe('StateMachine over RocksStorage', () => {
     assert.equal(reopened.changedIndex(), 6, 'after an open, what came before is not known: the applied index');
   });
 
+  it('changedIndex never lags the applied index while a changing write is still returning', async () => {
+    // A store whose applied index moves before its write resolves: in between, a caller reading both (a download
+    // choosing whether the newest snapshot is current) must see the change.
+    let gate: (() => void) | null = null;
+    const late = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'write') {
+          return async (batch: Parameters<RocksStorage['write']>[0]): Promise<void> => {
+            await target.write(batch);
+            await new Promise<void>((resolve) => (gate = resolve));
+          };
+        }
+        const v: unknown = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const fsm = await StateMachine.open(late);
+    const noop = (index: number): ApplyItem => ({ entry: { index, term: 1, type: 'normal', data: new Uint8Array() } });
+    const first = fsm.apply([noop(1)]);
+    while (gate === null) await new Promise((r) => setImmediate(r));
+    (gate as () => void)();
+    gate = null;
+    await first;
+    assert.equal(fsm.changedIndex(), 0);
+    const put = fsm.apply([item(2, { op: 'put', key: bytes('k'), value: bytes('v') })]);
+    while (gate === null) await new Promise((r) => setImmediate(r));
+    assert.equal(store.appliedIndex(), 2, 'the store has applied the put');
+    assert.equal(fsm.changedIndex(), 2, 'and the state machine says the state changed there');
+    (gate as () => void)();
+    await put;
+  });
+
   it('ops records: applied under the reserved prefix (never in get or range), in the snapshot; a malformed one is a failed no-op', async () => {
     const fsm = await StateMachine.open(store);
     const raw = (index: number, data: Uint8Array): ApplyItem => ({ entry: { index, term: 1, type: 'normal', data } });
