@@ -324,11 +324,16 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
         throw Object.assign(new Error(`the download ended after ${bytes} of ${info.sizeBytes} bytes`), { code: grpc.status.UNAVAILABLE, details: 'ended early' });
       } catch (err) {
         clearTimeout(idleTimer);
-        if (interrupted || idleExpired || info === undefined || !isCut(err) || resumes >= retries) throw err;
+        // A cut before the snapshot's info was read (the held first call can fail while the check runs, the node
+        // streaming a current snapshot at once) wrote nothing: it is retried from the start, unpinned.
+        if (interrupted || idleExpired || !isCut(err) || resumes >= retries) throw err;
         if (deadline > 0 && Date.now() >= deadline) throw err;
         resumes++;
         progress?.clear();
-        if (opts.progress) process.stderr.write(`snapcoord: download cut after ${bytes} of ${info.sizeBytes} bytes (${(err as { details?: string }).details ?? (err as Error).message}); resuming (${resumes}/${retries})\n`);
+        if (opts.progress) {
+          const at = info === undefined ? 'before its first byte' : `after ${bytes} of ${info.sizeBytes} bytes`;
+          process.stderr.write(`snapcoord: download cut ${at} (${(err as { details?: string }).details ?? (err as Error).message}); resuming (${resumes}/${retries})\n`);
+        }
         await new Promise((r) => setTimeout(r, opts.resumeBackoffMs ?? 500));
         if (interrupted) throw err;
       }
