@@ -4,6 +4,7 @@ import {
   ProposalDroppedError,
   RaftNode,
   decodeConfChange,
+  sameMembership,
   defaultRaftConfig,
   type ConfChange,
   type Entry,
@@ -456,7 +457,7 @@ export class Node {
    */
   private warnPeersMismatch(given: Membership): void {
     const persisted = this.raft.brief().membership;
-    if (membershipKey(given) === membershipKey(persisted)) return;
+    if (sameMembership(given, persisted)) return;
     this.log.warn(
       { peers: describeMembership(given), persisted: describeMembership(persisted) },
       `--peers (${describeMembership(given)}) differs from the membership persisted in the data dir (${describeMembership(persisted)}); ` +
@@ -2053,12 +2054,6 @@ async function checkBootBase(id: NodeId, base: LogBase, snapshot: SnapshotMeta, 
       'with a new, empty one (it rejoins and receives a snapshot from the leader), or restore from an archive into a new ' +
       'data dir (snapcoord serve --data-dir NEW --import-snapshot FILE)',
   );
-}
-
-/** membershipKey: a canonical form of a membership (order of members and addresses ignored). */
-function membershipKey(m: Membership): string {
-  const addresses = Object.entries(m.addresses).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return JSON.stringify([[...m.voters].sort(), [...m.learners].sort(), addresses]);
 }
 
 /** describeMembership: `n1=host:port,n2=...` with learners marked, for logs. */

@@ -3,5 +3,5 @@ export * from './errors.js';
 export { RaftNode, defaultRaftConfig } from './raft.js';
 export type { RaftConfig, RaftBootState, RaftStatus, RaftBrief, ProgressStatus } from './raft.js';
 export type { LogPosition } from './log.js';
-export { MembershipChangeError, encodeConfChange, decodeConfChange, applyConfChange, isVoter, isMember, quorum } from './membership.js';
+export { MembershipChangeError, encodeConfChange, decodeConfChange, applyConfChange, isVoter, isMember, quorum, sameMembership } from './membership.js';
 export type { ProgressState } from './progress.js';

@@ -70,6 +70,22 @@ export function applyConfChange(m: Membership, cc: ConfChange): Membership {
   return { voters, learners, addresses };
 }
 
+/** sameMembership: the same voters, learners and addresses, whatever their order. */
+export function sameMembership(a: Membership, b: Membership): boolean {
+  return membershipKey(a) === membershipKey(b);
+}
+
+function membershipKey(m: Membership): string {
+  const addresses = Object.entries(m.addresses).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify([[...m.voters].sort(), [...m.learners].sort(), addresses]);
+}
+
+/** wellFormedMembership: at least one voter, no empty id, and no id twice (a voter is not also a learner). */
+export function wellFormedMembership(m: Membership): boolean {
+  const ids = [...m.voters, ...m.learners];
+  return m.voters.length > 0 && ids.every((id) => id !== '') && new Set(ids).size === ids.length;
+}
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 

@@ -9,7 +9,9 @@ import {
   isVoter,
   members,
   quorum,
+  sameMembership,
   validateConfChange,
+  wellFormedMembership,
 } from './membership.js';
 import { Progress, type ProgressState } from './progress.js';
 import {
@@ -1171,6 +1173,7 @@ export class RaftNode {
       this.send(m.from, { type: 'appendResp', reject: false, index: this.log.committed, hintIndex: 0, hintTerm: 0, ...installing });
       return;
     }
+    if (m.base !== undefined && m.prevLogIndex === 0) this.adoptBase(m.base);
     if (this.log.matchTerm(m.prevLogIndex, m.prevLogTerm)) {
       const lastNew = m.prevLogIndex + m.entries.length;
       const conflict = this.log.findConflict(m.entries);
@@ -1186,6 +1189,25 @@ export class RaftNode {
     const hintIndex = this.log.findConflictByTerm(Math.min(m.prevLogIndex, this.log.lastIndex()), m.prevLogTerm);
     const hintTerm = this.log.term(hintIndex) ?? 0;
     this.send(m.from, { type: 'appendResp', reject: true, index: m.prevLogIndex, hintIndex, hintTerm, ...installing });
+  }
+
+  /**
+   * adoptBase: a follower whose log is still empty (no entry, no snapshot)
+   * takes the base membership of a leader's first append as its own, before
+   * the entries from the first (changes to that base) are appended. Its own
+   * came from how it was started (--peers), which need not be the cluster's:
+   * a member removed, wiped and added again with other peers would otherwise
+   * apply the log's changes to a membership of its own making, and once a
+   * voter count a quorum the cluster does not. Persisted as a log reset at 0
+   * (before the append is answered). A follower that holds entries keeps its
+   * base: its log already grew from one. A malformed base is ignored.
+   */
+  private adoptBase(base: Membership): void {
+    if (this.baseMembershipIndex !== 0 || this.log.lastIndex() !== 0 || this.snapshot.index !== 0 || this.restoring !== null) return;
+    if (sameMembership(base, this.baseMembership) || !wellFormedMembership(base)) return;
+    this.baseMembership = { voters: [...base.voters], learners: [...base.learners], addresses: { ...base.addresses } };
+    this.rebuildConfPoints();
+    this.logResetPending = { index: 0, term: 0 };
   }
 
   private handleHeartbeat(m: Heartbeat): void {
@@ -1540,6 +1562,8 @@ export class RaftNode {
       prevLogTerm,
       entries,
       commit: this.log.committed,
+      // Entries from the first are changes to the log's base: the follower starts from the same one.
+      ...(prevLogIndex === 0 && this.baseMembershipIndex === 0 ? { base: this.baseMembership } : {}),
     };
     this.send(to, msg);
     pr.sentAppend(prevLogIndex + entries.length, entries.length);

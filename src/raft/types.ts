@@ -93,6 +93,12 @@ export interface AppendRequest extends MessageBase {
   readonly prevLogTerm: number;
   readonly entries: readonly Entry[];
   readonly commit: number;
+  /**
+   * base (prevLogIndex 0 only, from a leader whose log starts at the first
+   * entry): the membership its log starts from. A follower with an empty log
+   * takes it as its own base: entries from the first are changes to it.
+   */
+  readonly base?: Membership;
 }
 
 /**
@@ -227,7 +233,12 @@ export interface SoftState {
  * 6. call advance(ready).
  */
 export interface Ready {
-  /** logReset: discard every persisted entry and make (index, term) the log base, before writing `entries`. */
+  /**
+   * logReset: discard every persisted entry and make (index, term) the log
+   * base, with the membership as of index (membershipAt), before writing
+   * `entries`. At index 0 (a log still empty): the base membership a leader's
+   * first append brought replaces the one this node was started with.
+   */
   readonly logReset: { readonly index: number; readonly term: number } | null;
   readonly softState: SoftState | null;
   readonly hardState: HardState | null;

@@ -1,3 +1,4 @@
+import { sameMembership } from '../raft/membership.js';
 import type { Entry, HardState, Membership } from '../raft/types.js';
 import { copyMembership, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
@@ -70,8 +71,9 @@ export interface CompactionPlan {
 /**
  * planCompaction decides what compact(base) does on a log with `bounds`,
  * given the term of the persisted entry at base.index (undefined when the
- * log holds none): null for a no-op (base not above the current one);
- * otherwise keep the suffix after base.index only when that entry's term
+ * log holds none): null for a no-op (base not above the current one; at
+ * index 0 on an empty log, one with the same membership: a different one
+ * replaces the base's membership, nothing deleted); otherwise keep the suffix after base.index only when that entry's term
  * matches base.term (Raft §7). Errors: StorageError `invalidArgument` for a
  * base whose index or term is not a non-negative safe integer, or whose
  * membership is malformed.
@@ -91,6 +93,11 @@ export function planCompaction(
     throw new StorageError('invalidArgument', `log ${path}: compaction base ${given.index} has a malformed membership`, { path });
   }
   const base = { index: given.index, term: given.term, membership: copyMembership(given.membership) };
+  if (base.index === 0 && bounds.base.index === 0 && bounds.lastIndex === 0) {
+    // A log still empty takes the base membership its leader's first append brought (RaftNode.adoptBase).
+    const same = bounds.base.membership !== null && sameMembership(base.membership, bounds.base.membership);
+    return same ? null : { base, deleteFrom: 1, deleteTo: 0, lastIndex: 0 };
+  }
   if (base.index <= bounds.base.index) return null;
   const deleteFrom = bounds.base.index + 1;
   const keepSuffix = base.index < bounds.lastIndex && termAtBase === base.term;

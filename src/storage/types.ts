@@ -65,7 +65,9 @@ export interface LogBatch {
  *   log base, in one synced write. If the log holds an entry at
  *   base.index with a different term, the whole log is discarded (Raft §7:
  *   the snapshot supersedes it). A base at or below the current one is a
- *   no-op (idempotent; the base never moves backwards). A base beyond the
+ *   no-op (idempotent; the base never moves backwards), except on a log
+ *   still empty at base 0: a base at 0 with another membership replaces the
+ *   recorded one (a follower took its leader's base). A base beyond the
  *   last entry empties the log and the next append starts at base.index + 1.
  *   It never waits for an installState in progress. Errors: StorageError
  *   `invalidArgument` (index or term not a non-negative safe integer, a

@@ -262,6 +262,7 @@ export function appendRequestToProto(m: AppendRequest | Heartbeat): pb.AppendEnt
       readSeq: toU64(m.readSeq, 'readSeq'),
       installFloor: toU64(m.installFloor ?? 0, 'installFloor'),
       snapshotIndex: toU64(m.snapshotIndex ?? 0, 'snapshotIndex'),
+      base: undefined,
     };
   } else {
     req = {
@@ -274,6 +275,7 @@ export function appendRequestToProto(m: AppendRequest | Heartbeat): pb.AppendEnt
       readSeq: 0n,
       installFloor: 0n,
       snapshotIndex: 0n,
+      base: m.base !== undefined ? membershipToProto(m.base) : undefined,
     };
   }
   return { ...req, headerCrc32: appendHeaderChecksum(req) };
@@ -285,12 +287,14 @@ const textEncoder = new TextEncoder();
  * appendHeaderChecksum: the CRC-32 of an AppendEntries request's header, as
  * raft.proto documents header_crc32: from and to (u32be length + UTF-8),
  * term, heartbeat byte, prev_log_index, prev_log_term, commit, read_seq,
- * install_floor, snapshot_index (u64be), the entry count (u32be) and each entry's crc32 (u32be).
+ * install_floor, snapshot_index (u64be), the entry count (u32be), each entry's crc32 (u32be)
+ * and, when the request carries a base membership, baseChecksum of it (u32be).
  */
 export function appendHeaderChecksum(p: Omit<pb.AppendEntriesRequest, 'headerCrc32'>): number {
   const from = textEncoder.encode(p.from);
   const to = textEncoder.encode(p.to);
-  const buf = new DataView(new ArrayBuffer(4 + from.length + 4 + to.length + 8 + 1 + 8 * 6 + 4 + 4 * p.entries.length));
+  const baseBytes = p.base !== undefined ? 4 : 0;
+  const buf = new DataView(new ArrayBuffer(4 + from.length + 4 + to.length + 8 + 1 + 8 * 6 + 4 + 4 * p.entries.length + baseBytes));
   const bytes = new Uint8Array(buf.buffer);
   let at = 0;
   for (const s of [from, to]) {
@@ -311,7 +315,38 @@ export function appendHeaderChecksum(p: Omit<pb.AppendEntriesRequest, 'headerCrc
     buf.setUint32(at, e.crc32 >>> 0);
     at += 4;
   }
+  if (p.base !== undefined) buf.setUint32(at, baseChecksum(p.base));
   return crc32(bytes);
+}
+
+/**
+ * baseChecksum: the CRC-32 of a membership as raft.proto documents for an
+ * append's base: voters, learners (u32be count, then each id as u32be length +
+ * UTF-8) and the addresses sorted by id (a count, then id and address alike).
+ */
+function baseChecksum(m: pb.Membership): number {
+  const parts: Uint8Array[] = [];
+  const count = (n: number): void => {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, n);
+    parts.push(b);
+  };
+  const text = (s: string): void => {
+    const t = textEncoder.encode(s);
+    count(t.length);
+    parts.push(t);
+  };
+  for (const ids of [m.voters, m.learners]) {
+    count(ids.length);
+    for (const id of ids) text(id);
+  }
+  const addresses = Object.entries(m.addresses).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  count(addresses.length);
+  for (const [id, addr] of addresses) {
+    text(id);
+    text(addr);
+  }
+  return crc32(Buffer.concat(parts));
 }
 
 /**
@@ -347,6 +382,7 @@ export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendReques
       throw new CodecError(`append: entry ${i} has index ${e.index}, want ${prevLogIndex + 1 + i} (not contiguous)`);
     }
   });
+  if (p.base !== undefined && prevLogIndex !== 0) throw new CodecError(`append: a base membership with prev_log_index ${prevLogIndex} (only with 0)`);
   return {
     type: 'append',
     ...header,
@@ -354,6 +390,7 @@ export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendReques
     prevLogTerm: fromU64(p.prevLogTerm, 'prevLogTerm'),
     entries,
     commit: fromU64(p.commit, 'commit'),
+    ...(p.base !== undefined ? { base: membershipFromProto(p.base) } : {}),
   };
 }
 

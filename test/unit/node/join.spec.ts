@@ -5,6 +5,8 @@
  * RocksDB and gRPC (RocksCluster).
  */
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import type { Node } from '../../../src/node/node.js';
 import { RocksCluster } from './rocks-cluster.js';
@@ -43,5 +45,33 @@ describe('a member that joins after the log began', function () {
     await leader.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('x') });
     await until('n4 to apply the write after its promotion', 10_000, () => (n4().status().applied >= leader.status().commit ? true : undefined));
     assert.equal(await cluster.member('n4').storage?.stateDigest(), await cluster.member(lid).storage?.stateDigest());
+  });
+
+  it('a member removed, wiped and added again with --peers naming too few takes the log\'s base from the leader and counts the cluster\'s voters', async () => {
+    const cluster = await RocksCluster.start(3);
+    c = cluster;
+    const leader = await cluster.waitForLeader();
+    const lid = leader.status().id;
+    const back = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
+    for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    await leader.changeMembership({ op: 'removeNode', nodeId: back });
+    await cluster.stop(back);
+    await rm(join(cluster.dir, back), { recursive: true, force: true });
+    const m = cluster.member(back);
+    m.peers = { voters: [lid, back], learners: [], addresses: { [lid]: cluster.member(lid).peerAddress, [back]: m.peerAddress } };
+    await cluster.restart(back);
+    assert.equal(leader.status().firstIndex, 1, 'the leader never compacted: it sends the log from the first entry, a change of the base at a time');
+    await leader.changeMembership({ op: 'addLearner', nodeId: back, address: m.peerAddress });
+    const node = (): Node => cluster.node(back);
+    await until(`${back} to catch up`, 30_000, () => (node().status().applied >= leader.status().commit ? true : undefined));
+    assert.equal(node().snapshotStats.installed, 0, 'from the log, not a snapshot');
+    await leader.changeMembership({ op: 'addVoter', nodeId: back, address: m.peerAddress });
+    const voters = (n: Node): string[] => [...n.status().membership.voters].sort();
+    await until(`${back} to be a voter`, 10_000, () => (node().status().membership.voters.includes(back) ? true : undefined));
+    assert.deepEqual(voters(node()), ['n1', 'n2', 'n3']);
+    assert.deepEqual(voters(node()), voters(leader));
+    await cluster.stop(back);
+    await cluster.restart(back);
+    assert.deepEqual(voters(node()), voters(leader), 'the base it took was persisted');
   });
 });

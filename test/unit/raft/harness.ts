@@ -187,6 +187,8 @@ export class TestCluster {
     if (rd.logReset !== null) {
       p.entries = [];
       p.logBase = rd.logReset;
+      // At 0: the base membership a leader's first append brought (the membership is persisted with the base).
+      if (rd.logReset.index === 0) p.snapshot = initialSnapshot(node.membershipAt(0));
     }
     if (rd.hardState !== null) p.hardState = rd.hardState;
     const first = rd.entries[0];

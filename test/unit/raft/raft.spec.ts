@@ -445,6 +445,57 @@ describe('raft core', () => {
       assert.deepEqual(voters('d'), voters('a'), "d's voters are the cluster's");
     });
 
+    it("a member removed, wiped and added again with other peers takes the log's base from its leader's first append", () => {
+      // c was in the bootstrap membership, so a leader that never compacted sends it the log from the first entry:
+      // changes to that base. Restarted empty with --peers naming too few (a and itself), it applied them to {a, c}
+      // and, promoted, counted a quorum of 2 among {a, c}, which a quorum of {b, d, e} need not meet.
+      const c = new TestCluster(['a', 'b', 'c', 'd', 'e']);
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'c' });
+      c.stabilize();
+      c.tickAll(2);
+      c.persisted.set('c', { hardState: { term: 0, vote: '', commit: 0 }, entries: [], logBase: { index: 0, term: 0 }, snapshot: initialSnapshot(membership(['a', 'c'])), applied: [], appliedIndex: 0 });
+      c.start('c');
+      c.node('a').proposeConfChange({ op: 'addLearner', nodeId: 'c' });
+      c.stabilize();
+      c.tickAll(2);
+      const first = c.sent.find((m) => m.to === 'c' && m.type === 'append' && m.prevLogIndex === 0 && m.entries.length > 0);
+      assert.ok(first !== undefined && first.type === 'append', 'c is sent the log from the first entry');
+      assert.deepEqual([...(first.base?.voters ?? [])].sort(), ['a', 'b', 'c', 'd', 'e'], 'with the base it starts from');
+      assert.deepEqual(c.persisted.get('c')?.snapshot.membership.voters.slice().sort(), ['a', 'b', 'c', 'd', 'e'], 'c persisted it');
+      assert.deepEqual(c.appliedData('c'), ['x']);
+      c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'c' });
+      c.stabilize();
+      c.tickAll(2);
+      const voters = (id: string): string[] => [...c.node(id).status().membership.voters].sort();
+      assert.deepEqual(voters('a'), ['a', 'b', 'c', 'd', 'e']);
+      assert.deepEqual(voters('c'), voters('a'), "c's voters are the cluster's");
+      c.start('c');
+      assert.deepEqual(voters('c'), voters('a'), 'and stay so after a restart');
+    });
+
+    it('a follower whose log is not empty keeps its base; a malformed one is never taken', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      const b = c.node('b');
+      const term = b.status().term;
+      const odd = membership(['a', 'z']);
+      b.step({ type: 'append', from: 'a', to: 'b', term, prevLogIndex: 0, prevLogTerm: 0, entries: [], commit: 0, base: odd });
+      c.stabilize();
+      assert.deepEqual([...b.status().membership.voters].sort(), ['a', 'b', 'c'], 'b holds entries: its base stays');
+      const fresh = new TestCluster(['a', 'b']);
+      const n = fresh.node('b');
+      for (const bad of [membership([]), membership(['a', 'a']), membership(['a'], ['a']), membership([''])]) {
+        n.step({ type: 'append', from: 'a', to: 'b', term: 1, prevLogIndex: 0, prevLogTerm: 0, entries: [], commit: 0, base: bad });
+        fresh.stabilize();
+        assert.deepEqual([...n.status().membership.voters].sort(), ['a', 'b'], `not taken: ${JSON.stringify(bad)}`);
+      }
+    });
+
     it('only one membership change at a time, and invalid ones are refused', () => {
       const c = new TestCluster(['a', 'b', 'c']);
       c.elect('a');

@@ -316,6 +316,17 @@ for (const impl of implementations) {
         assert.deepEqual((await (await reopen()).load()).logBase, { index: 4, term: 1, membership: membership2 });
       });
 
+      it('a log still empty at base 0 takes another base membership (its leader\'s), durably; once it holds entries, never', async () => {
+        await store.bootstrap(membership);
+        await store.compact({ index: 0, term: 0, membership: membership2 });
+        assert.deepEqual((await (await reopen()).load()).logBase, { index: 0, term: 0, membership: membership2 });
+        await store.save({ hardState: hs, entries: entries(1, 2, 1) });
+        await store.compact({ index: 0, term: 0, membership });
+        const loaded = await (await reopen()).load();
+        assert.deepEqual(loaded.logBase, { index: 0, term: 0, membership: membership2 });
+        assert.equal(loaded.entries.length, 2);
+      });
+
       it('the membership given to and returned by the log base is a copy', async () => {
         const m = { voters: ['n1'], learners: [], addresses: { n1: 'a:1' } };
         await store.bootstrap(m);

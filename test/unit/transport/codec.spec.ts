@@ -333,6 +333,31 @@ describe('transport codec', () => {
         assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, bad)), isCodecError(/header checksum/), `heartbeat ${what}`);
       }
     });
+
+    it('carries the base membership of an append from the first entry, under the header checksum', () => {
+      const base = { voters: ['n1', 'n2', 'n3'], learners: ['n4'], addresses: { n1: 'h1:1', n2: 'h2:2', n3: 'h3:3', n4: 'h4:4' } };
+      const first = { type: 'append', from: 'n1', to: 'n3', term: 2, prevLogIndex: 0, prevLogTerm: 0, commit: 0, entries: [{ index: 1, term: 2, type: 'normal', data: bytes('a') }] } as const;
+      const p = appendRequestToProto({ ...first, base });
+      const back = appendRequestFromProto(wire(pb.AppendEntriesRequest, p));
+      assert.ok(back.type === 'append');
+      assert.deepEqual(back.base, base);
+      const without = appendRequestFromProto(wire(pb.AppendEntriesRequest, appendRequestToProto(first)));
+      assert.ok(without.type === 'append' && without.base === undefined, 'none sent, none read (an older leader)');
+      assert.equal(appendRequestToProto(first).headerCrc32, appendHeaderChecksum({ ...appendRequestToProto(first), base: undefined }));
+      const damaged: [string, pb.AppendEntriesRequest][] = [
+        ['a voter dropped', { ...p, base: { ...base, voters: ['n1', 'n3'] } }],
+        ['a learner made a voter', { ...p, base: { ...base, voters: [...base.voters, 'n4'], learners: [] } }],
+        ['an address changed', { ...p, base: { ...base, addresses: { ...base.addresses, n2: 'h9:9' } } }],
+        ['the base dropped', { ...p, base: undefined }],
+      ];
+      for (const [what, bad] of damaged) {
+        assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, bad)), isCodecError(/header checksum .* damaged in transit/), what);
+      }
+      const reordered = { ...p, base: { ...base, addresses: { n4: 'h4:4', n3: 'h3:3', n2: 'h2:2', n1: 'h1:1' } } };
+      assert.deepEqual(appendRequestFromProto(wire(pb.AppendEntriesRequest, reordered)).type, 'append', 'the map order is not part of it');
+      const later = appendRequestToProto({ ...first, prevLogIndex: 3, prevLogTerm: 1, entries: [], base });
+      assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, later)), isCodecError(/base membership with prev_log_index 3/));
+    });
   });
 });
 
