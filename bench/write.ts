@@ -1,9 +1,11 @@
 /**
- * bench:write — committed writes per second on a 3-node loopback cluster, and
- * failover time after SIGKILL of the leader.
+ * bench:write — committed writes per second on a 3-node loopback cluster, the
+ * longest write pause while the leader restarts as planned (SIGTERM: it hands
+ * leadership over first; then started again on its data dir), and failover
+ * time after SIGKILL of the leader.
  *
  *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare] [--rounds 1]
- *                          [--etcd-tls on|off]
+ *                          [--etcd-tls on|off] [--no-planned-restart] [--no-failover]
  *                          [--op put|cas] [--keys 16] [--spread on|off] [--serve-flags "..."] [--no-node-runtime]
  *
  * The members start as their launchers start them (the V8 flags and malloc
@@ -114,6 +116,13 @@ interface Target {
   term(): Promise<number>;
   /** killLeader SIGKILLs the current leader and returns a put that tries the survivors. */
   killLeader(): Promise<(key: string, value: Buffer) => Promise<void>>;
+  /** anyPut: one put through a member that answers within 250 ms (each call goes to the next member in turn). */
+  anyPut(key: string, value: Buffer): Promise<void>;
+  /**
+   * restartLeader: a planned restart of the current leader: SIGTERM (it hands leadership over first), then, once it
+   * exited, the same member started again on its data dir and addresses; resolves when it answers again.
+   */
+  restartLeader(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -151,6 +160,42 @@ async function runLoad(t: Target, clients: number, seconds: number, valueBytes: 
   f.stop();
   const l = f.latency.summary();
   return { writes: f.ops, swapped: op === 'cas' ? swapped : NaN, errors: f.errors, errorsByCode: f.errorsByCode, seconds: f.elapsedSec(), p50Ms: l.p50Ms, p99Ms: l.p99Ms };
+}
+
+/**
+ * measurePlannedRestart: 4 writers put through whichever member answers, without pause, while the leader is restarted
+ * as planned (restartLeader). Answers the longest time no write was acknowledged from the SIGTERM until a second
+ * after the member is back (pauseMs), and over the second before the SIGTERM (quietPauseMs, the steady state's).
+ */
+async function measurePlannedRestart(t: Target): Promise<{ pauseMs: number; quietPauseMs: number }> {
+  const value = Buffer.alloc(100, 0x63);
+  let lastAck = performance.now();
+  let pause = 0;
+  let stop = false;
+  const writer = async (w: number): Promise<void> => {
+    for (let i = 0; !stop; i++) {
+      try {
+        await t.anyPut(`planned/${w}/${i}`, value);
+        const now = performance.now();
+        pause = Math.max(pause, now - lastAck);
+        lastAck = now;
+      } catch {
+        await sleep(2);
+      }
+    }
+  };
+  const writers = [0, 1, 2, 3].map(writer);
+  await sleep(1_000);
+  const quietPauseMs = pause;
+  pause = 0;
+  try {
+    await t.restartLeader();
+    await sleep(1_000);
+  } finally {
+    stop = true;
+    await Promise.all(writers);
+  }
+  return { pauseMs: pause, quietPauseMs };
 }
 
 async function measureFailover(t: Target): Promise<number> {
@@ -244,20 +289,19 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
   const peerAddr = (i: number): string => `127.0.0.1:${ports[i + 6] ?? 0}`;
   const peers = ids.map((id, i) => `${id}=${peerAddr(i)}`).join(',');
   const children = new Map<string, Child>();
-  ids.forEach((id, i) => {
-    children.set(
-      id,
-      startProgram(id, process.execPath, [
-        ...(run.nodeRuntime ? NODE_V8_FLAGS : []),
-        ...(process.env.SNAPCOORD_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []),
-        ...(process.env.SNAPCOORD_BENCH_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SNAPCOORD_BENCH_PROF}`] : []),
-        '--import', 'tsx', 'src/cli/main.ts', 'serve',
-        '--id', id, '--grpc', grpcAddr(i), '--peer-listen', peerAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
-        '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', ...sec.serveFlags(id), ...run.serveFlags,
-      ], run.nodeRuntime ? { ...NODE_MALLOC_ENV } : {}),
-    );
-  });
+  const spawn = (id: string, i: number): Child =>
+    startProgram(id, process.execPath, [
+      ...(run.nodeRuntime ? NODE_V8_FLAGS : []),
+      ...(process.env.SNAPCOORD_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []),
+      ...(process.env.SNAPCOORD_BENCH_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SNAPCOORD_BENCH_PROF}`] : []),
+      '--import', 'tsx', 'src/cli/main.ts', 'serve',
+      '--id', id, '--grpc', grpcAddr(i), '--peer-listen', peerAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
+      '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', ...sec.serveFlags(id), ...run.serveFlags,
+    ], run.nodeRuntime ? { ...NODE_MALLOC_ENV } : {});
+  ids.forEach((id, i) => children.set(id, spawn(id, i)));
   const addrOf = new Map(ids.map((id, i) => [id, grpcAddr(i)]));
+  const anyClients = ids.map((id) => new KvClient(addrOf.get(id) ?? '', sec.dial));
+  let anyNext = 0;
   // 90 s: three tsx processes compiling the server at once start slowly on a loaded 2-core machine (20 s ran out at load 20).
   const findLeader = (): Promise<string> =>
     until('a snapcoord leader', 90_000, async () => {
@@ -295,8 +339,17 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
       let n = 0;
       return (key, value) => kvPut(survivors[n++ % survivors.length] as KvClient, key, value, 250);
     },
+    anyPut: (key, value) => kvPut(anyClients[anyNext++ % anyClients.length] as KvClient, key, value, 250),
+    async restartLeader() {
+      const id = await findLeader();
+      const i = ids.indexOf(id);
+      await children.get(id)?.kill('SIGTERM', 10_000);
+      children.set(id, spawn(id, i));
+      await until(`${id} to answer again`, 90_000, () => statusOf(grpcAddr(i), sec).then(() => true, () => undefined));
+    },
     async stop() {
       for (const c of clients.flat()) c.close();
+      for (const c of anyClients) c.close();
       await Promise.all([...children.values()].map((c) => c.kill('SIGTERM')));
       const logs = process.env.SNAPCOORD_BENCH_LOGS;
       if (logs !== undefined) for (const [id, c] of children) await writeFile(join(logs, `${basename(dir)}-${id}.log`), c.output);
@@ -342,19 +395,18 @@ async function startEtcd(dir: string, tuned: boolean, tls: boolean): Promise<Tar
   const peer = (i: number): string => `${scheme}://127.0.0.1:${ports[i + 3] ?? 0}`;
   const initial = ids.map((id, i) => `${id}=${peer(i)}`).join(',');
   const children = new Map<string, Child>();
-  ids.forEach((id, i) => {
-    children.set(
-      id,
-      startProgram(id, '/usr/bin/etcd', [
-        '--name', id, '--data-dir', join(dir, id),
-        '--listen-client-urls', client(i), '--advertise-client-urls', client(i),
-        '--listen-peer-urls', peer(i), '--initial-advertise-peer-urls', peer(i),
-        '--initial-cluster', initial, '--initial-cluster-state', 'new', '--initial-cluster-token', 'bench',
-        ...(tuned ? ['--heartbeat-interval', '50', '--election-timeout', '300'] : []),
-        ...(sec === null ? [] : sec.flags(id)),
-      ], { ETCD_UNSUPPORTED_ARCH: '' }),
-    );
-  });
+  // A restarted member finds its data dir and ignores the --initial-* flags (etcd's own rule).
+  const spawn = (id: string, i: number): Child =>
+    startProgram(id, '/usr/bin/etcd', [
+      '--name', id, '--data-dir', join(dir, id),
+      '--listen-client-urls', client(i), '--advertise-client-urls', client(i),
+      '--listen-peer-urls', peer(i), '--initial-advertise-peer-urls', peer(i),
+      '--initial-cluster', initial, '--initial-cluster-state', 'new', '--initial-cluster-token', 'bench',
+      ...(tuned ? ['--heartbeat-interval', '50', '--election-timeout', '300'] : []),
+      ...(sec === null ? [] : sec.flags(id)),
+    ], { ETCD_UNSUPPORTED_ARCH: '' });
+  ids.forEach((id, i) => children.set(id, spawn(id, i)));
+  let anyNext = 0;
   const credentials = sec === null ? {} : { credentials: { rootCertificate: await readFile(sec.caFile) } };
   const perHost = ids.map((_, i) => new Etcd3({ hosts: client(i), ...credentials }));
   const all = new Etcd3({ hosts: ids.map((_, i) => client(i)), ...credentials });
@@ -400,6 +452,17 @@ async function startEtcd(dir: string, tuned: boolean, tls: boolean): Promise<Tar
         ]);
       };
     },
+    anyPut: async (key, value) => {
+      const c = perHost[anyNext++ % perHost.length] as Etcd3;
+      await Promise.race([c.put(key).value(value), sleep(250).then(() => Promise.reject(new Error('deadline')))]);
+    },
+    async restartLeader() {
+      const i = await findLeader();
+      const id = ids[i] ?? '';
+      await children.get(id)?.kill('SIGTERM', 10_000);
+      children.set(id, spawn(id, i));
+      await until(`${id} to answer again`, 30_000, () => (perHost[i] as Etcd3).maintenance.status().then(() => true, () => undefined));
+    },
     async stop() {
       all.close();
       for (const c of perHost) c.close();
@@ -411,7 +474,7 @@ async function startEtcd(dir: string, tuned: boolean, tls: boolean): Promise<Tar
 
 // ------------------------------------------------------------------ main
 
-async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number, failover: boolean, op: Op, keys: number) {
+async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number, failover: boolean, op: Op, keys: number, plannedRestart: boolean) {
   const t = await start();
   try {
     const term0 = await t.term();
@@ -429,17 +492,19 @@ async function bench(name: string, start: () => Promise<Target>, clients: number
     // Per member too, busiest first (the leader, when every client talks to it).
     const memberMsPerWrite = cpu0 !== undefined && cpu1 !== undefined ? cpu1.map((c, i) => ((c - (cpu0[i] ?? 0)) * 1000) / load.writes).sort((a, b) => b - a) : [];
     const cpuMsPerWrite = memberMsPerWrite.length > 0 ? memberMsPerWrite.reduce((a, b) => a + b, 0) : NaN;
+    const planned = plannedRestart ? await measurePlannedRestart(t) : { pauseMs: NaN, quietPauseMs: NaN };
     const failoverMs = failover ? await measureFailover(t) : NaN;
     const wps = load.writes / load.seconds;
     console.log(
       `${name.padEnd(10)} ${wps.toFixed(0).padStart(7)} writes/s  p50 ${load.p50Ms.toFixed(1)} ms  p99 ${load.p99Ms.toFixed(1)} ms  ` +
         (op === 'cas' ? `swapped ${((100 * load.swapped) / Math.max(1, load.writes)).toFixed(0)}%  ` : '') +
         `errors ${load.errors}${load.errors > 0 ? ` (${[...load.errorsByCode].map(([c, n]) => `${c} ${n}`).join(', ')})` : ''}  failover ${failoverMs.toFixed(0)} ms` +
+        (plannedRestart ? `  planned leader restart: longest write pause ${planned.pauseMs.toFixed(0)} ms (${planned.quietPauseMs.toFixed(0)} ms in the second before)` : '') +
         (Number.isNaN(cpuMsPerWrite) ? '' : `  server CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 members, user+sys: ${memberMsPerWrite.map((m) => m.toFixed(2)).join(' + ')})`) +
         `  client CPU ${clientCpuMsPerWrite.toFixed(2)} ms/write` +
         (term1 !== term0 ? `  LEADER CHANGED during the load (term ${term0} -> ${term1})` : ''),
     );
-    return { wps, ...load, failoverMs, cpuMsPerWrite };
+    return { wps, ...load, failoverMs, plannedPauseMs: planned.pauseMs, cpuMsPerWrite };
   } finally {
     await t.stop();
   }
@@ -456,6 +521,7 @@ async function main(): Promise<void> {
     .option('--spread <mode>', "on: snapcoord's clients spread over the three members (as etcd3's); off: all talk to the leader", 'off')
     .option('--no-etcd', 'skip the etcd comparison')
     .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
+    .option('--no-planned-restart', 'skip the planned leader restart (SIGTERM, then started again) and its longest write pause')
     .option('--etcd-tuned', 'run etcd with --heartbeat-interval 50 --election-timeout 300')
     .option('--etcd-tls <mode>', "etcd's TLS, on or off (default: as --tls: on for on and compare)")
     .option('--tls <mode>', 'on (mutual TLS between peers, TLS + key for clients), off (plaintext), compare (both, and the ratio)', 'on')
@@ -463,7 +529,7 @@ async function main(): Promise<void> {
     .option('--keys <n>', 'with --op cas: the shared keys the transactions contend on', '16')
     .option('--rounds <n>', 'with --tls compare: rounds of both, in alternating order; the medians are compared', '1')
     .parse();
-  const o = program.opts<{ nodeRuntime: boolean; serveFlags: string; spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
+  const o = program.opts<{ nodeRuntime: boolean; serveFlags: string; spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; plannedRestart: boolean; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
   if (o.etcdTls !== undefined && o.etcdTls !== 'on' && o.etcdTls !== 'off') throw new Error(`--etcd-tls: "${o.etcdTls}" is not on or off`);
   if (o.spread !== 'on' && o.spread !== 'off') throw new Error(`--spread: "${o.spread}" is not on or off`);
   if (o.op !== 'put' && o.op !== 'cas') throw new Error(`--op: "${o.op}" is not put or cas`);
@@ -485,7 +551,7 @@ async function main(): Promise<void> {
     const tlsOn = o.tls !== 'off';
     type Run = Awaited<ReturnType<typeof bench>>;
     const runSnapcoord = (tls: boolean, r: number): Promise<Run> =>
-      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on', { serveFlags, nodeRuntime: o.nodeRuntime }), clients, seconds, valueBytes, o.failover, op, keys);
+      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on', { serveFlags, nodeRuntime: o.nodeRuntime }), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart);
     let ours: Run;
     if (o.tls === 'compare') {
       const on: Run[] = [];
@@ -516,10 +582,10 @@ async function main(): Promise<void> {
       // etcd gets the security snapcoord ran with (--tls on: TLS on its client plane, mutual TLS between members), unless
       // --etcd-tls says otherwise; snapcoord's API key has no counterpart here (etcd's auth would add a token per call).
       const etcdTls = o.etcdTls === undefined ? tlsOn : o.etcdTls === 'on';
-      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}${etcdTls ? '' : '-plain'}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true, etcdTls), clients, seconds, valueBytes, o.failover, op, keys);
+      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}${etcdTls ? '' : '-plain'}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true, etcdTls), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart);
       console.log(
         `ratio snapcoord/etcd: writes/s ${(ours.wps / theirs.wps).toFixed(2)}x  p99 ${(ours.p99Ms / theirs.p99Ms).toFixed(2)}x  ` +
-          `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x  server CPU per write ${(ours.cpuMsPerWrite / theirs.cpuMsPerWrite).toFixed(2)}x (lower is better for p99, failover and CPU)`,
+          `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x  planned leader restart pause ${(ours.plannedPauseMs / theirs.plannedPauseMs).toFixed(2)}x  server CPU per write ${(ours.cpuMsPerWrite / theirs.cpuMsPerWrite).toFixed(2)}x (lower is better for p99, failover and CPU)`,
       );
     } else if (o.etcd) {
       console.log('etcd comparison skipped: /usr/bin/etcd not found (apt-get install etcd-server etcd-client)');
