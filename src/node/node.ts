@@ -38,12 +38,13 @@ import { ForwardQueue } from './forward-queue.js';
 import { encodeApplyResult } from '../fsm/apply-result-codec.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
+import { RestoreArchives, coded } from './restore-archives.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import type { Readable } from 'node:stream';
 import { isReadFailure, type SnapshotHandle, type StoredSnapshot } from '../snapshot/store.js';
 import { ArchiveError, SnapshotStoreError, StateFormatError } from '../snapshot/errors.js';
 import { StorageError } from '../storage/storage-error.js';
-import { RestoreRefs, encodeRestoreCommand, isRestoreCommand, type RestoreCommand } from '../fsm/restore-command.js';
+import { encodeRestoreCommand, isRestoreCommand, type RestoreCommand } from '../fsm/restore-command.js';
 import type { NodeMetrics } from './metrics.js';
 import { silentLogger, type Logger } from './logger.js';
 import type { NodeBrief, NodeStatus } from './node-status.js';
@@ -86,17 +87,6 @@ export interface NodeTimings {
  * keeps changing bytes is failing).
  */
 const RESTORE_REFETCHES_MAX = 3;
-
-/** STAGINGS_MAX: distinct archives a follower stages at once (StageArchive); more are refused RESOURCE_EXHAUSTED. */
-const STAGINGS_MAX = 2;
-/**
- * STAGED_KEPT_MAX: staged archives a follower protects from pruning until a
- * restore entry names them (the newest; older ones are then left to the
- * uploads' own retention).
- */
-const STAGED_KEPT_MAX = 16;
-/** FETCH_ATTEMPTS_PER_HOLDER: stream (re)starts when fetching a restore's archive from one holder before trying the next. */
-const FETCH_ATTEMPTS_PER_HOLDER = 3;
 
 /**
  * APPLY_QUEUE_ENTRIES_MAX: committed entries waiting for the apply worker
@@ -335,26 +325,10 @@ export class Node {
   private restoreFailure: { readonly index: number; readonly error: string } | null = null;
   /** applyingFromIndex: the first index of the batch the apply worker is applying (Infinity between batches); status() reports applied below it. */
   private applyingFromIndex = Infinity;
-  /** restoreRefs: the archives named by restore entries in this node's log (never pruned from the uploads). */
-  private readonly restoreRefs = new RestoreRefs();
-  /** restoresInFlight: archives of restores this leader is staging or proposing (digest -> count). */
-  private readonly restoresInFlight = new Map<string, number>();
-  /** stagings: archives this follower is fetching for StageArchive, by digest (one fetch per archive). */
-  private readonly stagings = new Map<string, { readonly done: Promise<void>; readonly abort: AbortController; waiters: number }>();
-  /**
-   * staged: archives this follower staged, by digest, with when (clock.nowMs).
-   * Pruning keeps them for restoreStageTimeoutMs + proposalTimeoutMs, the time
-   * the leader may take to stage on a quorum and propose; after that the
-   * restore entry in the log protects them (restoreRefs). Several restores
-   * staged at once could otherwise push each other out before their entries
-   * arrive, and the quorum's copies would be gone. At most STAGED_KEPT_MAX.
-   */
-  private readonly staged = new Map<string, number>();
+  /** archives: the archives of cluster restores (uploads, stagings, fetches at apply time, pruning); null without a snapshot manager. */
+  private readonly archives: RestoreArchives | null;
   /** stopAbort aborts at stop(): transfers that are not tracked elsewhere (a restore's archive fetched at apply time) end with it. */
   private readonly stopAbort = new AbortController();
-  /** pruneRun: the uploads prune running now; pruneAgain: another was asked for meanwhile. */
-  private pruneRun: Promise<void> | null = null;
-  private pruneAgain = false;
   /**
    * membershipBaseIndex: the index of the snapshot the core took its base
    * membership from (at start, or the last one installed over a reset log);
@@ -382,6 +356,24 @@ export class Node {
     this.metrics = opts.metrics;
     this.disk = opts.diskGuard;
     this.bugs = opts.testOnlyBugs ?? {};
+    const stage = opts.transport.stageArchive?.bind(opts.transport);
+    this.archives =
+      opts.snapshots === undefined
+        ? null
+        : new RestoreArchives({
+            id: this.id,
+            snapshots: opts.snapshots,
+            clock: this.clock,
+            log: this.log,
+            disk: this.disk,
+            timings: this.timings,
+            stageArchive: stage,
+            stopSignal: this.stopAbort.signal,
+            stopped: () => this.stopped,
+            checkRunning: () => this.checkRunning(),
+            dialAddressOf: (id) => this.dialAddressOf(id),
+            holdersFirstLeader: () => this.holdersFirstLeader(),
+          });
     const forward = opts.transport.forwardProposals?.bind(opts.transport);
     this.forwardQueue =
       forward === undefined
@@ -433,7 +425,7 @@ export class Node {
     });
     const node = new Node(opts, raft, fsm, { term: state.hardState.term, vote: state.hardState.vote });
     if (lostBase !== undefined) node.startWithoutBase(lostBase, snapshot.index);
-    node.restoreRefs.noteEntries(state.entries);
+    node.archives?.refs.noteEntries(state.entries);
     node.membershipBaseIndex = lostBase?.index ?? snapshot.index;
     opts.snapshots?.keepWhileInUse(() => raft.snapshotsInUse());
     node.warnPeersMismatch(opts.initialMembership);
@@ -722,74 +714,13 @@ export class Node {
    * caller gave up; the fetch stops once no caller waits for it).
    */
   async stageArchive(p: StageArchiveParams, signal?: AbortSignal): Promise<void> {
-    const sm = this.snapshots;
-    if (sm === undefined) throw coded(12, 'this node keeps no snapshots');
+    if (this.archives === null) throw coded(12, 'this node keeps no snapshots');
     try {
-      this.checkRunning();
-      const digest = p.archive.digest;
-      let st = this.stagings.get(digest);
-      if (st === undefined) {
-        if ((await sm.findUpload(digest)) !== null) {
-          this.noteStaged(digest);
-          return;
-        }
-        st = this.stagings.get(digest); // another request started it meanwhile
-      }
-      if (st === undefined) {
-        if (this.stagings.size >= STAGINGS_MAX) throw coded(8, `already staging ${this.stagings.size} archives; retry later`);
-        this.disk?.check();
-        const address = this.dialAddressOf(p.from);
-        if (address === '') throw coded(14, `no address for ${p.from}`);
-        const abort = new AbortController();
-        const done = sm
-          .fetchUpload(this.id, address, p.archive, { signal: abort.signal, staging: true, reserveBytes: this.disk?.minFreeBytes ?? 0 })
-          .then((stored) => {
-            this.noteStaged(digest);
-            this.log.info({ digest, index: stored.meta.index, bytes: stored.archiveBytes, from: p.from }, 'restore archive staged');
-          })
-          .finally(() => this.stagings.delete(digest));
-        st = { done, abort, waiters: 0 };
-        this.stagings.set(digest, st);
-      }
-      await this.waitForStaging(digest, st, signal);
+      await this.archives.stage(p, signal);
     } catch (err) {
       this.disk?.noteError(err);
       this.log.warn({ digest: p.archive.digest, from: p.from, err: (err as Error).message }, 'staging a restore archive failed');
       throw stageError(err);
-    }
-  }
-
-  /**
-   * waitForStaging waits for a staging fetch as one of its callers; when
-   * `signal` aborts it rejects with CANCELLED, and the last caller to leave
-   * before the fetch is done aborts it (nobody would propose its restore).
-   */
-  private async waitForStaging(digest: string, st: { readonly done: Promise<void>; readonly abort: AbortController; waiters: number }, signal?: AbortSignal): Promise<void> {
-    st.waiters++;
-    let onAbort: (() => void) | undefined;
-    try {
-      await new Promise<void>((resolve, reject) => {
-        onAbort = () => reject(coded(1, 'the caller cancelled the staging'));
-        if (signal?.aborted === true) onAbort();
-        else signal?.addEventListener('abort', onAbort, { once: true });
-        st.done.then(resolve, reject);
-      });
-    } finally {
-      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
-      if (--st.waiters === 0 && signal?.aborted === true && this.stagings.get(digest) === st) {
-        this.log.info({ digest }, 'staging cancelled by its callers; the fetch stops');
-        st.abort.abort();
-      }
-    }
-  }
-
-  /** noteStaged records that this node holds a staged archive now (see `staged`); the oldest record goes past STAGED_KEPT_MAX. */
-  private noteStaged(digest: string): void {
-    this.staged.delete(digest);
-    this.staged.set(digest, this.clock.nowMs());
-    for (const oldest of this.staged.keys()) {
-      if (this.staged.size <= STAGED_KEPT_MAX) break;
-      this.staged.delete(oldest);
     }
   }
 
@@ -890,7 +821,7 @@ export class Node {
     this.readIndexWaiters.clear();
     this.fetching?.abort.abort();
     this.stopAbort.abort();
-    for (const st of this.stagings.values()) st.abort.abort();
+    this.archives?.stop();
     await this.idle();
     await Promise.race([this.applyDrained(), this.clock.sleep(30_000)]);
     // Let a snapshot being written finish (bounded: its files are temporary until renamed, so cutting it is safe too).
@@ -1069,8 +1000,8 @@ export class Node {
       endTimer?.();
       if (rd.hardState !== null) this.savedHardState = { term: rd.hardState.term, vote: rd.hardState.vote };
     }
-    if (rd.logReset !== null) this.restoreRefs.clear();
-    this.restoreRefs.noteEntries(rd.entries);
+    if (rd.logReset !== null) this.archives?.refs.clear();
+    this.archives?.refs.noteEntries(rd.entries);
     this.releaseReplyWaiters(gen);
     // 2. send.
     for (const m of rd.messages) if (early.length === 0 || m.type !== 'append') this.route(m); // early holds every append when not empty
@@ -1210,7 +1141,7 @@ export class Node {
     this.metrics?.snapshotsCreated.inc();
     const compactTo = await this.compactLog();
     this.log.info({ index: meta.index, term: meta.term, bytes: meta.sizeBytes, compactedTo: compactTo }, 'snapshot taken');
-    await this.pruneUploads();
+    await this.archives?.prune();
     return meta;
   }
 
@@ -1235,7 +1166,7 @@ export class Node {
       const base = this.raft.compact(compactTo);
       await this.storage.compact({ ...base, membership: this.raft.membershipAt(base.index) });
     }
-    this.restoreRefs.dropThrough(this.raft.brief().firstIndex - 1);
+    this.archives?.refs.dropThrough(this.raft.brief().firstIndex - 1);
     return compactTo;
   }
 
@@ -1502,11 +1433,10 @@ export class Node {
    */
   private async installRestoreArchive(cmd: RestoreCommand, index: number, install: ArchiveInstall): Promise<RestoreOutcome> {
     const sm = this.snapshots;
-    if (sm === undefined) throw new Error(`entry ${index} is a restore, and this node keeps no snapshots`);
-    // A staging of this archive still under way (its source may be gone) ends first.
-    await this.stagings.get(cmd.digest)?.done.catch(() => undefined);
+    const archives = this.archives;
+    if (sm === undefined || archives === null) throw new Error(`entry ${index} is a restore, and this node keeps no snapshots`);
     for (let round = 0; ; round++) {
-      const stored = (await sm.findUpload(cmd.digest)) ?? (await this.fetchRestoreArchive(cmd, index));
+      const stored = await archives.find(cmd, index);
       if (stored === null) return this.installBaseInstead(index);
       try {
         // The installed records are also written into this node's snapshot of the restored state (its term and
@@ -1531,42 +1461,6 @@ export class Node {
       this.snapshotSoon = true; // followers that need a snapshot get the restored state
       this.log.info({ index, digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
       return { ok: true };
-    }
-  }
-
-  /**
-   * fetchRestoreArchive fetches the archive a restore entry names from any
-   * holder (a quorum staged it before the entry was proposed): the leader
-   * first, then every member, a few tries each so that a dead one (the
-   * uploader) costs little. Resolves null when no member gave it: a member
-   * that applied the entry may have compacted its log past it and dropped
-   * the upload, so the node then takes a snapshot at or after the entry
-   * instead (installBaseInstead). With no member to ask (one member alone),
-   * or below the disk's reserve, it retries with a backoff (to 5 s). Rejects
-   * only when the node stops.
-   */
-  private async fetchRestoreArchive(cmd: RestoreCommand, index: number): Promise<StoredSnapshot | null> {
-    const sm = this.snapshots as SnapshotManager;
-    for (let attempt = 0; ; attempt++) {
-      if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
-      const holders = this.holdersFirstLeader();
-      let asked = 0;
-      for (const id of holders) {
-        try {
-          // Not below the disk's reserve (a full disk is retried with the backoff below, never crashed on).
-          this.disk?.check();
-          asked++;
-          const stored = await sm.fetchUpload(this.id, this.dialAddressOf(id), cmd, { maxAttempts: FETCH_ATTEMPTS_PER_HOLDER, signal: this.stopAbort.signal });
-          this.log.info({ index, from: id, digest: cmd.digest }, 'restore: fetched the archive');
-          return stored;
-        } catch (err) {
-          this.disk?.noteError(err);
-          this.log.warn({ index, from: id, err: (err as Error).message }, 'restore: fetching the archive failed');
-          if (this.stopped) throw new NodeError('shuttingDown', 'the node is shutting down');
-        }
-      }
-      if (holders.length > 0 && asked === holders.length) return null;
-      await this.clock.sleep(Math.min(5_000, 100 * 2 ** Math.min(attempt, 6)));
     }
   }
 
@@ -1621,8 +1515,8 @@ export class Node {
    */
   async restore(source: Readable, session?: SessionStamp): Promise<{ index: number; archive: StoredSnapshot; replayed: boolean }> {
     this.checkRunning();
-    const sm = this.snapshots;
-    if (sm === undefined) {
+    const archives = this.archives;
+    if (archives === null) {
       source.destroy();
       throw new NodeError('invalid', 'this node keeps no snapshots');
     }
@@ -1631,149 +1525,19 @@ export class Node {
       source.destroy();
       throw new NodeError('notLeader', new NotLeaderError(st.leader).message, st.leader, this.addressOf(st.leader));
     }
-    try {
-      this.disk?.check();
-    } catch (err) {
-      source.destroy();
-      throw err;
-    }
-    let stored: StoredSnapshot;
-    try {
-      stored = await sm.importUpload(source, 10 * 60_000, this.disk?.minFreeBytes ?? 0);
-    } catch (err) {
-      if (isNoSpace(err)) {
-        this.disk?.noteError(err);
-        throw new NodeError('diskFull', `the archive could not be stored, nothing changed: ${(err as Error).message}`);
-      }
-      throw new NodeError('invalid', `the archive was refused, nothing changed: ${(err as Error).message}`);
-    }
-    const digest = stored.archiveSha256;
-    this.restoresInFlight.set(digest, (this.restoresInFlight.get(digest) ?? 0) + 1);
-    let r: ApplyResult;
-    try {
+    const stored = await archives.store(source);
+    const r = await archives.whileProposing(stored, async () => {
       // A quorum holds a durable copy before the entry exists: losing this node cannot strand it.
-      if (this.bugs.restoreOnOneCopy !== true) await this.stageOnQuorum(stored);
-      r = await this.proposeData(
-        encodeRestoreCommand({ digest, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term, ...(session !== undefined ? { session } : {}) }),
+      const now = this.raft.brief();
+      if (this.bugs.restoreOnOneCopy !== true) await archives.stageOnQuorum(stored, now.membership.voters, now.term);
+      return this.proposeData(
+        encodeRestoreCommand({ digest: stored.archiveSha256, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term, ...(session !== undefined ? { session } : {}) }),
         Math.max(this.timings.proposalTimeoutMs, 10 * 60_000),
       );
-    } finally {
-      const n = (this.restoresInFlight.get(digest) ?? 1) - 1;
-      if (n > 0) this.restoresInFlight.set(digest, n);
-      else this.restoresInFlight.delete(digest);
-      await this.pruneUploads();
-    }
+    });
     if (!r.ok && r.code === 'requestIdExpired') throw new NodeError('invalid', r.error);
     if (!r.ok) throw new NodeError('invalid', `the restore failed: ${r.error}`);
     return { index: r.firstIndex ?? r.index, archive: stored, replayed: r.firstIndex !== undefined };
-  }
-
-  /**
-   * stageOnQuorum asks every other voter to hold a durable, verified copy of
-   * `stored` (StageArchive, each fetching it from this node) and resolves
-   * once a quorum of voters, this node included, holds one; the others go on
-   * in the background. Rejects with NodeError `unavailable` (nothing is
-   * proposed) as soon as a quorum can no longer be reached, or after
-   * restoreStageTimeoutMs.
-   */
-  private async stageOnQuorum(stored: StoredSnapshot): Promise<void> {
-    const st = this.raft.status();
-    const voters = st.membership.voters;
-    const need = Math.floor(voters.length / 2) + 1;
-    const holders = voters.includes(this.id) ? [this.id] : [];
-    const others = voters.filter((v) => v !== this.id);
-    if (holders.length >= need) return;
-    const timeoutMs = this.timings.restoreStageTimeoutMs;
-    const abort = new AbortController();
-    const failures: string[] = [];
-    const t0 = this.clock.nowMs();
-    await new Promise<void>((resolve, reject) => {
-      let settled = false;
-      let pending = others.length;
-      const refuse = (why: string): void => {
-        if (settled) return;
-        settled = true;
-        this.clock.clearTimeout(timer);
-        abort.abort();
-        reject(
-          new NodeError(
-            'unavailable',
-            `the restore was not proposed, nothing changed: ${why}; ${holders.length} of ${voters.length} voters hold a durable copy of the archive, ` +
-              `a quorum is ${need}${failures.length > 0 ? ` (${failures.join('; ')})` : ''}`,
-          ),
-        );
-      };
-      const timer = this.clock.setTimeout(() => refuse(`no quorum held the archive within ${timeoutMs} ms`), timeoutMs);
-      const check = (): void => {
-        if (settled) return;
-        if (holders.length >= need) {
-          settled = true;
-          this.clock.clearTimeout(timer);
-          resolve();
-        } else if (holders.length + pending < need) {
-          refuse('too many voters could not store the archive');
-        }
-      };
-      for (const id of others) {
-        const p: StageArchiveParams = {
-          from: this.id,
-          to: id,
-          term: st.term,
-          archive: { index: stored.meta.index, term: stored.meta.term, sizeBytes: stored.archiveBytes, digest: stored.archiveSha256 },
-        };
-        const call =
-          this.transport.stageArchive === undefined
-            ? Promise.reject(new Error('this node\'s transport cannot stage archives'))
-            : this.transport.stageArchive(p, timeoutMs, abort.signal);
-        call.then(
-          () => {
-            pending--;
-            holders.push(id);
-            check();
-          },
-          (err: unknown) => {
-            pending--;
-            failures.push(`${id}: ${(err as { details?: string }).details ?? (err as Error).message}`);
-            check();
-          },
-        );
-      }
-      check();
-    });
-    this.log.info({ digest: stored.archiveSha256, holders, failures, ms: this.clock.nowMs() - t0 }, 'restore archive held by a quorum; proposing the restore');
-  }
-
-  /**
-   * pruneUploads deletes the uploads no restore entry of the log (nor a
-   * restore or staging in progress) names, beyond the most recent few
-   * (SnapshotManager.pruneUploads). One runs at a time; a call during a run
-   * makes it run once more and resolves after that. Never rejects.
-   */
-  private pruneUploads(): Promise<void> {
-    const sm = this.snapshots;
-    if (sm === undefined || this.stopped) return Promise.resolve();
-    if (this.pruneRun !== null) {
-      this.pruneAgain = true;
-      return this.pruneRun;
-    }
-    const run = (async () => {
-      do {
-        this.pruneAgain = false;
-        const keep = this.restoreRefs.digests();
-        const stagedSince = this.clock.nowMs() - (this.timings.restoreStageTimeoutMs + this.timings.proposalTimeoutMs);
-        for (const [d, atMs] of [...this.staged]) {
-          if (atMs < stagedSince || keep.has(d)) this.staged.delete(d); // proposed (the log names it), or never will be
-          else keep.add(d);
-        }
-        for (const d of this.restoresInFlight.keys()) keep.add(d);
-        for (const d of this.stagings.keys()) keep.add(d);
-        await sm.pruneUploads(keep);
-      } while (this.pruneAgain && !this.stopped);
-    })().finally(() => {
-      this.pruneRun = null;
-    });
-    this.pruneRun = run;
-    return run;
   }
 
   /**
@@ -2070,11 +1834,6 @@ interface SnapshotInstall {
 
 function isSnapshotInstall(x: Entry | SnapshotInstall): x is SnapshotInstall {
   return 'install' in x;
-}
-
-/** coded: an Error carrying a numeric gRPC status (what the peer plane answers with). */
-function coded(code: number, message: string): Error {
-  return Object.assign(new Error(message), { code });
 }
 
 /** stageError gives a staging failure its gRPC status: 8 for space, 3 for a refused archive, 14 otherwise. */
