@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
 import { resolveRange } from './key-range.js';
+import { ChangedKeys } from './changed-keys.js';
 import { keyString } from './key-string.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp } from './rocks.js';
@@ -366,12 +367,11 @@ export interface RocksStorageOptions {
   readonly installHook?: (phase: InstallPhase, generation: number) => void;
   /** changesValuesKeptBytes: see CHANGES_VALUES_KEPT_BYTES (its default); for tests. */
   readonly changesValuesKeptBytes?: number;
-}
-
-/** Changed: a key's last write (#changed): its applied index and its value then (null: deleted; undefined: not kept). */
-interface Changed {
-  readonly at: number;
-  readonly value: Buffer | null | undefined;
+  /**
+   * yieldTurn: how a view's listing of its changes gives the event loop a turn (ChangedKeys.list; default:
+   * setImmediate); for tests.
+   */
+  readonly yieldTurn?: () => Promise<void>;
 }
 
 /** Generation is one open state-<gen> database with the reads and readers using it. */
@@ -395,6 +395,11 @@ interface Generation {
  * Errors are StorageError (see types.ts), engine failures `io` with the
  * database path in the message.
  */
+
+/** nextTurn resolves on a later turn of the event loop, after the IO already due (setImmediate). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 export class RocksStorage implements NodeStorage {
   #stateViews = 0;
@@ -421,14 +426,8 @@ export class RocksStorage implements NodeStorage {
   /** #durableVote: the term and vote of the hard state last read or written synced (null: unknown, the next hard state is synced). */
   #durableVote: { readonly term: number; readonly vote: string } | null = null;
   #applied: number;
-  /**
-   * #changed: latin1 key -> the applied index of its last write and, when kept, its value then (null: deleted;
-   * undefined: not kept, read at the view), for every key written after #changesKnownSince (snapshotState changes).
-   */
-  readonly #changed = new Map<string, Changed>();
-  /** #keptBytes: the bytes of the values #changed keeps (up to CHANGES_VALUES_KEPT_BYTES). */
-  #keptBytes = 0;
-  #changesKnownSince = 0;
+  /** #changes: every key written after its knownSince, for snapshotState changes (see ChangedKeys). */
+  readonly #changes: ChangedKeys;
   #membership: Membership | null;
   #closing: Promise<void> | null = null;
 
@@ -448,7 +447,11 @@ export class RocksStorage implements NodeStorage {
     this.#lastIndex = meta.lastIndex;
     this.#applied = meta.applied;
     this.#membership = meta.membership;
-    this.#changesKnownSince = meta.applied;
+    this.#changes = new ChangedKeys(meta.applied, {
+      keptBytesMax: options.changesValuesKeptBytes ?? CHANGES_VALUES_KEPT_BYTES,
+      listedMax: CHANGES_LISTED_MAX,
+      valueBytesMax: CHANGES_VALUE_BYTES_MAX,
+    });
   }
 
   /**
@@ -777,9 +780,10 @@ export class RocksStorage implements NodeStorage {
       const g = this.#acquire();
       let changes: Promise<StateChanges | null> | undefined;
       try {
-        // Inside the apply queue no write runs: the changed keys' values asked for here are the view's (getMany
-        // reads as of its call). The read itself is waited for after the queue is let go: applies go on meanwhile
-        // (20k changed keys took 250-280 ms under bench:write, every apply held behind them).
+        // Inside the apply queue no write runs: the view seals the changes (ChangedKeys.view) and the values not
+        // kept are asked for here, as of the view (getMany reads as of its call). The read and the listing are
+        // waited for after the queue is let go: applies go on meanwhile (20k changed keys took 250-280 ms to read
+        // and 140-380 ms to list under bench:write, every apply held behind them).
         changes = options.changesSince === undefined ? undefined : this.#changesSince(g.db, options.changesSince);
         const iterator = g.db.iterator({
           gte: Buffer.of(PREFIX_KV),
@@ -916,8 +920,7 @@ export class RocksStorage implements NodeStorage {
     this.#applied = checked.appliedIndex;
     this.#membership = checked.membership;
     this.#stateDirty = false;
-    this.#forgetChanges();
-    this.#changesKnownSince = checked.appliedIndex;
+    this.#changes.forget(checked.appliedIndex);
     if (dirSyncError !== null) {
       await this.#retire(old, false);
       throw dirSyncError;
@@ -931,68 +934,23 @@ export class RocksStorage implements NodeStorage {
     return digestSnapshot(await this.snapshotState());
   }
 
-  /** #noteChanges remembers the keys of a written batch (see #changed), dropping the memory past CHANGES_TRACKED_MAX. */
+  /** #noteChanges remembers the keys of a written batch (see #changes), dropping the memory past CHANGES_TRACKED_MAX. */
   #noteChanges(batch: StateBatch): void {
-    const keepMax = this.#options.changesValuesKeptBytes ?? CHANGES_VALUES_KEPT_BYTES;
-    for (const w of batch.writes) {
-      const key = keyString(w.key);
-      const before = this.#changed.get(key);
-      if (before?.value != null) this.#keptBytes -= before.value.length;
-      let value: Buffer | null | undefined;
-      if (w.value === null) value = null;
-      else if (this.#keptBytes + w.value.length <= keepMax) {
-        // A copy: the batch's value may be a view into a larger buffer (an append message) it would keep alive.
-        value = Buffer.from(w.value);
-        this.#keptBytes += value.length;
-      }
-      this.#changed.set(key, { at: batch.appliedIndex, value });
-    }
-    if (this.#changed.size > CHANGES_TRACKED_MAX) {
-      this.#forgetChanges();
-      this.#changesKnownSince = batch.appliedIndex;
-    }
-  }
-
-  #forgetChanges(): void {
-    this.#changed.clear();
-    this.#keptBytes = 0;
+    for (const w of batch.writes) this.#changes.note(keyString(w.key), batch.appliedIndex, w.value);
+    if (this.#changes.size > CHANGES_TRACKED_MAX) this.#changes.forget(batch.appliedIndex);
   }
 
   /**
-   * #changesSince lists the keys written after `since` with their values now
-   * (run inside the apply queue), null when not known that far back or too
-   * many; then forgets the changes at or before `since` (later views are
-   * asked about later snapshots). The values are read as of this call (see
-   * RocksDb.getMany), whenever the returned promise settles.
+   * #changesSince takes the changes after `since` of a view (run inside the apply queue: ChangedKeys.view, and the
+   * values not kept read as of this call, see RocksDb.getMany); the promise lists them (ChangedKeys.list, in
+   * turns, outside the queue) and is null when not known that far back or too many.
    */
   #changesSince(db: RocksDb, since: number): Promise<StateChanges | null> {
-    if (!Number.isSafeInteger(since) || since < this.#changesKnownSince || since > this.#applied) return Promise.resolve(null);
-    const keys: string[] = [];
-    for (const [key, c] of this.#changed) {
-      if (c.at > since) keys.push(key);
-      else {
-        if (c.value != null) this.#keptBytes -= c.value.length;
-        this.#changed.delete(key);
-      }
-    }
-    this.#changesKnownSince = since;
-    if (keys.length > CHANGES_LISTED_MAX) return Promise.resolve(null);
-    // latin1 maps each byte to one UTF-16 unit of the same value: string order is bytewise order.
-    keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    const entries = keys.map((k) => ({ key: Buffer.from(k, 'latin1'), value: (this.#changed.get(k) as Changed).value }));
-    // The values not kept are read, as of now (inside the apply queue: the view's).
-    const unknown = entries.filter((e) => e.value === undefined);
-    const read = unknown.length === 0 ? Promise.resolve([]) : db.getMany(unknown.map((e) => kvKey(e.key)));
-    return read.then((values) => {
-      let valueBytes = 0;
-      let u = 0;
-      const listed = entries.map((e) => {
-        const v = e.value === undefined ? (values[u++] ?? null) : e.value;
-        valueBytes += v?.length ?? 0;
-        return { key: e.key, value: v };
-      });
-      return valueBytes > CHANGES_VALUE_BYTES_MAX ? null : { sinceIndex: since, entries: listed };
-    });
+    const view = this.#changes.view(since, this.#applied);
+    if (view === null) return Promise.resolve(null);
+    const read = view.unknown.length === 0 ? Promise.resolve([]) : db.getMany(view.unknown.map((k) => kvKey(Buffer.from(k, 'latin1'))));
+    const changes = this.#changes;
+    return read.then((values) => changes.list(view, values, this.#options.yieldTurn ?? nextTurn));
   }
 
   // ---- IdentityStore ----

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { StateChanges } from '../../../src/storage/types.js';
-import { ThreadpoolHold, turnsUntil } from './helpers.js';
+import { CHANGES_LISTED_PER_TURN } from '../../../src/storage/changed-keys.js';
+import { stepsUntil, ThreadpoolHold, turnsUntil } from './helpers.js';
 
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
 const b = (s: string): Buffer => Buffer.from(s);
@@ -142,6 +143,46 @@ describe('RocksStorage state changes since an applied index', function () {
       } finally {
         await s.close();
       }
+    }
+  });
+
+  it('lists the changes after letting the apply queue go, in turns, and they stay those of the view', async () => {
+    // Every turn the listing gives back waits for the test: applies must go on meanwhile.
+    let turnsAsked = 0;
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    const s = await RocksStorage.open(dir, {
+      yieldTurn: () => {
+        turnsAsked++;
+        return held;
+      },
+    });
+    try {
+      await s.installState([[{ key: b('a'), value: b('1') }]], { appliedIndex: 5, membership });
+      const n = 2 * CHANGES_LISTED_PER_TURN + 5;
+      const key = (i: number): Buffer => b(`k${String(i).padStart(6, '0')}`);
+      await s.write({ writes: Array.from({ length: n }, (_, i) => ({ key: key(n - 1 - i), value: b(`v${n - 1 - i}`) })), appliedIndex: 6 });
+      let listed = false;
+      const view = s.snapshotState({ changesSince: 5 }).then((r) => {
+        listed = true;
+        return r;
+      });
+      assert.ok(await turnsUntil(() => turnsAsked > 0), 'the listing gave the event loop a turn');
+      // Held in the listing: an apply of keys it lists, and of a new one, lands; the view does not see it.
+      let applied = false;
+      const write = s.write({ writes: [{ key: key(0), value: b('after') }, { key: b('new'), value: b('x') }, { key: b('a'), value: null }], appliedIndex: 7 }).then(() => (applied = true));
+      assert.ok(await stepsUntil(() => applied), 'an apply completed while the view listed its changes');
+      assert.equal(listed, false);
+      release();
+      const r = await view;
+      await r.close();
+      await write;
+      assert.equal(r.appliedIndex, 6);
+      assert.deepEqual(shown(r.changes), Array.from({ length: n }, (_, i) => [`k${String(i).padStart(6, '0')}`, `v${i}`]));
+      assert.deepEqual(shown(await changesOf(s, 6)), [['a', null], ['k000000', 'after'], ['new', 'x']]);
+    } finally {
+      release();
+      await s.close();
     }
   });
 });
