@@ -126,6 +126,34 @@ describe('SnapshotStore', () => {
     assert.deepEqual(await store.list(), [created]);
   });
 
+  // loadMeta reads a meta.json in a small first read (2 KiB) and a second one only when it fills that: a file
+  // ending just before, at and past that edge is read whole, and one past the 65 KiB cap is still refused.
+  it('reads a meta.json of any size up to its cap whole, across the first read, and refuses a larger one', async () => {
+    const store = await SnapshotStore.open(join(dir, 'snaps'), { retain: 3 });
+    const voters = Array.from({ length: 7 }, (_, i) => `n${i + 1}`);
+    const addresses = Object.fromEntries(voters.map((v) => [v, `${v}.${'a'.repeat(300)}.example:7001`]));
+    const created = await store.create({ ...meta(10, 2), membership: { voters, learners: [], addresses } }, writer(records(10)));
+    const metaPath = join(dir, 'snaps', created.id, 'meta.json');
+    const text = await readFile(metaPath, 'utf8');
+    assert.ok(text.length > 2048, `meta.json is ${text.length} bytes`);
+    assert.deepEqual((await store.list())[0]?.meta.membership.addresses, addresses);
+    const reopened = await SnapshotStore.open(join(dir, 'snaps'), { retain: 3 }); // nothing remembered: parsed from the bytes read
+    assert.deepEqual(await reopened.list(), [created]);
+    for (const size of [2047, 2048, 2049, 65 * 1024]) {
+      const stored = JSON.parse(text) as Record<string, unknown>;
+      const compact = JSON.stringify({ ...stored, membership: MEMBERSHIP });
+      await writeFile(metaPath, compact.padEnd(size, ' '));
+      const fresh = await SnapshotStore.open(join(dir, 'snaps'), { retain: 3 });
+      assert.deepEqual((await fresh.list())[0]?.meta.membership, MEMBERSHIP, `a meta.json of ${size} bytes`);
+      const h = await fresh.open(created.id);
+      h.release();
+    }
+    await writeFile(metaPath, JSON.stringify(JSON.parse(text)).padEnd(65 * 1024 + 1, ' '));
+    const fresh = await SnapshotStore.open(join(dir, 'snaps'), { retain: 3 });
+    assert.deepEqual(await fresh.list(), []);
+    await storeError(fresh.open(created.id), 'corrupt', /more than 66560 bytes/);
+  });
+
   // A meta.json that parses but breaks the schema is a bad snapshot, like one that does not parse: not listed, open()
   // says why. It used to fail list() itself as an unreadable store (the schema error's code was taken for an errno),
   // which fails boot, latest() and every snapshot operation on account of one damaged file.
