@@ -120,9 +120,9 @@ interface Target {
   anyPut(key: string, value: Buffer): Promise<void>;
   /**
    * restartLeader: a planned restart of the current leader: SIGTERM (it hands leadership over first), then, once it
-   * exited, the same member started again on its data dir and addresses; resolves when it answers again.
+   * exited (onExited is called), the same member started again on its data dir and addresses; resolves when it answers again.
    */
-  restartLeader(): Promise<void>;
+  restartLeader(onExited: () => void): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -162,12 +162,21 @@ async function runLoad(t: Target, clients: number, seconds: number, valueBytes: 
   return { writes: f.ops, swapped: op === 'cas' ? swapped : NaN, errors: f.errors, errorsByCode: f.errorsByCode, seconds: f.elapsedSec(), p50Ms: l.p50Ms, p99Ms: l.p99Ms };
 }
 
+/** PlannedRestart: the longest times no write was acknowledged around a planned restart of the leader (ms). */
+interface PlannedRestart {
+  /** quietPauseMs: over the second before the SIGTERM (the steady state's). */
+  readonly quietPauseMs: number;
+  /** handoffPauseMs: from the SIGTERM until the old leader's process exited (its handoff and stop). */
+  readonly handoffPauseMs: number;
+  /** returnPauseMs: from then until a second after the member, started again, answers (its start and catch-up). */
+  readonly returnPauseMs: number;
+}
+
 /**
  * measurePlannedRestart: 4 writers put through whichever member answers, without pause, while the leader is restarted
- * as planned (restartLeader). Answers the longest time no write was acknowledged from the SIGTERM until a second
- * after the member is back (pauseMs), and over the second before the SIGTERM (quietPauseMs, the steady state's).
+ * as planned (restartLeader); the longest time no write was acknowledged in each phase.
  */
-async function measurePlannedRestart(t: Target): Promise<{ pauseMs: number; quietPauseMs: number }> {
+async function measurePlannedRestart(t: Target): Promise<PlannedRestart> {
   const value = Buffer.alloc(100, 0x63);
   let lastAck = performance.now();
   let pause = 0;
@@ -188,14 +197,19 @@ async function measurePlannedRestart(t: Target): Promise<{ pauseMs: number; quie
   await sleep(1_000);
   const quietPauseMs = pause;
   pause = 0;
+  let handoffPauseMs = NaN;
   try {
-    await t.restartLeader();
+    await t.restartLeader(() => {
+      // The pause under way counts for the phase it ends in.
+      handoffPauseMs = Math.max(pause, performance.now() - lastAck);
+      pause = 0;
+    });
     await sleep(1_000);
   } finally {
     stop = true;
     await Promise.all(writers);
   }
-  return { pauseMs: pause, quietPauseMs };
+  return { quietPauseMs, handoffPauseMs, returnPauseMs: pause };
 }
 
 async function measureFailover(t: Target): Promise<number> {
@@ -299,6 +313,8 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
       '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', ...sec.serveFlags(id), ...run.serveFlags,
     ], run.nodeRuntime ? { ...NODE_MALLOC_ENV } : {});
   ids.forEach((id, i) => children.set(id, spawn(id, i)));
+  /** retired: members' processes stopped and started again (restartLeader), whose output SNAPCOORD_BENCH_LOGS keeps too. */
+  const retired: [string, Child][] = [];
   const addrOf = new Map(ids.map((id, i) => [id, grpcAddr(i)]));
   const anyClients = ids.map((id) => new KvClient(addrOf.get(id) ?? '', sec.dial));
   let anyNext = 0;
@@ -340,10 +356,13 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
       return (key, value) => kvPut(survivors[n++ % survivors.length] as KvClient, key, value, 250);
     },
     anyPut: (key, value) => kvPut(anyClients[anyNext++ % anyClients.length] as KvClient, key, value, 250),
-    async restartLeader() {
+    async restartLeader(onExited) {
       const id = await findLeader();
       const i = ids.indexOf(id);
-      await children.get(id)?.kill('SIGTERM', 10_000);
+      const stopped = children.get(id);
+      await stopped?.kill('SIGTERM', 10_000);
+      onExited();
+      if (stopped !== undefined) retired.push([id, stopped]);
       children.set(id, spawn(id, i));
       await until(`${id} to answer again`, 90_000, () => statusOf(grpcAddr(i), sec).then(() => true, () => undefined));
     },
@@ -352,7 +371,10 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
       for (const c of anyClients) c.close();
       await Promise.all([...children.values()].map((c) => c.kill('SIGTERM')));
       const logs = process.env.SNAPCOORD_BENCH_LOGS;
-      if (logs !== undefined) for (const [id, c] of children) await writeFile(join(logs, `${basename(dir)}-${id}.log`), c.output);
+      if (logs === undefined) return;
+      for (const [id, c] of children) await writeFile(join(logs, `${basename(dir)}-${id}.log`), c.output);
+      // A member restarted (the planned restart): its first run's output too.
+      for (const [n, [id, c]] of retired.entries()) await writeFile(join(logs, `${basename(dir)}-${id}.before-restart-${n + 1}.log`), c.output);
     },
   };
 }
@@ -456,10 +478,11 @@ async function startEtcd(dir: string, tuned: boolean, tls: boolean): Promise<Tar
       const c = perHost[anyNext++ % perHost.length] as Etcd3;
       await Promise.race([c.put(key).value(value), sleep(250).then(() => Promise.reject(new Error('deadline')))]);
     },
-    async restartLeader() {
+    async restartLeader(onExited) {
       const i = await findLeader();
       const id = ids[i] ?? '';
       await children.get(id)?.kill('SIGTERM', 10_000);
+      onExited();
       children.set(id, spawn(id, i));
       await until(`${id} to answer again`, 30_000, () => (perHost[i] as Etcd3).maintenance.status().then(() => true, () => undefined));
     },
@@ -492,19 +515,21 @@ async function bench(name: string, start: () => Promise<Target>, clients: number
     // Per member too, busiest first (the leader, when every client talks to it).
     const memberMsPerWrite = cpu0 !== undefined && cpu1 !== undefined ? cpu1.map((c, i) => ((c - (cpu0[i] ?? 0)) * 1000) / load.writes).sort((a, b) => b - a) : [];
     const cpuMsPerWrite = memberMsPerWrite.length > 0 ? memberMsPerWrite.reduce((a, b) => a + b, 0) : NaN;
-    const planned = plannedRestart ? await measurePlannedRestart(t) : { pauseMs: NaN, quietPauseMs: NaN };
+    const planned: PlannedRestart = plannedRestart ? await measurePlannedRestart(t) : { quietPauseMs: NaN, handoffPauseMs: NaN, returnPauseMs: NaN };
     const failoverMs = failover ? await measureFailover(t) : NaN;
     const wps = load.writes / load.seconds;
     console.log(
       `${name.padEnd(10)} ${wps.toFixed(0).padStart(7)} writes/s  p50 ${load.p50Ms.toFixed(1)} ms  p99 ${load.p99Ms.toFixed(1)} ms  ` +
         (op === 'cas' ? `swapped ${((100 * load.swapped) / Math.max(1, load.writes)).toFixed(0)}%  ` : '') +
         `errors ${load.errors}${load.errors > 0 ? ` (${[...load.errorsByCode].map(([c, n]) => `${c} ${n}`).join(', ')})` : ''}  failover ${failoverMs.toFixed(0)} ms` +
-        (plannedRestart ? `  planned leader restart: longest write pause ${planned.pauseMs.toFixed(0)} ms (${planned.quietPauseMs.toFixed(0)} ms in the second before)` : '') +
+        (plannedRestart
+          ? `  planned leader restart, longest write pause: handoff ${planned.handoffPauseMs.toFixed(0)} ms, return ${planned.returnPauseMs.toFixed(0)} ms (steady ${planned.quietPauseMs.toFixed(0)} ms)`
+          : '') +
         (Number.isNaN(cpuMsPerWrite) ? '' : `  server CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 members, user+sys: ${memberMsPerWrite.map((m) => m.toFixed(2)).join(' + ')})`) +
         `  client CPU ${clientCpuMsPerWrite.toFixed(2)} ms/write` +
         (term1 !== term0 ? `  LEADER CHANGED during the load (term ${term0} -> ${term1})` : ''),
     );
-    return { wps, ...load, failoverMs, plannedPauseMs: planned.pauseMs, cpuMsPerWrite };
+    return { wps, ...load, failoverMs, handoffPauseMs: planned.handoffPauseMs, cpuMsPerWrite };
   } finally {
     await t.stop();
   }
@@ -585,7 +610,7 @@ async function main(): Promise<void> {
       const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}${etcdTls ? '' : '-plain'}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true, etcdTls), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart);
       console.log(
         `ratio snapcoord/etcd: writes/s ${(ours.wps / theirs.wps).toFixed(2)}x  p99 ${(ours.p99Ms / theirs.p99Ms).toFixed(2)}x  ` +
-          `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x  planned leader restart pause ${(ours.plannedPauseMs / theirs.plannedPauseMs).toFixed(2)}x  server CPU per write ${(ours.cpuMsPerWrite / theirs.cpuMsPerWrite).toFixed(2)}x (lower is better for p99, failover and CPU)`,
+          `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x  leader handoff pause ${(ours.handoffPauseMs / theirs.handoffPauseMs).toFixed(2)}x  server CPU per write ${(ours.cpuMsPerWrite / theirs.cpuMsPerWrite).toFixed(2)}x (lower is better for p99, failover and CPU)`,
       );
     } else if (o.etcd) {
       console.log('etcd comparison skipped: /usr/bin/etcd not found (apt-get install etcd-server etcd-client)');
