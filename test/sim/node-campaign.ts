@@ -17,7 +17,6 @@ import { availableParallelism } from 'node:os';
 
 import { BROKEN_CORES } from './broken.js';
 import type { NodeControls } from './node-cluster.js';
-import { nodesForSeed, runNodeSeed } from './node-run.js';
 import { JOB_SEEDS, runOnWorkers } from './node-pool.js';
 
 interface Args {
@@ -148,6 +147,9 @@ async function main(): Promise<void> {
     ...(args.brokenCore !== undefined ? { brokenCore: args.brokenCore } : {}),
   };
   if (args.seed !== undefined) {
+    // Loaded only here: a campaign's main thread runs no seed (its workers load the simulator themselves),
+    // and loading the whole node under tsx was ~0.7 s of its CPU.
+    const { nodesForSeed, runNodeSeed } = await import('./node-run.js');
     const nodes = args.nodes ?? nodesForSeed(args.seed);
     const t0 = performance.now();
     const r = await runNodeSeed(args.seed, { nodes, controls, ...(args.verbose ? { trace: (line: string) => process.stdout.write(`${line}\n`) } : {}) });
