@@ -46,8 +46,42 @@ const READ_CHUNK_BYTES_DEFAULT = 64 * 1024;
 /** ZLIB_CHUNK_BYTES_DEFAULT / ZLIB_CHUNK_BYTES_MIN: zlib's default output buffer (16 KiB), and the least one used here. */
 const ZLIB_CHUNK_BYTES_DEFAULT = 16 * 1024;
 const ZLIB_CHUNK_BYTES_MIN = 4 * 1024;
-/** NORMAL_PATH: an absolute path posix.resolve would return unchanged (segments neither empty, '.' nor '..'). */
-const NORMAL_PATH = /^(?:\/(?!\.\.?(?:\/|$))[^/]+)+$/;
+/**
+ * isNormalPath: whether `p` is an absolute path posix.resolve would return unchanged (one or more segments,
+ * each neither empty, '.' nor '..'; so not '/' itself). A loop over its characters, not a regular expression
+ * (each call of the tree is given one: ~1,300 a simulator seed).
+ */
+function isNormalPath(p: string): boolean {
+  const n = p.length;
+  if (n < 2 || p.charCodeAt(0) !== 0x2f) return false;
+  let start = 1;
+  for (let i = 1; i <= n; i++) {
+    if (i < n && p.charCodeAt(i) !== 0x2f) continue;
+    const len = i - start;
+    if (len === 0) return false;
+    if (p.charCodeAt(start) === 0x2e && (len === 1 || (len === 2 && p.charCodeAt(start + 1) === 0x2e))) return false;
+    start = i + 1;
+  }
+  return true;
+}
+
+/**
+ * childPath / parentOf / nameOf: posix.join(p, name), posix.dirname(p) and posix.basename(p) for a normal
+ * path `p` (norm's) and an entry name (a basename of one: not empty, no '/', neither '.' nor '..'), by
+ * concatenation and slicing.
+ */
+function childPath(p: string, name: string): string {
+  return p === '/' ? `/${name}` : `${p}/${name}`;
+}
+
+function parentOf(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i <= 0 ? '/' : p.slice(0, i);
+}
+
+function nameOf(p: string): string {
+  return p.slice(p.lastIndexOf('/') + 1);
+}
 
 /** fsError: node:fs's error for a failed call (its code, syscall, path); with no stack, like node:fs/promises' (whose stacks hold no caller frame). */
 function fsError(code: string, syscall: string, path: string): Error {
@@ -318,7 +352,7 @@ export class MemorySnapshotIo implements SnapshotIo {
 
   private norm(path: string): string {
     // Most paths the store passes are absolute and normal already (no empty, '.' or '..' segment, no trailing '/').
-    return NORMAL_PATH.test(path) ? path : posix.resolve('/', path);
+    return isNormalPath(path) ? path : posix.resolve('/', path);
   }
 
   private get(path: string, syscall: string): TreeNode {
@@ -328,7 +362,7 @@ export class MemorySnapshotIo implements SnapshotIo {
   }
 
   private parentDir(path: string, syscall: string): DirNode {
-    const p = this.nodes.get(posix.dirname(this.norm(path)));
+    const p = this.nodes.get(parentOf(this.norm(path)));
     if (p === undefined) throw fsError('ENOENT', syscall, path);
     if (p.kind !== 'dir') throw fsError('ENOTDIR', syscall, path);
     return p;
@@ -336,17 +370,17 @@ export class MemorySnapshotIo implements SnapshotIo {
 
   private link(path: string, node: TreeNode, syscall: string): void {
     const p = this.norm(path);
-    this.parentDir(p, syscall).children.add(posix.basename(p));
+    this.parentDir(p, syscall).children.add(nameOf(p));
     this.nodes.set(p, node);
   }
 
   private unlinkNode(path: string): void {
     const p = this.norm(path);
-    const parent = this.nodes.get(posix.dirname(p));
-    if (parent?.kind === 'dir') parent.children.delete(posix.basename(p));
+    const parent = this.nodes.get(parentOf(p));
+    if (parent?.kind === 'dir') parent.children.delete(nameOf(p));
     const node = this.nodes.get(p);
     this.nodes.delete(p);
-    if (node?.kind === 'dir') for (const c of node.children) this.unlinkNode(posix.join(p, c));
+    if (node?.kind === 'dir') for (const c of node.children) this.unlinkNode(childPath(p, c));
   }
 
   private openSync(path: string, flags: 'r' | 'w' | 'wx' | 'wx+', mode: number): SnapshotFile {
@@ -382,7 +416,7 @@ export class MemorySnapshotIo implements SnapshotIo {
   private entriesOf(dir: DirNode, p: string): Map<string, TreeNode> {
     const out = new Map<string, TreeNode>();
     for (const c of dir.children) {
-      const n = this.nodes.get(posix.join(p, c));
+      const n = this.nodes.get(childPath(p, c));
       if (n !== undefined) out.set(c, n);
     }
     return out;
@@ -420,8 +454,8 @@ export class MemorySnapshotIo implements SnapshotIo {
       }
       const dir: DirNode = { kind: 'dir', children: new Set(entries.keys()), mode: node.mode, mtimeMs: node.mtimeMs, synced: null };
       rebuilt.set(p, dir);
-      for (const [c, child] of entries) visit(posix.join(p, c), child);
-      dir.synced = new Map([...dir.children].map((c) => [c, rebuilt.get(posix.join(p, c)) as TreeNode]));
+      for (const [c, child] of entries) visit(childPath(p, c), child);
+      dir.synced = new Map([...dir.children].map((c) => [c, rebuilt.get(childPath(p, c)) as TreeNode]));
     };
     visit('/', this.nodes.get('/') as TreeNode);
     this.nodes.clear();
@@ -474,7 +508,7 @@ export class MemorySnapshotIo implements SnapshotIo {
       if (node.kind !== 'dir') throw fsError('ENOTDIR', 'scandir', path);
       const p = this.norm(path);
       return [...node.children].sort().map((name) => {
-        const child = this.nodes.get(posix.join(p, name));
+        const child = this.nodes.get(childPath(p, name));
         return { name, isDirectory: () => child?.kind === 'dir' };
       });
     });
@@ -498,14 +532,14 @@ export class MemorySnapshotIo implements SnapshotIo {
       const moved: [string, TreeNode][] = [];
       const collect = (p: string, n: TreeNode): void => {
         moved.push([p, n]);
-        if (n.kind === 'dir') for (const c of n.children) collect(posix.join(p, c), this.nodes.get(posix.join(p, c)) as TreeNode);
+        if (n.kind === 'dir') for (const c of n.children) collect(childPath(p, c), this.nodes.get(childPath(p, c)) as TreeNode);
       };
       collect(src, node);
-      const parent = this.nodes.get(posix.dirname(src));
-      if (parent?.kind === 'dir') parent.children.delete(posix.basename(src));
+      const parent = this.nodes.get(parentOf(src));
+      if (parent?.kind === 'dir') parent.children.delete(nameOf(src));
       for (const [p] of moved) this.nodes.delete(p);
       for (const [p, n] of moved) this.nodes.set(dst + p.slice(src.length), n);
-      (this.nodes.get(posix.dirname(dst)) as DirNode).children.add(posix.basename(dst));
+      (this.nodes.get(parentOf(dst)) as DirNode).children.add(nameOf(dst));
     });
   }
 
@@ -537,11 +571,11 @@ export class MemorySnapshotIo implements SnapshotIo {
         if (options.recursive === true && existing.kind === 'dir') return;
         throw fsError('EEXIST', 'mkdir', path);
       }
-      if (options.recursive === true && !this.nodes.has(posix.dirname(p))) {
+      if (options.recursive === true && !this.nodes.has(parentOf(p))) {
         const parts = p.split('/').filter((x) => x !== '');
         let at = '/';
         for (const part of parts.slice(0, -1)) {
-          at = posix.join(at, part);
+          at = childPath(at, part);
           const n = this.nodes.get(at);
           if (n === undefined) this.link(at, { kind: 'dir', children: new Set(), mode: options.mode ?? 0o777, mtimeMs: this.wallNow(), synced: null }, 'mkdir');
           else if (n.kind !== 'dir') throw fsError('ENOTDIR', 'mkdir', path);
