@@ -16,6 +16,7 @@ import { Writable } from 'node:stream';
 
 import { SnapshotStoreError } from './errors.js';
 import { FILE_MODE, withPath } from './file-sink.js';
+import { sha256 } from './sha256.js';
 import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-io.js';
 
 /** CHUNK_HASH_BYTES: the chunk size whose SHA-256s are recorded beside every stored archive (the transfer default). */
@@ -299,7 +300,7 @@ export function encodeChunkHashes(digest: SinkDigest, chunkBytes = CHUNK_HASH_BY
   at += Buffer.from(digest.archiveSha256, 'hex').copy(buf, at);
   at = buf.writeUInt32BE(n, at);
   for (const h of digest.chunkSha256s) at += Buffer.from(h.buffer, h.byteOffset, h.byteLength).copy(buf, at);
-  createHash('sha256').update(buf.subarray(0, at)).digest().copy(buf, at);
+  sha256(buf.subarray(0, at)).copy(buf, at);
   return buf;
 }
 
@@ -313,7 +314,7 @@ export function decodeChunkHashes(buf: Buffer, expect: { readonly archiveSha256:
   if (buf.length < CHUNK_FILE_HEADER_BYTES + 32) throw new Error(`it is ${buf.length} bytes, too short`);
   if (!buf.subarray(0, CHUNK_FILE_MAGIC.length).equals(CHUNK_FILE_MAGIC)) throw new Error('it does not start with its magic line');
   const body = buf.subarray(0, buf.length - 32);
-  if (!createHash('sha256').update(body).digest().equals(buf.subarray(buf.length - 32))) throw new Error('its own checksum does not match');
+  if (!sha256(body).equals(buf.subarray(buf.length - 32))) throw new Error('its own checksum does not match');
   let at = CHUNK_FILE_MAGIC.length;
   const chunkBytes = buf.readUInt32BE(at);
   at += 4;

@@ -36,6 +36,7 @@ import { ArchiveError, StateFormatError } from './errors.js';
 import { BlockPool } from './block-pool.js';
 import { GzipMemberQueue, gzipMember, resolveParallelGzipOptions, type ParallelGzipOptions } from './parallel-gzip.js';
 import { STATE_KEY_BYTES_MAX, STATE_VALUE_BYTES_MAX, type StateLimits, type StateRecord } from './state-format.js';
+import { sha256Hex } from './sha256.js';
 import { TAR_BLOCK_BYTES, encodeTarHeader } from './tar-header.js';
 import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-io.js';
 
@@ -408,7 +409,7 @@ export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced):
     padding(metaBytes.length),
     encodeTarHeader({ name: STATE_NAME, size: stateBytes, mode: ENTRY_MODE, mtimeSec }),
   ]);
-  const sums = formatSums(createHash('sha256').update(metaBytes).digest('hex'), stateSha256);
+  const sums = formatSums(sha256Hex(metaBytes), stateSha256);
   const tail = Buffer.concat([
     padding(stateBytes),
     encodeTarHeader({ name: SUMS_NAME, size: sums.length, mode: ENTRY_MODE, mtimeSec }),

@@ -32,6 +32,7 @@ import { HashTap, archiveMetaBytes } from './archive-writer.js';
 import { ArchiveError } from './errors.js';
 import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
 import { checkedStateRecords, countStateKeys } from './state-format.js';
+import { sha256Hex } from './sha256.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock } from './tar-header.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
@@ -125,9 +126,6 @@ export interface WriteArchiveResult {
   readonly stateSha256: string;
 }
 
-function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
 
 function padding(size: number): Buffer {
   const rem = size % TAR_BLOCK_BYTES;

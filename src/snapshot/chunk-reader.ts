@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { sha256 } from './sha256.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
 /** FileChunk is one piece of a file with its SHA-256. */
@@ -78,7 +79,7 @@ export async function* readChunks(
       const chunk: FileChunk = {
         offset: pos,
         data,
-        sha256: knownSha(pos, data.length) ?? createHash('sha256').update(data).digest(),
+        sha256: knownSha(pos, data.length) ?? sha256(data),
         totalSizeBytes: total,
         last: after >= total,
       };

@@ -5,9 +5,9 @@
  * it describes (its SHA-256) and carries its own SHA-256, so a table that was
  * damaged or belongs to other bytes is refused, never trusted.
  */
-import { createHash } from 'node:crypto';
 
 import type { ArchiveMemberTable, StateMemberEntry } from './archive-writer.js';
+import { sha256Hex } from './sha256.js';
 
 /** MEMBERS_FILE: the member table of a stored archive (absent for fetched and uploaded ones). */
 export const MEMBERS_FILE = 'members.json';
@@ -22,7 +22,7 @@ interface MemberTableJson {
 }
 
 function checksum(body: string): string {
-  return createHash('sha256').update(body).digest('hex');
+  return sha256Hex(body);
 }
 
 /** encodeMemberTable serializes the table of the archive whose SHA-256 is archiveSha256 (JSON, with its own checksum). */
