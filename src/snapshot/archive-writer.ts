@@ -42,8 +42,14 @@ import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-i
 
 const ENTRY_MODE = 0o600;
 const END_OF_ARCHIVE_BYTES = 2 * TAR_BLOCK_BYTES;
-/** ALIGNED_BLOCK_START_BYTES: the first allocation of a record-aligned state block (StateBlockEncoder), doubled as it fills. */
-const ALIGNED_BLOCK_START_BYTES = 16 * 1024;
+/**
+ * ALIGNED_BLOCK_START_BYTES: the first allocation of a record-aligned state block (StateBlockEncoder), doubled
+ * as it fills; under Buffer.poolSize / 2, so taken from Node's pool (a small state's snapshot allocates nothing
+ * outside it: the simulator's states are a few KiB, and a 16 KiB start was 0.6% of a seed's CPU with the key below).
+ */
+const ALIGNED_BLOCK_START_BYTES = 2048;
+/** PREV_KEY_START_BYTES: the first allocation of StateBlockEncoder's copy of the previous key, grown (doubled) for a longer key. */
+const PREV_KEY_START_BYTES = 256;
 
 /** RecordsArchiveMeta: what the caller says about a snapshot; stateBytes and stateKeys are counted while encoding. */
 export type RecordsArchiveMeta = Omit<ArchiveMeta, 'stateBytes' | 'stateKeys' | 'formatVersion'>;
@@ -136,7 +142,9 @@ export class StateBlockEncoder {
   readonly #valueBytesMax: number;
   #block: Buffer;
   #fill = 0;
-  readonly #prev: Buffer;
+  /** #prev: the previous key (its first #prevBytes bytes), in a buffer of up to #prevBytesMax bytes grown as keys need. */
+  #prev: Buffer;
+  readonly #prevBytesMax: number;
   #prevBytes = -1;
   readonly #u32 = Buffer.allocUnsafe(4);
   /** full blocks not yet taken by the caller, in order. */
@@ -173,7 +181,8 @@ export class StateBlockEncoder {
       throw new RangeError(`valueBytesMax must be a whole number in [0, 2^32-1], got ${this.#valueBytesMax}`);
     }
     this.#block = this.#newBlock();
-    this.#prev = Buffer.allocUnsafe(Math.min(this.#keyBytesMax, 64 * 1024));
+    this.#prevBytesMax = Math.min(this.#keyBytesMax, 64 * 1024);
+    this.#prev = Buffer.allocUnsafe(Math.min(this.#prevBytesMax, PREV_KEY_START_BYTES));
   }
 
   /** encode appends one record. Errors: StateFormatError `empty-key`, `key-too-large`, `value-too-large`, `key-order`. */
@@ -201,12 +210,12 @@ export class StateBlockEncoder {
         );
       }
     }
-    if (key.length <= this.#prev.length) {
-      key.copy(this.#prev, 0);
-      this.#prevBytes = key.length;
-    } else {
-      throw new StateFormatError('key-too-large', `key of ${key.length} bytes, more than ${this.#prev.length}`, at);
+    if (key.length > this.#prevBytesMax) {
+      throw new StateFormatError('key-too-large', `key of ${key.length} bytes, more than ${this.#prevBytesMax}`, at);
     }
+    if (key.length > this.#prev.length) this.#prev = Buffer.allocUnsafe(Math.min(this.#prevBytesMax, Math.max(key.length, 2 * this.#prev.length)));
+    key.copy(this.#prev, 0);
+    this.#prevBytes = key.length;
     const recordBytes = 8 + key.length + value.length;
     if (this.#aligned) {
       // Whole records per block: close the block before a record that would overflow it.

@@ -14,9 +14,10 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 
 import { readArchive, writeArchive, writeArchiveFromRecords } from '../../../src/snapshot/archive.js';
+import { StateBlockEncoder } from '../../../src/snapshot/archive-writer.js';
 import { StateFormatError } from '../../../src/snapshot/errors.js';
 import { nodeSnapshotIo } from '../../../src/snapshot/snapshot-io.js';
-import { checkedStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
+import { checkedStateRecords, decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { MEMBERSHIP, collect, inBatches, records, sha256, sink, tempDir } from './helpers.js';
 
@@ -137,6 +138,26 @@ describe('writeArchiveFromRecords', function () {
       assert.deepEqual(await readdir(dir), []);
     });
   }
+
+  // StateBlockEncoder keeps the previous key (for the order check) in a buffer that starts at 256 bytes and grows
+  // with the keys, and its first record-aligned block starts at 2 KiB: keys of every length up to the limit, in
+  // order, encode and read back whole; the order check still sees a long previous key; the cap stays 64 KiB.
+  it('StateBlockEncoder encodes keys growing to the limit and checks their order across its buffers growing', async () => {
+    const all: StateRecord[] = [];
+    for (let n = 1; n <= 4096; n = n < 200 ? n + 1 : n * 2 > 4096 && n < 4096 ? 4096 : n * 2) all.push({ key: Buffer.alloc(n, 0x61), value: Buffer.alloc(n % 7, n & 0xff) });
+    const enc = new StateBlockEncoder(64 * 1024, {}, true);
+    for (const r of all) enc.encode(r);
+    enc.finish();
+    const back: StateRecord[] = [];
+    for await (const batch of decodeStateRecords(Readable.from(enc.ready))) back.push(...batch);
+    assert.deepEqual(back.map((r) => [Buffer.from(r.key).toString('hex'), Buffer.from(r.value).toString('hex')]), all.map((r) => [Buffer.from(r.key).toString('hex'), Buffer.from(r.value).toString('hex')]));
+    const order = new StateBlockEncoder(64 * 1024, {}, true);
+    order.encode({ key: Buffer.alloc(3000, 0x62), value: Buffer.alloc(0) });
+    assert.throws(() => order.encode({ key: Buffer.alloc(300, 0x62), value: Buffer.alloc(0) }), (err: unknown) => err instanceof StateFormatError && err.code === 'key-order' && /comes after/.test(err.message));
+    const wide = new StateBlockEncoder(64 * 1024, { keyBytesMax: 100_000 }, true);
+    wide.encode({ key: Buffer.alloc(64 * 1024, 0x63), value: Buffer.alloc(0) });
+    assert.throws(() => wide.encode({ key: Buffer.alloc(64 * 1024 + 1, 0x64), value: Buffer.alloc(0) }), (err: unknown) => err instanceof StateFormatError && err.code === 'key-too-large' && /more than 65536/.test(err.message));
+  });
 
   it('refuses to overwrite an existing spool file, and leaves it alone', async () => {
     const spoolPath = join(dir, 'taken.spool');
