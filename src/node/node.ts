@@ -48,7 +48,7 @@ import { encodeRestoreCommand, isRestoreCommand, type RestoreCommand } from '../
 import type { NodeMetrics } from './metrics.js';
 import { silentLogger, type Logger } from './logger.js';
 import type { NodeBrief, NodeStatus } from './node-status.js';
-import { SnapshotSupersededError, SnapshotTermUnknownError, toRaftMeta, type SnapshotManager } from './snapshots.js';
+import { SnapshotSupersededError, SnapshotTermUnknownError, snapshotDue, snapshotStaggerEntries, toRaftMeta, type SnapshotManager } from './snapshots.js';
 
 /**
  * MessageSender is what the node needs of a transport (GrpcTransport,
@@ -1048,7 +1048,7 @@ export class Node {
     const applied = Math.min(st.applied, this.fsm.appliedIndex());
     // A follower that lost its snapshot's base waits for one at least this far (Raft's snapshotWanted, leader only).
     const wanted = this.raft.snapshotWanted();
-    const due = applied - st.snapshotIndex >= sm.policy.snapshotEntries || this.snapshotSoon || this.baseLost || (wanted > 0 && applied >= wanted);
+    const due = snapshotDue(applied, st.snapshotIndex, sm.policy.snapshotEntries, snapshotStaggerEntries(sm.policy.snapshotEntries, this.id, st.membership)) || this.snapshotSoon || this.baseLost || (wanted > 0 && applied >= wanted);
     if (!due || applied < st.snapshotIndex || (applied === st.snapshotIndex && !this.baseLost)) {
       // A compaction the floor held back at the last snapshot (a follower compacts no further than its
       // leader's announced snapshot, unknown just after a term change) is done once the floor allows it.
