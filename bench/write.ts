@@ -5,7 +5,7 @@
  * time after SIGKILL of the leader.
  *
  *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare] [--rounds 1]
- *                          [--etcd-tls on|off] [--no-planned-restart] [--no-failover]
+ *                          [--etcd-tls on|off] [--warmup-seconds 2] [--no-planned-restart] [--no-failover]
  *                          [--op put|cas] [--keys 16] [--spread on|off] [--serve-flags "..."] [--no-node-runtime]
  *
  * The members start as their launchers start them (the V8 flags and malloc
@@ -170,6 +170,19 @@ interface PlannedRestart {
   readonly handoffPauseMs: number;
   /** returnPauseMs: from then until a second after the member, started again, answers (its start and catch-up). */
   readonly returnPauseMs: number;
+}
+
+/**
+ * warmUp: `clients` closed loops of puts (keys warmup/…) for `seconds`, not measured: the client process, the
+ * members and their connections warm up before the measured load (the first system run in a process would
+ * otherwise pay the client's JIT warm-up in its p99, the second not).
+ */
+async function warmUp(t: Target, clients: number, seconds: number, valueBytes: number): Promise<void> {
+  if (seconds <= 0) return;
+  const value = Buffer.alloc(valueBytes, 0x77);
+  const loop = new ClosedLoop({ workers: clients }, (c, i) => t.put(c, `warmup/${c}/${i}`, value));
+  await sleep(seconds * 1000);
+  await loop.stop();
 }
 
 /**
@@ -497,9 +510,10 @@ async function startEtcd(dir: string, tuned: boolean, tls: boolean): Promise<Tar
 
 // ------------------------------------------------------------------ main
 
-async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number, failover: boolean, op: Op, keys: number, plannedRestart: boolean) {
+async function bench(name: string, start: () => Promise<Target>, clients: number, seconds: number, valueBytes: number, failover: boolean, op: Op, keys: number, plannedRestart: boolean, warmupSeconds: number) {
   const t = await start();
   try {
+    await warmUp(t, clients, warmupSeconds, valueBytes);
     const term0 = await t.term();
     const cpu0 = t.cpuSeconds?.();
     const client0 = process.cpuUsage();
@@ -546,6 +560,7 @@ async function main(): Promise<void> {
     .option('--spread <mode>', "on: snapcoord's clients spread over the three members (as etcd3's); off: all talk to the leader", 'off')
     .option('--no-etcd', 'skip the etcd comparison')
     .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
+    .option('--warmup-seconds <n>', 'puts before each system\'s measured load, not counted (warms the client process, the members and their connections)', '2')
     .option('--no-planned-restart', 'skip the planned leader restart (SIGTERM, then started again) and its longest write pause')
     .option('--etcd-tuned', 'run etcd with --heartbeat-interval 50 --election-timeout 300')
     .option('--etcd-tls <mode>', "etcd's TLS, on or off (default: as --tls: on for on and compare)")
@@ -554,7 +569,7 @@ async function main(): Promise<void> {
     .option('--keys <n>', 'with --op cas: the shared keys the transactions contend on', '16')
     .option('--rounds <n>', 'with --tls compare: rounds of both, in alternating order; the medians are compared', '1')
     .parse();
-  const o = program.opts<{ nodeRuntime: boolean; serveFlags: string; spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; plannedRestart: boolean; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
+  const o = program.opts<{ nodeRuntime: boolean; serveFlags: string; spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; plannedRestart: boolean; warmupSeconds: string; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
   if (o.etcdTls !== undefined && o.etcdTls !== 'on' && o.etcdTls !== 'off') throw new Error(`--etcd-tls: "${o.etcdTls}" is not on or off`);
   if (o.spread !== 'on' && o.spread !== 'off') throw new Error(`--spread: "${o.spread}" is not on or off`);
   if (o.op !== 'put' && o.op !== 'cas') throw new Error(`--op: "${o.op}" is not put or cas`);
@@ -567,16 +582,18 @@ async function main(): Promise<void> {
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('--rounds must be 1..20');
   const clients = Number(o.clients);
   const seconds = Number(o.seconds);
+  const warmupSeconds = Number(o.warmupSeconds);
+  if (!Number.isFinite(warmupSeconds) || warmupSeconds < 0 || warmupSeconds > 600) throw new Error('--warmup-seconds must be 0..600');
   const valueBytes = Number(o.valueBytes);
   const dir = await mkdtemp(join(tmpdir(), 'snapcoord-bench-write-'));
   console.log(
-    `bench:write — 3 nodes on 127.0.0.1, ${clients} clients, ${op === 'cas' ? `compare-and-swap on ${keys} keys` : 'puts'}, ${valueBytes}-byte values, ${seconds} s each, data in ${dir}`,
+    `bench:write — 3 nodes on 127.0.0.1, ${clients} clients, ${op === 'cas' ? `compare-and-swap on ${keys} keys` : 'puts'}, ${valueBytes}-byte values, ${seconds} s each after ${warmupSeconds} s of warm-up, data in ${dir}`,
   );
   try {
     const tlsOn = o.tls !== 'off';
     type Run = Awaited<ReturnType<typeof bench>>;
     const runSnapcoord = (tls: boolean, r: number): Promise<Run> =>
-      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on', { serveFlags, nodeRuntime: o.nodeRuntime }), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart);
+      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on', { serveFlags, nodeRuntime: o.nodeRuntime }), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart, warmupSeconds);
     let ours: Run;
     if (o.tls === 'compare') {
       const on: Run[] = [];
@@ -607,7 +624,7 @@ async function main(): Promise<void> {
       // etcd gets the security snapcoord ran with (--tls on: TLS on its client plane, mutual TLS between members), unless
       // --etcd-tls says otherwise; snapcoord's API key has no counterpart here (etcd's auth would add a token per call).
       const etcdTls = o.etcdTls === undefined ? tlsOn : o.etcdTls === 'on';
-      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}${etcdTls ? '' : '-plain'}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true, etcdTls), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart);
+      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}${etcdTls ? '' : '-plain'}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true, etcdTls), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart, warmupSeconds);
       console.log(
         `ratio snapcoord/etcd: writes/s ${(ours.wps / theirs.wps).toFixed(2)}x  p99 ${(ours.p99Ms / theirs.p99Ms).toFixed(2)}x  ` +
           `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x  leader handoff pause ${(ours.handoffPauseMs / theirs.handoffPauseMs).toFixed(2)}x  server CPU per write ${(ours.cpuMsPerWrite / theirs.cpuMsPerWrite).toFixed(2)}x (lower is better for p99, failover and CPU)`,
