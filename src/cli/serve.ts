@@ -42,6 +42,7 @@ import type { ServeConfig } from './config.js';
 import { systemClock } from '../node/clock.js';
 import { cryptoRng } from '../node/crypto-rng.js';
 import { rocksDataDir } from '../storage/rocks-data-dir.js';
+import { startExternalMemoryGc } from '../snapshot/external-memory-gc.js';
 
 /** Planes: the credentials of both planes, server and dialling side. */
 interface Planes {
@@ -121,6 +122,8 @@ function loopbackTarget(address: string): string {
 /** runServe resolves with the process exit code once the node has stopped. */
 export async function runServe(cfg: ServeConfig): Promise<number> {
   const logger = pino({ level: cfg.logLevel, base: { node: cfg.id } });
+  // Dead snapshot Buffers are collected before they pile up (issue 15: a node's RSS).
+  const memoryGc = startExternalMemoryGc();
 
   // Everything this process creates is private (0700 directories, 0600 files), and what an older
   // version or an operator left wider in the data dir is narrowed, with a warning (as etcd does).
@@ -375,6 +378,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       if (stopping) return;
       stopping = true;
       clearInterval(watchdog);
+      memoryGc.stop();
       logger.info({ id: cfg.id, why }, 'shutting down');
       void (async () => {
         // Where a stop spends its time (ms per step), logged with 'stopped'.

@@ -1,0 +1,117 @@
+/**
+ * ExternalMemoryGc: a node process's bound on dead ArrayBuffers (issue 15:
+ * "≤ 200 MB RSS per node"). A snapshot's bytes go through a node as short-lived
+ * Buffers outside the V8 heap (gunzip output pieces, 1 MiB chunks, gRPC
+ * messages): a GB of them in a restore's install or a delta snapshot's
+ * base read. Those that live across a few event-loop turns (queued stream
+ * chunks) are promoted to the old generation, and only a full collection
+ * frees their memory; V8 starts one when the old generation reaches its limit
+ * (64 MiB at least, NODE_V8_FLAGS) or external memory grew by ~64 MiB. Until
+ * then the dead Buffers stay resident: 40-75 MiB of ArrayBuffers at a time
+ * in `bench:snapshot-cluster` (1M x 1 KiB), and the glibc heaps that held the
+ * smaller ones stayed that large after they were freed.
+ *
+ * The bound: every EXTERNAL_MEMORY_CHECK_MS the process's external memory
+ * (v8 heap statistics: ArrayBuffers and other external allocations) is
+ * compared with its floor (its lowest value since the last collection). Once
+ * it is EXTERNAL_GARBAGE_BYTES_MAX above it, the young generation is
+ * scavenged (`gc({ type: 'minor' })`, synchronous); if it still is at the next
+ * check (V8 frees a scavenge's dead ArrayBuffers on a background sweeper, not
+ * at once), the garbage was promoted and a full collection is started
+ * (`gc({ type: 'major', execution: 'async' })`: incremental marking, no long
+ * pause), one at a time; its end sets the floor again. Memory that is really
+ * in use makes at most one collection per EXTERNAL_GARBAGE_BYTES_MAX of
+ * growth. The gc extension is enabled at run time (v8Probe), so a launcher
+ * needs no flag for it.
+ */
+import { setFlagsFromString, getHeapStatistics } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+/** EXTERNAL_GARBAGE_BYTES_MAX: external memory growth over its floor that starts a scavenge (then, if it stays, a full collection). */
+export const EXTERNAL_GARBAGE_BYTES_MAX = 16 * 1024 * 1024;
+
+/** EXTERNAL_MEMORY_CHECK_MS: how often a node looks at its external memory. */
+export const EXTERNAL_MEMORY_CHECK_MS = 100;
+
+/** ExternalMemoryProbe: what the bound reads and does (v8 in a node process; a stand-in in tests). */
+export interface ExternalMemoryProbe {
+  /** externalBytes: the process's external memory now (bytes). */
+  externalBytes(): number;
+  /** scavenge: a young-generation collection, now (it frees the Buffers that died young). */
+  scavenge(): void;
+  /** collect: a full collection, started now; resolves when it has ended. */
+  collect(): Promise<void>;
+}
+
+/** ExternalMemoryGc: see the file comment. `check` is called by a timer (startExternalMemoryGc) or a test. */
+export class ExternalMemoryGc {
+  /** scavenges / collections: the young-generation and the full collections started so far. */
+  scavenges = 0;
+  collections = 0;
+  readonly #probe: ExternalMemoryProbe;
+  readonly #garbageBytesMax: number;
+  #floor: number;
+  #collecting = false;
+  /** #scavenged: the previous check scavenged (its Buffers are freed by V8's sweeper shortly after, not at once). */
+  #scavenged = false;
+
+  constructor(probe: ExternalMemoryProbe, garbageBytesMax = EXTERNAL_GARBAGE_BYTES_MAX) {
+    this.#probe = probe;
+    this.#garbageBytesMax = garbageBytesMax;
+    this.#floor = probe.externalBytes();
+  }
+
+  /**
+   * check looks once. External memory garbageBytesMax or more over its floor
+   * is scavenged first; if it still is at the next check (the dead Buffers
+   * were promoted), a full collection starts (one at a time). Returns what it
+   * started.
+   */
+  check(): 'scavenge' | 'collect' | null {
+    if (this.#collecting) return null;
+    const now = this.#probe.externalBytes();
+    if (now < this.#floor) this.#floor = now;
+    if (now - this.#floor < this.#garbageBytesMax) {
+      this.#scavenged = false;
+      return null;
+    }
+    if (!this.#scavenged) {
+      this.#scavenged = true;
+      this.scavenges++;
+      this.#probe.scavenge();
+      return 'scavenge';
+    }
+    this.#scavenged = false;
+    this.#collecting = true;
+    this.collections++;
+    const ended = (): void => {
+      this.#collecting = false;
+      this.#floor = this.#probe.externalBytes();
+    };
+    this.#probe.collect().then(ended, ended);
+    return 'collect';
+  }
+}
+
+/**
+ * v8Probe: the process's own external memory and V8's gc extension, enabled
+ * here (`--expose-gc` set at run time: only a new context gets `gc`, this
+ * one's global stays as it was).
+ */
+export function v8Probe(): ExternalMemoryProbe {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as ((options: { type: 'minor' }) => void) & ((options: { type: 'major'; execution: 'async' }) => Promise<void>);
+  return {
+    externalBytes: () => getHeapStatistics().external_memory,
+    scavenge: () => gc({ type: 'minor' }),
+    collect: () => gc({ type: 'major', execution: 'async' }),
+  };
+}
+
+/** startExternalMemoryGc runs the bound in this process until stop() (its timer does not keep the process alive). */
+export function startExternalMemoryGc(probe: ExternalMemoryProbe = v8Probe()): { readonly gc: ExternalMemoryGc; stop(): void } {
+  const gc = new ExternalMemoryGc(probe);
+  const timer = setInterval(() => gc.check(), EXTERNAL_MEMORY_CHECK_MS);
+  timer.unref();
+  return { gc, stop: () => clearInterval(timer) };
+}
