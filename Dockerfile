@@ -35,7 +35,7 @@ VOLUME ["/data"]
 # 7001 client gRPC, 7101 peer gRPC (Raft), 8108 HTTP(S) gateway.
 EXPOSE 7001 7101 8108
 # A node's memory settings (src/cli/node-runtime.ts, README "Operations guide: Memory"): glibc gives freed
-# native memory back, and V8 keeps a 2 MiB young generation. Read at process start, so set here.
-ENV MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072
+# native memory back, from one arena for all threads. Read at process start, so set here.
+ENV MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072 MALLOC_ARENA_MAX=1
 ENTRYPOINT ["node", "--max-semi-space-size=16", "--initial-old-space-size=64", "dist/src/cli/main.js"]
 CMD ["--help"]

@@ -16,10 +16,25 @@
  * given back. Measured (bench:snapshot-cluster, 200k keys of 1 KiB, text
  * mix, load 14-16): every node's peak 278-297 -> 251-255 MiB during the
  * restore, and its RSS between phases 245-280 -> 120-195 MiB.
+ *
+ * One arena (MALLOC_ARENA_MAX=1): every thread (libuv's threadpool running
+ * RocksDB writes and zlib, RocksDB's own, workers) allocates from the main
+ * heap instead of an arena of its own, so memory one freed is reused by the
+ * next rather than kept in that thread's arena: after a write phase with
+ * downloads, 30-37 MiB of one thread arena were free and resident
+ * (malloc_info), its 64 MiB heap never trimmed. Measured (issue 15,
+ * `bench:snapshot-cluster --keys 1000000 --mix etcd --no-etcd`, two pairs):
+ * the nodes' peak 253-261 -> 231-243 MiB, in the write phase with 4
+ * downloads 249-261 -> 231-243. The cost, one lock for all threads' mallocs
+ * on 2 cores, was not seen beyond the noise: `bench:write --no-etcd
+ * --no-failover`, 4 alternating pairs at load 8-10, default against one
+ * arena: 1440/1897, 1285/784, 984/1129, 1141/1453 writes/s; server CPU
+ * 0.59/0.59, 0.62/0.81, 0.78/0.69, 0.63/0.65 ms per write.
  */
 export const NODE_MALLOC_ENV: Readonly<Record<string, string>> = {
   MALLOC_MMAP_THRESHOLD_: '131072',
   MALLOC_TRIM_THRESHOLD_: '131072',
+  MALLOC_ARENA_MAX: '1',
 };
 
 /**
