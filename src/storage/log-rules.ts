@@ -73,8 +73,9 @@ export interface CompactionPlan {
  * given the term of the persisted entry at base.index (undefined when the
  * log holds none): null for a no-op (base not above the current one; at
  * index 0 on an empty log, one with the same membership: a different one
- * replaces the base's membership, nothing deleted); otherwise keep the suffix after base.index only when that entry's term
- * matches base.term (Raft §7). Errors: StorageError `invalidArgument` for a
+ * replaces the base's membership, nothing deleted); otherwise keep the
+ * suffix after base.index only when that entry's term matches base.term
+ * (Raft §7). Errors: StorageError `invalidArgument` for a
  * base whose index or term is not a non-negative safe integer, or whose
  * membership is malformed.
  */
