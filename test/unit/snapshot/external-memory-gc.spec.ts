@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 
-import { EXTERNAL_GARBAGE_BYTES_MAX, ExternalMemoryGc, type ExternalMemoryProbe } from '../../../src/snapshot/external-memory-gc.js';
+import { COLLECTION_INTERVAL_MS_MIN, EXTERNAL_GARBAGE_BYTES_MAX, ExternalMemoryGc, type ExternalMemoryProbe } from '../../../src/snapshot/external-memory-gc.js';
 
 const MiB = 1024 * 1024;
 
@@ -95,7 +95,8 @@ describe('ExternalMemoryGc', () => {
 
   it('one collection at a time; the floor is taken again when it ends (memory in use does not start one per check)', async () => {
     const p = new StandIn();
-    const gc = new ExternalMemoryGc(p);
+    let now = 0;
+    const gc = new ExternalMemoryGc(p, EXTERNAL_GARBAGE_BYTES_MAX, { nowMs: () => now });
     p.bytes = 100 * MiB + 2 * EXTERNAL_GARBAGE_BYTES_MAX;
     p.live = 100 * MiB + EXTERNAL_GARBAGE_BYTES_MAX + 4 * MiB; // what stays after it: buffers in use
     assert.equal(gc.check(), 'scavenge');
@@ -105,9 +106,29 @@ describe('ExternalMemoryGc', () => {
     await p.endCollection();
     assert.equal(gc.check(), null, 'in use since the collection is the new floor');
     p.bytes = p.live + EXTERNAL_GARBAGE_BYTES_MAX;
+    now += COLLECTION_INTERVAL_MS_MIN;
     assert.equal(gc.check(), 'scavenge');
     assert.equal(gc.check(), 'collect');
     assert.equal(gc.collections, 2);
+  });
+
+  it('full collections are COLLECTION_INTERVAL_MS_MIN apart (a fast download churning Buffers sets off a bounded share of them); scavenges are not', async () => {
+    const p = new StandIn();
+    let now = 0;
+    const gc = new ExternalMemoryGc(p, EXTERNAL_GARBAGE_BYTES_MAX, { nowMs: () => now });
+    p.bytes = 100 * MiB + EXTERNAL_GARBAGE_BYTES_MAX;
+    p.live = 100 * MiB;
+    assert.equal(gc.check(), 'scavenge');
+    assert.equal(gc.check(), 'collect');
+    await p.endCollection();
+    p.bytes = p.live + EXTERNAL_GARBAGE_BYTES_MAX; // promoted garbage again at once
+    assert.equal(gc.check(), 'scavenge', 'a scavenge at once');
+    now += COLLECTION_INTERVAL_MS_MIN - 1;
+    assert.equal(gc.check(), null, 'no full collection within the interval');
+    assert.equal(gc.check(), null);
+    now += 1;
+    assert.equal(gc.check(), 'collect', 'due once the interval passed');
+    assert.deepEqual([p.scavenged, p.started], [2, 2]);
   });
 
   it('with V8 (a fresh process, whose external memory is only its own): dead Buffers over the bound are freed by what it starts', async () => {
