@@ -27,8 +27,9 @@
  * Its cost, measured (bench:snapshot-cluster --mix text, 2 alternating pairs
  * at load 8-10): 4 concurrent downloads of a 592 MiB archive at 147 / 196
  * MB/s against 266 / 269 without it; restores and writes within the noise.
- * Fast downloads churn ~1 MiB Buffers at hundreds of MB/s and so start a
- * collection every few turns: a bound that scales with the churn is left to do.
+ * Fast downloads churn ~1 MiB Buffers at hundreds of MB/s and so started a
+ * collection every few turns: full collections are now spaced
+ * (COLLECTION_INTERVAL_MS_MIN), not re-measured at that size.
  */
 import { setFlagsFromString, getHeapStatistics } from 'node:v8';
 import { runInNewContext } from 'node:vm';
