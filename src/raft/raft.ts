@@ -948,7 +948,25 @@ export class RaftNode {
    * campaigns, and as leader hands over at once (handOff; see applyBlocked).
    */
   private promotable(): boolean {
-    return isVoter(this.membership, this.id) && this.installing === null && !this.baseLost;
+    return (isVoter(this.membership, this.id) || this.removalUncommitted()) && this.installing === null && !this.baseLost;
+  }
+
+  /**
+   * removalUncommitted: the latest configuration in this node's log removes
+   * it, but the configuration as of its commit index still counts it a voter:
+   * its removal is not known to be committed. It may hold the longest log
+   * (the removal reached few members, and those may be gone), so no other
+   * member can win without it: it still campaigns (etcd's raft does the
+   * same by applying configurations at commit). It counts the votes of its
+   * latest configuration (poll; not its own): with single-server changes a
+   * majority of the new voters and its own persisted vote are a majority of
+   * the old voters too. Leading, it commits its removal and steps down
+   * (dissertation §4.2.2). Simulator seed 772448: a leader removed itself,
+   * only a follower whose disk then failed got the entry, and after a
+   * restart the two others could never get its vote (its log was longer).
+   */
+  private removalUncommitted(): boolean {
+    return isVoter(this.membershipAt(this.log.committed), this.id);
   }
 
   private inLeaderLease(): boolean {

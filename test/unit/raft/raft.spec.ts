@@ -496,6 +496,30 @@ describe('raft core', () => {
       }
     });
 
+    it('a voter whose removal of itself is in its log but not committed still campaigns: it may hold the only longest log (seed 772448)', () => {
+      // a leads {a, b, c, d} and removes itself; only d gets the entry, then d's disk fails for good. a restarts: its
+      // latest configuration is {b, c, d}, which does not count it, and b and c (shorter logs) can never get its vote.
+      const c = new TestCluster(['a', 'b', 'c', 'd']);
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      c.cutLink('a', 'b');
+      c.cutLink('a', 'c');
+      c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'a' });
+      c.stabilize();
+      assert.ok(c.node('d').status().lastIndex > c.node('b').status().lastIndex, 'd got the removal, b did not');
+      c.heal();
+      c.isolate('d');
+      c.start('a');
+      assert.deepEqual([...c.node('a').status().membership.voters].sort(), ['b', 'c', 'd'], 'a restarts on a configuration without itself');
+      c.tickAll(200);
+      const leader = c.leaderId();
+      assert.ok(leader === 'b' || leader === 'c', `a leader among b and c once a's removal commits (leader: ${String(leader)})`);
+      assert.deepEqual([...c.node(leader).status().membership.voters].sort(), ['b', 'c', 'd']);
+      assert.deepEqual(c.appliedData(leader), ['x']);
+      assert.notEqual(c.node('a').status().role, 'leader');
+    });
+
     it('only one membership change at a time, and invalid ones are refused', () => {
       const c = new TestCluster(['a', 'b', 'c']);
       c.elect('a');
