@@ -94,14 +94,16 @@ describe('node boot and the persisted membership (issue 14 item 4)', function ()
     });
     await cluster.stop(f);
     for (const id of await readdir(store)) await corruptArchive(store, id);
-    await writeKeys(leader, 70, 80);
+    // Past every voter's next snapshot (snapshotEntries 20, the staggered offsets 0, 3, 6): the leader, whoever it
+    // is, compacts its log past f's last entry, so f's catching up needs the leader's snapshot.
+    await writeKeys(leader, 70, 100);
     await cluster.restart(f);
     const fn = cluster.node(f);
     assert.ok(fn.status().firstIndex > 20, 'it kept its log');
     await until(`${f} to install a snapshot and catch up`, 30_000, () => (fn.snapshotStats.installed > 0 && fn.status().applied >= leader.status().commit ? true : undefined));
-    await writeKeys(leader, 80, 85);
+    await writeKeys(leader, 100, 105);
     await until(`${f} to apply later writes`, 10_000, () => (fn.status().applied >= leader.status().commit ? true : undefined));
-    assert.equal(new TextDecoder().decode((await fn.get(enc.encode('k/84'))) ?? new Uint8Array()), 'v84');
+    assert.equal(new TextDecoder().decode((await fn.get(enc.encode('k/104'))) ?? new Uint8Array()), 'v104');
     assert.equal(await cluster.member(f).storage?.stateDigest(), await cluster.member(leader.status().id).storage?.stateDigest());
   });
 
