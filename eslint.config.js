@@ -84,18 +84,23 @@ function raftImports(depth) {
   };
 }
 
-const AUTH_MESSAGE = 'src/auth is the bottom layer: it may import packages and files inside src/auth, nothing from other src directories.';
+const AUTH_MESSAGE = 'src/auth is a bottom layer: it may import packages, files inside src/auth and src/hash, nothing from other src directories.';
+const HASH_MESSAGE = 'src/hash is a bottom layer: it may import packages and files inside src/hash, nothing from other src directories.';
 
 /**
- * authImports forbids, for a file `depth` directories below src/auth, relative
- * imports that climb out of src/auth (packages such as node:crypto are allowed).
+ * bottomImports forbids, for a file `depth` directories below a bottom layer,
+ * relative imports that climb out of it, but into the bottom layers named in
+ * `allowed` (packages such as node:crypto are allowed).
  * @param {number} depth
+ * @param {string} message
+ * @param {string[]} allowed
  */
-function authImports(depth) {
+function bottomImports(depth, message, allowed = []) {
+  const into = allowed.length === 0 ? '' : `(?!(${allowed.join('|')})/)`;
   return {
     'no-restricted-imports': importPatterns(
-      { regex: `^(\\./)*(\\.\\./){${depth + 1},}`, message: AUTH_MESSAGE },
-      ...(depth === 0 ? [{ regex: '^\\.\\.$', message: AUTH_MESSAGE }] : []),
+      { regex: `^(\\./)*(\\.\\./){${depth + 1},}${into}`, message },
+      ...(depth === 0 ? [{ regex: '^\\.\\.$', message }] : []),
     ),
   };
 }
@@ -186,12 +191,17 @@ export default defineConfig(
   // src/auth: the key model under the gateway and the API, importing nothing from other src directories.
   {
     files: ['src/auth/**/*.ts'],
-    rules: authImports(0),
+    rules: bottomImports(0, AUTH_MESSAGE, ['hash']),
   },
   ...[1, 2, 3].map((depth) => ({
     files: [`src/auth/${'*/'.repeat(depth)}*.ts`],
-    rules: authImports(depth),
+    rules: bottomImports(depth, AUTH_MESSAGE, ['hash']),
   })),
+  // src/hash: whole-input digests shared by src/snapshot and src/auth, importing nothing from other src directories.
+  {
+    files: ['src/hash/**/*.ts'],
+    rules: bottomImports(0, HASH_MESSAGE),
+  },
   // The driver (src/node) runs on the clock and randomness it is given (NodeOptions.clock, .rng), so the simulator
   // can run the real node on virtual time: no time, timers or randomness of its own, except in the two files that
   // hold the real implementations the process wiring passes in.

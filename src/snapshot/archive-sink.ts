@@ -16,7 +16,7 @@ import { Writable } from 'node:stream';
 
 import { SnapshotStoreError } from './errors.js';
 import { FILE_MODE, withPath } from './file-sink.js';
-import { sha256 } from './sha256.js';
+import { sha256 } from '../hash/sha256.js';
 import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-io.js';
 
 /** CHUNK_HASH_BYTES: the chunk size whose SHA-256s are recorded beside every stored archive (the transfer default). */

@@ -36,7 +36,7 @@ import { ArchiveError, StateFormatError } from './errors.js';
 import { BlockPool } from './block-pool.js';
 import { GzipMemberQueue, gzipMember, resolveParallelGzipOptions, type ParallelGzipOptions } from './parallel-gzip.js';
 import { STATE_KEY_BYTES_MAX, STATE_VALUE_BYTES_MAX, type StateLimits, type StateRecord } from './state-format.js';
-import { sha256Hex } from './sha256.js';
+import { sha256Hex } from '../hash/sha256.js';
 import { TAR_BLOCK_BYTES, encodeTarHeader } from './tar-header.js';
 import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-io.js';
 

@@ -32,7 +32,7 @@ import { HashTap, archiveMetaBytes } from './archive-writer.js';
 import { ArchiveError } from './errors.js';
 import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
 import { checkedStateRecords, countStateKeys } from './state-format.js';
-import { sha256Hex } from './sha256.js';
+import { sha256Hex } from '../hash/sha256.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock } from './tar-header.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { sha256 } from './sha256.js';
+import { sha256 } from '../hash/sha256.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
 /** FileChunk is one piece of a file with its SHA-256. */

@@ -7,7 +7,7 @@
  */
 
 import type { ArchiveMemberTable, StateMemberEntry } from './archive-writer.js';
-import { sha256Hex } from './sha256.js';
+import { sha256Hex } from '../hash/sha256.js';
 
 /** MEMBERS_FILE: the member table of a stored archive (absent for fetched and uploaded ones). */
 export const MEMBERS_FILE = 'members.json';

@@ -193,6 +193,17 @@ describe('src/auth: the bottom layer (eslint)', () => {
     assert.deepEqual(await errors('src/auth/x.ts', snippet('node:crypto')), []);
   });
 
+  it('src/auth may import the other bottom layer, src/hash, and src/hash imports nothing from src', async () => {
+    assert.deepEqual(await errors('src/auth/x.ts', snippet('../hash/sha256.js')), []);
+    assert.deepEqual(await errors('src/auth/deeper/x.ts', snippet('../../hash/sha256.js')), []);
+    assert.deepEqual(await errors('src/auth/x.ts', snippet('../hashes/x.js')), ['no-restricted-imports']);
+    for (const other of ['../auth/keys.js', '../snapshot/archive.js', '../raft/types.js', '..']) {
+      assert.deepEqual(await errors('src/hash/x.ts', snippet(other)), ['no-restricted-imports'], other);
+    }
+    assert.deepEqual(await errors('src/hash/x.ts', snippet('node:crypto')), []);
+    assert.deepEqual(await errors('src/snapshot/x.ts', snippet('../hash/sha256.js')), []);
+  });
+
   it('every layer may import src/auth', async () => {
     for (const layer of ['api', 'gateway', 'node', 'cli']) assert.deepEqual(await errors(`src/${layer}/x.ts`, snippet('../auth/keys.js')), [], layer);
   });

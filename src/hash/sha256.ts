@@ -1,8 +1,10 @@
 /**
  * sha256 / sha256Hex: the SHA-256 of bytes (or of a string's UTF-8) in one
  * call: crypto.hash where Node has it (20.12 and later), no Hash object made
- * (~1 against ~4 µs for the small inputs hashed whole here: chunk-hash files,
- * member tables, tar members); createHash otherwise. Same digests either way.
+ * (~1 against ~4 µs for small inputs hashed whole: chunk-hash files, member
+ * tables, tar members, API keys); createHash otherwise. Same digests either
+ * way. src/hash is a bottom layer (packages only), shared by src/snapshot and
+ * src/auth.
  */
 import crypto from 'node:crypto';
 
