@@ -15,14 +15,24 @@
  * (v8 heap statistics: ArrayBuffers and other external allocations) is
  * compared with its floor (its lowest value since the last collection). Once
  * it is EXTERNAL_GARBAGE_BYTES_MAX above it, the young generation is
- * scavenged (`gc({ type: 'minor' })`, synchronous); if it still is at the next
- * check (V8 frees a scavenge's dead ArrayBuffers on a background sweeper, not
- * at once), the garbage was promoted and a full collection is started
- * (`gc({ type: 'major', execution: 'async' })`: incremental marking, no long
- * pause), one at a time; its end sets the floor again. Memory that is really
- * in use makes at most one collection per EXTERNAL_GARBAGE_BYTES_MAX of
- * growth. The gc extension is enabled at run time (v8Probe), so a launcher
- * needs no flag for it.
+ * scavenged (`gc({ type: 'minor' })`, synchronous, its dead ArrayBuffers
+ * freed within it: v8Probe turns V8's concurrent ArrayBuffer sweeping off)
+ * and looked at again at once; only if it is still that far over (the
+ * garbage was promoted) is a full collection started (`gc({ type: 'major',
+ * execution: 'async' })`: incremental marking, no long pause), one at a
+ * time; its end sets the floor again. Memory that is really in use makes at
+ * most one collection per EXTERNAL_GARBAGE_BYTES_MAX of growth. The gc
+ * extension is enabled at run time (v8Probe), so a launcher needs no flag
+ * for it.
+ *
+ * A stream's Buffers (an install's gunzip output, a download's chunks) die
+ * young while it runs: the scavenge frees them. Until Dec 5 the bound looked
+ * again only at the next check, 100 ms later, when V8's background sweeper
+ * had freed them but as many new ones were alive; it read that as promoted
+ * garbage and started a full collection as often as allowed, which freed
+ * nothing (bench/install.ts, 500k keys of 1 KiB: every full collection of a
+ * restore left external memory where it was, 31 -> 31, 51 -> 52, 38 -> 38
+ * MiB; each scavenge 41 -> 15 MiB).
  *
  * Its cost, measured (bench:snapshot-cluster --mix text, 2 alternating pairs
  * at load 8-10): 4 concurrent downloads of a 592 MiB archive at 147 / 196
@@ -55,7 +65,7 @@ export const COLLECTION_INTERVAL_MS_MIN = 1_000;
 export interface ExternalMemoryProbe {
   /** externalBytes: the process's external memory now (bytes). */
   externalBytes(): number;
-  /** scavenge: a young-generation collection, now (it frees the Buffers that died young). */
+  /** scavenge: a young-generation collection, now; the Buffers that died young are freed when it returns. */
   scavenge(): void;
   /** collect: a full collection, started now; resolves when it has ended. */
   collect(): Promise<void>;
@@ -74,7 +84,7 @@ export class ExternalMemoryGc {
   #collecting = false;
   /** #collectedAtMs: when the last full collection ended (-Infinity: none yet). */
   #collectedAtMs = -Infinity;
-  /** #scavenged: the previous check scavenged (its Buffers are freed by V8's sweeper shortly after, not at once). */
+  /** #scavenged: the last scavenge left external memory over the bound (what it found dead was freed within it). */
   #scavenged = false;
 
   constructor(
@@ -91,10 +101,13 @@ export class ExternalMemoryGc {
 
   /**
    * check looks once. External memory garbageBytesMax or more over its floor
-   * is scavenged first; if it still is at the next check (the dead Buffers
-   * were promoted), a full collection starts (one at a time, at least
-   * COLLECTION_INTERVAL_MS_MIN after the last one ended). Returns what it
-   * started.
+   * is scavenged first, and looked at again right after (the probe frees a
+   * scavenge's dead Buffers within it): if the scavenge brought it back
+   * under the bound, that was all (the Buffers died young, as a stream's do
+   * while it runs); if not, the garbage outlived it (promoted Buffers) and
+   * a full collection starts (one at a time, at least
+   * COLLECTION_INTERVAL_MS_MIN after the last one ended), at this check or a
+   * later one. Returns what it started.
    */
   check(): 'scavenge' | 'collect' | null {
     if (this.#collecting) return null;
@@ -105,9 +118,12 @@ export class ExternalMemoryGc {
       return null;
     }
     if (!this.#scavenged) {
-      this.#scavenged = true;
       this.scavenges++;
       this.#probe.scavenge();
+      const after = this.#probe.externalBytes();
+      if (after < this.#floor) this.#floor = after;
+      // Still over the bound after it: the garbage was promoted (a full collection when due).
+      this.#scavenged = after - this.#floor >= this.#garbageBytesMax;
       return 'scavenge';
     }
     if (this.#nowMs() - this.#collectedAtMs < this.#intervalMs) return null; // the scavenge stays noted: collect when due
@@ -127,10 +143,14 @@ export class ExternalMemoryGc {
 /**
  * v8Probe: the process's own external memory and V8's gc extension, enabled
  * here (`--expose-gc` set at run time: only a new context gets `gc`, this
- * one's global stays as it was).
+ * one's global stays as it was). ArrayBuffer sweeping is made synchronous
+ * (`--no-concurrent-array-buffer-sweeping`): a collection frees the dead
+ * ArrayBuffers' memory before it returns, so what a scavenge freed can be
+ * read right after it (with V8's default, a background task frees it later).
  */
 export function v8Probe(): ExternalMemoryProbe {
   setFlagsFromString('--expose-gc');
+  setFlagsFromString('--no-concurrent-array-buffer-sweeping');
   const gc = runInNewContext('gc') as ((options: { type: 'minor' }) => void) & ((options: { type: 'major'; execution: 'async' }) => Promise<void>);
   return {
     externalBytes: () => getHeapStatistics().external_memory,

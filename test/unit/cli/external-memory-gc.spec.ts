@@ -29,6 +29,35 @@ console.log(JSON.stringify({ started: gc.scavenges + gc.collections, before, aft
 `;
 
 /**
+ * STREAM_V8_SCRIPT: a stream's churn — every turn 10 MiB of new Buffers in use and the previous turn's dropped —
+ * with ExternalMemoryGc's checks between turns; prints what it started and the most external memory seen.
+ */
+const STREAM_V8_SCRIPT = `
+import { getHeapStatistics } from 'node:v8';
+const { ExternalMemoryGc, v8Probe } = await import(${JSON.stringify(new URL('../../../src/cli/external-memory-gc.ts', import.meta.url).href)});
+const gc = new ExternalMemoryGc(v8Probe());
+let live = [];
+let most = 0;
+for (let turn = 0; turn < 40; turn++) {
+  live = Array.from({ length: 10 }, () => Buffer.alloc(${MiB}, turn));
+  await new Promise((r) => setImmediate(r));
+  gc.check();
+  most = Math.max(most, getHeapStatistics().external_memory);
+}
+console.log(JSON.stringify({ scavenges: gc.scavenges, collections: gc.collections, most, held: live.length }));
+`;
+
+/** runInFreshProcess runs `script` (an ES module) in a new Node.js process and returns what it printed; it must exit 0. */
+async function runInFreshProcess(script: string): Promise<string> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(code, 0, out);
+  return out;
+}
+
+/**
  * StandIn: external memory set by the test. A scavenge brings it down to `afterScavenge` (the garbage that died
  * young); a collection ends when the test says, and brings it down to `live`.
  */
@@ -131,13 +160,31 @@ describe('ExternalMemoryGc', () => {
     assert.deepEqual([p.scavenged, p.started], [2, 2]);
   });
 
+  it('a scavenge that brings external memory back under the bound is all: a stream churning Buffers starts no full collection', () => {
+    // Until Dec 5 the bound looked again only at the next check, read the stream's new Buffers as promoted garbage
+    // and started a full collection as often as allowed (about one a second in an install), which freed nothing.
+    const p = new StandIn();
+    let now = 0;
+    const gc = new ExternalMemoryGc(p, EXTERNAL_GARBAGE_BYTES_MAX, { nowMs: () => now });
+    for (let i = 0; i < 30; i++) {
+      now += 100;
+      p.bytes = 100 * MiB + 8 * MiB + EXTERNAL_GARBAGE_BYTES_MAX; // 8 MiB in use, the rest dead since the last check
+      p.afterScavenge = 100 * MiB + 8 * MiB;
+      assert.equal(gc.check(), 'scavenge', `check ${i}`);
+    }
+    assert.deepEqual([p.scavenged, p.started], [30, 0]);
+  });
+
+  it('with V8: a stream churning Buffers (10 MiB in use at a time) is bounded by scavenges alone, no full collection', async () => {
+    const out = await runInFreshProcess(STREAM_V8_SCRIPT);
+    const r = JSON.parse(out) as { scavenges: number; collections: number; most: number };
+    assert.ok(r.scavenges >= 10, `scavenges: ${out}`);
+    assert.equal(r.collections, 0, out);
+  });
+
   it('with V8 (a fresh process, whose external memory is only its own): dead Buffers over the bound are freed by what it starts', async () => {
     // In a fresh process: in this one, earlier tests' garbage is freed at moments of V8's choosing.
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', REAL_V8_SCRIPT], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    const [code] = (await once(child, 'exit')) as [number | null];
-    assert.equal(code, 0, out);
+    const out = await runInFreshProcess(REAL_V8_SCRIPT);
     const r = JSON.parse(out) as { started: number; before: number; after: number };
     assert.ok(r.started > 0, 'it started one');
     assert.ok(r.after <= r.before - 16 * MiB, `external ${r.after} from ${r.before}`);
