@@ -1,0 +1,114 @@
+/**
+ * bench/install.ts: a restore's install on one node, in one process, to see where its CPU goes without a
+ * 3-node cluster sharing the cores. One in-process node (RocksCluster of 1, RocksDB, ExternalMemoryGc running as
+ * in `serve`) restores an archive of K keys × V bytes (`fill/%08d` keys, values of `f` bytes: the etcd mix of
+ * bench:snapshot-cluster, written the way `snapshot save` writes it) R times. Per restore it prints the restore's
+ * wall time, the install's (SnapshotManager.installUpload and the snapshot copy built beside it), the CPU of the
+ * install by thread from /proc (the main thread; all others: libuv's threadpool, V8's GC threads, RocksDB's),
+ * and the page faults of the process since the last round; then the peak RSS. Figures only.
+ *
+ *   MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072 MALLOC_ARENA_MAX=1 \
+ *     node --import tsx --max-semi-space-size=16 --initial-old-space-size=64 bench/install.ts [--keys 500000] [--rounds 3]
+ *
+ * (the malloc environment and V8 flags a node runs with, src/cli/node-runtime.ts).
+ */
+import { createReadStream, createWriteStream, readdirSync, readFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
+import type { StateRecord } from '../src/snapshot/state-format.js';
+import { SnapshotManager } from '../src/node/snapshots.js';
+import { RocksCluster } from '../test/unit/node/rocks-cluster.js';
+import { startExternalMemoryGc } from '../src/cli/external-memory-gc.js';
+
+const arg = (name: string, dflt: string): string => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? (process.argv[i + 1] ?? dflt) : dflt;
+};
+const keys = Number(arg('keys', '200000'));
+const rounds = Number(arg('rounds', '3'));
+const valueBytes = Number(arg('value-bytes', '1024'));
+
+/** threadCpu: CPU seconds (user + system) of each thread of this process, by tid. */
+function threadCpu(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const f = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      out.set(Number(tid), (Number(f[11]) + Number(f[12])) / 100);
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** minorFaults: the process's minor page faults so far. */
+function minorFaults(): number {
+  return Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ')[7]);
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'snapcoord-bench-install-'));
+  const value = Buffer.alloc(valueBytes, 'f');
+  async function* batches(): AsyncGenerator<StateRecord[]> {
+    for (let i = 0; i < keys; i += 1000) {
+      const b: StateRecord[] = [];
+      for (let j = i; j < Math.min(keys, i + 1000); j++) b.push({ key: Buffer.from(`fill/${String(j).padStart(8, '0')}`), value });
+      yield b;
+    }
+  }
+  const path = join(dir, 'state.tar.gz');
+  const out = createWriteStream(path);
+  const meta = { id: 'bench', index: 1, term: 1, membership: { voters: ['b1'], learners: [], addresses: { b1: '127.0.0.1:1' } }, createdAt: new Date().toISOString(), snapcoordVersion: 'bench' };
+  const closed = once(out, 'close');
+  const w = await writeArchiveFromRecords(meta, { records: batches(), spoolPath: join(dir, 'spool') }, out);
+  await closed;
+  console.log(`archive ${(w.archiveBytes / 2 ** 20).toFixed(1)} MiB for ${(w.meta.stateBytes / 2 ** 20).toFixed(1)} MiB of state, ${keys} keys`);
+
+  const memoryGc = startExternalMemoryGc();
+  const c = await RocksCluster.start(1, { snapshotEntries: 1_000_000, trailingEntries: 0 });
+  try {
+    const leader = await c.waitForLeader();
+    await leader.propose({ op: 'put', key: Buffer.from('a'), value: Buffer.from('b') });
+    const original = SnapshotManager.prototype.installUpload;
+    const timings: { wall: number; main: number; other: number }[] = [];
+    SnapshotManager.prototype.installUpload = async function (this: SnapshotManager, ...a: Parameters<typeof original>) {
+      const before = threadCpu();
+      const t0 = performance.now();
+      await original.apply(this, a);
+      await (this as unknown as { copying: Promise<void> | null }).copying;
+      const wall = (performance.now() - t0) / 1000;
+      const after = threadCpu();
+      let main = 0;
+      let other = 0;
+      for (const [tid, s] of after) {
+        const d = s - (before.get(tid) ?? 0);
+        if (tid === process.pid) main += d;
+        else other += d;
+      }
+      timings.push({ wall, main, other });
+    };
+    let faults0 = minorFaults();
+    for (let r = 0; r < rounds; r++) {
+      const t0 = performance.now();
+      await leader.restore(createReadStream(path));
+      const t = timings[timings.length - 1];
+      const faults = minorFaults();
+      console.log(`round ${r + 1}: restore ${((performance.now() - t0) / 1000).toFixed(2)} s; install+copy ${t?.wall.toFixed(2)} s, CPU main ${t?.main.toFixed(2)} s, other threads ${t?.other.toFixed(2)} s; ${faults - faults0} page faults; rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
+      faults0 = faults;
+    }
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+    console.log(`peak RSS ${(Number(m?.[1]) / 1024).toFixed(0)} MiB`);
+    SnapshotManager.prototype.installUpload = original;
+  } finally {
+    await c.close();
+    memoryGc.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
