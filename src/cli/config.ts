@@ -68,6 +68,8 @@ export interface ServeConfig {
   readonly insecureNoAuth: boolean;
   /** snapshotEntries: snapshot and compact after this many applied entries. */
   readonly snapshotEntries: number;
+  /** snapshotLogBytes: snapshot and compact once the entries applied since the last snapshot carry this many bytes (0: no such bound). */
+  readonly snapshotLogBytes: number;
   /** snapshotTrailingEntries: log entries kept behind a snapshot for slow followers. */
   readonly snapshotTrailingEntries: number;
   /** snapshotRetain: snapshots kept on disk. */
@@ -187,6 +189,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('s3CredentialsFile', 's3-credentials-file', 'string', 'file', 'S3 access key file (JSON {accessKeyId, secretAccessKey}, AWS credentials or env lines); default the AWS environment variables, profile and roles'),
   option('consistencyCheckIntervalSecs', 'consistency-check-interval', 'int', 'secs', "the leader compares every member's state hash at one applied index every SECS seconds; a divergence is logged and counted in snapcoord_consistency_checks_total{result=\"divergent\"} (default 0: never)"),
   option('snapshotEntries', 'snapshot-entries', 'int', 'n', `snapshot and compact the log after this many applied entries (default ${DEFAULT_SNAPSHOT_POLICY.snapshotEntries})`),
+  option('snapshotLogBytes', 'snapshot-log-bytes', 'int', 'bytes', `snapshot and compact the log once the entries applied since the last snapshot carry this many bytes, however few they are: bounds the in-memory log for large values; 0 for no such bound (default ${DEFAULT_SNAPSHOT_POLICY.snapshotLogBytes}, 16 MiB)`),
   option('snapshotTrailingEntries', 'snapshot-trailing-entries', 'int', 'n', `log entries kept behind a snapshot for slow followers (default ${DEFAULT_SNAPSHOT_POLICY.trailingEntries})`),
   option('snapshotRetain', 'snapshot-retain', 'int', 'n', `snapshots kept on disk, at least 1 (default ${DEFAULT_SNAPSHOT_POLICY.retain})`),
   option('snapshotChunkBytes', 'snapshot-chunk-bytes', 'int', 'bytes', `chunk size of snapshot transfers (default ${DEFAULT_SNAPSHOT_POLICY.chunkBytes})`),
@@ -435,6 +438,8 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   }
   const snapshotEntries = int('snapshotEntries', DEFAULT_SNAPSHOT_POLICY.snapshotEntries);
   if (snapshotEntries < 1) throw configError(`snapshot-entries: ${snapshotEntries} must be at least 1`);
+  const snapshotLogBytes = int('snapshotLogBytes', DEFAULT_SNAPSHOT_POLICY.snapshotLogBytes ?? 0);
+  if (snapshotLogBytes < 0) throw configError(`snapshot-log-bytes: ${snapshotLogBytes} must be 0 (no bound) or more bytes`);
   const snapshotTrailingEntries = int('snapshotTrailingEntries', DEFAULT_SNAPSHOT_POLICY.trailingEntries);
   const snapshotRetain = int('snapshotRetain', DEFAULT_SNAPSHOT_POLICY.retain);
   if (snapshotRetain < 1 || snapshotRetain > 1000) throw configError(`snapshot-retain: ${snapshotRetain} is out of range 1..1000`);
@@ -516,6 +521,7 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     apiKeys,
     insecureNoAuth,
     snapshotEntries,
+    snapshotLogBytes,
     snapshotTrailingEntries,
     snapshotRetain,
     snapshotChunkBytes,

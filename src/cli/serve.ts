@@ -202,6 +202,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       {
         ...DEFAULT_SNAPSHOT_POLICY,
         snapshotEntries: cfg.snapshotEntries,
+        snapshotLogBytes: cfg.snapshotLogBytes,
         trailingEntries: cfg.snapshotTrailingEntries,
         retain: cfg.snapshotRetain,
         chunkBytes: cfg.snapshotChunkBytes,

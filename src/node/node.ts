@@ -305,6 +305,9 @@ export class Node {
   private creation: { readonly abort: AbortController; waited: boolean } | null = null;
   /** snapshotSoon: take a snapshot at the next chance (after a restore). */
   private snapshotSoon = false;
+  /** appliedBytes: the bytes of every entry handed to the apply worker since this node started; logBytesBase: its value at the newest snapshot (SnapshotPolicy.snapshotLogBytes). */
+  private appliedBytes = 0;
+  private logBytesBase = 0;
   /** installFailuresInRow: fetched snapshots refused by their install in a row; the next is asked for after a backoff. */
   private installFailuresInRow = 0;
   /** baseLost: started with the log's base snapshot lost and the state machine at or past it: a snapshot of it is taken at once. */
@@ -960,7 +963,10 @@ export class Node {
   /** toApply hands committed entries to the apply worker, in order. */
   private toApply(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
-    for (const e of entries) this.applyQueue.push(e);
+    for (const e of entries) {
+      this.applyQueue.push(e);
+      this.appliedBytes += e.data.length;
+    }
     this.startApplyWorker();
   }
 
@@ -1048,7 +1054,13 @@ export class Node {
     const applied = Math.min(st.applied, this.fsm.appliedIndex());
     // A follower that lost its snapshot's base waits for one at least this far (Raft's snapshotWanted, leader only).
     const wanted = this.raft.snapshotWanted();
-    const due = snapshotDue(applied, st.snapshotIndex, sm.policy.snapshotEntries, snapshotStaggerEntries(sm.policy.snapshotEntries, this.id, st.membership)) || this.snapshotSoon || this.baseLost || (wanted > 0 && applied >= wanted);
+    const logBytesMax = sm.policy.snapshotLogBytes ?? 0;
+    const due =
+      snapshotDue(applied, st.snapshotIndex, sm.policy.snapshotEntries, snapshotStaggerEntries(sm.policy.snapshotEntries, this.id, st.membership)) ||
+      (logBytesMax > 0 && this.appliedBytes - this.logBytesBase >= logBytesMax) ||
+      this.snapshotSoon ||
+      this.baseLost ||
+      (wanted > 0 && applied >= wanted);
     if (!due || applied < st.snapshotIndex || (applied === st.snapshotIndex && !this.baseLost)) {
       // A compaction the floor held back at the last snapshot (a follower compacts no further than its
       // leader's announced snapshot, unknown just after a term change) is done once the floor allows it.
@@ -1115,6 +1127,7 @@ export class Node {
     };
     waiter?.addEventListener('abort', gone, { once: true });
     this.creation = creation;
+    const appliedBytes = this.appliedBytes; // what the snapshot covers, near enough (entries handed over but not yet applied are counted)
     let stored: StoredSnapshot;
     try {
       stored = await sm.create(
@@ -1137,6 +1150,7 @@ export class Node {
     }
     this.raft.setSnapshot(meta);
     this.baseLost = false;
+    this.logBytesBase = Math.max(this.logBytesBase, appliedBytes);
     this.snapshotStats.created++;
     this.metrics?.snapshotsCreated.inc();
     const compactTo = await this.compactLog();
@@ -1305,6 +1319,7 @@ export class Node {
     }
     this.installFailuresInRow = 0;
     this.baseLost = false;
+    this.logBytesBase = this.appliedBytes;
     this.raft.snapshotInstalled(task.meta);
     this.kick();
     this.snapshotStats.installed++;
