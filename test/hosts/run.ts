@@ -16,7 +16,8 @@
  * --replace-mib=N replaces only the leader, with N MiB of state (the figures: fill, time from
  * the learner's joining to its promotion, write latency idle and during, RSS of
  * leader and learner); --snapshot-entries=N sets every node's
- * --snapshot-entries (each snapshot writes the whole state: 4000 for 1 GiB);
+ * --snapshot-entries (each snapshot writes the whole state: 4000 for 1 GiB),
+ * with no --snapshot-log-bytes bound;
  * --seed=N replays a workload. Measured 1 GiB replacement:
  * `npm run test:hosts -- --only=replace --replace-mib=1024 --snapshot-entries=4000`.
  */
@@ -83,7 +84,10 @@ export async function runHostScenarios(opts: HostRunOptions): Promise<HostRunRep
     log(`hosts: ${net.hosts.map((h) => `${h.name}=${h.ip}`).join(' ')} (bridge ${net.bridge} ${net.bridgeIp}), data ${dir}`);
     log(`faults: nftables ${net.faults.nft === '' ? 'yes' : `NO (${net.faults.nft})`}; netem delay ${net.faults.delay === '' ? 'yes' : `NO (${net.faults.delay})`}`);
     const t0 = Date.now();
-    cluster = await HostCluster.start({ net, dir, members: 5, ...(opts.snapshotEntries !== undefined ? { extra: ['--snapshot-entries', String(opts.snapshotEntries)] } : {}) });
+    // --snapshot-entries=N alone decides (no --snapshot-log-bytes bound): a GiB state of 256 KiB values would otherwise be
+    // snapshotted whole every 64 of them.
+    const snapshotFlags = opts.snapshotEntries !== undefined ? ['--snapshot-entries', String(opts.snapshotEntries), '--snapshot-log-bytes', '0'] : [];
+    cluster = await HostCluster.start({ net, dir, members: 5, ...(snapshotFlags.length > 0 ? { extra: snapshotFlags } : {}) });
     const c = cluster;
     const leader0 = await c.waitLeader(60_000);
     log(`cluster up in ${Date.now() - t0} ms, leader ${leader0.id}`);
