@@ -16,7 +16,7 @@
  * the revision record alone (the apply path reads no value for a plain put).
  */
 import { createHash } from 'node:crypto';
-import { readU64, writeU64 } from './u64.js';
+import { readU64At, writeU64At } from './u64.js';
 
 /** REVISION_KEY_PREFIX: the reserved prefix of every key revision record ("\x00snapcoord/rev/"). */
 export const REVISION_KEY_PREFIX: Uint8Array = Uint8Array.from(Buffer.from('\x00snapcoord/rev/', 'latin1'));
@@ -62,19 +62,17 @@ export function revisionKey(key: Uint8Array): Uint8Array {
 /** encodeKeyRevision: the value of a revision record. */
 export function encodeKeyRevision(rev: KeyRevision): Uint8Array {
   const out = new Uint8Array(VALUE_BYTES);
-  const view = new DataView(out.buffer);
   out[0] = FORMAT;
-  writeU64(view, 1, rev.createRevision);
-  writeU64(view, 9, rev.modRevision);
-  writeU64(view, 17, rev.version);
+  writeU64At(out, 1, rev.createRevision);
+  writeU64At(out, 9, rev.modRevision);
+  writeU64At(out, 17, rev.version);
   return out;
 }
 
 /** decodeKeyRevision parses a revision record's value; undefined when it is absent or malformed (read as LEGACY_REVISION by the caller). */
 export function decodeKeyRevision(value: Uint8Array | undefined): KeyRevision | undefined {
   if (value === undefined || value.length !== VALUE_BYTES || value[0] !== FORMAT) return undefined;
-  const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
-  const rev = { createRevision: readU64(view, 1), modRevision: readU64(view, 9), version: readU64(view, 17) };
+  const rev = { createRevision: readU64At(value, 1), modRevision: readU64At(value, 9), version: readU64At(value, 17) };
   if (!Number.isSafeInteger(rev.createRevision) || !Number.isSafeInteger(rev.modRevision) || !Number.isSafeInteger(rev.version)) {
     return undefined;
   }

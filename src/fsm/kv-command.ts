@@ -27,6 +27,7 @@
  * store itself: no command may carry one (`reservedKey`).
  */
 import { checkSessionStamp, isReservedKey, SessionFormatError, type SessionStamp } from './sessions.js';
+import { readU32At } from './u64.js';
 
 
 /** KEY_BYTES_MAX: the longest key, in bytes (4 KiB). */
@@ -366,12 +367,10 @@ export function encodeCommand(command: KvCommand): Uint8Array {
 
 class Reader {
   readonly #bytes: Uint8Array;
-  readonly #view: DataView;
   at = 0;
 
   constructor(bytes: Uint8Array) {
-    this.#bytes = bytes;
-    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.#bytes = bytes; // read big-endian by hand: a DataView per command decoded was ~0.5% of a simulator seed
   }
 
   get remaining(): number {
@@ -389,19 +388,19 @@ class Reader {
 
   u8(what: string): number {
     this.#need(1, what);
-    return this.#view.getUint8(this.at++);
+    return this.#bytes[this.at++] as number;
   }
 
   u16(what: string): number {
     this.#need(2, what);
-    const v = this.#view.getUint16(this.at);
+    const v = ((this.#bytes[this.at] as number) << 8) | (this.#bytes[this.at + 1] as number);
     this.at += 2;
     return v;
   }
 
   u32(what: string): number {
     this.#need(4, what);
-    const v = this.#view.getUint32(this.at);
+    const v = readU32At(this.#bytes, this.at);
     this.at += 4;
     return v;
   }
@@ -529,5 +528,8 @@ export function decodeCommand(bytes: Uint8Array): KvCommand {
   if (r.remaining !== 0) {
     throw new KvCommandError('trailingBytes', `kv command: ${r.remaining} bytes after the end of the command`);
   }
-  return session === undefined ? command : { ...command, session };
+  if (session === undefined) return command;
+  // command is this call's own object: the stamp goes on it (last, as a spread would put it) without a copy.
+  (command as { session?: SessionStamp }).session = session;
+  return command;
 }

@@ -24,7 +24,7 @@
 import { isRevisionKey } from './key-revision.js';
 import { StorageError } from '../storage/storage-error.js';
 import type { KeyValue } from '../storage/types.js';
-import { readU64, writeU64 } from './u64.js';
+import { readU64, writeU32At, writeU64At } from './u64.js';
 
 /** RESERVED_KEY_PREFIX: keys starting with these bytes ("\x00snapcoord/") belong to the store itself. */
 export const RESERVED_KEY_PREFIX: Uint8Array = Uint8Array.from(Buffer.from('\x00snapcoord/', 'latin1'));
@@ -135,20 +135,20 @@ export function encodeClientSession(s: ClientSession): Uint8Array {
   let size = 1 + 8 + 8 + 2;
   for (const r of s.results) size += 8 + 8 + 1 + (r.deleted === undefined ? 0 : 4);
   const out = new Uint8Array(size);
-  const view = new DataView(out.buffer);
   out[0] = SESSION_FORMAT_VERSION;
-  writeU64(view, 1, s.lastIndex);
-  writeU64(view, 9, s.floorSeq);
-  view.setUint16(17, s.results.length);
+  writeU64At(out, 1, s.lastIndex);
+  writeU64At(out, 9, s.floorSeq);
+  out[17] = s.results.length >>> 8; // the bytes setUint16 writes
+  out[18] = s.results.length;
   let at = 19;
   for (const r of s.results) {
-    writeU64(view, at, r.seq);
-    writeU64(view, at + 8, r.index);
+    writeU64At(out, at, r.seq);
+    writeU64At(out, at + 8, r.index);
     out[at + 16] =
       (r.deleted === undefined ? 0 : FLAG_DELETED) | (r.succeeded === undefined ? 0 : FLAG_TXN | (r.succeeded ? FLAG_SUCCEEDED : 0));
     at += 17;
     if (r.deleted !== undefined) {
-      view.setUint32(at, r.deleted);
+      writeU32At(out, at, r.deleted);
       at += 4;
     }
   }
@@ -310,7 +310,9 @@ export class SessionPlanner {
   record(stamp: SessionStamp, index: number, result: Omit<SessionResult, 'seq'>): void {
     const prev = this.#current(stamp.clientId);
     if (prev === undefined) this.#count++;
-    const next = withResult(prev, stamp.clientId, index, { ...result, seq: stamp.seq });
+    // A plain write's result ({index}) is built as a literal, not spread (the keys, and their order, are the same).
+    const full: SessionResult = result.deleted === undefined && result.succeeded === undefined ? { index: result.index, seq: stamp.seq } : { ...result, seq: stamp.seq };
+    const next = withResult(prev, stamp.clientId, index, full);
     this.changes.delete(stamp.clientId);
     this.changes.set(stamp.clientId, next);
     while (this.#count > SESSION_CLIENTS_MAX) this.#evictOldest();

@@ -4,6 +4,7 @@ import {
   ProposalDroppedError,
   RaftNode,
   decodeConfChange,
+  notLeaderMessage,
   sameMembership,
   defaultRaftConfig,
   type ConfChange,
@@ -20,7 +21,7 @@ import {
 import { encodeCommand, type KvCommand } from '../fsm/kv-command.js';
 import { encodeOpsRecord } from '../fsm/ops-record.js';
 import type { SessionStamp } from '../fsm/sessions.js';
-import type { LogBase, NodeStorage } from '../storage/types.js';
+import type { LogBase, LogBatch, NodeStorage } from '../storage/types.js';
 import { StateMachine, type ArchiveInstall, type RestoreOutcome } from '../fsm/state-machine.js';
 import type { ApplyResult, KvRangeQuery, KvRangeResult } from '../fsm/types.js';
 import type {
@@ -521,6 +522,10 @@ export class Node {
     if (this.applyQueue.length > APPLY_QUEUE_ENTRIES_MAX) {
       throw new NodeError('busy', `${this.applyQueue.length} committed entries are waiting to be applied here; retry later`);
     }
+    // Not the leader: the error the core would throw, mapped, without the core's throw and catch (a client at a
+    // follower, or between two leaders, gets this at every write; the core checks its role first as well).
+    const st = this.raft.brief();
+    if (st.role !== 'leader') throw new NodeError('notLeader', notLeaderMessage(st.leader), st.leader, this.addressOf(st.leader));
     try {
       return this.raft.propose(data);
     } catch (e) {
@@ -996,10 +1001,11 @@ export class Node {
       const endTimer = this.metrics?.persistSeconds.startTimer();
       this.midSaveAllowed = plain;
       try {
-        await this.storage.save({
-          ...(rd.hardState !== null ? { hardState: rd.hardState } : {}),
-          ...(rd.entries.length > 0 ? { entries: rd.entries } : {}),
-        });
+        // Built by assignment, not spreads of conditional literals (a generic object clone each, at every Ready).
+        const batch: { -readonly [K in keyof LogBatch]: LogBatch[K] } = {};
+        if (rd.hardState !== null) batch.hardState = rd.hardState;
+        if (rd.entries.length > 0) batch.entries = rd.entries;
+        await this.storage.save(batch);
       } finally {
         this.midSaveAllowed = false;
       }

@@ -1,11 +1,16 @@
 import { StacklessError } from './stackless-error.js';
 import type { NodeId } from './types.js';
 
+/** notLeaderMessage: NotLeaderError's message for a node that knows `leader` as the leader ('' when none). */
+export function notLeaderMessage(leader: NodeId): string {
+  return leader === '' ? 'not the leader, and no leader is known' : `not the leader; the leader is ${leader}`;
+}
+
 /** NotLeaderError: the operation needs the leader; `leader` is the one this node knows of ('' when none). An answer: no stack (StacklessError). */
 export class NotLeaderError extends StacklessError {
   override readonly name = 'NotLeaderError';
   constructor(readonly leader: NodeId) {
-    super(leader === '' ? 'not the leader, and no leader is known' : `not the leader; the leader is ${leader}`);
+    super(notLeaderMessage(leader));
   }
 }
 

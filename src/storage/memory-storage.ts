@@ -24,7 +24,7 @@ import {
 } from './types.js';
 
 function copyEntry(entry: Entry): Entry {
-  return { index: entry.index, term: entry.term, type: entry.type, data: Uint8Array.from(entry.data) };
+  return { index: entry.index, term: entry.term, type: entry.type, data: new Uint8Array(entry.data) };
 }
 
 function copyBase(base: LogBase): LogBase {
@@ -171,7 +171,7 @@ export class MemoryStorage implements NodeStorage {
         } else {
           if (!d.kv.has(k)) this.#sortedKeys = null;
           // a new object, never a mutation: snapshots keep the old ones
-          d.kv.set(k, { key: Uint8Array.from(w.key), value: Uint8Array.from(w.value) });
+          d.kv.set(k, { key: new Uint8Array(w.key), value: new Uint8Array(w.value) });
         }
       }
       d.applied = batch.appliedIndex;
@@ -209,7 +209,7 @@ export class MemoryStorage implements NodeStorage {
         this.#checkOpen('installState'); // close() aborts an install
         checkInstallBatch(batch, seen, name);
         for (const r of batch) {
-          kv.set(keyString(r.key), { key: Uint8Array.from(r.key), value: Uint8Array.from(r.value) });
+          kv.set(keyString(r.key), { key: new Uint8Array(r.key), value: new Uint8Array(r.value) });
         }
         seen += batch.length;
       }
