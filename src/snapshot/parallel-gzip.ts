@@ -48,10 +48,13 @@ const LZ_GAIN_MIN = 1.25;
 /** GzipChoice: how one block is compressed: stored, Huffman coded only, or deflated at the level asked. */
 export type GzipChoice = 'stored' | 'huffman' | 'deflate';
 
-/** gzipInFlightDefault: blocks compressed at once by default (the cores, at least 2). */
+/** gzipInFlightDefault: blocks compressed at once by default (the cores, at least 2; read once, it is a system call). */
 export function gzipInFlightDefault(): number {
-  return Math.max(2, availableParallelism());
+  inFlightDefault ??= Math.max(2, availableParallelism());
+  return inFlightDefault;
 }
+
+let inFlightDefault: number | undefined;
 
 /** ParallelGzipOptions: compression level, block size and concurrency (all optional). */
 export interface ParallelGzipOptions {

@@ -39,7 +39,7 @@ import { MEMBERS_FILE, decodeMemberTable, encodeMemberTable } from './member-tab
 import { SMALL_STATE_BYTES_MAX, buildSmallArchive, takeSmallState, type SmallStateTake } from './small-archive.js';
 import type { StateRecord } from './state-format.js';
 import { ArchiveSink, CHUNK_HASH_BYTES, decodeChunkHashes, encodeChunkHashes, type SinkDigest, type SinkStats } from './archive-sink.js';
-import { checkMembership, isIsoTimestamp, validateArchiveMeta, META_BYTES_MAX } from './archive-meta.js';
+import { checkMembership, isIsoTimestamp, setOwn, validateArchiveMeta, META_BYTES_MAX } from './archive-meta.js';
 import { ArchiveError, SnapshotStoreError } from './errors.js';
 import { failpoint } from './failpoint.js';
 import { DIR_MODE, fsyncDir, openFileSink, writeFileDurable } from './file-sink.js';
@@ -288,7 +288,7 @@ function copyStoredMeta(m: StoredMeta): StoredMeta {
 /** copyAddresses copies a membership's addresses as checkMembership builds them (own data properties, any key). */
 function copyAddresses(addresses: Readonly<Record<string, string>>): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [node, addr] of Object.entries(addresses)) Object.defineProperty(out, node, { value: addr, enumerable: true, writable: true, configurable: true });
+  for (const [node, addr] of Object.entries(addresses)) setOwn(out, node, addr);
   return out;
 }
 
@@ -463,7 +463,21 @@ export class SnapshotStore {
     private readonly io: SnapshotIo,
     private readonly gzipBlockBytes: number | undefined,
     private readonly smallStateBytesMax: number,
-  ) {}
+  ) {
+    this.prefix = join(dir, '_').slice(0, -1);
+  }
+
+  /** prefix: join(dir, x) without its last segment x (under's). */
+  private readonly prefix: string;
+
+  /**
+   * under: join(this.dir, ...names) for names that are each one plain path segment (not empty, no '/', neither
+   * '.' nor '..': snapshot ids, temporary names, the store's file names), by concatenation: such a segment
+   * changes nothing before it in the normalization join does (list() joins a few paths per snapshot each call).
+   */
+  private under(...names: string[]): string {
+    return this.prefix + names.join('/');
+  }
 
   /**
    * open prepares the store in `dir` (created with mode 0700 if missing) and
@@ -678,15 +692,15 @@ export class SnapshotStore {
     }
     return this.exclusive(async () => {
       const id = snapshotId(meta.term, meta.index, Date.parse(createdAt));
-      const finalDir = join(this.dir, id);
+      const finalDir = this.under(id);
       if (await this.exists(finalDir)) throw new SnapshotStoreError('already-exists', `snapshot ${id} already exists`, { path: finalDir });
       const tmpName = `${id}${TMP_SUFFIX}`;
-      const tmpDir = join(this.dir, tmpName);
+      const tmpDir = this.under(tmpName);
       this.busyTmp.add(tmpName);
       let stored: StoredSnapshot;
       try {
         await this.makeTmpDir(tmpDir);
-        const archivePath = join(tmpDir, ARCHIVE_FILE);
+        const archivePath = this.under(tmpName, ARCHIVE_FILE);
         const archiveSink = await ArchiveSink.create(archivePath, { beforeSync: () => failpoint('snapshot-before-fsync'), io: this.io });
         let midWriteDone = false;
         let archiveMeta: ArchiveMeta;
@@ -709,10 +723,10 @@ export class SnapshotStore {
         // The sink hashed the bytes as it wrote them: its digest is the one recorded.
         const digest = archiveSink.digest();
         const storedMeta: StoredMeta = { ...archiveMeta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
-        await writeFileDurable(join(tmpDir, CHUNKS_FILE), encodeChunkHashes(digest), this.io);
-        if (members !== null) await writeFileDurable(join(tmpDir, MEMBERS_FILE), encodeMemberTable(members, digest.archiveSha256), this.io);
+        await writeFileDurable(this.under(tmpName, CHUNKS_FILE), encodeChunkHashes(digest), this.io);
+        if (members !== null) await writeFileDurable(this.under(tmpName, MEMBERS_FILE), encodeMemberTable(members, digest.archiveSha256), this.io);
         const storedMetaBytes = serializeStoredMeta(storedMeta);
-        await writeFileDurable(join(tmpDir, STORED_META_FILE), storedMetaBytes, this.io);
+        await writeFileDurable(this.under(tmpName, STORED_META_FILE), storedMetaBytes, this.io);
         await fsyncDir(tmpDir, this.io);
         failpoint('snapshot-before-rename');
         await this.io.rename(tmpDir, finalDir);
@@ -1191,7 +1205,7 @@ export class SnapshotStore {
   private describe(id: string, meta: StoredMeta): StoredSnapshot {
     // eslint-disable-next-line @typescript-eslint/no-unused-vars
     const { archiveSha256, archiveBytes, archiveVerified, ...archiveMeta } = meta;
-    return { id, meta: archiveMeta, path: join(this.dir, id, ARCHIVE_FILE), archiveSha256, archiveBytes };
+    return { id, meta: archiveMeta, path: this.under(id, ARCHIVE_FILE), archiveSha256, archiveBytes };
   }
 
   private async load(id: string): Promise<StoredSnapshot> {
@@ -1206,7 +1220,7 @@ export class SnapshotStore {
 
   /** loadMeta reads and parses a snapshot's meta.json; SnapshotStoreError `not-found` or `corrupt`. */
   private async loadMeta(id: string): Promise<StoredMeta> {
-    const metaPath = join(this.dir, id, STORED_META_FILE);
+    const metaPath = this.under(id, STORED_META_FILE);
     let bytes: Buffer;
     try {
       const handle = await this.io.open(metaPath, 'r');
