@@ -61,6 +61,7 @@ import { NodeError } from '../../src/node/errors.js';
 import type { Logger } from '../../src/node/logger.js';
 import { Node, type TestOnlyBugs } from '../../src/node/node.js';
 import type { KvCommand } from '../../src/fsm/kv-command.js';
+import type { SessionStamp } from '../../src/fsm/sessions.js';
 import type { ConfChange, Entry, HardState, Membership, Message, NodeId } from '../../src/raft/types.js';
 import { MemoryDataDir } from '../../src/storage/memory-storage.js';
 import { isRestoreCommand } from '../../src/fsm/restore-command.js';
@@ -329,6 +330,10 @@ interface Member {
   readonly persisted: Map<number, Entry>;
 }
 
+/** CLIENT_GAVE_UP / ANSWER_LOST: the client's own failures of a write (onError reads only whether one is a NodeError: one Error each, not one per write). */
+const CLIENT_GAVE_UP = new Error('client timeout');
+const ANSWER_LOST = new Error('the answer was lost on its way to the client');
+
 /** FINAL_WRITE_WAIT_MS: how long (virtual) the liveness check waits for one try of its final write before trying again. */
 const FINAL_WRITE_WAIT_MS = 1_000;
 
@@ -401,7 +406,7 @@ export class NodeCluster {
   /** refused: values of writes refused in a way that promises they were never applied (notLeader, lost, busy, invalid). */
   private readonly refused = new Set<string>();
   /** stateHashes: the hash of the state at each applied index, as first seen on some node. */
-  private readonly stateHashes = new Map<number, { readonly hash: string; readonly node: NodeId }>();
+  private readonly stateHashes = new Map<number, { readonly a: number; readonly b: number; readonly n: number; readonly node: NodeId }>();
   /**
    * commandIds: entryHash -> an entry's data and its proposal id (see proposalId), for the entries applied so
    * far: every node applies the same entries, and decoding each one on each node (to tell a KV command from a
@@ -567,11 +572,11 @@ export class NodeCluster {
             this.history.onApply(e);
           }
         }),
-      onStateHash: (index: number, hash: string) =>
+      onStateHash: (index: number, a: number, b: number, n: number) =>
         this.check(() => {
           const known = this.stateHashes.get(index);
-          if (known === undefined) this.stateHashes.set(index, { hash, node: mb.id });
-          else if (known.hash !== hash) {
+          if (known === undefined) this.stateHashes.set(index, { a, b, n, node: mb.id });
+          else if (known.a !== a || known.b !== b || known.n !== n) {
             this.checkers.failContract(HISTORY.stateDigest, [known.node, mb.id], `the states of ${known.node} and ${mb.id} differ at applied index ${index}`);
           }
         }),
@@ -601,7 +606,7 @@ export class NodeCluster {
     const known = this.commandIds.get(h);
     if (known !== undefined && known.type === e.type && Buffer.compare(known.data, e.data) === 0) return known.pid;
     const pid = commandOf(e) === null ? -1 : h & 0x7fffffff;
-    if (known === undefined) this.commandIds.set(h, { type: e.type, data: Uint8Array.from(e.data), pid });
+    if (known === undefined) this.commandIds.set(h, { type: e.type, data: new Uint8Array(e.data), pid });
     return pid;
   }
 
@@ -1073,7 +1078,7 @@ export class NodeCluster {
         const seq = (this.clientSeq.get(client) ?? 0) + 1;
         this.clientSeq.set(client, seq);
         this.busyClients.add(client);
-        cmd = { ...cmd, session: { clientId: client, seq } };
+        (cmd as { session?: SessionStamp }).session = { clientId: client, seq }; // cmd is this call's own: no copy
       }
     }
     this.stats.proposals++;
@@ -1116,13 +1121,13 @@ export class NodeCluster {
       if (!open && cmd.op !== 'delete') this.refused.add(value);
     };
     const giveUp = this.clock.at(() => {
-      if (settle()) onError(new Error('client timeout'));
+      if (settle()) onError(CLIENT_GAVE_UP);
     }, CLIENT_TIMEOUT_MS);
     node.propose(cmd).then(
       (res) => {
         if (!settle()) return;
         if (client !== null && this.faulting && attempt < 4 && this.clientRng.chance(0.15)) {
-          onError(new Error('the answer was lost on its way to the client')); // it retries a write that applied
+          onError(ANSWER_LOST); // it retries a write that applied
           return;
         }
         if (client !== null) this.busyClients.delete(client);

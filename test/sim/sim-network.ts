@@ -223,7 +223,7 @@ export class SimNetwork {
   }
 
   private passes(from: NodeId, to: NodeId): boolean {
-    if (this.cuts.has(`${from}>${to}`)) return false;
+    if (this.cuts.size > 0 && this.cuts.has(`${from}>${to}`)) return false; // the key is built only when a link is cut
     return !(this.faulty && this.rng.chance(this.faults.dropChance));
   }
 

@@ -61,8 +61,8 @@ export interface DiskObserver {
   onCompact(base: CompactionBase): void;
   /** onStateWrite: the state machine's batch reached the disk, moving its applied index from appliedBefore to batch.appliedIndex. */
   onStateWrite(batch: StateBatch, appliedBefore: number): void;
-  /** onStateHash: a hash of the whole state (every record, reserved ones too) at appliedIndex, taken after a write. */
-  onStateHash(appliedIndex: number, hash: string): void;
+  /** onStateHash: a hash of the whole state (every record, reserved ones too) at appliedIndex, taken after a write: two 32-bit lanes and the record count. */
+  onStateHash(appliedIndex: number, a: number, b: number, records: number): void;
   /** onInstall: a whole state was installed (a snapshot), at meta's applied index. */
   onInstall(appliedBefore: number, appliedIndex: number): void;
 }
@@ -445,7 +445,7 @@ export class SimStorage implements NodeStorage {
       for (const kv of d.kv.values()) this.addToSum(kv, 1);
     }
     const [a, b, n] = this.sum;
-    this.opts.observer.onStateHash(d.applied, `${a.toString(16)}.${b.toString(16)}.${n}`);
+    this.opts.observer.onStateHash(d.applied, a, b, n);
   }
 
   /** addToSum adds (sign 1) or removes (sign -1) one record's hash, over the bytes as written. */
