@@ -86,6 +86,13 @@ describe('node: a stalled snapshot fetch from the leader is given up and offered
     // election timeout, and the fetch is then given up as one from a member that no longer leads.
     const { leader, f, calls, hungAborted } = await laggingWithHungFetch();
     const others = c.members.filter((m) => m.id !== f).map((m) => m.id);
+    // Whoever leads next must send f a snapshot, not the log: every other member has compacted past f's log first (a
+    // follower compacts only once its leader's snapshot is announced to it, so the other follower may lag the leader;
+    // elected with its whole log, it caught f up by appends and no install ever came: a CI failure on Dec 5).
+    const fLast = c.node(f).status().lastIndex;
+    await until('every other member to compact past the lagging follower', 30_000, () =>
+      others.every((id) => c.node(id).status().firstIndex > fLast + 1) ? true : undefined,
+    );
     for (const id of others) await c.stop(id);
     const fn = c.node(f);
     await until(`${f} to give up the fetch from its silent leader`, 30_000, () => (fn.status().installingSnapshot === 0 ? true : undefined));
