@@ -24,7 +24,7 @@
 import { isRevisionKey } from './key-revision.js';
 import { StorageError } from '../storage/storage-error.js';
 import type { KeyValue } from '../storage/types.js';
-import { readU64, writeU32At, writeU64At } from './u64.js';
+import { readU32At, readU64At, writeU32At, writeU64At } from './u64.js';
 
 /** RESERVED_KEY_PREFIX: keys starting with these bytes ("\x00snapcoord/") belong to the store itself. */
 export const RESERVED_KEY_PREFIX: Uint8Array = Uint8Array.from(Buffer.from('\x00snapcoord/', 'latin1'));
@@ -169,12 +169,11 @@ export function decodeSessionRecord(key: Uint8Array, value: Uint8Array): ClientS
   };
   const problem = sessionStampProblem({ clientId, seq: 1 });
   if (problem !== null) fail(problem);
-  const view = new DataView(value.buffer, value.byteOffset, value.byteLength);
   if (value.length < 19) fail('truncated');
   if (value[0] !== SESSION_FORMAT_VERSION) fail(`unknown version ${String(value[0])}`);
-  const lastIndex = readU64(view, 1);
-  const floorSeq = readU64(view, 9);
-  const count = view.getUint16(17);
+  const lastIndex = readU64At(value, 1);
+  const floorSeq = readU64At(value, 9);
+  const count = ((value[17] as number) << 8) | (value[18] as number);
   if (!Number.isSafeInteger(lastIndex) || !Number.isSafeInteger(floorSeq)) fail('a number exceeds 2^53');
   if (count > SESSION_RESULTS_PER_CLIENT_MAX) fail(`${count} results, more than ${SESSION_RESULTS_PER_CLIENT_MAX}`);
   const results: SessionResult[] = [];
@@ -182,8 +181,8 @@ export function decodeSessionRecord(key: Uint8Array, value: Uint8Array): ClientS
   let prevSeq = floorSeq;
   for (let i = 0; i < count; i++) {
     if (value.length < at + 17) fail('truncated');
-    const seq = readU64(view, at);
-    const index = readU64(view, at + 8);
+    const seq = readU64At(value, at);
+    const index = readU64At(value, at + 8);
     const flags = value[at + 16] ?? 0;
     at += 17;
     if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(index) || index > lastIndex) fail(`result ${i} is out of range`);
@@ -194,7 +193,7 @@ export function decodeSessionRecord(key: Uint8Array, value: Uint8Array): ClientS
     const txn = (flags & FLAG_TXN) !== 0 ? { succeeded: (flags & FLAG_SUCCEEDED) !== 0 } : {};
     if ((flags & FLAG_DELETED) !== 0) {
       if (value.length < at + 4) fail('truncated');
-      results.push({ seq, index, deleted: view.getUint32(at), ...txn });
+      results.push({ seq, index, deleted: readU32At(value, at), ...txn });
       at += 4;
     } else {
       results.push({ seq, index, ...txn });

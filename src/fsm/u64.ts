@@ -1,24 +1,12 @@
-/**
- * writeU64 / readU64: an index or revision (a safe integer, < 2^53) as 8
- * big-endian bytes at `at` of `view`, the fixed-width field of the fsm's
- * reserved records (sessions, key revisions).
- */
 const TWO_32 = 2 ** 32;
 
-export function writeU64(view: DataView, at: number, value: number): void {
-  view.setUint32(at, Math.floor(value / TWO_32));
-  view.setUint32(at + 4, value % TWO_32);
-}
-
-export function readU64(view: DataView, at: number): number {
-  return view.getUint32(at) * TWO_32 + view.getUint32(at + 4);
-}
-
 /**
- * writeU32At / writeU64At / readU32At / readU64At: the same big-endian fields
- * written into and read from the bytes themselves, with no DataView (one per
- * record encoded or decoded was ~1% of a simulator seed's CPU). Each writes
- * the bytes setUint32 writes: the value taken modulo 2^32 (ToUint32).
+ * writeU32At / writeU64At / readU32At / readU64At: big-endian fields of the
+ * fsm's reserved records (sessions, key revisions, commands): a u64 holds an
+ * index or revision (a safe integer, < 2^53). Read and written in the bytes
+ * themselves, with no DataView (one per record encoded or decoded was ~1% of
+ * a simulator seed's CPU). Each writes the bytes setUint32 writes: the value
+ * taken modulo 2^32 (ToUint32).
  */
 export function writeU32At(out: Uint8Array, at: number, value: number): void {
   const v = value >>> 0;
