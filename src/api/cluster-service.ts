@@ -64,7 +64,7 @@ const ROLES: Readonly<Record<RaftRole, Role>> = {
 export function membersOf(st: NodeStatus, addressOf: (id: string) => string, clientAddressOf: (id: string) => string = () => ''): Member[] {
   const member = (id: string, suffrage: Suffrage): Member => {
     const match = st.role === 'leader' ? (st.progress[id]?.match ?? (id === st.id ? st.lastIndex : 0)) : 0;
-    return { id, address: st.membership.addresses[id] ?? addressOf(id), suffrage, matchIndex: BigInt(match), clientAddress: clientAddressOf(id) };
+    return { id, address: st.membership.addresses[id] ?? addressOf(id), suffrage, matchIndex: BigInt(match), clientAddress: clientAddressOf(id), refused: st.refusedBy[id] ?? '' };
   };
   return [
     ...st.membership.voters.map((id) => member(id, Suffrage.SUFFRAGE_VOTER)),

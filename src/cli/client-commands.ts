@@ -98,6 +98,8 @@ export interface MemberView {
   readonly matchIndex: number | null;
   readonly lag: number | null;
   readonly error?: string;
+  /** refused: this member refuses the peer messages of `from` (the leader, else the endpoint node), for `reason`; absent when it takes them. */
+  readonly refused?: { readonly from: string; readonly reason: string };
 }
 
 /** ClusterView: the JSON of `cluster status --json`. */
@@ -162,6 +164,7 @@ export async function clusterView(endpointStatus: StatusResponse, memberDeadline
         matchIndex: match,
         lag: match !== null ? Math.max(0, commit - match) : null,
         ...(error !== undefined ? { error } : {}),
+        ...(m.refused !== '' ? { refused: { from: view.id, reason: m.refused } } : {}),
       };
     }),
   );
@@ -178,14 +181,18 @@ export async function clusterView(endpointStatus: StatusResponse, memberDeadline
   };
 }
 
-function clusterText(v: ClusterView): string {
+export function clusterText(v: ClusterView): string {
   const n = (x: number | null): string => (x === null ? '-' : String(x));
   const leader =
     v.leader === null
       ? 'leader: none known (an election may be in progress)'
       : `leader: ${v.leader.id} at ${v.leader.address}, term ${v.term}, commit ${v.commitIndex}`;
   const rows = v.members.map((m) => [m.id, m.address || '?', m.role, m.suffrage, n(m.term), n(m.commitIndex), n(m.appliedIndex), n(m.matchIndex), n(m.lag), m.peerAddress]);
-  return `${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'PEER'], rows)}`;
+  // A member that refuses the leader's messages never catches up: say why, and what fixes the usual cause.
+  const refusals = v.members.flatMap((m) =>
+    m.refused === undefined ? [] : [`${m.id} refuses ${m.refused.from}'s messages: ${m.refused.reason}\n  (a new member must be started with --peers naming every member: \`cluster add\` prints them)`],
+  );
+  return [`${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'PEER'], rows)}`, ...refusals].join('\n');
 }
 
 function membersText(members: readonly Member[]): string {
@@ -193,6 +200,11 @@ function membersText(members: readonly Member[]): string {
     ['ID', 'ADDRESS', 'SUFFRAGE', 'PEER'],
     members.map((m) => [m.id, m.clientAddress || '?', suffrageName(m.suffrage), m.address]),
   );
+}
+
+/** peersFlag: the --peers value naming every member at its peer address (id=host:port, comma-separated). */
+export function peersFlag(members: readonly Member[]): string {
+  return members.map((m) => `${m.id}=${m.address}`).join(',');
 }
 
 function membersJson(members: readonly Member[]): object[] {
@@ -330,8 +342,11 @@ export function addClientCommands(program: Command): void {
     checkNodeId(id);
     if (parseHostPort(address) === null) throw new CliError(`address: "${address}" is not host:port`, EXIT_CONFIG);
     const res = await withClient(opts, clusterClient, (c, deadlineMs) => c.addMember(id, address, opts.learner === true, { deadlineMs }));
-    if (opts.json === true) jsonOut({ members: membersJson(res.members) });
-    else process.stdout.write(`${membersText(res.members)}\n`);
+    // As etcd's `member add` prints the new member's --initial-cluster: a node takes Raft messages only from the
+    // members its --peers (then its log) name, so a new one started with fewer would refuse a leader left out.
+    const peers = peersFlag(res.members);
+    if (opts.json === true) jsonOut({ members: membersJson(res.members), peers });
+    else process.stdout.write(`${membersText(res.members)}\nstart ${id} (an empty --data-dir) with: --id ${id} --peers ${peers}\n`);
   });
 
   clientOptions(

@@ -10,6 +10,8 @@ export interface NodeStatus extends RaftStatus {
    * archive could not be applied (the same on every node), with why; null if none.
    */
   readonly restoreFailure: { readonly index: number; readonly error: string } | null;
+  /** refusedBy: members whose peer guard refuses this node's messages, with the reason each gave (Transport.refusals). */
+  readonly refusedBy: Readonly<Record<string, string>>;
 }
 
 /** NodeBrief: Node.brief(), the RaftBrief with the leader's address and the state machine's applied index (as in NodeStatus). */

@@ -64,6 +64,8 @@ export interface MessageSender extends Partial<ArchiveStager>, Partial<SnapshotS
   send(m: Message): void;
   setPeers(addresses: Readonly<Record<NodeId, string>>): void;
   close(): Promise<void>;
+  /** refusals (optional, Transport.refusals): the members whose guard refuses this node's messages, and why. */
+  refusals?(): ReadonlyMap<NodeId, string>;
 }
 
 /** NodeTimings: the defaults give a new leader within ~300 ms of the old one's death on a LAN. */
@@ -608,6 +610,7 @@ export class Node {
       leaderAddress: this.addressOf(st.leader),
       diskFull: this.disk?.isFull ?? false,
       restoreFailure: this.restoreFailure,
+      refusedBy: Object.fromEntries(this.transport.refusals?.() ?? []),
     };
   }
 

@@ -87,6 +87,8 @@ export interface PeerInfo {
   /** backoffMs: the current append-stream backoff, 0 when the last stream was healthy. */
   readonly backoffMs: number;
   readonly inflightCalls: number;
+  /** refused: why the peer refused this node's last message it refused (PERMISSION_DENIED: its peer guard); '' once it takes one. */
+  readonly refused: string;
 }
 
 type AppendStream = grpc.ClientDuplexStream<pb.AppendEntriesRequest, pb.AppendEntriesResponse>;
@@ -111,6 +113,8 @@ class PeerLink {
   /** pendingHeartbeat: the latest heartbeat given while backing off, sent when the stream reopens. */
   pendingHeartbeat: pb.AppendEntriesRequest | null = null;
   readonly calls = new Set<grpc.Call>();
+  /** refused: the peer guard's reason for refusing our last refused message (see noteRefused); '' once the peer answers one. */
+  refused = '';
 
   constructor(
     readonly id: NodeId,
@@ -194,7 +198,15 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
       queuedBytes: p.queuedBytes,
       backoffMs: p.backoffMs,
       inflightCalls: p.calls.size,
+      refused: p.refused,
     };
+  }
+
+  /** refusals: every peer that refuses this node's messages, with its reason (a member whose --peers do not name this node, a certificate that does not match). */
+  refusals(): ReadonlyMap<NodeId, string> {
+    const out = new Map<NodeId, string>();
+    for (const p of this.peers.values()) if (p.refused !== '') out.set(p.id, p.refused);
+    return out;
   }
 
   send(m: Message): void {
@@ -349,6 +361,7 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
     peer.blocked = false;
     peer.backoffMs = peer.backoffMs === 0 ? this.backoffInitialMs : Math.min(this.backoffMaxMs, peer.backoffMs * 2);
     peer.retryAtMs = this.nowMs() + peer.backoffMs;
+    if (err !== null) this.noteRefused(peer, err);
     this.log.debug(
       { peer: peer.id, code: err?.code, err: err?.details ?? 'stream ended', backoffMs: peer.backoffMs },
       'transport: append stream closed',
@@ -369,6 +382,7 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
       (err: grpc.ServiceError | null, res?: R): void => {
         if (holder.call !== null) peer.calls.delete(holder.call);
         if (err !== null) {
+          this.noteRefused(peer, err);
           this.log.debug({ peer: peer.id, type: m.type, code: err.code, err: err.details }, 'transport: call failed');
           return;
         }
@@ -493,11 +507,26 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
       return;
     }
     this.counts.received++;
+    peer.refused = '';
     try {
       this.onMessage(reply);
     } catch (err) {
       this.log.warn({ peer: peer.id, type: reply.type, err }, 'transport: onMessage threw');
     }
+  }
+
+  /**
+   * noteRefused records a refusal by the peer's guard (PERMISSION_DENIED: this node is not a member as the
+   * peer knows the cluster, or a certificate or cluster id that does not match) and warns when it starts:
+   * the peer will refuse every message until that changes (an operator's fix), so it is reported in
+   * `cluster status` (refusals) rather than only at debug level.
+   */
+  private noteRefused(peer: PeerLink, err: grpc.ServiceError): void {
+    if (err.code !== grpc.status.PERMISSION_DENIED) return;
+    const reason = (err.details ?? '').slice(0, 512) || 'permission denied';
+    if (peer.refused === reason) return;
+    peer.refused = reason;
+    this.log.warn({ peer: peer.id, address: peer.address, reason }, `transport: ${peer.id} refuses this node's messages`);
   }
 
   private closePeer(peer: PeerLink): void {

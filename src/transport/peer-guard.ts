@@ -141,7 +141,7 @@ export class PeerGuard {
       if (id === null) this.refuse('identity', from, call, 'the peer certificate names no member id (urn:snapcoord:node:<id>)');
       if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
     }
-    if (!this.opts.isMember(from)) this.refuse('not_member', from, call, `${from} is not a member of this cluster`);
+    if (!this.opts.isMember(from)) this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
     // Under mutual TLS the advertised address is bound to the certificate's member. Without it (plaintext, a
     // trusted network) it is taken only when it names the host the call came from or the member's own peer
     // host, so another host cannot redirect forwarded writes, and the callers' keys with them, to itself.

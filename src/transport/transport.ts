@@ -26,6 +26,8 @@ export interface Transport {
   setPeers(addresses: Readonly<Record<NodeId, string>>): void;
   /** close cancels every call and closes every channel; afterwards send drops and onMessage is never called. */
   close(): Promise<void>;
+  /** refusals (optional): the peers whose guard refuses this node's messages, with the reason each gave (PERMISSION_DENIED). */
+  refusals?(): ReadonlyMap<NodeId, string>;
 }
 
 /** TransportStats counts what a transport did since it was made. */

@@ -167,14 +167,20 @@ describe('cli: against three serve processes', function () {
     const [port] = await freePorts(1);
     // A member is added at its peer address; its client address is known once it talks to the cluster (never, here).
     const add = await cli(['cluster', 'add', 'n4', `127.0.0.1:${port}`, '--learner', '--json'], 0, env);
-    const added = JSON.parse(add.stdout) as { members: { id: string; suffrage: string }[] };
+    const added = JSON.parse(add.stdout) as { members: { id: string; peerAddress: string; suffrage: string }[]; peers: string };
     assert.deepEqual(added.members.find((m) => m.id === 'n4'), { id: 'n4', address: '', peerAddress: `127.0.0.1:${port}`, suffrage: 'learner' });
+    // The --peers to start the new member with: every member at its peer address (etcd's `member add` prints its --initial-cluster).
+    assert.equal(added.peers, added.members.map((m) => `${m.id}=${m.peerAddress}`).join(','));
+    assert.ok(added.peers.includes(`n4=127.0.0.1:${port}`) && added.members.length === 4, add.stdout);
     const st = JSON.parse((await cli(['cluster', 'status', '--json'], 0, env)).stdout) as { members: { id: string; role: string; reachable: boolean }[] };
     assert.equal(st.members.length, 4);
     assert.deepEqual(
       st.members.filter((m) => !m.reachable).map((m) => [m.id, m.role]),
       [['n4', 'unreachable']],
     );
+    await cli(['cluster', 'remove', 'n4'], 0, env);
+    const again = await cli(['cluster', 'add', 'n4', `127.0.0.1:${port}`, '--learner'], 0, env);
+    assert.match(again.stdout, new RegExp(`^start n4 \\(an empty --data-dir\\) with: --id n4 --peers ${added.peers.replace(/\./g, '\\.')}$`, 'm'));
     const rm = await cli(['cluster', 'remove', 'n4'], 0, env);
     assert.doesNotMatch(rm.stdout, /\bn4\b/);
     assert.match(rm.stdout, /^ID\s+ADDRESS\s+SUFFRAGE\s+PEER$/m);

@@ -74,4 +74,26 @@ describe('a member that joins after the log began', function () {
     await cluster.restart(back);
     assert.deepEqual(voters(node()), voters(leader), 'the base it took was persisted');
   });
+
+  it('started with --peers that leave the leader out, it refuses the leader, which reports why in its status; started again with every member, it catches up', async () => {
+    const cluster = await RocksCluster.start(3);
+    c = cluster;
+    const leader = await cluster.waitForLeader();
+    const lid = leader.status().id;
+    const other = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
+    for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    const joiner = await cluster.join('n4', (self) => ({ voters: [other, 'n4'], learners: [], addresses: { [other]: cluster.member(other).peerAddress, n4: self } }));
+    await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: joiner.peerAddress });
+    const refused = await until("the leader to see n4 refuse its messages", 20_000, () => leader.status().refusedBy.n4);
+    assert.match(refused, new RegExp(`\\b${lid} is not a member of this cluster as this node knows it`));
+    assert.equal(cluster.node('n4').status().applied, 0, 'n4 took nothing from the leader');
+    assert.equal(leader.status().refusedBy[other], undefined, 'the other members take its messages');
+    // Started again (an empty data dir) with --peers naming every member, as `cluster add` prints them.
+    await cluster.stop('n4');
+    await rm(join(cluster.dir, 'n4'), { recursive: true, force: true });
+    joiner.peers = leader.status().membership;
+    await cluster.restart('n4');
+    await until('n4 to catch up', 30_000, () => (cluster.node('n4').status().applied >= leader.status().commit ? true : undefined));
+    await until('the refusal to clear', 10_000, () => (leader.status().refusedBy.n4 === undefined ? true : undefined));
+  });
 });
