@@ -13,7 +13,7 @@ import type { RetryOptions } from '../client/retry-write.js';
 import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { cliDial, clientOptions, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { cliDial, clientOptions, jsonOut, oneLine, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import { addKvTxnCommands } from './kv-txn-commands.js';
 import { addSnapshotCommands } from './snapshot-commands.js';
 import { addTaskCommands } from './task-commands.js';
@@ -32,7 +32,7 @@ function writeRetry(opts: { retries?: string }): RetryOptions {
   const retries = opts.retries === undefined ? WRITE_RETRIES_DEFAULT : positiveInt('retries', opts.retries, 0, 10);
   return {
     attempts: retries + 1,
-    onRetry: (err, attempt) => process.stderr.write(`snapcoord: attempt ${attempt} failed (${err.details || err.message}); retrying with the same request id\n`),
+    onRetry: (err, attempt) => process.stderr.write(`snapcoord: attempt ${attempt} failed (${oneLine(err.details || err.message)}); retrying with the same request id\n`),
   };
 }
 
@@ -147,7 +147,7 @@ export async function clusterView(endpointStatus: StatusResponse, memberDeadline
         try {
           own = await statusAt(m.clientAddress, memberDeadlineMs);
         } catch (err) {
-          error = ((err as { details?: string }).details ?? (err as Error).message).replace(/\s+/g, ' ');
+          error = oneLine((err as { details?: string }).details ?? (err as Error).message);
         }
       }
       const match = leaderSt !== null ? Number(m.matchIndex) : null;
@@ -164,7 +164,7 @@ export async function clusterView(endpointStatus: StatusResponse, memberDeadline
         matchIndex: match,
         lag: match !== null ? Math.max(0, commit - match) : null,
         ...(error !== undefined ? { error } : {}),
-        ...(m.refused !== '' ? { refused: { from: view.id, reason: m.refused } } : {}),
+        ...(m.refused !== '' ? { refused: { from: view.id, reason: oneLine(m.refused) } } : {}),
       };
     }),
   );

@@ -105,8 +105,17 @@ export function deadlineOf(opts: ClientOpts, dflt = DEFAULT_CALL_DEADLINE_MS): n
   return opts.timeoutMs === undefined ? dflt : positiveInt('timeout-ms', opts.timeoutMs);
 }
 
-function oneLine(s: string): string {
-  return s.replace(/\s+/g, ' ').trim();
+/**
+ * oneLine: a remote string (an error's details, a peer's refusal) as one line safe for a terminal: whitespace
+ * runs become one space, and any other control character (an escape sequence's ESC, C1 controls) a visible
+ * \\xNN, so a peer's message can neither break a table nor drive the operator's terminal.
+ */
+export function oneLine(s: string): string {
+  return s
+    .replace(/\s+/g, ' ')
+    // eslint-disable-next-line no-control-regex -- matching control characters is the point
+    .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+    .trim();
 }
 
 /**

@@ -37,7 +37,7 @@ import type { GetSnapshotResponse, RestoreSnapshotRequest, RestoreSnapshotRespon
 import type { ArchiveMeta, InspectResult } from '../snapshot/archive.js';
 import { fsyncDir } from '../snapshot/file-sink.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, oneLine, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import { Progress } from './progress.js';
 import type * as S3 from '../ops/s3.js';
 import type { S3Destination, S3Settings } from '../ops/s3.js';
@@ -332,7 +332,7 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
         progress?.clear();
         if (opts.progress) {
           const at = info === undefined ? 'before its first byte' : `after ${bytes} of ${info.sizeBytes} bytes`;
-          process.stderr.write(`snapcoord: download cut ${at} (${(err as { details?: string }).details ?? (err as Error).message}); resuming (${resumes}/${retries})\n`);
+          process.stderr.write(`snapcoord: download cut ${at} (${oneLine((err as { details?: string }).details ?? (err as Error).message)}); resuming (${resumes}/${retries})\n`);
         }
         await new Promise((r) => setTimeout(r, opts.resumeBackoffMs ?? 500));
         if (interrupted) throw err;
@@ -363,7 +363,7 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
     if (err instanceof CliError) throw err;
     const code = (err as { code?: unknown }).code;
     if (typeof code === 'number') {
-      if (code === grpc.status.NOT_FOUND && resumes > 0) throw new CliError(`resuming: ${(err as { details?: string }).details ?? 'the snapshot is gone'}; nothing saved`);
+      if (code === grpc.status.NOT_FOUND && resumes > 0) throw new CliError(`resuming: ${oneLine((err as { details?: string }).details ?? 'the snapshot is gone')}; nothing saved`);
       if (resumes > 0) {
         const e = callError(err, opts.endpoint);
         throw new CliError(`${e.message} (after ${resumes} resume(s), ${bytes} bytes); nothing saved`, e.exitCode);
@@ -471,7 +471,7 @@ export async function restoreSnapshot(file: string, opts: RestoreOptions): Promi
       onRetry: (err, n) => {
         if (interrupted) throw new CliError('interrupted; the restore was canceled before it completed', EXIT_INTERRUPTED);
         progress.clear();
-        process.stderr.write(`snapcoord: restore attempt ${n} failed (${grpc.status[err.code] ?? err.code}: ${err.details}); retrying with the same request id\n`);
+        process.stderr.write(`snapcoord: restore attempt ${n} failed (${grpc.status[err.code] ?? err.code}: ${oneLine(err.details)}); retrying with the same request id\n`);
       },
     });
     progress.finish();

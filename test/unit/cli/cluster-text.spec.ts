@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { clusterText, type ClusterView, type MemberView } from '../../../src/cli/client-commands.js';
+import { oneLine } from '../../../src/cli/client-options.js';
 
 function member(id: string, extra: Partial<MemberView> = {}): MemberView {
   return { id, address: `127.0.0.1:700${id.slice(1)}`, peerAddress: `127.0.0.1:710${id.slice(1)}`, suffrage: 'voter', role: 'follower', reachable: true, term: 2, commitIndex: 9, appliedIndex: 9, matchIndex: 9, lag: 0, ...extra };
@@ -27,5 +28,11 @@ describe('cli cluster status text', () => {
     assert.ok(lines.some((l) => /^n4\s+\?\s+unreachable\s+learner\b/.test(l)), text);
     assert.ok(lines.includes(`n4 refuses n1's messages: ${reason}`), text);
     assert.match(text, /a new member must be started with --peers naming every member: `cluster add` prints them/);
+  });
+
+  it('a remote string is shown on one line, its control characters made visible (no escape sequence reaches the terminal)', () => {
+    const esc = String.fromCharCode(27);
+    assert.equal(oneLine(`denied:\n  ${esc}[2J${esc}]0;owned\u0007 by\tn1\u009b `), 'denied: \\x1b[2J\\x1b]0;owned\\x07 by n1\\x9b');
+    assert.equal(oneLine('plain text stays'), 'plain text stays');
   });
 });
