@@ -1,0 +1,238 @@
+/**
+ * The `snapcoord` CLI: serve, gateway, local, kv, cluster, snapshot, tasks.
+ * main.ts runs it (runCli), from these modules or, for the client commands,
+ * from the one-file bundle of this module (fast-start.ts).
+ * Errors print one line "snapcoord: <message>" on stderr; the exit code is 1
+ * for a failed operation, 2 for bad configuration or a refused data dir.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { dialWithCa, type ClientDial } from '../client/dial.js';
+import { parseHostPort } from '../client/address.js';
+import { protoDir } from '../api/proto-dir.js';
+import type { ApiKeySpec } from '../gateway/index.js';
+import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { DEFAULT_ENDPOINT, ENDPOINT_ENV, configureDial } from './client-options.js';
+import { LOG_LEVELS, envName } from './config-env.js';
+import { firstWord } from './fast-start.js';
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(join(dirname(protoDir()), 'package.json'), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+function intArg(name: string): (v: string) => number {
+  return (v) => {
+    if (!/^\d{1,9}$/.test(v)) throw new CliError(`${name}: "${v}" is not a whole number`, 2);
+    return Number(v);
+  };
+}
+
+/** COMMAND_GROUPS: the top-level commands whose definitions live in modules of their own (loaded only when named). */
+const COMMAND_GROUPS = ['serve', 'kv', 'cluster', 'snapshot', 'tasks', 'certs', 'bench'] as const;
+
+/**
+ * commandNamed: the top-level command `argv` names (firstWord) if it is one
+ * of COMMAND_GROUPS, else null (no command, `help`, an unknown word: every
+ * command is defined, so help and errors list them all).
+ */
+function commandNamed(argv: readonly string[]): (typeof COMMAND_GROUPS)[number] | null {
+  const first = firstWord(argv);
+  return (COMMAND_GROUPS as readonly string[]).includes(first ?? '') ? (first as (typeof COMMAND_GROUPS)[number]) : null;
+}
+
+/**
+ * buildProgram defines the CLI. Only the modules of the command `argv` names
+ * are loaded (commandNamed; all of them when it names none): `snapshot save`
+ * starts without the node, the bench's histograms or serve's option table.
+ */
+async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
+  const named = commandNamed(argv);
+  const wanted = (group: (typeof COMMAND_GROUPS)[number]): boolean => named === null || named === group;
+  const program = new Command('snapcoord')
+    .description('a small Raft-replicated key-value store whose headline job is snapshots')
+    .version(version());
+
+  if (wanted('serve')) await addServeCommand(program);
+
+  program
+    .command('gateway')
+    .description("run the REST gateway alone, in front of a node's gRPC API")
+    .requiredOption('--target <host:port>', "the node's gRPC address")
+    .option('--http <host:port>', 'HTTP listen address (port 0: any free port)', '127.0.0.1:8108')
+    .option('--api-key <key>', `admin API key [env ${envName('api-key')}]`)
+    .option('--api-keys <json>', `extra keys, a JSON array [{"key","actions"}] [env ${envName('api-keys')}]`)
+    .option('--insecure-no-auth', `ask for no key [env ${envName('insecure-no-auth')}]`)
+    .option('--restore-bytes-max <bytes>', 'largest restore body in bytes (default 64 GiB)')
+    .option('--cacert <file>', `CA that signs the target's TLS certificate (env ${envName('cacert')}; default plaintext)`)
+    .option('--metrics-open', `serve /metrics without a key [env ${envName('metrics-open')}]`)
+    .option('--log-level <level>', `log level: ${LOG_LEVELS.join(', ')}`, 'info')
+    .action(
+      async (opts: {
+        target: string;
+        http: string;
+        apiKey?: string;
+        apiKeys?: string;
+        insecureNoAuth?: boolean;
+        restoreBytesMax?: string;
+        cacert?: string;
+        metricsOpen?: boolean;
+        logLevel: string;
+      }) => {
+        if (parseHostPort(opts.target) === null) throw new CliError(`target: "${opts.target}" is not host:port`, EXIT_CONFIG);
+        if (parseHostPort(opts.http, true) === null) throw new CliError(`http: "${opts.http}" is not host:port`, EXIT_CONFIG);
+        if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) throw new CliError(`log-level: "${opts.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`, EXIT_CONFIG);
+        const { parseApiKeys, runGateway } = await import('../gateway/index.js');
+        const adminKey = opts.apiKey ?? process.env[envName('api-key')] ?? '';
+        let keys: ApiKeySpec[];
+        try {
+          keys = parseApiKeys(opts.apiKeys ?? process.env[envName('api-keys')] ?? '');
+        } catch (err) {
+          throw new CliError(`api-keys: ${(err as Error).message}`, EXIT_CONFIG);
+        }
+        const insecureEnv = (process.env[envName('insecure-no-auth')] ?? '').toLowerCase();
+        const insecureNoAuth = opts.insecureNoAuth === true || ['1', 'true', 'yes', 'on'].includes(insecureEnv);
+        if (adminKey === '' && keys.length === 0 && !insecureNoAuth) {
+          throw new CliError('the gateway needs an API key: give --api-key or SNAPCOORD_API_KEY (or --api-keys), or run it open with --insecure-no-auth', EXIT_CONFIG);
+        }
+        let restoreBytesMax: number | undefined;
+        if (opts.restoreBytesMax !== undefined) {
+          if (!/^\d{1,15}$/.test(opts.restoreBytesMax) || Number(opts.restoreBytesMax) < 1) {
+            throw new CliError(`restore-bytes-max: "${opts.restoreBytesMax}" is not a positive whole number of bytes`, EXIT_CONFIG);
+          }
+          restoreBytesMax = Number(opts.restoreBytesMax);
+        }
+        try {
+          process.exitCode = await runGateway({
+            target: opts.target,
+            http: opts.http,
+            auth: { adminKey, keys, insecureNoAuth },
+            logLevel: opts.logLevel,
+            dial: gatewayTargetDial(opts.cacert ?? process.env[envName('cacert')] ?? ''),
+            metricsOpen: opts.metricsOpen === true || ['1', 'true', 'yes', 'on'].includes((process.env[envName('metrics-open')] ?? '').toLowerCase()),
+            ...(restoreBytesMax !== undefined ? { restoreBytesMax } : {}),
+          });
+        } catch (err) {
+          throw new CliError((err as Error).message);
+        }
+      },
+    );
+
+  program
+    .command('local')
+    .description('run a local cluster of `serve` processes on 127.0.0.1 (what `npm start` runs)')
+    .option('--base-dir <dir>', 'where node data and logs go', './data')
+    .option('--nodes <n>', 'how many nodes', intArg('nodes'), 3)
+    .option('--grpc-base-port <port>', 'gRPC port of n1 (n2 the next, ...)', intArg('grpc-base-port'), 7001)
+    .option('--peer-base-port <port>', 'peer (Raft) port of n1 (default: gRPC base port + 100)', intArg('peer-base-port'))
+    .option('--http-base-port <port>', 'HTTP port of n1 (n2 the next, ...)', intArg('http-base-port'), 8108)
+    .option('--log-level <level>', 'log level of the nodes', 'info')
+    .action(async (opts: { baseDir: string; nodes: number; grpcBasePort: number; peerBasePort?: number; httpBasePort: number; logLevel: string }) => {
+      const { runLocal } = await import('./local.js');
+      process.exitCode = await runLocal(opts);
+    });
+
+  // `snapshot` alone loads only its own file (no KV, cluster or task clients); the other client groups come together.
+  if (named === 'snapshot') (await import('./snapshot-commands.js')).addSnapshotCommands(program);
+  else if (wanted('kv') || wanted('cluster') || wanted('tasks')) (await import('./client-commands.js')).addClientCommands(program);
+  if (wanted('certs')) (await import('./certs-commands.js')).addCertsCommands(program);
+  if (wanted('bench')) (await import('./bench/commands.js')).addBenchCommands(program);
+  // Client commands (those with --endpoint) share one way to connect: TLS with a CA and an API key (client-options.ts dialOf).
+  program.hook('preAction', (_program, action) => {
+    if (action.options.some((o) => o.long === '--endpoint')) configureDial(action.opts());
+  });
+  program.option('--debug', 'print stack traces with errors');
+  program.addHelpText(
+    'after',
+    `\nClient commands connect to --endpoint host:port (env ${ENDPOINT_ENV}, default ${DEFAULT_ENDPOINT}).\n` +
+      'Exit codes: 0 ok, 1 the operation failed, 2 bad usage or configuration.',
+  );
+  return program;
+}
+
+/** addServeCommand defines `serve` from serve's option table (config.ts, which loads the node's defaults). */
+async function addServeCommand(program: Command): Promise<void> {
+  const { CONFIG_ENV, SERVE_OPTIONS, resolveServeConfig } = await import('./config.js');
+  const serve = program.command('serve').description('run one node');
+  for (const o of SERVE_OPTIONS) {
+    const flags = o.kind === 'bool' ? `--${o.flag}` : o.aloneValue !== undefined ? `--${o.flag} [${o.valueName}]` : `--${o.flag} <${o.valueName}>`;
+    serve.addOption(new Option(flags, `${o.description} [env ${o.env}]`));
+  }
+  serve.addOption(new Option('--config <file>', `JSON file of options (flag > env > file > default) [env ${CONFIG_ENV}]`));
+  // serve, gateway and local load their modules (the node, RocksDB, Fastify) only when run: a client
+  // command such as `snapshot save` starts without them (about half the CLI's start-up CPU).
+  serve.action(async (opts: Record<string, unknown>) => {
+    const cfg = resolveServeConfig(opts, process.env);
+    const { runServe } = await import('./serve.js');
+    process.exitCode = await runServe(cfg);
+  });
+}
+
+/**
+ * usageErrors makes `cmd` and every subcommand throw a CommanderError instead
+ * of printing and exiting, so that fail() reports usage errors as one line
+ * with exit code 2 (commander's own default is 1).
+ */
+function usageErrors(cmd: Command): Command {
+  cmd.exitOverride();
+  cmd.configureOutput({ outputError: () => undefined });
+  for (const sub of cmd.commands) usageErrors(sub);
+  return cmd;
+}
+
+/** gatewayTargetDial: TLS verified against `cacert` (CliError exit 2 when unusable), plaintext when ''. */
+function gatewayTargetDial(cacert: string): ClientDial {
+  if (cacert === '') return {};
+  try {
+    return dialWithCa(cacert);
+  } catch (err) {
+    throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+}
+
+/** silenceDep0123 drops one warning and keeps every other. */
+function silenceDep0123(): void {
+  // grpc-js sets the TLS server name to the target even when it is an IP address (the certificate's IP SAN is what
+  // is checked); Node warns about that on every connection (DEP0123). Silence that one warning, keep every other.
+  const emitWarning = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: unknown }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emitWarning(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
+function fail(err: unknown): never {
+  if (err instanceof CommanderError) {
+    // --help and --version "fail" with exit code 0; a bare command group prints its help (exit 2).
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
+    if (err.code !== 'commander.help') {
+      const hint = err.code === 'commander.unknownCommand' || err.code === 'commander.unknownOption' ? ' (see snapcoord --help)' : '';
+      process.stderr.write(`snapcoord: ${err.message.replace(/^error: /, '').replace(/\s+/g, ' ').trim()}${hint}\n`);
+    }
+    process.exit(EXIT_CONFIG);
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`snapcoord: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  if (process.argv.includes('--debug')) {
+    for (let e: unknown = err; e instanceof Error; e = e.cause) process.stderr.write(`${e.stack ?? e.message}\n`);
+  }
+  process.exit(err instanceof CliError ? err.exitCode : 1);
+}
+
+/** runCli runs the command process.argv names, then exits with its code (see the file comment). */
+export function runCli(): void {
+  silenceDep0123();
+  buildProgram()
+    .then((program) => usageErrors(program).parseAsync(process.argv))
+    .then(() => {
+      // Servers and channels are closed; exit even if a library left a timer behind.
+      const code = typeof process.exitCode === 'number' ? process.exitCode : 0;
+      setImmediate(() => process.exit(code));
+    }, fail);
+}

@@ -1,0 +1,144 @@
+/**
+ * The client commands' fast start (src/cli/fast-start.ts, scripts/bundle-cli.ts):
+ * program.ts bundled as the build bundles it, run through startFromBundle
+ * from an entry beside the bundle, as dist/src/cli/main.js runs it. The
+ * bundle must answer as the CLI from its modules does (help, usage errors,
+ * exit codes, a real save over TLS), keep the code cache it wrote, and stand
+ * aside for other commands and when older than its entry.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { bundleCli } from '../../../scripts/bundle-cli.js';
+import { BUNDLE_FILE, CODE_CACHE_FILE } from '../../../src/cli/fast-start.js';
+import { plaintextClientEnv, REPO_ROOT } from '../../harness/child.js';
+import { freePorts } from '../../harness/ports.js';
+import { ServeCluster } from '../../harness/serve-cluster.js';
+
+/** NOT_FROM_THE_BUNDLE: the exit code of the test entry when startFromBundle ran nothing. */
+const NOT_FROM_THE_BUNDLE = 97;
+
+interface Ran {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function run(args: readonly string[], env: NodeJS.ProcessEnv): Ran {
+  const r = spawnSync(process.execPath, args, { cwd: REPO_ROOT, env, encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('CLI fast start: client commands from the bundle with its code cache', function () {
+  this.timeout(120_000);
+  let root = '';
+  let cli = '';
+  let entry = '';
+
+  /** viaBundle: the command through the test entry (beside the bundle); fromModules: through src/cli/main.ts. */
+  const viaBundle = (args: readonly string[], env: NodeJS.ProcessEnv = plaintextClientEnv()): Ran => run(['--import', 'tsx', entry, ...args], env);
+  const fromModules = (args: readonly string[], env: NodeJS.ProcessEnv = plaintextClientEnv()): Ran => run(['--import', 'tsx', 'src/cli/main.ts', ...args], env);
+
+  before(async () => {
+    // A package root as the build leaves it: package.json, proto and node_modules beside dist/src/cli.
+    root = mkdtempSync(join(tmpdir(), 'snapcoord-fast-start-'));
+    for (const f of ['package.json', 'proto', 'node_modules']) symlinkSync(join(REPO_ROOT, f), join(root, f));
+    cli = join(root, 'dist', 'src', 'cli');
+    mkdirSync(cli, { recursive: true });
+    // The entry first: a bundle older than its entry is not used.
+    entry = join(cli, 'main.mjs');
+    const fastStart = pathToFileURL(join(REPO_ROOT, 'src', 'cli', 'fast-start.ts')).href;
+    writeFileSync(entry, `import { startFromBundle } from ${JSON.stringify(fastStart)};\nif (!startFromBundle(import.meta.url)) process.exit(${NOT_FROM_THE_BUNDLE});\n`);
+    utimesSync(entry, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    await bundleCli(join(REPO_ROOT, 'src', 'cli', 'program.ts'), cli);
+  });
+
+  after(() => {
+    if (root !== '') rmSync(root, { recursive: true, force: true });
+  });
+
+  it('help and usage errors are those of the CLI from its modules, with the same exit codes', () => {
+    for (const args of [
+      ['snapshot', 'save', '--help'],
+      ['snapshot', '--help'],
+      ['snapshot'],
+      ['kv', 'put', '--help'],
+      ['cluster', 'status', '--help'],
+      ['tasks', 'ls', '--help'],
+      ['snapshot', 'save'],
+      ['snapshot', 'save', '--frobnicate', 'x.snap'],
+      ['kv', 'get', 'k', '--endpoint', 'not-an-address'],
+    ]) {
+      const want = fromModules(args);
+      const got = viaBundle(args);
+      assert.deepEqual(got, want, args.join(' '));
+    }
+  });
+
+  it('writes its code cache once and keeps it (V8 took it: a rejected cache is written again)', () => {
+    rmSync(join(cli, CODE_CACHE_FILE), { force: true });
+    assert.equal(viaBundle(['snapshot', 'save', '--help']).code, 0);
+    const first = statSync(join(cli, CODE_CACHE_FILE));
+    assert.ok(first.size > 0);
+    assert.equal(viaBundle(['kv', 'get', '--help']).code, 0);
+    const second = statSync(join(cli, CODE_CACHE_FILE));
+    assert.deepEqual([second.ino, second.mtimeMs], [first.ino, first.mtimeMs], 'the cache was written again: V8 rejected it');
+    // A cache of other bytes is rejected and replaced.
+    writeFileSync(join(cli, CODE_CACHE_FILE), Buffer.alloc(first.size, 7));
+    assert.equal(viaBundle(['snapshot', 'save', '--help']).code, 0);
+    assert.notDeepEqual(readFileSync(join(cli, CODE_CACHE_FILE)), Buffer.alloc(first.size, 7));
+  });
+
+  it('runs nothing for the other commands, nor when the bundle is older than its entry', () => {
+    for (const args of [['--help'], ['serve', '--help'], ['certs', '--help'], ['bench', '--help'], ['local', '--help']]) {
+      assert.equal(viaBundle(args).code, NOT_FROM_THE_BUNDLE, args.join(' '));
+    }
+    const bundle = join(cli, BUNDLE_FILE);
+    const t = statSync(bundle).mtime;
+    utimesSync(entry, new Date(t.getTime() + 1_000), new Date(t.getTime() + 1_000));
+    try {
+      assert.equal(viaBundle(['snapshot', 'save', '--help']).code, NOT_FROM_THE_BUNDLE);
+    } finally {
+      utimesSync(entry, new Date(t.getTime() - 60_000), new Date(t.getTime() - 60_000));
+    }
+  });
+
+  it('an unreachable endpoint: the same one-line error and exit code', async () => {
+    const [port] = await freePorts(1);
+    const args = ['kv', 'get', 'k', '--endpoint', `127.0.0.1:${port}`];
+    const want = fromModules(args);
+    assert.equal(want.code, 1);
+    assert.deepEqual(viaBundle(args), want);
+  });
+
+  it('saves a snapshot over TLS with an API key, twice, byte for byte what the node serves', async () => {
+    const cluster = await ServeCluster.start({ ids: ['n1'], tls: true });
+    try {
+      const tls = cluster.tls;
+      assert.ok(tls !== null);
+      const env = plaintextClientEnv({ SNAPCOORD_CACERT: tls.caFile, SNAPCOORD_API_KEY: tls.apiKey, SNAPCOORD_ENDPOINT: cluster.nodes[0]?.grpc ?? '' });
+      assert.equal(viaBundle(['kv', 'put', 'fast/start', 'yes'], env).code, 0);
+      assert.equal(viaBundle(['kv', 'get', 'fast/start'], env).stdout.trim(), 'yes');
+      const digests: string[] = [];
+      for (const name of ['a.tar.gz', 'b.tar.gz']) {
+        const file = join(root, name);
+        const r = viaBundle(['snapshot', 'save', file, '--no-progress', '--json'], env);
+        assert.equal(r.code, 0, r.stderr);
+        const saved = JSON.parse(r.stdout) as { digest?: string };
+        const digest = createHash('sha256').update(readFileSync(file)).digest('hex');
+        assert.equal(digest, saved.digest, r.stdout);
+        digests.push(digest);
+      }
+      assert.equal(digests[0], digests[1], 'no write between: the same snapshot twice');
+      const again = join(root, 'c.tar.gz');
+      assert.equal(fromModules(['snapshot', 'save', again, '--no-progress'], env).code, 0);
+      assert.equal(createHash('sha256').update(readFileSync(again)).digest('hex'), digests[0]);
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
