@@ -2,7 +2,8 @@
 # command is its arguments (`serve ...`, `cluster status --endpoint ...`).
 #
 # Two stages: `npm run build` needs dev dependencies (buf + ts-proto generate
-# src/gen, typescript compiles to dist/), the compiled CLI does not. dist/ was
+# src/gen, typescript compiles to dist/, esbuild bundles the client commands),
+# the compiled CLI does not. dist/ was
 # checked to run with production dependencies only (`npm prune --omit=dev`,
 # then `node dist/src/cli/main.js --help` and `serve`); it also needs proto/
 # (gRPC reflection) and package.json (version, proto lookup) beside it.
@@ -19,6 +20,8 @@ COPY buf.yaml buf.gen.yaml tsconfig.json ./
 COPY proto ./proto
 RUN npm ci --no-audit --no-fund
 COPY src ./src
+# npm run build ends with scripts/bundle-cli.ts: the client commands' one-file bundle and its V8 code cache.
+COPY scripts ./scripts
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:20-slim

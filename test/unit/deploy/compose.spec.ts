@@ -291,6 +291,10 @@ describe('docker-compose.yml and Dockerfile', () => {
     const env = dockerfile.split('\n').filter((l) => l.startsWith('ENV ')).flatMap((l) => l.slice(4).trim().split(/\s+/));
     for (const [k, v] of Object.entries(NODE_MALLOC_ENV)) assert.ok(env.includes(`${k}=${v}`), `the Dockerfile sets ENV ${k}=${v}`);
     assert.ok(existsSync(join(REPO_ROOT, 'src', 'cli', 'main.ts')), 'dist/src/cli/main.js is compiled from src/cli/main.ts');
+    // `npm run build` in the build stage runs scripts of the repo's (the client commands' bundle): they are copied in first.
+    const build = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts['build'] ?? '';
+    const copied = dockerfile.split('\n').filter((l) => l.startsWith('COPY ') && !l.includes('--from=')).map((l) => l.trim().split(/\s+/)[1]);
+    for (const dir of new Set([...build.matchAll(/\b(scripts|src|bench|test)\//g)].map((m) => m[1]))) assert.ok(copied.includes(dir), `npm run build uses ${dir}/: the Dockerfile copies it before building`);
     assert.match(dockerfile, /^VOLUME \["\/data"\]$/m);
     for (const s of svcs) assert.equal(s.cfg.dataDir, '/data');
   });
