@@ -51,6 +51,8 @@ export async function bundleCli(entry: string, outDir: string): Promise<string> 
     format: 'cjs',
     target: 'node20',
     external: ['@aws-sdk/*'],
+    // import() of what is left out becomes require(): a script run from its code cache has no module loader for import().
+    supported: { 'dynamic-import': false },
     plugins: [leaveOut],
     // Modules that find files beside themselves (the package root, a require of their own) do so from the bundle.
     define: { 'import.meta.url': '__bundleUrl' },

@@ -19,7 +19,7 @@ import { accessSync, constants as fsConstants, readFileSync, renameSync, statSyn
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Script, constants as vmConstants } from 'node:vm';
+import { Script } from 'node:vm';
 
 /** BUNDLE_FILE: program.ts and what it loads, one CommonJS file, beside main.js. */
 export const BUNDLE_FILE = 'program.bundle.cjs';
@@ -66,10 +66,10 @@ export function startFromBundle(entryUrl: string, argv: readonly string[] = proc
     cachedData = undefined;
   }
   // The wrapper of a CommonJS module, on the bundle's first line (its line numbers stay those of the file).
+  // The bundle holds no import() (the build turns those into require()), so no loader for them is asked for.
   const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
     filename: bundle,
     ...(cachedData !== undefined ? { cachedData } : {}),
-    importModuleDynamically: vmConstants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
   });
   if (cachedData === undefined || script.cachedDataRejected === true) keepCodeCacheAtExit(script, cacheFile);
   const module = { exports: {} as BundleExports };
