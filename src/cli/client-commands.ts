@@ -346,7 +346,7 @@ export function addClientCommands(program: Command): void {
     // members its --peers (then its log) name, so a new one started with fewer would refuse a leader left out.
     const peers = peersFlag(res.members);
     if (opts.json === true) jsonOut({ members: membersJson(res.members), peers });
-    else process.stdout.write(`${membersText(res.members)}\nstart ${id} (an empty --data-dir) with: --id ${id} --peers ${peers}\n`);
+    else process.stdout.write(`${membersText(res.members)}\nstart ${id} (an empty --data-dir) with: --id ${id} --peers ${peers}\n  (or with --join and --peers naming any one member and ${id})\n`);
   });
 
   clientOptions(

@@ -93,6 +93,8 @@ export interface ServeConfig {
   readonly scheduleSnapshotSecs: number;
   /** importSnapshot: an archive (a file, or an s3:// URL) restored into the cluster once this new node is up ('' for none). */
   readonly importSnapshot: string;
+  /** join: a new data dir starts from the configuration a member named in --peers gives (src/node/join.ts), not from --peers. */
+  readonly join: boolean;
   /** scheduleKeepLast / scheduleKeepDays / scheduleKeepWeeks: the retention policy of scheduled snapshots (0: rule off; all 0: keep everything). */
   readonly scheduleKeepLast: number;
   readonly scheduleKeepDays: number;
@@ -178,6 +180,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('snapshotDir', 'snapshot-dir', 'string', 'dir', 'where snapshot tasks write <db-name>.snapshot (default ./data/snapshots)'),
   option('dbName', 'db-name', 'string', 'name', 'file name stem of task snapshots (default: the node id)'),
   { ...option('scheduleSnapshotSecs', 'schedule-snapshot', 'int', 'secs', 'enqueue a snapshot task every SECS seconds; 0 for never (default 0; the flag alone means 86400)'), aloneValue: 86_400 },
+  option('join', 'join', 'bool', '', 'this node is being added to a running cluster (after `cluster add`): with a new data dir it asks the members --peers names for the cluster\'s configuration and starts from it (--peers need name only one member and this node)'),
   option('importSnapshot', 'import-snapshot', 'string', 'file-or-s3-url', 'restore this archive (a file, or s3://bucket/key: downloaded and checked against its stored SHA-256) into the cluster once this node (with a new data dir) is up'),
   option('scheduleKeepLast', 'schedule-keep-last', 'int', 'n', 'retention of scheduled snapshots: keep the N newest (0: rule off; with every schedule-keep-* rule off each run replaces <db-name>.snapshot)'),
   option('scheduleKeepDays', 'schedule-keep-days', 'int', 'days', 'retention of scheduled snapshots: keep all of the last D days (0: rule off)'),
@@ -480,6 +483,7 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   const consistencyCheckIntervalSecs = int('consistencyCheckIntervalSecs', 0);
   if (consistencyCheckIntervalSecs < 0) throw configError(`consistency-check-interval: ${consistencyCheckIntervalSecs} must be 0 or more seconds`);
   const importText = str('importSnapshot') ?? '';
+  if (importText !== '' && raw.join === true) throw configError('join and import-snapshot: a node joining a running cluster takes its state from it; import an archive on a new cluster, or restore it with `snapshot restore`');
   const apiKeyFile = file('apiKeyFile');
   if (apiKeyFile !== '' && str('apiKey') !== undefined) throw configError('api-key and api-key-file: give one of them');
   const apiKey = apiKeyFile !== '' ? readKeyFile(apiKeyFile, read) : (str('apiKey') ?? '');
@@ -520,6 +524,7 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     apiKey,
     apiKeys,
     insecureNoAuth,
+    join: raw.join === true,
     snapshotEntries,
     snapshotLogBytes,
     snapshotTrailingEntries,

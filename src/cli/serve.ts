@@ -36,7 +36,9 @@ import { SNAPCOORD_VERSION } from '../version.js';
 import { RocksStorage } from '../storage/rocks-storage.js';
 import { StorageError } from '../storage/storage-error.js';
 import { FORMAT_VERSION } from '../storage/types.js';
-import { GrpcTransport } from '../transport/grpc-transport.js';
+import { GrpcTransport, askMembership } from '../transport/grpc-transport.js';
+import { JoinError, joinMembership } from '../node/join.js';
+import type { Membership } from '../raft/types.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import type { ServeConfig } from './config.js';
 import { systemClock } from '../node/clock.js';
@@ -227,6 +229,20 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     return ref.node.status();
   });
   const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger, dial, directory: api.directory });
+  let initialMembership: Membership = { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers };
+  if (cfg.join && isNewDataDir) {
+    try {
+      initialMembership = await joinMembership({ selfId: cfg.id, peers: cfg.peers, ask: (address, q, timeoutMs) => askMembership(dial, address, q, timeoutMs), clock: systemClock, log: logger });
+    } catch (err) {
+      await api.close(0);
+      await transport.close();
+      await storage.close().catch(() => undefined);
+      if (err instanceof JoinError) throw new CliError(`refusing to start: ${err.message}`, EXIT_CONFIG);
+      throw err;
+    }
+  } else if (cfg.join) {
+    logger.info({ dataDir: cfg.dataDir }, '--join: the data dir holds this node\'s state already; it starts from it');
+  }
   let node: Node;
   try {
     node = await Node.start({
@@ -235,7 +251,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       id: cfg.id,
       storage,
       transport,
-      initialMembership: { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers },
+      initialMembership,
       snapshots,
       metrics,
       dialAddresses: cfg.peerDial,

@@ -30,6 +30,8 @@ import type {
   ForwardProposalsParams,
   ForwardedOutcome,
   ForwardedProposals,
+  MembershipAnswer,
+  MembershipQuery,
   ProposalForwarder,
   SnapshotChunk,
   SnapshotStreamOpener,
@@ -484,6 +486,17 @@ export class Node {
       return this.forwardQueue.forward(data, this.timings.proposalTimeoutMs);
     }
     return this.proposeData(data);
+  }
+
+  /**
+   * membershipFor serves GetMembership (the transport's RaftRequestHandler; the
+   * peer guard admitted the asker as a member): this node's latest
+   * configuration, committed or not, and its term. A node started with --join
+   * takes the answer that names it (src/node/join.ts).
+   */
+  membershipFor(_q: MembershipQuery): MembershipAnswer {
+    const st = this.raft.brief();
+    return { from: this.id, term: st.term, membership: st.membership };
   }
 
   /**

@@ -34,7 +34,8 @@ import type {
   VoteResponse,
 } from '../raft/types.js';
 import * as pb from '../gen/snapcoord/v1/raft.js';
-import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedOutcome, type ForwardedProposals, type StageArchiveParams } from './transport.js';
+import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedOutcome, type ForwardedProposals, type MembershipAnswer, type MembershipQuery, type StageArchiveParams } from './transport.js';
+import { wellFormedMembership } from '../raft/membership.js';
 
 /** CodecError: a value cannot be represented on the wire, or a received message is malformed. */
 export class CodecError extends Error {
@@ -530,6 +531,27 @@ export function stageArchiveRequestFromProto(p: pb.StageArchiveRequest): StageAr
 function archiveDigest(d: string): string {
   if (typeof d !== 'string' || !/^[0-9a-f]{64}$/.test(d)) throw new CodecError('digest: a hex SHA-256 (64 lowercase digits) is required');
   return d;
+}
+
+// ---------------------------------------------------------------- GetMembership
+
+export function getMembershipRequestToProto(q: MembershipQuery): pb.GetMembershipRequest {
+  return { from: nodeId(q.from, 'from'), to: nodeId(q.to, 'to') };
+}
+
+export function getMembershipRequestFromProto(p: pb.GetMembershipRequest): MembershipQuery {
+  return { from: nodeId(p.from, 'from'), to: nodeId(p.to, 'to') };
+}
+
+export function getMembershipResponseToProto(a: MembershipAnswer): pb.GetMembershipResponse {
+  return { from: nodeId(a.from, 'from'), term: toU64(a.term, 'term'), membership: membershipToProto(a.membership) };
+}
+
+/** getMembershipResponseFromProto decodes an answer; a configuration with no voter, an empty id or one id twice is refused (CodecError). */
+export function getMembershipResponseFromProto(p: pb.GetMembershipResponse): MembershipAnswer {
+  const membership = membershipFromProto(p.membership);
+  if (!wellFormedMembership(membership)) throw new CodecError('membership: no voter, an empty id, or an id named twice');
+  return { from: nodeId(p.from, 'from'), term: fromU64(p.term, 'term'), membership };
 }
 
 // ---------------------------------------------------------------- Propose

@@ -8,8 +8,11 @@ import * as grpc from '@grpc/grpc-js';
 import type { Message, NodeId } from '../raft/types.js';
 import * as pb from '../gen/snapcoord/v1/raft.js';
 import {
+  CodecError,
   appendRequestToProto,
   appendResponseFromProto,
+  getMembershipRequestToProto,
+  getMembershipResponseFromProto,
   installResponseFromProto,
   readIndexRequestToProto,
   readIndexResponseFromProto,
@@ -32,6 +35,8 @@ import {
   type StageArchiveParams,
   type ForwardProposalsParams,
   type ForwardedProposals,
+  type MembershipAnswer,
+  type MembershipQuery,
   type ProposalForwarder,
   type Transport,
   type TransportLogger,
@@ -547,6 +552,33 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
     this.counts.dropped++;
     this.log.debug({ to: m.to, type: m.type, reason }, 'transport: dropped');
   }
+}
+
+/**
+ * askMembership asks the member at `address` for the cluster's configuration
+ * (GetMembership), over a channel of its own dialled with `dial` (the peer
+ * plane's credentials and metadata), closed once answered. Rejects with the
+ * call's grpc ServiceError (PERMISSION_DENIED: that member does not know the
+ * asker; DEADLINE_EXCEEDED after timeoutMs), or a CodecError for a malformed
+ * answer or one from another member than `q.to`.
+ */
+export function askMembership(dial: PeerDial | undefined, address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> {
+  const client = new pb.RaftServiceClient(address, dial?.credentials ?? grpc.credentials.createInsecure(), {
+    ...channelOptions({ maxMessageBytes: 4 * MiB, reconnectInitialMs: 50, reconnectMaxMs: PEER_RECONNECT_MAX_MS }),
+    interceptors: [...(dial?.interceptors ?? [])],
+  });
+  return new Promise<MembershipAnswer>((resolve, reject) => {
+    client.getMembership(getMembershipRequestToProto(q), new grpc.Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
+      if (err !== null) return reject(err);
+      try {
+        const a = getMembershipResponseFromProto(res as pb.GetMembershipResponse);
+        if (a.from !== q.to) throw new CodecError(`the answer came from ${a.from}, not ${q.to}`);
+        resolve(a);
+      } catch (e) {
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+  }).finally(() => client.close());
 }
 
 /** channelOptions: the options of every peer channel (exported so the node can size its server alike). */

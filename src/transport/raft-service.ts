@@ -18,6 +18,8 @@ import {
   reportSnapshotFromProto,
   snapshotRequestFromProto,
   stageArchiveRequestFromProto,
+  getMembershipRequestFromProto,
+  getMembershipResponseToProto,
   timeoutNowFromProto,
   toU64,
   voteRequestFromProto,
@@ -31,6 +33,7 @@ import {
   type FetchSnapshotParams,
   type ForwardProposalsParams,
   type ForwardedProposals,
+  type MembershipQuery,
   type RaftRequestHandler,
   type StageArchiveParams,
   type TransportLogger,
@@ -94,6 +97,7 @@ type Settled = { ok: true; replies: Message[] } | { ok: false; error: unknown };
  * - ReportSnapshot: handleReport, answered at once.
  * - FetchSnapshot: handler.openSnapshot, UNIMPLEMENTED without it.
  * - StageArchive: handler.stageArchive, answered once it resolves (UNIMPLEMENTED without it).
+ * - GetMembership: handler.membershipFor (UNIMPLEMENTED without it).
  * - Propose: handler.proposeForwarded, answered once it resolves (UNIMPLEMENTED without it).
  * A malformed request is answered INVALID_ARGUMENT; every sender is admitted by the guard first.
  */
@@ -326,6 +330,18 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
           callback(toStatusError(err));
         },
       );
+    },
+
+    getMembership(call, callback) {
+      const answer = handler.membershipFor;
+      let q: MembershipQuery;
+      try {
+        q = decode(call, () => getMembershipRequestFromProto(call.request), 'GetMembership', answer !== undefined);
+        callback(null, getMembershipResponseToProto((answer as NonNullable<typeof answer>).call(handler, q)));
+      } catch (err) {
+        log.debug({ rpc: 'GetMembership', err }, 'raft service: refused request');
+        callback(toStatusError(err));
+      }
     },
 
     propose(call, callback) {

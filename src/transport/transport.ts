@@ -5,7 +5,7 @@
  * GrpcTransport + createRaftService implement them over gRPC; MemoryNetwork
  * implements both in memory for tests, with the same semantics.
  */
-import type { Message, MessageType, NodeId } from '../raft/types.js';
+import type { Membership, Message, MessageType, NodeId } from '../raft/types.js';
 
 /**
  * Transport sends the Raft core's messages to peers. Raft tolerates loss, so a
@@ -50,6 +50,19 @@ export interface FetchSnapshotParams {
   readonly offset: number;
   /** chunkBytes: wanted chunk size, 0 for the server's default; the server caps it. */
   readonly chunkBytes: number;
+}
+
+/** MembershipQuery: member `from` asks `to` for the cluster's configuration (GetMembership). */
+export interface MembershipQuery {
+  readonly from: NodeId;
+  readonly to: NodeId;
+}
+
+/** MembershipAnswer: the configuration `from` knows (its latest) and its term. */
+export interface MembershipAnswer {
+  readonly from: NodeId;
+  readonly term: number;
+  readonly membership: Membership;
 }
 
 /**
@@ -196,6 +209,12 @@ export interface RaftRequestHandler {
    * without it Propose answers UNIMPLEMENTED.
    */
   proposeForwarded?(p: ForwardProposalsParams): Promise<ForwardedProposals>;
+  /**
+   * membershipFor serves GetMembership (a joining member asks): this node's
+   * latest configuration and term. Optional: without it GetMembership answers
+   * UNIMPLEMENTED.
+   */
+  membershipFor?(q: MembershipQuery): MembershipAnswer;
 }
 
 /** TransportLogger is the pino-like logger the transports use. */

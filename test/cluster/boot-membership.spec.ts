@@ -8,6 +8,7 @@ import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { freeNodeAddresses } from '../harness/ports.js';
 import { ServeProcess } from '../harness/serve-process.js';
@@ -131,5 +132,42 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
     const r = await kv.range({ prefix: enc.encode('k/'), limit: 100 }, { deadlineMs: 3_000 });
     assert.deepEqual(r.kvs.map((x) => dec.decode(x.key)).sort(), Array.from({ length: 10 }, (_, i) => `k/${i}`).sort());
     await second.kill('SIGTERM');
+  });
+
+  it('serve --join: a new node whose --peers name one member waits until it is added, starts from the cluster\'s configuration and catches up', async () => {
+    const addrs: Record<string, { grpc: string; peer: string }> = await freeNodeAddresses(['n1', 'n2', 'n3', 'n4']);
+    const three = ['n1', 'n2', 'n3'].map((id) => `${id}=${addrs[id]?.peer ?? ''}`).join(',');
+    const first = ['n1', 'n2', 'n3'].map((id) => serve(id, addrs[id]?.grpc ?? '', addrs[id]?.peer ?? '', three, join(dir, 'join', id)));
+    await Promise.all(first.map((p) => p.ready()));
+    const cluster = new ClusterClient(addrs.n1?.grpc ?? '');
+    clients.push(cluster);
+    const leaderId = await until('a leader', 20_000, async () => (await cluster.status({ deadlineMs: 2_000 }).catch(() => null))?.leaderId || undefined);
+    const leader = addrs[leaderId] as { grpc: string; peer: string };
+    const kv = new KvClient(leader.grpc);
+    clients.push(kv);
+    await putKeys(kv, 0, 10);
+    // Its --peers name a follower and itself only: without --join it would refuse the leader's messages.
+    const follower = ['n1', 'n2', 'n3'].find((id) => id !== leaderId) as string;
+    const n4 = addrs.n4 as { grpc: string; peer: string };
+    const joiner = new ServeProcess({ id: 'n4', grpc: n4.grpc, peer: n4.peer, peers: `${follower}=${addrs[follower]?.peer ?? ''},n4=${n4.peer}`, dataDir: join(dir, 'join', 'n4'), extra: ['--join'] });
+    procs.push(joiner);
+    await joiner.waitFor(/joining: waiting for a member that knows this node/, 20_000);
+    const leaderClient = new ClusterClient(leader.grpc);
+    clients.push(leaderClient);
+    await leaderClient.addMember('n4', n4.peer, true, { deadlineMs: 10_000 });
+    await joiner.ready();
+    await joiner.waitFor(/joining: starting from the configuration of a member/, 1_000);
+    const n4Status = new ClusterClient(n4.grpc);
+    clients.push(n4Status);
+    await until('n4 to catch up', 30_000, async () => {
+      const [l, j] = await Promise.all([leaderClient.status({ deadlineMs: 2_000 }), n4Status.status({ deadlineMs: 2_000 })]).catch(() => [null, null]);
+      return l !== null && j !== null && j.appliedIndex >= l.commitIndex && j.leaderId === leaderId ? true : undefined;
+    });
+    const st = await n4Status.status({ deadlineMs: 2_000 });
+    assert.deepEqual(st.members.map((m) => m.id).sort(), ['n1', 'n2', 'n3', 'n4'], 'n4 knows every member, not only its --peers');
+    const local = new KvClient(n4.grpc);
+    clients.push(local);
+    const r = await local.range({ prefix: enc.encode('k/'), limit: 100, serializable: true }, { deadlineMs: 3_000 });
+    assert.equal(r.kvs.length, 10, 'its own state holds every write');
   });
 });

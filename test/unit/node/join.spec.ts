@@ -9,6 +9,14 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Node } from '../../../src/node/node.js';
+import { JOIN_WAIT_MS_DEFAULT, JoinError, joinMembership } from '../../../src/node/join.js';
+import { silentLogger } from '../../../src/node/logger.js';
+import { systemClock, type Clock } from '../../../src/node/clock.js';
+import type { Membership } from '../../../src/raft/types.js';
+import type { MembershipAnswer } from '../../../src/transport/transport.js';
+import { askMembership } from '../../../src/transport/grpc-transport.js';
+import { peerDial } from '../../../src/transport/peer-guard.js';
+import { bindApiServer } from '../../../src/api/server.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { until } from '../../harness/until.js';
 
@@ -95,5 +103,120 @@ describe('a member that joins after the log began', function () {
     await cluster.restart('n4');
     await until('n4 to catch up', 30_000, () => (cluster.node('n4').status().applied >= leader.status().commit ? true : undefined));
     await until('the refusal to clear', 10_000, () => (leader.status().refusedBy.n4 === undefined ? true : undefined));
+  });
+});
+
+describe('serve --join: the configuration a new node starts from (joinMembership)', () => {
+  /** A virtual clock: sleep moves time at once. */
+  function virtualClock(): Clock & { now: number } {
+    const c = {
+      now: 0,
+      nowMs: () => c.now,
+      sleep: (ms: number) => {
+        c.now += ms;
+        return Promise.resolve();
+      },
+    };
+    return c as unknown as Clock & { now: number };
+  }
+  const peers = { n2: '10.0.0.2:7101', n3: '10.0.0.3:7101', n4: '10.0.0.4:7101' };
+  const cluster = (withN4: boolean, at = '10.0.0.4:7101'): Membership => ({
+    voters: ['n1', 'n2', 'n3'],
+    learners: withN4 ? ['n4'] : [],
+    addresses: { n1: '10.0.0.1:7101', n2: peers.n2, n3: peers.n3, ...(withN4 ? { n4: at } : {}) },
+  });
+  const denied = (id: string): Error => Object.assign(new Error('7 PERMISSION_DENIED'), { code: 7, details: `refused: n4 is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name n4) [${id}]` });
+
+  it('takes the highest-term answer that names it, never its --peers', async () => {
+    const asked: string[] = [];
+    const m = await joinMembership({
+      selfId: 'n4',
+      peers,
+      clock: virtualClock(),
+      log: silentLogger,
+      ask: (address, q) => {
+        asked.push(`${q.from}->${q.to}@${address}`);
+        if (q.to === 'n2') return Promise.resolve({ from: 'n2', term: 5, membership: cluster(false) }); // behind: not added yet here
+        return Promise.resolve({ from: 'n3', term: 6, membership: cluster(true) });
+      },
+    });
+    assert.deepEqual(m, cluster(true));
+    assert.deepEqual(asked.sort(), ['n4->n2@10.0.0.2:7101', 'n4->n3@10.0.0.3:7101']);
+  });
+
+  it('asks again until a member knows it (the operator runs cluster add meanwhile)', async () => {
+    const clock = virtualClock();
+    let added = false;
+    const m = await joinMembership({
+      selfId: 'n4',
+      peers: { n2: peers.n2, n4: peers.n4 },
+      clock,
+      log: silentLogger,
+      ask: () => {
+        if (clock.now >= 3_000) added = true;
+        return added ? Promise.resolve({ from: 'n2', term: 2, membership: cluster(true) }) : Promise.reject(denied('n2'));
+      },
+    });
+    assert.deepEqual(m.learners, ['n4']);
+    assert.ok(clock.now >= 3_000 && clock.now < JOIN_WAIT_MS_DEFAULT, String(clock.now));
+  });
+
+  it('gives up after waitMs, naming each member\'s last answer and the cluster add to run', async () => {
+    const clock = virtualClock();
+    const err = await joinMembership({
+      selfId: 'n4',
+      peers,
+      clock,
+      log: silentLogger,
+      waitMs: 5_000,
+      ask: (_a, q) => (q.to === 'n2' ? Promise.reject(denied('n2')) : Promise.resolve({ from: 'n3', term: 3, membership: cluster(false) })),
+    }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof JoinError, String(err));
+    assert.match(err.message, /no member named in --peers knows n4 after 5 s/);
+    assert.match(err.message, /n2 \(10\.0\.0\.2:7101\): refused: n4 is not a member/);
+    assert.match(err.message, /n3 \(10\.0\.0\.3:7101\): its configuration \(term 3\) does not name n4 yet/);
+    assert.match(err.message, /snapcoord cluster add n4 10\.0\.0\.4:7101 --learner$/);
+    assert.ok(clock.now >= 5_000 && clock.now < 6_000, String(clock.now));
+  });
+
+  it('refuses a configuration that names it at another address, and --peers that name no other member', async () => {
+    const ask = (): Promise<MembershipAnswer> => Promise.resolve({ from: 'n2', term: 2, membership: cluster(true, '10.0.0.9:7101') });
+    await assert.rejects(joinMembership({ selfId: 'n4', peers, clock: virtualClock(), log: silentLogger, ask }), (e: unknown) => e instanceof JoinError && /n2 knows n4 at "10\.0\.0\.9:7101", but this node advertises 10\.0\.0\.4:7101/.test(e.message));
+    await assert.rejects(joinMembership({ selfId: 'n4', peers: { n4: peers.n4 }, clock: virtualClock(), log: silentLogger, ask }), (e: unknown) => e instanceof JoinError && /names no member but n4/.test(e.message));
+  });
+});
+
+describe('GetMembership between real nodes (RocksDB, gRPC)', function () {
+  this.timeout(60_000);
+  let c: RocksCluster | null = null;
+  afterEach(async () => {
+    await c?.close();
+    c = null;
+  });
+
+  it('answers a member only: a new node is refused until added, then told the configuration that names it, from which it starts and catches up', async () => {
+    const cluster = await RocksCluster.start(3);
+    c = cluster;
+    const leader = await cluster.waitForLeader();
+    const lid = leader.status().id;
+    const other = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
+    for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    const n4 = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
+    const dial = peerDial('snapcoord', n4.address);
+    const ask = (): Promise<MembershipAnswer> => askMembership(dial, cluster.member(other).peerAddress, { from: 'n4', to: other }, 2_000);
+    await assert.rejects(ask(), (e: { code?: number; details?: string }) => e.code === 7 && /n4 is not a member of this cluster/.test(e.details ?? ''));
+    await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: n4.peerAddress });
+    const peers = { [other]: cluster.member(other).peerAddress, n4: n4.peerAddress };
+    const m = await until(`${other} to know n4`, 10_000, () => joinMembership({ selfId: 'n4', peers, ask: (a, q, t) => askMembership(dial, a, q, t), clock: systemClock, log: silentLogger, waitMs: 0 }).catch(() => undefined));
+    assert.deepEqual([...m.voters].sort(), ['n1', 'n2', 'n3']);
+    assert.deepEqual(m.learners, ['n4']);
+    // Started from it (as serve --join does), n4 takes the leader's messages although its --peers named only `other`.
+    await cluster.join('n4', () => m, n4);
+    await until('n4 to catch up', 30_000, () => (cluster.node('n4').status().applied >= leader.status().commit ? true : undefined));
+    assert.equal(leader.status().refusedBy.n4, undefined);
+    assert.equal(cluster.node('n4').status().role, 'follower');
   });
 });

@@ -79,9 +79,10 @@ export class RocksCluster {
    * `peers(peerAddress)` (the --peers an operator gives it, given its own
    * peer address); it is not in the membership until a leader adds it.
    */
-  async join(id: string, peers: (peerAddress: string) => Membership): Promise<RocksMember> {
+  /** join boots a new member `id` from `peers(its peer address)`, on `bound` (its API server, bound already) or a new one. */
+  async join(id: string, peers: (peerAddress: string) => Membership, bound?: ApiServer): Promise<RocksMember> {
     if (this.members.some((x) => x.id === id)) throw new Error(`${id} is already a member`);
-    const api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
+    const api = bound ?? (await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' }));
     const m: RocksMember = { id, address: api.address, peerAddress: api.peerAddress, api, peers: peers(api.peerAddress), node: null, storage: null, snapshots: null, tasks: null };
     this.members.push(m);
     await this.boot(m);

@@ -13,6 +13,10 @@ import {
   entryFromProto,
   entryToProto,
   fromU64,
+  getMembershipRequestFromProto,
+  getMembershipRequestToProto,
+  getMembershipResponseFromProto,
+  getMembershipResponseToProto,
   installResponseFromProto,
   installResponseToProto,
   readIndexRequestFromProto,
@@ -159,6 +163,20 @@ describe('transport codec', () => {
       ];
       assert.deepEqual(new Set(cases.map((c) => c.m.type)), new Set(all));
     });
+  });
+
+  it('GetMembership: a request and an answer round-trip; an answer with no voter, an empty id or an id twice is refused', () => {
+    const q = { from: 'n4', to: 'n2' };
+    assert.deepEqual(getMembershipRequestFromProto(pb.GetMembershipRequest.decode(pb.GetMembershipRequest.encode(getMembershipRequestToProto(q)).finish())), q);
+    const a = { from: 'n2', term: 7, membership: { voters: ['n1', 'n2', 'n3'], learners: ['n4'], addresses: { n1: 'h1:1', n2: 'h2:1', n3: 'h3:1', n4: 'h4:1' } } };
+    const wire = pb.GetMembershipResponse.decode(pb.GetMembershipResponse.encode(getMembershipResponseToProto(a)).finish());
+    assert.deepEqual(getMembershipResponseFromProto(wire), a);
+    const bad = (membership: pb.Membership | undefined): pb.GetMembershipResponse => ({ from: 'n2', term: 7n, membership });
+    assert.throws(() => getMembershipResponseFromProto(bad({ voters: [], learners: ['n4'], addresses: {} })), CodecError);
+    assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1', 'n1'], learners: [], addresses: {} })), CodecError);
+    assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1'], learners: ['n1'], addresses: {} })), CodecError);
+    assert.throws(() => getMembershipResponseFromProto(bad(undefined)), CodecError);
+    assert.throws(() => getMembershipRequestFromProto({ from: '', to: 'n2' }), CodecError);
   });
 
   it('encodes "no reply" as has_reply=false and decodes it to null', () => {

@@ -16,7 +16,7 @@ import { Node } from '../../../src/node/node.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
-import { appendRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
+import { appendRequestToProto, getMembershipRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
 import { systemClock } from '../../../src/node/clock.js';
@@ -152,6 +152,12 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
     });
   }
 
+  function getMembership(c: RaftServiceClient, from: string, to: string, meta = md()): Promise<grpc.ServiceError | null> {
+    return new Promise((resolve) => {
+      c.getMembership(getMembershipRequestToProto({ from, to }), meta, { deadline: Date.now() + 3_000 }, (err) => resolve(err));
+    });
+  }
+
   const bigTerm = 1_000_000;
 
   it('a member certificate on the right cluster is accepted (the control: the attack clients do reach the guard)', async () => {
@@ -212,6 +218,8 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
           }),
         );
       }
+      // Nor does it learn the configuration (the members' ids and peer addresses).
+      for (const { m, c } of clients) errs.push(await getMembership(c, 'n9', m.id));
       for (const e of errs) {
         assert.ok(e !== null);
         assert.equal(e.code, grpc.status.PERMISSION_DENIED, e.message);

@@ -1,0 +1,103 @@
+/**
+ * Joining a running cluster (`serve --join`), as etcd's new member learns the
+ * cluster from the peers its --initial-cluster names: a node whose data dir is
+ * new asks the members its --peers name for the cluster's configuration
+ * (GetMembership) and starts from the one that names it, rather than from its
+ * --peers. A node takes Raft messages only from the members it knows, so a
+ * joiner whose --peers left the leader out would otherwise refuse it for good.
+ *
+ * The members answer only a node they know (their peer guard), so it must be
+ * added first (`cluster add ID ADDR --learner`); until one of them names it,
+ * the joiner asks again, for at most `waitMs`. Of the answers that name it, the
+ * one of the highest term is taken (the freshest view). Its address in that
+ * configuration must be the one it advertises: a node added at another address
+ * would never be reached there.
+ */
+import type { Clock } from './clock.js';
+import type { Logger } from './logger.js';
+import type { Membership, NodeId } from '../raft/types.js';
+import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
+
+/** JOIN_WAIT_MS_DEFAULT: how long a joiner asks before it gives up (the operator adds it meanwhile). */
+export const JOIN_WAIT_MS_DEFAULT = 60_000;
+/** JOIN_ASK_TIMEOUT_MS: each question's deadline. */
+export const JOIN_ASK_TIMEOUT_MS = 2_000;
+/** JOIN_ROUND_MS: the pause between two rounds of questions. */
+export const JOIN_ROUND_MS = 500;
+
+/** JoinError: no member named in --peers gave a configuration this node can start from (a configuration error: exit code 2). */
+export class JoinError extends Error {
+  override readonly name = 'JoinError';
+}
+
+export interface JoinOptions {
+  readonly selfId: NodeId;
+  /** peers: --peers (id -> peer address), this node included at the address it advertises. */
+  readonly peers: Readonly<Record<NodeId, string>>;
+  /** ask: one GetMembership call (askMembership over the peer plane). */
+  readonly ask: (address: string, q: MembershipQuery, timeoutMs: number) => Promise<MembershipAnswer>;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly waitMs?: number;
+}
+
+/**
+ * joinMembership resolves with the configuration to start from: the
+ * highest-term answer of a member named in --peers that names this node.
+ * Rejects with JoinError when --peers names no other member, when the
+ * configuration names this node at another address than it advertises, or
+ * when no member named it within waitMs (each member's last error said).
+ */
+export async function joinMembership(o: JoinOptions): Promise<Membership> {
+  const self = o.selfId;
+  const own = o.peers[self];
+  const others = Object.entries(o.peers).filter(([id]) => id !== self);
+  if (own === undefined || own === '') throw new JoinError(`--join: --peers must name this node (${self}=host:port, the peer address it was added at)`);
+  if (others.length === 0) throw new JoinError(`--join: --peers names no member but ${self}; name at least one member of the running cluster`);
+  const waitMs = o.waitMs ?? JOIN_WAIT_MS_DEFAULT;
+  const deadline = o.clock.nowMs() + waitMs;
+  const lastError = new Map<NodeId, string>();
+  for (let round = 0; ; round++) {
+    const answers = await Promise.all(
+      others.map(async ([id, address]) => {
+        try {
+          return await o.ask(address, { from: self, to: id }, JOIN_ASK_TIMEOUT_MS);
+        } catch (err) {
+          lastError.set(id, oneLine((err as { details?: string }).details ?? (err as Error).message));
+          return null;
+        }
+      }),
+    );
+    let best: MembershipAnswer | null = null;
+    for (const a of answers) {
+      if (a === null) continue;
+      const m = a.membership;
+      if (!m.voters.includes(self) && !m.learners.includes(self)) {
+        lastError.set(a.from, `its configuration (term ${a.term}) does not name ${self} yet`);
+        continue;
+      }
+      if (best === null || a.term > best.term) best = a;
+    }
+    if (best !== null) {
+      const at = best.membership.addresses[self] ?? '';
+      if (at !== own) {
+        throw new JoinError(`--join: ${best.from} knows ${self} at ${JSON.stringify(at)}, but this node advertises ${own} in --peers; remove it and add it again at ${own}, or start it with that address`);
+      }
+      o.log.info({ from: best.from, term: best.term, voters: best.membership.voters, learners: best.membership.learners }, 'joining: starting from the configuration of a member');
+      return best.membership;
+    }
+    if (o.clock.nowMs() >= deadline) {
+      const why = others.map(([id, address]) => `${id} (${address}): ${lastError.get(id) ?? 'no answer'}`).join('; ');
+      throw new JoinError(
+        `--join: no member named in --peers knows ${self} after ${Math.round(waitMs / 1000)} s (${why}); add it first: snapcoord cluster add ${self} ${own} --learner`,
+      );
+    }
+    if (round === 0) o.log.info({ peers: others.map(([id]) => id) }, 'joining: waiting for a member that knows this node (cluster add)');
+    await o.clock.sleep(Math.min(JOIN_ROUND_MS, Math.max(0, deadline - o.clock.nowMs())));
+  }
+}
+
+/** oneLine: an error's text on one line, bounded. */
+function oneLine(s: string): string {
+  return s.replace(/\s+/g, ' ').trim().slice(0, 300);
+}
