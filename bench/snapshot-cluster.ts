@@ -54,8 +54,8 @@ import type { StateRecord } from '../src/snapshot/state-format.js';
 import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
 import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench/run.js';
 import { type Child, REPO_ROOT, startProgram } from '../test/harness/child.js';
-import { bundleCli, warmCodeCache } from '../scripts/bundle-cli.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
+import { DIST_CLI, buildDist } from './lib/dist.js';
 import { freePorts } from '../test/harness/ports.js';
 import { until } from '../test/harness/until.js';
 
@@ -63,7 +63,7 @@ const MIX_NAMES = ['etcd', 'text'] as const;
 type Mix = (typeof MIX_NAMES)[number];
 
 const API_KEY = 'bench-admin-key-0123456789abcdef';
-const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+const CLI = DIST_CLI;
 /** POOL_BYTES: the text-like values are slices of one pool this large (values differ by offset). */
 const POOL_BYTES = 64 << 20;
 const RECORDS_PER_BATCH = 1_000;
@@ -735,14 +735,7 @@ async function main(): Promise<void> {
   };
   if (raw.etcd && !o.etcd) log('etcd: /usr/bin/etcd or /usr/bin/etcdctl is missing (apt-get install etcd-server etcd-client); snapcoord figures only');
   // The CLI and the nodes run from dist/ (what an installed snapcoord runs), built from this tree now.
-  log('building dist/ (tsc, then the bundle of the client commands, as `npm run build` does)');
-  await run(process.execPath, [join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']).catch((err: unknown) => {
-    if (!existsSync(CLI)) throw err;
-    log(`tsc reported errors; using the emitted dist/ anyway: ${(err as Error).message.slice(0, 300)}`);
-  });
-  const cliDir = join(REPO_ROOT, 'dist', 'src', 'cli');
-  await bundleCli(join(cliDir, 'program.js'), cliDir);
-  if (!(await warmCodeCache(CLI))) log('no code cache of the bundle was written: client commands start without it');
+  await buildDist(log);
   const root = await mkdtemp(join(tmpdir(), 'snapcoord-bench-cluster-'));
   const results: MixFigures[] = [];
   try {
