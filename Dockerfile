@@ -20,9 +20,11 @@ COPY buf.yaml buf.gen.yaml tsconfig.json ./
 COPY proto ./proto
 RUN npm ci --no-audit --no-fund
 COPY src ./src
-# npm run build ends with scripts/bundle-cli.ts: the client commands' one-file bundle and its V8 code cache.
+# npm run build ends with scripts/bundle-cli.ts: the client commands' one-file bundle and its V8 code cache,
+# made here under the ENTRYPOINT's V8 flags (V8 rejects a cache made under others, and the node user cannot
+# write it again in dist/).
 COPY scripts ./scripts
-RUN npm run build && npm prune --omit=dev --no-audit --no-fund
+RUN BUNDLE_CLI_NODE_FLAGS="--max-semi-space-size=16 --initial-old-space-size=64" npm run build && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:20-slim
 ENV NODE_ENV=production

@@ -77,12 +77,16 @@ async function closedPort(): Promise<number> {
  * nothing listens on: it fails (exit 1) after it has run a save's start-up,
  * its TLS setup and its connection attempt, and the code cache it writes at
  * exit holds those functions compiled. Returns whether the cache exists.
+ * `nodeFlags` are those the CLI will run with: V8 rejects a cache made under
+ * other flags (the image's ENTRYPOINT passes NODE_V8_FLAGS; its build sets
+ * BUNDLE_CLI_NODE_FLAGS to them, since the CLI cannot rewrite the cache in
+ * the image, where dist/ is not the node user's).
  */
-export async function warmCodeCache(mainJs: string): Promise<boolean> {
+export async function warmCodeCache(mainJs: string, nodeFlags: readonly string[] = []): Promise<boolean> {
   const dir = await mkdtemp(join(tmpdir(), 'snapcoord-warm-'));
   try {
     const { caFile } = await writeCa(dir);
-    const args = [mainJs, 'snapshot', 'save', join(dir, 'never.tar.gz'), '--endpoint', `127.0.0.1:${await closedPort()}`, '--cacert', caFile, '--no-progress'];
+    const args = [...nodeFlags, mainJs, 'snapshot', 'save', join(dir, 'never.tar.gz'), '--endpoint', `127.0.0.1:${await closedPort()}`, '--cacert', caFile, '--no-progress'];
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SNAPCOORD_')));
     spawnSync(process.execPath, args, { cwd: dir, env, stdio: 'ignore', timeout: 60_000 });
   } finally {
@@ -95,5 +99,6 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
   const root = join(dirname(fileURLToPath(import.meta.url)), '..');
   const cli = join(root, 'dist', 'src', 'cli');
   await bundleCli(join(cli, 'program.js'), cli);
-  if (!(await warmCodeCache(join(cli, 'main.js')))) process.stderr.write(`bundle-cli: no ${CODE_CACHE_FILE} was written; client commands start without it\n`);
+  const flags = (process.env.BUNDLE_CLI_NODE_FLAGS ?? '').split(' ').filter((f) => f !== '');
+  if (!(await warmCodeCache(join(cli, 'main.js'), flags))) process.stderr.write(`bundle-cli: no ${CODE_CACHE_FILE} was written; client commands start without it\n`);
 }

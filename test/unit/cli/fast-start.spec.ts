@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
-import { bundleCli } from '../../../scripts/bundle-cli.js';
+import { bundleCli, warmCodeCache } from '../../../scripts/bundle-cli.js';
 import { BUNDLE_FILE, CODE_CACHE_FILE } from '../../../src/cli/fast-start.js';
 import { plaintextClientEnv, REPO_ROOT } from '../../harness/child.js';
 import { freePorts } from '../../harness/ports.js';
@@ -107,6 +107,20 @@ describe('CLI fast start: client commands from the bundle with its code cache', 
     writeFileSync(join(cli, CODE_CACHE_FILE), Buffer.alloc(first.size, 7));
     assert.equal((await viaBundle(['snapshot', 'save', '--help'])).code, 0);
     assert.notDeepEqual(readFileSync(join(cli, CODE_CACHE_FILE)), Buffer.alloc(first.size, 7));
+  });
+
+  it('a cache warmed under the V8 flags the CLI runs with is kept by it; under other flags it is rejected and written again', async () => {
+    const flags = ['--max-semi-space-size=16', '--initial-old-space-size=64'];
+    rmSync(join(cli, CODE_CACHE_FILE), { force: true });
+    // (warmCodeCache runs in a directory of its own: tsx by its path)
+    assert.ok(await warmCodeCache(entry, ['--import', pathToFileURL(join(REPO_ROOT, 'node_modules', 'tsx', 'dist', 'loader.mjs')).href, ...flags]));
+    const warmed = statSync(join(cli, CODE_CACHE_FILE));
+    assert.equal((await run(['--import', 'tsx', ...flags, entry, 'kv', 'get', '--help'], plaintextClientEnv())).code, 0);
+    const kept = statSync(join(cli, CODE_CACHE_FILE));
+    assert.deepEqual([kept.ino, kept.mtimeMs], [warmed.ino, warmed.mtimeMs], 'V8 rejected a cache made under the same flags');
+    assert.equal((await viaBundle(['kv', 'get', '--help'])).code, 0);
+    const other = statSync(join(cli, CODE_CACHE_FILE));
+    assert.notDeepEqual([other.ino, other.mtimeMs], [warmed.ino, warmed.mtimeMs], 'V8 took a cache made under other flags');
   });
 
   it('runs nothing for the other commands, nor when the bundle is older than its entry', async () => {

@@ -295,6 +295,8 @@ describe('docker-compose.yml and Dockerfile', () => {
     const build = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts['build'] ?? '';
     const copied = dockerfile.split('\n').filter((l) => l.startsWith('COPY ') && !l.includes('--from=')).map((l) => l.trim().split(/\s+/)[1]);
     for (const dir of new Set([...build.matchAll(/\b(scripts|src|bench|test)\//g)].map((m) => m[1]))) assert.ok(copied.includes(dir), `npm run build uses ${dir}/: the Dockerfile copies it before building`);
+    // The client commands' code cache is made under the ENTRYPOINT's V8 flags (V8 rejects one made under others).
+    assert.ok(dockerfile.includes(`RUN BUNDLE_CLI_NODE_FLAGS="${NODE_V8_FLAGS.join(' ')}" npm run build`), 'the build makes the code cache under NODE_V8_FLAGS');
     assert.match(dockerfile, /^VOLUME \["\/data"\]$/m);
     for (const s of svcs) assert.equal(s.cfg.dataDir, '/data');
   });
