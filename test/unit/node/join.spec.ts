@@ -104,6 +104,29 @@ describe('a member that joins after the log began', function () {
     await until('n4 to catch up', 30_000, () => (cluster.node('n4').status().applied >= leader.status().commit ? true : undefined));
     await until('the refusal to clear', 10_000, () => (leader.status().refusedBy.n4 === undefined ? true : undefined));
   });
+
+  it('GetMembership answers a member only: a new node is refused until added, then told the configuration that names it, from which it starts and catches up', async () => {
+    const cluster = await RocksCluster.start(3);
+    c = cluster;
+    const leader = await cluster.waitForLeader();
+    const lid = leader.status().id;
+    const other = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
+    for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    const n4 = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
+    const dial = peerDial('snapcoord', n4.address);
+    const ask = (): Promise<MembershipAnswer> => askMembership(dial, cluster.member(other).peerAddress, { from: 'n4', to: other }, 2_000);
+    await assert.rejects(ask(), (e: { code?: number; details?: string }) => e.code === 7 && /n4 is not a member of this cluster/.test(e.details ?? ''));
+    await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: n4.peerAddress });
+    const peers = { [other]: cluster.member(other).peerAddress, n4: n4.peerAddress };
+    const m = await until(`${other} to know n4`, 10_000, () => joinMembership({ selfId: 'n4', peers, ask: (a, q, t) => askMembership(dial, a, q, t), clock: systemClock, log: silentLogger, waitMs: 0 }).catch(() => undefined));
+    assert.deepEqual([...m.voters].sort(), ['n1', 'n2', 'n3']);
+    assert.deepEqual(m.learners, ['n4']);
+    // Started from it (as serve --join does), n4 takes the leader's messages although its --peers named only `other`.
+    await cluster.join('n4', () => m, n4);
+    await until('n4 to catch up', 30_000, () => (cluster.node('n4').status().applied >= leader.status().commit ? true : undefined));
+    assert.equal(leader.status().refusedBy.n4, undefined);
+    assert.equal(cluster.node('n4').status().role, 'follower');
+  });
 });
 
 describe('serve --join: the configuration a new node starts from (joinMembership)', () => {
@@ -186,37 +209,5 @@ describe('serve --join: the configuration a new node starts from (joinMembership
     const ask = (): Promise<MembershipAnswer> => Promise.resolve({ from: 'n2', term: 2, membership: cluster(true, '10.0.0.9:7101') });
     await assert.rejects(joinMembership({ selfId: 'n4', peers, clock: virtualClock(), log: silentLogger, ask }), (e: unknown) => e instanceof JoinError && /n2 knows n4 at "10\.0\.0\.9:7101", but this node advertises 10\.0\.0\.4:7101/.test(e.message));
     await assert.rejects(joinMembership({ selfId: 'n4', peers: { n4: peers.n4 }, clock: virtualClock(), log: silentLogger, ask }), (e: unknown) => e instanceof JoinError && /names no member but n4/.test(e.message));
-  });
-});
-
-describe('GetMembership between real nodes (RocksDB, gRPC)', function () {
-  this.timeout(60_000);
-  let c: RocksCluster | null = null;
-  afterEach(async () => {
-    await c?.close();
-    c = null;
-  });
-
-  it('answers a member only: a new node is refused until added, then told the configuration that names it, from which it starts and catches up', async () => {
-    const cluster = await RocksCluster.start(3);
-    c = cluster;
-    const leader = await cluster.waitForLeader();
-    const lid = leader.status().id;
-    const other = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
-    for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
-    const n4 = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
-    const dial = peerDial('snapcoord', n4.address);
-    const ask = (): Promise<MembershipAnswer> => askMembership(dial, cluster.member(other).peerAddress, { from: 'n4', to: other }, 2_000);
-    await assert.rejects(ask(), (e: { code?: number; details?: string }) => e.code === 7 && /n4 is not a member of this cluster/.test(e.details ?? ''));
-    await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: n4.peerAddress });
-    const peers = { [other]: cluster.member(other).peerAddress, n4: n4.peerAddress };
-    const m = await until(`${other} to know n4`, 10_000, () => joinMembership({ selfId: 'n4', peers, ask: (a, q, t) => askMembership(dial, a, q, t), clock: systemClock, log: silentLogger, waitMs: 0 }).catch(() => undefined));
-    assert.deepEqual([...m.voters].sort(), ['n1', 'n2', 'n3']);
-    assert.deepEqual(m.learners, ['n4']);
-    // Started from it (as serve --join does), n4 takes the leader's messages although its --peers named only `other`.
-    await cluster.join('n4', () => m, n4);
-    await until('n4 to catch up', 30_000, () => (cluster.node('n4').status().applied >= leader.status().commit ? true : undefined));
-    assert.equal(leader.status().refusedBy.n4, undefined);
-    assert.equal(cluster.node('n4').status().role, 'follower');
   });
 });
