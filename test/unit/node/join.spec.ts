@@ -30,12 +30,18 @@ describe('a member that joins after the log began', function () {
     c = null;
   });
 
-  it('told of too few members (its --peers name the leader and itself), it installs a snapshot and counts the cluster\'s voters once promoted', async () => {
+  /** threeWithWrites: 3 members (closed after the test), their leader, one follower, and 5 writes committed. */
+  async function threeWithWrites(): Promise<{ cluster: RocksCluster; leader: Node; lid: string; follower: string }> {
     const cluster = await RocksCluster.start(3);
     c = cluster;
     const leader = await cluster.waitForLeader();
     const lid = leader.status().id;
     for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    return { cluster, leader, lid, follower: ['n1', 'n2', 'n3'].find((id) => id !== lid) as string };
+  }
+
+  it('told of too few members (its --peers name the leader and itself), it installs a snapshot and counts the cluster\'s voters once promoted', async () => {
+    const { cluster, leader, lid } = await threeWithWrites();
     assert.equal(leader.status().firstIndex, 1, 'the leader never compacted: its log still starts at the first entry');
     const joiner = await cluster.join('n4', (self) => ({
       voters: [lid, 'n4'],
@@ -56,12 +62,7 @@ describe('a member that joins after the log began', function () {
   });
 
   it('a member removed, wiped and added again with --peers naming too few takes the log\'s base from the leader and counts the cluster\'s voters', async () => {
-    const cluster = await RocksCluster.start(3);
-    c = cluster;
-    const leader = await cluster.waitForLeader();
-    const lid = leader.status().id;
-    const back = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
-    for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    const { cluster, leader, lid, follower: back } = await threeWithWrites();
     await leader.changeMembership({ op: 'removeNode', nodeId: back });
     await cluster.stop(back);
     await rm(join(cluster.dir, back), { recursive: true, force: true });
@@ -84,12 +85,7 @@ describe('a member that joins after the log began', function () {
   });
 
   it('started with --peers that leave the leader out, it refuses the leader, which reports why in its status; started again with every member, it catches up', async () => {
-    const cluster = await RocksCluster.start(3);
-    c = cluster;
-    const leader = await cluster.waitForLeader();
-    const lid = leader.status().id;
-    const other = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
-    for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    const { cluster, leader, lid, follower: other } = await threeWithWrites();
     const joiner = await cluster.join('n4', (self) => ({ voters: [other, 'n4'], learners: [], addresses: { [other]: cluster.member(other).peerAddress, n4: self } }));
     await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: joiner.peerAddress });
     const refused = await until("the leader to see n4 refuse its messages", 20_000, () => leader.status().refusedBy.n4);
@@ -106,12 +102,7 @@ describe('a member that joins after the log began', function () {
   });
 
   it('GetMembership answers a member only: a new node is refused until added, then told the configuration that names it, from which it starts and catches up', async () => {
-    const cluster = await RocksCluster.start(3);
-    c = cluster;
-    const leader = await cluster.waitForLeader();
-    const lid = leader.status().id;
-    const other = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
-    for (let i = 0; i < 5; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    const { cluster, leader, follower: other } = await threeWithWrites();
     const n4 = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
     const dial = peerDial('snapcoord', n4.address);
     const ask = (): Promise<MembershipAnswer> => askMembership(dial, cluster.member(other).peerAddress, { from: 'n4', to: other }, 2_000);
