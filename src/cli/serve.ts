@@ -40,6 +40,7 @@ import { GrpcTransport, askMembership } from '../transport/grpc-transport.js';
 import { JoinError, joinMembership } from '../node/join.js';
 import type { Membership } from '../raft/types.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { oneLine } from './client-options.js';
 import type { ServeConfig } from './config.js';
 import { systemClock } from '../node/clock.js';
 import { cryptoRng } from '../node/crypto-rng.js';
@@ -237,7 +238,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       await api.close(0);
       await transport.close();
       await storage.close().catch(() => undefined);
-      if (err instanceof JoinError) throw new CliError(`refusing to start: ${err.message}`, EXIT_CONFIG);
+      // The message quotes what the members answered: one line, their control characters made visible.
+      if (err instanceof JoinError) throw new CliError(`refusing to start: ${oneLine(err.message)}`, EXIT_CONFIG);
       throw err;
     }
   } else if (cfg.join) {
