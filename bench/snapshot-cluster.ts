@@ -70,6 +70,8 @@ const RECORDS_PER_BATCH = 1_000;
 /** SNAPSHOT_ENTRIES / TRAILING_ENTRIES: the nodes' policy, small so a killed follower is compacted past quickly. */
 const SNAPSHOT_ENTRIES = 2_000;
 const TRAILING_ENTRIES = 200;
+/** RSS_SAMPLE_MS: how often the nodes' peak RSS (VmHWM) is read. */
+const RSS_SAMPLE_MS = 100;
 /** CUTOFF_WRITES: writes made while a follower is down (more than SNAPSHOT_ENTRIES + TRAILING_ENTRIES). */
 const CUTOFF_WRITES = 3_000;
 
@@ -260,7 +262,18 @@ class SnapCluster {
     readonly cliFlags: readonly string[],
     private readonly dial: ClientDial,
     private readonly runtimeEnv: Record<string, string>,
-  ) {}
+  ) {
+    this.#sampler = setInterval(() => this.sample(), RSS_SAMPLE_MS);
+  }
+
+  /** #sampler: reads every node's VmHWM each RSS_SAMPLE_MS, so a peak is kept even when its process then ends. */
+  readonly #sampler: NodeJS.Timeout;
+  #stopped = false;
+
+  /** sample folds each running node's peak RSS so far into its phase peak. */
+  sample(): void {
+    for (const n of this.nodes) n.phaseMiB = Math.max(n.phaseMiB, peakRssMiB(n.child.proc.pid));
+  }
 
   /** start runs 3 nodes; `runtime`: with the V8 flags and malloc environment their launchers give them (cli/node-runtime.ts). */
   static async start(dir: string, runtime: boolean, profDir?: string): Promise<SnapCluster> {
@@ -357,8 +370,9 @@ class SnapCluster {
    * next figure is the peak so far).
    */
   endPhase(phase: string): void {
+    this.sample();
     const nodeMiB = this.nodes.map((n) => {
-      const peak = Math.max(n.phaseMiB, peakRssMiB(n.child.proc.pid));
+      const peak = n.phaseMiB;
       n.peakMiB = Math.max(n.peakMiB, peak);
       n.phaseMiB = 0;
       resetPeakRss(n.child.proc.pid);
@@ -367,8 +381,22 @@ class SnapCluster {
     this.phasePeaks.push({ phase, nodeMiB });
   }
 
+  /**
+   * stop ends every node (SIGTERM, SIGKILL after the harness's grace) and, the first time, records what they used
+   * from the last endPhase until they exited as the phase `stop` (a node still finishing a snapshot works on).
+   */
   async stop(): Promise<void> {
     await Promise.all(this.nodes.map((n) => n.child.kill('SIGTERM')));
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#sampler);
+    this.phasePeaks.push({
+      phase: 'stop (SIGTERM until exit)',
+      nodeMiB: this.nodes.map((n) => {
+        n.peakMiB = Math.max(n.peakMiB, n.phaseMiB);
+        return n.phaseMiB;
+      }),
+    });
   }
 }
 
@@ -578,6 +606,8 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     const catchUp = (performance.now() - t1) / 1000;
     c.endPhase('follower cut off, then its install');
     log(`[${mix}] a follower cut off past compaction caught up by install in ${catchUp.toFixed(1)} s`);
+    await c.stop();
+    if (process.env.BENCH_NODE_LOG_LEVEL !== undefined) for (const n of c.nodes) await writeFile(join(process.env.BENCH_NODE_LOG_DIR ?? tmpdir(), `bench-${n.id}.log`), n.child.output);
 
     const figures = {
       mix,
@@ -607,7 +637,6 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       nodePeakMiB: c.peaks(),
       phasePeakMiB: c.phasePeaks,
     };
-    await c.stop();
     await rm(join(dir, 'snapcoord'), { recursive: true, force: true });
     let etcd: EtcdFigures | null = null;
     if (o.etcd) {
