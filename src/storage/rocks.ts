@@ -46,7 +46,9 @@ interface NativeBatchOp {
 }
 
 interface NativeDb {
-  open(options: { createIfMissing: boolean; errorIfExists: boolean; writeBufferSize?: number }, callback: Callback): void;
+  open(options: { createIfMissing: boolean; errorIfExists: boolean; writeBufferSize?: number; blockSize?: number }, callback: Callback): void;
+  /** a RocksDB property's value (binding.cc db_get_property), e.g. rocksdb.estimate-table-readers-mem. */
+  getProperty(property: string): string;
   close(callback: Callback): void;
   get(key: Buffer, options: { asBuffer: true; fillCache?: boolean }, callback: Callback<Buffer>): void;
   getMany(keys: Buffer[], options: { asBuffer: true; fillCache?: boolean }, callback: Callback<(Buffer | undefined | null)[]>): void;
@@ -128,6 +130,12 @@ export interface RocksOpenOptions {
   readonly errorIfExists?: boolean;
   /** bytes of a memtable before RocksDB flushes it to an SST (the binding's default: 4 MiB). */
   readonly writeBufferBytes?: number;
+  /**
+   * uncompressed bytes of an SST data block that this database writes (the binding's default: 4 KiB). Each
+   * block has an entry in its file's index, which RocksDB keeps in memory for every open file: about 6 bytes
+   * a block for keys like `fill/00000001`. Files written with another size stay readable.
+   */
+  readonly blockBytes?: number;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -313,6 +321,7 @@ export class RocksDb {
           createIfMissing: options.createIfMissing ?? true,
           errorIfExists: options.errorIfExists ?? false,
           ...(options.writeBufferBytes !== undefined ? { writeBufferSize: options.writeBufferBytes } : {}),
+          ...(options.blockBytes !== undefined ? { blockSize: options.blockBytes } : {}),
         },
         (err) => {
           if (err) reject(new StorageError('io', `rocksdb: cannot open ${path}: ${err.message}`, { path, cause: err }));
@@ -321,6 +330,15 @@ export class RocksDb {
       );
     });
     return new RocksDb(path, db);
+  }
+
+  /**
+   * RocksDb.property reads one of RocksDB's properties (`rocksdb.estimate-table-readers-mem`,
+   * `rocksdb.aggregated-table-properties`, ...): its text, empty when RocksDB does not know it.
+   */
+  property(name: string): string {
+    this.#checkOpen('property');
+    return this.#db.getProperty(name);
   }
 
   /** RocksDb.isClosed is true once close() has been called. */

@@ -13,7 +13,8 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { INSTALL_WRITE_BYTES, RocksStorage, STATE_WRITE_BUFFER_BYTES } from '../../../src/storage/rocks-storage.js';
+import { INSTALL_WRITE_BYTES, RocksStorage, STATE_BLOCK_BYTES, STATE_WRITE_BUFFER_BYTES } from '../../../src/storage/rocks-storage.js';
+import { RocksDb } from '../../../src/storage/rocks.js';
 import type { KeyValue } from '../../../src/storage/types.js';
 import { INSTALL_DECODE_OPTIONS } from '../../../src/snapshot/state-format.js';
 
@@ -128,6 +129,41 @@ describe('RocksStorage.installState memory bound', function () {
       assert.equal(s.appliedIndex(), 5);
     } finally {
       await s.close();
+    }
+  });
+
+  it('writes the installed state in data blocks of STATE_BLOCK_BYTES (fewer index entries held per SST)', async () => {
+    // RocksDB keeps each open SST's index in memory, an entry per data block: 4 KiB blocks held 7.2 MiB for 1M
+    // keys of 1 KiB (issue 15), growing with the state. The table properties count the blocks the files hold.
+    let gen = 0;
+    const s = await RocksStorage.open(dir, { installHook: (phase, g) => void (phase === 'generationCreated' && (gen = g)) });
+    const value = randomBytes(1024);
+    const records = 24_000; // ~24 MiB: several memtables flushed to SSTs
+    async function* source(): AsyncGenerator<KeyValue[]> {
+      for (let i = 0; i < records; ) {
+        const batch: KeyValue[] = [];
+        for (let j = 0; j < 1_000; j++, i++) batch.push({ key: Buffer.from(`fill/${String(i).padStart(8, '0')}`), value });
+        yield batch;
+      }
+    }
+    try {
+      await s.installState(source(), { appliedIndex: 5, membership });
+    } finally {
+      await s.close();
+    }
+    // Opened with the same block size: the records still in its write-ahead log are flushed now, and count too.
+    const db = await RocksDb.open(join(dir, `state-${gen}`), { createIfMissing: false, blockBytes: STATE_BLOCK_BYTES });
+    try {
+      const props = db.property('rocksdb.aggregated-table-properties');
+      const num = (name: string): number => Number(new RegExp(`${name}=(\\d+)`).exec(props)?.[1] ?? NaN);
+      const blocks = num('# data blocks');
+      const entries = num('# entries');
+      const raw = num('raw key size') + num('raw value size');
+      assert.ok(entries >= records / 2, `only ${entries} of ${records} records in SST files: ${props.slice(0, 200)}`);
+      // A block closes once it reaches the size, so the mean is at least ~STATE_BLOCK_BYTES less one record.
+      assert.ok(raw / blocks >= STATE_BLOCK_BYTES - 2 * 1024, `${blocks} data blocks for ${raw} B: ${(raw / blocks).toFixed(0)} B a block, not ~${STATE_BLOCK_BYTES}`);
+    } finally {
+      await db.close();
     }
   });
 
