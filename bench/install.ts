@@ -22,7 +22,7 @@ import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
 import type { StateRecord } from '../src/snapshot/state-format.js';
 import { SnapshotManager } from '../src/node/snapshots.js';
 import { RocksCluster } from '../test/unit/node/rocks-cluster.js';
-import { startExternalMemoryGc } from '../src/cli/external-memory-gc.js';
+import { startExternalMemoryGc } from '../src/snapshot/external-memory-gc.js';
 
 const arg = (name: string, dflt: string): string => {
   const i = process.argv.indexOf(`--${name}`);

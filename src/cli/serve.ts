@@ -45,7 +45,7 @@ import type { ServeConfig } from './config.js';
 import { systemClock } from '../node/clock.js';
 import { cryptoRng } from '../node/crypto-rng.js';
 import { rocksDataDir } from '../storage/rocks-data-dir.js';
-import { startExternalMemoryGc } from './external-memory-gc.js';
+import { startExternalMemoryGc } from '../snapshot/external-memory-gc.js';
 
 /** Planes: the credentials of both planes, server and dialling side. */
 interface Planes {

@@ -214,8 +214,14 @@ export type DigestRequest =
 export type DigestReply =
   | { readonly t: 'inflated'; readonly id: number; readonly lastKey: Uint8Array; readonly state: Uint8Array | null }
   | { readonly t: 'hashed' }
-  | { readonly t: 'digest'; readonly hex: string }
+  | { readonly t: 'digest'; readonly hex: string; readonly gc: DigestWorkerGc }
   | { readonly t: 'error'; readonly id: number | null; readonly code: ArchiveErrorCode | null; readonly message: string };
+
+/** DigestWorkerGc: the collections the worker's bound on its dead Buffers started (state-digest-worker.ts). */
+export interface DigestWorkerGc {
+  readonly scavenges: number;
+  readonly collections: number;
+}
 
 /** errorReply: an error as the worker sends it (an ArchiveError keeps its code and its message without the prefix). */
 export function errorReply(id: number | null, err: unknown): DigestReply {
@@ -246,7 +252,7 @@ function spawnDigestWorker(): Worker {
  * the file comment); close() ends the thread. A worker that dies fails every
  * waiting and later call with its error.
  */
-export function startWorkerStateDigest(): StateDigest {
+export function startWorkerStateDigest(): StateDigest & { readonly gc: DigestWorkerGc } {
   const worker = spawnDigestWorker();
   const waiting = new Map<number, { resolve: (r: MemberInflated) => void; reject: (e: Error) => void }>();
   let digestWaiter: { resolve: (hex: string) => void; reject: (e: Error) => void } | null = null;
@@ -255,6 +261,8 @@ export function startWorkerStateDigest(): StateDigest {
   let nextId = 0;
   let failed: Error | null = null;
   let closed = false;
+  /** gc: what the worker's bound on its dead Buffers had started at its last digest. */
+  let gc: DigestWorkerGc = { scavenges: 0, collections: 0 };
   const failAll = (err: Error): void => {
     failed ??= err;
     for (const w of waiting.values()) w.reject(failed);
@@ -271,6 +279,7 @@ export function startWorkerStateDigest(): StateDigest {
     } else if (m.t === 'hashed') {
       hashing.shift()?.resolve();
     } else if (m.t === 'digest') {
+      gc = m.gc;
       digestWaiter?.resolve(m.hex);
       digestWaiter = null;
     } else {
@@ -292,6 +301,9 @@ export function startWorkerStateDigest(): StateDigest {
     return done;
   };
   return {
+    get gc() {
+      return gc;
+    },
     inflate(compressed, entry, want) {
       if (failed !== null) return Promise.reject(failed);
       const id = nextId++;

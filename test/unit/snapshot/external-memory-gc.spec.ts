@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 
-import { COLLECTION_INTERVAL_MS_MIN, EXTERNAL_GARBAGE_BYTES_MAX, ExternalMemoryGc, type ExternalMemoryProbe } from '../../../src/cli/external-memory-gc.js';
+import { COLLECTION_INTERVAL_MS_MIN, EXTERNAL_GARBAGE_BYTES_MAX, ExternalMemoryGc, type ExternalMemoryProbe } from '../../../src/snapshot/external-memory-gc.js';
 
 const MiB = 1024 * 1024;
 
@@ -14,7 +14,7 @@ const MiB = 1024 * 1024;
  */
 const REAL_V8_SCRIPT = `
 import { getHeapStatistics } from 'node:v8';
-const { ExternalMemoryGc, v8Probe } = await import(${JSON.stringify(new URL('../../../src/cli/external-memory-gc.ts', import.meta.url).href)});
+const { ExternalMemoryGc, v8Probe } = await import(${JSON.stringify(new URL('../../../src/snapshot/external-memory-gc.ts', import.meta.url).href)});
 const gc = new ExternalMemoryGc(v8Probe());
 const held = [];
 for (let i = 0; i < 24; i++) held.push(Buffer.alloc(${MiB}, 1));
@@ -34,7 +34,7 @@ console.log(JSON.stringify({ started: gc.scavenges + gc.collections, before, aft
  */
 const STREAM_V8_SCRIPT = `
 import { getHeapStatistics } from 'node:v8';
-const { ExternalMemoryGc, v8Probe } = await import(${JSON.stringify(new URL('../../../src/cli/external-memory-gc.ts', import.meta.url).href)});
+const { ExternalMemoryGc, v8Probe } = await import(${JSON.stringify(new URL('../../../src/snapshot/external-memory-gc.ts', import.meta.url).href)});
 const gc = new ExternalMemoryGc(v8Probe());
 let live = [];
 let most = 0;

@@ -25,6 +25,10 @@
  * extension is enabled at run time (v8Probe), so a launcher needs no flag
  * for it.
  *
+ * A node's main thread runs it on a timer (startExternalMemoryGc, cli/serve.ts);
+ * the state digest worker of a delta snapshot checks it as each member is done
+ * (state-digest-worker.ts).
+ *
  * A stream's Buffers (an install's gunzip output, a download's chunks) die
  * young while it runs: the scavenge frees them. Until Dec 5 the bound looked
  * again only at the next check, 100 ms later, when V8's background sweeper
