@@ -43,6 +43,14 @@ describe('writeArchiveFromRecords', function () {
   beforeEach(async () => ({ dir, cleanup } = await tempDir()));
   afterEach(() => cleanup());
 
+  it('keeps each state member\'s first key in memory of its own (no shared pool slab held for the whole write)', async () => {
+    // The member table lives until the archive is written: a key in one of Node's 8 KiB pool slabs held the slab.
+    const { result } = await build(records(600), dir, 'k');
+    const state = result.members.state;
+    assert.ok(state.length > 3, `members ${state.length}`);
+    for (const m of state) assert.equal(m.firstKey.buffer.byteLength, m.firstKey.length, `a ${m.firstKey.length}-byte first key holds ${m.firstKey.buffer.byteLength} bytes`);
+  });
+
   it('writes a multi-member gzip tar that tar, sha256sum -c and readArchive read, with state.bin byte for byte', async () => {
     const all = records(600);
     const { result, bytes } = await build(all, dir, 'a');
