@@ -39,8 +39,15 @@ export const NODE_MALLOC_ENV: Readonly<Record<string, string>> = {
 
 /**
  * NODE_V8_FLAGS: V8 flags of a node process. The young generation's
- * semi-spaces may grow to 16 MiB (Node's default on 64-bit, stated here so
- * every launcher states it). A 2 MiB cap held the V8 heap at 35-38 MiB
+ * semi-spaces grow to 8 MiB at most (Node's default on 64-bit is 16). Both
+ * semi-spaces are resident once grown: 32 MiB of a node's ~200 at 16.
+ * Measured (issue 15, Dec 5): `bench:snapshot-cluster --keys 1000000
+ * --value-bytes 1024 --no-etcd --mix etcd`, 8 against 16, 2 pairs: the nodes'
+ * peak RSS over the phases 184-193 / 180-189 MiB against 202-208 / 195-205,
+ * writes alone 211 / 222 against 225 / 226 per second; `npm run bench:write
+ * -- --seconds 15 --no-etcd --no-failover --no-planned-restart`, alternating,
+ * 2 pairs: 1705 / 1680 against 1090 / 1722 writes/s, the leader's CPU per
+ * write 0.28 / 0.40 against 0.39 / 0.39 ms. A 2 MiB cap held the V8 heap at 35-38 MiB
  * instead of 56-68 during restores and installs, at the same install CPU,
  * but under writes it scavenged ten times as often: `npm run bench:write
  * -- --no-etcd`, 2 and 16 alternating, 5 pairs at load 8-13: the leader's
@@ -64,7 +71,7 @@ export const NODE_MALLOC_ENV: Readonly<Record<string, string>> = {
  * cost is a V8 heap that may hold more garbage before it is collected (peak
  * RSS 209-229 against 193-206 MiB in that pair).
  */
-export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=16', '--initial-old-space-size=64'];
+export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=8', '--initial-old-space-size=64'];
 
 /** nodeProcessEnv: `base` with NODE_MALLOC_ENV added where `base` does not set those variables itself. */
 export function nodeProcessEnv(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
