@@ -24,7 +24,7 @@ COPY src ./src
 # made here under the ENTRYPOINT's V8 flags (V8 rejects a cache made under others, and the node user cannot
 # write it again in dist/).
 COPY scripts ./scripts
-RUN BUNDLE_CLI_NODE_FLAGS="--max-semi-space-size=16 --initial-old-space-size=64" npm run build && npm prune --omit=dev --no-audit --no-fund
+RUN BUNDLE_CLI_NODE_FLAGS="--max-semi-space-size=8 --initial-old-space-size=64" npm run build && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:20-slim
 ENV NODE_ENV=production
