@@ -47,7 +47,11 @@ export const NODE_MALLOC_ENV: Readonly<Record<string, string>> = {
  * writes alone 211 / 222 against 225 / 226 per second; `npm run bench:write
  * -- --seconds 15 --no-etcd --no-failover --no-planned-restart`, alternating,
  * 2 pairs: 1705 / 1680 against 1090 / 1722 writes/s, the leader's CPU per
- * write 0.28 / 0.40 against 0.39 / 0.39 ms. A 2 MiB cap held the V8 heap at 35-38 MiB
+ * write 0.28 / 0.40 against 0.39 / 0.39 ms. At 8M keys (one machine shared
+ * with other tests, 2 runs with 8, 2 with 16) the nodes were 10-20 MiB lower
+ * too, but downloads ran at 94-131 against 175-183 MB/s and writes alone at
+ * 253-330 against 348-465/s: not yet settled by alternating pairs (README,
+ * Benchmarks). A 2 MiB cap held the V8 heap at 35-38 MiB
  * instead of 56-68 during restores and installs, at the same install CPU,
  * but under writes it scavenged ten times as often: `npm run bench:write
  * -- --no-etcd`, 2 and 16 alternating, 5 pairs at load 8-13: the leader's
