@@ -464,6 +464,8 @@ export async function writeArchiveFromMembers(
   const { level } = resolveParallelGzipOptions(options.gzipLevel !== undefined ? { level: options.gzipLevel } : {});
   const io = options.io ?? nodeSnapshotIo;
   let spool: SnapshotFile | null = null;
+  /** stopped: why the stream to `out` failed; the producer is stopped at its next member with it. */
+  let stopped: Error | null = null;
 
   /** prepare runs the producer into the spool, then builds the head and tail members. */
   const prepare = async () => {
@@ -488,6 +490,7 @@ export async function writeArchiveFromMembers(
       await writeAll(handle, bytes, spoolPath);
     };
     const produced = await produce(async (member, info) => {
+      if (stopped !== null) throw stopped;
       held.push(member);
       heldBytes += member.length;
       members.push({ ...info, firstKey: ownBytes(info.firstKey), compressedBytes: member.length });
@@ -506,8 +509,10 @@ export async function writeArchiveFromMembers(
   // 3. head member, the spooled state members, tail member -> out, hashed as written. Everything runs
   // inside the pipeline, so any failure (a bad record too) destroys `out` the way pipeline does.
   let prepared: Awaited<ReturnType<typeof prepare>> | null = null;
+  let preparing: ReturnType<typeof prepare> | null = null;
   async function* archiveBytes(): AsyncGenerator<Buffer> {
-    const p = await prepare();
+    preparing = prepare();
+    const p = await preparing;
     prepared = p;
     const { handle, members, stateBytes, spoolBytes } = p;
     yield p.headMember;
@@ -534,7 +539,13 @@ export async function writeArchiveFromMembers(
   const tap = new HashTap();
   try {
     await pipeline(Readable.from(archiveBytes(), { objectMode: false, highWaterMark: 1024 * 1024 }), tap, out);
+  } catch (err) {
+    stopped = err instanceof Error ? err : new Error(String(err));
+    throw err;
   } finally {
+    // The stream can fail (`out`'s error) while prepare() still runs: it is let finish (the producer stops at its
+    // next member), so that a spool it opened meanwhile is closed and removed too, not left to the garbage collector.
+    await (preparing as ReturnType<typeof prepare> | null)?.catch(() => undefined);
     const handle = spool as SnapshotFile | null;
     if (handle !== null) {
       await handle.close().catch(() => undefined);

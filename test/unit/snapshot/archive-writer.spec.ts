@@ -10,13 +10,13 @@ import { execFile } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { access, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { promisify } from 'node:util';
 
 import { readArchive, writeArchive, writeArchiveFromRecords } from '../../../src/snapshot/archive.js';
-import { StateBlockEncoder } from '../../../src/snapshot/archive-writer.js';
+import { StateBlockEncoder, writeArchiveFromMembers, type StateMembersProducer } from '../../../src/snapshot/archive-writer.js';
 import { StateFormatError } from '../../../src/snapshot/errors.js';
-import { nodeSnapshotIo } from '../../../src/snapshot/snapshot-io.js';
+import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { checkedStateRecords, decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { MEMBERSHIP, collect, inBatches, records, sha256, sink, tempDir } from './helpers.js';
@@ -181,6 +181,43 @@ describe('writeArchiveFromRecords', function () {
     }
     await assert.rejects(writeArchiveFromRecords(META, { records: failing(), spoolPath: join(dir, 'f.spool') }, sink()), /iterator broke/);
     await assert.rejects(access(join(dir, 'f.spool')));
+  });
+
+  it('an output that fails while the spool is being opened: the producer is stopped, the spool closed and removed (none left to the garbage collector)', async () => {
+    const spoolPath = join(dir, 'out-fails.spool');
+    const out = new Writable({ write: (_chunk, _encoding, callback) => callback() });
+    const handles = { opened: 0, closed: 0 };
+    const io: SnapshotIo = {
+      ...nodeSnapshotIo,
+      // The output fails while the spool is being opened (a slow disk): the stream has given up when it opens.
+      open: async (path, flags, mode) => {
+        const gone = new Promise((resolve) => out.once('close', resolve));
+        out.destroy(new Error('the disk went away'));
+        await gone;
+        await new Promise((r) => setTimeout(r, 20));
+        const h = await nodeSnapshotIo.open(path, flags, mode);
+        handles.opened++;
+        const close = h.close.bind(h);
+        return Object.assign(h, { close: () => (handles.closed++, close()) });
+      },
+    };
+    let delivered = 0;
+    const producer: StateMembersProducer = async (deliver) => {
+      for (let i = 0; i < 1_000; i++) {
+        await deliver(Buffer.alloc(16), { stateBytes: 16, keys: 1, firstKey: Buffer.from(`k${String(i).padStart(4, '0')}`) });
+        delivered++;
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      return { stateSha256: '0'.repeat(64), stateBytes: 16 * delivered, stateKeys: delivered };
+    };
+    await assert.rejects(writeArchiveFromMembers(META, producer, spoolPath, out, { io }), /the disk went away/);
+    assert.equal(handles.opened, 1);
+    assert.equal(handles.closed, 1, 'the spool was left open');
+    await assert.rejects(access(spoolPath), 'the spool was left on disk');
+    const stoppedAt = delivered;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(delivered, stoppedAt, 'the producer ran on');
+    assert.equal(delivered, 0);
   });
 
   it('keeps memory flat: 192 MiB of incompressible state grows RSS by far less than the state (it waits in the spool)', async () => {
