@@ -235,6 +235,20 @@ export class RaftNode {
    * so it stands for no election.
    */
   private baseLost = false;
+
+  /**
+   * countedAsVoter: a candidate asked this node, not a voter in its own
+   * latest configuration, for its vote, and was refused because this log is
+   * more up to date. The candidate's log holds a configuration that counts
+   * this node (a promotion this node has not received), so it may be the
+   * only one that can win: it campaigns, counting the votes of its own latest
+   * configuration, until it hears from a leader (etcd's raft lets a learner
+   * vote for the same reason; it applies configurations at commit, so its
+   * candidates do not ask learners). Leading, it commits an entry of its term
+   * and steps down (onCommitted). Volatile: cleared by a leader's message and
+   * by leading. Simulator seed 917802.
+   */
+  private countedAsVoter = false;
   /**
    * snapshotWanted (leader): a follower needs a snapshot at or after this
    * index, newer than this leader's newest; the driver takes one once it has
@@ -901,6 +915,7 @@ export class RaftNode {
 
   private becomeLeader(): void {
     this.reset(this.term);
+    this.countedAsVoter = false;
     this.role = 'leader';
     this.lead = this.id;
     this.syncProgress();
@@ -948,7 +963,11 @@ export class RaftNode {
    * campaigns, and as leader hands over at once (handOff; see applyBlocked).
    */
   private promotable(): boolean {
-    return (isVoter(this.membership, this.id) || this.removalUncommitted()) && this.installing === null && !this.baseLost;
+    return (
+      (isVoter(this.membership, this.id) || this.removalUncommitted() || this.countedAsVoter) &&
+      this.installing === null &&
+      !this.baseLost
+    );
   }
 
   /**
@@ -975,6 +994,7 @@ export class RaftNode {
 
   private tickElection(): void {
     this.electionElapsed++;
+    if (this.lead !== NO_NODE) this.countedAsVoter = false;
     if (this.promotable()) {
       if (this.electionElapsed >= this.randomizedElectionTimeout) {
         this.electionElapsed = 0;
@@ -1114,6 +1134,7 @@ export class RaftNode {
       }
     } else {
       this.send(m.from, { type: 'voteResp', preVote: m.preVote, granted: false });
+      if (!isVoter(this.membership, this.id) && !this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm)) this.countedAsVoter = true;
     }
   }
 
@@ -1450,8 +1471,10 @@ export class RaftNode {
       this.deferredReads = [];
       for (const r of deferred) this.handleReadIndexRequest(r.context, r.from);
     }
-    if (!isMember(this.membershipAt(this.log.committed), this.id)) {
-      // dissertation §4.2.2: a leader removed from the cluster steps down once the removal commits.
+    if (!isVoter(this.membershipAt(this.log.committed), this.id) && this.committedInTerm()) {
+      // dissertation §4.2.2: a leader removed from the cluster steps down once the removal commits; so does one
+      // that is not a voter (a learner that led because a candidate counted it, see countedAsVoter) once an
+      // entry of its term commits: every voter that took it holds the log a voter can now win with.
       this.becomeFollower(this.term, NO_NODE);
     }
   }

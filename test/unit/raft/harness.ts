@@ -46,6 +46,8 @@ export class TestCluster {
   readonly snapshotsWanted = new Map<NodeId, SnapshotMeta[]>();
   /** sent: every message delivered (or dropped), for assertions. */
   readonly sent: Message[] = [];
+  /** drop: messages it returns true for are lost (besides cut links). */
+  drop: ((m: Message) => boolean) | null = null;
   private cut = new Set<string>();
   private queue: Message[] = [];
 
@@ -120,7 +122,7 @@ export class TestCluster {
       for (const m of q) {
         busy = true;
         this.sent.push(m);
-        if (this.cut.has(`${m.from}>${m.to}`)) continue;
+        if (this.cut.has(`${m.from}>${m.to}`) || this.drop?.(m) === true) continue;
         this.nodes.get(m.to)?.step(m);
       }
       if (!busy) return;

@@ -520,6 +520,41 @@ describe('raft core', () => {
       assert.notEqual(c.node('a').status().role, 'leader');
     });
 
+    it('a learner asked for its vote by a candidate that counts it, refusing it for a longer log, campaigns and hands over (seed 917802)', () => {
+      // a leads {a, b, c} with learner d; cut off, it appends d's promotion. b wins term 2 with c's vote, but only d
+      // gets b's entry, and b is gone for good. a counts {a, b, c, d} (quorum 3) and d refuses it (d's log is of a
+      // later term); c cannot get a's vote (a's log is longer); d, a learner in its own log, never campaigned.
+      const c = new TestCluster(['a', 'b', 'c', 'd'], {}, membership(['a', 'b', 'c'], ['d']));
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      c.isolate('a');
+      c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'd' });
+      c.node('a').propose(bytes('lost'));
+      c.stabilize();
+      // b and c elect one of them; the other takes its vote request but none of its entries.
+      const leads = (id: string): boolean => c.node(id).status().role === 'leader';
+      c.drop = (m) => (m.from === 'b' || m.from === 'c') && (m.to === 'b' || m.to === 'c') && m.type !== 'vote' && m.type !== 'voteResp';
+      for (let i = 0; i < 200 && !leads('b') && !leads('c'); i++) for (const id of ['b', 'c', 'd']) c.tick(id);
+      c.drop = null;
+      const [gone, left] = leads('b') ? ['b', 'c'] : ['c', 'b'];
+      assert.ok(leads(gone), 'b or c leads term 2');
+      assert.ok(c.node('d').status().lastIndex > c.node(left).status().lastIndex, `only d got ${gone}'s entry`);
+      c.heal();
+      c.isolate(gone);
+      assert.deepEqual([...c.node('a').status().membership.voters].sort(), ['a', 'b', 'c', 'd'], "a's latest configuration counts d");
+      assert.deepEqual([...c.node('d').status().membership.voters].sort(), ['a', 'b', 'c'], "d's does not");
+      c.tickAll(300);
+      const leader = ['a', left].find(leads);
+      assert.ok(leader !== undefined, `a voter leads again (roles: ${['a', left, 'd'].map((id) => c.node(id).status().role).join(', ')})`);
+      c.node(leader).propose(bytes('y'));
+      c.stabilize();
+      c.tickAll(2);
+      for (const id of ['a', left, 'd']) assert.deepEqual(c.appliedData(id), ['x', 'y'], `${id} applied`);
+      assert.deepEqual([...c.node(leader).status().membership.voters].sort(), ['a', 'b', 'c'], "d's uncommitted promotion is gone");
+      assert.notEqual(c.node('d').status().role, 'leader', 'd handed over');
+    });
+
     it('only one membership change at a time, and invalid ones are refused', () => {
       const c = new TestCluster(['a', 'b', 'c']);
       c.elect('a');
