@@ -89,9 +89,17 @@ describe('node: a stalled snapshot fetch from the leader is given up and offered
     // Whoever leads next must send f a snapshot, not the log: every other member has compacted past f's log first (a
     // follower compacts only once its leader's snapshot is announced to it, so the other follower may lag the leader;
     // elected with its whole log, it caught f up by appends and no install ever came: a CI failure on Dec 5).
+    // Each takes a snapshot for it (snapshotNow compacts as far as the leader's announced snapshot allows): waiting for
+    // their automatic snapshots timed out when the other follower's next one was not due (a CI failure on Dec 5).
     const fLast = c.node(f).status().lastIndex;
-    await until('every other member to compact past the lagging follower', 30_000, () =>
-      others.every((id) => c.node(id).status().firstIndex > fLast + 1) ? true : undefined,
+    await until(
+      'every other member to compact past the lagging follower',
+      30_000,
+      async () => {
+        for (const id of others) if (c.node(id).status().firstIndex <= fLast + 1) await c.node(id).snapshotNow();
+        return others.every((id) => c.node(id).status().firstIndex > fLast + 1) ? true : undefined;
+      },
+      { everyMs: 200 },
     );
     for (const id of others) await c.stop(id);
     const fn = c.node(f);
