@@ -1,9 +1,11 @@
 /**
- * keyString: the latin1 string of a key's bytes, built by a loop for short
+ * keyString: the latin1 string of a key's bytes, built by String.fromCharCode for short
  * keys and by Buffer.toString for long ones: both give Buffer's latin1
  * string, and strings of keys compare as their bytes do.
  */
 import assert from 'node:assert/strict';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 import { compareBytes } from '../../../src/storage/key-range.js';
 import { keyString } from '../../../src/storage/key-string.js';
@@ -30,5 +32,22 @@ describe('keyString', function () {
         assert.equal(sa < sb ? -1 : sa > sb ? 1 : 0, byBytes, `${Buffer.from(a).toString('hex')} vs ${Buffer.from(b).toString('hex')}`);
       }
     }
+  });
+
+  it('makes flat strings: 10k keys of 30 bytes held in a Map cost at most 128 bytes each of heap', function () {
+    // A string grown char by char with += is a chain of ConsStrings (32 bytes per char past the 13th): held as map
+    // keys (the changed keys of a snapshot, the revision cache) 30-byte keys cost ~600 bytes each of old generation.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const keys = Array.from({ length: 10_000 }, (_, i) => Uint8Array.from(Buffer.from(`\x00snapcoord/rev/kbench/${String(i).padStart(8, '0')}`, 'latin1')));
+    assert.equal(keys[0]?.length, 30);
+    const held = new Map<string, number>();
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < keys.length; i++) held.set(keyString(keys[i] as Uint8Array), i);
+    gc();
+    const perKey = (process.memoryUsage().heapUsed - before) / keys.length;
+    assert.equal(held.size, keys.length);
+    assert.ok(perKey <= 128, `${perKey.toFixed(0)} bytes of heap per key held`);
   });
 });
