@@ -9,20 +9,82 @@ import type { StateChanges } from './types.js';
  */
 export const CHANGES_LISTED_PER_TURN = 2048;
 
-/** ChangedKey: a key's last write: its applied index and its value then (null: deleted; undefined: not kept, read at the view). */
-export interface ChangedKey {
-  readonly at: number;
-  readonly value: Buffer | null | undefined;
-}
+/**
+ * KEPT_CHUNK_BYTES: the value copies of a segment are packed into chunks of
+ * up to this size (1 KiB first, doubling; a longer value gets a chunk of its
+ * own), so a copy costs no object of its own on the heap: a Buffer per value
+ * and an object per key cost ~180 bytes of heap per changed key, the writes
+ * of a busy leader piling up in the old generation until its next snapshot.
+ */
+export const KEPT_CHUNK_BYTES = 64 * 1024;
+const KEPT_FIRST_CHUNK_BYTES = 1024;
+/** A slot's value length when the write was a delete / when its value was not kept (read at the view). */
+const DELETED = -1;
+const NOT_KEPT = -2;
 
 /** Segment: the writes between two views; sealed (never written again) by the later view. */
-interface Segment {
-  readonly keys: Map<string, ChangedKey>;
+class Segment {
+  /**
+   * keys: each key's slot, the index of its three numbers in `slots`: the applied index of its last write, where
+   * its value copy starts (chunk * KEPT_CHUNK_BYTES + offset) and its length (or DELETED, NOT_KEPT).
+   */
+  readonly keys = new Map<string, number>();
+  readonly slots: number[] = [];
+  /** chunks: the value copies (see KEPT_CHUNK_BYTES); `used` bytes of the last are taken. */
+  readonly chunks: Buffer[] = [];
+  used = 0;
   /** unknown: keys written in it whose value was not kept (some may have been written again since). */
-  readonly unknown: string[];
+  readonly unknown: string[] = [];
   /** lastAt: the applied index it was sealed at (no write in it is later). */
-  lastAt: number;
-  keptBytes: number;
+  lastAt = 0;
+  /** keptBytes: the bytes of its value copies, the ones replaced by a later write of another length too (they stay until it goes). */
+  keptBytes = 0;
+
+  /** at: the applied index of the last write of the key in `slot`. */
+  at(slot: number): number {
+    return this.slots[slot] as number;
+  }
+
+  /** value: the value of the last write of the key in `slot` (null: deleted; undefined: not kept), a view into a chunk. */
+  value(slot: number): Buffer | null | undefined {
+    const length = this.slots[slot + 2] as number;
+    if (length === DELETED) return null;
+    if (length === NOT_KEPT) return undefined;
+    const place = this.slots[slot + 1] as number;
+    const chunk = Math.floor(place / KEPT_CHUNK_BYTES);
+    const offset = place - chunk * KEPT_CHUNK_BYTES;
+    return (this.chunks[chunk] as Buffer).subarray(offset, offset + length);
+  }
+
+  /**
+   * copy copies `value` into the chunks (over the previous value of `slot` when it has the same length: sealed
+   * segments are never written, so no view of a listing sees it) and answers its place; `fits` says whether
+   * `value.length` more bytes may be kept (else undefined: not kept).
+   */
+  copy(slot: number | undefined, value: Uint8Array, fits: (bytes: number) => boolean): number | undefined {
+    if (slot !== undefined && this.slots[slot + 2] === value.length) {
+      const place = this.slots[slot + 1] as number;
+      const chunk = Math.floor(place / KEPT_CHUNK_BYTES);
+      (this.chunks[chunk] as Buffer).set(value, place - chunk * KEPT_CHUNK_BYTES);
+      return place;
+    }
+    if (!fits(value.length)) return undefined;
+    this.keptBytes += value.length;
+    let last = this.chunks.length - 1;
+    let chunk = this.chunks[last];
+    if (chunk === undefined || this.used + value.length > chunk.length) {
+      // The first chunks are small (a segment may hold a few writes only), doubling up to KEPT_CHUNK_BYTES.
+      const size = Math.min(KEPT_CHUNK_BYTES, chunk === undefined ? KEPT_FIRST_CHUNK_BYTES : 2 * chunk.length);
+      chunk = Buffer.allocUnsafeSlow(Math.max(size, value.length));
+      this.chunks.push(chunk);
+      this.used = 0;
+      last++;
+    }
+    chunk.set(value, this.used);
+    const place = last * KEPT_CHUNK_BYTES + this.used;
+    this.used += value.length;
+    return place;
+  }
 }
 
 /**
@@ -89,25 +151,32 @@ export class ChangedKeys {
     return this.#keptBytes;
   }
 
-  /** note records a write of `key` (a keyString) at applied index `at`; a value is copied while keptBytesMax allows. */
+  /**
+   * note records a write of `key` (a keyString) at applied index `at`; a value is copied while keptBytesMax allows
+   * (a copy: the written value may be a view into a larger buffer, an append message, it would keep alive).
+   */
   note(key: string, at: number, value: Uint8Array | null): void {
     const seg = this.#open;
-    const before = seg.keys.get(key);
-    if (before?.value != null) {
-      seg.keptBytes -= before.value.length;
-      this.#keptBytes -= before.value.length;
+    const known = seg.keys.get(key);
+    let place = 0;
+    let length = DELETED;
+    if (value !== null) {
+      const before = seg.keptBytes;
+      const copied = seg.copy(known, value, (bytes) => this.#keptBytes + bytes <= this.#limits.keptBytesMax);
+      this.#keptBytes += seg.keptBytes - before;
+      if (copied === undefined) {
+        length = NOT_KEPT;
+        seg.unknown.push(key);
+      } else {
+        place = copied;
+        length = value.length;
+      }
     }
-    let kept: Buffer | null | undefined;
-    if (value === null) kept = null;
-    else if (this.#keptBytes + value.length <= this.#limits.keptBytesMax) {
-      // A copy: the written value may be a view into a larger buffer (an append message) it would keep alive.
-      kept = Buffer.from(value);
-      seg.keptBytes += kept.length;
-      this.#keptBytes += kept.length;
-    } else {
-      seg.unknown.push(key);
-    }
-    seg.keys.set(key, { at, value: kept });
+    const slot = known ?? seg.slots.length;
+    if (known === undefined) seg.keys.set(key, slot);
+    seg.slots[slot] = at;
+    seg.slots[slot + 1] = place;
+    seg.slots[slot + 2] = length;
   }
 
   /** forget drops every change held: changes are known after `knownSince` from now on. */
@@ -145,8 +214,8 @@ export class ChangedKeys {
     const unknown = new Set<string>();
     for (const seg of kept) {
       for (const k of seg.unknown) {
-        const c = seg.keys.get(k);
-        if (c !== undefined && c.value === undefined && c.at > since) unknown.add(k);
+        const slot = seg.keys.get(k);
+        if (slot !== undefined && seg.value(slot) === undefined && seg.at(slot) > since) unknown.add(k);
       }
     }
     if (unknown.size > this.#limits.listedMax) return null;
@@ -165,17 +234,18 @@ export class ChangedKeys {
     const { listedMax, valueBytesMax } = this.#limits;
     const readValues = new Map<string, Uint8Array | undefined>();
     view.unknown.forEach((k, i) => readValues.set(k, read[i]));
-    // Newest first: a key's last write up to the view is the first one met.
-    const last = new Map<string, ChangedKey>();
+    // Newest first: a key's last write up to the view is the first one met (its segment and slot).
+    const last = new Map<string, { readonly seg: Segment; readonly slot: number }>();
     let turn = 0;
     for (let s = view.segments.length - 1; s >= 0; s--) {
-      for (const [key, c] of (view.segments[s] as Segment).keys) {
+      const seg = view.segments[s] as Segment;
+      for (const [key, slot] of seg.keys) {
         if (++turn >= CHANGES_LISTED_PER_TURN) {
           turn = 0;
           await yieldTurn();
         }
-        if (c.at > view.since && !last.has(key)) {
-          last.set(key, c);
+        if (seg.at(slot) > view.since && !last.has(key)) {
+          last.set(key, { seg, slot });
           if (last.size > listedMax) return null;
         }
       }
@@ -189,8 +259,9 @@ export class ChangedKeys {
         turn = 0;
         await yieldTurn();
       }
-      const c = last.get(k) as ChangedKey;
-      const value = c.value === undefined ? (readValues.get(k) ?? null) : c.value;
+      const { seg, slot } = last.get(k) as { readonly seg: Segment; readonly slot: number };
+      const kept = seg.value(slot);
+      const value = kept === undefined ? (readValues.get(k) ?? null) : kept;
       valueBytes += value?.length ?? 0;
       if (valueBytes > valueBytesMax) return null;
       entries.push({ key: Buffer.from(k, 'latin1'), value });
@@ -200,7 +271,7 @@ export class ChangedKeys {
 }
 
 function newSegment(): Segment {
-  return { keys: new Map(), unknown: [], lastAt: 0, keptBytes: 0 };
+  return new Segment();
 }
 
 /**

@@ -4,8 +4,10 @@
  * (views) the writes fell between; sortInTurns sorts as Array.sort does.
  */
 import assert from 'node:assert/strict';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
-import { CHANGES_LISTED_PER_TURN, ChangedKeys, sortInTurns } from '../../../src/storage/changed-keys.js';
+import { CHANGES_LISTED_PER_TURN, ChangedKeys, KEPT_CHUNK_BYTES, sortInTurns } from '../../../src/storage/changed-keys.js';
 import type { StateChanges } from '../../../src/storage/types.js';
 
 const limits = { keptBytesMax: 1 << 20, listedMax: 1 << 16, valueBytesMax: 1 << 24 };
@@ -40,21 +42,85 @@ describe('ChangedKeys', () => {
     assert.equal(c.view(8, 9), null);
   });
 
-  it('keeps value copies up to its bound; the others are read as of the view', async () => {
-    const c = new ChangedKeys(0, { ...limits, keptBytesMax: 4 });
+  it('keeps value copies up to its bound (a rewrite of another length counts again, one of the same length is copied over); the others are read as of the view', async () => {
+    const c = new ChangedKeys(0, { ...limits, keptBytesMax: 5 });
     const big = Buffer.from('xxxx-abc-yyyy');
     c.note('k1', 1, big.subarray(5, 8));
     c.note('k2', 2, Buffer.from('dd'));
-    c.note('k1', 3, Buffer.from('e'));
+    assert.equal(c.keptBytes, 5);
+    c.note('k1', 3, Buffer.from('efg'));
     big.fill(0);
-    assert.equal(c.keptBytes, 1);
+    assert.equal(c.keptBytes, 5, 'the same length: copied over');
+    c.note('k2', 3, Buffer.from('h'));
+    assert.equal(c.keptBytes, 5, 'past the bound: not kept');
     c.note('k3', 4, Buffer.from('fff'));
-    c.note('k4', 5, Buffer.from('ggggg'));
+    c.note('k4', 5, null);
     const v = c.view(0, 5);
     assert.ok(v !== null);
-    assert.deepEqual([...v.unknown].sort(), ['k2', 'k4']);
+    assert.deepEqual([...v.unknown].sort(), ['k2', 'k3']);
     const values = v.unknown.map((k) => Buffer.from(`read ${k}`));
-    assert.deepEqual(shown(await c.list(v, values, turn)), [['k1', 'e'], ['k2', 'read k2'], ['k3', 'fff'], ['k4', 'read k4']]);
+    assert.deepEqual(shown(await c.list(v, values, turn)), [['k1', 'efg'], ['k2', 'read k2'], ['k3', 'read k3'], ['k4', null]]);
+    const d = new ChangedKeys(0, { ...limits, keptBytesMax: 4 });
+    d.note('k1', 1, Buffer.from('ab'));
+    d.note('k1', 2, Buffer.from('c'));
+    assert.equal(d.keptBytes, 3, 'another length: the first copy stays until its segment goes');
+    d.note('k2', 3, Buffer.from('de'));
+    const w = d.view(0, 3);
+    assert.ok(w !== null);
+    assert.deepEqual(w.unknown, ['k2']);
+    assert.deepEqual(shown(await d.list(w, [Buffer.from('DE')], turn)), [['k1', 'c'], ['k2', 'DE']]);
+    assert.equal(d.view(3, 3)?.segments.length, 0);
+    assert.equal(d.keptBytes, 0, 'the sealed segment went with its copies');
+  });
+
+  it('keeps values of any length across chunks, each listed as written, after the writes that followed the view', async () => {
+    const c = new ChangedKeys(0, limits);
+    const lengths = [0, 1, 700, 1000, 3000, KEPT_CHUNK_BYTES - 1, KEPT_CHUNK_BYTES + 5, 20, KEPT_CHUNK_BYTES, 9];
+    const valueOf = (i: number, round: number): Buffer => Buffer.alloc(lengths[i] as number, `${round}:${i};`);
+    lengths.forEach((_, i) => c.note(`k${i}`, 1, valueOf(i, 1)));
+    const v = c.view(0, 1);
+    assert.ok(v !== null);
+    lengths.forEach((_, i) => c.note(`k${i}`, 2, valueOf(i, 2))); // the open segment: the sealed one is not touched
+    const listedOnce = await c.list(v, [], turn);
+    assert.ok(listedOnce !== null);
+    const byKey = new Map(listedOnce.entries.map((e) => [Buffer.from(e.key).toString('latin1'), e.value]));
+    lengths.forEach((_, i) => assert.ok(valueOf(i, 1).equals(byKey.get(`k${i}`) as Uint8Array), `k${i} as of the view`));
+    const later = await listed(c, 1, 2);
+    assert.ok(later !== null);
+    assert.equal(later.length, lengths.length);
+    const now = c.view(1, 2);
+    assert.ok(now !== null);
+    const second = await c.list(now, [], turn);
+    assert.ok(second !== null);
+    for (const e of second.entries) {
+      const i = Number(Buffer.from(e.key).toString('latin1').slice(1));
+      assert.ok(valueOf(i, 2).equals(e.value as Uint8Array), `k${i} rewritten`);
+    }
+  });
+
+  it('holds a changed key and its kept value in at most 128 bytes of heap besides the key string (10k keys, 25-byte values)', function () {
+    // A Buffer per value and an object per key cost ~180 bytes of heap a key (in the old generation until the next view).
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const n = 10_000;
+    const keys = Array.from({ length: n }, (_, i) => `\x00snapcoord/rev/kbench/${String(i).padStart(8, '0')}`);
+    const values = Array.from({ length: n }, (_, i) => Buffer.alloc(25, i));
+    const fill = (): ChangedKeys => {
+      const c = new ChangedKeys(0, { ...limits, keptBytesMax: 1 << 24 });
+      for (let i = 0; i < n; i++) c.note(keys[i] as string, i + 1, values[i] as Buffer);
+      return c;
+    };
+    fill(); // warm: compiled code and the like are not counted below
+    gc();
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const held = fill();
+    gc();
+    gc();
+    const perKey = (process.memoryUsage().heapUsed - before) / n;
+    assert.equal(held.size, n);
+    assert.equal(held.keptBytes, 25 * n);
+    assert.ok(perKey <= 128, `${perKey.toFixed(0)} bytes of heap per changed key`);
   });
 
   it('answers null past its listing bounds', async () => {
