@@ -14,7 +14,15 @@
  *   recently used records, never a source of truth; a miss reads the store.
  * Bounded by REVISION_CACHE_BYTES_MAX of record keys and values (least
  * recently used out first; the first drop ends the complete mode).
+ *
+ * A record's value is held as a latin1 string (keyString), not as the
+ * Uint8Array it came in: a 25-byte typed array costs ~130 bytes of heap, its
+ * string ~48, and a busy leader holds one per key it wrote (in the old
+ * generation). get makes a Uint8Array of it (young garbage, gone at the next
+ * scavenge).
  */
+import { keyString } from '../storage/key-string.js';
+
 
 /** REVISION_CACHE_BYTES_MAX: the record key and value bytes the cache holds at most (8 MiB). */
 export const REVISION_CACHE_BYTES_MAX = 8 * 1024 * 1024;
@@ -22,7 +30,7 @@ export const REVISION_CACHE_BYTES_MAX = 8 * 1024 * 1024;
 const ENTRY_OVERHEAD_BYTES = 64;
 
 export class RevisionCache {
-  readonly #entries = new Map<string, Uint8Array | null>();
+  readonly #entries = new Map<string, string | null>();
   readonly #bytesMax: number;
   #bytes = 0;
   #generation = -1;
@@ -79,7 +87,10 @@ export class RevisionCache {
       this.#entries.delete(recordKey); // most recently used last
       this.#entries.set(recordKey, v);
     }
-    return v;
+    if (v === null) return null;
+    const bytes = new Uint8Array(v.length);
+    for (let i = 0; i < v.length; i++) bytes[i] = v.charCodeAt(i);
+    return bytes;
   }
 
   /** set records what the store holds under `recordKey` (null: nothing). */
@@ -91,8 +102,9 @@ export class RevisionCache {
     }
     // Complete: a key not held has no record, so no entry is needed for one.
     if (value === null && this.#complete) return;
-    this.#entries.set(recordKey, value);
-    this.#bytes += this.#cost(recordKey, value);
+    const held = value === null ? null : keyString(value);
+    this.#entries.set(recordKey, held);
+    this.#bytes += this.#cost(recordKey, held);
     for (const [k, v] of this.#entries) {
       if (this.#bytes <= this.#bytesMax) break;
       this.#entries.delete(k);
@@ -106,7 +118,7 @@ export class RevisionCache {
     return this.#entries.size;
   }
 
-  #cost(recordKey: string, value: Uint8Array | null): number {
+  #cost(recordKey: string, value: string | null): number {
     return recordKey.length + (value?.length ?? 0) + ENTRY_OVERHEAD_BYTES;
   }
 }
