@@ -217,11 +217,19 @@ export function lookupClientSession(s: ClientSession | undefined, seq: number): 
  * SESSION_RESULTS_PER_CLIENT_MAX (raising floorSeq to the highest dropped).
  */
 export function withResult(s: ClientSession | undefined, clientId: string, index: number, result: SessionResult): ClientSession {
-  const results = [...(s?.results ?? []), result].sort((a, b) => a.seq - b.seq);
+  // One array built in order (a record's results are in seq order): not a copy, a sort and shifts, a write's
+  // largest allocation on the apply path (~1.1 KB a put with 32 results held).
+  const old = s?.results ?? [];
+  let at = old.length; // after every result with a lower or equal seq
+  while (at > 0 && (old[at - 1] as SessionResult).seq > result.seq) at--;
+  const total = old.length + 1;
+  const dropped = Math.max(0, total - SESSION_RESULTS_PER_CLIENT_MAX);
   let floorSeq = s?.floorSeq ?? 0;
-  while (results.length > SESSION_RESULTS_PER_CLIENT_MAX) {
-    const dropped = results.shift() as SessionResult;
-    floorSeq = Math.max(floorSeq, dropped.seq);
+  const results = new Array<SessionResult>(total - dropped);
+  for (let i = 0; i < total; i++) {
+    const r = (i < at ? old[i] : i === at ? result : old[i - 1]) as SessionResult;
+    if (i < dropped) floorSeq = Math.max(floorSeq, r.seq);
+    else results[i - dropped] = r;
   }
   return { clientId, lastIndex: index, floorSeq, results };
 }

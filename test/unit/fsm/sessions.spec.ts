@@ -22,6 +22,9 @@ import {
   isReservedKey,
   isSessionKey,
   sessionKey,
+  withResult,
+  type ClientSession,
+  type SessionResult,
   type SessionStamp,
 } from '../../../src/fsm/sessions.js';
 import type { ApplyItem, ApplyResult } from '../../../src/fsm/types.js';
@@ -119,6 +122,38 @@ describe('client sessions: command encoding', () => {
     assert.equal(table.lookup({ clientId: 'a', seq: 4 }).kind, 'seen');
     assert.equal(table.lookup({ clientId: 'a', seq: 99 }).kind, 'new');
     assert.deepEqual(decodeSessionRecord(sessionKey('a'), encodeClientSession(a)), a);
+  });
+});
+
+describe('client sessions: withResult', () => {
+  /** reference: the record with `result` added as the table defines it (seq order, the lowest dropped past the cap, floorSeq their highest). */
+  function reference(s: ClientSession | undefined, clientId: string, index: number, result: SessionResult): ClientSession {
+    const results = [...(s?.results ?? []), result].sort((a, b) => a.seq - b.seq);
+    let floorSeq = s?.floorSeq ?? 0;
+    while (results.length > SESSION_RESULTS_PER_CLIENT_MAX) floorSeq = Math.max(floorSeq, (results.shift() as SessionResult).seq);
+    return { clientId, lastIndex: index, floorSeq, results };
+  }
+
+  it('adds a result in seq order, drops the lowest past SESSION_RESULTS_PER_CLIENT_MAX and raises floorSeq, as a sort of them all would', () => {
+    let seed = 11;
+    const rnd = (n: number): number => Math.floor(((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * n);
+    for (let round = 0; round < 200; round++) {
+      let s: ClientSession | undefined;
+      let mine: ClientSession | undefined;
+      const used = new Set<number>();
+      const steps = rnd(3 * SESSION_RESULTS_PER_CLIENT_MAX);
+      for (let i = 0; i < steps; i++) {
+        // Mostly increasing request ids, some out of order (a retry of an older write that is still new), never a repeat.
+        let seq = round % 3 === 0 ? 1 + rnd(4 * SESSION_RESULTS_PER_CLIENT_MAX) : i + 1 + (rnd(4) === 0 ? -rnd(5) : 0);
+        while (used.has(seq) || seq < 1 || seq <= (s?.floorSeq ?? 0)) seq++;
+        used.add(seq);
+        const result: SessionResult = rnd(2) === 0 ? { index: i + 1, seq } : { index: i + 1, seq, deleted: rnd(2) };
+        s = reference(s, 'c', i + 1, result);
+        mine = withResult(mine, 'c', i + 1, result);
+        assert.deepEqual(mine, s, `round ${round} step ${i}`);
+        assert.ok(mine.results.length <= SESSION_RESULTS_PER_CLIENT_MAX);
+      }
+    }
   });
 });
 
