@@ -11,8 +11,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
 import type { Membership } from '../../../src/raft/types.js';
 import { compareHolds } from '../../../src/fsm/apply-plan.js';
@@ -33,6 +31,7 @@ import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { ApplyItem, ApplyResult, StoredKeyValue } from '../../../src/fsm/types.js';
 import type { KeyValue } from '../../../src/storage/types.js';
 import { withFsm, type FsmStore } from './fsm-store.js';
+import { heapRetained } from '../../harness/heap-retained.js';
 
 interface Fixture {
   open(): Promise<FsmStore>;
@@ -201,27 +200,17 @@ describe('RevisionCache', () => {
   });
   it('holds a 25-byte record in at most 192 bytes of heap besides its key string (10k records)', () => {
     // As the Uint8Arrays it was given: ~130 bytes of heap a record more (in the old generation of a busy leader).
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as () => void;
     const n = 10_000;
     const keys = Array.from({ length: n }, (_, i) => `\x00snapcoord/rev/kbench/${String(i).padStart(8, '0')}`);
-    const fill = (): RevisionCache => {
+    const { held, bytesPerItem } = heapRetained(n, () => {
       const cache = new RevisionCache();
       cache.forGeneration(1);
       cache.markComplete();
       for (let i = 0; i < n; i++) cache.set(keys[i] as string, encodeKeyRevision({ createRevision: i + 1, modRevision: i + 1, version: 1 }));
       return cache;
-    };
-    fill(); // warm
-    gc();
-    gc();
-    const before = process.memoryUsage().heapUsed;
-    const held = fill();
-    gc();
-    gc();
-    const perRecord = (process.memoryUsage().heapUsed - before) / n;
+    });
     assert.equal(held.size, n);
-    assert.ok(perRecord <= 192, `${perRecord.toFixed(0)} bytes of heap per record`);
+    assert.ok(bytesPerItem <= 192, `${bytesPerItem.toFixed(0)} bytes of heap per record`);
   });
   it('complete: a key it does not hold has no record (null, no read), until the first record dropped for room; a new generation starts partial', () => {
     const cache = new RevisionCache(3 * (1 + 25 + 64));

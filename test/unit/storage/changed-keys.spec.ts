@@ -4,11 +4,10 @@
  * (views) the writes fell between; sortInTurns sorts as Array.sort does.
  */
 import assert from 'node:assert/strict';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
 import { CHANGES_LISTED_PER_TURN, ChangedKeys, KEPT_CHUNK_BYTES, sortInTurns } from '../../../src/storage/changed-keys.js';
 import type { StateChanges } from '../../../src/storage/types.js';
+import { heapRetained } from '../../harness/heap-retained.js';
 
 const limits = { keptBytesMax: 1 << 20, listedMax: 1 << 16, valueBytesMax: 1 << 24 };
 const turn = (): Promise<void> => Promise.resolve();
@@ -100,27 +99,17 @@ describe('ChangedKeys', () => {
 
   it('holds a changed key and its kept value in at most 128 bytes of heap besides the key string (10k keys, 25-byte values)', function () {
     // A Buffer per value and an object per key cost ~180 bytes of heap a key (in the old generation until the next view).
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as () => void;
     const n = 10_000;
     const keys = Array.from({ length: n }, (_, i) => `\x00snapcoord/rev/kbench/${String(i).padStart(8, '0')}`);
     const values = Array.from({ length: n }, (_, i) => Buffer.alloc(25, i));
-    const fill = (): ChangedKeys => {
+    const { held, bytesPerItem } = heapRetained(n, () => {
       const c = new ChangedKeys(0, { ...limits, keptBytesMax: 1 << 24 });
       for (let i = 0; i < n; i++) c.note(keys[i] as string, i + 1, values[i] as Buffer);
       return c;
-    };
-    fill(); // warm: compiled code and the like are not counted below
-    gc();
-    gc();
-    const before = process.memoryUsage().heapUsed;
-    const held = fill();
-    gc();
-    gc();
-    const perKey = (process.memoryUsage().heapUsed - before) / n;
+    });
     assert.equal(held.size, n);
     assert.equal(held.keptBytes, 25 * n);
-    assert.ok(perKey <= 128, `${perKey.toFixed(0)} bytes of heap per changed key`);
+    assert.ok(bytesPerItem <= 128, `${bytesPerItem.toFixed(0)} bytes of heap per changed key`);
   });
 
   it('answers null past its listing bounds', async () => {

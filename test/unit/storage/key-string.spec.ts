@@ -4,11 +4,10 @@
  * string, and strings of keys compare as their bytes do.
  */
 import assert from 'node:assert/strict';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
 import { compareBytes } from '../../../src/storage/key-range.js';
 import { keyString } from '../../../src/storage/key-string.js';
+import { heapRetained } from '../../harness/heap-retained.js';
 
 describe('keyString', function () {
   it("is Buffer's latin1 string of the bytes, for every byte value, short and long keys, and views into larger buffers", function () {
@@ -37,17 +36,14 @@ describe('keyString', function () {
   it('makes flat strings: 10k keys of 30 bytes held in a Map cost at most 128 bytes each of heap', function () {
     // A string grown char by char with += is a chain of ConsStrings (32 bytes per char past the 13th): held as map
     // keys (the changed keys of a snapshot, the revision cache) 30-byte keys cost ~600 bytes each of old generation.
-    setFlagsFromString('--expose-gc');
-    const gc = runInNewContext('gc') as () => void;
     const keys = Array.from({ length: 10_000 }, (_, i) => Uint8Array.from(Buffer.from(`\x00snapcoord/rev/kbench/${String(i).padStart(8, '0')}`, 'latin1')));
     assert.equal(keys[0]?.length, 30);
-    const held = new Map<string, number>();
-    gc();
-    const before = process.memoryUsage().heapUsed;
-    for (let i = 0; i < keys.length; i++) held.set(keyString(keys[i] as Uint8Array), i);
-    gc();
-    const perKey = (process.memoryUsage().heapUsed - before) / keys.length;
+    const { held, bytesPerItem } = heapRetained(keys.length, () => {
+      const map = new Map<string, number>();
+      for (let i = 0; i < keys.length; i++) map.set(keyString(keys[i] as Uint8Array), i);
+      return map;
+    });
     assert.equal(held.size, keys.length);
-    assert.ok(perKey <= 128, `${perKey.toFixed(0)} bytes of heap per key held`);
+    assert.ok(bytesPerItem <= 128, `${bytesPerItem.toFixed(0)} bytes of heap per key held`);
   });
 });
