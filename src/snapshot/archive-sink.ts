@@ -23,6 +23,16 @@ import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-i
 export const CHUNK_HASH_BYTES = 1024 * 1024;
 /** WRITES_IN_FLIGHT: writeChunk writes that may be pending at once (disk writes overlap with receiving). */
 const WRITES_IN_FLIGHT = 4;
+/**
+ * WRITEBACK_BYTES_DEFAULT: an ArchiveSink starts an fdatasync in the background each time this many
+ * bytes have landed since the last one began (one at a time), so the disk writes the archive while
+ * more of it arrives instead of all at the final fsync: the kernel starts writeback by itself only
+ * past vm.dirty_background_ratio (10% of RAM, 2.2 GB here) or after 30 s, so a 1 GiB fetch used to
+ * wait for the whole GiB at its end. Each byte still goes to the disk once; the final fsync is the
+ * one that makes the archive durable. Measured (256 MiB written at 240 MB/s, then fsync): the final
+ * fsync 156-227 ms alone, 25-30 ms with a datasync every 32 MiB; the writes no slower.
+ */
+export const WRITEBACK_BYTES_DEFAULT = 32 * 1024 * 1024;
 
 /** SinkDigest: what an ArchiveSink measured while it wrote. */
 export interface SinkDigest {
@@ -45,6 +55,8 @@ export interface SinkStats {
   chunkHashesReused: number;
   /** wholeHashedBytes: bytes fed to the whole archive's SHA-256 (0 with a claimed digest). */
   wholeHashedBytes: number;
+  /** writebackSyncs: background fdatasyncs started while writing (see WRITEBACK_BYTES_DEFAULT); the final fsync is not counted. */
+  writebackSyncs: number;
 }
 
 export interface ArchiveSinkOptions {
@@ -62,6 +74,8 @@ export interface ArchiveSinkOptions {
   readonly claimedSha256?: string;
   /** io: the file system the archive is written to (default nodeSnapshotIo). */
   readonly io?: SnapshotIo;
+  /** writebackBytes: start a background fdatasync each time this many bytes have landed (default WRITEBACK_BYTES_DEFAULT; 0: never). */
+  readonly writebackBytes?: number;
 }
 
 async function writeAllAt(handle: SnapshotFile, chunk: Uint8Array, position: number): Promise<number> {
@@ -83,7 +97,7 @@ async function writeAllAt(handle: SnapshotFile, chunk: Uint8Array, position: num
  * the temporary directory). digest() gives the hashes once finished.
  */
 export class ArchiveSink extends Writable {
-  readonly stats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0, wholeHashedBytes: 0 };
+  readonly stats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0, wholeHashedBytes: 0, writebackSyncs: 0 };
   /** bytes: bytes accepted so far (hashed; on disk or about to be). */
   bytes = 0;
   private readonly whole: Hash | null;
@@ -96,6 +110,11 @@ export class ArchiveSink extends Writable {
   private pending: Promise<void>[] = [];
   private pendingError: Error | null = null;
   private result: SinkDigest | null = null;
+  private readonly writebackBytes: number;
+  /** landedSinceWriteback: bytes written to the file since the last background fdatasync began. */
+  private landedSinceWriteback = 0;
+  /** writeback: the background fdatasync in flight, if any (never rejects: its error goes to pendingError). */
+  private writeback: Promise<void> | null = null;
 
   private constructor(
     private readonly handle: SnapshotFile,
@@ -105,6 +124,7 @@ export class ArchiveSink extends Writable {
     super({ highWaterMark: 1024 * 1024 });
     this.maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER;
     this.whole = options.claimedSha256 === undefined ? createHash('sha256') : null;
+    this.writebackBytes = options.writebackBytes ?? WRITEBACK_BYTES_DEFAULT;
   }
 
   /** create opens `path` (which must not exist) with mode 0600 and returns a sink over it. */
@@ -135,7 +155,7 @@ export class ArchiveSink extends Writable {
     const work = writeAllAt(this.handle, data, at).then(
       (calls) => {
         this.stats.writeCalls += calls;
-        this.stats.bytesWritten += data.length;
+        this.landed(data.length);
       },
       (err: unknown) => {
         this.pendingError ??= withPath(err, this.path);
@@ -206,6 +226,10 @@ export class ArchiveSink extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.pendingError !== null) {
+      callback(this.pendingError);
+      return;
+    }
     let at: number;
     try {
       at = this.account(chunk);
@@ -216,7 +240,7 @@ export class ArchiveSink extends Writable {
     writeAllAt(this.handle, chunk, at).then(
       (calls) => {
         this.stats.writeCalls += calls;
-        this.stats.bytesWritten += chunk.length;
+        this.landed(chunk.length);
         callback();
       },
       (err: unknown) => callback(withPath(err, this.path)),
@@ -224,6 +248,10 @@ export class ArchiveSink extends Writable {
   }
 
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    if (this.pendingError !== null) {
+      callback(this.pendingError);
+      return;
+    }
     const buffers = chunks.map((c) => c.chunk);
     let at: number;
     try {
@@ -243,7 +271,7 @@ export class ArchiveSink extends Writable {
         this.stats.writeCalls += await writeAllAt(this.handle, rest, at + bytesWritten);
         bytesWritten = total;
       }
-      this.stats.bytesWritten += bytesWritten;
+      this.landed(bytesWritten);
     })();
     work.then(
       () => callback(),
@@ -258,7 +286,32 @@ export class ArchiveSink extends Writable {
     );
   }
 
+  /**
+   * landed counts `n` bytes written to the file and starts a background
+   * fdatasync once writebackBytes have landed since the last one began (one
+   * in flight at a time). Its failure fails the sink (the next write, or the
+   * finish), as a failed write does.
+   */
+  private landed(n: number): void {
+    this.stats.bytesWritten += n;
+    this.landedSinceWriteback += n;
+    if (this.writebackBytes <= 0 || this.landedSinceWriteback < this.writebackBytes || this.writeback !== null || this.handleClosed) return;
+    this.landedSinceWriteback = 0;
+    this.stats.writebackSyncs++;
+    this.writeback = this.handle.datasync().then(
+      () => {
+        this.writeback = null;
+      },
+      (err: unknown) => {
+        this.writeback = null;
+        this.pendingError ??= withPath(err, this.path);
+      },
+    );
+  }
+
   private async syncAndClose(): Promise<void> {
+    if (this.writeback !== null) await this.writeback;
+    if (this.pendingError !== null) throw this.pendingError;
     this.options.beforeSync?.();
     await this.handle.sync();
     this.handleClosed = true;
@@ -267,7 +320,8 @@ export class ArchiveSink extends Writable {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    const pending = this.pending.splice(0);
+    const pending: Promise<void>[] = this.pending.splice(0);
+    if (this.writeback !== null) pending.push(this.writeback);
     void Promise.all(pending).then(() => {
       if (this.handleClosed) {
         callback(error);

@@ -223,7 +223,7 @@ class MemoryFile implements SnapshotFile {
     private readonly path: string,
     private readonly writable: boolean,
     private readonly wallNow: () => number,
-    private readonly syncFile: (node: TreeNode, path: string) => void,
+    private readonly syncFile: (node: TreeNode, path: string, data?: 'data') => void,
   ) {}
 
   private check(syscall: string): void {
@@ -299,6 +299,14 @@ class MemoryFile implements SnapshotFile {
     });
   }
 
+  /** datasync: as sync() here (a file's bytes and size are all it has); counted in datasyncs, not syncs. */
+  datasync(): Promise<void> {
+    return Promise.resolve().then(() => {
+      this.check('fdatasync');
+      this.syncFile(this.node, this.path, 'data');
+    });
+  }
+
   chmod(mode: number): Promise<void> {
     return Promise.resolve().then(() => {
       this.check('fchmod');
@@ -324,10 +332,13 @@ export class MemorySnapshotIo implements SnapshotIo {
   freeBytes = 1024 ** 4;
   /** syncs: sync() calls on files and directories (a count the tests may read). */
   syncs = 0;
+  /** datasyncs: datasync() calls on files. */
+  datasyncs = 0;
 
-  /** syncFile: an open file's sync() (counted in syncs), handed to each MemoryFile. */
-  private readonly syncFile = (node: TreeNode, path: string): void => {
-    this.syncs++;
+  /** syncFile: an open file's sync() (counted in syncs) or datasync() (in datasyncs), handed to each MemoryFile. */
+  private readonly syncFile = (node: TreeNode, path: string, data?: 'data'): void => {
+    if (data === 'data') this.datasyncs++;
+    else this.syncs++;
     this.syncNode(node, path);
   };
 

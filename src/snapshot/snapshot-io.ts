@@ -32,6 +32,8 @@ export interface SnapshotFile {
   writev(buffers: Uint8Array[], position?: number): Promise<{ bytesWritten: number }>;
   stat(): Promise<{ readonly size: number; isFile(): boolean }>;
   sync(): Promise<void>;
+  /** datasync: fdatasync (the data written so far, and the size, on the disk; an ArchiveSink's background writeback). */
+  datasync(): Promise<void>;
   chmod(mode: number): Promise<void>;
   close(): Promise<void>;
   createReadStream(options: FileReadStreamOptions): Readable;

@@ -445,7 +445,7 @@ export class SnapshotStore {
    * counted): with each byte written once, bytesWritten grows by exactly an
    * archive's size per archive stored.
    */
-  readonly writeStats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0, wholeHashedBytes: 0 };
+  readonly writeStats: SinkStats = { bytesWritten: 0, writeCalls: 0, chunkHashesReused: 0, wholeHashedBytes: 0, writebackSyncs: 0 };
   /** blockGzip: the gzip level and block size this store's archives are built with (a caller compressing blocks for createFromMembers). */
   get blockGzip(): { readonly level: number; readonly blockBytes: number } {
     return { level: this.gzipLevel, blockBytes: this.gzipBlockBytes ?? GZIP_BLOCK_BYTES_DEFAULT };
@@ -1148,6 +1148,7 @@ export class SnapshotStore {
     this.writeStats.writeCalls += sink.stats.writeCalls;
     this.writeStats.chunkHashesReused += sink.stats.chunkHashesReused;
     this.writeStats.wholeHashedBytes += sink.stats.wholeHashedBytes;
+    this.writeStats.writebackSyncs += sink.stats.writebackSyncs;
   }
 
   /** loadChunkHashes reads chunks.sha256 of a snapshot: null when absent (stored by an older version), `corrupt` when it does not check. */

@@ -230,6 +230,10 @@ class SimSnapshotFile implements SnapshotFile {
     return this.io.faulty('fsync', this.path, false, () => this.inner.sync());
   }
 
+  datasync(): Promise<void> {
+    return this.io.faulty('fdatasync', this.path, false, () => this.inner.datasync());
+  }
+
   chmod(mode: number): Promise<void> {
     return this.io.live(() => this.inner.chmod(mode));
   }
