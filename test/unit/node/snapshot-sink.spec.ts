@@ -236,13 +236,27 @@ describe('snapshot sink on nodes (issue 15)', function () {
       assert.equal(f.newestMeta(), null);
 
       const good = await f.store.receiveArchive(target, send(bytes), { maxBytes: 1e9, deferWholeDigest: true });
+      const hashed0 = { ...f.installHashedBytes };
       await f.install(good);
       assert.equal(fStorage.appliedIndex(), s.meta.index);
+      // Hashed once in the install's read: the whole archive (which gates it), not state.bin a second time.
+      assert.deepEqual({ archive: f.installHashedBytes.archive - hashed0.archive, state: f.installHashedBytes.state - hashed0.state }, { archive: s.archiveBytes, state: 0 });
       assert.equal(await fStorage.stateDigest(), await leaderStorage.stateDigest());
       assert.equal(f.newestMeta()?.digest, s.archiveSha256);
       const h = await f.store.open(good.id, { allowUnverified: true });
       assert.equal(h.verified, true);
       h.release();
+
+      // An archive stored verified (its hashes recorded when this node wrote or confirmed it) is read without
+      // hashing it whole: its state.bin is hashed then, the one SHA-256 check of those bytes in that read.
+      const f2Storage = await RocksStorage.open(join(dir, 'f2-data'));
+      opened.push(f2Storage);
+      const f2 = await SnapshotManager.open(join(dir, 'f2-snap'), f2Storage, policy, silentLogger, 'test', systemClock);
+      opened.unshift(f2);
+      const verified = await f2.store.receiveArchive(target, send(bytes), { maxBytes: 1e9 });
+      await f2.install(verified);
+      assert.equal(await f2Storage.stateDigest(), await leaderStorage.stateDigest());
+      assert.deepEqual(f2.installHashedBytes, { archive: 0, state: s.meta.stateBytes });
     } finally {
       for (const o of opened) await o.close().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
