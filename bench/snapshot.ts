@@ -415,7 +415,7 @@ async function main(): Promise<void> {
       se.fetches.push(f);
       console.log(
         `round ${r}${label(se.sec)}: fetchSnapshot x${streams}:   ${f.mbps.toFixed(0)} MB/s (${f.seconds.toFixed(2)} s)  ` +
-          `peak RSS sender ${fmtMiB(f.senderPeak)}, receiver ${fmtMiB(f.receiverPeak)}; ${cpuNote(f)}; attempts ${String(f.extra.attempts)}, bad chunks ${String(f.extra.hashFailures)}`,
+          `peak RSS sender ${fmtMiB(f.senderPeak)}, receiver ${fmtMiB(f.receiverPeak)}; ${cpuNote(f)}; attempts ${String(f.extra.attempts)}, bad chunks ${String(f.extra.hashFailures)}, hashed on a worker ${String(f.extra.chunksHashedOnWorker ?? 0)}`,
       );
     }
   }

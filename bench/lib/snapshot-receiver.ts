@@ -90,7 +90,7 @@ async function openFetchJob(i: number): Promise<FetchJob> {
   return { dir, storage, mgr };
 }
 
-async function fetchOne(job: FetchJob): Promise<{ bytes: number; attempts: number; hashFailures: number }> {
+async function fetchOne(job: FetchJob): Promise<{ bytes: number; attempts: number; hashFailures: number; chunksHashedOnWorker: number }> {
   const membership = JSON.parse(need(a, 'membership')) as Membership;
   const { result } = await job.mgr.fetch('bench-follower', address, { index, term, membership, sizeBytes: size, digest });
   return result;
@@ -143,7 +143,7 @@ async function main(): Promise<void> {
   if (mode === 'raw' || mode === 'fetch') {
     const t0 = performance.now();
     const results = await Promise.all(
-      mode === 'raw' ? Array.from({ length: streams }, () => rawOne().then((bytes) => ({ bytes, attempts: 1, hashFailures: 0 }))) : jobs.map((job) => fetchOne(job)),
+      mode === 'raw' ? Array.from({ length: streams }, () => rawOne().then((bytes) => ({ bytes, attempts: 1, hashFailures: 0, chunksHashedOnWorker: 0 }))) : jobs.map((job) => fetchOne(job)),
     );
     const seconds = (performance.now() - t0) / 1000;
     cpuAtEnd = process.cpuUsage(cpu0);
@@ -154,6 +154,7 @@ async function main(): Promise<void> {
       seconds,
       attempts: results.reduce((s, r) => s + r.attempts, 0),
       hashFailures: results.reduce((s, r) => s + r.hashFailures, 0),
+      chunksHashedOnWorker: results.reduce((s, r) => s + r.chunksHashedOnWorker, 0),
     };
   } else if (mode === 'install') {
     out = await install();

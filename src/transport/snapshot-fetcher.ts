@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import { RaftServiceClient, type FetchSnapshotResponse } from '../gen/snapcoord/v1/raft.js';
 import type { NodeId } from '../raft/types.js';
+import { inlineChunkHasher, workerChunkHasher, type ChunkHasher, type Hashed } from './chunk-hasher.js';
 import { faultInterceptors } from './message-faults.js';
 import type { PeerDial } from './peer-guard.js';
 import { silentLogger, type ChunkStream, type FetchSnapshotParams, type SnapshotChunk, type SnapshotStreamOpener, type TransportLogger } from './transport.js';
@@ -61,6 +62,14 @@ export interface FetchOptions {
   readonly streams?: SnapshotStreamOpener;
   /** clock: the idle timeout, the backoff between attempts and the bandwidth cap run on it (default realTimeClock). */
   readonly clock?: FetchClock;
+  /**
+   * hashOnWorker (default: true over gRPC, false with `streams`): hash each
+   * chunk on a worker thread (chunk-hasher.ts), one chunk hashed there while
+   * the next is received. Chunks a `streams` opener hands over may be views
+   * of buffers others hold (an in-memory twin's file), which a transfer to
+   * the worker would take from them: with `streams` it must stay off.
+   */
+  readonly hashOnWorker?: boolean;
 }
 
 /** FetchTimer names a timer a FetchClock set. */
@@ -123,6 +132,8 @@ export interface FetchResult {
   readonly attempts: number;
   /** hashFailures: chunks whose SHA-256 did not match; each was discarded and fetched again. */
   readonly hashFailures: number;
+  /** chunksHashedOnWorker: chunks hashed on the worker thread (the others on the main thread). */
+  readonly chunksHashedOnWorker: number;
 }
 
 /** SnapshotFetchError: the snapshot could not be fetched whole and verified; nothing of it may be used. */
@@ -137,8 +148,10 @@ export class SnapshotFetchError extends Error {
  * chunk is discarded and the stream restarted from the last verified offset,
  * as is a cut or stalled stream. Writing to destPath, the whole archive's
  * SHA-256 must equal target.digest, or it rejects; a sink checks the whole
- * digest itself. Chunks are passed on as decoded (no copy). Memory stays at a
- * few chunks: the next chunk is not read before the previous one is on disk.
+ * digest itself. Chunks are passed on as decoded (no copy). Each chunk is
+ * hashed on a worker thread (opts.hashOnWorker, chunk-hasher.ts) while the
+ * next one is received, and written once its hash matched. Memory stays at a
+ * few chunks: one being hashed, one received, the sink's writes in flight.
  */
 export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
   const log = opts.logger ?? silentLogger;
@@ -155,6 +168,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     ...opts.channelOptions,
   });
   const streams = opts.streams ?? grpcStreams(client as RaftServiceClient);
+  const hasher: ChunkHasher = (opts.hashOnWorker ?? opts.streams === undefined) ? workerChunkHasher() : inlineChunkHasher();
   const sink = opts.sink;
   const destPath = opts.destPath ?? '';
   if (sink === undefined && destPath === '') throw new SnapshotFetchError('fetchSnapshot needs a destPath or a sink');
@@ -196,8 +210,9 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
       throw new SnapshotFetchError(`snapshot ${opts.target.index}: archive SHA-256 ${digest} does not match ${opts.target.digest}`);
     }
     await file?.sync();
-    return { bytes: offset, attempts, hashFailures };
+    return { bytes: offset, attempts, hashFailures, chunksHashedOnWorker: hasher.transferred };
   } finally {
+    hasher.close();
     await Promise.all(writes.splice(0));
     await file?.close().catch(() => undefined);
     client?.close();
@@ -221,47 +236,78 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     const onAbort = (): void => call.cancel();
     opts.signal?.addEventListener('abort', onAbort);
     armIdle();
+    /**
+     * One chunk is hashed (on the worker) while the next is received: `held` is the chunk received last,
+     * its hash on the way; it is checked and written when the next arrives or the stream ends. Only a
+     * chunk whose hash matched is written, in order; anything after a bad one is dropped with the stream.
+     */
+    let held: { readonly sha256: Buffer; readonly last: boolean; readonly hashed: Promise<Hashed> } | null = null;
+    let heldLength = 0;
+    /** settle checks and writes the held chunk: 'next' to go on, else why the stream ends. */
+    const settle = async (): Promise<'next' | 'done' | 'cut' | 'badChunk'> => {
+      const h = held;
+      if (h === null) return 'next';
+      held = null;
+      const { data, sha256: sum } = await h.hashed;
+      if (h.sha256.length !== 32 || !sum.equals(h.sha256)) {
+        log.warn({ index: opts.target.index, offset }, 'snapshot fetch: chunk SHA-256 mismatch; discarded, fetching again');
+        call.cancel();
+        return 'badChunk';
+      }
+      if (sink !== undefined) {
+        // The sink writes (a few writes in flight) and hashes the whole; its promise is the backpressure.
+        try {
+          await sink.writeChunk(data, sum);
+        } catch (err) {
+          sinkError = err;
+          call.cancel();
+          throw err;
+        }
+      } else {
+        // Disk writes overlap with receiving and hashing the next chunks (at most WRITES_IN_FLIGHT
+        // pending: the stream is not read further until the oldest lands, which is the backpressure).
+        const at = offset;
+        writes.push((file as FileHandle).write(data, 0, data.length, at).then(() => null, (e: unknown) => e as Error));
+        if (writes.length >= WRITES_IN_FLIGHT) throwIfFailed(await writes.shift());
+        if (verifyWhole) whole.update(data);
+      }
+      offset += data.length;
+      opts.onProgress?.(offset, opts.target.sizeBytes);
+      await limiter.take(data.length);
+      if (h.last) return offset === opts.target.sizeBytes ? 'done' : 'cut';
+      return 'next';
+    };
     try {
       for await (const raw of call.chunks) {
         armIdle();
+        /** expected: where this chunk must start (after the held one). */
+        const expected = offset + (held === null ? 0 : heldLength);
         const chunkOffset = raw.offset;
-        if (chunkOffset !== offset || raw.totalSizeBytes !== opts.target.sizeBytes) {
-          log.warn({ expected: offset, got: chunkOffset }, 'snapshot fetch: chunk out of place; resuming');
+        if (chunkOffset !== expected || raw.totalSizeBytes !== opts.target.sizeBytes) {
+          log.warn({ expected, got: chunkOffset }, 'snapshot fetch: chunk out of place; resuming');
+          const r = await settle();
           call.cancel();
-          return 'cut';
+          return r === 'next' ? 'cut' : r;
         }
-        const sum = createHash('sha256').update(raw.data).digest();
-        if (raw.sha256.length !== 32 || !sum.equals(raw.sha256)) {
-          log.warn({ index: opts.target.index, offset }, 'snapshot fetch: chunk SHA-256 mismatch; discarded, fetching again');
-          call.cancel();
-          return 'badChunk';
-        }
-        if (offset + raw.data.length > opts.target.sizeBytes) {
+        if (expected + raw.data.length > opts.target.sizeBytes) {
           call.cancel();
           throw new SnapshotFetchError(`snapshot ${opts.target.index}: peer sent more than ${opts.target.sizeBytes} bytes`);
         }
-        if (sink !== undefined) {
-          // The sink writes (a few writes in flight) and hashes the whole; its promise is the backpressure.
-          try {
-            await sink.writeChunk(raw.data, sum);
-          } catch (err) {
-            sinkError = err;
-            call.cancel();
-            throw err;
-          }
-        } else {
-          // Disk writes overlap with receiving and hashing the next chunks (at most WRITES_IN_FLIGHT
-          // pending: the stream is not read further until the oldest lands, which is the backpressure).
-          const at = offset;
-          writes.push((file as FileHandle).write(raw.data, 0, raw.data.length, at).then(() => null, (e: unknown) => e as Error));
-          if (writes.length >= WRITES_IN_FLIGHT) throwIfFailed(await writes.shift());
-          if (verifyWhole) whole.update(raw.data);
+        // Length and expected hash are taken first: the hasher may take the message's buffer (which holds both).
+        const length = raw.data.length;
+        const next = { sha256: Buffer.from(raw.sha256), last: raw.last, hashed: hasher.sha256(raw.data) };
+        next.hashed.catch(() => undefined); // met in settle
+        const r = await settle();
+        if (r !== 'next') {
+          call.cancel();
+          return r;
         }
-        offset += raw.data.length;
-        opts.onProgress?.(offset, opts.target.sizeBytes);
-        await limiter.take(raw.data.length);
-        if (raw.last) return offset === opts.target.sizeBytes ? 'done' : 'cut';
+        held = next;
+        heldLength = length;
+        if (raw.last) break;
       }
+      const r = await settle();
+      if (r !== 'next') return r;
       return offset === opts.target.sizeBytes ? 'done' : 'cut';
     } catch (err) {
       if (err instanceof SnapshotFetchError) throw err;

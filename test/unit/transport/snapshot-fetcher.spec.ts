@@ -77,7 +77,12 @@ describe('snapshot fetch (follower pulls, chunks verified)', () => {
     const r = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK });
     assert.equal(r.bytes, size);
     assert.equal(r.hashFailures, 0);
+    // Each full chunk (its own gRPC message) hashed on the worker, not copied; the short last one (a pooled buffer) inline.
+    assert.equal(r.chunksHashedOnWorker, Math.floor(size / CHUNK));
     assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
+    const inline = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: `${dest}-inline`, chunkBytes: CHUNK, hashOnWorker: false });
+    assert.equal(inline.chunksHashedOnWorker, 0);
+    assert.equal(createHash('sha256').update(await readFile(`${dest}-inline`)).digest('hex'), digest);
   });
 
   it('a byte flipped in one chunk in transit is detected, discarded and fetched again', async () => {
