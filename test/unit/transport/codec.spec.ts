@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
-import type { Message, SnapshotMeta } from '../../../src/raft/types.js';
+import type { Entry, Message, SnapshotMeta } from '../../../src/raft/types.js';
 import {
   CodecError,
   appendRequestFromProto,
@@ -12,6 +12,7 @@ import {
   entryChecksum,
   entryFromProto,
   entryToProto,
+  PROTO_ENTRIES_CACHED,
   fromU64,
   getMembershipRequestFromProto,
   getMembershipRequestToProto,
@@ -257,6 +258,17 @@ describe('transport codec', () => {
       // An equal entry in another object has the same checksum (content, not identity, decides it).
       assert.equal(entryToProto({ ...e, data: bytes('same') }).crc32, first.crc32);
       assert.notEqual(entryToProto({ ...e, data: bytes('other') }).crc32, first.crc32);
+    });
+
+    it('keeps the wire forms of the PROTO_ENTRIES_CACHED entries encoded last only (not one per entry for as long as the log holds it)', () => {
+      const entries = Array.from({ length: PROTO_ENTRIES_CACHED + 10 }, (_, i) => ({ index: i + 1, term: 1, type: 'normal' as const, data: bytes(`e${i}`) }));
+      const forms = entries.map((e) => entryToProto(e));
+      const last = entries.length - 1;
+      assert.equal(entryToProto(entries[last] as Entry), forms[last], 'the last encoded: kept');
+      assert.equal(entryToProto(entries[10] as Entry), forms[10], 'the oldest still within the bound: kept');
+      const again = entryToProto(entries[0] as Entry);
+      assert.notEqual(again, forms[0], 'past the bound: encoded again');
+      assert.deepEqual(again, forms[0]);
     });
 
     it('refuses an entry damaged in transit: any changed byte of data, index, term or type, or a missing checksum', () => {
