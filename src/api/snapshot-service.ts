@@ -36,7 +36,7 @@ import type { SnapshotManager } from '../node/snapshots.js';
 import { durationOf, TaskQueueError, type Task, type TaskFilter, type TaskQueue } from '../ops/task-queue.js';
 import { inspectArchive } from '../snapshot/archive.js';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
-import { isReservedKey, type SessionStamp } from '../fsm/sessions.js';
+import { RESERVED_KEY_PREFIX, type SessionStamp } from '../fsm/sessions.js';
 import { ApiError, invalidArgument, notLeaderError, toApiError } from './api-error.js';
 import { ERROR_CODE_METADATA_KEY } from '../client/error-metadata.js';
 import { CLIENT_ID_METADATA_KEY, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY } from '../client/request-ids.js';
@@ -339,7 +339,7 @@ export function createSnapshotService(
       const id = call.request.id;
       const stored = (await opts.snapshots.store.list()).find((s) => s.id === id);
       if (stored === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no snapshot ${JSON.stringify(id)} on this node`);
-      const r = await inspectArchive(stored.path, { isReservedKey });
+      const r = await inspectArchive(stored.path, { reservedKeyPrefix: RESERVED_KEY_PREFIX });
       const ok = r.ok && r.archiveSha256 === stored.archiveSha256;
       const problems = [...r.problems, ...(r.archiveSha256 !== stored.archiveSha256 ? ['the archive does not match its recorded SHA-256'] : [])];
       return { info: { ...infoOf(stored), stateKeys: BigInt(r.keys) }, ok, problems };

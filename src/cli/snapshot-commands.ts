@@ -398,9 +398,9 @@ export interface RestoreResult {
 /** inspectFile runs inspectArchive on `file`; an unreadable file is a CliError. */
 export async function inspectFile(file: string): Promise<InspectResult> {
   // Loaded here, not at start-up: `snapshot save` needs neither the archive reader nor the state machine's key rules.
-  const [{ inspectArchive }, { isReservedKey }] = await Promise.all([import('../snapshot/archive.js'), import('../fsm/sessions.js')]);
+  const [{ inspectArchive }, { RESERVED_KEY_PREFIX }] = await Promise.all([import('../snapshot/archive.js'), import('../fsm/sessions.js')]);
   try {
-    return await inspectArchive(resolve(file), { isReservedKey });
+    return await inspectArchive(resolve(file), { reservedKeyPrefix: RESERVED_KEY_PREFIX });
   } catch (err) {
     throw new CliError(`cannot read ${file}: ${fsMessage(err)}`);
   }

@@ -31,7 +31,7 @@ import {
 import { HashTap, archiveMetaBytes } from './archive-writer.js';
 import { ArchiveError } from './errors.js';
 import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
-import { checkedStateRecords, countStateKeys } from './state-format.js';
+import { countStateKeys, scanStateRecords } from './state-format.js';
 import { sha256Hex } from '../hash/sha256.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock } from './tar-header.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
@@ -714,27 +714,27 @@ export interface InspectResult {
 }
 
 /**
- * InspectOptions: the archive limits, and `isReservedKey`, which tells the
- * store's own records (client sessions, key revisions) from the clients' keys.
- * The archive format does not know what a key means: the caller (who knows
- * the state machine) passes the predicate; without it every record counts
- * as a client key.
+ * InspectOptions: the archive limits, and `reservedKeyPrefix`, which tells the
+ * store's own records (client sessions, key revisions: keys starting with it)
+ * from the clients' keys. The archive format does not know what a key means:
+ * the caller (who knows the state machine) passes the prefix; without it
+ * every record counts as a client key.
  */
 export interface InspectOptions extends ReadArchiveLimits {
-  readonly isReservedKey?: (key: Uint8Array) => boolean;
+  readonly reservedKeyPrefix?: Uint8Array;
 }
 
 /**
  * inspectArchive reads the archive file at `path` through readArchive (every
- * rule, every hash), decodes and checks every record of state.bin
- * (checkedStateRecords: non-empty keys within the limits, strictly
+ * rule, every hash), checks every record of state.bin (scanStateRecords, the
+ * rules of checkedStateRecords: non-empty keys within the limits, strictly
  * increasing, count and size as meta.json declares) and hashes the whole file. Archive problems are reported in
  * `problems`, not thrown; a file that cannot be opened rejects with the
- * file-system error. Records for which options.isReservedKey holds are
- * counted in `reservedRecords`, the others in `keys`.
+ * file-system error. Records whose key starts with options.reservedKeyPrefix
+ * are counted in `reservedRecords`, the others in `keys`.
  */
 export async function inspectArchive(path: string, options: InspectOptions = {}): Promise<InspectResult> {
-  const { isReservedKey = () => false, ...limits } = options;
+  const { reservedKeyPrefix, ...limits } = options;
   // One read: the file is hashed whole on its way into readArchive.
   const handle = await (options.io ?? nodeSnapshotIo).open(path, 'r');
   const tap = new ReadHashTap();
@@ -751,12 +751,9 @@ export async function inspectArchive(path: string, options: InspectOptions = {})
         async (m, state) => {
           meta = m;
           try {
-            for await (const batch of checkedStateRecords(state, m)) {
-              for (const r of batch) {
-                if (isReservedKey(r.key)) reservedRecords++;
-                else keys++;
-              }
-            }
+            const scan = await scanStateRecords(state, m, reservedKeyPrefix !== undefined ? { countPrefix: reservedKeyPrefix } : {});
+            reservedRecords = scan.prefixed;
+            keys = scan.keys - scan.prefixed;
           } catch (err) {
             if (err instanceof ArchiveError) throw err;
             problems.push(`state.bin: ${(err as Error).message}`);

@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 
 import { inspectArchive, readArchive } from '../../../src/snapshot/archive.js';
 import { StateFormatError } from '../../../src/snapshot/errors.js';
-import { checkedStateRecords, encodeStateRecords, validateStateRecords } from '../../../src/snapshot/state-format.js';
+import { checkedStateRecords, encodeStateRecords, scanStateRecords, validateStateRecords, type StateDeclared } from '../../../src/snapshot/state-format.js';
 import { SnapshotStore } from '../../../src/snapshot/store.js';
 import { collect, inBatches, poisonedArchives, records, tempDir } from './helpers.js';
 
@@ -87,6 +87,87 @@ describe('state validation (checkedStateRecords)', function () {
       }
     } finally {
       await cleanup();
+    }
+  });
+
+  it('scanStateRecords (no records decoded) decides every state as checkedStateRecords does: the same count, or the same error, however the bytes are cut', async () => {
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const u32 = (n: number): Buffer => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32BE(n);
+      return b;
+    };
+    const limits = { keyBytesMax: 24, valueBytesMax: 40 };
+    /** outcome: `ok <keys>` or `<code> <message>`. */
+    const viaChecked = async (chunks: Buffer[], declared: StateDeclared): Promise<string> => {
+      try {
+        let n = 0;
+        for await (const batch of checkedStateRecords(Readable.from(chunks), declared, { ...limits, views: true, batchKeysMax: 1_000, batchBytesMax: 1 << 20 })) n += batch.length;
+        return `ok ${n}`;
+      } catch (e) {
+        assert.ok(e instanceof StateFormatError, String(e));
+        return `${e.code} ${e.message}`;
+      }
+    };
+    const viaScan = async (chunks: Buffer[], declared: StateDeclared): Promise<string> => {
+      try {
+        return `ok ${(await scanStateRecords(Readable.from(chunks), declared, limits)).keys}`;
+      } catch (e) {
+        assert.ok(e instanceof StateFormatError, String(e));
+        return `${e.code} ${e.message}`;
+      }
+    };
+    const faults = ['none', 'swap', 'duplicate', 'truncate', 'empty-key', 'long-key', 'long-value', 'keys+1', 'keys-1', 'bytes+1'] as const;
+    const seen = new Set<string>();
+    for (let round = 0; round < 200; round++) {
+      const count = 2 + rand(30);
+      const keys = new Set<string>();
+      for (let i = 0; keys.size < count && i < 10 * count; i++) keys.add(Array.from({ length: 1 + rand(12) }, () => String.fromCharCode(97 + rand(4))).join(''));
+      assert.equal(keys.size, count);
+      const recs = [...keys].sort().map((k) => ({ key: Buffer.from(k), value: Buffer.alloc(rand(3) === 0 ? 0 : rand(30), 'v') }));
+      const fault = faults[round % faults.length] as (typeof faults)[number];
+      const at = rand(count - 1);
+      let parts = recs.map((r) => [u32(r.key.length), r.key, u32(r.value.length), r.value]);
+      if (fault === 'swap') parts = [...parts.slice(0, at), parts[at + 1]!, parts[at]!, ...parts.slice(at + 2)];
+      if (fault === 'duplicate') parts = [...parts.slice(0, at + 1), parts[at]!, ...parts.slice(at + 1)];
+      if (fault === 'empty-key') parts[at] = [u32(0), u32(3), Buffer.from('abc')];
+      if (fault === 'long-key') parts[at]![0] = u32(25);
+      if (fault === 'long-value') parts[at]![2] = u32(41);
+      let bytes = Buffer.concat(parts.flat());
+      const declared = { stateKeys: recs.length, stateBytes: bytes.length };
+      if (fault === 'truncate') bytes = bytes.subarray(0, 1 + rand(bytes.length - 1));
+      if (fault === 'keys+1') declared.stateKeys++;
+      if (fault === 'keys-1') declared.stateKeys--;
+      if (fault === 'bytes+1') declared.stateBytes++;
+      // The same bytes cut at random places, sometimes a byte at a time.
+      const chunks: Buffer[] = [];
+      for (let pos = 0; pos < bytes.length; ) {
+        const n = rand(4) === 0 ? 1 : 1 + rand(60);
+        chunks.push(Buffer.from(bytes.subarray(pos, pos + n)));
+        pos += n;
+      }
+      const want = await viaChecked(chunks, declared);
+      assert.equal(await viaScan(chunks, declared), want, `round ${round}, ${fault}`);
+      seen.add(`${fault}: ${want.split(' ')[0]}`);
+    }
+    // Every fault was met, and each refused with its own code.
+    for (const [fault, code] of [
+      ['none', 'ok'],
+      ['swap', 'key-order'],
+      ['duplicate', 'key-order'],
+      ['truncate', 'truncated'],
+      ['empty-key', 'empty-key'],
+      ['long-key', 'key-too-large'],
+      ['long-value', 'value-too-large'],
+      ['keys+1', 'count-mismatch'],
+      ['keys-1', 'count-mismatch'],
+      ['bytes+1', 'count-mismatch'],
+    ]) {
+      assert.ok(seen.has(`${fault}: ${code}`), `${fault} never refused with ${code}: ${[...seen].join(', ')}`);
     }
   });
 });
