@@ -32,18 +32,25 @@ const keys = Number(arg('keys', '200000'));
 const rounds = Number(arg('rounds', '3'));
 const valueBytes = Number(arg('value-bytes', '1024'));
 
-/** threadCpu: CPU seconds (user + system) of each thread of this process, by tid. */
-function threadCpu(): Map<number, number> {
-  const out = new Map<number, number>();
+/** threadCpu: CPU seconds (user + system) of each thread of this process, by tid, with the thread's name. */
+function threadCpu(): Map<number, { readonly name: string; readonly s: number }> {
+  const out = new Map<number, { readonly name: string; readonly s: number }>();
   for (const tid of readdirSync('/proc/self/task')) {
     try {
-      const f = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-      out.set(Number(tid), (Number(f[11]) + Number(f[12])) / 100);
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+      out.set(Number(tid), { name, s: (Number(f[11]) + Number(f[12])) / 100 });
     } catch {
       // gone
     }
   }
   return out;
+}
+
+/** threadGroup: a thread's name without its number (libuv-worker, rocksdb:low, V8 DefaultWorke...). */
+function threadGroup(name: string): string {
+  return name.replace(/[0-9]+$/, '').replace(/:$/, '');
 }
 
 /** minorFaults: the process's minor page faults so far. */
@@ -75,7 +82,7 @@ async function main(): Promise<void> {
     const leader = await c.waitForLeader();
     await leader.propose({ op: 'put', key: Buffer.from('a'), value: Buffer.from('b') });
     const original = SnapshotManager.prototype.installUpload;
-    const timings: { wall: number; main: number; other: number }[] = [];
+    const timings: { wall: number; main: number; other: number; groups: Map<string, number> }[] = [];
     SnapshotManager.prototype.installUpload = async function (this: SnapshotManager, ...a: Parameters<typeof original>) {
       const before = threadCpu();
       const t0 = performance.now();
@@ -85,12 +92,17 @@ async function main(): Promise<void> {
       const after = threadCpu();
       let main = 0;
       let other = 0;
-      for (const [tid, s] of after) {
-        const d = s - (before.get(tid) ?? 0);
+      const groups = new Map<string, number>();
+      for (const [tid, t] of after) {
+        const d = t.s - (before.get(tid)?.s ?? 0);
         if (tid === process.pid) main += d;
-        else other += d;
+        else {
+          other += d;
+          const g = threadGroup(t.name);
+          groups.set(g, (groups.get(g) ?? 0) + d);
+        }
       }
-      timings.push({ wall, main, other });
+      timings.push({ wall, main, other, groups });
     };
     let faults0 = minorFaults();
     for (let r = 0; r < rounds; r++) {
@@ -98,7 +110,7 @@ async function main(): Promise<void> {
       await leader.restore(createReadStream(path));
       const t = timings[timings.length - 1];
       const faults = minorFaults();
-      console.log(`round ${r + 1}: restore ${((performance.now() - t0) / 1000).toFixed(2)} s; install+copy ${t?.wall.toFixed(2)} s, CPU main ${t?.main.toFixed(2)} s, other threads ${t?.other.toFixed(2)} s; ${faults - faults0} page faults; rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
+      console.log(`round ${r + 1}: restore ${((performance.now() - t0) / 1000).toFixed(2)} s; install+copy ${t?.wall.toFixed(2)} s, CPU main ${t?.main.toFixed(2)} s, other threads ${t?.other.toFixed(2)} s (${[...(t?.groups ?? [])].filter(([, d]) => d > 0).map(([g, d]) => `${g} ${d.toFixed(2)}`).join(', ')}); ${faults - faults0} page faults; rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
       faults0 = faults;
     }
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
