@@ -19,8 +19,8 @@ export class EarlyAnswerError extends Error {
 export interface UploadOptions extends StreamOptions {
   /** onCall: told of the call as soon as it starts (to cancel it: Ctrl-C, an idle timer). */
   readonly onCall?: (call: grpc.ClientWritableStream<RestoreSnapshotRequest>) => void;
-  /** beforeEnd: runs after the last piece, before end(); a throw cancels the call (e.g. the file changed). */
-  readonly beforeEnd?: () => void;
+  /** beforeEnd: runs (and is awaited) after the last piece, before end(); a throw cancels the call (e.g. the file changed, or its check failed). */
+  readonly beforeEnd?: () => void | Promise<void>;
 }
 
 /**
@@ -52,7 +52,7 @@ export async function uploadArchive(
     for await (const piece of pieces) {
       if (!c.write({ data: piece })) await Promise.race([once(c, 'drain'), answeredEarly]);
     }
-    opts.beforeEnd?.();
+    await Promise.race([opts.beforeEnd?.(), answeredEarly]);
   } catch (err) {
     c.cancel();
     throw err;

@@ -15,7 +15,8 @@ const PIECES = 128;
  * after its first piece until `resume()`, then hashes everything and answers
  * with the byte count and SHA-256 it read as the archive's size and digest.
  */
-async function startServer(): Promise<{ address: string; firstPiece: Promise<void>; resume: () => void; requestIds: string[]; close: () => void }> {
+async function startServer(): Promise<{ address: string; firstPiece: Promise<void>; resume: () => void; requestIds: string[]; ends: () => number; close: () => void }> {
+  let ends = 0;
   let resume = (): void => undefined;
   let sawFirst = (): void => undefined;
   const firstPiece = new Promise<void>((r) => (sawFirst = r));
@@ -35,13 +36,16 @@ async function startServer(): Promise<{ address: string; firstPiece: Promise<voi
           sawFirst();
         }
       });
+      call.on('end', () => {
+        ends++;
+      });
       call.on('end', () => cb(null, { index: 1n, archive: SnapshotInfo.fromPartial({ sizeBytes: BigInt(bytes), digest: hash.digest('hex') }) }));
     },
   } as grpc.UntypedServiceImplementation);
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err !== null ? reject(err) : resolve(p))),
   );
-  return { address: `127.0.0.1:${port}`, firstPiece, resume: () => resume(), requestIds, close: () => server.forceShutdown() };
+  return { address: `127.0.0.1:${port}`, firstPiece, resume: () => resume(), requestIds, ends: () => ends, close: () => server.forceShutdown() };
 }
 
 describe('client: uploadArchive', function () {
@@ -98,6 +102,47 @@ describe('client: uploadArchive', function () {
         }),
         /the file changed/,
       );
+    } finally {
+      client.close();
+      s.close();
+    }
+  });
+
+  it('an async beforeEnd holds the end of the upload until it settles: resolved, the upload ends; rejected, the call is canceled and never ends (the CLI\'s check of the file, run beside the upload)', async () => {
+    const s = await startServer();
+    const client = new SnapshotClient(s.address);
+    try {
+      s.firstPiece.then(() => s.resume(), () => undefined);
+      let open = (): void => undefined;
+      const gate = new Promise<void>((r) => (open = r));
+      let holding = (): void => undefined;
+      const held = new Promise<void>((r) => (holding = r));
+      const done = uploadArchive(client, [Buffer.alloc(1000, 1), Buffer.alloc(1000, 2)], {
+        beforeEnd: async () => {
+          holding();
+          await gate;
+        },
+      });
+      await held;
+      // Every piece is written; the server has read them (it answers at the end) but has not seen the end.
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      assert.equal(s.ends(), 0, 'the upload ended while beforeEnd was still running');
+      open();
+      const res = await done;
+      assert.equal(res.archive?.sizeBytes, 2000n);
+      assert.equal(s.ends(), 1);
+
+      await assert.rejects(
+        uploadArchive(client, [Buffer.alloc(1000, 3)], {
+          beforeEnd: async () => {
+            await new Promise((r) => setImmediate(r));
+            throw new Error('the check failed');
+          },
+        }),
+        /the check failed/,
+      );
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      assert.equal(s.ends(), 1, 'a refused upload reached its end');
     } finally {
       client.close();
       s.close();
