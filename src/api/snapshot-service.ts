@@ -299,6 +299,9 @@ export function createSnapshotService(
       const replayedTrailer = new grpc.Metadata();
       void (async (): Promise<RestoreSnapshotResponse> => {
         const session = restoreSessionOf(call.metadata);
+        // A canceled upload looks whole to the handler (its end comes first, then the cancel): the node checks this.
+        const canceled = new AbortController();
+        call.once('cancelled', () => canceled.abort());
         const st = node.status();
         const body = Readable.from(
           (async function* () {
@@ -313,6 +316,9 @@ export function createSnapshotService(
           return new Promise<RestoreSnapshotResponse>((resolve, reject) => {
             copyRestoreRequestId(call.metadata, md);
             const upstream = client.restoreSnapshot(md, (err, res) => (err !== null ? reject(err) : resolve(res)));
+            // Canceled here, canceled at the leader too (the end forwarded first is then refused there).
+            if (canceled.signal.aborted) upstream.cancel();
+            else canceled.signal.addEventListener('abort', () => upstream.cancel(), { once: true });
             upstream.on('status', (s: grpc.StatusObject) => {
               if (s.metadata.get(REPLAYED_METADATA_KEY)[0] === '1') replayedTrailer.set(REPLAYED_METADATA_KEY, '1');
             });
@@ -324,7 +330,7 @@ export function createSnapshotService(
             })().catch((e: unknown) => upstream.destroy(e as Error));
           });
         }
-        const r = await node.restore(body, session);
+        const r = await node.restore(body, session, canceled.signal);
         if (r.replayed) replayedTrailer.set(REPLAYED_METADATA_KEY, '1');
         return { index: BigInt(r.index), archive: infoOf(r.archive) };
       })().then(

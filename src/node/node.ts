@@ -249,6 +249,11 @@ interface PendingRead {
  * linearizable reads wait for a ReadIndex confirmation and for the state
  * machine to catch up with it.
  */
+/** checkNotCanceled: NodeError `invalid` once the uploader of a restore canceled its call (Node.restore's signal). */
+function checkNotCanceled(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw new NodeError('invalid', 'the upload was canceled by its client; the restore was not proposed and nothing changed');
+}
+
 export class Node {
   readonly id: NodeId;
   private readonly raft: RaftNode;
@@ -1549,8 +1554,13 @@ export class Node {
    * (`diskFull`). Resolves once the restore is applied on this node (the leader).
    * With `session` (a client request id) it is applied at most once: a repeat
    * resolves with the first restore's index and `replayed` set, installing nothing.
+   * `signal`: the uploader canceled its call. Checked once the upload is stored
+   * and again just before the entry is proposed: a canceled upload is refused
+   * (`invalid`) even when its bytes ended whole (grpc-js hands a server the end
+   * of a client stream that was canceled, then the cancel: Node's HTTP/2 ends a
+   * stream's readable side when it is reset), so nothing changes.
    */
-  async restore(source: Readable, session?: SessionStamp): Promise<{ index: number; archive: StoredSnapshot; replayed: boolean }> {
+  async restore(source: Readable, session?: SessionStamp, signal?: AbortSignal): Promise<{ index: number; archive: StoredSnapshot; replayed: boolean }> {
     this.checkRunning();
     const archives = this.archives;
     if (archives === null) {
@@ -1563,10 +1573,12 @@ export class Node {
       throw new NodeError('notLeader', new NotLeaderError(st.leader).message, st.leader, this.addressOf(st.leader));
     }
     const stored = await archives.store(source);
+    checkNotCanceled(signal);
     const r = await archives.whileProposing(stored, async () => {
       // A quorum holds a durable copy before the entry exists: losing this node cannot strand it.
       const now = this.raft.brief();
       if (this.bugs.restoreOnOneCopy !== true) await archives.stageOnQuorum(stored, now.membership.voters, now.term);
+      checkNotCanceled(signal);
       return this.proposeData(
         encodeRestoreCommand({ digest: stored.archiveSha256, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term, ...(session !== undefined ? { session } : {}) }),
         Math.max(this.timings.proposalTimeoutMs, 10 * 60_000),
