@@ -327,7 +327,10 @@ export function createSnapshotService(
                 if (!upstream.write({ data: chunk })) await once(upstream, 'drain');
               }
               upstream.end();
-            })().catch((e: unknown) => upstream.destroy(e as Error));
+              // The body fails when the client cancels (premature close): cancel the leader's call too. Destroying it
+              // with that error emitted an 'error' event nobody listens to (the callback reports), which ended the
+              // process: a CLI canceling the upload of a file that failed its check took the follower down.
+            })().catch(() => upstream.cancel());
           });
         }
         const r = await node.restore(body, session, canceled.signal);
