@@ -73,13 +73,19 @@ describe('idempotent RestoreSnapshot', function () {
     await c.close();
   });
 
-  it('a retried restore with the same request id takes effect once and keeps the writes made since', async () => {
+  /** connect: snapshot clients of the leader and of a follower, and a KV client of the leader (closed after all). */
+  const connect = (): { snapLeader: SnapshotServiceClient; snapFollower: SnapshotServiceClient; kv: KvClient } => {
     const leaderAddr = c.members.find((m) => m.node === leader)?.address ?? '';
     const followerAddr = c.members.find((m) => m.node !== leader)?.address ?? '';
     const snapLeader = new SnapshotServiceClient(leaderAddr, grpc.credentials.createInsecure());
     const snapFollower = new SnapshotServiceClient(followerAddr, grpc.credentials.createInsecure());
     const kv = new KvClient(leaderAddr);
     clients.push(snapLeader, snapFollower, kv);
+    return { snapLeader, snapFollower, kv };
+  };
+
+  it('a retried restore with the same request id takes effect once and keeps the writes made since', async () => {
+    const { snapLeader, snapFollower, kv } = connect();
 
     await kv.put({ key: enc.encode('r/a'), value: enc.encode('archived') });
     await kv.put({ key: enc.encode('r/s'), value: enc.encode('1'), clientId: 'kv-writer', requestId: 1n });
@@ -123,12 +129,7 @@ describe('idempotent RestoreSnapshot', function () {
   // readable side), so the node checks the cancel before it proposes (Node.restore's signal). The CLI relies on it:
   // it uploads while it checks the file and cancels the upload of a file that fails its check, or on Ctrl-C (issue 15).
   it('after all the bytes of a valid archive, at the leader and through a follower: refused, nothing restored', async () => {
-    const leaderAddr = c.members.find((m) => m.node === leader)?.address ?? '';
-    const followerAddr = c.members.find((m) => m.node !== leader)?.address ?? '';
-    const snapLeader = new SnapshotServiceClient(leaderAddr, grpc.credentials.createInsecure());
-    const snapFollower = new SnapshotServiceClient(followerAddr, grpc.credentials.createInsecure());
-    const kv = new KvClient(leaderAddr);
-    clients.push(snapLeader, snapFollower, kv);
+    const { snapLeader, snapFollower, kv } = connect();
 
     await kv.put({ key: enc.encode('c/a'), value: enc.encode('archived') });
     const archive = await download(snapLeader);
@@ -162,10 +163,7 @@ describe('idempotent RestoreSnapshot', function () {
   });
 
   it('Node.restore: an upload that ended whole but whose call was canceled meanwhile is refused before it is proposed', async () => {
-    const leaderAddr = c.members.find((m) => m.node === leader)?.address ?? '';
-    const snapLeader = new SnapshotServiceClient(leaderAddr, grpc.credentials.createInsecure());
-    const kv = new KvClient(leaderAddr);
-    clients.push(snapLeader, kv);
+    const { snapLeader, kv } = connect();
     await kv.put({ key: enc.encode('c/b'), value: enc.encode('archived') });
     const archive = await download(snapLeader);
     await kv.put({ key: enc.encode('c/b'), value: enc.encode('after') });
