@@ -22,6 +22,7 @@ import * as grpc from '@grpc/grpc-js';
 import { bearerToken } from '../auth/bearer.js';
 import { KeyRing, type Action, type ApiKeySpec, type AuthVerdict } from '../auth/keys.js';
 import type { Logger } from '../node/logger.js';
+import { MetadataGateCall, type GateRefusal, type MetadataGate } from '../transport/metadata-gate.js';
 
 /** RpcNeed: what a method needs: an action; `open` (no key at all); `anyKey` (any valid key, whatever its actions). */
 export type RpcNeed = Action | 'open' | 'anyKey';
@@ -167,10 +168,7 @@ export interface ClientAuthOptions {
 }
 
 /** AuthRefusal: a refused call's gRPC status. */
-export interface AuthRefusal {
-  readonly code: grpc.status;
-  readonly details: string;
-}
+export type AuthRefusal = GateRefusal;
 
 /**
  * authorize decides a call to `path` carrying `metadata` against `ring`:
@@ -236,118 +234,32 @@ export function clientAuthInterceptor(opts: ClientAuthOptions): grpc.ServerInter
     log.warn({ method: path, peer, code: grpc.status[refusal.code], details: refusal.details }, 'client call refused (logged once a minute per host)');
   };
 
-  // What each method path needs, decided once per path (grpc-js calls interceptors only for registered methods).
-  const needs = new Map<string, RpcNeed>();
-  const needOf = (path: string): RpcNeed => {
-    let need = needs.get(path);
-    if (need === undefined) {
-      need = rpcNeed(path);
-      if (needs.size < NEEDS_CACHED_MAX) needs.set(path, need);
+  // What each method path needs, decided once per path (grpc-js calls interceptors only for registered methods),
+  // and its gate: shared by every call of the path, so a call costs one object and no closures.
+  const gates = new Map<string, MetadataGate | 'open'>();
+  const gateOf = (path: string): MetadataGate | 'open' => {
+    let gate = gates.get(path);
+    if (gate === undefined) {
+      const need = rpcNeed(path);
+      gate =
+        need === 'open'
+          ? 'open'
+          : {
+              decide: (metadata) => decide(ring, path, need, metadata),
+              refused: (refusal, call) => logRefusal(path, call.getPeer(), refusal),
+            };
+      if (gates.size < NEEDS_CACHED_MAX) gates.set(path, gate);
     }
-    return need;
+    return gate;
   };
 
   return (method, inner) => {
-    const need = ring.insecureNoAuth ? 'open' : needOf(method.path);
+    const gate = ring.insecureNoAuth ? 'open' : gateOf(method.path);
     // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
-    if (need === 'open') return inner as grpc.ServerInterceptingCall;
-    return new AuthCheckingCall(inner, ring, method.path, need, logRefusal) as unknown as grpc.ServerInterceptingCall;
+    if (gate === 'open') return inner as grpc.ServerInterceptingCall;
+    return new MetadataGateCall(inner, gate) as unknown as grpc.ServerInterceptingCall;
   };
 }
 
-/** NEEDS_CACHED_MAX: the method paths whose need the interceptor remembers (more are decided each call). */
+/** NEEDS_CACHED_MAX: the method paths whose gate the interceptor remembers (more are made each call). */
 const NEEDS_CACHED_MAX = 256;
-
-/**
- * AuthCheckingCall is one call behind the auth interceptor: it passes
- * everything through to the call below, except that the metadata is decided
- * by decide() before the handler sees it, and nothing of a refused call
- * (metadata, messages, half-close) travels further. It is also the listener
- * it gives the call below, so a call costs one object and no closures.
- */
-class AuthCheckingCall implements grpc.ServerInterceptingCallInterface {
-  private listener: ServerListenerBelow | null = null;
-  private refused = false;
-
-  constructor(
-    private readonly inner: grpc.ServerInterceptingCallInterface,
-    private readonly ring: KeyRing,
-    private readonly path: string,
-    private readonly need: Exclude<RpcNeed, 'open'>,
-    private readonly logRefusal: (path: string, peer: string, refusal: AuthRefusal) => void,
-  ) {}
-
-  start(listener: ServerListenerBelow): void {
-    this.listener = listener;
-    this.inner.start(this);
-  }
-
-  onReceiveMetadata(metadata: grpc.Metadata): void {
-    const refusal = decide(this.ring, this.path, this.need, metadata);
-    if (refusal === null) {
-      this.listener?.onReceiveMetadata(metadata);
-      return;
-    }
-    // Not passing the metadata on keeps the handler from starting, and grpc-js reads
-    // request messages only when the handler asks: the body of a refused stream stays unread.
-    this.refused = true;
-    this.logRefusal(this.path, this.inner.getPeer(), refusal);
-    this.inner.sendStatus({ code: refusal.code, details: refusal.details, metadata: new grpc.Metadata() });
-  }
-
-  // Belt and braces: nothing of a refused call travels further.
-  onReceiveMessage(message: unknown): void {
-    if (!this.refused) this.listener?.onReceiveMessage(message);
-  }
-
-  onReceiveHalfClose(): void {
-    if (!this.refused) this.listener?.onReceiveHalfClose();
-  }
-
-  onCancel(): void {
-    this.listener?.onCancel();
-  }
-
-  sendMetadata(metadata: grpc.Metadata): void {
-    this.inner.sendMetadata(metadata);
-  }
-
-  sendMessage(message: unknown, callback: () => void): void {
-    this.inner.sendMessage(message, callback);
-  }
-
-  sendStatus(status: Parameters<grpc.ServerInterceptingCallInterface['sendStatus']>[0]): void {
-    this.inner.sendStatus(status);
-  }
-
-  startRead(): void {
-    this.inner.startRead();
-  }
-
-  getPeer(): string {
-    return this.inner.getPeer();
-  }
-
-  getDeadline(): grpc.Deadline {
-    return this.inner.getDeadline();
-  }
-
-  getHost(): string {
-    return this.inner.getHost();
-  }
-
-  getAuthContext(): ReturnType<grpc.ServerInterceptingCallInterface['getAuthContext']> {
-    return this.inner.getAuthContext();
-  }
-
-  getConnectionInfo(): ReturnType<grpc.ServerInterceptingCallInterface['getConnectionInfo']> {
-    return this.inner.getConnectionInfo();
-  }
-
-  getMetricsRecorder(): ReturnType<grpc.ServerInterceptingCallInterface['getMetricsRecorder']> {
-    return this.inner.getMetricsRecorder();
-  }
-}
-
-/** ServerListenerBelow: the listener the call above gives (grpc-js's InterceptingServerListener). */
-type ServerListenerBelow = Parameters<grpc.ServerInterceptingCallInterface['start']>[0];

@@ -25,7 +25,7 @@ import { RAFT_SERVICE_DEFINITION } from '../transport/fetch-serializer.js';
 import { createRaftService } from '../transport/raft-service.js';
 import { serverFaultInterceptors } from '../transport/message-faults.js';
 import type { RaftRequestHandler } from '../transport/transport.js';
-import { PeerDirectory, PeerGuard, type PeerCall, type RefusalReason } from '../transport/peer-guard.js';
+import { PeerDirectory, PeerGuard, peerAdmissionInterceptor, type PeerCall, type RefusalReason } from '../transport/peer-guard.js';
 import type { ClientDial } from '../client/dial.js';
 import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
@@ -190,8 +190,10 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   }
   const maxRequestBytes = opts.maxRequestBytes ?? CLIENT_MESSAGE_BYTES_DEFAULT;
   const server = new grpc.Server({ ...clientServerOptions(maxRequestBytes), interceptors: [...(opts.interceptors ?? [])] });
-  // The chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) on incoming appends; none otherwise.
-  const peerServer = new grpc.Server({ ...peerServerOptions, interceptors: serverFaultInterceptors(log) });
+  let guard: PeerGuard | null = null;
+  // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages
+  // is read; then the chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) on incoming appends, if armed.
+  const peerServer = new grpc.Server({ ...peerServerOptions, interceptors: [peerAdmissionInterceptor(() => guard), ...serverFaultInterceptors(log)] });
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'NOT_SERVING'])) });
   health.addToServer(server);
   reflection().addToServer(server);
@@ -215,7 +217,6 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const address = formatHostPort({ host: (parseHostPort(opts.bindAddress, true) as { host: string }).host, port });
   const peerAddress = formatHostPort({ host: (parseHostPort(opts.peerBindAddress, true) as { host: string }).host, port: peerPort });
   let forwarder: LeaderForwarder | null = null;
-  let guard: PeerGuard | null = null;
   const directory = new PeerDirectory();
   let closeSnapshotService = (): void => undefined;
   let closing: Promise<void> | null = null;

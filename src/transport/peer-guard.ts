@@ -11,12 +11,18 @@
  *   the sender's certificate (`identityOf`: a cert for n2 cannot speak as n1);
  * - a message from an id that is not in the current membership (voters,
  *   learners, or a member being added: `isMember`).
+ * What can be decided before a message is read is decided when the call
+ * opens (admitCall, peerAdmissionInterceptor): the cluster id, and under
+ * mutual TLS that the certificate names a member. So a caller who will be
+ * refused holds no stream open and sends no message (up to
+ * PEER_MESSAGE_BYTES_MAX each) that is read and decoded before its refusal.
  * Refusals are counted by reason (`onRefused`, fed to /metrics) and logged
  * once per sender and reason per REFUSAL_LOG_INTERVAL_MS, not per message.
  * peerMetadata builds the metadata every outgoing peer call carries.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { NodeId } from '../raft/types.js';
+import { MetadataGateCall, type GateRefusal, type GatedCall, type MetadataGate } from './metadata-gate.js';
 import { silentLogger, type TransportLogger } from './transport.js';
 
 /** CLUSTER_ID_METADATA_KEY: the cluster id every peer call carries. */
@@ -128,20 +134,17 @@ export class PeerGuard {
    * records the sender's advertised client address. Errors: PeerRefusedError.
    */
   admit(from: NodeId, call: PeerCall): void {
-    const cluster = firstString(call.metadata, CLUSTER_ID_METADATA_KEY);
-    if (cluster !== this.opts.clusterId) {
-      this.refuse('cluster_id', from, call, `cluster id ${JSON.stringify(cluster.slice(0, 64))} is not this cluster's (${this.opts.clusterId})`);
-    }
+    this.checkCluster(from, call);
     if (this.opts.identityOf !== undefined) {
       let id = this.identities.get(call);
       if (id === undefined) {
         id = this.opts.identityOf(call);
         this.identities.set(call, id);
       }
-      if (id === null) this.refuse('identity', from, call, 'the peer certificate names no member id (urn:snapcoord:node:<id>)');
+      if (id === null) this.refuse('identity', from, call, NO_MEMBER_ID_MESSAGE);
       if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
     }
-    if (!this.opts.isMember(from)) this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
+    this.checkMember(from, call);
     // Under mutual TLS the advertised address is bound to the certificate's member. Without it (plaintext, a
     // trusted network) it is taken only when it names the host the call came from or the member's own peer
     // host, so another host cannot redirect forwarded writes, and the callers' keys with them, to itself.
@@ -151,6 +154,35 @@ export class PeerGuard {
     if (advertised !== '' && (this.opts.identityOf !== undefined || sameHost(host, remoteHostOf(call.getPeer())) || sameHost(host, memberHost))) {
       this.directory.set(from, advertised);
     }
+  }
+
+  /**
+   * admitCall checks a call when it opens, on its metadata alone, before any
+   * of its messages is read: the cluster id, and under mutual TLS that the
+   * certificate names a member (`from` of every message is then checked
+   * against it by admit). Errors: PeerRefusedError, counted and logged as
+   * admit's.
+   */
+  admitCall(call: PeerCall): void {
+    if (this.opts.identityOf === undefined) {
+      this.checkCluster('', call);
+      return;
+    }
+    const id = this.opts.identityOf(call);
+    this.checkCluster(id ?? '', call);
+    if (id === null) this.refuse('identity', '', call, NO_MEMBER_ID_MESSAGE);
+    this.checkMember(id, call);
+  }
+
+  private checkCluster(from: NodeId, call: PeerCall): void {
+    const cluster = firstString(call.metadata, CLUSTER_ID_METADATA_KEY);
+    if (cluster !== this.opts.clusterId) {
+      this.refuse('cluster_id', from, call, `cluster id ${JSON.stringify(cluster.slice(0, 64))} is not this cluster's (${this.opts.clusterId})`);
+    }
+  }
+
+  private checkMember(from: NodeId, call: PeerCall): void {
+    if (!this.opts.isMember(from)) this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
   }
 
   /** clientAddressOf: the client-plane address member `id` advertised ('' when none yet). */
@@ -176,6 +208,50 @@ export class PeerGuard {
     }
     throw new PeerRefusedError(reason, `refused: ${message}`);
   }
+}
+
+const NO_MEMBER_ID_MESSAGE = 'the peer certificate names no member id (urn:snapcoord:node:<id>)';
+
+/** GatedPeerCall: a call being opened, as admitCall and identityOf read it (its metadata, peer and TLS context). */
+class GatedPeerCall implements PeerCall {
+  constructor(
+    readonly metadata: grpc.Metadata,
+    private readonly call: GatedCall,
+  ) {}
+
+  getPeer(): string {
+    return this.call.getPeer();
+  }
+
+  getAuthContext(): ReturnType<GatedCall['getAuthContext']> {
+    return this.call.getAuthContext();
+  }
+}
+
+/**
+ * peerAdmissionInterceptor: the peer plane's server interceptor that asks
+ * `guardOf()` (null: not serving yet, every call passes to the services,
+ * which answer UNIMPLEMENTED) to admitCall each call when its metadata
+ * arrives; a refused call is answered PERMISSION_DENIED at once, its handler
+ * never runs and none of its messages is read (MetadataGateCall).
+ */
+export function peerAdmissionInterceptor(guardOf: () => PeerGuard | null): grpc.ServerInterceptor {
+  const gate: MetadataGate = {
+    decide(metadata, call): GateRefusal | null {
+      const guard = guardOf();
+      if (guard === null) return null;
+      try {
+        guard.admitCall(new GatedPeerCall(metadata, call));
+        return null;
+      } catch (err) {
+        if (err instanceof PeerRefusedError) return { code: err.code, details: err.details };
+        throw err;
+      }
+    },
+    refused: () => undefined, // the guard counted and logged it
+  };
+  // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
+  return (_method, inner) => new MetadataGateCall(inner, gate) as unknown as grpc.ServerInterceptingCall;
 }
 
 /** hostOf: the host of a "host:port" or "[v6]:port" address, lower-cased, without brackets; null when it is not one. */

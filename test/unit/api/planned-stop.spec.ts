@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
+import { peerMetadata } from '../../../src/transport/peer-guard.js';
 import { startTestCluster, type TestCluster } from './harness.js';
 
 const enc = new TextEncoder();
@@ -27,9 +28,9 @@ describe('api: a planned stop ends the peers\' append streams', function () {
     const follower = c.followers(leader.id)[0];
     assert.ok(follower !== undefined);
     await leader.kv.put({ key: enc.encode('before'), value: enc.encode('1') }, { deadlineMs: 10_000 });
-    // A stream of the follower's peer plane held open as a peer's is (it sends nothing: nothing to admit).
+    // A stream of the follower's peer plane held open as a peer's is (this cluster's id, admitted when it opens; it sends nothing).
     client = new pb.RaftServiceClient(follower.api.peerAddress, grpc.credentials.createInsecure());
-    const stream = client.appendEntries();
+    const stream = client.appendEntries(peerMetadata('snapcoord', ''));
     const ended = new Promise<grpc.ServiceError>((resolve) => stream.on('error', resolve));
     stream.on('data', () => undefined);
     await new Promise<void>((resolve, reject) => client?.waitForReady(Date.now() + 10_000, (err) => (err !== undefined ? reject(err) : resolve())));

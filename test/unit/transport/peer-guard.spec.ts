@@ -56,4 +56,19 @@ describe('PeerGuard: advertised client addresses and refusal logs', () => {
     assert.throws(() => g.admit('y', call('ipv4:10.0.0.9:1', '')), PeerRefusedError);
     assert.equal(lines.length, 2, 'logged again after a minute');
   });
+
+  it('admitCall decides on the metadata alone: the cluster id, and under mutual TLS a certificate naming a member', () => {
+    const counted: string[] = [];
+    const plain = new PeerGuard({ clusterId: 'c1', isMember: () => false, onRefused: (r) => counted.push(r) });
+    plain.admitCall(call('ipv4:10.0.0.9:1', ''));
+    assert.throws(() => plain.admitCall(call('ipv4:10.0.0.9:1', '', 'c2')), /cluster id "c2"/);
+    let cert: string | null = 'n1';
+    const tls = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1', identityOf: () => cert, onRefused: (r) => counted.push(r) });
+    tls.admitCall(call('ipv4:10.0.0.9:1', ''));
+    cert = 'n9';
+    assert.throws(() => tls.admitCall(call('ipv4:10.0.0.9:1', '')), /n9 is not a member/);
+    cert = null;
+    assert.throws(() => tls.admitCall(call('ipv4:10.0.0.9:1', '')), /names no member id/);
+    assert.deepEqual(counted, ['cluster_id', 'not_member', 'identity']);
+  });
 });

@@ -285,6 +285,39 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
     assert.equal(picture(), before);
   });
 
+  /** silentStream: an AppendEntries stream opened with `meta` that sends nothing; resolves with how it ended (null: still open at the deadline). */
+  function silentStream(c: RaftServiceClient, meta: grpc.Metadata): Promise<grpc.ServiceError | null> {
+    return new Promise((resolve) => {
+      const call = c.appendEntries(meta, { deadline: Date.now() + 3_000 });
+      call.on('data', () => undefined);
+      call.on('error', (err: grpc.ServiceError) => resolve(err.code === grpc.status.DEADLINE_EXCEEDED ? null : err));
+      call.on('end', () => resolve(null));
+    });
+  }
+
+  it('a caller who will be refused holds nothing: a non-member certificate or a wrong cluster id is refused when the call opens, before any message is read', async () => {
+    const leader = await stableLeader();
+    const follower = members.find((m) => m.id !== leader.id) as Member;
+    const n0 = refusals.length;
+    const outsider = client(follower.api.peerAddress, 'n9');
+    const member = client(follower.api.peerAddress, leader.id);
+    try {
+      // Streams that never send a message: before, each was held open (a slot, and up to 64 MiB read per message once sent).
+      const e1 = await silentStream(outsider, md());
+      const e2 = await silentStream(member, md('another-cluster'));
+      assert.ok(e1 !== null, 'the non-member\'s silent stream must be refused, not held open');
+      assert.equal(e1.code, grpc.status.PERMISSION_DENIED, e1.message);
+      assert.match(e1.details, /n9 is not a member/);
+      assert.ok(e2 !== null, 'a silent stream of another cluster must be refused, not held open');
+      assert.equal(e2.code, grpc.status.PERMISSION_DENIED, e2.message);
+      assert.match(e2.details, /cluster id/);
+    } finally {
+      outsider.close();
+      member.close();
+    }
+    assert.deepEqual(refusals.slice(n0), ['not_member', 'cluster_id']);
+  });
+
   it('the cluster still works: members keep replicating through all of it', async () => {
     const leader = await stableLeader();
     const last = leader.node.status().lastIndex;
