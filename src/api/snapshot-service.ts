@@ -11,6 +11,8 @@
  *   follower forwards non-stale calls to the leader.
  * - RestoreSnapshot: the uploaded archive, streamed into the leader's store,
  *   validated, then restored through the log; a follower forwards the stream.
+ *   An upload silent for uploadIdleMs is given up (DEADLINE_EXCEEDED); the
+ *   leader receives at most RESTORE_UPLOADS_MAX at once (RESOURCE_EXHAUSTED).
  */
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
@@ -53,7 +55,17 @@ export interface SnapshotApiOptions {
   /** realRoots: real paths of the allowed snapshot roots (prepareRoots). */
   readonly realRoots: readonly string[];
   readonly directoryExport: DirectoryExport;
+  /**
+   * uploadIdleMs: a RestoreSnapshot upload that receives no message for this
+   * long while the node waits for one is given up, DEADLINE_EXCEEDED, nothing
+   * changed (default UPLOAD_IDLE_MS_DEFAULT). The time the import holds the
+   * upload back (backpressure) does not count.
+   */
+  readonly uploadIdleMs?: number;
 }
+
+/** UPLOAD_IDLE_MS_DEFAULT: how long a restore upload may send nothing before it is given up (60 s). */
+export const UPLOAD_IDLE_MS_DEFAULT = 60_000;
 
 export function infoOf(s: StoredSnapshot): SnapshotInfo {
   return {
@@ -191,6 +203,7 @@ export function createSnapshotService(
 ): { service: SnapshotServiceServer; close(): void } {
   let directoryBusy = false;
   const clients = new Map<string, SnapshotServiceClient>();
+  const uploadIdleMs = opts.uploadIdleMs ?? UPLOAD_IDLE_MS_DEFAULT;
 
   const service: SnapshotServiceServer = {
     createSnapshot: unary(async (call: grpc.ServerUnaryCall<CreateSnapshotRequest, CreateSnapshotResponse>) => {
@@ -297,6 +310,8 @@ export function createSnapshotService(
 
     restoreSnapshot(call: grpc.ServerReadableStream<RestoreSnapshotRequest, RestoreSnapshotResponse>, callback: grpc.sendUnaryData<RestoreSnapshotResponse>): void {
       const replayedTrailer = new grpc.Metadata();
+      /** gaveUp: the upload was given up for want of bytes (its answer, whatever the import made of the cut body). */
+      let gaveUp: ApiError | null = null;
       void (async (): Promise<RestoreSnapshotResponse> => {
         const session = restoreSessionOf(call.metadata);
         // A canceled upload looks whole to the handler (its end comes first, then the cancel): the node checks this.
@@ -305,7 +320,29 @@ export function createSnapshotService(
         const st = node.status();
         const body = Readable.from(
           (async function* () {
-            for await (const m of call as AsyncIterable<RestoreSnapshotRequest>) yield Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+            const messages = (call as AsyncIterable<RestoreSnapshotRequest>)[Symbol.asyncIterator]();
+            try {
+              for (;;) {
+                // The clock runs only while the upload waits for the client, not while the import holds it back.
+                let timer: NodeJS.Timeout | undefined;
+                const idle = new Promise<never>((_resolve, reject) => {
+                  timer = setTimeout(() => {
+                    gaveUp = new ApiError(grpc.status.DEADLINE_EXCEEDED, `no bytes of the upload arrived for ${uploadIdleMs} ms: the restore was given up, nothing changed`);
+                    reject(gaveUp);
+                  }, uploadIdleMs);
+                });
+                let r: IteratorResult<RestoreSnapshotRequest>;
+                try {
+                  r = await Promise.race([messages.next(), idle]);
+                } finally {
+                  clearTimeout(timer);
+                }
+                if (r.done === true) return;
+                yield Buffer.from(r.value.data.buffer, r.value.data.byteOffset, r.value.data.byteLength);
+              }
+            } finally {
+              void messages.return?.();
+            }
           })(),
           // Bytes, not objects: at most about one piece waits here (an object stream would queue 16 of them).
           { objectMode: false, highWaterMark: UPLOAD_BUFFER_BYTES },
@@ -338,7 +375,7 @@ export function createSnapshotService(
         return { index: BigInt(r.index), archive: infoOf(r.archive) };
       })().then(
         (res) => callback(null, res, replayedTrailer),
-        (err: unknown) => callback(toApiError(err)),
+        (err: unknown) => callback(gaveUp ?? toApiError(err)),
       );
     },
 

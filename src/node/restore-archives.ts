@@ -34,8 +34,15 @@ const STAGINGS_MAX = 2;
 const STAGED_KEPT_MAX = 16;
 /** FETCH_ATTEMPTS_PER_HOLDER: stream (re)starts when fetching a restore's archive from one holder before trying the next. */
 const FETCH_ATTEMPTS_PER_HOLDER = 3;
-/** UPLOAD_TIMEOUT_MS: how long an upload may take to arrive whole. */
-const UPLOAD_TIMEOUT_MS = 10 * 60_000;
+/** UPLOAD_PIN_MS: how long a stored upload is pinned (kept from pruning) for the restore that proposes it. */
+const UPLOAD_PIN_MS = 10 * 60_000;
+/**
+ * RESTORE_UPLOADS_MAX: restore uploads this leader receives at once; more are
+ * refused `busy` before their bodies are read. Each upload's declared size is
+ * checked against the free space as it is then, so uploads received side by
+ * side could otherwise together fill the disk past its reserve.
+ */
+export const RESTORE_UPLOADS_MAX = 2;
 
 /** RestoreArchivesHost: what RestoreArchives needs of its node. */
 export interface RestoreArchivesHost {
@@ -79,6 +86,8 @@ export class RestoreArchives {
    * and the quorum's copies would be gone. At most STAGED_KEPT_MAX.
    */
   private readonly staged = new Map<string, number>();
+  /** uploading: restore uploads being received now (store), at most RESTORE_UPLOADS_MAX. */
+  private uploading = 0;
   /** pruneRun: the uploads prune running now; pruneAgain: another was asked for meanwhile. */
   private pruneRun: Promise<void> | null = null;
   private pruneAgain = false;
@@ -164,25 +173,32 @@ export class RestoreArchives {
   /**
    * store (the leader, a restore's upload): the archive from `source`, every
    * hash checked, stored among the uploads. Refused below the disk's reserve
-   * (`diskFull`, the source destroyed), when it runs out of space
+   * (`diskFull`) or beyond RESTORE_UPLOADS_MAX at once (`busy`), the source
+   * destroyed unread; when it runs out of space
    * (`diskFull`) or is refused (`invalid`); nothing changes then.
    */
   async store(source: Readable): Promise<StoredSnapshot> {
     const { disk } = this.host;
     try {
       disk?.check();
+      if (this.uploading >= RESTORE_UPLOADS_MAX) {
+        throw new NodeError('busy', `${this.uploading} restore uploads are being received here already (at most ${RESTORE_UPLOADS_MAX} at once); retry when one is done`);
+      }
     } catch (err) {
       source.destroy();
       throw err;
     }
+    this.uploading++;
     try {
-      return await this.host.snapshots.importUpload(source, UPLOAD_TIMEOUT_MS, disk?.minFreeBytes ?? 0);
+      return await this.host.snapshots.importUpload(source, UPLOAD_PIN_MS, disk?.minFreeBytes ?? 0);
     } catch (err) {
       if (isNoSpace(err)) {
         disk?.noteError(err);
         throw new NodeError('diskFull', `the archive could not be stored, nothing changed: ${(err as Error).message}`);
       }
       throw new NodeError('invalid', `the archive was refused, nothing changed: ${(err as Error).message}`);
+    } finally {
+      this.uploading--;
     }
   }
 

@@ -31,6 +31,8 @@ export interface SnapshotNodeOptions {
   readonly tasks?: TaskQueueOptions;
   /** wrapRunner: wraps the real snapshot task runner (e.g. to hold it until the test says go). */
   readonly wrapRunner?: (real: TaskRunner) => TaskRunner;
+  /** uploadIdleMs: SnapshotApiOptions.uploadIdleMs (default its default). */
+  readonly uploadIdleMs?: number;
 }
 
 export class SnapshotNode {
@@ -80,6 +82,7 @@ export class SnapshotNode {
         tasks: { queue: tasks, snapshotPath },
         realRoots: await prepareRoots([root]),
         directoryExport: { storage: rocksDataDir, nodeId: 'n1', clusterId: 'test', selfAddress: api.peerAddress, version: 'test' },
+        ...(opts.uploadIdleMs !== undefined ? { uploadIdleMs: opts.uploadIdleMs } : {}),
       },
     });
     await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
