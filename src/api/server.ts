@@ -10,7 +10,9 @@
  *   (bearer keys and actions) given in BindOptions.interceptors.
  * Neither serves the other's services.
  */
+import { lookup } from 'node:dns/promises';
 import { setMaxListeners } from 'node:events';
+import { createServer as createNetServer, isIP, type AddressInfo, type Server as NetServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
@@ -30,6 +32,7 @@ import type { ClientDial } from '../client/dial.js';
 import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
+import { ConnectionLimiter, provingInterceptor, type ConnectionLimits } from './connection-limiter.js';
 import { createKvService } from './kv-service.js';
 import { LeaderForwarder } from './leader-forwarder.js';
 import { PROTO_FILES, protoDir } from './proto-dir.js';
@@ -74,6 +77,91 @@ export interface BindOptions {
   readonly interceptors?: readonly grpc.ServerInterceptor[];
   /** maxRequestBytes: the largest client-plane message accepted (default CLIENT_MESSAGE_BYTES_DEFAULT); larger ones fail RESOURCE_EXHAUSTED unread. */
   readonly maxRequestBytes?: number;
+  /** clientConnections / peerConnections: the connections each plane holds (ConnectionLimiter; default CLIENT_CONNECTION_LIMITS, PEER_CONNECTION_LIMITS). */
+  readonly clientConnections?: ConnectionLimits;
+  readonly peerConnections?: ConnectionLimits;
+}
+
+/**
+ * CLIENT_CONNECTION_LIMITS: the client plane holds at most 1024 connections,
+ * 256 from one host (clients multiplex their calls on one or a few).
+ */
+export const CLIENT_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 1024, perHostMax: 256 };
+/**
+ * PEER_CONNECTION_LIMITS: the peer plane holds at most 256 connections, 64
+ * from one host (a member opens a few: its transport's channel, snapshot
+ * fetches and stagings; a local cluster's members share a host).
+ */
+export const PEER_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 256, perHostMax: 64 };
+/** CONNECTION_REFUSAL_LOG_INTERVAL_MS: one log line a minute per plane about refused connections. */
+const CONNECTION_REFUSAL_LOG_INTERVAL_MS = 60_000;
+
+/** Listeners: a plane's own TCP listeners, handing what its ConnectionLimiter accepts to grpc-js. */
+interface Listeners {
+  readonly port: number;
+  /** stopAccepting closes the listening sockets (held connections go on). */
+  stopAccepting(): void;
+  /** close: stopAccepting, and every held connection is closed. */
+  close(): void;
+}
+
+/**
+ * listen binds `address` for `srv` (every address a host name resolves to
+ * that can be bound, as grpc-js's bindAsync does; port 0: one port from the
+ * OS for them all)
+ * and hands each accepted connection that `limiter` holds to grpc-js
+ * (Server.createConnectionInjector; TLS is grpc-js's, as with bindAsync).
+ * Errors: Error "cannot listen on <address>: ...".
+ */
+async function listen(srv: grpc.Server, address: string, credentials: grpc.ServerCredentials | undefined, limiter: ConnectionLimiter): Promise<Listeners> {
+  const hp = parseHostPort(address, true) as { host: string; port: number };
+  let hosts: string[];
+  try {
+    hosts = isIP(hp.host) !== 0 ? [hp.host] : (await lookup(hp.host, { all: true })).map((a) => a.address);
+  } catch (err) {
+    throw new Error(`cannot listen on ${address}: ${(err as Error).message}`, { cause: err });
+  }
+  const injector = srv.createConnectionInjector(credentials ?? grpc.ServerCredentials.createInsecure());
+  const servers: NetServer[] = [];
+  let port = hp.port;
+  let firstError: unknown = null;
+  // Like bindAsync: every address the name resolves to that can be bound (one is enough), on one port.
+  for (const host of hosts) {
+    const ns = createNetServer({ noDelay: true }, (socket) => {
+      if (limiter.accept(socket)) injector.injectConnection(socket);
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ns.once('error', reject);
+        ns.listen({ host, port, exclusive: true }, () => {
+          ns.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      firstError ??= err;
+      continue;
+    }
+    servers.push(ns);
+    port = (ns.address() as AddressInfo).port;
+  }
+  if (servers.length === 0) {
+    injector.destroy();
+    const why = firstError instanceof Error ? firstError.message : `${hp.host} resolves to no address`;
+    throw new Error(`cannot listen on ${address}: ${why}`, { cause: firstError });
+  }
+  const stopAccepting = (): void => {
+    for (const ns of servers) if (ns.listening) ns.close();
+  };
+  return {
+    port,
+    stopAccepting,
+    close() {
+      stopAccepting();
+      injector.destroy();
+      limiter.destroyAll();
+    },
+  };
 }
 
 export interface ServeOptions {
@@ -189,27 +277,42 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     if (parseHostPort(a, true) === null) throw new Error(`${what} bind address ${JSON.stringify(a)} is not host:port`);
   }
   const maxRequestBytes = opts.maxRequestBytes ?? CLIENT_MESSAGE_BYTES_DEFAULT;
-  const server = new grpc.Server({ ...clientServerOptions(maxRequestBytes), interceptors: [...(opts.interceptors ?? [])] });
+  const limitLog = (plane: string) => {
+    let lastMs = 0;
+    return (host: string, why: string): void => {
+      const now = Date.now();
+      if (now - lastMs < CONNECTION_REFUSAL_LOG_INTERVAL_MS) return;
+      lastMs = now;
+      log.warn({ plane, host, why }, 'connection refused: the plane holds as many as it may (logged once a minute)');
+    };
+  };
+  const clientLimiter = new ConnectionLimiter(opts.clientConnections ?? CLIENT_CONNECTION_LIMITS, limitLog('client'));
+  const peerLimiter = new ConnectionLimiter(opts.peerConnections ?? PEER_CONNECTION_LIMITS, limitLog('peer'));
+  // grpc-js hands a call's metadata to its interceptors in their order: the last, provingInterceptor, sees only
+  // the calls every other one let through.
+  const server = new grpc.Server({ ...clientServerOptions(maxRequestBytes), interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter)] });
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages
   // is read; then the chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) on incoming appends, if armed.
-  const peerServer = new grpc.Server({ ...peerServerOptions, interceptors: [peerAdmissionInterceptor(() => guard), ...serverFaultInterceptors(log)] });
+  const peerServer = new grpc.Server({
+    ...peerServerOptions,
+    interceptors: [peerAdmissionInterceptor(() => guard), ...serverFaultInterceptors(log), provingInterceptor(peerLimiter)],
+  });
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'NOT_SERVING'])) });
   health.addToServer(server);
   reflection().addToServer(server);
-  const bind = (srv: grpc.Server, address: string, credentials: grpc.ServerCredentials | undefined): Promise<number> =>
-    new Promise<number>((resolve, reject) => {
-      srv.bindAsync(address, credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => {
-        if (err !== null) reject(new Error(`cannot listen on ${address}: ${err.message}`));
-        else resolve(p);
-      });
-    });
+  const listeners: Listeners[] = [];
   let port: number;
   let peerPort: number;
   try {
-    port = await bind(server, opts.bindAddress, opts.credentials);
-    peerPort = await bind(peerServer, opts.peerBindAddress, opts.peerCredentials);
+    const client = await listen(server, opts.bindAddress, opts.credentials, clientLimiter);
+    listeners.push(client);
+    const peer = await listen(peerServer, opts.peerBindAddress, opts.peerCredentials, peerLimiter);
+    listeners.push(peer);
+    port = client.port;
+    peerPort = peer.port;
   } catch (err) {
+    for (const l of listeners) l.close();
     server.forceShutdown();
     peerServer.forceShutdown();
     throw err;
@@ -230,17 +333,22 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     for (const s of SERVICE_NAMES) health.setStatus(s, status);
   };
 
-  const shutdown = (srv: grpc.Server, graceMs: number): Promise<void> =>
-    new Promise<void>((resolve) => {
+  const shutdown = (srv: grpc.Server, graceMs: number): Promise<void> => {
+    const own = srv === server ? listeners[0] : listeners[1];
+    own?.stopAccepting();
+    return new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         srv.forceShutdown();
+        own?.close();
         resolve();
       }, graceMs);
       srv.tryShutdown(() => {
         clearTimeout(timer);
+        own?.close();
         resolve();
       });
     });
+  };
 
   return {
     server,

@@ -1,0 +1,136 @@
+/**
+ * ConnectionLimiter: how many TCP connections one gRPC plane's listener holds.
+ *
+ * grpc-js caps neither connections nor those that never make a call: any
+ * host could open connections until the process runs out of file
+ * descriptors, and then the node's own storage and snapshot files fail to
+ * open. So each plane accepts its connections itself (a net.Server handing
+ * them to grpc-js through Server.createConnectionInjector) and asks
+ * `accept` first:
+ * - at most `perHostMax` connections from one remote host and
+ *   `connectionsMax` in all;
+ * - a connection is `proven` once one of its calls was let through by the
+ *   plane's gates (the client plane's API key check, the peer plane's
+ *   admission): `prove`, from provingInterceptor;
+ * - a new connection over a cap pushes out the oldest connection not proven
+ *   (of that host for the per-host cap): a silent or refused caller never
+ *   holds a place a caller with a key or a member's certificate needs; when
+ *   every held connection is proven, the new one is closed instead.
+ * Refusals and evictions are counted (`refused`, `evicted`).
+ */
+import type { Socket } from 'node:net';
+import type * as grpc from '@grpc/grpc-js';
+
+import { MetadataGateCall, type MetadataGate } from '../transport/metadata-gate.js';
+
+export interface ConnectionLimits {
+  /** connectionsMax: connections held in all (>= 1). */
+  readonly connectionsMax: number;
+  /** perHostMax: connections held from one remote host (>= 1). */
+  readonly perHostMax: number;
+}
+
+interface Held {
+  readonly socket: Socket;
+  readonly host: string;
+  proven: boolean;
+}
+
+export class ConnectionLimiter {
+  /** held: by the peer string grpc-js gives its calls (`address:port`), oldest first. */
+  private readonly held = new Map<string, Held>();
+  private readonly perHost = new Map<string, number>();
+  /** refused: connections closed at accept (every held one proven). */
+  refused = 0;
+  /** evicted: connections not proven pushed out by newer ones. */
+  evicted = 0;
+
+  constructor(
+    private readonly limits: ConnectionLimits,
+    private readonly onRefused: (host: string, why: string) => void = () => undefined,
+  ) {
+    for (const [k, v] of Object.entries(limits)) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new Error(`connection limits: ${k} must be a whole number >= 1, got ${String(v)}`);
+    }
+  }
+
+  /** size: connections held now. */
+  get size(): number {
+    return this.held.size;
+  }
+
+  /** accept decides a new connection: true when it is held (hand it to grpc-js); false when it was closed. */
+  accept(socket: Socket): boolean {
+    const host = socket.remoteAddress ?? '';
+    if ((this.perHost.get(host) ?? 0) >= this.limits.perHostMax && !this.evictOldest(host)) {
+      return this.refuse(socket, host, `more than ${this.limits.perHostMax} connections from ${host}, every one with a call let through`);
+    }
+    if (this.held.size >= this.limits.connectionsMax && !this.evictOldest(null)) {
+      return this.refuse(socket, host, `more than ${this.limits.connectionsMax} connections, every one with a call let through`);
+    }
+    const key = `${host}:${socket.remotePort ?? ''}`;
+    const entry: Held = { socket, host, proven: false };
+    this.held.set(key, entry);
+    this.perHost.set(host, (this.perHost.get(host) ?? 0) + 1);
+    socket.once('close', () => {
+      if (this.held.get(key) !== entry) return;
+      this.held.delete(key);
+      const n = (this.perHost.get(host) ?? 1) - 1;
+      if (n > 0) this.perHost.set(host, n);
+      else this.perHost.delete(host);
+    });
+    return true;
+  }
+
+  /** prove marks the connection of a call let through (`peer`: the call's getPeer()). */
+  prove(peer: string): void {
+    const h = this.held.get(peer);
+    if (h !== undefined) h.proven = true;
+  }
+
+  /** destroyAll closes every held connection (the plane stops). */
+  destroyAll(): void {
+    for (const h of this.held.values()) h.socket.destroy();
+  }
+
+  /** evictOldest closes the oldest connection not proven (of `host`, or of any host for null); false when there is none. */
+  private evictOldest(host: string | null): boolean {
+    for (const [key, h] of this.held) {
+      if (h.proven || (host !== null && h.host !== host)) continue;
+      // Forgotten now, not at its 'close' (which comes later): the place is free for the new one.
+      this.held.delete(key);
+      const n = (this.perHost.get(h.host) ?? 1) - 1;
+      if (n > 0) this.perHost.set(h.host, n);
+      else this.perHost.delete(h.host);
+      h.socket.destroy();
+      this.evicted++;
+      return true;
+    }
+    return false;
+  }
+
+  private refuse(socket: Socket, host: string, why: string): false {
+    this.refused++;
+    socket.destroy();
+    this.onRefused(host, why);
+    return false;
+  }
+}
+
+/**
+ * provingInterceptor: put it last in a plane's interceptors (grpc-js hands a
+ * call's metadata to them in their order): a call whose metadata reaches it
+ * was let through by every gate before it, and its connection is proven
+ * (ConnectionLimiter.prove).
+ */
+export function provingInterceptor(limiter: ConnectionLimiter): grpc.ServerInterceptor {
+  const gate: MetadataGate = {
+    decide(_metadata, call) {
+      limiter.prove(call.getPeer());
+      return null;
+    },
+    refused: () => undefined,
+  };
+  // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
+  return (_method, inner) => new MetadataGateCall(inner, gate) as unknown as grpc.ServerInterceptingCall;
+}

@@ -1,0 +1,122 @@
+/**
+ * What the gRPC planes' listeners hold (ConnectionLimiter), against real
+ * TCP connections: silent connections beyond a plane's caps are closed,
+ * oldest first, and never push out a connection whose calls passed the
+ * plane's gate (the client plane's API key); the node serves throughout.
+ * Before, grpc-js held every connection anyone opened, silent or not, until
+ * the process ran out of file descriptors (and its storage with it).
+ */
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+
+import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
+import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { KvClient } from '../../../src/client/kv-client.js';
+import { Node } from '../../../src/node/node.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { peerDial } from '../../../src/transport/peer-guard.js';
+import { until } from '../../harness/until.js';
+
+const KEY = 'connection-limits-admin-key';
+const CLIENT = { connectionsMax: 8, perHostMax: 6 };
+const PEER = { connectionsMax: 4, perHostMax: 3 };
+const enc = new TextEncoder();
+
+interface Silent {
+  readonly sockets: Socket[];
+  closed(): number;
+}
+
+/** silent opens `n` TCP connections to `port` that never send a byte, and counts those the server closes. */
+function silent(port: number, n: number): Silent {
+  let closed = 0;
+  const sockets = Array.from({ length: n }, () => {
+    const s = connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    s.on('data', () => undefined); // what the server sends (its HTTP/2 settings) is read, so its close is seen
+    s.on('close', () => closed++);
+    return s;
+  });
+  return { sockets, closed: () => closed };
+}
+
+describe('gRPC planes: connections held per plane and per host (real TCP)', function () {
+  this.timeout(60_000);
+  let api: ApiServer;
+  let node: Node;
+  const opened: Silent[] = [];
+  const clients: KvClient[] = [];
+
+  before(async () => {
+    api = await bindApiServer({
+      bindAddress: '127.0.0.1:0',
+      peerBindAddress: '127.0.0.1:0',
+      interceptors: [clientAuthInterceptor({ adminKey: KEY })],
+      clientConnections: CLIENT,
+      peerConnections: PEER,
+    });
+    const ref: { node: Node | null } = { node: null };
+    node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
+      id: 'n1',
+      storage: await MemoryStorage.open(new MemoryDataDir('n1')),
+      transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
+      initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
+    });
+    ref.node = node;
+    api.serve({ node });
+    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+  });
+
+  after(async () => {
+    for (const o of opened) for (const s of o.sockets) s.destroy();
+    for (const c of clients) c.close();
+    await api?.close(100);
+    await node?.stop();
+  });
+
+  function put(c: KvClient, i: number): Promise<unknown> {
+    return c.put({ key: enc.encode(`k/${i}`), value: enc.encode('v') }, { deadlineMs: 10_000 });
+  }
+
+  it('silent connections beyond the caps are closed, the oldest first, on both planes', async () => {
+    const client = silent(api.port, 40);
+    const peer = silent(api.peerPort, 40);
+    opened.push(client, peer);
+    // One host (127.0.0.1): its cap is the smaller one.
+    await until('the client plane to keep at most its per-host cap', 10_000, () => (client.closed() >= 40 - CLIENT.perHostMax ? true : undefined));
+    await until('the peer plane to keep at most its per-host cap', 10_000, () => (peer.closed() >= 40 - PEER.perHostMax ? true : undefined));
+    const held = (o: Silent): number[] => o.sockets.flatMap((s, i) => (s.destroyed ? [] : [i]));
+    assert.deepEqual(held(client), [34, 35, 36, 37, 38, 39], 'the newest are held');
+    assert.deepEqual(held(peer), [37, 38, 39]);
+    // The node still serves a caller with a key (its connection pushes out a silent one).
+    const kv = new KvClient(api.address, { apiKey: KEY });
+    clients.push(kv);
+    await put(kv, 0);
+  });
+
+  it('a connection whose calls passed the key check is never pushed out by silent ones or by callers with a wrong key', async () => {
+    // Connections of their own (grpc-js would otherwise share the first test's client's connection).
+    const own = { 'grpc.use_local_subchannel_pool': 1 };
+    const kv = new KvClient(api.address, { apiKey: KEY, channelOptions: own });
+    clients.push(kv);
+    await put(kv, 1);
+    const wrong = new KvClient(api.address, { apiKey: 'not-the-key', channelOptions: own });
+    clients.push(wrong);
+    await assert.rejects(put(wrong, 2), /invalid API key/);
+    const flood = silent(api.port, 40);
+    opened.push(flood);
+    // Two proven connections (the first test's client and this one) keep their places: 4 are left for the rest.
+    await until('the flood to be cut to the cap', 10_000, () => (flood.closed() >= 40 - (CLIENT.perHostMax - 2) ? true : undefined));
+    // The proven connection kept its place (its channel never left READY); the wrong key's was pushed out.
+    assert.equal(kv.raw.getChannel().getConnectivityState(false), grpc.connectivityState.READY);
+    await until('the wrong key\'s connection to be closed', 10_000, () => (wrong.raw.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY ? true : undefined));
+    for (let i = 0; i < 5; i++) await put(kv, 10 + i);
+    assert.equal(node.status().role, 'leader');
+  });
+});
