@@ -96,6 +96,14 @@ export const TASK_JOURNAL_COMPACT_BYTES_DEFAULT = 4 << 20;
 /** TASK_JOURNAL_BYTES_MAX: a journal larger than this is refused at open (it cannot be the queue's). */
 export const TASK_JOURNAL_BYTES_MAX = 256 << 20;
 export const TASK_LIST_LIMIT_MAX = 1000;
+/**
+ * TASK_FILTER_VALUES_MAX: the values one filter list (uids, statuses, types,
+ * canceledBy, batchUids) may hold; a longer one is refused before any task
+ * is looked at.
+ */
+export const TASK_FILTER_VALUES_MAX = 1000;
+/** ORIGINAL_FILTER_CHARS_MAX: what a taskCancelation keeps of its filter's text (details.originalFilter); a longer one is cut, ending in '…'. */
+export const ORIGINAL_FILTER_CHARS_MAX = 2048;
 const STATUSES: readonly string[] = ['enqueued', 'processing', 'succeeded', 'failed', 'canceled'];
 const TYPES: readonly string[] = ['snapshotCreation', 'taskCancelation'];
 const JOURNAL_VERSION = 1;
@@ -284,7 +292,8 @@ export class TaskQueue {
     if (!Number.isInteger(limit) || limit < 1 || limit > TASK_LIST_LIMIT_MAX) {
       throw new TaskQueueError('invalid_task_limit', `Invalid value in parameter \`limit\`: expected an integer in 1..${TASK_LIST_LIMIT_MAX}.`);
     }
-    const matching = [...this.tasks.values()].filter((t) => matches(t, filter));
+    const matches = matcherOf(filter);
+    const matching = [...this.tasks.values()].filter(matches);
     if (!reverse) matching.reverse();
     const start = from === null ? 0 : matching.findIndex((t) => (reverse ? t.uid >= from : t.uid <= from));
     const page = start < 0 ? [] : matching.slice(start, start + limit + 1);
@@ -293,11 +302,16 @@ export class TaskQueue {
     return { results, total: matching.length, limit, from: results[0]?.uid ?? null, next };
   }
 
-  /** cancel cancels the enqueued tasks matching filter, recorded as a taskCancelation task. */
+  /**
+   * cancel cancels the enqueued tasks matching filter, recorded as a
+   * taskCancelation task (its details.originalFilter: filterText, cut to
+   * ORIGINAL_FILTER_CHARS_MAX).
+   */
   async cancel(filter: TaskFilter, filterText: string): Promise<Task> {
     checkFilter(filter);
     if (this.closed) throw new TaskQueueError('internal', 'the task queue is closed');
-    const matched = [...this.tasks.values()].filter((t) => matches(t, filter) && t.type !== 'taskCancelation');
+    const matches = matcherOf(filter);
+    const matched = [...this.tasks.values()].filter((t) => matches(t) && t.type !== 'taskCancelation');
     const at = this.now().toISOString();
     const cancelation: Task = {
       uid: this.nextUid++,
@@ -305,7 +319,11 @@ export class TaskQueue {
       status: 'succeeded',
       type: 'taskCancelation',
       canceledBy: null,
-      details: { matchedTasks: matched.length, canceledTasks: 0, originalFilter: filterText },
+      details: {
+        matchedTasks: matched.length,
+        canceledTasks: 0,
+        originalFilter: filterText.length > ORIGINAL_FILTER_CHARS_MAX ? `${filterText.slice(0, ORIGINAL_FILTER_CHARS_MAX - 1)}…` : filterText,
+      },
       error: null,
       enqueuedAt: at,
       startedAt: at,
@@ -626,7 +644,20 @@ export function durationOf(t: Task): string | null {
   return durationIso(Date.parse(t.finishedAt) - Date.parse(t.startedAt));
 }
 
+/** FILTER_LISTS: each filter list with the error code naming it (Meilisearch's). */
+const FILTER_LISTS = [
+  ['uids', 'invalid_task_uids'],
+  ['statuses', 'invalid_task_statuses'],
+  ['types', 'invalid_task_types'],
+  ['canceledBy', 'invalid_task_canceled_by'],
+  ['batchUids', 'invalid_task_batch_uids'],
+] as const;
+
 function checkFilter(f: TaskFilter): void {
+  for (const [name, code] of FILTER_LISTS) {
+    const n = f[name]?.length ?? 0;
+    if (n > TASK_FILTER_VALUES_MAX) throw new TaskQueueError(code, `Invalid value in parameter \`${name}\`: ${n} values, at most ${TASK_FILTER_VALUES_MAX} values are allowed.`);
+  }
   for (const s of f.statuses ?? []) {
     if (!STATUSES.includes(s)) {
       throw new TaskQueueError('invalid_task_statuses', `Invalid value in parameter \`statuses\`: \`${s}\` is not a valid task status. Available statuses are ${STATUSES.map((x) => `\`${x}\``).join(', ')}.`);
@@ -646,20 +677,35 @@ function checkFilter(f: TaskFilter): void {
   }
 }
 
-function matches(t: Task, f: TaskFilter): boolean {
-  const inList = <T>(list: readonly T[] | undefined, v: T): boolean => list === undefined || list.length === 0 || list.includes(v);
-  if (!inList(f.uids, t.uid) || !inList(f.statuses, t.status) || !inList(f.types, t.type)) return false;
-  if (f.canceledBy !== undefined && f.canceledBy.length > 0 && (t.canceledBy === null || !f.canceledBy.includes(t.canceledBy))) return false;
-  if (f.batchUids !== undefined && f.batchUids.length > 0 && (t.batchUid === null || !f.batchUids.includes(t.batchUid))) return false;
-  const cmp = (date: string | null, before?: string, after?: string): boolean => {
-    if (before === undefined && after === undefined) return true;
+/**
+ * matcherOf compiles a (checked) filter once: its lists as sets, its dates
+ * parsed, so that a call costs one lookup per list and task.
+ */
+function matcherOf(f: TaskFilter): (t: Task) => boolean {
+  const set = <T>(list: readonly T[] | undefined): Set<T> | null => (list === undefined || list.length === 0 ? null : new Set(list));
+  const uids = set(f.uids);
+  const statuses = set(f.statuses);
+  const types = set(f.types);
+  const canceledBy = set(f.canceledBy);
+  const batchUids = set(f.batchUids);
+  const time = (v: string | undefined): number | undefined => (v === undefined ? undefined : Date.parse(v));
+  const span = (before: string | undefined, after: string | undefined) => ({ before: time(before), after: time(after) });
+  const enqueued = span(f.beforeEnqueuedAt, f.afterEnqueuedAt);
+  const started = span(f.beforeStartedAt, f.afterStartedAt);
+  const finished = span(f.beforeFinishedAt, f.afterFinishedAt);
+  const within = (date: string | null, s: { before: number | undefined; after: number | undefined }): boolean => {
+    if (s.before === undefined && s.after === undefined) return true;
     if (date === null) return false;
     const d = Date.parse(date);
-    return (before === undefined || d < Date.parse(before)) && (after === undefined || d > Date.parse(after));
+    return (s.before === undefined || d < s.before) && (s.after === undefined || d > s.after);
   };
-  return (
-    cmp(t.enqueuedAt, f.beforeEnqueuedAt, f.afterEnqueuedAt) &&
-    cmp(t.startedAt, f.beforeStartedAt, f.afterStartedAt) &&
-    cmp(t.finishedAt, f.beforeFinishedAt, f.afterFinishedAt)
-  );
+  return (t) =>
+    (uids === null || uids.has(t.uid)) &&
+    (statuses === null || statuses.has(t.status)) &&
+    (types === null || types.has(t.type)) &&
+    (canceledBy === null || (t.canceledBy !== null && canceledBy.has(t.canceledBy))) &&
+    (batchUids === null || (t.batchUid !== null && batchUids.has(t.batchUid))) &&
+    within(t.enqueuedAt, enqueued) &&
+    within(t.startedAt, started) &&
+    within(t.finishedAt, finished);
 }
