@@ -13,6 +13,8 @@
  *   validated, then restored through the log; a follower forwards the stream.
  *   An upload silent for uploadIdleMs is given up (DEADLINE_EXCEEDED); the
  *   leader receives at most RESTORE_UPLOADS_MAX at once (RESOURCE_EXHAUSTED).
+ *   A download whose client reads nothing for downloadStallMs is given up
+ *   (DEADLINE_EXCEEDED), its snapshot released.
  */
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
@@ -47,7 +49,7 @@ import { sessionOf } from './kv-service.js';
 import { LeaderForwarder, isForwarded, type ServerCall } from './leader-forwarder.js';
 import { locateSnapshotPath } from './snapshot-path.js';
 import { unary } from './unary-handler.js';
-import { StreamWriteWindow } from '../transport/stream-write-window.js';
+import { STREAM_UNSENT_MAX, StreamWriteWindow } from '../transport/stream-write-window.js';
 
 export interface SnapshotApiOptions {
   readonly snapshots: SnapshotManager;
@@ -62,7 +64,16 @@ export interface SnapshotApiOptions {
    * upload back (backpressure) does not count.
    */
   readonly uploadIdleMs?: number;
+  /**
+   * downloadStallMs: a GetSnapshot download none of whose messages could be
+   * sent for this long (the client stopped reading) is given up, releasing
+   * the snapshot it pinned (default DOWNLOAD_STALL_MS_DEFAULT).
+   */
+  readonly downloadStallMs?: number;
 }
+
+/** DOWNLOAD_STALL_MS_DEFAULT: how long a download may wait for its client to read (60 s). */
+export const DOWNLOAD_STALL_MS_DEFAULT = 60_000;
 
 /** UPLOAD_IDLE_MS_DEFAULT: how long a restore upload may send nothing before it is given up (60 s). */
 export const UPLOAD_IDLE_MS_DEFAULT = 60_000;
@@ -204,6 +215,7 @@ export function createSnapshotService(
   let directoryBusy = false;
   const clients = new Map<string, SnapshotServiceClient>();
   const uploadIdleMs = opts.uploadIdleMs ?? UPLOAD_IDLE_MS_DEFAULT;
+  const downloadStallMs = opts.downloadStallMs ?? DOWNLOAD_STALL_MS_DEFAULT;
 
   const service: SnapshotServiceServer = {
     createSnapshot: unary(async (call: grpc.ServerUnaryCall<CreateSnapshotRequest, CreateSnapshotResponse>) => {
@@ -243,7 +255,7 @@ export function createSnapshotService(
         const pinIndex = Number(req.index ?? 0n);
         const pinned = pinId !== '' || pinIndex > 0;
         // At most STREAM_UNSENT_MAX messages (1 MiB pieces) wait unsent per download, not grpc-js's 16.
-        const outbox = new StreamWriteWindow<GetSnapshotResponse>(call);
+        const outbox = new StreamWriteWindow<GetSnapshotResponse>(call, STREAM_UNSENT_MAX, downloadStallMs);
         // A pinned read is served by whichever node holds that archive: this one first.
         let handle = pinned ? await openPinned(opts.snapshots, pinId, pinIndex) : null;
         if (handle === null && !req.stale && st.role !== 'leader') {

@@ -26,7 +26,7 @@ import {
   voteResponseToProto,
 } from './codec.js';
 import { CLIENT_ADDRESS_METADATA_KEY, type PeerCall, type PeerGuard } from './peer-guard.js';
-import { StreamWriteWindow } from './stream-write-window.js';
+import { STREAM_UNSENT_MAX, StreamWriteWindow } from './stream-write-window.js';
 import {
   replyTypeOf,
   silentLogger,
@@ -38,6 +38,13 @@ import {
   type StageArchiveParams,
   type TransportLogger,
 } from './transport.js';
+
+/**
+ * FETCH_SEND_STALL_MS: a FetchSnapshot stream none of whose chunks could be
+ * sent for this long is given up (DEADLINE_EXCEEDED), releasing its transfer
+ * slot and snapshot; a live follower gives up itself far sooner (15 s).
+ */
+export const FETCH_SEND_STALL_MS = 60_000;
 
 export interface RaftServiceOptions {
   /** selfId: when set, requests addressed to another node are refused with FAILED_PRECONDITION (a stale address map). */
@@ -393,7 +400,8 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
             chunkBytes: r.chunkBytes,
           };
           const chunks = await handler.openSnapshot(params);
-          const outbox = new StreamWriteWindow<pb.FetchSnapshotResponse>(call);
+          // A follower that reads nothing for FETCH_SEND_STALL_MS (gone without a word) frees its transfer and snapshot.
+          const outbox = new StreamWriteWindow<pb.FetchSnapshotResponse>(call, STREAM_UNSENT_MAX, FETCH_SEND_STALL_MS);
           for await (const c of chunks) {
             if (call.cancelled) break;
             const res: pb.FetchSnapshotResponse = {

@@ -7,6 +7,17 @@ import type { EventEmitter } from 'node:events';
  */
 export const STREAM_UNSENT_MAX = 2;
 
+/** StreamStalledError: nothing written could be sent for stallMs (the peer reads nothing); a DEADLINE_EXCEEDED. */
+export class StreamStalledError extends Error {
+  override readonly name = 'StreamStalledError';
+  readonly code = 4; // grpc.status.DEADLINE_EXCEEDED
+  readonly details: string;
+  constructor(stallMs: number) {
+    super(`the stream was given up: the client read nothing for ${stallMs} ms`);
+    this.details = this.message;
+  }
+}
+
 /** WindowedCall: the part of a grpc-js server stream a StreamWriteWindow uses. */
 export interface WindowedCall<T> extends EventEmitter {
   write(message: T, callback: (err?: Error | null) => void): boolean;
@@ -20,7 +31,9 @@ export interface WindowedCall<T> extends EventEmitter {
  * holds at most `unsentMax` messages, plus the one it is making, whatever the
  * peer's pace. It resolves at once when the call was cancelled, closed or
  * finished (grpc-js then never calls the callbacks; the caller checks the
- * call). `unsent` is the current count.
+ * call). With `stallMs`, a write that waits that long with no message sent
+ * meanwhile rejects with StreamStalledError: the producer stops and releases
+ * what it holds (the caller ends the call). `unsent` is the current count.
  */
 export class StreamWriteWindow<T> {
   #unsent = 0;
@@ -30,6 +43,7 @@ export class StreamWriteWindow<T> {
   constructor(
     private readonly call: WindowedCall<T>,
     readonly unsentMax: number = STREAM_UNSENT_MAX,
+    readonly stallMs: number = Infinity,
   ) {
     if (!Number.isInteger(unsentMax) || unsentMax < 1) throw new RangeError(`unsentMax must be a whole number >= 1, got ${unsentMax}`);
     const gone = (): void => {
@@ -54,9 +68,20 @@ export class StreamWriteWindow<T> {
       this.#wakeUp();
     });
     while (this.#unsent > this.unsentMax && !this.#gone) {
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-      });
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          this.#wake = resolve;
+          if (Number.isFinite(this.stallMs)) {
+            timer = setTimeout(() => {
+              this.#wake = null;
+              reject(new StreamStalledError(this.stallMs));
+            }, this.stallMs);
+          }
+        });
+      } finally {
+        clearTimeout(timer);
+      }
     }
   }
 

@@ -33,6 +33,8 @@ export interface SnapshotNodeOptions {
   readonly wrapRunner?: (real: TaskRunner) => TaskRunner;
   /** uploadIdleMs: SnapshotApiOptions.uploadIdleMs (default its default). */
   readonly uploadIdleMs?: number;
+  /** downloadStallMs: SnapshotApiOptions.downloadStallMs (default its default). */
+  readonly downloadStallMs?: number;
 }
 
 export class SnapshotNode {
@@ -47,6 +49,8 @@ export class SnapshotNode {
     readonly node: Node,
     readonly tasks: TaskQueue,
     readonly tasksFile: string,
+    /** snapshots: the node's snapshot manager (its store, uploads). */
+    readonly snapshots: SnapshotManager,
   ) {}
 
   static async start(opts: SnapshotNodeOptions = {}): Promise<SnapshotNode> {
@@ -83,10 +87,11 @@ export class SnapshotNode {
         realRoots: await prepareRoots([root]),
         directoryExport: { storage: rocksDataDir, nodeId: 'n1', clusterId: 'test', selfAddress: api.peerAddress, version: 'test' },
         ...(opts.uploadIdleMs !== undefined ? { uploadIdleMs: opts.uploadIdleMs } : {}),
+        ...(opts.downloadStallMs !== undefined ? { downloadStallMs: opts.downloadStallMs } : {}),
       },
     });
     await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
-    return new SnapshotNode(dir, root, snapshotPath, api, node, tasks, tasksFile);
+    return new SnapshotNode(dir, root, snapshotPath, api, node, tasks, tasksFile, snapshots);
   }
 
   snapshotClient(): SnapshotServiceClient {

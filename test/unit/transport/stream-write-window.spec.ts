@@ -15,7 +15,7 @@ import * as grpc from '@grpc/grpc-js';
 import { FetchSnapshotRequest, RaftServiceService } from '../../../src/gen/snapcoord/v1/raft.js';
 import type { FileChunk } from '../../../src/snapshot/chunk-reader.js';
 import { createRaftService } from '../../../src/transport/raft-service.js';
-import { STREAM_UNSENT_MAX, StreamWriteWindow } from '../../../src/transport/stream-write-window.js';
+import { STREAM_UNSENT_MAX, StreamStalledError, StreamWriteWindow } from '../../../src/transport/stream-write-window.js';
 import type { RaftRequestHandler } from '../../../src/transport/transport.js';
 import { sleep, until } from '../../harness/until.js';
 
@@ -118,5 +118,26 @@ describe('StreamWriteWindow (chunks held unsent by a server stream)', function (
     call.emit('cancelled');
     await writer;
     assert.equal(written, 10);
+  });
+
+  it('with stallMs, a write that waits that long with nothing sent rejects StreamStalledError; a slow but moving reader is never cut', async () => {
+    const callbacks: (() => void)[] = [];
+    const call = new Writable({
+      objectMode: true,
+      write(_chunk: unknown, _encoding, callback: () => void) {
+        callbacks.push(callback);
+      },
+    });
+    const window = new StreamWriteWindow<number>(call, 1, 200);
+    await window.write(0);
+    // One message sent every 50 ms: each wait is shorter than stallMs, however many there are.
+    const pacer = setInterval(() => callbacks.shift()?.(), 50);
+    try {
+      for (let i = 1; i <= 12; i++) await window.write(i);
+    } finally {
+      clearInterval(pacer);
+    }
+    // Nothing sent any more: the next wait gives up.
+    await assert.rejects(window.write(99), (err: Error) => err instanceof StreamStalledError && err.code === grpc.status.DEADLINE_EXCEEDED && /read nothing for 200 ms/.test(err.message));
   });
 });
