@@ -13,6 +13,7 @@ import http2 from 'node:http2';
 import { PutRequest } from '../../../src/gen/snapcoord/v1/kv.js';
 import { GetSnapshotRequest, SnapshotServiceService } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { SnapshotNode, unaryCall } from './snapshot-node.js';
+import { unreadCall } from '../../harness/unread-call.js';
 import { sleep, until } from '../../harness/until.js';
 
 const STALL_MS = 1_000;
@@ -35,14 +36,7 @@ describe('GetSnapshot: a client that stops reading', function () {
     const session = http2.connect(`http://127.0.0.1:${n.api.port}`);
     session.on('error', () => undefined);
     try {
-      const body = GetSnapshotRequest.encode({ stale: true }).finish();
-      const frame = Buffer.alloc(5 + body.length);
-      frame.writeUInt32BE(body.length, 1);
-      frame.set(body, 5);
-      const req = session.request({ ':method': 'POST', ':path': SnapshotServiceService.getSnapshot.path, 'content-type': 'application/grpc', te: 'trailers' });
-      req.on('error', () => undefined);
-      req.pause();
-      req.end(frame);
+      const req = unreadCall(session, SnapshotServiceService.getSnapshot.path, GetSnapshotRequest.encode({ stale: true }).finish());
       // Its first message (sent once the snapshot is open) waits unread in the paused stream.
       await until('the download to begin', 20_000, () => (req.readableLength > 0 ? true : undefined));
       const id = (await n.snapshots.store.list())[0]?.id ?? '';

@@ -17,6 +17,7 @@ import type { FileChunk } from '../../../src/snapshot/chunk-reader.js';
 import { createRaftService } from '../../../src/transport/raft-service.js';
 import { STREAM_UNSENT_MAX, StreamStalledError, StreamWriteWindow } from '../../../src/transport/stream-write-window.js';
 import type { RaftRequestHandler } from '../../../src/transport/transport.js';
+import { unreadCall } from '../../harness/unread-call.js';
 import { sleep, until } from '../../harness/until.js';
 
 const CHUNK_BYTES = 256 * 1024;
@@ -55,18 +56,11 @@ describe('StreamWriteWindow (chunks held unsent by a server stream)', function (
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e !== null ? reject(e) : resolve(p))),
     );
     // A raw HTTP/2 client that never reads: its 64 KiB stream window fills, and the server's writes stop completing.
-    // (A grpc-js client would read every message into memory while its caller reads nothing.)
     const session = http2.connect(`http://127.0.0.1:${port}`);
     session.on('error', () => undefined);
     try {
       const body = FetchSnapshotRequest.encode({ from: 'f', index: 1n, term: 1n, digest: 'd', offset: 0n, chunkBytes: CHUNK_BYTES }).finish();
-      const frame = Buffer.alloc(5 + body.length);
-      frame.writeUInt32BE(body.length, 1);
-      frame.set(body, 5);
-      const req = session.request({ ':method': 'POST', ':path': RaftServiceService.fetchSnapshot.path, 'content-type': 'application/grpc', te: 'trailers' });
-      req.on('error', () => undefined);
-      req.pause();
-      req.end(frame);
+      const req = unreadCall(session, RaftServiceService.fetchSnapshot.path, body);
       await until('the server pulled its first chunks', 10_000, () => (pulled >= 2 ? true : undefined));
       let last = -1;
       for (let quiet = 0; quiet < 10; ) {
