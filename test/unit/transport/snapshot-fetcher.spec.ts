@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { RaftServiceService } from '../../../src/gen/snapcoord/v1/raft.js';
 import { readChunks } from '../../../src/snapshot/chunk-reader.js';
 import { createRaftService } from '../../../src/transport/raft-service.js';
-import { SnapshotFetchError, fetchSnapshot } from '../../../src/transport/snapshot-fetcher.js';
+import { HASH_ON_WORKER_BYTES_MIN, SnapshotFetchError, fetchSnapshot } from '../../../src/transport/snapshot-fetcher.js';
 import { MessageFaults } from '../../../src/transport/message-faults.js';
 import type { FetchSnapshotParams, RaftRequestHandler } from '../../../src/transport/transport.js';
 
@@ -74,13 +74,15 @@ describe('snapshot fetch (follower pulls, chunks verified)', () => {
 
   it('fetches the whole archive and checks its SHA-256', async () => {
     const dest = join(dir, 'out1');
-    const r = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK });
+    const r = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: dest, chunkBytes: CHUNK, hashOnWorker: true });
     assert.equal(r.bytes, size);
     assert.equal(r.hashFailures, 0);
     // Each full chunk (its own gRPC message) hashed on the worker, not copied; the short last one (a pooled buffer) inline.
     assert.equal(r.chunksHashedOnWorker, Math.floor(size / CHUNK));
     assert.equal(createHash('sha256').update(await readFile(dest)).digest('hex'), digest);
-    const inline = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: `${dest}-inline`, chunkBytes: CHUNK, hashOnWorker: false });
+    // By default an archive this small is hashed inline (no worker started for it).
+    assert.ok(size < HASH_ON_WORKER_BYTES_MIN);
+    const inline = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: `${dest}-inline`, chunkBytes: CHUNK });
     assert.equal(inline.chunksHashedOnWorker, 0);
     assert.equal(createHash('sha256').update(await readFile(`${dest}-inline`)).digest('hex'), digest);
   });
