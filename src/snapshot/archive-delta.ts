@@ -109,6 +109,19 @@ class ExactReader {
     return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, n);
   }
 
+  /**
+   * close ends the source's iteration early (its `return`): a reader of a
+   * stored archive (readChunks) closes its file then, not when the garbage
+   * collector finds it. Idempotent; never rejects.
+   */
+  async close(): Promise<void> {
+    try {
+      await this.#it.return?.();
+    } catch {
+      // the source failed on its way out: nothing more to release here
+    }
+  }
+
   /** end reads whatever is left and checks that nothing is. */
   async end(): Promise<void> {
     if (this.#pos < this.#buf.length) throw new ArchiveError('trailing-garbage', 'the base archive is longer than its member table says');
@@ -317,6 +330,8 @@ export async function writeArchiveDelta(
         await Promise.all(hashes);
         return { stateSha256: await digest.digest(), stateBytes: stateBytes + encoder.bytes, stateKeys: stateKeys + encoder.keys };
       } finally {
+        // A delta given up part way (superseded, aborted, failed) stops reading its base here.
+        await reader.close();
         await digest.close();
       }
     },

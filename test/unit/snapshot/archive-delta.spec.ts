@@ -177,6 +177,35 @@ for (const home of ['here', 'worker'] as const) describe(`writeArchiveDelta (bas
     assert.deepEqual(await stateOf(fresh.bytes), [[Buffer.from('k').toString('hex'), Buffer.from('v').toString('hex')]]);
   });
 
+  it('given up part way (its signal aborted), stops reading its base: the source is closed, not left to the garbage collector', async () => {
+    const state = records(900, 3);
+    const base = await full(state, dir, 'base');
+    let pulled = 0;
+    let closed = false;
+    async function* source(): AsyncGenerator<Buffer> {
+      try {
+        for (let at = 0; at < base.bytes.length; at += 10_007) {
+          pulled++;
+          yield base.bytes.subarray(at, at + 10_007);
+        }
+      } finally {
+        closed = true;
+      }
+    }
+    const abort = new AbortController();
+    abort.abort(new Error('superseded'));
+    await assert.rejects(
+      writeArchiveDelta(META, { bytes: source(), archiveBytes: base.bytes.length, members: base.result.members }, [], join(dir, 'given-up.spool'), sink(() => undefined), {
+        gzipBlockBytes: BLOCK,
+        digestOn,
+        signal: abort.signal,
+      }),
+      /superseded/,
+    );
+    assert.ok(pulled > 0 && pulled < Math.ceil(base.bytes.length / 10_007), `read part of the base (${pulled} pieces)`);
+    assert.ok(closed, "the base's source was closed");
+  });
+
   it('refuses a changed base byte, a table that disagrees, and changes out of order', async () => {
     const state = records(600, 6);
     const base = await full(state, dir, 'base');
