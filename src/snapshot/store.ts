@@ -717,6 +717,10 @@ export class SnapshotStore {
               }
             },
           ));
+        } catch (err) {
+          // A state that failed before (or while) it reached the sink: its file is closed now, not by the garbage collector.
+          archiveSink.destroy();
+          throw err;
         } finally {
           this.noteSink(archiveSink);
         }

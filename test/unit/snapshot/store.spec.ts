@@ -13,6 +13,7 @@ import { FAILPOINT_ENV, FAILPOINT_NAMES } from '../../../src/snapshot/failpoint.
 import { decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { SnapshotStore, isReadFailure, snapshotId, type SnapshotHandle } from '../../../src/snapshot/store.js';
 import { CHUNK_HASH_BYTES, type ArchiveSink } from '../../../src/snapshot/archive-sink.js';
+import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { MEMBERSHIP, collect, inBatches, records, sha256, tempDir } from './helpers.js';
 
 function writer(state: readonly StateRecord[]): (file: Writable) => Promise<{ stateKeys: number }> {
@@ -432,13 +433,25 @@ describe('SnapshotStore', () => {
   });
 
   it('removes the temporary directory when writeState fails, and passes its error on', async () => {
-    const store = await SnapshotStore.open(dir, { retain: 3 });
+    // Every file the store opens is counted, and so is each close: the archive's file is closed, not left to the GC.
+    const opened = new Set<SnapshotFile>();
+    const io: SnapshotIo = {
+      ...nodeSnapshotIo,
+      open: async (path, flags, mode) => {
+        const f = await nodeSnapshotIo.open(path, flags, mode);
+        opened.add(f);
+        const close = f.close.bind(f);
+        return Object.assign(f, { close: () => (opened.delete(f), close()) });
+      },
+    };
+    const store = await SnapshotStore.open(dir, { retain: 3, io });
     const boom = new Error('state source failed');
     await assert.rejects(store.create(meta(1), async (file) => {
       file.write(Buffer.alloc(100));
       throw boom;
     }), (err: unknown) => err === boom);
     assert.deepEqual(await readdir(dir), []);
+    assert.equal(opened.size, 0, 'every file the store opened is closed');
     await storeError(store.create({ ...meta(1), createdAt: 'now' }, writer([])), 'invalid-argument');
     const s = await store.create(meta(1), writer([]));
     await storeError(store.create(meta(1), writer([])), 'already-exists');
