@@ -4,7 +4,7 @@ import { decodeOpsRecord, isOpsRecord } from './ops-record.js';
 import { decodeCommand, KvCommandError, type KvCommand, type KvCompare, type KvTxnOp } from './kv-command.js';
 import { SessionPlanner, SessionTable, type SessionChanges } from './sessions.js';
 import { StorageError } from '../storage/storage-error.js';
-import { keyString } from '../storage/key-string.js';
+import { KeyNames } from '../storage/key-string.js';
 import type { ApplyItem, ApplyResult, StoredKeyValue, TxnOpResult } from './types.js';
 
 /** KvWrite is one change to the key-value data: a put, or a delete when value is null. */
@@ -68,6 +68,39 @@ export interface ApplyContext {
    * entry's data (planApply decodes the others, and reports those that fail).
    */
   readonly decoded?: ReadonlyMap<Uint8Array, KvCommand>;
+  /**
+   * keys: the apply call's ApplyKeys (the same given to applyProbeKeys): the
+   * plan names its keys and makes their record keys through it. Absent: a
+   * fresh one.
+   */
+  readonly keys?: ApplyKeys;
+}
+
+/**
+ * ApplyKeys: what one apply call derives from each key object once: its
+ * name (KeyNames, whose strings the store's StateBatch.names reuses) and its
+ * revision record key (one Uint8Array per key object, named once too). The
+ * probes, the plan, the revision cache and the store's changed keys all meet
+ * the same key objects (the decoded commands' keys, ApplyContext.decoded).
+ */
+export class ApplyKeys {
+  readonly names = new KeyNames();
+  readonly #records = new Map<Uint8Array, Uint8Array>();
+
+  /** name: keyString(key), built once per key object. */
+  name(key: Uint8Array): string {
+    return this.names.of(key);
+  }
+
+  /** record: revisionKey(key), made once per key object (the same object each call). */
+  record(key: Uint8Array): Uint8Array {
+    let r = this.#records.get(key);
+    if (r === undefined) {
+      r = revisionKey(key);
+      this.#records.set(key, r);
+    }
+    return r;
+  }
 }
 
 function decodeOrNull(data: Uint8Array): KvCommand | null {
@@ -88,10 +121,10 @@ function decodeOrNull(data: Uint8Array): KvCommand | null {
  * prevKv; a plain put or a batch needs the revision record only. The
  * commands it decodes go into `decoded` when given (for ApplyContext.decoded).
  */
-export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number, decoded?: Map<Uint8Array, KvCommand>): ProbeKey[] {
+export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number, decoded?: Map<Uint8Array, KvCommand>, names: ApplyKeys = new ApplyKeys()): ProbeKey[] {
   const keys = new Map<string, { key: Uint8Array; value: boolean }>();
   const add = (key: Uint8Array, value = true): void => {
-    const k = keyString(key);
+    const k = names.name(key);
     const known = keys.get(k);
     if (known === undefined) keys.set(k, { key, value });
     else if (value) known.value = true;
@@ -121,15 +154,17 @@ export function applyProbeKeys(items: readonly ApplyItem[], appliedIndex: number
 class KeyStates {
   readonly #overlay = new Map<string, StoredKeyValue | null>();
   readonly #read: ((key: Uint8Array) => KeyProbe | undefined) | undefined;
+  readonly #keys: ApplyKeys;
   readonly writes: KvWrite[] = [];
 
-  constructor(read: ((key: Uint8Array) => KeyProbe | undefined) | undefined) {
+  constructor(read: ((key: Uint8Array) => KeyProbe | undefined) | undefined, keys: ApplyKeys) {
     this.#read = read;
+    this.#keys = keys;
   }
 
   /** get: the pair under `key` now (null: absent). */
   get(key: Uint8Array): StoredKeyValue | null {
-    const k = keyString(key);
+    const k = this.#keys.name(key);
     const over = this.#overlay.get(k);
     if (over !== undefined) return over;
     const probe = this.#read?.(key);
@@ -144,7 +179,7 @@ class KeyStates {
    * starts it at version 1). Reads the revision record only, never the value.
    */
   revision(key: Uint8Array): KeyRevision | null {
-    const over = this.#overlay.get(keyString(key));
+    const over = this.#overlay.get(this.#keys.name(key));
     if (over !== undefined) return over;
     return decodeKeyRevision(this.#read?.(key)?.revision) ?? null;
   }
@@ -157,16 +192,16 @@ class KeyStates {
       before === null
         ? { createRevision: index, modRevision: index, version: 1 }
         : { createRevision: before.createRevision, modRevision: index, version: before.version + 1 };
-    this.writes.push({ key, value }, { key: revisionKey(key), value: encodeKeyRevision(rev) });
-    this.#overlay.set(keyString(key), { key, value, ...rev });
+    this.writes.push({ key, value }, { key: this.#keys.record(key), value: encodeKeyRevision(rev) });
+    this.#overlay.set(this.#keys.name(key), { key, value, ...rev });
     return prev;
   }
 
   /** delete removes `key`; with `wantPrev`, returns the pair it removed (else undefined). */
   delete(key: Uint8Array, wantPrev: boolean): StoredKeyValue | null | undefined {
     const prev = wantPrev ? this.get(key) : undefined;
-    this.writes.push({ key, value: null }, { key: revisionKey(key), value: null });
-    this.#overlay.set(keyString(key), null);
+    this.writes.push({ key, value: null }, { key: this.#keys.record(key), value: null });
+    this.#overlay.set(this.#keys.name(key), null);
     return prev;
   }
 }
@@ -220,7 +255,7 @@ function runTxnOp(state: KeyStates, op: KvTxnOp, index: number): TxnOpResult {
  * a `normal` entry.
  */
 export function planApply(items: readonly ApplyItem[], appliedIndex: number, path: string, context: ApplyContext = {}): ApplyPlan {
-  const state = new KeyStates(context.read);
+  const state = new KeyStates(context.read, context.keys ?? new ApplyKeys());
   const results: ApplyResult[] = [];
   const sessions = new SessionPlanner(context.sessions ?? new SessionTable());
   let applied = appliedIndex;

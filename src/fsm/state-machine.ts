@@ -21,8 +21,8 @@ import type { Membership } from '../raft/types.js';
 import { StorageError } from '../storage/storage-error.js';
 import { keyString } from '../storage/key-string.js';
 import { RANGE_LIMIT_MAX, type KeyValue, type StateSnapshotReader, type StateStore } from '../storage/types.js';
-import { applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
-import { isRevisionKey, REVISION_KEY_PREFIX, revisionKey } from './key-revision.js';
+import { ApplyKeys, applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
+import { isRevisionKey, REVISION_KEY_PREFIX } from './key-revision.js';
 import type { KvCommand } from './kv-command.js';
 import { opsRecordKey } from './ops-record.js';
 import { decodeRestoreCommand, isRestoreCommand, type RestoreCommand } from './restore-command.js';
@@ -330,10 +330,11 @@ export class StateMachine {
     const probes = new Map<string, KeyProbe>();
     const reads: { key: Uint8Array; needValue: boolean; recordKey: Uint8Array; cached: Uint8Array | null | undefined }[] = [];
     const decoded = new Map<Uint8Array, KvCommand>(); // decoded once for the probes and the plan
-    for (const { key, value: needValue } of applyProbeKeys(items, applied, decoded)) {
-      const recordKey = revisionKey(key);
-      const cached = cache.get(keyString(recordKey));
-      if (cached !== undefined && !needValue) probes.set(keyString(key), { value: undefined, revision: cached ?? undefined });
+    const keys = new ApplyKeys(); // each key's name and record key made once for the probes, the plan, the cache and the store
+    for (const { key, value: needValue } of applyProbeKeys(items, applied, decoded, keys)) {
+      const recordKey = keys.record(key);
+      const cached = cache.get(keys.name(recordKey));
+      if (cached !== undefined && !needValue) probes.set(keys.name(key), { value: undefined, revision: cached ?? undefined });
       else reads.push({ key, needValue, recordKey, cached });
     }
     // Every probe of the batch in one store read (one point in time): a value where the plan needs it, the revision
@@ -350,16 +351,17 @@ export class StateMachine {
       let revision: Uint8Array | undefined;
       if (cached === undefined) {
         revision = found[at++];
-        cache.set(keyString(recordKey), revision ?? null);
+        cache.set(keys.name(recordKey), revision ?? null);
       } else {
         revision = cached ?? undefined;
       }
-      probes.set(keyString(key), { value, revision });
+      probes.set(keys.name(key), { value, revision });
     }
     const plan = planApply(items, applied, this.#name, {
       sessions: this.#sessions,
-      read: (key) => probes.get(keyString(key)),
+      read: (key) => probes.get(keys.name(key)),
       decoded,
+      keys,
       ...(this.#reappliesRetries ? { testOnlyReappliesRetries: true } : {}),
     });
     if (plan.appliedIndex === applied) return plan.results;
@@ -370,13 +372,14 @@ export class StateMachine {
       await store.write({
         writes: plan.writes,
         appliedIndex: plan.appliedIndex,
+        names: keys.names,
         ...(plan.membership !== undefined ? { membership: plan.membership } : {}),
       });
     } catch (err) {
       cache.forGeneration(-1); // what was written is unknown: read the records again
       throw err;
     }
-    for (const w of plan.writes) if (isRevisionKey(w.key)) cache.set(keyString(w.key), w.value);
+    for (const w of plan.writes) if (isRevisionKey(w.key)) cache.set(keys.name(w.key), w.value);
     this.#sessions.commit(plan.sessionChanges);
     return plan.results;
   }

@@ -165,7 +165,7 @@ export class MemoryStorage implements NodeStorage {
       const d = this.dir;
       checkStateBatch(batch, d.applied, d.name);
       for (const w of batch.writes) {
-        const k = keyString(w.key);
+        const k = batch.names === undefined ? keyString(w.key) : batch.names.of(w.key);
         if (w.value === null) {
           if (d.kv.delete(k)) this.#sortedKeys = null;
         } else {

@@ -947,7 +947,8 @@ export class RocksStorage implements NodeStorage {
 
   /** #noteChanges remembers the keys of a written batch (see #changes), dropping the memory past CHANGES_TRACKED_MAX. */
   #noteChanges(batch: StateBatch): void {
-    for (const w of batch.writes) this.#changes.note(keyString(w.key), batch.appliedIndex, w.value);
+    const names = batch.names;
+    for (const w of batch.writes) this.#changes.note(names === undefined ? keyString(w.key) : names.of(w.key), batch.appliedIndex, w.value);
     if (this.#changes.size > CHANGES_TRACKED_MAX) this.#changes.forget(batch.appliedIndex);
   }
 

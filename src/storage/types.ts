@@ -7,6 +7,7 @@
  *
  * Every method of a closed store rejects with StorageError `closed`.
  */
+import type { KeyNames } from './key-string.js';
 import type { Entry, HardState, Membership, NodeId } from '../raft/types.js';
 
 /**
@@ -133,6 +134,8 @@ export interface StateBatch {
   readonly writes: readonly StateWrite[];
   readonly appliedIndex: number;
   readonly membership?: Membership;
+  /** names: the writer's KeyNames for these keys (key-string.ts), so the store need not build their strings again. */
+  readonly names?: KeyNames;
 }
 
 /**

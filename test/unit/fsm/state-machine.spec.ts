@@ -15,6 +15,7 @@ import { StateMachine, type RestoreDriver } from '../../../src/fsm/state-machine
 import type { ApplyItem } from '../../../src/fsm/types.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { keyStringCalls } from '../../../src/storage/key-string.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 const text = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
@@ -33,6 +34,29 @@ describe('StateMachine over RocksStorage', () => {
   afterEach(async () => {
     await store.close();
     await rm(root, { recursive: true, force: true });
+  });
+
+  it('an applied put builds 3 key strings (its key, its record key, the record held in the cache), not one per place that names it', async () => {
+    // Before KeyNames: 10 a put (the probes, the plan's reads and overlay, the revision cache, the store's changed keys).
+    const fsm = await StateMachine.open(store);
+    let index = 0;
+    const batch = (n: number, cmd: (i: number) => KvCommand): ApplyItem[] => Array.from({ length: n }, () => ((index += 1), item(index, cmd(index))));
+    await fsm.apply(batch(16, (i) => ({ op: 'put', key: bytes(`warm/${i}`), value: bytes('v') })));
+    const before = keyStringCalls.count;
+    const puts = 20 * 16;
+    for (let b = 0; b < 20; b++) await fsm.apply(batch(16, (i) => ({ op: 'put', key: bytes(`bench/${i % 64}/${i}`), value: bytes(`value ${i}`) })));
+    const perPut = (keyStringCalls.count - before) / puts;
+    assert.ok(perPut <= 3, `${perPut} key strings built per applied put`);
+    // The same keys named in one call (a put, then a put with prevKv and a delete of it) still apply as before.
+    const again = await fsm.apply([
+      item(index + 1, { op: 'put', key: bytes('k'), value: bytes('1') }),
+      item(index + 2, { op: 'put', key: bytes('k'), value: bytes('2'), prevKv: true }),
+      item(index + 3, { op: 'delete', key: bytes('k'), prevKv: true }),
+    ]);
+    assert.equal(text(again[1]?.ok === true ? again[1].prev?.value : undefined), '1');
+    assert.equal(again[2]?.ok === true ? again[2].deleted : undefined, 1);
+    assert.equal(await fsm.get(bytes('k')), undefined);
+    assert.equal(text(await fsm.get(bytes(`bench/${index % 64}/${index}`))), `value ${index}`);
   });
 
   it('puts to new keys read nothing while every revision record is in memory; past the cap, a batch reads its keys in one native call and writes in one batch', async () => {
