@@ -270,10 +270,6 @@ function decodeLogBase(value: Buffer, path: string): LogBase {
   return { index, term, membership };
 }
 
-function toBuffer(bytes: Uint8Array): Buffer {
-  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
 /** fsOp runs a file system call, turning its failure into StorageError `io` naming `path`. */
 async function fsOp<T>(what: string, path: string, fn: () => Promise<T>): Promise<T> {
   try {
@@ -425,6 +421,8 @@ export class RocksStorage implements NodeStorage {
   readonly #generations = new Set<Generation>();
   /** true when an apply was written unsynced since the state machine was last synced. */
   #stateDirty = false;
+  /** #writeKeys: the prefixed keys of write() (inside the apply queue, one write at a time; RocksDb.writeFilled copies each at once). */
+  readonly #writeKeys = new KvKeyScratch();
   /** true while installState holds the apply queue (no apply runs meanwhile). */
   #installing = false;
   #base: LogBase;
@@ -712,14 +710,19 @@ export class RocksStorage implements NodeStorage {
       this.#checkOpen('write');
       const db = this.#state.db;
       checkStateBatch(batch, this.#applied, db.path);
-      const ops: RocksOp[] = batch.writes.map((w) =>
-        w.value === null ? { type: 'del', key: kvKey(w.key) } : { type: 'put', key: kvKey(w.key), value: toBuffer(w.value) },
-      );
-      ops.push({ type: 'put', key: KEY_APPLIED, value: u64(batch.appliedIndex) });
       const membership = batch.membership === undefined ? undefined : copyMembership(batch.membership);
-      if (membership !== undefined) ops.push({ type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(membership)) });
+      const keys = this.#writeKeys;
       this.#stateDirty = true;
-      await db.write(ops, { sync: false });
+      // Straight into the native batch, each prefixed key in a scratch buffer it copies at once: no Buffer or op
+      // object per write (two a put: the key and its revision record).
+      await db.writeFilled((sink) => {
+        for (const w of batch.writes) {
+          if (w.value === null) sink.del(keys.of(w.key));
+          else sink.put(keys.of(w.key), w.value);
+        }
+        sink.put(KEY_APPLIED, u64(batch.appliedIndex));
+        if (membership !== undefined) sink.put(KEY_MEMBERSHIP, Buffer.from(JSON.stringify(membership)));
+      }, { sync: false });
       this.#applied = batch.appliedIndex;
       this.#noteChanges(batch);
       if (membership !== undefined) this.#membership = membership;

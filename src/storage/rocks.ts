@@ -94,6 +94,12 @@ export type RocksOp =
   | { readonly type: 'put'; readonly key: Buffer; readonly value: Buffer }
   | { readonly type: 'del'; readonly key: Buffer };
 
+/** RocksOpSink takes the ops of RocksDb.writeFilled; each key and value is copied when given. Keys must not be empty. */
+export interface RocksOpSink {
+  put(key: Uint8Array, value: Uint8Array): void;
+  del(key: Uint8Array): void;
+}
+
 /** RocksEntry is one key/value pair read by RocksDb.iterate (value is empty when values were not asked for). */
 export interface RocksEntry {
   readonly key: Buffer;
@@ -417,6 +423,59 @@ export class RocksDb {
         else resolve();
       });
     });
+  }
+
+  /**
+   * RocksDb.writeFilled is write() with its ops given by `fill` through a
+   * RocksOpSink instead of op objects: each key and value is copied as it is
+   * given, so a caller may reuse one buffer for every key of a length (the
+   * state's applied writes: no Buffer and no op object per write). Nothing
+   * given resolves at once. Errors: as write (an empty key before anything
+   * is written).
+   */
+  async writeFilled(fill: (sink: RocksOpSink) => void, options: { readonly sync: boolean }): Promise<void> {
+    this.#checkOpen('write');
+    const context = this.#db.context;
+    if (nativeBatch === null || context === undefined || context === null) {
+      const ops: RocksOp[] = [];
+      fill({
+        put: (key, value) => ops.push({ type: 'put', key: Buffer.from(key), value: Buffer.from(value) }),
+        del: (key) => ops.push({ type: 'del', key: Buffer.from(key) }),
+      });
+      return this.write(ops, options);
+    }
+    const binding = nativeBatch;
+    const batch = this.#spareBatch ?? binding.batch_init(context);
+    this.#spareBatch = null;
+    try {
+      let n = 0;
+      const checkKey = (key: Uint8Array): void => {
+        if (key.length === 0) throw new StorageError('invalidArgument', `rocksdb ${this.path}: a write with an empty key`, { path: this.path });
+        n++;
+      };
+      fill({
+        put: (key, value) => {
+          checkKey(key);
+          binding.batch_put(batch, key, value);
+        },
+        del: (key) => {
+          checkKey(key);
+          binding.batch_del(batch, key);
+        },
+      });
+      if (n === 0) return;
+      this.calls.write++;
+      if (options.sync) this.calls.syncedWrite++;
+      await new Promise<void>((resolve, reject) => {
+        binding.batch_write(batch, { sync: options.sync }, (err) => {
+          if (err) reject(this.#ioError('write', err));
+          else resolve();
+        });
+      });
+    } finally {
+      binding.batch_clear(batch);
+      if (this.#spareBatch === null && this.#closing === null) this.#spareBatch = batch;
+    }
   }
 
   async #writeChained(binding: NativeBatchBinding, context: unknown, ops: readonly RocksOp[], sync: boolean): Promise<void> {

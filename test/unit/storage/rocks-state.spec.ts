@@ -51,6 +51,33 @@ describe('RocksStorage state generations', () => {
     await rm(root, { recursive: true, force: true });
   });
 
+  it('a state write makes no Buffer per key it writes (the prefixed keys in reused scratch buffers, copied into the native batch), and reads back every key', async () => {
+    const store = await RocksStorage.open(dataDir);
+    try {
+      await store.write(putBatch(1, 'warm/', 4));
+      // Keys of several lengths, some repeated and deleted in the same batch (a later write wins), values as plain Uint8Arrays.
+      const writes = Array.from({ length: 1_000 }, (_, i) => ({ key: bytes(`k/${i % 700}/${'x'.repeat(i % 5)}`), value: i % 7 === 0 ? null : bytes(`v${i}`) }));
+      const made = { allocUnsafe: 0, from: 0 };
+      const { allocUnsafe, from } = Buffer;
+      Buffer.allocUnsafe = (size: number) => ((made.allocUnsafe += 1), allocUnsafe(size));
+      Buffer.from = ((...args: Parameters<typeof Buffer.from>) => ((made.from += 1), from(...args))) as typeof Buffer.from;
+      try {
+        await store.write({ writes, appliedIndex: 2 });
+      } finally {
+        Buffer.allocUnsafe = allocUnsafe;
+        Buffer.from = from;
+      }
+      // Before: a Buffer for each prefixed key (1,000) and one wrapping each value that was not a Buffer.
+      assert.ok(made.allocUnsafe + made.from <= 4, `${made.allocUnsafe} + ${made.from} Buffers made for 1,000 writes`);
+      const last = new Map<string, string | undefined>();
+      for (const [i, w] of writes.entries()) last.set(new TextDecoder().decode(w.key), w.value === null ? undefined : `v${i}`);
+      for (const [k, v] of last) assert.equal(text(await store.get(bytes(k))), v, k);
+      assert.equal(store.appliedIndex(), 2);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('lays out log/, state-<gen>/ and the STATE pointer; an install moves to the next generation', async () => {
     const store = await RocksStorage.open(dataDir);
     try {
