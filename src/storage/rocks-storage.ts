@@ -215,6 +215,39 @@ class KvKeyScratch {
   }
 }
 
+/**
+ * LogScratch gives logKey(index) and encodeEntry(entry) in buffers it reuses: each result is valid until the next
+ * call of the same method, so only for a callee that copies it at once (RocksDb.writeFilled's sink does).
+ */
+class LogScratch {
+  readonly #key = Buffer.alloc(9);
+  #entry = Buffer.alloc(256);
+
+  key(index: number): Buffer {
+    const key = this.#key;
+    key[0] = PREFIX_LOG;
+    writeU64(key, index, 1);
+    return key;
+  }
+
+  entry(entry: Entry): Uint8Array {
+    const n = ENTRY_HEADER_BYTES + entry.data.length;
+    if (n > this.#entry.length) {
+      // Grown to the larger entry (big values: a new buffer of that size, as encodeEntry made one each time).
+      if (n > LOG_SCRATCH_BYTES_MAX) return encodeEntry(entry);
+      this.#entry = Buffer.alloc(Math.max(n, this.#entry.length * 2));
+    }
+    const out = this.#entry;
+    writeU64(out, entry.term, 0);
+    out[8] = entry.type === 'conf' ? 1 : 0;
+    out.set(entry.data, ENTRY_HEADER_BYTES);
+    return out.subarray(0, n);
+  }
+}
+
+/** LOG_SCRATCH_BYTES_MAX: the largest stored entry LogScratch writes in its own buffer (larger ones get one of their own). */
+const LOG_SCRATCH_BYTES_MAX = 1024 * 1024;
+
 function encodeEntry(entry: Entry): Buffer {
   const out = Buffer.allocUnsafe(ENTRY_HEADER_BYTES + entry.data.length);
   writeU64(out, entry.term, 0);
@@ -421,6 +454,8 @@ export class RocksStorage implements NodeStorage {
   readonly #generations = new Set<Generation>();
   /** true when an apply was written unsynced since the state machine was last synced. */
   #stateDirty = false;
+  /** #logScratch: the keys and stored entries of save() (inside the log queue, one save at a time). */
+  readonly #logScratch = new LogScratch();
   /** #writeKeys: the prefixed keys of write() (inside the apply queue, one write at a time; RocksDb.writeFilled copies each at once). */
   readonly #writeKeys = new KvKeyScratch();
   /** true while installState holds the apply queue (no apply runs meanwhile). */
@@ -599,23 +634,26 @@ export class RocksStorage implements NodeStorage {
     const entries = batch.entries ?? [];
     if (batch.hardState === undefined && entries.length === 0) return;
     return this.#logQueue.run(async () => {
-      const ops: RocksOp[] = [];
-      if (batch.hardState !== undefined) {
-        checkHardState(batch.hardState, this.path);
-        const { term, vote, commit } = batch.hardState;
-        ops.push({ type: 'put', key: KEY_HARD_STATE, value: Buffer.from(JSON.stringify({ term, vote, commit })) });
-      }
+      const hardState = batch.hardState;
+      if (hardState !== undefined) checkHardState(hardState, this.path);
       const newLast = checkAppend(entries, { base: this.#base, lastIndex: this.#lastIndex }, this.path);
-      // Entries in [first, newLast] are overwritten by the puts; delete the stale tail beyond them.
-      for (let index = newLast + 1; index <= this.#lastIndex && entries.length > 0; index++) {
-        ops.push({ type: 'del', key: logKey(index) });
-      }
-      for (const entry of entries) ops.push({ type: 'put', key: logKey(entry.index), value: encodeEntry(entry) });
+      const oldLast = this.#lastIndex;
       // Only a new commit index (no entries, the durable term and vote): unsynced, as etcd's raft.MustSync.
-      const hs = batch.hardState;
-      const sync = entries.length > 0 || hs === undefined || this.#durableVote === null || hs.term !== this.#durableVote.term || hs.vote !== this.#durableVote.vote;
-      await this.#log.write(ops, { sync });
-      if (sync && hs !== undefined) this.#durableVote = { term: hs.term, vote: hs.vote };
+      const sync =
+        entries.length > 0 || hardState === undefined || this.#durableVote === null || hardState.term !== this.#durableVote.term || hardState.vote !== this.#durableVote.vote;
+      // Straight into the native batch: each entry's key and stored form in the reused LogScratch (copied as given),
+      // no Buffer and no op object per entry, on the leader and on every follower.
+      const scratch = this.#logScratch;
+      await this.#log.writeFilled((sink) => {
+        if (hardState !== undefined) {
+          const { term, vote, commit } = hardState;
+          sink.put(KEY_HARD_STATE, Buffer.from(JSON.stringify({ term, vote, commit })));
+        }
+        // Entries in [first, newLast] are overwritten by the puts; delete the stale tail beyond them.
+        for (let index = newLast + 1; index <= oldLast && entries.length > 0; index++) sink.del(scratch.key(index));
+        for (const entry of entries) sink.put(scratch.key(entry.index), scratch.entry(entry));
+      }, { sync });
+      if (sync && hardState !== undefined) this.#durableVote = { term: hardState.term, vote: hardState.vote };
       this.#lastIndex = newLast;
     });
   }
