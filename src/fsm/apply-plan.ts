@@ -94,11 +94,12 @@ export class ApplyKeys {
 
   /** record: revisionKey(key), made once per key object (the same object each call). */
   record(key: Uint8Array): Uint8Array {
-    let r = this.#records.get(key);
-    if (r === undefined) {
-      r = revisionKey(key);
-      this.#records.set(key, r);
-    }
+    return this.#records.get(key) ?? this.#newRecord(key);
+  }
+
+  #newRecord(key: Uint8Array): Uint8Array {
+    const r = revisionKey(key);
+    this.#records.set(key, r);
     return r;
   }
 }

@@ -13,7 +13,7 @@ import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 
 const entry = (index: number, term: number): Entry => ({ index, term, type: 'normal', data: Buffer.from(`e${index}`) });
 
-describe('RocksStorage.save: which writes are synced', () => {
+describe('RocksStorage.save: which writes are synced, and how entries are written', () => {
   let root: string;
   beforeEach(async () => (root = await mkdtemp(join(tmpdir(), 'snapcoord-log-sync-'))));
   afterEach(async () => rm(root, { recursive: true, force: true }));
@@ -68,12 +68,6 @@ describe('RocksStorage.save: which writes are synced', () => {
       await store.close();
     }
   });
-});
-
-describe('RocksStorage.save: the entries go straight into the native batch', () => {
-  let root: string;
-  beforeEach(async () => (root = await mkdtemp(join(tmpdir(), 'snapcoord-log-scratch-'))));
-  afterEach(async () => rm(root, { recursive: true, force: true }));
 
   it('makes no Buffer per entry (keys and stored forms in reused scratch buffers), and reads back every entry as given, small, grown and over 1 MiB, after a reopen', async () => {
     const dataDir = join(root, 'data');
