@@ -5,6 +5,8 @@ import type { Membership, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../snapshot/snapshot-io.js';
 import { MemberGunzip } from '../snapshot/member-gunzip.js';
+import { noteExternalGarbage } from '../snapshot/external-memory-gc.js';
+import { relay } from '../snapshot/relay.js';
 import { UploadMemberCopy } from '../snapshot/upload-member-copy.js';
 import {
   ArchiveError,
@@ -158,12 +160,39 @@ async function* thenVerified<T>(records: AsyncIterable<T>, verified: Promise<voi
 }
 
 /** toRaftMeta names a stored snapshot the way the Raft core does. */
-/** untilAborted yields `source`'s items until `signal` aborts, then throws its reason (checked before each item). */
-async function* untilAborted<T>(source: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
-  for await (const item of source) {
-    signal.throwIfAborted();
-    yield item;
-  }
+/**
+ * garbageNoted yields `source`'s batches and, when the next one is asked for
+ * (the archive writer has copied every record of the last into its blocks by
+ * then), notes the last one's keys and values as dead external memory
+ * (noteExternalGarbage): RocksDB's iterator hands each over as a Buffer of
+ * its own, and the process's bound on dead ArrayBuffers scavenges every few
+ * MiB of them, between two batches, rather than when its timer next looks.
+ */
+export function garbageNoted(source: AsyncIterable<readonly KeyValue[]>): AsyncGenerator<readonly KeyValue[]> {
+  let bytes = 0;
+  return relay(
+    source,
+    (batch) => {
+      bytes = 0;
+      for (const r of batch) bytes += r.key.length + r.value.length;
+    },
+    () => noteExternalGarbage(bytes),
+  );
+}
+
+/** untilAborted yields `source`'s items until `signal` aborts, then throws its reason (checked before each item; none held, see relay). */
+function untilAborted<T>(source: AsyncIterable<T>, signal: AbortSignal): AsyncGenerator<T> {
+  return relay(source, () => signal.throwIfAborted());
+}
+
+/**
+ * fullSnapshotBatches: the batches of `reader` as a full snapshot hands them to the store
+ * (SnapshotStore.createFromRecords): noted as dead external memory once used (garbageNoted), checked against
+ * `signal` before each (untilAborted); no batch held by either while the store works on it (relay).
+ */
+export function fullSnapshotBatches(reader: StateSnapshotReader, signal?: AbortSignal): AsyncGenerator<readonly KeyValue[]> {
+  const batches = garbageNoted(reader.batches());
+  return signal === undefined ? batches : untilAborted(batches, signal);
 }
 
 /**
@@ -481,7 +510,7 @@ export class SnapshotManager {
    */
   private async createOrFind(meta: { index: number; term: number; membership: Membership }, reader: StateSnapshotReader, signal?: AbortSignal): Promise<StoredSnapshot> {
     try {
-      return await this.store.createFromRecords(meta, signal === undefined ? reader.batches() : untilAborted(reader.batches(), signal));
+      return await this.store.createFromRecords(meta, fullSnapshotBatches(reader, signal));
     } catch (err) {
       if (!(err instanceof SnapshotStoreError && err.code === 'already-exists')) throw err;
       const same = (await this.store.list()).find((x) => x.meta.index === meta.index && x.meta.term === meta.term);

@@ -610,9 +610,18 @@ export async function writeArchiveFromRecords(
         await queue.add(block);
       }
     };
-    for await (const batch of source.records) {
-      for (const record of batch) encoder.encode(record);
-      if (encoder.ready.length > 0) await takeReady();
+    // Each batch is encoded as it arrives and held by no variable while gzip runs (relay.ts: a local would keep
+    // it, and with it a Buffer per key and value of a RocksDB iteration, alive across the await).
+    const records = source.records[Symbol.asyncIterator]();
+    try {
+      while (encodeBatch(encoder, await records.next())) {
+        if (encoder.ready.length > 0) await takeReady();
+      }
+    } catch (err) {
+      // As `for await` does when its body throws: the source is closed (a source that failed is done already), and
+      // the first error is the one passed on.
+      await records.return?.()?.catch(() => undefined);
+      throw err;
     }
     encoder.finish();
     await takeReady();
@@ -624,6 +633,13 @@ export async function writeArchiveFromRecords(
     io,
     ...(options.onStateProgress !== undefined ? { onStateProgress: options.onStateProgress } : {}),
   });
+}
+
+/** encodeBatch encodes the records of one iterator result; false at the end. Errors: StateBlockEncoder.encode's. */
+function encodeBatch(encoder: StateBlockEncoder, result: IteratorResult<readonly StateRecord[], unknown>): boolean {
+  if (result.done === true) return false;
+  for (const record of result.value) encoder.encode(record);
+  return true;
 }
 
 /** copyRecord writes one state record (u32 key length, key, u32 value length, value) into `block` at `fill`, which has room; returns the fill after it. */

@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 
 import type { ArchiveMeta } from './archive-meta.js';
+import { fill, handOver, type Slot } from './relay.js';
 import { StateBlockEncoder, archiveFrame, type ArchiveMemberTable, type RecordsArchiveMeta, type StateMemberEntry } from './archive-writer.js';
 import { gzipBlock, gzipMember, resolveParallelGzipOptions } from './parallel-gzip.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
@@ -83,20 +84,19 @@ export async function takeSmallState(records: AsyncIterable<readonly StateRecord
   return { kind: 'small', encoder };
 }
 
-/** replay yields `taken`, then the rest of `source`; it closes `source` when its consumer stops early. */
+/**
+ * replay yields `taken`, then the rest of `source`; it closes `source` when its consumer stops early. It holds
+ * no batch while suspended (relay.ts): each is let go as it is handed on.
+ */
 async function* replay(taken: (readonly StateRecord[])[], source: AsyncIterator<readonly StateRecord[]>): AsyncGenerator<readonly StateRecord[]> {
   let ended = false;
+  const slot: Slot<readonly StateRecord[]> = { item: undefined };
   try {
-    yield* taken.splice(0);
-    for (;;) {
-      const next = await source.next();
-      if (next.done === true) {
-        ended = true;
-        return;
-      }
-      yield next.value;
-    }
+    while (taken.length > 0) yield taken.shift() as readonly StateRecord[];
+    while (fill(slot, await source.next())) yield handOver(slot);
+    ended = true;
   } finally {
+    slot.item = undefined;
     if (!ended) await source.return?.();
   }
 }

@@ -1166,18 +1166,16 @@ class RocksSnapshotReader implements StateSnapshotReader {
         throw new StorageError('invalidArgument', `snapshot of ${path}: batches() may be called only once`, { path });
       }
       this.#started = true;
-      let metaApplied = 0;
+      // Each batch waits in `read` and is taken out of it as it is yielded: a local would hold it (and its Buffer
+      // per key and value) until the consumer asks for the next, across its gzip and this iterator's next read
+      // (V8 keeps a suspended generator's locals; snapshot/relay.ts).
+      const read: { batch: KeyValue[] | null; metaApplied: number } = { batch: null, metaApplied: 0 };
       for (;;) {
         if (this.#closing !== null) throw new StorageError('closed', `snapshot of ${path}: read after close`, { path });
-        const raw = await this.#iterator.nextBatch(batchEntriesMax, batchBytesMax);
-        if (raw.length === 0) break;
-        const out: KeyValue[] = [];
-        for (const { key, value } of raw) {
-          if (key[0] === PREFIX_KV) out.push({ key: key.subarray(1), value });
-          else if (key.equals(KEY_APPLIED)) metaApplied = readU64(value, 0, 'applied index', path);
-        }
-        if (out.length > 0) yield out;
+        if (!(await this.#read(read, batchEntriesMax, batchBytesMax))) break;
+        if (read.batch !== null) yield takeBatch(read);
       }
+      const metaApplied = read.metaApplied;
       if (this.#closing !== null) throw new StorageError('closed', `snapshot of ${path}: read after close`, { path });
       if (metaApplied !== this.appliedIndex) {
         throw new StorageError(
@@ -1191,8 +1189,28 @@ class RocksSnapshotReader implements StateSnapshotReader {
     }
   }
 
+  /** #read reads the iterator's next batch into `read` (its 'k' records, null if none; the applied index met); false at the end. */
+  async #read(read: { batch: KeyValue[] | null; metaApplied: number }, batchEntriesMax: number, batchBytesMax: number): Promise<boolean> {
+    const raw = await this.#iterator.nextBatch(batchEntriesMax, batchBytesMax, true);
+    if (raw.length === 0) return false;
+    const out: KeyValue[] = [];
+    for (const { key, value } of raw) {
+      if (key[0] === PREFIX_KV) out.push({ key: key.subarray(1), value });
+      else if (key.equals(KEY_APPLIED)) read.metaApplied = readU64(value, 0, 'applied index', this.#path);
+    }
+    read.batch = out.length > 0 ? out : null;
+    return true;
+  }
+
   close(): Promise<void> {
     this.#closing ??= this.#iterator.end().finally(() => this.#release());
     return this.#closing;
   }
+}
+
+/** takeBatch empties `read.batch` and returns it (RocksSnapshotReader.batches: no local holds a yielded batch). */
+function takeBatch(read: { batch: KeyValue[] | null }): KeyValue[] {
+  const batch = read.batch as KeyValue[];
+  read.batch = null;
+  return batch;
 }

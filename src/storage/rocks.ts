@@ -178,9 +178,12 @@ export class RocksIterator {
   /**
    * RocksIterator.nextBatch reads the next batch; [] at the end (or once ended).
    * It takes the binding's entries a native call at a time (up to 1,000 entries
-   * or the iterator's highWaterMarkBytes each), not one per tick.
+   * or the iterator's highWaterMarkBytes each), not one per tick. With
+   * `oneRead` it never starts another native read while it holds entries: a
+   * batch is what is left of one read (a full snapshot's, so that its Buffers
+   * arrive and are let go within one turn, none waiting in the cache).
    */
-  async nextBatch(entriesMax = batchEntriesMaxDefault, bytesMax = Infinity): Promise<RocksEntry[]> {
+  async nextBatch(entriesMax = batchEntriesMaxDefault, bytesMax = Infinity, oneRead = false): Promise<RocksEntry[]> {
     if (this.#ending !== null) return [];
     if (this.#done && this.#cache.length === 0) return [];
     this.#owner.checkOpen('iterate');
@@ -192,6 +195,7 @@ export class RocksIterator {
       for (;;) {
         if (this.#take(batch, max, bytesMax, state)) return batch;
         if (this.#done) return batch;
+        if (oneRead && batch.length > 0) return batch; // the cache is empty: no wait for another read with entries in hand
         const more = await this.#nativeNext(nativeBinding, context);
         if (!more) return batch; // end() meanwhile: stop with what was read
       }

@@ -215,7 +215,8 @@ export const SNAPSHOT_BATCH_BYTES_DEFAULT = 4 * 1024 * 1024;
  *   (default SNAPSHOT_BATCH_ENTRIES_DEFAULT) that end once they hold
  *   `batchBytesMax` bytes of keys and values (default
  *   SNAPSHOT_BATCH_BYTES_DEFAULT; a larger record comes alone), so memory
- *   stays flat for any state size. One pass only: a second call rejects with
+ *   stays flat for any state size (RocksStorage's may end sooner: a batch
+ *   is at most what one read of its iterator brought, ~1 MiB). One pass only: a second call rejects with
  *   StorageError `invalidArgument`. Finishing, breaking out of or failing
  *   the loop closes the reader. Errors: StorageError `closed` (the reader or
  *   the store was closed), `io`, `corrupt` (the view is inconsistent).

@@ -3,7 +3,15 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 
-import { COLLECTION_INTERVAL_MS_MIN, EXTERNAL_GARBAGE_BYTES_MAX, ExternalMemoryGc, type ExternalMemoryProbe } from '../../../src/snapshot/external-memory-gc.js';
+import {
+  COLLECTION_INTERVAL_MS_MIN,
+  EXTERNAL_GARBAGE_BYTES_MAX,
+  ExternalMemoryGc,
+  GARBAGE_SCAVENGE_BYTES_DEFAULT,
+  noteExternalGarbage,
+  startExternalMemoryGc,
+  type ExternalMemoryProbe,
+} from '../../../src/snapshot/external-memory-gc.js';
 
 const MiB = 1024 * 1024;
 
@@ -173,6 +181,38 @@ describe('ExternalMemoryGc', () => {
       assert.equal(gc.check(), 'scavenge', `check ${i}`);
     }
     assert.deepEqual([p.scavenged, p.started], [30, 0]);
+  });
+
+  it('garbage noted dead (garbageMade) scavenges every GARBAGE_SCAVENGE_BYTES_DEFAULT of it, at once, whatever external memory reads', () => {
+    const p = new StandIn();
+    const gc = new ExternalMemoryGc(p);
+    const batch = 1024 * 1024 + 1000; // a full snapshot's batch: ~1,000 records of 1 KiB
+    let scavenges = 0;
+    for (let i = 0; i < 40; i++) if (gc.garbageMade(batch)) scavenges++;
+    assert.equal(scavenges, Math.floor((40 * batch) / GARBAGE_SCAVENGE_BYTES_DEFAULT));
+    assert.deepEqual([p.scavenged, p.started, gc.garbageScavenges, gc.scavenges], [scavenges, 0, scavenges, scavenges]);
+  });
+
+  it('a noted scavenge that leaves external memory over the bound (promoted garbage) lets the next check start a full collection', () => {
+    const p = new StandIn();
+    const gc = new ExternalMemoryGc(p, EXTERNAL_GARBAGE_BYTES_MAX, { garbageScavengeBytes: MiB });
+    p.bytes += EXTERNAL_GARBAGE_BYTES_MAX;
+    assert.equal(gc.garbageMade(MiB), true);
+    assert.equal(gc.check(), 'collect');
+    assert.deepEqual([p.scavenged, p.started], [1, 1]);
+  });
+
+  it('noteExternalGarbage reaches the bound startExternalMemoryGc runs, and nothing once it is stopped', () => {
+    const p = new StandIn();
+    const running = startExternalMemoryGc(p);
+    try {
+      noteExternalGarbage(GARBAGE_SCAVENGE_BYTES_DEFAULT);
+      assert.equal(p.scavenged, 1);
+    } finally {
+      running.stop();
+    }
+    noteExternalGarbage(2 * GARBAGE_SCAVENGE_BYTES_DEFAULT);
+    assert.equal(p.scavenged, 1);
   });
 
   it('with V8: a stream churning Buffers (10 MiB in use at a time) is bounded by scavenges alone, no full collection', async () => {
