@@ -34,11 +34,8 @@ import { SnapshotStore } from '../src/snapshot/store.js';
 import * as nodeSnapshots from '../src/node/snapshots.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { KeyValue, StateSnapshotReader } from '../src/storage/types.js';
+import { arg } from './lib/arg.js';
 
-const arg = (name: string, dflt: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? (process.argv[i + 1] ?? dflt) : dflt;
-};
 const keys = Number(arg('keys', '1000000'));
 const valueBytes = Number(arg('value-bytes', '1024'));
 const rounds = Number(arg('rounds', '2'));

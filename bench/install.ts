@@ -23,11 +23,8 @@ import type { StateRecord } from '../src/snapshot/state-format.js';
 import { SnapshotManager } from '../src/node/snapshots.js';
 import { RocksCluster } from '../test/unit/node/rocks-cluster.js';
 import { startExternalMemoryGc } from '../src/snapshot/external-memory-gc.js';
+import { arg } from './lib/arg.js';
 
-const arg = (name: string, dflt: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? (process.argv[i + 1] ?? dflt) : dflt;
-};
 const keys = Number(arg('keys', '200000'));
 const rounds = Number(arg('rounds', '3'));
 const valueBytes = Number(arg('value-bytes', '1024'));
