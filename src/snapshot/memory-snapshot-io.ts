@@ -334,6 +334,8 @@ export class MemorySnapshotIo implements SnapshotIo {
   syncs = 0;
   /** datasyncs: datasync() calls on files. */
   datasyncs = 0;
+  /** names: uniqueName() calls so far. */
+  private names = 0;
 
   /** syncFile: an open file's sync() (counted in syncs) or datasync() (in datasyncs), handed to each MemoryFile. */
   private readonly syncFile = (node: TreeNode, path: string, data?: 'data'): void => {
@@ -347,6 +349,11 @@ export class MemorySnapshotIo implements SnapshotIo {
 
   wallNowMs(): number {
     return this.wallNow();
+  }
+
+  /** uniqueName: `u` and a count of this disk's calls (deterministic: a replayed seed names its files alike). */
+  uniqueName(): string {
+    return `u${(++this.names).toString().padStart(8, '0')}`;
   }
 
   /** yieldTurn: a microtask (a simulator's time and turns are its own). */

@@ -11,6 +11,7 @@
  * uses, with its semantics: errors carry Node's errno `code` (ENOENT, EEXIST,
  * ENOTDIR, ENOTEMPTY, ...), open flags are 'r', 'w', 'wx' and 'wx+'.
  */
+import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink } from 'node:fs/promises';
 import type { Readable, Transform } from 'node:stream';
@@ -81,6 +82,12 @@ export interface SnapshotIo {
   /** wallNowMs: milliseconds since the epoch (a date: snapshot createdAt, quarantine names). */
   wallNowMs(): number;
   /**
+   * uniqueName: a name part (letters, digits and '-') that no earlier call on
+   * this disk returned, for temporary files (real: a random UUID; the twin in
+   * memory counts, so a simulated seed names its files alike at every replay).
+   */
+  uniqueName(): string;
+  /**
    * yieldTurn resolves on a later turn, after the work already due (real:
    * setImmediate, after this turn's I/O callbacks): a long piece of work on
    * the main thread (a delta's merge) lets the node's requests run between
@@ -121,5 +128,6 @@ export const nodeSnapshotIo: SnapshotIo = {
   createGunzip: (options) => createGunzip(options),
   createInflateRaw: (options) => createInflateRaw(options),
   wallNowMs: () => Date.now(),
+  uniqueName: () => randomUUID(),
   yieldTurn: () => new Promise<void>((resolve) => setImmediate(resolve)),
 };

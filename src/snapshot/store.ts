@@ -25,7 +25,7 @@
  * being read (a follower still fetching it: Typesense #2859, etcd #5317)
  * until the handle is released.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { once } from 'node:events';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
@@ -1088,7 +1088,7 @@ export class SnapshotStore {
    * on any failure.
    */
   private async staged(kind: string, fill: (tmpDir: string) => Promise<{ meta: ArchiveMeta; digest: SinkDigest }>): Promise<StoredSnapshot> {
-    const tmpName = `${kind}-${randomUUID()}${TMP_SUFFIX}`;
+    const tmpName = `${kind}-${this.io.uniqueName()}${TMP_SUFFIX}`;
     const tmpDir = join(this.dir, tmpName);
     this.busyTmp.add(tmpName);
     try {
@@ -1174,7 +1174,7 @@ export class SnapshotStore {
 
   /** recordChunkHashes writes chunks.sha256 into a stored snapshot's directory (a temp file renamed over it). */
   private async recordChunkHashes(stored: StoredSnapshot, digest: SinkDigest): Promise<void> {
-    const tmp = join(this.dir, stored.id, `${CHUNKS_FILE}.${randomUUID()}.new`);
+    const tmp = join(this.dir, stored.id, `${CHUNKS_FILE}.${this.io.uniqueName()}.new`);
     try {
       await writeFileDurable(tmp, encodeChunkHashes(digest), this.io);
       await this.io.rename(tmp, join(this.dir, stored.id, CHUNKS_FILE));
@@ -1286,7 +1286,7 @@ export class SnapshotStore {
       if (meta.archiveVerified !== false) return;
       // eslint-disable-next-line @typescript-eslint/no-unused-vars
       const { archiveVerified, ...verified } = meta;
-      const tmp = join(this.dir, id, `${STORED_META_FILE}.${randomUUID()}.new`);
+      const tmp = join(this.dir, id, `${STORED_META_FILE}.${this.io.uniqueName()}.new`);
       try {
         await writeFileDurable(tmp, serializeStoredMeta(verified), this.io);
         await this.io.rename(tmp, join(this.dir, id, STORED_META_FILE));
@@ -1324,7 +1324,7 @@ export class SnapshotStore {
 
   /** removeDir renames the snapshot away first (atomic), so a crash mid-delete leaves only a *.tmp leftover. */
   private async removeDir(id: string): Promise<void> {
-    const doomed = `${id}.deleting-${randomUUID()}${TMP_SUFFIX}`;
+    const doomed = `${id}.deleting-${this.io.uniqueName()}${TMP_SUFFIX}`;
     this.busyTmp.add(doomed);
     try {
       await this.io.rename(join(this.dir, id), join(this.dir, doomed));

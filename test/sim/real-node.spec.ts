@@ -113,6 +113,17 @@ describe('sim on the real node', function () {
     assert.deepEqual(b, a);
   });
 
+  it('replays a seed whose trace names a temporary file of the snapshot store exactly (the memory disk names them by a count, not a random UUID)', async () => {
+    const run = async (): Promise<string[]> => {
+      const trace: string[] = [];
+      await runNodeSeed(22, { trace: (line) => trace.push(line) });
+      return trace;
+    };
+    const a = await run();
+    assert.ok(a.some((l) => /receive-u[0-9]{8}\.tmp/.test(l)), 'seed 22 fails a fetch on a disk fault, naming its temporary directory');
+    assert.deepEqual(await run(), a);
+  });
+
   it('negative control: a disk that acknowledges a save before it is durable breaks a Raft safety property within 40 seeds, and the seed replays it', async () => {
     const controls = { ackBeforePersistMs: 30 };
     const safety = new Set(['Election Safety', 'Leader Completeness', 'Log Matching', 'State Machine Safety', 'Acknowledged Write Lost', 'Linearizable Read']);

@@ -197,6 +197,10 @@ export class SimSnapshotIo implements SnapshotIo {
     return this.disk.wallNowMs();
   }
 
+  uniqueName(): string {
+    return this.disk.uniqueName();
+  }
+
   yieldTurn(): Promise<void> {
     return this.live(() => this.disk.yieldTurn());
   }
