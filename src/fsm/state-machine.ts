@@ -20,6 +20,7 @@
 import type { Membership } from '../raft/types.js';
 import { StorageError } from '../storage/storage-error.js';
 import { keyString } from '../storage/key-string.js';
+import type { StateImageSource } from '../storage/state-image.js';
 import { RANGE_LIMIT_MAX, type KeyValue, type StateSnapshotReader, type StateStore } from '../storage/types.js';
 import { ApplyKeys, applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
 import { isRevisionKey, REVISION_KEY_PREFIX } from './key-revision.js';
@@ -50,9 +51,11 @@ export type RestoreOutcome = { readonly ok: true } | { readonly ok: false; reado
  * ArchiveInstall installs `records` (an archive's verified key-value state) as
  * the state as of the restore entry's index, with `membership` (the
  * cluster's, in force at that index), keeping the client session table;
- * `copy`, when given, receives the installed records (StateInstallMeta.copy).
+ * `copy`, when given, receives the installed records (StateInstallMeta.copy);
+ * `options.exportImage` (PROTOTYPE): the store exports the state it builds
+ * as an image for the other members (StateStore.stateImage).
  */
-export type ArchiveInstall = (records: RecordSource, membership: Membership, copy?: InstalledRecordsCopy) => Promise<void>;
+export type ArchiveInstall = (records: RecordSource, membership: Membership, copy?: InstalledRecordsCopy, options?: { readonly exportImage?: boolean }) => Promise<void>;
 /**
  * RestoreDriver is what the state machine needs from its driver to apply a
  * restore entry: the archive's bytes, which live outside the log.
@@ -290,10 +293,30 @@ export class StateMachine {
         }
       }
       this.#changed = Math.max(this.#changed, meta.appliedIndex); // before, as in #applyCommands
-      await this.#store.installState(records(), { appliedIndex: meta.appliedIndex, membership: meta.membership });
+      await this.#store.installState(records(), { appliedIndex: meta.appliedIndex, membership: meta.membership }, meta.exportImage === true ? { exportImage: true } : undefined);
       if (done.table === null) throw new Error(`installState on ${this.#name}: the store did not read the whole source`);
       this.#sessions = done.table;
       this.#epoch = this.#store.stateEpoch();
+    });
+  }
+
+  /**
+   * importImage (PROTOTYPE, issue 15) replaces the whole state with another
+   * member's image of the same state as of `meta.appliedIndex` (the leader's
+   * install of the same restore entry: StateStore.importStateImage checks
+   * every file's SHA-256, the applied index and the membership), then reloads
+   * the session table from it. Errors: StorageError `invalidArgument` when
+   * the store has no images, the store's (the state then unchanged).
+   */
+  importImage(source: StateImageSource, meta: { readonly appliedIndex: number; readonly membership: Membership }): Promise<void> {
+    return this.#serial(async () => {
+      const store = this.#store;
+      if (store.importStateImage === undefined) throw new StorageError('invalidArgument', `importImage on ${this.#name}: the store has no state images`, { path: this.#name });
+      await this.#fresh();
+      this.#changed = Math.max(this.#changed, meta.appliedIndex); // before, as in #applyCommands
+      await store.importStateImage(source, meta);
+      this.#sessions = await loadSessions(store, this.#name);
+      this.#epoch = store.stateEpoch();
     });
   }
 
@@ -438,8 +461,15 @@ export class StateMachine {
       }
     }
     if (driver === undefined) throw new Error(`entry ${e.index} is a restore, and no restore driver was given to apply it`);
-    const outcome = await driver.installArchive(cmd, e.index, (records, membership, copy) =>
-      this.installState(records, { appliedIndex: e.index, membership, keepSessions: true, ...(session !== undefined ? { session } : {}), ...(copy !== undefined ? { copy } : {}) }),
+    const outcome = await driver.installArchive(cmd, e.index, (records, membership, copy, options) =>
+      this.installState(records, {
+        appliedIndex: e.index,
+        membership,
+        keepSessions: true,
+        ...(session !== undefined ? { session } : {}),
+        ...(copy !== undefined ? { copy } : {}),
+        ...(options?.exportImage === true ? { exportImage: true } : {}),
+      }),
     );
     if (!outcome.ok) {
       await this.#skip(e.index);

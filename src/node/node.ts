@@ -27,6 +27,7 @@ import type { ApplyResult, KvRangeQuery, KvRangeResult } from '../fsm/types.js';
 import type {
   ArchiveStager,
   FetchSnapshotParams,
+  FetchStateImageParams,
   ForwardProposalsParams,
   ForwardedOutcome,
   ForwardedProposals,
@@ -36,12 +37,15 @@ import type {
   SnapshotChunk,
   SnapshotStreamOpener,
   StageArchiveParams,
+  StateImageStream,
 } from '../transport/transport.js';
 import { ForwardQueue } from './forward-queue.js';
 import { encodeApplyResult } from '../fsm/apply-result-codec.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
 import { RestoreArchives, coded } from './restore-archives.js';
+import { readStateImageChunks, type StateImage } from '../storage/state-image.js';
+import { openStateImage, type OpenedStateImage } from '../transport/state-image-fetcher.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import type { Readable } from 'node:stream';
 import { isReadFailure, type SnapshotHandle, type StoredSnapshot } from '../snapshot/store.js';
@@ -116,6 +120,21 @@ const FETCH_STALL_MS_MIN = 1_000;
  * RESOURCE_EXHAUSTED backoff, a first chunk after opening a big archive).
  */
 const FETCH_STALL_FROM_LEADER_MS_MIN = 15_000;
+
+/*
+ * State images (PROTOTYPE, issue 15): the leader applying a restore exports the generation it builds
+ * (StateStore.installState's exportImage); a follower applying the same entry asks the leader for it
+ * (FetchStateImage) and commits its files (importStateImage) instead of loading the archive itself, and
+ * installs from its own copy of the archive when that fails.
+ */
+/** IMAGE_KEEP_MS: a leader keeps the image of its last restore this long (and never across a restart). */
+const IMAGE_KEEP_MS = 5 * 60_000;
+/** IMAGE_BUILD_WAIT_MS: a FetchStateImage waits at most this long for an image this leader is still building. */
+const IMAGE_BUILD_WAIT_MS = 120_000;
+/** IMAGE_TRANSFERS_MAX: FetchStateImage streams a node serves at once (more: RESOURCE_EXHAUSTED). */
+const IMAGE_TRANSFERS_MAX = 4;
+/** IMAGE_IDLE_MS: a follower gives up an image stream that delivers nothing for this long (then installs from its archive). */
+const IMAGE_IDLE_MS = 15_000;
 
 export const DEFAULT_TIMINGS: NodeTimings = {
   tickMs: 10,
@@ -333,7 +352,25 @@ export class Node {
   /** installQueued: woken when a fetched snapshot's install is queued (a restore waiting for one in its place, see installBaseInstead). */
   private installQueued: (() => void) | null = null;
   /** snapshotStats: counters for status and metrics. */
-  readonly snapshotStats = { created: 0, installed: 0, fetchFailures: 0, chunkHashFailures: 0, bytesReceived: 0, restoresFailed: 0 };
+  readonly snapshotStats = {
+    created: 0,
+    installed: 0,
+    fetchFailures: 0,
+    chunkHashFailures: 0,
+    bytesReceived: 0,
+    restoresFailed: 0,
+    /** imageRestores / imageFallbacks: restores applied from the leader's state image / from this node's archive after the image failed (PROTOTYPE). */
+    imageRestores: 0,
+    imageFallbacks: 0,
+    /** imagesServed: FetchStateImage streams this node began to serve. */
+    imagesServed: 0,
+  };
+  /** imageBuilding: the restore entry whose state image this node (the leader) is building, null when none. */
+  private imageBuilding: number | null = null;
+  /** imageDrop: drops the kept state image IMAGE_KEEP_MS after its restore. */
+  private imageDrop: TimerHandle | undefined;
+  /** imageTransfers: FetchStateImage streams being served. */
+  private imageTransfers = 0;
   /** restoreFailure: the last restore entry this node skipped because its archive failed to apply. */
   private restoreFailure: { readonly index: number; readonly error: string } | null = null;
   /** applyingFromIndex: the first index of the batch the apply worker is applying (Infinity between batches); status() reports applied below it. */
@@ -831,6 +868,7 @@ export class Node {
     this.stopped = true;
     if (this.ticker !== undefined) this.clock.clearTimeout(this.ticker);
     this.clock.clearTimeout(this.snapshotRetry);
+    this.clock.clearTimeout(this.imageDrop);
     this.clock.clearTimeout(this.midSaveTimer);
     this.midSaveTimer = undefined;
     this.disk?.stop();
@@ -1477,6 +1515,24 @@ export class Node {
     const sm = this.snapshots;
     const archives = this.archives;
     if (sm === undefined || archives === null) throw new Error(`entry ${index} is a restore, and this node keeps no snapshots`);
+    // PROTOTYPE (issue 15): the leader exports the generation it builds; a follower first asks the leader for it.
+    const brief = this.raft.brief();
+    const exportImage = brief.role === 'leader' && this.storage.stateImage !== undefined;
+    if (!exportImage && (await this.restoreFromImage(index, brief.leader))) return { ok: true };
+    if (exportImage) this.imageBuilding = index;
+    try {
+      const outcome = await this.installRestoreArchiveCopy(cmd, index, install, exportImage);
+      if (exportImage && outcome.ok) this.keepImage();
+      return outcome;
+    } finally {
+      if (this.imageBuilding === index) this.imageBuilding = null;
+    }
+  }
+
+  /** installRestoreArchiveCopy: installRestoreArchive from this node's copy of the archive (`exportImage`: exporting the built state). */
+  private async installRestoreArchiveCopy(cmd: RestoreCommand, index: number, install: ArchiveInstall, exportImage: boolean): Promise<RestoreOutcome> {
+    const sm = this.snapshots as SnapshotManager;
+    const archives = this.archives as RestoreArchives;
     for (let round = 0; ; round++) {
       const stored = await archives.find(cmd, index);
       if (stored === null) return this.installBaseInstead(index);
@@ -1485,7 +1541,7 @@ export class Node {
         // membership as of the entry): the snapshot that follows the restore is that one, not a read of it all back.
         const term = this.raft.logTerm(index);
         const membership = this.raft.membershipAt(index);
-        await sm.installUpload(stored, (records, copy) => install(records, membership, copy), term !== undefined ? { index, term, membership } : undefined);
+        await sm.installUpload(stored, (records, copy) => install(records, membership, copy, exportImage ? { exportImage: true } : undefined), term !== undefined ? { index, term, membership } : undefined);
       } catch (err) {
         // This node's copy changed on its disk since it was kept: it fails here alone (the other nodes apply the
         // restore), so it is never taken for refused content — it is set aside and fetched again (simulator seed
@@ -1504,6 +1560,111 @@ export class Node {
       this.log.info({ index, digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
       return { ok: true };
     }
+  }
+
+  /** keepImage drops the state image the last restore exported IMAGE_KEEP_MS from now. */
+  private keepImage(): void {
+    this.clock.clearTimeout(this.imageDrop);
+    const timer = this.clock.setTimeout(() => this.storage.dropStateImage?.(), IMAGE_KEEP_MS);
+    timer.unref();
+    this.imageDrop = timer;
+  }
+
+  /**
+   * restoreFromImage (PROTOTYPE, apply worker, applying restore entry
+   * `index` as a follower): asks the leader it knows for the state image of
+   * that entry (FetchStateImage, waiting while the leader builds it) and
+   * commits it as its state (StateMachine.importImage: every file's SHA-256,
+   * the applied index and membership checked). True once applied; false when
+   * there is no image to take (no leader known, a store or transport without
+   * images, the leader has none, a file refused, the stream cut), the state
+   * then unchanged: the caller installs from its own archive. Rejects when
+   * the import failed after its commit (the disk: fatal, as an install's).
+   */
+  private async restoreFromImage(index: number, leader: NodeId): Promise<boolean> {
+    const sm = this.snapshots;
+    if (leader === '' || leader === this.id || sm === undefined || sm.streams !== undefined || this.storage.importStateImage === undefined) return false;
+    const address = this.dialAddressOf(leader);
+    if (address === '') return false;
+    const startedMs = this.clock.nowMs();
+    let opened: OpenedStateImage | null = null;
+    try {
+      opened = await openStateImage({
+        selfId: this.id,
+        to: leader,
+        address,
+        index,
+        ...(sm.dial !== undefined ? { dial: sm.dial } : {}),
+        manifestTimeoutMs: IMAGE_BUILD_WAIT_MS + 10_000,
+        idleTimeoutMs: IMAGE_IDLE_MS,
+        signal: this.stopAbort.signal,
+      });
+      const manifestMs = this.clock.nowMs() - startedMs;
+      await this.fsm.importImage(opened, { appliedIndex: index, membership: this.raft.membershipAt(index) });
+      const bytes = opened.files.reduce((n, f) => n + f.sizeBytes, 0);
+      this.snapshotStats.imageRestores++;
+      this.snapshotSoon = true; // a full build of this node's own snapshot of the restored state (no archive copy here)
+      this.log.info({ index, from: leader, files: opened.files.length, bytes, waitedMs: Math.round(manifestMs), ms: Math.round(this.clock.nowMs() - startedMs) }, 'restore applied from the leader\'s state image');
+      return true;
+    } catch (err) {
+      opened?.cancel();
+      if (this.fsm.appliedIndex() >= index || this.stopped) throw err;
+      this.snapshotStats.imageFallbacks++;
+      this.log.warn({ index, from: leader, err: (err as Error).message }, 'restore: the leader\'s state image was not taken; installing from this node\'s copy of the archive');
+      return false;
+    }
+  }
+
+  /**
+   * openStateImage serves FetchStateImage (PROTOTYPE): the state image of the
+   * restore entry at p.index, once this node has it, waiting up to
+   * IMAGE_BUILD_WAIT_MS while it is building it (or, as the leader, has not
+   * yet applied that committed entry). Errors (coded): UNIMPLEMENTED (a store
+   * without images), RESOURCE_EXHAUSTED (IMAGE_TRANSFERS_MAX streams served
+   * already), NOT_FOUND (no image of that index comes).
+   */
+  async openStateImage(p: FetchStateImageParams, signal: AbortSignal): Promise<StateImageStream> {
+    this.checkRunning();
+    const storage = this.storage;
+    if (storage.stateImage === undefined) throw coded(12, 'this node keeps no state images');
+    if (this.imageTransfers >= IMAGE_TRANSFERS_MAX) throw coded(8, `${IMAGE_TRANSFERS_MAX} state images are being sent already`);
+    this.imageTransfers++;
+    let held: { readonly image: StateImage; release(): void } | null;
+    try {
+      const deadline = this.clock.nowMs() + IMAGE_BUILD_WAIT_MS;
+      for (;;) {
+        held = storage.stateImage(p.index);
+        if (held !== null) break;
+        const b = this.raft.brief();
+        const coming = this.imageBuilding === p.index || (b.role === 'leader' && this.fsm.appliedIndex() < p.index && p.index <= b.commit);
+        if (!coming || this.stopped || signal.aborted || this.clock.nowMs() >= deadline) throw coded(5, `${this.id} has no state image of index ${p.index}`);
+        await this.clock.sleep(20);
+      }
+    } catch (err) {
+      this.imageTransfers--;
+      throw err;
+    }
+    this.snapshotStats.imagesServed++;
+    const pinned = held;
+    let closed = false;
+    const close = (): void => {
+      if (closed) return;
+      closed = true;
+      pinned.release();
+      this.imageTransfers--;
+    };
+    this.log.info({ index: p.index, to: p.from, files: pinned.image.files.length }, 'sending a state image');
+    return {
+      files: pinned.image.files,
+      chunks: (async function* () {
+        try {
+          yield* readStateImageChunks(pinned.image);
+        } finally {
+          close();
+        }
+      })(),
+      close,
+    };
   }
 
   /**

@@ -9,6 +9,7 @@
  */
 import type { KeyNames } from './key-string.js';
 import type { Entry, HardState, Membership, NodeId } from '../raft/types.js';
+import type { StateImage, StateImageSource } from './state-image.js';
 
 /**
  * LogBase names the last entry removed by compaction ({0, 0} for a log never
@@ -195,9 +196,20 @@ export interface StateStore {
   membership(): Membership | null;
   stateEpoch(): number;
   snapshotState(options?: SnapshotStateOptions): Promise<StateSnapshotReader>;
-  installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void>;
+  /** installState: `options.exportImage` (PROTOTYPE, a store that exports images): export the built generation (stateImage). */
+  installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta, options?: { readonly exportImage?: boolean }): Promise<void>;
   stateDigest(): Promise<string>;
   close(): Promise<void>;
+  /**
+   * State images (PROTOTYPE, issue 15; state-image.ts), optional: a store that
+   * has them exports the generation an installState with `exportImage` built,
+   * serves it (stateImage, pinned until release) until dropStateImage or a
+   * later export, and installs another member's as its next generation
+   * (importStateImage: the whole state replaced, as installState).
+   */
+  importStateImage?(source: StateImageSource, meta: InstallMeta): Promise<void>;
+  stateImage?(appliedIndex: number): { readonly image: StateImage; release(): void } | null;
+  dropStateImage?(): void;
 }
 
 /** SNAPSHOT_BATCH_ENTRIES_DEFAULT / SNAPSHOT_BATCH_BYTES_DEFAULT bound one batch of StateSnapshotReader.batches(). */

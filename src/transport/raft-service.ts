@@ -382,6 +382,34 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       );
     },
 
+    fetchStateImage(call) {
+      void (async () => {
+        const open = handler.openStateImage;
+        const cancelled = new AbortController();
+        call.on('cancelled', () => cancelled.abort());
+        try {
+          const r = call.request;
+          const p = decode(call, () => ({ from: r.from, to: r.to, index: fromU64(r.index, 'index') }), 'FetchStateImage', open !== undefined);
+          const image = await (open as NonNullable<typeof open>).call(handler, p, cancelled.signal);
+          try {
+            const outbox = new StreamWriteWindow<pb.FetchStateImageResponse>(call, STREAM_UNSENT_MAX, FETCH_SEND_STALL_MS);
+            const files = image.files.map((f) => ({ name: f.name, sizeBytes: toU64(f.sizeBytes, 'sizeBytes'), sha256: f.sha256 }));
+            await outbox.write({ files, file: 0, offset: 0n, data: new Uint8Array(0) });
+            for await (const c of image.chunks) {
+              if (call.cancelled) break;
+              await outbox.write({ files: [], file: c.file, offset: toU64(c.offset, 'offset'), data: c.data });
+            }
+          } finally {
+            image.close?.();
+          }
+          if (!call.cancelled) call.end();
+        } catch (err) {
+          log.debug({ rpc: 'FetchStateImage', err }, 'raft service: state image not served');
+          if (!call.cancelled) call.emit('error', toStatusError(err));
+        }
+      })();
+    },
+
     fetchSnapshot(call) {
       void (async () => {
         if (handler.openSnapshot === undefined) {

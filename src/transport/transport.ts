@@ -136,6 +136,35 @@ export interface ProposalForwarder {
   forwardProposals(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals>;
 }
 
+/** FetchStateImageParams: member `from` asks `to` for the state image of the restore entry at `index` (FetchStateImage, PROTOTYPE). */
+export interface FetchStateImageParams {
+  readonly from: NodeId;
+  readonly to: NodeId;
+  readonly index: number;
+}
+
+/** ImageFileEntry: one file of a state image: a RocksDB file name, its size and SHA-256 (32 bytes). */
+export interface ImageFileEntry {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly sha256: Uint8Array;
+}
+
+/** ImageChunk: bytes of file number `file` of a state image's manifest from `offset`. */
+export interface ImageChunk {
+  readonly file: number;
+  readonly offset: number;
+  readonly data: Uint8Array;
+}
+
+/** StateImageStream: a state image as it is sent or received: its manifest, then its files' bytes in manifest order. */
+export interface StateImageStream {
+  readonly files: readonly ImageFileEntry[];
+  readonly chunks: AsyncIterable<ImageChunk>;
+  /** close (optional): the stream is done with, iterated or not (releases what the sender holds); idempotent. */
+  close?(): void;
+}
+
 /** SnapshotChunk is one verified piece of a snapshot archive. */
 export interface SnapshotChunk {
   readonly offset: number;
@@ -215,6 +244,15 @@ export interface RaftRequestHandler {
    * UNIMPLEMENTED.
    */
   membershipFor?(q: MembershipQuery): MembershipAnswer;
+  /**
+   * openStateImage serves FetchStateImage (PROTOTYPE): the state image of
+   * the restore entry at p.index, waiting a bounded time while this node
+   * still builds it. Optional: without it FetchStateImage answers
+   * UNIMPLEMENTED. Reject with a coded Error (NOT_FOUND: no such image,
+   * RESOURCE_EXHAUSTED: too many transfers). `signal` aborts when the caller
+   * cancels; the chunks' iterator is closed early (return()) then.
+   */
+  openStateImage?(p: FetchStateImageParams, signal: AbortSignal): Promise<StateImageStream>;
 }
 
 /** TransportLogger is the pino-like logger the transports use. */

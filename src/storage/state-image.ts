@@ -1,0 +1,238 @@
+/**
+ * State images (PROTOTYPE, issue 15): a state generation's RocksDB files as
+ * they are on disk, exported by the node that built the generation (the
+ * leader applying a restore) and imported by another member as its own next
+ * generation, instead of that member loading the same records itself.
+ *
+ * An export is taken while the generation's database is closed: its SSTs are
+ * hard-linked (RocksDB never rewrites an SST in place, only deletes it), the
+ * other files (WAL, MANIFEST, CURRENT, OPTIONS, IDENTITY) copied; each file's
+ * SHA-256 is recorded in the manifest. An import writes the files a peer
+ * sends into a new directory, checking every name against RocksDB's own file
+ * name patterns (no directories, no dot files, no LOCK), the counts and
+ * bytes against caps, each file's bytes in order and its SHA-256 at its end.
+ */
+import { createHash } from 'node:crypto';
+import { copyFile, link, mkdir, open as openFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { StorageError } from './storage-error.js';
+
+/** StateImageFile: one file of a state image (a RocksDB file name, no directory), its size and SHA-256 (32 bytes). */
+export interface StateImageFile {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly sha256: Uint8Array;
+}
+
+/** StateImageChunk: bytes of file number `file` (an index into the manifest) from `offset`. */
+export interface StateImageChunk {
+  readonly file: number;
+  readonly offset: number;
+  readonly data: Uint8Array;
+}
+
+/** StateImageSource: what an import reads: the manifest, then the files' bytes in manifest order. */
+export interface StateImageSource {
+  readonly files: readonly StateImageFile[];
+  readonly chunks: AsyncIterable<StateImageChunk>;
+}
+
+/** StateImage: an exported image on this node's disk, of the generation whose applied index it names. */
+export interface StateImage {
+  readonly dir: string;
+  readonly appliedIndex: number;
+  readonly files: readonly StateImageFile[];
+}
+
+/** IMAGE_FILE_NAME: the RocksDB files an image may hold (the database's own names; LOCK and info logs are left out). */
+export const IMAGE_FILE_NAME = /^(?:[0-9]{6,20}\.(?:sst|log)|MANIFEST-[0-9]{6,20}|OPTIONS-[0-9]{6,20}|CURRENT|IDENTITY)$/;
+/** IMAGE_FILES_MAX: the most files an image may list (1M x 1 KiB: ~130 files). */
+export const IMAGE_FILES_MAX = 65_536;
+/** IMAGE_BYTES_MAX: the most bytes an image may hold in all (as the restore's state cap, RESTORE_STATE_BYTES_MAX_DEFAULT). */
+export const IMAGE_BYTES_MAX = 64 * 1024 ** 3;
+/** IMAGE_CHUNK_BYTES: the bytes of one chunk read from an image to be sent. */
+export const IMAGE_CHUNK_BYTES = 1 << 20;
+
+async function fsOp<T>(what: string, path: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw new StorageError('io', `${path}: cannot ${what}: ${(err as Error).message}`, { path, cause: err });
+  }
+}
+
+async function sha256OfFile(path: string): Promise<{ sha256: Buffer; sizeBytes: number }> {
+  return fsOp('read', path, async () => {
+    const h = createHash('sha256');
+    const handle = await openFile(path, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(IMAGE_CHUNK_BYTES);
+      let size = 0;
+      for (;;) {
+        const { bytesRead } = await handle.read(buf, 0, buf.length, size);
+        if (bytesRead === 0) break;
+        h.update(buf.subarray(0, bytesRead));
+        size += bytesRead;
+      }
+      return { sha256: h.digest(), sizeBytes: size };
+    } finally {
+      await handle.close();
+    }
+  });
+}
+
+/**
+ * exportStateImage copies the closed database at `srcDir` into `destDir`
+ * (created, mode 0700; an existing one is removed first): SSTs hard-linked,
+ * the other RocksDB files copied, everything else (LOCK) left out; each file
+ * hashed. Errors: StorageError `io`.
+ */
+export async function exportStateImage(srcDir: string, destDir: string, appliedIndex: number): Promise<StateImage> {
+  await fsOp('remove', destDir, () => rm(destDir, { recursive: true, force: true }));
+  await fsOp('create', destDir, () => mkdir(destDir, { recursive: true, mode: 0o700 }));
+  const names = (await fsOp('list', srcDir, () => readdir(srcDir))).filter((n) => IMAGE_FILE_NAME.test(n)).sort();
+  const files: StateImageFile[] = [];
+  for (const name of names) {
+    const from = join(srcDir, name);
+    const to = join(destDir, name);
+    if (name.endsWith('.sst')) await fsOp('link', to, () => link(from, to));
+    else await fsOp('copy', to, () => copyFile(from, to));
+    const { sha256, sizeBytes } = await sha256OfFile(to);
+    files.push({ name, sizeBytes, sha256 });
+  }
+  return { dir: destDir, appliedIndex, files };
+}
+
+/**
+ * readStateImageChunks reads an exported image's files in manifest order, in
+ * chunks of up to `chunkBytes`, each file only as far as its manifest size
+ * (and failing if it is shorter). Errors: StorageError `io`, `corrupt`.
+ */
+export async function* readStateImageChunks(image: StateImage, chunkBytes = IMAGE_CHUNK_BYTES): AsyncGenerator<StateImageChunk, void, undefined> {
+  for (let i = 0; i < image.files.length; i++) {
+    const f = image.files[i] as StateImageFile;
+    if (f.sizeBytes === 0) continue;
+    const path = join(image.dir, f.name);
+    const handle = await fsOp('open', path, () => openFile(path, 'r'));
+    try {
+      let offset = 0;
+      while (offset < f.sizeBytes) {
+        const buf = Buffer.allocUnsafe(Math.min(chunkBytes, f.sizeBytes - offset));
+        const { bytesRead } = await fsOp('read', path, () => handle.read(buf, 0, buf.length, offset));
+        if (bytesRead === 0) throw new StorageError('corrupt', `${path}: ends at ${offset} bytes, the image lists ${f.sizeBytes}`, { path });
+        yield { file: i, offset, data: buf.subarray(0, bytesRead) };
+        offset += bytesRead;
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+/**
+ * checkImageManifest refuses (StorageError `invalidArgument`) a manifest with
+ * a name that is not a RocksDB file name (IMAGE_FILE_NAME: no path, no
+ * LOCK), a name twice, more than IMAGE_FILES_MAX files, a size that is not a
+ * safe integer, more than `bytesMax` bytes in all, a SHA-256 that is not 32
+ * bytes, or no CURRENT (not a database).
+ */
+export function checkImageManifest(files: readonly StateImageFile[], path: string, bytesMax = IMAGE_BYTES_MAX): void {
+  const refuse = (why: string): never => {
+    throw new StorageError('invalidArgument', `state image for ${path}: ${why}`, { path });
+  };
+  if (files.length > IMAGE_FILES_MAX) refuse(`${files.length} files, more than ${IMAGE_FILES_MAX}`);
+  const seen = new Set<string>();
+  let total = 0;
+  for (const f of files) {
+    if (typeof f.name !== 'string' || !IMAGE_FILE_NAME.test(f.name)) refuse(`${JSON.stringify(String(f.name).slice(0, 64))} is not a RocksDB file name`);
+    if (seen.has(f.name)) refuse(`${f.name} is listed twice`);
+    seen.add(f.name);
+    if (!Number.isSafeInteger(f.sizeBytes) || f.sizeBytes < 0) refuse(`${f.name} has a malformed size`);
+    if (!(f.sha256 instanceof Uint8Array) || f.sha256.length !== 32) refuse(`${f.name} has a malformed SHA-256`);
+    total += f.sizeBytes;
+    if (total > bytesMax) refuse(`more than ${bytesMax} bytes`);
+  }
+  if (!seen.has('CURRENT')) refuse('no CURRENT file (not a RocksDB database)');
+}
+
+/**
+ * writeStateImage writes `source`'s files into `dir` (which must exist and
+ * be empty), mode 0600, each fsynced once whole and its SHA-256 checked
+ * against the manifest; then fsyncs `dir`. The chunks must come in manifest
+ * order, each file from offset 0 without gaps or overlaps, never past its
+ * size. Errors: StorageError `invalidArgument` (see checkImageManifest),
+ * `corrupt` (a chunk out of order, a file short or long, a SHA-256 that
+ * differs), `io`; what was written is then the caller's to delete.
+ */
+export async function writeStateImage(source: StateImageSource, dir: string, bytesMax = IMAGE_BYTES_MAX): Promise<void> {
+  const files = source.files;
+  checkImageManifest(files, dir, bytesMax);
+  const corrupt = (why: string): never => {
+    throw new StorageError('corrupt', `state image for ${dir}: ${why}`, { path: dir });
+  };
+  let current = -1;
+  let written = 0;
+  let handle: Awaited<ReturnType<typeof openFile>> | null = null;
+  let hash = createHash('sha256');
+  const finish = async (): Promise<void> => {
+    if (current < 0) return;
+    const f = files[current] as StateImageFile;
+    if (written !== f.sizeBytes) corrupt(`${f.name} ended at ${written} bytes, the manifest lists ${f.sizeBytes}`);
+    const h = handle;
+    handle = null;
+    if (h !== null) {
+      await fsOp('fsync', join(dir, f.name), () => h.sync());
+      await h.close();
+    }
+    if (!hash.digest().equals(f.sha256)) corrupt(`${f.name} does not match its SHA-256`);
+  };
+  /** start opens file `i` (created exclusively: a name is never written twice). */
+  const start = async (i: number): Promise<void> => {
+    const f = files[i] as StateImageFile;
+    current = i;
+    written = 0;
+    hash = createHash('sha256');
+    const path = join(dir, f.name);
+    handle = await fsOp('create', path, () => openFile(path, 'wx', 0o600));
+  };
+  try {
+    for await (const c of source.chunks) {
+      if (!Number.isSafeInteger(c.file) || c.file < current || c.file >= files.length) corrupt(`a chunk of file ${String(c.file)} after file ${current}`);
+      while (current < c.file) {
+        await finish();
+        await start(current + 1);
+      }
+      const f = files[current] as StateImageFile;
+      if (c.offset !== written) corrupt(`${f.name}: a chunk at ${c.offset}, ${written} bytes written`);
+      if (written + c.data.length > f.sizeBytes) corrupt(`${f.name}: more than the ${f.sizeBytes} bytes listed`);
+      const h = handle as unknown as Awaited<ReturnType<typeof openFile>>;
+      let at = 0;
+      while (at < c.data.length) {
+        const { bytesWritten } = await fsOp('write', join(dir, f.name), () => h.write(c.data, at, c.data.length - at));
+        at += bytesWritten;
+      }
+      hash.update(c.data);
+      written += c.data.length;
+    }
+    while (current < files.length) {
+      await finish();
+      if (current + 1 >= files.length) break;
+      await start(current + 1);
+    }
+  } finally {
+    const h = handle as Awaited<ReturnType<typeof openFile>> | null;
+    if (h !== null) await h.close().catch(() => undefined);
+  }
+  const d = await fsOp('open', dir, () => openFile(dir, 'r'));
+  try {
+    await fsOp('fsync', dir, () => d.sync());
+  } finally {
+    await d.close();
+  }
+}
+
+/** removeImageDir deletes an image's directory; never rejects. */
+export async function removeImageDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+}

@@ -1,0 +1,117 @@
+/**
+ * The client side of FetchStateImage (PROTOTYPE, issue 15): a follower asks
+ * a member (the leader) for the state image of a restore entry.
+ */
+import * as grpc from '@grpc/grpc-js';
+
+import { RaftServiceClient, type FetchStateImageResponse } from '../gen/snapcoord/v1/raft.js';
+import type { NodeId } from '../raft/types.js';
+import { CodecError, fromU64 } from './codec.js';
+import type { PeerDial } from './peer-guard.js';
+import { FLOW_CONTROL_WINDOW_BYTES } from './snapshot-fetcher.js';
+import type { ImageChunk, ImageFileEntry, StateImageStream } from './transport.js';
+
+/** MANIFEST_MESSAGE_BYTES_MAX: the largest message of a state image stream (a manifest of many files; chunks are 1 MiB). */
+const MANIFEST_MESSAGE_BYTES_MAX = 16 * 1024 * 1024;
+
+export interface StateImageFetchOptions {
+  readonly selfId: NodeId;
+  /** to: the member asked (the leader); address: where to reach it (its peer plane). */
+  readonly to: NodeId;
+  readonly address: string;
+  /** index: the restore entry whose image is wanted. */
+  readonly index: number;
+  readonly dial?: PeerDial;
+  /** manifestTimeoutMs: how long the manifest may take (the member may still be building the image). */
+  readonly manifestTimeoutMs: number;
+  /** idleTimeoutMs: a stream that delivers nothing for this long after the manifest is cut. */
+  readonly idleTimeoutMs: number;
+  readonly signal?: AbortSignal;
+}
+
+/** OpenedStateImage: a state image stream from a peer; cancel() ends it (the chunks' iteration then throws). */
+export interface OpenedStateImage extends StateImageStream {
+  cancel(): void;
+}
+
+function coded(code: grpc.status, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
+ * openStateImage opens FetchStateImage on `o.address` and resolves with the
+ * manifest once it arrives; the chunks follow as they are iterated (once).
+ * Rejects, and the iteration throws, with the call's gRPC error (a numeric
+ * `code`: NOT_FOUND when the member has no such image, DEADLINE_EXCEEDED
+ * after a timeout, CANCELLED on cancel or abort), or INVALID_ARGUMENT for a
+ * malformed message. The channel is closed once the stream ends.
+ */
+export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedStateImage> {
+  const client = new RaftServiceClient(o.address, o.dial?.credentials ?? grpc.credentials.createInsecure(), {
+    'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
+    'grpc.max_receive_message_length': MANIFEST_MESSAGE_BYTES_MAX,
+    'grpc.use_local_subchannel_pool': 1,
+    interceptors: [...(o.dial?.interceptors ?? [])],
+  });
+  const call = client.fetchStateImage({ from: o.selfId, to: o.to, index: BigInt(o.index) });
+  let reason: Error | null = null;
+  const cancel = (why: Error): void => {
+    reason ??= why;
+    call.cancel();
+  };
+  const onAbort = (): void => cancel(coded(grpc.status.CANCELLED, 'the state image fetch was aborted'));
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (ms: number, what: string): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => cancel(coded(grpc.status.DEADLINE_EXCEEDED, `${what} within ${ms} ms`)), ms);
+  };
+  const close = (): void => {
+    clearTimeout(timer);
+    o.signal?.removeEventListener('abort', onAbort);
+    client.close();
+  };
+  const messages = (call as AsyncIterable<FetchStateImageResponse>)[Symbol.asyncIterator]();
+  const next = async (): Promise<FetchStateImageResponse | null> => {
+    try {
+      const r = await messages.next();
+      return r.done === true ? null : r.value;
+    } catch (err) {
+      throw reason ?? err;
+    }
+  };
+  let files: ImageFileEntry[];
+  try {
+    if (o.signal?.aborted === true) onAbort();
+    arm(o.manifestTimeoutMs, 'no manifest');
+    const first = await next();
+    if (first === null) throw coded(grpc.status.INVALID_ARGUMENT, 'the state image stream ended before its manifest');
+    files = first.files.map((f) => ({ name: f.name, sizeBytes: fromU64(f.sizeBytes, 'sizeBytes'), sha256: f.sha256 }));
+  } catch (err) {
+    call.cancel();
+    close();
+    throw err instanceof CodecError ? coded(grpc.status.INVALID_ARGUMENT, err.message) : err;
+  }
+  async function* chunks(): AsyncGenerator<ImageChunk, void, undefined> {
+    try {
+      for (;;) {
+        arm(o.idleTimeoutMs, 'nothing received');
+        const m = await next();
+        if (m === null) return;
+        if (m.files.length > 0) throw coded(grpc.status.INVALID_ARGUMENT, 'a second manifest in a state image stream');
+        yield { file: m.file, offset: fromU64(m.offset, 'offset'), data: m.data };
+      }
+    } finally {
+      call.cancel();
+      close();
+    }
+  }
+  return {
+    files,
+    chunks: chunks(),
+    cancel: () => {
+      cancel(coded(grpc.status.CANCELLED, 'the state image fetch was canceled'));
+      close();
+    },
+  };
+}

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { createReadStream } from 'node:fs';
+
+import type { Node } from '../../../src/node/node.js';
+import { RocksCluster } from './rocks-cluster.js';
+import { saveArchive } from './save-archive.js';
+import { until } from '../../harness/until.js';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+async function dump(n: Node): Promise<[string, string][]> {
+  const r = await n.range({ prefix: enc.encode('k/'), limit: 10_000 }, true);
+  return r.kvs.map((kv) => [dec.decode(kv.key), dec.decode(kv.value)]);
+}
+
+/** restoreOnAll: saves the state, changes it, restores the save and waits until every member applied it; returns the saved records and the restore's index. */
+async function restoreOnAll(c: RocksCluster, leader: Node): Promise<{ saved: [string, string][]; index: number }> {
+  for (let i = 0; i < 200; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
+  const saved = await dump(leader);
+  const file = await saveArchive(c, leader);
+  await leader.propose({ op: 'put', key: enc.encode('k/1'), value: enc.encode('changed') });
+  await leader.propose({ op: 'delete', key: enc.encode('k/2') });
+  const r = await leader.restore(createReadStream(file));
+  for (const m of c.members) {
+    const n = c.node(m.id);
+    await until(`${m.id} to apply the restore`, 30_000, () => (n.status().applied >= r.index ? true : undefined));
+  }
+  return { saved, index: r.index };
+}
+
+describe('restore: followers take the leader\'s state image (PROTOTYPE, issue 15)', function () {
+  this.timeout(90_000);
+  let c: RocksCluster;
+
+  afterEach(async () => {
+    await c?.close();
+  });
+
+  it('each follower commits the leader\'s image of the restored state: the same state digest everywhere', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 });
+    const leader = await c.waitForLeader();
+    const { saved } = await restoreOnAll(c, leader);
+    const digests = new Set<string>();
+    for (const m of c.members) {
+      const n = c.node(m.id);
+      assert.deepEqual(await dump(n), saved, `state of ${m.id}`);
+      digests.add(await n.stateDigest());
+      if (n === leader) {
+        assert.equal(n.snapshotStats.imagesServed, 2, 'the leader served its image to both followers');
+      } else {
+        assert.equal(n.snapshotStats.imageRestores, 1, `${m.id} applied the restore from the image`);
+        assert.equal(n.snapshotStats.imageFallbacks, 0, `${m.id} did not fall back`);
+      }
+    }
+    assert.equal(digests.size, 1, 'every member holds the same state');
+    // Writes go on after it, on every member.
+    await leader.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('x') });
+    const index = leader.status().applied;
+    for (const m of c.members) await until(`${m.id} to apply a write after the restore`, 10_000, () => (c.node(m.id).status().applied >= index ? true : undefined));
+  });
+
+  it('a follower whose leader has no image installs from its own copy of the archive', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 });
+    const leader = await c.waitForLeader();
+    const lead = c.members.find((m) => m.node === leader);
+    assert.ok(lead?.storage);
+    // The leader exports, but serves nothing: the followers are answered NOT_FOUND once it applied the entry.
+    Object.defineProperty(lead.storage, 'stateImage', { value: () => null });
+    const { saved } = await restoreOnAll(c, leader);
+    const digests = new Set<string>();
+    for (const m of c.members) {
+      const n = c.node(m.id);
+      assert.deepEqual(await dump(n), saved, `state of ${m.id}`);
+      digests.add(await n.stateDigest());
+      if (n !== leader) {
+        assert.equal(n.snapshotStats.imageRestores, 0, `${m.id} took no image`);
+        assert.equal(n.snapshotStats.imageFallbacks, 1, `${m.id} fell back to its archive`);
+      }
+    }
+    assert.equal(digests.size, 1, 'every member holds the same state');
+  });
+});

@@ -1,0 +1,120 @@
+/**
+ * State images (PROTOTYPE, issue 15): a generation exported by the store that
+ * built it and imported by another as its next generation.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { readStateImageChunks, type StateImage, type StateImageChunk, type StateImageSource } from '../../../src/storage/state-image.js';
+import type { KeyValue } from '../../../src/storage/types.js';
+import { rejectsWith } from './helpers.js';
+
+const membership = { voters: ['n1', 'n2'], learners: [], addresses: { n1: '127.0.0.1:7001', n2: '127.0.0.1:7002' } };
+
+function* records(count: number, tag: string): Generator<KeyValue[]> {
+  for (let i = 0; i < count; i += 1000) {
+    const batch: KeyValue[] = [];
+    for (let j = i; j < Math.min(count, i + 1000); j++) batch.push({ key: Buffer.from(`k/${String(j).padStart(6, '0')}`), value: Buffer.from(`${tag}${j}`.repeat(40)) });
+    yield batch;
+  }
+}
+
+/** sourceOf: the image as a peer would send it, with `change` applied to each chunk first. */
+function sourceOf(image: StateImage, change: (c: StateImageChunk) => StateImageChunk = (c) => c): StateImageSource {
+  return {
+    files: image.files,
+    chunks: (async function* () {
+      for await (const c of readStateImageChunks(image, 64 * 1024)) yield change(c);
+    })(),
+  };
+}
+
+describe('RocksStorage state images (PROTOTYPE)', function () {
+  this.timeout(120_000);
+  let dir: string;
+  let leader: RocksStorage;
+  let follower: RocksStorage;
+  let image: { readonly image: StateImage; release(): void };
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-image-'));
+    leader = await RocksStorage.open(join(dir, 'leader'));
+    follower = await RocksStorage.open(join(dir, 'follower'));
+    await follower.installState(records(3_000, 'old'), { appliedIndex: 4, membership });
+    await leader.installState(records(40_000, 'new'), { appliedIndex: 7, membership }, { exportImage: true }); // ~15 MB: SSTs and a WAL
+    const held = leader.stateImage(7);
+    assert.ok(held !== null, 'the exporting install kept an image');
+    image = held;
+  });
+  afterEach(async () => {
+    image.release();
+    await leader.close();
+    await follower.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('an imported image holds the exporter\'s state (equal state digests), also after a reopen', async () => {
+    assert.ok(image.image.files.some((f) => f.name.endsWith('.sst')));
+    assert.equal(leader.stateImage(6), null, 'no image of another index');
+    await follower.importStateImage(sourceOf(image.image), { appliedIndex: 7, membership });
+    assert.equal(follower.appliedIndex(), 7);
+    const digest = await leader.stateDigest();
+    assert.equal(await follower.stateDigest(), digest);
+    await follower.close();
+    follower = await RocksStorage.open(join(dir, 'follower'));
+    assert.equal(follower.appliedIndex(), 7);
+    assert.deepEqual(follower.membership(), membership);
+    assert.equal(await follower.stateDigest(), digest);
+    // The exporter's own generation was reopened after the export and still takes writes.
+    await leader.write({ writes: [{ key: Buffer.from('k/x'), value: Buffer.from('y') }], appliedIndex: 8 });
+    assert.equal(leader.appliedIndex(), 8);
+  });
+
+  it('a file whose bytes changed on the way is refused and the old state kept', async () => {
+    const before = await follower.stateDigest();
+    const flipped = sourceOf(image.image, (c) => {
+      if (!image.image.files[c.file]?.name.endsWith('.sst') || c.offset !== 0) return c;
+      const data = Buffer.from(c.data);
+      data[data.length >> 1] = (data[data.length >> 1] ?? 0) ^ 1;
+      return { ...c, data };
+    });
+    await rejectsWith(follower.importStateImage(flipped, { appliedIndex: 7, membership }), 'corrupt', /does not match its SHA-256/);
+    assert.equal(follower.appliedIndex(), 4);
+    assert.equal(await follower.stateDigest(), before);
+    assert.deepEqual((await readdir(join(dir, 'follower'))).filter((n) => n.startsWith('state-')), ['state-2'], 'the new generation was deleted');
+  });
+
+  it('refuses names that are not RocksDB files, a short file, and an image of another index or membership', async () => {
+    const before = await follower.stateDigest();
+    const renamed = (name: string): StateImageSource => ({ files: image.image.files.map((f, i) => (i === 0 ? { ...f, name } : f)), chunks: sourceOf(image.image).chunks });
+    for (const name of ['../x.sst', '/etc/passwd', 'LOCK', '.hidden', 'a/000001.sst', '000001.sst\u0000']) {
+      await rejectsWith(follower.importStateImage(renamed(name), { appliedIndex: 7, membership }), 'invalidArgument', /is not a RocksDB file name/);
+    }
+    const short: StateImageSource = { files: image.image.files, chunks: (async function* () {
+      for await (const c of readStateImageChunks(image.image)) if (c.file !== 0) yield c;
+    })() };
+    await rejectsWith(follower.importStateImage(short, { appliedIndex: 7, membership }), 'corrupt');
+    await rejectsWith(follower.importStateImage(sourceOf(image.image), { appliedIndex: 9, membership }), 'corrupt', /applied index 7, not 9/);
+    const other = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
+    await rejectsWith(follower.importStateImage(sourceOf(image.image), { appliedIndex: 7, membership: other }), 'corrupt', /membership/);
+    assert.equal(follower.appliedIndex(), 4);
+    assert.equal(await follower.stateDigest(), before);
+  });
+
+  it('a dropped image is gone once its last reader releases it; none is kept across a restart', async () => {
+    leader.dropStateImage();
+    assert.equal(leader.stateImage(7), null);
+    assert.ok((await readdir(join(dir, 'leader', 'images'))).length === 1, 'kept while read');
+    image.release();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(await readdir(join(dir, 'leader', 'images')), []);
+    await leader.installState(records(100, 'again'), { appliedIndex: 9, membership }, { exportImage: true });
+    await leader.close();
+    leader = await RocksStorage.open(join(dir, 'leader'));
+    assert.equal(leader.stateImage(9), null);
+    assert.deepEqual(await readdir(dir + '/leader').then((n) => n.includes('images')), false);
+  });
+});
