@@ -530,6 +530,9 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       const peaks = c.peaks();
       log(`[${mix}] --restore-only: node peak RSS ${peaks.map((m) => m.toFixed(0)).join(' / ')} MiB`);
       console.log(JSON.stringify({ restoreOnly: { mix, keys: o.keys, cliSeconds: restore.seconds, allAppliedSeconds: restoreAll, allSnapshottedSeconds: restoreSnapshotted, nodeCpuSeconds: cpu, nodePeakMiB: peaks, phasePeakMiB: c.phasePeaks } }));
+      // Every member's state hash at one applied index (after the figures: not timed).
+      const check = await c.cli(['cluster', 'check', '--json']).catch((err: unknown) => ({ stdout: String(err), seconds: NaN }));
+      log(`[${mix}] --restore-only: cluster check ${check.stdout.trim().slice(0, 600)}`);
       await rm(archive.path, { force: true });
       throw new RestoreOnlyDone();
     }

@@ -29,6 +29,20 @@ async function restoreOnAll(c: RocksCluster, leader: Node): Promise<{ saved: [st
   return { saved, index: r.index };
 }
 
+/** checkMembers: every member holds `saved` and the same state digest; each follower took the path `followers` counts. */
+async function checkMembers(c: RocksCluster, leader: Node, saved: [string, string][], followers: { imageRestores: number; imageFallbacks: number }): Promise<void> {
+  const digests = new Set<string>();
+  for (const m of c.members) {
+    const n = c.node(m.id);
+    assert.deepEqual(await dump(n), saved, `state of ${m.id}`);
+    digests.add(await n.stateDigest());
+    if (n === leader) continue;
+    assert.equal(n.snapshotStats.imageRestores, followers.imageRestores, `${m.id}: restores from the leader's image`);
+    assert.equal(n.snapshotStats.imageFallbacks, followers.imageFallbacks, `${m.id}: fallbacks to its archive`);
+  }
+  assert.equal(digests.size, 1, 'every member holds the same state');
+}
+
 describe('restore: followers take the leader\'s state image (PROTOTYPE, issue 15)', function () {
   this.timeout(90_000);
   let c: RocksCluster;
@@ -41,19 +55,8 @@ describe('restore: followers take the leader\'s state image (PROTOTYPE, issue 15
     c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 });
     const leader = await c.waitForLeader();
     const { saved } = await restoreOnAll(c, leader);
-    const digests = new Set<string>();
-    for (const m of c.members) {
-      const n = c.node(m.id);
-      assert.deepEqual(await dump(n), saved, `state of ${m.id}`);
-      digests.add(await n.stateDigest());
-      if (n === leader) {
-        assert.equal(n.snapshotStats.imagesServed, 2, 'the leader served its image to both followers');
-      } else {
-        assert.equal(n.snapshotStats.imageRestores, 1, `${m.id} applied the restore from the image`);
-        assert.equal(n.snapshotStats.imageFallbacks, 0, `${m.id} did not fall back`);
-      }
-    }
-    assert.equal(digests.size, 1, 'every member holds the same state');
+    await checkMembers(c, leader, saved, { imageRestores: 1, imageFallbacks: 0 });
+    assert.equal(leader.snapshotStats.imagesServed, 2, 'the leader served its image to both followers');
     // Writes go on after it, on every member.
     await leader.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('x') });
     const index = leader.status().applied;
@@ -68,16 +71,6 @@ describe('restore: followers take the leader\'s state image (PROTOTYPE, issue 15
     // The leader exports, but serves nothing: the followers are answered NOT_FOUND once it applied the entry.
     Object.defineProperty(lead.storage, 'stateImage', { value: () => null });
     const { saved } = await restoreOnAll(c, leader);
-    const digests = new Set<string>();
-    for (const m of c.members) {
-      const n = c.node(m.id);
-      assert.deepEqual(await dump(n), saved, `state of ${m.id}`);
-      digests.add(await n.stateDigest());
-      if (n !== leader) {
-        assert.equal(n.snapshotStats.imageRestores, 0, `${m.id} took no image`);
-        assert.equal(n.snapshotStats.imageFallbacks, 1, `${m.id} fell back to its archive`);
-      }
-    }
-    assert.equal(digests.size, 1, 'every member holds the same state');
+    await checkMembers(c, leader, saved, { imageRestores: 0, imageFallbacks: 1 });
   });
 });
