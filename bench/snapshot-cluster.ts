@@ -513,6 +513,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     if (restoreIndex <= 0n) throw new Error(`snapshot restore --json printed no restoredIndex: ${restore.stdout.slice(0, 300)}`);
     await c.waitApplied(restoreIndex, 30 * 60_000);
     const restoreAll = (performance.now() - t0) / 1000;
+    const cpuApplied = c.nodes.map((n, i) => cpuSeconds(n.child.proc.pid) - (cpu0[i] ?? 0));
     c.endPhase('restore, until all 3 applied');
     log(`[${mix}] restore: CLI ${restore.seconds.toFixed(1)} s, all 3 applied ${restoreAll.toFixed(1)} s`);
     // Each node snapshots the restored state right after (followers that need a snapshot get it): until all 3 have.
@@ -527,6 +528,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       const cpu = c.nodes.map((n, i) => cpuSeconds(n.child.proc.pid) - (cpu0[i] ?? 0));
       if (process.env.BENCH_NODE_LOG_LEVEL !== undefined) for (const n of c.nodes) await writeFile(join(process.env.BENCH_NODE_LOG_DIR ?? tmpdir(), `bench-${n.id}.log`), n.child.output);
       log(`[${mix}] --restore-only: node CPU from the upload to the last snapshot ${cpu.map((x) => x.toFixed(1)).join(' / ')} s`);
+      log(`[${mix}] --restore-only: node CPU from the upload until all 3 applied ${cpuApplied.map((x) => x.toFixed(1)).join(' / ')} s`);
       const peaks = c.peaks();
       log(`[${mix}] --restore-only: node peak RSS ${peaks.map((m) => m.toFixed(0)).join(' / ')} MiB`);
       console.log(JSON.stringify({ restoreOnly: { mix, keys: o.keys, cliSeconds: restore.seconds, allAppliedSeconds: restoreAll, allSnapshottedSeconds: restoreSnapshotted, nodeCpuSeconds: cpu, nodePeakMiB: peaks, phasePeakMiB: c.phasePeaks } }));
