@@ -438,6 +438,22 @@ export class SnapshotManager {
     this.store.keepAlso = (s) => inUse().includes(s.meta.index);
   }
 
+  /**
+   * adoptFetched (PROTOTYPE, issue 15) keeps a fetched snapshot as the newest
+   * (after a restore's copy being finished): a follower that took the leader's
+   * state image fetches the leader's snapshot of that state rather than build
+   * one, and create() then reuses it.
+   */
+  async adoptFetched(stored: StoredSnapshot): Promise<void> {
+    await this.copying;
+    await this.setNewest(stored);
+  }
+
+  /** copied (PROTOTYPE): resolves once the copy of the last restore as a snapshot is finished (or failed). */
+  copied(): Promise<void> {
+    return this.copying;
+  }
+
   newestMeta(): SnapshotMeta | null {
     return this.newest === null ? null : toRaftMeta(this.newest);
   }

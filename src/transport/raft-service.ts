@@ -16,6 +16,7 @@ import {
   readIndexRequestFromProto,
   readIndexResponseToProto,
   reportSnapshotFromProto,
+  snapshotMetaToProto,
   snapshotRequestFromProto,
   stageArchiveRequestFromProto,
   getMembershipRequestFromProto,
@@ -394,11 +395,13 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
           try {
             const outbox = new StreamWriteWindow<pb.FetchStateImageResponse>(call, STREAM_UNSENT_MAX, FETCH_SEND_STALL_MS);
             const files = image.files.map((f) => ({ name: f.name, sizeBytes: toU64(f.sizeBytes, 'sizeBytes'), sha256: f.sha256 }));
-            await outbox.write({ files, file: 0, offset: 0n, data: new Uint8Array(0) });
+            await outbox.write({ files, file: 0, offset: 0n, data: new Uint8Array(0), snapshot: undefined });
             for await (const c of image.chunks) {
               if (call.cancelled) break;
-              await outbox.write({ files: [], file: c.file, offset: toU64(c.offset, 'offset'), data: c.data });
+              await outbox.write({ files: [], file: c.file, offset: toU64(c.offset, 'offset'), data: c.data, snapshot: undefined });
             }
+            const snapshot = call.cancelled ? null : await image.snapshot?.();
+            if (snapshot != null && !call.cancelled) await outbox.write({ files: [], file: 0, offset: 0n, data: new Uint8Array(0), snapshot: snapshotMetaToProto(snapshot) });
           } finally {
             image.close?.();
           }

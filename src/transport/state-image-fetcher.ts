@@ -6,7 +6,8 @@ import * as grpc from '@grpc/grpc-js';
 
 import { RaftServiceClient, type FetchStateImageResponse } from '../gen/snapcoord/v1/raft.js';
 import type { NodeId } from '../raft/types.js';
-import { CodecError, fromU64 } from './codec.js';
+import type { SnapshotMeta } from '../raft/types.js';
+import { CodecError, fromU64, snapshotMetaFromProto } from './codec.js';
 import type { PeerDial } from './peer-guard.js';
 import { FLOW_CONTROL_WINDOW_BYTES } from './snapshot-fetcher.js';
 import type { ImageChunk, ImageFileEntry, StateImageStream } from './transport.js';
@@ -29,9 +30,13 @@ export interface StateImageFetchOptions {
   readonly signal?: AbortSignal;
 }
 
-/** OpenedStateImage: a state image stream from a peer; cancel() ends it (the chunks' iteration then throws). */
+/**
+ * OpenedStateImage: a state image stream from a peer; cancel() ends it (the chunks' iteration then throws).
+ * sentSnapshot: once the chunks' iteration ended, the sender's snapshot of the same state if it named one.
+ */
 export interface OpenedStateImage extends StateImageStream {
   cancel(): void;
+  readonly sentSnapshot: SnapshotMeta | null;
 }
 
 function coded(code: grpc.status, message: string): Error {
@@ -92,6 +97,7 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
     close();
     throw err instanceof CodecError ? coded(grpc.status.INVALID_ARGUMENT, err.message) : err;
   }
+  const out: { sentSnapshot: SnapshotMeta | null } = { sentSnapshot: null };
   async function* chunks(): AsyncGenerator<ImageChunk, void, undefined> {
     try {
       for (;;) {
@@ -99,6 +105,10 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
         const m = await next();
         if (m === null) return;
         if (m.files.length > 0) throw coded(grpc.status.INVALID_ARGUMENT, 'a second manifest in a state image stream');
+        if (m.snapshot !== undefined) {
+          out.sentSnapshot = snapshotMetaFromProto(m.snapshot);
+          continue;
+        }
         yield { file: m.file, offset: fromU64(m.offset, 'offset'), data: m.data };
       }
     } finally {
@@ -108,6 +118,9 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
   }
   return {
     files,
+    get sentSnapshot() {
+      return out.sentSnapshot;
+    },
     chunks: chunks(),
     cancel: () => {
       cancel(coded(grpc.status.CANCELLED, 'the state image fetch was canceled'));

@@ -5,7 +5,7 @@
  * GrpcTransport + createRaftService implement them over gRPC; MemoryNetwork
  * implements both in memory for tests, with the same semantics.
  */
-import type { Membership, Message, MessageType, NodeId } from '../raft/types.js';
+import type { Membership, Message, MessageType, NodeId, SnapshotMeta } from '../raft/types.js';
 
 /**
  * Transport sends the Raft core's messages to peers. Raft tolerates loss, so a
@@ -163,6 +163,8 @@ export interface StateImageStream {
   readonly chunks: AsyncIterable<ImageChunk>;
   /** close (optional): the stream is done with, iterated or not (releases what the sender holds); idempotent. */
   close?(): void;
+  /** snapshot (optional, sender side): once the chunks are sent, the sender's snapshot of the same state, if it has one. */
+  snapshot?(): Promise<SnapshotMeta | null>;
 }
 
 /** SnapshotChunk is one verified piece of a snapshot archive. */

@@ -57,6 +57,18 @@ describe('restore: followers take the leader\'s state image (PROTOTYPE, issue 15
     const { saved } = await restoreOnAll(c, leader);
     await checkMembers(c, leader, saved, { imageRestores: 1, imageFallbacks: 0 });
     assert.equal(leader.snapshotStats.imagesServed, 2, 'the leader served its image to both followers');
+    // Each follower's snapshot of the restored state is the leader's copy, fetched, not one built from its state.
+    const restored = leader.status().applied;
+    const leaderSnapshots = c.members.find((m) => m.node === leader)?.snapshots;
+    assert.ok(leaderSnapshots);
+    await until('the leader to keep its copy of the restore as a snapshot', 20_000, () => ((leaderSnapshots.newestMeta()?.index ?? 0) >= restored ? true : undefined));
+    const digest = leaderSnapshots.newestMeta()?.digest;
+    for (const m of c.members) {
+      const sm = m.snapshots;
+      assert.ok(sm !== null);
+      await until(`${m.id} to keep a snapshot of the restored state`, 20_000, () => ((sm.newestMeta()?.index ?? 0) >= restored ? true : undefined));
+      assert.equal(sm.newestMeta()?.digest, digest, `${m.id} keeps the leader's snapshot of the restored state`);
+    }
     // Writes go on after it, on every member.
     await leader.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('x') });
     const index = leader.status().applied;

@@ -270,12 +270,12 @@ describe('RocksStorage.installState survives SIGKILL at any point', function () 
   }
 
   /** runChild copies the template, runs the child on it and kills it at `killAt` or `killAfterMs` after "installing". */
-  async function runChild(killAt: InstallPhase | 'none', killAfterMs?: number): Promise<ChildRun> {
+  async function runChild(killAt: InstallPhase | 'none', killAfterMs?: number, imageJson?: string): Promise<ChildRun> {
     const dataDir = join(root, `run-${run++}`);
     await cp(template, dataDir, { recursive: true });
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', childScript, dataDir, killAt, String(newSpec.count), String(newSpec.valueBytes), String(newSpec.seed), String(newApplied)],
+      ['--import', 'tsx', childScript, dataDir, killAt, String(newSpec.count), String(newSpec.valueBytes), String(newSpec.seed), String(newApplied), ...(imageJson !== undefined ? [imageJson] : [])],
       { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let output = '';
@@ -343,6 +343,26 @@ describe('RocksStorage.installState survives SIGKILL at any point', function () 
       assert.equal(await checkAfter(r, phase), expected);
     });
   }
+
+  it('an import of a state image (PROTOTYPE) killed at each phase: reopens with the old or the new state, complete', async () => {
+    // The new state built and exported by another store; its image kept on disk (a store removes its images only at open).
+    const source = await RocksStorage.open(join(root, 'image-source'));
+    await source.installState(generatedState(newSpec), { appliedIndex: newApplied, membership: generatedMembership }, { exportImage: true });
+    const held = source.stateImage(newApplied);
+    assert.ok(held !== null);
+    const imageJson = join(root, 'image.json');
+    await writeFile(imageJson, JSON.stringify({ ...held.image, files: held.image.files.map((f) => ({ ...f, sha256: Buffer.from(f.sha256).toString('hex') })) }));
+    held.release();
+    await source.close();
+    const r = await runChild('none', undefined, imageJson);
+    assert.equal(r.code, 0, r.output);
+    assert.equal(await checkAfter(r, 'import, no kill'), 'new');
+    for (const [phase, expected] of phases) {
+      const killed = await runChild(phase, undefined, imageJson);
+      assert.equal(killed.signal, 'SIGKILL', killed.output);
+      assert.equal(await checkAfter(killed, `import killed at ${phase}`), expected);
+    }
+  });
 
   it('killed at random times during the install: reopens with the old or the new state, complete', async () => {
     assert.ok(fullInstallMs > 0, 'the no-kill run measures the install time first');
