@@ -193,6 +193,13 @@ export interface NodeOptions {
    * switch defaults to off.
    */
   readonly testOnlyBugs?: TestOnlyBugs;
+  /**
+   * stateImages (PROTOTYPE, issue 15; default true): a leader applying a
+   * restore exports the state it builds and followers take it
+   * (restoreFromImage); false: every member installs from its own copy of
+   * the archive.
+   */
+  readonly stateImages?: boolean;
 }
 
 /**
@@ -367,6 +374,8 @@ export class Node {
     /** imagesServed: FetchStateImage streams this node began to serve. */
     imagesServed: 0,
   };
+  /** stateImages: NodeOptions.stateImages. */
+  private readonly stateImages: boolean;
   /** imageBuilding: the restore entry whose state image this node (the leader) is building, null when none. */
   private imageBuilding: number | null = null;
   /** imageDrop: drops the kept state image IMAGE_KEEP_MS after its restore. */
@@ -408,6 +417,7 @@ export class Node {
     this.metrics = opts.metrics;
     this.disk = opts.diskGuard;
     this.bugs = opts.testOnlyBugs ?? {};
+    this.stateImages = opts.stateImages ?? true;
     const stage = opts.transport.stageArchive?.bind(opts.transport);
     this.archives =
       opts.snapshots === undefined
@@ -1519,8 +1529,8 @@ export class Node {
     if (sm === undefined || archives === null) throw new Error(`entry ${index} is a restore, and this node keeps no snapshots`);
     // PROTOTYPE (issue 15): the leader exports the generation it builds; a follower first asks the leader for it.
     const brief = this.raft.brief();
-    const exportImage = brief.role === 'leader' && this.storage.stateImage !== undefined;
-    if (!exportImage && (await this.restoreFromImage(index, brief.leader))) return { ok: true };
+    const exportImage = this.stateImages && brief.role === 'leader' && this.storage.stateImage !== undefined;
+    if (this.stateImages && !exportImage && (await this.restoreFromImage(index, brief.leader))) return { ok: true };
     if (exportImage) this.imageBuilding = index;
     try {
       const outcome = await this.installRestoreArchiveCopy(cmd, index, install, exportImage);

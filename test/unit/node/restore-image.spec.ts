@@ -52,7 +52,7 @@ describe('restore: followers take the leader\'s state image (PROTOTYPE, issue 15
   });
 
   it('each follower commits the leader\'s image of the restored state: the same state digest everywhere', async () => {
-    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 });
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
     const leader = await c.waitForLeader();
     const { saved } = await restoreOnAll(c, leader);
     await checkMembers(c, leader, saved, { imageRestores: 1, imageFallbacks: 0 });
@@ -76,7 +76,7 @@ describe('restore: followers take the leader\'s state image (PROTOTYPE, issue 15
   });
 
   it('a follower whose leader has no image installs from its own copy of the archive', async () => {
-    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 });
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
     const leader = await c.waitForLeader();
     const lead = c.members.find((m) => m.node === leader);
     assert.ok(lead?.storage);
