@@ -1647,7 +1647,8 @@ export class Node {
       this.log.warn({ index: meta.index, from: leader, err: (err as Error).message }, 'restore: the leader\'s snapshot of the restored state was not fetched; building one');
     } finally {
       this.snapshotSoon = true;
-      this.kick();
+      // A quiet follower may see no Ready for a long time: the check runs here (as after an apply).
+      if (this.failure === null && !this.stopped) this.maybeSnapshot();
     }
   }
 

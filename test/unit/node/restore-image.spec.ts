@@ -68,6 +68,9 @@ describe('restore: followers take the leader\'s state image (PROTOTYPE, issue 15
       assert.ok(sm !== null);
       await until(`${m.id} to keep a snapshot of the restored state`, 20_000, () => ((sm.newestMeta()?.index ?? 0) >= restored ? true : undefined));
       assert.equal(sm.newestMeta()?.digest, digest, `${m.id} keeps the leader's snapshot of the restored state`);
+      // and takes it as its snapshot (the core's, compacting the log), without a write to wake it
+      const n = c.node(m.id);
+      await until(`${m.id} to take its snapshot of the restored state`, 20_000, () => (n.status().snapshotIndex >= restored ? true : undefined));
     }
     // Writes go on after it, on every member.
     await leader.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('x') });
