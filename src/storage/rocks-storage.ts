@@ -377,6 +377,15 @@ async function commitStatePointer(dataDir: string): Promise<void> {
   await fsOp('rename', tmp, () => rename(tmp, join(dataDir, STATE_POINTER)));
 }
 
+/** readStateMeta reads a state generation's applied index (0 when none) and membership (null when none). Errors: `corrupt`, `io`. */
+async function readStateMeta(db: RocksDb): Promise<{ applied: number; membership: Membership | null }> {
+  const appliedBytes = await db.get(KEY_APPLIED);
+  const applied = appliedBytes === undefined ? 0 : readU64(appliedBytes, 0, 'applied index', db.path);
+  const membershipBytes = await db.get(KEY_MEMBERSHIP);
+  const membership = membershipBytes === undefined ? null : parseJson(membershipBytes, 'membership', db.path, isMembership);
+  return { applied, membership };
+}
+
 /** collectGarbage deletes every state-<gen> dir but state-<keep> (all of them when keep is null) and STATE.tmp. */
 async function collectGarbage(dataDir: string, keep: number | null): Promise<void> {
   const names = await fsOp('list', dataDir, () => readdir(dataDir));
@@ -573,11 +582,7 @@ export class RocksStorage implements NodeStorage {
         stateDb = await RocksDb.open(statePath, { ...STATE_OPEN_OPTIONS, createIfMissing: false });
       }
 
-      const appliedBytes = await stateDb.get(KEY_APPLIED);
-      const applied = appliedBytes === undefined ? 0 : readU64(appliedBytes, 0, 'applied index', stateDb.path);
-      const membershipBytes = await stateDb.get(KEY_MEMBERSHIP);
-      const membership =
-        membershipBytes === undefined ? null : parseJson(membershipBytes, 'membership', stateDb.path, isMembership);
+      const { applied, membership } = await readStateMeta(stateDb);
       const state: Generation = { gen, db: stateDb, refs: 0, retired: false, deleteWhenRetired: true, disposing: null };
       return new RocksStorage(dataDir, log, state, options, { base, lastIndex, applied, membership });
     } catch (err) {
@@ -895,11 +900,16 @@ export class RocksStorage implements NodeStorage {
   ): Promise<void> {
     this.#checkOpen('installState');
     const checked = checkInstallMeta(meta, this.dataDir);
+    return this.#installExclusive('installState', () => this.#install(source, checked, options.exportImage === true));
+  }
+
+  /** #installExclusive runs `fn` in the apply queue as an install (#installing set meanwhile), once the store is found open there. */
+  #installExclusive(operation: string, fn: () => Promise<void>): Promise<void> {
     return this.#applyQueue.run(async () => {
-      this.#checkOpen('installState');
+      this.#checkOpen(operation);
       this.#installing = true;
       try {
-        await this.#install(source, checked, options.exportImage === true);
+        await fn();
       } finally {
         this.#installing = false;
       }
@@ -918,40 +928,31 @@ export class RocksStorage implements NodeStorage {
   async importStateImage(source: StateImageSource, meta: InstallMeta): Promise<void> {
     this.#checkOpen('importStateImage');
     const checked = checkInstallMeta(meta, this.dataDir);
-    return this.#applyQueue.run(async () => {
-      this.#checkOpen('importStateImage');
-      this.#installing = true;
+    return this.#installExclusive('importStateImage', async () => {
+      const gen = this.#state.gen + 1;
+      const path = join(this.dataDir, generationDir(gen));
+      await fsOp('remove', path, () => rm(path, { recursive: true, force: true }));
+      await fsOp('create', path, () => mkdir(path, { mode: 0o700 }));
+      let db: RocksDb | null = null;
       try {
-        const gen = this.#state.gen + 1;
-        const path = join(this.dataDir, generationDir(gen));
-        await fsOp('remove', path, () => rm(path, { recursive: true, force: true }));
-        await fsOp('create', path, () => mkdir(path, { mode: 0o700 }));
-        let db: RocksDb | null = null;
-        try {
-          this.#hook('generationCreated', gen);
-          await writeStateImage(source, path);
-          this.#checkOpen('importStateImage');
-          db = await RocksDb.open(path, { ...STATE_OPEN_OPTIONS, createIfMissing: false });
-          const appliedBytes = await db.get(KEY_APPLIED);
-          const applied = appliedBytes === undefined ? 0 : readU64(appliedBytes, 0, 'applied index', path);
-          const membershipBytes = await db.get(KEY_MEMBERSHIP);
-          const membership = membershipBytes === undefined ? null : parseJson(membershipBytes, 'membership', path, isMembership);
-          if (applied !== checked.appliedIndex) {
-            throw new StorageError('corrupt', `state image for ${path}: applied index ${applied}, not ${checked.appliedIndex}`, { path });
-          }
-          if (membership === null || !sameMembership(membership, checked.membership)) {
-            throw new StorageError('corrupt', `state image for ${path}: its membership is not the one as of ${checked.appliedIndex}`, { path });
-          }
-          await fsyncDir(this.dataDir);
-        } catch (err) {
-          await db?.close().catch(() => undefined);
-          await rm(path, { recursive: true, force: true }).catch(() => undefined);
-          throw err;
+        this.#hook('generationCreated', gen);
+        await writeStateImage(source, path);
+        this.#checkOpen('importStateImage');
+        db = await RocksDb.open(path, { ...STATE_OPEN_OPTIONS, createIfMissing: false });
+        const { applied, membership } = await readStateMeta(db);
+        if (applied !== checked.appliedIndex) {
+          throw new StorageError('corrupt', `state image for ${path}: applied index ${applied}, not ${checked.appliedIndex}`, { path });
         }
-        await this.#commitGeneration(db, gen, checked);
-      } finally {
-        this.#installing = false;
+        if (membership === null || !sameMembership(membership, checked.membership)) {
+          throw new StorageError('corrupt', `state image for ${path}: its membership is not the one as of ${checked.appliedIndex}`, { path });
+        }
+        await fsyncDir(this.dataDir);
+      } catch (err) {
+        await db?.close().catch(() => undefined);
+        await rm(path, { recursive: true, force: true }).catch(() => undefined);
+        throw err;
       }
+      await this.#commitGeneration(db, gen, checked);
     });
   }
 
