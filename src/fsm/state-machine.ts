@@ -52,7 +52,7 @@ export type RestoreOutcome = { readonly ok: true } | { readonly ok: false; reado
  * the state as of the restore entry's index, with `membership` (the
  * cluster's, in force at that index), keeping the client session table;
  * `copy`, when given, receives the installed records (StateInstallMeta.copy);
- * `options.exportImage` (PROTOTYPE): the store exports the state it builds
+ * `options.exportImage`: the store exports the state it builds
  * as an image for the other members (StateStore.stateImage).
  */
 export type ArchiveInstall = (records: RecordSource, membership: Membership, copy?: InstalledRecordsCopy, options?: { readonly exportImage?: boolean }) => Promise<void>;
@@ -301,7 +301,7 @@ export class StateMachine {
   }
 
   /**
-   * importImage (PROTOTYPE, issue 15) replaces the whole state with another
+   * importImage (issue 15) replaces the whole state with another
    * member's image of the same state as of `meta.appliedIndex` (the leader's
    * install of the same restore entry: StateStore.importStateImage checks
    * every file's SHA-256, the applied index and the membership), then reloads

@@ -112,6 +112,6 @@ export interface StateInstallMeta {
    * for a snapshot written beside the install rather than read back after.
    */
   readonly copy?: InstalledRecordsCopy;
-  /** exportImage (PROTOTYPE): the store exports the state it builds as an image for the other members (StateStore.stateImage). */
+  /** exportImage: the store exports the state it builds as an image for the other members (StateStore.stateImage). */
   readonly exportImage?: boolean;
 }

@@ -122,7 +122,7 @@ const FETCH_STALL_MS_MIN = 1_000;
 const FETCH_STALL_FROM_LEADER_MS_MIN = 15_000;
 
 /*
- * State images (PROTOTYPE, issue 15): the leader applying a restore exports the generation it builds
+ * State images (issue 15): the leader applying a restore exports the generation it builds
  * (StateStore.installState's exportImage); a follower applying the same entry asks the leader for it
  * (FetchStateImage) and commits its files (importStateImage) instead of loading the archive itself, and
  * installs from its own copy of the archive when that fails.
@@ -194,7 +194,7 @@ export interface NodeOptions {
    */
   readonly testOnlyBugs?: TestOnlyBugs;
   /**
-   * stateImages (PROTOTYPE, issue 15; default true): a leader applying a
+   * stateImages (issue 15; default true): a leader applying a
    * restore exports the state it builds and followers take it
    * (restoreFromImage); false: every member installs from its own copy of
    * the archive.
@@ -368,7 +368,7 @@ export class Node {
     chunkHashFailures: 0,
     bytesReceived: 0,
     restoresFailed: 0,
-    /** imageRestores / imageFallbacks: restores applied from the leader's state image / from this node's archive after the image failed (PROTOTYPE). */
+    /** imageRestores / imageFallbacks: restores applied from the leader's state image / from this node's archive after the image failed. */
     imageRestores: 0,
     imageFallbacks: 0,
     /** imagesServed: FetchStateImage streams this node began to serve. */
@@ -1527,7 +1527,7 @@ export class Node {
     const sm = this.snapshots;
     const archives = this.archives;
     if (sm === undefined || archives === null) throw new Error(`entry ${index} is a restore, and this node keeps no snapshots`);
-    // PROTOTYPE (issue 15): the leader exports the generation it builds; a follower first asks the leader for it.
+    // State images (issue 15): the leader exports the generation it builds; a follower first asks the leader for it.
     const brief = this.raft.brief();
     const exportImage = this.stateImages && brief.role === 'leader' && this.storage.stateImage !== undefined;
     if (this.stateImages && !exportImage && (await this.restoreFromImage(index, brief.leader))) return { ok: true };
@@ -1583,7 +1583,7 @@ export class Node {
   }
 
   /**
-   * restoreFromImage (PROTOTYPE, apply worker, applying restore entry
+   * restoreFromImage (apply worker, applying restore entry
    * `index` as a follower): asks the leader it knows for the state image of
    * that entry (FetchStateImage, waiting while the leader builds it) and
    * commits it as its state (StateMachine.importImage: every file's SHA-256,
@@ -1632,7 +1632,7 @@ export class Node {
   }
 
   /**
-   * adoptLeaderSnapshot (PROTOTYPE) fetches the leader's snapshot of the state
+   * adoptLeaderSnapshot fetches the leader's snapshot of the state
    * this node took from its image and keeps it as this node's newest; then
    * asks for a snapshot, which reuses it (SnapshotManager.create), or builds
    * one in full when the fetch failed. Never rejects.
@@ -1653,7 +1653,7 @@ export class Node {
   }
 
   /**
-   * openStateImage serves FetchStateImage (PROTOTYPE): the state image of the
+   * openStateImage serves FetchStateImage: the state image of the
    * restore entry at p.index, once this node has it, waiting up to
    * IMAGE_BUILD_WAIT_MS while it is building it (or, as the leader, has not
    * yet applied that committed entry). Errors (coded): UNIMPLEMENTED (a store

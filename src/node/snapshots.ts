@@ -439,7 +439,7 @@ export class SnapshotManager {
   }
 
   /**
-   * adoptFetched (PROTOTYPE, issue 15) keeps a fetched snapshot as the newest
+   * adoptFetched (issue 15) keeps a fetched snapshot as the newest
    * (after a restore's copy being finished): a follower that took the leader's
    * state image fetches the leader's snapshot of that state rather than build
    * one, and create() then reuses it.
@@ -449,7 +449,7 @@ export class SnapshotManager {
     await this.setNewest(stored);
   }
 
-  /** copied (PROTOTYPE): resolves once the copy of the last restore as a snapshot is finished (or failed). */
+  /** copied: resolves once the copy of the last restore as a snapshot is finished (or failed). */
   copied(): Promise<void> {
     return this.copying;
   }

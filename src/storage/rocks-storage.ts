@@ -148,7 +148,7 @@ const LOG_DIR = 'log';
 const OLD_LAYOUT_DIR = 'db';
 const STATE_POINTER = 'STATE';
 const STATE_POINTER_TMP = 'STATE.tmp';
-/** IMAGES_DIR: the state images this node exported (PROTOTYPE, state-image.ts); removed at open. */
+/** IMAGES_DIR: the state images this node exported (state-image.ts); removed at open. */
 const IMAGES_DIR = 'images';
 const GENERATION_DIR = /^state-([1-9][0-9]{0,14})$/;
 
@@ -414,7 +414,7 @@ async function collectGarbage(dataDir: string, keep: number | null): Promise<voi
  */
 export type InstallPhase = 'generationCreated' | 'generationBuilt' | 'pointerWritten' | 'pointerSwapped' | 'oldGenerationDeleted';
 
-/** InstallOptions (PROTOTYPE): exportImage: export the built generation as a state image (state-image.ts) before its commit. */
+/** InstallOptions: exportImage: export the built generation as a state image (state-image.ts) before its commit. */
 export interface InstallOptions {
   readonly exportImage?: boolean;
 }
@@ -492,7 +492,7 @@ export class RocksStorage implements NodeStorage {
   readonly #changes: ChangedKeys;
   #membership: Membership | null;
   #closing: Promise<void> | null = null;
-  /** #image: the state image the last exporting install made (PROTOTYPE), with the reads of it in progress. */
+  /** #image: the state image the last exporting install made, with the reads of it in progress. */
   #image: { readonly image: StateImage; refs: number; dropped: boolean } | null = null;
 
   private constructor(
@@ -917,7 +917,7 @@ export class RocksStorage implements NodeStorage {
   }
 
   /**
-   * RocksStorage.importStateImage (PROTOTYPE): installs another member's
+   * RocksStorage.importStateImage: installs another member's
    * exported generation (state-image.ts) as state-<gen+1>: its files written
    * and each checked against its SHA-256 (writeStateImage), the database
    * opened and its applied index and membership checked against `meta`, then
@@ -956,7 +956,7 @@ export class RocksStorage implements NodeStorage {
     });
   }
 
-  /** RocksStorage.stateImage (PROTOTYPE): the image of the generation at `appliedIndex` the last exporting install made, pinned until release(); null when none. */
+  /** RocksStorage.stateImage: the image of the generation at `appliedIndex` the last exporting install made, pinned until release(); null when none. */
   stateImage(appliedIndex: number): { readonly image: StateImage; release(): void } | null {
     const held = this.#image;
     if (held === null || held.dropped || held.image.appliedIndex !== appliedIndex) return null;
@@ -973,7 +973,7 @@ export class RocksStorage implements NodeStorage {
     };
   }
 
-  /** RocksStorage.dropStateImage (PROTOTYPE): deletes the kept image (once no read of it is in progress). */
+  /** RocksStorage.dropStateImage: deletes the kept image (once no read of it is in progress). */
   dropStateImage(): void {
     const held = this.#image;
     if (held === null) return;

@@ -1,5 +1,5 @@
 /**
- * State images (PROTOTYPE, issue 15): a state generation's RocksDB files as
+ * State images (issue 15): a state generation's RocksDB files as
  * they are on disk, exported by the node that built the generation (the
  * leader applying a restore) and imported by another member as its own next
  * generation, instead of that member loading the same records itself.

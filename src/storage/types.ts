@@ -196,12 +196,12 @@ export interface StateStore {
   membership(): Membership | null;
   stateEpoch(): number;
   snapshotState(options?: SnapshotStateOptions): Promise<StateSnapshotReader>;
-  /** installState: `options.exportImage` (PROTOTYPE, a store that exports images): export the built generation (stateImage). */
+  /** installState: `options.exportImage` (a store that exports images): export the built generation (stateImage). */
   installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta, options?: { readonly exportImage?: boolean }): Promise<void>;
   stateDigest(): Promise<string>;
   close(): Promise<void>;
   /**
-   * State images (PROTOTYPE, issue 15; state-image.ts), optional: a store that
+   * State images (issue 15; state-image.ts), optional: a store that
    * has them exports the generation an installState with `exportImage` built,
    * serves it (stateImage, pinned until release) until dropStateImage or a
    * later export, and installs another member's as its next generation

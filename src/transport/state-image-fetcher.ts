@@ -1,5 +1,5 @@
 /**
- * The client side of FetchStateImage (PROTOTYPE, issue 15): a follower asks
+ * The client side of FetchStateImage (issue 15): a follower asks
  * a member (the leader) for the state image of a restore entry.
  */
 import * as grpc from '@grpc/grpc-js';

@@ -136,7 +136,7 @@ export interface ProposalForwarder {
   forwardProposals(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals>;
 }
 
-/** FetchStateImageParams: member `from` asks `to` for the state image of the restore entry at `index` (FetchStateImage, PROTOTYPE). */
+/** FetchStateImageParams: member `from` asks `to` for the state image of the restore entry at `index` (FetchStateImage). */
 export interface FetchStateImageParams {
   readonly from: NodeId;
   readonly to: NodeId;
@@ -247,7 +247,7 @@ export interface RaftRequestHandler {
    */
   membershipFor?(q: MembershipQuery): MembershipAnswer;
   /**
-   * openStateImage serves FetchStateImage (PROTOTYPE): the state image of
+   * openStateImage serves FetchStateImage: the state image of
    * the restore entry at p.index, waiting a bounded time while this node
    * still builds it. Optional: without it FetchStateImage answers
    * UNIMPLEMENTED. Reject with a coded Error (NOT_FOUND: no such image,

@@ -43,7 +43,7 @@ async function checkMembers(c: RocksCluster, leader: Node, saved: [string, strin
   assert.equal(digests.size, 1, 'every member holds the same state');
 }
 
-describe('restore: followers take the leader\'s state image (PROTOTYPE, issue 15)', function () {
+describe('restore: followers take the leader\'s state image (issue 15)', function () {
   this.timeout(90_000);
   let c: RocksCluster;
 

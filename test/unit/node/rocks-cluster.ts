@@ -49,7 +49,7 @@ export class RocksCluster {
    */
   wrapStorage: ((id: string, storage: RocksStorage) => NodeStorage) | null = null;
   /**
-   * stateImages: the members' NodeOptions.stateImages (PROTOTYPE). Off unless start() is told: the restore tests
+   * stateImages: the members' NodeOptions.stateImages. Off unless start() is told: the restore tests
    * written before it check each member's install from its own archive copy.
    */
   stateImages = false;

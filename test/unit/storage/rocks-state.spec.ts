@@ -344,7 +344,7 @@ describe('RocksStorage.installState survives SIGKILL at any point', function () 
     });
   }
 
-  it('an import of a state image (PROTOTYPE) killed at each phase: reopens with the old or the new state, complete', async () => {
+  it('an import of a state image killed at each phase: reopens with the old or the new state, complete', async () => {
     // The new state built and exported by another store; its image kept on disk (a store removes its images only at open).
     const source = await RocksStorage.open(join(root, 'image-source'));
     await source.installState(generatedState(newSpec), { appliedIndex: newApplied, membership: generatedMembership }, { exportImage: true });

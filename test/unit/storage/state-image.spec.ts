@@ -1,5 +1,5 @@
 /**
- * State images (PROTOTYPE, issue 15): a generation exported by the store that
+ * State images (issue 15): a generation exported by the store that
  * built it and imported by another as its next generation.
  */
 import assert from 'node:assert/strict';
@@ -32,7 +32,7 @@ function sourceOf(image: StateImage, change: (c: StateImageChunk) => StateImageC
   };
 }
 
-describe('RocksStorage state images (PROTOTYPE)', function () {
+describe('RocksStorage state images', function () {
   this.timeout(120_000);
   let dir: string;
   let leader: RocksStorage;
