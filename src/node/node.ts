@@ -1569,7 +1569,7 @@ export class Node {
         return { ok: false, error: (err as Error).message };
       }
       this.snapshotSoon = true; // followers that need a snapshot get the restored state
-      this.log.info({ index, digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
+      this.log.info({ index, via: 'archive', digest: cmd.digest, archiveIndex: cmd.index }, 'restore applied');
       return { ok: true };
     }
   }
@@ -1620,7 +1620,11 @@ export class Node {
       const sent = opened.sentSnapshot;
       if (sent !== null && sent.index === index) void this.adoptLeaderSnapshot(sent, leader, address);
       else this.snapshotSoon = true;
-      this.log.info({ index, from: leader, files: opened.files.length, bytes, waitedMs: Math.round(manifestMs), ms: Math.round(this.clock.nowMs() - startedMs) }, 'restore applied from the leader\'s state image');
+      // The same message as a restore loaded from the archive (operators and tests look for it), with where it came from.
+      this.log.info(
+        { index, via: 'state image', from: leader, files: opened.files.length, bytes, waitedMs: Math.round(manifestMs), ms: Math.round(this.clock.nowMs() - startedMs) },
+        'restore applied',
+      );
       return true;
     } catch (err) {
       opened?.cancel();
