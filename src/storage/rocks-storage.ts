@@ -411,8 +411,20 @@ async function collectGarbage(dataDir: string, keep: number | null): Promise<voi
  *   passed, the data dir synced); the old generation is still on disk;
  * - `oldGenerationDeleted`: the old generation is closed and deleted (unless
  *   a snapshot reader still holds it); installState is about to resolve.
+ * An install with exportImage passes three more between `generationCreated` and `generationBuilt` (STATE untouched):
+ * - `imageClosed`: the built generation is synced and closed, images/image-<gen> not yet made;
+ * - `imageFileExported`: after each file is hard-linked (SSTs) or copied, and hashed;
+ * - `imageExported`: every file exported, the generation not yet reopened.
  */
-export type InstallPhase = 'generationCreated' | 'generationBuilt' | 'pointerWritten' | 'pointerSwapped' | 'oldGenerationDeleted';
+export type InstallPhase =
+  | 'generationCreated'
+  | 'imageClosed'
+  | 'imageFileExported'
+  | 'imageExported'
+  | 'generationBuilt'
+  | 'pointerWritten'
+  | 'pointerSwapped'
+  | 'oldGenerationDeleted';
 
 /** InstallOptions: exportImage: export the built generation as a state image (state-image.ts) before its commit. */
 export interface InstallOptions {
@@ -1037,12 +1049,14 @@ export class RocksStorage implements NodeStorage {
         // The built generation, closed a moment (~0.1 s at 1M keys) and its files exported for the other members
         // (state-image.ts); an export that fails leaves no image, never a failed install.
         await db.close();
+        this.#hook('imageClosed', gen);
         const dir = join(this.dataDir, IMAGES_DIR, `image-${gen}`);
         try {
-          image = await exportStateImage(path, dir, checked.appliedIndex);
+          image = await exportStateImage(path, dir, checked.appliedIndex, () => this.#hook('imageFileExported', gen));
         } catch {
           await removeImageDir(dir);
         }
+        this.#hook('imageExported', gen);
         db = await RocksDb.open(path, { ...STATE_OPEN_OPTIONS, createIfMissing: false });
       }
     } catch (err) {

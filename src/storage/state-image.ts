@@ -88,9 +88,9 @@ async function sha256OfFile(path: string): Promise<{ sha256: Buffer; sizeBytes: 
  * exportStateImage copies the closed database at `srcDir` into `destDir`
  * (created, mode 0700; an existing one is removed first): SSTs hard-linked,
  * the other RocksDB files copied, everything else (LOCK) left out; each file
- * hashed. Errors: StorageError `io`.
+ * hashed (`onFileExported` called after each: crash tests). Errors: StorageError `io`.
  */
-export async function exportStateImage(srcDir: string, destDir: string, appliedIndex: number): Promise<StateImage> {
+export async function exportStateImage(srcDir: string, destDir: string, appliedIndex: number, onFileExported?: () => void): Promise<StateImage> {
   await fsOp('remove', destDir, () => rm(destDir, { recursive: true, force: true }));
   await fsOp('create', destDir, () => mkdir(destDir, { recursive: true, mode: 0o700 }));
   const names = (await fsOp('list', srcDir, () => readdir(srcDir))).filter((n) => IMAGE_FILE_NAME.test(n)).sort();
@@ -102,6 +102,7 @@ export async function exportStateImage(srcDir: string, destDir: string, appliedI
     else await fsOp('copy', to, () => copyFile(from, to));
     const { sha256, sizeBytes } = await sha256OfFile(to);
     files.push({ name, sizeBytes, sha256 });
+    onFileExported?.();
   }
   return { dir: destDir, appliedIndex, files };
 }

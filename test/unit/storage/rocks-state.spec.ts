@@ -364,6 +364,25 @@ describe('RocksStorage.installState survives SIGKILL at any point', function () 
     }
   });
 
+  it('an install exporting a state image (the leader of a restore) killed at each step of the export: reopens with the old state, whole, and no image', async () => {
+    const r = await runChild('none', undefined, 'export');
+    assert.equal(r.code, 0, r.output);
+    assert.ok(r.output.includes('installed\n'), r.output);
+    // checkAfter also asserts no leftover beside STATE, log/ and the generation: the image is removed at open.
+    assert.equal(await checkAfter(r, 'export, no kill'), 'new');
+    const exportSteps: InstallPhase[] = ['imageClosed', 'imageFileExported', 'imageExported', 'generationBuilt', 'pointerWritten'];
+    for (const phase of exportSteps) {
+      const killed = await runChild(phase, undefined, 'export');
+      assert.equal(killed.signal, 'SIGKILL', killed.output);
+      assert.equal(await checkAfter(killed, `export killed at ${phase}`), 'old');
+    }
+    for (const phase of ['pointerSwapped', 'oldGenerationDeleted'] as const) {
+      const killed = await runChild(phase, undefined, 'export');
+      assert.equal(killed.signal, 'SIGKILL', killed.output);
+      assert.equal(await checkAfter(killed, `export killed at ${phase}`), 'new');
+    }
+  });
+
   it('killed at random times during the install: reopens with the old or the new state, complete', async () => {
     assert.ok(fullInstallMs > 0, 'the no-kill run measures the install time first');
     const outcomes: string[] = [];
