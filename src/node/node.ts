@@ -133,6 +133,12 @@ const IMAGE_KEEP_MS = 5 * 60_000;
 const IMAGE_BUILD_WAIT_MS = 120_000;
 /** IMAGE_TRANSFERS_MAX: FetchStateImage streams a node serves at once (more: RESOURCE_EXHAUSTED). */
 const IMAGE_TRANSFERS_MAX = 4;
+/**
+ * IMAGE_TRANSFERS_PER_PEER_MAX: FetchStateImage streams a node serves at once to one member (more:
+ * RESOURCE_EXHAUSTED). A follower asks for one image at a time; without it one member holding streams it never
+ * reads took every transfer, and the other followers fell back to loading their archives.
+ */
+const IMAGE_TRANSFERS_PER_PEER_MAX = 1;
 /** IMAGE_SNAPSHOT_WAIT_MS: how long a leader waits, after sending an image, for its snapshot of that state to name it. */
 const IMAGE_SNAPSHOT_WAIT_MS = 5_000;
 /** IMAGE_IDLE_MS: a follower gives up an image stream that delivers nothing for this long (then installs from its archive). */
@@ -380,8 +386,9 @@ export class Node {
   private imageBuilding: number | null = null;
   /** imageDrop: drops the kept state image IMAGE_KEEP_MS after its restore. */
   private imageDrop: TimerHandle | undefined;
-  /** imageTransfers: FetchStateImage streams being served. */
+  /** imageTransfers: FetchStateImage streams being served; imageTransfersTo: those per member asking. */
   private imageTransfers = 0;
+  private readonly imageTransfersTo = new Map<NodeId, number>();
   /** restoreFailure: the last restore entry this node skipped because its archive failed to apply. */
   private restoreFailure: { readonly index: number; readonly error: string } | null = null;
   /** applyingFromIndex: the first index of the batch the apply worker is applying (Infinity between batches); status() reports applied below it. */
@@ -1662,14 +1669,23 @@ export class Node {
    * IMAGE_BUILD_WAIT_MS while it is building it (or, as the leader, has not
    * yet applied that committed entry). Errors (coded): UNIMPLEMENTED (a store
    * without images), RESOURCE_EXHAUSTED (IMAGE_TRANSFERS_MAX streams served
-   * already), NOT_FOUND (no image of that index comes).
+   * already, or IMAGE_TRANSFERS_PER_PEER_MAX to p.from), NOT_FOUND (no image of that index comes).
    */
   async openStateImage(p: FetchStateImageParams, signal: AbortSignal): Promise<StateImageStream> {
     this.checkRunning();
     const storage = this.storage;
     if (storage.stateImage === undefined) throw coded(12, 'this node keeps no state images');
     if (this.imageTransfers >= IMAGE_TRANSFERS_MAX) throw coded(8, `${IMAGE_TRANSFERS_MAX} state images are being sent already`);
+    const toPeer = this.imageTransfersTo.get(p.from) ?? 0;
+    if (toPeer >= IMAGE_TRANSFERS_PER_PEER_MAX) throw coded(8, `${p.from} is being sent ${toPeer} state image${toPeer === 1 ? '' : 's'} already`);
     this.imageTransfers++;
+    this.imageTransfersTo.set(p.from, toPeer + 1);
+    const ended = (): void => {
+      this.imageTransfers--;
+      const n = (this.imageTransfersTo.get(p.from) ?? 1) - 1;
+      if (n > 0) this.imageTransfersTo.set(p.from, n);
+      else this.imageTransfersTo.delete(p.from);
+    };
     let held: { readonly image: StateImage; release(): void } | null;
     try {
       const deadline = this.clock.nowMs() + IMAGE_BUILD_WAIT_MS;
@@ -1682,7 +1698,7 @@ export class Node {
         await this.clock.sleep(20);
       }
     } catch (err) {
-      this.imageTransfers--;
+      ended();
       throw err;
     }
     this.snapshotStats.imagesServed++;
@@ -1692,7 +1708,7 @@ export class Node {
       if (closed) return;
       closed = true;
       pinned.release();
-      this.imageTransfers--;
+      ended();
     };
     this.log.info({ index: p.index, to: p.from, files: pinned.image.files.length }, 'sending a state image');
     return {

@@ -5,16 +5,20 @@
  * refused and leave every node's term, leader and log as they were.
  */
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
-import { RaftServiceClient } from '../../../src/gen/snapcoord/v1/raft.js';
+import { RaftServiceClient, type FetchStateImageResponse } from '../../../src/gen/snapcoord/v1/raft.js';
 import { Node } from '../../../src/node/node.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import type { KeyValue } from '../../../src/storage/types.js';
+import { until } from '../../harness/until.js';
 import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
 import { appendRequestToProto, getMembershipRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
@@ -29,6 +33,7 @@ interface Member {
   readonly id: string;
   readonly api: ApiServer;
   readonly node: Node;
+  readonly storage: MemoryStorage;
 }
 
 function identityOf(call: PeerCall): string | null {
@@ -72,18 +77,19 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
         dial: peerDial(CLUSTER, api.address, channelCredentialsFromFiles({ caFile: ca, certFile: f.certFile, keyFile: f.keyFile })),
       });
       // Long election timeouts (0.5-1 s): a busy test runner must not make a real election that would look like an attack's effect.
+      const storage = await MemoryStorage.open(new MemoryDataDir(id));
       const node = await Node.start({
         clock: systemClock,
         rng: cryptoRng,
         id,
-        storage: await MemoryStorage.open(new MemoryDataDir(id)),
+        storage,
         transport,
         initialMembership: membership,
         timings: { electionTimeoutTicks: 50, heartbeatIntervalTicks: 5 },
       });
       ref.node = node;
       api.serve({ node, clusterId: CLUSTER, identityOf, onPeerRefused: (r) => refusals.push(r) });
-      members.push({ id, api, node });
+      members.push({ id, api, node, storage });
     }
   });
 
@@ -325,5 +331,146 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
     const deadline = Date.now() + 5_000;
     while (Date.now() < deadline && !members.every((m) => m.node.status().commit > last)) await new Promise((r) => setTimeout(r, 20));
     assert.ok(members.every((m) => m.node.status().commit > last), picture());
+  });
+  describe('FetchStateImage (the state image of a restore: the whole state, to members only)', function () {
+    const IMAGE_INDEX = 7;
+    let exporter: RocksStorage;
+
+    before(async function () {
+      this.timeout(120_000);
+      // A real exported image (~48 MiB of incompressible values: more than the HTTP/2 windows and the stream's
+      // buffers hold, so a caller that reads nothing keeps its stream open), served by every member.
+      exporter = await RocksStorage.open(join(dir, 'exporter'));
+      const batches = function* (): Generator<KeyValue[]> {
+        for (let b = 0; b < 48; b++) yield Array.from({ length: 1024 }, (_, i) => ({ key: Buffer.from(`k/${b}/${i}`), value: randomBytes(1024) }));
+      };
+      await exporter.installState(batches(), { appliedIndex: IMAGE_INDEX, membership: { voters: IDS, learners: [], addresses: {} } }, { exportImage: true });
+      for (const m of members) Object.defineProperty(m.storage, 'stateImage', { value: (index: number) => exporter.stateImage(index), configurable: true });
+    });
+
+    after(async () => {
+      await exporter?.close();
+    });
+
+    /** fetchImage: a FetchStateImage call read to its end; resolves with the bytes received, or the call's error. */
+    function fetchImage(c: RaftServiceClient, from: string, to: string, meta = md()): Promise<{ files: number; bytes: number } | grpc.ServiceError> {
+      return new Promise((resolve) => {
+        const call = c.fetchStateImage({ from, to, index: BigInt(IMAGE_INDEX) }, meta, { deadline: Date.now() + 20_000 });
+        let files = 0;
+        let bytes = 0;
+        call.on('data', (r: FetchStateImageResponse) => {
+          files += r.files.length;
+          bytes += r.data.length;
+        });
+        call.on('error', (err: grpc.ServiceError) => resolve(err));
+        call.on('end', () => resolve({ files, bytes }));
+      });
+    }
+
+    /** holdImage: a FetchStateImage call that reads nothing (a stalled or malicious reader); `ended` resolves with its error, if any. */
+    function holdImage(c: RaftServiceClient, from: string, to: string): { call: grpc.ClientReadableStream<FetchStateImageResponse>; ended: Promise<grpc.ServiceError | null> } {
+      const call = c.fetchStateImage({ from, to, index: BigInt(IMAGE_INDEX) }, md());
+      const ended = new Promise<grpc.ServiceError | null>((resolve) => {
+        call.on('error', (err: grpc.ServiceError) => resolve(err));
+        call.on('close', () => resolve(null));
+      });
+      return { call, ended };
+    }
+
+    const served = (m: Member): number => m.node.snapshotStats.imagesServed;
+
+    it('an outsider (no certificate, another CA, a non-member, a member speaking as another) is refused and nothing is served or counted; a member is served', async () => {
+      const leader = await stableLeader();
+      const [a, b] = members.filter((m) => m !== leader) as [Member, Member];
+      const n0 = served(leader);
+      const attempts: [string, RaftServiceClient, string, number, RegExp][] = [
+        ['no certificate', client(leader.api.peerAddress, null), a.id, grpc.status.UNAVAILABLE, /./],
+        ['another CA', client(leader.api.peerAddress, a.id, evilDir), a.id, grpc.status.UNAVAILABLE, /./],
+        ['a non-member', client(leader.api.peerAddress, 'n9'), 'n9', grpc.status.PERMISSION_DENIED, /n9 is not a member/],
+        ['a member as another', client(leader.api.peerAddress, a.id), b.id, grpc.status.PERMISSION_DENIED, new RegExp(`certificate of ${a.id}`)],
+      ];
+      try {
+        for (const [what, c, from, code, details] of attempts) {
+          const r = await fetchImage(c, from, leader.id);
+          assert.ok(r instanceof Error, `${what}: must be refused, was served ${JSON.stringify(r)}`);
+          assert.equal(r.code, code, `${what}: ${r.message}`);
+          assert.match(r.details, details, what);
+        }
+      } finally {
+        for (const [, c] of attempts) c.close();
+      }
+      assert.equal(served(leader), n0, 'nothing served or counted');
+      // The control: the same call from a member with its own certificate is served the whole image.
+      const c = client(leader.api.peerAddress, a.id);
+      try {
+        const r = await fetchImage(c, a.id, leader.id);
+        assert.ok(!(r instanceof Error), `a member must be served: ${r instanceof Error ? r.message : ''}`);
+        const held = exporter.stateImage(IMAGE_INDEX);
+        assert.ok(held !== null);
+        held.release();
+        assert.equal(r.files, held.image.files.length);
+        assert.equal(r.bytes, held.image.files.reduce((n, f) => n + f.sizeBytes, 0));
+      } finally {
+        c.close();
+      }
+      assert.equal(served(leader), n0 + 1);
+    });
+
+    it('one member holding streams it never reads takes one transfer, not all of them: another member is still served', async () => {
+      const leader = await stableLeader();
+      const [a, b] = members.filter((m) => m !== leader) as [Member, Member];
+      const n0 = served(leader);
+      const ca = client(leader.api.peerAddress, a.id);
+      const cb = client(leader.api.peerAddress, b.id);
+      // As many streams as the node serves at once (IMAGE_TRANSFERS_MAX, 4), each on its own connection, none read.
+      const extra = [0, 1, 2].map(() => client(leader.api.peerAddress, a.id));
+      const first = holdImage(ca, a.id, leader.id);
+      const held = [first];
+      try {
+        await until('the first held stream to be served', 10_000, () => (served(leader) > n0 ? true : undefined));
+        const more = extra.map((c) => holdImage(c, a.id, leader.id));
+        held.push(...more);
+        const ends: (grpc.ServiceError | null | 'open')[] = more.map(() => 'open');
+        more.forEach((h, i) => void h.ended.then((e) => (ends[i] = e)));
+        // Each further stream is either refused at once or served (and then held, unread).
+        await until('the further streams to be refused or served', 10_000, () => (ends.filter((e) => e !== 'open').length + served(leader) - n0 - 1 === more.length ? true : undefined));
+        assert.equal(served(leader), n0 + 1, `${a.id}'s further streams must not be served while its first is open`);
+        for (const e of ends) {
+          assert.ok(e !== null && e !== 'open');
+          assert.equal(e.code, grpc.status.RESOURCE_EXHAUSTED, e.message);
+        }
+        const r = await fetchImage(cb, b.id, leader.id);
+        assert.ok(!(r instanceof Error), `${b.id} must be served while ${a.id} holds a stream: ${r instanceof Error ? r.message : ''}`);
+        assert.equal(served(leader), n0 + 2);
+        first.call.cancel();
+        await first.ended;
+        // Once its stream ended the member is served again.
+        // Once its stream ended (the server sees the cancel a moment later) the member is served again.
+        await until(`${a.id} to be served again once its held stream ended`, 10_000, async () => {
+          const again = await fetchImage(ca, a.id, leader.id);
+          return again instanceof Error ? undefined : true;
+        });
+      } finally {
+        for (const h of held) h.call.cancel();
+        for (const c of [ca, cb, ...extra]) c.close();
+      }
+    });
+
+    it('a removed member is refused', async () => {
+      const leader = await stableLeader();
+      const removed = members.find((m) => m !== leader) as Member;
+      await leader.node.changeMembership({ op: 'removeNode', nodeId: removed.id });
+      const n0 = served(leader);
+      const c = client(leader.api.peerAddress, removed.id);
+      try {
+        const r = await fetchImage(c, removed.id, leader.id);
+        assert.ok(r instanceof Error, `a removed member must be refused, was served ${JSON.stringify(r)}`);
+        assert.equal(r.code, grpc.status.PERMISSION_DENIED, r.message);
+        assert.match(r.details, new RegExp(`${removed.id} is not a member`));
+      } finally {
+        c.close();
+      }
+      assert.equal(served(leader), n0);
+    });
   });
 });
