@@ -304,17 +304,18 @@ export class StateMachine {
    * importImage (issue 15) replaces the whole state with another
    * member's image of the same state as of `meta.appliedIndex` (the leader's
    * install of the same restore entry: StateStore.importStateImage checks
-   * every file's SHA-256, the applied index and the membership), then reloads
-   * the session table from it. Errors: StorageError `invalidArgument` when
+   * every file's SHA-256, the applied index and the membership; the image's
+   * bytes and `options.reserveBytes` against the free disk before anything is
+   * written), then reloads the session table from it. Errors: StorageError `invalidArgument` when
    * the store has no images, the store's (the state then unchanged).
    */
-  importImage(source: StateImageSource, meta: { readonly appliedIndex: number; readonly membership: Membership }): Promise<void> {
+  importImage(source: StateImageSource, meta: { readonly appliedIndex: number; readonly membership: Membership }, options: { readonly reserveBytes?: number } = {}): Promise<void> {
     return this.#serial(async () => {
       const store = this.#store;
       if (store.importStateImage === undefined) throw new StorageError('invalidArgument', `importImage on ${this.#name}: the store has no state images`, { path: this.#name });
       await this.#fresh();
       this.#changed = Math.max(this.#changed, meta.appliedIndex); // before, as in #applyCommands
-      await store.importStateImage(source, meta);
+      await store.importStateImage(source, meta, options);
       this.#sessions = await loadSessions(store, this.#name);
       this.#epoch = store.stateEpoch();
     });

@@ -1619,7 +1619,7 @@ export class Node {
         signal: this.stopAbort.signal,
       });
       const manifestMs = this.clock.nowMs() - startedMs;
-      await this.fsm.importImage(opened, { appliedIndex: index, membership: this.raft.membershipAt(index) });
+      await this.fsm.importImage(opened, { appliedIndex: index, membership: this.raft.membershipAt(index) }, { reserveBytes: this.disk?.minFreeBytes ?? 0 });
       const bytes = opened.files.reduce((n, f) => n + f.sizeBytes, 0);
       this.snapshotStats.imageRestores++;
       // This node's own snapshot of the restored state: the leader's copy, fetched (~9 MB at 1M x 1 KiB) in the

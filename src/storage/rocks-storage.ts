@@ -12,7 +12,7 @@ import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp } from './ro
 import { SerialQueue } from './serial-queue.js';
 import { checkInstallBatch, checkInstallMeta, checkStateBatch, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
-import { exportStateImage, removeImageDir, writeStateImage, type StateImage, type StateImageSource } from './state-image.js';
+import { checkImageManifest, checkImageSpace, exportStateImage, removeImageDir, writeStateImage, type StateImage, type StateImageSource } from './state-image.js';
 import {
   SNAPSHOT_BATCH_BYTES_DEFAULT,
   SNAPSHOT_BATCH_ENTRIES_DEFAULT,
@@ -429,6 +429,11 @@ export type InstallPhase =
 /** InstallOptions: exportImage: export the built generation as a state image (state-image.ts) before its commit. */
 export interface InstallOptions {
   readonly exportImage?: boolean;
+}
+
+/** ImportImageOptions: reserveBytes: free disk space an import must leave (the node's reserve; default 0). */
+export interface ImportImageOptions {
+  readonly reserveBytes?: number;
 }
 
 /** RocksStorageOptions tunes RocksStorage.open. */
@@ -936,13 +941,18 @@ export class RocksStorage implements NodeStorage {
    * committed by the same pointer swap as installState. Before the commit any
    * failure (`invalidArgument`, `corrupt`: a name, a size, a hash, the meta;
    * `io`, `closed`) deletes the new generation and leaves the old state.
+   * Before anything is written the manifest is checked (checkImageManifest)
+   * and its bytes against the data dir's free space less
+   * `options.reserveBytes` (checkImageSpace: `io`).
    */
-  async importStateImage(source: StateImageSource, meta: InstallMeta): Promise<void> {
+  async importStateImage(source: StateImageSource, meta: InstallMeta, options: ImportImageOptions = {}): Promise<void> {
     this.#checkOpen('importStateImage');
     const checked = checkInstallMeta(meta, this.dataDir);
     return this.#installExclusive('importStateImage', async () => {
       const gen = this.#state.gen + 1;
       const path = join(this.dataDir, generationDir(gen));
+      checkImageManifest(source.files, path);
+      await checkImageSpace(source.files, this.dataDir, options.reserveBytes ?? 0);
       await fsOp('remove', path, () => rm(path, { recursive: true, force: true }));
       await fsOp('create', path, () => mkdir(path, { mode: 0o700 }));
       let db: RocksDb | null = null;

@@ -13,7 +13,7 @@
  * bytes against caps, each file's bytes in order and its SHA-256 at its end.
  */
 import { createHash } from 'node:crypto';
-import { copyFile, link, mkdir, open as openFile, readdir, rm } from 'node:fs/promises';
+import { copyFile, link, mkdir, open as openFile, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { StorageError } from './storage-error.js';
@@ -157,6 +157,25 @@ export function checkImageManifest(files: readonly StateImageFile[], path: strin
     if (total > bytesMax) refuse(`more than ${bytesMax} bytes`);
   }
   if (!seen.has('CURRENT')) refuse('no CURRENT file (not a RocksDB database)');
+}
+
+/**
+ * checkImageSpace refuses (StorageError `io`, nothing written) an image whose
+ * manifest lists more bytes than the file system holding `dir` has free, less
+ * `reserveBytes` (the node's disk reserve): the sizes are the sender's word,
+ * and a disk filled by an import fails the log's writes beside it too.
+ */
+export async function checkImageSpace(files: readonly StateImageFile[], dir: string, reserveBytes = 0): Promise<void> {
+  const st = await fsOp('measure free space on', dir, () => statfs(dir));
+  const freeBytes = st.bavail * st.bsize;
+  const imageBytes = files.reduce((n, f) => n + f.sizeBytes, 0);
+  if (imageBytes + reserveBytes > freeBytes) {
+    throw new StorageError(
+      'io',
+      `state image for ${dir}: ${files.length} files of ${imageBytes} bytes in all need ${imageBytes + reserveBytes} bytes free (with a reserve of ${reserveBytes}), but ${freeBytes} are free: not imported`,
+      { path: dir },
+    );
+  }
 }
 
 /**

@@ -205,9 +205,11 @@ export interface StateStore {
    * has them exports the generation an installState with `exportImage` built,
    * serves it (stateImage, pinned until release) until dropStateImage or a
    * later export, and installs another member's as its next generation
-   * (importStateImage: the whole state replaced, as installState).
+   * (importStateImage: the whole state replaced, as installState; refused
+   * before anything is written when its bytes and `options.reserveBytes`
+   * exceed the free disk space).
    */
-  importStateImage?(source: StateImageSource, meta: InstallMeta): Promise<void>;
+  importStateImage?(source: StateImageSource, meta: InstallMeta, options?: { readonly reserveBytes?: number }): Promise<void>;
   stateImage?(appliedIndex: number): { readonly image: StateImage; release(): void } | null;
   dropStateImage?(): void;
 }

@@ -3,7 +3,7 @@
  * built it and imported by another as its next generation.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -103,6 +103,26 @@ describe('RocksStorage state images', function () {
     await rejectsWith(follower.importStateImage(sourceOf(image.image), { appliedIndex: 7, membership: other }), 'corrupt', /membership/);
     assert.equal(follower.appliedIndex(), 4);
     assert.equal(await follower.stateDigest(), before);
+  });
+
+  it('an image that would leave less free disk than the reserve is refused before a byte is read or written, the old state kept', async () => {
+    const before = await follower.stateDigest();
+    const st = await statfs(dir);
+    // A reserve beyond what is free: any image is too large (this disk has more free than an image may hold, 64 GiB).
+    const reserveBytes = 2 * st.bavail * st.bsize;
+    let chunksRead = 0;
+    const counted = sourceOf(image.image, (c) => {
+      chunksRead++;
+      return c;
+    });
+    await rejectsWith(follower.importStateImage(counted, { appliedIndex: 7, membership }, { reserveBytes }), 'io', /bytes free \(with a reserve of \d+\), but \d+ are free: not imported/);
+    assert.equal(chunksRead, 0, 'nothing was read from the sender');
+    assert.equal(follower.appliedIndex(), 4);
+    assert.equal(await follower.stateDigest(), before);
+    assert.deepEqual((await readdir(join(dir, 'follower'))).filter((n) => n.startsWith('state-')), ['state-2'], 'no new generation was made');
+    // The control: the same image with the default reserve (none) is imported.
+    await follower.importStateImage(sourceOf(image.image), { appliedIndex: 7, membership });
+    assert.equal(follower.appliedIndex(), 7);
   });
 
   it('a dropped image is gone once its last reader releases it; none is kept across a restart', async () => {
