@@ -3,9 +3,12 @@
  * built it and imported by another as its next generation.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, statfs } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { readStateImageChunks, type StateImage, type StateImageChunk, type StateImageSource } from '../../../src/storage/state-image.js';
@@ -137,5 +140,101 @@ describe('RocksStorage state images', function () {
     leader = await RocksStorage.open(join(dir, 'leader'));
     assert.equal(leader.stateImage(9), null);
     assert.deepEqual(await readdir(dir + '/leader').then((n) => n.includes('images')), false);
+  });
+});
+
+/** run: a command's promise (rejects with its stderr on a non-zero exit). */
+const run = promisify(execFile);
+
+describe('RocksStorage state images: the disk fills up during an import (a tmpfs; needs root and a kernel that lets it mount)', function () {
+  this.timeout(120_000);
+  let dir = '';
+  let mnt = '';
+  let mounted = false;
+  let exporter: RocksStorage;
+  let follower: RocksStorage;
+  let image: { readonly image: StateImage; release(): void };
+  let oldDigest = '';
+
+  before(async function () {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-image-full-'));
+    mnt = join(dir, 'fs');
+    await mkdir(mnt);
+    try {
+      if (process.platform !== 'linux') throw new Error(`not Linux (${process.platform})`);
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=96m,nr_inodes=4096,mode=0700', 'tmpfs', mnt]);
+      mounted = true;
+    } catch (err) {
+      const e = err as { stderr?: string; message: string };
+      process.stderr.write(`state image disk-full test skipped: cannot mount a tmpfs here (${(e.stderr?.trim() || e.message).split('\n')[0]})\n`);
+      this.skip();
+    }
+    exporter = await RocksStorage.open(join(dir, 'exporter'));
+    // ~24 MiB of incompressible values: the image's SSTs and WAL.
+    const batches = function* (): Generator<KeyValue[]> {
+      for (let b = 0; b < 24; b++) yield Array.from({ length: 1024 }, (_, i) => ({ key: Buffer.from(`k/${b}/${i}`), value: randomBytes(1024) }));
+    };
+    await exporter.installState(batches(), { appliedIndex: 7, membership }, { exportImage: true });
+    const held = exporter.stateImage(7);
+    assert.ok(held !== null);
+    image = held;
+    follower = await RocksStorage.open(join(mnt, 'follower'));
+    await follower.installState(records(3_000, 'old'), { appliedIndex: 4, membership });
+    oldDigest = await follower.stateDigest();
+  });
+
+  after(async () => {
+    image?.release();
+    await exporter?.close();
+    await follower?.close();
+    if (mounted) await run('umount', [mnt]).catch(() => run('umount', ['-l', mnt]));
+    if (dir !== '') await rm(dir, { recursive: true, force: true });
+  });
+
+  /** checkOld: the follower holds its old state, no other generation, and takes writes. */
+  async function checkOld(label: string): Promise<void> {
+    assert.equal(follower.appliedIndex(), 4, label);
+    assert.equal(await follower.stateDigest(), oldDigest, label);
+    assert.deepEqual((await readdir(join(mnt, 'follower'))).filter((n) => n.startsWith('state-')), ['state-2'], `${label}: the new generation was deleted`);
+  }
+
+  it('no space for the bytes mid-file (ENOSPC on a write): a clear io error, the old state kept', async () => {
+    const filler = join(mnt, 'filler');
+    let chunks = 0;
+    const source: StateImageSource = {
+      files: image.image.files,
+      chunks: (async function* () {
+        for await (const c of readStateImageChunks(image.image, 256 * 1024)) {
+          yield c;
+          // After the first chunk another writer takes what is left of the disk (the free-space check passed before).
+          if (++chunks === 1) {
+            const st = await statfs(mnt);
+            await writeFile(filler, Buffer.alloc(st.bavail * st.bsize)).catch(() => undefined);
+          }
+        }
+      })(),
+    };
+    try {
+      await rejectsWith(follower.importStateImage(source, { appliedIndex: 7, membership }), 'io', /cannot (write|create|fsync).*ENOSPC/);
+    } finally {
+      await rm(filler, { force: true });
+    }
+    await checkOld('after ENOSPC on a write');
+  });
+
+  it('no inode left for the next file (ENOSPC on a create): a clear io error, the old state kept; with room again the same image is imported', async () => {
+    const st = await statfs(mnt);
+    const used = st.files - st.ffree;
+    // Room for the new generation's directory and half the image's files.
+    await run('mount', ['-o', `remount,nr_inodes=${used + 1 + (image.image.files.length >> 1)}`, mnt]);
+    try {
+      await rejectsWith(follower.importStateImage(sourceOf(image.image), { appliedIndex: 7, membership }), 'io', /cannot create.*ENOSPC/);
+    } finally {
+      await run('mount', ['-o', 'remount,nr_inodes=4096', mnt]);
+    }
+    await checkOld('after ENOSPC on a create');
+    await follower.importStateImage(sourceOf(image.image), { appliedIndex: 7, membership });
+    assert.equal(follower.appliedIndex(), 7);
+    assert.equal(await follower.stateDigest(), await exporter.stateDigest());
   });
 });
