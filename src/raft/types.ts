@@ -61,6 +61,25 @@ export interface SnapshotMeta {
   readonly digest: string;
 }
 
+/**
+ * StateImageFile / StateImageChunk: the data of a state image (issue 15),
+ * opaque to the core; declared here, below the layers that meet on them
+ * (storage writes and reads the files, transport carries them, node joins the two).
+ * StateImageFile: one file (a RocksDB file name, no directory), its size and SHA-256 (32 bytes).
+ */
+export interface StateImageFile {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly sha256: Uint8Array;
+}
+
+/** StateImageChunk: bytes of file number `file` (an index into the image's manifest) from `offset`. */
+export interface StateImageChunk {
+  readonly file: number;
+  readonly offset: number;
+  readonly data: Uint8Array;
+}
+
 export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';
 
 interface MessageBase {

@@ -16,21 +16,11 @@ import { createHash } from 'node:crypto';
 import { copyFile, link, mkdir, open as openFile, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import type { StateImageChunk, StateImageFile } from '../raft/types.js';
 import { StorageError } from './storage-error.js';
 
-/** StateImageFile: one file of a state image (a RocksDB file name, no directory), its size and SHA-256 (32 bytes). */
-export interface StateImageFile {
-  readonly name: string;
-  readonly sizeBytes: number;
-  readonly sha256: Uint8Array;
-}
-
-/** StateImageChunk: bytes of file number `file` (an index into the manifest) from `offset`. */
-export interface StateImageChunk {
-  readonly file: number;
-  readonly offset: number;
-  readonly data: Uint8Array;
-}
+/** StateImageFile, StateImageChunk: declared in raft/types.ts (transport carries them too). */
+export type { StateImageChunk, StateImageFile };
 
 /** StateImageSource: what an import reads: the manifest, then the files' bytes in manifest order. */
 export interface StateImageSource {

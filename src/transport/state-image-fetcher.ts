@@ -6,11 +6,11 @@ import * as grpc from '@grpc/grpc-js';
 
 import { RaftServiceClient, type FetchStateImageResponse } from '../gen/snapcoord/v1/raft.js';
 import type { NodeId } from '../raft/types.js';
-import type { SnapshotMeta } from '../raft/types.js';
+import type { SnapshotMeta, StateImageChunk, StateImageFile } from '../raft/types.js';
 import { CodecError, fromU64, snapshotMetaFromProto } from './codec.js';
 import type { PeerDial } from './peer-guard.js';
 import { FLOW_CONTROL_WINDOW_BYTES } from './snapshot-fetcher.js';
-import type { ImageChunk, ImageFileEntry, StateImageStream } from './transport.js';
+import type { StateImageStream } from './transport.js';
 
 /** MANIFEST_MESSAGE_BYTES_MAX: the largest message of a state image stream (a manifest of many files; chunks are 1 MiB). */
 const MANIFEST_MESSAGE_BYTES_MAX = 16 * 1024 * 1024;
@@ -85,7 +85,7 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
       throw reason ?? err;
     }
   };
-  let files: ImageFileEntry[];
+  let files: StateImageFile[];
   try {
     if (o.signal?.aborted === true) onAbort();
     arm(o.manifestTimeoutMs, 'no manifest');
@@ -98,7 +98,7 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
     throw err instanceof CodecError ? coded(grpc.status.INVALID_ARGUMENT, err.message) : err;
   }
   const out: { sentSnapshot: SnapshotMeta | null } = { sentSnapshot: null };
-  async function* chunks(): AsyncGenerator<ImageChunk, void, undefined> {
+  async function* chunks(): AsyncGenerator<StateImageChunk, void, undefined> {
     try {
       for (;;) {
         arm(o.idleTimeoutMs, 'nothing received');

@@ -5,7 +5,7 @@
  * GrpcTransport + createRaftService implement them over gRPC; MemoryNetwork
  * implements both in memory for tests, with the same semantics.
  */
-import type { Membership, Message, MessageType, NodeId, SnapshotMeta } from '../raft/types.js';
+import type { Membership, Message, MessageType, NodeId, SnapshotMeta, StateImageChunk, StateImageFile } from '../raft/types.js';
 
 /**
  * Transport sends the Raft core's messages to peers. Raft tolerates loss, so a
@@ -143,24 +143,10 @@ export interface FetchStateImageParams {
   readonly index: number;
 }
 
-/** ImageFileEntry: one file of a state image: a RocksDB file name, its size and SHA-256 (32 bytes). */
-export interface ImageFileEntry {
-  readonly name: string;
-  readonly sizeBytes: number;
-  readonly sha256: Uint8Array;
-}
-
-/** ImageChunk: bytes of file number `file` of a state image's manifest from `offset`. */
-export interface ImageChunk {
-  readonly file: number;
-  readonly offset: number;
-  readonly data: Uint8Array;
-}
-
 /** StateImageStream: a state image as it is sent or received: its manifest, then its files' bytes in manifest order. */
 export interface StateImageStream {
-  readonly files: readonly ImageFileEntry[];
-  readonly chunks: AsyncIterable<ImageChunk>;
+  readonly files: readonly StateImageFile[];
+  readonly chunks: AsyncIterable<StateImageChunk>;
   /** close (optional): the stream is done with, iterated or not (releases what the sender holds); idempotent. */
   close?(): void;
   /** snapshot (optional, sender side): once the chunks are sent, the sender's snapshot of the same state, if it has one. */
