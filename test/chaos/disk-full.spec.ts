@@ -13,12 +13,9 @@
  * - with the filler gone, writes and snapshots succeed again, no restart.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 
 import { ClusterClient } from '../../src/client/cluster-client.js';
@@ -29,9 +26,9 @@ import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import type { Task } from '../../src/gen/snapcoord/v1/snapshot.js';
 import { freeNodeAddresses } from '../harness/ports.js';
 import { ServeProcess } from '../harness/serve-process.js';
-import { sleep, until } from '../harness/until.js';
+import { tmpfsUnderTemp, unmountTmpfs } from '../harness/tmpfs.js';
+import { until } from '../harness/until.js';
 
-const run = promisify(execFile);
 const MiB = 1024 * 1024;
 /** RESERVE: the node's --min-free-bytes. */
 const RESERVE = 4 * MiB;
@@ -72,19 +69,8 @@ describe('chaos: disk full', function () {
   let kept = { id: '', digest: '', storeFile: '', exportFile: '', exportSha256: '' };
 
   before(async function () {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-disk-full-'));
-    mnt = join(dir, 'fs');
-    await mkdir(mnt);
-    try {
-      if (process.platform !== 'linux') throw new Error(`not Linux (${process.platform})`);
-      await run('mount', ['-t', 'tmpfs', '-o', 'size=48m,mode=0700', 'tmpfs', mnt]);
-      mounted = true;
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      const why = (e.stderr?.trim() || e.message).split('\n')[0];
-      process.stderr.write(`disk-full test skipped: cannot mount a tmpfs here (${why})\n`);
-      this.skip();
-    }
+    ({ dir, mnt, mounted } = await tmpfsUnderTemp('snapcoord-disk-full-', 'size=48m,mode=0700', 'disk-full test'));
+    if (!mounted) this.skip();
     dataDir = join(mnt, 'data');
     exportsDir = join(mnt, 'exports');
     rootsDir = join(mnt, 'roots');
@@ -111,17 +97,7 @@ describe('chaos: disk full', function () {
   after(async () => {
     for (const c of [kv, cluster, snapshots, tasks]) c?.close();
     await proc?.kill('SIGTERM');
-    if (mounted) {
-      let unmounted = false;
-      for (let attempt = 0; attempt < 10 && !unmounted; attempt++) {
-        unmounted = await run('umount', [mnt]).then(
-          () => true,
-          () => false,
-        );
-        if (!unmounted) await sleep(200);
-      }
-      if (!unmounted) await run('umount', ['-l', mnt]);
-    }
+    if (mounted) await unmountTmpfs(mnt);
     if (dir !== '') await rm(dir, { recursive: true, force: true });
   });
 

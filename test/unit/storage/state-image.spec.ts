@@ -3,16 +3,15 @@
  * built it and imported by another as its next generation.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { readStateImageChunks, type StateImage, type StateImageChunk, type StateImageSource } from '../../../src/storage/state-image.js';
 import type { KeyValue } from '../../../src/storage/types.js';
+import { tmpfsUnderTemp, run, unmountTmpfs } from '../../harness/tmpfs.js';
 import { rejectsWith } from './helpers.js';
 
 const membership = { voters: ['n1', 'n2'], learners: [], addresses: { n1: '127.0.0.1:7001', n2: '127.0.0.1:7002' } };
@@ -143,9 +142,6 @@ describe('RocksStorage state images', function () {
   });
 });
 
-/** run: a command's promise (rejects with its stderr on a non-zero exit). */
-const run = promisify(execFile);
-
 describe('RocksStorage state images: the disk fills up during an import (a tmpfs; needs root and a kernel that lets it mount)', function () {
   this.timeout(120_000);
   let dir = '';
@@ -157,18 +153,8 @@ describe('RocksStorage state images: the disk fills up during an import (a tmpfs
   let oldDigest = '';
 
   before(async function () {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-image-full-'));
-    mnt = join(dir, 'fs');
-    await mkdir(mnt);
-    try {
-      if (process.platform !== 'linux') throw new Error(`not Linux (${process.platform})`);
-      await run('mount', ['-t', 'tmpfs', '-o', 'size=96m,nr_inodes=4096,mode=0700', 'tmpfs', mnt]);
-      mounted = true;
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      process.stderr.write(`state image disk-full test skipped: cannot mount a tmpfs here (${(e.stderr?.trim() || e.message).split('\n')[0]})\n`);
-      this.skip();
-    }
+    ({ dir, mnt, mounted } = await tmpfsUnderTemp('snapcoord-image-full-', 'size=96m,nr_inodes=4096,mode=0700', 'state image disk-full test'));
+    if (!mounted) this.skip();
     exporter = await RocksStorage.open(join(dir, 'exporter'));
     // ~24 MiB of incompressible values: the image's SSTs and WAL.
     const batches = function* (): Generator<KeyValue[]> {
@@ -187,7 +173,7 @@ describe('RocksStorage state images: the disk fills up during an import (a tmpfs
     image?.release();
     await exporter?.close();
     await follower?.close();
-    if (mounted) await run('umount', [mnt]).catch(() => run('umount', ['-l', mnt]));
+    if (mounted) await unmountTmpfs(mnt);
     if (dir !== '') await rm(dir, { recursive: true, force: true });
   });
 
