@@ -143,6 +143,11 @@ const IMAGE_TRANSFERS_PER_PEER_MAX = 1;
 const IMAGE_SNAPSHOT_WAIT_MS = 5_000;
 /** IMAGE_IDLE_MS: a follower gives up an image stream that delivers nothing for this long (then installs from its archive). */
 const IMAGE_IDLE_MS = 15_000;
+/**
+ * IMAGE_BYTES_PER_SECOND_MIN: a follower gives up an image that does not arrive within IMAGE_IDLE_MS plus its bytes
+ * at this rate (then installs from its archive): 65 MB took 1-2 s between two nodes of one box at load 8-12.
+ */
+const IMAGE_BYTES_PER_SECOND_MIN = 1024 * 1024;
 
 export const DEFAULT_TIMINGS: NodeTimings = {
   tickMs: 10,
@@ -1616,6 +1621,7 @@ export class Node {
         ...(sm.dial !== undefined ? { dial: sm.dial } : {}),
         manifestTimeoutMs: IMAGE_BUILD_WAIT_MS + 10_000,
         idleTimeoutMs: IMAGE_IDLE_MS,
+        bytesPerSecondMin: IMAGE_BYTES_PER_SECOND_MIN,
         signal: this.stopAbort.signal,
       });
       const manifestMs = this.clock.nowMs() - startedMs;

@@ -27,6 +27,12 @@ export interface StateImageFetchOptions {
   readonly manifestTimeoutMs: number;
   /** idleTimeoutMs: a stream that delivers nothing for this long after the manifest is cut. */
   readonly idleTimeoutMs: number;
+  /**
+   * bytesPerSecondMin: with it, the whole image must arrive within idleTimeoutMs plus its bytes at this rate
+   * from the manifest on (DEADLINE_EXCEEDED otherwise): a sender that trickles (a byte, or an empty message,
+   * within each idle timeout) cannot hold the receiver for ever.
+   */
+  readonly bytesPerSecondMin?: number;
   readonly signal?: AbortSignal;
 }
 
@@ -67,12 +73,14 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
   const onAbort = (): void => cancel(coded(grpc.status.CANCELLED, 'the state image fetch was aborted'));
   o.signal?.addEventListener('abort', onAbort, { once: true });
   let timer: NodeJS.Timeout | undefined;
+  let wholeTimer: NodeJS.Timeout | undefined;
   const arm = (ms: number, what: string): void => {
     clearTimeout(timer);
     timer = setTimeout(() => cancel(coded(grpc.status.DEADLINE_EXCEEDED, `${what} within ${ms} ms`)), ms);
   };
   const close = (): void => {
     clearTimeout(timer);
+    clearTimeout(wholeTimer);
     o.signal?.removeEventListener('abort', onAbort);
     client.close();
   };
@@ -92,6 +100,11 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
     const first = await next();
     if (first === null) throw coded(grpc.status.INVALID_ARGUMENT, 'the state image stream ended before its manifest');
     files = first.files.map((f) => ({ name: f.name, sizeBytes: fromU64(f.sizeBytes, 'sizeBytes'), sha256: f.sha256 }));
+    if (o.bytesPerSecondMin !== undefined) {
+      const bytes = files.reduce((n, f) => n + f.sizeBytes, 0);
+      const ms = Math.ceil(o.idleTimeoutMs + (bytes / o.bytesPerSecondMin) * 1000);
+      wholeTimer = setTimeout(() => cancel(coded(grpc.status.DEADLINE_EXCEEDED, `the image's ${bytes} bytes did not arrive within ${ms} ms (${o.bytesPerSecondMin} bytes/s at least)`)), ms);
+    }
   } catch (err) {
     call.cancel();
     close();
