@@ -3,12 +3,13 @@
  * built it and imported by another as its next generation.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { StorageError } from '../../../src/storage/storage-error.js';
 import { readStateImageChunks, type StateImage, type StateImageChunk, type StateImageSource } from '../../../src/storage/state-image.js';
 import type { KeyValue } from '../../../src/storage/types.js';
 import { tmpfsUnderTemp, run, unmountTmpfs } from '../../harness/tmpfs.js';
@@ -105,6 +106,30 @@ describe('RocksStorage state images', function () {
     await rejectsWith(follower.importStateImage(sourceOf(image.image), { appliedIndex: 7, membership: other }), 'corrupt', /membership/);
     assert.equal(follower.appliedIndex(), 4);
     assert.equal(await follower.stateDigest(), before);
+  });
+
+  it('a CURRENT that points out of the new generation (at the live one\'s MANIFEST) is refused, the live generation untouched', async () => {
+    const before = await follower.stateDigest();
+    const live = join(dir, 'follower', 'state-2');
+    const liveFiles = (await readdir(live)).sort();
+    const manifest = liveFiles.find((n) => n.startsWith('MANIFEST-'));
+    assert.ok(manifest !== undefined);
+    // A sender's own manifest: its CURRENT names ../state-2/MANIFEST-…, with that content's SHA-256.
+    const current = Buffer.from(`../state-2/${manifest}\n`);
+    const at = image.image.files.findIndex((f) => f.name === 'CURRENT');
+    const files = image.image.files.map((f, i) => (i === at ? { ...f, sizeBytes: current.length, sha256: createHash('sha256').update(current).digest() } : f));
+    const source: StateImageSource = {
+      files,
+      chunks: (async function* () {
+        for await (const c of readStateImageChunks(image.image, 64 * 1024)) yield c.file === at ? { ...c, data: current } : c;
+      })(),
+    };
+    // RocksDB reads CURRENT as a file name of its own kind (MANIFEST-<number>) and refuses anything else.
+    await assert.rejects(follower.importStateImage(source, { appliedIndex: 7, membership }), (err: unknown) => err instanceof StorageError && /CURRENT file corrupted/.test(err.message));
+    assert.equal(follower.appliedIndex(), 4);
+    assert.equal(await follower.stateDigest(), before);
+    assert.deepEqual((await readdir(live)).sort(), liveFiles, 'the live generation\'s files are as they were');
+    assert.deepEqual((await readdir(join(dir, 'follower'))).filter((n) => n.startsWith('state-')), ['state-2'], 'the new generation was deleted');
   });
 
   it('an image that would leave less free disk than the reserve is refused before a byte is read or written, the old state kept', async () => {
