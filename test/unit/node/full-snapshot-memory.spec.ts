@@ -113,8 +113,8 @@ describe('a full snapshot’s memory (RocksStorage -> SnapshotStore, as Snapshot
     assert.equal(result.reachable.most, 0, `at most ${result.reachable.most} values of ${VALUE_BYTES} B reachable while the build waited`);
   });
 
-  it('lets the dead ones go as it reads: external memory stays within 14 MiB of its start (46 MiB read), scavenged every few MiB noted', () => {
-    assert.ok(result.external.most < 14 * MiB, `external memory ${(result.external.most / MiB).toFixed(1)} MiB over its start`);
+  it('lets the dead ones go as it reads: external memory stays within 18 MiB of its start (46 MiB read; 26-31 MiB before 495ea47, ~11 quiet, 14.3 once at load 14), scavenged every few MiB noted', () => {
+    assert.ok(result.external.most < 18 * MiB, `external memory ${(result.external.most / MiB).toFixed(1)} MiB over its start`);
     assert.ok(result.garbageScavenges >= 2 * 10, `${result.garbageScavenges} scavenges for noted garbage`);
   });
 });
