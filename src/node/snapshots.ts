@@ -256,8 +256,11 @@ export class SnapshotTermUnknownError extends Error {
  */
 export class SnapshotSupersededError extends Error {
   override readonly name = 'SnapshotSupersededError';
-  constructor() {
-    super('snapshot creation superseded by a newer one');
+  /** by: what took its place: a snapshot asked for (Node.snapshotNow) or one fetched from the leader (Node.startFetch). */
+  readonly by: 'asked' | 'fetch';
+  constructor(by: 'asked' | 'fetch' = 'asked') {
+    super(by === 'fetch' ? 'snapshot creation superseded by the snapshot being fetched' : 'snapshot creation superseded by a newer one');
+    this.by = by;
   }
 }
 
