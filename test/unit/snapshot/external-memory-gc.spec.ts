@@ -5,6 +5,7 @@ import { once } from 'node:events';
 
 import {
   COLLECTION_INTERVAL_MS_MIN,
+  PROMOTED_GARBAGE_BYTES_HARD,
   EXTERNAL_GARBAGE_BYTES_MAX,
   ExternalMemoryGc,
   GARBAGE_SCAVENGE_BYTES_DEFAULT,
@@ -165,6 +166,27 @@ describe('ExternalMemoryGc', () => {
     assert.equal(gc.check(), null);
     now += 1;
     assert.equal(gc.check(), 'collect', 'due once the interval passed');
+    assert.deepEqual([p.scavenged, p.started], [2, 2]);
+  });
+
+  it('past PROMOTED_GARBAGE_BYTES_HARD of promoted garbage a full collection starts within the interval (an install promoting its pieces faster than one a second frees them)', async () => {
+    const p = new StandIn();
+    let now = 0;
+    const gc = new ExternalMemoryGc(p, EXTERNAL_GARBAGE_BYTES_MAX, { nowMs: () => now });
+    p.bytes = 100 * MiB + EXTERNAL_GARBAGE_BYTES_MAX;
+    p.live = 100 * MiB;
+    assert.equal(gc.check(), 'scavenge');
+    assert.equal(gc.check(), 'collect');
+    await p.endCollection();
+    p.bytes = p.live + EXTERNAL_GARBAGE_BYTES_MAX; // promoted again at once
+    assert.equal(gc.check(), 'scavenge');
+    now += 1;
+    assert.equal(gc.check(), null, 'within the interval and under the hard bound: it waits');
+    p.bytes = p.live + PROMOTED_GARBAGE_BYTES_HARD - 1;
+    assert.equal(gc.check(), null);
+    p.bytes = p.live + PROMOTED_GARBAGE_BYTES_HARD;
+    assert.equal(gc.check(), 'collect', 'past the hard bound: at once');
+    assert.equal(gc.check(), null, 'still one at a time');
     assert.deepEqual([p.scavenged, p.started], [2, 2]);
   });
 
