@@ -10,39 +10,17 @@ import assert from 'node:assert/strict';
 
 import { stopNode } from '../../../src/cli/serve.js';
 import { noteExternalGarbage, startExternalMemoryGc, type ExternalMemoryProbe } from '../../../src/snapshot/external-memory-gc.js';
-import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
+import { GatedIo } from '../node/gated-io.js';
 import { RocksCluster } from '../node/rocks-cluster.js';
 import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
-/** GzipGate: nodeSnapshotIo whose gzip waits while the gate is closed (a snapshot being made, held). */
-class GzipGate {
-  closed = false;
-  waiting = 0;
-  #open: (() => void)[] = [];
-  readonly io: SnapshotIo = {
-    ...nodeSnapshotIo,
-    gzip: async (bytes, options) => {
-      if (this.closed) {
-        this.waiting++;
-        await new Promise<void>((r) => this.#open.push(r));
-        this.waiting--;
-      }
-      return nodeSnapshotIo.gzip(bytes, options);
-    },
-  };
-  open(): void {
-    this.closed = false;
-    for (const r of this.#open.splice(0)) r();
-  }
-}
-
 describe('serve: stopNode', function () {
   this.timeout(60_000);
   let c: RocksCluster | undefined;
-  let gate: GzipGate | undefined;
+  let gate: GatedIo | undefined;
   afterEach(async () => {
     gate?.open();
     await c?.close();
@@ -50,7 +28,7 @@ describe('serve: stopNode', function () {
   });
 
   it('stops the bound on dead Buffers after the node: a snapshot finishing during the stop still has its garbage scavenged', async () => {
-    const g = new GzipGate();
+    const g = new GatedIo();
     gate = g;
     const cluster = await RocksCluster.start(1, { snapshotEntries: 1_000_000 }, {}, { snapshotIo: g.io });
     c = cluster;

@@ -13,40 +13,11 @@ import type { Node } from '../../../src/node/node.js';
 import { SnapshotSupersededError } from '../../../src/node/snapshots.js';
 import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { KeyValue, NodeStorage, SnapshotStateOptions, StateSnapshotReader } from '../../../src/storage/types.js';
-import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
+import { GatedIo } from './gated-io.js';
 import { until } from '../../harness/until.js';
 import { RocksCluster } from './rocks-cluster.js';
 
 const enc = new TextEncoder();
-
-/** GatedIo: nodeSnapshotIo whose gzip and gunzip (a delta compressing its changed members) wait while the gate is closed. */
-class GatedIo {
-  closed = false;
-  /** waiting: calls held at the gate now. */
-  waiting = 0;
-  #open: (() => void)[] = [];
-  readonly io: SnapshotIo = {
-    ...nodeSnapshotIo,
-    gzip: async (bytes, options) => {
-      await this.#pass();
-      return nodeSnapshotIo.gzip(bytes, options);
-    },
-    gunzip: async (bytes, options) => {
-      await this.#pass();
-      return nodeSnapshotIo.gunzip(bytes, options);
-    },
-  };
-  async #pass(): Promise<void> {
-    if (!this.closed) return;
-    this.waiting++;
-    await new Promise<void>((r) => this.#open.push(r));
-    this.waiting--;
-  }
-  open(): void {
-    this.closed = false;
-    for (const r of this.#open.splice(0)) r();
-  }
-}
 
 describe('node: a snapshot nobody waits for is superseded', function () {
   this.timeout(120_000);

@@ -150,10 +150,11 @@ describe('ExternalMemoryGc', () => {
     assert.equal(gc.collections, 2);
   });
 
-  it('full collections are COLLECTION_INTERVAL_MS_MIN apart (a fast download churning Buffers sets off a bounded share of them); scavenges are not', async () => {
+  /** collectedThenPromoted: a bound whose full collection just ended, with promoted garbage at the bound again and scavenged (clock `at`). */
+  async function collectedThenPromoted(): Promise<{ p: StandIn; gc: ExternalMemoryGc; at: { now: number } }> {
     const p = new StandIn();
-    let now = 0;
-    const gc = new ExternalMemoryGc(p, EXTERNAL_GARBAGE_BYTES_MAX, { nowMs: () => now });
+    const at = { now: 0 };
+    const gc = new ExternalMemoryGc(p, EXTERNAL_GARBAGE_BYTES_MAX, { nowMs: () => at.now });
     p.bytes = 100 * MiB + EXTERNAL_GARBAGE_BYTES_MAX;
     p.live = 100 * MiB;
     assert.equal(gc.check(), 'scavenge');
@@ -161,26 +162,22 @@ describe('ExternalMemoryGc', () => {
     await p.endCollection();
     p.bytes = p.live + EXTERNAL_GARBAGE_BYTES_MAX; // promoted garbage again at once
     assert.equal(gc.check(), 'scavenge', 'a scavenge at once');
-    now += COLLECTION_INTERVAL_MS_MIN - 1;
+    return { p, gc, at };
+  }
+
+  it('full collections are COLLECTION_INTERVAL_MS_MIN apart (a fast download churning Buffers sets off a bounded share of them); scavenges are not', async () => {
+    const { p, gc, at } = await collectedThenPromoted();
+    at.now += COLLECTION_INTERVAL_MS_MIN - 1;
     assert.equal(gc.check(), null, 'no full collection within the interval');
     assert.equal(gc.check(), null);
-    now += 1;
+    at.now += 1;
     assert.equal(gc.check(), 'collect', 'due once the interval passed');
     assert.deepEqual([p.scavenged, p.started], [2, 2]);
   });
 
   it('past PROMOTED_GARBAGE_BYTES_HARD of promoted garbage a full collection starts within the interval (an install promoting its pieces faster than one a second frees them)', async () => {
-    const p = new StandIn();
-    let now = 0;
-    const gc = new ExternalMemoryGc(p, EXTERNAL_GARBAGE_BYTES_MAX, { nowMs: () => now });
-    p.bytes = 100 * MiB + EXTERNAL_GARBAGE_BYTES_MAX;
-    p.live = 100 * MiB;
-    assert.equal(gc.check(), 'scavenge');
-    assert.equal(gc.check(), 'collect');
-    await p.endCollection();
-    p.bytes = p.live + EXTERNAL_GARBAGE_BYTES_MAX; // promoted again at once
-    assert.equal(gc.check(), 'scavenge');
-    now += 1;
+    const { p, gc, at } = await collectedThenPromoted();
+    at.now += 1;
     assert.equal(gc.check(), null, 'within the interval and under the hard bound: it waits');
     p.bytes = p.live + PROMOTED_GARBAGE_BYTES_HARD - 1;
     assert.equal(gc.check(), null);
