@@ -39,7 +39,10 @@
  * same run, then the ratio TLS on / TLS off. With --rounds N, compare runs N
  * rounds in alternating order (on, off, off, on, ...: drift of a shared
  * machine's load falls on both), prints each round's ratios (the two runs of
- * a round are next to each other in time) and their median.
+ * a round are next to each other in time) and their median. Without compare,
+ * --rounds N alternates snapcoord and etcd the same way (snapcoord, etcd, etcd,
+ * snapcoord, ...), prints each round's ratios to etcd, their median, and in how
+ * many rounds both writes/s >= 1.0x and p99 <= 1.0x etcd's.
  *
  * Besides writes/s, each run (snapcoord and etcd) prints the CPU time (user +
  * system, from /proc/<pid>/stat) its three server processes used during the
@@ -567,7 +570,7 @@ async function main(): Promise<void> {
     .option('--tls <mode>', 'on (mutual TLS between peers, TLS + key for clients), off (plaintext), compare (both, and the ratio)', 'on')
     .option('--op <op>', 'put (unique keys) or cas (compare-and-swap transactions on --keys shared keys)', 'put')
     .option('--keys <n>', 'with --op cas: the shared keys the transactions contend on', '16')
-    .option('--rounds <n>', 'with --tls compare: rounds of both, in alternating order; the medians are compared', '1')
+    .option('--rounds <n>', 'rounds of both sides in alternating order (with --tls compare: TLS on and off; else snapcoord and etcd), each round\'s ratios and their median', '1')
     .parse();
   const o = program.opts<{ nodeRuntime: boolean; serveFlags: string; spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; plannedRestart: boolean; warmupSeconds: string; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
   if (o.etcdTls !== undefined && o.etcdTls !== 'on' && o.etcdTls !== 'off') throw new Error(`--etcd-tls: "${o.etcdTls}" is not on or off`);
@@ -594,6 +597,42 @@ async function main(): Promise<void> {
     type Run = Awaited<ReturnType<typeof bench>>;
     const runSnapcoord = (tls: boolean, r: number): Promise<Run> =>
       bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on', { serveFlags, nodeRuntime: o.nodeRuntime }), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart, warmupSeconds);
+    const median = (xs: number[]): number => {
+      const v = [...xs].sort((a, b) => a - b);
+      const m = Math.floor(v.length / 2);
+      return v.length % 2 === 1 ? (v[m] ?? NaN) : ((v[m - 1] ?? NaN) + (v[m] ?? NaN)) / 2;
+    };
+    const withEtcd = o.etcd && existsSync('/usr/bin/etcd');
+    // etcd gets the security snapcoord ran with (--tls on: TLS on its client plane, mutual TLS between members), unless
+    // --etcd-tls says otherwise; snapcoord's API key has no counterpart here (etcd's auth would add a token per call).
+    const etcdTls = o.etcdTls === undefined ? tlsOn : o.etcdTls === 'on';
+    const runEtcd = (r: number): Promise<Run> =>
+      bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}${etcdTls ? '' : '-plain'}`, () => startEtcd(join(dir, `etcd-${r}`), o.etcdTuned === true, etcdTls), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart, warmupSeconds);
+    const etcdLine = (what: string, rs: { wps: number; p99Ms: number; failoverMs: number; handoffPauseMs: number; cpuMsPerWrite: number }): string =>
+      `ratio snapcoord/etcd${what}: writes/s ${rs.wps.toFixed(2)}x  p99 ${rs.p99Ms.toFixed(2)}x  ` +
+      `failover ${rs.failoverMs.toFixed(2)}x  leader handoff pause ${rs.handoffPauseMs.toFixed(2)}x  server CPU per write ${rs.cpuMsPerWrite.toFixed(2)}x (lower is better for p99, failover and CPU)`;
+    if (o.tls !== 'compare' && rounds > 1 && withEtcd) {
+      // Rounds of both in alternating order (snapcoord, etcd | etcd, snapcoord | ...): on a shared machine the load
+      // drifts within a run; each round's two runs are next to each other in time, and the ratios are per round.
+      const mine: Run[] = [];
+      const etcds: Run[] = [];
+      for (let r = 1; r <= rounds; r++) {
+        console.log(`round ${r}:`);
+        for (const who of r % 2 === 1 ? ['snapcoord', 'etcd'] : ['etcd', 'snapcoord']) {
+          if (who === 'snapcoord') mine.push(await runSnapcoord(tlsOn, r));
+          else etcds.push(await runEtcd(r));
+        }
+      }
+      type K = 'wps' | 'p99Ms' | 'failoverMs' | 'handoffPauseMs' | 'cpuMsPerWrite';
+      const ratio = (k: K): number[] => mine.map((x, i) => x[k] / (etcds[i] as Run)[k]);
+      const keysOf: K[] = ['wps', 'p99Ms', 'failoverMs', 'handoffPauseMs', 'cpuMsPerWrite'];
+      const rs = Object.fromEntries(keysOf.map((k) => [k, ratio(k)])) as Record<K, number[]>;
+      for (let i = 0; i < rounds; i++) console.log(etcdLine(` round ${i + 1}`, Object.fromEntries(keysOf.map((k) => [k, rs[k][i] ?? NaN])) as Record<K, number>));
+      console.log(etcdLine(` (median of ${rounds} rounds)`, Object.fromEntries(keysOf.map((k) => [k, median(rs[k])])) as Record<K, number>));
+      const met = rs.wps.filter((w, i) => w >= 1 && (rs.p99Ms[i] ?? Infinity) <= 1).length;
+      console.log(`rounds with writes/s >= 1.0x and p99 <= 1.0x etcd's: ${met} of ${rounds}`);
+      return;
+    }
     let ours: Run;
     if (o.tls === 'compare') {
       const on: Run[] = [];
@@ -603,11 +642,6 @@ async function main(): Promise<void> {
         // Alternating order (on, off | off, on | ...), so a drifting background load falls on both.
         for (const tls of r % 2 === 1 ? [true, false] : [false, true]) (tls ? on : off).push(await runSnapcoord(tls, r));
       }
-      const median = (xs: number[]): number => {
-        const v = [...xs].sort((a, b) => a - b);
-        const m = Math.floor(v.length / 2);
-        return v.length % 2 === 1 ? (v[m] ?? NaN) : ((v[m - 1] ?? NaN) + (v[m] ?? NaN)) / 2;
-      };
       const byWps = [...on].sort((a, b) => a.wps - b.wps);
       ours = byWps[Math.floor(byWps.length / 2)] as Run;
       // Ratios per round (on / off of the same round), then their median.
@@ -620,15 +654,9 @@ async function main(): Promise<void> {
     } else {
       ours = await runSnapcoord(tlsOn, 1);
     }
-    if (o.etcd && existsSync('/usr/bin/etcd')) {
-      // etcd gets the security snapcoord ran with (--tls on: TLS on its client plane, mutual TLS between members), unless
-      // --etcd-tls says otherwise; snapcoord's API key has no counterpart here (etcd's auth would add a token per call).
-      const etcdTls = o.etcdTls === undefined ? tlsOn : o.etcdTls === 'on';
-      const theirs = await bench(`etcd${o.etcdTuned === true ? '-tuned' : ''}${etcdTls ? '' : '-plain'}`, () => startEtcd(join(dir, 'etcd'), o.etcdTuned === true, etcdTls), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart, warmupSeconds);
-      console.log(
-        `ratio snapcoord/etcd: writes/s ${(ours.wps / theirs.wps).toFixed(2)}x  p99 ${(ours.p99Ms / theirs.p99Ms).toFixed(2)}x  ` +
-          `failover ${(ours.failoverMs / theirs.failoverMs).toFixed(2)}x  leader handoff pause ${(ours.handoffPauseMs / theirs.handoffPauseMs).toFixed(2)}x  server CPU per write ${(ours.cpuMsPerWrite / theirs.cpuMsPerWrite).toFixed(2)}x (lower is better for p99, failover and CPU)`,
-      );
+    if (withEtcd) {
+      const theirs = await runEtcd(1);
+      console.log(etcdLine('', { wps: ours.wps / theirs.wps, p99Ms: ours.p99Ms / theirs.p99Ms, failoverMs: ours.failoverMs / theirs.failoverMs, handoffPauseMs: ours.handoffPauseMs / theirs.handoffPauseMs, cpuMsPerWrite: ours.cpuMsPerWrite / theirs.cpuMsPerWrite }));
     } else if (o.etcd) {
       console.log('etcd comparison skipped: /usr/bin/etcd not found (apt-get install etcd-server etcd-client)');
     }
