@@ -21,7 +21,7 @@ import {
 import { encodeCommand, type KvCommand } from '../fsm/kv-command.js';
 import { encodeOpsRecord } from '../fsm/ops-record.js';
 import type { SessionStamp } from '../fsm/sessions.js';
-import type { LogBase, LogBatch, NodeStorage } from '../storage/types.js';
+import type { HeldStateImage, LogBase, LogBatch, NodeStorage } from '../storage/types.js';
 import { StateMachine, type ArchiveInstall, type RestoreOutcome } from '../fsm/state-machine.js';
 import type { ApplyResult, KvRangeQuery, KvRangeResult } from '../fsm/types.js';
 import type {
@@ -36,6 +36,7 @@ import type {
   ProposalForwarder,
   SnapshotChunk,
   SnapshotStreamOpener,
+  StateImageStreamOpener,
   StageArchiveParams,
   StateImageStream,
 } from '../transport/transport.js';
@@ -44,7 +45,6 @@ import { encodeApplyResult } from '../fsm/apply-result-codec.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
 import { RestoreArchives, coded } from './restore-archives.js';
-import { readStateImageChunks, type StateImage } from '../storage/state-image.js';
 import { openStateImage, type OpenedStateImage } from '../transport/state-image-fetcher.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import type { Readable } from 'node:stream';
@@ -62,11 +62,12 @@ import { SnapshotSupersededError, SnapshotTermUnknownError, snapshotDue, snapsho
  * MemoryTransport). Without stageArchive, a restore on a cluster of more
  * than one voter is refused (no quorum can hold its archive). With
  * openSnapshotStream, the snapshot manager's fetches ride the transport
- * (the simulator's network) instead of their own gRPC calls. With
+ * (the simulator's network) instead of their own gRPC calls; with
+ * openStateImageStream, so do a follower's FetchStateImage calls. With
  * forwardProposals, a follower hands its clients' writes to the leader in
  * batches (ForwardQueue); without it, propose on a follower fails `notLeader`.
  */
-export interface MessageSender extends Partial<ArchiveStager>, Partial<SnapshotStreamOpener>, Partial<ProposalForwarder> {
+export interface MessageSender extends Partial<ArchiveStager>, Partial<SnapshotStreamOpener>, Partial<StateImageStreamOpener>, Partial<ProposalForwarder> {
   send(m: Message): void;
   setPeers(addresses: Readonly<Record<NodeId, string>>): void;
   close(): Promise<void>;
@@ -1617,7 +1618,9 @@ export class Node {
    */
   private async restoreFromImage(index: number, leader: NodeId): Promise<boolean> {
     const sm = this.snapshots;
-    if (leader === '' || leader === this.id || sm === undefined || sm.streams !== undefined || this.storage.importStateImage === undefined) return false;
+    // A transport that carries the snapshot plane itself (the simulator's network) carries FetchStateImage too, or none is made.
+    const streams = this.transport.openStateImageStream?.bind(this.transport);
+    if (leader === '' || leader === this.id || sm === undefined || (sm.streams !== undefined && streams === undefined) || this.storage.importStateImage === undefined) return false;
     const address = this.dialAddressOf(leader);
     if (address === '') return false;
     const startedMs = this.clock.nowMs();
@@ -1629,6 +1632,8 @@ export class Node {
         address,
         index,
         ...(sm.dial !== undefined ? { dial: sm.dial } : {}),
+        ...(streams !== undefined ? { streams: { openStateImageStream: streams } } : {}),
+        clock: this.clock,
         manifestTimeoutMs: IMAGE_BUILD_WAIT_MS + 10_000,
         idleTimeoutMs: IMAGE_IDLE_MS,
         bytesPerSecondMin: IMAGE_BYTES_PER_SECOND_MIN,
@@ -1702,7 +1707,7 @@ export class Node {
       if (n > 0) this.imageTransfersTo.set(p.from, n);
       else this.imageTransfersTo.delete(p.from);
     };
-    let held: { readonly image: StateImage; release(): void } | null;
+    let held: HeldStateImage | null;
     try {
       const deadline = this.clock.nowMs() + IMAGE_BUILD_WAIT_MS;
       for (;;) {
@@ -1731,7 +1736,7 @@ export class Node {
       files: pinned.image.files,
       chunks: (async function* () {
         try {
-          yield* readStateImageChunks(pinned.image);
+          yield* pinned.chunks();
         } finally {
           close();
         }

@@ -12,11 +12,12 @@ import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp } from './ro
 import { SerialQueue } from './serial-queue.js';
 import { checkInstallBatch, checkInstallMeta, checkStateBatch, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
-import { checkImageManifest, checkImageSpace, exportStateImage, removeImageDir, writeStateImage, type StateImage, type StateImageSource } from './state-image.js';
+import { checkImageManifest, checkImageSpace, exportStateImage, readStateImageChunks, removeImageDir, writeStateImage, type StateImage, type StateImageSource } from './state-image.js';
 import {
   SNAPSHOT_BATCH_BYTES_DEFAULT,
   SNAPSHOT_BATCH_ENTRIES_DEFAULT,
   type CompactionBase,
+  type HeldStateImage,
   type Identity,
   type InstallMeta,
   type KeyValue,
@@ -979,13 +980,14 @@ export class RocksStorage implements NodeStorage {
   }
 
   /** RocksStorage.stateImage: the image of the generation at `appliedIndex` the last exporting install made, pinned until release(); null when none. */
-  stateImage(appliedIndex: number): { readonly image: StateImage; release(): void } | null {
+  stateImage(appliedIndex: number): HeldStateImage | null {
     const held = this.#image;
     if (held === null || held.dropped || held.image.appliedIndex !== appliedIndex) return null;
     held.refs++;
     let released = false;
     return {
       image: held.image,
+      chunks: () => readStateImageChunks(held.image),
       release: () => {
         if (released) return;
         released = true;

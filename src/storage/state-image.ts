@@ -169,76 +169,106 @@ export async function checkImageSpace(files: readonly StateImageFile[], dir: str
 }
 
 /**
- * writeStateImage writes `source`'s files into `dir` (which must exist and
- * be empty), mode 0600, each fsynced once whole (the syncs of finished files
- * run while the next ones are received, up to IMAGE_SYNCS_IN_FLIGHT at once)
- * and its SHA-256 checked against the manifest; then fsyncs `dir`. The chunks must come in manifest
- * order, each file from offset 0 without gaps or overlaps, never past its
- * size. Errors: StorageError `invalidArgument` (see checkImageManifest),
- * `corrupt` (a chunk out of order, a file short or long, a SHA-256 that
- * differs), `io`; what was written is then the caller's to delete.
+ * ImagePiece: what verifyImageChunks hands on, in order: a file begun
+ * (`begin`, every file of the manifest in turn, empty ones too), bytes of the
+ * file begun last (`data`), the file ended (`end`: its size and SHA-256
+ * checked against the manifest).
  */
-export async function writeStateImage(source: StateImageSource, dir: string, bytesMax = IMAGE_BYTES_MAX): Promise<void> {
+export type ImagePiece =
+  | { readonly kind: 'begin'; readonly file: number }
+  | { readonly kind: 'data'; readonly file: number; readonly data: Uint8Array }
+  | { readonly kind: 'end'; readonly file: number };
+
+/**
+ * verifyImageChunks checks `source` as an import must take it (the one
+ * check every store's import runs: RocksStorage's writeStateImage and the
+ * simulator's twin): the manifest (checkImageManifest), then the chunks in
+ * manifest order, each file from offset 0 without gaps or overlaps, never
+ * past its size, and each file's size and SHA-256 at its end. Errors:
+ * StorageError `invalidArgument` (the manifest), `corrupt` (a chunk out of
+ * order, a file short or long, a SHA-256 that differs), naming `path`; the
+ * pieces handed on before then are the caller's to discard.
+ */
+export async function* verifyImageChunks(source: StateImageSource, path: string, bytesMax = IMAGE_BYTES_MAX): AsyncGenerator<ImagePiece, void, undefined> {
   const files = source.files;
-  checkImageManifest(files, dir, bytesMax);
+  checkImageManifest(files, path, bytesMax);
   const corrupt = (why: string): never => {
-    throw new StorageError('corrupt', `state image for ${dir}: ${why}`, { path: dir });
+    throw new StorageError('corrupt', `state image for ${path}: ${why}`, { path });
   };
   let current = -1;
   let written = 0;
-  let handle: Awaited<ReturnType<typeof openFile>> | null = null;
   let hash = createHash('sha256');
+  const end = (): ImagePiece => {
+    const f = files[current] as StateImageFile;
+    if (written !== f.sizeBytes) corrupt(`${f.name} ended at ${written} bytes, the manifest lists ${f.sizeBytes}`);
+    if (!hash.digest().equals(f.sha256)) corrupt(`${f.name} does not match its SHA-256`);
+    return { kind: 'end', file: current };
+  };
+  const begin = (): ImagePiece => {
+    current++;
+    written = 0;
+    hash = createHash('sha256');
+    return { kind: 'begin', file: current };
+  };
+  for await (const c of source.chunks) {
+    if (!Number.isSafeInteger(c.file) || c.file < current || c.file >= files.length) corrupt(`a chunk of file ${String(c.file)} after file ${current}`);
+    while (current < c.file) {
+      if (current >= 0) yield end();
+      yield begin();
+    }
+    const f = files[current] as StateImageFile;
+    if (c.offset !== written) corrupt(`${f.name}: a chunk at ${c.offset}, ${written} bytes written`);
+    if (written + c.data.length > f.sizeBytes) corrupt(`${f.name}: more than the ${f.sizeBytes} bytes listed`);
+    hash.update(c.data);
+    written += c.data.length;
+    yield { kind: 'data', file: current, data: c.data };
+  }
+  while (current < files.length) {
+    if (current >= 0) yield end();
+    if (current + 1 >= files.length) break;
+    yield begin();
+  }
+}
+
+/**
+ * writeStateImage writes `source`'s files into `dir` (which must exist and
+ * be empty), mode 0600, each fsynced once whole (the syncs of finished files
+ * run while the next ones are received, up to IMAGE_SYNCS_IN_FLIGHT at once)
+ * and its SHA-256 checked against the manifest (verifyImageChunks); then
+ * fsyncs `dir`. Errors: StorageError `invalidArgument`, `corrupt` (see
+ * verifyImageChunks), `io`; what was written is then the caller's to delete.
+ */
+export async function writeStateImage(source: StateImageSource, dir: string, bytesMax = IMAGE_BYTES_MAX): Promise<void> {
+  const files = source.files;
+  let handle: Awaited<ReturnType<typeof openFile>> | null = null;
   /** syncs: the fsyncs (then closes) of finished files in flight; each resolves to its error or null (never rejects). */
   const syncs: Promise<Error | null>[] = [];
   const settle = async (p: Promise<Error | null> | undefined): Promise<void> => {
     const err = await p;
     if (err instanceof Error) throw err;
   };
-  const finish = async (): Promise<void> => {
-    if (current < 0) return;
-    const f = files[current] as StateImageFile;
-    if (written !== f.sizeBytes) corrupt(`${f.name} ended at ${written} bytes, the manifest lists ${f.sizeBytes}`);
-    const h = handle;
-    handle = null;
-    if (h !== null) {
-      // Synced while the next files come in (one fsync per file, ~10 ms each on a loaded disk, held the import up).
-      syncs.push(fsOp('fsync', join(dir, f.name), () => h.sync()).then(() => null, (err: unknown) => err as Error).finally(() => h.close().catch(() => undefined)));
-      if (syncs.length >= IMAGE_SYNCS_IN_FLIGHT) await settle(syncs.shift());
-    }
-    if (!hash.digest().equals(f.sha256)) corrupt(`${f.name} does not match its SHA-256`);
-  };
-  /** start opens file `i` (created exclusively: a name is never written twice). */
-  const start = async (i: number): Promise<void> => {
-    const f = files[i] as StateImageFile;
-    current = i;
-    written = 0;
-    hash = createHash('sha256');
-    const path = join(dir, f.name);
-    handle = await fsOp('create', path, () => openFile(path, 'wx', 0o600));
-  };
   try {
-    for await (const c of source.chunks) {
-      if (!Number.isSafeInteger(c.file) || c.file < current || c.file >= files.length) corrupt(`a chunk of file ${String(c.file)} after file ${current}`);
-      while (current < c.file) {
-        await finish();
-        await start(current + 1);
+    for await (const piece of verifyImageChunks(source, dir, bytesMax)) {
+      const f = files[piece.file] as StateImageFile;
+      const path = join(dir, f.name);
+      if (piece.kind === 'begin') {
+        // created exclusively: a name is never written twice
+        handle = await fsOp('create', path, () => openFile(path, 'wx', 0o600));
+      } else if (piece.kind === 'data') {
+        const h = handle as unknown as Awaited<ReturnType<typeof openFile>>;
+        const data = piece.data;
+        let at = 0;
+        while (at < data.length) {
+          const { bytesWritten } = await fsOp('write', path, () => h.write(data, at, data.length - at));
+          at += bytesWritten;
+        }
+      } else {
+        const h = handle as unknown as Awaited<ReturnType<typeof openFile>>;
+        handle = null;
+        // Synced while the next files come in (one fsync per file, ~10 ms each on a loaded disk, held the import up).
+        syncs.push(fsOp('fsync', path, () => h.sync()).then(() => null, (err: unknown) => err as Error).finally(() => h.close().catch(() => undefined)));
+        if (syncs.length >= IMAGE_SYNCS_IN_FLIGHT) await settle(syncs.shift());
       }
-      const f = files[current] as StateImageFile;
-      if (c.offset !== written) corrupt(`${f.name}: a chunk at ${c.offset}, ${written} bytes written`);
-      if (written + c.data.length > f.sizeBytes) corrupt(`${f.name}: more than the ${f.sizeBytes} bytes listed`);
-      const h = handle as unknown as Awaited<ReturnType<typeof openFile>>;
-      let at = 0;
-      while (at < c.data.length) {
-        const { bytesWritten } = await fsOp('write', join(dir, f.name), () => h.write(c.data, at, c.data.length - at));
-        at += bytesWritten;
-      }
-      hash.update(c.data);
-      written += c.data.length;
-    }
-    while (current < files.length) {
-      await finish();
-      if (current + 1 >= files.length) break;
-      await start(current + 1);
     }
     while (syncs.length > 0) await settle(syncs.shift());
   } finally {

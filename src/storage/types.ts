@@ -9,7 +9,7 @@
  */
 import type { KeyNames } from './key-string.js';
 import type { Entry, HardState, Membership, NodeId } from '../raft/types.js';
-import type { StateImage, StateImageSource } from './state-image.js';
+import type { StateImage, StateImageChunk, StateImageSource } from './state-image.js';
 
 /**
  * LogBase names the last entry removed by compaction ({0, 0} for a log never
@@ -210,8 +210,19 @@ export interface StateStore {
    * exceed the free disk space).
    */
   importStateImage?(source: StateImageSource, meta: InstallMeta, options?: { readonly reserveBytes?: number }): Promise<void>;
-  stateImage?(appliedIndex: number): { readonly image: StateImage; release(): void } | null;
+  stateImage?(appliedIndex: number): HeldStateImage | null;
   dropStateImage?(): void;
+}
+
+/**
+ * HeldStateImage: a state image pinned (StateStore.stateImage) until
+ * release(): its manifest (`image`) and its files' bytes as the store reads
+ * them, in manifest order, in chunks (`chunks()`, each call a new read).
+ */
+export interface HeldStateImage {
+  readonly image: StateImage;
+  chunks(): AsyncIterable<StateImageChunk>;
+  release(): void;
 }
 
 /** SNAPSHOT_BATCH_ENTRIES_DEFAULT / SNAPSHOT_BATCH_BYTES_DEFAULT bound one batch of StateSnapshotReader.batches(). */

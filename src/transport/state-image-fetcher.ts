@@ -9,8 +9,8 @@ import type { NodeId } from '../raft/types.js';
 import type { SnapshotMeta, StateImageChunk, StateImageFile } from '../raft/types.js';
 import { CodecError, fromU64, snapshotMetaFromProto } from './codec.js';
 import type { PeerDial } from './peer-guard.js';
-import { FLOW_CONTROL_WINDOW_BYTES } from './snapshot-fetcher.js';
-import type { StateImageStream } from './transport.js';
+import { FLOW_CONTROL_WINDOW_BYTES, realTimeClock, type FetchClock, type FetchTimer } from './snapshot-fetcher.js';
+import type { StateImageCall, StateImageMessage, StateImageStream, StateImageStreamOpener } from './transport.js';
 
 /** MANIFEST_MESSAGE_BYTES_MAX: the largest message of a state image stream (a manifest of many files; chunks are 1 MiB). */
 const MANIFEST_MESSAGE_BYTES_MAX = 16 * 1024 * 1024;
@@ -34,6 +34,10 @@ export interface StateImageFetchOptions {
    */
   readonly bytesPerSecondMin?: number;
   readonly signal?: AbortSignal;
+  /** streams: opens the FetchStateImage stream (default: a gRPC call to `address` with `dial`). */
+  readonly streams?: StateImageStreamOpener;
+  /** clock: the manifest, idle and whole-image timeouts run on it (default realTimeClock; a node passes its own). */
+  readonly clock?: FetchClock;
 }
 
 /**
@@ -49,22 +53,49 @@ function coded(code: grpc.status, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
 
+/** grpcImageStreams opens FetchStateImage as a gRPC call on `client`, its responses decoded (CodecError for a malformed one). */
+function grpcImageStreams(client: RaftServiceClient): StateImageStreamOpener {
+  return {
+    openStateImageStream: (_address, p): StateImageCall => {
+      const call = client.fetchStateImage({ from: p.from, to: p.to, index: BigInt(p.index) });
+      async function* messages(): AsyncGenerator<StateImageMessage, void, undefined> {
+        for await (const m of call as AsyncIterable<FetchStateImageResponse>) {
+          yield {
+            files: m.files.map((f) => ({ name: f.name, sizeBytes: fromU64(f.sizeBytes, 'sizeBytes'), sha256: f.sha256 })),
+            file: m.file,
+            offset: fromU64(m.offset, 'offset'),
+            data: m.data,
+            snapshot: m.snapshot === undefined ? null : snapshotMetaFromProto(m.snapshot),
+          };
+        }
+      }
+      return { messages: messages(), cancel: () => call.cancel() };
+    },
+  };
+}
+
 /**
- * openStateImage opens FetchStateImage on `o.address` and resolves with the
- * manifest once it arrives; the chunks follow as they are iterated (once).
- * Rejects, and the iteration throws, with the call's gRPC error (a numeric
- * `code`: NOT_FOUND when the member has no such image, DEADLINE_EXCEEDED
- * after a timeout, CANCELLED on cancel or abort), or INVALID_ARGUMENT for a
- * malformed message. The channel is closed once the stream ends.
+ * openStateImage opens FetchStateImage on `o.address` (over `o.streams`, else
+ * a gRPC call) and resolves with the manifest once it arrives; the chunks
+ * follow as they are iterated (once). Rejects, and the iteration throws, with
+ * the call's gRPC error (a numeric `code`: NOT_FOUND when the member has no
+ * such image, DEADLINE_EXCEEDED after a timeout on `o.clock`, CANCELLED on
+ * cancel or abort), or INVALID_ARGUMENT for a malformed message. The channel
+ * is closed once the stream ends.
  */
 export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedStateImage> {
-  const client = new RaftServiceClient(o.address, o.dial?.credentials ?? grpc.credentials.createInsecure(), {
-    'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
-    'grpc.max_receive_message_length': MANIFEST_MESSAGE_BYTES_MAX,
-    'grpc.use_local_subchannel_pool': 1,
-    interceptors: [...(o.dial?.interceptors ?? [])],
-  });
-  const call = client.fetchStateImage({ from: o.selfId, to: o.to, index: BigInt(o.index) });
+  const clock = o.clock ?? realTimeClock;
+  const client =
+    o.streams !== undefined
+      ? null
+      : new RaftServiceClient(o.address, o.dial?.credentials ?? grpc.credentials.createInsecure(), {
+          'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
+          'grpc.max_receive_message_length': MANIFEST_MESSAGE_BYTES_MAX,
+          'grpc.use_local_subchannel_pool': 1,
+          interceptors: [...(o.dial?.interceptors ?? [])],
+        });
+  const streams = o.streams ?? grpcImageStreams(client as RaftServiceClient);
+  const call = streams.openStateImageStream(o.address, { from: o.selfId, to: o.to, index: o.index });
   let reason: Error | null = null;
   const cancel = (why: Error): void => {
     reason ??= why;
@@ -72,20 +103,20 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
   };
   const onAbort = (): void => cancel(coded(grpc.status.CANCELLED, 'the state image fetch was aborted'));
   o.signal?.addEventListener('abort', onAbort, { once: true });
-  let timer: NodeJS.Timeout | undefined;
-  let wholeTimer: NodeJS.Timeout | undefined;
+  let timer: FetchTimer | undefined;
+  let wholeTimer: FetchTimer | undefined;
   const arm = (ms: number, what: string): void => {
-    clearTimeout(timer);
-    timer = setTimeout(() => cancel(coded(grpc.status.DEADLINE_EXCEEDED, `${what} within ${ms} ms`)), ms);
+    clock.clearTimeout(timer);
+    timer = clock.setTimeout(() => cancel(coded(grpc.status.DEADLINE_EXCEEDED, `${what} within ${ms} ms`)), ms);
   };
   const close = (): void => {
-    clearTimeout(timer);
-    clearTimeout(wholeTimer);
+    clock.clearTimeout(timer);
+    clock.clearTimeout(wholeTimer);
     o.signal?.removeEventListener('abort', onAbort);
-    client.close();
+    client?.close();
   };
-  const messages = (call as AsyncIterable<FetchStateImageResponse>)[Symbol.asyncIterator]();
-  const next = async (): Promise<FetchStateImageResponse | null> => {
+  const messages = call.messages[Symbol.asyncIterator]();
+  const next = async (): Promise<StateImageMessage | null> => {
     try {
       const r = await messages.next();
       return r.done === true ? null : r.value;
@@ -99,11 +130,11 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
     arm(o.manifestTimeoutMs, 'no manifest');
     const first = await next();
     if (first === null) throw coded(grpc.status.INVALID_ARGUMENT, 'the state image stream ended before its manifest');
-    files = first.files.map((f) => ({ name: f.name, sizeBytes: fromU64(f.sizeBytes, 'sizeBytes'), sha256: f.sha256 }));
+    files = [...first.files];
     if (o.bytesPerSecondMin !== undefined) {
       const bytes = files.reduce((n, f) => n + f.sizeBytes, 0);
       const ms = Math.ceil(o.idleTimeoutMs + (bytes / o.bytesPerSecondMin) * 1000);
-      wholeTimer = setTimeout(() => cancel(coded(grpc.status.DEADLINE_EXCEEDED, `the image's ${bytes} bytes did not arrive within ${ms} ms (${o.bytesPerSecondMin} bytes/s at least)`)), ms);
+      wholeTimer = clock.setTimeout(() => cancel(coded(grpc.status.DEADLINE_EXCEEDED, `the image's ${bytes} bytes did not arrive within ${ms} ms (${o.bytesPerSecondMin} bytes/s at least)`)), ms);
     }
   } catch (err) {
     call.cancel();
@@ -118,11 +149,11 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
         const m = await next();
         if (m === null) return;
         if (m.files.length > 0) throw coded(grpc.status.INVALID_ARGUMENT, 'a second manifest in a state image stream');
-        if (m.snapshot !== undefined) {
-          out.sentSnapshot = snapshotMetaFromProto(m.snapshot);
+        if (m.snapshot !== null) {
+          out.sentSnapshot = m.snapshot;
           continue;
         }
-        yield { file: m.file, offset: fromU64(m.offset, 'offset'), data: m.data };
+        yield { file: m.file, offset: m.offset, data: m.data };
       }
     } finally {
       call.cancel();

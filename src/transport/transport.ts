@@ -153,6 +153,40 @@ export interface StateImageStream {
   snapshot?(): Promise<SnapshotMeta | null>;
 }
 
+/**
+ * StateImageMessage: one message of a FetchStateImage stream as its reader
+ * sees it (FetchStateImageResponse, decoded): the first holds the manifest
+ * (`files`), the next ones bytes of file number `file` from `offset`; a last
+ * one may hold the sender's snapshot of the same state alone.
+ */
+export interface StateImageMessage {
+  readonly files: readonly StateImageFile[];
+  readonly file: number;
+  readonly offset: number;
+  readonly data: Uint8Array;
+  readonly snapshot: SnapshotMeta | null;
+}
+
+/**
+ * StateImageCall: one FetchStateImage stream as its reader sees it: the
+ * messages in order (iterating throws when the stream fails: an Error with a
+ * numeric gRPC `code`); cancel() ends it (a pending or later read then throws).
+ */
+export interface StateImageCall {
+  readonly messages: AsyncIterable<StateImageMessage>;
+  cancel(): void;
+}
+
+/**
+ * StateImageStreamOpener is the client side of FetchStateImage: it opens the
+ * stream of the image `p` asks for from the peer at `address`. openStateImage
+ * opens a gRPC call by default; a transport that carries FetchStateImage
+ * itself (the simulator's network) offers one.
+ */
+export interface StateImageStreamOpener {
+  openStateImageStream(address: string, p: FetchStateImageParams): StateImageCall;
+}
+
 /** SnapshotChunk is one verified piece of a snapshot archive. */
 export interface SnapshotChunk {
   readonly offset: number;
