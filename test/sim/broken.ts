@@ -1,10 +1,15 @@
 /**
  * Deliberately broken variants of the Raft core, each breaking one rule the
  * paper depends on, run inside the real node (NodeOptions.testOnlyBugs.core,
- * `npm run sim -- --broken-core NAME`). The simulator must catch every one of
- * them (negative controls: a checker that cannot fail is worth nothing).
+ * `npm run sim -- --broken-core NAME`), and of the simulated disk's state
+ * image import (SimStorageOptions.brokenImport, `npm run sim --
+ * --broken-image-import NAME`). The simulator must catch every one of them
+ * (negative controls: a checker that cannot fail is worth nothing).
  */
+import { createHash } from 'node:crypto';
+
 import { RaftNode, type HardState, type RaftBootState, type RaftConfig, type VoteRequest } from '../../src/raft/index.js';
+import type { StateImageChunk, StateImageSource } from '../../src/storage/state-image.js';
 
 /** BrokenCore: a RaftNode subclass the node runs instead of the core. */
 export type BrokenCore = new (config: RaftConfig, boot: RaftBootState) => RaftNode;
@@ -43,4 +48,32 @@ export const BROKEN_CORES: Readonly<Record<string, BrokenCore>> = {
   votesTwice: VotesTwice,
   forgetsVote: ForgetsVote,
   ignoresLogCheck: IgnoresLogCheck,
+};
+
+/** BrokenImageImport: what a broken state image import does to the source it is given before it checks it. */
+export type BrokenImageImport = (source: StateImageSource) => Promise<StateImageSource>;
+
+/**
+ * trustsReceivedBytes checks each file of an image against the SHA-256 of
+ * the bytes it received rather than the manifest's (the chunks read whole
+ * first): a chunk changed on the way is taken as sent.
+ */
+async function trustsReceivedBytes(source: StateImageSource): Promise<StateImageSource> {
+  const chunks: StateImageChunk[] = [];
+  const hashes = source.files.map(() => createHash('sha256'));
+  for await (const c of source.chunks) {
+    chunks.push(c);
+    hashes[c.file]?.update(c.data);
+  }
+  return {
+    files: source.files.map((f, i) => ({ ...f, sha256: (hashes[i] as ReturnType<typeof createHash>).digest() })),
+    chunks: (async function* () {
+      yield* chunks;
+    })(),
+  };
+}
+
+/** BROKEN_IMAGE_IMPORTS: every broken state image import by name. */
+export const BROKEN_IMAGE_IMPORTS: Readonly<Record<string, BrokenImageImport>> = {
+  trustsReceivedBytes,
 };

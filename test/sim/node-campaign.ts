@@ -11,11 +11,12 @@
  *   --bug-appends-before-term-saved                              negative control: a leader's appends leave before its term is durable (src/node testOnlyBugs)
  *   --no-snapshots                                               leave out the snapshot workload (snapshots, compaction, InstallSnapshot, restores: on by default)
  *   --bug-restore-on-one-copy                                    negative control: a restore proposed before a quorum holds its archive (src/node testOnlyBugs)
+ *   --broken-image-import NAME                                   negative control: every disk imports state images a broken way (broken.ts)
  * Exits 1 on any violation; each prints the command that replays it.
  */
 import { availableParallelism } from 'node:os';
 
-import { BROKEN_CORES } from './broken.js';
+import { BROKEN_CORES, BROKEN_IMAGE_IMPORTS } from './broken.js';
 import type { NodeControls } from './node-cluster.js';
 import { JOB_SEEDS, runOnWorkers } from './node-pool.js';
 
@@ -32,13 +33,14 @@ interface Args {
   releaseAnswersOnFailure: boolean;
   appendsBeforeTermSaved: boolean;
   brokenCore?: string;
+  brokenImageImport?: string;
   restoreOnOneCopy: boolean;
   reappliesRetries: boolean;
   snapshots: boolean;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-reapplies-retries]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-reapplies-retries] [--broken-image-import NAME]\n`);
   process.exit(2);
 }
 
@@ -110,6 +112,12 @@ function parseArgs(argv: readonly string[]): Args {
         a.brokenCore = v;
         break;
       }
+      case '--broken-image-import': {
+        const v = argv[++i];
+        if (v === undefined || !(v in BROKEN_IMAGE_IMPORTS)) usage(`--broken-image-import needs one of ${Object.keys(BROKEN_IMAGE_IMPORTS).join(', ')}`);
+        a.brokenImageImport = v;
+        break;
+      }
       case '--real-node':
         break; // accepted for `npm run sim -- --real-node` habits
       case '--help':
@@ -145,6 +153,7 @@ async function main(): Promise<void> {
         }
       : {}),
     ...(args.brokenCore !== undefined ? { brokenCore: args.brokenCore } : {}),
+    ...(args.brokenImageImport !== undefined ? { brokenImageImport: args.brokenImageImport } : {}),
   };
   if (args.seed !== undefined) {
     // Loaded only here: a campaign's main thread runs no seed (its workers load the simulator themselves),
@@ -187,6 +196,12 @@ async function main(): Promise<void> {
     `real node: ${summary.seeds} seeds from ${args.from} on ${workers} worker(s) in ${s.toFixed(2)}s wall, ${cpuS.toFixed(2)}s CPU: ` +
       `${(summary.seeds / s).toFixed(1)} seeds/s, ${(summary.seeds / cpuS).toFixed(1)} seeds per CPU-second (GC included), ` +
       `${summary.steps} timers, ${(summary.virtualMs / 1000).toFixed(0)}s virtual; ${summary.failures.length} violation(s)\n`,
+  );
+  const r = summary.restores;
+  process.stdout.write(
+    `restore entries applied by followers: ${r.imageRestores} from the leader's state image, ${r.imageFallbacks} from their archive copy after the image failed; ` +
+      `${r.archiveRestores} applied from an archive copy in all (leaders, fallbacks, followers that asked none); ` +
+      `${r.imageFlips} image chunks flipped on the way, ${r.imageCrashes} members crashed while asked for an image\n`,
   );
   for (const f of summary.failures) process.stdout.write(`  seed ${f.seed}: ${f.property}  -> ${f.replay}\n`);
   if (summary.failures.length > 0) process.exit(1);

@@ -70,14 +70,14 @@ import { CHUNK_HASH_BYTES } from '../../src/snapshot/archive-sink.js';
 import { MemorySnapshotIo } from '../../src/snapshot/memory-snapshot-io.js';
 import { POISONS, drawState, poisonedArchive, validArchive } from './sim-archives.js';
 import type { CompactionBase, LogBatch, StateBatch } from '../../src/storage/types.js';
-import { BROKEN_CORES } from './broken.js';
+import { BROKEN_CORES, BROKEN_IMAGE_IMPORTS } from './broken.js';
 import { Checkers, PROPERTY, SafetyViolation, entryHash } from './checkers.js';
 import { KvHistory, commandOf, effectOf, HISTORY, type Effect } from './kv-history.js';
 import { SeededRng } from '../harness/rng.js';
 import { NodeClock, SimClock } from './sim-clock.js';
 import { SimNetwork, type NetFaults } from './sim-network.js';
 import { StorageError } from '../../src/storage/storage-error.js';
-import { DiskDamage, SimStorage, type DiskFaults, type DiskObserver } from './sim-storage.js';
+import { DiskDamage, SimStorage, type DiskFaults, type DiskObserver, type SimStorageOptions } from './sim-storage.js';
 import { NO_SNAPSHOT_DISK_FAULTS, SimSnapshotIo, type SnapshotDiskFaults } from './sim-snapshot-io.js';
 import { eachOnItsOwnTurn } from './own-turns.js';
 import { createHash } from 'node:crypto';
@@ -123,6 +123,8 @@ export interface NodeScenario extends NetFaults, DiskFaults, SnapshotDiskFaults 
   readonly loseRestorerChance: number;
   /** maxAppendBytes: entry data per append message (RaftConfig.maxAppendBytes; small: a lagging follower catches up a few entries at a time). */
   readonly maxAppendBytes: number;
+  /** imageCrashChance: the member a follower asks for a state image (the leader, building or serving it) crashes 0-20 ms after the request arrives. */
+  readonly imageCrashChance: number;
 }
 
 /**
@@ -179,6 +181,8 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     poisonChance: 0,
     loseRestorerChance: 0,
     maxAppendBytes: 1 << 20,
+    imageFlipChance: 0,
+    imageCrashChance: 0,
     ...NO_SNAPSHOT_DISK_FAULTS,
   };
   const disky = !calm && r.chance(0.6);
@@ -220,6 +224,12 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     snapPowerLossChance: snapDisky ? d.pick([0, 0.5, 1]) : 0,
     snapCorruptChance: snapDisky ? d.pick([0, 0.05, 0.2]) : 0,
   });
+  // state images on the way (a fork of its own): chunks with a bit flipped, the leader crashing while it builds or sends one
+  const im = new SeededRng(seed).fork('node-scenario/images');
+  Object.assign(s, {
+    imageFlipChance: calm ? 0 : im.pick([0, 0, 0.01, 0.05]),
+    imageCrashChance: calm ? 0 : im.pick([0, 0, 0.1, 0.3]),
+  });
   if (!snapshots) Object.assign(s, { snapshotEntries: 0, lagMeanMs: 0, restoreMeanMs: 0 });
   return { ...s, ...overrides };
 }
@@ -238,6 +248,8 @@ export interface NodeControls {
   readonly nodeBugs?: Omit<TestOnlyBugs, 'core'>;
   /** brokenCore: every node runs this broken core (a name in broken.ts BROKEN_CORES). */
   readonly brokenCore?: string;
+  /** brokenImageImport: every disk imports state images this broken way (a name in broken.ts BROKEN_IMAGE_IMPORTS). */
+  readonly brokenImageImport?: string;
 }
 
 export interface NodeSimStats {
@@ -284,6 +296,17 @@ export interface NodeSimStats {
   restores: number;
   poisonedRefused: number;
   restoresApplied: number;
+  /**
+   * imageRestores: restore entries a follower applied from the leader's state image; imageFallbacks: those a
+   * follower applied from its own archive copy after the image was not taken; archiveRestores: every restore
+   * entry applied from an archive copy (leaders', fallbacks, followers that asked no leader); imageFlips: image
+   * chunks the network delivered with a bit flipped; imageCrashes: members crashed after an image request reached them.
+   */
+  imageRestores: number;
+  imageFallbacks: number;
+  archiveRestores: number;
+  imageFlips: number;
+  imageCrashes: number;
 }
 
 /** SIM_EPOCH_MS: the date virtual time 0 stands for (snapshot createdAt, file mtimes). */
@@ -378,6 +401,11 @@ export class NodeCluster {
     restores: 0,
     poisonedRefused: 0,
     restoresApplied: 0,
+    imageRestores: 0,
+    imageFallbacks: 0,
+    archiveRestores: 0,
+    imageFlips: 0,
+    imageCrashes: 0,
   };
   private readonly rng: SeededRng;
   private readonly faultRng: SeededRng;
@@ -433,6 +461,22 @@ export class NodeCluster {
     this.members = this.ids.map((id) => this.newMember(id, this.membership));
     this.net.onSend = (m) => this.onSend(m);
     this.net.onReply = (m) => this.onReply(m);
+    this.net.onImageRequest = (_from, to) => this.onImageRequest(to);
+  }
+
+  /** onImageRequest: the member asked for a state image (imageCrashChance) crashes while it builds or sends it. */
+  private onImageRequest(to: NodeId): void {
+    const p = this.scenario.imageCrashChance;
+    if (!this.faulting || p <= 0 || !this.faultRng.chance(p)) return;
+    const mb = this.members.find((x) => x.id === to);
+    if (mb === undefined) return;
+    this.clock.at(() => {
+      if (!this.faulting || !mb.up || this.members.filter((x) => !x.up).length >= this.maxDown()) return;
+      this.stats.imageCrashes++;
+      this.log(`${mb.id} crashes while a state image is asked of it`);
+      this.crash(mb);
+      this.clock.at(() => this.restart(mb), this.faultRng.range(1, this.scenario.downMaxMs));
+    }, this.faultRng.range(0, 20));
   }
 
   /** newSnapshotIo: a member's snapshot disk, its wall clock the virtual one (from a fixed date). */
@@ -629,6 +673,7 @@ export class NodeCluster {
       mayFail: (lasting) => this.mayFailDisk(lasting),
       ...(this.controls.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: this.controls.ackBeforePersistMs } : {}),
       ...(this.controls.divergentNode === mb.id ? { flipValues: true } : {}),
+      ...(this.controls.brokenImageImport !== undefined ? { brokenImport: brokenImageImport(this.controls.brokenImageImport) } : {}),
     });
     if (mb.incarnation !== inc || !mb.up) {
       storage.crash(); // crashed while starting
@@ -636,7 +681,7 @@ export class NodeCluster {
     }
     mb.storage = storage;
     const s = this.scenario;
-    const logger = this.logger(mb);
+    const logger = this.logger(mb, inc);
     if (inc === 1) await this.makeDataDir(mb);
     const snapIo = new SimSnapshotIo(mb.snapshotIo, mb.id, s, this.rng.fork(`snapdisk/${mb.id}/${inc}`), (lasting) => this.mayFailDisk(lasting));
     mb.snapIo = snapIo;
@@ -651,6 +696,7 @@ export class NodeCluster {
       receive: (m) => ref.node?.receive(m),
       openSnapshot: (p) => (ref.node !== null ? ref.node.openSnapshot(p) : starting()),
       stageArchive: (p, signal) => (ref.node !== null ? ref.node.stageArchive(p, signal) : starting()),
+      openStateImage: (p, signal) => (ref.node !== null ? ref.node.openStateImage(p, signal) : starting()),
     });
     const node = await Node.start({
       id: mb.id,
@@ -789,7 +835,9 @@ export class NodeCluster {
    * Completeness; an error (a failed node) is a violation, unless it names a
    * fault its disk returned ('sim disk'): then the node stops (onDiskStop).
    */
-  private logger(mb: Member): Logger {
+  private logger(mb: Member, inc: number): Logger {
+    /** current: this incarnation is still up (a crashed one's code may still log as its last awaits fail: not counted). */
+    const current = (): boolean => mb.up && mb.incarnation === inc;
     const trace = (level: string, obj: object, msg?: string): void => {
       if (this.trace !== null) this.log(`${mb.id} ${level} ${msg ?? ''} ${JSON.stringify(obj)}`);
     };
@@ -798,6 +846,10 @@ export class NodeCluster {
       info: (obj, msg) => {
         if (msg === 'snapshot taken') this.stats.snapshots++;
         else if (msg === 'snapshot installed') this.stats.installs++;
+        else if (msg === 'restore applied' && current()) {
+          if ((obj as { via?: string }).via === 'state image') this.stats.imageRestores++;
+          else this.stats.archiveRestores++;
+        }
         if (msg === 'role changed') {
           const o = obj as { role?: string; term?: number };
           const term = o.term ?? 0;
@@ -809,7 +861,10 @@ export class NodeCluster {
         }
         trace('info', obj, msg);
       },
-      warn: (obj, msg) => trace('warn', obj, msg),
+      warn: (obj, msg) => {
+        if (msg?.startsWith("restore: the leader's state image was not taken") === true && current()) this.stats.imageFallbacks++;
+        trace('warn', obj, msg);
+      },
       error: (obj, msg) => {
         trace('error', obj, msg);
         const err = (obj as { err?: unknown }).err;
@@ -1296,11 +1351,19 @@ export class NodeCluster {
     this.stats.virtualMs = this.clock.nowMs();
     this.stats.duplicateEntries = this.history.duplicates;
     this.stats.restoresApplied = this.history.restoresApplied;
+    this.stats.imageFlips = this.net.stats.imageFlips;
     this.faulting = false;
     for (const m of this.members) this.crash(m, false); // ends every incarnation: no timer of this seed runs again
     if (scriptError !== null) throw scriptError;
     return this.violation;
   }
+}
+
+/** brokenImageImport: the broken import of that name (broken.ts). */
+function brokenImageImport(name: string): NonNullable<SimStorageOptions['brokenImport']> {
+  const broken = BROKEN_IMAGE_IMPORTS[name];
+  if (broken === undefined) throw new Error(`unknown broken image import ${name} (known: ${Object.keys(BROKEN_IMAGE_IMPORTS).join(', ')})`);
+  return broken;
 }
 
 /** damaged: a member whose log disk or snapshot disk holds a corrupt record (it may stop or refuse to start: counted toward f). */

@@ -8,6 +8,7 @@
 import { Worker } from 'node:worker_threads';
 
 import type { NodeControls } from './node-cluster.js';
+import { addRestores, noRestores, type RestorePaths } from './restore-paths.js';
 import type { WorkerJob, WorkerResult } from './node-worker.js';
 
 /** JOB_SEEDS: seeds one worker job runs (small: the workers stay evenly busy). */
@@ -29,11 +30,13 @@ export interface PoolTotals {
   seeds: number;
   steps: number;
   virtualMs: number;
+  /** restores: how the restore entries were applied (image, fallback, archive). */
+  restores: RestorePaths;
   failures: WorkerResult['failures'][number][];
 }
 
 export async function runOnWorkers(opts: PoolOptions): Promise<PoolTotals> {
-  const totals: PoolTotals = { seeds: 0, steps: 0, virtualMs: 0, failures: [] };
+  const totals: PoolTotals = { seeds: 0, steps: 0, virtualMs: 0, restores: noRestores(), failures: [] };
   const end = opts.from + opts.count;
   let next = opts.from;
   const runOne = (): Promise<void> =>
@@ -53,6 +56,7 @@ export async function runOnWorkers(opts: PoolOptions): Promise<PoolTotals> {
         totals.seeds += r.seeds;
         totals.steps += r.steps;
         totals.virtualMs += r.virtualMs;
+        addRestores(totals.restores, r.restores);
         for (const f of r.failures) {
           totals.failures.push(f);
           opts.onFailure?.(f);

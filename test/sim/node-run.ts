@@ -5,6 +5,7 @@
  * report speed).
  */
 import type { SafetyViolation } from './checkers.js';
+import { addRestores, noRestores, type RestorePaths } from './restore-paths.js';
 import { NodeCluster, makeNodeScenario, type NodeControls, type NodeScenario, type NodeSimStats } from './node-cluster.js';
 
 export interface NodeRunOptions {
@@ -41,6 +42,7 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
   if (controls.nodeBugs?.restoreOnOneCopy === true) extra += ' --bug-restore-on-one-copy';
   if (controls.nodeBugs?.reappliesRetries === true) extra += ' --bug-reapplies-retries';
   if (controls.brokenCore !== undefined) extra += ` --broken-core ${controls.brokenCore}`;
+  if (controls.brokenImageImport !== undefined) extra += ` --broken-image-import ${controls.brokenImageImport}`;
   return `npm run sim -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
 }
 
@@ -69,6 +71,7 @@ export interface NodeCampaignSummary {
   readonly steps: number;
   readonly virtualMs: number;
   readonly wallMs: number;
+  readonly restores: RestorePaths;
 }
 
 export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCampaignSummary> {
@@ -77,6 +80,7 @@ export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCa
   let steps = 0;
   let virtualMs = 0;
   let seeds = 0;
+  const restores = noRestores();
   for (let seed = opts.from; seed < opts.from + opts.count; seed++) {
     const r = await runNodeSeed(seed, {
       ...(opts.nodes !== undefined ? { nodes: opts.nodes } : {}),
@@ -86,9 +90,10 @@ export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCa
     seeds++;
     steps += r.stats.steps;
     virtualMs += r.stats.virtualMs;
+    addRestores(restores, r.stats);
     if (!r.ok) failures.push(r);
     opts.onResult?.(r);
     if (!r.ok && opts.stopOnFirst === true) break;
   }
-  return { seeds, failures, steps, virtualMs, wallMs: performance.now() - t0 };
+  return { seeds, failures, steps, virtualMs, wallMs: performance.now() - t0, restores };
 }

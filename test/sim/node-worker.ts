@@ -8,6 +8,7 @@ import { parentPort } from 'node:worker_threads';
 
 import type { NodeControls } from './node-cluster.js';
 import { runNodeCampaign } from './node-run.js';
+import type { RestorePaths } from './restore-paths.js';
 
 /** WorkerJob: one range of seeds. */
 export interface WorkerJob {
@@ -22,6 +23,7 @@ export interface WorkerResult {
   readonly seeds: number;
   readonly steps: number;
   readonly virtualMs: number;
+  readonly restores: RestorePaths;
   readonly failures: readonly { readonly seed: number; readonly property: string; readonly message: string; readonly replay: string }[];
 }
 
@@ -33,6 +35,7 @@ port.on('message', (job: WorkerJob) => {
       seeds: s.seeds,
       steps: s.steps,
       virtualMs: s.virtualMs,
+      restores: s.restores,
       failures: s.failures.map((f) => ({ seed: f.seed, property: f.violation?.property ?? '', message: f.message ?? '', replay: f.replay })),
     };
     port.postMessage(result);

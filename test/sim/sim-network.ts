@@ -11,7 +11,13 @@
  * It carries the snapshot plane too, as GrpcTransport's peers do: FetchSnapshot
  * streams (openSnapshotStream: each chunk one hop of virtual time, lost to a
  * cut or a drop, which ends the stream as a broken connection does; the
- * stream dies with either end's incarnation) and StageArchive calls.
+ * stream dies with either end's incarnation), StageArchive calls and
+ * FetchStateImage streams (openStateImageStream: the request a hop, the
+ * manifest and each chunk a hop each, any of them lost to a cut or a drop,
+ * which ends the stream with UNAVAILABLE, as does either end going down,
+ * even while the leader is still building the image; now and then a chunk
+ * arrives with one bit flipped, imageFlipChance, which the receiver's
+ * SHA-256 check must refuse).
  */
 import type { MessageSender } from '../../src/node/node.js';
 import type { Message, NodeId } from '../../src/raft/types.js';
@@ -23,6 +29,10 @@ import {
   type RaftRequestHandler,
   type SnapshotChunk,
   type StageArchiveParams,
+  type FetchStateImageParams,
+  type StateImageCall,
+  type StateImageMessage,
+  type StateImageStream,
 } from '../../src/transport/transport.js';
 import type { SeededRng } from '../harness/rng.js';
 import type { SimClock } from './sim-clock.js';
@@ -35,6 +45,8 @@ export interface NetFaults {
   readonly dupChance: number;
   readonly reorderChance: number;
   readonly reorderMaxMs: number;
+  /** imageFlipChance: per state image chunk, the chance it arrives with one bit flipped (while faulty). */
+  readonly imageFlipChance: number;
 }
 
 export interface NetStats {
@@ -42,6 +54,8 @@ export interface NetStats {
   delivered: number;
   dropped: number;
   duplicated: number;
+  /** imageFlips: state image chunks delivered with a bit flipped. */
+  imageFlips: number;
 }
 
 interface Endpoint {
@@ -55,6 +69,20 @@ interface OpenStream {
   readonly to: NodeId;
   closed: boolean;
   server: AsyncIterator<SnapshotChunk> | null;
+}
+
+/** OpenImage: a FetchStateImage stream under way; end() fails it at once (its reader's pending read too). */
+interface OpenImage {
+  readonly from: NodeId;
+  readonly to: NodeId;
+  closed: boolean;
+  /** abort: the server's signal (the caller went away). */
+  readonly abort: AbortController;
+  /** dead: rejects with the reason the stream ended (never unhandled). */
+  readonly dead: Promise<never>;
+  end(reason: Error): void;
+  image: StateImageStream | null;
+  chunks: AsyncIterator<unknown> | null;
 }
 
 /** coded: an Error with a gRPC status code, as the transports reject. */
@@ -73,8 +101,11 @@ export class SimNetwork {
   private readonly streams = new Set<OpenStream>();
   /** calls: StageArchive calls under way; either end going down ends them (the caller's end aborts the handler, as a dropped connection cancels a gRPC call). */
   private readonly calls = new Set<{ readonly from: NodeId; readonly to: NodeId; end(): void }>();
+  private readonly images = new Set<OpenImage>();
   private faulty = true;
-  readonly stats: NetStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0 };
+  readonly stats: NetStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, imageFlips: 0 };
+  /** onImageRequest: a FetchStateImage request reached `to` (the cluster may crash it meanwhile: a leader building or serving the image). */
+  onImageRequest: ((from: NodeId, to: NodeId) => void) | null = null;
   /** onSend: sees every message a node sends (the checkers' leader-message sensor). */
   onSend: ((m: Message) => void) | null = null;
   /** onReply: sees every answer a node gives (a vote granted, an append acknowledged) as it leaves. */
@@ -102,6 +133,7 @@ export class SimNetwork {
       },
       openSnapshotStream: (address: string, p: FetchSnapshotParams) => this.openStream(id, idOf(address), p),
       stageArchive: (p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal) => this.stage(id, p, timeoutMs, signal),
+      openStateImageStream: (address: string, p: FetchStateImageParams) => this.openImage(id, idOf(address), p),
     };
   }
 
@@ -110,6 +142,7 @@ export class SimNetwork {
     this.endpoints.delete(id);
     for (const st of [...this.streams]) if (st.from === id || st.to === id) this.closeStream(st);
     for (const c of [...this.calls]) if (c.from === id || c.to === id) c.end();
+    for (const im of [...this.images]) if (im.from === id || im.to === id) im.end(coded(14, `sim: the state image stream ${im.to} -> ${im.from} died with ${id}`));
   }
 
   private closeStream(st: OpenStream): void {
@@ -162,6 +195,97 @@ export class SimNetwork {
       }
     } finally {
       this.closeStream(st);
+    }
+  }
+
+  /**
+   * openImage: a FetchStateImage stream from `to` to `from` (see the file
+   * comment); cancel() ends it with CANCELLED, and the server's handler is
+   * told (its signal aborts, its image is closed).
+   */
+  private openImage(from: NodeId, to: NodeId, p: FetchStateImageParams): StateImageCall {
+    let end: (reason: Error) => void = () => undefined;
+    const dead = new Promise<never>((_, reject) => (end = reject));
+    dead.catch(() => undefined);
+    const im: OpenImage = {
+      from,
+      to,
+      closed: false,
+      abort: new AbortController(),
+      dead,
+      end: (reason) => {
+        if (im.closed) return;
+        im.closed = true;
+        this.images.delete(im);
+        end(reason);
+        im.abort.abort();
+        void im.chunks?.return?.(undefined)?.catch(() => undefined);
+        im.image?.close?.();
+      },
+      image: null,
+      chunks: null,
+    };
+    this.images.add(im);
+    return { messages: this.imageMessages(im, p), cancel: () => im.end(coded(1, 'sim: the state image stream was cancelled')) };
+  }
+
+  /** imageMessages: the messages of stream `im` as they arrive at its reader (see openImage). */
+  private async *imageMessages(im: OpenImage, p: FetchStateImageParams): AsyncGenerator<StateImageMessage> {
+    const { from, to } = im;
+    const cut = (what: string): Error => coded(14, `sim: the state image stream from ${to} was cut (${what})`);
+    const wait = <T>(x: Promise<T>): Promise<T> => Promise.race([x, im.dead]);
+    const empty = new Uint8Array(0);
+    try {
+      await wait(this.hop());
+      const ep = this.endpoints.get(to);
+      if (ep === undefined || ep.handler.openStateImage === undefined) throw coded(14, `sim: ${to} is down`);
+      if (!this.passes(from, to)) throw cut('request lost');
+      this.onImageRequest?.(from, to);
+      const incarnation = ep.incarnation;
+      const opened = ep.handler.openStateImage(p, im.abort.signal).then((image) => {
+        if (im.closed) image.close?.();
+        else im.image = image;
+        return image;
+      });
+      let image: StateImageStream;
+      try {
+        image = await wait(opened);
+      } catch (e) {
+        if (im.closed) throw e;
+        await wait(this.hop()); // the refusal travels back
+        throw e;
+      }
+      /** arrive: one message's hop back to the reader. */
+      const arrive = async (what: string): Promise<void> => {
+        await wait(this.hop());
+        if (this.endpoints.get(to)?.incarnation !== incarnation) throw cut('the server went down');
+        if (!this.passes(to, from)) throw cut(`${what} lost`);
+        this.stats.delivered++;
+      };
+      await arrive('the manifest');
+      yield { files: image.files, file: 0, offset: 0, data: empty, snapshot: null };
+      const it = image.chunks[Symbol.asyncIterator]();
+      im.chunks = it;
+      for (;;) {
+        const next = await wait(it.next());
+        if (next.done === true) break;
+        await arrive('a chunk');
+        let data = next.value.data;
+        if (this.faulty && this.rng.chance(this.faults.imageFlipChance)) {
+          data = Uint8Array.from(data);
+          const at = this.rng.nextInt(data.length);
+          data[at] = (data[at] as number) ^ (1 << this.rng.nextInt(8));
+          this.stats.imageFlips++;
+        }
+        yield { files: [], file: next.value.file, offset: next.value.offset, data, snapshot: null };
+      }
+      const snapshot = (await wait(image.snapshot?.() ?? Promise.resolve(null))) ?? null;
+      if (snapshot !== null) {
+        await arrive('the snapshot');
+        yield { files: [], file: 0, offset: 0, data: empty, snapshot };
+      }
+    } finally {
+      im.end(coded(1, 'sim: the state image stream ended'));
     }
   }
 

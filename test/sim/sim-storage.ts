@@ -30,6 +30,14 @@
  *   so every read of that record (load, get, getMany, range, snapshotState,
  *   stateDigest) rejects with StorageError `corrupt` and the bytes never
  *   reach the node. The checkers' state hash reads the record as written.
+ * - state images (sim-state-image.ts; RocksStorage's in state-image.ts): an
+ *   install with exportImage exports the built state (kept by this
+ *   incarnation only, as RocksStorage drops its images at open; on a faulty
+ *   disk an export now and then fails: no image, the install stands); an
+ *   import checks every name, size and SHA-256, the applied index and the
+ *   membership, then commits as an install does (atomically: a crash or a
+ *   refusal before the swap leaves the old state whole), or fails with EIO /
+ *   ENOSPC before its commit.
  * Faults are injected only when `mayFail()` allows (the cluster keeps a
  * quorum of healthy disks); `injected` says what this incarnation's disk
  * did, so the cluster can tell a node stopping on a disk error it was given
@@ -50,7 +58,12 @@ import type {
   StateBatch,
   StateSnapshotReader,
 } from '../../src/storage/types.js';
+import type { HeldStateImage } from '../../src/storage/types.js';
+import type { StateImageSource } from '../../src/storage/state-image.js';
+import { checkInstallMeta } from '../../src/storage/state-transfer.js';
+import { sameMembership } from '../../src/raft/membership.js';
 import type { SeededRng } from '../harness/rng.js';
+import { exportSimImage, receiveSimImage, simImageChunks, type SimImage } from './sim-state-image.js';
 import type { NodeClock } from './sim-clock.js';
 import { StorageError } from '../../src/storage/storage-error.js';
 import { keyString } from '../../src/storage/key-string.js';
@@ -126,7 +139,12 @@ export interface SimStorageOptions {
   /** flipValues: every value this disk stores has its last byte flipped (a state that diverges). Test-only. */
   readonly flipValues?: boolean;
   readonly ackBeforePersistMs?: number;
+  /** brokenImport: what a broken import does to the source it is given before checking it (broken.ts; a negative control). Test-only. */
+  readonly brokenImport?: (source: StateImageSource) => Promise<StateImageSource>;
 }
+
+/** EXPORT_FAIL_CHANCE: on a disk that fails writes at all, the chance an image export fails (the install stands, no image). */
+const EXPORT_FAIL_CHANCE = 0.05;
 
 const never = <T>(): Promise<T> => new Promise<T>(() => undefined);
 const EMPTY: HardState = { term: 0, vote: '', commit: 0 };
@@ -178,6 +196,8 @@ export class SimStorage implements NodeStorage {
   injected = '';
   private readonly faults: DiskFaults;
   private readonly damage: DiskDamage;
+  /** image: the state image the last exporting install made, with the reads of it in progress (this incarnation's only). */
+  private image: { readonly img: SimImage; refs: number; dropped: boolean } | null = null;
 
   private constructor(
     private readonly inner: MemoryStorage,
@@ -199,6 +219,7 @@ export class SimStorage implements NodeStorage {
    */
   crash(): CrashOutcome {
     this.alive = false;
+    this.image = null; // never kept across a restart
     void this.inner.close();
     this.tear();
     const stateLost = this.losePower();
@@ -504,13 +525,84 @@ export class SimStorage implements NodeStorage {
     };
   }
 
-  async installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void> {
+  async installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta, options?: { readonly exportImage?: boolean }): Promise<void> {
     if (!this.alive) return never();
     const before = this.inner.appliedIndex();
     await this.inner.installState(source, meta);
-    this.stateUndo = []; // an install is synced (and replaced the map the undo entries refer to)
+    if (!this.alive) return never();
+    if (options?.exportImage === true) {
+      const d = this.dir;
+      const failed = this.faults.writeErrorChance > 0 && this.opts.rng?.chance(EXPORT_FAIL_CHANCE) === true;
+      // the new image replaces the kept one (RocksStorage: dropStateImage, then the new one)
+      this.dropStateImage();
+      if (!failed && d.membership !== null) this.image = { img: exportSimImage(d.kv, d.applied, d.membership, `${d.name}/images/image-${d.installs}`), refs: 0, dropped: false };
+    }
+    this.installed(before);
+  }
+
+  /** installed: after an install or import: synced (the undo entries refer to the replaced map), the checkers told, the state's hash reported. */
+  private installed(before: number): void {
+    this.stateUndo = [];
     this.sum = null;
-    if (this.alive) this.opts.observer.onInstall(before, this.inner.appliedIndex());
+    this.opts.observer.onInstall(before, this.inner.appliedIndex());
+    this.reportHash();
+  }
+
+  /**
+   * importStateImage: another member's image as this state (see the file
+   * comment): the source verified and decoded, its applied index and
+   * membership checked against `meta`, then committed as an install.
+   * Errors: StorageError `invalidArgument`, `corrupt` (the old state kept
+   * whole), `io` (EIO / ENOSPC before the commit).
+   */
+  async importStateImage(source: StateImageSource, meta: InstallMeta): Promise<void> {
+    if (!this.alive) return never();
+    const path = this.dir.name;
+    const checked = checkInstallMeta(meta, path);
+    const before = this.inner.appliedIndex();
+    const broken = this.opts.brokenImport;
+    const fault = (): void => {
+      const f = this.writeFault('state image import');
+      if (f !== null) throw f.err;
+    };
+    // Received and checked inside the install (in line with writes, as RocksStorage's import); a throw keeps the old state.
+    async function* records(): AsyncGenerator<readonly KeyValue[], void, undefined> {
+      const got = await receiveSimImage(broken !== undefined ? await broken(source) : source, path);
+      if (got.appliedIndex !== checked.appliedIndex) {
+        throw new StorageError('corrupt', `state image for ${path}: applied index ${got.appliedIndex}, not ${checked.appliedIndex}`, { path });
+      }
+      if (!sameMembership(got.membership, checked.membership)) throw new StorageError('corrupt', `state image for ${path}: its membership is not the one as of ${checked.appliedIndex}`, { path });
+      fault();
+      yield got.records;
+    }
+    await this.inner.installState(records(), checked);
+    if (!this.alive) return never();
+    this.installed(before);
+  }
+
+  /** stateImage: the image of the state at `appliedIndex` the last exporting install made, pinned until release(); null when none. */
+  stateImage(appliedIndex: number): HeldStateImage | null {
+    const held = this.image;
+    if (!this.alive || held === null || held.dropped || held.img.image.appliedIndex !== appliedIndex) return null;
+    held.refs++;
+    let released = false;
+    return {
+      image: held.img.image,
+      chunks: () => simImageChunks(held.img),
+      release: () => {
+        if (released) return;
+        released = true;
+        held.refs--;
+      },
+    };
+  }
+
+  /** dropStateImage: the kept image is no longer served (reads in progress finish). */
+  dropStateImage(): void {
+    const held = this.image;
+    if (held === null) return;
+    this.image = null;
+    held.dropped = true;
   }
 
   async stateDigest(): Promise<string> {

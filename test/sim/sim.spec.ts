@@ -103,6 +103,23 @@ describe('sim negative controls: broken Raft cores inside the real node are caug
   }
 });
 
+describe('sim negative controls: a broken state image import (broken.ts) is caught', function () {
+  this.timeout(120_000);
+
+  it('an import that checks each file against the hash of the bytes it received, not the manifest\'s, takes a chunk flipped on the way: caught as a State Digest violation within 30 seeds; the seed replays it and passes without the bug', async () => {
+    const controls = { brokenImageImport: 'trustsReceivedBytes' };
+    const summary = await runNodeCampaign({ from: 1, count: 30, controls, stopOnFirst: true });
+    const first = summary.failures[0];
+    assert.equal(first?.violation?.property, 'State Digest', first?.message ?? `no violation in ${summary.seeds} seeds`);
+    assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed ${first.seed} --nodes ${first.nodes} --broken-image-import trustsReceivedBytes --verbose`));
+    const again = await runNodeSeed(first.seed, { nodes: first.nodes, controls });
+    assert.equal(again.violation?.message, first.violation?.message, 'the seed does not replay its violation');
+    const fixed = await runNodeSeed(first.seed, { nodes: first.nodes });
+    assert.ok(fixed.ok, fixed.message);
+    assert.ok(fixed.stats.imageFlips > 0 && fixed.stats.imageFallbacks > 0, `a flipped chunk was refused and the follower fell back: ${JSON.stringify(fixed.stats)}`);
+  });
+});
+
 describe('sim negative controls: driver and state machine bugs inside the real node are caught', function () {
   this.timeout(120_000);
 
