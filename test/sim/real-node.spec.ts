@@ -16,7 +16,18 @@
  */
 import assert from 'node:assert/strict';
 
-import { runNodeCampaign, runNodeSeed } from './node-run.js';
+import type { NodeSimStats } from './node-cluster.js';
+import { runNodeCampaign, runNodeSeed, type NodeRunOptions } from './node-run.js';
+
+/** passingTotals runs seeds 1..seeds with `options` (each must pass) and adds each key of `total` from their stats. */
+async function passingTotals<K extends keyof NodeSimStats>(seeds: number, options: NodeRunOptions, total: Record<K, number>): Promise<Record<K, number>> {
+  for (let seed = 1; seed <= seeds; seed++) {
+    const r = await runNodeSeed(seed, options);
+    assert.ok(r.ok, r.message);
+    for (const k of Object.keys(total) as K[]) total[k] += r.stats[k];
+  }
+  return total;
+}
 
 describe('sim on the real node', function () {
   this.timeout(300_000);
@@ -43,36 +54,21 @@ describe('sim on the real node', function () {
 
   it('a faulty disk (EIO, ENOSPC, torn writes, power loss, corrupt records) stops nodes as allowed, and no checker sees a wrong value or a lost write', async () => {
     const scenario = { writeErrorChance: 0.002, enospcChance: 0.001, syncMaxMs: 3, powerLossChance: 1, writebackMs: 500, corruptChance: 0.3, crashMeanMs: 300 };
-    const total = { diskFaults: 0, corruptions: 0, deadDisks: 0, powerLosses: 0, acked: 0 };
-    for (let seed = 1; seed <= 10; seed++) {
-      const r = await runNodeSeed(seed, { scenario });
-      assert.ok(r.ok, r.message);
-      for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r.stats[k];
-    }
+    const total = await passingTotals(10, { scenario }, { diskFaults: 0, corruptions: 0, deadDisks: 0, powerLosses: 0, acked: 0 });
     assert.ok(total.diskFaults > 0 && total.corruptions > 0 && total.deadDisks > 0 && total.powerLosses > 0, JSON.stringify(total));
     assert.ok(total.acked > 100, JSON.stringify(total));
   });
 
   it('membership changes (learners join, are promoted, voters and leaders are removed) and retried writes with request ids: each applied once, no violation', async () => {
     const scenario = { memberChangeMeanMs: 300, sessionChance: 1 };
-    const total = { joined: 0, promoted: 0, removed: 0, leaderRemovals: 0, retries: 0, deduped: 0, acked: 0 };
-    for (let seed = 1; seed <= 10; seed++) {
-      const r = await runNodeSeed(seed, { scenario });
-      assert.ok(r.ok, r.message);
-      for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r.stats[k];
-    }
+    const total = await passingTotals(10, { scenario }, { joined: 0, promoted: 0, removed: 0, leaderRemovals: 0, retries: 0, deduped: 0, acked: 0 });
     assert.ok(total.joined > 0 && total.promoted > 0 && total.removed > 0 && total.leaderRemovals > 0, JSON.stringify(total));
     assert.ok(total.retries > 0 && total.deduped > 0, JSON.stringify(total));
   });
 
   it('snapshots, compaction, InstallSnapshot to a lagging follower and restores (valid ones applied with the archive\'s state, poisoned ones refused with nothing proposed) run inside the sim: no violation', async () => {
     const scenario = { snapshotEntries: 10, trailingEntries: 2, lagMeanMs: 500, lagDownMs: 700, restoreMeanMs: 400, poisonChance: 0.5 };
-    const total = { snapshots: 0, installs: 0, lags: 0, restores: 0, restoresApplied: 0, poisonedRefused: 0, acked: 0 };
-    for (let seed = 1; seed <= 6; seed++) {
-      const r = await runNodeSeed(seed, { scenario, controls: { snapshots: true } });
-      assert.ok(r.ok, r.message);
-      for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r.stats[k];
-    }
+    const total = await passingTotals(6, { scenario, controls: { snapshots: true } }, { snapshots: 0, installs: 0, lags: 0, restores: 0, restoresApplied: 0, poisonedRefused: 0, acked: 0 });
     assert.ok(total.snapshots > 20 && total.installs > 0 && total.lags > 0, JSON.stringify(total));
     assert.ok(total.restores > 0 && total.restoresApplied >= total.restores && total.poisonedRefused > 0, JSON.stringify(total));
     // and with snapshots, fetches and restores a seed still replays exactly
@@ -89,23 +85,12 @@ describe('sim on the real node', function () {
 
   it('state images (issue 15) inside the sim: followers take the leader\'s image of a restore over the sim network, and fall back to their archive copy when a chunk is flipped or lost, the stream is cut or the leader crashes while building or sending it: no violation', async () => {
     const scenario = { snapshotEntries: 10, restoreMeanMs: 300, poisonChance: 0.2, imageFlipChance: 0.05, imageCrashChance: 0.3 };
-    const total = { restoresApplied: 0, imageRestores: 0, imageFallbacks: 0, imageFlips: 0, imageCrashes: 0 };
-    for (let seed = 1; seed <= 8; seed++) {
-      const r = await runNodeSeed(seed, { scenario });
-      assert.ok(r.ok, r.message);
-      for (const k of Object.keys(total) as (keyof typeof total)[]) total[k] += r.stats[k];
-    }
+    const total = await passingTotals(8, { scenario }, { restoresApplied: 0, imageRestores: 0, imageFallbacks: 0, imageFlips: 0, imageCrashes: 0 });
     assert.ok(total.imageRestores > 0 && total.imageFallbacks > 0 && total.imageFlips > 0 && total.imageCrashes > 0, JSON.stringify(total));
     // On a calm network (no drops, partitions, crashes, flips, no restorer lost) followers take the image, but for
     // a restore followed by another before they applied it: the leader keeps the image of its last restore only.
     const calm = { snapshotEntries: 10, restoreMeanMs: 800, poisonChance: 0, loseRestorerChance: 0, dropChance: 0, partitionMeanMs: 0, crashMeanMs: 0, crashAfterReplyChance: 0, lagMeanMs: 0, memberChangeMeanMs: 0, imageFlipChance: 0, imageCrashChance: 0, writeErrorChance: 0, enospcChance: 0, corruptChance: 0, snapErrorChance: 0, snapEnospcChance: 0, snapCorruptChance: 0 };
-    const healthy = { imageRestores: 0, imageFallbacks: 0 };
-    for (let seed = 1; seed <= 4; seed++) {
-      const r = await runNodeSeed(seed, { scenario: calm });
-      assert.ok(r.ok, r.message);
-      healthy.imageRestores += r.stats.imageRestores;
-      healthy.imageFallbacks += r.stats.imageFallbacks;
-    }
+    const healthy = await passingTotals(4, { scenario: calm }, { imageRestores: 0, imageFallbacks: 0 });
     assert.ok(healthy.imageRestores > 20 && healthy.imageRestores >= 10 * healthy.imageFallbacks, JSON.stringify(healthy));
   });
 
