@@ -53,7 +53,8 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
     await writeCa(dir);
     for (const id of [...IDS, 'n9']) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
     await writeCa(evilDir);
-    await writeNodeCert(evilDir, 'n1', { ips: ['127.0.0.1'] });
+    // Another CA's certificates for every member (a test may pick whichever is not the leader).
+    for (const id of IDS) await writeNodeCert(evilDir, id, { ips: ['127.0.0.1'] });
     const ca = caFiles(dir).caFile;
     const apis: ApiServer[] = [];
     for (const id of IDS) {
