@@ -13,6 +13,7 @@ import { StorageError } from '../../../src/storage/storage-error.js';
 import { readStateImageChunks, type StateImage, type StateImageChunk, type StateImageSource } from '../../../src/storage/state-image.js';
 import type { KeyValue } from '../../../src/storage/types.js';
 import { tmpfsUnderTemp, run, unmountTmpfs } from '../../harness/tmpfs.js';
+import { until } from '../../harness/until.js';
 import { rejectsWith } from './helpers.js';
 
 const membership = { voters: ['n1', 'n2'], learners: [], addresses: { n1: '127.0.0.1:7001', n2: '127.0.0.1:7002' } };
@@ -157,8 +158,8 @@ describe('RocksStorage state images', function () {
     assert.equal(leader.stateImage(7), null);
     assert.ok((await readdir(join(dir, 'leader', 'images'))).length === 1, 'kept while read');
     image.release();
-    await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(await readdir(join(dir, 'leader', 'images')), []);
+    // The release removes the files in the background: wait for it (bounded), do not guess how long it takes.
+    await until('the released image removed', 10_000, async () => ((await readdir(join(dir, 'leader', 'images'))).length === 0 ? true : undefined));
     await leader.installState(records(100, 'again'), { appliedIndex: 9, membership }, { exportImage: true });
     await leader.close();
     leader = await RocksStorage.open(join(dir, 'leader'));
