@@ -1625,6 +1625,17 @@ export class Node {
     if (address === '') return false;
     const startedMs = this.clock.nowMs();
     let opened: OpenedStateImage | null = null;
+    // The image is asked of `leader` because it leads: once it no longer does (a new term, this node elected), no
+    // image is coming from it and the wait for its manifest (up to IMAGE_BUILD_WAIT_MS, while a leader builds one)
+    // would hold this node's applies, a new leader's included. Simulator seed 1171393: a follower asked its leader
+    // of term 4, which lost leadership while its own apply of the entry waited; the answer was lost, and the
+    // follower, elected in term 5, applied nothing for the rest of the seed (4 s after healing).
+    const asking = new AbortController();
+    const onStop = (): void => asking.abort();
+    this.stopAbort.signal.addEventListener('abort', onStop, { once: true });
+    const watch = this.clock.setInterval(() => {
+      if (this.raft.brief().leader !== leader) asking.abort();
+    }, this.timings.tickMs);
     try {
       opened = await openStateImage({
         selfId: this.id,
@@ -1637,8 +1648,10 @@ export class Node {
         manifestTimeoutMs: IMAGE_BUILD_WAIT_MS + 10_000,
         idleTimeoutMs: IMAGE_IDLE_MS,
         bytesPerSecondMin: IMAGE_BYTES_PER_SECOND_MIN,
-        signal: this.stopAbort.signal,
+        signal: asking.signal,
       });
+      // The manifest came: the stream is bounded by its own idle and whole-image timeouts from here, whoever leads.
+      this.clock.clearTimeout(watch);
       const manifestMs = this.clock.nowMs() - startedMs;
       await this.fsm.importImage(opened, { appliedIndex: index, membership: this.raft.membershipAt(index) }, { reserveBytes: this.disk?.minFreeBytes ?? 0 });
       const bytes = opened.files.reduce((n, f) => n + f.sizeBytes, 0);
@@ -1660,6 +1673,9 @@ export class Node {
       this.snapshotStats.imageFallbacks++;
       this.log.warn({ index, from: leader, err: (err as Error).message }, 'restore: the leader\'s state image was not taken; installing from this node\'s copy of the archive');
       return false;
+    } finally {
+      this.clock.clearTimeout(watch);
+      this.stopAbort.signal.removeEventListener('abort', onStop);
     }
   }
 
