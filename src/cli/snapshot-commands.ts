@@ -657,12 +657,7 @@ async function listDestination(url: string, settings: S3Settings, json: boolean)
     d = await s3.S3Destination.open(url, settings);
     const dest = d;
     const objects = await dest.list();
-    const rows = await Promise.all(
-      objects.slice(0, 1000).map(async (o) => {
-        const h = await dest.head(o.key).catch(() => null);
-        return { ...o, sha256: h?.sha256 ?? '', index: Number(h?.metadata['snapcoord-index'] ?? 0) };
-      }),
-    );
+    const rows = await dest.describe(objects.slice(0, 1000));
     if (json) {
       jsonOut(rows.map((o) => ({ url: o.url, key: o.key, sizeBytes: o.sizeBytes, lastModified: o.lastModified, createdAt: new Date(o.createdAtMs).toISOString(), index: o.index, digest: o.sha256 })));
       return;

@@ -196,6 +196,12 @@ export interface ArchiveObjectMeta {
 }
 
 /** RemoteSnapshot: one archive in the bucket. */
+/** DescribedSnapshot: a listed object with its recorded SHA-256 ('' when none) and Raft index (0 when none). */
+export interface DescribedSnapshot extends RemoteSnapshot {
+  readonly sha256: string;
+  readonly index: number;
+}
+
 export interface RemoteSnapshot {
   readonly key: string;
   /** name: the key without the prefix. */
@@ -401,6 +407,27 @@ export class S3Destination {
       throw classify(err, 'list', this.url());
     }
     return out.sort((a, b) => b.createdAtMs - a.createdAtMs);
+  }
+
+  /**
+   * describe heads each of `objects` (from list()) for its recorded SHA-256
+   * and index, in their order.
+   * An object gone since it was listed (retention, another client) is left
+   * out, not shown as unverifiable; any other failure of a head is thrown.
+   */
+  async describe(objects: readonly RemoteSnapshot[]): Promise<DescribedSnapshot[]> {
+    const rows = await Promise.all(
+      objects.map(async (o): Promise<DescribedSnapshot | null> => {
+        try {
+          const h = await this.head(o.key);
+          return { ...o, sha256: h.sha256, index: Number(h.metadata['snapcoord-index'] ?? 0) || 0 };
+        } catch (err) {
+          if (err instanceof S3Error && err.code === 'notFound') return null;
+          throw err;
+        }
+      }),
+    );
+    return rows.filter((r): r is DescribedSnapshot => r !== null);
   }
 
   /**

@@ -123,6 +123,26 @@ describe('agent: S3 destination (s3rver)', function () {
     }
   });
 
+  it('describe: each listed object with its SHA-256 and index; one removed since the listing is left out, not shown unverifiable', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/described/`, settings);
+    try {
+      const a = randomBytes(1000);
+      const b = randomBytes(2000);
+      await d.upload('a.snapshot', () => Readable.from([a]), { ...meta(a), index: 11 });
+      await d.upload('b.snapshot', () => Readable.from([b]), { ...meta(b), index: 12 });
+      const listed = await d.list();
+      assert.equal(listed.length, 2);
+      const all = await d.describe(listed);
+      assert.deepEqual(all.map((o) => [o.name, o.sha256, o.index]).sort(), [['a.snapshot', sha(a), 11], ['b.snapshot', sha(b), 12]]);
+      // Retention (or another client) removes one between the listing and the heads.
+      await d.remove('described/a.snapshot');
+      const left = await d.describe(listed);
+      assert.deepEqual(left.map((o) => [o.name, o.sha256, o.index]), [['b.snapshot', sha(b), 12]]);
+    } finally {
+      d.close();
+    }
+  });
+
   it('a bucket that refuses writes: a clear accessDenied error, not retried, nothing written', async () => {
     const d = await S3Destination.open(`s3://${BUCKET}/ro/`, settings);
     try {
