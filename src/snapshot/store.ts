@@ -1115,7 +1115,17 @@ export class SnapshotStore {
             // An earlier attempt may have renamed it into place and failed before the fsync of the store directory
             // (simulator seed 730483: then a log reset to it was persisted, and a power loss took its entry back).
             await fsyncDir(this.dir, this.io);
-            return existing;
+            // The stored copy's recorded SHA-256 is no proof of its bytes now: a disk may have damaged them since
+            // (a node fetches a snapshot it holds when its own copy no longer verifies). The bytes just written take
+            // its place, file by file, with their own meta.json (a digest only claimed by a sender stays marked
+            // unverified: the install hashes it as it reads). Each rename replaces one file atomically and both
+            // copies name the same bytes, so a crash between them leaves a snapshot that opens, and a reader holding
+            // the old file keeps reading it (simulator seed 1173062: a refetch returned the damaged stored copy,
+            // dropped the bytes just received, and the install failed on the gzip check).
+            const existingDir = join(this.dir, id);
+            for (const f of [ARCHIVE_FILE, CHUNKS_FILE, STORED_META_FILE]) await this.io.rename(join(tmpDir, f), join(existingDir, f));
+            await fsyncDir(existingDir, this.io);
+            return this.describe(id, storedMeta);
           }
           if (bump > SAME_ID_ARCHIVES_MAX) {
             throw new SnapshotStoreError('already-exists', `${SAME_ID_ARCHIVES_MAX} different snapshots like ${id} are already stored`, { path: join(this.dir, id) });

@@ -183,3 +183,34 @@ describe('SnapshotStore: a snapshot another attempt renamed into place without t
     assert.deepEqual((await follower.list()).map((x) => x.archiveSha256), [s.archiveSha256], 'the snapshot survives the power loss');
   });
 });
+
+describe('SnapshotStore: a snapshot received again while the stored copy was damaged (simulator seed 1173062)', () => {
+  for (const deferWholeDigest of [false, true]) {
+    it(`the bytes just received take the damaged copy's place${deferWholeDigest ? ' (whole digest only claimed by the sender: hashed on the next open)' : ''}`, async () => {
+      const io = new MemorySnapshotIo();
+      const { s, follower } = await leaderAndFollower(io);
+      const receive = (): Promise<StoredSnapshot> =>
+        follower.receiveArchive(
+          { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 42, term: 3 },
+          async (sink) => {
+            for await (const c of readChunks(s.path, 0, CHUNK_HASH_BYTES, undefined, io)) await sink.writeChunk(c.data, c.sha256);
+          },
+          { maxBytes: 1 << 20, deferWholeDigest },
+        );
+      const first = await receive();
+      (await follower.open(first.id)).release();
+      // The disk flips a bit of the stored archive; its recorded hashes still name the good bytes.
+      io.flipBit(first.path, Math.floor(first.archiveBytes / 2), 3);
+      await assert.rejects(follower.verify(first.id), /SHA-256|hash/);
+      const again = await receive();
+      assert.equal(again.id, first.id, 'the same snapshot');
+      assert.equal(again.archiveSha256, s.archiveSha256);
+      await follower.verify(again.id); // before: the damaged copy was kept and the bytes just received dropped
+      assert.deepEqual((await follower.list()).map((x) => x.id), [first.id]);
+      assert.deepEqual(await io.readFile(again.path), await io.readFile(s.path));
+      const h = await follower.open(again.id);
+      assert.equal(h.verified, true);
+      h.release();
+    });
+  }
+});
