@@ -29,7 +29,9 @@
  *    RocksStorage), one stream.
  * Raw and fetch alternate for --rounds rounds (per security with compare); the best of each is compared.
  * Sender and receiver are separate processes (fresh ones per measurement),
- * each sampling its RSS every 100 ms. Figures only: nothing asserts on time.
+ * each sampling its RSS every 100 ms, started with a node's V8 flags and
+ * malloc environment (src/cli/node-runtime.ts), so their RSS is a node's
+ * whatever the caller's environment. Figures only: nothing asserts on time.
  */
 import { randomFillSync, createHash } from 'node:crypto';
 import { mkdtemp, open, rm, stat, statfs } from 'node:fs/promises';
@@ -51,6 +53,7 @@ import { freePorts } from '../test/harness/ports.js';
 import { sleep } from '../test/harness/until.js';
 import { fmtMiB, fmtSize, mbps, parseBytes, parseReports } from './lib/snapshot-common.js';
 import { systemClock } from '../src/node/clock.js';
+import { NODE_V8_FLAGS, nodeProcessEnv } from '../src/cli/node-runtime.js';
 
 const program = new Command()
   .name('bench:snapshot')
@@ -141,11 +144,12 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 function nodeArgs(script: string, tag: string): string[] {
   // one dir per child: Node writes one profile per thread (main + the tsx loader's), named by pid and thread
   const prof = o.cpuProf === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', join(o.cpuProf, `${tag}-${++childSeq}`)];
-  return [...prof, '--import', 'tsx', script];
+  return [...prof, ...NODE_V8_FLAGS, '--import', 'tsx', script];
 }
 
 function spawnChild(name: string, script: string, argv: string[]): Child {
-  const c = startProgram(name, process.execPath, [...nodeArgs(script, name), ...argv]);
+  // A node's malloc settings where the caller's environment does not set them (nodeProcessEnv).
+  const c = startProgram(name, process.execPath, [...nodeArgs(script, name), ...argv], nodeProcessEnv(process.env) as Record<string, string>);
   children.add(c);
   c.proc.once('exit', () => children.delete(c));
   c.proc.once('close', () => closed.add(c)); // all of its output has been read
