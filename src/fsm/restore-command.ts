@@ -17,16 +17,31 @@ export interface RestoreCommand {
   readonly term: number;
   /** the client request id that makes the restore idempotent (applied at most once), when the caller gave one. */
   readonly session?: SessionStamp;
+  /**
+   * recordsDigest: hex SHA-256 of the archive's carried records in key order
+   * (restore-digest.ts defines it), computed by the leader as it checked the
+   * upload. A node installing the entry (from the archive or from the
+   * leader's state image) checks what it installs against it. Absent in
+   * entries written before it existed: those are applied unchecked.
+   */
+  readonly recordsDigest?: string;
 }
 
 const encoder = new TextEncoder();
+/** SHA256_HEX: a lowercase hex SHA-256 (the archive's digest, the records digest). */
+const SHA256_HEX = /^[0-9a-f]{64}$/;
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
 export function encodeRestoreCommand(c: RestoreCommand): Uint8Array {
-  const fields = { digest: c.digest, sizeBytes: c.sizeBytes, index: c.index, term: c.term };
-  const body = encoder.encode(
-    JSON.stringify(c.session === undefined ? fields : { ...fields, session: { clientId: c.session.clientId, seq: c.session.seq } }),
-  );
+  const fields = {
+    digest: c.digest,
+    sizeBytes: c.sizeBytes,
+    index: c.index,
+    term: c.term,
+    ...(c.session !== undefined ? { session: { clientId: c.session.clientId, seq: c.session.seq } } : {}),
+    ...(c.recordsDigest !== undefined ? { recordsDigest: c.recordsDigest } : {}),
+  };
+  const body = encoder.encode(JSON.stringify(fields));
   const out = new Uint8Array(body.length + 1);
   out[0] = RESTORE_MAGIC;
   out.set(body, 1);
@@ -41,10 +56,11 @@ export function isRestoreCommand(data: Uint8Array): boolean {
 export function decodeRestoreCommand(data: Uint8Array): RestoreCommand | null {
   try {
     const v = JSON.parse(decoder.decode(data.subarray(1))) as Record<string, unknown>;
-    const { digest, sizeBytes, index, term } = v;
-    if (typeof digest !== 'string' || !/^[0-9a-f]{64}$/.test(digest)) return null;
+    const { digest, sizeBytes, index, term, recordsDigest } = v;
+    if (typeof digest !== 'string' || !SHA256_HEX.test(digest)) return null;
     for (const n of [sizeBytes, index, term]) if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) return null;
-    const cmd = { digest, sizeBytes: sizeBytes as number, index: index as number, term: term as number };
+    if (recordsDigest !== undefined && (typeof recordsDigest !== 'string' || !SHA256_HEX.test(recordsDigest))) return null;
+    const cmd = { digest, sizeBytes: sizeBytes as number, index: index as number, term: term as number, ...(recordsDigest !== undefined ? { recordsDigest } : {}) };
     if (v.session === undefined) return cmd;
     const s = v.session as { clientId?: unknown; seq?: unknown } | null;
     if (typeof s !== 'object' || s === null || typeof s.clientId !== 'string' || typeof s.seq !== 'number') return null;

@@ -116,6 +116,19 @@ export function isReservedKey(key: Uint8Array): boolean {
   return startsWith(key, RESERVED_KEY_PREFIX);
 }
 
+/**
+ * isCarriedKey is true for a key that a restore installs from its archive as
+ * it is: every key outside the reserved prefix (the user's records) and the
+ * key revisions (key-revision.ts), which belong with the data. The archive's
+ * other reserved records (its cluster's client sessions, ops records) are
+ * dropped by the install, which keeps this cluster's sessions instead
+ * (SessionInstall.take). A restore entry's records digest covers exactly the
+ * carried records (restore-digest.ts).
+ */
+export function isCarriedKey(key: Uint8Array): boolean {
+  return !isReservedKey(key) || isRevisionKey(key);
+}
+
 /** isSessionKey is true for a key under SESSION_KEY_PREFIX. */
 export function isSessionKey(key: Uint8Array): boolean {
   return startsWith(key, SESSION_KEY_PREFIX);
@@ -412,7 +425,7 @@ export class SessionInstall {
    * decode, or more than SESSION_CLIENTS_MAX of them.
    */
   take(kv: KeyValue): boolean {
-    if (!isReservedKey(kv.key) || isRevisionKey(kv.key)) return false;
+    if (isCarriedKey(kv.key)) return false;
     if (this.#keep || !isSessionKey(kv.key)) return true;
     let s: ClientSession;
     try {

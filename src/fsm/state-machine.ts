@@ -27,6 +27,7 @@ import { isRevisionKey, REVISION_KEY_PREFIX } from './key-revision.js';
 import type { KvCommand } from './kv-command.js';
 import { opsRecordKey } from './ops-record.js';
 import { decodeRestoreCommand, isRestoreCommand, type RestoreCommand } from './restore-command.js';
+import { CarriedRecordsDigest, checkInstalledRecords, verifyImageRecords } from './restore-digest.js';
 import { RevisionCache } from './revision-cache.js';
 import {
   isReservedKey,
@@ -265,6 +266,9 @@ export class StateMachine {
       // in key order (a source in key order stays so, and its copy is a valid archive state); else they follow it.
       const kept = meta.keepSessions === true ? sessionInstall.finish() : null;
       const copy = meta.copy;
+      const expected = meta.recordsDigest;
+      // The carried records (those not taken as reserved) are hashed as they go in (restore-digest.ts).
+      const digest = expected !== undefined ? new CarriedRecordsDigest() : null;
       async function* records(): AsyncGenerator<readonly KeyValue[], void, undefined> {
         const sessions = kept?.records() ?? [];
         let next = 0;
@@ -274,6 +278,7 @@ export class StateMachine {
             continue;
           }
           const data = batch.filter((r) => !(isRecord(r as Partial<KeyValue> | null) && sessionInstall.take(r)));
+          if (digest !== null) for (const r of data) if (isRecord(r as Partial<KeyValue> | null)) digest.add(r);
           let out: readonly KeyValue[] = data.length === batch.length ? batch : data;
           const last = out[out.length - 1];
           if (last !== undefined && next < sessions.length && Buffer.compare((sessions[next] as KeyValue).key, last.key) < 0) {
@@ -284,6 +289,8 @@ export class StateMachine {
           if (copy !== undefined) await copy.write(out);
           yield out;
         }
+        // Before the store commits (it does once the source ends): a mismatch keeps the old state.
+        if (digest !== null) checkInstalledRecords(digest, expected as string);
         const table = kept ?? sessionInstall.finish();
         done.table = table;
         const rest = kept !== null ? sessions.slice(next) : table.records();
@@ -306,16 +313,24 @@ export class StateMachine {
    * install of the same restore entry: StateStore.importStateImage checks
    * every file's SHA-256, the applied index and the membership; the image's
    * bytes and `options.reserveBytes` against the free disk before anything is
-   * written), then reloads the session table from it. Errors: StorageError `invalidArgument` when
-   * the store has no images, the store's (the state then unchanged).
+   * written; with `meta.recordsDigest`, the restore entry's, the imported
+   * records against it before the commit: verifyImageRecords), then reloads
+   * the session table from it. Errors: StorageError `invalidArgument` when
+   * the store has no images, the store's (the state then unchanged; a
+   * records digest that differs: `corrupt`, naming both digests).
    */
-  importImage(source: StateImageSource, meta: { readonly appliedIndex: number; readonly membership: Membership }, options: { readonly reserveBytes?: number } = {}): Promise<void> {
+  importImage(
+    source: StateImageSource,
+    meta: { readonly appliedIndex: number; readonly membership: Membership; readonly recordsDigest?: string },
+    options: { readonly reserveBytes?: number } = {},
+  ): Promise<void> {
     return this.#serial(async () => {
       const store = this.#store;
       if (store.importStateImage === undefined) throw new StorageError('invalidArgument', `importImage on ${this.#name}: the store has no state images`, { path: this.#name });
       await this.#fresh();
       this.#changed = Math.max(this.#changed, meta.appliedIndex); // before, as in #applyCommands
-      await store.importStateImage(source, meta, options);
+      const { recordsDigest, ...installMeta } = meta;
+      await store.importStateImage(source, installMeta, { ...options, ...(recordsDigest !== undefined ? { verifyRecords: verifyImageRecords(recordsDigest) } : {}) });
       this.#sessions = await loadSessions(store, this.#name);
       this.#epoch = store.stateEpoch();
     });
@@ -470,6 +485,7 @@ export class StateMachine {
         ...(session !== undefined ? { session } : {}),
         ...(copy !== undefined ? { copy } : {}),
         ...(options?.exportImage === true ? { exportImage: true } : {}),
+        ...(cmd.recordsDigest !== undefined ? { recordsDigest: cmd.recordsDigest } : {}),
       }),
     );
     if (!outcome.ok) {

@@ -114,4 +114,11 @@ export interface StateInstallMeta {
   readonly copy?: InstalledRecordsCopy;
   /** exportImage: the store exports the state it builds as an image for the other members (StateStore.stateImage). */
   readonly exportImage?: boolean;
+  /**
+   * recordsDigest: the records digest the source's carried records must have
+   * (a restore entry's, restore-digest.ts), checked once the whole source is
+   * read and before the install commits: a mismatch is RestoreDigestError
+   * and the state stays unchanged. Unchecked when absent.
+   */
+  readonly recordsDigest?: string;
 }

@@ -52,6 +52,7 @@ import { isReadFailure, type SnapshotHandle, type StoredSnapshot } from '../snap
 import { ArchiveError, SnapshotStoreError, StateFormatError } from '../snapshot/errors.js';
 import { StorageError } from '../storage/storage-error.js';
 import { encodeRestoreCommand, isRestoreCommand, type RestoreCommand } from '../fsm/restore-command.js';
+import { RestoreDigestError } from '../fsm/restore-digest.js';
 import type { NodeMetrics } from './metrics.js';
 import { silentLogger, type Logger } from './logger.js';
 import type { NodeBrief, NodeStatus } from './node-status.js';
@@ -1553,7 +1554,7 @@ export class Node {
     // State images (issue 15): the leader exports the generation it builds; a follower first asks the leader for it.
     const brief = this.raft.brief();
     const exportImage = this.stateImages && brief.role === 'leader' && this.storage.stateImage !== undefined;
-    if (this.stateImages && !exportImage && (await this.restoreFromImage(index, brief.leader))) return { ok: true };
+    if (this.stateImages && !exportImage && (await this.restoreFromImage(cmd, index, brief.leader))) return { ok: true };
     if (exportImage) this.imageBuilding = index;
     try {
       const outcome = await this.installRestoreArchiveCopy(cmd, index, install, exportImage);
@@ -1610,13 +1611,16 @@ export class Node {
    * `index` as a follower): asks the leader it knows for the state image of
    * that entry (FetchStateImage, waiting while the leader builds it) and
    * commits it as its state (StateMachine.importImage: every file's SHA-256,
-   * the applied index and membership checked). True once applied; false when
-   * there is no image to take (no leader known, a store or transport without
-   * images, the leader has none, a file refused, the stream cut), the state
-   * then unchanged: the caller installs from its own archive. Rejects when
+   * the applied index and membership checked, and the imported records
+   * against the entry's records digest when it has one: a leader that sends
+   * another state than the entry's archive holds is refused). True once
+   * applied; false when there is no image to take (no leader known, a store
+   * or transport without images, the leader has none, a file or the records
+   * refused, the stream cut), the state then unchanged: the caller installs
+   * from its own archive. Rejects when
    * the import failed after its commit (the disk: fatal, as an install's).
    */
-  private async restoreFromImage(index: number, leader: NodeId): Promise<boolean> {
+  private async restoreFromImage(cmd: RestoreCommand, index: number, leader: NodeId): Promise<boolean> {
     const sm = this.snapshots;
     // A transport that carries the snapshot plane itself (the simulator's network) carries FetchStateImage too, or none is made.
     const streams = this.transport.openStateImageStream?.bind(this.transport);
@@ -1653,7 +1657,11 @@ export class Node {
       // The manifest came: the stream is bounded by its own idle and whole-image timeouts from here, whoever leads.
       this.clock.clearTimeout(watch);
       const manifestMs = this.clock.nowMs() - startedMs;
-      await this.fsm.importImage(opened, { appliedIndex: index, membership: this.raft.membershipAt(index) }, { reserveBytes: this.disk?.minFreeBytes ?? 0 });
+      await this.fsm.importImage(
+        opened,
+        { appliedIndex: index, membership: this.raft.membershipAt(index), ...(cmd.recordsDigest !== undefined ? { recordsDigest: cmd.recordsDigest } : {}) },
+        { reserveBytes: this.disk?.minFreeBytes ?? 0 },
+      );
       const bytes = opened.files.reduce((n, f) => n + f.sizeBytes, 0);
       this.snapshotStats.imageRestores++;
       // This node's own snapshot of the restored state: the leader's copy, fetched (~9 MB at 1M x 1 KiB) in the
@@ -1845,7 +1853,14 @@ export class Node {
       if (this.bugs.restoreOnOneCopy !== true) await archives.stageOnQuorum(stored, now.membership.voters, now.term);
       checkNotCanceled(signal);
       return this.proposeData(
-        encodeRestoreCommand({ digest: stored.archiveSha256, sizeBytes: stored.archiveBytes, index: stored.meta.index, term: stored.meta.term, ...(session !== undefined ? { session } : {}) }),
+        encodeRestoreCommand({
+          digest: stored.archiveSha256,
+          sizeBytes: stored.archiveBytes,
+          index: stored.meta.index,
+          term: stored.meta.term,
+          ...(session !== undefined ? { session } : {}),
+          recordsDigest: stored.recordsDigest,
+        }),
         Math.max(this.timings.proposalTimeoutMs, 10 * 60_000),
       );
     });
@@ -2085,7 +2100,7 @@ function promisesDurable(r: Message): boolean {
  * verified bytes fail the same way on every node. Disk and other IO errors are not.
  */
 function isContentError(err: unknown): boolean {
-  if (err instanceof StateFormatError) return true;
+  if (err instanceof StateFormatError || err instanceof RestoreDigestError) return true;
   if (err instanceof ArchiveError) return err.code !== 'io';
   return err instanceof StorageError && err.code === 'invalidArgument';
 }

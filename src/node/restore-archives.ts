@@ -22,7 +22,7 @@ import type { Clock } from './clock.js';
 import { isNoSpace, type DiskGuard } from './disk-guard.js';
 import { NodeError } from './errors.js';
 import type { Logger } from './logger.js';
-import type { SnapshotManager } from './snapshots.js';
+import type { SnapshotManager, UploadedArchive } from './snapshots.js';
 
 /** STAGINGS_MAX: distinct archives a follower stages at once (StageArchive); more are refused RESOURCE_EXHAUSTED. */
 const STAGINGS_MAX = 2;
@@ -172,12 +172,12 @@ export class RestoreArchives {
 
   /**
    * store (the leader, a restore's upload): the archive from `source`, every
-   * hash checked, stored among the uploads. Refused below the disk's reserve
+   * hash checked, stored among the uploads (with its records digest). Refused below the disk's reserve
    * (`diskFull`) or beyond RESTORE_UPLOADS_MAX at once (`busy`), the source
    * destroyed unread; when it runs out of space
    * (`diskFull`) or is refused (`invalid`); nothing changes then.
    */
-  async store(source: Readable): Promise<StoredSnapshot> {
+  async store(source: Readable): Promise<UploadedArchive> {
     const { disk } = this.host;
     try {
       disk?.check();

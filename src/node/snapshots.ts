@@ -22,7 +22,7 @@ import {
   isReadFailure,
   decodeStateRecords,
   readArchive,
-  validateStateRecords,
+  scanStateRecords,
   type ArchiveMeta,
   type ScrubResult,
   type SnapshotCreateMeta,
@@ -32,6 +32,8 @@ import {
 } from '../snapshot/index.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../fsm/kv-command.js';
 import { RESERVED_KEY_PREFIX } from '../fsm/sessions.js';
+import { isCarriedKeyAt } from '../fsm/restore-digest.js';
+import { RecordsDigest } from '../hash/records-digest.js';
 import type { KeyValue, NodeStorage, StateSnapshotReader } from '../storage/types.js';
 import type { InstalledRecordsCopy } from '../fsm/types.js';
 import type { Clock } from './clock.js';
@@ -42,6 +44,11 @@ import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult, type Fet
 import type { Logger } from './logger.js';
 
 /** SnapshotPolicy: when to snapshot and compact, and the limits of transfers. */
+/** UploadedArchive: an upload kept for a restore, with the records digest of its carried records (importUpload). */
+export interface UploadedArchive extends StoredSnapshot {
+  readonly recordsDigest: string;
+}
+
 export interface SnapshotPolicy {
   /**
    * snapshotEntries: take a snapshot once this many entries were applied since the last one; a voter's first one
@@ -840,19 +847,25 @@ export class SnapshotManager {
    * the state; then every record of state.bin (checkedStateRecords: no empty
    * key, keys strictly increasing, within the KV layer's key and value
    * limits, count and size as meta.json declares; StateFormatError). A
-   * refused archive leaves nothing behind.
+   * refused archive leaves nothing behind. The same walk of state.bin hashes
+   * the records a restore carries into the records digest the restore entry
+   * names (`recordsDigest`, fsm/restore-digest.ts): no second pass.
    */
-  async importUpload(source: Readable, pinMs: number, reserveBytes = 0): Promise<StoredSnapshot> {
+  async importUpload(source: Readable, pinMs: number, reserveBytes = 0): Promise<UploadedArchive> {
+    let recordsDigest: string | null = null;
     const stored = await this.uploads.importArchive(source, {
       maxBytes: this.policy.archiveBytesMax,
       consumeState: async (meta, state) => {
         await this.checkRestoreSize(meta, reserveBytes);
-        await validateStateRecords(state, meta, RESTORE_STATE_LIMITS);
+        const into = new RecordsDigest();
+        await scanStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, digest: { into, keep: isCarriedKeyAt } });
+        recordsDigest = into.hex();
       },
     });
+    if (recordsDigest === null) throw new Error('importUpload: the archive was stored without its state being read');
     const handle = await this.uploads.open(stored.id);
     this.clock.setTimeout(() => handle.release(), pinMs).unref();
-    return stored;
+    return { ...stored, recordsDigest };
   }
 
   /** checkRestoreSize refuses a declared state beyond the cap (`invalid`) or beyond the free disk space (`diskFull`). */

@@ -11,6 +11,8 @@
  * arrive. Neither ever holds more than one batch and one record.
  */
 import { Readable } from 'node:stream';
+
+import type { RecordsDigest } from '../hash/records-digest.js';
 import { StateFormatError } from './errors.js';
 
 /** StateRecord is one key and its value. */
@@ -421,6 +423,16 @@ export interface StateScan {
   readonly prefixed: number;
 }
 
+/**
+ * ScanDigest: scanStateRecords also hashes the records `keep` accepts (given
+ * each key where it lies: buf[start, end)) into `into`, in state.bin's order
+ * and framing (RecordsDigest), in the same walk.
+ */
+export interface ScanDigest {
+  readonly into: RecordsDigest;
+  readonly keep?: (buf: Buffer, start: number, end: number) => boolean;
+}
+
 /** COMPARE_IN_JS_BYTES: keys up to this long are compared byte by byte here; a call into Buffer.compare costs more. */
 const COMPARE_IN_JS_BYTES = 64;
 
@@ -454,15 +466,20 @@ function compareKeys(a: Buffer, aStart: number, aEnd: number, b: Buffer, bStart:
  * one in the bytes, where the decoder may report a later length or truncation
  * within the same batch before an earlier key-order fault. The input must not
  * reuse a chunk's memory once handed over (see DecodeStateOptions.views).
+ * With `digest` (ScanDigest) the records it keeps are hashed on the way.
  */
 export async function scanStateRecords(
   input: AsyncIterable<Uint8Array | string>,
   declared: StateDeclared,
-  limits: StateLimits & { readonly countPrefix?: Uint8Array } = {},
+  limits: StateLimits & { readonly countPrefix?: Uint8Array; readonly digest?: ScanDigest } = {},
 ): Promise<StateScan> {
   const keyBytesMax = checkLimit('keyBytesMax', limits.keyBytesMax ?? STATE_KEY_BYTES_MAX, 1);
   const valueBytesMax = checkLimit('valueBytesMax', limits.valueBytesMax ?? STATE_VALUE_BYTES_MAX, 0);
   const prefix = limits.countPrefix === undefined ? null : Buffer.from(limits.countPrefix);
+  const into = limits.digest?.into ?? null;
+  const keep = limits.digest?.keep ?? null;
+  /** hashing: the current record goes into the digest (decided once its key is whole). */
+  let hashing = false;
   /** 0 key length, 1 key, 2 value length, 3 value. */
   let phase = 0;
   let len = 0;
@@ -499,6 +516,13 @@ export async function scanStateRecords(
       throw new StateFormatError('count-mismatch', `state.bin holds more than the ${declared.stateKeys} records meta.json declares (stateKeys)`, bytes);
     }
     if (prefix !== null && end - start >= prefix.length && buf.compare(prefix, 0, prefix.length, start, start + prefix.length) === 0) prefixed++;
+    if (into !== null) {
+      hashing = keep === null || keep(buf, start, end);
+      if (hashing) {
+        into.length(end - start);
+        into.range(buf, start, end);
+      }
+    }
     prevBuf = buf;
     prevStart = start;
     prevEnd = end;
@@ -537,6 +561,7 @@ export async function scanStateRecords(
           phase = 1;
         } else {
           if (len > valueBytesMax) throw new StateFormatError('value-too-large', `value length ${len}, more than ${valueBytesMax}`, bytes);
+          if (hashing) (into as RecordsDigest).length(len);
           valueLen = len;
           need = len;
           phase = 3;
@@ -562,6 +587,7 @@ export async function scanStateRecords(
         if (partBytes === 0) phase = 2;
       } else {
         const n = Math.min(need, end - pos);
+        if (hashing) (into as RecordsDigest).range(chunk, pos, pos + n);
         pos += n;
         consumed += n;
         need -= n;

@@ -19,6 +19,7 @@ import {
   type CompactionBase,
   type HeldStateImage,
   type Identity,
+  type ImportImageOptions,
   type InstallMeta,
   type KeyValue,
   type LogBase,
@@ -430,11 +431,6 @@ export type InstallPhase =
 /** InstallOptions: exportImage: export the built generation as a state image (state-image.ts) before its commit. */
 export interface InstallOptions {
   readonly exportImage?: boolean;
-}
-
-/** ImportImageOptions: reserveBytes: free disk space an import must leave (the node's reserve; default 0). */
-export interface ImportImageOptions {
-  readonly reserveBytes?: number;
 }
 
 /** RocksStorageOptions tunes RocksStorage.open. */
@@ -873,13 +869,7 @@ export class RocksStorage implements NodeStorage {
         // waited for after the queue is let go: applies go on meanwhile (20k changed keys took 250-280 ms to read
         // and 140-380 ms to list under bench:write, every apply held behind them).
         changes = options.changesSince === undefined ? undefined : this.#changesSince(g.db, options.changesSince);
-        const iterator = g.db.iterator({
-          gte: Buffer.of(PREFIX_KV),
-          lt: Buffer.of(PREFIX_META + 1),
-          fillCache: false,
-          // large native batches: up to 1,000 entries or 1 MiB per round trip (rocks.ts takes them whole).
-          highWaterMarkBytes: 1024 * 1024,
-        });
+        const iterator = stateIterator(g.db);
         // The applied index and membership of the view: read now, inside the queue.
         const applied = this.#applied;
         const membership = this.#membership;
@@ -944,7 +934,9 @@ export class RocksStorage implements NodeStorage {
    * `io`, `closed`) deletes the new generation and leaves the old state.
    * Before anything is written the manifest is checked (checkImageManifest)
    * and its bytes against the data dir's free space less
-   * `options.reserveBytes` (checkImageSpace: `io`).
+   * `options.reserveBytes` (checkImageSpace: `io`). With
+   * `options.verifyRecords`, the opened generation's records are read whole
+   * (one iterator, as snapshotState's) and handed to it before the commit.
    */
   async importStateImage(source: StateImageSource, meta: InstallMeta, options: ImportImageOptions = {}): Promise<void> {
     this.#checkOpen('importStateImage');
@@ -968,6 +960,16 @@ export class RocksStorage implements NodeStorage {
         }
         if (membership === null || !sameMembership(membership, checked.membership)) {
           throw new StorageError('corrupt', `state image for ${path}: its membership is not the one as of ${checked.appliedIndex}`, { path });
+        }
+        if (options.verifyRecords !== undefined) {
+          // Every record of the new generation, read as a snapshot of it is (one iterator, large native batches), before its commit.
+          const reader = new RocksSnapshotReader(stateIterator(db), path, applied, membership, () => undefined);
+          try {
+            await options.verifyRecords(reader.batches(), path);
+          } finally {
+            await reader.close();
+          }
+          this.#checkOpen('importStateImage');
         }
         await fsyncDir(this.dataDir);
       } catch (err) {
@@ -1287,6 +1289,17 @@ export class RocksStorage implements NodeStorage {
  * records, then checks the 'm' applied index met at the end against the
  * applied index the snapshot reported (a consistency self-check).
  */
+/** stateIterator: an iterator over a state generation's 'k' and 'm' keys, as a RocksSnapshotReader reads them. */
+function stateIterator(db: RocksDb): RocksIterator {
+  return db.iterator({
+    gte: Buffer.of(PREFIX_KV),
+    lt: Buffer.of(PREFIX_META + 1),
+    fillCache: false,
+    // large native batches: up to 1,000 entries or 1 MiB per round trip (rocks.ts takes them whole).
+    highWaterMarkBytes: 1024 * 1024,
+  });
+}
+
 class RocksSnapshotReader implements StateSnapshotReader {
   readonly appliedIndex: number;
   readonly membership: Membership | null;

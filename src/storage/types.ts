@@ -209,9 +209,22 @@ export interface StateStore {
    * before anything is written when its bytes and `options.reserveBytes`
    * exceed the free disk space).
    */
-  importStateImage?(source: StateImageSource, meta: InstallMeta, options?: { readonly reserveBytes?: number }): Promise<void>;
+  importStateImage?(source: StateImageSource, meta: InstallMeta, options?: ImportImageOptions): Promise<void>;
   stateImage?(appliedIndex: number): HeldStateImage | null;
   dropStateImage?(): void;
+}
+
+/**
+ * ImportImageOptions (StateStore.importStateImage): `reserveBytes`, free
+ * disk space the import must leave; `verifyRecords`, when given, is run on
+ * the imported state before its commit, with every record of it (reserved
+ * ones too) in bytewise key order and the new generation's path (for its
+ * message): a rejection refuses the import, its error passed on, the new
+ * generation deleted and the old state kept.
+ */
+export interface ImportImageOptions {
+  readonly reserveBytes?: number;
+  readonly verifyRecords?: (records: AsyncIterable<readonly KeyValue[]>, path: string) => Promise<void>;
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 
+import { CarriedRecordsDigest, verifyImageRecords } from '../../src/fsm/restore-digest.js';
 import { MemoryDataDir } from '../../src/storage/memory-storage.js';
 import type { StateImageChunk, StateImageSource } from '../../src/storage/state-image.js';
 import { StorageError } from '../../src/storage/storage-error.js';
@@ -82,6 +83,25 @@ describe('sim: state images on the simulated disk (SimStorage)', () => {
     await rejectsCode(follower.importStateImage(sourceOf(held), { appliedIndex: 7, membership: other }), 'corrupt', /membership/);
     assert.equal(follower.appliedIndex(), 4);
     assert.equal(await follower.stateDigest(), before);
+  });
+
+  it('runs verifyRecords on the imported state before its commit, as RocksStorage does: records that are not the restore entry\'s are refused, the old state kept whole', async () => {
+    const before = await follower.stateDigest();
+    const digestOf = (change: boolean): string => {
+      const d = new CarriedRecordsDigest();
+      for (const r of (records(30, 'new')[0] as KeyValue[])) d.add(change && Buffer.from(r.key).toString() === 'k/017' ? { key: r.key, value: Buffer.from('changed') } : r);
+      return d.hex();
+    };
+    const named = digestOf(true);
+    await rejectsCode(
+      follower.importStateImage(sourceOf(held), { appliedIndex: 7, membership }, { verifyRecords: verifyImageRecords(named) }),
+      'corrupt',
+      new RegExp(`its 30 carried records have records digest ${digestOf(false)}, but the restore entry names ${named}`),
+    );
+    assert.equal(follower.appliedIndex(), 4);
+    assert.equal(await follower.stateDigest(), before);
+    await follower.importStateImage(sourceOf(held), { appliedIndex: 7, membership }, { verifyRecords: verifyImageRecords(digestOf(false)) });
+    assert.equal(await follower.stateDigest(), await leader.stateDigest());
   });
 
   it('a crash during an import leaves the old state on the disk (the commit never happens)', async () => {

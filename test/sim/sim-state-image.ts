@@ -111,6 +111,13 @@ export async function receiveSimImage(source: StateImageSource, path: string): P
   return decodeSimImage(source.files, bytes.map((parts) => Buffer.concat(parts)), path);
 }
 
+/** importedState: an image's decoded records as the state they make (a key twice keeps its last value), in bytewise key order. */
+export function importedState(records: readonly KeyValue[]): KeyValue[] {
+  const byKey = new Map<string, KeyValue>();
+  for (const r of records) byKey.set(Buffer.from(r.key).toString('latin1'), r);
+  return [...byKey.values()].sort((a, b) => Buffer.compare(a.key, b.key));
+}
+
 /** decodeSimImage reads the files of an image as a database open would. Errors: StorageError `corrupt`. */
 export function decodeSimImage(files: readonly StateImageFile[], bytes: readonly Uint8Array[], path: string): ImportedState {
   const corrupt = (why: string): never => {

@@ -54,6 +54,7 @@ import type {
   LogState,
   NodeStorage,
   RangeQuery,
+  ImportImageOptions,
   RangeResult,
   StateBatch,
   StateSnapshotReader,
@@ -63,7 +64,7 @@ import type { StateImageSource } from '../../src/storage/state-image.js';
 import { checkInstallMeta } from '../../src/storage/state-transfer.js';
 import { sameMembership } from '../../src/raft/membership.js';
 import type { SeededRng } from '../harness/rng.js';
-import { exportSimImage, receiveSimImage, simImageChunks, type SimImage } from './sim-state-image.js';
+import { exportSimImage, importedState, receiveSimImage, simImageChunks, type SimImage } from './sim-state-image.js';
 import type { NodeClock } from './sim-clock.js';
 import { StorageError } from '../../src/storage/storage-error.js';
 import { keyString } from '../../src/storage/key-string.js';
@@ -555,12 +556,13 @@ export class SimStorage implements NodeStorage {
    * Errors: StorageError `invalidArgument`, `corrupt` (the old state kept
    * whole), `io` (EIO / ENOSPC before the commit).
    */
-  async importStateImage(source: StateImageSource, meta: InstallMeta): Promise<void> {
+  async importStateImage(source: StateImageSource, meta: InstallMeta, options: ImportImageOptions = {}): Promise<void> {
     if (!this.alive) return never();
     const path = this.dir.name;
     const checked = checkInstallMeta(meta, path);
     const before = this.inner.appliedIndex();
     const broken = this.opts.brokenImport;
+    const verify = options.verifyRecords;
     const fault = (): void => {
       const f = this.writeFault('state image import');
       if (f !== null) throw f.err;
@@ -572,6 +574,13 @@ export class SimStorage implements NodeStorage {
         throw new StorageError('corrupt', `state image for ${path}: applied index ${got.appliedIndex}, not ${checked.appliedIndex}`, { path });
       }
       if (!sameMembership(got.membership, checked.membership)) throw new StorageError('corrupt', `state image for ${path}: its membership is not the one as of ${checked.appliedIndex}`, { path });
+      // The state the image holds (a key twice keeps its last value, as an install), in key order, as RocksStorage's scan of it.
+      if (verify !== undefined) {
+        const state = importedState(got.records);
+        await verify((async function* () {
+          yield state;
+        })(), path);
+      }
       fault();
       yield got.records;
     }

@@ -1,24 +1,95 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 
+import { NodeError } from '../../../src/node/errors.js';
 import type { Node } from '../../../src/node/node.js';
-import { RocksCluster } from './rocks-cluster.js';
+import type { SnapshotManager, UploadedArchive } from '../../../src/node/snapshots.js';
+import { decodeStateRecords, readArchive, type StateRecord } from '../../../src/snapshot/index.js';
+import type { KeyValue, StateStore } from '../../../src/storage/types.js';
+import { RocksCluster, type RocksMember } from './rocks-cluster.js';
 import { saveArchive } from './save-archive.js';
 import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/**
+ * carriedDigest: the records digest as restore-digest.ts defines it, computed here on its own: SHA-256 over the
+ * records outside "\x00snapcoord/" or under "\x00snapcoord/rev/", in key order, each u32be key length, key,
+ * u32be value length, value.
+ */
+function carriedDigest(records: readonly StateRecord[]): string {
+  const reserved = Buffer.from('\x00snapcoord/', 'latin1');
+  const revisions = Buffer.from('\x00snapcoord/rev/', 'latin1');
+  const h = createHash('sha256');
+  const sorted = [...records].sort((a, b) => Buffer.compare(a.key, b.key));
+  for (const { key, value } of sorted) {
+    const k = Buffer.from(key);
+    if (k.subarray(0, reserved.length).equals(reserved) && !k.subarray(0, revisions.length).equals(revisions)) continue;
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(k.length);
+    h.update(len).update(k);
+    len.writeUInt32BE(value.length);
+    h.update(len).update(value);
+  }
+  return h.digest('hex');
+}
+
+/** archiveState: an archive file's records (readArchive: every rule and hash). */
+async function archiveState(file: string): Promise<StateRecord[]> {
+  const records: StateRecord[] = [];
+  await readArchive(createReadStream(file), async (_meta, state) => {
+    for await (const batch of decodeStateRecords(state)) records.push(...batch);
+  });
+  return records;
+}
+
+/** storedState: the whole state of a member's storage, reserved records included. */
+async function storedState(storage: StateStore): Promise<StateRecord[]> {
+  const reader = await storage.snapshotState();
+  const records: StateRecord[] = [];
+  for await (const batch of reader.batches()) records.push(...batch);
+  return records;
+}
+
+/** uploadsDigests: the records digest each upload the leader checks is given (what its restore entry carries), as they come. */
+function uploadsDigests(m: RocksMember, change: (digest: string) => string = (d) => d): string[] {
+  const sm = m.snapshots as SnapshotManager;
+  const importUpload = sm.importUpload.bind(sm);
+  const seen: string[] = [];
+  Object.defineProperty(sm, 'importUpload', {
+    value: async (...args: Parameters<SnapshotManager['importUpload']>): Promise<UploadedArchive> => {
+      const u = await importUpload(...args);
+      seen.push(u.recordsDigest);
+      return { ...u, recordsDigest: change(u.recordsDigest) };
+    },
+  });
+  return seen;
+}
+
 async function dump(n: Node): Promise<[string, string][]> {
   const r = await n.range({ prefix: enc.encode('k/'), limit: 10_000 }, true);
   return r.kvs.map((kv) => [dec.decode(kv.key), dec.decode(kv.value)]);
 }
 
+/** savedFiles: the archive restoreOnAll restored last, per cluster. */
+const savedFiles = new Map<RocksCluster, string>();
+
+/** savedFile: the archive restoreOnAll saved and restored on `c`. */
+function savedFile(c: RocksCluster): string {
+  const file = savedFiles.get(c);
+  assert.ok(file !== undefined);
+  return file;
+}
+
 /** restoreOnAll: saves the state, changes it, restores the save and waits until every member applied it; returns the saved records and the restore's index. */
-async function restoreOnAll(c: RocksCluster, leader: Node): Promise<{ saved: [string, string][]; index: number }> {
+async function restoreOnAll(c: RocksCluster, leader: Node, afterSave?: () => Promise<void>): Promise<{ saved: [string, string][]; index: number }> {
   for (let i = 0; i < 200; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
   const saved = await dump(leader);
   const file = await saveArchive(c, leader);
+  savedFiles.set(c, file);
+  await afterSave?.();
   await leader.propose({ op: 'put', key: enc.encode('k/1'), value: enc.encode('changed') });
   await leader.propose({ op: 'delete', key: enc.encode('k/2') });
   const r = await leader.restore(createReadStream(file));
@@ -54,8 +125,25 @@ describe('restore: followers take the leader\'s state image (issue 15)', functio
   it('each follower commits the leader\'s image of the restored state: the same state digest everywhere', async () => {
     c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
     const leader = await c.waitForLeader();
-    const { saved } = await restoreOnAll(c, leader);
+    const lead = c.members.find((m) => m.node === leader) as RocksMember;
+    const recordsDigests = uploadsDigests(lead);
+    // A client session in the saved state (the archive's, which a restore drops) and one made after (this cluster's, kept).
+    await leader.propose({ op: 'put', key: enc.encode('k/s'), value: enc.encode('with a request id'), session: { clientId: 'c1', seq: 1 } });
+    const { saved } = await restoreOnAll(c, leader, async () => {
+      await leader.propose({ op: 'put', key: enc.encode('k/t'), value: enc.encode('x'), session: { clientId: 'c2', seq: 1 } });
+    });
     await checkMembers(c, leader, saved, { imageRestores: 1, imageFallbacks: 0 });
+    // The records digest the leader put in the entry (computed as it checked the upload) is the archive's carried
+    // records', and every member's restored state has it: the followers' checks of the image passed (no fallback).
+    assert.equal(recordsDigests.length, 1);
+    const archive = await archiveState(savedFile(c));
+    assert.ok(archive.some((r) => Buffer.from(r.key).toString('latin1').startsWith('\x00snapcoord/session/c1')), 'the archive holds a session record');
+    assert.equal(recordsDigests[0], carriedDigest(archive), 'the leader\'s records digest is the archive\'s');
+    for (const m of c.members) {
+      const state = await storedState(m.storage as StateStore);
+      assert.ok(state.some((r) => Buffer.from(r.key).toString('latin1').startsWith('\x00snapcoord/session/c2')), `${m.id} kept this cluster's session`);
+      assert.equal(carriedDigest(state), recordsDigests[0], `${m.id}: the records digest of its restored state`);
+    }
     assert.equal(leader.snapshotStats.imagesServed, 2, 'the leader served its image to both followers');
     // Each follower's snapshot of the restored state is the leader's copy, fetched, not one built from its state.
     const restored = leader.status().applied;
@@ -78,6 +166,94 @@ describe('restore: followers take the leader\'s state image (issue 15)', functio
     for (const m of c.members) await until(`${m.id} to apply a write after the restore`, 10_000, () => (c.node(m.id).status().applied >= index ? true : undefined));
   });
 
+  it('an image whose files are whole but whose records are not the archive\'s (a leader exporting a changed value) is refused: the follower keeps its state and installs the archive', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
+    const leader = await c.waitForLeader();
+    const lead = c.members.find((m) => m.node === leader) as RocksMember;
+    const storage = lead.storage;
+    assert.ok(storage !== null);
+    // A buggy (or compromised) leader: the generation it builds and exports for the restore holds one value
+    // changed. Its image's files are its own, so every name, size and SHA-256 in its manifest matches.
+    const installState = storage.installState.bind(storage);
+    Object.defineProperty(storage, 'installState', {
+      value: (source: AsyncIterable<readonly KeyValue[]>, meta: Parameters<typeof installState>[1], options?: { readonly exportImage?: boolean }) =>
+        installState(options?.exportImage === true ? forgeValue(source, 'k/10', 'forged') : source, meta, options),
+    });
+    const followers = c.members.filter((m) => m !== lead);
+    // Each follower's state just before the image: kept whole when it is refused (watched as the import runs).
+    let refusedWhileKept = 0;
+    for (const f of followers) {
+      const fs = f.storage as NonNullable<RocksMember['storage']>;
+      const importStateImage = fs.importStateImage.bind(fs);
+      Object.defineProperty(fs, 'importStateImage', {
+        value: async (...args: Parameters<typeof importStateImage>): Promise<void> => {
+          const before = await fs.stateDigest();
+          const applied = fs.appliedIndex();
+          await importStateImage(...args).catch(async (err: unknown) => {
+            if (fs.appliedIndex() === applied && (await fs.stateDigest()) === before) refusedWhileKept++;
+            throw err;
+          });
+        },
+      });
+    }
+    const { saved } = await restoreOnAll(c, leader);
+    assert.ok((await dump(leader)).some(([k, v]) => k === 'k/10' && v === 'forged'), 'the leader built the forged state');
+    for (const f of followers) {
+      const n = c.node(f.id);
+      assert.deepEqual(await dump(n), saved, `${f.id} holds the archive's state`);
+      assert.equal(n.snapshotStats.imageRestores, 0, `${f.id}: the image was not taken`);
+      assert.equal(n.snapshotStats.imageFallbacks, 1, `${f.id}: it installed from its archive`);
+      assert.equal(n.failed(), null);
+      assert.equal(n.status().restoreFailure, null, `${f.id}: the restore itself applied`);
+      assert.match(c.recentLog(f.id), /its \d+ carried records have records digest [0-9a-f]{64}, but the restore entry names [0-9a-f]{64}/);
+    }
+    assert.equal(refusedWhileKept, followers.length, 'each refused import left the follower\'s state as it was');
+    const states = new Set(await Promise.all(followers.map((f) => c.node(f.id).stateDigest())));
+    assert.equal(states.size, 1, 'the followers agree');
+  });
+
+  it('a restore entry whose records digest is not its archive\'s is refused at apply on every node (a recorded no-op, no crash loop)', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
+    let leader = await c.waitForLeader();
+    const lead = c.members.find((m) => m.node === leader) as RocksMember;
+    // A leader that puts another records digest in the entry than its archive's.
+    const seen = uploadsDigests(lead, (d) => `${d.slice(0, 63)}${d.endsWith('0') ? '1' : '0'}`);
+    for (let i = 0; i < 50; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    const file = await saveArchive(c, leader);
+    await leader.propose({ op: 'put', key: enc.encode('k/1'), value: enc.encode('after the save') });
+    const before = await dump(leader);
+    await assert.rejects(leader.restore(createReadStream(file)), (e: unknown) => {
+      assert.ok(e instanceof NodeError && e.code === 'invalid', String(e));
+      assert.match(e.message, /records digest [0-9a-f]{64}, but the restore entry names [0-9a-f]{64}: the entry does not describe its own archive/);
+      return true;
+    });
+    assert.equal(seen.length, 1);
+    const index = leader.status().applied;
+    for (const m of c.members) {
+      const n = c.node(m.id);
+      await until(`${m.id} to pass the entry`, 30_000, () => (n.status().applied >= index || n.failed() !== null ? true : undefined));
+      assert.equal(n.failed(), null, `${m.id} is up`);
+      const failure = n.status().restoreFailure;
+      assert.ok(failure !== null, `${m.id} recorded the skipped restore`);
+      assert.match(failure.error, /skipped, the state is unchanged: .*records digest/);
+      assert.equal(n.snapshotStats.restoresFailed, 1);
+      assert.deepEqual(await dump(n), before, `${m.id}: the state is the one before the entry`);
+    }
+    // A follower restarted replays nothing that fails; writes go on everywhere.
+    const follower = c.members.find((m) => m !== lead) as RocksMember;
+    await c.stop(follower.id);
+    await c.restart(follower.id);
+    leader = await c.waitForLeader();
+    await leader.propose({ op: 'put', key: enc.encode('k/next'), value: enc.encode('x') });
+    const last = leader.status().applied;
+    for (const m of c.members) {
+      const n = c.node(m.id);
+      await until(`${m.id} to apply a write after it`, 20_000, () => (n.status().applied >= last || n.failed() !== null ? true : undefined));
+      assert.equal(n.failed(), null, `${m.id} is up`);
+      assert.deepEqual(await dump(n), [...before, ['k/next', 'x'] as [string, string]].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
+    }
+  });
+
   it('a follower whose leader has no image installs from its own copy of the archive', async () => {
     c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
     const leader = await c.waitForLeader();
@@ -89,3 +265,9 @@ describe('restore: followers take the leader\'s state image (issue 15)', functio
     await checkMembers(c, leader, saved, { imageRestores: 0, imageFallbacks: 1 });
   });
 });
+
+/** forgeValue: `source` with the value of `key` (a data key) replaced by `value`, the rest as it is. */
+async function* forgeValue(source: AsyncIterable<readonly KeyValue[]>, key: string, value: string): AsyncGenerator<readonly KeyValue[], void, undefined> {
+  const k = Buffer.from(key);
+  for await (const batch of source) yield batch.map((r) => (k.equals(r.key) ? { key: r.key, value: enc.encode(value) } : r));
+}

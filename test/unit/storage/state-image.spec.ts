@@ -8,6 +8,7 @@ import { mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { CarriedRecordsDigest, verifyImageRecords } from '../../../src/fsm/restore-digest.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
 import { readStateImageChunks, type StateImage, type StateImageChunk, type StateImageSource } from '../../../src/storage/state-image.js';
@@ -90,6 +91,34 @@ describe('RocksStorage state images', function () {
     assert.equal(follower.appliedIndex(), 4);
     assert.equal(await follower.stateDigest(), before);
     assert.deepEqual((await readdir(join(dir, 'follower'))).filter((n) => n.startsWith('state-')), ['state-2'], 'the new generation was deleted');
+  });
+
+  it('verifyRecords sees the imported state\'s records whole, in key order, before the commit: a records digest that differs refuses the image (both digests named), the old state kept', async () => {
+    const before = await follower.stateDigest();
+    const digestOf = (changeAt: number): string => {
+      const d = new CarriedRecordsDigest();
+      for (const batch of records(40_000, 'new')) for (const [i, r] of batch.entries()) d.add(i === changeAt ? { key: r.key, value: Buffer.from('changed') } : r);
+      return d.hex();
+    };
+    // What the restore entry names is not what the (self-consistent) image holds: one value differs.
+    const named = digestOf(17);
+    await rejectsWith(
+      follower.importStateImage(sourceOf(image.image), { appliedIndex: 7, membership }, { verifyRecords: verifyImageRecords(named) }),
+      'corrupt',
+      new RegExp(`state image for .*state-3: its 40000 carried records have records digest ${digestOf(-1)}, but the restore entry names ${named}`),
+    );
+    assert.equal(follower.appliedIndex(), 4);
+    assert.equal(await follower.stateDigest(), before);
+    assert.deepEqual((await readdir(join(dir, 'follower'))).filter((n) => n.startsWith('state-')), ['state-2'], 'the new generation was deleted');
+    // The records as they are: taken.
+    const held = leader.stateImage(7);
+    assert.ok(held !== null);
+    try {
+      await follower.importStateImage(sourceOf(held.image), { appliedIndex: 7, membership }, { verifyRecords: verifyImageRecords(digestOf(-1)) });
+    } finally {
+      held.release();
+    }
+    assert.equal(await follower.stateDigest(), await leader.stateDigest());
   });
 
   it('refuses names that are not RocksDB files, a short file, and an image of another index or membership', async () => {
