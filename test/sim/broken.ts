@@ -3,7 +3,8 @@
  * paper depends on, run inside the real node (NodeOptions.testOnlyBugs.core,
  * `npm run sim -- --broken-core NAME`), and of the simulated disk's state
  * image import (SimStorageOptions.brokenImport, `npm run sim --
- * --broken-image-import NAME`). The simulator must catch every one of them
+ * --broken-image-import NAME`; ignoresRecordsDigest with
+ * `--lying-image-export`). The simulator must catch every one of them
  * (negative controls: a checker that cannot fail is worth nothing).
  */
 import { createHash } from 'node:crypto';
@@ -50,8 +51,13 @@ export const BROKEN_CORES: Readonly<Record<string, BrokenCore>> = {
   ignoresLogCheck: IgnoresLogCheck,
 };
 
-/** BrokenImageImport: what a broken state image import does to the source it is given before it checks it. */
-export type BrokenImageImport = (source: StateImageSource) => Promise<StateImageSource>;
+/** BrokenImageImport: how a state image import is broken. */
+export interface BrokenImageImport {
+  /** source: what it does to the source it is given before it checks it. */
+  readonly source?: (source: StateImageSource) => Promise<StateImageSource>;
+  /** ignoresRecords: it leaves out the records check it is asked for (ImportImageOptions.verifyRecords). */
+  readonly ignoresRecords?: boolean;
+}
 
 /**
  * trustsReceivedBytes checks each file of an image against the SHA-256 of
@@ -73,7 +79,15 @@ async function trustsReceivedBytes(source: StateImageSource): Promise<StateImage
   };
 }
 
-/** BROKEN_IMAGE_IMPORTS: every broken state image import by name. */
+/**
+ * BROKEN_IMAGE_IMPORTS: every broken state image import by name.
+ * - trustsReceivedBytes: see above;
+ * - ignoresRecordsDigest: takes an image whose files are whole without
+ *   checking its records against the restore entry's records digest: caught
+ *   with exporters that lie (NodeControls.lyingImageExport: an image with
+ *   one value changed, files and manifest consistent).
+ */
 export const BROKEN_IMAGE_IMPORTS: Readonly<Record<string, BrokenImageImport>> = {
-  trustsReceivedBytes,
+  trustsReceivedBytes: { source: trustsReceivedBytes },
+  ignoresRecordsDigest: { ignoresRecords: true },
 };

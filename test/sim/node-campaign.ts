@@ -12,6 +12,8 @@
  *   --no-snapshots                                               leave out the snapshot workload (snapshots, compaction, InstallSnapshot, restores: on by default)
  *   --bug-restore-on-one-copy                                    negative control: a restore proposed before a quorum holds its archive (src/node testOnlyBugs)
  *   --broken-image-import NAME                                   negative control: every disk imports state images a broken way (broken.ts)
+ *   --lying-image-export                                         every disk exports state images with one value changed (followers must refuse them;
+ *                                                                with --broken-image-import ignoresRecordsDigest, a negative control)
  * Exits 1 on any violation; each prints the command that replays it.
  */
 import { availableParallelism } from 'node:os';
@@ -34,18 +36,19 @@ interface Args {
   appendsBeforeTermSaved: boolean;
   brokenCore?: string;
   brokenImageImport?: string;
+  lyingImageExport: boolean;
   restoreOnOneCopy: boolean;
   reappliesRetries: boolean;
   snapshots: boolean;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-reapplies-retries] [--broken-image-import NAME]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-reapplies-retries] [--broken-image-import NAME] [--lying-image-export]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, reappliesRetries: false, snapshots: true };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, reappliesRetries: false, snapshots: true, lyingImageExport: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -118,6 +121,9 @@ function parseArgs(argv: readonly string[]): Args {
         a.brokenImageImport = v;
         break;
       }
+      case '--lying-image-export':
+        a.lyingImageExport = true;
+        break;
       case '--real-node':
         break; // accepted for `npm run sim -- --real-node` habits
       case '--help':
@@ -154,6 +160,7 @@ async function main(): Promise<void> {
       : {}),
     ...(args.brokenCore !== undefined ? { brokenCore: args.brokenCore } : {}),
     ...(args.brokenImageImport !== undefined ? { brokenImageImport: args.brokenImageImport } : {}),
+    ...(args.lyingImageExport ? { lyingImageExport: true } : {}),
   };
   if (args.seed !== undefined) {
     // Loaded only here: a campaign's main thread runs no seed (its workers load the simulator themselves),

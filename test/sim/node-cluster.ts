@@ -250,6 +250,8 @@ export interface NodeControls {
   readonly brokenCore?: string;
   /** brokenImageImport: every disk imports state images this broken way (a name in broken.ts BROKEN_IMAGE_IMPORTS). */
   readonly brokenImageImport?: string;
+  /** lyingImageExport: every disk exports state images with one value changed (SimStorageOptions.lyingExport). */
+  readonly lyingImageExport?: boolean;
 }
 
 export interface NodeSimStats {
@@ -674,6 +676,7 @@ export class NodeCluster {
       ...(this.controls.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: this.controls.ackBeforePersistMs } : {}),
       ...(this.controls.divergentNode === mb.id ? { flipValues: true } : {}),
       ...(this.controls.brokenImageImport !== undefined ? { brokenImport: brokenImageImport(this.controls.brokenImageImport) } : {}),
+      ...(this.controls.lyingImageExport === true ? { lyingExport: true } : {}),
     });
     if (mb.incarnation !== inc || !mb.up) {
       storage.crash(); // crashed while starting

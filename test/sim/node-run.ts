@@ -43,6 +43,7 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
   if (controls.nodeBugs?.reappliesRetries === true) extra += ' --bug-reapplies-retries';
   if (controls.brokenCore !== undefined) extra += ` --broken-core ${controls.brokenCore}`;
   if (controls.brokenImageImport !== undefined) extra += ` --broken-image-import ${controls.brokenImageImport}`;
+  if (controls.lyingImageExport === true) extra += ' --lying-image-export';
   return `npm run sim -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
 }
 

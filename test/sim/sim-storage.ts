@@ -61,6 +61,7 @@ import type {
 } from '../../src/storage/types.js';
 import type { HeldStateImage } from '../../src/storage/types.js';
 import type { StateImageSource } from '../../src/storage/state-image.js';
+import type { BrokenImageImport } from './broken.js';
 import { checkInstallMeta } from '../../src/storage/state-transfer.js';
 import { sameMembership } from '../../src/raft/membership.js';
 import type { SeededRng } from '../harness/rng.js';
@@ -140,8 +141,14 @@ export interface SimStorageOptions {
   /** flipValues: every value this disk stores has its last byte flipped (a state that diverges). Test-only. */
   readonly flipValues?: boolean;
   readonly ackBeforePersistMs?: number;
-  /** brokenImport: what a broken import does to the source it is given before checking it (broken.ts; a negative control). Test-only. */
-  readonly brokenImport?: (source: StateImageSource) => Promise<StateImageSource>;
+  /** brokenImport: how this disk's state image import is broken (broken.ts; a negative control). Test-only. */
+  readonly brokenImport?: BrokenImageImport;
+  /**
+   * lyingExport: every image this disk exports holds one data value changed
+   * (its files and manifest consistent: a buggy or compromised leader), while
+   * its own state is right. Followers' records checks must refuse it. Test-only.
+   */
+  readonly lyingExport?: boolean;
 }
 
 /** EXPORT_FAIL_CHANCE: on a disk that fails writes at all, the chance an image export fails (the install stands, no image). */
@@ -536,7 +543,8 @@ export class SimStorage implements NodeStorage {
       const failed = this.faults.writeErrorChance > 0 && this.opts.rng?.chance(EXPORT_FAIL_CHANCE) === true;
       // the new image replaces the kept one (RocksStorage: dropStateImage, then the new one)
       this.dropStateImage();
-      if (!failed && d.membership !== null) this.image = { img: exportSimImage(d.kv, d.applied, d.membership, `${d.name}/images/image-${d.installs}`), refs: 0, dropped: false };
+      const kv = this.opts.lyingExport === true ? forgedState(d.kv) : d.kv;
+      if (!failed && d.membership !== null) this.image = { img: exportSimImage(kv, d.applied, d.membership, `${d.name}/images/image-${d.installs}`), refs: 0, dropped: false };
     }
     this.installed(before);
   }
@@ -562,14 +570,14 @@ export class SimStorage implements NodeStorage {
     const checked = checkInstallMeta(meta, path);
     const before = this.inner.appliedIndex();
     const broken = this.opts.brokenImport;
-    const verify = options.verifyRecords;
+    const verify = broken?.ignoresRecords === true ? undefined : options.verifyRecords;
     const fault = (): void => {
       const f = this.writeFault('state image import');
       if (f !== null) throw f.err;
     };
     // Received and checked inside the install (in line with writes, as RocksStorage's import); a throw keeps the old state.
     async function* records(): AsyncGenerator<readonly KeyValue[], void, undefined> {
-      const got = await receiveSimImage(broken !== undefined ? await broken(source) : source, path);
+      const got = await receiveSimImage(broken?.source !== undefined ? await broken.source(source) : source, path);
       if (got.appliedIndex !== checked.appliedIndex) {
         throw new StorageError('corrupt', `state image for ${path}: applied index ${got.appliedIndex}, not ${checked.appliedIndex}`, { path });
       }
@@ -660,6 +668,15 @@ function recordHash(key: Uint8Array, value: Uint8Array): [number, number] {
 }
 
 /** flipped: batch with the last byte of every value put flipped (the flipValues control). */
+/** forgedState: `kv` with the value of its first data record (outside the reserved keys) one byte longer: what a lying exporter serves. */
+function forgedState(kv: ReadonlyMap<string, KeyValue>): ReadonlyMap<string, KeyValue> {
+  const first = [...kv.values()].filter((r) => r.key[0] !== 0).sort((a, b) => Buffer.compare(a.key, b.key))[0];
+  if (first === undefined) return kv;
+  const out = new Map(kv);
+  out.set(keyString(first.key), { key: first.key, value: Uint8Array.from([...first.value, 0x21]) });
+  return out;
+}
+
 function flipped(batch: StateBatch): StateBatch {
   return {
     ...batch,

@@ -120,6 +120,19 @@ describe('sim negative controls: a broken state image import (broken.ts) is caug
     assert.ok(fixed.ok, fixed.message);
     assert.ok(fixed.stats.imageFlips > 0 && fixed.stats.imageFallbacks > 0, `a flipped chunk was refused and the follower fell back: ${JSON.stringify(fixed.stats)}`);
   });
+
+  it('exporters that lie (one value changed, files and manifest consistent): an import that leaves out the records digest check is caught as a State Digest violation within 20 seeds; the seed replays it, and with the check the lying images are refused and the seed passes', async () => {
+    const controls = { brokenImageImport: 'ignoresRecordsDigest', lyingImageExport: true };
+    const summary = await runNodeCampaign({ from: 1, count: 20, controls, stopOnFirst: true });
+    const first = summary.failures[0];
+    assert.equal(first?.violation?.property, 'State Digest', first?.message ?? `no violation in ${summary.seeds} seeds`);
+    assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed ${first.seed} --nodes ${first.nodes} --broken-image-import ignoresRecordsDigest --lying-image-export --verbose`));
+    const again = await runNodeSeed(first.seed, { nodes: first.nodes, controls });
+    assert.equal(again.violation?.message, first.violation?.message, 'the seed does not replay its violation');
+    const checked = await runNodeSeed(first.seed, { nodes: first.nodes, controls: { lyingImageExport: true } });
+    assert.ok(checked.ok, checked.message);
+    assert.ok(checked.stats.imageFallbacks > 0 && checked.stats.imageRestores === 0, `every lying image was refused and the followers fell back: ${JSON.stringify(checked.stats)}`);
+  });
 });
 
 describe('sim negative controls: driver and state machine bugs inside the real node are caught', function () {

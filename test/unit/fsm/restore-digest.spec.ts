@@ -22,22 +22,13 @@ import type { ApplyItem } from '../../../src/fsm/types.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { encodeStateRecords, scanStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { framedRecordsDigest } from '../node/state-records.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 const membership: Membership = { voters: ['n1'], learners: [], addresses: { n1: 'a:1' } };
 
-/** framed: the definition written out: SHA-256 of u32be key length, key, u32be value length, value, per record. */
-function framed(records: readonly StateRecord[]): string {
-  const h = createHash('sha256');
-  for (const { key, value } of records) {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(key.length);
-    h.update(len).update(key);
-    len.writeUInt32BE(value.length);
-    h.update(len).update(value);
-  }
-  return h.digest('hex');
-}
+/** framed: the definition written out (framedRecordsDigest). */
+const framed = framedRecordsDigest;
 
 /** stateWith: a state in key order holding data records of many sizes and the reserved records an archive carries. */
 function stateWith(count = 600): { all: StateRecord[]; carried: StateRecord[] } {

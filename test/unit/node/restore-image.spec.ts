@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 
 import { NodeError } from '../../../src/node/errors.js';
@@ -9,6 +8,7 @@ import { decodeStateRecords, readArchive, type StateRecord } from '../../../src/
 import type { KeyValue, StateStore } from '../../../src/storage/types.js';
 import { RocksCluster, type RocksMember } from './rocks-cluster.js';
 import { saveArchive } from './save-archive.js';
+import { framedRecordsDigest } from './state-records.js';
 import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
@@ -22,18 +22,11 @@ const dec = new TextDecoder();
 function carriedDigest(records: readonly StateRecord[]): string {
   const reserved = Buffer.from('\x00snapcoord/', 'latin1');
   const revisions = Buffer.from('\x00snapcoord/rev/', 'latin1');
-  const h = createHash('sha256');
-  const sorted = [...records].sort((a, b) => Buffer.compare(a.key, b.key));
-  for (const { key, value } of sorted) {
+  const carried = records.filter(({ key }) => {
     const k = Buffer.from(key);
-    if (k.subarray(0, reserved.length).equals(reserved) && !k.subarray(0, revisions.length).equals(revisions)) continue;
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(k.length);
-    h.update(len).update(k);
-    len.writeUInt32BE(value.length);
-    h.update(len).update(value);
-  }
-  return h.digest('hex');
+    return !k.subarray(0, reserved.length).equals(reserved) || k.subarray(0, revisions.length).equals(revisions);
+  });
+  return framedRecordsDigest(carried.sort((a, b) => Buffer.compare(a.key, b.key)));
 }
 
 /** archiveState: an archive file's records (readArchive: every rule and hash). */

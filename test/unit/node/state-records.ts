@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 
 import { decodeStateRecords, readArchive, type StateRecord } from '../../../src/snapshot/index.js';
@@ -23,4 +24,20 @@ export async function stateRecords(storage: RocksStorage): Promise<string[]> {
   const records: StateRecord[] = [];
   for await (const batch of reader.batches()) records.push(...batch);
   return hexRecords(records);
+}
+
+/**
+ * framedRecordsDigest: a restore entry's records digest written out on its own (restore-digest.ts defines it):
+ * SHA-256 of u32be key length, key, u32be value length, value, for each of `records` in the order given.
+ */
+export function framedRecordsDigest(records: readonly StateRecord[]): string {
+  const h = createHash('sha256');
+  const len = Buffer.alloc(4);
+  for (const { key, value } of records) {
+    len.writeUInt32BE(key.length);
+    h.update(len).update(key);
+    len.writeUInt32BE(value.length);
+    h.update(len).update(value);
+  }
+  return h.digest('hex');
 }
