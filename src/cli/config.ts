@@ -43,6 +43,8 @@ export interface ServeConfig {
   readonly maxRequestBytes: number;
   /** metricsOpen: /metrics answers without a key. */
   readonly metricsOpen: boolean;
+  /** verifyImageRecords: NodeOptions.verifyImageRecords (a follower reads every record of a restore's state image before it commits it). */
+  readonly verifyImageRecords: boolean;
   /** httpAddress: where the REST gateway listens (port 0: any free port). */
   readonly httpAddress: string;
   /** peers: the initial membership, id -> "host:port", in the order given; includes `id`. */
@@ -165,6 +167,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('peerDial', 'peer-dial', 'string', 'id=host:port,...', 'dial these peers at these addresses instead of the ones they advertise (a proxy or NAT in between; default none)'),
   option('dataDir', 'data-dir', 'string', 'dir', 'data directory (default ./data/<id>)'),
   option('minFreeBytes', 'min-free-bytes', 'int', 'bytes', `free space kept in reserve on the data dir's file system: below it writes, membership changes, restores and snapshots are refused (reads still served); 0 to disable (default ${DEFAULT_MIN_FREE_BYTES}, 64 MiB)`),
+  option('verifyImageRecords', 'verify-image-records', 'bool', '', "a follower taking the leader's state image of a restore reads every record of it and checks them against the restore entry's records digest before it commits it (~2.5-3 s of CPU per million 1 KiB records; default off: the image's files are checked against the SHA-256s the leader recorded, and the leader checked its own install against the digest)"),
   option('clusterId', 'cluster-id', 'string', 'name', 'cluster id recorded in the data dir (default snapcoord)'),
   option('tickMs', 'tick-ms', 'int', 'ms', `Raft tick length (default ${DEFAULT_TIMINGS.tickMs})`),
   option('electionTimeoutTicks', 'election-timeout-ticks', 'int', 'n', `election timeout in ticks (default ${DEFAULT_TIMINGS.electionTimeoutTicks})`),
@@ -419,6 +422,7 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     throw configError(`max-request-bytes: ${maxRequestBytes} is out of range ${64 * 1024}..${64 * 1024 * 1024}`);
   }
   const metricsOpen = raw.metricsOpen === true;
+  const verifyImageRecords = raw.verifyImageRecords === true;
 
   const dataDir = resolve(str('dataDir') ?? `./data/${id}`);
   const minFreeBytes = int('minFreeBytes', DEFAULT_MIN_FREE_BYTES);
@@ -510,6 +514,7 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     insecurePlaintext,
     maxRequestBytes,
     metricsOpen,
+    verifyImageRecords,
     apiKeyFile,
     httpAddress,
     peers,

@@ -257,6 +257,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       snapshots,
       metrics,
       dialAddresses: cfg.peerDial,
+      verifyImageRecords: cfg.verifyImageRecords,
       ...(cfg.minFreeBytes > 0 ? { diskGuard: new DiskGuard(cfg.dataDir, cfg.minFreeBytes, logger, systemClock) } : {}),
       timings: { tickMs: cfg.tickMs, electionTimeoutTicks: cfg.electionTimeoutTicks, heartbeatIntervalTicks: cfg.heartbeatTicks },
       logger,

@@ -717,6 +717,9 @@ export class NodeCluster {
       logger,
       clock,
       rng: this.rng.fork(`node/${mb.id}/${inc}`),
+      // Off by default in serve (NodeOptions.verifyImageRecords); on here, where the twin's check costs little, so
+      // the simulator runs it (and --lying-image-export is refused by it).
+      verifyImageRecords: true,
       ...(this.controls.nodeBugs !== undefined || this.controls.brokenCore !== undefined ? { testOnlyBugs: this.nodeBugs() } : {}),
       ...(snapshots !== undefined ? { snapshots } : {}),
     });

@@ -32,6 +32,9 @@ describe('serve configuration: planes, TLS, keys, limits', () => {
     assert.equal(alone.maxRequestBytes, 1536 * 1024);
     assert.equal(alone.peerTls, null);
     assert.equal(alone.clientTls, null);
+    assert.equal(alone.verifyImageRecords, false, 'a state image is checked by its files\' SHA-256s unless asked');
+    assert.equal(resolveServeConfig({ verifyImageRecords: true }, KEY).verifyImageRecords, true);
+    assert.equal(resolveServeConfig({}, { ...KEY, SNAPCOORD_VERIFY_IMAGE_RECORDS: 'true' }).verifyImageRecords, true);
     const three = resolveServeConfig({ id: 'n2', peers: 'n1=127.0.0.1:7101,n2=127.0.0.1:7102,n3=127.0.0.1:7103', grpc: '127.0.0.1:7002' }, KEY);
     assert.equal(three.peerListen, '127.0.0.1:7102');
   });

@@ -159,8 +159,8 @@ describe('restore: followers take the leader\'s state image (issue 15)', functio
     for (const m of c.members) await until(`${m.id} to apply a write after the restore`, 10_000, () => (c.node(m.id).status().applied >= index ? true : undefined));
   });
 
-  it('an image whose files are whole but whose records are not the archive\'s (a leader exporting a changed value) is refused: the follower keeps its state and installs the archive', async () => {
-    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
+  it('with --verify-image-records, an image whose files are whole but whose records are not the archive\'s (a leader exporting a changed value) is refused: the follower keeps its state and installs the archive', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true, verifyImageRecords: true });
     const leader = await c.waitForLeader();
     const lead = c.members.find((m) => m.node === leader) as RocksMember;
     const storage = lead.storage;

@@ -53,6 +53,8 @@ export class RocksCluster {
    * written before it check each member's install from its own archive copy.
    */
   stateImages = false;
+  /** verifyImageRecords: the members' NodeOptions.verifyImageRecords (off, its default, unless start() is told). */
+  verifyImageRecords = false;
   private membership: Membership = { voters: [], learners: [], addresses: {} };
   private readonly logs = new Map<string, LogLine[]>();
 
@@ -64,9 +66,10 @@ export class RocksCluster {
   ) {}
 
   /** start boots `size` members; options.snapshotIo: the snapshot managers' file system and compression (a test gates parts of it). */
-  static async start(size: number, policy: Partial<SnapshotPolicy> = {}, timings: Partial<NodeTimings> = {}, options: { readonly snapshotIo?: SnapshotIo; readonly stateImages?: boolean } = {}): Promise<RocksCluster> {
+  static async start(size: number, policy: Partial<SnapshotPolicy> = {}, timings: Partial<NodeTimings> = {}, options: { readonly snapshotIo?: SnapshotIo; readonly stateImages?: boolean; readonly verifyImageRecords?: boolean } = {}): Promise<RocksCluster> {
     const c = new RocksCluster(await mkdtemp(join(tmpdir(), 'snapcoord-rocks-cluster-')), { ...DEFAULT_SNAPSHOT_POLICY, ...policy }, timings, options.snapshotIo ?? nodeSnapshotIo);
     c.stateImages = options.stateImages ?? false;
+    c.verifyImageRecords = options.verifyImageRecords ?? false;
     const ids = Array.from({ length: size }, (_, i) => `n${i + 1}`);
     const apis: ApiServer[] = [];
     for (let i = 0; i < size; i++) apis.push(await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' }));
@@ -141,6 +144,7 @@ export class RocksCluster {
       timings: this.timings,
       logger: log,
       stateImages: this.stateImages,
+      verifyImageRecords: this.verifyImageRecords,
     });
     ref.node = node;
     const snapshotPath = join(this.dir, 'task-snapshots', `${m.id}.snapshot`);
