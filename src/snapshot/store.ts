@@ -981,7 +981,9 @@ export class SnapshotStore {
    * consumeState, or is hashed and discarded); then the SHA-256 is compared
    * with expectedSha256 (`digest-mismatch`), the hashes are recorded and the
    * directory is renamed into place. Importing an archive already stored
-   * (same id, same SHA-256) returns the stored one; a different archive that
+   * (same id, same SHA-256) puts the bytes just written in the stored copy's
+   * place, file by file (its recorded hashes are no proof of its bytes now),
+   * and returns it; a different archive that
    * names the same term, index and creation time is stored under the next
    * free millisecond (`already-exists` past 64 such). Retention runs afterwards but never
    * removes the snapshot just imported.
@@ -1038,8 +1040,11 @@ export class SnapshotStore {
    * the snapshot is renamed into place with its hashes recorded. The
    * archive's contents are not validated here beyond its head: readArchive
    * validates them wherever they are read (an install makes nothing live
-   * before that). Same-id rules and retention as importArchive. Errors:
-   * write's own, SnapshotStoreError, ArchiveError, check's.
+   * before that). Same-id rules and retention as importArchive; a copy
+   * stored already is replaced only by bytes known to be its own: with
+   * deferWholeDigest they are hashed first (`digest-mismatch` when they are
+   * not the claimed digest, the stored copy kept). Errors: write's own,
+   * SnapshotStoreError, ArchiveError, check's.
    */
   async receiveArchive(target: ReceiveTarget, write: (sink: ArchiveSink) => Promise<void>, options: ReceiveOptions): Promise<StoredSnapshot> {
     const { maxBytes } = options;
@@ -1094,7 +1099,7 @@ export class SnapshotStore {
     try {
       await this.makeTmpDir(tmpDir);
       const { meta, digest } = await fill(tmpDir);
-      const storedMeta: StoredMeta = {
+      let storedMeta: StoredMeta = {
         ...meta,
         archiveSha256: digest.archiveSha256,
         archiveBytes: digest.archiveBytes,
@@ -1104,6 +1109,35 @@ export class SnapshotStore {
       await writeFileDurable(join(tmpDir, STORED_META_FILE), serializeStoredMeta(storedMeta), this.io);
       await fsyncDir(tmpDir, this.io);
       const createdAtMs = Date.parse(meta.createdAt);
+      // proveStaged hashes the staged archive whose whole digest its sender only claimed, before it may take a stored
+      // copy's place (below): SnapshotStoreError `digest-mismatch` when it is not the bytes claimed (the stored copy
+      // is kept); else its meta.json is rewritten as verified.
+      let proven = digest.wholeVerified;
+      const proveStaged = async (storedId: string): Promise<void> => {
+        if (proven) return;
+        const path = join(tmpDir, ARCHIVE_FILE);
+        const actual = await hashFile(this.io, path);
+        if (actual.archiveBytes !== digest.archiveBytes || actual.archiveSha256 !== digest.archiveSha256 || firstChunkMismatch(actual.chunkSha256s, digest.chunkSha256s) >= 0) {
+          throw new SnapshotStoreError(
+            'digest-mismatch',
+            `the archive received is ${actual.archiveBytes} bytes with SHA-256 ${actual.archiveSha256}, not the ${digest.archiveBytes} bytes with ${digest.archiveSha256} its sender claimed; the stored copy ${storedId} is kept`,
+            { path },
+          );
+        }
+        // eslint-disable-next-line @typescript-eslint/no-unused-vars
+        const { archiveVerified, ...verified } = storedMeta;
+        storedMeta = verified;
+        const tmp = join(tmpDir, `${STORED_META_FILE}.verified`);
+        await writeFileDurable(tmp, serializeStoredMeta(storedMeta), this.io);
+        await this.io.rename(tmp, join(tmpDir, STORED_META_FILE));
+        await fsyncDir(tmpDir, this.io);
+        proven = true;
+      };
+      if (!proven) {
+        // Hashed outside the store's lock when a copy is stored already (an install's confirm waits for that lock).
+        const twin = await this.sameDigestStored(meta, createdAtMs, digest.archiveSha256);
+        if (twin !== null) await proveStaged(twin);
+      }
       return await this.exclusive(async () => {
         // The id comes from what the archive says (term, index, creation time): two different archives may say
         // the same (two uploads built alike, from different states). The same bytes are the stored one; different
@@ -1116,12 +1150,19 @@ export class SnapshotStore {
             // (simulator seed 730483: then a log reset to it was persisted, and a power loss took its entry back).
             await fsyncDir(this.dir, this.io);
             // The stored copy's recorded SHA-256 is no proof of its bytes now: a disk may have damaged them since
-            // (a node fetches a snapshot it holds when its own copy no longer verifies). The bytes just written take
-            // its place, file by file, with their own meta.json (a digest only claimed by a sender stays marked
-            // unverified: the install hashes it as it reads). Each rename replaces one file atomically and both
-            // copies name the same bytes, so a crash between them leaves a snapshot that opens, and a reader holding
-            // the old file keeps reading it (simulator seed 1173062: a refetch returned the damaged stored copy,
-            // dropped the bytes just received, and the install failed on the gzip check).
+            // (a node fetches a snapshot it holds when its own copy no longer verifies; simulator seed 1173062: a
+            // refetch returned the damaged stored copy, dropped the bytes just received, and the install failed on
+            // the gzip check). The bytes just written take its place, file by file, but only once they are known to
+            // be the bytes its meta.json names: a whole digest only claimed by the sender is hashed first (this
+            // rare path reads them once more). Bytes that are not (a sender that lied, every chunk hash its own) are
+            // refused and the stored copy kept: replaced, they would be read unhashed by every handle opened on the
+            // stored copy as verified (they read by path: an install, a FetchSnapshot serving it), and by open()
+            // itself after a crash between the renames (old meta.json, new archive), and an install refusing them
+            // would then remove the snapshot: a good copy lost to a lying member. So every file renamed here is the
+            // stored copy's own, as it was written (the same archive bytes, chunks.sha256 of the same
+            // CHUNK_HASH_BYTES chunks, meta.json verified): any mix of old and new files left by a crash opens, and
+            // a reader at any offset reads the same bytes.
+            await proveStaged(id);
             const existingDir = join(this.dir, id);
             for (const f of [ARCHIVE_FILE, CHUNKS_FILE, STORED_META_FILE]) await this.io.rename(join(tmpDir, f), join(existingDir, f));
             await fsyncDir(existingDir, this.io);
@@ -1143,6 +1184,21 @@ export class SnapshotStore {
       await this.io.rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
       this.busyTmp.delete(tmpName);
     }
+  }
+
+  /**
+   * sameDigestStored: the id of a stored snapshot staged() would take for an
+   * archive of `meta` with SHA-256 `archiveSha256` (the same id rules), or
+   * null. Read without the store's lock: staged() checks again under it.
+   */
+  private async sameDigestStored(meta: ArchiveMeta, createdAtMs: number, archiveSha256: string): Promise<string | null> {
+    for (let bump = 0; bump <= SAME_ID_ARCHIVES_MAX; bump++) {
+      const id = snapshotId(meta.term, meta.index, createdAtMs + bump);
+      if (!(await this.exists(join(this.dir, id)))) return null;
+      const existing = await this.load(id).catch(() => null);
+      if (existing !== null && existing.archiveSha256 === archiveSha256) return id;
+    }
+    return null;
   }
 
   /** remove deletes a snapshot. SnapshotStoreError `not-found`, `busy` (open handles), `invalid-argument`. */

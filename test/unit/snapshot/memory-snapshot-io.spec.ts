@@ -186,7 +186,7 @@ describe('SnapshotStore: a snapshot another attempt renamed into place without t
 
 describe('SnapshotStore: a snapshot received again while the stored copy was damaged (simulator seed 1173062)', () => {
   for (const deferWholeDigest of [false, true]) {
-    it(`the bytes just received take the damaged copy's place${deferWholeDigest ? ' (whole digest only claimed by the sender: hashed on the next open)' : ''}`, async () => {
+    it(`the bytes just received take the damaged copy's place${deferWholeDigest ? ' (whole digest only claimed by the sender: hashed before it takes that place)' : ''}`, async () => {
       const io = new MemorySnapshotIo();
       const { s, follower } = await leaderAndFollower(io);
       const receive = (): Promise<StoredSnapshot> =>
@@ -211,6 +211,62 @@ describe('SnapshotStore: a snapshot received again while the stored copy was dam
       const h = await follower.open(again.id);
       assert.equal(h.verified, true);
       h.release();
+    });
+  }
+});
+
+describe('SnapshotStore: a snapshot received again from a sender that lies about its whole digest', () => {
+  for (const crash of [false, true]) {
+    it(`its bytes (every chunk hash its own, the whole digest the stored copy's) are refused and the good stored copy is kept${crash ? ' (a crash after the first rename into the stored copy)' : ''}`, async () => {
+      const io = new MemorySnapshotIo();
+      const { s, follower } = await leaderAndFollower(io);
+      // The liar's archive: a valid one of the same term, index, time and size, one value byte changed.
+      let forged: StoredSnapshot | undefined;
+      for (let i = 0; i < 50 && forged === undefined; i++) {
+        const state = records(50);
+        const value = (state[i] as StateRecord).value;
+        if (value.length === 0) continue;
+        value[0] = (value[0] ?? 0) ^ 1;
+        const f = await (await SnapshotStore.open(`/sim/liar-${i}/store`, { retain: 1, io })).createFromRecords(META, inBatches(state));
+        if (f.archiveBytes === s.archiveBytes) forged = f;
+      }
+      assert.ok(forged !== undefined, 'a forged archive of the same size');
+      const receive = (store: SnapshotStore, from: StoredSnapshot): Promise<StoredSnapshot> =>
+        store.receiveArchive(
+          { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 42, term: 3 },
+          async (sink) => {
+            for await (const c of readChunks(from.path, 0, CHUNK_HASH_BYTES, undefined, io)) await sink.writeChunk(c.data, createHash('sha256').update(c.data).digest());
+          },
+          { maxBytes: 1 << 20, deferWholeDigest: true },
+        );
+      const good = await receive(follower, s);
+      (await follower.open(good.id)).release(); // verified (hashed) and recorded so
+      const serving = await follower.open(good.id); // a FetchSnapshot serving it: reads by path, trusting it
+      // With crash: the process dies right after the first rename into the stored copy's directory (the store is
+      // opened again afterwards, as after a restart).
+      const rename = io.rename.bind(io);
+      if (crash) {
+        io.rename = async (from, to) => {
+          await rename(from, to);
+          if (to.startsWith(`/sim/n2/store/${good.id}/`)) throw Object.assign(new Error('the process died'), { code: 'ECRASH' });
+        };
+      }
+      try {
+        await assert.rejects(receive(follower, forged), (e: unknown) => e instanceof SnapshotStoreError && e.code === 'digest-mismatch');
+      } finally {
+        io.rename = rename;
+      }
+      const after = crash ? await SnapshotStore.open('/sim/n2/store', { retain: 2, io }) : follower;
+      assert.deepEqual((await after.list()).map((x) => x.id), [good.id]);
+      assert.deepEqual(await io.readFile(good.path), await io.readFile(s.path), 'the stored bytes are the good ones');
+      const served: Buffer[] = [];
+      for await (const b of serving.createReadStream(0) as AsyncIterable<Buffer>) served.push(b);
+      serving.release();
+      assert.deepEqual(Buffer.concat(served), await io.readFile(s.path), 'a handle opened before reads the good bytes');
+      const h = await after.open(good.id);
+      assert.equal(h.verified, true);
+      h.release();
+      await after.verify(good.id);
     });
   }
 });
