@@ -659,7 +659,18 @@ async function listDestination(url: string, settings: S3Settings, json: boolean)
     const objects = await dest.list();
     const rows = await dest.describe(objects.slice(0, 1000));
     if (json) {
-      jsonOut(rows.map((o) => ({ url: o.url, key: o.key, sizeBytes: o.sizeBytes, lastModified: o.lastModified, createdAt: new Date(o.createdAtMs).toISOString(), index: o.index, digest: o.sha256 })));
+      jsonOut(
+        rows.map((o) => ({
+          url: o.url,
+          key: o.key,
+          sizeBytes: o.sizeBytes,
+          lastModified: o.lastModified,
+          createdAt: new Date(o.createdAtMs).toISOString(),
+          index: o.index,
+          digest: o.sha256,
+          ...(o.unverifiable !== undefined ? { unverifiable: o.unverifiable } : {}),
+        })),
+      );
       return;
     }
     if (rows.length === 0) {
@@ -669,9 +680,11 @@ async function listDestination(url: string, settings: S3Settings, json: boolean)
     process.stdout.write(
       `${table(
         ['URL', 'INDEX', 'SIZE', 'CREATED', 'SHA256'],
-        rows.map((o) => [o.url, o.index > 0 ? String(o.index) : '-', formatBytes(o.sizeBytes), new Date(o.createdAtMs).toISOString(), o.sha256 !== '' ? o.sha256.slice(0, 16) : '(none: unverifiable)']),
+        rows.map((o) => [o.url, o.index > 0 ? String(o.index) : '-', formatBytes(o.sizeBytes), new Date(o.createdAtMs).toISOString(), o.sha256 !== '' ? o.sha256.slice(0, 16) : '(unverifiable)']),
       )}\n`,
     );
+    // Why each unverifiable one is (a head refused for it, no recorded SHA-256): the listing itself stands.
+    for (const o of rows) if (o.unverifiable !== undefined) process.stderr.write(`unverifiable: ${o.unverifiable}\n`);
   } catch (err) {
     throw s3CliError(err, s3);
   } finally {

@@ -35,6 +35,8 @@ import { planRetention, type RetentionPolicy } from './retention.js';
 
 /** SHA256_META: the user metadata key holding the archive's hex SHA-256 (x-amz-meta-snapcoord-sha256). */
 export const SHA256_META = 'snapcoord-sha256';
+/** DESCRIBE_HEADS_AT_ONCE: the heads describe() has in flight at once (it was every listed object's, up to 1,000). */
+const DESCRIBE_HEADS_AT_ONCE = 16;
 /** PART_BYTES_DEFAULT: multipart part size (S3's minimum is 5 MiB). */
 export const PART_BYTES_DEFAULT = 8 * 1024 * 1024;
 /** QUEUE_SIZE_DEFAULT: parts uploaded (and held in memory) at once. */
@@ -195,13 +197,19 @@ export interface ArchiveObjectMeta {
   readonly id: string;
 }
 
-/** RemoteSnapshot: one archive in the bucket. */
-/** DescribedSnapshot: a listed object with its recorded SHA-256 ('' when none) and Raft index (0 when none). */
+/**
+ * DescribedSnapshot: a listed object with its recorded SHA-256 (lowercase
+ * hex; '' when it cannot be checked) and Raft index (0 when none);
+ * `unverifiable` says why when sha256 is '' (its head was refused, or it
+ * carries no SHA-256 a download would accept).
+ */
 export interface DescribedSnapshot extends RemoteSnapshot {
   readonly sha256: string;
   readonly index: number;
+  readonly unverifiable?: string;
 }
 
+/** RemoteSnapshot: one archive in the bucket. */
 export interface RemoteSnapshot {
   readonly key: string;
   /** name: the key without the prefix. */
@@ -411,22 +419,36 @@ export class S3Destination {
 
   /**
    * describe heads each of `objects` (from list()) for its recorded SHA-256
-   * and index, in their order.
+   * and index, in their order, DESCRIBE_HEADS_AT_ONCE at a time.
    * An object gone since it was listed (retention, another client) is left
-   * out, not shown as unverifiable; any other failure of a head is thrown.
+   * out. One whose head fails otherwise (a policy that allows
+   * s3:ListBucket but not s3:GetObject on it: 403; an SSE-C object: 400; a
+   * network failure past the retries) is still listed, unverifiable, with
+   * the error (naming the object) in `unverifiable`, as is one whose
+   * recorded SHA-256 is missing or not hex (download() refuses those): the
+   * listing is what it was before the heads, never lost to one object.
    */
   async describe(objects: readonly RemoteSnapshot[]): Promise<DescribedSnapshot[]> {
-    const rows = await Promise.all(
-      objects.map(async (o): Promise<DescribedSnapshot | null> => {
+    const rows: (DescribedSnapshot | null)[] = new Array<DescribedSnapshot | null>(objects.length).fill(null);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < objects.length) {
+        const i = next++;
+        const o = objects[i] as RemoteSnapshot;
         try {
           const h = await this.head(o.key);
-          return { ...o, sha256: h.sha256, index: Number(h.metadata['snapcoord-index'] ?? 0) || 0 };
+          const index = Number(h.metadata['snapcoord-index'] ?? 0);
+          const row = { ...o, index: Number.isSafeInteger(index) && index > 0 ? index : 0 };
+          rows[i] = /^[0-9a-f]{64}$/i.test(h.sha256)
+            ? { ...row, sha256: h.sha256.toLowerCase() }
+            : { ...row, sha256: '', unverifiable: `${o.url} carries no snapcoord SHA-256 (x-amz-meta-${SHA256_META})` };
         } catch (err) {
-          if (err instanceof S3Error && err.code === 'notFound') return null;
-          throw err;
+          if (err instanceof S3Error && err.code === 'notFound') continue;
+          rows[i] = { ...o, sha256: '', index: 0, unverifiable: err instanceof S3Error ? err.message : classify(err, 'read', o.url).message };
         }
-      }),
-    );
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(DESCRIBE_HEADS_AT_ONCE, objects.length) }, worker));
     return rows.filter((r): r is DescribedSnapshot => r !== null);
   }
 

@@ -4,7 +4,10 @@
  * can turn against the client: `cutAfterBytes` cuts connections once they
  * have carried that many request bytes (`cuts` of them; Infinity for all),
  * and `readOnly` answers every write (PUT, POST, DELETE) with S3's own 403
- * AccessDenied, as a bucket policy denying s3:PutObject does.
+ * AccessDenied, as a bucket policy denying s3:PutObject does; `deniedHeads`
+ * answers a HEAD of a path containing it with 403 (no body, as S3 answers a
+ * HEAD the credentials may not read: a policy allowing s3:ListBucket but not
+ * s3:GetObject on that object).
  */
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -30,6 +33,7 @@ export class S3Server {
   cutAfterBytes = Infinity;
   cuts = 0;
   readOnly = false;
+  deniedHeads: string | null = null;
   /** cutsDone: connections cut so far. */
   cutsDone = 0;
   private readonly sockets = new Set<Socket>();
@@ -106,6 +110,17 @@ export class S3Server {
           upstream.unpipe(client);
           upstream.destroy();
           client.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: ${ACCESS_DENIED.length}\r\nConnection: close\r\n\r\n${ACCESS_DENIED.toString()}`);
+          return;
+        }
+      }
+      // A HEAD has no body: each one starts a chunk of its own on a connection (the client awaits each answer).
+      if (this.deniedHeads !== null && d.subarray(0, 5).toString('latin1') === 'HEAD ') {
+        const path = /^HEAD (\S+) /.exec(d.toString('latin1'))?.[1] ?? '';
+        if (decodeURIComponent(path).includes(this.deniedHeads)) {
+          denied = true;
+          upstream.unpipe(client);
+          upstream.destroy();
+          client.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
           return;
         }
       }

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 
 import { NO_RETENTION } from '../../../src/ops/retention.js';
@@ -52,6 +52,7 @@ describe('agent: S3 destination (s3rver)', function () {
     s3.cutsDone = 0;
     s3.cutAfterBytes = Infinity;
     s3.readOnly = false;
+    s3.deniedHeads = null;
   });
 
   const meta = (b: Buffer, id = 'x'): { sha256: string; sizeBytes: number; index: number; term: number; id: string } => ({ sha256: sha(b), sizeBytes: b.length, index: 7, term: 2, id });
@@ -138,6 +139,32 @@ describe('agent: S3 destination (s3rver)', function () {
       await d.remove('described/a.snapshot');
       const left = await d.describe(listed);
       assert.deepEqual(left.map((o) => [o.name, o.sha256, o.index]), [['b.snapshot', sha(b), 12]]);
+    } finally {
+      d.close();
+    }
+  });
+
+  it('describe: an object whose head is refused (403: ListBucket allowed, GetObject not) or that carries no SHA-256 is listed unverifiable with why, the others as they are', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/refused/`, settings);
+    try {
+      const a = randomBytes(1000);
+      const b = randomBytes(2000);
+      await d.upload('a.snapshot', () => Readable.from([a]), { ...meta(a), index: 11 });
+      await d.upload('b.snapshot', () => Readable.from([b]), { ...meta(b), index: 12 });
+      await d.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'refused/c.snapshot', Body: b, Metadata: { 'snapcoord-sha256': 'not a digest', 'snapcoord-index': '13' } }));
+      const listed = await d.list();
+      assert.equal(listed.length, 3);
+      s3.deniedHeads = 'refused/a.snapshot';
+      const rows = await d.describe(listed); // before: rejected with accessDenied, no listing at all
+      const by = new Map(rows.map((o) => [o.name, o]));
+      assert.deepEqual([...by.keys()].sort(), ['a.snapshot', 'b.snapshot', 'c.snapshot']);
+      assert.deepEqual([by.get('b.snapshot')?.sha256, by.get('b.snapshot')?.index, by.get('b.snapshot')?.unverifiable], [sha(b), 12, undefined]);
+      assert.deepEqual([by.get('a.snapshot')?.sha256, by.get('a.snapshot')?.index], ['', 0]);
+      assert.match(by.get('a.snapshot')?.unverifiable ?? '', /refused\/a\.snapshot: the object store refused it .*HTTP 403/);
+      assert.equal(by.get('c.snapshot')?.sha256, '', 'a recorded SHA-256 that is not one is not shown as one');
+      assert.match(by.get('c.snapshot')?.unverifiable ?? '', /refused\/c\.snapshot carries no snapcoord SHA-256/);
+      assert.equal(by.get('c.snapshot')?.index, 13);
+      await assert.rejects(d.download('refused/c.snapshot', new PassThrough()), (e: unknown) => e instanceof S3Error && e.code === 'unverifiable');
     } finally {
       d.close();
     }
