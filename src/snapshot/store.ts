@@ -903,7 +903,9 @@ export class SnapshotStore {
    * scrub verifies every stored snapshot (verify) one at a time, outside the
    * store's lock, and moves each whose bytes or recorded hashes disagree to
    * `<dir>/quarantine/<id>` (out of list(), kept for an operator), even if it
-   * is open. A snapshot that cannot be read for another reason (a missing
+   * is open, once it still disagrees when verified again under the lock (a
+   * copy received again may have replaced its bytes meanwhile: it stays,
+   * neither quarantined nor reported so). A snapshot that cannot be read for another reason (a missing
    * file system, a permission) is left where it is and reported in
    * `unreadable`. `signal` stops it between snapshots; ids in `skip` (just
    * verified) are not read again. Never rejects for a
@@ -927,10 +929,33 @@ export class SnapshotStore {
       }
       result.checked.push(s.id);
       if (reason === null) continue;
-      await this.quarantine(s.id);
-      result.quarantined.push({ id: s.id, reason });
+      if (await this.quarantineUnlessRepaired(s.id)) result.quarantined.push({ id: s.id, reason });
     }
     return result;
+  }
+
+  /**
+   * quarantineUnlessRepaired (scrub, a snapshot its verify found damaged,
+   * read outside the lock): under the lock, the snapshot is verified again
+   * and moved to quarantine only if it still does not verify. Between the
+   * two, a copy received again may have replaced its files with bytes that
+   * do (staged(): the same bytes as recorded); quarantining it then would
+   * take a good snapshot out of the store. False when it was not moved
+   * (repaired meanwhile, or gone). Hashes under the lock: only on this rare
+   * path.
+   */
+  private async quarantineUnlessRepaired(id: string): Promise<boolean> {
+    return this.exclusive(async () => {
+      try {
+        const stored = this.describe(id, await this.loadMeta(id));
+        await this.checkBytes(stored, await this.loadChunkHashes(stored));
+        return false;
+      } catch (err) {
+        if (err instanceof SnapshotStoreError && err.code === 'not-found') return false;
+      }
+      await this.moveToQuarantine(id);
+      return true;
+    });
   }
 
   /**
@@ -939,12 +964,15 @@ export class SnapshotStore {
    * even if it is open; durable once it resolves.
    */
   async quarantine(id: string): Promise<void> {
-    await this.exclusive(async () => {
-      const qdir = join(this.dir, QUARANTINE_DIR);
-      await this.io.mkdir(qdir, { recursive: true, mode: DIR_MODE });
-      await this.io.rename(join(this.dir, id), join(qdir, `${id}-${this.io.wallNowMs()}`));
-      await fsyncDir(this.dir, this.io);
-    });
+    await this.exclusive(() => this.moveToQuarantine(id));
+  }
+
+  /** moveToQuarantine: quarantine's move, under the store's lock. */
+  private async moveToQuarantine(id: string): Promise<void> {
+    const qdir = join(this.dir, QUARANTINE_DIR);
+    await this.io.mkdir(qdir, { recursive: true, mode: DIR_MODE });
+    await this.io.rename(join(this.dir, id), join(qdir, `${id}-${this.io.wallNowMs()}`));
+    await fsyncDir(this.dir, this.io);
   }
 
   /** quarantined lists the quarantine directory (`dir`) and its entries (`<id>-<ms>`, sorted); none when it does not exist. */

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { readArchive } from '../../../src/snapshot/archive.js';
 import { CHUNK_HASH_BYTES } from '../../../src/snapshot/archive-sink.js';
 import { readChunks } from '../../../src/snapshot/chunk-reader.js';
@@ -269,4 +270,38 @@ describe('SnapshotStore: a snapshot received again from a sender that lies about
       await after.verify(good.id);
     });
   }
+});
+
+describe('SnapshotStore: a scrub that finds a snapshot damaged while a copy received again replaces it', () => {
+  it('does not quarantine it once the bytes verify again under the lock (they were replaced between its read and the move)', async () => {
+    const io = new MemorySnapshotIo();
+    const { s, follower, receive } = await leaderAndFollower(io);
+    const first = await receive();
+    io.flipBit(first.path, Math.floor(first.archiveBytes / 2), 3);
+    // The scrub's read of the damaged archive ends only once the copy received again has replaced it.
+    const read = io.createReadStream.bind(io);
+    let replaced: Promise<StoredSnapshot> | null = null;
+    io.createReadStream = (path, options) => {
+      if (path !== first.path || replaced !== null) return read(path, options);
+      const damaged = io.readFile(path);
+      replaced = receive();
+      return Readable.from(
+        (async function* () {
+          const bytes = await damaged;
+          await replaced;
+          yield bytes;
+        })(),
+        { objectMode: false },
+      );
+    };
+    const result = await follower.scrub();
+    io.createReadStream = read;
+    assert.ok(replaced !== null, 'the scrub read the archive');
+    assert.equal((await (replaced as Promise<StoredSnapshot>)).id, first.id);
+    assert.deepEqual(result.quarantined, [], 'before: the repaired snapshot was quarantined');
+    assert.deepEqual((await follower.list()).map((x) => x.id), [first.id]);
+    assert.deepEqual((await follower.quarantined()).names, []);
+    assert.deepEqual(await io.readFile(first.path), await io.readFile(s.path));
+    await follower.verify(first.id);
+  });
 });
