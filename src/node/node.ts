@@ -360,6 +360,8 @@ export class Node {
   private applying = false;
   private applyIdleWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
+  /** leaderWaiters: transferLeadership calls waiting for `to` to lead (noteLeader). */
+  private readonly leaderWaiters = new Set<{ readonly to: NodeId; readonly resolve: () => void }>();
   private peersKey = '';
   private peersMembership: Membership | null = null;
   /** lastLeaderContactAtMs: when (clock.nowMs) this node last heard from a leader; null if never. */
@@ -680,13 +682,26 @@ export class Node {
       throw this.mapCoreError(e);
     }
     this.kick();
-    const deadline = this.clock.nowMs() + timeoutMs;
-    while (this.clock.nowMs() < deadline) {
-      const st = this.raft.brief();
-      if (st.leader === to) return;
-      await this.clock.sleep(2); // a transfer takes a few round trips: poll finely (bounded by timeoutMs)
-    }
-    throw new NodeError('timeout', `leadership did not move to ${to} within ${timeoutMs} ms`);
+    if (this.raft.brief().leader === to) return;
+    // Woken when the leader this node knows changes (noteLeader), not by polling: one timer, the deadline.
+    await new Promise<void>((resolve, reject) => {
+      const waiter = { to, resolve: (): void => done(null) };
+      const done = (err: NodeError | null): void => {
+        this.leaderWaiters.delete(waiter);
+        this.clock.clearTimeout(timer);
+        if (err === null) resolve();
+        else reject(err);
+      };
+      const timer = this.clock.setTimeout(() => done(new NodeError('timeout', `leadership did not move to ${to} within ${timeoutMs} ms`)), timeoutMs);
+      this.leaderWaiters.add(waiter);
+    });
+  }
+
+  /** noteLeader wakes the transferLeadership calls waiting for the leader this node now knows (called wherever the core may have changed it). */
+  private noteLeader(): void {
+    if (this.leaderWaiters.size === 0) return;
+    const leader = this.raft.brief().leader;
+    for (const w of [...this.leaderWaiters]) if (w.to === leader) w.resolve();
   }
 
   /** campaign makes this node start an election now (used by tests and operators). */
@@ -786,6 +801,7 @@ export class Node {
     if ((m.type === 'append' || m.type === 'heartbeat') && m.term >= this.raft.brief().term) this.lastLeaderContactAtMs = this.clock.nowMs();
     if (m.type === 'readIndex') return this.handleReadIndexRequest(m);
     const replies = this.raft.stepForReplies(m);
+    this.noteLeader();
     if (!this.dependsOnUnsaved(replies)) return replies;
     await this.persisted();
     const term = this.raft.brief().term;
@@ -951,6 +967,7 @@ export class Node {
   private onTick(): void {
     if (this.stopped) return;
     this.raft.tick();
+    this.noteLeader();
     this.expireProposals();
     const f = this.fetching;
     if (f !== null && !f.abort.signal.aborted) {
@@ -1083,6 +1100,7 @@ export class Node {
     const gen = ++this.readyGen;
     if (rd.softState !== null) {
       this.log.info({ id: this.id, role: rd.softState.role, leader: rd.softState.leader, term: this.raft.brief().term }, 'role changed');
+      this.noteLeader();
     }
     // A leader's appends do not depend on its own unsynced entries (it counts itself only once
     // they are persisted, in advance()), so they leave before its fsync (dissertation §10.2.1).

@@ -248,6 +248,40 @@ describe('node: driven by a manual clock', function () {
     return { firstLeader, trace };
   }
 
+  it('ends a leadership transfer once its target leads, waiting on no polling timer (no virtual time passes); one that cannot move times out on virtual time', async () => {
+    c = await startVirtualCluster(5);
+    await advanceUntilLeader(c, 10 * ELECTION_TICKS);
+    await c.clock.advanceSettled(2 * HEARTBEAT_TICKS * TICK_MS, TICK_MS);
+    const leader = c.leaders()[0] as NodeId;
+    const [target, third] = IDS.filter((id) => id !== leader) as [NodeId, NodeId];
+    const moved: { outcome: unknown } = { outcome: 'pending' };
+    c.node(leader)
+      .transferLeadership(target, 1_000)
+      .then(
+        () => (moved.outcome = 'moved'),
+        (e: unknown) => (moved.outcome = e),
+      );
+    // The in-memory transport and storage need real turns only: the hand-over completes with the clock standing still.
+    await settle(100);
+    assert.equal(c.node(target).status().role, 'leader', 'the transfer did not complete without virtual time');
+    assert.equal(c.node(leader).status().leader, target);
+    assert.equal(moved.outcome, 'moved', 'the transfer still waited (for virtual time to pass) after its target led');
+    // To a node cut off from everyone, leadership never moves: the call fails `timeout` once its virtual deadline passes.
+    c.net.isolate(third, IDS);
+    const stuck: { outcome: unknown } = { outcome: 'pending' };
+    c.node(target)
+      .transferLeadership(third, 300)
+      .then(
+        () => (stuck.outcome = 'moved'),
+        (e: unknown) => (stuck.outcome = e),
+      );
+    await c.clock.advanceSettled(300 - TICK_MS, TICK_MS);
+    assert.equal(stuck.outcome, 'pending', 'the transfer ended before its virtual deadline');
+    await c.clock.advanceSettled(2 * TICK_MS, TICK_MS);
+    const outcome: unknown = stuck.outcome;
+    assert.ok(outcome instanceof NodeError && outcome.code === 'timeout', `the transfer ended with ${String(outcome)}`);
+  });
+
   it('one seed gives the same leaders and the same term sequence on every run', async () => {
     const a = await electionTrace(7);
     const b = await electionTrace(7);
