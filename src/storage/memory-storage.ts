@@ -31,6 +31,9 @@ function copyBase(base: LogBase): LogBase {
   return { index: base.index, term: base.term, membership: base.membership === null ? null : copyMembership(base.membership) };
 }
 
+/** RESOLVED: the settled promise each call awaits for its one turn (awaiting it takes the turn Promise.resolve() does, without a new promise a call). */
+const RESOLVED: Promise<void> = Promise.resolve();
+
 /**
  * MemoryDataDir is the "disk" of a MemoryStorage: it outlives the storage
  * opened on it, so a test or the simulator can close (or crash) a node and
@@ -81,7 +84,7 @@ export class MemoryStorage implements NodeStorage {
 
   /** MemoryStorage.open opens `dir` (a new empty one by default). Errors: StorageError `io` if another storage has it open. */
   static async open(dir: MemoryDataDir = new MemoryDataDir()): Promise<MemoryStorage> {
-    await Promise.resolve();
+    await RESOLVED;
     if (dir.openedBy !== null) {
       throw new StorageError('io', `memory data dir ${dir.name}: already open (lock held)`, { path: dir.name });
     }
@@ -94,14 +97,14 @@ export class MemoryStorage implements NodeStorage {
 
   async load(): Promise<LogState> {
     this.#checkOpen('load');
-    await Promise.resolve();
+    await RESOLVED;
     const d = this.dir;
     return { hardState: d.hardState ?? EMPTY_HARD_STATE, logBase: copyBase(d.logBase), entries: d.log.map(copyEntry) };
   }
 
   async save(batch: LogBatch): Promise<void> {
     this.#checkOpen('save');
-    await Promise.resolve();
+    await RESOLVED;
     const d = this.dir;
     const entries = batch.entries ?? [];
     if (batch.hardState !== undefined) checkHardState(batch.hardState, d.name);
@@ -119,7 +122,7 @@ export class MemoryStorage implements NodeStorage {
 
   async compact(base: CompactionBase): Promise<void> {
     this.#checkOpen('compact');
-    await Promise.resolve();
+    await RESOLVED;
     const d = this.dir;
     const termAtBase = d.log[base.index - d.logBase.index - 1]?.term;
     const plan = planCompaction(base, { base: d.logBase, lastIndex: this.lastIndex() }, termAtBase, d.name);
@@ -130,7 +133,7 @@ export class MemoryStorage implements NodeStorage {
 
   async bootstrap(membership: Membership): Promise<Membership | null> {
     this.#checkOpen('bootstrap');
-    await Promise.resolve();
+    await RESOLVED;
     const d = this.dir;
     const checked = checkBootstrapMembership(membership, d.name);
     if (d.logBase.membership !== null) return copyMembership(d.logBase.membership);
@@ -160,7 +163,7 @@ export class MemoryStorage implements NodeStorage {
   async write(batch: StateBatch): Promise<void> {
     this.#checkOpen('write');
     return this.#applyQueue.run(async () => {
-      await Promise.resolve();
+      await RESOLVED;
       this.#checkOpen('write');
       const d = this.dir;
       checkStateBatch(batch, d.applied, d.name);
@@ -182,7 +185,7 @@ export class MemoryStorage implements NodeStorage {
   async snapshotState(): Promise<StateSnapshotReader> {
     this.#checkOpen('snapshotState');
     return this.#applyQueue.run(async () => {
-      await Promise.resolve();
+      await RESOLVED;
       const d = this.dir;
       this.#sortedKeys ??= [...d.kv.keys()].sort();
       const records: KeyValue[] = [];
@@ -235,19 +238,19 @@ export class MemoryStorage implements NodeStorage {
 
   async get(key: Uint8Array): Promise<Uint8Array | undefined> {
     this.#checkOpen('get');
-    await Promise.resolve();
+    await RESOLVED;
     return this.dir.kv.get(keyString(key))?.value;
   }
 
   async getMany(keys: readonly Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
     this.#checkOpen('getMany');
-    await Promise.resolve();
+    await RESOLVED;
     return keys.map((key) => this.dir.kv.get(keyString(key))?.value);
   }
 
   async range(query: RangeQuery): Promise<RangeResult> {
     this.#checkOpen('range');
-    await Promise.resolve();
+    await RESOLVED;
     const range = resolveRange(query, this.dir.name);
     if (range.empty) return { kvs: [], more: false };
     this.#sortedKeys ??= [...this.dir.kv.keys()].sort();
@@ -276,13 +279,13 @@ export class MemoryStorage implements NodeStorage {
 
   async readIdentity(): Promise<Identity | null> {
     this.#checkOpen('readIdentity');
-    await Promise.resolve();
+    await RESOLVED;
     return this.dir.identity;
   }
 
   async checkIdentity(expected: Identity, options: { readonly createIfNew?: boolean } = {}): Promise<Identity> {
     this.#checkOpen('checkIdentity');
-    await Promise.resolve();
+    await RESOLVED;
     const d = this.dir;
     if (d.identity !== null) {
       checkIdentityMatch(d.identity, expected, d.name);
@@ -341,7 +344,7 @@ class MemorySnapshotReader implements StateSnapshotReader {
       const entriesMax = Math.max(1, Math.floor(batchEntriesMax));
       let i = 0;
       for (;;) {
-        await Promise.resolve();
+        await RESOLVED;
         const records = this.#records;
         if (records === null || this.#storage.isClosed) {
           throw new StorageError('closed', `snapshot of ${name}: read after close`, { path: name });
@@ -363,6 +366,6 @@ class MemorySnapshotReader implements StateSnapshotReader {
 
   async close(): Promise<void> {
     this.#records = null;
-    await Promise.resolve();
+    await RESOLVED;
   }
 }

@@ -116,6 +116,9 @@ export class SimClock {
 
 function noop(): void {}
 
+/** RESOLVED: the settled promise defer() chains on (a reaction queued at once, as on a new Promise.resolve(), one promise fewer a call). */
+const RESOLVED: Promise<void> = Promise.resolve();
+
 /**
  * NodeClock is the Clock of one node incarnation: every timer it sets runs
  * on the SimClock unless the incarnation was killed (a crash) meanwhile;
@@ -141,7 +144,7 @@ export class NodeClock implements Clock {
    * AsyncResource per call).
    */
   defer(fn: () => void): void {
-    void Promise.resolve().then(() => {
+    void RESOLVED.then(() => {
       if (this.alive) fn();
     });
   }
