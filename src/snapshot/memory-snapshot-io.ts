@@ -109,84 +109,6 @@ function inflateChunkBytes(inputBytes: number, options: ZlibOptions): number {
   return Math.min(options.chunkSize ?? ZLIB_CHUNK_BYTES_DEFAULT, Math.max(ZLIB_CHUNK_BYTES_MIN, inputBytes * 4));
 }
 
-/**
- * ZlibResults: the outputs of recent gzip and gunzip calls of every MemorySnapshotIo of this thread, by
- * their exact input (and the options that change the output). zlib is deterministic, so a hit gives the
- * very bytes the call would: a simulated cluster has each member gunzip the same archive (the upload, the
- * staged copies, the installs of a restore; a fetched snapshot) and compress some of the same blocks, in
- * one process. Only calls that succeed are kept, so a damaged input still fails as zlib fails it. Each
- * caller gets a copy. Bounded: inputs up to ZLIB_RESULT_INPUT_BYTES_MAX, ZLIB_RESULTS_BYTES_MAX of inputs
- * and outputs in all (the oldest dropped first).
- */
-const ZLIB_RESULT_INPUT_BYTES_MAX = 256 * 1024;
-const ZLIB_RESULTS_BYTES_MAX = 16 * 1024 * 1024;
-
-class ZlibResults {
-  private readonly results = new Map<string, Buffer>();
-  private bytes = 0;
-
-  /** key: the cache key of a call `kind` (with the options that change its output) on `input`; null for one not kept. */
-  key(kind: string, input: Uint8Array): string | null {
-    if (input.length > ZLIB_RESULT_INPUT_BYTES_MAX) return null;
-    return kind + Buffer.from(input.buffer, input.byteOffset, input.length).toString('latin1');
-  }
-
-  get(key: string | null): Buffer | null {
-    if (key === null) return null;
-    const out = this.results.get(key);
-    return out === undefined ? null : Buffer.from(out);
-  }
-
-  set(key: string | null, out: Buffer): void {
-    if (key === null || this.results.has(key)) return;
-    const size = key.length + out.length;
-    if (size > ZLIB_RESULTS_BYTES_MAX) return;
-    for (const [k, v] of this.results) {
-      if (this.bytes + size <= ZLIB_RESULTS_BYTES_MAX) break;
-      this.results.delete(k);
-      this.bytes -= k.length + v.length;
-    }
-    this.results.set(key, Buffer.from(out));
-    this.bytes += size;
-  }
-}
-
-const zlibResults = new ZlibResults();
-
-/** gunzipKind: the cache kind of a gunzip with `options` (null: options that may change the outcome, not kept). */
-function gunzipKind(options: ZlibOptions): string | null {
-  for (const k of Object.keys(options)) if (k !== 'chunkSize') return null;
-  return 'gunzip\0';
-}
-
-/** gzipKind: the cache kind of a gzip with `options` (null: options other than level, strategy and chunkSize, not kept). */
-function gzipKind(options: ZlibOptions): string | null {
-  for (const k of Object.keys(options)) if (k !== 'chunkSize' && k !== 'level' && k !== 'strategy') return null;
-  return `gzip ${options.level ?? zlibConstants.Z_DEFAULT_COMPRESSION} ${options.strategy ?? zlibConstants.Z_DEFAULT_STRATEGY}\0`;
-}
-
-/** gunzipWhole: gunzipSync(input) (its output buffer sized to the input, see inflateChunkBytes), through zlibResults. */
-function gunzipWhole(input: Uint8Array, options: ZlibOptions): Buffer {
-  const kind = gunzipKind(options);
-  const key = kind === null ? null : zlibResults.key(kind, input);
-  const hit = zlibResults.get(key);
-  if (hit !== null) return hit;
-  const out = gunzipSync(input, { ...options, chunkSize: inflateChunkBytes(input.length, options) });
-  zlibResults.set(key, out);
-  return out;
-}
-
-/** gzipWhole: gzipSync(block) (its output buffer sized to the input, see deflateChunkBytes), through zlibResults. */
-function gzipWhole(block: Uint8Array, options: ZlibOptions): Buffer {
-  const kind = gzipKind(options);
-  const key = kind === null ? null : zlibResults.key(kind, block);
-  const hit = zlibResults.get(key);
-  if (hit !== null) return hit;
-  const out = gzipSync(block, { ...options, chunkSize: deflateChunkBytes(block.length, options) });
-  zlibResults.set(key, out);
-  return out;
-}
-
 /** MemoryGunzip buffers the whole gzip stream and gunzips it synchronously at its end (sim archives are small). */
 class MemoryGunzip extends Transform {
   private readonly parts: Buffer[] = [];
@@ -205,7 +127,7 @@ class MemoryGunzip extends Transform {
     const input = Buffer.concat(this.parts);
     let out: Buffer;
     try {
-      out = gunzipWhole(input, this.options);
+      out = gunzipSync(input, { ...this.options, chunkSize: inflateChunkBytes(input.length, this.options) });
     } catch (err) {
       callback(err as Error);
       return;
@@ -705,11 +627,11 @@ export class MemorySnapshotIo implements SnapshotIo {
   }
 
   gzip(block: Uint8Array, options: ZlibOptions): Promise<Buffer> {
-    return RESOLVED.then(() => gzipWhole(block, options));
+    return RESOLVED.then(() => gzipSync(block, { ...options, chunkSize: deflateChunkBytes(block.length, options) }));
   }
 
   gunzip(bytes: Uint8Array, options: ZlibOptions): Promise<Buffer> {
-    return RESOLVED.then(() => gunzipWhole(bytes, options));
+    return RESOLVED.then(() => gunzipSync(bytes, { ...options, chunkSize: inflateChunkBytes(bytes.length, options) }));
   }
 
   createGunzip(options: ZlibOptions): Transform & { readonly bytesWritten: number } {
