@@ -3,7 +3,7 @@
  * on a real 3-node cluster (issue 15 item 6):
  *
  *   npm run bench:snapshot-cluster -- [--keys 1000000] [--value-bytes 1024] [--mix etcd,text]
- *       [--downloads 4] [--write-seconds 10] [--write-clients 16] [--no-etcd] [--keep] [--no-node-runtime]
+ *       [--downloads 4] [--write-seconds 10] [--write-clients 16] [--no-etcd] [--etcd-members 3|1] [--keep] [--no-node-runtime]
  *       [--saves-only] [--cli-prof DIR] [--node-prof DIR] [--restore-only]
  *
  * SNAPCOORD_BENCH_NODE_FLAGS (space-separated) adds node flags to every member after its launcher's (a later V8
@@ -32,8 +32,10 @@
  *   - the peak RSS (VmHWM) of every node and of each CLI process.
  *
  * When Debian's etcd is installed (/usr/bin/etcd, /usr/bin/etcdctl) it fills a
- * 3-member etcd with the same keys and values and runs `etcdctl snapshot save`
- * in the same run, and prints snapcoord's figures as ratios to etcd's.
+ * 3-member etcd (--etcd-members) with the same keys and values and runs `etcdctl snapshot save`
+ * in the same run, and prints snapcoord's figures as ratios to etcd's. It leaves
+ * etcd out, saying why, when its members would not fit in the memory available
+ * (~2 KB per key and member over the value); a failed etcd side loses no snapcoord figure.
  * Figures only: nothing here passes or fails on time.
  */
 import { spawn } from 'node:child_process';
@@ -408,20 +410,50 @@ interface EtcdFigures {
   readonly dbBytes: number;
   readonly savePeakRssMiB: number;
   readonly leaderPeakRssMiB: number;
+  readonly members: number;
 }
 
-/** etcdSide fills a fresh 3-member etcd with the same keys and values and times `etcdctl snapshot save` of it. */
-async function etcdSide(dir: string, keys: number, values: Values, fillConcurrency: number): Promise<EtcdFigures> {
-  const ports = await freePorts(6);
-  const ids = ['e1', 'e2', 'e3'];
+/**
+ * ETCD_SNAPSHOT_COUNT: etcd's --snapshot-count for the etcd side. etcd 3.4 keeps every entry since
+ * its last snapshot in memory (default 100,000 entries); each entry of this fill is a transaction of
+ * 100 puts, so at the default a member held ~10 GiB of log at 8M keys of 1 KiB (7.1-8.0 GiB per member
+ * measured, 23 GiB used of this machine's 24, when the fill was stopped). 10,000 is etcd 3.6's default.
+ */
+const ETCD_SNAPSHOT_COUNT = 10_000;
+/** ETCD_INDEX_BYTES_PER_KEY: an etcd member's resident memory per key beside its log (its key index, revisions), an estimate. */
+const ETCD_INDEX_BYTES_PER_KEY = 500;
+
+/**
+ * etcdMemoryShortfall: why `members` etcd members of `keys` keys of `valueBytes` would not fit in the
+ * memory available now (a fill that runs the machine out of memory takes the snapcoord side's
+ * processes down with it), or null when they fit. Counted per member: the in-memory log of
+ * ETCD_SNAPSHOT_COUNT + 5,000 transactions of 100 values and the key index (the database file is
+ * mapped, and its pages are the kernel's to drop).
+ */
+function etcdMemoryShortfall(keys: number, valueBytes: number, members: number): string | null {
+  const txns = Math.min(Math.ceil(keys / 100), ETCD_SNAPSHOT_COUNT + 5_000);
+  const need = members * (txns * 100 * (valueBytes + 64) + keys * ETCD_INDEX_BYTES_PER_KEY);
+  const kib = Number(/^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? NaN);
+  if (!Number.isFinite(kib)) return null;
+  const avail = kib * 1024;
+  if (need <= avail * 0.6) return null;
+  const gib = (b: number): string => `${(b / 1024 ** 3).toFixed(1)} GiB`;
+  return `${members} etcd member(s) of ${keys.toLocaleString('en-US')} keys would hold ~${gib(need)}; ${gib(avail)} available (use --etcd-members 1 or --no-etcd)`;
+}
+
+/** etcdSide fills a fresh etcd of `members` members with the same keys and values and times `etcdctl snapshot save` of it. */
+async function etcdSide(dir: string, keys: number, values: Values, fillConcurrency: number, members: number): Promise<EtcdFigures> {
+  const ports = await freePorts(2 * members);
+  const ids = Array.from({ length: members }, (_, i) => `e${i + 1}`);
   const client = (i: number): string => `http://127.0.0.1:${ports[i] ?? 0}`;
-  const peer = (i: number): string => `http://127.0.0.1:${ports[i + 3] ?? 0}`;
+  const peer = (i: number): string => `http://127.0.0.1:${ports[i + members] ?? 0}`;
   const initial = ids.map((id, i) => `${id}=${peer(i)}`).join(',');
   const children = ids.map((id, i) =>
     startProgram(id, '/usr/bin/etcd', [
       '--name', id, '--data-dir', join(dir, id), '--listen-client-urls', client(i), '--advertise-client-urls', client(i),
       '--listen-peer-urls', peer(i), '--initial-advertise-peer-urls', peer(i), '--initial-cluster', initial,
       '--initial-cluster-state', 'new', '--initial-cluster-token', 'bench', '--quota-backend-bytes', String(16 * 1024 ** 3),
+      '--snapshot-count', String(ETCD_SNAPSHOT_COUNT),
     ], { ETCD_UNSUPPORTED_ARCH: '' }),
   );
   const perHost = ids.map((_, i) => new Etcd3({ hosts: client(i) }));
@@ -456,7 +488,7 @@ async function etcdSide(dir: string, keys: number, values: Values, fillConcurren
     const save = await run('/usr/bin/etcdctl', ['--endpoints', client(li), 'snapshot', 'save', file], { ETCDCTL_API: '3' });
     const dbBytes = (await stat(file)).size;
     const leaderPeakRssMiB = peakRssMiB(children[li]?.proc.pid);
-    return { fillSeconds, saveSeconds: save.seconds, dbBytes, savePeakRssMiB: save.peakRssMiB, leaderPeakRssMiB };
+    return { fillSeconds, saveSeconds: save.seconds, dbBytes, savePeakRssMiB: save.peakRssMiB, leaderPeakRssMiB, members };
   } finally {
     all.close();
     for (const c of perHost) c.close();
@@ -644,10 +676,17 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     };
     await rm(join(dir, 'snapcoord'), { recursive: true, force: true });
     let etcd: EtcdFigures | null = null;
-    if (o.etcd) {
-      log(`[${mix}] etcd: filling ${o.keys.toLocaleString('en-US')} keys`);
-      etcd = await etcdSide(join(dir, 'etcd'), o.keys, values, 32);
-      log(`[${mix}] etcd: fill ${etcd.fillSeconds.toFixed(1)} s, etcdctl snapshot save ${etcd.saveSeconds.toFixed(2)} s (${fmtMiB(etcd.dbBytes)})`);
+    const shortfall = o.etcd ? etcdMemoryShortfall(o.keys, o.valueBytes, o.etcdMembers) : null;
+    if (shortfall !== null) log(`[${mix}] etcd: not run: ${shortfall}`);
+    else if (o.etcd) {
+      log(`[${mix}] etcd: filling ${o.keys.toLocaleString('en-US')} keys (${o.etcdMembers} member(s))`);
+      try {
+        etcd = await etcdSide(join(dir, 'etcd'), o.keys, values, 32, o.etcdMembers);
+        log(`[${mix}] etcd: fill ${etcd.fillSeconds.toFixed(1)} s, etcdctl snapshot save ${etcd.saveSeconds.toFixed(2)} s (${fmtMiB(etcd.dbBytes)})`);
+      } catch (err) {
+        // snapcoord's figures of this mix are kept: the table says etcd did not finish.
+        log(`[${mix}] etcd: failed, no ratios for this mix: ${err instanceof Error ? err.message : String(err)}`);
+      }
       await rm(join(dir, 'etcd'), { recursive: true, force: true });
     }
     await rm(archive.path, { force: true });
@@ -690,7 +729,7 @@ function table(f: MixFigures): string {
   const line = (r: readonly string[]): string => r.map((c, i) => c.padEnd(w[i] ?? 10)).join(' ').trimEnd();
   return [
     `mix ${f.mix}: ${f.archive.keys.toLocaleString('en-US')} keys, ${fmtMiB(f.archive.stateBytes)} of state, values gzip-1 ${f.gzipRatio.toFixed(2)}:1, archive ${fmtMiB(f.archive.bytes)}`,
-    line(['', 'snapcoord (3 nodes, TLS)', e ? 'etcd 3.4 (3 members)' : 'etcd: not run', e ? 'etcd / snapcoord' : '']),
+    line(['', 'snapcoord (3 nodes, TLS)', e ? `etcd 3.4 (${e.members} member${e.members === 1 ? '' : 's'})` : 'etcd: not run', e ? 'etcd / snapcoord' : '']),
     ...rows.map(line),
   ].join('\n');
 }
@@ -705,6 +744,8 @@ interface Options {
   readonly writeSeconds: number;
   readonly writeClients: number;
   readonly etcd: boolean;
+  /** etcdMembers: members of the etcd side (3 as the nodes; 1 where three would not fit in memory). */
+  readonly etcdMembers: number;
   readonly keep: boolean;
   readonly restoreOnly: boolean;
   /** nodeRuntime: start the nodes as their launchers do (NODE_V8_FLAGS, NODE_MALLOC_ENV); false for plain `node`. */
@@ -733,6 +774,11 @@ function positive(name: string, v: string, max: number): number {
   return n;
 }
 
+function etcdMembers(v: string): number {
+  if (v !== '1' && v !== '3') throw new Error(`--etcd-members: ${v} is not 1 or 3`);
+  return Number(v);
+}
+
 async function main(): Promise<void> {
   const p = new Command()
     .option('--keys <k>', 'keys in the state', '1000000')
@@ -742,6 +788,7 @@ async function main(): Promise<void> {
     .option('--write-seconds <s>', 'seconds of each write phase', '10')
     .option('--write-clients <n>', 'clients of the write phases', '16')
     .option('--no-etcd', 'do not run etcd even when installed')
+    .option('--etcd-members <n>', 'members of the etcd side (1 or 3)', '3')
     .option('--keep', 'keep the working directory')
     .option('--node-prof <dir>', 'run the nodes with --cpu-prof, profiles written to <dir> when they stop')
     .option('--restore-only', 'stop each mix after the restore (and the snapshots the nodes take of it)')
@@ -749,7 +796,7 @@ async function main(): Promise<void> {
     .option('--cli-prof <dir>', 'run each `snapshot save` with --cpu-prof, profiles in <dir>/<mix>/save-N')
     .option('--no-node-runtime', 'start the nodes with plain `node`, without the V8 flags and malloc environment of their launchers')
     .parse(process.argv);
-  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; keep?: boolean; restoreOnly?: boolean; savesOnly?: boolean; cliProf?: string; nodeRuntime: boolean; nodeProf?: string }>();
+  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; etcdMembers: string; keep?: boolean; restoreOnly?: boolean; savesOnly?: boolean; cliProf?: string; nodeRuntime: boolean; nodeProf?: string }>();
   const mixes = raw.mix.split(',').map((m) => m.trim());
   for (const m of mixes) if (!(MIX_NAMES as readonly string[]).includes(m)) throw new Error(`--mix: ${m} is not one of ${MIX_NAMES.join(', ')}`);
   const o: Options = {
@@ -760,6 +807,7 @@ async function main(): Promise<void> {
     writeSeconds: positive('write-seconds', raw.writeSeconds, 3_600),
     writeClients: positive('write-clients', raw.writeClients, 1_024),
     etcd: raw.etcd && existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
+    etcdMembers: etcdMembers(raw.etcdMembers),
     keep: raw.keep === true,
     restoreOnly: raw.restoreOnly === true,
     nodeRuntime: raw.nodeRuntime,
@@ -775,7 +823,10 @@ async function main(): Promise<void> {
   try {
     for (const mix of o.mixes) {
       try {
-        results.push(await benchMix(root, mix, o));
+        const r = await benchMix(root, mix, o);
+        results.push(r);
+        // Each mix's table as soon as it is done (a later mix may take long, or fail).
+        if (o.mixes.length > 1) log(`\n${table(r)}\n`);
       } catch (err) {
         if (!(err instanceof RestoreOnlyDone)) throw err;
       }
