@@ -12,7 +12,7 @@
  *
  * (the malloc environment and V8 flags a node runs with, src/cli/node-runtime.ts).
  */
-import { createReadStream, createWriteStream, readdirSync, readFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -24,31 +24,11 @@ import { SnapshotManager } from '../src/node/snapshots.js';
 import { RocksCluster } from '../test/unit/node/rocks-cluster.js';
 import { startExternalMemoryGc } from '../src/snapshot/external-memory-gc.js';
 import { arg } from './lib/arg.js';
+import { threadCpu, threadGroup } from './lib/thread-cpu.js';
 
 const keys = Number(arg('keys', '200000'));
 const rounds = Number(arg('rounds', '3'));
 const valueBytes = Number(arg('value-bytes', '1024'));
-
-/** threadCpu: CPU seconds (user + system) of each thread of this process, by tid, with the thread's name. */
-function threadCpu(): Map<number, { readonly name: string; readonly s: number }> {
-  const out = new Map<number, { readonly name: string; readonly s: number }>();
-  for (const tid of readdirSync('/proc/self/task')) {
-    try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-      out.set(Number(tid), { name, s: (Number(f[11]) + Number(f[12])) / 100 });
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-/** threadGroup: a thread's name without its number (libuv-worker, rocksdb:low, V8 DefaultWorke...). */
-function threadGroup(name: string): string {
-  return name.replace(/[0-9]+$/, '').replace(/:$/, '');
-}
 
 /** minorFaults: the process's minor page faults so far. */
 function minorFaults(): number {

@@ -54,6 +54,7 @@ import { sleep } from '../test/harness/until.js';
 import { fmtMiB, fmtSize, mbps, parseBytes, parseReports } from './lib/snapshot-common.js';
 import { systemClock } from '../src/node/clock.js';
 import { NODE_V8_FLAGS, nodeProcessEnv } from '../src/cli/node-runtime.js';
+import { fmtThreadCpu } from './lib/thread-cpu.js';
 
 const program = new Command()
   .name('bench:snapshot')
@@ -201,6 +202,9 @@ interface Measured {
   /** CPU seconds (user + system) of each side during the transfer. */
   readonly senderCpu: number;
   readonly receiverCpu: number;
+  /** CPU seconds of each side by thread group (main, libuv-worker, ...). */
+  readonly senderThreads: Record<string, number>;
+  readonly receiverThreads: Record<string, number>;
   readonly extra: Record<string, unknown>;
 }
 
@@ -246,6 +250,8 @@ async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install', nStreams:
       receiverBase: Number(r.baselineRss),
       senderCpu: Number(s?.cpuSeconds ?? NaN),
       receiverCpu: Number(r.cpuSeconds),
+      senderThreads: (s?.threadCpu ?? {}) as Record<string, number>,
+      receiverThreads: (r.threadCpu ?? {}) as Record<string, number>,
       extra: r,
     };
   } finally {
@@ -360,7 +366,10 @@ async function diskCeiling(a: Archive, dir: string): Promise<number> {
 
 /** cpuNote: CPU seconds of each side over the wall time (1.00 = one core busy throughout). */
 function cpuNote(m: Measured): string {
-  return `CPU sender ${m.senderCpu.toFixed(2)} s (${(m.senderCpu / m.seconds).toFixed(2)} cores), receiver ${m.receiverCpu.toFixed(2)} s (${(m.receiverCpu / m.seconds).toFixed(2)} cores)`;
+  return (
+    `CPU sender ${m.senderCpu.toFixed(2)} s (${(m.senderCpu / m.seconds).toFixed(2)} cores: ${fmtThreadCpu(m.senderThreads)}), ` +
+    `receiver ${m.receiverCpu.toFixed(2)} s (${(m.receiverCpu / m.seconds).toFixed(2)} cores: ${fmtThreadCpu(m.receiverThreads)})`
+  );
 }
 
 function pad(s: string, n: number): string {

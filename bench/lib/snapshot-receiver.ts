@@ -32,6 +32,7 @@ import { peerDial, type PeerDial } from '../../src/transport/peer-guard.js';
 import { FLOW_CONTROL_WINDOW_BYTES } from '../../src/transport/snapshot-fetcher.js';
 import { RAW_STREAM_PATH, RssSampler, args, exitWithParent, need, rawIdentity, report } from './snapshot-common.js';
 import { systemClock } from '../../src/node/clock.js';
+import { threadCpu, threadCpuByGroup } from './thread-cpu.js';
 
 const rss = new RssSampler(100);
 exitWithParent();
@@ -140,6 +141,8 @@ async function main(): Promise<void> {
   let cpuAtEnd: NodeJS.CpuUsage | undefined;
   const jobs = mode === 'fetch' ? await Promise.all(Array.from({ length: streams }, (_, i) => openFetchJob(i))) : [];
   const cpu0 = process.cpuUsage();
+  const threads0 = threadCpu();
+  let threads1: ReturnType<typeof threadCpu> | undefined;
   if (mode === 'raw' || mode === 'fetch') {
     const t0 = performance.now();
     const results = await Promise.all(
@@ -147,6 +150,7 @@ async function main(): Promise<void> {
     );
     const seconds = (performance.now() - t0) / 1000;
     cpuAtEnd = process.cpuUsage(cpu0);
+    threads1 = threadCpu();
     await Promise.all(jobs.map((job) => closeFetchJob(job)));
     for (const r of results) if (r.bytes !== size) throw new Error(`a ${mode} stream got ${r.bytes} bytes, expected ${size}`);
     out = {
@@ -163,8 +167,11 @@ async function main(): Promise<void> {
   }
   // CPU up to the end of the transfer (the fetch's fsync and rename included, closing the stores not).
   const cpu = cpuAtEnd ?? process.cpuUsage(cpu0);
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+  // By thread: main, libuv's threadpool, V8's platform threads, RocksDB's; `ended` the threads gone by then (the hashing worker).
+  const threadSeconds = threadCpuByGroup(threads0, threads1 ?? threadCpu(), cpuSeconds);
   rss.stop();
-  report({ mode, ...out, cpuSeconds: (cpu.user + cpu.system) / 1e6, peakRss: rss.peak, baselineRss: rss.baseline });
+  report({ mode, ...out, cpuSeconds, threadCpu: threadSeconds, peakRss: rss.peak, baselineRss: rss.baseline });
 }
 
 main().then(

@@ -22,6 +22,7 @@ import { readChunks } from '../../src/snapshot/chunk-reader.js';
 import { CHUNK_HASH_BYTES, SnapshotStore } from '../../src/snapshot/store.js';
 import { createRaftService } from '../../src/transport/raft-service.js';
 import type { RaftRequestHandler } from '../../src/transport/transport.js';
+import { threadCpu, threadCpuByGroup } from './thread-cpu.js';
 import { RAW_STREAM_SERVICE, RssSampler, args, exitWithParent, need, report, writable } from './snapshot-common.js';
 
 const rss = new RssSampler(100);
@@ -46,6 +47,7 @@ const known = { chunkBytes: CHUNK_HASH_BYTES, sha256s: handle.chunkSha256s };
 let streams = 0;
 /** CPU time is counted from `ready` on (start-up and module loading excluded). */
 let cpuAtReady: NodeJS.CpuUsage | undefined;
+let threadsAtReady: ReturnType<typeof threadCpu> | undefined;
 let bytesServed = 0;
 
 const handler: RaftRequestHandler = {
@@ -101,13 +103,16 @@ server.bindAsync(`127.0.0.1:${port}`, credentials, (err, bound) => {
     process.exit(2);
   }
   cpuAtReady = process.cpuUsage();
+  threadsAtReady = threadCpu();
   report({ ready: true, port: bound, tls: certFile !== undefined, rss: rss.sample() });
 });
 
 process.on('SIGTERM', () => {
   rss.stop();
   const cpu = process.cpuUsage(cpuAtReady);
-  report({ peakRss: rss.peak, baselineRss: rss.baseline, streams, rawBytesServed: bytesServed, cpuSeconds: (cpu.user + cpu.system) / 1e6 });
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+  const threadSeconds = threadCpuByGroup(threadsAtReady ?? new Map(), threadCpu(), cpuSeconds);
+  report({ peakRss: rss.peak, baselineRss: rss.baseline, streams, rawBytesServed: bytesServed, cpuSeconds, threadCpu: threadSeconds });
   server.forceShutdown();
   process.exit(0);
 });
