@@ -9,6 +9,13 @@ export interface FileChunk {
   readonly sha256: Uint8Array;
   readonly totalSizeBytes: number;
   readonly last: boolean;
+  /**
+   * release, when present, says the consumer is done with `data` (its bytes
+   * copied or sent, no view of them kept): readChunks may read a later chunk
+   * into the same memory. Calling it while anything still reads `data`
+   * corrupts what that reads; not calling it only costs a fresh buffer.
+   */
+  readonly release?: () => void;
 }
 
 /** CHUNK_BYTES_MAX caps what a peer may ask for in one chunk. */
@@ -26,13 +33,22 @@ export const FRAME_ROOM: unique symbol = Symbol.for('snapcoord.chunk.frameRoom')
 /** FRAME_ROOM_BEFORE / FRAME_ROOM_AFTER: the room readChunks leaves (a FetchSnapshotResponse's fields around `data`). */
 const FRAME_ROOM_BEFORE = 32;
 const FRAME_ROOM_AFTER = 64;
+/**
+ * SPARE_FRAMES_MAX: released buffers readChunks keeps for the next chunks.
+ * A server stream holds a few chunks at once (one read ahead, one being
+ * encoded, STREAM_UNSENT_MAX unsent); reusing theirs spares a fresh 1 MiB
+ * buffer per chunk, which a node's malloc (a 128 KiB mmap threshold,
+ * cli/node-runtime.ts) maps, faults in page by page and unmaps again.
+ */
+const SPARE_FRAMES_MAX = 4;
 
 /**
  * readChunks reads path from offset in chunks of chunkBytes (capped at
  * CHUNK_BYTES_MAX), each with its SHA-256 (taken from `known` when it holds
  * the hashes of that chunk size, recorded when the file was verified). The consumer pulls one chunk at a
  * time, so memory stays at one chunk whatever the file size. Rejects when
- * offset is beyond the end.
+ * offset is beyond the end. A full-size chunk's buffer comes back for later
+ * chunks once the consumer calls its `release` (up to SPARE_FRAMES_MAX kept).
  */
 export async function* readChunks(
   path: string,
@@ -60,28 +76,37 @@ export async function* readChunks(
       return;
     }
     // One read ahead: the next chunk comes off the disk while this one is hashed and sent.
-    // Each chunk is read into the middle of its own buffer, with room for a message's fields around it.
-    const readAt = async (at: number): Promise<Buffer> => {
+    // Each chunk is read into the middle of its own buffer, with room for a message's fields around it:
+    // a released one of full size (spare), else a fresh one.
+    const frameBytes = FRAME_ROOM_BEFORE + size + FRAME_ROOM_AFTER;
+    const spare: Buffer[] = [];
+    const readAt = async (at: number): Promise<{ data: Buffer; frame: Buffer }> => {
       const want = Math.min(size, total - at);
-      const frame = Buffer.allocUnsafe(FRAME_ROOM_BEFORE + want + FRAME_ROOM_AFTER);
+      const frame = (want === size ? spare.pop() : undefined) ?? Buffer.allocUnsafe(FRAME_ROOM_BEFORE + want + FRAME_ROOM_AFTER);
       const { bytesRead } = await fh.read(frame, FRAME_ROOM_BEFORE, want, at);
       if (bytesRead === 0) throw new Error(`file ${path} shrank while being read`);
       const data = frame.subarray(FRAME_ROOM_BEFORE, FRAME_ROOM_BEFORE + bytesRead);
       Object.defineProperty(data, FRAME_ROOM, { value: { before: FRAME_ROOM_BEFORE, after: frame.length - FRAME_ROOM_BEFORE - bytesRead } });
-      return data;
+      return { data, frame };
     };
-    let next: Promise<Buffer> | null = readAt(pos);
+    let next: Promise<{ data: Buffer; frame: Buffer }> | null = readAt(pos);
     while (next !== null) {
-      const data: Buffer = await next;
+      const { data, frame } = await next;
       const after: number = pos + data.length;
       next = after < total ? readAt(after) : null;
       next?.catch(() => undefined); // a failed read-ahead surfaces when awaited
+      let released = false;
       const chunk: FileChunk = {
         offset: pos,
         data,
         sha256: knownSha(pos, data.length) ?? sha256(data),
         totalSizeBytes: total,
         last: after >= total,
+        release: () => {
+          if (released) return;
+          released = true;
+          if (frame.length === frameBytes && spare.length < SPARE_FRAMES_MAX) spare.push(frame);
+        },
       };
       pos = after;
       yield chunk;

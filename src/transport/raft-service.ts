@@ -442,7 +442,8 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
               totalSizeBytes: toU64(c.totalSizeBytes, 'totalSizeBytes'),
               last: c.last,
             };
-            await outbox.write(res);
+            // Once sent (serialized into grpc-js's own buffer), the chunk's buffer may take a later chunk.
+            await outbox.write(res, c.release);
           }
           if (!call.cancelled) call.end();
         } catch (err) {

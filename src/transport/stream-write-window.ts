@@ -60,11 +60,18 @@ export class StreamWriteWindow<T> {
     return this.#unsent;
   }
 
-  /** write sends `message` and resolves once at most unsentMax messages are unsent (or the call is gone). */
-  async write(message: T): Promise<void> {
+  /**
+   * write sends `message` and resolves once at most unsentMax messages are
+   * unsent (or the call is gone). `onSent`, if given, runs once the message
+   * was sent (its write callback; never if the call went first): by then
+   * grpc-js has serialized it into a buffer of its own, so the caller may
+   * reuse what the message pointed to.
+   */
+  async write(message: T, onSent?: () => void): Promise<void> {
     this.#unsent++;
     this.call.write(message, () => {
       this.#unsent--;
+      onSent?.();
       this.#wakeUp();
     });
     while (this.#unsent > this.unsentMax && !this.#gone) {

@@ -195,6 +195,8 @@ export interface SnapshotChunk {
   readonly sha256: Uint8Array;
   readonly totalSizeBytes: number;
   readonly last: boolean;
+  /** release, when present: the server is done with `data` (sent); its buffer may hold a later chunk (chunk-reader.ts). */
+  readonly release?: () => void;
 }
 
 /**

@@ -211,3 +211,76 @@ describe('readChunks + serializeFetchSnapshotResponse (the sender encodes chunks
     }
   });
 });
+
+describe('readChunks buffer reuse (release)', () => {
+  it('reads a later chunk into the buffer of a released one, never into one still held', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'snapcoord-reuse-'));
+    try {
+      const file = join(d, 'f.bin');
+      const bytes = randomBytes(12 * CHUNK + 99);
+      await writeFile(file, bytes);
+      const released = new Set<ArrayBufferLike>();
+      const held: { data: Uint8Array; offset: number }[] = [];
+      let reused = 0;
+      for await (const c of readChunks(file, 0, CHUNK)) {
+        assert.ok(Buffer.from(c.data).equals(bytes.subarray(c.offset, c.offset + c.data.length)), `chunk at ${c.offset} holds the file's bytes`);
+        assert.ok(!held.some((h) => h.data.buffer === c.data.buffer), 'a chunk still held is never read into');
+        if (released.has(c.data.buffer)) reused++;
+        // Every third chunk is kept (never released); the others released at once, twice (idempotent).
+        if ((c.offset / CHUNK) % 3 === 1) held.push({ data: c.data, offset: c.offset });
+        else {
+          assert.equal(typeof c.release, 'function');
+          c.release?.();
+          c.release?.();
+          released.add(c.data.buffer);
+        }
+      }
+      assert.ok(reused >= 6, `${reused} of 13 chunks were read into a released buffer`);
+      for (const h of held) assert.ok(Buffer.from(h.data).equals(bytes.subarray(h.offset, h.offset + h.data.length)), `held chunk at ${h.offset} unchanged`);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
+  it('a FetchSnapshot server releases each chunk only once grpc-js has its own copy: the fetch stays whole with released buffers overwritten', async () => {
+    const { RAFT_SERVICE_DEFINITION } = await import('../../../src/transport/fetch-serializer.js');
+    const d = await mkdtemp(join(tmpdir(), 'snapcoord-release-'));
+    const server = new grpc.Server();
+    try {
+      const file = join(d, 'f.bin');
+      const bytes = randomBytes(24 * CHUNK + 7);
+      await writeFile(file, bytes);
+      let chunks = 0;
+      let releases = 0;
+      const handler: RaftRequestHandler = {
+        handleRequest: () => Promise.resolve([]),
+        handleReport: () => undefined,
+        openSnapshot: (p) =>
+          Promise.resolve(
+            (async function* () {
+              for await (const c of readChunks(file, p.offset, p.chunkBytes)) {
+                chunks++;
+                // A released chunk's bytes are overwritten at once: had they not been copied yet, the follower's check would fail.
+                yield { ...c, release: () => (releases++, Buffer.from(c.data.buffer, c.data.byteOffset, c.data.length).fill(0xee), c.release?.()) };
+              }
+            })(),
+          ),
+      };
+      server.addService(RAFT_SERVICE_DEFINITION, createRaftService(handler));
+      const port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e !== null ? reject(e) : resolve(p))),
+      );
+      const dest = join(d, 'out');
+      const digest = createHash('sha256').update(bytes).digest('hex');
+      const r = await fetchSnapshot({ selfId: 'f', address: `127.0.0.1:${port}`, target: { index: 1, term: 1, sizeBytes: bytes.length, digest }, destPath: dest, chunkBytes: CHUNK });
+      assert.equal(r.hashFailures, 0);
+      assert.equal(r.attempts, 1);
+      assert.ok((await readFile(dest)).equals(bytes));
+      assert.equal(chunks, 25);
+      assert.equal(releases, chunks, 'every chunk sent was released');
+    } finally {
+      server.forceShutdown();
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+});
