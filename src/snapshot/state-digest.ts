@@ -71,8 +71,11 @@ const INFLATE_PIECE_BYTES = 112 * 1024;
  * fresh 1 MiB allocation, mapped and faulted in, per member) when it is
  * large enough, else into a new buffer; its output size is known and more
  * output than that is refused. Returns the member's bytes (a view of `into`).
+ * Each of zlib's pieces is dead once copied into `into`: `noteGarbage` is told
+ * its size then (the thread's ExternalMemoryGc scavenges every few MiB of
+ * them, so they are freed and their glibc memory reused by the next ones).
  */
-async function inflateMember(io: SnapshotIo, member: Buffer, stateBytes: number, into: Buffer | null): Promise<Buffer> {
+async function inflateMember(io: SnapshotIo, member: Buffer, stateBytes: number, into: Buffer | null, noteGarbage: (bytes: number) => void): Promise<Buffer> {
   try {
     if (into === null || into.length < stateBytes) {
       return await io.gunzip(member, { chunkSize: Math.max(64 * 1024, stateBytes + 1024), maxOutputLength: Math.max(1, stateBytes) });
@@ -87,6 +90,7 @@ async function inflateMember(io: SnapshotIo, member: Buffer, stateBytes: number,
         }
         piece.copy(into, at);
         at += piece.length;
+        noteGarbage(piece.length);
       });
       g.once('end', () => resolve(into.subarray(0, at)));
       g.once('error', reject);
@@ -131,9 +135,15 @@ function walkRecords(state: Buffer, entry: StateMemberEntry, at: number): Buffer
 /**
  * localStateDigest: a StateDigest in this thread (gunzip through `io`).
  * Members gunzip into buffers of `blockBytes` reused once hashed or handed
- * over; at most as many as are in flight at once are made.
+ * over; at most as many as are in flight at once are made. `noteGarbage`
+ * is told of every gunzip piece once it is copied out and dead (the worker
+ * passes its ExternalMemoryGc's garbageMade; by default nothing is told).
  */
-export function localStateDigest(io: SnapshotIo, blockBytes: number): StateDigest & { hashOwned(bytes: Buffer): Promise<void> } {
+export function localStateDigest(
+  io: SnapshotIo,
+  blockBytes: number,
+  noteGarbage: (bytes: number) => void = () => undefined,
+): StateDigest & { hashOwned(bytes: Buffer): Promise<void> } {
   const hash: Hash = createHash('sha256');
   /** kept: inflated members not wanted, in order, until hashed (each with the buffer it lies in). */
   const kept: Promise<{ readonly state: Buffer; readonly into: Buffer }>[] = [];
@@ -154,7 +164,7 @@ export function localStateDigest(io: SnapshotIo, blockBytes: number): StateDiges
       const at = stateOffset;
       stateOffset += entry.stateBytes;
       const into = spare.pop() ?? Buffer.allocUnsafeSlow(blockBytes);
-      const done = inflateMember(io, compressed, entry.stateBytes, into)
+      const done = inflateMember(io, compressed, entry.stateBytes, into, noteGarbage)
         .then((state) => ({ state, lastKey: Buffer.from(walkRecords(state, entry, at)) }))
         .catch(fail);
       if (want) {
@@ -220,6 +230,8 @@ export type DigestReply =
 /** DigestWorkerGc: the collections the worker's bound on its dead Buffers started (state-digest-worker.ts). */
 export interface DigestWorkerGc {
   readonly scavenges: number;
+  /** garbageScavenges: those of `scavenges` started by pieces noted dead (ExternalMemoryGc.garbageMade). */
+  readonly garbageScavenges: number;
   readonly collections: number;
 }
 
@@ -262,7 +274,7 @@ export function startWorkerStateDigest(): StateDigest & { readonly gc: DigestWor
   let failed: Error | null = null;
   let closed = false;
   /** gc: what the worker's bound on its dead Buffers had started at its last digest. */
-  let gc: DigestWorkerGc = { scavenges: 0, collections: 0 };
+  let gc: DigestWorkerGc = { scavenges: 0, garbageScavenges: 0, collections: 0 };
   const failAll = (err: Error): void => {
     failed ??= err;
     for (const w of waiting.values()) w.reject(failed);

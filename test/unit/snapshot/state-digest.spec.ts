@@ -2,13 +2,13 @@
  * The state digest worker (state-digest.ts, startWorkerStateDigest) bounds its dead Buffers: every member it
  * gunzips arrives in fresh zlib pieces, dropped once copied, and a delta of a 1 GB state makes a GB of them
  * (issue 15: peak RSS). Its ExternalMemoryGc, checked as each member is done, starts a collection once they
- * gather; V8 left alone waited for 64 MiB.
+ * gather; V8 left alone waited for 64 MiB. Each piece is also noted dead as it is copied (a scavenge every 4 MiB).
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 
-import { EXTERNAL_GARBAGE_BYTES_MAX } from '../../../src/snapshot/external-memory-gc.js';
+import { EXTERNAL_GARBAGE_BYTES_MAX, GARBAGE_SCAVENGE_BYTES_DEFAULT } from '../../../src/snapshot/external-memory-gc.js';
 import { startWorkerStateDigest } from '../../../src/snapshot/state-digest.js';
 
 /** member: `keys` records (4-byte key length, key, 4-byte value length, value) of 1 KiB values from key `first`. */
@@ -46,6 +46,27 @@ describe('startWorkerStateDigest', function () {
       }
       assert.equal(await digest.digest(), hash.digest('hex'));
       assert.ok(digest.gc.scavenges + digest.gc.collections >= 1, `no collection started for ${members} MiB of gunzip output: ${JSON.stringify(digest.gc)}`);
+    } finally {
+      await digest.close();
+    }
+  });
+
+  it('notes each gunzip piece dead once copied: a scavenge every GARBAGE_SCAVENGE_BYTES_DEFAULT of output, not only at the 16 MiB bound', async () => {
+    const keysPerMember = 1_000;
+    // Half the bound's worth of output: the bound alone never scavenges; noted pieces do, every 4 MiB.
+    const members = Math.floor(EXTERNAL_GARBAGE_BYTES_MAX / 2 / (keysPerMember * 1_050));
+    const digest = startWorkerStateDigest();
+    let output = 0;
+    try {
+      for (let m = 0; m < members; m++) {
+        const { state, firstKey } = member(m * keysPerMember, keysPerMember);
+        output += state.length;
+        const compressed = gzipSync(state, { level: 1 });
+        await digest.inflate(compressed, { stateBytes: state.length, keys: keysPerMember, firstKey, compressedBytes: compressed.length }, false);
+        await digest.hashMember();
+      }
+      await digest.digest();
+      assert.equal(digest.gc.garbageScavenges, Math.floor(output / GARBAGE_SCAVENGE_BYTES_DEFAULT), JSON.stringify({ output, gc: digest.gc }));
     } finally {
       await digest.close();
     }
