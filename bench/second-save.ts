@@ -1,0 +1,246 @@
+/**
+ * bench/second-save: the save of an unchanged state (issue 15: ≥ 50x
+ * `etcdctl snapshot save`), A/B between built trees, far cheaper than
+ * bench:snapshot-cluster: for each tree (a checkout whose dist/ is built) it
+ * starts a 3-node TLS cluster from that tree's dist/, restores one archive
+ * of K keys × V bytes (etcd mix: values of `f` bytes), writes once and saves
+ * once (the snapshot is made), then runs `snapshot save` of that tree's CLI
+ * against its own cluster's leader, the trees alternating, N times each, and
+ * `snapshot save --help` (start-up) as often. Per run: wall (spawn to exit),
+ * the CLI's CPU and peak RSS (/usr/bin/time), the leader's CPU. Medians.
+ *
+ *   npx tsx bench/second-save.ts --tree A=/work/base --tree B=. [--keys 1000000] [--value-bytes 1024] [--runs 15]
+ *
+ * SECOND_SAVE_NODE_FLAGS (space-separated) adds node flags to every member (e.g. --cpu-prof --cpu-prof-dir DIR);
+ * with SECOND_SAVE_NODE_LOG_DIR each member's output is written there when it stops.
+ *
+ * Figures only: nothing here passes or fails on time.
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Command } from 'commander';
+
+import { Role } from '../src/gen/snapcoord/v1/cluster.js';
+import { ClusterClient } from '../src/client/cluster-client.js';
+import { dialWithCa, type ClientDial } from '../src/client/dial.js';
+import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
+import type { StateRecord } from '../src/snapshot/state-format.js';
+import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
+import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
+import { Child, cleanEnv } from '../test/harness/child.js';
+import { freePorts } from '../test/harness/ports.js';
+import { until } from '../test/harness/until.js';
+
+const API_KEY = 'bench-admin-key-0123456789abcdef';
+
+/** buildArchive: K keys `fill/%08d` × V bytes of 'f', as a node's snapshot archive. */
+async function buildArchive(dir: string, keys: number, valueBytes: number): Promise<string> {
+  const value = Buffer.alloc(valueBytes, 'f');
+  async function* batches(): AsyncGenerator<StateRecord[]> {
+    for (let i = 0; i < keys; i += 1_000) {
+      const batch: StateRecord[] = [];
+      for (let j = i; j < Math.min(keys, i + 1_000); j++) batch.push({ key: Buffer.from(`fill/${String(j).padStart(8, '0')}`), value });
+      yield batch;
+    }
+  }
+  const path = join(dir, 'state.tar.gz');
+  const out = createWriteStream(path, { mode: 0o600 });
+  const meta = { id: 'bench', index: 1, term: 1, membership: { voters: ['b1'], learners: [], addresses: { b1: '127.0.0.1:1' } }, createdAt: new Date().toISOString(), snapcoordVersion: 'bench' };
+  const done = once(out, 'close');
+  await writeArchiveFromRecords(meta, { records: batches(), spoolPath: join(dir, 'state.spool') }, out);
+  await done;
+  return path;
+}
+
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+interface Run {
+  wall: number;
+  cpu: number;
+  rssMiB: number;
+  leaderCpu: number;
+}
+
+class Cluster {
+  nodes: { id: string; grpc: string; child: Child }[] = [];
+  constructor(
+    readonly name: string,
+    readonly cli: string,
+    readonly dir: string,
+    readonly ca: string,
+    readonly dial: ClientDial,
+  ) {}
+
+  static async start(name: string, tree: string, dir: string): Promise<Cluster> {
+    const cli = join(tree, 'dist', 'src', 'cli', 'main.js');
+    const ids = ['n1', 'n2', 'n3'];
+    const certDir = join(dir, 'tls');
+    await writeCa(certDir);
+    for (const id of ids) await writeNodeCert(certDir, id, { ips: ['127.0.0.1'] });
+    const ca = caFiles(certDir).caFile;
+    const keyFile = join(dir, 'api-key');
+    await writeFile(keyFile, `${API_KEY}\n`, { mode: 0o600 });
+    const c = new Cluster(name, cli, dir, ca, dialWithCa(ca, API_KEY));
+    const ports = await freePorts(9);
+    const addr = (i: number): string => `127.0.0.1:${ports[i] ?? 0}`;
+    const peers = ids.map((id, i) => `${id}=${addr(i + 6)}`).join(',');
+    c.nodes = ids.map((id, i) => {
+      const f = nodeCertFiles(certDir, id);
+      const args = [
+        ...NODE_V8_FLAGS, ...(process.env.SECOND_SAVE_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []), cli, 'serve', '--id', id, '--grpc', addr(i), '--peer-listen', addr(i + 6), '--http', addr(i + 3), '--peers', peers,
+        '--data-dir', join(dir, id), '--log-level', 'warn', '--api-key-file', keyFile,
+        '--peer-cert', f.certFile, '--peer-key', f.keyFile, '--peer-ca', ca, '--cert', f.certFile, '--key', f.keyFile,
+      ];
+      return { id, grpc: addr(i), child: new Child(args, cleanEnv(NODE_MALLOC_ENV), { command: process.execPath, name: `${name}/${id}`, outputCapBytes: 64 << 10 }) };
+    });
+    await c.leader();
+    return c;
+  }
+
+  async leader(): Promise<{ grpc: string; pid: number | undefined }> {
+    return until(`${this.name}: a leader`, 60_000, async () => {
+      for (const n of this.nodes) {
+        const client = new ClusterClient(n.grpc, this.dial);
+        const st = await client.status({ deadlineMs: 1_000 }).catch(() => undefined).finally(() => client.close());
+        if (st?.role === Role.ROLE_LEADER) return { grpc: n.grpc, pid: n.child.proc.pid };
+      }
+      return undefined;
+    });
+  }
+
+  async waitApplied(index: bigint): Promise<void> {
+    for (const n of this.nodes) {
+      await until(`${n.id} to apply ${index}`, 600_000, async () => {
+        const client = new ClusterClient(n.grpc, this.dial);
+        const st = await client.status({ deadlineMs: 1_000 }).catch(() => undefined).finally(() => client.close());
+        return (st?.appliedIndex ?? 0n) >= index && (st?.snapshotIndex ?? 0n) >= index ? true : undefined;
+      }, { everyMs: 100 });
+    }
+  }
+
+  /** cli runs this tree's CLI against the leader under /usr/bin/time. */
+  async run(args: readonly string[], leader: { grpc: string; pid: number | undefined }): Promise<Run> {
+    const timeFile = join(this.dir, 'time.txt');
+    const cpu0 = cpuSeconds(leader.pid);
+    const t0 = performance.now();
+    const p = spawn('/usr/bin/time', ['-f', '%U %S %M', '-o', timeFile, process.execPath, this.cli, ...args, '--endpoint', leader.grpc, '--cacert', this.ca, '--api-key', API_KEY], {
+      env: cleanEnv(),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const [code] = (await once(p, 'exit')) as [number | null];
+    const wall = (performance.now() - t0) / 1000;
+    const leaderCpu = cpuSeconds(leader.pid) - cpu0;
+    if (code !== 0) throw new Error(`${this.name}: ${args.join(' ')} exited ${code}: ${stderr}`);
+    const [u, s, m] = (await readFile(timeFile, 'utf8')).trim().split('\n').pop()!.split(' ').map(Number);
+    return { wall, cpu: (u ?? 0) + (s ?? 0), rssMiB: (m ?? 0) / 1024, leaderCpu };
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.child.kill('SIGTERM')));
+    const logDir = process.env.SECOND_SAVE_NODE_LOG_DIR;
+    if (logDir !== undefined) for (const n of this.nodes) await writeFile(join(logDir, `${this.name}-${n.id}.log`), n.child.output);
+  }
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? (s[(s.length - 1) / 2] ?? NaN) : ((s[s.length / 2 - 1] ?? 0) + (s[s.length / 2] ?? 0)) / 2;
+};
+
+async function main(): Promise<void> {
+  const raw = new Command()
+    .option('--tree <name=dir>', 'a checkout with dist/ built (repeat)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--keys <n>', 'keys', '1000000')
+    .option('--value-bytes <n>', 'value bytes', '1024')
+    .option('--runs <n>', 'saves per tree', '15')
+    .option('--hold-seconds <s>', 'keep the clusters up this long after the runs (print how to reach them)', '0')
+    .parse()
+    .opts<{ tree: string[]; keys: string; valueBytes: string; runs: string; holdSeconds: string }>();
+  const trees = raw.tree.map((t) => {
+    const [name, dir] = t.split('=');
+    if (name === undefined || dir === undefined) throw new Error(`--tree ${t}: not NAME=DIR`);
+    return { name, dir: resolve(dir) };
+  });
+  const keys = Number(raw.keys);
+  const runs = Math.min(Number(raw.runs), 200);
+  const root = await mkdtemp(join(tmpdir(), 'snapcoord-second-save-'));
+  const clusters: Cluster[] = [];
+  try {
+    const archive = await buildArchive(root, keys, Number(raw.valueBytes));
+    for (const t of trees) {
+      const dir = join(root, t.name);
+      await mkdir(dir);
+      const c = await Cluster.start(t.name, t.dir, dir);
+      clusters.push(c);
+      let l = await c.leader();
+      const r = await new Promise<string>((res, rej) => {
+        const p = spawn(process.execPath, [c.cli, 'snapshot', 'restore', archive, '--json', '--no-progress', '--endpoint', l.grpc, '--cacert', c.ca, '--api-key', API_KEY], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+        p.once('exit', (code) => (code === 0 ? res(out) : rej(new Error(`restore exited ${code}`))));
+      });
+      await c.waitApplied(BigInt((JSON.parse(r) as { restoredIndex: number }).restoredIndex));
+      l = await c.leader();
+      await c.run(['kv', 'put', 'bench/marker', 'x'], l);
+      await c.run(['snapshot', 'save', join(dir, 'first.tar.gz'), '--no-progress'], l);
+      process.stderr.write(`${t.name}: cluster ready\n`);
+    }
+    const saves = new Map<string, Run[]>(clusters.map((c) => [c.name, []]));
+    const helps = new Map<string, Run[]>(clusters.map((c) => [c.name, []]));
+    const load0 = loadavg()[0] ?? 0;
+    for (let i = 0; i < runs; i++) {
+      for (const c of i % 2 === 0 ? clusters : [...clusters].reverse()) {
+        const l = await c.leader();
+        const out = join(c.dir, 'second.tar.gz');
+        await rm(out, { force: true });
+        saves.get(c.name)?.push(await c.run(['snapshot', 'save', out, '--no-progress'], l));
+        helps.get(c.name)?.push(await c.run(['snapshot', 'save', out, '--help'], l));
+      }
+    }
+    const load1 = loadavg()[0] ?? 0;
+    console.log(`second save, ${keys} keys, ${runs} alternated runs per tree, load ${load0.toFixed(2)} -> ${load1.toFixed(2)} (medians)`);
+    for (const c of clusters) {
+      const s = saves.get(c.name) ?? [];
+      const h = helps.get(c.name) ?? [];
+      console.log(
+        `${c.name.padEnd(8)} save wall ${median(s.map((r) => r.wall)).toFixed(3)} s  CPU ${median(s.map((r) => r.cpu)).toFixed(3)} s  RSS ${median(s.map((r) => r.rssMiB)).toFixed(1)} MiB  leader CPU ${median(s.map((r) => r.leaderCpu)).toFixed(2)} s | --help wall ${median(h.map((r) => r.wall)).toFixed(3)} s  CPU ${median(h.map((r) => r.cpu)).toFixed(3)} s`,
+      );
+      console.log(`${' '.repeat(8)} walls ${s.map((r) => r.wall.toFixed(3)).join(' ')}`);
+    }
+    const hold = Math.min(Number(raw.holdSeconds), 3_600);
+    if (hold > 0) {
+      for (const c of clusters) console.log(`${c.name}: node ${c.cli} --endpoint ${(await c.leader()).grpc} --cacert ${c.ca} --api-key ${API_KEY}  (leader pid ${(await c.leader()).pid})`);
+      // Until the time is up or SIGTERM / SIGINT (then the clusters are stopped as after the runs).
+      await new Promise<void>((r) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          r();
+        };
+        const timer = setTimeout(done, hold * 1000);
+        process.once('SIGTERM', done);
+        process.once('SIGINT', done);
+      });
+    }
+  } finally {
+    for (const c of clusters) await c.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+  process.exit(1);
+});
