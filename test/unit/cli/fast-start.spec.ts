@@ -95,6 +95,13 @@ describe('CLI fast start: client commands from the bundle with its code cache', 
     assert.doesNotMatch(readFileSync(join(cli, BUNDLE_FILE), 'utf8'), /\bimport\(/);
   });
 
+  it("routes grpc-js's node:net and commander's node:child_process through scripts/bundle-shims", () => {
+    const bundle = readFileSync(join(cli, BUNDLE_FILE), 'utf8');
+    for (const shim of ['net.cjs', 'child-process.cjs']) assert.match(bundle, new RegExp(`"scripts/bundle-shims/${shim.replace('.', '\\.')}"`), shim);
+    // Left to the built-in: grpc-js requires `net` by that name, the shim by `node:net` (and so do our modules).
+    assert.doesNotMatch(bundle, /require\("net"\)|require\("child_process"\)/);
+  });
+
   it('writes its code cache once and keeps it (V8 took it: a rejected cache is written again)', async () => {
     rmSync(join(cli, CODE_CACHE_FILE), { force: true });
     assert.equal((await viaBundle(['snapshot', 'save', '--help'])).code, 0);
