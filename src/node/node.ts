@@ -370,6 +370,8 @@ export class Node {
   private readonly metrics: NodeMetrics | undefined;
   private readonly disk: DiskGuard | undefined;
   private snapshotting = false;
+  /** adopting: the leader's snapshot of a restored state is being fetched and kept as this node's (adoptLeaderSnapshot). */
+  private adopting = false;
   /** creation: the snapshot takeSnapshot is creating now: its abort, and whether a caller still waits for it (see snapshotNow). */
   private creation: { readonly abort: AbortController; waited: boolean } | null = null;
   /** snapshotSoon: take a snapshot at the next chance (after a restore). */
@@ -1178,6 +1180,9 @@ export class Node {
     // A snapshot being fetched (or fetched, waiting for its install) replaces this state: none of it is made meanwhile
     // (see startFetch; compaction waits too, the install resets the log).
     if (this.fetching !== null || this.fetched !== null) return;
+    // Nor while the leader's snapshot of a restored state is being kept as this node's (adoptLeaderSnapshot): one
+    // made meanwhile would read the whole state instead of starting from it.
+    if (this.adopting) return;
     const st = this.raft.brief();
     // What a snapshot would hold is the state machine's applied index, which trails the core's while an apply
     // is under way (a restore waiting for its archive): nothing new there since the newest snapshot, no new one
@@ -1732,6 +1737,7 @@ export class Node {
    */
   private async adoptLeaderSnapshot(meta: SnapshotMeta, leader: NodeId, address: string): Promise<void> {
     const sm = this.snapshots as SnapshotManager;
+    this.adopting = true;
     try {
       const { stored } = await sm.fetch(this.id, address, meta, this.stopAbort.signal);
       await sm.adoptFetched(stored);
@@ -1739,6 +1745,7 @@ export class Node {
     } catch (err) {
       this.log.warn({ index: meta.index, from: leader, err: (err as Error).message }, 'restore: the leader\'s snapshot of the restored state was not fetched; building one');
     } finally {
+      this.adopting = false;
       this.snapshotSoon = true;
       // A quiet follower may see no Ready for a long time: the check runs here (as after an apply).
       if (this.failure === null && !this.stopped) this.maybeSnapshot();

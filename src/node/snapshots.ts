@@ -456,6 +456,16 @@ export class SnapshotManager {
    */
   async adoptFetched(stored: StoredSnapshot): Promise<void> {
     await this.copying;
+    // Its member table, found by one read of it, so this node's next snapshot is a delta from it rather than a
+    // read of the whole state (bench:snapshot-cluster, 2M x 1 KiB: a follower's first snapshot after a restore took
+    // 22 s of the shared cores beside the leader's writes and deltas; 8M keys four times that). Best effort.
+    const t0 = this.clock.nowMs();
+    try {
+      const table = await this.store.recordMembers(stored);
+      this.log.info({ id: stored.id, members: table?.state.length ?? null, ms: this.clock.nowMs() - t0 }, table !== null ? 'member table of a fetched snapshot recorded' : 'a fetched snapshot has no member table a delta can start from');
+    } catch (err) {
+      this.log.warn({ id: stored.id, err: (err as Error).message }, 'member table of a fetched snapshot not recorded; the next snapshot reads the whole state');
+    }
     await this.setNewest(stored);
   }
 

@@ -32,10 +32,11 @@ import { Readable, Transform, type TransformCallback, type Writable } from 'node
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
 import { readChunks } from './chunk-reader.js';
-import { GZIP_BLOCK_BYTES_DEFAULT, readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta } from './archive.js';
+import { GUNZIP_CHUNK_BYTES, GZIP_BLOCK_BYTES_DEFAULT, readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta } from './archive.js';
 import { writeArchiveDelta, type StateChange } from './archive-delta.js';
 import { writeArchiveFromMembers, type ArchiveMemberTable, type StateMembersProducer } from './archive-writer.js';
 import { MEMBERS_FILE, decodeMemberTable, encodeMemberTable } from './member-table.js';
+import { MemberGunzip } from './member-gunzip.js';
 import { SMALL_STATE_BYTES_MAX, buildSmallArchive, takeSmallState, type SmallStateTake } from './small-archive.js';
 import type { StateRecord } from './state-format.js';
 import { ArchiveSink, CHUNK_HASH_BYTES, decodeChunkHashes, encodeChunkHashes, type SinkDigest, type SinkStats } from './archive-sink.js';
@@ -659,6 +660,84 @@ export class SnapshotStore {
       return decodeMemberTable(bytes, { archiveSha256: stored.archiveSha256, archiveBytes: stored.archiveBytes, stateBytes: stored.meta.stateBytes, stateKeys: stored.meta.stateKeys });
     } catch {
       return null;
+    }
+  }
+
+  /**
+   * recordMembers finds the member table of a stored archive that was not
+   * built here (a fetched one: the leader's snapshot a follower keeps after
+   * a restore) and records it beside it (MEMBERS_FILE), so this node's next
+   * snapshot can be a delta from it instead of a read of the whole state
+   * (at 8M keys x 1 KiB a follower's full snapshot took minutes of CPU on
+   * the leader's cores; the read here is one inflate of the state on the
+   * threadpool). The archive is read once through a MemberGunzip (each gzip
+   * member's end and record count found as it inflates), its whole SHA-256
+   * hashed on the way and checked against the recorded (claimed) one, and
+   * every archive rule checked but state.bin's hash (the whole digest covers
+   * it). Returns the table, or null when the archive's layout is not one a
+   * delta can start from (the head member does not end where state.bin
+   * begins, a member is not whole records); the table is then not recorded.
+   * Whatever it records, a delta checks again against the bytes (sizes,
+   * counts, first keys, key order, every gzip CRC). Errors: the read's
+   * (SnapshotStoreError `corrupt`, ArchiveError), the write's.
+   */
+  async recordMembers(stored: StoredSnapshot): Promise<ArchiveMemberTable | null> {
+    const handle = await this.open(stored.id, { allowUnverified: true });
+    try {
+      type Seen = { readonly compressedBytes: number; readonly outStart: number; readonly outBytes: number; readonly records: { readonly keys: number; readonly firstKey: Buffer } | null };
+      const seen: Seen[] = [];
+      const gunzip = new MemberGunzip({
+        chunkSize: GUNZIP_CHUNK_BYTES,
+        checkCrc: false, // the whole SHA-256 below covers every byte
+        io: this.io,
+        onMember: (m) => {
+          // Only the sizes and the first key are kept: the member's bytes and output go on.
+          seen.push({ compressedBytes: m.bytes.length, outStart: m.outStart, outBytes: m.outBytes, records: m.records === null ? null : { keys: m.records.keys, firstKey: Buffer.from(m.records.firstKey) } });
+        },
+      });
+      const { stream, confirm } = handle.createCheckedReadStream();
+      let where: { readonly stateTarOffset: number; readonly stateBytes: number; readonly stateKeys: number } | null = null;
+      await readArchive(
+        stream,
+        (meta, _state, _verified, w) => {
+          where = { stateTarOffset: w.stateTarOffset, stateBytes: meta.stateBytes, stateKeys: meta.stateKeys };
+          return Promise.resolve(); // the rest of state.bin is read and dropped by readArchive
+        },
+        { io: this.io, skipStateDigest: true, gunzip },
+      );
+      await confirm();
+      const w = where as { readonly stateTarOffset: number; readonly stateBytes: number; readonly stateKeys: number } | null;
+      const head = seen[0];
+      if (w === null || head === undefined || head.outStart !== 0 || head.outBytes !== w.stateTarOffset) return null;
+      const state: { compressedBytes: number; stateBytes: number; keys: number; firstKey: Buffer }[] = [];
+      let at = w.stateTarOffset;
+      let i = 1;
+      for (; i < seen.length && at < w.stateTarOffset + w.stateBytes; i++) {
+        const m = seen[i] as Seen;
+        if (m.outStart !== at || m.records === null || m.outStart + m.outBytes > w.stateTarOffset + w.stateBytes) return null;
+        state.push({ compressedBytes: m.compressedBytes, stateBytes: m.outBytes, keys: m.records.keys, firstKey: m.records.firstKey });
+        at += m.outBytes;
+      }
+      if (at !== w.stateTarOffset + w.stateBytes) return null;
+      const tailBytes = handle.archiveBytes - head.compressedBytes - state.reduce((n, m) => n + m.compressedBytes, 0);
+      const table: ArchiveMemberTable = { headBytes: head.compressedBytes, state, tailBytes };
+      const bytes = encodeMemberTable(table, handle.archiveSha256);
+      // The same checks as every later read of it (it covers the archive, its members add up to the state).
+      decodeMemberTable(bytes, { archiveSha256: handle.archiveSha256, archiveBytes: handle.archiveBytes, stateBytes: w.stateBytes, stateKeys: w.stateKeys });
+      const dir = join(this.dir, stored.id);
+      const tmp = join(dir, `${MEMBERS_FILE}.${this.io.uniqueName()}.new`);
+      await this.exclusive(async () => {
+        try {
+          await writeFileDurable(tmp, bytes, this.io);
+          await this.io.rename(tmp, join(dir, MEMBERS_FILE));
+          await fsyncDir(dir, this.io);
+        } finally {
+          await this.io.rm(tmp, { force: true });
+        }
+      });
+      return table;
+    } finally {
+      handle.release();
     }
   }
 

@@ -159,6 +159,38 @@ describe('restore: followers take the leader\'s state image (issue 15)', functio
     for (const m of c.members) await until(`${m.id} to apply a write after the restore`, 10_000, () => (c.node(m.id).status().applied >= index ? true : undefined));
   });
 
+  it('a follower\'s next snapshot after the image is a delta from the leader\'s snapshot it keeps (its member table found and recorded), not a read of its whole state', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
+    const leader = await c.waitForLeader();
+    const { index } = await restoreOnAll(c, leader);
+    const digest = (c.members.find((m) => m.node === leader)?.snapshots as SnapshotManager).newestMeta()?.digest;
+    const followers = c.members.filter((m) => m.node !== leader);
+    for (const m of followers) {
+      const sm = m.snapshots as SnapshotManager;
+      await until(`${m.id} to keep the leader's snapshot of the restored state`, 20_000, () => (sm.newestMeta()?.index === index && sm.newestMeta()?.digest === digest ? true : undefined));
+      const kept = (await sm.store.list()).find((s) => s.archiveSha256 === digest);
+      assert.ok(kept !== undefined && (await sm.store.members(kept)) !== null, `${m.id}: the kept snapshot has a member table that checks`);
+    }
+    await leader.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('x') });
+    const applied = leader.status().applied;
+    for (const m of followers) {
+      const n = c.node(m.id);
+      const sm = m.snapshots as SnapshotManager;
+      await until(`${m.id} to apply the write`, 10_000, () => (n.status().applied >= applied ? true : undefined));
+      const deltas = sm.deltas;
+      const meta = await n.snapshotNow();
+      assert.ok(meta.index >= applied);
+      assert.equal(sm.deltas, deltas + 1, `${m.id}: its first snapshot after the restore is a delta`);
+      const h = await sm.openStored(meta);
+      const hex = (rs: readonly StateRecord[]): string[] => rs.map((r) => `${Buffer.from(r.key).toString('hex')}=${Buffer.from(r.value).toString('hex')}`);
+      try {
+        assert.deepEqual(hex(await archiveState(h.path)), hex(await storedState(m.storage as StateStore)), `${m.id}: the delta holds its state`);
+      } finally {
+        h.release();
+      }
+    }
+  });
+
   it('with --verify-image-records, an image whose files are whole but whose records are not the archive\'s (a leader exporting a changed value) is refused: the follower keeps its state and installs the archive', async () => {
     c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true, verifyImageRecords: true });
     const leader = await c.waitForLeader();
