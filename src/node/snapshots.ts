@@ -489,10 +489,16 @@ export class SnapshotManager {
    * options.signal aborts, the creation stops at its next gzip member or
    * batch of records and rejects with the signal's reason, nothing stored.
    */
-  async create(termAt: (index: number) => number | undefined, membershipAt: (index: number) => Membership, options: { readonly signal?: AbortSignal } = {}): Promise<StoredSnapshot> {
+  async create(
+    termAt: (index: number) => number | undefined,
+    membershipAt: (index: number) => Membership,
+    options: { readonly signal?: AbortSignal; readonly onViewStart?: (applied: number) => void } = {},
+  ): Promise<StoredSnapshot> {
     const { signal } = options;
     // A restore's copy still being finished is the snapshot of that state: wait for it rather than build another.
     await this.copying;
+    // From here on the snapshot made (the newest reused, or a view taken below) holds at least this applied index.
+    options.onViewStart?.(this.storage.appliedIndex());
     const current = this.newest;
     if (current !== null && current.meta.index === this.storage.appliedIndex() && termAt(current.meta.index) === current.meta.term) {
       // Nothing applied since the newest snapshot (a restore's copy, a fetched one): it is the state now.

@@ -1,0 +1,120 @@
+/**
+ * Downloads share a snapshot being made (Node.downloadSnapshot): one that
+ * begins while a snapshot is made for another download waits for that one
+ * when it holds every write acknowledged before it began (its view not yet
+ * taken, or taken at or after what this download needs), else for the next,
+ * which every download waiting then shares. A download whose caller went
+ * away while it waited for its turn starts no creation.
+ */
+import assert from 'node:assert/strict';
+import { createReadStream } from 'node:fs';
+
+import type { Node } from '../../../src/node/node.js';
+import type { SnapshotManager } from '../../../src/node/snapshots.js';
+import { decodeStateRecords, readArchive } from '../../../src/snapshot/index.js';
+import type { SnapshotHandle } from '../../../src/snapshot/store.js';
+import { GatedIo } from './gated-io.js';
+import { until } from '../../harness/until.js';
+import { RocksCluster } from './rocks-cluster.js';
+
+const enc = new TextEncoder();
+
+/** keysOf: the keys of a snapshot archive (every rule and hash checked). */
+async function keysOf(h: SnapshotHandle): Promise<Set<string>> {
+  const keys = new Set<string>();
+  await readArchive(createReadStream(h.path), async (_meta, state) => {
+    for await (const batch of decodeStateRecords(state)) for (const r of batch) keys.add(Buffer.from(r.key).toString('latin1'));
+  });
+  return keys;
+}
+
+describe('node: downloads share a snapshot being made', function () {
+  this.timeout(120_000);
+  let c: RocksCluster | undefined;
+  afterEach(async () => {
+    await c?.close();
+    c = undefined;
+  });
+
+  /** setup: one node with ~40 gzip members of state, a snapshot of it (the next is a delta), a change since, the gate closed; openCurrent's calls counted (one per download past its barrier). */
+  async function setup(): Promise<{ node: Node; gate: GatedIo; sm: SnapshotManager; past: { n: number } }> {
+    const gate = new GatedIo();
+    const cluster = await RocksCluster.start(1, { snapshotEntries: 1_000_000, trailingEntries: 0, gzipBlockBytes: 64 * 1024 }, {}, { snapshotIo: gate.io });
+    c = cluster;
+    const node = await cluster.waitForLeader();
+    const value = enc.encode('v'.repeat(2048));
+    for (let i = 0; i < 1300; i++) await node.propose({ op: 'put', key: enc.encode(`k/${String(i).padStart(5, '0')}`), value });
+    await node.snapshotNow();
+    await node.propose({ op: 'put', key: enc.encode('a/changed'), value: enc.encode('1') });
+    const sm = cluster.member('n1').snapshots as SnapshotManager;
+    const past = { n: 0 };
+    const openCurrent = sm.openCurrent.bind(sm);
+    Object.defineProperty(sm, 'openCurrent', {
+      value: (changedAt?: number) => {
+        past.n++;
+        return openCurrent(changedAt);
+      },
+    });
+    gate.closed = true;
+    return { node, gate, sm, past };
+  }
+
+  it('downloads that begin while one is made for another share it when it holds their writes: one creation for four, writes after them not waited for', async () => {
+    const { node, gate, sm, past } = await setup();
+    const deltas = sm.deltas;
+    const first = node.downloadSnapshot(false);
+    await until('the first download\'s snapshot to read its base', 10_000, () => (gate.waiting > 0 ? true : undefined));
+    const others = [node.downloadSnapshot(false), node.downloadSnapshot(false), node.downloadSnapshot(false)];
+    await until('the other three downloads to pass their barriers', 10_000, () => (past.n >= 4 ? true : undefined));
+    // A write acknowledged after they began: none of them needs it (before, each made a snapshot of its own in turn,
+    // the second a delta holding this write).
+    await node.propose({ op: 'put', key: enc.encode('a/after'), value: enc.encode('2') });
+    gate.open();
+    const handles = await Promise.all([first, ...others]);
+    try {
+      assert.equal(new Set(handles.map((h) => h.id)).size, 1, 'the four downloads are served one snapshot');
+      assert.equal(sm.deltas, deltas + 1, 'one snapshot was made');
+      assert.ok((await keysOf(handles[0] as SnapshotHandle)).has('a/changed'), 'it holds the write acknowledged before the downloads began');
+    } finally {
+      for (const h of handles) h.release();
+    }
+  });
+
+  it('a download that begins after a write acknowledged since the view of the one being made does not share it: it gets the next, which holds the write', async () => {
+    const { node, gate, sm } = await setup();
+    const deltas = sm.deltas;
+    const first = node.downloadSnapshot(false);
+    await until('the first download\'s snapshot to read its base', 10_000, () => (gate.waiting > 0 ? true : undefined));
+    const w = await node.propose({ op: 'put', key: enc.encode('a/after'), value: enc.encode('2') });
+    const second = node.downloadSnapshot(false);
+    await new Promise((r) => setTimeout(r, 200)); // several of snapshotNow's waits
+    gate.open();
+    const [a, b] = await Promise.all([first, second]);
+    try {
+      assert.ok(a.meta.index < w.index, 'the first snapshot was viewed before the write');
+      assert.ok(b.meta.index >= w.index, `the second download's snapshot (${b.meta.index}) holds the write acknowledged before it began (${w.index})`);
+      assert.ok((await keysOf(b)).has('a/after'));
+      assert.equal(sm.deltas, deltas + 2);
+    } finally {
+      a.release();
+      b.release();
+    }
+  });
+
+  it('a download given up while it waits for its turn starts no creation', async () => {
+    const { node, gate, sm } = await setup();
+    const deltas = sm.deltas;
+    const first = node.snapshotNow(new AbortController().signal);
+    await until('the first snapshot to read its base', 10_000, () => (gate.waiting > 0 ? true : undefined));
+    await node.propose({ op: 'put', key: enc.encode('a/after'), value: enc.encode('2') });
+    const gone = new AbortController();
+    const second = node.snapshotNow(gone.signal);
+    second.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    gone.abort(new Error('the download went away'));
+    gate.open();
+    await first;
+    await assert.rejects(second, /the download went away/);
+    assert.equal(sm.deltas, deltas + 1, 'only the first snapshot was made');
+  });
+});
