@@ -3,7 +3,7 @@
  * on a real 3-node cluster (issue 15 item 6):
  *
  *   npm run bench:snapshot-cluster -- [--keys 1000000] [--value-bytes 1024] [--mix etcd,text]
- *       [--downloads 4] [--write-seconds 10] [--write-clients 16] [--no-etcd] [--etcd-members 3|1] [--keep] [--no-node-runtime]
+ *       [--downloads 4] [--write-seconds 10] [--write-clients 16] [--no-etcd] [--etcd-members 3|1] [--etcd-only] [--keep] [--no-node-runtime]
  *       [--saves-only] [--cli-prof DIR] [--node-prof DIR] [--restore-only]
  *
  * SNAPCOORD_BENCH_NODE_FLAGS (space-separated) adds node flags to every member after its launcher's (a later V8
@@ -524,10 +524,37 @@ interface MixFigures {
   readonly etcd: EtcdFigures | null;
 }
 
+/** etcdMix: etcd's side of one mix (null when it is not run, does not fit, or fails: said on stderr). */
+async function etcdMix(dir: string, mix: Mix, o: Options, values: Values): Promise<EtcdFigures | null> {
+  if (!o.etcd) return null;
+  const shortfall = etcdMemoryShortfall(o.keys, o.valueBytes, o.etcdMembers);
+  if (shortfall !== null) {
+    log(`[${mix}] etcd: not run: ${shortfall}`);
+    return null;
+  }
+  log(`[${mix}] etcd: filling ${o.keys.toLocaleString('en-US')} keys (${o.etcdMembers} member(s))`);
+  try {
+    const etcd = await etcdSide(join(dir, 'etcd'), o.keys, values, 32, o.etcdMembers);
+    log(`[${mix}] etcd: fill ${etcd.fillSeconds.toFixed(1)} s, etcdctl snapshot save ${etcd.saveSeconds.toFixed(2)} s (${fmtMiB(etcd.dbBytes)}), peak RSS leader ${etcd.leaderPeakRssMiB.toFixed(0)} MiB`);
+    return etcd;
+  } catch (err) {
+    // snapcoord's figures of this mix are kept: the table says etcd did not finish.
+    log(`[${mix}] etcd: failed, no ratios for this mix: ${err instanceof Error ? err.message : String(err)}`);
+    return null;
+  } finally {
+    await rm(join(dir, 'etcd'), { recursive: true, force: true });
+  }
+}
+
 async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures> {
   const dir = join(root, mix);
   await mkdir(dir, { recursive: true });
   const values = new Values(mix, o.valueBytes);
+  if (o.etcdOnly) {
+    // etcd's side alone (its figures do not depend on snapcoord's tree): printed above, no table.
+    await etcdMix(dir, mix, o, values);
+    throw new RestoreOnlyDone();
+  }
   const sample = Buffer.concat(Array.from({ length: 4096 }, (_, i) => values.of(i)));
   const ratio = gzipRatio(sample);
   log(`[${mix}] building the archive of ${o.keys.toLocaleString('en-US')} keys × ${o.valueBytes} B (gzip-1 ratio of the values ${ratio.toFixed(2)}:1)`);
@@ -675,20 +702,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       phasePeakMiB: c.phasePeaks,
     };
     await rm(join(dir, 'snapcoord'), { recursive: true, force: true });
-    let etcd: EtcdFigures | null = null;
-    const shortfall = o.etcd ? etcdMemoryShortfall(o.keys, o.valueBytes, o.etcdMembers) : null;
-    if (shortfall !== null) log(`[${mix}] etcd: not run: ${shortfall}`);
-    else if (o.etcd) {
-      log(`[${mix}] etcd: filling ${o.keys.toLocaleString('en-US')} keys (${o.etcdMembers} member(s))`);
-      try {
-        etcd = await etcdSide(join(dir, 'etcd'), o.keys, values, 32, o.etcdMembers);
-        log(`[${mix}] etcd: fill ${etcd.fillSeconds.toFixed(1)} s, etcdctl snapshot save ${etcd.saveSeconds.toFixed(2)} s (${fmtMiB(etcd.dbBytes)})`);
-      } catch (err) {
-        // snapcoord's figures of this mix are kept: the table says etcd did not finish.
-        log(`[${mix}] etcd: failed, no ratios for this mix: ${err instanceof Error ? err.message : String(err)}`);
-      }
-      await rm(join(dir, 'etcd'), { recursive: true, force: true });
-    }
+    const etcd = await etcdMix(dir, mix, o, values);
     await rm(archive.path, { force: true });
     return { ...figures, etcd };
   } finally {
@@ -746,6 +760,8 @@ interface Options {
   readonly etcd: boolean;
   /** etcdMembers: members of the etcd side (3 as the nodes; 1 where three would not fit in memory). */
   readonly etcdMembers: number;
+  /** etcdOnly: run etcd's side alone (fill, `etcdctl snapshot save`), no snapcoord cluster. */
+  readonly etcdOnly: boolean;
   readonly keep: boolean;
   readonly restoreOnly: boolean;
   /** nodeRuntime: start the nodes as their launchers do (NODE_V8_FLAGS, NODE_MALLOC_ENV); false for plain `node`. */
@@ -789,6 +805,7 @@ async function main(): Promise<void> {
     .option('--write-clients <n>', 'clients of the write phases', '16')
     .option('--no-etcd', 'do not run etcd even when installed')
     .option('--etcd-members <n>', 'members of the etcd side (1 or 3)', '3')
+    .option('--etcd-only', "run etcd's side alone (fill and `etcdctl snapshot save`; no snapcoord cluster)")
     .option('--keep', 'keep the working directory')
     .option('--node-prof <dir>', 'run the nodes with --cpu-prof, profiles written to <dir> when they stop')
     .option('--restore-only', 'stop each mix after the restore (and the snapshots the nodes take of it)')
@@ -796,7 +813,7 @@ async function main(): Promise<void> {
     .option('--cli-prof <dir>', 'run each `snapshot save` with --cpu-prof, profiles in <dir>/<mix>/save-N')
     .option('--no-node-runtime', 'start the nodes with plain `node`, without the V8 flags and malloc environment of their launchers')
     .parse(process.argv);
-  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; etcdMembers: string; keep?: boolean; restoreOnly?: boolean; savesOnly?: boolean; cliProf?: string; nodeRuntime: boolean; nodeProf?: string }>();
+  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; etcdMembers: string; etcdOnly?: boolean; keep?: boolean; restoreOnly?: boolean; savesOnly?: boolean; cliProf?: string; nodeRuntime: boolean; nodeProf?: string }>();
   const mixes = raw.mix.split(',').map((m) => m.trim());
   for (const m of mixes) if (!(MIX_NAMES as readonly string[]).includes(m)) throw new Error(`--mix: ${m} is not one of ${MIX_NAMES.join(', ')}`);
   const o: Options = {
@@ -808,6 +825,7 @@ async function main(): Promise<void> {
     writeClients: positive('write-clients', raw.writeClients, 1_024),
     etcd: raw.etcd && existsSync('/usr/bin/etcd') && existsSync('/usr/bin/etcdctl'),
     etcdMembers: etcdMembers(raw.etcdMembers),
+    etcdOnly: raw.etcdOnly === true,
     keep: raw.keep === true,
     restoreOnly: raw.restoreOnly === true,
     nodeRuntime: raw.nodeRuntime,
@@ -816,8 +834,9 @@ async function main(): Promise<void> {
     ...(raw.cliProf !== undefined ? { cliProfDir: raw.cliProf } : {}),
   };
   if (raw.etcd && !o.etcd) log('etcd: /usr/bin/etcd or /usr/bin/etcdctl is missing (apt-get install etcd-server etcd-client); snapcoord figures only');
+  if (o.etcdOnly && !o.etcd) throw new Error('--etcd-only: etcd is not run (--no-etcd, or /usr/bin/etcd or etcdctl missing)');
   // The CLI and the nodes run from dist/ (what an installed snapcoord runs), built from this tree now.
-  await buildDist(log);
+  if (!o.etcdOnly) await buildDist(log);
   const root = await mkdtemp(join(tmpdir(), 'snapcoord-bench-cluster-'));
   const results: MixFigures[] = [];
   try {
