@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
 
 import type { Node } from '../../../src/node/node.js';
-import type { SnapshotManager } from '../../../src/node/snapshots.js';
+import { SnapshotSupersededError, type SnapshotManager } from '../../../src/node/snapshots.js';
 import { decodeStateRecords, readArchive } from '../../../src/snapshot/index.js';
 import type { SnapshotHandle } from '../../../src/snapshot/store.js';
 import { GatedIo } from './gated-io.js';
@@ -98,6 +98,28 @@ describe('node: downloads share a snapshot being made', function () {
     } finally {
       a.release();
       b.release();
+    }
+  });
+
+  it('a download that comes while the snapshot being made for downloads now given up is made supersedes it rather than wait for it', async () => {
+    const { node, gate, sm } = await setup();
+    const deltas = sm.deltas;
+    const gone = new AbortController();
+    const first = node.downloadSnapshot(false, { signal: gone.signal });
+    first.catch(() => undefined);
+    await until('the first download\'s snapshot to read its base', 10_000, () => (gate.waiting > 0 ? true : undefined));
+    const w = await node.propose({ op: 'put', key: enc.encode('a/after'), value: enc.encode('2') });
+    gone.abort(); // that download went away
+    const second = node.downloadSnapshot(false);
+    await new Promise((r) => setTimeout(r, 200)); // several of snapshotNow's waits
+    gate.open();
+    await assert.rejects(first, SnapshotSupersededError);
+    const h = await second;
+    try {
+      assert.ok(h.meta.index >= w.index);
+      assert.equal(sm.deltas, deltas + 1, 'only the second download\'s snapshot was made');
+    } finally {
+      h.release();
     }
   });
 
