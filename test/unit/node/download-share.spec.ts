@@ -123,6 +123,41 @@ describe('node: downloads share a snapshot being made', function () {
     }
   });
 
+  it('no automatic snapshot starts while a snapshot asked for waits for its turn (under writes each would be superseded in turn)', async () => {
+    const gate = new GatedIo();
+    c = await RocksCluster.start(1, { snapshotEntries: 20, trailingEntries: 0, gzipBlockBytes: 64 * 1024 }, {}, { snapshotIo: gate.io });
+    const node = await c.waitForLeader();
+    const value = enc.encode('v'.repeat(2048));
+    for (let i = 0; i < 300; i++) await node.propose({ op: 'put', key: enc.encode(`k/${String(i).padStart(5, '0')}`), value });
+    await node.snapshotNow();
+    const sm = c.member('n1').snapshots as SnapshotManager;
+    let creations = 0;
+    const create = sm.create.bind(sm);
+    Object.defineProperty(sm, 'create', {
+      value: (...args: Parameters<SnapshotManager['create']>) => {
+        creations++;
+        return create(...args);
+      },
+    });
+    gate.closed = true;
+    for (let i = 0; i < 20; i++) await node.propose({ op: 'put', key: enc.encode(`a/${i}`), value: enc.encode('1') });
+    await until('an automatic snapshot to start', 10_000, () => (gate.waiting > 0 ? true : undefined));
+    // Writes go on (each apply looks for a due snapshot) while a snapshot is asked for.
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; writing && i < 2_000; i++) await node.propose({ op: 'put', key: enc.encode(`b/${i % 50}`), value: enc.encode('1') });
+    })();
+    const asked = node.snapshotNow();
+    await new Promise((r) => setTimeout(r, 50));
+    gate.open();
+    const meta = await asked;
+    const made = creations; // the one asked for is the last so far (it ends before its caller resumes)
+    writing = false;
+    await writer;
+    assert.ok(meta.index > 0);
+    assert.equal(made, 2, 'the automatic one (superseded) and the one asked for, none between');
+  });
+
   it('a download given up while it waits for its turn starts no creation', async () => {
     const { node, gate, sm } = await setup();
     const deltas = sm.deltas;
