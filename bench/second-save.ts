@@ -26,13 +26,12 @@ import { Command } from 'commander';
 
 import { Role } from '../src/gen/snapcoord/v1/cluster.js';
 import { ClusterClient } from '../src/client/cluster-client.js';
-import { dialWithCa, type ClientDial } from '../src/client/dial.js';
-import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
+import type { ClientDial } from '../src/client/dial.js';
+import { layBenchCluster } from './lib/bench-cluster.js';
 import type { StateRecord } from '../src/snapshot/state-format.js';
 import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { Child, cleanEnv } from '../test/harness/child.js';
-import { freePorts } from '../test/harness/ports.js';
 import { until } from '../test/harness/until.js';
 
 const API_KEY = 'bench-admin-key-0123456789abcdef';
@@ -84,25 +83,11 @@ class Cluster {
 
   static async start(name: string, tree: string, dir: string): Promise<Cluster> {
     const cli = join(tree, 'dist', 'src', 'cli', 'main.js');
-    const ids = ['n1', 'n2', 'n3'];
-    const certDir = join(dir, 'tls');
-    await writeCa(certDir);
-    for (const id of ids) await writeNodeCert(certDir, id, { ips: ['127.0.0.1'] });
-    const ca = caFiles(certDir).caFile;
-    const keyFile = join(dir, 'api-key');
-    await writeFile(keyFile, `${API_KEY}\n`, { mode: 0o600 });
-    const c = new Cluster(name, cli, dir, ca, dialWithCa(ca, API_KEY));
-    const ports = await freePorts(9);
-    const addr = (i: number): string => `127.0.0.1:${ports[i] ?? 0}`;
-    const peers = ids.map((id, i) => `${id}=${addr(i + 6)}`).join(',');
-    c.nodes = ids.map((id, i) => {
-      const f = nodeCertFiles(certDir, id);
-      const args = [
-        ...NODE_V8_FLAGS, ...(process.env.SECOND_SAVE_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []), cli, 'serve', '--id', id, '--grpc', addr(i), '--peer-listen', addr(i + 6), '--http', addr(i + 3), '--peers', peers,
-        '--data-dir', join(dir, id), '--log-level', 'warn', '--api-key-file', keyFile,
-        '--peer-cert', f.certFile, '--peer-key', f.keyFile, '--peer-ca', ca, '--cert', f.certFile, '--key', f.keyFile,
-      ];
-      return { id, grpc: addr(i), child: new Child(args, cleanEnv(NODE_MALLOC_ENV), { command: process.execPath, name: `${name}/${id}`, outputCapBytes: 64 << 10 }) };
+    const lay = await layBenchCluster(dir, API_KEY);
+    const c = new Cluster(name, cli, dir, lay.ca, lay.dial);
+    c.nodes = lay.ids.map((id, i) => {
+      const args = [...NODE_V8_FLAGS, ...(process.env.SECOND_SAVE_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []), cli, ...lay.serveArgs(id, 'warn')];
+      return { id, grpc: lay.grpc(i), child: new Child(args, cleanEnv(NODE_MALLOC_ENV), { command: process.execPath, name: `${name}/${id}`, outputCapBytes: 64 << 10 }) };
     });
     await c.leader();
     return c;

@@ -50,8 +50,8 @@ import { Etcd3 } from 'etcd3';
 
 import { Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
 import { ClusterClient } from '../src/client/cluster-client.js';
-import { dialWithCa, type ClientDial } from '../src/client/dial.js';
-import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../src/tls/index.js';
+import type { ClientDial } from '../src/client/dial.js';
+import { layBenchCluster } from './lib/bench-cluster.js';
 import type { StateRecord } from '../src/snapshot/state-format.js';
 import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
 import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench/run.js';
@@ -280,32 +280,16 @@ class SnapCluster {
   /** start runs 3 nodes; `runtime`: with the V8 flags and malloc environment their launchers give them (cli/node-runtime.ts). */
   static async start(dir: string, runtime: boolean, profDir?: string): Promise<SnapCluster> {
     const runtimeEnv = runtime ? { ...NODE_MALLOC_ENV } : {};
-    const ids = ['n1', 'n2', 'n3'];
-    const certDir = join(dir, 'tls');
-    await writeCa(certDir);
-    for (const id of ids) await writeNodeCert(certDir, id, { ips: ['127.0.0.1'] });
-    const ca = caFiles(certDir).caFile;
-    const keyFile = join(dir, 'api-key');
-    await writeFile(keyFile, `${API_KEY}\n`, { mode: 0o600 });
-    const dial = dialWithCa(ca, API_KEY);
-    const ports = await freePorts(9);
-    const addr = (i: number): string => `127.0.0.1:${ports[i] ?? 0}`;
-    const peers = ids.map((id, i) => `${id}=${addr(i + 6)}`).join(',');
-    const flagsOf = (id: string): string[] => {
-      const i = ids.indexOf(id);
-      const f = nodeCertFiles(certDir, id);
-      return [
-        ...(runtime ? NODE_V8_FLAGS : []),
-        ...(process.env.SNAPCOORD_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []),
-        ...(profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
-        CLI, 'serve', '--id', id, '--grpc', addr(i), '--peer-listen', addr(i + 6), '--http', addr(i + 3), '--peers', peers,
-        '--data-dir', join(dir, id), '--log-level', process.env.BENCH_NODE_LOG_LEVEL ?? 'warn', '--api-key-file', keyFile,
-        '--peer-cert', f.certFile, '--peer-key', f.keyFile, '--peer-ca', ca, '--cert', f.certFile, '--key', f.keyFile,
-        '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
-      ];
-    };
-    const nodes = ids.map((id, i) => ({ id, grpc: addr(i), peer: addr(i + 6), http: addr(i + 3), child: startProgram(id, process.execPath, flagsOf(id), runtimeEnv), peakMiB: 0, phaseMiB: 0 }));
-    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', ca, '--api-key', API_KEY], dial, runtimeEnv);
+    const lay = await layBenchCluster(dir, API_KEY);
+    const flagsOf = (id: string): string[] => [
+      ...(runtime ? NODE_V8_FLAGS : []),
+      ...(process.env.SNAPCOORD_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []),
+      ...(profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
+      CLI, ...lay.serveArgs(id, process.env.BENCH_NODE_LOG_LEVEL ?? 'warn'),
+      '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
+    ];
+    const nodes = lay.ids.map((id, i) => ({ id, grpc: lay.grpc(i), peer: lay.peer(i), http: lay.http(i), child: startProgram(id, process.execPath, flagsOf(id), runtimeEnv), peakMiB: 0, phaseMiB: 0 }));
+    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', lay.ca, '--api-key', API_KEY], lay.dial, runtimeEnv);
     await c.leader();
     return c;
   }
