@@ -96,6 +96,8 @@ export interface ChaosReport {
   readonly snapshotInstalls: number;
   readonly ops: Record<string, number>;
   readonly onceAcked: number;
+  /** onceFailed: write-once puts not acknowledged, by what failed them. */
+  readonly onceFailed: Readonly<Record<string, number>>;
   readonly verdict: Verdict;
   readonly finalWriteMs: number;
   readonly failures: string[];
@@ -206,6 +208,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       snapshotInstalls,
       ops: workload?.counts() ?? {},
       onceAcked: workload?.onceAcked.length ?? 0,
+      onceFailed: Object.fromEntries(workload?.onceFailed ?? []),
       verdict,
       finalWriteMs,
       failures,
@@ -374,7 +377,7 @@ export function formatReport(r: ChaosReport): string {
     `chaos ${r.ok ? 'PASSED' : 'FAILED'}: ${r.nodes} nodes, seed ${r.seed}, ${r.seconds} s, ${r.rounds} fault rounds, ${r.tls ? 'TLS on (peers: mutual TLS through the proxies; clients: TLS + API key)' : 'plaintext'}`,
     `  faults: ${Object.entries(r.faults).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     `  message faults injected: dropped ${r.messageFaults.dropped}, duplicated ${r.messageFaults.duplicated}, corrupted ${r.messageFaults.corrupted}; snapshots installed after a cut-off: ${r.snapshotInstalls}`,
-    `  operations: ${Object.entries(r.ops).sort().map(([k, v]) => `${k} ${v}`).join(', ')}; write-once keys acknowledged: ${r.onceAcked}`,
+    `  operations: ${Object.entries(r.ops).sort().map(([k, v]) => `${k} ${v}`).join(', ')}; write-once keys acknowledged: ${r.onceAcked}${Object.keys(r.onceFailed).length > 0 ? ` (not: ${Object.entries(r.onceFailed).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}`,
     `  linearizability: ${r.verdict.verdict} (${r.verdict.ops} ops checked over ${r.verdict.keys.length} keys, ${r.verdict.keys.reduce((s, k) => s + k.steps, 0)} search steps); final write ${r.finalWriteMs} ms`,
   ];
   if (r.tls) lines.push(`  TLS enforced on n1 before the faults: ${r.trust.join('; ')}`);

@@ -69,6 +69,8 @@ export class Workload {
   readonly history: Op[] = [];
   /** onceAcked: write-once keys whose put was acknowledged. */
   readonly onceAcked: string[] = [];
+  /** onceFailed: the write-once puts not acknowledged, by what failed them (a gRPC code name, or the error's message); the run prints them. */
+  readonly onceFailed = new Map<string, number>();
   private nextId = 0;
   private stopped = false;
   private running: Promise<void>[] = [];
@@ -181,8 +183,11 @@ export class Workload {
       try {
         await target.kv.put({ key: enc.encode(key), value: enc.encode(`v${n}`) }, { deadlineMs: this.opts.deadlineMs });
         this.onceAcked.push(key);
-      } catch {
-        // not acknowledged: nothing to check
+      } catch (err) {
+        // not acknowledged: nothing to check; counted by why
+        const code = (err as Partial<grpc.ServiceError>).code;
+        const why = code !== undefined ? (grpc.status[code] ?? String(code)) : String((err as Error).message ?? err).slice(0, 80);
+        this.onceFailed.set(why, (this.onceFailed.get(why) ?? 0) + 1);
       }
       await new Promise((res) => setTimeout(res, 20));
     }
