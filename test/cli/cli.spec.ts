@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFile, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SnapshotClient } from '../../src/client/snapshot-client.js';
 import { describeRun, runCli, type CliResult } from '../harness/child.js';
@@ -91,10 +91,14 @@ describe('cli: usage and errors (no cluster)', function () {
     const dir = (await import('node:os')).tmpdir();
     const junk = join(dir, `snapcoord-cli-junk-${process.pid}.snap`);
     await writeFile(junk, 'not a snapshot');
-    const j = await cli(['snapshot', 'inspect', '--json', junk], 1);
-    const parsed = JSON.parse(j.stdout) as { ok: boolean; problems: string[] };
-    assert.equal(parsed.ok, false);
-    assert.ok(parsed.problems.length > 0);
+    try {
+      const j = await cli(['snapshot', 'inspect', '--json', junk], 1);
+      const parsed = JSON.parse(j.stdout) as { ok: boolean; problems: string[] };
+      assert.equal(parsed.ok, false);
+      assert.ok(parsed.problems.length > 0);
+    } finally {
+      await rm(junk, { force: true });
+    }
   });
 });
 
