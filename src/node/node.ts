@@ -382,6 +382,32 @@ class SharedCreation {
   }
 }
 
+/** untilSettledOrAborted resolves once `p` settles (whichever way) or `signal` aborts, whichever comes first. */
+async function untilSettledOrAborted(p: Promise<unknown>, signal: AbortSignal | undefined): Promise<void> {
+  if (signal === undefined) {
+    await p.catch(() => undefined);
+    return;
+  }
+  if (signal.aborted) return;
+  let onAbort: (() => void) | undefined;
+  try {
+    await Promise.race([
+      p.catch(() => undefined),
+      new Promise<void>((resolve) => {
+        onAbort = () => resolve();
+        signal.addEventListener('abort', onAbort, { once: true });
+      }),
+    ]);
+  } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** throwIfGone throws the reason of `signal` once it aborted (the caller went away). */
+function throwIfGone(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw signal.reason;
+}
+
 export class Node {
   readonly id: NodeId;
   private readonly raft: RaftNode;
@@ -2047,11 +2073,18 @@ export class Node {
     }
     // What the snapshot must hold: every entry applied now (after the barrier: every write acknowledged before the call).
     const need = this.fsm.appliedIndex();
+    // At most two rounds: a download waits for at most one creation viewed before `need` (the next one begins
+    // after it, so its view holds `need`).
     for (;;) {
+      // A stop or a failure ends the wait; so does the caller going away (it starts nothing: a creation made for
+      // it alone would be made for nobody).
+      this.checkRunning();
+      throwIfGone(opts.signal);
       // A snapshot that still holds the state as it is now is served, not rebuilt (issue 15 item 2), also when
       // entries that changed nothing were applied since (a new leader's empty entry).
       const current = await sm.openCurrent(this.fsm.changedIndex());
       if (current !== null) return current;
+      throwIfGone(opts.signal);
       // One being made for other downloads is shared when it holds `need`: its view not yet taken (it will hold
       // the state of then, or later), or taken at `need` or after. Downloads that keep coming while writes go on
       // then cost one creation per round, not one each, made one after another (bench:snapshot-cluster at 8M keys:
@@ -2059,13 +2092,14 @@ export class Node {
       const s = this.shared;
       if (s !== null && !s.abort.signal.aborted) {
         if (s.floor === null || s.floor >= need) return sm.openStored(await s.join(opts.signal));
-        // It holds an older state, and downloads wait for it: the next one, once it is done.
-        await s.result.catch(() => undefined);
+        // It holds an older state, and downloads wait for it: the next one, once it is done (or this caller is gone).
+        await untilSettledOrAborted(s.result, opts.signal);
         continue;
       }
       // None, or one whose downloads all went away: a new one, whose snapshotNow supersedes that one rather than
       // wait for it (a save right after downloads were given up waited for their snapshot, then made its own:
-      // bench:snapshot-cluster at 4M keys, the save after the write phases 11.2 s, ~6 s of it its own).
+      // bench:snapshot-cluster at 4M keys, the save after the write phases 11.2 s, ~6 s of it its own). Joined at
+      // once, in this turn: no other download's leaving can find it with no download waiting and give it up.
       const mine = new SharedCreation();
       this.shared = mine;
       mine.start(this.snapshotNow(mine.abort.signal, (applied) => mine.viewStarted(applied)));
@@ -2073,6 +2107,7 @@ export class Node {
         () => this.shared === mine && (this.shared = null),
         () => this.shared === mine && (this.shared = null),
       );
+      return sm.openStored(await mine.join(opts.signal));
     }
   }
 

@@ -158,6 +158,32 @@ describe('node: downloads share a snapshot being made', function () {
     assert.equal(made, 2, 'the automatic one (superseded) and the one asked for, none between');
   });
 
+  it('a download given up while it waits for the snapshot before the one it needs ends then, and starts no creation after it', async () => {
+    const { node, gate, sm } = await setup();
+    const deltas = sm.deltas;
+    const first = node.downloadSnapshot(false);
+    await until('the first download\'s snapshot to read its base', 10_000, () => (gate.waiting > 0 ? true : undefined));
+    // A write acknowledged after the first's view: the second needs the next snapshot, so it waits for the first's.
+    await node.propose({ op: 'put', key: enc.encode('a/after'), value: enc.encode('2') });
+    const gone = new AbortController();
+    const second = node.downloadSnapshot(false, { signal: gone.signal });
+    const outcome = second.then(
+      (h) => {
+        h.release();
+        return 'served';
+      },
+      (e: unknown) => e,
+    );
+    await new Promise((r) => setTimeout(r, 100)); // several of snapshotNow's waits
+    gone.abort(new Error('the download went away'));
+    const early = await Promise.race([outcome, new Promise((r) => setTimeout(() => r('still waiting'), 500))]);
+    assert.ok(early instanceof Error && /the download went away/.test(early.message), `the given-up download ends while the snapshot before it is still made (${String(early)})`);
+    gate.open();
+    (await first).release();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(sm.deltas, deltas + 1, 'only the first download\'s snapshot was made');
+  });
+
   it('a download given up while it waits for its turn starts no creation', async () => {
     const { node, gate, sm } = await setup();
     const deltas = sm.deltas;
