@@ -1301,9 +1301,6 @@ export class Node {
     // A snapshot being fetched (or fetched, waiting for its install) replaces this state: none of it is made meanwhile
     // (see startFetch; compaction waits too, the install resets the log).
     if (this.fetching !== null || this.fetched !== null) return;
-    // Nor while the leader's snapshot of a restored state is being kept as this node's (adoptLeaderSnapshot): one
-    // made meanwhile would read the whole state instead of starting from it.
-    if (this.adopting) return;
     const st = this.raft.brief();
     // What a snapshot would hold is the state machine's applied index, which trails the core's while an apply
     // is under way (a restore waiting for its archive): nothing new there since the newest snapshot, no new one
@@ -1315,6 +1312,12 @@ export class Node {
     const stagger = snapshotStaggerEntries(sm.policy.snapshotEntries, this.id, st.membership);
     const byLog = (times: number): boolean =>
       snapshotDue(applied, st.snapshotIndex, times * sm.policy.snapshotEntries, stagger) || (logBytesMax > 0 && this.appliedBytes - this.logBytesBase >= times * logBytesMax);
+    // Nor while the leader's snapshot of a restored state is being kept as this node's (adoptLeaderSnapshot): one
+    // made meanwhile would read the whole state instead of starting from it. That fetch has no deadline (a leader
+    // gone quiet or a link that trickles holds it up to its 20 attempts, each as long as bytes come): once the log
+    // is AUTO_SNAPSHOT_PACE_LOG_TIMES the policy's, a snapshot is taken anyway (the one fetched later is older than
+    // it, not kept as the newest), else neither snapshots nor compactions came and the log grew all that time.
+    if (this.adopting && !byLog(AUTO_SNAPSHOT_PACE_LOG_TIMES)) return;
     const paced = this.clock.nowMs() < this.pacedUntilMs;
     if (paced && byLog(1) && !byLog(AUTO_SNAPSHOT_PACE_LOG_TIMES) && this.pacer === undefined) {
       this.pacer = this.clock.setTimeout(() => {

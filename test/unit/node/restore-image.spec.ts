@@ -191,6 +191,35 @@ describe('restore: followers take the leader\'s state image (issue 15)', functio
     }
   });
 
+  it('a follower whose fetch of the leader\'s snapshot of the restored state does not end still takes a snapshot once its log is 4x the policy\'s: its log does not grow without bound', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 40, trailingEntries: 0 }, {}, { stateImages: true });
+    const leader = await c.waitForLeader();
+    const followers = c.members.filter((m) => m.node !== leader);
+    // The followers' fetches of the leader's snapshot never deliver (a leader gone quiet, a link that trickles): each
+    // ends only at the node's stop.
+    let held = 0;
+    for (const m of followers) {
+      const sm = m.snapshots as SnapshotManager;
+      Object.defineProperty(sm, 'fetch', {
+        value: (_selfId: string, _address: string, _meta: unknown, signal?: AbortSignal) =>
+          new Promise((_resolve, reject) => {
+            held++;
+            signal?.addEventListener('abort', () => reject(new Error('stopped')), { once: true });
+          }),
+      });
+    }
+    const { index } = await restoreOnAll(c, leader);
+    await until('both followers to begin fetching the leader\'s snapshot', 20_000, () => (held >= 2 ? true : undefined));
+    for (let i = 0; i < 400; i++) await leader.propose({ op: 'put', key: enc.encode(`w/${i}`), value: enc.encode('x') });
+    const applied = leader.status().applied;
+    for (const m of followers) {
+      const n = c.node(m.id);
+      await until(`${m.id} to apply the writes`, 20_000, () => (n.status().applied >= applied ? true : undefined));
+      // 400 entries past the restore, 10x the policy's 40: a snapshot (and a compaction) is due, fetch or not.
+      await until(`${m.id} to take a snapshot past the restore (its snapshot index ${n.status().snapshotIndex})`, 10_000, () => (n.status().snapshotIndex > index ? true : undefined));
+    }
+  });
+
   it('with --verify-image-records, an image whose files are whole but whose records are not the archive\'s (a leader exporting a changed value) is refused: the follower keeps its state and installs the archive', async () => {
     c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true, verifyImageRecords: true });
     const leader = await c.waitForLeader();
