@@ -65,6 +65,7 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     { seed: 81992, nodes: 3, what: 'a follower holding a restore entry whose archive every member that applied it dropped installs a snapshot in its place (it waited for the archive for ever)', draws: 'restoresApplied' as const },
     { seed: 20880, nodes: 3, what: 'a follower whose install failed asks its leader for a snapshot again (the member that offered it was lost: the cluster stalled)' },
     { seed: 1173062, nodes: 3, what: 'a snapshot fetched again while its stored copy was damaged (its scrub could not quarantine it: EIO) replaces that copy (the damaged one was kept, the bytes received dropped, and the install failed)', draws: 'snapshotCorruptions' as const },
+    { seed: 1651364, nodes: 3, what: 'a lone follower catching up one entry per append (maxAppendBytes 1) is sent a full pipeline after each ack that commits, not one append (230 entries took 4 s: no write committed after healing)', draws: 'deadDisks' as const },
     { seed: 1171393, nodes: 5, what: 'a follower waiting for the state image of a restore from a leader that lost leadership gives up and loads its archive (its applies waited up to 130 s, as leader of the next term too: no write committed after healing)', draws: 'imageFallbacks' as const },
   ]) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {

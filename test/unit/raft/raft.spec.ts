@@ -282,6 +282,37 @@ describe('raft core', () => {
       assert.deepEqual(c.appliedData('b'), c.appliedData('a'));
     });
 
+    it('flow control: a lone follower catching up gets a full pipeline, also from the acks that commit (simulator seed 1651364)', () => {
+      // a leads b and c; c is down for good, b missed 40 entries. Every ack of b commits (b and a are the quorum):
+      // the leader must still fill b's window after it, not send one append per ack (one entry per round trip).
+      const c = new TestCluster(['a', 'b', 'c'], { maxAppendBytes: 1 });
+      c.elect('a');
+      c.isolate('b');
+      c.isolate('c');
+      for (let i = 0; i < 40; i++) c.node('a').propose(bytes(`v${i}`));
+      c.stabilize();
+      c.heal();
+      c.isolate('c');
+      c.node('a').tick(); // a heartbeat (no delivery yet): b answers it, and the leader sends it what it lacks
+      let rounds = 0;
+      for (let done = false; !done; ) {
+        rounds++;
+        assert.ok(rounds < 200, 'b did not catch up within 200 delivery rounds');
+        try {
+          c.stabilize(1);
+          done = true;
+        } catch {
+          // still busy: another round
+        }
+      }
+      assert.equal(c.node('b').status().lastIndex, c.node('a').status().lastIndex);
+      assert.equal(c.node('a').status().commit, c.node('a').status().lastIndex);
+      c.tick('a'); // the commit index reaches b
+      assert.deepEqual(c.appliedData('b'), c.appliedData('a'));
+      // A probe round trip, then the 40 entries in one window: a handful of rounds; one entry per round trip is ~80.
+      assert.ok(rounds <= 12, `b caught up in ${rounds} delivery rounds`);
+    });
+
     it('limits: proposals beyond maxUncommittedBytes are refused, not queued without end', () => {
       const c = new TestCluster(['a', 'b', 'c'], { maxUncommittedBytes: 100 });
       c.elect('a');
