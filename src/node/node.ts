@@ -1847,7 +1847,7 @@ export class Node {
       // This node's own snapshot of the restored state: the leader's copy, fetched (~9 MB at 1M x 1 KiB) in the
       // background, rather than a full build here (~7 s of CPU); a full build when the leader named none.
       const sent = opened.sentSnapshot;
-      if (sent !== null && sent.index === index) void this.adoptLeaderSnapshot(sent, leader, address);
+      if (sent !== null && sent.index === index) void this.adoptLeaderSnapshot(sent, leader, address, this.verifyImageRecords ? cmd.recordsDigest : undefined);
       else this.snapshotSoon = true;
       // The same message as a restore loaded from the archive (operators and tests look for it), with where it came from.
       this.log.info(
@@ -1873,12 +1873,12 @@ export class Node {
    * asks for a snapshot, which reuses it (SnapshotManager.create), or builds
    * one in full when the fetch failed. Never rejects.
    */
-  private async adoptLeaderSnapshot(meta: SnapshotMeta, leader: NodeId, address: string): Promise<void> {
+  private async adoptLeaderSnapshot(meta: SnapshotMeta, leader: NodeId, address: string, recordsDigest: string | undefined): Promise<void> {
     const sm = this.snapshots as SnapshotManager;
     this.adopting = true;
     try {
       const { stored } = await sm.fetch(this.id, address, meta, this.stopAbort.signal);
-      await sm.adoptFetched(stored);
+      await sm.adoptFetched(stored, recordsDigest !== undefined ? { recordsDigest } : {});
       this.log.info({ index: meta.index, from: leader, bytes: meta.sizeBytes }, 'restore: the leader\'s snapshot of the restored state kept as this node\'s');
     } catch (err) {
       this.log.warn({ index: meta.index, from: leader, err: (err as Error).message }, 'restore: the leader\'s snapshot of the restored state was not fetched; building one');

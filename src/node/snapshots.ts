@@ -454,17 +454,40 @@ export class SnapshotManager {
    * state image fetches the leader's snapshot of that state rather than build
    * one, and create() then reuses it.
    */
-  async adoptFetched(stored: StoredSnapshot): Promise<void> {
+  async adoptFetched(stored: StoredSnapshot, options: { readonly recordsDigest?: string } = {}): Promise<void> {
     await this.copying;
+    // With `recordsDigest` (a follower that checks the leader's image, --verify-image-records) the snapshot's records
+    // are checked against the restore entry's in the same read (as importUpload's scan): the image was checked, and a
+    // snapshot kept unchecked beside it would be this node's snapshot of a state other than its own (a bug in the
+    // leader's copy of the restore), served to downloads and followers and the base of every delta after it.
+    const expected = options.recordsDigest;
+    let records: string | null = null;
+    const consumeState =
+      expected === undefined
+        ? undefined
+        : async (meta: ArchiveMeta, state: Readable): Promise<void> => {
+            const into = new RecordsDigest();
+            await scanStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, digest: { into, keep: isCarriedKeyAt } });
+            records = into.hex();
+          };
     // Its member table, found by one read of it, so this node's next snapshot is a delta from it rather than a
     // read of the whole state (bench:snapshot-cluster, 2M x 1 KiB: a follower's first snapshot after a restore took
     // 22 s of the shared cores beside the leader's writes and deltas; 8M keys four times that). Best effort.
     const t0 = this.clock.nowMs();
     try {
-      const table = await this.store.recordMembers(stored);
+      const table = await this.store.recordMembers(stored, consumeState !== undefined ? { consumeState } : {});
       this.log.info({ id: stored.id, members: table?.state.length ?? null, ms: this.clock.nowMs() - t0 }, table !== null ? 'member table of a fetched snapshot recorded' : 'a fetched snapshot has no member table a delta can start from');
     } catch (err) {
       this.log.warn({ id: stored.id, err: (err as Error).message }, 'member table of a fetched snapshot not recorded; the next snapshot reads the whole state');
+    }
+    if (expected !== undefined && records !== expected) {
+      // Not kept, and out of the store (at a restart the newest stored snapshot becomes the newest).
+      await this.store.quarantine(stored.id);
+      throw new Error(
+        records === null
+          ? `the fetched snapshot ${stored.id}'s records could not be checked against the restore entry's records digest; moved to quarantine`
+          : `the fetched snapshot ${stored.id}'s carried records have records digest ${String(records)}, but the restore entry names ${expected}; moved to quarantine`,
+      );
     }
     await this.setNewest(stored);
   }

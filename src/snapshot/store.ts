@@ -678,10 +678,13 @@ export class SnapshotStore {
    * delta can start from (the head member does not end where state.bin
    * begins, a member is not whole records); the table is then not recorded.
    * Whatever it records, a delta checks again against the bytes (sizes,
-   * counts, first keys, key order, every gzip CRC). Errors: the read's
-   * (SnapshotStoreError `corrupt`, ArchiveError), the write's.
+   * counts, first keys, key order, every gzip CRC). `options.consumeState`,
+   * if given, reads state.bin as it is inflated in that same read (a check of
+   * its records); its rejection fails the call before anything is recorded.
+   * Errors: the read's (SnapshotStoreError `corrupt`, ArchiveError),
+   * consumeState's, the write's.
    */
-  async recordMembers(stored: StoredSnapshot): Promise<ArchiveMemberTable | null> {
+  async recordMembers(stored: StoredSnapshot, options: { readonly consumeState?: (meta: ArchiveMeta, state: Readable) => Promise<void> } = {}): Promise<ArchiveMemberTable | null> {
     const handle = await this.open(stored.id, { allowUnverified: true });
     try {
       type Seen = { readonly compressedBytes: number; readonly outStart: number; readonly outBytes: number; readonly records: { readonly keys: number; readonly firstKey: Buffer } | null };
@@ -699,9 +702,10 @@ export class SnapshotStore {
       let where: { readonly stateTarOffset: number; readonly stateBytes: number; readonly stateKeys: number } | null = null;
       await readArchive(
         stream,
-        (meta, _state, _verified, w) => {
+        (meta, state, _verified, w) => {
           where = { stateTarOffset: w.stateTarOffset, stateBytes: meta.stateBytes, stateKeys: meta.stateKeys };
-          return Promise.resolve(); // the rest of state.bin is read and dropped by readArchive
+          // Without consumeState the rest of state.bin is read and dropped by readArchive.
+          return options.consumeState?.(meta, state) ?? Promise.resolve();
         },
         { io: this.io, skipStateDigest: true, gunzip },
       );

@@ -3,7 +3,8 @@ import { createReadStream } from 'node:fs';
 
 import { NodeError } from '../../../src/node/errors.js';
 import type { Node } from '../../../src/node/node.js';
-import type { SnapshotManager, UploadedArchive } from '../../../src/node/snapshots.js';
+import { toRaftMeta, type SnapshotManager, type UploadedArchive } from '../../../src/node/snapshots.js';
+import type { SnapshotMeta } from '../../../src/raft/types.js';
 import { decodeStateRecords, readArchive, type StateRecord } from '../../../src/snapshot/index.js';
 import type { KeyValue, StateStore } from '../../../src/storage/types.js';
 import { RocksCluster, type RocksMember } from './rocks-cluster.js';
@@ -264,6 +265,73 @@ describe('restore: followers take the leader\'s state image (issue 15)', functio
     assert.equal(refusedWhileKept, followers.length, 'each refused import left the follower\'s state as it was');
     const states = new Set(await Promise.all(followers.map((f) => c.node(f.id).stateDigest())));
     assert.equal(states.size, 1, 'the followers agree');
+  });
+
+  it('with --verify-image-records, a follower keeps the leader\'s snapshot of the restored state once its records check', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true, verifyImageRecords: true });
+    const leader = await c.waitForLeader();
+    const lead = c.members.find((m) => m.node === leader) as RocksMember;
+    const { index } = await restoreOnAll(c, leader);
+    const lsm = lead.snapshots as SnapshotManager;
+    await until('the leader to keep its copy of the restore as a snapshot', 20_000, () => ((lsm.newestMeta()?.index ?? 0) >= index ? true : undefined));
+    const digest = lsm.newestMeta()?.digest;
+    for (const m of c.members.filter((x) => x !== lead)) {
+      const sm = m.snapshots as SnapshotManager;
+      await until(`${m.id} to keep the leader's snapshot of the restored state`, 20_000, () => (sm.newestMeta()?.digest === digest ? true : undefined));
+    }
+  });
+
+  it('with --verify-image-records, a follower does not keep a leader\'s snapshot of the restored state whose records are not the entry\'s (a leader bug there): it builds its own', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true, verifyImageRecords: true });
+    const leader = await c.waitForLeader();
+    const lead = c.members.find((m) => m.node === leader) as RocksMember;
+    const lsm = lead.snapshots as SnapshotManager;
+    // The leader's image is right; the snapshot of the restored state it names beside it holds one value changed
+    // (made once, as the first image is served; its archive is whole, its digest the one named).
+    let forged: SnapshotMeta | null = null;
+    let forging: Promise<void> | null = null;
+    const copied = lsm.copied.bind(lsm);
+    const newestMeta = lsm.newestMeta.bind(lsm);
+    Object.defineProperty(lsm, 'copied', {
+      value: async () => {
+        await copied();
+        forging ??= (async () => {
+          const real = newestMeta();
+          assert.ok(real !== null);
+          const h = await lsm.openStored(real);
+          try {
+            const records = await archiveState(h.path);
+            const stored = await lsm.store.createFromRecords(
+              { index: real.index, term: real.term, membership: real.membership },
+              forgeValue((async function* () {
+                yield records;
+              })(), 'k/10', 'forged'),
+            );
+            forged = toRaftMeta(stored);
+          } finally {
+            h.release();
+          }
+        })();
+        await forging;
+      },
+    });
+    Object.defineProperty(lsm, 'newestMeta', { value: () => forged ?? newestMeta() });
+    const { saved, index } = await restoreOnAll(c, leader);
+    assert.ok(forged !== null, 'the leader named its forged snapshot');
+    const forgedDigest = (forged as SnapshotMeta).digest;
+    for (const m of c.members.filter((x) => x !== lead)) {
+      const sm = m.snapshots as SnapshotManager;
+      const n = c.node(m.id);
+      assert.deepEqual(await dump(n), saved, `${m.id} took the leader's (right) image`);
+      await until(`${m.id} to take a snapshot of the restored state`, 20_000, () => (n.status().snapshotIndex >= index ? true : undefined));
+      assert.notEqual(sm.newestMeta()?.digest, forgedDigest, `${m.id} does not keep the leader's forged snapshot as its own`);
+      const h = await sm.openStored(sm.newestMeta() as SnapshotMeta);
+      try {
+        assert.ok((await archiveState(h.path)).every((r) => Buffer.from(r.key).toString('latin1') !== 'k/10' || dec.decode(r.value) !== 'forged'), `${m.id}: its snapshot holds its state`);
+      } finally {
+        h.release();
+      }
+    }
   });
 
   it('a restore entry whose records digest is not its archive\'s is refused at apply on every node (a recorded no-op, no crash loop)', async () => {
