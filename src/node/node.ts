@@ -1301,6 +1301,9 @@ export class Node {
     // A snapshot being fetched (or fetched, waiting for its install) replaces this state: none of it is made meanwhile
     // (see startFetch; compaction waits too, the install resets the log).
     if (this.fetching !== null || this.fetched !== null) return;
+    // Nor while the leader's snapshot of a restored state is being kept as this node's (adoptLeaderSnapshot): one
+    // made meanwhile would read the whole state instead of starting from it. (That fetch is given up once it stalls.)
+    if (this.adopting) return;
     const st = this.raft.brief();
     // What a snapshot would hold is the state machine's applied index, which trails the core's while an apply
     // is under way (a restore waiting for its archive): nothing new there since the newest snapshot, no new one
@@ -1312,12 +1315,6 @@ export class Node {
     const stagger = snapshotStaggerEntries(sm.policy.snapshotEntries, this.id, st.membership);
     const byLog = (times: number): boolean =>
       snapshotDue(applied, st.snapshotIndex, times * sm.policy.snapshotEntries, stagger) || (logBytesMax > 0 && this.appliedBytes - this.logBytesBase >= times * logBytesMax);
-    // Nor while the leader's snapshot of a restored state is being kept as this node's (adoptLeaderSnapshot): one
-    // made meanwhile would read the whole state instead of starting from it. That fetch has no deadline (a leader
-    // gone quiet or a link that trickles holds it up to its 20 attempts, each as long as bytes come): once the log
-    // is AUTO_SNAPSHOT_PACE_LOG_TIMES the policy's, a snapshot is taken anyway (the one fetched later is older than
-    // it, not kept as the newest), else neither snapshots nor compactions came and the log grew all that time.
-    if (this.adopting && !byLog(AUTO_SNAPSHOT_PACE_LOG_TIMES)) return;
     const paced = this.clock.nowMs() < this.pacedUntilMs;
     if (paced && byLog(1) && !byLog(AUTO_SNAPSHOT_PACE_LOG_TIMES) && this.pacer === undefined) {
       this.pacer = this.clock.setTimeout(() => {
@@ -1876,13 +1873,36 @@ export class Node {
   private async adoptLeaderSnapshot(meta: SnapshotMeta, leader: NodeId, address: string, recordsDigest: string | undefined): Promise<void> {
     const sm = this.snapshots as SnapshotManager;
     this.adopting = true;
+    // Automatic snapshots and compactions wait for this fetch (maybeSnapshot), which has no deadline of its own (20
+    // attempts, each cut only after 30 s with no byte: ~10 min for a leader gone quiet, while the next leader's writes
+    // grow this node's log). As a fetch for an install (checkFetchStall), it is given up once it stalls: after
+    // 4 election timeouts with no byte once its source no longer leads, else after FETCH_STALL_FROM_LEADER_MS_MIN.
+    const abort = new AbortController();
+    const onStop = (): void => abort.abort();
+    this.stopAbort.signal.addEventListener('abort', onStop, { once: true });
+    const progress = { atMs: this.clock.nowMs(), bytes: 0 };
+    const electionMs = this.timings.electionTimeoutTicks * this.timings.tickMs;
+    const watch = this.clock.setInterval(() => {
+      if (progress.bytes >= meta.sizeBytes || abort.signal.aborted) return; // all in: being synced and checked
+      const stalledMs = this.clock.nowMs() - progress.atMs;
+      const sourceGone = this.raft.brief().leader !== leader && stalledMs > Math.max(FETCH_STALL_MS_MIN, 4 * electionMs);
+      if (!sourceGone && stalledMs <= Math.max(FETCH_STALL_FROM_LEADER_MS_MIN, 100 * electionMs)) return;
+      this.log.warn({ index: meta.index, from: leader, bytes: progress.bytes, stalledMs: Math.round(stalledMs) }, 'restore: the fetch of the leader\'s snapshot of the restored state stalled; given up');
+      abort.abort();
+    }, this.timings.tickMs);
     try {
-      const { stored } = await sm.fetch(this.id, address, meta, this.stopAbort.signal);
+      const { stored } = await sm.fetch(this.id, address, meta, abort.signal, (bytes) => {
+        progress.atMs = this.clock.nowMs();
+        progress.bytes = bytes;
+      });
+      this.clock.clearTimeout(watch);
       await sm.adoptFetched(stored, recordsDigest !== undefined ? { recordsDigest } : {});
       this.log.info({ index: meta.index, from: leader, bytes: meta.sizeBytes }, 'restore: the leader\'s snapshot of the restored state kept as this node\'s');
     } catch (err) {
       this.log.warn({ index: meta.index, from: leader, err: (err as Error).message }, 'restore: the leader\'s snapshot of the restored state was not fetched; building one');
     } finally {
+      this.clock.clearTimeout(watch);
+      this.stopAbort.signal.removeEventListener('abort', onStop);
       this.adopting = false;
       this.snapshotSoon = true;
       // A quiet follower may see no Ready for a long time: the check runs here (as after an apply).
