@@ -199,7 +199,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('snapshotTrailingEntries', 'snapshot-trailing-entries', 'int', 'n', `log entries kept behind a snapshot for slow followers (default ${DEFAULT_SNAPSHOT_POLICY.trailingEntries})`),
   option('snapshotRetain', 'snapshot-retain', 'int', 'n', `snapshots kept on disk, at least 1 (default ${DEFAULT_SNAPSHOT_POLICY.retain})`),
   option('snapshotChunkBytes', 'snapshot-chunk-bytes', 'int', 'bytes', `chunk size of snapshot transfers (default ${DEFAULT_SNAPSHOT_POLICY.chunkBytes})`),
-  option('snapshotMaxTransfers', 'snapshot-max-transfers', 'int', 'n', `snapshot streams served at once (default ${DEFAULT_SNAPSHOT_POLICY.maxTransfers})`),
+  option('snapshotMaxTransfers', 'snapshot-max-transfers', 'int', 'n', `snapshot streams served at once, at most half of them to one member (default ${DEFAULT_SNAPSHOT_POLICY.maxTransfers})`),
   option('snapshotBandwidth', 'snapshot-bandwidth', 'int', 'bytes/s', 'bandwidth cap of one incoming snapshot transfer, 0 for none (default 0)'),
 ];
 

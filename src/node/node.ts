@@ -964,7 +964,7 @@ export class Node {
   async openSnapshot(p: FetchSnapshotParams): Promise<AsyncIterable<SnapshotChunk>> {
     this.checkRunning();
     if (this.snapshots === undefined) throw Object.assign(new Error('this node keeps no snapshots'), { code: 5 });
-    const chunks = await this.snapshots.openChunks(p.index, p.digest, p.offset, p.chunkBytes);
+    const chunks = await this.snapshots.openChunks(p.from, p.index, p.digest, p.offset, p.chunkBytes);
     const metrics = this.metrics;
     if (metrics === undefined) return chunks;
     return {

@@ -66,7 +66,11 @@ export interface SnapshotPolicy {
   /** retain: snapshots kept on disk (>= 1). */
   readonly retain: number;
   readonly chunkBytes: number;
-  /** maxTransfers: FetchSnapshot streams this node serves at once; more get RESOURCE_EXHAUSTED. */
+  /**
+   * maxTransfers: FetchSnapshot streams this node serves at once; more get RESOURCE_EXHAUSTED. One
+   * member is served at most transfersPerPeerMax(maxTransfers) of them (half, at least 1), so a member
+   * that opens streams and never reads them cannot take every slot from the others.
+   */
   readonly maxTransfers: number;
   /** bandwidthBytesPerSec: cap of one incoming transfer (0: none). */
   readonly bandwidthBytesPerSec: number;
@@ -92,6 +96,11 @@ export const RESTORE_STATE_BYTES_MAX_DEFAULT = 64 * 1024 ** 3;
  * the KV layer's own key and value limits (fsm/kv-command.ts).
  */
 export const RESTORE_STATE_LIMITS: StateLimits = { keyBytesMax: KEY_BYTES_MAX, valueBytesMax: VALUE_BYTES_MAX };
+
+/** transfersPerPeerMax: the FetchSnapshot streams one member is served at once, of maxTransfers in all (half, at least 1). */
+export function transfersPerPeerMax(maxTransfers: number): number {
+  return Math.max(1, Math.floor(maxTransfers / 2));
+}
 
 /**
  * DEFAULT_SNAPSHOT_POLICY. snapshotEntries 50,000 and snapshotLogBytes 16
@@ -280,6 +289,8 @@ export class SnapshotSupersededError extends Error {
 export class SnapshotManager {
   private newest: SnapshotHandle | null = null;
   private transfers = 0;
+  /** transfersTo: the FetchSnapshot streams being served, per requesting member. */
+  private readonly transfersTo = new Map<string, number>();
   /** deltas: snapshots created from the previous one and the changed keys (createDelta), not from the whole state. */
   deltas = 0;
   /** copies: snapshots written beside a restore's install (installUpload's snapshotAs). */
@@ -589,8 +600,12 @@ export class SnapshotManager {
     }
   }
 
-  /** openChunks serves FetchSnapshot: the named snapshot from offset, in verified chunks. */
-  async openChunks(index: number, digest: string, offset: number, chunkBytes: number): Promise<AsyncIterable<FileChunk>> {
+  /**
+   * openChunks serves FetchSnapshot to member `from`: the named snapshot from offset, in verified chunks.
+   * Errors (coded): NOT_FOUND (no such snapshot), OUT_OF_RANGE (offset beyond it), RESOURCE_EXHAUSTED
+   * (maxTransfers streams served already, or transfersPerPeerMax(maxTransfers) to `from`).
+   */
+  async openChunks(from: string, index: number, digest: string, offset: number, chunkBytes: number): Promise<AsyncIterable<FileChunk>> {
     const s = await this.find(index, digest);
     if (offset > s.archiveBytes) {
       s.release();
@@ -600,13 +615,23 @@ export class SnapshotManager {
       s.release();
       throw coded(8, `too many snapshot transfers (${this.transfers}); retry later`);
     }
+    const perPeerMax = transfersPerPeerMax(this.policy.maxTransfers);
+    const toPeer = this.transfersTo.get(from) ?? 0;
+    if (toPeer >= perPeerMax) {
+      s.release();
+      throw coded(8, `${from} is being sent ${toPeer} snapshot${toPeer === 1 ? '' : 's'} already (at most ${perPeerMax} at once); retry later`);
+    }
     this.transfers++;
+    this.transfersTo.set(from, toPeer + 1);
     const chunks = readChunks(s.path, offset, chunkBytes > 0 ? chunkBytes : this.policy.chunkBytes, {
       chunkBytes: CHUNK_HASH_BYTES,
       sha256s: s.chunkSha256s,
     }, this.io);
     const done = (): void => {
       this.transfers--;
+      const left = (this.transfersTo.get(from) ?? 1) - 1;
+      if (left > 0) this.transfersTo.set(from, left);
+      else this.transfersTo.delete(from);
       s.release();
     };
     return {
