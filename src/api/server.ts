@@ -62,6 +62,18 @@ export const CLIENT_MESSAGE_BYTES_DEFAULT = 1536 * 1024;
 export const PEER_MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
 /** CLIENT_STREAMS_PER_CONNECTION_MAX: concurrent calls on one client connection. */
 export const CLIENT_STREAMS_PER_CONNECTION_MAX = 256;
+/**
+ * PEER_STREAMS_PER_CONNECTION_MAX: concurrent calls on one peer connection. A member's transport uses at
+ * most ~1030 on its channel (GrpcTransport's 1024 unary calls in flight, its append stream, two forwarded
+ * Propose calls); snapshot fetches and stagings have their own connections.
+ */
+export const PEER_STREAMS_PER_CONNECTION_MAX = 2048;
+/**
+ * PEER_KEEPALIVE: the peer plane pings a connection every timeMs and closes it when no answer comes in
+ * timeoutMs: a member whose host died or was cut off without a FIN holds no connection (nor its place
+ * among PEER_CONNECTION_LIMITS' per-host ones, which a proven connection never yields) for ever.
+ */
+export const PEER_KEEPALIVE = { timeMs: 30_000, timeoutMs: 10_000 } as const;
 
 export interface BindOptions {
   /** bindAddress: the client plane's "host:port"; port 0 asks the OS for a free one (see ApiServer.port). */
@@ -80,6 +92,8 @@ export interface BindOptions {
   /** clientConnections / peerConnections: the connections each plane holds (ConnectionLimiter; default CLIENT_CONNECTION_LIMITS, PEER_CONNECTION_LIMITS). */
   readonly clientConnections?: ConnectionLimits;
   readonly peerConnections?: ConnectionLimits;
+  /** peerKeepalive: the peer plane's keepalive pings (default PEER_KEEPALIVE; tests shorten it). */
+  readonly peerKeepalive?: { readonly timeMs: number; readonly timeoutMs: number };
 }
 
 /**
@@ -224,12 +238,21 @@ export interface ApiServer {
   close(graceMs?: number): Promise<void>;
 }
 
-/** peerServerOptions: appends up to PEER_MESSAGE_BYTES_MAX. */
-export const peerServerOptions: grpc.ServerOptions = {
-  'grpc.enable_channelz': 0,
-  'grpc.max_receive_message_length': PEER_MESSAGE_BYTES_MAX,
-  'grpc.max_send_message_length': PEER_MESSAGE_BYTES_MAX,
-};
+/**
+ * peerServerOptions: appends up to PEER_MESSAGE_BYTES_MAX, at most PEER_STREAMS_PER_CONNECTION_MAX calls
+ * on one connection, a dead connection noticed by keepalive (PEER_KEEPALIVE). An idle live one stays
+ * (a member's channel; PEER_CONNECTION_LIMITS bounds them).
+ */
+export function peerServerOptions(keepalive: { readonly timeMs: number; readonly timeoutMs: number } = PEER_KEEPALIVE): grpc.ServerOptions {
+  return {
+    'grpc.enable_channelz': 0,
+    'grpc.max_receive_message_length': PEER_MESSAGE_BYTES_MAX,
+    'grpc.max_send_message_length': PEER_MESSAGE_BYTES_MAX,
+    'grpc.max_concurrent_streams': PEER_STREAMS_PER_CONNECTION_MAX,
+    'grpc.keepalive_time_ms': keepalive.timeMs,
+    'grpc.keepalive_timeout_ms': keepalive.timeoutMs,
+  };
+}
 
 /** clientServerOptions: requests capped at maxRequestBytes, answers up to MESSAGE_BYTES_MAX, a bounded number of calls per connection. */
 export function clientServerOptions(maxRequestBytes: number): grpc.ServerOptions {
@@ -295,7 +318,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages
   // is read; then the chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) on incoming appends, if armed.
   const peerServer = new grpc.Server({
-    ...peerServerOptions,
+    ...peerServerOptions(opts.peerKeepalive),
     interceptors: [peerAdmissionInterceptor(() => guard), ...serverFaultInterceptors(log), provingInterceptor(peerLimiter)],
   });
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'NOT_SERVING'])) });

@@ -7,18 +7,20 @@
  * the process ran out of file descriptors (and its storage with it).
  */
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import http2 from 'node:http2';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
-import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { PEER_STREAMS_PER_CONNECTION_MAX, bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { RaftServiceService } from '../../../src/gen/snapcoord/v1/raft.js';
 import { KvClient } from '../../../src/client/kv-client.js';
 import { Node } from '../../../src/node/node.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { peerDial } from '../../../src/transport/peer-guard.js';
+import { CLUSTER_ID_METADATA_KEY, peerDial } from '../../../src/transport/peer-guard.js';
 import { until } from '../../harness/until.js';
 
 const KEY = 'connection-limits-admin-key';
@@ -118,5 +120,131 @@ describe('gRPC planes: connections held per plane and per host (real TCP)', func
     await until('the wrong key\'s connection to be closed', 10_000, () => (wrong.raw.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY ? true : undefined));
     for (let i = 0; i < 5; i++) await put(kv, 10 + i);
     assert.equal(node.status().role, 'leader');
+  });
+});
+
+/**
+ * Freezer: a TCP relay to `port` that can stop relaying without closing anything, as a peer whose host
+ * died or was cut off looks to the server (no FIN, no RST, no answer). `upstreamClosed` counts the relay's
+ * connections to the server that the server closed.
+ */
+class Freezer {
+  readonly server: Server;
+  private readonly pairs: [Socket, Socket][] = [];
+  upstreamClosed = 0;
+
+  constructor(port: number) {
+    this.server = createServer((down) => {
+      const up = connect(port, '127.0.0.1');
+      for (const s of [down, up]) s.on('error', () => undefined);
+      down.pipe(up);
+      up.pipe(down);
+      up.on('close', () => {
+        this.upstreamClosed++;
+        down.destroy();
+      });
+      this.pairs.push([down, up]);
+    });
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    return (this.server.address() as { port: number }).port;
+  }
+
+  /** freeze: nothing is relayed any more either way; every socket stays open. */
+  freeze(): void {
+    for (const [down, up] of this.pairs) {
+      down.unpipe(up);
+      up.unpipe(down);
+      down.pause();
+      // What the server sends is read and dropped (its pings go unanswered), so only the server can close.
+      up.on('data', () => undefined);
+      up.resume();
+    }
+  }
+
+  close(): void {
+    for (const [down, up] of this.pairs) {
+      down.destroy();
+      up.destroy();
+    }
+    this.server.close();
+  }
+}
+
+describe('gRPC peer plane: calls per connection and dead connections', function () {
+  this.timeout(60_000);
+  let api: ApiServer;
+  let node: Node;
+
+  before(async () => {
+    api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', peerKeepalive: { timeMs: 500, timeoutMs: 500 } });
+    const ref: { node: Node | null } = { node: null };
+    node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
+      id: 'n1',
+      storage: await MemoryStorage.open(new MemoryDataDir('n1')),
+      transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
+      initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
+    });
+    ref.node = node;
+    api.serve({ node });
+    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+  });
+
+  after(async () => {
+    await api?.close(100);
+    await node?.stop();
+  });
+
+  /** appendStream: an admitted AppendEntries call that sends nothing; `opened` once the server answered its headers. */
+  function appendStream(session: http2.ClientHttp2Session, onOpen: () => void): http2.ClientHttp2Stream {
+    const req = session.request({ ':method': 'POST', ':path': RaftServiceService.appendEntries.path, 'content-type': 'application/grpc', te: 'trailers', [CLUSTER_ID_METADATA_KEY]: 'snapcoord' });
+    req.on('error', () => undefined);
+    req.on('response', onOpen);
+    return req;
+  }
+
+  it(`one connection holds at most ${PEER_STREAMS_PER_CONNECTION_MAX} calls at once (before: any number)`, async () => {
+    const session = http2.connect(`http://${api.peerAddress}`);
+    session.on('error', () => undefined);
+    let opened = 0;
+    try {
+      const extra = 200;
+      for (let i = 0; i < PEER_STREAMS_PER_CONNECTION_MAX + extra; i++) appendStream(session, () => opened++);
+      await until('the calls the server takes to open', 20_000, () => (opened >= PEER_STREAMS_PER_CONNECTION_MAX ? true : undefined));
+      // Give the server time to open more, were it willing to (it is not: the rest wait on the client's side).
+      const seen = opened;
+      await until('a few more round trips', 5_000, async () => {
+        await new Promise((r) => setTimeout(r, 200));
+        return opened === seen ? true : undefined;
+      });
+      assert.equal(opened, PEER_STREAMS_PER_CONNECTION_MAX, `calls open at once on one connection: ${opened}`);
+      assert.equal(session.remoteSettings.maxConcurrentStreams, PEER_STREAMS_PER_CONNECTION_MAX);
+    } finally {
+      session.destroy();
+    }
+    await node.propose({ op: 'put', key: enc.encode('after-streams'), value: enc.encode('1') });
+  });
+
+  it('a member connection that goes dead without a FIN (its host gone) is closed by keepalive, its calls with it', async () => {
+    const relay = new Freezer(api.peerPort);
+    const port = await relay.listen();
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on('error', () => undefined);
+    try {
+      let opened = 0;
+      appendStream(session, () => opened++);
+      await until('the admitted call to open', 10_000, () => (opened === 1 ? true : undefined));
+      relay.freeze();
+      // Before, the server held it (and its place among the host's connections, never yielded once proven) for ever.
+      await until('the server to close the dead connection', 15_000, () => (relay.upstreamClosed === 1 ? true : undefined));
+    } finally {
+      session.destroy();
+      relay.close();
+    }
+    await node.propose({ op: 'put', key: enc.encode('after-dead'), value: enc.encode('1') });
   });
 });
