@@ -14,7 +14,8 @@
  *   An upload silent for uploadIdleMs is given up (DEADLINE_EXCEEDED); the
  *   leader receives at most RESTORE_UPLOADS_MAX at once (RESOURCE_EXHAUSTED).
  *   A download whose client reads nothing for downloadStallMs is given up
- *   (DEADLINE_EXCEEDED), its snapshot released.
+ *   (DEADLINE_EXCEEDED), its snapshot released; at most downloadsMax are
+ *   served at once (RESOURCE_EXHAUSTED).
  */
 import { once } from 'node:events';
 import { Readable } from 'node:stream';
@@ -70,7 +71,21 @@ export interface SnapshotApiOptions {
    * the snapshot it pinned (default DOWNLOAD_STALL_MS_DEFAULT).
    */
   readonly downloadStallMs?: number;
+  /**
+   * downloadsMax: GetSnapshot downloads this node serves at once (forwarded
+   * ones included); more are refused RESOURCE_EXHAUSTED (HTTP 429) at once
+   * (default DOWNLOADS_MAX_DEFAULT).
+   */
+  readonly downloadsMax?: number;
 }
+
+/**
+ * DOWNLOADS_MAX_DEFAULT: downloads served at once. Each holds a snapshot open
+ * (pinned against retention: a fresh download after a write takes one of its
+ * own, a whole-state archive on disk) until its client has read it or it
+ * stalls for downloadStallMs.
+ */
+export const DOWNLOADS_MAX_DEFAULT = 8;
 
 /** DOWNLOAD_STALL_MS_DEFAULT: how long a download may wait for its client to read (60 s). */
 export const DOWNLOAD_STALL_MS_DEFAULT = 60_000;
@@ -216,6 +231,8 @@ export function createSnapshotService(
   const clients = new Map<string, SnapshotServiceClient>();
   const uploadIdleMs = opts.uploadIdleMs ?? UPLOAD_IDLE_MS_DEFAULT;
   const downloadStallMs = opts.downloadStallMs ?? DOWNLOAD_STALL_MS_DEFAULT;
+  const downloadsMax = opts.downloadsMax ?? DOWNLOADS_MAX_DEFAULT;
+  let downloads = 0;
 
   const service: SnapshotServiceServer = {
     createSnapshot: unary(async (call: grpc.ServerUnaryCall<CreateSnapshotRequest, CreateSnapshotResponse>) => {
@@ -246,6 +263,11 @@ export function createSnapshotService(
     }),
 
     getSnapshot(call: grpc.ServerWritableStream<GetSnapshotRequest, GetSnapshotResponse>): void {
+      if (downloads >= downloadsMax) {
+        call.emit('error', new ApiError(grpc.status.RESOURCE_EXHAUSTED, `${downloads} snapshot downloads are being served here already (at most ${downloadsMax} at once); retry when one is done`));
+        return;
+      }
+      downloads++;
       void (async () => {
         const req = call.request;
         const st = node.status();
@@ -314,10 +336,12 @@ export function createSnapshotService(
         } finally {
           handle.release();
         }
-      })().catch((err: unknown) => {
-        // emit('error') sends the status to the client; destroy() would leave it waiting.
-        call.emit('error', toApiError(err));
-      });
+      })()
+        .catch((err: unknown) => {
+          // emit('error') sends the status to the client; destroy() would leave it waiting.
+          call.emit('error', toApiError(err));
+        })
+        .finally(() => downloads--);
     },
 
     restoreSnapshot(call: grpc.ServerReadableStream<RestoreSnapshotRequest, RestoreSnapshotResponse>, callback: grpc.sendUnaryData<RestoreSnapshotResponse>): void {

@@ -12,6 +12,7 @@ import http2 from 'node:http2';
 
 import { PutRequest } from '../../../src/gen/snapcoord/v1/kv.js';
 import { GetSnapshotRequest, SnapshotServiceService } from '../../../src/gen/snapcoord/v1/snapshot.js';
+import { DOWNLOADS_MAX_DEFAULT } from '../../../src/api/snapshot-service.js';
 import { SnapshotNode, unaryCall } from './snapshot-node.js';
 import { unreadCall } from '../../harness/unread-call.js';
 import { sleep, until } from '../../harness/until.js';
@@ -51,6 +52,61 @@ describe('GetSnapshot: a client that stops reading', function () {
       await sleep(3 * STALL_MS);
       // Given up: nothing pins it any more (before, the stream still waited for the client, holding it).
       await n.snapshots.store.remove(older.id);
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
+/** served: 'data' once the unread stream has a message waiting (it is being served), else its grpc-status (a refusal). */
+function served(req: http2.ClientHttp2Stream): Promise<'data' | number> {
+  let status: number | undefined;
+  const note = (h: http2.IncomingHttpHeaders): void => {
+    if (h['grpc-status'] !== undefined) status = Number(h['grpc-status']);
+  };
+  req.on('response', note);
+  req.on('trailers', note);
+  return until('the download to be served or refused', 20_000, () => (req.readableLength > 0 ? 'data' : status));
+}
+
+describe('GetSnapshot: downloads served at once', function () {
+  this.timeout(60_000);
+  let n: SnapshotNode;
+
+  before(async () => {
+    n = await SnapshotNode.start();
+    // 6 MiB of incompressible values: more than a download's unsent messages and HTTP/2 windows hold, so an
+    // unread download stays open (and holds its snapshot).
+    const kv = n.kvClient();
+    for (let i = 0; i < 24; i++) await unaryCall((r, cb) => kv.put(r, cb), PutRequest.fromPartial({ key: Buffer.from(`big/${i}`), value: randomBytes(256 * 1024) }));
+  });
+  after(async () => {
+    await n?.close();
+  });
+
+  it(`at most ${DOWNLOADS_MAX_DEFAULT} at once, each pinning a snapshot of its own: more are refused RESOURCE_EXHAUSTED, served again once one ends`, async () => {
+    const session = http2.connect(`http://127.0.0.1:${n.api.port}`);
+    session.on('error', () => undefined);
+    const kv = n.kvClient();
+    const held: http2.ClientHttp2Stream[] = [];
+    /** download: a write (so the download takes a snapshot of its own), then a fresh download left unread; its outcome. */
+    const download = async (i: number): Promise<'data' | number> => {
+      await unaryCall((r, cb) => kv.put(r, cb), PutRequest.fromPartial({ key: Buffer.from(`w/${i}`), value: Buffer.from('1') }));
+      const req = unreadCall(session, SnapshotServiceService.getSnapshot.path, GetSnapshotRequest.encode({ stale: false }).finish());
+      held.push(req);
+      return served(req);
+    };
+    try {
+      const outcomes: ('data' | number)[] = [];
+      for (let i = 0; i < DOWNLOADS_MAX_DEFAULT + 3; i++) outcomes.push(await download(i));
+      // Before, every one was served, each holding a whole-state snapshot on disk until its client read it or 60 s passed.
+      assert.deepEqual(outcomes, [...Array<'data'>(DOWNLOADS_MAX_DEFAULT).fill('data'), 8, 8, 8], 'downloads beyond the cap are refused RESOURCE_EXHAUSTED (8)');
+      const kept = (await n.snapshots.store.list()).length;
+      assert.ok(kept <= DOWNLOADS_MAX_DEFAULT + 1, `${kept} snapshots on disk, more than the downloads held and the newest`);
+      // One held download ends: a new one is served.
+      (held[0] as http2.ClientHttp2Stream).close(http2.constants.NGHTTP2_CANCEL);
+      let i = 1000;
+      await until('a download to be served again once one ended', 10_000, async () => ((await download(i++)) === 'data' ? true : undefined));
     } finally {
       session.destroy();
     }
