@@ -125,12 +125,30 @@ async function waitApplied(node: NodeView, index: number, waitMs: number): Promi
   while (node.status().applied < index && Date.now() < deadline) await sleep(5);
 }
 
+/**
+ * STATE_HASHES_AT_ONCE_MAX: state hashes (HashState, this node's part of
+ * CheckConsistency) computed at once. Each reads the whole state and holds a
+ * storage snapshot while it does: without a cap any key with snapshots.read
+ * could start as many as its calls allow.
+ */
+export const STATE_HASHES_AT_ONCE_MAX = 2;
+
 /** createClusterService implements ClusterService over `node`. */
 export function createClusterService(node: ClusterNode, forwarder: LeaderForwarder, opts: ClusterServiceOptions = {}): ClusterServiceServer {
+  let hashing = 0;
+  /** localHash: this node's state hash (a read of the whole state); at most STATE_HASHES_AT_ONCE_MAX at once, more RESOURCE_EXHAUSTED. */
   const localHash = async (atIndex: number, waitMs: number): Promise<StateHash> => {
     if (atIndex > 0) await waitApplied(node, atIndex, waitMs);
-    if (opts.stateHash !== undefined) return opts.stateHash();
-    return { sha256: await node.stateDigest(), index: 0 };
+    if (hashing >= STATE_HASHES_AT_ONCE_MAX) {
+      throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `${hashing} state hashes are being computed on ${node.id} already (at most ${STATE_HASHES_AT_ONCE_MAX} at once); retry when one is done`);
+    }
+    hashing++;
+    try {
+      if (opts.stateHash !== undefined) return await opts.stateHash();
+      return { sha256: await node.stateDigest(), index: 0 };
+    } finally {
+      hashing--;
+    }
   };
   const members = new MemberClients(
     {

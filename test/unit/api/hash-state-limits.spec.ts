@@ -1,0 +1,93 @@
+/**
+ * HashState reads the whole state (and holds a storage snapshot while it
+ * does): a node computes at most STATE_HASHES_AT_ONCE_MAX at once and
+ * refuses more RESOURCE_EXHAUSTED, so a key with snapshots.read (metadata
+ * only) cannot make it read its whole state as many times over as its calls
+ * allow. Real node and gRPC; the real hash (hashStateAt) held at a gate
+ * until the test has counted how many started.
+ */
+import assert from 'node:assert/strict';
+import * as grpc from '@grpc/grpc-js';
+
+import { STATE_HASHES_AT_ONCE_MAX } from '../../../src/api/cluster-service.js';
+import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { ClusterClient } from '../../../src/client/cluster-client.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { Node } from '../../../src/node/node.js';
+import { hashStateAt } from '../../../src/ops/consistency.js';
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { peerDial } from '../../../src/transport/peer-guard.js';
+import { sleep, until } from '../../harness/until.js';
+
+describe('HashState: state hashes computed at once', function () {
+  this.timeout(30_000);
+  let api: ApiServer;
+  let node: Node;
+  let started = 0;
+  let open: () => void = () => undefined;
+  let gate: Promise<void> = Promise.resolve();
+
+  before(async () => {
+    api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
+    const storage = await MemoryStorage.open(new MemoryDataDir('n1'));
+    const ref: { node: Node | null } = { node: null };
+    node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
+      id: 'n1',
+      storage,
+      transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
+      initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
+    });
+    ref.node = node;
+    api.serve({
+      node,
+      stateHash: async () => {
+        started++;
+        await gate;
+        return hashStateAt(storage);
+      },
+    });
+    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+    await node.propose({ op: 'put', key: new TextEncoder().encode('k'), value: new TextEncoder().encode('v') });
+  });
+
+  after(async () => {
+    open();
+    await api?.close(100);
+    await node?.stop();
+  });
+
+  it(`at most ${STATE_HASHES_AT_ONCE_MAX} at once; more are refused RESOURCE_EXHAUSTED at once; served again once they end`, async () => {
+    gate = new Promise<void>((r) => (open = r));
+    const c = new ClusterClient(api.address);
+    try {
+      const calls = Array.from({ length: STATE_HASHES_AT_ONCE_MAX + 4 }, () =>
+        c.hashState({ deadlineMs: 20_000 }).then(
+          (r) => r.sha256,
+          (e: grpc.ServiceError) => e,
+        ),
+      );
+      const refused = await until('the calls beyond the cap to be answered', 10_000, async () => {
+        const settled = await Promise.all(calls.map((p) => Promise.race([p, sleep(20).then(() => 'open' as const)])));
+        const errs = settled.filter((x): x is grpc.ServiceError => x instanceof Error);
+        return errs.length + started === calls.length ? errs : undefined;
+      });
+      // Before, every call started a read of the whole state (6 of 6) and none was refused.
+      assert.equal(started, STATE_HASHES_AT_ONCE_MAX, `${started} hashes running at once`);
+      for (const e of refused) {
+        assert.equal(e.code, grpc.status.RESOURCE_EXHAUSTED, e.message);
+        assert.match(e.details, /state hashes are being computed on n1 already/);
+      }
+      open();
+      const answers = await Promise.all(calls);
+      assert.equal(answers.filter((a) => typeof a === 'string' && /^[0-9a-f]{64}$/.test(a)).length, STATE_HASHES_AT_ONCE_MAX);
+      // Once they ended, a new one is served.
+      assert.match((await c.hashState({ deadlineMs: 10_000 })).sha256, /^[0-9a-f]{64}$/);
+    } finally {
+      c.close();
+    }
+  });
+});
