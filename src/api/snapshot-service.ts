@@ -87,6 +87,14 @@ export interface SnapshotApiOptions {
  */
 export const DOWNLOADS_MAX_DEFAULT = 8;
 
+/**
+ * INSPECTIONS_AT_ONCE_MAX: InspectSnapshot calls served at once. Each reads,
+ * gunzips and checks a whole archive: without a cap any key with
+ * snapshots.read could make the node read its archives as many times over
+ * at once as its calls allow. More are refused RESOURCE_EXHAUSTED.
+ */
+export const INSPECTIONS_AT_ONCE_MAX = 2;
+
 /** DOWNLOAD_STALL_MS_DEFAULT: how long a download may wait for its client to read (60 s). */
 export const DOWNLOAD_STALL_MS_DEFAULT = 60_000;
 
@@ -233,6 +241,7 @@ export function createSnapshotService(
   const downloadStallMs = opts.downloadStallMs ?? DOWNLOAD_STALL_MS_DEFAULT;
   const downloadsMax = opts.downloadsMax ?? DOWNLOADS_MAX_DEFAULT;
   let downloads = 0;
+  let inspecting = 0;
 
   const service: SnapshotServiceServer = {
     createSnapshot: unary(async (call: grpc.ServerUnaryCall<CreateSnapshotRequest, CreateSnapshotResponse>) => {
@@ -421,7 +430,16 @@ export function createSnapshotService(
       const id = call.request.id;
       const stored = (await opts.snapshots.store.list()).find((s) => s.id === id);
       if (stored === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no snapshot ${JSON.stringify(id)} on this node`);
-      const r = await inspectArchive(stored.path, { reservedKeyPrefix: RESERVED_KEY_PREFIX });
+      if (inspecting >= INSPECTIONS_AT_ONCE_MAX) {
+        throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `${inspecting} snapshots are being inspected here already (at most ${INSPECTIONS_AT_ONCE_MAX} at once); retry when one is done`);
+      }
+      inspecting++;
+      let r: Awaited<ReturnType<typeof inspectArchive>>;
+      try {
+        r = await inspectArchive(stored.path, { reservedKeyPrefix: RESERVED_KEY_PREFIX });
+      } finally {
+        inspecting--;
+      }
       const ok = r.ok && r.archiveSha256 === stored.archiveSha256;
       const problems = [...r.problems, ...(r.archiveSha256 !== stored.archiveSha256 ? ['the archive does not match its recorded SHA-256'] : [])];
       return { info: { ...infoOf(stored), stateKeys: BigInt(r.keys) }, ok, problems };
