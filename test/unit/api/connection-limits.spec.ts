@@ -46,6 +46,23 @@ function silent(port: number, n: number): Silent {
   return { sockets, closed: () => closed };
 }
 
+/** serveSolo starts a one-node cluster (n1, in memory) behind `api` and resolves once it leads. */
+async function serveSolo(api: ApiServer): Promise<Node> {
+  const ref: { node: Node | null } = { node: null };
+  const node = await Node.start({
+    clock: systemClock,
+    rng: cryptoRng,
+    id: 'n1',
+    storage: await MemoryStorage.open(new MemoryDataDir('n1')),
+    transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
+    initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
+  });
+  ref.node = node;
+  api.serve({ node });
+  await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+  return node;
+}
+
 describe('gRPC planes: connections held per plane and per host (real TCP)', function () {
   this.timeout(60_000);
   let api: ApiServer;
@@ -61,18 +78,7 @@ describe('gRPC planes: connections held per plane and per host (real TCP)', func
       clientConnections: CLIENT,
       peerConnections: PEER,
     });
-    const ref: { node: Node | null } = { node: null };
-    node = await Node.start({
-      clock: systemClock,
-      rng: cryptoRng,
-      id: 'n1',
-      storage: await MemoryStorage.open(new MemoryDataDir('n1')),
-      transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
-      initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
-    });
-    ref.node = node;
-    api.serve({ node });
-    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+    node = await serveSolo(api);
   });
 
   after(async () => {
@@ -180,18 +186,7 @@ describe('gRPC peer plane: calls per connection and dead connections', function 
 
   before(async () => {
     api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', peerKeepalive: { timeMs: 500, timeoutMs: 500 } });
-    const ref: { node: Node | null } = { node: null };
-    node = await Node.start({
-      clock: systemClock,
-      rng: cryptoRng,
-      id: 'n1',
-      storage: await MemoryStorage.open(new MemoryDataDir('n1')),
-      transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
-      initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
-    });
-    ref.node = node;
-    api.serve({ node });
-    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+    node = await serveSolo(api);
   });
 
   after(async () => {
