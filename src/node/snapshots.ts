@@ -97,6 +97,12 @@ export const RESTORE_STATE_BYTES_MAX_DEFAULT = 64 * 1024 ** 3;
  */
 export const RESTORE_STATE_LIMITS: StateLimits = { keyBytesMax: KEY_BYTES_MAX, valueBytesMax: VALUE_BYTES_MAX };
 
+/**
+ * SERVED_CHUNK_BYTES_MIN: the smallest chunk FetchSnapshot serves; a smaller chunk_bytes asked is raised to it
+ * (the simulator asks for 700-byte chunks; nodes ask for SnapshotPolicy.chunkBytes, 1 MiB by default).
+ */
+export const SERVED_CHUNK_BYTES_MIN = 512;
+
 /** transfersPerPeerMax: the FetchSnapshot streams one member is served at once, of maxTransfers in all (half, at least 1). */
 export function transfersPerPeerMax(maxTransfers: number): number {
   return Math.max(1, Math.floor(maxTransfers / 2));
@@ -623,7 +629,10 @@ export class SnapshotManager {
     }
     this.transfers++;
     this.transfersTo.set(from, toPeer + 1);
-    const chunks = readChunks(s.path, offset, chunkBytes > 0 ? chunkBytes : this.policy.chunkBytes, {
+    // A chunk size asked below SERVED_CHUNK_BYTES_MIN is raised to it: a member asking for 1-byte chunks would make
+    // this node hash and send every byte as a message of its own (the fetcher takes chunks of any size it can receive).
+    const size = chunkBytes > 0 ? Math.max(SERVED_CHUNK_BYTES_MIN, chunkBytes) : this.policy.chunkBytes;
+    const chunks = readChunks(s.path, offset, size, {
       chunkBytes: CHUNK_HASH_BYTES,
       sha256s: s.chunkSha256s,
     }, this.io);

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import http2 from 'node:http2';
 
 import { FetchSnapshotRequest, RaftServiceService } from '../../../src/gen/snapcoord/v1/raft.js';
-import { transfersPerPeerMax } from '../../../src/node/snapshots.js';
+import { SERVED_CHUNK_BYTES_MIN, type SnapshotManager, transfersPerPeerMax } from '../../../src/node/snapshots.js';
 import type { SnapshotMeta } from '../../../src/raft/types.js';
 import { CLUSTER_ID_METADATA_KEY } from '../../../src/transport/peer-guard.js';
 import { unreadCall } from '../../harness/unread-call.js';
@@ -58,6 +58,18 @@ describe('FetchSnapshot: transfers per member', function () {
 
   after(async () => {
     await c?.close();
+  });
+
+  it(`a member asking for 1-byte chunks is served chunks of ${SERVED_CHUNK_BYTES_MIN} bytes: no message (and SHA-256) per byte`, async () => {
+    const a = c.members.find((m) => m.id !== leaderId);
+    assert.ok(a !== undefined);
+    const sm = c.member(leaderId).snapshots as SnapshotManager;
+    const sizes: number[] = [];
+    for await (const chunk of await sm.openChunks(a.id, snap.index, snap.digest, 0, 1)) {
+      sizes.push(chunk.data.length);
+      if (sizes.length === 3) break; // ends the transfer (its slot and snapshot released)
+    }
+    assert.deepEqual(sizes, [SERVED_CHUNK_BYTES_MIN, SERVED_CHUNK_BYTES_MIN, SERVED_CHUNK_BYTES_MIN]);
   });
 
   it(`one member holding unread streams gets at most ${transfersPerPeerMax(MAX_TRANSFERS)} of ${MAX_TRANSFERS}; another member is still served`, async () => {
