@@ -42,13 +42,30 @@ import type { SnapshotIo } from './snapshot-io.js';
 /** CHANGED_BYTES_MAX: the installed records inside the changed range a copy keeps (keys and values) before giving up. */
 export const CHANGED_BYTES_MAX = 64 * 1024 * 1024;
 
-/** CopiedMember: one state member of the upload handed to the copy. */
+/** TakenMember: a state member of the upload as taken, its key range not yet known (the next member's first key ends it). */
+interface TakenMember {
+  readonly bytes: Buffer;
+  readonly outBytes: number;
+  readonly keys: number;
+  readonly firstKey: Buffer;
+  /** lo: where its key range begins (null for the first state member: below every key). */
+  readonly lo: Buffer | null;
+  readonly output: readonly Buffer[];
+}
+
+/**
+ * CopiedMember: one state member of the upload queued for the copy, its key range [lo, hi) known: `meets` when it
+ * meets the changed range (re-encoded), else copied as it is. `output` (its decompressed bytes): null once they were
+ * hashed into state.bin's SHA-256 as the member was taken (see UploadMemberCopy's #queue).
+ */
 interface CopiedMember {
   readonly bytes: Buffer;
   readonly outBytes: number;
   readonly keys: number;
   readonly firstKey: Buffer;
-  readonly output: readonly Buffer[];
+  readonly hi: Buffer | null;
+  readonly meets: boolean;
+  readonly output: readonly Buffer[] | null;
 }
 
 /** UploadMemberCopyOptions: where state.bin lies, the changed key range and how new blocks are compressed. */
@@ -74,6 +91,16 @@ function asBuffer(bytes: Uint8Array): Buffer {
 export class UploadMemberCopy {
   readonly #o: UploadMemberCopyOptions;
   readonly #members: RecordTee<CopiedMember>;
+  /** #pending: the member taken last, queued once the next one (or finish) says where its key range ends. */
+  #pending: TakenMember | null = null;
+  /**
+   * #stateHash: the new state.bin's SHA-256, updated in state.bin's order: a member copied as it is is hashed when it
+   * is taken if nothing queued before it is still to be hashed (#hashOwed 0), and its decompressed pieces are let go
+   * at once; otherwise (behind a re-encoded member, whose records wait for the install) produce hashes it in turn.
+   */
+  readonly #stateHash = createHash('sha256');
+  /** #hashOwed: queued members (and re-encoded ones whose last block is not yet out) that produce has still to hash. */
+  #hashOwed = 0;
   #statePos = 0;
   #problem: string | null = null;
   /** the installed side: records inside `changed` (copied), the count of all, the last key, whether it ended. */
@@ -99,7 +126,29 @@ export class UploadMemberCopy {
     if (m.outStart + m.outBytes > stateEnd) return this.#giveUp(`member ${m.index} runs past state.bin's end`);
     if (m.records === null) return this.#giveUp(`member ${m.index} does not hold whole records`);
     this.#statePos += m.outBytes;
-    await this.#members.write({ bytes: m.bytes, outBytes: m.outBytes, keys: m.records.keys, firstKey: m.records.firstKey, output: m.output });
+    const taken: TakenMember = { bytes: m.bytes, outBytes: m.outBytes, keys: m.records.keys, firstKey: m.records.firstKey, lo: m.outStart === stateTarOffset ? null : m.records.firstKey, output: m.output };
+    const before = this.#pending;
+    this.#pending = taken;
+    if (before !== null) await this.#queue(before, taken.firstKey);
+  }
+
+  /**
+   * #queue hands `m` to produce, its key range ending at `hi` (null: the last member). A member that misses the
+   * changed range is copied as it is; when nothing before it is still to be hashed, its decompressed pieces are
+   * hashed here and not queued (issue 15: queued, up to membersMax + 2 members' pieces, ~1 MiB each, outlived two
+   * scavenges and were promoted: only a full collection freed them). Resolves once there is room in the queue.
+   */
+  #queue(m: TakenMember, hi: Buffer | null): Promise<void> {
+    const { from, to } = this.#o.changed;
+    const meets = (hi === null || Buffer.compare(hi, from) > 0) && (m.lo === null || Buffer.compare(m.lo, to) < 0);
+    let output: readonly Buffer[] | null = m.output;
+    if (!meets && this.#hashOwed === 0) {
+      for (const piece of m.output) this.#stateHash.update(piece);
+      output = null;
+    } else {
+      this.#hashOwed++;
+    }
+    return this.#members.write({ bytes: m.bytes, outBytes: m.outBytes, keys: m.keys, firstKey: m.firstKey, hi, meets, output });
   }
 
   /** write receives the records the install makes, in order (InstalledRecordsCopy); never waits. */
@@ -127,11 +176,16 @@ export class UploadMemberCopy {
   finish(): void {
     this.#installedEnded = true;
     this.#wake();
+    const last = this.#pending;
+    this.#pending = null;
+    // Queued at once (the queue takes it before it waits for room); the writer reads on to the end.
+    if (last !== null && this.#problem === null) this.#queue(last, null).catch(() => undefined);
     this.#members.end();
   }
 
   /** fail: the read or the install failed; the copy must not be kept. */
   fail(err: Error): void {
+    this.#pending = null;
     this.#members.fail(err);
     this.#installedEnded = true;
     this.#wake();
@@ -139,11 +193,13 @@ export class UploadMemberCopy {
 
   /** abandon: the archive writer will read no more members (it failed before or while reading): take() drops them. */
   abandon(): void {
+    this.#pending = null;
     this.#members.abandon();
   }
 
   #giveUp(why: string): void {
     this.#problem ??= why;
+    this.#pending = null;
     this.#members.fail(new Error(`the upload's gzip members cannot be copied: ${why}`));
     this.#installedEnded = true;
     this.#wake();
@@ -168,7 +224,7 @@ export class UploadMemberCopy {
   /** produce: the StateMembersProducer of the new archive (see the file comment). */
   readonly produce: StateMembersProducer = async (deliver): Promise<StateProduced> => {
     const { from, to } = this.#o.changed;
-    const stateHash = createHash('sha256');
+    const stateHash = this.#stateHash;
     const encoder = new StateBlockEncoder(this.#o.gzipBlockBytes, this.#o, true);
     let copiedBytes = 0;
     let copiedKeys = 0;
@@ -187,28 +243,26 @@ export class UploadMemberCopy {
         encoder.encode(r);
       }
     };
-    const members = this.#members.records()[Symbol.asyncIterator]();
-    const next = async (): Promise<CopiedMember | null> => {
-      const r = await members.next();
-      return r.done === true ? null : r.value;
-    };
-    let cur = await next();
-    let lo: Buffer | null = null; // the first member's range starts below every key
-    while (cur !== null) {
-      const after = await next();
-      const hi = after?.firstKey ?? null;
-      const meets = (hi === null || Buffer.compare(hi, from) > 0) && (lo === null || Buffer.compare(lo, to) < 0);
-      if (!meets) {
+    /** reencoded: re-encoded members whose hashing is owed (#hashOwed) until their last block is out (a flush(true)). */
+    let reencoded = 0;
+    for await (const cur of this.#members.records()) {
+      if (!cur.meets) {
         // Copied as it is (after the blocks encoded before it).
         await flush(true);
-        for (const piece of cur.output) stateHash.update(piece);
+        if (cur.output !== null) {
+          for (const piece of cur.output) stateHash.update(piece);
+          this.#hashOwed -= reencoded + 1;
+          reencoded = 0;
+        }
         await deliver(cur.bytes, { stateBytes: cur.outBytes, keys: cur.keys, firstKey: cur.firstKey });
         copiedBytes += cur.outBytes;
         copiedKeys += cur.keys;
       } else {
         // Re-encoded: its records outside the changed range, merged with the installed ones inside it.
+        const output = cur.output as readonly Buffer[];
+        const hi = cur.hi;
         await this.#installedPast(hi);
-        const state = cur.output.length === 1 ? (cur.output[0] as Buffer) : Buffer.concat(cur.output as Buffer[], cur.outBytes);
+        const state = output.length === 1 ? (output[0] as Buffer) : Buffer.concat(output as Buffer[], cur.outBytes);
         for (let pos = 0; pos < state.length; ) {
           const kLen = state.readUInt32BE(pos);
           const key = state.subarray(pos + 4, pos + 4 + kLen);
@@ -221,9 +275,8 @@ export class UploadMemberCopy {
         }
         changedBelow(hi);
         await flush(false);
+        reencoded++;
       }
-      lo = hi;
-      cur = after;
     }
     // No state members at all: the state is the installed records inside the changed range.
     await this.#installedPast(null);
