@@ -438,7 +438,8 @@ async function main(): Promise<void> {
       se.inst = inst;
       console.log(
         `install${label(se.sec)}: fetch+import ${Number(inst.extra.fetchImportSeconds).toFixed(2)} s, installState ${Number(inst.extra.installSeconds).toFixed(2)} s: ` +
-          `${inst.mbps.toFixed(0)} MB/s of archive  peak RSS sender ${fmtMiB(inst.senderPeak)}, receiver ${fmtMiB(inst.receiverPeak)}; ${cpuNote(inst)}`,
+          `${inst.mbps.toFixed(0)} MB/s of archive  peak RSS sender ${fmtMiB(inst.senderPeak)}, receiver ${fmtMiB(inst.receiverPeak)}; ${cpuNote(inst)}; ` +
+          `receiver CPU of installState alone ${Number(inst.extra.installCpuSeconds).toFixed(2)} s (${fmtThreadCpu((inst.extra.installThreadCpu ?? {}) as Record<string, number>)})`,
       );
       await rm(join(root, 'follower'), { recursive: true, force: true });
     }

@@ -10,7 +10,9 @@
  *                   each into its own store under --dest-dir (opened before the clock starts).
  *   --mode install  the full follower install into a fresh RocksStorage in
  *                   --dest-dir: SnapshotManager.fetch (fetchSnapshot +
- *                   importArchive) then SnapshotManager.install (installState).
+ *                   importArchive) then SnapshotManager.install (installState); the
+ *                   report adds the CPU of the install alone (installCpuSeconds, by
+ *                   thread group: installThreadCpu) beside the whole job's.
  *
  * Common: --address 127.0.0.1:P --size BYTES --digest HEX --index N --term N
  *         --chunk-bytes B [--membership JSON] [--cert F --key F --ca F]
@@ -115,8 +117,13 @@ async function install(): Promise<Record<string, unknown>> {
       const t0 = performance.now();
       const { stored, result } = await mgr.fetch('bench-follower', address, { index, term, membership, sizeBytes: size, digest });
       const t1 = performance.now();
+      const cpu1 = process.cpuUsage();
+      const threads1 = threadCpu();
       await mgr.install(stored);
       const t2 = performance.now();
+      const cpu2 = process.cpuUsage(cpu1);
+      const installCpuSeconds = (cpu2.user + cpu2.system) / 1e6;
+      const installThreadCpu = threadCpuByGroup(threads1, threadCpu(), installCpuSeconds);
       if (storage.appliedIndex() !== index) throw new Error(`installed applied index ${storage.appliedIndex()}, expected ${index}`);
       return {
         bytes: result.bytes,
@@ -124,6 +131,8 @@ async function install(): Promise<Record<string, unknown>> {
         hashFailures: result.hashFailures,
         fetchImportSeconds: (t1 - t0) / 1000,
         installSeconds: (t2 - t1) / 1000,
+        installCpuSeconds,
+        installThreadCpu,
         seconds: (t2 - t0) / 1000,
         stateBytes: stored.meta.stateBytes,
         stateKeys: stored.meta.stateKeys,
