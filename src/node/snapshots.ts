@@ -855,6 +855,7 @@ export class SnapshotManager {
                 ...RESTORE_STATE_LIMITS,
                 stateTarOffset: where.stateTarOffset,
                 stateBytes: meta.stateBytes,
+                stateKeys: meta.stateKeys,
                 changed: RESTORE_CHANGED_KEYS,
                 membersMax: COPY_MEMBERS_MAX,
                 gzipLevel: level,

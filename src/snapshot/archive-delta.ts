@@ -21,6 +21,14 @@
  * (StateFormatError `key-order` otherwise). Any failure rejects, and the
  * caller falls back to a full creation (but for an abort: options.signal's
  * reason, checked before each member).
+ *
+ * The archive's head holds state.bin's size and record count. With a base
+ * readable at any offset (DeltaBase.readRange) and changes touching at most
+ * DELTA_PREMERGE_STATE_BYTES_MAX of its state, the changed members are
+ * merged first and the archive is written head first, each byte once
+ * (premergedDelta); else in one pass, the compressed state waiting in a
+ * spool file until its totals are known (written twice). Both give the
+ * same bytes.
  */
 import type { Writable } from 'node:stream';
 
@@ -33,6 +41,7 @@ import {
   type RecordsArchiveResult,
   type StateMemberEntry,
   type StateMemberInfo,
+  type StateMembersProducer,
 } from './archive-writer.js';
 import { ArchiveError, StateFormatError } from './errors.js';
 import { BlockPool } from './block-pool.js';
@@ -51,6 +60,13 @@ export interface DeltaBase {
   readonly bytes: AsyncIterable<Uint8Array>;
   readonly archiveBytes: number;
   readonly members: ArchiveMemberTable;
+  /**
+   * readRange, when given: `length` bytes of the base from `offset`, checked
+   * as `bytes` are. With it, a delta merges its changed members first (at
+   * most DELTA_PREMERGE_STATE_BYTES_MAX of base state) and then writes the
+   * archive in one pass, head first: no spool.
+   */
+  readonly readRange?: (offset: number, length: number) => Promise<Uint8Array>;
 }
 
 /** DELTA_HASH_AHEAD: hash calls left waiting at most (members kept gunzipped until hashed, blocks copied). */
@@ -164,6 +180,271 @@ export function deltaDigestHome(io: SnapshotIo, table: ArchiveMemberTable, chang
   return changed * 4 <= table.state.length ? 'worker' : 'here';
 }
 
+/**
+ * mergeMember merges a changed member's records (`state`, whole records) with
+ * the changes in its key range (sorted), in key order, into `encode`: a
+ * change replaces the record of its key (a null value deletes it). It lets
+ * the event loop turn every DELTA_MERGE_RECORDS_PER_TURN records
+ * (`turns.merged` counts them across members). The keys and values handed
+ * to `encode` point into `state` and the changes.
+ */
+async function mergeMember(state: Buffer, ch: readonly StateChange[], encode: (key: Buffer, value: Buffer) => void, turns: { merged: number }, io: SnapshotIo): Promise<void> {
+  let pos = 0;
+  let c = 0;
+  while (pos < state.length || c < ch.length) {
+    if (++turns.merged >= DELTA_MERGE_RECORDS_PER_TURN) {
+      turns.merged = 0;
+      await io.yieldTurn(); // keys and values below point into `state`, held until the member is done
+    }
+    let key: Buffer | null = null;
+    let value: Buffer | null = null;
+    if (pos < state.length) {
+      const kLen = state.readUInt32BE(pos);
+      key = state.subarray(pos + 4, pos + 4 + kLen);
+      const vLen = state.readUInt32BE(pos + 4 + kLen);
+      value = state.subarray(pos + 8 + kLen, pos + 8 + kLen + vLen);
+    }
+    const change = ch[c];
+    const order = change === undefined ? -1 : key === null ? 1 : Buffer.compare(key, asBuffer(change.key));
+    if (order < 0) {
+      encode(key as Buffer, value as Buffer);
+      pos += 8 + (key as Buffer).length + (value as Buffer).length;
+    } else {
+      const cv = (change as StateChange).value;
+      if (cv !== null) encode(asBuffer((change as StateChange).key), asBuffer(cv));
+      c++;
+      if (order === 0) pos += 8 + (key as Buffer).length + (value as Buffer).length;
+    }
+  }
+}
+
+/**
+ * DELTA_PREMERGE_STATE_BYTES_MAX: the base state of the members a delta's
+ * changes touch that it merges (and holds, uncompressed and compressed again)
+ * before it writes the archive's head; a delta touching more is built in one
+ * pass with the compressed state in a spool (written twice).
+ */
+export const DELTA_PREMERGE_STATE_BYTES_MAX = 32 * 1024 * 1024;
+
+/** DeltaPlan: per base member, the changes in its key range [from, to) of `changes`; the base state of the changed ones. */
+interface DeltaPlan {
+  readonly from: readonly number[];
+  readonly to: readonly number[];
+  readonly changedStateBytes: number;
+}
+
+/** planDelta: which changes fall in each base member's key range (from its first key to the next member's; the last takes the rest). */
+function planDelta(table: ArchiveMemberTable, changes: readonly StateChange[]): DeltaPlan {
+  const from: number[] = [];
+  const to: number[] = [];
+  let next = 0;
+  let changedStateBytes = 0;
+  for (let i = 0; i < table.state.length; i++) {
+    const upper = i + 1 < table.state.length ? (table.state[i + 1] as StateMemberEntry).firstKey : null;
+    from.push(next);
+    while (next < changes.length && (upper === null || Buffer.compare(asBuffer((changes[next] as StateChange).key), upper) < 0)) next++;
+    to.push(next);
+    if (next > (from[i] as number)) changedStateBytes += (table.state[i] as StateMemberEntry).stateBytes;
+  }
+  return { from, to, changedStateBytes };
+}
+
+/** MergedMember: a gzip member made by a delta's merge, with the block it compresses (hashed into state.bin's digest in order). */
+interface MergedMember {
+  readonly member: Buffer;
+  readonly info: StateMemberInfo;
+  readonly block: Buffer;
+}
+
+/** MergedRun: the new members replacing a run of consecutive changed base members [start, end), with what they hold. */
+interface MergedRun {
+  readonly out: readonly MergedMember[];
+  readonly lastKey: Buffer | null;
+  readonly bytes: number;
+  readonly keys: number;
+}
+
+/**
+ * premergedDelta: writeArchiveDelta's producer when the base can be read at
+ * any offset (DeltaBase.readRange) and its changes touch little of it. Phase
+ * 1: each run of consecutive changed members is read (checked), gunzipped,
+ * checked against its entries, merged with its changes and compressed again,
+ * as the one-pass producer does (the same blocks: one encoder per run, cut
+ * at the run's end), held here. Then the new state's size and record count
+ * are the base's, less the changed members', plus the runs': the archive is
+ * begun, and phase 2 reads the base in order, copying each unchanged member
+ * compressed (gunzipped and hashed into state.bin's digest, checked) and
+ * putting each run's members in its place. Keys must strictly increase
+ * across the whole state (StateFormatError `key-order`).
+ */
+function premergedDelta(
+  base: DeltaBase & { readonly readRange: (offset: number, length: number) => Promise<Uint8Array> },
+  changes: readonly StateChange[],
+  plan: DeltaPlan,
+  digestOn: 'worker' | 'here',
+  o: DeltaOptions & { readonly level: number; readonly blockBytes: number; readonly adaptive: boolean; readonly io: SnapshotIo },
+): StateMembersProducer {
+  const table = base.members;
+  const n = table.state.length;
+  const changed = (i: number): boolean => (plan.to[i] as number) > (plan.from[i] as number);
+  return async (deliver, begin) => {
+    // Phase 1: each run of changed members, merged into new members held here.
+    const runs = new Map<number, MergedRun>();
+    const pre = localStateDigest(o.io, o.blockBytes);
+    const turns = { merged: 0 };
+    const offsets: number[] = [];
+    for (let i = 0, at = table.headBytes; i < n; i++) {
+      offsets.push(at);
+      at += (table.state[i] as StateMemberEntry).compressedBytes;
+    }
+    /** mergeRun: the new members of the run [start, end) (start = end = n: a base with no state members, all changes). */
+    const mergeRun = async (start: number, end: number): Promise<MergedRun> => {
+      const encoder = new StateBlockEncoder(o.blockBytes, o, true);
+      const out: MergedMember[] = [];
+      const take = async (final: boolean): Promise<void> => {
+        for (const { block, info } of encoder.take(final)) out.push({ member: await gzipBlock(block, o.level, o.adaptive, o.io), info: info as StateMemberInfo, block });
+      };
+      let last: Buffer | null = null;
+      const encode = (key: Buffer, value: Buffer): void => {
+        encoder.encode({ key, value });
+        last = key;
+      };
+      if (start === n) {
+        for (const change of changes) {
+          if (++turns.merged >= DELTA_MERGE_RECORDS_PER_TURN) {
+            turns.merged = 0;
+            await o.io.yieldTurn();
+          }
+          if (change.value !== null) encode(asBuffer(change.key), asBuffer(change.value));
+        }
+      }
+      for (let j = start; j < end; j++) {
+        o.signal?.throwIfAborted();
+        const entry = table.state[j] as StateMemberEntry;
+        const compressed = asBuffer(await base.readRange(offsets[j] as number, entry.compressedBytes));
+        if (compressed.length !== entry.compressedBytes) throw new ArchiveError('truncated', `the base archive ends inside state member ${j}`);
+        const state = (await pre.inflate(compressed, entry, true)).state as Buffer;
+        await mergeMember(state, changes.slice(plan.from[j], plan.to[j]), encode, turns, o.io);
+        await take(false);
+        // The member's buffer is reused: the last key, if it lies there, is copied first.
+        if (last !== null && (last as Buffer).buffer === state.buffer) last = Buffer.from(last as Buffer);
+        pre.release(state);
+      }
+      await take(true);
+      const lastKey = last as Buffer | null;
+      return { out, lastKey: lastKey === null ? null : Buffer.from(lastKey), bytes: encoder.bytes, keys: encoder.keys };
+    };
+    let stateBytes = 0;
+    let stateKeys = 0;
+    try {
+      for (let i = 0; i < n; ) {
+        const entry = table.state[i] as StateMemberEntry;
+        if (!changed(i)) {
+          stateBytes += entry.stateBytes;
+          stateKeys += entry.keys;
+          i++;
+          continue;
+        }
+        let end = i;
+        while (end < n && changed(end)) end++;
+        const run = await mergeRun(i, end);
+        runs.set(i, run);
+        stateBytes += run.bytes;
+        stateKeys += run.keys;
+        i = end;
+      }
+      if (n === 0 && changes.length > 0) {
+        const run = await mergeRun(n, n);
+        runs.set(n, run);
+        stateBytes += run.bytes;
+        stateKeys += run.keys;
+      }
+    } finally {
+      await pre.close();
+    }
+
+    // Phase 2: the head, then the base's members in order with the runs in their places, then the tail.
+    await begin({ stateBytes, stateKeys });
+    const reader = new ExactReader(base.bytes);
+    const digest = digestOn === 'worker' ? startWorkerStateDigest() : localStateDigest(o.io, o.blockBytes);
+    /** hashes: hash calls not yet done; the oldest is awaited past DELTA_HASH_AHEAD (the digest's memory stays bounded). */
+    const hashes: Promise<void>[] = [];
+    const bounded = async (done: Promise<void>): Promise<void> => {
+      done.catch(() => undefined); // met when awaited
+      hashes.push(done);
+      while (hashes.length > DELTA_HASH_AHEAD) await hashes.shift();
+    };
+    try {
+      /** lastKey: the last key written so far (keys must strictly increase across the whole state). */
+      let lastKey: Buffer | null = null;
+      let written = 0;
+      const after = (key: Buffer, what: string): void => {
+        if (lastKey !== null && Buffer.compare(lastKey, key) >= 0) {
+          throw new StateFormatError('key-order', `${what}: key 0x${key.subarray(0, 48).toString('hex')} does not come after the one before it`, written);
+        }
+      };
+      const putRun = async (run: MergedRun | undefined): Promise<void> => {
+        if (run === undefined) return;
+        const first = run.out[0];
+        if (first !== undefined) after(first.info.firstKey, 'merged record');
+        for (const m of run.out) {
+          await bounded(digest.hashBlock(m.block));
+          await deliver(m.member, m.info);
+        }
+        if (run.lastKey !== null) lastKey = run.lastKey;
+        written += run.bytes;
+      };
+      await reader.take(table.headBytes);
+      // Unchanged members are read and gunzipped ahead (by the digest: here or on its worker); a changed member's
+      // base bytes are passed over (phase 1 read them), and its run's members put in its place.
+      type Pending = { readonly i: number; readonly compressed: Buffer; readonly inflated: Promise<MemberInflated> | null };
+      const pending: Pending[] = [];
+      let read = 0;
+      const readAhead = async (): Promise<void> => {
+        while (pending.length < DELTA_INFLATE_AHEAD && read < n) {
+          const entry = table.state[read] as StateMemberEntry;
+          const compressed = await reader.take(entry.compressedBytes);
+          let inflated: Promise<MemberInflated> | null = null;
+          if (!changed(read)) {
+            inflated = digest.inflate(compressed, entry, false);
+            inflated.catch(() => undefined); // met when awaited
+          }
+          pending.push({ i: read, compressed, inflated });
+          read++;
+        }
+      };
+      await readAhead();
+      while (pending.length > 0) {
+        o.signal?.throwIfAborted();
+        const p = pending.shift() as Pending;
+        const entry = table.state[p.i] as StateMemberEntry;
+        if (p.inflated !== null) {
+          const { lastKey: memberLast } = await p.inflated;
+          after(entry.firstKey, 'copied member');
+          await bounded(digest.hashMember());
+          await deliver(p.compressed, entry);
+          lastKey = memberLast;
+          written += entry.stateBytes;
+        } else {
+          const run = runs.get(p.i);
+          runs.delete(p.i);
+          await putRun(run);
+        }
+        await readAhead();
+      }
+      await putRun(runs.get(n));
+      await reader.take(table.tailBytes);
+      await reader.end();
+      await Promise.all(hashes);
+      return { stateSha256: await digest.digest(), stateBytes, stateKeys };
+    } finally {
+      // A delta given up part way (superseded, aborted, failed) stops reading its base here.
+      await reader.close();
+      await digest.close();
+    }
+  };
+}
+
 /** DeltaOptions: writeArchiveFromRecords' options, and where the base's state is gunzipped and hashed. */
 export interface DeltaOptions extends RecordsArchiveOptions {
   /** digestOn: `worker` (a thread of its own) or `here`; default: `worker` for a base of DELTA_WORKER_STATE_BYTES_MIN or more on the real file system. */
@@ -203,6 +484,22 @@ export async function writeArchiveDelta(
     }
   }
 
+  const plan = planDelta(table, changes);
+  if (base.readRange !== undefined && plan.changedStateBytes <= DELTA_PREMERGE_STATE_BYTES_MAX) {
+    const produce = premergedDelta(base as DeltaBase & { readonly readRange: (offset: number, length: number) => Promise<Uint8Array> }, changes, plan, digestOn, {
+      ...options,
+      level,
+      blockBytes,
+      adaptive,
+      io,
+    });
+    return writeArchiveFromMembers(meta, produce, spoolPath, out, {
+      gzipLevel: level,
+      io,
+      ...(options.onStateProgress !== undefined ? { onStateProgress: options.onStateProgress } : {}),
+    });
+  }
+
   return writeArchiveFromMembers(
     meta,
     async (deliver) => {
@@ -237,8 +534,7 @@ export async function writeArchiveDelta(
           }
         };
         let next = 0;
-        /** merged: records merged since the last turn given back (DELTA_MERGE_RECORDS_PER_TURN). */
-        let merged = 0;
+        const turns = { merged: 0 };
         const encode = (key: Buffer, value: Buffer): void => {
           after(key, 'merged record');
           encoder.encode({ key, value });
@@ -280,34 +576,7 @@ export async function writeArchiveDelta(
             lastKey = memberLast;
           } else {
             // Changed: its records merged with the changes, encoded into fresh blocks.
-            let pos = 0;
-            let c = 0;
-            const ch = p.changes;
-            while (pos < state.length || c < ch.length) {
-              if (++merged >= DELTA_MERGE_RECORDS_PER_TURN) {
-                merged = 0;
-                await io.yieldTurn(); // keys and values below point into `state`, held until the member is done
-              }
-              let key: Buffer | null = null;
-              let value: Buffer | null = null;
-              if (pos < state.length) {
-                const kLen = state.readUInt32BE(pos);
-                key = state.subarray(pos + 4, pos + 4 + kLen);
-                const vLen = state.readUInt32BE(pos + 4 + kLen);
-                value = state.subarray(pos + 8 + kLen, pos + 8 + kLen + vLen);
-              }
-              const change = ch[c];
-              const order = change === undefined ? -1 : key === null ? 1 : Buffer.compare(key, asBuffer(change.key));
-              if (order < 0) {
-                encode(key as Buffer, value as Buffer);
-                pos += 8 + (key as Buffer).length + (value as Buffer).length;
-              } else {
-                const cv = (change as StateChange).value;
-                if (cv !== null) encode(asBuffer((change as StateChange).key), asBuffer(cv));
-                c++;
-                if (order === 0) pos += 8 + (key as Buffer).length + (value as Buffer).length;
-              }
-            }
+            await mergeMember(state, p.changes, encode, turns, io);
             await flushEncoded(false);
             // The member's buffer is reused: nothing may still point into it (encode copies; the last key is copied here).
             if (lastKey !== null && (lastKey as Buffer).buffer === state.buffer) lastKey = Buffer.from(lastKey as Buffer);
@@ -317,8 +586,8 @@ export async function writeArchiveDelta(
         }
         // Changes past every member (or into a base with no state at all).
         for (; next < changes.length; next++) {
-          if (++merged >= DELTA_MERGE_RECORDS_PER_TURN) {
-            merged = 0;
+          if (++turns.merged >= DELTA_MERGE_RECORDS_PER_TURN) {
+            turns.merged = 0;
             await io.yieldTurn();
           }
           const change = changes[next] as StateChange;

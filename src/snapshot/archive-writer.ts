@@ -17,6 +17,10 @@
  * encoding overlap the compression, and the bytes written to disk before the
  * archive are the compressed ones. Every byte is encoded once, hashed once
  * per digest, compressed once.
+ *
+ * A producer that knows the state's size and record count before its
+ * members (writeArchiveFromMembers' `begin`: a delta, a restore's copy) has
+ * them written straight into the archive after the head: no spool.
  */
 import { createHash } from 'node:crypto';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
@@ -376,12 +380,24 @@ export interface StateProduced {
   readonly stateKeys: number;
 }
 
+/** StateTotals: state.bin's size and record count (what the archive's head holds of the state). */
+export interface StateTotals {
+  readonly stateBytes: number;
+  readonly stateKeys: number;
+}
+
 /**
  * StateMembersProducer compresses the state as gzip members, each holding
  * whole records, and hands them to `deliver` in order (awaiting each); it
- * returns state.bin's SHA-256, size and record count.
+ * returns state.bin's SHA-256, size and record count. As soon as it knows
+ * the size and record count the state will have, it may say so, once, with
+ * `begin` (awaited): the members it delivers after that are written straight
+ * into the archive instead of waiting in the spool (writeArchiveFromMembers).
  */
-export type StateMembersProducer = (deliver: (member: Buffer, info: StateMemberInfo) => Promise<void>) => Promise<StateProduced>;
+export type StateMembersProducer = (
+  deliver: (member: Buffer, info: StateMemberInfo) => Promise<void>,
+  begin: (totals: StateTotals) => Promise<void>,
+) => Promise<StateProduced>;
 
 /** ArchiveFrame: the checked meta.json and the uncompressed tar bytes before state.bin (head) and after it (tail). */
 export interface ArchiveFrame {
@@ -424,14 +440,16 @@ export function archiveMetaBytes(meta: RecordsArchiveMeta, stateBytes: number, s
 }
 
 /**
- * archiveFrame builds meta.json for a state (its size, record count and
- * SHA-256 as produced) and the tar bytes around state.bin, the same for
- * every way an archive is written here. Errors: ArchiveError `bad-meta`
- * (meta breaks the schema), `member-too-large` (meta.json over META_BYTES_MAX).
+ * archiveHead: archiveFrame's meta.json and head (the tar bytes before
+ * state.bin), which need state.bin's size and record count but not its hash.
+ * Errors: archiveMetaBytes'.
  */
-export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced): ArchiveFrame {
-  const { stateSha256, stateBytes } = produced;
-  const { full, metaBytes } = archiveMetaBytes(meta, stateBytes, produced.stateKeys);
+export function archiveHead(
+  meta: RecordsArchiveMeta,
+  stateBytes: number,
+  stateKeys: number,
+): { readonly full: ArchiveMeta; readonly metaBytes: Buffer; readonly mtimeSec: number; readonly head: Buffer } {
+  const { full, metaBytes } = archiveMetaBytes(meta, stateBytes, stateKeys);
   const mtimeSec = Math.floor(Date.parse(full.createdAt) / 1000);
   const head = Buffer.concat([
     encodeTarHeader({ name: META_NAME, size: metaBytes.length, mode: ENTRY_MODE, mtimeSec }),
@@ -439,6 +457,18 @@ export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced):
     padding(metaBytes.length),
     encodeTarHeader({ name: STATE_NAME, size: stateBytes, mode: ENTRY_MODE, mtimeSec }),
   ]);
+  return { full, metaBytes, mtimeSec, head };
+}
+
+/**
+ * archiveFrame builds meta.json for a state (its size, record count and
+ * SHA-256 as produced) and the tar bytes around state.bin, the same for
+ * every way an archive is written here. Errors: ArchiveError `bad-meta`
+ * (meta breaks the schema), `member-too-large` (meta.json over META_BYTES_MAX).
+ */
+export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced): ArchiveFrame {
+  const { stateSha256, stateBytes } = produced;
+  const { full, metaBytes, mtimeSec, head } = archiveHead(meta, stateBytes, produced.stateKeys);
   const sums = formatSums(sha256Hex(metaBytes), stateSha256);
   const tail = Buffer.concat([
     padding(stateBytes),
@@ -463,17 +493,91 @@ export function ownBytes(b: Buffer): Buffer {
   return own;
 }
 
-/** SPOOL_IO_BYTES: the spool file is written and read back in pieces of about this many bytes (whole members). */
+/** SPOOL_IO_BYTES: members are written (to the spool or `out`) and read back in pieces of about this many bytes (whole members). */
 const SPOOL_IO_BYTES = 1024 * 1024;
+
+/** OUT_QUEUE_BYTES_MAX: bytes handed to the stream into `out` and not yet taken by it before a delivery waits. */
+const OUT_QUEUE_BYTES_MAX = 4 * SPOOL_IO_BYTES;
+
+/**
+ * PieceQueue: the pieces of the archive (head, members, tail) on their way
+ * from the producer to the stream into `out`: push waits while more than
+ * bytesMax wait; close stops both sides (push rejects with the reason).
+ */
+class PieceQueue {
+  readonly #pieces: Buffer[] = [];
+  #bytes = 0;
+  #ended = false;
+  #error: Error | null = null;
+  #wakeReader: (() => void) | null = null;
+  #wakeWriter: (() => void) | null = null;
+
+  constructor(private readonly bytesMax: number) {}
+
+  async push(piece: Buffer): Promise<void> {
+    if (this.#error !== null) throw this.#error;
+    this.#pieces.push(piece);
+    this.#bytes += piece.length;
+    this.#wake();
+    while (this.#bytes > this.bytesMax && this.#error === null) {
+      await new Promise<void>((resolve) => {
+        this.#wakeWriter = resolve;
+      });
+    }
+    if (this.#error !== null) throw this.#error;
+  }
+
+  end(): void {
+    this.#ended = true;
+    this.#wake();
+  }
+
+  close(err: Error): void {
+    this.#error ??= err;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const r = this.#wakeReader;
+    const w = this.#wakeWriter;
+    this.#wakeReader = null;
+    this.#wakeWriter = null;
+    r?.();
+    w?.();
+  }
+
+  async *drain(): AsyncGenerator<Buffer> {
+    for (;;) {
+      const piece = this.#pieces.shift();
+      if (piece !== undefined) {
+        this.#bytes -= piece.length;
+        this.#wake();
+        yield piece;
+        continue;
+      }
+      if (this.#error !== null) throw this.#error;
+      if (this.#ended) return;
+      await new Promise<void>((resolve) => {
+        this.#wakeReader = resolve;
+      });
+    }
+  }
+}
 
 /**
  * writeArchiveFromMembers builds a snapshot archive whose state the producer
- * gives as gzip members (the file comment's pipeline): the members wait in
- * the spool file until state.bin's size is known, then the head member, the
- * spooled members and the tail member stream into `out` (which it ends),
- * hashed as written. The spool file is removed before it settles, also on
- * failure. Errors: the producer's, ArchiveError `bad-meta` /
- * `member-too-large` / `io`, or the error of `out`.
+ * gives as gzip members (the file comment's pipeline) and streams it into
+ * `out` (which it ends), hashed as written. The head member holds state.bin's
+ * size and meta.json's stateBytes and stateKeys, so it must come before the
+ * state: a producer that knows them before its members (a delta, a restore's
+ * copy once past the changed keys) says so with `begin(totals)`, and every
+ * member delivered after that goes straight to `out`, written once; the
+ * members delivered before (all of them, when it never calls begin) wait in
+ * the spool file until the head is known, then are read back. At the end
+ * the state produced must be the one begun with (ArchiveError `size-mismatch`
+ * otherwise: the archive is not kept). The spool file is removed before it
+ * settles, also on failure. Errors: the producer's, ArchiveError `bad-meta`
+ * / `member-too-large` / `size-mismatch` / `io`, or the error of `out`.
  */
 export async function writeArchiveFromMembers(
   meta: RecordsArchiveMeta,
@@ -487,63 +591,61 @@ export async function writeArchiveFromMembers(
   let spool: SnapshotFile | null = null;
   /** stopped: why the stream to `out` failed; the producer is stopped at its next member with it. */
   let stopped: Error | null = null;
-
-  /** prepare runs the producer into the spool, then builds the head and tail members. */
-  const prepare = async () => {
-    try {
-      spool = await io.open(spoolPath, 'wx+', ENTRY_MODE);
-    } catch (err) {
-      throw new ArchiveError('io', `cannot create the spool file ${spoolPath}: ${(err as Error).message}`, { cause: err });
+  const queue = new PieceQueue(OUT_QUEUE_BYTES_MAX);
+  const members: StateMemberEntry[] = [];
+  /** spooled: the first members, written to the spool (spoolBytes) before the head was known. */
+  let spooled = 0;
+  let spoolBytes = 0;
+  /** begun: the head, once known (begin, or the producer's end). */
+  let begun: { readonly stateBytes: number; readonly stateKeys: number; readonly head: Buffer; readonly headMember: Buffer } | null = null;
+  // Members are gathered into writes of about SPOOL_IO_BYTES (a highly compressible state has
+  // thousands of members of a few KiB: one write each was most of a delta's file system calls).
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  let heldState = 0;
+  let streamed = 0;
+  // The held members go as they are, never joined (issue 15: a Buffer.concat of them copied every compressed byte of
+  // a snapshot once more): one writev into the spool, or each into the stream to `out` (whose sink writes what
+  // has gathered with one writev).
+  const flush = async (): Promise<void> => {
+    if (heldBytes === 0) return;
+    const buffers = held;
+    const bytes = heldBytes;
+    const state = heldState;
+    held = [];
+    heldBytes = 0;
+    heldState = 0;
+    if (begun !== null) {
+      for (const b of buffers) await queue.push(b);
+      streamed += state;
+      options.onStateProgress?.(streamed, begun.stateBytes);
+      return;
     }
-    const handle: SnapshotFile = spool;
-    // 1. the state's gzip members -> spool.
-    const members: StateMemberEntry[] = [];
-    let spoolBytes = 0;
-    // Members are gathered into writes of about SPOOL_IO_BYTES (a highly compressible state has
-    // thousands of members of a few KiB: one write each was most of a delta's file system calls).
-    let held: Buffer[] = [];
-    let heldBytes = 0;
-    // One writev of the held members as they are (issue 15: a Buffer.concat of them copied every compressed byte
-    // of a snapshot once more: 0.6x the state for text-like values, Buffers of ~1 MiB each).
-    const flush = async (): Promise<void> => {
-      if (heldBytes === 0) return;
-      const buffers = held;
-      held = [];
-      heldBytes = 0;
-      if (buffers.length === 1) await writeAll(handle, buffers[0] as Buffer, spoolPath);
-      else await writeAllOf(handle, buffers, spoolPath);
-    };
-    const produced = await produce(async (member, info) => {
-      if (stopped !== null) throw stopped;
-      held.push(member);
-      heldBytes += member.length;
-      members.push({ ...info, firstKey: ownBytes(info.firstKey), compressedBytes: member.length });
-      spoolBytes += member.length;
-      if (heldBytes >= SPOOL_IO_BYTES) await flush();
-    });
-    await flush();
-    const { stateSha256, stateBytes } = produced;
-
-    // 2. meta.json and the tar around state.bin.
-    const { full, head, tail } = archiveFrame(meta, produced);
-    const [headMember, tailMember] = await Promise.all([gzipMember(head, level, false, io), gzipMember(tail, level, false, io)]);
-    return { handle, full, stateSha256, stateBytes, members, spoolBytes, headMember, tailMember };
+    const handle = spool as SnapshotFile;
+    if (buffers.length === 1) await writeAll(handle, buffers[0] as Buffer, spoolPath);
+    else await writeAllOf(handle, buffers, spoolPath);
+    spooled = members.length;
+    spoolBytes += bytes;
   };
-
-  // 3. head member, the spooled state members, tail member -> out, hashed as written. Everything runs
-  // inside the pipeline, so any failure (a bad record too) destroys `out` the way pipeline does.
-  let prepared: Awaited<ReturnType<typeof prepare>> | null = null;
-  let preparing: ReturnType<typeof prepare> | null = null;
-  async function* archiveBytes(): AsyncGenerator<Buffer> {
-    preparing = prepare();
-    const p = await preparing;
-    prepared = p;
-    const { handle, members, stateBytes, spoolBytes } = p;
-    yield p.headMember;
+  const deliver = async (member: Buffer, info: StateMemberInfo): Promise<void> => {
+    if (stopped !== null) throw stopped;
+    held.push(member);
+    heldBytes += member.length;
+    heldState += info.stateBytes;
+    members.push({ ...info, firstKey: ownBytes(info.firstKey), compressedBytes: member.length });
+    if (heldBytes >= SPOOL_IO_BYTES) await flush();
+  };
+  /** begin: the head member goes out, then the members spooled so far (read back in spans of whole members), and the spool goes. */
+  const begin = async (totals: StateTotals): Promise<void> => {
+    if (stopped !== null) throw stopped;
+    if (begun !== null) throw new ArchiveError('io', 'the archive was begun twice');
+    const head = archiveHead(meta, totals.stateBytes, totals.stateKeys).head;
+    const headMember = await gzipMember(head, level, false, io);
+    begun = { stateBytes: totals.stateBytes, stateKeys: totals.stateKeys, head, headMember };
+    await queue.push(headMember);
+    const handle = spool as SnapshotFile;
     let position = 0;
-    let streamed = 0;
-    // Read back in spans of whole members of about SPOOL_IO_BYTES (one read, one piece downstream).
-    for (let i = 0; i < members.length; ) {
+    for (let i = 0; i < spooled; ) {
       let span = 0;
       let spanState = 0;
       do {
@@ -551,40 +653,82 @@ export async function writeArchiveFromMembers(
         span += m.compressedBytes;
         spanState += m.stateBytes;
         i++;
-      } while (i < members.length && span + (members[i] as StateMemberEntry).compressedBytes <= SPOOL_IO_BYTES);
-      yield await readExactly(handle, span, position, spoolPath);
+      } while (i < spooled && span + (members[i] as StateMemberEntry).compressedBytes <= SPOOL_IO_BYTES);
+      await queue.push(await readExactly(handle, span, position, spoolPath));
       position += span;
       streamed += spanState;
-      options.onStateProgress?.(streamed, stateBytes);
+      options.onStateProgress?.(streamed, totals.stateBytes);
     }
     if (position !== spoolBytes) throw new ArchiveError('io', `the spool file ${spoolPath} holds ${spoolBytes} bytes, ${position} were read`);
-    yield p.tailMember;
+    // Read back whole: the spool's disk space goes now, not after the rest of the state.
+    spool = null;
+    await handle.close().catch(() => undefined);
+    await io.unlink(spoolPath).catch(() => undefined);
+  };
+
+  let result: { readonly full: ArchiveMeta; readonly stateSha256: string; readonly headMember: Buffer; readonly tailMember: Buffer } | null = null;
+  /** run: the producer, then the head (if not begun), the rest of the members and the tail, into the queue. */
+  const run = async (): Promise<void> => {
+    try {
+      spool = await io.open(spoolPath, 'wx+', ENTRY_MODE);
+    } catch (err) {
+      throw new ArchiveError('io', `cannot create the spool file ${spoolPath}: ${(err as Error).message}`, { cause: err });
+    }
+    const produced = await produce(deliver, begin);
+    if (begun === null) {
+      await flush();
+      await begin(produced);
+    }
+    await flush();
+    const b = begun as unknown as { readonly stateBytes: number; readonly stateKeys: number; readonly head: Buffer; readonly headMember: Buffer };
+    if (produced.stateBytes !== b.stateBytes || produced.stateKeys !== b.stateKeys) {
+      throw new ArchiveError(
+        'size-mismatch',
+        `the state produced holds ${produced.stateBytes} bytes in ${produced.stateKeys} records; it was begun as ${b.stateBytes} bytes in ${b.stateKeys} records`,
+      );
+    }
+    const { full, head, tail } = archiveFrame(meta, produced);
+    if (!head.equals(b.head)) throw new ArchiveError('size-mismatch', 'the archive head differs from the one it was begun with');
+    const tailMember = await gzipMember(tail, level, false, io);
+    await queue.push(tailMember);
+    result = { full, stateSha256: produced.stateSha256, headMember: b.headMember, tailMember };
+    queue.end();
+  };
+
+  // Everything runs inside the pipeline, so any failure (a bad record too) destroys `out` the way pipeline does.
+  let running: Promise<void> | null = null;
+  async function* archiveBytes(): AsyncGenerator<Buffer> {
+    running = run();
+    running.catch((err: unknown) => queue.close(err instanceof Error ? err : new Error(String(err))));
+    yield* queue.drain();
+    await running;
   }
   const tap = new HashTap();
   try {
     await pipeline(Readable.from(archiveBytes(), { objectMode: false, highWaterMark: 1024 * 1024 }), tap, out);
   } catch (err) {
     stopped = err instanceof Error ? err : new Error(String(err));
+    queue.close(stopped);
     throw err;
   } finally {
-    // The stream can fail (`out`'s error) while prepare() still runs: it is let finish (the producer stops at its
-    // next member), so that a spool it opened meanwhile is closed and removed too, not left to the garbage collector.
-    await (preparing as ReturnType<typeof prepare> | null)?.catch(() => undefined);
+    // The stream can fail (`out`'s error) while the producer still runs: it is let finish (it stops at its next
+    // member), so that a spool opened meanwhile is closed and removed too, not left to the garbage collector.
+    await (running as Promise<void> | null)?.catch(() => undefined);
     const handle = spool as SnapshotFile | null;
     if (handle !== null) {
       await handle.close().catch(() => undefined);
       await io.unlink(spoolPath).catch(() => undefined);
     }
   }
-  const done = prepared as Awaited<ReturnType<typeof prepare>> | null;
+  const done = result as { readonly full: ArchiveMeta; readonly stateSha256: string; readonly headMember: Buffer; readonly tailMember: Buffer } | null;
   if (done === null) throw new ArchiveError('io', 'the archive stream ended before the state was written');
   return {
     archiveSha256: tap.digest(),
     archiveBytes: tap.bytes,
     meta: done.full,
     stateSha256: done.stateSha256,
-    gzipMembers: done.members.length + 2,
-    members: { headBytes: done.headMember.length, state: done.members, tailBytes: done.tailMember.length },
+    gzipMembers: members.length + 2,
+    members: { headBytes: done.headMember.length, state: members, tailBytes: done.tailMember.length },
   };
 }
 

@@ -375,16 +375,47 @@ async function* checkedChunks(handle: SnapshotHandle, io: SnapshotIo): AsyncGene
   let i = 0;
   for await (const chunk of readChunks(handle.path, 0, CHUNK_HASH_BYTES, undefined, io)) {
     if (chunk.data.byteLength === 0) break;
-    const recorded = handle.chunkSha256s[i];
-    if (recorded === undefined || !Buffer.from(chunk.sha256).equals(recorded)) {
-      throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: chunk ${i} of ${ARCHIVE_FILE} does not match its hash in ${CHUNKS_FILE}`, { path: handle.path });
-    }
+    checkChunk(handle, i, chunk.sha256);
     i++;
     yield Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength);
   }
   if (i !== handle.chunkSha256s.length) {
     throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: ${ARCHIVE_FILE} has ${i} chunks, ${CHUNKS_FILE} records ${handle.chunkSha256s.length}`, { path: handle.path });
   }
+}
+
+/** checkChunk: SnapshotStoreError `corrupt` unless `sha256` is the hash recorded for chunk i of the archive. */
+function checkChunk(handle: SnapshotHandle, i: number, sha256: Uint8Array): void {
+  const recorded = handle.chunkSha256s[i];
+  if (recorded === undefined || !Buffer.from(sha256).equals(recorded)) {
+    throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: chunk ${i} of ${ARCHIVE_FILE} does not match its hash in ${CHUNKS_FILE}`, { path: handle.path });
+  }
+}
+
+/**
+ * checkedRange reads `length` bytes of an opened archive from `offset`: the
+ * CHUNK_HASH_BYTES chunks that hold them, each checked as checkedChunks
+ * does (SnapshotStoreError `corrupt`; also when the file ends before them).
+ */
+async function checkedRange(handle: SnapshotHandle, io: SnapshotIo, offset: number, length: number): Promise<Buffer> {
+  const first = Math.floor(offset / CHUNK_HASH_BYTES);
+  const skip = offset - first * CHUNK_HASH_BYTES;
+  const parts: Buffer[] = [];
+  let have = 0;
+  let i = first;
+  for await (const chunk of readChunks(handle.path, first * CHUNK_HASH_BYTES, CHUNK_HASH_BYTES, undefined, io)) {
+    if (chunk.data.byteLength === 0) break;
+    checkChunk(handle, i, chunk.sha256);
+    i++;
+    parts.push(Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength));
+    have += chunk.data.byteLength;
+    if (have >= skip + length) break;
+  }
+  if (have < skip + length) {
+    throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: ${ARCHIVE_FILE} ends before byte ${offset + length}`, { path: handle.path });
+  }
+  const all = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, have);
+  return all.subarray(skip, skip + length);
 }
 
 /** DigestTap passes bytes through unchanged, counting and hashing them (createCheckedReadStream). */
@@ -603,8 +634,10 @@ export class SnapshotStore {
   /**
    * createFromMembers writes a new snapshot whose state the producer gives
    * as gzip members of whole records, already compressed
-   * (writeArchiveFromMembers: they wait in a spool file, then meta.json's
-   * head member, the members as they are and the tail member are written):
+   * (writeArchiveFromMembers: meta.json's head member, the members as they
+   * are and the tail member; the members delivered before the producer
+   * knows the state's totals, StateMembersProducer's begin, wait in a spool
+   * file; a restore's copy begins once past the reserved keys, so nothing):
    * a restore keeps its upload's state members this way (UploadMemberCopy).
    * The member table is recorded (a later delta can start from it).
    * Otherwise as createFromRecords; the producer's error rejects it, nothing stored.
@@ -621,7 +654,11 @@ export class SnapshotStore {
    * createDelta writes a new snapshot of the state "`base` + `changes`"
    * (writeArchiveDelta): the members of base's archive none of whose keys
    * changed are copied compressed, the others merged and compressed again;
-   * state.bin is still hashed whole. `base` must be open and have a member
+   * state.bin is still hashed whole. The changed members are read first
+   * (checked against the chunk hashes, checkedRange) and merged, so the
+   * archive is written head first in one pass, each byte once (up to
+   * DELTA_PREMERGE_STATE_BYTES_MAX of changed base state; beyond, the
+   * compressed state waits in a spool file). `base` must be open and have a member
    * table (members()), and `changes` be every key written or deleted since
    * base's state, with its value now (null: deleted), in strictly increasing
    * key order. base's bytes are checked against its recorded chunk hashes as
@@ -639,7 +676,7 @@ export class SnapshotStore {
     return this.build(meta, async (tmpDir, baseMeta, archiveSink, onStateProgress) => {
       const written = await writeArchiveDelta(
         baseMeta,
-        { bytes: checkedChunks(base, this.io), archiveBytes: base.archiveBytes, members: table },
+        { bytes: checkedChunks(base, this.io), archiveBytes: base.archiveBytes, members: table, readRange: (offset, length) => checkedRange(base, this.io, offset, length) },
         changes,
         join(tmpDir, SPOOL_FILE),
         archiveSink,

@@ -73,6 +73,8 @@ export interface UploadMemberCopyOptions extends StateLimits {
   /** stateTarOffset / stateBytes: where the upload's state.bin lies in its tar (the first member must end at stateTarOffset). */
   readonly stateTarOffset: number;
   readonly stateBytes: number;
+  /** stateKeys: the upload's records (its meta.json): with stateBytes, the new state's totals once past `changed`. */
+  readonly stateKeys: number;
   /** changed: the key range [from, to) where the installed state may differ from the upload's. */
   readonly changed: { readonly from: Buffer; readonly to: Buffer };
   /** membersMax: upload members queued for the copy before the reader waits. */
@@ -222,8 +224,22 @@ export class UploadMemberCopy {
   }
 
   /** produce: the StateMembersProducer of the new archive (see the file comment). */
-  readonly produce: StateMembersProducer = async (deliver): Promise<StateProduced> => {
+  readonly produce: StateMembersProducer = async (deliver, begin): Promise<StateProduced> => {
     const { from, to } = this.#o.changed;
+    // The new state is the upload's but inside `changed`: the upload's records there dropped, the installed ones
+    // added. Once every member meeting `changed` is re-encoded, its totals are known and the archive is begun:
+    // the members after go straight into it (only those before wait in the spool: none, when `changed` lies
+    // below every key, as the reserved keys do).
+    let droppedBytes = 0;
+    let droppedKeys = 0;
+    let addedBytes = 0;
+    let addedKeys = 0;
+    let begun = false;
+    const beginPast = async (hi: Buffer | null): Promise<void> => {
+      if (begun || (hi !== null && Buffer.compare(hi, to) < 0)) return;
+      begun = true;
+      await begin({ stateBytes: this.#o.stateBytes - droppedBytes + addedBytes, stateKeys: this.#o.stateKeys - droppedKeys + addedKeys });
+    };
     const stateHash = this.#stateHash;
     const encoder = new StateBlockEncoder(this.#o.gzipBlockBytes, this.#o, true);
     let copiedBytes = 0;
@@ -241,6 +257,8 @@ export class UploadMemberCopy {
         const r = this.#changedRecords[nextChanged] as StateRecord;
         if (key !== null && Buffer.compare(asBuffer(r.key), key) >= 0) return;
         encoder.encode(r);
+        addedBytes += 8 + r.key.length + r.value.length;
+        addedKeys++;
       }
     };
     /** reencoded: re-encoded members whose hashing is owed (#hashOwed) until their last block is out (a flush(true)). */
@@ -269,14 +287,20 @@ export class UploadMemberCopy {
           const vLen = state.readUInt32BE(pos + 4 + kLen);
           const value = state.subarray(pos + 8 + kLen, pos + 8 + kLen + vLen);
           pos += 8 + kLen + vLen;
-          if (Buffer.compare(key, from) >= 0 && Buffer.compare(key, to) < 0) continue;
+          if (Buffer.compare(key, from) >= 0 && Buffer.compare(key, to) < 0) {
+            droppedBytes += 8 + kLen + vLen;
+            droppedKeys++;
+            continue;
+          }
           changedBelow(key);
           encoder.encode({ key, value });
         }
         changedBelow(hi);
+        await beginPast(hi);
         await flush(false);
         reencoded++;
       }
+      await beginPast(cur.hi);
     }
     // No state members at all: the state is the installed records inside the changed range.
     await this.#installedPast(null);

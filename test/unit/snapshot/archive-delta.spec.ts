@@ -37,6 +37,8 @@ async function full(all: readonly StateRecord[], dir: string, name: string): Pro
 
 /** digestOn: where the deltas of the describe block being run read the base's state (both homes run every test). */
 let digestOn: 'here' | 'worker' = 'here';
+/** premerged: the base can be read at any offset (DeltaBase.readRange): its changed members are merged before the head is written (both ways run every test). */
+let premerged = false;
 
 async function delta(base: Built, changes: readonly StateChange[], dir: string, name: string, bytes: Buffer = base.bytes): Promise<Built> {
   const chunks: Buffer[] = [];
@@ -45,7 +47,12 @@ async function delta(base: Built, changes: readonly StateChange[], dir: string, 
   for (let at = 0; at < bytes.length; at += 10_007) pieces.push(bytes.subarray(at, at + 10_007));
   const result = await writeArchiveDelta(
     META,
-    { bytes: Readable.from(pieces), archiveBytes: bytes.length, members: base.result.members },
+    {
+      bytes: Readable.from(pieces),
+      archiveBytes: bytes.length,
+      members: base.result.members,
+      ...(premerged ? { readRange: (offset: number, length: number) => Promise.resolve(Buffer.from(bytes.subarray(offset, offset + length))) } : {}),
+    },
     changes,
     join(dir, `${name}.spool`),
     sink((c) => chunks.push(c)),
@@ -78,12 +85,13 @@ function sorted(changes: StateChange[]): StateChange[] {
   return changes.sort((a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)));
 }
 
-for (const home of ['here', 'worker'] as const) describe(`writeArchiveDelta (base state read ${home === 'here' ? 'in this thread' : 'on a worker thread'})`, function () {
+for (const home of ['here', 'worker'] as const) for (const pre of [false, true]) describe(`writeArchiveDelta (base state read ${home === 'here' ? 'in this thread' : 'on a worker thread'}${pre ? ', changed members merged first' : ''})`, function () {
   this.timeout(120_000);
   let dir: string;
   let cleanup: () => Promise<void>;
   beforeEach(async () => {
     digestOn = home;
+    premerged = pre;
     ({ dir, cleanup } = await tempDir());
   });
   afterEach(() => cleanup());
@@ -277,5 +285,104 @@ describe('writeArchiveDelta: where the base state is read', function () {
     assert.equal(deltaDigestHome(nodeSnapshotIo, big, put('k0001x', 'k0005x', 'k0007x')), 'here', '3 of 8 members');
     assert.equal(deltaDigestHome(nodeSnapshotIo, table(8, DELTA_WORKER_STATE_BYTES_MIN / 8 - 1), put('k0003x')), 'here', 'a smaller base');
     assert.equal(deltaDigestHome({ ...nodeSnapshotIo }, big, put('k0003x')), 'here', 'another IO');
+  });
+});
+
+describe('writeArchiveDelta with its base readable at any offset (issue 15: each archive byte written once)', function () {
+  this.timeout(120_000);
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => {
+    ({ dir, cleanup } = await tempDir());
+  });
+  afterEach(() => cleanup());
+
+  /** spoolCounting: nodeSnapshotIo counting the bytes written into spool files. */
+  function spoolCounting(): { io: SnapshotIo; spooled: { bytes: number } } {
+    const spooled = { bytes: 0 };
+    const io: SnapshotIo = {
+      ...nodeSnapshotIo,
+      open: async (path, flags, mode) => {
+        const h = await nodeSnapshotIo.open(path, flags, mode);
+        if (!path.endsWith('.spool')) return h;
+        const write = h.write.bind(h);
+        const writev = h.writev.bind(h);
+        return Object.assign(h, {
+          write: async (...args: Parameters<typeof h.write>) => {
+            const r = await write(...args);
+            spooled.bytes += r.bytesWritten;
+            return r;
+          },
+          writev: async (...args: Parameters<typeof h.writev>) => {
+            const r = await writev(...args);
+            spooled.bytes += r.bytesWritten;
+            return r;
+          },
+        });
+      },
+    };
+    return { io, spooled };
+  }
+
+  it('merges the changed members first, then writes the same archive head first: nothing goes through the spool', async () => {
+    const rng = new SeededRng(151);
+    const state = records(900, 3);
+    const base = await full(state, dir, 'base');
+    const n = base.result.members.state.length;
+    assert.ok(n > 10, `members ${n}`);
+    // Changes in a few members (the first, one in the middle, the last) and past both ends.
+    const keys = new Map<string, StateChange>();
+    for (const at of [0, 1, Math.floor(state.length / 2), state.length - 1]) {
+      const r = state[at] as StateRecord;
+      keys.set(Buffer.from(r.key).toString('latin1'), { key: r.key, value: rng.chance(0.5) ? null : Buffer.alloc(3_000, 7) });
+    }
+    for (const key of [Buffer.from('a-before'), Buffer.from('z-after')]) keys.set(key.toString('latin1'), { key, value: Buffer.from('new') });
+    const changes = sorted([...keys.values()]);
+    const made: { bytes: Buffer; result: RecordsArchiveResult; spooled: number }[] = [];
+    for (const pre of [false, true]) {
+      const { io, spooled } = spoolCounting();
+      const chunks: Buffer[] = [];
+      const result = await writeArchiveDelta(
+        META,
+        {
+          bytes: Readable.from([base.bytes]),
+          archiveBytes: base.bytes.length,
+          members: base.result.members,
+          ...(pre ? { readRange: (offset: number, length: number) => Promise.resolve(base.bytes.subarray(offset, offset + length)) } : {}),
+        },
+        changes,
+        join(dir, `pre-${pre}.spool`),
+        sink((c) => chunks.push(c)),
+        { gzipBlockBytes: BLOCK, digestOn: 'here', io },
+      );
+      made.push({ bytes: Buffer.concat(chunks), result, spooled: spooled.bytes });
+    }
+    const [onePass, premerged] = made as [(typeof made)[0], (typeof made)[0]];
+    assert.ok(onePass.spooled > onePass.bytes.length / 2, `one pass: ${onePass.spooled} bytes spooled of ${onePass.bytes.length}`);
+    assert.equal(premerged.spooled, 0, `${premerged.spooled} bytes of a ${premerged.bytes.length}-byte archive written to the spool first`);
+    assert.ok(premerged.bytes.equals(onePass.bytes), 'the same archive, byte for byte');
+    assert.equal(premerged.result.archiveSha256, onePass.result.archiveSha256);
+    assert.deepEqual(premerged.result.members, onePass.result.members);
+    assert.equal(premerged.result.stateSha256, (await full(apply(state, changes), dir, 'want')).result.stateSha256);
+  });
+
+  it('refuses a base whose bytes read by range disagree with its stream (the changed member does not gunzip)', async () => {
+    const state = records(600, 6);
+    const base = await full(state, dir, 'base');
+    const change = [{ key: (state[0] as StateRecord).key, value: Buffer.from('x') }];
+    // readRange gives other bytes for the changed member than the checked stream holds: its gzip CRC fails.
+    const flipped = Buffer.from(base.bytes);
+    flipped[base.result.members.headBytes + 40] = (flipped[base.result.members.headBytes + 40] as number) ^ 0x10;
+    await assert.rejects(
+      writeArchiveDelta(
+        META,
+        { bytes: Readable.from([base.bytes]), archiveBytes: base.bytes.length, members: base.result.members, readRange: (o, l) => Promise.resolve(flipped.subarray(o, o + l)) },
+        change,
+        join(dir, 'flipped.spool'),
+        sink(() => undefined),
+        { gzipBlockBytes: BLOCK, digestOn: 'here' },
+      ),
+      ArchiveError,
+    );
   });
 });

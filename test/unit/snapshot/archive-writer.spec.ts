@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 
 import { readArchive, writeArchive, writeArchiveFromRecords } from '../../../src/snapshot/archive.js';
 import { StateBlockEncoder, writeArchiveFromMembers, type StateMembersProducer } from '../../../src/snapshot/archive-writer.js';
-import { StateFormatError } from '../../../src/snapshot/errors.js';
+import { ArchiveError, StateFormatError } from '../../../src/snapshot/errors.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { checkedStateRecords, decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
@@ -320,3 +320,113 @@ describe('writeArchiveFromRecords', function () {
   });
 });
 
+
+describe('writeArchiveFromMembers: a producer that knows the totals first (begin)', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => {
+    ({ dir, cleanup } = await tempDir());
+  });
+  afterEach(() => cleanup());
+
+  /** members: the state of `all` as record-aligned gzip members (what a producer delivers), with their infos and totals. */
+  async function membersOf(all: readonly StateRecord[]) {
+    const encoder = new StateBlockEncoder(BLOCK, {}, true);
+    for (const r of all) encoder.encode(r);
+    const blocks = encoder.take(true);
+    const out = await Promise.all(blocks.map(async ({ block, info }) => ({ member: await nodeSnapshotIo.gzip(block, { level: 1 }), info: info as NonNullable<typeof info>, block })));
+    return { out, stateBytes: encoder.bytes, stateKeys: encoder.keys, stateSha256: sha256(Buffer.concat(blocks.map((b) => b.block))) };
+  }
+
+  /** spoolCounting: nodeSnapshotIo counting the bytes written into spool files. */
+  function spoolCounting(): { io: SnapshotIo; spooled: { bytes: number } } {
+    const spooled = { bytes: 0 };
+    const io: SnapshotIo = {
+      ...nodeSnapshotIo,
+      open: async (path, flags, mode) => {
+        const h = await nodeSnapshotIo.open(path, flags, mode);
+        if (!path.endsWith('.spool')) return h;
+        const write = h.write.bind(h);
+        const writev = h.writev.bind(h);
+        return Object.assign(h, {
+          write: async (...args: Parameters<typeof h.write>) => {
+            const r = await write(...args);
+            spooled.bytes += r.bytesWritten;
+            return r;
+          },
+          writev: async (...args: Parameters<typeof h.writev>) => {
+            const r = await writev(...args);
+            spooled.bytes += r.bytesWritten;
+            return r;
+          },
+        });
+      },
+    };
+    return { io, spooled };
+  }
+
+  it('writes the members delivered after begin straight into the archive (only those before wait in the spool): the same bytes', async () => {
+    const all = records(600, 9);
+    const m = await membersOf(all);
+    assert.ok(m.out.length >= 8, `${m.out.length} members`);
+    const made: { bytes: Buffer; spooled: number; sha: string }[] = [];
+    // begin never, before the first member, after the third.
+    for (const beginAt of [-1, 0, 3]) {
+      const { io, spooled } = spoolCounting();
+      const chunks: Buffer[] = [];
+      const r = await writeArchiveFromMembers(
+        META,
+        async (deliver, begin) => {
+          for (let i = 0; i < m.out.length; i++) {
+            if (i === beginAt) await begin({ stateBytes: m.stateBytes, stateKeys: m.stateKeys });
+            const x = m.out[i] as (typeof m.out)[0];
+            await deliver(x.member, x.info);
+          }
+          return { stateSha256: m.stateSha256, stateBytes: m.stateBytes, stateKeys: m.stateKeys };
+        },
+        join(dir, `b${beginAt}.spool`),
+        sink((c) => chunks.push(c)),
+        { io, gzipLevel: 1 },
+      );
+      made.push({ bytes: Buffer.concat(chunks), spooled: spooled.bytes, sha: r.archiveSha256 });
+      await assert.rejects(access(join(dir, `b${beginAt}.spool`)), 'the spool is removed');
+    }
+    const [never, first, third] = made as [(typeof made)[0], (typeof made)[0], (typeof made)[0]];
+    const compressed = m.out.reduce((n, x) => n + x.member.length, 0);
+    assert.equal(never.spooled, compressed, 'without begin, the whole compressed state is spooled');
+    assert.equal(first.spooled, 0);
+    const beforeBegin = m.out.slice(0, 3).reduce((n, x) => n + x.member.length, 0);
+    assert.ok(third.spooled <= beforeBegin, `begun after 3 members (${beforeBegin} bytes): ${third.spooled} bytes spooled`);
+    assert.ok(first.bytes.equals(never.bytes) && third.bytes.equals(never.bytes), 'the same archive bytes');
+    assert.equal(first.sha, sha256(never.bytes));
+    const read = await readArchive(Readable.from([first.bytes]), async (meta, state) => {
+      let n = 0;
+      for await (const batch of checkedStateRecords(state, meta)) n += batch.length;
+      return n;
+    });
+    assert.equal(read.result, all.length);
+  });
+
+  it('refuses a state other than the one it began with (size-mismatch): out is destroyed, the spool removed', async () => {
+    const m = await membersOf(records(300, 9));
+    for (const wrong of [{ stateBytes: m.stateBytes + 1, stateKeys: m.stateKeys }, { stateBytes: m.stateBytes, stateKeys: m.stateKeys - 1 }]) {
+      const out = sink();
+      await assert.rejects(
+        writeArchiveFromMembers(
+          META,
+          async (deliver, begin) => {
+            await begin(wrong);
+            for (const x of m.out) await deliver(x.member, x.info);
+            return { stateSha256: m.stateSha256, stateBytes: m.stateBytes, stateKeys: m.stateKeys };
+          },
+          join(dir, 'wrong.spool'),
+          out,
+        ),
+        (err: unknown) => err instanceof ArchiveError && err.code === 'size-mismatch',
+      );
+      assert.ok(out.destroyed, 'out is destroyed');
+      await assert.rejects(access(join(dir, 'wrong.spool')));
+    }
+  });
+});

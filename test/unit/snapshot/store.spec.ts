@@ -500,13 +500,71 @@ describe('SnapshotStore', () => {
     for (const x of kept) (await uploads.open(x.id)).release();
   });
 
+  it('createDelta writes each archive byte once (issue 15): the changed members are merged first, nothing goes through a spool', async () => {
+    const written = { all: 0, spool: 0 };
+    const io: SnapshotIo = {
+      ...nodeSnapshotIo,
+      open: async (path, flags, mode) => {
+        const h = await nodeSnapshotIo.open(path, flags, mode);
+        if (flags === 'r') return h;
+        const count = (n: number): void => {
+          written.all += n;
+          if (path.endsWith('.spool')) written.spool += n;
+        };
+        const write = h.write.bind(h);
+        const writev = h.writev.bind(h);
+        return Object.assign(h, {
+          write: async (...args: Parameters<typeof h.write>) => {
+            const r = await write(...args);
+            count(r.bytesWritten);
+            return r;
+          },
+          writev: async (...args: Parameters<typeof h.writev>) => {
+            const r = await writev(...args);
+            count(r.bytesWritten);
+            return r;
+          },
+        });
+      },
+    };
+    const store = await SnapshotStore.open(join(dir, 'delta-once'), { retain: 3, io, gzipBlockBytes: 64 * 1024, smallStateBytesMax: -1 });
+    const state = randomRecords(3000, 1000);
+    const base = await store.createFromRecords(meta(100), inBatches(state));
+    const table = await store.members(base);
+    assert.ok(table !== null && table.state.length >= 20, 'the base has a member table of several members');
+    const key = (state[1500] as StateRecord).key;
+    const changes = [{ key, value: Buffer.from('changed') }];
+    const h = await store.open(base.id);
+    written.all = 0;
+    written.spool = 0;
+    let made;
+    try {
+      made = await store.createDelta(meta(101), h, table, changes);
+    } finally {
+      h.release();
+    }
+    assert.equal(written.spool, 0, `${written.spool} bytes written into the spool for a ${made.archiveBytes}-byte archive`);
+    // The archive once, plus its small files (chunk hashes, meta, member table).
+    assert.ok(written.all < made.archiveBytes + 64 * 1024, `${written.all} bytes written for a ${made.archiveBytes}-byte archive`);
+    await store.verify(made.id);
+    const dh = await store.open(made.id);
+    try {
+      const got = await readState(dh);
+      assert.equal(got.length, state.length);
+      assert.deepEqual(Buffer.from((got[1500] as StateRecord).value), Buffer.from('changed'));
+      assert.deepEqual(Buffer.from((got[1499] as StateRecord).value), Buffer.from((state[1499] as StateRecord).value));
+    } finally {
+      dh.release();
+    }
+  });
+
   describe('crash safety (a child process SIGKILLed at each failpoint)', function () {
     this.timeout(60_000);
     const fixture = fileURLToPath(new URL('./fixtures/crash-create.ts', import.meta.url));
 
-    function runChild(storeDir: string, failpoint: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+    function runChild(storeDir: string, failpoint: string, mode = ''): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
       return new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', fixture, storeDir], {
+        const child = spawn(process.execPath, ['--import', 'tsx', fixture, storeDir, mode], {
           env: { ...process.env, [FAILPOINT_ENV]: failpoint },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
@@ -548,6 +606,20 @@ describe('SnapshotStore', () => {
         assert.ok(!(await readdir(storeDir)).some((n) => n.endsWith('.tmp')), 'tmp leftovers cleaned on open');
       });
     }
+
+    it('snapshot-mid-write in a delta: no snapshot listed, and what was left holds the archive alone (no spool: each byte written once)', async () => {
+      const storeDir = join(dir, 'store');
+      const result = await runChild(storeDir, 'snapshot-mid-write', 'delta');
+      assert.equal(result.signal, 'SIGKILL', `child was not killed: code ${result.code}, stdout ${result.stdout}, stderr ${result.stderr}`);
+      const leftovers = await readdir(storeDir);
+      const tmp = leftovers.filter((n) => n.endsWith('.tmp'));
+      assert.equal(tmp.length, 1, `one *.tmp leftover, found ${leftovers.join(', ')}`);
+      assert.deepEqual(await readdir(join(storeDir, tmp[0] as string)), ['archive.tar.gz'], 'the delta killed half way had written its archive only');
+      const after = await SnapshotStore.open(storeDir, { retain: 3 });
+      const listed = await after.list();
+      assert.deepEqual(listed.map((s) => s.meta.index), [150], 'the base alone is listed');
+      assert.ok(!(await readdir(storeDir)).some((n) => n.endsWith('.tmp')), 'tmp leftovers cleaned on open');
+    });
 
     it('without a failpoint the child completes', async () => {
       const storeDir = join(dir, 'store');

@@ -64,6 +64,7 @@ function copyOf(changed: { from: string; to: string }): UploadMemberCopy {
   return new UploadMemberCopy({
     stateTarOffset: STATE_TAR_OFFSET,
     stateBytes: stateBin.length,
+    stateKeys: MEMBERS * RECORDS_PER_MEMBER,
     changed: { from: Buffer.from(changed.from), to: Buffer.from(changed.to) },
     membersMax: 8,
     gzipLevel: 1,
@@ -82,11 +83,17 @@ async function reachable(pieces: readonly WeakRef<Buffer>[]): Promise<number> {
 }
 
 /** run takes every member and the installed records (as an install does), with the copy's producer reading; returns its result and what it delivered. */
-async function run(copy: UploadMemberCopy): Promise<{ stateSha256: string; stateKeys: number; delivered: number }> {
+async function run(copy: UploadMemberCopy, begun: { after?: number; stateBytes?: number; stateKeys?: number } = {}): Promise<{ stateSha256: string; stateKeys: number; delivered: number }> {
   let delivered = 0;
-  const produced = copy.produce(async () => {
-    delivered++;
-  });
+  const produced = copy.produce(
+    async () => {
+      delivered++;
+    },
+    async (totals) => {
+      assert.equal(begun.after, undefined, 'begun twice');
+      Object.assign(begun, { after: delivered, ...totals });
+    },
+  );
   const pieces: WeakRef<Buffer>[] = [];
   for (let i = 1; i <= MEMBERS; i++) {
     await copy.take(member(i, pieces));
@@ -122,5 +129,33 @@ describe('UploadMemberCopy (issue 15)', () => {
     // A range inside member 3: members 1-2 hashed as taken, 3 re-encoded, 4-6 hashed after its last block.
     const inside = await run(copyOf({ from: 'm3/', to: 'm3/\xff' }));
     assert.deepEqual(inside, { stateSha256: want, stateKeys: MEMBERS * RECORDS_PER_MEMBER, delivered: MEMBERS });
+  });
+
+  it('begins the archive with the new state\'s totals once past the changed range: before any member when it lies below every key', async () => {
+    // A restore's reserved keys lie below every other key: member 1 meets them; its key m1/0 is replaced by two.
+    const copy = copyOf({ from: 'm1/0', to: 'm1/1' });
+    const begun: { after?: number; stateBytes?: number; stateKeys?: number } = {};
+    let delivered = 0;
+    const produced = copy.produce(
+      async () => {
+        delivered++;
+      },
+      async (totals) => {
+        Object.assign(begun, { after: delivered, ...totals });
+      },
+    );
+    const pieces: WeakRef<Buffer>[] = [];
+    const installed = [{ key: Buffer.from('m1/0'), value: Buffer.from('a') }, { key: Buffer.from('m1/0+'), value: Buffer.from('bc') }];
+    for (let i = 1; i <= MEMBERS; i++) {
+      await copy.take(member(i, pieces));
+      await copy.write(i === 1 ? [...installed, ...memberRecords(1).slice(1)] : memberRecords(i));
+    }
+    copy.finish();
+    const r = await produced;
+    const old = memberRecords(1)[0] as StateRecord;
+    const stateBytes = stateBin.length - (8 + old.key.length + old.value.length) + (8 + 4 + 1) + (8 + 5 + 2);
+    assert.deepEqual(begun, { after: 0, stateBytes, stateKeys: MEMBERS * RECORDS_PER_MEMBER + 1 }, 'begun before the first member, with the totals produced');
+    assert.equal(r.stateBytes, stateBytes);
+    assert.equal(r.stateKeys, MEMBERS * RECORDS_PER_MEMBER + 1);
   });
 });
