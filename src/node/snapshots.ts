@@ -490,13 +490,7 @@ export class SnapshotManager {
     // Its member table, found by one read of it, so this node's next snapshot is a delta from it rather than a
     // read of the whole state (bench:snapshot-cluster, 2M x 1 KiB: a follower's first snapshot after a restore took
     // 22 s of the shared cores beside the leader's writes and deltas; 8M keys four times that). Best effort.
-    const t0 = this.clock.nowMs();
-    try {
-      const table = await this.store.recordMembers(stored, consumeState !== undefined ? { consumeState } : {});
-      this.log.info({ id: stored.id, members: table?.state.length ?? null, ms: this.clock.nowMs() - t0 }, table !== null ? 'member table of a fetched snapshot recorded' : 'a fetched snapshot has no member table a delta can start from');
-    } catch (err) {
-      this.log.warn({ id: stored.id, err: (err as Error).message }, 'member table of a fetched snapshot not recorded; the next snapshot reads the whole state');
-    }
+    await this.recordTable(stored, consumeState);
     if (expected !== undefined && records !== expected) {
       // Not kept, and out of the store (at a restart the newest stored snapshot becomes the newest).
       await this.store.quarantine(stored.id);
@@ -507,6 +501,22 @@ export class SnapshotManager {
       );
     }
     await this.setNewest(stored);
+  }
+
+  /**
+   * recordTable records the member table of a fetched snapshot (SnapshotStore.recordMembers: one read of it), so
+   * that this node's next snapshot is a delta from it; best effort, never rejects (a failure is logged, and the
+   * next snapshot reads the whole state as before). Used after a restore (adoptFetched) and after a follower
+   * installed its leader's snapshot (Node.recordInstalledTable).
+   */
+  async recordTable(stored: StoredSnapshot, consumeState?: (meta: ArchiveMeta, state: Readable) => Promise<void>): Promise<void> {
+    const t0 = this.clock.nowMs();
+    try {
+      const table = await this.store.recordMembers(stored, consumeState !== undefined ? { consumeState } : {});
+      this.log.info({ id: stored.id, members: table?.state.length ?? null, ms: this.clock.nowMs() - t0 }, table !== null ? 'member table of a fetched snapshot recorded' : 'a fetched snapshot has no member table a delta can start from');
+    } catch (err) {
+      this.log.warn({ id: stored.id, err: (err as Error).message }, 'member table of a fetched snapshot not recorded; the next snapshot reads the whole state');
+    }
   }
 
   /** copied: resolves once the copy of the last restore as a snapshot is finished (or failed). */

@@ -2,6 +2,7 @@ import { isRevisionKey } from '../../../src/fsm/key-revision.js';
 import assert from 'node:assert/strict';
 
 import { decodeStateRecords, readArchive } from '../../../src/snapshot/index.js';
+import type { SnapshotManager } from '../../../src/node/snapshots.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { until } from '../../harness/until.js';
 
@@ -39,6 +40,43 @@ describe('node snapshots (Raft §7)', function () {
     await leader.propose({ op: 'put', key: enc.encode('after'), value: enc.encode('x') });
     await until('the follower to apply', 10_000, () => (f.status().applied >= leader.status().commit ? true : undefined));
     assert.equal(dec.decode((await f.get(enc.encode('after'), true)) ?? new Uint8Array()), 'x');
+  });
+
+  it('a follower caught up by installing its leader\'s snapshot records that snapshot\'s member table: its next snapshot is a delta from it, not a read of its whole state', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 40, trailingEntries: 5, chunkBytes: 4096 });
+    const leader = await c.waitForLeader();
+    const follower = c.members.find((m) => m.id !== leader.id)?.id ?? '';
+    await c.stop(follower);
+    for (let i = 0; i < 150; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
+    await until('the leader to compact', 10_000, () => (leader.status().firstIndex > 20 ? true : undefined));
+    await c.restart(follower);
+    const f = c.node(follower);
+    const m = c.member(follower);
+    const sm = m.snapshots as SnapshotManager;
+    await until('the follower to install the leader\'s snapshot', 20_000, () => (f.snapshotStats.installed > 0 ? true : undefined));
+    const installed = sm.newestMeta();
+    assert.ok(installed !== null);
+    await until('the installed snapshot\'s member table to be recorded', 10_000, async () => {
+      const kept = (await sm.store.list()).find((x) => x.archiveSha256 === installed.digest);
+      return kept !== undefined && (await sm.store.members(kept)) !== null ? true : undefined;
+    });
+    await leader.propose({ op: 'put', key: enc.encode('after'), value: enc.encode('x') });
+    await until('the follower to apply the write', 10_000, () => (f.status().applied >= leader.status().commit ? true : undefined));
+    const deltas = sm.deltas;
+    const meta = await f.snapshotNow();
+    assert.ok(meta.index > installed.index);
+    assert.equal(sm.deltas, deltas + 1, 'its first snapshot after the install is a delta');
+    const h = await sm.openStored(meta);
+    try {
+      const keys: string[] = [];
+      await readArchive(h.createReadStream(), async (_m, state) => {
+        for await (const batch of decodeStateRecords(state)) for (const r of batch) if (!isRevisionKey(r.key)) keys.push(dec.decode(r.key));
+      });
+      assert.equal(keys.length, 151);
+      assert.ok(keys.includes('after') && keys.includes('k/149'));
+    } finally {
+      h.release();
+    }
   });
 
   it('writes during a snapshot: the snapshot equals the log replayed to its index', async () => {
