@@ -181,6 +181,21 @@ export function deltaDigestHome(io: SnapshotIo, table: ArchiveMemberTable, chang
 }
 
 /**
+ * boundedHashes: the digest's hash calls not yet done (`hashes`); `bounded`
+ * adds one and awaits the oldest past DELTA_HASH_AHEAD (the digest's memory
+ * stays bounded).
+ */
+function boundedHashes(): { readonly hashes: Promise<void>[]; readonly bounded: (done: Promise<void>) => Promise<void> } {
+  const hashes: Promise<void>[] = [];
+  const bounded = async (done: Promise<void>): Promise<void> => {
+    done.catch(() => undefined); // met when awaited
+    hashes.push(done);
+    while (hashes.length > DELTA_HASH_AHEAD) await hashes.shift();
+  };
+  return { hashes, bounded };
+}
+
+/**
  * mergeMember merges a changed member's records (`state`, whole records) with
  * the changes in its key range (sorted), in key order, into `encode`: a
  * change replaces the record of its key (a null value deletes it). It lets
@@ -367,13 +382,7 @@ function premergedDelta(
     await begin({ stateBytes, stateKeys });
     const reader = new ExactReader(base.bytes);
     const digest = digestOn === 'worker' ? startWorkerStateDigest() : localStateDigest(o.io, o.blockBytes);
-    /** hashes: hash calls not yet done; the oldest is awaited past DELTA_HASH_AHEAD (the digest's memory stays bounded). */
-    const hashes: Promise<void>[] = [];
-    const bounded = async (done: Promise<void>): Promise<void> => {
-      done.catch(() => undefined); // met when awaited
-      hashes.push(done);
-      while (hashes.length > DELTA_HASH_AHEAD) await hashes.shift();
-    };
+    const { hashes, bounded } = boundedHashes();
     try {
       /** lastKey: the last key written so far (keys must strictly increase across the whole state). */
       let lastKey: Buffer | null = null;
@@ -505,13 +514,7 @@ export async function writeArchiveDelta(
     async (deliver) => {
       const reader = new ExactReader(base.bytes);
       const digest = digestOn === 'worker' ? startWorkerStateDigest() : localStateDigest(io, blockBytes);
-      /** hashes: hash calls not yet done; the oldest is awaited past DELTA_HASH_AHEAD (the digest's memory stays bounded). */
-      const hashes: Promise<void>[] = [];
-      const bounded = async (done: Promise<void>): Promise<void> => {
-        done.catch(() => undefined); // met when awaited
-        hashes.push(done);
-        while (hashes.length > DELTA_HASH_AHEAD) await hashes.shift();
-      };
+      const { hashes, bounded } = boundedHashes();
       try {
         // Blocks are compressed one at a time: each goes back to the pool once its member is made.
         const pool = new BlockPool(blockBytes, 2);

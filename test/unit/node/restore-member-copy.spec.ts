@@ -23,6 +23,7 @@ import { RocksCluster } from './rocks-cluster.js';
 import { archiveRecords, stateRecords } from './state-records.js';
 import { saveArchive } from './save-archive.js';
 import { until } from '../../harness/until.js';
+import { writeCounting } from '../snapshot/helpers.js';
 
 const enc = new TextEncoder();
 /** BIG_BLOCK_BYTES: a gzip input at least this large is a state block (head and tail members are a few KiB, blockGzipPlan's samples 64 KiB). */
@@ -61,33 +62,15 @@ describe('the snapshot after a restore, from the upload\'s gzip members (issue 1
   this.timeout(120_000);
   let c: RocksCluster | undefined;
   const gzips = { big: 0 };
-  /** spooled: bytes written into spool files (state.spool: a compressed state written a second time, issue 15). */
-  const spooled = { bytes: 0 };
-  const countingIo: SnapshotIo = {
+  const gzipCounting: SnapshotIo = {
     ...nodeSnapshotIo,
-    open: async (path, flags, mode) => {
-      const h = await nodeSnapshotIo.open(path, flags, mode);
-      if (!path.endsWith('.spool')) return h;
-      const write = h.write.bind(h);
-      const writev = h.writev.bind(h);
-      return Object.assign(h, {
-        write: async (...args: Parameters<typeof h.write>) => {
-          const r = await write(...args);
-          spooled.bytes += r.bytesWritten;
-          return r;
-        },
-        writev: async (...args: Parameters<typeof h.writev>) => {
-          const r = await writev(...args);
-          spooled.bytes += r.bytesWritten;
-          return r;
-        },
-      });
-    },
     gzip: (block, options) => {
       if (block.length >= BIG_BLOCK_BYTES) gzips.big++;
       return nodeSnapshotIo.gzip(block, options);
     },
   };
+  /** written.spool: bytes written into spool files (state.spool: a compressed state written a second time, issue 15). */
+  const { io: countingIo, written } = writeCounting(gzipCounting);
 
   afterEach(async () => {
     await c?.close();
@@ -114,7 +97,7 @@ describe('the snapshot after a restore, from the upload\'s gzip members (issue 1
     const uploadMembers = await members(upload);
     assert.ok(uploadMembers.length >= 8, `the upload has several state members (${uploadMembers.length} gzip members)`);
     gzips.big = 0;
-    spooled.bytes = 0;
+    written.spool = 0;
 
     const r = await leader.restore(createReadStream(file), { clientId: 'restore-member-copy', seq: 1 });
     for (const m of cluster.members) {
@@ -125,7 +108,7 @@ describe('the snapshot after a restore, from the upload\'s gzip members (issue 1
     assert.ok(gzips.big <= 3, `${gzips.big} state blocks gzipped by 3 nodes, for ${uploadMembers.length - 2} state members each`);
     // The copy's totals are known once past the reserved keys (below every other key): its members go straight into
     // the archive, written once, none into a spool first.
-    assert.equal(spooled.bytes, 0, `${spooled.bytes} bytes written to spool files by the copies (the archive's state written twice)`);
+    assert.equal(written.spool, 0, `${written.spool} bytes written to spool files by the copies (the archive's state written twice)`);
     for (const m of cluster.members) {
       const sm = m.snapshots;
       assert.ok(sm && m.storage);

@@ -19,7 +19,7 @@ import { ArchiveError, StateFormatError } from '../../../src/snapshot/errors.js'
 import { checkedStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { SeededRng } from '../../harness/rng.js';
-import { MEMBERSHIP, inBatches, records, sink, tempDir } from './helpers.js';
+import { MEMBERSHIP, writeCounting, inBatches, records, sink, tempDir } from './helpers.js';
 
 const META = { id: 'snap-9', index: 9, term: 2, membership: MEMBERSHIP, createdAt: '2024-05-01T12:00:00.000Z', snapcoordVersion: '0.1.0' };
 const BLOCK = 64 * 1024;
@@ -297,33 +297,6 @@ describe('writeArchiveDelta with its base readable at any offset (issue 15: each
   });
   afterEach(() => cleanup());
 
-  /** spoolCounting: nodeSnapshotIo counting the bytes written into spool files. */
-  function spoolCounting(): { io: SnapshotIo; spooled: { bytes: number } } {
-    const spooled = { bytes: 0 };
-    const io: SnapshotIo = {
-      ...nodeSnapshotIo,
-      open: async (path, flags, mode) => {
-        const h = await nodeSnapshotIo.open(path, flags, mode);
-        if (!path.endsWith('.spool')) return h;
-        const write = h.write.bind(h);
-        const writev = h.writev.bind(h);
-        return Object.assign(h, {
-          write: async (...args: Parameters<typeof h.write>) => {
-            const r = await write(...args);
-            spooled.bytes += r.bytesWritten;
-            return r;
-          },
-          writev: async (...args: Parameters<typeof h.writev>) => {
-            const r = await writev(...args);
-            spooled.bytes += r.bytesWritten;
-            return r;
-          },
-        });
-      },
-    };
-    return { io, spooled };
-  }
-
   it('merges the changed members first, then writes the same archive head first: nothing goes through the spool', async () => {
     const rng = new SeededRng(151);
     const state = records(900, 3);
@@ -340,7 +313,7 @@ describe('writeArchiveDelta with its base readable at any offset (issue 15: each
     const changes = sorted([...keys.values()]);
     const made: { bytes: Buffer; result: RecordsArchiveResult; spooled: number }[] = [];
     for (const pre of [false, true]) {
-      const { io, spooled } = spoolCounting();
+      const { io, written } = writeCounting();
       const chunks: Buffer[] = [];
       const result = await writeArchiveDelta(
         META,
@@ -355,7 +328,7 @@ describe('writeArchiveDelta with its base readable at any offset (issue 15: each
         sink((c) => chunks.push(c)),
         { gzipBlockBytes: BLOCK, digestOn: 'here', io },
       );
-      made.push({ bytes: Buffer.concat(chunks), result, spooled: spooled.bytes });
+      made.push({ bytes: Buffer.concat(chunks), result, spooled: written.spool });
     }
     const [onePass, premerged] = made as [(typeof made)[0], (typeof made)[0]];
     assert.ok(onePass.spooled > onePass.bytes.length / 2, `one pass: ${onePass.spooled} bytes spooled of ${onePass.bytes.length}`);

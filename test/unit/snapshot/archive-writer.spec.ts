@@ -19,7 +19,7 @@ import { ArchiveError, StateFormatError } from '../../../src/snapshot/errors.js'
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { checkedStateRecords, decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import { MEMBERSHIP, collect, inBatches, records, sha256, sink, tempDir } from './helpers.js';
+import { MEMBERSHIP, writeCounting, collect, inBatches, records, sha256, sink, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const META = { id: 'snap-7', index: 7, term: 2, membership: MEMBERSHIP, createdAt: '2024-05-01T12:00:00.000Z', snapcoordVersion: '0.1.0' };
@@ -339,33 +339,6 @@ describe('writeArchiveFromMembers: a producer that knows the totals first (begin
     return { out, stateBytes: encoder.bytes, stateKeys: encoder.keys, stateSha256: sha256(Buffer.concat(blocks.map((b) => b.block))) };
   }
 
-  /** spoolCounting: nodeSnapshotIo counting the bytes written into spool files. */
-  function spoolCounting(): { io: SnapshotIo; spooled: { bytes: number } } {
-    const spooled = { bytes: 0 };
-    const io: SnapshotIo = {
-      ...nodeSnapshotIo,
-      open: async (path, flags, mode) => {
-        const h = await nodeSnapshotIo.open(path, flags, mode);
-        if (!path.endsWith('.spool')) return h;
-        const write = h.write.bind(h);
-        const writev = h.writev.bind(h);
-        return Object.assign(h, {
-          write: async (...args: Parameters<typeof h.write>) => {
-            const r = await write(...args);
-            spooled.bytes += r.bytesWritten;
-            return r;
-          },
-          writev: async (...args: Parameters<typeof h.writev>) => {
-            const r = await writev(...args);
-            spooled.bytes += r.bytesWritten;
-            return r;
-          },
-        });
-      },
-    };
-    return { io, spooled };
-  }
-
   it('writes the members delivered after begin straight into the archive (only those before wait in the spool): the same bytes', async () => {
     const all = records(600, 9);
     const m = await membersOf(all);
@@ -373,7 +346,7 @@ describe('writeArchiveFromMembers: a producer that knows the totals first (begin
     const made: { bytes: Buffer; spooled: number; sha: string }[] = [];
     // begin never, before the first member, after the third.
     for (const beginAt of [-1, 0, 3]) {
-      const { io, spooled } = spoolCounting();
+      const { io, written } = writeCounting();
       const chunks: Buffer[] = [];
       const r = await writeArchiveFromMembers(
         META,
@@ -389,7 +362,7 @@ describe('writeArchiveFromMembers: a producer that knows the totals first (begin
         sink((c) => chunks.push(c)),
         { io, gzipLevel: 1 },
       );
-      made.push({ bytes: Buffer.concat(chunks), spooled: spooled.bytes, sha: r.archiveSha256 });
+      made.push({ bytes: Buffer.concat(chunks), spooled: written.spool, sha: r.archiveSha256 });
       await assert.rejects(access(join(dir, `b${beginAt}.spool`)), 'the spool is removed');
     }
     const [never, first, third] = made as [(typeof made)[0], (typeof made)[0], (typeof made)[0]];

@@ -14,6 +14,7 @@ import type { Header } from 'tar-stream';
 export type TarHeader = Partial<Header> & { name: string };
 import { ArchiveError, type ArchiveErrorCode } from '../../../src/snapshot/errors.js';
 import type { StateRecord } from '../../../src/snapshot/state-format.js';
+import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 
 export const MEMBERSHIP = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: '127.0.0.1:7001', n2: '127.0.0.1:7002', n3: '127.0.0.1:7003' } };
 
@@ -196,4 +197,38 @@ export async function poisonedArchives(): Promise<PoisonedArchive[]> {
   const out: PoisonedArchive[] = [];
   for (const c of cases) out.push({ name: c.name, archive: await tarGz(goodEntries(c.state, c.keys).entries), message: c.message });
   return out;
+}
+
+/**
+ * writeCounting: `base` (default nodeSnapshotIo) counting the bytes written into files through it: `all` of them,
+ * and `spool` those into spool files (*.spool: a compressed state waiting for its archive's head, written twice).
+ */
+export function writeCounting(base: SnapshotIo = nodeSnapshotIo): { io: SnapshotIo; written: { all: number; spool: number } } {
+  const written = { all: 0, spool: 0 };
+  const io: SnapshotIo = {
+    ...base,
+    open: async (path, flags, mode) => {
+      const h = await base.open(path, flags, mode);
+      if (flags === 'r') return h;
+      const count = (n: number): void => {
+        written.all += n;
+        if (path.endsWith('.spool')) written.spool += n;
+      };
+      const write = h.write.bind(h);
+      const writev = h.writev.bind(h);
+      return Object.assign(h, {
+        write: async (...args: Parameters<typeof h.write>) => {
+          const r = await write(...args);
+          count(r.bytesWritten);
+          return r;
+        },
+        writev: async (...args: Parameters<typeof h.writev>) => {
+          const r = await writev(...args);
+          count(r.bytesWritten);
+          return r;
+        },
+      });
+    },
+  };
+  return { io, written };
 }

@@ -14,7 +14,7 @@ import { decodeStateRecords, encodeStateRecords, type StateRecord } from '../../
 import { SnapshotStore, isReadFailure, snapshotId, type SnapshotHandle } from '../../../src/snapshot/store.js';
 import { CHUNK_HASH_BYTES, type ArchiveSink } from '../../../src/snapshot/archive-sink.js';
 import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
-import { MEMBERSHIP, collect, inBatches, records, sha256, tempDir } from './helpers.js';
+import { MEMBERSHIP, collect, inBatches, records, sha256, tempDir, writeCounting } from './helpers.js';
 
 function writer(state: readonly StateRecord[]): (file: Writable) => Promise<{ stateKeys: number }> {
   return async (file) => {
@@ -501,32 +501,7 @@ describe('SnapshotStore', () => {
   });
 
   it('createDelta writes each archive byte once (issue 15): the changed members are merged first, nothing goes through a spool', async () => {
-    const written = { all: 0, spool: 0 };
-    const io: SnapshotIo = {
-      ...nodeSnapshotIo,
-      open: async (path, flags, mode) => {
-        const h = await nodeSnapshotIo.open(path, flags, mode);
-        if (flags === 'r') return h;
-        const count = (n: number): void => {
-          written.all += n;
-          if (path.endsWith('.spool')) written.spool += n;
-        };
-        const write = h.write.bind(h);
-        const writev = h.writev.bind(h);
-        return Object.assign(h, {
-          write: async (...args: Parameters<typeof h.write>) => {
-            const r = await write(...args);
-            count(r.bytesWritten);
-            return r;
-          },
-          writev: async (...args: Parameters<typeof h.writev>) => {
-            const r = await writev(...args);
-            count(r.bytesWritten);
-            return r;
-          },
-        });
-      },
-    };
+    const { io, written } = writeCounting();
     const store = await SnapshotStore.open(join(dir, 'delta-once'), { retain: 3, io, gzipBlockBytes: 64 * 1024, smallStateBytesMax: -1 });
     const state = randomRecords(3000, 1000);
     const base = await store.createFromRecords(meta(100), inBatches(state));
