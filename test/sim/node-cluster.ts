@@ -309,6 +309,8 @@ export interface NodeSimStats {
   archiveRestores: number;
   imageFlips: number;
   imageCrashes: number;
+  /** adoptionsGivenUp: fetches of the leader's snapshot of a restored state given up as stalled (their source gone). */
+  adoptionsGivenUp: number;
 }
 
 /** SIM_EPOCH_MS: the date virtual time 0 stands for (snapshot createdAt, file mtimes). */
@@ -408,6 +410,7 @@ export class NodeCluster {
     archiveRestores: 0,
     imageFlips: 0,
     imageCrashes: 0,
+    adoptionsGivenUp: 0,
   };
   private readonly rng: SeededRng;
   private readonly faultRng: SeededRng;
@@ -869,6 +872,7 @@ export class NodeCluster {
       },
       warn: (obj, msg) => {
         if (msg?.startsWith("restore: the leader's state image was not taken") === true && current()) this.stats.imageFallbacks++;
+        else if (msg?.startsWith("restore: the fetch of the leader's snapshot of the restored state stalled") === true && current()) this.stats.adoptionsGivenUp++;
         trace('warn', obj, msg);
       },
       error: (obj, msg) => {
