@@ -278,7 +278,7 @@ class SnapCluster {
   }
 
   /** start runs 3 nodes; `runtime`: with the V8 flags and malloc environment their launchers give them (cli/node-runtime.ts). */
-  static async start(dir: string, runtime: boolean, profDir?: string): Promise<SnapCluster> {
+  static async start(dir: string, runtime: boolean, profDir?: string, retain?: number): Promise<SnapCluster> {
     const runtimeEnv = runtime ? { ...NODE_MALLOC_ENV } : {};
     const lay = await layBenchCluster(dir, API_KEY);
     const flagsOf = (id: string): string[] => [
@@ -287,6 +287,7 @@ class SnapCluster {
       ...(profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
       CLI, ...lay.serveArgs(id, process.env.BENCH_NODE_LOG_LEVEL ?? 'warn'),
       '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
+      ...(retain !== undefined ? ['--snapshot-retain', String(retain)] : []),
     ];
     const nodes = lay.ids.map((id, i) => ({ id, grpc: lay.grpc(i), peer: lay.peer(i), http: lay.http(i), child: startProgram(id, process.execPath, flagsOf(id), runtimeEnv), peakMiB: 0, phaseMiB: 0 }));
     const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', lay.ca, '--api-key', API_KEY], lay.dial, runtimeEnv);
@@ -545,7 +546,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
   const archive = await buildArchive(dir, o.keys, values);
   log(`[${mix}] archive ${fmtMiB(archive.bytes)} for ${fmtMiB(archive.stateBytes)} of state`);
 
-  const c = await SnapCluster.start(join(dir, 'snapcoord'), o.nodeRuntime, o.nodeProfDir);
+  const c = await SnapCluster.start(join(dir, 'snapcoord'), o.nodeRuntime, o.nodeProfDir, o.snapshotRetain);
   try {
     // Load by restore: until the CLI returns, and until every node has applied it.
     const cpu0 = c.nodes.map((n) => cpuSeconds(n.child.proc.pid));
@@ -756,6 +757,8 @@ interface Options {
   readonly savesOnly: boolean;
   /** cliProfDir: each `snapshot save` runs with --cpu-prof into <dir>/<mix>/save-N. */
   readonly cliProfDir?: string;
+  /** snapshotRetain: the nodes' --snapshot-retain (their default when absent); 1 halves the archives each node keeps (8 GiB text mix: ~4.7 GB each). */
+  readonly snapshotRetain?: number;
 }
 
 /** NO_DOWNLOADS: the download figures of a --saves-only run (none ran). */
@@ -795,9 +798,10 @@ async function main(): Promise<void> {
     .option('--restore-only', 'stop each mix after the restore (and the snapshots the nodes take of it)')
     .option('--saves-only', 'stop each mix after the three saves (no downloads; writes alone, without downloads during them)')
     .option('--cli-prof <dir>', 'run each `snapshot save` with --cpu-prof, profiles in <dir>/<mix>/save-N')
+    .option('--snapshot-retain <n>', "the nodes' --snapshot-retain (default: theirs); 1 where the disk cannot hold 3 archives per node")
     .option('--no-node-runtime', 'start the nodes with plain `node`, without the V8 flags and malloc environment of their launchers')
     .parse(process.argv);
-  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; etcdMembers: string; etcdOnly?: boolean; keep?: boolean; restoreOnly?: boolean; savesOnly?: boolean; cliProf?: string; nodeRuntime: boolean; nodeProf?: string }>();
+  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; etcdMembers: string; etcdOnly?: boolean; keep?: boolean; restoreOnly?: boolean; savesOnly?: boolean; cliProf?: string; nodeRuntime: boolean; nodeProf?: string; snapshotRetain?: string }>();
   const mixes = raw.mix.split(',').map((m) => m.trim());
   for (const m of mixes) if (!(MIX_NAMES as readonly string[]).includes(m)) throw new Error(`--mix: ${m} is not one of ${MIX_NAMES.join(', ')}`);
   const o: Options = {
@@ -816,6 +820,7 @@ async function main(): Promise<void> {
     ...(raw.nodeProf !== undefined ? { nodeProfDir: raw.nodeProf } : {}),
     savesOnly: raw.savesOnly === true,
     ...(raw.cliProf !== undefined ? { cliProfDir: raw.cliProf } : {}),
+    ...(raw.snapshotRetain !== undefined ? { snapshotRetain: positive('snapshot-retain', raw.snapshotRetain, 1_000) } : {}),
   };
   if (raw.etcd && !o.etcd) log('etcd: /usr/bin/etcd or /usr/bin/etcdctl is missing (apt-get install etcd-server etcd-client); snapcoord figures only');
   if (o.etcdOnly && !o.etcd) throw new Error('--etcd-only: etcd is not run (--no-etcd, or /usr/bin/etcd or etcdctl missing)');
@@ -838,7 +843,7 @@ async function main(): Promise<void> {
     if (!o.keep) await rm(root, { recursive: true, force: true });
     else log(`kept ${root}`);
   }
-  console.log(`bench:snapshot-cluster (${new Date().toISOString()}, ${o.keys.toLocaleString('en-US')} keys × ${o.valueBytes} B, ${o.downloads} downloads)`);
+  console.log(`bench:snapshot-cluster (${new Date().toISOString()}, ${o.keys.toLocaleString('en-US')} keys × ${o.valueBytes} B, ${o.downloads} downloads${o.snapshotRetain !== undefined ? `, --snapshot-retain ${o.snapshotRetain}` : ''})`);
   for (const r of results) console.log(`\n${table(r)}`);
   console.log(`\n${JSON.stringify({ figures: results })}`);
 }
