@@ -559,6 +559,8 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     const restoreAll = (performance.now() - t0) / 1000;
     const cpuApplied = c.nodes.map((n, i) => cpuSeconds(n.child.proc.pid) - (cpu0[i] ?? 0));
     c.endPhase('restore, until all 3 applied');
+    // The nodes hold the upload now: the bench's own copy goes (at 8 GiB of text, 4.7 GB of the disk).
+    await rm(archive.path, { force: true });
     log(`[${mix}] restore: CLI ${restore.seconds.toFixed(1)} s, all 3 applied ${restoreAll.toFixed(1)} s`);
     // Each node snapshots the restored state right after (followers that need a snapshot get it): until all 3 have.
     // Bounded: a quiet follower used to take that snapshot only at the next write (NaN: not within 2 minutes).
@@ -579,7 +581,6 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       // Every member's state hash at one applied index (after the figures: not timed).
       const check = await c.cli(['cluster', 'check', '--json']).catch((err: unknown) => ({ stdout: String(err), seconds: NaN }));
       log(`[${mix}] --restore-only: cluster check ${check.stdout.trim().slice(0, 600)}`);
-      await rm(archive.path, { force: true });
       throw new RestoreOnlyDone();
     }
 
@@ -589,6 +590,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     const prof = (name: string): string | undefined => (o.cliProfDir !== undefined ? join(o.cliProfDir, mix, name) : undefined);
     const save = await c.cli(['snapshot', 'save', out1, '--no-progress'], prof('save-1'));
     const saveBytes = (await stat(out1)).size;
+    await rm(out1, { force: true });
     const out2 = join(dir, 'save-2.tar.gz');
     // Saves with no write since, 3 in a row (one sample swung 0.30-0.49 s on this shared machine): the median is quoted.
     const save2 = await c.cli(['snapshot', 'save', out2, '--no-progress'], prof('save-2'));
@@ -606,7 +608,6 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
       `[${mix}] snapshot save ${save.seconds.toFixed(2)} s (${fmtMiB(saveBytes)}), second save ${save2Median.toFixed(2)} s (median of ${save2All.map((x) => x.toFixed(2)).join(', ')}), ` +
         `CLI start-up ${cliStartup.toFixed(2)} s (monotonic µs ${save.monotonicUs.join('..')}, ${save2.monotonicUs.join('..')})`,
     );
-    await rm(out1, { force: true });
     await rm(out2, { force: true });
     c.endPhase('write + two snapshot saves');
 
@@ -639,7 +640,6 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     if (process.env.BENCH_NODE_LOG_LEVEL !== undefined) for (const n of c.nodes) await writeFile(join(process.env.BENCH_NODE_LOG_DIR ?? tmpdir(), `bench-${n.id}.log`), n.child.output);
     if (o.savesOnly) {
       console.log(JSON.stringify({ savesOnly: { mix, keys: o.keys, saveSeconds: save.seconds, save2Seconds: save2Median, save2AllSeconds: save2All, cliStartupSeconds: cliStartup, save3Seconds: save3.seconds, saveBytes } }));
-      await rm(archive.path, { force: true });
       throw new RestoreOnlyDone();
     }
 
@@ -688,7 +688,6 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
     };
     await rm(join(dir, 'snapcoord'), { recursive: true, force: true });
     const etcd = await etcdMix(dir, mix, o, values);
-    await rm(archive.path, { force: true });
     return { ...figures, etcd };
   } finally {
     await c.stop();
