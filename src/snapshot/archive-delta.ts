@@ -531,8 +531,12 @@ export async function writeArchiveDelta(
         /** flushEncoded compresses and delivers the encoder's full blocks (all of them with `final`). */
         const flushEncoded = async (final: boolean): Promise<void> => {
           for (const { block, info } of encoder.take(final)) {
-            await bounded(digest.hashBlock(block));
-            const member = await gzipBlock(block, level, adaptive, io).finally(() => pool.give(block));
+            // The block goes back to the pool once its compression and its hash are done with it (hashed here
+            // where it lies; the worker's digest copies it at once).
+            const hashed = digest.hashBlock(block);
+            const read = digestOn === 'worker' ? Promise.resolve() : hashed.catch(() => undefined);
+            await bounded(hashed);
+            const member = await gzipBlock(block, level, adaptive, io).finally(() => void read.then(() => pool.give(block)));
             await deliver(member, info as StateMemberInfo);
           }
         };

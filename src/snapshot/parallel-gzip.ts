@@ -116,6 +116,10 @@ export function gzipMember(block: Uint8Array, level: number, huffmanOnly = false
   const zlibOptions: ZlibOptions = {
     level,
     chunkSize: Math.max(OUTPUT_CHUNK_BYTES_MIN, sized),
+    // The block is the whole input: finished in the same call, the member comes out as one piece of zlib's output
+    // buffer. With the default flush zlib hands the bulk and then the last bytes (the final flush) as two pieces,
+    // and gzip() copies both into one more buffer: every compressed byte of a snapshot was copied once more.
+    flush: zlibConstants.Z_FINISH,
     ...(huffmanOnly ? { strategy: zlibConstants.Z_HUFFMAN_ONLY } : {}),
   };
   return io.gzip(block, zlibOptions);

@@ -60,7 +60,7 @@ port.on('message', (m: DigestRequest) => {
         digest.hashMember().then(hashed, (err: unknown) => reply(errorReply(null, err)));
         break;
       case 'hashBlock':
-        digest.hashOwned(asBuffer(m.block)).then(hashed, (err: unknown) => reply(errorReply(null, err)));
+        digest.hashBlock(asBuffer(m.block)).then(hashed, (err: unknown) => reply(errorReply(null, err)));
         break;
       case 'digest':
         digest.digest().then(

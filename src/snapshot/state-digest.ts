@@ -58,6 +58,11 @@ export interface StateDigest {
   release(state: Buffer): void;
   /** hashMember / hashBlock resolve once their bytes are in the hash (a caller bounds how many it leaves waiting). */
   hashMember(): Promise<void>;
+  /**
+   * hashBlock: `block`'s bytes next in state.bin. The caller leaves them unchanged until the promise settles (the
+   * local digest hashes them where they lie, no copy: a delta's merged blocks were copied whole, 1 MiB each, as many
+   * as the state it merges).
+   */
   hashBlock(block: Buffer): Promise<void>;
   digest(): Promise<string>;
   close(): Promise<void>;
@@ -143,7 +148,7 @@ export function localStateDigest(
   io: SnapshotIo,
   blockBytes: number,
   noteGarbage: (bytes: number) => void = () => undefined,
-): StateDigest & { hashOwned(bytes: Buffer): Promise<void> } {
+): StateDigest {
   const hash: Hash = createHash('sha256');
   /** kept: inflated members not wanted, in order, until hashed (each with the buffer it lies in). */
   const kept: Promise<{ readonly state: Buffer; readonly into: Buffer }>[] = [];
@@ -195,12 +200,8 @@ export function localStateDigest(
       return chain;
     },
     hashBlock(block) {
-      return this.hashOwned(Buffer.from(block));
-    },
-    /** hashOwned: hashBlock for bytes nobody changes afterwards (no copy). */
-    hashOwned(bytes: Buffer) {
       chain = chain.then(() => {
-        hash.update(bytes);
+        hash.update(block);
       });
       return chain;
     },

@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 
-import { GzipMemberQueue, ParallelGzip, blockGzipChoice, gzipBlock } from '../../../src/snapshot/parallel-gzip.js';
+import { GzipMemberQueue, ParallelGzip, blockGzipChoice, gzipBlock, gzipMember } from '../../../src/snapshot/parallel-gzip.js';
 import { sink, tempDir } from './helpers.js';
 
 const run = promisify(execFile);
@@ -131,6 +131,27 @@ describe('ParallelGzip', function () {
     const member = await gzipBlock(textish(BLOCK * 2), 1, true);
     assert.ok(member.length < BLOCK, 'a redundant block is deflated');
     assert.deepEqual(gunzipSync(member), textish(BLOCK * 2));
+  });
+
+  it('hands each member on as zlib wrote it, without copying it into another buffer (issue 15: every compressed byte was copied once more)', async () => {
+    const block = textish(1 << 20);
+    const concat = Buffer.concat;
+    let copied = 0;
+    Buffer.concat = ((list: readonly Uint8Array[], total?: number) => {
+      const out = concat(list, total);
+      copied += out.length;
+      return out;
+    }) as typeof Buffer.concat;
+    let members: Buffer[];
+    try {
+      // Estimated (gzipBlock's sample), and sized for the worst case (no estimate).
+      members = [await gzipBlock(block, 1, true), await gzipMember(block, 1), await gzipMember(block, 6)];
+    } finally {
+      Buffer.concat = concat;
+    }
+    for (const m of members) assert.deepEqual(gunzipSync(m), block);
+    // Only gzipBlock's 64 KiB sample is joined; before, each member's two pieces (deflate, then the final flush) were.
+    assert.ok(copied <= 64 * 1024, `${copied} bytes copied for ${members.map((m) => m.length).join(' + ')} bytes of members`);
   });
 
   it('holds at most inFlightMax blocks, delivering members in order even when they finish out of order', async () => {
