@@ -471,8 +471,6 @@ export class Node {
   private askedWaiting = 0;
   /** adopting: the leader's snapshot of a restored state is being fetched and kept as this node's (adoptLeaderSnapshot). */
   private adopting = false;
-  /** recordingTable: member tables of installed snapshots being recorded now (recordInstalledTable). */
-  private recordingTable = 0;
   /** creation: the snapshot takeSnapshot is creating now: its abort, and whether a caller still waits for it (see snapshotNow). */
   private creation: { readonly abort: AbortController; waited: boolean } | null = null;
   /** shared: the snapshot being made for downloads, which later downloads whose writes it holds share (downloadSnapshot). */
@@ -1306,8 +1304,6 @@ export class Node {
     // Nor while the leader's snapshot of a restored state is being kept as this node's (adoptLeaderSnapshot): one
     // made meanwhile would read the whole state instead of starting from it. (That fetch is given up once it stalls.)
     if (this.adopting) return;
-    // Nor while the member table of a snapshot installed from the leader is being recorded (recordInstalledTable).
-    if (this.recordingTable > 0) return;
     const st = this.raft.brief();
     // What a snapshot would hold is the state machine's applied index, which trails the core's while an apply
     // is under way (a restore waiting for its archive): nothing new there since the newest snapshot, no new one
@@ -1606,24 +1602,9 @@ export class Node {
     this.kick();
     this.snapshotStats.installed++;
     this.metrics?.snapshotInstallSeconds.observe((this.clock.nowMs() - t0) / 1000);
+    // The install recorded the snapshot's member table in its own read (SnapshotManager.install): this node's next
+    // snapshot is a delta from it, not a read of its whole state.
     this.log.info({ index: task.meta.index, ms: this.clock.nowMs() - t0 }, 'snapshot installed');
-    this.recordInstalledTable(task.install);
-  }
-
-  /**
-   * recordInstalledTable: the member table of the snapshot this follower just installed from its leader, found by
-   * one read of it in the background (SnapshotManager.recordTable), automatic snapshots held meanwhile: this node's
-   * next snapshot is then a delta from it, not a read of its whole state (bench:snapshot-cluster, 1M x 1 KiB text
-   * mix: a follower cut off and caught up by install built a full snapshot next, its peak RSS 202-216 MiB). The
-   * read is local and bounded by the archive's size.
-   */
-  private recordInstalledTable(stored: StoredSnapshot): void {
-    const sm = this.snapshots as SnapshotManager;
-    this.recordingTable++;
-    void sm.recordTable(stored).finally(() => {
-      this.recordingTable--;
-      if (this.failure === null && !this.stopped) this.maybeSnapshot();
-    });
   }
 
   /**

@@ -15,6 +15,7 @@ import {
   GUNZIP_CHUNK_BYTES,
   RETAIN_MAX,
   StateFormatError,
+  MemberTableRecorder,
   RecordTee,
   SnapshotStore,
   SnapshotStoreError,
@@ -506,8 +507,8 @@ export class SnapshotManager {
   /**
    * recordTable records the member table of a fetched snapshot (SnapshotStore.recordMembers: one read of it), so
    * that this node's next snapshot is a delta from it; best effort, never rejects (a failure is logged, and the
-   * next snapshot reads the whole state as before). Used after a restore (adoptFetched) and after a follower
-   * installed its leader's snapshot (Node.recordInstalledTable).
+   * next snapshot reads the whole state as before). Used after a restore (adoptFetched); a snapshot installed
+   * from the leader gets its table in the install's own read (install).
    */
   async recordTable(stored: StoredSnapshot, consumeState?: (meta: ArchiveMeta, state: Readable) => Promise<void>): Promise<void> {
     const t0 = this.clock.nowMs();
@@ -740,17 +741,22 @@ export class SnapshotManager {
    */
   async install(s: StoredSnapshot): Promise<void> {
     const handle = await this.store.open(s.id, { allowUnverified: true });
+    // An archive without a member table (fetched from the leader) gets one from this same read, so this node's
+    // next snapshot is a delta from it, not a read of its whole state: before, a second read of the archive in the
+    // background made it (91744b3), gunzipping the whole state again (the cut-off follower's peak RSS, issue 15).
+    const recorder = (await this.store.members(handle)) === null ? new MemberTableRecorder({ checkCrc: true, io: this.io }) : null;
     try {
       const { stream, confirm } = handle.createCheckedReadStream();
       const read = await readArchive(
         stream,
-        async (meta, state, verified) => {
+        async (meta, state, verified, where) => {
+          recorder?.stateBegins(meta, where);
           // verified settles once readArchive has read the whole input: the whole digest is final then.
           const checked = verified.then(confirm);
           checked.catch(() => undefined);
           await this.storage.installState(thenVerified(decodeStateRecords(state, INSTALL_DECODE_OPTIONS), checked), { appliedIndex: meta.index, membership: meta.membership });
         },
-        { io: this.io, skipStateDigest: !handle.verified },
+        { io: this.io, skipStateDigest: !handle.verified, ...(recorder !== null ? { gunzip: recorder.gunzip } : {}) },
       );
       if (!handle.verified) this.installHashedBytes.archive += handle.archiveBytes;
       if (read.stateSha256 !== '') this.installHashedBytes.state += read.meta.stateBytes;
@@ -764,8 +770,19 @@ export class SnapshotManager {
       }
       throw err;
     }
+    if (recorder !== null) await this.keepTable(handle, recorder);
     // The opened handle becomes the newest (not opened again); its digest is confirmed now.
     await this.setNewest(handle.verified ? handle : { ...handle, verified: true });
+  }
+
+  /** keepTable records the member table an install's read found (SnapshotStore.keepMemberTable); best effort, never rejects. */
+  private async keepTable(handle: SnapshotHandle, recorder: MemberTableRecorder): Promise<void> {
+    try {
+      const table = await this.store.keepMemberTable(handle, recorder);
+      this.log.info({ id: handle.id, members: table?.state.length ?? null }, table !== null ? 'member table of an installed snapshot recorded' : 'an installed snapshot has no member table a delta can start from');
+    } catch (err) {
+      this.log.warn({ id: handle.id, err: (err as Error).message }, 'member table of an installed snapshot not recorded; the next snapshot reads the whole state');
+    }
   }
 
   /**

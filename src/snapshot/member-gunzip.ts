@@ -28,14 +28,16 @@ import { STATE_KEY_BYTES_MAX } from './state-format.js';
 export interface GzipMemberRead {
   /** index: 0 for the stream's first member. */
   readonly index: number;
-  /** bytes: the member, header to trailer, as it lies in the stream. */
+  /** bytes: the member, header to trailer, as it lies in the stream (empty with options.sizesOnly). */
   readonly bytes: Buffer;
+  /** compressedBytes: the member's length in the stream, header to trailer. */
+  readonly compressedBytes: number;
   /** outStart / outBytes: where its decompressed bytes lie in the whole stream's output. */
   readonly outStart: number;
   readonly outBytes: number;
   /** records: (members after the first) its output as whole state records, their count and the first key; null when it is not. */
   readonly records: { readonly keys: number; readonly firstKey: Buffer } | null;
-  /** output: (members after the first) its decompressed bytes, in the pieces handed on (the same Buffers: not to be changed). */
+  /** output: (members after the first) its decompressed bytes, in the pieces handed on (the same Buffers: not to be changed); empty with options.sizesOnly. */
   readonly output: readonly Buffer[];
 }
 
@@ -47,6 +49,11 @@ export interface MemberGunzipOptions {
   readonly checkCrc?: boolean;
   /** onMember: called, and awaited, with each whole member in order, before any output of the next is handed on. */
   readonly onMember?: (member: GzipMemberRead) => void | Promise<void>;
+  /**
+   * sizesOnly: onMember is told where each member lies and what it holds, not its bytes (`bytes` and `output`
+   * empty): nothing of a member is kept until its end (a member table found as an install reads its archive).
+   */
+  readonly sizesOnly?: boolean;
   /** keyBytesMax: the longest key a member of whole records may hold (default STATE_KEY_BYTES_MAX). */
   readonly keyBytesMax?: number;
   /** headHoldBytes: the first member's output is held back until it ends or exceeds this (headBytes; default 80 KiB). */
@@ -55,6 +62,7 @@ export interface MemberGunzipOptions {
 }
 
 const GZIP_HEADER_BYTES = 10;
+const EMPTY = Buffer.alloc(0);
 const TRAILER_BYTES = 8;
 const FHCRC = 0x02;
 const FEXTRA = 0x04;
@@ -146,6 +154,7 @@ export class MemberGunzip extends Transform {
   readonly #chunkSize: number;
   readonly #crc32: ((data: Uint8Array, value?: number) => number) | null;
   #onMember: MemberGunzipOptions['onMember'];
+  readonly #sizesOnly: boolean;
   readonly #keyBytesMax: number;
   readonly #headHoldBytes: number;
   #phase: 'header' | 'body' | 'trailer' = 'header';
@@ -173,6 +182,7 @@ export class MemberGunzip extends Transform {
     if (options.checkCrc !== false && crc32 === undefined) throw new RangeError('MemberGunzip: checkCrc needs zlib.crc32 (Node 20.15 or later)');
     this.#crc32 = options.checkCrc === false ? null : (crc32 ?? null);
     this.#onMember = options.onMember;
+    this.#sizesOnly = options.sizesOnly === true;
     this.#headHoldBytes = options.headHoldBytes ?? 80 * 1024;
     this.#keyBytesMax = options.keyBytesMax ?? STATE_KEY_BYTES_MAX;
   }
@@ -211,10 +221,8 @@ export class MemberGunzip extends Transform {
   /** #take marks `n` bytes of `buf` from `pos` as consumed (part of the current member). */
   #take(buf: Buffer, pos: number, n: number): void {
     if (n === 0) return;
-    if (this.#onMember !== undefined) {
-      this.#parts.push(buf.subarray(pos, pos + n));
-      this.#partsBytes += n;
-    }
+    if (this.#onMember !== undefined && !this.#sizesOnly) this.#parts.push(buf.subarray(pos, pos + n));
+    this.#partsBytes += n;
     this.bytesWritten += n;
   }
 
@@ -337,7 +345,7 @@ export class MemberGunzip extends Transform {
     if (this.#crc32 !== null) this.#crc = this.#crc32(piece, this.#crc);
     if (this.#walker !== null) {
       this.#walker.feed(piece);
-      this.#pieces.push(piece);
+      if (!this.#sizesOnly) this.#pieces.push(piece);
     }
     if (this.#held !== null) {
       this.#held.push(piece);
@@ -376,10 +384,11 @@ export class MemberGunzip extends Transform {
     this.#index++;
     this.#phase = 'header';
     if (this.#onMember === undefined) return;
-    const bytes = this.#parts.length === 1 ? (this.#parts[0] as Buffer) : Buffer.concat(this.#parts, this.#partsBytes);
+    const compressedBytes = this.#partsBytes;
+    const bytes = this.#sizesOnly ? EMPTY : this.#parts.length === 1 ? (this.#parts[0] as Buffer) : Buffer.concat(this.#parts, this.#partsBytes);
     this.#parts = [];
     const output = this.#pieces;
     this.#pieces = [];
-    await this.#onMember({ index, bytes, outStart: this.#memberOutStart, outBytes: this.#memberOut, records: this.#walker?.result() ?? null, output });
+    await this.#onMember({ index, bytes, compressedBytes, outStart: this.#memberOutStart, outBytes: this.#memberOut, records: this.#walker?.result() ?? null, output });
   }
 }

@@ -32,7 +32,7 @@ import { Readable, Transform, type TransformCallback, type Writable } from 'node
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
 import { readChunks } from './chunk-reader.js';
-import { GUNZIP_CHUNK_BYTES, GZIP_BLOCK_BYTES_DEFAULT, readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta } from './archive.js';
+import { GUNZIP_CHUNK_BYTES, GZIP_BLOCK_BYTES_DEFAULT, readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta, type StateWhere } from './archive.js';
 import { writeArchiveDelta, type StateChange } from './archive-delta.js';
 import { writeArchiveFromMembers, type ArchiveMemberTable, type StateMembersProducer } from './archive-writer.js';
 import { MEMBERS_FILE, decodeMemberTable, encodeMemberTable } from './member-table.js';
@@ -452,6 +452,62 @@ function firstChunkMismatch(a: readonly Uint8Array[], b: readonly Uint8Array[]):
   return -1;
 }
 
+/**
+ * MemberTableRecorder finds an archive's member table in a read of it that
+ * happens anyway (an install, SnapshotStore.recordMembers): pass `gunzip` to
+ * readArchive (its MemberGunzip keeps only each member's sizes, record count
+ * and first key, none of its bytes) and call stateBegins from the consumer;
+ * after the whole read, table() says where each member lies. Nothing here
+ * checks the bytes: the read does (its hashes), and a delta checks the table
+ * again against the bytes it reads.
+ */
+export class MemberTableRecorder {
+  readonly gunzip: MemberGunzip;
+  readonly #seen: { readonly compressedBytes: number; readonly outStart: number; readonly outBytes: number; readonly records: { readonly keys: number; readonly firstKey: Buffer } | null }[] = [];
+  #where: { readonly stateTarOffset: number; readonly stateBytes: number; readonly stateKeys: number } | null = null;
+
+  /** checkCrc: as MemberGunzip's (false where another check covers every byte). */
+  constructor(options: { readonly checkCrc: boolean; readonly io: SnapshotIo }) {
+    this.gunzip = new MemberGunzip({
+      chunkSize: GUNZIP_CHUNK_BYTES,
+      checkCrc: options.checkCrc,
+      io: options.io,
+      sizesOnly: true,
+      onMember: (m) => {
+        this.#seen.push({ compressedBytes: m.compressedBytes, outStart: m.outStart, outBytes: m.outBytes, records: m.records === null ? null : { keys: m.records.keys, firstKey: Buffer.from(m.records.firstKey) } });
+      },
+    });
+  }
+
+  /** stateBegins: readArchive's consumer was handed state.bin (its meta and where it lies). */
+  stateBegins(meta: ArchiveMeta, where: StateWhere): void {
+    this.#where = { stateTarOffset: where.stateTarOffset, stateBytes: meta.stateBytes, stateKeys: meta.stateKeys };
+  }
+
+  /**
+   * table: the member table of the archive read whole (`archiveBytes` long), with state.bin's size and record
+   * count; null when its layout is not one a delta can start from (the head member does not end where state.bin
+   * begins, a member is not whole records or crosses state.bin's end) or state.bin was never reached.
+   */
+  table(archiveBytes: number): { readonly table: ArchiveMemberTable; readonly stateBytes: number; readonly stateKeys: number } | null {
+    const w = this.#where;
+    const seen = this.#seen;
+    const head = seen[0];
+    if (w === null || head === undefined || head.outStart !== 0 || head.outBytes !== w.stateTarOffset) return null;
+    const state: { compressedBytes: number; stateBytes: number; keys: number; firstKey: Buffer }[] = [];
+    let at = w.stateTarOffset;
+    for (let i = 1; i < seen.length && at < w.stateTarOffset + w.stateBytes; i++) {
+      const m = seen[i] as (typeof seen)[number];
+      if (m.outStart !== at || m.records === null || m.outStart + m.outBytes > w.stateTarOffset + w.stateBytes) return null;
+      state.push({ compressedBytes: m.compressedBytes, stateBytes: m.outBytes, keys: m.records.keys, firstKey: m.records.firstKey });
+      at += m.outBytes;
+    }
+    if (at !== w.stateTarOffset + w.stateBytes) return null;
+    const tailBytes = archiveBytes - head.compressedBytes - state.reduce((n, m) => n + m.compressedBytes, 0);
+    return { table: { headBytes: head.compressedBytes, state, tailBytes }, stateBytes: w.stateBytes, stateKeys: w.stateKeys };
+  }
+}
+
 export class SnapshotStore {
   private mutex: Promise<void> = Promise.resolve();
   /** names of `*.tmp` directories this process is writing or deleting (list() leaves them alone). */
@@ -724,62 +780,50 @@ export class SnapshotStore {
   async recordMembers(stored: StoredSnapshot, options: { readonly consumeState?: (meta: ArchiveMeta, state: Readable) => Promise<void> } = {}): Promise<ArchiveMemberTable | null> {
     const handle = await this.open(stored.id, { allowUnverified: true });
     try {
-      type Seen = { readonly compressedBytes: number; readonly outStart: number; readonly outBytes: number; readonly records: { readonly keys: number; readonly firstKey: Buffer } | null };
-      const seen: Seen[] = [];
-      const gunzip = new MemberGunzip({
-        chunkSize: GUNZIP_CHUNK_BYTES,
-        checkCrc: false, // the whole SHA-256 below covers every byte
-        io: this.io,
-        onMember: (m) => {
-          // Only the sizes and the first key are kept: the member's bytes and output go on.
-          seen.push({ compressedBytes: m.bytes.length, outStart: m.outStart, outBytes: m.outBytes, records: m.records === null ? null : { keys: m.records.keys, firstKey: Buffer.from(m.records.firstKey) } });
-        },
-      });
+      const recorder = new MemberTableRecorder({ checkCrc: false, io: this.io }); // the whole SHA-256 below covers every byte
       const { stream, confirm } = handle.createCheckedReadStream();
-      let where: { readonly stateTarOffset: number; readonly stateBytes: number; readonly stateKeys: number } | null = null;
       await readArchive(
         stream,
         (meta, state, _verified, w) => {
-          where = { stateTarOffset: w.stateTarOffset, stateBytes: meta.stateBytes, stateKeys: meta.stateKeys };
+          recorder.stateBegins(meta, w);
           // Without consumeState the rest of state.bin is read and dropped by readArchive.
           return options.consumeState?.(meta, state) ?? Promise.resolve();
         },
-        { io: this.io, skipStateDigest: true, gunzip },
+        { io: this.io, skipStateDigest: true, gunzip: recorder.gunzip },
       );
       await confirm();
-      const w = where as { readonly stateTarOffset: number; readonly stateBytes: number; readonly stateKeys: number } | null;
-      const head = seen[0];
-      if (w === null || head === undefined || head.outStart !== 0 || head.outBytes !== w.stateTarOffset) return null;
-      const state: { compressedBytes: number; stateBytes: number; keys: number; firstKey: Buffer }[] = [];
-      let at = w.stateTarOffset;
-      let i = 1;
-      for (; i < seen.length && at < w.stateTarOffset + w.stateBytes; i++) {
-        const m = seen[i] as Seen;
-        if (m.outStart !== at || m.records === null || m.outStart + m.outBytes > w.stateTarOffset + w.stateBytes) return null;
-        state.push({ compressedBytes: m.compressedBytes, stateBytes: m.outBytes, keys: m.records.keys, firstKey: m.records.firstKey });
-        at += m.outBytes;
-      }
-      if (at !== w.stateTarOffset + w.stateBytes) return null;
-      const tailBytes = handle.archiveBytes - head.compressedBytes - state.reduce((n, m) => n + m.compressedBytes, 0);
-      const table: ArchiveMemberTable = { headBytes: head.compressedBytes, state, tailBytes };
-      const bytes = encodeMemberTable(table, handle.archiveSha256);
-      // The same checks as every later read of it (it covers the archive, its members add up to the state).
-      decodeMemberTable(bytes, { archiveSha256: handle.archiveSha256, archiveBytes: handle.archiveBytes, stateBytes: w.stateBytes, stateKeys: w.stateKeys });
-      const dir = join(this.dir, stored.id);
-      const tmp = join(dir, `${MEMBERS_FILE}.${this.io.uniqueName()}.new`);
-      await this.exclusive(async () => {
-        try {
-          await writeFileDurable(tmp, bytes, this.io);
-          await this.io.rename(tmp, join(dir, MEMBERS_FILE));
-          await fsyncDir(dir, this.io);
-        } finally {
-          await this.io.rm(tmp, { force: true });
-        }
-      });
-      return table;
+      return await this.keepMemberTable(handle, recorder);
     } finally {
       handle.release();
     }
+  }
+
+  /**
+   * keepMemberTable records beside an opened archive the member table `recorder` found in a whole read of it
+   * (MEMBERS_FILE, written durably), after the same checks as every later read of it (it covers the archive, its
+   * members add up to the state). The caller has checked the bytes read (the archive's digest). Returns the
+   * table, or null (nothing recorded) when the archive's layout is not one a delta can start from
+   * (MemberTableRecorder.table). Errors: the write's; SnapshotStoreError `corrupt` (decodeMemberTable) when the
+   * table does not cover the archive.
+   */
+  async keepMemberTable(handle: SnapshotHandle, recorder: MemberTableRecorder): Promise<ArchiveMemberTable | null> {
+    const found = recorder.table(handle.archiveBytes);
+    if (found === null) return null;
+    const { table, stateBytes, stateKeys } = found;
+    const bytes = encodeMemberTable(table, handle.archiveSha256);
+    decodeMemberTable(bytes, { archiveSha256: handle.archiveSha256, archiveBytes: handle.archiveBytes, stateBytes, stateKeys });
+    const dir = join(this.dir, handle.id);
+    const tmp = join(dir, `${MEMBERS_FILE}.${this.io.uniqueName()}.new`);
+    await this.exclusive(async () => {
+      try {
+        await writeFileDurable(tmp, bytes, this.io);
+        await this.io.rename(tmp, join(dir, MEMBERS_FILE));
+        await fsyncDir(dir, this.io);
+      } finally {
+        await this.io.rm(tmp, { force: true });
+      }
+    });
+    return table;
   }
 
   /**

@@ -236,8 +236,14 @@ describe('snapshot sink on nodes (issue 15)', function () {
       assert.equal(f.newestMeta(), null);
 
       const good = await f.store.receiveArchive(target, send(bytes), { maxBytes: 1e9, deferWholeDigest: true });
+      assert.equal(await f.store.members(good), null, 'a fetched archive comes without a member table');
       const hashed0 = { ...f.installHashedBytes };
       await f.install(good);
+      // Its member table was found in the install's own read (before: a second, whole read of the archive after
+      // it), the leader's own: this node's next snapshot is a delta from it.
+      const table = await f.store.members(good);
+      assert.ok(table !== null && table.state.length >= 1, 'the install recorded the member table');
+      assert.deepEqual(table, await leader.store.members(s), 'the leader\'s own');
       assert.equal(fStorage.appliedIndex(), s.meta.index);
       // Hashed once in the install's read: the whole archive (which gates it), not state.bin a second time.
       assert.deepEqual({ archive: f.installHashedBytes.archive - hashed0.archive, state: f.installHashedBytes.state - hashed0.state }, { archive: s.archiveBytes, state: 0 });

@@ -94,6 +94,14 @@ describe('MemberGunzip', function () {
         assert.equal(m.outStart, (members[i] as GzipMemberRead).outStart + (members[i] as GzipMemberRead).outBytes);
       });
       assert.equal((members.at(-1) as GzipMemberRead).records, null, 'the tail is not records');
+      // sizesOnly: the same report, without the members' bytes or output (an install finding a member table).
+      const sizes = await gunzipMembers(bytes, pieceBytes, { sizesOnly: true });
+      assert.ok(sizes.out.equals(out));
+      assert.deepEqual(
+        sizes.members.map((m) => ({ ...m, bytes: m.bytes.length, output: m.output.length })),
+        members.map((m) => ({ ...m, bytes: 0, output: 0 })),
+      );
+      members.forEach((m) => assert.equal(m.compressedBytes, m.bytes.length));
     }
   });
 

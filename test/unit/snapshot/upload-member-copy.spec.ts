@@ -57,7 +57,8 @@ function member(i: number, pieces: WeakRef<Buffer>[]): GzipMemberRead {
     pieces.push(new WeakRef(piece));
     output.push(piece);
   }
-  return { index: i, bytes: gzipSync(out), outStart: STATE_TAR_OFFSET + (i - 1) * memberBytes, outBytes: out.length, records: { keys: RECORDS_PER_MEMBER, firstKey: Buffer.from(`m${i}/0`) }, output };
+  const bytes = gzipSync(out);
+  return { index: i, bytes, compressedBytes: bytes.length, outStart: STATE_TAR_OFFSET + (i - 1) * memberBytes, outBytes: out.length, records: { keys: RECORDS_PER_MEMBER, firstKey: Buffer.from(`m${i}/0`) }, output };
 }
 
 function copyOf(changed: { from: string; to: string }): UploadMemberCopy {
