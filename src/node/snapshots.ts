@@ -279,10 +279,13 @@ export class SnapshotTermUnknownError extends Error {
  */
 export class SnapshotSupersededError extends Error {
   override readonly name = 'SnapshotSupersededError';
-  /** by: what took its place: a snapshot asked for (Node.snapshotNow) or one fetched from the leader (Node.startFetch). */
-  readonly by: 'asked' | 'fetch';
-  constructor(by: 'asked' | 'fetch' = 'asked') {
-    super(by === 'fetch' ? 'snapshot creation superseded by the snapshot being fetched' : 'snapshot creation superseded by a newer one');
+  /**
+   * by: what took its place: a snapshot asked for (Node.snapshotNow), one fetched from the leader (Node.startFetch),
+   * or the node's stop (Node.stop: the log it would have compacted is replayed at the next start instead).
+   */
+  readonly by: 'asked' | 'fetch' | 'stop';
+  constructor(by: 'asked' | 'fetch' | 'stop' = 'asked') {
+    super(by === 'fetch' ? 'snapshot creation superseded by the snapshot being fetched' : by === 'stop' ? 'snapshot creation cut by the node\'s stop' : 'snapshot creation superseded by a newer one');
     this.by = by;
   }
 }

@@ -8,9 +8,11 @@
  * fetched one replaces the state.
  */
 import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
 
 import type { Node } from '../../../src/node/node.js';
 import { SnapshotSupersededError } from '../../../src/node/snapshots.js';
+import { STORE_ID_PATTERN } from '../../../src/snapshot/index.js';
 import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { KeyValue, NodeStorage, SnapshotStateOptions, StateSnapshotReader } from '../../../src/storage/types.js';
 import { GatedIo } from './gated-io.js';
@@ -61,6 +63,21 @@ describe('node: a snapshot nobody waits for is superseded', function () {
     const meta = await second;
     assert.ok(meta.index >= last.index, `the new snapshot (${meta.index}) holds the write before it (${last.index})`);
     assert.ok(!(await storedIndexes(cluster)).includes(firstIndex), 'the superseded snapshot was not stored');
+  });
+
+  it('a creation nobody waits for is cut by the node\'s stop (issue 15: an automatic delta went on for seconds after SIGTERM, the stop\'s peak RSS), and is not stored', async () => {
+    const { node, gate, c: cluster } = await setup();
+    const dir = cluster.member('n1').snapshots?.store.dir as string;
+    const gone = new AbortController();
+    const first = node.snapshotNow(gone.signal);
+    first.catch(() => undefined);
+    await until('the creation to read its base', 10_000, () => (gate.waiting > 0 ? true : undefined));
+    gone.abort(); // as an automatic one: nobody waits for it
+    const stopped = node.stop();
+    gate.open();
+    await stopped;
+    await assert.rejects(first, (err: unknown) => err instanceof SnapshotSupersededError && err.by === 'stop');
+    assert.equal((await readdir(dir)).filter((f) => STORE_ID_PATTERN.test(f)).length, 1, 'only the snapshot before it is stored');
   });
 
   it('a creation its caller still waits for is not superseded: the next one waits for it', async () => {
