@@ -18,7 +18,9 @@
  *    and snapshots it with SnapshotManager.create (the archive: tar.gz).
  * 2. Ceilings: SHA-256 of 1 MiB buffers (this process), disk write + fsync
  *    of the archive's size, and a raw grpc-js server stream of the archive's
- *    bytes (no protobuf, no hashing, 16 MiB client window, bytes discarded).
+ *    bytes (no protobuf, no hashing, 16 MiB client window, bytes discarded;
+ *    the sender reads into the buffers of chunks already sent, as the fetch's
+ *    sender does, so neither pays a fresh 1 MiB buffer per chunk).
  * 3. snapcoord's path: a sender process serving FetchSnapshot
  *    (createRaftService + readChunks) and a receiver process running the
  *    follower's fetch (SnapshotManager.fetch: fetchSnapshot checking each

@@ -4,7 +4,8 @@
  *     on --archive with the chunk hashes recorded when the store opened it):
  *     snapcoord's real serving path (SnapshotManager.openChunks);
  *   - /bench.RawStream/Pull: the archive's bytes in --chunk-bytes messages,
- *     no protobuf, no hashing (the ceiling).
+ *     no protobuf, no hashing, read into the buffers of chunks already sent
+ *     as readChunks does (the ceiling).
  * Prints `ready` once bound; on SIGTERM prints its peak RSS and exits 0.
  * With --cert/--key/--ca it serves as a node's peer plane does: mutual TLS,
  * a client certificate signed by --ca required at the handshake.
@@ -62,7 +63,13 @@ const handler: RaftRequestHandler = {
   },
 };
 
-/** rawPull streams the archive file in chunks as they are read: no hashing, no protobuf. */
+/**
+ * rawPull streams the archive file in chunks as they are read: no hashing, no
+ * protobuf. As the fetch's sender does (readChunks), a chunk's buffer takes a
+ * later chunk once grpc-js has sent it (its write callback: the bytes are in
+ * grpc-js's own framed buffer by then), so the ceiling pays no fresh 1 MiB
+ * buffer per chunk that the fetch does not pay either.
+ */
 function rawPull(call: grpc.ServerWritableStream<Buffer, Buffer>): void {
   void (async () => {
     streams++;
@@ -74,16 +81,22 @@ function rawPull(call: grpc.ServerWritableStream<Buffer, Buffer>): void {
       // default chunk size
     }
     const fh = await open(archive, 'r');
+    /** spare: buffers of full chunks already sent, for the next reads (bounded by the messages grpc-js queues). */
+    const spare: Buffer[] = [];
     try {
       const total = (await fh.stat()).size;
       let pos = 0;
       while (pos < total && !call.cancelled) {
-        const buf = Buffer.allocUnsafe(Math.min(chunkBytes, total - pos));
-        const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+        const want = Math.min(chunkBytes, total - pos);
+        const buf = (want === chunkBytes ? spare.pop() : undefined) ?? Buffer.allocUnsafe(want);
+        const { bytesRead } = await fh.read(buf, 0, want, pos);
         if (bytesRead === 0) throw new Error('archive shrank');
         pos += bytesRead;
         bytesServed += bytesRead;
-        if (!call.write(buf.subarray(0, bytesRead))) await writable(call);
+        const sent = (): void => {
+          if (buf.length === chunkBytes && spare.length < 32) spare.push(buf);
+        };
+        if (!call.write(buf.subarray(0, bytesRead), sent)) await writable(call);
       }
       if (!call.cancelled) call.end();
     } catch (err) {
