@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 
 import { RaftServiceClient, type FetchSnapshotResponse } from '../gen/snapcoord/v1/raft.js';
@@ -63,12 +64,11 @@ export interface FetchOptions {
   /** clock: the idle timeout, the backoff between attempts and the bandwidth cap run on it (default realTimeClock). */
   readonly clock?: FetchClock;
   /**
-   * hashOnWorker (default: over gRPC for an archive of at least
-   * HASH_ON_WORKER_BYTES_MIN, else off): hash each chunk on a worker thread
-   * (chunk-hasher.ts), one chunk hashed there while the next is received.
-   * Chunks a `streams` opener hands over may be views of buffers others hold
-   * (an in-memory twin's file), which a transfer to the worker would take
-   * from them: with `streams` it must stay off.
+   * hashOnWorker (default: hashOnWorkerByDefault): hash each chunk on a
+   * worker thread (chunk-hasher.ts), one chunk hashed there while the next is
+   * received. Chunks a `streams` opener hands over may be views of buffers
+   * others hold (an in-memory twin's file), which a transfer to the worker
+   * would take from them: with `streams` it must stay off.
    */
   readonly hashOnWorker?: boolean;
 }
@@ -77,12 +77,35 @@ export interface FetchOptions {
  * HASH_ON_WORKER_BYTES_MIN: the smallest archive whose chunks a fetch hashes
  * on a worker thread by default. A worker costs its start (a thread, an
  * isolate: tens of ms of CPU and a few MiB) for each fetch, as much as
- * hashing ~32 MiB inline, and the measured gain was within the noise on 2
- * shared cores (fetch 0.60/0.72x -> 0.77/0.74x the raw stream at 256 MiB,
- * receiver CPU per GB +0.3-0.6 s): the many small snapshots of a small
- * state are hashed inline.
+ * hashing ~32 MiB inline: the many small snapshots of a small state are
+ * hashed inline.
  */
 export const HASH_ON_WORKER_BYTES_MIN = 32 * 1024 * 1024;
+
+/**
+ * HASH_ON_WORKER_CPUS_MIN: the fewest CPUs on which a fetch hashes on a
+ * worker thread by default. The worker only pays where a core would
+ * otherwise idle: on 2 cores the fetch's receiving (TLS, HTTP/2, decoding)
+ * and its sender's or the other nodes' work keep both busy, so it adds no
+ * capacity, only its start, its messages, its isolate's memory and one more
+ * runnable thread. Measured (bench:snapshot, 256 MiB, TLS, 2 cores, Dec 6,
+ * load 5-13, three A/B runs, 22 fetches each way, alternating): receiver CPU
+ * medians 0.52 / 0.59 / 0.65 s inline against 0.55 / 0.59 / 0.70 s on the
+ * worker, receiver peak RSS 141-143 against 150-154 MiB, the fetch against
+ * the raw stream beside it the same within the noise (medians 0.83 / 0.81 /
+ * 0.76x against 0.80 / 0.79 / 0.77x).
+ */
+export const HASH_ON_WORKER_CPUS_MIN = 3;
+
+/**
+ * hashOnWorkerByDefault: whether a fetch of `sizeBytes` hashes its chunks on
+ * a worker thread when its options do not say: only over gRPC (chunks that
+ * are the fetch's own), for an archive of at least HASH_ON_WORKER_BYTES_MIN,
+ * on at least HASH_ON_WORKER_CPUS_MIN CPUs.
+ */
+export function hashOnWorkerByDefault(sizeBytes: number, overGrpc: boolean, cpus: number): boolean {
+  return overGrpc && sizeBytes >= HASH_ON_WORKER_BYTES_MIN && cpus >= HASH_ON_WORKER_CPUS_MIN;
+}
 
 /** FetchTimer names a timer a FetchClock set. */
 export interface FetchTimer {
@@ -180,7 +203,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
     ...opts.channelOptions,
   });
   const streams = opts.streams ?? grpcStreams(client as RaftServiceClient);
-  const hashOnWorker = opts.hashOnWorker ?? (opts.streams === undefined && opts.target.sizeBytes >= HASH_ON_WORKER_BYTES_MIN);
+  const hashOnWorker = opts.hashOnWorker ?? hashOnWorkerByDefault(opts.target.sizeBytes, opts.streams === undefined, availableParallelism());
   const hasher: ChunkHasher = hashOnWorker ? workerChunkHasher() : inlineChunkHasher();
   const sink = opts.sink;
   const destPath = opts.destPath ?? '';

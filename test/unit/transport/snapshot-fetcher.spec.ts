@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { RaftServiceService } from '../../../src/gen/snapcoord/v1/raft.js';
 import { readChunks } from '../../../src/snapshot/chunk-reader.js';
 import { createRaftService } from '../../../src/transport/raft-service.js';
-import { HASH_ON_WORKER_BYTES_MIN, SnapshotFetchError, fetchSnapshot } from '../../../src/transport/snapshot-fetcher.js';
+import { HASH_ON_WORKER_BYTES_MIN, SnapshotFetchError, fetchSnapshot, hashOnWorkerByDefault } from '../../../src/transport/snapshot-fetcher.js';
 import { MessageFaults } from '../../../src/transport/message-faults.js';
 import type { FetchSnapshotParams, RaftRequestHandler } from '../../../src/transport/transport.js';
 
@@ -85,6 +85,15 @@ describe('snapshot fetch (follower pulls, chunks verified)', () => {
     const inline = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: `${dest}-inline`, chunkBytes: CHUNK });
     assert.equal(inline.chunksHashedOnWorker, 0);
     assert.equal(createHash('sha256').update(await readFile(`${dest}-inline`)).digest('hex'), digest);
+  });
+
+  it('hashes on a worker by default only with a core to spare: on 2 CPUs a large fetch hashes inline', () => {
+    const large = 256 * 1024 * 1024;
+    assert.equal(hashOnWorkerByDefault(large, true, 2), false, '2 CPUs: inline');
+    assert.equal(hashOnWorkerByDefault(large, true, 1), false, '1 CPU: inline');
+    assert.equal(hashOnWorkerByDefault(large, true, 4), true, '4 CPUs: on the worker');
+    assert.equal(hashOnWorkerByDefault(HASH_ON_WORKER_BYTES_MIN - 1, true, 4), false, 'a small archive: inline');
+    assert.equal(hashOnWorkerByDefault(large, false, 4), false, 'chunks from a streams opener: inline');
   });
 
   it('a byte flipped in one chunk in transit is detected, discarded and fetched again', async () => {
