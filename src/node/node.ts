@@ -1415,6 +1415,11 @@ export class Node {
       );
     } catch (e) {
       if (!(e instanceof SnapshotSupersededError)) this.disk?.noteError(e);
+      // A record of the state that does not verify (RocksDB's block checksums, `Corruption:`): this node's state
+      // machine is not what it applied, and every snapshot it tries fails the same way. Retried, a leader in that
+      // state never again sends a snapshot, and a member that joins or falls behind waits for good (simulator seed
+      // 210903); it stops instead, like a failed write: another member leads, and the data dir is to be replaced.
+      if (e instanceof StorageError && e.code === 'corrupt') this.fail(e);
       throw e;
     } finally {
       this.creation = null;
@@ -2299,7 +2304,8 @@ export class Node {
 
   /**
    * fail: a storage error in the Ready loop (a persist, a compaction) or the
-   * apply worker is fatal for this node: its durable state is unknown. The
+   * apply worker, or a state record that does not verify when a snapshot reads
+   * it, is fatal for this node: its durable state is unknown. The
    * Raft loop stops for good (no Ready is handled, nothing more is sent, the
    * ticker stops), every answer held for a persist is dropped, never sent (a
    * vote grant or an append ack whose write failed must not reach a peer),
@@ -2312,7 +2318,9 @@ export class Node {
     this.failure = err;
     this.log.error(
       { id: this.id, err: err.message },
-      'node failed: a write to its data dir failed; the Raft loop stopped and the answers waiting on that write were dropped',
+      err instanceof StorageError && err.code === 'corrupt'
+        ? 'node failed: its data dir holds a record that does not verify; the Raft loop stopped (replace this data dir)'
+        : 'node failed: a write to its data dir failed; the Raft loop stopped and the answers waiting on that write were dropped',
     );
     if (this.ticker !== undefined) this.clock.clearTimeout(this.ticker);
     const nerr = new NodeError('unavailable', `the node failed: ${err.message}`);

@@ -567,7 +567,7 @@ export class RocksDb {
     this.#checkOpen(operation);
   }
 
-  /** RocksDb.ioError wraps an engine error of `operation` as StorageError `io` naming the path (for RocksIterator and RocksBulkBatch). */
+  /** RocksDb.ioError wraps an engine error of `operation` as StorageError `io` (`corrupt` for RocksDB's Corruption status) naming the path (for RocksIterator and RocksBulkBatch). */
   ioError(operation: string, err: Error): StorageError {
     return this.#ioError(operation, err);
   }
@@ -591,7 +591,10 @@ export class RocksDb {
   }
 
   #ioError(operation: string, err: Error): StorageError {
-    return new StorageError('io', `rocksdb: ${operation} failed on ${this.path}: ${err.message}`, {
+    // RocksDB's Status::Corruption (a block checksum that does not match, a record that does not decode) is not a
+    // failed IO: retried, it fails the same way.
+    const code = err.message.startsWith('Corruption:') ? 'corrupt' : 'io';
+    return new StorageError(code, `rocksdb: ${operation} failed on ${this.path}: ${err.message}`, {
       path: this.path,
       cause: err,
     });

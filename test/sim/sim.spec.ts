@@ -68,6 +68,7 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     { seed: 28291, nodes: 5, what: 'a follower whose fetch of the leader\'s snapshot of a restore hangs (that leader removed) gives it up; leading later, it snapshots for a joining member (its automatic snapshots were held for ever: the learner never got a snapshot)', draws: 'adoptionsGivenUp' as const },
     { seed: 28325, nodes: 5, what: 'the same: the hung fetch\'s source (the restore\'s leader) removed itself, a later leader adds a 7th member', draws: 'adoptionsGivenUp' as const },
     { seed: 1651364, nodes: 3, what: 'a lone follower catching up one entry per append (maxAppendBytes 1) is sent a full pipeline after each ack that commits, not one append (230 entries took 4 s: no write committed after healing)', draws: 'deadDisks' as const },
+    { seed: 210903, nodes: 5, what: 'a leader whose state holds a record that does not verify stops at its first snapshot (every snapshot failed on it and was retried: a learner that joined later was never sent one and stayed at applied 0)', draws: 'deadDisks' as const },
     { seed: 1171393, nodes: 5, what: 'a follower waiting for the state image of a restore from a leader that lost leadership gives up and loads its archive (its applies waited up to 130 s, as leader of the next term too: no write committed after healing)', draws: 'imageFallbacks' as const },
   ]) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {

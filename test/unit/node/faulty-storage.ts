@@ -1,7 +1,7 @@
 /**
  * FaultyStorage: a MemoryStorage (the real in-memory twin of RocksStorage)
  * whose log writes can be made to fail on demand, like a disk that returns
- * EIO. Everything else is the MemoryStorage's own behaviour; a failed save
+ * EIO, and whose state reads for a snapshot can meet a corrupt record. Everything else is the MemoryStorage's own behaviour; a failed save
  * writes nothing (as a failed RocksDB write batch).
  */
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
@@ -26,6 +26,8 @@ export class FaultyStorage implements NodeStorage {
   failSaves = false;
   /** saves: batches handed to save(), failed ones included, in call order. */
   readonly saves: LogBatch[] = [];
+  /** corruptStateReads: a snapshot's read of the state fails as on a block that does not verify (StorageError `corrupt`). */
+  corruptStateReads = false;
   /** saveDelayMs: each save waits this long before it writes (a slow fsync). */
   saveDelayMs = 0;
   /** savesHeld: saves waiting now on holdSaves() (they write once released). */
@@ -112,8 +114,19 @@ export class FaultyStorage implements NodeStorage {
   range(query: RangeQuery): Promise<RangeResult> {
     return this.inner.range(query);
   }
-  snapshotState(): Promise<StateSnapshotReader> {
-    return this.inner.snapshotState();
+  async snapshotState(): Promise<StateSnapshotReader> {
+    const view = await this.inner.snapshotState();
+    if (!this.corruptStateReads) return view;
+    const path = this.inner.dir.name;
+    return {
+      appliedIndex: view.appliedIndex,
+      membership: view.membership,
+      close: () => view.close(),
+      // eslint-disable-next-line require-yield
+      async *batches() {
+        throw new StorageError('corrupt', `memory data dir ${path}: injected Corruption: block checksum mismatch`, { path });
+      },
+    };
   }
   installState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<void> {
     return this.inner.installState(source, meta);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -183,6 +184,45 @@ describe('RocksDb', () => {
       assert.match(err.message, /cannot open .*db: .*lock/i);
       return true;
     });
+  });
+
+  it("says `corrupt`, not `io`, when RocksDB finds a block that does not verify (its Corruption status)", async () => {
+    // ~3 MiB of text-like values, flushed into an SST file when the database closes and opens again.
+    const value = (i: number): Buffer => Buffer.from(`value ${i} ${createHash('sha256').update(String(i)).digest('hex').slice(0, 16)} `.repeat(40));
+    const ops = Array.from({ length: 3_000 }, (_, i) => ({ type: 'put' as const, key: key(i), value: value(i) }));
+    for (let i = 0; i < ops.length; i += 500) await db.write(ops.slice(i, i + 500), { sync: true });
+    await db.close();
+    const dir = join(root, 'db');
+    db = await RocksDb.open(dir);
+    await db.close();
+    const ssts = (await readdir(dir)).filter((f) => f.endsWith('.sst'));
+    assert.ok(ssts.length > 0, 'no SST file was written');
+    // One byte flipped in the data blocks of every SST file (the index, filter and footer are at its end).
+    for (const f of ssts) {
+      const at = Math.floor((await stat(join(dir, f))).size / 3);
+      const fh = await open(join(dir, f), 'r+');
+      try {
+        const b = Buffer.alloc(1);
+        await fh.read(b, 0, 1, at);
+        b[0] = (b[0] as number) ^ 0xff;
+        await fh.write(b, 0, 1, at);
+      } finally {
+        await fh.close();
+      }
+    }
+    db = await RocksDb.open(dir);
+    const errors: StorageError[] = [];
+    for (let i = 0; i < ops.length; i++) {
+      await db.get(key(i)).catch((err: unknown) => {
+        assert.ok(err instanceof StorageError, String(err));
+        errors.push(err);
+      });
+    }
+    assert.ok(errors.length > 0, 'no get met the flipped byte');
+    for (const err of errors) {
+      assert.equal(err.code, 'corrupt', err.message);
+      assert.match(err.message, /get failed on .*db: Corruption: block checksum mismatch/);
+    }
   });
 
   it('refuses to create when createIfMissing is false', async () => {
