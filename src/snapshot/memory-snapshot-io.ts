@@ -16,7 +16,7 @@
  */
 import { posix } from 'node:path';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { constants as zlibConstants, gunzipSync, gzipSync, inflateRawSync, type ZlibOptions } from 'node:zlib';
+import { Gzip, constants as zlibConstants, gunzipSync, gzipSync, inflateRawSync, type ZlibOptions } from 'node:zlib';
 import { StacklessError } from '../raft/stackless-error.js';
 import type { DirEntry, FileReadStreamOptions, FileStat, SnapshotFile, SnapshotIo } from './snapshot-io.js';
 
@@ -107,6 +107,75 @@ function deflateChunkBytes(inputBytes: number, options: ZlibOptions): number {
 
 function inflateChunkBytes(inputBytes: number, options: ZlibOptions): number {
   return Math.min(options.chunkSize ?? ZLIB_CHUNK_BYTES_DEFAULT, Math.max(ZLIB_CHUNK_BYTES_MIN, inputBytes * 4));
+}
+
+/**
+ * ReusableGzip: the parts of a zlib Gzip object gzipReused drives (node:zlib's own zlibBufferSync does the
+ * same with them: writeSync into an output buffer, the counts left in _writeState).
+ */
+interface ReusableGzip {
+  readonly destroyed: boolean;
+  readonly _handle?: {
+    writeSync(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Buffer, outOff: number, outLen: number): void;
+    reset(): void;
+  } | null;
+  readonly _writeState?: Uint32Array;
+}
+
+/** gzipEngines: one deflate stream per level and strategy, reset after each use (gzipReused). */
+const gzipEngines = new Map<string, ReusableGzip>();
+
+/**
+ * gzipReused: gzipSync(block, options), the same bytes, on a deflate stream
+ * kept from the last call with the same level and strategy and reset after
+ * each (deflateReset: the state of a fresh deflateInit, without allocating
+ * and clearing zlib's ~270 KiB of tables and window again). gzipSync made a
+ * new zlib stream per call: ~40 a simulator seed, ~8% of its CPU, nearly all
+ * of it that setup. Options other than level, strategy, chunkSize and flush, an
+ * error, or a zlib object without the parts driven here: gzipSync itself.
+ */
+function gzipReused(block: Uint8Array, options: ZlibOptions): Buffer {
+  const chunkSize = deflateChunkBytes(block.length, options);
+  // flush is the flag of a stream's writes: a sync call always ends with finishFlush (Z_FINISH), whatever it says
+  for (const k in options) if (k !== 'level' && k !== 'strategy' && k !== 'chunkSize' && k !== 'flush') return gzipSync(block, { ...options, chunkSize });
+  const key = `${options.level ?? zlibConstants.Z_DEFAULT_COMPRESSION}/${options.strategy ?? zlibConstants.Z_DEFAULT_STRATEGY}`;
+  let engine = gzipEngines.get(key);
+  if (engine === undefined) {
+    engine = new Gzip({ level: options.level ?? zlibConstants.Z_DEFAULT_COMPRESSION, strategy: options.strategy ?? zlibConstants.Z_DEFAULT_STRATEGY }) as unknown as ReusableGzip;
+    gzipEngines.set(key, engine);
+  }
+  const handle = engine._handle;
+  const state = engine._writeState;
+  if (handle == null || typeof handle.writeSync !== 'function' || typeof handle.reset !== 'function' || !(state instanceof Uint32Array) || engine.destroyed) {
+    gzipEngines.delete(key);
+    return gzipSync(block, { ...options, chunkSize });
+  }
+  const parts: Buffer[] = [];
+  let bytes = 0;
+  let inOff = 0;
+  let inLen = block.byteLength;
+  for (;;) {
+    // each write gets a whole fresh buffer: the loop goes on only when zlib filled the last one
+    const out = Buffer.allocUnsafe(chunkSize);
+    handle.writeSync(zlibConstants.Z_FINISH, block, inOff, inLen, out, 0, chunkSize);
+    if (engine.destroyed) {
+      // zlib reported an error (the stream is closed): gzipSync raises it as it would have
+      gzipEngines.delete(key);
+      return gzipSync(block, { ...options, chunkSize });
+    }
+    const outLeft = state[0] as number;
+    const inLeft = state[1] as number;
+    const have = chunkSize - outLeft;
+    if (have > 0) {
+      parts.push(have === chunkSize ? out : out.subarray(0, have));
+      bytes += have;
+    }
+    inOff += inLen - inLeft;
+    inLen = inLeft;
+    if (outLeft !== 0) break; // Z_FINISH with output room left: the member is complete
+  }
+  handle.reset();
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, bytes);
 }
 
 /** MemoryGunzip buffers the whole gzip stream and gunzips it synchronously at its end (sim archives are small). */
@@ -627,7 +696,7 @@ export class MemorySnapshotIo implements SnapshotIo {
   }
 
   gzip(block: Uint8Array, options: ZlibOptions): Promise<Buffer> {
-    return RESOLVED.then(() => gzipSync(block, { ...options, chunkSize: deflateChunkBytes(block.length, options) }));
+    return RESOLVED.then(() => gzipReused(block, options));
   }
 
   gunzip(bytes: Uint8Array, options: ZlibOptions): Promise<Buffer> {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import { constants as zlibConstants, gunzipSync, gzipSync } from 'node:zlib';
 import { readArchive } from '../../../src/snapshot/archive.js';
 import { CHUNK_HASH_BYTES } from '../../../src/snapshot/archive-sink.js';
 import { readChunks } from '../../../src/snapshot/chunk-reader.js';
@@ -159,6 +160,32 @@ describe('MemorySnapshotIo (the snapshot store on a file tree in memory)', () =>
     assert.equal(listed.length, 1, 'the rename landed: the snapshot is listed');
     io.loseUnsynced(() => false);
     assert.deepEqual((await (await SnapshotStore.open('/data/store', { retain: 2, io })).list()).map((x) => x.id), listed);
+  });
+});
+
+describe('MemorySnapshotIo.gzip (one deflate stream per level and strategy, reset after each call)', () => {
+  it("gives gzipSync's very bytes, call after call, for every level and strategy, small and large blocks (several output buffers), and empty ones", async () => {
+    const io = new MemorySnapshotIo();
+    let x = 7;
+    const noise = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => ((x = (x * 1103515245 + 12345) >>> 0) >>> 24) & 0xff));
+    const text = (n: number): Buffer => Buffer.from('the state of key k1 is v1; '.repeat(Math.ceil(n / 27)).slice(0, n));
+    const blocks = [Buffer.alloc(0), text(1), text(300), noise(2_000), text(40_000), noise(70_000), Buffer.concat([noise(30_000), text(30_000)])];
+    const optionSets = [{ level: 1 }, { level: 6 }, { level: 9 }, { level: 0 }, { level: 1, strategy: zlibConstants.Z_HUFFMAN_ONLY }, {}, { level: 1, chunkSize: 64 * 1024 }, { level: 1, chunkSize: 4096 }, { level: 1, chunkSize: 4096, flush: zlibConstants.Z_FINISH }];
+    for (let round = 0; round < 2; round++) {
+      for (const block of blocks) {
+        for (const options of optionSets) {
+          const got = await io.gzip(block, options);
+          assert.deepEqual(got, gzipSync(block, options), `${block.length} bytes, ${JSON.stringify(options)}, round ${round}`);
+          assert.deepEqual(gunzipSync(got), block);
+        }
+      }
+    }
+  });
+
+  it('options it does not reuse a stream for (windowBits, memLevel) still give gzipSync\'s bytes', async () => {
+    const io = new MemorySnapshotIo();
+    const block = Buffer.from('abcabcabd'.repeat(500));
+    for (const options of [{ level: 1, windowBits: 9 }, { level: 1, memLevel: 1 }, { level: 1, finishFlush: zlibConstants.Z_SYNC_FLUSH }]) assert.deepEqual(await io.gzip(block, options), gzipSync(block, options));
   });
 });
 
