@@ -69,6 +69,14 @@ const FEXTRA = 0x04;
 const FNAME = 0x08;
 const FCOMMENT = 0x10;
 const FRESERVED = 0xe0;
+/**
+ * GZIP_HEADER_STRING_BYTES_MAX: the longest FNAME or FCOMMENT (with its zero
+ * byte) a member's header may carry. Snapshot archives carry neither; without
+ * a bound, a header whose name never ends was carried whole, and joined again
+ * with every chunk that came after it (memory up to the whole input, copying
+ * quadratic in it: a peer's archive, a client's upload).
+ */
+export const GZIP_HEADER_STRING_BYTES_MAX = 64 * 1024;
 
 type InflateRaw = ReturnType<SnapshotIo['createInflateRaw']>;
 
@@ -287,7 +295,11 @@ export class MemberGunzip extends Transform {
     }
     for (const flag of [FNAME, FCOMMENT]) {
       if ((flags & flag) === 0) continue;
-      const zero = buf.indexOf(0, at);
+      const zero = buf.indexOf(0, at, 'latin1');
+      const stringBytes = zero < 0 ? buf.length - at : zero + 1 - at;
+      if (zero < 0 ? stringBytes >= GZIP_HEADER_STRING_BYTES_MAX : stringBytes > GZIP_HEADER_STRING_BYTES_MAX) {
+        throw bad(`a header ${flag === FNAME ? 'file name' : 'comment'} longer than ${GZIP_HEADER_STRING_BYTES_MAX} bytes`);
+      }
       if (zero < 0) return 0;
       at = zero + 1;
     }

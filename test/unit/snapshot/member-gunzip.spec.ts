@@ -16,7 +16,7 @@ import { crc32, deflateRawSync, gunzipSync, gzipSync } from 'node:zlib';
 
 import { writeArchive, writeArchiveFromRecords } from '../../../src/snapshot/archive.js';
 import { ArchiveError } from '../../../src/snapshot/errors.js';
-import { MemberGunzip, type GzipMemberRead, type MemberGunzipOptions } from '../../../src/snapshot/member-gunzip.js';
+import { GZIP_HEADER_STRING_BYTES_MAX, MemberGunzip, type GzipMemberRead, type MemberGunzipOptions } from '../../../src/snapshot/member-gunzip.js';
 import { MemorySnapshotIo } from '../../../src/snapshot/memory-snapshot-io.js';
 import { encodeStateRecords } from '../../../src/snapshot/state-format.js';
 import { MEMBERSHIP, collect, inBatches, records, sink, tempDir } from './helpers.js';
@@ -163,6 +163,37 @@ describe('MemberGunzip', function () {
     const damaged = Buffer.from(good);
     damaged[12] = 0xff; // inside the first member's deflate data
     await assert.rejects(gunzipMembers(damaged, 64), (e: unknown) => e instanceof ArchiveError && e.code === 'corrupt-gzip');
+  });
+
+  it('refuses a header name or comment longer than GZIP_HEADER_STRING_BYTES_MAX as soon as it is, without reading on', async () => {
+    // Before: a name that never ends was carried whole and joined again with each chunk (the whole input read,
+    // copying quadratic in it), refused only at the end of the stream.
+    const chunkBytes = 64 * 1024;
+    const totalBytes = 16 * 1024 * 1024;
+    for (const [flag, first] of [[0x08, true], [0x10, true], [0x08, false]] as const) {
+      let pulled = 0;
+      const prefix = first ? Buffer.alloc(0) : member(Buffer.from('head'));
+      const header = Buffer.from([0x1f, 0x8b, 8, flag, 0, 0, 0, 0, 0, 3]);
+      const source = async function* (): AsyncGenerator<Buffer> {
+        const start = Buffer.concat([prefix, header]);
+        pulled += start.length;
+        yield start;
+        while (pulled < totalBytes) {
+          pulled += chunkBytes;
+          yield Buffer.alloc(chunkBytes, 'a');
+        }
+      };
+      const g = new MemberGunzip({ chunkSize: 16 * 1024, onMember: () => undefined });
+      await assert.rejects(
+        pipeline(Readable.from(source()), g, sink(() => undefined)),
+        (e: unknown) => e instanceof ArchiveError && e.code === (first ? 'corrupt-gzip' : 'trailing-garbage') && /longer than/.test(e.message),
+      );
+      assert.ok(pulled <= GZIP_HEADER_STRING_BYTES_MAX + 2 * 1024 * 1024, `read ${pulled} bytes of a header`);
+    }
+    // The longest allowed name (its zero byte included) is read as before.
+    const longest = await gunzipMembers(member(Buffer.from('x'), { name: 'n'.repeat(GZIP_HEADER_STRING_BYTES_MAX - 1) }), 4096);
+    assert.equal(longest.out.toString(), 'x');
+    await assert.rejects(gunzipMembers(member(Buffer.from('x'), { name: 'n'.repeat(GZIP_HEADER_STRING_BYTES_MAX) }), 4096), (e: unknown) => e instanceof ArchiveError && /longer than/.test(e.message));
   });
 
   it('holds to backpressure: a slow reader gets every byte of a highly compressible stream', async () => {
