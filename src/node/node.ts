@@ -1301,7 +1301,7 @@ export class Node {
    */
   private maybeSnapshot(): void {
     const sm = this.snapshots;
-    if (sm === undefined || this.snapshotting || this.stopped || this.snapshotRetry !== undefined || this.disk?.isFull === true) return;
+    if (sm === undefined || this.snapshotting || this.stopped || this.failure !== null || this.snapshotRetry !== undefined || this.disk?.isFull === true) return;
     // A snapshot asked for (snapshotNow) waits for its turn: it goes first.
     if (this.askedWaiting > 0) return;
     // A snapshot being fetched (or fetched, waiting for its install) replaces this state: none of it is made meanwhile
@@ -1371,6 +1371,9 @@ export class Node {
             this.log.info({ by: e.by }, e.by === 'fetch' ? 'automatic snapshot superseded by the snapshot being fetched' : e.by === 'stop' ? 'automatic snapshot cut by the stop' : 'automatic snapshot superseded by one asked for');
             return;
           }
+          // A failed node (fail: the snapshot met a record that does not verify) tries no more: each retry would read
+          // its state again, and fail again, until the node is stopped.
+          if (this.failure !== null) return;
           if (e instanceof SnapshotTermUnknownError && e.index < this.raft.brief().firstIndex - 1) {
             // An install (a fetched snapshot) replaced the state past the view this snapshot was taken of: moot.
             this.log.info({ index: e.index, firstIndex: this.raft.brief().firstIndex }, 'automatic snapshot skipped: an install replaced the state meanwhile');

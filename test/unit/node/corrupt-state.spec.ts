@@ -79,6 +79,21 @@ describe('node: a snapshot that meets a corrupt state record', function () {
     await assert.rejects(node.propose({ op: 'put', key: enc.encode('after'), value: enc.encode('v') }), /the node failed/);
   });
 
+  it('a failed node tries no more snapshots: no retry is scheduled after the failure', async () => {
+    // Before: the failure went on to maybeSnapshot's retry ("automatic snapshot failed; retrying later"), and 1 s
+    // later the failed node read its state again for a new snapshot, and so on with the backoff until it was stopped.
+    const { node, storage, errors } = await start();
+    storage.corruptStateReads = true;
+    await writeUntil(node, () => node.failed() !== null);
+    assert.ok(node.failed() !== null, 'the node did not stop');
+    const views = storage.stateViews;
+    // Past the first retry's backoff (SNAPSHOT_RETRY_MS_MIN, 1 s), bounded.
+    await new Promise((r) => setTimeout(r, 1_600));
+    assert.equal(storage.stateViews, views, 'the failed node read its state again for another snapshot');
+    const at = errors.findIndex((e) => e.msg.startsWith('node failed'));
+    assert.deepEqual(errors.slice(at + 1).map((e) => e.msg), [], 'logged after the failure');
+  });
+
   it('control: the same node with a readable state snapshots and keeps running', async () => {
     const { node, errors } = await start();
     await writeUntil(node, () => node.status().snapshotIndex >= 8);

@@ -28,6 +28,8 @@ export class FaultyStorage implements NodeStorage {
   readonly saves: LogBatch[] = [];
   /** corruptStateReads: a snapshot's read of the state fails as on a block that does not verify (StorageError `corrupt`). */
   corruptStateReads = false;
+  /** stateViews: snapshotState calls (each a read of the whole state, or of its changes, by a snapshot). */
+  stateViews = 0;
   /** saveDelayMs: each save waits this long before it writes (a slow fsync). */
   saveDelayMs = 0;
   /** savesHeld: saves waiting now on holdSaves() (they write once released). */
@@ -115,6 +117,7 @@ export class FaultyStorage implements NodeStorage {
     return this.inner.range(query);
   }
   async snapshotState(): Promise<StateSnapshotReader> {
+    this.stateViews++;
     const view = await this.inner.snapshotState();
     if (!this.corruptStateReads) return view;
     const path = this.inner.dir.name;
