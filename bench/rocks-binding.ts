@@ -36,6 +36,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { arg } from './lib/arg.js';
+import { textPool } from './lib/text-pool.js';
 import { fmtThreadCpu, threadCpu, threadCpuByGroup } from './lib/thread-cpu.js';
 
 const require = createRequire(import.meta.url);
@@ -65,28 +66,6 @@ const PREFIX_KV = 0x6b; // 'k', as rocks-storage's state keys
 const INSTALL_WRITE_BYTES = 2 * 1024 * 1024;
 const INSTALL_WRITE_OPS = 16_384;
 const POOL_BYTES = 64 << 20;
-
-/** textPool: bench/snapshot-cluster.ts's text mix (words of a seeded 16,384-word vocabulary). */
-function textPool(bytes: number): Buffer {
-  let seed = 0x9e3779b9;
-  const next = (): number => {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    return seed >>> 0;
-  };
-  const vocab: string[] = [];
-  for (let w = 0; w < 16_384; w++) {
-    const len = 3 + (next() % 7);
-    let s = '';
-    for (let c = 0; c < len; c++) s += String.fromCharCode(97 + (next() % 26));
-    vocab.push(s);
-  }
-  const out = Buffer.allocUnsafe(bytes);
-  let at = 0;
-  while (at < bytes) at += out.write(`${vocab[next() % vocab.length] ?? 'x'} `, at);
-  return out;
-}
 
 interface Db {
   put(key: Buffer, value: Buffer): void;

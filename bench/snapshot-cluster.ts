@@ -58,6 +58,7 @@ import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench
 import { type Child, REPO_ROOT, startProgram } from '../test/harness/child.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { DIST_CLI, buildDist } from './lib/dist.js';
+import { textPool } from './lib/text-pool.js';
 import { freePorts } from '../test/harness/ports.js';
 import { until } from '../test/harness/until.js';
 
@@ -94,28 +95,6 @@ class Values {
     const at = (i * 7_919_993) % POOL_BYTES;
     return this.pool.subarray(at, at + this.valueBytes);
   }
-}
-
-/** textPool: words of 3 to 9 lowercase letters from a seeded 16,384-word vocabulary, separated by spaces. */
-function textPool(bytes: number): Buffer {
-  let seed = 0x9e3779b9;
-  const next = (): number => {
-    seed ^= seed << 13;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    return seed >>> 0;
-  };
-  const vocab: string[] = [];
-  for (let w = 0; w < 16_384; w++) {
-    const len = 3 + (next() % 7);
-    let s = '';
-    for (let c = 0; c < len; c++) s += String.fromCharCode(97 + (next() % 26));
-    vocab.push(s);
-  }
-  const out = Buffer.allocUnsafe(bytes);
-  let at = 0;
-  while (at < bytes) at += out.write(`${vocab[next() % vocab.length] ?? 'x'} `, at);
-  return out;
 }
 
 function keyOf(i: number): Buffer {
