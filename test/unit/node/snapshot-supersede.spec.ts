@@ -176,24 +176,31 @@ describe('node: a follower fetching a snapshot from its leader stops its own aut
     cluster.wrapStorage = (id, storage) => (id === followerId ? g.wrap(storage) : storage);
     await cluster.stop(followerId);
     await cluster.restart(followerId);
-    // The follower applies 80 entries and has no snapshot of them (its creations fail): due for one at its restart.
-    g.mode = 'fail';
-    for (let i = 0; i < 80; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
-    const follower = cluster.node(followerId);
-    await until('the follower to apply', 20_000, () => (follower.status().applied >= leader.status().commit ? true : undefined));
-    const appliedBefore = follower.status().applied;
-    // Snapshots it holds already (a slow restart may have it install the leader's at 40 while the 80 go in): not what this test is about.
-    const heldBefore = new Set(((await cluster.member(followerId).snapshots?.store.list()) ?? []).map((s) => s.id));
-    await cluster.stop(followerId);
-    for (let i = 80; i < 230; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
-    await until('the leader to compact past the follower', 10_000, () => (leader.status().firstIndex > appliedBefore + 1 ? true : undefined));
-    // Restarted, it starts its automatic snapshot (a slow one) and is offered the leader's.
-    g.mode = 'slow';
-    await cluster.restart(followerId);
-    const f = cluster.node(followerId);
-    await until('the follower to catch up by install', 60_000, () =>
-      f.status().applied >= leader.status().commit && f.snapshotStats.installed > 0 ? true : undefined,
-    );
+    // The premise: restarted, the follower starts its automatic snapshot before the leader's offer starts its fetch
+    // (then none is made). Both race at the restart; on a loaded machine the offer can come first (seen once in a
+    // whole-suite run): the scenario is then played again, at most 3 times, each a whole instance of it.
+    let appliedBefore = 0;
+    let heldBefore = new Set<string>();
+    for (let attempt = 1; attempt <= 3 && g.slowViews === 0; attempt++) {
+      // The follower applies 80 entries and has no snapshot of them (its creations fail): due for one at its restart.
+      g.mode = 'fail';
+      for (let i = 0; i < 80; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${attempt}/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
+      const follower = cluster.node(followerId);
+      await until('the follower to apply', 20_000, () => (follower.status().applied >= leader.status().commit ? true : undefined));
+      appliedBefore = follower.status().applied;
+      // Snapshots it holds already (a slow restart may have it install the leader's at 40 while the 80 go in): not what this test is about.
+      heldBefore = new Set(((await cluster.member(followerId).snapshots?.store.list()) ?? []).map((s) => s.id));
+      await cluster.stop(followerId);
+      for (let i = 80; i < 230; i++) await leader.propose({ op: 'put', key: enc.encode(`k/${attempt}/${i}`), value: enc.encode(`v${i}`.repeat(20)) });
+      await until('the leader to compact past the follower', 10_000, () => (leader.status().firstIndex > appliedBefore + 1 ? true : undefined));
+      // Restarted, it starts its automatic snapshot (a slow one) and is offered the leader's.
+      g.mode = 'slow';
+      await cluster.restart(followerId);
+      const f = cluster.node(followerId);
+      await until('the follower to catch up by install', 60_000, () =>
+        f.status().applied >= leader.status().commit && f.snapshotStats.installed > 0 ? true : undefined,
+      );
+    }
     assert.ok(g.slowViews > 0, 'the follower started its automatic snapshot at its restart (the premise of this test)');
     await until('the slow creation to end', 60_000, () => (g.ended >= g.slowViews ? true : undefined));
     g.mode = 'open';
