@@ -513,7 +513,7 @@ export class SnapshotManager {
    * next snapshot reads the whole state as before). Used after a restore (adoptFetched); a snapshot installed
    * from the leader gets its table in the install's own read (install).
    */
-  async recordTable(stored: StoredSnapshot, consumeState?: (meta: ArchiveMeta, state: Readable) => Promise<void>): Promise<void> {
+  private async recordTable(stored: StoredSnapshot, consumeState?: (meta: ArchiveMeta, state: Readable) => Promise<void>): Promise<void> {
     const t0 = this.clock.nowMs();
     try {
       const table = await this.store.recordMembers(stored, consumeState !== undefined ? { consumeState } : {});
