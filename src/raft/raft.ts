@@ -15,6 +15,7 @@ import {
 } from './membership.js';
 import { Progress, type ProgressState } from './progress.js';
 import {
+  APPEND_ENTRIES_MAX,
   NO_NODE,
   type AppendRequest,
   type AppendResponse,
@@ -52,7 +53,7 @@ export interface RaftConfig {
   readonly checkQuorum: boolean;
   /** maxInflightAppends: appends pipelined to one follower before waiting for answers. */
   readonly maxInflightAppends: number;
-  /** maxAppendBytes: entry data per append message (at least one entry is always sent). */
+  /** maxAppendBytes: entry data per append message (at least one entry is always sent; at most APPEND_ENTRIES_MAX entries). */
   readonly maxAppendBytes: number;
   /** maxUncommittedBytes: proposals are refused while this much is proposed but not committed. */
   readonly maxUncommittedBytes: number;
@@ -1595,7 +1596,9 @@ export class RaftNode {
       return false;
     }
     const entries =
-      pr.next <= this.log.lastIndex() ? this.log.slice(pr.next, this.log.lastIndex() + 1, this.cfg.maxAppendBytes) : [];
+      pr.next <= this.log.lastIndex()
+        ? this.log.slice(pr.next, Math.min(this.log.lastIndex() + 1, pr.next + APPEND_ENTRIES_MAX), this.cfg.maxAppendBytes)
+        : [];
     if (entries.length === 0 && !sendIfEmpty) return false;
     const msg: MessageBody<Message> = {
       type: 'append',

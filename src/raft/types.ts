@@ -105,7 +105,16 @@ export interface VoteResponse extends MessageBase {
   readonly granted: boolean;
 }
 
-/** AppendRequest: AppendEntries (Raft §5.3). */
+/**
+ * APPEND_ENTRIES_MAX: the most entries one append carries. The leader never
+ * sends more (besides maxAppendBytes of entry data, which a log of empty or
+ * tiny entries never reaches); a receiver refuses an append with more before
+ * it reaches the core (src/transport/codec.ts): the peer message cap alone let
+ * a member send millions of empty entries in one message.
+ */
+export const APPEND_ENTRIES_MAX = 8192;
+
+/** AppendRequest: AppendEntries (Raft §5.3); at most APPEND_ENTRIES_MAX entries. */
 export interface AppendRequest extends MessageBase {
   readonly type: 'append';
   readonly prevLogIndex: number;

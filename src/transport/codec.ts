@@ -16,22 +16,23 @@
  * entry, is refused the same way.
  */
 import { crc32 } from 'node:zlib';
-import type {
-  AppendRequest,
-  AppendResponse,
-  Entry,
-  EntryType,
-  Heartbeat,
-  HeartbeatResponse,
-  Membership,
-  ReadIndexRequest,
-  ReadIndexResponse,
-  SnapshotMeta,
-  SnapshotRequest,
-  SnapshotResponse,
-  TimeoutNow,
-  VoteRequest,
-  VoteResponse,
+import {
+  APPEND_ENTRIES_MAX,
+  type AppendRequest,
+  type AppendResponse,
+  type Entry,
+  type EntryType,
+  type Heartbeat,
+  type HeartbeatResponse,
+  type Membership,
+  type ReadIndexRequest,
+  type ReadIndexResponse,
+  type SnapshotMeta,
+  type SnapshotRequest,
+  type SnapshotResponse,
+  type TimeoutNow,
+  type VoteRequest,
+  type VoteResponse,
 } from '../raft/types.js';
 import * as pb from '../gen/snapcoord/v1/raft.js';
 import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedOutcome, type ForwardedProposals, type MembershipAnswer, type MembershipQuery, type StageArchiveParams } from './transport.js';
@@ -369,10 +370,16 @@ function baseChecksum(m: pb.Membership): number {
 
 /**
  * appendRequestFromProto decodes an append or (heartbeat flag) a heartbeat.
- * The header checksum must match (CodecError: damaged in transit), every
- * entry's too, and the entries must follow prev_log_index contiguously.
+ * It carries at most APPEND_ENTRIES_MAX entries (CodecError, refused before
+ * any of them is looked at), the header checksum must match (CodecError:
+ * damaged in transit), every entry's too, and the entries must follow
+ * prev_log_index contiguously.
  */
 export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendRequest | Heartbeat {
+  // Before any work per entry: a leader never sends more (RaftNode's sendAppend), so more is no leader's append.
+  if (p.entries.length > APPEND_ENTRIES_MAX) {
+    throw new CodecError(`append: ${p.entries.length} entries, more than APPEND_ENTRIES_MAX (${APPEND_ENTRIES_MAX}) in one append`);
+  }
   const sum = appendHeaderChecksum(p);
   if (sum !== p.headerCrc32) {
     throw new CodecError(

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import {
+  APPEND_ENTRIES_MAX,
   MembershipChangeError,
   NotLeaderError,
   ProposalDroppedError,
@@ -280,6 +281,24 @@ describe('raft core', () => {
         assert.ok(m.entries.length <= 1 || size <= 10, `append of ${size} bytes`);
       }
       assert.deepEqual(c.appliedData('b'), c.appliedData('a'));
+    });
+
+    it('flow control: each append carries at most APPEND_ENTRIES_MAX entries, however small they are', () => {
+      // The receivers refuse an append with more (src/transport/codec.ts): the leader must never send one.
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.isolate('c');
+      const n = APPEND_ENTRIES_MAX + 100;
+      for (let i = 0; i < n; i++) c.node('a').propose(bytes('x')); // n bytes: far below maxAppendBytes
+      c.stabilize();
+      const before = c.sent.length;
+      c.heal();
+      c.tickAll(3);
+      const appends = c.sent.slice(before).flatMap((m) => (m.type === 'append' && m.to === 'c' ? [m.entries.length] : []));
+      assert.ok(appends.length > 0);
+      assert.ok(Math.max(...appends) <= APPEND_ENTRIES_MAX, `an append of ${Math.max(...appends)} entries`);
+      assert.equal(c.appliedData('c').length, c.appliedData('a').length);
+      assert.ok(c.appliedData('c').length >= n);
     });
 
     it('flow control: a lone follower catching up gets a full pipeline, also from the acks that commit (simulator seed 1651364)', () => {

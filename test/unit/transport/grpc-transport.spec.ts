@@ -4,7 +4,8 @@ import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
-import type { AppendRequest, Message } from '../../../src/raft/types.js';
+import { APPEND_ENTRIES_MAX, type AppendRequest, type Message } from '../../../src/raft/types.js';
+import { appendHeaderChecksum, entryToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport, type GrpcTransportOptions } from '../../../src/transport/grpc-transport.js';
 import { MessageFaults, type MessageFaultRates } from '../../../src/transport/message-faults.js';
 import { createRaftService, statusError, type RaftServiceOptions } from '../../../src/transport/raft-service.js';
@@ -405,6 +406,34 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
         t.send(heartbeat(seq++));
         return false;
       });
+    });
+
+    it('refuses an append of more than APPEND_ENTRIES_MAX entries INVALID_ARGUMENT, never handing it to the core; APPEND_ENTRIES_MAX pass', async () => {
+      /** sendRaw writes one append of `n` empty entries on a stream of its own and returns the stream's status. */
+      const sendRaw = (n: number): Promise<grpc.StatusObject> => {
+        const entries = Array.from({ length: n }, (_, i) => entryToProto({ index: i + 1, term: 2, type: 'normal', data: new Uint8Array(0) }));
+        const req = { from: 'n1', to: 'n2', term: 2n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries, commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base: undefined };
+        const client = new pb.RaftServiceClient(server!.address, grpc.credentials.createInsecure());
+        const call = client.appendEntries();
+        return new Promise<grpc.StatusObject>((resolve) => {
+          call.on('data', () => call.end()); // answered: the append was taken
+          call.on('error', () => undefined);
+          call.on('status', (st) => {
+            client.close();
+            resolve(st);
+          });
+          call.write({ ...req, headerCrc32: appendHeaderChecksum(req) });
+        });
+      };
+      const refused = await sendRaw(APPEND_ENTRIES_MAX + 1);
+      assert.equal(refused.code, grpc.status.INVALID_ARGUMENT, refused.details);
+      assert.match(refused.details, new RegExp(`${APPEND_ENTRIES_MAX + 1} entries, more than APPEND_ENTRIES_MAX \\(${APPEND_ENTRIES_MAX}\\)`));
+      assert.equal(handler.requests.length, 0, 'the core saw nothing');
+      const taken = await sendRaw(APPEND_ENTRIES_MAX);
+      assert.equal(taken.code, grpc.status.OK, taken.details);
+      assert.equal(handler.requests.length, 1);
+      const [m] = handler.requests;
+      assert.ok(m?.type === 'append' && m.entries.length === APPEND_ENTRIES_MAX);
     });
 
     it('refuses a request addressed to another node', async () => {
