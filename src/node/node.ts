@@ -7,6 +7,7 @@ import {
   notLeaderMessage,
   sameMembership,
   defaultRaftConfig,
+  PENDING_READS_MAX_DEFAULT,
   type ConfChange,
   type Entry,
   type Membership,
@@ -107,6 +108,17 @@ const RESTORE_REFETCHES_MAX = 3;
  * anyway, so the queue holds only references).
  */
 const APPLY_QUEUE_ENTRIES_MAX = 10_000;
+/**
+ * READ_SHARES: the leader's ReadIndex slots (RaftConfig.maxPendingReads) are
+ * shared by every source of linearizable reads: each member forwarding its
+ * clients' reads (ReadIndex, by the member id its certificate names) and this
+ * node's own clients hold at most 1/READ_SHARES of them at once
+ * (readsPerSourceMax; more are refused `busy`), so that one member cannot
+ * take every slot and starve the leader's clients and the other members. A
+ * follower stops its own clients at the same share, so an honest one is not
+ * refused by its leader.
+ */
+export const READ_SHARES = 4;
 /** FORWARD_RPC_MARGIN_MS: a follower's Propose call waits this much longer than the leader waits for its writes' apply. */
 const FORWARD_RPC_MARGIN_MS = 1_000;
 /** APPLY_BATCH_ENTRIES_MAX: entries the apply worker applies in one state machine batch. */
@@ -448,6 +460,10 @@ export class Node {
   private replyWaiters: ReplyWaiter[] = [];
   /** readIndexWaiters: forwarded ReadIndex RPCs waiting for the leader's answer, by peer and context. */
   private readonly readIndexWaiters = new Map<string, (m: Message) => void>();
+  /** readIndexWaitersOf: how many of readIndexWaiters each peer has (at most readsPerSourceMax). */
+  private readonly readIndexWaitersOf = new Map<NodeId, number>();
+  /** readsPerSourceMax: linearizable reads one source (a member, or this node's clients) may have waiting (see READ_SHARES). */
+  private readonly readsPerSourceMax: number;
   /**
    * applyQueue: committed entries handed over by Readies, and snapshots to
    * install, applied in order by the apply worker (an install waits for the
@@ -552,6 +568,7 @@ export class Node {
     this.log = opts.logger ?? silentLogger;
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
+    this.readsPerSourceMax = Math.max(1, Math.floor((opts.raft?.maxPendingReads ?? PENDING_READS_MAX_DEFAULT) / READ_SHARES));
     this.initialAddresses = opts.initialMembership.addresses;
     this.dialAddresses = opts.dialAddresses ?? {};
     this.snapshots = opts.snapshots;
@@ -1016,29 +1033,50 @@ export class Node {
     }
   }
 
+  /**
+   * handleReadIndexRequest serves a member's ReadIndex: its answer once the
+   * core has one. Refused RESOURCE_EXHAUSTED ("busy: ...") while that member
+   * has readsPerSourceMax reads waiting here (its share, READ_SHARES) or all
+   * members together maxPendingProposals; INVALID_ARGUMENT for a context of
+   * that member's already waiting (an honest one never repeats one).
+   */
   private async handleReadIndexRequest(m: Extract<Message, { type: 'readIndex' }>): Promise<Message[]> {
     const key = `${m.from}\u0000${m.context}`;
-    if (this.readIndexWaiters.size >= this.maxPendingProposals) throw new NodeError('busy', 'too many reads waiting');
+    if (this.readIndexWaiters.has(key)) throw coded(3, `a read with this context from ${m.from} is already waiting`);
+    if (this.readIndexWaiters.size >= this.maxPendingProposals) throw coded(8, `busy: too many reads waiting on ${this.id}`);
+    const mine = this.readIndexWaitersOf.get(m.from) ?? 0;
+    if (mine >= this.readsPerSourceMax) {
+      throw coded(8, `busy: ${m.from} has ${mine} reads waiting on ${this.id}, its share of the leader's read slots (maxPendingReads / READ_SHARES)`);
+    }
     const answer = new Promise<Message>((resolve) => this.readIndexWaiters.set(key, resolve));
+    this.readIndexWaitersOf.set(m.from, mine + 1);
     const immediate = this.raft.stepForReplies(m);
     if (immediate.length > 0) {
-      this.readIndexWaiters.delete(key);
+      this.takeReadIndexWaiter(m.from, m.context);
       await this.persisted();
       return immediate;
     }
     this.kick();
     const timer = this.clock.setTimeout(() => {
-      const w = this.readIndexWaiters.get(key);
-      if (w !== undefined) {
-        this.readIndexWaiters.delete(key);
-        w({ type: 'readIndexResp', from: this.id, to: m.from, term: 0, context: m.context, index: 0, reject: true });
-      }
+      this.takeReadIndexWaiter(m.from, m.context)?.({ type: 'readIndexResp', from: this.id, to: m.from, term: 0, context: m.context, index: 0, reject: true });
     }, this.timings.readTimeoutMs);
     try {
       return [await answer];
     } finally {
       this.clock.clearTimeout(timer);
     }
+  }
+
+  /** takeReadIndexWaiter removes the waiter of `from`'s read `context` and returns it (undefined when none waits). */
+  private takeReadIndexWaiter(from: NodeId, context: string): ((m: Message) => void) | undefined {
+    const key = `${from}\u0000${context}`;
+    const w = this.readIndexWaiters.get(key);
+    if (w === undefined) return undefined;
+    this.readIndexWaiters.delete(key);
+    const left = (this.readIndexWaitersOf.get(from) ?? 1) - 1;
+    if (left > 0) this.readIndexWaitersOf.set(from, left);
+    else this.readIndexWaitersOf.delete(from);
+    return w;
   }
 
   // ------------------------------------------------------------ lifecycle
@@ -1068,6 +1106,7 @@ export class Node {
       w({ type: 'readIndexResp', from: this.id, to, term: 0, context, index: 0, reject: true });
     }
     this.readIndexWaiters.clear();
+    this.readIndexWaitersOf.clear();
     this.fetching?.abort.abort();
     this.stopAbort.abort();
     this.archives?.stop();
@@ -1651,12 +1690,7 @@ export class Node {
 
   private route(m: Message): void {
     if (m.type === 'readIndexResp') {
-      const key = `${m.to}\u0000${m.context}`;
-      const w = this.readIndexWaiters.get(key);
-      if (w !== undefined) {
-        this.readIndexWaiters.delete(key);
-        w(m);
-      }
+      this.takeReadIndexWaiter(m.to, m.context)?.(m);
       return;
     }
     if (m.type === 'snapshot' && !Object.hasOwn(m.snapshot.membership.addresses, this.id)) {
@@ -2213,7 +2247,9 @@ export class Node {
   /** linearizableBarrier resolves once this node has applied everything committed before the call. */
   private async linearizableBarrier(): Promise<void> {
     this.checkRunning();
-    if (this.reads.size >= this.maxPendingProposals) throw new NodeError('busy', 'too many reads waiting');
+    if (this.reads.size >= Math.min(this.maxPendingProposals, this.readsPerSourceMax)) {
+      throw new NodeError('busy', `too many reads waiting on ${this.id} (${this.reads.size}: its share of the leader's read slots, maxPendingReads / READ_SHARES)`);
+    }
     const context = `${this.id}/${this.readEpoch}/${++this.readSeq}`;
     await new Promise<void>((resolve, reject) => {
       const timer = this.clock.setTimeout(() => {

@@ -79,6 +79,9 @@ export interface RaftConfig {
   readonly joinBySnapshot: boolean;
 }
 
+/** PENDING_READS_MAX_DEFAULT: the default RaftConfig.maxPendingReads. */
+export const PENDING_READS_MAX_DEFAULT = 4096;
+
 export function defaultRaftConfig(id: NodeId, rng: Rng, overrides: Partial<RaftConfig> = {}): RaftConfig {
   const electionTimeoutTicks = overrides.electionTimeoutTicks ?? 10;
   return {
@@ -93,7 +96,7 @@ export function defaultRaftConfig(id: NodeId, rng: Rng, overrides: Partial<RaftC
     maxAppendBytes: 1 << 20,
     maxUncommittedBytes: 64 << 20,
     maxApplyBytes: 16 << 20,
-    maxPendingReads: 4096,
+    maxPendingReads: PENDING_READS_MAX_DEFAULT,
     joinBySnapshot: true,
     ...overrides,
   };
