@@ -1,5 +1,35 @@
 import type { ConfChange, Membership, NodeId } from './types.js';
 
+/**
+ * MEMBERSHIP_IDS_MAX, NODE_ID_CHARS_MAX, MEMBER_ADDRESS_CHARS_MAX: the limits
+ * every membership keeps: at most MEMBERSHIP_IDS_MAX voters and as many
+ * learners, twice that many addresses, node ids of at most NODE_ID_CHARS_MAX
+ * characters and addresses of at most MEMBER_ADDRESS_CHARS_MAX. A snapshot's
+ * meta.json holding more is refused (src/snapshot/archive-meta.ts), a change
+ * that would pass them is refused when proposed (validateConfChange), and so
+ * is a membership beyond them that a peer sends (src/transport/codec.ts).
+ */
+export const MEMBERSHIP_IDS_MAX = 1000;
+export const NODE_ID_CHARS_MAX = 256;
+export const MEMBER_ADDRESS_CHARS_MAX = 1024;
+
+/** membershipOverLimits: which of the limits above m passes (a sentence naming it), or null when it keeps them all. */
+export function membershipOverLimits(m: Membership): string | null {
+  for (const [what, ids] of [['voters', m.voters], ['learners', m.learners]] as const) {
+    if (ids.length > MEMBERSHIP_IDS_MAX) return `membership.${what}: ${ids.length} ids, more than MEMBERSHIP_IDS_MAX (${MEMBERSHIP_IDS_MAX})`;
+    for (const id of ids) {
+      if (id.length > NODE_ID_CHARS_MAX) return `membership.${what}: an id of ${id.length} characters, more than NODE_ID_CHARS_MAX (${NODE_ID_CHARS_MAX})`;
+    }
+  }
+  const addresses = Object.entries(m.addresses);
+  if (addresses.length > 2 * MEMBERSHIP_IDS_MAX) return `membership.addresses: ${addresses.length} entries, more than 2 * MEMBERSHIP_IDS_MAX (${2 * MEMBERSHIP_IDS_MAX})`;
+  for (const [id, address] of addresses) {
+    if (id.length > NODE_ID_CHARS_MAX) return `membership.addresses: an id of ${id.length} characters, more than NODE_ID_CHARS_MAX (${NODE_ID_CHARS_MAX})`;
+    if (address.length > MEMBER_ADDRESS_CHARS_MAX) return `membership.addresses: an address of ${address.length} characters, more than MEMBER_ADDRESS_CHARS_MAX (${MEMBER_ADDRESS_CHARS_MAX})`;
+  }
+  return null;
+}
+
 /** MembershipChangeError: a ConfChange that cannot be applied to the current membership. */
 export class MembershipChangeError extends Error {
   override readonly name = 'MembershipChangeError';
@@ -25,17 +55,27 @@ export function quorum(m: Membership): number {
 /**
  * validateConfChange throws MembershipChangeError when cc makes no sense
  * against m: adding a voter twice, demoting a voter to learner, removing an
- * unknown node or the last voter.
+ * unknown node or the last voter; or when the membership after it would pass
+ * the limits every membership keeps (MEMBERSHIP_IDS_MAX, NODE_ID_CHARS_MAX,
+ * MEMBER_ADDRESS_CHARS_MAX).
  */
 export function validateConfChange(m: Membership, cc: ConfChange): void {
   if (cc.nodeId === '') throw new MembershipChangeError('node id is empty');
+  if (cc.op !== 'removeNode') {
+    if (cc.nodeId.length > NODE_ID_CHARS_MAX) throw new MembershipChangeError(`node id: ${cc.nodeId.length} characters, more than NODE_ID_CHARS_MAX (${NODE_ID_CHARS_MAX})`);
+    if ((cc.address ?? '').length > MEMBER_ADDRESS_CHARS_MAX) {
+      throw new MembershipChangeError(`address: ${(cc.address ?? '').length} characters, more than MEMBER_ADDRESS_CHARS_MAX (${MEMBER_ADDRESS_CHARS_MAX})`);
+    }
+  }
   switch (cc.op) {
     case 'addVoter':
       if (isVoter(m, cc.nodeId)) throw new MembershipChangeError(`${cc.nodeId} is already a voter`);
+      if (m.voters.length >= MEMBERSHIP_IDS_MAX) throw new MembershipChangeError(`the membership has ${m.voters.length} voters, MEMBERSHIP_IDS_MAX`);
       return;
     case 'addLearner':
       if (isVoter(m, cc.nodeId)) throw new MembershipChangeError(`${cc.nodeId} is a voter; remove it before adding it as a learner`);
       if (m.learners.includes(cc.nodeId)) throw new MembershipChangeError(`${cc.nodeId} is already a learner`);
+      if (m.learners.length >= MEMBERSHIP_IDS_MAX) throw new MembershipChangeError(`the membership has ${m.learners.length} learners, MEMBERSHIP_IDS_MAX`);
       return;
     case 'removeNode':
       if (!isMember(m, cc.nodeId)) throw new MembershipChangeError(`${cc.nodeId} is not a member`);

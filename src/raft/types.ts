@@ -204,6 +204,13 @@ export interface TimeoutNow extends MessageBase {
 }
 
 /** ReadIndexRequest: a follower asks the leader for a read index (dissertation §6.4). */
+/**
+ * READ_CONTEXT_CHARS_MAX: the longest ReadIndex context. A node names its reads
+ * `<id>/<boot epoch>/<seq>` (at most ~300 characters: ids have at most
+ * NODE_ID_CHARS_MAX); a receiver refuses a longer one (src/transport/codec.ts).
+ */
+export const READ_CONTEXT_CHARS_MAX = 512;
+
 export interface ReadIndexRequest extends MessageBase {
   readonly type: 'readIndex';
   readonly context: string;

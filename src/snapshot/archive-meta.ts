@@ -4,6 +4,7 @@
  * serialisation, and the SHA256SUMS codec ("<hex>  <name>\n" per member).
  */
 import type { Membership } from '../raft/types.js';
+import { MEMBERSHIP_IDS_MAX, MEMBER_ADDRESS_CHARS_MAX, NODE_ID_CHARS_MAX } from '../raft/membership.js';
 import { ArchiveError } from './errors.js';
 
 export const ARCHIVE_FORMAT_VERSION = 1;
@@ -19,9 +20,6 @@ export const META_BYTES_MAX = 64 * 1024;
 /** SUMS_BYTES_MAX: the largest SHA256SUMS accepted (4 KiB). */
 export const SUMS_BYTES_MAX = 4 * 1024;
 
-const MEMBERS_MAX = 1000;
-const NODE_ID_CHARS_MAX = 256;
-const ADDRESS_CHARS_MAX = 1024;
 const ID_CHARS_MAX = 128;
 const VERSION_CHARS_MAX = 64;
 /** UTF8_STRICT decodes meta.json (fatal: invalid UTF-8 throws); one instance (it keeps no state between whole decodes). */
@@ -87,7 +85,7 @@ function checkString(v: unknown, what: string, maxChars: number): string {
 
 function checkIdList(v: unknown, what: string): string[] {
   if (!Array.isArray(v)) fail(`${what} must be an array`);
-  if (v.length > MEMBERS_MAX) fail(`${what} has more than ${MEMBERS_MAX} members`);
+  if (v.length > MEMBERSHIP_IDS_MAX) fail(`${what} has more than ${MEMBERSHIP_IDS_MAX} members`);
   const ids = v.map((x, i) => checkString(x, `${what}[${i}]`, NODE_ID_CHARS_MAX));
   if (new Set(ids).size !== ids.length) fail(`${what} lists a node twice`);
   return ids;
@@ -128,11 +126,11 @@ export function checkMembership(v: unknown): Membership {
   const addressesRaw = v['addresses'];
   if (!isRecord(addressesRaw)) fail('membership.addresses must be an object');
   const entries = Object.entries(addressesRaw);
-  if (entries.length > MEMBERS_MAX * 2) fail(`membership.addresses has more than ${MEMBERS_MAX * 2} entries`);
+  if (entries.length > MEMBERSHIP_IDS_MAX * 2) fail(`membership.addresses has more than ${MEMBERSHIP_IDS_MAX * 2} entries`);
   const addresses: Record<string, string> = {};
   for (const [node, addr] of entries) {
     checkString(node, 'a membership.addresses key', NODE_ID_CHARS_MAX);
-    setOwn(addresses, node, checkString(addr, `membership.addresses[${JSON.stringify(node)}]`, ADDRESS_CHARS_MAX));
+    setOwn(addresses, node, checkString(addr, `membership.addresses[${JSON.stringify(node)}]`, MEMBER_ADDRESS_CHARS_MAX));
   }
   return { voters, learners, addresses };
 }

@@ -18,6 +18,7 @@
 import { crc32 } from 'node:zlib';
 import {
   APPEND_ENTRIES_MAX,
+  READ_CONTEXT_CHARS_MAX,
   type AppendRequest,
   type AppendResponse,
   type Entry,
@@ -36,7 +37,7 @@ import {
 } from '../raft/types.js';
 import * as pb from '../gen/snapcoord/v1/raft.js';
 import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedOutcome, type ForwardedProposals, type MembershipAnswer, type MembershipQuery, type StageArchiveParams } from './transport.js';
-import { wellFormedMembership } from '../raft/membership.js';
+import { NODE_ID_CHARS_MAX, membershipOverLimits, wellFormedMembership } from '../raft/membership.js';
 
 /** CodecError: a value cannot be represented on the wire, or a received message is malformed. */
 export class CodecError extends Error {
@@ -61,9 +62,17 @@ export function fromU64(v: bigint, field: string): number {
   return Number(v);
 }
 
+/** nodeId: a node id, checked: non-empty, at most NODE_ID_CHARS_MAX characters (CodecError). */
 function nodeId(id: string, field: string): string {
   if (typeof id !== 'string' || id === '') throw new CodecError(`${field}: a node id is required`);
+  if (id.length > NODE_ID_CHARS_MAX) throw new CodecError(`${field}: a node id of ${id.length} characters, more than NODE_ID_CHARS_MAX (${NODE_ID_CHARS_MAX})`);
   return id;
+}
+
+/** readContext: a ReadIndex context of at most READ_CONTEXT_CHARS_MAX characters (CodecError). */
+function readContext(context: string): string {
+  if (context.length > READ_CONTEXT_CHARS_MAX) throw new CodecError(`context: ${context.length} characters, more than READ_CONTEXT_CHARS_MAX (${READ_CONTEXT_CHARS_MAX})`);
+  return context;
 }
 
 interface WireHeader {
@@ -195,8 +204,11 @@ export function membershipToProto(m: Membership): pb.Membership {
   };
 }
 
+/** membershipFromProto decodes a membership; one beyond the limits every membership keeps (membershipOverLimits) is refused before it is copied (CodecError). */
 export function membershipFromProto(p: pb.Membership | undefined): Membership {
   if (p === undefined) throw new CodecError('membership: required');
+  const over = membershipOverLimits(p);
+  if (over !== null) throw new CodecError(over);
   const addresses: Record<string, string> = {};
   for (const [id, addr] of Object.entries(p.addresses)) {
     if (typeof addr !== 'string') throw new CodecError(`membership.addresses[${id}]: not a string`);
@@ -516,7 +528,7 @@ export function readIndexRequestToProto(m: ReadIndexRequest): pb.ReadIndexReques
 }
 
 export function readIndexRequestFromProto(p: pb.ReadIndexRequest): ReadIndexRequest {
-  return { type: 'readIndex', ...headerFromProto(p), context: p.context };
+  return { type: 'readIndex', ...headerFromProto(p), context: readContext(p.context) };
 }
 
 export function readIndexResponseToProto(m: ReadIndexResponse | null): pb.ReadIndexResponse {
@@ -526,7 +538,7 @@ export function readIndexResponseToProto(m: ReadIndexResponse | null): pb.ReadIn
 
 export function readIndexResponseFromProto(p: pb.ReadIndexResponse): ReadIndexResponse | null {
   if (!p.hasReply) return null;
-  return { type: 'readIndexResp', ...headerFromProto(p), context: p.context, index: fromU64(p.index, 'index'), reject: p.reject };
+  return { type: 'readIndexResp', ...headerFromProto(p), context: readContext(p.context), index: fromU64(p.index, 'index'), reject: p.reject };
 }
 
 // ---------------------------------------------------------------- StageArchive

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
-import type { Entry, Message, SnapshotMeta } from '../../../src/raft/types.js';
+import { READ_CONTEXT_CHARS_MAX, type Entry, type Message, type SnapshotMeta } from '../../../src/raft/types.js';
+import { MEMBERSHIP_IDS_MAX, MEMBER_ADDRESS_CHARS_MAX, NODE_ID_CHARS_MAX, validateConfChange } from '../../../src/raft/membership.js';
 import {
   CodecError,
   appendRequestFromProto,
@@ -388,6 +389,57 @@ describe('transport codec', () => {
       const later = appendRequestToProto({ ...first, prevLogIndex: 3, prevLogTerm: 1, entries: [], base });
       assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, later)), isCodecError(/base membership with prev_log_index 3/));
     });
+  });
+});
+
+describe('transport codec: what no honest member sends is refused (the limits every membership keeps, read contexts)', () => {
+  const isCodecError = (pattern: RegExp) => (err: unknown) => err instanceof CodecError && pattern.test(err.message);
+  const ids = (n: number, prefix: string): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+  const wide = (voters: string[], learners: string[] = [], addresses: Record<string, string> = {}): pb.Membership => ({ voters, learners, addresses });
+  const overs: [string, pb.Membership, RegExp][] = [
+    ['voters', wide(ids(MEMBERSHIP_IDS_MAX + 1, 'v')), /membership\.voters: 1001 ids, more than MEMBERSHIP_IDS_MAX \(1000\)/],
+    ['learners', wide(['n1'], ids(MEMBERSHIP_IDS_MAX + 1, 'l')), /membership\.learners: 1001 ids, more than MEMBERSHIP_IDS_MAX/],
+    ['a long id', wide(['n'.repeat(NODE_ID_CHARS_MAX + 1)]), /an id of 257 characters, more than NODE_ID_CHARS_MAX \(256\)/],
+    ['a long address', wide(['n1'], [], { n1: 'h'.repeat(MEMBER_ADDRESS_CHARS_MAX + 1) }), /an address of 1025 characters, more than MEMBER_ADDRESS_CHARS_MAX \(1024\)/],
+    ['addresses', wide(['n1'], [], Object.fromEntries(ids(2 * MEMBERSHIP_IDS_MAX + 1, 'a').map((id) => [id, 'h:1']))), /membership\.addresses: 2001 entries/],
+  ];
+
+  it('a membership beyond the limits, in an append\'s base, an InstallSnapshot or a GetMembership answer; the limits themselves pass', () => {
+    for (const [what, m, want] of overs) {
+      // Built by hand: the encoders refuse some of these already (a long id).
+      const header = { from: 'n1', to: 'n2', term: 1n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries: [], commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base: m };
+      const append = { ...header, headerCrc32: appendHeaderChecksum(header) };
+      assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, append)), isCodecError(want), `append base: ${what}`);
+      const install = { from: 'n1', to: 'n2', term: 1n, snapshot: { ...snapshotRequestToProto({ type: 'snapshot', from: 'n1', to: 'n2', term: 1, snapshot: meta }).snapshot!, membership: m } };
+      assert.throws(() => snapshotRequestFromProto(wire(pb.InstallSnapshotRequest, install)), isCodecError(want), `install: ${what}`);
+      const answer = { from: 'n1', term: 1n, membership: m };
+      assert.throws(() => getMembershipResponseFromProto(wire(pb.GetMembershipResponse, answer)), isCodecError(want), `GetMembership: ${what}`);
+    }
+    const full = wide(ids(MEMBERSHIP_IDS_MAX, 'v'), ids(MEMBERSHIP_IDS_MAX, 'l'), { ['n'.repeat(NODE_ID_CHARS_MAX)]: 'h'.repeat(MEMBER_ADDRESS_CHARS_MAX) });
+    const install = snapshotRequestToProto({ type: 'snapshot', from: 'n1', to: 'n2', term: 1, snapshot: { ...meta, membership: full } });
+    assert.equal(snapshotRequestFromProto(wire(pb.InstallSnapshotRequest, install)).snapshot.membership.voters.length, MEMBERSHIP_IDS_MAX);
+  });
+
+  it('a sender or receiver id longer than NODE_ID_CHARS_MAX, a ReadIndex context longer than READ_CONTEXT_CHARS_MAX', () => {
+    const long = 'n'.repeat(NODE_ID_CHARS_MAX + 1);
+    const vote = { from: long, to: 'n2', term: 1n, preVote: false, lastLogIndex: 0n, lastLogTerm: 0n, transfer: false };
+    assert.throws(() => voteRequestFromProto(wire(pb.RequestVoteRequest, vote)), isCodecError(/from: a node id of 257 characters, more than NODE_ID_CHARS_MAX/));
+    const ask = (context: string): pb.ReadIndexRequest => wire(pb.ReadIndexRequest, { from: 'n1', to: 'n2', term: 1n, context });
+    assert.throws(() => readIndexRequestFromProto(ask('c'.repeat(READ_CONTEXT_CHARS_MAX + 1))), isCodecError(/context: 513 characters, more than READ_CONTEXT_CHARS_MAX \(512\)/));
+    assert.equal(readIndexRequestFromProto(ask('c'.repeat(READ_CONTEXT_CHARS_MAX))).context.length, READ_CONTEXT_CHARS_MAX);
+    const answer = wire(pb.ReadIndexResponse, { from: 'n2', to: 'n1', term: 1n, context: 'c'.repeat(READ_CONTEXT_CHARS_MAX + 1), index: 3n, reject: false, hasReply: true });
+    assert.throws(() => readIndexResponseFromProto(answer), isCodecError(/READ_CONTEXT_CHARS_MAX/));
+  });
+
+  it('a membership change that would pass the limits is refused when proposed (validateConfChange)', () => {
+    const full = wide(ids(MEMBERSHIP_IDS_MAX, 'v'), ids(MEMBERSHIP_IDS_MAX, 'l'));
+    assert.throws(() => validateConfChange(full, { op: 'addVoter', nodeId: 'x' }), /1000 voters, MEMBERSHIP_IDS_MAX/);
+    assert.throws(() => validateConfChange(full, { op: 'addLearner', nodeId: 'x' }), /1000 learners, MEMBERSHIP_IDS_MAX/);
+    assert.throws(() => validateConfChange(wide(['n1']), { op: 'addLearner', nodeId: 'n'.repeat(NODE_ID_CHARS_MAX + 1) }), /NODE_ID_CHARS_MAX/);
+    assert.throws(() => validateConfChange(wide(['n1']), { op: 'addVoter', nodeId: 'n2', address: 'h'.repeat(MEMBER_ADDRESS_CHARS_MAX + 1) }), /MEMBER_ADDRESS_CHARS_MAX/);
+    assert.throws(() => validateConfChange(full, { op: 'addVoter', nodeId: 'l0' }), /MEMBERSHIP_IDS_MAX/, 'a learner promoted: one voter more');
+    validateConfChange(wide(ids(MEMBERSHIP_IDS_MAX - 1, 'v'), ids(MEMBERSHIP_IDS_MAX, 'l')), { op: 'addVoter', nodeId: 'l0' });
+    validateConfChange(wide(['n1']), { op: 'addVoter', nodeId: 'n'.repeat(NODE_ID_CHARS_MAX), address: 'h'.repeat(MEMBER_ADDRESS_CHARS_MAX) });
   });
 });
 
