@@ -1,4 +1,5 @@
-import { RaftServiceService, type FetchSnapshotResponse } from '../gen/snapcoord/v1/raft.js';
+import { RaftServiceService, type AppendEntriesRequest, type FetchSnapshotResponse } from '../gen/snapcoord/v1/raft.js';
+import { decodeAppendRequest } from './codec.js';
 import { encodeBytesMessage, type BytesMessageField } from './bytes-message.js';
 
 /**
@@ -17,8 +18,12 @@ export function serializeFetchSnapshotResponse(m: FetchSnapshotResponse): Buffer
   return encodeBytesMessage(before, m.data.length > 0 ? { tag: 0x12, data: m.data } : null, after);
 }
 
-/** RAFT_SERVICE_DEFINITION: the generated RaftService definition with the one-copy FetchSnapshot encoder. */
+/**
+ * RAFT_SERVICE_DEFINITION: the generated RaftService definition with the one-copy FetchSnapshot encoder,
+ * and an AppendEntries decoder that counts the entries before it decodes them (decodeAppendRequest).
+ */
 export const RAFT_SERVICE_DEFINITION = {
   ...RaftServiceService,
+  appendEntries: { ...RaftServiceService.appendEntries, requestDeserialize: (b: Buffer): AppendEntriesRequest => decodeAppendRequest(b) },
   fetchSnapshot: { ...RaftServiceService.fetchSnapshot, responseSerialize: serializeFetchSnapshotResponse },
 } as const;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
-import { READ_CONTEXT_CHARS_MAX, type Entry, type Message, type SnapshotMeta } from '../../../src/raft/types.js';
+import { APPEND_ENTRIES_MAX, READ_CONTEXT_CHARS_MAX, type Entry, type Message, type SnapshotMeta } from '../../../src/raft/types.js';
 import { MEMBERSHIP_IDS_MAX, MEMBER_ADDRESS_CHARS_MAX, NODE_ID_CHARS_MAX, validateConfChange } from '../../../src/raft/membership.js';
 import {
   CodecError,
@@ -9,6 +9,7 @@ import {
   appendHeaderChecksum,
   appendRequestToProto,
   appendResponseFromProto,
+  decodeAppendRequest,
   appendResponseToProto,
   entryChecksum,
   entryFromProto,
@@ -389,6 +390,31 @@ describe('transport codec', () => {
       const later = appendRequestToProto({ ...first, prevLogIndex: 3, prevLogTerm: 1, entries: [], base });
       assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, later)), isCodecError(/base membership with prev_log_index 3/));
     });
+  });
+});
+
+describe('transport codec: decodeAppendRequest (the peer server\'s AppendEntries decoder) counts the entries before it decodes them', () => {
+  const isCodecError = (pattern: RegExp) => (err: unknown) => err instanceof CodecError && pattern.test(err.message);
+  const bytesOf = (n: number): Uint8Array => {
+    const entries = Array.from({ length: n }, (_, i) => entryToProto({ index: i + 1, term: 2, type: 'normal', data: new Uint8Array(0) }));
+    const req = { from: 'n1', to: 'n2', term: 2n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries, commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base: undefined };
+    return pb.AppendEntriesRequest.encode({ ...req, headerCrc32: appendHeaderChecksum(req) }).finish();
+  };
+
+  it('APPEND_ENTRIES_MAX entries are decoded; one more is not decoded at all, and refused naming the limit', () => {
+    const full = decodeAppendRequest(bytesOf(APPEND_ENTRIES_MAX));
+    assert.equal(full.entries.length, APPEND_ENTRIES_MAX);
+    assert.equal(appendRequestFromProto(full).type, 'append');
+    const over = bytesOf(APPEND_ENTRIES_MAX + 1);
+    const refused = decodeAppendRequest(over);
+    assert.equal(refused.entries.length, 0, 'its entries were decoded');
+    assert.equal(refused.from, '');
+    const want = isCodecError(new RegExp(`^append: more than APPEND_ENTRIES_MAX \\(${APPEND_ENTRIES_MAX}\\) entries in one append$`));
+    assert.throws(() => appendRequestFromProto(refused), want);
+    // Bytes a decoder would read only partly (cut short, or behind a group's start tag) are counted all the same.
+    assert.equal(decodeAppendRequest(over.subarray(0, over.length - 1)).entries.length, 0);
+    const grouped = new Uint8Array([0x7b, ...over]); // field 15, wire type 3 (start group)
+    assert.equal(decodeAppendRequest(grouped).entries.length, 0);
   });
 });
 
