@@ -21,7 +21,8 @@
  * leave them 0.
  *
  * Idempotent writes: a Put or Delete with `client_id` and `request_id`
- * (both or neither: INVALID_ARGUMENT otherwise) is proposed with that stamp;
+ * (both or neither: INVALID_ARGUMENT otherwise) is proposed with that stamp,
+ * its client id bound to the caller's API key (boundClientId);
  * the state machine applies it at most once (src/fsm/sessions.ts) and a
  * repeat is answered with the first revision, `replayed` set. A request id
  * older than the ones its client's record still holds fails
@@ -68,6 +69,9 @@ import { KV_RANGE_LIMIT_MAX, type ApplyResult, type KvRangeQuery, type StoredKey
 import { ApiError, invalidArgument } from './api-error.js';
 import { requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
+import { boundClientId } from './bound-client-id.js';
+import { bearerToken } from '../auth/bearer.js';
+import { AUTHORIZATION_METADATA_KEY } from '../client/authorization.js';
 
 /** RANGE_LIMIT_DEFAULT: the pairs a Range returns when the request names no limit. */
 export const RANGE_LIMIT_DEFAULT = 1000;
@@ -86,18 +90,21 @@ export function checkKey(key: Uint8Array, field = 'key'): void {
 
 /**
  * sessionOf returns the session stamp of a write's `client_id` / `request_id`
- * (undefined when both are unset). Errors: INVALID_ARGUMENT when only one is
- * set, or the client id or request id breaks the rules of sessions.ts.
+ * (undefined when both are unset), its client id bound to the API key the
+ * call `md` presents (boundClientId: another key's holder cannot name the
+ * same session). Errors: INVALID_ARGUMENT when only one is set, or the client
+ * id or request id breaks the rules of sessions.ts.
  */
-export function sessionOf(clientId: string, requestId: bigint): SessionStamp | undefined {
+export function sessionOf(md: grpc.Metadata, clientId: string, requestId: bigint): SessionStamp | undefined {
   if (clientId === '' && requestId === 0n) return undefined;
   if (clientId === '') throw invalidArgument('request_id is set without a client_id');
   if (requestId <= 0n) throw invalidArgument('client_id is set without a request_id (1..2^53-1)');
   if (requestId > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`request_id ${requestId} is above 2^53-1`);
-  const stamp = { clientId, seq: Number(requestId) };
-  const problem = sessionStampProblem(stamp);
+  const problem = sessionStampProblem({ clientId, seq: Number(requestId) });
   if (problem !== null) throw invalidArgument(problem);
-  return stamp;
+  const authorization = md.get(AUTHORIZATION_METADATA_KEY)[0];
+  const apiKey = typeof authorization === 'string' ? (bearerToken(authorization) ?? '') : '';
+  return { clientId: boundClientId(apiKey, clientId), seq: Number(requestId) };
 }
 
 function checkKeyLength(key: Uint8Array, field: string): void {
@@ -237,7 +244,7 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
       const req = call.request;
       checkKey(req.key);
       checkValue(req.value);
-      const session = sessionOf(req.clientId, req.requestId);
+      const session = sessionOf(call.metadata, req.clientId, req.requestId);
       return forwarder.run(
         call,
         async (forwarded): Promise<PutResponse> => {
@@ -261,7 +268,7 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
     delete: unary(async (call: grpc.ServerUnaryCall<DeleteRequest, DeleteResponse>) => {
       const req = call.request;
       checkKey(req.key);
-      const session = sessionOf(req.clientId, req.requestId);
+      const session = sessionOf(call.metadata, req.clientId, req.requestId);
       return forwarder.run(
         call,
         async (forwarded): Promise<DeleteResponse> => {
@@ -286,7 +293,7 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
     txn: unary(async (call: grpc.ServerUnaryCall<TxnRequest, TxnResponse>) => {
       const req = call.request;
       const txn = txnOf(req);
-      const session = sessionOf(req.clientId, req.requestId);
+      const session = sessionOf(call.metadata, req.clientId, req.requestId);
       return forwarder.run(
         call,
         async (forwarded): Promise<TxnResponse> => {

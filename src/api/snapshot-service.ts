@@ -217,7 +217,7 @@ function restoreSessionOf(md: grpc.Metadata): SessionStamp | undefined {
   const requestId = md.get(REQUEST_ID_METADATA_KEY)[0];
   const id = typeof requestId === 'string' ? requestId.trim() : '';
   if (id !== '' && !/^\d{1,16}$/.test(id)) throw new ApiError(grpc.status.INVALID_ARGUMENT, `${REQUEST_ID_METADATA_KEY} is not a whole number`);
-  return sessionOf(typeof clientId === 'string' ? clientId : '', id === '' ? 0n : BigInt(id));
+  return sessionOf(md, typeof clientId === 'string' ? clientId : '', id === '' ? 0n : BigInt(id));
 }
 
 function copyRestoreRequestId(from: grpc.Metadata, to: grpc.Metadata): void {

@@ -169,6 +169,35 @@ describe('idempotent writes on a 3-node cluster', function () {
     );
     assert.deepEqual(await valueEverywhere('idem/many'), ['40', '40', '40']);
   });
+
+  it('a client id is bound to the API key that sends it: another key\'s holder can neither answer nor expire its retries', async () => {
+    const leader = await cluster.waitForLeader();
+    const follower = cluster.followers(leader.id)[0];
+    assert.ok(follower !== undefined);
+    // No auth interceptor here: the binding reads the presented key (production's interceptor has checked it).
+    const victim = new KvClient(follower.address, { apiKey: 'victim-key-0123456789' });
+    const attacker = new KvClient(leader.address, { apiKey: 'attacker-key-0123456789' });
+    const victimAtLeader = new KvClient(leader.address, { apiKey: 'victim-key-0123456789' });
+    try {
+      // The attacker writes first with the victim's next request id: the victim's write is still applied, not "replayed".
+      await attacker.put({ key: enc.encode('bind/attacker'), value: enc.encode('x'), clientId: 'victim', requestId: 7n });
+      const mine = await victim.put({ key: enc.encode('bind/victim'), value: enc.encode('v7'), clientId: 'victim', requestId: 7n });
+      assert.equal(mine.replayed, false, 'the victim\'s write was answered with the attacker\'s result');
+      assert.deepEqual(await valueEverywhere('bind/victim'), ['v7', 'v7', 'v7']);
+      // Request ids far above the victim's, more than a client's record keeps: the victim's next ones are not expired.
+      for (let seq = 1000n; seq < 1040n; seq++) await attacker.put({ key: enc.encode('bind/attacker'), value: enc.encode(String(seq)), clientId: 'victim', requestId: seq });
+      const next = await victim.put({ key: enc.encode('bind/victim'), value: enc.encode('v8'), clientId: 'victim', requestId: 8n });
+      assert.equal(next.replayed, false);
+      // The victim's own retries still answer with the first result, through either node.
+      const retry = await victimAtLeader.put({ key: enc.encode('bind/victim'), value: enc.encode('v8'), clientId: 'victim', requestId: 8n });
+      assert.equal(retry.replayed, true);
+      assert.equal(retry.header?.revision, next.header?.revision);
+    } finally {
+      victim.close();
+      attacker.close();
+      victimAtLeader.close();
+    }
+  });
 });
 
 describe('idempotent writes across a restart', function () {
