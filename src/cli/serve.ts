@@ -145,6 +145,9 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   } catch (err) {
     throw new CliError(err instanceof Error ? err.message : String(err), EXIT_CONFIG);
   }
+  if (storage.migrated !== null) {
+    logger.info({ dataDir: cfg.dataDir, ...storage.migrated }, 'data dir of an earlier build migrated: every log entry and state record now ends with a CRC-32, checked when read');
+  }
   try {
     await storage.checkIdentity({ nodeId: cfg.id, clusterId: cfg.clusterId, formatVersion: FORMAT_VERSION }, { createIfNew: true });
   } catch (err) {

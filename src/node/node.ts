@@ -22,7 +22,7 @@ import {
 import { encodeCommand, type KvCommand } from '../fsm/kv-command.js';
 import { encodeOpsRecord } from '../fsm/ops-record.js';
 import type { SessionStamp } from '../fsm/sessions.js';
-import type { HeldStateImage, LogBase, LogBatch, NodeStorage } from '../storage/types.js';
+import { STATE_RECORD_FORMAT, type HeldStateImage, type LogBase, type LogBatch, type NodeStorage } from '../storage/types.js';
 import { StateMachine, type ArchiveInstall, type RestoreOutcome } from '../fsm/state-machine.js';
 import type { ApplyResult, KvRangeQuery, KvRangeResult } from '../fsm/types.js';
 import type {
@@ -772,18 +772,41 @@ export class Node {
   /** opsRecord reads the ops record `name`: linearizable (ReadIndex) unless serializable is set. */
   async opsRecord(name: string, serializable = false): Promise<Uint8Array | undefined> {
     if (!serializable) await this.linearizableBarrier();
-    return this.fsm.opsRecord(name);
+    return this.readChecked(this.fsm.opsRecord(name));
   }
 
   /** get reads a key: linearizable (ReadIndex) unless serializable is set (local, possibly stale). */
   async get(key: Uint8Array, serializable = false): Promise<Uint8Array | undefined> {
     if (!serializable) await this.linearizableBarrier();
-    return this.fsm.get(key);
+    return this.readChecked(this.fsm.get(key));
   }
 
   async range(q: KvRangeQuery, serializable = false): Promise<KvRangeResult> {
     if (!serializable) await this.linearizableBarrier();
-    return this.fsm.range(q);
+    return this.readChecked(this.fsm.range(q));
+  }
+
+  /**
+   * readChecked: a client's read of the state machine. A record that does not verify (StorageError `corrupt`: a
+   * byte damaged on disk, met by its checksum) fails the read and the node (see failIfCorrupt).
+   */
+  private async readChecked<T>(read: Promise<T>): Promise<T> {
+    try {
+      return await read;
+    } catch (e) {
+      this.failIfCorrupt(e);
+      throw e;
+    }
+  }
+
+  /**
+   * failIfCorrupt stops the node (fail) when `e` is StorageError `corrupt`: its state machine is not what it
+   * applied, every snapshot or read of that record fails the same way, and a leader in that state never again sends
+   * a snapshot (a member that joins or falls behind waits for good: simulator seed 210903). Stopped, another member
+   * leads, and the data dir is to be replaced.
+   */
+  private failIfCorrupt(e: unknown): void {
+    if (e instanceof StorageError && e.code === 'corrupt') this.fail(e);
   }
 
   /** changeMembership proposes a single-server change and resolves once it is applied here. */
@@ -887,7 +910,7 @@ export class Node {
   /** stateDigest: the SHA-256 of the state machine (applied index and every record), read at one consistent point. */
   stateDigest(): Promise<string> {
     this.checkRunning();
-    return this.fsm.stateDigest();
+    return this.readChecked(this.fsm.stateDigest());
   }
 
   /** isMember: `id` is a voter or learner of this node's current configuration (the newest in its log). */
@@ -1457,11 +1480,9 @@ export class Node {
       );
     } catch (e) {
       if (!(e instanceof SnapshotSupersededError)) this.disk?.noteError(e);
-      // A record of the state that does not verify (RocksDB's block checksums, `Corruption:`): this node's state
-      // machine is not what it applied, and every snapshot it tries fails the same way. Retried, a leader in that
-      // state never again sends a snapshot, and a member that joins or falls behind waits for good (simulator seed
-      // 210903); it stops instead, like a failed write: another member leads, and the data dir is to be replaced.
-      if (e instanceof StorageError && e.code === 'corrupt') this.fail(e);
+      // A record of the state that does not verify (its checksum, or RocksDB's `Corruption:`): retried, every
+      // snapshot would fail the same way; the node stops instead, like a failed write.
+      this.failIfCorrupt(e);
       throw e;
     } finally {
       this.creation = null;
@@ -1873,6 +1894,7 @@ export class Node {
         to: leader,
         address,
         index,
+        recordFormat: STATE_RECORD_FORMAT,
         ...(sm.dial !== undefined ? { dial: sm.dial } : {}),
         ...(streams !== undefined ? { streams: { openStateImageStream: streams } } : {}),
         clock: this.clock,
@@ -1965,13 +1987,17 @@ export class Node {
    * restore entry at p.index, once this node has it, waiting up to
    * IMAGE_BUILD_WAIT_MS while it is building it (or, as the leader, has not
    * yet applied that committed entry). Errors (coded): UNIMPLEMENTED (a store
-   * without images), RESOURCE_EXHAUSTED (IMAGE_TRANSFERS_MAX streams served
+   * without images), FAILED_PRECONDITION (the asker reads records of another
+   * form than STATE_RECORD_FORMAT), RESOURCE_EXHAUSTED (IMAGE_TRANSFERS_MAX streams served
    * already, or IMAGE_TRANSFERS_PER_PEER_MAX to p.from), NOT_FOUND (no image of that index comes).
    */
   async openStateImage(p: FetchStateImageParams, signal: AbortSignal): Promise<StateImageStream> {
     this.checkRunning();
     const storage = this.storage;
     if (storage.stateImage === undefined) throw coded(12, 'this node keeps no state images');
+    if (p.recordFormat !== STATE_RECORD_FORMAT) {
+      throw coded(9, `${p.from} reads state records of format ${p.recordFormat}; this node's state images hold format ${STATE_RECORD_FORMAT}`);
+    }
     if (this.imageTransfers >= IMAGE_TRANSFERS_MAX) throw coded(8, `${IMAGE_TRANSFERS_MAX} state images are being sent already`);
     const toPeer = this.imageTransfersTo.get(p.from) ?? 0;
     if (toPeer >= IMAGE_TRANSFERS_PER_PEER_MAX) throw coded(8, `${p.from} is being sent ${toPeer} state image${toPeer === 1 ? '' : 's'} already`);

@@ -8,7 +8,8 @@ import { resolveRange } from './key-range.js';
 import { ChangedKeys } from './changed-keys.js';
 import { keyString } from './key-string.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
-import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp } from './rocks.js';
+import { openRecord, RecordSealer, sealRecord } from './record-checksum.js';
+import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp, type RocksOpSink } from './rocks.js';
 import { SerialQueue } from './serial-queue.js';
 import { checkInstallBatch, checkInstallMeta, checkStateBatch, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
@@ -16,6 +17,7 @@ import { checkImageManifest, checkImageSpace, exportStateImage, readStateImageCh
 import {
   SNAPSHOT_BATCH_BYTES_DEFAULT,
   SNAPSHOT_BATCH_ENTRIES_DEFAULT,
+  STATE_RECORD_FORMAT,
   type CompactionBase,
   type HeldStateImage,
   type Identity,
@@ -45,21 +47,31 @@ import {
  *
  * Key layout of log/ (bytewise order):
  *
- *   'l' + index:u64be         -> term:u64be type:u8 data      (log entry; type 0 normal, 1 conf)
+ *   'l' + index:u64be         -> term:u64be type:u8 data crc  (log entry; type 0 normal, 1 conf)
  *   'm' + 'hardState'         -> JSON {term, vote, commit}
  *   'm' + 'identity'          -> JSON {nodeId, clusterId, formatVersion}
  *   'm' + 'logBase'           -> index:u64be term:u64be [membership JSON]
+ *   'm' + 'recordFormat'      -> format:u64be                 (2: every 'l' value ends with its crc)
  *                                (last compacted entry and the membership as of it;
  *                                 a value of 16 bytes was written by a build that did
  *                                 not record the membership: read as null)
  *
  * Key layout of state-<gen>/:
  *
- *   'k' + key                 -> value bytes                  (the state's records, whatever
+ *   'k' + key                 -> value bytes crc              (the state's records, whatever
  *                                they mean: src/fsm keeps its own records, client sessions
  *                                and key revisions, under keys of its own)
  *   'm' + 'applied'           -> index:u64be                  (state machine applied index)
  *   'm' + 'membership'        -> JSON Membership              (as of the applied index)
+ *   'm' + 'recordFormat'      -> format:u64be                 (2: every 'k' value ends with its crc)
+ *
+ * crc: the CRC-32 (u32be) of the stored key and the value before it
+ * (record-checksum.ts), checked wherever the record is read, because the
+ * binding's iterators do not verify RocksDB's own block checksums. A
+ * database without 'recordFormat' was written by a build before the
+ * checksums (format 1: bare values): open() migrates it once (the log in one
+ * synced batch; the state by building the next generation, committed as an
+ * install is), and refuses any other format with `unknownFormat`.
  *
  * State generations: installState builds state-<gen+1> next to the current
  * one (unsynced batches, then one synced write of the applied index and
@@ -98,6 +110,12 @@ const KEY_HARD_STATE = Buffer.from('mhardState');
 const KEY_IDENTITY = Buffer.from('midentity');
 const KEY_LOG_BASE = Buffer.from('mlogBase');
 const KEY_MEMBERSHIP = Buffer.from('mmembership');
+/** KEY_RECORD_FORMAT: in the log and in each state generation, the stored form of its records (see the layout above). */
+const KEY_RECORD_FORMAT = Buffer.from('mrecordFormat');
+/** LEGACY_RECORD_FORMAT: the stored form of a database without KEY_RECORD_FORMAT (bare values: builds before the checksums). */
+const LEGACY_RECORD_FORMAT = 1;
+/** RECORD_FORMAT: the stored form of the records this build writes, in the log as in the state (STATE_RECORD_FORMAT). */
+const RECORD_FORMAT = STATE_RECORD_FORMAT;
 
 /**
  * CHANGES_TRACKED_MAX: keys whose last write the store remembers (for the
@@ -222,12 +240,13 @@ class KvKeyScratch {
 }
 
 /**
- * LogScratch gives logKey(index) and encodeEntry(entry) in buffers it reuses: each result is valid until the next
- * call of the same method, so only for a callee that copies it at once (RocksDb.writeFilled's sink does).
+ * LogScratch writes log entries into a native batch (RocksOpSink.put copies at once): each entry's key and
+ * stored form (its sealed encoding) in buffers it reuses, no Buffer per entry.
  */
 class LogScratch {
   readonly #key = Buffer.alloc(9);
   #entry = Buffer.alloc(256);
+  readonly #sealer = new RecordSealer();
 
   key(index: number): Buffer {
     const key = this.#key;
@@ -236,18 +255,21 @@ class LogScratch {
     return key;
   }
 
-  entry(entry: Entry): Uint8Array {
+  /** put: `entry` under its key into `sink`. */
+  put(sink: RocksOpSink, entry: Entry): void {
+    const key = this.key(entry.index);
     const n = ENTRY_HEADER_BYTES + entry.data.length;
-    if (n > this.#entry.length) {
-      // Grown to the larger entry (big values: a new buffer of that size, as encodeEntry made one each time).
-      if (n > LOG_SCRATCH_BYTES_MAX) return encodeEntry(entry);
-      this.#entry = Buffer.alloc(Math.max(n, this.#entry.length * 2));
+    if (n > LOG_SCRATCH_BYTES_MAX) {
+      // Big values: a buffer of their own, as before the scratch.
+      sink.put(key, sealRecord(key, encodeEntry(entry)));
+      return;
     }
+    if (n > this.#entry.length) this.#entry = Buffer.alloc(Math.max(n, this.#entry.length * 2));
     const out = this.#entry;
     writeU64(out, entry.term, 0);
     out[8] = entry.type === 'conf' ? 1 : 0;
     out.set(entry.data, ENTRY_HEADER_BYTES);
-    return out.subarray(0, n);
+    sink.put(key, this.#sealer.seal(key, out.subarray(0, n)));
   }
 }
 
@@ -262,7 +284,9 @@ function encodeEntry(entry: Entry): Buffer {
   return out;
 }
 
-function decodeEntry(index: number, value: Buffer, path: string): Entry {
+/** decodeEntry: the entry stored under `key` (index `index`) as `stored`; `format` is the log's record format (1: no trailer). */
+function decodeEntry(key: Buffer, index: number, stored: Buffer, path: string, format: number = RECORD_FORMAT): Entry {
+  const value = format === LEGACY_RECORD_FORMAT ? stored : openRecord(key, stored, path, () => `log entry ${index}`);
   const term = readU64(value, 0, `log entry ${index}`, path);
   const typeByte = value[8];
   let type: EntryType;
@@ -300,6 +324,11 @@ function encodeLogBase(base: LogBase): Buffer {
   writeU64(head, base.index, 0);
   writeU64(head, base.term, 8);
   return base.membership === null ? head : Buffer.concat([head, Buffer.from(JSON.stringify(base.membership))]);
+}
+
+/** openStateRecord: the value of the state record stored as `stored` under `key` (prefixed), checked (openRecord). */
+function openStateRecord(key: Buffer, stored: Buffer, path: string): Buffer {
+  return openRecord(key, stored, path, () => `the record of key ${JSON.stringify(key.toString('latin1', 1, Math.min(key.length, 201)))}`);
 }
 
 function decodeLogBase(value: Buffer, path: string): LogBase {
@@ -386,6 +415,44 @@ async function readStateMeta(db: RocksDb): Promise<{ applied: number; membership
   const membershipBytes = await db.get(KEY_MEMBERSHIP);
   const membership = membershipBytes === undefined ? null : parseJson(membershipBytes, 'membership', db.path, isMembership);
   return { applied, membership };
+}
+
+/**
+ * readRecordFormat: the record format `db` declares (KEY_RECORD_FORMAT; LEGACY_RECORD_FORMAT when it declares none).
+ * Errors: `unknownFormat` (a format this build does not read), `corrupt`, `io`.
+ */
+async function readRecordFormat(db: RocksDb): Promise<number> {
+  const bytes = await db.get(KEY_RECORD_FORMAT);
+  if (bytes === undefined) return LEGACY_RECORD_FORMAT;
+  const format = readU64(bytes, 0, 'record format', db.path);
+  if (format !== RECORD_FORMAT) {
+    throw new StorageError('unknownFormat', `${db.path}: its records are of format ${format}; this build reads ${LEGACY_RECORD_FORMAT} (migrated when opened) and ${RECORD_FORMAT}`, { path: db.path });
+  }
+  return format;
+}
+
+/**
+ * migrateLog rewrites every entry of a log of bare entries (LEGACY_RECORD_FORMAT) sealed, with KEY_RECORD_FORMAT, in
+ * one synced batch (atomic: a crash leaves the log as it was, migrated at the next open); the number of entries.
+ * Errors: `corrupt` (an entry too short to be one), `io`.
+ */
+async function migrateLog(log: RocksDb): Promise<number> {
+  const ops: RocksOp[] = [];
+  for await (const batch of log.iterate({ gte: Buffer.of(PREFIX_LOG), lt: Buffer.of(PREFIX_LOG + 1) })) {
+    for (const { key, value } of batch) {
+      decodeEntry(key, readU64(key, 1, 'log key', log.path), value, log.path, LEGACY_RECORD_FORMAT);
+      ops.push({ type: 'put', key, value: sealRecord(key, value) });
+    }
+  }
+  ops.push({ type: 'put', key: KEY_RECORD_FORMAT, value: u64(RECORD_FORMAT) });
+  await log.write(ops, { sync: true });
+  return ops.length - 1;
+}
+
+/** GenerationMeta: the applied index and membership a built state generation is committed with (null: none recorded yet). */
+interface GenerationMeta {
+  readonly appliedIndex: number;
+  readonly membership: Membership | null;
 }
 
 /** collectGarbage deletes every state-<gen> dir but state-<keep> (all of them when keep is null) and STATE.tmp. */
@@ -490,6 +557,8 @@ export class RocksStorage implements NodeStorage {
   readonly #logScratch = new LogScratch();
   /** #writeKeys: the prefixed keys of write() (inside the apply queue, one write at a time; RocksDb.writeFilled copies each at once). */
   readonly #writeKeys = new KvKeyScratch();
+  /** #writeValues: the sealed values of write() (as #writeKeys). */
+  readonly #writeValues = new RecordSealer();
   /** true while installState holds the apply queue (no apply runs meanwhile). */
   #installing = false;
   #base: LogBase;
@@ -508,6 +577,7 @@ export class RocksStorage implements NodeStorage {
   #closing: Promise<void> | null = null;
   /** #image: the state image the last exporting install made, with the reads of it in progress. */
   #image: { readonly image: StateImage; refs: number; dropped: boolean } | null = null;
+  #migrated: { readonly logEntries: number; readonly stateRecords: number } | null = null;
 
   private constructor(
     dataDir: string,
@@ -566,6 +636,7 @@ export class RocksStorage implements NodeStorage {
       for await (const batch of log.iterate({ gt: logKey(base.index), lt: Buffer.of(PREFIX_LOG + 1), reverse: true, limit: 1, values: false })) {
         for (const { key } of batch) lastIndex = readU64(key, 1, 'log key', logPath);
       }
+      const logEntriesMigrated = (await readRecordFormat(log)) === LEGACY_RECORD_FORMAT ? await migrateLog(log) : 0;
 
       let gen = await readStatePointer(dataDir);
       if (gen === null) {
@@ -582,6 +653,7 @@ export class RocksStorage implements NodeStorage {
         await collectGarbage(dataDir, null);
         gen = 1;
         stateDb = await RocksDb.open(join(dataDir, generationDir(gen)), { ...STATE_OPEN_OPTIONS, errorIfExists: true });
+        await stateDb.write([{ type: 'put', key: KEY_RECORD_FORMAT, value: u64(RECORD_FORMAT) }], { sync: true });
         await writeStatePointerTmp(dataDir, gen);
         await commitStatePointer(dataDir);
         await fsyncDir(dataDir);
@@ -597,13 +669,56 @@ export class RocksStorage implements NodeStorage {
       }
 
       const { applied, membership } = await readStateMeta(stateDb);
+      const legacyState = (await readRecordFormat(stateDb)) === LEGACY_RECORD_FORMAT;
       const state: Generation = { gen, db: stateDb, refs: 0, retired: false, deleteWhenRetired: true, disposing: null };
-      return new RocksStorage(dataDir, log, state, options, { base, lastIndex, applied, membership });
+      stateDb = null; // the storage's from here: closed by it
+      const storage = new RocksStorage(dataDir, log, state, options, { base, lastIndex, applied, membership });
+      try {
+        const stateRecordsMigrated = legacyState ? await storage.#migrateState() : 0;
+        if (logEntriesMigrated > 0 || stateRecordsMigrated > 0) storage.#migrated = { logEntries: logEntriesMigrated, stateRecords: stateRecordsMigrated };
+      } catch (err) {
+        await storage.close().catch(() => undefined);
+        throw err;
+      }
+      return storage;
     } catch (err) {
       await stateDb?.close().catch(() => undefined);
       await log.close().catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * RocksStorage.migrated: what open() rewrote from a data dir of a build before the record checksums (log entries,
+   * state records; see the layout notes), null when nothing was.
+   */
+  get migrated(): { readonly logEntries: number; readonly stateRecords: number } | null {
+    return this.#migrated;
+  }
+
+  /**
+   * #migrateState rewrites a generation of bare records (LEGACY_RECORD_FORMAT) as the next generation, each record
+   * sealed, committed as an install is (a crash before the commit leaves the old generation, migrated again at the
+   * next open); the number of records rewritten.
+   */
+  async #migrateState(): Promise<number> {
+    let records = 0;
+    await this.#installExclusive('open', async () => {
+      const g = this.#acquire();
+      const reader = new RocksSnapshotReader(stateIterator(g.db), g.db.path, this.#applied, this.#membership, () => this.#release(g), undefined, true);
+      async function* counted(): AsyncGenerator<KeyValue[]> {
+        for await (const batch of reader.batches()) {
+          records += batch.length;
+          yield batch;
+        }
+      }
+      try {
+        await this.#install(counted(), { appliedIndex: this.#applied, membership: this.#membership }, false);
+      } finally {
+        await reader.close();
+      }
+    });
+    return records;
   }
 
   /** RocksStorage.path is the log database directory (`<dataDir>/log`). */
@@ -652,7 +767,7 @@ export class RocksStorage implements NodeStorage {
               path,
             });
           }
-          entries.push(decodeEntry(index, value, path));
+          entries.push(decodeEntry(key, index, value, path));
           expected++;
         }
       }
@@ -673,7 +788,7 @@ export class RocksStorage implements NodeStorage {
       // Only a new commit index (no entries, the durable term and vote): unsynced, as etcd's raft.MustSync.
       const sync =
         entries.length > 0 || hardState === undefined || this.#durableVote === null || hardState.term !== this.#durableVote.term || hardState.vote !== this.#durableVote.vote;
-      // Straight into the native batch: each entry's key and stored form in the reused LogScratch (copied as given),
+      // Straight into the native batch: each entry's key and sealed form in the reused LogScratch (copied as given),
       // no Buffer and no op object per entry, on the leader and on every follower.
       const scratch = this.#logScratch;
       await this.#log.writeFilled((sink) => {
@@ -683,7 +798,7 @@ export class RocksStorage implements NodeStorage {
         }
         // Entries in [first, newLast] are overwritten by the puts; delete the stale tail beyond them.
         for (let index = newLast + 1; index <= oldLast && entries.length > 0; index++) sink.del(scratch.key(index));
-        for (const entry of entries) sink.put(scratch.key(entry.index), scratch.entry(entry));
+        for (const entry of entries) scratch.put(sink, entry);
       }, { sync });
       if (sync && hardState !== undefined) this.#durableVote = { term: hardState.term, vote: hardState.vote };
       this.#lastIndex = newLast;
@@ -782,13 +897,15 @@ export class RocksStorage implements NodeStorage {
       checkStateBatch(batch, this.#applied, db.path);
       const membership = batch.membership === undefined ? undefined : copyMembership(batch.membership);
       const keys = this.#writeKeys;
+      const values = this.#writeValues;
       this.#stateDirty = true;
       // Straight into the native batch, each prefixed key in a scratch buffer it copies at once: no Buffer or op
       // object per write (two a put: the key and its revision record).
       await db.writeFilled((sink) => {
         for (const w of batch.writes) {
-          if (w.value === null) sink.del(keys.of(w.key));
-          else sink.put(keys.of(w.key), w.value);
+          const key = keys.of(w.key);
+          if (w.value === null) sink.del(key);
+          else sink.put(key, values.seal(key, w.value));
         }
         sink.put(KEY_APPLIED, u64(batch.appliedIndex));
         if (membership !== undefined) sink.put(KEY_MEMBERSHIP, Buffer.from(JSON.stringify(membership)));
@@ -803,7 +920,9 @@ export class RocksStorage implements NodeStorage {
     this.#checkOpen('get');
     const g = this.#acquire();
     try {
-      return await g.db.get(kvKey(key));
+      const stored = kvKey(key);
+      const value = await g.db.get(stored);
+      return value === undefined ? undefined : openStateRecord(stored, value, g.db.path);
     } finally {
       this.#release(g);
     }
@@ -815,7 +934,9 @@ export class RocksStorage implements NodeStorage {
     if (keys.length === 0) return [];
     const g = this.#acquire();
     try {
-      return await g.db.getMany(keys.map(kvKey));
+      const stored = keys.map(kvKey);
+      const values = await g.db.getMany(stored);
+      return values.map((v, i) => (v === undefined ? undefined : openStateRecord(stored[i] as Buffer, v, g.db.path)));
     } finally {
       this.#release(g);
     }
@@ -837,7 +958,7 @@ export class RocksStorage implements NodeStorage {
       for await (const batch of iteration) {
         for (const { key, value } of batch) {
           if (kvs.length === range.limit) more = true;
-          else kvs.push({ key: key.subarray(1), value });
+          else kvs.push({ key: key.subarray(1), value: openStateRecord(key, value, g.db.path) });
         }
       }
       return { kvs, more };
@@ -954,6 +1075,9 @@ export class RocksStorage implements NodeStorage {
         await writeStateImage(source, path);
         this.#checkOpen('importStateImage');
         db = await RocksDb.open(path, { ...STATE_OPEN_OPTIONS, createIfMissing: false });
+        if ((await readRecordFormat(db)) !== RECORD_FORMAT) {
+          throw new StorageError('unknownFormat', `state image for ${path}: its records have no checksums (format ${LEGACY_RECORD_FORMAT}: a member of an older build made it)`, { path });
+        }
         const { applied, membership } = await readStateMeta(db);
         if (applied !== checked.appliedIndex) {
           throw new StorageError('corrupt', `state image for ${path}: applied index ${applied}, not ${checked.appliedIndex}`, { path });
@@ -1009,7 +1133,7 @@ export class RocksStorage implements NodeStorage {
   }
 
   /** #install is the body of installState, run inside the apply queue. */
-  async #install(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, checked: InstallMeta, exportImage: boolean): Promise<void> {
+  async #install(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, checked: GenerationMeta, exportImage: boolean): Promise<void> {
     const gen = this.#state.gen + 1;
     const path = join(this.dataDir, generationDir(gen));
     await fsOp('remove', path, () => rm(path, { recursive: true, force: true }));
@@ -1033,7 +1157,8 @@ export class RocksStorage implements NodeStorage {
       // up on incompressible blocks at once: turning compression off for such an install saves nothing
       // measurable). Only a binding with a WAL switch and a hardware CRC would cut the native half.
       const batches = [db.bulkBatch(), db.bulkBatch()] as const;
-      const keys = new KvKeyScratch(); // put() copies the key at once
+      const keys = new KvKeyScratch(); // put() copies the key and value at once
+      const values = new RecordSealer();
       let filling: 0 | 1 = 0;
       const issue = async (): Promise<void> => {
         const batch = batches[filling];
@@ -1050,7 +1175,10 @@ export class RocksStorage implements NodeStorage {
         this.#checkOpen('installState'); // close() aborts an install
         checkInstallBatch(records, seen, path);
         const batch = batches[filling];
-        for (const r of records) batch.put(keys.of(r.key), r.value);
+        for (const r of records) {
+          const key = keys.of(r.key);
+          batch.put(key, values.seal(key, r.value));
+        }
         seen += records.length;
         if (batch.bytes >= INSTALL_WRITE_BYTES || batch.count >= INSTALL_WRITE_OPS) await issue();
       }
@@ -1061,8 +1189,9 @@ export class RocksStorage implements NodeStorage {
       // One synced write makes every earlier unsynced one durable too.
       const metaOps: RocksOp[] = [
         { type: 'put', key: KEY_APPLIED, value: u64(checked.appliedIndex) },
-        { type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(checked.membership)) },
+        { type: 'put', key: KEY_RECORD_FORMAT, value: u64(RECORD_FORMAT) },
       ];
+      if (checked.membership !== null) metaOps.push({ type: 'put', key: KEY_MEMBERSHIP, value: Buffer.from(JSON.stringify(checked.membership)) });
       await db.write(metaOps, { sync: true });
       await fsyncDir(path);
       await fsyncDir(this.dataDir);
@@ -1106,7 +1235,7 @@ export class RocksStorage implements NodeStorage {
    * before the rename closes and deletes the new generation; a failed sync after it keeps the old generation on
    * disk and rejects (see installState).
    */
-  async #commitGeneration(db: RocksDb, gen: number, checked: InstallMeta): Promise<void> {
+  async #commitGeneration(db: RocksDb, gen: number, checked: GenerationMeta): Promise<void> {
     const old = this.#state;
     const path = db.path;
     let dirSyncError: unknown = null;
@@ -1161,7 +1290,8 @@ export class RocksStorage implements NodeStorage {
   #changesSince(db: RocksDb, since: number): Promise<StateChanges | null> {
     const view = this.#changes.view(since, this.#applied);
     if (view === null) return Promise.resolve(null);
-    const read = view.unknown.length === 0 ? Promise.resolve([]) : db.getMany(view.unknown.map((k) => kvKey(Buffer.from(k, 'latin1'))));
+    const stored = view.unknown.map((k) => kvKey(Buffer.from(k, 'latin1')));
+    const read = stored.length === 0 ? Promise.resolve([]) : db.getMany(stored).then((values) => values.map((v, i) => (v === undefined ? undefined : openStateRecord(stored[i] as Buffer, v, db.path))));
     const changes = this.#changes;
     return read.then((values) => changes.list(view, values, this.#options.yieldTurn ?? nextTurn));
   }
@@ -1313,13 +1443,24 @@ class RocksSnapshotReader implements StateSnapshotReader {
   readonly #iterator: RocksIterator;
   readonly #path: string;
   readonly #release: () => void;
+  /** #legacy: the generation's records are bare values (LEGACY_RECORD_FORMAT: read only by open()'s migration). */
+  readonly #legacy: boolean;
   #started = false;
   #closing: Promise<void> | null = null;
 
   readonly changes: StateChanges | null | undefined;
 
-  constructor(iterator: RocksIterator, path: string, appliedIndex: number, membership: Membership | null, release: () => void, changes?: StateChanges | null) {
+  constructor(
+    iterator: RocksIterator,
+    path: string,
+    appliedIndex: number,
+    membership: Membership | null,
+    release: () => void,
+    changes?: StateChanges | null,
+    legacy = false,
+  ) {
     this.changes = changes;
+    this.#legacy = legacy;
     this.#iterator = iterator;
     this.#path = path;
     this.appliedIndex = appliedIndex;
@@ -1366,7 +1507,7 @@ class RocksSnapshotReader implements StateSnapshotReader {
     if (raw.length === 0) return false;
     const out: KeyValue[] = [];
     for (const { key, value } of raw) {
-      if (key[0] === PREFIX_KV) out.push({ key: key.subarray(1), value });
+      if (key[0] === PREFIX_KV) out.push({ key: key.subarray(1), value: this.#legacy ? value : openStateRecord(key, value, this.#path) });
       else if (key.equals(KEY_APPLIED)) read.metaApplied = readU64(value, 0, 'applied index', this.#path);
     }
     read.batch = out.length > 0 ? out : null;

@@ -301,6 +301,15 @@ export interface InstallMeta {
 /** FORMAT_VERSION is the on-disk format this code writes and reads. */
 export const FORMAT_VERSION = 1;
 
+/**
+ * STATE_RECORD_FORMAT: the stored form of a state generation's records this
+ * build writes and reads, and so of the state images it sends and takes
+ * (FetchStateImage's record_format): 2, every value followed by a CRC-32 of
+ * its key and value (storage/record-checksum.ts). A member whose images hold
+ * another form refuses to send one (the asker installs from the archive).
+ */
+export const STATE_RECORD_FORMAT = 2;
+
 /** Identity is what a data dir was created for. */
 export interface Identity {
   readonly nodeId: NodeId;

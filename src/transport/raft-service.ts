@@ -390,7 +390,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         call.on('cancelled', () => cancelled.abort());
         try {
           const r = call.request;
-          const p = decode(call, () => ({ from: r.from, to: r.to, index: fromU64(r.index, 'index') }), 'FetchStateImage', open !== undefined);
+          const p = decode(call, () => ({ from: r.from, to: r.to, index: fromU64(r.index, 'index'), recordFormat: r.recordFormat }), 'FetchStateImage', open !== undefined);
           const image = await (open as NonNullable<typeof open>).call(handler, p, cancelled.signal);
           try {
             const outbox = new StreamWriteWindow<pb.FetchStateImageResponse>(call, STREAM_UNSENT_MAX, FETCH_SEND_STALL_MS);

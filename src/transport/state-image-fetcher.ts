@@ -22,6 +22,8 @@ export interface StateImageFetchOptions {
   readonly address: string;
   /** index: the restore entry whose image is wanted. */
   readonly index: number;
+  /** recordFormat: the stored form of state records this member reads (the storage's STATE_RECORD_FORMAT). */
+  readonly recordFormat: number;
   readonly dial?: PeerDial;
   /** manifestTimeoutMs: how long the manifest may take (the member may still be building the image). */
   readonly manifestTimeoutMs: number;
@@ -57,7 +59,7 @@ function coded(code: grpc.status, message: string): Error {
 function grpcImageStreams(client: RaftServiceClient): StateImageStreamOpener {
   return {
     openStateImageStream: (_address, p): StateImageCall => {
-      const call = client.fetchStateImage({ from: p.from, to: p.to, index: BigInt(p.index) });
+      const call = client.fetchStateImage({ from: p.from, to: p.to, index: BigInt(p.index), recordFormat: p.recordFormat });
       async function* messages(): AsyncGenerator<StateImageMessage, void, undefined> {
         for await (const m of call as AsyncIterable<FetchStateImageResponse>) {
           yield {
@@ -95,7 +97,7 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
           interceptors: [...(o.dial?.interceptors ?? [])],
         });
   const streams = o.streams ?? grpcImageStreams(client as RaftServiceClient);
-  const call = streams.openStateImageStream(o.address, { from: o.selfId, to: o.to, index: o.index });
+  const call = streams.openStateImageStream(o.address, { from: o.selfId, to: o.to, index: o.index, recordFormat: o.recordFormat });
   let reason: Error | null = null;
   const cancel = (why: Error): void => {
     reason ??= why;

@@ -141,6 +141,8 @@ export interface FetchStateImageParams {
   readonly from: NodeId;
   readonly to: NodeId;
   readonly index: number;
+  /** recordFormat: the stored form of state records `from` reads (STATE_RECORD_FORMAT of its build). */
+  readonly recordFormat: number;
 }
 
 /** StateImageStream: a state image as it is sent or received: its manifest, then its files' bytes in manifest order. */

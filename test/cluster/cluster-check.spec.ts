@@ -15,6 +15,7 @@ import { checkConsistency, type MemberHasher } from '../../src/ops/consistency.j
 import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import type { StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
+import { sealRecord } from '../../src/storage/record-checksum.js';
 import { RocksDb } from '../../src/storage/rocks.js';
 import { Child, plaintextClientEnv } from '../harness/child.js';
 import { freeNodeAddresses, peersFlag } from '../harness/ports.js';
@@ -110,7 +111,9 @@ describe('agent: cluster check', function () {
       const dataDir = join(dir, victim);
       const gen = (JSON.parse(await readFile(join(dataDir, 'STATE'), 'utf8')) as { generation: number }).generation;
       const db = await RocksDb.open(join(dataDir, `state-${gen}`), { createIfMissing: false });
-      await db.write([{ type: 'put', key: Buffer.concat([Buffer.of(0x6b), Buffer.from('key-7')]), value: Buffer.from('tampered') }], { sync: true });
+      // A replica that diverged (a bug, not a damaged disk: the record's checksum is good, record-checksum.ts).
+      const key = Buffer.concat([Buffer.of(0x6b), Buffer.from('key-7')]);
+      await db.write([{ type: 'put', key, value: sealRecord(key, Buffer.from('tampered')) }], { sync: true });
       await db.close();
       await start(victim);
 

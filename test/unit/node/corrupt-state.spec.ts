@@ -94,6 +94,17 @@ describe('node: a snapshot that meets a corrupt state record', function () {
     assert.deepEqual(errors.slice(at + 1).map((e) => e.msg), [], 'logged after the failure');
   });
 
+  it('a client read that meets a record that does not verify fails, and the node stops (once, with one log line)', async () => {
+    // Before: the read failed (INTERNAL) and the node went on leading with a state it could not read.
+    const { node, storage, errors } = await start();
+    await node.propose({ op: 'put', key: enc.encode('k1'), value: enc.encode('v') });
+    storage.corruptRangeReads = true;
+    await assert.rejects(node.range({ start: enc.encode('k'), limit: 10 }), /fails its checksum/);
+    assert.match(node.failed()?.message ?? '', /fails its checksum/);
+    assert.deepEqual(errors.filter((e) => e.msg.startsWith('node failed')).map((e) => e.msg), ['node failed: its data dir holds a record that does not verify; the Raft loop stopped (replace this data dir)']);
+    await assert.rejects(node.propose({ op: 'put', key: enc.encode('after'), value: enc.encode('v') }), /the node failed/);
+  });
+
   it('control: the same node with a readable state snapshots and keeps running', async () => {
     const { node, errors } = await start();
     await writeUntil(node, () => node.status().snapshotIndex >= 8);

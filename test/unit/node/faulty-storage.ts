@@ -28,6 +28,8 @@ export class FaultyStorage implements NodeStorage {
   readonly saves: LogBatch[] = [];
   /** corruptStateReads: a snapshot's read of the state fails as on a block that does not verify (StorageError `corrupt`). */
   corruptStateReads = false;
+  /** corruptRangeReads: a range read fails as on a record whose checksum does not match (StorageError `corrupt`). */
+  corruptRangeReads = false;
   /** stateViews: snapshotState calls (each a read of the whole state, or of its changes, by a snapshot). */
   stateViews = 0;
   /** saveDelayMs: each save waits this long before it writes (a slow fsync). */
@@ -114,6 +116,10 @@ export class FaultyStorage implements NodeStorage {
     return this.inner.getMany(keys);
   }
   range(query: RangeQuery): Promise<RangeResult> {
+    if (this.corruptRangeReads) {
+      const path = this.inner.dir.name;
+      return Promise.reject(new StorageError('corrupt', `memory data dir ${path}: injected: the record of key "k1" fails its checksum`, { path }));
+    }
     return this.inner.range(query);
   }
   async snapshotState(): Promise<StateSnapshotReader> {

@@ -17,7 +17,7 @@ import { Node } from '../../../src/node/node.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import type { KeyValue } from '../../../src/storage/types.js';
+import { STATE_RECORD_FORMAT, type KeyValue } from '../../../src/storage/types.js';
 import { until } from '../../harness/until.js';
 import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
 import { appendRequestToProto, getMembershipRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
@@ -354,9 +354,9 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
     });
 
     /** fetchImage: a FetchStateImage call read to its end; resolves with the bytes received, or the call's error. */
-    function fetchImage(c: RaftServiceClient, from: string, to: string, meta = md()): Promise<{ files: number; bytes: number } | grpc.ServiceError> {
+    function fetchImage(c: RaftServiceClient, from: string, to: string, meta = md(), recordFormat = STATE_RECORD_FORMAT): Promise<{ files: number; bytes: number } | grpc.ServiceError> {
       return new Promise((resolve) => {
-        const call = c.fetchStateImage({ from, to, index: BigInt(IMAGE_INDEX) }, meta, { deadline: Date.now() + 20_000 });
+        const call = c.fetchStateImage({ from, to, index: BigInt(IMAGE_INDEX), recordFormat }, meta, { deadline: Date.now() + 20_000 });
         let files = 0;
         let bytes = 0;
         call.on('data', (r: FetchStateImageResponse) => {
@@ -370,7 +370,7 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
 
     /** holdImage: a FetchStateImage call that reads nothing (a stalled or malicious reader); `ended` resolves with its error, if any. */
     function holdImage(c: RaftServiceClient, from: string, to: string): { call: grpc.ClientReadableStream<FetchStateImageResponse>; ended: Promise<grpc.ServiceError | null> } {
-      const call = c.fetchStateImage({ from, to, index: BigInt(IMAGE_INDEX) }, md());
+      const call = c.fetchStateImage({ from, to, index: BigInt(IMAGE_INDEX), recordFormat: STATE_RECORD_FORMAT }, md());
       const ended = new Promise<grpc.ServiceError | null>((resolve) => {
         call.on('error', (err: grpc.ServiceError) => resolve(err));
         call.on('close', () => resolve(null));
@@ -401,9 +401,15 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
         for (const [, c] of attempts) c.close();
       }
       assert.equal(served(leader), n0, 'nothing served or counted');
-      // The control: the same call from a member with its own certificate is served the whole image.
       const c = client(leader.api.peerAddress, a.id);
       try {
+        // A member of a build before the record checksums (record_format 0) would misread the image's records: refused.
+        const old = await fetchImage(c, a.id, leader.id, md(), 0);
+        assert.ok(old instanceof Error, 'a member reading another record format must be refused');
+        assert.equal(old.code, grpc.status.FAILED_PRECONDITION, old.message);
+        assert.match(old.details, new RegExp(`${a.id} reads state records of format 0; this node's state images hold format ${STATE_RECORD_FORMAT}`));
+        assert.equal(served(leader), n0, 'nothing served or counted');
+        // The control: the same call from a member with its own certificate is served the whole image.
         const r = await fetchImage(c, a.id, leader.id);
         assert.ok(!(r instanceof Error), `a member must be served: ${r instanceof Error ? r.message : ''}`);
         const held = exporter.stateImage(IMAGE_INDEX);

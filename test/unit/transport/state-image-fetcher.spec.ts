@@ -70,7 +70,7 @@ describe('FetchStateImage client: a sender that trickles', function () {
 
   /** fetch reads the whole image with an idle timeout of 1 s and at least 2,000 bytes/s (the 4,000 bytes: 3 s in all); resolves with the bytes read. */
   async function fetch(): Promise<number> {
-    const opened = await openStateImage({ selfId: 'n2', to: 'n1', address, index: 7, manifestTimeoutMs: 5_000, idleTimeoutMs: 1_000, bytesPerSecondMin: 2_000 });
+    const opened = await openStateImage({ selfId: 'n2', to: 'n1', address, index: 7, recordFormat: 2, manifestTimeoutMs: 5_000, idleTimeoutMs: 1_000, bytesPerSecondMin: 2_000 });
     let bytes = 0;
     for await (const c of opened.chunks) bytes += c.data.length;
     return bytes;
@@ -142,7 +142,7 @@ function opener(messages: StateImageMessage[]): StateImageStreamOpener & { cance
 
 const sha = new Uint8Array(32);
 const manifest: StateImageMessage = { files: [{ name: 'CURRENT', sizeBytes: 3, sha256: sha }], file: 0, offset: 0, data: new Uint8Array(0), snapshot: null };
-const base = { selfId: 'n2', to: 'n1', address: 'sim:n1', index: 7, manifestTimeoutMs: 130_000, idleTimeoutMs: 15_000 };
+const base = { selfId: 'n2', to: 'n1', address: 'sim:n1', index: 7, recordFormat: 2, manifestTimeoutMs: 130_000, idleTimeoutMs: 15_000 };
 
 describe('openStateImage on a given clock and stream opener', () => {
   it('no manifest within manifestTimeoutMs of the given clock: DEADLINE_EXCEEDED, the stream cancelled', async () => {
