@@ -16,6 +16,8 @@
  * entry, is refused the same way.
  */
 import { crc32 } from 'node:zlib';
+
+import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
 import {
   APPEND_ENTRIES_MAX,
   READ_CONTEXT_CHARS_MAX,
@@ -435,62 +437,56 @@ export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendReques
 const ENTRIES_COUNTED = Symbol('snapcoord.append.entriesCounted');
 type OverfullAppend = pb.AppendEntriesRequest & { [ENTRIES_COUNTED]?: number };
 
-/**
- * decodeAppendRequest: the AppendEntries request deserializer of the peer
- * server (RAFT_SERVICE_DEFINITION). It counts the entries in the bytes first
- * (one pass over the top-level fields, nothing allocated) and decodes only a
- * request of at most APPEND_ENTRIES_MAX: a 50 MiB message of 3.5 million empty
- * entries took 3.3 s and 1 GiB of heap to decode. One with more comes back
- * undecoded (no fields, its count noted) for appendRequestFromProto to refuse
- * naming the count; grpc-js would answer a deserializer's throw with a bare
- * INTERNAL "Error deserializing request".
- */
-export function decodeAppendRequest(bytes: Uint8Array): pb.AppendEntriesRequest {
-  const count = countEntryFields(bytes);
-  if (count <= APPEND_ENTRIES_MAX) return pb.AppendEntriesRequest.decode(bytes);
-  const undecoded: OverfullAppend = pb.AppendEntriesRequest.fromPartial({});
-  undecoded[ENTRIES_COUNTED] = count;
-  return undecoded;
-}
+/** ENTRY_TAG: the tag of AppendEntriesRequest.entries (field 7, length-delimited), as the generated decoder matches it. */
+const ENTRY_TAG = (7 << 3) | 2;
+/** APPEND_FIELD_MAX: AppendEntriesRequest's highest field number (base, 13); the generated decoder skips any above. */
+const APPEND_FIELD_MAX = 13;
 
 /**
- * countEntryFields: the `entries` fields (7, length-delimited) at the top level of an
- * AppendEntriesRequest's bytes, counted up to APPEND_ENTRIES_MAX + 1. Bytes that are not well formed
- * are counted up to where they stop being so (the generated decoder then throws, or they are refused
- * for their count: never decoded whole first).
+ * decodeAppendRequest: the AppendEntries request deserializer of the peer
+ * server (RAFT_SERVICE_DEFINITION). It never decodes more than
+ * APPEND_ENTRIES_MAX entries: a 50 MiB message of 3.5 million empty entries
+ * took 3.3 s and 1 GiB of heap to decode. It walks the top-level fields with
+ * the generated code's own reader (tags and lengths read as it reads them,
+ * 32-bit: a count of its own read a tag or length with higher bits set
+ * otherwise), takes each entry's bytes by its length and decodes each entry
+ * within them only (the generated decoder lets an entry end early, at a tag 0,
+ * and reads what follows inside its length as the request's own fields). Of
+ * the other fields only the last of each tag is decoded, by the generated
+ * decoder (which keeps the last of a field that is not repeated); fields it
+ * does not know are dropped, as it drops them. A request with more entries
+ * comes back undecoded (no fields, its count noted) for appendRequestFromProto
+ * to refuse naming the limit; grpc-js would answer a deserializer's throw with
+ * a bare INTERNAL "Error deserializing request". Bytes that are not well formed
+ * throw, as the generated decoder's do, and so does a group (wire type 3),
+ * which no member sends.
  */
-function countEntryFields(b: Uint8Array): number {
-  let at = 0;
-  let count = 0;
-  /** varint: the next varint (exact up to 2^53), or -1 when the bytes end first. */
-  const varint = (): number => {
-    let v = 0;
-    for (let shift = 0; at < b.length; shift += 7) {
-      const byte = b[at++] as number;
-      if (shift < 53) v += (byte & 0x7f) * 2 ** shift;
-      if (byte < 0x80) return v;
+export function decodeAppendRequest(bytes: Uint8Array): pb.AppendEntriesRequest {
+  const reader = new BinaryReader(bytes);
+  const entries: Uint8Array[] = [];
+  const fields = new Map<number, Uint8Array>();
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag === ENTRY_TAG) {
+      if (entries.length === APPEND_ENTRIES_MAX) {
+        const undecoded: OverfullAppend = pb.AppendEntriesRequest.fromPartial({});
+        undecoded[ENTRIES_COUNTED] = APPEND_ENTRIES_MAX + 1;
+        return undecoded;
+      }
+      entries.push(reader.bytes());
+      continue;
     }
-    return -1;
-  };
-  while (at < b.length) {
-    const tag = varint();
-    if (tag < 0) break;
-    const wireType = tag % 8;
-    if (wireType === 0) {
-      if (varint() < 0) break;
-    } else if (wireType === 1) {
-      at += 8;
-    } else if (wireType === 5) {
-      at += 4;
-    } else if (wireType === 2) {
-      const len = varint();
-      if (len < 0) break;
-      at += len;
-      if (Math.floor(tag / 8) === 7 && ++count > APPEND_ENTRIES_MAX) break;
-    }
-    // Wire types 3 and 4 (a group's start and end) carry nothing of their own: the scan goes on inside.
+    // Where the generated decoder stops (an end-group tag or tag 0); whatever follows is not read.
+    if ((tag & 7) === 4 || tag === 0) break;
+    if ((tag & 7) === 3) throw new Error(`AppendEntriesRequest: a group (field ${tag >>> 3}): no member sends one`);
+    const value = reader.skip(tag & 7);
+    if (tag >>> 3 <= APPEND_FIELD_MAX) fields.set(tag, value);
   }
-  return count;
+  const others = new BinaryWriter();
+  for (const [tag, value] of fields) others.uint32(tag).raw(value);
+  const request = pb.AppendEntriesRequest.decode(others.finish());
+  for (const entry of entries) request.entries.push(pb.Entry.decode(entry));
+  return request;
 }
 
 export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb.AppendEntriesResponse {

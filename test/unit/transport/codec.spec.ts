@@ -411,10 +411,65 @@ describe('transport codec: decodeAppendRequest (the peer server\'s AppendEntries
     assert.equal(refused.from, '');
     const want = isCodecError(new RegExp(`^append: more than APPEND_ENTRIES_MAX \\(${APPEND_ENTRIES_MAX}\\) entries in one append$`));
     assert.throws(() => appendRequestFromProto(refused), want);
-    // Bytes a decoder would read only partly (cut short, or behind a group's start tag) are counted all the same.
+    // Bytes a decoder would read only partly (cut short) are counted all the same; a group (which no member sends) is refused.
     assert.equal(decodeAppendRequest(over.subarray(0, over.length - 1)).entries.length, 0);
     const grouped = new Uint8Array([0x7b, ...over]); // field 15, wire type 3 (start group)
-    assert.equal(decodeAppendRequest(grouped).entries.length, 0);
+    assert.throws(() => decodeAppendRequest(grouped), /a group \(field 15\)/);
+  });
+
+  it('never decodes more than APPEND_ENTRIES_MAX entries, however the bytes frame them (the decoder reads tags and lengths as 32-bit, and an entry may stop before its length)', () => {
+    const varint = (v: number): number[] => {
+      const out: number[] = [];
+      for (; v >= 0x80; v = Math.floor(v / 128)) out.push((v % 128) | 0x80);
+      out.push(v);
+      return out;
+    };
+    const entryBytes = pb.Entry.encode(entryToProto({ index: 1, term: 2, type: 'normal', data: new Uint8Array(0) })).finish();
+    const head = bytesOf(0);
+    const n = APPEND_ENTRIES_MAX + 1;
+    const framed = (tag: number[], len: number[]): Uint8Array => {
+      const one = [...tag, ...len, ...entryBytes];
+      const out = new Uint8Array(head.length + n * one.length);
+      out.set(head, 0);
+      for (let i = 0; i < n; i++) out.set(one, head.length + i * one.length);
+      return out;
+    };
+    // Tag 58 (field 7, length-delimited) as a 5-byte varint with bit 32 set: the reader keeps its low 32 bits.
+    const longTag = framed([0xba, 0x80, 0x80, 0x80, 0x10], varint(entryBytes.length));
+    // Each entry's length as a 5-byte varint with bits 32-34 set (read as the length itself).
+    const longLength = framed([0x3a], [entryBytes.length | 0x80, 0x80, 0x80, 0x80, 0x70]);
+    // One entry whose first field is tag 0, which ends the entry's decoding: the bytes after it, inside its
+    // length (a whole append of APPEND_ENTRIES_MAX + 1 entries), were read as the request's own fields.
+    const inner = bytesOf(n);
+    const nested = new Uint8Array([0x3a, ...varint(inner.length + 1), 0x00, ...inner]);
+    const overfull: string[] = [];
+    for (const [name, bytes] of [['long tag', longTag], ['long length', longLength], ['nested after tag 0', nested]] as const) {
+      let decoded: pb.AppendEntriesRequest;
+      try {
+        decoded = decodeAppendRequest(bytes);
+      } catch {
+        continue; // refused undecoded: fine
+      }
+      if (decoded.entries.length > APPEND_ENTRIES_MAX) overfull.push(`${name}: ${decoded.entries.length} entries decoded`);
+    }
+    assert.deepEqual(overfull, []);
+  });
+
+  it('decodes what the generated decoder decodes: honest appends, and repeated or unknown fields (the last of a field kept)', () => {
+    const entries = [
+      entryToProto({ index: 5, term: 2, type: 'normal', data: new Uint8Array([1, 2, 3]) }),
+      entryToProto({ index: 6, term: 3, type: 'conf', data: new Uint8Array(300).fill(7) }),
+    ];
+    const base = { voters: ['n1', 'n2'], learners: ['n3'], addresses: { n1: 'a:1', n2: 'a:2', n3: 'a:3' } };
+    const req = { from: 'n1', to: 'n2', term: 3n, heartbeat: false, prevLogIndex: 4n, prevLogTerm: 2n, entries, commit: 4n, readSeq: 9n, installFloor: 2n, snapshotIndex: 3n, base };
+    const honest = pb.AppendEntriesRequest.encode({ ...req, headerCrc32: appendHeaderChecksum(req) }).finish();
+    const heartbeat = pb.AppendEntriesRequest.encode({ ...req, heartbeat: true, entries: [], base: undefined, headerCrc32: 1 }).finish();
+    // from twice (the last wins), an unknown field 20 (bytes) and 21 (varint), field 1 as a varint (skipped), term twice.
+    const odd = new Uint8Array([...honest, 0x0a, 0x02, 0x6e, 0x39, 0xa2, 0x01, 0x01, 0xff, 0xa8, 0x01, 0x05, 0x08, 0x01, 0x18, 0x07]);
+    for (const bytes of [honest, heartbeat, odd, new Uint8Array(0)]) {
+      assert.deepEqual(decodeAppendRequest(bytes), pb.AppendEntriesRequest.decode(bytes));
+    }
+    assert.equal(decodeAppendRequest(odd).from, 'n9');
   });
 });
 
