@@ -9,7 +9,8 @@ import { decodeStateRecords, encodeStateRecords, readArchive, SnapshotStore } fr
 import { fsyncDir, openFileSink, writeFileDurable } from '../snapshot/file-sink.js';
 import type { SnapshotHandle } from '../snapshot/store.js';
 import { FORMAT_VERSION, type NodeStorage } from '../storage/types.js';
-import { DirHandle, DirHandleError, FD_PATHS, lockedInodes, readSmallFile, sameFile, type FileId } from './dir-handle.js';
+import { lockedInodes } from '../storage/proc-locks.js';
+import { DirHandle, DirHandleError, FD_PATHS, readSmallFile, sameFile, type FileId } from './dir-handle.js';
 import { NodeError } from '../node/errors.js';
 
 /** MARKER_FILE marks a directory written by exportDirectory (so a later snapshot may replace it). */

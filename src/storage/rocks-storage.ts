@@ -8,9 +8,11 @@ import { resolveRange } from './key-range.js';
 import { ChangedKeys } from './changed-keys.js';
 import { keyString } from './key-string.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
+import { lockedInodes } from './proc-locks.js';
 import { openRecord, RecordSealer, sealRecord } from './record-checksum.js';
 import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp, type RocksOpSink } from './rocks.js';
 import { SerialQueue } from './serial-queue.js';
+import { findWalDamage } from './wal-check.js';
 import { checkInstallBatch, checkInstallMeta, checkStateBatch, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
 import { StorageError } from './storage-error.js';
 import { checkImageManifest, checkImageSpace, exportStateImage, readStateImageChunks, removeImageDir, writeStateImage, type StateImage, type StateImageSource } from './state-image.js';
@@ -418,6 +420,28 @@ async function readStateMeta(db: RocksDb): Promise<{ applied: number; membership
 }
 
 /**
+ * checkLogWal refuses (StorageError `corrupt`) a log whose write-ahead log holds a record that does not verify
+ * followed by records that do (findWalDamage): RocksDB would open it without an error and drop those records, synced
+ * entries and votes among them. A torn tail passes. When the log is open in another process (its LOCK in
+ * /proc/locks: a WAL being appended to can read as broken), the check stands aside and RocksDB's open refuses the
+ * lock before it replays anything.
+ */
+async function checkLogWal(logPath: string): Promise<void> {
+  const damage = await findWalDamage(logPath);
+  if (damage === null) return;
+  const locked = await lockedInodes();
+  const lock = await stat(join(logPath, 'LOCK'), { bigint: true }).catch(() => null);
+  if (locked !== null && lock !== null && locked.has(lock.ino)) return;
+  throw new StorageError(
+    'corrupt',
+    `${damage.file}: the Raft log's write-ahead log does not verify at byte ${damage.offset} and holds records after it, ` +
+      'which RocksDB would drop without an error (entries and votes this node synced): this data dir cannot be trusted; ' +
+      'replace it (remove it and let the node rejoin: its data is on the other members)',
+    { path: damage.file },
+  );
+}
+
+/**
  * readRecordFormat: the record format `db` declares (KEY_RECORD_FORMAT; LEGACY_RECORD_FORMAT when it declares none).
  * Errors: `unknownFormat` (a format this build does not read), `corrupt`, `io`.
  */
@@ -623,8 +647,10 @@ export class RocksStorage implements NodeStorage {
         { path: dataDir },
       );
     }
-    // The lock on log/ is the data dir lock: taken before anything else is touched.
+    // The lock on log/ is the data dir lock: taken before anything else is touched (but for the read-only check of
+    // its write-ahead log, which must come before RocksDB replays it: see checkLogWal).
     const logPath = join(dataDir, LOG_DIR);
+    await checkLogWal(logPath);
     const log = await RocksDb.open(logPath);
     // A state image is kept only for a bounded time after the install that exported it: never across a restart.
     await removeImageDir(join(dataDir, IMAGES_DIR));
