@@ -145,6 +145,37 @@ describe('record checksums', function () {
       assert.deepEqual(near.kvs.map((r) => Buffer.from(r.value)), kvs.slice(1300, 1303).map((r) => r.value));
     });
 
+    it('a state record whose key lost its record prefix (its first byte damaged) is refused by a snapshot, not dropped from it', async () => {
+      const data = join(dir, 'data');
+      store = await RocksStorage.open(data);
+      const kvs = records(200);
+      await store.installState([kvs], { appliedIndex: 3, membership });
+      await store.close();
+      store = null;
+      // What a flipped first key byte leaves (0x6b 'k' ^ 0x07 = 0x6c 'l'; RocksDB keeps a block's keys prefix-compressed,
+      // so one byte at a restart point is the first byte of up to 16 keys): the record sits under a key no state record has.
+      const db = await RocksDb.open(await statePathOf(data), { createIfMissing: false });
+      try {
+        const stored = Buffer.concat([Buffer.from('k'), (kvs[100] as KeyValue).key]);
+        const [value] = await db.getMany([stored]);
+        assert.ok(value !== undefined);
+        await db.write([{ type: 'del', key: stored }, { type: 'put', key: Buffer.concat([Buffer.of(0x6c), stored.subarray(1)]), value }], { sync: true });
+      } finally {
+        await db.close();
+      }
+      store = await RocksStorage.open(data);
+      const reader = await store.snapshotState();
+      let seen = 0;
+      await rejectsWith(
+        (async () => {
+          for await (const batch of reader.batches()) seen += batch.length;
+        })(),
+        'corrupt',
+        /key "l.*" that no state record or metadata has/,
+      );
+      assert.ok(seen < 199, `the snapshot went on past it (${seen} records)`);
+    });
+
     it('a log entry damaged on disk is refused by load (`corrupt`), never returned', async () => {
       const data = join(dir, 'data');
       store = await RocksStorage.open(data);
