@@ -230,6 +230,28 @@ describe('record checksums', function () {
       assert.equal((await store.load()).entries.length, 50);
     });
 
+    it('a migration cut short at any point of its install leaves the old data, migrated whole at the next open', async () => {
+      const data = join(dir, 'data');
+      const { digest } = await filled(data);
+      await toLegacy(data);
+      for (const phase of ['generationCreated', 'generationBuilt', 'pointerWritten'] as const) {
+        await rejectsWith(
+          RocksStorage.open(data, {
+            installHook: (p) => {
+              if (p === phase) throw new StorageError('io', `injected at ${p}`);
+            },
+          }),
+          'io',
+          new RegExp(`injected at ${phase}`),
+        );
+      }
+      store = await RocksStorage.open(data);
+      // The log was migrated by the first attempt (its own synced batch); the state only now.
+      assert.deepEqual(store.migrated, { logEntries: 0, stateRecords: 3_001 });
+      assert.equal(await store.stateDigest(), digest);
+      assert.equal((await store.load()).entries.length, 50);
+    });
+
     it('a legacy state image from another member is refused (`unknownFormat`) and the old state kept', async () => {
       const legacy = join(dir, 'legacy');
       await filled(legacy);
