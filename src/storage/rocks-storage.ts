@@ -53,10 +53,10 @@ import {
  *   'm' + 'hardState'         -> JSON {term, vote, commit}
  *   'm' + 'identity'          -> JSON {nodeId, clusterId, formatVersion}
  *   'm' + 'logBase'           -> index:u64be term:u64be [membership JSON]
- *   'm' + 'recordFormat'      -> format:u64be                 (2: every 'l' value ends with its crc)
  *                                (last compacted entry and the membership as of it;
  *                                 a value of 16 bytes was written by a build that did
  *                                 not record the membership: read as null)
+ *   'm' + 'recordFormat'      -> format:u64be                 (2: every 'l' value ends with its crc)
  *
  * Key layout of state-<gen>/:
  *
