@@ -17,6 +17,7 @@ import { checkInstallBatch, checkInstallMeta, checkStateBatch, copyMembership, d
 import { StorageError } from './storage-error.js';
 import { checkImageManifest, checkImageSpace, exportStateImage, readStateImageChunks, removeImageDir, writeStateImage, type StateImage, type StateImageSource } from './state-image.js';
 import {
+  FORMAT_VERSION,
   SNAPSHOT_BATCH_BYTES_DEFAULT,
   SNAPSHOT_BATCH_ENTRIES_DEFAULT,
   STATE_RECORD_FORMAT,
@@ -39,8 +40,8 @@ import {
 } from './types.js';
 
 /*
- * Data dir layout (format 2 of the directory; FORMAT_VERSION of the identity
- * is unchanged since no release wrote the old one):
+ * Data dir layout (format 2 of the directory, which no release changed the identity's FORMAT_VERSION
+ * for: no release wrote the old one; FORMAT_VERSION 2 since the record checksums, see types.ts):
  *
  *   <dataDir>/log/          RocksDB: the Raft log, hard state, log base, identity
  *   <dataDir>/state-<gen>/  RocksDB: the state machine of generation <gen> (decimal, from 1)
@@ -460,8 +461,8 @@ async function readRecordFormat(db: RocksDb): Promise<number> {
  * one synced batch (atomic: a crash leaves the log as it was, migrated at the next open); the number of entries.
  * Errors: `corrupt` (an entry too short to be one), `io`.
  */
-async function migrateLog(log: RocksDb): Promise<number> {
-  const ops: RocksOp[] = [];
+async function migrateLog(log: RocksDb, identity: RocksOp | null): Promise<number> {
+  const ops: RocksOp[] = identity === null ? [] : [identity];
   for await (const batch of log.iterate({ gte: Buffer.of(PREFIX_LOG), lt: Buffer.of(PREFIX_LOG + 1) })) {
     for (const { key, value } of batch) {
       decodeEntry(key, readU64(key, 1, 'log key', log.path), value, log.path, LEGACY_RECORD_FORMAT);
@@ -470,7 +471,23 @@ async function migrateLog(log: RocksDb): Promise<number> {
   }
   ops.push({ type: 'put', key: KEY_RECORD_FORMAT, value: u64(RECORD_FORMAT) });
   await log.write(ops, { sync: true });
-  return ops.length - 1;
+  return ops.length - (identity === null ? 1 : 2);
+}
+
+/** LEGACY_FORMAT_VERSION: the identity's formatVersion of a data dir of a build before the record checksums. */
+const LEGACY_FORMAT_VERSION = 1;
+
+/**
+ * raisedIdentity: the put that records the identity of `log` at FORMAT_VERSION when it names LEGACY_FORMAT_VERSION
+ * (null when there is none, or it names another), so that a build before the checksums refuses the data dir.
+ * Errors: `corrupt` (an identity that is not one), `io`.
+ */
+async function raisedIdentity(log: RocksDb, dataDir: string): Promise<RocksOp | null> {
+  const bytes = await log.get(KEY_IDENTITY);
+  if (bytes === undefined) return null;
+  const { nodeId, clusterId, formatVersion } = parseIdentity(bytes.toString('utf8'), dataDir);
+  if (formatVersion !== LEGACY_FORMAT_VERSION) return null;
+  return { type: 'put', key: KEY_IDENTITY, value: Buffer.from(JSON.stringify({ nodeId, clusterId, formatVersion: FORMAT_VERSION })) };
 }
 
 /** GenerationMeta: the applied index and membership a built state generation is committed with (null: none recorded yet). */
@@ -662,7 +679,12 @@ export class RocksStorage implements NodeStorage {
       for await (const batch of log.iterate({ gt: logKey(base.index), lt: Buffer.of(PREFIX_LOG + 1), reverse: true, limit: 1, values: false })) {
         for (const { key } of batch) lastIndex = readU64(key, 1, 'log key', logPath);
       }
-      const logEntriesMigrated = (await readRecordFormat(log)) === LEGACY_RECORD_FORMAT ? await migrateLog(log) : 0;
+      // The identity raised with the records (in the same batch for a log of bare entries; alone for one this build
+      // family sealed before it raised identities): a build before the checksums then refuses the data dir.
+      const identity = await raisedIdentity(log, dataDir);
+      const logFormat = await readRecordFormat(log);
+      const logEntriesMigrated = logFormat === LEGACY_RECORD_FORMAT ? await migrateLog(log, identity) : 0;
+      if (logFormat !== LEGACY_RECORD_FORMAT && identity !== null) await log.write([identity], { sync: true });
 
       let gen = await readStatePointer(dataDir);
       if (gen === null) {

@@ -298,8 +298,15 @@ export interface InstallMeta {
   readonly membership: Membership;
 }
 
-/** FORMAT_VERSION is the on-disk format this code writes and reads. */
-export const FORMAT_VERSION = 1;
+/**
+ * FORMAT_VERSION is the on-disk format this code writes and reads, recorded
+ * in a data dir's identity. 2: every log entry and state record ends with
+ * its CRC-32 (STATE_RECORD_FORMAT); a build of format 1 (before the checksums)
+ * refuses such a data dir when it checks its identity, before it reads a
+ * record, instead of reading each trailer as data. RocksStorage.open raises a
+ * data dir of format 1 to 2 as it migrates its records.
+ */
+export const FORMAT_VERSION = 2;
 
 /**
  * STATE_RECORD_FORMAT: the stored form of a state generation's records this

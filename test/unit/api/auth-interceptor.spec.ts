@@ -44,6 +44,7 @@ import { snapshotTaskRunner } from '../../../src/ops/snapshot-task.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
 import { TaskQueue } from '../../../src/ops/task-queue.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { FORMAT_VERSION } from '../../../src/storage/types.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
@@ -264,7 +265,7 @@ describe('client-plane auth interceptor (real node, every client RPC)', function
     );
     address = `127.0.0.1:${port}`;
     storage = await RocksStorage.open(join(dir, 'n1'));
-    await storage.checkIdentity({ nodeId: 'n1', clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
+    await storage.checkIdentity({ nodeId: 'n1', clusterId: 'test', formatVersion: FORMAT_VERSION }, { createIfNew: true });
     const snapshots = await SnapshotManager.open(join(dir, 'n1', 'snapshots'), storage, DEFAULT_SNAPSHOT_POLICY, silent, 'test', systemClock);
     const ref: { node: Node | null } = { node: null };
     const transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m) });

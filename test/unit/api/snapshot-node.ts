@@ -18,6 +18,7 @@ import { snapshotTaskRunner } from '../../../src/ops/snapshot-task.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
 import { TaskQueue, type TaskQueueOptions, type TaskRunner } from '../../../src/ops/task-queue.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { FORMAT_VERSION } from '../../../src/storage/types.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
 import { systemClock } from '../../../src/node/clock.js';
@@ -60,7 +61,7 @@ export class SnapshotNode {
     const api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
     const dataDir = join(dir, 'n1');
     const storage = await RocksStorage.open(dataDir);
-    await storage.checkIdentity({ nodeId: 'n1', clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
+    await storage.checkIdentity({ nodeId: 'n1', clusterId: 'test', formatVersion: FORMAT_VERSION }, { createIfNew: true });
     const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, snapshotEntries: 1_000_000 }, silent, 'test', systemClock);
     snapshots.dial = peerDial('snapcoord', api.address);
     const ref: { node: Node | null } = { node: null };

@@ -18,7 +18,7 @@ import { TaskQueue } from '../../../src/ops/task-queue.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
-import type { NodeStorage } from '../../../src/storage/types.js';
+import { FORMAT_VERSION, type NodeStorage } from '../../../src/storage/types.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
 import { systemClock } from '../../../src/node/clock.js';
@@ -126,7 +126,7 @@ export class RocksCluster {
     m.api = api;
     const dataDir = join(this.dir, m.id);
     const storage = await RocksStorage.open(dataDir);
-    await storage.checkIdentity({ nodeId: m.id, clusterId: 'test', formatVersion: 1 }, { createIfNew: true });
+    await storage.checkIdentity({ nodeId: m.id, clusterId: 'test', formatVersion: FORMAT_VERSION }, { createIfNew: true });
     const seen = this.wrapStorage?.(m.id, storage) ?? storage;
     const log = memberLogger(m.id, this.logRing(m.id));
     const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), seen, this.policy, log, 'test', systemClock, this.snapshotIo);

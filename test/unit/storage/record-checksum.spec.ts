@@ -13,7 +13,7 @@ import { RocksDb } from '../../../src/storage/rocks.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
 import { exportStateImage, readStateImageChunks, type StateImage, type StateImageSource } from '../../../src/storage/state-image.js';
-import type { KeyValue } from '../../../src/storage/types.js';
+import { FORMAT_VERSION, type KeyValue } from '../../../src/storage/types.js';
 import { rejectsWith } from './helpers.js';
 
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
@@ -70,6 +70,8 @@ async function toLegacy(dataDir: string): Promise<void> {
       for await (const batch of db.iterate({ gte: Buffer.of(prefix), lt: Buffer.of(prefix + 1) })) {
         for (const { key, value } of batch) ops.push({ type: 'put', key, value: value.subarray(0, value.length - RECORD_TRAILER_BYTES) });
       }
+      const identity = await db.get(Buffer.from('midentity'));
+      if (identity !== undefined) ops.push({ type: 'put', key: Buffer.from('midentity'), value: Buffer.from(JSON.stringify({ ...JSON.parse(identity.toString()), formatVersion: 1 })) });
       await db.write([...ops.map((o) => ({ type: 'put' as const, key: o.key, value: o.value as Buffer })), { type: 'del', key: Buffer.from('mrecordFormat') }], { sync: true });
     } finally {
       await db.close();
@@ -200,9 +202,12 @@ describe('record checksums', function () {
       await rm(dir, { recursive: true, force: true });
     });
 
-    /** filled: a data dir with 50 log entries, 3,000 state records at applied index 9 and one more write, closed. */
+    const me = { nodeId: 'n1', clusterId: 'c1', formatVersion: FORMAT_VERSION };
+
+    /** filled: a data dir with its identity, 50 log entries, 3,000 state records at applied index 9 and one more write, closed. */
     async function filled(data: string): Promise<{ digest: string; entries: Entry[] }> {
       const s = await RocksStorage.open(data);
+      await s.checkIdentity(me, { createIfNew: true });
       const entries = Array.from({ length: 50 }, (_, i) => entry(i + 1, Buffer.from(`entry ${i + 1}`)));
       await s.save({ hardState: { term: 1, vote: 'n1', commit: 50 }, entries });
       await s.installState([records(3_000)], { appliedIndex: 9, membership });
@@ -250,6 +255,34 @@ describe('record checksums', function () {
       assert.deepEqual(store.migrated, { logEntries: 0, stateRecords: 3_001 });
       assert.equal(await store.stateDigest(), digest);
       assert.equal((await store.load()).entries.length, 50);
+    });
+
+    it('its identity is raised to FORMAT_VERSION 2 with the log, so that a build before the checksums refuses it (it would read every trailer as data)', async () => {
+      const data = join(dir, 'data');
+      await filled(data);
+      await toLegacy(data);
+      const legacyIdentity = async (): Promise<unknown> => {
+        const db = await RocksDb.open(join(data, 'log'), { createIfMissing: false });
+        try {
+          return JSON.parse(String(await db.get(Buffer.from('midentity'))));
+        } finally {
+          await db.close();
+        }
+      };
+      assert.equal((await legacyIdentity() as { formatVersion: number }).formatVersion, 1);
+      store = await RocksStorage.open(data);
+      // A build of format 1 checks the stored identity's formatVersion against its own (identity-check.ts) before it reads anything else.
+      assert.deepEqual(await store.readIdentity(), { ...me, formatVersion: 2 });
+      assert.deepEqual(await store.checkIdentity(me), me);
+      await store.close();
+      store = null;
+      // A data dir this build family wrote before the identity was raised (records sealed, identity 1): raised at open too.
+      const db = await RocksDb.open(join(data, 'log'), { createIfMissing: false });
+      await db.write([{ type: 'put', key: Buffer.from('midentity'), value: Buffer.from(JSON.stringify({ ...me, formatVersion: 1 })) }], { sync: true });
+      await db.close();
+      store = await RocksStorage.open(data);
+      assert.equal(store.migrated, null);
+      assert.deepEqual(await store.checkIdentity(me), { ...me, formatVersion: 2 });
     });
 
     it('a legacy state image from another member is refused (`unknownFormat`) and the old state kept', async () => {
