@@ -321,13 +321,15 @@ const textEncoder = new TextEncoder();
  * raft.proto documents header_crc32: from and to (u32be length + UTF-8),
  * term, heartbeat byte, prev_log_index, prev_log_term, commit, read_seq,
  * install_floor, snapshot_index (u64be), the entry count (u32be), each entry's crc32 (u32be)
- * and, when the request carries a base membership, baseChecksum of it (u32be).
+ * and, when the request carries a base membership, baseChecksum of it (u32be). `moreEntryCrcs`: the
+ * crc32 of entries after `p.entries` that were not decoded (decodeAppendRequest).
  */
-export function appendHeaderChecksum(p: Omit<pb.AppendEntriesRequest, 'headerCrc32'>): number {
+export function appendHeaderChecksum(p: Omit<pb.AppendEntriesRequest, 'headerCrc32'>, moreEntryCrcs: readonly number[] = []): number {
   const from = textEncoder.encode(p.from);
   const to = textEncoder.encode(p.to);
   const baseBytes = p.base !== undefined ? 4 : 0;
-  const buf = new DataView(new ArrayBuffer(4 + from.length + 4 + to.length + 8 + 1 + 8 * 6 + 4 + 4 * p.entries.length + baseBytes));
+  const count = p.entries.length + moreEntryCrcs.length;
+  const buf = new DataView(new ArrayBuffer(4 + from.length + 4 + to.length + 8 + 1 + 8 * 6 + 4 + 4 * count + baseBytes));
   const bytes = new Uint8Array(buf.buffer);
   let at = 0;
   for (const s of [from, to]) {
@@ -342,10 +344,14 @@ export function appendHeaderChecksum(p: Omit<pb.AppendEntriesRequest, 'headerCrc
     buf.setBigUint64(at, BigInt.asUintN(64, v));
     at += 8;
   }
-  buf.setUint32(at, p.entries.length);
+  buf.setUint32(at, count);
   at += 4;
   for (const e of p.entries) {
     buf.setUint32(at, e.crc32 >>> 0);
+    at += 4;
+  }
+  for (const crc of moreEntryCrcs) {
+    buf.setUint32(at, crc >>> 0);
     at += 4;
   }
   if (p.base !== undefined) buf.setUint32(at, baseChecksum(p.base));
@@ -384,17 +390,24 @@ function baseChecksum(m: pb.Membership): number {
 
 /**
  * appendRequestFromProto decodes an append or (heartbeat flag) a heartbeat.
- * It carries at most APPEND_ENTRIES_MAX entries (CodecError, refused before
- * any of them is looked at), the header checksum must match (CodecError:
- * damaged in transit), every entry's too, and the entries must follow
- * prev_log_index contiguously.
+ * It carries at most APPEND_ENTRIES_MAX decoded entries (CodecError, refused
+ * before any of them is looked at; decodeAppendRequest refuses more than
+ * APPEND_ENTRIES_READ_MAX in all and decodes only the first
+ * APPEND_ENTRIES_MAX), the header checksum must match (CodecError: damaged
+ * in transit), every entry's too, and the entries must follow prev_log_index
+ * contiguously.
  */
 export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendRequest | Heartbeat {
-  // Before any work per entry: a leader never sends more (RaftNode's sendAppend), so more is no leader's append.
-  if (p.entries.length > APPEND_ENTRIES_MAX || (p as OverfullAppend)[ENTRIES_COUNTED] !== undefined) {
-    throw new CodecError(`append: more than APPEND_ENTRIES_MAX (${APPEND_ENTRIES_MAX}) entries in one append`);
+  // Before any work per entry: a leader never sends more (RaftNode's sendAppend; an older one 16 times that at most).
+  if ((p as DecodedAppend)[ENTRIES_COUNTED] !== undefined) {
+    throw new CodecError(`append: more than APPEND_ENTRIES_READ_MAX (${APPEND_ENTRIES_READ_MAX}) entries in one append`);
   }
-  const sum = appendHeaderChecksum(p);
+  if (p.entries.length > APPEND_ENTRIES_MAX) {
+    throw new CodecError(`append: ${p.entries.length} entries decoded, more than APPEND_ENTRIES_MAX (${APPEND_ENTRIES_MAX}) in one append`);
+  }
+  // Entries past the first APPEND_ENTRIES_MAX of an older leader's append: checked by the header, not decoded.
+  const more = (p as DecodedAppend)[MORE_ENTRY_CRCS] ?? [];
+  const sum = appendHeaderChecksum(p, more);
   if (sum !== p.headerCrc32) {
     throw new CodecError(
       `append from ${JSON.stringify(p.from.slice(0, 64))}: header checksum ${p.headerCrc32.toString(16)} does not match its content (${sum.toString(16)}): damaged in transit`,
@@ -402,7 +415,7 @@ export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendReques
   }
   const header = headerFromProto(p);
   if (p.heartbeat) {
-    if (p.entries.length > 0) throw new CodecError('heartbeat: carries entries');
+    if (p.entries.length > 0 || more.length > 0) throw new CodecError('heartbeat: carries entries');
     const installFloor = fromU64(p.installFloor, 'installFloor');
     const snapshotIndex = fromU64(p.snapshotIndex, 'snapshotIndex');
     return {
@@ -433,14 +446,43 @@ export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendReques
   };
 }
 
-/** ENTRIES_COUNTED: set on a request decodeAppendRequest did not decode: the entries counted in its bytes (APPEND_ENTRIES_MAX + 1: it stopped there). */
+/**
+ * APPEND_ENTRIES_READ_MAX: the most entries an append the peer server takes may carry: 16 x
+ * APPEND_ENTRIES_MAX (131,072). A leader of this build sends at most APPEND_ENTRIES_MAX; one of a
+ * build before that limit (a rolling upgrade) sliced only by maxAppendBytes (1 MiB of entry data by
+ * default: tens of thousands of small writes), and a follower catching up behind it would refuse
+ * the same append forever. Of such an append only the first APPEND_ENTRIES_MAX entries are decoded
+ * and stepped, as if the leader had sent those alone (a prefix of an append is an append: the
+ * follower answers the prefix's last index, commits no further, and the leader goes on from there);
+ * the others are read for their crc32 only, which the header checksum covers.
+ */
+export const APPEND_ENTRIES_READ_MAX = 16 * APPEND_ENTRIES_MAX;
+
+/** ENTRIES_COUNTED: set on a request decodeAppendRequest did not decode: the entries counted in its bytes (APPEND_ENTRIES_READ_MAX + 1: it stopped there). */
 const ENTRIES_COUNTED = Symbol('snapcoord.append.entriesCounted');
-type OverfullAppend = pb.AppendEntriesRequest & { [ENTRIES_COUNTED]?: number };
+/** MORE_ENTRY_CRCS: set on a request decodeAppendRequest decoded in part: the crc32 of each entry after its first APPEND_ENTRIES_MAX. */
+const MORE_ENTRY_CRCS = Symbol('snapcoord.append.moreEntryCrcs');
+type DecodedAppend = pb.AppendEntriesRequest & { [ENTRIES_COUNTED]?: number; [MORE_ENTRY_CRCS]?: readonly number[] };
 
 /** ENTRY_TAG: the tag of AppendEntriesRequest.entries (field 7, length-delimited), as the generated decoder matches it. */
 const ENTRY_TAG = (7 << 3) | 2;
 /** APPEND_FIELD_MAX: AppendEntriesRequest's highest field number (base, 13); the generated decoder skips any above. */
 const APPEND_FIELD_MAX = 13;
+/** ENTRY_CRC_TAG: the tag of Entry.crc32 (field 5, fixed32). */
+const ENTRY_CRC_TAG = (5 << 3) | 5;
+
+/** entryCrc: the crc32 field of an Entry's bytes, read as Entry.decode reads it (the last one; 0 when none), nothing else decoded. */
+function entryCrc(bytes: Uint8Array): number {
+  const reader = new BinaryReader(bytes);
+  let crc = 0;
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (tag === ENTRY_CRC_TAG) crc = reader.fixed32();
+    else if ((tag & 7) === 4 || tag === 0) break;
+    else reader.skip(tag & 7);
+  }
+  return crc;
+}
 
 /**
  * decodeAppendRequest: the AppendEntries request deserializer of the peer
@@ -454,9 +496,12 @@ const APPEND_FIELD_MAX = 13;
  * and reads what follows inside its length as the request's own fields). Of
  * the other fields only the last of each tag is decoded, by the generated
  * decoder (which keeps the last of a field that is not repeated); fields it
- * does not know are dropped, as it drops them. A request with more entries
- * comes back undecoded (no fields, its count noted) for appendRequestFromProto
- * to refuse naming the limit; grpc-js would answer a deserializer's throw with
+ * does not know are dropped, as it drops them. Entries past the first
+ * APPEND_ENTRIES_MAX (an older leader's append) are read for their crc32 only
+ * (noted on the request for the header check; see APPEND_ENTRIES_READ_MAX).
+ * A request with more than APPEND_ENTRIES_READ_MAX entries comes back
+ * undecoded (no fields, its count noted) for appendRequestFromProto to refuse
+ * naming the limit; grpc-js would answer a deserializer's throw with
  * a bare INTERNAL "Error deserializing request". Bytes that are not well formed
  * throw, as the generated decoder's do, and so does a group (wire type 3),
  * which no member sends.
@@ -464,16 +509,18 @@ const APPEND_FIELD_MAX = 13;
 export function decodeAppendRequest(bytes: Uint8Array): pb.AppendEntriesRequest {
   const reader = new BinaryReader(bytes);
   const entries: Uint8Array[] = [];
+  const moreCrcs: number[] = [];
   const fields = new Map<number, Uint8Array>();
   while (reader.pos < reader.len) {
     const tag = reader.uint32();
     if (tag === ENTRY_TAG) {
-      if (entries.length === APPEND_ENTRIES_MAX) {
-        const undecoded: OverfullAppend = pb.AppendEntriesRequest.fromPartial({});
-        undecoded[ENTRIES_COUNTED] = APPEND_ENTRIES_MAX + 1;
+      if (entries.length < APPEND_ENTRIES_MAX) entries.push(reader.bytes());
+      else if (entries.length + moreCrcs.length < APPEND_ENTRIES_READ_MAX) moreCrcs.push(entryCrc(reader.bytes()));
+      else {
+        const undecoded: DecodedAppend = pb.AppendEntriesRequest.fromPartial({});
+        undecoded[ENTRIES_COUNTED] = APPEND_ENTRIES_READ_MAX + 1;
         return undecoded;
       }
-      entries.push(reader.bytes());
       continue;
     }
     // Where the generated decoder stops (an end-group tag or tag 0); whatever follows is not read.
@@ -486,6 +533,7 @@ export function decodeAppendRequest(bytes: Uint8Array): pb.AppendEntriesRequest 
   for (const [tag, value] of fields) others.uint32(tag).raw(value);
   const request = pb.AppendEntriesRequest.decode(others.finish());
   for (const entry of entries) request.entries.push(pb.Entry.decode(entry));
+  if (moreCrcs.length > 0) (request as DecodedAppend)[MORE_ENTRY_CRCS] = moreCrcs;
   return request;
 }
 

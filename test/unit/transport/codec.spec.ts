@@ -9,6 +9,7 @@ import {
   appendHeaderChecksum,
   appendRequestToProto,
   appendResponseFromProto,
+  APPEND_ENTRIES_READ_MAX,
   decodeAppendRequest,
   appendResponseToProto,
   entryChecksum,
@@ -401,15 +402,29 @@ describe('transport codec: decodeAppendRequest (the peer server\'s AppendEntries
     return pb.AppendEntriesRequest.encode({ ...req, headerCrc32: appendHeaderChecksum(req) }).finish();
   };
 
-  it('APPEND_ENTRIES_MAX entries are decoded; one more is not decoded at all, and refused naming the limit', () => {
+  it('APPEND_ENTRIES_MAX entries are decoded; an older leader\'s longer append is taken as its first APPEND_ENTRIES_MAX (the rest checked by the header); more than APPEND_ENTRIES_READ_MAX is not decoded at all', () => {
     const full = decodeAppendRequest(bytesOf(APPEND_ENTRIES_MAX));
     assert.equal(full.entries.length, APPEND_ENTRIES_MAX);
     assert.equal(appendRequestFromProto(full).type, 'append');
-    const over = bytesOf(APPEND_ENTRIES_MAX + 1);
+    // A leader of a build before APPEND_ENTRIES_MAX sliced by bytes only: a follower behind it by more small entries
+    // refused the same append for as long as that leader led.
+    const longer = appendRequestFromProto(decodeAppendRequest(bytesOf(APPEND_ENTRIES_MAX + 100)));
+    assert.ok(longer.type === 'append');
+    assert.equal(longer.entries.length, APPEND_ENTRIES_MAX);
+    assert.equal(longer.entries.at(-1)?.index, APPEND_ENTRIES_MAX);
+    // The entries not decoded are still covered by the header checksum: one damaged in transit refuses the append.
+    const entries = Array.from({ length: APPEND_ENTRIES_MAX + 2 }, (_, i) => entryToProto({ index: i + 1, term: 2, type: 'normal', data: new Uint8Array(0) }));
+    const req = { from: 'n1', to: 'n2', term: 2n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries, commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base: undefined };
+    const headerCrc32 = appendHeaderChecksum(req);
+    const last = entries[APPEND_ENTRIES_MAX + 1] as pb.Entry;
+    entries[APPEND_ENTRIES_MAX + 1] = { ...last, crc32: last.crc32 ^ 1 };
+    const damaged = pb.AppendEntriesRequest.encode({ ...req, entries, headerCrc32 }).finish();
+    assert.throws(() => appendRequestFromProto(decodeAppendRequest(damaged)), isCodecError(/header checksum .* damaged in transit/));
+    const over = bytesOf(APPEND_ENTRIES_READ_MAX + 1);
     const refused = decodeAppendRequest(over);
     assert.equal(refused.entries.length, 0, 'its entries were decoded');
     assert.equal(refused.from, '');
-    const want = isCodecError(new RegExp(`^append: more than APPEND_ENTRIES_MAX \\(${APPEND_ENTRIES_MAX}\\) entries in one append$`));
+    const want = isCodecError(new RegExp(`^append: more than APPEND_ENTRIES_READ_MAX \\(${APPEND_ENTRIES_READ_MAX}\\) entries in one append$`));
     assert.throws(() => appendRequestFromProto(refused), want);
     // Bytes a decoder would read only partly (cut short) are counted all the same; a group (which no member sends) is refused.
     assert.equal(decodeAppendRequest(over.subarray(0, over.length - 1)).entries.length, 0);

@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
 import { APPEND_ENTRIES_MAX, type AppendRequest, type Message } from '../../../src/raft/types.js';
-import { appendHeaderChecksum, entryToProto } from '../../../src/transport/codec.js';
+import { APPEND_ENTRIES_READ_MAX, appendHeaderChecksum, entryToProto } from '../../../src/transport/codec.js';
 import { RAFT_SERVICE_DEFINITION } from '../../../src/transport/fetch-serializer.js';
 import { GrpcTransport, type GrpcTransportOptions } from '../../../src/transport/grpc-transport.js';
 import { MessageFaults, type MessageFaultRates } from '../../../src/transport/message-faults.js';
@@ -409,7 +409,7 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
       });
     });
 
-    it('refuses an append of more than APPEND_ENTRIES_MAX entries INVALID_ARGUMENT, never handing it to the core; APPEND_ENTRIES_MAX pass', async () => {
+    it('takes an older leader\'s append of more than APPEND_ENTRIES_MAX entries as its first APPEND_ENTRIES_MAX; refuses more than APPEND_ENTRIES_READ_MAX INVALID_ARGUMENT, never handing it to the core', async () => {
       /** sendRaw writes one append of `n` empty entries on a stream of its own and returns the stream's status. */
       const sendRaw = (n: number): Promise<grpc.StatusObject> => {
         const entries = Array.from({ length: n }, (_, i) => entryToProto({ index: i + 1, term: 2, type: 'normal', data: new Uint8Array(0) }));
@@ -426,15 +426,21 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
           call.write({ ...req, headerCrc32: appendHeaderChecksum(req) });
         });
       };
-      const refused = await sendRaw(APPEND_ENTRIES_MAX + 1);
+      const refused = await sendRaw(APPEND_ENTRIES_READ_MAX + 1);
       assert.equal(refused.code, grpc.status.INVALID_ARGUMENT, refused.details);
-      assert.match(refused.details, new RegExp(`^append: more than APPEND_ENTRIES_MAX \\(${APPEND_ENTRIES_MAX}\\) entries in one append$`));
+      assert.match(refused.details, new RegExp(`^append: more than APPEND_ENTRIES_READ_MAX \\(${APPEND_ENTRIES_READ_MAX}\\) entries in one append$`));
       assert.equal(handler.requests.length, 0, 'the core saw nothing');
       const taken = await sendRaw(APPEND_ENTRIES_MAX);
       assert.equal(taken.code, grpc.status.OK, taken.details);
       assert.equal(handler.requests.length, 1);
       const [m] = handler.requests;
       assert.ok(m?.type === 'append' && m.entries.length === APPEND_ENTRIES_MAX);
+      // A leader of a build before the limit (a rolling upgrade) slices by bytes only: its longer append is the first APPEND_ENTRIES_MAX entries.
+      const older = await sendRaw(APPEND_ENTRIES_MAX + 1000);
+      assert.equal(older.code, grpc.status.OK, older.details);
+      assert.equal(handler.requests.length, 2);
+      const m2 = handler.requests[1];
+      assert.ok(m2?.type === 'append' && m2.entries.length === APPEND_ENTRIES_MAX && m2.entries.at(-1)?.index === APPEND_ENTRIES_MAX);
     });
 
     it('refuses a request addressed to another node', async () => {
