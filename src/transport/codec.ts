@@ -39,7 +39,7 @@ import {
 } from '../raft/types.js';
 import * as pb from '../gen/snapcoord/v1/raft.js';
 import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedOutcome, type ForwardedProposals, type MembershipAnswer, type MembershipQuery, type StageArchiveParams } from './transport.js';
-import { NODE_ID_CHARS_MAX, membershipOverLimits, wellFormedMembership } from '../raft/membership.js';
+import { MEMBERSHIP_IDS_MAX, NODE_ID_CHARS_MAX, membershipOverLimits, wellFormedMembership } from '../raft/membership.js';
 
 /** CodecError: a value cannot be represented on the wire, or a received message is malformed. */
 export class CodecError extends Error {
@@ -399,9 +399,8 @@ function baseChecksum(m: pb.Membership): number {
  */
 export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendRequest | Heartbeat {
   // Before any work per entry: a leader never sends more (RaftNode's sendAppend; an older one 16 times that at most).
-  if ((p as DecodedAppend)[ENTRIES_COUNTED] !== undefined) {
-    throw new CodecError(`append: more than APPEND_ENTRIES_READ_MAX (${APPEND_ENTRIES_READ_MAX}) entries in one append`);
-  }
+  const refused = (p as DecodedAppend)[UNDECODED];
+  if (refused !== undefined) throw new CodecError(refused);
   if (p.entries.length > APPEND_ENTRIES_MAX) {
     throw new CodecError(`append: ${p.entries.length} entries decoded, more than APPEND_ENTRIES_MAX (${APPEND_ENTRIES_MAX}) in one append`);
   }
@@ -458,11 +457,79 @@ export function appendRequestFromProto(p: pb.AppendEntriesRequest): AppendReques
  */
 export const APPEND_ENTRIES_READ_MAX = 16 * APPEND_ENTRIES_MAX;
 
-/** ENTRIES_COUNTED: set on a request decodeAppendRequest did not decode: the entries counted in its bytes (APPEND_ENTRIES_READ_MAX + 1: it stopped there). */
-const ENTRIES_COUNTED = Symbol('snapcoord.append.entriesCounted');
+/**
+ * UNDECODED: set on a request the peer server's decoder did not decode (decodeAppendRequest,
+ * decodeInstallSnapshotRequest: no fields), the reason it was refused, for the *FromProto
+ * function to throw (a deserializer's throw reaches the peer as a bare INTERNAL).
+ */
+const UNDECODED = Symbol('snapcoord.peer.undecoded');
 /** MORE_ENTRY_CRCS: set on a request decodeAppendRequest decoded in part: the crc32 of each entry after its first APPEND_ENTRIES_MAX. */
 const MORE_ENTRY_CRCS = Symbol('snapcoord.append.moreEntryCrcs');
-type DecodedAppend = pb.AppendEntriesRequest & { [ENTRIES_COUNTED]?: number; [MORE_ENTRY_CRCS]?: readonly number[] };
+type DecodedAppend = pb.AppendEntriesRequest & { [UNDECODED]?: string; [MORE_ENTRY_CRCS]?: readonly number[] };
+type DecodedInstall = pb.InstallSnapshotRequest & { [UNDECODED]?: string };
+
+/** undecoded: an empty request of `type` marked UNDECODED with `why`. */
+function undecoded<T extends object>(type: { fromPartial(o: object): T }, why: string): T & { [UNDECODED]?: string } {
+  const request: T & { [UNDECODED]?: string } = type.fromPartial({});
+  request[UNDECODED] = why;
+  return request;
+}
+
+/** MEMBERSHIP_VOTERS_TAG, MEMBERSHIP_LEARNERS_TAG, MEMBERSHIP_ADDRESSES_TAG: Membership's fields 1-3 (length-delimited). */
+const MEMBERSHIP_VOTERS_TAG = (1 << 3) | 2;
+const MEMBERSHIP_LEARNERS_TAG = (2 << 3) | 2;
+const MEMBERSHIP_ADDRESSES_TAG = (3 << 3) | 2;
+
+/**
+ * membershipBytesOverLimits: why a Membership's bytes hold more voters, learners or addresses
+ * entries than membershipOverLimits allows, counted before anything is decoded (one id string per
+ * 2 bytes of a 64 MiB message, ~20 times its size in heap), as its generated decoder reads them
+ * (a tag 0 or an end-group tag ends it); null when within.
+ */
+function membershipBytesOverLimits(bytes: Uint8Array): string | null {
+  const reader = new BinaryReader(bytes);
+  let voters = 0;
+  let learners = 0;
+  let addresses = 0;
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if ((tag & 7) === 4 || tag === 0) break;
+    if (tag === MEMBERSHIP_VOTERS_TAG && ++voters > MEMBERSHIP_IDS_MAX) return `membership.voters: more than MEMBERSHIP_IDS_MAX (${MEMBERSHIP_IDS_MAX}) ids`;
+    if (tag === MEMBERSHIP_LEARNERS_TAG && ++learners > MEMBERSHIP_IDS_MAX) return `membership.learners: more than MEMBERSHIP_IDS_MAX (${MEMBERSHIP_IDS_MAX}) ids`;
+    if (tag === MEMBERSHIP_ADDRESSES_TAG && ++addresses > 2 * MEMBERSHIP_IDS_MAX) {
+      return `membership.addresses: more than 2 * MEMBERSHIP_IDS_MAX (${2 * MEMBERSHIP_IDS_MAX}) entries`;
+    }
+    reader.skip(tag & 7);
+  }
+  return null;
+}
+
+/**
+ * splitFields walks the top-level fields of a message's bytes as its generated decoder does (tags
+ * read as 32-bit; a tag 0 or an end-group tag ends it; a group is refused: no member sends one).
+ * The bytes of each field whose tag is in `taken` are handed to it (`take` returns false to stop:
+ * the message is refused); of the others with a field number up to `fieldMax` only the last of each
+ * tag is kept (the generated decoders keep the last of a field that is not repeated, and drop
+ * unknown ones), re-encoded for the generated decoder. Returns those bytes, or null when stopped.
+ */
+function splitFields(bytes: Uint8Array, fieldMax: number, taken: ReadonlySet<number>, take: (tag: number, value: Uint8Array) => boolean): Uint8Array | null {
+  const reader = new BinaryReader(bytes);
+  const fields = new Map<number, Uint8Array>();
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    if (taken.has(tag)) {
+      if (!take(tag, reader.bytes())) return null;
+      continue;
+    }
+    if ((tag & 7) === 4 || tag === 0) break;
+    if ((tag & 7) === 3) throw new Error(`a group (field ${tag >>> 3}): no member sends one`);
+    const value = reader.skip(tag & 7);
+    if (tag >>> 3 <= fieldMax) fields.set(tag, value);
+  }
+  const others = new BinaryWriter();
+  for (const [tag, value] of fields) others.uint32(tag).raw(value);
+  return others.finish();
+}
 
 /** ENTRY_TAG: the tag of AppendEntriesRequest.entries (field 7, length-delimited), as the generated decoder matches it. */
 const ENTRY_TAG = (7 << 3) | 2;
@@ -507,35 +574,66 @@ function entryCrc(bytes: Uint8Array): number {
  * which no member sends.
  */
 export function decodeAppendRequest(bytes: Uint8Array): pb.AppendEntriesRequest {
-  const reader = new BinaryReader(bytes);
   const entries: Uint8Array[] = [];
   const moreCrcs: number[] = [];
-  const fields = new Map<number, Uint8Array>();
-  while (reader.pos < reader.len) {
-    const tag = reader.uint32();
-    if (tag === ENTRY_TAG) {
-      if (entries.length < APPEND_ENTRIES_MAX) entries.push(reader.bytes());
-      else if (entries.length + moreCrcs.length < APPEND_ENTRIES_READ_MAX) moreCrcs.push(entryCrc(reader.bytes()));
-      else {
-        const undecoded: DecodedAppend = pb.AppendEntriesRequest.fromPartial({});
-        undecoded[ENTRIES_COUNTED] = APPEND_ENTRIES_READ_MAX + 1;
-        return undecoded;
-      }
-      continue;
-    }
-    // Where the generated decoder stops (an end-group tag or tag 0); whatever follows is not read.
-    if ((tag & 7) === 4 || tag === 0) break;
-    if ((tag & 7) === 3) throw new Error(`AppendEntriesRequest: a group (field ${tag >>> 3}): no member sends one`);
-    const value = reader.skip(tag & 7);
-    if (tag >>> 3 <= APPEND_FIELD_MAX) fields.set(tag, value);
-  }
-  const others = new BinaryWriter();
-  for (const [tag, value] of fields) others.uint32(tag).raw(value);
-  const request = pb.AppendEntriesRequest.decode(others.finish());
+  const taken: { base?: Uint8Array } = {};
+  const others = splitFields(bytes, APPEND_FIELD_MAX, APPEND_TAKEN_TAGS, (tag, value) => {
+    if (tag === APPEND_BASE_TAG) taken.base = value;
+    else if (entries.length < APPEND_ENTRIES_MAX) entries.push(value);
+    else if (entries.length + moreCrcs.length < APPEND_ENTRIES_READ_MAX) moreCrcs.push(entryCrc(value));
+    else return false;
+    return true;
+  });
+  if (others === null) return undecoded(pb.AppendEntriesRequest, `append: more than APPEND_ENTRIES_READ_MAX (${APPEND_ENTRIES_READ_MAX}) entries in one append`);
+  const base = taken.base;
+  const baseOver = base === undefined ? null : membershipBytesOverLimits(base);
+  if (baseOver !== null) return undecoded(pb.AppendEntriesRequest, `append base: ${baseOver}`);
+  const request = pb.AppendEntriesRequest.decode(others);
+  if (base !== undefined) request.base = pb.Membership.decode(base);
   for (const entry of entries) request.entries.push(pb.Entry.decode(entry));
   if (moreCrcs.length > 0) (request as DecodedAppend)[MORE_ENTRY_CRCS] = moreCrcs;
   return request;
 }
+
+/** INSTALL_FIELD_MAX, SNAPSHOT_META_FIELD_MAX: the highest field numbers of InstallSnapshotRequest (snapshot, 4) and SnapshotMeta (digest, 5). */
+const INSTALL_FIELD_MAX = 4;
+const SNAPSHOT_META_FIELD_MAX = 5;
+/** INSTALL_SNAPSHOT_TAG: InstallSnapshotRequest.snapshot (field 4); SNAPSHOT_MEMBERSHIP_TAG: SnapshotMeta.membership (field 3). */
+const INSTALL_SNAPSHOT_TAG = (4 << 3) | 2;
+const SNAPSHOT_MEMBERSHIP_TAG = (3 << 3) | 2;
+
+/**
+ * decodeInstallSnapshotRequest: the InstallSnapshot request deserializer of the peer server
+ * (RAFT_SERVICE_DEFINITION): the meta's membership is counted before it is decoded
+ * (membershipBytesOverLimits; one beyond comes back undecoded for snapshotRequestFromProto to
+ * refuse naming the limit), and each nested message is decoded within its own bytes (as
+ * decodeAppendRequest's entries); otherwise what the generated decoder decodes.
+ */
+export function decodeInstallSnapshotRequest(bytes: Uint8Array): pb.InstallSnapshotRequest {
+  const taken: { meta?: Uint8Array; membership?: Uint8Array } = {};
+  const others = splitFields(bytes, INSTALL_FIELD_MAX, INSTALL_TAKEN_TAGS, (_tag, value) => {
+    taken.meta = value;
+    return true;
+  }) as Uint8Array;
+  const request = pb.InstallSnapshotRequest.decode(others);
+  if (taken.meta === undefined) return request;
+  const metaOthers = splitFields(taken.meta, SNAPSHOT_META_FIELD_MAX, SNAPSHOT_META_TAKEN_TAGS, (_tag, value) => {
+    taken.membership = value;
+    return true;
+  }) as Uint8Array;
+  const membership = taken.membership;
+  const over = membership === undefined ? null : membershipBytesOverLimits(membership);
+  if (over !== null) return undecoded(pb.InstallSnapshotRequest, `snapshot: ${over}`);
+  const meta = pb.SnapshotMeta.decode(metaOthers);
+  if (membership !== undefined) meta.membership = pb.Membership.decode(membership);
+  request.snapshot = meta;
+  return request;
+}
+
+const APPEND_BASE_TAG = (13 << 3) | 2;
+const APPEND_TAKEN_TAGS: ReadonlySet<number> = new Set([ENTRY_TAG, APPEND_BASE_TAG]);
+const INSTALL_TAKEN_TAGS: ReadonlySet<number> = new Set([INSTALL_SNAPSHOT_TAG]);
+const SNAPSHOT_META_TAKEN_TAGS: ReadonlySet<number> = new Set([SNAPSHOT_MEMBERSHIP_TAG]);
 
 export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb.AppendEntriesResponse {
   if (m.type === 'heartbeatResp') {
@@ -595,6 +693,8 @@ export function snapshotRequestToProto(m: SnapshotRequest): pb.InstallSnapshotRe
 }
 
 export function snapshotRequestFromProto(p: pb.InstallSnapshotRequest): SnapshotRequest {
+  const refused = (p as DecodedInstall)[UNDECODED];
+  if (refused !== undefined) throw new CodecError(refused);
   return { type: 'snapshot', ...headerFromProto(p), snapshot: snapshotMetaFromProto(p.snapshot) };
 }
 

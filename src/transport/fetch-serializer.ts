@@ -1,5 +1,5 @@
-import { RaftServiceService, type AppendEntriesRequest, type FetchSnapshotResponse } from '../gen/snapcoord/v1/raft.js';
-import { decodeAppendRequest } from './codec.js';
+import { RaftServiceService, type AppendEntriesRequest, type FetchSnapshotResponse, type InstallSnapshotRequest } from '../gen/snapcoord/v1/raft.js';
+import { decodeAppendRequest, decodeInstallSnapshotRequest } from './codec.js';
 import { encodeBytesMessage, type BytesMessageField } from './bytes-message.js';
 
 /**
@@ -20,10 +20,13 @@ export function serializeFetchSnapshotResponse(m: FetchSnapshotResponse): Buffer
 
 /**
  * RAFT_SERVICE_DEFINITION: the generated RaftService definition with the one-copy FetchSnapshot encoder,
- * and an AppendEntries decoder that counts the entries before it decodes them (decodeAppendRequest).
+ * an AppendEntries decoder that counts the entries and the base's ids before it decodes them
+ * (decodeAppendRequest), and an InstallSnapshot decoder that counts the membership's ids first
+ * (decodeInstallSnapshotRequest).
  */
 export const RAFT_SERVICE_DEFINITION = {
   ...RaftServiceService,
   appendEntries: { ...RaftServiceService.appendEntries, requestDeserialize: (b: Buffer): AppendEntriesRequest => decodeAppendRequest(b) },
+  installSnapshot: { ...RaftServiceService.installSnapshot, requestDeserialize: (b: Buffer): InstallSnapshotRequest => decodeInstallSnapshotRequest(b) },
   fetchSnapshot: { ...RaftServiceService.fetchSnapshot, responseSerialize: serializeFetchSnapshotResponse },
 } as const;

@@ -39,6 +39,7 @@ import {
   voteResponseFromProto,
   voteResponseToProto,
 } from '../../../src/transport/codec.js';
+import { RAFT_SERVICE_DEFINITION } from '../../../src/transport/fetch-serializer.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -485,6 +486,49 @@ describe('transport codec: decodeAppendRequest (the peer server\'s AppendEntries
       assert.deepEqual(decodeAppendRequest(bytes), pb.AppendEntriesRequest.decode(bytes));
     }
     assert.equal(decodeAppendRequest(odd).from, 'n9');
+  });
+});
+
+describe('transport codec: the peer server counts a membership\'s ids before it decodes them (an append\'s base, InstallSnapshot\'s meta)', () => {
+  const isCodecError = (pattern: RegExp) => (err: unknown) => err instanceof CodecError && pattern.test(err.message);
+  const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `v${i}`);
+  const appendWith = (base: pb.Membership): Uint8Array => {
+    const req = { from: 'n1', to: 'n2', term: 2n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries: [], commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base };
+    return pb.AppendEntriesRequest.encode({ ...req, headerCrc32: appendHeaderChecksum(req) }).finish();
+  };
+  const installWith = (membership: pb.Membership): Uint8Array =>
+    pb.InstallSnapshotRequest.encode({ from: 'n1', to: 'n2', term: 2n, snapshot: { index: 9n, term: 2n, membership, sizeBytes: 10n, digest: '' } }).finish();
+  const deserializeInstall = (b: Uint8Array): pb.InstallSnapshotRequest => RAFT_SERVICE_DEFINITION.installSnapshot.requestDeserialize(Buffer.from(b));
+  const overs: [string, pb.Membership, RegExp][] = [
+    ['voters', { voters: ids(MEMBERSHIP_IDS_MAX + 1), learners: [], addresses: {} }, /membership\.voters: more than MEMBERSHIP_IDS_MAX \(1000\) ids/],
+    ['learners', { voters: ['n1'], learners: ids(MEMBERSHIP_IDS_MAX + 1), addresses: {} }, /membership\.learners: more than MEMBERSHIP_IDS_MAX \(1000\) ids/],
+    ['addresses', { voters: ['n1'], learners: [], addresses: Object.fromEntries(ids(2 * MEMBERSHIP_IDS_MAX + 1).map((id) => [id, 'a:1'])) }, /membership\.addresses: more than 2 \* MEMBERSHIP_IDS_MAX \(2000\) entries/],
+  ];
+
+  it('one id over the limit: the membership is not decoded, and the request is refused naming the limit', () => {
+    for (const [what, m, want] of overs) {
+      const append = decodeAppendRequest(appendWith(m));
+      assert.equal(append.base, undefined, `${what}: the append's base was decoded`);
+      assert.throws(() => appendRequestFromProto(append), isCodecError(want), what);
+      const install = deserializeInstall(installWith(m));
+      assert.equal(install.snapshot?.membership, undefined, `${what}: InstallSnapshot's membership was decoded`);
+      assert.throws(() => snapshotRequestFromProto(install), isCodecError(want), what);
+    }
+  });
+
+  it('within the limits (and with repeated or unknown fields) they decode what the generated decoders decode', () => {
+    const m = { voters: ids(MEMBERSHIP_IDS_MAX), learners: ids(3), addresses: Object.fromEntries(ids(2 * MEMBERSHIP_IDS_MAX).map((id) => [id, `${id}:1`])) };
+    const append = appendWith(m);
+    assert.deepEqual(decodeAppendRequest(append), pb.AppendEntriesRequest.decode(append));
+    assert.equal(appendRequestFromProto(decodeAppendRequest(append)).type, 'append');
+    const install = installWith(m);
+    // term twice (the last wins), an unknown field 9, then the snapshot again with another index (the last wins).
+    const again = pb.InstallSnapshotRequest.encode({ from: '', to: '', term: 0n, snapshot: { index: 11n, term: 2n, membership: { voters: ['n1'], learners: [], addresses: { n1: 'a:1' } }, sizeBytes: 1n, digest: '' } }).finish();
+    const odd = new Uint8Array([...install, 0x18, 0x07, 0x4a, 0x01, 0x00, ...again]);
+    for (const bytes of [install, odd, installWith({ voters: [], learners: [], addresses: {} }), new Uint8Array(0)]) {
+      assert.deepEqual(deserializeInstall(bytes), pb.InstallSnapshotRequest.decode(bytes));
+    }
+    assert.equal(snapshotRequestFromProto(deserializeInstall(install)).snapshot.membership.voters.length, MEMBERSHIP_IDS_MAX);
   });
 });
 
