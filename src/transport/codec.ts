@@ -803,8 +803,35 @@ export function proposeRequestToProto(p: ForwardProposalsParams): pb.ProposeRequ
   return { ...headerToProto(p), data: [...p.data] };
 }
 
+/** PROPOSE_FIELD_MAX: ProposeRequest's highest field number (data, 4); PROPOSE_DATA_TAG: its data (field 4, length-delimited). */
+const PROPOSE_FIELD_MAX = 4;
+const PROPOSE_DATA_TAG = (4 << 3) | 2;
+const PROPOSE_TAKEN_TAGS: ReadonlySet<number> = new Set([PROPOSE_DATA_TAG]);
+type DecodedPropose = pb.ProposeRequest & { [UNDECODED]?: string };
+
+/**
+ * decodeProposeRequest: the Propose request deserializer of the peer server (RAFT_SERVICE_DEFINITION):
+ * the proposals are counted before any is decoded (each a view object: 2-byte proposals in a 64 MiB
+ * message were ~30 million of them); more than FORWARD_PROPOSALS_MAX come back undecoded for
+ * proposeRequestFromProto to refuse naming the limit. Otherwise what the generated decoder decodes.
+ */
+export function decodeProposeRequest(bytes: Uint8Array): pb.ProposeRequest {
+  const data: Uint8Array[] = [];
+  const others = splitFields(bytes, PROPOSE_FIELD_MAX, PROPOSE_TAKEN_TAGS, (_tag, value) => {
+    if (data.length === FORWARD_PROPOSALS_MAX) return false;
+    data.push(value);
+    return true;
+  });
+  if (others === null) return undecoded(pb.ProposeRequest, `data: more than FORWARD_PROPOSALS_MAX (${FORWARD_PROPOSALS_MAX}) proposals`);
+  const request = pb.ProposeRequest.decode(others);
+  request.data = data;
+  return request;
+}
+
 /** proposeRequestFromProto decodes a Propose request. Throws CodecError (no proposals, more than FORWARD_PROPOSALS_MAX). */
 export function proposeRequestFromProto(p: pb.ProposeRequest): ForwardProposalsParams {
+  const refused = (p as DecodedPropose)[UNDECODED];
+  if (refused !== undefined) throw new CodecError(refused);
   if (p.data.length === 0) throw new CodecError('data: no proposals');
   if (p.data.length > FORWARD_PROPOSALS_MAX) throw new CodecError(`data: ${p.data.length} proposals, more than ${FORWARD_PROPOSALS_MAX}`);
   return { ...headerFromProto(p), data: p.data };

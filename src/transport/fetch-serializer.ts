@@ -1,5 +1,5 @@
-import { RaftServiceService, type AppendEntriesRequest, type FetchSnapshotResponse, type InstallSnapshotRequest } from '../gen/snapcoord/v1/raft.js';
-import { decodeAppendRequest, decodeInstallSnapshotRequest } from './codec.js';
+import { RaftServiceService, type AppendEntriesRequest, type FetchSnapshotResponse, type InstallSnapshotRequest, type ProposeRequest } from '../gen/snapcoord/v1/raft.js';
+import { decodeAppendRequest, decodeInstallSnapshotRequest, decodeProposeRequest } from './codec.js';
 import { encodeBytesMessage, type BytesMessageField } from './bytes-message.js';
 
 /**
@@ -21,12 +21,13 @@ export function serializeFetchSnapshotResponse(m: FetchSnapshotResponse): Buffer
 /**
  * RAFT_SERVICE_DEFINITION: the generated RaftService definition with the one-copy FetchSnapshot encoder,
  * an AppendEntries decoder that counts the entries and the base's ids before it decodes them
- * (decodeAppendRequest), and an InstallSnapshot decoder that counts the membership's ids first
- * (decodeInstallSnapshotRequest).
+ * (decodeAppendRequest), an InstallSnapshot decoder that counts the membership's ids first
+ * (decodeInstallSnapshotRequest) and a Propose decoder that counts the proposals first (decodeProposeRequest).
  */
 export const RAFT_SERVICE_DEFINITION = {
   ...RaftServiceService,
   appendEntries: { ...RaftServiceService.appendEntries, requestDeserialize: (b: Buffer): AppendEntriesRequest => decodeAppendRequest(b) },
   installSnapshot: { ...RaftServiceService.installSnapshot, requestDeserialize: (b: Buffer): InstallSnapshotRequest => decodeInstallSnapshotRequest(b) },
+  propose: { ...RaftServiceService.propose, requestDeserialize: (b: Buffer): ProposeRequest => decodeProposeRequest(b) },
   fetchSnapshot: { ...RaftServiceService.fetchSnapshot, responseSerialize: serializeFetchSnapshotResponse },
 } as const;

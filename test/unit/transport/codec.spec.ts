@@ -30,6 +30,7 @@ import {
   reportSnapshotFromProto,
   reportSnapshotToProto,
   snapshotRequestFromProto,
+  proposeRequestFromProto,
   snapshotRequestToProto,
   timeoutNowFromProto,
   timeoutNowToProto,
@@ -40,6 +41,7 @@ import {
   voteResponseToProto,
 } from '../../../src/transport/codec.js';
 import { RAFT_SERVICE_DEFINITION } from '../../../src/transport/fetch-serializer.js';
+import { FORWARD_PROPOSALS_MAX } from '../../../src/transport/transport.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 
@@ -529,6 +531,20 @@ describe('transport codec: the peer server counts a membership\'s ids before it 
       assert.deepEqual(deserializeInstall(bytes), pb.InstallSnapshotRequest.decode(bytes));
     }
     assert.equal(snapshotRequestFromProto(deserializeInstall(install)).snapshot.membership.voters.length, MEMBERSHIP_IDS_MAX);
+  });
+});
+
+describe('transport codec: the peer server counts a Propose\'s proposals before it decodes them', () => {
+  const deserialize = (b: Uint8Array): pb.ProposeRequest => RAFT_SERVICE_DEFINITION.propose.requestDeserialize(Buffer.from(b));
+  const bytesOf = (n: number): Uint8Array => pb.ProposeRequest.encode({ from: 'n2', to: 'n1', term: 3n, data: Array.from({ length: n }, (_, i) => new Uint8Array([i & 0xff, 1])) }).finish();
+
+  it('FORWARD_PROPOSALS_MAX are decoded as the generated decoder decodes them; one more is not decoded, and refused naming the limit', () => {
+    const full = bytesOf(FORWARD_PROPOSALS_MAX);
+    assert.deepEqual(deserialize(full), pb.ProposeRequest.decode(Buffer.from(full)));
+    assert.equal(proposeRequestFromProto(deserialize(full)).data.length, FORWARD_PROPOSALS_MAX);
+    const refused = deserialize(bytesOf(FORWARD_PROPOSALS_MAX + 1));
+    assert.equal(refused.data.length, 0, 'its proposals were decoded');
+    assert.throws(() => proposeRequestFromProto(refused), (err: unknown) => err instanceof CodecError && /^data: more than FORWARD_PROPOSALS_MAX \(1024\) proposals$/.test(err.message));
   });
 });
 
