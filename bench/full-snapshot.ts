@@ -20,21 +20,22 @@
  * 250 ms (RSS, RssAnon, heap, spaces, ArrayBuffers) on stderr.
  * With --dir the loaded state is kept there and reused by later runs of the same keys and values.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 
-import { NODE_V8_FLAGS, nodeProcessEnv } from '../src/cli/node-runtime.js';
+import { NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { startExternalMemoryGc } from '../src/snapshot/external-memory-gc.js';
 import { SnapshotStore } from '../src/snapshot/store.js';
 import * as nodeSnapshots from '../src/node/snapshots.js';
 import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { KeyValue, StateSnapshotReader } from '../src/storage/types.js';
 import { arg } from './lib/arg.js';
+import { runAsNodeChild } from './lib/node-child.js';
+import { procStatus as status } from './lib/memory-peaks.js';
 
 const keys = Number(arg('keys', '1000000'));
 const valueBytes = Number(arg('value-bytes', '1024'));
@@ -53,11 +54,6 @@ const fullBatches =
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7101' } };
 const MiB = 1024 * 1024;
 
-/** status: a /proc/self/status field in KiB. */
-function status(field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'));
-  return m === null ? NaN : Number(m[1]);
-}
 
 async function load(dataDir: string): Promise<void> {
   const storage = await RocksStorage.open(dataDir);
@@ -163,17 +159,6 @@ async function create(dataDir: string, storeDir: string): Promise<void> {
   console.log(JSON.stringify(out));
 }
 
-/** child runs this script again as `role` in a process started as a node is. */
-function child(childRole: string, extra: string[]): string {
-  const r = spawnSync(process.execPath, [...NODE_V8_FLAGS, '--import', 'tsx', process.argv[1] as string, ...process.argv.slice(2), '--role', childRole, ...extra], {
-    env: nodeProcessEnv(process.env),
-    stdio: ['ignore', 'pipe', 'inherit'],
-    encoding: 'utf8',
-  });
-  if (r.status !== 0) throw new Error(`${childRole} exited with ${r.status ?? r.signal}`);
-  return r.stdout;
-}
-
 async function main(): Promise<void> {
   if (role === 'load') return load(arg('data', ''));
   if (role === 'create') return create(arg('data', ''), arg('store', ''));
@@ -183,7 +168,7 @@ async function main(): Promise<void> {
   try {
     if (!existsSync(join(dataDir, 'loaded'))) {
       await rm(dataDir, { recursive: true, force: true });
-      child('load', ['--data', dataDir]);
+      runAsNodeChild('load', ['--data', dataDir]);
       await writeFile(join(dataDir, 'loaded'), '');
     }
     console.log(`${keys} keys × ${valueBytes} B, full snapshot in a fresh process (node flags ${NODE_V8_FLAGS.join(' ')})`);
@@ -191,7 +176,7 @@ async function main(): Promise<void> {
       const storeDir = join(dir, `store-${r}`);
       await rm(storeDir, { recursive: true, force: true });
       await mkdir(storeDir, { recursive: true });
-      const line = child('create', ['--data', dataDir, '--store', storeDir]).trim().split('\n').pop() as string;
+      const line = runAsNodeChild('create', ['--data', dataDir, '--store', storeDir]).trim().split('\n').pop() as string;
       const f = JSON.parse(line) as Record<string, number> & { gc: Record<string, number> };
       const n = (x: number | undefined, d = 0): string => (x ?? NaN).toFixed(d);
       console.log(

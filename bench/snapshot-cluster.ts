@@ -58,7 +58,7 @@ import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench
 import { type Child, REPO_ROOT, startProgram } from '../test/harness/child.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { DIST_CLI, buildDist } from './lib/dist.js';
-import { textPool } from './lib/text-pool.js';
+import { Values } from './lib/text-pool.js';
 import { freePorts } from '../test/harness/ports.js';
 import { until } from '../test/harness/until.js';
 
@@ -67,8 +67,6 @@ type Mix = (typeof MIX_NAMES)[number];
 
 const API_KEY = 'bench-admin-key-0123456789abcdef';
 const CLI = DIST_CLI;
-/** POOL_BYTES: the text-like values are slices of one pool this large (values differ by offset). */
-const POOL_BYTES = 64 << 20;
 const RECORDS_PER_BATCH = 1_000;
 /** SNAPSHOT_ENTRIES / TRAILING_ENTRIES: the nodes' policy, small so a killed follower is compacted past quickly. */
 const SNAPSHOT_ENTRIES = 2_000;
@@ -79,23 +77,6 @@ const RSS_SAMPLE_MS = 100;
 const CUTOFF_WRITES = 3_000;
 
 // ------------------------------------------------------------------ values
-
-/** Values gives the value of key i for a mix: every value is `valueBytes` long. */
-class Values {
-  private readonly pool: Buffer;
-  constructor(
-    readonly mix: Mix,
-    readonly valueBytes: number,
-  ) {
-    this.pool = mix === 'etcd' ? Buffer.alloc(valueBytes, 'f') : textPool(POOL_BYTES + valueBytes);
-  }
-  of(i: number): Buffer {
-    if (this.mix === 'etcd') return this.pool;
-    // A fixed stride that is prime to the pool size: neighbouring keys get unrelated slices.
-    const at = (i * 7_919_993) % POOL_BYTES;
-    return this.pool.subarray(at, at + this.valueBytes);
-  }
-}
 
 function keyOf(i: number): Buffer {
   return Buffer.from(`fill/${String(i).padStart(8, '0')}`);
