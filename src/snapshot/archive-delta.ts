@@ -55,9 +55,20 @@ export interface StateChange {
   readonly value: Uint8Array | null;
 }
 
+/**
+ * BaseFrame: a piece of the base's bytes whose memory its source reuses for a
+ * later piece once `release` is called (readChunks' frames): the delta calls
+ * it when nothing of it is read or held any more, and never otherwise.
+ */
+export interface BaseFrame {
+  readonly data: Uint8Array;
+  readonly release: () => void;
+}
+
 /** DeltaBase: the older archive: its bytes in order (already checked against its recorded chunk hashes) and its member table. */
 export interface DeltaBase {
-  readonly bytes: AsyncIterable<Uint8Array>;
+  /** bytes: the base in order, as plain bytes (held as long as the delta likes) or BaseFrames (released once done with). */
+  readonly bytes: AsyncIterable<Uint8Array | BaseFrame>;
   readonly archiveBytes: number;
   readonly members: ArchiveMemberTable;
   /**
@@ -88,41 +99,125 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }
 
-/** ExactReader cuts a byte stream into pieces of exactly the lengths asked (no copy when a piece lies in one chunk). */
-class ExactReader {
-  readonly #it: AsyncIterator<Uint8Array>;
-  #buf: Buffer = Buffer.alloc(0);
-  #pos = 0;
-  consumed = 0;
+/** Lent: bytes an ExactReader handed out, and `done`, to call (once) when nothing reads or holds them any more. */
+interface Lent {
+  readonly bytes: Buffer;
+  readonly done: () => void;
+}
 
-  constructor(source: AsyncIterable<Uint8Array>) {
+/** ReaderFrame: a piece of the source as the ExactReader holds it: `refs` views of it are lent out. */
+interface ReaderFrame {
+  readonly buf: Buffer;
+  readonly release: (() => void) | null;
+  refs: number;
+  /** current: the reader still takes bytes from it. */
+  current: boolean;
+}
+
+/** JOIN_SPARES_MAX: buffers of joined pieces (a member across two frames) an ExactReader keeps for reuse. */
+const JOIN_SPARES_MAX = 8;
+
+/** JOIN_BYTES_MIN: the least size of a buffer for joined pieces (a member of a 1 MiB block, compressed, fits). */
+const JOIN_BYTES_MIN = 1024 * 1024 + 64 * 1024;
+
+/**
+ * ExactReader cuts a byte stream into pieces of exactly the lengths asked.
+ * A piece that lies in one of the source's pieces is a view of it (no copy);
+ * one across several is joined into a buffer of the reader's own. Each piece
+ * is lent: its `done` says the caller no longer reads or holds it. A source
+ * piece that is a BaseFrame is released once the reader has moved past it
+ * and every piece lent from it is done; a joined buffer is reused for a
+ * later join once done. A piece whose `done` is never called (a member that
+ * went on to `out`, a failure) is left to the garbage collector, as is its
+ * frame: nothing is reused while anything may still hold it.
+ */
+class ExactReader {
+  readonly #it: AsyncIterator<Uint8Array | BaseFrame>;
+  #frame: ReaderFrame = { buf: Buffer.alloc(0), release: null, refs: 0, current: true };
+  #pos = 0;
+  readonly #joinSpares: Buffer[] = [];
+  consumed = 0;
+  /** joined / joinsReused: pieces joined across source pieces, and those of them that reused a buffer. */
+  joined = 0;
+  joinsReused = 0;
+
+  constructor(source: AsyncIterable<Uint8Array | BaseFrame>) {
     this.#it = source[Symbol.asyncIterator]();
   }
 
-  async take(n: number): Promise<Buffer> {
-    if (this.#buf.length - this.#pos >= n) {
-      const out = this.#buf.subarray(this.#pos, this.#pos + n);
+  /** take lends the next `n` bytes (see the class comment). */
+  async take(n: number): Promise<Lent> {
+    if (this.#frame.buf.length - this.#pos >= n) {
+      const frame = this.#frame;
+      const bytes = frame.buf.subarray(this.#pos, this.#pos + n);
       this.#pos += n;
       this.consumed += n;
-      return out;
+      frame.refs++;
+      return { bytes, done: once(() => this.#unref(frame)) };
     }
-    const parts: Buffer[] = [];
+    // Across source pieces: each piece's frame is held until its bytes are copied into the joined buffer.
+    const parts: { readonly frame: ReaderFrame; readonly bytes: Buffer }[] = [];
     let need = n;
-    while (need > 0) {
-      if (this.#pos >= this.#buf.length) {
-        const r = await this.#it.next();
-        if (r.done === true) throw new ArchiveError('truncated', `the base archive ends after ${this.consumed + n - need} bytes`);
-        this.#buf = asBuffer(r.value);
-        this.#pos = 0;
-        continue;
+    try {
+      while (need > 0) {
+        if (this.#pos >= this.#frame.buf.length) {
+          const r = await this.#it.next();
+          if (r.done === true) throw new ArchiveError('truncated', `the base archive ends after ${this.consumed + n - need} bytes`);
+          this.#next(r.value);
+          continue;
+        }
+        const k = Math.min(need, this.#frame.buf.length - this.#pos);
+        this.#frame.refs++;
+        parts.push({ frame: this.#frame, bytes: this.#frame.buf.subarray(this.#pos, this.#pos + k) });
+        this.#pos += k;
+        need -= k;
       }
-      const k = Math.min(need, this.#buf.length - this.#pos);
-      parts.push(this.#buf.subarray(this.#pos, this.#pos + k));
-      this.#pos += k;
-      need -= k;
+      this.consumed += n;
+      if (parts.length === 1) {
+        const { frame, bytes } = parts.pop() as { readonly frame: ReaderFrame; readonly bytes: Buffer };
+        return { bytes, done: once(() => this.#unref(frame)) };
+      }
+      const at = this.#joinSpares.findIndex((b) => b.length >= n);
+      const into = at >= 0 ? (this.#joinSpares.splice(at, 1)[0] as Buffer) : Buffer.allocUnsafeSlow(Math.max(n, JOIN_BYTES_MIN));
+      this.joined++;
+      if (at >= 0) this.joinsReused++;
+      let off = 0;
+      for (const p of parts) off += p.bytes.copy(into, off);
+      return {
+        bytes: into.subarray(0, n),
+        done: once(() => {
+          if (this.#joinSpares.length < JOIN_SPARES_MAX) this.#joinSpares.push(into);
+        }),
+      };
+    } finally {
+      for (const p of parts) this.#unref(p.frame);
     }
-    this.consumed += n;
-    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, n);
+  }
+
+  /** skip reads past `n` bytes (nothing of them is kept). */
+  async skip(n: number): Promise<void> {
+    (await this.take(n)).done();
+  }
+
+  /** #next makes `piece` the current frame; the one before is released now if nothing lent from it is held. */
+  #next(piece: Uint8Array | BaseFrame): void {
+    const old = this.#frame;
+    old.current = false;
+    this.#settle(old);
+    this.#frame = piece instanceof Uint8Array ? { buf: asBuffer(piece), release: null, refs: 0, current: true } : { buf: asBuffer(piece.data), release: piece.release, refs: 0, current: true };
+    this.#pos = 0;
+  }
+
+  #unref(frame: ReaderFrame): void {
+    frame.refs--;
+    this.#settle(frame);
+  }
+
+  #settle(frame: ReaderFrame): void {
+    if (frame.current || frame.refs > 0 || frame.release === null) return;
+    const release = frame.release;
+    (frame as { release: (() => void) | null }).release = null;
+    release();
   }
 
   /**
@@ -140,13 +235,24 @@ class ExactReader {
 
   /** end reads whatever is left and checks that nothing is. */
   async end(): Promise<void> {
-    if (this.#pos < this.#buf.length) throw new ArchiveError('trailing-garbage', 'the base archive is longer than its member table says');
+    if (this.#pos < this.#frame.buf.length) throw new ArchiveError('trailing-garbage', 'the base archive is longer than its member table says');
     for (;;) {
       const r = await this.#it.next();
       if (r.done === true) return;
-      if (r.value.byteLength > 0) throw new ArchiveError('trailing-garbage', 'the base archive is longer than its member table says');
+      const data = r.value instanceof Uint8Array ? r.value : r.value.data;
+      if (data.byteLength > 0) throw new ArchiveError('trailing-garbage', 'the base archive is longer than its member table says');
     }
   }
+}
+
+/** once: `f`, callable many times, run the first time only. */
+function once(f: () => void): () => void {
+  let called = false;
+  return () => {
+    if (called) return;
+    called = true;
+    f();
+  };
 }
 
 /**
@@ -403,22 +509,24 @@ function premergedDelta(
         if (run.lastKey !== null) lastKey = run.lastKey;
         written += run.bytes;
       };
-      await reader.take(table.headBytes);
+      await reader.skip(table.headBytes);
       // Unchanged members are read and gunzipped ahead (by the digest: here or on its worker); a changed member's
       // base bytes are passed over (phase 1 read them), and its run's members put in its place.
-      type Pending = { readonly i: number; readonly compressed: Buffer; readonly inflated: Promise<MemberInflated> | null };
+      type Pending = { readonly i: number; readonly compressed: Lent | null; readonly inflated: Promise<MemberInflated> | null };
       const pending: Pending[] = [];
       let read = 0;
       const readAhead = async (): Promise<void> => {
         while (pending.length < DELTA_INFLATE_AHEAD && read < n) {
           const entry = table.state[read] as StateMemberEntry;
-          const compressed = await reader.take(entry.compressedBytes);
+          const lent = await reader.take(entry.compressedBytes);
           let inflated: Promise<MemberInflated> | null = null;
           if (!changed(read)) {
-            inflated = digest.inflate(compressed, entry, false);
+            inflated = digest.inflate(lent.bytes, entry, false);
             inflated.catch(() => undefined); // met when awaited
+          } else {
+            lent.done(); // read in phase 1: passed over
           }
-          pending.push({ i: read, compressed, inflated });
+          pending.push({ i: read, compressed: changed(read) ? null : lent, inflated });
           read++;
         }
       };
@@ -431,7 +539,8 @@ function premergedDelta(
           const { lastKey: memberLast } = await p.inflated;
           after(entry.firstKey, 'copied member');
           await bounded(digest.hashMember());
-          await deliver(p.compressed, entry);
+          // Delivered after the head: it goes on to `out`, which may hold it (never given back).
+          await deliver((p.compressed as Lent).bytes, entry);
           lastKey = memberLast;
           written += entry.stateBytes;
         } else {
@@ -442,7 +551,7 @@ function premergedDelta(
         await readAhead();
       }
       await putRun(runs.get(n));
-      await reader.take(table.tailBytes);
+      await reader.skip(table.tailBytes);
       await reader.end();
       await Promise.all(hashes);
       return { stateSha256: await digest.digest(), stateBytes, stateKeys };
@@ -548,10 +657,10 @@ export async function writeArchiveDelta(
           lastKey = key;
         };
 
-        await reader.take(table.headBytes);
+        await reader.skip(table.headBytes);
         // Members read and gunzipped ahead (by the digest: here or on its worker), each with the changes that fall
         // in its key range; the digest hashes state.bin in order: copied members' bytes and the merged blocks.
-        type Pending = { readonly entry: StateMemberEntry; readonly compressed: Buffer; readonly inflated: Promise<MemberInflated>; readonly changes: readonly StateChange[] };
+        type Pending = { readonly entry: StateMemberEntry; readonly compressed: Lent; readonly inflated: Promise<MemberInflated>; readonly changes: readonly StateChange[] };
         const pending: Pending[] = [];
         let read = 0;
         const readAhead = async (): Promise<void> => {
@@ -561,7 +670,7 @@ export async function writeArchiveDelta(
             const from = next;
             while (next < changes.length && (upper === null || Buffer.compare(asBuffer((changes[next] as StateChange).key), upper) < 0)) next++;
             const compressed = await reader.take(entry.compressedBytes);
-            const inflated = digest.inflate(compressed, entry, next > from);
+            const inflated = digest.inflate(compressed.bytes, entry, next > from);
             inflated.catch(() => undefined); // met when awaited
             pending.push({ entry, compressed, inflated, changes: changes.slice(from, next) });
             read++;
@@ -577,12 +686,15 @@ export async function writeArchiveDelta(
             await flushEncoded(true);
             after(p.entry.firstKey, 'copied member');
             await bounded(digest.hashMember());
-            await deliver(p.compressed, p.entry);
+            // The writer gives the bytes back once they are in the spool (the gunzip is done with them: awaited above).
+            await deliver(p.compressed.bytes, p.entry, p.compressed.done);
             stateBytes += p.entry.stateBytes;
             stateKeys += p.entry.keys;
             lastKey = memberLast;
           } else {
-            // Changed: its records merged with the changes, encoded into fresh blocks.
+            // Changed: its records merged with the changes, encoded into fresh blocks; its compressed bytes were
+            // read by the gunzip (done: awaited above) and are not kept.
+            p.compressed.done();
             await mergeMember(state, p.changes, encode, turns, io);
             await flushEncoded(false);
             // The member's buffer is reused: nothing may still point into it (encode copies; the last key is copied here).
@@ -601,7 +713,7 @@ export async function writeArchiveDelta(
           if (change.value !== null) encode(asBuffer(change.key), asBuffer(change.value));
         }
         await flushEncoded(true);
-        await reader.take(table.tailBytes);
+        await reader.skip(table.tailBytes);
         await reader.end();
         await Promise.all(hashes);
         return { stateSha256: await digest.digest(), stateBytes: stateBytes + encoder.bytes, stateKeys: stateKeys + encoder.keys };

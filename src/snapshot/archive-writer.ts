@@ -393,9 +393,13 @@ export interface StateTotals {
  * the size and record count the state will have, it may say so, once, with
  * `begin` (awaited): the members it delivers after that are written straight
  * into the archive instead of waiting in the spool (writeArchiveFromMembers).
+ * `spooled`, when given with a member, is called once that member's bytes
+ * are in the spool file and nothing here holds them any more (the producer
+ * may reuse their memory then); a member that goes on to `out` (after
+ * `begin`), or a write that fails, never calls it.
  */
 export type StateMembersProducer = (
-  deliver: (member: Buffer, info: StateMemberInfo) => Promise<void>,
+  deliver: (member: Buffer, info: StateMemberInfo, spooled?: () => void) => Promise<void>,
   begin: (totals: StateTotals) => Promise<void>,
 ) => Promise<StateProduced>;
 
@@ -601,6 +605,8 @@ export async function writeArchiveFromMembers(
   // Members are gathered into writes of about SPOOL_IO_BYTES (a highly compressible state has
   // thousands of members of a few KiB: one write each was most of a delta's file system calls).
   let held: Buffer[] = [];
+  /** heldSpooled: the `spooled` callbacks of the held members that have one (called once they are in the spool). */
+  let heldSpooled: (() => void)[] = [];
   let heldBytes = 0;
   let heldState = 0;
   let streamed = 0;
@@ -612,7 +618,9 @@ export async function writeArchiveFromMembers(
     const buffers = held;
     const bytes = heldBytes;
     const state = heldState;
+    const spooledNow = heldSpooled;
     held = [];
+    heldSpooled = [];
     heldBytes = 0;
     heldState = 0;
     if (begun !== null) {
@@ -626,10 +634,12 @@ export async function writeArchiveFromMembers(
     else await writeAllOf(handle, buffers, spoolPath);
     spooled = members.length;
     spoolBytes += bytes;
+    for (const given of spooledNow) given();
   };
-  const deliver = async (member: Buffer, info: StateMemberInfo): Promise<void> => {
+  const deliver = async (member: Buffer, info: StateMemberInfo, onSpooled?: () => void): Promise<void> => {
     if (stopped !== null) throw stopped;
     held.push(member);
+    if (onSpooled !== undefined && begun === null) heldSpooled.push(onSpooled);
     heldBytes += member.length;
     heldState += info.stateBytes;
     members.push({ ...info, firstKey: ownBytes(info.firstKey), compressedBytes: member.length });

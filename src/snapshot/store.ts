@@ -372,12 +372,22 @@ async function hashFile(io: SnapshotIo, path: string): Promise<SinkDigest> {
  * has more or fewer chunks than recorded).
  */
 async function* checkedChunks(handle: SnapshotHandle, io: SnapshotIo): AsyncGenerator<Buffer> {
+  for await (const frame of checkedFrames(handle, io)) yield frame.data;
+}
+
+/**
+ * checkedFrames is checkedChunks with each chunk's `release` (readChunks):
+ * a consumer that calls it once done with the chunk's bytes has a later
+ * chunk read into the same memory (a delta's base read, archive-delta.ts:
+ * no fresh 1 MiB buffer per chunk).
+ */
+async function* checkedFrames(handle: SnapshotHandle, io: SnapshotIo): AsyncGenerator<{ readonly data: Buffer; readonly release: () => void }> {
   let i = 0;
   for await (const chunk of readChunks(handle.path, 0, CHUNK_HASH_BYTES, undefined, io)) {
     if (chunk.data.byteLength === 0) break;
     checkChunk(handle, i, chunk.sha256);
     i++;
-    yield Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength);
+    yield { data: Buffer.from(chunk.data.buffer, chunk.data.byteOffset, chunk.data.byteLength), release: chunk.release ?? (() => undefined) };
   }
   if (i !== handle.chunkSha256s.length) {
     throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: ${ARCHIVE_FILE} has ${i} chunks, ${CHUNKS_FILE} records ${handle.chunkSha256s.length}`, { path: handle.path });
@@ -732,7 +742,7 @@ export class SnapshotStore {
     return this.build(meta, async (tmpDir, baseMeta, archiveSink, onStateProgress) => {
       const written = await writeArchiveDelta(
         baseMeta,
-        { bytes: checkedChunks(base, this.io), archiveBytes: base.archiveBytes, members: table, readRange: (offset, length) => checkedRange(base, this.io, offset, length) },
+        { bytes: checkedFrames(base, this.io), archiveBytes: base.archiveBytes, members: table, readRange: (offset, length) => checkedRange(base, this.io, offset, length) },
         changes,
         join(tmpDir, SPOOL_FILE),
         archiveSink,

@@ -359,3 +359,90 @@ describe('writeArchiveDelta with its base readable at any offset (issue 15: each
     );
   });
 });
+
+/** slowGunzipIo: gunzips that read their input a few ms late, as on a busy threadpool (bytes given back too early are overwritten first). */
+const slowGunzipIo: SnapshotIo = {
+  ...nodeSnapshotIo,
+  gunzip: async (bytes, options) => {
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    return nodeSnapshotIo.gunzip(bytes, options);
+  },
+  createGunzip: (options) => {
+    const g = nodeSnapshotIo.createGunzip(options);
+    const end = g.end.bind(g) as (chunk: Buffer) => void;
+    return Object.assign(g, {
+      end: (chunk: Buffer) => {
+        setTimeout(() => end(chunk), 2);
+        return g;
+      },
+    });
+  },
+};
+
+describe('writeArchiveDelta with its base read in frames that are reused (issue 15: no fresh buffer per base chunk)', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  beforeEach(async () => {
+    ({ dir, cleanup } = await tempDir());
+  });
+  afterEach(() => cleanup());
+
+  for (const on of ['here', 'worker'] as const) {
+    for (const [pre, pieceBytes] of [[false, 10_007], [false, 1_009], [true, 10_007], [true, 1_009]] as const) {
+      it(`(${on}${pre ? ', premerged' : ''}, frames of ${pieceBytes} bytes) gives a frame back only once nothing holds its bytes: the archive is the one from plain bytes, byte for byte`, async () => {
+        const state = records(3000, 3);
+        const base = await full(state, dir, 'base');
+        // Changes in the first few members and a few more (merged); the others are copied compressed through the frames.
+        const changes = sorted(state.filter((_, i) => (i % 40 === 7 && i < 200) || i % 400 === 7).map((r) => ({ key: r.key, value: Buffer.alloc(200, 5) })));
+        const pieces: Buffer[] = [];
+        // Frames of several members each, some across two (joined); or frames smaller than a member (each joined, and
+        // the joined buffers reused).
+        for (let at = 0; at < base.bytes.length; at += pieceBytes) pieces.push(base.bytes.subarray(at, at + pieceBytes));
+        const made: Buffer[] = [];
+        let given = 0;
+        for (const frames of [false, true]) {
+          // Each frame is its own copy, overwritten the moment it is given back (as a reused frame is read into).
+          async function* source(): AsyncGenerator<Buffer | { data: Buffer; release: () => void }> {
+            for (const p of pieces) {
+              if (!frames) {
+                yield p;
+                continue;
+              }
+              const data = Buffer.from(p);
+              yield {
+                data,
+                release: () => {
+                  given++;
+                  data.fill(0xee);
+                },
+              };
+            }
+          }
+          const chunks: Buffer[] = [];
+          await writeArchiveDelta(
+            META,
+            {
+              bytes: source(),
+              archiveBytes: base.bytes.length,
+              members: base.result.members,
+              ...(pre ? { readRange: (offset: number, length: number) => Promise.resolve(Buffer.from(base.bytes.subarray(offset, offset + length))) } : {}),
+            },
+            changes,
+            join(dir, `frames-${frames}.spool`),
+            sink((c) => chunks.push(c)),
+            { gzipBlockBytes: BLOCK, digestOn: on, io: slowGunzipIo },
+          );
+          made.push(Buffer.concat(chunks));
+        }
+        const [plain, reused] = made as [Buffer, Buffer];
+        assert.ok(reused.equals(plain), 'the same archive bytes');
+        assert.deepEqual(await stateOf(reused), await stateOf((await full(apply(state, changes), dir, 'want')).bytes));
+        // One pass: every frame's members are spooled, then given back (all but the last frames, read to the end);
+        // premerged: only frames of changed or joined members, the head and the tail (a copied member goes on to out).
+        if (!pre) assert.ok(given >= pieces.length - 2, `${given} of ${pieces.length} frames given back`);
+        else if (pieceBytes === 10_007) assert.ok(given < pieces.length / 2, `${given} of ${pieces.length} frames given back`);
+      });
+    }
+  }
+});

@@ -381,6 +381,49 @@ describe('writeArchiveFromMembers: a producer that knows the totals first (begin
     assert.equal(read.result, all.length);
   });
 
+  it('gives a spooled member back (deliver\'s `spooled`) only once its bytes are in the spool, never one that went on to out', async () => {
+    const all = records(600, 9);
+    const m = await membersOf(all);
+    const want: Buffer[] = [];
+    await writeArchiveFromMembers(
+      META,
+      async (deliver) => {
+        for (const x of m.out) await deliver(x.member, x.info);
+        return { stateSha256: m.stateSha256, stateBytes: m.stateBytes, stateKeys: m.stateKeys };
+      },
+      join(dir, 'plain.spool'),
+      sink((c) => want.push(Buffer.from(c))),
+      { gzipLevel: 1 },
+    );
+    // begin never, after the third member: each member's own copy is overwritten as soon as it is given back (as a
+    // reused buffer would be); out keeps every chunk it is handed as it is (a consumer that still holds them).
+    for (const beginAt of [-1, 3]) {
+      const given: number[] = [];
+      const chunks: Buffer[] = [];
+      await writeArchiveFromMembers(
+        META,
+        async (deliver, begin) => {
+          for (let i = 0; i < m.out.length; i++) {
+            if (i === beginAt) await begin({ stateBytes: m.stateBytes, stateKeys: m.stateKeys });
+            const x = m.out[i] as (typeof m.out)[0];
+            const own = Buffer.from(x.member);
+            await deliver(own, x.info, () => {
+              given.push(i);
+              own.fill(0xee);
+            });
+          }
+          return { stateSha256: m.stateSha256, stateBytes: m.stateBytes, stateKeys: m.stateKeys };
+        },
+        join(dir, `given-${beginAt}.spool`),
+        sink((c) => chunks.push(c)),
+        { gzipLevel: 1 },
+      );
+      assert.ok(Buffer.concat(chunks).equals(Buffer.concat(want)), `begun at ${beginAt}: the same archive bytes`);
+      if (beginAt < 0) assert.deepEqual(given, [...m.out.keys()], 'every member given back once, in order');
+      else assert.ok(given.every((i) => i < beginAt), `given back: ${given.join(',')} (only members spooled before begin)`);
+    }
+  });
+
   it('refuses a state other than the one it began with (size-mismatch): out is destroyed, the spool removed', async () => {
     const m = await membersOf(records(300, 9));
     for (const wrong of [{ stateBytes: m.stateBytes + 1, stateKeys: m.stateKeys }, { stateBytes: m.stateBytes, stateKeys: m.stateKeys - 1 }]) {
