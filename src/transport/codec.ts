@@ -505,30 +505,47 @@ function membershipBytesOverLimits(bytes: Uint8Array): string | null {
 }
 
 /**
+ * OTHER_FIELDS_MAX: the most fields the peer server's decoders read in one message (or nested
+ * meta) besides its repeated ones (entries, proposals, a membership's ids, each bounded by its own
+ * limit). Honest messages have one of each of their dozen fields; a member's 40 MiB of unknown
+ * 2-byte fields took 0.6-0.8 s to skip through (load ~9) before this bound.
+ */
+export const OTHER_FIELDS_MAX = 256;
+
+/**
  * splitFields walks the top-level fields of a message's bytes as its generated decoder does (tags
  * read as 32-bit; a tag 0 or an end-group tag ends it; a group is refused: no member sends one).
- * The bytes of each field whose tag is in `taken` are handed to it (`take` returns false to stop:
- * the message is refused); of the others with a field number up to `fieldMax` only the last of each
- * tag is kept (the generated decoders keep the last of a field that is not repeated, and drop
- * unknown ones), re-encoded for the generated decoder. Returns those bytes, or null when stopped.
+ * The bytes of each field whose tag is in `taken` are handed to `take` (which answers why the
+ * message is refused, or null to go on); of the others, at most OTHER_FIELDS_MAX, those with a field
+ * number up to `fieldMax` are kept, the last of each tag (the generated decoders keep the last of a
+ * field that is not repeated, and drop unknown ones), re-encoded for the generated decoder. Returns
+ * those bytes, or `{ refused }`.
  */
-function splitFields(bytes: Uint8Array, fieldMax: number, taken: ReadonlySet<number>, take: (tag: number, value: Uint8Array) => boolean): Uint8Array | null {
+function splitFields(
+  bytes: Uint8Array,
+  fieldMax: number,
+  taken: ReadonlySet<number>,
+  take: (tag: number, value: Uint8Array) => string | null,
+): Uint8Array | { readonly refused: string } {
   const reader = new BinaryReader(bytes);
   const fields = new Map<number, Uint8Array>();
+  let others = 0;
   while (reader.pos < reader.len) {
     const tag = reader.uint32();
     if (taken.has(tag)) {
-      if (!take(tag, reader.bytes())) return null;
+      const refused = take(tag, reader.bytes());
+      if (refused !== null) return { refused };
       continue;
     }
     if ((tag & 7) === 4 || tag === 0) break;
     if ((tag & 7) === 3) throw new Error(`a group (field ${tag >>> 3}): no member sends one`);
+    if (++others > OTHER_FIELDS_MAX) return { refused: `more than OTHER_FIELDS_MAX (${OTHER_FIELDS_MAX}) fields besides the repeated ones` };
     const value = reader.skip(tag & 7);
     if (tag >>> 3 <= fieldMax) fields.set(tag, value);
   }
-  const others = new BinaryWriter();
-  for (const [tag, value] of fields) others.uint32(tag).raw(value);
-  return others.finish();
+  const out = new BinaryWriter();
+  for (const [tag, value] of fields) out.uint32(tag).raw(value);
+  return out.finish();
 }
 
 /** ENTRY_TAG: the tag of AppendEntriesRequest.entries (field 7, length-delimited), as the generated decoder matches it. */
@@ -581,10 +598,10 @@ export function decodeAppendRequest(bytes: Uint8Array): pb.AppendEntriesRequest 
     if (tag === APPEND_BASE_TAG) taken.base = value;
     else if (entries.length < APPEND_ENTRIES_MAX) entries.push(value);
     else if (entries.length + moreCrcs.length < APPEND_ENTRIES_READ_MAX) moreCrcs.push(entryCrc(value));
-    else return false;
-    return true;
+    else return `more than APPEND_ENTRIES_READ_MAX (${APPEND_ENTRIES_READ_MAX}) entries in one append`;
+    return null;
   });
-  if (others === null) return undecoded(pb.AppendEntriesRequest, `append: more than APPEND_ENTRIES_READ_MAX (${APPEND_ENTRIES_READ_MAX}) entries in one append`);
+  if (!(others instanceof Uint8Array)) return undecoded(pb.AppendEntriesRequest, `append: ${others.refused}`);
   const base = taken.base;
   const baseOver = base === undefined ? null : membershipBytesOverLimits(base);
   if (baseOver !== null) return undecoded(pb.AppendEntriesRequest, `append base: ${baseOver}`);
@@ -613,14 +630,16 @@ export function decodeInstallSnapshotRequest(bytes: Uint8Array): pb.InstallSnaps
   const taken: { meta?: Uint8Array; membership?: Uint8Array } = {};
   const others = splitFields(bytes, INSTALL_FIELD_MAX, INSTALL_TAKEN_TAGS, (_tag, value) => {
     taken.meta = value;
-    return true;
-  }) as Uint8Array;
-  const request = pb.InstallSnapshotRequest.decode(others);
-  if (taken.meta === undefined) return request;
+    return null;
+  });
+  if (!(others instanceof Uint8Array)) return undecoded(pb.InstallSnapshotRequest, `install: ${others.refused}`);
+  if (taken.meta === undefined) return pb.InstallSnapshotRequest.decode(others);
   const metaOthers = splitFields(taken.meta, SNAPSHOT_META_FIELD_MAX, SNAPSHOT_META_TAKEN_TAGS, (_tag, value) => {
     taken.membership = value;
-    return true;
-  }) as Uint8Array;
+    return null;
+  });
+  if (!(metaOthers instanceof Uint8Array)) return undecoded(pb.InstallSnapshotRequest, `snapshot: ${metaOthers.refused}`);
+  const request = pb.InstallSnapshotRequest.decode(others);
   const membership = taken.membership;
   const over = membership === undefined ? null : membershipBytesOverLimits(membership);
   if (over !== null) return undecoded(pb.InstallSnapshotRequest, `snapshot: ${over}`);
@@ -818,11 +837,11 @@ type DecodedPropose = pb.ProposeRequest & { [UNDECODED]?: string };
 export function decodeProposeRequest(bytes: Uint8Array): pb.ProposeRequest {
   const data: Uint8Array[] = [];
   const others = splitFields(bytes, PROPOSE_FIELD_MAX, PROPOSE_TAKEN_TAGS, (_tag, value) => {
-    if (data.length === FORWARD_PROPOSALS_MAX) return false;
+    if (data.length === FORWARD_PROPOSALS_MAX) return `data: more than FORWARD_PROPOSALS_MAX (${FORWARD_PROPOSALS_MAX}) proposals`;
     data.push(value);
-    return true;
+    return null;
   });
-  if (others === null) return undecoded(pb.ProposeRequest, `data: more than FORWARD_PROPOSALS_MAX (${FORWARD_PROPOSALS_MAX}) proposals`);
+  if (!(others instanceof Uint8Array)) return undecoded(pb.ProposeRequest, others.refused);
   const request = pb.ProposeRequest.decode(others);
   request.data = data;
   return request;

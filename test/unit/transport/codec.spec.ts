@@ -11,6 +11,7 @@ import {
   appendResponseFromProto,
   APPEND_ENTRIES_READ_MAX,
   decodeAppendRequest,
+  OTHER_FIELDS_MAX,
   appendResponseToProto,
   entryChecksum,
   entryFromProto,
@@ -545,6 +546,57 @@ describe('transport codec: the peer server counts a Propose\'s proposals before 
     const refused = deserialize(bytesOf(FORWARD_PROPOSALS_MAX + 1));
     assert.equal(refused.data.length, 0, 'its proposals were decoded');
     assert.throws(() => proposeRequestFromProto(refused), (err: unknown) => err instanceof CodecError && /^data: more than FORWARD_PROPOSALS_MAX \(1024\) proposals$/.test(err.message));
+  });
+});
+
+describe('transport codec: the peer server\'s decoders stop at OTHER_FIELDS_MAX fields besides the repeated ones', () => {
+  it('an append, an InstallSnapshot (and its meta) or a Propose with more is refused undecoded; as many pass', () => {
+    const filler = (n: number): number[] => Array.from({ length: n }, () => [0x78, 0x00]).flat(); // field 15, varint 0: no member sends it
+    const req = { from: 'n1', to: 'n2', term: 2n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries: [], commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base: undefined };
+    const append = pb.AppendEntriesRequest.encode({ ...req, headerCrc32: appendHeaderChecksum(req) }).finish();
+    const install = pb.InstallSnapshotRequest.encode({ from: 'n1', to: 'n2', term: 2n, snapshot: undefined }).finish();
+    const meta = pb.SnapshotMeta.encode({ index: 9n, term: 2n, membership: { voters: ['n1'], learners: [], addresses: { n1: 'a:1' } }, sizeBytes: 1n, digest: '' }).finish();
+    const propose = pb.ProposeRequest.encode({ from: 'n2', to: 'n1', term: 3n, data: [new Uint8Array([1])] }).finish();
+    const fields = (n: number) => ({
+      append: new Uint8Array([...append, ...filler(n)]),
+      install: new Uint8Array([...install, ...filler(n)]),
+      meta: (() => {
+        const inner = new Uint8Array([...meta, ...filler(n)]);
+        const len: number[] = [];
+        for (let v = inner.length; ; v = Math.floor(v / 128)) {
+          if (v < 128) { len.push(v); break; }
+          len.push((v % 128) | 0x80);
+        }
+        return new Uint8Array([...install, 0x22, ...len, ...inner]);
+      })(),
+      propose: new Uint8Array([...propose, ...filler(n)]),
+    });
+    const decode = {
+      append: (b: Uint8Array) => appendRequestFromProto(RAFT_SERVICE_DEFINITION.appendEntries.requestDeserialize(Buffer.from(b))),
+      install: (b: Uint8Array) => RAFT_SERVICE_DEFINITION.installSnapshot.requestDeserialize(Buffer.from(b)),
+      meta: (b: Uint8Array) => snapshotRequestFromProto(RAFT_SERVICE_DEFINITION.installSnapshot.requestDeserialize(Buffer.from(b))),
+      propose: (b: Uint8Array) => proposeRequestFromProto(RAFT_SERVICE_DEFINITION.propose.requestDeserialize(Buffer.from(b))),
+    };
+    const within = fields(OTHER_FIELDS_MAX - 16);
+    for (const k of ['append', 'install', 'meta', 'propose'] as const) assert.doesNotThrow(() => decode[k](within[k]), k);
+    const over = fields(OTHER_FIELDS_MAX + 1);
+    const passed: string[] = [];
+    for (const k of ['append', 'meta', 'propose'] as const) {
+      try {
+        decode[k](over[k]);
+        passed.push(k);
+      } catch (err) {
+        assert.ok(err instanceof CodecError && /more than OTHER_FIELDS_MAX \(256\) fields/.test(err.message), `${k}: ${(err as Error).message}`);
+      }
+    }
+    const overInstall = RAFT_SERVICE_DEFINITION.installSnapshot.requestDeserialize(Buffer.from(over.install));
+    try {
+      snapshotRequestFromProto(overInstall);
+      passed.push('install');
+    } catch (err) {
+      if (!(err instanceof CodecError && /more than OTHER_FIELDS_MAX/.test(err.message))) passed.push(`install (${(err as Error).message})`);
+    }
+    assert.deepEqual(passed, []);
   });
 });
 
