@@ -26,7 +26,19 @@ export interface TarFileHeader {
 
 function writeOctal(block: Buffer, offset: number, width: number, value: number): void {
   // width - 1 digits then NUL.
-  const digits = value.toString(8).padStart(width - 1, '0');
+  const n = width - 1;
+  if (Number.isSafeInteger(value) && value >= 0 && value < 8 ** n) {
+    // The digits written one by one (the same bytes as the string below, without making it: three headers per
+    // archive, a few fields each, were most of the fixed cost of a small state's tar frame).
+    let v = value;
+    for (let i = offset + n - 1; i >= offset; i--) {
+      block[i] = 0x30 + (v % 8);
+      v = Math.floor(v / 8);
+    }
+    block[offset + n] = 0;
+    return;
+  }
+  const digits = value.toString(8).padStart(n, '0');
   if (digits.length > width - 1) throw new RangeError(`tar header: ${value} does not fit ${width - 1} octal digits`);
   block.write(digits, offset, 'ascii');
   block[offset + width - 1] = 0;
@@ -47,13 +59,15 @@ function writeBase256(block: Buffer, offset: number, width: number, value: numbe
  * Throws RangeError for a name longer than 100 bytes or containing '/' or NUL.
  */
 export function encodeTarHeader(header: TarFileHeader): Buffer {
-  const name = Buffer.from(header.name, 'utf8');
-  if (name.length === 0 || name.length > TAR_NAME_BYTES_MAX || name.includes(0) || name.includes(0x2f)) {
+  // The name's UTF-8 bytes hold a NUL or a '/' exactly where the string holds one (UTF-8 encodes every other
+  // character with bytes >= 0x80): checked on the string, written straight into the block.
+  const nameBytes = Buffer.byteLength(header.name, 'utf8');
+  if (nameBytes === 0 || nameBytes > TAR_NAME_BYTES_MAX || header.name.includes('\u0000') || header.name.includes('/')) {
     throw new RangeError(`tar header: unusable entry name ${JSON.stringify(header.name)}`);
   }
   if (!Number.isSafeInteger(header.size) || header.size < 0) throw new RangeError(`tar header: bad size ${header.size}`);
   const block = Buffer.alloc(TAR_BLOCK_BYTES);
-  name.copy(block, 0);
+  block.write(header.name, 0, nameBytes, 'utf8');
   writeOctal(block, 100, 8, header.mode);
   writeOctal(block, 108, 8, 0); // uid
   writeOctal(block, 116, 8, 0); // gid
@@ -66,7 +80,7 @@ export function encodeTarHeader(header: TarFileHeader): Buffer {
   writeOctal(block, 329, 8, 0); // devmajor
   writeOctal(block, 337, 8, 0); // devminor
   let sum = 0;
-  for (const b of block) sum += b;
+  for (let i = 0; i < TAR_BLOCK_BYTES; i++) sum += block[i]!;
   block.write(sum.toString(8).padStart(6, '0'), 148, 'ascii');
   block[154] = 0;
   block[155] = 0x20;
@@ -75,7 +89,7 @@ export function encodeTarHeader(header: TarFileHeader): Buffer {
 
 /** isZeroBlock: whether the block is all zero bytes (an end-of-archive block). */
 export function isZeroBlock(block: Uint8Array): boolean {
-  for (const b of block) if (b !== 0) return false;
+  for (let i = 0; i < block.length; i++) if (block[i] !== 0) return false;
   return true;
 }
 
