@@ -29,6 +29,12 @@ interface FileNode {
   /** synced: the bytes as of the last sync() (empty: never synced); dirty: written since. */
   synced: Buffer;
   dirty: boolean;
+  /**
+   * shared: `synced` is a view of `data` (a sync() with no write since): the next write copies `data` first,
+   * so what was synced never changes. A sync() no longer copies the file (each snapshot's archive, meta.json,
+   * chunk hashes and member table were copied once more at their fsync).
+   */
+  shared: boolean;
 }
 
 interface DirNode {
@@ -126,6 +132,14 @@ interface ReusableGzip {
 const gzipEngines = new Map<string, ReusableGzip>();
 
 /**
+ * gzipScratch: gzipReused's output buffer, kept between calls (the calls are synchronous, so one is enough) and
+ * grown to the largest chunk size asked: each piece zlib writes into it is copied out at its own size (a small
+ * member's from Node's pool), where a fresh buffer of the whole chunk size (4-16 KiB, outside the pool) was
+ * allocated for every member.
+ */
+let gzipScratch: Buffer = Buffer.alloc(0);
+
+/**
  * gzipReused: gzipSync(block, options), the same bytes, on a deflate stream
  * kept from the last call with the same level and strategy and reset after
  * each (deflateReset: the state of a fresh deflateInit, without allocating
@@ -154,9 +168,10 @@ function gzipReused(block: Uint8Array, options: ZlibOptions): Buffer {
   let bytes = 0;
   let inOff = 0;
   let inLen = block.byteLength;
+  if (gzipScratch.length < chunkSize) gzipScratch = Buffer.allocUnsafe(chunkSize);
+  const out = gzipScratch;
   for (;;) {
-    // each write gets a whole fresh buffer: the loop goes on only when zlib filled the last one
-    const out = Buffer.allocUnsafe(chunkSize);
+    // each write gets the whole chunk size to fill (as gzipSync's): the loop goes on only when zlib filled it
     handle.writeSync(zlibConstants.Z_FINISH, block, inOff, inLen, out, 0, chunkSize);
     if (engine.destroyed) {
       // zlib reported an error (the stream is closed): gzipSync raises it as it would have
@@ -167,7 +182,7 @@ function gzipReused(block: Uint8Array, options: ZlibOptions): Buffer {
     const inLeft = state[1] as number;
     const have = chunkSize - outLeft;
     if (have > 0) {
-      parts.push(have === chunkSize ? out : out.subarray(0, have));
+      parts.push(Buffer.from(out.subarray(0, have)));
       bytes += have;
     }
     inOff += inLen - inLeft;
@@ -314,8 +329,18 @@ class MemoryFile implements SnapshotFile {
   private writeAt(f: FileNode, bytes: Uint8Array, at: number): void {
     if (!this.writable) throw fsError('EBADF', 'write', this.path);
     const end = at + bytes.length;
+    if (f.shared) {
+      // `synced` is a view of data: this write goes to a copy of it (what was synced stays as it was)
+      const own = Buffer.allocUnsafe(Math.max(end, f.size));
+      f.data.copy(own, 0, 0, f.size);
+      f.data = own;
+      f.shared = false;
+    }
     if (end > f.data.length) {
-      const grown = Buffer.alloc(Math.max(end, f.data.length * 2, 4096));
+      // Not zero-filled, and no larger than this write needs when it is the file's first: nothing past f.size is
+      // ever read (a gap written past the end is zeroed below). A 4 KiB zero-filled buffer for each small file
+      // (a snapshot's meta.json, chunk hashes, member table) was outside Node's pool and a cost of its GC.
+      const grown = Buffer.allocUnsafe(Math.max(end, f.data.length * 2));
       f.data.copy(grown, 0, 0, f.size);
       f.data = grown;
     }
@@ -485,7 +510,7 @@ export class MemorySnapshotIo implements SnapshotIo {
       if (node !== undefined && flags !== 'w') throw fsError('EEXIST', 'open', path);
       if (node?.kind === 'dir') throw fsError('EISDIR', 'open', path);
       if (node === undefined) {
-        node = { kind: 'file', data: Buffer.alloc(0), size: 0, mode, mtimeMs: this.wallNow(), synced: Buffer.alloc(0), dirty: false };
+        node = { kind: 'file', data: Buffer.alloc(0), size: 0, mode, mtimeMs: this.wallNow(), synced: Buffer.alloc(0), dirty: false, shared: false };
         this.link(p, node, 'open');
       } else {
         node.size = 0;
@@ -498,7 +523,8 @@ export class MemorySnapshotIo implements SnapshotIo {
   /** syncNode makes a file's bytes, or a directory's entries, durable. */
   private syncNode(node: TreeNode, path: string): void {
     if (node.kind === 'file') {
-      node.synced = Buffer.from(node.data.subarray(0, node.size));
+      node.synced = node.data.subarray(0, node.size);
+      node.shared = true;
       node.dirty = false;
       return;
     }
@@ -535,7 +561,7 @@ export class MemorySnapshotIo implements SnapshotIo {
           data = node.synced;
         }
         const bytes = Buffer.from(data);
-        rebuilt.set(p, { kind: 'file', data: bytes, size: bytes.length, mode: node.mode, mtimeMs: node.mtimeMs, synced: Buffer.from(bytes), dirty: false });
+        rebuilt.set(p, { kind: 'file', data: bytes, size: bytes.length, mode: node.mode, mtimeMs: node.mtimeMs, synced: Buffer.from(bytes), dirty: false, shared: false });
         return;
       }
       // Its entries now (a directory reached by a synced entry may live elsewhere now, or be removed: then its synced ones).
@@ -572,7 +598,8 @@ export class MemorySnapshotIo implements SnapshotIo {
     const n = this.nodes.get(this.norm(path));
     if (n?.kind !== 'file' || byteAt >= n.size) throw new Error(`flipBit: no byte ${byteAt} in ${path}`);
     n.data[byteAt] = (n.data[byteAt] as number) ^ (1 << bit);
-    if (byteAt < n.synced.length) n.synced[byteAt] = (n.synced[byteAt] as number) ^ (1 << bit);
+    // (a synced view of data flipped with it: once)
+    if (!n.shared && byteAt < n.synced.length) n.synced[byteAt] = (n.synced[byteAt] as number) ^ (1 << bit);
   }
 
   open(path: string, flags: 'r' | 'w' | 'wx' | 'wx+', mode = 0o666): Promise<SnapshotFile> {
