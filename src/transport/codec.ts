@@ -491,17 +491,43 @@ function membershipBytesOverLimits(bytes: Uint8Array): string | null {
   let voters = 0;
   let learners = 0;
   let addresses = 0;
+  let others = 0;
   while (reader.pos < reader.len) {
     const tag = reader.uint32();
     if ((tag & 7) === 4 || tag === 0) break;
-    if (tag === MEMBERSHIP_VOTERS_TAG && ++voters > MEMBERSHIP_IDS_MAX) return `membership.voters: more than MEMBERSHIP_IDS_MAX (${MEMBERSHIP_IDS_MAX}) ids`;
-    if (tag === MEMBERSHIP_LEARNERS_TAG && ++learners > MEMBERSHIP_IDS_MAX) return `membership.learners: more than MEMBERSHIP_IDS_MAX (${MEMBERSHIP_IDS_MAX}) ids`;
-    if (tag === MEMBERSHIP_ADDRESSES_TAG && ++addresses > 2 * MEMBERSHIP_IDS_MAX) {
-      return `membership.addresses: more than 2 * MEMBERSHIP_IDS_MAX (${2 * MEMBERSHIP_IDS_MAX}) entries`;
+    if (tag === MEMBERSHIP_VOTERS_TAG) {
+      if (++voters > MEMBERSHIP_IDS_MAX) return `membership.voters: more than MEMBERSHIP_IDS_MAX (${MEMBERSHIP_IDS_MAX}) ids`;
+    } else if (tag === MEMBERSHIP_LEARNERS_TAG) {
+      if (++learners > MEMBERSHIP_IDS_MAX) return `membership.learners: more than MEMBERSHIP_IDS_MAX (${MEMBERSHIP_IDS_MAX}) ids`;
+    } else if (tag === MEMBERSHIP_ADDRESSES_TAG) {
+      if (++addresses > 2 * MEMBERSHIP_IDS_MAX) return `membership.addresses: more than 2 * MEMBERSHIP_IDS_MAX (${2 * MEMBERSHIP_IDS_MAX}) entries`;
+      // A map entry is a message of its own (key 1, value 2).
+      if (fieldsOver(reader.bytes(), NESTED_FIELDS_MAX)) return `membership.addresses: an entry of more than NESTED_FIELDS_MAX (${NESTED_FIELDS_MAX}) fields`;
+      continue;
+    } else if (++others > OTHER_FIELDS_MAX) {
+      return `membership: more than OTHER_FIELDS_MAX (${OTHER_FIELDS_MAX}) fields besides its ids`;
     }
     reader.skip(tag & 7);
   }
   return null;
+}
+
+/**
+ * NESTED_FIELDS_MAX: the most fields the peer server's decoders read in one small nested message (an
+ * Entry: 5 fields; a map entry: 2), each skipped one by one as the generated decoder does.
+ */
+export const NESTED_FIELDS_MAX = 16;
+
+/** fieldsOver: `bytes` (a message) hold more than `max` top-level fields, counted as its generated decoder reads them. */
+function fieldsOver(bytes: Uint8Array, max: number): boolean {
+  const reader = new BinaryReader(bytes);
+  for (let n = 0; reader.pos < reader.len; n++) {
+    if (n === max) return true;
+    const tag = reader.uint32();
+    if ((tag & 7) === 4 || tag === 0) break;
+    reader.skip(tag & 7);
+  }
+  return false;
 }
 
 /**
@@ -555,11 +581,11 @@ const APPEND_FIELD_MAX = 13;
 /** ENTRY_CRC_TAG: the tag of Entry.crc32 (field 5, fixed32). */
 const ENTRY_CRC_TAG = (5 << 3) | 5;
 
-/** entryCrc: the crc32 field of an Entry's bytes, read as Entry.decode reads it (the last one; 0 when none), nothing else decoded. */
+/** entryCrc: the crc32 field of an Entry's bytes, read as Entry.decode reads it (the last one; 0 when none), nothing else decoded (the caller checked its field count). */
 function entryCrc(bytes: Uint8Array): number {
   const reader = new BinaryReader(bytes);
   let crc = 0;
-  while (reader.pos < reader.len) {
+  for (let n = 0; reader.pos < reader.len && n < NESTED_FIELDS_MAX; n++) {
     const tag = reader.uint32();
     if (tag === ENTRY_CRC_TAG) crc = reader.fixed32();
     else if ((tag & 7) === 4 || tag === 0) break;
@@ -596,6 +622,7 @@ export function decodeAppendRequest(bytes: Uint8Array): pb.AppendEntriesRequest 
   const taken: { base?: Uint8Array } = {};
   const others = splitFields(bytes, APPEND_FIELD_MAX, APPEND_TAKEN_TAGS, (tag, value) => {
     if (tag === APPEND_BASE_TAG) taken.base = value;
+    else if (fieldsOver(value, NESTED_FIELDS_MAX)) return `an entry of more than NESTED_FIELDS_MAX (${NESTED_FIELDS_MAX}) fields`;
     else if (entries.length < APPEND_ENTRIES_MAX) entries.push(value);
     else if (entries.length + moreCrcs.length < APPEND_ENTRIES_READ_MAX) moreCrcs.push(entryCrc(value));
     else return `more than APPEND_ENTRIES_READ_MAX (${APPEND_ENTRIES_READ_MAX}) entries in one append`;

@@ -12,6 +12,7 @@ import {
   APPEND_ENTRIES_READ_MAX,
   decodeAppendRequest,
   OTHER_FIELDS_MAX,
+  NESTED_FIELDS_MAX,
   appendResponseToProto,
   entryChecksum,
   entryFromProto,
@@ -595,6 +596,47 @@ describe('transport codec: the peer server\'s decoders stop at OTHER_FIELDS_MAX 
       passed.push('install');
     } catch (err) {
       if (!(err instanceof CodecError && /more than OTHER_FIELDS_MAX/.test(err.message))) passed.push(`install (${(err as Error).message})`);
+    }
+    assert.deepEqual(passed, []);
+  });
+});
+
+describe('transport codec: the peer server\'s decoders stop at NESTED_FIELDS_MAX fields in an entry or a map entry, OTHER_FIELDS_MAX in a membership', () => {
+  it('an append with such an entry, or a base with such an address entry or more unknown fields, is refused undecoded', () => {
+    const filler = (n: number): number[] => Array.from({ length: n }, () => [0x78, 0x00]).flat(); // field 15, varint 0
+    const entry = [...pb.Entry.encode(entryToProto({ index: 1, term: 2, type: 'normal', data: new Uint8Array([1]) })).finish()];
+    const len = (v: number): number[] => (v < 128 ? [v] : [(v % 128) | 0x80, Math.floor(v / 128)]);
+    const withEntry = (e: number[]): Uint8Array => {
+      const req = { from: 'n1', to: 'n2', term: 2n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries: [entryToProto({ index: 1, term: 2, type: 'normal', data: new Uint8Array([1]) })], commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base: undefined };
+      const head = pb.AppendEntriesRequest.encode({ ...req, entries: [], headerCrc32: appendHeaderChecksum(req) }).finish();
+      return new Uint8Array([...head, 0x3a, ...len(e.length), ...e]);
+    };
+    const withBase = (m: number[]): Uint8Array => {
+      const req = { from: 'n1', to: 'n2', term: 2n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries: [], commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base: undefined };
+      const head = pb.AppendEntriesRequest.encode({ ...req, headerCrc32: appendHeaderChecksum({ ...req, base: pb.Membership.decode(new Uint8Array(m)) }) }).finish();
+      return new Uint8Array([...head, 0x6a, ...len(m.length), ...m]);
+    };
+    const addressEntry = (extra: number): number[] => {
+      const e = [0x0a, 0x02, 0x6e, 0x31, 0x12, 0x03, 0x61, 0x3a, 0x31, ...filler(extra)]; // n1 -> a:1
+      return [0x1a, ...len(e.length), ...e];
+    };
+    const voter = [0x0a, 0x02, 0x6e, 0x31];
+    const decode = (b: Uint8Array) => appendRequestFromProto(RAFT_SERVICE_DEFINITION.appendEntries.requestDeserialize(Buffer.from(b)));
+    // Within: as the generated decoder reads them.
+    assert.doesNotThrow(() => decode(withEntry([...entry, ...filler(NESTED_FIELDS_MAX - 6)])));
+    assert.doesNotThrow(() => decode(withBase([...voter, ...addressEntry(NESTED_FIELDS_MAX - 3), ...filler(OTHER_FIELDS_MAX - 1)])));
+    const passed: string[] = [];
+    for (const [what, bytes, want] of [
+      ['entry', withEntry([...entry, ...filler(NESTED_FIELDS_MAX)]), /an entry of more than NESTED_FIELDS_MAX \(16\) fields/],
+      ['address entry', withBase([...voter, ...addressEntry(NESTED_FIELDS_MAX)]), /membership\.addresses: an entry of more than NESTED_FIELDS_MAX/],
+      ['membership', withBase([...voter, ...addressEntry(0), ...filler(OTHER_FIELDS_MAX + 1)]), /membership: more than OTHER_FIELDS_MAX \(256\) fields/],
+    ] as const) {
+      try {
+        decode(bytes);
+        passed.push(what);
+      } catch (err) {
+        if (!(err instanceof CodecError && want.test(err.message))) passed.push(`${what} (${(err as Error).message})`);
+      }
     }
     assert.deepEqual(passed, []);
   });
