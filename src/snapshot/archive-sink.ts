@@ -21,6 +21,22 @@ import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-i
 
 /** CHUNK_HASH_BYTES: the chunk size whose SHA-256s are recorded beside every stored archive (the transfer default). */
 export const CHUNK_HASH_BYTES = 1024 * 1024;
+/**
+ * RELEASE_AFTER_WRITE marks a Buffer written to an ArchiveSink (as a stream)
+ * whose memory its producer reuses: its value, a function, is called once the
+ * sink has written the Buffer's bytes to the file and holds nothing of it;
+ * never when the write failed. A stream between them that copies or cuts the
+ * Buffer passes on another object, without the mark: then it is never called
+ * (the producer allocates anew). Only the sink calls it: any other Writable
+ * may keep what it is given.
+ */
+export const RELEASE_AFTER_WRITE: unique symbol = Symbol.for('snapcoord.chunk.releaseAfterWrite') as never;
+
+/** releaseAfterWrite calls a written Buffer's RELEASE_AFTER_WRITE, if it has one. */
+function releaseAfterWrite(chunk: Uint8Array): void {
+  (chunk as { [RELEASE_AFTER_WRITE]?: () => void })[RELEASE_AFTER_WRITE]?.();
+}
+
 /** WRITES_IN_FLIGHT: writeChunk writes that may be pending at once (disk writes overlap with receiving). */
 const WRITES_IN_FLIGHT = 4;
 /**
@@ -241,6 +257,7 @@ export class ArchiveSink extends Writable {
       (calls) => {
         this.stats.writeCalls += calls;
         this.landed(chunk.length);
+        releaseAfterWrite(chunk);
         callback();
       },
       (err: unknown) => callback(withPath(err, this.path)),
@@ -272,6 +289,7 @@ export class ArchiveSink extends Writable {
         bytesWritten = total;
       }
       this.landed(bytesWritten);
+      for (const b of buffers) releaseAfterWrite(b);
     })();
     work.then(
       () => callback(),

@@ -36,6 +36,7 @@ import {
   validateArchiveMeta,
   type ArchiveMeta,
 } from './archive-meta.js';
+import { RELEASE_AFTER_WRITE } from './archive-sink.js';
 import { ArchiveError, StateFormatError } from './errors.js';
 import { BlockPool } from './block-pool.js';
 import { GzipMemberQueue, gzipMember, resolveParallelGzipOptions, type ParallelGzipOptions } from './parallel-gzip.js';
@@ -344,8 +345,8 @@ async function writeAllOf(handle: SnapshotFile, buffers: Buffer[], path: string)
   }
 }
 
-async function readExactly(handle: SnapshotFile, length: number, position: number, path: string): Promise<Buffer> {
-  const out = Buffer.allocUnsafe(length);
+async function readExactly(handle: SnapshotFile, length: number, position: number, path: string, into?: Buffer): Promise<Buffer> {
+  const out = into !== undefined && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   let got = 0;
   while (got < length) {
     const { bytesRead } = await handle.read(out, got, length - got, position + got);
@@ -499,6 +500,14 @@ export function ownBytes(b: Buffer): Buffer {
 
 /** SPOOL_IO_BYTES: members are written (to the spool or `out`) and read back in pieces of about this many bytes (whole members). */
 const SPOOL_IO_BYTES = 1024 * 1024;
+
+/**
+ * READ_BACK_SPARES_MAX: spool read-back buffers (SPOOL_IO_BYTES) kept for
+ * reuse once an ArchiveSink has written them (RELEASE_AFTER_WRITE): about
+ * what is in flight between the read and the file (OUT_QUEUE_BYTES_MAX, the
+ * streams' buffers).
+ */
+const READ_BACK_SPARES_MAX = 8;
 
 /** OUT_QUEUE_BYTES_MAX: bytes handed to the stream into `out` and not yet taken by it before a delivery waits. */
 const OUT_QUEUE_BYTES_MAX = 4 * SPOOL_IO_BYTES;
@@ -655,6 +664,9 @@ export async function writeArchiveFromMembers(
     await queue.push(headMember);
     const handle = spool as SnapshotFile;
     let position = 0;
+    // Read back into buffers the sink gives back once written (RELEASE_AFTER_WRITE; another `out` never does, and
+    // keeps what it is given): no fresh 1 MiB buffer per span, mapped and faulted in, dead a moment later.
+    const spare: Buffer[] = [];
     for (let i = 0; i < spooled; ) {
       let span = 0;
       let spanState = 0;
@@ -664,7 +676,19 @@ export async function writeArchiveFromMembers(
         spanState += m.stateBytes;
         i++;
       } while (i < spooled && span + (members[i] as StateMemberEntry).compressedBytes <= SPOOL_IO_BYTES);
-      await queue.push(await readExactly(handle, span, position, spoolPath));
+      const into = span <= SPOOL_IO_BYTES ? (spare.pop() ?? Buffer.allocUnsafeSlow(SPOOL_IO_BYTES)) : undefined;
+      const piece = await readExactly(handle, span, position, spoolPath, into);
+      if (into !== undefined) {
+        let given = false;
+        Object.defineProperty(piece, RELEASE_AFTER_WRITE, {
+          value: () => {
+            if (given) return;
+            given = true;
+            if (spare.length < READ_BACK_SPARES_MAX) spare.push(into);
+          },
+        });
+      }
+      await queue.push(piece);
       position += span;
       streamed += spanState;
       options.onStateProgress?.(streamed, totals.stateBytes);

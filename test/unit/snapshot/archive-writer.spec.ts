@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { access, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,6 +16,7 @@ import { promisify } from 'node:util';
 
 import { readArchive, writeArchive, writeArchiveFromRecords } from '../../../src/snapshot/archive.js';
 import { StateBlockEncoder, writeArchiveFromMembers, type StateMembersProducer } from '../../../src/snapshot/archive-writer.js';
+import { ArchiveSink } from '../../../src/snapshot/archive-sink.js';
 import { ArchiveError, StateFormatError } from '../../../src/snapshot/errors.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { checkedStateRecords, decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
@@ -379,6 +381,63 @@ describe('writeArchiveFromMembers: a producer that knows the totals first (begin
       return n;
     });
     assert.equal(read.result, all.length);
+  });
+
+  it('reads the spool back into buffers reused once an ArchiveSink has written them (never those another out was given): the same bytes', async () => {
+    // 120 members of 200-300 KiB (about 30 MiB, ~36 read-back spans), bytes that are not a gzip stream: the writer does not read them.
+    const members = Array.from({ length: 120 }, (_, i) => randomBytes(200 * 1024 + (i % 7) * 16 * 1024));
+    const total = members.reduce((n, m) => n + m.length, 0);
+    const producer: StateMembersProducer = async (deliver) => {
+      for (const [i, m] of members.entries()) await deliver(m, { stateBytes: m.length, keys: 1, firstKey: Buffer.from(`k${String(i).padStart(4, '0')}`) });
+      return { stateSha256: '0'.repeat(64), stateBytes: total, stateKeys: members.length };
+    };
+    /** reads: the spool reads, and the distinct buffers they read into. */
+    const readsOf = (): { io: SnapshotIo; reads: { calls: number; into: Set<ArrayBufferLike> } } => {
+      const reads = { calls: 0, into: new Set<ArrayBufferLike>() };
+      const io: SnapshotIo = {
+        ...nodeSnapshotIo,
+        open: async (path, flags, mode) => {
+          const h = await nodeSnapshotIo.open(path, flags, mode);
+          if (!path.endsWith('.spool')) return h;
+          const read = h.read.bind(h);
+          return Object.assign(h, {
+            read: (...args: Parameters<typeof h.read>) => {
+              reads.calls++;
+              reads.into.add((args[0] as Uint8Array).buffer);
+              return read(...args);
+            },
+          });
+        },
+      };
+      return { io, reads };
+    };
+    const kept: Buffer[] = [];
+    const plain = readsOf();
+    await writeArchiveFromMembers(META, producer, join(dir, 'kept.spool'), sink((c) => kept.push(c)), { io: plain.io });
+    const path = join(dir, 'archive.tar.gz');
+    const toSink = readsOf();
+    // The archive's disk is slow: its writes land a few ms after they are asked for (a buffer given back before is overwritten first).
+    const slowDisk: SnapshotIo = {
+      ...nodeSnapshotIo,
+      open: async (p, flags, mode) => {
+        const h = await nodeSnapshotIo.open(p, flags, mode);
+        const later = async (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 3));
+        const write = h.write.bind(h);
+        const writev = h.writev.bind(h);
+        return Object.assign(h, {
+          write: async (...args: Parameters<typeof h.write>) => (await later(), write(...args)),
+          writev: async (...args: Parameters<typeof h.writev>) => (await later(), writev(...args)),
+        });
+      },
+    };
+    await writeArchiveFromMembers(META, producer, join(dir, 'sink.spool'), await ArchiveSink.create(path, { io: slowDisk }), { io: toSink.io });
+    const want = Buffer.concat(kept);
+    assert.ok(want.length > total, `${want.length} bytes`);
+    assert.ok((await readFile(path)).equals(want), 'the archive file holds the same bytes');
+    // An out that keeps its chunks never gives a buffer back: each read is into a buffer of its own.
+    assert.ok(plain.reads.calls >= 8, `${plain.reads.calls} reads`);
+    assert.equal(plain.reads.into.size, plain.reads.calls);
+    assert.ok(toSink.reads.into.size < toSink.reads.calls / 2, `${toSink.reads.calls} reads into ${toSink.reads.into.size} buffers`);
   });
 
   it('gives a spooled member back (deliver\'s `spooled`) only once its bytes are in the spool, never one that went on to out', async () => {
