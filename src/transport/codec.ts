@@ -541,8 +541,8 @@ export const OTHER_FIELDS_MAX = 256;
 /**
  * splitFields walks the top-level fields of a message's bytes as its generated decoder does (tags
  * read as 32-bit; a tag 0 or an end-group tag ends it; a group is refused: no member sends one).
- * The bytes of each field whose tag is in `taken` are handed to `take` (which answers why the
- * message is refused, or null to go on); of the others, at most OTHER_FIELDS_MAX, those with a field
+ * Each field whose tag is in `taken` is read by `take` from the reader (its value, whole; it answers
+ * why the message is refused, or null to go on); of the others, at most OTHER_FIELDS_MAX, those with a field
  * number up to `fieldMax` are kept, the last of each tag (the generated decoders keep the last of a
  * field that is not repeated, and drop unknown ones), re-encoded for the generated decoder. Returns
  * those bytes, or `{ refused }`.
@@ -551,7 +551,7 @@ function splitFields(
   bytes: Uint8Array,
   fieldMax: number,
   taken: ReadonlySet<number>,
-  take: (tag: number, value: Uint8Array) => string | null,
+  take: (tag: number, reader: BinaryReader) => string | null,
 ): Uint8Array | { readonly refused: string } {
   const reader = new BinaryReader(bytes);
   const fields = new Map<number, Uint8Array>();
@@ -559,7 +559,7 @@ function splitFields(
   while (reader.pos < reader.len) {
     const tag = reader.uint32();
     if (taken.has(tag)) {
-      const refused = take(tag, reader.bytes());
+      const refused = take(tag, reader);
       if (refused !== null) return { refused };
       continue;
     }
@@ -578,20 +578,39 @@ function splitFields(
 const ENTRY_TAG = (7 << 3) | 2;
 /** APPEND_FIELD_MAX: AppendEntriesRequest's highest field number (base, 13); the generated decoder skips any above. */
 const APPEND_FIELD_MAX = 13;
-/** ENTRY_CRC_TAG: the tag of Entry.crc32 (field 5, fixed32). */
+/** ENTRY_*_TAG: the tags of Entry's fields as its generated decoder matches them (index, term: varint; type: varint; data: bytes; crc32: fixed32). */
+const ENTRY_INDEX_TAG = (1 << 3) | 0;
+const ENTRY_TERM_TAG = (2 << 3) | 0;
+const ENTRY_TYPE_TAG = (3 << 3) | 0;
+const ENTRY_DATA_TAG = (4 << 3) | 2;
 const ENTRY_CRC_TAG = (5 << 3) | 5;
 
-/** entryCrc: the crc32 field of an Entry's bytes, read as Entry.decode reads it (the last one; 0 when none), nothing else decoded (the caller checked its field count). */
-function entryCrc(bytes: Uint8Array): number {
-  const reader = new BinaryReader(bytes);
-  let crc = 0;
-  for (let n = 0; reader.pos < reader.len && n < NESTED_FIELDS_MAX; n++) {
+/**
+ * readEntry reads the Entry of `length` bytes at `reader`'s position in place, as Entry.decode
+ * reads one (the last of each field; a tag 0 or an end-group tag ends its fields), and leaves the
+ * reader at the entry's end whatever it held (the generated decoder went on from where the entry's
+ * fields ended: what followed inside its length was read as the request's own fields). Null when it
+ * holds more than NESTED_FIELDS_MAX fields. Throws as the generated decoder does on bytes that are
+ * not well formed, and for a field that runs past the entry's length.
+ */
+function readEntry(reader: BinaryReader, length: number): pb.Entry | null {
+  const end = reader.pos + length;
+  if (end > reader.len) throw new RangeError('premature EOF');
+  const entry: pb.Entry = { index: 0n, term: 0n, type: 0, data: new Uint8Array(0), crc32: 0 };
+  for (let fields = 0; reader.pos < end; fields++) {
+    if (fields === NESTED_FIELDS_MAX) return null;
     const tag = reader.uint32();
-    if (tag === ENTRY_CRC_TAG) crc = reader.fixed32();
+    if (tag === ENTRY_INDEX_TAG) entry.index = reader.uint64() as bigint;
+    else if (tag === ENTRY_TERM_TAG) entry.term = reader.uint64() as bigint;
+    else if (tag === ENTRY_TYPE_TAG) entry.type = reader.int32() as pb.EntryType;
+    else if (tag === ENTRY_DATA_TAG) entry.data = reader.bytes();
+    else if (tag === ENTRY_CRC_TAG) entry.crc32 = reader.fixed32();
     else if ((tag & 7) === 4 || tag === 0) break;
     else reader.skip(tag & 7);
   }
-  return crc;
+  if (reader.pos > end) throw new RangeError('an entry\'s field runs past its length');
+  reader.pos = end;
+  return entry;
 }
 
 /**
@@ -617,15 +636,19 @@ function entryCrc(bytes: Uint8Array): number {
  * which no member sends.
  */
 export function decodeAppendRequest(bytes: Uint8Array): pb.AppendEntriesRequest {
-  const entries: Uint8Array[] = [];
+  const entries: pb.Entry[] = [];
   const moreCrcs: number[] = [];
   const taken: { base?: Uint8Array } = {};
-  const others = splitFields(bytes, APPEND_FIELD_MAX, APPEND_TAKEN_TAGS, (tag, value) => {
-    if (tag === APPEND_BASE_TAG) taken.base = value;
-    else if (fieldsOver(value, NESTED_FIELDS_MAX)) return `an entry of more than NESTED_FIELDS_MAX (${NESTED_FIELDS_MAX}) fields`;
-    else if (entries.length < APPEND_ENTRIES_MAX) entries.push(value);
-    else if (entries.length + moreCrcs.length < APPEND_ENTRIES_READ_MAX) moreCrcs.push(entryCrc(value));
-    else return `more than APPEND_ENTRIES_READ_MAX (${APPEND_ENTRIES_READ_MAX}) entries in one append`;
+  const others = splitFields(bytes, APPEND_FIELD_MAX, APPEND_TAKEN_TAGS, (tag, reader) => {
+    if (tag === APPEND_BASE_TAG) {
+      taken.base = reader.bytes();
+      return null;
+    }
+    if (entries.length + moreCrcs.length === APPEND_ENTRIES_READ_MAX) return `more than APPEND_ENTRIES_READ_MAX (${APPEND_ENTRIES_READ_MAX}) entries in one append`;
+    const entry = readEntry(reader, reader.uint32());
+    if (entry === null) return `an entry of more than NESTED_FIELDS_MAX (${NESTED_FIELDS_MAX}) fields`;
+    if (entries.length < APPEND_ENTRIES_MAX) entries.push(entry);
+    else moreCrcs.push(entry.crc32);
     return null;
   });
   if (!(others instanceof Uint8Array)) return undecoded(pb.AppendEntriesRequest, `append: ${others.refused}`);
@@ -634,7 +657,7 @@ export function decodeAppendRequest(bytes: Uint8Array): pb.AppendEntriesRequest 
   if (baseOver !== null) return undecoded(pb.AppendEntriesRequest, `append base: ${baseOver}`);
   const request = pb.AppendEntriesRequest.decode(others);
   if (base !== undefined) request.base = pb.Membership.decode(base);
-  for (const entry of entries) request.entries.push(pb.Entry.decode(entry));
+  request.entries = entries;
   if (moreCrcs.length > 0) (request as DecodedAppend)[MORE_ENTRY_CRCS] = moreCrcs;
   return request;
 }
@@ -655,14 +678,14 @@ const SNAPSHOT_MEMBERSHIP_TAG = (3 << 3) | 2;
  */
 export function decodeInstallSnapshotRequest(bytes: Uint8Array): pb.InstallSnapshotRequest {
   const taken: { meta?: Uint8Array; membership?: Uint8Array } = {};
-  const others = splitFields(bytes, INSTALL_FIELD_MAX, INSTALL_TAKEN_TAGS, (_tag, value) => {
-    taken.meta = value;
+  const others = splitFields(bytes, INSTALL_FIELD_MAX, INSTALL_TAKEN_TAGS, (_tag, reader) => {
+    taken.meta = reader.bytes();
     return null;
   });
   if (!(others instanceof Uint8Array)) return undecoded(pb.InstallSnapshotRequest, `install: ${others.refused}`);
   if (taken.meta === undefined) return pb.InstallSnapshotRequest.decode(others);
-  const metaOthers = splitFields(taken.meta, SNAPSHOT_META_FIELD_MAX, SNAPSHOT_META_TAKEN_TAGS, (_tag, value) => {
-    taken.membership = value;
+  const metaOthers = splitFields(taken.meta, SNAPSHOT_META_FIELD_MAX, SNAPSHOT_META_TAKEN_TAGS, (_tag, reader) => {
+    taken.membership = reader.bytes();
     return null;
   });
   if (!(metaOthers instanceof Uint8Array)) return undecoded(pb.InstallSnapshotRequest, `snapshot: ${metaOthers.refused}`);
@@ -863,9 +886,9 @@ type DecodedPropose = pb.ProposeRequest & { [UNDECODED]?: string };
  */
 export function decodeProposeRequest(bytes: Uint8Array): pb.ProposeRequest {
   const data: Uint8Array[] = [];
-  const others = splitFields(bytes, PROPOSE_FIELD_MAX, PROPOSE_TAKEN_TAGS, (_tag, value) => {
+  const others = splitFields(bytes, PROPOSE_FIELD_MAX, PROPOSE_TAKEN_TAGS, (_tag, reader) => {
     if (data.length === FORWARD_PROPOSALS_MAX) return `data: more than FORWARD_PROPOSALS_MAX (${FORWARD_PROPOSALS_MAX}) proposals`;
-    data.push(value);
+    data.push(reader.bytes());
     return null;
   });
   if (!(others instanceof Uint8Array)) return undecoded(pb.ProposeRequest, others.refused);
