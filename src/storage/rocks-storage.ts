@@ -878,8 +878,9 @@ export class RocksStorage implements NodeStorage {
       this.#checkOpen('compact');
       let termAtBase: number | undefined;
       if (base.index > this.#base.index && base.index <= this.#lastIndex) {
-        const value = await this.#log.get(logKey(base.index));
-        if (value !== undefined) termAtBase = readU64(value, 0, `log entry ${base.index}`, this.path);
+        const key = logKey(base.index);
+        const value = await this.#log.get(key);
+        if (value !== undefined) termAtBase = decodeEntry(key, base.index, value, this.path).term;
       }
       const plan = planCompaction(base, { base: this.#base, lastIndex: this.#lastIndex }, termAtBase, this.path);
       if (plan === null) return;

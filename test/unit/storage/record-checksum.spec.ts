@@ -190,6 +190,42 @@ describe('record checksums', function () {
     });
   });
 
+  describe('compaction', () => {
+    let dir: string;
+    let store: RocksStorage | null = null;
+    beforeEach(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'snapcoord-crc-'));
+    });
+    afterEach(async () => {
+      await store?.close();
+      store = null;
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it('reads the entry at its new base checked: a damaged one is refused (`corrupt`) and nothing is deleted', async () => {
+      const data = join(dir, 'data');
+      store = await RocksStorage.open(data);
+      await store.save({ entries: Array.from({ length: 10 }, (_, i) => entry(i + 1, Buffer.from(`entry ${i + 1}`))) });
+      await store.close();
+      // Entry 5's stored bytes changed on disk, its trailer not (a term of 1 read as 1 << 24).
+      const log = await RocksDb.open(join(data, 'log'), { createIfMissing: false });
+      const key = Buffer.from([0x6c, 0, 0, 0, 0, 0, 0, 0, 5]);
+      const stored = (await log.get(key)) as Buffer;
+      stored[4] = 1;
+      await log.write([{ type: 'put', key, value: stored }], { sync: true });
+      await log.close();
+      store = await RocksStorage.open(data);
+      await rejectsWith(store.compact({ index: 5, term: 1, membership }), 'corrupt', /log entry 5 fails its checksum/);
+      await store.close();
+      const again = await RocksDb.open(join(data, 'log'), { createIfMissing: false });
+      try {
+        assert.ok((await again.get(Buffer.from([0x6c, 0, 0, 0, 0, 0, 0, 0, 1]))) !== undefined, 'entry 1 kept');
+      } finally {
+        await again.close();
+      }
+    });
+  });
+
   describe('a data dir of a build before the checksums', () => {
     let dir: string;
     let store: RocksStorage | null = null;
