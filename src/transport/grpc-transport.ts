@@ -377,7 +377,11 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
   // ---------------------------------------------------------------- unary calls
 
   private callUnary(peer: PeerLink, m: Message): void {
-    if (peer.calls.size >= this.maxInflightUnary) return this.drop(m, 'too many calls in flight');
+    if (peer.calls.size >= this.maxInflightUnary) {
+      this.drop(m, 'too many calls in flight');
+      if (m.type === 'readIndex') this.rejectRead(peer, m);
+      return;
+    }
     const client = this.clientFor(peer);
     const deadlineMs = m.type === 'readIndex' ? this.readIndexDeadlineMs : this.unaryDeadlineMs;
     const options: Partial<grpc.CallOptions> = { deadline: new Date(Date.now() + deadlineMs) };
@@ -389,6 +393,7 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
         if (err !== null) {
           this.noteRefused(peer, err);
           this.log.debug({ peer: peer.id, type: m.type, code: err.code, err: err.details }, 'transport: call failed');
+          if (m.type === 'readIndex') this.rejectRead(peer, m);
           return;
         }
         if (res === undefined) return;
@@ -503,6 +508,23 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
   private clientFor(peer: PeerLink): pb.RaftServiceClient {
     if (peer.client === null) peer.client = new pb.RaftServiceClient(peer.address, this.credentials, this.options);
     return peer.client;
+  }
+
+  /**
+   * rejectRead answers a ReadIndex this node sent that got no answer (the leader refused it, e.g. RESOURCE_EXHAUSTED
+   * for a member past its share of the leader's read slots; the call failed or was dropped here) with the rejection
+   * the leader would send, on a later turn: the read waiting on it fails now rather than at its timeout. A rejection
+   * only fails that read; it moves no term (the request's own).
+   */
+  private rejectRead(peer: PeerLink, m: Extract<Message, { type: 'readIndex' }>): void {
+    setImmediate(() => {
+      if (this.closed || this.peers.get(peer.id) !== peer) return;
+      try {
+        this.onMessage({ type: 'readIndexResp', from: m.to, to: m.from, term: m.term, context: m.context, index: 0, reject: true });
+      } catch (err) {
+        this.log.warn({ peer: peer.id, err }, 'transport: a read rejection threw');
+      }
+    });
   }
 
   private deliver(peer: PeerLink, reply: Message): void {

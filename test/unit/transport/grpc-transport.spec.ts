@@ -219,6 +219,23 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
     assert.deepEqual(handler.reports, [{ type: 'snapshotResp', from: 'n1', to: 'n2', term: 2, index: 50, reject: true }]);
   });
 
+  it('a ReadIndex the peer refuses is answered here with its rejection at once, not left to time out', async () => {
+    // The leader refuses a member past its share of its read slots (RESOURCE_EXHAUSTED); before, the call's error was
+    // only logged and the read waited for its deadline (10 s).
+    handler.override = (m) => (m.type === 'readIndex' ? Promise.reject(Object.assign(new Error('busy: n1 has 1024 reads waiting on n2'), { code: grpc.status.RESOURCE_EXHAUSTED })) : undefined);
+    const t = makeTransport({ readIndexDeadlineMs: 30_000 });
+    t.setPeers({ n2: server!.address });
+    t.send({ type: 'readIndex', from: 'n1', to: 'n2', term: 3, context: 'ctx-busy' });
+    await waitFor('the rejection', () => replies.length === 1);
+    assert.deepEqual(replies, [{ type: 'readIndexResp', from: 'n2', to: 'n1', term: 3, context: 'ctx-busy', index: 0, reject: true }]);
+    // Other calls that fail get no made-up answer.
+    handler.override = (m) => (m.type === 'vote' ? Promise.reject(Object.assign(new Error('no'), { code: grpc.status.RESOURCE_EXHAUSTED })) : undefined);
+    t.send({ type: 'vote', from: 'n1', to: 'n2', term: 4, preVote: false, lastLogIndex: 3, lastLogTerm: 1, transfer: false });
+    await waitFor('the vote call to finish', () => handler.requests.length === 2 && t.peerInfo('n2')!.inflightCalls === 0);
+    await sleep(30);
+    assert.equal(replies.length, 1);
+  });
+
   it('drops reply types, unknown peers and oversized messages without throwing', () => {
     const t = makeTransport({ maxMessageBytes: 1024 });
     t.setPeers({ n2: server!.address });
