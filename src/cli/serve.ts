@@ -141,7 +141,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
 
   let storage: RocksStorage;
   try {
-    storage = await RocksStorage.open(cfg.dataDir);
+    storage = await RocksStorage.open(cfg.dataDir, {
+      onMigration: ({ database, path }) =>
+        logger.info({ dataDir: cfg.dataDir, database, path }, 'data dir of an earlier build: migrating its records to checksummed ones (the state: one rewrite of all of it, minutes for gigabytes)'),
+    });
   } catch (err) {
     throw new CliError(err instanceof Error ? err.message : String(err), EXIT_CONFIG);
   }

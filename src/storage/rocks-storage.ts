@@ -552,6 +552,12 @@ export interface RocksStorageOptions {
    * setImmediate); for tests.
    */
   readonly yieldTurn?: () => Promise<void>;
+  /**
+   * onMigration: called when open() starts migrating a database of a build before the record checksums (see the
+   * layout notes): `log` with its entries to rewrite, `state` with the generation's applied index (the whole state is
+   * rewritten: minutes for gigabytes), so that a caller can say why its start takes long.
+   */
+  readonly onMigration?: (what: { readonly database: 'log' | 'state'; readonly path: string }) => void;
 }
 
 /** Generation is one open state-<gen> database with the reads and readers using it. */
@@ -683,6 +689,7 @@ export class RocksStorage implements NodeStorage {
       // family sealed before it raised identities): a build before the checksums then refuses the data dir.
       const identity = await raisedIdentity(log, dataDir);
       const logFormat = await readRecordFormat(log);
+      if (logFormat === LEGACY_RECORD_FORMAT) options.onMigration?.({ database: 'log', path: logPath });
       const logEntriesMigrated = logFormat === LEGACY_RECORD_FORMAT ? await migrateLog(log, identity) : 0;
       if (logFormat !== LEGACY_RECORD_FORMAT && identity !== null) await log.write([identity], { sync: true });
 
@@ -722,6 +729,7 @@ export class RocksStorage implements NodeStorage {
       stateDb = null; // the storage's from here: closed by it
       const storage = new RocksStorage(dataDir, log, state, options, { base, lastIndex, applied, membership });
       try {
+        if (legacyState) options.onMigration?.({ database: 'state', path: state.db.path });
         const stateRecordsMigrated = legacyState ? await storage.#migrateState() : 0;
         if (logEntriesMigrated > 0 || stateRecordsMigrated > 0) storage.#migrated = { logEntries: logEntriesMigrated, stateRecords: stateRecordsMigrated };
       } catch (err) {

@@ -257,7 +257,9 @@ describe('record checksums', function () {
       const data = join(dir, 'data');
       const { digest, entries } = await filled(data);
       await toLegacy(data);
-      store = await RocksStorage.open(data);
+      const told: string[] = [];
+      store = await RocksStorage.open(data, { onMigration: ({ database }) => told.push(database) });
+      assert.deepEqual(told, ['log', 'state']);
       assert.deepEqual(store.migrated, { logEntries: 50, stateRecords: 3_001 });
       assert.equal(store.appliedIndex(), 10);
       assert.deepEqual(store.membership(), membership);
@@ -265,8 +267,9 @@ describe('record checksums', function () {
       const loaded = await store.load();
       assert.deepEqual(loaded.entries.map((e) => Buffer.from(e.data).toString()), entries.map((e) => Buffer.from(e.data).toString()));
       await store.close();
-      store = await RocksStorage.open(data);
+      store = await RocksStorage.open(data, { onMigration: ({ database }) => told.push(database) });
       assert.equal(store.migrated, null);
+      assert.deepEqual(told, ['log', 'state'], 'nothing more to migrate');
       assert.equal(await store.stateDigest(), digest);
       assert.equal((await store.load()).entries.length, 50);
     });
