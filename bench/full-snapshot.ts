@@ -24,8 +24,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PerformanceObserver, performance } from 'node:perf_hooks';
-import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+import { performance } from 'node:perf_hooks';
+import { getHeapSpaceStatistics } from 'node:v8';
 
 import { NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { startExternalMemoryGc } from '../src/snapshot/external-memory-gc.js';
@@ -35,7 +35,7 @@ import { RocksStorage } from '../src/storage/rocks-storage.js';
 import type { KeyValue, StateSnapshotReader } from '../src/storage/types.js';
 import { arg } from './lib/arg.js';
 import { runAsNodeChild } from './lib/node-child.js';
-import { procStatus as status } from './lib/memory-peaks.js';
+import { MiB, procStatus, startMemoryPeaks } from './lib/memory-peaks.js';
 
 const keys = Number(arg('keys', '1000000'));
 const valueBytes = Number(arg('value-bytes', '1024'));
@@ -52,7 +52,6 @@ const fullBatches =
   (nodeSnapshots as { fullSnapshotBatches?: (reader: StateSnapshotReader) => AsyncIterable<readonly KeyValue[]> }).fullSnapshotBatches ??
   ((reader: StateSnapshotReader) => reader.batches());
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7101' } };
-const MiB = 1024 * 1024;
 
 
 async function load(dataDir: string): Promise<void> {
@@ -73,51 +72,11 @@ async function load(dataDir: string): Promise<void> {
 
 async function create(dataDir: string, storeDir: string): Promise<void> {
   const memoryGc = startExternalMemoryGc();
-  const gcs = { minor: 0, major: 0, minorMs: 0, majorMs: 0 };
-  const observer = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) {
-      const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
-      // perf_hooks constants: NODE_PERFORMANCE_GC_MINOR 1, MAJOR 4, INCREMENTAL 8, WEAKCB 16
-      if (kind === 1) {
-        gcs.minor++;
-        gcs.minorMs += e.duration;
-      } else {
-        gcs.major++;
-        gcs.majorMs += e.duration;
-      }
-    }
-  });
-  observer.observe({ entryTypes: ['gc'] });
+  // Peaks from the open of the state to the end of the build (VmHWM reset here), sampled every 10 ms.
+  const peaks = startMemoryPeaks({ timeline });
   const storage = await RocksStorage.open(dataDir);
   const store = await SnapshotStore.open(storeDir, { retain: 1, gzipLevel: 1 });
-  const peak = { heapUsed: 0, external: 0, arrayBuffers: 0, newSpace: 0, oldSpace: 0, rss: 0 };
-  const sample = (): void => {
-    const m = process.memoryUsage();
-    peak.heapUsed = Math.max(peak.heapUsed, m.heapUsed);
-    peak.external = Math.max(peak.external, getHeapStatistics().external_memory);
-    peak.arrayBuffers = Math.max(peak.arrayBuffers, m.arrayBuffers);
-    peak.rss = Math.max(peak.rss, m.rss);
-    for (const s of getHeapSpaceStatistics()) {
-      if (s.space_name === 'new_space') peak.newSpace = Math.max(peak.newSpace, s.space_size);
-      if (s.space_name === 'old_space') peak.oldSpace = Math.max(peak.oldSpace, s.space_used_size);
-    }
-  };
   const oldAtStart = getHeapSpaceStatistics().find((x) => x.space_name === 'old_space')?.space_used_size ?? 0;
-  let samples = 0;
-  let windowAb = 0;
-  const timer = setInterval(() => {
-    sample();
-    windowAb = Math.max(windowAb, process.memoryUsage().arrayBuffers);
-    if (timeline && ++samples % 25 === 0) {
-      const m = process.memoryUsage();
-      const sp = Object.fromEntries(getHeapSpaceStatistics().map((x) => [x.space_name, x.space_used_size / MiB]));
-      console.error(
-        `t ${((performance.now() - t0) / 1000).toFixed(2)} s: rss ${(m.rss / MiB).toFixed(0)} anon ${(status('RssAnon') / 1024).toFixed(0)} heapUsed ${(m.heapUsed / MiB).toFixed(1)} ` +
-          `new ${(sp.new_space ?? 0).toFixed(1)} old ${(sp.old_space ?? 0).toFixed(1)} arrayBuffers ${(m.arrayBuffers / MiB).toFixed(1)} (max ${(windowAb / MiB).toFixed(1)}) MiB`,
-      );
-      windowAb = 0;
-    }
-  }, 10);
   // A node's other work: short-lived objects, each kept ~20 ms (a ring of them), as requests and entries in flight are.
   const ring: unknown[][] = [];
   const busy = busyKiB > 0
@@ -128,7 +87,7 @@ async function create(dataDir: string, storeDir: string): Promise<void> {
         if (ring.length > 20) ring.shift();
       }, 1)
     : undefined;
-  const rssBefore = status('VmRSS');
+  const rssBefore = procStatus('VmRSS');
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const reader = await storage.snapshotState();
@@ -136,25 +95,23 @@ async function create(dataDir: string, storeDir: string): Promise<void> {
   const stateBytes = stored.meta.stateBytes;
   const s = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  sample();
-  clearInterval(timer);
+  const m = peaks.stop();
   if (busy !== undefined) clearInterval(busy);
-  observer.disconnect();
   memoryGc.stop();
   await storage.close();
   const out = {
     seconds: s,
     mbPerSec: stateBytes / 1e6 / s,
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
-    peakRssMiB: status('VmHWM') / 1024,
+    peakRssMiB: m.peakRssMiB,
     rssBeforeMiB: rssBefore / 1024,
-    peakHeapUsedMiB: peak.heapUsed / MiB,
-    peakExternalMiB: peak.external / MiB,
-    peakArrayBuffersMiB: peak.arrayBuffers / MiB,
-    peakNewSpaceMiB: peak.newSpace / MiB,
-    peakOldSpaceUsedMiB: peak.oldSpace / MiB,
+    peakHeapUsedMiB: m.peakHeapUsedMiB,
+    peakExternalMiB: m.peakExternalMiB,
+    peakArrayBuffersMiB: m.peakArrayBuffersMiB,
+    peakNewSpaceMiB: m.peakNewSpaceMiB,
+    peakOldSpaceUsedMiB: m.peakOldSpaceUsedMiB,
     oldSpaceUsedAtStartMiB: oldAtStart / MiB,
-    gc: { ...gcs, scavengesByBound: memoryGc.gc.scavenges, garbageScavenges: (memoryGc.gc as { garbageScavenges?: number }).garbageScavenges ?? 0, collectionsByBound: memoryGc.gc.collections },
+    gc: { ...m.gc, scavengesByBound: memoryGc.gc.scavenges, garbageScavenges: (memoryGc.gc as { garbageScavenges?: number }).garbageScavenges ?? 0, collectionsByBound: memoryGc.gc.collections },
   };
   console.log(JSON.stringify(out));
 }

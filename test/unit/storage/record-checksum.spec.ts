@@ -85,6 +85,17 @@ function entry(index: number, data: Uint8Array): Entry {
 
 describe('record checksums', function () {
   this.timeout(60_000);
+  let dir: string;
+  /** store: the RocksStorage a test has open (closed after it). */
+  let store: RocksStorage | null = null;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-crc-'));
+  });
+  afterEach(async () => {
+    await store?.close();
+    store = null;
+    await rm(dir, { recursive: true, force: true });
+  });
 
   describe('sealRecord / RecordSealer / openRecord', () => {
     const key = Buffer.from('kname');
@@ -113,16 +124,6 @@ describe('record checksums', function () {
   });
 
   describe('RocksStorage over damaged SST files', () => {
-    let dir: string;
-    let store: RocksStorage | null = null;
-    beforeEach(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'snapcoord-crc-'));
-    });
-    afterEach(async () => {
-      await store?.close();
-      store = null;
-      await rm(dir, { recursive: true, force: true });
-    });
 
     it('a state record damaged on disk is refused by range and by a snapshot (`corrupt`), never returned', async () => {
       const data = join(dir, 'data');
@@ -191,16 +192,6 @@ describe('record checksums', function () {
   });
 
   describe('compaction', () => {
-    let dir: string;
-    let store: RocksStorage | null = null;
-    beforeEach(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'snapcoord-crc-'));
-    });
-    afterEach(async () => {
-      await store?.close();
-      store = null;
-      await rm(dir, { recursive: true, force: true });
-    });
 
     it('reads the entry at its new base checked: a damaged one is refused (`corrupt`) and nothing is deleted', async () => {
       const data = join(dir, 'data');
@@ -227,16 +218,6 @@ describe('record checksums', function () {
   });
 
   describe('a data dir of a build before the checksums', () => {
-    let dir: string;
-    let store: RocksStorage | null = null;
-    beforeEach(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'snapcoord-crc-'));
-    });
-    afterEach(async () => {
-      await store?.close();
-      store = null;
-      await rm(dir, { recursive: true, force: true });
-    });
 
     const me = { nodeId: 'n1', clusterId: 'c1', formatVersion: FORMAT_VERSION };
 
