@@ -1047,6 +1047,10 @@ export class Node {
     } finally {
       this.askedWaiting--;
     }
+    // Looked at again after the wait: a caller that went away during the last sleep, whose turn came in it, starts
+    // nothing either (the creation before it may end within that sleep; a small delta then ran to its end unaborted).
+    this.checkRunning();
+    if (signal?.aborted === true) throw signal.reason;
     this.disk?.check();
     this.snapshotting = true;
     try {
