@@ -7,9 +7,14 @@
  * once (the snapshot is made), then runs `snapshot save` of that tree's CLI
  * against its own cluster's leader, the trees alternating, N times each, and
  * `snapshot save --help` (start-up) as often. Per run: wall (spawn to exit),
- * the CLI's CPU and peak RSS (/usr/bin/time), the leader's CPU. Medians.
+ * the CLI's CPU and peak RSS (/usr/bin/time), the leader's CPU and its peak
+ * RSS during the run (/proc VmRSS every 20 ms). Medians. --mix text fills
+ * values from bench/lib/text-pool.ts (about 1.8:1 under gzip: an archive of
+ * about half the state, so the save is mostly the leader serving GetSnapshot);
+ * --parallel P runs P saves at once per run (concurrent downloads of the same
+ * unchanged snapshot).
  *
- *   npx tsx bench/second-save.ts --tree A=/work/base --tree B=. [--keys 1000000] [--value-bytes 1024] [--runs 15]
+ *   npx tsx bench/second-save.ts --tree A=/work/base --tree B=. [--keys 1000000] [--value-bytes 1024] [--mix etcd|text] [--parallel 1] [--runs 15]
  *
  * SECOND_SAVE_NODE_FLAGS (space-separated) adds node flags to every member (e.g. --cpu-prof --cpu-prof-dir DIR);
  * with SECOND_SAVE_NODE_LOG_DIR each member's output is written there when it stops.
@@ -28,6 +33,7 @@ import { Role } from '../src/gen/snapcoord/v1/cluster.js';
 import { ClusterClient } from '../src/client/cluster-client.js';
 import type { ClientDial } from '../src/client/dial.js';
 import { layBenchCluster } from './lib/bench-cluster.js';
+import { Values } from './lib/text-pool.js';
 import type { StateRecord } from '../src/snapshot/state-format.js';
 import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
@@ -36,13 +42,13 @@ import { until } from '../test/harness/until.js';
 
 const API_KEY = 'bench-admin-key-0123456789abcdef';
 
-/** buildArchive: K keys `fill/%08d` × V bytes of 'f', as a node's snapshot archive. */
-async function buildArchive(dir: string, keys: number, valueBytes: number): Promise<string> {
-  const value = Buffer.alloc(valueBytes, 'f');
+/** buildArchive: K keys `fill/%08d` × V bytes (etcd mix: 'f'; text: text-pool.ts values), as a node's snapshot archive. */
+async function buildArchive(dir: string, keys: number, valueBytes: number, mix: 'etcd' | 'text'): Promise<string> {
+  const values = new Values(mix, valueBytes);
   async function* batches(): AsyncGenerator<StateRecord[]> {
     for (let i = 0; i < keys; i += 1_000) {
       const batch: StateRecord[] = [];
-      for (let j = i; j < Math.min(keys, i + 1_000); j++) batch.push({ key: Buffer.from(`fill/${String(j).padStart(8, '0')}`), value });
+      for (let j = i; j < Math.min(keys, i + 1_000); j++) batch.push({ key: Buffer.from(`fill/${String(j).padStart(8, '0')}`), value: values.of(j) });
       yield batch;
     }
   }
@@ -64,11 +70,24 @@ function cpuSeconds(pid: number | undefined): number {
   }
 }
 
+function rssMiB(pid: number | undefined): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? 0 : Number(m[1]) / 1024;
+  } catch {
+    return 0;
+  }
+}
+
 interface Run {
   wall: number;
   cpu: number;
   rssMiB: number;
   leaderCpu: number;
+  /** leaderRssMiB: the leader's highest VmRSS sampled during the run (every 20 ms). */
+  leaderRssMiB: number;
+  /** leaderRssStartMiB: the leader's VmRSS when the run began. */
+  leaderRssStartMiB: number;
 }
 
 class Cluster {
@@ -114,9 +133,30 @@ class Cluster {
     }
   }
 
+  /** runs: `parallel` runs of this tree's CLI at once (each its own args), their walls, CPUs and RSS summed or maxed; the leader's CPU and peak RSS over all. */
+  async runs(argsOf: (k: number) => readonly string[], parallel: number, leader: { grpc: string; pid: number | undefined }): Promise<Run> {
+    const cpu0 = cpuSeconds(leader.pid);
+    const leaderRssStartMiB = rssMiB(leader.pid);
+    let leaderRssMiB = leaderRssStartMiB;
+    const sampler = setInterval(() => (leaderRssMiB = Math.max(leaderRssMiB, rssMiB(leader.pid))), 20);
+    try {
+      const rs = await Promise.all(Array.from({ length: parallel }, (_, k) => this.run(argsOf(k), leader, k)));
+      return {
+        wall: Math.max(...rs.map((r) => r.wall)),
+        cpu: rs.reduce((a, r) => a + r.cpu, 0),
+        rssMiB: Math.max(...rs.map((r) => r.rssMiB)),
+        leaderCpu: cpuSeconds(leader.pid) - cpu0,
+        leaderRssMiB: Math.max(leaderRssMiB, rssMiB(leader.pid)),
+        leaderRssStartMiB,
+      };
+    } finally {
+      clearInterval(sampler);
+    }
+  }
+
   /** cli runs this tree's CLI against the leader under /usr/bin/time. */
-  async run(args: readonly string[], leader: { grpc: string; pid: number | undefined }): Promise<Run> {
-    const timeFile = join(this.dir, 'time.txt');
+  async run(args: readonly string[], leader: { grpc: string; pid: number | undefined }, k = 0): Promise<Run> {
+    const timeFile = join(this.dir, `time-${k}.txt`);
     const cpu0 = cpuSeconds(leader.pid);
     const t0 = performance.now();
     const p = spawn('/usr/bin/time', ['-f', '%U %S %M', '-o', timeFile, process.execPath, this.cli, ...args, '--endpoint', leader.grpc, '--cacert', this.ca, '--api-key', API_KEY], {
@@ -130,7 +170,7 @@ class Cluster {
     const leaderCpu = cpuSeconds(leader.pid) - cpu0;
     if (code !== 0) throw new Error(`${this.name}: ${args.join(' ')} exited ${code}: ${stderr}`);
     const [u, s, m] = (await readFile(timeFile, 'utf8')).trim().split('\n').pop()!.split(' ').map(Number);
-    return { wall, cpu: (u ?? 0) + (s ?? 0), rssMiB: (m ?? 0) / 1024, leaderCpu };
+    return { wall, cpu: (u ?? 0) + (s ?? 0), rssMiB: (m ?? 0) / 1024, leaderCpu, leaderRssMiB: 0, leaderRssStartMiB: 0 };
   }
 
   async stop(): Promise<void> {
@@ -150,10 +190,15 @@ async function main(): Promise<void> {
     .option('--tree <name=dir>', 'a checkout with dist/ built (repeat)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--keys <n>', 'keys', '1000000')
     .option('--value-bytes <n>', 'value bytes', '1024')
+    .option('--mix <mix>', 'values: etcd (f bytes) or text (text-pool.ts, ~1.8:1 under gzip)', 'etcd')
+    .option('--parallel <n>', 'saves at once per run (concurrent downloads)', '1')
     .option('--runs <n>', 'saves per tree', '15')
     .option('--hold-seconds <s>', 'keep the clusters up this long after the runs (print how to reach them)', '0')
     .parse()
-    .opts<{ tree: string[]; keys: string; valueBytes: string; runs: string; holdSeconds: string }>();
+    .opts<{ tree: string[]; keys: string; valueBytes: string; mix: string; parallel: string; runs: string; holdSeconds: string }>();
+  if (raw.mix !== 'etcd' && raw.mix !== 'text') throw new Error(`--mix ${raw.mix}: etcd or text`);
+  const mix = raw.mix;
+  const parallel = Math.max(1, Math.min(Number(raw.parallel), 8));
   const trees = raw.tree.map((t) => {
     const [name, dir] = t.split('=');
     if (name === undefined || dir === undefined) throw new Error(`--tree ${t}: not NAME=DIR`);
@@ -164,7 +209,7 @@ async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'snapcoord-second-save-'));
   const clusters: Cluster[] = [];
   try {
-    const archive = await buildArchive(root, keys, Number(raw.valueBytes));
+    const archive = await buildArchive(root, keys, Number(raw.valueBytes), mix);
     for (const t of trees) {
       const dir = join(root, t.name);
       await mkdir(dir);
@@ -189,21 +234,23 @@ async function main(): Promise<void> {
     for (let i = 0; i < runs; i++) {
       for (const c of i % 2 === 0 ? clusters : [...clusters].reverse()) {
         const l = await c.leader();
-        const out = join(c.dir, 'second.tar.gz');
-        await rm(out, { force: true });
-        saves.get(c.name)?.push(await c.run(['snapshot', 'save', out, '--no-progress'], l));
-        helps.get(c.name)?.push(await c.run(['snapshot', 'save', out, '--help'], l));
+        const out = (k: number): string => join(c.dir, `second-${k}.tar.gz`);
+        for (let k = 0; k < parallel; k++) await rm(out(k), { force: true });
+        saves.get(c.name)?.push(await c.runs((k) => ['snapshot', 'save', out(k), '--no-progress'], parallel, l));
+        helps.get(c.name)?.push(await c.run(['snapshot', 'save', out(0), '--help'], l));
       }
     }
     const load1 = loadavg()[0] ?? 0;
-    console.log(`second save, ${keys} keys, ${runs} alternated runs per tree, load ${load0.toFixed(2)} -> ${load1.toFixed(2)} (medians)`);
+    console.log(`second save, ${keys} keys (${mix} mix), ${parallel} at once, ${runs} alternated runs per tree, load ${load0.toFixed(2)} -> ${load1.toFixed(2)} (medians)`);
     for (const c of clusters) {
       const s = saves.get(c.name) ?? [];
       const h = helps.get(c.name) ?? [];
       console.log(
-        `${c.name.padEnd(8)} save wall ${median(s.map((r) => r.wall)).toFixed(3)} s  CPU ${median(s.map((r) => r.cpu)).toFixed(3)} s  RSS ${median(s.map((r) => r.rssMiB)).toFixed(1)} MiB  leader CPU ${median(s.map((r) => r.leaderCpu)).toFixed(2)} s | --help wall ${median(h.map((r) => r.wall)).toFixed(3)} s  CPU ${median(h.map((r) => r.cpu)).toFixed(3)} s`,
+        `${c.name.padEnd(8)} save wall ${median(s.map((r) => r.wall)).toFixed(3)} s  CPU ${median(s.map((r) => r.cpu)).toFixed(3)} s  RSS ${median(s.map((r) => r.rssMiB)).toFixed(1)} MiB  leader CPU ${median(s.map((r) => r.leaderCpu)).toFixed(2)} s, peak RSS ${median(s.map((r) => r.leaderRssMiB)).toFixed(0)} MiB (max ${Math.max(...s.map((r) => r.leaderRssMiB)).toFixed(0)}) | --help wall ${median(h.map((r) => r.wall)).toFixed(3)} s  CPU ${median(h.map((r) => r.cpu)).toFixed(3)} s`,
       );
       console.log(`${' '.repeat(8)} walls ${s.map((r) => r.wall.toFixed(3)).join(' ')}`);
+      console.log(`${' '.repeat(8)} leader CPU ${s.map((r) => r.leaderCpu.toFixed(2)).join(' ')}`);
+      console.log(`${' '.repeat(8)} leader RSS at start -> peak ${s.map((r) => `${r.leaderRssStartMiB.toFixed(0)}->${r.leaderRssMiB.toFixed(0)}`).join(' ')}`);
     }
     const hold = Math.min(Number(raw.holdSeconds), 3_600);
     if (hold > 0) {

@@ -325,20 +325,13 @@ export function createSnapshotService(
           const length = Number(req.length ?? 0n);
           const end = length > 0 ? Math.min(handle.archiveBytes, offset + length) : handle.archiveBytes;
           await outbox.write({ info: infoOf(handle), knownLeader, lastContactMs });
-          let left = end - offset;
-          if (left > 0) {
-            const stream = handle.createReadStream(offset);
-            try {
-              // The store reads in 1 MiB pieces: each becomes one message.
-              for await (const chunk of stream as AsyncIterable<Buffer>) {
-                if (cancelled) break;
-                const piece = chunk.length > left ? chunk.subarray(0, left) : chunk;
-                left -= piece.length;
-                await outbox.write({ data: piece, knownLeader, lastContactMs });
-                if (left === 0) break;
-              }
-            } finally {
-              stream.destroy();
+          if (end > offset) {
+            // 1 MiB pieces, each read straight into a frame with room for the message's fields (the serializer
+            // encodes around it in place: grpc-js's framing is the one copy) and read into again once grpc-js has
+            // sent its message: no fresh buffer per piece. Not hashed: a download carries no chunk hashes.
+            for await (const f of handle.readFrames(offset, end)) {
+              if (cancelled) break;
+              await outbox.write({ data: f.data, knownLeader, lastContactMs }, f.release);
             }
           }
           if (!cancelled) call.end();

@@ -31,7 +31,7 @@ import { once } from 'node:events';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
-import { readChunks } from './chunk-reader.js';
+import { readChunks, readFrames, type FileFrame } from './chunk-reader.js';
 import { GUNZIP_CHUNK_BYTES, GZIP_BLOCK_BYTES_DEFAULT, readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta, type StateWhere } from './archive.js';
 import { writeArchiveDelta, type StateChange } from './archive-delta.js';
 import { writeArchiveFromMembers, type ArchiveMemberTable, type StateMembersProducer } from './archive-writer.js';
@@ -139,6 +139,15 @@ export interface StoredSnapshot {
 export interface SnapshotHandle extends StoredSnapshot {
   /** createReadStream reads the archive from `offset` (0..archiveBytes) to its end. */
   createReadStream(offset?: number): Readable;
+  /**
+   * readFrames reads the archive from `offset` to `end` (offset <= end <=
+   * archiveBytes) in READ_CHUNK_BYTES pieces, each read into a buffer that
+   * comes back for a later piece once its `release` is called
+   * (chunk-reader.ts readFrames; FRAME_ROOM around each piece, so a one-copy
+   * serializer writes a message's fields there). No hashing. SnapshotStoreError
+   * `invalid-argument` for a range outside the archive.
+   */
+  readFrames(offset: number, end: number): AsyncGenerator<FileFrame>;
   /**
    * verified: the archive's bytes are known to hash to archiveSha256 (false
    * only for a handle opened with allowUnverified on an archive stored with
@@ -1016,6 +1025,12 @@ export class SnapshotStore {
         chunkSha256s,
         verified,
         createReadStream: readFrom,
+        readFrames: (offset, end) => {
+          if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(end) || offset < 0 || offset > end || end > stored.archiveBytes) {
+            throw new SnapshotStoreError('invalid-argument', `range ${offset}..${end} is outside 0..${stored.archiveBytes}`);
+          }
+          return readFrames(stored.path, offset, READ_CHUNK_BYTES, this.io, end);
+        },
         createCheckedReadStream: () => {
           if (wasVerified) return { stream: readFrom(0), confirm: () => Promise.resolve() };
           const tap = new DigestTap();
