@@ -24,7 +24,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
@@ -241,7 +241,8 @@ async function main(): Promise<void> {
       }
     }
     const load1 = loadavg()[0] ?? 0;
-    console.log(`second save, ${keys} keys (${mix} mix), ${parallel} at once, ${runs} alternated runs per tree, load ${load0.toFixed(2)} -> ${load1.toFixed(2)} (medians)`);
+    const served = (await stat(join(clusters[0]?.dir ?? root, 'first.tar.gz')).catch(() => null))?.size ?? 0;
+    console.log(`second save, ${keys} keys (${mix} mix, archive ${(served / 2 ** 20).toFixed(1)} MiB), ${parallel} at once, ${runs} alternated runs per tree, load ${load0.toFixed(2)} -> ${load1.toFixed(2)} (medians)`);
     for (const c of clusters) {
       const s = saves.get(c.name) ?? [];
       const h = helps.get(c.name) ?? [];
