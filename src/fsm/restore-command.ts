@@ -81,6 +81,8 @@ export function decodeRestoreCommand(data: Uint8Array): RestoreCommand | null {
  */
 export class RestoreRefs {
   private readonly byIndex = new Map<number, string>();
+  /** newest: the highest index of a restore entry noted, compacted or not (newestIndex). */
+  private newest = 0;
 
   /** noteEntries records the restore entries among `entries`, just persisted (they replace any entry at or after the first one's index). */
   noteEntries(entries: readonly { readonly index: number; readonly type: string; readonly data: Uint8Array }[]): void {
@@ -90,8 +92,23 @@ export class RestoreRefs {
     for (const e of entries) {
       if (e.type !== 'normal' || !isRestoreCommand(e.data)) continue;
       const cmd = decodeRestoreCommand(e.data);
-      if (cmd !== null) this.byIndex.set(e.index, cmd.digest);
+      if (cmd !== null) {
+        this.byIndex.set(e.index, cmd.digest);
+        if (e.index > this.newest) this.newest = e.index;
+      }
     }
+  }
+
+  /**
+   * newestIndex: the highest index of a restore entry this node has noted
+   * since it started, compacted or discarded since or not (0: none). The
+   * leader's membership changes wait until a quorum of the new voters applied
+   * it (Node.changeMembership). One later replaced by another entry only
+   * makes them wait for that index to be applied. Not kept across a restart:
+   * there it is the newest still in the log.
+   */
+  newestIndex(): number {
+    return this.newest;
   }
 
   /** dropThrough forgets the entries up to `index` (compacted away, or replaced by a snapshot's log reset). */

@@ -1,4 +1,5 @@
 import {
+  ConfChangeUnsafeError,
   MembershipChangeError,
   NotLeaderError,
   ProposalDroppedError,
@@ -809,13 +810,20 @@ export class Node {
     if (e instanceof StorageError && e.code === 'corrupt') this.fail(e);
   }
 
-  /** changeMembership proposes a single-server change and resolves once it is applied here. */
+  /**
+   * changeMembership proposes a single-server change and resolves once it is
+   * applied here. Refused `unavailable` (retry) while the voters after it that
+   * applied the newest restore entry this node has seen would not make a
+   * quorum of them: the restore's archive lives outside the log, held by the
+   * voters when it was proposed, and reaches a new member only from one that
+   * holds it (RaftNode.proposeConfChange's appliedFloor).
+   */
   async changeMembership(cc: ConfChange): Promise<void> {
     this.checkRunning();
     this.disk?.check();
     let pos;
     try {
-      pos = this.raft.proposeConfChange(cc);
+      pos = this.raft.proposeConfChange(cc, this.archives?.refs.newestIndex() ?? 0);
     } catch (e) {
       throw this.mapCoreError(e);
     }
@@ -1677,6 +1685,7 @@ export class Node {
     this.baseLost = false;
     this.logBytesBase = this.appliedBytes;
     this.raft.snapshotInstalled(task.meta);
+    this.raft.stateApplied(this.fsm.appliedIndex());
     this.kick();
     this.snapshotStats.installed++;
     this.metrics?.snapshotInstallSeconds.observe((this.clock.nowMs() - t0) / 1000);
@@ -1741,6 +1750,8 @@ export class Node {
     } finally {
       this.applyingFromIndex = Infinity;
     }
+    this.raft.stateApplied(this.fsm.appliedIndex()); // heartbeat answers carry it: the leader's membership changes wait for it
+
   }
 
   /** recordApplyOutcomes (apply): records skipped restores, logs membership changes and answers the waiting proposers. */
@@ -2368,6 +2379,7 @@ export class Node {
     }
     if (e instanceof ProposalDroppedError) return new NodeError('busy', e.message);
     if (e instanceof MembershipChangeError) return new NodeError('invalid', e.message);
+    if (e instanceof ConfChangeUnsafeError) return new NodeError('unavailable', e.message);
     return e instanceof Error ? e : new Error(String(e));
   }
 

@@ -14,6 +14,16 @@ export class NotLeaderError extends StacklessError {
   }
 }
 
+/**
+ * ConfChangeUnsafeError: the membership change would leave the voters that
+ * applied an entry (proposeConfChange's appliedFloor) short of a quorum of
+ * the new configuration; retry once more members have applied it. An
+ * answer: no stack.
+ */
+export class ConfChangeUnsafeError extends StacklessError {
+  override readonly name = 'ConfChangeUnsafeError';
+}
+
 /** ProposalDroppedError: the leader cannot take the proposal now (a transfer is under way, or too much is uncommitted). An answer: no stack. */
 export class ProposalDroppedError extends StacklessError {
   override readonly name = 'ProposalDroppedError';

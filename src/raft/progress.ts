@@ -38,6 +38,8 @@ export class Progress {
   ticksSinceHeard = 0;
   /** recentActive: heard from within the current election timeout (CheckQuorum). */
   recentActive = false;
+  /** applied: the highest state-machine applied index this member reported (heartbeat answers); 0 until one does. */
+  applied = 0;
   /** readSeqAcked: highest ReadIndex round this member acknowledged. */
   readSeqAcked = 0;
   private readonly inflight: number[] = [];

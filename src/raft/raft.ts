@@ -1,4 +1,4 @@
-import { NotLeaderError, ProposalDroppedError } from './errors.js';
+import { ConfChangeUnsafeError, NotLeaderError, ProposalDroppedError } from './errors.js';
 import { RaftLog, type LogPosition } from './log.js';
 import {
   MembershipChangeError,
@@ -279,6 +279,8 @@ export class RaftNode {
   private leaderSnapshotIndex = 0;
   private snapshotToFetch: SnapshotMeta | null = null;
   private logResetPending: LogPosition | null = null;
+  /** stateAppliedIndex: what the driver last reported its state machine applied (stateApplied); heartbeat answers carry it. */
+  private stateAppliedIndex = 0;
 
   /** appendPending: proposals were appended since the last broadcast; ready() sends them. */
   private appendPending = false;
@@ -322,6 +324,7 @@ export class RaftNode {
     }
     this.log = log;
     this.log.appliedTo(applied);
+    this.stateAppliedIndex = boot.applied;
     if (this.log.committed < applied) this.log.commitTo(applied);
     this.snapshot = snap;
     if (lost !== undefined) {
@@ -362,8 +365,21 @@ export class RaftNode {
     return this.appendAsLeader('normal', data);
   }
 
-  /** proposeConfChange proposes a single-server membership change (dissertation §4.1). */
-  proposeConfChange(cc: ConfChange): LogPosition {
+  /**
+   * proposeConfChange proposes a single-server membership change
+   * (dissertation §4.1). With `appliedFloor` > 0 the change is refused
+   * (ConfChangeUnsafeError) unless the voters of the membership after it
+   * that have applied that index (the leader's driver's stateApplied, the
+   * others' last heartbeat answers) make a quorum of it. An entry's log
+   * record reaches a new configuration by itself (the change commits on a
+   * quorum of it holding the log up to it); what the driver applies from
+   * outside the log (a restore's archive, held by a quorum of the voters when
+   * it was proposed) reaches it only through members that hold it. Without
+   * the floor, a learner promoted before it applied a restore and a holder
+   * removed after left no quorum able to apply the restore entry (simulator
+   * seeds 717880, 843202, 844972).
+   */
+  proposeConfChange(cc: ConfChange, appliedFloor = 0): LogPosition {
     if (this.role !== 'leader') throw new NotLeaderError(this.lead);
     if (this.pendingConfIndex > this.log.committed) {
       throw new MembershipChangeError('another membership change is not committed yet');
@@ -373,6 +389,17 @@ export class RaftNode {
       throw new MembershipChangeError('the leader has not committed an entry in its term yet');
     }
     validateConfChange(this.membership, cc);
+    const next = applyConfChange(this.membership, cc);
+    // A learner's arrival or departure leaves the voters, and so who holds the floor among them, as they were.
+    if (appliedFloor > 0 && !sameVoters(next, this.membership)) {
+      const holders = next.voters.filter((v) => (v === this.id ? this.stateAppliedIndex : (this.prs.get(v)?.applied ?? 0)) >= appliedFloor);
+      if (holders.length < quorum(next)) {
+        throw new ConfChangeUnsafeError(
+          `${cc.op} ${cc.nodeId}: of the voters after it, ${holders.length === 0 ? 'none has' : `only ${holders.join(', ')} ${holders.length === 1 ? 'has' : 'have'}`} applied ` +
+            `entry ${appliedFloor} (a restore, whose archive lives outside the log), fewer than their quorum of ${quorum(next)}; retry once more members have applied it`,
+        );
+      }
+    }
     const pos = this.appendAsLeader('conf', encodeConfChange(cc));
     this.pendingConfIndex = pos.index;
     return pos;
@@ -681,6 +708,16 @@ export class RaftNode {
     }
     this.installing = null;
     if (this.lead !== NO_NODE) this.send(this.lead, { type: 'snapshotResp', index: meta.index, reject: true });
+  }
+
+  /**
+   * stateApplied: the driver's state machine has applied up to `index` (its
+   * apply of a handed-out entry, a snapshot installed). Heartbeat answers
+   * carry it to the leader, whose membership changes may wait for it
+   * (proposeConfChange's appliedFloor). Never moves back.
+   */
+  stateApplied(index: number): void {
+    if (index > this.stateAppliedIndex) this.stateAppliedIndex = index;
   }
 
   /**
@@ -1259,7 +1296,13 @@ export class RaftNode {
     if (m.commit <= this.log.lastIndex()) this.log.commitTo(m.commit);
     this.endMootInstall();
     const needs = this.needsSnapshot();
-    this.send(m.from, { type: 'heartbeatResp', readSeq: m.readSeq, installingIndex: this.installing?.index ?? 0, ...(needs > 0 ? { needsSnapshot: needs } : {}) });
+    this.send(m.from, {
+      type: 'heartbeatResp',
+      readSeq: m.readSeq,
+      installingIndex: this.installing?.index ?? 0,
+      ...(needs > 0 ? { needsSnapshot: needs } : {}),
+      ...(this.stateAppliedIndex > 0 ? { applied: this.stateAppliedIndex } : {}),
+    });
   }
 
   /**
@@ -1374,6 +1417,7 @@ export class RaftNode {
     if (pr.state === 'replicate') pr.freeFirst();
     this.noteInstalling(pr, m.installingIndex);
     pr.needsBase = m.needsSnapshot ?? 0;
+    if (m.applied !== undefined && m.applied > pr.applied) pr.applied = m.applied;
     if (pr.needsBase > 0) this.offerBase(m.from, pr, pr.needsBase);
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
     if (m.readSeq > pr.readSeqAcked) {
@@ -1715,4 +1759,9 @@ function sameHardState(a: HardState, b: HardState): boolean {
 
 function sameSoftState(a: SoftState, b: SoftState): boolean {
   return a.leader === b.leader && a.role === b.role;
+}
+
+/** sameVoters: a and b have the same voters (in any order). */
+function sameVoters(a: Membership, b: Membership): boolean {
+  return a.voters.length === b.voters.length && a.voters.every((v) => b.voters.includes(v));
 }

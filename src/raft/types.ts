@@ -179,6 +179,15 @@ export interface HeartbeatResponse extends MessageBase {
    * index before it can apply anything, and takes the leader's newest.
    */
   readonly needsSnapshot?: number;
+  /**
+   * applied: the index the follower's state machine has applied, as its
+   * driver last reported (RaftNode.stateApplied); absent or 0 when unknown.
+   * The leader's membership changes look at it (proposeConfChange's
+   * appliedFloor): entries applied from outside the log (a restore's
+   * archive) reach a new configuration only through members that applied
+   * them.
+   */
+  readonly applied?: number;
 }
 
 /** SnapshotRequest: InstallSnapshot (Raft §7), metadata only; the follower pulls the bytes. */

@@ -716,6 +716,7 @@ export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb
       readSeq: toU64(m.readSeq, 'readSeq'),
       installingIndex: toU64(m.installingIndex, 'installingIndex'),
       needsSnapshot: toU64(m.needsSnapshot ?? 0, 'needsSnapshot'),
+      applied: toU64(m.applied ?? 0, 'applied'),
     };
   }
   return {
@@ -728,6 +729,7 @@ export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb
     readSeq: 0n,
     installingIndex: toU64(m.installingIndex ?? 0, 'installingIndex'),
     needsSnapshot: 0n,
+    applied: 0n,
   };
 }
 
@@ -735,12 +737,14 @@ export function appendResponseFromProto(p: pb.AppendEntriesResponse): AppendResp
   const header = headerFromProto(p);
   if (p.heartbeat) {
     const needsSnapshot = fromU64(p.needsSnapshot, 'needsSnapshot');
+    const applied = fromU64(p.applied, 'applied');
     return {
       type: 'heartbeatResp',
       ...header,
       readSeq: fromU64(p.readSeq, 'readSeq'),
       installingIndex: fromU64(p.installingIndex, 'installingIndex'),
       ...(needsSnapshot > 0 ? { needsSnapshot } : {}),
+      ...(applied > 0 ? { applied } : {}),
     };
   }
   const installingIndex = fromU64(p.installingIndex, 'installingIndex');

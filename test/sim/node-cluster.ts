@@ -317,6 +317,8 @@ export interface NodeSimStats {
    * the leader's log may yet fall back to (see possibleConfigs) could lose no further voter, while its newest could.
    */
   lossesHeldBack: number;
+  /** changesHeld: membership changes the leader refused because too few of the voters after them had applied the newest restore. */
+  changesHeld: number;
 }
 
 /** SIM_EPOCH_MS: the date virtual time 0 stands for (snapshot createdAt, file mtimes). */
@@ -418,6 +420,7 @@ export class NodeCluster {
     imageCrashes: 0,
     adoptionsGivenUp: 0,
     lossesHeldBack: 0,
+    changesHeld: 0,
   };
   private readonly rng: SeededRng;
   private readonly faultRng: SeededRng;
@@ -1053,7 +1056,12 @@ export class NodeCluster {
           }
         }
       },
-      () => void (this.changing = false),
+      (e: unknown) => {
+        this.changing = false;
+        const msg = (e as Error).message;
+        if (/a restore, whose archive lives outside the log/.test(msg)) this.stats.changesHeld++;
+        this.log(`membership: ${cc.op} ${cc.nodeId} via ${l.id} failed: ${msg}`);
+      },
     );
   }
 

@@ -72,6 +72,9 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     { seed: 210903, nodes: 5, what: 'a leader whose state holds a record that does not verify stops at its first snapshot (every snapshot failed on it and was retried: a learner that joined later was never sent one and stayed at applied 0)', draws: 'deadDisks' as const },
     { seed: 1171393, nodes: 5, what: 'a follower waiting for the state image of a restore from a leader that lost leadership gives up and loads its archive (its applies waited up to 130 s, as leader of the next term too: no write committed after healing)', draws: 'imageFallbacks' as const },
     { seed: 999059, nodes: 5, what: 'the simulator loses a voter for good only if every configuration the leader\'s log may yet fall back to can spare it (it counted on an uncommitted one naming a 5th voter: 2 of the 4 voters that stayed were lost and no election could be won)', draws: 'lossesHeldBack' as const },
+    { seed: 717880, nodes: 3, what: 'a learner is promoted only once a quorum of the voters after it applied the newest restore (promoted before, then the holders lost: no member could apply the restore entry)', draws: 'changesHeld' as const },
+    { seed: 843202, nodes: 3, what: 'the same: a restore holder removed while too few of the others had applied it', draws: 'changesHeld' as const },
+    { seed: 844972, nodes: 3, what: 'the same, with disk faults and power losses', draws: 'changesHeld' as const },
   ]) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
       // A rejection nobody handles would crash a real node's process: none may happen.
