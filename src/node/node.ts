@@ -257,13 +257,17 @@ export interface NodeOptions {
  *   commits while the archive has one copy;
  * - reappliesRetries: the state machine applies a retried write again when
  *   its request id is one the session table remembers (the dedup of retries
- *   off: StateMachineOptions.testOnlyReappliesRetries).
+ *   off: StateMachineOptions.testOnlyReappliesRetries);
+ * - changesIgnoreRestores: a leader changes the voters without waiting for a
+ *   quorum of the new ones to have applied the newest restore
+ *   (changeMembership proposes with no applied floor).
  */
 export interface TestOnlyBugs {
   readonly releaseAnswersOnFailure?: boolean;
   readonly reappliesRetries?: boolean;
   readonly appendsBeforeTermSaved?: boolean;
   readonly restoreOnOneCopy?: boolean;
+  readonly changesIgnoreRestores?: boolean;
   readonly core?: new (config: RaftConfig, boot: RaftBootState) => RaftNode;
 }
 
@@ -823,7 +827,7 @@ export class Node {
     this.disk?.check();
     let pos;
     try {
-      pos = this.raft.proposeConfChange(cc, this.archives?.refs.newestIndex() ?? 0);
+      pos = this.raft.proposeConfChange(cc, this.bugs.changesIgnoreRestores === true ? 0 : (this.archives?.refs.newestIndex() ?? 0));
     } catch (e) {
       throw this.mapCoreError(e);
     }

@@ -38,17 +38,18 @@ interface Args {
   brokenImageImport?: string;
   lyingImageExport: boolean;
   restoreOnOneCopy: boolean;
+  changesIgnoreRestores: boolean;
   reappliesRetries: boolean;
   snapshots: boolean;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-reapplies-retries] [--broken-image-import NAME] [--lying-image-export]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-changes-ignore-restores] [--bug-reapplies-retries] [--broken-image-import NAME] [--lying-image-export]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, reappliesRetries: false, snapshots: true, lyingImageExport: false };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, changesIgnoreRestores: false, reappliesRetries: false, snapshots: true, lyingImageExport: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -96,6 +97,9 @@ function parseArgs(argv: readonly string[]): Args {
         break;
       case '--bug-restore-on-one-copy':
         a.restoreOnOneCopy = true;
+        break;
+      case '--bug-changes-ignore-restores':
+        a.changesIgnoreRestores = true;
         break;
       case '--bug-reapplies-retries':
         a.reappliesRetries = true;
@@ -148,13 +152,14 @@ async function main(): Promise<void> {
     ...(args.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: args.ackBeforePersistMs } : {}),
     ...(args.serializableReads ? { serializableReads: true } : {}),
     ...(args.divergentNode !== undefined ? { divergentNode: args.divergentNode } : {}),
-    ...(args.releaseAnswersOnFailure || args.appendsBeforeTermSaved || args.restoreOnOneCopy || args.reappliesRetries
+    ...(args.releaseAnswersOnFailure || args.appendsBeforeTermSaved || args.restoreOnOneCopy || args.reappliesRetries || args.changesIgnoreRestores
       ? {
           nodeBugs: {
             ...(args.releaseAnswersOnFailure ? { releaseAnswersOnFailure: true } : {}),
             ...(args.appendsBeforeTermSaved ? { appendsBeforeTermSaved: true } : {}),
             ...(args.restoreOnOneCopy ? { restoreOnOneCopy: true } : {}),
             ...(args.reappliesRetries ? { reappliesRetries: true } : {}),
+            ...(args.changesIgnoreRestores ? { changesIgnoreRestores: true } : {}),
           },
         }
       : {}),

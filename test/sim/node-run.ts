@@ -41,6 +41,7 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
   if (controls.nodeBugs?.appendsBeforeTermSaved === true) extra += ' --bug-appends-before-term-saved';
   if (controls.nodeBugs?.restoreOnOneCopy === true) extra += ' --bug-restore-on-one-copy';
   if (controls.nodeBugs?.reappliesRetries === true) extra += ' --bug-reapplies-retries';
+  if (controls.nodeBugs?.changesIgnoreRestores === true) extra += ' --bug-changes-ignore-restores';
   if (controls.brokenCore !== undefined) extra += ` --broken-core ${controls.brokenCore}`;
   if (controls.brokenImageImport !== undefined) extra += ` --broken-image-import ${controls.brokenImageImport}`;
   if (controls.lyingImageExport === true) extra += ' --lying-image-export';
