@@ -394,9 +394,11 @@ export class RaftNode {
     if (appliedFloor > 0 && !sameVoters(next, this.membership)) {
       const holders = next.voters.filter((v) => (v === this.id ? this.stateAppliedIndex : (this.prs.get(v)?.applied ?? 0)) >= appliedFloor);
       if (holders.length < quorum(next)) {
+        // A node that is no member yet reports nothing: it joins as a learner, which answers heartbeats, first.
+        const newcomer = cc.op === 'addVoter' && !isMember(this.membership, cc.nodeId) ? `; add ${cc.nodeId} as a learner first and promote it once it has caught up` : '';
         throw new ConfChangeUnsafeError(
           `${cc.op} ${cc.nodeId}: of the voters after it, ${holders.length === 0 ? 'none has' : `only ${holders.join(', ')} ${holders.length === 1 ? 'has' : 'have'}`} applied ` +
-            `entry ${appliedFloor} (a restore, whose archive lives outside the log), fewer than their quorum of ${quorum(next)}; retry once more members have applied it`,
+            `entry ${appliedFloor} (a restore, whose archive lives outside the log), fewer than their quorum of ${quorum(next)}; retry once more members have applied it${newcomer}`,
         );
       }
     }

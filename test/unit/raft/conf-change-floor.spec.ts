@@ -42,6 +42,16 @@ describe('raft: membership changes wait for a quorum of the new voters to have a
     assert.equal(a.status().lastIndex, before + 1, 'removing the member that does not hold it is proposed');
   });
 
+  it('a node that is no member yet is told to join as a learner first (it reports nothing until it answers heartbeats)', () => {
+    const c = new TestCluster(['a', 'e'], {}, membership(['a']));
+    c.elect('a');
+    c.node('a').propose(bytes('restore'));
+    c.stabilize();
+    const floor = c.node('a').status().commit;
+    c.node('a').stateApplied(floor);
+    assert.throws(() => c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'e' }, floor), /only a has applied entry .*; add e as a learner first and promote it once it has caught up/);
+  });
+
   it('a change that leaves the voters as they are (a learner leaving) is not held back', () => {
     const { c, floor } = setup();
     c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'd' }, floor);
