@@ -1755,7 +1755,6 @@ export class Node {
       this.applyingFromIndex = Infinity;
     }
     this.raft.stateApplied(this.fsm.appliedIndex()); // heartbeat answers carry it: the leader's membership changes wait for it
-
   }
 
   /** recordApplyOutcomes (apply): records skipped restores, logs membership changes and answers the waiting proposers. */

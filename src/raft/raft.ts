@@ -138,6 +138,8 @@ export interface ProgressStatus {
   readonly pendingSnapshot: number;
   /** installGuard: the snapshot the follower is fetching or installing, whose next entries the leader keeps (0: none). */
   readonly installGuard: number;
+  /** applied: the state-machine applied index the member last reported in a heartbeat answer (0: none yet). */
+  readonly applied: number;
 }
 
 export interface RaftStatus {
@@ -914,6 +916,7 @@ export class RaftNode {
           inflight: pr.inflightCount(),
           pendingSnapshot: pr.pendingSnapshot,
           installGuard: pr.installGuard,
+          applied: pr.applied,
         };
       }
     }
@@ -1419,7 +1422,8 @@ export class RaftNode {
     if (pr.state === 'replicate') pr.freeFirst();
     this.noteInstalling(pr, m.installingIndex);
     pr.needsBase = m.needsSnapshot ?? 0;
-    if (m.applied !== undefined && m.applied > pr.applied) pr.applied = m.applied;
+    // No honest follower has applied past this leader's log (its committed entries are all here): a claim beyond it is cut.
+    if (m.applied !== undefined && m.applied > pr.applied) pr.applied = Math.min(m.applied, this.log.lastIndex());
     if (pr.needsBase > 0) this.offerBase(m.from, pr, pr.needsBase);
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
     if (m.readSeq > pr.readSeqAcked) {

@@ -52,6 +52,18 @@ describe('raft: membership changes wait for a quorum of the new voters to have a
     assert.throws(() => c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'e' }, floor), /only a has applied entry .*; add e as a learner first and promote it once it has caught up/);
   });
 
+  it('a follower that claims to have applied past the leader\'s log counts only up to its last entry', () => {
+    const { c, floor } = setup();
+    const a = c.node('a');
+    // c lies: an index far past anything written. The leader counts it as applied up to its own last entry.
+    c.node('c').stateApplied(Number.MAX_SAFE_INTEGER);
+    c.tickAll(2);
+    c.stabilize();
+    assert.equal(a.status().progress.c?.applied, a.status().lastIndex);
+    a.proposeConfChange({ op: 'addVoter', nodeId: 'd' }, floor);
+    assert.throws(() => a.proposeConfChange({ op: 'removeNode', nodeId: 'b' }, a.status().lastIndex + 1), MembershipChangeError, 'another membership change is not committed yet');
+  });
+
   it('a change that leaves the voters as they are (a learner leaving) is not held back', () => {
     const { c, floor } = setup();
     c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'd' }, floor);
