@@ -14,13 +14,11 @@
  * as `<tag>#<its SHA-256, 43 base64url characters>`. Either form is printable
  * ASCII within CLIENT_ID_CHARS_MAX, the same on every node for the same key and
  * client id (a forwarded call carries the caller's key), so the replicated
- * state's rules are unchanged.
+ * state's rules are unchanged. The tag is also the principal the session
+ * counts against in the table's per-key share (sessionPrincipal, sessions.ts).
  */
-import { CLIENT_ID_CHARS_MAX } from '../fsm/sessions.js';
+import { CLIENT_ID_CHARS_MAX, CLIENT_ID_TAG_CHARS } from '../fsm/sessions.js';
 import { sha256 } from '../hash/sha256.js';
-
-/** CLIENT_ID_TAG_CHARS: the characters of a key's tag. */
-const CLIENT_ID_TAG_CHARS = 8;
 
 function base64urlSha256(s: string): string {
   return sha256(s).toString('base64url');

@@ -18,8 +18,28 @@
  * Bounds, both deterministic: a client keeps its SESSION_RESULTS_PER_CLIENT_MAX
  * highest request ids (dropping a lower one raises its `floorSeq`: a request
  * id at or below it that is not remembered is refused, never applied again);
- * the table keeps SESSION_CLIENTS_MAX clients, forgetting the one whose last
- * recorded write has the lowest log index.
+ * the table keeps SESSION_CLIENTS_MAX clients, forgetting the least recently
+ * active one (its last recorded write has the lowest log index), with a
+ * per-principal share so that one API key cannot push the others out:
+ *
+ * - a client's principal is the key tag its id is bound to (the API records
+ *   `<tag>:<client_id>` or `<tag>#<hash>`, src/api/bound-client-id.ts), read
+ *   from the id itself (sessionPrincipal), so it is in the log and the state
+ *   and the same on every node; an id not in that form (recorded before ids
+ *   were bound, or by a caller inside the node) has the principal '' (one
+ *   principal for all of them). Nodes without auth bind every id to the tag
+ *   of '': one principal, which evicts exactly as a plain LRU table would.
+ * - a principal may hold more than SESSION_CLIENTS_PER_PRINCIPAL (its share,
+ *   SESSION_CLIENTS_MAX / 8) while the table has room; when a new client
+ *   would overflow the table, the one forgotten is: the principal's own least
+ *   recent client when it holds more than its share with the new one; else
+ *   the least recent client of the principals over their share; else the
+ *   least recent client of all (only when at least 8 principals share the
+ *   table). So a key's holder, however many ids it writes, never forgets a
+ *   client of a principal within its share, only its own.
+ *
+ * The share needs no record of its own: it follows from the session keys,
+ * so snapshots and stored tables are read as before (format version 1).
  */
 import { isRevisionKey } from './key-revision.js';
 import { StorageError } from '../storage/storage-error.js';
@@ -39,6 +59,16 @@ export const CLIENT_ID_CHARS_MAX = 64;
 export const SESSION_RESULTS_PER_CLIENT_MAX = 32;
 /** SESSION_CLIENTS_MAX: the clients remembered; beyond it the least recently active one is forgotten. */
 export const SESSION_CLIENTS_MAX = 8192;
+/**
+ * SESSION_CLIENTS_PER_PRINCIPAL: a principal's share of the table (see the top of
+ * this file): a principal over it forgets its own clients first once the table is full.
+ * Part of the replicated state's rules: the same on every node, never configured.
+ */
+export const SESSION_CLIENTS_PER_PRINCIPAL = SESSION_CLIENTS_MAX / 8;
+/** CLIENT_ID_TAG_CHARS: the characters of the key tag a bound client id starts with (src/api/bound-client-id.ts). */
+export const CLIENT_ID_TAG_CHARS = 8;
+/** UNBOUND_PRINCIPAL: the principal of every client id that is not bound to a key tag. */
+export const UNBOUND_PRINCIPAL = '';
 
 const SESSION_FORMAT_VERSION = 1;
 const FLAG_DELETED = 0x01;
@@ -103,6 +133,23 @@ export function sessionStampProblem(stamp: SessionStamp): string | null {
 export function checkSessionStamp(stamp: SessionStamp): void {
   const problem = sessionStampProblem(stamp);
   if (problem !== null) throw new SessionFormatError(problem);
+}
+
+function isBase64urlChar(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f;
+}
+
+/**
+ * sessionPrincipal: the principal a client id's session counts against: its
+ * key tag when the id is bound (8 base64url characters, then ':' or '#'),
+ * else UNBOUND_PRINCIPAL. Depends on the id only (the same on every node).
+ */
+export function sessionPrincipal(clientId: string): string {
+  if (clientId.length <= CLIENT_ID_TAG_CHARS) return UNBOUND_PRINCIPAL;
+  const sep = clientId.charCodeAt(CLIENT_ID_TAG_CHARS);
+  if (sep !== 0x3a && sep !== 0x23) return UNBOUND_PRINCIPAL;
+  for (let i = 0; i < CLIENT_ID_TAG_CHARS; i++) if (!isBase64urlChar(clientId.charCodeAt(i))) return UNBOUND_PRINCIPAL;
+  return clientId.slice(0, CLIENT_ID_TAG_CHARS);
 }
 
 function startsWith(key: Uint8Array, prefix: Uint8Array): boolean {
@@ -253,18 +300,40 @@ export type SessionChanges = Map<string, ClientSession | null>;
 /**
  * SessionTable is the in-memory copy of the session records a state machine
  * holds (its storage keeps them under SESSION_KEY_PREFIX), ordered by
- * recency (lastIndex ascending) so the least recently active client is first.
+ * recency (lastIndex ascending) so the least recently active client is first;
+ * per principal (sessionPrincipal) the same order, its count, and the set of
+ * principals over their share (SESSION_CLIENTS_PER_PRINCIPAL).
  */
 export class SessionTable {
   readonly #clients = new Map<string, ClientSession>();
+  readonly #byPrincipal = new Map<string, Map<string, ClientSession>>();
+  readonly #overShare = new Set<string>();
 
   /** SessionTable.of builds a table from records in any order. */
   static of(sessions: Iterable<ClientSession>): SessionTable {
     const t = new SessionTable();
-    for (const s of [...sessions].sort((a, b) => a.lastIndex - b.lastIndex || (a.clientId < b.clientId ? -1 : 1))) {
-      t.#clients.set(s.clientId, s);
-    }
+    for (const s of [...sessions].sort((a, b) => a.lastIndex - b.lastIndex || (a.clientId < b.clientId ? -1 : 1))) t.#add(s);
     return t;
+  }
+
+  #add(s: ClientSession, principal = sessionPrincipal(s.clientId)): void {
+    this.#clients.set(s.clientId, s); // (re-)inserted: the most recent go last
+    let mine = this.#byPrincipal.get(principal);
+    if (mine === undefined) {
+      mine = new Map();
+      this.#byPrincipal.set(principal, mine);
+    }
+    mine.set(s.clientId, s);
+    if (mine.size > SESSION_CLIENTS_PER_PRINCIPAL) this.#overShare.add(principal);
+  }
+
+  #remove(clientId: string, principal: string): void {
+    if (!this.#clients.delete(clientId)) return;
+    const mine = this.#byPrincipal.get(principal);
+    if (mine === undefined) return;
+    mine.delete(clientId);
+    if (mine.size <= SESSION_CLIENTS_PER_PRINCIPAL) this.#overShare.delete(principal);
+    if (mine.size === 0) this.#byPrincipal.delete(principal);
   }
 
   get size(): number {
@@ -284,6 +353,21 @@ export class SessionTable {
     return this.#clients.values();
   }
 
+  /** countOf: the clients `principal` (sessionPrincipal) holds. */
+  countOf(principal: string): number {
+    return this.#byPrincipal.get(principal)?.size ?? 0;
+  }
+
+  /** sessionsOf: `principal`'s records, least recently active first. */
+  sessionsOf(principal: string): IterableIterator<ClientSession> {
+    return (this.#byPrincipal.get(principal) ?? new Map<string, ClientSession>()).values();
+  }
+
+  /** overShare: the principals holding more than SESSION_CLIENTS_PER_PRINCIPAL (at most 7 in a full table). */
+  overShare(): ReadonlySet<string> {
+    return this.#overShare;
+  }
+
   /** records: every session record as a key-value pair, in key order (for an install that keeps the table). */
   records(): KeyValue[] {
     return [...this.#clients.values()]
@@ -294,26 +378,41 @@ export class SessionTable {
   /** commit applies `changes` (made by a SessionPlanner on this table) once they are written. */
   commit(changes: SessionChanges): void {
     for (const [id, s] of changes) {
-      this.#clients.delete(id);
-      if (s !== null) this.#clients.set(id, s); // re-inserted: the most recent go last
+      const principal = sessionPrincipal(id);
+      this.#remove(id, principal);
+      if (s !== null) this.#add(s, principal);
     }
   }
+}
+
+/** OldestCursor walks a base table's records (least recent first), past the ones a planner changed. */
+interface OldestCursor {
+  readonly rest: IterableIterator<ClientSession>;
+  head: ClientSession | undefined;
 }
 
 /**
  * SessionPlanner records results on top of a SessionTable without changing
  * it, for one apply call: `changes` are committed to the table once the batch
  * that writes them succeeded. Deterministic: it depends only on the table and
- * the calls made.
+ * the calls made. Finding whom to forget costs O(1) amortized: cursors over
+ * the base table's recency order only move forward (a client once changed
+ * stays in `changes`), and at most 8 principals are over their share.
  */
 export class SessionPlanner {
   readonly #base: SessionTable;
   readonly changes: SessionChanges = new Map();
   #count: number;
+  /** the clients of the principals this planner changed (others: the base's count). */
+  readonly #counts = new Map<string, number>();
+  readonly #overShare: Set<string>;
+  readonly #cursors = new Map<string, OldestCursor>();
+  #allCursor: OldestCursor | undefined;
 
   constructor(base: SessionTable) {
     this.#base = base;
     this.#count = base.size;
+    this.#overShare = new Set(base.overShare());
   }
 
   #current(clientId: string): ClientSession | undefined {
@@ -322,42 +421,69 @@ export class SessionPlanner {
     return this.#base.get(clientId);
   }
 
+  #countOf(principal: string): number {
+    return this.#counts.get(principal) ?? this.#base.countOf(principal);
+  }
+
+  #adjust(principal: string, by: number): void {
+    const n = this.#countOf(principal) + by;
+    this.#counts.set(principal, n);
+    if (n > SESSION_CLIENTS_PER_PRINCIPAL) this.#overShare.add(principal);
+    else this.#overShare.delete(principal);
+  }
+
   lookup(stamp: SessionStamp): SessionLookup {
     return lookupClientSession(this.#current(stamp.clientId), stamp.seq);
   }
 
-  /** record remembers `result` for `stamp`, applied at log index `index`, forgetting the least recent client beyond the cap. */
+  /** record remembers `result` for `stamp`, applied at log index `index`, forgetting a client beyond the cap (see the top of this file). */
   record(stamp: SessionStamp, index: number, result: Omit<SessionResult, 'seq'>): void {
     const prev = this.#current(stamp.clientId);
-    if (prev === undefined) this.#count++;
     // A plain write's result ({index}) is built as a literal, not spread (the keys, and their order, are the same).
     const full: SessionResult = result.deleted === undefined && result.succeeded === undefined ? { index: result.index, seq: stamp.seq } : { ...result, seq: stamp.seq };
     const next = withResult(prev, stamp.clientId, index, full);
     this.changes.delete(stamp.clientId);
     this.changes.set(stamp.clientId, next);
-    while (this.#count > SESSION_CLIENTS_MAX) this.#evictOldest();
+    if (prev !== undefined) return;
+    const principal = sessionPrincipal(stamp.clientId);
+    this.#count++;
+    this.#adjust(principal, 1);
+    while (this.#count > SESSION_CLIENTS_MAX && this.#evictFor(principal));
   }
 
-  #evictOldest(): void {
+  /** #oldest: the least recent remembered client of `principal` (undefined: of all), or undefined when there is none. */
+  #oldest(principal: string | undefined): ClientSession | undefined {
+    let cursor = principal === undefined ? this.#allCursor : this.#cursors.get(principal);
+    if (cursor === undefined) {
+      const rest = principal === undefined ? this.#base.sessions() : this.#base.sessionsOf(principal);
+      cursor = { rest, head: rest.next().value };
+      if (principal === undefined) this.#allCursor = cursor;
+      else this.#cursors.set(principal, cursor);
+    }
     // Untouched base clients are older than every one changed here (their lastIndex is below this batch's).
-    let victim: string | undefined;
-    for (const s of this.#base.sessions()) {
-      if (!this.changes.has(s.clientId)) {
-        victim = s.clientId;
-        break;
+    while (cursor.head !== undefined && this.changes.has(cursor.head.clientId)) cursor.head = cursor.rest.next().value;
+    if (cursor.head !== undefined) return cursor.head;
+    for (const [id, s] of this.changes) if (s !== null && (principal === undefined || sessionPrincipal(id) === principal)) return s;
+    return undefined;
+  }
+
+  /** #evictFor forgets one client to make room for a new one of `principal`; false when there is none to forget. */
+  #evictFor(principal: string): boolean {
+    let victim: ClientSession | undefined;
+    if (this.#countOf(principal) > SESSION_CLIENTS_PER_PRINCIPAL) {
+      victim = this.#oldest(principal);
+    } else {
+      for (const over of this.#overShare) {
+        const s = this.#oldest(over);
+        if (s !== undefined && (victim === undefined || s.lastIndex < victim.lastIndex || (s.lastIndex === victim.lastIndex && s.clientId < victim.clientId))) victim = s;
       }
+      victim ??= this.#oldest(undefined);
     }
-    if (victim === undefined) {
-      for (const [id, s] of this.changes) {
-        if (s !== null) {
-          victim = id;
-          break;
-        }
-      }
-    }
-    if (victim === undefined) return;
-    this.changes.set(victim, null);
+    if (victim === undefined) return false;
+    this.changes.set(victim.clientId, null);
     this.#count--;
+    this.#adjust(sessionPrincipal(victim.clientId), -1);
+    return true;
   }
 
   /** writes: the record writes of `changes` (a null value deletes), in the order made. */

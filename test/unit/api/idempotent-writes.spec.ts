@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import { KvClient } from '../../../src/client/kv-client.js';
 import { RequestIds } from '../../../src/client/request-ids.js';
+import { SESSION_CLIENTS_MAX } from '../../../src/fsm/sessions.js';
 import { Node } from '../../../src/node/node.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
@@ -196,6 +197,49 @@ describe('idempotent writes on a 3-node cluster', function () {
       victim.close();
       attacker.close();
       victimAtLeader.close();
+    }
+  });
+
+  it('a key writing with more than SESSION_CLIENTS_MAX fresh client ids cannot push out another key\'s session: its retry is still replayed, on every node alike', async function () {
+    this.timeout(180_000);
+    const leader = await cluster.waitForLeader();
+    const follower = cluster.followers(leader.id)[0];
+    assert.ok(follower !== undefined);
+    const victim = new KvClient(follower.address, { apiKey: 'quota-victim-key-0123456789' });
+    const hog = new KvClient(leader.address, { apiKey: 'quota-hog-key-0123456789' });
+    try {
+      const first = await victim.put({ key: enc.encode('quota/victim'), value: enc.encode('once'), clientId: 'victim', requestId: 1n });
+      assert.equal(first.replayed, false);
+      // The hog's fresh ids, 32 calls at a time: enough to fill the table and push it over once more.
+      const total = SESSION_CLIENTS_MAX + 64;
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < total) {
+          const i = next++;
+          await hog.put({ key: enc.encode('quota/hog'), value: enc.encode(String(i)), clientId: `hog-${i}`, requestId: 1n });
+        }
+      };
+      await Promise.all(Array.from({ length: 32 }, worker));
+      await leader.kv.put({ key: enc.encode('quota/victim'), value: enc.encode('newer') }); // another writer in between
+      // The victim's retry (its answer lost, say) is answered with the first result and does not write again.
+      const retry = await victim.put({ key: enc.encode('quota/victim'), value: enc.encode('once'), clientId: 'victim', requestId: 1n });
+      assert.equal(retry.replayed, true, 'the victim\'s session was pushed out: its retry applied twice');
+      assert.equal(retry.header?.revision, first.header?.revision);
+      assert.deepEqual(await valueEverywhere('quota/victim'), ['newer', 'newer', 'newer']);
+      // The hog's own oldest ids went first: its first one is new again (applied, not replayed).
+      const hogFirst = await hog.put({ key: enc.encode('quota/hog'), value: enc.encode('again'), clientId: 'hog-0', requestId: 1n });
+      assert.equal(hogFirst.replayed, false);
+      // Every node holds the same state, session table included.
+      const target = leader.node.status().applied;
+      for (const m of cluster.members) {
+        for (let i = 0; i < 300 && m.node.status().applied < target; i++) await new Promise((res) => setTimeout(res, 10));
+      }
+      const hashes = await Promise.all(cluster.members.map((m) => m.cluster.hashState()));
+      assert.equal(new Set(hashes.map((h) => h.appliedIndex)).size, 1, 'all nodes at one applied index');
+      assert.equal(new Set(hashes.map((h) => h.sha256)).size, 1);
+    } finally {
+      victim.close();
+      hog.close();
     }
   });
 });

@@ -14,6 +14,7 @@ import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storag
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import {
   SESSION_CLIENTS_MAX,
+  SESSION_CLIENTS_PER_PRINCIPAL,
   SESSION_RESULTS_PER_CLIENT_MAX,
   SessionPlanner,
   SessionTable,
@@ -22,6 +23,7 @@ import {
   isReservedKey,
   isSessionKey,
   sessionKey,
+  sessionPrincipal,
   withResult,
   type ClientSession,
   type SessionResult,
@@ -122,6 +124,87 @@ describe('client sessions: command encoding', () => {
     assert.equal(table.lookup({ clientId: 'a', seq: 4 }).kind, 'seen');
     assert.equal(table.lookup({ clientId: 'a', seq: 99 }).kind, 'new');
     assert.deepEqual(decodeSessionRecord(sessionKey('a'), encodeClientSession(a)), a);
+  });
+});
+
+/** bound: a client id bound to the key tag `tag` (8 base64url characters), as src/api/bound-client-id.ts records it. */
+const bound = (tag: string, id: string): string => `${tag}:${id}`;
+const HOG = 'HoGhOg_1';
+const VICTIM = 'v1ct1m-2';
+
+describe('client sessions: the per-principal share', () => {
+  /** fill: one planner call per new client of `ids`, at indexes from `from`, committed in batches of `batch`. */
+  function fill(table: SessionTable, ids: readonly string[], from: number, batch = 1000): number {
+    let index = from;
+    for (let at = 0; at < ids.length; at += batch) {
+      const planner = new SessionPlanner(table);
+      for (const id of ids.slice(at, at + batch)) {
+        planner.record({ clientId: id, seq: 1 }, index, { index });
+        index++;
+      }
+      table.commit(planner.changes);
+    }
+    return index;
+  }
+  const hogIds = (n: number, first = 1): string[] => Array.from({ length: n }, (_, i) => bound(HOG, `h${first + i}`));
+
+  it('the principal of a client id is its key tag; an id not bound to one has the unbound principal', () => {
+    assert.equal(sessionPrincipal(bound(HOG, 'x')), HOG);
+    assert.equal(sessionPrincipal(`${HOG}#${'a'.repeat(43)}`), HOG);
+    assert.equal(sessionPrincipal('legacy-client'), '');
+    assert.equal(sessionPrincipal('HoGhOg_1'), '');
+    assert.equal(sessionPrincipal('HoG.hOg1:x'), '');
+    assert.equal(sessionPrincipal('HoGh=g_1:x'), '');
+  });
+
+  it('a key that opens more than SESSION_CLIENTS_MAX clients forgets its own least recent ones, never another key\'s', () => {
+    const table = new SessionTable();
+    const others = [bound(VICTIM, 'a'), bound(VICTIM, 'b'), 'legacy-client'];
+    let index = fill(table, others, 1);
+    index = fill(table, hogIds(SESSION_CLIENTS_MAX + 500), index);
+    assert.equal(table.size, SESSION_CLIENTS_MAX);
+    for (const id of others) assert.equal(table.lookup({ clientId: id, seq: 1 }).kind, 'seen', `${id} kept`);
+    // The hog's oldest went first: 3 + 8692 - 8192 = 503 of them.
+    assert.equal(table.lookup({ clientId: bound(HOG, 'h503'), seq: 1 }).kind, 'new');
+    assert.equal(table.lookup({ clientId: bound(HOG, 'h504'), seq: 1 }).kind, 'seen');
+    assert.equal(table.countOf(HOG), SESSION_CLIENTS_MAX - others.length);
+    assert.equal(table.countOf(VICTIM), 2);
+    assert.deepEqual([...table.overShare()], [HOG]);
+    // In one apply call too (the planner's own count and cursors).
+    const planner = new SessionPlanner(table);
+    for (let i = 0; i < 2 * SESSION_CLIENTS_PER_PRINCIPAL; i++, index++) planner.record({ clientId: bound(HOG, `again${i}`), seq: 1 }, index, { index });
+    table.commit(planner.changes);
+    for (const id of others) assert.equal(table.lookup({ clientId: id, seq: 1 }).kind, 'seen', `${id} kept`);
+    assert.equal(table.lookup({ clientId: bound(HOG, `h${503 + 2 * SESSION_CLIENTS_PER_PRINCIPAL}`), seq: 1 }).kind, 'new');
+    assert.equal(table.lookup({ clientId: bound(HOG, `h${504 + 2 * SESSION_CLIENTS_PER_PRINCIPAL}`), seq: 1 }).kind, 'seen');
+    assert.equal(table.size, SESSION_CLIENTS_MAX);
+  });
+
+  it('a key within its share takes the room of the keys over theirs; with none over, the least recent of all goes', () => {
+    const table = new SessionTable();
+    const older = bound('older___', 'o'); // the least recent of all, but its key is within its share
+    let index = fill(table, [older], 1);
+    index = fill(table, hogIds(SESSION_CLIENTS_MAX - 1), index);
+    index = fill(table, [bound(VICTIM, 'a')], index);
+    assert.equal(table.lookup({ clientId: bound(HOG, 'h1'), seq: 1 }).kind, 'new', 'the hog, over its share, made room');
+    assert.equal(table.lookup({ clientId: older, seq: 1 }).kind, 'seen');
+    assert.equal(table.countOf(VICTIM), 1);
+    assert.equal(table.countOf(HOG), SESSION_CLIENTS_MAX - 2);
+    // 8 keys at their share: a ninth key's client replaces the least recent client of all.
+    const even = new SessionTable();
+    const tags = Array.from({ length: 8 }, (_, k) => `tag____${k}`);
+    let at = 1;
+    for (let i = 0; i < SESSION_CLIENTS_PER_PRINCIPAL; i++) for (const tag of tags) at = fill(even, [bound(tag, `c${i}`)], at);
+    assert.equal(even.size, SESSION_CLIENTS_MAX);
+    assert.equal(even.overShare().size, 0);
+    fill(even, [bound('ninth___', 'c')], at);
+    assert.equal(even.lookup({ clientId: bound(tags[0] as string, 'c0'), seq: 1 }).kind, 'new');
+    assert.equal(even.lookup({ clientId: bound(tags[1] as string, 'c0'), seq: 1 }).kind, 'seen');
+    // A table rebuilt from its records (a reopen, an install) has the same accounting.
+    const rebuilt = SessionTable.of(table.sessions());
+    assert.equal(rebuilt.countOf(HOG), table.countOf(HOG));
+    assert.deepEqual([...rebuilt.overShare()], [HOG]);
+    assert.ok(index > 0);
   });
 });
 
@@ -292,6 +375,58 @@ for (const impl of implementations) {
       assert.equal(await store.get(bytes('k1')), undefined, 'not applied again');
       const [kept] = await store.apply([item(n + 3, put('k6', 'x', { clientId: 'busy', seq: 6 }))]);
       assert.deepEqual(kept, { index: n + 3, ok: true, firstIndex: 6 });
+    });
+
+    it('a key opening more than SESSION_CLIENTS_MAX clients cannot push out another key\'s: its retry is still answered, the state survives a reopen and an install', async () => {
+      const victim: SessionStamp = { clientId: bound(VICTIM, 'payments'), seq: 1 };
+      const legacy: SessionStamp = { clientId: 'legacy-client', seq: 1 };
+      await store.apply([item(1, put('victim', 'v1', victim)), item(2, put('legacy', 'l1', legacy))]);
+      let index = 3;
+      const hog = SESSION_CLIENTS_MAX + 300;
+      for (let done = 0; done < hog; ) {
+        const items: ApplyItem[] = [];
+        for (let i = 0; i < 1000 && done < hog; i++, done++) items.push(item(index++, put('hog', `${done}`, { clientId: bound(HOG, `h${done + 1}`), seq: 1 })));
+        await store.apply(items);
+      }
+      await store.apply([item(index++, put('victim', 'v2'))]); // another writer in between
+      // The victim's retry is answered with its first result and not applied again.
+      const [retry] = await store.apply([item(index++, put('victim', 'v1', victim))]);
+      assert.deepEqual(retry, { index: index - 1, ok: true, firstIndex: 1 });
+      assert.equal(text(await store.get(bytes('victim'))), 'v2', 'the retry did not write again');
+      assert.equal(store.lookupSession(legacy).kind, 'seen', 'an unbound client is not pushed out either');
+      // The hog's own oldest went: 2 + 8492 - 8192 = 302 of them.
+      assert.equal(store.lookupSession({ clientId: bound(HOG, 'h302'), seq: 1 }).kind, 'new');
+      assert.equal(store.lookupSession({ clientId: bound(HOG, 'h303'), seq: 1 }).kind, 'seen');
+      assert.equal((await allRecords(store)).filter((r) => isSessionKey(r.key)).length, SESSION_CLIENTS_MAX);
+
+      // After a reopen the accounting is rebuilt from the records: the hog's next client pushes out its own oldest.
+      await store.close();
+      store = await fixture.open();
+      const follower = await withFsm(await MemoryStorage.open(new MemoryDataDir('share-follower')));
+      try {
+        const reader = await store.snapshotState();
+        await follower.installState(reader.batches(), { appliedIndex: reader.appliedIndex, membership: MEMBERSHIP });
+        assert.equal(await follower.stateDigest(), await store.stateDigest());
+        const next = [item(index, put('hog', 'x', { clientId: bound(HOG, 'next'), seq: 1 })), item(index + 1, put('victim', 'v1', victim))];
+        for (const s of [store, follower]) {
+          const [, replay] = await s.apply(next);
+          assert.deepEqual(replay, { index: index + 1, ok: true, firstIndex: 1 });
+          assert.equal(s.lookupSession({ clientId: bound(HOG, 'h303'), seq: 1 }).kind, 'new');
+          assert.equal(s.lookupSession({ clientId: bound(HOG, 'h304'), seq: 1 }).kind, 'seen');
+          assert.equal(s.lookupSession(legacy).kind, 'seen');
+        }
+        assert.equal(await follower.stateDigest(), await store.stateDigest(), 'the same state on both');
+        // A restore keeps the table (keepSessions) and records its own id under the same rule.
+        const restorer: SessionStamp = { clientId: bound(HOG, 'restorer'), seq: 1 };
+        await follower.installState([[{ key: bytes('restored'), value: bytes('r') }]], { appliedIndex: index + 5, membership: MEMBERSHIP, keepSessions: true, session: restorer });
+        assert.equal(follower.lookupSession(restorer).kind, 'seen');
+        assert.equal(follower.lookupSession(victim).kind, 'seen');
+        assert.equal(follower.lookupSession(legacy).kind, 'seen');
+        assert.equal(follower.lookupSession({ clientId: bound(HOG, 'h304'), seq: 1 }).kind, 'new');
+        assert.equal(follower.lookupSession({ clientId: bound(HOG, 'h305'), seq: 1 }).kind, 'seen');
+      } finally {
+        await follower.close();
+      }
     });
 
     it('the table keeps at most SESSION_CLIENTS_MAX clients, forgetting the least recently active', async () => {
