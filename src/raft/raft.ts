@@ -279,6 +279,19 @@ export class RaftNode {
    * entries after it until the install floor takes over (issue 14 item 5).
    */
   private leaderSnapshotIndex = 0;
+  /**
+   * heardSnapshotIndex: the last snapshot index a leader announced to this
+   * node (leaderSnapshotIndex, kept across terms). As a follower it compacted
+   * no further; as a new leader it compacts no further either until every
+   * peer has said whether it installs a snapshot, at most two election
+   * timeouts (heardFloorTicksLeft): the old leader may have offered that
+   * snapshot and died before a heartbeat announced the install floor, and the
+   * installer's first answer can come after this leader's first compaction
+   * (the deaf-install test: then a second whole snapshot right after the
+   * first install).
+   */
+  private heardSnapshotIndex = 0;
+  private heardFloorTicksLeft = 0;
   private snapshotToFetch: SnapshotMeta | null = null;
   private logResetPending: LogPosition | null = null;
   /** stateAppliedIndex: what the driver last reported its state machine applied (stateApplied); heartbeat answers carry it. */
@@ -834,6 +847,8 @@ export class RaftNode {
     if (this.role === 'leader') {
       const peers = this.peersInstallFloor();
       if (peers > 0) floor = Math.min(floor, peers);
+      // A new leader, until its followers have said whether they install: as far as it kept as a follower.
+      if (this.heardFloorTicksLeft > 0) floor = Math.min(floor, this.heardSnapshotIndex);
     }
     // A follower (or a new leader) keeps what the leader keeps for an installing peer: it may lead next.
     if (this.leaderInstallFloor > 0) floor = Math.min(floor, this.leaderInstallFloor);
@@ -976,6 +991,9 @@ export class RaftNode {
     // the guard of the one that does takes over), at most snapshotGuardTicksMax: a fixed two election timeouts let a
     // new leader compact what an installing follower needed when its answers came late on a loaded machine.
     this.inheritedFloorTicksLeft = this.leaderInstallFloor > 0 ? this.cfg.snapshotGuardTicksMax : 0;
+    // And the floor it kept as a follower (the snapshot its leader would offer), until every follower has answered,
+    // at most two election timeouts: an offer that no heartbeat announced (see heardSnapshotIndex).
+    this.heardFloorTicksLeft = this.heardSnapshotIndex > 0 ? 2 * this.cfg.electionTimeoutTicks : 0;
     // Raft §5.4.2 / §8: commit an entry of the new term (a no-op) to learn what is committed.
     const noop: Entry = { index: this.log.lastIndex() + 1, term: this.term, type: 'normal', data: new Uint8Array(0) };
     this.appendEntries([noop]);
@@ -1062,6 +1080,7 @@ export class RaftNode {
       this.inheritedFloorTicksLeft = 0;
       this.leaderInstallFloor = 0;
     }
+    if (this.heardFloorTicksLeft > 0 && (--this.heardFloorTicksLeft === 0 || this.everyPeerReportedInstall())) this.heardFloorTicksLeft = 0;
     if (this.electionElapsed >= this.cfg.electionTimeoutTicks) {
       this.electionElapsed = 0;
       if (this.cfg.checkQuorum && !this.quorumActive()) {
@@ -1298,6 +1317,7 @@ export class RaftNode {
   private handleHeartbeat(m: Heartbeat): void {
     this.leaderInstallFloor = m.installFloor ?? 0;
     this.leaderSnapshotIndex = m.snapshotIndex ?? 0;
+    if (this.leaderSnapshotIndex > 0) this.heardSnapshotIndex = this.leaderSnapshotIndex;
     if (m.commit <= this.log.lastIndex()) this.log.commitTo(m.commit);
     this.endMootInstall();
     const needs = this.needsSnapshot();

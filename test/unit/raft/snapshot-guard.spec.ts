@@ -214,6 +214,55 @@ describe('snapshot install guard (issue 14 item 5)', () => {
     assert.equal(b.compactionFloor(), b.status().applied);
   });
 
+  it('a new leader that heard no install floor compacts no further than it did as a follower until its peers have answered (the old leader died within a heartbeat of its offer)', () => {
+    // The race of test/unit/node/deaf-install.spec.ts (13 of ~590 runs): a offers c its snapshot S and stops before
+    // any heartbeat announces c's install; b, which kept the entries after S as a follower (a's announced snapshot),
+    // leads next and compacts at once, before c's first answer says it installs S. It must still hold S+1, or c is
+    // offered b's newer snapshot right after its install: a second whole transfer.
+    const c = new TestCluster(['a', 'b', 'c']);
+    c.elect('a');
+    c.isolate('c');
+    const a = c.node('a');
+    const b = c.node('b');
+    for (let i = 0; i < 20; i++) a.propose(bytes(`v${i}`));
+    c.stabilize();
+    c.tickAll(1);
+    const meta = c.takeSnapshot('a');
+    c.tickAll(1);
+    assert.equal(b.compactionFloor(), meta.index, 'the heartbeat announced a\'s snapshot index');
+    for (let i = 0; i < 15; i++) a.propose(bytes(`w${i}`));
+    c.stabilize();
+    a.propose(bytes('carries the commit of the others'));
+    c.stabilize();
+    compactAsDriver(c, 'b');
+    assert.ok(b.status().firstIndex <= meta.index + 1, `b kept entry ${meta.index + 1} as a follower (first index ${b.status().firstIndex})`);
+    // c comes back and is offered S; no heartbeat of a reaches b after that (a dies before its next one).
+    c.heal();
+    c.cutLink('a', 'b');
+    c.tick('a', 2);
+    assert.deepEqual(c.snapshotsWanted.get('c')?.map((s) => s.index), [meta.index], 'c is offered a\'s snapshot');
+    assert.equal(c.node('c').status().installingSnapshot, meta.index);
+    c.isolate('a');
+    // b wins with c's vote; its driver compacts before c's first answer to the leader arrives.
+    c.drop = (m) => m.from === 'c' && m.to === 'b' && (m.type === 'appendResp' || m.type === 'heartbeatResp');
+    for (let t = 0; t < 100 && b.status().role !== 'leader'; t++) c.tickAll(1); // c, installing, stands for no election
+    assert.equal(b.status().role, 'leader');
+    compactAsDriver(c, 'b');
+    assert.ok(b.status().firstIndex <= meta.index + 1, `b as a new leader kept entry ${meta.index + 1} (first index ${b.status().firstIndex})`);
+    // c answers: it installs S; its own guard takes over, and it catches up from b's log after the install.
+    c.drop = null;
+    c.tickAll(3);
+    assert.equal(b.status().progress.c?.installGuard, meta.index);
+    assert.ok(beginInstall(c, 'c', meta, 'a'));
+    finishInstall(c, 'c', meta);
+    c.tickAll(3);
+    assert.deepEqual(c.snapshotsWanted.get('c')?.map((m) => m.index), [meta.index], 'one snapshot in all');
+    assert.deepEqual(c.appliedData('c'), c.appliedData('b'));
+    // a never answers: after two election timeouts b compacts as far as c's guard (gone with c's install) allows.
+    c.tickAll(2 * 10 + 1);
+    assert.equal(b.compactionFloor(), b.status().applied);
+  });
+
   it('a newer offer while installing does not restart the install', () => {
     const { c, meta } = laggingFollower(10);
     const a = c.node('a');
