@@ -385,10 +385,16 @@ export class SessionTable {
   }
 }
 
-/** OldestCursor walks a base table's records (least recent first), past the ones a planner changed. */
+/**
+ * OldestCursor walks a base table's records (least recent first), past the
+ * ones a planner changed, then the planner's changes in their order (a live
+ * Map iterator: a client recorded again moves to the end and is met again).
+ */
 interface OldestCursor {
   readonly rest: IterableIterator<ClientSession>;
   head: ClientSession | undefined;
+  changed: IterableIterator<[string, ClientSession | null]> | undefined;
+  changedHead: ClientSession | null | undefined;
 }
 
 /**
@@ -456,15 +462,28 @@ export class SessionPlanner {
     let cursor = principal === undefined ? this.#allCursor : this.#cursors.get(principal);
     if (cursor === undefined) {
       const rest = principal === undefined ? this.#base.sessions() : this.#base.sessionsOf(principal);
-      cursor = { rest, head: rest.next().value };
+      cursor = { rest, head: rest.next().value, changed: undefined, changedHead: undefined };
       if (principal === undefined) this.#allCursor = cursor;
       else this.#cursors.set(principal, cursor);
     }
     // Untouched base clients are older than every one changed here (their lastIndex is below this batch's).
     while (cursor.head !== undefined && this.changes.has(cursor.head.clientId)) cursor.head = cursor.rest.next().value;
     if (cursor.head !== undefined) return cursor.head;
-    for (const [id, s] of this.changes) if (s !== null && (principal === undefined || sessionPrincipal(id) === principal)) return s;
-    return undefined;
+    // Then the clients changed here, in order: one skipped (forgotten, another principal's, or recorded again
+    // later, so met again at the end) never becomes the first, so the cursor only moves forward.
+    cursor.changed ??= this.changes.entries();
+    for (;;) {
+      const h = cursor.changedHead;
+      if (h !== undefined && h !== null && this.changes.get(h.clientId) === h) return h;
+      const next = cursor.changed.next();
+      if (next.done === true) {
+        cursor.changed = undefined; // a finished iterator stays finished: start again next time
+        cursor.changedHead = undefined;
+        return undefined;
+      }
+      const [id, s] = next.value;
+      cursor.changedHead = principal === undefined || sessionPrincipal(id) === principal ? s : undefined;
+    }
   }
 
   /** #evictFor forgets one client to make room for a new one of `principal`; false when there is none to forget. */

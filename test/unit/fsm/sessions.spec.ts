@@ -180,6 +180,28 @@ describe('client sessions: the per-principal share', () => {
     assert.equal(table.size, SESSION_CLIENTS_MAX);
   });
 
+  it('within one apply call a key over its share forgets its stored clients, then the ones it opened in that call, oldest first', () => {
+    const table = new SessionTable();
+    const tags = Array.from({ length: 7 }, (_, k) => `other__${k}`);
+    let index = 1;
+    for (const tag of tags) index = fill(table, Array.from({ length: 1013 }, (_, i) => bound(tag, `c${i}`)), index);
+    index = fill(table, hogIds(SESSION_CLIENTS_MAX - 7 * 1013), index); // 1101: over its share
+    assert.equal(table.size, SESSION_CLIENTS_MAX);
+    const planner = new SessionPlanner(table);
+    const fresh = Array.from({ length: 3000 }, (_, i) => bound(HOG, `new${i}`));
+    for (const id of fresh) {
+      planner.record({ clientId: id, seq: 1 }, index, { index });
+      index++;
+    }
+    table.commit(planner.changes);
+    assert.equal(table.size, SESSION_CLIENTS_MAX);
+    assert.equal(table.countOf(HOG), 1101);
+    for (const tag of tags) assert.equal(table.countOf(tag), 1013, tag);
+    assert.equal(table.lookup({ clientId: bound(HOG, 'h1101'), seq: 1 }).kind, 'new');
+    assert.equal(table.lookup({ clientId: bound(HOG, 'new1898'), seq: 1 }).kind, 'new');
+    assert.equal(table.lookup({ clientId: bound(HOG, 'new1899'), seq: 1 }).kind, 'seen');
+  });
+
   it('a key within its share takes the room of the keys over theirs; with none over, the least recent of all goes', () => {
     const table = new SessionTable();
     const older = bound('older___', 'o'); // the least recent of all, but its key is within its share
