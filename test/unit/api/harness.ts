@@ -3,6 +3,8 @@
  * and real API servers on 127.0.0.1:0. The servers are bound first (to learn
  * their ports), then the nodes are built with a membership naming those ports.
  */
+import assert from 'node:assert/strict';
+
 import { ClusterClient } from '../../../src/client/cluster-client.js';
 import { KvClient } from '../../../src/client/kv-client.js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
@@ -94,4 +96,21 @@ export async function startTestCluster(size = 3): Promise<TestCluster> {
     },
     stop,
   };
+}
+
+/**
+ * assertSameStateEverywhere: every member of `cluster`, once at the leader's
+ * applied index (each waits at most 3 s), hashes the same state (HashState:
+ * reserved records such as sessions and key revisions included).
+ */
+export async function assertSameStateEverywhere(cluster: TestCluster): Promise<void> {
+  const leader = await cluster.waitForLeader();
+  const target = leader.node.status().applied;
+  for (const m of cluster.members) {
+    for (let i = 0; i < 300 && m.node.status().applied < target; i++) await new Promise((res) => setTimeout(res, 10));
+  }
+  const hashes = await Promise.all(cluster.members.map((m) => m.cluster.hashState()));
+  assert.equal(new Set(hashes.map((h) => h.appliedIndex)).size, 1, 'all nodes at one applied index');
+  assert.equal(new Set(hashes.map((h) => h.sha256)).size, 1, 'all nodes hold the same state (reserved records included)');
+  assert.match(hashes[0]?.sha256 ?? '', /^[0-9a-f]{64}$/);
 }

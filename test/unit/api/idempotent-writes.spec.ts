@@ -14,7 +14,7 @@ import { SESSION_CLIENTS_MAX } from '../../../src/fsm/sessions.js';
 import { Node } from '../../../src/node/node.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { startTestCluster, type TestCluster } from './harness.js';
+import { assertSameStateEverywhere, startTestCluster, type TestCluster } from './harness.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
 
@@ -98,14 +98,7 @@ describe('idempotent writes on a 3-node cluster', function () {
     assert.equal(retry.prevKv, undefined);
     assert.deepEqual(await valueEverywhere('idem/k'), ['v2', 'v2', 'v2']);
     // Every node holds the same state, session records included (nothing else writes meanwhile).
-    const target = leader.node.status().applied;
-    for (const m of cluster.members) {
-      for (let i = 0; i < 300 && m.node.status().applied < target; i++) await new Promise((res) => setTimeout(res, 10));
-    }
-    const hashes = await Promise.all(cluster.members.map((m) => m.cluster.hashState()));
-    assert.deepEqual(new Set(hashes.map((h) => h.appliedIndex)).size, 1, 'all nodes at one applied index');
-    assert.equal(new Set(hashes.map((h) => h.sha256)).size, 1);
-    assert.match(hashes[0]?.sha256 ?? '', /^[0-9a-f]{64}$/);
+    await assertSameStateEverywhere(cluster);
   });
 
   it('a Put whose answer is lost is retried with its id and applied once (KvClient.putIdempotent)', async () => {
@@ -230,13 +223,7 @@ describe('idempotent writes on a 3-node cluster', function () {
       const hogFirst = await hog.put({ key: enc.encode('quota/hog'), value: enc.encode('again'), clientId: 'hog-0', requestId: 1n });
       assert.equal(hogFirst.replayed, false);
       // Every node holds the same state, session table included.
-      const target = leader.node.status().applied;
-      for (const m of cluster.members) {
-        for (let i = 0; i < 300 && m.node.status().applied < target; i++) await new Promise((res) => setTimeout(res, 10));
-      }
-      const hashes = await Promise.all(cluster.members.map((m) => m.cluster.hashState()));
-      assert.equal(new Set(hashes.map((h) => h.appliedIndex)).size, 1, 'all nodes at one applied index');
-      assert.equal(new Set(hashes.map((h) => h.sha256)).size, 1);
+      await assertSameStateEverywhere(cluster);
     } finally {
       victim.close();
       hog.close();

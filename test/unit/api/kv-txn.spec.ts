@@ -16,7 +16,7 @@ import { RequestIds } from '../../../src/client/request-ids.js';
 import { CompareResult, CompareTarget, TxnOpType, type Compare, type TxnOp } from '../../../src/gen/snapcoord/v1/kv.js';
 import type { Node } from '../../../src/node/node.js';
 import { TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../../src/fsm/kv-command.js';
-import { startTestCluster, type TestCluster } from './harness.js';
+import { assertSameStateEverywhere, startTestCluster, type TestCluster } from './harness.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -81,17 +81,6 @@ describe('KVService.Txn and one-round writes on a 3-node cluster', function () {
     await cluster.stop();
   });
 
-  async function sameStateEverywhere(): Promise<void> {
-    const leader = await cluster.waitForLeader();
-    const target = leader.node.status().applied;
-    for (const m of cluster.members) {
-      for (let i = 0; i < 300 && m.node.status().applied < target; i++) await new Promise((res) => setTimeout(res, 10));
-    }
-    const hashes = await Promise.all(cluster.members.map((m) => m.cluster.hashState()));
-    assert.equal(new Set(hashes.map((h) => h.appliedIndex)).size, 1, 'all nodes at one applied index');
-    assert.equal(new Set(hashes.map((h) => h.sha256)).size, 1, 'all nodes hold the same state (revision records included)');
-  }
-
   it('compare-and-swap through a follower: swapped once, then the stale swap fails and reads the current pair', async () => {
     const leader = await cluster.waitForLeader();
     const follower = cluster.followers(leader.id)[0];
@@ -136,7 +125,7 @@ describe('KVService.Txn and one-round writes on a 3-node cluster', function () {
     // the get outside the transaction agrees
     const plain = await follower.kv.get({ key: b('txn/c') });
     assert.equal(dec.decode(plain.kv?.value), 'b');
-    await sameStateEverywhere();
+    await assertSameStateEverywhere(cluster);
   });
 
   it('both branches can write several keys atomically; ops see the ops before them', async () => {
@@ -232,7 +221,7 @@ describe('KVService.Txn and one-round writes on a 3-node cluster', function () {
     assert.equal(swaps, clients.length * perClient);
     const end = await leader.kv.get({ key: b('txn/counter') });
     assert.equal(dec.decode(end.kv?.value), String(swaps), `every swap counted once (${failed} compares failed on the way)`);
-    await sameStateEverywhere();
+    await assertSameStateEverywhere(cluster);
   });
 
   it('a Txn whose answer is lost is retried with its request id and applied once (KvClient.txnIdempotent)', async () => {
@@ -271,6 +260,6 @@ describe('KVService.Txn and one-round writes on a 3-node cluster', function () {
     } finally {
       client.close();
     }
-    await sameStateEverywhere();
+    await assertSameStateEverywhere(cluster);
   });
 });
