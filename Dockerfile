@@ -24,7 +24,7 @@ COPY src ./src
 # made here under the ENTRYPOINT's V8 flags (V8 rejects a cache made under others, and the node user cannot
 # write it again in dist/).
 COPY scripts ./scripts
-RUN BUNDLE_CLI_NODE_FLAGS="--max-semi-space-size=8 --initial-old-space-size=64" npm run build && npm prune --omit=dev --no-audit --no-fund
+RUN BUNDLE_CLI_NODE_FLAGS="--max-semi-space-size=4 --initial-old-space-size=64" npm run build && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:20-slim
 ENV NODE_ENV=production
@@ -42,5 +42,5 @@ EXPOSE 7001 7101 8108
 # A node's memory settings (src/cli/node-runtime.ts, README "Operations guide: Memory"): glibc gives freed
 # native memory back, from one arena for all threads. Read at process start, so set here.
 ENV MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072 MALLOC_ARENA_MAX=1
-ENTRYPOINT ["node", "--max-semi-space-size=8", "--initial-old-space-size=64", "dist/src/cli/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=4", "--initial-old-space-size=64", "dist/src/cli/main.js"]
 CMD ["--help"]

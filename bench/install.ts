@@ -8,7 +8,7 @@
  * and the page faults of the process since the last round; then the peak RSS. Figures only.
  *
  *   MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072 MALLOC_ARENA_MAX=1 \
- *     node --import tsx --max-semi-space-size=8 --initial-old-space-size=64 bench/install.ts [--keys 500000] [--rounds 3]
+ *     node --import tsx --max-semi-space-size=4 --initial-old-space-size=64 bench/install.ts [--keys 500000] [--rounds 3]
  *
  * (the malloc environment and V8 flags a node runs with, src/cli/node-runtime.ts).
  */

@@ -7,7 +7,9 @@
  *       [--saves-only] [--cli-prof DIR] [--node-prof DIR] [--restore-only]
  *
  * SNAPCOORD_BENCH_NODE_FLAGS (space-separated) adds node flags to every member after its launcher's (a later V8
- * flag wins), e.g. "--trace-gc"; with BENCH_NODE_LOG_LEVEL set, each node's output is kept (BENCH_NODE_LOG_DIR).
+ * flag wins), e.g. "--trace-gc"; SNAPCOORD_BENCH_NODE_ENV ("NAME=value ...") sets variables in every member's
+ * environment over its launcher's, e.g. "MALLOC_MMAP_THRESHOLD_=32768"; --memory-detail adds what made up each node's
+ * highest RSS of a phase (RssAnon/RssFile, and V8's heap and external memory from its /metrics); with BENCH_NODE_LOG_LEVEL set, each node's output is kept (BENCH_NODE_LOG_DIR).
  *
  * For a state of K keys × V bytes (`fill/%08d` keys; the etcd anchor's
  * workload by default), per value mix — `etcd`: values of `f` bytes, as in
@@ -40,6 +42,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { request as httpRequest } from 'node:http';
 import { createWriteStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -58,6 +61,7 @@ import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench
 import { type Child, REPO_ROOT, startProgram } from '../test/harness/child.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { DIST_CLI, buildDist } from './lib/dist.js';
+import { MiB } from './lib/memory-peaks.js';
 import { Values } from './lib/text-pool.js';
 import { freePorts } from '../test/harness/ports.js';
 import { until } from '../test/harness/until.js';
@@ -75,6 +79,8 @@ const TRAILING_ENTRIES = 200;
 const RSS_SAMPLE_MS = 100;
 /** CUTOFF_WRITES: writes made while a follower is down (more than SNAPSHOT_ENTRIES + TRAILING_ENTRIES). */
 const CUTOFF_WRITES = 3_000;
+/** METRICS_SAMPLE_MS: how often --memory-detail reads the nodes' V8 figures from their /metrics. */
+const METRICS_SAMPLE_MS = 250;
 
 // ------------------------------------------------------------------ values
 
@@ -208,12 +214,47 @@ interface SnapNode {
   peakMiB: number;
   /** phaseMiB: the highest VmHWM of its processes killed during the current phase. */
   phaseMiB: number;
+  /** phaseTop: what made up the highest RSS sampled in the current phase (its /proc status and, with --memory-detail, V8's figures). */
+  phaseTop: MemorySample | null;
+  /** v8: the node's newest V8 figures (--memory-detail: scraped from its /metrics), MiB. */
+  v8: V8Figures | null;
 }
 
-/** PhasePeak: each node's peak RSS (MiB) during one phase of the bench. */
+/** V8Figures: a node's V8 heap (used, committed) and external memory, MiB, as its /metrics reports them. */
+interface V8Figures {
+  readonly heapUsedMiB: number;
+  readonly heapTotalMiB: number;
+  readonly externalMiB: number;
+}
+
+/** MemorySample: one sample of a node's memory (MiB): RSS and its parts (/proc/PID/status RssAnon, RssFile, RssShmem). */
+interface MemorySample {
+  readonly rssMiB: number;
+  readonly anonMiB: number;
+  readonly fileMiB: number;
+  readonly shmemMiB: number;
+  readonly v8: V8Figures | null;
+}
+
+/** memorySample: a process's RSS and its parts now, or null when it is gone. */
+function memorySample(pid: number | undefined, v8: V8Figures | null): MemorySample | null {
+  if (pid === undefined) return null;
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return null;
+  }
+  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) / 1024;
+  return { rssMiB: kib('VmRSS'), anonMiB: kib('RssAnon'), fileMiB: kib('RssFile'), shmemMiB: kib('RssShmem'), v8 };
+}
+
+/** PhasePeak: each node's peak RSS (MiB) during one phase of the bench, the leader when it ended, and what made up each node's highest sample. */
 interface PhasePeak {
   readonly phase: string;
   readonly nodeMiB: number[];
+  readonly leader?: string;
+  readonly top?: (MemorySample | null)[];
 }
 
 class SnapCluster {
@@ -224,8 +265,39 @@ class SnapCluster {
     readonly cliFlags: readonly string[],
     private readonly dial: ClientDial,
     private readonly runtimeEnv: Record<string, string>,
+    memoryDetail: boolean,
   ) {
     this.#sampler = setInterval(() => this.sample(), RSS_SAMPLE_MS);
+    if (memoryDetail) this.#scraper = setInterval(() => this.scrape(), METRICS_SAMPLE_MS);
+  }
+
+  #scraper: NodeJS.Timeout | undefined;
+  /** lastLeader: the id of the leader the bench last found. */
+  lastLeader: string | undefined;
+
+  /** scrape reads each running node's V8 figures from its /metrics (--memory-detail); a node that does not answer keeps its last ones. */
+  scrape(): void {
+    for (const n of this.nodes) {
+      if (!n.child.running) continue;
+      const req = httpRequest(
+        { host: '127.0.0.1', port: Number(n.http.split(':')[1]), path: '/metrics', headers: { authorization: `Bearer ${API_KEY}` }, timeout: 2_000 },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => {
+            if (body.length < 1 << 20) body += d;
+          });
+          res.on('end', () => {
+            const g = (name: string): number => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(body)?.[1] ?? NaN) / MiB;
+            n.v8 = { heapUsedMiB: g('nodejs_heap_size_used_bytes'), heapTotalMiB: g('nodejs_heap_size_total_bytes'), externalMiB: g('nodejs_external_memory_bytes') };
+          });
+        },
+      );
+      // A node that does not answer (starting, killed) keeps its last figures; the table shows '-' for none.
+      req.on('error', () => undefined);
+      req.on('timeout', () => req.destroy());
+      req.end();
+    }
   }
 
   /** #sampler: reads every node's VmHWM each RSS_SAMPLE_MS, so a peak is kept even when its process then ends. */
@@ -234,12 +306,23 @@ class SnapCluster {
 
   /** sample folds each running node's peak RSS so far into its phase peak. */
   sample(): void {
-    for (const n of this.nodes) n.phaseMiB = Math.max(n.phaseMiB, peakRssMiB(n.child.proc.pid));
+    for (const n of this.nodes) {
+      n.phaseMiB = Math.max(n.phaseMiB, peakRssMiB(n.child.proc.pid));
+      const m = memorySample(n.child.proc.pid, n.v8);
+      if (m !== null && m.rssMiB > (n.phaseTop?.rssMiB ?? 0)) n.phaseTop = m;
+    }
   }
 
   /** start runs 3 nodes; `runtime`: with the V8 flags and malloc environment their launchers give them (cli/node-runtime.ts). */
-  static async start(dir: string, runtime: boolean, profDir?: string, retain?: number): Promise<SnapCluster> {
-    const runtimeEnv = runtime ? { ...NODE_MALLOC_ENV } : {};
+  static async start(dir: string, runtime: boolean, profDir?: string, retain?: number, memoryDetail = false): Promise<SnapCluster> {
+    // SNAPCOORD_BENCH_NODE_ENV ("NAME=value NAME=value"): variables set in every member's environment over its launcher's (A/B runs of malloc settings).
+    const extraEnv = Object.fromEntries(
+      (process.env.SNAPCOORD_BENCH_NODE_ENV ?? '')
+        .split(' ')
+        .filter((kv) => kv.includes('='))
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+    );
+    const runtimeEnv = { ...(runtime ? NODE_MALLOC_ENV : {}), ...extraEnv };
     const lay = await layBenchCluster(dir, API_KEY);
     const flagsOf = (id: string): string[] => [
       ...(runtime ? NODE_V8_FLAGS : []),
@@ -249,8 +332,8 @@ class SnapCluster {
       '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
       ...(retain !== undefined ? ['--snapshot-retain', String(retain)] : []),
     ];
-    const nodes = lay.ids.map((id, i) => ({ id, grpc: lay.grpc(i), peer: lay.peer(i), http: lay.http(i), child: startProgram(id, process.execPath, flagsOf(id), runtimeEnv), peakMiB: 0, phaseMiB: 0 }));
-    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', lay.ca, '--api-key', API_KEY], lay.dial, runtimeEnv);
+    const nodes = lay.ids.map((id, i) => ({ id, grpc: lay.grpc(i), peer: lay.peer(i), http: lay.http(i), child: startProgram(id, process.execPath, flagsOf(id), runtimeEnv), peakMiB: 0, phaseMiB: 0, phaseTop: null, v8: null }));
+    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', lay.ca, '--api-key', API_KEY], lay.dial, runtimeEnv, memoryDetail);
     await c.leader();
     return c;
   }
@@ -265,7 +348,10 @@ class SnapCluster {
       for (const n of this.nodes) {
         if (!n.child.running) continue;
         const st = await this.status(n).catch(() => undefined);
-        if (st?.role === Role.ROLE_LEADER) return n;
+        if (st?.role === Role.ROLE_LEADER) {
+          this.lastLeader = n.id;
+          return n;
+        }
       }
       return undefined;
     });
@@ -318,14 +404,16 @@ class SnapCluster {
    */
   endPhase(phase: string): void {
     this.sample();
+    const top = this.nodes.map((n) => n.phaseTop);
     const nodeMiB = this.nodes.map((n) => {
       const peak = n.phaseMiB;
       n.peakMiB = Math.max(n.peakMiB, peak);
       n.phaseMiB = 0;
+      n.phaseTop = null;
       resetPeakRss(n.child.proc.pid);
       return peak;
     });
-    this.phasePeaks.push({ phase, nodeMiB });
+    this.phasePeaks.push({ phase, nodeMiB, ...(this.lastLeader !== undefined ? { leader: this.lastLeader } : {}), top });
   }
 
   /**
@@ -337,8 +425,10 @@ class SnapCluster {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#sampler);
+    clearInterval(this.#scraper);
     this.phasePeaks.push({
       phase: 'stop (SIGTERM until exit)',
+      top: this.nodes.map((n) => n.phaseTop),
       nodeMiB: this.nodes.map((n) => {
         n.peakMiB = Math.max(n.peakMiB, n.phaseMiB);
         return n.phaseMiB;
@@ -506,7 +596,7 @@ async function benchMix(root: string, mix: Mix, o: Options): Promise<MixFigures>
   const archive = await buildArchive(dir, o.keys, values);
   log(`[${mix}] archive ${fmtMiB(archive.bytes)} for ${fmtMiB(archive.stateBytes)} of state`);
 
-  const c = await SnapCluster.start(join(dir, 'snapcoord'), o.nodeRuntime, o.nodeProfDir, o.snapshotRetain);
+  const c = await SnapCluster.start(join(dir, 'snapcoord'), o.nodeRuntime, o.nodeProfDir, o.snapshotRetain, o.memoryDetail);
   try {
     // Load by restore: until the CLI returns, and until every node has applied it.
     const cpu0 = c.nodes.map((n) => cpuSeconds(n.child.proc.pid));
@@ -681,7 +771,15 @@ function table(f: MixFigures): string {
   rows.push([`write p50 / p99 during ${f.downloads.streams} downloads`, `${f.writes.duringP50.toFixed(1)} / ${f.writes.duringP99.toFixed(1)} ms (${f.writes.duringOps.toFixed(0)}/s)`, '', `p99 ${(f.writes.duringP99 / f.writes.idleP99).toFixed(2)}x alone`]);
   rows.push(['follower cut off past compaction: catch-up by install', `${f.catchUpSeconds.toFixed(1)} s (${(stateMB / f.catchUpSeconds).toFixed(0)} MB/s of state)`, '', '']);
   rows.push(['peak RSS of the nodes', f.nodePeakMiB.map((m) => `${m.toFixed(0)}`).join(' / ') + ' MiB', e ? `leader ${e.leaderPeakRssMiB.toFixed(0)} MiB` : '-', '']);
-  for (const p of f.phasePeakMiB) rows.push([`  during: ${p.phase}`, p.nodeMiB.map((m) => `${m.toFixed(0)}`).join(' / ') + ' MiB', '', '']);
+  for (const p of f.phasePeakMiB) {
+    rows.push([`  during: ${p.phase}`, p.nodeMiB.map((m) => `${m.toFixed(0)}`).join(' / ') + ' MiB', p.leader !== undefined ? `leader ${p.leader}` : '', '']);
+    // What made up each node's highest sampled RSS of the phase: anonymous / file-backed (code, mapped files) / shared;
+    // with --memory-detail the V8 heap used/committed and external memory scraped last before it.
+    const parts = (p.top ?? []).map((t) => (t === null ? '-' : `${t.anonMiB.toFixed(0)}+${t.fileMiB.toFixed(0)}+${t.shmemMiB.toFixed(0)}`));
+    if (parts.length > 0) rows.push(['    anon+file+shmem at the top sample', parts.join(' / ') + ' MiB', '', '']);
+    const v8 = (p.top ?? []).map((t) => (t?.v8 == null ? '-' : `${t.v8.heapUsedMiB.toFixed(0)}/${t.v8.heapTotalMiB.toFixed(0)}+${t.v8.externalMiB.toFixed(0)}`));
+    if (v8.some((x) => x !== '-')) rows.push(['    V8 heap used/committed + external there', v8.join(' / ') + ' MiB', '', '']);
+  }
   rows.push(['peak RSS of the CLI: save / restore', `${f.saveCliPeakMiB.toFixed(0)} / ${f.restoreCliPeakMiB.toFixed(0)} MiB`, e ? `etcdctl ${e.savePeakRssMiB.toFixed(0)} MiB` : '-', '']);
   const w = [58, 44, 26, 16];
   const line = (r: readonly string[]): string => r.map((c, i) => c.padEnd(w[i] ?? 10)).join(' ').trimEnd();
@@ -710,6 +808,8 @@ interface Options {
   readonly restoreOnly: boolean;
   /** nodeRuntime: start the nodes as their launchers do (NODE_V8_FLAGS, NODE_MALLOC_ENV); false for plain `node`. */
   readonly nodeRuntime: boolean;
+  /** memoryDetail: read the nodes' V8 heap and external memory from their /metrics every METRICS_SAMPLE_MS. */
+  readonly memoryDetail: boolean;
   /** nodeProfDir: the nodes run with --cpu-prof into this directory (written when they stop). */
   readonly nodeProfDir?: string;
   /** savesOnly: only the restore, the saves and the write phase between them (no downloads, no cut-off follower). */
@@ -758,9 +858,10 @@ async function main(): Promise<void> {
     .option('--saves-only', 'stop each mix after the three saves (no downloads; writes alone, without downloads during them)')
     .option('--cli-prof <dir>', 'run each `snapshot save` with --cpu-prof, profiles in <dir>/<mix>/save-N')
     .option('--snapshot-retain <n>', "the nodes' --snapshot-retain (default: theirs); 1 where the disk cannot hold 3 archives per node")
+    .option('--memory-detail', "read each node's V8 heap and external memory from its /metrics every 250 ms (the phase table shows them at each node's top)")
     .option('--no-node-runtime', 'start the nodes with plain `node`, without the V8 flags and malloc environment of their launchers')
     .parse(process.argv);
-  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; etcdMembers: string; etcdOnly?: boolean; keep?: boolean; restoreOnly?: boolean; savesOnly?: boolean; cliProf?: string; nodeRuntime: boolean; nodeProf?: string; snapshotRetain?: string }>();
+  const raw = p.opts<{ keys: string; valueBytes: string; mix: string; downloads: string; writeSeconds: string; writeClients: string; etcd: boolean; etcdMembers: string; etcdOnly?: boolean; keep?: boolean; restoreOnly?: boolean; savesOnly?: boolean; cliProf?: string; nodeRuntime: boolean; memoryDetail?: boolean; nodeProf?: string; snapshotRetain?: string }>();
   const mixes = raw.mix.split(',').map((m) => m.trim());
   for (const m of mixes) if (!(MIX_NAMES as readonly string[]).includes(m)) throw new Error(`--mix: ${m} is not one of ${MIX_NAMES.join(', ')}`);
   const o: Options = {
@@ -776,6 +877,7 @@ async function main(): Promise<void> {
     keep: raw.keep === true,
     restoreOnly: raw.restoreOnly === true,
     nodeRuntime: raw.nodeRuntime,
+    memoryDetail: raw.memoryDetail === true,
     ...(raw.nodeProf !== undefined ? { nodeProfDir: raw.nodeProf } : {}),
     savesOnly: raw.savesOnly === true,
     ...(raw.cliProf !== undefined ? { cliProfDir: raw.cliProf } : {}),

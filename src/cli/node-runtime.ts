@@ -39,9 +39,23 @@ export const NODE_MALLOC_ENV: Readonly<Record<string, string>> = {
 
 /**
  * NODE_V8_FLAGS: V8 flags of a node process. The young generation's
- * semi-spaces grow to 8 MiB at most (Node's default on 64-bit is 16). Both
- * semi-spaces are resident once grown: 32 MiB of a node's ~200 at 16.
- * Measured (issue 15, Dec 5): `bench:snapshot-cluster --keys 1000000
+ * semi-spaces grow to 4 MiB at most (Node's default on 64-bit is 16). Both
+ * semi-spaces are resident once grown: 32 MiB of a node's ~200 at 16, 16 at
+ * 8, 8 at 4. Measured 4 against 8 (issue 15, Dec 6, helper rss6):
+ * `bench:snapshot-cluster --keys 1000000 --value-bytes 1024 --mix text
+ * --no-etcd --memory-detail`, runs in the order 8, 8, 4, 8, 4 (load 8-12): the
+ * highest node (the leader each time) 220, 234, 237 MiB with 8 against 201,
+ * 211 with 4; the V8 heap committed at each node's top 47-58 against 39-51
+ * MiB; restore until all applied 42.8 / 67.9 / 45.4 against
+ * 52.4 / 35.7 s, save 11.8 / 9.5 / 6.8 against 10.3 / 8.3 s, 4 downloads
+ * 335 / 301 / 545 against 319 / 480 MB/s, writes alone 289 / 255 / 341
+ * against 246 / 336 per second (all within the spread of the runs).
+ * `npm run bench:write -- --seconds 15 --no-etcd --no-failover
+ * --no-planned-restart`, 8 / 4 / 8 / 4 (load 7.5-8): 3151 / 2923 writes/s
+ * with 8 against 2968 / 3999 with 4, the servers' CPU 0.25 / 0.27 against
+ * 0.25 / 0.26 ms per write (the leader's 0.14-0.15 either way), p99 85 / 67
+ * against 91 / 56 ms. (2 MiB, below, did cost CPU under writes.)
+ * 8 against 16 (Dec 5): `bench:snapshot-cluster --keys 1000000
  * --value-bytes 1024 --no-etcd --mix etcd`, 8 against 16, 2 pairs: the nodes'
  * peak RSS over the phases 184-193 / 180-189 MiB against 202-208 / 195-205,
  * writes alone 211 / 222 against 225 / 226 per second; `npm run bench:write
@@ -75,7 +89,7 @@ export const NODE_MALLOC_ENV: Readonly<Record<string, string>> = {
  * cost is a V8 heap that may hold more garbage before it is collected (peak
  * RSS 209-229 against 193-206 MiB in that pair).
  */
-export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=8', '--initial-old-space-size=64'];
+export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--initial-old-space-size=64'];
 
 /** nodeProcessEnv: `base` with NODE_MALLOC_ENV added where `base` does not set those variables itself. */
 export function nodeProcessEnv(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
