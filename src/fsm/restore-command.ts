@@ -83,12 +83,21 @@ export class RestoreRefs {
   private readonly byIndex = new Map<number, string>();
   /** newest: the highest index of a restore entry noted, compacted or not (newestIndex). */
   private newest = 0;
+  /** newestGone: the highest index of a restore entry noted that left the log by a compaction or a log reset (not by a replacement). */
+  private newestGone = 0;
 
   /** noteEntries records the restore entries among `entries`, just persisted (they replace any entry at or after the first one's index). */
   noteEntries(entries: readonly { readonly index: number; readonly type: string; readonly data: Uint8Array }[]): void {
     const first = entries[0];
     if (first === undefined) return;
     for (const i of [...this.byIndex.keys()]) if (i >= first.index) this.byIndex.delete(i);
+    // A replaced entry was never committed (Raft replaces only entries past the commit index), so no member applies
+    // it: the newest is the newest of what is left. Else a restore appended at index i and replaced by a shorter log
+    // held every change of the voters until the log grew back to i and a quorum applied whatever entry got there.
+    if (first.index <= this.newest) {
+      this.newest = this.newestGone;
+      for (const i of this.byIndex.keys()) if (i > this.newest) this.newest = i;
+    }
     for (const e of entries) {
       if (e.type !== 'normal' || !isRestoreCommand(e.data)) continue;
       const cmd = decodeRestoreCommand(e.data);
@@ -103,9 +112,9 @@ export class RestoreRefs {
    * newestIndex: the highest index of a restore entry this node has noted
    * since it started, compacted or discarded since or not (0: none). The
    * leader's membership changes wait until a quorum of the new voters applied
-   * it (Node.changeMembership). One later replaced by another entry only
-   * makes them wait for that index to be applied. Not kept across a restart:
-   * there it is the newest still in the log.
+   * it (Node.changeMembership). One later replaced by another entry (never
+   * committed) no longer counts; one compacted, or discarded by a log reset,
+   * does. Not kept across a restart: there it is the newest still in the log.
    */
   newestIndex(): number {
     return this.newest;
@@ -113,11 +122,17 @@ export class RestoreRefs {
 
   /** dropThrough forgets the entries up to `index` (compacted away, or replaced by a snapshot's log reset). */
   dropThrough(index: number): void {
-    for (const i of [...this.byIndex.keys()]) if (i <= index) this.byIndex.delete(i);
+    for (const i of [...this.byIndex.keys()]) {
+      if (i > index) continue;
+      this.byIndex.delete(i);
+      if (i > this.newestGone) this.newestGone = i;
+    }
   }
 
   /** clear forgets every entry (a log reset discards the whole log). */
   clear(): void {
+    // Kept as the newest: a reset's snapshot covers some of them and the leader sends the others again.
+    this.newestGone = this.newest;
     this.byIndex.clear();
   }
 
