@@ -29,6 +29,8 @@ interface FrameLog {
   released: number;
   /** readers: frame readers begun and not yet closed. */
   readers: number;
+  /** hold: while set, a reader waits for it before it hands over any frame after its first (the file stays mid-read). */
+  hold: Promise<void> | null;
 }
 
 /** overwriteReleasedFrames makes every handle `store` opens fill a frame with 0xee the moment it is given back, and logs its frame readers. */
@@ -41,7 +43,9 @@ function overwriteReleasedFrames(store: SnapshotStore, log: FrameLog): void {
       return (async function* () {
         log.readers++;
         try {
+          let handed = 0;
           for await (const f of inner) {
+            if (handed++ > 0 && log.hold !== null) await log.hold;
             log.served++;
             yield { ...f, release: () => (log.released++, f.data.fill(0xee), f.release()) };
           }
@@ -88,7 +92,7 @@ async function openFilesAt(path: string): Promise<number | null> {
 describe('GetSnapshot serves from reused frames', function () {
   this.timeout(60_000);
   let n: SnapshotNode;
-  const log: FrameLog = { served: 0, released: 0, readers: 0 };
+  const log: FrameLog = { served: 0, released: 0, readers: 0, hold: null };
   let older: { id: string; path: string; bytes: Buffer };
 
   before(async () => {
@@ -133,6 +137,10 @@ describe('GetSnapshot serves from reused frames', function () {
 
   it('a download the client cancels closes its frame reader and file and releases its snapshot', async function () {
     if ((await openFilesAt(older.path)) === null) this.skip();
+    // The reader is held after its first frame: the client cancels while the archive is still being read (without
+    // the hold, a fast server could read all 12 frames and close the file before the client saw its first message).
+    let letGo = (): void => undefined;
+    log.hold = new Promise<void>((resolve) => (letGo = resolve));
     const client = n.snapshotClient();
     const call = client.getSnapshot({ stale: true, id: older.id });
     call.on('error', () => undefined);
@@ -151,6 +159,8 @@ describe('GetSnapshot serves from reused frames', function () {
     assert.equal(await openFilesAt(older.path), 1, 'the archive open once, by the download');
     await assert.rejects(n.snapshots.store.remove(older.id), /is open/, 'the download holds its snapshot');
     call.cancel();
+    letGo();
+    log.hold = null;
     await until('the frame reader to close', 10_000, () => (log.readers === 0 ? true : undefined));
     await until('the archive file to be closed', 10_000, async () => ((await openFilesAt(older.path)) === 0 ? true : undefined));
     // Released: nothing pins it any more.
