@@ -689,14 +689,15 @@ export class RocksStorage implements NodeStorage {
       // family sealed before it raised identities): a build before the checksums then refuses the data dir.
       const identity = await raisedIdentity(log, dataDir);
       const logFormat = await readRecordFormat(log);
-      if (logFormat === LEGACY_RECORD_FORMAT) options.onMigration?.({ database: 'log', path: logPath });
+      const logHoldsData =
+        baseBytes !== undefined || lastIndex > 0 || (await log.get(KEY_HARD_STATE)) !== undefined || (await log.get(KEY_IDENTITY)) !== undefined;
+      // A log without a declared format is of a build before the checksums, or new (empty: sealed, nothing to tell).
+      if (logFormat === LEGACY_RECORD_FORMAT && logHoldsData) options.onMigration?.({ database: 'log', path: logPath });
       const logEntriesMigrated = logFormat === LEGACY_RECORD_FORMAT ? await migrateLog(log, identity) : 0;
       if (logFormat !== LEGACY_RECORD_FORMAT && identity !== null) await log.write([identity], { sync: true });
 
       let gen = await readStatePointer(dataDir);
       if (gen === null) {
-        const logHoldsData =
-          lastIndex > 0 || (await log.get(KEY_HARD_STATE)) !== undefined || (await log.get(KEY_IDENTITY)) !== undefined;
         if (logHoldsData) {
           throw new StorageError(
             'corrupt',

@@ -255,6 +255,18 @@ describe('record checksums', function () {
       assert.equal((await store.load()).entries.length, 50);
     });
 
+    it('a new, empty data dir is no earlier build: nothing to tell of a migration, at its first open or later', async () => {
+      const data = join(dir, 'data');
+      const told: string[] = [];
+      store = await RocksStorage.open(data, { onMigration: ({ database }) => told.push(database) });
+      await store.checkIdentity(me, { createIfNew: true });
+      await store.close();
+      store = await RocksStorage.open(data, { onMigration: ({ database }) => told.push(database) });
+      assert.deepEqual(told, []);
+      assert.equal(store.migrated, null);
+      await store.close();
+    });
+
     it('a migration cut short at any point of its install leaves the old data, migrated whole at the next open', async () => {
       const data = join(dir, 'data');
       const { digest } = await filled(data);
