@@ -83,14 +83,22 @@ export class RestoreRefs {
   private readonly byIndex = new Map<number, string>();
   /** newest: the highest index of a restore entry noted, compacted or not (newestIndex). */
   private newest = 0;
-  /** newestGone: the highest index of a restore entry noted that left the log by a compaction or a log reset (not by a replacement). */
+  /** newestGone: the highest index of a restore entry noted that left the log by a compaction, or by a log reset whose snapshot covers it (not by a replacement). */
   private newestGone = 0;
+  /**
+   * discarded: restore entries a log reset discarded past its snapshot's index. Not counted: one that was committed
+   * comes again from the leader, as an entry (noted again) or inside a later snapshot (counted by that reset or
+   * compaction); one that does not was never committed. Emptied by the next entries written (they start right after
+   * the reset's index, so they replace all of them).
+   */
+  private discarded: number[] = [];
 
   /** noteEntries records the restore entries among `entries`, just persisted (they replace any entry at or after the first one's index). */
   noteEntries(entries: readonly { readonly index: number; readonly type: string; readonly data: Uint8Array }[]): void {
     const first = entries[0];
     if (first === undefined) return;
     for (const i of [...this.byIndex.keys()]) if (i >= first.index) this.byIndex.delete(i);
+    this.discarded = this.discarded.filter((i) => i < first.index);
     // A replaced entry was never committed (Raft replaces only entries past the commit index), so no member applies
     // it: the newest is the newest of what is left. Else a restore appended at index i and replaced by a shorter log
     // held every change of the voters until the log grew back to i and a quorum applied whatever entry got there.
@@ -113,8 +121,12 @@ export class RestoreRefs {
    * since it started, compacted or discarded since or not (0: none). The
    * leader's membership changes wait until a quorum of the new voters applied
    * it (Node.changeMembership). One later replaced by another entry (never
-   * committed) no longer counts; one compacted, or discarded by a log reset,
-   * does. Not kept across a restart: there it is the newest still in the log.
+   * committed) no longer counts; one compacted, or covered by the snapshot of
+   * a log reset, does; one a log reset discarded past its snapshot counts
+   * again only if the leader sends it again (as an entry, or inside a later
+   * snapshot). So it is never above what this node's log holds or held:
+   * as leader, a quorum can always apply up to it. Not kept across a restart:
+   * there it is the newest still in the log.
    */
   newestIndex(): number {
     return this.newest;
@@ -127,13 +139,37 @@ export class RestoreRefs {
       this.byIndex.delete(i);
       if (i > this.newestGone) this.newestGone = i;
     }
+    this.countDiscardedThrough(index);
   }
 
-  /** clear forgets every entry (a log reset discards the whole log). */
-  clear(): void {
-    // Kept as the newest: a reset's snapshot covers some of them and the leader sends the others again.
-    this.newestGone = this.newest;
+  /**
+   * clear forgets every entry: a log reset to a snapshot at `snapshotIndex`
+   * discards the whole log. The restore entries at or below it count as
+   * compacted (the snapshot holds what they did); those past it are
+   * discarded: a committed one comes again from the leader, one that does not
+   * was never committed (see newestIndex).
+   */
+  clear(snapshotIndex: number): void {
+    this.countDiscardedThrough(snapshotIndex);
+    for (const i of this.byIndex.keys()) {
+      if (i <= snapshotIndex) {
+        if (i > this.newestGone) this.newestGone = i;
+      } else {
+        this.discarded.push(i);
+      }
+    }
     this.byIndex.clear();
+    // Before: the newest noted was kept, so a restore an old leader appended past the reset's snapshot and no
+    // member committed held every change of the voters while this node led, until its log grew back to that index
+    // and a quorum applied whatever entry got there (in a quiet cluster, never), as a replaced one did before 4cba045.
+    this.newest = this.newestGone;
+  }
+
+  /** countDiscardedThrough: discarded entries at or below `index` are inside a snapshot now (compacted or reset to). */
+  private countDiscardedThrough(index: number): void {
+    for (const i of this.discarded) if (i <= index && i > this.newestGone) this.newestGone = i;
+    this.discarded = this.discarded.filter((i) => i > index);
+    if (this.newestGone > this.newest) this.newest = this.newestGone;
   }
 
   /** digests: the archives named by restore entries still in the log. */

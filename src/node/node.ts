@@ -1339,7 +1339,7 @@ export class Node {
       endTimer?.();
       if (rd.hardState !== null) this.savedHardState = { term: rd.hardState.term, vote: rd.hardState.vote };
     }
-    if (rd.logReset !== null) this.archives?.refs.clear();
+    if (rd.logReset !== null) this.archives?.refs.clear(rd.logReset.index);
     this.archives?.refs.noteEntries(rd.entries);
     this.releaseReplyWaiters(gen);
     // 2. send.
