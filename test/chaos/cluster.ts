@@ -29,7 +29,8 @@ import { Role, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js
 import { channelCredentialsFromFiles } from '../../src/tls/index.js';
 import type { MessageFaultRates } from '../../src/transport/message-faults.js';
 import type { ClusterTls } from '../harness/cluster-tls.js';
-import { ServeCluster, type ServeNode } from '../harness/serve-cluster.js';
+import { startOnFreshPorts } from '../harness/ports.js';
+import { ServeCluster, type ServeClusterOptions, type ServeNode } from '../harness/serve-cluster.js';
 import { ProxyMesh } from './proxy.js';
 
 export interface ChaosClusterOptions {
@@ -41,6 +42,8 @@ export interface ChaosClusterOptions {
   readonly extra?: readonly string[];
   /** tls (default true): peer mutual TLS through the proxies, client TLS + CHAOS_API_KEY; false: plaintext, no key. */
   readonly tls?: boolean;
+  /** addresses: where the nodes listen, asked once per first start (default new ports from the OS; see ServeClusterOptions). */
+  readonly addresses?: ServeClusterOptions['addresses'];
 }
 
 /** CHAOS_API_KEY: the admin key of a TLS chaos cluster: every node's --api-key, sent by every client of the run. */
@@ -80,10 +83,17 @@ export class ChaosCluster {
 
   /**
    * start: certificates (unless tls is false), proxies (their addresses go
-   * into --peer-dial), then every node; resolves once all listen.
+   * into --peer-dial), then every node; resolves once all listen. A first
+   * start that finds a node's address taken (EADDRINUSE) is abandoned and
+   * made again on new addresses with fresh data dirs (startOnFreshPorts).
    */
   static async start(opts: ChaosClusterOptions): Promise<ChaosCluster> {
     if (opts.nodes < 1 || opts.nodes > 9) throw new Error(`nodes: ${opts.nodes} is out of range 1..9`);
+    return startOnFreshPorts(`starting a chaos cluster of ${opts.nodes} nodes`, () => ChaosCluster.startOnce(opts));
+  }
+
+  /** startOnce: one first start on new addresses; on failure everything it started is stopped and its dirs removed. */
+  private static async startOnce(opts: ChaosClusterOptions): Promise<ChaosCluster> {
     // The proxies need the peer addresses, the nodes' --peer-dial the proxies': made in between, read at each start.
     const dialOf: { mesh?: ProxyMesh } = {};
     const serve = await ServeCluster.create({
@@ -98,17 +108,19 @@ export class ChaosCluster {
         Object.entries(dialOf.mesh?.dialMap(id) ?? {}).map(([to, a]) => `${to}=${a}`).join(','),
       ],
       env: (id) => ({ SNAPCOORD_MESSAGE_FAULTS: faultsFileOf(opts.dir, id) }),
+      ...(opts.addresses !== undefined ? { addresses: opts.addresses } : {}),
     });
     // The proxies forward to the peer planes: only Raft traffic crosses the faulty links.
     const mesh = new ProxyMesh(Object.fromEntries(serve.nodes.map((n) => [n.id, n.peer])), opts.seed);
     dialOf.mesh = mesh;
-    await mesh.start();
     const c = new ChaosCluster(opts, serve, mesh);
-    await c.setMessageFaults(null);
     try {
+      await mesh.start();
+      await c.setMessageFaults(null);
       await serve.startAll();
     } catch (err) {
-      await c.stop();
+      await serve.abandon();
+      await mesh.close();
       throw err;
     }
     return c;

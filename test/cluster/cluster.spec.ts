@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
-import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { freeNodeAddresses, type NodeAddresses, peersFlag, startOnFreshPorts } from '../harness/ports.js';
 import { ServeProcess } from '../harness/serve-process.js';
 import { sleep, until } from '../harness/until.js';
 
@@ -74,22 +74,21 @@ describe('cluster: three serve processes', function () {
   };
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-cluster-'));
-    for (let attempt = 1; ; attempt++) {
+    // A port taken between freeNodeAddresses() and the bind: the whole cluster again on new ones, fresh data dirs.
+    await startOnFreshPorts(`starting ${IDS.join(',')}`, async () => {
+      dir = await mkdtemp(join(tmpdir(), 'snapcoord-cluster-'));
       addresses = await freeNodeAddresses(IDS);
       peers = peersFlag(addresses);
       try {
         await Promise.all(IDS.map((id) => start(id)));
-        break;
       } catch (err) {
-        await Promise.all([...procs.values()].map((p) => p.kill()));
+        await Promise.all([...procs.values()].map((p) => p.kill('SIGKILL')));
         procs.clear();
-        // A port taken between freePorts() and the bind: try fresh ones.
-        if (attempt >= 3 || !String((err as Error).message).includes('cannot listen')) throw err;
         await rm(dir, { recursive: true, force: true });
-        dir = await mkdtemp(join(tmpdir(), 'snapcoord-cluster-'));
+        dir = '';
+        throw err;
       }
-    }
+    });
     for (const id of IDS) {
       kv.set(id, new KvClient(addresses[id].grpc));
       cluster.set(id, new ClusterClient(addresses[id].grpc));

@@ -1,6 +1,13 @@
 /**
  * Ports from the OS for real-process tests and benches: freePorts,
- * freeNodeAddresses (a node's three planes) and peersFlag (`--peers`).
+ * freeNodeAddresses (a node's three planes) and peersFlag (`--peers`); and
+ * what to do when one was taken before the process bound it: AddressInUseError
+ * and startOnFreshPorts, the one retry of every harness's first start.
+ *
+ * Why a first start can find its port taken: freePorts binds 127.0.0.1:0,
+ * notes the port and closes it; until the child listens, the kernel may hand
+ * the same port to an outgoing connection (both come from the ephemeral
+ * range), or another test process may take it. Only new addresses help then.
  */
 import { createServer, type Server } from 'node:net';
 
@@ -50,4 +57,79 @@ export async function freeNodeAddresses<Id extends string>(ids: readonly Id[]): 
 /** peersFlag: the `--peers` value of `addrs`: "id=<peer address>,..." in the order given (members are named by their PEER addresses). */
 export function peersFlag<Id extends string>(addrs: Readonly<Record<Id, NodeAddresses>>): string {
   return (Object.entries(addrs) as [Id, NodeAddresses][]).map(([id, a]) => `${id}=${a.peer}`).join(',');
+}
+
+/** FRESH_PORT_ATTEMPTS: how many first starts startOnFreshPorts tries, each on new addresses, before it gives up. */
+export const FRESH_PORT_ATTEMPTS = 3;
+
+/**
+ * AddressInUseError: a process could not listen on `address` ("host:port",
+ * or '' when its output did not name it) because something else held it
+ * (EADDRINUSE). The message holds the process's last lines.
+ */
+export class AddressInUseError extends Error {
+  readonly address: string;
+
+  constructor(address: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'AddressInUseError';
+    this.address = address;
+  }
+}
+
+/**
+ * addressInUseIn: the address a process's output says it could not listen
+ * on because it was in use (Node's "listen EADDRINUSE: address already in
+ * use 127.0.0.1:37659", or EADDRINUSE alone: ''), or null when the output
+ * has no EADDRINUSE.
+ */
+export function addressInUseIn(output: string): string | null {
+  const line = /^.*\bEADDRINUSE\b.*$/m.exec(output)?.[0];
+  if (line === undefined) return null;
+  return /\bEADDRINUSE\b.*?((?:\d{1,3}\.){3}\d{1,3}:\d+|\[[0-9a-fA-F:.]+\]:\d+)/.exec(line)?.[1] ?? '';
+}
+
+/** addressInUseOf: the AddressInUseError in `err`, its causes or (AggregateError) its errors, at most 8 deep; else null. */
+export function addressInUseOf(err: unknown, depth = 0): AddressInUseError | null {
+  if (err instanceof AddressInUseError) return err;
+  if (depth >= 8 || !(err instanceof Error)) return null;
+  for (const e of [err.cause, ...(err instanceof AggregateError ? err.errors : [])]) {
+    const found = addressInUseOf(e, depth + 1);
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+/**
+ * startOnFreshPorts runs `attempt` (a first start: it takes new addresses
+ * from the OS itself, e.g. freeNodeAddresses, and starts everything that
+ * listens on them) up to `attempts` times (default FRESH_PORT_ATTEMPTS),
+ * and resolves with the first that succeeds. Contract of `attempt`: when it
+ * fails it has already stopped what it started and removed what it wrote
+ * (data dirs), so the next attempt starts clean. Only a failure with an
+ * AddressInUseError (addressInUseOf) is retried; any other is thrown as it
+ * is, at once. After the last attempt it rejects with an AddressInUseError
+ * naming `what`, every taken address and the last failure (its cause).
+ * Never for a restart: a restarted node keeps its addresses (its peers name
+ * it by them), so there a taken address is an error (ServeCluster.restart).
+ */
+export async function startOnFreshPorts<T>(what: string, attempt: (n: number) => Promise<T>, attempts = FRESH_PORT_ATTEMPTS): Promise<T> {
+  if (!Number.isInteger(attempts) || attempts < 1 || attempts > 10) throw new Error(`startOnFreshPorts: attempts ${attempts} is out of range 1..10`);
+  const taken: string[] = [];
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt(n);
+    } catch (err) {
+      const inUse = addressInUseOf(err);
+      if (inUse === null) throw err;
+      taken.push(inUse.address || '(an address)');
+      if (n >= attempts) {
+        throw new AddressInUseError(
+          inUse.address,
+          `${what}: an address was taken before the process listened on it at each of ${attempts} starts, each on new ports from the OS (taken: ${taken.join(', ')}); last: ${inUse.message}`,
+          { cause: err },
+        );
+      }
+    }
+  }
 }

@@ -5,6 +5,7 @@
  * same data and addresses, pause and resume (SIGSTOP/SIGCONT), ask who leads,
  * keep every process's output for diagnosis, and clean up.
  */
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,7 @@ import { KvClient } from '../../src/client/kv-client.js';
 import { Role, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
 import type { ChildOptions } from './child.js';
 import { writeClusterTls, type ClusterTls } from './cluster-tls.js';
-import { freeNodeAddresses } from './ports.js';
+import { AddressInUseError, addressInUseOf, freeNodeAddresses, startOnFreshPorts, type NodeAddresses } from './ports.js';
 import { ServeProcess } from './serve-process.js';
 import { sleep, until } from './until.js';
 
@@ -43,6 +44,10 @@ export interface ServeClusterOptions {
   readonly child?: ChildOptions;
   /** readyTimeoutMs: how long a start waits for the "listening" line (default ServeProcess.ready's). */
   readonly readyTimeoutMs?: number;
+  /** addresses: where the nodes listen, asked once per create (default freeNodeAddresses: new ports from the OS). */
+  readonly addresses?: (ids: readonly string[]) => Promise<Record<string, NodeAddresses>>;
+  /** startAttempts: how many first starts `start` tries, each on new addresses, when an address is taken (default FRESH_PORT_ATTEMPTS). */
+  readonly startAttempts?: number;
 }
 
 /** ServeNode: one member, across its processes. */
@@ -81,44 +86,66 @@ export class ServeCluster {
   readonly peers: string;
   private readonly opts: ServeClusterOptions;
   private readonly ownsDir: boolean;
+  /** made: what create made under a caller's dir (tls, data and snapshot dirs that did not exist), for abandon. */
+  private readonly made: readonly string[];
 
-  private constructor(opts: ServeClusterOptions, dir: string, ownsDir: boolean, nodes: ServeNode[], tls: ClusterTls | null, dial: ClientDial) {
+  private constructor(opts: ServeClusterOptions, dir: string, ownsDir: boolean, made: readonly string[], nodes: ServeNode[], tls: ClusterTls | null, dial: ClientDial) {
     this.opts = opts;
     this.dir = dir;
     this.ownsDir = ownsDir;
+    this.made = made;
     this.nodes = nodes;
     this.tls = tls;
     this.dial = dial;
     this.peers = nodes.map((n) => `${n.id}=${n.peer}`).join(',');
   }
 
-  /** create: the directory, certificates (tls) and each node's addresses and clients; starts no process (see startAll). */
+  /**
+   * create: the directory, certificates (tls) and each node's addresses
+   * (opts.addresses, default new ports from the OS) and clients; starts no
+   * process (see startAll, and startOnFreshPorts for a first start).
+   */
   static async create(opts: ServeClusterOptions = {}): Promise<ServeCluster> {
     const ids = opts.ids ?? ['n1', 'n2', 'n3'];
     const ownsDir = opts.dir === undefined;
     const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'snapcoord-cluster-')));
     await mkdir(dir, { recursive: true });
+    const made = ownsDir ? [] : [join(dir, 'tls'), ...ids.flatMap((id) => [join(dir, id), join(dir, 'snapshots', id)])].filter((p) => !existsSync(p));
     const tls = opts.tls === true ? await writeClusterTls(join(dir, 'tls'), ids, opts.apiKey ?? CLUSTER_API_KEY) : null;
     const dial: ClientDial = tls?.dial ?? (opts.apiKey !== undefined ? { apiKey: opts.apiKey } : {});
-    const planes = await freeNodeAddresses(ids);
+    const planes = await (opts.addresses ?? freeNodeAddresses)(ids);
     const nodes: ServeNode[] = ids.map((id) => {
-      const a = planes[id] as { grpc: string; peer: string; http: string };
-      return { id, ...a, dataDir: join(dir, id), proc: null, paused: false, starts: 0, deadOutput: '', kv: new KvClient(a.grpc, dial), cluster: new ClusterClient(a.grpc, dial) };
+      const a = planes[id];
+      if (a === undefined) throw new Error(`create: no addresses for ${id}`);
+      return { id, grpc: a.grpc, peer: a.peer, http: a.http, dataDir: join(dir, id), proc: null, paused: false, starts: 0, deadOutput: '', kv: new KvClient(a.grpc, dial), cluster: new ClusterClient(a.grpc, dial) };
     });
-    return new ServeCluster(opts, dir, ownsDir, nodes, tls, dial);
+    return new ServeCluster(opts, dir, ownsDir, made, nodes, tls, dial);
   }
 
-  /** start: create, then start every node; resolves once all listen and agree on a leader (the cluster is stopped on failure). */
+  /**
+   * start: create, then start every node; resolves once all listen and agree
+   * on a leader. A first start that finds one of its addresses taken
+   * (EADDRINUSE) is abandoned and made again on new addresses with fresh
+   * data dirs, up to opts.startAttempts times (startOnFreshPorts); any other
+   * failure stops the cluster and rejects at once.
+   */
   static async start(opts: ServeClusterOptions = {}): Promise<ServeCluster> {
-    const c = await ServeCluster.create(opts);
-    try {
-      await c.startAll();
-      await c.leader();
-    } catch (err) {
-      await c.stop();
-      throw err;
-    }
-    return c;
+    const ids = opts.ids ?? ['n1', 'n2', 'n3'];
+    return startOnFreshPorts(
+      `starting a cluster of ${ids.join(',')}`,
+      async () => {
+        const c = await ServeCluster.create(opts);
+        try {
+          await c.startAll();
+          await c.leader();
+        } catch (err) {
+          await c.abandon();
+          throw err;
+        }
+        return c;
+      },
+      opts.startAttempts,
+    );
   }
 
   /** startAll starts every node at once; resolves once all listen. */
@@ -181,7 +208,15 @@ export class ServeCluster {
     n.paused = false;
   }
 
-  /** restart: a new process on the same data dir and addresses, a few tries (a port may be briefly in TIME_WAIT); rejects after `attempts`. */
+  /**
+   * restart: a new process on the same data dir and addresses, a few tries
+   * (a port may be briefly in TIME_WAIT, or held by a short-lived
+   * connection); rejects after `attempts`. A restart never moves a node to
+   * new addresses (its peers name it by them, and keeping them is what a
+   * restart checks): when its address is still taken at the last try it
+   * rejects with an AddressInUseError naming the node, the plane and the
+   * port.
+   */
   async restart(id: string, attempts = 5): Promise<ServeProcess> {
     const n = this.node(id);
     if (n.proc !== null && n.proc.running) return n.proc;
@@ -194,7 +229,16 @@ export class ServeCluster {
           n.deadOutput = n.proc.lastLines(40);
         }
         n.proc = null;
-        if (attempt >= attempts) throw new Error(`${id} did not restart: ${(err as Error).message}`, { cause: err });
+        if (attempt >= attempts) {
+          const inUse = addressInUseOf(err);
+          if (inUse === null) throw new Error(`${id} did not restart: ${(err as Error).message}`, { cause: err });
+          const plane = (['grpc', 'peer', 'http'] as const).find((p) => n[p] === inUse.address);
+          throw new AddressInUseError(
+            inUse.address,
+            `${id} did not restart: its ${plane ?? 'listen'} address ${inUse.address || '(unnamed)'} is taken by another socket (EADDRINUSE) at each of ${attempts} tries; a restarted node keeps its addresses, so the test cannot go on: ${inUse.message}`,
+            { cause: err },
+          );
+        }
         await sleep(200 * attempt);
       }
     }
@@ -273,5 +317,15 @@ export class ServeCluster {
       n.cluster.close();
     }
     if (this.ownsDir) await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * abandon: stop, and remove what create made under a caller's dir (its
+   * certificates, data and snapshot dirs), so a new create on the same
+   * options starts clean (a failed first start, see start).
+   */
+  async abandon(): Promise<void> {
+    await this.stop();
+    for (const p of this.made) await rm(p, { recursive: true, force: true });
   }
 }

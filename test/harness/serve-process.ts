@@ -4,6 +4,7 @@
  * kept for diagnosis.
  */
 import { Child, cleanEnv, type ChildOptions } from './child.js';
+import { AddressInUseError, addressInUseIn } from './ports.js';
 
 /** ServeArgs: the flags of one `snapcoord serve`. */
 export interface ServeArgs {
@@ -58,10 +59,21 @@ export class ServeProcess extends Child {
   /**
    * ready resolves once the process prints its "listening on grpc <client> peer <peer>"
    * line (printed after the gateway listens), with those two addresses;
-   * rejects if it exits first or after timeoutMs.
+   * rejects if it exits first or after timeoutMs: with an AddressInUseError
+   * (the address named) when it exited because one of its listen addresses
+   * was taken (EADDRINUSE), else with an Error; both hold its last lines.
    */
   async ready(timeoutMs = 60_000): Promise<{ grpc: string; peer: string }> {
-    const m = await this.waitFor(new RegExp(`snapcoord node ${escapeRe(this.args.id)} listening on grpc (\\S+) peer (\\S+)\\n`), timeoutMs);
+    let m: RegExpMatchArray;
+    try {
+      m = await this.waitFor(new RegExp(`snapcoord node ${escapeRe(this.args.id)} listening on grpc (\\S+) peer (\\S+)\\n`), timeoutMs);
+    } catch (err) {
+      if (this.running) throw err;
+      await this.exited; // its output read to the end
+      const taken = addressInUseIn(this.output);
+      if (taken === null) throw err;
+      throw new AddressInUseError(taken, `${this.args.id}: ${taken || 'a listen address'} is taken (EADDRINUSE): ${(err as Error).message}`, { cause: err });
+    }
     return { grpc: m[1] ?? '', peer: m[2] ?? '' };
   }
 
