@@ -126,7 +126,8 @@ export class RestoreRefs {
    * again only if the leader sends it again (as an entry, or inside a later
    * snapshot). So it is never above what this node's log holds or held:
    * as leader, a quorum can always apply up to it. Not kept across a restart:
-   * there it is the newest still in the log.
+   * there it is the newest still in the log (the state machine keeps the last
+   * one it applied: restore-floor.ts).
    */
   newestIndex(): number {
     return this.newest;

@@ -42,6 +42,7 @@
  * so snapshots and stored tables are read as before (format version 1).
  */
 import { isRevisionKey } from './key-revision.js';
+import { isRestoreFloorKey } from './restore-floor.js';
 import { StorageError } from '../storage/storage-error.js';
 import type { KeyValue } from '../storage/types.js';
 import { readU32At, readU64At, writeU32At, writeU64At } from './u64.js';
@@ -535,7 +536,8 @@ export function sessionTableOfRecords(records: Iterable<KeyValue>, path: string)
  * with `keepSessions` the current one (the source's reserved records are
  * ignored), else the source's own session records; then `session`, when given
  * and new, recorded as applied at `appliedIndex`. Reserved records that are
- * not session records are dropped either way.
+ * not session records are dropped either way, but for the restore floor of
+ * a source installed without `keepSessions` (restore-floor.ts).
  */
 export class SessionInstall {
   readonly #current: SessionTable;
@@ -565,12 +567,14 @@ export class SessionInstall {
   /**
    * take returns true when `kv` is a reserved record (not to be stored as
    * data), keeping it when it is a session record the new state takes. Key
-   * revision records (key-revision.ts) belong with the data: false.
+   * revision records (key-revision.ts) belong with the data: false; so does
+   * the source's restore floor (restore-floor.ts) unless the install keeps
+   * the current sessions (a restore, which records its own).
    * Errors: StorageError `invalidArgument` for a session record that does not
    * decode, or more than SESSION_CLIENTS_MAX of them.
    */
   take(kv: KeyValue): boolean {
-    if (isCarriedKey(kv.key)) return false;
+    if (isCarriedKey(kv.key) || (!this.#keep && isRestoreFloorKey(kv.key))) return false;
     if (this.#keep || !isSessionKey(kv.key)) return true;
     let s: ClientSession;
     try {

@@ -7,7 +7,8 @@
  * - client sessions (sessions.ts): a command or restore carrying a request id
  *   is applied at most once, a retry answered with its first result;
  * - restore entries (restore-command.ts): the state is replaced by an
- *   archive's, which the driver (the node) finds or fetches;
+ *   archive's, which the driver (the node) finds or fetches; the entry's
+ *   index is recorded with it (restore-floor.ts);
  * - `conf` entries: the membership they establish is recorded with the state;
  * - empty `normal` entries: no-ops (a new leader's first entry).
  *
@@ -27,6 +28,7 @@ import { isRevisionKey, REVISION_KEY_PREFIX } from './key-revision.js';
 import type { KvCommand } from './kv-command.js';
 import { opsRecordKey } from './ops-record.js';
 import { decodeRestoreCommand, isRestoreCommand, type RestoreCommand } from './restore-command.js';
+import { decodeRestoreFloor, RESTORE_FLOOR_KEY, restoreFloorRecord } from './restore-floor.js';
 import { CarriedRecordsDigest, checkInstalledRecords, verifyImageRecords } from './restore-digest.js';
 import { RevisionCache } from './revision-cache.js';
 import {
@@ -218,6 +220,19 @@ export class StateMachine {
   }
 
   /**
+   * lastRestoreIndex: the index of the last restore entry applied to the
+   * state (restore-floor.ts; installed, or refused for its archive's
+   * content), 0 when none is recorded. Read from the store as it is now, not
+   * in line with applies (a membership change does not wait behind a
+   * restore's install): a state installed behind this state machine's back
+   * (a snapshot, an image) answers its own. Errors: StorageError
+   * `unknownFormat` (a record this build does not read), the store's.
+   */
+  async lastRestoreIndex(): Promise<number> {
+    return decodeRestoreFloor(await this.#store.get(RESTORE_FLOOR_KEY), this.#name);
+  }
+
+  /**
    * range: see KvRangeQuery; the reserved keys are skipped over (never read).
    * Errors: StorageError `invalidArgument` if limit is not a positive integer.
    */
@@ -262,15 +277,16 @@ export class StateMachine {
       await this.#fresh();
       const sessionInstall = new SessionInstall(this.#sessions, meta, this.#name);
       const done: { table: SessionTable | null } = { table: null };
-      // keepSessions: the new table does not depend on the source, so its records are merged into the source
-      // in key order (a source in key order stays so, and its copy is a valid archive state); else they follow it.
+      // keepSessions: the new table does not depend on the source, so its records (and the restore floor, this
+      // install's index) are merged into the source in key order (a source in key order stays so, and its copy is a
+      // valid archive state); else they follow it.
       const kept = meta.keepSessions === true ? sessionInstall.finish() : null;
       const copy = meta.copy;
       const expected = meta.recordsDigest;
       // The carried records (those not taken as reserved) are hashed as they go in (restore-digest.ts).
       const digest = expected !== undefined ? new CarriedRecordsDigest() : null;
       async function* records(): AsyncGenerator<readonly KeyValue[], void, undefined> {
-        const sessions = kept?.records() ?? [];
+        const sessions = kept !== null ? byKey([...kept.records(), restoreFloorRecord(meta.appliedIndex)]) : [];
         let next = 0;
         for await (const batch of source) {
           if (!Array.isArray(batch)) {
@@ -423,9 +439,17 @@ export class StateMachine {
     return plan.results;
   }
 
-  /** #skip applies entry `index` as a no-op (a restore that changes nothing), inside the queue. */
-  #skip(index: number): Promise<void> {
-    return this.#serial(() => this.#store.write({ writes: [], appliedIndex: index }));
+  /**
+   * #skip applies entry `index` as a no-op (a restore that changes nothing), inside the queue; with `floor`
+   * (a restore refused for its archive's content: a member behind still needs that archive to refuse it), the
+   * entry is recorded as the last restore applied (restore-floor.ts).
+   */
+  #skip(index: number, floor = false): Promise<void> {
+    return this.#serial(async () => {
+      if (!floor) return this.#store.write({ writes: [], appliedIndex: index });
+      this.#changed = index; // before the write, as in #applyCommands
+      await this.#store.write({ writes: [restoreFloorRecord(index)], appliedIndex: index });
+    });
   }
 
   /**
@@ -489,7 +513,7 @@ export class StateMachine {
       }),
     );
     if (!outcome.ok) {
-      await this.#skip(e.index);
+      await this.#skip(e.index, true);
       return skipped(outcome.error);
     }
     if (this.#store.appliedIndex() < e.index) {
@@ -512,6 +536,11 @@ function mergeByKey(sorted: readonly KeyValue[], from: number, batch: readonly K
     records.push(r);
   }
   return { records, next };
+}
+
+/** byKey: `records` sorted in bytewise key order. */
+function byKey(records: KeyValue[]): KeyValue[] {
+  return records.sort((a, b) => Buffer.compare(a.key, b.key));
 }
 
 function isRecord(r: Partial<KeyValue> | null): r is KeyValue {

@@ -98,7 +98,8 @@ export interface InstalledRecordsCopy {
  * membership the state is as of. The client session records (sessions.ts)
  * come from the source, unless `keepSessions` is set (a restore of user
  * data): then the source's reserved records are ignored, the current table
- * is kept, and `session`, when given, is recorded as applied at appliedIndex.
+ * is kept, `session`, when given, is recorded as applied at appliedIndex,
+ * and so is appliedIndex as the last restore applied (restore-floor.ts).
  */
 export interface StateInstallMeta {
   readonly appliedIndex: number;

@@ -817,17 +817,23 @@ export class Node {
   /**
    * changeMembership proposes a single-server change and resolves once it is
    * applied here. Refused `unavailable` (retry) while the voters after it that
-   * applied the newest restore entry this node has seen would not make a
+   * applied the newest restore entry this node knows of would not make a
    * quorum of them: the restore's archive lives outside the log, held by the
    * voters when it was proposed, and reaches a new member only from one that
-   * holds it (RaftNode.proposeConfChange's appliedFloor).
+   * holds it (RaftNode.proposeConfChange's appliedFloor). That entry is the
+   * newer of the newest one noted in the log since the process started
+   * (RestoreRefs.newestIndex: proposed, not yet applied here) and the last one
+   * its state applied (StateMachine.lastRestoreIndex: kept across restarts
+   * and compactions, and in snapshots).
    */
   async changeMembership(cc: ConfChange): Promise<void> {
     this.checkRunning();
     this.disk?.check();
+    const floor = this.bugs.changesIgnoreRestores === true ? 0 : Math.max(this.archives?.refs.newestIndex() ?? 0, await this.readChecked(this.fsm.lastRestoreIndex()));
+    this.checkRunning(); // stopped during the read
     let pos;
     try {
-      pos = this.raft.proposeConfChange(cc, this.bugs.changesIgnoreRestores === true ? 0 : (this.archives?.refs.newestIndex() ?? 0));
+      pos = this.raft.proposeConfChange(cc, floor);
     } catch (e) {
       throw this.mapCoreError(e);
     }

@@ -155,7 +155,7 @@ const COPY_MEMBERS_MAX = 4;
 /**
  * RESTORE_CHANGED_KEYS: the keys where a restore's installed state may differ from its upload's state.bin: the
  * reserved prefix (StateMachine.installState with keepSessions drops the upload's reserved records but key revisions
- * and merges this cluster's client sessions in). Everything else is installed as the upload holds it.
+ * and merges this cluster's client sessions and restore floor in). Everything else is installed as the upload holds it.
  */
 const RESTORE_CHANGED_KEYS = { from: Buffer.from(RESERVED_KEY_PREFIX), to: prefixEnd(RESERVED_KEY_PREFIX) };
 

@@ -20,7 +20,7 @@
  *
  * state.bin's SHA-256 is taken over the new state.bin as it is produced
  * (copied members' decompressed bytes, new blocks): with a changed range that
- * holds anything (a restore with a request id always records its session),
+ * holds anything (a restore always records its own index there),
  * the new state.bin is not the upload's, so the upload's SHA256SUMS line
  * cannot be reused. What this saves is the encoding and the compression of
  * every member outside `changed`.

@@ -70,7 +70,9 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     // Seeds 28291 and 28325 found the given-up adoption's bug; since membership changes wait for a quorum to apply a
     // restore (717880 below) the removal that led them there is held, and these two seeds draw it now.
     { seed: 28369, nodes: 5, what: 'a follower whose fetch of the leader\'s snapshot of a restore stalls (its source gone) gives it up (before the fix of 28291 and 28325 its automatic snapshots were then held for ever: a learner joining later never got a snapshot)', draws: 'adoptionsGivenUp' as const },
-    { seed: 999332, nodes: 5, what: 'the same', draws: 'adoptionsGivenUp' as const },
+    // 999332 drew it until the state recorded the last restore applied (fsm/restore-floor.ts: a record more in the
+    // state, so every later step of that seed moved); 1000578 draws it since.
+    { seed: 1000578, nodes: 5, what: 'the same', draws: 'adoptionsGivenUp' as const },
     { seed: 1651364, nodes: 3, what: 'a lone follower catching up one entry per append (maxAppendBytes 1) is sent a full pipeline after each ack that commits, not one append (230 entries took 4 s: no write committed after healing)', draws: 'deadDisks' as const },
     { seed: 210903, nodes: 5, what: 'a leader whose state holds a record that does not verify stops at its first snapshot (every snapshot failed on it and was retried: a learner that joined later was never sent one and stayed at applied 0)', draws: 'deadDisks' as const },
     { seed: 1171393, nodes: 5, what: 'a follower waiting for the state image of a restore from a leader that lost leadership gives up and loads its archive (its applies waited up to 130 s, as leader of the next term too: no write committed after healing)', draws: 'imageFallbacks' as const },

@@ -11,11 +11,14 @@ import { join } from 'node:path';
 import { encodeCommand, type KvCommand } from '../../../src/fsm/kv-command.js';
 import { encodeOpsRecord, opsRecordKey, OpsRecordError, OPS_RECORD_VALUE_BYTES_MAX } from '../../../src/fsm/ops-record.js';
 import { encodeRestoreCommand, type RestoreCommand } from '../../../src/fsm/restore-command.js';
+import { RESTORE_FLOOR_KEY, restoreFloorRecord } from '../../../src/fsm/restore-floor.js';
 import { StateMachine, type RestoreDriver } from '../../../src/fsm/state-machine.js';
 import type { ApplyItem } from '../../../src/fsm/types.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { keyStringCalls } from '../../../src/storage/key-string.js';
+import { readStateImageChunks } from '../../../src/storage/state-image.js';
+import { StorageError } from '../../../src/storage/storage-error.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 const text = (b: Uint8Array | undefined): string | undefined => (b === undefined ? undefined : new TextDecoder().decode(b));
@@ -258,5 +261,73 @@ describe('StateMachine over RocksStorage', () => {
     // a restore with no driver is an error, not a silent skip
     await assert.rejects(fsm.apply([restore(8)]), /no restore driver/);
     assert.equal(fsm.appliedIndex(), 7);
+  });
+
+  it('the last restore applied (installed, or refused for its content) is recorded in the state: kept across a reopen, in a snapshot installed elsewhere and in a state image; never taken from an archive', async () => {
+    let fsm = await StateMachine.open(store);
+    assert.equal(await fsm.lastRestoreIndex(), 0, 'none yet');
+    const digest = 'cd'.repeat(32);
+    const restore = (index: number, cmd: Partial<RestoreCommand> = {}): ApplyItem => ({
+      entry: { index, term: 1, type: 'normal', data: encodeRestoreCommand({ digest, sizeBytes: 10, index: 3, term: 1, ...cmd }) },
+    });
+    let refuse = false;
+    const driver: RestoreDriver = {
+      installArchive: async (_cmd, _index, install) => {
+        if (refuse) return { ok: false, error: 'the archive is refused' };
+        // The archive's own cluster had restored at 99: its record is not this cluster's.
+        await install([[restoreFloorRecord(99), { key: bytes('restored'), value: bytes('r') }]], membership, undefined, { exportImage: true });
+        return { ok: true };
+      },
+    };
+    const restorer = { clientId: 'restorer', seq: 1 };
+    refuse = true;
+    await fsm.apply([item(1, { op: 'put', key: bytes('a'), value: bytes('1') }), restore(2)], driver);
+    assert.equal(await fsm.lastRestoreIndex(), 2, 'refused for its content: a member behind still needs the archive to refuse it');
+    assert.equal(fsm.changedIndex(), 2, 'the record changed the state');
+    refuse = false;
+    const malformed: ApplyItem = { entry: { index: 3, term: 1, type: 'normal', data: Uint8Array.from([0x52, 0x7b, 0x7d]) } };
+    await fsm.apply([malformed, restore(4, { session: restorer })], driver);
+    assert.equal(await fsm.lastRestoreIndex(), 4, 'installed (a malformed entry needs no archive: not recorded)');
+    assert.deepEqual((await fsm.range({ limit: 10 })).kvs.map((kv) => text(kv.key)), ['restored'], 'the record is not served');
+    assert.equal(await fsm.get(RESTORE_FLOOR_KEY), undefined);
+    const [again] = await fsm.apply([restore(5, { session: restorer }), item(6, { op: 'put', key: bytes('b'), value: bytes('2') })], driver);
+    assert.deepEqual(again, { index: 5, ok: true, firstIndex: 4 });
+    assert.equal(await fsm.lastRestoreIndex(), 4, 'a retried restore installs nothing: not recorded');
+
+    // A state image of the install (what a follower applying entry 4 takes from this leader).
+    const held = store.stateImage?.(4) ?? null;
+    assert.ok(held !== null, 'the install exported an image');
+    const imported = await RocksStorage.open(join(root, 'imported'));
+    try {
+      const importedFsm = await StateMachine.open(imported);
+      await importedFsm.importImage({ files: held.image.files, chunks: readStateImageChunks(held.image, 64 * 1024) }, { appliedIndex: 4, membership });
+      assert.equal(await importedFsm.lastRestoreIndex(), 4);
+    } finally {
+      held.release();
+      await imported.close();
+    }
+    // A snapshot of the state installed into another store behind its state machine's back (as a follower's
+    // SnapshotManager does), and through StateMachine.installState.
+    for (const through of ['store', 'state machine'] as const) {
+      const other = await RocksStorage.open(join(root, `other-${through}`));
+      try {
+        const otherFsm = await StateMachine.open(other);
+        const reader = await fsm.snapshotState();
+        if (through === 'store') await other.installState(reader.batches(), { appliedIndex: reader.appliedIndex, membership });
+        else await otherFsm.installState(reader.batches(), { appliedIndex: reader.appliedIndex, membership });
+        assert.equal(await otherFsm.lastRestoreIndex(), 4, through);
+        assert.equal(await other.stateDigest(), await store.stateDigest(), through);
+      } finally {
+        await other.close();
+      }
+    }
+    // Kept across a reopen.
+    await store.close();
+    store = await RocksStorage.open(join(root, 'data'));
+    fsm = await StateMachine.open(store);
+    assert.equal(await fsm.lastRestoreIndex(), 4);
+    // A record this build cannot read is an error, never taken for 0.
+    await store.write({ writes: [{ key: RESTORE_FLOOR_KEY, value: Uint8Array.from([2, 0, 0, 0, 0, 0, 0, 0, 4, 0]) }], appliedIndex: 7 });
+    await assert.rejects(fsm.lastRestoreIndex(), (e: unknown) => e instanceof StorageError && e.code === 'unknownFormat' && /10 bytes of format 2; this build reads 9 bytes of format 1/.test(e.message));
   });
 });

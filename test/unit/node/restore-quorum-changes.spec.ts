@@ -51,4 +51,56 @@ describe('membership changes after a restore (real nodes)', function () {
     await leader.changeMembership({ op: 'removeNode', nodeId: holder });
     assert.ok(!leader.status().membership.voters.includes(holder));
   });
+
+  it('a leader restarted after compacting its log past the restore still refuses that change (its state records the restore, not only its log); made once the member that missed it has installed a snapshot past it', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000, trailingEntries: 0 });
+    const cluster = c;
+    const first = await cluster.waitForLeader();
+    for (let i = 0; i < 20; i++) await first.propose({ op: 'put', key: enc.encode(`k/${i}`), value: enc.encode(`v${i}`) });
+    const file = await saveArchive(cluster, first);
+    const id = first.status().id;
+    const [holder = '', away = ''] = cluster.members.filter((m) => m.node !== first).map((m) => m.id);
+    await cluster.stop(away);
+    const r = await first.restore(createReadStream(file));
+    await until(`${holder} to apply the restore`, 20_000, () => ((first.status().progress[holder]?.applied ?? 0) >= r.index ? true : undefined));
+    // A snapshot past the restore, the log compacted up to it: the restore entry is in no log this leader reads at its next start.
+    await first.snapshotNow();
+    assert.ok(first.status().firstIndex > r.index, `log compacted past ${r.index}: first index ${first.status().firstIndex}`);
+    await cluster.stop(id);
+    await cluster.restart(id);
+    // It leads again (`holder`, whose log still holds the entry, hands over if it won the election).
+    const leader = await until(`${id} to lead again`, 30_000, async () => {
+      const n = cluster.node(id);
+      if (n.status().role === 'leader') return n;
+      const other = cluster.member(holder).node;
+      if (other?.status().role === 'leader') await other.transferLeadership(id, 2_000).catch(() => undefined);
+      return undefined;
+    });
+    assert.ok(leader.status().firstIndex > r.index, 'the restarted leader\'s log starts after the restore entry');
+    await leader.propose({ op: 'put', key: enc.encode('after'), value: enc.encode('restart') }); // an entry of its term committed
+
+    // Without `holder`: {leader, away}, of which only the leader applied it. Bounded: without the floor the change is
+    // proposed, and it never commits while `away` is down.
+    const refusal = Promise.race([
+      leader.changeMembership({ op: 'removeNode', nodeId: holder }).then(() => 'made'),
+      new Promise<string>((resolve) => setTimeout(() => resolve('neither refused nor made within 10 s'), 10_000).unref()),
+    ]);
+    await assert.rejects(
+      refusal.then((what) => {
+        throw new Error(`removeNode ${holder}: ${what}`);
+      }),
+      (e: unknown) => {
+        assert.ok(e instanceof NodeError && e.code === 'unavailable', String(e));
+        assert.match(e.message, new RegExp(`removeNode ${holder}: of the voters after it, only ${id} has applied entry ${r.index} \\(a restore`));
+        return true;
+      },
+    );
+    assert.deepEqual([...leader.status().membership.voters].sort(), cluster.members.map((m) => m.id).sort(), 'nothing changed');
+
+    // `away` back: the leader's log no longer holds the restore, so `away` installs its snapshot past it, and says so.
+    await cluster.restart(away);
+    await until(`${away} to install a snapshot past the restore and say so`, 30_000, () => ((leader.status().progress[away]?.applied ?? 0) >= r.index ? true : undefined));
+    await leader.changeMembership({ op: 'removeNode', nodeId: holder });
+    assert.ok(!leader.status().membership.voters.includes(holder));
+  });
 });
