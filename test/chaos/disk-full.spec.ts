@@ -24,8 +24,7 @@ import { SnapshotClient } from '../../src/client/snapshot-client.js';
 import { TaskClient } from '../../src/client/task-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import type { Task } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { freeNodeAddresses } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { startServes, type ServeProcess } from '../harness/serve-process.js';
 import { tmpfsUnderTemp, unmountTmpfs } from '../harness/tmpfs.js';
 import { until } from '../harness/until.js';
 
@@ -75,17 +74,16 @@ describe('chaos: disk full', function () {
     exportsDir = join(mnt, 'exports');
     rootsDir = join(mnt, 'roots');
     filler = join(mnt, 'filler');
-    const { d1 } = await freeNodeAddresses(['d1']);
-    const grpcAddress = d1.grpc;
-    proc = new ServeProcess({
-      id: 'd1',
-      grpc: grpcAddress,
+    const started = await startServes(['d1'], (id, { d1 }) => ({
+      id,
+      grpc: d1.grpc,
       peer: d1.peer,
       peers: `d1=${d1.peer}`,
       dataDir,
       extra: ['--snapshot-dir', exportsDir, '--snapshot-root', rootsDir, '--min-free-bytes', String(RESERVE), '--snapshot-entries', '1000000'],
-    });
-    await proc.ready();
+    }));
+    proc = started.procs.d1;
+    const grpcAddress = started.addrs.d1.grpc;
     http = (await proc.waitFor(/gateway listening on http (\S+)/))[1] ?? '';
     kv = new KvClient(grpcAddress);
     cluster = new ClusterClient(grpcAddress);

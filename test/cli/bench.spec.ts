@@ -17,8 +17,7 @@ import { metricsSource } from '../../src/cli/bench/resources.js';
 import { runSnapshotBench, runWriteBench, type SnapshotBenchDocument, type WriteBenchDocument } from '../../src/cli/bench/run.js';
 import { htmlReport } from '../../src/cli/bench/html-report.js';
 import { Child, cleanEnv } from '../harness/child.js';
-import { freeNodeAddresses } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { startServes, type ServeProcess } from '../harness/serve-process.js';
 import { chromiumPath, renderInChromium } from './bench-chromium.js';
 
 const KEY = 'bench-spec-key-0123456789abcdef';
@@ -34,10 +33,10 @@ describe('cli: snapcoord bench (real node)', function () {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-bench-cli-'));
-    const { b1 } = await freeNodeAddresses(['b1']);
-    node = new ServeProcess({ id: 'b1', grpc: b1.grpc, peer: b1.peer, peers: `b1=${b1.peer}`, dataDir: join(dir, 'b1'), http: b1.http, apiKey: KEY });
-    endpoint = (await node.ready()).grpc;
-    metricsUrl = `http://${b1.http}/metrics`;
+    const { addrs, procs } = await startServes(['b1'], (id, { b1 }) => ({ id, grpc: b1.grpc, peer: b1.peer, peers: `b1=${b1.peer}`, dataDir: join(dir, 'b1'), http: b1.http, apiKey: KEY }));
+    node = procs.b1;
+    endpoint = addrs.b1.grpc;
+    metricsUrl = `http://${addrs.b1.http}/metrics`;
     // About 5 MB of incompressible values: an archive of several 1 MiB messages, so cuts land mid-stream.
     const fill = await runWriteBench({ endpoint, dial, metrics: [], clients: 4, conns: 1, op: 'put', valueBytes: 100_000, keys: 50, keyPrefix: 'fill/', count: 50, duringSnapshots: 0 });
     assert.equal(fill.phases[0]?.writes.ops, 50, JSON.stringify(fill.phases[0]?.writes.errorsByCode));

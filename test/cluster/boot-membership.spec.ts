@@ -10,8 +10,8 @@ import { join } from 'node:path';
 
 import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
-import { freeNodeAddresses } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { freeNodeAddresses, type NodeAddresses, peersFlag, startOnFreshPorts } from '../harness/ports.js';
+import { ServeProcess, startServes, type ServeArgs } from '../harness/serve-process.js';
 import { until } from '../harness/until.js';
 
 const enc = new TextEncoder();
@@ -65,17 +65,27 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
     await rm(dir, { recursive: true, force: true });
   });
 
+  function serveArgs(id: string, grpc: string, peer: string, peers: string, dataDir: string): ServeArgs {
+    return { id, grpc, peer, peers, dataDir, extra: ['--snapshot-entries', '20', '--snapshot-trailing-entries', '2', '--snapshot-retain', '2'] };
+  }
+
+  /** serve: a restart (same addresses and data dir). */
   function serve(id: string, grpc: string, peer: string, peers: string, dataDir: string): ServeProcess {
-    const p = new ServeProcess({ id, grpc, peer, peers, dataDir, extra: ['--snapshot-entries', '20', '--snapshot-trailing-entries', '2', '--snapshot-retain', '2'] });
+    const p = new ServeProcess(serveArgs(id, grpc, peer, peers, dataDir));
     procs.push(p);
     return p;
   }
 
+  /** firstStart: a node's first start, on new ports (startServes). */
+  async function firstStart(dataDir: string): Promise<{ a: NodeAddresses; first: ServeProcess }> {
+    const s = await startServes(['n1'], (id, { n1 }) => serveArgs(id, n1.grpc, n1.peer, `n1=${n1.peer}`, dataDir));
+    procs.push(s.procs.n1);
+    return { a: s.addrs.n1, first: s.procs.n1 };
+  }
+
   it('A data dir whose snapshots are all corrupt and whose log was compacted: boot refuses with exit 2', async () => {
-    const a = (await freeNodeAddresses(['n1'])).n1;
     const dataDir = join(dir, 'corrupt', 'n1');
-    const first = serve('n1', a.grpc, a.peer, `n1=${a.peer}`, dataDir);
-    await first.ready();
+    const { a, first } = await firstStart(dataDir);
     const kv = new KvClient(a.grpc);
     clients.push(kv);
     await putKeys(kv, 0, 80);
@@ -107,11 +117,10 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
   });
 
   it('restarting with an edited --peers keeps the persisted membership and warns, naming both', async () => {
-    const addrs = await freeNodeAddresses(['n1', 'n2']);
-    const a = addrs.n1;
     const dataDir = join(dir, 'edited', 'n1');
-    const first = serve('n1', a.grpc, a.peer, `n1=${a.peer}`, dataDir);
-    await first.ready();
+    const { a, first } = await firstStart(dataDir);
+    // n2 never runs: only its address is named.
+    const n2 = (await freeNodeAddresses(['n2'])).n2;
     const kv = new KvClient(a.grpc);
     clients.push(kv);
     await putKeys(kv, 0, 5);
@@ -120,7 +129,7 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
 
     // n2 was never added through the log: --peers naming it must not make it a voter (which would
     // leave n1 without a quorum, since n2 does not exist).
-    const edited = `n1=${a.peer},n2=${addrs.n2.peer}`;
+    const edited = `n1=${a.peer},n2=${n2.peer}`;
     const second = serve('n1', a.grpc, a.peer, edited, dataDir);
     await second.ready();
     const warning = await second.waitFor(/--peers \(([^)]*)\) differs from the membership persisted in the data dir \(([^)]*)\)/, 10_000);
@@ -135,10 +144,9 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
   });
 
   it('serve --join: a new node whose --peers name one member waits until it is added, starts from the cluster\'s configuration and catches up', async () => {
-    const addrs: Record<string, { grpc: string; peer: string }> = await freeNodeAddresses(['n1', 'n2', 'n3', 'n4']);
-    const three = ['n1', 'n2', 'n3'].map((id) => `${id}=${addrs[id]?.peer ?? ''}`).join(',');
-    const first = ['n1', 'n2', 'n3'].map((id) => serve(id, addrs[id]?.grpc ?? '', addrs[id]?.peer ?? '', three, join(dir, 'join', id)));
-    await Promise.all(first.map((p) => p.ready()));
+    const s = await startServes(['n1', 'n2', 'n3'], (id, a) => serveArgs(id, a[id].grpc, a[id].peer, peersFlag(a), join(dir, 'join', id)));
+    procs.push(...Object.values<ServeProcess>(s.procs));
+    const addrs: Record<string, { grpc: string; peer: string }> = s.addrs;
     const cluster = new ClusterClient(addrs.n1?.grpc ?? '');
     clients.push(cluster);
     const leaderId = await until('a leader', 20_000, async () => (await cluster.status({ deadlineMs: 2_000 }).catch(() => null))?.leaderId || undefined);
@@ -148,10 +156,20 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
     await putKeys(kv, 0, 10);
     // Its --peers name a follower and itself only: without --join it would refuse the leader's messages.
     const follower = ['n1', 'n2', 'n3'].find((id) => id !== leaderId) as string;
-    const n4 = addrs.n4 as { grpc: string; peer: string };
-    const joiner = new ServeProcess({ id: 'n4', grpc: n4.grpc, peer: n4.peer, peers: `${follower}=${addrs[follower]?.peer ?? ''},n4=${n4.peer}`, dataDir: join(dir, 'join', 'n4'), extra: ['--join'] });
-    procs.push(joiner);
-    await joiner.waitFor(/joining: waiting for a member that knows this node/, 20_000);
+    // Its first start (it listens, then waits to be added), on new ports: again on others if one is taken.
+    const { n4, joiner } = await startOnFreshPorts('starting n4', async () => {
+      const n4 = (await freeNodeAddresses(['n4'])).n4;
+      const joiner = new ServeProcess({ id: 'n4', grpc: n4.grpc, peer: n4.peer, peers: `${follower}=${addrs[follower]?.peer ?? ''},n4=${n4.peer}`, dataDir: join(dir, 'join', 'n4'), extra: ['--join'] });
+      procs.push(joiner);
+      try {
+        await joiner.waitFor(/joining: waiting for a member that knows this node/, 20_000);
+      } catch (err) {
+        await joiner.kill('SIGKILL');
+        await rm(joiner.args.dataDir, { recursive: true, force: true });
+        throw err;
+      }
+      return { n4, joiner };
+    });
     const leaderClient = new ClusterClient(leader.grpc);
     clients.push(leaderClient);
     await leaderClient.addMember('n4', n4.peer, true, { deadlineMs: 10_000 });

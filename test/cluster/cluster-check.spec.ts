@@ -18,8 +18,8 @@ import type { StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
 import { sealRecord } from '../../src/storage/record-checksum.js';
 import { RocksDb } from '../../src/storage/rocks.js';
 import { Child, plaintextClientEnv } from '../harness/child.js';
-import { freeNodeAddresses, peersFlag } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess, startServes, type ServeArgs, type StartedServes } from '../harness/serve-process.js';
 import { until } from '../harness/until.js';
 
 function httpGet(address: string, path: string): Promise<string> {
@@ -68,18 +68,27 @@ describe('agent: cluster check', function () {
 
   it('cluster check names a replica altered behind its node\'s back; the leader\'s periodic check raises the metric', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'snapcoord-check-'));
-    const addrs = await freeNodeAddresses(['c1', 'c2', 'c3']);
-    const peers = peersFlag(addrs);
-    const procs = new Map<string, ServeProcess>();
-    const start = async (id: 'c1' | 'c2' | 'c3'): Promise<ServeProcess> => {
-      const p = new ServeProcess({
-        id,
-        grpc: addrs[id].grpc,
-        peer: addrs[id].peer,
-        peers,
-        dataDir: join(dir, id),
-        extra: ['--consistency-check-interval', '1', '--metrics-open', '--tick-ms', '20'],
-      });
+    type Id = 'c1' | 'c2' | 'c3';
+    const argsOf = (id: Id, a: Readonly<Record<Id, NodeAddresses>>): ServeArgs => ({
+      id,
+      grpc: a[id].grpc,
+      peer: a[id].peer,
+      peers: peersFlag(a),
+      dataDir: join(dir, id),
+      extra: ['--consistency-check-interval', '1', '--metrics-open', '--tick-ms', '20'],
+    });
+    let started: StartedServes<Id>;
+    try {
+      started = await startServes(['c1', 'c2', 'c3'], argsOf);
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    const addrs = started.addrs;
+    const procs = new Map<string, ServeProcess>(Object.entries(started.procs));
+    /** start: a restart on the same addresses and data dir. */
+    const start = async (id: Id): Promise<ServeProcess> => {
+      const p = new ServeProcess(argsOf(id, addrs));
       procs.set(id, p);
       await p.ready();
       return p;
@@ -90,7 +99,6 @@ describe('agent: cluster check', function () {
       return c.status().finally(() => c.close());
     };
     try {
-      await Promise.all((['c1', 'c2', 'c3'] as const).map(start));
       await until('a leader', 20_000, async () => ((await status('c1')).leaderId !== '' ? true : undefined));
       for (let i = 0; i < 20; i++) {
         await kv.put({ key: Buffer.from(`key-${i}`), value: Buffer.from(`value-${i}`) });

@@ -11,8 +11,8 @@ import * as grpc from '@grpc/grpc-js';
 import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
-import { freeNodeAddresses, type NodeAddresses, peersFlag, startOnFreshPorts } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess, startServes } from '../harness/serve-process.js';
 import { sleep, until } from '../harness/until.js';
 
 const enc = new TextEncoder();
@@ -74,21 +74,16 @@ describe('cluster: three serve processes', function () {
   };
 
   before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-cluster-'));
     // A port taken between freeNodeAddresses() and the bind: the whole cluster again on new ones, fresh data dirs.
-    await startOnFreshPorts(`starting ${IDS.join(',')}`, async () => {
-      dir = await mkdtemp(join(tmpdir(), 'snapcoord-cluster-'));
-      addresses = await freeNodeAddresses(IDS);
-      peers = peersFlag(addresses);
-      try {
-        await Promise.all(IDS.map((id) => start(id)));
-      } catch (err) {
-        await Promise.all([...procs.values()].map((p) => p.kill('SIGKILL')));
-        procs.clear();
-        await rm(dir, { recursive: true, force: true });
-        dir = '';
-        throw err;
-      }
-    });
+    const s = await startServes(IDS, (id, a) => ({ id, grpc: a[id].grpc, peer: a[id].peer, peers: peersFlag(a), dataDir: join(dir, id) }));
+    addresses = s.addrs;
+    peers = peersFlag(addresses);
+    for (const id of IDS) {
+      procs.set(id, s.procs[id]);
+      // The stdout line names both planes: "listening on grpc <client> peer <peer>".
+      assert.deepEqual(await s.procs[id].ready(), { grpc: addresses[id].grpc, peer: addresses[id].peer });
+    }
     for (const id of IDS) {
       kv.set(id, new KvClient(addresses[id].grpc));
       cluster.set(id, new ClusterClient(addresses[id].grpc));
@@ -168,12 +163,13 @@ describe('cluster: three serve processes', function () {
   });
 
   it('a node started on a foreign data dir refuses with a clear error', async () => {
-    const { x: a } = await freeNodeAddresses(['x']);
     const foreignDir = join(dir, 'foreign');
     // Make a data dir that belongs to node x1 of cluster c1.
-    const owner = new ServeProcess({ id: 'x1', grpc: a.grpc, peer: a.peer, peers: `x1=${a.peer}`, dataDir: foreignDir, clusterId: 'c1' });
+    const {
+      addrs: { x1: a },
+      procs: { x1: owner },
+    } = await startServes(['x1'], (id, { x1 }) => ({ id, grpc: x1.grpc, peer: x1.peer, peers: `x1=${x1.peer}`, dataDir: foreignDir, clusterId: 'c1' }));
     extra.push(owner);
-    await owner.ready();
     await owner.kill('SIGTERM');
     assert.equal(owner.exitCode, 0, `clean exit on SIGTERM:\n${owner.lastLines()}`);
 
@@ -194,11 +190,12 @@ describe('cluster: three serve processes', function () {
   });
 
   it('a node started on a corrupt data dir refuses with a clear error and changes nothing', async () => {
-    const { y: a } = await freeNodeAddresses(['y']);
     const corruptDir = join(dir, 'corrupt');
-    const owner = new ServeProcess({ id: 'y1', grpc: a.grpc, peer: a.peer, peers: `y1=${a.peer}`, dataDir: corruptDir });
+    const {
+      addrs: { y1: a },
+      procs: { y1: owner },
+    } = await startServes(['y1'], (id, { y1 }) => ({ id, grpc: y1.grpc, peer: y1.peer, peers: `y1=${y1.peer}`, dataDir: corruptDir }));
     extra.push(owner);
-    await owner.ready();
     await owner.kill('SIGTERM');
     // The pointer to the state machine's generation is garbage: the data dir cannot be trusted.
     await writeFile(join(corruptDir, 'STATE'), 'not json at all');

@@ -4,8 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { freeNodeAddresses } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { startServes, type ServeProcess } from '../harness/serve-process.js';
 import { sleep } from '../harness/until.js';
 
 describe('cluster: metrics', function () {
@@ -20,10 +19,10 @@ describe('cluster: metrics', function () {
 
   it('--metrics-open: serves the Raft gauges, counters and process metrics without a key', async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-metrics-'));
-    const { m1 } = await freeNodeAddresses(['m1']);
     // /metrics needs a key unless --metrics-open: this node is started with a key and --metrics-open, and asked without one.
-    p = new ServeProcess({ id: 'm1', grpc: m1.grpc, peer: m1.peer, peers: `m1=${m1.peer}`, dataDir: join(dir, 'm1'), apiKey: 'k'.repeat(24), extra: ['--metrics-open'] });
-    await p.ready();
+    p = (
+      await startServes(['m1'], (id, { m1 }) => ({ id, grpc: m1.grpc, peer: m1.peer, peers: `m1=${m1.peer}`, dataDir: join(dir, 'm1'), apiKey: 'k'.repeat(24), extra: ['--metrics-open'] }))
+    ).procs.m1;
     const http = /gateway listening on http (\S+)/.exec(p.output)?.[1] ?? '';
     let text = '';
     for (let i = 0; i < 100 && !/snapcoord_raft_role 3/.test(text); i++) {

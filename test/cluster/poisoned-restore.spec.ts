@@ -15,8 +15,8 @@ import { KvClient } from '../../src/client/kv-client.js';
 import { poisonedArchives, type PoisonedArchive } from '../unit/snapshot/helpers.js';
 import { Child, cleanEnv } from '../harness/child.js';
 import { httpPut as put } from '../harness/http-put.js';
-import { freePorts } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { freePorts, peersFlag } from '../harness/ports.js';
+import { ServeProcess, startServes } from '../harness/serve-process.js';
 import { sleep, until } from '../harness/until.js';
 
 const enc = new TextEncoder();
@@ -37,14 +37,12 @@ describe('cluster: poisoned restores are refused, every node stays up', function
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-poisoned-'));
     poisoned = await poisonedArchives();
-    const ports = await freePorts(6);
-    const peerAddr = (i: number): string => `127.0.0.1:${ports[3 + i]}`;
-    const peers = IDS.map((id, i) => `${id}=${peerAddr(i)}`).join(',');
-    IDS.forEach((id, i) => client.set(id, `127.0.0.1:${ports[i]}`));
-    for (const [i, id] of IDS.entries()) {
-      procs.set(id, new ServeProcess({ id, grpc: client.get(id) as string, peers, dataDir: join(dir, id), extra: ['--peer-listen', peerAddr(i)] }));
+    // Each gateway on a port from the OS at bind time (http left out: 127.0.0.1:0), read from its output.
+    const s = await startServes(IDS, (id, a) => ({ id, grpc: a[id].grpc, peer: a[id].peer, peers: peersFlag(a), dataDir: join(dir, id) }));
+    for (const id of IDS) {
+      procs.set(id, s.procs[id]);
+      client.set(id, s.addrs[id].grpc);
     }
-    await Promise.all([...procs.values()].map((p) => p.ready()));
     for (const id of IDS) {
       const p = procs.get(id) as ServeProcess;
       const m = await p.waitFor(/gateway listening on http (\S+)/);

@@ -15,8 +15,8 @@ import { KvClient } from '../../src/client/kv-client.js';
 import { uploadArchive } from '../../src/client/archive-upload.js';
 import { SnapshotClient } from '../../src/client/snapshot-client.js';
 import { goodEntries, rawState, tarGz } from '../unit/snapshot/helpers.js';
-import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { startServes, type ServeProcess } from '../harness/serve-process.js';
 import { until } from '../harness/until.js';
 
 const IDS = ['r1', 'r2', 'r3'] as const;
@@ -31,11 +31,9 @@ describe('restore under write load (real processes)', function () {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-restore-load-'));
-    addrs = await freeNodeAddresses(IDS);
-    for (const id of IDS) {
-      procs.push(new ServeProcess({ id, grpc: addrs[id].grpc, peer: addrs[id].peer, peers: peersFlag(addrs), http: addrs[id].http, dataDir: join(dir, id) }));
-    }
-    await Promise.all(procs.map((p) => p.ready()));
+    const started = await startServes(IDS, (id, a) => ({ id, grpc: a[id].grpc, peer: a[id].peer, peers: peersFlag(a), http: a[id].http, dataDir: join(dir, id) }));
+    addrs = started.addrs;
+    procs.push(...IDS.map((id) => started.procs[id]));
   });
 
   after(async () => {

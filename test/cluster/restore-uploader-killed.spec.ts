@@ -19,8 +19,8 @@ import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { goodEntries, rawState, tarGz } from '../unit/snapshot/helpers.js';
 import { httpPut as put } from '../harness/http-put.js';
-import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { startServes, type ServeProcess } from '../harness/serve-process.js';
 import { until } from '../harness/until.js';
 
 const enc = new TextEncoder();
@@ -43,15 +43,13 @@ describe('cluster: the uploader is killed right after the restore commits', func
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-restore-killed-'));
-    addrs = await freeNodeAddresses(IDS);
-    const peers = peersFlag(addrs);
+    const started = await startServes(IDS, (id, all) => ({ id, grpc: all[id].grpc, peer: all[id].peer, http: all[id].http, peers: peersFlag(all), dataDir: join(dir, id) }));
+    addrs = started.addrs;
     for (const id of IDS) {
-      const a = addrs[id];
-      procs.set(id, new ServeProcess({ id, grpc: a.grpc, peer: a.peer, http: a.http, peers, dataDir: join(dir, id) }));
-      kv.set(id, new KvClient(a.grpc));
-      cluster.set(id, new ClusterClient(a.grpc));
+      procs.set(id, started.procs[id]);
+      kv.set(id, new KvClient(addrs[id].grpc));
+      cluster.set(id, new ClusterClient(addrs[id].grpc));
     }
-    await Promise.all([...procs.values()].map((p) => p.ready()));
   });
 
   after(async () => {

@@ -6,8 +6,7 @@ import { join } from 'node:path';
 
 import { TaskClient } from '../../src/client/task-client.js';
 import { TaskFilter } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { freeNodeAddresses } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { startServes, type ServeProcess } from '../harness/serve-process.js';
 import { until } from '../harness/until.js';
 
 describe('cluster: scheduled snapshots', function () {
@@ -24,18 +23,17 @@ describe('cluster: scheduled snapshots', function () {
 
   it('--schedule-snapshot 1 enqueues snapshotCreation tasks that succeed and write the file', async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-schedule-'));
-    const { s1 } = await freeNodeAddresses(['s1']);
-    const address = s1.grpc;
     const snapshotDir = join(dir, 'snapshots');
-    p = new ServeProcess({
-      id: 's1',
-      grpc: address,
+    const started = await startServes(['s1'], (id, { s1 }) => ({
+      id,
+      grpc: s1.grpc,
       peer: s1.peer,
       peers: `s1=${s1.peer}`,
       dataDir: join(dir, 's1'),
       extra: ['--schedule-snapshot', '1', '--snapshot-dir', snapshotDir, '--db-name', 'data.ms'],
-    });
-    await p.ready();
+    }));
+    p = started.procs.s1;
+    const address = started.addrs.s1.grpc;
     client = new TaskClient(address);
     const c = client;
     const done = await until('two scheduled snapshot tasks to succeed', 30_000, async () => {

@@ -17,7 +17,7 @@ import * as grpc from '@grpc/grpc-js';
 import { KVServiceClient, type GetResponse } from '../../src/gen/snapcoord/v1/kv.js';
 import { Child, plaintextClientEnv } from '../harness/child.js';
 import { freeNodeAddresses } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { ServeProcess, startServes } from '../harness/serve-process.js';
 import { until } from '../harness/until.js';
 import { BUCKET, S3Server } from '../unit/ops/s3-server.js';
 
@@ -52,19 +52,20 @@ describe('agent: scheduled snapshots to S3 through serve and the CLI', function 
 
   it('schedule + retention + S3 upload; ls --destination; restore s3://; --import-snapshot s3://; a corrupted object refused', async () => {
     const env = s3.env();
-    const { a1, b1 } = await freeNodeAddresses(['a1', 'b1']);
     const snapshotDir = join(dir, 'snaps');
-    const p = new ServeProcess({
-      id: 'a1',
+    const {
+      addrs: { a1 },
+      procs: { a1: p },
+    } = await startServes(['a1'], (id, { a1 }) => ({
+      id,
       grpc: a1.grpc,
       peer: a1.peer,
       peers: `a1=${a1.peer}`,
       dataDir: join(dir, 'a1'),
       env,
       extra: ['--schedule-snapshot', '1', '--schedule-keep-last', '2', '--snapshot-destination', `s3://${BUCKET}/e2e/`, '--snapshot-dir', snapshotDir, '--db-name', 'data.ms'],
-    });
+    }));
     procs.push(p);
-    await p.ready();
     let kv = new KVServiceClient(a1.grpc, grpc.credentials.createInsecure());
     try {
       await new Promise<void>((ok, fail) => kv.put({ key: Buffer.from('greeting'), value: Buffer.from('hello'), prevKv: false, clientId: '', requestId: 0n }, (e) => (e !== null ? fail(e) : ok())));
@@ -105,9 +106,11 @@ describe('agent: scheduled snapshots to S3 through serve and the CLI', function 
       assert.equal(await get(kv, 'greeting'), 'hello');
 
       // A new node imports the same object.
-      const b = new ServeProcess({ id: 'b1', grpc: b1.grpc, peer: b1.peer, peers: `b1=${b1.peer}`, dataDir: join(dir, 'b1'), env, extra: ['--import-snapshot', url] });
+      const {
+        addrs: { b1 },
+        procs: { b1: b },
+      } = await startServes(['b1'], (id, { b1 }) => ({ id, grpc: b1.grpc, peer: b1.peer, peers: `b1=${b1.peer}`, dataDir: join(dir, 'b1'), env, extra: ['--import-snapshot', url] }));
       procs.push(b);
-      await b.ready();
       const kvB = new KVServiceClient(b1.grpc, grpc.credentials.createInsecure());
       try {
         await until('the import', 30_000, async () => ((await get(kvB, 'greeting')) === 'hello' ? true : undefined));

@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { KvClient } from '../../src/client/kv-client.js';
 import { SnapshotClient } from '../../src/client/snapshot-client.js';
 import type { GetSnapshotResponse } from '../../src/gen/snapcoord/v1/snapshot.js';
-import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { ServeProcess, startServes } from '../harness/serve-process.js';
 import { until } from '../harness/until.js';
 
 const enc = new TextEncoder();
@@ -57,23 +57,17 @@ describe('cluster: starting from a snapshot', function () {
     extraFor: (id: string) => string[] = () => [],
     planes: Record<string, NodeAddresses> = {},
   ): Promise<Record<string, string>> => {
-    const all = await freeNodeAddresses(ids);
-    Object.assign(planes, all);
-    const addr = Object.fromEntries(ids.map((id) => [id, all[id]?.grpc ?? '']));
-    const peers = peersFlag(all);
-    for (const id of ids) {
-      const p = new ServeProcess({
-        id,
-        grpc: addr[id] ?? '',
-        peer: all[id]?.peer ?? '',
-        peers,
-        dataDir: join(dir, name, id),
-        extra: ['--snapshot-root', join(dir, 'roots'), ...extraFor(id)],
-      });
-      procs.push(p);
-    }
-    await Promise.all(procs.slice(-ids.length).map((p) => p.ready()));
-    return addr;
+    const s = await startServes(ids, (id, all) => ({
+      id,
+      grpc: all[id]?.grpc ?? '',
+      peer: all[id]?.peer ?? '',
+      peers: peersFlag(all),
+      dataDir: join(dir, name, id),
+      extra: ['--snapshot-root', join(dir, 'roots'), ...extraFor(id)],
+    }));
+    procs.push(...ids.map((id) => s.procs[id] as ServeProcess));
+    Object.assign(planes, s.addrs);
+    return Object.fromEntries(ids.map((id) => [id, s.addrs[id]?.grpc ?? '']));
   };
 
   it('--import-snapshot on the first node of a new cluster restores the archive on every member', async () => {

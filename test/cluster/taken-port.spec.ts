@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { ChaosCluster } from '../chaos/cluster.js';
 import { AddressInUseError, freeNodeAddresses, type NodeAddresses } from '../harness/ports.js';
 import { ServeCluster } from '../harness/serve-cluster.js';
+import { startServes, type ServeProcess } from '../harness/serve-process.js';
 
 type Plane = keyof NodeAddresses;
 
@@ -109,6 +110,33 @@ describe('a taken port: first starts retried on new ports, restarts keep theirs'
       assert.equal((await c.waitForLeader(20_000)).id, 'n1');
     } finally {
       await Promise.all(clusters.splice(0).map((c) => c.stop()));
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('startServes (a spec\'s own serve processes): a taken grpc port is retried on new ports; with attempts 1 it rejects naming the port', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'snapcoord-taken-'));
+    const procs: ServeProcess[] = [];
+    try {
+      const argsOf = (id: string, a: Readonly<Record<string, NodeAddresses>>) => {
+        const n = a[id] as NodeAddresses;
+        return { id, grpc: n.grpc, peer: n.peer, http: n.http, peers: `${id}=${n.peer}`, dataDir: join(dir, id) };
+      };
+      const taken: string[] = [];
+      const s = await startServes<'s1'>(['s1'], argsOf, { addresses: takingFirst('grpc', held, taken) });
+      procs.push(s.procs.s1);
+      assert.equal(taken.length, 1);
+      assert.notEqual(s.addrs.s1.grpc, taken[0]);
+      assert.equal((await s.procs.s1.ready()).grpc, s.addrs.s1.grpc);
+
+      const taken2: string[] = [];
+      await assert.rejects(startServes(['s2'], argsOf, { addresses: takingFirst('grpc', held, taken2), attempts: 1 }), (err: Error) => {
+        assert.ok(err instanceof AddressInUseError, err.stack);
+        assert.equal(err.address, taken2[0]);
+        return true;
+      });
+    } finally {
+      await Promise.all(procs.map((p) => p.kill('SIGKILL')));
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -13,8 +13,8 @@ import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
 import { caFiles, channelCredentialsFromFiles, nodeCertFiles, writeCa, writeNodeCert } from '../../src/tls/index.js';
-import { freeNodeAddresses, type NodeAddresses, peersFlag } from '../harness/ports.js';
-import { ServeProcess } from '../harness/serve-process.js';
+import { type NodeAddresses, peersFlag } from '../harness/ports.js';
+import { startServes, type ServeProcess } from '../harness/serve-process.js';
 import { until } from '../harness/until.js';
 
 const IDS = ['t1', 't2', 't3'] as const;
@@ -42,16 +42,14 @@ describe('trust on real processes: TLS on both planes, keys on every call', func
     for (const id of IDS) await writeNodeCert(tls, id, { ips: ['127.0.0.1'], dns: ['localhost'] });
     const ca = caFiles(tls).caFile;
     creds = channelCredentialsFromFiles({ caFile: ca });
-    addrs = await freeNodeAddresses(IDS);
-    const peers = peersFlag(addrs);
-    for (const id of IDS) {
+    const started = await startServes(IDS, (id, a) => {
       const f = nodeCertFiles(tls, id);
-      const p = new ServeProcess({
+      return {
         id,
-        grpc: addrs[id].grpc,
-        peer: addrs[id].peer,
-        peers,
-        http: addrs[id].http,
+        grpc: a[id].grpc,
+        peer: a[id].peer,
+        peers: peersFlag(a),
+        http: a[id].http,
         dataDir: join(dir, id),
         apiKey: ADMIN,
         extra: [
@@ -68,10 +66,10 @@ describe('trust on real processes: TLS on both planes, keys on every call', func
           '--key',
           f.keyFile,
         ],
-      });
-      procs.push(p);
-    }
-    await Promise.all(procs.map((p) => p.ready()));
+      };
+    });
+    addrs = started.addrs;
+    procs.push(...Object.values<ServeProcess>(started.procs));
     await until('a leader over TLS', 30_000, async () => {
       const c = new ClusterClient(addrs.t1.grpc, { credentials: creds, apiKey: ADMIN });
       try {

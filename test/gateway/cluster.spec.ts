@@ -520,15 +520,15 @@ describe('gateway: three serve processes', function () {
     });
 
     it('`snapcoord gateway --target --http` runs the gateway alone', async () => {
-      const [p] = await freePorts(1);
-      const g = new Child(['gateway', '--target', grpcAddr.get('n2')!, '--http', `127.0.0.1:${p}`, '--log-level', 'warn'], cleanEnv({ SNAPCOORD_API_KEY: STANDALONE_KEY }));
+      // Its port from the OS when it binds (no window for another socket to take it), read from its output.
+      const g = new Child(['gateway', '--target', grpcAddr.get('n2')!, '--http', '127.0.0.1:0', '--log-level', 'warn'], cleanEnv({ SNAPCOORD_API_KEY: STANDALONE_KEY }));
       extra.push(g);
-      await g.waitFor(/snapcoord gateway listening on http 127\.0\.0\.1:\d+/);
-      const h = await fetch(`http://127.0.0.1:${p}/health`);
+      const at = (await g.waitFor(/snapcoord gateway listening on http (127\.0\.0\.1:\d+)/))[1] as string;
+      const h = await fetch(`http://${at}/health`);
       assert.equal(h.status, 200);
-      const d = await fetch(`http://127.0.0.1:${p}/debug`, { headers: { 'X-TYPESENSE-API-KEY': STANDALONE_KEY } });
+      const d = await fetch(`http://${at}/debug`, { headers: { 'X-TYPESENSE-API-KEY': STANDALONE_KEY } });
       assert.equal(d.status, 200);
-      assert.equal((await fetch(`http://127.0.0.1:${p}/debug`, { headers: { 'X-TYPESENSE-API-KEY': KEY } })).status, 401);
+      assert.equal((await fetch(`http://${at}/debug`, { headers: { 'X-TYPESENSE-API-KEY': KEY } })).status, 401);
       await g.kill('SIGTERM');
       assert.equal(g.exitCode, 0, g.lastLines());
     });

@@ -15,8 +15,8 @@ import { KvClient } from '../../src/client/kv-client.js';
 import { Role, type StatusResponse } from '../../src/gen/snapcoord/v1/cluster.js';
 import type { ChildOptions } from './child.js';
 import { writeClusterTls, type ClusterTls } from './cluster-tls.js';
-import { AddressInUseError, addressInUseOf, freeNodeAddresses, startOnFreshPorts, type NodeAddresses } from './ports.js';
-import { ServeProcess } from './serve-process.js';
+import { AddressInUseError, addressInUseOf, freeNodeAddresses, startOnFreshPorts } from './ports.js';
+import { ServeProcess, type StartServesOptions } from './serve-process.js';
 import { sleep, until } from './until.js';
 
 /** CLUSTER_API_KEY: the admin key of a TLS ServeCluster unless told another. */
@@ -45,7 +45,7 @@ export interface ServeClusterOptions {
   /** readyTimeoutMs: how long a start waits for the "listening" line (default ServeProcess.ready's). */
   readonly readyTimeoutMs?: number;
   /** addresses: where the nodes listen, asked once per create (default freeNodeAddresses: new ports from the OS). */
-  readonly addresses?: (ids: readonly string[]) => Promise<Record<string, NodeAddresses>>;
+  readonly addresses?: StartServesOptions['addresses'];
   /** startAttempts: how many first starts `start` tries, each on new addresses, when an address is taken (default FRESH_PORT_ATTEMPTS). */
   readonly startAttempts?: number;
 }

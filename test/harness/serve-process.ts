@@ -4,7 +4,8 @@
  * kept for diagnosis.
  */
 import { Child, cleanEnv, type ChildOptions } from './child.js';
-import { AddressInUseError, addressInUseIn } from './ports.js';
+import { rm } from 'node:fs/promises';
+import { AddressInUseError, addressInUseIn, freeNodeAddresses, startOnFreshPorts, type NodeAddresses } from './ports.js';
 
 /** ServeArgs: the flags of one `snapcoord serve`. */
 export interface ServeArgs {
@@ -59,14 +60,21 @@ export class ServeProcess extends Child {
   /**
    * ready resolves once the process prints its "listening on grpc <client> peer <peer>"
    * line (printed after the gateway listens), with those two addresses;
-   * rejects if it exits first or after timeoutMs: with an AddressInUseError
-   * (the address named) when it exited because one of its listen addresses
-   * was taken (EADDRINUSE), else with an Error; both hold its last lines.
+   * rejects if it exits first or after timeoutMs (as waitFor).
    */
   async ready(timeoutMs = 60_000): Promise<{ grpc: string; peer: string }> {
-    let m: RegExpMatchArray;
+    const m = await this.waitFor(new RegExp(`snapcoord node ${escapeRe(this.args.id)} listening on grpc (\\S+) peer (\\S+)\\n`), timeoutMs);
+    return { grpc: m[1] ?? '', peer: m[2] ?? '' };
+  }
+
+  /**
+   * waitFor: Child.waitFor, but when the process exited because one of its
+   * listen addresses was taken (EADDRINUSE in its output) it rejects with an
+   * AddressInUseError naming the address (and the process's last lines).
+   */
+  override async waitFor(re: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
     try {
-      m = await this.waitFor(new RegExp(`snapcoord node ${escapeRe(this.args.id)} listening on grpc (\\S+) peer (\\S+)\\n`), timeoutMs);
+      return await super.waitFor(re, timeoutMs);
     } catch (err) {
       if (this.running) throw err;
       await this.exited; // its output read to the end
@@ -74,13 +82,63 @@ export class ServeProcess extends Child {
       if (taken === null) throw err;
       throw new AddressInUseError(taken, `${this.args.id}: ${taken || 'a listen address'} is taken (EADDRINUSE): ${(err as Error).message}`, { cause: err });
     }
-    return { grpc: m[1] ?? '', peer: m[2] ?? '' };
   }
 
   /** kill sends `signal` (default SIGKILL: a crash) and waits for the exit. */
   override kill(signal: NodeJS.Signals = 'SIGKILL', graceMs?: number): Promise<void> {
     return super.kill(signal, graceMs);
   }
+}
+
+/** StartedServes: what startServes started: each id's addresses and process. */
+export interface StartedServes<Id extends string> {
+  readonly addrs: Record<Id, NodeAddresses>;
+  readonly procs: Record<Id, ServeProcess>;
+}
+
+/** StartServesOptions: how startServes starts. */
+export interface StartServesOptions {
+  readonly readyTimeoutMs?: number;
+  /** attempts: how many first starts, each on new addresses (default FRESH_PORT_ATTEMPTS). */
+  readonly attempts?: number;
+  /** addresses: where the processes listen, asked once per attempt (default freeNodeAddresses: new ports from the OS). */
+  readonly addresses?: (ids: readonly string[]) => Promise<Record<string, NodeAddresses>>;
+}
+
+/**
+ * startServes: the first start of one `snapcoord serve` per id, on new
+ * addresses from the OS (freeNodeAddresses): argsOf(id, addrs) gives each
+ * its ServeArgs; resolves once every process listens. When one finds an
+ * address taken (EADDRINUSE), every process is killed, every data dir
+ * (ServeArgs.dataDir: it must be new, it is removed) too, and the whole
+ * start made again on new addresses (startOnFreshPorts, `attempts` times);
+ * any other failure kills them all and rejects. Restarts are the caller's:
+ * on the same addresses, with `new ServeProcess`.
+ */
+export async function startServes<Id extends string>(
+  ids: readonly Id[],
+  argsOf: (id: Id, addrs: Readonly<Record<Id, NodeAddresses>>) => ServeArgs,
+  opts: StartServesOptions = {},
+): Promise<StartedServes<Id>> {
+  return startOnFreshPorts(
+    `starting ${ids.join(',')}`,
+    async () => {
+      const addrs = (await (opts.addresses ?? freeNodeAddresses)(ids)) as Record<Id, NodeAddresses>;
+      if (ids.some((id) => addrs[id] === undefined)) throw new Error(`startServes: no addresses for some of ${ids.join(',')}`);
+      const procs = {} as Record<Id, ServeProcess>;
+      try {
+        for (const id of ids) procs[id] = new ServeProcess(argsOf(id, addrs));
+        await Promise.all(ids.map((id) => procs[id].ready(opts.readyTimeoutMs)));
+      } catch (err) {
+        const started = Object.values<ServeProcess>(procs);
+        await Promise.all(started.map((p) => p.kill('SIGKILL')));
+        await Promise.all(started.map((p) => rm(p.args.dataDir, { recursive: true, force: true })));
+        throw err;
+      }
+      return { addrs, procs };
+    },
+    opts.attempts,
+  );
 }
 
 function escapeRe(s: string): string {

@@ -27,8 +27,8 @@ import { writeArchive } from '../../../src/snapshot/archive.js';
 import { encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
 import { TaskFilter, TaskServiceClient, type ListTasksResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Child, plaintextClientEnv } from '../../harness/child.js';
-import { freeNodeAddresses } from '../../harness/ports.js';
-import { ServeProcess } from '../../harness/serve-process.js';
+import type { NodeAddresses } from '../../harness/ports.js';
+import { ServeProcess, startServes, type ServeArgs } from '../../harness/serve-process.js';
 import { sleep, until } from '../../harness/until.js';
 import { BUCKET, S3Server } from './s3-server.js';
 
@@ -94,17 +94,20 @@ async function main(): Promise<void> {
     await rm(statePath);
     process.stdout.write(`archive: ${keys} keys, ${(w.archiveBytes / 2 ** 20).toFixed(0)} MiB, built in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
 
-    const { m1 } = await freeNodeAddresses(['m1']);
     const snapDir = join(dir, 'snaps');
     await mkdir(snapDir, { mode: 0o700 });
     const common = ['--snapshot-dir', snapDir, '--db-name', 'big', '--min-free-bytes', '0', '--snapshot-entries', '1000000', '--log-level', 'info'];
+    const argsOf = (a: NodeAddresses, extra: string[]): ServeArgs => ({ id: 'm1', grpc: a.grpc, peer: a.peer, peers: `m1=${a.peer}`, dataDir: join(dir, 'm1'), env, extra: [...common, ...extra] });
+    // The first start on new ports (made again on others if one is taken); the later ones on the same.
+    const first = await startServes(['m1'], (_id, { m1 }) => argsOf(m1, []));
+    const m1 = first.addrs.m1;
     const serve = (extra: string[]): ServeProcess => {
-      const p = new ServeProcess({ id: 'm1', grpc: m1.grpc, peer: m1.peer, peers: `m1=${m1.peer}`, dataDir: join(dir, 'm1'), env, extra: [...common, ...extra] });
+      const p = new ServeProcess(argsOf(m1, extra));
       procs.push(p);
       return p;
     };
-    let node = serve([]);
-    await node.ready();
+    let node = first.procs.m1;
+    procs.push(node);
     const restore = await runSampled(['snapshot', 'restore', archivePath, '--no-progress', '--endpoint', m1.grpc], env);
     process.stdout.write(`$ snapcoord snapshot restore big.tar.gz   (${restore.seconds.toFixed(1)} s, exit ${restore.code})\n${restore.out}`);
     await rm(archivePath);
