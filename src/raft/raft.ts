@@ -411,9 +411,16 @@ export class RaftNode {
       if (holders.length < quorum(next)) {
         // A node that is no member yet reports nothing: it joins as a learner, which answers heartbeats, first.
         const newcomer = cc.op === 'addVoter' && !isMember(this.membership, cc.nodeId) ? `; add ${cc.nodeId} as a learner first and promote it once it has caught up` : '';
+        // Members that never reported (a build before the reports, or not heard since this leader took office) will
+        // not move by waiting alone: name them, so an operator of a rolling upgrade knows whom to upgrade first.
+        const silent = next.voters.filter((v) => v !== this.id && isMember(this.membership, v) && (this.prs.get(v)?.applied ?? 0) === 0);
+        const unreported =
+          silent.length === 0
+            ? ''
+            : `; ${silent.join(', ')} ${silent.length === 1 ? 'has' : 'have'} reported no applied index to this leader (a member of a build before these reports never does; upgrade it first)`;
         throw new ConfChangeUnsafeError(
           `${cc.op} ${cc.nodeId}: of the voters after it, ${holders.length === 0 ? 'none has' : `only ${holders.join(', ')} ${holders.length === 1 ? 'has' : 'have'}`} applied ` +
-            `entry ${appliedFloor} (a restore, whose archive lives outside the log), fewer than their quorum of ${quorum(next)}; retry once more members have applied it${newcomer}`,
+            `entry ${appliedFloor} (a restore, whose archive lives outside the log), fewer than their quorum of ${quorum(next)}; retry once more members have applied it${unreported}${newcomer}`,
         );
       }
     }

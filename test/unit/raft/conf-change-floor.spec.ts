@@ -33,7 +33,10 @@ describe('raft: membership changes wait for a quorum of the new voters to have a
     const { c, floor } = setup();
     const a = c.node('a');
     // {a, b, c, d}: a and b hold it, 2 of a quorum of 3.
-    assert.throws(() => a.proposeConfChange({ op: 'addVoter', nodeId: 'd' }, floor), (e: unknown) => e instanceof ConfChangeUnsafeError && /only a, b have applied entry/.test(e.message));
+    assert.throws(
+      () => a.proposeConfChange({ op: 'addVoter', nodeId: 'd' }, floor),
+      (e: unknown) => e instanceof ConfChangeUnsafeError && /only a, b have applied entry .*; c, d have reported no applied index to this leader/.test(e.message),
+    );
     // {a, c}: a alone, 1 of 2.
     assert.throws(() => a.proposeConfChange({ op: 'removeNode', nodeId: 'b' }, floor), ConfChangeUnsafeError);
     // {a, b}: both hold it.
@@ -62,6 +65,14 @@ describe('raft: membership changes wait for a quorum of the new voters to have a
     assert.equal(a.status().progress.c?.applied, a.status().lastIndex);
     a.proposeConfChange({ op: 'addVoter', nodeId: 'd' }, floor);
     assert.throws(() => a.proposeConfChange({ op: 'removeNode', nodeId: 'b' }, a.status().lastIndex + 1), MembershipChangeError, 'another membership change is not committed yet');
+  });
+
+  it('names the members that never reported an applied index (a member of an older build), not those that reported a lower one', () => {
+    const { c, floor } = setup();
+    c.node('c').stateApplied(floor - 1);
+    c.tickAll(2);
+    c.stabilize();
+    assert.throws(() => c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'd' }, floor), (e: unknown) => e instanceof ConfChangeUnsafeError && /; d has reported no applied index/.test(e.message));
   });
 
   it('a change that leaves the voters as they are (a learner leaving) is not held back', () => {
