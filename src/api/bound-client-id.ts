@@ -9,7 +9,8 @@
  *
  * The recorded id is `<tag>:<client_id>`, the tag the first 8 base64url
  * characters of SHA-256("snapcoord client id\0" + key) (the key is never
- * recorded; no key at all, a node without auth: the tag of ''). A client id too
+ * recorded; no key at all: the tag of ''; a node without auth binds to
+ * whatever bearer token the caller sends, checked against nothing). A client id too
  * long to fit beside it in CLIENT_ID_CHARS_MAX (over 55 characters) is recorded
  * as `<tag>#<its SHA-256, 43 base64url characters>`. Either form is printable
  * ASCII within CLIENT_ID_CHARS_MAX, the same on every node for the same key and

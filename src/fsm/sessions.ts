@@ -27,8 +27,11 @@
  *   from the id itself (sessionPrincipal), so it is in the log and the state
  *   and the same on every node; an id not in that form (recorded before ids
  *   were bound, or by a caller inside the node) has the principal '' (one
- *   principal for all of them). Nodes without auth bind every id to the tag
- *   of '': one principal, which evicts exactly as a plain LRU table would.
+ *   principal for all of them). A caller presenting no key binds its ids to
+ *   the tag of ''. A node without auth checks no key, so its callers choose
+ *   their principals by the bearer token they send (one that sends none:
+ *   one principal, which evicts exactly as a plain LRU table would); such a
+ *   node lets anyone do anything anyway.
  * - a principal may hold more than SESSION_CLIENTS_PER_PRINCIPAL (its share,
  *   SESSION_CLIENTS_MAX / 8) while the table has room; when a new client
  *   would overflow the table, the one forgotten is: the principal's own least
