@@ -46,7 +46,8 @@ export function restoreFloorRecord(index: number): KeyValue {
  * decodeRestoreFloor: the index a record's value names; 0 for none
  * (undefined). Errors: StorageError `unknownFormat` for a value of another
  * format or length (a later build's, or damage past its checksum), naming
- * `path`: the caller refuses what depends on it rather than take it for 0.
+ * `path`: never taken for 0 (Node.changeMembership takes an index at or above it,
+ * the state's applied index, and logs a warning).
  */
 export function decodeRestoreFloor(value: Uint8Array | undefined, path: string): number {
   if (value === undefined) return 0;

@@ -824,12 +824,21 @@ export class Node {
    * newer of the newest one noted in the log since the process started
    * (RestoreRefs.newestIndex: proposed, not yet applied here) and the last one
    * its state applied (StateMachine.lastRestoreIndex: kept across restarts
-   * and compactions, and in snapshots).
+   * and compactions, and in snapshots; unreadable: unreadableRestoreFloor).
    */
   async changeMembership(cc: ConfChange): Promise<void> {
     this.checkRunning();
     this.disk?.check();
-    const floor = this.bugs.changesIgnoreRestores === true ? 0 : Math.max(this.archives?.refs.newestIndex() ?? 0, await this.readChecked(this.fsm.lastRestoreIndex()));
+    let floor = 0;
+    if (this.bugs.changesIgnoreRestores !== true) {
+      let applied: number;
+      try {
+        applied = await this.readChecked(this.fsm.lastRestoreIndex());
+      } catch (e) {
+        applied = this.unreadableRestoreFloor(e);
+      }
+      floor = Math.max(this.archives?.refs.newestIndex() ?? 0, applied);
+    }
     this.checkRunning(); // stopped during the read
     let pos;
     try {
@@ -838,6 +847,23 @@ export class Node {
       throw this.mapCoreError(e);
     }
     await this.waitApplied(pos.index, pos.term);
+  }
+
+  /**
+   * unreadableRestoreFloor: the floor changeMembership takes when reading the state's restore record failed with
+   * `e`. A record this build cannot read (StorageError `unknownFormat`: another build's format, e.g. after a
+   * rollback) is neither taken for 0 nor allowed to hold every change for good: the state's applied index stands
+   * for it (or the commit index, if higher), at or above the entry whose apply wrote the record. The gate then
+   * waits until a quorum of the new voters has applied up to that index, which only delays a change of the voters;
+   * refusing every change held them for good (a dead member's removal included) until a restore rewrote the
+   * record, and refused learner changes, which need no floor. Any other error is thrown (a `corrupt` record has
+   * stopped the node: readChecked).
+   */
+  private unreadableRestoreFloor(e: unknown): number {
+    if (!(e instanceof StorageError && e.code === 'unknownFormat')) throw e;
+    const floor = Math.max(this.fsm.appliedIndex(), this.raft.brief().commit);
+    this.log.warn({ err: e.message, floor }, 'the state\'s restore record is unreadable: a change of the voters waits until a quorum of them applied up to this index instead');
+    return floor;
   }
 
   /** transferLeadership asks the leader (this node) to hand over to `to`; resolves when `to` leads or rejects on timeout. */
