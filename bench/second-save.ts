@@ -32,7 +32,7 @@ import { Command } from 'commander';
 import { Role } from '../src/gen/snapcoord/v1/cluster.js';
 import { ClusterClient } from '../src/client/cluster-client.js';
 import type { ClientDial } from '../src/client/dial.js';
-import { layBenchCluster } from './lib/bench-cluster.js';
+import { startBenchCluster } from './lib/bench-cluster.js';
 import { Values } from './lib/text-pool.js';
 import type { StateRecord } from '../src/snapshot/state-format.js';
 import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
@@ -102,12 +102,12 @@ class Cluster {
 
   static async start(name: string, tree: string, dir: string): Promise<Cluster> {
     const cli = join(tree, 'dist', 'src', 'cli', 'main.js');
-    const lay = await layBenchCluster(dir, API_KEY);
-    const c = new Cluster(name, cli, dir, lay.ca, lay.dial);
-    c.nodes = lay.ids.map((id, i) => {
+    const { lay, children } = await startBenchCluster(dir, API_KEY, (lay, id) => {
       const args = [...NODE_V8_FLAGS, ...(process.env.SECOND_SAVE_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []), cli, ...lay.serveArgs(id, 'warn')];
-      return { id, grpc: lay.grpc(i), child: new Child(args, cleanEnv(NODE_MALLOC_ENV), { command: process.execPath, name: `${name}/${id}`, outputCapBytes: 64 << 10 }) };
+      return new Child(args, cleanEnv(NODE_MALLOC_ENV), { command: process.execPath, name: `${name}/${id}`, outputCapBytes: 64 << 10 });
     });
+    const c = new Cluster(name, cli, dir, lay.ca, lay.dial);
+    c.nodes = lay.ids.map((id, i) => ({ id, grpc: lay.grpc(i), child: children[i] as Child }));
     await c.leader();
     return c;
   }

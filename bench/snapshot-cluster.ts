@@ -54,7 +54,7 @@ import { Etcd3 } from 'etcd3';
 import { Role, type StatusResponse } from '../src/gen/snapcoord/v1/cluster.js';
 import { ClusterClient } from '../src/client/cluster-client.js';
 import type { ClientDial } from '../src/client/dial.js';
-import { layBenchCluster } from './lib/bench-cluster.js';
+import { startBenchCluster, type BenchClusterLayout } from './lib/bench-cluster.js';
 import type { StateRecord } from '../src/snapshot/state-format.js';
 import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
 import type { SnapshotBenchDocument, WriteBenchDocument } from '../src/cli/bench/run.js';
@@ -323,8 +323,7 @@ class SnapCluster {
         .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
     );
     const runtimeEnv = { ...(runtime ? NODE_MALLOC_ENV : {}), ...extraEnv };
-    const lay = await layBenchCluster(dir, API_KEY);
-    const flagsOf = (id: string): string[] => [
+    const flagsOf = (lay: BenchClusterLayout) => (id: string): string[] => [
       ...(runtime ? NODE_V8_FLAGS : []),
       ...(process.env.SNAPCOORD_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []),
       ...(profDir !== undefined ? ['--cpu-prof', '--cpu-prof-dir', profDir] : []),
@@ -332,8 +331,9 @@ class SnapCluster {
       '--snapshot-entries', String(SNAPSHOT_ENTRIES), '--snapshot-trailing-entries', String(TRAILING_ENTRIES),
       ...(retain !== undefined ? ['--snapshot-retain', String(retain)] : []),
     ];
-    const nodes = lay.ids.map((id, i) => ({ id, grpc: lay.grpc(i), peer: lay.peer(i), http: lay.http(i), child: startProgram(id, process.execPath, flagsOf(id), runtimeEnv), peakMiB: 0, phaseMiB: 0, phaseTop: null, v8: null }));
-    const c = new SnapCluster(dir, nodes, flagsOf, ['--cacert', lay.ca, '--api-key', API_KEY], lay.dial, runtimeEnv, memoryDetail);
+    const { lay, children } = await startBenchCluster(dir, API_KEY, (lay, id) => startProgram(id, process.execPath, flagsOf(lay)(id), runtimeEnv));
+    const nodes = lay.ids.map((id, i) => ({ id, grpc: lay.grpc(i), peer: lay.peer(i), http: lay.http(i), child: children[i] as Child, peakMiB: 0, phaseMiB: 0, phaseTop: null, v8: null }));
+    const c = new SnapCluster(dir, nodes, flagsOf(lay), ['--cacert', lay.ca, '--api-key', API_KEY], lay.dial, runtimeEnv, memoryDetail);
     await c.leader();
     return c;
   }

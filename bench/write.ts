@@ -88,7 +88,8 @@ import { ClosedLoop } from '../src/cli/bench/closed-loop.js';
 import { readProc } from '../src/cli/bench/resources.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { type Child, startProgram } from '../test/harness/child.js';
-import { freePorts } from '../test/harness/ports.js';
+import { freePorts, startOnFreshPorts } from '../test/harness/ports.js';
+import { serveListening } from '../test/harness/serve-process.js';
 import { sleep, until } from '../test/harness/until.js';
 
 interface LoadResult {
@@ -310,7 +311,12 @@ interface SnapcoordRun {
   readonly nodeRuntime: boolean;
 }
 
-async function startSnapcoord(dir: string, channels: number, tls: boolean, spread: boolean, run: SnapcoordRun): Promise<Target> {
+/** startSnapcoord: three members on new ports, in `dir`; a start that found a port taken is made again on new ones (startOnFreshPorts). */
+function startSnapcoord(dir: string, channels: number, tls: boolean, spread: boolean, run: SnapcoordRun): Promise<Target> {
+  return startOnFreshPorts('starting the snapcoord members', () => startSnapcoordOnce(dir, channels, tls, spread, run));
+}
+
+async function startSnapcoordOnce(dir: string, channels: number, tls: boolean, spread: boolean, run: SnapcoordRun): Promise<Target> {
   const ports = await freePorts(9);
   const ids = ['n1', 'n2', 'n3'];
   const sec = await security(dir, ids, tls);
@@ -329,6 +335,14 @@ async function startSnapcoord(dir: string, channels: number, tls: boolean, sprea
       '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', ...sec.serveFlags(id), ...run.serveFlags,
     ], run.nodeRuntime ? { ...NODE_MALLOC_ENV } : {});
   ids.forEach((id, i) => children.set(id, spawn(id, i)));
+  // Every member listens before anything talks to it (90 s: see findLeader); one that found its port taken fails the attempt, which leaves nothing behind.
+  try {
+    await Promise.all(ids.map((id) => serveListening(children.get(id) as Child, id, 90_000)));
+  } catch (err) {
+    await Promise.all([...children.values()].map((c) => c.kill('SIGKILL')));
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
   /** retired: members' processes stopped and started again (restartLeader), whose output SNAPCOORD_BENCH_LOGS keeps too. */
   const retired: [string, Child][] = [];
   const addrOf = new Map(ids.map((id, i) => [id, grpcAddr(i)]));

@@ -4,12 +4,14 @@
  * CA and each node's certificate for 127.0.0.1 (TLS on both planes), the API key file, three free
  * loopback ports a node (gRPC, HTTP, peer), and each node's `serve` arguments.
  */
-import { writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { dialWithCa, type ClientDial } from '../../src/client/dial.js';
 import { caFiles, nodeCertFiles, writeCa, writeNodeCert } from '../../src/tls/index.js';
-import { freePorts } from '../../test/harness/ports.js';
+import type { Child } from '../../test/harness/child.js';
+import { freePorts, startOnFreshPorts } from '../../test/harness/ports.js';
+import { serveListening } from '../../test/harness/serve-process.js';
 
 export interface BenchClusterLayout {
   readonly ids: readonly string[];
@@ -54,4 +56,33 @@ export async function layBenchCluster(dir: string, apiKey: string, ids: readonly
       ];
     },
   };
+}
+
+/**
+ * startBenchCluster: layBenchCluster in `dir`, then spawn(lay, id, i) starts each node's `serve` (the
+ * caller's way: flags, environment); resolves once every node listens (up to 90 s each: several
+ * processes compiling at once on a loaded machine), with the layout and the children in `ids`'
+ * order. A start that found a port taken (or failed any way) kills its children and empties `dir`;
+ * only a taken port is tried again, on new ports from the OS (startOnFreshPorts).
+ */
+export async function startBenchCluster(
+  dir: string,
+  apiKey: string,
+  spawn: (lay: BenchClusterLayout, id: string, i: number) => Child,
+  ids: readonly string[] = ['n1', 'n2', 'n3'],
+): Promise<{ lay: BenchClusterLayout; children: Child[] }> {
+  return startOnFreshPorts(`starting ${ids.join(',')} in ${dir}`, async () => {
+    await mkdir(dir, { recursive: true });
+    const children: Child[] = [];
+    try {
+      const lay = await layBenchCluster(dir, apiKey, ids);
+      for (const [i, id] of ids.entries()) children.push(spawn(lay, id, i));
+      await Promise.all(children.map((c, i) => serveListening(c, ids[i] as string, 90_000)));
+      return { lay, children };
+    } catch (err) {
+      await Promise.all(children.map((c) => c.kill('SIGKILL')));
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+  });
 }

@@ -12,7 +12,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ChaosCluster } from '../chaos/cluster.js';
-import { AddressInUseError, freeNodeAddresses, type NodeAddresses } from '../harness/ports.js';
+import { AddressInUseError, addressInUseIn, freeNodeAddresses, type NodeAddresses } from '../harness/ports.js';
 import { ServeCluster } from '../harness/serve-cluster.js';
 import { startServes, type ServeProcess } from '../harness/serve-process.js';
 
@@ -52,6 +52,14 @@ describe('a taken port: first starts retried on new ports, restarts keep theirs'
   afterEach(async () => {
     await Promise.all(clusters.splice(0).map((c) => c.stop()));
     await Promise.all(held.splice(0).map((s) => new Promise<void>((r) => s.close(() => r()))));
+  });
+
+  it('addressInUseIn reads the taken address from a node\'s (Node) or etcd\'s (Go) last words; null when none', () => {
+    assert.equal(addressInUseIn('{"level":30}\nsnapcoord: cannot listen on 127.0.0.1:40479: listen EADDRINUSE: address already in use 127.0.0.1:40479\n'), '127.0.0.1:40479');
+    assert.equal(addressInUseIn('snapcoord: cannot start the HTTP gateway on 127.0.0.1:39903: listen EADDRINUSE: address already in use 127.0.0.1:39903'), '127.0.0.1:39903');
+    assert.equal(addressInUseIn('{"level":"fatal","msg":"listen tcp 127.0.0.1:2380: bind: address already in use"}'), '127.0.0.1:2380');
+    assert.equal(addressInUseIn('Error: listen EADDRINUSE'), '');
+    assert.equal(addressInUseIn('snapcoord: refusing to start: data dir /tmp/x belongs to node "x1"\nconnect ECONNREFUSED 127.0.0.1:1'), null);
   });
 
   for (const plane of ['grpc', 'peer', 'http'] as const) {

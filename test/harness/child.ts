@@ -8,6 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AddressInUseError, addressInUseIn } from './ports.js';
 
 /** REPO_ROOT: where `--import tsx` resolves and src/cli/main.ts lives (every child's working directory). */
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -97,13 +98,24 @@ export class Child {
     return this.exitCode === null && this.signal === null;
   }
 
-  /** waitFor resolves once the output matches `re` (returns the match); rejects if the child exits first or after timeoutMs, with its last lines. */
+  /**
+   * waitFor resolves once the output matches `re` (returns the match);
+   * rejects if the child exits first or after timeoutMs, with its last
+   * lines: with an AddressInUseError naming the address when it exited
+   * because one of its listen addresses was taken (addressInUseIn).
+   */
   async waitFor(re: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const m = re.exec(this.output);
       if (m !== null) return m;
-      if (!this.running) throw new Error(`${this.name} exited (${this.signal ?? this.exitCode}) before ${re}:\n${this.lastLines()}`);
+      if (!this.running) {
+        await this.exited; // its output read to the end
+        const exited = `${this.name} exited (${this.signal ?? this.exitCode}) before ${re}:\n${this.lastLines()}`;
+        const taken = addressInUseIn(this.output);
+        if (taken !== null) throw new AddressInUseError(taken, `${this.name}: ${taken || 'a listen address'} is taken (address in use): ${exited}`);
+        throw new Error(exited);
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`${this.name}: no ${re} within ${timeoutMs} ms:\n${this.lastLines()}`);

@@ -80,13 +80,14 @@ export class AddressInUseError extends Error {
 /**
  * addressInUseIn: the address a process's output says it could not listen
  * on because it was in use (Node's "listen EADDRINUSE: address already in
- * use 127.0.0.1:37659", or EADDRINUSE alone: ''), or null when the output
- * has no EADDRINUSE.
+ * use 127.0.0.1:37659", Go's (etcd) "listen tcp 127.0.0.1:2380: bind:
+ * address already in use"; '' when the line names none), or null when the
+ * output has no such line.
  */
 export function addressInUseIn(output: string): string | null {
-  const line = /^.*\bEADDRINUSE\b.*$/m.exec(output)?.[0];
+  const line = /^.*(?:\bEADDRINUSE\b|address already in use).*$/im.exec(output)?.[0];
   if (line === undefined) return null;
-  return /\bEADDRINUSE\b.*?((?:\d{1,3}\.){3}\d{1,3}:\d+|\[[0-9a-fA-F:.]+\]:\d+)/.exec(line)?.[1] ?? '';
+  return /((?:\d{1,3}\.){3}\d{1,3}:\d+|\[[0-9a-fA-F:.]+\]:\d+)/.exec(line)?.[1] ?? '';
 }
 
 /** addressInUseOf: the AddressInUseError in `err`, its causes or (AggregateError) its errors, at most 8 deep; else null. */

@@ -5,7 +5,7 @@
  */
 import { Child, cleanEnv, type ChildOptions } from './child.js';
 import { rm } from 'node:fs/promises';
-import { AddressInUseError, addressInUseIn, freeNodeAddresses, startOnFreshPorts, type NodeAddresses } from './ports.js';
+import { freeNodeAddresses, startOnFreshPorts, type NodeAddresses } from './ports.js';
 
 /** ServeArgs: the flags of one `snapcoord serve`. */
 export interface ServeArgs {
@@ -63,31 +63,25 @@ export class ServeProcess extends Child {
    * rejects if it exits first or after timeoutMs (as waitFor).
    */
   async ready(timeoutMs = 60_000): Promise<{ grpc: string; peer: string }> {
-    const m = await this.waitFor(new RegExp(`snapcoord node ${escapeRe(this.args.id)} listening on grpc (\\S+) peer (\\S+)\\n`), timeoutMs);
-    return { grpc: m[1] ?? '', peer: m[2] ?? '' };
-  }
-
-  /**
-   * waitFor: Child.waitFor, but when the process exited because one of its
-   * listen addresses was taken (EADDRINUSE in its output) it rejects with an
-   * AddressInUseError naming the address (and the process's last lines).
-   */
-  override async waitFor(re: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
-    try {
-      return await super.waitFor(re, timeoutMs);
-    } catch (err) {
-      if (this.running) throw err;
-      await this.exited; // its output read to the end
-      const taken = addressInUseIn(this.output);
-      if (taken === null) throw err;
-      throw new AddressInUseError(taken, `${this.args.id}: ${taken || 'a listen address'} is taken (EADDRINUSE): ${(err as Error).message}`, { cause: err });
-    }
+    return serveListening(this, this.args.id, timeoutMs);
   }
 
   /** kill sends `signal` (default SIGKILL: a crash) and waits for the exit. */
   override kill(signal: NodeJS.Signals = 'SIGKILL', graceMs?: number): Promise<void> {
     return super.kill(signal, graceMs);
   }
+}
+
+/**
+ * serveListening waits (up to timeoutMs) for `child`, a `snapcoord serve`
+ * of node `id` started any way (a bench's startProgram too), to print its
+ * "listening on grpc <client> peer <peer>" line, and resolves with those
+ * addresses; rejects as Child.waitFor (an AddressInUseError when a listen
+ * address was taken).
+ */
+export async function serveListening(child: Child, id: string, timeoutMs = 60_000): Promise<{ grpc: string; peer: string }> {
+  const m = await child.waitFor(new RegExp(`snapcoord node ${escapeRe(id)} listening on grpc (\\S+) peer (\\S+)\\n`), timeoutMs);
+  return { grpc: m[1] ?? '', peer: m[2] ?? '' };
 }
 
 /** StartedServes: what startServes started: each id's addresses and process. */
