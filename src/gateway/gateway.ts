@@ -16,6 +16,9 @@
  * - Errors for a caller that has not passed auth (404, 405, open routes,
  *   malformed requests) never echo anything: a fixed message per status, so
  *   no path (the caller's or the server's) goes back to an anonymous caller.
+ * - `Expect: 100-continue` is answered by the gateway where it starts reading
+ *   a body (after auth and the size checks), never by Node before auth
+ *   (expect-continue.ts): a refused caller is never invited to upload.
  * - Bodies are read as raw bytes whatever their Content-Type (both official
  *   clients POST an empty body labelled application/json; curl labels
  *   --data-binary as form data). The restore route gets the raw stream; every
@@ -53,6 +56,7 @@ import { closeClients, connectClients, type NodeClients } from '../client/node-c
 import { meilisearchRoutes } from './meilisearch-routes.js';
 import { DEFAULT_RESTORE_BYTES_MAX, nomadRoutes } from './nomad-routes.js';
 import { OPENAPI } from './openapi.js';
+import { acceptRequestsExpectingContinue, continueBody } from './expect-continue.js';
 import type { RouteContext, RouteSpec } from './route-spec.js';
 import { JSON_TYPE, meiliError, sendMeiliError, sendNomadError, sendStyledError, sendTypesenseError, styleOfPath, type Style } from './styles.js';
 import { typesenseRoutes } from './typesense-routes.js';
@@ -292,6 +296,8 @@ export function createGateway(opts: GatewayOptions): Gateway {
     },
   });
   const guard = guardConnections(app.server, limits);
+  // `Expect: 100-continue` is answered where a body is read (after auth and size checks), not by Node at once.
+  acceptRequestsExpectingContinue(app.server);
   /** authenticated: requests whose key passed (their errors may say why they failed). */
   const authenticated = new WeakSet<FastifyRequest>();
 
@@ -340,6 +346,13 @@ export function createGateway(opts: GatewayOptions): Gateway {
       return;
     }
     return sendAuthError(reply, style ?? styleOfPath(req.url), verdict);
+  });
+
+  // After auth (onRequest), before the body is read: `100 Continue` for a body within jsonBytesMax (the restore
+  // route answers it itself, after its own size check).
+  app.addHook('preParsing', async (req, reply, payload) => {
+    if (req.routeOptions.config.rawBody !== true && Number(req.headers['content-length'] ?? 0) <= jsonBytesMax) continueBody(req.raw, reply.raw);
+    return payload;
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {

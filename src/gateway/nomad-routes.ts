@@ -24,6 +24,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { GetSnapshotRequest, GetSnapshotResponse, RestoreSnapshotResponse, SnapshotInfo } from '../gen/snapcoord/v1/snapshot.js';
 import type { RouteContext, RouteSpec } from './route-spec.js';
 import { TEXT_TYPE, sendGrpcError, sendNomadError } from './styles.js';
+import { continueBody } from './expect-continue.js';
 
 /** SNAPSHOT_PATH: Nomad's operator snapshot path. */
 export const SNAPSHOT_PATH = '/v1/operator/snapshot';
@@ -358,6 +359,7 @@ async function restoreSnapshot(ctx: RouteContext, req: FastifyRequest, reply: Fa
     return sendNomadError(reply, 413, `request body too large: ${declared} bytes (at most ${ctx.restoreBytesMax})`);
   }
   const body = isReadable(req.body) ? req.body : null;
+  continueBody(req.raw, reply.raw);
   const outcome = await pumpRestore(ctx, body, ctx.restoreBytesMax, ctx.callMetadata(req));
   // Unread body left (an early answer): close the connection rather than read the rest.
   if (body !== null && !body.readableEnded) reply.header('Connection', 'close');

@@ -654,3 +654,71 @@ describe('gateway limits over HTTPS', function () {
     }
   });
 });
+
+describe('gateway limits: Expect: 100-continue', function () {
+  this.timeout(30_000);
+  let env: Env | null = null;
+  let restored = -1;
+  before(async () => {
+    env = await start(
+      {
+        ...leaderStatus,
+        snapshots: {
+          createSnapshot: unaryOk({ task: { uid: 7n, type: 'snapshotCreation', status: 'enqueued', enqueuedAt: '2026-12-06T00:00:00Z' } }),
+          restoreSnapshot: ((call: grpc.ServerReadableStream<RestoreSnapshotRequest, RestoreSnapshotResponse>, cb: grpc.sendUnaryData<RestoreSnapshotResponse>) => {
+            void (async () => {
+              let n = 0;
+              for await (const m of call as AsyncIterable<RestoreSnapshotRequest>) n += m.data.byteLength;
+              restored = n;
+              cb(null, { index: 1n, archive: undefined });
+            })();
+          }) as grpc.UntypedHandleCall,
+        },
+      },
+      { restoreBytesMax: MiB },
+    );
+  });
+  after(async () => stop(env));
+
+  const expect = { Expect: '100-continue' };
+  // A refused request, or one whose declared body is over its cap, is answered at once: no `100 Continue` first
+  // (the client would start sending a body that is never read), and its connection is closed.
+  const refused: ReadonlyArray<readonly [string, string, number]> = [
+    ['a restore without a key', withBody('PUT', '/v1/operator/snapshot', expect, 64 * KiB), 403],
+    ['a restore with a wrong key', withBody('PUT', '/v1/operator/snapshot', { ...expect, 'X-Nomad-Token': 'wrong-key-00000' }, 64 * KiB), 403],
+    ['a restore with a read-only key', withBody('PUT', '/v1/operator/snapshot', { ...expect, 'X-Nomad-Token': READ_KEY }, 64 * KiB), 403],
+    ['a restore over restoreBytesMax', withBody('PUT', '/v1/operator/snapshot', { ...expect, 'X-Nomad-Token': KEY }, 2 * MiB), 413],
+    ['a Meilisearch call with a wrong key', withBody('POST', '/snapshots', { ...expect, Authorization: 'Bearer wrong-key-00000' }, 100), 403],
+    ['a JSON body over 64 KiB', withBody('POST', '/snapshots', { ...expect, Authorization: `Bearer ${KEY}` }, 65 * KiB), 413],
+  ];
+  for (const [name, head, code] of refused) {
+    it(`${name}: ${code} without 100 Continue, then the socket is closed`, async () => {
+      const { res, socket } = await exchange(env?.port ?? 0, head);
+      try {
+        assert.equal(res.status, code);
+        assert.ok(await closedWithin(socket, 5_000), 'the server kept the connection open, waiting for a body it did not ask for');
+      } finally {
+        socket.destroy();
+      }
+    });
+  }
+
+  it('an accepted restore and an accepted JSON call get 100 Continue, then their answer once the body is sent', async () => {
+    const body = Buffer.alloc(300 * KiB, 5);
+    for (const [head, payload, code] of [
+      [withBody('PUT', '/v1/operator/snapshot', { ...expect, 'X-Nomad-Token': KEY }, body.length), body, 200],
+      [withBody('POST', '/snapshots', { ...expect, Authorization: `Bearer ${KEY}` }, 2), Buffer.from('{}'), 202],
+    ] as const) {
+      const { res, socket } = await exchange(env?.port ?? 0, head);
+      try {
+        assert.equal(res.status, 100);
+        const answer = readResponse(socket);
+        socket.write(payload);
+        assert.equal((await answer).status, code);
+      } finally {
+        socket.destroy();
+      }
+    }
+    assert.equal(restored, body.length);
+  });
+});
