@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
-import { parseHostPort } from '../client/address.js';
+import { isLoopback, parseHostPort } from '../client/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import type { ApiKeySpec } from '../gateway/index.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
@@ -71,6 +71,9 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
     .option('--restore-bytes-max <bytes>', 'largest restore body in bytes (default 64 GiB)')
     .option('--cacert <file>', `CA that signs the target's TLS certificate (env ${envName('cacert')}; default plaintext)`)
     .option('--metrics-open', `serve /metrics without a key [env ${envName('metrics-open')}]`)
+    .option('--http-cert <file>', `serve HTTPS with this certificate (PEM; with --http-key; reloaded when it changes) [env ${envName('http-cert')}]`)
+    .option('--http-key <file>', `the private key of --http-cert (PEM) [env ${envName('http-key')}]`)
+    .option('--insecure-plaintext', `allow a non-loopback --http without HTTPS, or a non-loopback --target without --cacert (keys then cross the network in the clear) [env ${envName('insecure-plaintext')}]`)
     .option('--log-level <level>', `log level: ${LOG_LEVELS.join(', ')}`, 'info')
     .action(
       async (opts: {
@@ -82,10 +85,28 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
         restoreBytesMax?: string;
         cacert?: string;
         metricsOpen?: boolean;
+        httpCert?: string;
+        httpKey?: string;
+        insecurePlaintext?: boolean;
         logLevel: string;
       }) => {
-        if (parseHostPort(opts.target) === null) throw new CliError(`target: "${opts.target}" is not host:port`, EXIT_CONFIG);
-        if (parseHostPort(opts.http, true) === null) throw new CliError(`http: "${opts.http}" is not host:port`, EXIT_CONFIG);
+        const target = parseHostPort(opts.target);
+        if (target === null) throw new CliError(`target: "${opts.target}" is not host:port`, EXIT_CONFIG);
+        const http = parseHostPort(opts.http, true);
+        if (http === null) throw new CliError(`http: "${opts.http}" is not host:port`, EXIT_CONFIG);
+        const httpCert = opts.httpCert ?? process.env[envName('http-cert')] ?? '';
+        const httpKey = opts.httpKey ?? process.env[envName('http-key')] ?? '';
+        if ((httpCert === '') !== (httpKey === '')) throw new CliError('http-cert and http-key go together: give both for HTTPS, or neither', EXIT_CONFIG);
+        const cacert = opts.cacert ?? process.env[envName('cacert')] ?? '';
+        // The gateway reads its callers' keys from --http and sends them on to --target: as serve does for its
+        // listeners (and the CLI for its calls), neither goes off this machine in the clear unless asked.
+        const insecurePlaintext = opts.insecurePlaintext === true || ['1', 'true', 'yes', 'on'].includes((process.env[envName('insecure-plaintext')] ?? '').toLowerCase());
+        if (!insecurePlaintext) {
+          const open: string[] = [];
+          if (httpCert === '' && !isLoopback(http.host)) open.push(`listen on http ${opts.http} without HTTPS (give --http-cert, --http-key)`);
+          if (cacert === '' && !isLoopback(target.host)) open.push(`send keys to target ${opts.target} without TLS (give --cacert)`);
+          if (open.length > 0) throw new CliError(`refusing to ${open.join(' or to ')}; accept plaintext with --insecure-plaintext`, EXIT_CONFIG);
+        }
         if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) throw new CliError(`log-level: "${opts.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`, EXIT_CONFIG);
         const { parseApiKeys, runGateway } = await import('../gateway/index.js');
         const adminKey = opts.apiKey ?? process.env[envName('api-key')] ?? '';
@@ -113,7 +134,8 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
             http: opts.http,
             auth: { adminKey, keys, insecureNoAuth },
             logLevel: opts.logLevel,
-            dial: gatewayTargetDial(opts.cacert ?? process.env[envName('cacert')] ?? ''),
+            dial: gatewayTargetDial(cacert),
+            ...(httpCert !== '' ? { tls: { certFile: httpCert, keyFile: httpKey } } : {}),
             metricsOpen: opts.metricsOpen === true || ['1', 'true', 'yes', 'on'].includes((process.env[envName('metrics-open')] ?? '').toLowerCase()),
             ...(restoreBytesMax !== undefined ? { restoreBytesMax } : {}),
           });

@@ -24,6 +24,8 @@ export interface RunGatewayOptions {
   readonly connectionsMax?: number;
   /** dial: TLS credentials to reach the target's client plane (each call carries the caller's key). */
   readonly dial?: ClientDial;
+  /** tls: serve HTTPS with this certificate and key (PEM files, reloaded when they change); default plain HTTP. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
 }
 
 export async function runGateway(opts: RunGatewayOptions): Promise<number> {
@@ -33,6 +35,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<number> {
     auth: opts.auth,
     logger,
     ...(opts.dial !== undefined ? { dial: opts.dial } : {}),
+    ...(opts.tls !== undefined ? { tls: opts.tls } : {}),
     ...(opts.restoreBytesMax !== undefined ? { restoreBytesMax: opts.restoreBytesMax } : {}),
     ...(opts.metricsOpen !== undefined ? { metricsOpen: opts.metricsOpen } : {}),
     ...(opts.idleTimeoutMs !== undefined ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
@@ -46,7 +49,7 @@ export async function runGateway(opts: RunGatewayOptions): Promise<number> {
     await gateway.close().catch(() => undefined);
     throw new Error(`cannot listen on ${opts.http}: ${(err as Error).message}`, { cause: err });
   }
-  logger.info({ http: address, target: opts.target, auth: opts.auth.insecureNoAuth === true ? 'none (insecure)' : 'api keys' }, 'gateway serving');
+  logger.info({ http: address, https: opts.tls !== undefined, target: opts.target, auth: opts.auth.insecureNoAuth === true ? 'none (insecure)' : 'api keys' }, 'gateway serving');
   process.stdout.write(`snapcoord gateway listening on http ${address} (target ${opts.target})\n`);
   return new Promise<number>((resolve) => {
     let stopping = false;

@@ -6,10 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFile, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SnapshotClient } from '../../src/client/snapshot-client.js';
-import { describeRun, runCli, type CliResult } from '../harness/child.js';
+import { createCa, issueNodeCert } from '../../src/tls/certs.js';
+import { Child, describeRun, runCli, type CliResult } from '../harness/child.js';
 import { freePorts } from '../harness/ports.js';
 import { ServeCluster } from '../harness/serve-cluster.js';
 
@@ -88,7 +91,7 @@ describe('cli: usage and errors (no cluster)', function () {
   it('inspect of a missing or non-archive file: exit 1', async () => {
     const r = await cli(['snapshot', 'inspect', '/nonexistent/x.snap'], 1);
     assertOneLineError(r, ['snapshot', 'inspect'], /ENOENT/);
-    const dir = (await import('node:os')).tmpdir();
+    const dir = tmpdir();
     const junk = join(dir, `snapcoord-cli-junk-${process.pid}.snap`);
     await writeFile(junk, 'not a snapshot');
     try {
@@ -98,6 +101,44 @@ describe('cli: usage and errors (no cluster)', function () {
       assert.ok(parsed.problems.length > 0);
     } finally {
       await rm(junk, { force: true });
+    }
+  });
+
+  it('gateway: keys never cross the network in the clear unless --insecure-plaintext (exit 2); HTTPS with --http-cert/--http-key', async () => {
+    const key = ['--api-key', 'gateway-key-0123456789'];
+    // A non-loopback listener without HTTPS, a non-loopback target without --cacert: refused before anything starts
+    // (without the check the gateway ran: killed after 20 s, no exit code).
+    for (const args of [
+      ['gateway', '--target', '127.0.0.1:1', '--http', '0.0.0.0:0', ...key],
+      ['gateway', '--target', '192.0.2.1:7001', '--http', '127.0.0.1:0', ...key],
+    ]) {
+      const r = await runCli(args, { timeoutMs: 20_000 });
+      assert.equal(r.code, 2, describeRun(args, r));
+      assertOneLineError(r, args, /refusing to .*(--http-cert|--cacert).*--insecure-plaintext/);
+    }
+    const half = ['gateway', '--target', '127.0.0.1:1', '--http', '127.0.0.1:0', '--http-cert', '/nonexistent/c.pem', ...key];
+    assertOneLineError(await cli(half, 2), half, /http-cert and http-key go together/);
+    // With a certificate it serves HTTPS on a wildcard address.
+    const dir = await mkdtemp(join(tmpdir(), 'snapcoord-cli-gw-'));
+    const authority = await createCa();
+    const cert = await issueNodeCert(authority, { id: 'gw', dns: ['localhost'], ips: ['127.0.0.1'] });
+    await writeFile(join(dir, 'gw.pem'), cert.certPem);
+    await writeFile(join(dir, 'gw-key.pem'), cert.keyPem, { mode: 0o600 });
+    const g = new Child(['gateway', '--target', '127.0.0.1:1', '--http', '0.0.0.0:0', '--http-cert', join(dir, 'gw.pem'), '--http-key', join(dir, 'gw-key.pem'), ...key]);
+    try {
+      const port = Number((await g.waitFor(/gateway listening on http \S+:(\d+)/))[1]);
+      const code = await new Promise<number>((resolve, reject) => {
+        const req = httpsRequest({ host: '127.0.0.1', port, path: '/openapi.json', ca: authority.certPem, servername: 'localhost', agent: false }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      assert.equal(code, 200);
+    } finally {
+      await g.kill('SIGTERM');
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
