@@ -220,11 +220,34 @@ interface SnapNode {
   v8: V8Figures | null;
 }
 
-/** V8Figures: a node's V8 heap (used, committed) and external memory, MiB, as its /metrics reports them. */
+/**
+ * V8Figures: a node's V8 heap (used, committed) and external memory, MiB, as its /metrics reports them, with
+ * RocksDB's own memory there (both databases: memtables, table readers, block caches) and glibc's main heap
+ * (the `[heap]` mapping's Rss in /proc/PID/smaps, read at the same scrape).
+ */
 interface V8Figures {
   readonly heapUsedMiB: number;
   readonly heapTotalMiB: number;
   readonly externalMiB: number;
+  readonly rocksMemtablesMiB: number;
+  readonly rocksReadersMiB: number;
+  readonly rocksCacheMiB: number;
+  readonly mallocHeapMiB: number;
+}
+
+/** mallocHeapMiB: the Rss of a process's `[heap]` mapping (glibc's main arena), MiB, or NaN when it cannot be read. */
+function mallocHeapMiB(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  let smaps: string;
+  try {
+    smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  } catch {
+    return NaN;
+  }
+  const at = smaps.indexOf('[heap]');
+  if (at < 0) return 0;
+  const rss = /^Rss:\s+(\d+) kB/m.exec(smaps.slice(at, at + 400));
+  return rss === null ? NaN : Number(rss[1]) / 1024;
 }
 
 /** MemorySample: one sample of a node's memory (MiB): RSS and its parts (/proc/PID/status RssAnon, RssFile, RssShmem). */
@@ -289,7 +312,17 @@ class SnapCluster {
           });
           res.on('end', () => {
             const g = (name: string): number => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(body)?.[1] ?? NaN) / MiB;
-            n.v8 = { heapUsedMiB: g('nodejs_heap_size_used_bytes'), heapTotalMiB: g('nodejs_heap_size_total_bytes'), externalMiB: g('nodejs_external_memory_bytes') };
+            const rocks = (kind: string): number =>
+              [...body.matchAll(new RegExp(`^snapcoord_rocksdb_memory_bytes\\{[^}]*kind="${kind}"[^}]*\\} (\\S+)`, 'gm'))].reduce((a, m) => a + Number(m[1]), 0) / MiB;
+            n.v8 = {
+              heapUsedMiB: g('nodejs_heap_size_used_bytes'),
+              heapTotalMiB: g('nodejs_heap_size_total_bytes'),
+              externalMiB: g('nodejs_external_memory_bytes'),
+              rocksMemtablesMiB: rocks('memtables'),
+              rocksReadersMiB: rocks('table_readers'),
+              rocksCacheMiB: rocks('block_cache'),
+              mallocHeapMiB: mallocHeapMiB(n.child.proc.pid),
+            };
           });
         },
       );
@@ -779,6 +812,10 @@ function table(f: MixFigures): string {
     if (parts.length > 0) rows.push(['    anon+file+shmem at the top sample', parts.join(' / ') + ' MiB', '', '']);
     const v8 = (p.top ?? []).map((t) => (t?.v8 == null ? '-' : `${t.v8.heapUsedMiB.toFixed(0)}/${t.v8.heapTotalMiB.toFixed(0)}+${t.v8.externalMiB.toFixed(0)}`));
     if (v8.some((x) => x !== '-')) rows.push(['    V8 heap used/committed + external there', v8.join(' / ') + ' MiB', '', '']);
+    const native = (p.top ?? []).map((t) =>
+      t?.v8 == null ? '-' : `${t.v8.mallocHeapMiB.toFixed(0)}; ${t.v8.rocksMemtablesMiB.toFixed(1)}+${t.v8.rocksReadersMiB.toFixed(1)}+${t.v8.rocksCacheMiB.toFixed(1)}`,
+    );
+    if (native.some((x) => x !== '-')) rows.push(['    glibc [heap]; RocksDB memtables+readers+cache there', native.join(' / ') + ' MiB', '', '']);
   }
   rows.push(['peak RSS of the CLI: save / restore', `${f.saveCliPeakMiB.toFixed(0)} / ${f.restoreCliPeakMiB.toFixed(0)} MiB`, e ? `etcdctl ${e.savePeakRssMiB.toFixed(0)} MiB` : '-', '']);
   const w = [58, 44, 26, 16];

@@ -235,6 +235,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     if (ref.node === null) throw new Error('the node is not started yet');
     return ref.node.status();
   });
+  metrics.rocksMemory = () => storage.memory();
   const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger, dial, directory: api.directory });
   let initialMembership: Membership = { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers };
   if (cfg.join && isNewDataDir) {

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+import type { RocksMemory } from '../storage/rocks.js';
 import type { NodeStatus } from './node-status.js';
 
 const ROLE_VALUES = { follower: 0, preCandidate: 1, candidate: 2, leader: 3 } as const;
@@ -24,6 +25,9 @@ export class NodeMetrics {
 
   /** taskQueueDepth: set once the node's task queue exists. */
   taskQueueDepth: () => number = () => 0;
+
+  /** rocksMemory: RocksDB's own native memory by database (RocksStorage.memory), once the node has a RocksDB storage; null: none. */
+  rocksMemory: () => { readonly log: RocksMemory; readonly state: RocksMemory } | null = () => null;
 
   constructor(status: () => NodeStatus, withProcessMetrics = true) {
     const depth = (): number => this.taskQueueDepth();
@@ -53,6 +57,22 @@ export class NodeMetrics {
       registers: [r],
       collect() {
         this.set(depth());
+      },
+    });
+    const rocks = (): { readonly log: RocksMemory; readonly state: RocksMemory } | null => this.rocksMemory();
+    new Gauge({
+      name: 'snapcoord_rocksdb_memory_bytes',
+      help: 'Native memory RocksDB holds, by database (log; state: the open state generations) and kind (memtables, table_readers: index and filter blocks, block_cache).',
+      labelNames: ['db', 'kind'],
+      registers: [r],
+      collect() {
+        const m = rocks();
+        if (m === null) return;
+        for (const db of ['log', 'state'] as const) {
+          this.set({ db, kind: 'memtables' }, m[db].memtablesBytes);
+          this.set({ db, kind: 'table_readers' }, m[db].tableReadersBytes);
+          this.set({ db, kind: 'block_cache' }, m[db].blockCacheBytes);
+        }
       },
     });
     this.proposals = new Counter({ name: 'snapcoord_proposals_total', help: 'Writes proposed here, by result.', labelNames: ['result'], registers: [r] });

@@ -10,7 +10,7 @@ import { keyString } from './key-string.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { lockedInodes } from './proc-locks.js';
 import { openRecord, RecordSealer, sealRecord } from './record-checksum.js';
-import { RocksDb, type RocksCalls, type RocksIterator, type RocksOp, type RocksOpSink } from './rocks.js';
+import { RocksDb, type RocksCalls, type RocksIterator, type RocksMemory, type RocksOp, type RocksOpSink } from './rocks.js';
 import { SerialQueue } from './serial-queue.js';
 import { findWalDamage } from './wal-check.js';
 import { checkInstallBatch, checkInstallMeta, checkStateBatch, copyMembership, digestSnapshot, isMembership } from './state-transfer.js';
@@ -787,6 +787,26 @@ export class RocksStorage implements NodeStorage {
   /** stateViews: the point-in-time views of the whole state opened so far (snapshotState calls: each a full read when iterated). */
   get stateViews(): number {
     return this.#stateViews;
+  }
+
+  /**
+   * memory: RocksDB's own native memory (RocksDb.memory) of the log database and of the state generations
+   * open now (the current one and retired ones still read), summed; a closed storage holds none.
+   */
+  memory(): { readonly log: RocksMemory; readonly state: RocksMemory } {
+    const sum = (dbs: readonly RocksDb[]): RocksMemory => {
+      let memtablesBytes = 0;
+      let tableReadersBytes = 0;
+      let blockCacheBytes = 0;
+      for (const db of dbs) {
+        const m = db.memory();
+        memtablesBytes += m.memtablesBytes;
+        tableReadersBytes += m.tableReadersBytes;
+        blockCacheBytes += m.blockCacheBytes;
+      }
+      return { memtablesBytes, tableReadersBytes, blockCacheBytes };
+    };
+    return { log: sum([this.#log]), state: sum([...this.#generations].map((g) => g.db)) };
   }
 
   /** logCalls: the native calls made on the log's database (see RocksCalls: syncedWrite counts its fsyncs). */

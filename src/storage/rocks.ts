@@ -144,6 +144,13 @@ export interface RocksOpenOptions {
   readonly blockBytes?: number;
 }
 
+/** RocksMemory: a database's native memory by kind, bytes (RocksDb.memory). */
+export interface RocksMemory {
+  readonly memtablesBytes: number;
+  readonly tableReadersBytes: number;
+  readonly blockCacheBytes: number;
+}
+
 const EMPTY = Buffer.alloc(0);
 const batchEntriesMaxDefault = 1000;
 
@@ -349,6 +356,25 @@ export class RocksDb {
   property(name: string): string {
     this.#checkOpen('property');
     return this.#db.getProperty(name);
+  }
+
+  /**
+   * RocksDb.memory is what RocksDB itself holds in native memory for this database, read from its
+   * properties: the memtables (the one filling and any being flushed), the open SSTs' table readers
+   * (index and bloom filter blocks, outside the block cache in this binding) and the block cache's
+   * contents. A closed database holds none: all zero.
+   */
+  memory(): RocksMemory {
+    if (this.#closing !== null) return { memtablesBytes: 0, tableReadersBytes: 0, blockCacheBytes: 0 };
+    const n = (name: string): number => {
+      const v = Number(this.#db.getProperty(name));
+      return Number.isFinite(v) ? v : 0;
+    };
+    return {
+      memtablesBytes: n('rocksdb.size-all-mem-tables'),
+      tableReadersBytes: n('rocksdb.estimate-table-readers-mem'),
+      blockCacheBytes: n('rocksdb.block-cache-usage'),
+    };
   }
 
   /** RocksDb.isClosed is true once close() has been called. */

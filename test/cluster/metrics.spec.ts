@@ -36,5 +36,13 @@ describe('cluster: metrics', function () {
       assert.ok(text.includes(name), `${name} missing`);
     }
     assert.match(text, /snapcoord_raft_role 3/, 'a one-node cluster leads itself');
+    // RocksDB's own native memory, by database and kind: the log's memtable holds the entries of the election at least.
+    for (const db of ['log', 'state']) {
+      for (const kind of ['memtables', 'table_readers', 'block_cache']) {
+        assert.match(text, new RegExp(`^snapcoord_rocksdb_memory_bytes\\{db="${db}",kind="${kind}"\\} \\d+$`, 'm'), `${db} ${kind} missing`);
+      }
+    }
+    const logMemtables = Number(/^snapcoord_rocksdb_memory_bytes\{db="log",kind="memtables"\} (\d+)$/m.exec(text)?.[1]);
+    assert.ok(logMemtables > 0, `log memtables ${logMemtables} bytes`);
   });
 });

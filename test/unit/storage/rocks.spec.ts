@@ -23,6 +23,24 @@ describe('RocksDb', () => {
 
   const key = (i: number): Buffer => Buffer.from(`key${String(i).padStart(4, '0')}`);
 
+  it('memory: reports the memtables it fills, the table readers and block cache of what it reads from SSTs, nothing once closed', async () => {
+    const value = Buffer.alloc(1024, 'v');
+    await db.write(Array.from({ length: 1000 }, (_, i) => ({ type: 'put' as const, key: key(i), value })), { sync: true });
+    const written = db.memory();
+    assert.ok(written.memtablesBytes >= 1000 * 1024, `memtables ${written.memtablesBytes} bytes after 1,000 KiB written`);
+    assert.equal(written.tableReadersBytes, 0, 'no SST yet');
+    // Reopened, RocksDB flushes what its write-ahead log held into an SST; a read then goes through its reader and the block cache.
+    const path = db.path;
+    await db.close();
+    assert.deepEqual(db.memory(), { memtablesBytes: 0, tableReadersBytes: 0, blockCacheBytes: 0 });
+    db = await RocksDb.open(path);
+    assert.deepEqual(await db.get(key(500)), value);
+    const read = db.memory();
+    assert.ok(read.memtablesBytes < written.memtablesBytes, `memtables ${read.memtablesBytes} bytes after the flush`);
+    assert.ok(read.tableReadersBytes > 0, 'the SST has a table reader');
+    assert.ok(read.blockCacheBytes >= 1024, `block cache ${read.blockCacheBytes} bytes after a read`);
+  });
+
   it('gets what a batch wrote, undefined for a missing key, and applies deletes in order', async () => {
     await db.write(
       [
