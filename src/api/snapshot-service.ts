@@ -319,12 +319,14 @@ export function createSnapshotService(
         });
         try {
           const offset = Number(req.offset ?? 0n);
+          // The info goes first even for an offset past the end, so the caller learns the size it asked beyond
+          // (the gateway answers 416 with `Content-Range: bytes */SIZE`, as for an offset at the end).
+          await outbox.write({ info: infoOf(handle), knownLeader, lastContactMs });
           if (offset > handle.archiveBytes) {
             throw new ApiError(grpc.status.OUT_OF_RANGE, `offset ${offset} is past the end of snapshot ${handle.id} (${handle.archiveBytes} bytes)`);
           }
           const length = Number(req.length ?? 0n);
           const end = length > 0 ? Math.min(handle.archiveBytes, offset + length) : handle.archiveBytes;
-          await outbox.write({ info: infoOf(handle), knownLeader, lastContactMs });
           if (end > offset) {
             // 1 MiB pieces, each read straight into a frame with room for the message's fields (the serializer
             // encodes around it in place: grpc-js's framing is the one copy) and read into again once grpc-js has

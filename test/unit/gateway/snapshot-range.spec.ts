@@ -134,7 +134,7 @@ describe('gateway: resumable snapshot downloads (Range, ETag, pinning)', functio
     assert.equal(`"${sha(resumed)}"`, etag);
   });
 
-  it('START-END gives exactly that range; ?index= pins too; a start at the end is 416 with bytes */SIZE', async () => {
+  it('START-END gives exactly that range; ?index= pins too; a start at or past the end is 416 with bytes */SIZE', async () => {
     const whole = await get(http, '/v1/operator/snapshot');
     const index = String(whole.headers['x-nomad-index']);
     const r = await get(http, `/v1/operator/snapshot?index=${index}`, { range: 'bytes=100-1123' });
@@ -144,6 +144,14 @@ describe('gateway: resumable snapshot downloads (Range, ETag, pinning)', functio
     const past = await get(http, `/v1/operator/snapshot?index=${index}`, { range: `bytes=${whole.body.length}-` });
     assert.equal(past.status, 416);
     assert.equal(past.headers['content-range'], `bytes */${whole.body.length}`);
+    // Past the end (a client resuming into a longer file of another archive): 416 too, not the node's OUT_OF_RANGE as 400.
+    for (const start of [whole.body.length + 1, whole.body.length + 10_000_000]) {
+      for (const path of [`/v1/operator/snapshot?index=${index}`, '/v1/operator/snapshot']) {
+        const beyond = await get(http, path, { range: `bytes=${start}-` });
+        assert.equal(beyond.status, 416, `${path} bytes=${start}-: ${beyond.body.toString()}`);
+        assert.equal(beyond.headers['content-range'], `bytes */${whole.body.length}`);
+      }
+    }
   });
 
   it('If-Range naming another archive gets the whole archive (200); an id no longer held is 404; a bad pin is 400', async () => {
