@@ -6,9 +6,11 @@
  * to send its body (a restore of gigabytes) only to be refused. The gateway
  * takes 'checkContinue' over (acceptRequestsExpectingContinue) and answers
  * 100 only where it starts reading a body (continueBody): after auth and the
- * size checks. A request answered without 100 (refused, 404, 405, 413 on the
- * declared length) had no body sent: Node closes its connection after the
- * answer (a response to an unanswered Expect is never kept alive).
+ * size checks (open routes, 404 and 405 included: fastify reads at most
+ * jsonBytesMax of their bodies before their handlers run). A request answered
+ * without 100 (refused, 413 on the declared length) had no body sent: Node
+ * closes its connection after the answer (a response to an unanswered Expect
+ * is never kept alive).
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 

@@ -348,8 +348,9 @@ export function createGateway(opts: GatewayOptions): Gateway {
     return sendAuthError(reply, style ?? styleOfPath(req.url), verdict);
   });
 
-  // After auth (onRequest), before the body is read: `100 Continue` for a body within jsonBytesMax (the restore
-  // route answers it itself, after its own size check).
+  // After auth (onRequest: a refused request never gets here), before the body is read: `100 Continue` for a body
+  // within jsonBytesMax (the restore route answers it itself, after its own size check). Open routes, 404 and 405
+  // get it too: fastify reads (at most jsonBytesMax of) a body before their handlers run.
   app.addHook('preParsing', async (req, reply, payload) => {
     if (req.routeOptions.config.rawBody !== true && Number(req.headers['content-length'] ?? 0) <= jsonBytesMax) continueBody(req.raw, reply.raw);
     return payload;
