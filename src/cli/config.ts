@@ -13,6 +13,7 @@ import { isLoopback, isNodeId, parseHostPort } from '../client/address.js';
 import { defaultSnapshotRoots } from '../api/snapshot-path.js';
 import { TASKS_ENQUEUED_MAX_DEFAULT, TASKS_FINISHED_KEPT_DEFAULT } from '../ops/task-queue.js';
 import { parseApiKeys, type ApiKeySpec } from '../gateway/auth.js';
+import { API_KEY_CHARS_MIN } from '../auth/keys.js';
 import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
@@ -491,6 +492,12 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   const apiKeyFile = file('apiKeyFile');
   if (apiKeyFile !== '' && str('apiKey') !== undefined) throw configError('api-key and api-key-file: give one of them');
   const apiKey = apiKeyFile !== '' ? readKeyFile(apiKeyFile, read) : (str('apiKey') ?? '');
+  // As for the extra keys: a key of a few characters is found by trying them all (never named here: it is a secret).
+  if (apiKey !== '' && apiKey.length < API_KEY_CHARS_MIN) {
+    throw configError(
+      `${apiKeyFile !== '' ? `api-key-file ${apiKeyFile}` : 'api-key'}: the admin API key has ${apiKey.length} characters; an API key has at least ${API_KEY_CHARS_MIN} (a random one: \`openssl rand -hex 24\`)`,
+    );
+  }
   let apiKeys: ApiKeySpec[];
   try {
     apiKeys = parseApiKeys(str('apiKeys') ?? '');

@@ -21,9 +21,23 @@ describe('gateway: serve configuration', () => {
   });
 
   it('the admin key comes from --api-key or SNAPCOORD_API_KEY', () => {
-    assert.equal(resolveServeConfig({ apiKey: 'flag-key' }, { SNAPCOORD_API_KEY: 'env-key' }).apiKey, 'flag-key');
-    assert.equal(resolveServeConfig({}, { SNAPCOORD_API_KEY: 'env-key' }).apiKey, 'env-key');
-    assert.equal(resolveServeConfig({}, { SNAPCOORD_API_KEY: 'env-key' }).httpAddress, '127.0.0.1:8108');
+    assert.equal(resolveServeConfig({ apiKey: 'flag-key' }, { SNAPCOORD_API_KEY: 'env-key-1' }).apiKey, 'flag-key');
+    assert.equal(resolveServeConfig({}, { SNAPCOORD_API_KEY: 'env-key-1' }).apiKey, 'env-key-1');
+    assert.equal(resolveServeConfig({}, { SNAPCOORD_API_KEY: 'env-key-1' }).httpAddress, '127.0.0.1:8108');
+  });
+
+  it('an admin key shorter than 8 characters is refused, from the flag, the environment or the file, without naming it', () => {
+    for (const [raw, env, read] of [
+      [{ apiKey: 'k' }, {}, undefined],
+      [{}, { SNAPCOORD_API_KEY: 'seven77' }, undefined],
+      [{ apiKeyFile: '/keys/short' }, {}, () => 'abc\n'],
+    ] as const) {
+      assert.throws(
+        () => resolveServeConfig(raw, env, read),
+        (err: Error) => /the admin API key has \d characters; an API key has at least 8/.test(err.message) && !/seven77|: abc|'k'/.test(err.message),
+      );
+    }
+    assert.equal(resolveServeConfig({}, { SNAPCOORD_API_KEY: 'eight888' }).apiKey, 'eight888');
   });
 
   it('extra keys: config file array, SNAPCOORD_API_KEYS JSON, --api-keys; bad entries are clear errors', () => {
