@@ -13,6 +13,7 @@
  *   unspecified).
  */
 import { isAbsolute, relative, resolve } from 'node:path';
+import { AUTHORIZATION_METADATA_KEY } from '../client/authorization.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import type { RouteContext, RouteSpec } from './route-spec.js';
 import { sendGrpcError, sendJson, sendTypesenseError } from './styles.js';
@@ -58,6 +59,8 @@ function queryString(q: unknown, name: string): string | undefined {
 }
 
 export function typesenseRoutes(ctx: RouteContext): RouteSpec[] {
+  /** health: the Status calls running for /health, by the key they carry (the requests now waiting share them). */
+  const health = new Map<string, Promise<boolean>>();
   const { cluster, snapshots } = ctx.clients;
   return [
     {
@@ -100,13 +103,24 @@ export function typesenseRoutes(ctx: RouteContext): RouteSpec[] {
       style: 'typesense',
       action: null,
       handler: async (req, reply) => {
-        let ok = false;
-        try {
-          const st = await cluster.status({ deadlineMs: STATUS_DEADLINE_MS, metadata: ctx.callMetadata(req) });
-          ok = st.leaderId !== '';
-        } catch (err) {
-          reply.log.debug({ err }, 'health: status failed');
+        // Open to anyone, so one Status call serves every /health that arrives while it runs with the same key
+        // (the gateway's own, or a caller's that passed: a configured one, so few): a flood of them costs the node
+        // one call at a time, not one each, and one caller's key never answers for another's request.
+        const metadata = ctx.callMetadata(req);
+        const key = String(metadata.get(AUTHORIZATION_METADATA_KEY)[0] ?? '');
+        let shared = health.get(key);
+        if (shared === undefined) {
+          shared = cluster.status({ deadlineMs: STATUS_DEADLINE_MS, metadata }).then(
+            (st) => st.leaderId !== '',
+            (err: unknown) => {
+              reply.log.debug({ err }, 'health: status failed');
+              return false;
+            },
+          );
+          health.set(key, shared);
+          void shared.finally(() => health.delete(key));
         }
+        const ok = await shared;
         return sendJson(reply, ok ? 200 : 503, ok ? { ok: true, status: 'available' } : { ok: false, status: 'unavailable' });
       },
     },

@@ -29,6 +29,7 @@ import type {
   TaskFilter,
 } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Role, grpcError, startFakeApi, status, task, unaryOk, type FakeApi, type FakeApiHandlers } from './fake-api.js';
+import { sleep, until } from '../../harness/until.js';
 
 const KEY = 'admin-key-0123456789';
 const READ_KEY = 'read-only-key-0123';
@@ -141,12 +142,18 @@ describe('gateway: Typesense routes', () => {
   let role = Role.ROLE_LEADER;
   let leader = 'n1';
   let voteSuccess = true;
+  /** statusCalls: Status calls the node got; statusGate: what each waits for before it answers. */
+  let statusCalls = 0;
+  let statusGate: Promise<void> = Promise.resolve();
 
   before(async () => {
     env = await setup(
       {
         cluster: {
-          status: unaryOk(() => status(role, leader)),
+          status: ((_call: unknown, cb: grpc.sendUnaryData<unknown>) => {
+            statusCalls++;
+            void statusGate.then(() => cb(null, status(role, leader)));
+          }) as grpc.UntypedHandleCall,
           vote: unaryOk(() => ({ success: voteSuccess })),
         },
         snapshots: {
@@ -167,6 +174,8 @@ describe('gateway: Typesense routes', () => {
     createAnswer = () => null;
     role = Role.ROLE_LEADER;
     leader = 'n1';
+    statusCalls = 0;
+    statusGate = Promise.resolve();
   });
 
   const inject = (o: InjectOptions): Promise<LightResponse> => env!.gw.app.inject(o);
@@ -261,6 +270,22 @@ describe('gateway: Typesense routes', () => {
     const bad = await inject({ method: 'GET', url: '/health' });
     assert.equal(bad.statusCode, 503);
     assert.deepEqual(bad.json(), { ok: false, status: 'unavailable' });
+  });
+
+  it('GET /health: the requests that arrive while a Status call runs share it (a flood costs the node one call at a time); the next asks again', async () => {
+    let open = (): void => undefined;
+    statusGate = new Promise<void>((r) => {
+      open = r;
+    });
+    const answers = Array.from({ length: 40 }, () => inject({ method: 'GET', url: '/health' }));
+    await until('the first Status call', 5_000, () => (statusCalls >= 1 ? true : undefined));
+    await sleep(100); // the other requests reach the route meanwhile
+    assert.equal(statusCalls, 1);
+    open();
+    for (const r of await Promise.all(answers)) assert.equal(r.statusCode, 200);
+    leader = '';
+    assert.equal((await inject({ method: 'GET', url: '/health' })).statusCode, 503, 'no answer kept past its call');
+    assert.equal(statusCalls, 2);
   });
 
   it('GET /debug: version and Typesense state numbers; needs a key', async () => {
