@@ -7,8 +7,11 @@
  * - keepLast N: the N newest;
  * - keepDays D: every archive of the last D days (created after now - D days);
  * - keepWeeks W: one a day (the newest of each UTC day) for the last W weeks.
- * The newest archive is always kept. A policy with every rule 0 keeps
- * everything (no retention).
+ * The newest archive is always kept, and so is the one a run just wrote
+ * (`protect`): names are times, and an archive named later than it (a
+ * file dropped in the directory, one written by a node whose clock ran
+ * ahead) must not make the run delete its own archive. A policy with every
+ * rule 0 keeps everything (no retention).
  */
 
 /** RetentionPolicy: 0 turns a rule off. */
@@ -51,13 +54,15 @@ export function checkPolicy(p: RetentionPolicy): RetentionPolicy {
 /**
  * planRetention splits `items` into kept and removed under `policy` at
  * `nowMs` (see the file comment). Ties in time are broken by name (higher
- * name is newer). Pure: it deletes nothing.
+ * name is newer). The item named `protect` (if any) is always kept. Pure:
+ * it deletes nothing.
  */
-export function planRetention<T extends RetentionItem>(items: readonly T[], policy: RetentionPolicy, nowMs: number): RetentionPlan<T> {
+export function planRetention<T extends RetentionItem>(items: readonly T[], policy: RetentionPolicy, nowMs: number, protect?: string): RetentionPlan<T> {
   const sorted = [...items].sort((a, b) => b.createdAtMs - a.createdAtMs || (a.name < b.name ? 1 : a.name > b.name ? -1 : 0));
   if (!hasRetention(policy)) return { keep: sorted, remove: [] };
   const keep = new Set<T>();
   if (sorted[0] !== undefined) keep.add(sorted[0]);
+  for (const i of sorted) if (protect !== undefined && i.name === protect) keep.add(i);
   sorted.slice(0, policy.keepLast).forEach((i) => keep.add(i));
   if (policy.keepDays > 0) {
     const since = nowMs - policy.keepDays * DAY_MS;

@@ -515,11 +515,12 @@ export class S3Destination {
 
   /**
    * applyRetention deletes the scheduled archives of `db` under the prefix
-   * that `policy` does not keep (objects with other names are left alone).
+   * that `policy` does not keep (objects with other names are left alone);
+   * the archive named `protect` (the run's own upload) is always kept.
    */
-  async applyRetention(db: string, policy: RetentionPolicy, nowMs: number): Promise<{ kept: RemoteSnapshot[]; removed: RemoteSnapshot[] }> {
+  async applyRetention(db: string, policy: RetentionPolicy, nowMs: number, protect?: string): Promise<{ kept: RemoteSnapshot[]; removed: RemoteSnapshot[] }> {
     const mine = (await this.list()).filter((o) => SNAPSHOT_NAME_PATTERN.exec(o.name)?.[1] === db);
-    const plan = planRetention(mine, policy, nowMs);
+    const plan = planRetention(mine, policy, nowMs, protect);
     for (const o of plan.remove) await this.remove(o.key);
     return { kept: plan.keep, removed: plan.remove };
   }

@@ -193,12 +193,16 @@ export interface LocalRetentionResult {
   readonly removed: string[];
 }
 
-/** applyLocalRetention deletes the scheduled archives of `db` in `dir` that `policy` does not keep (other files are left alone). */
-export async function applyLocalRetention(dir: string, db: string, policy: RetentionPolicy, nowMs: number): Promise<LocalRetentionResult> {
+/**
+ * applyLocalRetention deletes the scheduled archives of `db` in `dir` that
+ * `policy` does not keep (other files are left alone); the archive named
+ * `protect` (the run's own) is always kept.
+ */
+export async function applyLocalRetention(dir: string, db: string, policy: RetentionPolicy, nowMs: number, protect?: string): Promise<LocalRetentionResult> {
   const items = (await readdir(dir))
     .filter((n) => SNAPSHOT_NAME_PATTERN.exec(n)?.[1] === db)
     .map((name) => ({ name, createdAtMs: timeOfName(name) ?? 0 }));
-  const plan = planRetention(items, policy, nowMs);
+  const plan = planRetention(items, policy, nowMs, protect);
   for (const i of plan.remove) await rm(join(dir, i.name), { force: true });
   return { kept: plan.keep.map((i) => i.name), removed: plan.remove.map((i) => i.name) };
 }
@@ -253,11 +257,12 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
       if (hasRetention(o.retention) || hasRetention(localPolicy)) {
         progress({ phase: 'retention' });
         const at = now();
-        const local = await applyLocalRetention(o.snapshotDir, o.dbName, localPolicy, at);
+        // The run's own archive is kept whatever the other names say (a later-named one must not get it removed).
+        const local = await applyLocalRetention(o.snapshotDir, o.dbName, localPolicy, at, basename(path));
         removed += local.removed.length;
         kept += local.kept.length;
         if (o.destination !== null && hasRetention(o.retention)) {
-          const remote = await o.destination.applyRetention(o.dbName, o.retention, at);
+          const remote = await o.destination.applyRetention(o.dbName, o.retention, at, basename(path));
           removed += remote.removed.length;
           kept += remote.kept.length;
         }

@@ -28,6 +28,14 @@ describe('agent: retention', () => {
     assert.equal(p.remove[0]?.name, 'h0003', 'removed newest first');
   });
 
+  it('the archive named `protect` (the run just wrote it) is kept even when later-named ones push it out of keepLast', () => {
+    const own = { name: 'own', createdAtMs: NOW };
+    const ahead = { name: 'ahead', createdAtMs: NOW + 365 * DAY };
+    const p = planRetention([own, ahead, ...hourly(1).slice(1)], { keepLast: 1, keepDays: 0, keepWeeks: 0 }, NOW, 'own');
+    assert.deepEqual(p.keep.map((i) => i.name), ['ahead', 'own']);
+    assert.equal(p.remove.length, 23);
+  });
+
   it('keepDays D keeps everything of the last D days', () => {
     const p = planRetention(hourly(5), { keepLast: 0, keepDays: 2, keepWeeks: 0 }, NOW);
     assert.equal(p.keep.length, 48);

@@ -6,7 +6,7 @@
  * retention policy to the directory and the bucket.
  */
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { LEGACY_SCHEDULE_KEY_PREFIX, SCHEDULE_RECORD_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/ops/schedule.js';
@@ -240,6 +240,37 @@ describe('agent: snapshot schedule', function () {
       await queue?.close();
       agent.stop();
       await s3.close();
+      await sn.close();
+    }
+  });
+  it('retention never removes the archive the run just wrote, whatever later-named archives sit in the directory (a dropped file, a clock that ran ahead)', async () => {
+    const sn = await SnapshotNode.start();
+    let queue: TaskQueue | null = null;
+    try {
+      const dir = sn.root;
+      const now = Date.parse('2026-12-03T00:00:00Z');
+      // Named a year ahead: the newest by name, so keepLast 1 alone would keep it and remove the run's own archive.
+      const ahead = snapshotName('db', new Date(now + 365 * 24 * HOUR));
+      await writeFile(join(dir, ahead), 'not an archive');
+      const runner = scheduledSnapshotRunner({
+        snapshot: () => sn.node.downloadSnapshot(true),
+        dbName: 'db',
+        snapshotDir: dir,
+        retention: { keepLast: 1, keepDays: 0, keepWeeks: 0 },
+        destination: null,
+        log: silent,
+        now: () => now,
+      });
+      queue = await TaskQueue.open(join(sn.dir, 'protect-tasks.json'), { snapshotCreation: runner }, silent);
+      const own = snapshotName('db', new Date(now));
+      const t = await queue.enqueue('snapshotCreation', { path: join(dir, own) });
+      await queue.idle();
+      const done = queue.get(t.uid);
+      assert.equal(done.status, 'succeeded', String(done.error));
+      const left = (await readdir(dir)).filter((n) => n.startsWith('db-')).sort();
+      assert.ok(left.includes(own), `the run's own archive was removed by retention: ${left.join(', ')}`);
+    } finally {
+      await queue?.close();
       await sn.close();
     }
   });
