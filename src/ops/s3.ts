@@ -262,7 +262,11 @@ function classify(err: unknown, what: string, loc: string): S3Error {
   return new S3Error('failed', `${what} ${loc}: ${describe(err)}`, { cause: err });
 }
 
-/** HashCheck passes bytes through, hashing them; at the end it fails when they do not hash to `sha256` or count `sizeBytes`. */
+/**
+ * HashCheck passes bytes through, hashing them; it fails as soon as they
+ * exceed `sizeBytes` (when >= 0), and at the end when they do not hash to
+ * `sha256` or count `sizeBytes`.
+ */
 class HashCheck extends Transform {
   private readonly hash = createHash('sha256');
   bytes = 0;
@@ -276,6 +280,10 @@ class HashCheck extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    // More bytes than recorded fail at once, not at the end: a server that lies about the size cannot fill the disk.
+    if (this.sizeBytes >= 0 && this.bytes + chunk.length > this.sizeBytes) {
+      return cb(new S3Error('corrupt', `${this.what}: more than the ${this.sizeBytes} bytes recorded`));
+    }
     this.hash.update(chunk);
     this.bytes += chunk.length;
     this.onBytes(this.bytes);
@@ -454,7 +462,8 @@ export class S3Destination {
 
   /**
    * download streams `key` into `sink`, checking its bytes against the
-   * recorded SHA-256 and size. Errors: S3Error `unverifiable` (no recorded
+   * recorded SHA-256 and size (a body longer than the size is cut at that
+   * size, whatever the GET announces). Errors: S3Error `unverifiable` (no recorded
    * SHA-256), `corrupt` (bytes differ; the sink then holds bad bytes: callers
    * write to a temp file), `notFound`, ...
    */

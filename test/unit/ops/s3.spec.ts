@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -235,6 +236,50 @@ describe('agent: S3 destination (s3rver)', function () {
       assert.deepEqual(names, [snapshotName('db', new Date(now - 3_600_000)), snapshotName('db', new Date(now)), 'notes.txt', snapshotName('other', new Date(now - 9 * 86_400_000))].sort());
     } finally {
       d.close();
+    }
+  });
+
+  it('a server that answers a GET with more bytes than the object recorded: refused after the recorded size, not once the disk holds them all', async () => {
+    // A hostile or broken store: HEAD says 4 bytes (with their SHA-256), the GET streams up to 64 MiB.
+    const small = Buffer.from('tiny');
+    const LIE_BYTES = 64 * MiB;
+    let sent = 0;
+    const server = createServer((req, res) => {
+      const headers = { 'x-amz-meta-snapcoord-sha256': sha(small), 'content-type': 'application/x-gzip', 'last-modified': new Date().toUTCString() };
+      if (req.method === 'HEAD') {
+        res.writeHead(200, { ...headers, 'content-length': String(small.length) });
+        res.end();
+        return;
+      }
+      res.writeHead(200, headers); // chunked: no length announced
+      const chunk = Buffer.alloc(64 * 1024, 7);
+      const pump = (): void => {
+        while (sent < LIE_BYTES && !res.destroyed) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      res.on('close', () => res.removeAllListeners('drain'));
+      pump();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const d = await S3Destination.open(`s3://${BUCKET}/lie/x.snapshot`, { ...settings, endpoint: `http://127.0.0.1:${port}`, forcePathStyle: true }, 1);
+    try {
+      const file = join(dir, 'lie.snap');
+      let most = 0;
+      await assert.rejects(
+        d.downloadToFile(d.prefix, file, (n) => (most = Math.max(most, n))),
+        (e: unknown) => e instanceof S3Error && e.code === 'corrupt',
+      );
+      assert.ok(most <= small.length, `${most} bytes taken from a body recorded as ${small.length}`);
+      assert.ok(sent < LIE_BYTES, 'the download was cut, not read to the end');
+      assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('lie.snap')), [], 'nothing left behind');
+    } finally {
+      d.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 
