@@ -26,7 +26,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 import type { Logger } from '../node/logger.js';
-import { exportArchiveFile } from './snapshot-export.js';
+import { exportArchiveFile, removeStaleCopies } from './snapshot-export.js';
 import type { SnapshotHandle } from '../snapshot/store.js';
 import type { KvCommand } from '../fsm/kv-command.js';
 import type { Task, TaskDetails, TaskRunner } from './task-queue.js';
@@ -232,6 +232,9 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
       const total = handle.archiveBytes;
       const base: TaskDetails = { path, bytesTotal: total, digest: handle.archiveSha256, index: handle.meta.index };
       progress({ ...base, phase: 'copy', bytesDone: 0 });
+      // Copies of earlier runs that a crash left (a restarted run writes a new one): never removed otherwise.
+      const stale = await removeStaleCopies(o.snapshotDir, (name) => SNAPSHOT_NAME_PATTERN.exec(name)?.[1] === o.dbName);
+      if (stale.length > 0) o.log.info({ removed: stale }, 'temp copies of scheduled snapshots left by an earlier crash removed');
       await exportArchiveFile(handle, path, (done) => progress({ bytesDone: done }));
       let destination = path;
       if (o.destination !== null) {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -27,6 +27,45 @@ export async function checkArchiveTarget(path: string): Promise<void> {
   if (st === null || st.isFile() || st.isSymbolicLink()) return;
   const what = st.isDirectory() ? 'a directory' : 'not a regular file';
   throw new NodeError('invalid', `${path} is ${what}; snapshot tasks write their file there (<snapshot-dir>/<db-name>.snapshot): move it away`);
+}
+
+/** STALE_COPY_MS: a temp copy untouched this long is the leftover of a copy the process died in (a copy under way writes it all the time). */
+export const STALE_COPY_MS = 15 * 60_000;
+/** COPY_TMP_NAME: exportArchiveFile's temp files, `.<archive name>.<uuid>.tmp`. */
+const COPY_TMP_NAME = /^\.(.+)\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp$/;
+
+/**
+ * removeStaleCopies removes from `dir` the temp files of exportArchiveFile
+ * (`.<name>.<uuid>.tmp`) whose archive name `ours` accepts and that nothing
+ * has written for `maxAgeMs` (by mtime): what a copy left when the process
+ * died mid-way (killed, out of memory, power), which nothing else ever
+ * removes and each restarted task adds to. A copy under way (another node
+ * sharing the directory) writes its file all the time and is left alone.
+ * Only regular files are removed; errors on one file are skipped. Returns
+ * the names removed.
+ */
+export async function removeStaleCopies(dir: string, ours: (archiveName: string) => boolean, maxAgeMs = STALE_COPY_MS): Promise<string[]> {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return removed; // no directory yet: nothing left over
+  }
+  const before = Date.now() - maxAgeMs;
+  for (const name of names) {
+    const archive = COPY_TMP_NAME.exec(name)?.[1];
+    if (archive === undefined || !ours(archive)) continue;
+    try {
+      const st = await lstat(join(dir, name));
+      if (!st.isFile() || st.mtimeMs > before) continue;
+      await unlink(join(dir, name));
+      removed.push(name);
+    } catch {
+      // gone meanwhile, or not ours to remove: left alone
+    }
+  }
+  return removed;
 }
 
 /**

@@ -1,5 +1,7 @@
 import type { Node } from '../node/node.js';
-import { checkArchiveTarget, exportArchiveFile } from './snapshot-export.js';
+import { basename, dirname } from 'node:path';
+
+import { checkArchiveTarget, exportArchiveFile, removeStaleCopies } from './snapshot-export.js';
 import type { TaskRunner } from './task-queue.js';
 
 /**
@@ -11,6 +13,7 @@ import type { TaskRunner } from './task-queue.js';
 export function snapshotTaskRunner(node: Node, path: string): TaskRunner {
   return async (_task, progress) => {
     await checkArchiveTarget(path); // before taking a snapshot that could not be written
+    await removeStaleCopies(dirname(path), (name) => name === basename(path)); // copies of this file a crash left
     const handle = await node.downloadSnapshot(true, { toDisk: true });
     try {
       const total = handle.archiveBytes;

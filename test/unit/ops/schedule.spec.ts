@@ -6,7 +6,7 @@
  * retention policy to the directory and the bucket.
  */
 import assert from 'node:assert/strict';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { LEGACY_SCHEDULE_KEY_PREFIX, SCHEDULE_RECORD_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/ops/schedule.js';
@@ -269,6 +269,44 @@ describe('agent: snapshot schedule', function () {
       assert.equal(done.status, 'succeeded', String(done.error));
       const left = (await readdir(dir)).filter((n) => n.startsWith('db-')).sort();
       assert.ok(left.includes(own), `the run's own archive was removed by retention: ${left.join(', ')}`);
+    } finally {
+      await queue?.close();
+      await sn.close();
+    }
+  });
+  it('temp copies a crash left (untouched for STALE_COPY_MS) are removed by the next run; a copy under way, other dbs and other files are left alone', async () => {
+    const sn = await SnapshotNode.start();
+    let queue: TaskQueue | null = null;
+    try {
+      const dir = sn.root;
+      const now = Date.parse('2026-12-03T00:00:00Z');
+      const uuid = (n: number): string => `0000000${n}-0000-4000-8000-000000000000`;
+      const earlier = snapshotName('db', new Date(now - HOUR));
+      const names = {
+        staleScheduled: `.${earlier}.${uuid(1)}.tmp`,
+        freshScheduled: `.${earlier}.${uuid(2)}.tmp`, // a copy under way (another node sharing the directory)
+        otherDb: `.${snapshotName('other', new Date(now - HOUR))}.${uuid(3)}.tmp`,
+        notOurs: `.notes.txt.${uuid(4)}.tmp`,
+        staleTask: `.n1.snapshot.${uuid(5)}.tmp`, // of the snapshot task's file (sn.snapshotPath)
+      };
+      const old = new Date(Date.now() - 2 * HOUR); // well past STALE_COPY_MS (15 min)
+      for (const [k, n] of Object.entries(names)) {
+        await writeFile(join(dir, n), 'a cut copy');
+        if (k !== 'freshScheduled') await utimes(join(dir, n), old, old);
+      }
+      const runner = scheduledSnapshotRunner({ snapshot: () => sn.node.downloadSnapshot(true), dbName: 'db', snapshotDir: dir, retention: NO_RETENTION, destination: null, log: silent, now: () => now });
+      queue = await TaskQueue.open(join(sn.dir, 'stale-tasks.json'), { snapshotCreation: runner }, silent);
+      const t = await queue.enqueue('snapshotCreation', { path: join(dir, snapshotName('db', new Date(now))) });
+      await queue.idle();
+      assert.equal(queue.get(t.uid).status, 'succeeded', String(queue.get(t.uid).error?.message));
+      let left = (await readdir(dir)).filter((n) => n.endsWith('.tmp')).sort();
+      assert.deepEqual(left, [names.freshScheduled, names.notOurs, names.otherDb, names.staleTask].sort());
+      // The snapshot task of <db>.snapshot removes the ones of its own file.
+      const plain = await sn.tasks.enqueue('snapshotCreation', { path: sn.snapshotPath });
+      await sn.tasks.idle();
+      assert.equal(sn.tasks.get(plain.uid).status, 'succeeded', String(sn.tasks.get(plain.uid).error?.message));
+      left = (await readdir(dir)).filter((n) => n.endsWith('.tmp')).sort();
+      assert.deepEqual(left, [names.freshScheduled, names.notOurs, names.otherDb].sort());
     } finally {
       await queue?.close();
       await sn.close();
