@@ -195,13 +195,16 @@ export interface LocalRetentionResult {
 
 /**
  * applyLocalRetention deletes the scheduled archives of `db` in `dir` that
- * `policy` does not keep (other files are left alone); the archive named
+ * `policy` does not keep (other files, and anything not a regular file, are
+ * left alone); the archive named
  * `protect` (the run's own) is always kept.
  */
 export async function applyLocalRetention(dir: string, db: string, policy: RetentionPolicy, nowMs: number, protect?: string): Promise<LocalRetentionResult> {
-  const items = (await readdir(dir))
-    .filter((n) => SNAPSHOT_NAME_PATTERN.exec(n)?.[1] === db)
-    .map((name) => ({ name, createdAtMs: timeOfName(name) ?? 0 }));
+  // Regular files only: a directory or link dropped under an archive's name is neither counted nor removed
+  // (a directory made every run's retention fail, so that no archive was ever removed again).
+  const items = (await readdir(dir, { withFileTypes: true }))
+    .filter((e) => e.isFile() && SNAPSHOT_NAME_PATTERN.exec(e.name)?.[1] === db)
+    .map(({ name }) => ({ name, createdAtMs: timeOfName(name) ?? 0 }));
   const plan = planRetention(items, policy, nowMs, protect);
   for (const i of plan.remove) await rm(join(dir, i.name), { force: true });
   return { kept: plan.keep.map((i) => i.name), removed: plan.remove.map((i) => i.name) };

@@ -6,7 +6,7 @@
  * retention policy to the directory and the bucket.
  */
 import assert from 'node:assert/strict';
-import { readdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { LEGACY_SCHEDULE_KEY_PREFIX, SCHEDULE_RECORD_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/ops/schedule.js';
@@ -307,6 +307,43 @@ describe('agent: snapshot schedule', function () {
       assert.equal(sn.tasks.get(plain.uid).status, 'succeeded', String(sn.tasks.get(plain.uid).error?.message));
       left = (await readdir(dir)).filter((n) => n.endsWith('.tmp')).sort();
       assert.deepEqual(left, [names.freshScheduled, names.notOurs, names.otherDb].sort());
+    } finally {
+      await queue?.close();
+      await sn.close();
+    }
+  });
+  it('local retention counts and removes regular files only: a directory or a link under an archive name neither fails the run nor is removed', async () => {
+    const sn = await SnapshotNode.start();
+    let queue: TaskQueue | null = null;
+    try {
+      const dir = sn.root;
+      const now = Date.parse('2026-12-03T00:00:00Z');
+      const asDir = snapshotName('db', new Date(now - 2 * HOUR));
+      const asLink = snapshotName('db', new Date(now - 3 * HOUR));
+      const older = snapshotName('db', new Date(now - 4 * HOUR));
+      await mkdir(join(dir, asDir));
+      await writeFile(join(dir, asDir, 'keep-me'), 'someone else\'s');
+      await writeFile(join(sn.dir, 'target'), 'not an archive');
+      await symlink(join(sn.dir, 'target'), join(dir, asLink));
+      await writeFile(join(dir, older), 'an old archive');
+      const runner = scheduledSnapshotRunner({
+        snapshot: () => sn.node.downloadSnapshot(true),
+        dbName: 'db',
+        snapshotDir: dir,
+        retention: { keepLast: 1, keepDays: 0, keepWeeks: 0 },
+        destination: null,
+        log: silent,
+        now: () => now,
+      });
+      queue = await TaskQueue.open(join(sn.dir, 'kinds-tasks.json'), { snapshotCreation: runner }, silent);
+      const own = snapshotName('db', new Date(now));
+      const t = await queue.enqueue('snapshotCreation', { path: join(dir, own) });
+      await queue.idle();
+      const done = queue.get(t.uid);
+      assert.equal(done.status, 'succeeded', String(done.error?.message));
+      assert.equal(done.details.removed, 1);
+      assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('db-')).sort(), [asDir, asLink, own].sort());
+      assert.deepEqual(await readdir(join(dir, asDir)), ['keep-me']);
     } finally {
       await queue?.close();
       await sn.close();
