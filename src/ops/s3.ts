@@ -470,6 +470,10 @@ export class S3Destination {
   async download(key: string, sink: NodeJS.WritableStream, onProgress?: (bytes: number) => void): Promise<{ sha256: string; sizeBytes: number }> {
     const h = await this.head(key);
     if (!/^[0-9a-f]{64}$/i.test(h.sha256)) throw new S3Error('unverifiable', `${this.url(key)} carries no snapcoord SHA-256 (x-amz-meta-${SHA256_META}); refusing an archive that cannot be checked`);
+    // The size bounds the download (HashCheck): the HEAD's length, else the size recorded at upload; neither is refused.
+    const recorded = h.metadata['snapcoord-size'];
+    const sizeBytes = h.sizeBytes >= 0 ? h.sizeBytes : recorded !== undefined && /^\d{1,15}$/.test(recorded) ? Number(recorded) : -1;
+    if (sizeBytes < 0) throw new S3Error('unverifiable', `${this.url(key)}: the store gave no size for it (no Content-Length, no x-amz-meta-snapcoord-size); refusing a download without a bound`);
     let body: Readable;
     try {
       const r = await this.client.send(new (await sdk()).s3.GetObjectCommand({ Bucket: this.bucket, Key: key }));
@@ -477,7 +481,7 @@ export class S3Destination {
     } catch (err) {
       throw classify(err, 'read', this.url(key));
     }
-    const check = new HashCheck(h.sha256, h.sizeBytes, onProgress ?? (() => undefined), this.url(key));
+    const check = new HashCheck(h.sha256, sizeBytes, onProgress ?? (() => undefined), this.url(key));
     try {
       await pipeline(body, check, sink);
     } catch (err) {

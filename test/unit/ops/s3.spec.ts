@@ -244,10 +244,13 @@ describe('agent: S3 destination (s3rver)', function () {
     const small = Buffer.from('tiny');
     const LIE_BYTES = 64 * MiB;
     let sent = 0;
+    const lengths = ['content-length', 'meta', 'none'];
     const server = createServer((req, res) => {
-      const headers = { 'x-amz-meta-snapcoord-sha256': sha(small), 'content-type': 'application/x-gzip', 'last-modified': new Date().toUTCString() };
+      const headers: Record<string, string> = { 'x-amz-meta-snapcoord-sha256': sha(small), 'content-type': 'application/x-gzip', 'last-modified': new Date().toUTCString() };
       if (req.method === 'HEAD') {
-        res.writeHead(200, { ...headers, 'content-length': String(small.length) });
+        // Without a length the size recorded at upload bounds the download; with neither it is refused.
+        const size = lengths.shift();
+        res.writeHead(200, size === 'content-length' ? { ...headers, 'content-length': String(small.length) } : size === 'meta' ? { ...headers, 'x-amz-meta-snapcoord-size': String(small.length) } : headers);
         res.end();
         return;
       }
@@ -275,6 +278,19 @@ describe('agent: S3 destination (s3rver)', function () {
       );
       assert.ok(most <= small.length, `${most} bytes taken from a body recorded as ${small.length}`);
       assert.ok(sent < LIE_BYTES, 'the download was cut, not read to the end');
+      assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('lie.snap')), [], 'nothing left behind');
+      // HEAD without a Content-Length: bounded by x-amz-meta-snapcoord-size.
+      sent = 0;
+      most = 0;
+      await assert.rejects(
+        d.downloadToFile(d.prefix, file, (n) => (most = Math.max(most, n))),
+        (e: unknown) => e instanceof S3Error && e.code === 'corrupt',
+      );
+      assert.ok(most <= small.length && sent < LIE_BYTES, `${most} bytes taken, ${sent} sent, with the size only in the metadata`);
+      // Neither: refused before the GET.
+      sent = 0;
+      await assert.rejects(d.downloadToFile(d.prefix, file), (e: unknown) => e instanceof S3Error && e.code === 'unverifiable' && /no size/.test(e.message));
+      assert.equal(sent, 0);
       assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('lie.snap')), [], 'nothing left behind');
     } finally {
       d.close();
