@@ -681,6 +681,10 @@ export async function fetchFromS3(url: string, settings: S3Settings, progress: b
   const s3 = await s3Module();
   const dir = await mkdtemp(join(tmpdir(), 'snapcoord-s3-'));
   const cleanup = (): Promise<void> => rm(dir, { recursive: true, force: true });
+  // Ctrl-C stops the download and removes the temp dir (Node's default exit left the partial archive in it).
+  const interrupt = new AbortController();
+  const onSigint = (): void => interrupt.abort();
+  process.once('SIGINT', onSigint);
   let d: S3Destination | null = null;
   try {
     d = await s3.S3Destination.open(url, settings);
@@ -688,17 +692,20 @@ export async function fetchFromS3(url: string, settings: S3Settings, progress: b
     const bar = new Progress({ label: 'downloading', totalBytes: head.sizeBytes, enabled: progress });
     const file = join(dir, 'archive.snapshot');
     try {
-      await d.downloadToFile(d.prefix, file, (n) => bar.update(n));
+      await d.downloadToFile(d.prefix, file, (n) => bar.update(n), interrupt.signal);
       bar.finish();
     } catch (err) {
       bar.clear();
       throw err;
     }
+    if (interrupt.signal.aborted) throw new CliError('interrupted; nothing restored', EXIT_INTERRUPTED);
     return { file, cleanup };
   } catch (err) {
     await cleanup();
+    if (interrupt.signal.aborted) throw new CliError('interrupted; nothing restored', EXIT_INTERRUPTED);
     throw s3CliError(err, s3);
   } finally {
+    process.off('SIGINT', onSigint);
     d?.close();
   }
 }

@@ -467,7 +467,7 @@ export class S3Destination {
    * SHA-256), `corrupt` (bytes differ; the sink then holds bad bytes: callers
    * write to a temp file), `notFound`, ...
    */
-  async download(key: string, sink: NodeJS.WritableStream, onProgress?: (bytes: number) => void): Promise<{ sha256: string; sizeBytes: number }> {
+  async download(key: string, sink: NodeJS.WritableStream, onProgress?: (bytes: number) => void, signal?: AbortSignal): Promise<{ sha256: string; sizeBytes: number }> {
     const h = await this.head(key);
     if (!/^[0-9a-f]{64}$/i.test(h.sha256)) throw new S3Error('unverifiable', `${this.url(key)} carries no snapcoord SHA-256 (x-amz-meta-${SHA256_META}); refusing an archive that cannot be checked`);
     // The size bounds the download (HashCheck): the HEAD's length, else the size recorded at upload; neither is refused.
@@ -476,14 +476,14 @@ export class S3Destination {
     if (sizeBytes < 0) throw new S3Error('unverifiable', `${this.url(key)}: the store gave no size for it (no Content-Length, no x-amz-meta-snapcoord-size); refusing a download without a bound`);
     let body: Readable;
     try {
-      const r = await this.client.send(new (await sdk()).s3.GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const r = await this.client.send(new (await sdk()).s3.GetObjectCommand({ Bucket: this.bucket, Key: key }), signal !== undefined ? { abortSignal: signal } : {});
       body = r.Body as Readable;
     } catch (err) {
       throw classify(err, 'read', this.url(key));
     }
     const check = new HashCheck(h.sha256, sizeBytes, onProgress ?? (() => undefined), this.url(key));
     try {
-      await pipeline(body, check, sink);
+      await pipeline(body, check, sink, signal !== undefined ? { signal } : {});
     } catch (err) {
       throw err instanceof S3Error ? err : classify(err, 'read', this.url(key));
     }
@@ -492,9 +492,10 @@ export class S3Destination {
 
   /**
    * downloadToFile downloads `key` to `file` (0600) through `file`.part,
-   * renamed only once every byte checks out; on any failure nothing is left.
+   * renamed only once every byte checks out; on any failure (`signal`
+   * aborted included) nothing is left.
    */
-  async downloadToFile(key: string, file: string, onProgress?: (bytes: number) => void): Promise<{ sha256: string; sizeBytes: number }> {
+  async downloadToFile(key: string, file: string, onProgress?: (bytes: number) => void, signal?: AbortSignal): Promise<{ sha256: string; sizeBytes: number }> {
     const part = `${file}.part`;
     const fh = await open(part, 'w', 0o600);
     let closed = false;
@@ -504,7 +505,7 @@ export class S3Destination {
           fh.write(chunk).then(() => cb(), cb);
         },
       });
-      const r = await this.download(key, sink, onProgress);
+      const r = await this.download(key, sink, onProgress, signal);
       await fh.sync();
       await fh.close();
       closed = true;

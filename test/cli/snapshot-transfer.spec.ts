@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -245,6 +246,47 @@ describe('cli: snapshot transfers against a scripted node', function () {
     assert.match(stderr, /^snapcoord: interrupted; nothing saved$/m);
     await assert.rejects(stat(file));
     assert.deepEqual(await leftovers(), []);
+  });
+
+  it('Ctrl-C during the download of restore s3://: exit 130, the temp dir with the partial archive removed', async () => {
+    // A store that sends 1 MiB of a 64 MiB object, then nothing more (a slow link).
+    const head = { 'x-amz-meta-snapcoord-sha256': '0'.repeat(64), 'content-type': 'application/x-gzip', 'last-modified': new Date().toUTCString() };
+    const server = createServer((req, res) => {
+      res.writeHead(200, { ...head, 'content-length': String(64 << 20) });
+      if (req.method === 'HEAD') return void res.end();
+      res.write(Buffer.alloc(1 << 20, 7));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const tmp = await mkdtemp(join(dir, 'tmpdir-'));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'snapshot', 'restore', 's3://snaps/x.snapshot', '--endpoint', endpoint, '--s3-endpoint', `http://127.0.0.1:${port}`, '--s3-path-style'], {
+        cwd: REPO_ROOT,
+        env: plaintextClientEnv({ TMPDIR: tmp, AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_REGION: 'us-east-1' }),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((ok) => child.once('exit', (code) => ok(code)));
+      const deadline = Date.now() + 30_000;
+      const s3Dirs = async (): Promise<string[]> => (await readdir(tmp)).filter((n) => n.startsWith('snapcoord-s3-')); // (tsx keeps its cache in TMPDIR too)
+      const partial = async (): Promise<number> => {
+        let size = 0;
+        for (const d of await s3Dirs()) for (const f of await readdir(join(tmp, d)).catch(() => [])) size += await stat(join(tmp, d, f)).then((x) => x.size, () => 0);
+        return size;
+      };
+      while ((await partial()) < 1 << 19) {
+        assert.ok(Date.now() < deadline, `the download never started: ${stderr}`);
+        await sleep(50);
+      }
+      child.kill('SIGINT');
+      assert.equal(await exited, 130, stderr);
+      assert.match(stderr, /^snapcoord: interrupted; nothing restored$/m);
+      assert.deepEqual(await s3Dirs(), [], 'the temp dir is removed');
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 
   it('save from a node that knows no leader: refused before any file is made, unless --stale', async () => {
