@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { LEGACY_SCHEDULE_KEY_PREFIX, SCHEDULE_RECORD_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/ops/schedule.js';
 import { S3Destination, s3SettingsFrom, snapshotName } from '../../../src/ops/s3.js';
 import { SnapshotAgent } from '../../../src/ops/snapshot-agent.js';
-import { NO_RETENTION } from '../../../src/ops/retention.js';
+import { NO_RETENTION, type RetentionPolicy } from '../../../src/ops/retention.js';
 import { TaskQueue, type Task, type TaskDetails } from '../../../src/ops/task-queue.js';
 import { SnapshotNode } from '../api/snapshot-node.js';
 import { RocksCluster } from '../node/rocks-cluster.js';
@@ -243,49 +243,46 @@ describe('agent: snapshot schedule', function () {
       await sn.close();
     }
   });
+  /** oneRun: one scheduled run of db at `now` (no destination) on a queue of its own; the task as it ended and the archive's name. */
+  const oneRun = async (sn: SnapshotNode, retention: RetentionPolicy, now: number): Promise<{ own: string; task: Task }> => {
+    const runner = scheduledSnapshotRunner({ snapshot: () => sn.node.downloadSnapshot(true), dbName: 'db', snapshotDir: sn.root, retention, destination: null, log: silent, now: () => now });
+    const queue = await TaskQueue.open(join(sn.dir, `run-${now}-tasks.json`), { snapshotCreation: runner }, silent);
+    try {
+      const own = snapshotName('db', new Date(now));
+      const t = await queue.enqueue('snapshotCreation', { path: join(sn.root, own) });
+      await queue.idle();
+      const task = queue.get(t.uid);
+      assert.equal(task.status, 'succeeded', String(task.error?.message));
+      return { own, task };
+    } finally {
+      await queue.close();
+    }
+  };
+  const KEEP_LAST_1: RetentionPolicy = { keepLast: 1, keepDays: 0, keepWeeks: 0 };
+  const NOW = Date.parse('2026-12-03T00:00:00Z');
+
   it('retention never removes the archive the run just wrote, whatever later-named archives sit in the directory (a dropped file, a clock that ran ahead)', async () => {
     const sn = await SnapshotNode.start();
-    let queue: TaskQueue | null = null;
     try {
-      const dir = sn.root;
-      const now = Date.parse('2026-12-03T00:00:00Z');
       // Named a year ahead: the newest by name, so keepLast 1 alone would keep it and remove the run's own archive.
-      const ahead = snapshotName('db', new Date(now + 365 * 24 * HOUR));
-      await writeFile(join(dir, ahead), 'not an archive');
-      const runner = scheduledSnapshotRunner({
-        snapshot: () => sn.node.downloadSnapshot(true),
-        dbName: 'db',
-        snapshotDir: dir,
-        retention: { keepLast: 1, keepDays: 0, keepWeeks: 0 },
-        destination: null,
-        log: silent,
-        now: () => now,
-      });
-      queue = await TaskQueue.open(join(sn.dir, 'protect-tasks.json'), { snapshotCreation: runner }, silent);
-      const own = snapshotName('db', new Date(now));
-      const t = await queue.enqueue('snapshotCreation', { path: join(dir, own) });
-      await queue.idle();
-      const done = queue.get(t.uid);
-      assert.equal(done.status, 'succeeded', String(done.error));
-      const left = (await readdir(dir)).filter((n) => n.startsWith('db-')).sort();
+      await writeFile(join(sn.root, snapshotName('db', new Date(NOW + 365 * 24 * HOUR))), 'not an archive');
+      const { own } = await oneRun(sn, KEEP_LAST_1, NOW);
+      const left = (await readdir(sn.root)).filter((n) => n.startsWith('db-')).sort();
       assert.ok(left.includes(own), `the run's own archive was removed by retention: ${left.join(', ')}`);
     } finally {
-      await queue?.close();
       await sn.close();
     }
   });
   it('temp copies a crash left (untouched for STALE_COPY_MS) are removed by the next run; a copy under way, other dbs and other files are left alone', async () => {
     const sn = await SnapshotNode.start();
-    let queue: TaskQueue | null = null;
     try {
       const dir = sn.root;
-      const now = Date.parse('2026-12-03T00:00:00Z');
       const uuid = (n: number): string => `0000000${n}-0000-4000-8000-000000000000`;
-      const earlier = snapshotName('db', new Date(now - HOUR));
+      const earlier = snapshotName('db', new Date(NOW - HOUR));
       const names = {
         staleScheduled: `.${earlier}.${uuid(1)}.tmp`,
         freshScheduled: `.${earlier}.${uuid(2)}.tmp`, // a copy under way (another node sharing the directory)
-        otherDb: `.${snapshotName('other', new Date(now - HOUR))}.${uuid(3)}.tmp`,
+        otherDb: `.${snapshotName('other', new Date(NOW - HOUR))}.${uuid(3)}.tmp`,
         notOurs: `.notes.txt.${uuid(4)}.tmp`,
         staleTask: `.n1.snapshot.${uuid(5)}.tmp`, // of the snapshot task's file (sn.snapshotPath)
       };
@@ -294,11 +291,7 @@ describe('agent: snapshot schedule', function () {
         await writeFile(join(dir, n), 'a cut copy');
         if (k !== 'freshScheduled') await utimes(join(dir, n), old, old);
       }
-      const runner = scheduledSnapshotRunner({ snapshot: () => sn.node.downloadSnapshot(true), dbName: 'db', snapshotDir: dir, retention: NO_RETENTION, destination: null, log: silent, now: () => now });
-      queue = await TaskQueue.open(join(sn.dir, 'stale-tasks.json'), { snapshotCreation: runner }, silent);
-      const t = await queue.enqueue('snapshotCreation', { path: join(dir, snapshotName('db', new Date(now))) });
-      await queue.idle();
-      assert.equal(queue.get(t.uid).status, 'succeeded', String(queue.get(t.uid).error?.message));
+      await oneRun(sn, NO_RETENTION, NOW);
       let left = (await readdir(dir)).filter((n) => n.endsWith('.tmp')).sort();
       assert.deepEqual(left, [names.freshScheduled, names.notOurs, names.otherDb, names.staleTask].sort());
       // The snapshot task of <db>.snapshot removes the ones of its own file.
@@ -308,44 +301,25 @@ describe('agent: snapshot schedule', function () {
       left = (await readdir(dir)).filter((n) => n.endsWith('.tmp')).sort();
       assert.deepEqual(left, [names.freshScheduled, names.notOurs, names.otherDb].sort());
     } finally {
-      await queue?.close();
       await sn.close();
     }
   });
   it('local retention counts and removes regular files only: a directory or a link under an archive name neither fails the run nor is removed', async () => {
     const sn = await SnapshotNode.start();
-    let queue: TaskQueue | null = null;
     try {
       const dir = sn.root;
-      const now = Date.parse('2026-12-03T00:00:00Z');
-      const asDir = snapshotName('db', new Date(now - 2 * HOUR));
-      const asLink = snapshotName('db', new Date(now - 3 * HOUR));
-      const older = snapshotName('db', new Date(now - 4 * HOUR));
+      const asDir = snapshotName('db', new Date(NOW - 2 * HOUR));
+      const asLink = snapshotName('db', new Date(NOW - 3 * HOUR));
       await mkdir(join(dir, asDir));
-      await writeFile(join(dir, asDir, 'keep-me'), 'someone else\'s');
+      await writeFile(join(dir, asDir, 'keep-me'), "someone else's");
       await writeFile(join(sn.dir, 'target'), 'not an archive');
       await symlink(join(sn.dir, 'target'), join(dir, asLink));
-      await writeFile(join(dir, older), 'an old archive');
-      const runner = scheduledSnapshotRunner({
-        snapshot: () => sn.node.downloadSnapshot(true),
-        dbName: 'db',
-        snapshotDir: dir,
-        retention: { keepLast: 1, keepDays: 0, keepWeeks: 0 },
-        destination: null,
-        log: silent,
-        now: () => now,
-      });
-      queue = await TaskQueue.open(join(sn.dir, 'kinds-tasks.json'), { snapshotCreation: runner }, silent);
-      const own = snapshotName('db', new Date(now));
-      const t = await queue.enqueue('snapshotCreation', { path: join(dir, own) });
-      await queue.idle();
-      const done = queue.get(t.uid);
-      assert.equal(done.status, 'succeeded', String(done.error?.message));
-      assert.equal(done.details.removed, 1);
+      await writeFile(join(dir, snapshotName('db', new Date(NOW - 4 * HOUR))), 'an old archive');
+      const { own, task } = await oneRun(sn, KEEP_LAST_1, NOW);
+      assert.equal(task.details.removed, 1);
       assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('db-')).sort(), [asDir, asLink, own].sort());
       assert.deepEqual(await readdir(join(dir, asDir)), ['keep-me']);
     } finally {
-      await queue?.close();
       await sn.close();
     }
   });
