@@ -24,7 +24,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, lstat, mkdtemp, open, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, mkdtemp, open, rename, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
@@ -338,6 +338,16 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
             if (info === undefined) {
               info = msg.info;
               progress = new Progress({ label: 'downloading', totalBytes: Number(info.sizeBytes), enabled: opts.progress });
+              // Refused at once when it cannot fit (not after gigabytes written, with ENOSPC): nothing is saved.
+              const size = Number(info.sizeBytes);
+              return void statfs(dirname(tmp)).then(
+                (st) => {
+                  const free = st.bavail * st.bsize;
+                  if (size > free) cb(new CliError(`the archive is ${formatBytes(size)} (${size} bytes) but ${dirname(path)} has ${formatBytes(free)} free; nothing saved`));
+                  else cb();
+                },
+                () => cb(), // no answer: the writes themselves will say
+              );
             } else if (msg.info.id !== info.id || msg.info.digest !== info.digest) {
               return cb(new CliError(`resuming: the node answered with snapshot ${msg.info.id}, not ${info.id}; nothing saved`));
             }

@@ -31,7 +31,7 @@ import { encodeStateRecords } from '../../src/snapshot/state-format.js';
 import { describeRun, plaintextClientEnv, REPO_ROOT, runCli } from '../harness/child.js';
 import { sleep } from '../harness/until.js';
 
-type Scenario = 'good' | 'bad-digest' | 'short' | 'fail-midway' | 'vanish' | 'stall' | 'data-first' | 'fail-at-once';
+type Scenario = 'good' | 'bad-digest' | 'short' | 'fail-midway' | 'vanish' | 'stall' | 'data-first' | 'fail-at-once' | 'too-big';
 
 function info(bytes: Buffer, digest = createHash('sha256').update(bytes).digest('hex')): SnapshotInfo {
   return {
@@ -102,6 +102,12 @@ describe('cli: snapshot transfers against a scripted node', function () {
           case 'bad-digest':
             call.write(msg({ info: info(payload, 'ab'.repeat(32)) }));
             call.write(msg({ data: payload }));
+            call.end();
+            return;
+          case 'too-big':
+            // An archive announced larger than any disk here (2^50 bytes), then its first bytes.
+            call.write(msg({ info: { ...info(payload), sizeBytes: 2n ** 50n } }));
+            call.write(msg({ data: half }));
             call.end();
             return;
           case 'short':
@@ -193,6 +199,7 @@ describe('cli: snapshot transfers against a scripted node', function () {
     ['fail-midway', /^snapcoord: INTERNAL: disk on fire/],
     ['data-first', /data before its info/],
     ['vanish', /sent nothing for 1000 ms after \d+ bytes/],
+    ['too-big', /the archive is 1024\.0 TiB \(1125899906842624 bytes\) but .* has .* free; nothing saved/],
   ] as const) {
     it(`${s}: exit 1 with one line, no FILE and no FILE.tmp`, async () => {
       scenario = s;
