@@ -24,7 +24,8 @@
  *   by SigV4's payload SHA-256 (the SDK signs buffered parts).
  */
 import { createHash } from 'node:crypto';
-import { readFile, rename, open, unlink } from 'node:fs/promises';
+import { readFile, rename, open, statfs, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
@@ -465,15 +466,23 @@ export class S3Destination {
    * recorded SHA-256 and size (a body longer than the size is cut at that
    * size, whatever the GET announces). Errors: S3Error `unverifiable` (no recorded
    * SHA-256), `corrupt` (bytes differ; the sink then holds bad bytes: callers
-   * write to a temp file), `notFound`, ...
+   * write to a temp file), `notFound`, ...; what `beforeBody` throws, called
+   * with the size before the GET (e.g. a free-space check).
    */
-  async download(key: string, sink: NodeJS.WritableStream, onProgress?: (bytes: number) => void, signal?: AbortSignal): Promise<{ sha256: string; sizeBytes: number }> {
+  async download(
+    key: string,
+    sink: NodeJS.WritableStream,
+    onProgress?: (bytes: number) => void,
+    signal?: AbortSignal,
+    beforeBody?: (sizeBytes: number) => Promise<void>,
+  ): Promise<{ sha256: string; sizeBytes: number }> {
     const h = await this.head(key);
     if (!/^[0-9a-f]{64}$/i.test(h.sha256)) throw new S3Error('unverifiable', `${this.url(key)} carries no snapcoord SHA-256 (x-amz-meta-${SHA256_META}); refusing an archive that cannot be checked`);
     // The size bounds the download (HashCheck): the HEAD's length, else the size recorded at upload; neither is refused.
     const recorded = h.metadata['snapcoord-size'];
     const sizeBytes = h.sizeBytes >= 0 ? h.sizeBytes : recorded !== undefined && /^\d{1,15}$/.test(recorded) ? Number(recorded) : -1;
     if (sizeBytes < 0) throw new S3Error('unverifiable', `${this.url(key)}: the store gave no size for it (no Content-Length, no x-amz-meta-snapcoord-size); refusing a download without a bound`);
+    await beforeBody?.(sizeBytes);
     let body: Readable;
     try {
       const r = await this.client.send(new (await sdk()).s3.GetObjectCommand({ Bucket: this.bucket, Key: key }), signal !== undefined ? { abortSignal: signal } : {});
@@ -493,7 +502,8 @@ export class S3Destination {
   /**
    * downloadToFile downloads `key` to `file` (0600) through `file`.part,
    * renamed only once every byte checks out; on any failure (`signal`
-   * aborted included) nothing is left.
+   * aborted included) nothing is left. An object larger than the free space
+   * of `file`'s directory is refused (S3Error `failed`) before its GET.
    */
   async downloadToFile(key: string, file: string, onProgress?: (bytes: number) => void, signal?: AbortSignal): Promise<{ sha256: string; sizeBytes: number }> {
     const part = `${file}.part`;
@@ -505,7 +515,11 @@ export class S3Destination {
           fh.write(chunk).then(() => cb(), cb);
         },
       });
-      const r = await this.download(key, sink, onProgress, signal);
+      const r = await this.download(key, sink, onProgress, signal, async (size) => {
+        const st = await statfs(dirname(file));
+        const free = st.bavail * st.bsize;
+        if (size > free) throw new S3Error('failed', `${this.url(key)} is ${size} bytes but ${dirname(file)} has ${free} bytes free; not downloaded`);
+      });
       await fh.sync();
       await fh.close();
       closed = true;

@@ -299,6 +299,36 @@ describe('agent: S3 destination (s3rver)', function () {
     }
   });
 
+  it('an object larger than the free space where it would be downloaded is refused before its GET, nothing left', async () => {
+    let gets = 0;
+    const server = createServer((req, res) => {
+      if (req.method === 'HEAD') {
+        // 1 PiB: more than any disk here.
+        res.writeHead(200, { 'x-amz-meta-snapcoord-sha256': sha(Buffer.from('x')), 'content-length': String(2 ** 50), 'last-modified': new Date().toUTCString() });
+        res.end();
+        return;
+      }
+      gets++;
+      res.writeHead(500);
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const d = await S3Destination.open(`s3://${BUCKET}/huge/x.snapshot`, { ...settings, endpoint: `http://127.0.0.1:${port}`, forcePathStyle: true }, 1);
+    try {
+      await assert.rejects(
+        d.downloadToFile(d.prefix, join(dir, 'huge.snap')),
+        (e: unknown) => e instanceof S3Error && e.code === 'failed' && /is 1125899906842624 bytes but .* has \d+ bytes free; not downloaded/.test(e.message),
+      );
+      assert.equal(gets, 0, 'no GET made');
+      assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('huge.snap')), [], 'nothing left behind');
+    } finally {
+      d.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it('credentials files: JSON, AWS shared-credentials and env lines; errors never quote the secret', async () => {
     const j = join(dir, 'c.json');
     await writeFile(j, JSON.stringify({ accessKeyId: 'AK', secretAccessKey: 'SK-secret', sessionToken: 'T' }));
