@@ -95,3 +95,17 @@ export const NODE_V8_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--i
 export function nodeProcessEnv(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...NODE_MALLOC_ENV, ...base };
 }
+
+/**
+ * missingNodeSettings: the V8 flags (NODE_V8_FLAGS, by name: an operator's
+ * own value counts) and malloc variables (NODE_MALLOC_ENV, by name) a node
+ * process was started without, given its `execArgv` and environment (V8
+ * flags in NODE_OPTIONS count too). Empty when started as its launchers
+ * start it; `serve` warns otherwise (its peak RSS is tens of MiB higher).
+ */
+export function missingNodeSettings(execArgv: readonly string[], env: NodeJS.ProcessEnv): string[] {
+  const given = [...execArgv, ...(env['NODE_OPTIONS'] ?? '').split(/\s+/)];
+  const flags = NODE_V8_FLAGS.map((f) => f.split('=')[0] as string).filter((name) => !given.some((a) => a === name || a.startsWith(`${name}=`)));
+  const vars = Object.keys(NODE_MALLOC_ENV).filter((k) => env[k] === undefined);
+  return [...flags, ...vars];
+}

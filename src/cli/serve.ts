@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tightenDataDir } from '../ops/data-dir-perms.js';
+import { missingNodeSettings } from './node-runtime.js';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
@@ -125,6 +126,10 @@ function loopbackTarget(address: string): string {
 /** runServe resolves with the process exit code once the node has stopped. */
 export async function runServe(cfg: ServeConfig): Promise<number> {
   const logger = pino({ level: cfg.logLevel, base: { node: cfg.id } });
+  const missing = missingNodeSettings(process.execArgv, process.env);
+  if (missing.length > 0) {
+    logger.warn({ missing }, "started without the node's memory settings (its peak RSS is tens of MiB higher): start it as `snapcoord local`, the image or README 'Running on several hosts' do");
+  }
   // Dead snapshot Buffers are collected before they pile up (issue 15: a node's RSS).
   const memoryGc = startExternalMemoryGc();
 

@@ -119,6 +119,8 @@ describe('README quick start: `snapcoord local` secure by default, the README co
       for (const f of NODE_V8_FLAGS) assert.ok(n.cmd.includes(f), `${n.cmd.join(' ')}: ${f}`);
       for (const [k, v] of Object.entries(NODE_MALLOC_ENV)) assert.ok(n.env.includes(`${k}=${v}`), `${k}=${v} in a node's environment`);
     }
+    // So none of them warns that it runs without them (serve does when started plainly: node-runtime.spec).
+    for (const id of ['n1', 'n2', 'n3']) assert.doesNotMatch(readFileSync(join(dir, 'data', `${id}.log`), 'utf8'), /without the node's memory settings/, id);
   });
 
   it('kv put through a follower and kv get, as written: TLS and the key found from the working directory', async () => {
