@@ -126,10 +126,6 @@ function loopbackTarget(address: string): string {
 /** runServe resolves with the process exit code once the node has stopped. */
 export async function runServe(cfg: ServeConfig): Promise<number> {
   const logger = pino({ level: cfg.logLevel, base: { node: cfg.id } });
-  const missing = missingNodeSettings(process.execArgv, process.env);
-  if (missing.length > 0) {
-    logger.warn({ missing }, "started without the node's memory settings (its peak RSS is tens of MiB higher): start it as `snapcoord local`, the image or README 'Running on several hosts' do");
-  }
   // Dead snapshot Buffers are collected before they pile up (issue 15: a node's RSS).
   const memoryGc = startExternalMemoryGc();
 
@@ -355,6 +351,11 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     },
     'node serving',
   );
+  // Once serving (a start refused for its data dir or its files says that alone, in one line).
+  const missing = missingNodeSettings(process.execArgv, process.env);
+  if (missing.length > 0) {
+    logger.warn({ missing }, "started without the node's memory settings (its peak RSS is tens of MiB higher): start it as `snapcoord local`, the image or README 'Running on several hosts' do");
+  }
   // ===== BEGIN embedded REST gateway (src/gateway; the only gateway code in this file) =====
   // The gateway serves cfg.httpAddress and calls this node's own gRPC API. It is
   // stopped on shutdown by wrapping api.close (the gateway closes first), so the
