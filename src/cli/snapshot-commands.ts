@@ -469,9 +469,9 @@ export interface RestoreResult {
 /** inspectFile runs inspectArchive on `file`; an unreadable file is a CliError. */
 export async function inspectFile(file: string): Promise<InspectResult> {
   // Loaded here, not at start-up: `snapshot save` needs neither the archive reader nor the state machine's key rules.
-  const [{ inspectArchive }, { RESERVED_KEY_PREFIX }] = await Promise.all([import('../snapshot/archive.js'), import('../fsm/sessions.js')]);
+  const [{ inspectArchive }, { RESERVED_KEY_PREFIX, SESSION_KEY_PREFIX }] = await Promise.all([import('../snapshot/archive.js'), import('../fsm/sessions.js')]);
   try {
-    return await inspectArchive(resolve(file), { reservedKeyPrefix: RESERVED_KEY_PREFIX });
+    return await inspectArchive(resolve(file), { reservedKeyPrefix: RESERVED_KEY_PREFIX, sessionKeyPrefix: SESSION_KEY_PREFIX });
   } catch (err) {
     throw new CliError(`cannot read ${file}: ${fsMessage(err)}`);
   }
@@ -617,7 +617,8 @@ export function inspectJson(file: string, r: InspectResult): object {
     stateBytes: m?.stateBytes ?? null,
     stateKeys: m?.stateKeys ?? null,
     keys: r.keys,
-    sessionRecords: r.reservedRecords,
+    reservedRecords: r.reservedRecords,
+    sessionRecords: r.sessionRecords,
     membership: m?.membership ?? null,
   };
 }

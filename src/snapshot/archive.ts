@@ -706,22 +706,26 @@ export interface InspectResult {
   readonly archiveBytes: number;
   /** keys: the clients' keys in state.bin (records under the reserved prefix, e.g. client sessions, not counted). */
   readonly keys: number;
-  /** reservedRecords: records under the store's reserved key prefix (client sessions); keys + reservedRecords = stateKeys. */
+  /** reservedRecords: records under the store's reserved key prefix (client sessions, key revisions, ...); keys + reservedRecords = stateKeys. */
   readonly reservedRecords: number;
+  /** sessionRecords: those of the reserved records under InspectOptions.sessionKeyPrefix (0 without it). */
+  readonly sessionRecords: number;
   readonly ok: boolean;
   /** what is wrong, one sentence each; empty when ok. */
   readonly problems: string[];
 }
 
 /**
- * InspectOptions: the archive limits, and `reservedKeyPrefix`, which tells the
+ * InspectOptions: the archive limits, `reservedKeyPrefix`, which tells the
  * store's own records (client sessions, key revisions: keys starting with it)
- * from the clients' keys. The archive format does not know what a key means:
- * the caller (who knows the state machine) passes the prefix; without it
- * every record counts as a client key.
+ * from the clients' keys, and `sessionKeyPrefix`, the client sessions' among
+ * them. The archive format does not know what a key means: the caller (who
+ * knows the state machine) passes the prefixes; without them every record
+ * counts as a client key.
  */
 export interface InspectOptions extends ReadArchiveLimits {
   readonly reservedKeyPrefix?: Uint8Array;
+  readonly sessionKeyPrefix?: Uint8Array;
 }
 
 /**
@@ -734,7 +738,7 @@ export interface InspectOptions extends ReadArchiveLimits {
  * are counted in `reservedRecords`, the others in `keys`.
  */
 export async function inspectArchive(path: string, options: InspectOptions = {}): Promise<InspectResult> {
-  const { reservedKeyPrefix, ...limits } = options;
+  const { reservedKeyPrefix, sessionKeyPrefix, ...limits } = options;
   // One read: the file is hashed whole on its way into readArchive.
   const handle = await (options.io ?? nodeSnapshotIo).open(path, 'r');
   const tap = new ReadHashTap();
@@ -743,6 +747,7 @@ export async function inspectArchive(path: string, options: InspectOptions = {})
     let meta: ArchiveMeta | null = null;
     let keys = 0;
     let reservedRecords = 0;
+    let sessionRecords = 0;
     try {
       const source = handle.createReadStream({ autoClose: false, highWaterMark: STREAM_CHUNK_BYTES });
       source.on('error', (err) => tap.destroy(err));
@@ -751,9 +756,12 @@ export async function inspectArchive(path: string, options: InspectOptions = {})
         async (m, state) => {
           meta = m;
           try {
-            const scan = await scanStateRecords(state, m, reservedKeyPrefix !== undefined ? { countPrefix: reservedKeyPrefix } : {});
-            reservedRecords = scan.prefixed;
-            keys = scan.keys - scan.prefixed;
+            const countPrefixes = [reservedKeyPrefix, sessionKeyPrefix].filter((p): p is Uint8Array => p !== undefined);
+            const scan = await scanStateRecords(state, m, { countPrefixes });
+            let i = 0;
+            if (reservedKeyPrefix !== undefined) reservedRecords = scan.prefixed[i++] ?? 0;
+            if (sessionKeyPrefix !== undefined) sessionRecords = scan.prefixed[i++] ?? 0;
+            keys = scan.keys - reservedRecords;
           } catch (err) {
             if (err instanceof ArchiveError) throw err;
             problems.push(`state.bin: ${(err as Error).message}`);
@@ -767,7 +775,7 @@ export async function inspectArchive(path: string, options: InspectOptions = {})
     // A refused archive stops the read early: the rest of the file is hashed on its own.
     const rest = handle.createReadStream({ start: tap.bytes, autoClose: false, highWaterMark: STREAM_CHUNK_BYTES });
     for await (const chunk of rest as AsyncIterable<Buffer>) tap.update(chunk);
-    return { meta, archiveSha256: tap.digest(), archiveBytes: tap.bytes, keys, reservedRecords, ok: problems.length === 0, problems };
+    return { meta, archiveSha256: tap.digest(), archiveBytes: tap.bytes, keys, reservedRecords, sessionRecords, ok: problems.length === 0, problems };
   } finally {
     await handle.close();
   }

@@ -416,11 +416,12 @@ export async function* checkedStateRecords(
 
 /**
  * StateScan: what scanStateRecords found in a valid state.bin: its records,
- * and those whose key starts with the prefix it was asked to count.
+ * and for each prefix it was asked to count (countPrefixes, in that order)
+ * the records whose key starts with it.
  */
 export interface StateScan {
   readonly keys: number;
-  readonly prefixed: number;
+  readonly prefixed: readonly number[];
 }
 
 /**
@@ -461,7 +462,7 @@ function compareKeys(a: Buffer, aStart: number, aEnd: number, b: Buffer, bStart:
  * a decode of 1M records made 3M objects (a record and two views) for the
  * garbage collector, for a check that keeps none of them (issue 15: the
  * leader's upload check and the CLI's, before a restore). Keys starting with
- * `countPrefix` are counted apart (`prefixed`). One difference from
+ * each of `countPrefixes` are counted apart (`prefixed`, one count per prefix; the prefixes may nest). One difference from
  * checkedStateRecords on an input with several faults: it reports the first
  * one in the bytes, where the decoder may report a later length or truncation
  * within the same batch before an earlier key-order fault. The input must not
@@ -471,11 +472,11 @@ function compareKeys(a: Buffer, aStart: number, aEnd: number, b: Buffer, bStart:
 export async function scanStateRecords(
   input: AsyncIterable<Uint8Array | string>,
   declared: StateDeclared,
-  limits: StateLimits & { readonly countPrefix?: Uint8Array; readonly digest?: ScanDigest } = {},
+  limits: StateLimits & { readonly countPrefixes?: readonly Uint8Array[]; readonly digest?: ScanDigest } = {},
 ): Promise<StateScan> {
   const keyBytesMax = checkLimit('keyBytesMax', limits.keyBytesMax ?? STATE_KEY_BYTES_MAX, 1);
   const valueBytesMax = checkLimit('valueBytesMax', limits.valueBytesMax ?? STATE_VALUE_BYTES_MAX, 0);
-  const prefix = limits.countPrefix === undefined ? null : Buffer.from(limits.countPrefix);
+  const prefixes = (limits.countPrefixes ?? []).map((p) => Buffer.from(p));
   const into = limits.digest?.into ?? null;
   const keep = limits.digest?.keep ?? null;
   /** hashing: the current record goes into the digest (decided once its key is whole). */
@@ -494,7 +495,7 @@ export async function scanStateRecords(
   let keyLen = 0;
   let valueLen = 0;
   let keys = 0;
-  let prefixed = 0;
+  const prefixed = prefixes.map(() => 0);
   /** bytes of the records before the current one (its offset), and every byte read. */
   let bytes = 0;
   let consumed = 0;
@@ -515,7 +516,10 @@ export async function scanStateRecords(
     if (keys + 1 > declared.stateKeys) {
       throw new StateFormatError('count-mismatch', `state.bin holds more than the ${declared.stateKeys} records meta.json declares (stateKeys)`, bytes);
     }
-    if (prefix !== null && end - start >= prefix.length && buf.compare(prefix, 0, prefix.length, start, start + prefix.length) === 0) prefixed++;
+    for (let i = 0; i < prefixes.length; i++) {
+      const prefix = prefixes[i] as Buffer;
+      if (end - start >= prefix.length && buf.compare(prefix, 0, prefix.length, start, start + prefix.length) === 0) prefixed[i] = (prefixed[i] as number) + 1;
+    }
     if (into !== null) {
       hashing = keep === null || keep(buf, start, end);
       if (hashing) {

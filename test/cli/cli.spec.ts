@@ -285,12 +285,24 @@ describe('cli: against three serve processes', function () {
 
     it('inspect --json: ok, with the right key count and the saved index', async () => {
       const r = await cli(['snapshot', 'inspect', '--json', file], 0);
-      const v = JSON.parse(r.stdout) as { ok: boolean; keys: number; sessionRecords: number; stateKeys: number; index: number; term: number; digest: string; membership: { voters: string[] } };
+      const v = JSON.parse(r.stdout) as {
+        ok: boolean;
+        keys: number;
+        reservedRecords: number;
+        sessionRecords: number;
+        stateKeys: number;
+        index: number;
+        term: number;
+        digest: string;
+        membership: { voters: string[] };
+      };
       assert.equal(v.ok, true, r.stdout);
       assert.equal(v.keys, Object.keys(keys).length);
-      // state.bin also holds the client sessions of the idempotent kv writes (one per CLI process): counted apart.
+      // state.bin also holds the store's own records, counted apart: a revision record per live key, and the
+      // client sessions of the idempotent kv writes (at least one).
+      assert.equal(v.stateKeys, Object.keys(keys).length + v.reservedRecords);
       assert.ok(v.sessionRecords >= 1, r.stdout);
-      assert.equal(v.stateKeys, Object.keys(keys).length + v.sessionRecords);
+      assert.equal(v.reservedRecords, Object.keys(keys).length + v.sessionRecords, r.stdout);
       assert.equal(v.index, saved.index);
       assert.equal(v.digest, saved.digest);
       assert.deepEqual([...v.membership.voters].sort(), ['n1', 'n2', 'n3']);

@@ -156,6 +156,7 @@ describe('snapshot archive', () => {
       archiveBytes: written.archiveBytes,
       keys: state.length,
       reservedRecords: 0,
+      sessionRecords: 0,
       ok: true,
       problems: [],
     });
@@ -175,6 +176,19 @@ describe('snapshot archive', () => {
     const all = await inspectArchive(archivePath);
     assert.equal(all.reservedRecords, 0);
     assert.equal(all.keys, state.length);
+  });
+
+  it('inspectArchive counts the session records among the reserved ones by their own prefix', async () => {
+    const archivePath = join(dir, 'a.tar.gz');
+    await writeTo(archivePath);
+    // Reserved: key-1-001xxx (1000 records); sessions among them: key-1-0015xx (100).
+    const report = await inspectArchive(archivePath, { reservedKeyPrefix: Buffer.from('key-1-001'), sessionKeyPrefix: Buffer.from('key-1-0015') });
+    assert.equal(report.ok, true);
+    assert.equal(report.reservedRecords, 1000);
+    assert.equal(report.sessionRecords, 100);
+    assert.equal(report.keys, state.length - 1000);
+    const noSessions = await inspectArchive(archivePath, { reservedKeyPrefix: Buffer.from('key-1-001') });
+    assert.equal(noSessions.sessionRecords, 0);
   });
 
   it('inspectArchive reports a corrupted archive, and a stateKeys that lies', async () => {
