@@ -11,7 +11,9 @@
  *   `connectionsMax` in all;
  * - a connection is `proven` once one of its calls was let through by the
  *   plane's gates (the client plane's API key check, the peer plane's
- *   admission): `prove`, from provingInterceptor;
+ *   admission): `prove`, from provingInterceptor. A call to a method that
+ *   needs no credentials (the client plane's open Health/Check) proves
+ *   nothing: anyone may make it;
  * - a new connection over a cap pushes out the oldest connection not proven
  *   (of that host for the per-host cap): a silent or refused caller never
  *   holds a place a caller with a key or a member's certificate needs; when
@@ -121,9 +123,12 @@ export class ConnectionLimiter {
  * provingInterceptor: put it last in a plane's interceptors (grpc-js hands a
  * call's metadata to them in their order): a call whose metadata reaches it
  * was let through by every gate before it, and its connection is proven
- * (ConnectionLimiter.prove).
+ * (ConnectionLimiter.prove), unless `proves(path)` says its method proves
+ * nothing (one the gates let anyone call, such as an open health check:
+ * else a caller without credentials could hold every place with one such
+ * call per connection, and every caller with credentials would be refused).
  */
-export function provingInterceptor(limiter: ConnectionLimiter): grpc.ServerInterceptor {
+export function provingInterceptor(limiter: ConnectionLimiter, proves: (path: string) => boolean = () => true): grpc.ServerInterceptor {
   const gate: MetadataGate = {
     decide(_metadata, call) {
       limiter.prove(call.getPeer());
@@ -132,5 +137,5 @@ export function provingInterceptor(limiter: ConnectionLimiter): grpc.ServerInter
     refused: () => undefined,
   };
   // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
-  return (_method, inner) => new MetadataGateCall(inner, gate) as unknown as grpc.ServerInterceptingCall;
+  return (method, inner) => (proves(method.path) ? (new MetadataGateCall(inner, gate) as unknown as grpc.ServerInterceptingCall) : (inner as grpc.ServerInterceptingCall));
 }

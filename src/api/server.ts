@@ -31,6 +31,7 @@ import { PeerDirectory, PeerGuard, peerAdmissionInterceptor, type PeerCall, type
 import type { ClientDial } from '../client/dial.js';
 import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
+import { rpcNeed } from './auth-interceptor.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
 import { ConnectionLimiter, provingInterceptor, type ConnectionLimits } from './connection-limiter.js';
 import { createKvService } from './kv-service.js';
@@ -312,8 +313,11 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const clientLimiter = new ConnectionLimiter(opts.clientConnections ?? CLIENT_CONNECTION_LIMITS, limitLog('client'));
   const peerLimiter = new ConnectionLimiter(opts.peerConnections ?? PEER_CONNECTION_LIMITS, limitLog('peer'));
   // grpc-js hands a call's metadata to its interceptors in their order: the last, provingInterceptor, sees only
-  // the calls every other one let through.
-  const server = new grpc.Server({ ...clientServerOptions(maxRequestBytes), interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter)] });
+  // the calls every other one let through. A call that needs no key (Health/Check) proves nothing.
+  const server = new grpc.Server({
+    ...clientServerOptions(maxRequestBytes),
+    interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open')],
+  });
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages
   // is read; then the chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) on incoming appends, if armed.

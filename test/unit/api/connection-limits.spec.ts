@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
 import { PEER_STREAMS_PER_CONNECTION_MAX, bindApiServer, type ApiServer } from '../../../src/api/server.js';
@@ -126,6 +127,54 @@ describe('gRPC planes: connections held per plane and per host (real TCP)', func
     await until('the wrong key\'s connection to be closed', 10_000, () => (wrong.raw.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY ? true : undefined));
     for (let i = 0; i < 5; i++) await put(kv, 10 + i);
     assert.equal(node.status().role, 'leader');
+  });
+});
+
+describe('gRPC client plane: calls that need no key do not hold places (real TCP)', function () {
+  this.timeout(60_000);
+  const LIMITS = { connectionsMax: 4, perHostMax: 4 };
+  let api: ApiServer;
+  let node: Node;
+
+  before(async () => {
+    api = await bindApiServer({
+      bindAddress: '127.0.0.1:0',
+      peerBindAddress: '127.0.0.1:0',
+      interceptors: [clientAuthInterceptor({ adminKey: KEY })],
+      clientConnections: LIMITS,
+    });
+    node = await serveSolo(api);
+  });
+
+  after(async () => {
+    await api?.close(100);
+    await node?.stop();
+  });
+
+  it('a caller with no key that fills the plane with health checks is pushed out by a caller with a key', async () => {
+    // Health/Check is open (load balancers probe without credentials). Before, a call it let through made its
+    // connection proven like a keyed one, so anyone could hold every place with one check per connection and
+    // every client with a key was refused at accept until those connections went away.
+    const Health = grpc.makeClientConstructor(healthService as unknown as grpc.ServiceDefinition, 'grpc.health.v1.Health');
+    type HealthClient = grpc.Client & { check(req: { service: string }, opts: Partial<grpc.CallOptions>, cb: (e: grpc.ServiceError | null, r: { status: string }) => void): void };
+    const own = { 'grpc.use_local_subchannel_pool': 1 };
+    const probes = Array.from({ length: LIMITS.connectionsMax }, () => new Health(api.address, grpc.credentials.createInsecure(), own) as unknown as HealthClient);
+    const kv = new KvClient(api.address, { apiKey: KEY, channelOptions: own });
+    try {
+      for (const p of probes) {
+        const r = await new Promise<{ status: string }>((resolve, reject) => p.check({ service: '' }, { deadline: Date.now() + 5_000 }, (e, res) => (e ? reject(e) : resolve(res))));
+        assert.equal(r.status, 'SERVING');
+      }
+      const ready = probes.filter((p) => p.getChannel().getConnectivityState(false) === grpc.connectivityState.READY).length;
+      assert.equal(ready, LIMITS.connectionsMax, 'every probe holds a connection of its own');
+      await kv.put({ key: enc.encode('after-probes'), value: enc.encode('1') }, { deadlineMs: 5_000 });
+      await until('a probe connection to be closed for the keyed one', 10_000, () =>
+        probes.some((p) => p.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY) ? true : undefined,
+      );
+    } finally {
+      for (const p of probes) p.close();
+      kv.close();
+    }
   });
 });
 
