@@ -733,8 +733,8 @@ async function listDestination(url: string, settings: S3Settings, json: boolean)
     if (!s3.isS3Url(url)) throw new CliError(`--destination: ${JSON.stringify(url.slice(0, 200))} is not an s3://bucket/prefix URL`, EXIT_CONFIG);
     d = await s3.S3Destination.open(url, settings);
     const dest = d;
-    const objects = await dest.list();
-    const rows = await dest.describe(objects.slice(0, 1000));
+    // The newest 1,000 (each is a HEAD request): list holds no more than that while it walks the prefix.
+    const rows = await dest.describe(await dest.list({ keptMax: 1000 }));
     if (json) {
       jsonOut(
         rows.map((o) => ({

@@ -36,6 +36,21 @@ import { planRetention, type RetentionPolicy } from './retention.js';
 
 /** SHA256_META: the user metadata key holding the archive's hex SHA-256 (x-amz-meta-snapcoord-sha256). */
 export const SHA256_META = 'snapcoord-sha256';
+/** LIST_KEPT_MAX: the most listed objects list() keeps (the newest; ~300 bytes each, ~30 MB in all). */
+export const LIST_KEPT_MAX = 100_000;
+/** LIST_PAGES_MAX: the most ListObjectsV2 pages list() asks for (1,000 objects each by default). */
+const LIST_PAGES_MAX = 10_000;
+
+/** ListOptions: what S3Destination.list keeps, and its page size. */
+export interface ListOptions {
+  /** match: only objects whose name (the key past the prefix) it accepts are kept. */
+  readonly match?: (name: string) => boolean;
+  /** keptMax: at most this many objects are kept, the newest (default LIST_KEPT_MAX). */
+  readonly keptMax?: number;
+  /** pageSize: objects per ListObjectsV2 page (S3's default: 1,000). */
+  readonly pageSize?: number;
+}
+
 /** DESCRIBE_HEADS_AT_ONCE: the heads describe() has in flight at once (it was every listed object's, up to 1,000). */
 const DESCRIBE_HEADS_AT_ONCE = 16;
 /** PART_BYTES_DEFAULT: multipart part size (S3's minimum is 5 MiB). */
@@ -404,18 +419,36 @@ export class S3Destination {
     }
   }
 
-  /** list: every object under the prefix (paged), newest first by createdAtMs. */
-  async list(): Promise<RemoteSnapshot[]> {
-    const out: RemoteSnapshot[] = [];
+  /**
+   * list: the objects under the prefix (paged) that `match` accepts, newest
+   * first by createdAtMs: at most keptMax (LIST_KEPT_MAX) of them, the newest
+   * (a prefix of millions of objects is walked, not held: it held every
+   * listed object, up to 10,000 pages of 1,000).
+   */
+  async list(opts: ListOptions = {}): Promise<RemoteSnapshot[]> {
+    const keptMax = opts.keptMax ?? LIST_KEPT_MAX;
+    if (!Number.isSafeInteger(keptMax) || keptMax < 1) throw new RangeError(`list: keptMax must be a positive integer, not ${keptMax}`);
+    const newestFirst = (objects: RemoteSnapshot[]): RemoteSnapshot[] => objects.sort((a, b) => b.createdAtMs - a.createdAtMs);
+    let out: RemoteSnapshot[] = [];
     let token: string | undefined;
     try {
-      for (let page = 0; page < 10_000; page++) {
-        const r = await this.client.send(new (await sdk()).s3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, ...(token !== undefined ? { ContinuationToken: token } : {}) }));
+      for (let page = 0; page < LIST_PAGES_MAX; page++) {
+        const r = await this.client.send(
+          new (await sdk()).s3.ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: this.prefix,
+            ...(opts.pageSize !== undefined ? { MaxKeys: opts.pageSize } : {}),
+            ...(token !== undefined ? { ContinuationToken: token } : {}),
+          }),
+        );
         for (const o of r.Contents ?? []) {
           if (o.Key === undefined) continue;
           const name = o.Key.slice(this.prefix.length);
+          if (opts.match !== undefined && !opts.match(name)) continue;
           const modified = o.LastModified?.getTime() ?? 0;
           out.push({ key: o.Key, name, url: this.url(o.Key), sizeBytes: o.Size ?? 0, lastModified: o.LastModified?.toISOString() ?? '', createdAtMs: timeOfName(name) ?? modified });
+          // Held: at most twice keptMax between cuts to the newest keptMax.
+          if (out.length >= 2 * keptMax) out = newestFirst(out).slice(0, keptMax);
         }
         if (r.IsTruncated !== true || r.NextContinuationToken === undefined) break;
         token = r.NextContinuationToken;
@@ -423,7 +456,7 @@ export class S3Destination {
     } catch (err) {
       throw classify(err, 'list', this.url());
     }
-    return out.sort((a, b) => b.createdAtMs - a.createdAtMs);
+    return newestFirst(out).slice(0, keptMax);
   }
 
   /**
@@ -544,10 +577,19 @@ export class S3Destination {
   /**
    * applyRetention deletes the scheduled archives of `db` under the prefix
    * that `policy` does not keep (objects with other names are left alone);
-   * the archive named `protect` (the run's own upload) is always kept.
+   * the archive named `protect` (the run's own upload) is always kept. It
+   * weighs the newest LIST_KEPT_MAX archives of `db` (list's bound: `listing`
+   * sets it and the page size): older ones are left to later runs, which see
+   * them once this run's removals have made room.
    */
-  async applyRetention(db: string, policy: RetentionPolicy, nowMs: number, protect?: string): Promise<{ kept: RemoteSnapshot[]; removed: RemoteSnapshot[] }> {
-    const mine = (await this.list()).filter((o) => SNAPSHOT_NAME_PATTERN.exec(o.name)?.[1] === db);
+  async applyRetention(
+    db: string,
+    policy: RetentionPolicy,
+    nowMs: number,
+    protect?: string,
+    listing: Pick<ListOptions, 'keptMax' | 'pageSize'> = {},
+  ): Promise<{ kept: RemoteSnapshot[]; removed: RemoteSnapshot[] }> {
+    const mine = await this.list({ ...listing, match: (name) => SNAPSHOT_NAME_PATTERN.exec(name)?.[1] === db });
     const plan = planRetention(mine, policy, nowMs, protect);
     for (const o of plan.remove) await this.remove(o.key);
     return { kept: plan.keep, removed: plan.remove };

@@ -239,6 +239,64 @@ describe('agent: S3 destination (s3rver)', function () {
     }
   });
 
+  it('list keeps only the newest objects it may hold while it walks every page; retention weighs that window and later runs reach the older ones', async () => {
+    // A bucket of its own that pages ListObjectsV2 (s3rver's continuation tokens are DES, which Node 20's OpenSSL refuses).
+    const now = Date.parse('2026-12-03T12:00:00Z');
+    const dbNames = Array.from({ length: 12 }, (_, i) => snapshotName('db', new Date(now - i * 3_600_000)));
+    const otherNames = Array.from({ length: 3 }, (_, i) => snapshotName('other', new Date(now - i * 60_000)));
+    const keys = new Set([...dbNames, ...otherNames].map((n) => `many/${n}`));
+    let pages = 0;
+    const xml = (v: string): string => v.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+    const server = createServer((req, res) => {
+      const u = new URL(req.url ?? '/', 'http://x');
+      if (req.method === 'DELETE') {
+        keys.delete(decodeURIComponent(u.pathname.slice(`/${BUCKET}/`.length)));
+        res.writeHead(204).end();
+        return;
+      }
+      pages++;
+      const prefix = u.searchParams.get('prefix') ?? '';
+      const max = Number(u.searchParams.get('max-keys') ?? '1000');
+      const after = u.searchParams.get('continuation-token') ?? '';
+      const all = [...keys].filter((k) => k.startsWith(prefix) && k > after).sort();
+      const page = all.slice(0, max);
+      const more = all.length > page.length;
+      const contents = page.map((k) => `<Contents><Key>${xml(k)}</Key><LastModified>2026-12-03T12:00:00.000Z</LastModified><Size>4</Size></Contents>`).join('');
+      res.writeHead(200, { 'content-type': 'application/xml' });
+      res.end(
+        `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>${BUCKET}</Name><Prefix>${xml(prefix)}</Prefix><KeyCount>${page.length}</KeyCount><MaxKeys>${max}</MaxKeys>` +
+          `<IsTruncated>${more}</IsTruncated>${more ? `<NextContinuationToken>${xml(page.at(-1) ?? '')}</NextContinuationToken>` : ''}${contents}</ListBucketResult>`,
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const d = await S3Destination.open(`s3://${BUCKET}/many/`, { ...settings, endpoint: `http://127.0.0.1:${port}`, forcePathStyle: true }, 1);
+    try {
+      // Pages of 2 (8 of them): the newest 5 of 15 objects, newest first, from every page.
+      const newest = await d.list({ keptMax: 5, pageSize: 2 });
+      assert.equal(pages, 8);
+      assert.deepEqual(
+        newest.map((o) => o.name),
+        [dbNames[0], otherNames[0], otherNames[1], otherNames[2], dbNames[1]],
+      );
+      assert.deepEqual((await d.list({ keptMax: 3, pageSize: 2, match: (n) => n.startsWith('db') })).map((o) => o.name), dbNames.slice(0, 3));
+      assert.equal((await d.list({ pageSize: 4 })).length, 15, 'the default bound holds them all');
+      // Retention over a window of 5: each run removes what the policy drops among the newest 5 of db's archives.
+      const policy = { keepLast: 2, keepDays: 0, keepWeeks: 0 };
+      const first = await d.applyRetention('db', policy, now, undefined, { keptMax: 5, pageSize: 2 });
+      assert.deepEqual(first.removed.map((o) => o.name), dbNames.slice(2, 5));
+      let runs = 1;
+      while ((await d.applyRetention('db', policy, now, undefined, { keptMax: 5, pageSize: 2 })).removed.length > 0) assert.ok(++runs < 10, 'retention converges');
+      assert.equal(runs, 4, 'three more runs, of three, three and one removals');
+      assert.deepEqual([...keys].sort(), [...dbNames.slice(0, 2), ...otherNames].map((n) => `many/${n}`).sort(), 'the two newest of db, and the other db untouched');
+      await assert.rejects(d.list({ keptMax: 0 }), RangeError);
+    } finally {
+      d.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it('a server that answers a GET with more bytes than the object recorded: refused after the recorded size, not once the disk holds them all', async () => {
     // A hostile or broken store: HEAD says 4 bytes (with their SHA-256), the GET streams up to 64 MiB.
     const small = Buffer.from('tiny');
