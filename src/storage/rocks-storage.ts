@@ -442,6 +442,45 @@ async function checkLogWal(logPath: string): Promise<void> {
   );
 }
 
+/** LOG_DATA_FILE: a file of a RocksDB database that holds its records (an SST or a write-ahead log). */
+const LOG_DATA_FILE = /^[0-9]+\.(sst|log)$/;
+
+/**
+ * logMayBeCreated: whether open() may create the Raft log database at `logPath`: only in a data dir never
+ * initialised (no STATE, which the first open writes after the log exists) whose log/ holds no record file (SST
+ * or write-ahead log). Otherwise the log must be there whole, and one that is missing or has lost its CURRENT is
+ * refused (StorageError `corrupt`) before RocksDB is called: told to create it, RocksDB made a new, empty database
+ * over the old files (deleting the SSTs that held the hard state, the entries and the identity) and, at the next
+ * open, the node started with no vote in its term and none of the entries it had acknowledged. Errors: `corrupt`,
+ * `io` (a directory that cannot be read).
+ */
+async function logMayBeCreated(dataDir: string, logPath: string): Promise<boolean> {
+  const current = join(logPath, 'CURRENT');
+  if (await exists(current)) return false; // an existing database: RocksDB opens it, nothing to create
+  const initialised = await exists(join(dataDir, STATE_POINTER));
+  let names: string[] = [];
+  try {
+    names = await readdir(logPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new StorageError('io', `${logPath}: cannot list its files: ${(err as Error).message}`, { path: logPath, cause: err });
+    }
+  }
+  const records = names.filter((n) => LOG_DATA_FILE.test(n));
+  if (!initialised && records.length === 0) return true;
+  throw new StorageError(
+    'corrupt',
+    names.length === 0 && !(await exists(logPath))
+      ? `data dir ${dataDir}: its Raft log ${logPath} is missing (the data dir holds ${STATE_POINTER}: it was initialised): ` +
+          'refusing to start with no log (the term, the vote and every entry this node acknowledged would be forgotten); ' +
+          'put it back, or replace the data dir (remove it and let the node rejoin: its data is on the other members)'
+      : `data dir ${dataDir}: its Raft log has no ${current} (${records.length > 0 ? `it holds ${records.join(', ')}` : `the data dir holds ${STATE_POINTER}: it was initialised`}): ` +
+          'refusing to open it (RocksDB would start a new, empty log over its files, forgetting the term, the vote and every entry this node acknowledged); ' +
+          'put the file back, or replace the data dir (remove it and let the node rejoin: its data is on the other members)',
+    { path: logPath },
+  );
+}
+
 /**
  * readRecordFormat: the record format `db` declares (KEY_RECORD_FORMAT; LEGACY_RECORD_FORMAT when it declares none).
  * Errors: `unknownFormat` (a format this build does not read), `corrupt`, `io`.
@@ -656,7 +695,8 @@ export class RocksStorage implements NodeStorage {
    * `unknownFormat` (the old single-database layout), `io` (e.g. the data
    * dir is locked by another process), `corrupt` (unreadable metadata, a
    * missing STATE beside a log that holds data, STATE naming a missing
-   * generation).
+   * generation, a log missing or without its CURRENT in a data dir that was
+   * initialised: refused before RocksDB touches it, see logMayBeCreated).
    */
   static async open(dataDir: string, options: RocksStorageOptions = {}): Promise<RocksStorage> {
     await fsOp('create', dataDir, () => mkdir(dataDir, { recursive: true, mode: 0o700 }));
@@ -673,8 +713,9 @@ export class RocksStorage implements NodeStorage {
     // The lock on log/ is the data dir lock: taken before anything else is touched (but for the read-only check of
     // its write-ahead log, which must come before RocksDB replays it: see checkLogWal).
     const logPath = join(dataDir, LOG_DIR);
+    const createLog = await logMayBeCreated(dataDir, logPath);
     await checkLogWal(logPath);
-    const log = await RocksDb.open(logPath);
+    const log = await RocksDb.open(logPath, { createIfMissing: createLog });
     // A state image is kept only for a bounded time after the install that exported it: never across a restart.
     await removeImageDir(join(dataDir, IMAGES_DIR));
     let stateDb: RocksDb | null = null;

@@ -4,7 +4,7 @@
  * durability across a full restart, and refusal of a foreign data dir.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -208,5 +208,63 @@ describe('cluster: three serve processes', function () {
     assert.equal(lines.length, 1, `one line: ${p.output}`);
     assert.match(lines[0]!, /^snapcoord: .*STATE/);
     assert.equal(await readFile(join(corruptDir, 'STATE'), 'utf8'), 'not json at all', 'nothing was rewritten');
+  });
+
+  it('a node whose Raft log lost its CURRENT file refuses with one line and changes nothing; given the file back it starts with its writes', async () => {
+    // Before: serve's open made a new, empty RocksDB log over the old one's files (its SSTs deleted) and, at the next
+    // start, ran with no term, no vote and no entries.
+    const lostDir = join(dir, 'lost-current');
+    const {
+      addrs: { z1: a },
+      procs: { z1: owner },
+    } = await startServes(['z1'], (id, { z1 }) => ({ id, grpc: z1.grpc, peer: z1.peer, peers: `z1=${z1.peer}`, dataDir: lostDir }));
+    extra.push(owner);
+    const client = new ClusterClient(a.grpc);
+    const kvz = new KvClient(a.grpc);
+    try {
+      await until('z1 leads', 20_000, async () => ((await client.status({ deadlineMs: 1_000 })).role === Role.ROLE_LEADER ? true : undefined));
+      for (let i = 0; i < 5; i++) await kvz.put({ key: enc.encode(`lost/${i}`), value: enc.encode(`v${i}`) }, { deadlineMs: 5_000 });
+    } finally {
+      client.close();
+      kvz.close();
+    }
+    await owner.kill('SIGTERM');
+    // A restart in between: the log's records move from its WAL into an SST, which a new database would delete.
+    const again = new ServeProcess({ id: 'z1', grpc: a.grpc, peer: a.peer, peers: `z1=${a.peer}`, dataDir: lostDir });
+    extra.push(again);
+    await again.ready();
+    await again.kill('SIGKILL');
+    const logDir = join(lostDir, 'log');
+    const current = await readFile(join(logDir, 'CURRENT'));
+    await rm(join(logDir, 'CURRENT'));
+    const listing = async (): Promise<string> => (await readdir(logDir)).sort().join(' ');
+    const before = await listing();
+    assert.match(before, /\.sst/);
+    const p = new ServeProcess({ id: 'z1', grpc: a.grpc, peer: a.peer, peers: `z1=${a.peer}`, dataDir: lostDir });
+    extra.push(p);
+    await Promise.race([p.exited, sleep(20_000)]);
+    assert.equal(p.running, false, 'the process exits');
+    assert.equal(p.exitCode, 2, p.output);
+    const lines = p.output.trim().split('\n');
+    assert.equal(lines.length, 1, `one line: ${p.output}`);
+    assert.match(lines[0]!, /^snapcoord: .*its Raft log has no .*log\/CURRENT .*refusing to open it/);
+    assert.equal(await listing(), before, 'nothing in log/ was touched');
+    await writeFile(join(logDir, 'CURRENT'), current);
+    const back = new ServeProcess({ id: 'z1', grpc: a.grpc, peer: a.peer, peers: `z1=${a.peer}`, dataDir: lostDir });
+    extra.push(back);
+    await back.ready();
+    const kvb = new KvClient(a.grpc);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const got = await until(`lost/${i} reads back`, 20_000, async () => {
+          const r = await kvb.get({ key: enc.encode(`lost/${i}`) }, { deadlineMs: 2_000 }).catch(() => undefined);
+          return r?.found === true ? dec.decode(r.kv!.value) : undefined;
+        });
+        assert.equal(got, `v${i}`);
+      }
+    } finally {
+      kvb.close();
+    }
+    await back.kill('SIGTERM');
   });
 });

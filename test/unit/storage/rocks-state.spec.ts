@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -125,6 +125,55 @@ describe('RocksStorage state generations', () => {
     await rejectsWith(RocksStorage.open(dataDir), 'corrupt', /holds data but .*STATE .* is missing/);
     await writeFile(join(dataDir, 'STATE'), 'not json');
     await rejectsWith(RocksStorage.open(dataDir), 'corrupt', /state pointer is not JSON/);
+  });
+
+  it('refuses a log that lost its CURRENT, or is gone, touching nothing; given its file back it opens with every entry and the vote', async () => {
+    // Before: RocksDB was told to create the log when missing. The first open over a log without CURRENT made a new
+    // database there (deleting the SST that held the hard state, the entries and the identity) and failed on the
+    // WAL; the second opened an empty log: term 0, no vote, no entry, and a new identity was accepted.
+    const entries = Array.from({ length: 20 }, (_, i) => ({ index: i + 1, term: 3, type: 'normal' as const, data: bytes(`e${i + 1}`) }));
+    let store = await RocksStorage.open(dataDir);
+    await store.checkIdentity({ nodeId: 'n1', clusterId: 'c1', formatVersion: 2 }, { createIfNew: true });
+    await store.save({ hardState: { term: 3, vote: 'n2', commit: 0 }, entries });
+    await store.close();
+    store = await RocksStorage.open(dataDir); // the WAL replayed into an SST: the records live there now
+    await store.close();
+    const logDir = join(dataDir, 'log');
+    const listing = async (): Promise<string[]> => (await readdir(logDir)).sort();
+    const current = await readFile(join(logDir, 'CURRENT'));
+    await rm(join(logDir, 'CURRENT'));
+    const before = await listing();
+    assert.ok(before.some((f) => f.endsWith('.sst')), before.join(' '));
+    for (let attempt = 0; attempt < 2; attempt++) {
+      await rejectsWith(RocksStorage.open(dataDir), 'corrupt', /its Raft log has no .*log\/CURRENT \(it holds .*\.sst.*\): refusing to open it/);
+      assert.deepEqual(await listing(), before, 'nothing in log/ was touched');
+    }
+    // Both gone, the log dir and its pointer: refused too, no new log made.
+    await rename(logDir, join(root, 'log-away'));
+    await rejectsWith(RocksStorage.open(dataDir), 'corrupt', /its Raft log .*data\/log is missing \(the data dir holds STATE/);
+    assert.deepEqual((await readdir(dataDir)).sort(), ['STATE', 'state-1']);
+    await rename(join(root, 'log-away'), logDir);
+    await writeFile(join(logDir, 'CURRENT'), current);
+    store = await RocksStorage.open(dataDir);
+    try {
+      const loaded = await store.load();
+      assert.deepEqual(loaded.hardState, { term: 3, vote: 'n2', commit: 0 });
+      assert.deepEqual(loaded.entries.map((e) => text(e.data)), entries.map((e) => text(e.data)));
+      assert.deepEqual(await store.readIdentity(), { nodeId: 'n1', clusterId: 'c1', formatVersion: 2 });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('creates the log of a new data dir, and of one whose first open stopped before its STATE (no record file in log/)', async () => {
+    let store = await RocksStorage.open(dataDir);
+    await store.close();
+    // A first open that stopped after RocksDB wrote its manifest and before CURRENT (no STATE yet, no WAL, no SST).
+    await rm(join(dataDir, 'STATE'));
+    for (const f of await readdir(join(dataDir, 'log'))) if (f === 'CURRENT' || f.endsWith('.log')) await rm(join(dataDir, 'log', f));
+    store = await RocksStorage.open(dataDir);
+    await store.close();
+    assert.deepEqual((await readdir(dataDir)).sort(), ['STATE', 'log', 'state-1']);
   });
 
   it('keeps the old generation while a snapshot reader holds it, deletes it when the reader closes', async () => {
