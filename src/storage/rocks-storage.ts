@@ -755,14 +755,21 @@ export class RocksStorage implements NodeStorage {
         await commitStatePointer(dataDir);
         await fsyncDir(dataDir);
       } else {
-        await collectGarbage(dataDir, gen);
+        // The generation STATE names is opened before any other is deleted: a STATE that names a generation that is
+        // missing or does not open (a damaged pointer, a damaged generation) is refused with the others still there
+        // (before, they were deleted first: the state the operator could have pointed STATE back to was gone).
         const statePath = join(dataDir, generationDir(gen));
         if (!(await exists(statePath))) {
-          throw new StorageError('corrupt', `data dir ${dataDir}: ${STATE_POINTER} names ${statePath}, which is missing`, {
-            path: dataDir,
-          });
+          const others = (await fsOp('list', dataDir, () => readdir(dataDir))).filter((n) => GENERATION_DIR.test(n)).sort();
+          throw new StorageError(
+            'corrupt',
+            `data dir ${dataDir}: ${STATE_POINTER} names ${statePath}, which is missing` +
+              (others.length > 0 ? ` (it holds ${others.join(', ')}, left as they are)` : ''),
+            { path: dataDir },
+          );
         }
         stateDb = await RocksDb.open(statePath, { ...STATE_OPEN_OPTIONS, createIfMissing: false });
+        await collectGarbage(dataDir, gen);
       }
 
       const { applied, membership } = await readStateMeta(stateDb);

@@ -127,6 +127,32 @@ describe('RocksStorage state generations', () => {
     await rejectsWith(RocksStorage.open(dataDir), 'corrupt', /state pointer is not JSON/);
   });
 
+  it('a STATE naming a missing generation, or one that does not open, is refused with the other generations left in place', async () => {
+    // Before: every generation STATE did not name was deleted first, then the open was refused: the state an
+    // operator could point STATE back to was gone.
+    let store = await RocksStorage.open(dataDir);
+    await store.save({ hardState: { term: 1, vote: 'n1', commit: 0 } });
+    await store.write(putBatch(1, 'k', 5));
+    const digest = await store.stateDigest();
+    await store.close();
+    await writeFile(join(dataDir, 'STATE'), '{"generation":3}\n'); // one bit from {"generation":1}
+    await rejectsWith(RocksStorage.open(dataDir), 'corrupt', /STATE names .*state-3, which is missing \(it holds state-1, left as they are\)/);
+    assert.deepEqual((await readdir(dataDir)).sort(), ['STATE', 'log', 'state-1']);
+    await writeFile(join(dataDir, 'STATE'), '{"generation":1}\n');
+    store = await RocksStorage.open(dataDir);
+    assert.equal(await store.stateDigest(), digest);
+    // The next generation committed, the old one still on disk (a crash before its deletion), then the new one damaged.
+    await store.close();
+    await cp(join(dataDir, 'state-1'), join(root, 'state-1-kept'), { recursive: true });
+    store = await RocksStorage.open(dataDir);
+    await store.installState([[{ key: bytes('x'), value: bytes('y') }]], { appliedIndex: 2, membership });
+    await store.close();
+    await cp(join(root, 'state-1-kept'), join(dataDir, 'state-1'), { recursive: true });
+    await rm(join(dataDir, 'state-2', 'CURRENT'));
+    await rejectsWith(RocksStorage.open(dataDir), 'io', /cannot open .*state-2/);
+    assert.deepEqual((await readdir(dataDir)).sort(), ['STATE', 'log', 'state-1', 'state-2']);
+  });
+
   it('refuses a log that lost its CURRENT, or is gone, touching nothing; given its file back it opens with every entry and the vote', async () => {
     // Before: RocksDB was told to create the log when missing. The first open over a log without CURRENT made a new
     // database there (deleting the SST that held the hard state, the entries and the identity) and failed on the
