@@ -8,6 +8,10 @@
  * confirming the read point) unless `serializable` asks for this node's
  * applied state.
  *
+ * A Range answers at most its limit of pairs and KV_RANGE_BYTES_MAX bytes
+ * of keys and values besides its first pair (`more` set when either cut it),
+ * so an answer is never built beyond what one message may carry.
+ *
  * Errors (gRPC status): INVALID_ARGUMENT for an empty or oversize key, an
  * oversize value or a range limit outside 0..KV_RANGE_LIMIT_MAX; the NodeError
  * mapping of api-error.ts otherwise (FAILED_PRECONDITION not the leader on a

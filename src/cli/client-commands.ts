@@ -262,13 +262,20 @@ export function addClientCommands(program: Command): void {
       .option('--json', 'print a JSON array of {key, value}')
       .description('list keys and values (tab separated), in key order'),
   ).action(async (prefix: string | undefined, opts: ClientOpts & { limit?: string; serializable?: boolean; json?: boolean }) => {
-    const limit = opts.limit === undefined ? 0 : positiveInt('limit', opts.limit, 1, 10_000);
-    const res = await withClient(opts, kvClient, (c, deadlineMs) =>
-      c.range({ prefix: enc.encode(prefix ?? ''), limit, serializable: opts.serializable === true }, { deadlineMs }),
-    );
-    if (opts.json === true) jsonOut(res.kvs.map((p) => ({ key: dec.decode(p.key), value: dec.decode(p.value) })));
-    else for (const pair of res.kvs) process.stdout.write(`${dec.decode(pair.key)}\t${dec.decode(pair.value)}\n`);
-    if (res.more) process.stderr.write('(more keys match; raise --limit)\n');
+    const limit = opts.limit === undefined ? 1000 : positiveInt('limit', opts.limit, 1, 10_000);
+    // Page by page: the node cuts an answer at its byte cap (a page of large values holds few keys).
+    const json: { key: string; value: string }[] = [];
+    const more = await withClient(opts, kvClient, async (c, deadlineMs) => {
+      let more = false;
+      for await (const page of c.rangePages({ prefix: enc.encode(prefix ?? ''), serializable: opts.serializable === true }, limit, { deadlineMs })) {
+        if (opts.json === true) for (const p of page.kvs) json.push({ key: dec.decode(p.key), value: dec.decode(p.value) });
+        else for (const pair of page.kvs) process.stdout.write(`${dec.decode(pair.key)}\t${dec.decode(pair.value)}\n`);
+        more = page.more;
+      }
+      return more;
+    });
+    if (opts.json === true) jsonOut(json);
+    if (more) process.stderr.write('(more keys match; raise --limit)\n');
   });
 
   addKvTxnCommands(kv, writeRetry, WRITE_RETRIES_DEFAULT);

@@ -83,7 +83,43 @@ export class KvClient {
     );
   }
 
+  /**
+   * rangePages: the pairs `req` selects, one Range call a page (each answer
+   * is cut by the server's limit and its byte cap, KV_RANGE_BYTES_MAX: a
+   * page of large values holds few pairs), in key order, until `pairsMax`
+   * pairs were yielded or no key is left. A prefix is paged on as the keys
+   * in [last key + 0x00, the prefix's end). The last page's `more` tells
+   * whether keys beyond matched. `opts` apply to each call.
+   */
+  async *rangePages(req: Partial<RangeRequest>, pairsMax: number, opts?: CallOptions): AsyncGenerator<RangeResponse> {
+    const prefix = req.prefix ?? new Uint8Array(0);
+    let next: Partial<RangeRequest> = req;
+    let left = pairsMax;
+    while (left > 0) {
+      const page = await this.range({ ...next, limit: Math.min(left, RANGE_PAGE_PAIRS_MAX) }, opts);
+      left -= page.kvs.length;
+      const last = page.kvs[page.kvs.length - 1];
+      yield page;
+      if (!page.more || last === undefined) return;
+      const start = new Uint8Array(last.key.length + 1);
+      start.set(last.key);
+      next = prefix.length > 0 ? { ...req, prefix: new Uint8Array(0), start, end: prefixEnd(prefix) } : { ...req, start };
+    }
+  }
+
   close(): void {
     this.raw.close();
   }
+}
+
+/** RANGE_PAGE_PAIRS_MAX: the most pairs one Range call may ask for (the server's KV_RANGE_LIMIT_MAX). */
+const RANGE_PAGE_PAIRS_MAX = 10_000;
+
+/** prefixEnd: the first key after every key with `prefix` (empty: none, the prefix is all 0xff). */
+function prefixEnd(prefix: Uint8Array): Uint8Array {
+  let end = prefix.length;
+  while (end > 0 && prefix[end - 1] === 0xff) end--;
+  const out = prefix.slice(0, end);
+  if (end > 0) out[end - 1] = (out[end - 1] ?? 0) + 1;
+  return out;
 }

@@ -22,7 +22,7 @@ import type { Membership } from '../raft/types.js';
 import { StorageError } from '../storage/storage-error.js';
 import { keyString } from '../storage/key-string.js';
 import type { StateImageSource } from '../storage/state-image.js';
-import { RANGE_LIMIT_MAX, type KeyValue, type StateSnapshotReader, type StateStore } from '../storage/types.js';
+import { RANGE_BYTES_MAX, RANGE_LIMIT_MAX, type KeyValue, type StateSnapshotReader, type StateStore } from '../storage/types.js';
 import { ApplyKeys, applyProbeKeys, planApply, type KeyProbe } from './apply-plan.js';
 import { isRevisionKey, REVISION_KEY_PREFIX } from './key-revision.js';
 import type { KvCommand } from './kv-command.js';
@@ -240,13 +240,21 @@ export class StateMachine {
     const below = await this.#store.range({ ...query, end: before(query.end, RESERVED_KEY_PREFIX) });
     if (below.more) return below;
     const start = after(query.start, RESERVED_KEY_END);
+    // What the part above the reserved keys may add: the pairs and bytes the part below left (one byte cap in all).
     const left = Math.min(query.limit, RANGE_LIMIT_MAX) - below.kvs.length;
-    if (left <= 0) {
+    let belowBytes = 0;
+    for (const kv of below.kvs) belowBytes += kv.key.length + kv.value.length;
+    const bytesLeft = Math.min(query.bytesMax ?? RANGE_BYTES_MAX, RANGE_BYTES_MAX) - belowBytes;
+    if (below.kvs.length === 0) return this.#store.range({ ...query, start });
+    if (left <= 0 || bytesLeft <= 0) {
       const probe = await this.#store.range({ ...query, start, limit: 1 });
       return { kvs: below.kvs, more: probe.kvs.length > 0 };
     }
-    const above = await this.#store.range({ ...query, start, limit: left });
-    return { kvs: below.kvs.length === 0 ? above.kvs : [...below.kvs, ...above.kvs], more: above.more };
+    const above = await this.#store.range({ ...query, start, limit: left, bytesMax: bytesLeft });
+    // The part above always returns its first pair: past the bytes left, it goes to the next page.
+    const first = above.kvs[0];
+    if (first !== undefined && first.key.length + first.value.length > bytesLeft) return { kvs: below.kvs, more: true };
+    return { kvs: [...below.kvs, ...above.kvs], more: above.more };
   }
 
   /**

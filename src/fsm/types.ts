@@ -4,22 +4,28 @@
  * the caller that proposed the entry.
  */
 import type { Entry, Membership } from '../raft/types.js';
-import { RANGE_LIMIT_MAX, type KeyValue } from '../storage/types.js';
+import { RANGE_BYTES_MAX, RANGE_LIMIT_MAX, type KeyValue } from '../storage/types.js';
 import type { SessionStamp } from './sessions.js';
 
 /** KV_RANGE_LIMIT_MAX: the most pairs one KV range answers (the store's own cap). */
 export const KV_RANGE_LIMIT_MAX: number = RANGE_LIMIT_MAX;
 
+/** KV_RANGE_BYTES_MAX: the most key and value bytes one KV range answers besides its first pair (the store's own cap). */
+export const KV_RANGE_BYTES_MAX: number = RANGE_BYTES_MAX;
+
 /**
  * KvRangeQuery selects the clients' keys in bytewise order: those with
  * `prefix` (when given), >= `start` (when given) and < `end` (when given),
- * all combined; at most `limit` of them (capped at KV_RANGE_LIMIT_MAX).
+ * all combined; at most `limit` of them (capped at KV_RANGE_LIMIT_MAX), and
+ * no more than fit in `bytesMax` bytes of keys and values (capped at
+ * KV_RANGE_BYTES_MAX, the default) besides the first pair, always returned.
  */
 export interface KvRangeQuery {
   readonly prefix?: Uint8Array;
   readonly start?: Uint8Array;
   readonly end?: Uint8Array;
   readonly limit: number;
+  readonly bytesMax?: number;
 }
 
 /** KvRangeResult: `more` is true when keys beyond the last returned one match too (page on with start = last key + 0x00). */

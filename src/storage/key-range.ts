@@ -1,5 +1,5 @@
 import { StorageError } from './storage-error.js';
-import { RANGE_LIMIT_MAX, type RangeQuery } from './types.js';
+import { RANGE_BYTES_MAX, RANGE_LIMIT_MAX, type RangeQuery } from './types.js';
 
 /** KeyRange is a RangeQuery resolved to bytewise bounds: keys >= gte and < lt (each absent = unbounded). */
 export interface KeyRange {
@@ -7,8 +7,19 @@ export interface KeyRange {
   readonly lt: Uint8Array | undefined;
   /** the limit, capped at RANGE_LIMIT_MAX. */
   readonly limit: number;
+  /** the bytes of keys and values past the first pair, capped at RANGE_BYTES_MAX (see RangeQuery). */
+  readonly bytesMax: number;
   /** true when no key can match (e.g. start >= end). */
   readonly empty: boolean;
+}
+
+/**
+ * rangeIsFull tells whether a range page holding `count` pairs of `bytes`
+ * bytes has no room for a next pair of `nextBytes` (see RangeQuery: the
+ * first pair always fits).
+ */
+export function rangeIsFull(range: Pick<KeyRange, 'limit' | 'bytesMax'>, count: number, bytes: number, nextBytes: number): boolean {
+  return count >= range.limit || (count > 0 && bytes + nextBytes > range.bytesMax);
 }
 
 /** compareBytes orders byte strings bytewise (a shorter prefix first), like RocksDB's default comparator. */
@@ -30,7 +41,8 @@ export function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
 /**
  * resolveRange turns `query` into bounds: the larger of start and prefix
  * below, the smaller of end and prefixEnd(prefix) above.
- * Errors: StorageError `invalidArgument` if limit is not a positive integer.
+ * Errors: StorageError `invalidArgument` if limit, or bytesMax when given,
+ * is not a positive integer.
  */
 export function resolveRange(query: RangeQuery, path: string): KeyRange {
   if (!Number.isSafeInteger(query.limit) || query.limit < 1) {
@@ -38,7 +50,11 @@ export function resolveRange(query: RangeQuery, path: string): KeyRange {
       path,
     });
   }
+  if (query.bytesMax !== undefined && (!Number.isSafeInteger(query.bytesMax) || query.bytesMax < 1)) {
+    throw new StorageError('invalidArgument', `range on ${path}: bytesMax must be a positive integer, got ${query.bytesMax}`, { path });
+  }
   const limit = Math.min(query.limit, RANGE_LIMIT_MAX);
+  const bytesMax = Math.min(query.bytesMax ?? RANGE_BYTES_MAX, RANGE_BYTES_MAX);
   let gte = query.start !== undefined && query.start.length > 0 ? query.start : undefined;
   let lt = query.end;
   if (query.prefix !== undefined && query.prefix.length > 0) {
@@ -47,5 +63,5 @@ export function resolveRange(query: RangeQuery, path: string): KeyRange {
     if (end !== undefined && (lt === undefined || compareBytes(end, lt) < 0)) lt = end;
   }
   const empty = lt !== undefined && (lt.length === 0 || (gte !== undefined && compareBytes(gte, lt) >= 0));
-  return { gte, lt, limit, empty };
+  return { gte, lt, limit, bytesMax, empty };
 }

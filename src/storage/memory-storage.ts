@@ -1,6 +1,6 @@
 import type { Entry, HardState, Membership } from '../raft/types.js';
 import { checkIdentityMatch, missingIdentity } from './identity-check.js';
-import { compareBytes, resolveRange } from './key-range.js';
+import { compareBytes, rangeIsFull, resolveRange } from './key-range.js';
 import { keyString } from './key-string.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { SerialQueue } from './serial-queue.js';
@@ -265,12 +265,15 @@ export class MemoryStorage implements NodeStorage {
       else hi = mid;
     }
     const kvs: KeyValue[] = [];
+    let bytes = 0;
     for (let i = lo; i < keys.length; i++) {
       const kv = this.dir.kv.get(keys[i] ?? '');
       if (kv === undefined) continue;
       if (range.lt !== undefined && compareBytes(kv.key, range.lt) >= 0) break;
-      if (kvs.length === range.limit) return { kvs, more: true };
+      const size = kv.key.length + kv.value.length;
+      if (rangeIsFull(range, kvs.length, bytes, size)) return { kvs, more: true };
       kvs.push(kv);
+      bytes += size;
     }
     return { kvs, more: false };
   }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { sameMembership } from '../raft/membership.js';
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
-import { resolveRange } from './key-range.js';
+import { rangeIsFull, resolveRange } from './key-range.js';
 import { ChangedKeys } from './changed-keys.js';
 import { keyString } from './key-string.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
@@ -1075,19 +1075,25 @@ export class RocksStorage implements NodeStorage {
       const range = resolveRange(query, g.db.path);
       if (range.empty) return { kvs: [], more: false };
       const kvs: KeyValue[] = [];
-      let more = false;
+      let bytes = 0;
       const iteration = g.db.iterate({
         gte: range.gte === undefined ? Buffer.of(PREFIX_KV) : kvKey(range.gte),
         lt: range.lt === undefined ? Buffer.of(PREFIX_KV + 1) : kvKey(range.lt),
         limit: range.limit + 1,
+        // Read ahead no further than the cap needs (a batch is cut once it passes this many bytes).
+        batchBytesMax: range.bytesMax,
       });
       for await (const batch of iteration) {
         for (const { key, value } of batch) {
-          if (kvs.length === range.limit) more = true;
-          else kvs.push({ key: key.subarray(1), value: openStateRecord(key, value, g.db.path) });
+          const pair = { key: key.subarray(1), value: openStateRecord(key, value, g.db.path) };
+          const size = pair.key.length + pair.value.length;
+          // Leaving the loop ends the iterator.
+          if (rangeIsFull(range, kvs.length, bytes, size)) return { kvs, more: true };
+          kvs.push(pair);
+          bytes += size;
         }
       }
-      return { kvs, more };
+      return { kvs, more: false };
     } finally {
       this.#release(g);
     }

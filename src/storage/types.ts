@@ -102,13 +102,17 @@ export interface KeyValue {
 /**
  * RangeQuery selects keys in bytewise order: those with `prefix` (when
  * given), >= `start` (when given) and < `end` (when given), all combined;
- * at most `limit` of them (capped at RANGE_LIMIT_MAX).
+ * at most `limit` of them (capped at RANGE_LIMIT_MAX), and no more pairs
+ * than fit in `bytesMax` bytes of keys and values (capped at
+ * RANGE_BYTES_MAX, its default): the first pair is always returned, a
+ * later one that would pass the cap is not (`more` is then set).
  */
 export interface RangeQuery {
   readonly prefix?: Uint8Array;
   readonly start?: Uint8Array;
   readonly end?: Uint8Array;
   readonly limit: number;
+  readonly bytesMax?: number;
 }
 
 /** RangeResult: `more` is true when keys beyond the last returned one match too (page on with start = last key + 0x00). */
@@ -119,6 +123,14 @@ export interface RangeResult {
 
 /** RANGE_LIMIT_MAX is the most pairs one range call returns. */
 export const RANGE_LIMIT_MAX = 10_000;
+
+/**
+ * RANGE_BYTES_MAX is the most key and value bytes one range call returns
+ * (besides its first pair, returned whatever its size). Without it a range of
+ * RANGE_LIMIT_MAX pairs of 1 MiB values held 10 GiB in memory, and any answer
+ * over the API's 64 MiB message cap was built whole and then failed.
+ */
+export const RANGE_BYTES_MAX = 4 * 1024 * 1024;
 
 /** StateWrite is one change to the state: a put of `value` under `key`, or a delete when value is null. */
 export interface StateWrite {

@@ -19,6 +19,7 @@ import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
 import {
   FORMAT_VERSION,
+  RANGE_BYTES_MAX,
   RANGE_LIMIT_MAX,
   type KeyValue,
   type StateSnapshotReader,
@@ -555,6 +556,50 @@ for (const impl of implementations) {
         const result = await store.range({ limit: 1_000_000 });
         assert.equal(result.kvs.length, RANGE_LIMIT_MAX);
         assert.equal(result.more, true);
+      });
+      it(`caps a range's bytes at RANGE_BYTES_MAX (${RANGE_BYTES_MAX}): the pair that would pass it starts the next page`, async () => {
+        // Before, a range held every pair up to its limit: 10,000 pairs of 1 MiB values were 10 GiB in memory.
+        const MiB = 1024 * 1024;
+        const value = (c: number): Uint8Array => new Uint8Array(MiB).fill(c);
+        const keys = Array.from({ length: 10 }, (_, i) => `big/${i}`);
+        await store.apply(keys.map((k, i) => ({ entry: { index: i + 1, term: 1, type: 'normal', data: encodeCommand({ op: 'put', key: bytes(k), value: value(i) }) } })));
+        const fits = Math.floor(RANGE_BYTES_MAX / (MiB + 5));
+        const first = await store.range({ prefix: bytes('big/'), limit: 100 });
+        assert.deepEqual(first.kvs.map((kv) => text(kv.key)), keys.slice(0, fits));
+        assert.equal(first.more, true);
+        assert.equal(first.kvs[fits - 1]?.value[0], fits - 1);
+        // Paging on reads every pair once; a cap below one pair still returns one pair a page.
+        const seen: string[] = [];
+        let start: Uint8Array | undefined;
+        for (let page = 0; page < 20; page++) {
+          const r = await store.range({ prefix: bytes('big/'), ...(start !== undefined ? { start } : {}), limit: 100, bytesMax: 1 });
+          assert.equal(r.kvs.length, 1);
+          seen.push(text(r.kvs[0]?.key) ?? '');
+          if (!r.more) break;
+          start = Uint8Array.from([...(r.kvs[0]?.key ?? []), 0]);
+        }
+        assert.deepEqual(seen, keys);
+        await rejectsWith(store.range({ limit: 1, bytesMax: 0 }), 'invalidArgument', /bytesMax/);
+      });
+
+      it('one byte cap for a range on both sides of the reserved keys', async () => {
+        const MiB = 1024 * 1024;
+        // Keys below "\x00snapcoord/" and above it: the state machine reads them in two store ranges.
+        const low = ['\x00a', '\x00b'];
+        const high = ['a', 'b', 'c', 'd'];
+        const all = [...low, ...high];
+        await store.apply(all.map((k, i) => ({ entry: { index: i + 1, term: 1, type: 'normal', data: encodeCommand({ op: 'put', key: Buffer.from(k, 'latin1'), value: new Uint8Array(MiB) }) } })));
+        const fits = Math.floor(RANGE_BYTES_MAX / (MiB + 2));
+        const r = await store.range({ limit: 100 });
+        assert.deepEqual(r.kvs.map((kv) => Buffer.from(kv.key).toString('latin1')), all.slice(0, fits));
+        assert.equal(r.more, true);
+        // A cap the low part fills on its own: the high part's first pair waits for the next page.
+        const two = await store.range({ limit: 100, bytesMax: 2 * (MiB + 2) });
+        assert.deepEqual(two.kvs.map((kv) => Buffer.from(kv.key).toString('latin1')), low);
+        assert.equal(two.more, true);
+        const next = await store.range({ start: Buffer.from('\x00b\x00', 'latin1'), limit: 100, bytesMax: 2 * (MiB + 2) });
+        assert.deepEqual(next.kvs.map((kv) => text(kv.key)), ['a', 'b']);
+        assert.equal(next.more, true);
       });
     });
 
