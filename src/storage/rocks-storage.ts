@@ -656,6 +656,15 @@ export class RocksStorage implements NodeStorage {
   #compacting: Promise<void> = Promise.resolve();
   /** #durableVote: the term and vote of the hard state last read or written synced (null: unknown, the next hard state is synced). */
   #durableVote: { readonly term: number; readonly vote: string } | null = null;
+  /**
+   * #logFailure: the first write to the log database that failed (null while none has); every log write after it is
+   * refused (#checkLogWritable). RocksDB (the binding opens it with paranoid_checks off) takes writes after a failed
+   * one and appends them after what the failure left in the write-ahead log: a save that failed with ENOSPC, the disk
+   * freed, then ten synced saves that succeeded: at the next open the WAL had a record that does not verify before
+   * theirs, and the data dir was refused (RocksDB alone would have dropped those entries, acknowledged ones, silently).
+   * Nothing after the failure: the failed write reads as a torn tail, the log opens with every write that succeeded.
+   */
+  #logFailure: Error | null = null;
   #applied: number;
   /** #changes: every key written after its knownSince, for snapshotState changes (see ChangedKeys). */
   readonly #changes: ChangedKeys;
@@ -905,7 +914,10 @@ export class RocksStorage implements NodeStorage {
     this.#checkOpen('save');
     const entries = batch.entries ?? [];
     if (batch.hardState === undefined && entries.length === 0) return;
-    return this.#logQueue.run(async () => {
+    /** earlier: the write of a compaction issued before this save's and maybe still under way (see compact). */
+    let earlier: Promise<void> = Promise.resolve();
+    await this.#logQueue.run(async () => {
+      this.#checkLogWritable('save');
       const hardState = batch.hardState;
       if (hardState !== undefined) checkHardState(hardState, this.path);
       const newLast = checkAppend(entries, { base: this.#base, lastIndex: this.#lastIndex }, this.path);
@@ -916,7 +928,8 @@ export class RocksStorage implements NodeStorage {
       // Straight into the native batch: each entry's key and sealed form in the reused LogScratch (copied as given),
       // no Buffer and no op object per entry, on the leader and on every follower.
       const scratch = this.#logScratch;
-      await this.#log.writeFilled((sink) => {
+      earlier = this.#compacting;
+      await this.#writeLog(this.#log.writeFilled((sink) => {
         if (hardState !== undefined) {
           const { term, vote, commit } = hardState;
           sink.put(KEY_HARD_STATE, Buffer.from(JSON.stringify({ term, vote, commit })));
@@ -924,10 +937,14 @@ export class RocksStorage implements NodeStorage {
         // Entries in [first, newLast] are overwritten by the puts; delete the stale tail beyond them.
         for (let index = newLast + 1; index <= oldLast && entries.length > 0; index++) sink.del(scratch.key(index));
         for (const entry of entries) scratch.put(sink, entry);
-      }, { sync });
+      }, { sync }));
       if (sync && hardState !== undefined) this.#durableVote = { term: hardState.term, vote: hardState.vote };
       this.#lastIndex = newLast;
     });
+    // This write may lie after the partial record an earlier write still under way leaves if it fails: then it is
+    // not taken either (the earlier write lands first in the common case: one write-ahead log, written in order).
+    await earlier;
+    this.#checkLogWritable('save');
   }
 
   /**
@@ -953,6 +970,7 @@ export class RocksStorage implements NodeStorage {
     await this.#logQueue.run(async () => {
       await this.#compacting;
       this.#checkOpen('compact');
+      this.#checkLogWritable('compact');
       let termAtBase: number | undefined;
       if (base.index > this.#base.index && base.index <= this.#lastIndex) {
         const key = logKey(base.index);
@@ -967,12 +985,12 @@ export class RocksStorage implements NodeStorage {
       for (let index = plan.deleteFrom; index <= plan.deleteTo; index++) ops.push({ type: 'del', key: logKey(index) });
       ops.push({ type: 'put', key: KEY_LOG_BASE, value: encodeLogBase(plan.base) });
       if (plan.lastIndex !== this.#lastIndex || plan.deleteTo > plan.base.index || termAtBase !== plan.base.term) {
-        await this.#log.write(ops, { sync: true });
+        await this.#writeLog(this.#log.write(ops, { sync: true }));
         this.#base = plan.base;
         this.#lastIndex = plan.lastIndex;
         return;
       }
-      const written = this.#log.write(ops, { sync: true }).then(() => {
+      const written = this.#writeLog(this.#log.write(ops, { sync: true })).then(() => {
         this.#base = plan.base;
       });
       this.#compacting = written.catch(() => undefined);
@@ -988,8 +1006,9 @@ export class RocksStorage implements NodeStorage {
       const base = this.#base;
       if (base.membership !== null) return copyMembership(base.membership);
       if (base.index !== 0) return null;
+      this.#checkLogWritable('bootstrap');
       const next: LogBase = { index: 0, term: 0, membership: checked };
-      await this.#log.write([{ type: 'put', key: KEY_LOG_BASE, value: encodeLogBase(next) }], { sync: true });
+      await this.#writeLog(this.#log.write([{ type: 'put', key: KEY_LOG_BASE, value: encodeLogBase(next) }], { sync: true }));
       this.#base = next;
       return copyMembership(checked);
     });
@@ -1452,9 +1471,9 @@ export class RocksStorage implements NodeStorage {
       if (!isNew || options.createIfNew !== true) throw missingIdentity(this.dataDir, isNew);
       checkIdentityMatch(expected, expected, this.dataDir);
       const { nodeId, clusterId, formatVersion } = expected;
-      await this.#log.write(
-        [{ type: 'put', key: KEY_IDENTITY, value: Buffer.from(JSON.stringify({ nodeId, clusterId, formatVersion })) }],
-        { sync: true },
+      this.#checkLogWritable('checkIdentity');
+      await this.#writeLog(
+        this.#log.write([{ type: 'put', key: KEY_IDENTITY, value: Buffer.from(JSON.stringify({ nodeId, clusterId, formatVersion })) }], { sync: true }),
       );
       return { nodeId, clusterId, formatVersion };
     });
@@ -1509,6 +1528,31 @@ export class RocksStorage implements NodeStorage {
         throw err;
       }
     });
+  }
+
+  /**
+   * #writeLog waits for `write`, a write to the log database, and records its failure (#logFailure) before
+   * rethrowing it.
+   */
+  async #writeLog(write: Promise<void>): Promise<void> {
+    try {
+      await write;
+    } catch (err) {
+      this.#logFailure ??= err as Error;
+      throw err;
+    }
+  }
+
+  /** #checkLogWritable throws StorageError `io` once a write to the log database has failed (see #logFailure). */
+  #checkLogWritable(operation: string): void {
+    const failure = this.#logFailure;
+    if (failure === null) return;
+    throw new StorageError(
+      'io',
+      `${this.path}: ${operation} refused: an earlier write to the Raft log failed (${failure.message}); no write is taken after ` +
+        'one that failed (it may have left a partial record in the write-ahead log, which would hide every later one at the next start): restart the node',
+      { path: this.path, cause: failure },
+    );
   }
 
   #acquire(): Generation {
