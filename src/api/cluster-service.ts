@@ -119,10 +119,69 @@ export interface ClusterServiceOptions {
   readonly stateHash?: () => Promise<StateHash>;
 }
 
-/** waitApplied resolves once `node` has applied `index`, or after waitMs (it does not reject). */
-async function waitApplied(node: NodeView, index: number, waitMs: number): Promise<void> {
-  const deadline = Date.now() + Math.min(waitMs, CHECK_WAIT_MS_MAX);
-  while (node.status().applied < index && Date.now() < deadline) await sleep(5);
+/**
+ * APPLIED_WAITERS_MAX: HashState calls (this node's part of CheckConsistency
+ * included) waiting at once for an index to be applied; more are refused
+ * RESOURCE_EXHAUSTED. Each waits up to CHECK_WAIT_MS_MAX.
+ */
+export const APPLIED_WAITERS_MAX = 64;
+
+/** APPLIED_POLL_MS: how often the one timer of the waiting calls reads the applied index. */
+const APPLIED_POLL_MS = 5;
+
+interface AppliedWaiter {
+  readonly index: number;
+  readonly deadlineMs: number;
+  readonly resolve: () => void;
+}
+
+/**
+ * AppliedWaiters: calls waiting until `node` has applied an index, at most
+ * APPLIED_WAITERS_MAX at once, all served by one timer that reads the
+ * applied index every APPLIED_POLL_MS while any waits. Before, each call ran
+ * a loop of its own reading node.status() every 5 ms for up to a minute: two
+ * thousand such calls (a snapshots.read key, atIndex far ahead) took half a
+ * core and 350 ms of event-loop delay, every write with it.
+ */
+class AppliedWaiters {
+  private readonly waiting = new Set<AppliedWaiter>();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly node: NodeView) {}
+
+  /**
+   * wait resolves once the node has applied `index`, or after waitMs (capped
+   * at CHECK_WAIT_MS_MAX); it does not reject. Errors (thrown at once):
+   * RESOURCE_EXHAUSTED when APPLIED_WAITERS_MAX calls wait already.
+   */
+  wait(index: number, waitMs: number): Promise<void> {
+    const ms = Math.min(Math.max(0, waitMs), CHECK_WAIT_MS_MAX);
+    if (ms === 0 || this.node.brief().applied >= index) return Promise.resolve();
+    if (this.waiting.size >= APPLIED_WAITERS_MAX) {
+      throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `${this.waiting.size} calls wait for an index to be applied on ${this.node.id} already (at most ${APPLIED_WAITERS_MAX} at once); retry when one is done`);
+    }
+    return new Promise<void>((resolve) => {
+      this.waiting.add({ index, deadlineMs: Date.now() + ms, resolve });
+      if (this.timer === null) {
+        this.timer = setInterval(() => this.sweep(), APPLIED_POLL_MS);
+        this.timer.unref();
+      }
+    });
+  }
+
+  private sweep(): void {
+    const applied = this.node.brief().applied;
+    const now = Date.now();
+    for (const w of this.waiting) {
+      if (applied < w.index && now < w.deadlineMs) continue;
+      this.waiting.delete(w);
+      w.resolve();
+    }
+    if (this.waiting.size === 0 && this.timer !== null) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
 }
 
 /**
@@ -136,9 +195,10 @@ export const STATE_HASHES_AT_ONCE_MAX = 2;
 /** createClusterService implements ClusterService over `node`. */
 export function createClusterService(node: ClusterNode, forwarder: LeaderForwarder, opts: ClusterServiceOptions = {}): ClusterServiceServer {
   let hashing = 0;
+  const applied = new AppliedWaiters(node);
   /** localHash: this node's state hash (a read of the whole state); at most STATE_HASHES_AT_ONCE_MAX at once, more RESOURCE_EXHAUSTED. */
   const localHash = async (atIndex: number, waitMs: number): Promise<StateHash> => {
-    if (atIndex > 0) await waitApplied(node, atIndex, waitMs);
+    if (atIndex > 0) await applied.wait(atIndex, waitMs);
     if (hashing >= STATE_HASHES_AT_ONCE_MAX) {
       throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `${hashing} state hashes are being computed on ${node.id} already (at most ${STATE_HASHES_AT_ONCE_MAX} at once); retry when one is done`);
     }
@@ -262,7 +322,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
 
     hashState: unary(async (call: grpc.ServerUnaryCall<HashStateRequest, HashStateResponse>) => {
       const atIndex = Number(call.request.atIndex ?? 0n);
-      if (atIndex > 0) await waitApplied(node, atIndex, call.request.waitMs ?? 0);
+      if (atIndex > 0) await applied.wait(atIndex, call.request.waitMs ?? 0);
       const appliedIndex = BigInt(node.status().applied);
       const h = await localHash(0, 0);
       return { sha256: h.sha256, appliedIndex, hashedIndex: BigInt(h.index) };

@@ -9,7 +9,8 @@
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 
-import { STATE_HASHES_AT_ONCE_MAX } from '../../../src/api/cluster-service.js';
+import { APPLIED_WAITERS_MAX, STATE_HASHES_AT_ONCE_MAX } from '../../../src/api/cluster-service.js';
+import type { HashStateResponse } from '../../../src/gen/snapcoord/v1/cluster.js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { ClusterClient } from '../../../src/client/cluster-client.js';
 import { systemClock } from '../../../src/node/clock.js';
@@ -86,6 +87,37 @@ describe('HashState: state hashes computed at once', function () {
       assert.equal(answers.filter((a) => typeof a === 'string' && /^[0-9a-f]{64}$/.test(a)).length, STATE_HASHES_AT_ONCE_MAX);
       // Once they ended, a new one is served.
       assert.match((await c.hashState({ deadlineMs: 10_000 })).sha256, /^[0-9a-f]{64}$/);
+    } finally {
+      c.close();
+    }
+  });
+
+  it(`at most ${APPLIED_WAITERS_MAX} calls wait for an index at once, more refused RESOURCE_EXHAUSTED at once; a waiter is answered when its index applies`, async () => {
+    // Before, each waiting call polled node.status() every 5 ms for up to a minute, as many as the connections
+    // carried (2,000 of them: half a core and 350 ms of event-loop delay on this node, its writes with it).
+    const c = new ClusterClient(api.address);
+    const hashAt = (atIndex: number, waitMs: number, deadlineMs: number): Promise<HashStateResponse | grpc.ServiceError> =>
+      new Promise((resolve) =>
+        c.raw.hashState({ atIndex: BigInt(atIndex), waitMs }, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (e, r) => resolve(e ?? r)),
+      );
+    try {
+      const next = node.status().applied + 1;
+      const waiting = Array.from({ length: APPLIED_WAITERS_MAX }, () => hashAt(next, 20_000, 25_000));
+      await sleep(500);
+      const over = await hashAt(next, 20_000, 5_000);
+      assert.ok(over instanceof Error, 'the call beyond the cap is refused');
+      assert.equal(over.code, grpc.status.RESOURCE_EXHAUSTED, over.message);
+      assert.match(over.details, /wait for an index to be applied on n1 already/);
+      // The index applies: every waiter is answered (the hashes themselves are capped as above: some RESOURCE_EXHAUSTED).
+      await node.propose({ op: 'put', key: new TextEncoder().encode('k2'), value: new TextEncoder().encode('v') });
+      const answers = await Promise.all(waiting);
+      const hashed = answers.filter((a): a is HashStateResponse => !(a instanceof Error));
+      assert.ok(hashed.length >= 1, 'some waiter got its hash');
+      for (const a of hashed) assert.ok(a.appliedIndex >= BigInt(next));
+      for (const a of answers) if (a instanceof Error) assert.equal(a.code, grpc.status.RESOURCE_EXHAUSTED, a.message);
+      // The places are free again.
+      const again = await hashAt(node.status().applied, 1_000, 10_000);
+      assert.ok(!(again instanceof Error), String(again));
     } finally {
       c.close();
     }
