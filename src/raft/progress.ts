@@ -43,6 +43,8 @@ export class Progress {
   /** readSeqAcked: highest ReadIndex round this member acknowledged. */
   readSeqAcked = 0;
   private readonly inflight: number[] = [];
+  /** forgotAt: the match at which the follower rejected the append after it once (forgot), -1 when none since its last acknowledgement. */
+  private forgotAt = -1;
 
   constructor(
     next: number,
@@ -83,6 +85,7 @@ export class Progress {
 
   /** maybeUpdate records a successful append up to index; false when it tells nothing new. */
   maybeUpdate(index: number): boolean {
+    this.forgotAt = -1;
     let updated = false;
     if (this.match < index) {
       this.match = index;
@@ -92,6 +95,32 @@ export class Progress {
     if (this.next < index + 1) this.next = index + 1;
     if (this.installGuard > 0 && this.match >= this.installGuard) this.installGuard = 0; // it holds what follows the snapshot
     return updated;
+  }
+
+  /**
+   * forgot handles a rejected append of prevLogIndex `rejected` whose `hint`
+   * is 0 (the follower's log is empty) from a follower that acknowledged
+   * entries: a voter whose data dir was lost, started again under its id.
+   * maybeDecrTo takes any rejection at or below match for a stale one, so
+   * the leader sent such a follower the append after its old match for ever
+   * (it never caught up) and went on counting that match toward commits. A
+   * rejection of the append that follows match may still be stale (sent
+   * before the follower had the entries, delivered late), so one is only
+   * noted; a second in a row, with no acknowledgement between (maybeUpdate
+   * forgets the note), says the follower lost them: match falls back to 0
+   * and the follower is probed from there. Returns true when it did.
+   */
+  forgot(rejected: number, hint: number): boolean {
+    if (hint !== 0 || rejected !== this.match || this.next !== this.match + 1 || this.match === 0) return false;
+    if (this.forgotAt !== this.match) {
+      this.forgotAt = this.match;
+      return false;
+    }
+    this.forgotAt = -1;
+    this.match = hint;
+    if (this.state === 'snapshot') this.state = 'probe';
+    this.becomeProbe();
+    return true;
   }
 
   /**

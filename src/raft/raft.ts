@@ -1416,6 +1416,10 @@ export class RaftNode {
     if (m.reject) {
       let hint = m.hintIndex;
       if (m.hintTerm > 0) hint = this.log.findConflictByTerm(m.hintIndex, m.hintTerm);
+      if (pr.forgot(m.index, hint)) {
+        this.sendAppend(m.from, true);
+        return;
+      }
       if (pr.maybeDecrTo(m.index, hint)) {
         if (pr.state === 'replicate') pr.becomeProbe();
         this.sendAppend(m.from, true);

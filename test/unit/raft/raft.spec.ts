@@ -526,6 +526,25 @@ describe('raft core', () => {
       assert.deepEqual(voters('c'), voters('a'), 'and stay so after a restart');
     });
 
+    it('a voter wiped and started again under its id, not removed, catches up from its leader (its old match is not kept)', () => {
+      // Its leader held c's match from before the wipe, took every rejection at or below it for a stale one and sent
+      // the append after it for ever: c never caught up (and that match went on counting toward commits).
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      for (let i = 0; i < 5; i++) c.node('a').propose(bytes(`x${i}`));
+      c.stabilize();
+      const match = c.node('a').status().progress.c?.match ?? 0;
+      assert.ok(match > 5, `c acknowledged the writes (match ${match})`);
+      c.persisted.set('c', { hardState: { term: 0, vote: '', commit: 0 }, entries: [], logBase: { index: 0, term: 0 }, snapshot: initialSnapshot(membership(['a', 'b', 'c'])), applied: [], appliedIndex: 0 });
+      c.start('c');
+      c.node('a').propose(bytes('after'));
+      c.stabilize();
+      c.tickAll(2);
+      assert.equal(c.node('c').status().lastIndex, c.node('a').status().lastIndex, 'c holds the log again');
+      assert.deepEqual(c.appliedData('c'), c.appliedData('a'));
+      assert.equal(c.node('a').status().progress.c?.match, c.node('a').status().lastIndex);
+    });
+
     it('a follower whose log is not empty keeps its base; a malformed one is never taken', () => {
       const c = new TestCluster(['a', 'b', 'c']);
       c.elect('a');
