@@ -120,6 +120,19 @@ const APPLY_QUEUE_ENTRIES_MAX = 10_000;
  * refused by its leader.
  */
 export const READ_SHARES = 4;
+/**
+ * TERM_AHEAD_MAX: the furthest ahead of this node's term a peer's message
+ * may be to be stepped. Terms grow by one an election, and a node that could
+ * not win moves none (pre-votes), so an honest member is never a million
+ * ahead, however long this node was away; a request further ahead is
+ * refused INVALID_ARGUMENT and an answer further ahead dropped, neither
+ * stepped. Without it one message of any member (a learner's too) with term
+ * 2^53-1 moved this node there, saved, and its next campaign, at 2^53 (past
+ * what a hard state may hold or the codec send), failed the node, at every
+ * restart: the terms were used up for good. Used up by steps of this size,
+ * they last 2^33 saved messages.
+ */
+export const TERM_AHEAD_MAX = 2 ** 20;
 /** FORWARD_RPC_MARGIN_MS: a follower's Propose call waits this much longer than the leader waits for its writes' apply. */
 const FORWARD_RPC_MARGIN_MS = 1_000;
 /** APPLY_BATCH_ENTRIES_MAX: entries the apply worker applies in one state machine batch. */
@@ -974,6 +987,11 @@ export class Node {
   /** receive steps a message that arrived as an RPC answer. */
   receive(m: Message): void {
     if (this.stopped) return;
+    const ahead = this.termTooFarAhead(m);
+    if (ahead !== null) {
+      this.log.debug({ from: m.from, type: m.type, err: ahead }, 'dropping an answer from the far future');
+      return;
+    }
     this.raft.step(m);
     this.kick();
   }
@@ -991,6 +1009,7 @@ export class Node {
    */
   async handleRequest(m: Message): Promise<Message[]> {
     this.checkRunning();
+    this.refuseFarAhead(m);
     if ((m.type === 'append' || m.type === 'heartbeat') && m.term >= this.raft.brief().term) this.lastLeaderContactAtMs = this.clock.nowMs();
     if (m.type === 'readIndex') return this.handleReadIndexRequest(m);
     const replies = this.raft.stepForReplies(m);
@@ -1016,7 +1035,21 @@ export class Node {
 
   /** handleReport steps an asynchronous answer a peer sent us (snapshotResp). */
   handleReport(m: Message): void {
+    this.refuseFarAhead(m);
     this.receive(m);
+  }
+
+  /** termTooFarAhead: why `m` is too far ahead of this node's term to be stepped (TERM_AHEAD_MAX), null when it is not. */
+  private termTooFarAhead(m: Message): string | null {
+    const term = this.raft.brief().term;
+    if (m.term <= term + TERM_AHEAD_MAX) return null;
+    return `term ${m.term} is more than ${TERM_AHEAD_MAX} ahead of ${this.id}'s (${term}); no honest member is so far ahead`;
+  }
+
+  /** refuseFarAhead throws INVALID_ARGUMENT (a coded Error) for a request whose term is too far ahead (termTooFarAhead). */
+  private refuseFarAhead(m: Message): void {
+    const ahead = this.termTooFarAhead(m);
+    if (ahead !== null) throw coded(3, ahead);
   }
 
   /**

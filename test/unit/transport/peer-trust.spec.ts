@@ -325,6 +325,33 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
     assert.deepEqual(refusals.slice(n0), ['not_member', 'cluster_id']);
   });
 
+  it("a member's term far in the future (2^53-1: no term after it) is refused: it would stop every election for good", async () => {
+    // One message of any member (a learner's too) moved the receiver's term to 2^53-1, saved: its next campaign is
+    // at 2^53, which no codec may send, and every member it reached could never be elected, nor elect, again.
+    const leader = await stableLeader();
+    const [liar, target] = members.filter((m) => m.id !== leader.id) as [Member, Member];
+    const before = picture();
+    const c = client(target.api.peerAddress, liar.id);
+    const huge = Number.MAX_SAFE_INTEGER;
+    try {
+      const lastLogIndex = leader.node.status().lastIndex;
+      const errs = [
+        await timeoutNow(c, { type: 'timeoutNow', from: liar.id, to: target.id, term: huge }),
+        await vote(c, { type: 'vote', from: liar.id, to: target.id, term: huge, preVote: false, lastLogIndex, lastLogTerm: leader.node.status().term, transfer: true }),
+        await append(c, { type: 'append', from: liar.id, to: target.id, term: huge, prevLogIndex: 0, prevLogTerm: 0, commit: 0, entries: [] }),
+      ];
+      for (const e of errs) {
+        assert.ok(e !== null, 'refused');
+        assert.equal(e.code, grpc.status.INVALID_ARGUMENT, e.message);
+        assert.match(e.details, /term 9007199254740991 is more than \d+ ahead of/);
+      }
+    } finally {
+      c.close();
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(picture(), before);
+  });
+
   it('the cluster still works: members keep replicating through all of it', async () => {
     const leader = await stableLeader();
     const last = leader.node.status().lastIndex;
