@@ -55,13 +55,8 @@ export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, c
   const ca = opts.cacert ?? env[CACERT_ENV] ?? (existsSync(localCa) ? localCa : '');
   if (ca === '') {
     // Without a CA the call would go out in plaintext: never with a key to another machine unless asked.
-    const host = parseHostPort(endpointOf(opts))?.host ?? '';
-    if (apiKey !== '' && !isLoopback(host)) {
-      throw new CliError(
-        `refusing to send the API key in plaintext to ${endpointOf(opts)}: give --cacert FILE (the CA of the node's TLS certificate), or --plaintext if you mean it`,
-        EXIT_CONFIG,
-      );
-    }
+    const refusal = plaintextKeyRefusal(endpointOf(opts), parseHostPort(endpointOf(opts))?.host ?? '', apiKey, false, "give --cacert FILE (the CA of the node's TLS certificate)");
+    if (refusal !== null) throw refusal;
     return { apiKey };
   }
   try {
@@ -69,6 +64,17 @@ export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, c
   } catch (err) {
     throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
   }
+}
+
+/**
+ * plaintextKeyRefusal: the CliError (exit 2) refusing to send `apiKey`
+ * without TLS to `target` (on `host`, another machine), naming `remedy`; null
+ * when that is fine: no key, a loopback host, or `plaintext` (--plaintext:
+ * the operator means it). The message never holds the key.
+ */
+export function plaintextKeyRefusal(target: string, host: string, apiKey: string, plaintext: boolean, remedy: string): CliError | null {
+  if (apiKey === '' || plaintext || isLoopback(host)) return null;
+  return new CliError(`refusing to send the API key in plaintext to ${target}: ${remedy}, or --plaintext if you mean it`, EXIT_CONFIG);
 }
 
 let currentDial: ClientDial | null = null;

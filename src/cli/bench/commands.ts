@@ -14,7 +14,7 @@ import { rename, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CliError, EXIT_CONFIG } from '../cli-error.js';
-import { CACERT_ENV, LOCAL_CA_FILE, cliDial, clientOptions, deadlineOf, endpointOf, jsonOut, positiveInt, type ClientOpts } from '../client-options.js';
+import { CACERT_ENV, LOCAL_CA_FILE, cliDial, clientOptions, deadlineOf, endpointOf, jsonOut, plaintextKeyRefusal, positiveInt, type ClientOpts } from '../client-options.js';
 import { EXIT_INTERRUPTED } from '../snapshot-commands.js';
 import { htmlReport } from './html-report.js';
 import { WRITE_OPS, type WriteOp } from './kv-op.js';
@@ -35,7 +35,7 @@ import {
 import { RESUME_CUTS_MAX, STREAMS_MAX } from './snapshot-load.js';
 import { textReport } from './text-report.js';
 
-interface CommonOpts extends ClientOpts {
+export interface CommonOpts extends ClientOpts {
   seconds?: string;
   count?: string;
   metrics?: string[];
@@ -58,16 +58,26 @@ function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
 }
 
-/** metricsSources: one source per --metrics URL, with the CLI's key and (https) CA. */
-function metricsSources(opts: CommonOpts): ResourceSource[] {
-  const apiKey = cliDial().apiKey ?? '';
+/**
+ * metricsSources: one source per --metrics URL, with the CLI's key (`apiKey`) and (https) CA.
+ * Errors: CliError exit 2 for a bad URL, or an http:// URL on another machine when a key would
+ * go with it (unless --plaintext), as for the gRPC endpoint (dialOf).
+ */
+export function metricsSources(opts: CommonOpts, apiKey = cliDial().apiKey ?? ''): ResourceSource[] {
   const caPath = opts.cacert ?? process.env[CACERT_ENV] ?? (existsSync(resolve(LOCAL_CA_FILE)) ? resolve(LOCAL_CA_FILE) : '');
   return (opts.metrics ?? []).map((url) => {
+    let source: ResourceSource;
     try {
-      return metricsSource(url, { apiKey, ...(url.startsWith('https:') && caPath !== '' ? { ca: readFileSync(caPath) } : {}) });
+      source = metricsSource(url, { apiKey, ...(url.startsWith('https:') && caPath !== '' ? { ca: readFileSync(caPath) } : {}) });
     } catch (err) {
       throw new CliError(`metrics: ${(err as Error).message}`, EXIT_CONFIG);
     }
+    const u = new URL(url);
+    if (u.protocol === 'http:') {
+      const refusal = plaintextKeyRefusal(`${u.origin}${u.pathname}`, u.hostname, apiKey, opts.plaintext === true, "use the gateway's https:// URL");
+      if (refusal !== null) throw new CliError(`metrics: ${refusal.message}`, EXIT_CONFIG);
+    }
+    return source;
   });
 }
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CliError } from '../../../src/cli/cli-error.js';
 import { dialOf } from '../../../src/cli/client-options.js';
+import { metricsSources } from '../../../src/cli/bench/commands.js';
 import { writeCa } from '../../../src/tls/index.js';
 
 describe('client commands: dialOf', () => {
@@ -49,5 +50,21 @@ describe('client commands: dialOf', () => {
     assert.equal(dialOf({ endpoint: '10.0.0.7:7001', apiKey: 'k', plaintext: true }, {}, dir).apiKey, 'k');
     assert.equal(dialOf({ endpoint: '127.0.0.1:7001', apiKey: 'k' }, {}, dir).apiKey, 'k');
     assert.equal(dialOf({ endpoint: '10.0.0.7:7001' }, {}, dir).apiKey, '', 'no key, nothing to leak');
+  });
+
+  it('bench --metrics: refuses to send the key over http:// to another machine, unless --plaintext', () => {
+    // Before, the key went as authorization: Bearer to any --metrics URL, in the clear for http:// (a gateway
+    // off loopback serves HTTPS: an http:// typo sent the admin key across the network before failing).
+    const key = 'secret-key-0123456789';
+    assert.throws(
+      () => metricsSources({ metrics: ['http://10.0.0.7:8108/metrics'] }, key),
+      (err: unknown) =>
+        err instanceof CliError && err.exitCode === 2 && /refusing to send the API key in plaintext to http:\/\/10\.0\.0\.7:8108\/metrics/.test(err.message) && !err.message.includes(key),
+    );
+    assert.throws(() => metricsSources({ metrics: ['http://[2001:db8::1]:8108/metrics'] }, key), /refusing to send the API key in plaintext/);
+    assert.equal(metricsSources({ metrics: ['http://10.0.0.7:8108/metrics'], plaintext: true }, key).length, 1);
+    assert.equal(metricsSources({ metrics: ['https://10.0.0.7:8108/metrics'] }, key).length, 1);
+    assert.equal(metricsSources({ metrics: ['http://127.0.0.1:8108/metrics', 'http://[::1]:8108/metrics', 'http://localhost:8108/metrics'] }, key).length, 3);
+    assert.equal(metricsSources({ metrics: ['http://10.0.0.7:8108/metrics'] }, '').length, 1, 'no key, nothing to leak');
   });
 });
