@@ -136,11 +136,7 @@ export class PeerGuard {
   admit(from: NodeId, call: PeerCall): void {
     this.checkCluster(from, call);
     if (this.opts.identityOf !== undefined) {
-      let id = this.identities.get(call);
-      if (id === undefined) {
-        id = this.opts.identityOf(call);
-        this.identities.set(call, id);
-      }
+      const id = this.memberOf(call);
       if (id === null) this.refuse('identity', from, call, NO_MEMBER_ID_MESSAGE);
       if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
     }
@@ -154,6 +150,20 @@ export class PeerGuard {
     if (advertised !== '' && (this.opts.identityOf !== undefined || sameHost(host, remoteHostOf(call.getPeer())) || sameHost(host, memberHost))) {
       this.directory.set(from, advertised);
     }
+  }
+
+  /**
+   * memberOf: the member id the certificate of `call` names under mutual TLS
+   * (read once per call), null without mutual TLS or when it names none.
+   */
+  memberOf(call: PeerCall): string | null {
+    if (this.opts.identityOf === undefined) return null;
+    let id = this.identities.get(call);
+    if (id === undefined) {
+      id = this.opts.identityOf(call);
+      this.identities.set(call, id);
+    }
+    return id;
   }
 
   /**

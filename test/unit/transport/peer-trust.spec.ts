@@ -22,6 +22,7 @@ import { until } from '../../harness/until.js';
 import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
 import { appendRequestToProto, getMembershipRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { APPEND_STREAMS_PER_MEMBER_MAX } from '../../../src/transport/raft-service.js';
 import { CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
@@ -350,6 +351,32 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
     }
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(picture(), before);
+  });
+
+  it('a member holds at most APPEND_STREAMS_PER_MEMBER_MAX append streams: opening more ends its oldest, not the others\' (before, 20,000 silent streams of one certificate were all held)', async () => {
+    const leader = await stableLeader();
+    const [member, target] = members.filter((m) => m.id !== leader.id) as [Member, Member];
+    const c = client(target.api.peerAddress, member.id);
+    const extra = 8;
+    try {
+      const ended: (grpc.ServiceError | null)[] = [];
+      const streams: Promise<void>[] = [];
+      for (let i = 0; i < APPEND_STREAMS_PER_MEMBER_MAX + extra; i++) {
+        streams.push(silentStream(c, md()).then((e) => void ended.push(e)));
+        await new Promise((r) => setTimeout(r, 20)); // opened in this order
+      }
+      await Promise.all(streams);
+      const exhausted = ended.filter((e) => e !== null && e.code === grpc.status.RESOURCE_EXHAUSTED);
+      assert.equal(exhausted.length, extra, `ended: ${JSON.stringify(ended.map((e) => e?.code ?? 'held'))}`);
+      assert.match(exhausted[0]?.details ?? '', new RegExp(`${member.id} holds more than ${APPEND_STREAMS_PER_MEMBER_MAX} append streams`));
+      assert.equal(ended.filter((e) => e === null).length, APPEND_STREAMS_PER_MEMBER_MAX, 'the newest are held');
+    } finally {
+      c.close();
+    }
+    // The leader's own stream to the target is another member's: it goes on.
+    const last = leader.node.status().lastIndex;
+    await leader.node.propose({ op: 'put', key: new TextEncoder().encode('k/streams'), value: new TextEncoder().encode('v') });
+    await until('the target to commit the write', 5_000, () => (target.node.status().commit > last ? true : undefined));
   });
 
   it('the cluster still works: members keep replicating through all of it', async () => {
