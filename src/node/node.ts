@@ -20,7 +20,7 @@ import {
   type Rng,
   type SnapshotMeta,
 } from '../raft/index.js';
-import { encodeCommand, type KvCommand } from '../fsm/kv-command.js';
+import { decodeCommand, encodeCommand, type KvCommand } from '../fsm/kv-command.js';
 import { encodeOpsRecord } from '../fsm/ops-record.js';
 import type { SessionStamp } from '../fsm/sessions.js';
 import { STATE_RECORD_FORMAT, type HeldStateImage, type LogBase, type LogBatch, type NodeStorage } from '../storage/types.js';
@@ -741,6 +741,17 @@ export class Node {
    * all refused `notLeader`.
    */
   async proposeForwarded(p: ForwardProposalsParams): Promise<ForwardedProposals> {
+    // What a follower forwards is its clients' KV commands (propose), nothing else: an ops record or a restore entry
+    // (the server's own) or bytes that decode as no KV command are refused whole, none appended. The leader appended
+    // whatever came: any member could set the snapshot schedule's last run, or log a restore entry of an archive
+    // nobody holds, failing every node that applied it (at every restart: it stays in the log).
+    for (const [i, data] of p.data.entries()) {
+      try {
+        decodeCommand(data);
+      } catch (e) {
+        throw coded(3, `proposal ${i} from ${p.from} is not a KV command (${(e as Error).message}); a member forwards its clients' writes only`);
+      }
+    }
     const st = this.raft.brief();
     if (this.stopped || this.failure !== null) return { term: st.term, outcomes: [], refused: { code: 'shuttingDown', message: `${this.id} is stopping` } };
     if (st.role !== 'leader') return { term: st.term, outcomes: [], refused: { code: 'notLeader', message: `${this.id} is not the leader` } };

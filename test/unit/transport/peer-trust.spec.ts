@@ -20,9 +20,13 @@ import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { STATE_RECORD_FORMAT, type KeyValue } from '../../../src/storage/types.js';
 import { until } from '../../harness/until.js';
 import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
-import { appendRequestToProto, getMembershipRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
+import { appendRequestToProto, getMembershipRequestToProto, proposeRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { APPEND_STREAMS_PER_MEMBER_MAX } from '../../../src/transport/raft-service.js';
+import { encodeCommand } from '../../../src/fsm/kv-command.js';
+import { encodeOpsRecord } from '../../../src/fsm/ops-record.js';
+import { encodeRestoreCommand } from '../../../src/fsm/restore-command.js';
+import { SCHEDULE_RECORD_PREFIX } from '../../../src/ops/schedule.js';
 import { CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
@@ -377,6 +381,37 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
     const last = leader.node.status().lastIndex;
     await leader.node.propose({ op: 'put', key: new TextEncoder().encode('k/streams'), value: new TextEncoder().encode('v') });
     await until('the target to commit the write', 5_000, () => (target.node.status().commit > last ? true : undefined));
+  });
+
+  it("a member's Propose carries client writes only: an ops record (the snapshot schedule's last run), a restore entry or bytes that are no KV command are refused, nothing appended", async () => {
+    // A follower forwards its clients' KV commands only (Node.propose). The leader appended whatever a Propose
+    // carried: any member (a learner's certificate too) could set the schedule's last run to the year 3000 (no
+    // scheduled snapshot ever again), or append a restore entry, which replaces the whole state on every node.
+    const leader = await stableLeader();
+    const member = members.find((m) => m.id !== leader.id) as Member;
+    const c = client(leader.api.peerAddress, member.id);
+    const record = `${SCHEDULE_RECORD_PREFIX}db`;
+    const forged = [
+      encodeOpsRecord(record, new TextEncoder().encode(JSON.stringify({ lastRunAtMs: 32503680000000, nodeId: member.id }))),
+      encodeRestoreCommand({ digest: 'a'.repeat(64), sizeBytes: 1024, index: 1, term: 1 }),
+      new Uint8Array([0xee, 1, 2, 3]),
+    ];
+    const last = leader.node.status().lastIndex;
+    try {
+      for (const data of forged) {
+        const put = encodeCommand({ op: 'put', key: new TextEncoder().encode('k/forwarded'), value: new TextEncoder().encode('v') });
+        const e = await new Promise<grpc.ServiceError | null>((resolve) => {
+          c.propose(proposeRequestToProto({ from: member.id, to: leader.id, term: leader.node.status().term, data: [put, data] }), md(), { deadline: Date.now() + 3_000 }, (err) => resolve(err));
+        });
+        assert.ok(e !== null, 'refused');
+        assert.equal(e.code, grpc.status.INVALID_ARGUMENT, e.message);
+        assert.match(e.details, /proposal 1 .*is not a KV command/);
+      }
+    } finally {
+      c.close();
+    }
+    assert.equal(leader.node.status().lastIndex, last, 'nothing appended, not even the good write before it');
+    assert.equal(await leader.node.opsRecord(record), undefined);
   });
 
   it('the cluster still works: members keep replicating through all of it', async () => {
