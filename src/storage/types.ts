@@ -83,6 +83,15 @@ export interface LogBatch {
  *   starting membership is unknown): resolves null.
  *   Errors: StorageError `invalidArgument` (a malformed membership).
  * - `lastIndex()`: index of the last persisted entry (the log base when the log is empty).
+ *
+ * A write of save, compact or bootstrap that failed may have left part of
+ * itself on disk: RocksStorage then refuses every later log write
+ * (StorageError `io` naming the first failure), because RocksDB would take
+ * them and lose them at the next open (review12, log-write-failure.spec);
+ * the node's next persist fails and it stops. A save written while an
+ * earlier compaction's write was under way is refused if that write fails.
+ * The in-memory twins (MemoryStorage, the simulator's SimStorage) do not
+ * refuse: their later writes are durable.
  */
 export interface LogStore {
   load(): Promise<LogState>;
