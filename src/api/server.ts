@@ -37,6 +37,7 @@ import { ConnectionLimiter, provingInterceptor, type ConnectionLimits } from './
 import { createKvService } from './kv-service.js';
 import { LeaderForwarder } from './leader-forwarder.js';
 import { PROTO_FILES, protoDir } from './proto-dir.js';
+import { CLIENT_READ_LIMITS, ReadGate, readGateInterceptor, type ReadLimits } from './read-gate.js';
 import { createSnapshotService, createTaskService, type SnapshotApiOptions } from './snapshot-service.js';
 
 /** SERVICE_NAMES: the client-plane services the health service reports on (plus '' for the whole server). */
@@ -93,6 +94,8 @@ export interface BindOptions {
   /** clientConnections / peerConnections: the connections each plane holds (ConnectionLimiter; default CLIENT_CONNECTION_LIMITS, PEER_CONNECTION_LIMITS). */
   readonly clientConnections?: ConnectionLimits;
   readonly peerConnections?: ConnectionLimits;
+  /** clientReads: how many client-plane calls read a request message at once (ReadGate; default CLIENT_READ_LIMITS). */
+  readonly clientReads?: ReadLimits;
   /** peerKeepalive: the peer plane's keepalive pings (default PEER_KEEPALIVE; tests shorten it). */
   readonly peerKeepalive?: { readonly timeMs: number; readonly timeoutMs: number };
 }
@@ -215,6 +218,8 @@ export interface ApiServer {
   /** peerAddress: peerBindAddress with the real port. */
   readonly peerAddress: string;
   readonly health: HealthImplementation;
+  /** readGate: the client plane's calls reading a request message now, and waiting to. */
+  readonly readGate: ReadGate;
   /** guard: the peer plane's admission check (after serve). */
   readonly guard: PeerGuard | null;
   /** directory: the members' client addresses as they advertise them over the peer plane (give it to the GrpcTransport too). */
@@ -312,11 +317,13 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   };
   const clientLimiter = new ConnectionLimiter(opts.clientConnections ?? CLIENT_CONNECTION_LIMITS, limitLog('client'));
   const peerLimiter = new ConnectionLimiter(opts.peerConnections ?? PEER_CONNECTION_LIMITS, limitLog('peer'));
-  // grpc-js hands a call's metadata to its interceptors in their order: the last, provingInterceptor, sees only
-  // the calls every other one let through. A call that needs no key (Health/Check) proves nothing.
+  // grpc-js hands a call's metadata to its interceptors in their order: provingInterceptor, after the others,
+  // sees only the calls every other one let through. A call that needs no key (Health/Check) proves nothing.
+  // The read gate bounds the request bytes being read at once (a refused call never reads).
+  const readGate = new ReadGate(opts.clientReads ?? CLIENT_READ_LIMITS);
   const server = new grpc.Server({
     ...clientServerOptions(maxRequestBytes),
-    interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open')],
+    interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open'), readGateInterceptor(readGate)],
   });
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages
@@ -385,6 +392,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     peerPort,
     peerAddress,
     health,
+    readGate,
     directory,
     get guard() {
       return guard;

@@ -1,0 +1,244 @@
+/**
+ * ReadGate: how many client-plane calls read a request message at once.
+ *
+ * grpc-js reads a call's request message into memory as its bytes arrive,
+ * whole, up to the plane's message cap (1.5 MiB by default), from the moment
+ * the handler asks for it (startRead), for as long as the message takes to
+ * complete. Without a bound, a caller holding any valid key could open every
+ * call its connections carry (256 a connection, 256 connections a host) and
+ * send each message but its last byte: 512 such calls held 770 MiB of the
+ * node's memory, 65,536 from one host would hold 96 GiB.
+ *
+ * So each read of a message (startRead until the message, or the end of the
+ * request, arrives) takes a place: at most `readsMax` calls read at once, at
+ * most `readsPerHostMax` of them from one remote host. A call that finds no
+ * place waits, its stream paused: HTTP/2 flow control then keeps its bytes in
+ * the client (a paused stream holds at most its window). Places are handed
+ * to the waiting calls host by host in turn, each host's calls in order. A
+ * read that holds its place `readMs` without completing fails the call
+ * DEADLINE_EXCEEDED, and its place goes on. Small requests arrive with their
+ * headers and give their place back at once; only slow or large ones wait.
+ */
+import * as grpc from '@grpc/grpc-js';
+
+export interface ReadLimits {
+  /** readsMax: calls reading a request message at once, in all (>= 1). */
+  readonly readsMax: number;
+  /** readsPerHostMax: of them, from one remote host (>= 1). */
+  readonly readsPerHostMax: number;
+  /** readMs: the longest one read may hold its place (>= 1). */
+  readonly readMs: number;
+}
+
+/**
+ * CLIENT_READ_LIMITS: 64 reads at once (96 MiB of 1.5 MiB messages), 16 from
+ * one host (a host alone cannot take every place), 90 s a message: longer
+ * than a restore upload may idle (UPLOAD_IDLE_MS_DEFAULT, 60 s), whose own
+ * error then comes first.
+ */
+export const CLIENT_READ_LIMITS: ReadLimits = { readsMax: 64, readsPerHostMax: 16, readMs: 90_000 };
+
+/** hostOf: the remote host of a call's peer string (`address:port`, IPv6 as `[addr]:port`). */
+function hostOf(peer: string): string {
+  return peer.replace(/:\d+$/, '');
+}
+
+/** ReadGate: the places of one plane (see the top of this file). */
+export class ReadGate {
+  private reading = 0;
+  private readonly readingPerHost = new Map<string, number>();
+  /** waiting: the calls waiting for a place, by host (in the order the hosts came), each host's in order. */
+  private readonly waiting = new Map<string, Set<ReadGateCall>>();
+
+  constructor(readonly limits: ReadLimits) {
+    for (const [k, v] of Object.entries(limits)) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new Error(`read limits: ${k} must be a whole number >= 1, got ${String(v)}`);
+    }
+  }
+
+  /** readingNow / waitingNow: calls reading, and waiting to read, now. */
+  get readingNow(): number {
+    return this.reading;
+  }
+
+  get waitingNow(): number {
+    let n = 0;
+    for (const calls of this.waiting.values()) n += calls.size;
+    return n;
+  }
+
+  /** ask: `call` wants to read; it is granted a place now or when one is free (ReadGateCall.granted). */
+  ask(call: ReadGateCall): void {
+    if (this.hasRoom(call.host)) {
+      this.take(call);
+      return;
+    }
+    let calls = this.waiting.get(call.host);
+    if (calls === undefined) {
+      calls = new Set();
+      this.waiting.set(call.host, calls);
+    }
+    calls.add(call);
+  }
+
+  /** forget: `call` no longer waits (it ended). */
+  forget(call: ReadGateCall): void {
+    const calls = this.waiting.get(call.host);
+    if (calls === undefined) return;
+    calls.delete(call);
+    if (calls.size === 0) this.waiting.delete(call.host);
+  }
+
+  /** release: `call` gives its place back; the place goes to a waiting call, host by host in turn. */
+  release(call: ReadGateCall): void {
+    this.reading--;
+    const n = (this.readingPerHost.get(call.host) ?? 1) - 1;
+    if (n > 0) this.readingPerHost.set(call.host, n);
+    else this.readingPerHost.delete(call.host);
+    this.grant();
+  }
+
+  private hasRoom(host: string): boolean {
+    return this.reading < this.limits.readsMax && (this.readingPerHost.get(host) ?? 0) < this.limits.readsPerHostMax;
+  }
+
+  private take(call: ReadGateCall): void {
+    this.reading++;
+    this.readingPerHost.set(call.host, (this.readingPerHost.get(call.host) ?? 0) + 1);
+    call.granted();
+  }
+
+  private grant(): void {
+    for (const [host, calls] of this.waiting) {
+      if (this.reading >= this.limits.readsMax) return;
+      if (!this.hasRoom(host)) continue;
+      const first = calls.values().next().value as ReadGateCall;
+      this.forget(first);
+      // The host goes to the back of the turn (a Map keeps insertion order).
+      const rest = this.waiting.get(host);
+      if (rest !== undefined) {
+        this.waiting.delete(host);
+        this.waiting.set(host, rest);
+      }
+      this.take(first);
+      return;
+    }
+  }
+}
+
+/** ServerListenerBelow: the listener the call above gives (grpc-js's InterceptingServerListener). */
+type ServerListenerBelow = Parameters<grpc.ServerInterceptingCallInterface['start']>[0];
+
+/** ReadGateCall: one call behind a ReadGate: each startRead waits for a place, held until the read completes. */
+class ReadGateCall implements grpc.ServerInterceptingCallInterface {
+  readonly host: string;
+  private listener: ServerListenerBelow | null = null;
+  private state: 'idle' | 'waiting' | 'reading' | 'ended' = 'idle';
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly inner: grpc.ServerInterceptingCallInterface,
+    private readonly gate: ReadGate,
+  ) {
+    this.host = hostOf(inner.getPeer());
+  }
+
+  start(listener: ServerListenerBelow): void {
+    this.listener = listener;
+    this.inner.start(this);
+  }
+
+  startRead(): void {
+    if (this.state !== 'idle') return;
+    this.state = 'waiting';
+    this.gate.ask(this);
+  }
+
+  /** granted: the gate gave this call a place: read. */
+  granted(): void {
+    this.state = 'reading';
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.sendStatus({ code: grpc.status.DEADLINE_EXCEEDED, details: `the request message did not arrive within ${this.gate.limits.readMs} ms`, metadata: new grpc.Metadata() });
+    }, this.gate.limits.readMs);
+    this.inner.startRead();
+  }
+
+  /** done: the read completed or the call ended: the place (or the wait) is given up. */
+  private done(next: 'idle' | 'ended'): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const was = this.state;
+    if (was === 'ended') return;
+    this.state = next;
+    if (was === 'reading') this.gate.release(this);
+    else if (was === 'waiting') this.gate.forget(this);
+  }
+
+  onReceiveMetadata(metadata: grpc.Metadata): void {
+    this.listener?.onReceiveMetadata(metadata);
+  }
+
+  onReceiveMessage(message: unknown): void {
+    this.done('idle');
+    this.listener?.onReceiveMessage(message);
+  }
+
+  onReceiveHalfClose(): void {
+    this.done('idle');
+    this.listener?.onReceiveHalfClose();
+  }
+
+  onCancel(): void {
+    this.done('ended');
+    this.listener?.onCancel();
+  }
+
+  sendMetadata(metadata: grpc.Metadata): void {
+    this.inner.sendMetadata(metadata);
+  }
+
+  sendMessage(message: unknown, callback: () => void): void {
+    this.inner.sendMessage(message, callback);
+  }
+
+  sendStatus(status: Parameters<grpc.ServerInterceptingCallInterface['sendStatus']>[0]): void {
+    this.done('ended');
+    this.inner.sendStatus(status);
+  }
+
+  getPeer(): string {
+    return this.inner.getPeer();
+  }
+
+  getDeadline(): grpc.Deadline {
+    return this.inner.getDeadline();
+  }
+
+  getHost(): string {
+    return this.inner.getHost();
+  }
+
+  getAuthContext(): ReturnType<grpc.ServerInterceptingCallInterface['getAuthContext']> {
+    return this.inner.getAuthContext();
+  }
+
+  getConnectionInfo(): ReturnType<grpc.ServerInterceptingCallInterface['getConnectionInfo']> {
+    return this.inner.getConnectionInfo();
+  }
+
+  getMetricsRecorder(): ReturnType<grpc.ServerInterceptingCallInterface['getMetricsRecorder']> {
+    return this.inner.getMetricsRecorder();
+  }
+}
+
+/**
+ * readGateInterceptor: the client plane's ReadGate as a server interceptor
+ * (after the auth gate: a refused call never asks for a place).
+ */
+export function readGateInterceptor(gate: ReadGate): grpc.ServerInterceptor {
+  // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
+  return (_method, inner) => new ReadGateCall(inner, gate) as unknown as grpc.ServerInterceptingCall;
+}

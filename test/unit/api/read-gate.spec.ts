@@ -1,0 +1,137 @@
+/**
+ * The client plane's ReadGate against a real server and raw HTTP/2 callers:
+ * calls that send their request message but never finish it hold at most
+ * `readsMax` places (`readsPerHostMax` from one host); the others wait with
+ * their bytes left in the client (flow control), and a place held past
+ * `readMs` fails its call DEADLINE_EXCEEDED. Before, grpc-js read every such
+ * message into the node's memory: 512 calls of 1.5 MiB on two connections
+ * held 770 MiB, as many as a key holder's connections carried.
+ */
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import { connect } from 'node:net';
+
+import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
+import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { KvClient } from '../../../src/client/kv-client.js';
+import { KVServiceService } from '../../../src/gen/snapcoord/v1/kv.js';
+import { ClusterServiceService } from '../../../src/gen/snapcoord/v1/cluster.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { Node } from '../../../src/node/node.js';
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { peerDial } from '../../../src/transport/peer-guard.js';
+import { until } from '../../harness/until.js';
+
+const KEY = 'read-gate-admin-key';
+const LIMITS = { readsMax: 3, readsPerHostMax: 2, readMs: 3_000 };
+const MESSAGE_BYTES = 1024 * 1024;
+
+/** session: a raw HTTP/2 connection to `address`, from `localAddress`. */
+function session(address: string, localAddress: string): http2.ClientHttp2Session {
+  const [host, port] = address.split(':') as [string, string];
+  const s = http2.connect(`http://${address}`, { createConnection: () => connect({ host, port: Number(port), localAddress }) });
+  s.on('error', () => undefined);
+  return s;
+}
+
+interface Partial {
+  /** sent: the whole body but its last byte left the client (the server read it). */
+  sent: boolean;
+  /** status: the call's grpc-status, once answered. */
+  status: string | null;
+  readonly stream: http2.ClientHttp2Stream;
+}
+
+/** partial: a KV Put whose message announces MESSAGE_BYTES and sends all but its last byte. */
+function partial(s: http2.ClientHttp2Session): Partial {
+  const stream = s.request({ ':method': 'POST', ':path': KVServiceService.put.path, 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${KEY}` });
+  const p: Partial = { sent: false, status: null, stream };
+  stream.on('error', () => undefined);
+  stream.on('response', (h) => {
+    if (h['grpc-status'] !== undefined) p.status = String(h['grpc-status']);
+  });
+  stream.on('trailers', (t) => (p.status = String(t['grpc-status'])));
+  stream.resume();
+  const frame = Buffer.alloc(5 + MESSAGE_BYTES - 1);
+  frame.writeUInt32BE(MESSAGE_BYTES, 1);
+  stream.write(frame, () => (p.sent = true));
+  return p;
+}
+
+/** status: a whole Status call on `s`; resolves with its grpc-status. */
+function status(s: http2.ClientHttp2Session): Promise<string> {
+  return new Promise((resolve) => {
+    const stream = s.request({ ':method': 'POST', ':path': ClusterServiceService.status.path, 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${KEY}` });
+    stream.on('error', () => resolve('error'));
+    stream.on('response', (h) => h['grpc-status'] !== undefined && resolve(String(h['grpc-status'])));
+    stream.on('trailers', (t) => resolve(String(t['grpc-status'])));
+    stream.resume();
+    stream.end(Buffer.alloc(5)); // an empty message
+  });
+}
+
+describe('gRPC client plane: request messages read at once (ReadGate, real HTTP/2)', function () {
+  this.timeout(60_000);
+  let api: ApiServer;
+  let node: Node;
+
+  before(async () => {
+    api = await bindApiServer({
+      bindAddress: '127.0.0.1:0',
+      peerBindAddress: '127.0.0.1:0',
+      interceptors: [clientAuthInterceptor({ adminKey: KEY })],
+      clientReads: LIMITS,
+    });
+    const ref: { node: Node | null } = { node: null };
+    node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
+      id: 'n1',
+      storage: await MemoryStorage.open(new MemoryDataDir('n1')),
+      transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
+      initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
+    });
+    ref.node = node;
+    api.serve({ node });
+    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+  });
+
+  after(async () => {
+    await api?.close(100);
+    await node?.stop();
+  });
+
+  it('unfinished messages hold at most the places of their host; the rest stay in the client; a place held too long fails its call', async () => {
+    const attacker = session(api.address, '127.0.0.1');
+    const other = session(api.address, '127.0.0.2');
+    try {
+      const calls = Array.from({ length: 6 }, () => partial(attacker));
+      await until('the first bodies to be read', 10_000, () => (calls.filter((c) => c.sent).length >= LIMITS.readsPerHostMax ? true : undefined));
+      await new Promise((r) => setTimeout(r, 500));
+      // Only the calls holding a place had their bytes read: the others' wait in the client.
+      assert.equal(calls.filter((c) => c.sent).length, LIMITS.readsPerHostMax, 'bodies read by the server');
+      assert.equal(api.readGate.readingNow, LIMITS.readsPerHostMax);
+      assert.equal(api.readGate.waitingNow, calls.length - LIMITS.readsPerHostMax);
+      // Another host still has a place: its whole call is served at once.
+      assert.equal(await status(other), '0');
+      // A place held past readMs fails its call; the next waiting ones read.
+      await until('the first holders to fail DEADLINE_EXCEEDED', 10_000, () => (calls.filter((c) => c.status === '4').length >= LIMITS.readsPerHostMax ? true : undefined));
+      await until('the next waiting calls to read', 10_000, () => (calls.filter((c) => c.sent).length >= 2 * LIMITS.readsPerHostMax ? true : undefined));
+      assert.ok(api.readGate.readingNow <= LIMITS.readsPerHostMax);
+    } finally {
+      attacker.destroy();
+      other.destroy();
+    }
+    await until('every place to be given back', 10_000, () => (api.readGate.readingNow === 0 && api.readGate.waitingNow === 0 ? true : undefined));
+    // Ordinary callers are served as before.
+    const kv = new KvClient(api.address, { apiKey: KEY });
+    try {
+      await Promise.all(Array.from({ length: 50 }, (_, i) => kv.put({ key: new TextEncoder().encode(`k${i}`), value: new Uint8Array(100_000) }, { deadlineMs: 10_000 })));
+    } finally {
+      kv.close();
+    }
+    assert.equal(api.readGate.readingNow, 0);
+  });
+});
