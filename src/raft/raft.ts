@@ -1245,6 +1245,12 @@ export class RaftNode {
   // ---------------------------------------------------------------- follower
 
   private stepFollower(m: Exclude<Message, VoteRequest>): void {
+    if ((m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') && this.lead !== NO_NODE && m.from !== this.lead) {
+      // Raft §5.2: a term has one leader at most, and this node knows it. Another member claiming to lead the same
+      // term lies: taken, it became this follower's leader, to which its clients' writes and calls (their API keys
+      // with them) are forwarded, silently, with no term moved. Dropped unanswered.
+      return;
+    }
     switch (m.type) {
       case 'append':
         this.electionElapsed = 0;

@@ -526,6 +526,23 @@ describe('raft core', () => {
       assert.deepEqual(voters('c'), voters('a'), 'and stay so after a restart');
     });
 
+    it('a follower that knows the leader of its term takes no other member for it (Raft §5.2: one leader a term)', () => {
+      const c = new TestCluster(['a', 'b', 'c']);
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      const b = c.node('b');
+      const { term, lastIndex, commit } = b.status();
+      const replies = [
+        ...b.stepForReplies({ type: 'heartbeat', from: 'c', to: 'b', term, commit: 0, readSeq: 0 }),
+        ...b.stepForReplies({ type: 'append', from: 'c', to: 'b', term, prevLogIndex: lastIndex, prevLogTerm: term, commit: lastIndex + 1, entries: [{ index: lastIndex + 1, term, type: 'normal', data: bytes('forged') }] }),
+      ];
+      assert.deepEqual(replies, [], 'unanswered');
+      assert.equal(b.status().leader, 'a');
+      assert.equal(b.status().lastIndex, lastIndex, 'nothing appended');
+      assert.equal(b.status().commit, commit, 'nor committed (before: the forged entry was, and applied here only)');
+    });
+
     it('a voter wiped and started again under its id, not removed, catches up from its leader (its old match is not kept)', () => {
       // Its leader held c's match from before the wipe, took every rejection at or below it for a stale one and sent
       // the append after it for ever: c never caught up (and that match went on counting toward commits).

@@ -414,6 +414,27 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
     assert.equal(await leader.node.opsRecord(record), undefined);
   });
 
+  it("a member claiming to lead the current term is not taken by a follower that knows its leader: it would be sent that follower's forwarded writes and calls", async () => {
+    // Before, a heartbeat of the current term from any member (a learner's certificate too) made the follower take
+    // it as its leader, silently (no term moved): its clients' writes went to it (Propose) and their calls, with
+    // their API keys, to its client address, until the real leader's next heartbeat.
+    const leader = await stableLeader();
+    const [liar, target] = members.filter((m) => m.id !== leader.id) as [Member, Member];
+    const before = picture();
+    const c = client(target.api.peerAddress, liar.id);
+    try {
+      const term = leader.node.status().term;
+      const last = leader.node.status().lastIndex;
+      await append(c, { type: 'heartbeat', from: liar.id, to: target.id, term, commit: 0, readSeq: 0 } as never);
+      assert.equal(target.node.status().leader, leader.id, 'the follower still follows its leader');
+      await append(c, { type: 'append', from: liar.id, to: target.id, term, prevLogIndex: last, prevLogTerm: term, commit: last, entries: [] });
+      assert.equal(target.node.status().leader, leader.id);
+    } finally {
+      c.close();
+    }
+    assert.equal(picture(), before);
+  });
+
   it('the cluster still works: members keep replicating through all of it', async () => {
     const leader = await stableLeader();
     const last = leader.node.status().lastIndex;
