@@ -14,6 +14,11 @@
  *   admission): `prove`, from provingInterceptor. A call to a method that
  *   needs no credentials (the client plane's open Health/Check) proves
  *   nothing: anyone may make it;
+ * - a call's `owner` (the peer plane: the member its certificate names)
+ *   proves at most `perOwnerMax` connections; its calls on more leave them
+ *   unproven, so that one member's certificate cannot hold every place (the
+ *   per-host cap alone let it fill the plane from a few addresses, and no
+ *   other member could connect: a restarted one, a snapshot fetch);
  * - a new connection over a cap pushes out the oldest connection not proven
  *   (of that host for the per-host cap): a silent or refused caller never
  *   holds a place a caller with a key or a member's certificate needs; when
@@ -23,25 +28,31 @@
 import type { Socket } from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 
-import { MetadataGateCall, type MetadataGate } from '../transport/metadata-gate.js';
+import { MetadataGateCall, type GatedCall, type MetadataGate } from '../transport/metadata-gate.js';
 
 export interface ConnectionLimits {
   /** connectionsMax: connections held in all (>= 1). */
   readonly connectionsMax: number;
   /** perHostMax: connections held from one remote host (>= 1). */
   readonly perHostMax: number;
+  /** perOwnerMax: proven connections one owner holds (>= 1; absent: no bound); see `prove`. */
+  readonly perOwnerMax?: number;
 }
 
 interface Held {
   readonly socket: Socket;
   readonly host: string;
   proven: boolean;
+  /** owner: whose call proved it (null: none named). */
+  owner: string | null;
 }
 
 export class ConnectionLimiter {
   /** held: by the peer string grpc-js gives its calls (`address:port`), oldest first. */
   private readonly held = new Map<string, Held>();
   private readonly perHost = new Map<string, number>();
+  /** perOwner: the proven connections of each owner. */
+  private readonly perOwner = new Map<string, number>();
   /** refused: connections closed at accept (every held one proven). */
   refused = 0;
   /** evicted: connections not proven pushed out by newer ones. */
@@ -71,7 +82,7 @@ export class ConnectionLimiter {
       return this.refuse(socket, host, `more than ${this.limits.connectionsMax} connections, every one with a call let through`);
     }
     const key = `${host}:${socket.remotePort ?? ''}`;
-    const entry: Held = { socket, host, proven: false };
+    const entry: Held = { socket, host, proven: false, owner: null };
     this.held.set(key, entry);
     this.perHost.set(host, (this.perHost.get(host) ?? 0) + 1);
     socket.once('close', () => {
@@ -80,14 +91,35 @@ export class ConnectionLimiter {
       const n = (this.perHost.get(host) ?? 1) - 1;
       if (n > 0) this.perHost.set(host, n);
       else this.perHost.delete(host);
+      this.disown(entry);
     });
     return true;
   }
 
-  /** prove marks the connection of a call let through (`peer`: the call's getPeer()). */
-  prove(peer: string): void {
+  /**
+   * prove marks the connection of a call let through (`peer`: the call's
+   * getPeer()), made by `owner` (null: none named). An owner that holds
+   * perOwnerMax proven connections already leaves this one unproven.
+   */
+  prove(peer: string, owner: string | null = null): void {
     const h = this.held.get(peer);
-    if (h !== undefined) h.proven = true;
+    if (h === undefined || h.proven) return;
+    if (owner !== null) {
+      const n = this.perOwner.get(owner) ?? 0;
+      if (this.limits.perOwnerMax !== undefined && n >= this.limits.perOwnerMax) return;
+      this.perOwner.set(owner, n + 1);
+      h.owner = owner;
+    }
+    h.proven = true;
+  }
+
+  /** disown: a closed connection no longer counts toward its owner's proven ones. */
+  private disown(h: Held): void {
+    if (h.owner === null) return;
+    const n = (this.perOwner.get(h.owner) ?? 1) - 1;
+    if (n > 0) this.perOwner.set(h.owner, n);
+    else this.perOwner.delete(h.owner);
+    h.owner = null;
   }
 
   /** destroyAll closes every held connection (the plane stops). */
@@ -127,11 +159,16 @@ export class ConnectionLimiter {
  * nothing (one the gates let anyone call, such as an open health check:
  * else a caller without credentials could hold every place with one such
  * call per connection, and every caller with credentials would be refused).
+ * `ownerOf` names who made the call (ConnectionLimiter.prove's owner).
  */
-export function provingInterceptor(limiter: ConnectionLimiter, proves: (path: string) => boolean = () => true): grpc.ServerInterceptor {
+export function provingInterceptor(
+  limiter: ConnectionLimiter,
+  proves: (path: string) => boolean = () => true,
+  ownerOf: (metadata: grpc.Metadata, call: GatedCall) => string | null = () => null,
+): grpc.ServerInterceptor {
   const gate: MetadataGate = {
-    decide(_metadata, call) {
-      limiter.prove(call.getPeer());
+    decide(metadata, call) {
+      limiter.prove(call.getPeer(), ownerOf(metadata, call));
       return null;
     },
     refused: () => undefined,

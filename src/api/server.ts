@@ -108,9 +108,11 @@ export const CLIENT_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 1024
 /**
  * PEER_CONNECTION_LIMITS: the peer plane holds at most 256 connections, 64
  * from one host (a member opens a few: its transport's channel, snapshot
- * fetches and stagings; a local cluster's members share a host).
+ * fetches and stagings; a local cluster's members share a host), and under
+ * mutual TLS one member's certificate proves at most 16 of them (its calls
+ * on more leave them unproven: the first to go when another connects).
  */
-export const PEER_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 256, perHostMax: 64 };
+export const PEER_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 256, perHostMax: 64, perOwnerMax: 16 };
 /** CONNECTION_REFUSAL_LOG_INTERVAL_MS: one log line a minute per plane about refused connections. */
 const CONNECTION_REFUSAL_LOG_INTERVAL_MS = 60_000;
 
@@ -330,7 +332,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   // is read; then the chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) on incoming appends, if armed.
   const peerServer = new grpc.Server({
     ...peerServerOptions(opts.peerKeepalive),
-    interceptors: [peerAdmissionInterceptor(() => guard), ...serverFaultInterceptors(log), provingInterceptor(peerLimiter)],
+    interceptors: [peerAdmissionInterceptor(() => guard), ...serverFaultInterceptors(log), provingInterceptor(peerLimiter, () => true, (md, call) => guard?.memberOfOpening(md, call) ?? null)],
   });
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'NOT_SERVING'])) });
   health.addToServer(server);

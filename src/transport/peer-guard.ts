@@ -166,6 +166,11 @@ export class PeerGuard {
     return id;
   }
 
+  /** memberOfOpening: memberOf for a call being opened, as an interceptor sees it (its metadata and TLS context). */
+  memberOfOpening(metadata: grpc.Metadata, call: GatedCall): string | null {
+    return this.opts.identityOf === undefined ? null : this.opts.identityOf(new GatedPeerCall(metadata, call));
+  }
+
   /**
    * admitCall checks a call when it opens, on its metadata alone, before any
    * of its messages is read: the cluster id, and under mutual TLS that the

@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { PEER_CONNECTION_LIMITS, bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { RaftServiceClient, type FetchStateImageResponse } from '../../../src/gen/snapcoord/v1/raft.js';
 import { Node } from '../../../src/node/node.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
@@ -433,6 +433,28 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
       c.close();
     }
     assert.equal(picture(), before);
+  });
+
+  it("one member's certificate proves at most perOwnerMax of a plane's connections: the rest are the first to go when another member connects (before, it filled the per-host cap and no other member could)", async () => {
+    const leader = await stableLeader();
+    const [liar, target] = members.filter((m) => m.id !== leader.id) as [Member, Member];
+    const own = { 'grpc.use_local_subchannel_pool': 1 };
+    const ca = caFiles(dir).caFile;
+    const creds = (id: string): grpc.ChannelCredentials => channelCredentialsFromFiles({ caFile: ca, certFile: nodeCertFiles(dir, id).certFile, keyFile: nodeCertFiles(dir, id).keyFile, checkChain: false });
+    const ask = (c: RaftServiceClient, from: string): Promise<grpc.ServiceError | null> =>
+      new Promise((resolve) => c.getMembership(getMembershipRequestToProto({ from, to: target.id }), md(), { deadline: Date.now() + 5_000 }, (err) => resolve(err)));
+    // Every connection of this test comes from 127.0.0.1, as the members' own do: the per-host cap is the plane's to fill.
+    const liars = Array.from({ length: PEER_CONNECTION_LIMITS.perHostMax }, () => new RaftServiceClient(target.api.peerAddress, creds(liar.id), own));
+    const other = new RaftServiceClient(target.api.peerAddress, creds(leader.id), own);
+    try {
+      const answers = await Promise.all(liars.map((c) => ask(c, liar.id)));
+      assert.ok(answers.filter((e) => e === null).length > (PEER_CONNECTION_LIMITS.perOwnerMax ?? 0), 'the liar holds more connections than it may prove');
+      const e = await ask(other, leader.id);
+      assert.equal(e, null, `another member connects and is answered (${e?.message ?? ''})`);
+    } finally {
+      for (const c of liars) c.close();
+      other.close();
+    }
   });
 
   it('the cluster still works: members keep replicating through all of it', async () => {
