@@ -34,6 +34,10 @@
  * with `client_id` / `request_id` is idempotent the same way: a repeat
  * answers the first `succeeded` and revision, `replayed` set, no responses.
  *
+ * A Txn whose answer would carry more than TXN_ANSWER_BYTES_MAX bytes of
+ * keys and values is applied but answered FAILED_PRECONDITION naming its
+ * revision and outcome (not retryable), the answer never built.
+ *
  * Txn limits: at most TXN_COMPARES_MAX compares and TXN_OPS_MAX ops per
  * branch; every compare and op names a valid key, a compare a known target
  * and result, an op a known type (INVALID_ARGUMENT otherwise, naming the
@@ -69,7 +73,8 @@ import {
   type KvTxnOp,
 } from '../fsm/kv-command.js';
 import { isReservedKey, sessionStampProblem, type SessionStamp } from '../fsm/sessions.js';
-import { KV_RANGE_LIMIT_MAX, type ApplyResult, type KvRangeQuery, type StoredKeyValue, type TxnOpResult } from '../fsm/types.js';
+import { KV_RANGE_LIMIT_MAX, TXN_ANSWER_BYTES_MAX, type ApplyResult, type KvRangeQuery, type StoredKeyValue, type TxnOpResult } from '../fsm/types.js';
+import { txnAnswerBytes } from '../fsm/apply-result-codec.js';
 import { ApiError, invalidArgument } from './api-error.js';
 import { requireLeader, type LeaderForwarder, type NodeView } from './leader-forwarder.js';
 import { unary } from './unary-handler.js';
@@ -305,6 +310,15 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
           const r = checkApplied(await node.propose({ ...txn, ...(session !== undefined ? { session } : {}) }));
           const succeeded = r.succeeded === true;
           if (r.firstIndex !== undefined) return { header: header(r.firstIndex), succeeded, responses: [], replayed: true };
+          // A follower's forwarded write comes back without an answer this large (encodeApplyResult): its size only.
+          const bytes = r.answerBytes ?? txnAnswerBytes(r.responses ?? []);
+          if (bytes > TXN_ANSWER_BYTES_MAX) {
+            // Not retryable: the transaction is applied; what is refused is only an answer this large.
+            throw new ApiError(
+              grpc.status.FAILED_PRECONDITION,
+              `the transaction was applied at revision ${r.index} (${succeeded ? 'succeeded' : 'failed'}), but its answer holds ${bytes} bytes of keys and values, more than ${TXN_ANSWER_BYTES_MAX}: read them with Get or Range`,
+            );
+          }
           return { header: header(r.index), succeeded, responses: (r.responses ?? []).map(txnOpResponse), replayed: false };
         },
         (leader, opts) => forwarder.kv(leader.address).txn(req, opts),

@@ -4,10 +4,31 @@
  * follower answers its client with that. JSON, byte strings as
  * `{"$b": base64}`; opaque to the transport.
  */
-import type { ApplyResult } from './types.js';
+import { TXN_ANSWER_BYTES_MAX, type ApplyResult, type TxnOpResult } from './types.js';
 
-/** encodeApplyResult: the bytes of `r` (decodeApplyResult reads them back equal). */
+/** txnAnswerBytes: the key and value bytes the answer of a transaction's `responses` carries. */
+export function txnAnswerBytes(responses: readonly TxnOpResult[]): number {
+  let n = 0;
+  for (const r of responses) {
+    const kv = r.op === 'get' ? r.kv : r.prev;
+    if (kv !== null && kv !== undefined) n += kv.key.length + kv.value.length;
+  }
+  return n;
+}
+
+/**
+ * encodeApplyResult: the bytes of `r` (decodeApplyResult reads them back
+ * equal), except that a transaction's responses holding more than
+ * TXN_ANSWER_BYTES_MAX bytes are left out, `answerBytes` telling their size.
+ */
 export function encodeApplyResult(r: ApplyResult): Uint8Array {
+  if (r.ok && r.responses !== undefined) {
+    const bytes = txnAnswerBytes(r.responses);
+    if (bytes > TXN_ANSWER_BYTES_MAX) {
+      const { responses: _left, ...rest } = r;
+      r = { ...rest, answerBytes: bytes };
+    }
+  }
   // The holder's own property, not `v`: JSON.stringify hands a replacer a Buffer's toJSON() form.
   return Buffer.from(
     JSON.stringify(r, function (this: Record<string, unknown>, k: string, v: unknown) {

@@ -10,6 +10,13 @@ import type { SessionStamp } from './sessions.js';
 /** KV_RANGE_LIMIT_MAX: the most pairs one KV range answers (the store's own cap). */
 export const KV_RANGE_LIMIT_MAX: number = RANGE_LIMIT_MAX;
 
+/**
+ * TXN_ANSWER_BYTES_MAX: the most key and value bytes a transaction's answer
+ * carries (its gets' pairs and prev_kv pairs). Up to 128 ops may each read a
+ * 1 MiB value: without a cap a 1 KiB request could make a 128 MiB answer.
+ */
+export const TXN_ANSWER_BYTES_MAX = 16 * 1024 * 1024;
+
 /** KV_RANGE_BYTES_MAX: the most key and value bytes one KV range answers besides its first pair (the store's own cap). */
 export const KV_RANGE_BYTES_MAX: number = RANGE_BYTES_MAX;
 
@@ -87,6 +94,12 @@ export type ApplyResult =
       readonly prev?: StoredKeyValue | null;
       readonly succeeded?: boolean;
       readonly responses?: readonly TxnOpResult[];
+      /**
+       * answerBytes: set by encodeApplyResult in place of `responses` when
+       * their pairs hold more than TXN_ANSWER_BYTES_MAX bytes of keys and
+       * values (an answer no client is sent: not carried to the follower either).
+       */
+      readonly answerBytes?: number;
     }
   | { readonly index: number; readonly ok: false; readonly code: string; readonly error: string };
 

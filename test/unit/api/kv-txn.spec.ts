@@ -15,7 +15,7 @@ import { KvClient } from '../../../src/client/kv-client.js';
 import { RequestIds } from '../../../src/client/request-ids.js';
 import { CompareResult, CompareTarget, TxnOpType, type Compare, type TxnOp } from '../../../src/gen/snapcoord/v1/kv.js';
 import type { Node } from '../../../src/node/node.js';
-import { TXN_COMPARES_MAX, TXN_OPS_MAX } from '../../../src/fsm/kv-command.js';
+import { TXN_COMPARES_MAX, TXN_OPS_MAX, VALUE_BYTES_MAX } from '../../../src/fsm/kv-command.js';
 import { assertSameStateEverywhere, startTestCluster, type TestCluster } from './harness.js';
 
 const enc = new TextEncoder();
@@ -261,5 +261,26 @@ describe('KVService.Txn and one-round writes on a 3-node cluster', function () {
       client.close();
     }
     await assertSameStateEverywhere(cluster);
+  });
+
+  it(`a Txn whose answer would pass TXN_ANSWER_BYTES_MAX is answered FAILED_PRECONDITION naming its revision, never built (before: RESOURCE_EXHAUSTED, retryable, after applying it)`, async () => {
+    const leader = await cluster.waitForLeader();
+    const follower = cluster.followers(leader.id)[0]!;
+    await leader.kv.put({ key: b('txn/big'), value: new Uint8Array(VALUE_BYTES_MAX).fill(7) });
+    // 70 reads of a 1 MiB value: 70 MiB, past the 64 MiB message cap. The put is applied either way.
+    const success = [put('txn/flag', 'set'), ...Array.from({ length: 70 }, () => get('txn/big'))];
+    for (const m of [leader, follower]) {
+      const err = await m.kv.txn({ success }).then(
+        () => assert.fail('answered'),
+        (e: unknown) => e as { code?: number; details?: string },
+      );
+      assert.equal(err.code, grpc.status.FAILED_PRECONDITION, err.details);
+      assert.match(err.details ?? '', /the transaction was applied at revision \d+ \(succeeded\), but its answer holds 73\d{6} bytes of keys and values, more than 16777216/);
+    }
+    assert.equal(dec.decode((await leader.kv.get({ key: b('txn/flag') })).kv?.value), 'set');
+    // Under the cap the values come back.
+    const small = await follower.kv.txn({ success: Array.from({ length: 8 }, () => get('txn/big')) });
+    assert.equal(small.responses.length, 8);
+    assert.equal(small.responses[7]?.kv?.value.length, VALUE_BYTES_MAX);
   });
 });
