@@ -55,6 +55,12 @@ export const STORED_META_FILE = 'meta.json';
 export const CHUNKS_FILE = 'chunks.sha256';
 /** QUARANTINE_DIR: where scrub() moves snapshots whose bytes disagree with their recorded hashes. */
 export const QUARANTINE_DIR = 'quarantine';
+/**
+ * QUARANTINE_KEEP: the snapshots the quarantine keeps, the last moved there; an older one is removed when another
+ * comes in. Unbounded, a disk or memory that damages every archive made one archive-sized copy per snapshot
+ * (every few minutes) until the disk was full (Typesense #1891, for the quarantine).
+ */
+export const QUARANTINE_KEEP = 3;
 const STATE_FILE = 'state.bin';
 /** SPOOL_FILE: createFromRecords' compressed state, waiting for the archive's head (inside the temporary directory). */
 const SPOOL_FILE = 'state.spool';
@@ -76,6 +82,8 @@ const PARSED_META_MAX = 256;
 
 /** STORE_ID_PATTERN: `<term>-<index>-<createdAt ms>`, zero-padded to 20, 20 and 13 digits. */
 export const STORE_ID_PATTERN = /^\d{20}-\d{20}-\d{13,15}$/;
+/** QUARANTINED_NAME: a snapshot moved to the quarantine, `<id>-<ms moved>` (the time captured). */
+const QUARANTINED_NAME = /^\d{20}-\d{20}-\d{13,15}-(\d{1,16})$/;
 
 /** snapshotId names a snapshot so that ids sort by (term, index, creation time). */
 export function snapshotId(term: number, index: number, createdAtMs: number): string {
@@ -1150,7 +1158,8 @@ export class SnapshotStore {
   /**
    * quarantine moves a snapshot whose bytes disagree with its recorded hashes
    * to `<dir>/quarantine/<id>-<ms>` (out of list(), kept for an operator),
-   * even if it is open; durable once it resolves.
+   * even if it is open; durable once it resolves. The quarantine keeps the
+   * last QUARANTINE_KEEP moved there: older ones are removed.
    */
   async quarantine(id: string): Promise<void> {
     await this.exclusive(() => this.moveToQuarantine(id));
@@ -1162,6 +1171,18 @@ export class SnapshotStore {
     await this.io.mkdir(qdir, { recursive: true, mode: DIR_MODE });
     await this.io.rename(join(this.dir, id), join(qdir, `${id}-${this.io.wallNowMs()}`));
     await fsyncDir(this.dir, this.io);
+    // The last QUARANTINE_KEEP moved in (by the time in their names, then the name) stay; what is not one of ours
+    // (another name) is left alone. Best effort: the move is done and durable; what a failure here leaves is
+    // removed at the next one.
+    try {
+      const moved = (await this.io.readdir(qdir))
+        .map((e) => ({ name: e.name, m: QUARANTINED_NAME.exec(e.name) }))
+        .filter((e): e is { name: string; m: RegExpExecArray } => e.m !== null)
+        .sort((a, b) => Number(a.m[1]) - Number(b.m[1]) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      for (const e of moved.slice(0, Math.max(0, moved.length - QUARANTINE_KEEP))) await this.io.rm(join(qdir, e.name), { recursive: true, force: true });
+    } catch {
+      // left for the next quarantine
+    }
   }
 
   /** quarantined lists the quarantine directory (`dir`) and its entries (`<id>-<ms>`, sorted); none when it does not exist. */

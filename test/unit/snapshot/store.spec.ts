@@ -11,7 +11,7 @@ import { readArchive } from '../../../src/snapshot/archive.js';
 import { ArchiveError, SnapshotStoreError, type SnapshotStoreErrorCode } from '../../../src/snapshot/errors.js';
 import { FAILPOINT_ENV, FAILPOINT_NAMES } from '../../../src/snapshot/failpoint.js';
 import { decodeStateRecords, encodeStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
-import { SnapshotStore, isReadFailure, snapshotId, type SnapshotHandle } from '../../../src/snapshot/store.js';
+import { QUARANTINE_KEEP, SnapshotStore, isReadFailure, snapshotId, type SnapshotHandle } from '../../../src/snapshot/store.js';
 import { CHUNK_HASH_BYTES, type ArchiveSink } from '../../../src/snapshot/archive-sink.js';
 import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { MEMBERSHIP, collect, inBatches, records, sha256, tempDir, writeCounting } from './helpers.js';
@@ -206,6 +206,25 @@ describe('SnapshotStore', () => {
     handle.release();
     await store.create(meta(3), writer(records(10)));
     assert.equal((await store.list()).length, 1);
+  });
+
+  it('the quarantine keeps the last 3 snapshots moved there, removing older ones (and nothing else in it)', async () => {
+    // Before: every quarantined snapshot stayed for ever, an archive-sized copy each: a disk or memory damaging every
+    // archive filled the disk with them.
+    const store = await SnapshotStore.open(dir, { retain: 10 });
+    const made: string[] = [];
+    for (let i = 1; i <= 6; i++) made.push((await store.create(meta(i), writer(records(20)))).id);
+    await mkdir(join(dir, 'quarantine'), { recursive: true });
+    await writeFile(join(dir, 'quarantine', 'operator-notes.txt'), 'kept');
+    for (const id of made) await store.quarantine(id);
+    const names = (await store.quarantined()).names;
+    assert.deepEqual(
+      names.filter((n) => n !== 'operator-notes.txt').map((n) => n.slice(0, n.lastIndexOf('-'))),
+      made.slice(-3),
+    );
+    assert.equal(QUARANTINE_KEEP, 3);
+    assert.ok(names.includes('operator-notes.txt'), names.join(' '));
+    assert.deepEqual(await store.list(), []);
   });
 
   it('open trusts the recorded hashes after a cheap check; verify() and scrub() catch a flipped byte, scrub quarantines it, latest() falls back', async () => {
