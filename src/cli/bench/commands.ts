@@ -10,10 +10,10 @@
  * a bad option. Every count has a cap (run.ts).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { rename, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CliError, EXIT_CONFIG } from '../cli-error.js';
+import { writeFileAtomic } from '../../tls/files.js';
 import { CACERT_ENV, LOCAL_CA_FILE, cliDial, clientOptions, deadlineOf, endpointOf, jsonOut, plaintextKeyRefusal, positiveInt, type ClientOpts } from '../client-options.js';
 import { EXIT_INTERRUPTED } from '../snapshot-commands.js';
 import { htmlReport } from './html-report.js';
@@ -91,18 +91,23 @@ function interruptible(what: string, live: LiveLine, quiet: boolean): { signal: 
   return { signal: ac.signal, dispose: () => process.off('SIGINT', onSigint) };
 }
 
+/**
+ * writeReport writes `html` to `file` (0644) whole or not at all: through a
+ * temp file of its own beside it (a random name, created exclusively: a link
+ * planted in a shared directory is never followed), renamed into place.
+ * Errors: CliError naming the file.
+ */
+export async function writeReport(file: string, html: string): Promise<void> {
+  try {
+    await writeFileAtomic(resolve(file), html, 0o644);
+  } catch (err) {
+    throw new CliError(`cannot write the report ${file}: ${(err as Error).message}`);
+  }
+}
+
 /** finish prints the document (table or JSON), writes the report, and sets the exit code. */
 async function finish(d: BenchDocument, opts: CommonOpts): Promise<void> {
-  if (opts.report !== undefined) {
-    const path = resolve(opts.report);
-    const tmp = `${path}.tmp-${process.pid}`;
-    try {
-      await writeFile(tmp, htmlReport(d), { mode: 0o644 });
-      await rename(tmp, path);
-    } catch (err) {
-      throw new CliError(`cannot write the report ${opts.report}: ${(err as Error).message}`);
-    }
-  }
+  if (opts.report !== undefined) await writeReport(opts.report, htmlReport(d));
   if (opts.json === true) jsonOut(d);
   else process.stdout.write(textReport(d));
   if (opts.report !== undefined && opts.json !== true) process.stdout.write(`report: ${resolve(opts.report)}\n`);

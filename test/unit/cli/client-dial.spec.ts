@@ -1,12 +1,12 @@
 /** How client commands connect (dialOf): the key and the CA found from the working directory, and no key in plaintext off loopback. */
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CliError } from '../../../src/cli/cli-error.js';
 import { dialOf } from '../../../src/cli/client-options.js';
-import { metricsSources } from '../../../src/cli/bench/commands.js';
+import { metricsSources, writeReport } from '../../../src/cli/bench/commands.js';
 import { writeCa } from '../../../src/tls/index.js';
 
 describe('client commands: dialOf', () => {
@@ -66,5 +66,23 @@ describe('client commands: dialOf', () => {
     assert.equal(metricsSources({ metrics: ['https://10.0.0.7:8108/metrics'] }, key).length, 1);
     assert.equal(metricsSources({ metrics: ['http://127.0.0.1:8108/metrics', 'http://[::1]:8108/metrics', 'http://localhost:8108/metrics'] }, key).length, 3);
     assert.equal(metricsSources({ metrics: ['http://10.0.0.7:8108/metrics'] }, '').length, 1, 'no key, nothing to leak');
+  });
+
+  it('bench --report: writes through a temp file of its own, never through a link planted at a guessable name', async () => {
+    // Before, the temp name was FILE.tmp-<pid> opened with O_CREAT and no O_EXCL: in a shared directory (/tmp),
+    // a link planted there made the report overwrite the file it points to, any file the operator may write.
+    const d = await mkdtemp(join(tmpdir(), 'snapcoord-report-'));
+    try {
+      const victim = join(d, 'victim');
+      writeFileSync(victim, 'precious\n');
+      const report = join(d, 'bench.html');
+      for (let pid = process.pid - 5; pid <= process.pid + 5; pid++) symlinkSync(victim, `${report}.tmp-${pid}`);
+      await writeReport(report, '<html>report</html>');
+      assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
+      assert.equal(readFileSync(report, 'utf8'), '<html>report</html>');
+      assert.deepEqual(readdirSync(d).filter((f) => !f.startsWith('bench.html.tmp-') && f !== 'victim' && f !== 'bench.html'), [], 'no temp file left');
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
   });
 });
