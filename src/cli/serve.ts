@@ -38,7 +38,8 @@ import { RocksStorage } from '../storage/rocks-storage.js';
 import { StorageError } from '../storage/storage-error.js';
 import { FORMAT_VERSION } from '../storage/types.js';
 import { GrpcTransport, askMembership } from '../transport/grpc-transport.js';
-import { JoinError, joinMembership } from '../node/join.js';
+import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
+import { JoinError, checkLogNotLost, joinMembership } from '../node/join.js';
 import type { Membership } from '../raft/types.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { oneLine } from './client-options.js';
@@ -239,9 +240,12 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   metrics.rocksMemory = () => storage.memory();
   const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger, dial, directory: api.directory });
   let initialMembership: Membership = { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers };
-  if (cfg.join && isNewDataDir) {
+  if (isNewDataDir) {
+    const ask = (address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> => askMembership(dial, address, q, timeoutMs);
     try {
-      initialMembership = await joinMembership({ selfId: cfg.id, peers: cfg.peers, ask: (address, q, timeoutMs) => askMembership(dial, address, q, timeoutMs), clock: systemClock, log: logger });
+      // A voter back with an empty data dir under its id must not vote without the log it acknowledged.
+      await checkLogNotLost({ selfId: cfg.id, peers: cfg.peers, ask, log: logger });
+      if (cfg.join) initialMembership = await joinMembership({ selfId: cfg.id, peers: cfg.peers, ask, clock: systemClock, log: logger });
     } catch (err) {
       await api.close(0);
       await transport.close();

@@ -101,3 +101,50 @@ export async function joinMembership(o: JoinOptions): Promise<Membership> {
 function oneLine(s: string): string {
   return s.replace(/\s+/g, ' ').trim().slice(0, 300);
 }
+
+export interface LogNotLostOptions {
+  readonly selfId: NodeId;
+  /** peers: --peers (id -> peer address); this node's own entry is not asked. */
+  readonly peers: Readonly<Record<NodeId, string>>;
+  /** ask: one GetMembership call (askMembership over the peer plane). */
+  readonly ask: (address: string, q: MembershipQuery, timeoutMs: number) => Promise<MembershipAnswer>;
+  readonly log: Logger;
+  /** timeoutMs: each question's deadline (default JOIN_ASK_TIMEOUT_MS); the members are asked at once. */
+  readonly timeoutMs?: number;
+}
+
+/**
+ * checkLogNotLost: a node starting from a new data dir asks the members its
+ * --peers name, once and at once, whether a leader holds its
+ * acknowledgement of log entries (GetMembership's askerMatchIndex). A node
+ * that acknowledged entries and comes back without them (a lost disk or
+ * volume, the same id and --peers) would vote as if it held them: its vote
+ * elects a candidate that lacks writes committed with its acknowledgement,
+ * and those writes are lost. Rejects with JoinError naming the leader and
+ * the entry; resolves when no member that answered says so (members that do
+ * not answer, as in a new cluster whose members start together, are
+ * skipped: best effort; a leader elected since the node went away knows
+ * nothing of it).
+ */
+export async function checkLogNotLost(o: LogNotLostOptions): Promise<void> {
+  const others = Object.entries(o.peers).filter(([id]) => id !== o.selfId);
+  const answers = await Promise.all(
+    others.map(async ([id, address]) => {
+      try {
+        return await o.ask(address, { from: o.selfId, to: id }, o.timeoutMs ?? JOIN_ASK_TIMEOUT_MS);
+      } catch {
+        return null;
+      }
+    }),
+  );
+  for (const a of answers) {
+    const match = a?.askerMatchIndex ?? 0;
+    if (a === null || match === 0) continue;
+    o.log.warn({ leader: a.from, term: a.term, acknowledged: match }, 'this node\'s data dir is new, but the leader holds its acknowledgement of log entries it no longer has');
+    throw new JoinError(
+      `the data dir is new, but ${a.from} (leader of term ${a.term}) holds ${o.selfId}'s acknowledgement of the log up to entry ${match}: ` +
+        `this node lost a log it acknowledged, and voting without it could lose committed writes. ` +
+        `Remove it (snapcoord cluster remove ${o.selfId}), then add it again as a learner (snapcoord cluster add ${o.selfId} ADDR --learner) and start it with --join`,
+    );
+  }
+}

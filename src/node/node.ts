@@ -724,12 +724,19 @@ export class Node {
   /**
    * membershipFor serves GetMembership (the transport's RaftRequestHandler; the
    * peer guard admitted the asker as a member): this node's latest
-   * configuration, committed or not, and its term. A node started with --join
-   * takes the answer that names it (src/node/join.ts).
+   * configuration, committed or not, and its term; as the leader, the last
+   * entry the asker acknowledged to it (askerMatchIndex). A node started with
+   * --join takes the answer that names it (src/node/join.ts); one starting from
+   * a new data dir refuses to start when a leader holds its acknowledgement
+   * (checkLogNotLost).
    */
-  membershipFor(_q: MembershipQuery): MembershipAnswer {
+  membershipFor(q: MembershipQuery): MembershipAnswer {
     const st = this.raft.brief();
-    return { from: this.id, term: st.term, membership: st.membership };
+    const answer = { from: this.id, term: st.term, membership: st.membership };
+    if (st.role !== 'leader') return answer;
+    // What the asker acknowledged to this leader: a node starting from a new data dir that did lost that log.
+    const match = this.raft.status().progress[q.from]?.match ?? 0;
+    return match > 0 ? { ...answer, askerMatchIndex: match } : answer;
   }
 
   /**

@@ -859,14 +859,15 @@ export function getMembershipRequestFromProto(p: pb.GetMembershipRequest): Membe
 }
 
 export function getMembershipResponseToProto(a: MembershipAnswer): pb.GetMembershipResponse {
-  return { from: nodeId(a.from, 'from'), term: toU64(a.term, 'term'), membership: membershipToProto(a.membership) };
+  return { from: nodeId(a.from, 'from'), term: toU64(a.term, 'term'), membership: membershipToProto(a.membership), askerMatchIndex: toU64(a.askerMatchIndex ?? 0, 'askerMatchIndex') };
 }
 
 /** getMembershipResponseFromProto decodes an answer; a configuration with no voter, an empty id or one id twice is refused (CodecError). */
 export function getMembershipResponseFromProto(p: pb.GetMembershipResponse): MembershipAnswer {
   const membership = membershipFromProto(p.membership);
   if (!wellFormedMembership(membership)) throw new CodecError('membership: no voter, an empty id, or an id named twice');
-  return { from: nodeId(p.from, 'from'), term: fromU64(p.term, 'term'), membership };
+  const askerMatchIndex = fromU64(p.askerMatchIndex, 'askerMatchIndex');
+  return askerMatchIndex > 0 ? { from: nodeId(p.from, 'from'), term: fromU64(p.term, 'term'), membership, askerMatchIndex } : { from: nodeId(p.from, 'from'), term: fromU64(p.term, 'term'), membership };
 }
 
 // ---------------------------------------------------------------- Propose

@@ -58,11 +58,16 @@ export interface MembershipQuery {
   readonly to: NodeId;
 }
 
-/** MembershipAnswer: the configuration `from` knows (its latest) and its term. */
+/**
+ * MembershipAnswer: the configuration `from` knows (its latest) and its term;
+ * from a leader, askerMatchIndex: the last entry the asker acknowledged to it
+ * (absent or 0: none, or `from` does not lead).
+ */
 export interface MembershipAnswer {
   readonly from: NodeId;
   readonly term: number;
   readonly membership: Membership;
+  readonly askerMatchIndex?: number;
 }
 
 /**

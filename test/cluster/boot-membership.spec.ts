@@ -143,6 +143,34 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
     await second.kill('SIGTERM');
   });
 
+  it('a voter started again with a new, empty data dir while its leader holds its acknowledgement: refused with exit 2, naming the leader and what to do (before, it voted with an empty log: a committed write could be lost)', async () => {
+    const s = await startServes(['n1', 'n2', 'n3'], (id, a) => serveArgs(id, a[id].grpc, a[id].peer, peersFlag(a), join(dir, 'wiped', id)));
+    procs.push(...Object.values<ServeProcess>(s.procs));
+    const addrs: Record<string, { grpc: string; peer: string }> = s.addrs;
+    const cluster = new ClusterClient(addrs.n1?.grpc ?? '');
+    clients.push(cluster);
+    const leaderId = await until('a leader', 20_000, async () => (await cluster.status({ deadlineMs: 2_000 }).catch(() => null))?.leaderId || undefined);
+    const leader = addrs[leaderId] as { grpc: string; peer: string };
+    const kv = new KvClient(leader.grpc);
+    clients.push(kv);
+    await putKeys(kv, 0, 5);
+    const wiped = (['n1', 'n2', 'n3'] as const).find((id) => id !== leaderId) as 'n1' | 'n2' | 'n3';
+    const leaderClient = new ClusterClient(leader.grpc);
+    clients.push(leaderClient);
+    await until(`${leaderId} to hold ${wiped}'s acknowledgement`, 10_000, async () => ((await leaderClient.status({ deadlineMs: 2_000 })).members.find((m) => m.id === wiped)?.matchIndex ?? 0n) > 0n ? true : undefined);
+    const proc = s.procs[wiped];
+    await proc.kill('SIGKILL');
+    await rm(proc.args.dataDir, { recursive: true, force: true });
+    const again = serve(wiped, addrs[wiped]?.grpc ?? '', addrs[wiped]?.peer ?? '', peersFlag(s.addrs), proc.args.dataDir);
+    await Promise.race([again.exited, new Promise((r) => setTimeout(r, 30_000))]);
+    assert.equal(again.exitCode, 2, `expected exit 2:\n${again.lastLines()}`);
+    const lines = again.output.split('\n').filter((l) => l.startsWith('snapcoord:'));
+    assert.equal(lines.length, 1, again.output);
+    assert.match(lines[0] ?? '', new RegExp(`refusing to start: the data dir is new, but ${leaderId} \\(leader of term \\d+\\) holds ${wiped}'s acknowledgement of the log up to entry [1-9]`));
+    assert.match(lines[0] ?? '', new RegExp(`snapcoord cluster remove ${wiped}`));
+    assert.doesNotMatch(again.output, /listening on grpc/);
+  });
+
   it('serve --join: a new node whose --peers name one member waits until it is added, starts from the cluster\'s configuration and catches up', async () => {
     const s = await startServes(['n1', 'n2', 'n3'], (id, a) => serveArgs(id, a[id].grpc, a[id].peer, peersFlag(a), join(dir, 'join', id)));
     procs.push(...Object.values<ServeProcess>(s.procs));

@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Node } from '../../../src/node/node.js';
-import { JOIN_WAIT_MS_DEFAULT, JoinError, joinMembership } from '../../../src/node/join.js';
+import { JOIN_WAIT_MS_DEFAULT, JoinError, checkLogNotLost, joinMembership } from '../../../src/node/join.js';
 import { silentLogger } from '../../../src/node/logger.js';
 import { systemClock, type Clock } from '../../../src/node/clock.js';
 import type { Membership } from '../../../src/raft/types.js';
@@ -117,6 +117,39 @@ describe('a member that joins after the log began', function () {
     await until('n4 to catch up', 30_000, () => (cluster.node('n4').status().applied >= leader.status().commit ? true : undefined));
     assert.equal(leader.status().refusedBy.n4, undefined);
     assert.equal(cluster.node('n4').status().role, 'follower');
+  });
+});
+
+describe('a new data dir under the id of a member that acknowledged log entries (checkLogNotLost)', function () {
+  this.timeout(60_000);
+  let c: RocksCluster | null = null;
+  afterEach(async () => {
+    await c?.close();
+    c = null;
+  });
+
+  it('is refused, naming the leader that holds its acknowledgement; a member that acknowledged nothing (a new learner, a new cluster) is not', async () => {
+    // Before, such a node started and voted with an empty log: elected a candidate lacking a write committed with its
+    // acknowledgement, and the write was lost (review11, on real nodes). Its leader knows what it acknowledged.
+    const cluster = await RocksCluster.start(3);
+    c = cluster;
+    const leader = await cluster.waitForLeader();
+    const lid = leader.status().id;
+    await leader.propose({ op: 'put', key: enc.encode('k'), value: enc.encode('v') });
+    const wiped = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
+    await until(`${lid} to hold ${wiped}'s acknowledgement`, 10_000, () => ((leader.status().progress[wiped]?.match ?? 0) > 0 ? true : undefined));
+    const peers = Object.fromEntries(['n1', 'n2', 'n3'].map((id) => [id, cluster.member(id).peerAddress]));
+    const dial = peerDial('snapcoord', cluster.member(wiped).address);
+    const ask = (address: string, q: { from: string; to: string }, t: number): Promise<MembershipAnswer> => askMembership(dial, address, q, t);
+    await assert.rejects(
+      checkLogNotLost({ selfId: wiped, peers, ask, log: silentLogger }),
+      (e: Error) => e instanceof JoinError && new RegExp(`${lid} \\(leader of term \\d+\\) holds ${wiped}'s acknowledgement of the log up to entry [1-9]`).test(e.message) && /cluster remove/.test(e.message),
+    );
+    // A learner added and not started yet acknowledged nothing: it starts.
+    await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: '127.0.0.1:1' });
+    await checkLogNotLost({ selfId: 'n4', peers: { ...peers, n4: '127.0.0.1:1' }, ask, log: silentLogger });
+    // Members that do not answer (a new cluster's, starting together) are skipped.
+    await checkLogNotLost({ selfId: 'n5', peers: { n5: '127.0.0.1:1', n6: '127.0.0.1:2' }, ask, log: silentLogger, timeoutMs: 500 });
   });
 });
 
