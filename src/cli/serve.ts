@@ -40,6 +40,7 @@ import { FORMAT_VERSION } from '../storage/types.js';
 import { GrpcTransport, askMembership } from '../transport/grpc-transport.js';
 import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
 import { JoinError, checkLogNotLost, joinMembership } from '../node/join.js';
+import { StartedMembers, recordingHandler } from '../node/started-members.js';
 import type { Membership } from '../raft/types.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { oneLine } from './client-options.js';
@@ -238,7 +239,18 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     return ref.node.status();
   });
   metrics.rocksMemory = () => storage.memory();
-  const transport = new GrpcTransport({ selfId: cfg.id, onMessage: (m) => ref.node?.receive(m), logger, dial, directory: api.directory });
+  // The members seen running with a log of their own (a new data dir under one of their ids is refused; started-members.ts).
+  const started = await StartedMembers.open(cfg.dataDir, logger);
+  const transport = new GrpcTransport({
+    selfId: cfg.id,
+    onMessage: (m) => {
+      started.observe(m);
+      ref.node?.receive(m);
+    },
+    logger,
+    dial,
+    directory: api.directory,
+  });
   let initialMembership: Membership = { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers };
   if (isNewDataDir) {
     const ask = (address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> => askMembership(dial, address, q, timeoutMs);
@@ -323,6 +335,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   snapshotAgent.start(tasks);
   api.serve({
     node,
+    raftHandler: recordingHandler(node, started),
     clusterId: cfg.clusterId,
     ...(cfg.peerTls !== null ? { identityOf: (call: PeerCall) => memberIdOf((call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate) } : {}),
     onPeerRefused: (reason) => metrics.peerRefusals.inc({ reason }),

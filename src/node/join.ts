@@ -115,36 +115,50 @@ export interface LogNotLostOptions {
 
 /**
  * checkLogNotLost: a node starting from a new data dir asks the members its
- * --peers name, once and at once, whether a leader holds its
- * acknowledgement of log entries (GetMembership's askerMatchIndex). A node
- * that acknowledged entries and comes back without them (a lost disk or
- * volume, the same id and --peers) would vote as if it held them: its vote
- * elects a candidate that lacks writes committed with its acknowledgement,
- * and those writes are lost. Rejects with JoinError naming the leader and
- * the entry; resolves when no member that answered says so (members that do
- * not answer, as in a new cluster whose members start together, are
- * skipped: best effort; a leader elected since the node went away knows
- * nothing of it).
+ * --peers name, once and at once, what they know of its log: a leader holds
+ * its acknowledgement of log entries (GetMembership's askerMatchIndex, kept
+ * in memory), or a member has seen it run with a log of its own before
+ * (askerStarted: src/node/started-members.ts, kept on disk, so a member
+ * answers it after restarts and elections too; counted only from a member
+ * that has it as a voter). A node that acknowledged entries and comes back
+ * without them (a lost disk or volume, the same id and --peers) would vote
+ * as if it held them: its vote elects a candidate that lacks writes
+ * committed with its acknowledgement, and those writes are lost. Rejects
+ * with JoinError naming who knows and what to do; resolves when no member
+ * that answered says so (members that do not answer, as in a new cluster
+ * whose members start together, are skipped, as etcd's bootstrap check
+ * does: best effort).
  */
 export async function checkLogNotLost(o: LogNotLostOptions): Promise<void> {
-  const others = Object.entries(o.peers).filter(([id]) => id !== o.selfId);
+  const self = o.selfId;
+  const others = Object.entries(o.peers).filter(([id]) => id !== self);
   const answers = await Promise.all(
     others.map(async ([id, address]) => {
       try {
-        return await o.ask(address, { from: o.selfId, to: id }, o.timeoutMs ?? JOIN_ASK_TIMEOUT_MS);
+        return await o.ask(address, { from: self, to: id }, o.timeoutMs ?? JOIN_ASK_TIMEOUT_MS);
       } catch {
         return null;
       }
     }),
   );
+  const todo =
+    `Start it on its old data dir, or replace it: remove it (snapcoord cluster remove ${self}), then add it again as a learner ` +
+    `(snapcoord cluster add ${self} ${o.peers[self] ?? 'ADDR'} --learner) and start it with --join`;
   for (const a of answers) {
     const match = a?.askerMatchIndex ?? 0;
     if (a === null || match === 0) continue;
     o.log.warn({ leader: a.from, term: a.term, acknowledged: match }, 'this node\'s data dir is new, but the leader holds its acknowledgement of log entries it no longer has');
     throw new JoinError(
-      `the data dir is new, but ${a.from} (leader of term ${a.term}) holds ${o.selfId}'s acknowledgement of the log up to entry ${match}: ` +
-        `this node lost a log it acknowledged, and voting without it could lose committed writes. ` +
-        `Remove it (snapcoord cluster remove ${o.selfId}), then add it again as a learner (snapcoord cluster add ${o.selfId} ADDR --learner) and start it with --join`,
+      `the data dir is new, but ${a.from} (leader of term ${a.term}) holds ${self}'s acknowledgement of the log up to entry ${match}: ` +
+        `this node lost a log it acknowledged, and voting without it could lose committed writes. ${todo}`,
+    );
+  }
+  const saw = answers.filter((a): a is MembershipAnswer => a !== null && a.askerStarted === true && a.membership.voters.includes(self)).map((a) => a.from);
+  if (saw.length > 0) {
+    o.log.warn({ sawItRun: saw }, 'this node\'s data dir is new, but members saw it run before with a log of its own');
+    throw new JoinError(
+      `the data dir is new, but ${saw.join(', ')} saw ${self} run before with a log of its own, as a voter: ` +
+        `this node lost a log it acknowledged, and voting without it could lose committed writes. ${todo}`,
     );
   }
 }

@@ -859,7 +859,13 @@ export function getMembershipRequestFromProto(p: pb.GetMembershipRequest): Membe
 }
 
 export function getMembershipResponseToProto(a: MembershipAnswer): pb.GetMembershipResponse {
-  return { from: nodeId(a.from, 'from'), term: toU64(a.term, 'term'), membership: membershipToProto(a.membership), askerMatchIndex: toU64(a.askerMatchIndex ?? 0, 'askerMatchIndex') };
+  return {
+    from: nodeId(a.from, 'from'),
+    term: toU64(a.term, 'term'),
+    membership: membershipToProto(a.membership),
+    askerMatchIndex: toU64(a.askerMatchIndex ?? 0, 'askerMatchIndex'),
+    askerStarted: a.askerStarted === true,
+  };
 }
 
 /** getMembershipResponseFromProto decodes an answer; a configuration with no voter, an empty id or one id twice is refused (CodecError). */
@@ -867,7 +873,7 @@ export function getMembershipResponseFromProto(p: pb.GetMembershipResponse): Mem
   const membership = membershipFromProto(p.membership);
   if (!wellFormedMembership(membership)) throw new CodecError('membership: no voter, an empty id, or an id named twice');
   const askerMatchIndex = fromU64(p.askerMatchIndex, 'askerMatchIndex');
-  return askerMatchIndex > 0 ? { from: nodeId(p.from, 'from'), term: fromU64(p.term, 'term'), membership, askerMatchIndex } : { from: nodeId(p.from, 'from'), term: fromU64(p.term, 'term'), membership };
+  return { from: nodeId(p.from, 'from'), term: fromU64(p.term, 'term'), membership, ...(askerMatchIndex > 0 ? { askerMatchIndex } : {}), ...(p.askerStarted ? { askerStarted: true } : {}) };
 }
 
 // ---------------------------------------------------------------- Propose

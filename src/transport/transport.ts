@@ -68,6 +68,8 @@ export interface MembershipAnswer {
   readonly term: number;
   readonly membership: Membership;
   readonly askerMatchIndex?: number;
+  /** askerStarted: the answering node has seen the asker run with a log of its own (src/node/started-members.ts). */
+  readonly askerStarted?: boolean;
 }
 
 /**
