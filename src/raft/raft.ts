@@ -1418,6 +1418,9 @@ export class RaftNode {
 
   private handleAppendResponse(m: AppendResponse, pr: Progress): void {
     pr.recentActive = true;
+    // This leader sent nothing past its log: an answer about an index beyond it is a lie (its match would strand the
+    // follower past what exists, and count toward commits entries it never received). Dropped.
+    if (m.index > this.log.lastIndex()) return;
     if (this.noteInstalling(pr, m.installingIndex ?? 0) && m.reject) return; // it installs: wait for its report
     if (m.reject) {
       let hint = m.hintIndex;
@@ -1480,6 +1483,8 @@ export class RaftNode {
       }
       return;
     }
+    // A snapshot holds committed entries only, all in this leader's log: a report beyond it is a lie (as above).
+    if (m.index > this.log.lastIndex()) return;
     if (pr.state === 'snapshot') pr.becomeProbe();
     if (pr.maybeUpdate(m.index)) {
       pr.becomeReplicate();

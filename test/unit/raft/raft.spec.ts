@@ -202,6 +202,32 @@ describe('raft core', () => {
       assert.equal(a.status().commit, 3);
     });
 
+    it('a member\'s acknowledgement or snapshot report past the leader\'s log is dropped: no match, no commit from it', () => {
+      const a = new RaftNode(defaultRaftConfig('a', new SeededRng(3), { preVote: false, checkQuorum: false }), {
+        hardState: { term: 2, vote: '', commit: 1 },
+        snapshot: initialSnapshot(membership(['a', 'b', 'c'])),
+        logBase: { index: 0, term: 0 },
+        entries: [entry(1, 1), entry(2, 2)],
+        applied: 1,
+      });
+      a.campaign();
+      a.advance(a.ready());
+      a.step({ type: 'voteResp', from: 'b', to: 'a', term: 3, preVote: false, granted: true });
+      a.advance(a.ready()); // the no-op (3) saved and sent
+      a.propose(bytes('x')); // 4
+      a.advance(a.ready());
+      // b claims entries 5..1000 that do not exist, by an append answer and by a snapshot report.
+      a.step({ type: 'appendResp', from: 'b', to: 'a', term: 3, reject: false, index: 1000, hintIndex: 0, hintTerm: 0 });
+      a.step({ type: 'snapshotResp', from: 'c', to: 'a', term: 3, reject: false, index: 5000 });
+      const st = a.status();
+      assert.equal(st.commit, 1, 'nothing committed on lies');
+      assert.equal(st.progress?.b?.match ?? 0, 0, 'b\'s match not moved');
+      assert.equal(st.progress?.c?.match ?? 0, 0, 'c\'s match not moved');
+      // The truth still counts: b holds 4.
+      a.step({ type: 'appendResp', from: 'b', to: 'a', term: 3, reject: false, index: 4, hintIndex: 0, hintTerm: 0 });
+      assert.equal(a.status().commit, 4);
+    });
+
     it('while a Ready is outstanding: takeAppends gives the new proposals\' appends, takeCommitted only durable committed entries, each once', () => {
       const a = new RaftNode(defaultRaftConfig('a', new SeededRng(3), { preVote: false, checkQuorum: false }), {
         hardState: { term: 1, vote: '', commit: 0 },
