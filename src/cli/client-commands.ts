@@ -13,7 +13,8 @@ import type { RetryOptions } from '../client/retry-write.js';
 import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { cliDial, clientOptions, jsonOut, oneLine, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { cliDial, cliPlaintext, clientOptions, jsonOut, oneLine, otherAddressRefusal, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import type { ClientDial } from '../client/dial.js';
 import { addKvTxnCommands } from './kv-txn-commands.js';
 import { addSnapshotCommands } from './snapshot-commands.js';
 import { addTaskCommands } from './task-commands.js';
@@ -113,8 +114,17 @@ export interface ClusterView {
   readonly members: readonly MemberView[];
 }
 
-async function statusAt(address: string, deadlineMs: number): Promise<StatusResponse> {
-  const c = new ClusterClient(address, cliDial());
+/** MemberDial: how `cluster status` reaches the other members: the endpoint's dial, and whether --plaintext was given. */
+export interface MemberDial {
+  readonly dial: ClientDial;
+  readonly plaintext: boolean;
+}
+
+async function statusAt(address: string, deadlineMs: number, md: MemberDial): Promise<StatusResponse> {
+  // The endpoint's rule for every address dialled: the key never goes in plaintext to another machine unasked.
+  const refusal = otherAddressRefusal(address, md.dial, md.plaintext);
+  if (refusal !== null) throw refusal;
+  const c = new ClusterClient(address, md.dial);
   try {
     return await c.status({ deadlineMs });
   } finally {
@@ -127,11 +137,15 @@ async function statusAt(address: string, deadlineMs: number): Promise<StatusResp
  * node) for match indexes, and every member for its own role, each with a
  * short deadline; members that do not answer are "unreachable".
  */
-export async function clusterView(endpointStatus: StatusResponse, memberDeadlineMs = MEMBER_STATUS_DEADLINE_MS): Promise<ClusterView> {
+export async function clusterView(
+  endpointStatus: StatusResponse,
+  memberDeadlineMs = MEMBER_STATUS_DEADLINE_MS,
+  md: MemberDial = { dial: cliDial(), plaintext: cliPlaintext() },
+): Promise<ClusterView> {
   const st = endpointStatus;
   let leaderSt: StatusResponse | null = null;
   if (st.role === Role.ROLE_LEADER) leaderSt = st;
-  else if (st.leaderClientAddress !== '') leaderSt = await statusAt(st.leaderClientAddress, memberDeadlineMs).catch(() => null);
+  else if (st.leaderClientAddress !== '') leaderSt = await statusAt(st.leaderClientAddress, memberDeadlineMs, md).catch(() => null);
   if (leaderSt !== null && leaderSt.role !== Role.ROLE_LEADER) leaderSt = null;
   const view = leaderSt ?? st;
   const commit = Number(view.commitIndex);
@@ -145,9 +159,9 @@ export async function clusterView(endpointStatus: StatusResponse, memberDeadline
         error = `${st.id} has not learned ${m.id}'s client address yet`;
       } else {
         try {
-          own = await statusAt(m.clientAddress, memberDeadlineMs);
+          own = await statusAt(m.clientAddress, memberDeadlineMs, md);
         } catch (err) {
-          error = oneLine((err as { details?: string }).details ?? (err as Error).message);
+          error = oneLine(err instanceof CliError ? err.message : ((err as { details?: string }).details ?? (err as Error).message));
         }
       }
       const match = leaderSt !== null ? Number(m.matchIndex) : null;

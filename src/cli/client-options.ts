@@ -78,15 +78,34 @@ export function plaintextKeyRefusal(target: string, host: string, apiKey: string
 }
 
 let currentDial: ClientDial | null = null;
+let currentPlaintext = false;
 
 /** configureDial sets how this process's client commands connect (main.ts calls it once, before the command runs). */
 export function configureDial(opts: ClientOpts): void {
   currentDial = dialOf(opts);
+  currentPlaintext = opts.plaintext === true;
 }
 
 /** cliDial: what configureDial set (plaintext, no key, when it was not called). */
 export function cliDial(): ClientDial {
   return currentDial ?? {};
+}
+
+/** cliPlaintext: whether --plaintext was given (configureDial). */
+export function cliPlaintext(): boolean {
+  return currentPlaintext;
+}
+
+/**
+ * otherAddressRefusal: the CliError refusing to dial `address` (another
+ * node than the endpoint, e.g. a member `cluster status` asks) with `dial`
+ * when that would send its API key in plaintext to another machine: the
+ * endpoint's rule (dialOf) applied to that address. null when `dial` is TLS,
+ * has no key, `address` is loopback, or `plaintext` (--plaintext was given).
+ */
+export function otherAddressRefusal(address: string, dial: ClientDial = cliDial(), plaintext = cliPlaintext()): CliError | null {
+  if (dial.credentials !== undefined) return null;
+  return plaintextKeyRefusal(address, parseHostPort(address)?.host ?? '', dial.apiKey ?? '', plaintext, "give --cacert FILE (the CA of the nodes' TLS certificates)");
 }
 
 /** endpointOf: --endpoint, else SNAPCOORD_ENDPOINT, else 127.0.0.1:7001; exit 2 when not host:port. */

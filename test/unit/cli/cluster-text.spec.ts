@@ -4,8 +4,10 @@
  * usually fixes it (a new member started with --peers that leave the leader out).
  */
 import assert from 'node:assert/strict';
-import { clusterText, type ClusterView, type MemberView } from '../../../src/cli/client-commands.js';
+import * as grpc from '@grpc/grpc-js';
+import { clusterText, clusterView, type ClusterView, type MemberView } from '../../../src/cli/client-commands.js';
 import { oneLine } from '../../../src/cli/client-options.js';
+import { Role, StatusResponse, Suffrage } from '../../../src/gen/snapcoord/v1/cluster.js';
 
 function member(id: string, extra: Partial<MemberView> = {}): MemberView {
   return { id, address: `127.0.0.1:700${id.slice(1)}`, peerAddress: `127.0.0.1:710${id.slice(1)}`, suffrage: 'voter', role: 'follower', reachable: true, term: 2, commitIndex: 9, appliedIndex: 9, matchIndex: 9, lag: 0, ...extra };
@@ -35,4 +37,30 @@ describe('cli cluster status text', () => {
     assert.equal(oneLine(`denied:\n  ${esc}[2J${esc}]0;owned\u0007 by\tn1\u009b `), 'denied: \\x1b[2J\\x1b]0;owned\\x07 by n1\\x9b');
     assert.equal(oneLine('plain text stays'), 'plain text stays');
   });
+
+  it('cluster status asks no other member with the API key in plaintext off loopback, unless --plaintext (the endpoint\'s rule)', async () => {
+    // Before, statusAt dialled every member's advertised address with the endpoint's dial: a plaintext loopback
+    // endpoint with a key sent that key in the clear to each remote member. 192.0.2.1 is TEST-NET-1 (nothing answers).
+    const key = 'secret-key-0123456789';
+    const st = StatusResponse.fromPartial({
+      id: 'n1',
+      role: Role.ROLE_FOLLOWER,
+      term: 2n,
+      members: [
+        { id: 'n1', address: '127.0.0.1:7101', clientAddress: '127.0.0.1:7001', suffrage: Suffrage.SUFFRAGE_VOTER },
+        { id: 'n2', address: '192.0.2.1:7102', clientAddress: '192.0.2.1:7002', suffrage: Suffrage.SUFFRAGE_VOTER },
+      ],
+    });
+    const refused = await clusterView(st, 300, { dial: { apiKey: key }, plaintext: false });
+    const n2 = refused.members.find((m) => m.id === 'n2');
+    assert.equal(n2?.reachable, false);
+    assert.match(n2?.error ?? '', /^refusing to send the API key in plaintext to 192\.0\.2\.1:7002: give --cacert FILE/, JSON.stringify(n2));
+    assert.ok(!(n2?.error ?? '').includes(key));
+    // --plaintext (the operator means it), no key, or TLS: the member is asked (and here does not answer in time).
+    for (const md of [{ dial: { apiKey: key }, plaintext: true }, { dial: { apiKey: '' }, plaintext: false }, { dial: { apiKey: key, credentials: grpc.credentials.createSsl() }, plaintext: false }]) {
+      const v = await clusterView(st, 300, md);
+      assert.doesNotMatch(v.members.find((m) => m.id === 'n2')?.error ?? '', /refusing/);
+    }
+  });
 });
+
