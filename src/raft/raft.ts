@@ -460,6 +460,12 @@ export class RaftNode {
   /** step handles one message from a peer. */
   step(m: Message): void {
     if (m.to !== this.id) return;
+    if (m.type === 'timeoutNow' && m.term !== this.term) {
+      // A TimeoutNow comes from the leader this follower follows, in its term (dissertation §3.10: it sends one only to
+      // a voter that acknowledged its whole log in that term). One of another term comes from no such leader; taken,
+      // one from a later term moved this node's term (and so deposed a healthy leader) before stepFollower could refuse it.
+      return;
+    }
     if (m.term > this.term) {
       if (m.type === 'vote' && !m.transfer && this.inLeaderLease()) {
         // dissertation §4.2.3: while we hear from a leader, disruptive candidates are ignored.
@@ -1268,6 +1274,11 @@ export class RaftNode {
         this.handleSnapshot(m);
         return;
       case 'timeoutNow':
+        // Only the leader this follower follows in this term may hand it leadership (dissertation §3.10). etcd-io/raft
+        // takes MsgTimeoutNow from anyone (its peers are trusted); here a member's certificate (a learner's, say) would
+        // make this voter start a transfer election, which skips the voters' leader-lease check and deposes a healthy
+        // leader. Dropped unanswered.
+        if (this.lead === NO_NODE || m.from !== this.lead) return;
         this.hup(true);
         return;
       case 'readIndexResp':

@@ -406,6 +406,31 @@ describe('raft core', () => {
       assert.deepEqual(c.appliedData('c'), ['x']);
     });
 
+    it('a TimeoutNow from any member but the leader followed in this term is dropped: no election, no term moved (review11)', () => {
+      // {a, b, c} with learner d; a leads. d (a learner's certificate) and c (a voter, not the leader) send b TimeoutNow
+      // in the current term and in the next: b must neither campaign nor move its term, and a keeps leading.
+      const c = new TestCluster(['a', 'b', 'c', 'd'], {}, membership(['a', 'b', 'c'], ['d']));
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      const term = c.node('a').status().term;
+      for (const from of ['d', 'c']) {
+        for (const t of [term, term + 1]) {
+          c.node('b').step({ type: 'timeoutNow', from, to: 'b', term: t });
+          c.stabilize();
+          assert.equal(c.node('b').status().role, 'follower', `TimeoutNow from ${from} in term ${t}`);
+          assert.equal(c.node('b').status().term, term, `TimeoutNow from ${from} in term ${t}`);
+          assert.equal(c.leaderId(), 'a');
+          assert.equal(c.node('a').status().term, term);
+        }
+      }
+      // The leader's own TimeoutNow still hands b the leadership.
+      c.node('b').step({ type: 'timeoutNow', from: 'a', to: 'b', term });
+      c.stabilize();
+      assert.equal(c.leaderId(), 'b');
+      assert.equal(c.node('b').status().term, term + 1);
+    });
+
     it('a transfer that cannot finish is abandoned after an election timeout', () => {
       const c = new TestCluster(['a', 'b', 'c']);
       c.elect('a');
