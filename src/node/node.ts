@@ -1085,6 +1085,7 @@ export class Node {
    * caller gave up; the fetch stops once no caller waits for it).
    */
   async stageArchive(p: StageArchiveParams, signal?: AbortSignal): Promise<void> {
+    this.checkStageAsker(p);
     if (this.archives === null) throw coded(12, 'this node keeps no snapshots');
     try {
       await this.archives.stage(p, signal);
@@ -1093,6 +1094,25 @@ export class Node {
       this.log.warn({ digest: p.archive.digest, from: p.from, err: (err as Error).message }, 'staging a restore archive failed');
       throw stageError(err);
     }
+  }
+
+  /**
+   * checkStageAsker: only the leader this node follows, in the term the
+   * request names, may have it stage an archive (the leader stages before it
+   * proposes a restore). Any member could otherwise have every node fetch
+   * and keep up to STAGED_KEPT_MAX archives of its choosing, down to the
+   * disk's reserve (review11). Throws a coded Error: PERMISSION_DENIED (this
+   * node knows another leader of that term, or is it), FAILED_PRECONDITION
+   * (another term, or no leader known yet: a leader whose first append has
+   * not arrived may retry).
+   */
+  private checkStageAsker(p: StageArchiveParams): void {
+    const st = this.raft.brief();
+    if (p.term === st.term && st.leader === p.from && p.from !== this.id) return;
+    const refused = `${this.id} refuses to stage an archive for ${p.from} in term ${p.term}: only the leader it follows may ask`;
+    if (p.term !== st.term) throw coded(9, `${refused}, and its term is ${st.term}`);
+    if (st.leader === '') throw coded(9, `${refused}, and it knows no leader of term ${st.term} yet; retry`);
+    throw coded(7, `${refused}, and the leader of term ${st.term} is ${st.leader}`);
   }
 
   /** openSnapshot serves FetchSnapshot from this node's snapshot store. */

@@ -275,6 +275,49 @@ describe('restore: retention keeps the archives the log still names', function (
   });
 });
 
+describe('restore: only the leader may have a follower stage an archive (review11)', function () {
+  this.timeout(90_000);
+  let c: RocksCluster;
+
+  afterEach(async () => {
+    await c?.close();
+  });
+
+  it('a member that is not the leader, or a request of another term, is refused and nothing is fetched or kept; the leader\'s request is served', async () => {
+    // Before, any member could name an archive it held: every node fetched it from that member and kept it
+    // (up to 16 staged archives protected from pruning, down to the disk's reserve).
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 });
+    const leader = await c.waitForLeader();
+    await leader.propose({ op: 'put', key: enc.encode('k/1'), value: enc.encode('v') });
+    const [f1, f2] = c.members.filter((m) => m.node !== leader) as [RocksMember, RocksMember];
+    const n1 = c.node(f1.id);
+    await until(`${f1.id} to follow ${leader.id}`, 10_000, () => (n1.status().leader === leader.id ? true : undefined));
+    const term = leader.status().term;
+    // f2 holds an archive of its own and asks f1 to stage it.
+    const stored = await (f2.snapshots as SnapshotManager).importUpload(createReadStream(await saveArchive(c, leader, 'by-f2')), 60_000);
+    const archive = { index: stored.meta.index, term: stored.meta.term, sizeBytes: stored.archiveBytes, digest: stored.archiveSha256 };
+    const f1sm = f1.snapshots as SnapshotManager;
+    const codeOf = async (p: Promise<void>): Promise<number | undefined> => {
+      try {
+        await p;
+        return undefined;
+      } catch (e) {
+        return (e as { code?: number }).code;
+      }
+    };
+    assert.equal(await codeOf(n1.stageArchive({ from: f2.id, to: f1.id, term, archive })), 7, 'PERMISSION_DENIED: not the leader');
+    assert.equal(await codeOf(n1.stageArchive({ from: f2.id, to: f1.id, term: term + 1, archive })), 9, 'FAILED_PRECONDITION: another term');
+    assert.equal(await codeOf(n1.stageArchive({ from: leader.id, to: f1.id, term: term - 1, archive })), 9, 'FAILED_PRECONDITION: an earlier term');
+    assert.equal(await f1sm.findUpload(archive.digest), null, 'nothing fetched or kept');
+    // The control: the same archive, held by the leader and asked by it, is staged.
+    const lsm = c.members.find((m) => m.node === leader)?.snapshots as SnapshotManager;
+    const mine = await lsm.importUpload(createReadStream(join(c.dir, 'by-f2.tgz')), 60_000);
+    assert.equal(mine.archiveSha256, archive.digest);
+    await n1.stageArchive({ from: leader.id, to: f1.id, term, archive });
+    assert.notEqual(await f1sm.findUpload(archive.digest), null);
+  });
+});
+
 describe('restore: staging trusts the digest the leader checked, and only the bytes that hash to it', function () {
   this.timeout(90_000);
   let c: RocksCluster;

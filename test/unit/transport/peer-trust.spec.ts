@@ -20,7 +20,7 @@ import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { STATE_RECORD_FORMAT, type KeyValue } from '../../../src/storage/types.js';
 import { until } from '../../harness/until.js';
 import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
-import { appendRequestToProto, getMembershipRequestToProto, proposeRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
+import { appendRequestToProto, getMembershipRequestToProto, proposeRequestToProto, stageArchiveRequestToProto, timeoutNowToProto, voteRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { APPEND_STREAMS_PER_MEMBER_MAX } from '../../../src/transport/raft-service.js';
 import { encodeCommand } from '../../../src/fsm/kv-command.js';
@@ -431,6 +431,47 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
       assert.equal(target.node.status().leader, leader.id);
     } finally {
       c.close();
+    }
+    assert.equal(picture(), before);
+  });
+
+  it("a member that is not the leader cannot make a follower start an election (TimeoutNow) or stage an archive (StageArchive) (review11)", async () => {
+    // TimeoutNow was taken from any member: its election is a transfer, which skips the voters' leader-lease check, so
+    // any member's certificate (a learner's too) deposed a healthy leader. StageArchive was taken from any member too:
+    // every node fetched and kept what it named (up to 16 archives, down to the disk's reserve).
+    const leader = await stableLeader();
+    const [other, target] = members.filter((m) => m.id !== leader.id) as [Member, Member];
+    const before = picture();
+    const c = client(target.api.peerAddress, other.id);
+    try {
+      const term = leader.node.status().term;
+      for (const t of [term, term + 1]) assert.equal(await timeoutNow(c, { type: 'timeoutNow', from: other.id, to: target.id, term: t }), null);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(picture(), before, 'no election, no term moved');
+      const archive = { index: 1, term: 1, sizeBytes: 1024, digest: 'a'.repeat(64) };
+      const stage = (from: string, t: number): Promise<grpc.ServiceError | null> =>
+        new Promise((resolve) => {
+          c.stageArchive(stageArchiveRequestToProto({ from, to: target.id, term: t, archive }), md(), { deadline: Date.now() + 3_000 }, (err) => resolve(err));
+        });
+      const denied = await stage(other.id, term);
+      assert.equal(denied?.code, grpc.status.PERMISSION_DENIED, denied?.message);
+      assert.match(denied?.details ?? '', new RegExp(`only the leader it follows may ask, and the leader of term ${term} is ${leader.id}`));
+      const ahead = await stage(other.id, term + 1);
+      assert.equal(ahead?.code, grpc.status.FAILED_PRECONDITION, ahead?.message);
+      assert.match(ahead?.details ?? '', new RegExp(`its term is ${term}`));
+    } finally {
+      c.close();
+    }
+    // The control: the leader's own request passes the check (these members keep no snapshots: UNIMPLEMENTED).
+    const lc = client(target.api.peerAddress, leader.id);
+    try {
+      const e = await new Promise<grpc.ServiceError | null>((resolve) => {
+        const archive = { index: 1, term: 1, sizeBytes: 1024, digest: 'a'.repeat(64) };
+        lc.stageArchive(stageArchiveRequestToProto({ from: leader.id, to: target.id, term: leader.node.status().term, archive }), md(), { deadline: Date.now() + 3_000 }, (err) => resolve(err));
+      });
+      assert.equal(e?.code, grpc.status.UNIMPLEMENTED, e?.message);
+    } finally {
+      lc.close();
     }
     assert.equal(picture(), before);
   });
