@@ -18,6 +18,7 @@ import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { keyFileExposure } from './key-file.js';
 import { LOG_LEVELS, envName, type LogLevel } from './config-env.js';
 
 /** CLIENT_REQUEST_BYTES_DEFAULT: the default of --max-request-bytes (1.5 MiB, like etcd's). */
@@ -67,6 +68,8 @@ export interface ServeConfig {
   readonly apiKeys: readonly ApiKeySpec[];
   /** apiKeyFile: where apiKey was read from ('' when not from a file). */
   readonly apiKeyFile: string;
+  /** apiKeyFileWarning: apiKeyFile may be read by other users (keyFileExposure; serve logs it), '' when not. */
+  readonly apiKeyFileWarning: string;
   /** insecureNoAuth: the client plane and the gateway ask for no key. Without it, serve refuses to start with no key at all. */
   readonly insecureNoAuth: boolean;
   /** snapshotEntries: snapshot and compact after this many applied entries. */
@@ -523,6 +526,7 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     metricsOpen,
     verifyImageRecords,
     apiKeyFile,
+    apiKeyFileWarning: apiKeyFile !== '' ? (keyFileExposure(apiKeyFile) ?? '') : '',
     httpAddress,
     peers,
     peerDial,

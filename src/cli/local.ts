@@ -12,10 +12,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { ClusterClient } from '../client/cluster-client.js';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
+import { writeFileAtomic } from '../tls/files.js';
+import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine } from './key-file.js';
 import { ensureLocalTls, type LocalTls, type NodeCertFiles } from '../tls/index.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
@@ -56,18 +58,30 @@ export function selfInvocation(): { command: string; args: string[]; display: st
   return { command: process.execPath, args: [...execArgv, entry], display };
 }
 
-/** apiKeyFor: SNAPCOORD_API_KEY (handed to the nodes in their environment), else <baseDir>/api-key (made once, 0600; the nodes read it with --api-key-file). */
-function apiKeyFor(baseDir: string): { key: string; source: string; file: string } {
-  const fromEnv = process.env['SNAPCOORD_API_KEY'];
-  if (fromEnv !== undefined && fromEnv !== '') return { key: fromEnv, source: 'SNAPCOORD_API_KEY', file: '' };
+/**
+ * apiKeyFor: SNAPCOORD_API_KEY (handed to the nodes in their environment),
+ * else <baseDir>/api-key (made once, 0600; the nodes read it with
+ * --api-key-file). A new key is written through a temp file renamed into
+ * place, so a link planted at api-key (dangling or not) is replaced, never
+ * written through. `warning`: the file is readable by others (keyFileExposure).
+ */
+export async function apiKeyFor(baseDir: string, env: NodeJS.ProcessEnv = process.env): Promise<{ key: string; source: string; file: string; warning: string | null }> {
+  const fromEnv = env['SNAPCOORD_API_KEY'];
+  if (fromEnv !== undefined && fromEnv !== '') return { key: fromEnv, source: 'SNAPCOORD_API_KEY', file: '', warning: null };
   const file = join(baseDir, 'api-key');
   if (existsSync(file)) {
-    const key = (readFileSync(file, 'utf8').split(/\r?\n/)[0] ?? '').trim();
-    if (key !== '') return { key, source: file, file };
+    let key = '';
+    try {
+      key = readKeyFileLine(file);
+    } catch (err) {
+      // An empty file gets a new key (as before); anything else is the operator's to look at.
+      if ((err as Error).message !== KEY_FILE_EMPTY) throw new CliError(`${file}: ${(err as Error).message}`, EXIT_CONFIG);
+    }
+    if (key !== '') return { key, source: file, file, warning: keyFileExposure(file) };
   }
   const key = randomBytes(24).toString('base64url');
-  writeFileSync(file, `${key}\n`, { mode: 0o600 });
-  return { key, source: `${file} (generated)`, file };
+  await writeFileAtomic(file, `${key}\n`, 0o600);
+  return { key, source: `${file} (generated)`, file, warning: null };
 }
 
 function tail(file: string, lines: number): string {
@@ -105,7 +119,8 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
   const grpcOf = (i: number): string => `127.0.0.1:${opts.grpcBasePort + i}`;
   const peerOf = (i: number): string => `127.0.0.1:${peerBasePort + i}`;
   const peers = ids.map((id, i) => `${id}=${peerOf(i)}`).join(',');
-  const apiKey = apiKeyFor(baseDir);
+  const apiKey = await apiKeyFor(baseDir);
+  if (apiKey.warning !== null) process.stderr.write(`snapcoord: warning: ${apiKey.warning}\n`);
   let tls: LocalTls;
   try {
     tls = await ensureLocalTls(join(baseDir, 'tls'), ids);

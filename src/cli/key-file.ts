@@ -1,0 +1,71 @@
+/**
+ * API key files (serve --api-key-file, `local`'s data/api-key, the client
+ * commands' --api-key-file): who else may read them, and reading one with a
+ * bound. TLS key files (src/tls) are not refused for their mode either, so a
+ * key file readable by others is a loud warning, not a refusal.
+ */
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+
+/** KEY_FILE_EMPTY: readKeyFileLine's message for a file whose first line is blank. */
+export const KEY_FILE_EMPTY = 'the first line is empty';
+
+/** KEY_FILE_READ_MAX: how many bytes of a key file are read (its first line is the key). */
+export const KEY_FILE_READ_MAX = 4096;
+
+/**
+ * keyFileExposure: a one-line warning when `path` (a file holding an API key,
+ * links followed) may be read by its group or by others (any of 0o044, as
+ * ssh refuses such private keys), naming the file, its mode and the fix;
+ * null when only its owner may read it, or when it cannot be stat'ed (the
+ * read reports that). The warning never holds the key.
+ */
+export function keyFileExposure(path: string): string | null {
+  let mode: number;
+  try {
+    mode = statSync(path).mode & 0o777;
+  } catch {
+    return null;
+  }
+  if ((mode & 0o044) === 0) return null;
+  const who = (mode & 0o004) !== 0 ? 'every user of this machine' : "the file's group";
+  return `API key file ${path} is readable by ${who} (mode ${mode.toString(8).padStart(4, '0')}): anyone who reads it holds the key; chmod 600 ${path}`;
+}
+
+/**
+ * readKeyFileLine: the first line of `path`, trimmed, reading at most
+ * KEY_FILE_READ_MAX bytes (a device or a huge file is not read whole).
+ * Errors: an Error whose message names the problem (not the path, not the
+ * key): "cannot read: ENOENT", "the first line is empty", "the first line is
+ * longer than 4096 bytes".
+ */
+export function readKeyFileLine(path: string): string {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw new Error(`cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+  const buf = Buffer.alloc(KEY_FILE_READ_MAX);
+  let n = 0;
+  try {
+    for (;;) {
+      const got = readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0 || n + got === buf.length) {
+        n += got;
+        break;
+      }
+      n += got;
+      if (buf.subarray(0, n).includes(0x0a)) break;
+    }
+  } catch (err) {
+    throw new Error(`cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  } finally {
+    closeSync(fd);
+  }
+  const text = buf.subarray(0, n).toString('utf8');
+  const nl = text.indexOf('\n');
+  if (nl < 0 && n === buf.length) throw new Error(`the first line is longer than ${KEY_FILE_READ_MAX} bytes`);
+  const key = (nl < 0 ? text : text.slice(0, nl)).trim();
+  if (key === '') throw new Error(KEY_FILE_EMPTY);
+  return key;
+}

@@ -1,0 +1,92 @@
+/**
+ * API key files: a key file others may read is warned about (serve --api-key-file, local's data/api-key, the
+ * client commands' key files), local never writes its new key through a link planted at data/api-key, and a key
+ * file is read with a bound.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, existsSync, lstatSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { resolveServeConfig } from '../../../src/cli/config.js';
+import { KEY_FILE_READ_MAX, keyFileExposure, readKeyFileLine } from '../../../src/cli/key-file.js';
+import { apiKeyFor } from '../../../src/cli/local.js';
+
+describe('cli API key files', () => {
+  let dir: string;
+  const key = 'secret-key-0123456789abcdef';
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'h-review15-keyfile-'));
+  });
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('keyFileExposure: a file its group or others may read is named with its mode and the fix; 0600 and 0400 are fine', () => {
+    const f = join(dir, 'k');
+    writeFileSync(f, `${key}\n`);
+    chmodSync(f, 0o644);
+    assert.equal(keyFileExposure(f), `API key file ${f} is readable by every user of this machine (mode 0644): anyone who reads it holds the key; chmod 600 ${f}`);
+    chmodSync(f, 0o640);
+    assert.match(keyFileExposure(f) ?? '', /readable by the file's group \(mode 0640\)/);
+    for (const mode of [0o600, 0o400, 0o700]) {
+      chmodSync(f, mode);
+      assert.equal(keyFileExposure(f), null, mode.toString(8));
+    }
+    assert.equal(keyFileExposure(join(dir, 'missing')), null, 'the read reports a missing file');
+  });
+
+  it('readKeyFileLine: the first line, trimmed; empty, missing and over-long first lines are clear errors', () => {
+    const f = join(dir, 'k');
+    writeFileSync(f, ` ${key} \r\nsecond line\n`);
+    assert.equal(readKeyFileLine(f), key);
+    writeFileSync(f, key);
+    assert.equal(readKeyFileLine(f), key, 'no newline at the end');
+    writeFileSync(f, '\nsomething\n');
+    assert.throws(() => readKeyFileLine(f), /^Error: the first line is empty$/);
+    writeFileSync(f, 'k'.repeat(KEY_FILE_READ_MAX + 10));
+    assert.throws(() => readKeyFileLine(f), /the first line is longer than 4096 bytes/);
+    assert.throws(() => readKeyFileLine(join(dir, 'missing')), /cannot read: ENOENT/);
+  });
+
+  it('local: a new key is never written through a link planted at data/api-key (dangling or not); a readable key file is warned about', async () => {
+    // Before, writeFileSync followed a dangling link at data/api-key and created the file it pointed to.
+    const victim = join(dir, 'victim');
+    symlinkSync(victim, join(dir, 'api-key'));
+    const made = await apiKeyFor(dir, {});
+    assert.equal(existsSync(victim), false, 'nothing written through the link');
+    const st = lstatSync(join(dir, 'api-key'));
+    assert.ok(st.isFile(), 'a regular file replaced the link');
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.equal(readFileSync(join(dir, 'api-key'), 'utf8'), `${made.key}\n`);
+    assert.equal(made.warning, null);
+    // A link to an existing file with a blank first line (a new key is made): the link is replaced, the file kept.
+    writeFileSync(victim, '\nprecious\n');
+    await rm(join(dir, 'api-key'));
+    symlinkSync(victim, join(dir, 'api-key'));
+    await apiKeyFor(dir, {});
+    assert.equal(readFileSync(victim, 'utf8'), '\nprecious\n');
+    assert.ok(lstatSync(join(dir, 'api-key')).isFile());
+    // An existing key is reused; readable by others, it is warned about.
+    chmodSync(join(dir, 'api-key'), 0o644);
+    const again = await apiKeyFor(dir, {});
+    assert.equal(again.key, readFileSync(join(dir, 'api-key'), 'utf8').trim());
+    assert.match(again.warning ?? '', /readable by every user of this machine \(mode 0644\): .*chmod 600/);
+    assert.ok(!(again.warning ?? '').includes(again.key));
+    assert.equal((await apiKeyFor(dir, { SNAPCOORD_API_KEY: key })).key, key);
+  });
+
+  it('serve --api-key-file: a key file others may read gives a warning (logged at start), a private one none', () => {
+    const f = join(dir, 'serve-key');
+    writeFileSync(f, `${key}\n`);
+    chmodSync(f, 0o644);
+    const open = resolveServeConfig({ apiKeyFile: f }, {});
+    assert.equal(open.apiKey, key);
+    assert.match(open.apiKeyFileWarning, /readable by every user of this machine \(mode 0644\)/);
+    assert.ok(!open.apiKeyFileWarning.includes(key));
+    chmodSync(f, 0o600);
+    assert.equal(resolveServeConfig({ apiKeyFile: f }, {}).apiKeyFileWarning, '');
+  });
+});
