@@ -31,6 +31,19 @@ function copyBase(base: LogBase): LogBase {
   return { index: base.index, term: base.term, membership: base.membership === null ? null : copyMembership(base.membership) };
 }
 
+/**
+ * logWriteRefused: the StorageError `io` a log write gets after an earlier one failed (`failure`), on the data dir
+ * `where` (RocksStorage's message, for the in-memory twins).
+ */
+export function logWriteRefused(where: string, operation: string, failure: Error): StorageError {
+  return new StorageError(
+    'io',
+    `${where}: ${operation} refused: an earlier write to the Raft log failed (${failure.message}); no write is taken after ` +
+      'one that failed (it may have left a partial record in the write-ahead log, which would hide every later one at the next start): restart the node',
+    { path: where, cause: failure },
+  );
+}
+
 /** RESOLVED: the settled promise each call awaits for its one turn (awaiting it takes the turn Promise.resolve() does, without a new promise a call). */
 const RESOLVED: Promise<void> = Promise.resolve();
 
@@ -55,6 +68,12 @@ export class MemoryDataDir {
   /** installs: how many times installState replaced the state (MemoryStorage.stateEpoch). */
   installs = 0;
   openedBy: MemoryStorage | null = null;
+  /**
+   * logWriteFault: a disk fault, for tests: when set, it is asked before each write to the log (save, compact,
+   * bootstrap, the identity's creation) with the operation's name; an Error it returns fails that write (StorageError
+   * `io` naming it, nothing of the write kept) and, as on RocksStorage, every later log write of that MemoryStorage.
+   */
+  logWriteFault: ((operation: string) => Error | null) | null = null;
 
   constructor(name = 'memory') {
     this.name = name;
@@ -70,11 +89,15 @@ export class MemoryDataDir {
  * time in call order, as on RocksStorage. A snapshot holds the (never
  * mutated) records of its moment; an install builds a new map (copying the
  * bytes) and swaps it in at once, so a crash, a failing source or close()
- * before the swap leaves the old state.
+ * before the swap leaves the old state. After a failed log write (the data
+ * dir's logWriteFault, or one a wrapper reports with recordLogFailure) every
+ * later log write is refused, as on RocksStorage (types.ts LogStore).
  */
 export class MemoryStorage implements NodeStorage {
   readonly dir: MemoryDataDir;
   #closed = false;
+  /** #logFailure: the first write to the log that failed (null while none has): every later one is refused (checkLogWritable), as on RocksStorage. */
+  #logFailure: Error | null = null;
   #sortedKeys: string[] | null = null;
   readonly #applyQueue = new SerialQueue();
 
@@ -109,6 +132,8 @@ export class MemoryStorage implements NodeStorage {
     const entries = batch.entries ?? [];
     if (batch.hardState !== undefined) checkHardState(batch.hardState, d.name);
     checkAppend(entries, { base: d.logBase, lastIndex: this.lastIndex() }, d.name);
+    if (batch.hardState === undefined && entries.length === 0) return;
+    this.#writeLog('save');
     const first = entries[0];
     if (first !== undefined) {
       d.log.length = first.index - d.logBase.index - 1;
@@ -124,9 +149,11 @@ export class MemoryStorage implements NodeStorage {
     this.#checkOpen('compact');
     await RESOLVED;
     const d = this.dir;
+    this.checkLogWritable('compact'); // as RocksStorage: even one that would write nothing
     const termAtBase = d.log[base.index - d.logBase.index - 1]?.term;
     const plan = planCompaction(base, { base: d.logBase, lastIndex: this.lastIndex() }, termAtBase, d.name);
     if (plan === null) return;
+    this.#writeLog('compact');
     d.log = plan.lastIndex > plan.base.index ? d.log.slice(plan.base.index - d.logBase.index) : [];
     d.logBase = plan.base;
   }
@@ -138,6 +165,7 @@ export class MemoryStorage implements NodeStorage {
     const checked = checkBootstrapMembership(membership, d.name);
     if (d.logBase.membership !== null) return copyMembership(d.logBase.membership);
     if (d.logBase.index !== 0) return null;
+    this.#writeLog('bootstrap');
     d.logBase = { index: 0, term: 0, membership: checked };
     return copyMembership(checked);
   }
@@ -298,6 +326,7 @@ export class MemoryStorage implements NodeStorage {
     if (!isNew || options.createIfNew !== true) throw missingIdentity(d.name, isNew);
     checkIdentityMatch(expected, expected, d.name);
     const { nodeId, clusterId, formatVersion } = expected;
+    this.#writeLog('checkIdentity');
     d.identity = { nodeId, clusterId, formatVersion };
     return d.identity;
   }
@@ -308,6 +337,33 @@ export class MemoryStorage implements NodeStorage {
     this.#closed = true;
     await this.#applyQueue.idle(); // queued applies finish; an install aborts at its next batch
     if (this.dir.openedBy === this) this.dir.openedBy = null;
+  }
+
+  /**
+   * recordLogFailure: a write to the log failed (a fault a wrapper injected itself, such as the simulator's SimStorage):
+   * from now on every log write of this MemoryStorage is refused (the first failure is the one named). A reopen of the
+   * data dir takes writes again.
+   */
+  recordLogFailure(err: Error): void {
+    this.#logFailure ??= err;
+  }
+
+  /**
+   * checkLogWritable throws StorageError `io` once a write to the log has failed (RocksStorage's rule, types.ts
+   * LogStore): a later write could sit behind the failed one's partial record, where the next open would not find it.
+   */
+  checkLogWritable(operation: string): void {
+    const failure = this.#logFailure;
+    if (failure !== null) throw logWriteRefused(this.dir.name, operation, failure);
+  }
+
+  /** #writeLog: before a write to the log, refuses it after a failed one, then asks the data dir's logWriteFault (recording and throwing its error). */
+  #writeLog(operation: string): void {
+    this.checkLogWritable(operation);
+    const fault = this.dir.logWriteFault?.(operation) ?? null;
+    if (fault === null) return;
+    this.#logFailure ??= fault;
+    throw new StorageError('io', `${this.dir.name}: ${operation}: ${fault.message}`, { path: this.dir.name, cause: fault });
   }
 
   #checkOpen(operation: string): void {

@@ -84,14 +84,18 @@ export interface LogBatch {
  *   Errors: StorageError `invalidArgument` (a malformed membership).
  * - `lastIndex()`: index of the last persisted entry (the log base when the log is empty).
  *
- * A write of save, compact or bootstrap that failed may have left part of
- * itself on disk: RocksStorage then refuses every later log write
- * (StorageError `io` naming the first failure), because RocksDB would take
- * them and lose them at the next open (review12, log-write-failure.spec);
- * the node's next persist fails and it stops. A save written while an
- * earlier compaction's write was under way is refused if that write fails.
- * The in-memory twins (MemoryStorage, the simulator's SimStorage) do not
- * refuse: their later writes are durable.
+ * A write to the log (save, compact, bootstrap, the identity's creation)
+ * that failed may have left part of itself on disk: every later log write
+ * of that store is refused (StorageError `io` naming the first failure),
+ * because RocksDB would take them and lose them at the next open (review12,
+ * log-write-failure.spec); the node's next persist fails and it stops. A
+ * save written while an earlier compaction's write was under way is
+ * refused if that write fails. A reopened store (a restarted node) has the
+ * log as it was: every write that succeeded, the failed one whole or not at
+ * all, none after it; it takes writes again. The in-memory twins keep the
+ * same rule (MemoryStorage, with MemoryDataDir.logWriteFault for a failing
+ * disk; the simulator's SimStorage for the faults it draws), checked for
+ * both stores by storage-contract.spec.
  */
 export interface LogStore {
   load(): Promise<LogState>;

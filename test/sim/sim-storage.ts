@@ -19,6 +19,15 @@
  *   StorageError `io`; its bytes landed durably or not at all (drawn: an
  *   fsync that fails after the data reached the platter);
  * - ENOSPC: the same call rejects with StorageError `io` (ENOSPC), nothing written;
+ * - after a failed log write (save or compact, EIO or ENOSPC) every later log
+ *   write of the incarnation (save, compact, bootstrap, the identity's
+ *   creation; one called while the failed one was under way too) is refused
+ *   with StorageError `io` naming it, with no fault drawn, as RocksStorage
+ *   does (types.ts LogStore): none reaches the disk or the checkers, and the
+ *   node stops at its next persist. A crash and restart reopens the log as
+ *   it was (the failed write landed or not, as drawn; its successors absent)
+ *   and the new incarnation takes writes again. State writes are not log
+ *   writes (another database on RocksStorage): they are not refused;
  * - torn write: a synced write takes 0..syncMaxMs of virtual time; a crash
  *   meanwhile tears it, and recovery (the WAL's record checksum) keeps it
  *   whole or drops it whole (drawn) — never a part of it;
@@ -44,7 +53,7 @@
  * (allowed) from one failing on its own (a violation).
  */
 import type { Entry, HardState, Membership } from '../../src/raft/types.js';
-import { MemoryStorage, type MemoryDataDir } from '../../src/storage/memory-storage.js';
+import { logWriteRefused, MemoryStorage, type MemoryDataDir } from '../../src/storage/memory-storage.js';
 import type {
   CompactionBase,
   Identity,
@@ -198,6 +207,13 @@ export class SimStorage implements NodeStorage {
   private writesInFlight = 0;
   /** sum: the state hash's running sum (two 32-bit lanes and the record count); null: to recompute. */
   private sum: [number, number, number] | null = null;
+  /**
+   * logFault: the first log write (save, compact) this incarnation's disk failed, from the moment the fault was drawn
+   * (a write called while the failed one was still under way is refused too): every later log write is refused with
+   * StorageError `io` naming it (types.ts LogStore, as RocksStorage). The inner MemoryStorage is told once the failed
+   * write is over, so bootstrap and the identity's creation are refused as well. A new incarnation takes writes again.
+   */
+  private logFault: Error | null = null;
   /** inFlight: the save not durable yet (syncMaxMs > 0). */
   private inFlight: InFlight | null = null;
   /** injected: the fault this incarnation's disk returned to the node ('' when none). */
@@ -355,10 +371,29 @@ export class SimStorage implements NodeStorage {
     return state;
   }
 
+  /** checkLogWritable: a log write after a failed one is refused (see logFault), before any fault is drawn for it. */
+  private checkLogWritable(operation: string): void {
+    if (this.logFault !== null) throw logWriteRefused(this.dir.name, operation, this.logFault);
+  }
+
+  /** logWriteFault: writeFault for a log write, remembered as the log's failure (logFault) when drawn. */
+  private logWriteFault(operation: string): { readonly err: StorageError; readonly landed: boolean } | null {
+    const fault = this.writeFault(operation);
+    if (fault !== null) this.logFault ??= fault.err;
+    return fault;
+  }
+
+  /** failed: the failed log write is over: the inner store refuses every later one too; returns its error to throw. */
+  private failed(err: StorageError): StorageError {
+    this.inner.recordLogFailure(err);
+    return err;
+  }
+
   async save(batch: LogBatch): Promise<void> {
     if (!this.alive) return never();
-    const fault = this.writeFault('save');
-    if (fault !== null && !fault.landed) throw fault.err;
+    this.checkLogWritable('save');
+    const fault = this.logWriteFault('save');
+    if (fault !== null && !fault.landed) throw this.failed(fault.err);
     this.noteUndo();
     const d = this.dir;
     const prev = d.hardState ?? EMPTY;
@@ -375,7 +410,7 @@ export class SimStorage implements NodeStorage {
     }
     if (!this.alive) return never();
     this.opts.observer.onSave(batch, prev);
-    if (fault !== null) throw fault.err;
+    if (fault !== null) throw this.failed(fault.err);
   }
 
   /** noteUndo: with ackBeforePersistMs, remembers the disk before a write that is not durable yet. */
@@ -390,8 +425,9 @@ export class SimStorage implements NodeStorage {
 
   async compact(base: CompactionBase): Promise<void> {
     if (!this.alive) return never();
-    const fault = this.writeFault('compact');
-    if (fault !== null && !fault.landed) throw fault.err;
+    this.checkLogWritable('compact');
+    const fault = this.logWriteFault('compact');
+    if (fault !== null && !fault.landed) throw this.failed(fault.err);
     await this.inner.compact(base);
     if (!this.alive) return never();
     // A save still syncing is durable once this later write is (one ordered WAL); were it torn, the log it
@@ -399,7 +435,7 @@ export class SimStorage implements NodeStorage {
     if (this.inFlight !== null) this.inFlight.durable = true;
     this.stateUndo = []; // compact syncs the state machine first (rocks-storage.ts)
     this.opts.observer.onCompact(base);
-    if (fault !== null) throw fault.err;
+    if (fault !== null) throw this.failed(fault.err);
   }
 
   bootstrap(membership: Membership): Promise<Membership | null> {

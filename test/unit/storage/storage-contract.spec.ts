@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -22,10 +22,12 @@ import {
   RANGE_BYTES_MAX,
   RANGE_LIMIT_MAX,
   type KeyValue,
+  type NodeStorage,
   type StateSnapshotReader,
 } from '../../../src/storage/types.js';
 import type { ApplyItem } from '../../../src/fsm/types.js';
 import { withFsm, type FsmStore } from '../fsm/fsm-store.js';
+import { tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
 import { rejectsWith } from './helpers.js';
 
 /** DataDirFixture: one data dir that can be opened, closed and opened again. */
@@ -34,9 +36,33 @@ interface DataDirFixture {
   dispose(): Promise<void>;
 }
 
+/** FailingDataDir: a data dir on a disk that can be made to fail every write with ENOSPC (`fill`) and given room again (`free`). */
+interface FailingDataDir {
+  open(): Promise<NodeStorage>;
+  fill(): Promise<void>;
+  free(): Promise<void>;
+  dispose(): Promise<void>;
+}
+
 interface Implementation {
   name: string;
   create(): Promise<DataDirFixture>;
+  /** createFailing: null when this machine cannot make such a disk (the test is skipped, saying why on stderr). */
+  createFailing(): Promise<FailingDataDir | null>;
+}
+
+/** fillFs takes every free byte of the file system at `mnt` (a filler file, then small appends until ENOSPC); returns the filler. */
+async function fillFs(mnt: string): Promise<string> {
+  const filler = join(mnt, 'filler');
+  const st = await statfs(mnt);
+  await writeFile(filler, Buffer.alloc(Math.max(0, st.bavail * st.bsize - 64 * 1024))).catch(() => undefined);
+  for (;;) {
+    try {
+      await appendFile(filler, Buffer.alloc(4096));
+    } catch {
+      return filler;
+    }
+  }
 }
 
 const implementations: Implementation[] = [
@@ -46,6 +72,19 @@ const implementations: Implementation[] = [
       const dir = new MemoryDataDir('mem-test');
       return { open: async () => withFsm(await MemoryStorage.open(dir)), dispose: async () => undefined };
     },
+    createFailing: async () => {
+      const dir = new MemoryDataDir('mem-failing');
+      return {
+        open: () => MemoryStorage.open(dir),
+        fill: async () => {
+          dir.logWriteFault = () => new Error('ENOSPC: no space left on device');
+        },
+        free: async () => {
+          dir.logWriteFault = null;
+        },
+        dispose: async () => undefined,
+      };
+    },
   },
   {
     name: 'RocksStorage',
@@ -54,6 +93,29 @@ const implementations: Implementation[] = [
       return {
         open: async () => withFsm(await RocksStorage.open(join(root, 'data'))),
         dispose: () => rm(root, { recursive: true, force: true }),
+      };
+    },
+    createFailing: async () => {
+      // A real ENOSPC: a small tmpfs (needs root), as log-write-failure.spec.
+      const { dir, mnt, mounted } = await tmpfsUnderTemp('snapcoord-storage-enospc-', 'size=16m,mode=0700', 'storage contract (failed log write) on RocksStorage');
+      if (!mounted) {
+        await rm(dir, { recursive: true, force: true });
+        return null;
+      }
+      let filler: string | null = null;
+      return {
+        open: () => RocksStorage.open(join(mnt, 'data')),
+        fill: async () => {
+          filler = await fillFs(mnt);
+        },
+        free: async () => {
+          if (filler !== null) await rm(filler);
+          filler = null;
+        },
+        dispose: async () => {
+          await unmountTmpfs(mnt);
+          await rm(dir, { recursive: true, force: true });
+        },
       };
     },
   },
@@ -894,6 +956,49 @@ for (const impl of implementations) {
         ]);
         const state = await store.load();
         assert.deepEqual(plain(state.entries), plain([entry(1, 1), entry(2, 1), entry(3, 2, 'x'), entry(4, 2, 'y')]));
+      });
+    });
+
+    describe('a failed log write (types.ts LogStore; review12)', () => {
+      it('is the last log write the store takes: save, compact and bootstrap after it are refused (io, naming it) even once the disk has room; a reopen has every write that succeeded and takes writes again', async function () {
+        this.timeout(60_000);
+        const disk = await impl.createFailing();
+        if (disk === null) this.skip();
+        try {
+          let s = await disk.open();
+          try {
+            await s.save({ hardState: { term: 1, vote: 'n1', commit: 2000 } });
+            for (let i = 0; i < 20; i++) await s.save({ entries: entries(i * 100 + 1, i * 100 + 100, 1) });
+            await disk.fill();
+            await rejectsWith(s.compact({ index: 1500, term: 1, membership }), 'io', /no space left on device/i);
+            await disk.free();
+            // Before (MemoryStorage, SimStorage): these were taken; on RocksDB they would be lost at the next open.
+            await rejectsWith(s.save({ entries: [entry(2001, 1)] }), 'io', /save refused: an earlier write to the Raft log failed .*no space left on device/i);
+            await rejectsWith(s.save({ hardState: { term: 2, vote: 'n2', commit: 2000 } }), 'io', /save refused/);
+            await rejectsWith(s.compact({ index: 1500, term: 1, membership }), 'io', /compact refused: an earlier write to the Raft log failed/);
+            await rejectsWith(s.bootstrap(membership), 'io', /bootstrap refused/);
+            assert.equal(s.lastIndex(), 2000);
+          } finally {
+            await s.close();
+          }
+          s = await disk.open();
+          try {
+            const loaded = await s.load();
+            assert.deepEqual(loaded.hardState, { term: 1, vote: 'n1', commit: 2000 });
+            assert.deepEqual(loaded.logBase, { index: 0, term: 0, membership: null });
+            assert.deepEqual(
+              loaded.entries.map((e) => e.index),
+              Array.from({ length: 2000 }, (_, i) => i + 1),
+            );
+            await s.save({ entries: [entry(2001, 1)] });
+            await s.compact({ index: 1500, term: 1, membership });
+            assert.equal((await s.load()).entries.length, 501);
+          } finally {
+            await s.close();
+          }
+        } finally {
+          await disk.dispose();
+        }
       });
     });
   });
