@@ -4,16 +4,18 @@
  * (--timeout-ms), and the one mapping from a failed gRPC call to a one-line
  * CliError (exit 1). Bad option values are CliErrors with exit code 2.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { isLoopback, parseHostPort } from '../client/address.js';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine } from './key-file.js';
 
-/** API_KEY_ENV / CACERT_ENV: the environment twins of --api-key and --cacert. */
+/** API_KEY_ENV / API_KEY_FILE_ENV / CACERT_ENV: the environment twins of --api-key, --api-key-file and --cacert. */
 export const API_KEY_ENV = 'SNAPCOORD_API_KEY';
+export const API_KEY_FILE_ENV = 'SNAPCOORD_API_KEY_FILE';
 export const CACERT_ENV = 'SNAPCOORD_CACERT';
 /** LOCAL_API_KEY_FILE / LOCAL_CA_FILE: what `npm start` (snapcoord local) writes, found from the working directory. */
 export const LOCAL_API_KEY_FILE = 'data/api-key';
@@ -30,26 +32,48 @@ export interface ClientOpts {
   endpoint?: string;
   timeoutMs?: string;
   apiKey?: string;
+  apiKeyFile?: string;
   cacert?: string;
   plaintext?: boolean;
 }
 
 /**
  * dialOf: how client commands reach the API.
- * - The key: --api-key, else SNAPCOORD_API_KEY, else the first line of
- *   ./data/api-key when it exists (what `npm start` made), else none.
+ * - The key: --api-key, else the first line of --api-key-file FILE (out of
+ *   /proc/*\/cmdline), else SNAPCOORD_API_KEY, else the first line of
+ *   SNAPCOORD_API_KEY_FILE, else of ./data/api-key when it exists (what
+ *   `npm start` made), else none. A key file others may read is warned
+ *   about (`warn`, stderr by default).
  * - TLS: --plaintext turns it off; else --cacert FILE, else SNAPCOORD_CACERT
  *   (an empty value: plaintext), else ./data/tls/ca.pem when it exists (the
  *   local cluster's CA), else plaintext. The server's certificate must then be
  *   signed by that CA and name the endpoint's host.
- * Errors: CliError exit 2 for an unreadable or invalid CA file.
+ * Errors: CliError exit 2 for an unreadable or invalid CA file, an
+ * unreadable or empty key file, or both --api-key and --api-key-file.
  */
-export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): ClientDial {
-  let apiKey = opts.apiKey ?? env[API_KEY_ENV] ?? '';
+export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd(), warn = (m: string): void => void process.stderr.write(`snapcoord: warning: ${m}\n`)): ClientDial {
+  if (opts.apiKey !== undefined && opts.apiKeyFile !== undefined) throw new CliError('api-key and api-key-file: give one of them', EXIT_CONFIG);
+  const fromFile = (what: string, file: string): string => {
+    const path = resolve(cwd, file);
+    let key: string;
+    try {
+      key = readKeyFileLine(path);
+    } catch (err) {
+      // ./data/api-key with a blank first line: no key (as before); a file the operator named must hold one.
+      if (what === 'key file' && (err as Error).message === KEY_FILE_EMPTY) return '';
+      throw new CliError(`${what} ${file}: ${(err as Error).message}`, EXIT_CONFIG);
+    }
+    const exposed = keyFileExposure(path);
+    if (exposed !== null) warn(exposed);
+    return key;
+  };
   const localKey = resolve(cwd, LOCAL_API_KEY_FILE);
-  if (apiKey === '' && opts.apiKey === undefined && env[API_KEY_ENV] === undefined && existsSync(localKey)) {
-    apiKey = (readFileSync(localKey, 'utf8').split(/\r?\n/)[0] ?? '').trim();
-  }
+  let apiKey: string;
+  if (opts.apiKey !== undefined) apiKey = opts.apiKey;
+  else if (opts.apiKeyFile !== undefined) apiKey = fromFile('api-key-file', opts.apiKeyFile);
+  else if (env[API_KEY_ENV] !== undefined) apiKey = env[API_KEY_ENV];
+  else if (env[API_KEY_FILE_ENV] !== undefined && env[API_KEY_FILE_ENV] !== '') apiKey = fromFile(API_KEY_FILE_ENV, env[API_KEY_FILE_ENV]);
+  else apiKey = existsSync(localKey) ? fromFile('key file', LOCAL_API_KEY_FILE) : '';
   if (opts.plaintext === true) return { apiKey };
   const localCa = resolve(cwd, LOCAL_CA_FILE);
   const ca = opts.cacert ?? env[CACERT_ENV] ?? (existsSync(localCa) ? localCa : '');
@@ -193,12 +217,13 @@ export async function withClient<C extends Closable, T>(
   }
 }
 
-/** clientOptions adds --endpoint, --timeout-ms, --api-key, --cacert and --plaintext to `cmd`. */
+/** clientOptions adds --endpoint, --timeout-ms, --api-key, --api-key-file, --cacert and --plaintext to `cmd`. */
 export function clientOptions(cmd: Command, timeoutHelp = `deadline of each call (default ${DEFAULT_CALL_DEADLINE_MS})`): Command {
   return cmd
     .option('--endpoint <host:port>', `node to talk to (env ${ENDPOINT_ENV}, default ${DEFAULT_ENDPOINT})`)
     .option('--timeout-ms <ms>', timeoutHelp)
-    .option('--api-key <key>', `API key sent as authorization: Bearer (env ${API_KEY_ENV}, else ./${LOCAL_API_KEY_FILE} when present)`)
+    .option('--api-key <key>', `API key sent as authorization: Bearer (env ${API_KEY_ENV}, else ./${LOCAL_API_KEY_FILE} when present; prefer --api-key-file or the env: a flag shows in /proc/*/cmdline)`)
+    .option('--api-key-file <file>', `read the API key from this file's first line (env ${API_KEY_FILE_ENV})`)
     .option('--cacert <file>', `CA certificate that signs the node's TLS certificate (env ${CACERT_ENV}, else ./${LOCAL_CA_FILE} when present, else plaintext)`)
     .option('--plaintext', 'connect without TLS (a loopback node started without --cert)');
 }

@@ -1,11 +1,12 @@
 /** How client commands connect (dialOf): the key and the CA found from the working directory, and no key in plaintext off loopback. */
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { Command } from 'commander';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CliError } from '../../../src/cli/cli-error.js';
-import { dialOf } from '../../../src/cli/client-options.js';
+import { clientOptions, dialOf } from '../../../src/cli/client-options.js';
 import { metricsSources, writeReport } from '../../../src/cli/bench/commands.js';
 import { writeCa } from '../../../src/tls/index.js';
 
@@ -37,6 +38,40 @@ describe('client commands: dialOf', () => {
       assert.ok(local.credentials !== undefined && local.credentials._isSecure(), 'TLS');
       assert.equal(dialOf({}, { SNAPCOORD_CACERT: '' }, d).credentials, undefined);
       assert.equal(dialOf({ plaintext: true }, {}, d).credentials, undefined);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
+
+  it('--api-key-file FILE (or SNAPCOORD_API_KEY_FILE): the key from its first line, out of /proc/*/cmdline; a file others may read is warned about', async () => {
+    const d = await mkdtemp(join(tmpdir(), 'snapcoord-dial-keyfile-'));
+    try {
+      const key = 'file-key-0123456789abcdef';
+      writeFileSync(join(d, 'key'), `${key}\n`);
+      chmodSync(join(d, 'key'), 0o600);
+      const warned: string[] = [];
+      const warn = (m: string): void => void warned.push(m);
+      assert.ok(clientOptions(new Command('x')).options.some((o) => o.long === '--api-key-file'), 'the option exists');
+      assert.equal(dialOf({ apiKeyFile: 'key' }, { SNAPCOORD_API_KEY: 'env-key' }, d, warn).apiKey, key, 'relative to the working directory; beats the env');
+      assert.equal(dialOf({}, { SNAPCOORD_API_KEY_FILE: join(d, 'key') }, d, warn).apiKey, key);
+      assert.equal(dialOf({}, { SNAPCOORD_API_KEY: 'env-key', SNAPCOORD_API_KEY_FILE: join(d, 'key') }, d, warn).apiKey, 'env-key');
+      assert.deepEqual(warned, []);
+      chmodSync(join(d, 'key'), 0o644);
+      assert.equal(dialOf({ apiKeyFile: 'key' }, {}, d, warn).apiKey, key);
+      assert.equal(warned.length, 1);
+      assert.match(warned[0] ?? '', /readable by every user of this machine \(mode 0644\): .*chmod 600/);
+      assert.ok(!(warned[0] ?? '').includes(key));
+      const refusedWith = (opts: Parameters<typeof dialOf>[0], re: RegExp, env: NodeJS.ProcessEnv = {}): void =>
+        assert.throws(() => dialOf(opts, env, d, warn), (err: unknown) => err instanceof CliError && err.exitCode === 2 && re.test(err.message) && !err.message.includes(key));
+      refusedWith({ apiKeyFile: 'key', apiKey: key }, /^api-key and api-key-file: give one of them$/);
+      refusedWith({ apiKeyFile: 'missing' }, /^api-key-file missing: cannot read: ENOENT$/);
+      refusedWith({}, /^SNAPCOORD_API_KEY_FILE \/nonexistent\/key: cannot read: ENOENT$/, { SNAPCOORD_API_KEY_FILE: '/nonexistent/key' });
+      writeFileSync(join(d, 'empty'), '\n');
+      refusedWith({ apiKeyFile: 'empty' }, /^api-key-file empty: the first line is empty$/);
+      // ./data/api-key with a blank first line is no key, as before.
+      mkdirSync(join(d, 'data'));
+      writeFileSync(join(d, 'data', 'api-key'), '\n');
+      assert.equal(dialOf({}, {}, d, warn).apiKey, '');
     } finally {
       await rm(d, { recursive: true, force: true });
     }
