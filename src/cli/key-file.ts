@@ -69,3 +69,33 @@ export function readKeyFileLine(path: string): string {
   if (key === '') throw new Error(KEY_FILE_EMPTY);
   return key;
 }
+
+/**
+ * adminKeyOf: the admin key of a process that takes one (the gateway):
+ * `flag` (--api-key), else the first line of `file` (--api-key-file), else
+ * `envKey`, else the first line of `envFile`, else ''. A key file others may
+ * read is passed to `warn`. Errors: an Error naming the option and the file
+ * (never the key) for both flags, an unreadable or empty file.
+ */
+export function adminKeyOf(
+  src: { readonly flag?: string | undefined; readonly file?: string | undefined; readonly envKey?: string | undefined; readonly envFile?: string | undefined; readonly envFileName: string },
+  warn: (message: string) => void,
+): string {
+  if (src.flag !== undefined && src.file !== undefined) throw new Error('api-key and api-key-file: give one of them');
+  const fromFile = (what: string, path: string): string => {
+    let key: string;
+    try {
+      key = readKeyFileLine(path);
+    } catch (err) {
+      throw new Error(`${what} ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    const exposed = keyFileExposure(path);
+    if (exposed !== null) warn(exposed);
+    return key;
+  };
+  if (src.flag !== undefined) return src.flag;
+  if (src.file !== undefined) return fromFile('api-key-file', src.file);
+  if (src.envKey !== undefined) return src.envKey;
+  if (src.envFile !== undefined && src.envFile !== '') return fromFile(src.envFileName, src.envFile);
+  return '';
+}

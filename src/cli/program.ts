@@ -16,6 +16,7 @@ import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { DEFAULT_ENDPOINT, ENDPOINT_ENV, configureDial } from './client-options.js';
 import { LOG_LEVELS, envName } from './config-env.js';
 import { firstWord } from './fast-start.js';
+import { adminKeyOf } from './key-file.js';
 
 function version(): string {
   try {
@@ -65,7 +66,8 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
     .description("run the REST gateway alone, in front of a node's gRPC API")
     .requiredOption('--target <host:port>', "the node's gRPC address")
     .option('--http <host:port>', 'HTTP listen address (port 0: any free port)', '127.0.0.1:8108')
-    .option('--api-key <key>', `admin API key [env ${envName('api-key')}]`)
+    .option('--api-key <key>', `admin API key [env ${envName('api-key')}] (prefer --api-key-file: a flag shows in /proc/*/cmdline)`)
+    .option('--api-key-file <file>', `read the admin API key from this file (first line) [env ${envName('api-key-file')}]`)
     .option('--api-keys <json>', `extra keys, a JSON array [{"key","actions"}] [env ${envName('api-keys')}]`)
     .option('--insecure-no-auth', `ask for no key [env ${envName('insecure-no-auth')}]`)
     .option('--restore-bytes-max <bytes>', 'largest restore body in bytes (default 64 GiB)')
@@ -80,6 +82,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
         target: string;
         http: string;
         apiKey?: string;
+        apiKeyFile?: string;
         apiKeys?: string;
         insecureNoAuth?: boolean;
         restoreBytesMax?: string;
@@ -109,7 +112,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
         }
         if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) throw new CliError(`log-level: "${opts.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`, EXIT_CONFIG);
         const { parseApiKeys, runGateway } = await import('../gateway/index.js');
-        const adminKey = opts.apiKey ?? process.env[envName('api-key')] ?? '';
+        const adminKey = gatewayAdminKey(opts);
         let keys: ApiKeySpec[];
         try {
           keys = parseApiKeys(opts.apiKeys ?? process.env[envName('api-keys')] ?? '');
@@ -119,7 +122,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
         const insecureEnv = (process.env[envName('insecure-no-auth')] ?? '').toLowerCase();
         const insecureNoAuth = opts.insecureNoAuth === true || ['1', 'true', 'yes', 'on'].includes(insecureEnv);
         if (adminKey === '' && keys.length === 0 && !insecureNoAuth) {
-          throw new CliError('the gateway needs an API key: give --api-key or SNAPCOORD_API_KEY (or --api-keys), or run it open with --insecure-no-auth', EXIT_CONFIG);
+          throw new CliError('the gateway needs an API key: give --api-key-file, --api-key or SNAPCOORD_API_KEY (or --api-keys), or run it open with --insecure-no-auth', EXIT_CONFIG);
         }
         let restoreBytesMax: number | undefined;
         if (opts.restoreBytesMax !== undefined) {
@@ -205,6 +208,23 @@ function usageErrors(cmd: Command): Command {
   cmd.configureOutput({ outputError: () => undefined });
   for (const sub of cmd.commands) usageErrors(sub);
   return cmd;
+}
+
+/**
+ * gatewayAdminKey: the gateway's admin key from --api-key, --api-key-file,
+ * SNAPCOORD_API_KEY or SNAPCOORD_API_KEY_FILE (adminKeyOf), a key file
+ * others may read warned about on stderr. Errors: CliError exit 2.
+ */
+export function gatewayAdminKey(
+  opts: { apiKey?: string; apiKeyFile?: string },
+  env: NodeJS.ProcessEnv = process.env,
+  warn = (m: string): void => void process.stderr.write(`snapcoord: warning: ${m}\n`),
+): string {
+  try {
+    return adminKeyOf({ flag: opts.apiKey, file: opts.apiKeyFile, envKey: env[envName('api-key')], envFile: env[envName('api-key-file')], envFileName: envName('api-key-file') }, warn);
+  } catch (err) {
+    throw new CliError((err as Error).message, EXIT_CONFIG);
+  }
 }
 
 /** gatewayTargetDial: TLS verified against `cacert` (CliError exit 2 when unusable), plaintext when ''. */

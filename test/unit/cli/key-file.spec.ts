@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { resolveServeConfig } from '../../../src/cli/config.js';
 import { KEY_FILE_READ_MAX, keyFileExposure, readKeyFileLine } from '../../../src/cli/key-file.js';
 import { apiKeyFor } from '../../../src/cli/local.js';
+import { gatewayAdminKey } from '../../../src/cli/program.js';
+import { CliError } from '../../../src/cli/cli-error.js';
 
 describe('cli API key files', () => {
   let dir: string;
@@ -88,5 +90,26 @@ describe('cli API key files', () => {
     assert.ok(!open.apiKeyFileWarning.includes(key));
     chmodSync(f, 0o600);
     assert.equal(resolveServeConfig({ apiKeyFile: f }, {}).apiKeyFileWarning, '');
+  });
+
+  it('gateway --api-key-file (or SNAPCOORD_API_KEY_FILE): the admin key from a file, out of /proc/*/cmdline; a readable file is warned about', () => {
+    const f = join(dir, 'gw-key');
+    writeFileSync(f, `${key}\n`);
+    chmodSync(f, 0o600);
+    const warned: string[] = [];
+    const warn = (m: string): void => void warned.push(m);
+    assert.equal(gatewayAdminKey({ apiKeyFile: f }, { SNAPCOORD_API_KEY: 'env-key' }, warn), key);
+    assert.equal(gatewayAdminKey({}, { SNAPCOORD_API_KEY_FILE: f }, warn), key);
+    assert.equal(gatewayAdminKey({ apiKey: 'flag-key' }, { SNAPCOORD_API_KEY_FILE: f }, warn), 'flag-key');
+    assert.equal(gatewayAdminKey({}, { SNAPCOORD_API_KEY: 'env-key', SNAPCOORD_API_KEY_FILE: f }, warn), 'env-key');
+    assert.equal(gatewayAdminKey({}, {}, warn), '');
+    assert.deepEqual(warned, []);
+    chmodSync(f, 0o640);
+    gatewayAdminKey({ apiKeyFile: f }, {}, warn);
+    assert.match(warned[0] ?? '', /readable by the file's group \(mode 0640\)/);
+    const refused = (opts: { apiKey?: string; apiKeyFile?: string }, re: RegExp): void =>
+      assert.throws(() => gatewayAdminKey(opts, {}, warn), (err: unknown) => err instanceof CliError && err.exitCode === 2 && re.test(err.message) && !err.message.includes(key));
+    refused({ apiKey: key, apiKeyFile: f }, /^api-key and api-key-file: give one of them$/);
+    refused({ apiKeyFile: join(dir, 'missing') }, /^api-key-file .*missing: cannot read: ENOENT$/);
   });
 });
