@@ -18,7 +18,7 @@ import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { keyFileExposure } from './key-file.js';
+import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine } from './key-file.js';
 import { LOG_LEVELS, envName, type LogLevel } from './config-env.js';
 
 /** CLIENT_REQUEST_BYTES_DEFAULT: the default of --max-request-bytes (1.5 MiB, like etcd's). */
@@ -338,16 +338,27 @@ function formatHost(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
 
-/** readKeyFile reads an API key from the first line of `path`; errors name the file (never the key). */
+/**
+ * readKeyFile reads an API key from the first line of `path` (with `read`
+ * when given, else readKeyFileLine: at most 4 KiB, so a device such as
+ * /dev/zero or a huge file is not read whole); errors name the file (never the key).
+ */
 function readKeyFile(path: string, read?: (p: string) => string): string {
+  if (read === undefined) {
+    try {
+      return readKeyFileLine(path);
+    } catch (err) {
+      throw configError(`api-key-file ${path}: ${(err as Error).message}`);
+    }
+  }
   let text: string;
   try {
-    text = (read ?? ((p: string) => readFileSync(p, 'utf8')))(path);
+    text = read(path);
   } catch (err) {
     throw configError(`api-key-file ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   const key = (text.split(/\r?\n/)[0] ?? '').trim();
-  if (key === '') throw configError(`api-key-file ${path}: the first line is empty`);
+  if (key === '') throw configError(`api-key-file ${path}: ${KEY_FILE_EMPTY}`);
   return key;
 }
 

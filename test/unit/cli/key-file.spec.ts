@@ -92,6 +92,15 @@ describe('cli API key files', () => {
     assert.equal(resolveServeConfig({ apiKeyFile: f }, {}).apiKeyFileWarning, '');
   });
 
+  it('serve --api-key-file: read with a bound (a device or a huge file is refused, not read whole)', () => {
+    // Before, the whole file was read: --api-key-file /dev/zero never returned; a long first line became the key.
+    const f = join(dir, 'long-key');
+    writeFileSync(f, 'k'.repeat(KEY_FILE_READ_MAX + 1));
+    assert.throws(() => resolveServeConfig({ apiKeyFile: f }, {}), (err: unknown) => err instanceof CliError && err.exitCode === 2 && /api-key-file .*long-key: the first line is longer than 4096 bytes/.test(err.message));
+    assert.throws(() => resolveServeConfig({ apiKeyFile: '/dev/zero' }, {}), /api-key-file \/dev\/zero: the first line is longer than 4096 bytes/);
+    assert.throws(() => resolveServeConfig({ apiKeyFile: join(dir, 'missing') }, {}), /cannot read: ENOENT/);
+  });
+
   it('gateway --api-key-file (or SNAPCOORD_API_KEY_FILE): the admin key from a file, out of /proc/*/cmdline; a readable file is warned about', () => {
     const f = join(dir, 'gw-key');
     writeFileSync(f, `${key}\n`);
