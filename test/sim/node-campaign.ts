@@ -12,6 +12,8 @@
  *   --no-snapshots                                               leave out the snapshot workload (snapshots, compaction, InstallSnapshot, restores: on by default)
  *   --bug-restore-on-one-copy                                    negative control: a restore proposed before a quorum holds its archive (src/node testOnlyBugs)
  *   --broken-image-import NAME                                   negative control: every disk imports state images a broken way (broken.ts)
+ *   --bug-disk-takes-writes-after-failure                        negative control: every log disk takes writes after a failed one, lost at the next open
+ *   --compact-fail-percent P                                     every log disk fails P% of its compactions too (EIO; when a fault is allowed)
  *   --lying-image-export                                         every disk exports state images with one value changed (followers must refuse them;
  *                                                                with --broken-image-import ignoresRecordsDigest, a negative control)
  * Exits 1 on any violation; each prints the command that replays it.
@@ -37,6 +39,8 @@ interface Args {
   brokenCore?: string;
   brokenImageImport?: string;
   lyingImageExport: boolean;
+  takesWritesAfterFailure: boolean;
+  compactFailPercent?: number;
   restoreOnOneCopy: boolean;
   changesIgnoreRestores: boolean;
   reappliesRetries: boolean;
@@ -44,12 +48,12 @@ interface Args {
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-changes-ignore-restores] [--bug-reapplies-retries] [--broken-image-import NAME] [--lying-image-export]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-changes-ignore-restores] [--bug-reapplies-retries] [--broken-image-import NAME] [--lying-image-export] [--bug-disk-takes-writes-after-failure] [--compact-fail-percent P]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, changesIgnoreRestores: false, reappliesRetries: false, snapshots: true, lyingImageExport: false };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, changesIgnoreRestores: false, reappliesRetries: false, snapshots: true, lyingImageExport: false, takesWritesAfterFailure: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -128,6 +132,15 @@ function parseArgs(argv: readonly string[]): Args {
       case '--lying-image-export':
         a.lyingImageExport = true;
         break;
+      case '--bug-disk-takes-writes-after-failure':
+        a.takesWritesAfterFailure = true;
+        break;
+      case '--compact-fail-percent': {
+        const p = num();
+        if (p > 100) usage('--compact-fail-percent needs 0..100');
+        a.compactFailPercent = p;
+        break;
+      }
       case '--real-node':
         break; // accepted for `npm run sim -- --real-node` habits
       case '--help':
@@ -166,6 +179,8 @@ async function main(): Promise<void> {
     ...(args.brokenCore !== undefined ? { brokenCore: args.brokenCore } : {}),
     ...(args.brokenImageImport !== undefined ? { brokenImageImport: args.brokenImageImport } : {}),
     ...(args.lyingImageExport ? { lyingImageExport: true } : {}),
+    ...(args.takesWritesAfterFailure ? { takesWritesAfterFailure: true } : {}),
+    ...(args.compactFailPercent !== undefined ? { compactFailChance: args.compactFailPercent / 100 } : {}),
   };
   if (args.seed !== undefined) {
     // Loaded only here: a campaign's main thread runs no seed (its workers load the simulator themselves),

@@ -251,6 +251,10 @@ export interface NodeControls {
   readonly brokenCore?: string;
   /** brokenImageImport: every disk imports state images this broken way (a name in broken.ts BROKEN_IMAGE_IMPORTS). */
   readonly brokenImageImport?: string;
+  /** takesWritesAfterFailure: every log disk takes writes after a failed one and loses them at the next open (SimStorageOptions.takesWritesAfterFailure). */
+  readonly takesWritesAfterFailure?: boolean;
+  /** compactFailChance: every log disk fails this share of its compactions too (SimStorageOptions.compactFailChance; when the cluster allows a fault). */
+  readonly compactFailChance?: number;
   /** lyingImageExport: every disk exports state images with one value changed (SimStorageOptions.lyingExport). */
   readonly lyingImageExport?: boolean;
 }
@@ -723,6 +727,8 @@ export class NodeCluster {
       ...(this.controls.divergentNode === mb.id ? { flipValues: true } : {}),
       ...(this.controls.brokenImageImport !== undefined ? { brokenImport: brokenImageImport(this.controls.brokenImageImport) } : {}),
       ...(this.controls.lyingImageExport === true ? { lyingExport: true } : {}),
+      ...(this.controls.takesWritesAfterFailure === true ? { takesWritesAfterFailure: true } : {}),
+      ...(this.controls.compactFailChance !== undefined ? { compactFailChance: this.controls.compactFailChance } : {}),
     });
     if (mb.incarnation !== inc || !mb.up) {
       storage.crash(); // crashed while starting

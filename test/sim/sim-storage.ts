@@ -150,6 +150,14 @@ export interface SimStorageOptions {
   /** flipValues: every value this disk stores has its last byte flipped (a state that diverges). Test-only. */
   readonly flipValues?: boolean;
   readonly ackBeforePersistMs?: number;
+  /**
+   * takesWritesAfterFailure: the log disk of RocksStorage before 42c3b59 (a negative control): after a failed log
+   * write it takes later ones (the node, and the checkers, see them done) but the next open cannot reach them: at a
+   * crash the log and hard state go back to what they were once the failed write was over. Test-only.
+   */
+  readonly takesWritesAfterFailure?: boolean;
+  /** compactFailChance: per compaction, a further chance it fails with EIO (nothing written), besides the faults'. Test-only. */
+  readonly compactFailChance?: number;
   /** brokenImport: how this disk's state image import is broken (broken.ts; a negative control). Test-only. */
   readonly brokenImport?: BrokenImageImport;
   /**
@@ -214,6 +222,8 @@ export class SimStorage implements NodeStorage {
    * write is over, so bootstrap and the identity's creation are refused as well. A new incarnation takes writes again.
    */
   private logFault: Error | null = null;
+  /** lostAfter: with takesWritesAfterFailure, the log as the failed write left it: what the next open finds. */
+  private lostAfter: Pick<Undo, 'hardState' | 'logBase' | 'log'> | null = null;
   /** inFlight: the save not durable yet (syncMaxMs > 0). */
   private inFlight: InFlight | null = null;
   /** injected: the fault this incarnation's disk returned to the node ('' when none). */
@@ -246,6 +256,16 @@ export class SimStorage implements NodeStorage {
     this.image = null; // never kept across a restart
     void this.inner.close();
     this.tear();
+    const after = this.lostAfter;
+    this.lostAfter = null;
+    if (after !== null) {
+      const d = this.dir;
+      const lost = d.hardState !== after.hardState || d.logBase !== after.logBase || d.log.length !== after.log.length || d.log.some((e, i) => e !== after.log[i]);
+      d.hardState = after.hardState;
+      d.logBase = after.logBase;
+      d.log = after.log;
+      if (lost) return { rolledBack: true, stateLost: this.losePower(), corrupted: this.corrupt() };
+    }
     const stateLost = this.losePower();
     const corrupted = this.corrupt();
     const lag = this.opts.ackBeforePersistMs ?? 0;
@@ -373,19 +393,27 @@ export class SimStorage implements NodeStorage {
 
   /** checkLogWritable: a log write after a failed one is refused (see logFault), before any fault is drawn for it. */
   private checkLogWritable(operation: string): void {
-    if (this.logFault !== null) throw logWriteRefused(this.dir.name, operation, this.logFault);
+    if (this.logFault !== null && this.opts.takesWritesAfterFailure !== true) throw logWriteRefused(this.dir.name, operation, this.logFault);
   }
 
   /** logWriteFault: writeFault for a log write, remembered as the log's failure (logFault) when drawn. */
-  private logWriteFault(operation: string): { readonly err: StorageError; readonly landed: boolean } | null {
-    const fault = this.writeFault(operation);
+  private logWriteFault(operation: string, extraChance = 0): { readonly err: StorageError; readonly landed: boolean } | null {
+    let fault = this.writeFault(operation);
+    if (fault === null && extraChance > 0 && this.draw(extraChance)) {
+      this.injected = 'EIO';
+      fault = { err: new StorageError('io', `sim disk ${this.dir.name}: ${operation}: EIO: input/output error`, { path: this.dir.name }), landed: false };
+    }
     if (fault !== null) this.logFault ??= fault.err;
     return fault;
   }
 
   /** failed: the failed log write is over: the inner store refuses every later one too; returns its error to throw. */
   private failed(err: StorageError): StorageError {
-    this.inner.recordLogFailure(err);
+    if (this.opts.takesWritesAfterFailure !== true) this.inner.recordLogFailure(err);
+    else if (this.lostAfter === null) {
+      const d = this.dir;
+      this.lostAfter = { hardState: d.hardState, logBase: d.logBase, log: d.log.slice() };
+    }
     return err;
   }
 
@@ -426,7 +454,7 @@ export class SimStorage implements NodeStorage {
   async compact(base: CompactionBase): Promise<void> {
     if (!this.alive) return never();
     this.checkLogWritable('compact');
-    const fault = this.logWriteFault('compact');
+    const fault = this.logWriteFault('compact', this.opts.compactFailChance ?? 0);
     if (fault !== null && !fault.landed) throw this.failed(fault.err);
     await this.inner.compact(base);
     if (!this.alive) return never();
