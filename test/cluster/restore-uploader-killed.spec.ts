@@ -106,7 +106,8 @@ describe('cluster: the uploader is killed right after the restore commits', func
       const c = kv.get(id) as KvClient;
       // Every record of the archive, nothing else (the pre/ keys are gone), read locally on each survivor.
       await until(`${id} to hold the archive's state`, 60_000, async () => {
-        const got = await c.range({ start: enc.encode(''), limit: 10_000, serializable: true }, { deadlineMs: 5_000 });
+        const got = { kvs: [] as { key: Uint8Array; value: Uint8Array }[] };
+        for await (const page of c.rangePages({ start: enc.encode(''), serializable: true }, 10_000, { deadlineMs: 5_000 })) got.kvs.push(...page.kvs);
         if (got.kvs.length !== RECORDS) return undefined;
         return got.kvs.every((kvp, i) => dec.decode(kvp.key) === records[i]?.key && Buffer.from(kvp.value).equals(records[i]?.value ?? Buffer.alloc(0))) ? true : undefined;
       });
