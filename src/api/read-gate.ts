@@ -20,6 +20,7 @@
  * headers and give their place back at once; only slow or large ones wait.
  */
 import * as grpc from '@grpc/grpc-js';
+import { ForwardingServerCall } from '../transport/forwarding-call.js';
 
 export interface ReadLimits {
   /** readsMax: calls reading a request message at once, in all (>= 1). */
@@ -126,29 +127,21 @@ export class ReadGate {
   }
 }
 
-/** ServerListenerBelow: the listener the call above gives (grpc-js's InterceptingServerListener). */
-type ServerListenerBelow = Parameters<grpc.ServerInterceptingCallInterface['start']>[0];
-
 /** ReadGateCall: one call behind a ReadGate: each startRead waits for a place, held until the read completes. */
-class ReadGateCall implements grpc.ServerInterceptingCallInterface {
+class ReadGateCall extends ForwardingServerCall {
   readonly host: string;
-  private listener: ServerListenerBelow | null = null;
   private state: 'idle' | 'waiting' | 'reading' | 'ended' = 'idle';
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly inner: grpc.ServerInterceptingCallInterface,
+    inner: grpc.ServerInterceptingCallInterface,
     private readonly gate: ReadGate,
   ) {
+    super(inner);
     this.host = hostOf(inner.getPeer());
   }
 
-  start(listener: ServerListenerBelow): void {
-    this.listener = listener;
-    this.inner.start(this);
-  }
-
-  startRead(): void {
+  override startRead(): void {
     if (this.state !== 'idle') return;
     this.state = 'waiting';
     this.gate.ask(this);
@@ -177,60 +170,24 @@ class ReadGateCall implements grpc.ServerInterceptingCallInterface {
     else if (was === 'waiting') this.gate.forget(this);
   }
 
-  onReceiveMetadata(metadata: grpc.Metadata): void {
-    this.listener?.onReceiveMetadata(metadata);
-  }
-
-  onReceiveMessage(message: unknown): void {
+  override onReceiveMessage(message: unknown): void {
     this.done('idle');
-    this.listener?.onReceiveMessage(message);
+    super.onReceiveMessage(message);
   }
 
-  onReceiveHalfClose(): void {
+  override onReceiveHalfClose(): void {
     this.done('idle');
-    this.listener?.onReceiveHalfClose();
+    super.onReceiveHalfClose();
   }
 
-  onCancel(): void {
+  override onCancel(): void {
     this.done('ended');
-    this.listener?.onCancel();
+    super.onCancel();
   }
 
-  sendMetadata(metadata: grpc.Metadata): void {
-    this.inner.sendMetadata(metadata);
-  }
-
-  sendMessage(message: unknown, callback: () => void): void {
-    this.inner.sendMessage(message, callback);
-  }
-
-  sendStatus(status: Parameters<grpc.ServerInterceptingCallInterface['sendStatus']>[0]): void {
+  override sendStatus(status: Parameters<grpc.ServerInterceptingCallInterface['sendStatus']>[0]): void {
     this.done('ended');
-    this.inner.sendStatus(status);
-  }
-
-  getPeer(): string {
-    return this.inner.getPeer();
-  }
-
-  getDeadline(): grpc.Deadline {
-    return this.inner.getDeadline();
-  }
-
-  getHost(): string {
-    return this.inner.getHost();
-  }
-
-  getAuthContext(): ReturnType<grpc.ServerInterceptingCallInterface['getAuthContext']> {
-    return this.inner.getAuthContext();
-  }
-
-  getConnectionInfo(): ReturnType<grpc.ServerInterceptingCallInterface['getConnectionInfo']> {
-    return this.inner.getConnectionInfo();
-  }
-
-  getMetricsRecorder(): ReturnType<grpc.ServerInterceptingCallInterface['getMetricsRecorder']> {
-    return this.inner.getMetricsRecorder();
+    super.sendStatus(status);
   }
 }
 

@@ -5,6 +5,7 @@
  * peer plane's admission (peerAdmissionInterceptor) are both one.
  */
 import * as grpc from '@grpc/grpc-js';
+import { ForwardingServerCall } from './forwarding-call.js';
 
 /** GateRefusal: a refused call's gRPC status. */
 export interface GateRefusal {
@@ -32,21 +33,17 @@ export interface MetadataGate {
  * told. It is also the listener it gives the call below, and the gate is
  * shared by many calls, so a call costs one object and no closures.
  */
-export class MetadataGateCall implements grpc.ServerInterceptingCallInterface {
-  private listener: ServerListenerBelow | null = null;
+export class MetadataGateCall extends ForwardingServerCall {
   private refused = false;
 
   constructor(
-    private readonly inner: grpc.ServerInterceptingCallInterface,
+    inner: grpc.ServerInterceptingCallInterface,
     private readonly gate: MetadataGate,
-  ) {}
-
-  start(listener: ServerListenerBelow): void {
-    this.listener = listener;
-    this.inner.start(this);
+  ) {
+    super(inner);
   }
 
-  onReceiveMetadata(metadata: grpc.Metadata): void {
+  override onReceiveMetadata(metadata: grpc.Metadata): void {
     const refusal = this.gate.decide(metadata, this.inner);
     if (refusal === null) {
       this.listener?.onReceiveMetadata(metadata);
@@ -58,58 +55,11 @@ export class MetadataGateCall implements grpc.ServerInterceptingCallInterface {
   }
 
   // Belt and braces: nothing of a refused call travels further.
-  onReceiveMessage(message: unknown): void {
+  override onReceiveMessage(message: unknown): void {
     if (!this.refused) this.listener?.onReceiveMessage(message);
   }
 
-  onReceiveHalfClose(): void {
+  override onReceiveHalfClose(): void {
     if (!this.refused) this.listener?.onReceiveHalfClose();
   }
-
-  onCancel(): void {
-    this.listener?.onCancel();
-  }
-
-  sendMetadata(metadata: grpc.Metadata): void {
-    this.inner.sendMetadata(metadata);
-  }
-
-  sendMessage(message: unknown, callback: () => void): void {
-    this.inner.sendMessage(message, callback);
-  }
-
-  sendStatus(status: Parameters<grpc.ServerInterceptingCallInterface['sendStatus']>[0]): void {
-    this.inner.sendStatus(status);
-  }
-
-  startRead(): void {
-    this.inner.startRead();
-  }
-
-  getPeer(): string {
-    return this.inner.getPeer();
-  }
-
-  getDeadline(): grpc.Deadline {
-    return this.inner.getDeadline();
-  }
-
-  getHost(): string {
-    return this.inner.getHost();
-  }
-
-  getAuthContext(): ReturnType<grpc.ServerInterceptingCallInterface['getAuthContext']> {
-    return this.inner.getAuthContext();
-  }
-
-  getConnectionInfo(): ReturnType<grpc.ServerInterceptingCallInterface['getConnectionInfo']> {
-    return this.inner.getConnectionInfo();
-  }
-
-  getMetricsRecorder(): ReturnType<grpc.ServerInterceptingCallInterface['getMetricsRecorder']> {
-    return this.inner.getMetricsRecorder();
-  }
 }
-
-/** ServerListenerBelow: the listener the call above gives (grpc-js's InterceptingServerListener). */
-type ServerListenerBelow = Parameters<grpc.ServerInterceptingCallInterface['start']>[0];
