@@ -4,7 +4,7 @@
  * with one line on stderr saying why.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -52,4 +52,18 @@ export async function unmountTmpfs(mnt: string): Promise<void> {
     await sleep(200);
   }
   await run('umount', ['-l', mnt]);
+}
+
+/** fillFs takes every free byte of the file system at `mnt` (a filler file, then small appends until ENOSPC); returns the filler. */
+export async function fillFs(mnt: string): Promise<string> {
+  const filler = join(mnt, 'filler');
+  const st = await statfs(mnt);
+  await writeFile(filler, Buffer.alloc(Math.max(0, st.bavail * st.bsize - 64 * 1024))).catch(() => undefined);
+  for (;;) {
+    try {
+      await appendFile(filler, Buffer.alloc(4096));
+    } catch {
+      return filler;
+    }
+  }
 }

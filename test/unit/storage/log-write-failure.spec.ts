@@ -6,31 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { appendFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { Entry } from '../../../src/raft/types.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { findWalDamage } from '../../../src/storage/wal-check.js';
-import { tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
+import { fillFs, tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
 import { rejectsWith, stepsUntil, ThreadpoolHold, turnsUntil } from './helpers.js';
 
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
 const entry = (index: number): Entry => ({ index, term: 1, type: 'normal', data: Buffer.from(`entry ${index} `.repeat(4)) });
 
-/** fill takes every free byte of the file system at `mnt` (a filler file, then small appends until ENOSPC). */
-async function fill(mnt: string): Promise<string> {
-  const filler = join(mnt, 'filler');
-  const st = await statfs(mnt);
-  await writeFile(filler, Buffer.alloc(Math.max(0, st.bavail * st.bsize - 64 * 1024))).catch(() => undefined);
-  for (;;) {
-    try {
-      await appendFile(filler, Buffer.alloc(4096));
-    } catch {
-      return filler;
-    }
-  }
-}
 
 describe('RocksStorage: a failed write to the Raft log', function () {
   this.timeout(60_000);
@@ -55,7 +42,7 @@ describe('RocksStorage: a failed write to the Raft log', function () {
     let store = await RocksStorage.open(dataDir);
     await store.save({ hardState: { term: 1, vote: 'n1', commit: 2000 } });
     for (let i = 0; i < 20; i++) await store.save({ entries: Array.from({ length: 100 }, (_, k) => entry(i * 100 + k + 1)) });
-    const filler = await fill(mnt);
+    const filler = await fillFs(mnt);
     await rejectsWith(store.compact({ index: 1500, term: 1, membership }), 'io', /no space left on device/i);
     await rm(filler);
     await rejectsWith(store.save({ entries: [entry(2001)] }), 'io', /save refused: an earlier write to the Raft log failed .*no space left on device/i);
@@ -89,7 +76,7 @@ describe('RocksStorage: a failed write to the Raft log', function () {
     try {
       await store.save({ hardState: { term: 1, vote: 'n1', commit: 2000 } });
       for (let i = 0; i < 20; i++) await store.save({ entries: Array.from({ length: 100 }, (_, k) => entry(i * 100 + k + 1)) });
-      const filler = await fill(mnt);
+      const filler = await fillFs(mnt);
       const before = store.logCalls();
       pool.holdAll();
       let compactError: unknown = null;

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { appendFile, mkdtemp, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -27,7 +27,7 @@ import {
 } from '../../../src/storage/types.js';
 import type { ApplyItem } from '../../../src/fsm/types.js';
 import { withFsm, type FsmStore } from '../fsm/fsm-store.js';
-import { tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
+import { fillFs, tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
 import { rejectsWith } from './helpers.js';
 
 /** DataDirFixture: one data dir that can be opened, closed and opened again. */
@@ -51,19 +51,6 @@ interface Implementation {
   createFailing(): Promise<FailingDataDir | null>;
 }
 
-/** fillFs takes every free byte of the file system at `mnt` (a filler file, then small appends until ENOSPC); returns the filler. */
-async function fillFs(mnt: string): Promise<string> {
-  const filler = join(mnt, 'filler');
-  const st = await statfs(mnt);
-  await writeFile(filler, Buffer.alloc(Math.max(0, st.bavail * st.bsize - 64 * 1024))).catch(() => undefined);
-  for (;;) {
-    try {
-      await appendFile(filler, Buffer.alloc(4096));
-    } catch {
-      return filler;
-    }
-  }
-}
 
 const implementations: Implementation[] = [
   {
