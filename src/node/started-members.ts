@@ -158,25 +158,32 @@ export class StartedMembers {
  * Every other method is the node's own (bound to it).
  */
 export function recordingHandler(inner: RaftRequestHandler, started: StartedMembers): RaftRequestHandler {
-  return new Proxy(inner, {
-    get(target, prop): unknown {
-      if (prop === 'handleRequest') {
-        return (m: Message) => {
-          started.observe(m);
-          return target.handleRequest(m);
-        };
-      }
-      if (prop === 'membershipFor') {
-        const answer = target.membershipFor;
-        if (answer === undefined) return undefined;
-        return (q: MembershipQuery): MembershipAnswer => {
-          const a = answer.call(target, q);
+  // Made once, not per access: the peer plane looks its handler's methods up for every message it steps.
+  const handleRequest = (m: Message): Promise<Message[]> => {
+    started.observe(m);
+    return inner.handleRequest(m);
+  };
+  const answer = inner.membershipFor;
+  const membershipFor =
+    answer === undefined
+      ? undefined
+      : (q: MembershipQuery): MembershipAnswer => {
+          const a = answer.call(inner, q);
           started.prune(new Set([...a.membership.voters, ...a.membership.learners]));
           return { ...a, askerStarted: started.has(q.from) };
         };
-      }
+  const bound = new Map<PropertyKey, unknown>();
+  return new Proxy(inner, {
+    get(target, prop): unknown {
+      if (prop === 'handleRequest') return handleRequest;
+      if (prop === 'membershipFor') return membershipFor;
+      const known = bound.get(prop);
+      if (known !== undefined) return known;
       const v: unknown = Reflect.get(target, prop, target);
-      return typeof v === 'function' ? (v as (...args: unknown[]) => unknown).bind(target) : v;
+      if (typeof v !== 'function') return v;
+      const f = (v as (...args: unknown[]) => unknown).bind(target);
+      bound.set(prop, f);
+      return f;
     },
   });
 }
