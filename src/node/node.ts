@@ -121,6 +121,16 @@ const APPLY_QUEUE_ENTRIES_MAX = 10_000;
  */
 export const READ_SHARES = 4;
 /**
+ * WRITE_SHARES: likewise for the leader's write slots (maxPendingProposals):
+ * each member forwarding its clients' writes (Propose, by the member id its
+ * certificate names) has at most 1/WRITE_SHARES of them in flight here at
+ * once (writesPerSourceMax; more are refused `busy`), so that one member
+ * cannot take every slot and starve the leader's own clients and the other
+ * members. A follower holds its forward queue to the same share, so an
+ * honest one is not refused by its leader.
+ */
+export const WRITE_SHARES = 4;
+/**
  * TERM_AHEAD_MAX: the furthest ahead of this node's term a peer's message
  * may be to be stepped. Terms grow by one an election, and a node that could
  * not win moves none (pre-votes), so an honest member is never a million
@@ -448,6 +458,10 @@ export class Node {
   private readonly log: Logger;
   private readonly timings: NodeTimings;
   private readonly maxPendingProposals: number;
+  /** writesPerSourceMax: writes one member may have forwarded and in flight here at once (see WRITE_SHARES). */
+  private readonly writesPerSourceMax: number;
+  /** forwardedInFlight: each member's forwarded writes appended here and not yet settled. */
+  private readonly forwardedInFlight = new Map<NodeId, number>();
   private readonly initialAddresses: Readonly<Record<NodeId, string>>;
   private readonly dialAddresses: Readonly<Record<NodeId, string>>;
   private readonly clock: Clock;
@@ -586,6 +600,7 @@ export class Node {
     this.log = opts.logger ?? silentLogger;
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
+    this.writesPerSourceMax = Math.max(1, Math.floor(this.maxPendingProposals / WRITE_SHARES));
     this.readsPerSourceMax = Math.max(1, Math.floor((opts.raft?.maxPendingReads ?? PENDING_READS_MAX_DEFAULT) / READ_SHARES));
     this.initialAddresses = opts.initialMembership.addresses;
     this.dialAddresses = opts.dialAddresses ?? {};
@@ -716,6 +731,10 @@ export class Node {
       if (this.forwardQueue.size + this.proposals.size >= this.maxPendingProposals) {
         throw new NodeError('busy', `too many writes in flight here (${this.forwardQueue.size + this.proposals.size}); retry later`);
       }
+      // The leader takes at most this member's share of its write slots (WRITE_SHARES): the rest wait here.
+      if (this.forwardQueue.size >= this.writesPerSourceMax) {
+        throw new NodeError('busy', `${this.forwardQueue.size} writes forwarded from here are in flight (at most ${this.writesPerSourceMax}, this member's share of the leader's); retry later`);
+      }
       return this.forwardQueue.forward(data, this.timings.proposalTimeoutMs);
     }
     return this.proposeData(data);
@@ -764,11 +783,23 @@ export class Node {
     if (st.role !== 'leader') return { term: st.term, outcomes: [], refused: { code: 'notLeader', message: `${this.id} is not the leader` } };
     const applied: Promise<ApplyResult>[] = [];
     let refused: { code: string; message: string } | undefined;
+    const settled = (): void => {
+      const n = (this.forwardedInFlight.get(p.from) ?? 1) - 1;
+      if (n > 0) this.forwardedInFlight.set(p.from, n);
+      else this.forwardedInFlight.delete(p.from);
+    };
     for (const data of p.data) {
       try {
         if (applied.length === 0) this.disk?.check();
         if (this.proposals.size >= this.maxPendingProposals) throw new NodeError('busy', `too many writes in flight on the leader (${this.proposals.size})`);
-        applied.push(this.awaitApply(this.proposeInCore(data), this.timings.proposalTimeoutMs));
+        const mine = this.forwardedInFlight.get(p.from) ?? 0;
+        if (mine >= this.writesPerSourceMax) {
+          throw new NodeError('busy', `${p.from} has ${mine} forwarded writes in flight on the leader (at most ${this.writesPerSourceMax}, a member's share)`);
+        }
+        const pending = this.awaitApply(this.proposeInCore(data), this.timings.proposalTimeoutMs);
+        this.forwardedInFlight.set(p.from, mine + 1);
+        pending.then(settled, settled);
+        applied.push(pending);
       } catch (e) {
         refused = e instanceof NodeError ? { code: e.code, message: e.message } : { code: 'unavailable', message: String(e) };
         break;

@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import { toApiError } from '../../../src/api/api-error.js';
 import type { ApplyResult } from '../../../src/fsm/types.js';
 import { NodeError } from '../../../src/node/errors.js';
-import { Node, type MessageSender } from '../../../src/node/node.js';
+import { Node, WRITE_SHARES, type MessageSender } from '../../../src/node/node.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import type { Membership, Message, NodeId } from '../../../src/raft/types.js';
@@ -159,7 +159,8 @@ describe('node: a follower forwards client writes to the leader in batches', fun
   });
 
   it("answers busy (RESOURCE_EXHAUSTED) beyond a follower's queue bound, and runs the queued writes once the leader answers", async () => {
-    c = await startCluster({ maxPendingProposals: 8 });
+    // 32 write slots: a follower forwards at most its share of them (32 / WRITE_SHARES = 8) at once.
+    c = await startCluster({ maxPendingProposals: 8 * WRITE_SHARES });
     const leader = await c.leader();
     const fid = IDS.find((id) => id !== leader) as NodeId;
     const follower = c.nodes.get(fid) as Node;
