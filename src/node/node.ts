@@ -1556,7 +1556,7 @@ export class Node {
         this.compactLog()
           .catch((e: unknown) => {
             this.disk?.noteError(e);
-            this.log.error({ err: (e as Error).message }, 'log compaction failed; retried at the next chance');
+            this.log.error({ err: (e as Error).message }, 'log compaction failed');
           })
           .finally(() => {
             this.snapshotting = false;
@@ -1674,7 +1674,15 @@ export class Node {
     // on: compacting below that waits for a later snapshot (the base records its membership).
     if (compactTo >= st.firstIndex && compactTo >= this.membershipBaseIndex) {
       const base = this.raft.compact(compactTo);
-      await this.storage.compact({ ...base, membership: this.raft.membershipAt(base.index) });
+      try {
+        await this.storage.compact({ ...base, membership: this.raft.membershipAt(base.index) });
+      } catch (e) {
+        // A failed write to the log: the store takes no log write after it (types.ts LogStore), so every save
+        // from here on would fail too. Stop now, as a failed save does, rather than retrying a compaction that
+        // cannot pass (an idle leader, saving nothing, stayed up on a log that could not take its next entry).
+        this.fail(e);
+        throw e;
+      }
     }
     this.archives?.refs.dropThrough(this.raft.brief().firstIndex - 1);
     return compactTo;
