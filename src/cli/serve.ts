@@ -40,7 +40,7 @@ import { FORMAT_VERSION } from '../storage/types.js';
 import { GrpcTransport, askMembership } from '../transport/grpc-transport.js';
 import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
 import { JoinError, checkLogNotLost, joinMembership } from '../node/join.js';
-import { StartedMembers, recordingHandler } from '../node/started-members.js';
+import { STARTED_MEMBERS_FILE, StartedMembers, recordingHandler } from '../node/started-members.js';
 import type { Membership } from '../raft/types.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { oneLine } from './client-options.js';
@@ -242,7 +242,14 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   });
   metrics.rocksMemory = () => storage.memory();
   // The members seen running with a log of their own (a new data dir under one of their ids is refused; started-members.ts).
-  const started = await StartedMembers.open(cfg.dataDir, logger);
+  let started: StartedMembers;
+  try {
+    started = await StartedMembers.open(cfg.dataDir, logger);
+  } catch (err) {
+    await api.close(0);
+    await storage.close().catch(() => undefined);
+    throw new CliError(`refusing to start: data dir ${cfg.dataDir}: cannot read ${STARTED_MEMBERS_FILE}: ${(err as Error).message}`, EXIT_CONFIG);
+  }
   const transport = new GrpcTransport({
     selfId: cfg.id,
     onMessage: (m) => {

@@ -4,13 +4,14 @@
  * durability across a full restart, and refusal of a foreign data dir.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ClusterClient } from '../../src/client/cluster-client.js';
 import { KvClient } from '../../src/client/kv-client.js';
 import { Role } from '../../src/gen/snapcoord/v1/cluster.js';
+import { STARTED_MEMBERS_FILE } from '../../src/node/started-members.js';
 import { type NodeAddresses, peersFlag } from '../harness/ports.js';
 import { ServeProcess, startServes } from '../harness/serve-process.js';
 import { sleep, until } from '../harness/until.js';
@@ -208,6 +209,28 @@ describe('cluster: three serve processes', function () {
     assert.equal(lines.length, 1, `one line: ${p.output}`);
     assert.match(lines[0]!, /^snapcoord: .*STATE/);
     assert.equal(await readFile(join(corruptDir, 'STATE'), 'utf8'), 'not json at all', 'nothing was rewritten');
+  });
+
+  it('a node whose record of members seen running cannot be read refuses with a clear error and exit 2', async () => {
+    // Before: the bare errno, exit 1, with serve's client port still listening and its log open meanwhile.
+    const d = join(dir, 'unreadable-started');
+    const {
+      addrs: { s1: a },
+      procs: { s1: owner },
+    } = await startServes(['s1'], (id, { s1 }) => ({ id, grpc: s1.grpc, peer: s1.peer, peers: `s1=${s1.peer}`, dataDir: d }));
+    extra.push(owner);
+    await owner.kill('SIGTERM');
+    await rm(join(d, STARTED_MEMBERS_FILE), { force: true });
+    await mkdir(join(d, STARTED_MEMBERS_FILE)); // read as a file: EISDIR
+    const p = new ServeProcess({ id: 's1', grpc: a.grpc, peer: a.peer, peers: `s1=${a.peer}`, dataDir: d });
+    extra.push(p);
+    await Promise.race([p.exited, sleep(20_000)]);
+    assert.equal(p.running, false, 'the process exits');
+    assert.equal(p.exitCode, 2, p.output);
+    // Its last line says why (the lines before are the client port's warnings, logged as it opened).
+    const last = p.output.trim().split('\n').at(-1)!;
+    assert.match(last, new RegExp(`^snapcoord: refusing to start: data dir .*: cannot read ${STARTED_MEMBERS_FILE}: .*EISDIR`), p.output);
+    assert.equal(p.output.split('\n').filter((l) => l.startsWith('snapcoord:')).length, 1, p.output);
   });
 
   it('a node whose Raft log lost its CURRENT file refuses with one line and changes nothing; given the file back it starts with its writes', async () => {
