@@ -16,7 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
-import { channelCredentialsFromFiles, checkTlsFiles, memberIdOf, serverCredentialsFromFiles } from '../tls/index.js';
+import { channelCredentialsFromFiles, checkTlsFiles, memberChannelCredentialsFromFiles, memberIdOf, serverCredentialsFromFiles } from '../tls/index.js';
 import { peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
 import { bindApiServer, type ApiServer } from '../api/server.js';
@@ -54,6 +54,8 @@ import { startExternalMemoryGc } from '../snapshot/external-memory-gc.js';
 interface Planes {
   readonly peerServer: grpc.ServerCredentials;
   readonly peerChannel: grpc.ChannelCredentials;
+  /** peerChannelFor: a channel to member `id`, which must present a certificate naming `id` (absent without peer TLS). */
+  readonly peerChannelFor?: (id: string) => grpc.ChannelCredentials;
   readonly clientServer: grpc.ServerCredentials;
   /** clientChannel: how this node (forwarding, its gateway, an import) reaches members' client planes. */
   readonly clientChannel: grpc.ChannelCredentials;
@@ -83,6 +85,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
   }
   let peerServer = grpc.ServerCredentials.createInsecure();
   let peerChannel = grpc.credentials.createInsecure();
+  let peerChannelFor: ((id: string) => grpc.ChannelCredentials) | undefined;
   if (cfg.peerTls !== null) {
     const t = cfg.peerTls;
     const ident = check('peer TLS', { certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile }).memberId;
@@ -90,7 +93,10 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
       throw new CliError(`refusing to start: --peer-cert ${t.certFile} names member ${ident ?? '(none)'}, not ${cfg.id} (issue one with \`snapcoord certs issue ${cfg.id}\`)`, EXIT_CONFIG);
     }
     peerServer = serverCredentialsFromFiles({ certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile, requireClientCert: true, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
-    peerChannel = channelCredentialsFromFiles({ caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
+    // A member dialled must present its own certificate: any member's passes the CA and host checks.
+    const members = memberChannelCredentialsFromFiles({ caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
+    peerChannel = members.any;
+    peerChannelFor = (id) => members.forMember(id);
   }
   let clientServer = grpc.ServerCredentials.createInsecure();
   let clientChannel = grpc.credentials.createInsecure();
@@ -112,7 +118,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
     clientChannel = cfg.peerTls !== null ? channelCredentialsFromFiles({ caFile: cfg.peerTls.caFile, ...own, checkChain: false }) : grpc.credentials.createSsl();
   }
   if (cfg.httpTls !== null) check('gateway HTTPS', { certFile: cfg.httpTls.certFile, keyFile: cfg.httpTls.keyFile, checkChain: false });
-  return { peerServer, peerChannel, clientServer, clientChannel };
+  return { peerServer, peerChannel, ...(peerChannelFor !== undefined ? { peerChannelFor } : {}), clientServer, clientChannel };
 }
 
 /** loopbackTarget: `address` with a wildcard host (0.0.0.0, ::) replaced by loopback, to dial our own listener. */
@@ -232,7 +238,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     await storage.close().catch(() => undefined);
     throw new CliError(`cannot open the snapshot store: ${(err as Error).message}`);
   }
-  const dial = peerDial(cfg.clusterId, cfg.advertiseClient, planes.peerChannel);
+  const dial = peerDial(cfg.clusterId, cfg.advertiseClient, planes.peerChannel, planes.peerChannelFor);
   snapshots.dial = dial;
 
   const ref: { node: Node | null } = { node: null };

@@ -96,16 +96,62 @@ export interface ChannelTlsFiles extends Callbacks {
 export function channelCredentialsFromFiles(opts: ChannelTlsFiles): grpc.ChannelCredentials {
   const provider = new FileCertificateProvider(opts);
   const expected = opts.serverMemberId;
-  const verify: grpc.VerifyOptions =
-    expected === undefined
-      ? {}
-      : {
-          checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
-            const hostError = checkServerIdentity(host, cert);
-            if (hostError !== undefined) return hostError;
-            const got = memberIdOf(cert);
-            return got === expected ? undefined : new Error(`the server's certificate names member ${got ?? '(none)'}, not ${expected}`);
-          },
-        };
-  return grpc.experimental.createCertificateProviderChannelCredentials(provider, opts.certFile !== undefined ? provider : null, verify);
+  return grpc.experimental.createCertificateProviderChannelCredentials(provider, opts.certFile !== undefined ? provider : null, expected === undefined ? {} : memberCheck(expected));
+}
+
+/** memberCheck: verify options that add to Node's host name / IP check that the server's certificate names member `expected`. */
+function memberCheck(expected: string): grpc.VerifyOptions {
+  return {
+    checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
+      const hostError = checkServerIdentity(host, cert);
+      if (hostError !== undefined) return hostError;
+      const got = memberIdOf(cert);
+      return got === expected ? undefined : new Error(`the server's certificate names member ${got ?? '(none)'}, not ${expected}`);
+    },
+  };
+}
+
+/** MEMBER_CREDENTIALS_MAX: the members MemberChannelCredentials keeps credentials for (more: the oldest are made again when next asked). */
+export const MEMBER_CREDENTIALS_MAX = 4096;
+
+/**
+ * MemberChannelCredentials: channel credentials over one set of reloading
+ * files: `any` checks the server's certificate against the CA and the target
+ * host only; `forMember(id)` also requires it to name member `id` (memberIdOf),
+ * the same object for the same id (so grpc-js may share its connections).
+ */
+export interface MemberChannelCredentials {
+  readonly any: grpc.ChannelCredentials;
+  forMember(id: string): grpc.ChannelCredentials;
+}
+
+/**
+ * memberChannelCredentialsFromFiles: channelCredentialsFromFiles for a node
+ * that dials several members (the peer plane): one FileCertificateProvider
+ * (one reload timer) shared by `any` and every `forMember(id)`. A member's
+ * certificate is made for the CA, so without `forMember` any member's
+ * certificate passes for any other at an address they share (a local
+ * cluster's 127.0.0.1, a host one took over, a DNS name pointed elsewhere),
+ * and its answers are taken for the member asked. Throws as
+ * channelCredentialsFromFiles.
+ */
+export function memberChannelCredentialsFromFiles(opts: Omit<ChannelTlsFiles, 'serverMemberId'>): MemberChannelCredentials {
+  const provider = new FileCertificateProvider(opts);
+  const identity = opts.certFile !== undefined ? provider : null;
+  const byId = new Map<string, grpc.ChannelCredentials>();
+  return {
+    any: grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, {}),
+    forMember(id: string): grpc.ChannelCredentials {
+      let creds = byId.get(id);
+      if (creds === undefined) {
+        creds = grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, memberCheck(id));
+        if (byId.size >= MEMBER_CREDENTIALS_MAX) {
+          const oldest = byId.keys().next();
+          if (oldest.done !== true) byId.delete(oldest.value);
+        }
+        byId.set(id, creds);
+      }
+      return creds;
+    },
+  };
 }

@@ -26,7 +26,7 @@ import {
   voteResponseFromProto,
 } from './codec.js';
 import { faultInterceptors } from './message-faults.js';
-import type { PeerDial, PeerDirectory } from './peer-guard.js';
+import { credentialsTo, type PeerDial, type PeerDirectory } from './peer-guard.js';
 import {
   estimateMessageBytes,
   routeOf,
@@ -151,7 +151,7 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
   private readonly maxQueuedBytes: number;
   private readonly maxInflightUnary: number;
   private readonly stallTimeoutMs: number;
-  private readonly credentials: grpc.ChannelCredentials;
+  private readonly dial: PeerDial | undefined;
   private readonly options: grpc.ChannelOptions;
   private readonly nowMs: () => number;
   private readonly directory: PeerDirectory | undefined;
@@ -172,7 +172,7 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * MiB;
     this.maxInflightUnary = opts.maxInflightUnary ?? 1024;
     this.stallTimeoutMs = opts.stallTimeoutMs ?? 3_000;
-    this.credentials = opts.dial?.credentials ?? grpc.credentials.createInsecure();
+    this.dial = opts.dial;
     this.nowMs = opts.nowMs ?? Date.now;
     this.directory = opts.directory;
     this.options = {
@@ -506,7 +506,7 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
   // ---------------------------------------------------------------- common
 
   private clientFor(peer: PeerLink): pb.RaftServiceClient {
-    if (peer.client === null) peer.client = new pb.RaftServiceClient(peer.address, this.credentials, this.options);
+    if (peer.client === null) peer.client = new pb.RaftServiceClient(peer.address, credentialsTo(this.dial, peer.id), this.options);
     return peer.client;
   }
 
@@ -585,7 +585,8 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
  * answer or one from another member than `q.to`.
  */
 export function askMembership(dial: PeerDial | undefined, address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> {
-  const client = new pb.RaftServiceClient(address, dial?.credentials ?? grpc.credentials.createInsecure(), {
+  // The channel asks for q.to's certificate: another member's answer would not be the one asked.
+  const client = new pb.RaftServiceClient(address, credentialsTo(dial, q.to), {
     ...channelOptions({ maxMessageBytes: 4 * MiB, reconnectInitialMs: 50, reconnectMaxMs: PEER_RECONNECT_MAX_MS }),
     interceptors: [...(dial?.interceptors ?? [])],
   });

@@ -310,11 +310,35 @@ export function peerMetadataInterceptor(clusterId: string, clientAddress: string
 export interface PeerDial {
   /** credentials: mutual TLS with the cluster CA, or insecure for a loopback or --insecure-plaintext cluster. */
   readonly credentials: grpc.ChannelCredentials;
+  /**
+   * credentialsFor: the credentials of a channel to member `id` that also
+   * require the server's certificate to name `id` (memberChannelCredentialsFromFiles);
+   * absent: `credentials` for every member. Under mutual TLS every member's
+   * certificate passes the CA and host checks at an address members share,
+   * so without it one member could answer (grant votes, acknowledge appends)
+   * as another.
+   */
+  readonly credentialsFor?: (id: NodeId) => grpc.ChannelCredentials;
   /** interceptors: added to every peer channel (peerMetadataInterceptor). */
   readonly interceptors: readonly grpc.Interceptor[];
 }
 
-/** peerDial: the PeerDial of a node of `clusterId` whose client plane listens at `clientAddress`. */
-export function peerDial(clusterId: string, clientAddress: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()): PeerDial {
-  return { credentials, interceptors: [peerMetadataInterceptor(clusterId, clientAddress)] };
+/**
+ * peerDial: the PeerDial of a node of `clusterId` whose client plane listens
+ * at `clientAddress`; `credentialsFor`, when given, names the credentials of a
+ * channel to one member (see PeerDial).
+ */
+export function peerDial(
+  clusterId: string,
+  clientAddress: string,
+  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+  credentialsFor?: (id: NodeId) => grpc.ChannelCredentials,
+): PeerDial {
+  return { credentials, ...(credentialsFor !== undefined ? { credentialsFor } : {}), interceptors: [peerMetadataInterceptor(clusterId, clientAddress)] };
+}
+
+/** credentialsTo: the credentials of a channel to member `id` with `dial` (its credentialsFor, else its credentials; insecure without a dial). */
+export function credentialsTo(dial: PeerDial | undefined, id: NodeId): grpc.ChannelCredentials {
+  if (dial === undefined) return grpc.credentials.createInsecure();
+  return dial.credentialsFor?.(id) ?? dial.credentials;
 }

@@ -8,7 +8,7 @@ import { RaftServiceClient, type FetchStateImageResponse } from '../gen/snapcoor
 import type { NodeId } from '../raft/types.js';
 import type { SnapshotMeta, StateImageChunk, StateImageFile } from '../raft/types.js';
 import { CodecError, fromU64, snapshotMetaFromProto } from './codec.js';
-import type { PeerDial } from './peer-guard.js';
+import { credentialsTo, type PeerDial } from './peer-guard.js';
 import { FLOW_CONTROL_WINDOW_BYTES, realTimeClock, type FetchClock, type FetchTimer } from './snapshot-fetcher.js';
 import type { StateImageCall, StateImageMessage, StateImageStream, StateImageStreamOpener } from './transport.js';
 
@@ -90,7 +90,7 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
   const client =
     o.streams !== undefined
       ? null
-      : new RaftServiceClient(o.address, o.dial?.credentials ?? grpc.credentials.createInsecure(), {
+      : new RaftServiceClient(o.address, credentialsTo(o.dial, o.to), {
           'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
           'grpc.max_receive_message_length': MANIFEST_MESSAGE_BYTES_MAX,
           'grpc.use_local_subchannel_pool': 1,
