@@ -534,6 +534,35 @@ export function sessionTableOfRecords(records: Iterable<KeyValue>, path: string)
 }
 
 /**
+ * sessionRecordsChecked yields `source`'s batches as they are, having checked
+ * the session records in each as StateMachine.open will read them (every one
+ * decodes, at most SESSION_CLIENTS_MAX of them): for an install that writes a
+ * state straight into the store (a follower's install of a fetched snapshot),
+ * so that a state no state machine can open on (a node that then fails at
+ * every restart) is refused before it is made live. Errors: StorageError
+ * `invalidArgument` naming `path` and the record (the install then keeps the
+ * old state).
+ */
+export async function* sessionRecordsChecked<T extends KeyValue>(source: AsyncIterable<readonly T[]>, path: string): AsyncGenerator<readonly T[]> {
+  let sessions = 0;
+  for await (const batch of source) {
+    for (const r of batch) {
+      if (r.key[0] !== 0 || !isSessionKey(r.key)) continue;
+      try {
+        decodeSessionRecord(r.key, r.value);
+      } catch (err) {
+        if (!(err instanceof SessionFormatError)) throw err;
+        throw new StorageError('invalidArgument', `installState on ${path}: ${err.message}`, { path, cause: err });
+      }
+      if (++sessions > SESSION_CLIENTS_MAX) {
+        throw new StorageError('invalidArgument', `installState on ${path}: more than ${SESSION_CLIENTS_MAX} session records`, { path });
+      }
+    }
+    yield batch;
+  }
+}
+
+/**
  * SessionInstall sorts the session records out of a state being installed
  * (StateMachine.installState) and computes the table the new state has:
  * with `keepSessions` the current one (the source's reserved records are

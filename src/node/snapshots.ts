@@ -32,7 +32,7 @@ import {
   type StoredSnapshot,
 } from '../snapshot/index.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../fsm/kv-command.js';
-import { RESERVED_KEY_PREFIX } from '../fsm/sessions.js';
+import { RESERVED_KEY_PREFIX, sessionRecordsChecked } from '../fsm/sessions.js';
 import { isCarriedKeyAt } from '../fsm/restore-digest.js';
 import { RecordsDigest } from '../hash/records-digest.js';
 import type { KeyValue, NodeStorage, StateSnapshotReader } from '../storage/types.js';
@@ -757,7 +757,10 @@ export class SnapshotManager {
           // verified settles once readArchive has read the whole input: the whole digest is final then.
           const checked = verified.then(confirm);
           checked.catch(() => undefined);
-          await this.storage.installState(thenVerified(decodeStateRecords(state, INSTALL_DECODE_OPTIONS), checked), { appliedIndex: meta.index, membership: meta.membership });
+          // The session records are checked as the state machine reads them at open: a state it cannot open on is refused
+          // here (the state unchanged), not made live to fail the node at its next apply and at every restart.
+          const records = sessionRecordsChecked(decodeStateRecords(state, INSTALL_DECODE_OPTIONS), `snapshot ${s.id}`);
+          await this.storage.installState(thenVerified(records, checked), { appliedIndex: meta.index, membership: meta.membership });
         },
         { io: this.io, skipStateDigest: !handle.verified, ...(recorder !== null ? { gunzip: recorder.gunzip } : {}) },
       );
