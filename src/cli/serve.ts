@@ -92,9 +92,10 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
     if (ident !== cfg.id) {
       throw new CliError(`refusing to start: --peer-cert ${t.certFile} names member ${ident ?? '(none)'}, not ${cfg.id} (issue one with \`snapcoord certs issue ${cfg.id}\`)`, EXIT_CONFIG);
     }
-    peerServer = serverCredentialsFromFiles({ certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile, requireClientCert: true, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
+    // A reload must name this member too (memberId): another member's certificate is not taken, as at start.
+    peerServer = serverCredentialsFromFiles({ certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile, memberId: cfg.id, requireClientCert: true, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
     // A member dialled must present its own certificate: any member's passes the CA and host checks.
-    const members = memberChannelCredentialsFromFiles({ caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
+    const members = memberChannelCredentialsFromFiles({ caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, memberId: cfg.id, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
     peerChannel = members.any;
     peerChannelFor = (id) => members.forMember(id);
   }

@@ -15,6 +15,12 @@ export interface FileCertificateProviderOptions extends TlsFiles {
   readonly refreshMs?: number;
   /** the identity certificate must be signed by the CA file (default true when both are given). */
   readonly checkChain?: boolean;
+  /**
+   * memberId: the identity certificate must name this member (memberIdOf), at
+   * start and on every reload: a node's peer certificate replaced by another
+   * member's (or one naming none) is not taken, as `serve` refuses it at start.
+   */
+  readonly memberId?: string;
   /** called after a changed set of files was checked and handed to grpc-js (not at start). */
   readonly onReload?: (info: TlsFilesInfo) => void;
   /** called once per distinct bad set of files; the last good set stays in use. */
@@ -50,6 +56,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
   private readonly files: TlsFiles;
   private readonly refreshMs: number;
   private readonly checkChain: boolean;
+  private readonly memberId: string | undefined;
   private readonly onReload: ((info: TlsFilesInfo) => void) | undefined;
   private readonly onError: ((err: Error) => void) | undefined;
   private current: TlsBytes;
@@ -73,6 +80,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     };
     this.refreshMs = refreshMs;
     this.checkChain = opts.checkChain !== false;
+    this.memberId = opts.memberId;
     this.onReload = opts.onReload;
     this.onError = opts.onError;
     const bytes: TlsBytes = {
@@ -80,7 +88,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
       ...(this.files.keyFile !== undefined ? { key: readTlsFile(this.files.keyFile) } : {}),
       ...(this.files.caFile !== undefined ? { ca: readTlsFile(this.files.caFile) } : {}),
     };
-    this.info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
+    this.info = this.check(bytes);
     this.current = bytes;
     this.checkedAtMs = Date.now();
   }
@@ -177,7 +185,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     }
     let info: TlsFilesInfo;
     try {
-      info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
+      info = this.check(bytes);
     } catch (err) {
       this.reportBad(bytes, err as Error);
       return;
@@ -188,6 +196,16 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     if (identityChanged) for (const l of this.identityListeners) l(this.identityUpdate());
     if (caChanged && bytes.ca !== undefined) for (const l of this.caListeners) l({ caCertificate: bytes.ca });
     this.onReload?.(info);
+  }
+
+  /** check: checkTlsBytes, and the certificate names memberId when one is expected. */
+  private check(bytes: TlsBytes): TlsFilesInfo {
+    const info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
+    const want = this.memberId;
+    if (want !== undefined && bytes.cert !== undefined && info.memberId !== want) {
+      throw new Error(`${this.files.certFile ?? 'the certificate'}: names member ${info.memberId ?? '(none)'}, not ${want}`);
+    }
+    return info;
   }
 
   private identityUpdate(): experimental.IdentityCertificateUpdate | null {

@@ -102,6 +102,31 @@ describe('tls rotation: certificate files replaced under a running server', func
     assert.equal(await callWhoAmI(port, grpcClient(client)), 'n2 ssl');
   });
 
+  it("with memberId, another member's certificate (same CA, valid) swapped into the files is not taken and is reported; a start with one is refused (review16: serve refused it at start only)", async () => {
+    const files = await writeNodeCert(dir, 'n1', { ips: ['127.0.0.1'] });
+    const ca = await readCa(dir);
+    const firstSerial = serialOf(readFileSync(files.certFile, 'utf8'));
+    const errors: string[] = [];
+    const provider = new FileCertificateProvider({ ...files, caFile, memberId: 'n1', refreshMs: REFRESH_MS, onError: (e) => errors.push(e.message) });
+    server = await startServer(serverCredentialsFromProvider(provider, true, true));
+    const port = server.port;
+
+    const other = await issueNodeCert(ca, { id: 'n3', ips: ['127.0.0.1'] });
+    await writeFile(files.keyFile, other.keyPem);
+    await writeFile(files.certFile, other.certPem);
+    await waitFor("n3's certificate to be reported", async () => errors.some((e) => /names member n3, not n1/.test(e)), 20 * REFRESH_MS);
+    assert.match(errors.find((e) => /names member n3/.test(e)) ?? '', /previous ones stay in use: .*n1\.pem: names member n3, not n1/);
+    assert.equal(await serverCertSerial(port, caPem, client), firstSerial, "still n1's certificate");
+    assert.equal(provider.latest.memberId, 'n1');
+    assert.throws(() => new FileCertificateProvider({ ...files, caFile, memberId: 'n1' }), /n1\.pem: names member n3, not n1/);
+
+    // n1's own new certificate is taken.
+    const next = await issueNodeCert(ca, { id: 'n1', ips: ['127.0.0.1'] });
+    await writeFile(files.keyFile, next.keyPem);
+    await writeFile(files.certFile, next.certPem);
+    await waitFor('the new certificate to be served', async () => (await serverCertSerial(port, caPem, client)) === serialOf(next.certPem), 20 * REFRESH_MS);
+  });
+
   it('a client certificate rotated on disk is used by the next connection; an expired one never is', async () => {
     const serverFiles = await writeNodeCert(dir, 'n1', { ips: ['127.0.0.1'] });
     server = await startServer(serverCredentialsFromFiles({ ...serverFiles, caFile, requireClientCert: true, refreshMs: REFRESH_MS }));
