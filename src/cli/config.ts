@@ -18,7 +18,7 @@ import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine } from './key-file.js';
+import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine, tlsKeyFileWarnings } from './key-file.js';
 import { LOG_LEVELS, envName, type LogLevel } from './config-env.js';
 
 /** CLIENT_REQUEST_BYTES_DEFAULT: the default of --max-request-bytes (1.5 MiB, like etcd's). */
@@ -70,6 +70,8 @@ export interface ServeConfig {
   readonly apiKeyFile: string;
   /** apiKeyFileWarning: apiKeyFile may be read by other users (keyFileExposure; serve logs it), '' when not. */
   readonly apiKeyFileWarning: string;
+  /** tlsKeyFileWarnings: the TLS private keys (--peer-key, --key, --http-key) other users may read (tlsKeyFileWarnings; serve logs each). */
+  readonly tlsKeyFileWarnings: readonly string[];
   /** insecureNoAuth: the client plane and the gateway ask for no key. Without it, serve refuses to start with no key at all. */
   readonly insecureNoAuth: boolean;
   /** snapshotEntries: snapshot and compact after this many applied entries. */
@@ -538,6 +540,11 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     verifyImageRecords,
     apiKeyFile,
     apiKeyFileWarning: apiKeyFile !== '' ? (keyFileExposure(apiKeyFile) ?? '') : '',
+    tlsKeyFileWarnings: tlsKeyFileWarnings([
+      ['--peer-key', peerTls?.keyFile ?? ''],
+      ['--key', clientTls?.keyFile ?? ''],
+      ['--http-key', httpTls?.keyFile ?? ''],
+    ]),
     httpAddress,
     peers,
     peerDial,

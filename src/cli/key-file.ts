@@ -1,8 +1,9 @@
 /**
- * API key files (serve --api-key-file, `local`'s data/api-key, the client
- * commands' --api-key-file): who else may read them, and reading one with a
- * bound. TLS key files (src/tls) are not refused for their mode either, so a
- * key file readable by others is a loud warning, not a refusal.
+ * Key files (serve --api-key-file, `local`'s data/api-key, the client
+ * commands' --api-key-file; the TLS private keys of serve and gateway): who
+ * else may read them, and reading an API key file with a bound. A key file
+ * readable by others is a loud warning, not a refusal (for API keys and TLS
+ * keys alike: a container's mounted secret is often 0644).
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 
@@ -20,6 +21,36 @@ export const KEY_FILE_READ_MAX = 4096;
  * read reports that). The warning never holds the key.
  */
 export function keyFileExposure(path: string): string | null {
+  return exposure(path, `API key file ${path}`, 'anyone who reads it holds the key');
+}
+
+/**
+ * tlsKeyFileExposure: keyFileExposure for a TLS private key given as
+ * `option` (`--peer-key`, `--key`, `--http-key`): whoever reads it can pose
+ * as this node (a member on the peer plane, the server on the client plane
+ * or the gateway). null when only its owner may read it or it cannot be stat'ed.
+ */
+export function tlsKeyFileExposure(path: string, option: string): string | null {
+  return exposure(path, `TLS private key ${path} (${option})`, 'anyone who reads it can pose as this node');
+}
+
+/**
+ * tlsKeyFileWarnings: tlsKeyFileExposure of each [option, path] whose path
+ * is not '' (a path given by two options, as `local` gives one key for the
+ * peer and the client plane, warned once, naming both).
+ */
+export function tlsKeyFileWarnings(keys: readonly (readonly [option: string, path: string])[]): string[] {
+  const options = new Map<string, string[]>();
+  for (const [option, path] of keys) if (path !== '') options.set(path, [...(options.get(path) ?? []), option]);
+  const out: string[] = [];
+  for (const [path, opts] of options) {
+    const w = tlsKeyFileExposure(path, opts.join(', '));
+    if (w !== null) out.push(w);
+  }
+  return out;
+}
+
+function exposure(path: string, what: string, consequence: string): string | null {
   let mode: number;
   try {
     mode = statSync(path).mode & 0o777;
@@ -28,7 +59,7 @@ export function keyFileExposure(path: string): string | null {
   }
   if ((mode & 0o044) === 0) return null;
   const who = (mode & 0o004) !== 0 ? 'every user of this machine' : "the file's group";
-  return `API key file ${path} is readable by ${who} (mode ${mode.toString(8).padStart(4, '0')}): anyone who reads it holds the key; chmod 600 ${path}`;
+  return `${what} is readable by ${who} (mode ${mode.toString(8).padStart(4, '0')}): ${consequence}; chmod 600 ${path}`;
 }
 
 /**

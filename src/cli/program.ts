@@ -16,7 +16,7 @@ import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { DEFAULT_ENDPOINT, ENDPOINT_ENV, configureDial } from './client-options.js';
 import { LOG_LEVELS, envName } from './config-env.js';
 import { firstWord } from './fast-start.js';
-import { adminKeyOf } from './key-file.js';
+import { adminKeyOf, tlsKeyFileWarnings } from './key-file.js';
 
 function version(): string {
   try {
@@ -111,6 +111,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
           if (open.length > 0) throw new CliError(`refusing to ${open.join(' or to ')}; accept plaintext with --insecure-plaintext`, EXIT_CONFIG);
         }
         if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) throw new CliError(`log-level: "${opts.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`, EXIT_CONFIG);
+        for (const w of tlsKeyFileWarnings([['--http-key', httpKey]])) process.stderr.write(`snapcoord: warning: ${w}\n`);
         const { parseApiKeys, runGateway } = await import('../gateway/index.js');
         const adminKey = gatewayAdminKey(opts);
         let keys: ApiKeySpec[];

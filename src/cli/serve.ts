@@ -137,8 +137,9 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   const logger = pino({ level: cfg.logLevel, base: { node: cfg.id } });
   // Dead snapshot Buffers are collected before they pile up (issue 15: a node's RSS).
   const memoryGc = startExternalMemoryGc();
-  // A key file others may read (TLS key files are not refused for their mode either): warned, not refused.
+  // A key file others may read, API key or TLS private key: warned, not refused.
   if (cfg.apiKeyFileWarning !== '') logger.warn({ file: cfg.apiKeyFile }, cfg.apiKeyFileWarning);
+  for (const w of cfg.tlsKeyFileWarnings) logger.warn({}, w);
 
   // Everything this process creates is private (0700 directories, 0600 files), and what an older
   // version or an operator left wider in the data dir is narrowed, with a warning (as etcd does).

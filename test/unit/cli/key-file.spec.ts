@@ -92,6 +92,27 @@ describe('cli API key files', () => {
     assert.equal(resolveServeConfig({ apiKeyFile: f }, {}).apiKeyFileWarning, '');
   });
 
+  it('serve: a TLS private key others may read gives a warning naming the file, its option and mode (once for a key two options share), a private one none (review16: only API key files were warned about)', () => {
+    const f = (name: string, mode: number): string => {
+      const p = join(dir, name);
+      writeFileSync(p, 'pem\n');
+      chmodSync(p, mode);
+      return p;
+    };
+    const cert = f('n1.pem', 0o644);
+    const ca = f('ca.pem', 0o644);
+    const nodeKey = f('n1-key.pem', 0o644);
+    const httpKey = f('http-key.pem', 0o640);
+    const cfg = resolveServeConfig({ apiKey: key, peerCert: cert, peerKey: nodeKey, peerCa: ca, cert, key: nodeKey, httpCert: cert, httpKey }, {});
+    assert.deepEqual(cfg.tlsKeyFileWarnings, [
+      `TLS private key ${nodeKey} (--peer-key, --key) is readable by every user of this machine (mode 0644): anyone who reads it can pose as this node; chmod 600 ${nodeKey}`,
+      `TLS private key ${httpKey} (--http-key) is readable by the file's group (mode 0640): anyone who reads it can pose as this node; chmod 600 ${httpKey}`,
+    ]);
+    chmodSync(nodeKey, 0o600);
+    chmodSync(httpKey, 0o400);
+    assert.deepEqual(resolveServeConfig({ apiKey: key, peerCert: cert, peerKey: nodeKey, peerCa: ca, cert, key: nodeKey, httpCert: cert, httpKey }, {}).tlsKeyFileWarnings, []);
+  });
+
   it('serve --api-key-file: read with a bound (a device or a huge file is refused, not read whole)', () => {
     // Before, the whole file was read: --api-key-file /dev/zero never returned; a long first line became the key.
     const f = join(dir, 'long-key');
