@@ -18,7 +18,7 @@ import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine, tlsKeyFileWarnings } from './key-file.js';
+import { KEY_FILE_EMPTY, keyFileExposure, readApiKeysFile, readKeyFileLine, tlsKeyFileWarnings } from './key-file.js';
 import { LOG_LEVELS, envName, type LogLevel } from './config-env.js';
 
 /** CLIENT_REQUEST_BYTES_DEFAULT: the default of --max-request-bytes (1.5 MiB, like etcd's). */
@@ -70,6 +70,9 @@ export interface ServeConfig {
   readonly apiKeyFile: string;
   /** apiKeyFileWarning: apiKeyFile may be read by other users (keyFileExposure; serve logs it), '' when not. */
   readonly apiKeyFileWarning: string;
+  /** apiKeysFile: where apiKeys were read from ('' when not from a file); apiKeysFileWarning: it may be read by other users ('' when not). */
+  readonly apiKeysFile: string;
+  readonly apiKeysFileWarning: string;
   /** tlsKeyFileWarnings: the TLS private keys (--peer-key, --key, --http-key) other users may read (tlsKeyFileWarnings; serve logs each). */
   readonly tlsKeyFileWarnings: readonly string[];
   /** insecureNoAuth: the client plane and the gateway ask for no key. Without it, serve refuses to start with no key at all. */
@@ -181,7 +184,8 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('logLevel', 'log-level', 'string', 'level', `log level: ${LOG_LEVELS.join(', ')} (default info)`),
   option('apiKey', 'api-key', 'string', 'key', 'admin API key of the gRPC API and the HTTP gateway (prefer --api-key-file: a flag shows in /proc/*/cmdline)'),
   option('apiKeyFile', 'api-key-file', 'string', 'file', 'read the admin API key from this file (first line)'),
-  option('apiKeys', 'api-keys', 'string', 'json', 'extra keys (gRPC API and gateway), a JSON array [{"key":"...","actions":[...]}]; actions: kv.read, kv.write, snapshots.read, snapshots.write, cluster, admin'),
+  option('apiKeys', 'api-keys', 'string', 'json', 'extra keys (gRPC API and gateway), a JSON array [{"key":"...","actions":[...]}]; actions: kv.read, kv.write, snapshots.read, snapshots.write, cluster, admin (prefer --api-keys-file: a flag shows in /proc/*/cmdline)'),
+  option('apiKeysFile', 'api-keys-file', 'string', 'file', "read --api-keys' JSON array from this file (at most 1 MiB; keeps the keys out of /proc/*/cmdline)"),
   option('insecureNoAuth', 'insecure-no-auth', 'bool', '', 'allow the gateway to run without an API key'),
   option('snapshotRoots', 'snapshot-root', 'string', 'dir[,dir...]', 'directories snapshot_path may point into (default ./data/snapshots and <OS temp dir>/snapcoord-snapshots, made 0700; never the shared temp dir itself unless given)'),
   option('taskQueueMax', 'task-queue-max', 'int', 'n', `tasks enqueued or running at once; more are refused (429 / RESOURCE_EXHAUSTED) (default ${TASKS_ENQUEUED_MAX_DEFAULT})`),
@@ -514,11 +518,22 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
       `${apiKeyFile !== '' ? `api-key-file ${apiKeyFile}` : 'api-key'}: the admin API key has ${apiKey.length} characters; an API key has at least ${API_KEY_CHARS_MIN} (a random one: \`openssl rand -hex 24\`)`,
     );
   }
+  const apiKeysFile = file('apiKeysFile');
+  if (apiKeysFile !== '' && str('apiKeys') !== undefined) throw configError('api-keys and api-keys-file: give one of them');
+  let apiKeysText = str('apiKeys') ?? '';
+  if (apiKeysFile !== '') {
+    try {
+      apiKeysText = read !== undefined ? read(apiKeysFile) : readApiKeysFile(apiKeysFile);
+    } catch (err) {
+      throw configError(`api-keys-file ${apiKeysFile}: ${(err as Error).message}`);
+    }
+    if (apiKeysText.trim() === '') throw configError(`api-keys-file ${apiKeysFile}: empty (a JSON array like [{"key":"...","actions":["kv.read"]}] is expected)`);
+  }
   let apiKeys: ApiKeySpec[];
   try {
-    apiKeys = parseApiKeys(str('apiKeys') ?? '');
+    apiKeys = parseApiKeys(apiKeysText);
   } catch (err) {
-    throw configError(`api-keys: ${(err as Error).message}`);
+    throw configError(`${apiKeysFile !== '' ? `api-keys-file ${apiKeysFile}` : 'api-keys'}: ${(err as Error).message}`);
   }
   const insecureNoAuth = raw.insecureNoAuth === true;
   if (apiKey === '' && apiKeys.length === 0 && !insecureNoAuth) {
@@ -540,6 +555,8 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     verifyImageRecords,
     apiKeyFile,
     apiKeyFileWarning: apiKeyFile !== '' ? (keyFileExposure(apiKeyFile) ?? '') : '',
+    apiKeysFile,
+    apiKeysFileWarning: apiKeysFile !== '' ? (keyFileExposure(apiKeysFile, 'API keys file') ?? '') : '',
     tlsKeyFileWarnings: tlsKeyFileWarnings([
       ['--peer-key', peerTls?.keyFile ?? ''],
       ['--key', clientTls?.keyFile ?? ''],

@@ -20,8 +20,8 @@ export const KEY_FILE_READ_MAX = 4096;
  * null when only its owner may read it, or when it cannot be stat'ed (the
  * read reports that). The warning never holds the key.
  */
-export function keyFileExposure(path: string): string | null {
-  return exposure(path, `API key file ${path}`, 'anyone who reads it holds the key');
+export function keyFileExposure(path: string, what = 'API key file'): string | null {
+  return exposure(path, `${what} ${path}`, what === 'API key file' ? 'anyone who reads it holds the key' : 'anyone who reads it holds the keys');
 }
 
 /**
@@ -99,6 +99,40 @@ export function readKeyFileLine(path: string): string {
   const key = (nl < 0 ? text : text.slice(0, nl)).trim();
   if (key === '') throw new Error(KEY_FILE_EMPTY);
   return key;
+}
+
+/** API_KEYS_FILE_BYTES_MAX: the largest --api-keys-file read (1 MiB: thousands of keys). */
+export const API_KEYS_FILE_BYTES_MAX = 1024 * 1024;
+
+/**
+ * readApiKeysFile: the text of an --api-keys-file (a JSON array, as
+ * --api-keys takes), at most API_KEYS_FILE_BYTES_MAX bytes (a device or a
+ * huge file is refused, not read whole). Errors: an Error naming the problem
+ * (not the path, never the keys): "cannot read: ENOENT", "larger than 1048576 bytes".
+ */
+export function readApiKeysFile(path: string): string {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw new Error(`cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+  const buf = Buffer.alloc(API_KEYS_FILE_BYTES_MAX + 1);
+  let n = 0;
+  try {
+    for (;;) {
+      const got = readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0) break;
+      n += got;
+      if (n === buf.length) throw new Error(`larger than ${API_KEYS_FILE_BYTES_MAX} bytes`);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === undefined) throw err;
+    throw new Error(`cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  } finally {
+    closeSync(fd);
+  }
+  return buf.subarray(0, n).toString('utf8');
 }
 
 /**

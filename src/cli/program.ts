@@ -16,7 +16,7 @@ import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { DEFAULT_ENDPOINT, ENDPOINT_ENV, configureDial } from './client-options.js';
 import { LOG_LEVELS, envName } from './config-env.js';
 import { firstWord } from './fast-start.js';
-import { adminKeyOf, tlsKeyFileWarnings } from './key-file.js';
+import { adminKeyOf, keyFileExposure, readApiKeysFile, tlsKeyFileWarnings } from './key-file.js';
 
 function version(): string {
   try {
@@ -68,7 +68,8 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
     .option('--http <host:port>', 'HTTP listen address (port 0: any free port)', '127.0.0.1:8108')
     .option('--api-key <key>', `admin API key [env ${envName('api-key')}] (prefer --api-key-file: a flag shows in /proc/*/cmdline)`)
     .option('--api-key-file <file>', `read the admin API key from this file (first line) [env ${envName('api-key-file')}]`)
-    .option('--api-keys <json>', `extra keys, a JSON array [{"key","actions"}] [env ${envName('api-keys')}]`)
+    .option('--api-keys <json>', `extra keys, a JSON array [{"key","actions"}] [env ${envName('api-keys')}] (prefer --api-keys-file: a flag shows in /proc/*/cmdline)`)
+    .option('--api-keys-file <file>', `read --api-keys' JSON array from this file (at most 1 MiB) [env ${envName('api-keys-file')}]`)
     .option('--insecure-no-auth', `ask for no key [env ${envName('insecure-no-auth')}]`)
     .option('--restore-bytes-max <bytes>', 'largest restore body in bytes (default 64 GiB)')
     .option('--cacert <file>', `CA that signs the target's TLS certificate (env ${envName('cacert')}; default plaintext)`)
@@ -84,6 +85,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
         apiKey?: string;
         apiKeyFile?: string;
         apiKeys?: string;
+        apiKeysFile?: string;
         insecureNoAuth?: boolean;
         restoreBytesMax?: string;
         cacert?: string;
@@ -116,8 +118,9 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
         const adminKey = gatewayAdminKey(opts);
         let keys: ApiKeySpec[];
         try {
-          keys = parseApiKeys(opts.apiKeys ?? process.env[envName('api-keys')] ?? '');
+          keys = parseApiKeys(gatewayApiKeysText(opts));
         } catch (err) {
+          if (err instanceof CliError) throw err;
           throw new CliError(`api-keys: ${(err as Error).message}`, EXIT_CONFIG);
         }
         const insecureEnv = (process.env[envName('insecure-no-auth')] ?? '').toLowerCase();
@@ -209,6 +212,34 @@ function usageErrors(cmd: Command): Command {
   cmd.configureOutput({ outputError: () => undefined });
   for (const sub of cmd.commands) usageErrors(sub);
   return cmd;
+}
+
+/**
+ * gatewayApiKeysText: the gateway's extra keys as JSON text, from --api-keys,
+ * --api-keys-file, SNAPCOORD_API_KEYS or SNAPCOORD_API_KEYS_FILE (a flag wins
+ * over the environment; a file at most API_KEYS_FILE_BYTES_MAX bytes), a file
+ * others may read warned about. Errors: CliError exit 2 (both flags; a file
+ * that cannot be read, is too large or empty).
+ */
+export function gatewayApiKeysText(
+  opts: { apiKeys?: string; apiKeysFile?: string },
+  env: NodeJS.ProcessEnv = process.env,
+  warn = (m: string): void => void process.stderr.write(`snapcoord: warning: ${m}\n`),
+): string {
+  if (opts.apiKeys !== undefined && opts.apiKeysFile !== undefined) throw new CliError('api-keys and api-keys-file: give one of them', EXIT_CONFIG);
+  if (opts.apiKeys !== undefined) return opts.apiKeys;
+  const path = opts.apiKeysFile ?? (env[envName('api-keys')] !== undefined ? undefined : env[envName('api-keys-file')]);
+  if (path === undefined || path === '') return env[envName('api-keys')] ?? '';
+  let text: string;
+  try {
+    text = readApiKeysFile(path);
+  } catch (err) {
+    throw new CliError(`api-keys-file ${path}: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+  if (text.trim() === '') throw new CliError(`api-keys-file ${path}: empty (a JSON array like [{"key":"...","actions":["kv.read"]}] is expected)`, EXIT_CONFIG);
+  const exposed = keyFileExposure(path, 'API keys file');
+  if (exposed !== null) warn(exposed);
+  return text;
 }
 
 /**

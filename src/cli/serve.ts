@@ -139,6 +139,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   const memoryGc = startExternalMemoryGc();
   // A key file others may read, API key or TLS private key: warned, not refused.
   if (cfg.apiKeyFileWarning !== '') logger.warn({ file: cfg.apiKeyFile }, cfg.apiKeyFileWarning);
+  if (cfg.apiKeysFileWarning !== '') logger.warn({ file: cfg.apiKeysFile }, cfg.apiKeysFileWarning);
   for (const w of cfg.tlsKeyFileWarnings) logger.warn({}, w);
 
   // Everything this process creates is private (0700 directories, 0600 files), and what an older

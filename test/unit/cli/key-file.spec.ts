@@ -9,9 +9,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveServeConfig } from '../../../src/cli/config.js';
-import { KEY_FILE_READ_MAX, keyFileExposure, readKeyFileLine } from '../../../src/cli/key-file.js';
+import { API_KEYS_FILE_BYTES_MAX, KEY_FILE_READ_MAX, keyFileExposure, readKeyFileLine } from '../../../src/cli/key-file.js';
 import { apiKeyFor } from '../../../src/cli/local.js';
-import { gatewayAdminKey } from '../../../src/cli/program.js';
+import { gatewayAdminKey, gatewayApiKeysText } from '../../../src/cli/program.js';
 import { CliError } from '../../../src/cli/cli-error.js';
 
 describe('cli API key files', () => {
@@ -111,6 +111,40 @@ describe('cli API key files', () => {
     chmodSync(nodeKey, 0o600);
     chmodSync(httpKey, 0o400);
     assert.deepEqual(resolveServeConfig({ apiKey: key, peerCert: cert, peerKey: nodeKey, peerCa: ca, cert, key: nodeKey, httpCert: cert, httpKey }, {}).tlsKeyFileWarnings, []);
+  });
+
+  it('serve --api-keys-file: the extra keys from a file, out of /proc/*/cmdline (review16: --api-keys had no file form); warned when others may read it; bounded; not with --api-keys', () => {
+    const f = join(dir, 'keys.json');
+    const keys = [{ key: 'reader-key-0123456789', actions: ['kv.read'] }];
+    writeFileSync(f, JSON.stringify(keys));
+    chmodSync(f, 0o644);
+    const cfg = resolveServeConfig({ apiKeysFile: f }, {});
+    assert.deepEqual(cfg.apiKeys, keys);
+    assert.equal(cfg.apiKeysFileWarning, `API keys file ${f} is readable by every user of this machine (mode 0644): anyone who reads it holds the keys; chmod 600 ${f}`);
+    chmodSync(f, 0o600);
+    assert.equal(resolveServeConfig({}, { SNAPCOORD_API_KEYS_FILE: f }).apiKeysFileWarning, '');
+    assert.deepEqual(resolveServeConfig({}, { SNAPCOORD_API_KEYS_FILE: f }).apiKeys, keys);
+    assert.throws(() => resolveServeConfig({ apiKeysFile: f, apiKeys: JSON.stringify(keys) }, {}), /api-keys and api-keys-file: give one of them/);
+    writeFileSync(f, '[{"key":"short","actions":["kv.read"]}]');
+    assert.throws(() => resolveServeConfig({ apiKeysFile: f }, {}), (err: Error) => err.message.startsWith(`api-keys-file ${f}: [0]: "key" must be`) && !err.message.includes('short'));
+    writeFileSync(f, '');
+    assert.throws(() => resolveServeConfig({ apiKeysFile: f, apiKey: key }, {}), /api-keys-file .*: empty/);
+    assert.throws(() => resolveServeConfig({ apiKeysFile: '/dev/zero', apiKey: key }, {}), new RegExp(`api-keys-file /dev/zero: larger than ${API_KEYS_FILE_BYTES_MAX} bytes`));
+    assert.throws(() => resolveServeConfig({ apiKeysFile: join(dir, 'nope'), apiKey: key }, {}), /api-keys-file .*nope: cannot read: ENOENT/);
+  });
+
+  it('gateway --api-keys-file (or SNAPCOORD_API_KEYS_FILE): the extra keys from a file; a readable one is warned about; a flag wins over the environment', () => {
+    const f = join(dir, 'gw-keys.json');
+    const text = JSON.stringify([{ key: 'reader-key-0123456789', actions: ['kv.read'] }]);
+    writeFileSync(f, text);
+    chmodSync(f, 0o640);
+    const warned: string[] = [];
+    assert.equal(gatewayApiKeysText({ apiKeysFile: f }, {}, (m) => warned.push(m)), text);
+    assert.match(warned[0] ?? '', /API keys file .* is readable by the file's group \(mode 0640\)/);
+    assert.equal(gatewayApiKeysText({}, { SNAPCOORD_API_KEYS_FILE: f }, () => undefined), text);
+    assert.equal(gatewayApiKeysText({ apiKeys: '[]' }, { SNAPCOORD_API_KEYS_FILE: f }, () => undefined), '[]');
+    assert.equal(gatewayApiKeysText({}, { SNAPCOORD_API_KEYS: '[]', SNAPCOORD_API_KEYS_FILE: f }, () => undefined), '[]');
+    assert.throws(() => gatewayApiKeysText({ apiKeys: '[]', apiKeysFile: f }, {}), (err: Error) => err instanceof CliError && /give one of them/.test(err.message));
   });
 
   it('serve --api-key-file: read with a bound (a device or a huge file is refused, not read whole)', () => {
