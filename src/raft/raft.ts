@@ -467,6 +467,16 @@ export class RaftNode {
       return;
     }
     if (m.term > this.term) {
+      // A member this node's configuration names as a learner is no leader's transfer target and leads no term: while
+      // this node hears from its leader, neither its vote request (a transfer flag included) nor its append, heartbeat
+      // or snapshot of a later term is taken. Before, one message of a learner's certificate did it: a transfer vote
+      // (the lease skipped) won it the voters' votes, or an append one term ahead made it a follower's leader, whose
+      // forged entry that follower appended, committed and, holding the highest last term, got committed everywhere
+      // once elected. An honest learner promoted in an entry this node lacks is taken once the lease runs out.
+      const learner = m.from !== this.lead && this.membership.learners.includes(m.from);
+      if (learner && (m.type === 'vote' || m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') && this.inLeaderLease()) {
+        return;
+      }
       if (m.type === 'vote' && !m.transfer && this.inLeaderLease()) {
         // dissertation §4.2.3: while we hear from a leader, disruptive candidates are ignored.
         return;

@@ -594,6 +594,37 @@ describe('raft core', () => {
       assert.equal(b.status().commit, commit, 'nor committed (before: the forged entry was, and applied here only)');
     });
 
+    it('a learner is taken for no candidate or leader of a later term while the leader is heard: no transfer vote, no forged append', () => {
+      // {a, b, c} with learner d; a leads. One message of d's certificate made it leader: a transfer vote of term + 1
+      // (it skips the voters' lease) got b's and c's votes, or an append of term + 1 made it b's leader, whose forged
+      // entry b appended, committed, and (holding the highest last term) got committed everywhere once b was elected.
+      const c = new TestCluster(['a', 'b', 'c', 'd'], {}, membership(['a', 'b', 'c'], ['d']));
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      const { term, lastIndex } = c.node('b').status();
+      for (const to of ['b', 'c']) {
+        const replies = c.node(to).stepForReplies({ type: 'vote', from: 'd', to, term: term + 1, lastLogIndex: lastIndex, lastLogTerm: term, preVote: false, transfer: true });
+        assert.deepEqual(replies, [], `${to} grants d no transfer vote`);
+        assert.equal(c.node(to).status().term, term);
+      }
+      const forged = { type: 'append', from: 'd', to: 'b', term: term + 1, prevLogIndex: lastIndex, prevLogTerm: term, commit: lastIndex + 1, entries: [{ index: lastIndex + 1, term: term + 1, type: 'normal', data: bytes('forged') }] } as const;
+      assert.deepEqual(c.node('b').stepForReplies(forged), [], 'unanswered');
+      c.stabilize();
+      assert.equal(c.node('b').status().leader, 'a');
+      assert.equal(c.node('b').status().term, term);
+      assert.equal(c.node('b').status().lastIndex, lastIndex, 'nothing appended');
+      c.tickAll(30);
+      assert.equal(c.leaderId(), 'a');
+      for (const id of ['a', 'b', 'c']) assert.deepEqual(c.appliedData(id), ['x'], `${id} applied no forged entry`);
+      // Once b hears from no leader for an election timeout, a member it knows as a learner (promoted in an entry b
+      // lacks, say) is taken as the leader of a later term again.
+      c.isolate('b');
+      c.tick('b', 40);
+      c.node('b').step({ ...forged, term: c.node('b').status().term + 1, entries: [] , commit: 0 });
+      assert.equal(c.node('b').status().leader, 'd');
+    });
+
     it('a voter wiped and started again under its id, not removed, catches up from its leader (its old match is not kept)', () => {
       // Its leader held c's match from before the wipe, took every rejection at or below it for a stale one and sent
       // the append after it for ever: c never caught up (and that match went on counting toward commits).
