@@ -1039,6 +1039,7 @@ export class Node {
     const ahead = this.termTooFarAhead(m);
     if (ahead !== null) {
       this.log.debug({ from: m.from, type: m.type, err: ahead }, 'dropping an answer from the far future');
+      this.raiseTermFarAhead(m);
       return;
     }
     this.raft.step(m);
@@ -1099,6 +1100,22 @@ export class Node {
   private refuseFarAhead(m: Message): void {
     const ahead = this.termTooFarAhead(m);
     if (ahead !== null) throw coded(3, ahead);
+  }
+
+  /**
+   * raiseTermFarAhead: `m`, an answer to this node's request, is too far ahead to be stepped, but the member that
+   * answered is that far ahead (moved there by another member, TERM_AHEAD_MAX at a time, each move within the
+   * bound): this node's term moves TERM_AHEAD_MAX towards it, as much as an answer within the bound may move it
+   * (RaftNode.raiseTermFor: not a granted pre-vote), the answer itself not stepped. Without it two members more than
+   * TERM_AHEAD_MAX apart never heard each other again (the one ahead refused as too far ahead by the other, its
+   * answers dropped: peer-fuzz seed 3300000, no leader for good); now the one behind catches up, an election at a
+   * time (its pre-vote answered with the term ahead). Requests too far ahead still move nothing. The terms are used
+   * up no faster than by answers within the bound, which move a term as far.
+   */
+  private raiseTermFarAhead(m: Message): void {
+    if (this.stopped || this.failure !== null) return;
+    this.raft.raiseTermFor(m, this.raft.brief().term + TERM_AHEAD_MAX);
+    this.kick();
   }
 
   /**

@@ -520,6 +520,25 @@ export class RaftNode {
   }
 
   /**
+   * raiseTermFor takes of `m`, a message whose term is too far ahead for its
+   * receiver to step it (the driver's bound), only a term: this node moves to
+   * `term` (at most m.term), as stepping m would have moved it to m.term, and
+   * steps nothing else of m. Not for what would move no term: a pre-vote, a
+   * granted pre-vote answer, a TimeoutNow, a campaign while this node hears
+   * from its leader (dissertation §4.2.3). A member moved ahead of the others
+   * by more than the bound (each move within it) is so caught up with, a
+   * bounded step at a time, instead of parting the members for good (the
+   * driver calls it for answers only).
+   */
+  raiseTermFor(m: Message, term: number): void {
+    if (m.to !== this.id || !Number.isSafeInteger(term) || term <= this.term || term > m.term) return;
+    if (m.type === 'timeoutNow') return;
+    if (m.type === 'vote' && (m.preVote || (!m.transfer && this.inLeaderLease()))) return;
+    if (m.type === 'voteResp' && m.preVote && m.granted) return;
+    this.becomeFollower(term, NO_NODE);
+  }
+
+  /**
    * stepForReplies steps m and takes out the answers it produced for m.from
    * (voteResp, appendResp, heartbeatResp, snapshotResp, readIndexResp), so a
    * transport can return them as the RPC's response. They depend on state the
