@@ -74,7 +74,8 @@ export async function baseArchive(rng: SeededRng, index = 40): Promise<BaseArchi
   const taken = await takeSmallState(source());
   if (taken.kind !== 'small') throw new Error('baseArchive: the state is not small');
   const built = await buildSmallArchive(
-    { id: `snap-${index}`, index, term: 2, membership: MEMBERSHIP, createdAt: '2024-05-01T12:00:00.000Z', snapcoordVersion: '0.1.0' },
+    // A creation time of its own: a store keeps at most 64 different archives naming one term, index and time.
+    { id: `snap-${index}`, index, term: 2, membership: MEMBERSHIP, createdAt: new Date(Date.UTC(2024, 4, 1) + rng.nextInt(2 ** 30) * 1000).toISOString(), snapcoordVersion: '0.1.0' },
     taken.encoder,
   );
   // Read back through the real reader: what the mutations start from is what a reader sees.
