@@ -21,6 +21,8 @@ import { until } from '../harness/until.js';
 
 const IDS = ['r1', 'r2', 'r3'] as const;
 const KEYS = 150_000;
+/** ELECTION_TIMEOUT_TICKS: of 10 ms (see before()). */
+const ELECTION_TIMEOUT_TICKS = 40;
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 describe('restore under write load (real processes)', function () {
@@ -31,7 +33,18 @@ describe('restore under write load (real processes)', function () {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'snapcoord-restore-load-'));
-    const started = await startServes(IDS, (id, a) => ({ id, grpc: a[id].grpc, peer: a[id].peer, peers: peersFlag(a), http: a[id].http, dataDir: join(dir, id) }));
+    // An election timeout of 400-800 ms instead of the default 150-300: an install in the way of the Ready loop holds it
+    // for the whole install (a second or more for this state: followers time out either way), while the 150-300 ms
+    // stalls of a process on a loaded machine (CI at load 13: "leaders seen: r3, r1") are not what this test is about.
+    const started = await startServes(IDS, (id, a) => ({
+      id,
+      grpc: a[id].grpc,
+      peer: a[id].peer,
+      peers: peersFlag(a),
+      http: a[id].http,
+      dataDir: join(dir, id),
+      extra: ['--election-timeout-ticks', String(ELECTION_TIMEOUT_TICKS)],
+    }));
     addrs = started.addrs;
     procs.push(...IDS.map((id) => started.procs[id]));
   });
