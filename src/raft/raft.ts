@@ -466,17 +466,8 @@ export class RaftNode {
       // one from a later term moved this node's term (and so deposed a healthy leader) before stepFollower could refuse it.
       return;
     }
+    if (this.learnerClaimTooSoon(m)) return;
     if (m.term > this.term) {
-      // A member this node's configuration names as a learner is no leader's transfer target and leads no term: while
-      // this node hears from its leader, neither its vote request (a transfer flag included) nor its append, heartbeat
-      // or snapshot of a later term is taken. Before, one message of a learner's certificate did it: a transfer vote
-      // (the lease skipped) won it the voters' votes, or an append one term ahead made it a follower's leader, whose
-      // forged entry that follower appended, committed and, holding the highest last term, got committed everywhere
-      // once elected. An honest learner promoted in an entry this node lacks is taken once the lease runs out.
-      const learner = m.from !== this.lead && this.membership.learners.includes(m.from);
-      if (learner && (m.type === 'vote' || m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') && this.inLeaderLease()) {
-        return;
-      }
       if (m.type === 'vote' && !m.transfer && this.inLeaderLease()) {
         // dissertation §4.2.3: while we hear from a leader, disruptive candidates are ignored.
         return;
@@ -1092,6 +1083,30 @@ export class RaftNode {
    */
   private removalUncommitted(): boolean {
     return isVoter(this.membershipAt(this.log.committed), this.id);
+  }
+
+  /**
+   * learnerClaimTooSoon: `m` is a vote request (a transfer's too) or an
+   * append, heartbeat or snapshot of this term or a later one from a member
+   * this node's configuration names as a learner (not its current leader),
+   * and this node heard from a leader, voted, campaigned or restarted less
+   * than an election timeout ago: dropped. A learner is no leader's transfer
+   * target and leads no term, so an honest one claims neither while the
+   * cluster is led; taken, one message of a learner's certificate made it
+   * the leader: a transfer vote (which skips the lease) won it the voters'
+   * votes; an append one term ahead made it a follower's leader, whose
+   * forged entry that follower appended, committed and, holding the highest
+   * last term, got committed everywhere once elected; an append of the
+   * current term to a follower just restarted (no leader known yet) made it
+   * append and apply a forged entry at an index and term where the others
+   * hold the leader's: state machines diverged for good. A learner promoted
+   * in an entry this node lacks, then elected, is taken once this node has
+   * gone an election timeout without hearing from another leader.
+   */
+  private learnerClaimTooSoon(m: Message): boolean {
+    if (m.term < this.term || m.from === this.lead || this.electionElapsed >= this.cfg.electionTimeoutTicks) return false;
+    if (m.type !== 'vote' && m.type !== 'append' && m.type !== 'heartbeat' && m.type !== 'snapshot') return false;
+    return this.membership.learners.includes(m.from);
   }
 
   private inLeaderLease(): boolean {
