@@ -163,14 +163,27 @@ describe('cluster: three serve processes', function () {
     assert.equal(range.more, true);
   });
 
+  /** oneNode: a one-node cluster `id` on data dir `name` (in this spec's dir), started; its addresses and process. */
+  async function oneNode(id: string, name: string, clusterId?: string): Promise<{ dataDir: string; a: NodeAddresses; owner: ServeProcess }> {
+    const dataDir = join(dir, name);
+    const { addrs, procs } = await startServes([id], (_, all) => ({ id, grpc: all[id]!.grpc, peer: all[id]!.peer, peers: `${id}=${all[id]!.peer}`, dataDir, ...(clusterId !== undefined ? { clusterId } : {}) }));
+    extra.push(procs[id]!);
+    return { dataDir, a: addrs[id]!, owner: procs[id]! };
+  }
+
+  /** refusedStart: `serve` of `id` at `a` on `dataDir` exits within 20 s with code 2; its output lines. */
+  async function refusedStart(id: string, a: NodeAddresses, dataDir: string, clusterId?: string): Promise<string[]> {
+    const p = new ServeProcess({ id, grpc: a.grpc, peer: a.peer, peers: `${id}=${a.peer}`, dataDir, ...(clusterId !== undefined ? { clusterId } : {}) });
+    extra.push(p);
+    await Promise.race([p.exited, sleep(20_000)]);
+    assert.equal(p.running, false, 'the process exits');
+    assert.equal(p.exitCode, 2, p.output);
+    return p.output.trim().split('\n');
+  }
+
   it('a node started on a foreign data dir refuses with a clear error', async () => {
-    const foreignDir = join(dir, 'foreign');
     // Make a data dir that belongs to node x1 of cluster c1.
-    const {
-      addrs: { x1: a },
-      procs: { x1: owner },
-    } = await startServes(['x1'], (id, { x1 }) => ({ id, grpc: x1.grpc, peer: x1.peer, peers: `x1=${x1.peer}`, dataDir: foreignDir, clusterId: 'c1' }));
-    extra.push(owner);
+    const { dataDir, a, owner } = await oneNode('x1', 'foreign', 'c1');
     await owner.kill('SIGTERM');
     assert.equal(owner.exitCode, 0, `clean exit on SIGTERM:\n${owner.lastLines()}`);
 
@@ -178,70 +191,40 @@ describe('cluster: three serve processes', function () {
       { id: 'x2', clusterId: 'c1', wrong: 'node "x1" of cluster "c1", not node "x2" of cluster "c1"' },
       { id: 'x1', clusterId: 'c2', wrong: 'node "x1" of cluster "c1", not node "x1" of cluster "c2"' },
     ]) {
-      const p = new ServeProcess({ id: args.id, grpc: a.grpc, peer: a.peer, peers: `${args.id}=${a.peer}`, dataDir: foreignDir, clusterId: args.clusterId });
-      extra.push(p);
-      await Promise.race([p.exited, sleep(20_000)]);
-      assert.equal(p.running, false, 'the process exits');
-      assert.equal(p.exitCode, 2, p.output);
-      const lines = p.output.trim().split('\n');
-      assert.equal(lines.length, 1, `one line: ${p.output}`);
+      const lines = await refusedStart(args.id, a, dataDir, args.clusterId);
+      assert.equal(lines.length, 1, `one line: ${lines.join('\n')}`);
       assert.match(lines[0]!, /^snapcoord: refusing to start: data dir .* belongs to /);
       assert.ok(lines[0]!.includes(args.wrong), lines[0]);
     }
   });
 
   it('a node started on a corrupt data dir refuses with a clear error and changes nothing', async () => {
-    const corruptDir = join(dir, 'corrupt');
-    const {
-      addrs: { y1: a },
-      procs: { y1: owner },
-    } = await startServes(['y1'], (id, { y1 }) => ({ id, grpc: y1.grpc, peer: y1.peer, peers: `y1=${y1.peer}`, dataDir: corruptDir }));
-    extra.push(owner);
+    const { dataDir, a, owner } = await oneNode('y1', 'corrupt');
     await owner.kill('SIGTERM');
     // The pointer to the state machine's generation is garbage: the data dir cannot be trusted.
-    await writeFile(join(corruptDir, 'STATE'), 'not json at all');
-    const p = new ServeProcess({ id: 'y1', grpc: a.grpc, peer: a.peer, peers: `y1=${a.peer}`, dataDir: corruptDir });
-    extra.push(p);
-    await Promise.race([p.exited, sleep(20_000)]);
-    assert.equal(p.running, false, 'the process exits');
-    assert.equal(p.exitCode, 2, p.output);
-    const lines = p.output.trim().split('\n');
-    assert.equal(lines.length, 1, `one line: ${p.output}`);
+    await writeFile(join(dataDir, 'STATE'), 'not json at all');
+    const lines = await refusedStart('y1', a, dataDir);
+    assert.equal(lines.length, 1, `one line: ${lines.join('\n')}`);
     assert.match(lines[0]!, /^snapcoord: .*STATE/);
-    assert.equal(await readFile(join(corruptDir, 'STATE'), 'utf8'), 'not json at all', 'nothing was rewritten');
+    assert.equal(await readFile(join(dataDir, 'STATE'), 'utf8'), 'not json at all', 'nothing was rewritten');
   });
 
   it('a node whose record of members seen running cannot be read refuses with a clear error and exit 2', async () => {
     // Before: the bare errno, exit 1, with serve's client port still listening and its log open meanwhile.
-    const d = join(dir, 'unreadable-started');
-    const {
-      addrs: { s1: a },
-      procs: { s1: owner },
-    } = await startServes(['s1'], (id, { s1 }) => ({ id, grpc: s1.grpc, peer: s1.peer, peers: `s1=${s1.peer}`, dataDir: d }));
-    extra.push(owner);
+    const { dataDir, a, owner } = await oneNode('s1', 'unreadable-started');
     await owner.kill('SIGTERM');
-    await rm(join(d, STARTED_MEMBERS_FILE), { force: true });
-    await mkdir(join(d, STARTED_MEMBERS_FILE)); // read as a file: EISDIR
-    const p = new ServeProcess({ id: 's1', grpc: a.grpc, peer: a.peer, peers: `s1=${a.peer}`, dataDir: d });
-    extra.push(p);
-    await Promise.race([p.exited, sleep(20_000)]);
-    assert.equal(p.running, false, 'the process exits');
-    assert.equal(p.exitCode, 2, p.output);
+    await rm(join(dataDir, STARTED_MEMBERS_FILE), { force: true });
+    await mkdir(join(dataDir, STARTED_MEMBERS_FILE)); // read as a file: EISDIR
+    const lines = await refusedStart('s1', a, dataDir);
     // Its last line says why (the lines before are the client port's warnings, logged as it opened).
-    const last = p.output.trim().split('\n').at(-1)!;
-    assert.match(last, new RegExp(`^snapcoord: refusing to start: data dir .*: cannot read ${STARTED_MEMBERS_FILE}: .*EISDIR`), p.output);
-    assert.equal(p.output.split('\n').filter((l) => l.startsWith('snapcoord:')).length, 1, p.output);
+    assert.match(lines.at(-1)!, new RegExp(`^snapcoord: refusing to start: data dir .*: cannot read ${STARTED_MEMBERS_FILE}: .*EISDIR`), lines.join('\n'));
+    assert.equal(lines.filter((l) => l.startsWith('snapcoord:')).length, 1, lines.join('\n'));
   });
 
   it('a node whose Raft log lost its CURRENT file refuses with one line and changes nothing; given the file back it starts with its writes', async () => {
     // Before: serve's open made a new, empty RocksDB log over the old one's files (its SSTs deleted) and, at the next
     // start, ran with no term, no vote and no entries.
-    const lostDir = join(dir, 'lost-current');
-    const {
-      addrs: { z1: a },
-      procs: { z1: owner },
-    } = await startServes(['z1'], (id, { z1 }) => ({ id, grpc: z1.grpc, peer: z1.peer, peers: `z1=${z1.peer}`, dataDir: lostDir }));
-    extra.push(owner);
+    const { dataDir: lostDir, a, owner } = await oneNode('z1', 'lost-current');
     const client = new ClusterClient(a.grpc);
     const kvz = new KvClient(a.grpc);
     try {
@@ -263,13 +246,8 @@ describe('cluster: three serve processes', function () {
     const listing = async (): Promise<string> => (await readdir(logDir)).sort().join(' ');
     const before = await listing();
     assert.match(before, /\.sst/);
-    const p = new ServeProcess({ id: 'z1', grpc: a.grpc, peer: a.peer, peers: `z1=${a.peer}`, dataDir: lostDir });
-    extra.push(p);
-    await Promise.race([p.exited, sleep(20_000)]);
-    assert.equal(p.running, false, 'the process exits');
-    assert.equal(p.exitCode, 2, p.output);
-    const lines = p.output.trim().split('\n');
-    assert.equal(lines.length, 1, `one line: ${p.output}`);
+    const lines = await refusedStart('z1', a, lostDir);
+    assert.equal(lines.length, 1, `one line: ${lines.join('\n')}`);
     assert.match(lines[0]!, /^snapcoord: .*its Raft log has no .*log\/CURRENT .*refusing to open it/);
     assert.equal(await listing(), before, 'nothing in log/ was touched');
     await writeFile(join(logDir, 'CURRENT'), current);
