@@ -220,8 +220,9 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
       clientAddressOf: (id) => forwarder.clientAddressOf(id),
       startIndex: () => node.status().commit,
     },
-    (address) => {
-      const { credentials, options } = dialChannel(forwarder.dial);
+    (address, id) => {
+      // The caller's key goes to each member: to that member's certificate only (dialFor).
+      const { credentials, options } = dialChannel(forwarder.dialFor(id));
       return new ClusterServiceClient(address, credentials, options);
     },
     localHash,
@@ -240,7 +241,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           await node.changeMembership({ op: req.learner ? 'addLearner' : 'addVoter', nodeId: req.id, address: req.address });
           return { members: statusOf(node, forwarder.clientAddressOf).members };
         },
-        (leader, opts) => forwarder.cluster(leader.address).addMember(req.id, req.address, req.learner, opts),
+        (leader, opts) => forwarder.cluster(leader).addMember(req.id, req.address, req.learner, opts),
       );
     }),
 
@@ -254,7 +255,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           await node.changeMembership({ op: 'removeNode', nodeId: req.id });
           return { members: statusOf(node, forwarder.clientAddressOf).members };
         },
-        (leader, opts) => forwarder.cluster(leader.address).removeMember(req.id, opts),
+        (leader, opts) => forwarder.cluster(leader).removeMember(req.id, opts),
       );
     }),
 
@@ -275,7 +276,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           await node.transferLeadership(to, timeoutMs);
           return { leaderId: to };
         },
-        (leader, opts) => forwarder.cluster(leader.address).transferLeadership(target, opts),
+        (leader, opts) => forwarder.cluster(leader).transferLeadership(target, opts),
       );
     }),
 
@@ -305,7 +306,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           }
           try {
             await forwarder
-              .cluster(address)
+              .cluster({ id: leader, address })
               .transferLeadership(node.id, { deadlineMs: Math.max(1, deadline - Date.now()), metadata: md });
           } catch (err) {
             const e = toApiError(err);
@@ -350,7 +351,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           };
         },
         (leader, opts) => {
-          const c = forwarder.cluster(leader.address).raw;
+          const c = forwarder.cluster(leader).raw;
           return callUnary<CheckConsistencyRequest, CheckConsistencyResponse>(c.checkConsistency.bind(c), req, opts);
         },
       );

@@ -270,7 +270,7 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
           if (r.firstIndex !== undefined) return { header: header(r.firstIndex), prevKv: undefined, replayed: true };
           return { header: header(r.index), prevKv: storedKv(r.prev), replayed: false };
         },
-        (leader, opts) => forwarder.kv(leader.address).put(req, opts),
+        (leader, opts) => forwarder.kv(leader).put(req, opts),
       );
     }),
 
@@ -295,7 +295,7 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
           if (r.firstIndex !== undefined) return { header: header(r.firstIndex), deleted, prevKv: undefined, replayed: true };
           return { header: header(r.index), deleted, prevKv: storedKv(r.prev), replayed: false };
         },
-        (leader, opts) => forwarder.kv(leader.address).delete(req, opts),
+        (leader, opts) => forwarder.kv(leader).delete(req, opts),
       );
     }),
 
@@ -321,7 +321,7 @@ export function createKvService(node: KvNode, forwarder: LeaderForwarder): KVSer
           }
           return { header: header(r.index), succeeded, responses: (r.responses ?? []).map(txnOpResponse), replayed: false };
         },
-        (leader, opts) => forwarder.kv(leader.address).txn(req, opts),
+        (leader, opts) => forwarder.kv(leader).txn(req, opts),
       );
     }),
 

@@ -36,6 +36,15 @@ export interface ForwarderOptions {
   readonly clientAddressOf?: (id: string) => string;
   /** dial: TLS credentials for the other members' client planes (default insecure). */
   readonly dial?: ClientDial;
+  /**
+   * credentialsFor: the credentials of a channel to member `id`'s client plane
+   * that refuse a certificate naming another member (memberChannelCredentialsFromFiles'
+   * forMember with orNone); absent: dial.credentials for every member. A
+   * forwarded call carries the caller's API key: without it a member's
+   * certificate passed for the leader's at an address they share, and that
+   * member was handed the keys.
+   */
+  readonly credentialsFor?: (id: string) => grpc.ChannelCredentials;
 }
 
 /** Leader names the leader and where this node reaches its client API. */
@@ -77,11 +86,19 @@ export class LeaderForwarder {
   readonly clientAddressOf: (id: string) => string;
   /** dial: credentials of the channels to other members' client planes (no key of our own: calls carry the caller's). */
   readonly dial: ClientDial;
+  private readonly credentialsFor: ((id: string) => grpc.ChannelCredentials) | undefined;
 
   constructor(node: NodeView, opts: ForwarderOptions = {}) {
     this.node = node;
     this.clientAddressOf = opts.clientAddressOf ?? ((id) => node.dialAddressOf(id));
     this.dial = opts.dial?.credentials !== undefined ? { credentials: opts.dial.credentials } : {};
+    this.credentialsFor = opts.credentialsFor;
+  }
+
+  /** dialFor: how to reach member `id`'s client plane (credentialsFor(id) when given, else dial). */
+  dialFor(id: string): ClientDial {
+    const credentials = this.credentialsFor?.(id);
+    return credentials !== undefined ? { credentials } : this.dial;
   }
 
   /** forwardMetadata: the metadata of a call made for `call` to another member: the forwarded mark and the caller's authorization. */
@@ -153,22 +170,24 @@ export class LeaderForwarder {
     }
   }
 
-  /** kv returns the (cached) KV client of the API at `address`. */
-  kv(address: string): KvClient {
-    let c = this.kvClients.get(address);
+  /** kv returns the (cached) KV client of member `m`'s API (at m.address, dialled with dialFor(m.id)). */
+  kv(m: Leader): KvClient {
+    const key = `${m.id}@${m.address}`;
+    let c = this.kvClients.get(key);
     if (c === undefined) {
-      c = new KvClient(address, this.dial);
-      this.kvClients.set(address, c);
+      c = new KvClient(m.address, this.dialFor(m.id));
+      this.kvClients.set(key, c);
     }
     return c;
   }
 
-  /** cluster returns the (cached) Cluster client of the API at `address`. */
-  cluster(address: string): ClusterClient {
-    let c = this.clusterClients.get(address);
+  /** cluster returns the (cached) Cluster client of member `m`'s API (at m.address, dialled with dialFor(m.id)). */
+  cluster(m: Leader): ClusterClient {
+    const key = `${m.id}@${m.address}`;
+    let c = this.clusterClients.get(key);
     if (c === undefined) {
-      c = new ClusterClient(address, this.dial);
-      this.clusterClients.set(address, c);
+      c = new ClusterClient(m.address, this.dialFor(m.id));
+      this.clusterClients.set(key, c);
     }
     return c;
   }

@@ -198,6 +198,8 @@ export interface ServeOptions {
   readonly onPeerRefused?: (reason: RefusalReason) => void;
   /** clientDial: how this node reaches other members' client planes when it forwards a call (TLS credentials). */
   readonly clientDial?: ClientDial;
+  /** clientCredentialsFor: the credentials of a channel to member `id`'s client plane (ForwarderOptions.credentialsFor); default clientDial's. */
+  readonly clientCredentialsFor?: (id: string) => grpc.ChannelCredentials;
   /** advertiseClient: the client address other members and clients are told (default the bound address). */
   readonly advertiseClient?: string;
   /** stateHash: the node's state hash with the exact index it covers (HashState's hashed_index, CheckConsistency); see ClusterServiceOptions. */
@@ -399,7 +401,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     get guard() {
       return guard;
     },
-    serve({ node, raftHandler, snapshotApi, clusterId, identityOf, onPeerRefused, clientDial, advertiseClient, stateHash }: ServeOptions): void {
+    serve({ node, raftHandler, snapshotApi, clusterId, identityOf, onPeerRefused, clientDial, clientCredentialsFor, advertiseClient, stateHash }: ServeOptions): void {
       if (forwarder !== null) throw new Error('ApiServer.serve: already serving');
       if (closing !== null) throw new Error('ApiServer.serve: closed');
       const g = new PeerGuard({
@@ -414,7 +416,11 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
       guard = g;
       const selfClient = advertiseClient ?? address;
       const clientAddressOf = (id: string): string => (id === node.id ? selfClient : directory.get(id));
-      forwarder = new LeaderForwarder(node, { clientAddressOf, ...(clientDial !== undefined ? { dial: clientDial } : {}) });
+      forwarder = new LeaderForwarder(node, {
+        clientAddressOf,
+        ...(clientDial !== undefined ? { dial: clientDial } : {}),
+        ...(clientCredentialsFor !== undefined ? { credentialsFor: clientCredentialsFor } : {}),
+      });
       peerServer.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g, selfClientAddress: selfClient, stopping: stopping.signal }));
       server.addService(KVServiceService, createKvService(node, forwarder));
       server.addService(ClusterServiceService, createClusterService(node, forwarder, stateHash !== undefined ? { stateHash } : {}));

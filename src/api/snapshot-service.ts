@@ -199,14 +199,15 @@ function leaderClient(
   const st = node.status();
   const address = st.leader === '' ? '' : forwarder.clientAddressOf(st.leader);
   if (address === '') throw notLeaderError('', '');
-  let client = clients.get(address);
+  const key = `${st.leader}@${address}`;
+  let client = clients.get(key);
   if (client === undefined) {
-    client = new SnapshotServiceClient(address, forwarder.dial.credentials ?? grpc.credentials.createInsecure(), {
+    client = new SnapshotServiceClient(address, forwarder.dialFor(st.leader).credentials ?? grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
       'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
       'grpc-node.flow_control_window': 16 << 20,
     });
-    clients.set(address, client);
+    clients.set(key, client);
   }
   return { client, md: forwarder.forwardMetadata(call) };
 }

@@ -16,7 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
-import { channelCredentialsFromFiles, checkTlsFiles, memberChannelCredentialsFromFiles, memberIdOf, serverCredentialsFromFiles } from '../tls/index.js';
+import { checkTlsFiles, memberChannelCredentialsFromFiles, memberIdOf, serverCredentialsFromFiles } from '../tls/index.js';
 import { peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
 import { bindApiServer, type ApiServer } from '../api/server.js';
@@ -59,6 +59,8 @@ interface Planes {
   readonly clientServer: grpc.ServerCredentials;
   /** clientChannel: how this node (forwarding, its gateway, an import) reaches members' client planes. */
   readonly clientChannel: grpc.ChannelCredentials;
+  /** clientChannelFor: a channel to member `id`'s client plane, refusing a certificate that names another member (absent without peer TLS). */
+  readonly clientChannelFor?: (id: string) => grpc.ChannelCredentials;
 }
 
 /**
@@ -101,6 +103,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
   }
   let clientServer = grpc.ServerCredentials.createInsecure();
   let clientChannel = grpc.credentials.createInsecure();
+  let clientChannelFor: ((id: string) => grpc.ChannelCredentials) | undefined;
   if (cfg.clientTls !== null) {
     const t = cfg.clientTls;
     check('client TLS', { certFile: t.certFile, keyFile: t.keyFile, ...(t.clientCaFile !== '' ? { caFile: t.clientCaFile } : {}), checkChain: false });
@@ -116,10 +119,18 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
     // Members reach each other's client planes trusting the cluster CA (--peer-ca), else the system's roots.
     // With --client-ca the node's own calls (gateway, forwarding, import) present its certificate too.
     const own = t.clientCaFile !== '' ? { certFile: t.certFile, keyFile: t.keyFile } : {};
-    clientChannel = cfg.peerTls !== null ? channelCredentialsFromFiles({ caFile: cfg.peerTls.caFile, ...own, checkChain: false }) : grpc.credentials.createSsl();
+    // Forwarded calls carry the callers' keys: a member's client plane must not present another member's
+    // certificate (one naming no member is taken: a client-plane certificate of its own).
+    if (cfg.peerTls !== null) {
+      const members = memberChannelCredentialsFromFiles({ caFile: cfg.peerTls.caFile, ...own, checkChain: false });
+      clientChannel = members.any;
+      clientChannelFor = (id) => members.forMember(id, true);
+    } else {
+      clientChannel = grpc.credentials.createSsl();
+    }
   }
   if (cfg.httpTls !== null) check('gateway HTTPS', { certFile: cfg.httpTls.certFile, keyFile: cfg.httpTls.keyFile, checkChain: false });
-  return { peerServer, peerChannel, ...(peerChannelFor !== undefined ? { peerChannelFor } : {}), clientServer, clientChannel };
+  return { peerServer, peerChannel, ...(peerChannelFor !== undefined ? { peerChannelFor } : {}), clientServer, clientChannel, ...(clientChannelFor !== undefined ? { clientChannelFor } : {}) };
 }
 
 /** loopbackTarget: `address` with a wildcard host (0.0.0.0, ::) replaced by loopback, to dial our own listener. */
@@ -331,8 +342,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       consistencyCheckIntervalMs: cfg.consistencyCheckIntervalSecs * 1000,
       selfClientAddress: cfg.clientTls !== null ? cfg.advertiseClient : loopbackTarget(api.address),
       clientAddressOf: (id) => api.directory.get(id),
-      connect: (address) => {
-        const { credentials, options } = dialChannel({ credentials: planes.clientChannel, apiKey: cfg.apiKey });
+      connect: (address, id) => {
+        const { credentials, options } = dialChannel({ credentials: planes.clientChannelFor?.(id) ?? planes.clientChannel, apiKey: cfg.apiKey });
         return new ClusterServiceClient(address, credentials, options);
       },
       registry: metrics.registry,
@@ -358,6 +369,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     ...(cfg.peerTls !== null ? { identityOf: (call: PeerCall) => memberIdOf((call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate) } : {}),
     onPeerRefused: (reason) => metrics.peerRefusals.inc({ reason }),
     clientDial: { credentials: planes.clientChannel },
+    ...(planes.clientChannelFor !== undefined ? { clientCredentialsFor: planes.clientChannelFor } : {}),
     advertiseClient: cfg.advertiseClient,
     stateHash: () => hashStateAt(storage),
     snapshotApi: {

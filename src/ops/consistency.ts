@@ -165,7 +165,7 @@ export interface MemberDirectory {
  * own): the process wiring (or the API) passes it, so ops dial no channel
  * themselves.
  */
-export type ClusterConnector = (address: string) => ClusterServiceClient;
+export type ClusterConnector = (address: string, id: string) => ClusterServiceClient;
 
 /**
  * MemberClients keeps one ClusterServiceClient per member address (opened
@@ -187,10 +187,11 @@ export class MemberClients {
       if (id === this.dir.selfId) return { id, hash: this.local };
       const address = this.dir.clientAddressOf(id);
       if (address === '') return { id, hash: () => Promise.reject(new Error(`the client address of ${id} is not known yet`)) };
-      let c = this.clients.get(address);
+      const key = `${id}@${address}`;
+      let c = this.clients.get(key);
       if (c === undefined) {
-        c = this.connect(address);
-        this.clients.set(address, c);
+        c = this.connect(address, id);
+        this.clients.set(key, c);
       }
       return grpcMemberHasher(id, c, metadata);
     });

@@ -99,14 +99,18 @@ export function channelCredentialsFromFiles(opts: ChannelTlsFiles): grpc.Channel
   return grpc.experimental.createCertificateProviderChannelCredentials(provider, opts.certFile !== undefined ? provider : null, expected === undefined ? {} : memberCheck(expected));
 }
 
-/** memberCheck: verify options that add to Node's host name / IP check that the server's certificate names member `expected`. */
-function memberCheck(expected: string): grpc.VerifyOptions {
+/**
+ * memberCheck: verify options that add to Node's host name / IP check that
+ * the server's certificate names member `expected` (with `orNone`, or no
+ * member at all: a certificate made for a client plane only).
+ */
+function memberCheck(expected: string, orNone = false): grpc.VerifyOptions {
   return {
     checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
       const hostError = checkServerIdentity(host, cert);
       if (hostError !== undefined) return hostError;
       const got = memberIdOf(cert);
-      return got === expected ? undefined : new Error(`the server's certificate names member ${got ?? '(none)'}, not ${expected}`);
+      return got === expected || (orNone && got === null) ? undefined : new Error(`the server's certificate names member ${got ?? '(none)'}, not ${expected}`);
     },
   };
 }
@@ -118,11 +122,13 @@ export const MEMBER_CREDENTIALS_MAX = 4096;
  * MemberChannelCredentials: channel credentials over one set of reloading
  * files: `any` checks the server's certificate against the CA and the target
  * host only; `forMember(id)` also requires it to name member `id` (memberIdOf),
- * the same object for the same id (so grpc-js may share its connections).
+ * the same object for the same id (so grpc-js may share its connections);
+ * `forMember(id, true)` also takes a certificate that names no member (a
+ * client plane may serve one of its own) but never one naming another member.
  */
 export interface MemberChannelCredentials {
   readonly any: grpc.ChannelCredentials;
-  forMember(id: string): grpc.ChannelCredentials;
+  forMember(id: string, orNone?: boolean): grpc.ChannelCredentials;
 }
 
 /**
@@ -141,15 +147,16 @@ export function memberChannelCredentialsFromFiles(opts: Omit<ChannelTlsFiles, 's
   const byId = new Map<string, grpc.ChannelCredentials>();
   return {
     any: grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, {}),
-    forMember(id: string): grpc.ChannelCredentials {
-      let creds = byId.get(id);
+    forMember(id: string, orNone = false): grpc.ChannelCredentials {
+      const key = orNone ? `${id}|none` : id;
+      let creds = byId.get(key);
       if (creds === undefined) {
-        creds = grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, memberCheck(id));
+        creds = grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, memberCheck(id, orNone));
         if (byId.size >= MEMBER_CREDENTIALS_MAX) {
           const oldest = byId.keys().next();
           if (oldest.done !== true) byId.delete(oldest.value);
         }
-        byId.set(id, creds);
+        byId.set(key, creds);
       }
       return creds;
     },
