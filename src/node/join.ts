@@ -111,6 +111,12 @@ export interface LogNotLostOptions {
   readonly log: Logger;
   /** timeoutMs: each question's deadline (default JOIN_ASK_TIMEOUT_MS); the members are asked at once. */
   readonly timeoutMs?: number;
+  /**
+   * own: the log of a data dir that is not new (its last index, its hard state's term); absent: a new data dir. A
+   * leader of that term or a later one holding an acknowledgement past the last index means the data dir is older
+   * than the one this member ran on (a copy or a backup put back): refused as a new one would be.
+   */
+  readonly own?: { readonly lastIndex: number; readonly term: number };
 }
 
 /**
@@ -127,7 +133,9 @@ export interface LogNotLostOptions {
  * with JoinError naming who knows and what to do; resolves when no member
  * that answered says so (members that do not answer, as in a new cluster
  * whose members start together, are skipped, as etcd's bootstrap check
- * does: best effort).
+ * does: best effort). With `own`, a data dir that is not new is checked the
+ * same way against its last index: a copy or a backup of it put back lacks
+ * entries it acknowledged just as an empty one does.
  */
 export async function checkLogNotLost(o: LogNotLostOptions): Promise<void> {
   const self = o.selfId;
@@ -144,15 +152,26 @@ export async function checkLogNotLost(o: LogNotLostOptions): Promise<void> {
   const todo =
     `Start it on its old data dir, or replace it: remove it (snapcoord cluster remove ${self}), then add it again as a learner ` +
     `(snapcoord cluster add ${self} ${o.peers[self] ?? 'ADDR'} --learner) and start it with --join`;
+  const own = o.own ?? { lastIndex: 0, term: 0 };
   for (const a of answers) {
     const match = a?.askerMatchIndex ?? 0;
-    if (a === null || match === 0) continue;
+    // A leader of an earlier term may hold a match this node's log has since lost rightly (a later leader's
+    // entries replaced the ones it acknowledged): only a leader of its term or a later one counts.
+    if (a === null || match <= own.lastIndex || a.term < own.term) continue;
+    if (o.own !== undefined) {
+      o.log.warn({ leader: a.from, term: a.term, acknowledged: match, lastIndex: own.lastIndex }, 'this node\'s log ends before entries it acknowledged to the leader: its data dir is older than the one it ran on');
+      throw new JoinError(
+        `the data dir's log ends at entry ${own.lastIndex}, but ${a.from} (leader of term ${a.term}) holds ${self}'s acknowledgement of the log up to entry ${match}: ` +
+          `this data dir is older than the one this node ran on (a copy or a backup put back?), and voting without those entries could lose committed writes. ${todo.replace('on its old data dir', 'on its latest data dir')}`,
+      );
+    }
     o.log.warn({ leader: a.from, term: a.term, acknowledged: match }, 'this node\'s data dir is new, but the leader holds its acknowledgement of log entries it no longer has');
     throw new JoinError(
       `the data dir is new, but ${a.from} (leader of term ${a.term}) holds ${self}'s acknowledgement of the log up to entry ${match}: ` +
         `this node lost a log it acknowledged, and voting without it could lose committed writes. ${todo}`,
     );
   }
+  if (o.own !== undefined) return;
   const saw = answers.filter((a): a is MembershipAnswer => a !== null && a.askerStarted === true && a.membership.voters.includes(self)).map((a) => a.from);
   if (saw.length > 0) {
     o.log.warn({ sawItRun: saw }, 'this node\'s data dir is new, but members saw it run before with a log of its own');

@@ -882,6 +882,19 @@ export class RocksStorage implements NodeStorage {
 
   // ---- LogStore ----
 
+  /**
+   * readHardState: the hard state last saved (term, vote, commit), read alone, not the log (load reads both);
+   * EMPTY_HARD_STATE when none was saved. Used before the node starts (serve's check of a data dir older than
+   * what this member acknowledged).
+   */
+  async readHardState(): Promise<HardState> {
+    this.#checkOpen('readHardState');
+    return this.#logQueue.run(async () => {
+      const bytes = await this.#log.get(KEY_HARD_STATE);
+      return bytes === undefined ? EMPTY_HARD_STATE : parseJson(bytes, 'hard state', this.path, isHardState);
+    });
+  }
+
   async load(): Promise<LogState> {
     this.#checkOpen('load');
     return this.#logQueue.run(async () => {

@@ -4,7 +4,7 @@
  * ports from the OS.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
+import { cp, mkdtemp, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -169,6 +169,46 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
     assert.match(lines[0] ?? '', new RegExp(`refusing to start: the data dir is new, but ${leaderId} \\(leader of term \\d+\\) holds ${wiped}'s acknowledgement of the log up to entry [1-9]`));
     assert.match(lines[0] ?? '', new RegExp(`snapcoord cluster remove ${wiped}`));
     assert.doesNotMatch(again.output, /listening on grpc/);
+  });
+
+  it('a voter started again on an older copy of its data dir (a backup put back) while its leader holds a later acknowledgement: refused with exit 2; a plain restart is not', async () => {
+    // checkLogNotLost ran for a new data dir only: a copy taken earlier and put back lacks entries this member
+    // acknowledged just as an empty one does, and it voted without them (a committed write could be lost).
+    const s = await startServes(['n1', 'n2', 'n3'], (id, a) => serveArgs(id, a[id].grpc, a[id].peer, peersFlag(a), join(dir, 'older', id)));
+    procs.push(...Object.values<ServeProcess>(s.procs));
+    const addrs: Record<string, { grpc: string; peer: string }> = s.addrs;
+    const cluster = new ClusterClient(addrs.n1?.grpc ?? '');
+    clients.push(cluster);
+    const leaderId = await until('a leader', 20_000, async () => (await cluster.status({ deadlineMs: 2_000 }).catch(() => null))?.leaderId || undefined);
+    const leader = addrs[leaderId] as { grpc: string; peer: string };
+    const kv = new KvClient(leader.grpc);
+    clients.push(kv);
+    await putKeys(kv, 0, 5);
+    const f = (['n1', 'n2', 'n3'] as const).find((id) => id !== leaderId) as 'n1' | 'n2' | 'n3';
+    const leaderClient = new ClusterClient(leader.grpc);
+    clients.push(leaderClient);
+    const matchOf = async (): Promise<bigint> => (await leaderClient.status({ deadlineMs: 2_000 })).members.find((m) => m.id === f)?.matchIndex ?? 0n;
+    const before = await until(`${leaderId} to hold ${f}'s acknowledgement`, 10_000, async () => ((await matchOf()) > 0n ? matchOf() : undefined));
+    const first = s.procs[f];
+    await first.kill('SIGKILL');
+    const dataDir = first.args.dataDir;
+    await cp(dataDir, `${dataDir}.copy`, { recursive: true });
+    // A plain restart on its own data dir is not refused, and acknowledges what follows.
+    const second = serve(f, addrs[f]?.grpc ?? '', addrs[f]?.peer ?? '', peersFlag(s.addrs), dataDir);
+    await putKeys(kv, 5, 40);
+    await until(`${f} to acknowledge the later writes`, 30_000, async () => ((await matchOf()) > before + 20n ? true : undefined));
+    assert.equal(second.exitCode, null, second.lastLines());
+    await second.kill('SIGKILL');
+    await rm(dataDir, { recursive: true, force: true });
+    await rename(`${dataDir}.copy`, dataDir);
+    const third = serve(f, addrs[f]?.grpc ?? '', addrs[f]?.peer ?? '', peersFlag(s.addrs), dataDir);
+    await Promise.race([third.exited, new Promise((r) => setTimeout(r, 30_000))]);
+    assert.equal(third.exitCode, 2, `expected exit 2:\n${third.lastLines()}`);
+    const lines = third.output.split('\n').filter((l) => l.startsWith('snapcoord:'));
+    assert.equal(lines.length, 1, third.output);
+    assert.match(lines[0] ?? '', new RegExp(`refusing to start: the data dir's log ends at entry \\d+, but ${leaderId} \\(leader of term \\d+\\) holds ${f}'s acknowledgement of the log up to entry \\d+: this data dir is older`));
+    assert.match(lines[0] ?? '', new RegExp(`snapcoord cluster remove ${f}`));
+    assert.doesNotMatch(third.output, /listening on grpc/);
   });
 
   it('serve --join: a new node whose --peers name one member waits until it is added, starts from the cluster\'s configuration and catches up', async () => {

@@ -145,6 +145,17 @@ describe('a new data dir under the id of a member that acknowledged log entries 
       checkLogNotLost({ selfId: wiped, peers, ask, log: silentLogger }),
       (e: Error) => e instanceof JoinError && new RegExp(`${lid} \\(leader of term \\d+\\) holds ${wiped}'s acknowledgement of the log up to entry [1-9]`).test(e.message) && /cluster remove/.test(e.message),
     );
+    // A data dir that is not new: refused when its log ends before what the leader holds, as an empty one is; taken
+    // when it holds that much, or when the leader's term is older than its own (a later leader's entries replaced
+    // what it acknowledged to that one).
+    const match = leader.status().progress[wiped]?.match ?? 0;
+    const term = leader.status().term;
+    await assert.rejects(
+      checkLogNotLost({ selfId: wiped, peers, ask, log: silentLogger, own: { lastIndex: match - 1, term } }),
+      (e: Error) => e instanceof JoinError && new RegExp(`log ends at entry ${match - 1}, but ${lid} \\(leader of term ${term}\\) holds ${wiped}'s acknowledgement of the log up to entry ${match}: this data dir is older`).test(e.message),
+    );
+    await checkLogNotLost({ selfId: wiped, peers, ask, log: silentLogger, own: { lastIndex: match, term } });
+    await checkLogNotLost({ selfId: wiped, peers, ask, log: silentLogger, own: { lastIndex: match - 1, term: term + 1 } });
     // A learner added and not started yet acknowledged nothing: it starts.
     await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: '127.0.0.1:1' });
     await checkLogNotLost({ selfId: 'n4', peers: { ...peers, n4: '127.0.0.1:1' }, ask, log: silentLogger });
