@@ -60,6 +60,7 @@ import { acceptRequestsExpectingContinue, continueBody } from './expect-continue
 import type { RouteContext, RouteSpec } from './route-spec.js';
 import { JSON_TYPE, meiliError, sendMeiliError, sendNomadError, sendStyledError, sendTypesenseError, styleOfPath, type Style } from './styles.js';
 import { typesenseRoutes } from './typesense-routes.js';
+import { checkTlsBytes } from '../tls/check-tls-files.js';
 
 /** processMetrics: the default Node.js process metrics, in a registry of their own. */
 function processMetrics(): { text(): Promise<string>; readonly contentType: string } {
@@ -108,6 +109,8 @@ export interface GatewayOptions {
   readonly keepAliveTimeoutMs?: number;
   /** connectionsMax: open connections held at most (default DEFAULT_CONNECTIONS_MAX, 1024); the longest-idle one makes way for a new one. */
   readonly connectionsMax?: number;
+  /** tlsReloadCheckMs: how often the HTTPS files are looked at for a change (default TLS_RELOAD_CHECK_MS; tests shorten it). */
+  readonly tlsReloadCheckMs?: number;
 }
 
 /** RegisteredRoute: one registered route as fastify's onRoute hook saw it. */
@@ -272,7 +275,13 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const httpsFiles = opts.tls;
   const readPair = (): { cert: Buffer; key: Buffer } | null =>
     httpsFiles === undefined ? null : { cert: readFileSync(httpsFiles.certFile), key: readFileSync(httpsFiles.keyFile) };
+  // The pair is checked as the node's planes check theirs (parse, key matches, not expired, not before its start)
+  // at start (a clear Error naming the file) and on every reload (a bad set is not taken, the previous one stays).
+  const checkPair = (p: { cert: Buffer; key: Buffer }, files: { readonly certFile: string; readonly keyFile: string }): void => {
+    checkTlsBytes(p, files, { checkChain: false });
+  };
   const pair = readPair();
+  if (pair !== null && httpsFiles !== undefined) checkPair(pair, httpsFiles);
   /** httpServerOptions: what only the server's constructor takes (how often head deadlines are checked). */
   const httpServerOptions = { connectionsCheckingInterval: connectionsCheckingIntervalMs(limits.idleTimeoutMs), headersTimeout: limits.idleTimeoutMs, requestTimeout: 0 };
   const app = Fastify({
@@ -423,21 +432,28 @@ export function createGateway(opts: GatewayOptions): Gateway {
 
   // Certificate rotation: re-read the files when their mtimes change; new connections get the new pair.
   let tlsStamp = httpsFiles === undefined ? '' : tlsFilesStamp(httpsFiles);
+  /** badStamp: the stamp of the last set that could not be used (logged once, not every check). */
+  let badStamp = '';
   const tlsWatch =
     httpsFiles === undefined
       ? undefined
       : setInterval(() => {
           const stamp = tlsFilesStamp(httpsFiles);
-          if (stamp === tlsStamp) return;
+          if (stamp === tlsStamp || stamp === badStamp) return;
           try {
             const next = readPair();
-            if (next !== null) (app.server as unknown as TlsServer).setSecureContext(next);
+            if (next !== null) {
+              checkPair(next, httpsFiles);
+              (app.server as unknown as TlsServer).setSecureContext(next);
+            }
             tlsStamp = stamp;
+            badStamp = '';
             app.log.info({ cert: httpsFiles.certFile }, 'gateway: HTTPS certificate reloaded');
           } catch (err) {
+            badStamp = stamp;
             app.log.error({ err: (err as Error).message }, 'gateway: HTTPS certificate files changed but cannot be used; keeping the previous ones');
           }
-        }, TLS_RELOAD_CHECK_MS);
+        }, opts.tlsReloadCheckMs ?? TLS_RELOAD_CHECK_MS);
   tlsWatch?.unref();
   let closing: Promise<void> | null = null;
   return {
