@@ -151,17 +151,33 @@ class AppliedWaiters {
 
   /**
    * wait resolves once the node has applied `index`, or after waitMs (capped
-   * at CHECK_WAIT_MS_MAX); it does not reject. Errors (thrown at once):
-   * RESOURCE_EXHAUSTED when APPLIED_WAITERS_MAX calls wait already.
+   * at CHECK_WAIT_MS_MAX), or once `signal` aborts (the call was cancelled or
+   * its deadline passed: its place is freed then, not when waitMs ends); it
+   * does not reject. Errors (thrown at once): RESOURCE_EXHAUSTED when
+   * APPLIED_WAITERS_MAX calls wait already.
    */
-  wait(index: number, waitMs: number): Promise<void> {
+  wait(index: number, waitMs: number, signal?: AbortSignal): Promise<void> {
     const ms = Math.min(Math.max(0, waitMs), CHECK_WAIT_MS_MAX);
-    if (ms === 0 || this.node.brief().applied >= index) return Promise.resolve();
+    if (ms === 0 || signal?.aborted === true || this.node.brief().applied >= index) return Promise.resolve();
     if (this.waiting.size >= APPLIED_WAITERS_MAX) {
       throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `${this.waiting.size} calls wait for an index to be applied on ${this.node.id} already (at most ${APPLIED_WAITERS_MAX} at once); retry when one is done`);
     }
     return new Promise<void>((resolve) => {
-      this.waiting.add({ index, deadlineMs: Date.now() + ms, resolve });
+      const w: AppliedWaiter = {
+        index,
+        deadlineMs: Date.now() + ms,
+        resolve: () => {
+          signal?.removeEventListener('abort', gone);
+          resolve();
+        },
+      };
+      // A caller gone (cancelled, or its deadline shorter than waitMs) held its place for the whole waitMs before: 64
+      // calls cancelled at once by one key's holder kept every other HashState and CheckConsistency refused a minute.
+      const gone = (): void => {
+        if (this.waiting.delete(w)) w.resolve();
+      };
+      signal?.addEventListener('abort', gone, { once: true });
+      this.waiting.add(w);
       if (this.timer === null) {
         this.timer = setInterval(() => this.sweep(), APPLIED_POLL_MS);
         this.timer.unref();
@@ -323,7 +339,13 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
 
     hashState: unary(async (call: grpc.ServerUnaryCall<HashStateRequest, HashStateResponse>) => {
       const atIndex = Number(call.request.atIndex ?? 0n);
-      if (atIndex > 0) await applied.wait(atIndex, call.request.waitMs ?? 0);
+      if (atIndex > 0) {
+        const gone = new AbortController();
+        call.once('cancelled', () => gone.abort());
+        await applied.wait(atIndex, call.request.waitMs ?? 0, gone.signal);
+        // Nobody waits for the answer: no read of the whole state for it.
+        if (gone.signal.aborted) throw new ApiError(grpc.status.CANCELLED, 'the call was cancelled while it waited for its index');
+      }
       const appliedIndex = BigInt(node.status().applied);
       const h = await localHash(0, 0);
       return { sha256: h.sha256, appliedIndex, hashedIndex: BigInt(h.index) };

@@ -122,4 +122,31 @@ describe('HashState: state hashes computed at once', function () {
       c.close();
     }
   });
+
+  it('a waiter whose caller is gone (cancelled) gives its place back at once, not when its waitMs ends', async () => {
+    // Before, 64 calls with an index far ahead and a minute to wait, cancelled at once by the caller, kept every
+    // other HashState and CheckConsistency on this node refused RESOURCE_EXHAUSTED for that minute.
+    const c = new ClusterClient(api.address);
+    try {
+      const far = node.status().applied + 1_000_000;
+      const cancelled = Array.from({ length: APPLIED_WAITERS_MAX }, () => {
+        let call: grpc.ClientUnaryCall | undefined;
+        const done = new Promise<grpc.ServiceError | null>((resolve) => {
+          call = c.raw.hashState({ atIndex: BigInt(far), waitMs: 60_000 }, new grpc.Metadata(), { deadline: Date.now() + 90_000 }, (e) => resolve(e));
+        });
+        return { call, done };
+      });
+      await sleep(500);
+      for (const x of cancelled) x.call?.cancel();
+      for (const e of await Promise.all(cancelled.map((x) => x.done))) assert.equal(e?.code, grpc.status.CANCELLED);
+      const answer = await until('a place to wait in', 5_000, () =>
+        new Promise<HashStateResponse | grpc.ServiceError>((resolve) =>
+          c.raw.hashState({ atIndex: BigInt(far), waitMs: 200 }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (e, r) => resolve(e ?? r)),
+        ).then((r) => (r instanceof Error && r.code === grpc.status.RESOURCE_EXHAUSTED ? undefined : r)),
+      );
+      assert.ok(!(answer instanceof Error), String(answer));
+    } finally {
+      c.close();
+    }
+  });
 });
