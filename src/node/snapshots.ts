@@ -21,7 +21,6 @@ import {
   SnapshotStoreError,
   checkedStateRecords,
   isReadFailure,
-  decodeStateRecords,
   readArchive,
   scanStateRecords,
   type ArchiveMeta,
@@ -757,9 +756,11 @@ export class SnapshotManager {
           // verified settles once readArchive has read the whole input: the whole digest is final then.
           const checked = verified.then(confirm);
           checked.catch(() => undefined);
-          // The session records are checked as the state machine reads them at open: a state it cannot open on is refused
-          // here (the state unchanged), not made live to fail the node at its next apply and at every restart.
-          const records = sessionRecordsChecked(decodeStateRecords(state, INSTALL_DECODE_OPTIONS), `snapshot ${s.id}`);
+          // Every record is checked as a restore's are (keys strictly increasing, as many records and bytes as meta.json
+          // declares: a duplicate key was installed as its last value, keys out of order as sorted, the snapshot's
+          // counts lying), and the session records as the state machine reads them at open: a state it cannot open
+          // on is refused here (the state unchanged), not made live to fail the node at its next apply and every restart.
+          const records = sessionRecordsChecked(checkedStateRecords(state, meta, INSTALL_DECODE_OPTIONS), `snapshot ${s.id}`);
           await this.storage.installState(thenVerified(records, checked), { appliedIndex: meta.index, membership: meta.membership });
         },
         { io: this.io, skipStateDigest: !handle.verified, ...(recorder !== null ? { gunzip: recorder.gunzip } : {}) },

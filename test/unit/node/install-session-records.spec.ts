@@ -45,7 +45,8 @@ describe('a follower installs a snapshot whose session records the state machine
   });
 
   const install = async (recs: { key: Buffer; value: Buffer }[]): Promise<void> => {
-    const archive = await tarGz(goodEntries(rawState(recs), recs.length).entries);
+    const sorted = [...recs].sort((a, b) => Buffer.compare(a.key, b.key)); // in key order, as state.bin must be
+    const archive = await tarGz(goodEntries(rawState(sorted), sorted.length).entries);
     await sm.install(await sm.store.importArchive(Readable.from([archive]), { maxBytes: 1e8 }));
   };
   const session = (clientId: string, value?: Uint8Array): { key: Buffer; value: Buffer } => ({
