@@ -166,10 +166,17 @@ export class KeyRing {
 }
 
 /**
+ * API_KEYS_MAX: the most extra keys `apiKeys` may list. Every call's key is
+ * compared with every known key (constant time: no early exit), so the list's
+ * length is a cost on every call.
+ */
+export const API_KEYS_MAX = 1024;
+
+/**
  * parseApiKeys parses the `apiKeys` option: a JSON array (or its text) of
- * {key, actions}; '' or blank text is no keys. A key is a string of
- * API_KEY_CHARS_MIN characters up to API_KEY_BYTES_MAX bytes; actions a
- * non-empty array of ACTIONS.
+ * at most API_KEYS_MAX {key, actions}; '' or blank text is no keys. A key is
+ * a string of API_KEY_CHARS_MIN characters up to API_KEY_BYTES_MAX bytes;
+ * actions a non-empty array of ACTIONS.
  * Errors: Error with one line naming the entry and the problem (never the key).
  */
 export function parseApiKeys(value: unknown): ApiKeySpec[] {
@@ -184,6 +191,7 @@ export function parseApiKeys(value: unknown): ApiKeySpec[] {
     }
   }
   if (!Array.isArray(v)) throw new Error('expected a JSON array of {"key": "...", "actions": [...]}');
+  if (v.length > API_KEYS_MAX) throw new Error(`${v.length} keys: at most ${API_KEYS_MAX} (each call's key is compared with every one)`);
   return v.map((entry: unknown, i) => {
     if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new Error(`[${i}]: expected an object {key, actions}`);
     const e = entry as Record<string, unknown>;

@@ -4,7 +4,7 @@ import crypto from 'node:crypto';
 import { ESLint } from 'eslint';
 
 import { bearerToken } from '../../../src/auth/bearer.js';
-import { ACTIONS, API_KEY_BYTES_MAX, KeyRing, allows, parseApiKeys, type Action } from '../../../src/auth/keys.js';
+import { ACTIONS, API_KEY_BYTES_MAX, API_KEYS_MAX, KeyRing, allows, parseApiKeys, type Action } from '../../../src/auth/keys.js';
 import { ACTIONS as GATEWAY_ACTIONS, parseApiKeys as gatewayParseApiKeys } from '../../../src/gateway/auth.js';
 
 const ADMIN = 'admin-key-0123456789';
@@ -157,6 +157,12 @@ describe('src/auth: keys and actions', () => {
     } catch (err) {
       assert.doesNotMatch((err as Error).message, /secret-key-value/);
     }
+  });
+
+  it('parseApiKeys takes at most API_KEYS_MAX keys: each call is compared with every one (review16: the list had no bound)', () => {
+    const keys = (n: number) => Array.from({ length: n }, (_, i) => ({ key: `key-number-${i}`, actions: ['kv.read'] }));
+    assert.equal(parseApiKeys(keys(API_KEYS_MAX)).length, API_KEYS_MAX);
+    assert.throws(() => parseApiKeys(JSON.stringify(keys(API_KEYS_MAX + 1))), new RegExp(`^Error: ${API_KEYS_MAX + 1} keys: at most ${API_KEYS_MAX} `));
   });
 
   it('bearerToken: the Bearer scheme, case-insensitive, trimmed; anything else is no token', () => {
