@@ -1060,9 +1060,11 @@ export class Node {
   async handleRequest(m: Message): Promise<Message[]> {
     this.checkRunning();
     this.refuseFarAhead(m);
-    if ((m.type === 'append' || m.type === 'heartbeat') && m.term >= this.raft.brief().term) this.lastLeaderContactAtMs = this.clock.nowMs();
     if (m.type === 'readIndex') return this.handleReadIndexRequest(m);
     const replies = this.raft.stepForReplies(m);
+    // Contact with the leader this node follows once stepped: an append or heartbeat the core dropped (another
+    // member claiming to lead, 0c4571e; a learner's claim) is no contact, though its term is current.
+    if ((m.type === 'append' || m.type === 'heartbeat') && m.from === this.raft.brief().leader) this.lastLeaderContactAtMs = this.clock.nowMs();
     this.noteLeader();
     if (!this.dependsOnUnsaved(replies)) return replies;
     await this.persisted();
