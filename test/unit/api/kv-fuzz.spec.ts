@@ -173,7 +173,7 @@ async function served(client: KVServiceClient): Promise<string[]> {
 }
 
 describe('fuzz: odd KV requests over gRPC', function () {
-  this.timeout(120_000);
+  this.timeout(60_000 + fuzzCases(100) * 500); // FUZZ_CASES runs by hand take longer
   let c: TestCluster | undefined;
   let client: KVServiceClient | undefined;
   afterEach(async () => {

@@ -131,7 +131,7 @@ function oddRequest(rng: SeededRng, root: string): OddRequest {
 }
 
 describe('fuzz: odd HTTP requests to the gateway in front of a real node', function () {
-  this.timeout(180_000);
+  this.timeout(60_000 + fuzzCases(80) * 500); // FUZZ_CASES runs by hand take longer
   let n: SnapshotNode | undefined;
   let gw: Gateway | undefined;
   afterEach(async () => {

@@ -203,7 +203,7 @@ function isRefusal(err: unknown): boolean {
 }
 
 describe('fuzz: odd peer messages from a member (n3) stepped into real nodes', function () {
-  this.timeout(120_000);
+  this.timeout(60_000 + fuzzCases(400) * 100); // FUZZ_CASES runs by hand take longer
   const stops: (() => Promise<void>)[] = [];
   afterEach(async () => {
     for (const s of stops.splice(0)) await s();

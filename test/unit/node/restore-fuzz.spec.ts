@@ -41,7 +41,7 @@ async function clientKeys(n: Node): Promise<string[]> {
 }
 
 describe('fuzz: restores of hostile archives (valid hashes, hostile content)', function () {
-  this.timeout(180_000);
+  this.timeout(60_000 + fuzzCases(20) * 1000); // FUZZ_CASES runs by hand take longer
   let c: RocksCluster | undefined;
   afterEach(async () => {
     await c?.close();

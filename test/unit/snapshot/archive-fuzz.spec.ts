@@ -75,7 +75,7 @@ function damage(rng: SeededRng, bytes: Buffer): { bytes: Buffer; what: string } 
 }
 
 describe('fuzz: the archive readers (inspect, readArchive) on hostile and damaged archives', function () {
-  this.timeout(120_000);
+  this.timeout(60_000 + fuzzCases(100) * 200); // FUZZ_CASES runs by hand take longer
 
   for (const kind of ['hostile content, valid hashes', 'damaged bytes of a real archive'] as const) {
     it(`${kind}: inspect reports (never throws) exactly what readArchive + the record check refuse, with typed errors`, async () => {
