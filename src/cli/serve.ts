@@ -82,6 +82,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
   };
   const onError = (what: string) => (err: Error): void => logger.error({ what, err: err.message }, 'TLS files changed but cannot be used; keeping the previous ones');
   const onReload = (what: string) => (): void => logger.info({ what }, 'TLS files reloaded');
+  const onExpired = (what: string) => (err: Error): void => logger.error({ what, err: err.message }, 'TLS certificate in use has expired: replace it');
   if (cfg.insecurePlaintext) {
     logger.warn({}, 'INSECURE: --insecure-plaintext: listeners on non-loopback addresses may run without TLS; anyone on the network can read and forge their traffic');
   }
@@ -95,7 +96,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
       throw new CliError(`refusing to start: --peer-cert ${t.certFile} names member ${ident ?? '(none)'}, not ${cfg.id} (issue one with \`snapcoord certs issue ${cfg.id}\`)`, EXIT_CONFIG);
     }
     // A reload must name this member too (memberId): another member's certificate is not taken, as at start.
-    peerServer = serverCredentialsFromFiles({ certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile, memberId: cfg.id, requireClientCert: true, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
+    peerServer = serverCredentialsFromFiles({ certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile, memberId: cfg.id, requireClientCert: true, onError: onError('peer TLS'), onReload: onReload('peer TLS'), onExpired: onExpired('peer TLS') });
     // A member dialled must present its own certificate: any member's passes the CA and host checks.
     const members = memberChannelCredentialsFromFiles({ caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, memberId: cfg.id, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
     peerChannel = members.any;
@@ -115,6 +116,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
       checkChain: false,
       onError: onError('client TLS'),
       onReload: onReload('client TLS'),
+      onExpired: onExpired('client TLS'),
     });
     // Members reach each other's client planes trusting the cluster CA (--peer-ca), else the system's roots.
     // With --client-ca the node's own calls (gateway, forwarding, import) present its certificate too.

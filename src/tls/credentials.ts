@@ -18,7 +18,7 @@ export { checkTlsFiles, type CheckTlsOptions, type TlsFiles, type TlsFilesInfo }
 export { FileCertificateProvider, REFRESH_MS_DEFAULT, type FileCertificateProviderOptions } from './file-certificate-provider.js';
 export { memberIdOf } from './member-id.js';
 
-type Callbacks = Pick<FileCertificateProviderOptions, 'refreshMs' | 'checkChain' | 'memberId' | 'onReload' | 'onError'>;
+type Callbacks = Pick<FileCertificateProviderOptions, 'refreshMs' | 'checkChain' | 'memberId' | 'onReload' | 'onError' | 'onExpired'>;
 
 /** ServerTlsFiles: the server's certificate and key, the CA that signs client certificates, and whether clients must present one. */
 export interface ServerTlsFiles extends Callbacks {

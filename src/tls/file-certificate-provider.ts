@@ -25,6 +25,12 @@ export interface FileCertificateProviderOptions extends TlsFiles {
   readonly onReload?: (info: TlsFilesInfo) => void;
   /** called once per distinct bad set of files; the last good set stays in use. */
   readonly onError?: (err: Error) => void;
+  /**
+   * onExpired: called once when the certificate in use expires while no
+   * replacement has been taken (peers and clients refuse it from then on;
+   * the files are still read every refreshMs, so writing a new pair heals it).
+   */
+  readonly onExpired?: (err: Error) => void;
 }
 
 /**
@@ -59,6 +65,9 @@ export class FileCertificateProvider implements experimental.CertificateProvider
   private readonly memberId: string | undefined;
   private readonly onReload: ((info: TlsFilesInfo) => void) | undefined;
   private readonly onError: ((err: Error) => void) | undefined;
+  private readonly onExpired: ((err: Error) => void) | undefined;
+  /** expiredReported: the notAfter (ms) of the certificate whose expiry was reported. */
+  private expiredReported = 0;
   private current: TlsBytes;
   private lastBad: { bytes: TlsBytes; message: string } | null = null;
   private info: TlsFilesInfo;
@@ -83,6 +92,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     this.memberId = opts.memberId;
     this.onReload = opts.onReload;
     this.onError = opts.onError;
+    this.onExpired = opts.onExpired;
     const bytes: TlsBytes = {
       ...(this.files.certFile !== undefined ? { cert: readTlsFile(this.files.certFile) } : {}),
       ...(this.files.keyFile !== undefined ? { key: readTlsFile(this.files.keyFile) } : {}),
@@ -181,6 +191,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     const caChanged = !same(bytes.ca, this.current.ca);
     if (!identityChanged && !caChanged) {
       this.lastBad = null;
+      this.checkExpiry();
       return;
     }
     let info: TlsFilesInfo;
@@ -196,6 +207,17 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     if (identityChanged) for (const l of this.identityListeners) l(this.identityUpdate());
     if (caChanged && bytes.ca !== undefined) for (const l of this.caListeners) l({ caCertificate: bytes.ca });
     this.onReload?.(info);
+  }
+
+  /** checkExpiry calls onExpired once for a certificate in use that has expired (the set unchanged since). */
+  private checkExpiry(): void {
+    if (this.current.cert === undefined) return;
+    const notAfterMs = this.info.notAfter.getTime();
+    if (Date.now() <= notAfterMs || this.expiredReported === notAfterMs) return;
+    this.expiredReported = notAfterMs;
+    this.onExpired?.(
+      new Error(`${this.files.certFile ?? 'the certificate'}: the certificate in use expired on ${this.info.notAfter.toISOString()}; connections with it fail until a new certificate and key are written`),
+    );
   }
 
   /** check: checkTlsBytes, and the certificate names memberId when one is expected. */

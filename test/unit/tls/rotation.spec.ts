@@ -127,6 +127,24 @@ describe('tls rotation: certificate files replaced under a running server', func
     await waitFor('the new certificate to be served', async () => (await serverCertSerial(port, caPem, client)) === serialOf(next.certPem), 20 * REFRESH_MS);
   });
 
+  it('a certificate in use that expires (files unchanged) is reported once by onExpired (review16: nothing said so; peers just began refusing it)', async () => {
+    const ca = await readCa(dir);
+    const soon = await issueNodeCert(ca, { id: 'n1', ips: ['127.0.0.1'], notAfter: new Date(Date.now() + 3_000) });
+    const files = { certFile: `${dir}/soon.pem`, keyFile: `${dir}/soon-key.pem` };
+    await writeFile(files.keyFile, soon.keyPem, { mode: 0o600 });
+    await writeFile(files.certFile, soon.certPem);
+    const expired: string[] = [];
+    const errors: string[] = [];
+    const provider = new FileCertificateProvider({ ...files, caFile, refreshMs: 50, onExpired: (e) => expired.push(e.message), onError: (e) => errors.push(e.message) });
+    server = await startServer(serverCredentialsFromProvider(provider, true, true));
+    assert.deepEqual(expired, [], 'reported before it expired');
+    await waitFor('the expiry to be reported', async () => expired.length > 0, 10_000);
+    assert.match(expired[0] ?? '', /soon\.pem: the certificate in use expired on .*; connections with it fail until a new certificate and key are written/);
+    await sleep(300);
+    assert.equal(expired.length, 1, 'reported once');
+    assert.deepEqual(errors, []);
+  });
+
   it('a client certificate rotated on disk is used by the next connection; an expired one never is', async () => {
     const serverFiles = await writeNodeCert(dir, 'n1', { ips: ['127.0.0.1'] });
     server = await startServer(serverCredentialsFromFiles({ ...serverFiles, caFile, requireClientCert: true, refreshMs: REFRESH_MS }));
