@@ -31,7 +31,7 @@ import {
 } from '../../../src/gen/snapcoord/v1/kv.js';
 import { SeededRng } from '../../harness/rng.js';
 import { fuzzCases, fuzzSeed } from '../snapshot/fuzz-archives.js';
-import { startTestCluster, type TestCluster } from './harness.js';
+import { startTestCluster, type TestCluster, type TestMember } from './harness.js';
 
 const REFUSALS = new Set([grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION, grpc.status.RESOURCE_EXHAUSTED, grpc.status.OUT_OF_RANGE]);
 const latin1 = (s: string): Buffer => Buffer.from(s, 'latin1');
@@ -156,12 +156,12 @@ function invoke(client: KVServiceClient, call: Call): Promise<{ err: grpc.Servic
   });
 }
 
-/** served: every pair a full range serves (hex), which must never hold a reserved key. */
+/** served: every pair a full linearizable range serves (hex; a follower reads its leader's state), which must never hold a reserved key. */
 async function served(client: KVServiceClient): Promise<string[]> {
   const out: string[] = [];
   let start = Buffer.alloc(0);
   for (let page = 0; page < 100; page++) {
-    const { err, res } = await invoke(client, { rpc: 'range', req: { prefix: Buffer.alloc(0), start, end: Buffer.alloc(0), limit: 1000, serializable: true } });
+    const { err, res } = await invoke(client, { rpc: 'range', req: { prefix: Buffer.alloc(0), start, end: Buffer.alloc(0), limit: 1000, serializable: false } });
     assert.equal(err, null, String(err));
     const r = res as { kvs: { key: Uint8Array; value: Uint8Array; modRevision: bigint; version: bigint }[]; more: boolean };
     for (const kv of r.kvs) out.push(`${Buffer.from(kv.key).toString('hex')}=${Buffer.from(kv.value).toString('hex').slice(0, 64)}/${kv.value.length}@${kv.modRevision}v${kv.version}`);
@@ -183,12 +183,18 @@ describe('fuzz: odd KV requests over gRPC', function () {
     client = undefined;
   });
 
-  it('each is answered OK or refused with a documented code and a message, a refused write changes nothing, reserved keys are never served', async () => {
-    const cases = fuzzCases(100);
-    const seed = fuzzSeed(4_400_000);
-    c = await startTestCluster(1);
+  for (const [size, ciCases, seed0] of [
+    [1, 100, 4_400_000],
+    [3, 30, 4_500_000],
+  ] as const) {
+  it(`${size === 1 ? 'one node' : 'a follower of three (its writes forwarded to the leader)'}: each is answered OK or refused with a documented code and a message, a refused write changes nothing, reserved keys are never served`, async () => {
+    const cases = fuzzCases(ciCases);
+    const seed = fuzzSeed(seed0);
+    c = await startTestCluster(size);
+    const members: readonly TestMember[] = c.members;
     const leader = await c.waitForLeader();
-    client = new KVServiceClient(leader.address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 8 * 1024 * 1024 });
+    const target = size === 1 ? leader : (c.followers(leader.id)[0] as typeof leader);
+    client = new KVServiceClient(target.address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 8 * 1024 * 1024 });
     const outcomes = new Map<string, number>();
     for (let i = 0; i < cases; i++) {
       const rng = new SeededRng(seed).fork(`request-${i}`);
@@ -213,7 +219,7 @@ describe('fuzz: odd KV requests over gRPC', function () {
       const after = await served(client);
       for (const kv of after) assert.ok(!kv.startsWith(Buffer.from('\x00snapcoord/', 'latin1').toString('hex')), `${where}: a reserved key is served: ${kv}`);
       assert.ok(leader.node.status().applied >= appliedBefore);
-      assert.equal(leader.node.failed(), null, `${where}: the node failed`);
+      for (const m of members) assert.equal(m.node.failed(), null, `${where}: ${m.id} failed`);
       if (i % 10 === 9) {
         const { err: e } = await invoke(client, { rpc: 'put', req: { key: Buffer.from('plain'), value: Buffer.from(String(i)), prevKv: false, clientId: '', requestId: 0n } });
         assert.equal(e, null, `${where}: a plain write after it failed: ${String(e)}`);
@@ -221,4 +227,5 @@ describe('fuzz: odd KV requests over gRPC', function () {
     }
     if (process.env['FUZZ_CASES'] !== undefined) console.log(`      ${cases} requests from seed ${seed}:`, Object.fromEntries(outcomes));
   });
+  }
 });
