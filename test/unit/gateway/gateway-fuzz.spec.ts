@@ -5,8 +5,8 @@
  * and query strings (task uids negative, huge, not numbers; snapshot_path
  * outside the roots, relative, with NUL; repeated parameters), each style's
  * auth header right, wrong, repeated or missing, odd content types and
- * bodies (empty, not JSON, JSON of the wrong shape, random bytes as an
- * archive). The contract: every answer is below 500 (503 only from /health,
+ * bodies (empty, not JSON, JSON of the wrong shape, random bytes, archives
+ * with hostile content behind valid hashes to restore). The contract: every answer is below 500 (503 only from /health,
  * which reports an unavailable node that way), JSON answers are JSON with a
  * message when they refuse; the state (the node's keys and applied index)
  * changes only on a success; and /health answers 200 after each.
@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { createGateway, type Gateway } from '../../../src/gateway/gateway.js';
 import { SeededRng } from '../../harness/rng.js';
 import { SnapshotNode } from '../api/snapshot-node.js';
-import { fuzzCases, fuzzSeed } from '../snapshot/fuzz-archives.js';
+import { baseArchive, fuzzArchive, fuzzCases, fuzzSeed } from '../snapshot/fuzz-archives.js';
 
 const KEY = 'admin-key-0123456789';
 const READ_KEY = 'read-only-key-0123';
@@ -59,7 +59,12 @@ interface OddRequest {
   readonly body: Buffer | null;
 }
 
-function oddRequest(rng: SeededRng, root: string): OddRequest {
+function oddRequest(rng: SeededRng, root: string, archives: readonly Buffer[]): OddRequest {
+  if (rng.chance(0.1)) {
+    // A restore with the right key (Nomad's route): hostile archives, or bytes that are none.
+    const body = rng.chance(0.8) ? rng.pick(archives) : Buffer.from(Array.from({ length: rng.nextInt(2000) }, () => rng.nextInt(256)));
+    return { method: rng.pick(['PUT', 'POST']), path: '/v1/operator/snapshot', headers: [['x-nomad-token', KEY], ['content-type', rng.pick(['application/octet-stream', 'application/x-www-form-urlencoded', 'application/json'])]], body };
+  }
   const uid = rng.pick(['0', '1', '-1', '999999999999999999999', 'abc', '1e3', '%00', '1.5', '', '00001', '9007199254740993']);
   const snapshotPath = rng.pick([
     join(root, `t-${rng.nextInt(1000)}`),
@@ -124,6 +129,8 @@ function oddRequest(rng: SeededRng, root: string): OddRequest {
       () => Buffer.from(`{"x":"${'y'.repeat(300_000)}"}`),
       () => Buffer.from(Array.from({ length: rng.nextInt(3000) }, () => rng.nextInt(256))),
       () => Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3]),
+      () => rng.pick(archives), // hostile content behind valid hashes (fuzz-archives.ts)
+      () => rng.pick(archives),
     ])();
     headers.push(['content-type', rng.pick(['application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', 'application/octet-stream', 'multipart/form-data; boundary=x', 'application/json; charset=latin1', '\u00e9'])]);
   }
@@ -148,9 +155,14 @@ describe('fuzz: odd HTTP requests to the gateway in front of a real node', funct
     gw = createGateway({ target: n.api.address, auth: { adminKey: KEY, keys: [{ key: READ_KEY, actions: ['snapshots.read'] }] }, snapshotRoots: [n.root, join(n.dir, 'other-root')] });
     const port = Number((await gw.listen('127.0.0.1:0')).split(':').at(-1));
     await n.node.propose({ op: 'put', key: new TextEncoder().encode('k/a'), value: new TextEncoder().encode('1') });
+    const archives: Buffer[] = [];
+    for (let a = 0; a < 6; a++) {
+      const rng = new SeededRng(seed).fork(`archive-${a}`);
+      archives.push((await fuzzArchive(rng.fork('mutate'), await baseArchive(rng.fork('base')))).archive);
+    }
     const outcomes = new Map<string, number>();
     for (let i = 0; i < cases; i++) {
-      const r = oddRequest(new SeededRng(seed).fork(`request-${i}`), n.root);
+      const r = oddRequest(new SeededRng(seed).fork(`request-${i}`), n.root, archives);
       const where = `request ${i} (FUZZ_SEED=${seed} FUZZ_CASES=${i + 1}): ${r.method} ${r.path.slice(0, 200)} headers ${JSON.stringify(r.headers.map(([k, v]) => [k, v.slice(0, 40)]))} body ${r.body === null ? 'none' : `${r.body.length} bytes ${r.body.subarray(0, 30).toString('latin1')}`}`;
       const lastIndex: number = n.node.status().lastIndex;
       const a = await send(port, r.method, r.path, r.headers, r.body);
