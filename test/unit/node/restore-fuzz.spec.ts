@@ -18,6 +18,7 @@ import { Readable } from 'node:stream';
 import type { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { NodeError } from '../../../src/node/errors.js';
 import type { Node } from '../../../src/node/node.js';
+import { until } from '../../harness/until.js';
 import { isReservedKey } from '../../../src/fsm/sessions.js';
 import { SeededRng } from '../../harness/rng.js';
 import { baseArchive, fuzzArchive, fuzzCases, fuzzSeed } from '../snapshot/fuzz-archives.js';
@@ -51,8 +52,11 @@ describe('fuzz: restores of hostile archives (valid hashes, hostile content)', f
   it('each is refused (invalid, state unchanged) or applied as the archive holds it; the node stays up, restarts and snapshots', async () => {
     const cases = fuzzCases(20);
     const seed0 = fuzzSeed(7_100_000);
-    c = await RocksCluster.start(1, { snapshotEntries: 1_000_000 });
+    // FUZZ_NODES=3 by hand: the followers apply each restore too (the archive staged on them, installed with their sessions).
+    const size = Number(process.env['FUZZ_NODES'] ?? 1);
+    c = await RocksCluster.start(size, { snapshotEntries: 1_000_000 });
     let leader = await c.waitForLeader();
+    const idOf = (n: Node): string => (c as RocksCluster).members.find((m) => m.node === n)?.id as string;
     await leader.propose({ op: 'put', key: enc.encode('own/a'), value: enc.encode('1') });
     const outcomes = new Map<string, number>();
     const count = (k: string): void => void outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
@@ -61,7 +65,7 @@ describe('fuzz: restores of hostile archives (valid hashes, hostile content)', f
       const rng = new SeededRng(seed);
       const fuzzed = await fuzzArchive(rng.fork('mutate'), await baseArchive(rng.fork('base')));
       const where = `seed ${seed} (FUZZ_SEED=${seed} FUZZ_CASES=1): ${fuzzed.what.join('; ')}`;
-      const storage: RocksStorage | null = c.member('n1').storage;
+      const storage: RocksStorage | null = c.member(idOf(leader)).storage;
       assert.ok(storage !== null);
       const before = await stateRecords(storage);
       const lastIndex = leader.status().lastIndex;
@@ -77,18 +81,25 @@ describe('fuzz: restores of hostile archives (valid hashes, hostile content)', f
       if (leader.status().lastIndex !== lastIndex) {
         // Applied: the client keys are the archive's.
         const want: string[] = hexRecords((fuzzed.records ?? []).filter((r) => !isReservedKey(r.key))).sort();
-        assert.deepEqual((await clientKeys(leader)).sort(), want, `${where}: restored, but the client keys are not the archive's`);
+        const applied = leader.status().applied;
+        for (const m of c.members) {
+          const n = m.node as Node;
+          await until(`${m.id} to apply the restore`, 20_000, () => (n.status().applied >= applied || n.failed() !== null ? true : undefined));
+          assert.equal(n.failed(), null, `${where}: ${m.id} failed: ${String(n.failed())}`);
+          assert.deepEqual((await clientKeys(n)).sort(), want, `${where}: restored, but ${m.id}'s client keys are not the archive's`);
+        }
         count('restored');
       }
       assert.equal(leader.failed(), null, `${where}: the node failed: ${String(leader.failed())}`);
       await leader.propose({ op: 'put', key: enc.encode('own/after'), value: enc.encode(String(i)) });
     }
     // The node restarts on what it was left with, serves, and a snapshot of its state reads back.
-    await c.stop('n1');
-    await c.restart('n1');
+    const restarted = idOf(leader);
+    await c.stop(restarted);
+    await c.restart(restarted);
     leader = await c.waitForLeader();
     await leader.propose({ op: 'put', key: enc.encode('own/restarted'), value: enc.encode('y') });
-    const storage = c.member('n1').storage;
+    const storage = c.member(idOf(leader)).storage;
     assert.ok(storage !== null);
     const file = await saveArchive(c, leader);
     assert.deepEqual(await archiveRecords(createReadStream(file)), await stateRecords(storage));
