@@ -1,15 +1,20 @@
 /**
- * The archives the simulator's clients upload for a restore, built in memory
- * with the real archive writer (src/snapshot/archive.ts writeArchive on a
- * MemorySnapshotIo scratch disk): a valid one holding a given KV state, and a
+ * The archives the simulator's clients upload for a restore, built in memory:
+ * the bytes the real archive writer gives (src/snapshot/archive.ts
+ * writeArchive on a MemorySnapshotIo scratch disk; archiveInMemory builds
+ * the same in one step): a valid one holding a given KV state, and a
  * poisoned one whose every hash is right (gzip, SHA256SUMS, meta.json) but
  * whose state.bin is not a state a restore may install (issue 14's kinds).
  * Same inputs, same bytes.
  */
+import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import type { Membership } from '../../src/raft/types.js';
 import { writeArchive } from '../../src/snapshot/archive.js';
+import { archiveFrame } from '../../src/snapshot/archive-writer.js';
 import { MemorySnapshotIo } from '../../src/snapshot/memory-snapshot-io.js';
+import { GZIP_BLOCK_BYTES_DEFAULT, GZIP_LEVEL_DEFAULT } from '../../src/snapshot/parallel-gzip.js';
 import type { SeededRng } from '../harness/rng.js';
 
 /** POISONS: the ways state.bin is wrong in a poisoned archive. */
@@ -19,7 +24,7 @@ export type Poison = (typeof POISONS)[number];
 const ARCHIVE_CREATED_MS = Date.UTC(2026, 0, 1);
 
 /** rawState: records as state.bin encodes them (u32 BE key length, key, u32 BE value length, value), in the order given. */
-function rawState(records: readonly (readonly [string, string])[]): Buffer {
+export function rawState(records: readonly (readonly [string, string])[]): Buffer {
   const parts: Buffer[] = [];
   for (const [k, v] of records) {
     const key = Buffer.from(k);
@@ -33,8 +38,31 @@ function rawState(records: readonly (readonly [string, string])[]): Buffer {
   return Buffer.concat(parts);
 }
 
+/**
+ * archiveInMemory: the archive writeArchive writes (below) for state.bin `state`, built in one synchronous
+ * step: the tar frame (archiveFrame, the writers' own: meta.json, the tar headers, SHA256SUMS, the end blocks)
+ * around the state, compressed as writeArchive's ParallelGzip compresses a tar of at most one block
+ * (GZIP_BLOCK_BYTES_DEFAULT, not adaptive): one gzip member at GZIP_LEVEL_DEFAULT. The same bytes
+ * (sim-archives.spec compares them), without a scratch disk, a stream pipeline and a gzip stream for each
+ * client's restore. Null for a tar of more than one block (writeArchive then).
+ */
+export function archiveInMemory(state: Buffer, stateKeys: number, membership: Membership, id: string): Buffer | null {
+  const meta = { id, index: 1, term: 1, membership, createdAt: new Date(ARCHIVE_CREATED_MS).toISOString(), snapcoordVersion: 'sim' };
+  const stateSha256 = createHash('sha256').update(state).digest('hex');
+  const { head, tail } = archiveFrame(meta, { stateSha256, stateBytes: state.length, stateKeys });
+  if (head.length + state.length + tail.length > GZIP_BLOCK_BYTES_DEFAULT) return null;
+  return gzipSync(Buffer.concat([head, state, tail]), { level: GZIP_LEVEL_DEFAULT });
+}
+
 /** writeRaw archives `state` (state.bin's bytes, taken as they are) declaring `stateKeys` records. */
 async function writeRaw(state: Buffer, stateKeys: number, membership: Membership, id: string): Promise<Buffer> {
+  const built = archiveInMemory(state, stateKeys, membership, id);
+  if (built !== null) return built;
+  return writeStreamed(state, stateKeys, membership, id);
+}
+
+/** writeStreamed: writeRaw with the real archive writer (writeArchive on a scratch disk in memory). */
+export async function writeStreamed(state: Buffer, stateKeys: number, membership: Membership, id: string): Promise<Buffer> {
   const io = new MemorySnapshotIo(() => ARCHIVE_CREATED_MS);
   await io.mkdir('/scratch', {});
   const f = await io.open('/scratch/state.bin', 'wx');
