@@ -16,7 +16,6 @@
 import { createHash } from 'node:crypto';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import * as zlib from 'node:zlib';
 import {
   ARCHIVE_MEMBERS,
   META_BYTES_MAX,
@@ -97,9 +96,6 @@ const ZLIB_CHUNK_BYTES = 64 * 1024;
  */
 export const GUNZIP_CHUNK_BYTES = 112 * 1024;
 const END_OF_ARCHIVE_BYTES = 2 * TAR_BLOCK_BYTES;
-/** GZIP_MEMBER_HEADER_BYTES / GZIP_MEMBER_TRAILER_BYTES: a gzip member's header without optional fields, and its trailer (CRC-32, ISIZE). */
-const GZIP_MEMBER_HEADER_BYTES = 10;
-const GZIP_MEMBER_TRAILER_BYTES = 8;
 
 /** ArchiveWriteMeta: what the caller says about a snapshot; stateBytes is measured and stateKeys counted if absent. */
 export type ArchiveWriteMeta = Omit<ArchiveMeta, 'stateBytes' | 'stateKeys' | 'formatVersion'> & {
@@ -374,18 +370,6 @@ class ArchiveReader extends Writable {
     }
     this.pending = null;
     callback(error);
-  }
-
-  /**
-   * feed does _write's work on `chunk` synchronously, for a caller that is not a stream (readArchiveHead's
-   * prefix): the error _write would pass on, or null (all of it taken, or parked behind the state stream).
-   */
-  feed(chunk: Buffer): Error | null {
-    let error: Error | null = null;
-    this._write(chunk, 'binary', (err) => {
-      error = err ?? null;
-    });
-    return error;
   }
 
   private onStateRead(): void {
@@ -821,73 +805,15 @@ class ReadHashTap extends Transform {
 const HEAD_STOP = new Error('archive head read');
 
 /**
- * HEAD_PREFIX_BYTES: what readArchiveHead reads of the file first, to find meta.json in the archive's first
- * gzip member without a stream pipeline (headFromPrefix): an archive written here compresses meta.json and
- * state.bin's tar header as a member of their own, a few hundred bytes; a smaller archive is read whole.
- */
-const HEAD_PREFIX_BYTES = 64 * 1024;
-
-/** crc32: zlib's CRC-32 (Node 20.15+), or null (then headFromPrefix never answers). */
-const crc32 = (zlib as { crc32?: (data: Uint8Array, value?: number) => number }).crc32 ?? null;
-
-/**
- * headFromPrefix finds meta.json in the first gzip member of the archive file at `path`, read within its
- * first HEAD_PREFIX_BYTES through `io`: a plain member header (no optional fields), its deflate data
- * inflated in one call (at most GUNZIP_SLACK_BYTES of output, readArchive's cap before meta.json) and its
- * trailer checked (CRC-32 and size), the tar parsed by an ArchiveReader up to state.bin's header (every rule
- * readArchive applies there). Null whenever it cannot tell (another header, a member that does not end within
- * the prefix, an inflate error, a trailer that does not match, meta.json or state.bin's header not in that
- * member, any rule broken): then readArchiveHead reads the way readArchive does, which reports the same error
- * it always did. A read error of the file is passed on (as readArchive's input's is).
- */
-async function headFromPrefix(path: string, limits: ReadArchiveLimits, io: SnapshotIo): Promise<ArchiveMeta | null> {
-  const stateBytesMax = limits.stateBytesMax ?? STATE_BYTES_MAX_DEFAULT;
-  if (crc32 === null || !Number.isSafeInteger(stateBytesMax) || stateBytesMax < 0) return null; // (readArchive's RangeError)
-  const parts: Buffer[] = [];
-  let bytes = 0;
-  for await (const chunk of io.createReadStream(path, { start: 0, end: HEAD_PREFIX_BYTES - 1, highWaterMark: HEAD_PREFIX_BYTES }) as AsyncIterable<Buffer>) {
-    parts.push(chunk);
-    bytes += chunk.length;
-  }
-  const prefix = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, bytes);
-  if (prefix.length < GZIP_MEMBER_HEADER_BYTES + GZIP_MEMBER_TRAILER_BYTES || prefix[0] !== 0x1f || prefix[1] !== 0x8b || prefix[2] !== 0x08 || prefix[3] !== 0) return null;
-  let inflated: { readonly buffer: Buffer; readonly engine: { readonly bytesWritten: number } };
-  try {
-    // A raw inflate ends with the member's deflate data (bytesWritten: where); Z_SYNC_FLUSH: a prefix that ends first gives what it holds.
-    inflated = zlib.inflateRawSync(prefix.subarray(GZIP_MEMBER_HEADER_BYTES), { info: true, finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: GUNZIP_SLACK_BYTES }) as unknown as typeof inflated;
-  } catch {
-    return null;
-  }
-  const tar = inflated.buffer;
-  const trailer = GZIP_MEMBER_HEADER_BYTES + inflated.engine.bytesWritten;
-  if (trailer + GZIP_MEMBER_TRAILER_BYTES > prefix.length) return null;
-  if (prefix.readUInt32LE(trailer) !== crc32(tar) || prefix.readUInt32LE(trailer + 4) !== tar.length % 2 ** 32) return null;
-  let meta: ArchiveMeta | null = null;
-  const reader = new ArchiveReader(stateBytesMax, false, (m) => {
-    meta = m;
-    throw HEAD_STOP; // inside the reader's parse: nothing past state.bin's header is read
-  });
-  reader.on('error', () => undefined);
-  const stopped = reader.feed(tar);
-  reader.destroy(HEAD_STOP); // (a premade error: no stack captured for it)
-  return stopped === HEAD_STOP ? meta : null;
-}
-
-/**
  * readArchiveHead reads meta.json from the start of the archive file at
  * `path`: only as much of the file is read and gunzipped as the tar's first
  * entry needs, with every rule readArchive applies to it (gzip magic, entry
  * name and type, meta.json's size and schema, stateBytes within
  * limits.stateBytesMax). It does not verify the archive's hashes: readArchive
  * does, when the archive is read whole. Rejects with ArchiveError, or the
- * file-system error. The head of an archive written here is its first gzip
- * member: found with one read and one inflate call, no stream pipeline
- * (headFromPrefix; each fetch and staged upload reads its head); an archive
- * whose head is not (or that breaks a rule) is read as before.
+ * file-system error.
  */
 export async function readArchiveHead(path: string, limits: ReadArchiveLimits = {}): Promise<ArchiveMeta> {
-  const quick = await headFromPrefix(path, limits, limits.io ?? nodeSnapshotIo);
-  if (quick !== null) return quick;
   let meta: ArchiveMeta | null = null;
   try {
     await readArchive(
