@@ -694,7 +694,7 @@ export class SnapshotManager {
   ): Promise<{ stored: StoredSnapshot; result: FetchResult }> {
     let result: FetchResult | undefined;
     const stored = await this.store.receiveArchive(
-      { digest: meta.digest, sizeBytes: meta.sizeBytes, index: meta.index, term: meta.term },
+      { digest: meta.digest, sizeBytes: meta.sizeBytes, index: meta.index, term: meta.term, membership: meta.membership },
       async (sink) => {
         result = await fetchSnapshot({
           selfId,

@@ -31,6 +31,7 @@ import { once } from 'node:events';
 import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
+import { sameMembership } from '../raft/membership.js';
 import { readChunks, readFrames, type FileFrame } from './chunk-reader.js';
 import { GUNZIP_CHUNK_BYTES, GZIP_BLOCK_BYTES_DEFAULT, readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta, type StateWhere } from './archive.js';
 import { writeArchiveDelta, type StateChange } from './archive-delta.js';
@@ -208,6 +209,11 @@ export interface ReceiveTarget {
   /** index / term, when given, must equal those of the archive's meta.json. */
   readonly index?: number;
   readonly term?: number;
+  /**
+   * membership, when given, must be the archive's meta.json's (sameMembership): a follower's core takes the
+   * configuration of the leader's InstallSnapshot, its store the archive's, which a restart then reads.
+   */
+  readonly membership?: Membership;
 }
 
 export interface ReceiveOptions {
@@ -1317,6 +1323,12 @@ export class SnapshotStore {
       const meta = await readArchiveHead(path, this.stateBytesMax === undefined ? { io: this.io } : { stateBytesMax: this.stateBytesMax, io: this.io });
       if ((target.index !== undefined && meta.index !== target.index) || (target.term !== undefined && meta.term !== target.term)) {
         throw new SnapshotStoreError('digest-mismatch', `the archive received holds snapshot ${meta.index} of term ${meta.term}, expected ${target.index} of term ${target.term}`);
+      }
+      if (target.membership !== undefined && !sameMembership(meta.membership, target.membership)) {
+        throw new SnapshotStoreError(
+          'digest-mismatch',
+          `the archive received names voters [${meta.membership.voters.join(', ')}] and learners [${meta.membership.learners.join(', ')}] (with their addresses), not the configuration its snapshot was offered with: voters [${target.membership.voters.join(', ')}], learners [${target.membership.learners.join(', ')}]`,
+        );
       }
       await options.check?.(path, meta);
       return { meta, digest };

@@ -300,7 +300,7 @@ describe('SnapshotStore', () => {
     assert.deepEqual(await readFile(chunks), recorded);
   });
 
-  it('receiveArchive: verified chunks written once straight into the store, hashes reused; a wrong digest or snapshot leaves nothing', async () => {
+  it('receiveArchive: verified chunks written once straight into the store, hashes reused; a wrong digest, snapshot or configuration leaves nothing', async () => {
     const leader = await SnapshotStore.open(join(dir, 'leader'), { retain: 3 });
     const s = await leader.create(meta(7, 3), writer(randomRecords(1500, 1024)));
     const bytes = await readFile(s.path);
@@ -311,7 +311,7 @@ describe('SnapshotStore', () => {
       }
     };
     const follower = await SnapshotStore.open(join(dir, 'follower'), { retain: 3 });
-    const got = await follower.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 7, term: 3 }, (sink) => send(sink, bytes), { maxBytes: 1e8 });
+    const got = await follower.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 7, term: 3, membership: s.meta.membership }, (sink) => send(sink, bytes), { maxBytes: 1e8 });
     assert.equal(got.id, s.id);
     assert.deepEqual(got.meta, s.meta);
     assert.equal(follower.writeStats.bytesWritten, s.archiveBytes);
@@ -327,6 +327,9 @@ describe('SnapshotStore', () => {
     flipped[10]! ^= 1;
     await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes }, (sink) => send(sink, flipped), { maxBytes: 1e8 }), 'digest-mismatch');
     await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 8 }, (sink) => send(sink, bytes), { maxBytes: 1e8 }), 'digest-mismatch', /holds snapshot 7/);
+    // Offered with another configuration than the archive's (a lying leader): the core would take one, the store the other.
+    const otherVoters = { ...s.meta.membership, voters: [...s.meta.membership.voters, 'n9'], addresses: { ...s.meta.membership.addresses, n9: 'x:1' } };
+    await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 7, term: 3, membership: otherVoters }, (sink) => send(sink, bytes), { maxBytes: 1e8 }), 'digest-mismatch', /not the configuration its snapshot was offered with/);
     await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: s.archiveBytes }, (sink) => send(sink, bytes), { maxBytes: 1000 }), 'too-large');
     await storeError(other.receiveArchive({ digest: s.archiveSha256, sizeBytes: 1000 }, (sink) => send(sink, bytes), { maxBytes: 1e8 }), 'too-large');
     assert.deepEqual(await other.list(), []);
