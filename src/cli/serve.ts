@@ -283,37 +283,23 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     directory: api.directory,
   });
   let initialMembership: Membership = { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers };
-  if (isNewDataDir) {
-    const ask = (address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> => askMembership(dial, address, q, timeoutMs);
-    try {
-      // A voter back with an empty data dir under its id must not vote without the log it acknowledged.
-      await checkLogNotLost({ selfId: cfg.id, peers: cfg.peers, ask, log: logger });
-      if (cfg.join) initialMembership = await joinMembership({ selfId: cfg.id, peers: cfg.peers, ask, clock: systemClock, log: logger });
-    } catch (err) {
-      await api.close(0);
-      await transport.close();
-      await storage.close().catch(() => undefined);
-      // The message quotes what the members answered: one line, their control characters made visible.
-      if (err instanceof JoinError) throw new CliError(`refusing to start: ${oneLine(err.message)}`, EXIT_CONFIG);
-      throw err;
-    }
-  } else {
-    if (cfg.join) logger.info({ dataDir: cfg.dataDir }, '--join: the data dir holds this node\'s state already; it starts from it');
-    const ask = (address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> => askMembership(dial, address, q, timeoutMs);
-    try {
-      // A data dir older than the one this member ran on (a copy or a backup put back) lacks entries it acknowledged,
-      // as a new one does: it must not vote without them either.
-      const own = { lastIndex: storage.lastIndex(), term: (await storage.readHardState()).term };
-      // The members --peers names, as for a new data dir (a node started alone on a copy, --peers naming itself only,
-      // asks no one: a new one-node cluster from a directory snapshot).
-      await checkLogNotLost({ selfId: cfg.id, peers: cfg.peers, ask, log: logger, own });
-    } catch (err) {
-      await api.close(0);
-      await transport.close();
-      await storage.close().catch(() => undefined);
-      if (err instanceof JoinError) throw new CliError(`refusing to start: ${oneLine(err.message)}`, EXIT_CONFIG);
-      throw err;
-    }
+  if (!isNewDataDir && cfg.join) logger.info({ dataDir: cfg.dataDir }, '--join: the data dir holds this node\'s state already; it starts from it');
+  const ask = (address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> => askMembership(dial, address, q, timeoutMs);
+  try {
+    // A voter must not vote without the log it acknowledged: not back on an empty data dir under its id, nor on a data
+    // dir older than the one it ran on (a copy or a backup put back), which lacks those entries as an empty one does.
+    // The members --peers names are asked (a node started alone on a copy, --peers naming itself only, asks no one: a
+    // new one-node cluster from a directory snapshot).
+    const own = isNewDataDir ? undefined : { lastIndex: storage.lastIndex(), term: (await storage.readHardState()).term };
+    await checkLogNotLost({ selfId: cfg.id, peers: cfg.peers, ask, log: logger, ...(own !== undefined ? { own } : {}) });
+    if (isNewDataDir && cfg.join) initialMembership = await joinMembership({ selfId: cfg.id, peers: cfg.peers, ask, clock: systemClock, log: logger });
+  } catch (err) {
+    await api.close(0);
+    await transport.close();
+    await storage.close().catch(() => undefined);
+    // The message quotes what the members answered: one line, their control characters made visible.
+    if (err instanceof JoinError) throw new CliError(`refusing to start: ${oneLine(err.message)}`, EXIT_CONFIG);
+    throw err;
   }
   let node: Node;
   try {
