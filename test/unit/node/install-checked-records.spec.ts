@@ -10,37 +10,17 @@
  * the snapshot removed from the store.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
-import { silentLogger } from '../../../src/node/logger.js';
-import { systemClock } from '../../../src/node/clock.js';
-import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
 import { StateFormatError } from '../../../src/snapshot/errors.js';
-import { MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { goodEntries, rawState, tarGz } from '../snapshot/helpers.js';
+import { followerInstall } from './follower-install.js';
 
-const MEMBERSHIP = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: '127.0.0.1:7001', n2: '127.0.0.1:7002', n3: '127.0.0.1:7003' } };
 const enc = new TextEncoder();
 
 describe('a follower installs a fetched snapshot whose records break the state rules', function () {
   this.timeout(20_000);
-  let dir = '';
-  let storage: MemoryStorage;
-  let sm: SnapshotManager;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-install-checked-'));
-    storage = await MemoryStorage.open();
-    await storage.installState([[{ key: enc.encode('own/a'), value: enc.encode('1') }]], { appliedIndex: 3, membership: MEMBERSHIP });
-    sm = await SnapshotManager.open(dir, storage, { ...DEFAULT_SNAPSHOT_POLICY, snapshotEntries: 1_000_000 }, silentLogger, 'test', systemClock);
-  });
-  afterEach(async () => {
-    await sm.close();
-    await storage.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const f = followerInstall('snapcoord-install-checked-');
 
   for (const [name, recs, keys, code, message] of [
     ['keys out of order', [{ key: 'k/b', value: 'v' }, { key: 'k/a', value: 'v' }], 2, 'key-order', /"k\/a" comes after "k\/b"/],
@@ -48,20 +28,20 @@ describe('a follower installs a fetched snapshot whose records break the state r
     ['a record count that lies', [{ key: 'k/a', value: 'v' }, { key: 'k/b', value: 'v' }], 1, 'count-mismatch', /more than the 1 records meta.json declares/],
   ] as const) {
     it(`refuses ${name}: the state unchanged, the snapshot removed`, async () => {
-      const before = await storage.stateDigest();
+      const before = await f.storage.stateDigest();
       const archive = await tarGz(goodEntries(rawState(recs), keys).entries);
-      const stored = await sm.store.importArchive(Readable.from([archive]), { maxBytes: 1e8 });
-      await assert.rejects(sm.install(stored), (e: unknown) => e instanceof StateFormatError && e.code === code && message.test(e.message));
-      assert.equal(await storage.stateDigest(), before);
-      assert.equal(storage.appliedIndex(), 3);
-      assert.deepEqual((await sm.store.list()).map((x) => x.id), []);
+      const stored = await f.sm.store.importArchive(Readable.from([archive]), { maxBytes: 1e8 });
+      await assert.rejects(f.sm.install(stored), (e: unknown) => e instanceof StateFormatError && e.code === code && message.test(e.message));
+      assert.equal(await f.storage.stateDigest(), before);
+      assert.equal(f.storage.appliedIndex(), 3);
+      assert.deepEqual((await f.sm.store.list()).map((x) => x.id), []);
     });
   }
 
   it('installs a state that keeps the rules', async () => {
     const recs = [{ key: 'k/a', value: 'v' }, { key: 'k/b', value: 'w' }];
-    await sm.install(await sm.store.importArchive(Readable.from([await tarGz(goodEntries(rawState(recs), 2).entries)]), { maxBytes: 1e8 }));
-    assert.equal(storage.appliedIndex(), 42);
-    assert.equal(Buffer.from((await storage.get(enc.encode('k/b'))) ?? []).toString(), 'w');
+    await f.sm.install(await f.sm.store.importArchive(Readable.from([await tarGz(goodEntries(rawState(recs), 2).entries)]), { maxBytes: 1e8 }));
+    assert.equal(f.storage.appliedIndex(), 42);
+    assert.equal(Buffer.from((await f.storage.get(enc.encode('k/b'))) ?? []).toString(), 'w');
   });
 });

@@ -10,44 +10,24 @@
  * the state unchanged.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
 import { StateMachine } from '../../../src/fsm/state-machine.js';
 import { encodeClientSession, SESSION_CLIENTS_MAX, sessionKey } from '../../../src/fsm/sessions.js';
-import { silentLogger } from '../../../src/node/logger.js';
-import { systemClock } from '../../../src/node/clock.js';
-import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
-import { MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { StorageError } from '../../../src/storage/storage-error.js';
 import { goodEntries, rawState, tarGz } from '../snapshot/helpers.js';
+import { followerInstall } from './follower-install.js';
 
-const MEMBERSHIP = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: '127.0.0.1:7001', n2: '127.0.0.1:7002', n3: '127.0.0.1:7003' } };
 const enc = new TextEncoder();
 
 describe('a follower installs a snapshot whose session records the state machine cannot read', function () {
   this.timeout(20_000);
-  let dir = '';
-  let storage: MemoryStorage;
-  let sm: SnapshotManager;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-install-sessions-'));
-    storage = await MemoryStorage.open();
-    await storage.installState([[{ key: enc.encode('own/a'), value: enc.encode('1') }]], { appliedIndex: 3, membership: MEMBERSHIP });
-    sm = await SnapshotManager.open(dir, storage, { ...DEFAULT_SNAPSHOT_POLICY, snapshotEntries: 1_000_000 }, silentLogger, 'test', systemClock);
-  });
-  afterEach(async () => {
-    await sm.close();
-    await storage.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  const f = followerInstall('snapcoord-install-sessions-');
 
   const install = async (recs: { key: Buffer; value: Buffer }[]): Promise<void> => {
     const sorted = [...recs].sort((a, b) => Buffer.compare(a.key, b.key)); // in key order, as state.bin must be
     const archive = await tarGz(goodEntries(rawState(sorted), sorted.length).entries);
-    await sm.install(await sm.store.importArchive(Readable.from([archive]), { maxBytes: 1e8 }));
+    await f.sm.install(await f.sm.store.importArchive(Readable.from([archive]), { maxBytes: 1e8 }));
   };
   const session = (clientId: string, value?: Uint8Array): { key: Buffer; value: Buffer } => ({
     key: Buffer.from(sessionKey(clientId)),
@@ -60,14 +40,14 @@ describe('a follower installs a snapshot whose session records the state machine
     ['a truncated value', () => session('t:c1', new Uint8Array(5)), /session record of client "t:c1": truncated/],
   ] as const) {
     it(`refuses ${name}: the state unchanged, the state machine opens and applies`, async () => {
-      const before = await storage.stateDigest();
+      const before = await f.storage.stateDigest();
       await assert.rejects(
         install([session('t:c0'), record(), { key: Buffer.from('k/a'), value: Buffer.from('v') }]),
         (e: unknown) => e instanceof StorageError && e.code === 'invalidArgument' && message.test(e.message),
       );
-      assert.equal(await storage.stateDigest(), before);
-      assert.equal(storage.appliedIndex(), 3);
-      const fsm = await StateMachine.open(storage); // what a restart does
+      assert.equal(await f.storage.stateDigest(), before);
+      assert.equal(f.storage.appliedIndex(), 3);
+      const fsm = await StateMachine.open(f.storage); // what a restart does
       assert.equal(await fsm.get(enc.encode('own/a')).then((v) => Buffer.from(v ?? []).toString()), '1');
     });
   }
@@ -75,10 +55,10 @@ describe('a follower installs a snapshot whose session records the state machine
   it(`refuses more than SESSION_CLIENTS_MAX (${SESSION_CLIENTS_MAX}) session records; installs one with valid ones`, async () => {
     const many = Array.from({ length: SESSION_CLIENTS_MAX + 1 }, (_, i) => session(`t:c${String(i).padStart(6, '0')}`));
     await assert.rejects(install(many), (e: unknown) => e instanceof StorageError && e.code === 'invalidArgument' && /more than \d+ session records/.test(e.message));
-    assert.equal(storage.appliedIndex(), 3);
+    assert.equal(f.storage.appliedIndex(), 3);
     await install([session('t:c0'), { key: Buffer.from('k/a'), value: Buffer.from('v') }]);
-    assert.equal(storage.appliedIndex(), 42);
-    const fsm = await StateMachine.open(storage);
+    assert.equal(f.storage.appliedIndex(), 42);
+    const fsm = await StateMachine.open(f.storage);
     assert.equal(fsm.lookupSession({ clientId: 't:c0', seq: 1 }).kind, 'seen');
   });
 });
