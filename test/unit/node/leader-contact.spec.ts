@@ -8,44 +8,17 @@
  */
 import assert from 'node:assert/strict';
 
-import { Node } from '../../../src/node/node.js';
-import { systemClock } from '../../../src/node/clock.js';
-import { cryptoRng } from '../../../src/node/crypto-rng.js';
-import type { Membership, NodeId } from '../../../src/raft/types.js';
-import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import { MemoryNetwork } from '../../../src/transport/memory-transport.js';
+import type { Node } from '../../../src/node/node.js';
 import { sleep, until } from '../../harness/until.js';
-
-const MEMBERSHIP: Membership = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: 'mem:n1', n2: 'mem:n2', n3: 'mem:n3' } };
+import { memoryNodes } from './memory-nodes.js';
 
 describe('node: last contact with the leader', function () {
   this.timeout(30_000);
-  const nodes = new Map<NodeId, Node>();
-  const closers: { close(): void }[] = [];
-  afterEach(async () => {
-    for (const c of closers.splice(0)) c.close();
-    for (const n of nodes.values()) await n.stop().catch(() => undefined);
-    nodes.clear();
-  });
+  const { nodes, start } = memoryNodes();
 
   it('is not refreshed by a heartbeat the core drops (another member claiming the current term)', async () => {
-    const net = new MemoryNetwork();
-    for (const id of ['n1', 'n2']) {
-      const ref: { node: Node | null } = { node: null };
-      const node = await Node.start({
-        id,
-        storage: await MemoryStorage.open(new MemoryDataDir(id)),
-        transport: net.transport({ selfId: id, onMessage: (m) => ref.node?.receive(m) }),
-        initialMembership: MEMBERSHIP,
-        // An election timeout of 3-6 s: the follower keeps its (stopped) leader for the whole test.
-        timings: { tickMs: 10, electionTimeoutTicks: 300, heartbeatIntervalTicks: 2, proposalTimeoutMs: 3_000 },
-        clock: systemClock,
-        rng: cryptoRng,
-      });
-      ref.node = node;
-      nodes.set(id, node);
-      closers.push(net.listen(`mem:${id}`, node));
-    }
+    // An election timeout of 3-6 s: the follower keeps its (stopped) leader for the whole test.
+    await start(['n1', 'n2'], { tickMs: 10, electionTimeoutTicks: 300, heartbeatIntervalTicks: 2, proposalTimeoutMs: 3_000 });
     const leader = await until('a leader', 20_000, () => [...nodes.values()].find((n) => n.status().role === 'leader'));
     const follower = [...nodes.values()].find((n) => n !== leader) as Node;
     const lid = leader.status().id;

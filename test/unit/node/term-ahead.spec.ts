@@ -13,44 +13,19 @@
  */
 import assert from 'node:assert/strict';
 
-import { Node, TERM_AHEAD_MAX } from '../../../src/node/node.js';
-import { systemClock } from '../../../src/node/clock.js';
-import { cryptoRng } from '../../../src/node/crypto-rng.js';
-import type { Membership, NodeId } from '../../../src/raft/types.js';
-import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import { MemoryNetwork } from '../../../src/transport/memory-transport.js';
+import type { Node} from '../../../src/node/node.js';
+import { TERM_AHEAD_MAX } from '../../../src/node/node.js';
 import { until } from '../../harness/until.js';
+import { memoryNodes } from './memory-nodes.js';
 
-const MEMBERSHIP: Membership = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: 'mem:n1', n2: 'mem:n2', n3: 'mem:n3' } };
 const enc = new TextEncoder();
 
 describe('node: members more than TERM_AHEAD_MAX terms apart', function () {
   this.timeout(30_000);
-  const nodes = new Map<NodeId, Node>();
-  const closers: { close(): void }[] = [];
-  afterEach(async () => {
-    for (const c of closers.splice(0)) c.close();
-    for (const n of nodes.values()) await n.stop().catch(() => undefined);
-    nodes.clear();
-  });
+  const { nodes, start } = memoryNodes();
 
   it('elect a leader and take writes again: the one behind is moved up TERM_AHEAD_MAX at a time by answers, requests too far ahead still move nothing', async () => {
-    const net = new MemoryNetwork();
-    for (const id of ['n1', 'n2']) {
-      const ref: { node: Node | null } = { node: null };
-      const node = await Node.start({
-        id,
-        storage: await MemoryStorage.open(new MemoryDataDir(id)),
-        transport: net.transport({ selfId: id, onMessage: (m) => ref.node?.receive(m) }),
-        initialMembership: MEMBERSHIP,
-        timings: { tickMs: 10, electionTimeoutTicks: 15, heartbeatIntervalTicks: 2, proposalTimeoutMs: 3_000 },
-        clock: systemClock,
-        rng: cryptoRng,
-      });
-      ref.node = node;
-      nodes.set(id, node);
-      closers.push(net.listen(`mem:${id}`, node));
-    }
+    await start(['n1', 'n2'], { tickMs: 10, electionTimeoutTicks: 15, heartbeatIntervalTicks: 2, proposalTimeoutMs: 3_000 });
     const n1 = nodes.get('n1') as Node;
     const n2 = nodes.get('n2') as Node;
     await until('a leader', 10_000, () => (n1.status().role === 'leader' || n2.status().role === 'leader' ? true : undefined));
