@@ -62,6 +62,20 @@ function exposure(path: string, what: string, consequence: string): string | nul
   return `${what} is readable by ${who} (mode ${mode.toString(8).padStart(4, '0')}): ${consequence}; chmod 600 ${path}`;
 }
 
+/** cannotRead: the Error of a key file that could not be opened or read ("cannot read: ENOENT"), naming no path. */
+function cannotRead(err: unknown): Error {
+  return new Error(`cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+}
+
+/** openKeyFile: a read-only descriptor of `path`; errors as cannotRead. */
+function openKeyFile(path: string): number {
+  try {
+    return openSync(path, 'r');
+  } catch (err) {
+    throw cannotRead(err);
+  }
+}
+
 /**
  * readKeyFileLine: the first line of `path`, trimmed, reading at most
  * KEY_FILE_READ_MAX bytes (a device or a huge file is not read whole).
@@ -70,12 +84,7 @@ function exposure(path: string, what: string, consequence: string): string | nul
  * longer than 4096 bytes".
  */
 export function readKeyFileLine(path: string): string {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (err) {
-    throw new Error(`cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
-  }
+  const fd = openKeyFile(path);
   const buf = Buffer.alloc(KEY_FILE_READ_MAX);
   let n = 0;
   try {
@@ -89,7 +98,7 @@ export function readKeyFileLine(path: string): string {
       if (buf.subarray(0, n).includes(0x0a)) break;
     }
   } catch (err) {
-    throw new Error(`cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    throw cannotRead(err);
   } finally {
     closeSync(fd);
   }
@@ -111,12 +120,7 @@ export const API_KEYS_FILE_BYTES_MAX = 1024 * 1024;
  * (not the path, never the keys): "cannot read: ENOENT", "larger than 1048576 bytes".
  */
 export function readApiKeysFile(path: string): string {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (err) {
-    throw new Error(`cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
-  }
+  const fd = openKeyFile(path);
   const buf = Buffer.alloc(API_KEYS_FILE_BYTES_MAX + 1);
   let n = 0;
   try {
@@ -128,7 +132,7 @@ export function readApiKeysFile(path: string): string {
     }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === undefined) throw err;
-    throw new Error(`cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    throw cannotRead(err);
   } finally {
     closeSync(fd);
   }

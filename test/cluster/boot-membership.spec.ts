@@ -143,8 +143,12 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
     await second.kill('SIGTERM');
   });
 
-  it('a voter started again with a new, empty data dir while its leader holds its acknowledgement: refused with exit 2, naming the leader and what to do (before, it voted with an empty log: a committed write could be lost)', async () => {
-    const s = await startServes(['n1', 'n2', 'n3'], (id, a) => serveArgs(id, a[id].grpc, a[id].peer, peersFlag(a), join(dir, 'wiped', id)));
+  /**
+   * ledCluster: n1-n3 on data dirs under `name`, the leader n1 names (and a client of it), `keys` keys written through
+   * it, a follower, and the leader's match index of that follower.
+   */
+  async function ledCluster(name: string, keys: number) {
+    const s = await startServes(['n1', 'n2', 'n3'], (id, a) => serveArgs(id, a[id].grpc, a[id].peer, peersFlag(a), join(dir, name, id)));
     procs.push(...Object.values<ServeProcess>(s.procs));
     const addrs: Record<string, { grpc: string; peer: string }> = s.addrs;
     const cluster = new ClusterClient(addrs.n1?.grpc ?? '');
@@ -153,11 +157,17 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
     const leader = addrs[leaderId] as { grpc: string; peer: string };
     const kv = new KvClient(leader.grpc);
     clients.push(kv);
-    await putKeys(kv, 0, 5);
-    const wiped = (['n1', 'n2', 'n3'] as const).find((id) => id !== leaderId) as 'n1' | 'n2' | 'n3';
+    await putKeys(kv, 0, keys);
+    const follower = (['n1', 'n2', 'n3'] as const).find((id) => id !== leaderId) as 'n1' | 'n2' | 'n3';
     const leaderClient = new ClusterClient(leader.grpc);
     clients.push(leaderClient);
-    await until(`${leaderId} to hold ${wiped}'s acknowledgement`, 10_000, async () => ((await leaderClient.status({ deadlineMs: 2_000 })).members.find((m) => m.id === wiped)?.matchIndex ?? 0n) > 0n ? true : undefined);
+    const matchOf = async (): Promise<bigint> => (await leaderClient.status({ deadlineMs: 2_000 })).members.find((m) => m.id === follower)?.matchIndex ?? 0n;
+    return { s, addrs, leaderId, leader, leaderClient, kv, follower, matchOf };
+  }
+
+  it('a voter started again with a new, empty data dir while its leader holds its acknowledgement: refused with exit 2, naming the leader and what to do (before, it voted with an empty log: a committed write could be lost)', async () => {
+    const { s, addrs, leaderId, follower: wiped, matchOf } = await ledCluster('wiped', 5);
+    await until(`${leaderId} to hold ${wiped}'s acknowledgement`, 10_000, async () => ((await matchOf()) > 0n ? true : undefined));
     const proc = s.procs[wiped];
     await proc.kill('SIGKILL');
     await rm(proc.args.dataDir, { recursive: true, force: true });
@@ -174,20 +184,7 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
   it('a voter started again on an older copy of its data dir (a backup put back) while its leader holds a later acknowledgement: refused with exit 2; a plain restart is not', async () => {
     // checkLogNotLost ran for a new data dir only: a copy taken earlier and put back lacks entries this member
     // acknowledged just as an empty one does, and it voted without them (a committed write could be lost).
-    const s = await startServes(['n1', 'n2', 'n3'], (id, a) => serveArgs(id, a[id].grpc, a[id].peer, peersFlag(a), join(dir, 'older', id)));
-    procs.push(...Object.values<ServeProcess>(s.procs));
-    const addrs: Record<string, { grpc: string; peer: string }> = s.addrs;
-    const cluster = new ClusterClient(addrs.n1?.grpc ?? '');
-    clients.push(cluster);
-    const leaderId = await until('a leader', 20_000, async () => (await cluster.status({ deadlineMs: 2_000 }).catch(() => null))?.leaderId || undefined);
-    const leader = addrs[leaderId] as { grpc: string; peer: string };
-    const kv = new KvClient(leader.grpc);
-    clients.push(kv);
-    await putKeys(kv, 0, 5);
-    const f = (['n1', 'n2', 'n3'] as const).find((id) => id !== leaderId) as 'n1' | 'n2' | 'n3';
-    const leaderClient = new ClusterClient(leader.grpc);
-    clients.push(leaderClient);
-    const matchOf = async (): Promise<bigint> => (await leaderClient.status({ deadlineMs: 2_000 })).members.find((m) => m.id === f)?.matchIndex ?? 0n;
+    const { s, addrs, leaderId, kv, follower: f, matchOf } = await ledCluster('older', 5);
     const before = await until(`${leaderId} to hold ${f}'s acknowledgement`, 10_000, async () => ((await matchOf()) > 0n ? matchOf() : undefined));
     const first = s.procs[f];
     await first.kill('SIGKILL');
@@ -212,18 +209,8 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
   });
 
   it('serve --join: a new node whose --peers name one member waits until it is added, starts from the cluster\'s configuration and catches up', async () => {
-    const s = await startServes(['n1', 'n2', 'n3'], (id, a) => serveArgs(id, a[id].grpc, a[id].peer, peersFlag(a), join(dir, 'join', id)));
-    procs.push(...Object.values<ServeProcess>(s.procs));
-    const addrs: Record<string, { grpc: string; peer: string }> = s.addrs;
-    const cluster = new ClusterClient(addrs.n1?.grpc ?? '');
-    clients.push(cluster);
-    const leaderId = await until('a leader', 20_000, async () => (await cluster.status({ deadlineMs: 2_000 }).catch(() => null))?.leaderId || undefined);
-    const leader = addrs[leaderId] as { grpc: string; peer: string };
-    const kv = new KvClient(leader.grpc);
-    clients.push(kv);
-    await putKeys(kv, 0, 10);
+    const { addrs, leaderId, leaderClient, follower } = await ledCluster('join', 10);
     // Its --peers name a follower and itself only: without --join it would refuse the leader's messages.
-    const follower = ['n1', 'n2', 'n3'].find((id) => id !== leaderId) as string;
     // Its first start (it listens, then waits to be added), on new ports: again on others if one is taken.
     const { n4, joiner } = await startOnFreshPorts('starting n4', async () => {
       const n4 = (await freeNodeAddresses(['n4'])).n4;
@@ -238,8 +225,6 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
       }
       return { n4, joiner };
     });
-    const leaderClient = new ClusterClient(leader.grpc);
-    clients.push(leaderClient);
     await leaderClient.addMember('n4', n4.peer, true, { deadlineMs: 10_000 });
     await joiner.ready();
     await joiner.waitFor(/joining: starting from the configuration of a member/, 1_000);
