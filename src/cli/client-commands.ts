@@ -120,11 +120,13 @@ export interface MemberDial {
   readonly plaintext: boolean;
 }
 
-async function statusAt(address: string, deadlineMs: number, md: MemberDial): Promise<StatusResponse> {
+async function statusAt(address: string, memberId: string, deadlineMs: number, md: MemberDial): Promise<StatusResponse> {
   // The endpoint's rule for every address dialled: the key never goes in plaintext to another machine unasked.
   const refusal = otherAddressRefusal(address, md.dial, md.plaintext);
   if (refusal !== null) throw refusal;
-  const c = new ClusterClient(address, md.dial);
+  // Over TLS the member's own certificate (or one naming no member), not any the CA signed: the key goes with the call.
+  const credentials = md.dial.credentialsFor?.(memberId);
+  const c = new ClusterClient(address, credentials !== undefined ? { ...md.dial, credentials } : md.dial);
   try {
     return await c.status({ deadlineMs });
   } finally {
@@ -145,7 +147,7 @@ export async function clusterView(
   const st = endpointStatus;
   let leaderSt: StatusResponse | null = null;
   if (st.role === Role.ROLE_LEADER) leaderSt = st;
-  else if (st.leaderClientAddress !== '') leaderSt = await statusAt(st.leaderClientAddress, memberDeadlineMs, md).catch(() => null);
+  else if (st.leaderClientAddress !== '') leaderSt = await statusAt(st.leaderClientAddress, st.leaderId, memberDeadlineMs, md).catch(() => null);
   if (leaderSt !== null && leaderSt.role !== Role.ROLE_LEADER) leaderSt = null;
   const view = leaderSt ?? st;
   const commit = Number(view.commitIndex);
@@ -159,7 +161,7 @@ export async function clusterView(
         error = `${st.id} has not learned ${m.id}'s client address yet`;
       } else {
         try {
-          own = await statusAt(m.clientAddress, memberDeadlineMs, md);
+          own = await statusAt(m.clientAddress, m.id, memberDeadlineMs, md);
         } catch (err) {
           error = oneLine(err instanceof CliError ? err.message : ((err as { details?: string }).details ?? (err as Error).message));
         }

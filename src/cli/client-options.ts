@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { isLoopback, parseHostPort } from '../client/address.js';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
+import { checkMemberId } from '../tls/index.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine } from './key-file.js';
 
@@ -17,6 +18,8 @@ import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine } from './key-file.js'
 export const API_KEY_ENV = 'SNAPCOORD_API_KEY';
 export const API_KEY_FILE_ENV = 'SNAPCOORD_API_KEY_FILE';
 export const CACERT_ENV = 'SNAPCOORD_CACERT';
+/** EXPECT_MEMBER_ENV: the environment twin of --expect-member. */
+export const EXPECT_MEMBER_ENV = 'SNAPCOORD_EXPECT_MEMBER';
 /** LOCAL_API_KEY_FILE / LOCAL_CA_FILE: what `npm start` (snapcoord local) writes, found from the working directory. */
 export const LOCAL_API_KEY_FILE = 'data/api-key';
 export const LOCAL_CA_FILE = 'data/tls/ca.pem';
@@ -34,6 +37,7 @@ export interface ClientOpts {
   apiKey?: string;
   apiKeyFile?: string;
   cacert?: string;
+  expectMember?: string;
   plaintext?: boolean;
 }
 
@@ -47,9 +51,12 @@ export interface ClientOpts {
  * - TLS: --plaintext turns it off; else --cacert FILE, else SNAPCOORD_CACERT
  *   (an empty value: plaintext), else ./data/tls/ca.pem when it exists (the
  *   local cluster's CA), else plaintext. The server's certificate must then be
- *   signed by that CA and name the endpoint's host.
+ *   signed by that CA, name the endpoint's host and be a server certificate
+ *   (extended key usage serverAuth); with --expect-member ID (env
+ *   SNAPCOORD_EXPECT_MEMBER) it must also name member ID.
  * Errors: CliError exit 2 for an unreadable or invalid CA file, an
- * unreadable or empty key file, or both --api-key and --api-key-file.
+ * unreadable or empty key file, both --api-key and --api-key-file, an
+ * invalid member id, or --expect-member without TLS.
  */
 export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd(), warn = (m: string): void => void process.stderr.write(`snapcoord: warning: ${m}\n`)): ClientDial {
   if (opts.apiKey !== undefined && opts.apiKeyFile !== undefined) throw new CliError('api-key and api-key-file: give one of them', EXIT_CONFIG);
@@ -74,17 +81,30 @@ export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, c
   else if (env[API_KEY_ENV] !== undefined) apiKey = env[API_KEY_ENV];
   else if (env[API_KEY_FILE_ENV] !== undefined && env[API_KEY_FILE_ENV] !== '') apiKey = fromFile(API_KEY_FILE_ENV, env[API_KEY_FILE_ENV]);
   else apiKey = existsSync(localKey) ? fromFile('key file', LOCAL_API_KEY_FILE) : '';
-  if (opts.plaintext === true) return { apiKey };
+  const expectMember = opts.expectMember ?? (env[EXPECT_MEMBER_ENV] !== undefined && env[EXPECT_MEMBER_ENV] !== '' ? env[EXPECT_MEMBER_ENV] : undefined);
+  if (expectMember !== undefined) {
+    try {
+      checkMemberId(expectMember);
+    } catch (err) {
+      throw new CliError(`expect-member: ${(err as Error).message}`, EXIT_CONFIG);
+    }
+  }
+  const noTls = (why: string): CliError => new CliError(`expect-member: a member's certificate is checked over TLS only, and ${why}: give --cacert FILE`, EXIT_CONFIG);
+  if (opts.plaintext === true) {
+    if (expectMember !== undefined) throw noTls('--plaintext turns it off');
+    return { apiKey };
+  }
   const localCa = resolve(cwd, LOCAL_CA_FILE);
   const ca = opts.cacert ?? env[CACERT_ENV] ?? (existsSync(localCa) ? localCa : '');
   if (ca === '') {
+    if (expectMember !== undefined) throw noTls('no CA is given');
     // Without a CA the call would go out in plaintext: never with a key to another machine unless asked.
     const refusal = plaintextKeyRefusal(endpointOf(opts), parseHostPort(endpointOf(opts))?.host ?? '', apiKey, false, "give --cacert FILE (the CA of the node's TLS certificate)");
     if (refusal !== null) throw refusal;
     return { apiKey };
   }
   try {
-    return dialWithCa(resolve(cwd, ca), apiKey);
+    return dialWithCa(resolve(cwd, ca), apiKey, expectMember);
   } catch (err) {
     throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
   }
@@ -217,7 +237,7 @@ export async function withClient<C extends Closable, T>(
   }
 }
 
-/** clientOptions adds --endpoint, --timeout-ms, --api-key, --api-key-file, --cacert and --plaintext to `cmd`. */
+/** clientOptions adds --endpoint, --timeout-ms, --api-key, --api-key-file, --cacert, --expect-member and --plaintext to `cmd`. */
 export function clientOptions(cmd: Command, timeoutHelp = `deadline of each call (default ${DEFAULT_CALL_DEADLINE_MS})`): Command {
   return cmd
     .option('--endpoint <host:port>', `node to talk to (env ${ENDPOINT_ENV}, default ${DEFAULT_ENDPOINT})`)
@@ -225,6 +245,7 @@ export function clientOptions(cmd: Command, timeoutHelp = `deadline of each call
     .option('--api-key <key>', `API key sent as authorization: Bearer (env ${API_KEY_ENV}, else ./${LOCAL_API_KEY_FILE} when present; prefer --api-key-file or the env: a flag shows in /proc/*/cmdline)`)
     .option('--api-key-file <file>', `read the API key from this file's first line (env ${API_KEY_FILE_ENV})`)
     .option('--cacert <file>', `CA certificate that signs the node's TLS certificate (env ${CACERT_ENV}, else ./${LOCAL_CA_FILE} when present, else plaintext)`)
+    .option('--expect-member <id>', `the node's TLS certificate must name this member (urn:snapcoord:node:<id>; env ${EXPECT_MEMBER_ENV}): where its address does not tell one member from another`)
     .option('--plaintext', 'connect without TLS (a loopback node started without --cert)');
 }
 

@@ -255,7 +255,8 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
 
 /** waitReady polls Cluster.Status on every node until one reports itself leader (null after READY_WAIT_MS). */
 async function waitReady(children: readonly Child[], dial: ClientDial, stopped: () => boolean): Promise<Child | null> {
-  const clients = children.map((c) => ({ child: c, client: new ClusterClient(c.grpc, dial) }));
+  // Each node is asked expecting its own certificate: the API key goes with every call.
+  const clients = children.map((c) => ({ child: c, client: new ClusterClient(c.grpc, dial.credentialsFor !== undefined ? { ...dial, credentials: dial.credentialsFor(c.id) } : dial) }));
   try {
     const deadline = Date.now() + READY_WAIT_MS;
     while (Date.now() < deadline && !stopped()) {

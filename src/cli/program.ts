@@ -73,6 +73,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
     .option('--insecure-no-auth', `ask for no key [env ${envName('insecure-no-auth')}]`)
     .option('--restore-bytes-max <bytes>', 'largest restore body in bytes (default 64 GiB)')
     .option('--cacert <file>', `CA that signs the target's TLS certificate (env ${envName('cacert')}; default plaintext)`)
+    .option('--expect-member <id>', `the target's TLS certificate must name this member (urn:snapcoord:node:<id>) [env ${envName('expect-member')}]`)
     .option('--metrics-open', `serve /metrics without a key [env ${envName('metrics-open')}]`)
     .option('--http-cert <file>', `serve HTTPS with this certificate (PEM; with --http-key; reloaded when it changes) [env ${envName('http-cert')}]`)
     .option('--http-key <file>', `the private key of --http-cert (PEM) [env ${envName('http-key')}]`)
@@ -89,6 +90,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
         insecureNoAuth?: boolean;
         restoreBytesMax?: string;
         cacert?: string;
+        expectMember?: string;
         metricsOpen?: boolean;
         httpCert?: string;
         httpKey?: string;
@@ -141,7 +143,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
             http: opts.http,
             auth: { adminKey, keys, insecureNoAuth },
             logLevel: opts.logLevel,
-            dial: gatewayTargetDial(cacert),
+            dial: gatewayTargetDial(cacert, opts.expectMember ?? process.env[envName('expect-member')] ?? ''),
             ...(httpCert !== '' ? { tls: { certFile: httpCert, keyFile: httpKey } } : {}),
             metricsOpen: opts.metricsOpen === true || ['1', 'true', 'yes', 'on'].includes((process.env[envName('metrics-open')] ?? '').toLowerCase()),
             ...(restoreBytesMax !== undefined ? { restoreBytesMax } : {}),
@@ -259,11 +261,17 @@ export function gatewayAdminKey(
   }
 }
 
-/** gatewayTargetDial: TLS verified against `cacert` (CliError exit 2 when unusable), plaintext when ''. */
-function gatewayTargetDial(cacert: string): ClientDial {
-  if (cacert === '') return {};
+/**
+ * gatewayTargetDial: TLS verified against `cacert` (CliError exit 2 when unusable), plaintext when ''; with
+ * `expectMember` ('' for none) the target's certificate must name that member (exit 2 without a CA).
+ */
+function gatewayTargetDial(cacert: string, expectMember: string): ClientDial {
+  if (cacert === '') {
+    if (expectMember !== '') throw new CliError("expect-member: a member's certificate is checked over TLS only: give --cacert FILE", EXIT_CONFIG);
+    return {};
+  }
   try {
-    return dialWithCa(cacert);
+    return dialWithCa(cacert, '', expectMember !== '' ? expectMember : undefined);
   } catch (err) {
     throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
   }

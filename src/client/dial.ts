@@ -4,7 +4,7 @@
  * every call, and the channel options every client channel shares.
  */
 import * as grpc from '@grpc/grpc-js';
-import { channelCredentialsFromFiles, checkTlsFiles } from '../tls/index.js';
+import { checkMemberId, checkTlsFiles, memberChannelCredentialsFromFiles } from '../tls/index.js';
 import { bearerInterceptor } from './authorization.js';
 
 /** MESSAGE_BYTES_MAX: the largest gRPC message the API sends or receives (64 MiB). */
@@ -34,6 +34,12 @@ export const clientChannelOptions: grpc.ChannelOptions = {
  */
 export interface ClientDial {
   readonly credentials?: grpc.ChannelCredentials;
+  /**
+   * credentialsFor: the credentials to dial member `id` at an address a node
+   * reported (its certificate must name that member, or none); absent: use
+   * `credentials` for every address.
+   */
+  readonly credentialsFor?: (id: string) => grpc.ChannelCredentials;
   readonly apiKey?: string;
   readonly channelOptions?: grpc.ChannelOptions;
 }
@@ -54,12 +60,24 @@ export function dialChannel(dial: ClientDial, base: grpc.ChannelOptions = client
 
 /**
  * dialWithCa: a ClientDial over TLS whose server certificate must be signed
- * by the CA in `caFile` (reloaded when the file changes) and name the host
- * dialled, sending `apiKey` ('' for none).
+ * by the CA in `caFile` (reloaded when the file changes), name the host
+ * dialled and be a server certificate (extended key usage serverAuth: a
+ * client certificate of the same CA is refused, with the reason), sending
+ * `apiKey` ('' for none). With `expectMember` it must also name that member
+ * (`urn:snapcoord:node:<id>`): what tells one member's certificate from
+ * another's where the address cannot (every certificate `snapcoord local`
+ * makes names 127.0.0.1). `credentialsFor(id)` dials the other members a node
+ * reports expecting each one's own certificate (or one naming no member).
  * Errors: one Error naming the file when `caFile` is unreadable, not a PEM
- * certificate or expired (checkTlsFiles).
+ * certificate or expired (checkTlsFiles); an Error for an invalid member id.
  */
-export function dialWithCa(caFile: string, apiKey = ''): ClientDial {
+export function dialWithCa(caFile: string, apiKey = '', expectMember?: string): ClientDial {
   checkTlsFiles({ caFile });
-  return { apiKey, credentials: channelCredentialsFromFiles({ caFile }) };
+  if (expectMember !== undefined) checkMemberId(expectMember);
+  const members = memberChannelCredentialsFromFiles({ caFile });
+  return {
+    apiKey,
+    credentials: expectMember !== undefined ? members.forMember(expectMember) : members.any,
+    credentialsFor: (id) => members.forMember(id, true),
+  };
 }

@@ -85,8 +85,9 @@ export interface ChannelTlsFiles extends Callbacks {
  * channelCredentialsFromFiles: grpc.ChannelCredentials that verify the
  * server's certificate against `caFile` with Node's usual host name / IP
  * address check against the channel target (a target of `127.0.0.1:7001`
- * needs an IP SAN 127.0.0.1, `localhost:7001` a DNS SAN localhost), and,
- * with `serverMemberId`, that the certificate names that member. With
+ * needs an IP SAN 127.0.0.1, `localhost:7001` a DNS SAN localhost), that it
+ * is a server certificate (extended key usage serverAuth: serverPurposeError)
+ * and, with `serverMemberId`, that it names that member. With
  * `certFile`/`keyFile` the client presents its certificate (mutual TLS).
  * The files are reloaded when they change, as for serverCredentialsFromFiles;
  * each new connection uses the latest good set. Throws one Error naming the
@@ -96,19 +97,44 @@ export interface ChannelTlsFiles extends Callbacks {
 export function channelCredentialsFromFiles(opts: ChannelTlsFiles): grpc.ChannelCredentials {
   const provider = new FileCertificateProvider(opts);
   const expected = opts.serverMemberId;
-  return grpc.experimental.createCertificateProviderChannelCredentials(provider, opts.certFile !== undefined ? provider : null, expected === undefined ? {} : memberCheck(expected));
+  return grpc.experimental.createCertificateProviderChannelCredentials(provider, opts.certFile !== undefined ? provider : null, serverCheck(expected));
+}
+
+/** SERVER_AUTH_OID: the extended key usage id-kp-serverAuth (RFC 5280 §4.2.1.12). */
+export const SERVER_AUTH_OID = '1.3.6.1.5.5.7.3.1';
+
+/**
+ * serverPurposeError: why `cert` may not serve TLS to a snapcoord client, or
+ * undefined when it may: its extended key usage must name serverAuth, as
+ * every certificate `snapcoord certs issue` makes does. OpenSSL already
+ * refuses a certificate whose extended key usage lacks serverAuth; this also
+ * refuses one with no extended key usage at all, which OpenSSL takes for any
+ * purpose: a client certificate signed by the cluster CA (made without one,
+ * as `openssl req` does by default) was taken as the server's, and its holder,
+ * listening where a client was pointed, was sent the client's API key.
+ */
+export function serverPurposeError(cert: PeerCertificate): Error | undefined {
+  if ((cert.ext_key_usage ?? []).includes(SERVER_AUTH_OID)) return undefined;
+  const subject = typeof cert.subject === 'object' && cert.subject !== null && typeof cert.subject.CN === 'string' ? `CN=${cert.subject.CN}` : 'the certificate';
+  return new Error(
+    `the server's certificate (${subject}) is not a server certificate: its extended key usage does not name serverAuth ` +
+      '(a client certificate cannot serve; give the node a certificate from `snapcoord certs issue`)',
+  );
 }
 
 /**
- * memberCheck: verify options that add to Node's host name / IP check that
- * the server's certificate names member `expected` (with `orNone`, or no
+ * serverCheck: verify options that add to Node's host name / IP check that
+ * the server's certificate is a server certificate (serverPurposeError) and,
+ * with `expected`, that it names member `expected` (with `orNone`, or no
  * member at all: a certificate made for a client plane only).
  */
-function memberCheck(expected: string, orNone = false): grpc.VerifyOptions {
+function serverCheck(expected?: string, orNone = false): grpc.VerifyOptions {
   return {
     checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
       const hostError = checkServerIdentity(host, cert);
       if (hostError !== undefined) return hostError;
+      const purposeError = serverPurposeError(cert);
+      if (purposeError !== undefined || expected === undefined) return purposeError;
       const got = memberIdOf(cert);
       return got === expected || (orNone && got === null) ? undefined : new Error(`the server's certificate names member ${got ?? '(none)'}, not ${expected}`);
     },
@@ -120,8 +146,8 @@ export const MEMBER_CREDENTIALS_MAX = 4096;
 
 /**
  * MemberChannelCredentials: channel credentials over one set of reloading
- * files: `any` checks the server's certificate against the CA and the target
- * host only; `forMember(id)` also requires it to name member `id` (memberIdOf),
+ * files: `any` checks the server's certificate against the CA, the target
+ * host and its purpose (serverPurposeError) only; `forMember(id)` also requires it to name member `id` (memberIdOf),
  * the same object for the same id (so grpc-js may share its connections);
  * `forMember(id, true)` also takes a certificate that names no member (a
  * client plane may serve one of its own) but never one naming another member.
@@ -146,12 +172,12 @@ export function memberChannelCredentialsFromFiles(opts: Omit<ChannelTlsFiles, 's
   const identity = opts.certFile !== undefined ? provider : null;
   const byId = new Map<string, grpc.ChannelCredentials>();
   return {
-    any: grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, {}),
+    any: grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck()),
     forMember(id: string, orNone = false): grpc.ChannelCredentials {
       const key = orNone ? `${id}|none` : id;
       let creds = byId.get(key);
       if (creds === undefined) {
-        creds = grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, memberCheck(id, orNone));
+        creds = grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck(id, orNone));
         if (byId.size >= MEMBER_CREDENTIALS_MAX) {
           const oldest = byId.keys().next();
           if (oldest.done !== true) byId.delete(oldest.value);

@@ -21,7 +21,7 @@ import { x509 } from '../../../src/tls/x509.js';
 
 const KEY = 'caller-key-0123456789abcdef';
 
-/** noMemberCert: a CA-signed certificate for 127.0.0.1 that names no member (a client plane's own). */
+/** noMemberCert: a CA-signed server certificate for 127.0.0.1 that names no member (a client plane's own). */
 async function noMemberCert(ca: CertKeyPem): Promise<CertKeyPem> {
   const lib = x509();
   const alg = { name: 'ECDSA', namedCurve: 'P-256' };
@@ -35,7 +35,8 @@ async function noMemberCert(ca: CertKeyPem): Promise<CertKeyPem> {
     publicKey: keys.publicKey,
     signingKey,
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-    extensions: [new lib.SubjectAlternativeNameExtension([{ type: 'ip', value: '127.0.0.1' }])],
+    // A server certificate (serverAuth): one with no extended key usage is a client's and refused (review18).
+    extensions: [new lib.SubjectAlternativeNameExtension([{ type: 'ip', value: '127.0.0.1' }]), new lib.ExtendedKeyUsageExtension([lib.ExtendedKeyUsage.serverAuth])],
   });
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
   return { certPem: cert.toString('pem'), keyPem: lib.PemConverter.encode(pkcs8, 'PRIVATE KEY') };
