@@ -7,7 +7,7 @@
 import { lstat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { DAYS_MAX, caFiles, checkTlsFiles, writeCa, writeNodeCert } from '../tls/index.js';
+import { DAYS_MAX, caFiles, checkTlsFiles, localCaKeyFile, writeCa, writeNodeCert } from '../tls/index.js';
 import { canonicalIp, checkDnsName, checkMemberId } from '../tls/names.js';
 
 /** DEFAULT_TLS_DIR: where `certs` keeps the CA and node certificates (relative to the working directory), as `npm start` does. */
@@ -54,18 +54,19 @@ export function addCertsCommands(program: Command): void {
     .command('init')
     .description('create the cluster CA: ca.pem (give it to every node and client) and ca-key.pem (keep it secret; mode 0600)')
     .option('--dir <dir>', 'certificate directory (made 0700 when missing)', DEFAULT_TLS_DIR)
+    .option('--ca-key <file>', 'where the CA key goes (default <dir>/ca-key.pem); keep it off the nodes')
     .option('--days <n>', 'validity in days (default 3650)')
     .option('--force', 'replace an existing CA (every certificate it signed stops being trusted)')
-    .action(async (opts: { dir: string; days?: string; force?: boolean }) => {
+    .action(async (opts: { dir: string; caKey?: string; days?: string; force?: boolean }) => {
       const days = parseDays(opts.days);
-      const files = caFiles(opts.dir);
+      const files = caFiles(opts.dir, opts.caKey);
       const force = opts.force === true;
       if (!force) {
         for (const f of [files.caFile, files.caKeyFile]) {
           if (await exists(f)) throw new CliError(`${f} already exists; a new CA would orphan every certificate it signed (use --force to replace it)`, EXIT_CONFIG);
         }
       }
-      await writeCa(opts.dir, { force, ...(days !== undefined ? { days } : {}) });
+      await writeCa(opts.dir, { force, caKeyFile: files.caKeyFile, ...(days !== undefined ? { days } : {}) });
       process.stdout.write(
         `CA certificate: ${files.caFile}\n` +
           `CA key:         ${files.caKeyFile} (keep it secret)\n` +
@@ -81,23 +82,27 @@ export function addCertsCommands(program: Command): void {
       `issue a certificate for node ID (server and client use) signed by the CA in --dir; replaces an earlier one (rotation). ` +
         `Without --dns and --ip it names ${[...LOCAL_NAMES.dns, ...LOCAL_NAMES.ips].join(', ')}`,
     )
-    .option('--dir <dir>', 'certificate directory holding ca.pem and ca-key.pem', DEFAULT_TLS_DIR)
+    .option('--dir <dir>', 'certificate directory holding ca.pem (and ca-key.pem unless --ca-key)', DEFAULT_TLS_DIR)
+    .option('--ca-key <file>', "the CA key (default <dir>/ca-key.pem, else <dir>/../ca/ca-key.pem where `snapcoord local` keeps it)")
     .option('--dns <name>', 'a DNS name the node answers on (repeatable, or comma-separated)', collect)
     .option('--ip <address>', 'an IP address the node answers on (repeatable, or comma-separated)', collect)
     .option('--days <n>', 'validity in days (default 825)')
-    .action(async (id: string, opts: { dir: string; dns?: string[]; ip?: string[]; days?: string }) => {
+    .action(async (id: string, opts: { dir: string; caKey?: string; dns?: string[]; ip?: string[]; days?: string }) => {
       const dns = opts.dns ?? [];
       const ips = opts.ip ?? [];
       configError('id', () => checkMemberId(id));
       for (const d of dns) configError('dns', () => checkDnsName(d));
       for (const ip of ips) configError('ip', () => canonicalIp(ip));
       const days = parseDays(opts.days);
-      const files = caFiles(opts.dir);
+      // The key where --ca-key says, else beside ca.pem, else where `snapcoord local` keeps it (outside --dir).
+      const beside = caFiles(opts.dir).caKeyFile;
+      const files = caFiles(opts.dir, opts.caKey ?? (!(await exists(beside)) && (await exists(localCaKeyFile(opts.dir))) ? localCaKeyFile(opts.dir) : beside));
       for (const f of [files.caFile, files.caKeyFile]) {
-        if (!(await exists(f))) throw new CliError(`${f} is missing: create the CA first with \`snapcoord certs init --dir ${opts.dir}\``, EXIT_CONFIG);
+        if (!(await exists(f))) throw new CliError(`${f} is missing: create the CA first with \`snapcoord certs init --dir ${opts.dir}\` (or give --ca-key FILE)`, EXIT_CONFIG);
       }
       const local = dns.length === 0 && ips.length === 0;
       const written = await writeNodeCert(opts.dir, id, {
+        caKeyFile: files.caKeyFile,
         dns: local ? LOCAL_NAMES.dns : dns,
         ips: local ? LOCAL_NAMES.ips : ips,
         ...(days !== undefined ? { days } : {}),

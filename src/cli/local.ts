@@ -4,7 +4,8 @@
  * grpcBasePort.. (TLS), peer gRPC on peerBasePort.. (mutual TLS), HTTP on
  * httpBasePort.., data under <baseDir>/<id>, each node's log in
  * <baseDir>/<id>.log. Secure by default: a CA and one certificate per node
- * under <baseDir>/tls (made once, reused while valid) and the API key in
+ * under <baseDir>/tls (made once, reused while valid; the CA key apart, in
+ * <baseDir>/ca/ca-key.pem, whose path no node is given) and the API key in
  * <baseDir>/api-key, which the CLI finds from the working directory. It prints the nodes' addresses and the
  * API key, then "cluster ready: leader nX" with example commands once a
  * leader is elected. SIGINT / SIGTERM stop every child (SIGTERM, then SIGKILL
@@ -216,7 +217,7 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
     process.stdout.write(`  ${id}  grpc ${grpc}  peer ${peer}  http ${http}  data ${show(dataDir)}  log ${show(logFile)}\n`);
   });
   process.stdout.write(`API key: ${apiKey.key}  (from ${show(apiKey.source)})\n`);
-  process.stdout.write(`TLS: CA ${show(tls.caFile)}, node certificates in ${show(tls.dir)} (client TLS, peer mutual TLS)\n`);
+  process.stdout.write(`TLS: CA ${show(tls.caFile)}, node certificates in ${show(tls.dir)} (client TLS, peer mutual TLS); CA key ${show(tls.caKeyFile)} (given to no node)\n`);
   const dial: ClientDial = dialWithCa(tls.caFile, apiKey.key);
   process.stdout.write('Ctrl-C stops every node.\n');
 

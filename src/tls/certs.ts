@@ -8,12 +8,14 @@
  * @peculiar/x509 on Node's WebCrypto; keys are PKCS#8 PEM, certificates PEM.
  *
  * On disk (dir, default data/tls): `ca.pem`, `ca-key.pem`, `<id>.pem`,
- * `<id>-key.pem`. Keys are 0600, certificates 0644, a directory created here
- * 0700; every file is written atomically (temp file, fsync, rename).
+ * `<id>-key.pem` (ensureLocalTls keeps the CA key apart, in
+ * `<base>/ca/ca-key.pem`: see localCaKeyFile). Keys are 0600, certificates
+ * 0644, a directory created here 0700; every file is written atomically
+ * (temp file, fsync, rename).
  */
 import { X509Certificate, createPrivateKey, randomBytes, type KeyObject, type webcrypto } from 'node:crypto';
-import { lstat, readFile, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, readFile, rename, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { CERT_FILE_MODE, KEY_FILE_MODE, ensureTlsDir, writeFileAtomic } from './files.js';
 import { canonicalIp, checkDnsName, checkMemberId, memberUri, subjectAltNames } from './names.js';
 import { subtle, x509, type X509 } from './x509.js';
@@ -208,9 +210,19 @@ export interface NodeCertFiles {
   readonly keyFile: string;
 }
 
-/** caFiles: `<dir>/ca.pem` and `<dir>/ca-key.pem`. */
-export function caFiles(dir: string): CaFiles {
-  return { caFile: join(dir, 'ca.pem'), caKeyFile: join(dir, 'ca-key.pem') };
+/** caFiles: `<dir>/ca.pem` and the CA key, `caKeyFile` (default `<dir>/ca-key.pem`). */
+export function caFiles(dir: string, caKeyFile = join(dir, 'ca-key.pem')): CaFiles {
+  return { caFile: join(dir, 'ca.pem'), caKeyFile };
+}
+
+/**
+ * localCaKeyFile: where `snapcoord local` keeps the CA key of the
+ * certificate directory `tlsDir` (`<base>/tls`): `<base>/ca/ca-key.pem`,
+ * outside the directory whose files the nodes are handed (their keys and
+ * certificates, ca.pem), in a directory of its own (0700).
+ */
+export function localCaKeyFile(tlsDir: string): string {
+  return join(dirname(tlsDir), 'ca', 'ca-key.pem');
 }
 
 /** nodeCertFiles: `<dir>/<id>.pem` and `<dir>/<id>-key.pem`; throws on an invalid member id. */
@@ -219,9 +231,10 @@ export function nodeCertFiles(dir: string, id: string): NodeCertFiles {
   return { certFile: join(dir, `${id}.pem`), keyFile: join(dir, `${id}-key.pem`) };
 }
 
-/** WriteCaOptions: createCa's options, and `force` to replace an existing CA. */
+/** WriteCaOptions: createCa's options, `force` to replace an existing CA, and where the key goes (default `<dir>/ca-key.pem`). */
 export interface WriteCaOptions extends CreateCaOptions {
   readonly force?: boolean;
+  readonly caKeyFile?: string;
 }
 
 /**
@@ -231,7 +244,7 @@ export interface WriteCaOptions extends CreateCaOptions {
  * saying so (and leaves both files as they were). Returns the paths.
  */
 export async function writeCa(dir: string, opts: WriteCaOptions = {}): Promise<CaFiles> {
-  const files = caFiles(dir);
+  const files = caFiles(dir, opts.caKeyFile);
   const force = opts.force === true;
   if (!force) {
     for (const f of [files.caFile, files.caKeyFile]) {
@@ -240,6 +253,7 @@ export async function writeCa(dir: string, opts: WriteCaOptions = {}): Promise<C
   }
   const ca = await createCa(opts);
   await ensureTlsDir(dir);
+  await ensureTlsDir(dirname(files.caKeyFile));
   try {
     await writeFileAtomic(files.caKeyFile, ca.keyPem, KEY_FILE_MODE, !force);
   } catch (err) {
@@ -258,12 +272,13 @@ export async function writeCa(dir: string, opts: WriteCaOptions = {}): Promise<C
 }
 
 /**
- * readCa reads `ca.pem` and `ca-key.pem` from `dir`. Throws an Error naming
- * the file when one is missing or unreadable, or when the key does not belong
- * to the certificate or the certificate is not a CA.
+ * readCa reads `ca.pem` from `dir` and the CA key from `caKeyFile` (default
+ * `<dir>/ca-key.pem`). Throws an Error naming the file when one is missing or
+ * unreadable, or when the key does not belong to the certificate or the
+ * certificate is not a CA.
  */
-export async function readCa(dir: string): Promise<CertKeyPem> {
-  const files = caFiles(dir);
+export async function readCa(dir: string, caKeyFile?: string): Promise<CertKeyPem> {
+  const files = caFiles(dir, caKeyFile);
   const certPem = await readText(files.caFile, 'no CA here: run `snapcoord certs init` first');
   const keyPem = await readText(files.caKeyFile, 'the CA key is needed to issue certificates');
   let cert: X509Certificate;
@@ -285,26 +300,33 @@ export async function readCa(dir: string): Promise<CertKeyPem> {
 
 /**
  * writeNodeCert issues a certificate for member `id` with the CA in `dir`
- * (readCa) and writes `<id>-key.pem` (0600) then `<id>.pem` (0644) there,
+ * (readCa; its key at `opts.caKeyFile`, default `<dir>/ca-key.pem`) and
+ * writes `<id>-key.pem` (0600) then `<id>.pem` (0644) there,
  * each atomically, replacing earlier ones (that is how a certificate is
  * rotated; a reader that meets the new key beside the old certificate sees a
  * mismatch, which the credentials in credentials.ts wait out). Returns the
  * paths. Throws on readCa's errors and issueNodeCert's.
  */
-export async function writeNodeCert(dir: string, id: string, opts: Omit<IssueNodeCertOptions, 'id'> = {}): Promise<NodeCertFiles> {
+export async function writeNodeCert(dir: string, id: string, opts: Omit<IssueNodeCertOptions, 'id'> & { readonly caKeyFile?: string } = {}): Promise<NodeCertFiles> {
   const files = nodeCertFiles(dir, id);
-  const ca = await readCa(dir);
-  const issued = await issueNodeCert(ca, { ...opts, id });
+  const { caKeyFile, ...issue } = opts;
+  const ca = await readCa(dir, caKeyFile);
+  const issued = await issueNodeCert(ca, { ...issue, id });
   await ensureTlsDir(dir);
   await writeFileAtomic(files.keyFile, issued.keyPem, KEY_FILE_MODE);
   await writeFileAtomic(files.certFile, issued.certPem, CERT_FILE_MODE);
   return files;
 }
 
-/** LocalTlsOptions: the names every local node certificate carries (default `localhost`, `127.0.0.1` and `::1`). */
+/**
+ * LocalTlsOptions: the names every local node certificate carries (default
+ * `localhost`, `127.0.0.1` and `::1`), and where the CA key is kept (default
+ * localCaKeyFile(dir): outside `dir`).
+ */
 export interface LocalTlsOptions {
   readonly dns?: readonly string[];
   readonly ips?: readonly string[];
+  readonly caKeyFile?: string;
 }
 
 /** LocalTls: the files ensureLocalTls made or kept, and which it (re)wrote this time. */
@@ -317,7 +339,12 @@ export interface LocalTls extends CaFiles {
 
 /**
  * ensureLocalTls makes sure `dir` holds a CA and a certificate for each of
- * `ids` (for a local cluster: `npm start` / `snapcoord local`). What exists
+ * `ids` (for a local cluster: `npm start` / `snapcoord local`), the CA key
+ * kept at `opts.caKeyFile` (default localCaKeyFile(dir): outside `dir`, whose
+ * files the nodes are handed; a node that could read the CA key could mint a
+ * certificate for any member). A `<dir>/ca-key.pem` an older version left
+ * there is moved to that place (or removed when the same key is already
+ * there; a different one there is refused). What exists
  * is reused when it is still valid for more than RENEW_BEFORE_DAYS days (and
  * a node certificate also chains to the CA, matches its key and names its id
  * and every requested DNS name and IP); anything else is issued anew. A CA
@@ -331,19 +358,20 @@ export async function ensureLocalTls(dir: string, ids: readonly string[], opts: 
   const ips = (opts.ips ?? ['127.0.0.1', '::1']).map(canonicalIp);
   dns.forEach(checkDnsName);
   ids.forEach(checkMemberId);
-  const files = caFiles(dir);
+  const files = caFiles(dir, opts.caKeyFile ?? localCaKeyFile(dir));
+  await moveOldCaKey(join(dir, 'ca-key.pem'), files.caKeyFile);
   const renewBefore = Date.now() + RENEW_BEFORE_DAYS * DAY_MS;
   const written: string[] = [];
 
   let ca: CertKeyPem | null = null;
   const caPresent = (await exists(files.caFile)) || (await exists(files.caKeyFile));
   if (caPresent) {
-    ca = await readCa(dir);
+    ca = await readCa(dir, files.caKeyFile);
     if (Date.parse(new X509Certificate(ca.certPem).validTo) <= renewBefore) ca = null;
   }
   if (ca === null) {
-    await writeCa(dir, { force: caPresent });
-    ca = await readCa(dir);
+    await writeCa(dir, { force: caPresent, caKeyFile: files.caKeyFile });
+    ca = await readCa(dir, files.caKeyFile);
     written.push(files.caFile);
   }
   const caCert = new X509Certificate(ca.certPem);
@@ -359,6 +387,25 @@ export async function ensureLocalTls(dir: string, ids: readonly string[], opts: 
     written.push(f.certFile);
   }
   return { dir, ...files, nodes, written };
+}
+
+/**
+ * moveOldCaKey: a CA key at `old` (where an older `snapcoord local` kept it,
+ * beside the node keys) goes to `target` (its directory made 0700): renamed
+ * when `target` is missing, removed when `target` holds the same key; a
+ * different key at `target` is refused (an Error naming both: the operator
+ * decides which CA is theirs).
+ */
+async function moveOldCaKey(old: string, target: string): Promise<void> {
+  if (old === target || !(await exists(old))) return;
+  if (await exists(target)) {
+    const [a, b] = await Promise.all([readFile(old, 'utf8'), readFile(target, 'utf8')]);
+    if (a !== b) throw new Error(`${old} and ${target} hold different CA keys: keep the one that signed ${join(dirname(old), 'ca.pem')} at ${target} and remove the other`);
+    await unlink(old);
+    return;
+  }
+  await ensureTlsDir(dirname(target));
+  await rename(old, target);
 }
 
 async function nodeCertUsable(

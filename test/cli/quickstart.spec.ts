@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -97,8 +97,9 @@ describe('README quick start: `snapcoord local` secure by default, the README co
   it('prints both planes, the key and the TLS files; keys and certificate keys are private', () => {
     assert.match(output, new RegExp(`n1  grpc 127\\.0\\.0\\.1:${grpcBase}  peer 127\\.0\\.0\\.1:${grpcBase + 3}  http 127\\.0\\.0\\.1:${httpBase}`));
     assert.match(output, /API key: \S{20,} {2}\(from data\/api-key \(generated\)\)/);
-    assert.match(output, /TLS: CA data\/tls\/ca\.pem, node certificates in data\/tls \(client TLS, peer mutual TLS\)/);
-    for (const f of ['data/api-key', 'data/tls/ca-key.pem', 'data/tls/n1-key.pem']) assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, f);
+    assert.match(output, /TLS: CA data\/tls\/ca\.pem, node certificates in data\/tls \(client TLS, peer mutual TLS\); CA key data\/ca\/ca-key\.pem \(given to no node\)/);
+    for (const f of ['data/api-key', 'data/ca/ca-key.pem', 'data/tls/n1-key.pem']) assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, f);
+    assert.ok(!existsSync(join(dir, 'data/tls/ca-key.pem')), 'the CA key is not beside the node keys');
     assert.equal(statSync(join(dir, 'data', 'n1')).mode & 0o777, 0o700);
   });
 
@@ -118,6 +119,7 @@ describe('README quick start: `snapcoord local` secure by default, the README co
     for (const n of nodes) {
       for (const f of NODE_V8_FLAGS) assert.ok(n.cmd.includes(f), `${n.cmd.join(' ')}: ${f}`);
       for (const [k, v] of Object.entries(NODE_MALLOC_ENV)) assert.ok(n.env.includes(`${k}=${v}`), `${k}=${v} in a node's environment`);
+      assert.ok(!n.cmd.some((a) => a.includes('ca-key')) && !n.env.some((e) => e.includes('ca-key')), 'no node is handed the CA key');
     }
     // So none of them warns that it runs without them (serve does when started plainly: node-runtime.spec).
     for (const id of ['n1', 'n2', 'n3']) assert.doesNotMatch(readFileSync(join(dir, 'data', `${id}.log`), 'utf8'), /without the node's memory settings/, id);

@@ -6,8 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { ensureLocalTls } from '../../../src/tls/certs.js';
 import { channelCredentialsFromFiles, serverCredentialsFromFiles } from '../../../src/tls/credentials.js';
 import { describeRun, runCli } from '../../harness/child.js';
 import { callWhoAmI, show, startServer, tmpDir } from './helpers.js';
@@ -69,6 +70,23 @@ describe('cli: snapcoord certs', function () {
     const forced = await runCli([...init, '--force']);
     assert.equal(forced.code, 0, describeRun([...init, '--force'], forced));
     assert.notEqual(readFileSync(caFile, 'utf8'), caBefore, 'CA replaced with --force');
+  });
+
+  it("issue finds the CA key where `snapcoord local` keeps it (<base>/ca/, outside --dir), or at --ca-key (review18)", async () => {
+    const base = join(dir, 'local');
+    const tls = join(base, 'tls');
+    const local = await ensureLocalTls(tls, ['n1']);
+    const issue = ['certs', 'issue', 'n4', '--dir', tls, '--ip', '127.0.0.1'];
+    const r = await runCli(issue);
+    assert.equal(r.code, 0, describeRun(issue, r));
+    assert.ok(new X509Certificate(readFileSync(join(tls, 'n4.pem'))).verify(new X509Certificate(readFileSync(local.caFile)).publicKey));
+    const elsewhere = join(dir, 'ca-elsewhere.pem');
+    renameSync(local.caKeyFile, elsewhere);
+    const missing = await runCli(issue);
+    assert.equal(missing.code, 2, describeRun(issue, missing));
+    assert.match(oneLine(missing.stderr), /ca-key\.pem is missing: .*--ca-key FILE/);
+    const given = await runCli([...issue, '--ca-key', elsewhere]);
+    assert.equal(given.code, 0, describeRun([...issue, '--ca-key', elsewhere], given));
   });
 
   it('bad usage: one line, exit 2', async () => {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import {
   createCa,
   ensureLocalTls,
+  localCaKeyFile,
   issueNodeCert,
   readCa,
   writeCa,
@@ -197,7 +198,7 @@ describe('tls certs: files on disk', function () {
       assert.equal(cert.subjectAltName, `DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, URI:urn:snapcoord:node:${id}`);
       assert.equal(await modeOf(f.keyFile), 0o600);
     }
-    const snapshot = (): string[] => ['ca.pem', 'ca-key.pem', 'n1.pem', 'n2.pem', 'n3.pem'].map((n) => readFileSync(join(tls, n), 'utf8'));
+    const snapshot = (): string[] => [...['ca.pem', 'n1.pem', 'n2.pem', 'n3.pem'].map((n) => join(tls, n)), localCaKeyFile(tls)].map((f) => readFileSync(f, 'utf8'));
     const before = snapshot();
     const again = await ensureLocalTls(tls, ['n1', 'n2', 'n3']);
     assert.deepEqual(again.written, []);
@@ -205,19 +206,19 @@ describe('tls certs: files on disk', function () {
 
     // A missing certificate, one lacking a requested name, and a new id: only those are issued.
     await rm(join(tls, 'n2.pem'));
-    const n3 = await issueNodeCert(await readCa(tls), { id: 'n3', dns: ['localhost'], ips: ['127.0.0.1'] });
+    const n3 = await issueNodeCert(await readCa(tls, localCaKeyFile(tls)), { id: 'n3', dns: ['localhost'], ips: ['127.0.0.1'] });
     await writeFile(join(tls, 'n3.pem'), n3.certPem);
     await writeFile(join(tls, 'n3-key.pem'), n3.keyPem);
     const third = await ensureLocalTls(tls, ['n1', 'n2', 'n3', 'n4']);
     assert.deepEqual(third.written.map((p) => p.slice(tls.length + 1)), ['n2.pem', 'n3.pem', 'n4.pem']);
-    assert.equal(readFileSync(join(tls, 'n1.pem'), 'utf8'), before[2], 'n1 kept');
+    assert.equal(readFileSync(join(tls, 'n1.pem'), 'utf8'), before[1], 'n1 kept');
     assert.match(new X509Certificate(readFileSync(join(tls, 'n3.pem'))).subjectAltName ?? '', /IP Address:0:0:0:0:0:0:0:1/);
   });
 
   it('ensureLocalTls reissues a certificate that expires within 30 days or has a mismatched key, and replaces an expiring CA with all its certificates', async () => {
     const tls = join(dir, 'tls');
     await ensureLocalTls(tls, ['n1', 'n2']);
-    const ca = await readCa(tls);
+    const ca = await readCa(tls, localCaKeyFile(tls));
     const soon = await issueNodeCert(ca, { id: 'n1', dns: ['localhost'], ips: ['127.0.0.1', '::1'], days: 20 });
     await writeFile(join(tls, 'n1.pem'), soon.certPem);
     await writeFile(join(tls, 'n1-key.pem'), soon.keyPem);
@@ -228,12 +229,42 @@ describe('tls certs: files on disk', function () {
 
     const oldCa = await createCa({ days: 10 });
     await writeFile(join(tls, 'ca.pem'), oldCa.certPem);
-    await writeFile(join(tls, 'ca-key.pem'), oldCa.keyPem);
+    await writeFile(localCaKeyFile(tls), oldCa.keyPem);
     const replaced = await ensureLocalTls(tls, ['n1', 'n2']);
     assert.deepEqual(replaced.written.map((p) => p.slice(tls.length + 1)), ['ca.pem', 'n1.pem', 'n2.pem']);
     const newCa = new X509Certificate(readFileSync(join(tls, 'ca.pem')));
     assert.ok(daysLeft(newCa) > 3600);
     assert.ok(new X509Certificate(readFileSync(join(tls, 'n1.pem'))).verify(newCa.publicKey));
+  });
+
+  it('ensureLocalTls keeps the CA key outside the certificate directory the nodes are handed (0600, in a 0700 dir of its own), and moves an older one out (review18)', async () => {
+    const tls = join(dir, 'data', 'tls');
+    const first = await ensureLocalTls(tls, ['n1', 'n2']);
+    assert.equal(first.caKeyFile, join(dir, 'data', 'ca', 'ca-key.pem'));
+    assert.deepEqual((await readdir(tls)).sort(), ['ca.pem', 'n1-key.pem', 'n1.pem', 'n2-key.pem', 'n2.pem'], 'no CA key beside the node keys');
+    assert.equal(await modeOf(first.caKeyFile), 0o600);
+    assert.equal(await modeOf(join(dir, 'data', 'ca')), 0o700);
+    assert.ok(new X509Certificate(readFileSync(first.caFile)).checkPrivateKey(createPrivateKey(readFileSync(first.caKeyFile))));
+
+    // A directory an older version made (the key in tls/): the key is moved out, the CA and certificates kept.
+    const caBefore = readFileSync(first.caFile, 'utf8');
+    const keyBefore = readFileSync(first.caKeyFile, 'utf8');
+    await rm(join(dir, 'data', 'ca'), { recursive: true });
+    await writeFile(join(tls, 'ca-key.pem'), keyBefore, { mode: 0o600 });
+    const moved = await ensureLocalTls(tls, ['n1', 'n2']);
+    assert.deepEqual(moved.written, []);
+    assert.equal(readFileSync(moved.caKeyFile, 'utf8'), keyBefore);
+    assert.equal(readFileSync(moved.caFile, 'utf8'), caBefore);
+    assert.ok(!(await readdir(tls)).includes('ca-key.pem'));
+    // The same key in both places: the one in tls/ is removed; a different one: refused, both kept.
+    await writeFile(join(tls, 'ca-key.pem'), keyBefore, { mode: 0o600 });
+    await ensureLocalTls(tls, ['n1', 'n2']);
+    assert.ok(!(await readdir(tls)).includes('ca-key.pem'));
+    const other = (await createCa()).keyPem;
+    await writeFile(join(tls, 'ca-key.pem'), other, { mode: 0o600 });
+    await assert.rejects(ensureLocalTls(tls, ['n1', 'n2']), /hold different CA keys/);
+    assert.equal(readFileSync(join(tls, 'ca-key.pem'), 'utf8'), other);
+    assert.equal(readFileSync(moved.caKeyFile, 'utf8'), keyBefore);
   });
 
   it('ensureLocalTls refuses (and keeps) a CA it cannot read', async () => {
