@@ -277,11 +277,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     httpsFiles === undefined ? null : { cert: readFileSync(httpsFiles.certFile), key: readFileSync(httpsFiles.keyFile) };
   // The pair is checked as the node's planes check theirs (parse, key matches, not expired, not before its start)
   // at start (a clear Error naming the file) and on every reload (a bad set is not taken, the previous one stays).
-  const checkPair = (p: { cert: Buffer; key: Buffer }, files: { readonly certFile: string; readonly keyFile: string }): void => {
-    checkTlsBytes(p, files, { checkChain: false });
-  };
+  const checkPair = (p: { cert: Buffer; key: Buffer }, files: { readonly certFile: string; readonly keyFile: string }): number =>
+    checkTlsBytes(p, files, { checkChain: false }).notAfter.getTime();
   const pair = readPair();
-  if (pair !== null && httpsFiles !== undefined) checkPair(pair, httpsFiles);
+  /** inUseNotAfterMs: when the certificate being served expires (logged once then, as the gRPC planes do: 71d2632). */
+  let inUseNotAfterMs = pair !== null && httpsFiles !== undefined ? checkPair(pair, httpsFiles) : Infinity;
   /** httpServerOptions: what only the server's constructor takes (how often head deadlines are checked). */
   const httpServerOptions = { connectionsCheckingInterval: connectionsCheckingIntervalMs(limits.idleTimeoutMs), headersTimeout: limits.idleTimeoutMs, requestTimeout: 0 };
   const app = Fastify({
@@ -434,17 +434,28 @@ export function createGateway(opts: GatewayOptions): Gateway {
   let tlsStamp = httpsFiles === undefined ? '' : tlsFilesStamp(httpsFiles);
   /** badStamp: the stamp of the last set that could not be used (logged once, not every check). */
   let badStamp = '';
+  /** expiredReported: the notAfter (ms) of the certificate in use whose expiry was logged. */
+  let expiredReported = 0;
   const tlsWatch =
     httpsFiles === undefined
       ? undefined
       : setInterval(() => {
+          // A certificate in use that expires is said once (clients begin refusing the gateway), until it is replaced.
+          if (Date.now() > inUseNotAfterMs && expiredReported !== inUseNotAfterMs) {
+            expiredReported = inUseNotAfterMs;
+            app.log.error(
+              { cert: httpsFiles.certFile, notAfter: new Date(inUseNotAfterMs).toISOString() },
+              'gateway: HTTPS certificate in use has expired: replace it (HTTPS clients refuse it until a new certificate and key are written)',
+            );
+          }
           const stamp = tlsFilesStamp(httpsFiles);
           if (stamp === tlsStamp || stamp === badStamp) return;
           try {
             const next = readPair();
             if (next !== null) {
-              checkPair(next, httpsFiles);
+              const notAfterMs = checkPair(next, httpsFiles);
               (app.server as unknown as TlsServer).setSecureContext(next);
+              inUseNotAfterMs = notAfterMs;
             }
             tlsStamp = stamp;
             badStamp = '';

@@ -91,4 +91,25 @@ describe('gateway HTTPS files: checked at start and on reload (review16)', funct
     for (let i = 0; i < 100 && (await servedSerial(port, ca.certPem)) !== serialOf(next); i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(await servedSerial(port, ca.certPem), serialOf(next));
   });
+
+  it('a certificate in use that expires is logged once, and again for a replacement that expires in turn (review18)', async () => {
+    const soon = await issueNodeCert(ca, { id: 'gw', dns: ['localhost'], notBefore: new Date(Date.now() - DAY_MS), notAfter: new Date(Date.now() + 2_000) });
+    await put(soon);
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _enc, cb) => (lines.push(chunk.toString()), cb()) }));
+    gw = createGateway({ target: '127.0.0.1:1', auth: { adminKey: KEY }, tls: { certFile: certFile(), keyFile: keyFile() }, logger, tlsReloadCheckMs: 20 });
+    await gw.listen('127.0.0.1:0');
+    const expired = (): string[] => lines.filter((l) => l.includes('HTTPS certificate in use has expired'));
+    for (let i = 0; i < 400 && expired().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(expired().length, 1, 'logged when it expired');
+    assert.ok(expired()[0]?.includes(certFile()) && expired()[0]?.includes(new Date(new X509Certificate(soon.certPem).validTo).toISOString()), expired()[0]);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(expired().length, 1, 'once, not every check');
+
+    // A replacement (taken: it is valid) that expires in its turn is logged again.
+    await put(await issueNodeCert(ca, { id: 'gw', dns: ['localhost'], notBefore: new Date(Date.now() - DAY_MS), notAfter: new Date(Date.now() + 2_000) }));
+    for (let i = 0; i < 400 && expired().length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(lines.some((l) => l.includes('HTTPS certificate reloaded')), 'the replacement was taken');
+    assert.equal(expired().length, 2);
+  });
 });
