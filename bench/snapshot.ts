@@ -204,7 +204,7 @@ interface Measured {
   /** CPU seconds (user + system) of each side during the transfer. */
   readonly senderCpu: number;
   readonly receiverCpu: number;
-  /** CPU seconds of each side by thread group (main, libuv-worker, ...). */
+  /** CPU seconds of each side by thread group (main, other: threadpool, V8 and workers, rocksdb:...). */
   readonly senderThreads: Record<string, number>;
   readonly receiverThreads: Record<string, number>;
   readonly extra: Record<string, unknown>;

@@ -1,8 +1,10 @@
 /**
  * CPU time of this process by thread, from /proc/self/task (Linux; elsewhere
  * empty): what bench/install.ts and bench:snapshot's children report to show
- * where a process's CPU went (its main thread, libuv's threadpool, V8's
- * platform threads, a worker thread).
+ * where a process's CPU went (its main thread, RocksDB's own threads, and the
+ * rest). Node 20 names every other thread of the process `node` (libuv's
+ * threadpool, V8's platform threads doing GC and compilation, worker threads
+ * alike), so those are one group, `other`: it is not the threadpool alone.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -34,9 +36,10 @@ export function threadCpu(): Map<number, ThreadCpu> {
   return out;
 }
 
-/** threadGroup: a thread's name without its number (libuv-worker, rocksdb:low, V8 DefaultWorke...). */
+/** threadGroup: a thread's name without its number (rocksdb:low, rocksdb:high); `other` for Node's own threads, all named `node`. */
 export function threadGroup(name: string): string {
-  return name.replace(/[0-9]+$/, '').replace(/:$/, '');
+  const g = name.replace(/[0-9]+$/, '').replace(/:$/, '');
+  return g === 'node' ? 'other' : g;
 }
 
 /**
@@ -59,7 +62,7 @@ export function threadCpuByGroup(before: Map<number, ThreadCpu>, after: Map<numb
   return out;
 }
 
-/** fmtThreadCpu: "main 0.41, libuv-worker 0.10, ..." (groups under 5 ms left out). */
+/** fmtThreadCpu: "main 0.41, other 0.10, rocksdb:low 0.05, ..." (groups under 5 ms left out). */
 export function fmtThreadCpu(groups: Record<string, number>): string {
   return Object.entries(groups)
     .filter(([, s]) => s >= 0.005)
