@@ -78,6 +78,38 @@ const FRESERVED = 0xe0;
  */
 export const GZIP_HEADER_STRING_BYTES_MAX = 64 * 1024;
 
+/**
+ * gzipHeaderBytes: the length of the gzip member header (RFC 1952) at
+ * buf[pos], or 0 while the bytes there are not all of it yet. A header that
+ * cannot be one throws `bad(why)`: not gzip, another compression method,
+ * reserved flags, a file name or comment over GZIP_HEADER_STRING_BYTES_MAX.
+ */
+export function gzipHeaderBytes(buf: Buffer, pos: number, bad: (why: string) => Error): number {
+  const avail = buf.length - pos;
+  if (buf[pos] !== 0x1f || (avail > 1 && buf[pos + 1] !== 0x8b)) throw bad('incorrect header check');
+  if (avail > 2 && buf[pos + 2] !== 8) throw bad('unknown compression method');
+  if (avail < GZIP_HEADER_BYTES) return 0;
+  const flags = buf[pos + 3] as number;
+  if ((flags & FRESERVED) !== 0) throw bad('reserved header flags set');
+  let at = pos + GZIP_HEADER_BYTES;
+  if ((flags & FEXTRA) !== 0) {
+    if (buf.length - at < 2) return 0;
+    at += 2 + buf.readUInt16LE(at);
+  }
+  for (const flag of [FNAME, FCOMMENT]) {
+    if ((flags & flag) === 0) continue;
+    const zero = buf.indexOf(0, at, 'latin1');
+    const stringBytes = zero < 0 ? buf.length - at : zero + 1 - at;
+    if (zero < 0 ? stringBytes >= GZIP_HEADER_STRING_BYTES_MAX : stringBytes > GZIP_HEADER_STRING_BYTES_MAX) {
+      throw bad(`a header ${flag === FNAME ? 'file name' : 'comment'} longer than ${GZIP_HEADER_STRING_BYTES_MAX} bytes`);
+    }
+    if (zero < 0) return 0;
+    at = zero + 1;
+  }
+  if ((flags & FHCRC) !== 0) at += 2;
+  return at > buf.length ? 0 : at - pos;
+}
+
 type InflateRaw = ReturnType<SnapshotIo['createInflateRaw']>;
 
 /**
@@ -280,31 +312,9 @@ export class MemberGunzip extends Transform {
 
   /** #headerBytes: the length of the gzip header at buf[pos], 0 while it is incomplete. Errors: ArchiveError. */
   #headerBytes(buf: Buffer, pos: number): number {
-    const avail = buf.length - pos;
     const bad = (why: string): ArchiveError =>
       this.#index === 0 ? new ArchiveError('corrupt-gzip', `the gzip stream is damaged (${why})`) : new ArchiveError('trailing-garbage', `data after the end of the gzip stream (${why})`);
-    if (buf[pos] !== 0x1f || (avail > 1 && buf[pos + 1] !== 0x8b)) throw bad('incorrect header check');
-    if (avail > 2 && buf[pos + 2] !== 8) throw bad('unknown compression method');
-    if (avail < GZIP_HEADER_BYTES) return 0;
-    const flags = buf[pos + 3] as number;
-    if ((flags & FRESERVED) !== 0) throw bad('reserved header flags set');
-    let at = pos + GZIP_HEADER_BYTES;
-    if ((flags & FEXTRA) !== 0) {
-      if (buf.length - at < 2) return 0;
-      at += 2 + buf.readUInt16LE(at);
-    }
-    for (const flag of [FNAME, FCOMMENT]) {
-      if ((flags & flag) === 0) continue;
-      const zero = buf.indexOf(0, at, 'latin1');
-      const stringBytes = zero < 0 ? buf.length - at : zero + 1 - at;
-      if (zero < 0 ? stringBytes >= GZIP_HEADER_STRING_BYTES_MAX : stringBytes > GZIP_HEADER_STRING_BYTES_MAX) {
-        throw bad(`a header ${flag === FNAME ? 'file name' : 'comment'} longer than ${GZIP_HEADER_STRING_BYTES_MAX} bytes`);
-      }
-      if (zero < 0) return 0;
-      at = zero + 1;
-    }
-    if ((flags & FHCRC) !== 0) at += 2;
-    return at > buf.length ? 0 : at - pos;
+    return gzipHeaderBytes(buf, pos, bad);
   }
 
   #startMember(): void {

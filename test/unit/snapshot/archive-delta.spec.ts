@@ -257,6 +257,10 @@ describe('writeArchiveDelta: where the base state is read', function () {
           n++;
           return nodeSnapshotIo.createGunzip(options);
         },
+        createInflateRaw: (options) => {
+          n++;
+          return nodeSnapshotIo.createInflateRaw(options);
+        },
       };
       return { io, gunzips: () => n };
     };

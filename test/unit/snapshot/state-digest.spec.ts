@@ -87,3 +87,44 @@ describe('localStateDigest', () => {
     await digest.close();
   });
 });
+
+describe('inflating a base member (issue 15: no CRC-32 of bytes the chunk hashes checked)', () => {
+  const { state, firstKey } = member(0, 300);
+  const entry = { stateBytes: state.length, keys: 300, firstKey, compressedBytes: 0 };
+  const gz = gzipSync(state, { level: 1 });
+  const changed = (at: number, xor: number): Buffer => {
+    const b = Buffer.from(gz);
+    b[at] = (b[at] as number) ^ xor;
+    return b;
+  };
+
+  for (const home of ['here', 'worker'] as const) {
+    it(`reads a member whose trailer's CRC-32 is not its bytes' (${home}): the gunzip's CRC is not computed`, async () => {
+      const digest = home === 'here' ? localStateDigest(nodeSnapshotIo, 1 << 20) : startWorkerStateDigest();
+      try {
+        const r = await digest.inflate(changed(gz.length - 8, 0xff), entry, false);
+        assert.equal(r.lastKey.toString(), 'k/00000299');
+        await digest.hashMember();
+        assert.equal(await digest.digest(), createHash('sha256').update(state).digest('hex'));
+      } finally {
+        await digest.close();
+      }
+    });
+  }
+
+  it('refuses a wrong ISIZE, deflate data that end before the trailer, a cut member and a bad header (corrupt-gzip)', async () => {
+    const withGap = Buffer.concat([gz.subarray(0, gz.length - 8), Buffer.from([0, 0]), gz.subarray(gz.length - 8)]);
+    const bad: [string, Buffer][] = [
+      ['ISIZE', changed(gz.length - 4, 0x01)],
+      ['bytes between the deflate data and the trailer', withGap],
+      ['cut', gz.subarray(0, gz.length - 20)],
+      ['header', changed(2, 0x01)],
+      ['header only', gz.subarray(0, 12)],
+    ];
+    for (const [what, bytes] of bad) {
+      const digest = localStateDigest(nodeSnapshotIo, 1 << 20);
+      await assert.rejects(digest.inflate(bytes, entry, false), (err: Error & { code?: string }) => err.code === 'corrupt-gzip', what);
+      await digest.close();
+    }
+  });
+});
