@@ -317,6 +317,9 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       ...(cfg.minFreeBytes > 0 ? { diskGuard: new DiskGuard(cfg.dataDir, cfg.minFreeBytes, logger, systemClock) } : {}),
       timings: { tickMs: cfg.tickMs, electionTimeoutTicks: cfg.electionTimeoutTicks, heartbeatIntervalTicks: cfg.heartbeatTicks },
       logger,
+      // A member removed is forgotten as it is applied: added back under its id, it is a new member (its first
+      // start on a new data dir is no lost log). Before, only a GetMembership asked between the two pruned it.
+      onMemberRemoved: (id) => started.forget(id),
     });
   } catch (err) {
     await api.close(0);

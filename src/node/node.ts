@@ -225,6 +225,16 @@ export interface NodeOptions {
    */
   readonly diskGuard?: DiskGuard;
   /**
+   * onMemberRemoved: called with the id a membership change removes, as this
+   * node applies it (each change in log order, so a removal is seen even when
+   * the same id is added back in the next entry). serve drops the id from the
+   * record of members seen running (started-members.ts): one removed and
+   * added back is a new member, whose first start on a new data dir is no
+   * sign of a lost log. Not called for a removal this node only learns of
+   * through a snapshot that spans it.
+   */
+  readonly onMemberRemoved?: (id: NodeId) => void;
+  /**
    * rng: the node's randomness (election timeouts, the per-boot read epoch):
    * cryptoRng in a process (crypto-rng.ts), a seeded one in the simulator and tests.
    */
@@ -455,6 +465,7 @@ export class Node {
   /** fsm: the replicated state machine over the storage's state (every entry's meaning). */
   private readonly fsm: StateMachine;
   private readonly transport: MessageSender;
+  private readonly onMemberRemoved: ((id: NodeId) => void) | undefined;
   private readonly log: Logger;
   private readonly timings: NodeTimings;
   private readonly maxPendingProposals: number;
@@ -598,6 +609,7 @@ export class Node {
     this.fsm = fsm;
     this.transport = opts.transport;
     this.log = opts.logger ?? silentLogger;
+    this.onMemberRemoved = opts.onMemberRemoved;
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
     this.writesPerSourceMax = Math.max(1, Math.floor(this.maxPendingProposals / WRITE_SHARES));
@@ -1935,6 +1947,7 @@ export class Node {
         try {
           const cc = decodeConfChange(e.data);
           this.log.info({ index: e.index, op: cc.op, nodeId: cc.nodeId }, 'membership change applied');
+          if (cc.op === 'removeNode') this.onMemberRemoved?.(cc.nodeId);
         } catch {
           this.log.warn({ index: e.index }, 'malformed membership change skipped');
         }

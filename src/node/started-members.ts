@@ -20,8 +20,11 @@
  *
  * The record is this node's own (a small file in its data dir, written
  * through a temp file, fsynced and renamed; not replicated): each id at most
- * once, off the Raft path. A member that is no longer in the configuration is
- * dropped from it (prune), so one removed and added again starts afresh.
+ * once, off the Raft path. A member a membership change removes is dropped
+ * from it as the change is applied (forget; serve wires Node's
+ * onMemberRemoved), and one the configuration no longer names when a
+ * GetMembership is answered (prune), so one removed and added again, as a
+ * voter or a learner, starts afresh: a new member, as etcd's re-added one is.
  * It is evidence, not a guarantee: a member whose peers are all unreachable
  * while it starts, or that only ever talked to nodes that lost this file, is
  * not caught.
@@ -113,6 +116,11 @@ export class StartedMembers {
     if (id === null || this.ids.has(id) || this.ids.size >= STARTED_MEMBERS_MAX || id.length > ID_BYTES_MAX) return;
     this.ids.add(id);
     this.save();
+  }
+
+  /** forget drops `id` (a membership change removed it: added back, it is a new member). */
+  forget(id: NodeId): void {
+    if (this.ids.delete(id)) this.save();
   }
 
   /** prune drops the ids that are not in `members` (removed from the configuration). */

@@ -4,7 +4,7 @@
  * ports from the OS.
  */
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { cp, mkdtemp, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -240,5 +240,28 @@ describe('cluster: boot and the persisted membership (issue 14 item 4)', functio
     clients.push(local);
     const r = await local.range({ prefix: enc.encode('k/'), limit: 100, serializable: true }, { deadlineMs: 3_000 });
     assert.equal(r.kvs.length, 10, 'its own state holds every write');
+  });
+
+  it('a voter removed, wiped and added back directly as a voter under its id starts with --join and catches up: a new member, as etcd re-adds one (review18; before: refused as a lost log, because the members kept their record of it running until a GetMembership happened to be answered between the removal and the re-add)', async () => {
+    const { s, addrs, leaderId, leaderClient, follower: f, matchOf } = await ledCluster('readd', 5);
+    await until(`${leaderId} to hold ${f}'s acknowledgement`, 10_000, async () => ((await matchOf()) > 0n ? true : undefined));
+    // The leader's record says f ran with a log of its own (what refused it before).
+    const record = join(dir, 'readd', leaderId, 'started-members.json');
+    await until(`${leaderId}'s record of ${f}`, 10_000, async () => ((await readFile(record, 'utf8').catch(() => '')).includes(`"${f}"`) ? true : undefined));
+    const proc = s.procs[f];
+    await leaderClient.removeMember(f, { deadlineMs: 10_000 });
+    await proc.kill('SIGKILL');
+    await rm(proc.args.dataDir, { recursive: true, force: true });
+    await leaderClient.addMember(f, addrs[f]?.peer ?? '', false, { deadlineMs: 10_000 });
+    const again = new ServeProcess({ ...serveArgs(f, addrs[f]?.grpc ?? '', addrs[f]?.peer ?? '', peersFlag(s.addrs), proc.args.dataDir), extra: [...(serveArgs('', '', '', '', '').extra ?? []), '--join'] });
+    procs.push(again);
+    await Promise.race([again.ready(), again.exited]);
+    assert.equal(again.exitCode, null, `refused:\n${again.lastLines()}`);
+    const own = new ClusterClient(addrs[f]?.grpc ?? '');
+    clients.push(own);
+    await until(`${f} to catch up as a voter`, 30_000, async () => {
+      const [l, j] = await Promise.all([leaderClient.status({ deadlineMs: 2_000 }), own.status({ deadlineMs: 2_000 })]).catch(() => [null, null]);
+      return l !== null && j !== null && j.appliedIndex >= l.commitIndex && l.members.some((m) => m.id === f && m.matchIndex > 0n) ? true : undefined;
+    });
   });
 });

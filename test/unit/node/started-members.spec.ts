@@ -45,6 +45,14 @@ describe('started members (a member back on a new data dir)', () => {
     s.prune(new Set(['n1', 'n3']));
     await s.flushed();
     assert.deepEqual((await StartedMembers.open(dir, quiet)).members(), ['n3']);
+    // A membership change that removes n3 forgets it (Node's onMemberRemoved): added back, it is a new member.
+    s.forget('n3');
+    s.forget('n9');
+    await s.flushed();
+    assert.deepEqual((await StartedMembers.open(dir, quiet)).members(), []);
+    s.observe(appendResp('n3', 6));
+    await s.flushed();
+    assert.deepEqual((await StartedMembers.open(dir, quiet)).members(), ['n3']);
     await writeFile(join(dir, STARTED_MEMBERS_FILE), '{"format":1,"members":[1,2]}');
     const warned: string[] = [];
     const damaged = await StartedMembers.open(dir, { warn: (_o, m) => warned.push(m) });
