@@ -17,6 +17,13 @@
  *   AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE, shared files,
  *   instance roles) or a credentials file (--s3-credentials-file). They are
  *   never logged: errors carry the S3 error code and message only.
+ * - Every request is bounded by an idle timeout (S3Settings.idleTimeoutMs,
+ *   default S3_IDLE_TIMEOUT_MS_DEFAULT): a connection that carries no byte
+ *   either way for that long (a server or middlebox that hangs) fails the
+ *   request, which the SDK retries (maxAttempts) and then fails the upload
+ *   or download (S3Error `failed`, "timed out"). Before, nothing bounded it:
+ *   a hung server held a scheduled snapshot task, and every task queued
+ *   behind it, forever.
  * - Flexible checksums are sent only when an operation requires them
  *   (requestChecksumCalculation WHEN_REQUIRED): with WHEN_SUPPORTED the SDK
  *   streams parts with aws-chunked trailing CRC32s, which S3-compatible
@@ -57,6 +64,8 @@ const DESCRIBE_HEADS_AT_ONCE = 16;
 export const PART_BYTES_DEFAULT = 8 * 1024 * 1024;
 /** QUEUE_SIZE_DEFAULT: parts uploaded (and held in memory) at once. */
 export const QUEUE_SIZE_DEFAULT = 4;
+/** S3_IDLE_TIMEOUT_MS_DEFAULT: a request whose connection is silent this long (no byte sent or received) fails; it is also the connect timeout. */
+export const S3_IDLE_TIMEOUT_MS_DEFAULT = 60_000;
 /** UPLOAD_ATTEMPTS_DEFAULT: whole-upload attempts (each part is also retried by the SDK). */
 export const UPLOAD_ATTEMPTS_DEFAULT = 3;
 
@@ -102,6 +111,8 @@ export interface S3Settings {
   readonly forcePathStyle: boolean;
   /** credentialsFile: a file holding the access key (see readCredentialsFile); '' for the SDK's default chain. */
   readonly credentialsFile: string;
+  /** idleTimeoutMs: a request whose connection is silent this long fails (default S3_IDLE_TIMEOUT_MS_DEFAULT). */
+  readonly idleTimeoutMs?: number;
 }
 
 /**
@@ -192,12 +203,16 @@ export async function makeS3Client(settings: S3Settings, maxAttempts = 5): Promi
   // The SDK warns once per process that its releases after January 2027 need Node 22: advice for the
   // SDK's own upgrade path, not for an operator, and a second stderr line in every CLI command.
   process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
+  const idleMs = settings.idleTimeoutMs ?? S3_IDLE_TIMEOUT_MS_DEFAULT;
+  if (!Number.isSafeInteger(idleMs) || idleMs < 1) throw new RangeError(`S3 idleTimeoutMs must be a whole number of ms >= 1, got ${idleMs}`);
   const config: S3ClientConfig = {
     region: settings.region,
     forcePathStyle: settings.forcePathStyle,
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     maxAttempts,
+    // socketTimeout: no byte either way for idleMs fails the request (a slow but moving transfer is not cut).
+    requestHandler: { socketTimeout: idleMs, connectionTimeout: idleMs },
     ...(settings.endpoint !== '' ? { endpoint: settings.endpoint } : {}),
     ...(settings.credentialsFile !== '' ? { credentials: await readCredentialsFile(settings.credentialsFile) } : {}),
   };

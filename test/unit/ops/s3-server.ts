@@ -7,7 +7,8 @@
  * AccessDenied, as a bucket policy denying s3:PutObject does; `deniedHeads`
  * answers a HEAD of a path containing it with 403 (no body, as S3 answers a
  * HEAD the credentials may not read: a policy allowing s3:ListBucket but not
- * s3:GetObject on that object).
+ * s3:GetObject on that object); `stall` swallows every request byte from then
+ * on, answering nothing and closing nothing (a server or a middlebox that hangs).
  */
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -34,6 +35,7 @@ export class S3Server {
   cuts = 0;
   readOnly = false;
   deniedHeads: string | null = null;
+  stall = false;
   /** cutsDone: connections cut so far. */
   cutsDone = 0;
   private readonly sockets = new Set<Socket>();
@@ -102,6 +104,12 @@ export class S3Server {
     upstream.pipe(client);
     client.on('data', (d: Buffer) => {
       if (denied) return;
+      if (this.stall) {
+        // The client's side stays open and silent: the server closing its side (an idle keep-alive timeout) must not reach it.
+        upstream.unpipe(client);
+        upstream.destroy();
+        return;
+      }
       if (this.readOnly && sent === 0) {
         head += d.toString('latin1');
         const method = /^([A-Z]+) /.exec(head)?.[1];

@@ -54,6 +54,7 @@ describe('agent: S3 destination (s3rver)', function () {
     s3.cutAfterBytes = Infinity;
     s3.readOnly = false;
     s3.deniedHeads = null;
+    s3.stall = false;
   });
 
   const meta = (b: Buffer, id = 'x'): { sha256: string; sizeBytes: number; index: number; term: number; id: string } => ({ sha256: sha(b), sizeBytes: b.length, index: 7, term: 2, id });
@@ -184,6 +185,27 @@ describe('agent: S3 destination (s3rver)', function () {
       assert.equal(retries, 0);
       s3.readOnly = false;
       assert.deepEqual(await d.list(), []);
+    } finally {
+      d.close();
+    }
+  });
+
+  it('a server that stops answering: upload, head and download fail after the idle timeout with a clear error, never hang', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/stall/`, { ...settings, idleTimeoutMs: 300 }, 1);
+    try {
+      const body = randomBytes(1 * MiB);
+      await d.upload('ok.snapshot', () => Readable.from([body]), meta(body));
+      s3.stall = true;
+      const stalled = (e: unknown): boolean => e instanceof S3Error && e.code === 'failed' && /timed out after 300 ms/.test(e.message);
+      // Before the bound there was none: each of these waited forever (the task queue and the schedule with it).
+      const within = <T>(p: Promise<T>): Promise<T> =>
+        Promise.race([p, new Promise<never>((_r, reject) => setTimeout(() => reject(new Error('still waiting after 20 s: no idle bound')), 20_000).unref())]);
+      await assert.rejects(within(d.upload('hung.snapshot', () => Readable.from([body]), meta(body), { attempts: 1 })), stalled);
+      await assert.rejects(within(d.head('stall/ok.snapshot')), stalled);
+      await assert.rejects(within(d.downloadToFile('stall/ok.snapshot', join(dir, 'stall.snap'))), stalled);
+      assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('stall.snap')), [], 'nothing left of the download');
+      s3.stall = false;
+      assert.deepEqual((await d.list()).map((o) => o.name), ['ok.snapshot'], 'no object from the stalled upload');
     } finally {
       d.close();
     }
