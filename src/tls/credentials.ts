@@ -85,9 +85,9 @@ export interface ChannelTlsFiles extends Callbacks {
  * channelCredentialsFromFiles: grpc.ChannelCredentials that verify the
  * server's certificate against `caFile` with Node's usual host name / IP
  * address check against the channel target (a target of `127.0.0.1:7001`
- * needs an IP SAN 127.0.0.1, `localhost:7001` a DNS SAN localhost), that it
- * is a server certificate (extended key usage serverAuth: serverPurposeError)
- * and, with `serverMemberId`, that it names that member. With
+ * needs an IP SAN 127.0.0.1, `localhost:7001` a DNS SAN localhost), and
+ * that it names member `serverMemberId`, or without one that it may serve
+ * (serverPurposeError: it names a member or is a server certificate). With
  * `certFile`/`keyFile` the client presents its certificate (mutual TLS).
  * The files are reloaded when they change, as for serverCredentialsFromFiles;
  * each new connection uses the latest good set. Throws one Error naming the
@@ -104,39 +104,41 @@ export function channelCredentialsFromFiles(opts: ChannelTlsFiles): grpc.Channel
 export const SERVER_AUTH_OID = '1.3.6.1.5.5.7.3.1';
 
 /**
- * serverPurposeError: why `cert` may not serve TLS to a snapcoord client, or
- * undefined when it may: its extended key usage must name serverAuth, as
- * every certificate `snapcoord certs issue` makes does. OpenSSL already
- * refuses a certificate whose extended key usage lacks serverAuth; this also
- * refuses one with no extended key usage at all, which OpenSSL takes for any
- * purpose: a client certificate signed by the cluster CA (made without one,
- * as `openssl req` does by default) was taken as the server's, and its holder,
- * listening where a client was pointed, was sent the client's API key.
+ * serverPurposeError: why `cert` may not serve TLS to a snapcoord client
+ * that expects no particular member, or undefined when it may: it names a
+ * member (`urn:snapcoord:node:<id>`, as every certificate `snapcoord certs
+ * issue` makes) or its extended key usage names serverAuth (a client plane's
+ * own certificate). A client certificate of the cluster CA is neither: made
+ * with no extended key usage (as `openssl req` does by default, and which
+ * OpenSSL takes for any purpose), it was taken as the server's, and its
+ * holder, listening where a client was pointed, was sent the client's API
+ * key. (OpenSSL itself refuses one whose extended key usage lacks serverAuth.)
  */
 export function serverPurposeError(cert: PeerCertificate): Error | undefined {
-  if ((cert.ext_key_usage ?? []).includes(SERVER_AUTH_OID)) return undefined;
+  if (memberIdOf(cert) !== null || (cert.ext_key_usage ?? []).includes(SERVER_AUTH_OID)) return undefined;
   const subject = typeof cert.subject === 'object' && cert.subject !== null && typeof cert.subject.CN === 'string' ? `CN=${cert.subject.CN}` : 'the certificate';
   return new Error(
-    `the server's certificate (${subject}) is not a server certificate: its extended key usage does not name serverAuth ` +
+    `the server's certificate (${subject}) is not a server certificate: it names no member and its extended key usage does not name serverAuth ` +
       '(a client certificate cannot serve; give the node a certificate from `snapcoord certs issue`)',
   );
 }
 
 /**
  * serverCheck: verify options that add to Node's host name / IP check that
- * the server's certificate is a server certificate (serverPurposeError) and,
- * with `expected`, that it names member `expected` (with `orNone`, or no
- * member at all: a certificate made for a client plane only).
+ * the server's certificate names member `expected` (with `orNone`, or names
+ * no member and is a server certificate: a certificate made for a client
+ * plane only), or, with no `expected`, that it may serve (serverPurposeError).
  */
 function serverCheck(expected?: string, orNone = false): grpc.VerifyOptions {
   return {
     checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
       const hostError = checkServerIdentity(host, cert);
       if (hostError !== undefined) return hostError;
-      const purposeError = serverPurposeError(cert);
-      if (purposeError !== undefined || expected === undefined) return purposeError;
+      if (expected === undefined) return serverPurposeError(cert);
       const got = memberIdOf(cert);
-      return got === expected || (orNone && got === null) ? undefined : new Error(`the server's certificate names member ${got ?? '(none)'}, not ${expected}`);
+      if (got === expected) return undefined;
+      if (orNone && got === null) return serverPurposeError(cert);
+      return new Error(`the server's certificate names member ${got ?? '(none)'}, not ${expected}`);
     },
   };
 }

@@ -21,13 +21,15 @@ import { caFiles, readCa, writeCa, writeNodeCert, type CertKeyPem } from '../../
 import { x509 } from '../../../src/tls/x509.js';
 import { callWhoAmI, isRefused, show, startServer, tmpDir, writePair, type TestServer } from '../tls/helpers.js';
 
-/** caSigned: a certificate for 127.0.0.1 signed by `ca`, with the extended key usages `ekus` (null: no such extension) and no member URI. */
-async function caSigned(ca: CertKeyPem, ekus: string[] | null): Promise<CertKeyPem> {
+/** caSigned: a certificate for 127.0.0.1 signed by `ca`, with the extended key usages `ekus` (null: no such extension) and the member URI of `member` (none by default). */
+async function caSigned(ca: CertKeyPem, ekus: string[] | null, member?: string): Promise<CertKeyPem> {
   const lib = x509();
   const alg = { name: 'ECDSA', namedCurve: 'P-256' };
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const signingKey = await webcrypto.subtle.importKey('pkcs8', createPrivateKey(ca.keyPem).export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']);
-  const extensions: InstanceType<typeof lib.Extension>[] = [new lib.SubjectAlternativeNameExtension([{ type: 'ip', value: '127.0.0.1' }])];
+  const names: { type: 'ip' | 'url'; value: string }[] = [{ type: 'ip', value: '127.0.0.1' }];
+  if (member !== undefined) names.push({ type: 'url', value: `urn:snapcoord:node:${member}` });
+  const extensions: InstanceType<typeof lib.Extension>[] = [new lib.SubjectAlternativeNameExtension(names)];
   if (ekus !== null) extensions.push(new lib.ExtendedKeyUsageExtension(ekus));
   const cert = await lib.X509CertificateGenerator.create({
     subject: 'CN=alice',
@@ -58,6 +60,8 @@ describe('dialWithCa: the server must present a node (server) certificate (revie
       noEku: await writePair(dir, 'no-eku', await caSigned(ca, null)),
       clientOnly: await writePair(dir, 'client-only', await caSigned(ca, [x509().ExtendedKeyUsage.clientAuth])),
       serverNoMember: await writePair(dir, 'server-no-member', await caSigned(ca, [x509().ExtendedKeyUsage.serverAuth])),
+      // A member's certificate made by another tool without extended key usages (cert-manager's default usages).
+      memberNoEku: await writePair(dir, 'member-no-eku', await caSigned(ca, null, 'n5')),
     };
     for (const [name, p] of Object.entries(pairs)) servers[name] = await startServer(serverCredentialsFromFiles({ ...p, requireClientCert: false }));
   });
@@ -81,8 +85,14 @@ describe('dialWithCa: the server must present a node (server) certificate (revie
     assert.equal(await call('n1', dialWithCa(caFiles(dir).caFile, 'k', 'n1')), '- -');
   });
 
-  it('a client certificate of the cluster CA without an extended key usage is refused, nothing sent', async () => {
-    await refusedFor('noEku', dialWithCa(caFiles(dir).caFile, 'operator-key-0123'), /not a server certificate.*serverAuth/);
+  it('a client certificate of the cluster CA without an extended key usage (and naming no member) is refused, nothing sent', async () => {
+    await refusedFor('noEku', dialWithCa(caFiles(dir).caFile, 'operator-key-0123'), /not a server certificate: it names no member.*serverAuth/);
+  });
+
+  it("a member's certificate without extended key usages (another tool's) is still taken: its member URI says what it is", async () => {
+    assert.equal(await call('memberNoEku', dialWithCa(caFiles(dir).caFile)), '- -');
+    assert.equal(await call('memberNoEku', dialWithCa(caFiles(dir).caFile, 'k', 'n5')), '- -');
+    assert.equal(await call('memberNoEku', { credentials: dialWithCa(caFiles(dir).caFile).credentialsFor!('n5') }), '- -');
   });
 
   it('a client certificate whose extended key usage is clientAuth only is refused', async () => {
