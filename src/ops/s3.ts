@@ -366,7 +366,9 @@ export class S3Destination {
   /**
    * upload streams the archive that `open()` reads to `<prefix><name>` with
    * `meta` as object metadata, hashing it on the way: bytes that do not
-   * match meta.sha256 fail the upload before it completes. Retries the whole
+   * match meta.sha256 fail the upload before it completes, and the object
+   * is headed after it (checkStored: a store's 200 alone is not taken for
+   * a kept write). Retries the whole
    * upload (a fresh open()) up to `attempts` times; a refusal (accessDenied,
    * noBucket, credentials) is not retried. Errors: S3Error.
    */
@@ -376,6 +378,7 @@ export class S3Destination {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.uploadOnce(key, open(), meta, opts);
+        await this.checkStored(key, meta);
         return { key, attempts: attempt };
       } catch (err) {
         const e = classify(err, 'upload to', this.url(key));
@@ -383,6 +386,28 @@ export class S3Destination {
         opts.onRetry?.(e, attempt);
         await new Promise((r) => setTimeout(r, 200 * attempt));
       }
+    }
+  }
+
+  /**
+   * checkStored heads the object just uploaded: a store that answered 200 to
+   * a write it did not keep whole (no object, another size, another
+   * recorded SHA-256) fails the attempt (S3Error `failed`, retried), and a
+   * wrong object is removed (best effort), so the upload is never reported
+   * done (and retention never weighs it) on the store's word alone.
+   */
+  private async checkStored(key: string, meta: ArchiveObjectMeta): Promise<void> {
+    const why = `upload to ${this.url(key)}: the object store acknowledged it`;
+    let h: { sha256: string; sizeBytes: number };
+    try {
+      h = await this.head(key);
+    } catch (err) {
+      if (err instanceof S3Error && err.code === 'notFound') throw new S3Error('failed', `${why} but holds no such object; not counted as uploaded`, { cause: err });
+      throw err;
+    }
+    if (h.sizeBytes !== meta.sizeBytes || h.sha256.toLowerCase() !== meta.sha256.toLowerCase()) {
+      await this.remove(key).catch(() => undefined);
+      throw new S3Error('failed', `${why} but holds ${h.sizeBytes} bytes recorded as SHA-256 ${h.sha256 === '' ? '(none)' : h.sha256}, not the ${meta.sizeBytes} bytes of ${meta.sha256} sent; not counted as uploaded`);
     }
   }
 

@@ -8,7 +8,9 @@
  * answers a HEAD of a path containing it with 403 (no body, as S3 answers a
  * HEAD the credentials may not read: a policy allowing s3:ListBucket but not
  * s3:GetObject on that object); `stall` swallows every request byte from then
- * on, answering nothing and closing nothing (a server or a middlebox that hangs).
+ * on, answering nothing and closing nothing (a server or a middlebox that hangs);
+ * `fakePuts` answers every PUT with 200 and an ETag at once, storing nothing (a
+ * store that acknowledges a write it lost).
  */
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -36,6 +38,7 @@ export class S3Server {
   readOnly = false;
   deniedHeads: string | null = null;
   stall = false;
+  fakePuts = false;
   /** cutsDone: connections cut so far. */
   cutsDone = 0;
   private readonly sockets = new Set<Socket>();
@@ -120,6 +123,14 @@ export class S3Server {
           client.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: ${ACCESS_DENIED.length}\r\nConnection: close\r\n\r\n${ACCESS_DENIED.toString()}`);
           return;
         }
+      }
+      // Each request's head starts a chunk of its own (the client writes it before the body): on a reused connection too.
+      if (this.fakePuts && d.subarray(0, 4).toString('latin1') === 'PUT ') {
+        denied = true;
+        upstream.unpipe(client);
+        upstream.destroy();
+        client.end('HTTP/1.1 200 OK\r\nETag: "d41d8cd98f00b204e9800998ecf8427e"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+        return;
       }
       // A HEAD has no body: each one starts a chunk of its own on a connection (the client awaits each answer).
       if (this.deniedHeads !== null && d.subarray(0, 5).toString('latin1') === 'HEAD ') {

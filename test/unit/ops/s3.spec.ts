@@ -55,6 +55,7 @@ describe('agent: S3 destination (s3rver)', function () {
     s3.readOnly = false;
     s3.deniedHeads = null;
     s3.stall = false;
+    s3.fakePuts = false;
   });
 
   const meta = (b: Buffer, id = 'x'): { sha256: string; sizeBytes: number; index: number; term: number; id: string } => ({ sha256: sha(b), sizeBytes: b.length, index: 7, term: 2, id });
@@ -206,6 +207,24 @@ describe('agent: S3 destination (s3rver)', function () {
       assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('stall.snap')), [], 'nothing left of the download');
       s3.stall = false;
       assert.deepEqual((await d.list()).map((o) => o.name), ['ok.snapshot'], 'no object from the stalled upload');
+    } finally {
+      d.close();
+    }
+  });
+
+  it('a store that answers 200 to a PUT it did not keep: the upload fails (the object is checked after it), not reported done', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/lied/`, settings, 1);
+    try {
+      const body = randomBytes(1 * MiB); // under one part: a single PutObject
+      s3.fakePuts = true;
+      const retried: number[] = [];
+      await assert.rejects(
+        d.upload('lost.snapshot', () => Readable.from([body]), meta(body), { attempts: 2, onRetry: (_e, n) => retried.push(n) }),
+        (e: unknown) => e instanceof S3Error && e.code === 'failed' && /acknowledged/.test(e.message) && /lied\/lost\.snapshot/.test(e.message),
+      );
+      assert.deepEqual(retried, [1], 'a lost write is retried like any failed attempt');
+      s3.fakePuts = false;
+      await assert.rejects(d.head('lied/lost.snapshot'), (e: unknown) => e instanceof S3Error && e.code === 'notFound');
     } finally {
       d.close();
     }
