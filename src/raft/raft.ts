@@ -466,7 +466,7 @@ export class RaftNode {
       // one from a later term moved this node's term (and so deposed a healthy leader) before stepFollower could refuse it.
       return;
     }
-    if (this.learnerClaimTooSoon(m)) return;
+    if (this.learnerClaimTooSoon(m) || this.learnerAnswerAhead(m)) return;
     if (m.term > this.term) {
       if (m.type === 'vote' && !m.transfer && this.inLeaderLease()) {
         // dissertation §4.2.3: while we hear from a leader, disruptive candidates are ignored.
@@ -523,7 +523,7 @@ export class RaftNode {
    */
   raiseTermFor(m: Message, term: number): void {
     if (m.to !== this.id || !Number.isSafeInteger(term) || term <= this.term || term > m.term) return;
-    if (m.type === 'timeoutNow') return;
+    if (m.type === 'timeoutNow' || this.learnerAnswerAhead(m)) return;
     if (m.type === 'vote' && (m.preVote || (!m.transfer && this.inLeaderLease()))) return;
     if (m.type === 'voteResp' && m.preVote && m.granted) return;
     this.becomeFollower(term, NO_NODE);
@@ -1106,6 +1106,27 @@ export class RaftNode {
   private learnerClaimTooSoon(m: Message): boolean {
     if (m.term < this.term || m.from === this.lead || this.electionElapsed >= this.cfg.electionTimeoutTicks) return false;
     if (m.type !== 'vote' && m.type !== 'append' && m.type !== 'heartbeat' && m.type !== 'snapshot') return false;
+    return this.membership.learners.includes(m.from);
+  }
+
+  /**
+   * learnerAnswerAhead: `m` is of a later term than this node's, from a
+   * member this node's configuration names as a learner, and no claim to
+   * lead (not a vote request, append, heartbeat or snapshot, which
+   * learnerClaimTooSoon gates): dropped, never moving this node's term. A
+   * learner campaigns for nobody and is asked to vote by nobody, so an honest
+   * one is ahead only of a leader the voters have left behind, which steps
+   * down on its own (CheckQuorum, §6.2). Taken, one answer of a learner's
+   * certificate a term ahead (its appendResp to the leader, or a snapshotResp,
+   * which a member may send unasked) deposed a healthy leader and left each
+   * voter it reached a follower of no leader: over and over, no leader; and
+   * once the voters' election timeout ran, the window in which
+   * learnerClaimTooSoon takes a learner's append (meant for a learner
+   * promoted in an entry this node lacks) was open, made by the learner itself.
+   */
+  private learnerAnswerAhead(m: Message): boolean {
+    if (m.term <= this.term) return false;
+    if (m.type === 'vote' || m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') return false;
     return this.membership.learners.includes(m.from);
   }
 

@@ -628,6 +628,35 @@ describe('raft core', () => {
       assert.equal(c.node('b').status().leader, 'd', `taken within ${ticks} ticks`);
     });
 
+    it('a learner\'s later-term answer moves no term (review18): it deposed a healthy leader and left every voter it reached with no leader', () => {
+      // learnerClaimTooSoon drops a learner's claims to lead while a voter heard from a leader less than an election
+      // timeout ago. One answer of a later term from d (its own appendResp to the leader, or a snapshotResp, which a
+      // peer may send unasked) deposed a and made b and c followers of no leader: an election at d's will, as often as
+      // it liked, and each one opened the window (an election timeout without a leader) in which a learner's append
+      // is taken. d's claims that follow, one a tick, must change nothing either.
+      const c = new TestCluster(['a', 'b', 'c', 'd'], {}, membership(['a', 'b', 'c'], ['d']));
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      const { term, lastIndex } = c.node('a').status();
+      c.node('a').step({ type: 'appendResp', from: 'd', to: 'a', term: term + 1, reject: false, index: lastIndex, hintIndex: 0, hintTerm: 0 });
+      for (const id of ['b', 'c']) c.node(id).step({ type: 'snapshotResp', from: 'd', to: id, term: term + 1, index: 0, reject: false });
+      for (const id of ['a', 'b', 'c']) assert.equal(c.node(id).status().term, term, `${id}'s term`);
+      assert.equal(c.node('a').status().role, 'leader');
+      // And the claim that followed: d's append of that term, each tick, while the voters' election timeouts run.
+      for (let tick = 0; tick < 40; tick++) {
+        for (const id of ['b', 'c']) {
+          const t = c.node(id).status().term;
+          const idx = c.node(id).status().lastIndex;
+          c.node(id).step({ type: 'append', from: 'd', to: id, term: t + 1, prevLogIndex: idx, prevLogTerm: term, commit: idx + 1, entries: [{ index: idx + 1, term: t + 1, type: 'normal', data: bytes('forged') }] });
+        }
+        c.tickAll(1);
+        c.stabilize();
+      }
+      assert.equal(c.leaderId(), 'a');
+      for (const id of ['a', 'b', 'c']) assert.deepEqual(c.appliedData(id), ['x'], `${id}'s state machine`);
+    });
+
     it('a follower just restarted takes no learner for the leader of its term: no forged entry where the others hold the leader\'s', () => {
       // b restarts knowing its term but no leader yet. d's append of that term made d its leader (0c4571e drops one
       // only once a leader is known): b appended and applied 'forged' at the index and term where a and c then applied
