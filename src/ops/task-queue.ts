@@ -160,6 +160,8 @@ export function durationIso(ms: number): string {
 interface Waiter {
   resolve(): void;
   reject(err: unknown): void;
+  /** durable: called once the records are durable, before any waiter resumes. */
+  durable?: () => void;
 }
 
 /**
@@ -180,8 +182,10 @@ interface Waiter {
  * is TaskQueueError `too_many_tasks`: RESOURCE_EXHAUSTED, HTTP 429); at most
  * finishedKeptMax finished tasks, the oldest trimmed.
  *
- * Running: one batch at a time. Snapshot tasks go first, and every
- * snapshotCreation task enqueued when a run starts (with the same path)
+ * Running: one batch at a time; a task runs only once its record is durable
+ * (an enqueue whose record cannot be written fails with nothing enqueued).
+ * Snapshot tasks go first, and every snapshotCreation task enqueued (and
+ * durable) when a run starts (with the same path)
  * joins that run, as Meilisearch batches them: they share one batchUid,
  * start and finish together and get the same result. Other tasks run one
  * per batch, oldest first.
@@ -191,6 +195,8 @@ export class TaskQueue {
   private tasks = new Map<number, Task>();
   /** active: the enqueued or processing tasks by uid, in uid order. */
   private active = new Map<number, Task>();
+  /** unsaved: enqueued tasks whose record is not yet durable: not run until it is (a failed append removes them). */
+  private readonly unsaved = new Set<number>();
   private nextUid = 0;
   private nextBatchUid = 0;
   private running = false;
@@ -254,7 +260,12 @@ export class TaskQueue {
     return q;
   }
 
-  /** enqueue adds a task; it is durable when the returned promise resolves. Errors: TaskQueueError `too_many_tasks` when the queue is full. */
+  /**
+   * enqueue adds a task; it is durable when the returned promise resolves.
+   * Errors: TaskQueueError `too_many_tasks` when the queue is full; the
+   * journal's write error (ENOSPC, EIO), and then nothing is enqueued (the
+   * task does not run, is not listed, and is not journaled later).
+   */
   async enqueue(type: TaskType, details: TaskDetails = {}): Promise<Task> {
     if (this.closed) throw new TaskQueueError('internal', 'the task queue is closed');
     if (this.active.size >= this.enqueuedMax) {
@@ -274,8 +285,21 @@ export class TaskQueue {
     };
     this.tasks.set(task.uid, task);
     this.active.set(task.uid, task);
+    this.unsaved.add(task.uid); // not run before its record is durable (nextBatch skips it)
     const enqueued = copyTask(task);
-    await this.append([task]);
+    try {
+      // Runnable once durable, before any waiter of the same write resumes: the tasks of one write join one batch.
+      await this.append([task], () => this.unsaved.delete(task.uid));
+    } catch (err) {
+      // Refused with nothing enqueued: the caller is told it failed, so the task must not run, be listed, or
+      // reach the journal with a later compaction (the failed append left mustCompact set: the next write rewrites
+      // the journal from memory, without it).
+      this.tasks.delete(task.uid);
+      this.active.delete(task.uid);
+      this.unsaved.delete(task.uid);
+      this.mustCompact = true;
+      throw err;
+    }
     this.kick();
     return enqueued;
   }
@@ -393,7 +417,7 @@ export class TaskQueue {
     let oldest: Task | undefined;
     let firstSnapshot: Task | undefined;
     for (const t of this.active.values()) {
-      if (t.status !== 'enqueued') continue;
+      if (t.status !== 'enqueued' || this.unsaved.has(t.uid)) continue;
       oldest ??= t;
       if (t.type === 'snapshotCreation') {
         firstSnapshot = t;
@@ -402,7 +426,7 @@ export class TaskQueue {
     }
     if (firstSnapshot === undefined) return oldest === undefined ? [] : [oldest];
     const path = firstSnapshot.details.path;
-    return [...this.active.values()].filter((t) => t.status === 'enqueued' && t.type === 'snapshotCreation' && t.details.path === path);
+    return [...this.active.values()].filter((t) => t.status === 'enqueued' && !this.unsaved.has(t.uid) && t.type === 'snapshotCreation' && t.details.path === path);
   }
 
   private async runBatch(batch: Task[]): Promise<void> {
@@ -470,11 +494,11 @@ export class TaskQueue {
   }
 
   /** append journals one record per task (its whole state now); resolves once written and fsynced. */
-  private append(tasks: readonly Task[]): Promise<void> {
+  private append(tasks: readonly Task[], durable?: () => void): Promise<void> {
     for (const t of tasks) this.pendingLines.push(`${JSON.stringify({ task: t })}\n`);
     this.stats.records += tasks.length;
     return new Promise<void>((resolve, reject) => {
-      this.pendingWaiters.push({ resolve, reject });
+      this.pendingWaiters.push({ resolve, reject, ...(durable !== undefined ? { durable } : {}) });
       this.pump();
     });
   }
@@ -514,6 +538,7 @@ export class TaskQueue {
       }
     })().then(
       () => {
+        for (const w of waiters) w.durable?.();
         for (const w of waiters) w.resolve();
       },
       (err: unknown) => {

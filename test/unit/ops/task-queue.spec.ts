@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { TaskQueue, TaskQueueError, type Task, type TaskDetails, type TaskRunner } from '../../../src/ops/task-queue.js';
+import { fillFs, tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -63,7 +64,7 @@ describe('TaskQueue (journal, bounds, batches)', function () {
     expect(await openQueue({}));
   });
 
-  it('2,000 snapshot tasks in a burst: the queue holds at most its cap, one run serves the batch, the journal grows O(1) per task', async () => {
+  it('2,000 snapshot tasks in a burst: the queue holds at most its cap, its first task runs, the rest as one batch, the journal grows O(1) per task', async () => {
     const g = gate();
     const runs: Task[] = [];
     const q = await openQueue(
@@ -85,17 +86,21 @@ describe('TaskQueue (journal, bounds, batches)', function () {
     assert.equal(refused.length, 1000);
     for (const r of refused) assert.ok(r.reason instanceof TaskQueueError && r.reason.code === 'too_many_tasks', String(r.reason));
     assert.equal(q.depth(), 1000);
-    // One run holds the whole batch (processing ones count against the cap too).
+    // A task runs only once its record is durable: the burst's first write held the first task alone, which runs
+    // (processing ones count against the cap too); the other 999, durable while it runs, make one batch after it.
     assert.equal(runs.length, 1);
     await assert.rejects(q.enqueue('snapshotCreation', { path: '/x/db.snapshot' }), (e: TaskQueueError) => e.code === 'too_many_tasks');
     g.open();
     await q.idle();
-    assert.equal(runs.length, 1, 'one snapshot run for the batch');
-    const done = q.list({ uids: accepted.map((t) => t.uid) }, 1000).results;
+    assert.equal(runs.length, 2, 'two snapshot runs for the burst: its first task, then one batch of the rest');
+    const done = q.list({ uids: accepted.map((t) => t.uid) }, 1000, null, true).results;
     assert.equal(done.length, 1000);
     assert.ok(done.every((t) => t.status === 'succeeded'));
-    assert.equal(new Set(done.map((t) => t.batchUid)).size, 1, 'one batchUid shared by the batch');
-    assert.ok(done.every((t) => t.details.digest === 'd1' && t.details.bytesDone === 10 && t.startedAt === done[0]?.startedAt && t.finishedAt === done[0]?.finishedAt));
+    const [alone, ...batch] = done;
+    assert.equal(alone?.details.digest, 'd1');
+    assert.equal(new Set(batch.map((t) => t.batchUid)).size, 1, 'one batchUid shared by the batch');
+    assert.notEqual(alone?.batchUid, batch[0]?.batchUid);
+    assert.ok(batch.every((t) => t.details.digest === 'd2' && t.details.bytesDone === 10 && t.startedAt === batch[0]?.startedAt && t.finishedAt === batch[0]?.finishedAt));
     // Disk: three records per task (enqueued, processing, finished), each write serving many tasks, no rewrite of the queue.
     const records = q.stats.records - before.records;
     assert.equal(records, 3 * 1000);
@@ -195,5 +200,55 @@ describe('TaskQueue (journal, bounds, batches)', function () {
     const again = await openQueue({});
     assert.equal(again.list({ statuses: ['canceled'] }, 100).total, 39);
     assert.equal(again.get(c.uid).type, 'taskCancelation');
+  });
+
+  it('an enqueue that cannot be journaled (a full disk) fails with nothing enqueued: the task never runs, is not listed, and is not there after a restart', async function () {
+    const fs = await tmpfsUnderTemp('snapcoord-tasks-full-', 'size=256k,mode=0700', 'task queue on a full disk');
+    if (!fs.mounted) {
+      await rm(fs.dir, { recursive: true, force: true });
+      this.skip();
+    }
+    try {
+      file = join(fs.mnt, 'tasks.json');
+      const g = gate();
+      const ran: string[] = [];
+      const q = await openQueue({
+        snapshotCreation: async (task): Promise<TaskDetails> => {
+          ran.push(task.details.path ?? '');
+          await g.wait;
+          return {};
+        },
+      });
+      const first = await q.enqueue('snapshotCreation', { path: '/first' }); // runs, held by the gate
+      const filler = await fillFs(fs.mnt);
+      const accepted: string[] = [];
+      const acceptedUids = [first.uid];
+      let refused: { path: string; err: unknown } | null = null;
+      for (let i = 0; i < 200 && refused === null; i++) {
+        const path = `/t${i}`;
+        try {
+          acceptedUids.push((await q.enqueue('snapshotCreation', { path })).uid);
+          accepted.push(path);
+        } catch (err) {
+          refused = { path, err };
+        }
+      }
+      assert.ok(refused !== null, 'an enqueue failed once the disk was full');
+      assert.equal((refused.err as NodeJS.ErrnoException).code, 'ENOSPC', String(refused.err));
+      const listed = (): string[] => q.list({}, 1000).results.map((t) => t.details.path ?? '');
+      assert.ok(!listed().includes(refused.path), 'the refused task is not listed');
+      await rm(filler); // space freed
+      g.open();
+      await q.idle();
+      assert.deepEqual(ran, ['/first', ...accepted], 'the refused task never ran');
+      await q.close();
+      const again = await openQueue({});
+      assert.deepEqual(again.list({}, 1000, null, true).results.map((t) => t.uid), acceptedUids, 'the accepted tasks, and only they');
+      await again.close();
+    } finally {
+      for (const q of queues.splice(0)) await q.close().catch(() => undefined);
+      await unmountTmpfs(fs.mnt);
+      await rm(fs.dir, { recursive: true, force: true });
+    }
   });
 });
