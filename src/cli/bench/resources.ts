@@ -15,6 +15,8 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { performance } from 'node:perf_hooks';
+import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { serverPurposeError } from '../../tls/credentials.js';
 
 /** ResourceReading: one reading of a source. */
 export interface ResourceReading {
@@ -94,7 +96,15 @@ export function metricsSource(url: string, opts: MetricsSourceOptions = {}): Res
     new Promise((resolve, reject) => {
       const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(
         u,
-        { method: 'GET', headers, timeout: METRICS_TIMEOUT_MS, ...(u.protocol === 'https:' && opts.ca !== undefined ? { ca: opts.ca } : {}) },
+        {
+          method: 'GET',
+          headers,
+          timeout: METRICS_TIMEOUT_MS,
+          // The key goes with the request: over TLS the server must be a node (a member's or a server certificate),
+          // not a client certificate of the same CA (as the gRPC dials ask: serverPurposeError).
+          ...(u.protocol === 'https:' ? { checkServerIdentity: (host: string, cert: PeerCertificate) => checkServerIdentity(host, cert) ?? serverPurposeError(cert) } : {}),
+          ...(u.protocol === 'https:' && opts.ca !== undefined ? { ca: opts.ca } : {}),
+        },
         (res) => {
           if (res.statusCode !== 200) {
             res.resume();

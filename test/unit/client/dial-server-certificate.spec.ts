@@ -12,6 +12,11 @@
  * serverAuth) and, with expectMember (`--expect-member`), that member's.
  */
 import { strict as assert } from 'node:assert';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { metricsSource } from '../../../src/cli/bench/resources.js';
 import { createPrivateKey, webcrypto, X509Certificate } from 'node:crypto';
 import { dialWithCa, type ClientDial } from '../../../src/client/dial.js';
 import { dialOf } from '../../../src/cli/client-options.js';
@@ -122,5 +127,30 @@ describe('dialWithCa: the server must present a node (server) certificate (revie
     exit2(() => dialOf({}, { SNAPCOORD_CACERT: '', SNAPCOORD_EXPECT_MEMBER: 'n1' }, dir), /^expect-member/);
     const dial = dialOf({ cacert: ca }, { SNAPCOORD_EXPECT_MEMBER: 'n2' }, dir);
     await refusedFor('n1', dial, /names member n1, not n2/);
+  });
+
+  it('bench --metrics https://…: the key goes only to a node\'s certificate, not to a client certificate of the CA', async () => {
+    const paths = { noEku: join(dir, 'no-eku'), n1: join(dir, 'n1') };
+    for (const [name, base] of Object.entries(paths)) {
+      const seen: string[] = [];
+      const server = createServer({ cert: readFileSync(`${base}.pem`), key: readFileSync(`${base}-key.pem`) }, (req, res) => {
+        seen.push(String(req.headers.authorization ?? ''));
+        res.end('process_resident_memory_bytes 1\nprocess_cpu_seconds_total 1\n');
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      try {
+        const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/metrics`;
+        const read = metricsSource(url, { apiKey: 'operator-key-0123', ca: readFileSync(caFiles(dir).caFile) }).read();
+        if (name === 'noEku') {
+          await assert.rejects(read, /not a server certificate/);
+          assert.deepEqual(seen, [], 'no request reached it');
+        } else {
+          await read;
+          assert.deepEqual(seen, ['Bearer operator-key-0123']);
+        }
+      } finally {
+        server.close();
+      }
+    }
   });
 });
