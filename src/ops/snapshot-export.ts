@@ -72,7 +72,10 @@ export async function removeStaleCopies(dir: string, ours: (archiveName: string)
  * exportArchiveFile copies an opened snapshot archive to `path` atomically
  * (a temp file beside it, fsync, rename, fsync of the directory), read-only
  * (mode 0400). `progress` is called with the bytes copied so far. Refuses a
- * path where a directory sits (checkArchiveTarget).
+ * path where a directory sits (checkArchiveTarget). The bytes are checked
+ * against the chunk hashes recorded with the stored archive as they are
+ * copied: an archive damaged on disk since fails with SnapshotStoreError
+ * `corrupt`, nothing left at `path`.
  */
 export async function exportArchiveFile(handle: SnapshotHandle, path: string, progress: (done: number) => void): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
@@ -87,7 +90,10 @@ export async function exportArchiveFile(handle: SnapshotHandle, path: string, pr
     },
   });
   try {
-    await pipeline(handle.createReadStream(0), counter, await openFileSink(tmp));
+    // Each chunk checked against the hash recorded when the archive was stored: a stored snapshot is served as it
+    // is when no write came since (not rebuilt, not re-hashed at open), so bytes damaged on disk since were copied
+    // as the run's archive, reported done with the recorded digest, and retention removed the good copies.
+    await pipeline(handle.createChunkCheckedReadStream(), counter, await openFileSink(tmp));
     await chmod(tmp, 0o400);
     await rename(tmp, path);
     await fsyncDir(dirname(path));

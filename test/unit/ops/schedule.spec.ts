@@ -6,7 +6,7 @@
  * retention policy to the directory and the bucket.
  */
 import assert from 'node:assert/strict';
-import { mkdir, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { LEGACY_SCHEDULE_KEY_PREFIX, SCHEDULE_RECORD_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/ops/schedule.js';
@@ -259,6 +259,38 @@ describe('agent: snapshot schedule', function () {
     }
   };
   const KEEP_LAST_1: RetentionPolicy = { keepLast: 1, keepDays: 0, keepWeeks: 0 };
+  it('a stored archive damaged on disk since it was written is not copied as the run\'s archive: the run fails, and retention keeps the good copy it would have removed', async () => {
+    const sn = await SnapshotNode.start();
+    try {
+      const { own: good } = await oneRun(sn, KEEP_LAST_1, NOW);
+      const goodBytes = await readFile(join(sn.root, good));
+      // No write since: the next run is served the stored snapshot (not rebuilt). Its bytes rot behind the store's back.
+      const h = await sn.node.downloadSnapshot(true);
+      const stored = h.path;
+      h.release();
+      const fh = await open(stored, 'r+');
+      const at = Math.floor(goodBytes.length / 2);
+      await fh.write(Buffer.from([goodBytes[at]! ^ 0xff]), 0, 1, at);
+      await fh.close();
+      const runner = scheduledSnapshotRunner({ snapshot: () => sn.node.downloadSnapshot(true), dbName: 'db', snapshotDir: sn.root, retention: KEEP_LAST_1, destination: null, log: silent, now: () => NOW + HOUR });
+      const queue = await TaskQueue.open(join(sn.dir, 'rot-tasks.json'), { snapshotCreation: runner }, silent);
+      try {
+        const bad = snapshotName('db', new Date(NOW + HOUR));
+        const t = await queue.enqueue('snapshotCreation', { path: join(sn.root, bad) });
+        await queue.idle();
+        const task = queue.get(t.uid);
+        assert.equal(task.status, 'failed', 'a run that copied damaged bytes reported success');
+        assert.match(task.error?.message ?? '', /corrupt|does not match|differs/i);
+        const left = (await readdir(sn.root)).filter((n) => n.startsWith('db-') || n.startsWith('.db-'));
+        assert.deepEqual(left, [good], 'the good copy is kept, nothing of the damaged one is left');
+        assert.ok((await readFile(join(sn.root, good))).equals(goodBytes));
+      } finally {
+        await queue.close();
+      }
+    } finally {
+      await sn.close();
+    }
+  });
   const NOW = Date.parse('2026-12-03T00:00:00Z');
 
   it('retention never removes the archive the run just wrote, whatever later-named archives sit in the directory (a dropped file, a clock that ran ahead)', async () => {
