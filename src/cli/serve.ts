@@ -107,7 +107,16 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
   let clientChannelFor: ((id: string) => grpc.ChannelCredentials) | undefined;
   if (cfg.clientTls !== null) {
     const t = cfg.clientTls;
-    check('client TLS', { certFile: t.certFile, keyFile: t.keyFile, ...(t.clientCaFile !== '' ? { caFile: t.clientCaFile } : {}), checkChain: false });
+    const info = check('client TLS', { certFile: t.certFile, keyFile: t.keyFile, ...(t.clientCaFile !== '' ? { caFile: t.clientCaFile } : {}), checkChain: false });
+    // Clients (the CLI, gateways, this node's own gateway and forwarded calls) take only a server's certificate:
+    // one naming no member without serverAuth is a client certificate to them (review18). Said here, not at each call.
+    if (!info.servesClients) {
+      throw new CliError(
+        `refusing to start: client TLS: --cert ${t.certFile} names no member and its extended key usage does not name serverAuth: ` +
+          `clients dialling with the CA refuse it as a client certificate (issue one with \`snapcoord certs issue ${cfg.id}\`, or add serverAuth)`,
+        EXIT_CONFIG,
+      );
+    }
     clientServer = serverCredentialsFromFiles({
       certFile: t.certFile,
       keyFile: t.keyFile,

@@ -21,6 +21,9 @@ export interface CheckTlsOptions {
   readonly now?: Date;
 }
 
+/** SERVER_AUTH_OID: the extended key usage id-kp-serverAuth (RFC 5280 §4.2.1.12). */
+export const SERVER_AUTH_OID = '1.3.6.1.5.5.7.3.1';
+
 /** TlsFilesInfo: what checkTlsFiles found. */
 export interface TlsFilesInfo {
   /** when the certificate expires (the CA's earliest expiry when there is no certificate). */
@@ -29,6 +32,13 @@ export interface TlsFilesInfo {
   readonly identities: readonly string[];
   /** the member id the certificate names (memberIdOf), or null. */
   readonly memberId: string | null;
+  /**
+   * servesClients: a client that dials with the CA takes the certificate as a
+   * server's (credentials.ts serverPurposeError): it names a member or its
+   * extended key usage names serverAuth, and no extended key usage refuses
+   * serverAuth (true without a certificate).
+   */
+  readonly servesClients: boolean;
 }
 
 /** TlsBytes: the contents of the files of TlsFiles. */
@@ -89,7 +99,7 @@ export function checkTlsBytes(bytes: TlsBytes, files: TlsFiles, opts: CheckTlsOp
   const caCerts = bytes.ca !== undefined ? parseCaBundle(bytes.ca, files.caFile ?? 'the CA file', nowMs) : [];
   if (bytes.cert === undefined) {
     const notAfterMs = Math.min(...caCerts.map((c) => Date.parse(c.validTo)));
-    return { notAfter: new Date(notAfterMs), identities: [], memberId: null };
+    return { notAfter: new Date(notAfterMs), identities: [], memberId: null, servesClients: true };
   }
   const certFile = files.certFile ?? 'the certificate';
   const keyFile = files.keyFile ?? 'the key';
@@ -107,7 +117,11 @@ export function checkTlsBytes(bytes: TlsBytes, files: TlsFiles, opts: CheckTlsOp
   }
   const san = subjectAltNames(cert.raw);
   const identities = [...san.dns.map((d) => `DNS:${d}`), ...san.ips.map((ip) => `IP:${ip}`), ...san.uris.map((u) => `URI:${u}`)];
-  return { notAfter: new Date(Date.parse(cert.validTo)), identities, memberId: memberIdOf(cert) };
+  const memberId = memberIdOf(cert);
+  // X509Certificate.keyUsage is the extended key usage's OIDs (undefined without the extension).
+  const eku = cert.keyUsage as string[] | undefined;
+  const servesClients = eku === undefined ? memberId !== null : eku.includes(SERVER_AUTH_OID);
+  return { notAfter: new Date(Date.parse(cert.validTo)), identities, memberId, servesClients };
 }
 
 function parseCert(pem: Buffer, file: string): X509Certificate {

@@ -12,9 +12,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { FileCertificateProvider, type FileCertificateProviderOptions } from './file-certificate-provider.js';
+import { SERVER_AUTH_OID } from './check-tls-files.js';
 import { memberIdOf } from './member-id.js';
 
-export { checkTlsFiles, type CheckTlsOptions, type TlsFiles, type TlsFilesInfo } from './check-tls-files.js';
+export { SERVER_AUTH_OID, checkTlsFiles, type CheckTlsOptions, type TlsFiles, type TlsFilesInfo } from './check-tls-files.js';
 export { FileCertificateProvider, REFRESH_MS_DEFAULT, type FileCertificateProviderOptions } from './file-certificate-provider.js';
 export { memberIdOf } from './member-id.js';
 
@@ -100,8 +101,6 @@ export function channelCredentialsFromFiles(opts: ChannelTlsFiles): grpc.Channel
   return grpc.experimental.createCertificateProviderChannelCredentials(provider, opts.certFile !== undefined ? provider : null, serverCheck(expected));
 }
 
-/** SERVER_AUTH_OID: the extended key usage id-kp-serverAuth (RFC 5280 §4.2.1.12). */
-export const SERVER_AUTH_OID = '1.3.6.1.5.5.7.3.1';
 
 /**
  * serverPurposeError: why `cert` may not serve TLS to a snapcoord client

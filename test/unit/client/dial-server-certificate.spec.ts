@@ -17,6 +17,8 @@ import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { metricsSource } from '../../../src/cli/bench/resources.js';
+import { checkTlsFiles } from '../../../src/tls/check-tls-files.js';
+import { describeRun, runCli } from '../../harness/child.js';
 import { createPrivateKey, webcrypto, X509Certificate } from 'node:crypto';
 import { dialWithCa, type ClientDial } from '../../../src/client/dial.js';
 import { dialOf } from '../../../src/cli/client-options.js';
@@ -152,5 +154,18 @@ describe('dialWithCa: the server must present a node (server) certificate (revie
         server.close();
       }
     }
+  });
+
+  it('serve refuses a client-plane certificate its clients would refuse (names no member, no serverAuth), at start with exit 2', async () => {
+    const info = (name: string) => checkTlsFiles({ certFile: join(dir, `${name}.pem`), keyFile: join(dir, `${name}-key.pem`) }).servesClients;
+    assert.deepEqual(
+      ['n1', 'no-eku', 'client-only', 'server-no-member', 'member-no-eku'].map(info),
+      [true, false, false, true, true],
+    );
+    const args = ['serve', '--id', 'n1', '--grpc', '127.0.0.1:0', '--peers', 'n1=127.0.0.1:1', '--peer-listen', '127.0.0.1:0', '--http', '127.0.0.1:0',
+      '--data-dir', join(dir, 'data-n1'), '--api-key', 'serve-admin-key-0123456789', '--cert', join(dir, 'no-eku.pem'), '--key', join(dir, 'no-eku-key.pem')];
+    const r = await runCli(args);
+    assert.equal(r.code, 2, describeRun(args, r));
+    assert.match(r.stderr, /refusing to start: client TLS: --cert .*no-eku\.pem names no member and its extended key usage does not name serverAuth/);
   });
 });
