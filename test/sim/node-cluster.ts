@@ -3,7 +3,9 @@
  * driver, its apply worker and the KV state machine on MemoryStorage) for
  * every member, with only the edges swapped: one SimClock (virtual time, a
  * NodeClock per incarnation), one seeded SeededRng (a fork per node incarnation,
- * the network, the faults and the clients), a SimNetwork (delay, drop,
+ * the network, each fault schedule and each client workload: the times of a
+ * schedule from a stream of their own, what it does from another, and each
+ * disk, link and fault site its own too, draw-sites.ts), a SimNetwork (delay, drop,
  * duplicate, reorder, partition, one-way links) and a MemoryDataDir per node
  * (its disk, kept across crashes: a restarted node is a new Node on the same
  * disk). One seed decides everything; no real time, no real IO.
@@ -75,6 +77,7 @@ import { BROKEN_CORES, BROKEN_IMAGE_IMPORTS } from './broken.js';
 import { Checkers, PROPERTY, SafetyViolation, entryHash } from './checkers.js';
 import { KvHistory, commandOf, effectOf, HISTORY, type Effect } from './kv-history.js';
 import { SeededRng } from '../harness/rng.js';
+import { siteStreams } from './draw-sites.js';
 import { NodeClock, SimClock } from './sim-clock.js';
 import { SimNetwork, type NetFaults } from './sim-network.js';
 import { StorageError } from '../../src/storage/storage-error.js';
@@ -83,6 +86,23 @@ import { NO_SNAPSHOT_DISK_FAULTS, SimSnapshotIo, type SnapshotDiskFaults } from 
 import { eachOnItsOwnTurn } from './own-turns.js';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+
+/** CLUSTER_SITES: the cluster's own draw sites (a stream each; draw-sites.ts). */
+const CLUSTER_SITES = [
+  'faults/crashes',
+  'faults/partitions',
+  'faults/after-reply',
+  'faults/image-crashes',
+  'faults/disk-stops',
+  'clients/writes',
+  'clients/reads',
+  'clients/transfers',
+  'clients/retries',
+  'members',
+  'members/stops',
+  'lags',
+  'restores',
+] as const;
 
 /** NodeScenario: every knob of one run, drawn from the seed. */
 export interface NodeScenario extends NetFaults, DiskFaults, SnapshotDiskFaults {
@@ -427,9 +447,11 @@ export class NodeCluster {
     changesHeld: 0,
   };
   private readonly rng: SeededRng;
-  private readonly faultRng: SeededRng;
-  private readonly clientRng: SeededRng;
-  private readonly memberRng: SeededRng;
+  /**
+   * The cluster's draws, a stream per site (draw-sites.ts): a change to the node that moves one (a crash after one
+   * reply more, a retry more) moves no other. The schedules' times each come from a stream of their own (every()).
+   */
+  private readonly draws: Record<(typeof CLUSTER_SITES)[number], SeededRng>;
   /** changing: a membership change is in flight (one at a time, as an operator would). */
   private changing = false;
   /** finalMembers: the members of the configuration the final write committed in (liveness and final checks). */
@@ -470,9 +492,7 @@ export class NodeCluster {
     private readonly trace: ((line: string) => void) | null = null,
   ) {
     this.rng = new SeededRng(seed);
-    this.faultRng = this.rng.fork('faults');
-    this.clientRng = this.rng.fork('clients');
-    this.memberRng = this.rng.fork('members');
+    this.draws = siteStreams(this.rng, CLUSTER_SITES);
     this.net = new SimNetwork(this.clock, this.rng.fork('net'), scenario);
     this.ids = Array.from({ length: scenario.nodes }, (_, i) => `n${i + 1}`);
     this.membership = { voters: [...this.ids], learners: [], addresses: Object.fromEntries(this.ids.map((id) => [id, `sim:${id}`])) };
@@ -486,16 +506,18 @@ export class NodeCluster {
   /** onImageRequest: the member asked for a state image (imageCrashChance) crashes while it builds or sends it. */
   private onImageRequest(to: NodeId): void {
     const p = this.scenario.imageCrashChance;
-    if (!this.faulting || p <= 0 || !this.faultRng.chance(p)) return;
+    const r = this.draws['faults/image-crashes'];
+    if (!this.faulting || p <= 0 || !r.chance(p)) return;
     const mb = this.members.find((x) => x.id === to);
     if (mb === undefined) return;
+    const downMs = r.range(1, this.scenario.downMaxMs);
     this.clock.at(() => {
       if (!this.faulting || !mb.up || this.members.filter((x) => !x.up).length >= this.maxDown()) return;
       this.stats.imageCrashes++;
       this.log(`${mb.id} crashes while a state image is asked of it`);
       this.crash(mb);
-      this.clock.at(() => this.restart(mb), this.faultRng.range(1, this.scenario.downMaxMs));
-    }, this.faultRng.range(0, 20));
+      this.clock.at(() => this.restart(mb), downMs);
+    }, r.range(0, 20));
   }
 
   /** newSnapshotIo: a member's snapshot disk, its wall clock the virtual one (from a fixed date). */
@@ -557,15 +579,17 @@ export class NodeCluster {
     const p = this.scenario.crashAfterReplyChance;
     if (!this.faulting || p <= 0) return;
     if (!((m.type === 'voteResp' && m.granted && !m.preVote) || (m.type === 'appendResp' && !m.reject))) return;
-    if (!this.faultRng.chance(p)) return;
+    const r = this.draws['faults/after-reply'];
+    if (!r.chance(p)) return;
     const mb = this.members.find((x) => x.id === m.from);
     if (mb === undefined) return;
+    const downMs = r.range(1, this.scenario.downMaxMs);
     this.clock.at(() => {
       if (!this.faulting || !mb.up || this.members.filter((x) => !x.up).length >= this.maxDown()) return;
       this.log(`${mb.id} crashes right after ${m.type}`);
       this.crash(mb);
-      this.clock.at(() => this.restart(mb), this.faultRng.range(1, this.scenario.downMaxMs));
-    }, this.faultRng.range(0, 3));
+      this.clock.at(() => this.restart(mb), downMs);
+    }, r.range(0, 3));
   }
 
   /** maxDown: nodes down at once at most (now and then a majority). */
@@ -635,10 +659,12 @@ export class NodeCluster {
       return;
     }
     this.stats.diskFaults++;
+    const r = this.draws['faults/disk-stops'];
+    const downMs = r.range(1, this.scenario.downMaxMs);
     this.clock.at(() => {
       this.crash(mb, false);
-      this.clock.at(() => this.restart(mb), this.faultRng.range(1, this.scenario.downMaxMs));
-    }, this.faultRng.range(0, 20));
+      this.clock.at(() => this.restart(mb), downMs);
+    }, r.range(0, 20));
   }
 
   private observer(mb: Member): DiskObserver {
@@ -810,7 +836,7 @@ export class NodeCluster {
         this.log(`${mb.id} did not start: ${msg}`);
         this.crash(mb, false);
         if ((e instanceof StorageError && e.code === 'corrupt' && mb.damage.count > 0) || (snapCorrupt && !msg.includes('sim disk'))) this.onDiskStop(mb, true);
-        else this.clock.at(() => this.restart(mb), this.faultRng.range(1, this.scenario.downMaxMs));
+        else this.clock.at(() => this.restart(mb), this.draws['faults/disk-stops'].range(1, this.scenario.downMaxMs));
         return;
       }
       this.check(() => this.checkers.failContract('Node Failure', [mb.id], `the node did not start from its disk: ${msg}`));
@@ -945,9 +971,13 @@ export class NodeCluster {
 
   // ------------------------------------------------------------ faults and clients
 
-  /** every schedules fn at exponentially distributed intervals of meanMs during the fault period. */
-  private every(meanMs: number, rng: SeededRng, fn: () => void): void {
+  /**
+   * every schedules fn at exponentially distributed intervals of meanMs during the fault period, drawn from a
+   * stream of their own (`${name}/times`): what fn draws, and whether it draws at all, moves no later time.
+   */
+  private every(meanMs: number, name: string, fn: () => void): void {
     if (meanMs <= 0) return;
+    const rng = this.rng.fork(`${name}/times`);
     const next = (): void => {
       this.clock.at(() => {
         if (!this.faulting) return;
@@ -960,23 +990,24 @@ export class NodeCluster {
 
   private scheduleFaults(): void {
     const s = this.scenario;
-    const r = this.faultRng;
+    const r = this.draws['faults/crashes'];
     const maxDown = this.maxDown();
-    this.every(s.crashMeanMs, r, () => {
+    this.every(s.crashMeanMs, 'faults/crashes', () => {
       const up = this.members.filter((m) => m.up);
       if (this.members.length - up.length >= maxDown || up.length === 0) return;
       const mb = r.pick(up);
       this.crash(mb);
       this.clock.at(() => this.restart(mb), r.range(1, s.downMaxMs));
     });
-    this.every(s.partitionMeanMs, r, () => {
+    const q = this.draws['faults/partitions'];
+    this.every(s.partitionMeanMs, 'faults/partitions', () => {
       if (this.ids.length < 2) return; // one node so far: nothing to cut
       this.stats.partitions++;
-      const shuffled = r.shuffle(this.ids);
-      const cutAt = r.range(1, shuffled.length - 1);
-      if (r.chance(s.oneWayChance)) {
-        const a = r.pick(this.ids);
-        const b = r.pick(this.ids.filter((x) => x !== a));
+      const shuffled = q.shuffle(this.ids);
+      const cutAt = q.range(1, shuffled.length - 1);
+      if (q.chance(s.oneWayChance)) {
+        const a = q.pick(this.ids);
+        const b = q.pick(this.ids.filter((x) => x !== a));
         this.net.cut(a, b, true);
         this.log(`one-way cut ${a} -> ${b}`);
       } else {
@@ -985,17 +1016,17 @@ export class NodeCluster {
       }
       this.clock.at(() => {
         if (this.faulting) this.net.heal();
-      }, r.range(50, s.partitionMaxMs));
+      }, q.range(50, s.partitionMaxMs));
     });
   }
 
   private scheduleClients(): void {
     const s = this.scenario;
-    const r = this.clientRng;
-    this.every(s.proposeMeanMs, r, () => this.clientWrite());
-    this.every(s.readMeanMs, r, () => this.clientRead());
-    this.every(s.memberChangeMeanMs, this.memberRng, () => this.changeMembers());
-    this.every(s.transferMeanMs, r, () => {
+    const r = this.draws['clients/transfers'];
+    this.every(s.proposeMeanMs, 'clients/writes', () => this.clientWrite());
+    this.every(s.readMeanMs, 'clients/reads', () => this.clientRead());
+    this.every(s.memberChangeMeanMs, 'members', () => this.changeMembers());
+    this.every(s.transferMeanMs, 'clients/transfers', () => {
       const l = this.leader();
       if (l === null) return;
       const voters = (l.node as Node).brief().membership.voters.filter((x) => x !== l.id);
@@ -1016,7 +1047,7 @@ export class NodeCluster {
   private changeMembers(): void {
     const l = this.leader();
     if (l === null || this.changing) return;
-    const r = this.memberRng;
+    const r = this.draws.members;
     const node = l.node as Node;
     const m = node.brief().membership;
     const floor = Math.max(3, this.scenario.nodes - 1);
@@ -1058,7 +1089,7 @@ export class NodeCluster {
             this.clock.at(() => {
               gone.removed = true;
               this.crash(gone, false);
-            }, r.range(0, 50));
+            }, this.draws['members/stops'].range(0, 50));
           }
         }
       },
@@ -1078,8 +1109,8 @@ export class NodeCluster {
    */
   private scheduleSnapshotWork(): void {
     const s = this.scenario;
-    const lagRng = this.rng.fork('lags');
-    this.every(s.lagMeanMs, lagRng, () => {
+    const lagRng = this.draws.lags;
+    this.every(s.lagMeanMs, 'lags', () => {
       const l = this.leader();
       const up = this.members.filter((m) => m.up);
       if (l === null || this.members.length - up.length >= this.maxDown()) return;
@@ -1091,8 +1122,8 @@ export class NodeCluster {
       this.crash(mb, false);
       this.clock.at(() => this.restart(mb), s.lagDownMs);
     });
-    const restoreRng = this.rng.fork('restores');
-    this.every(s.restoreMeanMs, restoreRng, () => this.clientRestore(restoreRng));
+    const restoreRng = this.draws.restores;
+    this.every(s.restoreMeanMs, 'restores', () => this.clientRestore(restoreRng));
   }
 
   /**
@@ -1152,9 +1183,8 @@ export class NodeCluster {
       .finally(() => void this.inFlight--);
   }
 
-  /** target: the node a client sends to: mostly the leader it believes in, else any live node. */
-  private target(): Member | null {
-    const r = this.clientRng;
+  /** target: the node a client sends to (drawn from r): mostly the leader it believes in, else any live node. */
+  private target(r: SeededRng): Member | null {
     const l = this.leader();
     if (l !== null && r.chance(0.8)) return l;
     const live = this.live();
@@ -1162,9 +1192,9 @@ export class NodeCluster {
   }
 
   private clientWrite(): void {
-    const mb = this.target();
+    const r = this.draws['clients/writes'];
+    const mb = this.target(r);
     if (mb === null || this.inFlight >= IN_FLIGHT_MAX) return;
-    const r = this.clientRng;
     const key = `k${r.nextInt(this.scenario.keys)}`;
     const value = `v${++this.opSeq}`;
     const kind = r.nextFloat();
@@ -1224,16 +1254,17 @@ export class NodeCluster {
     const onError = (e: unknown): void => {
       const refusal = e instanceof NodeError && ['notLeader', 'lost', 'busy', 'invalid'].includes(e.code);
       const open = unclear || !refusal;
-      if (client !== null && attempt < 4 && this.faulting && this.clientRng.chance(0.8)) {
+      const retries = this.draws['clients/retries'];
+      if (client !== null && attempt < 4 && this.faulting && retries.chance(0.8)) {
         this.stats.retries++;
         this.clock.at(() => {
-          const to = this.target();
+          const to = this.target(retries);
           if (to === null || !this.faulting) {
             this.busyClients.delete(client);
             return;
           }
           this.sendWrite(to, cmd, key, value, effect, client, attempt + 1, open);
-        }, this.clientRng.range(5, 60));
+        }, retries.range(5, 60));
         return;
       }
       if (client !== null) this.busyClients.delete(client);
@@ -1245,7 +1276,7 @@ export class NodeCluster {
     node.propose(cmd).then(
       (res) => {
         if (!settle()) return;
-        if (client !== null && this.faulting && attempt < 4 && this.clientRng.chance(0.15)) {
+        if (client !== null && this.faulting && attempt < 4 && this.draws['clients/retries'].chance(0.15)) {
           onError(ANSWER_LOST); // it retries a write that applied
           return;
         }
@@ -1271,9 +1302,10 @@ export class NodeCluster {
   private clientRead(): void {
     const stale = this.controls.serializableReads === true;
     const live = this.live();
-    const mb = stale ? (live.length === 0 ? null : this.clientRng.pick(live)) : this.target();
+    const r = this.draws['clients/reads'];
+    const mb = stale ? (live.length === 0 ? null : r.pick(live)) : this.target(r);
     if (mb === null || this.inFlight >= IN_FLIGHT_MAX) return;
-    const key = `k${this.clientRng.nextInt(this.scenario.keys)}`;
+    const key = `k${r.nextInt(this.scenario.keys)}`;
     const startSeq = this.history.tick();
     this.stats.reads++;
     this.inFlight++;

@@ -5,7 +5,11 @@
  * sender travel back; snapshotResp is a report; a handler that rejects loses
  * the replies) but every hop takes virtual time, and each hop may be lost,
  * duplicated or held back (reordered), or cut by a partition or a one-way
- * link. Every decision comes from the rng it is given. A node that restarts
+ * link. Every decision comes from the rng it is given, through a stream of
+ * its own per link (from, to) and kind of traffic (each message type, each
+ * reply type, snapshot streams, state image streams, StageArchive calls),
+ * forked on first use (draw-sites.ts): one message more or less of one type
+ * on one link moves no other traffic's drops, delays or duplicates. A node that restarts
  * is a new endpoint: replies meant for its earlier incarnation are lost.
  *
  * It carries the snapshot plane too, as GrpcTransport's peers do: FetchSnapshot
@@ -85,6 +89,9 @@ interface OpenImage {
   chunks: AsyncIterator<unknown> | null;
 }
 
+/** LinkStreams: a link's fault streams by kind of traffic (forked on first use). */
+type LinkStreams = Map<string, SeededRng>;
+
 /** coded: an Error with a gRPC status code, as the transports reject. */
 function coded(code: number, message: string): Error {
   return Object.assign(new Error(message), { code });
@@ -103,6 +110,8 @@ export class SimNetwork {
   private readonly calls = new Set<{ readonly from: NodeId; readonly to: NodeId; end(): void }>();
   private readonly images = new Set<OpenImage>();
   private faulty = true;
+  /** links: from -> to -> the link's streams (link()). */
+  private readonly links = new Map<NodeId, Map<NodeId, LinkStreams>>();
   readonly stats: NetStats = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, imageFlips: 0 };
   /** onImageRequest: a FetchStateImage request reached `to` (the cluster may crash it meanwhile: a leader building or serving the image). */
   onImageRequest: ((from: NodeId, to: NodeId) => void) | null = null;
@@ -152,9 +161,20 @@ export class SimNetwork {
     void st.server?.return?.(undefined)?.catch(() => undefined);
   }
 
-  /** hop: resolves after one hop's virtual delay. */
-  private hop(): Promise<void> {
-    return new Promise((resolve) => this.clock.at(resolve, this.delayMs()));
+  /** link: the stream that draws the faults of `kind` traffic from `from` to `to` (made once per link and kind). */
+  private link(from: NodeId, to: NodeId, kind: string): SeededRng {
+    let byTo = this.links.get(from);
+    if (byTo === undefined) this.links.set(from, (byTo = new Map()));
+    let streams = byTo.get(to);
+    if (streams === undefined) byTo.set(to, (streams = new Map()));
+    let r = streams.get(kind);
+    if (r === undefined) streams.set(kind, (r = this.rng.fork(`${kind}/${from}>${to}`)));
+    return r;
+  }
+
+  /** hop: resolves after one hop's virtual delay (drawn from r). */
+  private hop(r: SeededRng): Promise<void> {
+    return new Promise((resolve) => this.clock.at(resolve, this.delayMs(r)));
   }
 
   /**
@@ -173,12 +193,14 @@ export class SimNetwork {
   private async *streamChunks(st: OpenStream, p: FetchSnapshotParams): AsyncGenerator<SnapshotChunk> {
     const { from, to } = st;
     const cut = (what: string): Error => coded(14, `sim: the snapshot stream from ${to} was cut (${what})`);
+    const ask = this.link(from, to, 'snapshotStream');
+    const back = this.link(to, from, 'snapshotStream');
     try {
-      await this.hop();
+      await this.hop(ask);
       const ep = this.endpoints.get(to);
       if (st.closed) return;
       if (ep === undefined || ep.handler.openSnapshot === undefined) throw coded(14, `sim: ${to} is down`);
-      if (!this.passes(from, to)) throw cut('request lost');
+      if (!this.passes(from, to, ask)) throw cut('request lost');
       const iterable = await ep.handler.openSnapshot(p);
       const it = iterable[Symbol.asyncIterator]();
       st.server = it;
@@ -186,10 +208,10 @@ export class SimNetwork {
       for (;;) {
         const next = await it.next(); // started at once, so that closing it runs the server's cleanup
         if (st.closed || next.done === true) return;
-        await this.hop();
+        await this.hop(back);
         if (st.closed) return;
         if (this.endpoints.get(to)?.incarnation !== incarnation) throw cut('the server went down');
-        if (!this.passes(to, from)) throw cut('chunk lost');
+        if (!this.passes(to, from, back)) throw cut('chunk lost');
         this.stats.delivered++;
         yield next.value;
       }
@@ -235,11 +257,13 @@ export class SimNetwork {
     const cut = (what: string): Error => coded(14, `sim: the state image stream from ${to} was cut (${what})`);
     const wait = <T>(x: Promise<T>): Promise<T> => Promise.race([x, im.dead]);
     const empty = new Uint8Array(0);
+    const ask = this.link(from, to, 'stateImage');
+    const back = this.link(to, from, 'stateImage');
     try {
-      await wait(this.hop());
+      await wait(this.hop(ask));
       const ep = this.endpoints.get(to);
       if (ep === undefined || ep.handler.openStateImage === undefined) throw coded(14, `sim: ${to} is down`);
-      if (!this.passes(from, to)) throw cut('request lost');
+      if (!this.passes(from, to, ask)) throw cut('request lost');
       this.onImageRequest?.(from, to);
       const incarnation = ep.incarnation;
       const opened = ep.handler.openStateImage(p, im.abort.signal).then((image) => {
@@ -252,14 +276,14 @@ export class SimNetwork {
         image = await wait(opened);
       } catch (e) {
         if (im.closed) throw e;
-        await wait(this.hop()); // the refusal travels back
+        await wait(this.hop(back)); // the refusal travels back
         throw e;
       }
       /** arrive: one message's hop back to the reader. */
       const arrive = async (what: string): Promise<void> => {
-        await wait(this.hop());
+        await wait(this.hop(back));
         if (this.endpoints.get(to)?.incarnation !== incarnation) throw cut('the server went down');
-        if (!this.passes(to, from)) throw cut(`${what} lost`);
+        if (!this.passes(to, from, back)) throw cut(`${what} lost`);
         this.stats.delivered++;
       };
       await arrive('the manifest');
@@ -271,10 +295,10 @@ export class SimNetwork {
         if (next.done === true) break;
         await arrive('a chunk');
         let data = next.value.data;
-        if (this.faulty && this.rng.chance(this.faults.imageFlipChance)) {
+        if (this.faulty && back.chance(this.faults.imageFlipChance)) {
           data = Uint8Array.from(data);
-          const at = this.rng.nextInt(data.length);
-          data[at] = (data[at] as number) ^ (1 << this.rng.nextInt(8));
+          const at = back.nextInt(data.length);
+          data[at] = (data[at] as number) ^ (1 << back.nextInt(8));
           this.stats.imageFlips++;
         }
         yield { files: [], file: next.value.file, offset: next.value.offset, data, snapshot: null };
@@ -296,6 +320,8 @@ export class SimNetwork {
    * (the handler's own signal aborts too).
    */
   private stage(from: NodeId, p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const ask = this.link(from, p.to, 'stageArchive');
+    const back = this.link(p.to, from, 'stageArchive');
     return new Promise<void>((resolve, reject) => {
       const abort = new AbortController();
       let done = false;
@@ -318,12 +344,12 @@ export class SimNetwork {
       this.clock.at(() => {
         const ep = this.endpoints.get(p.to);
         if (done) return;
-        if (ep === undefined || ep.handler.stageArchive === undefined || !this.passes(from, p.to)) return finish(coded(14, `sim: StageArchive to ${p.to}: unavailable`));
+        if (ep === undefined || ep.handler.stageArchive === undefined || !this.passes(from, p.to, ask)) return finish(coded(14, `sim: StageArchive to ${p.to}: unavailable`));
         ep.handler.stageArchive(p, abort.signal).then(
-          () => this.clock.at(() => finish(this.passes(p.to, from) ? undefined : coded(14, 'sim: StageArchive answer lost')), this.delayMs()),
-          (e: unknown) => this.clock.at(() => finish(e instanceof Error ? e : new Error(String(e))), this.delayMs()),
+          () => this.clock.at(() => finish(this.passes(p.to, from, back) ? undefined : coded(14, 'sim: StageArchive answer lost')), this.delayMs(back)),
+          (e: unknown) => this.clock.at(() => finish(e instanceof Error ? e : new Error(String(e))), this.delayMs(back)),
         );
-      }, this.delayMs());
+      }, this.delayMs(ask));
     });
   }
 
@@ -346,15 +372,17 @@ export class SimNetwork {
     if (calm) this.faulty = false;
   }
 
-  private passes(from: NodeId, to: NodeId): boolean {
+  /** passes: whether a hop from `from` to `to` gets through (no cut; no drop drawn from r). */
+  private passes(from: NodeId, to: NodeId, r: SeededRng): boolean {
     if (this.cuts.size > 0 && this.cuts.has(`${from}>${to}`)) return false; // the key is built only when a link is cut
-    return !(this.faulty && this.rng.chance(this.faults.dropChance));
+    return !(this.faulty && r.chance(this.faults.dropChance));
   }
 
-  private delayMs(): number {
+  /** delayMs: one hop's delay, drawn from r. */
+  private delayMs(r: SeededRng): number {
     const f = this.faults;
-    let d = this.rng.range(f.latencyMinMs, f.latencyMaxMs);
-    if (this.faulty && this.rng.chance(f.reorderChance)) d += this.rng.range(1, f.reorderMaxMs);
+    let d = r.range(f.latencyMinMs, f.latencyMaxMs);
+    if (this.faulty && r.chance(f.reorderChance)) d += r.range(1, f.reorderMaxMs);
     return d;
   }
 
@@ -362,11 +390,12 @@ export class SimNetwork {
     this.onSend?.(m);
     const route = routeOf(m.type);
     if (route === 'reply') return void this.stats.dropped++;
-    if (!this.passes(from, m.to)) return void this.stats.dropped++;
+    const r = this.link(from, m.to, m.type);
+    if (!this.passes(from, m.to, r)) return void this.stats.dropped++;
     this.stats.sent++;
-    const copies = this.faulty && this.rng.chance(this.faults.dupChance) ? 2 : 1;
+    const copies = this.faulty && r.chance(this.faults.dupChance) ? 2 : 1;
     if (copies === 2) this.stats.duplicated++;
-    for (let i = 0; i < copies; i++) this.clock.at(() => this.deliverRequest(from, fromIncarnation, m), this.delayMs());
+    for (let i = 0; i < copies; i++) this.clock.at(() => this.deliverRequest(from, fromIncarnation, m), this.delayMs(r));
   }
 
   private deliverRequest(from: NodeId, fromIncarnation: number, m: Message): void {
@@ -394,11 +423,12 @@ export class SimNetwork {
         for (const r of rs) {
           if (r.type !== want || r.to !== from) continue;
           this.onReply?.(r);
-          if (!this.passes(m.to, from)) {
+          const back = this.link(m.to, from, r.type);
+          if (!this.passes(m.to, from, back)) {
             this.stats.dropped++;
             continue;
           }
-          this.clock.at(() => this.deliverReply(from, fromIncarnation, r), this.delayMs());
+          this.clock.at(() => this.deliverReply(from, fromIncarnation, r), this.delayMs(back));
         }
       },
       () => undefined, // a failed call loses its replies

@@ -74,6 +74,7 @@ import type { BrokenImageImport } from './broken.js';
 import { checkInstallMeta } from '../../src/storage/state-transfer.js';
 import { sameMembership } from '../../src/raft/membership.js';
 import type { SeededRng } from '../harness/rng.js';
+import { siteStreams } from './draw-sites.js';
 import { exportSimImage, importedState, receiveSimImage, simImageChunks, type SimImage } from './sim-state-image.js';
 import type { NodeClock } from './sim-clock.js';
 import { StorageError } from '../../src/storage/storage-error.js';
@@ -135,7 +136,10 @@ export interface CrashOutcome {
 export interface SimStorageOptions {
   readonly observer: DiskObserver;
   readonly clock: NodeClock;
-  /** faults: the faulty disk's rates (NO_DISK_FAULTS when absent); rng draws every fault. */
+  /**
+   * faults: the faulty disk's rates (NO_DISK_FAULTS when absent); rng: where every fault is drawn from, a stream
+   * per site (DISK_SITES, forked from it once: one more call of one kind moves no other kind's draws).
+   */
   readonly faults?: DiskFaults;
   readonly rng?: SeededRng;
   /** damage: the data dir's corrupt records (kept across incarnations, like the dir). */
@@ -167,6 +171,10 @@ export interface SimStorageOptions {
    */
   readonly lyingExport?: boolean;
 }
+
+/** DISK_SITES: the sites a disk draws its faults at, each from its own stream (draw-sites.ts). */
+const DISK_SITES = ['save', 'compact', 'stateWrite', 'imageImport', 'imageExport', 'syncTime', 'tear', 'powerLoss', 'corrupt'] as const;
+type DiskSite = (typeof DISK_SITES)[number];
 
 /** EXPORT_FAIL_CHANCE: on a disk that fails writes at all, the chance an image export fails (the install stands, no image). */
 const EXPORT_FAIL_CHANCE = 0.05;
@@ -230,6 +238,8 @@ export class SimStorage implements NodeStorage {
   injected = '';
   private readonly faults: DiskFaults;
   private readonly damage: DiskDamage;
+  /** sites: the fault streams, one per site (null: an honest disk draws nothing). */
+  private readonly sites: Record<DiskSite, SeededRng> | null;
   /** image: the state image the last exporting install made, with the reads of it in progress (this incarnation's only). */
   private image: { readonly img: SimImage; refs: number; dropped: boolean } | null = null;
 
@@ -240,6 +250,7 @@ export class SimStorage implements NodeStorage {
   ) {
     this.faults = opts.faults ?? NO_DISK_FAULTS;
     this.damage = opts.damage ?? new DiskDamage();
+    this.sites = opts.rng === undefined ? null : siteStreams(opts.rng, DISK_SITES);
   }
 
   static async open(dir: MemoryDataDir, opts: SimStorageOptions): Promise<SimStorage> {
@@ -282,10 +293,9 @@ export class SimStorage implements NodeStorage {
     return { rolledBack: true, stateLost, corrupted };
   }
 
-  /** draw: whether a fault of chance p happens now (only when the cluster allows one). */
-  private draw(p: number, lasting = false): boolean {
-    const rng = this.opts.rng;
-    if (p <= 0 || rng === undefined || !rng.chance(p)) return false;
+  /** draw: whether a fault of chance p happens now at `site` (only when the cluster allows one). */
+  private draw(site: DiskSite, p: number, lasting = false): boolean {
+    if (p <= 0 || this.sites === null || !this.sites[site].chance(p)) return false;
     return this.opts.mayFail?.(lasting) ?? true;
   }
 
@@ -298,7 +308,7 @@ export class SimStorage implements NodeStorage {
     const f = this.inFlight;
     this.inFlight = null;
     if (f === null) return;
-    if (f.durable || this.opts.rng?.chance(0.5) === true) {
+    if (f.durable || this.sites?.tear.chance(0.5) === true) {
       this.opts.observer.onSave(f.batch, f.prev);
       return;
     }
@@ -314,8 +324,8 @@ export class SimStorage implements NodeStorage {
     this.stateUndo = [];
     const now = this.opts.clock.nowMs();
     const recent = undo.filter((u) => u.atMs > now - this.faults.writebackMs);
-    if (recent.length === 0 || !this.draw(this.faults.powerLossChance)) return null;
-    const from = undo.length - recent.length + (this.opts.rng?.nextInt(recent.length) ?? 0);
+    if (recent.length === 0 || !this.draw('powerLoss', this.faults.powerLossChance)) return null;
+    const from = undo.length - recent.length + (this.sites?.powerLoss.nextInt(recent.length) ?? 0);
     const d = this.dir;
     // undo the lost writes, newest first
     for (let i = undo.length - 1; i >= from; i--) {
@@ -332,8 +342,8 @@ export class SimStorage implements NodeStorage {
 
   /** corrupt: with corruptChance, one byte of one stored record (a log entry's data or a state value) flips. */
   private corrupt(): string | null {
-    if (!this.draw(this.faults.corruptChance, true)) return null;
-    const rng = this.opts.rng as SeededRng;
+    if (!this.draw('corrupt', this.faults.corruptChance, true)) return null;
+    const rng = (this.sites as Record<DiskSite, SeededRng>).corrupt;
     const d = this.dir;
     const inLog = rng.chance(0.5);
     const logAt = d.log.map((e, i) => (e.data.length > 0 ? i : -1)).filter((i) => i >= 0);
@@ -363,14 +373,14 @@ export class SimStorage implements NodeStorage {
   }
 
   /** injectWriteFault: EIO or ENOSPC for a write, when drawn; `landed` says whether an EIO's bytes reached the disk. */
-  private writeFault(what: string): { readonly err: StorageError; readonly landed: boolean } | null {
-    if (this.draw(this.faults.enospcChance)) {
+  private writeFault(site: DiskSite, what: string): { readonly err: StorageError; readonly landed: boolean } | null {
+    if (this.draw(site, this.faults.enospcChance)) {
       this.injected = 'ENOSPC';
       return { err: new StorageError('io', `sim disk ${this.dir.name}: ${what}: ENOSPC: no space left on device`, { path: this.dir.name }), landed: false };
     }
-    if (this.draw(this.faults.writeErrorChance)) {
+    if (this.draw(site, this.faults.writeErrorChance)) {
       this.injected = 'EIO';
-      const landed = this.opts.rng?.chance(0.5) === true;
+      const landed = this.sites?.[site].chance(0.5) === true;
       return { err: new StorageError('io', `sim disk ${this.dir.name}: ${what}: EIO: input/output error (fsync failed)`, { path: this.dir.name }), landed };
     }
     return null;
@@ -397,9 +407,9 @@ export class SimStorage implements NodeStorage {
   }
 
   /** logWriteFault: writeFault for a log write, remembered as the log's failure (logFault) when drawn. */
-  private logWriteFault(operation: string, extraChance = 0): { readonly err: StorageError; readonly landed: boolean } | null {
-    let fault = this.writeFault(operation);
-    if (fault === null && extraChance > 0 && this.draw(extraChance)) {
+  private logWriteFault(operation: 'save' | 'compact', extraChance = 0): { readonly err: StorageError; readonly landed: boolean } | null {
+    let fault = this.writeFault(operation, operation);
+    if (fault === null && extraChance > 0 && this.draw(operation, extraChance)) {
       this.injected = 'EIO';
       fault = { err: new StorageError('io', `sim disk ${this.dir.name}: ${operation}: EIO: input/output error`, { path: this.dir.name }), landed: false };
     }
@@ -425,7 +435,7 @@ export class SimStorage implements NodeStorage {
     this.noteUndo();
     const d = this.dir;
     const prev = d.hardState ?? EMPTY;
-    const syncMs = this.faults.syncMaxMs > 0 && fault === null ? (this.opts.rng?.range(0, this.faults.syncMaxMs) ?? 0) : 0;
+    const syncMs = this.faults.syncMaxMs > 0 && fault === null ? (this.sites?.syncTime.range(0, this.faults.syncMaxMs) ?? 0) : 0;
     const first = batch.entries?.[0];
     const keep = first === undefined ? d.log.length : Math.min(d.log.length, first.index - d.logBase.index - 1);
     const inFlight: InFlight | null = syncMs > 0 ? { batch, prev, hardState: d.hardState, logLength: keep, tail: d.log.slice(keep), durable: false } : null;
@@ -480,7 +490,7 @@ export class SimStorage implements NodeStorage {
 
   async write(batch: StateBatch): Promise<void> {
     if (!this.alive) return never();
-    const fault = this.writeFault('state write');
+    const fault = this.writeFault('stateWrite', 'state write');
     if (fault !== null && !fault.landed) throw fault.err;
     this.noteUndo();
     const d = this.dir;
@@ -604,7 +614,7 @@ export class SimStorage implements NodeStorage {
     if (!this.alive) return never();
     if (options?.exportImage === true) {
       const d = this.dir;
-      const failed = this.faults.writeErrorChance > 0 && this.opts.rng?.chance(EXPORT_FAIL_CHANCE) === true;
+      const failed = this.faults.writeErrorChance > 0 && this.sites?.imageExport.chance(EXPORT_FAIL_CHANCE) === true;
       // the new image replaces the kept one (RocksStorage: dropStateImage, then the new one)
       this.dropStateImage();
       const kv = this.opts.lyingExport === true ? forgedState(d.kv) : d.kv;
@@ -636,7 +646,7 @@ export class SimStorage implements NodeStorage {
     const broken = this.opts.brokenImport;
     const verify = broken?.ignoresRecords === true ? undefined : options.verifyRecords;
     const fault = (): void => {
-      const f = this.writeFault('state image import');
+      const f = this.writeFault('imageImport', 'state image import');
       if (f !== null) throw f.err;
     };
     // Received and checked inside the install (in line with writes, as RocksStorage's import); a throw keeps the old state.
