@@ -585,7 +585,11 @@ export class S3Destination {
     try {
       const sink = new Writable({
         write(chunk: Buffer, _enc, cb): void {
-          fh.write(chunk).then(() => cb(), cb);
+          // Every byte: one write(2) may take fewer (a disk filling up: the rest then fails with ENOSPC), and a
+          // short last write went unnoticed, renaming a truncated file into place as checked.
+          void (async () => {
+            for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off, null)).bytesWritten;
+          })().then(() => cb(), cb);
         },
       });
       const r = await this.download(key, sink, onProgress, signal, async (size) => {

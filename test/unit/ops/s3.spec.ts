@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { appendFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -14,9 +15,11 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 
+import { isNoSpace } from '../../../src/node/disk-guard.js';
 import { NO_RETENTION } from '../../../src/ops/retention.js';
 import { S3Destination, S3Error, parseS3Url, readCredentialsFile, s3SettingsFrom, snapshotName, timeOfName, type S3Settings } from '../../../src/ops/s3.js';
 import { BUCKET, S3Server } from './s3-server.js';
+import { tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const MiB = 1024 * 1024;
@@ -425,6 +428,58 @@ describe('agent: S3 destination (s3rver)', function () {
       d.close();
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it('a disk that fills during a download: a short write fails it (ENOSPC, a full disk), never a truncated file renamed into place as checked', async function () {
+    const fs = await tmpfsUnderTemp('snapcoord-s3-full-', 'size=1m,mode=0700', 'download to a full disk');
+    if (!fs.mounted) {
+      await rm(fs.dir, { recursive: true, force: true });
+      this.skip();
+    }
+    const body = randomBytes(5000);
+    const server = createServer((req, res) => {
+      const headers = { 'x-amz-meta-snapcoord-sha256': sha(body), 'content-length': String(body.length), 'last-modified': new Date().toUTCString() };
+      if (req.method === 'HEAD') {
+        res.writeHead(200, headers);
+        res.end();
+        return;
+      }
+      // Two pieces: the first leaves the file's last page part-used, so the second write can be cut short without an error.
+      res.writeHead(200, headers);
+      res.write(body.subarray(0, 1000), () => setTimeout(() => res.end(body.subarray(1000)), 50));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const d = await S3Destination.open(`s3://${BUCKET}/full/x.snapshot`, { ...settings, endpoint: `http://127.0.0.1:${port}`, forcePathStyle: true }, 1);
+    const file = join(fs.mnt, 'x.snap');
+    try {
+      // Once the last piece has passed the hash check, and before it is written, something else takes every free page.
+      const fill = (n: number): void => {
+        if (n !== body.length) return;
+        const st = statfsSync(fs.mnt);
+        writeFileSync(join(fs.mnt, 'filler'), Buffer.alloc(Math.max(0, st.bavail * st.bsize - 16 * 1024)));
+        for (;;) {
+          try {
+            appendFileSync(join(fs.mnt, 'filler'), Buffer.alloc(4096));
+          } catch {
+            return;
+          }
+        }
+      };
+      const outcome = await d.downloadToFile(d.prefix, file, fill).then(
+        async () => `resolved; the file holds ${(await readFile(file)).length} of ${body.length} bytes`,
+        (e: unknown) => e,
+      );
+      // An S3Error whose cause is the ENOSPC (callers see a full disk: isNoSpace).
+      assert.ok(outcome instanceof S3Error && isNoSpace(outcome) && /ENOSPC/.test(outcome.message), String(outcome));
+      assert.deepEqual((await readdir(fs.mnt)).filter((n) => n.startsWith('x.snap')), [], 'nothing left behind');
+    } finally {
+      d.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      await unmountTmpfs(fs.mnt);
+      await rm(fs.dir, { recursive: true, force: true });
     }
   });
 
