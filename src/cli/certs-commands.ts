@@ -7,7 +7,7 @@
 import { lstat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { DAYS_MAX, caFiles, checkTlsFiles, localCaKeyFile, writeCa, writeNodeCert } from '../tls/index.js';
+import { DAYS_MAX, caFiles, checkTlsFiles, localCaKeyFile, writeCa, writeClientCert, writeNodeCert } from '../tls/index.js';
 import { canonicalIp, checkDnsName, checkMemberId } from '../tls/names.js';
 
 /** DEFAULT_TLS_DIR: where `certs` keeps the CA and node certificates (relative to the working directory), as `npm start` does. */
@@ -44,7 +44,7 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** addCertsCommands registers `certs init` and `certs issue` on `program`. */
+/** addCertsCommands registers `certs init`, `certs issue` and `certs client` on `program`. */
 export function addCertsCommands(program: Command): void {
   const certs = program
     .command('certs')
@@ -113,6 +113,35 @@ export function addCertsCommands(program: Command): void {
           `key:         ${written.keyFile} (keep it secret)\n` +
           `names:       ${info.identities.join(', ')}\n` +
           `valid until: ${info.notAfter.toISOString()}\n`,
+      );
+    });
+
+  certs
+    .command('client')
+    .argument('<name>', 'who holds it (urn:snapcoord:client:<name>; letters, digits, _ . -)')
+    .description(
+      'issue a client certificate (extended key usage clientAuth only, no member, no host name): for nodes started with --client-ca ' +
+        'and the client commands\' --client-cert; no client takes it for a server\'s, no node for a member\'s. Files: client-<name>.pem, client-<name>-key.pem',
+    )
+    .option('--dir <dir>', 'certificate directory holding ca.pem (and ca-key.pem unless --ca-key)', DEFAULT_TLS_DIR)
+    .option('--ca-key <file>', "the CA key (default <dir>/ca-key.pem, else <dir>/../ca/ca-key.pem where `snapcoord local` keeps it)")
+    .option('--days <n>', 'validity in days (default 825)')
+    .action(async (name: string, opts: { dir: string; caKey?: string; days?: string }) => {
+      configError('name', () => checkMemberId(name));
+      const days = parseDays(opts.days);
+      const beside = caFiles(opts.dir).caKeyFile;
+      const files = caFiles(opts.dir, opts.caKey ?? (!(await exists(beside)) && (await exists(localCaKeyFile(opts.dir))) ? localCaKeyFile(opts.dir) : beside));
+      for (const f of [files.caFile, files.caKeyFile]) {
+        if (!(await exists(f))) throw new CliError(`${f} is missing: create the CA first with \`snapcoord certs init --dir ${opts.dir}\` (or give --ca-key FILE)`, EXIT_CONFIG);
+      }
+      const written = await writeClientCert(opts.dir, name, { caKeyFile: files.caKeyFile, ...(days !== undefined ? { days } : {}) });
+      const info = checkTlsFiles({ ...written, caFile: files.caFile });
+      process.stdout.write(
+        `client certificate: ${written.certFile}\n` +
+          `key:                ${written.keyFile} (keep it secret)\n` +
+          `names:              ${info.identities.join(', ')}\n` +
+          `valid until:        ${info.notAfter.toISOString()}\n` +
+          `use:                snapcoord kv get KEY --client-cert ${written.certFile} --client-key ${written.keyFile}\n`,
       );
     });
 }

@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { isLoopback, parseHostPort } from '../client/address.js';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
-import { checkMemberId } from '../tls/index.js';
+import { checkMemberId, checkTlsFiles } from '../tls/index.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine } from './key-file.js';
 
@@ -20,6 +20,9 @@ export const API_KEY_FILE_ENV = 'SNAPCOORD_API_KEY_FILE';
 export const CACERT_ENV = 'SNAPCOORD_CACERT';
 /** EXPECT_MEMBER_ENV: the environment twin of --expect-member. */
 export const EXPECT_MEMBER_ENV = 'SNAPCOORD_EXPECT_MEMBER';
+/** CLIENT_CERT_ENV / CLIENT_KEY_ENV: the environment twins of --client-cert and --client-key. */
+export const CLIENT_CERT_ENV = 'SNAPCOORD_CLIENT_CERT';
+export const CLIENT_KEY_ENV = 'SNAPCOORD_CLIENT_KEY';
 /** LOCAL_API_KEY_FILE / LOCAL_CA_FILE: what `npm start` (snapcoord local) writes, found from the working directory. */
 export const LOCAL_API_KEY_FILE = 'data/api-key';
 export const LOCAL_CA_FILE = 'data/tls/ca.pem';
@@ -38,6 +41,8 @@ export interface ClientOpts {
   apiKeyFile?: string;
   cacert?: string;
   expectMember?: string;
+  clientCert?: string;
+  clientKey?: string;
   plaintext?: boolean;
 }
 
@@ -89,6 +94,12 @@ export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, c
       throw new CliError(`expect-member: ${(err as Error).message}`, EXIT_CONFIG);
     }
   }
+  const clientCert = opts.clientCert ?? env[CLIENT_CERT_ENV] ?? '';
+  const clientKey = opts.clientKey ?? env[CLIENT_KEY_ENV] ?? '';
+  if ((clientCert === '') !== (clientKey === '')) throw new CliError('client-cert and client-key go together: give both (mutual TLS), or neither', EXIT_CONFIG);
+  if (clientCert !== '' && (opts.plaintext === true || (opts.cacert ?? env[CACERT_ENV] ?? (existsSync(resolve(cwd, LOCAL_CA_FILE)) ? 'local' : '')) === '')) {
+    throw new CliError('client-cert: a client certificate is presented over TLS only: give --cacert FILE', EXIT_CONFIG);
+  }
   const noTls = (why: string): CliError => new CliError(`expect-member: a member's certificate is checked over TLS only, and ${why}: give --cacert FILE`, EXIT_CONFIG);
   if (opts.plaintext === true) {
     if (expectMember !== undefined) throw noTls('--plaintext turns it off');
@@ -103,8 +114,16 @@ export function dialOf(opts: ClientOpts, env: NodeJS.ProcessEnv = process.env, c
     if (refusal !== null) throw refusal;
     return { apiKey };
   }
+  const client = clientCert !== '' ? { certFile: resolve(cwd, clientCert), keyFile: resolve(cwd, clientKey) } : undefined;
+  if (client !== undefined) {
+    try {
+      checkTlsFiles({ ...client, checkChain: false });
+    } catch (err) {
+      throw new CliError(`client-cert: ${(err as Error).message}`, EXIT_CONFIG);
+    }
+  }
   try {
-    return dialWithCa(resolve(cwd, ca), apiKey, expectMember);
+    return dialWithCa(resolve(cwd, ca), apiKey, expectMember, client);
   } catch (err) {
     throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
   }
@@ -237,7 +256,7 @@ export async function withClient<C extends Closable, T>(
   }
 }
 
-/** clientOptions adds --endpoint, --timeout-ms, --api-key, --api-key-file, --cacert, --expect-member and --plaintext to `cmd`. */
+/** clientOptions adds --endpoint, --timeout-ms, --api-key, --api-key-file, --cacert, --expect-member, --client-cert, --client-key and --plaintext to `cmd`. */
 export function clientOptions(cmd: Command, timeoutHelp = `deadline of each call (default ${DEFAULT_CALL_DEADLINE_MS})`): Command {
   return cmd
     .option('--endpoint <host:port>', `node to talk to (env ${ENDPOINT_ENV}, default ${DEFAULT_ENDPOINT})`)
@@ -246,6 +265,8 @@ export function clientOptions(cmd: Command, timeoutHelp = `deadline of each call
     .option('--api-key-file <file>', `read the API key from this file's first line (env ${API_KEY_FILE_ENV})`)
     .option('--cacert <file>', `CA certificate that signs the node's TLS certificate (env ${CACERT_ENV}, else ./${LOCAL_CA_FILE} when present, else plaintext)`)
     .option('--expect-member <id>', `the node's TLS certificate must name this member (urn:snapcoord:node:<id>; env ${EXPECT_MEMBER_ENV}): where its address does not tell one member from another`)
+    .option('--client-cert <file>', `present this client certificate (mutual TLS: a node started with --client-ca; \`snapcoord certs client NAME\` makes one; env ${CLIENT_CERT_ENV})`)
+    .option('--client-key <file>', `the private key of --client-cert (env ${CLIENT_KEY_ENV})`)
     .option('--plaintext', 'connect without TLS (a loopback node started without --cert)');
 }
 

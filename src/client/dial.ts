@@ -68,13 +68,18 @@ export function dialChannel(dial: ClientDial, base: grpc.ChannelOptions = client
  * another's where the address cannot (every certificate `snapcoord local`
  * makes names 127.0.0.1). `credentialsFor(id)` dials the other members a node
  * reports expecting each one's own certificate (or one naming no member).
- * Errors: one Error naming the file when `caFile` is unreadable, not a PEM
- * certificate or expired (checkTlsFiles); an Error for an invalid member id.
+ * With `client` it presents that certificate and key (mutual TLS: a node
+ * started with --client-ca), reloaded when they change.
+ * Errors: one Error naming the file when `caFile` or the client's files are
+ * unreadable, not PEM, mismatched or expired (checkTlsFiles); an Error for an
+ * invalid member id.
  */
-export function dialWithCa(caFile: string, apiKey = '', expectMember?: string): ClientDial {
+export function dialWithCa(caFile: string, apiKey = '', expectMember?: string, client?: { readonly certFile: string; readonly keyFile: string }): ClientDial {
   checkTlsFiles({ caFile });
   if (expectMember !== undefined) checkMemberId(expectMember);
-  const members = memberChannelCredentialsFromFiles({ caFile });
+  // A client certificate (mutual TLS with a node's --client-ca) may come from another CA than the servers'.
+  if (client !== undefined) checkTlsFiles({ ...client, caFile, checkChain: false });
+  const members = memberChannelCredentialsFromFiles({ caFile, ...(client !== undefined ? { ...client, checkChain: false } : {}) });
   return {
     apiKey,
     credentials: expectMember !== undefined ? members.forMember(expectMember) : members.any,

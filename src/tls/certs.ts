@@ -17,7 +17,7 @@ import { X509Certificate, createPrivateKey, randomBytes, type KeyObject, type we
 import { lstat, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CERT_FILE_MODE, KEY_FILE_MODE, ensureTlsDir, writeFileAtomic } from './files.js';
-import { canonicalIp, checkDnsName, checkMemberId, memberUri, subjectAltNames } from './names.js';
+import { CLIENT_URI_PREFIX, canonicalIp, checkDnsName, checkMemberId, memberUri, subjectAltNames } from './names.js';
 import { subtle, x509, type X509 } from './x509.js';
 
 /** CertKeyPem: a certificate and its private key, both PEM. */
@@ -185,6 +185,69 @@ export async function issueNodeCert(ca: CertKeyPem, opts: IssueNodeCertOptions):
     ],
   });
   return { certPem: cert.toString('pem'), keyPem };
+}
+
+/** IssueClientCertOptions: the client's name (a member id's characters) and the validity (default 825 days). */
+export interface IssueClientCertOptions extends Validity {
+  readonly name: string;
+}
+
+/**
+ * issueClientCert issues a client certificate for `name`, signed by `ca`:
+ * subject CN=<name>; subjectAltName the URI `urn:snapcoord:client:<name>`
+ * only (no member URI, no host name or address); extended key usage
+ * clientAuth only, so no TLS client takes it for a server's (OpenSSL refuses
+ * it: 'unsuitable certificate purpose') and no node takes it for a member's
+ * (it names none); keyUsage digitalSignature; basicConstraints cA false. For
+ * nodes started with --client-ca and the client commands' --client-cert.
+ * Throws on an invalid name or validity, or when `ca` is not a CA with its key.
+ */
+export async function issueClientCert(ca: CertKeyPem, opts: IssueClientCertOptions): Promise<CertKeyPem> {
+  checkMemberId(opts.name);
+  const { notBefore, notAfter } = validity(opts, NODE_CERT_DAYS_DEFAULT);
+  const caCert = parseCaCert(ca.certPem);
+  const signingKey = await importSigningKey(ca.keyPem);
+  if (!caCert.node.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error('the CA key does not belong to the CA certificate');
+  const { keys, keyPem } = await keyPairPem();
+  const lib = x509();
+  const cert = await lib.X509CertificateGenerator.create({
+    serialNumber: serialNumber(),
+    subject: `CN=${opts.name}`,
+    issuer: caCert.lib.subjectName,
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey,
+    signingAlgorithm: SIGNING_ALGORITHM,
+    extensions: [
+      new lib.BasicConstraintsExtension(false, undefined, true),
+      new lib.KeyUsagesExtension(lib.KeyUsageFlags.digitalSignature, true),
+      new lib.ExtendedKeyUsageExtension([lib.ExtendedKeyUsage.clientAuth]),
+      new lib.SubjectAlternativeNameExtension([{ type: 'url', value: `${CLIENT_URI_PREFIX}${opts.name}` }]),
+      await lib.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await lib.AuthorityKeyIdentifierExtension.create(caCert.lib.publicKey),
+    ],
+  });
+  return { certPem: cert.toString('pem'), keyPem };
+}
+
+/**
+ * writeClientCert issues a client certificate for `name` with the CA in `dir`
+ * (readCa; its key at `opts.caKeyFile`, default `<dir>/ca-key.pem`) and
+ * writes `client-<name>-key.pem` (0600) then `client-<name>.pem` (0644)
+ * there, each atomically. Returns the paths. Throws as readCa and
+ * issueClientCert.
+ */
+export async function writeClientCert(dir: string, name: string, opts: Omit<IssueClientCertOptions, 'name'> & { readonly caKeyFile?: string } = {}): Promise<NodeCertFiles> {
+  checkMemberId(name);
+  const files = { certFile: join(dir, `client-${name}.pem`), keyFile: join(dir, `client-${name}-key.pem`) };
+  const { caKeyFile, ...issue } = opts;
+  const ca = await readCa(dir, caKeyFile);
+  const issued = await issueClientCert(ca, { ...issue, name });
+  await ensureTlsDir(dir);
+  await writeFileAtomic(files.keyFile, issued.keyPem, KEY_FILE_MODE);
+  await writeFileAtomic(files.certFile, issued.certPem, CERT_FILE_MODE);
+  return files;
 }
 
 function parseCaCert(certPem: string): { node: X509Certificate; lib: X509.X509Certificate } {

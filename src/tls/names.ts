@@ -9,6 +9,9 @@ import { x509 } from './x509.js';
 /** MEMBER_URI_PREFIX: a node certificate names its member id as the URI SAN `urn:snapcoord:node:<id>`. */
 export const MEMBER_URI_PREFIX = 'urn:snapcoord:node:';
 
+/** CLIENT_URI_PREFIX: a client certificate (`snapcoord certs client NAME`) names its holder as the URI SAN `urn:snapcoord:client:<name>`. */
+export const CLIENT_URI_PREFIX = 'urn:snapcoord:client:';
+
 /**
  * MEMBER_ID_PATTERN: 1..64 characters, letters, digits, '_', '-', '.', starting
  * with a letter or digit. The twin of NODE_ID_PATTERN in src/client/address.ts
