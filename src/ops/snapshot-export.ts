@@ -122,6 +122,45 @@ export interface DataDirStorage {
   lockHeld(dir: string): Promise<boolean>;
 }
 
+/** STALE_EXPORT_NAME: what exportDirectory leaves beside a target when the process dies mid-way: its build dir (mkdtemp of EXPORT_TMP_PREFIX) and the earlier export moved aside. */
+const STALE_EXPORT_NAME = /^(?:\.snapcoord-export-[A-Za-z0-9]{6}|\.snapcoord-old-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+
+/**
+ * removeStaleExports removes from `parent` what directory exports cut short
+ * by a crash left (STALE_EXPORT_NAME: a whole data dir each, never removed
+ * otherwise, one more per crashed export): directories of this user whose
+ * mtime and ctime (a rename sets it) are both older than `maxAgeMs` and
+ * where no process holds a RocksDB lock (an export under way in another
+ * process holds its copy's lock while it builds it). Links, other users'
+ * entries and other names are left alone; an entry that cannot be checked
+ * or removed is skipped. Returns the names removed.
+ */
+export async function removeStaleExports(parent: DirHandle, lockHeld: DataDirStorage['lockHeld'], maxAgeMs = STALE_COPY_MS): Promise<string[]> {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await readdir(parent.path());
+  } catch {
+    return removed;
+  }
+  const before = Date.now() - maxAgeMs;
+  const uid = process.getuid?.();
+  for (const name of names) {
+    if (!STALE_EXPORT_NAME.test(name)) continue;
+    try {
+      const path = parent.path(name);
+      const st = await lstat(path);
+      if (!st.isDirectory() || Math.max(st.mtimeMs, st.ctimeMs) > before || (uid !== undefined && st.uid !== uid)) continue;
+      if (await dataDirInUse(path, lockHeld)) continue;
+      await rm(path, { recursive: true, force: true });
+      removed.push(name);
+    } catch {
+      // gone meanwhile, or not ours to remove: left alone
+    }
+  }
+  return removed;
+}
+
 export interface DirectoryExport {
   /** storage: opens the copy's storage and probes engine locks (see DataDirStorage). */
   readonly storage: DataDirStorage;
@@ -130,6 +169,8 @@ export interface DirectoryExport {
   /** selfAddress: this node's gRPC address, the one member of the copy's membership. */
   readonly selfAddress: string;
   readonly version: string;
+  /** staleExportMs: leftovers of crashed exports beside the target older than this are removed (removeStaleExports; default STALE_COPY_MS). */
+  readonly staleExportMs?: number;
 }
 
 /**
@@ -304,7 +345,8 @@ async function inspectTarget(parent: DirHandle, name: string, shown: string, loc
  * again right before and after it is moved aside (same inode, same files,
  * no lock; else it is put back). Errors: NodeError `invalid` for every
  * refusal, saying why; I/O errors pass through. Nothing is left behind on
- * failure but the target as it was.
+ * failure but the target as it was; what a crash mid-way left beside the
+ * target is removed by a later export there (removeStaleExports).
  */
 export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTarget, opts: DirectoryExport): Promise<void> {
   const name = target.names.at(-1);
@@ -319,6 +361,8 @@ export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTa
   }
   try {
     const existing = await inspectTarget(parent, name, target.path, lockHeld);
+    // What exports a crash cut short left here: each a whole data dir, never removed otherwise.
+    await removeStaleExports(parent, lockHeld, opts.staleExportMs);
     const tmp = await mkdtemp(parent.path(EXPORT_TMP_PREFIX));
     try {
       if (!FD_PATHS) await parent.verify();

@@ -12,13 +12,14 @@
  *   a clear message, and tasks work again once it is gone.
  */
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, realpath, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
 
 import type { CreateSnapshotResponse, Task } from '../../../src/gen/snapcoord/v1/snapshot.js';
-import { MARKER_FILE } from '../../../src/ops/snapshot-export.js';
+import { MARKER_FILE, exportDirectory } from '../../../src/ops/snapshot-export.js';
+import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { until } from '../../harness/until.js';
 import { SnapshotNode, unaryCall } from './snapshot-node.js';
@@ -154,5 +155,43 @@ describe('snapshot_path: symlink races, live data dirs, the task file', function
     await rm(join(n.snapshotPath, 'x'));
     await rmdir(n.snapshotPath);
     assert.equal((await runTask()).status, 'succeeded');
+  });
+
+  it('leftovers of directory exports a crash cut short are removed by a later export beside them; one being built (its RocksDB lock held), another user\'s, recent ones and other names are left alone', async () => {
+    const root = await realpath(n.root);
+    const crashed = '.snapcoord-export-Crash1'; // a build the process died in: a whole data dir
+    await (await RocksStorage.open(join(root, crashed))).close();
+    const aside = '.snapcoord-old-00000000-0000-4000-8000-000000000001'; // an earlier export moved aside, not yet removed
+    await mkdir(join(root, aside));
+    await writeFile(join(root, aside, 'x'), 'an earlier export');
+    const building = '.snapcoord-export-Build1'; // an export under way in another process
+    const live = await RocksStorage.open(join(root, building));
+    const others = '.snapcoord-export-Other1';
+    await mkdir(join(root, others));
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) await chown(join(root, others), 65534, 65534);
+    const unrelated = '.snapcoord-exports';
+    await mkdir(join(root, unrelated));
+    const dots = async (): Promise<string[]> => (await readdir(root)).filter((e) => e.startsWith('.snapcoord-')).sort();
+    try {
+      // Recent (the default age, 15 min): an export under way elsewhere may own them, so all stay.
+      await create(join(root, 'beside-1'));
+      assert.deepEqual(await dots(), [crashed, aside, building, others, unrelated].sort());
+      // Old enough (age 0: a test cannot set a ctime back): the crashed build and the export moved aside go.
+      const handle = await n.node.downloadSnapshot(true);
+      try {
+        await exportDirectory(
+          handle,
+          { root, names: ['beside-2'], path: join(root, 'beside-2') },
+          { storage: rocksDataDir, nodeId: 'n1', clusterId: 'test', selfAddress: '127.0.0.1:1', version: 'test', staleExportMs: 0 },
+        );
+      } finally {
+        handle.release();
+      }
+      assert.deepEqual(await dots(), (asRoot ? [building, others, unrelated] : [building, unrelated]).sort());
+      assert.ok((await readFile(join(root, 'beside-2', MARKER_FILE), 'utf8')).length > 0, 'the export itself was written');
+    } finally {
+      await live.close();
+    }
   });
 });
