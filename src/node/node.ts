@@ -2340,6 +2340,18 @@ export class Node {
   }
 
   /**
+   * quarantineDamagedSnapshot: a reader of the stored snapshot `id` (a task's
+   * export) found bytes that differ from its recorded hashes: it is re-hashed
+   * and, if damaged, quarantined (SnapshotManager.quarantineIfDamaged), so
+   * the next downloadSnapshot builds one rather than serve it again. True
+   * when it was moved.
+   */
+  async quarantineDamagedSnapshot(id: string): Promise<boolean> {
+    this.checkRunning();
+    return (await this.snapshots?.quarantineIfDamaged(id)) ?? false;
+  }
+
+  /**
    * downloadSnapshot returns a snapshot of the state now, opened (pinned until
    * release()): the newest stored one if the state has not changed since it
    * was taken (SnapshotManager.openCurrent), else one taken now. Without

@@ -404,6 +404,27 @@ export class SnapshotManager {
   }
 
   /**
+   * quarantineIfDamaged re-hashes the stored snapshot `id` (a reader found
+   * its bytes differ from the hashes recorded: an export's chunk check) and,
+   * if they still differ, moves it to quarantine as the scrub does; if it was
+   * the newest, the next good one becomes the newest, so the next snapshot
+   * of the state is built, not served from the damaged copy. True when it
+   * was moved; false when it verifies, is gone or cannot be read (EIO says
+   * nothing of its bytes).
+   */
+  async quarantineIfDamaged(id: string): Promise<boolean> {
+    const others = (await this.store.list()).map((s) => s.id).filter((other) => other !== id);
+    const r = await this.store.scrub(undefined, others);
+    if (!r.quarantined.some((q) => q.id === id)) return false;
+    this.log.error({ id, reason: r.quarantined.find((q) => q.id === id)?.reason }, 'a stored snapshot does not match its recorded hashes; moved to quarantine');
+    if (this.newest !== null && this.newest.id === id) {
+      this.newest.release();
+      this.newest = await this.store.latest();
+    }
+    return true;
+  }
+
+  /**
    * boot returns the snapshot the Raft core starts from: the newest stored
    * one whose bytes verify against their recorded hashes (re-hashed once
    * here; the other snapshots are scrubbed in the background, see

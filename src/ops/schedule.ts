@@ -26,7 +26,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 import type { Logger } from '../node/logger.js';
-import { exportArchiveFile, removeStaleCopies } from './snapshot-export.js';
+import { openAndExport, removeStaleCopies } from './snapshot-export.js';
 import type { SnapshotHandle } from '../snapshot/store.js';
 import type { KvCommand } from '../fsm/kv-command.js';
 import type { Task, TaskDetails, TaskRunner } from './task-queue.js';
@@ -213,6 +213,8 @@ export async function applyLocalRetention(dir: string, db: string, policy: Reten
 export interface ScheduledRunnerOptions {
   /** snapshot: a snapshot of the state now, opened (Node.downloadSnapshot(true)). */
   readonly snapshot: () => Promise<SnapshotHandle>;
+  /** damaged: quarantines a stored snapshot whose copy found it damaged (Node.quarantineDamagedSnapshot): the run then takes one again, once. */
+  readonly damaged?: (id: string) => Promise<boolean>;
   readonly dbName: string;
   readonly snapshotDir: string;
   readonly retention: RetentionPolicy;
@@ -230,15 +232,19 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
     const path = task.details.path;
     if (path === undefined) throw new Error('a scheduled snapshot task without a path');
     progress({ phase: 'snapshot' });
-    const handle = await o.snapshot();
+    // Copies of earlier runs that a crash left (a restarted run writes a new one): never removed otherwise.
+    const stale = await removeStaleCopies(o.snapshotDir, (name) => SNAPSHOT_NAME_PATTERN.exec(name)?.[1] === o.dbName);
+    if (stale.length > 0) o.log.info({ removed: stale }, 'temp copies of scheduled snapshots left by an earlier crash removed');
+    const handle = await openAndExport(
+      o.snapshot,
+      o.damaged,
+      path,
+      (h) => progress({ path, bytesTotal: h.archiveBytes, digest: h.archiveSha256, index: h.meta.index, phase: 'copy', bytesDone: 0 }),
+      (done) => progress({ bytesDone: done }),
+    );
     try {
       const total = handle.archiveBytes;
       const base: TaskDetails = { path, bytesTotal: total, digest: handle.archiveSha256, index: handle.meta.index };
-      progress({ ...base, phase: 'copy', bytesDone: 0 });
-      // Copies of earlier runs that a crash left (a restarted run writes a new one): never removed otherwise.
-      const stale = await removeStaleCopies(o.snapshotDir, (name) => SNAPSHOT_NAME_PATTERN.exec(name)?.[1] === o.dbName);
-      if (stale.length > 0) o.log.info({ removed: stale }, 'temp copies of scheduled snapshots left by an earlier crash removed');
-      await exportArchiveFile(handle, path, (done) => progress({ bytesDone: done }));
       let destination = path;
       if (o.destination !== null) {
         const d = o.destination;

@@ -70,6 +70,7 @@ export class SnapshotAgent {
   runner(plain: TaskRunner): TaskRunner {
     const scheduled = scheduledSnapshotRunner({
       snapshot: () => this.o.node.downloadSnapshot(true, { toDisk: true }), // written into the snapshot dir: not below the disk's reserve
+      damaged: (id) => this.o.node.quarantineDamagedSnapshot(id),
       dbName: this.o.dbName,
       snapshotDir: this.o.snapshotDir,
       retention: this.o.retention,

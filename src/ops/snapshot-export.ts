@@ -5,7 +5,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import type { Membership } from '../raft/types.js';
-import { decodeStateRecords, encodeStateRecords, readArchive, SnapshotStore } from '../snapshot/index.js';
+import { decodeStateRecords, encodeStateRecords, readArchive, SnapshotStore, SnapshotStoreError } from '../snapshot/index.js';
 import { fsyncDir, openFileSink, writeFileDurable } from '../snapshot/file-sink.js';
 import type { SnapshotHandle } from '../snapshot/store.js';
 import { FORMAT_VERSION, type NodeStorage } from '../storage/types.js';
@@ -100,6 +100,37 @@ export async function exportArchiveFile(handle: SnapshotHandle, path: string, pr
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
+  }
+}
+
+/**
+ * openAndExport opens a snapshot of the state now (`open`), tells `started`
+ * (before any byte is copied) and copies it to `path` (exportArchiveFile);
+ * returns the handle copied, which the caller releases. When the copy finds
+ * the stored archive damaged (SnapshotStoreError `corrupt`: with no write
+ * since, the stored snapshot is served as it is) and `damaged` quarantines
+ * it (Node.quarantineDamagedSnapshot), a snapshot is opened again (built
+ * now) and copied once more; a second failure is the caller's. Without
+ * this, every run failed the same way until a write or a restart.
+ */
+export async function openAndExport(
+  open: () => Promise<SnapshotHandle>,
+  damaged: ((id: string) => Promise<boolean>) | undefined,
+  path: string,
+  started: (handle: SnapshotHandle) => void,
+  progress: (done: number) => void,
+): Promise<SnapshotHandle> {
+  for (let attempt = 1; ; attempt++) {
+    const handle = await open();
+    try {
+      started(handle);
+      await exportArchiveFile(handle, path, progress);
+      return handle;
+    } catch (err) {
+      handle.release();
+      if (attempt === 1 && damaged !== undefined && err instanceof SnapshotStoreError && err.code === 'corrupt' && (await damaged(handle.id))) continue;
+      throw err;
+    }
   }
 }
 

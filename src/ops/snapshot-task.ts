@@ -1,7 +1,7 @@
 import type { Node } from '../node/node.js';
 import { basename, dirname } from 'node:path';
 
-import { checkArchiveTarget, exportArchiveFile, removeStaleCopies } from './snapshot-export.js';
+import { checkArchiveTarget, openAndExport, removeStaleCopies } from './snapshot-export.js';
 import type { TaskRunner } from './task-queue.js';
 
 /**
@@ -14,11 +14,15 @@ export function snapshotTaskRunner(node: Node, path: string): TaskRunner {
   return async (_task, progress) => {
     await checkArchiveTarget(path); // before taking a snapshot that could not be written
     await removeStaleCopies(dirname(path), (name) => name === basename(path)); // copies of this file a crash left
-    const handle = await node.downloadSnapshot(true, { toDisk: true });
+    const handle = await openAndExport(
+      () => node.downloadSnapshot(true, { toDisk: true }),
+      (id) => node.quarantineDamagedSnapshot(id), // a stored archive damaged on disk: quarantined, and one built now
+      path,
+      (h) => progress({ path, bytesDone: 0, bytesTotal: h.archiveBytes, digest: h.archiveSha256, index: h.meta.index }),
+      (done) => progress({ bytesDone: done }),
+    );
     try {
       const total = handle.archiveBytes;
-      progress({ path, bytesDone: 0, bytesTotal: total, digest: handle.archiveSha256, index: handle.meta.index });
-      await exportArchiveFile(handle, path, (done) => progress({ bytesDone: done }));
       return { path, bytesDone: total, bytesTotal: total, digest: handle.archiveSha256, index: handle.meta.index };
     } finally {
       handle.release();

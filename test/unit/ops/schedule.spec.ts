@@ -6,6 +6,7 @@
  * retention policy to the directory and the bucket.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -259,6 +260,65 @@ describe('agent: snapshot schedule', function () {
     }
   };
   const KEEP_LAST_1: RetentionPolicy = { keepLast: 1, keepDays: 0, keepWeeks: 0 };
+  /** damage flips one byte in the middle of the node's current stored archive (behind the store's back); returns its id. */
+  const damage = async (sn: SnapshotNode): Promise<string> => {
+    const h = await sn.node.downloadSnapshot(true);
+    const { path, id, archiveBytes } = h;
+    h.release();
+    const fh = await open(path, 'r+');
+    const at = Math.floor(archiveBytes / 2);
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, at);
+    await fh.write(Buffer.from([b[0]! ^ 0xff]), 0, 1, at);
+    await fh.close();
+    return id;
+  };
+  const sha256Of = async (file: string): Promise<string> => createHash('sha256').update(await readFile(file)).digest('hex');
+  it('a stored archive found damaged by a copy is quarantined and a snapshot built now is copied instead: the task and the scheduled run succeed with good bytes, and so do later ones', async () => {
+    const sn = await SnapshotNode.start();
+    try {
+      await oneRun(sn, KEEP_LAST_1, NOW);
+      // The snapshot task (POST /snapshots): no write since, so it is served the stored archive, damaged.
+      const bad = await damage(sn);
+      const t = await sn.tasks.enqueue('snapshotCreation', { path: sn.snapshotPath });
+      await sn.tasks.idle();
+      const task = sn.tasks.get(t.uid);
+      assert.equal(task.status, 'succeeded', String(task.error?.message));
+      assert.equal(await sha256Of(sn.snapshotPath), task.details.digest, 'the file holds the bytes the task reports');
+      assert.ok((await sn.snapshots.store.quarantined()).names.some((q) => q.startsWith(`${bad}-`)), 'the damaged snapshot is in quarantine');
+      // The scheduled run (the agent's runner passes the node's quarantine the same way).
+      const bad2 = await damage(sn);
+      const runner = scheduledSnapshotRunner({
+        snapshot: () => sn.node.downloadSnapshot(true),
+        damaged: (id) => sn.node.quarantineDamagedSnapshot(id),
+        dbName: 'db',
+        snapshotDir: sn.root,
+        retention: KEEP_LAST_1,
+        destination: null,
+        log: silent,
+        now: () => NOW + HOUR,
+      });
+      const queue = await TaskQueue.open(join(sn.dir, 'rebuilt-tasks.json'), { snapshotCreation: runner }, silent);
+      try {
+        const own = snapshotName('db', new Date(NOW + HOUR));
+        const r = await queue.enqueue('snapshotCreation', { path: join(sn.root, own) });
+        await queue.idle();
+        const run = queue.get(r.uid);
+        assert.equal(run.status, 'succeeded', String(run.error?.message));
+        assert.equal(await sha256Of(join(sn.root, own)), run.details.digest);
+        assert.ok((await sn.snapshots.store.quarantined()).names.some((q) => q.startsWith(`${bad2}-`)));
+      } finally {
+        await queue.close();
+      }
+      // Later runs are served the snapshot built then (no damage): they succeed without a rebuild.
+      const again = await sn.tasks.enqueue('snapshotCreation', { path: sn.snapshotPath });
+      await sn.tasks.idle();
+      assert.equal(sn.tasks.get(again.uid).status, 'succeeded');
+      assert.equal(await sha256Of(sn.snapshotPath), sn.tasks.get(again.uid).details.digest);
+    } finally {
+      await sn.close();
+    }
+  });
   it('a stored archive damaged on disk since it was written is not copied as the run\'s archive: the run fails, and retention keeps the good copy it would have removed', async () => {
     const sn = await SnapshotNode.start();
     try {
