@@ -1078,7 +1078,11 @@ export class Node {
     // member claiming to lead, 0c4571e; a learner's claim) is no contact, though its term is current.
     if ((m.type === 'append' || m.type === 'heartbeat') && m.from === this.raft.brief().leader) this.lastLeaderContactAtMs = this.clock.nowMs();
     this.noteLeader();
-    if (!this.dependsOnUnsaved(replies)) return replies;
+    if (!this.dependsOnUnsaved(replies)) {
+      // What the step left to do (entries a heartbeat committed, messages) is done now, not at the next tick.
+      if (this.raft.hasReady()) this.kick();
+      return replies;
+    }
     await this.persisted();
     const term = this.raft.brief().term;
     return replies.filter((r) => r.term >= term || !promisesDurable(r));

@@ -84,7 +84,9 @@ describe('sim on the real node', function () {
   });
 
   it('state images (issue 15) inside the sim: followers take the leader\'s image of a restore over the sim network, and fall back to their archive copy when a chunk is flipped or lost, the stream is cut or the leader crashes while building or sending it: no violation', async () => {
-    const scenario = { snapshotEntries: 10, restoreMeanMs: 300, poisonChance: 0.2, imageFlipChance: 0.05, imageCrashChance: 0.3 };
+    // A flip is drawn per chunk and an image is a chunk or two: at 0.05 these 8 seeds drew one flip or none (a matter
+    // of which chunks a trace happens to send; heartbeat-kick's traces drew none).
+    const scenario = { snapshotEntries: 10, restoreMeanMs: 300, poisonChance: 0.2, imageFlipChance: 0.25, imageCrashChance: 0.3 };
     const total = await passingTotals(8, { scenario }, { restoresApplied: 0, imageRestores: 0, imageFallbacks: 0, imageFlips: 0, imageCrashes: 0 });
     assert.ok(total.imageRestores > 0 && total.imageFallbacks > 0 && total.imageFlips > 0 && total.imageCrashes > 0, JSON.stringify(total));
     // On a calm network (no drops, partitions, crashes, flips, no restorer lost) followers take the image, but for
