@@ -138,9 +138,18 @@ export class SnapshotSchedule {
       const sinceMs = now - this.known.lastRunAtMs;
       if (sinceMs < this.opts.intervalMs) return 'notDue';
       // Recorded through the log first: a leader elected after this point does not run it again.
+      const previous = this.known.lastRunAtMs;
       await this.write(now);
       this.known = { term: st.term, lastRunAtMs: now };
-      const task = await this.opts.enqueue(this.pathFor(now));
+      let task: Task;
+      try {
+        task = await this.opts.enqueue(this.pathFor(now));
+      } catch (err) {
+        // Not enqueued (the task journal on a full disk, a full queue): the run did not happen, so the record goes
+        // back to the last run that did (best effort) and the next check tries again, not one interval later.
+        await this.write(previous).catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'the schedule record of a run not enqueued could not be put back'));
+        throw err;
+      }
       // Runs missed while no node could run them are not made up: this one run covers them.
       const missedRuns = Math.max(0, Math.floor(sinceMs / this.opts.intervalMs) - 1);
       this.opts.log.info({ taskUid: task.uid, path: task.details.path, missedRuns }, 'scheduled snapshot enqueued');

@@ -87,6 +87,39 @@ describe('agent: snapshot schedule', function () {
     }
   });
 
+  it('a run that could not be enqueued (the task journal on a full disk) is not recorded as run: the next check runs it, not an interval later', async () => {
+    const sn = await SnapshotNode.start();
+    try {
+      let now = Date.parse('2026-12-03T00:00:00Z');
+      let refuse = true;
+      const enqueued: string[] = [];
+      const s = new SnapshotSchedule({
+        node: sn.node,
+        intervalMs: HOUR,
+        dbName: 'db',
+        snapshotDir: '/snapshots',
+        enqueue: async (path) => {
+          if (refuse) throw Object.assign(new Error("ENOSPC: no space left on device, write '/d/tasks.json'"), { code: 'ENOSPC' });
+          enqueued.push(path);
+          return { uid: enqueued.length, details: { path } } as Task;
+        },
+        busy: () => false,
+        log: silent,
+        now: () => now,
+      });
+      assert.equal(await s.tick(), 'started');
+      now += HOUR;
+      assert.equal(await s.tick(), 'failed');
+      refuse = false;
+      now += 1000; // the next check, a second later
+      assert.equal(await s.tick(), 'enqueued', 'the run that was never enqueued runs at the next check');
+      assert.deepEqual(enqueued, [`/snapshots/db-20261203T010001000Z.snapshot`]);
+      assert.equal(await s.tick(), 'notDue');
+    } finally {
+      await sn.close();
+    }
+  });
+
   it('a cluster that kept the last run under the legacy client-visible key: read once, then moved to the ops record and the key deleted', async () => {
     const c = await RocksCluster.start(1);
     try {
