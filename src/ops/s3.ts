@@ -368,18 +368,20 @@ export class S3Destination {
    * `meta` as object metadata, hashing it on the way: bytes that do not
    * match meta.sha256 fail the upload before it completes, and the object
    * is headed after it (checkStored: a store's 200 alone is not taken for
-   * a kept write). Retries the whole
+   * a kept write; where the credentials may not read it back, a write-only
+   * policy allowing s3:PutObject but not s3:GetObject, the store's 200 stands
+   * and `unchecked` says why). Retries the whole
    * upload (a fresh open()) up to `attempts` times; a refusal (accessDenied,
    * noBucket, credentials) is not retried. Errors: S3Error.
    */
-  async upload(name: string, open: () => Readable, meta: ArchiveObjectMeta, opts: UploadOptions = {}): Promise<{ key: string; attempts: number }> {
+  async upload(name: string, open: () => Readable, meta: ArchiveObjectMeta, opts: UploadOptions = {}): Promise<{ key: string; attempts: number; unchecked?: string }> {
     const key = `${this.prefix}${name}`;
     const attempts = Math.max(1, opts.attempts ?? UPLOAD_ATTEMPTS_DEFAULT);
     for (let attempt = 1; ; attempt++) {
       try {
         await this.uploadOnce(key, open(), meta, opts);
-        await this.checkStored(key, meta);
-        return { key, attempts: attempt };
+        const unchecked = await this.checkStored(key, meta);
+        return { key, attempts: attempt, ...(unchecked !== undefined ? { unchecked } : {}) };
       } catch (err) {
         const e = classify(err, 'upload to', this.url(key));
         if (opts.signal?.aborted === true || attempt >= attempts || e.code === 'accessDenied' || e.code === 'noBucket' || e.code === 'credentials' || e.code === 'corrupt') throw e;
@@ -394,21 +396,27 @@ export class S3Destination {
    * a write it did not keep whole (no object, another size, another
    * recorded SHA-256) fails the attempt (S3Error `failed`, retried), and a
    * wrong object is removed (best effort), so the upload is never reported
-   * done (and retention never weighs it) on the store's word alone.
+   * done (and retention never weighs it) on the store's word alone. A head
+   * the credentials may not make (accessDenied: a write-only backup policy,
+   * s3:PutObject without s3:GetObject, which uploaded before this check was
+   * added) cannot check anything: the store's 200 stands, and the reason is
+   * returned (undefined when the object was checked).
    */
-  private async checkStored(key: string, meta: ArchiveObjectMeta): Promise<void> {
+  private async checkStored(key: string, meta: ArchiveObjectMeta): Promise<string | undefined> {
     const why = `upload to ${this.url(key)}: the object store acknowledged it`;
     let h: { sha256: string; sizeBytes: number };
     try {
       h = await this.head(key);
     } catch (err) {
       if (err instanceof S3Error && err.code === 'notFound') throw new S3Error('failed', `${why} but holds no such object; not counted as uploaded`, { cause: err });
+      if (err instanceof S3Error && err.code === 'accessDenied') return `${this.url(key)} not checked after the upload: its head was refused (${err.message})`;
       throw err;
     }
     if (h.sizeBytes !== meta.sizeBytes || h.sha256.toLowerCase() !== meta.sha256.toLowerCase()) {
       await this.remove(key).catch(() => undefined);
       throw new S3Error('failed', `${why} but holds ${h.sizeBytes} bytes recorded as SHA-256 ${h.sha256 === '' ? '(none)' : h.sha256}, not the ${meta.sizeBytes} bytes of ${meta.sha256} sent; not counted as uploaded`);
     }
+    return undefined;
   }
 
   private async uploadOnce(key: string, source: Readable, meta: ArchiveObjectMeta, opts: UploadOptions): Promise<void> {

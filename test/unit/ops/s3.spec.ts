@@ -233,6 +233,28 @@ describe('agent: S3 destination (s3rver)', function () {
     }
   });
 
+  it('credentials that may write but not read (s3:PutObject without s3:GetObject): the upload is not failed by the check after it, which says it could not look (review20)', async () => {
+    // A write-only backup policy: the head after the upload (2348660's check) is refused. Before that check such an
+    // upload succeeded; with it, every scheduled upload failed at once with accessDenied although the object was kept.
+    const d = await S3Destination.open(`s3://${BUCKET}/wo/`, settings, 1);
+    try {
+      const body = randomBytes(1 * MiB);
+      s3.deniedHeads = 'wo/';
+      const up = await d.upload('kept.snapshot', () => Readable.from([body]), meta(body), { attempts: 1 });
+      assert.equal(up.key, 'wo/kept.snapshot');
+      assert.match(up.unchecked ?? '', /wo\/kept\.snapshot.*refused/, 'the result says the object could not be checked, and why');
+      s3.deniedHeads = null;
+      const h = await d.head('wo/kept.snapshot');
+      assert.deepEqual([h.sizeBytes, h.sha256], [body.length, sha(body)], 'the object is kept, whole');
+      // A store that lies is still caught where the head is allowed: the check stays in force.
+      const other = randomBytes(1 * MiB);
+      s3.fakePuts = true;
+      await assert.rejects(d.upload('lost.snapshot', () => Readable.from([other]), meta(other), { attempts: 1 }), (e: unknown) => e instanceof S3Error && e.code === 'failed' && /acknowledged/.test(e.message));
+    } finally {
+      d.close();
+    }
+  });
+
   it('bytes that do not match the SHA-256 given are not uploaded', async () => {
     const d = await S3Destination.open(`s3://${BUCKET}/bad/`, settings);
     try {
