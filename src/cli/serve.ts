@@ -284,7 +284,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   const transport = new GrpcTransport({
     selfId: cfg.id,
     onMessage: (m) => {
-      started.observe(m);
+      // Only a member's answer is evidence: a removed one's, still in flight, must not undo its forgetting.
+      started.observe(m, (id) => ref.node?.isMember(id) === true);
       ref.node?.receive(m);
     },
     logger,
@@ -379,7 +380,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   snapshotAgent.start(tasks);
   api.serve({
     node,
-    raftHandler: recordingHandler(node, started),
+    raftHandler: recordingHandler(node, started, (id) => node.isMember(id)),
     clusterId: cfg.clusterId,
     ...(cfg.peerTls !== null ? { identityOf: (call: PeerCall) => memberIdOf((call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate) } : {}),
     onPeerRefused: (reason) => metrics.peerRefusals.inc({ reason }),

@@ -110,10 +110,17 @@ export class StartedMembers {
     return [...this.ids].sort();
   }
 
-  /** observe records the member `m` shows running with a non-empty log (startedEvidence); written in the background. */
-  observe(m: Message): void {
+  /**
+   * observe records the member `m` shows running with a non-empty log
+   * (startedEvidence), when `isMember` says the configuration names it;
+   * written in the background. A member removed is forgotten as the removal
+   * applies (forget), but its answers to appends sent before the removal took
+   * effect can arrive after that: taken, they recorded it again, and its
+   * re-add as a voter on a new data dir was refused by chance.
+   */
+  observe(m: Message, isMember: (id: NodeId) => boolean = () => true): void {
     const id = startedEvidence(m);
-    if (id === null || this.ids.has(id) || this.ids.size >= STARTED_MEMBERS_MAX || id.length > ID_BYTES_MAX) return;
+    if (id === null || this.ids.has(id) || this.ids.size >= STARTED_MEMBERS_MAX || id.length > ID_BYTES_MAX || !isMember(id)) return;
     this.ids.add(id);
     this.save();
   }
@@ -161,14 +168,14 @@ export class StartedMembers {
 /**
  * recordingHandler: `inner` (the node, serving RaftService) with the record
  * kept: every request it steps is observed (an append or heartbeat of a
- * leader with a commit above 0), and GetMembership answers whether the asker
+ * leader with a commit above 0, from a member `isMember` names), and GetMembership answers whether the asker
  * is recorded, after dropping the ids the configuration no longer names.
  * Every other method is the node's own (bound to it).
  */
-export function recordingHandler(inner: RaftRequestHandler, started: StartedMembers): RaftRequestHandler {
+export function recordingHandler(inner: RaftRequestHandler, started: StartedMembers, isMember?: (id: NodeId) => boolean): RaftRequestHandler {
   // Made once, not per access: the peer plane looks its handler's methods up for every message it steps.
   const handleRequest = (m: Message): Promise<Message[]> => {
-    started.observe(m);
+    started.observe(m, isMember);
     return inner.handleRequest(m);
   };
   const answer = inner.membershipFor;

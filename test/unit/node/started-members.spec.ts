@@ -96,6 +96,29 @@ describe('started members (a member back on a new data dir)', () => {
     await s.flushed();
   });
 
+  it('a member removed and forgotten is not recorded again by a late answer of its own (review20: d692033 forgot it as the removal applied, and its appendResp still in flight put it back, so its re-add as a voter was refused by chance again)', async () => {
+    const s = await StartedMembers.open(dir, quiet);
+    const members = new Set(['n1', 'n2', 'n3']);
+    const isMember = (id: string): boolean => members.has(id);
+    s.observe(appendResp('n3', 4), isMember);
+    assert.equal(s.has('n3'), true);
+    // The removal takes effect (in the log, then applied: forget), and n3's acknowledgement of an earlier append,
+    // sent before it, arrives now (the leader stopped replicating to n3 when the removal was appended, not when
+    // n3 had answered everything).
+    members.delete('n3');
+    s.forget('n3');
+    s.observe(appendResp('n3', 5), isMember);
+    const h = recordingHandler({ handleRequest: () => Promise.resolve([]), handleReport: () => undefined } as unknown as RaftRequestHandler, s, isMember);
+    await h.handleRequest(append('n3', 9));
+    assert.equal(s.has('n3'), false, 'a message from a member the configuration no longer names is no evidence');
+    // Added back (a new member, started on a new data dir): what it does from then on is recorded again.
+    members.add('n3');
+    s.observe(appendResp('n3', 1), isMember);
+    assert.equal(s.has('n3'), true);
+    await s.flushed();
+    assert.deepEqual((await StartedMembers.open(dir, quiet)).members(), ['n3']);
+  });
+
   it('checkLogNotLost refuses when a peer that counts it as a voter saw it run; passes over learners and peers that do not answer', async () => {
     const peers = { n1: 'h1:1', n2: 'h2:1', n3: 'h3:1' };
     const voters: MembershipAnswer['membership'] = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: peers };
