@@ -329,7 +329,8 @@ export class TaskQueue {
   /**
    * cancel cancels the enqueued tasks matching filter, recorded as a
    * taskCancelation task (its details.originalFilter: filterText, cut to
-   * ORIGINAL_FILTER_CHARS_MAX).
+   * ORIGINAL_FILTER_CHARS_MAX). Errors: the journal's write error (ENOSPC,
+   * EIO), and then nothing is canceled (the tasks stay enqueued and run).
    */
   async cancel(filter: TaskFilter, filterText: string): Promise<Task> {
     checkFilter(filter);
@@ -364,10 +365,27 @@ export class TaskQueue {
     }
     cancelation.details.canceledTasks = changed.length;
     this.tasks.set(cancelation.uid, cancelation);
+    const canceled = [...changed];
     changed.push(cancelation);
     const out = copyTask(cancelation);
+    try {
+      await this.append(changed);
+    } catch (err) {
+      // Refused with nothing changed: the caller is told the cancelation failed, so its tasks stay enqueued (and
+      // run), and the failed append left mustCompact set: the next write rewrites the journal from memory, as it is.
+      this.tasks.delete(cancelation.uid);
+      for (const t of canceled) {
+        t.status = 'enqueued';
+        t.canceledBy = null;
+        t.finishedAt = null;
+        this.active.set(t.uid, t);
+      }
+      this.active = new Map([...this.active.entries()].sort((a, b) => a[0] - b[0])); // uid order: oldest first
+      this.mustCompact = true;
+      this.kick();
+      throw err;
+    }
     this.trim();
-    await this.append(changed);
     return out;
   }
 

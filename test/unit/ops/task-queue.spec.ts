@@ -251,4 +251,51 @@ describe('TaskQueue (journal, bounds, batches)', function () {
       await rm(fs.dir, { recursive: true, force: true });
     }
   });
+
+  it('a cancelation that cannot be journaled (a full disk) fails with nothing canceled: the tasks stay enqueued, run, and no cancelation task is kept', async function () {
+    const fs = await tmpfsUnderTemp('snapcoord-tasks-cancel-', 'size=256k,mode=0700', 'task cancelation on a full disk');
+    if (!fs.mounted) {
+      await rm(fs.dir, { recursive: true, force: true });
+      this.skip();
+    }
+    try {
+      file = join(fs.mnt, 'tasks.json');
+      const g = gate();
+      const ran: string[] = [];
+      const q = await openQueue({
+        snapshotCreation: async (task): Promise<TaskDetails> => {
+          ran.push(task.details.path ?? '');
+          await g.wait;
+          return {};
+        },
+      });
+      await q.enqueue('snapshotCreation', { path: '/first' }); // runs, held by the gate
+      const waiting = [await q.enqueue('snapshotCreation', { path: '/a' }), await q.enqueue('snapshotCreation', { path: '/b' })];
+      const filler = await fillFs(fs.mnt);
+      // A cancelation's record is small: fill what the journal's last page still holds with tasks first.
+      for (let i = 0; i < 200; i++) {
+        try {
+          waiting.push(await q.enqueue('snapshotCreation', { path: `/t${i}` }));
+        } catch {
+          break;
+        }
+      }
+      await assert.rejects(q.cancel({ statuses: ['enqueued'] }, 'statuses=enqueued'), (e: NodeJS.ErrnoException) => e.code === 'ENOSPC');
+      assert.deepEqual(q.list({ types: ['taskCancelation'] }).results, [], 'no cancelation task is kept');
+      assert.deepEqual(waiting.map((t) => q.get(t.uid).status), waiting.map(() => 'enqueued'), 'nothing was canceled');
+      await rm(filler);
+      g.open();
+      await q.idle();
+      assert.deepEqual(ran, ['/first', ...waiting.map((t) => t.details.path ?? '')], 'they ran, oldest first');
+      await q.close();
+      const again = await openQueue({});
+      assert.ok(waiting.every((t) => again.get(t.uid).status === 'succeeded'));
+      assert.equal(again.list({ types: ['taskCancelation'] }).total, 0);
+      await again.close();
+    } finally {
+      for (const q of queues.splice(0)) await q.close().catch(() => undefined);
+      await unmountTmpfs(fs.mnt);
+      await rm(fs.dir, { recursive: true, force: true });
+    }
+  });
 });
