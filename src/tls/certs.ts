@@ -17,7 +17,7 @@ import { X509Certificate, createPrivateKey, randomBytes, type KeyObject, type we
 import { lstat, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CERT_FILE_MODE, KEY_FILE_MODE, ensureTlsDir, writeFileAtomic } from './files.js';
-import { CLIENT_URI_PREFIX, canonicalIp, checkDnsName, checkMemberId, memberUri, subjectAltNames } from './names.js';
+import { CLIENT_URI_PREFIX, MEMBER_URI_PREFIX, canonicalIp, checkDnsName, checkMemberId, memberUri, subjectAltNames } from './names.js';
 import { subtle, x509, type X509 } from './x509.js';
 
 /** CertKeyPem: a certificate and its private key, both PEM. */
@@ -241,6 +241,7 @@ export async function issueClientCert(ca: CertKeyPem, opts: IssueClientCertOptio
 export async function writeClientCert(dir: string, name: string, opts: Omit<IssueClientCertOptions, 'name'> & { readonly caKeyFile?: string } = {}): Promise<NodeCertFiles> {
   checkMemberId(name);
   const files = { certFile: join(dir, `client-${name}.pem`), keyFile: join(dir, `client-${name}-key.pem`) };
+  await refuseOtherKind(files.certFile, 'client');
   const { caKeyFile, ...issue } = opts;
   const ca = await readCa(dir, caKeyFile);
   const issued = await issueClientCert(ca, { ...issue, name });
@@ -248,6 +249,31 @@ export async function writeClientCert(dir: string, name: string, opts: Omit<Issu
   await writeFileAtomic(files.keyFile, issued.keyPem, KEY_FILE_MODE);
   await writeFileAtomic(files.certFile, issued.certPem, CERT_FILE_MODE);
   return files;
+}
+
+/**
+ * refuseOtherKind throws when `certFile` holds a certificate of the other
+ * kind than the one about to be written there: member `client-<x>`'s files
+ * and client `<x>`'s have the same names, and replacing one with the other
+ * left a member serving a certificate naming no member (or a client holding
+ * a member's). A missing or unreadable file, or one of the same kind (a
+ * rotation), is left to the write.
+ */
+async function refuseOtherKind(certFile: string, writing: 'member' | 'client'): Promise<void> {
+  let uris: readonly string[];
+  try {
+    uris = subjectAltNames(new X509Certificate(await readFile(certFile)).raw).uris;
+  } catch {
+    return;
+  }
+  const member = uris.find((u) => u.startsWith(MEMBER_URI_PREFIX));
+  const client = uris.find((u) => u.startsWith(CLIENT_URI_PREFIX));
+  if (writing === 'client' && member !== undefined) {
+    throw new Error(`${certFile} holds the certificate of member ${member.slice(MEMBER_URI_PREFIX.length)}; refusing to replace it with a client certificate (choose another client name)`);
+  }
+  if (writing === 'member' && member === undefined && client !== undefined) {
+    throw new Error(`${certFile} holds client ${client.slice(CLIENT_URI_PREFIX.length)}'s certificate; refusing to replace it with a member certificate (remove it first if it is no longer used)`);
+  }
 }
 
 function parseCaCert(certPem: string): { node: X509Certificate; lib: X509.X509Certificate } {
@@ -372,6 +398,7 @@ export async function readCa(dir: string, caKeyFile?: string): Promise<CertKeyPe
  */
 export async function writeNodeCert(dir: string, id: string, opts: Omit<IssueNodeCertOptions, 'id'> & { readonly caKeyFile?: string } = {}): Promise<NodeCertFiles> {
   const files = nodeCertFiles(dir, id);
+  await refuseOtherKind(files.certFile, 'member');
   const { caKeyFile, ...issue } = opts;
   const ca = await readCa(dir, caKeyFile);
   const issued = await issueNodeCert(ca, { ...issue, id });

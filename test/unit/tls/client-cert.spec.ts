@@ -48,6 +48,25 @@ describe('client certificates: certs client and --client-cert (review18)', funct
     assert.equal(info.servesClients, false);
   });
 
+  it('never overwrites the certificate of member client-NAME, whose files have the same names, nor the reverse (review20)', async () => {
+    // A member id may start with 'client-': its files are client-<x>.pem and client-<x>-key.pem, the ones `certs client x`
+    // writes. Before, either command silently replaced the other's pair: the member then served a clientAuth-only
+    // certificate naming no member (its peers and clients refuse it), or the client's holder got a member's certificate.
+    const member = await writeNodeCert(dir, 'client-dave', { ips: ['127.0.0.1'] });
+    const before = [readFileSync(member.certFile, 'utf8'), readFileSync(member.keyFile, 'utf8')];
+    await assert.rejects(writeClientCert(dir, 'dave'), /client-dave\.pem holds the certificate of member client-dave/);
+    assert.deepEqual([readFileSync(member.certFile, 'utf8'), readFileSync(member.keyFile, 'utf8')], before, 'the member\'s pair is untouched');
+    const client = await writeClientCert(dir, 'carol');
+    const clientBefore = [readFileSync(client.certFile, 'utf8'), readFileSync(client.keyFile, 'utf8')];
+    await assert.rejects(writeNodeCert(dir, 'client-carol', { ips: ['127.0.0.1'] }), /client-carol\.pem holds client carol's certificate/);
+    assert.deepEqual([readFileSync(client.certFile, 'utf8'), readFileSync(client.keyFile, 'utf8')], clientBefore, 'the client\'s pair is untouched');
+    // Rotation of each stays as it was.
+    await writeNodeCert(dir, 'client-dave', { ips: ['127.0.0.1'] });
+    await writeClientCert(dir, 'carol');
+    assert.notEqual(readFileSync(member.certFile, 'utf8'), before[0]);
+    assert.equal(memberIdOf(new X509Certificate(readFileSync(member.certFile))), 'client-dave');
+  });
+
   it('carries mutual TLS to a node asking for client certificates; the CLI presents it with --client-cert', async () => {
     const n1 = await writeNodeCert(dir, 'n1', { ips: ['127.0.0.1'] });
     const server = await startServer(serverCredentialsFromFiles({ ...n1, caFile: caFiles(dir).caFile, requireClientCert: true }));
