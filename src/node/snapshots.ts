@@ -1129,7 +1129,8 @@ export class SnapshotManager {
       given?.release();
       return;
     }
-    const h = given ?? (await this.store.open(s.id));
+    // One this node just created is opened with what it wrote (SnapshotStore.openWritten: not read back from the disk).
+    const h = given ?? (await this.store.openWritten(s));
     this.newest?.release();
     this.newest = h;
   }

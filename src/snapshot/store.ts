@@ -554,6 +554,11 @@ export class SnapshotStore {
    */
   private readonly parsedMeta = new Map<string, { readonly bytes: Buffer; readonly meta: StoredMeta }>();
   /**
+   * written: the chunk hashes build() recorded for each snapshot it returned, by that returned object, until
+   * openWritten takes them (once): what it wrote, held in memory, need not be read back from the disk.
+   */
+  private readonly written = new WeakMap<StoredSnapshot, readonly Uint8Array[]>();
+  /**
    * keepAlso: retention never removes a snapshot for which this says true,
    * beside the newest `retain` and the open ones (the node keeps what its
    * followers were offered and are pulling: between two fetch streams, or
@@ -935,13 +940,14 @@ export class SnapshotStore {
         failpoint('snapshot-after-rename');
         stored = this.describe(id, storedMeta);
         this.rememberMeta(id, storedMetaBytes, storedMeta); // its next read parses nothing (loadMeta compares the bytes)
+        this.written.set(stored, digest.chunkSha256s);
       } catch (err) {
         await this.io.rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
         throw err;
       } finally {
         this.busyTmp.delete(tmpName);
       }
-      await this.applyRetention(id);
+      await this.applyRetention(stored);
       return stored;
     });
   }
@@ -952,6 +958,11 @@ export class SnapshotStore {
    * whose meta.json is unreadable are skipped (and left for an operator).
    */
   async list(): Promise<StoredSnapshot[]> {
+    return this.listing(null);
+  }
+
+  /** listing: list(), with `known` (a snapshot this store has just written, under its lock) taken as it is, not read back. */
+  private async listing(known: StoredSnapshot | null): Promise<StoredSnapshot[]> {
     let entries;
     try {
       entries = await this.io.readdir(this.dir);
@@ -965,6 +976,10 @@ export class SnapshotStore {
         continue;
       }
       if (!entry.isDirectory() || !STORE_ID_PATTERN.test(entry.name)) continue;
+      if (known !== null && entry.name === known.id) {
+        found.push(known);
+        continue;
+      }
       try {
         found.push(await this.load(entry.name));
       } catch (err) {
@@ -1027,53 +1042,95 @@ export class SnapshotStore {
         }
         chunkSha256s = recorded;
       }
-      const readFrom = (offset = 0): Readable => {
-        if (!Number.isSafeInteger(offset) || offset < 0 || offset > stored.archiveBytes) {
-          throw new SnapshotStoreError('invalid-argument', `offset ${offset} is outside 0..${stored.archiveBytes}`);
-        }
-        return this.io.createReadStream(stored.path, { start: offset, highWaterMark: READ_CHUNK_BYTES });
-      };
-      const wasVerified = verified;
-      const handle: SnapshotHandle = {
-        ...stored,
-        chunkSha256s,
-        verified,
-        createReadStream: readFrom,
-        readFrames: (offset, end) => {
-          if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(end) || offset < 0 || offset > end || end > stored.archiveBytes) {
-            throw new SnapshotStoreError('invalid-argument', `range ${offset}..${end} is outside 0..${stored.archiveBytes}`);
-          }
-          return readFrames(stored.path, offset, READ_CHUNK_BYTES, this.io, end);
-        },
-        createCheckedReadStream: () => {
-          if (wasVerified) return { stream: readFrom(0), confirm: () => Promise.resolve() };
-          const tap = new DigestTap();
-          const source = readFrom(0);
-          source.on('error', (err) => tap.destroy(err));
-          tap.on('close', () => source.destroy());
-          source.pipe(tap);
-          return {
-            stream: tap,
-            confirm: async () => {
-              const { bytes, sha256 } = tap.result();
-              if (bytes !== stored.archiveBytes) {
-                throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} read ${bytes} bytes but meta.json says ${stored.archiveBytes}`, { path: stored.path });
-              }
-              if (sha256 !== stored.archiveSha256) {
-                throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} SHA-256 is ${sha256}, not the ${stored.archiveSha256} its sender claimed`, { path: stored.path });
-              }
-              await this.confirmDigest(id, sha256);
-            },
-          };
-        },
-        createChunkCheckedReadStream: () => Readable.from(checkedChunks(handle, this.io), { objectMode: false, highWaterMark: READ_CHUNK_BYTES }),
-        release,
-      };
-      return handle;
+      return this.handleOf(stored, chunkSha256s, verified, release);
     } catch (err) {
       release();
       throw err;
     }
+  }
+
+  /**
+   * handleOf: the handle open() (or openWritten) returns on a checked snapshot, pinned by the caller
+   * (`release` unpins it): its recorded chunk hashes, and whether its bytes are known to hash to its digest.
+   */
+  private handleOf(stored: StoredSnapshot, chunkSha256s: readonly Uint8Array[], verified: boolean, release: () => void): SnapshotHandle {
+    const id = stored.id;
+    const readFrom = (offset = 0): Readable => {
+      if (!Number.isSafeInteger(offset) || offset < 0 || offset > stored.archiveBytes) {
+        throw new SnapshotStoreError('invalid-argument', `offset ${offset} is outside 0..${stored.archiveBytes}`);
+      }
+      return this.io.createReadStream(stored.path, { start: offset, highWaterMark: READ_CHUNK_BYTES });
+    };
+    const wasVerified = verified;
+    const handle: SnapshotHandle = {
+      ...stored,
+      chunkSha256s,
+      verified,
+      createReadStream: readFrom,
+      readFrames: (offset, end) => {
+        if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(end) || offset < 0 || offset > end || end > stored.archiveBytes) {
+          throw new SnapshotStoreError('invalid-argument', `range ${offset}..${end} is outside 0..${stored.archiveBytes}`);
+        }
+        return readFrames(stored.path, offset, READ_CHUNK_BYTES, this.io, end);
+      },
+      createCheckedReadStream: () => {
+        if (wasVerified) return { stream: readFrom(0), confirm: () => Promise.resolve() };
+        const tap = new DigestTap();
+        const source = readFrom(0);
+        source.on('error', (err) => tap.destroy(err));
+        tap.on('close', () => source.destroy());
+        source.pipe(tap);
+        return {
+          stream: tap,
+          confirm: async () => {
+            const { bytes, sha256 } = tap.result();
+            if (bytes !== stored.archiveBytes) {
+              throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} read ${bytes} bytes but meta.json says ${stored.archiveBytes}`, { path: stored.path });
+            }
+            if (sha256 !== stored.archiveSha256) {
+              throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} SHA-256 is ${sha256}, not the ${stored.archiveSha256} its sender claimed`, { path: stored.path });
+            }
+            await this.confirmDigest(id, sha256);
+          },
+        };
+      },
+      createChunkCheckedReadStream: () => Readable.from(checkedChunks(handle, this.io), { objectMode: false, highWaterMark: READ_CHUNK_BYTES }),
+      release,
+    };
+    return handle;
+  }
+
+  /**
+   * openWritten opens a snapshot that create, createFromRecords, createFromMembers or createDelta has just
+   * returned (that very object) with what they wrote, held in memory since: its meta.json and chunk hashes are
+   * not read back and parsed again, only the archive's size is checked on the disk (a stat, as open() does).
+   * Once per returned snapshot; any other one (or a second call) is opened as open(stored.id) opens it, and so
+   * is one whose archive is gone or not its recorded size (open's error). The node keeps each snapshot it
+   * creates open as its newest: open() read back the meta.json and chunks.sha256 it had just written.
+   */
+  async openWritten(stored: StoredSnapshot): Promise<SnapshotHandle> {
+    const chunkSha256s = this.written.get(stored);
+    if (chunkSha256s === undefined) return this.open(stored.id);
+    this.written.delete(stored);
+    const id = stored.id;
+    this.pin(id);
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.unpin(id);
+    };
+    const size = await this.io.stat(stored.path).then(
+      (st) => st.size,
+      () => -1,
+    );
+    if (size !== stored.archiveBytes) {
+      release();
+      return this.open(id);
+    }
+    // Its own copy of the meta (as open's, parsed from the file): the caller keeps `stored`.
+    const own = this.describe(id, copyStoredMeta({ ...stored.meta, archiveSha256: stored.archiveSha256, archiveBytes: stored.archiveBytes }));
+    return this.handleOf(own, chunkSha256s, true, release);
   }
 
   /**
@@ -1427,7 +1484,7 @@ export class SnapshotStore {
         await this.io.rename(tmpDir, finalDir);
         await fsyncDir(this.dir, this.io);
         const stored = this.describe(id, storedMeta);
-        await this.applyRetention(id);
+        await this.applyRetention(stored);
         return stored;
       });
     } finally {
@@ -1629,11 +1686,14 @@ export class SnapshotStore {
     await this.io.chmod(tmpDir, DIR_MODE);
   }
 
-  /** applyRetention keeps the newest `retain` snapshots, `keep` (just written), any pinned one and any keepAlso wants. */
-  private async applyRetention(keep: string): Promise<void> {
-    const all = await this.list();
+  /**
+   * applyRetention keeps the newest `retain` snapshots, `kept` (just written, its meta.json not read back), any
+   * pinned one and any keepAlso wants.
+   */
+  private async applyRetention(kept: StoredSnapshot): Promise<void> {
+    const all = await this.listing(kept);
     for (const s of all.slice(this.retain)) {
-      if (s.id === keep || this.pins.has(s.id) || this.keepAlso?.(s) === true) continue;
+      if (s.id === kept.id || this.pins.has(s.id) || this.keepAlso?.(s) === true) continue;
       await this.removeDir(s.id);
     }
   }

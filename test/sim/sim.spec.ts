@@ -65,6 +65,9 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
   // from a heartbeat applied at once (node.ts, not at the next tick) 2 of the 18 moved and were re-pinned (48 -> 56,
   // 203 -> 290): followers apply, snapshot and report their applied index a tick earlier, so a leader's membership
   // changes and the snapshot disks' calls fall elsewhere in time and take other draws of their sites.
+  // Keeping a snapshot just created open with what was written (SnapshotStore.openWritten) moved 1 (1679 -> 1389):
+  // it takes away two reads per snapshot created, one of them a meta.json opened for reading, the very site whose
+  // EIO failed 1679's install ("cannot read meta.json"), so that site's later draws fell on other calls.
   const SEED_717880 = makeNodeScenario(717880, 3); // the scenario seed 717880 drew (restores, membership changes, lost restorers)
   const lists: { seed: number; nodes: number; what: string; draws?: keyof NodeSimStats; shows?: RegExp; scenario?: Partial<NodeScenario>; controls?: NodeControls }[] = [
     { seed: 1669, nodes: 3, what: '(20895) an EIO while installing a fetched snapshot no longer removes it (the log was reset to it: the node could not start)', shows: /a fetched snapshot failed to install \(state unchanged\).*sim disk/ },
@@ -74,7 +77,7 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     { seed: 32, nodes: 3, what: '(41406) a restore archive its own disk damaged after staging is fetched again, not taken for refused content (the node skipped a restore the others applied)', draws: 'snapshotCorruptions' as const, shows: /snapshot disk corrupted \/sim\/n\d+\/snapshots\/uploads\// },
     { seed: 4, nodes: 5, what: '(92505) a follower installing a snapshot whose last entry its log holds compacts nothing it has not applied (entries 9 and 10 were applied after the log was compacted to 19)', shows: /snapshot installed/ },
     { seed: 511, nodes: 3, what: '(81992) a follower holding a restore entry whose archive every member that applied it dropped installs a snapshot in its place (it waited for the archive for ever)', draws: 'restoresApplied' as const, shows: /restore: no member gave the archive/ },
-    { seed: 1679, nodes: 3, what: '(20880) a follower whose install failed asks its leader for a snapshot again (the member that offered it was lost: the cluster stalled)', shows: /a fetched snapshot failed to install \(state unchanged\); asking the leader for a snapshot again/ },
+    { seed: 1389, nodes: 3, what: '(20880) a follower whose install failed asks its leader for a snapshot again (the member that offered it was lost: the cluster stalled)', shows: /a fetched snapshot failed to install \(state unchanged\); asking the leader for a snapshot again/ },
     { seed: 295, nodes: 3, what: '(1173062) a snapshot fetched again while its stored copy was damaged (its scrub could not quarantine it: EIO) replaces that copy (the damaged one was kept, the bytes received dropped, and the install failed)', draws: 'snapshotCorruptions' as const, shows: /scrub could not read a stored snapshot.*sim disk/ },
     // Seeds 28291 and 28325 found the given-up adoption's bug; since membership changes wait for a quorum to apply a
     // restore (717880 below) the removal that led them there is held. 28369 and 1000578 (5 nodes) drew it until the
