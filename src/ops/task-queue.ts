@@ -104,6 +104,13 @@ export const TASK_LIST_LIMIT_MAX = 1000;
 export const TASK_FILTER_VALUES_MAX = 1000;
 /** ORIGINAL_FILTER_CHARS_MAX: what a taskCancelation keeps of its filter's text (details.originalFilter); a longer one is cut, ending in '…'. */
 export const ORIGINAL_FILTER_CHARS_MAX = 2048;
+/**
+ * TASK_ERROR_CHARS_MAX: what a failed task keeps of its error's message; a
+ * longer one is cut, ending in '…' (a message can carry what a remote
+ * server said: a hostile S3 endpoint's 1 MB error body, kept in each of up
+ * to finishedKeptMax tasks, made a journal the node refused to open).
+ */
+export const TASK_ERROR_CHARS_MAX = 4096;
 const STATUSES: readonly string[] = ['enqueued', 'processing', 'succeeded', 'failed', 'canceled'];
 const TYPES: readonly string[] = ['snapshotCreation', 'taskCancelation'];
 const JOURNAL_VERSION = 1;
@@ -471,8 +478,9 @@ export class TaskQueue {
       status = 'failed';
       // A full disk is a condition of its own (the operator frees space and retries), not an internal error.
       const code: TaskErrorCode = isNoSpace(err) ? 'disk_full' : first.type === 'snapshotCreation' ? 'snapshot_creation_failed' : 'internal';
-      error = { message: (err as Error).message, code };
-      this.log.warn({ batchUid, tasks: batch.length, type: first.type, err: (err as Error).message }, 'task failed');
+      const message = String((err as Error).message);
+      error = { message: message.length > TASK_ERROR_CHARS_MAX ? `${message.slice(0, TASK_ERROR_CHARS_MAX - 1)}…` : message, code };
+      this.log.warn({ batchUid, tasks: batch.length, type: first.type, err: error.message }, 'task failed');
     }
     const finishedAt = this.now().toISOString();
     for (const t of batch) {

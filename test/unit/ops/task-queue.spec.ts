@@ -9,7 +9,7 @@ import { appendFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/prom
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { TaskQueue, TaskQueueError, type Task, type TaskDetails, type TaskRunner } from '../../../src/ops/task-queue.js';
+import { TASK_ERROR_CHARS_MAX, TaskQueue, TaskQueueError, type Task, type TaskDetails, type TaskRunner } from '../../../src/ops/task-queue.js';
 import { fillFs, tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
@@ -62,6 +62,21 @@ describe('TaskQueue (journal, bounds, batches)', function () {
     expect(q);
     await q.close();
     expect(await openQueue({}));
+  });
+
+  it('a failed task keeps at most TASK_ERROR_CHARS_MAX of its error message (a remote server\'s huge error body is not journaled whole)', async () => {
+    const huge = `S3Error: upload to s3://b/x: InternalError (HTTP 500): ${'A'.repeat(1_000_000)}`;
+    const q = await openQueue({
+      snapshotCreation: async () => {
+        throw new Error(huge);
+      },
+    });
+    const t = await q.enqueue('snapshotCreation', { path: '/x/a.snapshot' });
+    await q.idle();
+    const message = q.get(t.uid).error?.message ?? '';
+    assert.equal(message.length, TASK_ERROR_CHARS_MAX);
+    assert.ok(message.startsWith('S3Error: upload to s3://b/x: InternalError (HTTP 500): AAA') && message.endsWith('…'));
+    assert.ok((await stat(file)).size < 3 * TASK_ERROR_CHARS_MAX + 4096, `journal of ${(await stat(file)).size} bytes`);
   });
 
   it('2,000 snapshot tasks in a burst: the queue holds at most its cap, its first task runs, the rest as one batch, the journal grows O(1) per task', async () => {
