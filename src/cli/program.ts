@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
+import { checkTlsFiles } from '../tls/index.js';
 import { isLoopback, parseHostPort } from '../client/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import type { ApiKeySpec } from '../gateway/index.js';
@@ -74,6 +75,8 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
     .option('--restore-bytes-max <bytes>', 'largest restore body in bytes (default 64 GiB)')
     .option('--cacert <file>', `CA that signs the target's TLS certificate (env ${envName('cacert')}; default plaintext)`)
     .option('--expect-member <id>', `the target's TLS certificate must name this member (urn:snapcoord:node:<id>) [env ${envName('expect-member')}]`)
+    .option('--client-cert <file>', `present this client certificate to the target (a node started with --client-ca; \`snapcoord certs client NAME\` makes one) [env ${envName('client-cert')}]`)
+    .option('--client-key <file>', `the private key of --client-cert [env ${envName('client-key')}]`)
     .option('--metrics-open', `serve /metrics without a key [env ${envName('metrics-open')}]`)
     .option('--http-cert <file>', `serve HTTPS with this certificate (PEM; with --http-key; reloaded when it changes) [env ${envName('http-cert')}]`)
     .option('--http-key <file>', `the private key of --http-cert (PEM) [env ${envName('http-key')}]`)
@@ -91,6 +94,8 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
         restoreBytesMax?: string;
         cacert?: string;
         expectMember?: string;
+        clientCert?: string;
+        clientKey?: string;
         metricsOpen?: boolean;
         httpCert?: string;
         httpKey?: string;
@@ -115,7 +120,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
           if (open.length > 0) throw new CliError(`refusing to ${open.join(' or to ')}; accept plaintext with --insecure-plaintext`, EXIT_CONFIG);
         }
         if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) throw new CliError(`log-level: "${opts.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`, EXIT_CONFIG);
-        for (const w of tlsKeyFileWarnings([['--http-key', httpKey]])) process.stderr.write(`snapcoord: warning: ${w}\n`);
+        for (const w of tlsKeyFileWarnings([['--http-key', httpKey], ['--client-key', opts.clientKey ?? process.env[envName('client-key')] ?? '']])) process.stderr.write(`snapcoord: warning: ${w}\n`);
         const { parseApiKeys, runGateway } = await import('../gateway/index.js');
         const adminKey = gatewayAdminKey(opts);
         let keys: ApiKeySpec[];
@@ -143,7 +148,7 @@ async function buildProgram(argv: readonly string[] = process.argv): Promise<Com
             http: opts.http,
             auth: { adminKey, keys, insecureNoAuth },
             logLevel: opts.logLevel,
-            dial: gatewayTargetDial(cacert, opts.expectMember ?? process.env[envName('expect-member')] ?? ''),
+            dial: gatewayTargetDial(cacert, opts.expectMember ?? process.env[envName('expect-member')] ?? '', clientPairOf(opts.clientCert ?? process.env[envName('client-cert')] ?? '', opts.clientKey ?? process.env[envName('client-key')] ?? '')),
             ...(httpCert !== '' ? { tls: { certFile: httpCert, keyFile: httpKey } } : {}),
             metricsOpen: opts.metricsOpen === true || ['1', 'true', 'yes', 'on'].includes((process.env[envName('metrics-open')] ?? '').toLowerCase()),
             ...(restoreBytesMax !== undefined ? { restoreBytesMax } : {}),
@@ -261,17 +266,33 @@ export function gatewayAdminKey(
   }
 }
 
+/** clientPairOf: the gateway's --client-cert/--client-key ('' for none): both or neither (CliError exit 2). */
+function clientPairOf(certFile: string, keyFile: string): { readonly certFile: string; readonly keyFile: string } | undefined {
+  if ((certFile === '') !== (keyFile === '')) throw new CliError('client-cert and client-key go together: give both (mutual TLS), or neither', EXIT_CONFIG);
+  return certFile === '' ? undefined : { certFile, keyFile };
+}
+
 /**
  * gatewayTargetDial: TLS verified against `cacert` (CliError exit 2 when unusable), plaintext when ''; with
- * `expectMember` ('' for none) the target's certificate must name that member (exit 2 without a CA).
+ * `expectMember` ('' for none) the target's certificate must name that member (exit 2 without a CA); with
+ * `client` it presents that certificate and key (mutual TLS with a node started with --client-ca; exit 2
+ * without a CA or for an unusable pair).
  */
-function gatewayTargetDial(cacert: string, expectMember: string): ClientDial {
+export function gatewayTargetDial(cacert: string, expectMember: string, client?: { readonly certFile: string; readonly keyFile: string }): ClientDial {
   if (cacert === '') {
     if (expectMember !== '') throw new CliError("expect-member: a member's certificate is checked over TLS only: give --cacert FILE", EXIT_CONFIG);
+    if (client !== undefined) throw new CliError('client-cert: a client certificate is presented over TLS only: give --cacert FILE', EXIT_CONFIG);
     return {};
   }
+  if (client !== undefined) {
+    try {
+      checkTlsFiles({ ...client, checkChain: false });
+    } catch (err) {
+      throw new CliError(`client-cert: ${(err as Error).message}`, EXIT_CONFIG);
+    }
+  }
   try {
-    return dialWithCa(cacert, '', expectMember !== '' ? expectMember : undefined);
+    return dialWithCa(cacert, '', expectMember !== '' ? expectMember : undefined, client);
   } catch (err) {
     throw new CliError(`cacert: ${(err as Error).message}`, EXIT_CONFIG);
   }

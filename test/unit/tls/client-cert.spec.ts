@@ -15,6 +15,7 @@ import { connect } from 'node:tls';
 import { dialWithCa } from '../../../src/client/dial.js';
 import { CliError } from '../../../src/cli/cli-error.js';
 import { dialOf } from '../../../src/cli/client-options.js';
+import { gatewayTargetDial } from '../../../src/cli/program.js';
 import { checkTlsFiles, memberIdOf, serverCredentialsFromFiles } from '../../../src/tls/credentials.js';
 import { caFiles, writeCa, writeClientCert, writeNodeCert } from '../../../src/tls/index.js';
 import { describeRun, runCli } from '../../harness/child.js';
@@ -78,6 +79,19 @@ describe('client certificates: certs client and --client-cert (review18)', funct
     assert.equal(await callWhoAmI(server.port, fromEnv.credentials!), '- ssl');
     const without = await callWhoAmI(server.port, dialOf({ cacert: ca }, {}, dir).credentials!);
     assert.ok(isRefused(without), show(without));
+  });
+
+  it('the standalone gateway presents one to its target with --client-cert/--client-key (review20: a --client-ca node refused every gateway call at the handshake)', async () => {
+    const n2 = await writeNodeCert(dir, 'n2', { ips: ['127.0.0.1'] });
+    const server = await startServer(serverCredentialsFromFiles({ ...n2, caFile: caFiles(dir).caFile, requireClientCert: true }));
+    servers.push(server);
+    const ca = caFiles(dir).caFile;
+    const pair = { certFile: join(dir, 'client-alice.pem'), keyFile: join(dir, 'client-alice-key.pem') };
+    assert.equal(await callWhoAmI(server.port, gatewayTargetDial(ca, '', pair).credentials!), '- ssl', 'answered: the gateway presented its client certificate');
+    assert.ok(isRefused(await callWhoAmI(server.port, gatewayTargetDial(ca, '').credentials!)), 'without one: refused at the handshake');
+    const exit2 = (f: () => unknown, re: RegExp): void => assert.throws(f, (e: unknown) => e instanceof CliError && e.exitCode === 2 && re.test(e.message));
+    exit2(() => gatewayTargetDial('', '', pair), /over TLS only/);
+    exit2(() => gatewayTargetDial(ca, '', { certFile: ca, keyFile: pair.keyFile }), /^client-cert: .*key does not belong/);
   });
 
   it('no client takes it for a server: the CLI refuses it, and so does a plain TLS client (curl, the official clients)', async () => {
