@@ -269,6 +269,10 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
             onRetry: (err, attempt) => o.log.warn({ destination, attempt, err: err.message }, 'upload of a scheduled snapshot failed; retrying'),
           },
         );
+        if (up.unchecked !== undefined) {
+          // A write-only policy (s3:PutObject, no s3:GetObject): the upload stands on the store's answer alone.
+          o.log.warn({ destination, why: up.unchecked }, 'scheduled snapshot uploaded but not read back (the credentials may not head it): only the object store says it was kept whole');
+        }
         const seconds = (Date.now() - startedMs) / 1000;
         o.log.info({ destination, bytes: total, seconds, mbPerSec: Number((total / 1e6 / Math.max(seconds, 1e-3)).toFixed(1)), attempts: up.attempts }, 'scheduled snapshot uploaded');
       }

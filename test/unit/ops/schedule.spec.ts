@@ -120,6 +120,40 @@ describe('agent: snapshot schedule', function () {
     }
   });
 
+  it('an upload the credentials may not read back (write-only policy): the run succeeds and one warning says it was not checked', async () => {
+    const sn = await SnapshotNode.start();
+    const s3 = await S3Server.start();
+    const env = s3.env();
+    const saved = [process.env['AWS_ACCESS_KEY_ID'], process.env['AWS_SECRET_ACCESS_KEY']];
+    process.env['AWS_ACCESS_KEY_ID'] = env['AWS_ACCESS_KEY_ID'];
+    process.env['AWS_SECRET_ACCESS_KEY'] = env['AWS_SECRET_ACCESS_KEY'];
+    const dest = await S3Destination.open(`s3://${BUCKET}/wo/`, s3SettingsFrom({ endpoint: env['SNAPCOORD_S3_ENDPOINT']!, forcePathStyle: true, credentialsFile: '' }, { ...env }));
+    const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
+    const log = { ...silent, warn: (obj: Record<string, unknown>, msg: string) => warnings.push({ obj, msg }) };
+    let queue: TaskQueue | null = null;
+    try {
+      s3.deniedHeads = 'wo/';
+      const runner = scheduledSnapshotRunner({ snapshot: () => sn.node.downloadSnapshot(true), dbName: 'db', snapshotDir: sn.root, retention: NO_RETENTION, destination: dest, log, now: () => NOW });
+      queue = await TaskQueue.open(join(sn.dir, 'wo-tasks.json'), { snapshotCreation: runner }, silent);
+      const t = await queue.enqueue('snapshotCreation', { path: join(sn.root, snapshotName('db', new Date(NOW))) });
+      await queue.idle();
+      assert.equal(queue.get(t.uid).status, 'succeeded', String(queue.get(t.uid).error?.message));
+      const w = warnings.filter((x) => /not read back/.test(x.msg));
+      assert.equal(w.length, 1, JSON.stringify(warnings));
+      assert.equal(w[0]?.obj['destination'], `s3://${BUCKET}/wo/${snapshotName('db', new Date(NOW))}`);
+      assert.match(String(w[0]?.obj['why']), /refused|403|AccessDenied|Forbidden/i);
+    } finally {
+      process.env['AWS_ACCESS_KEY_ID'] = saved[0];
+      process.env['AWS_SECRET_ACCESS_KEY'] = saved[1];
+      if (saved[0] === undefined) delete process.env['AWS_ACCESS_KEY_ID'];
+      if (saved[1] === undefined) delete process.env['AWS_SECRET_ACCESS_KEY'];
+      await queue?.close();
+      dest.close();
+      await s3.close();
+      await sn.close();
+    }
+  });
+
   it('a cluster that kept the last run under the legacy client-visible key: read once, then moved to the ops record and the key deleted', async () => {
     const c = await RocksCluster.start(1);
     try {
