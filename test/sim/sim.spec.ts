@@ -119,9 +119,10 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
   }
 
   // PENDING a new catching seed. 717880, 843202 and 844972 lost liveness with this bug until the faults were drawn per
-  // site (draw-sites.ts); since, no seed found does: 0 of 2,000 seeds of the default scenario (3 nodes, 40 of them
-  // drawing changesHeld) and 0 of ~4,000 seeds of the three seeds' own scenarios and of variants with more membership
-  // changes and every restorer lost (the old draws were no better: 0 of 128 of 717880's scenario on origin/main). The
+  // site (draw-sites.ts); since, no seed found does (3 nodes, default scenario, with the bug): 0 of 1,477 (2001..3477)
+  // and of the 40 of 1..1,000 that draw changesHeld without it; after heartbeat-kick 0 of 2,544 (1..2544); and 0 of
+  // ~5,500 seeds of the three seeds' own scenarios and of variants (more membership changes, every restorer lost, 5
+  // nodes). The old draws were no better: 0 of 128 seeds of 717880's scenario before the change. The
   // three were found by a million-seed campaign before later fixes (81992's snapshot in place of a dropped archive,
   // 28291's given-up adoption) gave the cluster other ways out; finding one again takes a campaign:
   // `npm run sim -- --seeds N --nodes 3 --bug-changes-ignore-restores` prints each catching seed. Put them here.
