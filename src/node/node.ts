@@ -1,6 +1,7 @@
 import {
   ConfChangeUnsafeError,
   MembershipChangeError,
+  NO_NODE,
   NotLeaderError,
   ProposalDroppedError,
   RaftNode,
@@ -2077,12 +2078,28 @@ export class Node {
     // image is coming from it and the wait for its manifest (up to IMAGE_BUILD_WAIT_MS, while a leader builds one)
     // would hold this node's applies, a new leader's included. Simulator seed 1171393: a follower asked its leader
     // of term 4, which lost leadership while its own apply of the entry waited; the answer was lost, and the
-    // follower, elected in term 5, applied nothing for the rest of the seed (4 s after healing).
+    // follower, elected in term 5, applied nothing for the rest of the seed (4 s after healing). A moment without a
+    // leader in the same term is not that: a follower whose election timer fired (a loaded machine: its heartbeats
+    // late) is a pre-candidate until the leader's next heartbeat, 40-60 ms, and giving the image up then cost a
+    // restore of 1M keys ~10 s of CPU more (its own archive installed instead: all applied in 27-42 s, not 14-15;
+    // helper snapperf, 4 of 9 runs under load). Such a moment is waited out for up to two election timeouts.
     const asking = new AbortController();
     const onStop = (): void => asking.abort();
     this.stopAbort.signal.addEventListener('abort', onStop, { once: true });
+    const askedInTerm = this.raft.brief().term;
+    const leaderlessMaxMs = 2 * this.timings.electionTimeoutTicks * this.timings.tickMs;
+    let leaderlessSinceMs: number | null = null;
     const watch = this.clock.setInterval(() => {
-      if (this.raft.brief().leader !== leader) asking.abort();
+      const b = this.raft.brief();
+      if (b.term === askedInTerm && b.leader === leader) {
+        leaderlessSinceMs = null;
+        return;
+      }
+      if (b.term === askedInTerm && b.leader === NO_NODE && b.role !== 'candidate') {
+        leaderlessSinceMs ??= this.clock.nowMs();
+        if (this.clock.nowMs() - leaderlessSinceMs <= leaderlessMaxMs) return;
+      }
+      asking.abort();
     }, this.timings.tickMs);
     try {
       opened = await openStateImage({

@@ -377,6 +377,38 @@ describe('restore: followers take the leader\'s state image (issue 15)', functio
     }
   });
 
+  it('a follower that loses its leader for a moment in the same term (a pre-vote refused, as on a loaded machine) keeps waiting for the image and takes it', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
+    const leader = await c.waitForLeader();
+    const leaderId = leader.status().id;
+    // The leader answers FetchStateImage only once `release` is called: the followers wait for its manifest.
+    let release = (): void => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const asked: string[] = [];
+    const open = leader.openStateImage.bind(leader);
+    Object.defineProperty(leader, 'openStateImage', {
+      value: async (...args: Parameters<Node['openStateImage']>) => {
+        asked.push(args[0].from);
+        await released;
+        return open(...args);
+      },
+    });
+    const restoring = restoreOnAll(c, leader);
+    await until('a follower to ask the leader for its image', 30_000, () => asked[0]);
+    const follower = c.node(asked[0] as string);
+    const term = follower.status().term;
+    // Its election timer fires: a pre-candidate, no leader known, its pre-votes refused (the others hear from the leader)
+    // until the leader's next heartbeat makes it a follower of the same leader again, in the same term.
+    follower.campaign();
+    assert.equal(follower.status().leader, '', 'no leader known for a moment');
+    await until('the follower to follow its leader again', 10_000, () => (follower.status().leader === leaderId ? true : undefined));
+    await new Promise((resolve) => setTimeout(resolve, 100)); // a few ticks of the image wait's watch
+    assert.equal(follower.status().term, term, 'the same term');
+    release();
+    const { saved } = await restoring;
+    await checkMembers(c, leader, saved, { imageRestores: 1, imageFallbacks: 0 });
+  });
+
   it('a follower whose leader has no image installs from its own copy of the archive', async () => {
     c = await RocksCluster.start(3, { snapshotEntries: 1_000_000 }, {}, { stateImages: true });
     const leader = await c.waitForLeader();
