@@ -153,8 +153,17 @@ export interface DataDirStorage {
   lockHeld(dir: string): Promise<boolean>;
 }
 
-/** STALE_EXPORT_NAME: what exportDirectory leaves beside a target when the process dies mid-way: its build dir (mkdtemp of EXPORT_TMP_PREFIX) and the earlier export moved aside. */
-const STALE_EXPORT_NAME = /^(?:\.snapcoord-export-[A-Za-z0-9]{6}|\.snapcoord-old-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+/**
+ * STALE_EXPORT_NAME: what exportDirectory leaves beside a target when the
+ * process dies mid-way that may be removed: its build dir (mkdtemp of
+ * EXPORT_TMP_PREFIX). The earlier export it moved aside
+ * (EXPORT_OLD_PREFIX<uuid>) is never removed but by the export that moved it:
+ * a crash between that move and the rename of the new build into place leaves
+ * it the only copy (the target missing), and nothing tells which target it
+ * was (review20: removed, then a failed build of the next export there, no
+ * export was left at all). The operator puts it back or removes it.
+ */
+const STALE_EXPORT_NAME = /^\.snapcoord-export-[A-Za-z0-9]{6}$/;
 
 /**
  * removeStaleExports removes from `parent` what directory exports cut short
