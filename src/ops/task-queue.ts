@@ -550,6 +550,7 @@ export class TaskQueue {
       } else {
         const h = this.handle;
         if (h === null) throw new Error('the task queue is closed');
+        const before = this.journalBytes;
         try {
           await writeAll(h, body);
           this.stats.writes++;
@@ -559,6 +560,18 @@ export class TaskQueue {
           this.stats.syncs++;
         } catch (err) {
           this.mustCompact = true; // a torn record must not stay in the middle of the journal
+          // The callers are told these records failed, so none may be read back at the next start: a write cut short
+          // by a full disk leaves the records before the torn one whole (only a torn last line is dropped at replay),
+          // and a failed sync may still have stored them all (review19, review20). The journal is cut back to where
+          // it ended; when that fails too, the compaction this forces at the next write (from memory, which does not
+          // hold them) is what removes them.
+          await h
+            .truncate(before)
+            .then(() => h.datasync())
+            .then(
+              () => void (this.journalBytes = before),
+              () => undefined,
+            );
           throw withPath(err, this.file);
         }
       }

@@ -217,6 +217,28 @@ describe('TaskQueue (journal, bounds, batches)', function () {
     assert.equal(again.get(c.uid).type, 'taskCancelation');
   });
 
+  it('an enqueue whose record was written but not synced (EIO at fsync) is not read back after a crash: the journal is cut back to where it ended', async () => {
+    const first = await openQueue({ snapshotCreation: async () => ({}) });
+    const kept = await first.enqueue('snapshotCreation', { path: '/kept' });
+    await first.idle();
+    await first.close();
+    const q = await openQueue({ snapshotCreation: async () => ({}) });
+    const handle = (q as unknown as { handle: { datasync: () => Promise<void> } }).handle;
+    const datasync = handle.datasync.bind(handle);
+    let failed = false;
+    handle.datasync = async () => {
+      if (failed) return datasync();
+      failed = true;
+      throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    };
+    await assert.rejects(q.enqueue('snapshotCreation', { path: '/refused' }), /EIO/);
+    // The process dies here (no close, no later write): a restart reads what the file holds.
+    const again = await TaskQueue.open(file, {}, silent, {});
+    queues.push(again);
+    assert.deepEqual(again.list({}, 1000, null, true).results.map((t) => t.uid), [kept.uid], 'the refused task is not there after the restart');
+    assert.equal(again.get(kept.uid).status, 'succeeded');
+  });
+
   it('an enqueue that cannot be journaled (a full disk) fails with nothing enqueued: the task never runs, is not listed, and is not there after a restart', async function () {
     const fs = await tmpfsUnderTemp('snapcoord-tasks-full-', 'size=256k,mode=0700', 'task queue on a full disk');
     if (!fs.mounted) {
