@@ -155,31 +155,43 @@ export async function issueNodeCert(ca: CertKeyPem, opts: IssueNodeCertOptions):
   dns.forEach(checkDnsName);
   const { notBefore, notAfter } = validity(opts, NODE_CERT_DAYS_DEFAULT);
 
-  const caCert = parseCaCert(ca.certPem);
-  const signingKey = await importSigningKey(ca.keyPem);
-  if (!caCert.node.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error('the CA key does not belong to the CA certificate');
-
-  const { keys, keyPem } = await keyPairPem();
-  const lib = x509();
   const names: X509.JsonGeneralName[] = [
     ...dns.map((value) => ({ type: 'dns' as const, value })),
     ...ips.map((value) => ({ type: 'ip' as const, value })),
     { type: 'url', value: memberUri(opts.id) },
   ];
+  return issueLeafCert(ca, { subject: `CN=${opts.id}`, notBefore, notAfter, usages: ['serverAuth', 'clientAuth'], names });
+}
+
+/**
+ * issueLeafCert: a key pair and a certificate for it signed by `ca` (checked:
+ * a CA certificate with its key): `subject`, the validity, keyUsage
+ * digitalSignature, basicConstraints cA false, the extended key usages and
+ * subjectAltName `names` given, subject and authority key identifiers.
+ */
+async function issueLeafCert(
+  ca: CertKeyPem,
+  o: { subject: string; notBefore: Date; notAfter: Date; usages: readonly ('serverAuth' | 'clientAuth')[]; names: X509.JsonGeneralName[] },
+): Promise<CertKeyPem> {
+  const caCert = parseCaCert(ca.certPem);
+  const signingKey = await importSigningKey(ca.keyPem);
+  if (!caCert.node.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error('the CA key does not belong to the CA certificate');
+  const { keys, keyPem } = await keyPairPem();
+  const lib = x509();
   const cert = await lib.X509CertificateGenerator.create({
     serialNumber: serialNumber(),
-    subject: `CN=${opts.id}`,
+    subject: o.subject,
     issuer: caCert.lib.subjectName,
-    notBefore,
-    notAfter,
+    notBefore: o.notBefore,
+    notAfter: o.notAfter,
     publicKey: keys.publicKey,
     signingKey,
     signingAlgorithm: SIGNING_ALGORITHM,
     extensions: [
       new lib.BasicConstraintsExtension(false, undefined, true),
       new lib.KeyUsagesExtension(lib.KeyUsageFlags.digitalSignature, true),
-      new lib.ExtendedKeyUsageExtension([lib.ExtendedKeyUsage.serverAuth, lib.ExtendedKeyUsage.clientAuth]),
-      new lib.SubjectAlternativeNameExtension(names),
+      new lib.ExtendedKeyUsageExtension(o.usages.map((u) => lib.ExtendedKeyUsage[u])),
+      new lib.SubjectAlternativeNameExtension(o.names),
       await lib.SubjectKeyIdentifierExtension.create(keys.publicKey),
       await lib.AuthorityKeyIdentifierExtension.create(caCert.lib.publicKey),
     ],
@@ -205,30 +217,7 @@ export interface IssueClientCertOptions extends Validity {
 export async function issueClientCert(ca: CertKeyPem, opts: IssueClientCertOptions): Promise<CertKeyPem> {
   checkMemberId(opts.name);
   const { notBefore, notAfter } = validity(opts, NODE_CERT_DAYS_DEFAULT);
-  const caCert = parseCaCert(ca.certPem);
-  const signingKey = await importSigningKey(ca.keyPem);
-  if (!caCert.node.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error('the CA key does not belong to the CA certificate');
-  const { keys, keyPem } = await keyPairPem();
-  const lib = x509();
-  const cert = await lib.X509CertificateGenerator.create({
-    serialNumber: serialNumber(),
-    subject: `CN=${opts.name}`,
-    issuer: caCert.lib.subjectName,
-    notBefore,
-    notAfter,
-    publicKey: keys.publicKey,
-    signingKey,
-    signingAlgorithm: SIGNING_ALGORITHM,
-    extensions: [
-      new lib.BasicConstraintsExtension(false, undefined, true),
-      new lib.KeyUsagesExtension(lib.KeyUsageFlags.digitalSignature, true),
-      new lib.ExtendedKeyUsageExtension([lib.ExtendedKeyUsage.clientAuth]),
-      new lib.SubjectAlternativeNameExtension([{ type: 'url', value: `${CLIENT_URI_PREFIX}${opts.name}` }]),
-      await lib.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      await lib.AuthorityKeyIdentifierExtension.create(caCert.lib.publicKey),
-    ],
-  });
-  return { certPem: cert.toString('pem'), keyPem };
+  return issueLeafCert(ca, { subject: `CN=${opts.name}`, notBefore, notAfter, usages: ['clientAuth'], names: [{ type: 'url', value: `${CLIENT_URI_PREFIX}${opts.name}` }] });
 }
 
 /**
