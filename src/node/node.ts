@@ -169,6 +169,8 @@ const FETCH_STALL_FROM_LEADER_MS_MIN = 15_000;
 /** IMAGE_KEEP_MS: a leader keeps the image of its last restore this long (and never across a restart). */
 const IMAGE_KEEP_MS = 5 * 60_000;
 /** IMAGE_BUILD_WAIT_MS: a FetchStateImage waits at most this long for an image this leader is still building. */
+/** RESTORE_STAGE_ROUNDS_MAX: stagings of a restore's archive on the voters of the moment before the restore is refused (each change of the voters during one asks for another). */
+const RESTORE_STAGE_ROUNDS_MAX = 4;
 const IMAGE_BUILD_WAIT_MS = 120_000;
 /** IMAGE_TRANSFERS_MAX: FetchStateImage streams a node serves at once (more: RESOURCE_EXHAUSTED). */
 const IMAGE_TRANSFERS_MAX = 4;
@@ -2339,9 +2341,26 @@ export class Node {
     const stored = await archives.store(source);
     checkNotCanceled(signal);
     const r = await archives.whileProposing(stored, async () => {
-      // A quorum holds a durable copy before the entry exists: losing this node cannot strand it.
-      const now = this.raft.brief();
-      if (this.bugs.restoreOnOneCopy !== true) await archives.stageOnQuorum(stored, now.membership.voters, now.term);
+      // A quorum holds a durable copy before the entry exists: losing this node cannot strand it. A quorum of the
+      // voters the entry is proposed under: staging takes a while, and a membership change appended meanwhile
+      // (before the entry exists, so changeMembership's wait for a restore's quorum does not hold it) may leave the
+      // holders short of the new voters' quorum. Simulator seed 1125 (717880's scenario, changes every 150 ms):
+      // staged on n1 and n3 of {n1, n2, n3}; by then n4 was a voter and n3 removed; n1 lost, no member of
+      // {n2, n4, n5} ever held the archive and the restore entry was never applied (no write committed after it).
+      // So it is staged again on the voters of the moment until they hold still across a staging (the entry is then
+      // appended with no await in between).
+      if (this.bugs.restoreOnOneCopy !== true) {
+        for (let round = 1; ; round++) {
+          const now = this.raft.brief();
+          await archives.stageOnQuorum(stored, now.membership.voters, now.term);
+          const voters = this.raft.brief().membership.voters;
+          if (sameVoters(voters, now.membership.voters)) break;
+          if (round >= RESTORE_STAGE_ROUNDS_MAX) {
+            throw new NodeError('unavailable', `the restore was not proposed, nothing changed: the voters changed during each of ${round} stagings of its archive; retry`);
+          }
+          this.log.info({ digest: stored.archiveSha256, staged: now.membership.voters, voters }, 'restore: the voters changed while its archive was staged; staging it on the new ones');
+        }
+      }
       checkNotCanceled(signal);
       return this.proposeData(
         encodeRestoreCommand({
@@ -2716,4 +2735,9 @@ function stageError(err: unknown): Error {
   if (isNoSpace(err)) return coded(8, message);
   if (isContentError(err)) return coded(3, message);
   return coded(14, message);
+}
+
+/** sameVoters: `a` and `b` name the same voters (in any order). */
+function sameVoters(a: readonly NodeId[], b: readonly NodeId[]): boolean {
+  return a.length === b.length && a.every((v) => b.includes(v));
 }
