@@ -1006,13 +1006,7 @@ export class SnapshotStore {
     if (typeof id !== 'string' || !STORE_ID_PATTERN.test(id)) {
       throw new SnapshotStoreError('invalid-argument', `${JSON.stringify(id)} is not a snapshot id`);
     }
-    this.pin(id);
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      this.unpin(id);
-    };
+    const release = this.pin(id);
     try {
       const storedMeta = await this.loadMeta(id);
       const stored = this.describe(id, storedMeta);
@@ -1113,13 +1107,7 @@ export class SnapshotStore {
     if (chunkSha256s === undefined) return this.open(stored.id);
     this.written.delete(stored);
     const id = stored.id;
-    this.pin(id);
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      this.unpin(id);
-    };
+    const release = this.pin(id);
     const size = await this.io.stat(stored.path).then(
       (st) => st.size,
       () => -1,
@@ -1711,8 +1699,15 @@ export class SnapshotStore {
     }
   }
 
-  private pin(id: string): void {
+  /** pin keeps snapshot `id` from retention until the release it returns is called (once; later calls do nothing). */
+  private pin(id: string): () => void {
     this.pins.set(id, (this.pins.get(id) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.unpin(id);
+    };
   }
 
   private unpin(id: string): void {
