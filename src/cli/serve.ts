@@ -123,6 +123,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
       ...(t.clientCaFile !== '' ? { caFile: t.clientCaFile } : {}),
       requireClientCert: t.clientCaFile !== '',
       checkChain: false,
+      servesClients: true, // on every reload too: a client certificate rotated in would fail every client call
       onError: onError('client TLS'),
       onReload: onReload('client TLS'),
       onExpired: onExpired('client TLS'),

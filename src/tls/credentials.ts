@@ -19,7 +19,7 @@ export { SERVER_AUTH_OID, checkTlsFiles, type CheckTlsOptions, type TlsFiles, ty
 export { FileCertificateProvider, REFRESH_MS_DEFAULT, type FileCertificateProviderOptions } from './file-certificate-provider.js';
 export { memberIdOf } from './member-id.js';
 
-type Callbacks = Pick<FileCertificateProviderOptions, 'refreshMs' | 'checkChain' | 'memberId' | 'onReload' | 'onError' | 'onExpired'>;
+type Callbacks = Pick<FileCertificateProviderOptions, 'refreshMs' | 'checkChain' | 'memberId' | 'servesClients' | 'onReload' | 'onError' | 'onExpired'>;
 
 /** ServerTlsFiles: the server's certificate and key, the CA that signs client certificates, and whether clients must present one. */
 export interface ServerTlsFiles extends Callbacks {

@@ -21,6 +21,14 @@ export interface FileCertificateProviderOptions extends TlsFiles {
    * member's (or one naming none) is not taken, as `serve` refuses it at start.
    */
   readonly memberId?: string;
+  /**
+   * servesClients: the identity certificate must be one clients take as a
+   * server's (it names a member or its extended key usage names serverAuth:
+   * TlsFilesInfo.servesClients), at start and on every reload: a client plane's
+   * certificate replaced by a client certificate is not taken, as `serve`
+   * refuses one at start (taken, every client call failed from then on).
+   */
+  readonly servesClients?: boolean;
   /** called after a changed set of files was checked and handed to grpc-js (not at start). */
   readonly onReload?: (info: TlsFilesInfo) => void;
   /** called once per distinct bad set of files; the last good set stays in use. */
@@ -63,6 +71,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
   private readonly refreshMs: number;
   private readonly checkChain: boolean;
   private readonly memberId: string | undefined;
+  private readonly servesClients: boolean;
   private readonly onReload: ((info: TlsFilesInfo) => void) | undefined;
   private readonly onError: ((err: Error) => void) | undefined;
   private readonly onExpired: ((err: Error) => void) | undefined;
@@ -90,6 +99,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     this.refreshMs = refreshMs;
     this.checkChain = opts.checkChain !== false;
     this.memberId = opts.memberId;
+    this.servesClients = opts.servesClients === true;
     this.onReload = opts.onReload;
     this.onError = opts.onError;
     this.onExpired = opts.onExpired;
@@ -220,12 +230,15 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     );
   }
 
-  /** check: checkTlsBytes, and the certificate names memberId when one is expected. */
+  /** check: checkTlsBytes, and the certificate names memberId when one is expected, and serves clients when asked to. */
   private check(bytes: TlsBytes): TlsFilesInfo {
     const info = checkTlsBytes(bytes, this.files, { checkChain: this.checkChain });
     const want = this.memberId;
     if (want !== undefined && bytes.cert !== undefined && info.memberId !== want) {
       throw new Error(`${this.files.certFile ?? 'the certificate'}: names member ${info.memberId ?? '(none)'}, not ${want}`);
+    }
+    if (this.servesClients && bytes.cert !== undefined && !info.servesClients) {
+      throw new Error(`${this.files.certFile ?? 'the certificate'}: names no member and its extended key usage does not name serverAuth: clients would refuse it as a client certificate`);
     }
     return info;
   }

@@ -9,7 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { credentials as grpcCreds, type ChannelCredentials } from '@grpc/grpc-js';
-import { createCa, issueNodeCert, readCa, writeCa, writeNodeCert, type CertKeyPem } from '../../../src/tls/certs.js';
+import { createCa, issueClientCert, issueNodeCert, readCa, writeCa, writeNodeCert, type CertKeyPem } from '../../../src/tls/certs.js';
 import { channelCredentialsFromFiles, FileCertificateProvider, serverCredentialsFromFiles, serverCredentialsFromProvider, type TlsFilesInfo } from '../../../src/tls/credentials.js';
 import { callWhoAmI, isRefused, serverCertSerial, show, sleep, startServer, tmpDir, waitFor, type TestServer } from './helpers.js';
 
@@ -125,6 +125,21 @@ describe('tls rotation: certificate files replaced under a running server', func
     await writeFile(files.keyFile, next.keyPem);
     await writeFile(files.certFile, next.certPem);
     await waitFor('the new certificate to be served', async () => (await serverCertSerial(port, caPem, client)) === serialOf(next.certPem), 20 * REFRESH_MS);
+  });
+
+  it('with servesClients, a client certificate (clientAuth only, no member) swapped into the files is not taken and is reported; a start with one is refused (review20: serve checked it at start only)', async () => {
+    const files = await writeNodeCert(dir, 'n1', { ips: ['127.0.0.1'] });
+    const ca = await readCa(dir);
+    const firstSerial = serialOf(readFileSync(files.certFile, 'utf8'));
+    const errors: string[] = [];
+    const provider = new FileCertificateProvider({ ...files, caFile, servesClients: true, refreshMs: REFRESH_MS, onError: (e) => errors.push(e.message) });
+    server = await startServer(serverCredentialsFromProvider(provider, true, true));
+    const alice = await issueClientCert(ca, { name: 'alice' });
+    await writeFile(files.keyFile, alice.keyPem);
+    await writeFile(files.certFile, alice.certPem);
+    await waitFor("alice's certificate to be reported", async () => errors.some((e) => /clients would refuse it/.test(e)), 20 * REFRESH_MS);
+    assert.equal(await serverCertSerial(server.port, caPem, client), firstSerial, "still n1's certificate");
+    assert.throws(() => new FileCertificateProvider({ ...files, caFile, servesClients: true }), /n1\.pem: names no member and its extended key usage does not name serverAuth/);
   });
 
   it('a certificate in use that expires (files unchanged) is reported once by onExpired (review16: nothing said so; peers just began refusing it)', async () => {
