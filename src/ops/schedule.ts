@@ -22,7 +22,7 @@
  *   directory's scheduled archives of this db, then to the bucket's),
  *   `done`; details.removed / kept count the archives.
  */
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 import type { Logger } from '../node/logger.js';
@@ -31,7 +31,7 @@ import type { SnapshotHandle } from '../snapshot/store.js';
 import type { KvCommand } from '../fsm/kv-command.js';
 import type { Task, TaskDetails, TaskRunner } from './task-queue.js';
 import { hasRetention, planRetention, type RetentionPolicy } from './retention.js';
-import { SNAPSHOT_NAME_PATTERN, snapshotName, timeOfName, type S3Destination } from './s3.js';
+import { S3Error, SNAPSHOT_NAME_PATTERN, snapshotName, timeOfName, type S3Destination } from './s3.js';
 
 /** SCHEDULE_RECORD_PREFIX: the ops record holding a schedule's last run is named this plus the db name. */
 export const SCHEDULE_RECORD_PREFIX = 'schedule/';
@@ -208,15 +208,51 @@ export interface LocalRetentionResult {
  * left alone); the archive named
  * `protect` (the run's own) is always kept.
  */
-export async function applyLocalRetention(dir: string, db: string, policy: RetentionPolicy, nowMs: number, protect?: string): Promise<LocalRetentionResult> {
+export async function applyLocalRetention(
+  dir: string,
+  db: string,
+  policy: RetentionPolicy,
+  nowMs: number,
+  protect?: string,
+  mayRemove?: (name: string) => Promise<boolean>,
+): Promise<LocalRetentionResult> {
   // Regular files only: a directory or link dropped under an archive's name is neither counted nor removed
   // (a directory made every run's retention fail, so that no archive was ever removed again).
   const items = (await readdir(dir, { withFileTypes: true }))
     .filter((e) => e.isFile() && SNAPSHOT_NAME_PATTERN.exec(e.name)?.[1] === db)
     .map(({ name }) => ({ name, createdAtMs: timeOfName(name) ?? 0 }));
   const plan = planRetention(items, policy, nowMs, protect);
-  for (const i of plan.remove) await rm(join(dir, i.name), { force: true });
-  return { kept: plan.keep.map((i) => i.name), removed: plan.remove.map((i) => i.name) };
+  const kept = plan.keep.map((i) => i.name);
+  const removed: string[] = [];
+  for (const i of plan.remove) {
+    if (mayRemove !== undefined && !(await mayRemove(i.name))) {
+      kept.push(i.name);
+      continue;
+    }
+    await rm(join(dir, i.name), { force: true });
+    removed.push(i.name);
+  }
+  return { kept, removed };
+}
+
+/**
+ * uploadedTo: whether `d` holds the archive `name` whole (its head's size is
+ * the local file's), for a local retention that keeps only what the bucket
+ * has: an archive of a run whose upload failed (the store down) was removed
+ * by the next good run's keep-last-1 though it never reached the bucket
+ * (review19). A head the credentials may not make (a write-only policy) is
+ * taken as held, as the upload itself was (unchecked); any other failure
+ * keeps the file for a later run.
+ */
+export function uploadedTo(d: S3Destination, dir: string): (name: string) => Promise<boolean> {
+  return async (name) => {
+    try {
+      const [h, st] = await Promise.all([d.head(`${d.prefix}${name}`), stat(join(dir, name))]);
+      return h.sizeBytes === st.size;
+    } catch (err) {
+      return err instanceof S3Error && err.code === 'accessDenied';
+    }
+  };
 }
 
 export interface ScheduledRunnerOptions {
@@ -283,7 +319,9 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
         progress({ phase: 'retention' });
         const at = now();
         // The run's own archive is kept whatever the other names say (a later-named one must not get it removed).
-        const local = await applyLocalRetention(o.snapshotDir, o.dbName, localPolicy, at, basename(path));
+        // With a destination and no policy of its own the directory keeps only what the bucket holds besides the newest.
+        const uploaded = o.destination !== null && o.localRetention !== undefined ? uploadedTo(o.destination, o.snapshotDir) : undefined;
+        const local = await applyLocalRetention(o.snapshotDir, o.dbName, localPolicy, at, basename(path), uploaded);
         removed += local.removed.length;
         kept += local.kept.length;
         if (o.destination !== null && hasRetention(o.retention)) {

@@ -263,7 +263,7 @@ describe('agent: snapshot schedule', function () {
       await sn.close();
     }
   });
-  it('SnapshotAgent: a destination without a retention rule keeps every run in the bucket and only the newest in the directory', async () => {
+  it('SnapshotAgent: a destination without a retention rule keeps every run in the bucket and only the newest in the directory, besides runs the bucket never got', async () => {
     const sn = await SnapshotNode.start();
     const s3 = await S3Server.start();
     const env = s3.env();
@@ -300,6 +300,18 @@ describe('agent: snapshot schedule', function () {
       assert.equal(queue.get(plain.uid).details.path, 'plain');
       assert.deepEqual((await readdir(sn.root)).filter((n) => n.startsWith('db-')), [snapshotName('db', new Date(at))]);
       assert.equal((await agent.destination!.list()).length, 3);
+      // A run whose upload fails (a store answering 200 to PUTs it does not keep) leaves its archive here; the next
+      // good run's keep-last-1 must not remove it, since the bucket never got it (review19: it was removed).
+      s3.fakePuts = true;
+      const failed = await queue.enqueue('snapshotCreation', { path: join(sn.root, snapshotName('db', new Date((at += HOUR)))) });
+      await queue.idle();
+      assert.equal(queue.get(failed.uid).status, 'failed');
+      const notUploaded = snapshotName('db', new Date(at));
+      s3.fakePuts = false;
+      await queue.enqueue('snapshotCreation', { path: join(sn.root, snapshotName('db', new Date((at += HOUR)))) });
+      await queue.idle();
+      assert.deepEqual((await readdir(sn.root)).filter((n) => n.startsWith('db-')).sort(), [notUploaded, snapshotName('db', new Date(at))].sort());
+      assert.equal((await agent.destination!.list()).length, 4);
     } finally {
       process.env['AWS_ACCESS_KEY_ID'] = saved[0];
       process.env['AWS_SECRET_ACCESS_KEY'] = saved[1];
