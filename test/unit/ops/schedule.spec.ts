@@ -23,6 +23,19 @@ import { BUCKET, S3Server } from './s3-server.js';
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 const HOUR = 3_600_000;
 
+/** useS3Keys puts the test server's keys in the process environment (the SDK's default chain reads them there); the function it returns puts back what was there. */
+function useS3Keys(env: Record<string, string | undefined>): () => void {
+  const names = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'] as const;
+  const saved = names.map((n) => process.env[n]);
+  for (const n of names) process.env[n] = env[n];
+  return () =>
+    names.forEach((n, i) => {
+      const v = saved[i];
+      if (v === undefined) delete process.env[n];
+      else process.env[n] = v;
+    });
+}
+
 describe('agent: snapshot schedule', function () {
   this.timeout(60_000);
 
@@ -124,9 +137,7 @@ describe('agent: snapshot schedule', function () {
     const sn = await SnapshotNode.start();
     const s3 = await S3Server.start();
     const env = s3.env();
-    const saved = [process.env['AWS_ACCESS_KEY_ID'], process.env['AWS_SECRET_ACCESS_KEY']];
-    process.env['AWS_ACCESS_KEY_ID'] = env['AWS_ACCESS_KEY_ID'];
-    process.env['AWS_SECRET_ACCESS_KEY'] = env['AWS_SECRET_ACCESS_KEY'];
+    const restoreKeys = useS3Keys(env);
     const dest = await S3Destination.open(`s3://${BUCKET}/wo/`, s3SettingsFrom({ endpoint: env['SNAPCOORD_S3_ENDPOINT']!, forcePathStyle: true, credentialsFile: '' }, { ...env }));
     const warnings: { obj: Record<string, unknown>; msg: string }[] = [];
     const log = { ...silent, warn: (obj: Record<string, unknown>, msg: string) => warnings.push({ obj, msg }) };
@@ -143,10 +154,7 @@ describe('agent: snapshot schedule', function () {
       assert.equal(w[0]?.obj['destination'], `s3://${BUCKET}/wo/${snapshotName('db', new Date(NOW))}`);
       assert.match(String(w[0]?.obj['why']), /refused|403|AccessDenied|Forbidden/i);
     } finally {
-      process.env['AWS_ACCESS_KEY_ID'] = saved[0];
-      process.env['AWS_SECRET_ACCESS_KEY'] = saved[1];
-      if (saved[0] === undefined) delete process.env['AWS_ACCESS_KEY_ID'];
-      if (saved[1] === undefined) delete process.env['AWS_SECRET_ACCESS_KEY'];
+      restoreKeys();
       await queue?.close();
       dest.close();
       await s3.close();
@@ -192,9 +200,7 @@ describe('agent: snapshot schedule', function () {
     const env = s3.env();
     const dest = await S3Destination.open(`s3://${BUCKET}/sched/`, s3SettingsFrom({ endpoint: env['SNAPCOORD_S3_ENDPOINT']!, forcePathStyle: true, credentialsFile: '' }, { ...env }));
     // The SDK's default chain reads the access key from the environment.
-    const savedKey = [process.env['AWS_ACCESS_KEY_ID'], process.env['AWS_SECRET_ACCESS_KEY']];
-    process.env['AWS_ACCESS_KEY_ID'] = env['AWS_ACCESS_KEY_ID'];
-    process.env['AWS_SECRET_ACCESS_KEY'] = env['AWS_SECRET_ACCESS_KEY'];
+    const restoreKeys = useS3Keys(env);
     let queue: TaskQueue | null = null;
     try {
       let now = Date.parse('2026-12-03T00:00:00Z');
@@ -253,10 +259,7 @@ describe('agent: snapshot schedule', function () {
       const h = await dest.head(`sched/${local[1]}`);
       assert.equal(h.sha256, last.details.digest);
     } finally {
-      process.env['AWS_ACCESS_KEY_ID'] = savedKey[0];
-      process.env['AWS_SECRET_ACCESS_KEY'] = savedKey[1];
-      if (savedKey[0] === undefined) delete process.env['AWS_ACCESS_KEY_ID'];
-      if (savedKey[1] === undefined) delete process.env['AWS_SECRET_ACCESS_KEY'];
+      restoreKeys();
       await queue?.close();
       dest.close();
       await s3.close();
@@ -267,9 +270,7 @@ describe('agent: snapshot schedule', function () {
     const sn = await SnapshotNode.start();
     const s3 = await S3Server.start();
     const env = s3.env();
-    const saved = [process.env['AWS_ACCESS_KEY_ID'], process.env['AWS_SECRET_ACCESS_KEY']];
-    process.env['AWS_ACCESS_KEY_ID'] = env['AWS_ACCESS_KEY_ID'];
-    process.env['AWS_SECRET_ACCESS_KEY'] = env['AWS_SECRET_ACCESS_KEY'];
+    const restoreKeys = useS3Keys(env);
     let queue: TaskQueue | null = null;
     const agent = await SnapshotAgent.create({
       node: sn.node,
@@ -313,10 +314,7 @@ describe('agent: snapshot schedule', function () {
       assert.deepEqual((await readdir(sn.root)).filter((n) => n.startsWith('db-')).sort(), [notUploaded, snapshotName('db', new Date(at))].sort());
       assert.equal((await agent.destination!.list()).length, 4);
     } finally {
-      process.env['AWS_ACCESS_KEY_ID'] = saved[0];
-      process.env['AWS_SECRET_ACCESS_KEY'] = saved[1];
-      if (saved[0] === undefined) delete process.env['AWS_ACCESS_KEY_ID'];
-      if (saved[1] === undefined) delete process.env['AWS_SECRET_ACCESS_KEY'];
+      restoreKeys();
       await queue?.close();
       agent.stop();
       await s3.close();
