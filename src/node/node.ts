@@ -168,9 +168,9 @@ const FETCH_STALL_FROM_LEADER_MS_MIN = 15_000;
  */
 /** IMAGE_KEEP_MS: a leader keeps the image of its last restore this long (and never across a restart). */
 const IMAGE_KEEP_MS = 5 * 60_000;
-/** IMAGE_BUILD_WAIT_MS: a FetchStateImage waits at most this long for an image this leader is still building. */
 /** RESTORE_STAGE_ROUNDS_MAX: stagings of a restore's archive on the voters of the moment before the restore is refused (each change of the voters during one asks for another). */
 const RESTORE_STAGE_ROUNDS_MAX = 4;
+/** IMAGE_BUILD_WAIT_MS: a FetchStateImage waits at most this long for an image this leader is still building. */
 const IMAGE_BUILD_WAIT_MS = 120_000;
 /** IMAGE_TRANSFERS_MAX: FetchStateImage streams a node serves at once (more: RESOURCE_EXHAUSTED). */
 const IMAGE_TRANSFERS_MAX = 4;
