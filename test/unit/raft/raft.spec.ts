@@ -594,6 +594,24 @@ describe('raft core', () => {
       assert.equal(b.status().commit, commit, 'nor committed (before: the forged entry was, and applied here only)');
     });
 
+    it('a voter takes at once the appends of the member it voted for in this term, though its configuration names it a learner (promoted in an entry it lacks)', () => {
+      // {a, b, c} with learner d; b lacks the entry promoting d. Having voted for d in a term, b dropped d's appends of
+      // that term until an election timeout after its vote; d, hearing from no quorum, stepped down first, each time
+      // (simulator seed 52952: no write committed for 4.9 s).
+      const c = new TestCluster(['a', 'b', 'c', 'd'], {}, membership(['a', 'b', 'c'], ['d']));
+      c.elect('a');
+      c.stabilize();
+      const { term, lastIndex } = c.node('b').status();
+      c.isolate('b');
+      for (let i = 0; i < 40; i++) c.tick('b'); // an election timeout without a leader: d's vote request is taken
+      const t = c.node('b').status().term + 1;
+      const granted = c.node('b').stepForReplies({ type: 'vote', from: 'd', to: 'b', term: t, lastLogIndex: lastIndex + 5, lastLogTerm: term, preVote: false, transfer: false });
+      assert.ok(granted.some((r) => r.type === 'voteResp' && r.granted), 'b votes for d');
+      const replies = c.node('b').stepForReplies({ type: 'heartbeat', from: 'd', to: 'b', term: t, commit: 0, readSeq: 0 });
+      assert.ok(replies.some((r) => r.type === 'heartbeatResp'), 'b answers the heartbeat of the leader it elected');
+      assert.equal(c.node('b').status().leader, 'd');
+    });
+
     it('a learner is taken for no candidate or leader of a later term while the leader is heard: no transfer vote, no forged append', () => {
       // {a, b, c} with learner d; a leads. One message of d's certificate made it leader: a transfer vote of term + 1
       // (it skips the voters' lease) got b's and c's votes, or an append of term + 1 made it b's leader, whose forged
