@@ -699,6 +699,7 @@ export class Node {
     node.archives?.refs.noteEntries(state.entries);
     node.membershipBaseIndex = lostBase?.index ?? snapshot.index;
     opts.snapshots?.keepWhileInUse(() => raft.snapshotsInUse());
+    if (opts.snapshots !== undefined) opts.snapshots.onNewestLost = (lost) => node.snapshotLost(lost);
     node.warnPeersMismatch(opts.initialMembership);
     await opts.diskGuard?.start();
     node.syncPeers();
@@ -1898,6 +1899,22 @@ export class Node {
     }
     this.baseLost = true;
     this.log.warn({ logBase: lost.index, applied, verifiedIndex }, `the log was compacted up to index ${lost.index} but ${where}; the state machine is at ${applied}: taking a snapshot of it now`);
+  }
+
+  /**
+   * snapshotLost: the snapshot manager moved its newest snapshot (`lost`) to
+   * quarantine (found damaged by the scrub or a reader's chunk check). If the
+   * core offers it, it stops (RaftNode.snapshotLost: no follower is sent to
+   * fetch what is gone, and this node stands for no election meanwhile) and
+   * a snapshot of the state machine, at or past it, is taken at once, as
+   * after a base lost at boot (baseLost); the core offers that one.
+   */
+  private snapshotLost(lost: SnapshotMeta): void {
+    if (this.stopped || !this.raft.snapshotLost(lost)) return;
+    this.baseLost = true;
+    this.log.warn({ index: lost.index }, 'the snapshot offered to followers was found damaged and moved to quarantine; taking a snapshot of the state now');
+    this.maybeSnapshot();
+    this.kick();
   }
 
   /** holdersFirstLeader: the other members to fetch a snapshot or archive from, the leader first. */

@@ -314,6 +314,13 @@ export class SnapshotManager {
   private readonly scrubAbort = new AbortController();
   /** scrubbed: the boot scrub (never rejects). */
   private scrubbed: Promise<void> = Promise.resolve();
+  /**
+   * onNewestLost: told when the newest snapshot is moved to quarantine (found damaged by the scrub or a reader's
+   * chunk check), with its Raft meta; the node sets it (its core stops offering it, and a snapshot is built now).
+   */
+  onNewestLost: ((lost: SnapshotMeta) => void) | undefined;
+  /** lostNewest: the last newest snapshot moved to quarantine (noteQuarantined), named in find's NOT_FOUND. */
+  private lostNewest: SnapshotMeta | null = null;
   /** dial: how snapshot fetches reach peers (the peer plane's TLS and metadata); set once before the node starts. */
   dial: PeerDial | undefined;
   /** streams: opens the FetchSnapshot streams of fetches (the node's transport, when it carries them); else gRPC with `dial`. */
@@ -382,10 +389,7 @@ export class SnapshotManager {
           this.log.error({ store: name, id: q.id, reason: q.reason }, 'a stored snapshot does not match its recorded hashes; moved to quarantine');
         }
         for (const u of r.unreadable) this.log.warn({ store: name, id: u.id, reason: u.reason }, 'scrub could not read a stored snapshot');
-        if (store === this.store && this.newest !== null && r.quarantined.some((q) => q.id === this.newest?.id)) {
-          this.newest.release();
-          this.newest = await this.store.latest();
-        }
+        if (store === this.store) await this.noteQuarantined(r.quarantined.map((q) => q.id));
       } catch (err) {
         if (!this.scrubAbort.signal.aborted) this.log.warn({ store: name, err: (err as Error).message }, 'snapshot scrub failed');
       }
@@ -396,10 +400,7 @@ export class SnapshotManager {
   async scrub(): Promise<{ store: ScrubResult; uploads: ScrubResult }> {
     await this.scrubbed;
     const store = await this.store.scrub();
-    if (this.newest !== null && store.quarantined.some((q) => q.id === this.newest?.id)) {
-      this.newest.release();
-      this.newest = await this.store.latest();
-    }
+    await this.noteQuarantined(store.quarantined.map((q) => q.id));
     return { store, uploads: await this.uploads.scrub() };
   }
 
@@ -417,11 +418,27 @@ export class SnapshotManager {
     const r = await this.store.scrub(undefined, others);
     if (!r.quarantined.some((q) => q.id === id)) return false;
     this.log.error({ id, reason: r.quarantined.find((q) => q.id === id)?.reason }, 'a stored snapshot does not match its recorded hashes; moved to quarantine');
-    if (this.newest !== null && this.newest.id === id) {
-      this.newest.release();
-      this.newest = await this.store.latest();
-    }
+    await this.noteQuarantined([id]);
     return true;
+  }
+
+  /**
+   * noteQuarantined: snapshots of this store just moved to quarantine. When
+   * the newest is among them, the next good one becomes the newest, and
+   * onNewestLost is told (the node's core offered the quarantined one to
+   * followers: it stops, and the node builds a snapshot of its state now);
+   * a fetch of it meanwhile is answered NOT_FOUND saying so (find).
+   */
+  private async noteQuarantined(ids: readonly string[]): Promise<void> {
+    const n = this.newest;
+    if (n === null || !ids.includes(n.id)) return;
+    const lost = toRaftMeta(n);
+    this.lostNewest = lost;
+    n.release();
+    this.newest = null;
+    this.newest = await this.store.latest();
+    this.log.warn({ index: lost.index, id: n.id, fallback: this.newest?.id ?? null }, 'the newest snapshot was moved to quarantine; the newest good one before it takes its place');
+    this.onNewestLost?.(lost);
   }
 
   /**
@@ -1151,6 +1168,10 @@ export class SnapshotManager {
           }
         }
       }
+    }
+    const lost = this.lostNewest;
+    if (lost !== null && lost.index === index && lost.digest === digest) {
+      throw coded(5, `snapshot ${index} (digest ${digest.slice(0, 12)}…) was found damaged on this node and moved to quarantine; a new snapshot is built from the state and offered instead`);
     }
     throw coded(5, `no snapshot ${index} with digest ${digest.slice(0, 12)}… on this node`);
   }

@@ -236,8 +236,8 @@ export class RaftNode {
    */
   private restoring: SnapshotMeta | null = null;
   /**
-   * baseLost: the snapshot the log starts after is lost (RaftBootState.lostBase)
-   * and no snapshot was taken or installed since: this node cannot offer one,
+   * baseLost: the snapshot the log starts after is lost (RaftBootState.lostBase,
+   * or found damaged since: snapshotLost) and no snapshot was taken or installed since: this node cannot offer one,
    * so it stands for no election.
    */
   private baseLost = false;
@@ -849,6 +849,23 @@ export class RaftNode {
       throw new Error(`RaftNode: snapshot ${meta.index} is beyond applied ${this.log.applied}`);
     }
     this.noteSnapshot(meta);
+  }
+
+  /**
+   * snapshotLost: the driver's snapshot `meta` was found damaged on its disk
+   * and moved out of its store (a scrub, a reader's chunk check). When it is
+   * the one this core offers, it is offered to no follower from now on (a
+   * fetch of it could only fail: NOT_FOUND, offered again, for as long as no
+   * newer one is taken), and the node stands for no election, as with a base
+   * lost at boot (RaftBootState.lostBase), until the driver holds a snapshot
+   * again: setSnapshot of one at or after its index, which the driver builds
+   * at once from its state machine (at or past that index). Any other
+   * snapshot: nothing changes. Returns whether it was this core's.
+   */
+  snapshotLost(meta: SnapshotMeta): boolean {
+    if (this.snapshot.index === 0 || meta.index !== this.snapshot.index || meta.digest !== this.snapshot.digest) return false;
+    this.baseLost = true;
+    return true;
   }
 
   /** noteSnapshot: meta is held (taken or installed); it becomes the one offered when newer (or it replaces a lost base). */
@@ -1791,6 +1808,8 @@ export class RaftNode {
   }
 
   private sendSnapshot(to: NodeId, pr: Progress): void {
+    // The snapshot is lost (snapshotLost): offered once the driver holds one again (the follower is asked again then).
+    if (this.baseLost) return;
     pr.becomeSnapshot(this.snapshot.index);
     this.send(to, { type: 'snapshot', snapshot: this.snapshot });
   }

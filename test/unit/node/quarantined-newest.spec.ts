@@ -1,0 +1,60 @@
+/**
+ * A leader's newest snapshot found damaged on its disk (an export's chunk
+ * check, the scrub) is moved to quarantine; the Raft core had it as the
+ * snapshot it offers followers. Before, the core went on offering it: a
+ * follower cut off past the log fetched it, got NOT_FOUND, was offered it
+ * again, and so on until enough new writes made the leader take another
+ * snapshot (with no writes: never). Now the node tells its core at once
+ * (RaftNode.snapshotLost: nothing offered until it holds one again) and
+ * builds a good snapshot of its state, which the follower then gets.
+ * Real nodes on RocksDB and gRPC (RocksCluster).
+ */
+import assert from 'node:assert/strict';
+
+import { RocksCluster } from './rocks-cluster.js';
+import { flipByte } from '../../harness/flip-byte.js';
+import { until } from '../../harness/until.js';
+
+const enc = new TextEncoder();
+
+describe('node: a quarantined newest snapshot is rebuilt, not offered', function () {
+  this.timeout(120_000);
+  let c: RocksCluster | undefined;
+
+  afterEach(async () => {
+    await c?.close();
+    c = undefined;
+  });
+
+  it('a follower cut off past the log gets a good snapshot with no new writes after the quarantine', async () => {
+    c = await RocksCluster.start(3, { snapshotEntries: 100, trailingEntries: 10, retain: 2 }, { electionTimeoutTicks: 60 });
+    const cluster = c;
+    const leader = await cluster.waitForLeader();
+    const f = cluster.members.find((m) => m.node !== leader)?.id as string;
+    await cluster.stop(f);
+    for (let i = 0; i < 300; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) => leader.propose({ op: 'put', key: enc.encode(`k/${i + j}`), value: enc.encode('x'.repeat(100)) })));
+    }
+    await until('the leader to compact past the stopped follower', 30_000, () => (leader.status().firstIndex > 50 ? true : undefined));
+    const sm = cluster.member(leader.id).snapshots;
+    assert.ok(sm !== null);
+    // A snapshot of the state now (none other due after it: no more writes), the one the core names.
+    const taken = await leader.snapshotNow();
+    await until('the core to name it', 30_000, () => (leader.status().snapshotIndex === taken.index && sm.newestMeta()?.digest === taken.digest ? true : undefined));
+    const newest = (await sm.store.list()).find((s) => s.meta.index === taken.index && s.archiveSha256 === taken.digest);
+    assert.ok(newest !== undefined);
+    await flipByte(newest.path);
+    assert.equal(await leader.quarantineDamagedSnapshot(newest.id), true, 'found damaged and moved to quarantine');
+
+    await cluster.restart(f);
+    const fn = cluster.node(f);
+    await until(`${f} to install a snapshot`, 30_000, () => (fn.snapshotStats.installed > 0 ? true : undefined)).catch((err: Error) => {
+      throw new Error(`${err.message}; fetch failures ${fn.snapshotStats.fetchFailures}; leader's snapshot ${leader.status().snapshotIndex}\n${cluster.recentLog(leader.id, 30)}`);
+    });
+    assert.equal(fn.snapshotStats.fetchFailures, 0, 'the quarantined snapshot was never offered');
+    assert.notEqual(sm.newestMeta()?.digest, newest.archiveSha256, 'the leader holds a new snapshot');
+    assert.ok((sm.newestMeta()?.index ?? 0) >= newest.meta.index);
+    await until(`${f} to catch up`, 30_000, () => (fn.status().applied >= leader.status().commit ? true : undefined));
+    assert.equal(await cluster.member(f).storage?.stateDigest(), await cluster.member(leader.id).storage?.stateDigest());
+  });
+});
