@@ -270,9 +270,14 @@ export function clientOptions(cmd: Command, timeoutHelp = `deadline of each call
     .option('--plaintext', 'connect without TLS (a loopback node started without --cert)');
 }
 
-/** jsonOut prints one JSON value on stdout (bigints as numbers). */
+/** jsonText: one JSON value as the `--json` commands print it (bigints as numbers, indented by 2, a final newline). */
+export function jsonText(value: unknown): string {
+  return `${JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`;
+}
+
+/** jsonOut prints one JSON value on stdout (jsonText). */
 export function jsonOut(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`);
+  process.stdout.write(jsonText(value));
 }
 
 /** formatBytes: 1536 -> "1.5 KiB". */

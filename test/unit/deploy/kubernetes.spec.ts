@@ -19,7 +19,7 @@
  * the schemas); the checks below read every field the deployment relies on.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,7 +30,9 @@ import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { parseAllDocuments } from 'yaml';
 import { SERVE_OPTIONS, resolveServeConfig } from '../../../src/cli/config.js';
-import { Role, roleToJSON } from '../../../src/gen/snapcoord/v1/cluster.js';
+import { statusJson } from '../../../src/cli/client-commands.js';
+import { jsonText } from '../../../src/cli/client-options.js';
+import { Role, StatusResponse, roleToJSON } from '../../../src/gen/snapcoord/v1/cluster.js';
 import { checkTlsFiles } from '../../../src/tls/index.js';
 import { REPO_ROOT } from '../../harness/child.js';
 
@@ -227,8 +229,19 @@ describe('deploy/kubernetes', () => {
     const cmd = container.lifecycle?.preStop?.exec?.command as string[];
     assert.ok(Array.isArray(cmd));
     const script = cmd.join(' ');
-    assert.match(script, /cluster status --raw --json/);
-    assert.ok(script.includes(`"role":"${roleToJSON(Role.ROLE_LEADER)}"`), 'it recognises the leader in `cluster status --raw --json`');
+    assert.match(script, /cluster status --raw --json \|/);
+    // It recognises the leader in what `cluster status --raw --json` prints (jsonText(statusJson(…)), indented JSON),
+    // and only the leader: the test that follows the pipe, run by sh on that output (exit 0: hand over).
+    const test = /cluster status --raw --json \| ([^;]+);/.exec(script)?.[1] ?? '';
+    assert.match(test, /^grep /);
+    const leads = (role: Role): boolean => {
+      const st = StatusResponse.fromPartial({ id: 'snapcoord-0', role, term: 7n, leaderId: role === Role.ROLE_LEADER ? 'snapcoord-0' : 'snapcoord-1', commitIndex: 42n, appliedIndex: 42n });
+      const r = spawnSync('sh', ['-c', test], { input: jsonText(statusJson(st)), encoding: 'utf8' });
+      assert.ok(r.status === 0 || r.status === 1, `${test}: exit ${r.status} ${r.stderr}`);
+      return r.status === 0;
+    };
+    assert.equal(leads(Role.ROLE_LEADER), true, `\`${test}\` finds ${roleToJSON(Role.ROLE_LEADER)} in \`cluster status --raw --json\``);
+    for (const role of [Role.ROLE_FOLLOWER, Role.ROLE_CANDIDATE, Role.ROLE_PRE_CANDIDATE]) assert.equal(leads(role), false, roleToJSON(role));
     assert.match(script, /cluster transfer-leader/);
     assert.match(script, /SNAPCOORD_CACERT=\/tls\/ca\.pem/);
     assert.match(script, /\/keys\/api-key/);
