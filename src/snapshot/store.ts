@@ -935,8 +935,7 @@ export class SnapshotStore {
         await writeFileDurable(this.under(tmpName, STORED_META_FILE), storedMetaBytes, this.io);
         await fsyncDir(tmpDir, this.io);
         failpoint('snapshot-before-rename');
-        await this.io.rename(tmpDir, finalDir);
-        await fsyncDir(this.dir, this.io);
+        await this.placeDurably(tmpDir, id);
         failpoint('snapshot-after-rename');
         stored = this.describe(id, storedMeta);
         this.rememberMeta(id, storedMetaBytes, storedMeta); // its next read parses nothing (loadMeta compares the bytes)
@@ -1468,9 +1467,7 @@ export class SnapshotStore {
           }
           id = snapshotId(meta.term, meta.index, createdAtMs + bump);
         }
-        const finalDir = join(this.dir, id);
-        await this.io.rename(tmpDir, finalDir);
-        await fsyncDir(this.dir, this.io);
+        await this.placeDurably(tmpDir, id);
         const stored = this.describe(id, storedMeta);
         await this.applyRetention(stored);
         return stored;
@@ -1683,6 +1680,41 @@ export class SnapshotStore {
     for (const s of all.slice(this.retain)) {
       if (s.id === kept.id || this.pins.has(s.id) || this.keepAlso?.(s) === true) continue;
       await this.removeDir(s.id);
+    }
+  }
+
+  /**
+   * placeDurably renames the complete temporary directory `tmpDir` into place
+   * as snapshot `id` and fsyncs the store directory. When that fsync fails,
+   * the rename is undone (renamed back to `tmpDir`, which the caller removes,
+   * and the directory fsynced again, best effort) before the error is passed
+   * on: the caller reports the snapshot not stored, so this store must not
+   * list it (served to a follower, taken as the newest, kept by retention in
+   * place of an older one that is durable). Why undo rather than stop the
+   * store until a restart (as RocksStorage does after a failed write): a
+   * crash right after the failed fsync may take the rename back, or keep it;
+   * the undo gives the running process the state the crash may leave and the
+   * failure reported says (no snapshot), while the other outcome, the entry
+   * surviving after all, is harmless: a complete snapshot, hashed at the next
+   * boot before use, that nothing (no compaction, no offer) relied on. Each
+   * snapshot is a directory of its own, so one that failed to land leaves
+   * nothing another depends on, unlike a log whose later writes build on the
+   * failed one. If the undo fails too, the snapshot is left as it is (listed)
+   * and the first error is passed on.
+   */
+  private async placeDurably(tmpDir: string, id: string): Promise<void> {
+    const finalDir = join(this.dir, id);
+    await this.io.rename(tmpDir, finalDir);
+    try {
+      await fsyncDir(this.dir, this.io);
+    } catch (err) {
+      try {
+        await this.io.rename(finalDir, tmpDir);
+        await fsyncDir(this.dir, this.io).catch(() => undefined);
+      } catch {
+        // left in place: listed, as before
+      }
+      throw err;
     }
   }
 

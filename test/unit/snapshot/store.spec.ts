@@ -480,6 +480,39 @@ describe('SnapshotStore', () => {
     assert.equal(s.meta.stateBytes, 0);
   });
 
+  it('a failed fsync of the store directory after the rename undoes it: the snapshot is not listed (create, import)', async () => {
+    // The store directory's fsync fails once after a snapshot was renamed into it: create() reports the failure, so
+    // the snapshot must not stay listed (served, taken as the newest, retained in place of older ones).
+    const snaps = join(dir, 'snaps');
+    let failDirSync = false;
+    const io: SnapshotIo = {
+      ...nodeSnapshotIo,
+      open: async (path, flags, mode) => {
+        const f = await nodeSnapshotIo.open(path, flags, mode);
+        if (path !== snaps || flags !== 'r' || !failDirSync) return f;
+        failDirSync = false;
+        return Object.assign(f, { sync: () => Promise.reject(Object.assign(new Error(`EIO: i/o error, fsync '${snaps}'`), { code: 'EIO' })) });
+      },
+    };
+    const store = await SnapshotStore.open(snaps, { retain: 3, io });
+    const first = await store.create(meta(1), writer(records(10)));
+    failDirSync = true;
+    await assert.rejects(store.create(meta(2), writer(records(20))), /EIO/);
+    assert.deepEqual((await store.list()).map((x) => x.id), [first.id], 'the failed create is not listed');
+    assert.deepEqual(await readdir(snaps), [first.id], 'nor on the disk');
+    assert.equal((await store.latest())?.id, first.id);
+    (await store.latest())?.release();
+    // The same through an import (staged()).
+    const other = await SnapshotStore.open(join(dir, 'other'), { retain: 3 });
+    const s = await other.create(meta(3), writer(records(30)));
+    failDirSync = true;
+    await assert.rejects(store.importArchive(createReadStream(s.path), { expectedSha256: s.archiveSha256, maxBytes: 1e7 }), /EIO/);
+    assert.deepEqual((await store.list()).map((x) => x.id), [first.id], 'the failed import is not listed');
+    // A later attempt stores it.
+    const again = await store.create(meta(2), writer(records(20)));
+    assert.deepEqual((await store.list()).map((x) => x.id), [again.id, first.id]);
+  });
+
   it('imports an archive from outside (hashed, validated, renamed in); refuses bad ones and changes nothing', async () => {
     const leader = await SnapshotStore.open(join(dir, 'leader'), { retain: 3 });
     const follower = await SnapshotStore.open(join(dir, 'follower'), { retain: 3 });
