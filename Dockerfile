@@ -42,5 +42,6 @@ EXPOSE 7001 7101 8108
 # A node's memory settings (src/cli/node-runtime.ts, README "Operations guide: Memory"): glibc gives freed
 # native memory back, from one arena for all threads. Read at process start, so set here.
 ENV MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072 MALLOC_ARENA_MAX=1
-ENTRYPOINT ["node", "--max-semi-space-size=4", "--initial-old-space-size=64", "dist/src/cli/main.js"]
+# The CLI by its absolute path: `docker run -w DIR` (README: make-secrets.sh with -w /w) changes the working directory.
+ENTRYPOINT ["node", "--max-semi-space-size=4", "--initial-old-space-size=64", "/app/dist/src/cli/main.js"]
 CMD ["--help"]

@@ -11,7 +11,8 @@
 # (default ./snapcoord-k8s-tls): keep that directory safe, and run the script
 # again with a larger REPLICAS before scaling up (what exists is kept).
 # $SNAPCOORD is how to run the CLI (default `snapcoord`; e.g.
-# "docker run --rm -v $PWD:/w -w /w snapcoord" or "npx tsx src/cli/main.ts").
+# "docker run --rm --user $(id -u):$(id -g) -v $PWD:/w -w /w snapcoord" or
+# "npx tsx src/cli/main.ts").
 set -eu
 REPLICAS=${1:-3}
 NS=${2:-default}

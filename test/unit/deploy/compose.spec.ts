@@ -287,7 +287,13 @@ describe('docker-compose.yml and Dockerfile', () => {
       assert.ok(exposed.includes(portOf(s.cfg.httpAddress)), `EXPOSE ${portOf(s.cfg.httpAddress)}`);
     }
     // The image starts its nodes as every launcher does (src/cli/node-runtime.ts): V8 flags before the entry, malloc settings in ENV.
-    assert.ok(dockerfile.split('\n').includes(`ENTRYPOINT ${JSON.stringify(['node', ...NODE_V8_FLAGS, 'dist/src/cli/main.js'])}`.replaceAll(',', ', ')), 'ENTRYPOINT runs node with NODE_V8_FLAGS');
+    // The entry by its absolute path in the final stage's WORKDIR: a container run with another working directory
+    // (the README's `docker run … -v $PWD:/w -w /w snapcoord` for make-secrets.sh) runs the image's CLI, not ./dist of -w.
+    const workdir = [...dockerfile.matchAll(/^WORKDIR\s+(\S+)$/gm)].at(-1)?.[1] ?? '';
+    assert.ok(workdir.startsWith('/'), `the final stage's WORKDIR (${workdir}) is absolute`);
+    const entrypoint = `ENTRYPOINT ${JSON.stringify(['node', ...NODE_V8_FLAGS, `${workdir}/dist/src/cli/main.js`])}`.replaceAll(',', ', ');
+    assert.ok(dockerfile.split('\n').includes(entrypoint), `${entrypoint}: node with NODE_V8_FLAGS and the CLI's absolute path`);
+    assert.match(readFileSync(join(REPO_ROOT, 'README.md'), 'utf8'), /docker run [^\n]*-w \/w snapcoord/, 'the README runs the image with -w');
     const env = dockerfile.split('\n').filter((l) => l.startsWith('ENV ')).flatMap((l) => l.slice(4).trim().split(/\s+/));
     for (const [k, v] of Object.entries(NODE_MALLOC_ENV)) assert.ok(env.includes(`${k}=${v}`), `the Dockerfile sets ENV ${k}=${v}`);
     assert.ok(existsSync(join(REPO_ROOT, 'src', 'cli', 'main.ts')), 'dist/src/cli/main.js is compiled from src/cli/main.ts');
