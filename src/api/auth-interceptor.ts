@@ -17,6 +17,7 @@
  * Keys are looked up in constant time (KeyRing.lookup) and never logged; a
  * refusal is logged (method, peer, code) at most once a minute per client host.
  */
+import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 
 import { bearerToken } from '../auth/bearer.js';
@@ -199,6 +200,19 @@ function decide(ring: KeyRing, path: string, need: Exclude<RpcNeed, 'open'>, met
         details: `this API key may not call ${path}: it needs the "${need}" action (or "admin")`,
       };
   }
+}
+
+/**
+ * apiKeyOwner names the API key a call carries (its first `authorization`
+ * value with the Bearer scheme) for ConnectionLimiter.prove: `key:` and the
+ * first 16 bytes of the key's SHA-256 in hex (the key itself is never kept),
+ * or null when the call carries none (a server run with insecureNoAuth).
+ * Only meaningful for a call the auth interceptor let through.
+ */
+export function apiKeyOwner(metadata: grpc.Metadata): string | null {
+  const first = metadata.get('authorization')[0];
+  const token = typeof first === 'string' ? bearerToken(first) : null;
+  return token === null ? null : `key:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`;
 }
 
 const MISSING_KEY_REFUSAL: AuthRefusal = Object.freeze({ code: grpc.status.UNAUTHENTICATED, details: MISSING_KEY_MESSAGE });

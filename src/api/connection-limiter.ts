@@ -14,7 +14,8 @@
  *   admission): `prove`, from provingInterceptor. A call to a method that
  *   needs no credentials (the client plane's open Health/Check) proves
  *   nothing: anyone may make it;
- * - a call's `owner` (the peer plane: the member its certificate names)
+ * - a call's `owner` (the peer plane: the member its certificate names;
+ *   the client plane: the API key it carries)
  *   proves at most `perOwnerMax` connections; its calls on more leave them
  *   unproven, so that one member's certificate cannot hold every place (the
  *   per-host cap alone let it fill the plane from a few addresses, and no
@@ -113,6 +114,12 @@ export class ConnectionLimiter {
     h.proven = true;
   }
 
+  /** needsProof: the connection of a call from `peer` is held and not proven yet (prove would decide it). */
+  needsProof(peer: string): boolean {
+    const h = this.held.get(peer);
+    return h !== undefined && !h.proven;
+  }
+
   /** disown: a closed connection no longer counts toward its owner's proven ones. */
   private disown(h: Held): void {
     if (h.owner === null) return;
@@ -168,7 +175,9 @@ export function provingInterceptor(
 ): grpc.ServerInterceptor {
   const gate: MetadataGate = {
     decide(metadata, call) {
-      limiter.prove(call.getPeer(), ownerOf(metadata, call));
+      // The owner is named only for a connection not proven yet (the client plane hashes the call's key).
+      const peer = call.getPeer();
+      if (limiter.needsProof(peer)) limiter.prove(peer, ownerOf(metadata, call));
       return null;
     },
     refused: () => undefined,

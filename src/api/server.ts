@@ -31,7 +31,7 @@ import { PeerDirectory, PeerGuard, peerAdmissionInterceptor, type PeerCall, type
 import type { ClientDial } from '../client/dial.js';
 import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
-import { rpcNeed } from './auth-interceptor.js';
+import { apiKeyOwner, rpcNeed } from './auth-interceptor.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
 import { ConnectionLimiter, provingInterceptor, type ConnectionLimits } from './connection-limiter.js';
 import { createKvService } from './kv-service.js';
@@ -102,9 +102,13 @@ export interface BindOptions {
 
 /**
  * CLIENT_CONNECTION_LIMITS: the client plane holds at most 1024 connections,
- * 256 from one host (clients multiplex their calls on one or a few).
+ * 256 from one host (clients multiplex their calls on one or a few), and one
+ * API key proves at most 64 of them (its calls on more leave them unproven,
+ * the first to go when another caller connects: before, a holder of any key,
+ * kv.read alone, kept every place of its host, or of the plane from four
+ * hosts, with one call per connection, and every other client was refused).
  */
-export const CLIENT_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 1024, perHostMax: 256 };
+export const CLIENT_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 1024, perHostMax: 256, perOwnerMax: 64 };
 /**
  * PEER_CONNECTION_LIMITS: the peer plane holds at most 256 connections, 64
  * from one host (a member opens a few: its transport's channel, snapshot
@@ -322,12 +326,13 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const clientLimiter = new ConnectionLimiter(opts.clientConnections ?? CLIENT_CONNECTION_LIMITS, limitLog('client'));
   const peerLimiter = new ConnectionLimiter(opts.peerConnections ?? PEER_CONNECTION_LIMITS, limitLog('peer'));
   // grpc-js hands a call's metadata to its interceptors in their order: provingInterceptor, after the others,
-  // sees only the calls every other one let through. A call that needs no key (Health/Check) proves nothing.
+  // sees only the calls every other one let through. A call that needs no key (Health/Check) proves nothing;
+  // a key proves at most perOwnerMax connections (apiKeyOwner: a digest of the key names the owner).
   // The read gate bounds the request bytes being read at once (a refused call never reads).
   const readGate = new ReadGate(opts.clientReads ?? CLIENT_READ_LIMITS);
   const server = new grpc.Server({
     ...clientServerOptions(maxRequestBytes),
-    interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open'), readGateInterceptor(readGate)],
+    interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), readGateInterceptor(readGate)],
   });
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages

@@ -178,6 +178,49 @@ describe('gRPC client plane: calls that need no key do not hold places (real TCP
   });
 });
 
+describe('gRPC client plane: one API key proves a bounded number of connections (real TCP)', function () {
+  this.timeout(60_000);
+  const NARROW = 'connection-limits-kv-read-key';
+  const LIMITS = { connectionsMax: 6, perHostMax: 6, perOwnerMax: 2 };
+  let api: ApiServer;
+  let node: Node;
+
+  before(async () => {
+    api = await bindApiServer({
+      bindAddress: '127.0.0.1:0',
+      peerBindAddress: '127.0.0.1:0',
+      interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
+      clientConnections: LIMITS,
+    });
+    node = await serveSolo(api);
+  });
+
+  after(async () => {
+    await api?.close(100);
+    await node?.stop();
+  });
+
+  it('a kv.read key holding every place with one call per connection is pushed out by another key (before: every other caller refused at accept)', async () => {
+    const own = { 'grpc.use_local_subchannel_pool': 1 };
+    const narrow = Array.from({ length: LIMITS.connectionsMax }, () => new KvClient(api.address, { apiKey: NARROW, channelOptions: own }));
+    const admin = new KvClient(api.address, { apiKey: KEY, channelOptions: own });
+    try {
+      // One after the other: the first perOwnerMax connections are the key's proven ones.
+      for (const c of narrow) await c.get({ key: enc.encode('k'), serializable: true }, { deadlineMs: 5_000 });
+      const ready = (cs: KvClient[]): number => cs.filter((c) => c.raw.getChannel().getConnectivityState(false) === grpc.connectivityState.READY).length;
+      assert.equal(ready(narrow), LIMITS.connectionsMax, 'the key holds every place');
+      await admin.put({ key: enc.encode('after-narrow'), value: enc.encode('1') }, { deadlineMs: 5_000 });
+      await until('one of the key\'s unproven connections to be closed for the admin one', 10_000, () => (ready(narrow) < LIMITS.connectionsMax ? true : undefined));
+      const kept = narrow.slice(0, LIMITS.perOwnerMax);
+      assert.equal(ready(kept), LIMITS.perOwnerMax, 'the connections the key proved keep their places');
+      assert.equal(node.status().role, 'leader');
+    } finally {
+      for (const c of narrow) c.close();
+      admin.close();
+    }
+  });
+});
+
 /**
  * Freezer: a TCP relay to `port` that can stop relaying without closing anything, as a peer whose host
  * died or was cut off looks to the server (no FIN, no RST, no answer). `upstreamClosed` counts the relay's
