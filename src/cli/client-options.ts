@@ -207,6 +207,18 @@ export function oneLine(s: string): string {
 }
 
 /**
+ * PLAINTEXT_PEER_TLS_ERROR: what OpenSSL says when a TLS client's handshake
+ * is answered in plaintext (a node started without --cert answers the
+ * ClientHello with an HTTP/2 frame, which is no TLS record).
+ */
+const PLAINTEXT_PEER_TLS_ERROR = /wrong version number|WRONG_VERSION_NUMBER|packet length too long/i;
+
+/** plaintextPeerHint: the hint of an UNAVAILABLE whose TLS handshake met a plaintext server. */
+function plaintextPeerHint(endpoint: string): string {
+  return ` (the node at ${endpoint} answered without TLS: it was started without --cert/--key; give it TLS, or call it with --plaintext if it listens on loopback)`;
+}
+
+/**
  * callError turns a gRPC failure into a one-line CliError (exit 1):
  * "<CODE>: <details>", with a hint for UNAVAILABLE. The original error is
  * kept as `cause` (printed with --debug).
@@ -217,11 +229,11 @@ export function callError(err: unknown, endpoint: string): CliError {
   let out: CliError;
   if (typeof e.code === 'number') {
     const name = grpc.status[e.code] ?? String(e.code);
-    const hint = e.code === grpc.status.UNAVAILABLE ? ` (is a node running at ${endpoint}?)` : '';
     // grpc-js's connection errors end in an empty "Resolution note:"; keep the line short.
     const details = oneLine(e.details ?? e.message ?? '')
       .replace(/\s*Resolution note:\s*$/, '')
       .replace(/Last error: Error: /, 'last error: ');
+    const hint = e.code !== grpc.status.UNAVAILABLE ? '' : PLAINTEXT_PEER_TLS_ERROR.test(details) ? plaintextPeerHint(endpoint) : ` (is a node running at ${endpoint}?)`;
     out = new CliError(`${name}: ${details}${hint}`);
   } else {
     out = new CliError(oneLine(err instanceof Error ? err.message : String(err)));
