@@ -262,8 +262,8 @@ export function createSnapshotService(
       try {
         const handle = await node.downloadSnapshot(true, { toDisk: true });
         try {
-          await exportDirectory(handle, target, opts.directoryExport);
-          return { directorySnapshot: { path: target.path, info: infoOf(handle) } };
+          const warnings = await exportDirectory(handle, target, opts.directoryExport);
+          return { directorySnapshot: { path: target.path, info: infoOf(handle), warnings } };
         } finally {
           handle.release();
         }

@@ -393,7 +393,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       snapshots,
       tasks: { queue: tasks, snapshotPath },
       realRoots,
-      directoryExport: { storage: rocksDataDir, nodeId: cfg.id, clusterId: cfg.clusterId, selfAddress: cfg.peers[cfg.id] ?? api.address, version: SNAPCOORD_VERSION },
+      directoryExport: { storage: rocksDataDir, nodeId: cfg.id, clusterId: cfg.clusterId, selfAddress: cfg.peers[cfg.id] ?? api.address, version: SNAPCOORD_VERSION, log: logger },
     },
   });
   // Where this process reaches its own client plane: over TLS the advertised name (the certificate's), else loopback.

@@ -12,6 +12,7 @@ import { FORMAT_VERSION, type NodeStorage } from '../storage/types.js';
 import { lockedInodes } from '../storage/proc-locks.js';
 import { DirHandle, DirHandleError, FD_PATHS, readSmallFile, sameFile, type FileId } from './dir-handle.js';
 import { NodeError } from '../node/errors.js';
+import type { Logger } from '../node/logger.js';
 
 /** MARKER_FILE marks a directory written by exportDirectory (so a later snapshot may replace it). */
 export const MARKER_FILE = 'SNAPCOORD_SNAPSHOT';
@@ -211,6 +212,8 @@ export interface DirectoryExport {
   readonly version: string;
   /** staleExportMs: leftovers of crashed exports beside the target older than this are removed (removeStaleExports; default STALE_COPY_MS). */
   readonly staleExportMs?: number;
+  /** log: where an export that succeeded with a warning (exportDirectory's answer) is also logged. */
+  readonly log?: Logger;
 }
 
 /**
@@ -387,8 +390,11 @@ async function inspectTarget(parent: DirHandle, name: string, shown: string, loc
  * refusal, saying why; I/O errors pass through. Nothing is left behind on
  * failure but the target as it was; what a crash mid-way left beside the
  * target is removed by a later export there (removeStaleExports).
+ * Resolves with the warnings of an export that is in place (also logged to
+ * opts.log): the earlier export moved aside that could not be removed after
+ * the swap (named; it waits for an operator, as after a crash in that window).
  */
-export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTarget, opts: DirectoryExport): Promise<void> {
+export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTarget, opts: DirectoryExport): Promise<string[]> {
   const name = target.names.at(-1);
   const lockHeld = (dir: string): Promise<boolean> => opts.storage.lockHeld(dir);
   if (name === undefined) throw refuse('snapshot_path names no directory');
@@ -414,7 +420,17 @@ export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTa
       await writeFileDurable(`${tmp}/${MARKER_FILE}`, Buffer.from(`${JSON.stringify(marker)}\n`));
       await fsyncDir(tmp);
       if (!FD_PATHS) await parent.verify();
-      await swapIn(parent, name, tmp, existing, target.path, lockHeld);
+      const left = await swapIn(parent, name, tmp, existing, target.path, lockHeld);
+      const warnings: string[] = [];
+      if (left !== null) {
+        // Named as the operator sees them: the handle's own path (/proc/self/fd/N) replaced by the target's parent.
+        const shownParent = dirname(target.path);
+        const aside = join(shownParent, basename(left.path));
+        const why = left.err.message.split(`${parent.path()}/`).join(`${shownParent}/`);
+        warnings.push(`snapshot_path ${target.path} holds the new snapshot, but the earlier one moved aside to ${aside} could not be removed (${why}); remove it by hand`);
+        opts.log?.warn({ path: target.path, movedAside: aside, err: why }, 'directory export in place; the earlier export moved aside could not be removed');
+      }
+      return warnings;
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       throw err;
@@ -424,14 +440,18 @@ export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTa
   }
 }
 
-/** swapIn renames `tmp` to `name` in `parent`, first moving aside (and at the end removing) what `existing` checked, re-checked around the move. */
-async function swapIn(parent: DirHandle, name: string, tmp: string, existing: ExistingTarget | null, shown: string, lockHeld: DataDirStorage['lockHeld']): Promise<void> {
+/**
+ * swapIn renames `tmp` to `name` in `parent`, first moving aside (and at the end removing) what `existing` checked,
+ * re-checked around the move. Resolves null, or with the moved-aside copy and why its removal failed: the swap is
+ * done by then (the new export in place, durable), so that is no failure of the export.
+ */
+async function swapIn(parent: DirHandle, name: string, tmp: string, existing: ExistingTarget | null, shown: string, lockHeld: DataDirStorage['lockHeld']): Promise<{ readonly path: string; readonly err: Error } | null> {
   const at = parent.path(name);
   if (existing === null) {
     // rename(2) may replace only an empty directory: anything that appeared meanwhile makes it fail.
     await rename(tmp, at);
     await fsyncDir(parent.path());
-    return;
+    return null;
   }
   const now = await inspectTarget(parent, name, shown, lockHeld);
   if (now === null || !sameFile(now.id, existing.id) || !sameTree(now.tree.entries, existing.tree.entries)) {
@@ -453,7 +473,12 @@ async function swapIn(parent: DirHandle, name: string, tmp: string, existing: Ex
     throw err;
   }
   await fsyncDir(parent.path());
-  await rm(old, { recursive: true, force: true });
+  try {
+    await rm(old, { recursive: true, force: true });
+    return null;
+  } catch (err) {
+    return { path: old, err: err instanceof Error ? err : new Error(String(err)) };
+  }
 }
 
 /** buildDataDir fills the empty directory `dir` with a data dir holding the snapshot's state (see exportDirectory). */

@@ -13,6 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { chown, mkdir, readdir, readFile, realpath, rm, rmdir, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
@@ -155,6 +156,34 @@ describe('snapshot_path: symlink races, live data dirs, the task file', function
     await rm(join(n.snapshotPath, 'x'));
     await rmdir(n.snapshotPath);
     assert.equal((await runTask()).status, 'succeeded');
+  });
+
+  it('an export whose earlier copy, moved aside, cannot be removed after the swap succeeds with a warning naming that copy (kept, 470eb9b)', async function () {
+    // A real failure of the removal: a directory of the earlier export is a mount point (bound onto itself), which
+    // rm cannot remove (EBUSY) once the new export is in place. Needs root (mount); skipped otherwise.
+    const root = await realpath(n.root);
+    const target = join(root, 'aside-warn');
+    assert.equal((await create(target)).directorySnapshot?.warnings.length, 0);
+    const sub = (await readdir(target, { withFileTypes: true })).find((e) => e.isDirectory());
+    assert.ok(sub !== undefined, 'an export holds a directory');
+    const bind = spawnSync('mount', ['--bind', join(target, sub.name), join(target, sub.name)]);
+    if (bind.status !== 0) this.skip();
+    try {
+      const r = await create(target);
+      const warnings = r.directorySnapshot?.warnings ?? [];
+      assert.equal(warnings.length, 1, JSON.stringify(warnings));
+      const aside = (await readdir(root)).filter((e) => e.startsWith('.snapcoord-old-'));
+      assert.equal(aside.length, 1, 'the earlier export is kept moved aside');
+      assert.ok(warnings[0]?.includes(join(root, aside[0] as string)), `the warning names the copy moved aside: ${warnings[0]}`);
+      assert.match(warnings[0] ?? '', /EBUSY/);
+      const marker = JSON.parse(await readFile(join(target, MARKER_FILE), 'utf8')) as { createdAt: string };
+      assert.ok(marker.createdAt.length > 0, 'the new export is in place');
+    } finally {
+      // The mount moved with the earlier export (aside) or stayed (an export that failed before the swap).
+      const aside = (await readdir(root)).filter((e) => e.startsWith('.snapcoord-old-'));
+      for (const at of [join(target, sub.name), ...aside.map((e) => join(root, e, sub.name))]) spawnSync('umount', [at]);
+      for (const e of aside) await rm(join(root, e), { recursive: true, force: true });
+    }
   });
 
   it('leftovers of directory exports a crash cut short are removed by a later export beside them; one being built (its RocksDB lock held), an earlier export moved aside (maybe the only copy), another user\'s, recent ones and other names are left alone', async () => {
