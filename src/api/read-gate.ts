@@ -11,33 +11,47 @@
  *
  * So each read of a message (startRead until the message, or the end of the
  * request, arrives) takes a place: at most `readsMax` calls read at once, at
- * most `readsPerHostMax` of them from one remote host. A call that finds no
- * place waits, its stream paused: HTTP/2 flow control then keeps its bytes in
- * the client (a paused stream holds at most its window). Places are handed
- * to the waiting calls host by host in turn, each host's calls in order. A
- * read that holds its place `readMs` without completing fails the call
- * DEADLINE_EXCEEDED, and its place goes on. Small requests arrive with their
- * headers and give their place back at once; only slow or large ones wait.
+ * most `readsPerCallerMax` of them by one caller: the API key the call
+ * carries (apiKeyOwner), or its remote host for a call without one (a server
+ * run with insecureNoAuth). A call that finds no place waits, its stream
+ * paused: HTTP/2 flow control then keeps its bytes in the client (a paused
+ * stream holds at most its window). Places are handed to the waiting calls
+ * caller by caller in turn, each caller's calls in order; a caller with
+ * `waitingPerCallerMax` calls waiting already has its next one refused
+ * RESOURCE_EXHAUSTED at once. A read that holds its place `readMs` without
+ * completing fails the call DEADLINE_EXCEEDED, and its place goes on. Small
+ * requests arrive with their headers and give their place back at once; only
+ * slow or large ones wait.
+ *
+ * By key, not by host: every request message waits its turn here, a Status
+ * as much as a Put. A holder of any key (kv.read alone) that opened 16,384
+ * Get calls sending no message on 64 connections from one host held that
+ * host's 16 places for 90 s at a time, and no call of any other key from
+ * that host (the node's own gateway's, an admin's) was read at all; from
+ * four hosts it would hold all 64 places, and every caller's call waited.
  */
 import * as grpc from '@grpc/grpc-js';
+import { apiKeyOwner } from './auth-interceptor.js';
 import { ForwardingServerCall } from '../transport/forwarding-call.js';
 
 export interface ReadLimits {
   /** readsMax: calls reading a request message at once, in all (>= 1). */
   readonly readsMax: number;
-  /** readsPerHostMax: of them, from one remote host (>= 1). */
-  readonly readsPerHostMax: number;
+  /** readsPerCallerMax: of them, by one caller (an API key; a remote host for calls without one) (>= 1). */
+  readonly readsPerCallerMax: number;
+  /** waitingPerCallerMax: calls of one caller waiting for a place; the next one is refused RESOURCE_EXHAUSTED (>= 1). */
+  readonly waitingPerCallerMax: number;
   /** readMs: the longest one read may hold its place (>= 1). */
   readonly readMs: number;
 }
 
 /**
- * CLIENT_READ_LIMITS: 64 reads at once (96 MiB of 1.5 MiB messages), 16 from
- * one host (a host alone cannot take every place), 90 s a message: longer
- * than a restore upload may idle (UPLOAD_IDLE_MS_DEFAULT, 60 s), whose own
- * error then comes first.
+ * CLIENT_READ_LIMITS: 64 reads at once (96 MiB of 1.5 MiB messages), 16 by
+ * one API key (a key alone cannot take every place), 1024 calls of one key
+ * waiting, 90 s a message: longer than a restore upload may idle
+ * (UPLOAD_IDLE_MS_DEFAULT, 60 s), whose own error then comes first.
  */
-export const CLIENT_READ_LIMITS: ReadLimits = { readsMax: 64, readsPerHostMax: 16, readMs: 90_000 };
+export const CLIENT_READ_LIMITS: ReadLimits = { readsMax: 64, readsPerCallerMax: 16, waitingPerCallerMax: 1024, readMs: 90_000 };
 
 /** hostOf: the remote host of a call's peer string (`address:port`, IPv6 as `[addr]:port`). */
 function hostOf(peer: string): string {
@@ -47,8 +61,8 @@ function hostOf(peer: string): string {
 /** ReadGate: the places of one plane (see the top of this file). */
 export class ReadGate {
   private reading = 0;
-  private readonly readingPerHost = new Map<string, number>();
-  /** waiting: the calls waiting for a place, by host (in the order the hosts came), each host's in order. */
+  private readonly readingPerCaller = new Map<string, number>();
+  /** waiting: the calls waiting for a place, by caller (in the order the callers came), each caller's in order. */
   private readonly waiting = new Map<string, Set<ReadGateCall>>();
 
   constructor(readonly limits: ReadLimits) {
@@ -68,58 +82,64 @@ export class ReadGate {
     return n;
   }
 
-  /** ask: `call` wants to read; it is granted a place now or when one is free (ReadGateCall.granted). */
-  ask(call: ReadGateCall): void {
-    if (this.hasRoom(call.host)) {
+  /**
+   * ask: `call` wants to read; it is granted a place now or when one is free
+   * (ReadGateCall.granted). False when its caller has waitingPerCallerMax
+   * calls waiting already: it neither reads nor waits.
+   */
+  ask(call: ReadGateCall): boolean {
+    if (this.hasRoom(call.caller)) {
       this.take(call);
-      return;
+      return true;
     }
-    let calls = this.waiting.get(call.host);
+    let calls = this.waiting.get(call.caller);
     if (calls === undefined) {
       calls = new Set();
-      this.waiting.set(call.host, calls);
+      this.waiting.set(call.caller, calls);
     }
+    if (calls.size >= this.limits.waitingPerCallerMax) return false;
     calls.add(call);
+    return true;
   }
 
   /** forget: `call` no longer waits (it ended). */
   forget(call: ReadGateCall): void {
-    const calls = this.waiting.get(call.host);
+    const calls = this.waiting.get(call.caller);
     if (calls === undefined) return;
     calls.delete(call);
-    if (calls.size === 0) this.waiting.delete(call.host);
+    if (calls.size === 0) this.waiting.delete(call.caller);
   }
 
-  /** release: `call` gives its place back; the place goes to a waiting call, host by host in turn. */
+  /** release: `call` gives its place back; the place goes to a waiting call, caller by caller in turn. */
   release(call: ReadGateCall): void {
     this.reading--;
-    const n = (this.readingPerHost.get(call.host) ?? 1) - 1;
-    if (n > 0) this.readingPerHost.set(call.host, n);
-    else this.readingPerHost.delete(call.host);
+    const n = (this.readingPerCaller.get(call.caller) ?? 1) - 1;
+    if (n > 0) this.readingPerCaller.set(call.caller, n);
+    else this.readingPerCaller.delete(call.caller);
     this.grant();
   }
 
-  private hasRoom(host: string): boolean {
-    return this.reading < this.limits.readsMax && (this.readingPerHost.get(host) ?? 0) < this.limits.readsPerHostMax;
+  private hasRoom(caller: string): boolean {
+    return this.reading < this.limits.readsMax && (this.readingPerCaller.get(caller) ?? 0) < this.limits.readsPerCallerMax;
   }
 
   private take(call: ReadGateCall): void {
     this.reading++;
-    this.readingPerHost.set(call.host, (this.readingPerHost.get(call.host) ?? 0) + 1);
+    this.readingPerCaller.set(call.caller, (this.readingPerCaller.get(call.caller) ?? 0) + 1);
     call.granted();
   }
 
   private grant(): void {
-    for (const [host, calls] of this.waiting) {
+    for (const [caller, calls] of this.waiting) {
       if (this.reading >= this.limits.readsMax) return;
-      if (!this.hasRoom(host)) continue;
+      if (!this.hasRoom(caller)) continue;
       const first = calls.values().next().value as ReadGateCall;
       this.forget(first);
-      // The host goes to the back of the turn (a Map keeps insertion order).
-      const rest = this.waiting.get(host);
+      // The caller goes to the back of the turn (a Map keeps insertion order).
+      const rest = this.waiting.get(caller);
       if (rest !== undefined) {
-        this.waiting.delete(host);
-        this.waiting.set(host, rest);
+        this.waiting.delete(caller);
+        this.waiting.set(caller, rest);
       }
       this.take(first);
       return;
@@ -129,7 +149,8 @@ export class ReadGate {
 
 /** ReadGateCall: one call behind a ReadGate: each startRead waits for a place, held until the read completes. */
 class ReadGateCall extends ForwardingServerCall {
-  readonly host: string;
+  /** caller: the call's API key (apiKeyOwner) once its metadata came, else its remote host. */
+  caller: string;
   private state: 'idle' | 'waiting' | 'reading' | 'ended' = 'idle';
   private timer: NodeJS.Timeout | null = null;
 
@@ -138,13 +159,24 @@ class ReadGateCall extends ForwardingServerCall {
     private readonly gate: ReadGate,
   ) {
     super(inner);
-    this.host = hostOf(inner.getPeer());
+    this.caller = hostOf(inner.getPeer());
+  }
+
+  override onReceiveMetadata(metadata: grpc.Metadata): void {
+    this.caller = apiKeyOwner(metadata) ?? this.caller;
+    super.onReceiveMetadata(metadata);
   }
 
   override startRead(): void {
     if (this.state !== 'idle') return;
     this.state = 'waiting';
-    this.gate.ask(this);
+    if (this.gate.ask(this)) return;
+    this.state = 'idle';
+    this.sendStatus({
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      details: `${this.gate.limits.waitingPerCallerMax} calls with this API key already wait to send their request: retry later`,
+      metadata: new grpc.Metadata(),
+    });
   }
 
   /** granted: the gate gave this call a place: read. */
