@@ -213,6 +213,13 @@ export function oneLine(s: string): string {
  */
 const PLAINTEXT_PEER_TLS_ERROR = /wrong version number|WRONG_VERSION_NUMBER|packet length too long/i;
 
+/**
+ * CERTIFICATE_REFUSED_ERROR: a TLS handshake this client ended over the
+ * server's certificate (another CA, a name or member it does not hold, not a
+ * server certificate, expired): a node answered, so "is a node running" misleads.
+ */
+const CERTIFICATE_REFUSED_ERROR = /certificate|altnames/i;
+
 /** plaintextPeerHint: the hint of an UNAVAILABLE whose TLS handshake met a plaintext server. */
 function plaintextPeerHint(endpoint: string): string {
   return ` (the node at ${endpoint} answered without TLS: it was started without --cert/--key; give it TLS, or call it with --plaintext if it listens on loopback)`;
@@ -233,7 +240,14 @@ export function callError(err: unknown, endpoint: string): CliError {
     const details = oneLine(e.details ?? e.message ?? '')
       .replace(/\s*Resolution note:\s*$/, '')
       .replace(/Last error: Error: /, 'last error: ');
-    const hint = e.code !== grpc.status.UNAVAILABLE ? '' : PLAINTEXT_PEER_TLS_ERROR.test(details) ? plaintextPeerHint(endpoint) : ` (is a node running at ${endpoint}?)`;
+    const hint =
+      e.code !== grpc.status.UNAVAILABLE
+        ? ''
+        : PLAINTEXT_PEER_TLS_ERROR.test(details)
+          ? plaintextPeerHint(endpoint)
+          : CERTIFICATE_REFUSED_ERROR.test(details)
+            ? ` (a node answers at ${endpoint}, but its TLS certificate was refused: check --cacert and --expect-member)`
+            : ` (is a node running at ${endpoint}?)`;
     out = new CliError(`${name}: ${details}${hint}`);
   } else {
     out = new CliError(oneLine(err instanceof Error ? err.message : String(err)));
