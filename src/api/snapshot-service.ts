@@ -40,6 +40,7 @@ import { exportDirectory, type DirectoryExport } from '../ops/snapshot-export.js
 import type { SnapshotManager } from '../node/snapshots.js';
 import { durationOf, TaskQueueError, type Task, type TaskFilter, type TaskQueue } from '../ops/task-queue.js';
 import { inspectArchive } from '../snapshot/archive.js';
+import { SnapshotStoreError } from '../snapshot/errors.js';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import { RESERVED_KEY_PREFIX, type SessionStamp } from '../fsm/sessions.js';
 import { ApiError, invalidArgument, notLeaderError, toApiError } from './api-error.js';
@@ -331,15 +332,29 @@ export function createSnapshotService(
           if (end > offset) {
             // 1 MiB pieces, each read straight into a frame with room for the message's fields (the serializer
             // encodes around it in place: grpc-js's framing is the one copy) and read into again once grpc-js has
-            // sent its message: no fresh buffer per piece. Not hashed: a download carries no chunk hashes.
-            for await (const f of handle.readFrames(offset, end)) {
-              if (cancelled) break;
-              await outbox.write({ data: f.data, knownLeader, lastContactMs }, f.release);
+            // sent its message: no fresh buffer per piece. Each checked against the chunk hashes recorded when the
+            // archive was written, hashed once as read (readFrames): a byte damaged on this disk since fails the
+            // download at its chunk (DATA_LOSS), the archive quarantined, rather than reaching the client whole.
+            try {
+              for await (const f of handle.readFrames(offset, end)) {
+                if (cancelled) break;
+                await outbox.write({ data: f.data, knownLeader, lastContactMs }, f.release);
+              }
+            } catch (err) {
+              if (!(err instanceof SnapshotStoreError && err.code === 'corrupt')) throw err;
+              const id = handle.id;
+              handle.release();
+              handle = null;
+              const moved = await node.quarantineDamagedSnapshot(id).catch(() => false);
+              throw new ApiError(
+                grpc.status.DATA_LOSS,
+                `snapshot ${id} is damaged on this node's disk (${err.message})${moved ? '; it was moved to quarantine: download again for a snapshot built anew' : ''}`,
+              );
             }
           }
           if (!cancelled) call.end();
         } finally {
-          handle.release();
+          handle?.release();
         }
       })()
         .catch((err: unknown) => {

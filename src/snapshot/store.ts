@@ -32,7 +32,8 @@ import { Readable, Transform, type TransformCallback, type Writable } from 'node
 import { finished } from 'node:stream/promises';
 import type { Membership } from '../raft/types.js';
 import { sameMembership } from '../raft/membership.js';
-import { readChunks, readFrames, type FileFrame } from './chunk-reader.js';
+import { FRAME_ROOM, readChunks, readFrames, type FileFrame } from './chunk-reader.js';
+import { sha256 } from '../hash/sha256.js';
 import { GUNZIP_CHUNK_BYTES, GZIP_BLOCK_BYTES_DEFAULT, readArchive, readArchiveHead, writeArchive, writeArchiveFromRecords, type ArchiveMeta, type ArchiveWriteMeta, type StateWhere } from './archive.js';
 import { writeArchiveDelta, type StateChange } from './archive-delta.js';
 import { writeArchiveFromMembers, type ArchiveMemberTable, type StateMembersProducer } from './archive-writer.js';
@@ -150,11 +151,17 @@ export interface SnapshotHandle extends StoredSnapshot {
   createReadStream(offset?: number): Readable;
   /**
    * readFrames reads the archive from `offset` to `end` (offset <= end <=
-   * archiveBytes) in READ_CHUNK_BYTES pieces, each read into a buffer that
-   * comes back for a later piece once its `release` is called
+   * archiveBytes) in pieces of at most CHUNK_HASH_BYTES, each read into a
+   * buffer that comes back for a later piece once its `release` is called
    * (chunk-reader.ts readFrames; FRAME_ROOM around each piece, so a one-copy
-   * serializer writes a message's fields there). No hashing. SnapshotStoreError
-   * `invalid-argument` for a range outside the archive.
+   * serializer writes a message's fields there). Each CHUNK_HASH_BYTES chunk
+   * that holds bytes of the range is hashed once as read and compared with
+   * its recorded hash (chunkSha256s) before any of it is handed over: the
+   * generator throws SnapshotStoreError `corrupt` at the first that differs
+   * (what was handed over before it checked). A range that begins or ends
+   * inside a chunk reads (and hashes) that whole chunk, handing over only
+   * the range's part. SnapshotStoreError `invalid-argument` for a range
+   * outside the archive.
    */
   readFrames(offset: number, end: number): AsyncGenerator<FileFrame>;
   /**
@@ -414,6 +421,31 @@ async function* checkedFrames(handle: SnapshotHandle, io: SnapshotIo): AsyncGene
   }
   if (i !== handle.chunkSha256s.length) {
     throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: ${ARCHIVE_FILE} has ${i} chunks, ${CHUNKS_FILE} records ${handle.chunkSha256s.length}`, { path: handle.path });
+  }
+}
+
+/**
+ * checkedFramesOf: SnapshotHandle.readFrames (see there): the archive's CHUNK_HASH_BYTES chunks that hold
+ * [offset, end), each read into a frame, hashed and checked (checkChunk) before its part of the range is yielded.
+ */
+async function* checkedFramesOf(handle: SnapshotHandle, io: SnapshotIo, offset: number, end: number): AsyncGenerator<FileFrame> {
+  if (offset === end) return;
+  const first = Math.floor(offset / CHUNK_HASH_BYTES) * CHUNK_HASH_BYTES;
+  const stop = Math.min(handle.archiveBytes, Math.ceil(end / CHUNK_HASH_BYTES) * CHUNK_HASH_BYTES);
+  for await (const f of readFrames(handle.path, first, CHUNK_HASH_BYTES, io, stop)) {
+    // Each frame is one whole chunk (aligned, CHUNK_HASH_BYTES long but the archive's last).
+    checkChunk(handle, f.offset / CHUNK_HASH_BYTES, sha256(f.data));
+    const lo = Math.max(offset, f.offset);
+    const hi = Math.min(end, f.offset + f.data.length);
+    if (lo === f.offset && hi === f.offset + f.data.length) {
+      yield { ...f, last: hi >= end };
+      continue;
+    }
+    // Part of the chunk: the bytes cut off around it become room (FRAME_ROOM) for the message's fields.
+    const data = f.data.subarray(lo - f.offset, hi - f.offset);
+    const room = (f.data as Buffer & { [FRAME_ROOM]?: { before: number; after: number } })[FRAME_ROOM];
+    if (room !== undefined) Object.defineProperty(data, FRAME_ROOM, { value: { before: room.before + (lo - f.offset), after: room.after + (f.offset + f.data.length - hi) } });
+    yield { offset: lo, data, totalSizeBytes: f.totalSizeBytes, last: hi >= end, release: f.release };
   }
 }
 
@@ -1064,7 +1096,7 @@ export class SnapshotStore {
         if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(end) || offset < 0 || offset > end || end > stored.archiveBytes) {
           throw new SnapshotStoreError('invalid-argument', `range ${offset}..${end} is outside 0..${stored.archiveBytes}`);
         }
-        return readFrames(stored.path, offset, READ_CHUNK_BYTES, this.io, end);
+        return checkedFramesOf(handle, this.io, offset, end);
       },
       createCheckedReadStream: () => {
         if (wasVerified) return { stream: readFrom(0), confirm: () => Promise.resolve() };
