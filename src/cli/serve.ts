@@ -43,6 +43,7 @@ import { JoinError, checkLogNotLost, joinMembership } from '../node/join.js';
 import { STARTED_MEMBERS_FILE, StartedMembers, recordingHandler } from '../node/started-members.js';
 import type { Membership } from '../raft/types.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
+import { probeListenAddresses } from './listen-probe.js';
 import { oneLine } from './client-options.js';
 import type { ServeConfig } from './config.js';
 import { systemClock } from '../node/clock.js';
@@ -168,6 +169,12 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   // Everything this process creates is private (0700 directories, 0600 files), and what an older
   // version or an operator left wider in the data dir is narrowed, with a warning (as etcd does).
   process.umask(0o077);
+  // A port another process holds is refused before the data dir is opened (listen-probe.ts).
+  try {
+    await probeListenAddresses([cfg.grpcAddress, cfg.peerListen, cfg.httpAddress]);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
   if (existsSync(cfg.dataDir)) {
     const t = await tightenDataDir(cfg.dataDir);
     if (t.changed.length > 0) {
