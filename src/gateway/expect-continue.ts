@@ -6,8 +6,8 @@
  * to send its body (a restore of gigabytes) only to be refused. The gateway
  * takes 'checkContinue' over (acceptRequestsExpectingContinue) and answers
  * 100 only where it starts reading a body (continueBody): after auth and the
- * size checks (open routes, 404 and 405 included: fastify reads at most
- * jsonBytesMax of their bodies before their handlers run). A request answered
+ * size checks (never for a request whose key has not passed: 404, 405 and
+ * open routes have no body read, and their answer closes the connection). A request answered
  * without 100 (refused, 413 on the declared length) had no body sent: Node
  * closes its connection after the answer (a response to an unanswered Expect
  * is never kept alive).

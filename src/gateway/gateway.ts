@@ -23,6 +23,12 @@
  *   clients POST an empty body labelled application/json; curl labels
  *   --data-binary as form data). The restore route gets the raw stream; every
  *   other route reads at most jsonBytesMax bytes (413 beyond) and ignores them.
+ *   A request whose key has not passed (404, 405, an open route) has no body
+ *   read at all: it is answered at once with `Connection: close` (before, its
+ *   handler waited for the body, so a caller with no key trickling 64 KiB
+ *   bodies to a 404 path, a byte every few seconds, held each connection for
+ *   days as a request in flight, never evicted: connectionsMax of them and
+ *   every new connection was refused).
  * - 405 (with Allow) for a known path and a wrong method, 404 otherwise, both
  *   in the path's style.
  * - The request log never holds a key: headers are not logged and key-like
@@ -144,6 +150,15 @@ class PayloadTooLarge extends Error {
   constructor(max: number) {
     super(`Request body is too large (at most ${max} bytes)`);
   }
+}
+
+/** NO_BODY: what a request whose body is never read is handed. */
+const NO_BODY = Buffer.alloc(0);
+
+/** hasBody: the request head announces a body (a Content-Length above 0, or a Transfer-Encoding). */
+function hasBody(headers: FastifyRequest['headers']): boolean {
+  const length = headers['content-length'];
+  return (length !== undefined && length !== '0') || headers['transfer-encoding'] !== undefined;
 }
 
 /** readCapped reads a small body whole; rejects with PayloadTooLarge past `max` bytes (and stops listening). */
@@ -324,6 +339,10 @@ export function createGateway(opts: GatewayOptions): Gateway {
       done(null, payload);
       return;
     }
+    if (!authenticated.has(req)) {
+      done(null, NO_BODY); // never read: the answer closes the connection (preParsing)
+      return;
+    }
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > jsonBytesMax) {
       done(new PayloadTooLarge(jsonBytesMax));
@@ -358,10 +377,15 @@ export function createGateway(opts: GatewayOptions): Gateway {
   });
 
   // After auth (onRequest: a refused request never gets here), before the body is read: `100 Continue` for a body
-  // within jsonBytesMax (the restore route answers it itself, after its own size check). Open routes, 404 and 405
-  // get it too: fastify reads (at most jsonBytesMax of) a body before their handlers run.
+  // within jsonBytesMax (the restore route answers it itself, after its own size check). A request with no key
+  // passed (404, 405, an open route) is not invited: its body is never read and its answer closes the connection.
   app.addHook('preParsing', async (req, reply, payload) => {
-    if (req.routeOptions.config.rawBody !== true && Number(req.headers['content-length'] ?? 0) <= jsonBytesMax) continueBody(req.raw, reply.raw);
+    if (req.routeOptions.config.rawBody === true) return payload;
+    if (!authenticated.has(req)) {
+      if (hasBody(req.headers)) reply.header('Connection', 'close');
+      return payload;
+    }
+    if (Number(req.headers['content-length'] ?? 0) <= jsonBytesMax) continueBody(req.raw, reply.raw);
     return payload;
   });
 

@@ -446,6 +446,45 @@ describe('gateway limits: connection cap', function () {
   });
 });
 
+describe('gateway limits: a body sent with no key passed', function () {
+  this.timeout(60_000);
+
+  for (const [name, method, path] of [
+    ['a 404 path', 'POST', '/no-such-path'],
+    ['a 405 (a known path, another method)', 'POST', '/health'],
+    ['an open route', 'GET', '/health'],
+  ] as const) {
+    it(`${name}: answered at once with Connection: close, the body never read; trickled bodies do not hold the connections`, async () => {
+      const CONNECTIONS_MAX = 3;
+      // Trickled bytes come faster than the idle timeout: only not reading the body ends these requests.
+      const env = await start(leaderStatus, { connectionsMax: CONNECTIONS_MAX, idleTimeoutMs: 3_000 });
+      const sockets: Socket[] = [];
+      try {
+        const answers = await Promise.all(
+          Array.from({ length: CONNECTIONS_MAX }, async () => {
+            const s = await open(env.port);
+            sockets.push(s);
+            const r = readResponse(s);
+            s.write(withBody(method, path, { 'Content-Type': 'application/json' }, 60_000));
+            trickle(s, 'x'.repeat(60_000), 500);
+            return r;
+          }),
+        );
+        for (const r of answers) assert.equal(r.headers['connection'], 'close');
+        for (const s of sockets) assert.ok(await closedWithin(s, 5_000), 'the connection was closed after the answer');
+        // Before: every held connection had a request in flight, so this one was refused at once.
+        const { res, socket } = await exchange(env.port, get('/health'));
+        sockets.push(socket);
+        assert.equal(res.status, 200);
+        assert.equal(env.gw.connectionStats().refused, 0);
+      } finally {
+        for (const s of sockets) s.destroy();
+        await stop(env);
+      }
+    });
+  }
+});
+
 describe('gateway limits: /metrics', () => {
   const metrics = { text: async () => 'snapcoord_up 1\n', contentType: 'text/plain; version=0.0.4' };
 
