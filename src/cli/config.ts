@@ -12,6 +12,7 @@ import { resolve } from 'node:path';
 import { isLoopback, isNodeId, parseHostPort } from '../client/address.js';
 import { defaultSnapshotRoots } from '../api/snapshot-path.js';
 import { TASKS_ENQUEUED_MAX_DEFAULT, TASKS_FINISHED_KEPT_DEFAULT } from '../ops/task-queue.js';
+import { S3Error, S3_IDLE_TIMEOUT_MS_DEFAULT, S3_IDLE_TIMEOUT_MS_MAX, S3_IDLE_TIMEOUT_MS_MIN, parseS3TimeoutMs } from '../ops/s3.js';
 import { parseApiKeys, type ApiKeySpec } from '../gateway/auth.js';
 import { API_KEY_CHARS_MIN } from '../auth/keys.js';
 import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
@@ -117,6 +118,8 @@ export interface ServeConfig {
   readonly s3Region: string;
   readonly s3PathStyle: boolean;
   readonly s3CredentialsFile: string;
+  /** s3TimeoutMs: the silence (no byte either way) after which one S3 request fails, also its connect timeout (0: S3_IDLE_TIMEOUT_MS_DEFAULT). */
+  readonly s3TimeoutMs: number;
   /** consistencyCheckIntervalSecs: the leader compares every member's state hash this often (0: never). */
   readonly consistencyCheckIntervalSecs: number;
   /** configFile: the file read, '' when none. */
@@ -203,6 +206,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('s3Region', 's3-region', 'string', 'region', 'S3 region (default AWS_REGION, else us-east-1)'),
   option('s3PathStyle', 's3-path-style', 'bool', '', 'address buckets as http://host/bucket (most S3-compatible servers need it)'),
   option('s3CredentialsFile', 's3-credentials-file', 'string', 'file', 'S3 access key file (JSON {accessKeyId, secretAccessKey}, AWS credentials or env lines); default the AWS environment variables, profile and roles'),
+  option('s3TimeoutMs', 's3-timeout-ms', 'int', 'ms', `an S3 request (one part of an upload, a head, a download) silent this long fails, and is retried (5 requests, 3 upload attempts); also the connect timeout; ${S3_IDLE_TIMEOUT_MS_MIN}..${S3_IDLE_TIMEOUT_MS_MAX} (default ${S3_IDLE_TIMEOUT_MS_DEFAULT})`),
   option('consistencyCheckIntervalSecs', 'consistency-check-interval', 'int', 'secs', "the leader compares every member's state hash at one applied index every SECS seconds; a divergence is logged and counted in snapcoord_consistency_checks_total{result=\"divergent\"} (default 0: never)"),
   option('snapshotEntries', 'snapshot-entries', 'int', 'n', `snapshot and compact the log after this many applied entries (default ${DEFAULT_SNAPSHOT_POLICY.snapshotEntries})`),
   option('snapshotLogBytes', 'snapshot-log-bytes', 'int', 'bytes', `snapshot and compact the log once the entries applied since the last snapshot carry this many bytes, however few they are: bounds the in-memory log for large values; 0 for no such bound (default ${DEFAULT_SNAPSHOT_POLICY.snapshotLogBytes}, 16 MiB)`),
@@ -452,6 +456,15 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(clusterId)) {
     throw configError(`cluster-id: "${clusterId}" is not valid (letters, digits, '_', '-', '.'; at most 64)`);
   }
+  const s3TimeoutText = str('s3TimeoutMs');
+  let s3TimeoutMs = 0;
+  if (s3TimeoutText !== undefined) {
+    try {
+      s3TimeoutMs = parseS3TimeoutMs(s3TimeoutText, 's3-timeout-ms');
+    } catch (err) {
+      throw err instanceof S3Error ? configError(err.message) : err;
+    }
+  }
   const tickMs = int('tickMs', DEFAULT_TIMINGS.tickMs);
   if (tickMs < 1 || tickMs > 10_000) throw configError(`tick-ms: ${tickMs} is out of range 1..10000`);
   const electionTimeoutTicks = int('electionTimeoutTicks', DEFAULT_TIMINGS.electionTimeoutTicks);
@@ -598,6 +611,7 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     s3Region: str('s3Region') ?? '',
     s3PathStyle: raw.s3PathStyle === true,
     s3CredentialsFile: str('s3CredentialsFile') !== undefined && str('s3CredentialsFile') !== '' ? resolve(str('s3CredentialsFile') ?? '') : '',
+    s3TimeoutMs,
     consistencyCheckIntervalSecs,
     configFile,
   };

@@ -210,6 +210,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     region: cfg.s3Region,
     ...(cfg.s3PathStyle ? { forcePathStyle: true } : {}),
     credentialsFile: cfg.s3CredentialsFile,
+    ...(cfg.s3TimeoutMs > 0 ? { idleTimeoutMs: cfg.s3TimeoutMs } : {}),
   });
   let importFile = cfg.importSnapshot;
   if (cfg.importSnapshot !== '') {

@@ -656,25 +656,32 @@ interface S3Opts {
   s3Region?: string;
   s3PathStyle?: boolean;
   s3CredentialsFile?: string;
+  s3TimeoutMs?: string;
 }
 
-/** s3Options adds --s3-endpoint, --s3-region, --s3-path-style and --s3-credentials-file (each with its SNAPCOORD_S3_* env twin). */
+/** s3Options adds --s3-endpoint, --s3-region, --s3-path-style, --s3-credentials-file and --s3-timeout-ms (each with its SNAPCOORD_S3_* env twin). */
 function s3Options(cmd: Command): Command {
   return cmd
     .option('--s3-endpoint <url>', 'endpoint of an S3-compatible store (env SNAPCOORD_S3_ENDPOINT or AWS_ENDPOINT_URL_S3; default AWS)')
     .option('--s3-region <region>', 'S3 region (env SNAPCOORD_S3_REGION or AWS_REGION; default us-east-1)')
     .option('--s3-path-style', 'address buckets as http://host/bucket (env SNAPCOORD_S3_PATH_STYLE=true)')
-    .option('--s3-credentials-file <file>', 'S3 access key file (env SNAPCOORD_S3_CREDENTIALS_FILE; default AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, roles)');
+    .option('--s3-credentials-file <file>', 'S3 access key file (env SNAPCOORD_S3_CREDENTIALS_FILE; default AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, roles)')
+    .option('--s3-timeout-ms <ms>', 'an S3 request silent this long fails (and is retried); also the connect timeout; 1000..600000 (env SNAPCOORD_S3_TIMEOUT_MS; default 60000)');
 }
 
 async function s3SettingsOf(o: S3Opts): Promise<S3Settings> {
-  const { s3SettingsFrom } = await s3Module();
-  return s3SettingsFrom({
-    ...(o.s3Endpoint !== undefined ? { endpoint: o.s3Endpoint } : {}),
-    ...(o.s3Region !== undefined ? { region: o.s3Region } : {}),
-    ...(o.s3PathStyle === true ? { forcePathStyle: true } : {}),
-    ...(o.s3CredentialsFile !== undefined ? { credentialsFile: resolve(o.s3CredentialsFile) } : {}),
-  });
+  const s3 = await s3Module();
+  try {
+    return s3.s3SettingsFrom({
+      ...(o.s3Endpoint !== undefined ? { endpoint: o.s3Endpoint } : {}),
+      ...(o.s3Region !== undefined ? { region: o.s3Region } : {}),
+      ...(o.s3PathStyle === true ? { forcePathStyle: true } : {}),
+      ...(o.s3CredentialsFile !== undefined ? { credentialsFile: resolve(o.s3CredentialsFile) } : {}),
+      ...(o.s3TimeoutMs !== undefined ? { idleTimeoutMs: s3.parseS3TimeoutMs(o.s3TimeoutMs) } : {}),
+    });
+  } catch (err) {
+    throw s3CliError(err, s3);
+  }
 }
 
 /** s3CliError: an S3Error as a CliError (exit 1), its message as is (it never holds a credential). */

@@ -66,11 +66,35 @@ export const PART_BYTES_DEFAULT = 8 * 1024 * 1024;
 export const QUEUE_SIZE_DEFAULT = 4;
 /** S3_IDLE_TIMEOUT_MS_DEFAULT: a request whose connection is silent this long (no byte sent or received) fails; it is also the connect timeout. */
 export const S3_IDLE_TIMEOUT_MS_DEFAULT = 60_000;
+/**
+ * S3_IDLE_TIMEOUT_MS_MIN / _MAX: the bounds of --s3-timeout-ms. Below 1 s a
+ * store answering from another region (or a connect with TLS) fails for
+ * nothing; above 10 min a hung server holds a part for 5 requests x 3
+ * attempts of it (2.5 h) before the run fails.
+ */
+export const S3_IDLE_TIMEOUT_MS_MIN = 1_000;
+export const S3_IDLE_TIMEOUT_MS_MAX = 600_000;
+
+/**
+ * parseS3TimeoutMs reads an --s3-timeout-ms value (`from` names where it came from, for the message): a whole number
+ * of milliseconds within S3_IDLE_TIMEOUT_MS_MIN..S3_IDLE_TIMEOUT_MS_MAX. Errors: S3Error `badSetting` saying which.
+ */
+export function parseS3TimeoutMs(text: string, from = '--s3-timeout-ms'): number {
+  const t = text.trim();
+  const ms = /^[0-9]{1,10}$/.test(t) ? Number(t) : NaN;
+  if (!Number.isSafeInteger(ms) || ms < S3_IDLE_TIMEOUT_MS_MIN || ms > S3_IDLE_TIMEOUT_MS_MAX) {
+    throw new S3Error(
+      'badSetting',
+      `${from}: ${JSON.stringify(text.slice(0, 40))} is not a whole number of milliseconds from ${S3_IDLE_TIMEOUT_MS_MIN} to ${S3_IDLE_TIMEOUT_MS_MAX} (the silence after which one S3 request fails; default ${S3_IDLE_TIMEOUT_MS_DEFAULT})`,
+    );
+  }
+  return ms;
+}
 /** UPLOAD_ATTEMPTS_DEFAULT: whole-upload attempts (each part is also retried by the SDK). */
 export const UPLOAD_ATTEMPTS_DEFAULT = 3;
 
 /** S3ErrorCode: what went wrong, for callers and messages. */
-export type S3ErrorCode = 'badUrl' | 'accessDenied' | 'noBucket' | 'notFound' | 'corrupt' | 'unverifiable' | 'credentials' | 'failed';
+export type S3ErrorCode = 'badUrl' | 'badSetting' | 'accessDenied' | 'noBucket' | 'notFound' | 'corrupt' | 'unverifiable' | 'credentials' | 'failed';
 
 /** S3Error: a destination failure with a message fit for an operator (no credentials in it). */
 export class S3Error extends Error {
@@ -119,7 +143,9 @@ export interface S3Settings {
  * s3SettingsFrom: `given` fields, else the environment: SNAPCOORD_S3_ENDPOINT
  * (or AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), SNAPCOORD_S3_REGION (or
  * AWS_REGION, AWS_DEFAULT_REGION; default us-east-1), SNAPCOORD_S3_PATH_STYLE
- * (1/true), SNAPCOORD_S3_CREDENTIALS_FILE.
+ * (1/true), SNAPCOORD_S3_CREDENTIALS_FILE, SNAPCOORD_S3_TIMEOUT_MS (idleTimeoutMs,
+ * checked by parseS3TimeoutMs: S3Error `badSetting`; a given idleTimeoutMs is
+ * checked against the same bounds).
  */
 export function s3SettingsFrom(given: Partial<S3Settings> = {}, env: NodeJS.ProcessEnv = process.env): S3Settings {
   const pick = (...vs: (string | undefined)[]): string => vs.find((v) => v !== undefined && v !== '') ?? '';
@@ -129,7 +155,15 @@ export function s3SettingsFrom(given: Partial<S3Settings> = {}, env: NodeJS.Proc
     region: pick(given.region, env['SNAPCOORD_S3_REGION'], env['AWS_REGION'], env['AWS_DEFAULT_REGION'], 'us-east-1'),
     forcePathStyle: given.forcePathStyle ?? (ps !== undefined && /^(1|true|yes)$/i.test(ps)),
     credentialsFile: pick(given.credentialsFile, env['SNAPCOORD_S3_CREDENTIALS_FILE']),
+    ...s3TimeoutFrom(given.idleTimeoutMs, env['SNAPCOORD_S3_TIMEOUT_MS']),
   };
+}
+
+/** s3TimeoutFrom: `given` (checked), else the environment's text (parsed), else none (the default). */
+function s3TimeoutFrom(given: number | undefined, envText: string | undefined): { idleTimeoutMs?: number } {
+  if (given !== undefined) return { idleTimeoutMs: parseS3TimeoutMs(String(given)) };
+  if (envText !== undefined && envText !== '') return { idleTimeoutMs: parseS3TimeoutMs(envText, 'SNAPCOORD_S3_TIMEOUT_MS') };
+  return {};
 }
 
 /** S3Credentials: an access key. */

@@ -49,4 +49,21 @@ describe('gateway: serve configuration', () => {
     assert.throws(() => resolveServeConfig({ apiKeys: '[{"key":"reader-key-123","actions":["root"]}]' }, {}), /api-keys: \[0\]: unknown action "root"/);
     assert.throws(() => resolveServeConfig({}, { SNAPCOORD_API_KEYS: 'nope' }), /api-keys: not valid JSON/);
   });
+
+  it('--s3-timeout-ms / SNAPCOORD_S3_TIMEOUT_MS set the S3 request timeout; a value out of 1000..600000 or not a whole number is refused, naming the flag and the bounds', () => {
+    const base = { insecureNoAuth: true };
+    assert.equal(resolveServeConfig(base, {}).s3TimeoutMs, 0, 'none given: the default');
+    assert.equal(resolveServeConfig({ ...base, s3TimeoutMs: '5000' }, {}).s3TimeoutMs, 5000);
+    assert.equal(resolveServeConfig(base, { SNAPCOORD_S3_TIMEOUT_MS: '120000' }).s3TimeoutMs, 120_000);
+    assert.equal(resolveServeConfig({ ...base, s3TimeoutMs: '2000' }, { SNAPCOORD_S3_TIMEOUT_MS: '120000' }).s3TimeoutMs, 2000, 'the flag wins');
+    for (const bad of ['0', '999', '600001']) {
+      assert.throws(
+        () => resolveServeConfig({ ...base, s3TimeoutMs: bad }, {}),
+        (err: unknown) => err instanceof CliError && err.exitCode === 2 && /s3-timeout-ms: .* is not a whole number of milliseconds from 1000 to 600000/.test(err.message),
+        bad,
+      );
+    }
+    for (const bad of ['1.5', 'abc', '-5']) assert.throws(() => resolveServeConfig({ ...base, s3TimeoutMs: bad }, {}), /--s3-timeout-ms: expected a whole number/, bad);
+    assert.throws(() => resolveServeConfig(base, { SNAPCOORD_S3_TIMEOUT_MS: '100' }), /s3-timeout-ms: "100" is not a whole number of milliseconds from 1000 to 600000/);
+  });
 });

@@ -74,6 +74,13 @@ describe('agent: S3 destination (s3rver)', function () {
     assert.equal(snapshotName('db', at), 'db-20261203T115843123Z.snapshot');
     assert.equal(timeOfName(snapshotName('db', at)), at.getTime());
     assert.equal(timeOfName('other.snapshot'), null);
+    // The request timeout: SNAPCOORD_S3_TIMEOUT_MS, or the one given (checked against the same bounds).
+    assert.equal(s3SettingsFrom({}, {}).idleTimeoutMs, undefined, 'none: S3_IDLE_TIMEOUT_MS_DEFAULT applies');
+    assert.equal(s3SettingsFrom({}, { SNAPCOORD_S3_TIMEOUT_MS: '2500' }).idleTimeoutMs, 2500);
+    assert.equal(s3SettingsFrom({ idleTimeoutMs: 4000 }, { SNAPCOORD_S3_TIMEOUT_MS: '2500' }).idleTimeoutMs, 4000);
+    const badSetting = (re: RegExp) => (e: unknown): boolean => e instanceof S3Error && e.code === 'badSetting' && re.test(e.message);
+    assert.throws(() => s3SettingsFrom({}, { SNAPCOORD_S3_TIMEOUT_MS: 'soon' }), badSetting(/SNAPCOORD_S3_TIMEOUT_MS: "soon" is not a whole number of milliseconds from 1000 to 600000/));
+    assert.throws(() => s3SettingsFrom({ idleTimeoutMs: 10 }, {}), badSetting(/--s3-timeout-ms: "10"/));
   });
 
   it('multipart round trip: 3 parts, SHA-256 stored with the object and checked on download', async () => {
