@@ -61,6 +61,9 @@ function hostOf(peer: string): string {
 /** ReadGate: the places of one plane (see the top of this file). */
 export class ReadGate {
   private reading = 0;
+  /** granting / grantAgain: grant() is running; a place was freed while it ran (see grant). */
+  private granting = false;
+  private grantAgain = false;
   private readonly readingPerCaller = new Map<string, number>();
   /** waiting: the calls waiting for a place, by caller (in the order the callers came), each caller's in order. */
   private readonly waiting = new Map<string, Set<ReadGateCall>>();
@@ -129,7 +132,32 @@ export class ReadGate {
     call.granted();
   }
 
+  /**
+   * grant hands free places to waiting calls, one per turn of its loop, never
+   * from inside itself: a call granted a place whose message is already
+   * buffered reads it (and gives the place back) within startRead, which
+   * asks for a grant again; that asking only makes this loop go round once
+   * more. Before, each hand-over ran inside the previous one, and ~1,000 such
+   * calls waiting overflowed the stack (RangeError: the node exited).
+   */
   private grant(): void {
+    if (this.granting) {
+      this.grantAgain = true;
+      return;
+    }
+    this.granting = true;
+    try {
+      do {
+        this.grantAgain = false;
+        this.grantOne();
+      } while (this.grantAgain);
+    } finally {
+      this.granting = false;
+    }
+  }
+
+  /** grantOne gives one free place, if any, to the next waiting call, caller by caller in turn. */
+  private grantOne(): void {
     for (const [caller, calls] of this.waiting) {
       if (this.reading >= this.limits.readsMax) return;
       if (!this.hasRoom(caller)) continue;
