@@ -364,12 +364,22 @@ export function addClientCommands(program: Command): void {
   ).action(async (id: string, address: string, opts: ClientOpts & { learner?: boolean; json?: boolean }) => {
     checkNodeId(id);
     if (parseHostPort(address) === null) throw new CliError(`address: "${address}" is not host:port`, EXIT_CONFIG);
-    const res = await withClient(opts, clusterClient, (c, deadlineMs) => c.addMember(id, address, opts.learner === true, { deadlineMs }));
+    // The membership before the change (null when Status fails: then the add is taken as new, as before), so a
+    // promotion of a running learner is not answered with how to start a new member on an empty data dir.
+    const { before, res } = await withClient(opts, clusterClient, async (c, deadlineMs) => {
+      const st = await c.status({ deadlineMs }).catch(() => null);
+      return { before: st, res: await c.addMember(id, address, opts.learner === true, { deadlineMs }) };
+    });
     // As etcd's `member add` prints the new member's --initial-cluster: a node takes Raft messages only from the
     // members its --peers (then its log) name, so a new one started with fewer would refuse a leader left out.
     const peers = peersFlag(res.members);
+    const was = before?.members.find((m) => m.id === id);
     if (opts.json === true) jsonOut({ members: membersJson(res.members), peers });
-    else process.stdout.write(`${membersText(res.members)}\nstart ${id} (an empty --data-dir) with: --id ${id} --peers ${peers}\n  (or with --join and --peers naming any one member and ${id})\n`);
+    else if (was !== undefined) {
+      const now = res.members.find((m) => m.id === id);
+      const change = now === undefined || now.suffrage === was.suffrage ? `was already a ${suffrageName(was.suffrage)}` : `was a ${suffrageName(was.suffrage)}, now a ${suffrageName(now.suffrage)}`;
+      process.stdout.write(`${membersText(res.members)}\n${id} ${change}: it keeps running on its data dir, nothing to restart\n`);
+    } else process.stdout.write(`${membersText(res.members)}\nstart ${id} (an empty --data-dir) with: --id ${id} --peers ${peers}\n  (or with --join and --peers naming any one member and ${id})\n`);
   });
 
   clientOptions(

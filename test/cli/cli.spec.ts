@@ -223,6 +223,10 @@ describe('cli: against three serve processes', function () {
       st.members.filter((m) => !m.reachable).map((m) => [m.id, m.role]),
       [['n4', 'unreachable']],
     );
+    // Promoting that learner is no new member: no "start n4 (an empty --data-dir)" (which would wipe a running one).
+    const promoted = await cli(['cluster', 'add', 'n4', `127.0.0.1:${port}`], 0, env);
+    assert.match(promoted.stdout, /^n4 was a learner, now a voter: it keeps running on its data dir, nothing to restart$/m, promoted.stdout);
+    assert.doesNotMatch(promoted.stdout, /empty --data-dir/, promoted.stdout);
     await cli(['cluster', 'remove', 'n4'], 0, env);
     const again = await cli(['cluster', 'add', 'n4', `127.0.0.1:${port}`, '--learner'], 0, env);
     assert.match(again.stdout, new RegExp(`^start n4 \\(an empty --data-dir\\) with: --id n4 --peers ${added.peers.replace(/\./g, '\\.')}$`, 'm'));
