@@ -54,7 +54,7 @@ export interface ReadLimits {
 export const CLIENT_READ_LIMITS: ReadLimits = { readsMax: 64, readsPerCallerMax: 16, waitingPerCallerMax: 1024, readMs: 90_000 };
 
 /** hostOf: the remote host of a call's peer string (`address:port`, IPv6 as `[addr]:port`). */
-function hostOf(peer: string): string {
+export function hostOf(peer: string): string {
   return peer.replace(/:\d+$/, '');
 }
 

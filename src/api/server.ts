@@ -32,6 +32,7 @@ import type { ClientDial } from '../client/dial.js';
 import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
 import { apiKeyOwner, rpcNeed } from './auth-interceptor.js';
+import { CallGate, callGateInterceptor } from './call-gate.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
 import { ConnectionLimiter, provingInterceptor, type ConnectionLimits } from './connection-limiter.js';
 import { createKvService } from './kv-service.js';
@@ -96,6 +97,8 @@ export interface BindOptions {
   readonly peerConnections?: ConnectionLimits;
   /** clientReads: how many client-plane calls read a request message at once (ReadGate; default CLIENT_READ_LIMITS). */
   readonly clientReads?: ReadLimits;
+  /** clientCallsPerCallerMax: calls one API key has open at once on the client plane (CallGate; default CLIENT_CALLS_PER_CALLER_MAX). */
+  readonly clientCallsPerCallerMax?: number;
   /** peerKeepalive: the peer plane's keepalive pings (default PEER_KEEPALIVE; tests shorten it). */
   readonly peerKeepalive?: { readonly timeMs: number; readonly timeoutMs: number };
 }
@@ -330,9 +333,11 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   // a key proves at most perOwnerMax connections (apiKeyOwner: a digest of the key names the owner).
   // The read gate bounds the request bytes being read at once (a refused call never reads).
   const readGate = new ReadGate(opts.clientReads ?? CLIENT_READ_LIMITS);
+  // The call gate bounds the calls one key has open (a Health/Watch never ends on its own).
+  const callGate = new CallGate(opts.clientCallsPerCallerMax);
   const server = new grpc.Server({
     ...clientServerOptions(maxRequestBytes),
-    interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), readGateInterceptor(readGate)],
+    interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), callGateInterceptor(callGate), readGateInterceptor(readGate)],
   });
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages

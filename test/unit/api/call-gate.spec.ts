@@ -1,0 +1,112 @@
+/**
+ * The client plane's CallGate against a real server: one API key has at
+ * most `clientCallsPerCallerMax` calls open at once; its next one is refused
+ * RESOURCE_EXHAUSTED before its handler runs, another key's calls go on, and
+ * a place comes back when a call ends. Before, any valid key (kv.read alone)
+ * could hold as many never-ending Health/Watch streams as its connections
+ * carried: 16,384 took a live node from 178 to 277 MiB.
+ */
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+
+import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
+import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { KvClient } from '../../../src/client/kv-client.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { Node } from '../../../src/node/node.js';
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { peerDial } from '../../../src/transport/peer-guard.js';
+import { until } from '../../harness/until.js';
+
+const KEY = 'call-gate-admin-key';
+const NARROW = 'call-gate-kv-read-key';
+const CALLS_MAX = 5;
+
+interface Watch {
+  /** status: the grpc-status of an answer that ended the call (null: still open). */
+  status: string | null;
+  /** messages: health answers received. */
+  messages: number;
+  readonly stream: http2.ClientHttp2Stream;
+}
+
+/** watch opens a Health/Watch with `key` on `s` (a whole request: an empty message). */
+function watch(s: http2.ClientHttp2Session, key: string): Watch {
+  const stream = s.request({ ':method': 'POST', ':path': '/grpc.health.v1.Health/Watch', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${key}` });
+  const w: Watch = { status: null, messages: 0, stream };
+  stream.on('error', () => undefined);
+  stream.on('response', (h) => {
+    if (h['grpc-status'] !== undefined) w.status = String(h['grpc-status']);
+  });
+  stream.on('trailers', (t) => (w.status = String(t['grpc-status'])));
+  stream.on('data', () => w.messages++);
+  stream.end(Buffer.alloc(5));
+  return w;
+}
+
+describe('gRPC client plane: calls one API key has open at once (CallGate, real HTTP/2)', function () {
+  this.timeout(60_000);
+  let api: ApiServer;
+  let node: Node;
+
+  before(async () => {
+    api = await bindApiServer({
+      bindAddress: '127.0.0.1:0',
+      peerBindAddress: '127.0.0.1:0',
+      interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
+      clientCallsPerCallerMax: CALLS_MAX,
+    });
+    const ref: { node: Node | null } = { node: null };
+    node = await Node.start({
+      clock: systemClock,
+      rng: cryptoRng,
+      id: 'n1',
+      storage: await MemoryStorage.open(new MemoryDataDir('n1')),
+      transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
+      initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
+    });
+    ref.node = node;
+    api.serve({ node });
+    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+  });
+
+  after(async () => {
+    await api?.close(100);
+    await node?.stop();
+  });
+
+  it('a kv.read key holding never-ending Health/Watch streams gets RESOURCE_EXHAUSTED past the cap; other keys go on; an ended call gives its place back', async () => {
+    const s = http2.connect(`http://${api.address}`);
+    s.on('error', () => undefined);
+    try {
+      const held = Array.from({ length: CALLS_MAX }, () => watch(s, NARROW));
+      await until('the watches to answer SERVING', 10_000, () => (held.every((w) => w.messages >= 1) ? true : undefined));
+      const extra = watch(s, NARROW);
+      // Before: an open stream like the others (it answered SERVING and stayed).
+      await until('the call past the cap to end', 10_000, () => (extra.status !== null || extra.messages > 0 ? true : undefined));
+      assert.equal(extra.status, '8', 'RESOURCE_EXHAUSTED');
+      assert.equal(extra.messages, 0);
+      assert.ok(held.every((w) => w.status === null), 'the held watches stay open');
+      // Another key is not counted against this one.
+      const kv = new KvClient(api.address, { apiKey: KEY });
+      try {
+        await kv.put({ key: new TextEncoder().encode('k'), value: new TextEncoder().encode('v') }, { deadlineMs: 5_000 });
+      } finally {
+        kv.close();
+      }
+      // A watch that ends (cancelled by its client) gives its place back.
+      held[0]?.stream.close(http2.constants.NGHTTP2_CANCEL);
+      let again: Watch | null = null;
+      await until('a new watch to be taken', 10_000, async () => {
+        again?.stream.close(http2.constants.NGHTTP2_CANCEL);
+        again = watch(s, NARROW);
+        await new Promise((r) => setTimeout(r, 200));
+        return again.messages > 0 && again.status === null ? true : undefined;
+      });
+    } finally {
+      s.destroy();
+    }
+  });
+});
