@@ -3,6 +3,8 @@
  *   npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W]
  *                                        run a campaign on W worker threads (default: the core count), print seeds/s
  *   npm run sim -- --seed S [--nodes N] [--verbose]        replay one seed (with its trace)
+ *   --scenario-of S                                              run in the scenario seed S draws (for this run's node count), not each seed's own
+ *   --scenario KEY=VALUE                                         override one knob of the scenario (NodeScenario; repeatable)
  *   --ack-before-persist MS                                      negative control: a lying disk
  *   --serializable-reads                                         negative control: stale reads called linearizable
  *   --divergent-node ID                                          negative control: one node's disk flips a byte of every value
@@ -21,7 +23,7 @@
 import { availableParallelism } from 'node:os';
 
 import { BROKEN_CORES, BROKEN_IMAGE_IMPORTS } from './broken.js';
-import type { NodeControls } from './node-cluster.js';
+import type { NodeControls, NodeScenario } from './node-cluster.js';
 import { JOB_SEEDS, runOnWorkers } from './node-pool.js';
 
 interface Args {
@@ -45,15 +47,42 @@ interface Args {
   changesIgnoreRestores: boolean;
   reappliesRetries: boolean;
   snapshots: boolean;
+  scenarioOf?: number;
+  /** scenario: the --scenario overrides as given (checked against NodeScenario by scenarioOverrides). */
+  scenario: [string, string][];
+}
+
+/** SCENARIO_OVERRIDES_MAX: --scenario flags one command may give. */
+const SCENARIO_OVERRIDES_MAX = 64;
+
+/**
+ * scenarioOverrides: the --scenario KEY=VALUE pairs as a scenario's overrides, each KEY a knob of NodeScenario
+ * (`nodes` is --nodes) and VALUE of its type: true or false, or a finite number >= 0 (at most 1 for a *Chance).
+ */
+function scenarioOverrides(pairs: readonly [string, string][], drawn: NodeScenario): Partial<NodeScenario> {
+  const out: Record<string, number | boolean> = {};
+  for (const [key, raw] of pairs) {
+    if (!Object.hasOwn(drawn, key) || key === 'nodes') usage(`--scenario ${key}: not a scenario knob (one of ${Object.keys(drawn).filter((k) => k !== 'nodes').join(', ')})`);
+    const now = drawn[key as keyof NodeScenario];
+    if (typeof now === 'boolean') {
+      if (raw !== 'true' && raw !== 'false') usage(`--scenario ${key}=${raw}: needs true or false`);
+      out[key] = raw === 'true';
+      continue;
+    }
+    const v = Number(raw);
+    if (raw === '' || !Number.isFinite(v) || v < 0 || (key.endsWith('Chance') && v > 1)) usage(`--scenario ${key}=${raw}: needs a number >= 0${key.endsWith('Chance') ? ' and <= 1' : ''}`);
+    out[key] = v;
+  }
+  return out as Partial<NodeScenario>;
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-changes-ignore-restores] [--bug-reapplies-retries] [--broken-image-import NAME] [--lying-image-export] [--bug-disk-takes-writes-after-failure] [--compact-fail-percent P]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--scenario-of S] [--scenario KEY=VALUE] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-changes-ignore-restores] [--bug-reapplies-retries] [--broken-image-import NAME] [--lying-image-export] [--bug-disk-takes-writes-after-failure] [--compact-fail-percent P]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, changesIgnoreRestores: false, reappliesRetries: false, snapshots: true, lyingImageExport: false, takesWritesAfterFailure: false };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, changesIgnoreRestores: false, reappliesRetries: false, snapshots: true, lyingImageExport: false, takesWritesAfterFailure: false, scenario: [] };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -78,6 +107,17 @@ function parseArgs(argv: readonly string[]): Args {
       case '--seed':
         a.seed = num();
         break;
+      case '--scenario-of':
+        a.scenarioOf = num();
+        break;
+      case '--scenario': {
+        const v = argv[++i];
+        const eq = v?.indexOf('=') ?? -1;
+        if (v === undefined || eq <= 0) usage('--scenario needs KEY=VALUE');
+        if (a.scenario.length >= SCENARIO_OVERRIDES_MAX) usage(`at most ${SCENARIO_OVERRIDES_MAX} --scenario overrides`);
+        a.scenario.push([v.slice(0, eq), v.slice(eq + 1)]);
+        break;
+      }
       case '--verbose':
         a.verbose = true;
         break;
@@ -182,13 +222,15 @@ async function main(): Promise<void> {
     ...(args.takesWritesAfterFailure ? { takesWritesAfterFailure: true } : {}),
     ...(args.compactFailPercent !== undefined ? { compactFailChance: args.compactFailPercent / 100 } : {}),
   };
+  // Loaded only to check --scenario's knobs: a campaign's main thread runs no seed (its workers load the simulator
+  // themselves), and loading the whole node under tsx was ~0.7 s of its CPU.
+  const scenario = args.scenario.length > 0 ? scenarioOverrides(args.scenario, (await import('./node-cluster.js')).makeNodeScenario(1, 3)) : undefined;
+  const chosen = { ...(args.scenarioOf !== undefined ? { scenarioOf: args.scenarioOf } : {}), ...(scenario !== undefined ? { scenario } : {}) };
   if (args.seed !== undefined) {
-    // Loaded only here: a campaign's main thread runs no seed (its workers load the simulator themselves),
-    // and loading the whole node under tsx was ~0.7 s of its CPU.
     const { nodesForSeed, runNodeSeed } = await import('./node-run.js');
     const nodes = args.nodes ?? nodesForSeed(args.seed);
     const t0 = performance.now();
-    const r = await runNodeSeed(args.seed, { nodes, controls, ...(args.verbose ? { trace: (line: string) => process.stdout.write(`${line}\n`) } : {}) });
+    const r = await runNodeSeed(args.seed, { nodes, controls, ...chosen, ...(args.verbose ? { trace: (line: string) => process.stdout.write(`${line}\n`) } : {}) });
     const ms = performance.now() - t0;
     process.stdout.write(`${JSON.stringify(r.stats)}\n`);
     if (!r.ok) {
@@ -208,6 +250,7 @@ async function main(): Promise<void> {
     count: args.seeds,
     ...(args.nodes !== undefined ? { nodes: args.nodes } : {}),
     controls,
+    ...chosen,
     workers,
     onFailure: (f) => process.stdout.write(`VIOLATION ${f.message}\n`),
     onProgress: (seeds) => {

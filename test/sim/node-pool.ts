@@ -7,7 +7,7 @@
  */
 import { Worker } from 'node:worker_threads';
 
-import type { NodeControls } from './node-cluster.js';
+import type { NodeControls, NodeScenario } from './node-cluster.js';
 import { addRestores, noRestores, type RestorePaths } from './restore-paths.js';
 import type { WorkerJob, WorkerResult } from './node-worker.js';
 
@@ -20,6 +20,9 @@ export interface PoolOptions {
   /** nodes: 3 or 5 for every seed; default alternates with the seed. */
   readonly nodes?: number;
   readonly controls: NodeControls;
+  /** scenarioOf / scenario: as NodeRunOptions's (every seed in that other seed's scenario; overrides). */
+  readonly scenarioOf?: number;
+  readonly scenario?: Partial<NodeScenario>;
   readonly workers: number;
   readonly onFailure?: (f: WorkerResult['failures'][number]) => void;
   /** onProgress: seeds done so far, after each job. */
@@ -48,7 +51,14 @@ export async function runOnWorkers(opts: PoolOptions): Promise<PoolTotals> {
           return;
         }
         const count = Math.min(JOB_SEEDS, end - next);
-        const job: WorkerJob = { from: next, count, controls: opts.controls, ...(opts.nodes !== undefined ? { nodes: opts.nodes } : {}) };
+        const job: WorkerJob = {
+          from: next,
+          count,
+          controls: opts.controls,
+          ...(opts.nodes !== undefined ? { nodes: opts.nodes } : {}),
+          ...(opts.scenarioOf !== undefined ? { scenarioOf: opts.scenarioOf } : {}),
+          ...(opts.scenario !== undefined ? { scenario: opts.scenario } : {}),
+        };
         next += count;
         w.postMessage(job);
       };

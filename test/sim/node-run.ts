@@ -11,6 +11,12 @@ import { NodeCluster, makeNodeScenario, type NodeControls, type NodeScenario, ty
 export interface NodeRunOptions {
   /** nodes: 3 or 5; default alternates with the seed (even: 3, odd: 5). */
   readonly nodes?: number;
+  /**
+   * scenarioOf: run in the scenario this other seed draws (makeNodeScenario(scenarioOf, nodes)) instead of the
+   * seed's own, `scenario`'s overrides applied on top (`--scenario-of S` in the replay command).
+   */
+  readonly scenarioOf?: number;
+  /** scenario: overrides of the drawn scenario (`--scenario KEY=VALUE` each in the replay command). */
   readonly scenario?: Partial<NodeScenario>;
   /** controls: test-only switches that break things on purpose (negative controls). */
   readonly controls?: NodeControls;
@@ -32,8 +38,14 @@ export function nodesForSeed(seed: number): number {
   return seed % 2 === 0 ? 3 : 5;
 }
 
-export function nodeReplayCommand(seed: number, nodes: number, controls: NodeControls = {}): string {
-  let extra = controls.snapshots === false ? ' --no-snapshots' : '';
+/**
+ * nodeReplayCommand: the `npm run sim` command that runs this seed again as it ran (node-campaign.ts parses each
+ * flag back): its node count, the other seed whose scenario it ran in, the scenario's overrides and the controls.
+ */
+export function nodeReplayCommand(seed: number, nodes: number, controls: NodeControls = {}, scenarioOf?: number, scenario: Partial<NodeScenario> = {}): string {
+  let extra = scenarioOf !== undefined ? ` --scenario-of ${scenarioOf}` : '';
+  for (const [key, value] of Object.entries(scenario)) if (key !== 'nodes' && value !== undefined) extra += ` --scenario ${key}=${String(value)}`;
+  extra += controls.snapshots === false ? ' --no-snapshots' : '';
   extra += controls.ackBeforePersistMs !== undefined ? ` --ack-before-persist ${controls.ackBeforePersistMs}` : '';
   if (controls.serializableReads === true) extra += ' --serializable-reads';
   if (controls.divergentNode !== undefined) extra += ` --divergent-node ${controls.divergentNode}`;
@@ -52,9 +64,13 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
 
 export async function runNodeSeed(seed: number, options: NodeRunOptions = {}): Promise<NodeRunResult> {
   const nodes = options.nodes ?? nodesForSeed(seed);
-  const scenario = makeNodeScenario(seed, nodes, options.scenario ?? {}, options.controls?.snapshots !== false);
+  const snapshots = options.controls?.snapshots !== false;
+  const scenario =
+    options.scenarioOf !== undefined
+      ? { ...makeNodeScenario(options.scenarioOf, nodes, {}, snapshots), ...options.scenario, nodes }
+      : makeNodeScenario(seed, nodes, options.scenario ?? {}, snapshots);
   const cluster = new NodeCluster(seed, scenario, options.controls ?? {}, options.trace ?? null);
-  const replay = nodeReplayCommand(seed, nodes, options.controls);
+  const replay = nodeReplayCommand(seed, nodes, options.controls, options.scenarioOf, options.scenario);
   const violation = await cluster.run();
   if (violation === null) return { seed, nodes, ok: true, stats: cluster.stats, replay };
   const message = `seed ${seed} (${nodes} nodes): ${violation.message}\n  replay: ${replay}`;
@@ -88,6 +104,7 @@ export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCa
   for (let seed = opts.from; seed < opts.from + opts.count; seed++) {
     const r = await runNodeSeed(seed, {
       ...(opts.nodes !== undefined ? { nodes: opts.nodes } : {}),
+      ...(opts.scenarioOf !== undefined ? { scenarioOf: opts.scenarioOf } : {}),
       ...(opts.scenario !== undefined ? { scenario: opts.scenario } : {}),
       ...(opts.controls !== undefined ? { controls: opts.controls } : {}),
     });

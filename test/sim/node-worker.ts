@@ -6,7 +6,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 
-import type { NodeControls } from './node-cluster.js';
+import type { NodeControls, NodeScenario } from './node-cluster.js';
 import { runNodeCampaign } from './node-run.js';
 import type { RestorePaths } from './restore-paths.js';
 
@@ -16,6 +16,8 @@ export interface WorkerJob {
   readonly count: number;
   readonly nodes?: number;
   readonly controls: NodeControls;
+  readonly scenarioOf?: number;
+  readonly scenario?: Partial<NodeScenario>;
 }
 
 /** WorkerResult: the summary of one range. */
@@ -30,7 +32,8 @@ export interface WorkerResult {
 const port = parentPort;
 if (port === null) throw new Error('node-worker.ts runs only as a worker thread');
 port.on('message', (job: WorkerJob) => {
-  void runNodeCampaign({ from: job.from, count: job.count, controls: job.controls, ...(job.nodes !== undefined ? { nodes: job.nodes } : {}) }).then((s) => {
+  const { from, count, controls, nodes, scenarioOf, scenario } = job;
+  void runNodeCampaign({ from, count, controls, ...(nodes !== undefined ? { nodes } : {}), ...(scenarioOf !== undefined ? { scenarioOf } : {}), ...(scenario !== undefined ? { scenario } : {}) }).then((s) => {
     const result: WorkerResult = {
       seeds: s.seeds,
       steps: s.steps,

@@ -13,7 +13,6 @@ import { availableParallelism } from 'node:os';
 
 import type { NodeControls, NodeScenario, NodeSimStats } from './node-cluster.js';
 import { runNodeCampaign, runNodeSeed } from './node-run.js';
-import { makeNodeScenario } from './node-cluster.js';
 import { runOnWorkers } from './node-pool.js';
 import { SeededRng } from '../harness/rng.js';
 
@@ -68,8 +67,9 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
   // Keeping a snapshot just created open with what was written (SnapshotStore.openWritten) moved 1 (1679 -> 1389):
   // it takes away two reads per snapshot created, one of them a meta.json opened for reading, the very site whose
   // EIO failed 1679's install ("cannot read meta.json"), so that site's later draws fell on other calls.
-  const SEED_717880 = makeNodeScenario(717880, 3); // the scenario seed 717880 drew (restores, membership changes, lost restorers)
-  const lists: { seed: number; nodes: number; what: string; draws?: keyof NodeSimStats; shows?: RegExp; scenario?: Partial<NodeScenario>; controls?: NodeControls }[] = [
+  // `scenarioOf`: the pin runs in the scenario that seed draws (717880's: restores, membership changes, lost restorers),
+  // `scenario`'s overrides on top; its replay command says so (--scenario-of, --scenario KEY=VALUE).
+  const lists: { seed: number; nodes: number; what: string; draws?: keyof NodeSimStats; shows?: RegExp; scenarioOf?: number; scenario?: Partial<NodeScenario>; controls?: NodeControls }[] = [
     { seed: 1669, nodes: 3, what: '(20895) an EIO while installing a fetched snapshot no longer removes it (the log was reset to it: the node could not start)', shows: /a fetched snapshot failed to install \(state unchanged\).*sim disk/ },
     { seed: 8, nodes: 3, what: '(20631) the same on a restart: the log compacted to 81 and the snapshot at 81 removed for an EIO, the node could not start', shows: /did not start: snapshot store.*sim disk/ },
     { seed: 24, nodes: 3, what: '(30441) a snapshot found stored after its rename reported EIO is made durable before the log is compacted against it', shows: /EIO: i\/o error, rename '[^']*\/snapshots\/store\// },
@@ -83,8 +83,8 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     // restore (717880 below) the removal that led them there is held. 28369 and 1000578 (5 nodes) drew it until the
     // faults were drawn per site; none of 2,000 seeds of 5 nodes (nor of 3) does in the default scenario, so these two
     // run seed 717880's scenario, where it is common.
-    { seed: 14, nodes: 3, scenario: SEED_717880, what: '(28369) a follower whose fetch of the leader\'s snapshot of a restore stalls (its source gone) gives it up (before the fix of 28291 and 28325 its automatic snapshots were then held for ever: a learner joining later never got a snapshot)', draws: 'adoptionsGivenUp' as const },
-    { seed: 210, nodes: 3, scenario: SEED_717880, what: '(1000578) the same', draws: 'adoptionsGivenUp' as const },
+    { seed: 14, nodes: 3, scenarioOf: 717880, what: '(28369) a follower whose fetch of the leader\'s snapshot of a restore stalls (its source gone) gives it up (before the fix of 28291 and 28325 its automatic snapshots were then held for ever: a learner joining later never got a snapshot)', draws: 'adoptionsGivenUp' as const },
+    { seed: 210, nodes: 3, scenarioOf: 717880, what: '(1000578) the same', draws: 'adoptionsGivenUp' as const },
     { seed: 163, nodes: 3, what: '(1651364) a lone follower catching up one entry per append (maxAppendBytes 1) is sent a full pipeline after each ack that commits, not one append (230 entries took 4 s: no write committed after healing)', draws: 'deadDisks' as const },
     { seed: 10, nodes: 5, what: '(210903) a leader whose state holds a record that does not verify stops at its first snapshot (every snapshot failed on it and was retried: a learner that joined later was never sent one and stayed at applied 0)', draws: 'deadDisks' as const, shows: /snapshot read: block checksum mismatch/ },
     { seed: 7, nodes: 5, what: '(1171393) a follower waiting for the state image of a restore from a leader that lost leadership gives up and loads its archive (its applies waited up to 130 s, as leader of the next term too: no write committed after healing)', draws: 'imageFallbacks' as const, shows: /state image was not taken.*"err":"[^"]*(leader|died with)/ },
@@ -92,14 +92,14 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     // on; without that wait (a test-only bug) it replays the run that found the simulator's mistake.
     // 999059 drew it until the faults were drawn per site; then 203, since heartbeat-kick 290 draws it in 999059's
     // scenario (none of 2,000 seeds of the default one did).
-    { seed: 290, nodes: 5, scenario: makeNodeScenario(999059, 5), what: '(999059) the simulator loses a voter for good only if every configuration the leader\'s log may yet fall back to can spare it (it counted on an uncommitted one naming a 5th voter: 2 of the 4 voters that stayed were lost and no election could be won)', draws: 'lossesHeldBack' as const, controls: { nodeBugs: { changesIgnoreRestores: true } } },
+    { seed: 290, nodes: 5, scenarioOf: 999059, what: '(999059) the simulator loses a voter for good only if every configuration the leader\'s log may yet fall back to can spare it (it counted on an uncommitted one naming a 5th voter: 2 of the 4 voters that stayed were lost and no election could be won)', draws: 'lossesHeldBack' as const, controls: { nodeBugs: { changesIgnoreRestores: true } } },
     // 717880's scenario with a membership change every ~150 ms and every restorer lost (helper simdraw's search).
-    { seed: 1125, nodes: 3, scenario: { ...SEED_717880, memberChangeMeanMs: 150, loseRestorerChance: 1 }, what: '(1125) a restore\'s archive is staged again when the voters change while it is staged (staged on n1 and n3 of {n1, n2, n3}; by the proposal n4 was a voter and n3 removed; n1 lost, no member of {n2, n4} held the archive: the restore entry was never applied, no write committed after healing)', draws: 'restoresApplied' as const, shows: /voters changed while its archive was staged/ },
+    { seed: 1125, nodes: 3, scenarioOf: 717880, scenario: { memberChangeMeanMs: 150, loseRestorerChance: 1 }, what: '(1125) a restore\'s archive is staged again when the voters change while it is staged (staged on n1 and n3 of {n1, n2, n3}; by the proposal n4 was a voter and n3 removed; n1 lost, no member of {n2, n4} held the archive: the restore entry was never applied, no write committed after healing)', draws: 'restoresApplied' as const, shows: /voters changed while its archive was staged/ },
     { seed: 17, nodes: 3, what: '(717880) a learner is promoted only once a quorum of the voters after it applied the newest restore (promoted before, then the holders lost: no member could apply the restore entry)', draws: 'changesHeld' as const },
     { seed: 73, nodes: 3, what: '(843202) the same: a restore holder removed while too few of the others had applied it', draws: 'changesHeld' as const },
     { seed: 384, nodes: 3, what: '(844972) the same, with disk faults and power losses', draws: 'changesHeld' as const },
   ];
-  for (const { seed, nodes, what, draws = 'snapshotDiskErrors', shows, scenario, controls } of lists) {
+  for (const { seed, nodes, what, draws = 'snapshotDiskErrors', shows, scenarioOf, scenario, controls } of lists) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
       // A rejection nobody handles would crash a real node's process: none may happen.
       const unhandled: string[] = [];
@@ -108,7 +108,7 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
       const trace: string[] = [];
       let r: Awaited<ReturnType<typeof runNodeSeed>>;
       try {
-        r = await runNodeSeed(seed, { nodes, ...(scenario !== undefined ? { scenario } : {}), ...(controls !== undefined ? { controls } : {}), ...(shows !== undefined ? { trace: (line: string) => void trace.push(line) } : {}) });
+        r = await runNodeSeed(seed, { nodes, ...(scenarioOf !== undefined ? { scenarioOf } : {}), ...(scenario !== undefined ? { scenario } : {}), ...(controls !== undefined ? { controls } : {}), ...(shows !== undefined ? { trace: (line: string) => void trace.push(line) } : {}) });
         await new Promise((resolve) => setTimeout(resolve, 50));
       } finally {
         process.off('unhandledRejection', onUnhandled);
@@ -128,11 +128,11 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
   // three were found by a million-seed campaign before later fixes (81992's snapshot in place of a dropped archive,
   // 28291's given-up adoption) gave the cluster other ways out; finding one again takes a campaign:
   // `npm run sim -- --seeds N --nodes 3 --bug-changes-ignore-restores` prints each catching seed. Put them here.
-  const catching: readonly { readonly seed: number; readonly nodes: number; readonly scenario?: Partial<NodeScenario> }[] = [];
+  const catching: readonly { readonly seed: number; readonly nodes: number; readonly scenarioOf?: number; readonly scenario?: Partial<NodeScenario> }[] = [];
   it.skip('negative control: without the wait for a restore\'s quorum (changesIgnoreRestores), the seeds in `catching` lose liveness', async () => {
     assert.ok(catching.length > 0, 'no catching seed pinned');
-    for (const { seed, nodes, scenario } of catching) {
-      const r = await runNodeSeed(seed, { nodes, ...(scenario !== undefined ? { scenario } : {}), controls: { nodeBugs: { changesIgnoreRestores: true } } });
+    for (const { seed, nodes, scenarioOf, scenario } of catching) {
+      const r = await runNodeSeed(seed, { nodes, ...(scenarioOf !== undefined ? { scenarioOf } : {}), ...(scenario !== undefined ? { scenario } : {}), controls: { nodeBugs: { changesIgnoreRestores: true } } });
       assert.equal(r.violation?.property, 'Liveness', `seed ${seed}: ${r.message ?? 'no violation'}`);
       assert.match(r.message ?? '', /--bug-changes-ignore-restores --verbose/);
     }
