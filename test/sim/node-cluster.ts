@@ -102,6 +102,7 @@ const CLUSTER_SITES = [
   'members/stops',
   'lags',
   'restores',
+  'restores/losses',
 ] as const;
 
 /** NodeScenario: every knob of one run, drawn from the seed. */
@@ -140,13 +141,38 @@ export interface NodeScenario extends NetFaults, DiskFaults, SnapshotDiskFaults 
   /** restoreMeanMs: clients restore an archive about this often (0: never); poisonChance of them are poisoned. */
   readonly restoreMeanMs: number;
   readonly poisonChance: number;
-  /** loseRestorerChance: the leader whose restore was just acknowledged loses its disk for good (at most f nodes out). */
+  /**
+   * loseRestorerChance: the leader whose restore was just acknowledged loses its disk for good (at most f nodes out),
+   * at once, or within loseRestorerAfterMs (a disk that dies a while later, down or up; a member removed by then is
+   * not lost).
+   */
   readonly loseRestorerChance: number;
+  /** loseRestorerAfterMs: 0: a restorer drawn to be lost (loseRestorerChance) is lost at once; else 1 to this many ms after. */
+  readonly loseRestorerAfterMs: number;
   /** maxAppendBytes: entry data per append message (RaftConfig.maxAppendBytes; small: a lagging follower catches up a few entries at a time). */
   readonly maxAppendBytes: number;
   /** imageCrashChance: the member a follower asks for a state image (the leader, building or serving it) crashes 0-20 ms after the request arrives. */
   readonly imageCrashChance: number;
 }
+
+/** RESTORE_CHURN_ONE_IN: 1 scenario in this many (not calm, with snapshots) draws restores while members are replaced (makeNodeScenario). */
+export const RESTORE_CHURN_ONE_IN = 20;
+
+/**
+ * RESTORE_CHURN: restores while members are replaced: valid restores every ~300 ms and a membership change every
+ * ~100 ms, followers away for 900 ms every ~300 ms, the member asked for a state image crashing 3 times in 10, and each
+ * restorer's disk lost for good within 600 ms after its restore was acknowledged (when the configurations can spare it).
+ */
+export const RESTORE_CHURN: Partial<NodeScenario> = {
+  restoreMeanMs: 300,
+  poisonChance: 0.3,
+  memberChangeMeanMs: 100,
+  loseRestorerChance: 1,
+  loseRestorerAfterMs: 600,
+  lagMeanMs: 300,
+  lagDownMs: 900,
+  imageCrashChance: 0.3,
+};
 
 /**
  * makeNodeScenario draws a scenario from the seed (its own fork), then
@@ -201,6 +227,7 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     restoreMeanMs: 0,
     poisonChance: 0,
     loseRestorerChance: 0,
+    loseRestorerAfterMs: 0,
     maxAppendBytes: 1 << 20,
     imageFlipChance: 0,
     imageCrashChance: 0,
@@ -251,6 +278,12 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     imageFlipChance: calm ? 0 : im.pick([0, 0, 0.01, 0.05]),
     imageCrashChance: calm ? 0 : im.pick([0, 0, 0.1, 0.3]),
   });
+  // Restores while members are replaced (a fork of its own; 1 scenario in RESTORE_CHURN_ONE_IN): restores and membership
+  // changes both frequent, followers often away for a while, and each restorer's disk lost for good some time after its
+  // restore was acknowledged, not at once: voter changes made meanwhile may leave the archive's holders short of the new
+  // voters' quorum before the last holder goes (what changeMembership's wait for a restore's quorum is for).
+  const rc = new SeededRng(seed).fork('node-scenario/restore-churn');
+  if (!calm && snapshotEntries > 0 && rc.nextInt(RESTORE_CHURN_ONE_IN) === 0) Object.assign(s, RESTORE_CHURN);
   if (!snapshots) Object.assign(s, { snapshotEntries: 0, lagMeanMs: 0, restoreMeanMs: 0 });
   return { ...s, ...overrides };
 }
@@ -1159,7 +1192,15 @@ export class NodeCluster {
             this.stats.restores++;
             this.check(() => this.history.onRestoreAck(l.id, res.index, digest));
             // Counted with the corrupt disks (mayFailDisk): never more than f nodes out for good in all.
-            if (loseRestorer && l.up && !l.dead && !damaged(l) && this.mayFailDisk(true)) {
+            if (loseRestorer && s.loseRestorerAfterMs > 0) {
+              const after = this.draws['restores/losses'].range(1, s.loseRestorerAfterMs);
+              this.clock.at(() => {
+                if (l.dead || l.removed || damaged(l) || !this.mayFailDisk(true)) return;
+                this.log(`${l.id} out for good ${after} ms after its restore #${n} was acknowledged`);
+                l.dead = true;
+                this.crash(l, false);
+              }, after);
+            } else if (loseRestorer && l.up && !l.dead && !damaged(l) && this.mayFailDisk(true)) {
               // The uploader's disk is lost for good right after: the others must get the archive elsewhere.
               this.log(`${l.id} out for good right after its restore #${n} was acknowledged`);
               l.dead = true;

@@ -10,6 +10,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 
+import { RESTORE_CHURN } from './node-cluster.js';
 import { runNodeSeed, type NodeRunOptions } from './node-run.js';
 
 const run = promisify(execFile);
@@ -53,6 +54,17 @@ describe('sim: the printed replay command runs the seed as it ran', function () 
     assert.match(last, /^seed 1125 \(3 nodes\): ok in /);
     assert.equal(lines.pop(), JSON.stringify(r.stats), 'the same stats');
     assert.deepEqual(lines, trace, 'the same trace');
+  });
+
+  it('a campaign on worker threads (--seeds) in another seed\'s scenario with overrides runs each seed as the spec does: sim.spec\'s changesIgnoreRestores control, seed 40 of 717880\'s scenario with RESTORE_CHURN, prints the violation and replay command the spec\'s run gets', async () => {
+    const controls = { nodeBugs: { changesIgnoreRestores: true } };
+    const r = await runNodeSeed(40, { nodes: 3, scenarioOf: 717880, scenario: RESTORE_CHURN, controls });
+    assert.equal(r.violation?.property, 'Liveness', r.message);
+    const args = replayArgs(r.replay).filter((a) => a !== '--verbose');
+    assert.deepEqual(args.slice(0, 4), ['--seed', '40', '--nodes', '3']);
+    const cli = await sim(['--seeds', '1', '--from', '40', '--workers', '1', ...args.slice(2)]);
+    assert.equal(cli.code, 1, cli.stderr);
+    assert.ok(cli.stdout.includes(`VIOLATION ${r.message ?? ''}\n`), cli.stdout);
   });
 
   it('the overrides alone differ from the seed\'s own scenario (the CLI run without --scenario-of is another run)', async () => {
