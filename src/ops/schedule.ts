@@ -73,8 +73,13 @@ export interface ScheduleOptions {
   readonly now?: () => number;
 }
 
-/** TickResult: what one check did. */
-export type TickResult = 'notLeader' | 'notDue' | 'busy' | 'started' | 'enqueued' | 'failed';
+/** TickResult: what one check did ('backoff': nothing, a failed attempt's retry delay has not passed). */
+export type TickResult = 'notLeader' | 'notDue' | 'busy' | 'started' | 'enqueued' | 'failed' | 'backoff';
+
+/** SCHEDULE_RETRY_MS_MAX: the longest wait between two attempts of a schedule that keeps failing (the delay doubles from the check interval up to it). */
+export const SCHEDULE_RETRY_MS_MAX = 5 * 60_000;
+/** SCHEDULE_FAILURE_REMINDER_MS: a schedule failing with the same error is logged again this often (each new error at once). */
+export const SCHEDULE_FAILURE_REMINDER_MS = 30 * 60_000;
 
 /** SnapshotSchedule: see the file comment. */
 export class SnapshotSchedule {
@@ -87,6 +92,11 @@ export class SnapshotSchedule {
   private readonly legacyKey: Buffer;
   /** legacySeen: the last read found only the legacy key: the next write deletes it. */
   private legacySeen = false;
+  /**
+   * failing: the attempts that failed in a row (tick's 'failed'), when the next may be made (the delay doubles from
+   * the check interval up to SCHEDULE_RETRY_MS_MAX), the error last logged and when; null once an attempt succeeds.
+   */
+  private failing: { count: number; sinceMs: number; retryAtMs: number; loggedErr: string; loggedAtMs: number } | null = null;
 
   constructor(private readonly opts: ScheduleOptions) {
     if (!(opts.intervalMs > 0)) throw new RangeError(`SnapshotSchedule: intervalMs must be positive, got ${opts.intervalMs}`);
@@ -123,44 +133,83 @@ export class SnapshotSchedule {
         return 'notLeader';
       }
       if (this.opts.busy()) return 'busy';
-      if (this.known === null || this.known.term !== st.term) {
-        const state = await this.read();
-        if (state === null) {
-          // Never ran in this cluster: the first run is one interval from now.
-          const now = this.now();
-          await this.write(now);
-          this.known = { term: st.term, lastRunAtMs: now };
-          return 'started';
-        }
-        this.known = { term: st.term, lastRunAtMs: state.lastRunAtMs };
-      }
-      const now = this.now();
-      const sinceMs = now - this.known.lastRunAtMs;
-      if (sinceMs < this.opts.intervalMs) return 'notDue';
-      // Recorded through the log first: a leader elected after this point does not run it again.
-      const previous = this.known.lastRunAtMs;
-      await this.write(now);
-      this.known = { term: st.term, lastRunAtMs: now };
-      let task: Task;
-      try {
-        task = await this.opts.enqueue(this.pathFor(now));
-      } catch (err) {
-        // Not enqueued (the task journal on a full disk, a full queue): the run did not happen, so the record goes
-        // back to the last run that did (best effort) and the next check tries again, not one interval later.
-        await this.write(previous).catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'the schedule record of a run not enqueued could not be put back'));
-        throw err;
-      }
-      // Runs missed while no node could run them are not made up: this one run covers them.
-      const missedRuns = Math.max(0, Math.floor(sinceMs / this.opts.intervalMs) - 1);
-      this.opts.log.info({ taskUid: task.uid, path: task.details.path, missedRuns }, 'scheduled snapshot enqueued');
-      return 'enqueued';
+      if (this.failing !== null && this.now() < this.failing.retryAtMs) return 'backoff';
+      const r = await this.attempt(st);
+      this.recovered();
+      return r;
     } catch (err) {
       this.known = null;
-      this.opts.log.warn({ err: (err as Error).message }, 'scheduled snapshot not enqueued');
+      this.noteFailure(err as Error);
       return 'failed';
     } finally {
       this.checking = false;
     }
+  }
+
+  /** attempt: tick's work on the leader once it may try (see tick); throws when the run could not be recorded or enqueued. */
+  private async attempt(st: { readonly term: number }): Promise<TickResult> {
+    if (this.known === null || this.known.term !== st.term) {
+      const state = await this.read();
+      if (state === null) {
+        // Never ran in this cluster: the first run is one interval from now.
+        const now = this.now();
+        await this.write(now);
+        this.known = { term: st.term, lastRunAtMs: now };
+        return 'started';
+      }
+      this.known = { term: st.term, lastRunAtMs: state.lastRunAtMs };
+    }
+    const now = this.now();
+    const sinceMs = now - this.known.lastRunAtMs;
+    if (sinceMs < this.opts.intervalMs) return 'notDue';
+    // Recorded through the log first: a leader elected after this point does not run it again.
+    const previous = this.known.lastRunAtMs;
+    await this.write(now);
+    this.known = { term: st.term, lastRunAtMs: now };
+    let task: Task;
+    try {
+      task = await this.opts.enqueue(this.pathFor(now));
+    } catch (err) {
+      // Not enqueued (the task journal on a full disk, a full queue): the run did not happen, so the record goes
+      // back to the last run that did (best effort) and the next check tries again, not one interval later.
+      await this.write(previous).catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'the schedule record of a run not enqueued could not be put back'));
+      throw err;
+    }
+    // Runs missed while no node could run them are not made up: this one run covers them.
+    const missedRuns = Math.max(0, Math.floor(sinceMs / this.opts.intervalMs) - 1);
+    this.opts.log.info({ taskUid: task.uid, path: task.details.path, missedRuns }, 'scheduled snapshot enqueued');
+    return 'enqueued';
+  }
+
+  /**
+   * noteFailure: an attempt failed. The next waits the check interval, doubled at each failure in a row, at most
+   * SCHEDULE_RETRY_MS_MAX; the failure is logged when its error differs from the one last logged, else once every
+   * SCHEDULE_FAILURE_REMINDER_MS (before, a warning every check: every second, for as long as it failed).
+   */
+  private noteFailure(err: Error): void {
+    const now = this.now();
+    const f = this.failing ?? { count: 0, sinceMs: now, retryAtMs: now, loggedErr: '', loggedAtMs: -Infinity };
+    f.count++;
+    const baseMs = this.opts.checkEveryMs ?? Math.min(this.opts.intervalMs, 1_000);
+    const retryInMs = Math.min(SCHEDULE_RETRY_MS_MAX, baseMs * 2 ** Math.min(f.count - 1, 30));
+    f.retryAtMs = now + retryInMs;
+    this.failing = f;
+    if (err.message !== f.loggedErr) {
+      f.loggedErr = err.message;
+      f.loggedAtMs = now;
+      this.opts.log.warn({ err: err.message, failures: f.count, retryInMs }, 'scheduled snapshot not enqueued; retrying later');
+    } else if (now - f.loggedAtMs >= SCHEDULE_FAILURE_REMINDER_MS) {
+      f.loggedAtMs = now;
+      this.opts.log.warn({ err: err.message, failures: f.count, failingForMs: now - f.sinceMs, retryInMs }, 'scheduled snapshot still not enqueued; retrying later');
+    }
+  }
+
+  /** recovered: an attempt succeeded (the record read or written, a run enqueued): the backoff ends, and a failure before it is said to be over. */
+  private recovered(): void {
+    const f = this.failing;
+    if (f === null) return;
+    this.failing = null;
+    this.opts.log.info({ failures: f.count, failedForMs: this.now() - f.sinceMs }, 'scheduled snapshots are enqueued again');
   }
 
   /** read: the replicated state (null when the schedule never ran), read linearizably on the leader; the legacy key when no record exists. */

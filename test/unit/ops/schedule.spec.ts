@@ -133,6 +133,64 @@ describe('agent: snapshot schedule', function () {
     }
   });
 
+  it('a schedule that keeps failing backs off (doubling from the check interval to SCHEDULE_RETRY_MS_MAX) and warns once per error, then every SCHEDULE_FAILURE_REMINDER_MS; a good run resets both', async () => {
+    const sn = await SnapshotNode.start();
+    try {
+      let now = Date.parse('2026-12-03T00:00:00Z');
+      let failure: string | null = "ENOSPC: no space left on device, write '/d/tasks.json'";
+      const attempts: number[] = [];
+      const warnings: { atMs: number; err: string }[] = [];
+      const s = new SnapshotSchedule({
+        node: sn.node,
+        intervalMs: HOUR,
+        dbName: 'db',
+        snapshotDir: '/snapshots',
+        enqueue: async (path) => {
+          attempts.push(now);
+          if (failure !== null) throw Object.assign(new Error(failure), { code: 'ENOSPC' });
+          return { uid: attempts.length, details: { path } } as Task;
+        },
+        busy: () => false,
+        log: { ...silent, warn: (o: object) => warnings.push({ atMs: now, err: String((o as { err?: unknown }).err) }) },
+        now: () => now,
+      });
+      assert.equal(await s.tick(), 'started');
+      now += HOUR;
+      // 40 minutes of checks, one a second (the agent's timer), all failing.
+      const failStart = now;
+      for (let i = 0; i < 40 * 60; i++, now += 1000) await s.tick();
+      const gaps = attempts.slice(1).map((at, i) => (at - (attempts[i] as number)) / 1000);
+      assert.deepEqual(gaps.slice(0, 10), [1, 2, 4, 8, 16, 32, 64, 128, 256, 300], 'the delay doubles from 1 s, up to 5 min');
+      assert.ok(gaps.slice(9).every((g) => g === 300), gaps.join());
+      assert.ok(attempts.length <= 18, `${attempts.length} attempts in 40 min, not 2,400`);
+      assert.deepEqual(
+        warnings.map((w) => (w.atMs - failStart) / 60_000),
+        [0, 2011 / 60],
+        'one warning, then a reminder at the first attempt 30 min after it (attempts at 0, 1, 3, ..., 511 s, then every 300 s: 2,011 s)',
+      );
+      // Another error: said at once (at its attempt), not 30 min later.
+      failure = 'EIO: i/o error';
+      const before = warnings.length;
+      for (let i = 0; i < 5 * 60; i++, now += 1000) await s.tick();
+      assert.equal(warnings.length, before + 1);
+      assert.match(warnings.at(-1)?.err ?? '', /EIO/);
+      // The store comes back: the next attempt enqueues, and the backoff is over.
+      failure = null;
+      let r: TickResult = 'backoff';
+      for (let i = 0; i < 5 * 60 && r !== 'enqueued'; i++, now += 1000) r = await s.tick();
+      assert.equal(r, 'enqueued');
+      now += HOUR;
+      failure = 'ENOSPC again';
+      const n = attempts.length;
+      assert.equal(await s.tick(), 'failed');
+      now += 1000;
+      assert.equal(await s.tick(), 'failed', 'after a good run the first retry is one check later again');
+      assert.equal(attempts.length, n + 2);
+    } finally {
+      await sn.close();
+    }
+  });
+
   it('an upload the credentials may not read back (write-only policy): the run succeeds and one warning says it was not checked', async () => {
     const sn = await SnapshotNode.start();
     const s3 = await S3Server.start();
