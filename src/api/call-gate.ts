@@ -13,6 +13,17 @@
  * (its status sent, or cancelled); a caller with `callsPerCallerMax` open has
  * its next call refused RESOURCE_EXHAUSTED at once, before its handler runs
  * or any of its messages is read.
+ *
+ * The calls whose answer may be large (ANSWER_METHODS: Get, up to a 1 MiB
+ * value; Range, up to 4 MiB) also take one of the caller's
+ * `answersPerCallerMax` answer places before their handler runs, held until
+ * the call ends: grpc-js sends a unary call's status only once its answer
+ * went out under HTTP/2 flow control, so a place is held as long as the
+ * client leaves the answer unread. A call that finds no place waits (its
+ * handler not started, nothing read or built); places are handed on in the
+ * order the calls came. Before, a kv.read key's Range calls that were never
+ * read each kept their answer in the node's memory: 128 of them took a
+ * leader from 251 to 741 MiB, and 4,096 would hold 16 GiB.
  */
 import * as grpc from '@grpc/grpc-js';
 import { ForwardingServerCall } from '../transport/forwarding-call.js';
@@ -21,15 +32,83 @@ import { hostOf } from './read-gate.js';
 
 /** CLIENT_CALLS_PER_CALLER_MAX: calls one API key has open on a node at once (4096: 16 of its connections full). */
 export const CLIENT_CALLS_PER_CALLER_MAX = 4096;
+/** CLIENT_ANSWERS_PER_CALLER_MAX: Get and Range calls one API key has running or answering at once (64: at most 256 MiB of Range answers); more wait. */
+export const CLIENT_ANSWERS_PER_CALLER_MAX = 64;
+/** ANSWER_METHODS: the calls whose answer may be large (see the file comment). */
+export const ANSWER_METHODS: ReadonlySet<string> = new Set(['/snapcoord.v1.KVService/Get', '/snapcoord.v1.KVService/Range']);
 
 /** CallGate: the open calls of each caller. */
 export class CallGate {
   private readonly open = new Map<string, number>();
+  /** answering: each caller's calls holding an answer place. */
+  private readonly answering = new Map<string, number>();
+  /** waiting: each caller's calls waiting for an answer place, in order. */
+  private readonly waiting = new Map<string, Set<CallGateCall>>();
+  private granting = false;
   /** refused: calls refused since start. */
   refused = 0;
 
-  constructor(readonly callsPerCallerMax: number = CLIENT_CALLS_PER_CALLER_MAX) {
-    if (!Number.isSafeInteger(callsPerCallerMax) || callsPerCallerMax < 1) throw new Error(`callsPerCallerMax must be a whole number >= 1, got ${String(callsPerCallerMax)}`);
+  constructor(
+    readonly callsPerCallerMax: number = CLIENT_CALLS_PER_CALLER_MAX,
+    readonly answersPerCallerMax: number = CLIENT_ANSWERS_PER_CALLER_MAX,
+  ) {
+    for (const [k, v] of Object.entries({ callsPerCallerMax, answersPerCallerMax })) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new Error(`${k} must be a whole number >= 1, got ${String(v)}`);
+    }
+  }
+
+  /** answeringOf / waitingOf: the calls of `caller` holding an answer place, and waiting for one. */
+  answeringOf(caller: string): number {
+    return this.answering.get(caller) ?? 0;
+  }
+
+  waitingOf(caller: string): number {
+    return this.waiting.get(caller)?.size ?? 0;
+  }
+
+  /** askAnswer: `call` wants an answer place: granted now (true) or when one is free (CallGateCall.granted). */
+  askAnswer(caller: string, call: CallGateCall): boolean {
+    const n = this.answering.get(caller) ?? 0;
+    if (n < this.answersPerCallerMax) {
+      this.answering.set(caller, n + 1);
+      return true;
+    }
+    let calls = this.waiting.get(caller);
+    if (calls === undefined) {
+      calls = new Set();
+      this.waiting.set(caller, calls);
+    }
+    calls.add(call);
+    return false;
+  }
+
+  /** forgetAnswer: a waiting `call` ended. */
+  forgetAnswer(caller: string, call: CallGateCall): void {
+    const calls = this.waiting.get(caller);
+    if (calls === undefined) return;
+    calls.delete(call);
+    if (calls.size === 0) this.waiting.delete(caller);
+  }
+
+  /** releaseAnswer: a call of `caller` holding an answer place ended; the place goes to its next waiting call (in a loop: see ReadGate.grant). */
+  releaseAnswer(caller: string): void {
+    const n = (this.answering.get(caller) ?? 1) - 1;
+    if (n > 0) this.answering.set(caller, n);
+    else this.answering.delete(caller);
+    if (this.granting) return; // the loop below goes round again
+    this.granting = true;
+    try {
+      for (;;) {
+        const calls = this.waiting.get(caller);
+        const next = calls?.values().next().value;
+        if (next === undefined || (this.answering.get(caller) ?? 0) >= this.answersPerCallerMax) return;
+        this.forgetAnswer(caller, next);
+        this.answering.set(caller, (this.answering.get(caller) ?? 0) + 1);
+        next.granted();
+      }
+    } finally {
+      this.granting = false;
+    }
   }
 
   /** openOf: the calls `caller` has open now. */
@@ -60,10 +139,14 @@ export class CallGate {
 class CallGateCall extends ForwardingServerCall {
   private caller: string | null = null;
   private refused = false;
+  /** answer: 'none' (not an ANSWER_METHODS call), 'waiting' for a place (its metadata held back), 'holding' one. */
+  private answer: 'none' | 'waiting' | 'holding' = 'none';
+  private heldMetadata: grpc.Metadata | null = null;
 
   constructor(
     inner: grpc.ServerInterceptingCallInterface,
     private readonly gate: CallGate,
+    private readonly answers: boolean,
   ) {
     super(inner);
   }
@@ -72,6 +155,13 @@ class CallGateCall extends ForwardingServerCall {
     const caller = apiKeyOwner(metadata) ?? hostOf(this.inner.getPeer());
     if (this.gate.enter(caller)) {
       this.caller = caller;
+      if (this.answers && !this.gate.askAnswer(caller, this)) {
+        // The handler starts once a place is free (granted): until then nothing is read or built.
+        this.answer = 'waiting';
+        this.heldMetadata = metadata;
+        return;
+      }
+      if (this.answers) this.answer = 'holding';
       super.onReceiveMetadata(metadata);
       return;
     }
@@ -101,15 +191,29 @@ class CallGateCall extends ForwardingServerCall {
     super.sendStatus(status);
   }
 
+  /** granted: the gate gave this waiting call an answer place: its handler starts. */
+  granted(): void {
+    const md = this.heldMetadata;
+    this.heldMetadata = null;
+    this.answer = 'holding';
+    if (md !== null) super.onReceiveMetadata(md);
+  }
+
   private end(): void {
     if (this.caller === null) return;
-    this.gate.leave(this.caller);
+    const caller = this.caller;
     this.caller = null;
+    this.gate.leave(caller);
+    const answer = this.answer;
+    this.answer = 'none';
+    this.heldMetadata = null;
+    if (answer === 'waiting') this.gate.forgetAnswer(caller, this);
+    else if (answer === 'holding') this.gate.releaseAnswer(caller);
   }
 }
 
 /** callGateInterceptor: the client plane's CallGate as a server interceptor (after the auth gate: a refused call is never counted). */
 export function callGateInterceptor(gate: CallGate): grpc.ServerInterceptor {
   // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
-  return (_method, inner) => new CallGateCall(inner, gate) as unknown as grpc.ServerInterceptingCall;
+  return (method, inner) => new CallGateCall(inner, gate, ANSWER_METHODS.has(method.path)) as unknown as grpc.ServerInterceptingCall;
 }

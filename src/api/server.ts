@@ -99,6 +99,8 @@ export interface BindOptions {
   readonly clientReads?: ReadLimits;
   /** clientCallsPerCallerMax: calls one API key has open at once on the client plane (CallGate; default CLIENT_CALLS_PER_CALLER_MAX). */
   readonly clientCallsPerCallerMax?: number;
+  /** clientAnswersPerCallerMax: Get/Range calls one API key has running or answering at once (CallGate; default CLIENT_ANSWERS_PER_CALLER_MAX). */
+  readonly clientAnswersPerCallerMax?: number;
   /** peerKeepalive: the peer plane's keepalive pings (default PEER_KEEPALIVE; tests shorten it). */
   readonly peerKeepalive?: { readonly timeMs: number; readonly timeoutMs: number };
 }
@@ -334,7 +336,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   // The read gate bounds the request bytes being read at once (a refused call never reads).
   const readGate = new ReadGate(opts.clientReads ?? CLIENT_READ_LIMITS);
   // The call gate bounds the calls one key has open (a Health/Watch never ends on its own).
-  const callGate = new CallGate(opts.clientCallsPerCallerMax);
+  const callGate = new CallGate(opts.clientCallsPerCallerMax, opts.clientAnswersPerCallerMax);
   const server = new grpc.Server({
     ...clientServerOptions(maxRequestBytes),
     interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), callGateInterceptor(callGate), readGateInterceptor(readGate)],

@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
+import { connect, type Socket } from 'node:net';
 
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
@@ -23,6 +24,7 @@ import { until } from '../../harness/until.js';
 const KEY = 'call-gate-admin-key';
 const NARROW = 'call-gate-kv-read-key';
 const CALLS_MAX = 5;
+const ANSWERS_MAX = 2;
 
 interface Watch {
   /** status: the grpc-status of an answer that ended the call (null: still open). */
@@ -57,6 +59,7 @@ describe('gRPC client plane: calls one API key has open at once (CallGate, real 
       peerBindAddress: '127.0.0.1:0',
       interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
       clientCallsPerCallerMax: CALLS_MAX,
+      clientAnswersPerCallerMax: ANSWERS_MAX,
     });
     const ref: { node: Node | null } = { node: null };
     node = await Node.start({
@@ -107,6 +110,75 @@ describe('gRPC client plane: calls one API key has open at once (CallGate, real 
       });
     } finally {
       s.destroy();
+    }
+  });
+
+  /** frame: one HTTP/2 frame. */
+  function frame(type: number, flags: number, sid: number, payload: Buffer): Buffer {
+    const h = Buffer.alloc(9);
+    h.writeUIntBE(payload.length, 0, 3);
+    h[3] = type;
+    h[4] = flags;
+    h.writeUInt32BE(sid, 5);
+    return Buffer.concat([h, payload]);
+  }
+
+  /** hpackLiteral: a header field never indexed, its name and value literal. */
+  function hpackLiteral(name: string, value: string): Buffer {
+    const n = Buffer.from(name);
+    const v = Buffer.from(value);
+    assert.ok(n.length < 127 && v.length < 127);
+    return Buffer.concat([Buffer.from([0x10, n.length]), n, Buffer.from([v.length]), v]);
+  }
+
+  it('Range calls whose answers are never read hold at most answersPerCallerMax answers; the rest wait unbuilt; another key goes on', async () => {
+    const admin = new KvClient(api.address, { apiKey: KEY });
+    const enc = new TextEncoder();
+    let ranges = 0;
+    const realRange = node.range.bind(node);
+    node.range = ((...a: Parameters<Node['range']>) => {
+      ranges++;
+      return realRange(...a);
+    }) as Node['range'];
+    let raw: Socket | null = null;
+    try {
+      for (let i = 0; i < 4; i++) await admin.put({ key: enc.encode(`big/${i}`), value: new Uint8Array(512 * 1024) }, { deadlineMs: 10_000 });
+      ranges = 0;
+      // A client that never reads and never opens its flow-control window: the server may send it 64 KiB in all.
+      raw = connect(api.port, '127.0.0.1');
+      raw.on('error', () => undefined);
+      raw.pause();
+      const CALLS = ANSWERS_MAX + 3;
+      const headers = (sid: number): Buffer =>
+        frame(1, 4, sid, Buffer.concat([
+          hpackLiteral(':method', 'POST'), hpackLiteral(':scheme', 'http'), hpackLiteral(':path', '/snapcoord.v1.KVService/Range'),
+          hpackLiteral(':authority', 'x'), hpackLiteral('content-type', 'application/grpc'), hpackLiteral('te', 'trailers'),
+          hpackLiteral('authorization', `Bearer ${NARROW}`),
+        ]));
+      // RangeRequest{prefix: "big/", serializable: true}
+      const msg = Buffer.from([0x0a, 4, ...Buffer.from('big/'), 0x28, 1]);
+      const body = Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]);
+      raw.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]));
+      for (let i = 0; i < CALLS; i++) raw.write(Buffer.concat([headers(1 + 2 * i), frame(0, 1, 1 + 2 * i, body)]));
+      await until('the first ranges to run', 10_000, () => (ranges >= ANSWERS_MAX ? true : undefined));
+      await new Promise((r) => setTimeout(r, 1_000));
+      // Before: every call ran and built its 2 MiB answer, left unsent in the node's memory.
+      assert.equal(ranges, ANSWERS_MAX, 'Range calls run while their answers go unread');
+      // Another key is not held back.
+      const r = await admin.range({ prefix: enc.encode('big/'), serializable: true }, { deadlineMs: 10_000 });
+      assert.equal(r.kvs.length, 4);
+      // The client goes: its calls end, the places come back.
+      raw.destroy();
+      const narrow = new KvClient(api.address, { apiKey: NARROW });
+      try {
+        await until('the kv.read key to be served again', 10_000, async () => ((await narrow.range({ prefix: enc.encode('big/'), serializable: true }, { deadlineMs: 5_000 })).kvs.length === 4 ? true : undefined));
+      } finally {
+        narrow.close();
+      }
+    } finally {
+      raw?.destroy();
+      node.range = realRange;
+      admin.close();
     }
   });
 });
