@@ -17,13 +17,18 @@
  * - a call's `owner` (the peer plane: the member its certificate names;
  *   the client plane: the API key it carries)
  *   proves at most `perOwnerMax` connections; its calls on more leave them
- *   unproven, so that one member's certificate cannot hold every place (the
- *   per-host cap alone let it fill the plane from a few addresses, and no
- *   other member could connect: a restarted one, a snapshot fetch);
+ *   unproven (`vouched`: a call on them was let through), so that one
+ *   member's certificate cannot hold every place (the per-host cap alone let
+ *   it fill the plane from a few addresses, and no other member could
+ *   connect: a restarted one, a snapshot fetch);
  * - a new connection over a cap pushes out the oldest connection not proven
- *   (of that host for the per-host cap): a silent or refused caller never
- *   holds a place a caller with a key or a member's certificate needs; when
- *   every held connection is proven, the new one is closed instead.
+ *   (of that host for the per-host cap), one with no call let through before
+ *   one vouched for: a silent or refused caller never holds a place a caller
+ *   with a key or a member's certificate needs, nor takes the place of a
+ *   connection vouched for while a silent one can go instead (a key shared
+ *   by many honest clients, a NAT's or gateways', has more connections than
+ *   it proves: before, a caller with no key cut them one by one, the oldest
+ *   first); when every held connection is proven, the new one is closed.
  * Refusals and evictions are counted (`refused`, `evicted`).
  */
 import type { Socket } from 'node:net';
@@ -46,6 +51,8 @@ interface Held {
   proven: boolean;
   /** owner: whose call proved it (null: none named). */
   owner: string | null;
+  /** vouched: not proven, but a call on it was let through (its owner had perOwnerMax proven already): pushed out after the silent ones. */
+  vouched: boolean;
 }
 
 export class ConnectionLimiter {
@@ -83,7 +90,7 @@ export class ConnectionLimiter {
       return this.refuse(socket, host, `more than ${this.limits.connectionsMax} connections, every one with a call let through`);
     }
     const key = `${host}:${socket.remotePort ?? ''}`;
-    const entry: Held = { socket, host, proven: false, owner: null };
+    const entry: Held = { socket, host, proven: false, owner: null, vouched: false };
     this.held.set(key, entry);
     this.perHost.set(host, (this.perHost.get(host) ?? 0) + 1);
     socket.once('close', () => {
@@ -107,7 +114,10 @@ export class ConnectionLimiter {
     if (h === undefined || h.proven) return;
     if (owner !== null) {
       const n = this.perOwner.get(owner) ?? 0;
-      if (this.limits.perOwnerMax !== undefined && n >= this.limits.perOwnerMax) return;
+      if (this.limits.perOwnerMax !== undefined && n >= this.limits.perOwnerMax) {
+        h.vouched = true;
+        return;
+      }
       this.perOwner.set(owner, n + 1);
       h.owner = owner;
     }
@@ -134,18 +144,23 @@ export class ConnectionLimiter {
     for (const h of this.held.values()) h.socket.destroy();
   }
 
-  /** evictOldest closes the oldest connection not proven (of `host`, or of any host for null); false when there is none. */
+  /**
+   * evictOldest closes the oldest connection not proven (of `host`, or of any host for null), one with no call let
+   * through before one vouched for; false when there is none.
+   */
   private evictOldest(host: string | null): boolean {
-    for (const [key, h] of this.held) {
-      if (h.proven || (host !== null && h.host !== host)) continue;
-      // Forgotten now, not at its 'close' (which comes later): the place is free for the new one.
-      this.held.delete(key);
-      const n = (this.perHost.get(h.host) ?? 1) - 1;
-      if (n > 0) this.perHost.set(h.host, n);
-      else this.perHost.delete(h.host);
-      h.socket.destroy();
-      this.evicted++;
-      return true;
+    for (const vouched of [false, true]) {
+      for (const [key, h] of this.held) {
+        if (h.proven || h.vouched !== vouched || (host !== null && h.host !== host)) continue;
+        // Forgotten now, not at its 'close' (which comes later): the place is free for the new one.
+        this.held.delete(key);
+        const n = (this.perHost.get(h.host) ?? 1) - 1;
+        if (n > 0) this.perHost.set(h.host, n);
+        else this.perHost.delete(h.host);
+        h.socket.destroy();
+        this.evicted++;
+        return true;
+      }
     }
     return false;
   }

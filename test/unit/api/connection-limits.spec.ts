@@ -219,6 +219,36 @@ describe('gRPC client plane: one API key proves a bounded number of connections 
       admin.close();
     }
   });
+
+  it('connections of one key past its proven ones are not pushed out by silent connections (a key shared by many honest clients)', async () => {
+    // One key, many honest clients (a fleet behind a NAT, gateways): more connections than it may prove, each with
+    // a call let through. Silent connections from anyone (no key at all) then arrive, one after the other, past the
+    // caps: each pushes out the oldest silent one, never one of the key's (before: the key's unproven ones went
+    // first, being older, so a caller with no key could cut every honest connection past perOwnerMax, again and
+    // again). Another key's new connection still may take the place of one of them (the test above).
+    const own = { 'grpc.use_local_subchannel_pool': 1 };
+    const shared = Array.from({ length: LIMITS.connectionsMax - 1 }, () => new KvClient(api.address, { apiKey: NARROW, channelOptions: own }));
+    const port = Number(api.address.split(':')[1]);
+    const quiet: Silent[] = [];
+    try {
+      for (const c of shared) await c.get({ key: enc.encode('k'), serializable: true }, { deadlineMs: 5_000 });
+      const ready = (cs: KvClient[]): number => cs.filter((c) => c.raw.getChannel().getConnectivityState(false) === grpc.connectivityState.READY).length;
+      assert.equal(ready(shared), shared.length);
+      for (let i = 0; i < 6; i++) {
+        const q = silent(port, 1);
+        quiet.push(q);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // Six arrivals on five held connections of a six-place plane: five connections are pushed out.
+      const pushedOut = (): number => quiet.reduce((n, q) => n + q.closed(), 0) + shared.length - ready(shared);
+      await until('five connections to be pushed out', 10_000, () => (pushedOut() >= 5 ? true : undefined));
+      assert.equal(ready(shared), shared.length, 'every connection of the shared key is still open');
+      assert.equal(quiet.reduce((n, q) => n + q.closed(), 0), 5, 'the silent connections pushed out one another');
+    } finally {
+      for (const c of shared) c.close();
+      for (const q of quiet) for (const s of q.sockets) s.destroy();
+    }
+  });
 });
 
 /**
