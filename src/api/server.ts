@@ -33,6 +33,7 @@ import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
 import { apiKeyOwner, rpcNeed } from './auth-interceptor.js';
 import { CallGate, callGateInterceptor } from './call-gate.js';
+import { addWithBackpressure } from './stream-backpressure.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
 import { ConnectionLimiter, provingInterceptor, type ConnectionLimits } from './connection-limiter.js';
 import { createKvService } from './kv-service.js';
@@ -350,7 +351,8 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   });
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'NOT_SERVING'])) });
   health.addToServer(server);
-  reflection().addToServer(server);
+  // Reflection answers each request of its stream without waiting for the last to be taken: read no faster than the client takes them.
+  addWithBackpressure(server, reflection());
   const listeners: Listeners[] = [];
   let port: number;
   let peerPort: number;
