@@ -45,6 +45,8 @@ export class CallGate {
   /** waiting: each caller's calls waiting for an answer place, in order. */
   private readonly waiting = new Map<string, Set<CallGateCall>>();
   private granting = false;
+  /** regrant: callers that freed an answer place while the hand-over loop ran (releaseAnswer serves them in turn). */
+  private readonly regrant = new Set<string>();
   /** refused: calls refused since start. */
   refused = 0;
 
@@ -90,24 +92,35 @@ export class CallGate {
     if (calls.size === 0) this.waiting.delete(caller);
   }
 
-  /** releaseAnswer: a call of `caller` holding an answer place ended; the place goes to its next waiting call (in a loop: see ReadGate.grant). */
+  /**
+   * releaseAnswer: a call of `caller` holding an answer place ended; the place goes to its next waiting call, in a
+   * loop, never from inside itself (see ReadGate.grant): a hand-over starts a handler, which may end calls at once,
+   * of this caller or of another (a ReadGate place given back, another key's buffered call read and answered within
+   * the same stack); each such caller is noted in `regrant` and served by the loop. Before, the loop went round
+   * only for the caller it began with, and a place another caller freed meanwhile stayed free while its calls
+   * waited, until another of its calls ended.
+   */
   releaseAnswer(caller: string): void {
     const n = (this.answering.get(caller) ?? 1) - 1;
     if (n > 0) this.answering.set(caller, n);
     else this.answering.delete(caller);
+    this.regrant.add(caller);
     if (this.granting) return; // the loop below goes round again
     this.granting = true;
     try {
-      for (;;) {
-        const calls = this.waiting.get(caller);
-        const next = calls?.values().next().value;
-        if (next === undefined || (this.answering.get(caller) ?? 0) >= this.answersPerCallerMax) return;
-        this.forgetAnswer(caller, next);
-        this.answering.set(caller, (this.answering.get(caller) ?? 0) + 1);
-        next.granted();
+      for (const c of this.regrant) {
+        this.regrant.delete(c);
+        for (;;) {
+          const next = this.waiting.get(c)?.values().next().value;
+          if (next === undefined || (this.answering.get(c) ?? 0) >= this.answersPerCallerMax) break;
+          this.forgetAnswer(c, next);
+          this.answering.set(c, (this.answering.get(c) ?? 0) + 1);
+          next.granted();
+        }
       }
     } finally {
       this.granting = false;
+      this.regrant.clear();
     }
   }
 
