@@ -189,6 +189,7 @@ function decide(ring: KeyRing, path: string, need: Exclude<RpcNeed, 'open'>, met
   const verdict: AuthVerdict = token === null ? ring.check([], need) : ring.checkKey(token, need);
   switch (verdict) {
     case 'ok':
+      if (token !== null) checkedOwners.set(metadata, `key:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`);
       return null;
     case 'missing':
       return MISSING_KEY_REFUSAL;
@@ -203,16 +204,26 @@ function decide(ring: KeyRing, path: string, need: Exclude<RpcNeed, 'open'>, met
 }
 
 /**
- * apiKeyOwner names the API key a call carries (its first `authorization`
- * value with the Bearer scheme) for ConnectionLimiter.prove: `key:` and the
- * first 16 bytes of the key's SHA-256 in hex (the key itself is never kept),
- * or null when the call carries none (a server run with insecureNoAuth).
- * Only meaningful for a call the auth interceptor let through.
+ * checkedOwners: the owner (apiKeyOwner) of each call whose key the auth gate
+ * checked and let through (decide), by the call's metadata object, which
+ * grpc-js hands on to every later interceptor.
+ */
+const checkedOwners = new WeakMap<grpc.Metadata, string>();
+
+/**
+ * apiKeyOwner names the API key of a call whose key the auth gate (this
+ * file's interceptor, put before the others) checked and let through, for
+ * ConnectionLimiter.prove, ReadGate and CallGate: `key:` and the first 16
+ * bytes of the key's SHA-256 in hex (the key itself is never kept). Null for
+ * any other call: none carried, a call to an open method (Health/Check), a
+ * server run with insecureNoAuth; those count against their remote host.
+ * Before, it named whatever Bearer value a call carried, checked or not: a
+ * caller with no key sent each open call (or, with insecureNoAuth, any call)
+ * with a made-up value and was a new caller each time, past every
+ * per-caller cap.
  */
 export function apiKeyOwner(metadata: grpc.Metadata): string | null {
-  const first = metadata.get('authorization')[0];
-  const token = typeof first === 'string' ? bearerToken(first) : null;
-  return token === null ? null : `key:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`;
+  return checkedOwners.get(metadata) ?? null;
 }
 
 const MISSING_KEY_REFUSAL: AuthRefusal = Object.freeze({ code: grpc.status.UNAUTHENTICATED, details: MISSING_KEY_MESSAGE });
