@@ -22,13 +22,14 @@
  * - Bodies are read as raw bytes whatever their Content-Type (both official
  *   clients POST an empty body labelled application/json; curl labels
  *   --data-binary as form data). The restore route gets the raw stream; every
- *   other route reads at most jsonBytesMax bytes (413 beyond) and ignores them.
- *   A request whose key has not passed (404, 405, an open route) has no body
- *   read at all: it is answered at once with `Connection: close` (before, its
- *   handler waited for the body, so a caller with no key trickling 64 KiB
- *   bodies to a 404 path, a byte every few seconds, held each connection for
- *   days as a request in flight, never evicted: connectionsMax of them and
- *   every new connection was refused).
+ *   other route refuses a declared length over jsonBytesMax (413) and reads
+ *   none of its body (it uses none): Node discards it once the answer is sent.
+ *   A request whose key has not passed (404, 405, an open route) is also
+ *   answered with `Connection: close`. Before, each handler waited for up to
+ *   64 KiB of body, so a caller trickling one a byte every few seconds (no
+ *   key at all on a 404 path; any key on GET /metrics) held its connection
+ *   for days as a request in flight, never evicted: connectionsMax of them
+ *   and every new connection was refused.
  * - 405 (with Allow) for a known path and a wrong method, 404 otherwise, both
  *   in the path's style.
  * - The request log never holds a key: headers are not logged and key-like
@@ -39,7 +40,6 @@ import { readFileSync, statSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import type { Server as TlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { formatHostPort, parseHostPort } from '../client/address.js';
@@ -159,26 +159,6 @@ const NO_BODY = Buffer.alloc(0);
 function hasBody(headers: FastifyRequest['headers']): boolean {
   const length = headers['content-length'];
   return (length !== undefined && length !== '0') || headers['transfer-encoding'] !== undefined;
-}
-
-/** readCapped reads a small body whole; rejects with PayloadTooLarge past `max` bytes (and stops listening). */
-function readCapped(stream: Readable, max: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const onData = (c: Buffer): void => {
-      bytes += c.byteLength;
-      if (bytes > max) {
-        stream.off('data', onData);
-        reject(new PayloadTooLarge(max));
-        return;
-      }
-      chunks.push(c);
-    };
-    stream.on('data', onData);
-    stream.once('end', () => resolve(Buffer.concat(chunks)));
-    stream.once('error', reject);
-  });
 }
 
 /**
@@ -348,10 +328,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
       done(new PayloadTooLarge(jsonBytesMax));
       return;
     }
-    readCapped(payload, jsonBytesMax).then(
-      (body) => done(null, body),
-      (err: Error) => done(err),
-    );
+    // No other route uses its body: it is not read (Node discards what comes of it once the answer is sent, the
+    // connection then idle, so evictable). Before, a body trickled under the idle timeout (a byte every few
+    // seconds, 64 KiB) kept a request in flight for days, its connection never evicted: any valid key (GET
+    // /metrics needs no more) could hold every place, and new connections were refused.
+    done(null, NO_BODY);
   });
 
   app.addHook('onRequest', async (req, reply) => {
