@@ -55,7 +55,8 @@ export interface FileFrame {
 
 /**
  * readFrames reads path from offset up to `end` (default: the file's end) in
- * pieces of chunkBytes (capped at CHUNK_BYTES_MAX), each read straight into
+ * pieces of chunkBytes (capped at CHUNK_BYTES_MAX; whole ones but the last:
+ * a short read is read on), each read straight into
  * the middle of a buffer with FRAME_ROOM around it (no copy), one piece read
  * ahead while the consumer holds the last. A full-size piece's buffer comes
  * back for later pieces once the consumer calls its `release` (up to
@@ -80,7 +81,14 @@ export async function* readFrames(path: string, offset: number, chunkBytes: numb
     const readAt = async (at: number): Promise<{ data: Buffer; frame: Buffer }> => {
       const want = Math.min(size, stop - at);
       const frame = (want === size ? spare.pop() : undefined) ?? Buffer.allocUnsafe(FRAME_ROOM_BEFORE + want + FRAME_ROOM_AFTER);
-      const { bytesRead } = await fh.read(frame, FRAME_ROOM_BEFORE, want, at);
+      // read(2) may return less than asked before the end (a signal, a network or FUSE file system): read again until
+      // the piece is whole, since a reader that hashes pieces as chunks (SnapshotHandle.readFrames) relies on it.
+      let bytesRead = 0;
+      while (bytesRead < want) {
+        const r = await fh.read(frame, FRAME_ROOM_BEFORE + bytesRead, want - bytesRead, at + bytesRead);
+        if (r.bytesRead === 0) break;
+        bytesRead += r.bytesRead;
+      }
       if (bytesRead === 0) throw new Error(`file ${path} shrank while being read`);
       const data = frame.subarray(FRAME_ROOM_BEFORE, FRAME_ROOM_BEFORE + bytesRead);
       Object.defineProperty(data, FRAME_ROOM, { value: { before: FRAME_ROOM_BEFORE, after: frame.length - FRAME_ROOM_BEFORE - bytesRead } });
