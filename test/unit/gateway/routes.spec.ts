@@ -161,7 +161,7 @@ describe('gateway: Typesense routes', () => {
             lastCreate = call.request;
             const err = createAnswer();
             if (err !== null) cb(err);
-            else cb(null, { directorySnapshot: { path: call.request.directory ?? '', info: undefined } });
+            else cb(null, { directorySnapshot: { path: call.request.directory ?? '', info: undefined, warnings: [] } });
           }) as grpc.UntypedHandleCall,
         },
       },
