@@ -13,13 +13,9 @@ import { connect, type Socket } from 'node:net';
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { KvClient } from '../../../src/client/kv-client.js';
-import { systemClock } from '../../../src/node/clock.js';
-import { cryptoRng } from '../../../src/node/crypto-rng.js';
-import { Node } from '../../../src/node/node.js';
-import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { peerDial } from '../../../src/transport/peer-guard.js';
+import type { Node } from '../../../src/node/node.js';
 import { until } from '../../harness/until.js';
+import { serveSolo } from './harness.js';
 
 const KEY = 'call-gate-admin-key';
 const NARROW = 'call-gate-kv-read-key';
@@ -61,18 +57,7 @@ describe('gRPC client plane: calls one API key has open at once (CallGate, real 
       clientCallsPerCallerMax: CALLS_MAX,
       clientAnswersPerCallerMax: ANSWERS_MAX,
     });
-    const ref: { node: Node | null } = { node: null };
-    node = await Node.start({
-      clock: systemClock,
-      rng: cryptoRng,
-      id: 'n1',
-      storage: await MemoryStorage.open(new MemoryDataDir('n1')),
-      transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
-      initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
-    });
-    ref.node = node;
-    api.serve({ node });
-    await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+    node = await serveSolo(api);
   });
 
   after(async () => {

@@ -16,13 +16,10 @@ import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
 import { PEER_STREAMS_PER_CONNECTION_MAX, bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { RaftServiceService } from '../../../src/gen/snapcoord/v1/raft.js';
 import { KvClient } from '../../../src/client/kv-client.js';
-import { Node } from '../../../src/node/node.js';
-import { systemClock } from '../../../src/node/clock.js';
-import { cryptoRng } from '../../../src/node/crypto-rng.js';
-import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { CLUSTER_ID_METADATA_KEY, peerDial } from '../../../src/transport/peer-guard.js';
+import type { Node } from '../../../src/node/node.js';
+import { CLUSTER_ID_METADATA_KEY } from '../../../src/transport/peer-guard.js';
 import { until } from '../../harness/until.js';
+import { serveSolo } from './harness.js';
 
 const KEY = 'connection-limits-admin-key';
 const CLIENT = { connectionsMax: 8, perHostMax: 6 };
@@ -45,23 +42,6 @@ function silent(port: number, n: number): Silent {
     return s;
   });
   return { sockets, closed: () => closed };
-}
-
-/** serveSolo starts a one-node cluster (n1, in memory) behind `api` and resolves once it leads. */
-async function serveSolo(api: ApiServer): Promise<Node> {
-  const ref: { node: Node | null } = { node: null };
-  const node = await Node.start({
-    clock: systemClock,
-    rng: cryptoRng,
-    id: 'n1',
-    storage: await MemoryStorage.open(new MemoryDataDir('n1')),
-    transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
-    initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
-  });
-  ref.node = node;
-  api.serve({ node });
-  await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
-  return node;
 }
 
 describe('gRPC planes: connections held per plane and per host (real TCP)', function () {

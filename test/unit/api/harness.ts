@@ -15,6 +15,7 @@ import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { until } from '../../harness/until.js';
 
 export interface TestMember {
   readonly id: string;
@@ -113,4 +114,21 @@ export async function assertSameStateEverywhere(cluster: TestCluster): Promise<v
   assert.equal(new Set(hashes.map((h) => h.appliedIndex)).size, 1, 'all nodes at one applied index');
   assert.equal(new Set(hashes.map((h) => h.sha256)).size, 1, 'all nodes hold the same state (reserved records included)');
   assert.match(hashes[0]?.sha256 ?? '', /^[0-9a-f]{64}$/);
+}
+
+/** serveSolo starts a one-node cluster (n1, in memory) behind `api` and resolves once it leads. */
+export async function serveSolo(api: ApiServer): Promise<Node> {
+  const ref: { node: Node | null } = { node: null };
+  const node = await Node.start({
+    clock: systemClock,
+    rng: cryptoRng,
+    id: 'n1',
+    storage: await MemoryStorage.open(new MemoryDataDir('n1')),
+    transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
+    initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
+  });
+  ref.node = node;
+  api.serve({ node });
+  await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+  return node;
 }

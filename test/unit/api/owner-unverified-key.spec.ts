@@ -17,13 +17,9 @@ import { randomBytes } from 'node:crypto';
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { ClusterServiceService } from '../../../src/gen/snapcoord/v1/cluster.js';
-import { systemClock } from '../../../src/node/clock.js';
-import { cryptoRng } from '../../../src/node/crypto-rng.js';
-import { Node } from '../../../src/node/node.js';
-import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { peerDial } from '../../../src/transport/peer-guard.js';
+import type { Node } from '../../../src/node/node.js';
 import { until } from '../../harness/until.js';
+import { serveSolo } from './harness.js';
 
 const KEY = 'owner-unverified-admin-key';
 const LIMITS = { readsMax: 4, readsPerCallerMax: 2, waitingPerCallerMax: 2, readMs: 20_000 };
@@ -81,18 +77,7 @@ for (const insecure of [false, true]) {
         interceptors: [clientAuthInterceptor(insecure ? { adminKey: '', insecureNoAuth: true } : { adminKey: KEY })],
         clientReads: LIMITS,
       });
-      const ref: { node: Node | null } = { node: null };
-      node = await Node.start({
-        clock: systemClock,
-        rng: cryptoRng,
-        id: 'n1',
-        storage: await MemoryStorage.open(new MemoryDataDir('n1')),
-        transport: new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) }),
-        initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
-      });
-      ref.node = node;
-      api.serve({ node });
-      await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
+      node = await serveSolo(api);
     });
 
     after(async () => {
