@@ -101,6 +101,10 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     { seed: 73, nodes: 3, what: '(843202) the same: a restore holder removed while too few of the others had applied it', draws: 'changesHeld' as const },
     // 384 draws RESTORE_CHURN since it came (restores while members are replaced) and still draws changesHeld.
     { seed: 384, nodes: 3, what: '(844972) the same, with disk faults and power losses', draws: 'changesHeld' as const },
+    // The campaign on 5eba70c (seeds 1-30,000): 2 violations, both scenarios without pre-vote, which production never
+    // runs (NodeCluster.failLiveness): liveness is waived there, every safety checker kept; with pre-vote both pass.
+    { seed: 25786, nodes: 3, what: '(25786) without pre-vote a learner started with --peers naming itself campaigned to a term its leader never takes (applied 0 after healing): liveness waived, not passed off as checked', draws: 'livenessWaived' as const, shows: /liveness not checked without pre-vote.*never reached/ },
+    { seed: 16186, nodes: 3, what: '(16186) the same', draws: 'livenessWaived' as const, shows: /liveness not checked without pre-vote/ },
   ];
   for (const { seed, nodes, what, draws = 'snapshotDiskErrors', shows, scenarioOf, scenario, controls } of lists) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
@@ -122,6 +126,14 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
       if (shows !== undefined) assert.ok(trace.some((line) => shows.test(line)), `the seed still shows its event (${String(shows)}): re-pin it`);
     });
   }
+
+  it('the two seeds whose liveness is waived recover with pre-vote on (production\'s only mode), liveness checked', async () => {
+    for (const seed of [25786, 16186]) {
+      const r = await runNodeSeed(seed, { nodes: 3, scenario: { preVote: true } });
+      assert.ok(r.ok, r.message);
+      assert.equal(r.stats.livenessWaived, 0, `seed ${seed}: liveness checked`);
+    }
+  });
 
   // Seeds that catch it. 717880, 843202 and 844972 lost liveness with this bug until the faults were drawn per site
   // (draw-sites.ts); since, none of ~10,000 seeds searched did (the default scenarios and 717880's, 843202's and
