@@ -376,7 +376,7 @@ export interface NodeSimStats {
   lossesHeldBack: number;
   /** changesHeld: membership changes the leader refused because too few of the voters after them had applied the newest restore. */
   changesHeld: number;
-  /** livenessWaived: 1 when the run, without pre-vote, did not recover in time (noLiveness: safety alone is checked). */
+  /** livenessWaived: 1 when the run, without pre-vote, did not recover in time (failLiveness: its safety alone is checked). */
   livenessWaived: number;
 }
 
