@@ -321,6 +321,12 @@ export class SnapshotManager {
   onNewestLost: ((lost: SnapshotMeta) => void) | undefined;
   /** lostNewest: the last newest snapshot moved to quarantine (noteQuarantined), named in find's NOT_FOUND. */
   private lostNewest: SnapshotMeta | null = null;
+  /**
+   * damageChecks: the quarantineIfDamaged re-hash running per snapshot id: every reader that finds the same
+   * archive damaged meanwhile (several downloads at its bad chunk) waits for that one. At most one per stored
+   * snapshot; each removed when it settles.
+   */
+  private readonly damageChecks = new Map<string, Promise<boolean>>();
   /** dial: how snapshot fetches reach peers (the peer plane's TLS and metadata); set once before the node starts. */
   dial: PeerDial | undefined;
   /** streams: opens the FetchSnapshot streams of fetches (the node's transport, when it carries them); else gRPC with `dial`. */
@@ -414,10 +420,21 @@ export class SnapshotManager {
    * nothing of its bytes).
    */
   async quarantineIfDamaged(id: string): Promise<boolean> {
-    const others = (await this.store.list()).map((s) => s.id).filter((other) => other !== id);
-    const r = await this.store.scrub(undefined, others);
-    if (!r.quarantined.some((q) => q.id === id)) return false;
-    this.log.error({ id, reason: r.quarantined.find((q) => q.id === id)?.reason }, 'a stored snapshot does not match its recorded hashes; moved to quarantine');
+    // One re-hash for every reader that finds it damaged meanwhile (damageChecks); one that comes after it was
+    // moved finds it gone (false), hashing nothing.
+    let check = this.damageChecks.get(id);
+    if (check === undefined) {
+      check = this.checkDamaged(id).finally(() => this.damageChecks.delete(id));
+      this.damageChecks.set(id, check);
+    }
+    return check;
+  }
+
+  /** checkDamaged: quarantineIfDamaged's one re-hash (SnapshotStore.quarantineIfDamaged: one read of the archive). */
+  private async checkDamaged(id: string): Promise<boolean> {
+    const reason = await this.store.quarantineIfDamaged(id);
+    if (reason === null) return false;
+    this.log.error({ id, reason }, 'a stored snapshot does not match its recorded hashes; moved to quarantine');
     await this.noteQuarantined([id]);
     return true;
   }

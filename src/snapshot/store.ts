@@ -1238,6 +1238,33 @@ export class SnapshotStore {
   }
 
   /**
+   * quarantineIfDamaged (a reader found the archive of snapshot `id` differ
+   * from its recorded hashes: a download's or an export's chunk check)
+   * re-hashes it once, under the store's lock (no copy received again may
+   * replace its files meanwhile, see quarantineUnlessRepaired), and moves it
+   * to quarantine if it still disagrees (or its meta.json or chunks.sha256
+   * no longer parse), as the scrub does. Resolves with why it was moved, or
+   * null: it agrees, is gone, or cannot be read (an EIO says nothing of its
+   * bytes). SnapshotStoreError `invalid-argument` for a malformed id.
+   */
+  async quarantineIfDamaged(id: string): Promise<string | null> {
+    if (typeof id !== 'string' || !STORE_ID_PATTERN.test(id)) {
+      throw new SnapshotStoreError('invalid-argument', `${JSON.stringify(id)} is not a snapshot id`);
+    }
+    return this.exclusive(async () => {
+      try {
+        const stored = this.describe(id, await this.loadMeta(id));
+        await this.checkBytes(stored, await this.loadChunkHashes(stored));
+        return null;
+      } catch (err) {
+        if (!(err instanceof SnapshotStoreError) || err.code !== 'corrupt' || isUnreadable(err)) return null;
+        await this.moveToQuarantine(id);
+        return err.message;
+      }
+    });
+  }
+
+  /**
    * quarantine moves a snapshot whose bytes disagree with its recorded hashes
    * to `<dir>/quarantine/<id>-<ms>` (out of list(), kept for an operator),
    * even if it is open; durable once it resolves. The quarantine keeps the
