@@ -2,7 +2,7 @@
  * Typesense-style routes (cluster operations, health, debug):
  *
  * - POST /operations/snapshot?snapshot_path=DIR -> SnapshotService.CreateSnapshot{directory}
- *   201 {"success":true}; 400 without snapshot_path or for a path the node refuses;
+ *   201 {"success":true} (with "warnings":[...] when the node's DirectorySnapshot has any); 400 without snapshot_path or for a path the node refuses;
  *   409 while another snapshot runs (FAILED_PRECONDITION / ALREADY_EXISTS).
  * - POST /operations/vote -> ClusterService.Vote: 200 {"success":true|false}.
  * - GET /health (open) -> ClusterService.Status: 200 {"ok":true,"status":"available"}
@@ -34,6 +34,9 @@ export const TYPESENSE_STATES: Readonly<Record<Role, number>> = {
   [Role.ROLE_UNSPECIFIED]: 6,
   [Role.UNRECOGNIZED]: 6,
 };
+
+/** WARNINGS_MAX: the most warnings of one directory snapshot passed on in its answer (the node gives at most one today). */
+export const WARNINGS_MAX = 16;
 
 /** MISSING_SNAPSHOT_PATH: Typesense's own message. */
 export const MISSING_SNAPSHOT_PATH = 'Parameter `snapshot_path` is required.';
@@ -75,12 +78,16 @@ export function typesenseRoutes(ctx: RouteContext): RouteSpec[] {
           const why = outsideRoots(path, ctx.snapshotRoots);
           if (why !== null) return sendTypesenseError(reply, 400, why);
         }
+        let warnings: string[];
         try {
-          await snapshots.createSnapshot({ directory: path }, { deadlineMs: CREATE_SNAPSHOT_DEADLINE_MS, metadata: ctx.callMetadata(req) });
+          const res = await snapshots.createSnapshot({ directory: path }, { deadlineMs: CREATE_SNAPSHOT_DEADLINE_MS, metadata: ctx.callMetadata(req) });
+          warnings = res.directorySnapshot?.warnings ?? [];
         } catch (err) {
           return sendGrpcError(reply, 'typesense', err);
         }
-        return sendJson(reply, 201, { success: true });
+        // The export is in place; what needs an operator beside it (DirectorySnapshot.warnings: an earlier export
+        // moved aside that could not be removed) goes with the answer, as a field Typesense's clients ignore.
+        return sendJson(reply, 201, warnings.length > 0 ? { success: true, warnings: warnings.slice(0, WARNINGS_MAX) } : { success: true });
       },
     },
     {

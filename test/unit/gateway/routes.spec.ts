@@ -139,6 +139,7 @@ describe('gateway: Typesense routes', () => {
   let env: Env | null = null;
   let lastCreate: CreateSnapshotRequest | null = null;
   let createAnswer: () => grpc.ServiceError | null = () => null;
+  let createWarnings: string[] = [];
   let role = Role.ROLE_LEADER;
   let leader = 'n1';
   let voteSuccess = true;
@@ -161,7 +162,7 @@ describe('gateway: Typesense routes', () => {
             lastCreate = call.request;
             const err = createAnswer();
             if (err !== null) cb(err);
-            else cb(null, { directorySnapshot: { path: call.request.directory ?? '', info: undefined, warnings: [] } });
+            else cb(null, { directorySnapshot: { path: call.request.directory ?? '', info: undefined, warnings: createWarnings } });
           }) as grpc.UntypedHandleCall,
         },
       },
@@ -172,6 +173,7 @@ describe('gateway: Typesense routes', () => {
   beforeEach(() => {
     lastCreate = null;
     createAnswer = () => null;
+    createWarnings = [];
     role = Role.ROLE_LEADER;
     leader = 'n1';
     statusCalls = 0;
@@ -187,6 +189,13 @@ describe('gateway: Typesense routes', () => {
     assert.deepEqual(r.json(), { success: true });
     assert.equal(lastCreate?.directory, '/tmp/ts-snap');
     assert.equal(lastCreate?.task, undefined);
+  });
+
+  it('POST /operations/snapshot: the export\'s warnings (DirectorySnapshot.warnings) go with the 201 answer', async () => {
+    createWarnings = ['snapshot_path /tmp/ts-snap holds the new snapshot, but the earlier one moved aside to /tmp/.snapcoord-old-x could not be removed (EBUSY); remove it by hand'];
+    const r = await inject({ method: 'POST', url: '/operations/snapshot?snapshot_path=/tmp/ts-snap', headers: { ...ts, 'content-type': 'application/json' }, payload: '' });
+    assert.equal(r.statusCode, 201);
+    assert.deepEqual(r.json(), { success: true, warnings: createWarnings });
   });
 
   it('POST /operations/snapshot with a JSON body {} and with a form body is accepted', async () => {
