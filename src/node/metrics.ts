@@ -50,6 +50,11 @@ export class NodeMetrics {
     gauge('snapcoord_raft_first_index', 'First index still in the log (after compaction).', (st) => st.firstIndex);
     gauge('snapcoord_raft_snapshot_index', 'Index of the newest local snapshot.', (st) => st.snapshotIndex);
     gauge('snapcoord_raft_has_leader', '1 when a leader is known.', (st) => (st.leader === '' ? 0 : 1));
+    gauge(
+      'snapcoord_snapshot_stranded_followers',
+      'Followers that need a snapshot this leader cannot offer: its own was lost (found damaged) and not rebuilt yet. Once rebuilding it fails, leadership goes to a voter that holds one; while this stays above 0, none does.',
+      (st) => st.snapshotStranded.length,
+    );
     gauge('snapcoord_disk_full', '1 while the data dir is below its free-space reserve (--min-free-bytes) and writes are refused.', (st) => (st.diskFull ? 1 : 0));
     new Gauge({
       name: 'snapcoord_task_queue_depth',

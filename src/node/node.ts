@@ -546,6 +546,13 @@ export class Node {
   private installFailuresInRow = 0;
   /** baseLost: started with the log's base snapshot lost and the state machine at or past it: a snapshot of it is taken at once. */
   private baseLost = false;
+  /**
+   * rebuildFailing: while baseLost, building the snapshot failed (or the disk
+   * is below its reserve, so none is tried); the core was told
+   * (RaftNode.snapshotRebuildFailed). strandedNote: what noteStranded last logged.
+   */
+  private rebuildFailing = false;
+  private strandedNote = '';
   /** snapshotFailures: automatic snapshots failed in a row; the next waits until snapshotRetry fires. */
   private snapshotFailures = 0;
   private snapshotRetry: TimerHandle | undefined;
@@ -1346,6 +1353,7 @@ export class Node {
     if (this.stopped) return;
     this.raft.tick();
     this.noteLeader();
+    if (this.rebuildFailing) this.noteStranded();
     this.expireProposals();
     const f = this.fetching;
     if (f !== null && !f.abort.signal.aborted) {
@@ -1552,6 +1560,9 @@ export class Node {
    */
   private maybeSnapshot(): void {
     const sm = this.snapshots;
+    if (this.baseLost && !this.rebuildFailing && this.disk?.isFull === true && sm !== undefined && !this.stopped) {
+      this.snapshotRebuildFailed('the data dir is below its free-space reserve: no snapshot is taken');
+    }
     if (sm === undefined || this.snapshotting || this.stopped || this.failure !== null || this.snapshotRetry !== undefined || this.disk?.isFull === true) return;
     // A snapshot asked for (snapshotNow) waits for its turn: it goes first.
     if (this.askedWaiting > 0) return;
@@ -1633,6 +1644,7 @@ export class Node {
           const retryMs = Math.min(SNAPSHOT_RETRY_MS_MAX, SNAPSHOT_RETRY_MS_MIN * 2 ** Math.min(this.snapshotFailures, 6));
           this.snapshotFailures++;
           this.log.error({ err: (e as Error).message, failures: this.snapshotFailures, retryMs }, 'automatic snapshot failed; retrying later');
+          if (this.baseLost) this.snapshotRebuildFailed((e as Error).message);
           this.snapshotRetry = this.clock.setTimeout(() => {
             this.snapshotRetry = undefined;
             this.maybeSnapshot();
@@ -1685,6 +1697,7 @@ export class Node {
     }
     this.raft.setSnapshot(meta);
     this.baseLost = false;
+    this.rebuildFailing = false;
     this.logBytesBase = Math.max(this.logBytesBase, appliedBytes);
     this.snapshotStats.created++;
     this.metrics?.snapshotsCreated.inc();
@@ -1868,6 +1881,7 @@ export class Node {
     }
     this.installFailuresInRow = 0;
     this.baseLost = false;
+    this.rebuildFailing = false;
     this.logBytesBase = this.appliedBytes;
     this.raft.snapshotInstalled(task.meta);
     this.raft.stateApplied(this.fsm.appliedIndex());
@@ -1912,9 +1926,51 @@ export class Node {
   private snapshotLost(lost: SnapshotMeta): void {
     if (this.stopped || !this.raft.snapshotLost(lost)) return;
     this.baseLost = true;
+    this.rebuildFailing = false; // the core waits for this rebuild (RaftNode.snapshotLost)
     this.log.warn({ index: lost.index }, 'the snapshot offered to followers was found damaged and moved to quarantine; taking a snapshot of the state now');
     this.maybeSnapshot();
     this.kick();
+  }
+
+  /**
+   * snapshotRebuildFailed: building the snapshot that replaces a lost one
+   * failed (`why`). The core is told (RaftNode.snapshotRebuildFailed): a
+   * leader with a follower that needs a snapshot hands leadership to a voter
+   * that holds one; the rebuild is retried with its backoff all the same.
+   */
+  private snapshotRebuildFailed(why: string): void {
+    if (!this.rebuildFailing) {
+      this.strandedNote = '';
+      this.log.warn({ err: why }, 'the snapshot offered to followers is lost and rebuilding it failed (retried later): while a follower needs a snapshot, leadership goes to a voter that holds one');
+    }
+    this.rebuildFailing = true;
+    this.raft.snapshotRebuildFailed();
+    this.noteStranded();
+    this.kick();
+  }
+
+  /**
+   * noteStranded (each tick while rebuildFailing): logs, when it changes, who
+   * waits for a snapshot this leader cannot offer (RaftStatus.snapshotStranded)
+   * and whether leadership is being handed to a voter that holds one, or
+   * stays here because none reported one. /metrics has the count
+   * (snapcoord_snapshot_stranded_followers).
+   */
+  private noteStranded(): void {
+    const st = this.raft.status();
+    const note = st.role !== 'leader' || st.snapshotStranded.length === 0 ? '' : `${st.leadTransferee}>${st.snapshotStranded.join(',')}`;
+    if (note === this.strandedNote) return;
+    this.strandedNote = note;
+    if (note === '') return;
+    const waiting = st.snapshotStranded.join(', ');
+    if (st.leadTransferee !== '') {
+      this.log.warn({ stranded: st.snapshotStranded, to: st.leadTransferee }, `${waiting} need${st.snapshotStranded.length === 1 ? 's' : ''} a snapshot this leader cannot offer (its own is lost, rebuilding it failed): handing leadership to ${st.leadTransferee}, which holds one`);
+    } else {
+      this.log.error(
+        { stranded: st.snapshotStranded },
+        `${waiting} need${st.snapshotStranded.length === 1 ? 's' : ''} a snapshot this leader cannot offer (its own is lost, rebuilding it failed), and no caught-up voter reported one to offer: leadership stays here and ${waiting} wait${st.snapshotStranded.length === 1 ? 's' : ''} until a snapshot is rebuilt (free disk space, check the disk)`,
+      );
+    }
   }
 
   /** holdersFirstLeader: the other members to fetch a snapshot or archive from, the leader first. */

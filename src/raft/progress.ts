@@ -40,6 +40,8 @@ export class Progress {
   recentActive = false;
   /** applied: the highest state-machine applied index this member reported (heartbeat answers); 0 until one does. */
   applied = 0;
+  /** snapshotIndex: the snapshot this member said in its last heartbeat answer it holds and could offer as leader (0: none, lost, or no answer yet). */
+  snapshotIndex = 0;
   /** readSeqAcked: highest ReadIndex round this member acknowledged. */
   readSeqAcked = 0;
   private readonly inflight: number[] = [];

@@ -156,6 +156,17 @@ export interface RaftStatus {
   readonly membership: Membership;
   readonly progress: Readonly<Record<NodeId, ProgressStatus>>;
   readonly leadTransferee: NodeId;
+  /**
+   * snapshotStranded (leader): the followers that need a snapshot (cut off
+   * past the log, or their state machine has no base) while this leader can
+   * offer none (its own was lost: snapshotLost, RaftBootState.lostBase);
+   * empty otherwise. Once rebuilding it failed (snapshotRebuildFailed) the
+   * leader hands leadership to a voter that holds one (handOff); with none,
+   * it stays, and these followers wait.
+   */
+  readonly snapshotStranded: readonly NodeId[];
+  /** snapshotRebuildFailed: this node's snapshot is lost and the driver reported that building one failed since (snapshotRebuildFailed). */
+  readonly snapshotRebuildFailed: boolean;
   readonly installingSnapshot: number;
   /** compactionFloor: the highest index the log may be compacted to now (see compactionFloor()). */
   readonly compactionFloor: number;
@@ -241,6 +252,12 @@ export class RaftNode {
    * so it stands for no election.
    */
   private baseLost = false;
+  /**
+   * rebuildFailed: while baseLost, the driver reported that building a
+   * snapshot to replace the lost one failed (snapshotRebuildFailed: a full
+   * disk, EIO); cleared once it holds one again, or another is lost.
+   */
+  private rebuildFailed = false;
 
   /**
    * countedAsVoter: a candidate asked this node, not a voter in its own
@@ -799,27 +816,61 @@ export class RaftNode {
 
   /**
    * handOff (leader whose state machine cannot apply: applyBlocked, a failed
-   * install): starts a leadership transfer to the voter that answered within
-   * an election timeout, said in a heartbeat answer of this term that it
-   * needs no snapshot itself (a blocked one would hand leadership back), and
-   * has the most of the log (the transfer brings it up to date, then
-   * TimeoutNow). None yet: the next heartbeat interval tries again
-   * (tickHeartbeat); a transfer that does not finish is abandoned after an
-   * election timeout and tried again.
+   * install; or whose snapshot is lost, rebuilding it failed and a follower
+   * needs one: snapshotRebuildFailed): starts a leadership transfer to the
+   * voter that answered within an election timeout, said in a heartbeat
+   * answer of this term that it needs no snapshot itself (a blocked one
+   * would hand leadership back), and has the most of the log (the transfer
+   * brings it up to date, then TimeoutNow). For a lost snapshot the voter
+   * must also have said it holds one it can offer, and not need one from
+   * this leader: one that cannot offer one either would lead no better (and
+   * a node whose snapshot is lost stands for no election). None yet: the
+   * next heartbeat interval tries again (tickHeartbeat); a transfer that does
+   * not finish is abandoned after an election timeout and tried again.
    */
   private handOff(): void {
-    if (this.role !== 'leader' || this.restoring === null || this.leadTransferee !== NO_NODE) return;
+    if (this.role !== 'leader' || this.leadTransferee !== NO_NODE) return;
+    const blocked = this.restoring !== null;
+    if (!blocked && !(this.baseLost && this.rebuildFailed && this.snapshotStranded().length > 0)) return;
     let best: NodeId = NO_NODE;
     let bestMatch = -1;
     for (const id of this.membership.voters) {
       const pr = this.prs.get(id);
       if (id === this.id || pr === undefined || pr.needsBase !== 0 || pr.ticksSinceHeard >= this.cfg.electionTimeoutTicks || pr.state === 'snapshot') continue;
+      if (!blocked && (pr.snapshotIndex === 0 || this.needsSnapshotFromLeader(id, pr))) continue;
       if (pr.match > bestMatch) {
         best = id;
         bestMatch = pr.match;
       }
     }
     if (best !== NO_NODE) this.transferLeadership(best);
+  }
+
+  /**
+   * snapshotStranded (leader whose snapshot is lost): the members heard from
+   * within an election timeout that need a snapshot from it (see
+   * needsSnapshotFromLeader) and are not fetching one; empty when this node
+   * is not leader or can offer a snapshot.
+   */
+  private snapshotStranded(): NodeId[] {
+    if (this.role !== 'leader' || !this.baseLost) return [];
+    const stranded: NodeId[] = [];
+    for (const [id, pr] of this.prs) {
+      if (id === this.id || pr.state === 'snapshot' || pr.ticksSinceHeard >= this.cfg.electionTimeoutTicks) continue;
+      if (this.needsSnapshotFromLeader(id, pr)) stranded.push(id);
+    }
+    return stranded;
+  }
+
+  /**
+   * needsSnapshotFromLeader (leader): member `id` can be brought up to date
+   * only by a snapshot: its state machine has no base (needsBase), or the
+   * entries it lacks next were compacted away, or it joined after the log
+   * began (see sendAppend).
+   */
+  private needsSnapshotFromLeader(id: NodeId, pr: Progress): boolean {
+    if (pr.needsBase > 0 || pr.next < this.log.firstIndex() || this.log.term(pr.next - 1) === undefined) return true;
+    return pr.next === 1 && this.cfg.joinBySnapshot && !isMember(this.baseMembership, id);
   }
 
   /**
@@ -865,7 +916,24 @@ export class RaftNode {
   snapshotLost(meta: SnapshotMeta): boolean {
     if (this.snapshot.index === 0 || meta.index !== this.snapshot.index || meta.digest !== this.snapshot.digest) return false;
     this.baseLost = true;
+    this.rebuildFailed = false; // the driver builds one now
     return true;
+  }
+
+  /**
+   * snapshotRebuildFailed: the driver tried to build a snapshot to replace
+   * the lost one (snapshotLost, RaftBootState.lostBase) and failed (a full
+   * disk, EIO); it retries on its own schedule. Meanwhile a leader that has a
+   * follower needing a snapshot hands leadership over at once (handOff) to a
+   * caught-up voter that said it holds a snapshot, which offers its own;
+   * with no such voter it stays leader (status().snapshotStranded names the
+   * followers that wait), trying again every heartbeat interval. Nothing
+   * happens when this node's snapshot is not lost (a plain snapshot failure).
+   */
+  snapshotRebuildFailed(): void {
+    if (!this.baseLost) return;
+    this.rebuildFailed = true;
+    this.handOff();
   }
 
   /** noteSnapshot: meta is held (taken or installed); it becomes the one offered when newer (or it replaces a lost base). */
@@ -873,6 +941,7 @@ export class RaftNode {
     if (meta.index > this.snapshot.index || (this.baseLost && meta.index === this.snapshot.index)) {
       this.snapshot = meta;
       this.baseLost = false;
+      this.rebuildFailed = false;
     }
   }
 
@@ -990,6 +1059,8 @@ export class RaftNode {
       lastIndex: this.log.lastIndex(),
       progress,
       leadTransferee: this.leadTransferee,
+      snapshotStranded: this.snapshotStranded(),
+      snapshotRebuildFailed: this.rebuildFailed,
       installingSnapshot: this.installing?.index ?? 0,
       compactionFloor: this.compactionFloor(),
     };
@@ -1438,6 +1509,7 @@ export class RaftNode {
       installingIndex: this.installing?.index ?? 0,
       ...(needs > 0 ? { needsSnapshot: needs } : {}),
       ...(this.stateAppliedIndex > 0 ? { applied: this.stateAppliedIndex } : {}),
+      ...(!this.baseLost && this.snapshot.index > 0 ? { snapshotIndex: this.snapshot.index } : {}),
     });
   }
 
@@ -1560,6 +1632,7 @@ export class RaftNode {
     if (pr.state === 'replicate') pr.freeFirst();
     this.noteInstalling(pr, m.installingIndex);
     pr.needsBase = m.needsSnapshot ?? 0;
+    pr.snapshotIndex = m.snapshotIndex ?? 0;
     // No honest follower has applied past this leader's log (its committed entries are all here): a claim beyond it is cut.
     if (m.applied !== undefined && m.applied > pr.applied) pr.applied = Math.min(m.applied, this.log.lastIndex());
     if (pr.needsBase > 0) this.offerBase(m.from, pr, pr.needsBase);
@@ -1809,7 +1882,11 @@ export class RaftNode {
 
   private sendSnapshot(to: NodeId, pr: Progress): void {
     // The snapshot is lost (snapshotLost): offered once the driver holds one again (the follower is asked again then).
-    if (this.baseLost) return;
+    // If rebuilding it failed, leadership goes to a voter that holds one (handOff), at once.
+    if (this.baseLost) {
+      this.handOff();
+      return;
+    }
     pr.becomeSnapshot(this.snapshot.index);
     this.send(to, { type: 'snapshot', snapshot: this.snapshot });
   }

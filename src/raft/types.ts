@@ -188,6 +188,13 @@ export interface HeartbeatResponse extends MessageBase {
    * them.
    */
   readonly applied?: number;
+  /**
+   * snapshotIndex: the index of the newest snapshot the follower holds and
+   * could offer as leader (absent or 0: none, or it was lost and not rebuilt
+   * yet). A leader that cannot offer its own to a follower that needs one
+   * hands leadership only to a voter that reported one (RaftNode.handOff).
+   */
+  readonly snapshotIndex?: number;
 }
 
 /** SnapshotRequest: InstallSnapshot (Raft §7), metadata only; the follower pulls the bytes. */

@@ -717,6 +717,7 @@ export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb
       installingIndex: toU64(m.installingIndex, 'installingIndex'),
       needsSnapshot: toU64(m.needsSnapshot ?? 0, 'needsSnapshot'),
       applied: toU64(m.applied ?? 0, 'applied'),
+      snapshotIndex: toU64(m.snapshotIndex ?? 0, 'snapshotIndex'),
     };
   }
   return {
@@ -730,6 +731,7 @@ export function appendResponseToProto(m: AppendResponse | HeartbeatResponse): pb
     installingIndex: toU64(m.installingIndex ?? 0, 'installingIndex'),
     needsSnapshot: 0n,
     applied: 0n,
+    snapshotIndex: 0n,
   };
 }
 
@@ -738,6 +740,7 @@ export function appendResponseFromProto(p: pb.AppendEntriesResponse): AppendResp
   if (p.heartbeat) {
     const needsSnapshot = fromU64(p.needsSnapshot, 'needsSnapshot');
     const applied = fromU64(p.applied, 'applied');
+    const snapshotIndex = fromU64(p.snapshotIndex, 'snapshotIndex');
     return {
       type: 'heartbeatResp',
       ...header,
@@ -745,6 +748,7 @@ export function appendResponseFromProto(p: pb.AppendEntriesResponse): AppendResp
       installingIndex: fromU64(p.installingIndex, 'installingIndex'),
       ...(needsSnapshot > 0 ? { needsSnapshot } : {}),
       ...(applied > 0 ? { applied } : {}),
+      ...(snapshotIndex > 0 ? { snapshotIndex } : {}),
     };
   }
   const installingIndex = fromU64(p.installingIndex, 'installingIndex');

@@ -10,7 +10,9 @@
  * Real nodes on RocksDB and gRPC (RocksCluster).
  */
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 
+import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { flipByte } from '../../harness/flip-byte.js';
 import { until } from '../../harness/until.js';
@@ -56,5 +58,67 @@ describe('node: a quarantined newest snapshot is rebuilt, not offered', function
     assert.ok((sm.newestMeta()?.index ?? 0) >= newest.meta.index);
     await until(`${f} to catch up`, 30_000, () => (fn.status().applied >= leader.status().commit ? true : undefined));
     assert.equal(await cluster.member(f).storage?.stateDigest(), await cluster.member(leader.id).storage?.stateDigest());
+  });
+
+  /**
+   * The same, but the leader's disk then refuses every snapshot write (EIO),
+   * so rebuilding fails, again and again (the node's backoff, up to 60 s).
+   * Before, the leader kept leading with nothing to offer: the follower cut
+   * off past the log waited for as long as the disk stayed bad. Now leadership
+   * goes at once to the other voter, which holds a snapshot and brings the
+   * follower up to date (RaftNode.snapshotRebuildFailed); the old leader, its
+   * snapshot still lost, stands for no election, so leadership does not come
+   * back to it.
+   */
+  it('a leader whose rebuild fails hands leadership to a voter that holds a snapshot, and the follower cut off catches up', async () => {
+    let failWritesUnder: string | null = null;
+    const io: SnapshotIo = {
+      ...nodeSnapshotIo,
+      open: async (path, flags, mode) => {
+        if (failWritesUnder !== null && flags !== 'r' && path.startsWith(failWritesUnder)) {
+          throw Object.assign(new Error(`EIO: i/o error, open '${path}'`), { code: 'EIO', errno: -5, syscall: 'open', path });
+        }
+        return nodeSnapshotIo.open(path, flags, mode);
+      },
+    };
+    c = await RocksCluster.start(3, { snapshotEntries: 100, trailingEntries: 10, retain: 2 }, { electionTimeoutTicks: 60 }, { snapshotIo: io });
+    const cluster = c;
+    const leader = await cluster.waitForLeader();
+    const f = cluster.members.find((m) => m.node !== leader)?.id as string;
+    const other = cluster.members.find((m) => m.node !== leader && m.id !== f)?.id as string;
+    await cluster.stop(f);
+    for (let i = 0; i < 300; i += 50) {
+      await Promise.all(Array.from({ length: 50 }, (_, j) => leader.propose({ op: 'put', key: enc.encode(`k/${i + j}`), value: enc.encode('x'.repeat(100)) })));
+    }
+    await until('the leader to compact past the stopped follower', 30_000, () => (leader.status().firstIndex > 50 ? true : undefined));
+    const otherNode = cluster.node(other);
+    await until(`${other} to hold a snapshot`, 30_000, () => (otherNode.status().snapshotIndex > 0 ? true : undefined));
+    const sm = cluster.member(leader.id).snapshots;
+    assert.ok(sm !== null);
+    const taken = await leader.snapshotNow();
+    await until('the core to name it', 30_000, () => (leader.status().snapshotIndex === taken.index && sm.newestMeta()?.digest === taken.digest ? true : undefined));
+    const newest = (await sm.store.list()).find((s) => s.meta.index === taken.index && s.archiveSha256 === taken.digest);
+    assert.ok(newest !== undefined);
+    await flipByte(newest.path);
+    failWritesUnder = join(cluster.dir, leader.id);
+    assert.equal(await leader.quarantineDamagedSnapshot(newest.id), true, 'found damaged and moved to quarantine');
+    await until('the rebuild to fail', 30_000, () => (/automatic snapshot failed/.test(cluster.recentLog(leader.id)) ? true : undefined));
+    assert.equal(leader.status().role, 'leader', 'no follower needs a snapshot yet: leadership stays');
+
+    await cluster.restart(f);
+    const fn = cluster.node(f);
+    // The new leader offers its snapshot, or sends the entries if its own log still holds them (a follower compacts
+    // no further than its leader's announced snapshot): either way the follower catches up.
+    await until(`${f} to catch up`, 30_000, () => (fn.status().applied >= taken.index && fn.status().applied >= otherNode.status().commit ? true : undefined)).catch((err: Error) => {
+      throw new Error(`${err.message}; leader ${cluster.members.find((m) => m.node?.status().role === 'leader')?.id}\n${cluster.recentLog(leader.id, 30)}`);
+    });
+    assert.equal(fn.snapshotStats.fetchFailures, 0, 'the quarantined snapshot was never offered');
+    assert.equal(otherNode.status().role, 'leader', `${other}, which holds a snapshot, leads`);
+    assert.ok((sm.newestMeta()?.index ?? 0) < taken.index, 'the old leader still holds no snapshot of its state');
+    assert.equal(await cluster.member(f).storage?.stateDigest(), await cluster.member(other).storage?.stateDigest());
+    // The old leader, its snapshot still lost, stands for no election: leadership stays with the one that can offer it.
+    await new Promise((r) => setTimeout(r, 2_000));
+    assert.equal(otherNode.status().role, 'leader');
+    assert.ok(/handing leadership to/.test(cluster.recentLog(leader.id, 400)), 'the hand-over is logged');
   });
 });

@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 
+import type { SnapshotMeta } from '../../../src/raft/index.js';
 import { TestCluster, bytes } from './harness.js';
 
 describe('RaftNode.snapshotLost', () => {
@@ -30,5 +31,66 @@ describe('RaftNode.snapshotLost', () => {
     a.setSnapshot(rebuilt);
     c.tickAll(4);
     assert.deepEqual(c.snapshotsWanted.get('c'), [rebuilt], 'the rebuilt snapshot is offered');
+  });
+});
+
+/**
+ * A leader whose snapshot is lost and whose rebuild failed (snapshotRebuildFailed:
+ * a full disk, EIO) has nothing to offer a follower cut off past its log: it
+ * hands leadership to a caught-up voter that said (heartbeat answers) it holds
+ * a snapshot, which offers its own. With no such voter it stays leader and
+ * names the followers that wait (status().snapshotStranded).
+ */
+describe('RaftNode.snapshotRebuildFailed', () => {
+  /** strandedBehindLostSnapshot: a leads a, b, c; c was cut off while a wrote 20 entries, snapshotted and compacted them, then lost that snapshot; b took a snapshot of its own when bHolds. */
+  function strandedBehindLostSnapshot(bHolds: boolean): { c: TestCluster; lost: SnapshotMeta; bSnapshot: SnapshotMeta | null } {
+    const c = new TestCluster(['a', 'b', 'c']);
+    c.elect('a');
+    c.isolate('c');
+    const a = c.node('a');
+    for (let i = 0; i < 20; i++) a.propose(bytes(`v${i}`));
+    c.stabilize();
+    c.tickAll(1);
+    const bSnapshot = bHolds ? c.takeSnapshot('b') : null;
+    const lost = c.takeSnapshot('a');
+    assert.equal(a.snapshotLost(lost), true);
+    c.heal();
+    c.tickAll(4);
+    assert.equal(c.leaderId(), 'a', 'a still leads while its rebuild may succeed');
+    assert.deepEqual(a.status().snapshotStranded, ['c'], 'c needs a snapshot a cannot offer');
+    assert.deepEqual(c.snapshotsWanted.get('c') ?? [], [], 'the lost snapshot is not offered');
+    return { c, lost, bSnapshot };
+  }
+
+  it('hands leadership to the voter that holds a snapshot, which offers it to the follower cut off past the log', () => {
+    const { c, bSnapshot } = strandedBehindLostSnapshot(true);
+    const a = c.node('a');
+    a.snapshotRebuildFailed();
+    assert.equal(a.status().leadTransferee, 'b', 'the transfer starts at once');
+    c.stabilize();
+    assert.equal(c.leaderId(), 'b');
+    c.tickAll(4);
+    assert.deepEqual(c.snapshotsWanted.get('c'), [bSnapshot], "c is offered b's snapshot");
+    // a (its snapshot still lost) stands for no election: no leadership handed back and forth.
+    c.tickAll(60);
+    assert.equal(c.leaderId(), 'b');
+  });
+
+  it('stays leader and reports the waiting follower when no voter holds a snapshot to offer', () => {
+    const { c } = strandedBehindLostSnapshot(false);
+    const a = c.node('a');
+    a.snapshotRebuildFailed();
+    c.tickAll(60);
+    assert.equal(c.leaderId(), 'a', 'b holds no snapshot: it would lead no better');
+    const st = a.status();
+    assert.equal(st.leadTransferee, '');
+    assert.equal(st.snapshotRebuildFailed, true);
+    assert.deepEqual(st.snapshotStranded, ['c']);
+    // The rebuild succeeds at last: offered, and nothing is stranded any more.
+    const rebuilt = c.takeSnapshot('a');
+    c.tickAll(4);
+    assert.deepEqual(c.snapshotsWanted.get('c'), [rebuilt]);
+    assert.deepEqual(a.status().snapshotStranded, []);
+    assert.equal(a.status().snapshotRebuildFailed, false);
   });
 });

@@ -119,6 +119,12 @@ describe('transport codec', () => {
         trip: (m) => appendResponseFromProto(wire(pb.AppendEntriesResponse, appendResponseToProto(m as never))),
       },
       {
+        // snapshotIndex: the leader hands leadership only to a voter that holds a snapshot it can offer (RaftNode.handOff).
+        name: 'heartbeatResp (needsSnapshot, applied, snapshotIndex)',
+        m: { type: 'heartbeatResp', from: 'n3', to: 'n1', term: 3, readSeq: 17, installingIndex: 0, needsSnapshot: 90, applied: 88, snapshotIndex: 80 },
+        trip: (m) => appendResponseFromProto(wire(pb.AppendEntriesResponse, appendResponseToProto(m as never))),
+      },
+      {
         name: 'snapshot',
         m: { type: 'snapshot', from: 'n1', to: 'n4', term: 7, snapshot: meta },
         trip: (m) => snapshotRequestFromProto(wire(pb.InstallSnapshotRequest, snapshotRequestToProto(m as never))),
