@@ -370,8 +370,9 @@ export function addClientCommands(program: Command): void {
       const st = await c.status({ deadlineMs }).catch(() => null);
       return { before: st, res: await c.addMember(id, address, opts.learner === true, { deadlineMs }) };
     });
-    // As etcd's `member add` prints the new member's --initial-cluster: a node takes Raft messages only from the
-    // members its --peers (then its log) name, so a new one started with fewer would refuse a leader left out.
+    // As etcd's `member add` prints the new member's --initial-cluster: a node takes a leader its --peers (then its
+    // log) do not name only after an election timeout without one, and is refused all but Raft messages by a member
+    // they leave out (peer-guard.ts), so a new one started with fewer catches up late.
     const peers = peersFlag(res.members);
     const was = before?.members.find((m) => m.id === id);
     if (opts.json === true) jsonOut({ members: membersJson(res.members), peers });

@@ -483,7 +483,7 @@ export class RaftNode {
       // one from a later term moved this node's term (and so deposed a healthy leader) before stepFollower could refuse it.
       return;
     }
-    if (this.learnerClaimTooSoon(m) || this.learnerAnswerAhead(m)) return;
+    if (this.nonVoterClaimTooSoon(m) || this.nonVoterAnswerAhead(m)) return;
     if (m.term > this.term) {
       if (m.type === 'vote' && !m.transfer && this.inLeaderLease()) {
         // dissertation §4.2.3: while we hear from a leader, disruptive candidates are ignored.
@@ -540,7 +540,7 @@ export class RaftNode {
    */
   raiseTermFor(m: Message, term: number): void {
     if (m.to !== this.id || !Number.isSafeInteger(term) || term <= this.term || term > m.term) return;
-    if (m.type === 'timeoutNow' || this.learnerAnswerAhead(m)) return;
+    if (m.type === 'timeoutNow' || this.nonVoterAnswerAhead(m)) return;
     if (m.type === 'vote' && (m.preVote || (!m.transfer && this.inLeaderLease()))) return;
     if (m.type === 'voteResp' && m.preVote && m.granted) return;
     this.becomeFollower(term, NO_NODE);
@@ -1174,24 +1174,34 @@ export class RaftNode {
   }
 
   /**
-   * learnerClaimTooSoon: `m` is a vote request (a transfer's too) or an
-   * append, heartbeat or snapshot of this term or a later one from a member
-   * this node's configuration names as a learner (not its current leader),
-   * and this node heard from a leader, voted, campaigned or restarted less
-   * than an election timeout ago: dropped. A learner is no leader's transfer
-   * target and leads no term, so an honest one claims neither while the
-   * cluster is led; taken, one message of a learner's certificate made it
-   * the leader: a transfer vote (which skips the lease) won it the voters'
-   * votes; an append one term ahead made it a follower's leader, whose
-   * forged entry that follower appended, committed and, holding the highest
-   * last term, got committed everywhere once elected; an append of the
-   * current term to a follower just restarted (no leader known yet) made it
-   * append and apply a forged entry at an index and term where the others
-   * hold the leader's: state machines diverged for good. A learner promoted
-   * in an entry this node lacks, then elected, is taken once this node has
-   * gone an election timeout without hearing from another leader.
+   * nonVoterClaimTooSoon: `m` is a vote request (a transfer's too) or an
+   * append, heartbeat or snapshot of this term or a later one from a sender
+   * this node's newest configuration does not name as a voter (a learner, or
+   * an id it does not name at all), not its current leader, and this node
+   * heard from a leader, voted, campaigned or restarted less than an election
+   * timeout ago: dropped. A learner is no leader's transfer target and leads
+   * no term, so an honest one claims neither while the cluster is led; taken,
+   * one message of a learner's certificate made it the leader: a transfer
+   * vote (which skips the lease) won it the voters' votes; an append one term
+   * ahead made it a follower's leader, whose forged entry that follower
+   * appended, committed and, holding the highest last term, got committed
+   * everywhere once elected; an append of the current term to a follower just
+   * restarted (no leader known yet) made it append and apply a forged entry at
+   * an index and term where the others hold the leader's: state machines
+   * diverged for good. An id this configuration does not name is held to the
+   * same rule: it is either a member added in entries this node lacks (a
+   * member whose snapshot predates the leader's own addition, or one away
+   * while the leader was added and the members it knew removed), which only
+   * it can bring up to date, or no member at all (removed, or started for an
+   * add that failed), which the members' leader keeps from ever being taken.
+   * Before, the peer plane refused such a sender outright, and a member whose
+   * configuration lacked its leader refused every message of it for ever
+   * (simulator seed 358 with the real PeerGuard: a new member applied 1 of 83
+   * entries). A learner promoted, or a member added, in an entry this node
+   * lacks, then elected, is taken once this node has gone an election timeout
+   * without hearing from another leader.
    */
-  private learnerClaimTooSoon(m: Message): boolean {
+  private nonVoterClaimTooSoon(m: Message): boolean {
     if (m.term < this.term || m.from === this.lead || this.electionElapsed >= this.cfg.electionTimeoutTicks) return false;
     // The candidate this node voted for in this term (its vote passed this rule) leads that term: its appends are
     // taken at once. Dropped until an election timeout after the vote, they never were in time: the leader, promoted
@@ -1199,28 +1209,30 @@ export class RaftNode {
     // of the campaign on 50747c8: no write committed for 4.9 s after healing).
     if (m.term === this.term && this.vote === m.from) return false;
     if (m.type !== 'vote' && m.type !== 'append' && m.type !== 'heartbeat' && m.type !== 'snapshot') return false;
-    return this.membership.learners.includes(m.from);
+    return !isVoter(this.membership, m.from);
   }
 
   /**
-   * learnerAnswerAhead: `m` is of a later term than this node's, from a
-   * member this node's configuration names as a learner, and no claim to
-   * lead (not a vote request, append, heartbeat or snapshot, which
-   * learnerClaimTooSoon gates): dropped, never moving this node's term. A
-   * learner campaigns for nobody and is asked to vote by nobody, so an honest
-   * one is ahead only of a leader the voters have left behind, which steps
-   * down on its own (CheckQuorum, §6.2). Taken, one answer of a learner's
-   * certificate a term ahead (its appendResp to the leader, or a snapshotResp,
-   * which a member may send unasked) deposed a healthy leader and left each
-   * voter it reached a follower of no leader: over and over, no leader; and
-   * once the voters' election timeout ran, the window in which
-   * learnerClaimTooSoon takes a learner's append (meant for a learner
-   * promoted in an entry this node lacks) was open, made by the learner itself.
+   * nonVoterAnswerAhead: `m` is of a later term than this node's, from a
+   * sender this node's newest configuration does not name as a voter (a
+   * learner, or an id it does not name), and no claim to lead (not a vote
+   * request, append, heartbeat or snapshot, which nonVoterClaimTooSoon
+   * gates): dropped, never moving this node's term. A learner campaigns for
+   * nobody and is asked to vote by nobody, so an honest one is ahead only of
+   * a leader the voters have left behind, which steps down on its own
+   * (CheckQuorum, §6.2); a sender this configuration does not name answers
+   * nothing this node asked. Taken, one answer of a learner's certificate a
+   * term ahead (its appendResp to the leader, or a snapshotResp, which a
+   * member may send unasked) deposed a healthy leader and left each voter it
+   * reached a follower of no leader: over and over, no leader; and once the
+   * voters' election timeout ran, the window in which nonVoterClaimTooSoon
+   * takes a non-voter's append (meant for a member promoted or added in an
+   * entry this node lacks) was open, made by the sender itself.
    */
-  private learnerAnswerAhead(m: Message): boolean {
+  private nonVoterAnswerAhead(m: Message): boolean {
     if (m.term <= this.term) return false;
     if (m.type === 'vote' || m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') return false;
-    return this.membership.learners.includes(m.from);
+    return !isVoter(this.membership, m.from);
   }
 
   private inLeaderLease(): boolean {

@@ -9,8 +9,21 @@
  * - a call whose cluster id is missing or not ours (`clusterId`);
  * - under mutual TLS, a message whose `from` is not the member id named by
  *   the sender's certificate (`identityOf`: a cert for n2 cannot speak as n1);
- * - a message from an id that is not in the current membership (voters,
- *   learners, or a member being added: `isMember`).
+ * - on every RPC but the Raft messages, a call from an id that is not in
+ *   the current membership (voters, learners, or a member being added:
+ *   `isMember`): snapshot and state-image fetches, archive staging, snapshot
+ *   reports, read indexes, forwarded writes and membership questions.
+ * The Raft messages (RequestVote, AppendEntries, InstallSnapshot, TimeoutNow:
+ * scope 'message') from an id outside the membership are passed on: the
+ * sender may be a member added in entries this node lacks, the leader it must
+ * follow to learn them, and the Raft core takes a claim to lead from a sender
+ * its configuration does not name as a voter only once it has gone an election
+ * timeout without hearing from a leader, and lets no other message of such a
+ * sender move its term (RaftNode: nonVoterClaimTooSoon, nonVoterAnswerAhead).
+ * Refused here, a member whose configuration lacked its leader (a new member
+ * whose first snapshot predated the leader's own addition; a member away while
+ * the leader was added and the members it knew removed) refused that leader
+ * for ever and never caught up.
  * What can be decided before a message is read is decided when the call
  * opens (admitCall, peerAdmissionInterceptor): the cluster id, and under
  * mutual TLS that the certificate names a member. So a caller who will be
@@ -21,7 +34,7 @@
  * peerMetadata builds the metadata every outgoing peer call carries.
  */
 import * as grpc from '@grpc/grpc-js';
-import type { NodeId } from '../raft/types.js';
+import type { Message, NodeId } from '../raft/types.js';
 import { MetadataGateCall, type GateRefusal, type GatedCall, type MetadataGate } from './metadata-gate.js';
 import { silentLogger, type TransportLogger } from './transport.js';
 
@@ -38,6 +51,32 @@ const ADDRESS_CHARS_MAX = 300;
 
 /** RefusalReason: why a peer message was refused (the /metrics label). */
 export type RefusalReason = 'cluster_id' | 'identity' | 'not_member';
+
+/**
+ * PeerScope: what a peer call carries. 'message': a Raft message a member
+ * takes from a sender outside its configuration by the core's rules (see the
+ * file's comment); 'member': anything else, for members only.
+ */
+export type PeerScope = 'message' | 'member';
+
+/** MESSAGE_RPCS: the RaftService methods of scope 'message'. */
+const MESSAGE_RPCS: ReadonlySet<string> = new Set(['RequestVote', 'AppendEntries', 'InstallSnapshot', 'TimeoutNow']);
+
+/** scopeOfRpc: the PeerScope of RaftService method `rpc` ("AppendEntries"). */
+export function scopeOfRpc(rpc: string): PeerScope {
+  return MESSAGE_RPCS.has(rpc) ? 'message' : 'member';
+}
+
+/** scopeOfMessage: the PeerScope of the RPC that carries a request of type `type` (readIndex: ReadIndex, a member's). */
+export function scopeOfMessage(type: Message['type']): PeerScope {
+  return type === 'vote' || type === 'append' || type === 'heartbeat' || type === 'snapshot' || type === 'timeoutNow' ? 'message' : 'member';
+}
+
+/** scopeOfPath: the PeerScope of a gRPC method path ("/snapcoord.v1.RaftService/AppendEntries"; 'member' off RaftService). */
+export function scopeOfPath(path: string): PeerScope {
+  const slash = path.lastIndexOf('/');
+  return path.slice(0, slash).endsWith('.RaftService') ? scopeOfRpc(path.slice(slash + 1)) : 'member';
+}
 
 /** PeerCall: the part of a grpc-js server call the guard reads. */
 export interface PeerCall {
@@ -130,17 +169,19 @@ export class PeerGuard {
   }
 
   /**
-   * admit checks one message from `from` arriving on `call`; on success it
-   * records the sender's advertised client address. Errors: PeerRefusedError.
+   * admit checks one message from `from` arriving on `call`, of `scope` (a
+   * sender outside the membership is refused only for 'member'); on success
+   * it records the sender's advertised client address. Errors:
+   * PeerRefusedError.
    */
-  admit(from: NodeId, call: PeerCall): void {
+  admit(from: NodeId, call: PeerCall, scope: PeerScope = 'member'): void {
     this.checkCluster(from, call);
     if (this.opts.identityOf !== undefined) {
       const id = this.memberOf(call);
       if (id === null) this.refuse('identity', from, call, NO_MEMBER_ID_MESSAGE);
       if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
     }
-    this.checkMember(from, call);
+    this.checkMember(from, call, scope);
     // Under mutual TLS the advertised address is bound to the certificate's member. Without it (plaintext, a
     // trusted network) it is taken only when it names the host the call came from or the member's own peer
     // host, so another host cannot redirect forwarded writes, and the callers' keys with them, to itself.
@@ -172,13 +213,13 @@ export class PeerGuard {
   }
 
   /**
-   * admitCall checks a call when it opens, on its metadata alone, before any
-   * of its messages is read: the cluster id, and under mutual TLS that the
-   * certificate names a member (`from` of every message is then checked
-   * against it by admit). Errors: PeerRefusedError, counted and logged as
-   * admit's.
+   * admitCall checks a call of `scope` when it opens, on its metadata alone,
+   * before any of its messages is read: the cluster id, and under mutual TLS
+   * that the certificate names a member id (`from` of every message is then
+   * checked against it by admit), one in the membership unless `scope` is
+   * 'message'. Errors: PeerRefusedError, counted and logged as admit's.
    */
-  admitCall(call: PeerCall): void {
+  admitCall(call: PeerCall, scope: PeerScope = 'member'): void {
     if (this.opts.identityOf === undefined) {
       this.checkCluster('', call);
       return;
@@ -186,7 +227,7 @@ export class PeerGuard {
     const id = this.opts.identityOf(call);
     this.checkCluster(id ?? '', call);
     if (id === null) this.refuse('identity', '', call, NO_MEMBER_ID_MESSAGE);
-    this.checkMember(id, call);
+    this.checkMember(id, call, scope);
   }
 
   private checkCluster(from: NodeId, call: PeerCall): void {
@@ -196,8 +237,10 @@ export class PeerGuard {
     }
   }
 
-  private checkMember(from: NodeId, call: PeerCall): void {
-    if (!this.opts.isMember(from)) this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
+  private checkMember(from: NodeId, call: PeerCall, scope: PeerScope): void {
+    if (this.opts.isMember(from)) return;
+    if (scope === 'member') this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
+    this.logOnce(call, 'outsider', { from: from.slice(0, 64) }, 'peer plane: a Raft message from a sender this node\'s configuration does not name (a member added in entries it lacks, or none): its claims to lead are taken only after an election timeout without a leader (logged once a minute per sender)');
   }
 
   /** clientAddressOf: the client-plane address member `id` advertised ('' when none yet). */
@@ -207,9 +250,15 @@ export class PeerGuard {
 
   private refuse(reason: RefusalReason, from: NodeId, call: PeerCall, message: string): never {
     this.opts.onRefused?.(reason);
+    this.logOnce(call, reason, { from: from.slice(0, 64), reason, err: message }, 'peer plane: message refused (logged once a minute per sender)');
+    throw new PeerRefusedError(reason, `refused: ${message}`);
+  }
+
+  /** logOnce logs `msg` with `fields` at warn, once per sending host and `what` per REFUSAL_LOG_INTERVAL_MS. */
+  private logOnce(call: PeerCall, what: string, fields: Record<string, string>, msg: string): void {
     const peer = call.getPeer();
     // One line per sending host and reason a minute: neither the source port nor the claimed `from` is the sender's to vary.
-    const key = `${peer.replace(/:\d+$/, '')}|${reason}`;
+    const key = `${peer.replace(/:\d+$/, '')}|${what}`;
     const now = this.nowMs();
     const last = this.lastLogged.get(key);
     if (last === undefined || now - last >= REFUSAL_LOG_INTERVAL_MS) {
@@ -219,9 +268,8 @@ export class PeerGuard {
       }
       this.lastLogged.delete(key);
       this.lastLogged.set(key, now);
-      this.log.warn({ peer, from: from.slice(0, 64), reason, err: message }, 'peer plane: message refused (logged once a minute per sender)');
+      this.log.warn({ peer, ...fields }, msg);
     }
-    throw new PeerRefusedError(reason, `refused: ${message}`);
   }
 }
 
@@ -247,16 +295,16 @@ class GatedPeerCall implements PeerCall {
  * peerAdmissionInterceptor: the peer plane's server interceptor that asks
  * `guardOf()` (null: not serving yet, every call passes to the services,
  * which answer UNIMPLEMENTED) to admitCall each call when its metadata
- * arrives; a refused call is answered PERMISSION_DENIED at once, its handler
+ * arrives, in the scope of its method (scopeOfPath); a refused call is answered PERMISSION_DENIED at once, its handler
  * never runs and none of its messages is read (MetadataGateCall).
  */
 export function peerAdmissionInterceptor(guardOf: () => PeerGuard | null): grpc.ServerInterceptor {
-  const gate: MetadataGate = {
+  const gateOf = (scope: PeerScope): MetadataGate => ({
     decide(metadata, call): GateRefusal | null {
       const guard = guardOf();
       if (guard === null) return null;
       try {
-        guard.admitCall(new GatedPeerCall(metadata, call));
+        guard.admitCall(new GatedPeerCall(metadata, call), scope);
         return null;
       } catch (err) {
         if (err instanceof PeerRefusedError) return { code: err.code, details: err.details };
@@ -264,9 +312,10 @@ export function peerAdmissionInterceptor(guardOf: () => PeerGuard | null): grpc.
       }
     },
     refused: () => undefined, // the guard counted and logged it
-  };
+  });
+  const gates = { message: gateOf('message'), member: gateOf('member') };
   // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
-  return (_method, inner) => new MetadataGateCall(inner, gate) as unknown as grpc.ServerInterceptingCall;
+  return (method, inner) => new MetadataGateCall(inner, gates[scopeOfPath(method.path)]) as unknown as grpc.ServerInterceptingCall;
 }
 
 /** hostOf: the host of a "host:port" or "[v6]:port" address, lower-cased, without brackets; null when it is not one. */

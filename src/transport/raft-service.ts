@@ -26,7 +26,7 @@ import {
   voteRequestFromProto,
   voteResponseToProto,
 } from './codec.js';
-import { CLIENT_ADDRESS_METADATA_KEY, type PeerCall, type PeerGuard } from './peer-guard.js';
+import { CLIENT_ADDRESS_METADATA_KEY, scopeOfRpc, type PeerCall, type PeerGuard, type PeerScope } from './peer-guard.js';
 import { STREAM_UNSENT_MAX, StreamWriteWindow } from './stream-write-window.js';
 import {
   replyTypeOf,
@@ -65,7 +65,7 @@ export interface RaftServiceOptions {
   /** maxPendingAppends: requests on one AppendEntries stream waiting for their answers before the stream is cancelled with RESOURCE_EXHAUSTED (default 1024). */
   readonly maxPendingAppends?: number;
   readonly logger?: TransportLogger;
-  /** guard: when set, every message's sender is admitted by it first (cluster id, certificate identity, membership). */
+  /** guard: when set, every message's sender is admitted by it first (cluster id, certificate identity, membership: PeerScope). */
   readonly guard?: PeerGuard;
   /** selfClientAddress: this node's client-plane address, sent to the leader in the append stream's response headers. */
   readonly selfClientAddress?: string;
@@ -127,18 +127,20 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
   /** appendStreams: each member's open AppendEntries streams (their `fail`), oldest first. */
   const appendStreams = new Map<NodeId, Set<(err: StatusError) => void>>();
 
-  /** admit asks the guard (if any) whether `from` may speak to us on `call`; throws its PERMISSION_DENIED. */
-  function admit(from: NodeId, call: PeerCall): void {
-    opts.guard?.admit(from, call);
+  /** admit asks the guard (if any) whether `from` may speak to us on `call` in `scope`; throws its PERMISSION_DENIED. */
+  function admit(from: NodeId, call: PeerCall, scope: PeerScope): void {
+    opts.guard?.admit(from, call, scope);
   }
 
   /**
    * decode decodes a request (a message, or a unary RPC's parameters) with f
    * (INVALID_ARGUMENT for a CodecError), refuses one addressed to another
-   * node (FAILED_PRECONDITION), admits its sender, and refuses an RPC the
-   * handler does not implement (`implemented` false: UNIMPLEMENTED naming `rpc`).
+   * node (FAILED_PRECONDITION), admits its sender in `scope` (PeerScope:
+   * 'message' for the Raft messages, which a sender outside the membership
+   * may send), and refuses an RPC the handler does not implement
+   * (`implemented` false: UNIMPLEMENTED naming `rpc`).
    */
-  function decode<P extends { readonly from: NodeId; readonly to: NodeId }>(call: PeerCall, f: () => P, rpc = '', implemented = true): P {
+  function decode<P extends { readonly from: NodeId; readonly to: NodeId }>(call: PeerCall, f: () => P, scope: PeerScope, rpc = '', implemented = true): P {
     let p: P;
     try {
       p = f();
@@ -149,7 +151,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     if (opts.selfId !== undefined && p.to !== opts.selfId) {
       throw statusError(grpc.status.FAILED_PRECONDITION, `request addressed to ${p.to}, this is ${opts.selfId}`);
     }
-    admit(p.from, call);
+    admit(p.from, call, scope);
     if (!implemented) throw statusError(grpc.status.UNIMPLEMENTED, `${rpc} is not implemented by this node`);
     return p;
   }
@@ -187,7 +189,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     return (call, callback) => {
       let m: Message;
       try {
-        m = decode(call, () => decodeReq(call.request));
+        m = decode(call, () => decodeReq(call.request), scopeOfRpc(rpc));
       } catch (err) {
         log.debug({ rpc, err }, 'raft service: refused request');
         callback(toStatusError(err));
@@ -239,7 +241,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
     reportSnapshot(call, callback) {
       let m: Message;
       try {
-        m = decode(call, () => reportSnapshotFromProto(call.request));
+        m = decode(call, () => reportSnapshotFromProto(call.request), 'member');
         handler.handleReport(m);
       } catch (err) {
         log.debug({ rpc: 'ReportSnapshot', err }, 'raft service: refused report');
@@ -304,7 +306,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         }
         let m: Message;
         try {
-          m = decode(call, () => appendRequestFromProto(req));
+          m = decode(call, () => appendRequestFromProto(req), 'message');
         } catch (err) {
           fail(toStatusError(err));
           return;
@@ -345,7 +347,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       const stage = handler.stageArchive;
       let p: StageArchiveParams;
       try {
-        p = decode(call, () => stageArchiveRequestFromProto(call.request), 'StageArchive', stage !== undefined);
+        p = decode(call, () => stageArchiveRequestFromProto(call.request), 'member', 'StageArchive', stage !== undefined);
       } catch (err) {
         log.debug({ rpc: 'StageArchive', err }, 'raft service: refused request');
         callback(toStatusError(err));
@@ -373,7 +375,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       const answer = handler.membershipFor;
       let q: MembershipQuery;
       try {
-        q = decode(call, () => getMembershipRequestFromProto(call.request), 'GetMembership', answer !== undefined);
+        q = decode(call, () => getMembershipRequestFromProto(call.request), 'member', 'GetMembership', answer !== undefined);
         callback(null, getMembershipResponseToProto((answer as NonNullable<typeof answer>).call(handler, q)));
       } catch (err) {
         log.debug({ rpc: 'GetMembership', err }, 'raft service: refused request');
@@ -385,7 +387,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
       const propose = handler.proposeForwarded;
       let p: ForwardProposalsParams;
       try {
-        p = decode(call, () => proposeRequestFromProto(call.request), 'Propose', propose !== undefined);
+        p = decode(call, () => proposeRequestFromProto(call.request), 'member', 'Propose', propose !== undefined);
       } catch (err) {
         log.debug({ rpc: 'Propose', err }, 'raft service: refused request');
         callback(toStatusError(err));
@@ -419,7 +421,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         call.on('cancelled', () => cancelled.abort());
         try {
           const r = call.request;
-          const p = decode(call, () => ({ from: r.from, to: r.to, index: fromU64(r.index, 'index'), recordFormat: r.recordFormat }), 'FetchStateImage', open !== undefined);
+          const p = decode(call, () => ({ from: r.from, to: r.to, index: fromU64(r.index, 'index'), recordFormat: r.recordFormat }), 'member', 'FetchStateImage', open !== undefined);
           const image = await (open as NonNullable<typeof open>).call(handler, p, cancelled.signal);
           try {
             const outbox = new StreamWriteWindow<pb.FetchStateImageResponse>(call, STREAM_UNSENT_MAX, FETCH_SEND_STALL_MS);
@@ -450,7 +452,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         }
         try {
           const r = call.request;
-          admit(r.from, call);
+          admit(r.from, call, 'member');
           const params: FetchSnapshotParams = {
             from: r.from,
             index: fromU64(r.index, 'index'),

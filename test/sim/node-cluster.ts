@@ -80,6 +80,8 @@ import { SeededRng } from '../harness/rng.js';
 import { siteStreams } from './draw-sites.js';
 import { NodeClock, SimClock } from './sim-clock.js';
 import { SimNetwork, type NetFaults } from './sim-network.js';
+import { CLUSTER_ID_METADATA_KEY, PeerGuard, scopeOfMessage, type PeerCall, type PeerScope } from '../../src/transport/peer-guard.js';
+import { Metadata } from '@grpc/grpc-js';
 import { StorageError } from '../../src/storage/storage-error.js';
 import { DiskDamage, SimStorage, type DiskFaults, type DiskObserver, type SimStorageOptions } from './sim-storage.js';
 import { NO_SNAPSHOT_DISK_FAULTS, SimSnapshotIo, type SnapshotDiskFaults } from './sim-snapshot-io.js';
@@ -173,6 +175,23 @@ export const RESTORE_CHURN: Partial<NodeScenario> = {
   lagDownMs: 900,
   imageCrashChance: 0.3,
 };
+
+/** SIM_CLUSTER_ID: the cluster id every simulated peer call carries (simPeerCall). */
+const SIM_CLUSTER_ID = 'sim';
+const SIM_PEER_METADATA = new Metadata();
+SIM_PEER_METADATA.set(CLUSTER_ID_METADATA_KEY, SIM_CLUSTER_ID);
+const simPeerCalls = new Map<NodeId, PeerCall>();
+
+/** simPeerCall: what PeerGuard reads of a call from `from` on the simulated network (the cluster id, its address). */
+function simPeerCall(from: NodeId): PeerCall {
+  let call = simPeerCalls.get(from);
+  if (call === undefined) {
+    const peer = `sim:${from}`;
+    call = { metadata: SIM_PEER_METADATA, getPeer: () => peer };
+    simPeerCalls.set(from, call);
+  }
+  return call;
+}
 
 /**
  * makeNodeScenario draws a scenario from the seed (its own fork), then
@@ -807,13 +826,33 @@ export class NodeCluster {
     if (mb.incarnation !== inc || !mb.up) return; // crashed while starting
     const ref: { node: Node | null } = { node: null };
     const starting = (): Promise<never> => Promise.reject(Object.assign(new Error('starting'), { code: 14 }));
+    // The peer plane's admission (src/api/server.ts): every request, report and stream a member serves passes the
+    // real PeerGuard first, in its RPC's scope: a sender outside the node's newest membership is refused everything
+    // but the Raft messages, which the core then takes by its non-voter rules. Without it the simulator could not
+    // tell whether a member whose configuration lacks its leader ever catches up (it did not: refused outright, seed
+    // 358), nor hold a node started for an addLearner that failed to the rules production holds it to (seeds 6747
+    // and 123004: its vote requests, delivered, moved the members' terms for ever).
+    const guard = new PeerGuard({ clusterId: SIM_CLUSTER_ID, isMember: (id) => ref.node?.isMember(id) ?? false, logger, nowMs: () => clock.nowMs() });
+    // A refusal fails the call (a rejected promise, as the gRPC call's PERMISSION_DENIED), never throws into the network.
+    const admitted = <T>(from: NodeId, scope: PeerScope, serve: () => Promise<T>): Promise<T> => {
+      try {
+        guard.admit(from, simPeerCall(from), scope);
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
+      return serve();
+    };
     const transport = this.net.attach(mb.id, inc, {
-      handleRequest: (m) => (ref.node !== null ? ref.node.handleRequest(m) : Promise.reject(new Error('starting'))),
-      handleReport: (m) => ref.node?.handleReport(m),
+      handleRequest: (m) => (ref.node !== null ? admitted(m.from, scopeOfMessage(m.type), () => (ref.node as Node).handleRequest(m)) : Promise.reject(new Error('starting'))),
+      handleReport: (m) => {
+        if (ref.node === null) return;
+        guard.admit(m.from, simPeerCall(m.from), 'member'); // a refused report is lost, as a refused ReportSnapshot call is
+        ref.node.handleReport(m);
+      },
       receive: (m) => ref.node?.receive(m),
-      openSnapshot: (p) => (ref.node !== null ? ref.node.openSnapshot(p) : starting()),
-      stageArchive: (p, signal) => (ref.node !== null ? ref.node.stageArchive(p, signal) : starting()),
-      openStateImage: (p, signal) => (ref.node !== null ? ref.node.openStateImage(p, signal) : starting()),
+      openSnapshot: (p) => (ref.node !== null ? admitted(p.from, 'member', () => (ref.node as Node).openSnapshot(p)) : starting()),
+      stageArchive: (p, signal) => (ref.node !== null ? admitted(p.from, 'member', () => (ref.node as Node).stageArchive(p, signal)) : starting()),
+      openStateImage: (p, signal) => (ref.node !== null ? admitted(p.from, 'member', () => (ref.node as Node).openStateImage(p, signal)) : starting()),
     });
     const node = await Node.start({
       id: mb.id,

@@ -105,6 +105,15 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     // runs (NodeCluster.failLiveness): liveness is waived there, every safety checker kept; with pre-vote both pass.
     { seed: 25786, nodes: 3, what: '(25786) without pre-vote a learner started with --peers naming itself campaigned to a term its leader never takes (applied 0 after healing): liveness waived, not passed off as checked', draws: 'livenessWaived' as const, shows: /liveness not checked without pre-vote.*never reached/ },
     { seed: 16186, nodes: 3, what: '(16186) the same', draws: 'livenessWaived' as const, shows: /liveness not checked without pre-vote/ },
+    // Found by helper simcontrol's search (default scenarios drawing RESTORE_CHURN, ~1 in 25,000 seeds); fixed in the
+    // simulator: its network delivered every message where the real peer plane's PeerGuard admits them, and the core
+    // took a claim of a sender outside its configuration where production takes it only after an election timeout
+    // without a leader (nonVoterClaimTooSoon).
+    { seed: 6747, nodes: 3, what: '(6747) a node outside the membership (started for an addLearner that failed): the members take none of its claims while they hear their leader (its vote requests, delivered and taken, moved their terms past the real candidates\' for ever: no leader for 4 s after healing)', draws: 'joined' as const, shows: /a Raft message from a sender this node's configuration does not name.*"from":"n4"/ },
+    { seed: 123004, nodes: 3, what: '(123004) the same', draws: 'joined' as const, shows: /a Raft message from a sender this node's configuration does not name/ },
+    // Found once the simulated network admitted messages through the real PeerGuard, which then refused every message
+    // of a sender outside the receiver's configuration (13 of seeds 1-2,000 lost liveness, production's bug too).
+    { seed: 358, nodes: 3, what: '(358) a member whose configuration lacks its leader follows it (n6 installed a snapshot naming {n1, n2, n3} and refused leader n5 for ever: applied 1 of 83)', draws: 'joined' as const, shows: /n6 warn peer plane: a Raft message from a sender this node's configuration does not name.*"from":"n5"/ },
   ];
   for (const { seed, nodes, what, draws = 'snapshotDiskErrors', shows, scenarioOf, scenario, controls } of lists) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
@@ -147,10 +156,12 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
   // (changesHeld) and the seed passes. 511 and 560 the same way. Found in a search of seeds 1..1,200 of that scenario
   // with the bug (these 3 caught), where of 1,000 default scenarios that draw RESTORE_CHURN none was caught this way (2
   // lost liveness with the bug through a voter whose log lacks a promotion ignoring the promoted member, seed 2292's
-  // kind, not this control's; 1 of them, 6747, without the bug too). Each must show the path: a member finds no holder
-  // of a restore's archive.
+  // kind, not this control's; 1 of them, 6747, without the bug too, until the simulated peer plane admitted messages as
+  // the real one does: pinned above). Each must show the path: a member finds no holder
+  // of a restore's archive. Seed 40 no longer does since the simulated peer plane admits messages as the real one does
+  // (PeerGuard in node-cluster.ts, and the core's rules for a sender outside the receiver's configuration): 511 and 560
+  // still do.
   const catching: readonly { readonly seed: number; readonly nodes: number; readonly scenarioOf?: number; readonly scenario?: Partial<NodeScenario> }[] = [
-    { seed: 40, nodes: 3, scenarioOf: 717880, scenario: RESTORE_CHURN },
     { seed: 511, nodes: 3, scenarioOf: 717880, scenario: RESTORE_CHURN },
     { seed: 560, nodes: 3, scenarioOf: 717880, scenario: RESTORE_CHURN },
   ];

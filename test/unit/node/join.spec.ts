@@ -84,21 +84,20 @@ describe('a member that joins after the log began', function () {
     assert.deepEqual(voters(node()), voters(leader), 'the base it took was persisted');
   });
 
-  it('started with --peers that leave the leader out, it refuses the leader, which reports why in its status; started again with every member, it catches up', async () => {
+  it('started with --peers that leave the leader out, it follows that leader once it has gone an election timeout without one, and catches up (before: it refused the leader for ever)', async () => {
+    // The peer plane passes a Raft message from a sender the receiver's configuration does not name to the core, which
+    // takes its claim to lead only after an election timeout without a leader (peer-guard.ts, nonVoterClaimTooSoon).
+    // Refused outright, n4 refused every message of the leader its --peers left out and applied nothing, for ever.
     const { cluster, leader, lid, follower: other } = await threeWithWrites();
     const joiner = await cluster.join('n4', (self) => ({ voters: [other, 'n4'], learners: [], addresses: { [other]: cluster.member(other).peerAddress, n4: self } }));
     await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: joiner.peerAddress });
-    const refused = await until("the leader to see n4 refuse its messages", 20_000, () => leader.status().refusedBy.n4);
-    assert.match(refused, new RegExp(`\\b${lid} is not a member of this cluster as this node knows it`));
-    assert.equal(cluster.node('n4').status().applied, 0, 'n4 took nothing from the leader');
-    assert.equal(leader.status().refusedBy[other], undefined, 'the other members take its messages');
-    // Started again (an empty data dir) with --peers naming every member, as `cluster add` prints them.
-    await cluster.stop('n4');
-    await rm(join(cluster.dir, 'n4'), { recursive: true, force: true });
-    joiner.peers = leader.status().membership;
-    await cluster.restart('n4');
     await until('n4 to catch up', 30_000, () => (cluster.node('n4').status().applied >= leader.status().commit ? true : undefined));
-    await until('the refusal to clear', 10_000, () => (leader.status().refusedBy.n4 === undefined ? true : undefined));
+    const n4 = cluster.node('n4').status();
+    assert.equal(n4.leader, lid);
+    assert.deepEqual([...n4.membership.voters].sort(), [...leader.status().membership.voters].sort(), 'the configuration of the log, not its --peers');
+    assert.deepEqual(n4.membership.learners, ['n4']);
+    await until('no refusal reported', 10_000, () => (leader.status().refusedBy.n4 === undefined ? true : undefined));
+    assert.equal(await cluster.member('n4').storage?.stateDigest(), await cluster.member(lid).storage?.stateDigest());
   });
 
   it('GetMembership answers a member only: a new node is refused until added, then told the configuration that names it, from which it starts and catches up', async () => {

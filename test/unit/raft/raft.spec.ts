@@ -675,6 +675,50 @@ describe('raft core', () => {
       for (const id of ['a', 'b', 'c']) assert.deepEqual(c.appliedData(id), ['x'], `${id}'s state machine`);
     });
 
+    it('an id the configuration does not name is held to the learner rules: no claim of it taken while the leader is heard, no answer of it moves a term; a leader it does not name is followed once none other was heard for an election timeout', () => {
+      // The peer plane passes a Raft message from outside a member's configuration to the core (peer-guard.ts, scope
+      // 'message'): the sender may be the leader, added in entries this member lacks, that alone can bring it up to
+      // date (simulator seed 358: a new member whose snapshot predated the leader's own addition refused it for ever).
+      // {a, b, c} lead by a; e is named by no configuration (removed, or started for an add that failed). Taken, its
+      // transfer vote or append of a later term made it the leader (a forged entry appended and committed), and its
+      // answer of a later term deposed a healthy leader.
+      const c = new TestCluster(['a', 'b', 'c', 'e'], {}, membership(['a', 'b', 'c']));
+      c.elect('a');
+      c.node('a').propose(bytes('x'));
+      c.stabilize();
+      const { term, lastIndex } = c.node('b').status();
+      for (const to of ['b', 'c']) {
+        const replies = c.node(to).stepForReplies({ type: 'vote', from: 'e', to, term: term + 1, lastLogIndex: lastIndex + 9, lastLogTerm: term, preVote: false, transfer: true });
+        assert.deepEqual(replies, [], `${to} grants e no transfer vote`);
+      }
+      const forged = { type: 'append', from: 'e', to: 'b', term: term + 1, prevLogIndex: lastIndex, prevLogTerm: term, commit: lastIndex + 1, entries: [{ index: lastIndex + 1, term: term + 1, type: 'normal', data: bytes('forged') }] } as const;
+      assert.deepEqual(c.node('b').stepForReplies(forged), [], 'unanswered');
+      c.node('a').step({ type: 'appendResp', from: 'e', to: 'a', term: term + 2, reject: false, index: lastIndex, hintIndex: 0, hintTerm: 0 });
+      c.node('c').step({ type: 'snapshotResp', from: 'e', to: 'c', term: term + 2, index: 0, reject: false });
+      for (const id of ['a', 'b', 'c']) assert.equal(c.node(id).status().term, term, `${id}'s term`);
+      c.stabilize();
+      c.tickAll(30);
+      assert.equal(c.leaderId(), 'a');
+      assert.equal(c.node('a').status().term, term);
+      for (const id of ['a', 'b', 'c']) assert.deepEqual(c.appliedData(id), ['x'], `${id} applied no forged entry`);
+      // Cut off from a, b goes an election timeout without a leader: e's append is taken (b's configuration lacks e,
+      // as a member's lacks a leader added in entries it has not received), and b appends and applies what e commits.
+      c.isolate('b');
+      const t = c.node('b').status().term + 5;
+      let ticks = 0;
+      for (; ticks < 200 && c.node('b').status().leader !== 'e'; ticks++) {
+        c.tick('b');
+        c.node('b').step({ type: 'heartbeat', from: 'e', to: 'b', term: t, commit: 0, readSeq: 0 });
+      }
+      assert.equal(c.node('b').status().leader, 'e', `taken within ${ticks} ticks`);
+      const idx = c.node('b').status().lastIndex;
+      assert.equal(idx, lastIndex, 'b appended nothing meanwhile');
+      const replies = c.node('b').stepForReplies({ type: 'append', from: 'e', to: 'b', term: t, prevLogIndex: idx, prevLogTerm: term, commit: idx + 1, entries: [{ index: idx + 1, term: t, type: 'normal', data: bytes('from e') }] });
+      assert.ok(replies.some((r) => r.type === 'appendResp' && !r.reject), 'b acknowledges the append of the leader it follows');
+      c.stabilize();
+      assert.deepEqual(c.appliedData('b'), ['x', 'from e']);
+    });
+
     it('a follower just restarted takes no learner for the leader of its term: no forged entry where the others hold the leader\'s', () => {
       // b restarts knowing its term but no leader yet. d's append of that term made d its leader (0c4571e drops one
       // only once a leader is known): b appended and applied 'forged' at the index and term where a and c then applied

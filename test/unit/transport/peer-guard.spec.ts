@@ -1,7 +1,7 @@
 /** PeerGuard's bookkeeping: which advertised client addresses it believes, and how often it logs refusals. */
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { CLIENT_ADDRESS_METADATA_KEY, CLUSTER_ID_METADATA_KEY, PeerGuard, PeerRefusedError, hostOf, type PeerCall } from '../../../src/transport/peer-guard.js';
+import { CLIENT_ADDRESS_METADATA_KEY, CLUSTER_ID_METADATA_KEY, PeerGuard, PeerRefusedError, hostOf, scopeOfMessage, scopeOfPath, type PeerCall } from '../../../src/transport/peer-guard.js';
 
 function call(peer: string, clientAddress: string, cluster = 'c1'): PeerCall {
   const metadata = new grpc.Metadata();
@@ -70,5 +70,37 @@ describe('PeerGuard: advertised client addresses and refusal logs', () => {
     cert = null;
     assert.throws(() => tls.admitCall(call('ipv4:10.0.0.9:1', '')), /names no member id/);
     assert.deepEqual(counted, ['cluster_id', 'not_member', 'identity']);
+  });
+
+  it('a sender outside the membership may send the Raft messages (the core decides), and nothing else: no fetch, stage, report, read index, write or membership question', () => {
+    // Refused at the door, a member whose configuration lacked its leader (added in entries it had not received)
+    // refused that leader for ever (simulator seed 358 with the real PeerGuard).
+    const counted: string[] = [];
+    const lines: string[] = [];
+    const logger = { debug: () => undefined, info: () => undefined, warn: (_o: object, msg: string) => lines.push(msg), error: () => undefined };
+    const g = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1', onRefused: (r) => counted.push(r), logger, nowMs: () => 0 });
+    for (const rpc of ['RequestVote', 'AppendEntries', 'InstallSnapshot', 'TimeoutNow']) {
+      assert.equal(scopeOfPath(`/snapcoord.v1.RaftService/${rpc}`), 'message', rpc);
+      g.admit('n9', call('ipv4:10.0.0.9:1', ''), scopeOfPath(`/snapcoord.v1.RaftService/${rpc}`));
+    }
+    for (const rpc of ['ReadIndex', 'ReportSnapshot', 'FetchSnapshot', 'StageArchive', 'Propose', 'GetMembership', 'FetchStateImage', 'Nope']) {
+      assert.equal(scopeOfPath(`/snapcoord.v1.RaftService/${rpc}`), 'member', rpc);
+      assert.throws(() => g.admit('n9', call('ipv4:10.0.0.9:1', ''), scopeOfPath(`/snapcoord.v1.RaftService/${rpc}`)), /n9 is not a member/, rpc);
+    }
+    assert.equal(scopeOfPath('/snapcoord.v1.KVService/AppendEntries'), 'member', 'another service of the same method name');
+    assert.equal(scopeOfPath('/evil.RaftService2/AppendEntries'), 'member');
+    assert.deepEqual(['vote', 'append', 'heartbeat', 'snapshot', 'timeoutNow'].map((t) => scopeOfMessage(t as 'vote')), Array(5).fill('message'));
+    assert.equal(scopeOfMessage('readIndex'), 'member');
+    assert.equal(counted.length, 8, 'each refusal counted');
+    assert.equal(lines.filter((l) => /does not name/.test(l)).length, 1, 'the outsider\'s messages logged once a minute, not each');
+    // Under mutual TLS a call opens in its method's scope: a certificate naming an id outside the membership may open
+    // an AppendEntries stream, not a FetchSnapshot; one naming no member id neither.
+    let cert: string | null = 'n9';
+    const tls = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1', identityOf: () => cert });
+    tls.admitCall(call('ipv4:10.0.0.9:1', ''), 'message');
+    assert.throws(() => tls.admitCall(call('ipv4:10.0.0.9:1', ''), 'member'), /n9 is not a member/);
+    assert.throws(() => tls.admit('n1', call('ipv4:10.0.0.9:1', ''), 'message'), /signed with the certificate of n9/);
+    cert = null;
+    assert.throws(() => tls.admitCall(call('ipv4:10.0.0.9:1', ''), 'message'), /names no member id/);
   });
 });
