@@ -29,12 +29,20 @@
  *   by many honest clients, a NAT's or gateways', has more connections than
  *   it proves: before, a caller with no key cut them one by one, the oldest
  *   first); when every held connection is proven, the new one is closed.
+ * - with a HostBudget (src/api/host-budget.ts), a host pays for what it
+ *   costs before it proves anything: `accept` charges each connection,
+ *   `streamOpened` each HTTP/2 stream on a connection not proven nor vouched
+ *   for, `prove` gives a connection's charges back; a host that overspends
+ *   is locked out: its connections not proven nor vouched for are closed
+ *   (`closedOverBudget`), and its new ones are closed at accept, before TLS
+ *   (`lockedOut`), until the lockout ends.
  * Refusals and evictions are counted (`refused`, `evicted`).
  */
 import type { Socket } from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 
 import { MetadataGateCall, type GatedCall, type MetadataGate } from '../transport/metadata-gate.js';
+import type { HostBudget } from './host-budget.js';
 
 export interface ConnectionLimits {
   /** connectionsMax: connections held in all (>= 1). */
@@ -53,6 +61,10 @@ interface Held {
   owner: string | null;
   /** vouched: not proven, but a call on it was let through (its owner had perOwnerMax proven already): pushed out after the silent ones. */
   vouched: boolean;
+  /** budgetKey: its host's HostBudget key (null: no budget, or an exempt host). */
+  readonly budgetKey: string | null;
+  /** charged: what it cost its host's budget so far (given back when it is proven or vouched for). */
+  charged: number;
 }
 
 export class ConnectionLimiter {
@@ -65,10 +77,19 @@ export class ConnectionLimiter {
   refused = 0;
   /** evicted: connections not proven pushed out by newer ones. */
   evicted = 0;
+  /** lockedOut: connections closed at accept because their host is locked out (HostBudget). */
+  lockedOut = 0;
+  /** closedOverBudget: held connections closed because their host overspent its budget. */
+  closedOverBudget = 0;
 
+  /**
+   * `budget`: what each remote host may cost before it proves anything (null: no budget); `onRefused` is
+   * told of connections refused at accept (over a cap, or their host locked out).
+   */
   constructor(
     private readonly limits: ConnectionLimits,
     private readonly onRefused: (host: string, why: string) => void = () => undefined,
+    private readonly budget: HostBudget | null = null,
   ) {
     for (const [k, v] of Object.entries(limits)) {
       if (!Number.isSafeInteger(v) || v < 1) throw new Error(`connection limits: ${k} must be a whole number >= 1, got ${String(v)}`);
@@ -83,6 +104,13 @@ export class ConnectionLimiter {
   /** accept decides a new connection: true when it is held (hand it to grpc-js); false when it was closed. */
   accept(socket: Socket): boolean {
     const host = socket.remoteAddress ?? '';
+    const budgetKey = this.budget === null ? null : this.budget.keyOf(host);
+    if (budgetKey !== null && this.budget?.locked(budgetKey) === true) {
+      this.lockedOut++;
+      socket.destroy();
+      this.onRefused(host, `${budgetKey} is locked out: it spent its budget of calls and connections without a key`);
+      return false;
+    }
     if ((this.perHost.get(host) ?? 0) >= this.limits.perHostMax && !this.evictOldest(host)) {
       return this.refuse(socket, host, `more than ${this.limits.perHostMax} connections from ${host}, every one with a call let through`);
     }
@@ -90,7 +118,7 @@ export class ConnectionLimiter {
       return this.refuse(socket, host, `more than ${this.limits.connectionsMax} connections, every one with a call let through`);
     }
     const key = `${host}:${socket.remotePort ?? ''}`;
-    const entry: Held = { socket, host, proven: false, owner: null, vouched: false };
+    const entry: Held = { socket, host, proven: false, owner: null, vouched: false, budgetKey, charged: 0 };
     this.held.set(key, entry);
     this.perHost.set(host, (this.perHost.get(host) ?? 0) + 1);
     socket.once('close', () => {
@@ -101,7 +129,44 @@ export class ConnectionLimiter {
       else this.perHost.delete(host);
       this.disown(entry);
     });
+    if (budgetKey !== null && !this.charge(entry, (this.budget as HostBudget).limits.connectionCost)) {
+      this.onRefused(host, `${budgetKey} spent its budget of calls and connections without a key: locked out`);
+      return false;
+    }
     return true;
+  }
+
+  /**
+   * streamOpened: an HTTP/2 stream was opened on the connection of `peer`
+   * (`address:port`, as a call's getPeer()): one token of its host's budget
+   * while the connection is neither proven nor vouched for.
+   */
+  streamOpened(peer: string): void {
+    if (this.budget === null) return;
+    const h = this.held.get(peer);
+    if (h === undefined || h.proven || h.vouched || h.budgetKey === null) return;
+    this.charge(h, 1);
+  }
+
+  /** charge spends `n` of h's host's budget on h; false when the host is locked out now (its connections not proven are closed). */
+  private charge(h: Held, n: number): boolean {
+    const key = h.budgetKey as string;
+    h.charged += n;
+    if ((this.budget as HostBudget).spend(key, n)) return true;
+    for (const [peer, o] of this.held) {
+      if (o.budgetKey !== key || o.proven || o.vouched) continue;
+      this.forget(peer, o);
+      o.socket.destroy();
+      this.closedOverBudget++;
+    }
+    return false;
+  }
+
+  /** refund: a connection proven or vouched for gives its charges back to its host's budget. */
+  private refund(h: Held): void {
+    if (h.budgetKey === null || h.charged === 0) return;
+    this.budget?.refund(h.budgetKey, h.charged);
+    h.charged = 0;
   }
 
   /**
@@ -116,12 +181,14 @@ export class ConnectionLimiter {
       const n = this.perOwner.get(owner) ?? 0;
       if (this.limits.perOwnerMax !== undefined && n >= this.limits.perOwnerMax) {
         h.vouched = true;
+        this.refund(h);
         return;
       }
       this.perOwner.set(owner, n + 1);
       h.owner = owner;
     }
     h.proven = true;
+    this.refund(h);
   }
 
   /** needsProof: the connection of a call from `peer` is held and not proven yet (prove would decide it). */
@@ -152,17 +219,21 @@ export class ConnectionLimiter {
     for (const vouched of [false, true]) {
       for (const [key, h] of this.held) {
         if (h.proven || h.vouched !== vouched || (host !== null && h.host !== host)) continue;
-        // Forgotten now, not at its 'close' (which comes later): the place is free for the new one.
-        this.held.delete(key);
-        const n = (this.perHost.get(h.host) ?? 1) - 1;
-        if (n > 0) this.perHost.set(h.host, n);
-        else this.perHost.delete(h.host);
+        this.forget(key, h);
         h.socket.destroy();
         this.evicted++;
         return true;
       }
     }
     return false;
+  }
+
+  /** forget drops a held connection now, not at its 'close' (which comes later): its place is free for a new one. */
+  private forget(key: string, h: Held): void {
+    this.held.delete(key);
+    const n = (this.perHost.get(h.host) ?? 1) - 1;
+    if (n > 0) this.perHost.set(h.host, n);
+    else this.perHost.delete(h.host);
   }
 
   private refuse(socket: Socket, host: string, why: string): false {

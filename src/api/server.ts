@@ -12,6 +12,7 @@
  */
 import { lookup } from 'node:dns/promises';
 import { setMaxListeners } from 'node:events';
+import type { Http2Server, ServerHttp2Stream } from 'node:http2';
 import { createServer as createNetServer, isIP, type AddressInfo, type Server as NetServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -36,6 +37,7 @@ import { CallGate, callGateInterceptor } from './call-gate.js';
 import { addWithBackpressure } from './stream-backpressure.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
 import { ConnectionLimiter, provingInterceptor, type ConnectionLimits } from './connection-limiter.js';
+import { HostBudget, type HostBudgetLimits } from './host-budget.js';
 import { createKvService } from './kv-service.js';
 import { LeaderForwarder } from './leader-forwarder.js';
 import { PROTO_FILES, protoDir } from './proto-dir.js';
@@ -96,6 +98,11 @@ export interface BindOptions {
   /** clientConnections / peerConnections: the connections each plane holds (ConnectionLimiter; default CLIENT_CONNECTION_LIMITS, PEER_CONNECTION_LIMITS). */
   readonly clientConnections?: ConnectionLimits;
   readonly peerConnections?: ConnectionLimits;
+  /**
+   * clientHostBudget: what one remote host may cost the client plane before it proves a key (HostBudget;
+   * default a HostBudget of CLIENT_HOST_BUDGET; null: none).
+   */
+  readonly clientHostBudget?: HostBudget | null;
   /** clientReads: how many client-plane calls read a request message at once (ReadGate; default CLIENT_READ_LIMITS). */
   readonly clientReads?: ReadLimits;
   /** clientCallsPerCallerMax: calls one API key has open at once on the client plane (CallGate; default CLIENT_CALLS_PER_CALLER_MAX). */
@@ -123,6 +130,17 @@ export const CLIENT_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 1024
  * on more leave them unproven: the first to go when another connects).
  */
 export const PEER_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 256, perHostMax: 64, perOwnerMax: 16 };
+/**
+ * CLIENT_HOST_BUDGET: one remote host may open 1024 streams without a key at once (or 64 connections, 16
+ * each for the TLS handshake), and 64 more a second; then it is locked out for 1 s, doubled at each lockout
+ * in a row up to a minute: its connections that proved no key are closed and new ones refused at accept,
+ * before TLS. Connections that prove a key cost nothing (their charges are given back); loopback is exempt
+ * (hostKey); IPv6 hosts are budgeted by /64. A Kubernetes probe (one connection and one Health/Check every
+ * few seconds) stays far below it. A flood without a key that reconnects before nghttp2's rapid-reset GOAWAY
+ * (1,000 resets a connection) had a live leader serve ~106,000 streams in 10 s (its CPU 0.5 -> 4.7 s, writes
+ * 179 -> 13 a second); now about its first 1,000, then one accept and close per connection attempt (0.9 s).
+ */
+export const CLIENT_HOST_BUDGET: HostBudgetLimits = { tokensMax: 1024, refillPerSec: 64, connectionCost: 16, lockMs: 1_000, lockMsMax: 60_000, hostsMax: 16_384 };
 /** CONNECTION_REFUSAL_LOG_INTERVAL_MS: one log line a minute per plane about refused connections. */
 const CONNECTION_REFUSAL_LOG_INTERVAL_MS = 60_000;
 
@@ -151,7 +169,21 @@ async function listen(srv: grpc.Server, address: string, credentials: grpc.Serve
   } catch (err) {
     throw new Error(`cannot listen on ${address}: ${(err as Error).message}`, { cause: err });
   }
+  const before = new Set(http2ServersOf(srv).keys());
   const injector = srv.createConnectionInjector(credentials ?? grpc.ServerCredentials.createInsecure());
+  // Every HTTP/2 stream is charged to its connection's host while the connection has proven nothing (HostBudget),
+  // whatever it asks for: a method that does not exist or a malformed call (which grpc-js answers itself, with
+  // no interceptor) as much as one the auth gate refuses. grpc-js's own handler runs first: a call with a key
+  // proves its connection (provingInterceptor) before this counts it.
+  const h2 = [...http2ServersOf(srv).keys()].find((s) => !before.has(s));
+  if (h2 === undefined) {
+    injector.destroy();
+    throw new Error(`cannot listen on ${address}: grpc-js made no HTTP/2 server for the connection injector`);
+  }
+  h2.on('stream', (stream: ServerHttp2Stream) => {
+    const socket = stream.session?.socket;
+    if (socket?.remoteAddress !== undefined) limiter.streamOpened(`${socket.remoteAddress}:${socket.remotePort ?? ''}`);
+  });
   const servers: NetServer[] = [];
   let port = hp.port;
   let firstError: unknown = null;
@@ -194,6 +226,17 @@ async function listen(srv: grpc.Server, address: string, credentials: grpc.Serve
   };
 }
 
+/**
+ * http2ServersOf: grpc-js's HTTP/2 servers (its private `http2Servers` map, keyed by server): the one
+ * createConnectionInjector makes is the only way to see every stream of a plane, those no interceptor sees
+ * included. Errors: Error when grpc-js no longer has the map (a grpc-js upgrade: listen cannot go on unguarded).
+ */
+function http2ServersOf(srv: grpc.Server): Map<Http2Server, unknown> {
+  const servers = (srv as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(servers instanceof Map)) throw new Error('grpc-js Server has no http2Servers map: the host budget cannot count streams');
+  return servers as Map<Http2Server, unknown>;
+}
+
 export interface ServeOptions {
   readonly node: Node;
   /** raftHandler serves RaftService; default the node itself. */
@@ -234,6 +277,8 @@ export interface ApiServer {
   readonly health: HealthImplementation;
   /** readGate: the client plane's calls reading a request message now, and waiting to. */
   readonly readGate: ReadGate;
+  /** clientConnections: the client plane's connections (held, refused, evicted, locked out by the host budget). */
+  readonly clientConnections: ConnectionLimiter;
   /** guard: the peer plane's admission check (after serve). */
   readonly guard: PeerGuard | null;
   /** directory: the members' client addresses as they advertise them over the peer plane (give it to the GrpcTransport too). */
@@ -326,10 +371,11 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
       const now = Date.now();
       if (now - lastMs < CONNECTION_REFUSAL_LOG_INTERVAL_MS) return;
       lastMs = now;
-      log.warn({ plane, host, why }, 'connection refused: the plane holds as many as it may (logged once a minute)');
+      log.warn({ plane, host, why }, 'connection refused (logged once a minute)');
     };
   };
-  const clientLimiter = new ConnectionLimiter(opts.clientConnections ?? CLIENT_CONNECTION_LIMITS, limitLog('client'));
+  const clientBudget = opts.clientHostBudget === undefined ? new HostBudget(CLIENT_HOST_BUDGET) : opts.clientHostBudget;
+  const clientLimiter = new ConnectionLimiter(opts.clientConnections ?? CLIENT_CONNECTION_LIMITS, limitLog('client'), clientBudget);
   const peerLimiter = new ConnectionLimiter(opts.peerConnections ?? PEER_CONNECTION_LIMITS, limitLog('peer'));
   // grpc-js hands a call's metadata to its interceptors in their order: provingInterceptor, after the others,
   // sees only the calls every other one let through. A call that needs no key (Health/Check) proves nothing;
@@ -411,6 +457,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     peerAddress,
     health,
     readGate,
+    clientConnections: clientLimiter,
     directory,
     get guard() {
       return guard;
