@@ -171,8 +171,8 @@ export class PeerGuard {
   /**
    * admit checks one message from `from` arriving on `call`, of `scope` (a
    * sender outside the membership is refused only for 'member'); on success
-   * it records the sender's advertised client address. Errors:
-   * PeerRefusedError.
+   * it records the advertised client address of a sender in the membership.
+   * Errors: PeerRefusedError.
    */
   admit(from: NodeId, call: PeerCall, scope: PeerScope = 'member'): void {
     this.checkCluster(from, call);
@@ -182,6 +182,12 @@ export class PeerGuard {
       if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
     }
     this.checkMember(from, call, scope);
+    // A sender outside the membership (admitted for the Raft messages) has no address recorded: followers forward
+    // writes, and their callers' keys, to their leader's, and an outsider is a leader only once the core took its
+    // claim after an election timeout (a removed member's certificate, one never added); without mutual TLS every
+    // id such a host made up was kept, none ever dropped. A member added in entries this node lacks gets its
+    // address recorded once this node has them.
+    if (!this.opts.isMember(from)) return;
     // Under mutual TLS the advertised address is bound to the certificate's member. Without it (plaintext, a
     // trusted network) it is taken only when it names the host the call came from or the member's own peer
     // host, so another host cannot redirect forwarded writes, and the callers' keys with them, to itself.

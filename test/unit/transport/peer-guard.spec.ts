@@ -103,4 +103,20 @@ describe('PeerGuard: advertised client addresses and refusal logs', () => {
     cert = null;
     assert.throws(() => tls.admitCall(call('ipv4:10.0.0.9:1', ''), 'message'), /names no member id/);
   });
+
+  it('a sender outside the membership gets no advertised client address recorded: no forwarded write (nor its caller\'s key) goes to it, and its ids do not pile up', () => {
+    // Plaintext: every `from` an outsider's host makes up was recorded with an address on that host, one entry per id
+    // and none ever dropped; under mutual TLS an outsider's certificate (a removed member's, or one never added) taken
+    // as leader after an election timeout got the clients' writes, their API keys with them, forwarded to its address.
+    const plain = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1', peerAddressOf: (id) => (id === 'n1' ? '10.0.0.1:7101' : '') });
+    for (let i = 0; i < 1000; i++) plain.admit(`x${i}`, call('ipv4:10.0.0.9:1', '10.0.0.9:7001'), 'message');
+    for (const id of ['x0', 'x999']) assert.equal(plain.clientAddressOf(id), '', id);
+    plain.admit('n1', call('ipv4:10.0.0.1:1', '10.0.0.1:7001'), 'message');
+    assert.equal(plain.clientAddressOf('n1'), '10.0.0.1:7001', 'a member\'s is');
+    const tls = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1', identityOf: (c) => (c.getPeer().startsWith('ipv4:10.0.0.9') ? 'n9' : 'n1') });
+    tls.admit('n9', call('ipv4:10.0.0.9:1', 'n9.internal:7001'), 'message');
+    assert.equal(tls.clientAddressOf('n9'), '');
+    tls.admit('n1', call('ipv4:10.0.0.1:1', 'n1.internal:7001'), 'message');
+    assert.equal(tls.clientAddressOf('n1'), 'n1.internal:7001');
+  });
 });
