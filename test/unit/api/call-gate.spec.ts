@@ -11,11 +11,11 @@ import http2 from 'node:http2';
 import { connect, type Socket } from 'node:net';
 
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
-import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { KvClient } from '../../../src/client/kv-client.js';
 import type { Node } from '../../../src/node/node.js';
 import { until } from '../../harness/until.js';
-import { serveSolo } from './harness.js';
+import { soloServer } from './harness.js';
+import { h2Frame, hpackLiteral } from './raw-http2.js';
 
 const KEY = 'call-gate-admin-key';
 const NARROW = 'call-gate-kv-read-key';
@@ -46,27 +46,14 @@ function watch(s: http2.ClientHttp2Session, key: string): Watch {
 
 describe('gRPC client plane: calls one API key has open at once (CallGate, real HTTP/2)', function () {
   this.timeout(60_000);
-  let api: ApiServer;
-  let node: Node;
-
-  before(async () => {
-    api = await bindApiServer({
-      bindAddress: '127.0.0.1:0',
-      peerBindAddress: '127.0.0.1:0',
-      interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
-      clientCallsPerCallerMax: CALLS_MAX,
-      clientAnswersPerCallerMax: ANSWERS_MAX,
-    });
-    node = await serveSolo(api);
-  });
-
-  after(async () => {
-    await api?.close(100);
-    await node?.stop();
+  const solo = soloServer({
+    interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
+    clientCallsPerCallerMax: CALLS_MAX,
+    clientAnswersPerCallerMax: ANSWERS_MAX,
   });
 
   it('a kv.read key holding never-ending Health/Watch streams gets RESOURCE_EXHAUSTED past the cap; other keys go on; an ended call gives its place back', async () => {
-    const s = http2.connect(`http://${api.address}`);
+    const s = http2.connect(`http://${solo.api.address}`);
     s.on('error', () => undefined);
     try {
       const held = Array.from({ length: CALLS_MAX }, () => watch(s, NARROW));
@@ -78,7 +65,7 @@ describe('gRPC client plane: calls one API key has open at once (CallGate, real 
       assert.equal(extra.messages, 0);
       assert.ok(held.every((w) => w.status === null), 'the held watches stay open');
       // Another key is not counted against this one.
-      const kv = new KvClient(api.address, { apiKey: KEY });
+      const kv = new KvClient(solo.api.address, { apiKey: KEY });
       try {
         await kv.put({ key: new TextEncoder().encode('k'), value: new TextEncoder().encode('v') }, { deadlineMs: 5_000 });
       } finally {
@@ -98,30 +85,12 @@ describe('gRPC client plane: calls one API key has open at once (CallGate, real 
     }
   });
 
-  /** frame: one HTTP/2 frame. */
-  function frame(type: number, flags: number, sid: number, payload: Buffer): Buffer {
-    const h = Buffer.alloc(9);
-    h.writeUIntBE(payload.length, 0, 3);
-    h[3] = type;
-    h[4] = flags;
-    h.writeUInt32BE(sid, 5);
-    return Buffer.concat([h, payload]);
-  }
-
-  /** hpackLiteral: a header field never indexed, its name and value literal. */
-  function hpackLiteral(name: string, value: string): Buffer {
-    const n = Buffer.from(name);
-    const v = Buffer.from(value);
-    assert.ok(n.length < 127 && v.length < 127);
-    return Buffer.concat([Buffer.from([0x10, n.length]), n, Buffer.from([v.length]), v]);
-  }
-
   it('Range calls whose answers are never read hold at most answersPerCallerMax answers; the rest wait unbuilt; another key goes on', async () => {
-    const admin = new KvClient(api.address, { apiKey: KEY });
+    const admin = new KvClient(solo.api.address, { apiKey: KEY });
     const enc = new TextEncoder();
     let ranges = 0;
-    const realRange = node.range.bind(node);
-    node.range = ((...a: Parameters<Node['range']>) => {
+    const realRange = solo.node.range.bind(solo.node);
+    solo.node.range = ((...a: Parameters<Node['range']>) => {
       ranges++;
       return realRange(...a);
     }) as Node['range'];
@@ -130,12 +99,12 @@ describe('gRPC client plane: calls one API key has open at once (CallGate, real 
       for (let i = 0; i < 4; i++) await admin.put({ key: enc.encode(`big/${i}`), value: new Uint8Array(512 * 1024) }, { deadlineMs: 10_000 });
       ranges = 0;
       // A client that never reads and never opens its flow-control window: the server may send it 64 KiB in all.
-      raw = connect(api.port, '127.0.0.1');
+      raw = connect(solo.api.port, '127.0.0.1');
       raw.on('error', () => undefined);
       raw.pause();
       const CALLS = ANSWERS_MAX + 3;
       const headers = (sid: number): Buffer =>
-        frame(1, 4, sid, Buffer.concat([
+        h2Frame(1, 4, sid, Buffer.concat([
           hpackLiteral(':method', 'POST'), hpackLiteral(':scheme', 'http'), hpackLiteral(':path', '/snapcoord.v1.KVService/Range'),
           hpackLiteral(':authority', 'x'), hpackLiteral('content-type', 'application/grpc'), hpackLiteral('te', 'trailers'),
           hpackLiteral('authorization', `Bearer ${NARROW}`),
@@ -143,8 +112,8 @@ describe('gRPC client plane: calls one API key has open at once (CallGate, real 
       // RangeRequest{prefix: "big/", serializable: true}
       const msg = Buffer.from([0x0a, 4, ...Buffer.from('big/'), 0x28, 1]);
       const body = Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]);
-      raw.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.alloc(0))]));
-      for (let i = 0; i < CALLS; i++) raw.write(Buffer.concat([headers(1 + 2 * i), frame(0, 1, 1 + 2 * i, body)]));
+      raw.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), h2Frame(4, 0, 0, Buffer.alloc(0))]));
+      for (let i = 0; i < CALLS; i++) raw.write(Buffer.concat([headers(1 + 2 * i), h2Frame(0, 1, 1 + 2 * i, body)]));
       await until('the first ranges to run', 10_000, () => (ranges >= ANSWERS_MAX ? true : undefined));
       await new Promise((r) => setTimeout(r, 1_000));
       // Before: every call ran and built its 2 MiB answer, left unsent in the node's memory.
@@ -154,7 +123,7 @@ describe('gRPC client plane: calls one API key has open at once (CallGate, real 
       assert.equal(r.kvs.length, 4);
       // The client goes: its calls end, the places come back.
       raw.destroy();
-      const narrow = new KvClient(api.address, { apiKey: NARROW });
+      const narrow = new KvClient(solo.api.address, { apiKey: NARROW });
       try {
         await until('the kv.read key to be served again', 10_000, async () => ((await narrow.range({ prefix: enc.encode('big/'), serializable: true }, { deadlineMs: 5_000 })).kvs.length === 4 ? true : undefined));
       } finally {
@@ -162,7 +131,7 @@ describe('gRPC client plane: calls one API key has open at once (CallGate, real 
       }
     } finally {
       raw?.destroy();
-      node.range = realRange;
+      solo.node.range = realRange;
       admin.close();
     }
   });

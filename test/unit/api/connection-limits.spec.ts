@@ -13,13 +13,12 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
-import { PEER_STREAMS_PER_CONNECTION_MAX, bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { PEER_STREAMS_PER_CONNECTION_MAX } from '../../../src/api/server.js';
 import { RaftServiceService } from '../../../src/gen/snapcoord/v1/raft.js';
 import { KvClient } from '../../../src/client/kv-client.js';
-import type { Node } from '../../../src/node/node.js';
 import { CLUSTER_ID_METADATA_KEY } from '../../../src/transport/peer-guard.js';
 import { until } from '../../harness/until.js';
-import { serveSolo } from './harness.js';
+import { soloServer } from './harness.js';
 
 const KEY = 'connection-limits-admin-key';
 const CLIENT = { connectionsMax: 8, perHostMax: 6 };
@@ -46,27 +45,17 @@ function silent(port: number, n: number): Silent {
 
 describe('gRPC planes: connections held per plane and per host (real TCP)', function () {
   this.timeout(60_000);
-  let api: ApiServer;
-  let node: Node;
   const opened: Silent[] = [];
   const clients: KvClient[] = [];
-
-  before(async () => {
-    api = await bindApiServer({
-      bindAddress: '127.0.0.1:0',
-      peerBindAddress: '127.0.0.1:0',
-      interceptors: [clientAuthInterceptor({ adminKey: KEY })],
-      clientConnections: CLIENT,
-      peerConnections: PEER,
-    });
-    node = await serveSolo(api);
-  });
-
-  after(async () => {
+  after(() => {
     for (const o of opened) for (const s of o.sockets) s.destroy();
     for (const c of clients) c.close();
-    await api?.close(100);
-    await node?.stop();
+  });
+
+  const solo = soloServer({
+    interceptors: [clientAuthInterceptor({ adminKey: KEY })],
+    clientConnections: CLIENT,
+    peerConnections: PEER,
   });
 
   function put(c: KvClient, i: number): Promise<unknown> {
@@ -74,8 +63,8 @@ describe('gRPC planes: connections held per plane and per host (real TCP)', func
   }
 
   it('silent connections beyond the caps are closed, the oldest first, on both planes', async () => {
-    const client = silent(api.port, 40);
-    const peer = silent(api.peerPort, 40);
+    const client = silent(solo.api.port, 40);
+    const peer = silent(solo.api.peerPort, 40);
     opened.push(client, peer);
     // One host (127.0.0.1): its cap is the smaller one.
     await until('the client plane to keep at most its per-host cap', 10_000, () => (client.closed() >= 40 - CLIENT.perHostMax ? true : undefined));
@@ -84,7 +73,7 @@ describe('gRPC planes: connections held per plane and per host (real TCP)', func
     assert.deepEqual(held(client), [34, 35, 36, 37, 38, 39], 'the newest are held');
     assert.deepEqual(held(peer), [37, 38, 39]);
     // The node still serves a caller with a key (its connection pushes out a silent one).
-    const kv = new KvClient(api.address, { apiKey: KEY });
+    const kv = new KvClient(solo.api.address, { apiKey: KEY });
     clients.push(kv);
     await put(kv, 0);
   });
@@ -92,13 +81,13 @@ describe('gRPC planes: connections held per plane and per host (real TCP)', func
   it('a connection whose calls passed the key check is never pushed out by silent ones or by callers with a wrong key', async () => {
     // Connections of their own (grpc-js would otherwise share the first test's client's connection).
     const own = { 'grpc.use_local_subchannel_pool': 1 };
-    const kv = new KvClient(api.address, { apiKey: KEY, channelOptions: own });
+    const kv = new KvClient(solo.api.address, { apiKey: KEY, channelOptions: own });
     clients.push(kv);
     await put(kv, 1);
-    const wrong = new KvClient(api.address, { apiKey: 'not-the-key', channelOptions: own });
+    const wrong = new KvClient(solo.api.address, { apiKey: 'not-the-key', channelOptions: own });
     clients.push(wrong);
     await assert.rejects(put(wrong, 2), /invalid API key/);
-    const flood = silent(api.port, 40);
+    const flood = silent(solo.api.port, 40);
     opened.push(flood);
     // Two proven connections (the first test's client and this one) keep their places: 4 are left for the rest.
     await until('the flood to be cut to the cap', 10_000, () => (flood.closed() >= 40 - (CLIENT.perHostMax - 2) ? true : undefined));
@@ -106,29 +95,16 @@ describe('gRPC planes: connections held per plane and per host (real TCP)', func
     assert.equal(kv.raw.getChannel().getConnectivityState(false), grpc.connectivityState.READY);
     await until('the wrong key\'s connection to be closed', 10_000, () => (wrong.raw.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY ? true : undefined));
     for (let i = 0; i < 5; i++) await put(kv, 10 + i);
-    assert.equal(node.status().role, 'leader');
+    assert.equal(solo.node.status().role, 'leader');
   });
 });
 
 describe('gRPC client plane: calls that need no key do not hold places (real TCP)', function () {
   this.timeout(60_000);
   const LIMITS = { connectionsMax: 4, perHostMax: 4 };
-  let api: ApiServer;
-  let node: Node;
-
-  before(async () => {
-    api = await bindApiServer({
-      bindAddress: '127.0.0.1:0',
-      peerBindAddress: '127.0.0.1:0',
-      interceptors: [clientAuthInterceptor({ adminKey: KEY })],
-      clientConnections: LIMITS,
-    });
-    node = await serveSolo(api);
-  });
-
-  after(async () => {
-    await api?.close(100);
-    await node?.stop();
+  const solo = soloServer({
+    interceptors: [clientAuthInterceptor({ adminKey: KEY })],
+    clientConnections: LIMITS,
   });
 
   it('a caller with no key that fills the plane with health checks is pushed out by a caller with a key', async () => {
@@ -138,8 +114,8 @@ describe('gRPC client plane: calls that need no key do not hold places (real TCP
     const Health = grpc.makeClientConstructor(healthService as unknown as grpc.ServiceDefinition, 'grpc.health.v1.Health');
     type HealthClient = grpc.Client & { check(req: { service: string }, opts: Partial<grpc.CallOptions>, cb: (e: grpc.ServiceError | null, r: { status: string }) => void): void };
     const own = { 'grpc.use_local_subchannel_pool': 1 };
-    const probes = Array.from({ length: LIMITS.connectionsMax }, () => new Health(api.address, grpc.credentials.createInsecure(), own) as unknown as HealthClient);
-    const kv = new KvClient(api.address, { apiKey: KEY, channelOptions: own });
+    const probes = Array.from({ length: LIMITS.connectionsMax }, () => new Health(solo.api.address, grpc.credentials.createInsecure(), own) as unknown as HealthClient);
+    const kv = new KvClient(solo.api.address, { apiKey: KEY, channelOptions: own });
     try {
       for (const p of probes) {
         const r = await new Promise<{ status: string }>((resolve, reject) => p.check({ service: '' }, { deadline: Date.now() + 5_000 }, (e, res) => (e ? reject(e) : resolve(res))));
@@ -162,28 +138,15 @@ describe('gRPC client plane: one API key proves a bounded number of connections 
   this.timeout(60_000);
   const NARROW = 'connection-limits-kv-read-key';
   const LIMITS = { connectionsMax: 6, perHostMax: 6, perOwnerMax: 2 };
-  let api: ApiServer;
-  let node: Node;
-
-  before(async () => {
-    api = await bindApiServer({
-      bindAddress: '127.0.0.1:0',
-      peerBindAddress: '127.0.0.1:0',
-      interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
-      clientConnections: LIMITS,
-    });
-    node = await serveSolo(api);
-  });
-
-  after(async () => {
-    await api?.close(100);
-    await node?.stop();
+  const solo = soloServer({
+    interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
+    clientConnections: LIMITS,
   });
 
   it('a kv.read key holding every place with one call per connection is pushed out by another key (before: every other caller refused at accept)', async () => {
     const own = { 'grpc.use_local_subchannel_pool': 1 };
-    const narrow = Array.from({ length: LIMITS.connectionsMax }, () => new KvClient(api.address, { apiKey: NARROW, channelOptions: own }));
-    const admin = new KvClient(api.address, { apiKey: KEY, channelOptions: own });
+    const narrow = Array.from({ length: LIMITS.connectionsMax }, () => new KvClient(solo.api.address, { apiKey: NARROW, channelOptions: own }));
+    const admin = new KvClient(solo.api.address, { apiKey: KEY, channelOptions: own });
     try {
       // One after the other: the first perOwnerMax connections are the key's proven ones.
       for (const c of narrow) await c.get({ key: enc.encode('k'), serializable: true }, { deadlineMs: 5_000 });
@@ -193,7 +156,7 @@ describe('gRPC client plane: one API key proves a bounded number of connections 
       await until('one of the key\'s unproven connections to be closed for the admin one', 10_000, () => (ready(narrow) < LIMITS.connectionsMax ? true : undefined));
       const kept = narrow.slice(0, LIMITS.perOwnerMax);
       assert.equal(ready(kept), LIMITS.perOwnerMax, 'the connections the key proved keep their places');
-      assert.equal(node.status().role, 'leader');
+      assert.equal(solo.node.status().role, 'leader');
     } finally {
       for (const c of narrow) c.close();
       admin.close();
@@ -207,8 +170,8 @@ describe('gRPC client plane: one API key proves a bounded number of connections 
     // first, being older, so a caller with no key could cut every honest connection past perOwnerMax, again and
     // again). Another key's new connection still may take the place of one of them (the test above).
     const own = { 'grpc.use_local_subchannel_pool': 1 };
-    const shared = Array.from({ length: LIMITS.connectionsMax - 1 }, () => new KvClient(api.address, { apiKey: NARROW, channelOptions: own }));
-    const port = Number(api.address.split(':')[1]);
+    const shared = Array.from({ length: LIMITS.connectionsMax - 1 }, () => new KvClient(solo.api.address, { apiKey: NARROW, channelOptions: own }));
+    const port = Number(solo.api.address.split(':')[1]);
     const quiet: Silent[] = [];
     try {
       for (const c of shared) await c.get({ key: enc.encode('k'), serializable: true }, { deadlineMs: 5_000 });
@@ -283,18 +246,7 @@ class Freezer {
 
 describe('gRPC peer plane: calls per connection and dead connections', function () {
   this.timeout(60_000);
-  let api: ApiServer;
-  let node: Node;
-
-  before(async () => {
-    api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', peerKeepalive: { timeMs: 500, timeoutMs: 500 } });
-    node = await serveSolo(api);
-  });
-
-  after(async () => {
-    await api?.close(100);
-    await node?.stop();
-  });
+  const solo = soloServer({ peerKeepalive: { timeMs: 500, timeoutMs: 500 } });
 
   /** appendStream: an admitted AppendEntries call that sends nothing; `opened` once the server answered its headers. */
   function appendStream(session: http2.ClientHttp2Session, onOpen: () => void): http2.ClientHttp2Stream {
@@ -305,7 +257,7 @@ describe('gRPC peer plane: calls per connection and dead connections', function 
   }
 
   it(`one connection holds at most ${PEER_STREAMS_PER_CONNECTION_MAX} calls at once (before: any number)`, async () => {
-    const session = http2.connect(`http://${api.peerAddress}`);
+    const session = http2.connect(`http://${solo.api.peerAddress}`);
     session.on('error', () => undefined);
     let opened = 0;
     try {
@@ -323,11 +275,11 @@ describe('gRPC peer plane: calls per connection and dead connections', function 
     } finally {
       session.destroy();
     }
-    await node.propose({ op: 'put', key: enc.encode('after-streams'), value: enc.encode('1') });
+    await solo.node.propose({ op: 'put', key: enc.encode('after-streams'), value: enc.encode('1') });
   });
 
   it('a member connection that goes dead without a FIN (its host gone) is closed by keepalive, its calls with it', async () => {
-    const relay = new Freezer(api.peerPort);
+    const relay = new Freezer(solo.api.peerPort);
     const port = await relay.listen();
     const session = http2.connect(`http://127.0.0.1:${port}`);
     session.on('error', () => undefined);
@@ -342,6 +294,6 @@ describe('gRPC peer plane: calls per connection and dead connections', function 
       session.destroy();
       relay.close();
     }
-    await node.propose({ op: 'put', key: enc.encode('after-dead'), value: enc.encode('1') });
+    await solo.node.propose({ op: 'put', key: enc.encode('after-dead'), value: enc.encode('1') });
   });
 });

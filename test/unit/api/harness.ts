@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 
 import { ClusterClient } from '../../../src/client/cluster-client.js';
 import { KvClient } from '../../../src/client/kv-client.js';
-import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { bindApiServer, type ApiServer, type BindOptions } from '../../../src/api/server.js';
 import { Node } from '../../../src/node/node.js';
 import type { Membership } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
@@ -131,4 +131,42 @@ export async function serveSolo(api: ApiServer): Promise<Node> {
   api.serve({ node });
   await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
   return node;
+}
+
+/** SoloServer: what soloServer's hooks start, read by the tests of its describe once its before hook ran. */
+export interface SoloServer {
+  readonly api: ApiServer;
+  /** node: n1 serving behind api, leading (serveSolo); none when soloServer was told `{ node: false }`. */
+  readonly node: Node;
+}
+
+/**
+ * soloServer registers, in the describe that calls it, a before hook that
+ * binds an ApiServer with `options` on 127.0.0.1:0 (both planes) and starts
+ * a one-node cluster behind it (serveSolo; `{ node: false }`: no node, the
+ * server alone), and an after hook that closes the server (100 ms grace) and
+ * stops the node. Reading api or node before the before hook ran (or node
+ * with `{ node: false }`) throws.
+ */
+export function soloServer(options: Omit<BindOptions, 'bindAddress' | 'peerBindAddress'>, what: { readonly node?: boolean } = {}): SoloServer {
+  let api: ApiServer | undefined;
+  let node: Node | undefined;
+  before(async () => {
+    api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', ...options });
+    if (what.node !== false) node = await serveSolo(api);
+  });
+  after(async () => {
+    await api?.close(100);
+    await node?.stop();
+  });
+  return {
+    get api(): ApiServer {
+      if (api === undefined) throw new Error('soloServer: the server is not bound (its before hook has not run)');
+      return api;
+    },
+    get node(): Node {
+      if (node === undefined) throw new Error(what.node === false ? 'soloServer: started with no node' : 'soloServer: the node is not started (its before hook has not run)');
+      return node;
+    },
+  };
 }

@@ -13,13 +13,12 @@ import http2 from 'node:http2';
 import { connect } from 'node:net';
 
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
-import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { KvClient } from '../../../src/client/kv-client.js';
 import { KVServiceService } from '../../../src/gen/snapcoord/v1/kv.js';
 import { ClusterServiceService } from '../../../src/gen/snapcoord/v1/cluster.js';
-import type { Node } from '../../../src/node/node.js';
 import { until } from '../../harness/until.js';
-import { serveSolo } from './harness.js';
+import { soloServer } from './harness.js';
+import { partialCall, type PartialCall } from './raw-http2.js';
 
 const KEY = 'read-gate-admin-key';
 /** NARROW: a kv.read key, the attacker's. */
@@ -35,28 +34,9 @@ function session(address: string, localAddress: string): http2.ClientHttp2Sessio
   return s;
 }
 
-interface Partial {
-  /** sent: the whole body but its last byte left the client (the server read it). */
-  sent: boolean;
-  /** status: the call's grpc-status, once answered. */
-  status: string | null;
-  readonly stream: http2.ClientHttp2Stream;
-}
-
 /** partial: a KV Get with the kv.read key whose message announces MESSAGE_BYTES and sends all but its last byte. */
-function partial(s: http2.ClientHttp2Session): Partial {
-  const stream = s.request({ ':method': 'POST', ':path': KVServiceService.get.path, 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${NARROW}` });
-  const p: Partial = { sent: false, status: null, stream };
-  stream.on('error', () => undefined);
-  stream.on('response', (h) => {
-    if (h['grpc-status'] !== undefined) p.status = String(h['grpc-status']);
-  });
-  stream.on('trailers', (t) => (p.status = String(t['grpc-status'])));
-  stream.resume();
-  const frame = Buffer.alloc(5 + MESSAGE_BYTES - 1);
-  frame.writeUInt32BE(MESSAGE_BYTES, 1);
-  stream.write(frame, () => (p.sent = true));
-  return p;
+function partial(s: http2.ClientHttp2Session): PartialCall {
+  return partialCall(s, KVServiceService.get.path, `Bearer ${NARROW}`, MESSAGE_BYTES);
 }
 
 /** status: a whole Status call on `s`; resolves with its grpc-status. */
@@ -73,27 +53,14 @@ function status(s: http2.ClientHttp2Session): Promise<string> {
 
 describe('gRPC client plane: request messages read at once (ReadGate, real HTTP/2)', function () {
   this.timeout(60_000);
-  let api: ApiServer;
-  let node: Node;
-
-  before(async () => {
-    api = await bindApiServer({
-      bindAddress: '127.0.0.1:0',
-      peerBindAddress: '127.0.0.1:0',
-      interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
-      clientReads: LIMITS,
-    });
-    node = await serveSolo(api);
-  });
-
-  after(async () => {
-    await api?.close(100);
-    await node?.stop();
+  const solo = soloServer({
+    interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
+    clientReads: LIMITS,
   });
 
   it('unfinished messages hold at most the places of their key; the rest stay in the client, a bounded number; a place held too long fails its call', async () => {
-    const attacker = session(api.address, '127.0.0.1');
-    const sameHost = session(api.address, '127.0.0.1');
+    const attacker = session(solo.api.address, '127.0.0.1');
+    const sameHost = session(solo.api.address, '127.0.0.1');
     try {
       const waiting = LIMITS.waitingPerCallerMax;
       const calls = Array.from({ length: LIMITS.readsPerCallerMax + waiting + 1 }, () => partial(attacker));
@@ -105,8 +72,8 @@ describe('gRPC client plane: request messages read at once (ReadGate, real HTTP/
       // (The refused call's stream is closed, so its bytes leave the client too.)
       assert.equal(calls.filter((c) => c.sent && c.status !== '8').length, LIMITS.readsPerCallerMax, 'bodies read by the server');
       assert.equal(calls.filter((c) => c.status === '8').length, 1, 'calls refused RESOURCE_EXHAUSTED');
-      assert.equal(api.readGate.readingNow, LIMITS.readsPerCallerMax);
-      assert.equal(api.readGate.waitingNow, waiting);
+      assert.equal(solo.api.readGate.readingNow, LIMITS.readsPerCallerMax);
+      assert.equal(solo.api.readGate.waitingNow, waiting);
       // Another key from the same host still has a place: its whole call is read and served while the
       // kv.read key's places are still held (before: it waited behind that host's calls until they timed out).
       assert.equal(await status(sameHost), '0');
@@ -114,14 +81,14 @@ describe('gRPC client plane: request messages read at once (ReadGate, real HTTP/
       // A place held past readMs fails its call; the next waiting ones read.
       await until('the first holders to fail DEADLINE_EXCEEDED', 10_000, () => (calls.filter((c) => c.status === '4').length >= LIMITS.readsPerCallerMax ? true : undefined));
       await until('the next waiting calls to read', 10_000, () => (calls.filter((c) => c.sent && c.status !== '8').length >= 2 * LIMITS.readsPerCallerMax ? true : undefined));
-      assert.ok(api.readGate.readingNow <= LIMITS.readsPerCallerMax);
+      assert.ok(solo.api.readGate.readingNow <= LIMITS.readsPerCallerMax);
     } finally {
       attacker.destroy();
       sameHost.destroy();
     }
-    await until('every place to be given back', 10_000, () => (api.readGate.readingNow === 0 && api.readGate.waitingNow === 0 ? true : undefined));
+    await until('every place to be given back', 10_000, () => (solo.api.readGate.readingNow === 0 && solo.api.readGate.waitingNow === 0 ? true : undefined));
     // Ordinary callers are served as before.
-    const kv = new KvClient(api.address, { apiKey: KEY });
+    const kv = new KvClient(solo.api.address, { apiKey: KEY });
     try {
       // As many at once as the key may have reading and waiting, eight times over.
       const atOnce = LIMITS.readsPerCallerMax + LIMITS.waitingPerCallerMax;
@@ -131,6 +98,6 @@ describe('gRPC client plane: request messages read at once (ReadGate, real HTTP/
     } finally {
       kv.close();
     }
-    assert.equal(api.readGate.readingNow, 0);
+    assert.equal(solo.api.readGate.readingNow, 0);
   });
 });

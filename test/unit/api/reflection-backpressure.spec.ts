@@ -9,46 +9,22 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
-import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { until } from '../../harness/until.js';
+import { soloServer } from './harness.js';
+import { h2Frame, hpackLiteral } from './raw-http2.js';
 
 const KEY = 'reflection-admin-key';
 const NARROW = 'reflection-kv-read-key';
 const REQUESTS = 20_000;
 
-function frame(type: number, flags: number, sid: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(sid, 5);
-  return Buffer.concat([h, payload]);
-}
-
-function hpackLiteral(name: string, value: string): Buffer {
-  const n = Buffer.from(name);
-  const v = Buffer.from(value);
-  return Buffer.concat([Buffer.from([0x10, n.length]), n, Buffer.from([v.length]), v]);
-}
-
 describe('gRPC reflection: requests read no faster than answers are taken (real HTTP/2)', function () {
   this.timeout(60_000);
-  let api: ApiServer;
-
-  before(async () => {
-    api = await bindApiServer({
-      bindAddress: '127.0.0.1:0',
-      peerBindAddress: '127.0.0.1:0',
-      interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
-    });
-  });
-
-  after(async () => {
-    await api?.close(100);
-  });
+  const solo = soloServer({
+    interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: NARROW, actions: ['kv.read'] }] })],
+  }, { node: false });
 
   it(`a client that sends ${REQUESTS} requests and takes no answer gets a bounded part of them read`, async () => {
-    const sock = connect(api.port, '127.0.0.1');
+    const sock = connect(solo.api.port, '127.0.0.1');
     sock.on('error', () => undefined);
     // WINDOW_UPDATE increments the server sends for stream 1: the request bytes it consumed.
     let consumed = 0;
@@ -67,16 +43,16 @@ describe('gRPC reflection: requests read no faster than answers are taken (real 
     const one = Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]);
     try {
       // SETTINGS: our initial window 0 (the server may send no DATA at all).
-      sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(4, 0, 0, Buffer.from([0, 4, 0, 0, 0, 0]))]));
+      sock.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), h2Frame(4, 0, 0, Buffer.from([0, 4, 0, 0, 0, 0]))]));
       sock.write(
-        frame(1, 4, 1, Buffer.concat([
+        h2Frame(1, 4, 1, Buffer.concat([
           hpackLiteral(':method', 'POST'), hpackLiteral(':scheme', 'http'), hpackLiteral(':path', '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo'),
           hpackLiteral(':authority', 'x'), hpackLiteral('content-type', 'application/grpc'), hpackLiteral('te', 'trailers'), hpackLiteral('authorization', `Bearer ${NARROW}`),
         ])),
       );
       // 200 requests a frame; the stream's 64 KiB window lets the first ~2,000 through, the rest as the server consumes.
       const perFrame = 200;
-      for (let i = 0; i < REQUESTS / perFrame; i++) sock.write(frame(0, 0, 1, Buffer.concat(Array<Buffer>(perFrame).fill(one))));
+      for (let i = 0; i < REQUESTS / perFrame; i++) sock.write(h2Frame(0, 0, 1, Buffer.concat(Array<Buffer>(perFrame).fill(one))));
       const total = REQUESTS * one.length;
       // Wait until the server's consumption stops moving (or covers everything, as before).
       let last = -1;
