@@ -13,11 +13,40 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
+import type { Node } from '../../../src/node/node.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { flipByte } from '../../harness/flip-byte.js';
 import { until } from '../../harness/until.js';
 
 const enc = new TextEncoder();
+
+/**
+ * cutOffAndQuarantine: stops a follower of `cluster`'s leader, writes 300
+ * entries until the leader has compacted past it, has the leader take a
+ * snapshot (the one its core then offers), damages that snapshot's archive,
+ * runs `beforeQuarantine` and has the leader find it damaged and move it to
+ * quarantine.
+ */
+async function cutOffAndQuarantine(cluster: RocksCluster, beforeQuarantine: (leader: Node) => void = () => undefined) {
+  const leader = await cluster.waitForLeader();
+  const f = cluster.members.find((m) => m.node !== leader)?.id as string;
+  await cluster.stop(f);
+  for (let i = 0; i < 300; i += 50) {
+    await Promise.all(Array.from({ length: 50 }, (_, j) => leader.propose({ op: 'put', key: enc.encode(`k/${i + j}`), value: enc.encode('x'.repeat(100)) })));
+  }
+  await until('the leader to compact past the stopped follower', 30_000, () => (leader.status().firstIndex > 50 ? true : undefined));
+  const sm = cluster.member(leader.id).snapshots;
+  assert.ok(sm !== null);
+  // A snapshot of the state now (none other due after it: no more writes), the one the core names.
+  const taken = await leader.snapshotNow();
+  await until('the core to name it', 30_000, () => (leader.status().snapshotIndex === taken.index && sm.newestMeta()?.digest === taken.digest ? true : undefined));
+  const newest = (await sm.store.list()).find((s) => s.meta.index === taken.index && s.archiveSha256 === taken.digest);
+  assert.ok(newest !== undefined);
+  await flipByte(newest.path);
+  beforeQuarantine(leader);
+  assert.equal(await leader.quarantineDamagedSnapshot(newest.id), true, 'found damaged and moved to quarantine');
+  return { leader, f, sm, taken, newest };
+}
 
 describe('node: a quarantined newest snapshot is rebuilt, not offered', function () {
   this.timeout(120_000);
@@ -31,22 +60,7 @@ describe('node: a quarantined newest snapshot is rebuilt, not offered', function
   it('a follower cut off past the log gets a good snapshot with no new writes after the quarantine', async () => {
     c = await RocksCluster.start(3, { snapshotEntries: 100, trailingEntries: 10, retain: 2 }, { electionTimeoutTicks: 60 });
     const cluster = c;
-    const leader = await cluster.waitForLeader();
-    const f = cluster.members.find((m) => m.node !== leader)?.id as string;
-    await cluster.stop(f);
-    for (let i = 0; i < 300; i += 50) {
-      await Promise.all(Array.from({ length: 50 }, (_, j) => leader.propose({ op: 'put', key: enc.encode(`k/${i + j}`), value: enc.encode('x'.repeat(100)) })));
-    }
-    await until('the leader to compact past the stopped follower', 30_000, () => (leader.status().firstIndex > 50 ? true : undefined));
-    const sm = cluster.member(leader.id).snapshots;
-    assert.ok(sm !== null);
-    // A snapshot of the state now (none other due after it: no more writes), the one the core names.
-    const taken = await leader.snapshotNow();
-    await until('the core to name it', 30_000, () => (leader.status().snapshotIndex === taken.index && sm.newestMeta()?.digest === taken.digest ? true : undefined));
-    const newest = (await sm.store.list()).find((s) => s.meta.index === taken.index && s.archiveSha256 === taken.digest);
-    assert.ok(newest !== undefined);
-    await flipByte(newest.path);
-    assert.equal(await leader.quarantineDamagedSnapshot(newest.id), true, 'found damaged and moved to quarantine');
+    const { leader, f, sm, newest } = await cutOffAndQuarantine(cluster);
 
     await cluster.restart(f);
     const fn = cluster.node(f);
@@ -83,25 +97,12 @@ describe('node: a quarantined newest snapshot is rebuilt, not offered', function
     };
     c = await RocksCluster.start(3, { snapshotEntries: 100, trailingEntries: 10, retain: 2 }, { electionTimeoutTicks: 60 }, { snapshotIo: io });
     const cluster = c;
-    const leader = await cluster.waitForLeader();
-    const f = cluster.members.find((m) => m.node !== leader)?.id as string;
-    const other = cluster.members.find((m) => m.node !== leader && m.id !== f)?.id as string;
-    await cluster.stop(f);
-    for (let i = 0; i < 300; i += 50) {
-      await Promise.all(Array.from({ length: 50 }, (_, j) => leader.propose({ op: 'put', key: enc.encode(`k/${i + j}`), value: enc.encode('x'.repeat(100)) })));
-    }
-    await until('the leader to compact past the stopped follower', 30_000, () => (leader.status().firstIndex > 50 ? true : undefined));
+    const { leader, f, sm, taken } = await cutOffAndQuarantine(cluster, (l) => {
+      failWritesUnder = join(cluster.dir, l.id);
+    });
+    const other = cluster.members.find((m) => m.id !== leader.id && m.id !== f)?.id as string;
     const otherNode = cluster.node(other);
     await until(`${other} to hold a snapshot`, 30_000, () => (otherNode.status().snapshotIndex > 0 ? true : undefined));
-    const sm = cluster.member(leader.id).snapshots;
-    assert.ok(sm !== null);
-    const taken = await leader.snapshotNow();
-    await until('the core to name it', 30_000, () => (leader.status().snapshotIndex === taken.index && sm.newestMeta()?.digest === taken.digest ? true : undefined));
-    const newest = (await sm.store.list()).find((s) => s.meta.index === taken.index && s.archiveSha256 === taken.digest);
-    assert.ok(newest !== undefined);
-    await flipByte(newest.path);
-    failWritesUnder = join(cluster.dir, leader.id);
-    assert.equal(await leader.quarantineDamagedSnapshot(newest.id), true, 'found damaged and moved to quarantine');
     await until('the rebuild to fail', 30_000, () => (/automatic snapshot failed/.test(cluster.recentLog(leader.id)) ? true : undefined));
     assert.equal(leader.status().role, 'leader', 'no follower needs a snapshot yet: leadership stays');
 

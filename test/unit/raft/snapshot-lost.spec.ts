@@ -10,25 +10,36 @@ import assert from 'node:assert/strict';
 import type { SnapshotMeta } from '../../../src/raft/index.js';
 import { TestCluster, bytes } from './harness.js';
 
+/**
+ * strandedBehindLostSnapshot: a leads a, b, c; c was cut off while a wrote 20
+ * entries, snapshotted and compacted them, then lost that snapshot (c is back,
+ * behind it, and offered nothing); b took a snapshot of its own when bHolds.
+ */
+function strandedBehindLostSnapshot(bHolds: boolean): { c: TestCluster; lost: SnapshotMeta; bSnapshot: SnapshotMeta | null } {
+  const c = new TestCluster(['a', 'b', 'c']);
+  c.elect('a');
+  c.isolate('c');
+  const a = c.node('a');
+  for (let i = 0; i < 20; i++) a.propose(bytes(`v${i}`));
+  c.stabilize();
+  c.tickAll(1);
+  const bSnapshot = bHolds ? c.takeSnapshot('b') : null;
+  const lost = c.takeSnapshot('a');
+  assert.equal(a.snapshotLost({ ...lost, digest: 'another' }), false, 'not the core\'s snapshot: nothing changes');
+  assert.equal(a.snapshotLost(lost), true);
+  c.heal();
+  c.tickAll(4);
+  assert.deepEqual(c.snapshotsWanted.get('c') ?? [], [], 'the lost snapshot is not offered');
+  assert.ok((c.persisted.get('c')?.appliedIndex ?? 0) < lost.index, 'c is still behind');
+  return { c, lost, bSnapshot };
+}
+
 describe('RaftNode.snapshotLost', () => {
   it('a leader whose snapshot is lost offers none until it holds one again, then that one', () => {
-    const c = new TestCluster(['a', 'b', 'c']);
-    c.elect('a');
-    c.isolate('c');
-    const a = c.node('a');
-    for (let i = 0; i < 20; i++) a.propose(bytes(`v${i}`));
-    c.stabilize();
-    c.tickAll(1);
-    const lost = c.takeSnapshot('a');
-    assert.equal(a.snapshotLost({ ...lost, digest: 'another' }), false, 'not the core\'s snapshot: nothing changes');
-    assert.equal(a.snapshotLost(lost), true);
-    c.heal();
-    c.tickAll(4);
-    assert.deepEqual(c.snapshotsWanted.get('c') ?? [], [], 'the lost snapshot is not offered');
-    assert.ok((c.persisted.get('c')?.appliedIndex ?? 0) < lost.index, 'c is still behind');
+    const { c, lost } = strandedBehindLostSnapshot(false);
     // The driver builds a snapshot of the same state (same index, another digest: a new archive).
     const rebuilt = { ...lost, digest: `rebuilt@${lost.index}` };
-    a.setSnapshot(rebuilt);
+    c.node('a').setSnapshot(rebuilt);
     c.tickAll(4);
     assert.deepEqual(c.snapshotsWanted.get('c'), [rebuilt], 'the rebuilt snapshot is offered');
   });
@@ -42,28 +53,16 @@ describe('RaftNode.snapshotLost', () => {
  * names the followers that wait (status().snapshotStranded).
  */
 describe('RaftNode.snapshotRebuildFailed', () => {
-  /** strandedBehindLostSnapshot: a leads a, b, c; c was cut off while a wrote 20 entries, snapshotted and compacted them, then lost that snapshot; b took a snapshot of its own when bHolds. */
-  function strandedBehindLostSnapshot(bHolds: boolean): { c: TestCluster; lost: SnapshotMeta; bSnapshot: SnapshotMeta | null } {
-    const c = new TestCluster(['a', 'b', 'c']);
-    c.elect('a');
-    c.isolate('c');
-    const a = c.node('a');
-    for (let i = 0; i < 20; i++) a.propose(bytes(`v${i}`));
-    c.stabilize();
-    c.tickAll(1);
-    const bSnapshot = bHolds ? c.takeSnapshot('b') : null;
-    const lost = c.takeSnapshot('a');
-    assert.equal(a.snapshotLost(lost), true);
-    c.heal();
-    c.tickAll(4);
-    assert.equal(c.leaderId(), 'a', 'a still leads while its rebuild may succeed');
-    assert.deepEqual(a.status().snapshotStranded, ['c'], 'c needs a snapshot a cannot offer');
-    assert.deepEqual(c.snapshotsWanted.get('c') ?? [], [], 'the lost snapshot is not offered');
-    return { c, lost, bSnapshot };
+  /** stranded: strandedBehindLostSnapshot, and a still leads (its rebuild may yet succeed), c named as waiting. */
+  function stranded(bHolds: boolean): ReturnType<typeof strandedBehindLostSnapshot> {
+    const r = strandedBehindLostSnapshot(bHolds);
+    assert.equal(r.c.leaderId(), 'a', 'a still leads while its rebuild may succeed');
+    assert.deepEqual(r.c.node('a').status().snapshotStranded, ['c'], 'c needs a snapshot a cannot offer');
+    return r;
   }
 
   it('hands leadership to the voter that holds a snapshot, which offers it to the follower cut off past the log', () => {
-    const { c, bSnapshot } = strandedBehindLostSnapshot(true);
+    const { c, bSnapshot } = stranded(true);
     const a = c.node('a');
     a.snapshotRebuildFailed();
     assert.equal(a.status().leadTransferee, 'b', 'the transfer starts at once');
@@ -77,7 +76,7 @@ describe('RaftNode.snapshotRebuildFailed', () => {
   });
 
   it('stays leader and reports the waiting follower when no voter holds a snapshot to offer', () => {
-    const { c } = strandedBehindLostSnapshot(false);
+    const { c } = stranded(false);
     const a = c.node('a');
     a.snapshotRebuildFailed();
     c.tickAll(60);
