@@ -137,8 +137,9 @@ export const PEER_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 256, p
  * before TLS. Connections that prove a key cost nothing (their charges are given back); loopback is exempt
  * (hostKey); IPv6 hosts are budgeted by /64. A Kubernetes probe (one connection and one Health/Check every
  * few seconds) stays far below it. A flood without a key that reconnects before nghttp2's rapid-reset GOAWAY
- * (1,000 resets a connection) had a live leader serve ~106,000 streams in 10 s (its CPU 0.5 -> 4.7 s, writes
- * 179 -> 13 a second); now about its first 1,000, then one accept and close per connection attempt (0.9 s).
+ * (1,000 resets a connection) had a live leader serve ~99,000 streams in 10 s (its CPU 0.55 -> 4.9 s per 10 s,
+ * writes 220 -> 33 a second); now about its first 1,000, then one accept and close per connection attempt
+ * (0.67 -> 1.1 s).
  */
 export const CLIENT_HOST_BUDGET: HostBudgetLimits = { tokensMax: 1024, refillPerSec: 64, connectionCost: 16, lockMs: 1_000, lockMsMax: 60_000, hostsMax: 16_384 };
 /** CONNECTION_REFUSAL_LOG_INTERVAL_MS: one log line a minute per plane about refused connections. */
