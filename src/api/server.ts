@@ -469,6 +469,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
       const g = new PeerGuard({
         clusterId: clusterId ?? 'snapcoord',
         isMember: (id) => node.isMember(id),
+        wasRemoved: (id) => node.wasRemoved(id),
         peerAddressOf: (id) => node.addressOf(id),
         ...(identityOf !== undefined ? { identityOf } : {}),
         ...(onPeerRefused !== undefined ? { onRefused: onPeerRefused } : {}),

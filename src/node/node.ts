@@ -101,6 +101,8 @@ export interface NodeTimings {
  * keeps changing bytes is failing).
  */
 const RESTORE_REFETCHES_MAX = 3;
+/** REMOVED_IDS_MAX: removed ids a node remembers for its peer plane (Node.wasRemoved); past it the oldest are forgotten. */
+const REMOVED_IDS_MAX = 1024;
 
 /**
  * APPLY_QUEUE_ENTRIES_MAX: committed entries waiting for the apply worker
@@ -469,6 +471,8 @@ export class Node {
   private readonly fsm: StateMachine;
   private readonly transport: MessageSender;
   private readonly onMemberRemoved: ((id: NodeId) => void) | undefined;
+  /** removedIds: the ids this node applied a removal of since it started, oldest first (wasRemoved). */
+  private readonly removedIds = new Set<NodeId>();
   private readonly log: Logger;
   private readonly timings: NodeTimings;
   private readonly maxPendingProposals: number;
@@ -1046,6 +1050,32 @@ export class Node {
   isMember(id: NodeId): boolean {
     const m = this.raft.brief().membership;
     return m.voters.includes(id) || m.learners.includes(id);
+  }
+
+  /**
+   * wasRemoved: this node applied a change removing `id` since it started,
+   * none adding it back since, and its configuration does not name it: the
+   * peer plane refuses `id` even the Raft messages it passes from a sender
+   * outside the configuration (peer-guard.ts), as etcd refuses a removed
+   * member's. In memory: a node restarted since, or that learned of the
+   * removal only through a snapshot, holds the id to the core's rules for
+   * outsiders instead. A member removed and added back in entries this node
+   * has not applied yet is refused until it applies them; if that member
+   * leads meanwhile, this node waits (`cluster status` shows the refusal)
+   * until another leads.
+   */
+  wasRemoved(id: NodeId): boolean {
+    return this.removedIds.has(id) && !this.isMember(id);
+  }
+
+  /** noteRemoved records `id` for wasRemoved, forgetting the oldest past REMOVED_IDS_MAX. */
+  private noteRemoved(id: NodeId): void {
+    this.removedIds.delete(id);
+    this.removedIds.add(id);
+    if (this.removedIds.size > REMOVED_IDS_MAX) {
+      const oldest = this.removedIds.values().next().value;
+      if (oldest !== undefined) this.removedIds.delete(oldest);
+    }
   }
 
   /** dialAddressOf: where this node connects to reach `id`: its dial override, else its advertised address. */
@@ -2027,7 +2057,12 @@ export class Node {
         try {
           const cc = decodeConfChange(e.data);
           this.log.info({ index: e.index, op: cc.op, nodeId: cc.nodeId }, 'membership change applied');
-          if (cc.op === 'removeNode') this.onMemberRemoved?.(cc.nodeId);
+          if (cc.op === 'removeNode') {
+            this.onMemberRemoved?.(cc.nodeId);
+            this.noteRemoved(cc.nodeId);
+          } else {
+            this.removedIds.delete(cc.nodeId);
+          }
         } catch {
           this.log.warn({ index: e.index }, 'malformed membership change skipped');
         }

@@ -23,7 +23,8 @@
  * Refused here, a member whose configuration lacked its leader (a new member
  * whose first snapshot predated the leader's own addition; a member away while
  * the leader was added and the members it knew removed) refused that leader
- * for ever and never caught up.
+ * for ever and never caught up. An id this node saw removed (`wasRemoved`,
+ * as etcd refuses a removed member) is refused those too.
  * What can be decided before a message is read is decided when the call
  * opens (admitCall, peerAdmissionInterceptor): the cluster id, and under
  * mutual TLS that the certificate names a member. So a caller who will be
@@ -111,6 +112,8 @@ export interface PeerGuardOptions {
   readonly clusterId: string;
   /** isMember: `id` is in this node's current membership (voter, learner, or being added). */
   readonly isMember: (id: NodeId) => boolean;
+  /** wasRemoved: this node saw `id` removed and not added back (Node.wasRemoved): refused in every scope. */
+  readonly wasRemoved?: (id: NodeId) => boolean;
   /** peerAddressOf: member `id`'s peer address in the membership ('' when unknown); without mutual TLS an advertised client address must be on its host (or the caller's). */
   readonly peerAddressOf?: (id: NodeId) => string;
   /**
@@ -246,6 +249,7 @@ export class PeerGuard {
   private checkMember(from: NodeId, call: PeerCall, scope: PeerScope): void {
     if (this.opts.isMember(from)) return;
     if (scope === 'member') this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
+    if (this.opts.wasRemoved?.(from) === true) this.refuse('not_member', from, call, `${from} was removed from this cluster (this node applied its removal)`);
     this.logOnce(call, 'outsider', { from: from.slice(0, 64) }, 'peer plane: a Raft message from a sender this node\'s configuration does not name (a member added in entries it lacks, or none): its claims to lead are taken only after an election timeout without a leader (logged once a minute per sender)');
   }
 

@@ -828,11 +828,11 @@ export class NodeCluster {
     const starting = (): Promise<never> => Promise.reject(Object.assign(new Error('starting'), { code: 14 }));
     // The peer plane's admission (src/api/server.ts): every request, report and stream a member serves passes the
     // real PeerGuard first, in its RPC's scope: a sender outside the node's newest membership is refused everything
-    // but the Raft messages, which the core then takes by its non-voter rules. Without it the simulator could not
+    // but the Raft messages (those too once the node applied its removal), which the core takes by its non-voter rules. Without it the simulator could not
     // tell whether a member whose configuration lacks its leader ever catches up (it did not: refused outright, seed
     // 358), nor hold a node started for an addLearner that failed to the rules production holds it to (seeds 6747
     // and 123004: its vote requests, delivered, moved the members' terms for ever).
-    const guard = new PeerGuard({ clusterId: SIM_CLUSTER_ID, isMember: (id) => ref.node?.isMember(id) ?? false, logger, nowMs: () => clock.nowMs() });
+    const guard = new PeerGuard({ clusterId: SIM_CLUSTER_ID, isMember: (id) => ref.node?.isMember(id) ?? false, wasRemoved: (id) => ref.node?.wasRemoved(id) ?? false, logger, nowMs: () => clock.nowMs() });
     // A refusal fails the call (a rejected promise, as the gRPC call's PERMISSION_DENIED), never throws into the network.
     const admitted = <T>(from: NodeId, scope: PeerScope, serve: () => Promise<T>): Promise<T> => {
       try {

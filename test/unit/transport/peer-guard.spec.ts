@@ -119,4 +119,13 @@ describe('PeerGuard: advertised client addresses and refusal logs', () => {
     tls.admit('n1', call('ipv4:10.0.0.1:1', 'n1.internal:7001'), 'message');
     assert.equal(tls.clientAddressOf('n1'), 'n1.internal:7001');
   });
+
+  it('an id this node saw removed (wasRemoved) is refused in every scope, the Raft messages too', () => {
+    const removed = new Set(['n7']);
+    const g = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1', wasRemoved: (id) => removed.has(id) });
+    for (const scope of ['message', 'member'] as const) assert.throws(() => g.admit('n7', call('ipv4:10.0.0.9:1', ''), scope), scope === 'message' ? /n7 was removed from this cluster/ : /n7 is not a member/);
+    g.admit('n8', call('ipv4:10.0.0.9:1', ''), 'message');
+    removed.delete('n7'); // added back (the node applied the change)
+    g.admit('n7', call('ipv4:10.0.0.9:1', ''), 'message');
+  });
 });

@@ -642,7 +642,7 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
       }
     });
 
-    it('a removed member is refused', async () => {
+    it('a removed member is refused, its Raft messages too once a node applied its removal (as etcd refuses a removed member\'s)', async () => {
       const leader = await stableLeader();
       const removed = members.find((m) => m !== leader) as Member;
       await leader.node.changeMembership({ op: 'removeNode', nodeId: removed.id });
@@ -653,6 +653,22 @@ describe('peer plane: mutual TLS and PeerGuard against outsiders (real nodes, re
         assert.ok(r instanceof Error, `a removed member must be refused, was served ${JSON.stringify(r)}`);
         assert.equal(r.code, grpc.status.PERMISSION_DENIED, r.message);
         assert.match(r.details, new RegExp(`${removed.id} is not a member`));
+        // A sender outside the configuration may send Raft messages (it may lead in entries the receiver lacks); one
+        // the receiver saw removed may not: its claims are refused at the door, not left to the core's rules.
+        const remaining = (): string => JSON.stringify(members.filter((m) => m !== removed).map((m) => ({ id: m.id, term: m.node.status().term, leader: m.node.status().leader })));
+        const before = remaining();
+        const term = leader.node.status().term;
+        const errs = [
+          await vote(c, { type: 'vote', from: removed.id, to: leader.id, term: term + 1, preVote: true, lastLogIndex: 1e9, lastLogTerm: term + 1, transfer: false }),
+          await timeoutNow(c, { type: 'timeoutNow', from: removed.id, to: leader.id, term }),
+          await append(c, { type: 'append', from: removed.id, to: leader.id, term: term + 1, prevLogIndex: 0, prevLogTerm: 0, commit: 0, entries: [] }),
+        ];
+        for (const e of errs) {
+          assert.ok(e !== null, 'refused');
+          assert.equal(e.code, grpc.status.PERMISSION_DENIED, e.message);
+          assert.match(e.details, new RegExp(`${removed.id} was removed from this cluster`));
+        }
+        assert.equal(remaining(), before);
       } finally {
         c.close();
       }
