@@ -13,6 +13,9 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { DiskGuard } from '../../../src/node/disk-guard.js';
+import { silentLogger } from '../../../src/node/logger.js';
 import type { Node } from '../../../src/node/node.js';
 import { RocksCluster } from './rocks-cluster.js';
 import { flipByte } from '../../harness/flip-byte.js';
@@ -27,7 +30,7 @@ const enc = new TextEncoder();
  * runs `beforeQuarantine` and has the leader find it damaged and move it to
  * quarantine.
  */
-async function cutOffAndQuarantine(cluster: RocksCluster, beforeQuarantine: (leader: Node) => void = () => undefined) {
+async function cutOffAndQuarantine(cluster: RocksCluster, beforeQuarantine: (leader: Node) => void | Promise<void> = () => undefined) {
   const leader = await cluster.waitForLeader();
   const f = cluster.members.find((m) => m.node !== leader)?.id as string;
   await cluster.stop(f);
@@ -43,7 +46,7 @@ async function cutOffAndQuarantine(cluster: RocksCluster, beforeQuarantine: (lea
   const newest = (await sm.store.list()).find((s) => s.meta.index === taken.index && s.archiveSha256 === taken.digest);
   assert.ok(newest !== undefined);
   await flipByte(newest.path);
-  beforeQuarantine(leader);
+  await beforeQuarantine(leader);
   assert.equal(await leader.quarantineDamagedSnapshot(newest.id), true, 'found damaged and moved to quarantine');
   return { leader, f, sm, taken, newest };
 }
@@ -121,5 +124,40 @@ describe('node: a quarantined newest snapshot is rebuilt, not offered', function
     await new Promise((r) => setTimeout(r, 2_000));
     assert.equal(otherNode.status().role, 'leader');
     assert.ok(/handing leadership to/.test(cluster.recentLog(leader.id, 400)), 'the hand-over is logged');
+  });
+
+  /**
+   * The same with the leader's disk below its free-space reserve
+   * (--min-free-bytes) when the snapshot is lost: no rebuild is even tried
+   * (none is taken on a full disk), which counts as a failed one. Before,
+   * nothing told the core, and the leader kept leading.
+   */
+  it('a leader whose disk is below its reserve when its snapshot is lost hands leadership over too', async () => {
+    const guards = new Map<string, DiskGuard>();
+    const diskGuardFor = (id: string, dataDir: string): DiskGuard => {
+      const g = new DiskGuard(dataDir, 0, silentLogger, systemClock, 50);
+      guards.set(id, g);
+      return g;
+    };
+    c = await RocksCluster.start(3, { snapshotEntries: 100, trailingEntries: 10, retain: 2 }, { electionTimeoutTicks: 60 }, { diskGuardFor });
+    const cluster = c;
+    const { leader, f, sm, taken } = await cutOffAndQuarantine(cluster, async (l) => {
+      // The reserve raised past what is free: the disk is "full" for this node from its next measurement.
+      const g = guards.get(l.id) as DiskGuard;
+      (g as { minFreeBytes: number }).minFreeBytes = Number.MAX_SAFE_INTEGER;
+      await g.refresh();
+    });
+    assert.equal(guards.get(leader.id)?.isFull, true);
+    const other = cluster.members.find((m) => m.id !== leader.id && m.id !== f)?.id as string;
+    const otherNode = cluster.node(other);
+    await until(`${other} to hold a snapshot`, 30_000, () => (otherNode.status().snapshotIndex > 0 ? true : undefined));
+    await cluster.restart(f);
+    const fn = cluster.node(f);
+    await until(`${f} to catch up`, 30_000, () => (fn.status().applied >= taken.index && fn.status().applied >= otherNode.status().commit ? true : undefined)).catch((err: Error) => {
+      throw new Error(`${err.message}; leader ${cluster.members.find((m) => m.node?.status().role === 'leader')?.id}\n${cluster.recentLog(leader.id, 30)}`);
+    });
+    assert.equal(otherNode.status().role, 'leader', `${other}, which holds a snapshot, leads`);
+    assert.ok((sm.newestMeta()?.index ?? 0) < taken.index, 'the old leader took no snapshot on its full disk');
+    assert.equal(await cluster.member(f).storage?.stateDigest(), await cluster.member(other).storage?.stateDigest());
   });
 });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import type { SnapshotServiceClient, RestoreSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
+import type { DiskGuard } from '../../../src/node/disk-guard.js';
 import { Node, type NodeTimings } from '../../../src/node/node.js';
 import { prepareRoots } from '../../../src/api/snapshot-path.js';
 import { snapshotTaskRunner } from '../../../src/ops/snapshot-task.js';
@@ -55,6 +56,8 @@ export class RocksCluster {
   stateImages = false;
   /** verifyImageRecords: the members' NodeOptions.verifyImageRecords (off, its default, unless start() is told). */
   verifyImageRecords = false;
+  /** diskGuardFor: a member's NodeOptions.diskGuard at each (re)start, given its data dir (none unless start() is told). */
+  diskGuardFor: ((id: string, dataDir: string) => DiskGuard) | null = null;
   private membership: Membership = { voters: [], learners: [], addresses: {} };
   private readonly logs = new Map<string, LogLine[]>();
 
@@ -66,10 +69,16 @@ export class RocksCluster {
   ) {}
 
   /** start boots `size` members; options.snapshotIo: the snapshot managers' file system and compression (a test gates parts of it). */
-  static async start(size: number, policy: Partial<SnapshotPolicy> = {}, timings: Partial<NodeTimings> = {}, options: { readonly snapshotIo?: SnapshotIo; readonly stateImages?: boolean; readonly verifyImageRecords?: boolean } = {}): Promise<RocksCluster> {
+  static async start(
+    size: number,
+    policy: Partial<SnapshotPolicy> = {},
+    timings: Partial<NodeTimings> = {},
+    options: { readonly snapshotIo?: SnapshotIo; readonly stateImages?: boolean; readonly verifyImageRecords?: boolean; readonly diskGuardFor?: (id: string, dataDir: string) => DiskGuard } = {},
+  ): Promise<RocksCluster> {
     const c = new RocksCluster(await mkdtemp(join(tmpdir(), 'snapcoord-rocks-cluster-')), { ...DEFAULT_SNAPSHOT_POLICY, ...policy }, timings, options.snapshotIo ?? nodeSnapshotIo);
     c.stateImages = options.stateImages ?? false;
     c.verifyImageRecords = options.verifyImageRecords ?? false;
+    c.diskGuardFor = options.diskGuardFor ?? null;
     const ids = Array.from({ length: size }, (_, i) => `n${i + 1}`);
     const apis: ApiServer[] = [];
     for (let i = 0; i < size; i++) apis.push(await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' }));
@@ -145,6 +154,7 @@ export class RocksCluster {
       logger: log,
       stateImages: this.stateImages,
       verifyImageRecords: this.verifyImageRecords,
+      ...(this.diskGuardFor !== null ? { diskGuard: this.diskGuardFor(m.id, dataDir) } : {}),
     });
     ref.node = node;
     const snapshotPath = join(this.dir, 'task-snapshots', `${m.id}.snapshot`);
