@@ -332,9 +332,11 @@ export function createSnapshotService(
           if (end > offset) {
             // 1 MiB pieces, each read straight into a frame with room for the message's fields (the serializer
             // encodes around it in place: grpc-js's framing is the one copy) and read into again once grpc-js has
-            // sent its message: no fresh buffer per piece. Each checked against the chunk hashes recorded when the
-            // archive was written, hashed once as read (readFrames): a byte damaged on this disk since fails the
-            // download at its chunk (DATA_LOSS), the archive quarantined, rather than reaching the client whole.
+            // sent its message: no fresh buffer per piece. An archive this process has not hashed itself (found on
+            // the disk at start, not yet scrubbed) is checked against the chunk hashes recorded when it was written,
+            // hashed once as read (readFrames): a byte damaged on this disk fails the download at its chunk
+            // (DATA_LOSS), the archive quarantined. One it wrote or verified is sent on its recorded hashes (damage
+            // since: the client's digest check fails the download, and the scrub quarantines it).
             try {
               for await (const f of handle.readFrames(offset, end)) {
                 if (cancelled) break;

@@ -154,7 +154,10 @@ export interface SnapshotHandle extends StoredSnapshot {
    * archiveBytes) in pieces of at most CHUNK_HASH_BYTES, each read into a
    * buffer that comes back for a later piece once its `release` is called
    * (chunk-reader.ts readFrames; FRAME_ROOM around each piece, so a one-copy
-   * serializer writes a message's fields there). Each CHUNK_HASH_BYTES chunk
+   * serializer writes a message's fields there). An archive whose bytes
+   * this store hashed itself since it was opened (written through its sink,
+   * or verified whole: SnapshotStore.hashedHere) is read on its recorded
+   * hashes, hashing nothing. Any other: each CHUNK_HASH_BYTES chunk
    * that holds bytes of the range is hashed once as read and compared with
    * its recorded hash (chunkSha256s) before any of it is handed over: the
    * generator throws SnapshotStoreError `corrupt` at the first that differs
@@ -591,6 +594,18 @@ export class SnapshotStore {
    */
   private readonly written = new WeakMap<StoredSnapshot, readonly Uint8Array[]>();
   /**
+   * hashedHere: the snapshots (id -> archive SHA-256) whose archive bytes this store hashed itself since it was
+   * opened (this process): written through its sink (build; staged, once the whole digest is proven), or read
+   * back whole and found to agree with every recorded hash (open with verify or of a claimed digest, verify,
+   * the scrub, a checked read's confirm). Their recorded chunk hashes are trusted by SnapshotHandle.readFrames
+   * (a download: no hash per byte served, issue 15's "opening a stored archive trusts the recorded hashes after
+   * a cheap check"); any other archive (found on the disk at start, not yet scrubbed) is checked chunk by chunk
+   * as it is read. Damage after the hashing is caught by the reader's digest check (every download carries the
+   * archive's SHA-256) and by the scrub (at boot in the background, and on demand), which quarantines it. An id
+   * leaves it when its directory is quarantined or removed. At most the store's snapshots (one entry each).
+   */
+  private readonly hashedHere = new Map<string, string>();
+  /**
    * keepAlso: retention never removes a snapshot for which this says true,
    * beside the newest `retain` and the open ones (the node keeps what its
    * followers were offered and are pulling: between two fetch streams, or
@@ -972,6 +987,7 @@ export class SnapshotStore {
         stored = this.describe(id, storedMeta);
         this.rememberMeta(id, storedMetaBytes, storedMeta); // its next read parses nothing (loadMeta compares the bytes)
         this.written.set(stored, digest.chunkSha256s);
+        this.hashedHere.set(id, digest.archiveSha256); // hashed by the sink as it wrote the bytes
       } catch (err) {
         await this.io.rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
         throw err;
@@ -1096,6 +1112,8 @@ export class SnapshotStore {
         if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(end) || offset < 0 || offset > end || end > stored.archiveBytes) {
           throw new SnapshotStoreError('invalid-argument', `range ${offset}..${end} is outside 0..${stored.archiveBytes}`);
         }
+        // Bytes this store hashed itself since it opened: their recorded hashes are trusted (hashedHere).
+        if (this.hashedHere.get(id) === stored.archiveSha256) return readFrames(stored.path, offset, READ_CHUNK_BYTES, this.io, end);
         return checkedFramesOf(handle, this.io, offset, end);
       },
       createCheckedReadStream: () => {
@@ -1116,6 +1134,7 @@ export class SnapshotStore {
               throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} SHA-256 is ${sha256}, not the ${stored.archiveSha256} its sender claimed`, { path: stored.path });
             }
             await this.confirmDigest(id, sha256);
+            this.hashedHere.set(id, sha256);
           },
         };
       },
@@ -1276,6 +1295,7 @@ export class SnapshotStore {
 
   /** moveToQuarantine: quarantine's move, under the store's lock. */
   private async moveToQuarantine(id: string): Promise<void> {
+    this.hashedHere.delete(id);
     const qdir = join(this.dir, QUARANTINE_DIR);
     await this.io.mkdir(qdir, { recursive: true, mode: DIR_MODE });
     await this.io.rename(join(this.dir, id), join(qdir, `${id}-${this.io.wallNowMs()}`));
@@ -1519,6 +1539,7 @@ export class SnapshotStore {
             const existingDir = join(this.dir, id);
             for (const f of [ARCHIVE_FILE, CHUNKS_FILE, STORED_META_FILE]) await this.io.rename(join(tmpDir, f), join(existingDir, f));
             await fsyncDir(existingDir, this.io);
+            this.hashedHere.set(id, digest.archiveSha256); // proven just above
             return this.describe(id, storedMeta);
           }
           if (bump > SAME_ID_ARCHIVES_MAX) {
@@ -1527,6 +1548,9 @@ export class SnapshotStore {
           id = snapshotId(meta.term, meta.index, createdAtMs + bump);
         }
         await this.placeDurably(tmpDir, id);
+        // Hashed whole by the sink as written (or proven); a claimed digest is trusted once a reader confirms it.
+        if (proven) this.hashedHere.set(id, digest.archiveSha256);
+        else this.hashedHere.delete(id);
         const stored = this.describe(id, storedMeta);
         await this.applyRetention(stored);
         return stored;
@@ -1607,6 +1631,15 @@ export class SnapshotStore {
    * (with the read error as its cause when it cannot be read).
    */
   private async checkBytes(stored: StoredSnapshot, chunkSha256s: readonly Uint8Array[] | null): Promise<SinkDigest> {
+    // Whatever was trusted of it, a read that does not agree (or fails) ends the trust; one that agrees is trust.
+    this.hashedHere.delete(stored.id);
+    const actual = await this.hashBytes(stored, chunkSha256s);
+    this.hashedHere.set(stored.id, stored.archiveSha256);
+    return actual;
+  }
+
+  /** hashBytes: checkBytes' hashing and comparing. */
+  private async hashBytes(stored: StoredSnapshot, chunkSha256s: readonly Uint8Array[] | null): Promise<SinkDigest> {
     const { id } = stored;
     const actual = await hashFile(this.io, stored.path).catch((err: unknown) => {
       throw new SnapshotStoreError('corrupt', `snapshot ${id}: cannot read ${ARCHIVE_FILE}: ${(err as Error).message}`, { path: stored.path, cause: err });
@@ -1779,6 +1812,7 @@ export class SnapshotStore {
 
   /** removeDir renames the snapshot away first (atomic), so a crash mid-delete leaves only a *.tmp leftover. */
   private async removeDir(id: string): Promise<void> {
+    this.hashedHere.delete(id);
     const doomed = `${id}.deleting-${this.io.uniqueName()}${TMP_SUFFIX}`;
     this.busyTmp.add(doomed);
     try {
