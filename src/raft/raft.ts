@@ -130,6 +130,14 @@ export interface RaftBootState {
 /** SNAPSHOT_GUARD_ELECTION_TIMEOUTS: the default snapshotGuardTicksMax, in election timeouts. */
 export const SNAPSHOT_GUARD_ELECTION_TIMEOUTS = 400;
 
+/**
+ * NON_VOTER_CLAIM_CAMPAIGNS_MIN: the campaigns a node that may campaign has
+ * started since it last heard from a leader (so at least one failed) before
+ * it takes a claim to lead from a sender its configuration does not name as
+ * a voter (see nonVoterClaimTooSoon).
+ */
+export const NON_VOTER_CLAIM_CAMPAIGNS_MIN = 2;
+
 export interface ProgressStatus {
   readonly match: number;
   readonly next: number;
@@ -214,6 +222,12 @@ export class RaftNode {
   protected lead: NodeId = NO_NODE;
 
   private electionElapsed = 0;
+  /**
+   * campaignsSinceLeader: campaigns (pre-campaigns included) this node started
+   * since it last led or took a leader's append, heartbeat or snapshot; 0 after a
+   * restart (see nonVoterClaimTooSoon).
+   */
+  private campaignsSinceLeader = 0;
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
   private votes = new Map<NodeId, boolean>();
@@ -1100,6 +1114,7 @@ export class RaftNode {
     this.countedAsVoter = false;
     this.role = 'leader';
     this.lead = this.id;
+    this.campaignsSinceLeader = 0;
     this.syncProgress();
     const self = this.prs.get(this.id);
     if (self !== undefined) {
@@ -1199,17 +1214,27 @@ export class RaftNode {
    * (simulator seed 358 with the real PeerGuard: a new member applied 1 of 83
    * entries). A learner promoted, or a member added, in an entry this node
    * lacks, then elected, is taken once this node has gone an election timeout
-   * without hearing from another leader.
+   * without hearing from another leader, and, if this node may campaign
+   * (promotable), once a campaign of its own since it last heard from a
+   * leader failed (campaignsSinceLeader): its configuration's voters could
+   * not elect one of them.
    */
   private nonVoterClaimTooSoon(m: Message): boolean {
-    if (m.term < this.term || m.from === this.lead || this.electionElapsed >= this.cfg.electionTimeoutTicks) return false;
+    if (m.term < this.term || m.from === this.lead) return false;
     // The candidate this node voted for in this term (its vote passed this rule) leads that term: its appends are
     // taken at once. Dropped until an election timeout after the vote, they never were in time: the leader, promoted
     // in an entry this node lacks, heard from no quorum and stepped down first, over and over (simulator seed 52952
     // of the campaign on 50747c8: no write committed for 4.9 s after healing).
     if (m.term === this.term && this.vote === m.from) return false;
     if (m.type !== 'vote' && m.type !== 'append' && m.type !== 'heartbeat' && m.type !== 'snapshot') return false;
-    return !isVoter(this.membership, m.from);
+    if (isVoter(this.membership, m.from)) return false;
+    // A node that may campaign takes such a claim only once a campaign of its own since it last heard from a leader
+    // failed (NON_VOTER_CLAIM_CAMPAIGNS_MIN): a configuration whose voters can elect one of them never needs a sender
+    // it does not name. Taken in the election timeout after the leader's crash, before any voter campaigned, one
+    // message of a removed member's certificate made each voter it reached its follower: forged entries appended,
+    // committed and applied, a different one at the same index and term on each voter (replicas split for good; review23).
+    if (this.promotable() && this.campaignsSinceLeader < NON_VOTER_CLAIM_CAMPAIGNS_MIN) return true;
+    return this.electionElapsed < this.cfg.electionTimeoutTicks;
   }
 
   /**
@@ -1307,6 +1332,7 @@ export class RaftNode {
 
   private hup(transfer: boolean): void {
     if (this.role === 'leader' || !this.promotable()) return;
+    if (this.campaignsSinceLeader < NON_VOTER_CLAIM_CAMPAIGNS_MIN) this.campaignsSinceLeader++;
     if (this.cfg.preVote && !transfer) this.campaignPre();
     else this.campaignReal(transfer);
   }
@@ -1430,16 +1456,19 @@ export class RaftNode {
     switch (m.type) {
       case 'append':
         this.electionElapsed = 0;
+        this.campaignsSinceLeader = 0;
         this.lead = m.from;
         this.handleAppend(m);
         return;
       case 'heartbeat':
         this.electionElapsed = 0;
+        this.campaignsSinceLeader = 0;
         this.lead = m.from;
         this.handleHeartbeat(m);
         return;
       case 'snapshot':
         this.electionElapsed = 0;
+        this.campaignsSinceLeader = 0;
         this.lead = m.from;
         this.handleSnapshot(m);
         return;
