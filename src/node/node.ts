@@ -557,6 +557,8 @@ export class Node {
    */
   private rebuildFailing = false;
   private strandedNote = '';
+  /** handOffsLogged: the core's snapshotHandOff.count noteStranded last logged. */
+  private handOffsLogged = 0;
   /** snapshotFailures: automatic snapshots failed in a row; the next waits until snapshotRetry fires. */
   private snapshotFailures = 0;
   private snapshotRetry: TimerHandle | undefined;
@@ -1988,14 +1990,20 @@ export class Node {
    */
   private noteStranded(): void {
     const st = this.raft.status();
+    const h = st.snapshotHandOff;
+    if (h.count !== this.handOffsLogged) {
+      // By the core's count, not leadTransferee: a hand-over may complete between two ticks (a TimeoutNow and an
+      // election over loopback take a few ms), and was then never logged.
+      this.handOffsLogged = h.count;
+      const waiting = h.stranded.join(', ');
+      this.log.warn({ stranded: h.stranded, to: h.to }, `${waiting} need${h.stranded.length === 1 ? 's' : ''} a snapshot this leader cannot offer (its own is lost, rebuilding it failed): handing leadership to ${h.to}, which holds one`);
+    }
     const note = st.role !== 'leader' || st.snapshotStranded.length === 0 ? '' : `${st.leadTransferee}>${st.snapshotStranded.join(',')}`;
     if (note === this.strandedNote) return;
     this.strandedNote = note;
     if (note === '') return;
     const waiting = st.snapshotStranded.join(', ');
-    if (st.leadTransferee !== '') {
-      this.log.warn({ stranded: st.snapshotStranded, to: st.leadTransferee }, `${waiting} need${st.snapshotStranded.length === 1 ? 's' : ''} a snapshot this leader cannot offer (its own is lost, rebuilding it failed): handing leadership to ${st.leadTransferee}, which holds one`);
-    } else {
+    if (st.leadTransferee === '') {
       this.log.error(
         { stranded: st.snapshotStranded },
         `${waiting} need${st.snapshotStranded.length === 1 ? 's' : ''} a snapshot this leader cannot offer (its own is lost, rebuilding it failed), and no caught-up voter reported one to offer: leadership stays here and ${waiting} wait${st.snapshotStranded.length === 1 ? 's' : ''} until a snapshot is rebuilt (free disk space, check the disk)`,

@@ -150,6 +150,13 @@ export interface ProgressStatus {
   readonly applied: number;
 }
 
+/** SnapshotHandOff: see RaftStatus.snapshotHandOff. */
+export interface SnapshotHandOff {
+  readonly count: number;
+  readonly to: NodeId;
+  readonly stranded: readonly NodeId[];
+}
+
 export interface RaftStatus {
   readonly id: NodeId;
   readonly term: number;
@@ -175,6 +182,14 @@ export interface RaftStatus {
   readonly snapshotStranded: readonly NodeId[];
   /** snapshotRebuildFailed: this node's snapshot is lost and the driver reported that building one failed since (snapshotRebuildFailed). */
   readonly snapshotRebuildFailed: boolean;
+  /**
+   * snapshotHandOff: the hand-overs this node started as a leader whose
+   * snapshot was lost (handOff): how many since it started, and the last
+   * one's target and the followers that waited for a snapshot then. A driver
+   * that logs a hand-over by its count misses none, however soon it
+   * completes (leadTransferee is set only until the target wins).
+   */
+  readonly snapshotHandOff: SnapshotHandOff;
   readonly installingSnapshot: number;
   /** compactionFloor: the highest index the log may be compacted to now (see compactionFloor()). */
   readonly compactionFloor: number;
@@ -272,6 +287,8 @@ export class RaftNode {
    * disk, EIO); cleared once it holds one again, or another is lost.
    */
   private rebuildFailed = false;
+  /** snapshotHandOff: see RaftStatus.snapshotHandOff. */
+  private snapshotHandOff: SnapshotHandOff = { count: 0, to: NO_NODE, stranded: [] };
 
   /**
    * countedAsVoter: a candidate asked this node, not a voter in its own
@@ -857,7 +874,9 @@ export class RaftNode {
         bestMatch = pr.match;
       }
     }
-    if (best !== NO_NODE) this.transferLeadership(best);
+    if (best === NO_NODE) return;
+    if (!blocked) this.snapshotHandOff = { count: this.snapshotHandOff.count + 1, to: best, stranded: this.snapshotStranded() };
+    this.transferLeadership(best);
   }
 
   /**
@@ -1075,6 +1094,7 @@ export class RaftNode {
       leadTransferee: this.leadTransferee,
       snapshotStranded: this.snapshotStranded(),
       snapshotRebuildFailed: this.rebuildFailed,
+      snapshotHandOff: this.snapshotHandOff,
       installingSnapshot: this.installing?.index ?? 0,
       compactionFloor: this.compactionFloor(),
     };
