@@ -23,6 +23,7 @@ import {
   type Member,
   type RemoveMemberRequest,
   type RemoveMemberResponse,
+  type SnapshotLoss,
   type StatusRequest,
   type StatusResponse,
   type TransferLeadershipRequest,
@@ -72,6 +73,19 @@ export function membersOf(st: NodeStatus, addressOf: (id: string) => string, cli
   ];
 }
 
+/**
+ * snapshotLossOf: a leader's lost snapshot as StatusResponse.snapshot_loss: the
+ * followers waiting for a snapshot it cannot offer, whether rebuilding it
+ * failed, and the voter leadership is being handed to (the core's transfer,
+ * which only a failed rebuild with followers waiting starts here); undefined
+ * on a follower, or with none waiting and no failed rebuild.
+ */
+export function snapshotLossOf(st: NodeStatus): SnapshotLoss | undefined {
+  if (st.role !== 'leader' || (st.snapshotStranded.length === 0 && !st.snapshotRebuildFailed)) return undefined;
+  const handing = st.snapshotRebuildFailed && st.snapshotStranded.length > 0;
+  return { stranded: [...st.snapshotStranded], rebuildFailed: st.snapshotRebuildFailed, handOffTo: handing ? st.leadTransferee : '' };
+}
+
 /** statusOf is the StatusResponse of a node; clientAddressOf names the members' client addresses. */
 export function statusOf(node: NodeView, clientAddressOf: (id: string) => string = () => ''): StatusResponse {
   const st = node.status();
@@ -86,6 +100,7 @@ export function statusOf(node: NodeView, clientAddressOf: (id: string) => string
     members: membersOf(st, (id) => node.addressOf(id), clientAddressOf),
     leaderClientAddress: st.leader === '' ? '' : clientAddressOf(st.leader),
     snapshotIndex: BigInt(st.snapshotIndex),
+    snapshotLoss: snapshotLossOf(st),
   };
 }
 

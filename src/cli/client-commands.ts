@@ -63,6 +63,7 @@ export function statusJson(st: StatusResponse): object {
       suffrage: suffrageToJSON(m.suffrage),
       matchIndex: Number(m.matchIndex),
     })),
+    ...(st.snapshotLoss !== undefined ? { snapshotLoss: { stranded: st.snapshotLoss.stranded, rebuildFailed: st.snapshotLoss.rebuildFailed, handOffTo: st.snapshotLoss.handOffTo } } : {}),
   };
 }
 
@@ -103,6 +104,23 @@ export interface MemberView {
   readonly refused?: { readonly from: string; readonly reason: string };
 }
 
+/**
+ * SnapshotLossView: the leader's own snapshot is lost (StatusResponse.snapshot_loss):
+ * `stranded` need one it cannot offer (at most STRANDED_SHOWN_MAX named, `strandedCount`
+ * all of them), `rebuildFailed` building a new one failed, `handOffTo` the voter that
+ * leadership is being handed to ('' for none).
+ */
+export interface SnapshotLossView {
+  readonly leader: string;
+  readonly stranded: readonly string[];
+  readonly strandedCount: number;
+  readonly rebuildFailed: boolean;
+  readonly handOffTo: string;
+}
+
+/** STRANDED_SHOWN_MAX: stranded followers `cluster status` names; the rest are counted. */
+export const STRANDED_SHOWN_MAX = 16;
+
 /** ClusterView: the JSON of `cluster status --json`. */
 export interface ClusterView {
   /** endpoint: the id of the node asked. */
@@ -112,6 +130,8 @@ export interface ClusterView {
   /** commitIndex: the leader's (the endpoint's when the leader did not answer). */
   readonly commitIndex: number;
   readonly members: readonly MemberView[];
+  /** snapshotLoss: what the leader says of its lost snapshot; absent when it says nothing (or did not answer). */
+  readonly snapshotLoss?: SnapshotLossView;
 }
 
 /** MemberDial: how `cluster status` reaches the other members: the endpoint's dial, and whether --plaintext was given. */
@@ -185,6 +205,7 @@ export async function clusterView(
     }),
   );
   const leaderId = leaderSt?.id ?? st.leaderId;
+  const loss = leaderSt?.snapshotLoss;
   return {
     endpoint: st.id,
     leader:
@@ -194,7 +215,32 @@ export async function clusterView(
     term: Number(view.term),
     commitIndex: commit,
     members,
+    ...(leaderSt !== null && loss !== undefined
+      ? {
+          snapshotLoss: {
+            leader: oneLine(leaderSt.id),
+            stranded: loss.stranded.slice(0, STRANDED_SHOWN_MAX).map(oneLine),
+            strandedCount: loss.stranded.length,
+            rebuildFailed: loss.rebuildFailed,
+            handOffTo: oneLine(loss.handOffTo),
+          },
+        }
+      : {}),
   };
+}
+
+/** snapshotLossText: the note under `cluster status`'s table for a leader whose snapshot is lost. */
+function snapshotLossText(l: SnapshotLossView): string {
+  const more = l.strandedCount > l.stranded.length ? ` and ${l.strandedCount - l.stranded.length} more` : '';
+  const waiting = `${l.stranded.join(', ')}${more}`;
+  const one = l.strandedCount === 1;
+  if (l.strandedCount === 0) {
+    return `${l.leader}'s snapshot is lost and rebuilding it failed (no follower needs one yet)\n  (free disk space on ${l.leader} or check its disk: a follower that falls behind its log will need one)`;
+  }
+  const needs = `${waiting} need${one ? 's' : ''} a snapshot the leader ${l.leader} cannot offer`;
+  if (!l.rebuildFailed) return `${needs}: its own is lost and is being rebuilt`;
+  if (l.handOffTo !== '') return `${needs}: its own is lost and rebuilding it failed; handing leadership to ${l.handOffTo}, which holds one`;
+  return `${needs}: its own is lost, rebuilding it failed, and no caught-up voter holds one; ${l.leader} stays leader and ${waiting} wait${one ? 's' : ''}\n  (free disk space on ${l.leader} or check its disk: the snapshot is rebuilt by itself then)`;
 }
 
 export function clusterText(v: ClusterView): string {
@@ -208,7 +254,9 @@ export function clusterText(v: ClusterView): string {
   const refusals = v.members.flatMap((m) =>
     m.refused === undefined ? [] : [`${m.id} refuses ${m.refused.from}'s messages: ${m.refused.reason}\n  (a new member must be started with --peers naming every member: \`cluster add\` prints them)`],
   );
-  return [`${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'PEER'], rows)}`, ...refusals].join('\n');
+  // A leader whose snapshot is lost leaves the followers that need one waiting: name them, and what it does about it.
+  const loss = v.snapshotLoss === undefined ? [] : [snapshotLossText(v.snapshotLoss)];
+  return [`${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'PEER'], rows)}`, ...refusals, ...loss].join('\n');
 }
 
 function membersText(members: readonly Member[]): string {

@@ -160,7 +160,8 @@ describe('cli: snapshot transfers against a scripted node', function () {
       appliedIndex: 42n,
       members: [],
       snapshotIndex: 0n,
-    leaderClientAddress: '',
+      leaderClientAddress: '',
+      snapshotLoss: undefined,
     };
     // Status answers once a failing GetSnapshot has sent its error (at most 3 s later: a CLI that asks in turn still gets it).
     const clusterImpl: Partial<ClusterServiceServer> = {

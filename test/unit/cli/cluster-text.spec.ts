@@ -1,11 +1,12 @@
 /**
  * `cluster status` as text: the members' table, then one line for each
  * member that refuses the leader's peer messages, with its reason and what
- * usually fixes it (a new member started with --peers that leave the leader out).
+ * usually fixes it (a new member started with --peers that leave the leader out),
+ * and a note when the leader's snapshot is lost (the followers waiting for one).
  */
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { clusterText, clusterView, type ClusterView, type MemberView } from '../../../src/cli/client-commands.js';
+import { STRANDED_SHOWN_MAX, clusterText, clusterView, statusJson, type ClusterView, type MemberView } from '../../../src/cli/client-commands.js';
 import { oneLine } from '../../../src/cli/client-options.js';
 import { Role, StatusResponse, Suffrage } from '../../../src/gen/snapcoord/v1/cluster.js';
 
@@ -30,6 +31,55 @@ describe('cli cluster status text', () => {
     assert.ok(lines.some((l) => /^n4\s+\?\s+unreachable\s+learner\b/.test(l)), text);
     assert.ok(lines.includes(`n4 refuses n1's messages: ${reason}`), text);
     assert.match(text, /a new member must be started with --peers naming every member: `cluster add` prints them/);
+  });
+
+  it('a leader whose snapshot is lost: the waiting followers are named under the table, with what the leader does', () => {
+    const loss = { leader: 'n1', stranded: ['n2'], strandedCount: 1, rebuildFailed: false, handOffTo: '' };
+    const rebuilding = clusterText({ ...base, snapshotLoss: loss }).split('\n');
+    assert.equal(rebuilding.at(-1), 'n2 needs a snapshot the leader n1 cannot offer: its own is lost and is being rebuilt');
+    const handing = clusterText({ ...base, snapshotLoss: { ...loss, rebuildFailed: true, handOffTo: 'n3' } }).split('\n');
+    assert.equal(handing.at(-1), 'n2 needs a snapshot the leader n1 cannot offer: its own is lost and rebuilding it failed; handing leadership to n3, which holds one');
+    const stays = clusterText({ ...base, snapshotLoss: { ...loss, stranded: ['n2', 'n3'], strandedCount: 2, rebuildFailed: true } });
+    assert.ok(
+      stays.includes(
+        'n2, n3 need a snapshot the leader n1 cannot offer: its own is lost, rebuilding it failed, and no caught-up voter holds one; n1 stays leader and n2, n3 wait\n  (free disk space on n1 or check its disk: the snapshot is rebuilt by itself then)',
+      ),
+      stays,
+    );
+    const nobody = clusterText({ ...base, snapshotLoss: { ...loss, stranded: [], strandedCount: 0, rebuildFailed: true } });
+    assert.match(nobody, /\nn1's snapshot is lost and rebuilding it failed \(no follower needs one yet\)\n {2}\(free disk space on n1/);
+    // The table and the other notes stay as they were; none of it without a loss.
+    assert.ok(stays.startsWith(clusterText(base)), stays);
+    assert.doesNotMatch(clusterText(base), /snapshot/);
+  });
+
+  it('cluster status carries the leader\'s snapshot_loss into its view (--json) and text: ids on one line, at most STRANDED_SHOWN_MAX named', async () => {
+    const md = { dial: { apiKey: '' }, plaintext: false };
+    const leader = (snapshotLoss: StatusResponse['snapshotLoss']) =>
+      StatusResponse.fromPartial({
+        id: 'n1',
+        role: Role.ROLE_LEADER,
+        term: 2n,
+        leaderId: 'n1',
+        commitIndex: 9n,
+        members: [{ id: 'n1', address: '127.0.0.1:7101', clientAddress: '127.0.0.1:7001', suffrage: Suffrage.SUFFRAGE_VOTER, matchIndex: 9n }],
+        ...(snapshotLoss !== undefined ? { snapshotLoss } : {}),
+      });
+    const none = await clusterView(leader(undefined), 300, md);
+    assert.equal('snapshotLoss' in none, false);
+    assert.equal('snapshotLoss' in statusJson(leader(undefined)), false);
+
+    const v = await clusterView(leader({ stranded: ['n2', 'n\u001b[2J3'], rebuildFailed: true, handOffTo: '' }), 300, md);
+    assert.deepEqual(v.snapshotLoss, { leader: 'n1', stranded: ['n2', 'n\\x1b[2J3'], strandedCount: 2, rebuildFailed: true, handOffTo: '' });
+    assert.deepEqual(JSON.parse(JSON.stringify(v)).snapshotLoss, v.snapshotLoss);
+    assert.match(clusterText(v), /\nn2, n\\x1b\[2J3 need a snapshot the leader n1 cannot offer: its own is lost, rebuilding it failed/);
+    assert.deepEqual((statusJson(leader({ stranded: ['n2'], rebuildFailed: false, handOffTo: '' })) as { snapshotLoss?: unknown }).snapshotLoss, { stranded: ['n2'], rebuildFailed: false, handOffTo: '' });
+
+    const many = Array.from({ length: STRANDED_SHOWN_MAX + 5 }, (_, i) => `m${i}`);
+    const big = await clusterView(leader({ stranded: many, rebuildFailed: false, handOffTo: '' }), 300, md);
+    assert.equal(big.snapshotLoss?.stranded.length, STRANDED_SHOWN_MAX);
+    assert.equal(big.snapshotLoss?.strandedCount, STRANDED_SHOWN_MAX + 5);
+    assert.match(clusterText(big), new RegExp(`m${STRANDED_SHOWN_MAX - 1} and 5 more need a snapshot`));
   });
 
   it('a remote string is shown on one line, its control characters made visible (no escape sequence reaches the terminal)', () => {
