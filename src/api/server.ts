@@ -103,6 +103,8 @@ export interface BindOptions {
    * default a HostBudget of CLIENT_HOST_BUDGET; null: none).
    */
   readonly clientHostBudget?: HostBudget | null;
+  /** peerHostBudget: the same for the peer plane, before a member's call is admitted (default a HostBudget of PEER_HOST_BUDGET; null: none). */
+  readonly peerHostBudget?: HostBudget | null;
   /** clientReads: how many client-plane calls read a request message at once (ReadGate; default CLIENT_READ_LIMITS). */
   readonly clientReads?: ReadLimits;
   /** clientCallsPerCallerMax: calls one API key has open at once on the client plane (CallGate; default CLIENT_CALLS_PER_CALLER_MAX). */
@@ -142,6 +144,16 @@ export const PEER_CONNECTION_LIMITS: ConnectionLimits = { connectionsMax: 256, p
  * (0.67 -> 1.1 s).
  */
 export const CLIENT_HOST_BUDGET: HostBudgetLimits = { tokensMax: 1024, refillPerSec: 64, connectionCost: 16, lockMs: 1_000, lockMsMax: 60_000, hostsMax: 16_384 };
+/**
+ * PEER_HOST_BUDGET: the peer plane's HostBudget, the client plane's numbers: a host is charged for its
+ * connections (a mutual-TLS handshake each, failed or not) and for the streams on them until a call is
+ * admitted (a member's certificate and the cluster id), which gives the charges back. Before, anyone who
+ * could reach the peer port made it do handshakes without end: 1,848 in 10 s from one host with no
+ * certificate (8 at a time) took a live leader's CPU from 0.58 to 1.94 s per 10 s; with a certificate of
+ * the cluster CA for a non-member, ~20,800 refused RequestVote streams (reconnecting before nghttp2's
+ * rapid-reset GOAWAY) took it from 0.56 to 2.95 s, RSS 178 MiB. Members on loopback are exempt (hostKey).
+ */
+export const PEER_HOST_BUDGET: HostBudgetLimits = CLIENT_HOST_BUDGET;
 /** CONNECTION_REFUSAL_LOG_INTERVAL_MS: one log line a minute per plane about refused connections. */
 const CONNECTION_REFUSAL_LOG_INTERVAL_MS = 60_000;
 
@@ -280,6 +292,8 @@ export interface ApiServer {
   readonly readGate: ReadGate;
   /** clientConnections: the client plane's connections (held, refused, evicted, locked out by the host budget). */
   readonly clientConnections: ConnectionLimiter;
+  /** peerConnections: the peer plane's. */
+  readonly peerConnections: ConnectionLimiter;
   /** guard: the peer plane's admission check (after serve). */
   readonly guard: PeerGuard | null;
   /** directory: the members' client addresses as they advertise them over the peer plane (give it to the GrpcTransport too). */
@@ -377,7 +391,8 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   };
   const clientBudget = opts.clientHostBudget === undefined ? new HostBudget(CLIENT_HOST_BUDGET) : opts.clientHostBudget;
   const clientLimiter = new ConnectionLimiter(opts.clientConnections ?? CLIENT_CONNECTION_LIMITS, limitLog('client'), clientBudget);
-  const peerLimiter = new ConnectionLimiter(opts.peerConnections ?? PEER_CONNECTION_LIMITS, limitLog('peer'));
+  const peerBudget = opts.peerHostBudget === undefined ? new HostBudget(PEER_HOST_BUDGET) : opts.peerHostBudget;
+  const peerLimiter = new ConnectionLimiter(opts.peerConnections ?? PEER_CONNECTION_LIMITS, limitLog('peer'), peerBudget);
   // grpc-js hands a call's metadata to its interceptors in their order: provingInterceptor, after the others,
   // sees only the calls every other one let through. A call that needs no key (Health/Check) proves nothing;
   // a key proves at most perOwnerMax connections (apiKeyOwner: a digest of the key names the owner).
@@ -459,6 +474,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     health,
     readGate,
     clientConnections: clientLimiter,
+    peerConnections: peerLimiter,
     directory,
     get guard() {
       return guard;

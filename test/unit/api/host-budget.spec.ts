@@ -16,7 +16,9 @@ import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
 import { HostBudget, hostKey, type HostBudgetLimits } from '../../../src/api/host-budget.js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { KvClient } from '../../../src/client/kv-client.js';
+import { RaftServiceService } from '../../../src/gen/snapcoord/v1/raft.js';
 import type { Node } from '../../../src/node/node.js';
+import { CLUSTER_ID_METADATA_KEY } from '../../../src/transport/peer-guard.js';
 import { until } from '../../harness/until.js';
 import { serveSolo } from './harness.js';
 
@@ -199,5 +201,48 @@ describe('gRPC client plane: a host that spends its budget without a key is lock
     }
     assert.equal(api.clientConnections.lockedOut, 0);
     assert.equal(api.clientConnections.closedOverBudget, 0);
+  });
+});
+
+describe('gRPC peer plane: a host whose calls are not admitted is locked out at accept; an admitted connection from it is kept (real HTTP/2)', function () {
+  this.timeout(60_000);
+  const LIMITS: HostBudgetLimits = { tokensMax: 40, refillPerSec: 1, connectionCost: 4, lockMs: 60_000, lockMsMax: 60_000, hostsMax: 64 };
+  let api: ApiServer;
+  let node: Node;
+
+  before(async () => {
+    // Loopback is exempt in production (hostKey); here 127.0.0.1 stands for a remote host. The clock stays at 0.
+    const peerHostBudget = new HostBudget(LIMITS, { nowMs: () => 0, keyOf: (a) => a });
+    api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', interceptors: [clientAuthInterceptor({ adminKey: KEY })], peerHostBudget });
+    node = await serveSolo(api);
+  });
+
+  after(async () => {
+    await api?.close(100);
+    await node?.stop();
+  });
+
+  /** admitted opens an AppendEntries call the peer guard admits (the cluster id; no mutual TLS here) and resolves once the server answered its headers. */
+  function admitted(session: http2.ClientHttp2Session): Promise<void> {
+    const req = session.request({ ':method': 'POST', ':path': RaftServiceService.appendEntries.path, 'content-type': 'application/grpc', te: 'trailers', [CLUSTER_ID_METADATA_KEY]: 'snapcoord' });
+    req.on('error', () => undefined);
+    return new Promise((resolve) => req.once('response', () => resolve()));
+  }
+
+  it('calls without the cluster id past the budget close their connection and lock the host out; the admitted connection still opens calls', async () => {
+    const member = http2.connect(`http://${api.peerAddress}`);
+    member.on('error', () => undefined);
+    try {
+      await admitted(member);
+      const { answered } = await flood(api.peerPort, RaftServiceService.requestVote.path, 1_000);
+      // Before: all 1,000 refused calls were answered on one connection that stayed open.
+      assert.ok(answered <= 36, `${answered} refused peer calls answered`);
+      assert.equal(await tcpClosedAtOnce(api.peerPort), true, 'a new connection of the locked host is closed at accept');
+      assert.ok(api.peerConnections.lockedOut >= 1);
+      assert.equal(member.destroyed, false);
+      await admitted(member);
+    } finally {
+      member.destroy();
+    }
   });
 });
