@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 
+import { statusOf } from '../../../src/api/cluster-service.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { DiskGuard } from '../../../src/node/disk-guard.js';
@@ -112,6 +113,10 @@ describe('node: a quarantined newest snapshot is rebuilt, not offered', function
     await until(`${other} to hold a snapshot`, 30_000, () => (otherNode.status().snapshotIndex > 0 ? true : undefined));
     await until('the rebuild to fail', 30_000, () => (/automatic snapshot failed/.test(cluster.recentLog(leader.id)) ? true : undefined));
     assert.equal(leader.status().role, 'leader', 'no follower needs a snapshot yet: leadership stays');
+    // `cluster status` is told (StatusResponse.snapshot_loss, from the real node's status): nobody waits yet, the
+    // rebuild failed, no hand-over.
+    const loss = await until('Status to carry the failed rebuild', 10_000, () => statusOf(leader).snapshotLoss);
+    assert.deepEqual(loss, { stranded: [], rebuildFailed: true, handOffTo: '' });
 
     await cluster.restart(f);
     const fn = cluster.node(f);
