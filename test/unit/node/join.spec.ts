@@ -100,6 +100,46 @@ describe('a member that joins after the log began', function () {
     assert.equal(await cluster.member('n4').storage?.stateDigest(), await cluster.member(lid).storage?.stateDigest());
   });
 
+  it('in a cluster whose original members were all replaced, a new member gets the leader\'s snapshot that predates the leader\'s own addition, follows that leader and catches up (before: it refused the leader for ever)', async () => {
+    // The production path of simulator seed 358, with `cluster add`'s --peers (every member) and no compaction at all:
+    // the leader snapshots when n4 is added (it had none); n5, added next, installs that same snapshot, which names
+    // n1-n3 and n4 but not n5; once n5 leads and n1-n3 are gone, n6 installs n5's newest snapshot, that one, and its
+    // configuration lacks its leader. The old peer plane then refused every message of n5: n6 stayed at the snapshot.
+    const { cluster, leader } = await threeWithWrites();
+    const peersOf = (ids: readonly string[], self: string, selfAddress: string): Membership => ({
+      voters: ids.filter((id) => id !== self),
+      learners: [self],
+      addresses: Object.fromEntries(ids.map((id) => [id, id === self ? selfAddress : cluster.member(id).peerAddress])),
+    });
+    let lead = leader;
+    for (const id of ['n4', 'n5']) {
+      const known = cluster.members.filter((m) => m.node !== null).map((m) => m.id);
+      const joiner = await cluster.join(id, (self) => peersOf([...known, id], id, self));
+      await lead.changeMembership({ op: 'addLearner', nodeId: id, address: joiner.peerAddress });
+      await until(`${id} to catch up`, 30_000, () => (cluster.node(id).status().applied >= lead.status().commit ? true : undefined));
+      await lead.changeMembership({ op: 'addVoter', nodeId: id, address: joiner.peerAddress });
+    }
+    const n5Snapshot = cluster.member('n5').snapshots?.newestMeta();
+    assert.ok(n5Snapshot !== null && n5Snapshot !== undefined && !n5Snapshot.membership.voters.includes('n5') && !n5Snapshot.membership.learners.includes('n5'), "n5's newest snapshot is the one it installed, which predates its addition");
+    if (lead.status().id !== 'n5') await lead.transferLeadership('n5', 10_000);
+    lead = cluster.node('n5');
+    await until('n5 to lead and commit an entry of its term', 10_000, () => (lead.status().role === 'leader' && lead.status().commit > (n5Snapshot?.index ?? 0) && lead.status().commit === lead.status().lastIndex ? true : undefined));
+    for (const id of ['n1', 'n2', 'n3']) {
+      await lead.changeMembership({ op: 'removeNode', nodeId: id });
+      await cluster.stop(id);
+    }
+    await lead.propose({ op: 'put', key: enc.encode('k/replaced'), value: enc.encode('y') });
+    const joiner = await cluster.join('n6', (self) => peersOf(['n4', 'n5', 'n6'], 'n6', self));
+    await lead.changeMembership({ op: 'addLearner', nodeId: 'n6', address: joiner.peerAddress });
+    const n6 = (): Node => cluster.node('n6');
+    await until('n6 to install a snapshot and catch up', 30_000, () => (n6().snapshotStats.installed > 0 && n6().status().applied >= lead.status().commit ? true : undefined));
+    assert.equal(n6().status().leader, 'n5');
+    assert.deepEqual([...n6().status().membership.voters].sort(), ['n4', 'n5'], 'the configuration of the log after the snapshot');
+    await lead.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('z') });
+    await until('n6 to apply the next write', 10_000, () => (n6().status().applied >= lead.status().commit ? true : undefined));
+    assert.equal(await cluster.member('n6').storage?.stateDigest(), await cluster.member('n5').storage?.stateDigest());
+  });
+
   it('GetMembership answers a member only: a new node is refused until added, then told the configuration that names it, from which it starts and catches up', async () => {
     const { cluster, leader, follower: other } = await threeWithWrites();
     const n4 = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
