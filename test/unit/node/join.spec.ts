@@ -140,6 +140,38 @@ describe('a member that joins after the log began', function () {
     assert.equal(await cluster.member('n6').storage?.stateDigest(), await cluster.member('n5').storage?.stateDigest());
   });
 
+  it('a member away while the leader was added and every member it knew but one removed follows that leader once back, and catches up (before: it refused the leader for ever)', async () => {
+    // n3 is stopped; n4 joins, is promoted and made the leader; n1 is removed. n3's log names n1-n3 only: the leader
+    // is a sender its configuration does not name, whose claims it takes after an election timeout without a leader
+    // (n2, which it names, follows n4 and refuses its pre-votes). The old peer plane refused n4 for ever: n3 stayed a
+    // pre-candidate at its old commit while the cluster went on without it.
+    const { cluster, leader, lid } = await threeWithWrites();
+    const away = ['n1', 'n2', 'n3'].find((id) => id !== lid) as string;
+    await cluster.stop(away);
+    const known = ['n1', 'n2', 'n3'].filter((id) => id !== away);
+    const joiner = await cluster.join('n4', (self) => ({
+      voters: known,
+      learners: ['n4'],
+      addresses: { ...Object.fromEntries(known.map((id) => [id, cluster.member(id).peerAddress])), n4: self },
+    }));
+    await leader.changeMembership({ op: 'addLearner', nodeId: 'n4', address: joiner.peerAddress });
+    await until('n4 to catch up', 30_000, () => (cluster.node('n4').status().applied >= leader.status().commit ? true : undefined));
+    await leader.changeMembership({ op: 'addVoter', nodeId: 'n4', address: joiner.peerAddress });
+    await leader.transferLeadership('n4', 10_000);
+    const n4 = cluster.node('n4');
+    await until('n4 to lead and commit an entry of its term', 10_000, () => (n4.status().role === 'leader' && n4.status().commit === n4.status().lastIndex ? true : undefined));
+    const gone = known[0] as string;
+    await n4.changeMembership({ op: 'removeNode', nodeId: gone });
+    await cluster.stop(gone);
+    await n4.propose({ op: 'put', key: enc.encode('k/without'), value: enc.encode(away) });
+    await cluster.restart(away);
+    const back = (): Node => cluster.node(away);
+    assert.ok(!back().status().membership.voters.includes('n4'), `${away}'s own configuration does not name the leader`);
+    await until(`${away} to follow n4 and catch up`, 30_000, () => (back().status().leader === 'n4' && back().status().applied >= n4.status().commit ? true : undefined));
+    assert.deepEqual([...back().status().membership.voters].sort(), [...n4.status().membership.voters].sort());
+    assert.equal(await cluster.member(away).storage?.stateDigest(), await cluster.member('n4').storage?.stateDigest());
+  });
+
   it('GetMembership answers a member only: a new node is refused until added, then told the configuration that names it, from which it starts and catches up', async () => {
     const { cluster, leader, follower: other } = await threeWithWrites();
     const n4 = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
