@@ -18,8 +18,9 @@
  * sender may be a member added in entries this node lacks, the leader it must
  * follow to learn them, and the Raft core takes a claim to lead from a sender
  * its configuration does not name as a voter only once it has gone an election
- * timeout without hearing from a leader, and lets no other message of such a
- * sender move its term (RaftNode: nonVoterClaimTooSoon, nonVoterAnswerAhead).
+ * timeout without hearing from a leader (a voter: once a campaign of its own
+ * since then failed), and lets no other message of such a sender move its
+ * term (RaftNode: nonVoterClaimTooSoon, nonVoterAnswerAhead).
  * Refused here, a member whose configuration lacked its leader (a new member
  * whose first snapshot predated the leader's own addition; a member away while
  * the leader was added and the members it knew removed) refused that leader
@@ -250,7 +251,7 @@ export class PeerGuard {
     if (this.opts.isMember(from)) return;
     if (scope === 'member') this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
     if (this.opts.wasRemoved?.(from) === true) this.refuse('not_member', from, call, `${from} was removed from this cluster (this node applied its removal)`);
-    this.logOnce(call, 'outsider', { from: from.slice(0, 64) }, 'peer plane: a Raft message from a sender this node\'s configuration does not name (a member added in entries it lacks, or none): its claims to lead are taken only after an election timeout without a leader (logged once a minute per sender)');
+    this.logOnce(call, 'outsider', { from: from.slice(0, 64) }, 'peer plane: a Raft message from a sender this node\'s configuration does not name (a member added in entries it lacks, or none): its claims to lead are taken only after an election timeout without a leader and, by a voter, a failed campaign of its own (logged once a minute per sender)');
   }
 
   /** clientAddressOf: the client-plane address member `id` advertised ('' when none yet). */
