@@ -185,13 +185,13 @@ export class PeerGuard {
       if (id === null) this.refuse('identity', from, call, NO_MEMBER_ID_MESSAGE);
       if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
     }
-    this.checkMember(from, call, scope);
+    const member = this.checkMember(from, call, scope);
     // A sender outside the membership (admitted for the Raft messages) has no address recorded: followers forward
     // writes, and their callers' keys, to their leader's, and an outsider is a leader only once the core took its
     // claim after an election timeout (a removed member's certificate, one never added); without mutual TLS every
     // id such a host made up was kept, none ever dropped. A member added in entries this node lacks gets its
     // address recorded once this node has them.
-    if (!this.opts.isMember(from)) return;
+    if (!member) return;
     // Under mutual TLS the advertised address is bound to the certificate's member. Without it (plaintext, a
     // trusted network) it is taken only when it names the host the call came from or the member's own peer
     // host, so another host cannot redirect forwarded writes, and the callers' keys with them, to itself.
@@ -247,11 +247,13 @@ export class PeerGuard {
     }
   }
 
-  private checkMember(from: NodeId, call: PeerCall, scope: PeerScope): void {
-    if (this.opts.isMember(from)) return;
+  /** checkMember refuses `from` if it may not send in `scope`; true when it is a member (isMember, read once per message). */
+  private checkMember(from: NodeId, call: PeerCall, scope: PeerScope): boolean {
+    if (this.opts.isMember(from)) return true;
     if (scope === 'member') this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
     if (this.opts.wasRemoved?.(from) === true) this.refuse('not_member', from, call, `${from} was removed from this cluster (this node applied its removal)`);
     this.logOnce(call, 'outsider', { from: from.slice(0, 64) }, 'peer plane: a Raft message from a sender this node\'s configuration does not name (a member added in entries it lacks, or none): its claims to lead are taken only after an election timeout without a leader and, by a voter, a failed campaign of its own (logged once a minute per sender)');
+    return false;
   }
 
   /** clientAddressOf: the client-plane address member `id` advertised ('' when none yet). */
