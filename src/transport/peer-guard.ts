@@ -26,6 +26,14 @@
  * the leader was added and the members it knew removed) refused that leader
  * for ever and never caught up. An id this node saw removed (`wasRemoved`,
  * as etcd refuses a removed member) is refused those too.
+ * With a `vouch` (PeerVouch; Node in production and in the simulator), such a
+ * sender's Raft messages are refused ('unvouched') until a voter of this
+ * node's own configuration, asked by this node over a channel that checks that
+ * voter's certificate, answered that a configuration newer than this node's
+ * names it: a certificate for an id no member knows (never added; removed
+ * before this node's restart) leads no member, however long it went without a
+ * leader (before, a learner or a voter in a minority took it as leader after
+ * an election timeout and applied its forged entries).
  * What can be decided before a message is read is decided when the call
  * opens (admitCall, peerAdmissionInterceptor): the cluster id, and under
  * mutual TLS that the certificate names a member. So a caller who will be
@@ -52,7 +60,21 @@ const REFUSAL_LOG_KEYS_MAX = 1024;
 const ADDRESS_CHARS_MAX = 300;
 
 /** RefusalReason: why a peer message was refused (the /metrics label). */
-export type RefusalReason = 'cluster_id' | 'identity' | 'not_member';
+export type RefusalReason = 'cluster_id' | 'identity' | 'not_member' | 'unvouched';
+
+/**
+ * PeerVouch: whether a sender outside this node's configuration is vouched
+ * for (Node: src/node/vouches.ts). vouchedFor is a cheap synchronous check,
+ * true once a voter of this node's configuration named `id` in a newer
+ * configuration (until that vouch expires or this node's configuration
+ * catches up with it). requestVouch starts, in the background, asking one
+ * for `id` unless one is asked already, was asked too recently, or too many
+ * are; it returns at once and never throws.
+ */
+export interface PeerVouch {
+  vouchedFor(id: NodeId): boolean;
+  requestVouch(id: NodeId): void;
+}
 
 /**
  * PeerScope: what a peer call carries. 'message': a Raft message a member
@@ -115,6 +137,12 @@ export interface PeerGuardOptions {
   readonly isMember: (id: NodeId) => boolean;
   /** wasRemoved: this node saw `id` removed and not added back (Node.wasRemoved): refused in every scope. */
   readonly wasRemoved?: (id: NodeId) => boolean;
+  /**
+   * vouch: a sender outside the membership (not removed) is refused even the
+   * Raft messages ('unvouched') until vouchedFor it (see PeerVouch; asked
+   * with requestVouch). Absent: they are passed to the core as they come.
+   */
+  readonly vouch?: PeerVouch;
   /** peerAddressOf: member `id`'s peer address in the membership ('' when unknown); without mutual TLS an advertised client address must be on its host (or the caller's). */
   readonly peerAddressOf?: (id: NodeId) => string;
   /**
@@ -252,6 +280,12 @@ export class PeerGuard {
     if (this.opts.isMember(from)) return true;
     if (scope === 'member') this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
     if (this.opts.wasRemoved?.(from) === true) this.refuse('not_member', from, call, `${from} was removed from this cluster (this node applied its removal)`);
+    const vouch = this.opts.vouch;
+    if (vouch !== undefined) {
+      vouch.requestVouch(from); // a no-op while one is asked, or a fresh vouch is held
+      if (!vouch.vouchedFor(from)) this.refuse('unvouched', from, call, `${from} is not in this node's configuration, and no voter of it has vouched for ${from} yet (this node asks one: a member added in entries this node lacks is taken once one names it)`);
+      return false;
+    }
     this.logOnce(call, 'outsider', { from: from.slice(0, 64) }, 'peer plane: a Raft message from a sender this node\'s configuration does not name (a member added in entries it lacks, or none): its claims to lead are taken only after an election timeout without a leader and, by a voter, a failed campaign of its own (logged once a minute per sender)');
     return false;
   }

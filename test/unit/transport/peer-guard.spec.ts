@@ -128,4 +128,38 @@ describe('PeerGuard: advertised client addresses and refusal logs', () => {
     removed.delete('n7'); // added back (the node applied the change)
     g.admit('n7', call('ipv4:10.0.0.9:1', ''), 'message');
   });
+
+  it('with a vouch (PeerVouch), a sender outside the membership is refused even the Raft messages until vouched for, at call open too; members and removed ids never ask one', () => {
+    // Without it a certificate for an id no member knows (never added; removed before this node's restart) was taken
+    // as leader by a learner or a voter in a minority after an election timeout, and its forged entries applied.
+    const vouched = new Set<string>();
+    const asked: string[] = [];
+    const counted: string[] = [];
+    const vouch = { vouchedFor: (id: string) => vouched.has(id), requestVouch: (id: string) => void asked.push(id) };
+    const removed = new Set(['n7']);
+    const g = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1', wasRemoved: (id) => removed.has(id), vouch, onRefused: (r) => counted.push(r) });
+    for (const rpc of ['RequestVote', 'AppendEntries', 'InstallSnapshot', 'TimeoutNow']) {
+      assert.throws(
+        () => g.admit('n9', call('ipv4:10.0.0.9:1', ''), scopeOfPath(`/snapcoord.v1.RaftService/${rpc}`)),
+        (e: unknown) => e instanceof PeerRefusedError && e.reason === 'unvouched' && e.code === grpc.status.PERMISSION_DENIED && /no voter of it has vouched for n9/.test(e.message),
+        rpc,
+      );
+    }
+    assert.deepEqual(asked, ['n9', 'n9', 'n9', 'n9'], 'each refusal asks (the vouch keeps one in flight)');
+    g.admit('n1', call('ipv4:10.0.0.1:1', ''), 'message');
+    assert.throws(() => g.admit('n7', call('ipv4:10.0.0.9:1', ''), 'message'), /n7 was removed/);
+    assert.deepEqual(asked, ['n9', 'n9', 'n9', 'n9'], 'neither a member nor a removed id is asked for');
+    vouched.add('n9');
+    g.admit('n9', call('ipv4:10.0.0.9:1', ''), 'message');
+    assert.throws(() => g.admit('n9', call('ipv4:10.0.0.9:1', ''), 'member'), /n9 is not a member/, 'vouched: the Raft messages only');
+    assert.deepEqual(counted, ['unvouched', 'unvouched', 'unvouched', 'unvouched', 'not_member', 'not_member']);
+    // Under mutual TLS the call is refused when it opens: no message of it is read.
+    let cert = 'n8';
+    const tls = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1', identityOf: () => cert, vouch });
+    assert.throws(() => tls.admitCall(call('ipv4:10.0.0.9:1', ''), 'message'), (e: unknown) => e instanceof PeerRefusedError && e.reason === 'unvouched');
+    vouched.add('n8');
+    tls.admitCall(call('ipv4:10.0.0.9:1', ''), 'message');
+    cert = 'n1';
+    tls.admitCall(call('ipv4:10.0.0.9:1', ''), 'message');
+  });
 });
