@@ -189,13 +189,14 @@ function decide(ring: KeyRing, path: string, need: Exclude<RpcNeed, 'open'>, met
   const verdict: AuthVerdict = token === null ? ring.check([], need) : ring.checkKey(token, need);
   switch (verdict) {
     case 'ok':
-      if (token !== null) checkedOwners.set(metadata, `key:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`);
+      if (token !== null) checkedOwners.set(metadata, keyOwnerName(token));
       return null;
     case 'missing':
       return MISSING_KEY_REFUSAL;
     case 'invalid':
       return INVALID_KEY_REFUSAL;
     case 'forbidden':
+      if (token !== null) refusedOwners.set(metadata, keyOwnerName(token));
       return {
         code: grpc.status.PERMISSION_DENIED,
         details: `this API key may not call ${path}: it needs the "${need}" action (or "admin")`,
@@ -211,6 +212,18 @@ function decide(ring: KeyRing, path: string, need: Exclude<RpcNeed, 'open'>, met
 const checkedOwners = new WeakMap<grpc.Metadata, string>();
 
 /**
+ * refusedOwners: the owner of each call the auth gate refused although its key
+ * is valid (the key lacks the method's action: PERMISSION_DENIED), by the
+ * call's metadata object (refusedKeyOwner).
+ */
+const refusedOwners = new WeakMap<grpc.Metadata, string>();
+
+/** keyOwnerName: `key:` and the first 16 bytes of the key's SHA-256 in hex (the key itself is never kept). */
+function keyOwnerName(token: string): string {
+  return `key:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`;
+}
+
+/**
  * apiKeyOwner names the API key of a call whose key the auth gate (this
  * file's interceptor, put before the others) checked and let through, for
  * ConnectionLimiter.prove, ReadGate and CallGate: `key:` and the first 16
@@ -224,6 +237,20 @@ const checkedOwners = new WeakMap<grpc.Metadata, string>();
  */
 export function apiKeyOwner(metadata: grpc.Metadata): string | null {
   return checkedOwners.get(metadata) ?? null;
+}
+
+/**
+ * refusedKeyOwner names the API key of a call the auth gate refused only for
+ * the action (the key is valid: PERMISSION_DENIED), as apiKeyOwner would
+ * have; null for any other call. The client plane proves such a call's
+ * connection (ConnectionLimiter.prove, refusedOwnerInterceptor) while the
+ * call stays refused: a valid key costs its host's budget nothing, whatever
+ * it asks for. Before, a client whose key lacked an action was charged like
+ * a caller with no key, and its retries locked its host out (with every
+ * honest client behind the same NAT).
+ */
+export function refusedKeyOwner(metadata: grpc.Metadata): string | null {
+  return refusedOwners.get(metadata) ?? null;
 }
 
 const MISSING_KEY_REFUSAL: AuthRefusal = Object.freeze({ code: grpc.status.UNAUTHENTICATED, details: MISSING_KEY_MESSAGE });

@@ -41,6 +41,7 @@
 import type { Socket } from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 
+import { ForwardingServerCall } from '../transport/forwarding-call.js';
 import { MetadataGateCall, type GatedCall, type MetadataGate } from '../transport/metadata-gate.js';
 import type { HostBudget } from './host-budget.js';
 
@@ -270,4 +271,42 @@ export function provingInterceptor(
   };
   // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
   return (method, inner) => (proves(method.path) ? (new MetadataGateCall(inner, gate) as unknown as grpc.ServerInterceptingCall) : (inner as grpc.ServerInterceptingCall));
+}
+
+/** RefusedOwnerCall: one call of refusedOwnerInterceptor's (see there). */
+class RefusedOwnerCall extends ForwardingServerCall {
+  constructor(
+    inner: grpc.ServerInterceptingCallInterface,
+    private readonly limiter: ConnectionLimiter,
+    private readonly ownerOf: (metadata: grpc.Metadata) => string | null,
+  ) {
+    super(inner);
+  }
+
+  override onReceiveMetadata(metadata: grpc.Metadata): void {
+    // The gates above decide within this call (and a call they let through is proven by provingInterceptor).
+    super.onReceiveMetadata(metadata);
+    const owner = this.ownerOf(metadata);
+    if (owner === null) return;
+    const peer = this.inner.getPeer();
+    if (this.limiter.needsProof(peer)) this.limiter.prove(peer, owner);
+  }
+}
+
+/**
+ * refusedOwnerInterceptor: put it first in a plane's interceptors (grpc-js
+ * hands it a call's metadata first: it passes them on, and the gates after it
+ * decide the call before it looks at them again). A call that a gate
+ * refused although it proved who made it (`ownerOf` names the owner: the
+ * client plane's valid key without the method's action, refusedKeyOwner)
+ * proves its connection as a call let through would (`prove`, perOwnerMax
+ * included), and stays refused: its host's budget pays for callers it cannot
+ * name, not for a misconfigured client with a valid key (nor for the honest
+ * clients behind the same NAT that its lockout would shut out). Such an owner
+ * could prove the connection with a call its key allows anyway (any valid key
+ * may call ClusterService/Status).
+ */
+export function refusedOwnerInterceptor(limiter: ConnectionLimiter, ownerOf: (metadata: grpc.Metadata) => string | null): grpc.ServerInterceptor {
+  // grpc-js types an interceptor's result as its ServerInterceptingCall class; it uses only the interface.
+  return (_method, inner) => new RefusedOwnerCall(inner, limiter, ownerOf) as unknown as grpc.ServerInterceptingCall;
 }

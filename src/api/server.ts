@@ -32,11 +32,11 @@ import { PeerDirectory, PeerGuard, peerAdmissionInterceptor, type PeerCall, type
 import type { ClientDial } from '../client/dial.js';
 import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
-import { apiKeyOwner, rpcNeed } from './auth-interceptor.js';
+import { apiKeyOwner, refusedKeyOwner, rpcNeed } from './auth-interceptor.js';
 import { CallGate, callGateInterceptor } from './call-gate.js';
 import { addWithBackpressure } from './stream-backpressure.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
-import { ConnectionLimiter, provingInterceptor, type ConnectionLimits } from './connection-limiter.js';
+import { ConnectionLimiter, provingInterceptor, refusedOwnerInterceptor, type ConnectionLimits } from './connection-limiter.js';
 import { HostBudget, type HostBudgetLimits } from './host-budget.js';
 import { createKvService } from './kv-service.js';
 import { LeaderForwarder } from './leader-forwarder.js';
@@ -396,13 +396,15 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   // grpc-js hands a call's metadata to its interceptors in their order: provingInterceptor, after the others,
   // sees only the calls every other one let through. A call that needs no key (Health/Check) proves nothing;
   // a key proves at most perOwnerMax connections (apiKeyOwner: a digest of the key names the owner).
+  // A call the auth gate refused only for its action (a valid key: refusedKeyOwner) proves its connection too
+  // (refusedOwnerInterceptor, first: it looks at the metadata again once the auth gate decided), and stays refused.
   // The read gate bounds the request bytes being read at once (a refused call never reads).
   const readGate = new ReadGate(opts.clientReads ?? CLIENT_READ_LIMITS);
   // The call gate bounds the calls one key has open (a Health/Watch never ends on its own).
   const callGate = new CallGate(opts.clientCallsPerCallerMax, opts.clientAnswersPerCallerMax);
   const server = new grpc.Server({
     ...clientServerOptions(maxRequestBytes),
-    interceptors: [...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), callGateInterceptor(callGate), readGateInterceptor(readGate)],
+    interceptors: [refusedOwnerInterceptor(clientLimiter, refusedKeyOwner), ...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), callGateInterceptor(callGate), readGateInterceptor(readGate)],
   });
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages

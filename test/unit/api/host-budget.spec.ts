@@ -11,6 +11,7 @@
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { connect } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
 import { HostBudget, hostKey, type HostBudgetLimits } from '../../../src/api/host-budget.js';
@@ -23,6 +24,8 @@ import { until } from '../../harness/until.js';
 import { serveSolo } from './harness.js';
 
 const KEY = 'host-budget-admin-key';
+/** READ_KEY: a valid key without kv.write (a misconfigured writer's). */
+const READ_KEY = 'host-budget-read-only-key';
 const enc = new TextEncoder();
 
 describe('hostKey: what a remote address is budgeted under', () => {
@@ -150,7 +153,12 @@ describe('gRPC client plane: a host that spends its budget without a key is lock
 
   beforeEach(async () => {
     now = 0;
-    api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', interceptors: [clientAuthInterceptor({ adminKey: KEY })], clientHostBudget: budget() });
+    api = await bindApiServer({
+      bindAddress: '127.0.0.1:0',
+      peerBindAddress: '127.0.0.1:0',
+      interceptors: [clientAuthInterceptor({ adminKey: KEY, keys: [{ key: READ_KEY, actions: ['kv.read'] }] })],
+      clientHostBudget: budget(),
+    });
     node = await serveSolo(api);
   });
 
@@ -187,6 +195,45 @@ describe('gRPC client plane: a host that spends its budget without a key is lock
     const { answered } = await flood(api.port, '/no.such.Service/Method', 1_000);
     assert.ok(answered <= 36, `${answered} calls to an unknown method answered`);
     assert.equal(await tcpClosedAtOnce(api.port), true);
+  });
+
+  it('a valid key without the action is refused, and never charged: its retries do not lock its host (nor the keys behind it) out', async () => {
+    // 60 refused calls on one connection and 20 connections with one each: 60 + 20 * (4 + 1) tokens, more than
+    // twice the budget of 40. Before, they were charged like calls with no key: the first connection was closed
+    // after 36 of them and the host locked out, the admin key's new connection from it refused at accept.
+    const misconfigured = new KvClient(api.address, { apiKey: READ_KEY });
+    try {
+      for (let i = 0; i < 60; i++) {
+        await assert.rejects(put(misconfigured, `w${i}`), (err: Error & { code?: number }) => err.code === grpc.status.PERMISSION_DENIED, `call ${i}`);
+      }
+    } finally {
+      misconfigured.close();
+    }
+    for (let i = 0; i < 20; i++) {
+      const c = new KvClient(api.address, { apiKey: READ_KEY });
+      try {
+        await assert.rejects(put(c, `c${i}`), (err: Error & { code?: number }) => err.code === grpc.status.PERMISSION_DENIED, `connection ${i}`);
+      } finally {
+        c.close();
+      }
+    }
+    assert.equal(api.clientConnections.lockedOut, 0);
+    assert.equal(api.clientConnections.closedOverBudget, 0);
+    const admin = new KvClient(api.address, { apiKey: KEY });
+    try {
+      await put(admin, 'after');
+    } finally {
+      admin.close();
+    }
+    // A key that is not valid is still charged like none: its host is locked out. (A new channel: grpc-js shares
+    // an open channel's connection between clients of the same address.)
+    const bogus = new KvClient(api.address, { apiKey: 'no-such-key' });
+    try {
+      for (let i = 0; i < 60 && api.clientConnections.closedOverBudget === 0; i++) await put(bogus, `b${i}`).catch(() => undefined);
+    } finally {
+      bogus.close();
+    }
+    assert.ok(api.clientConnections.closedOverBudget >= 1, 'an invalid key is charged');
   });
 
   it('a caller with a key is never charged: its connections give their cost back once proven', async () => {
