@@ -30,7 +30,7 @@
  *   servers such as s3rver do not decode. On AWS each part is still covered
  *   by SigV4's payload SHA-256 (the SDK signs buffered parts).
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { readFile, rename, open, statfs, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
@@ -330,18 +330,21 @@ function classify(err: unknown, what: string, loc: string): S3Error {
 /**
  * HashCheck passes bytes through, hashing them; it fails as soon as they
  * exceed `sizeBytes` (when >= 0), and at the end when they do not hash to
- * `sha256` or count `sizeBytes`.
+ * `sha256` or count `sizeBytes`. With `sha256` null it hashes nothing and
+ * checks the count alone (an upload whose source checks its own bytes:
+ * UploadOptions.sourceChecked).
  */
 class HashCheck extends Transform {
-  private readonly hash = createHash('sha256');
+  private readonly hash: Hash | null;
   bytes = 0;
   constructor(
-    private readonly sha256: string,
+    private readonly sha256: string | null,
     private readonly sizeBytes: number,
     private readonly onBytes: (n: number) => void,
     private readonly what: string,
   ) {
     super();
+    this.hash = sha256 === null ? null : createHash('sha256');
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -349,15 +352,16 @@ class HashCheck extends Transform {
     if (this.sizeBytes >= 0 && this.bytes + chunk.length > this.sizeBytes) {
       return cb(new S3Error('corrupt', `${this.what}: more than the ${this.sizeBytes} bytes recorded`));
     }
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.bytes += chunk.length;
     this.onBytes(this.bytes);
     cb(null, chunk);
   }
 
   override _flush(cb: TransformCallback): void {
-    const got = this.hash.digest('hex');
     if (this.sizeBytes >= 0 && this.bytes !== this.sizeBytes) return cb(new S3Error('corrupt', `${this.what}: ${this.bytes} bytes, not the ${this.sizeBytes} recorded`));
+    if (this.hash === null || this.sha256 === null) return cb();
+    const got = this.hash.digest('hex');
     if (got !== this.sha256.toLowerCase()) return cb(new S3Error('corrupt', `${this.what}: SHA-256 ${got} does not match the recorded ${this.sha256}`));
     cb();
   }
@@ -373,6 +377,13 @@ export interface UploadOptions {
   readonly attempts?: number;
   /** onRetry: told about each failed attempt that will be retried. */
   readonly onRetry?: (err: S3Error, attempt: number) => void;
+  /**
+   * sourceChecked: what `open()` reads checks its own bytes, so the upload hashes none of them (it still counts
+   * them against meta.sizeBytes): a stored snapshot read as GetSnapshot serves it (SnapshotHandle.createServedReadStream:
+   * on its recorded hashes if this process hashed it, else chunk by chunk). The object still carries meta.sha256,
+   * which every download checks. Default false: the upload hashes what it sends and fails on a mismatch.
+   */
+  readonly sourceChecked?: boolean;
 }
 
 /**
@@ -399,8 +410,9 @@ export class S3Destination {
 
   /**
    * upload streams the archive that `open()` reads to `<prefix><name>` with
-   * `meta` as object metadata, hashing it on the way: bytes that do not
-   * match meta.sha256 fail the upload before it completes, and the object
+   * `meta` as object metadata, hashing it on the way (unless
+   * opts.sourceChecked): bytes that do not match meta.sha256 fail the
+   * upload before it completes, and the object
    * is headed after it (checkStored: a store's 200 alone is not taken for
    * a kept write; where the credentials may not read it back, a write-only
    * policy allowing s3:PutObject but not s3:GetObject, the store's 200 stands
@@ -454,7 +466,7 @@ export class S3Destination {
   }
 
   private async uploadOnce(key: string, source: Readable, meta: ArchiveObjectMeta, opts: UploadOptions): Promise<void> {
-    const check = new HashCheck(meta.sha256, meta.sizeBytes, (n) => opts.onProgress?.(n), `archive read for ${this.url(key)}`);
+    const check = new HashCheck(opts.sourceChecked === true ? null : meta.sha256, meta.sizeBytes, (n) => opts.onProgress?.(n), `archive read for ${this.url(key)}`);
     source.on('error', (err) => check.destroy(err));
     source.pipe(check);
     const upload = new (await sdk()).storage.Upload({

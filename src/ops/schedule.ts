@@ -347,9 +347,12 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
         const startedMs = Date.now();
         const up = await d.upload(
           basename(path),
-          () => handle.createReadStream(0),
+          // Read as GetSnapshot serves it: on its recorded hashes if this process hashed it (no hash here), else checked
+          // chunk by chunk as read; the object carries its SHA-256 for every download to check.
+          () => handle.createServedReadStream(),
           { sha256: handle.archiveSha256, sizeBytes: total, index: handle.meta.index, term: handle.meta.term, id: handle.id },
           {
+            sourceChecked: true,
             onProgress: (n) => progress({ bytesDone: n }),
             onRetry: (err, attempt) => o.log.warn({ destination, attempt, err: err.message }, 'upload of a scheduled snapshot failed; retrying'),
           },

@@ -73,10 +73,13 @@ export async function removeStaleCopies(dir: string, ours: (archiveName: string)
  * exportArchiveFile copies an opened snapshot archive to `path` atomically
  * (a temp file beside it, fsync, rename, fsync of the directory), read-only
  * (mode 0400). `progress` is called with the bytes copied so far. Refuses a
- * path where a directory sits (checkArchiveTarget). The bytes are checked
- * against the chunk hashes recorded with the stored archive as they are
- * copied: an archive damaged on disk since fails with SnapshotStoreError
- * `corrupt`, nothing left at `path`.
+ * path where a directory sits (checkArchiveTarget). The bytes are read once,
+ * as GetSnapshot serves them (SnapshotHandle.createServedReadStream): an
+ * archive this process hashed itself is copied on its recorded hashes,
+ * hashing nothing (the file's digest, in the task's details, is what
+ * `snapshot inspect` and a restore check); any other is checked against the
+ * chunk hashes recorded with it as it is copied: damage fails with
+ * SnapshotStoreError `corrupt`, nothing left at `path`.
  */
 export async function exportArchiveFile(handle: SnapshotHandle, path: string, progress: (done: number) => void): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
@@ -91,10 +94,12 @@ export async function exportArchiveFile(handle: SnapshotHandle, path: string, pr
     },
   });
   try {
-    // Each chunk checked against the hash recorded when the archive was stored: a stored snapshot is served as it
-    // is when no write came since (not rebuilt, not re-hashed at open), so bytes damaged on disk since were copied
-    // as the run's archive, reported done with the recorded digest, and retention removed the good copies.
-    await pipeline(handle.createChunkCheckedReadStream(), counter, await openFileSink(tmp));
+    // An archive this process has not hashed itself (found on the disk at start, not yet scrubbed) is checked chunk
+    // by chunk as copied: a stored snapshot is served as it is when no write came since, so bytes damaged on disk
+    // were copied as the run's archive, reported done with the recorded digest, and retention removed the good
+    // copies. One it wrote or verified is copied on its recorded hashes (issue 15: each byte read once, hashed zero
+    // times here); damage since is what the periodic scrub is for.
+    await pipeline(handle.createServedReadStream(), counter, await openFileSink(tmp));
     await chmod(tmp, 0o400);
     await rename(tmp, path);
     await fsyncDir(dirname(path));
@@ -488,9 +493,16 @@ async function buildDataDir(handle: SnapshotHandle, dir: string, opts: Directory
   const storage = await opts.storage.open(dir);
   try {
     await storage.checkIdentity({ nodeId: opts.nodeId, clusterId: opts.clusterId, formatVersion: FORMAT_VERSION }, { createIfNew: true });
-    await readArchive(handle.createReadStream(0), async (_meta, state) => {
-      await storage.installState(decodeStateRecords(state), { appliedIndex: index, membership });
-    });
+    // Read as GetSnapshot serves it (createServedReadStream): an archive this process hashed itself on its recorded
+    // hashes, any other checked chunk by chunk; so state.bin is not hashed again (skipStateDigest: every gzip
+    // member's CRC is still checked). Before, each export hashed the whole decompressed state on the main thread.
+    await readArchive(
+      handle.createServedReadStream(),
+      async (_meta, state) => {
+        await storage.installState(decodeStateRecords(state), { appliedIndex: index, membership });
+      },
+      { skipStateDigest: true },
+    );
     await storage.compact({ index, term, membership });
     await storage.save({ hardState: { term, vote: '', commit: index } });
     const store = await SnapshotStore.open(`${dir}/snapshots/store`, { retain: 2, snapcoordVersion: opts.version });

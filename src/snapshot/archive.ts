@@ -565,9 +565,11 @@ export interface ReadArchiveLimits {
  * unhashed and its line of SHA256SUMS unchecked (meta.json's is still
  * checked, every gzip member's CRC too). Only for a reader that checks the
  * archive's bytes another way, against hashes taken when bytes already
- * validated whole were stored (SnapshotHandle.createChunkCheckedReadStream):
- * the install of a restore's upload. One SHA-256 pass over the whole state
- * fewer; stateSha256 is then ''.
+ * validated whole were stored (SnapshotHandle.createChunkCheckedReadStream:
+ * the install of a restore's upload), or that this process hashed itself
+ * (SnapshotHandle.createServedReadStream: a directory export, whose gzip CRCs
+ * still catch damage since). One SHA-256 pass over the whole state fewer;
+ * stateSha256 is then ''.
  */
 export interface ReadArchiveOptions extends ReadArchiveLimits {
   readonly skipStateDigest?: boolean;

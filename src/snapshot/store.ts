@@ -188,9 +188,34 @@ export interface SnapshotHandle extends StoredSnapshot {
    * CHUNK_HASH_BYTES chunk compared with the hash recorded when it was
    * written: the stream fails with SnapshotStoreError `corrupt` at the first
    * chunk that differs, or when the file has more or fewer chunks than
-   * recorded. Hashes the archive's (compressed) bytes once, as read.
+   * recorded. Hashes the archive's (compressed) bytes once, as read, whoever
+   * hashed them before (an install, which trusts nothing else).
    */
   createChunkCheckedReadStream(): Readable;
+  /**
+   * createServedReadStream reads the whole archive as readFrames serves it
+   * (GetSnapshot), on the same trust rule, for the exports (a task's file, a
+   * scheduled copy and its S3 upload, a directory export): an archive this
+   * store hashed itself since it was opened (trusted()) is read once and
+   * hashed zero times; any other is checked chunk by chunk as read
+   * (SnapshotStoreError `corrupt` at the first chunk that differs), and is
+   * trusted once such a read has checked every chunk. A byte
+   * of a trusted archive damaged on the disk since its hashing is copied as
+   * it is: the copy still carries the archive's SHA-256 (`snapshot inspect`,
+   * an S3 download and a restore check it), and the scrub finds and
+   * quarantines the stored one. Backpressure: one piece is read ahead of
+   * what the consumer took (a fresh buffer per piece: a stream's consumer
+   * may hold it).
+   */
+  createServedReadStream(): Readable;
+  /**
+   * trusted: whether the store hashed this archive's bytes itself since it
+   * was opened (SnapshotStore.hashedHere: written through its sink, or read
+   * back whole and found to agree with every recorded hash), so that
+   * readFrames and createServedReadStream read it on its recorded hashes.
+   * Read at each call: a check that fails ends the trust.
+   */
+  trusted(): boolean;
   /** chunkSha256s: the SHA-256 of each CHUNK_HASH_BYTES chunk, recorded when the archive was written. */
   readonly chunkSha256s: readonly Uint8Array[];
   release(): void;
@@ -428,6 +453,15 @@ async function* checkedFrames(handle: SnapshotHandle, io: SnapshotIo): AsyncGene
 }
 
 /**
+ * framesData: the bytes of each frame, left unreleased (a fresh buffer per piece: the stream they go into, an
+ * export's, may hold them after they were handed over); `done` is called once the last was handed over.
+ */
+async function* framesData(frames: AsyncGenerator<FileFrame>, done?: () => void): AsyncGenerator<Buffer> {
+  for await (const f of frames) yield f.data;
+  done?.();
+}
+
+/**
  * checkedFramesOf: SnapshotHandle.readFrames (see there): the archive's CHUNK_HASH_BYTES chunks that hold
  * [offset, end), each read into a frame, hashed and checked (checkChunk) before its part of the range is yielded.
  */
@@ -597,8 +631,9 @@ export class SnapshotStore {
    * hashedHere: the snapshots (id -> archive SHA-256) whose archive bytes this store hashed itself since it was
    * opened (this process): written through its sink (build; staged, once the whole digest is proven), or read
    * back whole and found to agree with every recorded hash (open with verify or of a claimed digest, verify,
-   * the scrub, a checked read's confirm). Their recorded chunk hashes are trusted by SnapshotHandle.readFrames
-   * (a download: no hash per byte served, issue 15's "opening a stored archive trusts the recorded hashes after
+   * the scrub, a checked read's confirm, a whole export read that checked every chunk). Their recorded chunk
+   * hashes are trusted by SnapshotHandle.readFrames and createServedReadStream (a download, an export: no hash
+   * per byte served, issue 15's "opening a stored archive trusts the recorded hashes after
    * a cheap check"); any other archive (found on the disk at start, not yet scrubbed) is checked chunk by chunk
    * as it is read. Damage after the hashing is caught by the reader's digest check (every download carries the
    * archive's SHA-256) and by the scrub (at boot in the background, and on demand), which quarantines it. An id
@@ -1103,6 +1138,7 @@ export class SnapshotStore {
       return this.io.createReadStream(stored.path, { start: offset, highWaterMark: READ_CHUNK_BYTES });
     };
     const wasVerified = verified;
+    const trusted = (): boolean => this.hashedHere.get(id) === stored.archiveSha256;
     const handle: SnapshotHandle = {
       ...stored,
       chunkSha256s,
@@ -1113,9 +1149,17 @@ export class SnapshotStore {
           throw new SnapshotStoreError('invalid-argument', `range ${offset}..${end} is outside 0..${stored.archiveBytes}`);
         }
         // Bytes this store hashed itself since it opened: their recorded hashes are trusted (hashedHere).
-        if (this.hashedHere.get(id) === stored.archiveSha256) return readFrames(stored.path, offset, READ_CHUNK_BYTES, this.io, end);
+        if (trusted()) return readFrames(stored.path, offset, READ_CHUNK_BYTES, this.io, end);
         return checkedFramesOf(handle, this.io, offset, end);
       },
+      createServedReadStream: () => {
+        const checked = !trusted();
+        const frames = handle.readFrames(0, stored.archiveBytes);
+        // A whole read that checked every chunk against its recorded hash has hashed the archive: trusted from then on.
+        const confirmed = checked ? () => this.hashedHere.set(id, stored.archiveSha256) : undefined;
+        return Readable.from(framesData(frames, confirmed), { objectMode: false, highWaterMark: READ_CHUNK_BYTES });
+      },
+      trusted,
       createCheckedReadStream: () => {
         if (wasVerified) return { stream: readFrom(0), confirm: () => Promise.resolve() };
         const tap = new DigestTap();

@@ -68,7 +68,7 @@ describe('a snapshot just written is opened with what was written (openWritten)'
     const h = await store.openWritten(stored);
     assert.deepEqual(io.reads, []);
     const o = await store.open(stored.id);
-    assert.deepEqual({ ...h, release: null, createReadStream: null, readFrames: null, createCheckedReadStream: null, createChunkCheckedReadStream: null }, { ...o, release: null, createReadStream: null, readFrames: null, createCheckedReadStream: null, createChunkCheckedReadStream: null });
+    assert.deepEqual({ ...h, release: null, createReadStream: null, readFrames: null, createCheckedReadStream: null, createChunkCheckedReadStream: null, createServedReadStream: null, trusted: null }, { ...o, release: null, createReadStream: null, readFrames: null, createCheckedReadStream: null, createChunkCheckedReadStream: null, createServedReadStream: null, trusted: null });
     assert.notEqual(h.meta, stored.meta, 'a copy of its own');
     h.release();
     o.release();

@@ -395,7 +395,12 @@ describe('agent: snapshot schedule', function () {
     }
   };
   const KEEP_LAST_1: RetentionPolicy = { keepLast: 1, keepDays: 0, keepWeeks: 0 };
-  /** damage flips one byte in the middle of the node's current stored archive (behind the store's back); returns its id. */
+  /**
+   * damage flips one byte in the middle of the node's current stored archive (behind the store's back) and has a
+   * verify find it, which ends this process's trust in those bytes: an export then checks each chunk as it reads
+   * (an archive this process wrote and still trusts is exported on its recorded hashes, export-trust.spec: damage
+   * since is the scrub's to find). Returns its id.
+   */
   const damage = async (sn: SnapshotNode): Promise<string> => {
     const h = await sn.node.downloadSnapshot(true);
     const { path, id, archiveBytes } = h;
@@ -406,6 +411,7 @@ describe('agent: snapshot schedule', function () {
     await fh.read(b, 0, 1, at);
     await fh.write(Buffer.from([b[0]! ^ 0xff]), 0, 1, at);
     await fh.close();
+    await assert.rejects(sn.snapshots.store.verify(id));
     return id;
   };
   const sha256Of = async (file: string): Promise<string> => createHash('sha256').update(await readFile(file)).digest('hex');
@@ -454,7 +460,7 @@ describe('agent: snapshot schedule', function () {
       await sn.close();
     }
   });
-  it('a stored archive damaged on disk since it was written is not copied as the run\'s archive: the run fails, and retention keeps the good copy it would have removed', async () => {
+  it('a stored archive damaged on disk, and found so (a verify ended the trust), is not copied as the run\'s archive: the run fails, and retention keeps the good copy it would have removed', async () => {
     const sn = await SnapshotNode.start();
     try {
       const { own: good } = await oneRun(sn, KEEP_LAST_1, NOW);
@@ -467,6 +473,8 @@ describe('agent: snapshot schedule', function () {
       const at = Math.floor(goodBytes.length / 2);
       await fh.write(Buffer.from([goodBytes[at]! ^ 0xff]), 0, 1, at);
       await fh.close();
+      // A verify finds it (this process's trust in those bytes ends): the copy checks each chunk as it reads.
+      await assert.rejects(sn.snapshots.store.verify(h.id));
       const runner = scheduledSnapshotRunner({ snapshot: () => sn.node.downloadSnapshot(true), dbName: 'db', snapshotDir: sn.root, retention: KEEP_LAST_1, destination: null, log: silent, now: () => NOW + HOUR });
       const queue = await TaskQueue.open(join(sn.dir, 'rot-tasks.json'), { snapshotCreation: runner }, silent);
       try {
