@@ -1067,6 +1067,14 @@ export class RaftNode {
     };
   }
 
+  /**
+   * membershipIndex: the index of the entry (or snapshot) the newest configuration (brief().membership) comes
+   * from; 0 for the bootstrap's, which no entry made. Cheap.
+   */
+  membershipIndex(): number {
+    return this.confPoints[this.confPoints.length - 1]?.index ?? this.baseMembershipIndex;
+  }
+
   /** installingIndex: the snapshot this member is fetching or installing (Status.installingSnapshot), 0 for none; cheap. */
   installingIndex(): number {
     return this.installing?.index ?? 0;
@@ -1948,8 +1956,23 @@ export class RaftNode {
       this.handOff();
       return;
     }
+    // A snapshot whose configuration does not name this leader (one it installed before its own addition) would leave
+    // the follower a configuration that lacks its leader, and perhaps no live member to vouch for it (its peer plane
+    // takes such a sender's messages only once a voter of its configuration names it: src/node/vouches.ts). One
+    // that names this leader is wanted instead (snapshotWanted), and offered once the driver took it.
+    const named = isMember(this.snapshot.membership, this.id) ? 0 : this.indexNamingSelfAfter(this.snapshot.index);
+    if (named > 0) {
+      this.snapshotWantedIndex = Math.max(this.snapshotWantedIndex, named);
+      return;
+    }
     pr.becomeSnapshot(this.snapshot.index);
     this.send(to, { type: 'snapshot', snapshot: this.snapshot });
+  }
+
+  /** indexNamingSelfAfter: the first configuration after `index` that names this node, 0 when none does. */
+  private indexNamingSelfAfter(index: number): number {
+    for (const p of this.confPoints) if (p.index > index && isMember(p.membership, this.id)) return p.index;
+    return 0;
   }
 
   // ---------------------------------------------------------------- reads
