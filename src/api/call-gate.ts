@@ -15,7 +15,7 @@
  * or any of its messages is read.
  *
  * The calls whose answer may be large (ANSWER_METHODS: Get, up to a 1 MiB
- * value; Range, up to 4 MiB) also take one of the caller's
+ * value; Range, up to 4 MiB; Txn, up to 16 MiB) also take one of the caller's
  * `answersPerCallerMax` answer places before their handler runs, held until
  * the call ends: grpc-js sends a unary call's status only once its answer
  * went out under HTTP/2 flow control, so a place is held as long as the
@@ -23,7 +23,9 @@
  * handler not started, nothing read or built); places are handed on in the
  * order the calls came. Before, a kv.read key's Range calls that were never
  * read each kept their answer in the node's memory: 128 of them took a
- * leader from 251 to 741 MiB, and 4,096 would hold 16 GiB.
+ * leader from 251 to 741 MiB, and 4,096 would hold 16 GiB. The places bound
+ * how many; AnswerBudget (answer-budget.ts) bounds their bytes, and a request
+ * waiting there keeps its place (so at most this many wait read).
  */
 import * as grpc from '@grpc/grpc-js';
 import { ForwardingServerCall } from '../transport/forwarding-call.js';
@@ -32,10 +34,10 @@ import { hostOf } from './read-gate.js';
 
 /** CLIENT_CALLS_PER_CALLER_MAX: calls one API key has open on a node at once (4096: 16 of its connections full). */
 export const CLIENT_CALLS_PER_CALLER_MAX = 4096;
-/** CLIENT_ANSWERS_PER_CALLER_MAX: Get and Range calls one API key has running or answering at once (64: at most 256 MiB of Range answers); more wait. */
+/** CLIENT_ANSWERS_PER_CALLER_MAX: Get, Range and Txn calls one API key has running or answering at once (64; their bytes: AnswerBudget); more wait. */
 export const CLIENT_ANSWERS_PER_CALLER_MAX = 64;
 /** ANSWER_METHODS: the calls whose answer may be large (see the file comment). */
-export const ANSWER_METHODS: ReadonlySet<string> = new Set(['/snapcoord.v1.KVService/Get', '/snapcoord.v1.KVService/Range']);
+export const ANSWER_METHODS: ReadonlySet<string> = new Set(['/snapcoord.v1.KVService/Get', '/snapcoord.v1.KVService/Range', '/snapcoord.v1.KVService/Txn']);
 
 /** CallGate: the open calls of each caller. */
 export class CallGate {

@@ -33,6 +33,7 @@ import type { ClientDial } from '../client/dial.js';
 import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
 import { apiKeyOwner, refusedKeyOwner, rpcNeed } from './auth-interceptor.js';
+import { AnswerBudget, answerBudgetInterceptor } from './answer-budget.js';
 import { CallGate, callGateInterceptor } from './call-gate.js';
 import { addWithBackpressure } from './stream-backpressure.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
@@ -109,8 +110,10 @@ export interface BindOptions {
   readonly clientReads?: ReadLimits;
   /** clientCallsPerCallerMax: calls one API key has open at once on the client plane (CallGate; default CLIENT_CALLS_PER_CALLER_MAX). */
   readonly clientCallsPerCallerMax?: number;
-  /** clientAnswersPerCallerMax: Get/Range calls one API key has running or answering at once (CallGate; default CLIENT_ANSWERS_PER_CALLER_MAX). */
+  /** clientAnswersPerCallerMax: Get/Range/Txn calls one API key has running or answering at once (CallGate; default CLIENT_ANSWERS_PER_CALLER_MAX). */
   readonly clientAnswersPerCallerMax?: number;
+  /** clientAnswerBytesPerCallerMax: answer bytes one API key has reserved or unread at once (AnswerBudget; default CLIENT_ANSWER_BYTES_PER_CALLER_MAX). */
+  readonly clientAnswerBytesPerCallerMax?: number;
   /** peerKeepalive: the peer plane's keepalive pings (default PEER_KEEPALIVE; tests shorten it). */
   readonly peerKeepalive?: { readonly timeMs: number; readonly timeoutMs: number };
 }
@@ -290,6 +293,8 @@ export interface ApiServer {
   readonly health: HealthImplementation;
   /** readGate: the client plane's calls reading a request message now, and waiting to. */
   readonly readGate: ReadGate;
+  /** answerBudget: the client plane's answer bytes reserved or unread, by caller. */
+  readonly answerBudget: AnswerBudget;
   /** clientConnections: the client plane's connections (held, refused, evicted, locked out by the host budget). */
   readonly clientConnections: ConnectionLimiter;
   /** peerConnections: the peer plane's. */
@@ -402,9 +407,12 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const readGate = new ReadGate(opts.clientReads ?? CLIENT_READ_LIMITS);
   // The call gate bounds the calls one key has open (a Health/Watch never ends on its own).
   const callGate = new CallGate(opts.clientCallsPerCallerMax, opts.clientAnswersPerCallerMax);
+  // The answer budget bounds the bytes of one key's answers being built or unread (last: it holds a request
+  // the read gate has let go of, and sees each answer first).
+  const answerBudget = new AnswerBudget(opts.clientAnswerBytesPerCallerMax);
   const server = new grpc.Server({
     ...clientServerOptions(maxRequestBytes),
-    interceptors: [refusedOwnerInterceptor(clientLimiter, refusedKeyOwner), ...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), callGateInterceptor(callGate), readGateInterceptor(readGate)],
+    interceptors: [refusedOwnerInterceptor(clientLimiter, refusedKeyOwner), ...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), callGateInterceptor(callGate), readGateInterceptor(readGate), answerBudgetInterceptor(answerBudget)],
   });
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages
@@ -475,6 +483,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     peerAddress,
     health,
     readGate,
+    answerBudget,
     clientConnections: clientLimiter,
     peerConnections: peerLimiter,
     directory,
