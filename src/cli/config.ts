@@ -17,6 +17,7 @@ import { parseApiKeys, type ApiKeySpec } from '../gateway/auth.js';
 import { API_KEY_CHARS_MIN } from '../auth/keys.js';
 import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
 import { DEFAULT_TIMINGS } from '../node/node.js';
+import { SCRUB_BYTES_PER_SEC_DEFAULT, SCRUB_BYTES_PER_SEC_MIN, SCRUB_INTERVAL_MS_DEFAULT, SCRUB_INTERVAL_MS_MAX, SCRUB_INTERVAL_MS_MIN } from '../node/scrub-pace.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { KEY_FILE_EMPTY, keyFileExposure, readApiKeysFile, readKeyFileLine, tlsKeyFileWarnings } from './key-file.js';
@@ -91,6 +92,10 @@ export interface ServeConfig {
   readonly snapshotMaxTransfers: number;
   /** snapshotBandwidth: bytes/s cap of one incoming snapshot transfer, 0 for none. */
   readonly snapshotBandwidth: number;
+  /** snapshotScrubIntervalSecs: re-hash every stored archive about this often (jittered ±25%), 0 for never. */
+  readonly snapshotScrubIntervalSecs: number;
+  /** snapshotScrubRate: the periodic scrub's read rate in bytes/s, 0 for no limit. */
+  readonly snapshotScrubRate: number;
   /** snapshotRoots: absolute, real directories that snapshot_path may point into. */
   readonly snapshotRoots: readonly string[];
   /** taskQueueMax: tasks enqueued or running at once. */
@@ -215,6 +220,14 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('snapshotChunkBytes', 'snapshot-chunk-bytes', 'int', 'bytes', `chunk size of snapshot transfers (default ${DEFAULT_SNAPSHOT_POLICY.chunkBytes})`),
   option('snapshotMaxTransfers', 'snapshot-max-transfers', 'int', 'n', `snapshot streams served at once, at most half of them to one member (default ${DEFAULT_SNAPSHOT_POLICY.maxTransfers})`),
   option('snapshotBandwidth', 'snapshot-bandwidth', 'int', 'bytes/s', 'bandwidth cap of one incoming snapshot transfer, 0 for none (default 0)'),
+  option(
+    'snapshotScrubIntervalSecs',
+    'snapshot-scrub-interval',
+    'int',
+    'secs',
+    `re-hash every stored snapshot archive about every SECS seconds (each run's wait jittered by ±25%, so members do not scrub together) and quarantine any whose bytes no longer match their recorded hashes (a lost newest snapshot is rebuilt); 0 for never (the boot scrub still runs); ${SCRUB_INTERVAL_MS_MIN / 1000}..${SCRUB_INTERVAL_MS_MAX / 1000} (default ${SCRUB_INTERVAL_MS_DEFAULT / 1000}, a day)`,
+  ),
+  option('snapshotScrubRate', 'snapshot-scrub-rate', 'int', 'bytes/s', `read rate of the periodic scrub, one archive at a time, paused while this node writes or installs a snapshot; 0 for no limit, else at least ${SCRUB_BYTES_PER_SEC_MIN} (default ${SCRUB_BYTES_PER_SEC_DEFAULT}, 64 MiB/s)`),
 ];
 
 /** CONFIG_ENV: the environment twin of --config. */
@@ -491,6 +504,14 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   const snapshotMaxTransfers = int('snapshotMaxTransfers', DEFAULT_SNAPSHOT_POLICY.maxTransfers);
   if (snapshotMaxTransfers < 1) throw configError(`snapshot-max-transfers: ${snapshotMaxTransfers} must be at least 1`);
   const snapshotBandwidth = int('snapshotBandwidth', DEFAULT_SNAPSHOT_POLICY.bandwidthBytesPerSec);
+  const snapshotScrubIntervalSecs = int('snapshotScrubIntervalSecs', SCRUB_INTERVAL_MS_DEFAULT / 1000);
+  if (snapshotScrubIntervalSecs !== 0 && (snapshotScrubIntervalSecs * 1000 < SCRUB_INTERVAL_MS_MIN || snapshotScrubIntervalSecs * 1000 > SCRUB_INTERVAL_MS_MAX)) {
+    throw configError(`snapshot-scrub-interval: ${snapshotScrubIntervalSecs} is out of range ${SCRUB_INTERVAL_MS_MIN / 1000}..${SCRUB_INTERVAL_MS_MAX / 1000} seconds (0 for never)`);
+  }
+  const snapshotScrubRate = int('snapshotScrubRate', SCRUB_BYTES_PER_SEC_DEFAULT);
+  if (snapshotScrubRate !== 0 && snapshotScrubRate < SCRUB_BYTES_PER_SEC_MIN) {
+    throw configError(`snapshot-scrub-rate: ${snapshotScrubRate} bytes/s is below the minimum of ${SCRUB_BYTES_PER_SEC_MIN} (0 for no limit)`);
+  }
   const rootsText = str('snapshotRoots');
   const snapshotRoots = (rootsText !== undefined ? rootsText.split(',') : defaultSnapshotRoots())
     .map((r) => r.trim())
@@ -596,6 +617,8 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     snapshotChunkBytes,
     snapshotMaxTransfers,
     snapshotBandwidth,
+    snapshotScrubIntervalSecs,
+    snapshotScrubRate,
     snapshotRoots,
     taskQueueMax,
     tasksKept,

@@ -262,6 +262,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
         chunkBytes: cfg.snapshotChunkBytes,
         maxTransfers: cfg.snapshotMaxTransfers,
         bandwidthBytesPerSec: cfg.snapshotBandwidth,
+        scrubIntervalMs: cfg.snapshotScrubIntervalSecs * 1000,
+        scrubBytesPerSec: cfg.snapshotScrubRate,
       },
       logger,
       SNAPCOORD_VERSION,

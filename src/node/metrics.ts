@@ -22,6 +22,10 @@ export class NodeMetrics {
   /** restoresFailed: restore entries skipped (applied as no-ops) because their archive failed to apply. */
   readonly restoresFailed: Counter;
   readonly peerRefusals: Counter<'reason'>;
+  /** scrubRuns / scrubBytes / scrubDamaged: the snapshot scrub's runs (by kind: boot, periodic, asked), the archive bytes they re-hashed, the archives they found damaged (quarantined). */
+  readonly scrubRuns: Counter<'kind'>;
+  readonly scrubBytes: Counter;
+  readonly scrubDamaged: Counter;
 
   /** taskQueueDepth: set once the node's task queue exists. */
   taskQueueDepth: () => number = () => 0;
@@ -108,7 +112,17 @@ export class NodeMetrics {
       help: 'Restore entries skipped because their archive failed to apply (the state was left unchanged, the same on every node).',
       registers: [r],
     });
+    this.scrubRuns = new Counter({ name: 'snapcoord_snapshot_scrub_runs_total', help: 'Snapshot scrub runs ended (every stored archive re-hashed and compared with its recorded hashes), by kind: boot, periodic (--snapshot-scrub-interval), asked.', labelNames: ['kind'], registers: [r] });
+    this.scrubBytes = new Counter({ name: 'snapcoord_snapshot_scrub_bytes_total', help: 'Archive bytes the snapshot scrub re-hashed.', registers: [r] });
+    this.scrubDamaged = new Counter({ name: 'snapcoord_snapshot_scrub_damaged_total', help: 'Stored archives the snapshot scrub found not matching their recorded hashes (moved to quarantine; a lost newest snapshot is rebuilt).', registers: [r] });
     if (withProcessMetrics) collectDefaultMetrics({ register: r });
+  }
+
+  /** noteScrub counts a snapshot scrub run that ended. */
+  noteScrub(run: { readonly kind: string; readonly bytes: number; readonly damaged: readonly unknown[] }): void {
+    this.scrubRuns.inc({ kind: run.kind });
+    this.scrubBytes.inc(run.bytes);
+    this.scrubDamaged.inc(run.damaged.length);
   }
 
   /** text renders the registry in the Prometheus text format. */

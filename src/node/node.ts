@@ -712,7 +712,14 @@ export class Node {
     node.archives?.refs.noteEntries(state.entries);
     node.membershipBaseIndex = lostBase?.index ?? snapshot.index;
     opts.snapshots?.keepWhileInUse(() => raft.snapshotsInUse());
-    if (opts.snapshots !== undefined) opts.snapshots.onNewestLost = (lost) => node.snapshotLost(lost);
+    if (opts.snapshots !== undefined) {
+      opts.snapshots.onNewestLost = (lost) => node.snapshotLost(lost);
+      const metrics = opts.metrics;
+      if (metrics !== undefined) opts.snapshots.onScrubbed = (run) => metrics.noteScrub(run);
+      // The periodic scrub (policy.scrubIntervalMs; off when absent): its timers on the node's clock, its jitter from
+      // the node's randomness.
+      opts.snapshots.startPeriodicScrub(opts.rng);
+    }
     node.warnPeersMismatch(opts.initialMembership);
     await opts.diskGuard?.start();
     node.syncPeers();

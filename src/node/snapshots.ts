@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 
-import type { Membership, SnapshotMeta } from '../raft/types.js';
+import type { Membership, Rng, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../snapshot/snapshot-io.js';
 import { MemberGunzip } from '../snapshot/member-gunzip.js';
@@ -24,6 +24,7 @@ import {
   readArchive,
   scanStateRecords,
   type ArchiveMeta,
+  type ScrubOptions,
   type ScrubResult,
   type SnapshotCreateMeta,
   type SnapshotHandle,
@@ -37,6 +38,7 @@ import { RecordsDigest } from '../hash/records-digest.js';
 import type { KeyValue, NodeStorage, StateSnapshotReader } from '../storage/types.js';
 import type { InstalledRecordsCopy } from '../fsm/types.js';
 import type { Clock } from './clock.js';
+import { SCRUB_BYTES_PER_SEC_DEFAULT, SCRUB_BYTES_PER_SEC_MIN, SCRUB_INTERVAL_MS_MAX, SCRUB_INTERVAL_MS_MIN, ScrubPacer, scrubDelayMs, sleepUnlessStopped } from './scrub-pace.js';
 import { NodeError } from './errors.js';
 import type { PeerDial } from '../transport/peer-guard.js';
 import type { SnapshotStreamOpener } from '../transport/transport.js';
@@ -86,6 +88,43 @@ export interface SnapshotPolicy {
    * (default RESTORE_STATE_BYTES_MAX_DEFAULT).
    */
   readonly restoreStateBytesMax?: number;
+  /**
+   * scrubIntervalMs: re-hash every stored archive (both stores) about this often, each run's wait jittered by
+   * ±25% (scrubDelayMs), one archive at a time at scrubBytesPerSec, and quarantine any whose bytes disagree with
+   * their recorded hashes (startPeriodicScrub). 0 or absent: no periodic scrub (the boot scrub still runs); `serve`
+   * sets SCRUB_INTERVAL_MS_DEFAULT (24 h) unless told. Else SCRUB_INTERVAL_MS_MIN..SCRUB_INTERVAL_MS_MAX.
+   */
+  readonly scrubIntervalMs?: number;
+  /** scrubBytesPerSec: the periodic scrub's read rate (default SCRUB_BYTES_PER_SEC_DEFAULT; 0: no limit; else at least SCRUB_BYTES_PER_SEC_MIN). */
+  readonly scrubBytesPerSec?: number;
+}
+
+/** ScrubKind: what started a scrub run: the node's boot, the periodic schedule, or a caller (SnapshotManager.scrub). */
+export type ScrubKind = 'boot' | 'periodic' | 'asked';
+
+/** ScrubRun: what one scrub run did, over both stores (SnapshotManager.onScrubbed, scrubStats). */
+export interface ScrubRun {
+  readonly kind: ScrubKind;
+  /** checked: archives read whole and compared with their recorded hashes. */
+  readonly checked: number;
+  /** bytes: archive bytes read and hashed. */
+  readonly bytes: number;
+  /** seconds: the run's length on the node's clock (pauses and the rate limit included). */
+  readonly seconds: number;
+  /** damaged: archives whose bytes disagreed with their recorded hashes, moved to quarantine. */
+  readonly damaged: readonly { readonly store: 'store' | 'uploads'; readonly id: string; readonly reason: string }[];
+  /** unreadable: archives that could not be read (left in place). */
+  readonly unreadable: number;
+  /** stopped: the run ended early (the node stopping). */
+  readonly stopped: boolean;
+}
+
+/** ScrubStats: the scrub runs of this process so far (every kind), for /metrics and status. */
+export interface ScrubStats {
+  runs: number;
+  bytes: number;
+  damaged: number;
+  last: ScrubRun | null;
 }
 
 /** RESTORE_STATE_BYTES_MAX_DEFAULT: the default cap of a restored state's declared size (64 GiB, as archiveBytesMax; free disk space is checked too). */
@@ -314,6 +353,17 @@ export class SnapshotManager {
   private readonly scrubAbort = new AbortController();
   /** scrubbed: the boot scrub (never rejects). */
   private scrubbed: Promise<void> = Promise.resolve();
+  /** periodic: the periodic scrub's loop (startPeriodicScrub; never rejects); stopped by close(). */
+  private periodic: Promise<void> = Promise.resolve();
+  /**
+   * archiveWork: the creates, fetches, installs and restore uploads running (each counted while it runs): the
+   * periodic scrub reads no archive while any is (ScrubPacer's busy).
+   */
+  private archiveWork = 0;
+  /** scrubStats: the scrub runs of this process so far. */
+  readonly scrubStats: ScrubStats = { runs: 0, bytes: 0, damaged: 0, last: null };
+  /** onScrubbed: told of each scrub run once it ended (the node counts it in /metrics). */
+  onScrubbed: ((run: ScrubRun) => void) | undefined;
   /**
    * onNewestLost: told when the newest snapshot is moved to quarantine (found damaged by the scrub or a reader's
    * chunk check), with its Raft meta; the node sets it (its core stops offering it, and a snapshot is built now).
@@ -387,22 +437,96 @@ export class SnapshotManager {
   private async scrubInBackground(skip: readonly string[] = []): Promise<void> {
     // Let the node boot first: the scrub only reads.
     await this.clock.sleep(0);
+    await this.scrubRun('boot', skip, {});
+  }
+
+  /**
+   * scrubRun: one scrub run over both stores (`skip`: ids of the store just verified), logged, counted in
+   * scrubStats and told to onScrubbed; damaged archives are moved to quarantine (noteQuarantined: a lost newest
+   * is replaced by the node). Never rejects; stops early once close() is called.
+   */
+  private async scrubRun(kind: ScrubKind, skip: readonly string[], options: ScrubOptions): Promise<ScrubRun> {
+    const t0 = this.clock.nowMs();
+    const run = { checked: 0, bytes: 0, damaged: [] as { store: 'store' | 'uploads'; id: string; reason: string }[], unreadable: 0, stopped: false };
     for (const [name, store] of [['store', this.store], ['uploads', this.uploads]] as const) {
-      if (this.scrubAbort.signal.aborted) return;
+      if (this.scrubAbort.signal.aborted) {
+        run.stopped = true;
+        break;
+      }
       try {
-        const r = await store.scrub(this.scrubAbort.signal, store === this.store ? skip : []);
+        const r = await store.scrub(this.scrubAbort.signal, store === this.store ? skip : [], options);
+        run.checked += r.checked.length;
+        run.bytes += r.bytesRead;
+        run.unreadable += r.unreadable.length;
+        run.stopped ||= r.stopped;
         for (const q of r.quarantined) {
-          this.log.error({ store: name, id: q.id, reason: q.reason }, 'a stored snapshot does not match its recorded hashes; moved to quarantine');
+          run.damaged.push({ store: name, id: q.id, reason: q.reason });
+          this.log.error({ store: name, id: q.id, reason: q.reason, scrub: kind }, 'a stored snapshot does not match its recorded hashes; moved to quarantine');
         }
         for (const u of r.unreadable) this.log.warn({ store: name, id: u.id, reason: u.reason }, 'scrub could not read a stored snapshot');
         if (store === this.store) await this.noteQuarantined(r.quarantined.map((q) => q.id));
+        if (r.stopped) break;
       } catch (err) {
         if (!this.scrubAbort.signal.aborted) this.log.warn({ store: name, err: (err as Error).message }, 'snapshot scrub failed');
       }
     }
+    const done: ScrubRun = { kind, ...run, seconds: (this.clock.nowMs() - t0) / 1000 };
+    const st = this.scrubStats;
+    st.runs++;
+    st.bytes += done.bytes;
+    st.damaged += done.damaged.length;
+    st.last = done;
+    if (kind === 'periodic') {
+      this.log.info(
+        { checked: done.checked, bytes: done.bytes, seconds: Number(done.seconds.toFixed(1)), damaged: done.damaged.length, unreadable: done.unreadable, stopped: done.stopped },
+        'periodic snapshot scrub done',
+      );
+    }
+    this.onScrubbed?.(done);
+    return done;
   }
 
-  /** scrub re-hashes every archive of both stores now (scrubInBackground's work), for operators and tests. */
+  /**
+   * startPeriodicScrub starts the periodic scrub of policy.scrubIntervalMs (nothing when 0 or absent): after a
+   * wait of scrubDelayMs(interval, rng) (jittered ±25%, drawn anew for every run) on the node's clock, every
+   * archive of both stores is re-hashed in full, one at a time, at policy.scrubBytesPerSec (ScrubPacer), never
+   * while this node creates, fetches or installs an archive or takes a restore upload (archiveWork: it waits,
+   * and the wait earns no bytes), and after the boot scrub; those whose bytes disagree with their recorded hashes
+   * are moved to quarantine as the boot check does (a lost newest snapshot is replaced: onNewestLost; an upload
+   * is fetched again when a restore needs it). Each run is logged and counted (scrubStats, onScrubbed). At most
+   * once; close() stops it, a run mid-way included. RangeError for an interval or a rate out of range.
+   */
+  startPeriodicScrub(rng: Rng): void {
+    const intervalMs = this.policy.scrubIntervalMs ?? 0;
+    const rate = this.policy.scrubBytesPerSec ?? SCRUB_BYTES_PER_SEC_DEFAULT;
+    if (!Number.isSafeInteger(intervalMs) || (intervalMs !== 0 && (intervalMs < SCRUB_INTERVAL_MS_MIN || intervalMs > SCRUB_INTERVAL_MS_MAX))) {
+      throw new RangeError(`scrub interval must be 0 (off) or ${SCRUB_INTERVAL_MS_MIN}..${SCRUB_INTERVAL_MS_MAX} ms, got ${intervalMs}`);
+    }
+    if (!Number.isSafeInteger(rate) || (rate !== 0 && rate < SCRUB_BYTES_PER_SEC_MIN)) {
+      throw new RangeError(`scrub rate must be 0 (no limit) or at least ${SCRUB_BYTES_PER_SEC_MIN} bytes/s, got ${rate}`);
+    }
+    if (intervalMs === 0 || this.periodicStarted) return;
+    this.periodicStarted = true;
+    const signal = this.scrubAbort.signal;
+    this.periodic = (async () => {
+      for (;;) {
+        try {
+          await sleepUnlessStopped(this.clock, scrubDelayMs(intervalMs, rng), signal);
+        } catch {
+          return; // stopping
+        }
+        await this.scrubbed;
+        const pacer = new ScrubPacer(this.clock, rate, signal, () => this.archiveWork > 0);
+        await this.scrubRun('periodic', [], { pace: pacer.pace, beforeEach: pacer.beforeEach });
+        if (signal.aborted) return;
+      }
+    })();
+  }
+
+  /** periodicStarted: startPeriodicScrub ran (it starts the loop once). */
+  private periodicStarted = false;
+
+  /** scrub re-hashes every archive of both stores now (scrubInBackground's work, unpaced), for operators and tests. */
   async scrub(): Promise<{ store: ScrubResult; uploads: ScrubResult }> {
     await this.scrubbed;
     const store = await this.store.scrub();
@@ -602,53 +726,58 @@ export class SnapshotManager {
     membershipAt: (index: number) => Membership,
     options: { readonly signal?: AbortSignal; readonly onViewStart?: (applied: number) => void } = {},
   ): Promise<StoredSnapshot> {
-    const { signal } = options;
-    // A restore's copy still being finished is the snapshot of that state: wait for it rather than build another.
-    await this.copying;
-    // From here on the snapshot made (the newest reused, or a view taken below) holds at least this applied index.
-    options.onViewStart?.(this.storage.appliedIndex());
-    const current = this.newest;
-    if (current !== null && current.meta.index === this.storage.appliedIndex() && termAt(current.meta.index) === current.meta.term) {
-      // Nothing applied since the newest snapshot (a restore's copy, a fetched one): it is the state now.
-      this.reused++;
-      return current;
-    }
-    // A delta from the newest snapshot when it was built here (it has a member table) and the
-    // storage can list every key changed since; otherwise the whole state is read.
-    const t0 = this.clock.nowMs();
-    const base = this.newest;
-    const table = base !== null ? await this.store.members(base) : null;
-    const reader = await this.storage.snapshotState(base !== null && table !== null ? { changesSince: base.meta.index } : {});
+    this.archiveWork++;
     try {
-      const index = reader.appliedIndex;
-      const term = termAt(index);
-      if (term === undefined) throw new SnapshotTermUnknownError(index);
-      const meta = { index, term, membership: membershipAt(index) };
-      const changes = reader.changes;
-      let stored: StoredSnapshot | null = null;
-      if (base !== null && table !== null && changes !== undefined && changes !== null && changes.sinceIndex === base.meta.index) {
-        try {
-          const pinned = await this.store.open(base.id); // held while read, whatever becomes newest meanwhile
-          try {
-            stored = await this.store.createDelta(meta, pinned, table, changes.entries, signal !== undefined ? { signal } : {});
-          } finally {
-            pinned.release();
-          }
-          this.deltas++;
-        } catch (err) {
-          if (signal?.aborted === true) throw signal.reason;
-          // The base did not check (its bytes, its table) or the write failed: the full way below.
-          this.log.warn({ base: base.id, err: (err as Error).message }, 'snapshot from the previous one failed; reading the whole state');
-        }
+      const { signal } = options;
+      // A restore's copy still being finished is the snapshot of that state: wait for it rather than build another.
+      await this.copying;
+      // From here on the snapshot made (the newest reused, or a view taken below) holds at least this applied index.
+      options.onViewStart?.(this.storage.appliedIndex());
+      const current = this.newest;
+      if (current !== null && current.meta.index === this.storage.appliedIndex() && termAt(current.meta.index) === current.meta.term) {
+        // Nothing applied since the newest snapshot (a restore's copy, a fetched one): it is the state now.
+        this.reused++;
+        return current;
       }
-      // Iteration, encoding and compression (on the threadpool) overlap; no uncompressed state.bin is written.
-      const delta = stored !== null;
-      stored ??= await this.createOrFind(meta, reader, signal);
-      await this.setNewest(stored);
-      this.log.info({ id: stored.id, ms: this.clock.nowMs() - t0, way: delta ? 'delta' : 'full', changes: changes?.entries.length ?? null }, 'snapshot created');
-      return stored;
+      // A delta from the newest snapshot when it was built here (it has a member table) and the
+      // storage can list every key changed since; otherwise the whole state is read.
+      const t0 = this.clock.nowMs();
+      const base = this.newest;
+      const table = base !== null ? await this.store.members(base) : null;
+      const reader = await this.storage.snapshotState(base !== null && table !== null ? { changesSince: base.meta.index } : {});
+      try {
+        const index = reader.appliedIndex;
+        const term = termAt(index);
+        if (term === undefined) throw new SnapshotTermUnknownError(index);
+        const meta = { index, term, membership: membershipAt(index) };
+        const changes = reader.changes;
+        let stored: StoredSnapshot | null = null;
+        if (base !== null && table !== null && changes !== undefined && changes !== null && changes.sinceIndex === base.meta.index) {
+          try {
+            const pinned = await this.store.open(base.id); // held while read, whatever becomes newest meanwhile
+            try {
+              stored = await this.store.createDelta(meta, pinned, table, changes.entries, signal !== undefined ? { signal } : {});
+            } finally {
+              pinned.release();
+            }
+            this.deltas++;
+          } catch (err) {
+            if (signal?.aborted === true) throw signal.reason;
+            // The base did not check (its bytes, its table) or the write failed: the full way below.
+            this.log.warn({ base: base.id, err: (err as Error).message }, 'snapshot from the previous one failed; reading the whole state');
+          }
+        }
+        // Iteration, encoding and compression (on the threadpool) overlap; no uncompressed state.bin is written.
+        const delta = stored !== null;
+        stored ??= await this.createOrFind(meta, reader, signal);
+        await this.setNewest(stored);
+        this.log.info({ id: stored.id, ms: this.clock.nowMs() - t0, way: delta ? 'delta' : 'full', changes: changes?.entries.length ?? null }, 'snapshot created');
+        return stored;
+      } finally {
+        await reader.close();
+      }
     } finally {
-      await reader.close();
+      this.archiveWork--;
     }
   }
 
@@ -747,28 +876,33 @@ export class SnapshotManager {
     signal?: AbortSignal,
     onProgress?: (bytes: number) => void,
   ): Promise<{ stored: StoredSnapshot; result: FetchResult }> {
-    let result: FetchResult | undefined;
-    const stored = await this.store.receiveArchive(
-      { digest: meta.digest, sizeBytes: meta.sizeBytes, index: meta.index, term: meta.term, membership: meta.membership },
-      async (sink) => {
-        result = await fetchSnapshot({
-          selfId,
-          address,
-          target: meta,
-          sink,
-          chunkBytes: this.policy.chunkBytes,
-          bandwidthBytesPerSec: this.policy.bandwidthBytesPerSec,
-          clock: this.clock,
-          logger: this.log,
-          ...(signal !== undefined ? { signal } : {}),
-          ...(onProgress !== undefined ? { onProgress } : {}),
-          ...(this.dial !== undefined ? { dial: this.dial } : {}),
-          ...(this.streams !== undefined ? { streams: this.streams } : {}),
-        });
-      },
-      { maxBytes: this.policy.archiveBytesMax, deferWholeDigest: this.policy.chunkBytes === CHUNK_HASH_BYTES },
-    );
-    return { stored, result: result as FetchResult };
+    this.archiveWork++;
+    try {
+      let result: FetchResult | undefined;
+      const stored = await this.store.receiveArchive(
+        { digest: meta.digest, sizeBytes: meta.sizeBytes, index: meta.index, term: meta.term, membership: meta.membership },
+        async (sink) => {
+          result = await fetchSnapshot({
+            selfId,
+            address,
+            target: meta,
+            sink,
+            chunkBytes: this.policy.chunkBytes,
+            bandwidthBytesPerSec: this.policy.bandwidthBytesPerSec,
+            clock: this.clock,
+            logger: this.log,
+            ...(signal !== undefined ? { signal } : {}),
+            ...(onProgress !== undefined ? { onProgress } : {}),
+            ...(this.dial !== undefined ? { dial: this.dial } : {}),
+            ...(this.streams !== undefined ? { streams: this.streams } : {}),
+          });
+        },
+        { maxBytes: this.policy.archiveBytesMax, deferWholeDigest: this.policy.chunkBytes === CHUNK_HASH_BYTES },
+      );
+      return { stored, result: result as FetchResult };
+    } finally {
+      this.archiveWork--;
+    }
   }
 
   /**
@@ -797,44 +931,49 @@ export class SnapshotManager {
    * bytes in this read.
    */
   async install(s: StoredSnapshot): Promise<void> {
-    const handle = await this.store.open(s.id, { allowUnverified: true });
-    // An archive without a member table (fetched from the leader) gets one from this same read, so this node's
-    // next snapshot is a delta from it, not a read of its whole state: before, a second read of the archive in the
-    // background made it (91744b3), gunzipping the whole state again (the cut-off follower's peak RSS, issue 15).
-    const recorder = (await this.store.members(handle)) === null ? new MemberTableRecorder({ checkCrc: true, io: this.io }) : null;
+    this.archiveWork++;
     try {
-      const { stream, confirm } = handle.createCheckedReadStream();
-      const read = await readArchive(
-        stream,
-        async (meta, state, verified, where) => {
-          recorder?.stateBegins(meta, where);
-          // verified settles once readArchive has read the whole input: the whole digest is final then.
-          const checked = verified.then(confirm);
-          checked.catch(() => undefined);
-          // Every record is checked as a restore's are (keys strictly increasing, as many records and bytes as meta.json
-          // declares: a duplicate key was installed as its last value, keys out of order as sorted, the snapshot's
-          // counts lying), and the session records as the state machine reads them at open: a state it cannot open
-          // on is refused here (the state unchanged), not made live to fail the node at its next apply and every restart.
-          const records = sessionRecordsChecked(checkedStateRecords(state, meta, INSTALL_DECODE_OPTIONS), `snapshot ${s.id}`);
-          await this.storage.installState(thenVerified(records, checked), { appliedIndex: meta.index, membership: meta.membership });
-        },
-        { io: this.io, skipStateDigest: !handle.verified, ...(recorder !== null ? { gunzip: recorder.gunzip } : {}) },
-      );
-      if (!handle.verified) this.installHashedBytes.archive += handle.archiveBytes;
-      if (read.stateSha256 !== '') this.installHashedBytes.state += read.meta.stateBytes;
-    } catch (err) {
-      handle.release();
-      // Only bytes that are wrong condemn the snapshot; a read that failed (EIO) says nothing of them, and removing
-      // a good snapshot the log was already reset to leaves a node that cannot start (simulator seed 20895).
-      if (!isReadFailure(err) && (err instanceof ArchiveError || err instanceof StateFormatError || (err instanceof SnapshotStoreError && err.code === 'corrupt'))) {
-        this.log.error({ id: s.id, err: err.message }, 'a stored snapshot failed to install; removing it');
-        await this.store.remove(s.id).catch(() => undefined);
+      const handle = await this.store.open(s.id, { allowUnverified: true });
+      // An archive without a member table (fetched from the leader) gets one from this same read, so this node's
+      // next snapshot is a delta from it, not a read of its whole state: before, a second read of the archive in the
+      // background made it (91744b3), gunzipping the whole state again (the cut-off follower's peak RSS, issue 15).
+      const recorder = (await this.store.members(handle)) === null ? new MemberTableRecorder({ checkCrc: true, io: this.io }) : null;
+      try {
+        const { stream, confirm } = handle.createCheckedReadStream();
+        const read = await readArchive(
+          stream,
+          async (meta, state, verified, where) => {
+            recorder?.stateBegins(meta, where);
+            // verified settles once readArchive has read the whole input: the whole digest is final then.
+            const checked = verified.then(confirm);
+            checked.catch(() => undefined);
+            // Every record is checked as a restore's are (keys strictly increasing, as many records and bytes as meta.json
+            // declares: a duplicate key was installed as its last value, keys out of order as sorted, the snapshot's
+            // counts lying), and the session records as the state machine reads them at open: a state it cannot open
+            // on is refused here (the state unchanged), not made live to fail the node at its next apply and every restart.
+            const records = sessionRecordsChecked(checkedStateRecords(state, meta, INSTALL_DECODE_OPTIONS), `snapshot ${s.id}`);
+            await this.storage.installState(thenVerified(records, checked), { appliedIndex: meta.index, membership: meta.membership });
+          },
+          { io: this.io, skipStateDigest: !handle.verified, ...(recorder !== null ? { gunzip: recorder.gunzip } : {}) },
+        );
+        if (!handle.verified) this.installHashedBytes.archive += handle.archiveBytes;
+        if (read.stateSha256 !== '') this.installHashedBytes.state += read.meta.stateBytes;
+      } catch (err) {
+        handle.release();
+        // Only bytes that are wrong condemn the snapshot; a read that failed (EIO) says nothing of them, and removing
+        // a good snapshot the log was already reset to leaves a node that cannot start (simulator seed 20895).
+        if (!isReadFailure(err) && (err instanceof ArchiveError || err instanceof StateFormatError || (err instanceof SnapshotStoreError && err.code === 'corrupt'))) {
+          this.log.error({ id: s.id, err: err.message }, 'a stored snapshot failed to install; removing it');
+          await this.store.remove(s.id).catch(() => undefined);
+        }
+        throw err;
       }
-      throw err;
+      if (recorder !== null) await this.keepTable(handle, recorder);
+      // The opened handle becomes the newest (not opened again); its digest is confirmed now.
+      await this.setNewest(handle.verified ? handle : { ...handle, verified: true });
+    } finally {
+      this.archiveWork--;
     }
-    if (recorder !== null) await this.keepTable(handle, recorder);
-    // The opened handle becomes the newest (not opened again); its digest is confirmed now.
-    await this.setNewest(handle.verified ? handle : { ...handle, verified: true });
   }
 
   /** keepTable records the member table an install's read found (SnapshotStore.keepMemberTable); best effort, never rejects. */
@@ -925,78 +1064,83 @@ export class SnapshotManager {
     install: (records: AsyncIterable<readonly KeyValue[]>, copy?: InstalledRecordsCopy) => Promise<void>,
     snapshotAs?: SnapshotCreateMeta,
   ): Promise<void> {
-    const handle = await this.uploads.open(s.id);
-    // The copy, chosen once state.bin begins: the upload's own members, or (a foreign layout) the records re-encoded.
-    const c: { tee: RecordTee<readonly KeyValue[]> | null; members: UploadMemberCopy | null; copying: Promise<StoredSnapshot> | null } = { tee: null, members: null, copying: null };
-    const gunzip =
-      snapshotAs !== undefined
-        ? new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: false, keyBytesMax: KEY_BYTES_MAX, io: this.io, onMember: (m) => c.members?.take(m) })
-        : undefined;
+    this.archiveWork++;
     try {
-      await readArchive(
-        handle.createChunkCheckedReadStream(),
-        async (meta, state, verified, where) => {
-          let copy: InstalledRecordsCopy | undefined;
-          if (snapshotAs !== undefined && gunzip !== undefined) {
-            if (gunzip.headBytes === where.stateTarOffset) {
-              const { level, blockBytes } = this.store.blockGzip;
-              c.members = new UploadMemberCopy({
-                ...RESTORE_STATE_LIMITS,
-                stateTarOffset: where.stateTarOffset,
-                stateBytes: meta.stateBytes,
-                stateKeys: meta.stateKeys,
-                changed: RESTORE_CHANGED_KEYS,
-                membersMax: COPY_MEMBERS_MAX,
-                gzipLevel: level,
-                gzipBlockBytes: blockBytes,
-                gzipAdaptive: true,
-                io: this.io,
-              });
-              c.copying = this.store.createFromMembers(snapshotAs, c.members.produce);
-              copy = c.members;
-            } else {
-              gunzip.stopReporting();
-              c.tee = new RecordTee<readonly KeyValue[]>(COPY_BATCHES_MAX);
-              c.copying = this.store.createFromRecords(snapshotAs, c.tee.records());
-              copy = c.tee;
+      const handle = await this.uploads.open(s.id);
+      // The copy, chosen once state.bin begins: the upload's own members, or (a foreign layout) the records re-encoded.
+      const c: { tee: RecordTee<readonly KeyValue[]> | null; members: UploadMemberCopy | null; copying: Promise<StoredSnapshot> | null } = { tee: null, members: null, copying: null };
+      const gunzip =
+        snapshotAs !== undefined
+          ? new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: false, keyBytesMax: KEY_BYTES_MAX, io: this.io, onMember: (m) => c.members?.take(m) })
+          : undefined;
+      try {
+        await readArchive(
+          handle.createChunkCheckedReadStream(),
+          async (meta, state, verified, where) => {
+            let copy: InstalledRecordsCopy | undefined;
+            if (snapshotAs !== undefined && gunzip !== undefined) {
+              if (gunzip.headBytes === where.stateTarOffset) {
+                const { level, blockBytes } = this.store.blockGzip;
+                c.members = new UploadMemberCopy({
+                  ...RESTORE_STATE_LIMITS,
+                  stateTarOffset: where.stateTarOffset,
+                  stateBytes: meta.stateBytes,
+                  stateKeys: meta.stateKeys,
+                  changed: RESTORE_CHANGED_KEYS,
+                  membersMax: COPY_MEMBERS_MAX,
+                  gzipLevel: level,
+                  gzipBlockBytes: blockBytes,
+                  gzipAdaptive: true,
+                  io: this.io,
+                });
+                c.copying = this.store.createFromMembers(snapshotAs, c.members.produce);
+                copy = c.members;
+              } else {
+                gunzip.stopReporting();
+                c.tee = new RecordTee<readonly KeyValue[]>(COPY_BATCHES_MAX);
+                c.copying = this.store.createFromRecords(snapshotAs, c.tee.records());
+                copy = c.tee;
+              }
+              // A copy that fails (or ends) before reading everything never holds the install up.
+              const abandon = (): void => {
+                c.tee?.abandon();
+                c.members?.abandon();
+              };
+              c.copying.then(abandon, abandon);
             }
-            // A copy that fails (or ends) before reading everything never holds the install up.
-            const abandon = (): void => {
-              c.tee?.abandon();
-              c.members?.abandon();
-            };
-            c.copying.then(abandon, abandon);
-          }
-          await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified), copy);
-        },
-        { io: this.io, skipStateDigest: true, ...(gunzip !== undefined ? { gunzip } : {}) },
-      );
-    } catch (err) {
-      c.tee?.fail(err as Error);
-      c.members?.fail(err as Error);
-      await c.copying?.catch(() => undefined);
-      handle.release();
-      if (err instanceof SnapshotStoreError && err.code === 'corrupt' && !isReadFailure(err)) {
-        this.log.error({ id: s.id, err: err.message }, 'a kept upload changed on disk since it was stored; moved to quarantine (fetched again at the next attempt)');
-        await this.uploads.quarantine(s.id).catch(() => undefined);
+            await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified), copy);
+          },
+          { io: this.io, skipStateDigest: true, ...(gunzip !== undefined ? { gunzip } : {}) },
+        );
+      } catch (err) {
+        c.tee?.fail(err as Error);
+        c.members?.fail(err as Error);
+        await c.copying?.catch(() => undefined);
+        handle.release();
+        if (err instanceof SnapshotStoreError && err.code === 'corrupt' && !isReadFailure(err)) {
+          this.log.error({ id: s.id, err: err.message }, 'a kept upload changed on disk since it was stored; moved to quarantine (fetched again at the next attempt)');
+          await this.uploads.quarantine(s.id).catch(() => undefined);
+        }
+        throw err;
       }
-      throw err;
+      handle.release();
+      if (c.copying === null) return;
+      c.tee?.end();
+      c.members?.finish();
+      // Never rejects: a copy that failed, or one stored but not opened as the newest (an EIO reading it back),
+      // is logged, and the next snapshot is built the usual way. (Adopting it used to reject unhandled: a process
+      // crash on one failed read; simulator seed 30385.)
+      this.copying = c.copying
+        .then(async (stored) => {
+          this.copies++;
+          await this.setNewest(stored);
+        })
+        .catch((err: unknown) => {
+          this.log.warn({ index: snapshotAs?.index, err: (err as Error).message }, 'the copy of a restore as a snapshot failed; the next snapshot reads the whole state');
+        });
+    } finally {
+      this.archiveWork--;
     }
-    handle.release();
-    if (c.copying === null) return;
-    c.tee?.end();
-    c.members?.finish();
-    // Never rejects: a copy that failed, or one stored but not opened as the newest (an EIO reading it back),
-    // is logged, and the next snapshot is built the usual way. (Adopting it used to reject unhandled: a process
-    // crash on one failed read; simulator seed 30385.)
-    this.copying = c.copying
-      .then(async (stored) => {
-        this.copies++;
-        await this.setNewest(stored);
-      })
-      .catch((err: unknown) => {
-        this.log.warn({ index: snapshotAs?.index, err: (err as Error).message }, 'the copy of a restore as a snapshot failed; the next snapshot reads the whole state');
-      });
   }
 
   /**
@@ -1015,20 +1159,25 @@ export class SnapshotManager {
    * names (`recordsDigest`, fsm/restore-digest.ts): no second pass.
    */
   async importUpload(source: Readable, pinMs: number, reserveBytes = 0): Promise<UploadedArchive> {
-    let recordsDigest: string | null = null;
-    const stored = await this.uploads.importArchive(source, {
-      maxBytes: this.policy.archiveBytesMax,
-      consumeState: async (meta, state) => {
-        await this.checkRestoreSize(meta, reserveBytes);
-        const into = new RecordsDigest();
-        await scanStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, digest: { into, keep: isCarriedKeyAt } });
-        recordsDigest = into.hex();
-      },
-    });
-    if (recordsDigest === null) throw new Error('importUpload: the archive was stored without its state being read');
-    const handle = await this.uploads.open(stored.id);
-    this.clock.setTimeout(() => handle.release(), pinMs).unref();
-    return { ...stored, recordsDigest };
+    this.archiveWork++;
+    try {
+      let recordsDigest: string | null = null;
+      const stored = await this.uploads.importArchive(source, {
+        maxBytes: this.policy.archiveBytesMax,
+        consumeState: async (meta, state) => {
+          await this.checkRestoreSize(meta, reserveBytes);
+          const into = new RecordsDigest();
+          await scanStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, digest: { into, keep: isCarriedKeyAt } });
+          recordsDigest = into.hex();
+        },
+      });
+      if (recordsDigest === null) throw new Error('importUpload: the archive was stored without its state being read');
+      const handle = await this.uploads.open(stored.id);
+      this.clock.setTimeout(() => handle.release(), pinMs).unref();
+      return { ...stored, recordsDigest };
+    } finally {
+      this.archiveWork--;
+    }
   }
 
   /** checkRestoreSize refuses a declared state beyond the cap (`invalid`) or beyond the free disk space (`diskFull`). */
@@ -1093,35 +1242,40 @@ export class SnapshotManager {
     target: FetchTarget,
     opts: { readonly signal?: AbortSignal; readonly staging?: boolean; readonly reserveBytes?: number; readonly maxAttempts?: number } = {},
   ): Promise<StoredSnapshot> {
-    const signal = opts.signal;
-    if (target.sizeBytes > this.policy.archiveBytesMax) {
-      throw new NodeError('invalid', `archive of ${target.sizeBytes} bytes is larger than this node's limit of ${this.policy.archiveBytesMax}`);
-    }
-    // Written straight into the uploads store, each byte once, hashed as written.
-    return this.uploads.receiveArchive(
-      target,
-      async (sink) => {
-        await fetchSnapshot({
-          selfId,
-          address,
-          target,
-          sink,
-          chunkBytes: this.policy.chunkBytes,
-          ...(signal !== undefined ? { signal } : {}),
-          clock: this.clock,
-          ...(opts.maxAttempts !== undefined ? { maxAttempts: opts.maxAttempts } : {}),
-          ...(this.dial !== undefined ? { dial: this.dial } : {}),
-          ...(this.streams !== undefined ? { streams: this.streams } : {}),
-        });
-      },
-      {
-        maxBytes: this.policy.archiveBytesMax,
-        // No second read: the sink's hash matched the digest the leader verified record by record (see above).
-        check: async (_path, meta) => {
-          if (opts.staging === true) await this.checkRestoreSize(meta, opts.reserveBytes ?? 0);
+    this.archiveWork++;
+    try {
+      const signal = opts.signal;
+      if (target.sizeBytes > this.policy.archiveBytesMax) {
+        throw new NodeError('invalid', `archive of ${target.sizeBytes} bytes is larger than this node's limit of ${this.policy.archiveBytesMax}`);
+      }
+      // Written straight into the uploads store, each byte once, hashed as written.
+      return this.uploads.receiveArchive(
+        target,
+        async (sink) => {
+          await fetchSnapshot({
+            selfId,
+            address,
+            target,
+            sink,
+            chunkBytes: this.policy.chunkBytes,
+            ...(signal !== undefined ? { signal } : {}),
+            clock: this.clock,
+            ...(opts.maxAttempts !== undefined ? { maxAttempts: opts.maxAttempts } : {}),
+            ...(this.dial !== undefined ? { dial: this.dial } : {}),
+            ...(this.streams !== undefined ? { streams: this.streams } : {}),
+          });
         },
-      },
-    );
+        {
+          maxBytes: this.policy.archiveBytesMax,
+          // No second read: the sink's hash matched the digest the leader verified record by record (see above).
+          check: async (_path, meta) => {
+            if (opts.staging === true) await this.checkRestoreSize(meta, opts.reserveBytes ?? 0);
+          },
+        },
+      );
+    } finally {
+      this.archiveWork--;
+    }
   }
 
   /**
@@ -1196,6 +1350,7 @@ export class SnapshotManager {
   async close(): Promise<void> {
     this.scrubAbort.abort();
     await this.scrubbed;
+    await this.periodic;
     this.newest?.release();
     this.newest = null;
   }

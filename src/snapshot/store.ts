@@ -234,6 +234,28 @@ export interface SnapshotHandle extends StoredSnapshot {
 export interface OpenOptions {
   readonly verify?: boolean;
   readonly allowUnverified?: boolean;
+  /** pace: a verify's read waits for it after each piece (ReadPace). */
+  readonly pace?: ReadPace;
+}
+
+/**
+ * ReadPace: called with the bytes of each piece a verify (or a scrub) has just read and hashed; the read goes on
+ * once it resolves (a rate limit, a pause). A rejection stops the read: verify, open and scrub then reject with
+ * ReadStopped (its cause the rejection), a verdict on nothing: the snapshot stays as it was, trusted or not.
+ */
+export type ReadPace = (bytes: number) => Promise<void>;
+
+/** ReadStopped: a paced read whose pace rejected (ReadPace); `cause` is the rejection. */
+export class ReadStopped extends Error {
+  override readonly name = 'ReadStopped';
+}
+
+/** ScrubOptions: how scrub() goes (see there). */
+export interface ScrubOptions {
+  /** pace: each archive's read waits for it after each piece (ReadPace; its rejection ends the scrub). */
+  readonly pace?: ReadPace;
+  /** beforeEach: awaited before each archive is read (its rejection ends the scrub: ReadStopped). */
+  readonly beforeEach?: (id: string) => Promise<void>;
 }
 
 /** ReceiveTarget: the archive a follower fetches, as its leader named it. */
@@ -275,6 +297,10 @@ export interface ReceiveOptions {
 /** ScrubResult: what scrub() checked and what it moved to quarantine, with why. */
 export interface ScrubResult {
   readonly checked: string[];
+  /** bytesRead: the archive bytes read and hashed (checked ones and damaged ones alike). */
+  bytesRead: number;
+  /** stopped: the scrub ended early (its signal, a pace or beforeEach that rejected): `checked` is what it reached. */
+  stopped: boolean;
   readonly quarantined: { readonly id: string; readonly reason: string }[];
   /** unreadable: snapshots that could not be read (left in place), with why. */
   readonly unreadable: { readonly id: string; readonly reason: string }[];
@@ -397,7 +423,7 @@ async function* teeToSink(source: Readable, sink: ArchiveSink, maxBytes: number)
  * hashFile hashes a whole file and, in the same read, each CHUNK_HASH_BYTES
  * chunk of it (what verify() and scrub() compare with the recorded hashes).
  */
-async function hashFile(io: SnapshotIo, path: string): Promise<SinkDigest> {
+async function hashFile(io: SnapshotIo, path: string, pace?: ReadPace): Promise<SinkDigest> {
   const hash = createHash('sha256');
   const chunkSha256s: Uint8Array[] = [];
   let chunk = createHash('sha256');
@@ -416,6 +442,13 @@ async function hashFile(io: SnapshotIo, path: string): Promise<SinkDigest> {
         chunkSha256s.push(chunk.digest());
         chunk = createHash('sha256');
         inChunk = 0;
+      }
+    }
+    if (pace !== undefined) {
+      try {
+        await pace(piece.length);
+      } catch (err) {
+        throw new ReadStopped(`the read of ${path} was stopped after ${bytes} bytes: ${(err as Error).message}`, { cause: err });
       }
     }
   }
@@ -1106,13 +1139,13 @@ export class SnapshotStore {
       let chunkSha256s: readonly Uint8Array[];
       if (recorded === null) {
         // Stored by an older version: hash it once and record what it held.
-        const actual = await this.checkBytes(stored, null);
+        const actual = await this.checkBytes(stored, null, options.pace);
         await this.recordChunkHashes(stored, actual).catch(() => undefined);
         chunkSha256s = actual.chunkSha256s;
       } else {
         // A claimed digest is verified before anyone but a checked reader may read the bytes.
         if (options.verify === true || (!verified && options.allowUnverified !== true)) {
-          await this.checkBytes(stored, recorded);
+          await this.checkBytes(stored, recorded, options.pace);
           if (!verified) await this.confirmDigest(id, stored.archiveSha256);
           verified = true;
         }
@@ -1234,10 +1267,11 @@ export class SnapshotStore {
    * verify re-hashes a stored snapshot's archive and compares its size, its
    * SHA-256 and each chunk's with those recorded when it was written.
    * Resolves when they agree; SnapshotStoreError `corrupt` saying what
-   * differs (or what cannot be read), `not-found`, `invalid-argument`.
+   * differs (or what cannot be read), `not-found`, `invalid-argument`;
+   * ReadStopped when `pace` rejected (ReadPace).
    */
-  async verify(id: string): Promise<void> {
-    const h = await this.open(id, { verify: true });
+  async verify(id: string, pace?: ReadPace): Promise<void> {
+    const h = await this.open(id, { verify: true, ...(pace !== undefined ? { pace } : {}) });
     h.release();
   }
 
@@ -1250,18 +1284,37 @@ export class SnapshotStore {
    * neither quarantined nor reported so). A snapshot that cannot be read for another reason (a missing
    * file system, a permission) is left where it is and reported in
    * `unreadable`. `signal` stops it between snapshots; ids in `skip` (just
-   * verified) are not read again. Never rejects for a
+   * verified) are not read again. options.beforeEach is awaited before each
+   * snapshot is read, options.pace after each piece read (ReadPace: a rate
+   * limit); either rejecting stops the scrub there (`stopped`, the snapshot
+   * being read left as it was, trusted or not). Never rejects for a
    * bad snapshot; rejects only if the store directory cannot be listed.
    */
-  async scrub(signal?: AbortSignal, skip: readonly string[] = []): Promise<ScrubResult> {
-    const result: ScrubResult = { checked: [], quarantined: [], unreadable: [] };
+  async scrub(signal?: AbortSignal, skip: readonly string[] = [], options: ScrubOptions = {}): Promise<ScrubResult> {
+    const result: ScrubResult = { checked: [], bytesRead: 0, stopped: false, quarantined: [], unreadable: [] };
+    const pace: ReadPace = async (bytes) => {
+      result.bytesRead += bytes;
+      if (options.pace !== undefined) await options.pace(bytes);
+    };
     for (const s of await this.list()) {
-      if (signal?.aborted === true) break;
+      if (signal?.aborted === true) {
+        result.stopped = true;
+        break;
+      }
       if (skip.includes(s.id)) continue;
       let reason: string | null = null;
       try {
-        await this.verify(s.id);
+        if (options.beforeEach !== undefined) {
+          await options.beforeEach(s.id).catch((err: unknown) => {
+            throw new ReadStopped(`the scrub was stopped before snapshot ${s.id}: ${(err as Error).message}`, { cause: err });
+          });
+        }
+        await this.verify(s.id, pace);
       } catch (err) {
+        if (err instanceof ReadStopped) {
+          result.stopped = true;
+          break;
+        }
         if (err instanceof SnapshotStoreError && err.code === 'not-found') continue;
         if (!(err instanceof SnapshotStoreError) || err.code !== 'corrupt' || isUnreadable(err)) {
           result.unreadable.push({ id: s.id, reason: (err as Error).message });
@@ -1672,20 +1725,29 @@ export class SnapshotStore {
   /**
    * checkBytes hashes a stored archive and compares it with what meta.json
    * (and, given, the chunk hashes) record; SnapshotStoreError `corrupt`
-   * (with the read error as its cause when it cannot be read).
+   * (with the read error as its cause when it cannot be read); ReadStopped
+   * when `pace` rejected.
    */
-  private async checkBytes(stored: StoredSnapshot, chunkSha256s: readonly Uint8Array[] | null): Promise<SinkDigest> {
+  private async checkBytes(stored: StoredSnapshot, chunkSha256s: readonly Uint8Array[] | null, pace?: ReadPace): Promise<SinkDigest> {
     // Whatever was trusted of it, a read that does not agree (or fails) ends the trust; one that agrees is trust.
-    this.hashedHere.delete(stored.id);
-    const actual = await this.hashBytes(stored, chunkSha256s);
+    // A read stopped by its pace says nothing: what was trusted stays so (a paced scrub of a large archive takes a
+    // while, and the downloads meanwhile keep reading it on its recorded hashes).
+    let actual: SinkDigest;
+    try {
+      actual = await this.hashBytes(stored, chunkSha256s, pace);
+    } catch (err) {
+      if (!(err instanceof ReadStopped)) this.hashedHere.delete(stored.id);
+      throw err;
+    }
     this.hashedHere.set(stored.id, stored.archiveSha256);
     return actual;
   }
 
   /** hashBytes: checkBytes' hashing and comparing. */
-  private async hashBytes(stored: StoredSnapshot, chunkSha256s: readonly Uint8Array[] | null): Promise<SinkDigest> {
+  private async hashBytes(stored: StoredSnapshot, chunkSha256s: readonly Uint8Array[] | null, pace?: ReadPace): Promise<SinkDigest> {
     const { id } = stored;
-    const actual = await hashFile(this.io, stored.path).catch((err: unknown) => {
+    const actual = await hashFile(this.io, stored.path, pace).catch((err: unknown) => {
+      if (err instanceof ReadStopped) throw err;
       throw new SnapshotStoreError('corrupt', `snapshot ${id}: cannot read ${ARCHIVE_FILE}: ${(err as Error).message}`, { path: stored.path, cause: err });
     });
     if (actual.archiveBytes !== stored.archiveBytes) {

@@ -15,7 +15,8 @@ import { KVServiceClient } from '../../../src/gen/snapcoord/v1/kv.js';
 import { SnapshotServiceClient, TaskServiceClient } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Node } from '../../../src/node/node.js';
 import { snapshotTaskRunner } from '../../../src/ops/snapshot-task.js';
-import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../../../src/node/snapshots.js';
+import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager, type SnapshotPolicy } from '../../../src/node/snapshots.js';
+import type { NodeMetrics } from '../../../src/node/metrics.js';
 import { TaskQueue, type TaskQueueOptions, type TaskRunner } from '../../../src/ops/task-queue.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { FORMAT_VERSION } from '../../../src/storage/types.js';
@@ -36,6 +37,10 @@ export interface SnapshotNodeOptions {
   readonly uploadIdleMs?: number;
   /** downloadStallMs: SnapshotApiOptions.downloadStallMs (default its default). */
   readonly downloadStallMs?: number;
+  /** policy: the snapshot policy's fields to change (default DEFAULT_SNAPSHOT_POLICY, snapshotEntries 1,000,000). */
+  readonly policy?: Partial<SnapshotPolicy>;
+  /** metrics: the node's metrics (NodeOptions.metrics; default none). */
+  readonly metrics?: NodeMetrics;
 }
 
 export class SnapshotNode {
@@ -62,7 +67,7 @@ export class SnapshotNode {
     const dataDir = join(dir, 'n1');
     const storage = await RocksStorage.open(dataDir);
     await storage.checkIdentity({ nodeId: 'n1', clusterId: 'test', formatVersion: FORMAT_VERSION }, { createIfNew: true });
-    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, snapshotEntries: 1_000_000 }, silent, 'test', systemClock);
+    const snapshots = await SnapshotManager.open(join(dataDir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, snapshotEntries: 1_000_000, ...opts.policy }, silent, 'test', systemClock);
     snapshots.dial = peerDial('snapcoord', api.address);
     const ref: { node: Node | null } = { node: null };
     const transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial('snapcoord', api.address) });
@@ -74,6 +79,7 @@ export class SnapshotNode {
       transport,
       initialMembership: { voters: ['n1'], learners: [], addresses: { n1: api.peerAddress } },
       snapshots,
+      ...(opts.metrics !== undefined ? { metrics: opts.metrics } : {}),
     });
     ref.node = node;
     const snapshotPath = join(root, 'n1.snapshot');

@@ -66,4 +66,16 @@ describe('gateway: serve configuration', () => {
     for (const bad of ['1.5', 'abc', '-5']) assert.throws(() => resolveServeConfig({ ...base, s3TimeoutMs: bad }, {}), /--s3-timeout-ms: expected a whole number/, bad);
     assert.throws(() => resolveServeConfig(base, { SNAPCOORD_S3_TIMEOUT_MS: '100' }), /s3-timeout-ms: "100" is not a whole number of milliseconds from 1000 to 600000/);
   });
+  it('--snapshot-scrub-interval / --snapshot-scrub-rate (and their SNAPCOORD_ twins): a day and 64 MiB/s by default, 0 turns each off; out of range is refused, naming the flag and the bounds', () => {
+    const base = { insecureNoAuth: true };
+    const d = resolveServeConfig(base, {});
+    assert.equal(d.snapshotScrubIntervalSecs, 86_400);
+    assert.equal(d.snapshotScrubRate, 64 * 1024 * 1024);
+    assert.equal(resolveServeConfig({ ...base, snapshotScrubInterval: '0' }, {}).snapshotScrubIntervalSecs, 0);
+    assert.equal(resolveServeConfig(base, { SNAPCOORD_SNAPSHOT_SCRUB_INTERVAL: '3600', SNAPCOORD_SNAPSHOT_SCRUB_RATE: '0' }).snapshotScrubIntervalSecs, 3600);
+    assert.equal(resolveServeConfig(base, { SNAPCOORD_SNAPSHOT_SCRUB_RATE: '0' }).snapshotScrubRate, 0);
+    assert.throws(() => resolveServeConfig({ ...base, snapshotScrubInterval: '31536001' }, {}), (err: unknown) => err instanceof CliError && err.exitCode === 2 && /snapshot-scrub-interval: 31536001 is out of range 1\.\.31536000 seconds \(0 for never\)/.test(err.message));
+    assert.throws(() => resolveServeConfig({ ...base, snapshotScrubRate: '1000' }, {}), /snapshot-scrub-rate: 1000 bytes\/s is below the minimum of 1048576 \(0 for no limit\)/);
+    assert.throws(() => resolveServeConfig({ ...base, snapshotScrubInterval: '-1' }, {}), /--snapshot-scrub-interval: expected a whole number/);
+  });
 });
