@@ -44,6 +44,8 @@ import type {
   StateImageStream,
 } from '../transport/transport.js';
 import { ForwardQueue } from './forward-queue.js';
+import { Vouches } from './vouches.js';
+import type { PeerVouch } from '../transport/peer-guard.js';
 import { encodeApplyResult } from '../fsm/apply-result-codec.js';
 import type { Clock, TimerHandle } from './clock.js';
 import { NodeError } from './errors.js';
@@ -77,6 +79,13 @@ export interface MessageSender extends Partial<ArchiveStager>, Partial<SnapshotS
   close(): Promise<void>;
   /** refusals (optional, Transport.refusals): the members whose guard refuses this node's messages, and why. */
   refusals?(): ReadonlyMap<NodeId, string>;
+  /**
+   * askMembership (optional): one GetMembership call to member q.to over a
+   * channel that checks q.to's certificate (GrpcTransport.askMembership).
+   * With it the node vouches for senders its configuration does not name
+   * (Node.peerVouch, src/node/vouches.ts); without it there is no vouch.
+   */
+  askMembership?(q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer>;
 }
 
 /** NodeTimings: the defaults give a new leader within ~300 ms of the old one's death on a LAN. */
@@ -473,6 +482,8 @@ export class Node {
   private readonly onMemberRemoved: ((id: NodeId) => void) | undefined;
   /** removedIds: the ids this node applied a removal of since it started, oldest first (wasRemoved). */
   private readonly removedIds = new Set<NodeId>();
+  /** vouches: which senders outside the configuration a voter of it vouched for (peerVouch); null when the transport cannot ask. */
+  private readonly vouches: Vouches | null;
   private readonly log: Logger;
   private readonly timings: NodeTimings;
   private readonly maxPendingProposals: number;
@@ -625,6 +636,17 @@ export class Node {
     this.fsm = fsm;
     this.transport = opts.transport;
     this.log = opts.logger ?? silentLogger;
+    const ask = opts.transport.askMembership?.bind(opts.transport);
+    this.vouches =
+      ask === undefined
+        ? null
+        : new Vouches({
+            selfId: opts.id,
+            clock: opts.clock,
+            log: this.log,
+            configuration: () => ({ membership: this.raft.brief().membership, index: this.raft.membershipIndex() }),
+            ask,
+          });
     this.onMemberRemoved = opts.onMemberRemoved;
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
@@ -787,7 +809,8 @@ export class Node {
    */
   membershipFor(q: MembershipQuery): MembershipAnswer {
     const st = this.raft.brief();
-    const answer = { from: this.id, term: st.term, membership: st.membership };
+    const membershipIndex = this.raft.membershipIndex();
+    const answer = { from: this.id, term: st.term, membership: st.membership, ...(membershipIndex > 0 ? { membershipIndex } : {}) };
     if (st.role !== 'leader') return answer;
     // What the asker acknowledged to this leader: a node starting from a new data dir that did lost that log.
     const match = this.raft.status().progress[q.from]?.match ?? 0;
@@ -1077,6 +1100,16 @@ export class Node {
     return this.removedIds.has(id) && !this.isMember(id);
   }
 
+  /**
+   * peerVouch: the peer plane's PeerVouch (PeerGuardOptions.vouch): a sender
+   * this node's configuration does not name is taken only once a voter of it
+   * vouched for it (src/node/vouches.ts). Undefined when the transport cannot
+   * ask a member (no askMembership): such senders then reach the core.
+   */
+  get peerVouch(): PeerVouch | undefined {
+    return this.vouches ?? undefined;
+  }
+
   /** noteRemoved records `id` for wasRemoved, forgetting the oldest past REMOVED_IDS_MAX. */
   private noteRemoved(id: NodeId): void {
     this.removedIds.delete(id);
@@ -1343,6 +1376,7 @@ export class Node {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.vouches?.close();
     if (this.ticker !== undefined) this.clock.clearTimeout(this.ticker);
     this.clock.clearTimeout(this.snapshotRetry);
     this.clock.clearTimeout(this.pacer);

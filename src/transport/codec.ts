@@ -869,6 +869,7 @@ export function getMembershipResponseToProto(a: MembershipAnswer): pb.GetMembers
     membership: membershipToProto(a.membership),
     askerMatchIndex: toU64(a.askerMatchIndex ?? 0, 'askerMatchIndex'),
     askerStarted: a.askerStarted === true,
+    membershipIndex: toU64(a.membershipIndex ?? 0, 'membershipIndex'),
   };
 }
 
@@ -877,7 +878,15 @@ export function getMembershipResponseFromProto(p: pb.GetMembershipResponse): Mem
   const membership = membershipFromProto(p.membership);
   if (!wellFormedMembership(membership)) throw new CodecError('membership: no voter, an empty id, or an id named twice');
   const askerMatchIndex = fromU64(p.askerMatchIndex, 'askerMatchIndex');
-  return { from: nodeId(p.from, 'from'), term: fromU64(p.term, 'term'), membership, ...(askerMatchIndex > 0 ? { askerMatchIndex } : {}), ...(p.askerStarted ? { askerStarted: true } : {}) };
+  const membershipIndex = fromU64(p.membershipIndex, 'membershipIndex');
+  return {
+    from: nodeId(p.from, 'from'),
+    term: fromU64(p.term, 'term'),
+    membership,
+    ...(askerMatchIndex > 0 ? { askerMatchIndex } : {}),
+    ...(p.askerStarted ? { askerStarted: true } : {}),
+    ...(membershipIndex > 0 ? { membershipIndex } : {}),
+  };
 }
 
 // ---------------------------------------------------------------- Propose

@@ -467,6 +467,44 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
     });
   }
 
+  // ---------------------------------------------------------------- GetMembership
+
+  /**
+   * askMembership asks member q.to, over its channel (which checks, under
+   * mutual TLS with credentialsFor, that its certificate names q.to), for its
+   * configuration (GetMembership). Rejects with the call's grpc ServiceError
+   * (PERMISSION_DENIED: q.to does not know this node; DEADLINE_EXCEEDED after
+   * timeoutMs), a CodecError for a malformed answer or one from another
+   * member than q.to, or UNAVAILABLE at once for a peer with no address here.
+   */
+  askMembership(q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> {
+    const peer = this.closed ? undefined : this.peers.get(q.to);
+    if (peer === undefined) {
+      return Promise.reject(Object.assign(new Error(`no channel to ${q.to}${this.closed ? ': transport closed' : ''}`), { code: grpc.status.UNAVAILABLE }));
+    }
+    let req: pb.GetMembershipRequest;
+    try {
+      req = getMembershipRequestToProto(q);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return new Promise<MembershipAnswer>((resolve, reject) => {
+      const client = this.clientFor(peer);
+      const call: grpc.Call = client.getMembership(req, new grpc.Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
+        peer.calls.delete(call);
+        if (err !== null) return reject(err);
+        try {
+          const a = getMembershipResponseFromProto(res as pb.GetMembershipResponse);
+          if (a.from !== q.to) throw new CodecError(`the answer came from ${a.from}, not ${q.to}`);
+          resolve(a);
+        } catch (e) {
+          reject(e instanceof Error ? e : new Error(String(e)));
+        }
+      });
+      peer.calls.add(call);
+    });
+  }
+
   // ---------------------------------------------------------------- Propose
 
   /**

@@ -70,6 +70,8 @@ export interface MembershipAnswer {
   readonly askerMatchIndex?: number;
   /** askerStarted: the answering node has seen the asker run with a log of its own (src/node/started-members.ts). */
   readonly askerStarted?: boolean;
+  /** membershipIndex: the index of the entry (or snapshot) `membership` comes from; absent or 0: none (the bootstrap's). */
+  readonly membershipIndex?: number;
 }
 
 /**

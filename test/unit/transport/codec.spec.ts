@@ -190,7 +190,9 @@ describe('transport codec', () => {
     assert.deepEqual(getMembershipResponseFromProto(pb.GetMembershipResponse.decode(pb.GetMembershipResponse.encode(getMembershipResponseToProto(led)).finish())), led, "a leader's asker_match_index");
     const started = { ...a, askerStarted: true };
     assert.deepEqual(getMembershipResponseFromProto(pb.GetMembershipResponse.decode(pb.GetMembershipResponse.encode(getMembershipResponseToProto(started)).finish())), started, 'asker_started');
-    const bad = (membership: pb.Membership | undefined): pb.GetMembershipResponse => ({ from: 'n2', term: 7n, membership, askerMatchIndex: 0n, askerStarted: false });
+    const indexed = { ...a, membershipIndex: 41 };
+    assert.deepEqual(getMembershipResponseFromProto(pb.GetMembershipResponse.decode(pb.GetMembershipResponse.encode(getMembershipResponseToProto(indexed)).finish())), indexed, 'membership_index');
+    const bad = (membership: pb.Membership | undefined): pb.GetMembershipResponse => ({ from: 'n2', term: 7n, membership, askerMatchIndex: 0n, askerStarted: false, membershipIndex: 0n });
     assert.throws(() => getMembershipResponseFromProto(bad({ voters: [], learners: ['n4'], addresses: {} })), CodecError);
     assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1', 'n1'], learners: [], addresses: {} })), CodecError);
     assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1'], learners: ['n1'], addresses: {} })), CodecError);
@@ -672,7 +674,7 @@ describe('transport codec: what no honest member sends is refused (the limits ev
       assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, append)), isCodecError(want), `append base: ${what}`);
       const install = { from: 'n1', to: 'n2', term: 1n, snapshot: { ...snapshotRequestToProto({ type: 'snapshot', from: 'n1', to: 'n2', term: 1, snapshot: meta }).snapshot!, membership: m } };
       assert.throws(() => snapshotRequestFromProto(wire(pb.InstallSnapshotRequest, install)), isCodecError(want), `install: ${what}`);
-      const answer = { from: 'n1', term: 1n, membership: m, askerMatchIndex: 0n, askerStarted: false };
+      const answer = { from: 'n1', term: 1n, membership: m, askerMatchIndex: 0n, askerStarted: false, membershipIndex: 0n };
       assert.throws(() => getMembershipResponseFromProto(wire(pb.GetMembershipResponse, answer)), isCodecError(want), `GetMembership: ${what}`);
     }
     const full = wide(ids(MEMBERSHIP_IDS_MAX, 'v'), ids(MEMBERSHIP_IDS_MAX, 'l'), { ['n'.repeat(NODE_ID_CHARS_MAX)]: 'h'.repeat(MEMBER_ADDRESS_CHARS_MAX) });

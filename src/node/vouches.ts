@@ -1,0 +1,212 @@
+/**
+ * Vouches: whether a sender this node's configuration does not name may
+ * speak Raft to it (the peer plane's PeerVouch, src/transport/peer-guard.ts).
+ *
+ * A member must follow a leader its configuration lacks (a member added in
+ * entries it has not received: a new member whose snapshot predates the
+ * leader's own addition; one away while the leader was added), but a
+ * CA-signed certificate of an id no member knows (never added; removed
+ * before this node's restart) must lead nobody. So before such a sender's
+ * Raft messages reach the core, a voter of this node's own configuration
+ * (never the sender, never this node) is asked for its configuration
+ * (GetMembership, over the transport's channel to that voter, which under
+ * mutual TLS checks that the voter's certificate names it), and the sender
+ * is vouched for only when that configuration names it (voter or learner) at
+ * a later index than this node's own: news this node has not received yet.
+ *
+ * A vouch holds while this node's configuration is older than the one that
+ * named the sender (once it is as new, it names the sender itself, or the
+ * sender was removed) and for VOUCH_TTL_MS; it is asked again in the
+ * background after VOUCH_REFRESH_MS, and revoked by a voter's answer as new
+ * as it that no longer names the sender. Limits: one round in flight per
+ * sender and VOUCH_ROUNDS_IN_FLIGHT_MAX in all, VOUCH_ASK_INTERVAL_MS between
+ * rounds for one sender, VOUCH_ASK_TIMEOUT_MS per ask, VOUCHERS_PER_ROUND_MAX
+ * voters asked per round (the next on failure), VOUCH_IDS_MAX senders
+ * remembered (the oldest not being asked forgotten first). A sender cannot
+ * make this node ask more than its members can answer.
+ *
+ * A node whose configured voters are all gone (removed and stopped) can be
+ * vouched for nobody: it must be removed and added again. Without mutual TLS
+ * nothing proves which member answers; vouching then still keeps a sender
+ * that no member's configuration names (a typo, a node started for an add
+ * that failed, a made-up id) from leading, not one that can answer as a
+ * member.
+ */
+import type { Membership, NodeId } from '../raft/types.js';
+import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
+import type { PeerVouch } from '../transport/peer-guard.js';
+import type { Clock, TimerHandle } from './clock.js';
+import type { Logger } from './logger.js';
+
+/** VOUCH_IDS_MAX: senders remembered (vouched, being asked, or asked recently); past it the oldest not being asked are forgotten. */
+export const VOUCH_IDS_MAX = 256;
+/** VOUCH_ROUNDS_IN_FLIGHT_MAX: vouch rounds (one sender each) asked at once; a sender asked for past it is asked at its next message. */
+export const VOUCH_ROUNDS_IN_FLIGHT_MAX = 2;
+/** VOUCH_ASK_INTERVAL_MS: the least time between the end of a round for one sender and the start of the next. */
+export const VOUCH_ASK_INTERVAL_MS = 1_000;
+/** VOUCH_ASK_TIMEOUT_MS: one voter's answer is waited for this long (then the next voter is asked). */
+export const VOUCH_ASK_TIMEOUT_MS = 2_000;
+/** VOUCHERS_PER_ROUND_MAX: voters asked, one after another, in one round. */
+export const VOUCHERS_PER_ROUND_MAX = 5;
+/** VOUCH_TTL_MS: a vouch is taken this long at most after its answer. */
+export const VOUCH_TTL_MS = 60_000;
+/** VOUCH_REFRESH_MS: a vouch older than this is asked again in the background (it holds meanwhile). */
+export const VOUCH_REFRESH_MS = 30_000;
+
+export interface VouchesOptions {
+  readonly selfId: NodeId;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** configuration: this node's newest configuration and the index of the entry (or snapshot) it comes from (0: the bootstrap's). */
+  readonly configuration: () => { readonly membership: Membership; readonly index: number };
+  /** ask: one GetMembership call to member q.to, over a channel that checks q.to's certificate (the transport's askMembership). */
+  readonly ask: (q: MembershipQuery, timeoutMs: number) => Promise<MembershipAnswer>;
+}
+
+interface VouchEntry {
+  /** vouchedIndex: the index of the configuration that named the sender (0: not vouched). */
+  vouchedIndex: number;
+  vouchedAtMs: number;
+  voucher: NodeId;
+  asking: boolean;
+  /** roundEndMs: when the last round for this sender ended (-Infinity: none yet). */
+  roundEndMs: number;
+}
+
+/** VouchStats: counts for status pages and tests. */
+export interface VouchStats {
+  readonly rounds: number;
+  readonly asks: number;
+  readonly vouched: number;
+  readonly remembered: number;
+}
+
+function names(m: Membership, id: NodeId): boolean {
+  return m.voters.includes(id) || m.learners.includes(id);
+}
+
+export class Vouches implements PeerVouch {
+  private readonly opts: VouchesOptions;
+  private readonly entries = new Map<NodeId, VouchEntry>();
+  private inFlight = 0;
+  /** cursor: the voter a round starts with rotates, so one unreachable voter is not asked first every time. */
+  private cursor = 0;
+  private closed = false;
+  private counts = { rounds: 0, asks: 0, vouched: 0 };
+
+  constructor(opts: VouchesOptions) {
+    this.opts = opts;
+  }
+
+  /** vouchedFor: a voter of this node's configuration named `id` in a newer configuration than this node's, less than VOUCH_TTL_MS ago. */
+  vouchedFor(id: NodeId): boolean {
+    const e = this.entries.get(id);
+    if (e === undefined || e.vouchedIndex === 0) return false;
+    return e.vouchedIndex > this.opts.configuration().index && this.opts.clock.nowMs() - e.vouchedAtMs < VOUCH_TTL_MS;
+  }
+
+  /** requestVouch starts a round for `id` in the background unless one runs, one ended too recently, a fresh vouch is held, or too many run. */
+  requestVouch(id: NodeId): void {
+    if (this.closed || id === '' || id === this.opts.selfId) return;
+    const now = this.opts.clock.nowMs();
+    let e = this.entries.get(id);
+    if (e !== undefined) {
+      if (e.asking) return;
+      if (this.vouchedFor(id) && now - e.vouchedAtMs < VOUCH_REFRESH_MS) return;
+      if (now - e.roundEndMs < VOUCH_ASK_INTERVAL_MS) return;
+    }
+    if (this.inFlight >= VOUCH_ROUNDS_IN_FLIGHT_MAX) return;
+    if (e === undefined) {
+      this.forgetOldest();
+      e = { vouchedIndex: 0, vouchedAtMs: 0, voucher: '', asking: false, roundEndMs: -Infinity };
+      this.entries.set(id, e);
+    } else {
+      // Most recently asked last: the oldest are forgotten first.
+      this.entries.delete(id);
+      this.entries.set(id, e);
+    }
+    e.asking = true;
+    this.inFlight++;
+    this.counts.rounds++;
+    void this.round(id, e);
+  }
+
+  /** close: no round is started after it (those running end on their own). */
+  close(): void {
+    this.closed = true;
+  }
+
+  stats(): VouchStats {
+    return { ...this.counts, remembered: this.entries.size };
+  }
+
+  private forgetOldest(): void {
+    if (this.entries.size < VOUCH_IDS_MAX) return;
+    for (const [id, e] of this.entries) {
+      if (e.asking) continue;
+      this.entries.delete(id);
+      return;
+    }
+  }
+
+  private async round(id: NodeId, e: VouchEntry): Promise<void> {
+    const failures: string[] = [];
+    try {
+      const voters = this.opts.configuration().membership.voters.filter((v) => v !== this.opts.selfId && v !== id);
+      const start = voters.length === 0 ? 0 : this.cursor++ % voters.length;
+      for (let i = 0; i < Math.min(voters.length, VOUCHERS_PER_ROUND_MAX) && !this.closed; i++) {
+        const voter = voters[(start + i) % voters.length] as NodeId;
+        this.counts.asks++;
+        let a: MembershipAnswer;
+        try {
+          a = await this.askWithin({ from: this.opts.selfId, to: voter });
+        } catch (err) {
+          failures.push(`${voter}: ${err instanceof Error ? err.message : String(err)}`.slice(0, 200));
+          continue;
+        }
+        if (a.from !== voter) {
+          failures.push(`${voter}: answered as ${a.from}`.slice(0, 200));
+          continue;
+        }
+        const index = a.membershipIndex ?? 0;
+        const own = this.opts.configuration().index;
+        if (names(a.membership, id) && index > own) {
+          if (e.vouchedIndex === 0 || !this.vouchedFor(id)) {
+            this.opts.log.info({ sender: id, voucher: voter, index, own }, 'peer plane: a sender this node\'s configuration does not name is vouched for by a voter of it (its configuration at a later index names it): its Raft messages are taken');
+          }
+          e.vouchedIndex = index;
+          e.vouchedAtMs = this.opts.clock.nowMs();
+          e.voucher = voter;
+          this.counts.vouched++;
+          return;
+        }
+        if (e.vouchedIndex !== 0 && index >= e.vouchedIndex && !names(a.membership, id)) {
+          this.opts.log.warn({ sender: id, voucher: voter, index }, 'peer plane: a vouch withdrawn: a voter\'s configuration as new as the one that named the sender does not name it');
+          e.vouchedIndex = 0;
+        }
+        failures.push(`${voter}: its configuration (index ${index}; this node's ${own}) ${names(a.membership, id) ? 'is not newer' : `does not name ${id}`}`);
+      }
+      if (voters.length === 0) failures.push('this node\'s configuration names no other voter to ask');
+      this.opts.log.debug({ sender: id, failures }, 'peer plane: no voter vouched for a sender this node\'s configuration does not name');
+    } finally {
+      e.asking = false;
+      e.roundEndMs = this.opts.clock.nowMs();
+      this.inFlight--;
+    }
+  }
+
+  /** askWithin: one ask, given up after VOUCH_ASK_TIMEOUT_MS on this node's clock whatever the transport does. */
+  private askWithin(q: MembershipQuery): Promise<MembershipAnswer> {
+    let timer: TimerHandle | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = this.opts.clock.setTimeout(() => reject(new Error(`no answer within ${VOUCH_ASK_TIMEOUT_MS} ms`)), VOUCH_ASK_TIMEOUT_MS);
+    });
+    let asked: Promise<MembershipAnswer>;
+    try {
+      asked = this.opts.ask(q, VOUCH_ASK_TIMEOUT_MS);
+    } catch (err) {
+      asked = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return Promise.race([asked, timeout]).finally(() => this.opts.clock.clearTimeout(timer));
+  }
+}
