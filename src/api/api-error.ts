@@ -28,6 +28,7 @@ export class ApiError extends Error implements Partial<grpc.StatusObject> {
 
 const NODE_CODES: Readonly<Record<NodeErrorCode, grpc.status>> = {
   notLeader: grpc.status.FAILED_PRECONDITION,
+  failedPrecondition: grpc.status.FAILED_PRECONDITION,
   timeout: grpc.status.DEADLINE_EXCEEDED,
   lost: grpc.status.ABORTED,
   shuttingDown: grpc.status.UNAVAILABLE,

@@ -7,6 +7,7 @@ import type { NodeId } from '../raft/types.js';
  */
 export type NodeErrorCode =
   | 'notLeader' // FAILED_PRECONDITION: ask the leader (leaderId/leaderAddress say who, when known)
+  | 'failedPrecondition' // FAILED_PRECONDITION: the cluster is not in a state that allows it (a membership change whose new voters would have no reachable quorum); retrying as is fails the same way until that changes
   | 'timeout' // DEADLINE_EXCEEDED: not applied in time; the outcome is unknown
   | 'lost' // ABORTED: the entry was replaced by another leader's; it was not applied
   | 'shuttingDown' // UNAVAILABLE

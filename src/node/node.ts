@@ -1,4 +1,5 @@
 import {
+  ConfChangeUnreachableError,
   ConfChangeUnsafeError,
   MembershipChangeError,
   NO_NODE,
@@ -946,6 +947,12 @@ export class Node {
    * (RestoreRefs.newestIndex: proposed, not yet applied here) and the last one
    * its state applied (StateMachine.lastRestoreIndex: kept across restarts
    * and compactions, and in snapshots; unreadable: unreadableRestoreFloor).
+   * Refused `failedPrecondition`, nothing proposed, when the voters after it
+   * that the leader heard from within an election timeout would make no
+   * quorum of them (strict reconfiguration: RaftNode.proposeConfChange); the
+   * message names the unreachable ones. When the leader has not had an
+   * election timeout yet to hear from the voters it lacks (it was just
+   * elected), it asks again each tick for up to an election timeout first.
    */
   async changeMembership(cc: ConfChange): Promise<void> {
     this.checkRunning();
@@ -961,11 +968,20 @@ export class Node {
       floor = Math.max(this.archives?.refs.newestIndex() ?? 0, applied);
     }
     this.checkRunning(); // stopped during the read
+    // A leader that took office (or added a member) less than an election timeout ago may not have heard yet from a
+    // live voter the change needs: the core says `undecided`, and the change is proposed again each tick for up to an
+    // election timeout (and a little), by when each such voter has answered or is known silent.
+    const undecidedUntilMs = this.clock.nowMs() + (this.timings.electionTimeoutTicks + 2) * this.timings.tickMs;
     let pos;
-    try {
-      pos = this.raft.proposeConfChange(cc, floor);
-    } catch (e) {
-      throw this.mapCoreError(e);
+    for (;;) {
+      try {
+        pos = this.raft.proposeConfChange(cc, floor);
+        break;
+      } catch (e) {
+        if (!(e instanceof ConfChangeUnreachableError && e.undecided && this.clock.nowMs() < undecidedUntilMs)) throw this.mapCoreError(e);
+      }
+      await this.clock.sleep(this.timings.tickMs);
+      this.checkRunning();
     }
     await this.waitApplied(pos.index, pos.term);
   }
@@ -2766,6 +2782,8 @@ export class Node {
     if (e instanceof ProposalDroppedError) return new NodeError('busy', e.message);
     if (e instanceof MembershipChangeError) return new NodeError('invalid', e.message);
     if (e instanceof ConfChangeUnsafeError) return new NodeError('unavailable', e.message);
+    // Strict reconfiguration: not a retry-later (UNAVAILABLE) but an operator's precondition: the named voters must answer first.
+    if (e instanceof ConfChangeUnreachableError) return new NodeError('failedPrecondition', e.message);
     return e instanceof Error ? e : new Error(String(e));
   }
 

@@ -24,6 +24,31 @@ export class ConfChangeUnsafeError extends StacklessError {
   override readonly name = 'ConfChangeUnsafeError';
 }
 
+/**
+ * ConfChangeUnreachableError: strict reconfiguration (etcd's
+ * --strict-reconfig-check, on by default there; always on here). The change
+ * would leave fewer voters this leader heard from within an election timeout
+ * than a quorum of the voters after it: with the new configuration in force
+ * from its append, the change could not commit, and the cluster would have no
+ * leader until the `unreachable` voters (of the new configuration) answer
+ * again, and the change would likely be lost. Nothing was proposed.
+ * `undecided`: with the voters among them that this leader has not had an
+ * election timeout to hear from yet (it took office, or added them, less than
+ * one ago, and they have not answered since), a quorum could still be
+ * reachable: the same change proposed again within an election timeout may
+ * be taken (Node.changeMembership waits that long). An answer: no stack.
+ */
+export class ConfChangeUnreachableError extends StacklessError {
+  override readonly name = 'ConfChangeUnreachableError';
+  constructor(
+    message: string,
+    readonly unreachable: readonly NodeId[],
+    readonly undecided: boolean,
+  ) {
+    super(message);
+  }
+}
+
 /** ProposalDroppedError: the leader cannot take the proposal now (a transfer is under way, or too much is uncommitted). An answer: no stack. */
 export class ProposalDroppedError extends StacklessError {
   override readonly name = 'ProposalDroppedError';

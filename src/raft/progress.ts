@@ -34,8 +34,10 @@ export class Progress {
   reportedInstall = false;
   /** needsBase: the index a snapshot must reach for this follower's state machine (its last heartbeat answer's needsSnapshot; 0: none; -1: no answer yet). */
   needsBase = -1;
-  /** ticksSinceHeard: ticks since this follower last answered anything. */
+  /** ticksSinceHeard: ticks since this follower last answered anything (or since this Progress was made: see heard). */
   ticksSinceHeard = 0;
+  /** heard: this follower answered something since this leader made its Progress (took office, or the member was added). */
+  heard = false;
   /** recentActive: heard from within the current election timeout (CheckQuorum). */
   recentActive = false;
   /** applied: the highest state-machine applied index this member reported (heartbeat answers); 0 until one does. */

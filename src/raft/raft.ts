@@ -1,4 +1,4 @@
-import { ConfChangeUnsafeError, NotLeaderError, ProposalDroppedError } from './errors.js';
+import { ConfChangeUnreachableError, ConfChangeUnsafeError, NotLeaderError, ProposalDroppedError } from './errors.js';
 import { RaftLog, type LogPosition } from './log.js';
 import {
   MembershipChangeError,
@@ -440,7 +440,9 @@ export class RaftNode {
    * it was proposed) reaches it only through members that hold it. Without
    * the floor, a learner promoted before it applied a restore and a holder
    * removed after left no quorum able to apply the restore entry (simulator
-   * seeds 717880, 843202, 844972).
+   * seeds 717880, 843202, 844972). Then, refused (ConfChangeUnreachableError)
+   * when the voters after it that this leader heard from within an election
+   * timeout make no quorum of them (checkReachableQuorum).
    */
   proposeConfChange(cc: ConfChange, appliedFloor = 0): LogPosition {
     if (this.role !== 'leader') throw new NotLeaderError(this.lead);
@@ -472,9 +474,63 @@ export class RaftNode {
         );
       }
     }
+    if (!sameVoters(next, this.membership)) this.checkReachableQuorum(cc, next);
     const pos = this.appendAsLeader('conf', encodeConfChange(cc));
     this.pendingConfIndex = pos.index;
     return pos;
+  }
+
+  /**
+   * checkReachableQuorum: strict reconfiguration (etcd's isReadyForRemoveMember /
+   * isReadyForAddMember, here in the core, on the leader's own progress): the
+   * voters of `next` that this leader heard from within the last election
+   * timeout (itself, when it is one of them) must make a quorum of `next`.
+   * A configuration is in force from its append (dissertation §4.1), so the
+   * change commits only on a quorum of `next`: without one reachable it
+   * could not commit, the leader would step down at its next quorum check
+   * (§6.2), no leader could be elected until the missing voters came back,
+   * and the change was then likely lost (joinlive23: `cluster remove n2`
+   * with n3 down left {n3, n4}). Throws ConfChangeUnreachableError naming
+   * those voters; nothing is proposed. No override: a change refused here
+   * cannot commit before they answer again, and once they do it is taken.
+   * The leader counts itself only if it stays a voter (removing itself, the
+   * others must make the quorum); a voter added directly (no learner first)
+   * has never answered it, so it counts as unreachable, as etcd counts a new
+   * member; a learner being promoted counts if it answered recently. A
+   * voter this leader has not had an election timeout to hear from (its
+   * Progress is younger) counts as unreachable too, but the error says
+   * `undecided` when counting those would make the quorum: the driver tries
+   * again for up to an election timeout.
+   */
+  private checkReachableQuorum(cc: ConfChange, next: Membership): void {
+    const reachable = next.voters.filter((v) => v === this.id || this.heardRecently(v));
+    const need = quorum(next);
+    if (reachable.length >= need) return;
+    const unreachable = next.voters.filter((v) => !reachable.includes(v));
+    // Not heard yet from a Progress younger than an election timeout (ticksSinceHeard counts from its making): no
+    // evidence either way; a leader just elected has heard only from those that answered its first append so far.
+    const young = unreachable.filter((v) => {
+      const pr = this.prs.get(v);
+      return pr !== undefined && !pr.heard && pr.ticksSinceHeard < this.cfg.electionTimeoutTicks;
+    });
+    const list = (ids: readonly NodeId[]): string => ids.join(', ');
+    const what = cc.op === 'removeNode' ? `remove ${cc.nodeId}` : cc.op === 'addVoter' && isMember(this.membership, cc.nodeId) ? `promote ${cc.nodeId}` : `add ${cc.nodeId} as a voter`;
+    const newcomer = cc.op === 'addVoter' && !isMember(this.membership, cc.nodeId) ? `; or add ${cc.nodeId} as a learner first and promote it once it answers` : '';
+    const back = unreachable.filter((v) => v !== cc.nodeId);
+    const remedy = back.length > 0 ? `start ${list(back)} again (or remove ${back.length === 1 ? 'it' : 'them'} first, one at a time), then retry${newcomer}` : `retry once ${list(unreachable)} ${unreachable.length === 1 ? 'answers' : 'answer'}${newcomer}`;
+    throw new ConfChangeUnreachableError(
+      `${what} refused: the leader ${this.id} has not heard from ${list(unreachable)} within an election timeout; ` +
+        `the voters after it (${list(next.voters)}) would have ${reachable.length} reachable, fewer than their quorum of ${need}, ` +
+        `so the change could not commit and the cluster would have no leader until ${unreachable.length === 1 ? 'it is' : 'they are'} back. Nothing changed: ${remedy}`,
+      unreachable,
+      reachable.length + young.length >= need,
+    );
+  }
+
+  /** heardRecently (leader): `id` answered this leader within the last election timeout. */
+  private heardRecently(id: NodeId): boolean {
+    const pr = this.prs.get(id);
+    return pr !== undefined && pr.heard && pr.ticksSinceHeard < this.cfg.electionTimeoutTicks;
   }
 
   /** transferLeadership hands leadership to a caught-up voter with TimeoutNow (dissertation §3.10). */
@@ -1636,7 +1692,10 @@ export class RaftNode {
 
   private stepLeader(m: Exclude<Message, VoteRequest>): void {
     const pr = this.prs.get(m.from);
-    if (pr !== undefined) pr.ticksSinceHeard = 0;
+    if (pr !== undefined) {
+      pr.ticksSinceHeard = 0;
+      pr.heard = true;
+    }
     switch (m.type) {
       case 'appendResp':
         if (pr !== undefined) this.handleAppendResponse(m, pr);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import {
   APPEND_ENTRIES_MAX,
+  ConfChangeUnreachableError,
   MembershipChangeError,
   NotLeaderError,
   ProposalDroppedError,
@@ -859,6 +860,92 @@ describe('raft core', () => {
       c.isolate('a');
       c.node('a').proposeConfChange({ op: 'addLearner', nodeId: 'd' });
       assert.throws(() => c.node('a').proposeConfChange({ op: 'addLearner', nodeId: 'e' }), MembershipChangeError);
+    });
+
+    describe('strict reconfiguration (etcd --strict-reconfig-check): no change whose new voters the leader heard from make no quorum of them', () => {
+      const unreachable = (ids: string[]) => (e: unknown) => e instanceof ConfChangeUnreachableError && JSON.stringify(e.unreachable) === JSON.stringify(ids) && e.message.includes(`has not heard from ${ids.join(', ')}`);
+
+      it('with c down, removing b (or the leader a) is refused and changes nothing; removing c is taken; with c back, removing b is taken', () => {
+        const c = new TestCluster(['a', 'b', 'c']);
+        c.elect('a');
+        c.isolate('c');
+        c.tickAll(12); // more than an election timeout (10 ticks) without c's answers
+        const a = c.node('a');
+        assert.equal(a.status().role, 'leader');
+        const before = a.status();
+        // {a, c}: only a reachable, quorum 2. Accepted, a would step down at its next quorum check and nobody could lead until c came back.
+        assert.throws(() => a.proposeConfChange({ op: 'removeNode', nodeId: 'b' }), unreachable(['c']));
+        // Removing itself: {b, c}, only b reachable.
+        assert.throws(() => a.proposeConfChange({ op: 'removeNode', nodeId: 'a' }), unreachable(['c']));
+        assert.equal(a.status().lastIndex, before.lastIndex, 'nothing was appended');
+        assert.deepEqual(a.status().membership, before.membership);
+        c.tickAll(3);
+        assert.equal(a.status().role, 'leader', 'the refusal left the leader in office');
+        c.heal();
+        c.tickAll(2); // c answers again
+        a.proposeConfChange({ op: 'removeNode', nodeId: 'b' });
+        c.stabilize();
+        c.tickAll(2);
+        assert.deepEqual([...a.status().membership.voters].sort(), ['a', 'c']);
+        assert.equal(a.status().commit, a.status().lastIndex, 'the removal committed');
+      });
+
+      it('removing the dead member from 3 voters with 2 alive is taken: {a, b} are both reachable', () => {
+        const c = new TestCluster(['a', 'b', 'c']);
+        c.elect('a');
+        c.isolate('c');
+        c.tickAll(12);
+        c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'c' });
+        c.stabilize();
+        c.tickAll(2);
+        assert.deepEqual([...c.node('a').status().membership.voters].sort(), ['a', 'b']);
+        assert.equal(c.node('a').status().commit, c.node('a').status().lastIndex);
+      });
+
+      it('a leader just elected counts no member it has not heard from yet in its term (undecided until it had an election timeout to hear from it)', () => {
+        // c is down from the start: the new leader made c's Progress when it took office, and never heard from it.
+        const c = new TestCluster(['a', 'b', 'c']);
+        c.isolate('c');
+        c.elect('a');
+        c.tickAll(1); // the no-op of a's term commits on b
+        const undecided = (yes: boolean) => (e: unknown) => unreachable(['c'])(e) && (e as ConfChangeUnreachableError).undecided === yes;
+        // Undecided: a had no election timeout yet to hear from c (its driver asks again for that long).
+        assert.throws(() => c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'b' }), undecided(true));
+        c.tickAll(10);
+        assert.throws(() => c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'b' }), undecided(false));
+        c.heal();
+        c.tickAll(1);
+        c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'b' });
+      });
+
+      it('promoting a learner counts it only when it answered; a voter added directly never answered, so it counts as unreachable', () => {
+        const c = new TestCluster(['a', 'b', 'c', 'd'], {}, membership(['a', 'b', 'c']));
+        c.elect('a');
+        c.node('a').proposeConfChange({ op: 'addLearner', nodeId: 'd' });
+        c.stabilize();
+        c.tickAll(2);
+        // d joined after the log began: it starts from a snapshot.
+        assert.ok(c.installSnapshot('d', c.takeSnapshot('a'), 'a'));
+        c.tickAll(2);
+        c.isolate('c');
+        c.isolate('d');
+        c.tickAll(12);
+        // {a, b, c, d}: a and b reachable, quorum 3.
+        assert.throws(() => c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'd' }), (e: unknown) => unreachable(['c', 'd'])(e) && /^promote d refused/.test((e as Error).message));
+        // e is no member: never heard, whatever happens to it; {a, b, c, e} has 2 reachable.
+        assert.throws(
+          () => c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'e' }),
+          (e: unknown) => unreachable(['c', 'e'])(e) && /add e as a learner first/.test((e as Error).message),
+        );
+        c.heal();
+        c.isolate('c');
+        c.tickAll(2); // d answers again, c still down: a, b, d make 3 of 4
+        c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'd' });
+        c.stabilize();
+        c.tickAll(2);
+        assert.deepEqual([...c.node('a').status().membership.voters].sort(), ['a', 'b', 'c', 'd']);
+        assert.equal(c.node('a').status().commit, c.node('a').status().lastIndex);
+      });
     });
 
     it('a leader that removes itself steps down once the removal commits, and the rest elect a new leader', () => {
