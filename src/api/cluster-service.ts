@@ -74,14 +74,18 @@ export function membersOf(st: NodeStatus, addressOf: (id: string) => string, cli
 }
 
 /**
- * snapshotLossOf: a leader's lost snapshot as StatusResponse.snapshot_loss: the
- * followers waiting for a snapshot it cannot offer, whether rebuilding it
- * failed, and the voter leadership is being handed to (the core's transfer,
- * which only a failed rebuild with followers waiting starts here); undefined
- * on a follower, or with none waiting and no failed rebuild.
+ * snapshotLossOf: a node's lost snapshot as StatusResponse.snapshot_loss
+ * (RaftStatus.snapshotLost: found damaged or lost at boot, none taken or
+ * installed since), also while nobody needs one yet: whether rebuilding it
+ * failed, and on a leader the followers waiting for a snapshot it cannot
+ * offer and the voter leadership is being handed to (the core's transfer,
+ * which only a failed rebuild with followers waiting starts here; a
+ * follower's are empty); undefined when its snapshot is not lost.
  */
 export function snapshotLossOf(st: NodeStatus): SnapshotLoss | undefined {
-  if (st.role !== 'leader' || (st.snapshotStranded.length === 0 && !st.snapshotRebuildFailed)) return undefined;
+  const leader = st.role === 'leader';
+  if (!st.snapshotLost && !(leader && (st.snapshotStranded.length > 0 || st.snapshotRebuildFailed))) return undefined;
+  if (!leader) return { stranded: [], rebuildFailed: st.snapshotRebuildFailed, handOffTo: '' };
   const handing = st.snapshotRebuildFailed && st.snapshotStranded.length > 0;
   return { stranded: [...st.snapshotStranded], rebuildFailed: st.snapshotRebuildFailed, handOffTo: handing ? st.leadTransferee : '' };
 }

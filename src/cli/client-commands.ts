@@ -60,8 +60,11 @@ export function statusJson(st: StatusResponse): object {
     members: st.members.map((m) => ({
       id: m.id,
       address: m.address,
+      clientAddress: m.clientAddress,
       suffrage: suffrageToJSON(m.suffrage),
       matchIndex: Number(m.matchIndex),
+      // Why this member refuses the answering node's peer messages ('' when it takes them): what the text form shows.
+      refused: m.refused,
     })),
     ...(st.snapshotLoss !== undefined ? { snapshotLoss: { stranded: st.snapshotLoss.stranded, rebuildFailed: st.snapshotLoss.rebuildFailed, handOffTo: st.snapshotLoss.handOffTo } } : {}),
   };
@@ -102,6 +105,11 @@ export interface MemberView {
   readonly error?: string;
   /** refused: this member refuses the peer messages of `from` (the leader, else the endpoint node), for `reason`; absent when it takes them. */
   readonly refused?: { readonly from: string; readonly reason: string };
+  /**
+   * snapshotLost: a follower's own snapshot is lost (its Status' snapshot_loss): it stands for no election until it
+   * holds one again; `rebuildFailed`: building a new one failed. Absent when not (the leader's is ClusterView.snapshotLoss).
+   */
+  readonly snapshotLost?: { readonly rebuildFailed: boolean };
 }
 
 /**
@@ -201,6 +209,7 @@ export async function clusterView(
         lag: match !== null ? Math.max(0, commit - match) : null,
         ...(error !== undefined ? { error } : {}),
         ...(m.refused !== '' ? { refused: { from: view.id, reason: oneLine(m.refused) } } : {}),
+        ...(own !== null && own !== leaderSt && own.snapshotLoss !== undefined ? { snapshotLost: { rebuildFailed: own.snapshotLoss.rebuildFailed } } : {}),
       };
     }),
   );
@@ -235,6 +244,7 @@ function snapshotLossText(l: SnapshotLossView): string {
   const waiting = `${l.stranded.join(', ')}${more}`;
   const one = l.strandedCount === 1;
   if (l.strandedCount === 0) {
+    if (!l.rebuildFailed) return `${l.leader}'s snapshot is lost and is being rebuilt (no follower needs one yet)`;
     return `${l.leader}'s snapshot is lost and rebuilding it failed (no follower needs one yet)\n  (free disk space on ${l.leader} or check its disk: a follower that falls behind its log will need one)`;
   }
   const needs = `${waiting} need${one ? 's' : ''} a snapshot the leader ${l.leader} cannot offer`;
@@ -256,7 +266,17 @@ export function clusterText(v: ClusterView): string {
   );
   // A leader whose snapshot is lost leaves the followers that need one waiting: name them, and what it does about it.
   const loss = v.snapshotLoss === undefined ? [] : [snapshotLossText(v.snapshotLoss)];
-  return [`${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'PEER'], rows)}`, ...refusals, ...loss].join('\n');
+  // A follower whose own snapshot is lost cannot lead until it holds one again: say so, and what to check.
+  const lost = v.members.flatMap((m) =>
+    m.snapshotLost === undefined
+      ? []
+      : [
+          m.snapshotLost.rebuildFailed
+            ? `${oneLine(m.id)}'s snapshot is lost and rebuilding it failed: it stands for no election until it holds one\n  (free disk space on ${oneLine(m.id)} or check its disk: the snapshot is rebuilt by itself then)`
+            : `${oneLine(m.id)}'s snapshot is lost and is being rebuilt: it stands for no election until then`,
+        ],
+  );
+  return [`${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'PEER'], rows)}`, ...refusals, ...loss, ...lost].join('\n');
 }
 
 function membersText(members: readonly Member[]): string {

@@ -180,6 +180,14 @@ export interface RaftStatus {
    * it stays, and these followers wait.
    */
   readonly snapshotStranded: readonly NodeId[];
+  /**
+   * snapshotLost: this node's newest snapshot, the one its log starts after,
+   * is lost (RaftBootState.lostBase, or found damaged since: snapshotLost)
+   * and no snapshot was taken or installed since: it offers none, stands for
+   * no election, and its driver builds a new one. Also while no follower
+   * needs one yet (snapshotStranded empty).
+   */
+  readonly snapshotLost: boolean;
   /** snapshotRebuildFailed: this node's snapshot is lost and the driver reported that building one failed since (snapshotRebuildFailed). */
   readonly snapshotRebuildFailed: boolean;
   /**
@@ -1157,6 +1165,7 @@ export class RaftNode {
       progress,
       leadTransferee: this.leadTransferee,
       snapshotStranded: this.snapshotStranded(),
+      snapshotLost: this.baseLost,
       snapshotRebuildFailed: this.rebuildFailed,
       snapshotHandOff: this.snapshotHandOff,
       installingSnapshot: this.installing?.index ?? 0,

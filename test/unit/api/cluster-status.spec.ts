@@ -28,6 +28,7 @@ function nodeStatus(extra: Partial<NodeStatus> = {}): NodeStatus {
     progress: { n1: progress(40), n2: progress(40), n3: progress(12), n4: progress(0) },
     leadTransferee: '',
     snapshotStranded: [],
+    snapshotLost: false,
     snapshotRebuildFailed: false,
     snapshotHandOff: { count: 0, to: '', stranded: [] },
     installingSnapshot: 0,
@@ -50,7 +51,7 @@ function overTheWire(st: NodeStatus): StatusResponse {
   return StatusResponse.decode(StatusResponse.encode(statusOf(viewOf(st))).finish());
 }
 
-describe('api: Cluster Status maps a leader\'s lost snapshot', () => {
+describe('api: Cluster Status maps a lost snapshot', () => {
   it('a healthy leader, and a follower, send no snapshot_loss', () => {
     assert.equal(overTheWire(nodeStatus()).snapshotLoss, undefined);
     // A follower's status never names stranded followers (the core's are the leader's), whatever it carries.
@@ -75,6 +76,15 @@ describe('api: Cluster Status maps a leader\'s lost snapshot', () => {
   it('the rebuild failed with nobody waiting: said, and an operator\'s transfer is not taken for a hand-over', () => {
     const res = overTheWire(nodeStatus({ snapshotRebuildFailed: true, leadTransferee: 'n2' }));
     assert.deepEqual(res.snapshotLoss, { stranded: [], rebuildFailed: true, handOffTo: '' });
+  });
+
+  it('a lost snapshot nobody waits for yet is said too (RaftStatus.snapshotLost): on the leader, and on a follower (no stranded, no hand-over)', () => {
+    // Before, a leader's snapshot lost and being rebuilt showed nowhere until a follower needed one.
+    assert.deepEqual(overTheWire(nodeStatus({ snapshotLost: true })).snapshotLoss, { stranded: [], rebuildFailed: false, handOffTo: '' });
+    const follower = { role: 'follower' as const, leader: 'n2' };
+    assert.deepEqual(overTheWire(nodeStatus({ ...follower, snapshotLost: true })).snapshotLoss, { stranded: [], rebuildFailed: false, handOffTo: '' });
+    assert.deepEqual(overTheWire(nodeStatus({ ...follower, snapshotLost: true, snapshotRebuildFailed: true, leadTransferee: 'n3' })).snapshotLoss, { stranded: [], rebuildFailed: true, handOffTo: '' });
+    assert.equal(overTheWire(nodeStatus({ ...follower, snapshotLost: false })).snapshotLoss, undefined);
   });
 
   it('the rest of the response is unchanged by it', () => {

@@ -46,6 +46,8 @@ describe('cli cluster status text', () => {
       ),
       stays,
     );
+    const quiet = clusterText({ ...base, snapshotLoss: { ...loss, stranded: [], strandedCount: 0 } });
+    assert.equal(quiet.split('\n').at(-1), "n1's snapshot is lost and is being rebuilt (no follower needs one yet)");
     const nobody = clusterText({ ...base, snapshotLoss: { ...loss, stranded: [], strandedCount: 0, rebuildFailed: true } });
     assert.match(nobody, /\nn1's snapshot is lost and rebuilding it failed \(no follower needs one yet\)\n {2}\(free disk space on n1/);
     // The table and the other notes stay as they were; none of it without a loss.
@@ -80,6 +82,54 @@ describe('cli cluster status text', () => {
     assert.equal(big.snapshotLoss?.stranded.length, STRANDED_SHOWN_MAX);
     assert.equal(big.snapshotLoss?.strandedCount, STRANDED_SHOWN_MAX + 5);
     assert.match(clusterText(big), new RegExp(`m${STRANDED_SHOWN_MAX - 1} and 5 more need a snapshot`));
+  });
+
+  it('a follower whose own snapshot is lost is named under the table (it stands for no election), from its own Status', async () => {
+    // The endpoint is that follower; the leader's client address is not known (the leader's Status is not asked).
+    const st = StatusResponse.fromPartial({
+      id: 'n2',
+      role: Role.ROLE_FOLLOWER,
+      term: 2n,
+      leaderId: 'n1',
+      commitIndex: 9n,
+      members: [
+        { id: 'n1', address: '127.0.0.1:7101', suffrage: Suffrage.SUFFRAGE_VOTER },
+        { id: 'n2', address: '127.0.0.1:7102', clientAddress: '127.0.0.1:7002', suffrage: Suffrage.SUFFRAGE_VOTER },
+      ],
+      snapshotLoss: { stranded: [], rebuildFailed: false, handOffTo: '' },
+    });
+    const md = { dial: { apiKey: '' }, plaintext: false };
+    const v = await clusterView(st, 300, md);
+    assert.deepEqual(v.members.find((m) => m.id === 'n2')?.snapshotLost, { rebuildFailed: false });
+    assert.equal('snapshotLost' in (v.members.find((m) => m.id === 'n1') ?? {}), false);
+    assert.equal(v.snapshotLoss, undefined, "no leader's note: the leader did not answer");
+    assert.equal(clusterText(v).split('\n').at(-1), "n2's snapshot is lost and is being rebuilt: it stands for no election until then");
+    const failed = await clusterView(StatusResponse.fromPartial({ ...st, snapshotLoss: { stranded: [], rebuildFailed: true, handOffTo: '' } }), 300, md);
+    assert.match(clusterText(failed), /\nn2's snapshot is lost and rebuilding it failed: it stands for no election until it holds one\n {2}\(free disk space on n2/);
+    const healthy = await clusterView(StatusResponse.fromPartial({ ...st, snapshotLoss: undefined }), 300, md);
+    assert.doesNotMatch(clusterText(healthy), /snapshot/);
+  });
+
+  it('cluster status --raw --json names each member\'s refusal reason (and client address), as the text form does', () => {
+    const reason = 'refused: n1 is not a member of this cluster as this node knows it';
+    const st = StatusResponse.fromPartial({
+      id: 'n1',
+      role: Role.ROLE_LEADER,
+      term: 2n,
+      leaderId: 'n1',
+      members: [
+        { id: 'n1', address: '127.0.0.1:7101', clientAddress: '127.0.0.1:7001', suffrage: Suffrage.SUFFRAGE_VOTER, matchIndex: 9n },
+        { id: 'n4', address: '127.0.0.1:7104', suffrage: Suffrage.SUFFRAGE_LEARNER, refused: reason },
+      ],
+    });
+    const j = JSON.parse(JSON.stringify(statusJson(st))) as { members: { id: string; clientAddress: string; refused: string }[] };
+    assert.deepEqual(
+      j.members.map((m) => [m.id, m.clientAddress, m.refused]),
+      [
+        ['n1', '127.0.0.1:7001', ''],
+        ['n4', '', reason],
+      ],
+    );
   });
 
   it('a remote string is shown on one line, its control characters made visible (no escape sequence reaches the terminal)', () => {

@@ -43,6 +43,28 @@ describe('RaftNode.snapshotLost', () => {
     c.tickAll(4);
     assert.deepEqual(c.snapshotsWanted.get('c'), [rebuilt], 'the rebuilt snapshot is offered');
   });
+
+  it('status().snapshotLost says so from the loss, also with no follower waiting, until it holds one again', () => {
+    // Before, only snapshotStranded (a follower waiting) or snapshotRebuildFailed told of it: a loss nobody needed a
+    // snapshot for yet showed nowhere (cluster status said nothing).
+    const c = new TestCluster(['a', 'b', 'c']);
+    c.elect('a');
+    const a = c.node('a');
+    a.propose(bytes('x'));
+    c.stabilize();
+    c.tickAll(1);
+    const snap = c.takeSnapshot('a');
+    assert.equal(a.status().snapshotLost, false);
+    assert.equal(a.snapshotLost(snap), true);
+    c.tickAll(2);
+    const st = a.status();
+    assert.equal(st.snapshotLost, true);
+    assert.deepEqual(st.snapshotStranded, [], 'nobody waits');
+    assert.equal(st.snapshotRebuildFailed, false);
+    a.setSnapshot({ ...snap, digest: `rebuilt@${snap.index}` });
+    assert.equal(a.status().snapshotLost, false);
+    assert.equal(c.node('b').status().snapshotLost, false);
+  });
 });
 
 /**
