@@ -24,6 +24,7 @@ import {
   type RemoveMemberRequest,
   type RemoveMemberResponse,
   type SnapshotLoss,
+  type SnapshotScrub,
   type StatusRequest,
   type StatusResponse,
   type TransferLeadershipRequest,
@@ -90,6 +91,19 @@ export function snapshotLossOf(st: NodeStatus): SnapshotLoss | undefined {
   return { stranded: [...st.snapshotStranded], rebuildFailed: st.snapshotRebuildFailed, handOffTo: handing ? st.leadTransferee : '' };
 }
 
+/** snapshotScrubOf: a node's snapshot scrub as StatusResponse.snapshot_scrub (undefined without a snapshot store). */
+export function snapshotScrubOf(st: NodeStatus): SnapshotScrub | undefined {
+  const s = st.snapshotScrub;
+  if (s === undefined) return undefined;
+  return {
+    intervalSecs: BigInt(Math.floor(s.intervalMs / 1000)),
+    runs: BigInt(s.runs),
+    bytes: BigInt(s.bytes),
+    damaged: BigInt(s.damaged),
+    lastRunAgoMs: BigInt(s.lastAgoMs === null ? -1 : Math.floor(s.lastAgoMs)),
+  };
+}
+
 /** statusOf is the StatusResponse of a node; clientAddressOf names the members' client addresses. */
 export function statusOf(node: NodeView, clientAddressOf: (id: string) => string = () => ''): StatusResponse {
   const st = node.status();
@@ -105,6 +119,7 @@ export function statusOf(node: NodeView, clientAddressOf: (id: string) => string
     leaderClientAddress: st.leader === '' ? '' : clientAddressOf(st.leader),
     snapshotIndex: BigInt(st.snapshotIndex),
     snapshotLoss: snapshotLossOf(st),
+    snapshotScrub: snapshotScrubOf(st),
   };
 }
 

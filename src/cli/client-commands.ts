@@ -10,7 +10,7 @@ import { isNodeId, parseHostPort } from '../client/address.js';
 import { ClusterClient } from '../client/cluster-client.js';
 import { KvClient } from '../client/kv-client.js';
 import type { RetryOptions } from '../client/retry-write.js';
-import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
+import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type SnapshotScrub, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { cliDial, cliPlaintext, clientOptions, jsonOut, oneLine, otherAddressRefusal, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
@@ -67,7 +67,25 @@ export function statusJson(st: StatusResponse): object {
       refused: m.refused,
     })),
     ...(st.snapshotLoss !== undefined ? { snapshotLoss: { stranded: st.snapshotLoss.stranded, rebuildFailed: st.snapshotLoss.rebuildFailed, handOffTo: st.snapshotLoss.handOffTo } } : {}),
+    ...(st.snapshotScrub !== undefined ? { snapshotScrub: scrubView(st.snapshotScrub) } : {}),
   };
+}
+
+/** ScrubView: a member's snapshot scrub since it started (StatusResponse.snapshot_scrub), in `cluster status --json`. */
+export interface ScrubView {
+  /** intervalSecs: the periodic scrub's interval (0: off). */
+  readonly intervalSecs: number;
+  readonly runs: number;
+  readonly bytes: number;
+  /** damaged: stored archives found not matching their recorded hashes (quarantined). */
+  readonly damaged: number;
+  /** lastRunAgoSecs: since its last run ended; null when none has. */
+  readonly lastRunAgoSecs: number | null;
+}
+
+function scrubView(s: SnapshotScrub): ScrubView {
+  const ago = Number(s.lastRunAgoMs);
+  return { intervalSecs: Number(s.intervalSecs), runs: Number(s.runs), bytes: Number(s.bytes), damaged: Number(s.damaged), lastRunAgoSecs: ago < 0 ? null : Math.floor(ago / 1000) };
 }
 
 const ROLE_NAMES: Partial<Record<Role, string>> = {
@@ -110,6 +128,8 @@ export interface MemberView {
    * holds one again; `rebuildFailed`: building a new one failed. Absent when not (the leader's is ClusterView.snapshotLoss).
    */
   readonly snapshotLost?: { readonly rebuildFailed: boolean };
+  /** scrub: its snapshot scrub, from its own Status; absent when it did not answer or does not say (an older node). */
+  readonly scrub?: ScrubView;
 }
 
 /**
@@ -210,6 +230,7 @@ export async function clusterView(
         ...(error !== undefined ? { error } : {}),
         ...(m.refused !== '' ? { refused: { from: view.id, reason: oneLine(m.refused) } } : {}),
         ...(own !== null && own !== leaderSt && own.snapshotLoss !== undefined ? { snapshotLost: { rebuildFailed: own.snapshotLoss.rebuildFailed } } : {}),
+        ...(own?.snapshotScrub !== undefined ? { scrub: scrubView(own.snapshotScrub) } : {}),
       };
     }),
   );
@@ -276,7 +297,15 @@ export function clusterText(v: ClusterView): string {
             : `${oneLine(m.id)}'s snapshot is lost and is being rebuilt: it stands for no election until then`,
         ],
   );
-  return [`${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'PEER'], rows)}`, ...refusals, ...loss, ...lost].join('\n');
+  // A member whose scrub found stored archives damaged: its disk (or memory) changes bytes at rest.
+  const damaged = v.members.flatMap((m) =>
+    m.scrub === undefined || m.scrub.damaged === 0
+      ? []
+      : [
+          `${oneLine(m.id)}'s snapshot scrub found ${m.scrub.damaged} stored archive${m.scrub.damaged === 1 ? '' : 's'} damaged since it started (moved to quarantine, rebuilt or fetched again)\n  (its log names them; bytes that change at rest point to its disk or memory: check them)`,
+        ],
+  );
+  return [`${leader}\n${table(['ID', 'ADDRESS', 'ROLE', 'SUFFRAGE', 'TERM', 'COMMIT', 'APPLIED', 'MATCH', 'LAG', 'PEER'], rows)}`, ...refusals, ...loss, ...lost, ...damaged].join('\n');
 }
 
 function membersText(members: readonly Member[]): string {

@@ -1056,6 +1056,7 @@ export class Node {
       diskFull: this.disk?.isFull ?? false,
       restoreFailure: this.restoreFailure,
       refusedBy: Object.fromEntries(this.transport.refusals?.() ?? []),
+      ...(this.snapshots !== undefined ? { snapshotScrub: this.snapshots.scrubStatus() } : {}),
     };
   }
 

@@ -38,6 +38,7 @@ import { RecordsDigest } from '../hash/records-digest.js';
 import type { KeyValue, NodeStorage, StateSnapshotReader } from '../storage/types.js';
 import type { InstalledRecordsCopy } from '../fsm/types.js';
 import type { Clock } from './clock.js';
+import type { SnapshotScrubStatus } from './node-status.js';
 import { SCRUB_BYTES_PER_SEC_DEFAULT, SCRUB_BYTES_PER_SEC_MIN, SCRUB_INTERVAL_MS_MAX, SCRUB_INTERVAL_MS_MIN, ScrubPacer, scrubDelayMs, sleepUnlessStopped } from './scrub-pace.js';
 import { NodeError } from './errors.js';
 import type { PeerDial } from '../transport/peer-guard.js';
@@ -364,6 +365,8 @@ export class SnapshotManager {
   readonly scrubStats: ScrubStats = { runs: 0, bytes: 0, damaged: 0, last: null };
   /** onScrubbed: told of each scrub run once it ended (the node counts it in /metrics). */
   onScrubbed: ((run: ScrubRun) => void) | undefined;
+  /** scrubEndedAtMs: when the last scrub run ended, on the node's clock (null: none yet). */
+  private scrubEndedAtMs: number | null = null;
   /**
    * onNewestLost: told when the newest snapshot is moved to quarantine (found damaged by the scrub or a reader's
    * chunk check), with its Raft meta; the node sets it (its core stops offering it, and a snapshot is built now).
@@ -476,6 +479,7 @@ export class SnapshotManager {
     st.bytes += done.bytes;
     st.damaged += done.damaged.length;
     st.last = done;
+    this.scrubEndedAtMs = this.clock.nowMs();
     if (kind === 'periodic') {
       this.log.info(
         { checked: done.checked, bytes: done.bytes, seconds: Number(done.seconds.toFixed(1)), damaged: done.damaged.length, unreadable: done.unreadable, stopped: done.stopped },
@@ -521,6 +525,13 @@ export class SnapshotManager {
         if (signal.aborted) return;
       }
     })();
+  }
+
+  /** scrubStatus: the scrub so far, for the node's status (`cluster status`). */
+  scrubStatus(): SnapshotScrubStatus {
+    const { runs, bytes, damaged } = this.scrubStats;
+    const ended = this.scrubEndedAtMs;
+    return { intervalMs: this.policy.scrubIntervalMs ?? 0, runs, bytes, damaged, lastAgoMs: ended === null ? null : Math.max(0, this.clock.nowMs() - ended) };
   }
 
   /** periodicStarted: startPeriodicScrub ran (it starts the loop once). */

@@ -162,6 +162,7 @@ describe('cli: snapshot transfers against a scripted node', function () {
       snapshotIndex: 0n,
       leaderClientAddress: '',
       snapshotLoss: undefined,
+      snapshotScrub: undefined,
     };
     // Status answers once a failing GetSnapshot has sent its error (at most 3 s later: a CLI that asks in turn still gets it).
     const clusterImpl: Partial<ClusterServiceServer> = {

@@ -78,6 +78,13 @@ describe('api: Cluster Status maps a lost snapshot', () => {
     assert.deepEqual(res.snapshotLoss, { stranded: [], rebuildFailed: true, handOffTo: '' });
   });
 
+  it("a node's snapshot scrub (StatusResponse.snapshot_scrub): its interval, runs, bytes, damaged archives and the last run's age; none without a snapshot store", () => {
+    assert.equal(overTheWire(nodeStatus()).snapshotScrub, undefined);
+    const res = overTheWire(nodeStatus({ role: 'follower', leader: 'n2', snapshotScrub: { intervalMs: 86_400_000, runs: 3, bytes: 6_000_000_000, damaged: 1, lastAgoMs: 1_234.5 } }));
+    assert.deepEqual(res.snapshotScrub, { intervalSecs: 86_400n, runs: 3n, bytes: 6_000_000_000n, damaged: 1n, lastRunAgoMs: 1_234n });
+    assert.equal(overTheWire(nodeStatus({ snapshotScrub: { intervalMs: 0, runs: 0, bytes: 0, damaged: 0, lastAgoMs: null } })).snapshotScrub?.lastRunAgoMs, -1n, 'no run yet');
+  });
+
   it('a lost snapshot nobody waits for yet is said too (RaftStatus.snapshotLost): on the leader, and on a follower (no stranded, no hand-over)', () => {
     // Before, a leader's snapshot lost and being rebuilt showed nowhere until a follower needed one.
     assert.deepEqual(overTheWire(nodeStatus({ snapshotLost: true })).snapshotLoss, { stranded: [], rebuildFailed: false, handOffTo: '' });

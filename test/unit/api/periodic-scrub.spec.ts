@@ -60,6 +60,11 @@ describe('the periodic scrub on a real node', function () {
       const after = await download(n);
       assert.notEqual(after.id, stored.id, 'a snapshot built anew is served');
       assert.equal(sha256(after.bytes), after.digest, 'whole: what was served is what its digest names');
+      // `cluster status` reads it from the node's status (StatusResponse.snapshot_scrub).
+      const scrub = n.node.status().snapshotScrub;
+      assert.equal(scrub?.intervalMs, 1_000);
+      assert.equal(scrub?.damaged, 1);
+      assert.ok((scrub?.runs ?? 0) >= 2 && scrub?.lastAgoMs !== null, JSON.stringify(scrub));
       const text = await metrics.text();
       assert.match(text, /snapcoord_snapshot_scrub_runs_total\{kind="periodic"\} [1-9]/);
       assert.match(text, /snapcoord_snapshot_scrub_damaged_total 1\b/);

@@ -132,6 +132,33 @@ describe('cli cluster status text', () => {
     );
   });
 
+  it("a member whose snapshot scrub found damaged archives is named under the table; its scrub is in --json", async () => {
+    const scrub = { intervalSecs: 86_400, runs: 4, bytes: 5_000_000, damaged: 2, lastRunAgoSecs: 12 };
+    const text = clusterText({ ...base, members: [member('n1', { role: 'leader', scrub: { ...scrub, damaged: 0 } }), member('n2', { scrub })] });
+    assert.ok(text.startsWith(clusterText(base)), text);
+    assert.equal(
+      text.slice(clusterText(base).length),
+      "\nn2's snapshot scrub found 2 stored archives damaged since it started (moved to quarantine, rebuilt or fetched again)\n  (its log names them; bytes that change at rest point to its disk or memory: check them)",
+    );
+    const md = { dial: { apiKey: '' }, plaintext: false };
+    const st = StatusResponse.fromPartial({
+      id: 'n1',
+      role: Role.ROLE_LEADER,
+      term: 2n,
+      leaderId: 'n1',
+      commitIndex: 9n,
+      members: [{ id: 'n1', address: '127.0.0.1:7101', clientAddress: '127.0.0.1:7001', suffrage: Suffrage.SUFFRAGE_VOTER, matchIndex: 9n }],
+      snapshotScrub: { intervalSecs: 3_600n, runs: 2n, bytes: 1_048_576n, damaged: 1n, lastRunAgoMs: 61_500n },
+    });
+    const v = await clusterView(st, 300, md);
+    assert.deepEqual(v.members[0]?.scrub, { intervalSecs: 3_600, runs: 2, bytes: 1_048_576, damaged: 1, lastRunAgoSecs: 61 });
+    assert.match(clusterText(v), /\nn1's snapshot scrub found 1 stored archive damaged since it started/);
+    assert.deepEqual((statusJson(st) as { snapshotScrub?: unknown }).snapshotScrub, { intervalSecs: 3_600, runs: 2, bytes: 1_048_576, damaged: 1, lastRunAgoSecs: 61 });
+    const never = await clusterView(StatusResponse.fromPartial({ ...st, snapshotScrub: { intervalSecs: 0n, runs: 0n, bytes: 0n, damaged: 0n, lastRunAgoMs: -1n } }), 300, md);
+    assert.equal(never.members[0]?.scrub?.lastRunAgoSecs, null);
+    assert.doesNotMatch(clusterText(never), /scrub/);
+  });
+
   it('a remote string is shown on one line, its control characters made visible (no escape sequence reaches the terminal)', () => {
     const esc = String.fromCharCode(27);
     assert.equal(oneLine(`denied:\n  ${esc}[2J${esc}]0;owned\u0007 by\tn1\u009b `), 'denied: \\x1b[2J\\x1b]0;owned\\x07 by n1\\x9b');

@@ -79,7 +79,7 @@ export function unaryFail(err: grpc.ServiceError): grpc.UntypedHandleCall {
 
 /** status builds a StatusResponse. */
 export function status(role: Role, leaderId: string): StatusResponse {
-  return { id: 'n1', role, term: 3n, leaderId, leaderAddress: leaderId === '' ? '' : '127.0.0.1:1', commitIndex: 5n, appliedIndex: 5n, members: [], snapshotIndex: 0n, leaderClientAddress: '', snapshotLoss: undefined };
+  return { id: 'n1', role, term: 3n, leaderId, leaderAddress: leaderId === '' ? '' : '127.0.0.1:1', commitIndex: 5n, appliedIndex: 5n, members: [], snapshotIndex: 0n, leaderClientAddress: '', snapshotLoss: undefined, snapshotScrub: undefined };
 }
 
 /** task builds a Task with defaults. */
