@@ -832,7 +832,11 @@ export class NodeCluster {
     // tell whether a member whose configuration lacks its leader ever catches up (it did not: refused outright, seed
     // 358), nor hold a node started for an addLearner that failed to the rules production holds it to (seeds 6747
     // and 123004: its vote requests, delivered, moved the members' terms for ever).
-    const guard = new PeerGuard({ clusterId: SIM_CLUSTER_ID, isMember: (id) => ref.node?.isMember(id) ?? false, wasRemoved: (id) => ref.node?.wasRemoved(id) ?? false, logger, nowMs: () => clock.nowMs() });
+    // A sender outside the membership (not removed) is vouched for first by a voter of the node's configuration
+    // (Node.peerVouch over the network's GetMembership, as api/server.ts wires it): its Raft messages are refused
+    // 'unvouched' until then.
+    const vouch = { vouchedFor: (id: NodeId) => ref.node?.peerVouch?.vouchedFor(id) ?? false, requestVouch: (id: NodeId) => ref.node?.peerVouch?.requestVouch(id) };
+    const guard = new PeerGuard({ clusterId: SIM_CLUSTER_ID, isMember: (id) => ref.node?.isMember(id) ?? false, wasRemoved: (id) => ref.node?.wasRemoved(id) ?? false, vouch, logger, nowMs: () => clock.nowMs() });
     // A refusal fails the call (a rejected promise, as the gRPC call's PERMISSION_DENIED), never throws into the network.
     const admitted = <T>(from: NodeId, scope: PeerScope, serve: () => Promise<T>): Promise<T> => {
       try {
@@ -853,6 +857,12 @@ export class NodeCluster {
       openSnapshot: (p) => (ref.node !== null ? admitted(p.from, 'member', () => (ref.node as Node).openSnapshot(p)) : starting()),
       stageArchive: (p, signal) => (ref.node !== null ? admitted(p.from, 'member', () => (ref.node as Node).stageArchive(p, signal)) : starting()),
       openStateImage: (p, signal) => (ref.node !== null ? admitted(p.from, 'member', () => (ref.node as Node).openStateImage(p, signal)) : starting()),
+      // GetMembership is a member's question (scope 'member'), answered at once; a refusal or a node starting is an error.
+      membershipFor: (q) => {
+        if (ref.node === null) throw Object.assign(new Error('starting'), { code: 14 });
+        guard.admit(q.from, simPeerCall(q.from), 'member');
+        return ref.node.membershipFor(q);
+      },
     });
     const node = await Node.start({
       id: mb.id,

@@ -30,6 +30,8 @@ import {
   routeOf,
   type ChunkStream,
   type FetchSnapshotParams,
+  type MembershipAnswer,
+  type MembershipQuery,
   type RaftRequestHandler,
   type SnapshotChunk,
   type StageArchiveParams,
@@ -143,7 +145,43 @@ export class SimNetwork {
       openSnapshotStream: (address: string, p: FetchSnapshotParams) => this.openStream(id, idOf(address), p),
       stageArchive: (p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal) => this.stage(id, p, timeoutMs, signal),
       openStateImageStream: (address: string, p: FetchStateImageParams) => this.openImage(id, idOf(address), p),
+      askMembership: (q: MembershipQuery, timeoutMs: number) => this.askMembership(id, q, timeoutMs),
     };
+  }
+
+  /**
+   * askMembership: a GetMembership call from `from` to q.to (a node's vouch for a sender its configuration does
+   * not name, src/node/vouches.ts): a hop there, the handler's answer (its peer guard admits members only) a hop
+   * back; UNAVAILABLE when a hop is lost or q.to is down, DEADLINE_EXCEEDED after timeoutMs. The answer comes from
+   * the node asked (the simulated network stands for mutual TLS with per-member channel credentials).
+   */
+  private askMembership(from: NodeId, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> {
+    const ask = this.link(from, q.to, 'getMembership');
+    const back = this.link(q.to, from, 'getMembership');
+    return new Promise<MembershipAnswer>((resolve, reject) => {
+      let done = false;
+      const finish = (err: Error | null, a?: MembershipAnswer): void => {
+        if (done) return;
+        done = true;
+        this.clock.cancel(timer);
+        if (err !== null) reject(err);
+        else resolve(a as MembershipAnswer);
+      };
+      const timer = this.clock.at(() => finish(coded(4, `sim: GetMembership to ${q.to}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      this.clock.at(() => {
+        if (done) return;
+        const ep = this.endpoints.get(q.to);
+        if (ep === undefined || ep.handler.membershipFor === undefined || !this.passes(from, q.to, ask)) return finish(coded(14, `sim: GetMembership to ${q.to}: unavailable`));
+        let a: MembershipAnswer;
+        try {
+          a = ep.handler.membershipFor(q);
+        } catch (e) {
+          const err = e instanceof Error ? e : new Error(String(e));
+          return void this.clock.at(() => finish(err), this.delayMs(back));
+        }
+        this.clock.at(() => (this.passes(q.to, from, back) ? finish(null, a) : finish(coded(14, 'sim: GetMembership answer lost'))), this.delayMs(back));
+      }, this.delayMs(ask));
+    });
   }
 
   /** detach: `id` is down (crashed); messages to it are lost until it attaches again, and its snapshot streams end. */
