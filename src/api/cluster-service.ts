@@ -237,28 +237,94 @@ class AppliedWaiters {
 /**
  * STATE_HASHES_AT_ONCE_MAX: state hashes (HashState, this node's part of
  * CheckConsistency) computed at once. Each reads the whole state and holds a
- * storage snapshot while it does: without a cap any key with snapshots.read
- * could start as many as its calls allow.
+ * storage snapshot while it does. Calls share them (StateHashes): one is
+ * computed at a time unless a call needs a newer index than the running one
+ * covers; more than this many are refused RESOURCE_EXHAUSTED.
  */
 export const STATE_HASHES_AT_ONCE_MAX = 2;
 
+/** STATE_HASH_REUSE_MS: how long a state hash is answered again while nothing is applied (StateHashes). */
+export const STATE_HASH_REUSE_MS = 10_000;
+
+/**
+ * StateHashes: this node's state hashes, shared by the calls that ask for one
+ * (HashState, this node's part of CheckConsistency). A call answers
+ * - the newest hash again, with no read, while it covers the index the node
+ *   has applied (nothing was applied since: a fresh read would give the same)
+ *   and its read began less than STATE_HASH_REUSE_MS ago (a state altered
+ *   behind the node's back, on a disk that rots, shows in a read after that);
+ * - else the running hash's, once it ends, when that covers the index the
+ *   call asked for (a hash of the state at or after that index);
+ * - else a hash of its own, at most STATE_HASHES_AT_ONCE_MAX at once.
+ * Before, each call read the whole state itself (at most 2 at once, more
+ * refused): a `snapshots.read` key asking in a loop kept two reads of the
+ * whole state running at all times, and every other caller's HashState and
+ * `cluster check` was refused RESOURCE_EXHAUSTED meanwhile. Now such a loop
+ * costs nothing while the state does not change, one read at a time while it
+ * does, and others share that read.
+ */
+export class StateHashes {
+  private newest: StateHash | null = null;
+  /** newestAtMs: when the newest hash's read began. */
+  private newestAtMs = 0;
+  private running: Promise<StateHash> | null = null;
+  private computing = 0;
+  /** computed: hashes read since start (each a read of the whole state). */
+  computed = 0;
+
+  constructor(
+    private readonly node: Pick<ClusterNode, 'id' | 'brief' | 'stateDigest'>,
+    private readonly stateHash: (() => Promise<StateHash>) | undefined,
+    private readonly nowMs: () => number = Date.now,
+  ) {}
+
+  /** hash: a state hash of this node covering at least `atIndex` (see the class). Errors: RESOURCE_EXHAUSTED; the read's own. */
+  async hash(atIndex: number): Promise<StateHash> {
+    for (let shared = 0; ; shared++) {
+      const newest = this.newest;
+      if (newest !== null && newest.index > 0 && newest.index >= atIndex && newest.index === this.node.brief().applied && this.nowMs() - this.newestAtMs < STATE_HASH_REUSE_MS) {
+        return newest;
+      }
+      const running = this.running;
+      if (running === null || shared > 0) return this.compute();
+      const r = await running.catch(() => null);
+      if (r !== null && r.index >= atIndex && (atIndex === 0 || r.index > 0)) return r;
+    }
+  }
+
+  private compute(): Promise<StateHash> {
+    if (this.computing >= STATE_HASHES_AT_ONCE_MAX) {
+      throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `${this.computing} state hashes are being computed on ${this.node.id} already (at most ${STATE_HASHES_AT_ONCE_MAX} at once); retry when one is done`);
+    }
+    this.computing++;
+    this.computed++;
+    const p = this.read().finally(() => {
+      this.computing--;
+      if (this.running === p) this.running = null;
+    });
+    this.running = p;
+    return p;
+  }
+
+  private async read(): Promise<StateHash> {
+    const atMs = this.nowMs();
+    const h = this.stateHash !== undefined ? await this.stateHash() : { sha256: await this.node.stateDigest(), index: 0 };
+    if (this.newest === null || h.index >= this.newest.index) {
+      this.newest = h;
+      this.newestAtMs = atMs;
+    }
+    return h;
+  }
+}
+
 /** createClusterService implements ClusterService over `node`. */
 export function createClusterService(node: ClusterNode, forwarder: LeaderForwarder, opts: ClusterServiceOptions = {}): ClusterServiceServer {
-  let hashing = 0;
   const applied = new AppliedWaiters(node);
-  /** localHash: this node's state hash (a read of the whole state); at most STATE_HASHES_AT_ONCE_MAX at once, more RESOURCE_EXHAUSTED. */
+  const hashes = new StateHashes(node, opts.stateHash);
+  /** localHash: this node's state hash covering atIndex (once applied, waiting at most waitMs), shared (StateHashes). */
   const localHash = async (atIndex: number, waitMs: number): Promise<StateHash> => {
     if (atIndex > 0) await applied.wait(atIndex, waitMs);
-    if (hashing >= STATE_HASHES_AT_ONCE_MAX) {
-      throw new ApiError(grpc.status.RESOURCE_EXHAUSTED, `${hashing} state hashes are being computed on ${node.id} already (at most ${STATE_HASHES_AT_ONCE_MAX} at once); retry when one is done`);
-    }
-    hashing++;
-    try {
-      if (opts.stateHash !== undefined) return await opts.stateHash();
-      return { sha256: await node.stateDigest(), index: 0 };
-    } finally {
-      hashing--;
-    }
+    return hashes.hash(atIndex);
   };
   const members = new MemberClients(
     {
@@ -381,7 +447,8 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
         if (gone.signal.aborted) throw new ApiError(grpc.status.CANCELLED, 'the call was cancelled while it waited for its index');
       }
       const appliedIndex = BigInt(node.status().applied);
-      const h = await localHash(0, 0);
+      // A read the call shares covers the index it asked for (StateHashes).
+      const h = await hashes.hash(atIndex);
       return { sha256: h.sha256, appliedIndex, hashedIndex: BigInt(h.index) };
     }),
 

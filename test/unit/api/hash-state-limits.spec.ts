@@ -1,15 +1,15 @@
 /**
  * HashState reads the whole state (and holds a storage snapshot while it
- * does): a node computes at most STATE_HASHES_AT_ONCE_MAX at once and
- * refuses more RESOURCE_EXHAUSTED, so a key with snapshots.read (metadata
- * only) cannot make it read its whole state as many times over as its calls
- * allow. Real node and gRPC; the real hash (hashStateAt) held at a gate
+ * does): calls share the running read, and while nothing is applied a call
+ * reads nothing (StateHashes), so a key with snapshots.read (metadata only)
+ * cannot make the node read its whole state as many times over as its
+ * calls allow, nor keep other callers out. Real node and gRPC; the real hash (hashStateAt) held at a gate
  * until the test has counted how many started.
  */
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 
-import { APPLIED_WAITERS_MAX, STATE_HASHES_AT_ONCE_MAX } from '../../../src/api/cluster-service.js';
+import { APPLIED_WAITERS_MAX, STATE_HASH_REUSE_MS, StateHashes } from '../../../src/api/cluster-service.js';
 import type { HashStateResponse } from '../../../src/gen/snapcoord/v1/cluster.js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { ClusterClient } from '../../../src/client/cluster-client.js';
@@ -22,7 +22,7 @@ import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { peerDial } from '../../../src/transport/peer-guard.js';
 import { sleep, until } from '../../harness/until.js';
 
-describe('HashState: state hashes computed at once', function () {
+describe('HashState: state hashes shared, and the calls waiting for an index', function () {
   this.timeout(30_000);
   let api: ApiServer;
   let node: Node;
@@ -47,8 +47,10 @@ describe('HashState: state hashes computed at once', function () {
       node,
       stateHash: async () => {
         started++;
+        // The read's storage snapshot is taken now, as in production; its answer waits for the gate.
+        const h = hashStateAt(storage);
         await gate;
-        return hashStateAt(storage);
+        return h;
       },
     });
     await until('n1 to lead', 10_000, () => (node.status().role === 'leader' ? true : undefined));
@@ -61,33 +63,57 @@ describe('HashState: state hashes computed at once', function () {
     await node?.stop();
   });
 
-  it(`at most ${STATE_HASHES_AT_ONCE_MAX} at once; more are refused RESOURCE_EXHAUSTED at once; served again once they end`, async () => {
+  it('calls share one read of the whole state; while nothing is applied a call reads nothing; a call needing a newer index than the running read covers waits for it, then reads its own', async () => {
     gate = new Promise<void>((r) => (open = r));
     const c = new ClusterClient(api.address);
     try {
-      const calls = Array.from({ length: STATE_HASHES_AT_ONCE_MAX + 4 }, () =>
+      const base = started;
+      const calls = Array.from({ length: 6 }, () =>
         c.hashState({ deadlineMs: 20_000 }).then(
-          (r) => r.sha256,
+          (r) => r,
           (e: grpc.ServiceError) => e,
         ),
       );
-      const refused = await until('the calls beyond the cap to be answered', 10_000, async () => {
-        const settled = await Promise.all(calls.map((p) => Promise.race([p, sleep(20).then(() => 'open' as const)])));
-        const errs = settled.filter((x): x is grpc.ServiceError => x instanceof Error);
-        return errs.length + started === calls.length ? errs : undefined;
-      });
-      // Before, every call started a read of the whole state (6 of 6) and none was refused.
-      assert.equal(started, STATE_HASHES_AT_ONCE_MAX, `${started} hashes running at once`);
-      for (const e of refused) {
-        assert.equal(e.code, grpc.status.RESOURCE_EXHAUSTED, e.message);
-        assert.match(e.details, /state hashes are being computed on n1 already/);
-      }
+      await until('a read to start', 10_000, () => (started > base ? true : undefined));
+      await sleep(300);
+      // Before: each call started a read of its own, STATE_HASHES_AT_ONCE_MAX at once, the others refused
+      // RESOURCE_EXHAUSTED: a snapshots.read key asking in a loop kept two reads running and every other caller out.
+      assert.equal(started - base, 1, `${started - base} reads of the whole state for 6 calls at once`);
       open();
       const answers = await Promise.all(calls);
-      assert.equal(answers.filter((a) => typeof a === 'string' && /^[0-9a-f]{64}$/.test(a)).length, STATE_HASHES_AT_ONCE_MAX);
-      // Once they ended, a new one is served.
-      assert.match((await c.hashState({ deadlineMs: 10_000 })).sha256, /^[0-9a-f]{64}$/);
+      for (const a of answers) assert.ok(!(a instanceof Error), String(a));
+      const ok = answers as HashStateResponse[];
+      assert.equal(new Set(ok.map((a) => a.sha256)).size, 1);
+      assert.match(ok[0]?.sha256 ?? '', /^[0-9a-f]{64}$/);
+      // Nothing applied since: the same answer, no read.
+      const again = await c.hashState({ deadlineMs: 10_000 });
+      assert.equal(again.sha256, ok[0]?.sha256);
+      assert.equal(started - base, 1, 'a call while nothing was applied read the state again');
+      // A write: the next call reads the new state (once).
+      await node.propose({ op: 'put', key: new TextEncoder().encode('shared'), value: new TextEncoder().encode('1') });
+      const after = await c.hashState({ deadlineMs: 10_000 });
+      assert.notEqual(after.sha256, ok[0]?.sha256);
+      assert.equal(started - base, 2);
+      // A read running for an older index: a call asking for a newer one waits for it, then reads its own.
+      gate = new Promise<void>((r) => (open = r));
+      await node.propose({ op: 'put', key: new TextEncoder().encode('shared'), value: new TextEncoder().encode('older') });
+      const older = c.hashState({ deadlineMs: 20_000 });
+      await until('the older read to start', 10_000, () => (started - base === 3 ? true : undefined));
+      await node.propose({ op: 'put', key: new TextEncoder().encode('shared'), value: new TextEncoder().encode('2') });
+      const wanted = BigInt(node.status().applied);
+      const newer = new Promise<HashStateResponse | grpc.ServiceError>((resolve) =>
+        c.raw.hashState({ atIndex: wanted, waitMs: 5_000 }, new grpc.Metadata(), { deadline: Date.now() + 20_000 }, (e, r) => resolve(e ?? r)),
+      );
+      await sleep(300);
+      assert.equal(started - base, 3, 'it waits for the running read');
+      open();
+      const [o, n] = await Promise.all([older, newer]);
+      assert.ok(!(n instanceof Error), String(n));
+      assert.ok(o.hashedIndex < wanted, 'the older read was taken before the index asked for');
+      assert.equal(started - base, 4, 'the newer call read its own');
+      assert.ok(n.hashedIndex > o.hashedIndex);
     } finally {
+      open();
       c.close();
     }
   });
@@ -148,5 +174,20 @@ describe('HashState: state hashes computed at once', function () {
     } finally {
       c.close();
     }
+  });
+});
+
+describe('StateHashes: a hash is answered again while nothing is applied, for STATE_HASH_REUSE_MS', () => {
+  it('reads again once the kept hash is that old, though nothing was applied (a state altered behind the node\'s back shows)', async () => {
+    let now = 0;
+    let reads = 0;
+    const node = { id: 'n1', brief: () => ({ applied: 7 }), stateDigest: () => Promise.resolve('') } as unknown as ConstructorParameters<typeof StateHashes>[0];
+    const hashes = new StateHashes(node, () => Promise.resolve({ sha256: `h${++reads}`, index: 7 }), () => now);
+    assert.equal((await hashes.hash(0)).sha256, 'h1');
+    now = STATE_HASH_REUSE_MS - 1;
+    assert.equal((await hashes.hash(7)).sha256, 'h1');
+    now = STATE_HASH_REUSE_MS;
+    assert.equal((await hashes.hash(0)).sha256, 'h2');
+    assert.equal(hashes.computed, 2);
   });
 });
