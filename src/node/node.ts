@@ -1,4 +1,5 @@
 import {
+  CONF_CHANGE_HEARD_ELECTION_TIMEOUTS,
   ConfChangeUnreachableError,
   ConfChangeUnsafeError,
   MembershipChangeError,
@@ -950,9 +951,9 @@ export class Node {
    * Refused `failedPrecondition`, nothing proposed, when the voters after it
    * that the leader heard from within an election timeout would make no
    * quorum of them (strict reconfiguration: RaftNode.proposeConfChange); the
-   * message names the unreachable ones. When the leader has not had an
-   * election timeout yet to hear from the voters it lacks (it was just
-   * elected), it asks again each tick for up to an election timeout first.
+   * message names the unreachable ones. When the leader has not had that
+   * long yet to hear from the voters it lacks (it was just elected), it asks
+   * again each tick until it has.
    */
   async changeMembership(cc: ConfChange): Promise<void> {
     this.checkRunning();
@@ -968,10 +969,12 @@ export class Node {
       floor = Math.max(this.archives?.refs.newestIndex() ?? 0, applied);
     }
     this.checkRunning(); // stopped during the read
-    // A leader that took office (or added a member) less than an election timeout ago may not have heard yet from a
-    // live voter the change needs: the core says `undecided`, and the change is proposed again each tick for up to an
-    // election timeout (and a little), by when each such voter has answered or is known silent.
-    const undecidedUntilMs = this.clock.nowMs() + (this.timings.electionTimeoutTicks + 2) * this.timings.tickMs;
+    // A leader that took office (or added a member) just now may not have heard yet from a live voter the change
+    // needs: the core says `undecided`, and the change is proposed again each tick until the core's window (counted in
+    // its ticks) has passed, by when each such voter has answered or is known silent. The wall-clock bound is a
+    // backstop only (four windows and a second: ticks lag on a loaded machine).
+    const windowMs = CONF_CHANGE_HEARD_ELECTION_TIMEOUTS * this.timings.electionTimeoutTicks * this.timings.tickMs;
+    const undecidedUntilMs = this.clock.nowMs() + 4 * windowMs + 1_000;
     let pos;
     for (;;) {
       try {

@@ -27,16 +27,17 @@ export class ConfChangeUnsafeError extends StacklessError {
 /**
  * ConfChangeUnreachableError: strict reconfiguration (etcd's
  * --strict-reconfig-check, on by default there; always on here). The change
- * would leave fewer voters this leader heard from within an election timeout
- * than a quorum of the voters after it: with the new configuration in force
- * from its append, the change could not commit, and the cluster would have no
- * leader until the `unreachable` voters (of the new configuration) answer
- * again, and the change would likely be lost. Nothing was proposed.
- * `undecided`: with the voters among them that this leader has not had an
- * election timeout to hear from yet (it took office, or added them, less than
- * one ago, and they have not answered since), a quorum could still be
- * reachable: the same change proposed again within an election timeout may
- * be taken (Node.changeMembership waits that long). An answer: no stack.
+ * would leave fewer voters this leader heard from recently (within
+ * CONF_CHANGE_HEARD_ELECTION_TIMEOUTS election timeouts) than a quorum of the
+ * voters after it: with the new configuration in force from its append, the
+ * change could not commit, and the cluster would have no leader until the
+ * `unreachable` voters (of the new configuration) answer again, and the
+ * change would likely be lost. Nothing was proposed. `undecided`: with the
+ * voters among them that this leader has not had that long to hear from yet
+ * (it took office, or added them, less than that ago, and they have not
+ * answered since), a quorum could still be reachable: the same change
+ * proposed again soon may be taken (Node.changeMembership asks again until
+ * it is decided). An answer: no stack.
  */
 export class ConfChangeUnreachableError extends StacklessError {
   override readonly name = 'ConfChangeUnreachableError';

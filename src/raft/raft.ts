@@ -138,6 +138,15 @@ export const SNAPSHOT_GUARD_ELECTION_TIMEOUTS = 400;
  */
 export const NON_VOTER_CLAIM_CAMPAIGNS_MIN = 2;
 
+/**
+ * CONF_CHANGE_HEARD_ELECTION_TIMEOUTS: how recently (in election timeouts) a
+ * leader must have heard from a voter to count it reachable for a change of
+ * the voters (checkReachableQuorum). One was too tight: three in-process
+ * nodes on a machine at load 11 missed it for a live member about 1 run in 4
+ * (join.spec); a member that died less than this ago still counts.
+ */
+export const CONF_CHANGE_HEARD_ELECTION_TIMEOUTS = 2;
+
 export interface ProgressStatus {
   readonly match: number;
   readonly next: number;
@@ -491,8 +500,9 @@ export class RaftNode {
   /**
    * checkReachableQuorum: strict reconfiguration (etcd's isReadyForRemoveMember /
    * isReadyForAddMember, here in the core, on the leader's own progress): the
-   * voters of `next` that this leader heard from within the last election
-   * timeout (itself, when it is one of them) must make a quorum of `next`.
+   * voters of `next` that this leader heard from within the last
+   * CONF_CHANGE_HEARD_ELECTION_TIMEOUTS election timeouts (itself, when it
+   * is one of them) must make a quorum of `next`.
    * A configuration is in force from its append (dissertation §4.1), so the
    * change commits only on a quorum of `next`: without one reachable it
    * could not commit, the leader would step down at its next quorum check
@@ -505,21 +515,21 @@ export class RaftNode {
    * others must make the quorum); a voter added directly (no learner first)
    * has never answered it, so it counts as unreachable, as etcd counts a new
    * member; a learner being promoted counts if it answered recently. A
-   * voter this leader has not had an election timeout to hear from (its
-   * Progress is younger) counts as unreachable too, but the error says
-   * `undecided` when counting those would make the quorum: the driver tries
-   * again for up to an election timeout.
+   * voter this leader has not had that long to hear from (its Progress is
+   * younger: it just took office) counts as unreachable too, but the error
+   * says `undecided` when counting those would make the quorum: the driver
+   * tries again until it is decided.
    */
   private checkReachableQuorum(cc: ConfChange, next: Membership): void {
     const reachable = next.voters.filter((v) => v === this.id || this.heardRecently(v));
     const need = quorum(next);
     if (reachable.length >= need) return;
     const unreachable = next.voters.filter((v) => !reachable.includes(v));
-    // Not heard yet from a Progress younger than an election timeout (ticksSinceHeard counts from its making): no
-    // evidence either way; a leader just elected has heard only from those that answered its first append so far.
+    // Not heard yet from a Progress younger than the window (ticksSinceHeard counts from its making): no evidence
+    // either way; a leader just elected has heard only from those that answered its first append so far.
     const young = unreachable.filter((v) => {
       const pr = this.prs.get(v);
-      return pr !== undefined && !pr.heard && pr.ticksSinceHeard < this.cfg.electionTimeoutTicks;
+      return pr !== undefined && !pr.heard && pr.ticksSinceHeard < this.heardWindowTicks();
     });
     const list = (ids: readonly NodeId[]): string => ids.join(', ');
     const what = cc.op === 'removeNode' ? `remove ${cc.nodeId}` : cc.op === 'addVoter' && isMember(this.membership, cc.nodeId) ? `promote ${cc.nodeId}` : `add ${cc.nodeId} as a voter`;
@@ -527,7 +537,7 @@ export class RaftNode {
     const back = unreachable.filter((v) => v !== cc.nodeId);
     const remedy = back.length > 0 ? `start ${list(back)} again (or remove ${back.length === 1 ? 'it' : 'them'} first, one at a time), then retry${newcomer}` : `retry once ${list(unreachable)} ${unreachable.length === 1 ? 'answers' : 'answer'}${newcomer}`;
     throw new ConfChangeUnreachableError(
-      `${what} refused: the leader ${this.id} has not heard from ${list(unreachable)} within an election timeout; ` +
+      `${what} refused: the leader ${this.id} has not heard from ${list(unreachable)} within the last ${CONF_CHANGE_HEARD_ELECTION_TIMEOUTS} election timeouts; ` +
         `the voters after it (${list(next.voters)}) would have ${reachable.length} reachable, fewer than their quorum of ${need}, ` +
         `so the change could not commit and the cluster would have no leader until ${unreachable.length === 1 ? 'it is' : 'they are'} back. Nothing changed: ${remedy}`,
       unreachable,
@@ -535,10 +545,15 @@ export class RaftNode {
     );
   }
 
-  /** heardRecently (leader): `id` answered this leader within the last election timeout. */
+  /** heardRecently (leader): `id` answered this leader within the last heardWindowTicks(). */
   private heardRecently(id: NodeId): boolean {
     const pr = this.prs.get(id);
-    return pr !== undefined && pr.heard && pr.ticksSinceHeard < this.cfg.electionTimeoutTicks;
+    return pr !== undefined && pr.heard && pr.ticksSinceHeard < this.heardWindowTicks();
+  }
+
+  /** heardWindowTicks: CONF_CHANGE_HEARD_ELECTION_TIMEOUTS election timeouts, in ticks (checkReachableQuorum). */
+  private heardWindowTicks(): number {
+    return CONF_CHANGE_HEARD_ELECTION_TIMEOUTS * this.cfg.electionTimeoutTicks;
   }
 
   /** transferLeadership hands leadership to a caught-up voter with TimeoutNow (dissertation §3.10). */

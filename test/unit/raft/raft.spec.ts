@@ -863,13 +863,13 @@ describe('raft core', () => {
     });
 
     describe('strict reconfiguration (etcd --strict-reconfig-check): no change whose new voters the leader heard from make no quorum of them', () => {
-      const unreachable = (ids: string[]) => (e: unknown) => e instanceof ConfChangeUnreachableError && JSON.stringify(e.unreachable) === JSON.stringify(ids) && e.message.includes(`has not heard from ${ids.join(', ')}`);
+      const unreachable = (ids: string[]) => (e: unknown) => e instanceof ConfChangeUnreachableError && JSON.stringify(e.unreachable) === JSON.stringify(ids) && e.message.includes(`has not heard from ${ids.join(', ')} within the last 2 election timeouts`);
 
       it('with c down, removing b (or the leader a) is refused and changes nothing; removing c is taken; with c back, removing b is taken', () => {
         const c = new TestCluster(['a', 'b', 'c']);
         c.elect('a');
         c.isolate('c');
-        c.tickAll(12); // more than an election timeout (10 ticks) without c's answers
+        c.tickAll(22); // more than two election timeouts (10 ticks each) without c's answers
         const a = c.node('a');
         assert.equal(a.status().role, 'leader');
         const before = a.status();
@@ -894,7 +894,7 @@ describe('raft core', () => {
         const c = new TestCluster(['a', 'b', 'c']);
         c.elect('a');
         c.isolate('c');
-        c.tickAll(12);
+        c.tickAll(22);
         c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'c' });
         c.stabilize();
         c.tickAll(2);
@@ -902,16 +902,16 @@ describe('raft core', () => {
         assert.equal(c.node('a').status().commit, c.node('a').status().lastIndex);
       });
 
-      it('a leader just elected counts no member it has not heard from yet in its term (undecided until it had an election timeout to hear from it)', () => {
+      it('a leader just elected counts no member it has not heard from yet in its term (undecided until it had two election timeouts to hear from it)', () => {
         // c is down from the start: the new leader made c's Progress when it took office, and never heard from it.
         const c = new TestCluster(['a', 'b', 'c']);
         c.isolate('c');
         c.elect('a');
         c.tickAll(1); // the no-op of a's term commits on b
         const undecided = (yes: boolean) => (e: unknown) => unreachable(['c'])(e) && (e as ConfChangeUnreachableError).undecided === yes;
-        // Undecided: a had no election timeout yet to hear from c (its driver asks again for that long).
+        // Undecided: a has not had two election timeouts yet to hear from c (its driver asks again until it has).
         assert.throws(() => c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'b' }), undecided(true));
-        c.tickAll(10);
+        c.tickAll(20);
         assert.throws(() => c.node('a').proposeConfChange({ op: 'removeNode', nodeId: 'b' }), undecided(false));
         c.heal();
         c.tickAll(1);
@@ -929,7 +929,7 @@ describe('raft core', () => {
         c.tickAll(2);
         c.isolate('c');
         c.isolate('d');
-        c.tickAll(12);
+        c.tickAll(22);
         // {a, b, c, d}: a and b reachable, quorum 3.
         assert.throws(() => c.node('a').proposeConfChange({ op: 'addVoter', nodeId: 'd' }), (e: unknown) => unreachable(['c', 'd'])(e) && /^promote d refused/.test((e as Error).message));
         // e is no member: never heard, whatever happens to it; {a, b, c, e} has 2 reachable.
