@@ -739,7 +739,7 @@ export class Node {
     if (opts.snapshots !== undefined) {
       opts.snapshots.onNewestLost = (lost) => node.snapshotLost(lost);
       const metrics = opts.metrics;
-      if (metrics !== undefined) opts.snapshots.onScrubbed = (run) => metrics.noteScrub(run);
+      if (metrics !== undefined) opts.snapshots.reportScrubsTo((run) => metrics.noteScrub(run));
       // The periodic scrub (policy.scrubIntervalMs; off when absent): its timers on the node's clock, its jitter from
       // the node's randomness.
       opts.snapshots.startPeriodicScrub(opts.rng);

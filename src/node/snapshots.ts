@@ -100,10 +100,13 @@ export interface SnapshotPolicy {
   readonly scrubBytesPerSec?: number;
 }
 
+/** SCRUBS_UNREPORTED_MAX: scrub runs kept for a listener not set yet (reportScrubsTo): the boot scrub's, and a few. */
+const SCRUBS_UNREPORTED_MAX = 4;
+
 /** ScrubKind: what started a scrub run: the node's boot, the periodic schedule, or a caller (SnapshotManager.scrub). */
 export type ScrubKind = 'boot' | 'periodic' | 'asked';
 
-/** ScrubRun: what one scrub run did, over both stores (SnapshotManager.onScrubbed, scrubStats). */
+/** ScrubRun: what one scrub run did, over both stores (SnapshotManager.reportScrubsTo, scrubStats). */
 export interface ScrubRun {
   readonly kind: ScrubKind;
   /** checked: archives read whole and compared with their recorded hashes. */
@@ -363,8 +366,10 @@ export class SnapshotManager {
   private archiveWork = 0;
   /** scrubStats: the scrub runs of this process so far. */
   readonly scrubStats: ScrubStats = { runs: 0, bytes: 0, damaged: 0, last: null };
-  /** onScrubbed: told of each scrub run once it ended (the node counts it in /metrics). */
-  onScrubbed: ((run: ScrubRun) => void) | undefined;
+  /** scrubListener: told of each scrub run once it ended (reportScrubsTo). */
+  private scrubListener: ((run: ScrubRun) => void) | undefined;
+  /** unreported: the runs that ended before reportScrubsTo was called (the boot scrub's, at most SCRUBS_UNREPORTED_MAX). */
+  private unreported: ScrubRun[] = [];
   /** scrubEndedAtMs: when the last scrub run ended, on the node's clock (null: none yet). */
   private scrubEndedAtMs: number | null = null;
   /**
@@ -445,7 +450,7 @@ export class SnapshotManager {
 
   /**
    * scrubRun: one scrub run over both stores (`skip`: ids of the store just verified), logged, counted in
-   * scrubStats and told to onScrubbed; damaged archives are moved to quarantine (noteQuarantined: a lost newest
+   * scrubStats and told to the listener (reportScrubsTo); damaged archives are moved to quarantine (noteQuarantined: a lost newest
    * is replaced by the node). Never rejects; stops early once close() is called.
    */
   private async scrubRun(kind: ScrubKind, skip: readonly string[], options: ScrubOptions): Promise<ScrubRun> {
@@ -486,7 +491,8 @@ export class SnapshotManager {
         'periodic snapshot scrub done',
       );
     }
-    this.onScrubbed?.(done);
+    if (this.scrubListener !== undefined) this.scrubListener(done);
+    else if (this.unreported.length < SCRUBS_UNREPORTED_MAX) this.unreported.push(done);
     return done;
   }
 
@@ -497,7 +503,7 @@ export class SnapshotManager {
    * while this node creates, fetches or installs an archive or takes a restore upload (archiveWork: it waits,
    * and the wait earns no bytes), and after the boot scrub; those whose bytes disagree with their recorded hashes
    * are moved to quarantine as the boot check does (a lost newest snapshot is replaced: onNewestLost; an upload
-   * is fetched again when a restore needs it). Each run is logged and counted (scrubStats, onScrubbed). At most
+   * is fetched again when a restore needs it). Each run is logged and counted (scrubStats, reportScrubsTo). At most
    * once; close() stops it, a run mid-way included. RangeError for an interval or a rate out of range.
    */
   startPeriodicScrub(rng: Rng): void {
@@ -525,6 +531,17 @@ export class SnapshotManager {
         if (signal.aborted) return;
       }
     })();
+  }
+
+  /**
+   * reportScrubsTo: `listener` is told of each scrub run once it ended (the node counts them in /metrics), those
+   * that ended before this call first (the boot scrub runs while the node starts, before the node sets this).
+   */
+  reportScrubsTo(listener: (run: ScrubRun) => void): void {
+    this.scrubListener = listener;
+    const early = this.unreported;
+    this.unreported = [];
+    for (const run of early) listener(run);
   }
 
   /** scrubStatus: the scrub so far, for the node's status (`cluster status`). */

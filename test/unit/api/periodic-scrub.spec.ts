@@ -67,6 +67,7 @@ describe('the periodic scrub on a real node', function () {
       assert.ok((scrub?.runs ?? 0) >= 2 && scrub?.lastAgoMs !== null, JSON.stringify(scrub));
       const text = await metrics.text();
       assert.match(text, /snapcoord_snapshot_scrub_runs_total\{kind="periodic"\} [1-9]/);
+      assert.match(text, /snapcoord_snapshot_scrub_runs_total\{kind="boot"\} 1\b/, 'the boot scrub, which ends while the node starts, is counted too');
       assert.match(text, /snapcoord_snapshot_scrub_damaged_total 1\b/);
       assert.match(text, /snapcoord_snapshot_scrub_bytes_total [1-9]/);
     } finally {

@@ -54,7 +54,7 @@ function fixedRng(at = 0): Rng {
 }
 
 /** setUp: a state of `values` × 256 KiB random values, a manager on a ManualClock with `policy`, and its newest snapshot. */
-async function setUp(policy: Partial<SnapshotPolicy>, values = 24): Promise<{ clock: ManualClock; io: ReadLog; m: SnapshotManager; made: { id: string; path: string; archiveBytes: number }; runs: ScrubRun[]; lost: SnapshotMeta[] }> {
+async function setUp(policy: Partial<SnapshotPolicy>, values = 24): Promise<{ clock: ManualClock; io: ReadLog; storage: MemoryStorage; m: SnapshotManager; made: { id: string; path: string; archiveBytes: number }; runs: ScrubRun[]; lost: SnapshotMeta[] }> {
   const storage = await MemoryStorage.open(new MemoryDataDir('n1'));
   const sm = await StateMachine.open(storage);
   for (let i = 1; i <= values; i++) {
@@ -67,10 +67,10 @@ async function setUp(policy: Partial<SnapshotPolicy>, values = 24): Promise<{ cl
   const made = await m.create(() => 1, () => membership);
   const runs: ScrubRun[] = [];
   const lost: SnapshotMeta[] = [];
-  m.onScrubbed = (r) => runs.push(r);
+  m.reportScrubsTo((r) => runs.push(r));
   m.onNewestLost = (meta) => lost.push(meta);
   io.reads.length = 0;
-  return { clock, io, m, made, runs, lost };
+  return { clock, io, storage, m, made, runs, lost };
 }
 
 describe('SnapshotManager: the periodic scrub', function () {
@@ -194,6 +194,26 @@ describe('SnapshotManager: the periodic scrub', function () {
     await clock.advanceSettled(1_000, 100);
     assert.equal(paced, true);
     stop.abort();
+  });
+
+  it('a run that ended before the listener was set (the boot scrub, while the node starts) is reported to it first', async () => {
+    const { clock, io, storage, m } = await setUp({}, 4);
+    try {
+      // A manager of a later process: boot() starts the boot scrub, which ends before anyone listens.
+      const next = await SnapshotManager.open(DIR, storage, DEFAULT_SNAPSHOT_POLICY, silentLogger, 'test', clock, io);
+      try {
+        await next.boot(membership);
+        await clock.advanceSettled(10, 1);
+        await until(() => next.scrubStats.runs === 1);
+        const told: ScrubRun[] = [];
+        next.reportScrubsTo((r) => told.push(r));
+        assert.deepEqual(told.map((r) => r.kind), ['boot']);
+      } finally {
+        await next.close();
+      }
+    } finally {
+      await m.close();
+    }
   });
 
   it('the wait before each run is the interval jittered by ±25%, drawn from the node rng', () => {
