@@ -1,6 +1,6 @@
 /**
  * bench/rocks-binding.ts: the `rocksdb` binding (5.2.1, RocksDB 6.17, the one src/storage/rocks.ts uses) against
- * `@nxtedition/rocksdb` (12.x, RocksDB 9.7) on the two RocksDB jobs of a snapshot: the bulk load of an install
+ * `@nxtedition/rocksdb` (12.x, RocksDB 9.7) and `rocksdb-native` (3.x, RocksDB 10.5) on the two RocksDB jobs of a snapshot: the bulk load of an install
  * (K keys of the etcd mix or the text mix of bench:snapshot-cluster, written the way RocksStorage's install writes
  * them: native batches of up to 2 MiB / 16,384 puts, one written while the next is filled, unsynced, then one synced
  * write of one key; nx's batch_write is synchronous, on the main thread) into a fresh database, then a full iteration in bounded batches (what snapshot creation does:
@@ -9,12 +9,28 @@
  * /proc/self/task; `node` is the threads Node 20 leaves unnamed: libuv's threadpool and V8's workers), the database's
  * files (SST and WAL bytes) after close, and the child's peak RSS. Figures only.
  *
- *   npx tsx bench/rocks-binding.ts [--keys 1000000] [--mix etcd,text] [--rounds 3] [--variants old,nx-plain,...]
- *       [--nx-dir DIR] [--dir DIR]
+ *   npx tsx bench/rocks-binding.ts [--keys 1000000] [--mix etcd,text,random] [--rounds 3] [--variants old,nx-plain,...]
+ *       [--value-bytes 1024] [--sync-writes 2000] [--nx-dir DIR] [--rn-dir DIR] [--hwcrc-lib F] [--nowal-lib F] [--dir DIR]
+ *
+ * --mix random: incompressible values (the state of bench:snapshot --state-bytes; --keys 65536 --value-bytes 4096
+ * is 256 MiB). Before the load each child times --sync-writes N writes of one ~100-byte entry, each its own synced
+ * batch, on a database of its own (the Raft log's write path, log/ beside state-<gen>/): p50/p99 from the call to
+ * its completion, and how long the call held the main thread (nx writes synchronously on it; rn cannot sync).
  *
  * @nxtedition/rocksdb is not a dependency: for the nx variants install it beside the repository
  * (`mkdir /tmp/nx && cd /tmp/nx && npm init -y && npm install @nxtedition/rocksdb@12.2.12`) and pass
- * --nx-dir /tmp/nx/node_modules/@nxtedition/rocksdb.
+ * --nx-dir /tmp/nx/node_modules/@nxtedition/rocksdb; likewise `npm install rocksdb-native@3.18.1` for the rn
+ * variants (--rn-dir /tmp/nx/node_modules/rocksdb-native).
+ *
+ * old-hwcrc and old-nowal run our prebuilt binary itself with one function replaced, to measure what a rebuilt
+ * binding would save without rebuilding RocksDB: the binary calls rocksdb::crc32c::Extend and
+ * rocksdb::DBImpl::WriteImpl through its PLT, so a library preloaded into the child (LD_PRELOAD) that defines
+ * them takes their place. bench/lib/hwcrc.cc computes CRC-32C with the SSE 4.2 crc32 instruction
+ * (`g++ -O2 -msse4.2 -fPIC -shared -o /tmp/libhwcrc.so bench/lib/hwcrc.cc`, --hwcrc-lib /tmp/libhwcrc.so);
+ * bench/lib/nowal.cc sets disableWAL on every unsynced write and calls the binary's own WriteImpl
+ * (`g++ -O2 -fPIC -shared -o /tmp/libnowal.so bench/lib/nowal.cc -ldl`, --nowal-lib /tmp/libnowal.so). Such a load
+ * is durable only once its memtables are flushed, which RocksDB does at close: add the close line's CPU to it.
+ * Measurements, not a way to run a node.
  *
  * Measured (Dec 6, helper "rocks", 1M x 1 KiB, 3 alternating rounds a pair, load 6-13; process CPU of the load /
  * of the iteration): old 2.38-2.54 / 1.40-1.76 s (etcd), 3.66-4.37 / 1.38-1.79 s (text), SSTs 57 / 992 MiB,
@@ -31,6 +47,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,8 +59,16 @@ import { fmtThreadCpu, threadCpu, threadCpuByGroup } from './lib/thread-cpu.js';
 const require = createRequire(import.meta.url);
 
 /** VARIANTS: binding and open options. `old` is the state generation's options in rocks-storage.ts. */
-const VARIANTS: Record<string, { binding: 'old' | 'nx'; open: Record<string, unknown> }> = {
+const VARIANTS: Record<string, { binding: 'old' | 'nx' | 'rn'; open: Record<string, unknown>; preload?: ('hwcrc' | 'nowal')[] }> = {
   old: { binding: 'old', open: { writeBufferSize: 8 << 20, blockSize: 16 << 10 } },
+  // the prebuilt binary itself with its rocksdb::crc32c::Extend (called through the PLT) replaced by a hardware one
+  // preloaded into the child (--hwcrc-lib: see the header): what hardware CRC-32C alone is worth, nothing else changed
+  'old-hwcrc': { binding: 'old', open: { writeBufferSize: 8 << 20, blockSize: 16 << 10 }, preload: ['hwcrc'] },
+  // the prebuilt binary with every unsynced write made with disableWAL (bench/lib/nowal.cc, --nowal-lib): what a
+  // binding passing disableWAL for an install's batches would save; such a load is durable only once the memtables
+  // are flushed, which RocksDB does at close: count the close line's CPU with the load
+  'old-nowal': { binding: 'old', open: { writeBufferSize: 8 << 20, blockSize: 16 << 10 }, preload: ['nowal'] },
+  'old-hwcrc-nowal': { binding: 'old', open: { writeBufferSize: 8 << 20, blockSize: 16 << 10 }, preload: ['hwcrc', 'nowal'] },
   // the old binding set as nx's defaults (64 MiB memtables) and nx-plain (nothing compressed): the binding's own share
   'old-64m': { binding: 'old', open: { writeBufferSize: 64 << 20, blockSize: 16 << 10 } },
   'old-64m-plain': { binding: 'old', open: { writeBufferSize: 64 << 20, blockSize: 16 << 10, compression: false } },
@@ -60,6 +85,10 @@ const VARIANTS: Record<string, { binding: 'old' | 'nx'; open: Record<string, unk
     open: { blockSize: 16 << 10, walCompression: false, compression: false, compaction: 'level', memtableMemoryBudget: 32 << 20 },
   },
   'nx-plain-pipelined': { binding: 'nx', open: { blockSize: 16 << 10, walCompression: false, compression: false, pipelinedWrite: true } },
+  // rocksdb-native (Holepunch; RocksDB 10.5 through librocksdb): its defaults (64 MiB memtables, 8 KiB blocks; its
+  // prebuild links no compression library, so nothing is compressed), and with our memtable and block sizes
+  rn: { binding: 'rn', open: {} },
+  'rn-8m': { binding: 'rn', open: { writeBufferSize: 8 << 20, tableBlockSize: 16 << 10 } },
 };
 
 const PREFIX_KV = 0x6b; // 'k', as rocks-storage's state keys
@@ -74,6 +103,8 @@ interface Db {
   bytes: number;
   count: number;
   iterate(onBatch: (n: number, bytes: number) => void): Promise<void>;
+  /** syncedPut writes one put in its own synced batch (the Raft log's write of one entry); null: the binding cannot sync a write. */
+  syncedPut: ((key: Buffer, value: Buffer) => Promise<void>) | null;
   close(): Promise<void>;
 }
 
@@ -146,11 +177,23 @@ async function openOld(path: string, open: Record<string, unknown>): Promise<Db>
       }
       await new Promise<void>((res) => it.end(() => res()));
     },
+    syncedPut(k, v) {
+      const one = single ?? (single = b.batch_init(db.context));
+      b.batch_put(one, k, v);
+      return new Promise<void>((res, rej) =>
+        b.batch_write(one, { sync: true }, (e) => {
+          b.batch_clear(one);
+          if (e) rej(e);
+          else res();
+        }),
+      );
+    },
     async close() {
       if (inFlight) await inFlight;
       await new Promise<void>((res, rej) => db.close((e) => (e ? rej(e) : res())));
     },
   };
+  let single: unknown = null;
   return self;
 }
 
@@ -220,8 +263,89 @@ async function openNx(path: string, open: Record<string, unknown>): Promise<Db> 
       }
       b.iterator_close(it);
     },
+    syncedPut(k, v) {
+      const one = single ?? (single = b.batch_init());
+      b.batch_put(one, k, v, EMPTY);
+      try {
+        b.batch_write(ctx, one, { sync: true });
+      } finally {
+        b.batch_clear(one);
+      }
+      return Promise.resolve();
+    },
     async close() {
       await new Promise<void>((res, rej) => b.db_close(ctx, (e) => (e ? rej(e) : res())));
+    },
+  };
+  let single: unknown = null;
+  return self;
+}
+
+/**
+ * openRn: rocksdb-native's public API (a write batch is a list of JS operations handed to the native side at
+ * flush, written on the threadpool; there is no sync option: librocksdb writes with RocksDB's default WriteOptions).
+ * The final "synced" write of the load is an ordinary write followed by a memtable flush (db.flush: SSTs synced),
+ * the only durability the binding offers.
+ */
+async function openRn(path: string, open: Record<string, unknown>): Promise<Db> {
+  const rnDir = arg('rn-dir', '');
+  let RocksDB: new (p: string, o: object) => {
+    ready(): Promise<void>;
+    write(o?: object): { tryPut(k: Buffer, v: Buffer): void; flush(): Promise<void>; destroy(): void };
+    iterator(o: object): AsyncIterable<{ key: Buffer; value: Buffer }>;
+    flush(o?: object): Promise<void>;
+    close(): Promise<void>;
+  };
+  try {
+    RocksDB = rnDir !== '' ? require(rnDir) : require('rocksdb-native');
+  } catch (err) {
+    throw new Error(`rocksdb-native not found (${(err as Error).message}): install it beside the repository and pass --rn-dir`, { cause: err });
+  }
+  const db = new RocksDB(path, { createIfMissing: true, ...open });
+  await db.ready();
+  let batch = db.write({ capacity: 1024 });
+  let inFlight: Promise<void> | null = null;
+  const self: Db = {
+    bytes: 0,
+    count: 0,
+    put(k, v) {
+      // the batch keeps the Buffer until it is written: copy the reused key
+      batch.tryPut(Buffer.from(k), v);
+      self.bytes += k.length + v.length;
+      self.count++;
+    },
+    async flush(sync) {
+      if (inFlight) await inFlight;
+      const full = batch;
+      batch = db.write({ capacity: 1024 });
+      self.bytes = 0;
+      self.count = 0;
+      inFlight = full.flush().finally(() => full.destroy());
+      if (sync) {
+        await inFlight;
+        inFlight = null;
+        await db.flush();
+      }
+    },
+    async iterate(onBatch) {
+      let n = 0;
+      let bytes = 0;
+      for await (const { key, value } of db.iterator({ gte: Buffer.of(PREFIX_KV), lt: Buffer.of(PREFIX_KV + 2) })) {
+        n++;
+        bytes += key.length + value.length;
+        if (n === 1000) {
+          onBatch(n, bytes);
+          n = 0;
+          bytes = 0;
+        }
+      }
+      if (n > 0) onBatch(n, bytes);
+    },
+    syncedPut: null,
+    async close() {
+      if (inFlight) await inFlight;
+      batch.destroy();
+      await db.close();
     },
   };
   return self;
@@ -260,16 +384,47 @@ async function child(variantName: string, mix: string, keys: number): Promise<vo
   const variant = VARIANTS[variantName];
   if (variant === undefined) throw new Error(`unknown variant ${variantName}`);
   const valueBytes = Number(arg('value-bytes', '1024'));
-  const pool = mix === 'etcd' ? Buffer.alloc(valueBytes, 'f') : textPool(POOL_BYTES + valueBytes);
+  // random: incompressible values (bench:snapshot's --state-bytes state), slices of a random pool
+  const pool = mix === 'etcd' ? Buffer.alloc(valueBytes, 'f') : mix === 'random' ? randomBytes(POOL_BYTES + valueBytes) : textPool(POOL_BYTES + valueBytes);
   const valueOf = (i: number): Buffer => {
     if (mix === 'etcd') return pool;
     const at = (i * 7_919_993) % POOL_BYTES;
     return pool.subarray(at, at + valueBytes);
   };
+  for (const lib of variant.preload ?? []) {
+    if (!readFileSync('/proc/self/maps', 'utf8').includes(arg(`${lib}-lib`, '\0'))) throw new Error(`${variantName}: the library of --${lib}-lib is not loaded in this process`);
+  }
   const dir = mkdtempSync(join(arg('dir', tmpdir()), 'rocks-binding-'));
   const path = join(dir, 'db');
   try {
-    const db = variant.binding === 'old' ? await openOld(path, variant.open) : await openNx(path, variant.open);
+    const openVariant = (at: string): Promise<Db> =>
+      variant.binding === 'old' ? openOld(at, variant.open) : variant.binding === 'nx' ? openNx(at, variant.open) : openRn(at, variant.open);
+    // the Raft log's write path, on a database of its own as the log is (log/ beside state-<gen>/), before the load:
+    // one entry of ~100 bytes in its own synced batch, one after the other
+    const syncWrites = Number(arg('sync-writes', '2000'));
+    let synced: { p50Ms: number; p99Ms: number; maxMs: number; blockP50Ms: number; blockP99Ms: number; cpuS: number } | null = null;
+    const logDb = syncWrites > 0 ? await openVariant(`${path}-log`) : null;
+    if (logDb !== null && logDb.syncedPut !== null) {
+      const lat: number[] = [];
+      const block: number[] = [];
+      const entry = randomBytes(100);
+      const lkey = Buffer.alloc(9);
+      lkey[0] = 0x6c;
+      const c0 = process.cpuUsage();
+      for (let i = 0; i < syncWrites; i++) {
+        lkey.writeBigUInt64BE(BigInt(i + 1), 1);
+        const t0 = performance.now();
+        const p = logDb.syncedPut(lkey, entry);
+        block.push(performance.now() - t0);
+        await p;
+        lat.push(performance.now() - t0);
+      }
+      const c1 = process.cpuUsage(c0);
+      const q = (a: number[], f: number): number => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * f))] ?? 0;
+      synced = { p50Ms: q(lat, 0.5), p99Ms: q(lat, 0.99), maxMs: q(lat, 1), blockP50Ms: q(block, 0.5), blockP99Ms: q(block, 0.99), cpuS: (c1.user + c1.system) / 1e6 };
+    }
+    if (logDb !== null) await logDb.close();
+    const db = await openVariant(path);
     const key = Buffer.alloc(14);
     key[0] = PREFIX_KV;
     const [, load] = await measure(async () => {
@@ -298,7 +453,7 @@ async function child(variantName: string, mix: string, keys: number): Promise<vo
     const [, close] = await measure(() => db.close());
     const files = dirFiles(path);
     const hwm = /VmHWM:\s+([0-9]+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    console.log(JSON.stringify({ variant: variantName, mix, keys, load, iter, close, iterBytes: bytes, files, peakRssMiB: Math.round(Number(hwm) / 1024) }));
+    console.log(JSON.stringify({ variant: variantName, mix, keys, load, iter, synced, close, iterBytes: bytes, files, peakRssMiB: Math.round(Number(hwm) / 1024) }));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -308,13 +463,21 @@ function fmt(p: Phase): string {
   return `wall ${p.wallS.toFixed(2)} s cpu ${p.cpuS.toFixed(2)} s [${fmtThreadCpu(p.threads)}]`;
 }
 
+function syncedLine(s: { p50Ms: number; p99Ms: number; maxMs: number; blockP50Ms: number; blockP99Ms: number; cpuS: number } | null): string {
+  if (s === null) return 'synced 1-entry writes: n/a (the binding has no synced write)';
+  return (
+    `synced 1-entry writes: p50 ${s.p50Ms.toFixed(3)} ms p99 ${s.p99Ms.toFixed(3)} ms max ${s.maxMs.toFixed(2)} ms; ` +
+    `main thread held per call p50 ${s.blockP50Ms.toFixed(3)} p99 ${s.blockP99Ms.toFixed(3)} ms; process cpu ${s.cpuS.toFixed(2)} s`
+  );
+}
+
 function parent(): void {
   const keys = Number(arg('keys', '1000000'));
   const mixes = arg('mix', 'etcd,text').split(',');
   const rounds = Number(arg('rounds', '3'));
   const variants = arg('variants', 'old,nx-plain').split(',');
   const passthrough: string[] = [];
-  for (const a of ['nx-dir', 'dir', 'value-bytes']) {
+  for (const a of ['nx-dir', 'rn-dir', 'hwcrc-lib', 'nowal-lib', 'dir', 'value-bytes', 'sync-writes']) {
     const v = arg(a, '');
     if (v !== '') passthrough.push(`--${a}`, v);
   }
@@ -323,8 +486,14 @@ function parent(): void {
       const order = r % 2 === 1 ? variants : [...variants].reverse();
       for (const v of order) {
         const up = spawnSync('uptime', { encoding: 'utf8' }).stdout.trim().replace(/.*load average: /, 'load ');
+        const preload = (VARIANTS[v]?.preload ?? []).map((lib) => {
+          const path = arg(`${lib}-lib`, '');
+          if (path === '') throw new Error(`${v} needs --${lib}-lib PATH (see the header)`);
+          return path;
+        });
         const res = spawnSync(process.execPath, [...process.execArgv, process.argv[1] ?? '', '--child', v, '--mix', mix, '--keys', String(keys), ...passthrough], {
           encoding: 'utf8',
+          env: preload.length > 0 ? { ...process.env, LD_PRELOAD: preload.join(' ') } : process.env,
           stdio: ['ignore', 'pipe', 'inherit'],
         });
         const line = res.stdout.split('\n').find((l) => l.startsWith('{'));
@@ -332,10 +501,14 @@ function parent(): void {
           console.log(`${mix} r${r} ${v}: failed (${res.status}) ${res.stdout}`);
           continue;
         }
-        const o = JSON.parse(line) as { load: Phase; iter: Phase; close: Phase; files: { sst: number; wal: number; other: number; files: number }; peakRssMiB: number };
+        const o = JSON.parse(line) as {
+          load: Phase;
+          iter: Phase;
+          synced: { p50Ms: number; p99Ms: number; maxMs: number; blockP50Ms: number; blockP99Ms: number; cpuS: number } | null;
+          close: Phase; files: { sst: number; wal: number; other: number; files: number }; peakRssMiB: number };
         const mb = (n: number): string => (n / 2 ** 20).toFixed(0);
         console.log(
-          `${mix} r${r} ${v.padEnd(20)} (${up})\n  load: ${fmt(o.load)}\n  iter: ${fmt(o.iter)}\n  close ${o.close.wallS.toFixed(2)} s; files ${o.files.files}: sst ${mb(o.files.sst)} MiB, wal ${mb(o.files.wal)} MiB, other ${mb(o.files.other)} MiB; peak RSS ${o.peakRssMiB} MiB`,
+          `${mix} r${r} ${v.padEnd(20)} (${up})\n  load: ${fmt(o.load)}\n  iter: ${fmt(o.iter)}\n  ${syncedLine(o.synced)}\n  close ${o.close.wallS.toFixed(2)} s cpu ${o.close.cpuS.toFixed(2)} s; files ${o.files.files}: sst ${mb(o.files.sst)} MiB, wal ${mb(o.files.wal)} MiB, other ${mb(o.files.other)} MiB; peak RSS ${o.peakRssMiB} MiB`,
         );
       }
     }
