@@ -478,7 +478,12 @@ export class SnapshotManager {
         if (!this.scrubAbort.signal.aborted) this.log.warn({ store: name, err: (err as Error).message }, 'snapshot scrub failed');
       }
     }
-    const done: ScrubRun = { kind, ...run, seconds: (this.clock.nowMs() - t0) / 1000 };
+    return this.noteScrubRun({ kind, ...run, seconds: (this.clock.nowMs() - t0) / 1000 });
+  }
+
+  /** noteScrubRun: a scrub run ended: counted in scrubStats, logged (a periodic one), told to the listener. */
+  private noteScrubRun(done: ScrubRun): ScrubRun {
+    const kind = done.kind;
     const st = this.scrubStats;
     st.runs++;
     st.bytes += done.bytes;
@@ -557,9 +562,21 @@ export class SnapshotManager {
   /** scrub re-hashes every archive of both stores now (scrubInBackground's work, unpaced), for operators and tests. */
   async scrub(): Promise<{ store: ScrubResult; uploads: ScrubResult }> {
     await this.scrubbed;
+    const t0 = this.clock.nowMs();
     const store = await this.store.scrub();
     await this.noteQuarantined(store.quarantined.map((q) => q.id));
-    return { store, uploads: await this.uploads.scrub() };
+    const uploads = await this.uploads.scrub();
+    const damaged = [...store.quarantined.map((q) => ({ store: 'store' as const, ...q })), ...uploads.quarantined.map((q) => ({ store: 'uploads' as const, ...q }))];
+    this.noteScrubRun({
+      kind: 'asked',
+      checked: store.checked.length + uploads.checked.length,
+      bytes: store.bytesRead + uploads.bytesRead,
+      seconds: (this.clock.nowMs() - t0) / 1000,
+      damaged,
+      unreadable: store.unreadable.length + uploads.unreadable.length,
+      stopped: false,
+    });
+    return { store, uploads };
   }
 
   /**

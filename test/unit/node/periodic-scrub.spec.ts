@@ -216,6 +216,18 @@ describe('SnapshotManager: the periodic scrub', function () {
     }
   });
 
+  it('a scrub asked for (SnapshotManager.scrub) is counted as one too, kind asked', async () => {
+    const { m, made, runs } = await setUp({}, 4);
+    try {
+      const r = await m.scrub();
+      assert.deepEqual(r.store.checked, [made.id]);
+      assert.deepEqual(runs.map((x) => [x.kind, x.checked, x.bytes, x.damaged.length]), [['asked', 1, made.archiveBytes, 0]]);
+      assert.equal(m.scrubStatus().runs, 1);
+    } finally {
+      await m.close();
+    }
+  });
+
   it('the wait before each run is the interval jittered by ±25%, drawn from the node rng', () => {
     assert.equal(scrubDelayMs(1_000_000, fixedRng(0)), 750_000);
     assert.equal(scrubDelayMs(1_000_000, fixedRng(0.5)), 1_000_000);
