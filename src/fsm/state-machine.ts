@@ -186,7 +186,17 @@ export class StateMachine {
    * `normal` entry (nothing of that run is written); Error when a restore
    * entry meets no `driver`; the driver's and the store's errors.
    */
-  async apply(items: readonly ApplyItem[], driver?: RestoreDriver): Promise<ApplyResult[]> {
+  apply(items: readonly ApplyItem[], driver?: RestoreDriver): Promise<ApplyResult[]> {
+    // The common case, no restore entry: one run of commands, queued as it is (no wrapping async calls: each
+    // was a promise and a turn more per batch applied).
+    let restores = false;
+    for (const item of items) if (item.entry.type === 'normal' && isRestoreCommand(item.entry.data)) restores = true;
+    if (!restores) return items.length === 0 ? Promise.resolve([]) : this.#serial(() => this.#applyCommands(items));
+    return this.#applyRuns(items, driver);
+  }
+
+  /** #applyRuns: apply() of items among which are restore entries: each run of commands between them, in order. */
+  async #applyRuns(items: readonly ApplyItem[], driver?: RestoreDriver): Promise<ApplyResult[]> {
     const results: ApplyResult[] = [];
     let run: ApplyItem[] = [];
     const flush = async (): Promise<void> => {
@@ -383,7 +393,7 @@ export class StateMachine {
 
   /** #applyCommands applies a run of non-restore items in one store write (inside the queue). */
   async #applyCommands(items: readonly ApplyItem[]): Promise<ApplyResult[]> {
-    await this.#fresh();
+    if (this.#store.stateEpoch() !== this.#epoch) await this.#fresh(); // (checked here too: no call, no turn, when fresh)
     const store = this.#store;
     const applied = store.appliedIndex();
     // The plan reads the keys it writes, reads or compares (revision record, and the value where it needs it): read them
