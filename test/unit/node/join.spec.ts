@@ -103,8 +103,10 @@ describe('a member that joins after the log began', function () {
   it('in a cluster whose original members were all replaced, a new member gets the leader\'s snapshot that predates the leader\'s own addition, follows that leader and catches up (before: it refused the leader for ever)', async () => {
     // The production path of simulator seed 358, with `cluster add`'s --peers (every member) and no compaction at all:
     // the leader snapshots when n4 is added (it had none); n5, added next, installs that same snapshot, which names
-    // n1-n3 and n4 but not n5; once n5 leads and n1-n3 are gone, n6 installs n5's newest snapshot, that one, and its
-    // configuration lacks its leader. The old peer plane then refused every message of n5: n6 stayed at the snapshot.
+    // n1-n3 and n4 but not n5; once n5 leads and n1-n3 are gone, n6 installed n5's newest snapshot, that one, and its
+    // configuration lacked its leader. The old peer plane then refused every message of n5: n6 stayed at the snapshot.
+    // With vouching no voter of that configuration was left to vouch for n5 (n1-n3 gone, n4 a learner there): a leader
+    // now sends only a snapshot whose configuration names it, taking one first (raft.ts sendSnapshot).
     const { cluster, leader } = await threeWithWrites();
     const peersOf = (ids: readonly string[], self: string, selfAddress: string): Membership => ({
       voters: ids.filter((id) => id !== self),
@@ -134,6 +136,8 @@ describe('a member that joins after the log began', function () {
     const n6 = (): Node => cluster.node('n6');
     await until('n6 to install a snapshot and catch up', 30_000, () => (n6().snapshotStats.installed > 0 && n6().status().applied >= lead.status().commit ? true : undefined));
     assert.equal(n6().status().leader, 'n5');
+    const installed = cluster.member('n6').snapshots?.newestMeta();
+    assert.ok(installed?.membership.voters.includes('n5') === true, `n6 installed a snapshot whose configuration names its leader n5 (${JSON.stringify(installed?.membership.voters)})`);
     assert.deepEqual([...n6().status().membership.voters].sort(), ['n4', 'n5'], 'the configuration of the log after the snapshot');
     await lead.propose({ op: 'put', key: enc.encode('k/after'), value: enc.encode('z') });
     await until('n6 to apply the next write', 10_000, () => (n6().status().applied >= lead.status().commit ? true : undefined));
