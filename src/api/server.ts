@@ -339,7 +339,22 @@ export function peerServerOptions(keepalive: { readonly timeMs: number; readonly
   };
 }
 
-/** clientServerOptions: requests capped at maxRequestBytes, answers up to MESSAGE_BYTES_MAX, a bounded number of calls per connection. */
+/**
+ * clientServerOptions: requests capped at maxRequestBytes, answers up to MESSAGE_BYTES_MAX, a bounded number of calls per connection.
+ *
+ * Neither plane sets `grpc-node.max_session_memory` (grpc-js then passes Node an unbounded maxSessionMemory),
+ * on measurements (dos24, Node 20.20, grpc-js 1.14.7). Node checks that limit only when a stream opens, and
+ * counts a session's own buffers (HPACK tables, unacknowledged PINGs and SETTINGS, frames packed for the
+ * socket), which Node already caps, not answers waiting in their streams' queues. A client that never reads
+ * stops being read once its answers jam the socket (Node's own backpressure): only the streams it sends in
+ * one burst are answered, and in a burst they all open before any answer exists. So the limit changed
+ * nothing against unread answers: 64 unread Txn answers of 15 MiB on one connection took a live node to
+ * 1,275 MiB with it at 64 MB and 1,294 MiB without (before AnswerBudget); with AnswerBudget, the same 64
+ * sent 40 ms apart peaked at 475 MiB with it at 16 MB and 472 MiB without; a bare grpc-js server answering
+ * 15 MiB at once answered 1 of 32 streams sent 40 ms apart with the limit unset, 16 or 64 MB. (Honest load never came near it either: 5 rounds of 64 concurrent 3.5 MiB Range
+ * answers on one connection all passed with it at 1 MB.) What bounds a connection's unread answers is its
+ * calls (CLIENT_STREAMS_PER_CONNECTION_MAX) and each key's CallGate places and AnswerBudget bytes.
+ */
 export function clientServerOptions(maxRequestBytes: number): grpc.ServerOptions {
   return {
     // No channelz: nothing here serves it, and grpc-js's tracking costs a Date and closures per call and Date.now() per message.
