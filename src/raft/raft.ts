@@ -521,10 +521,18 @@ export class RaftNode {
    * tries again until it is decided.
    */
   private checkReachableQuorum(cc: ConfChange, next: Membership): void {
-    const reachable = next.voters.filter((v) => v === this.id || this.heardRecently(v));
+    // A voter that answers but must install a snapshot before it can hold the next entry (a learner still fetching
+    // its first one) cannot acknowledge the change either: counted, it would hold the change, and every write after
+    // it, until that install ends (etcd refuses to promote a learner not in sync: isLearnerReady).
+    const needsSnapshot = next.voters.filter((v) => {
+      const pr = v === this.id ? undefined : this.prs.get(v);
+      return pr !== undefined && this.heardRecently(v) && (pr.state === 'snapshot' || pr.next < this.log.firstIndex());
+    });
+    const reachable = next.voters.filter((v) => v === this.id || (this.heardRecently(v) && !needsSnapshot.includes(v)));
     const need = quorum(next);
     if (reachable.length >= need) return;
     const unreachable = next.voters.filter((v) => !reachable.includes(v));
+    const silent = unreachable.filter((v) => !needsSnapshot.includes(v));
     // Not heard yet from a Progress younger than the window (ticksSinceHeard counts from its making): no evidence
     // either way; a leader just elected has heard only from those that answered its first append so far.
     const young = unreachable.filter((v) => {
@@ -534,12 +542,23 @@ export class RaftNode {
     const list = (ids: readonly NodeId[]): string => ids.join(', ');
     const what = cc.op === 'removeNode' ? `remove ${cc.nodeId}` : cc.op === 'addVoter' && isMember(this.membership, cc.nodeId) ? `promote ${cc.nodeId}` : `add ${cc.nodeId} as a voter`;
     const newcomer = cc.op === 'addVoter' && !isMember(this.membership, cc.nodeId) ? `; or add ${cc.nodeId} as a learner first and promote it once it answers` : '';
-    const back = unreachable.filter((v) => v !== cc.nodeId);
-    const remedy = back.length > 0 ? `start ${list(back)} again (or remove ${back.length === 1 ? 'it' : 'them'} first, one at a time), then retry${newcomer}` : `retry once ${list(unreachable)} ${unreachable.length === 1 ? 'answers' : 'answer'}${newcomer}`;
+    const back = silent.filter((v) => v !== cc.nodeId);
+    const waitFor = unreachable.filter((v) => !back.includes(v));
+    const caughtUp = needsSnapshot.length === 0 ? '' : `${list(needsSnapshot)} ${needsSnapshot.length === 1 ? 'has' : 'have'} installed ${needsSnapshot.length === 1 ? 'its snapshot' : 'their snapshots'}`;
+    const remedy =
+      back.length > 0
+        ? `start ${list(back)} again (or remove ${back.length === 1 ? 'it' : 'them'} first, one at a time), then retry${caughtUp === '' ? '' : ` once ${caughtUp}`}${newcomer}`
+        : caughtUp !== '' && waitFor.every((v) => needsSnapshot.includes(v))
+          ? `retry once ${caughtUp}`
+          : `retry once ${list(waitFor)} ${waitFor.length === 1 ? 'answers' : 'answer'}${newcomer}`;
+    const lagging = needsSnapshot.length === 0 ? '' : `${list(needsSnapshot)} ${needsSnapshot.length === 1 ? 'needs a snapshot' : 'need snapshots'} before ${needsSnapshot.length === 1 ? 'it' : 'they'} can hold a new entry`;
+    const why = silent.length === 0 ? lagging : `has not heard from ${list(silent)} within the last ${CONF_CHANGE_HEARD_ELECTION_TIMEOUTS} election timeouts${lagging === '' ? '' : `, and ${lagging}`}`;
     throw new ConfChangeUnreachableError(
-      `${what} refused: the leader ${this.id} has not heard from ${list(unreachable)} within the last ${CONF_CHANGE_HEARD_ELECTION_TIMEOUTS} election timeouts; ` +
+      `${what} refused: the leader ${this.id} ${silent.length === 0 ? `finds ${why}` : why}; ` +
         `the voters after it (${list(next.voters)}) would have ${reachable.length} reachable, fewer than their quorum of ${need}, ` +
-        `so the change could not commit and the cluster would have no leader until ${unreachable.length === 1 ? 'it is' : 'they are'} back. Nothing changed: ${remedy}`,
+        (silent.length === 0
+          ? `so the change, and every write after it, would wait for that install. Nothing changed: ${remedy}`
+          : `so the change could not commit and the cluster would have no leader until ${unreachable.length === 1 ? 'it is' : 'they are'} back. Nothing changed: ${remedy}`),
       unreachable,
       reachable.length + young.length >= need,
     );

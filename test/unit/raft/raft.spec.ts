@@ -946,6 +946,38 @@ describe('raft core', () => {
         assert.deepEqual([...c.node('a').status().membership.voters].sort(), ['a', 'b', 'c', 'd']);
         assert.equal(c.node('a').status().commit, c.node('a').status().lastIndex);
       });
+
+      it('a learner that answers but still needs a snapshot (it could not acknowledge the promotion) counts as unreachable (etcd: isLearnerReady)', () => {
+        const c = new TestCluster(['a', 'b', 'c', 'd'], {}, membership(['a', 'b', 'c']));
+        c.elect('a');
+        c.isolate('d');
+        c.node('a').proposeConfChange({ op: 'addLearner', nodeId: 'd' });
+        c.stabilize();
+        for (let i = 0; i < 5; i++) c.node('a').propose(bytes(`v${i}`));
+        c.stabilize();
+        c.tickAll(1);
+        const meta = c.takeSnapshot('a'); // d's entries are gone from a's log: d needs this snapshot first
+        c.heal();
+        c.isolate('c');
+        c.tickAll(22); // d answers every heartbeat, and is offered the snapshot, which it has not fetched
+        assert.ok(c.snapshotsWanted.get('d')?.some((m) => m.index === meta.index), 'd was offered the snapshot');
+        const a = c.node('a');
+        const before = a.status();
+        // {a, b, c, d} needs 3: a, b and d, but d cannot hold the promotion entry before its snapshot is installed.
+        // Taken, the change (and every write after it) would wait for d's install, however long the snapshot takes.
+        assert.throws(
+          () => a.proposeConfChange({ op: 'addVoter', nodeId: 'd' }),
+          (e: unknown) => e instanceof ConfChangeUnreachableError && JSON.stringify(e.unreachable) === JSON.stringify(['c', 'd']) && /d needs a snapshot/.test(e.message) && /^promote d refused/.test(e.message),
+        );
+        assert.equal(a.status().lastIndex, before.lastIndex, 'nothing was appended');
+        assert.ok(c.installSnapshot('d', meta, 'a'));
+        c.tickAll(2); // d caught up: a, b, d make 3 of 4
+        a.proposeConfChange({ op: 'addVoter', nodeId: 'd' });
+        c.stabilize();
+        c.tickAll(2);
+        assert.deepEqual([...a.status().membership.voters].sort(), ['a', 'b', 'c', 'd']);
+        assert.equal(a.status().commit, a.status().lastIndex, 'the promotion committed');
+      });
     });
 
     it('a leader that removes itself steps down once the removal commits, and the rest elect a new leader', () => {
