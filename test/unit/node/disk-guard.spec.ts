@@ -131,6 +131,8 @@ describe('node: automatic snapshots after a failure', () => {
         throw Object.assign(new Error("ENOSPC: no space left on device, write '/d/state.bin'"), { code: 'ENOSPC', syscall: 'write' });
       },
       keepWhileInUse: () => undefined,
+      startPeriodicScrub: () => undefined,
+      scrubStatus: () => ({ intervalMs: 0, runs: 0, bytes: 0, damaged: 0, lastAgoMs: null }),
       close: async () => {},
     } as unknown as SnapshotManager;
     node = await Node.start({
