@@ -246,8 +246,19 @@ async function listen(srv: grpc.Server, address: string, credentials: grpc.Serve
  * http2ServersOf: grpc-js's HTTP/2 servers (its private `http2Servers` map, keyed by server): the one
  * createConnectionInjector makes is the only way to see every stream of a plane, those no interceptor sees
  * included. Errors: Error when grpc-js no longer has the map (a grpc-js upgrade: listen cannot go on unguarded).
+ *
+ * Private, so grpc-js is pinned to its minor (package.json `~1.14.7`) and grpc-js-pin.spec fails when the map,
+ * or what it holds, moves. No supported way sees every stream (dos24, Node 20.20, grpc-js 1.14.7):
+ * createConnectionInjector returns only injectConnection/drain/destroy; grpc-js answers a method it does not
+ * serve (UNIMPLEMENTED) and a malformed call itself, before any interceptor (server.js _streamHandler), so
+ * an interceptor's count misses a flood of them (host-budget.spec's unknown-method case); the injected
+ * socket is the raw TCP one (under TLS the HTTP/2 session is on a TLSSocket grpc-js makes), so no session is
+ * reachable from it; Node 20 publishes no http2 diagnostics_channel events (a subscriber to
+ * 'http2.server.stream.created' hears nothing on 20.20: the channel came with nodejs/node#58390, in later
+ * Node lines; once the runtime has it, that process-wide channel with the stream's session socket can
+ * replace this map).
  */
-function http2ServersOf(srv: grpc.Server): Map<Http2Server, unknown> {
+export function http2ServersOf(srv: grpc.Server): Map<Http2Server, unknown> {
   const servers = (srv as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map)) throw new Error('grpc-js Server has no http2Servers map: the host budget cannot count streams');
   return servers as Map<Http2Server, unknown>;
