@@ -11,7 +11,8 @@
  * pairs besides the first) pinned some 320 MiB per key, and Txn, which had no
  * place, up to 16 MiB an answer on every call a key could open: 64 unread Txn
  * answers of 15 GET ops on one connection took a live node from 226 to
- * 1,294 MiB, and a key may open 4,096 calls.
+ * 1,294 MiB, and a key may open 4,096 calls. ListTasks (up to 1,000 tasks an
+ * answer, a `snapshots.read` key's) had no bound either.
  *
  * So each call of ANSWER_BUDGET_METHODS reserves, once its request message
  * is read (the request says how large its answer can be:
@@ -30,6 +31,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../fsm/kv-command.js';
 import { KV_RANGE_BYTES_MAX, TXN_ANSWER_BYTES_MAX } from '../fsm/types.js';
+import { ORIGINAL_FILTER_CHARS_MAX, TASK_ERROR_CHARS_MAX, TASK_LIST_LIMIT_MAX } from '../ops/task-queue.js';
 import { ForwardingServerCall } from '../transport/forwarding-call.js';
 import { apiKeyOwner } from './auth-interceptor.js';
 import { hostOf } from './read-gate.js';
@@ -44,7 +46,20 @@ import { hostOf } from './read-gate.js';
 export const CLIENT_ANSWER_BYTES_PER_CALLER_MAX = 128 * 1024 * 1024;
 
 /** ANSWER_BUDGET_METHODS: the calls whose answer may be large, by path (answerBytesMaxOf knows their requests). */
-export const ANSWER_BUDGET_METHODS: ReadonlySet<string> = new Set(['/snapcoord.v1.KVService/Get', '/snapcoord.v1.KVService/Range', '/snapcoord.v1.KVService/Txn']);
+export const ANSWER_BUDGET_METHODS: ReadonlySet<string> = new Set([
+  '/snapcoord.v1.KVService/Get',
+  '/snapcoord.v1.KVService/Range',
+  '/snapcoord.v1.KVService/Txn',
+  '/snapcoord.v1.TaskService/ListTasks',
+]);
+
+/**
+ * TASK_ANSWER_BYTES_MAX: the most answerBytesOf counts for one task of a ListTasks answer: its error message
+ * and a cancelation's original filter at their caps, and 1 KiB for the rest of it.
+ */
+const TASK_ANSWER_BYTES_MAX = TASK_ERROR_CHARS_MAX + ORIGINAL_FILTER_CHARS_MAX + 1024;
+/** TASK_LIST_LIMIT_DEFAULT: the tasks a ListTasks answers when its request names no limit (snapshot-service's). */
+const TASK_LIST_LIMIT_DEFAULT = 20;
 
 /** PAIR_OVERHEAD_BYTES: what answerBytesOf counts for one pair besides its key and value (its revisions, framing). */
 const PAIR_OVERHEAD_BYTES = 64;
@@ -59,14 +74,18 @@ const RANGE_LIMIT_DEFAULT_PAIRS = 1000;
  * answerBytesMaxOf: the most bytes (as answerBytesOf counts them) the answer to `request`, a request of
  * `path` (one of ANSWER_BUDGET_METHODS), can hold: a Get one pair; a Range `limit` pairs, at most
  * KV_RANGE_BYTES_MAX of keys and values besides its first; a Txn one pair per GET op and per PUT or DELETE
- * asking prev_kv of its larger branch, at most TXN_ANSWER_BYTES_MAX of them (a larger one is never built).
- * A request it cannot read counts as a pair.
+ * asking prev_kv of its larger branch, at most TXN_ANSWER_BYTES_MAX of them (a larger one is never built); a
+ * ListTasks `limit` tasks (TASK_ANSWER_BYTES_MAX each). A request it cannot read counts as a pair.
  */
 export function answerBytesMaxOf(path: string, request: unknown): number {
   const r = (request ?? {}) as Record<string, unknown>;
   if (path.endsWith('/Range')) {
     const limit = typeof r['limit'] === 'number' && r['limit'] > 0 ? r['limit'] : RANGE_LIMIT_DEFAULT_PAIRS;
     return ANSWER_OVERHEAD_BYTES + Math.min(limit * PAIR_BYTES_MAX, PAIR_BYTES_MAX + KV_RANGE_BYTES_MAX + limit * PAIR_OVERHEAD_BYTES);
+  }
+  if (path.endsWith('/ListTasks')) {
+    const limit = typeof r['limit'] === 'number' && r['limit'] > 0 ? Math.min(r['limit'], TASK_LIST_LIMIT_MAX) : TASK_LIST_LIMIT_DEFAULT;
+    return ANSWER_OVERHEAD_BYTES + limit * TASK_ANSWER_BYTES_MAX;
   }
   if (path.endsWith('/Txn')) {
     const branch = (ops: unknown): number => {

@@ -16,16 +16,19 @@ import { KvClient } from '../../../src/client/kv-client.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../../../src/fsm/kv-command.js';
 import { TXN_ANSWER_BYTES_MAX } from '../../../src/fsm/types.js';
 import { RangeRequest, TxnOpType } from '../../../src/gen/snapcoord/v1/kv.js';
+import { ListTasksRequest } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import type { Node } from '../../../src/node/node.js';
+import type { TaskQueue, TaskRunner } from '../../../src/ops/task-queue.js';
 import { until } from '../../harness/until.js';
 import { soloServer } from './harness.js';
+import { SnapshotNode } from './snapshot-node.js';
 import { h2Frame, hpackLiteral } from './raw-http2.js';
 
 const MiB = 1024 * 1024;
 const PAIR = KEY_BYTES_MAX + VALUE_BYTES_MAX;
 
 describe('AnswerBudget: what an answer may hold, and room by caller', () => {
-  it('reserves a pair for a Get, limit pairs (at most 4 MiB past the first) for a Range, the pairs a Txn reads for a Txn', () => {
+  it('reserves a pair for a Get, limit pairs (at most 4 MiB past the first) for a Range, the pairs a Txn reads for a Txn, limit tasks for a ListTasks', () => {
     const get = answerBytesMaxOf('/snapcoord.v1.KVService/Get', { key: new Uint8Array(3) });
     assert.ok(get >= PAIR && get < PAIR + 1024, String(get));
     const one = answerBytesMaxOf('/snapcoord.v1.KVService/Range', { limit: 1 });
@@ -39,6 +42,9 @@ describe('AnswerBudget: what an answer may hold, and room by caller', () => {
     assert.ok(reads >= 2 * PAIR && reads < 2 * PAIR + 1024, `the larger branch: ${reads}`);
     const many = answerBytesMaxOf('/snapcoord.v1.KVService/Txn', { success: Array.from({ length: 128 }, () => op(TxnOpType.TXN_OP_TYPE_GET)), failure: [] });
     assert.ok(many >= TXN_ANSWER_BYTES_MAX && many < TXN_ANSWER_BYTES_MAX + 64 * 1024, `at most TXN_ANSWER_BYTES_MAX: ${many}`);
+    const tasks = answerBytesMaxOf('/snapcoord.v1.TaskService/ListTasks', { limit: 1000 });
+    assert.ok(tasks >= 1000 * (4096 + 2048) && tasks < 8 * MiB, `a ListTasks of 1,000 tasks: ${tasks}`);
+    assert.ok(answerBytesMaxOf('/snapcoord.v1.TaskService/ListTasks', { limit: 0 }) < tasks / 40, 'its default limit is 20');
   });
 
   it('counts an answer by its bytes and strings', () => {
@@ -138,6 +144,57 @@ describe('gRPC client plane: the bytes of one key\'s unread answers (AnswerBudge
       raw?.destroy();
       solo.node.range = realRange;
       admin.close();
+    }
+  });
+});
+
+describe('gRPC client plane: unread ListTasks answers (AnswerBudget, real HTTP/2)', function () {
+  this.timeout(60_000);
+
+  it('ListTasks calls of up to 1,000 tasks whose answers are never read run while they fit the budget; the rest wait unrun', async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => (release = r));
+    const wrapRunner = (real: TaskRunner): TaskRunner => async (task, progress) => {
+      await held;
+      return real(task, progress);
+    };
+    // 1 MiB: a ListTasks of limit 1,000 reserves ~7 MiB, so one runs at a time while its answer is unread.
+    const n = await SnapshotNode.start({ wrapRunner, clientAnswerBytesPerCallerMax: MiB });
+    let raw: Socket | null = null;
+    let lists = 0;
+    const realList = n.tasks.list.bind(n.tasks);
+    n.tasks.list = ((...a: Parameters<TaskQueue['list']>) => {
+      lists++;
+      return realList(...a);
+    }) as TaskQueue['list'];
+    try {
+      for (let i = 0; i < 1000; i++) await n.tasks.enqueue('snapshotCreation');
+      raw = connect(n.api.port, '127.0.0.1');
+      raw.on('error', () => undefined);
+      raw.pause();
+      const CALLS = 8;
+      const headers = (sid: number): Buffer =>
+        h2Frame(1, 4, sid, Buffer.concat([
+          hpackLiteral(':method', 'POST'), hpackLiteral(':scheme', 'http'), hpackLiteral(':path', '/snapcoord.v1.TaskService/ListTasks'),
+          hpackLiteral(':authority', 'x'), hpackLiteral('content-type', 'application/grpc'), hpackLiteral('te', 'trailers'),
+        ]));
+      const msg = Buffer.from(ListTasksRequest.encode({ filter: undefined, limit: 1000, reverse: false }).finish());
+      const body = Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]);
+      raw.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), h2Frame(4, 0, 0, Buffer.alloc(0))]));
+      for (let i = 0; i < CALLS; i++) raw.write(Buffer.concat([headers(1 + 2 * i), h2Frame(0, 1, 1 + 2 * i, body)]));
+      // No key (the node runs without auth): the calls count against their host.
+      const host = '127.0.0.1';
+      await until('every call to run or wait', 10_000, () => (lists + n.api.answerBudget.waitingOf(host) >= CALLS ? true : undefined));
+      await new Promise((r) => setTimeout(r, 300));
+      // Before: all 8 ran, each answer (1,000 tasks, more than the client's 64 KiB window) left unsent in the node's memory.
+      assert.equal(lists, 1, `${lists} ListTasks calls ran`);
+      raw.destroy();
+      await until('the budget to be given back', 10_000, () => (n.api.answerBudget.usedOf(host) === 0 && n.api.answerBudget.waitingOf(host) === 0 ? true : undefined));
+    } finally {
+      raw?.destroy();
+      n.tasks.list = realList;
+      release();
+      await n.close();
     }
   });
 });

@@ -41,6 +41,8 @@ export interface SnapshotNodeOptions {
   readonly policy?: Partial<SnapshotPolicy>;
   /** metrics: the node's metrics (NodeOptions.metrics; default none). */
   readonly metrics?: NodeMetrics;
+  /** clientAnswerBytesPerCallerMax: BindOptions.clientAnswerBytesPerCallerMax (default its default). */
+  readonly clientAnswerBytesPerCallerMax?: number;
 }
 
 export class SnapshotNode {
@@ -63,7 +65,11 @@ export class SnapshotNode {
     const dir = await mkdtemp(join(tmpdir(), 'snapcoord-snapnode-'));
     const root = join(dir, 'snapshots');
     await mkdir(root, { mode: 0o700 });
-    const api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0' });
+    const api = await bindApiServer({
+      bindAddress: '127.0.0.1:0',
+      peerBindAddress: '127.0.0.1:0',
+      ...(opts.clientAnswerBytesPerCallerMax !== undefined ? { clientAnswerBytesPerCallerMax: opts.clientAnswerBytesPerCallerMax } : {}),
+    });
     const dataDir = join(dir, 'n1');
     const storage = await RocksStorage.open(dataDir);
     await storage.checkIdentity({ nodeId: 'n1', clusterId: 'test', formatVersion: FORMAT_VERSION }, { createIfNew: true });
