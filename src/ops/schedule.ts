@@ -335,6 +335,8 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
       path,
       (h) => progress({ path, bytesTotal: h.archiveBytes, digest: h.archiveSha256, index: h.meta.index, phase: 'copy', bytesDone: 0 }),
       (done) => progress({ bytesDone: done }),
+      // Checked as copied, trusted or not (ExportCheck): retention removes the copies this one replaces.
+      'checked',
     );
     try {
       const total = handle.archiveBytes;
@@ -348,7 +350,8 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
         const up = await d.upload(
           basename(path),
           // Read as GetSnapshot serves it: on its recorded hashes if this process hashed it (no hash here), else checked
-          // chunk by chunk as read; the object carries its SHA-256 for every download to check.
+          // chunk by chunk as read; the local copy just checked every chunk of it. The object carries its SHA-256 for
+          // every download to check.
           () => handle.createServedReadStream(),
           { sha256: handle.archiveSha256, sizeBytes: total, index: handle.meta.index, term: handle.meta.term, id: handle.id },
           {

@@ -70,6 +70,18 @@ export async function removeStaleCopies(dir: string, ours: (archiveName: string)
 }
 
 /**
+ * ExportCheck: how an export reads the stored archive. 'served': as
+ * GetSnapshot serves it (an archive this process hashed itself on its
+ * recorded hashes, hashing nothing; damage since is the periodic scrub's to
+ * find). 'checked': every chunk hashed as copied and compared with the hash
+ * recorded beside it, whoever hashed it before. A scheduled run's copy is
+ * checked: retention then removes the older copies it replaces, so a byte
+ * that rotted on the disk since its hashing (up to a scrub interval ago) would
+ * otherwise be kept as the only copy, reported done with the recorded digest.
+ */
+export type ExportCheck = 'served' | 'checked';
+
+/**
  * exportArchiveFile copies an opened snapshot archive to `path` atomically
  * (a temp file beside it, fsync, rename, fsync of the directory), read-only
  * (mode 0400). `progress` is called with the bytes copied so far. Refuses a
@@ -79,9 +91,12 @@ export async function removeStaleCopies(dir: string, ours: (archiveName: string)
  * hashing nothing (the file's digest, in the task's details, is what
  * `snapshot inspect` and a restore check); any other is checked against the
  * chunk hashes recorded with it as it is copied: damage fails with
- * SnapshotStoreError `corrupt`, nothing left at `path`.
+ * SnapshotStoreError `corrupt`, nothing left at `path`. With `check` every
+ * archive is checked so (createChunkCheckedReadStream: each byte hashed once
+ * as copied), trusted or not: for a copy that takes the place of others
+ * (ExportCheck).
  */
-export async function exportArchiveFile(handle: SnapshotHandle, path: string, progress: (done: number) => void): Promise<void> {
+export async function exportArchiveFile(handle: SnapshotHandle, path: string, progress: (done: number) => void, check: ExportCheck = 'served'): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   await checkArchiveTarget(path);
   const tmp = join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`);
@@ -98,8 +113,9 @@ export async function exportArchiveFile(handle: SnapshotHandle, path: string, pr
     // by chunk as copied: a stored snapshot is served as it is when no write came since, so bytes damaged on disk
     // were copied as the run's archive, reported done with the recorded digest, and retention removed the good
     // copies. One it wrote or verified is copied on its recorded hashes (issue 15: each byte read once, hashed zero
-    // times here); damage since is what the periodic scrub is for.
-    await pipeline(handle.createServedReadStream(), counter, await openFileSink(tmp));
+    // times here); damage since is what the periodic scrub is for, except in a copy checked whatever its trust
+    // (`check`: a scheduled run's, which retention keeps in place of the older ones).
+    await pipeline(check === 'checked' ? handle.createChunkCheckedReadStream() : handle.createServedReadStream(), counter, await openFileSink(tmp));
     await chmod(tmp, 0o400);
     await rename(tmp, path);
     await fsyncDir(dirname(path));
@@ -117,7 +133,8 @@ export async function exportArchiveFile(handle: SnapshotHandle, path: string, pr
  * since, the stored snapshot is served as it is) and `damaged` quarantines
  * it (Node.quarantineDamagedSnapshot), a snapshot is opened again (built
  * now) and copied once more; a second failure is the caller's. Without
- * this, every run failed the same way until a write or a restart.
+ * this, every run failed the same way until a write or a restart. `check`:
+ * how the copy reads the archive (ExportCheck).
  */
 export async function openAndExport(
   open: () => Promise<SnapshotHandle>,
@@ -125,12 +142,13 @@ export async function openAndExport(
   path: string,
   started: (handle: SnapshotHandle) => void,
   progress: (done: number) => void,
+  check: ExportCheck = 'served',
 ): Promise<SnapshotHandle> {
   for (let attempt = 1; ; attempt++) {
     const handle = await open();
     try {
       started(handle);
-      await exportArchiveFile(handle, path, progress);
+      await exportArchiveFile(handle, path, progress, check);
       return handle;
     } catch (err) {
       handle.release();
