@@ -34,6 +34,7 @@ import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
 import { apiKeyOwner, refusedKeyOwner, rpcNeed } from './auth-interceptor.js';
 import { AnswerBudget, answerBudgetInterceptor } from './answer-budget.js';
+import { metadataSizeInterceptor } from './metadata-size.js';
 import { CallGate, callGateInterceptor } from './call-gate.js';
 import { addWithBackpressure } from './stream-backpressure.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
@@ -427,6 +428,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   // grpc-js hands a call's metadata to its interceptors in their order: provingInterceptor, after the others,
   // sees only the calls every other one let through. A call that needs no key (Health/Check) proves nothing;
   // a key proves at most perOwnerMax connections (apiKeyOwner: a digest of the key names the owner).
+  // A call whose metadata is over METADATA_BYTES_MAX is refused before any other gate (metadataSizeInterceptor, first).
   // A call the auth gate refused only for its action (a valid key: refusedKeyOwner) proves its connection too
   // (refusedOwnerInterceptor, first: it looks at the metadata again once the auth gate decided), and stays refused.
   // The read gate bounds the request bytes being read at once (a refused call never reads).
@@ -438,7 +440,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const answerBudget = new AnswerBudget(opts.clientAnswerBytesPerCallerMax);
   const server = new grpc.Server({
     ...clientServerOptions(maxRequestBytes),
-    interceptors: [refusedOwnerInterceptor(clientLimiter, refusedKeyOwner), ...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), callGateInterceptor(callGate), readGateInterceptor(readGate), answerBudgetInterceptor(answerBudget)],
+    interceptors: [metadataSizeInterceptor(), refusedOwnerInterceptor(clientLimiter, refusedKeyOwner), ...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), callGateInterceptor(callGate), readGateInterceptor(readGate), answerBudgetInterceptor(answerBudget)],
   });
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages
