@@ -441,30 +441,16 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
    * close), or UNAVAILABLE at once for a peer that has no address here.
    */
   stageArchive(p: StageArchiveParams, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    const peer = this.closed ? undefined : this.peers.get(p.to);
-    if (peer === undefined) {
-      return Promise.reject(Object.assign(new Error(`no channel to ${p.to}${this.closed ? ': transport closed' : ''}`), { code: grpc.status.UNAVAILABLE }));
-    }
-    let req: pb.StageArchiveRequest;
-    try {
-      req = stageArchiveRequestToProto(p);
-    } catch (err) {
-      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
-    return new Promise<void>((resolve, reject) => {
-      const client = this.clientFor(peer);
-      const onAbort = (): void => call.cancel();
-      const call: grpc.Call = client.stageArchive(req, new grpc.Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
-        peer.calls.delete(call);
-        signal?.removeEventListener('abort', onAbort);
-        if (err !== null) reject(err);
-        else if (res?.durable !== true) reject(Object.assign(new Error(`${p.to} did not confirm a durable copy`), { code: grpc.status.INTERNAL }));
-        else resolve();
-      });
-      peer.calls.add(call);
-      if (signal?.aborted === true) call.cancel();
-      else signal?.addEventListener('abort', onAbort, { once: true });
-    });
+    return this.unaryTo(
+      p.to,
+      timeoutMs,
+      () => stageArchiveRequestToProto(p),
+      (client, req, options, done) => client.stageArchive(req, new grpc.Metadata(), options, done),
+      (res: pb.StageArchiveResponse | undefined) => {
+        if (res?.durable !== true) throw Object.assign(new Error(`${p.to} did not confirm a durable copy`), { code: grpc.status.INTERNAL });
+      },
+      signal,
+    );
   }
 
   // ---------------------------------------------------------------- GetMembership
@@ -478,31 +464,17 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
    * member than q.to, or UNAVAILABLE at once for a peer with no address here.
    */
   askMembership(q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> {
-    const peer = this.closed ? undefined : this.peers.get(q.to);
-    if (peer === undefined) {
-      return Promise.reject(Object.assign(new Error(`no channel to ${q.to}${this.closed ? ': transport closed' : ''}`), { code: grpc.status.UNAVAILABLE }));
-    }
-    let req: pb.GetMembershipRequest;
-    try {
-      req = getMembershipRequestToProto(q);
-    } catch (err) {
-      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
-    return new Promise<MembershipAnswer>((resolve, reject) => {
-      const client = this.clientFor(peer);
-      const call: grpc.Call = client.getMembership(req, new grpc.Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
-        peer.calls.delete(call);
-        if (err !== null) return reject(err);
-        try {
-          const a = getMembershipResponseFromProto(res as pb.GetMembershipResponse);
-          if (a.from !== q.to) throw new CodecError(`the answer came from ${a.from}, not ${q.to}`);
-          resolve(a);
-        } catch (e) {
-          reject(e instanceof Error ? e : new Error(String(e)));
-        }
-      });
-      peer.calls.add(call);
-    });
+    return this.unaryTo(
+      q.to,
+      timeoutMs,
+      () => getMembershipRequestToProto(q),
+      (client, req, options, done) => client.getMembership(req, new grpc.Metadata(), options, done),
+      (res: pb.GetMembershipResponse | undefined) => {
+        const a = getMembershipResponseFromProto(res as pb.GetMembershipResponse);
+        if (a.from !== q.to) throw new CodecError(`the answer came from ${a.from}, not ${q.to}`);
+        return a;
+      },
+    );
   }
 
   // ---------------------------------------------------------------- Propose
@@ -516,32 +488,66 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
    * malformed answer, UNAVAILABLE at once for a peer with no address here.
    */
   forwardProposals(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals> {
-    const peer = this.closed ? undefined : this.peers.get(p.to);
-    if (peer === undefined) {
-      return Promise.reject(Object.assign(new Error(`no channel to ${p.to}${this.closed ? ': transport closed' : ''}`), { code: grpc.status.UNAVAILABLE }));
-    }
-    let req: pb.ProposeRequest;
-    try {
-      req = proposeRequestToProto(p);
-    } catch (err) {
-      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
-    return new Promise<ForwardedProposals>((resolve, reject) => {
-      const client = this.clientFor(peer);
-      const call: grpc.Call = client.propose(req, new grpc.Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
-        peer.calls.delete(call);
-        if (err !== null) return reject(err);
+    return this.unaryTo(
+      p.to,
+      timeoutMs,
+      () => proposeRequestToProto(p),
+      (client, req, options, done) => client.propose(req, new grpc.Metadata(), options, done),
+      (res: pb.ProposeResponse | undefined) => {
         try {
-          resolve(proposeResponseFromProto(res as pb.ProposeResponse, p.data.length));
+          return proposeResponseFromProto(res as pb.ProposeResponse, p.data.length);
         } catch (e) {
-          reject(Object.assign(new Error(`a malformed Propose answer from ${p.to}: ${(e as Error).message}`), { code: grpc.status.INTERNAL }));
+          throw Object.assign(new Error(`a malformed Propose answer from ${p.to}: ${(e as Error).message}`), { code: grpc.status.INTERNAL });
         }
-      });
-      peer.calls.add(call);
-    });
+      },
+    );
   }
 
   // ---------------------------------------------------------------- common
+
+  /**
+   * unaryTo makes one unary call to member `to` over its channel, due within
+   * `timeoutMs`: `encode` builds the request, `invoke` makes the call,
+   * `decode` reads the answer (what it throws rejects). Rejects UNAVAILABLE
+   * at once for a peer with no address here (or once closed), with what
+   * `encode` throws, or with the call's grpc ServiceError; `signal` cancels
+   * the call (CANCELLED).
+   */
+  private unaryTo<Req, Res, T>(
+    to: NodeId,
+    timeoutMs: number,
+    encode: () => Req,
+    invoke: (client: pb.RaftServiceClient, req: Req, options: Partial<grpc.CallOptions>, done: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.Call,
+    decode: (res: Res | undefined) => T,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    const peer = this.closed ? undefined : this.peers.get(to);
+    if (peer === undefined) {
+      return Promise.reject(Object.assign(new Error(`no channel to ${to}${this.closed ? ': transport closed' : ''}`), { code: grpc.status.UNAVAILABLE }));
+    }
+    let req: Req;
+    try {
+      req = encode();
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => call.cancel();
+      const call = invoke(this.clientFor(peer), req, { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
+        peer.calls.delete(call);
+        signal?.removeEventListener('abort', onAbort);
+        if (err !== null) return reject(err);
+        try {
+          resolve(decode(res));
+        } catch (e) {
+          reject(e instanceof Error ? e : new Error(String(e)));
+        }
+      });
+      peer.calls.add(call);
+      if (signal?.aborted === true) call.cancel();
+      else signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
 
   private clientFor(peer: PeerLink): pb.RaftServiceClient {
     if (peer.client === null) peer.client = new pb.RaftServiceClient(peer.address, credentialsTo(this.dial, peer.id), this.options);
