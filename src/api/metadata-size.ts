@@ -16,6 +16,12 @@ import { MetadataGateCall, type GateRefusal, type MetadataGate } from '../transp
 
 /** METADATA_BYTES_MAX: the most bytes of a call's request metadata (names and values, each value counted) on the client plane. */
 export const METADATA_BYTES_MAX = 16 * 1024;
+/**
+ * PEER_METADATA_BYTES_MAX: the same cap on the peer plane (4 KiB). A member's calls carry its cluster id (64
+ * characters at most), its client address and grpc-js's user-agent: 400 bytes measured with the longest of each
+ * (a 64-character id, a 253-character host name); Node's HTTP/2 server alone would take 64 KiB a call.
+ */
+export const PEER_METADATA_BYTES_MAX = 4 * 1024;
 
 /** metadataBytes: the bytes of `metadata`'s names and values (every value of a repeated name counted). */
 export function metadataBytes(metadata: grpc.Metadata): number {

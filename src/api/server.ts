@@ -34,7 +34,7 @@ import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
 import { apiKeyOwner, refusedKeyOwner, rpcNeed } from './auth-interceptor.js';
 import { AnswerBudget, answerBudgetInterceptor } from './answer-budget.js';
-import { metadataSizeInterceptor } from './metadata-size.js';
+import { metadataSizeInterceptor, PEER_METADATA_BYTES_MAX } from './metadata-size.js';
 import { CallGate, callGateInterceptor } from './call-gate.js';
 import { addWithBackpressure } from './stream-backpressure.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
@@ -445,9 +445,10 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages
   // is read; then the chaos tests' fault injection (SNAPCOORD_MESSAGE_FAULTS) on incoming appends, if armed.
+  // A call whose metadata is over PEER_METADATA_BYTES_MAX is refused before the admission (metadataSizeInterceptor, first).
   const peerServer = new grpc.Server({
     ...peerServerOptions(opts.peerKeepalive),
-    interceptors: [peerAdmissionInterceptor(() => guard), ...serverFaultInterceptors(log), provingInterceptor(peerLimiter, () => true, (md, call) => guard?.memberOfOpening(md, call) ?? null)],
+    interceptors: [metadataSizeInterceptor(PEER_METADATA_BYTES_MAX), peerAdmissionInterceptor(() => guard), ...serverFaultInterceptors(log), provingInterceptor(peerLimiter, () => true, (md, call) => guard?.memberOfOpening(md, call) ?? null)],
   });
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'NOT_SERVING'])) });
   health.addToServer(server);
