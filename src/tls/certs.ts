@@ -276,6 +276,53 @@ function parseCaCert(certPem: string): { node: X509Certificate; lib: X509.X509Ce
   return { node, lib: new (x509().X509Certificate)(node.raw) };
 }
 
+/** CrlEntryInput: one revoked certificate: its serial (hex) and when it was revoked (default now). */
+export interface CrlEntryInput {
+  readonly serialNumber: string;
+  readonly revocationDate?: Date;
+}
+
+/** CRL_DAYS_DEFAULT: how long a CRL made by createCrl is current (its nextUpdate) unless told otherwise. */
+export const CRL_DAYS_DEFAULT = 30;
+
+/**
+ * createCrl: a PEM X.509 CRL (v2) signed by `ca` (checked: a CA certificate
+ * with its key) listing `entries` (hex serials, duplicates dropped);
+ * thisUpdate now (or `thisUpdate`), nextUpdate `days` (default 30) later
+ * (or `nextUpdate`). Throws on a bad serial, validity or CA.
+ */
+export async function createCrl(ca: CertKeyPem, entries: readonly CrlEntryInput[], opts: { readonly days?: number; readonly thisUpdate?: Date; readonly nextUpdate?: Date } = {}): Promise<string> {
+  const caCert = parseCaCert(ca.certPem);
+  const signingKey = await importSigningKey(ca.keyPem);
+  if (!caCert.node.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error('the CA key does not belong to the CA certificate');
+  const days = opts.days ?? CRL_DAYS_DEFAULT;
+  if (!Number.isInteger(days) || days < 1 || days > DAYS_MAX) throw new Error(`days: ${days} is not a whole number from 1 to ${DAYS_MAX}`);
+  const thisUpdate = opts.thisUpdate ?? new Date();
+  const nextUpdate = opts.nextUpdate ?? new Date(thisUpdate.getTime() + days * DAY_MS);
+  const seen = new Set<string>();
+  const list: X509.X509CrlEntryParams[] = [];
+  for (const e of entries) {
+    const hex = e.serialNumber.replace(/:/g, '').toLowerCase();
+    if (!/^[0-9a-f]{1,40}$/.test(hex)) throw new Error(`serial "${e.serialNumber.slice(0, 64)}" is not a hex serial number of at most 20 octets`);
+    const bare = hex.replace(/^0+/, '') || '0';
+    if (seen.has(bare)) continue;
+    seen.add(bare);
+    // DER INTEGER octets, positive: a leading 00 when the first octet's high bit is set.
+    const even = bare.length % 2 === 1 ? `0${bare}` : bare;
+    list.push({ serialNumber: Number.parseInt(even.slice(0, 2), 16) >= 0x80 ? `00${even}` : even, revocationDate: e.revocationDate ?? thisUpdate });
+  }
+  const crl = await x509().X509CrlGenerator.create({
+    issuer: caCert.lib.subjectName,
+    thisUpdate,
+    nextUpdate,
+    entries: list,
+    signingKey,
+    signingAlgorithm: SIGNING_ALGORITHM,
+  });
+  // OpenSSL's label (what `openssl crl` and `openssl ca -gencrl` read and write); the library writes "CRL".
+  return x509().PemConverter.encode(crl.rawData, 'X509 CRL');
+}
+
 /** CaFiles: where a CA lives in a certificate directory. */
 export interface CaFiles {
   readonly caFile: string;

@@ -1,0 +1,279 @@
+/**
+ * crl: the peer plane's certificate revocation list (`serve --peer-crl`),
+ * checked against the cluster CA and read again when it changes on disk, so
+ * an operator revokes a removed member's certificate without a restart.
+ *
+ * Why: a member that missed member R's removal (offline across it, restored
+ * from an old data dir) still has R in its configuration, so R's still-valid
+ * certificate is admitted by the peer guard and R may lead it. A CRL naming
+ * R's certificate makes every member refuse it (incoming calls, and channels
+ * to it), as etcd's --peer-crl-file does.
+ *
+ * An expired CRL (past its nextUpdate) is still used, with a loud error
+ * logged once per CRL: revocation is permanent, so every serial it lists is
+ * still revoked; it may only miss newer revocations. OpenSSL instead fails
+ * every verification ("CRL has expired"), which here would cut every member
+ * off from every other the day an operator forgets to re-sign the CRL (a
+ * whole-cluster outage). (etcd does not look at nextUpdate at all.)
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { PeerCertificate } from 'node:tls';
+import { x509 } from './x509.js';
+
+/** CRL_BYTES_MAX: the largest CRL file read (PEM or DER): about 100,000 entries. */
+export const CRL_BYTES_MAX = 8 * 1024 * 1024;
+/** CRL_ENTRIES_MAX: the most revoked certificates one CRL may list. */
+export const CRL_ENTRIES_MAX = 200_000;
+/** CA_BYTES_MAX: the largest CA bundle read to check the CRL's signature. */
+const CA_BYTES_MAX = 1024 * 1024;
+/** CRL_REFRESH_MS_DEFAULT: how often the CRL (and CA) files are read again. */
+export const CRL_REFRESH_MS_DEFAULT = 5_000;
+
+/** CrlInfo: what the CRL in use says. */
+export interface CrlInfo {
+  readonly issuer: string;
+  readonly thisUpdate: Date;
+  /** nextUpdate: null when the CRL names none. */
+  readonly nextUpdate: Date | null;
+  /** revoked: how many serials it lists. */
+  readonly revoked: number;
+}
+
+/** LoadedCrl: a CRL checked against its CA: what it says and the serials it revokes (normalizeSerial'd). */
+export interface LoadedCrl {
+  readonly info: CrlInfo;
+  readonly serials: ReadonlySet<string>;
+}
+
+/** normalizeSerial: a certificate serial number in hex, lower case, without leading zeros (Node prints "0A1B", @peculiar/x509 "0a1b"). */
+export function normalizeSerial(hex: string): string {
+  const s = hex.replace(/:/g, '').toLowerCase().replace(/^0+/, '');
+  return s === '' ? '0' : s;
+}
+
+const PEM_CRL = /-----BEGIN (X509 )?CRL-----([A-Za-z0-9+/=\s]+)-----END \1CRL-----/;
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----/g;
+
+/**
+ * loadCrl parses `crl` (PEM "X509 CRL" or DER) and checks that one
+ * certificate of the CA bundle `ca` (PEM) signed it. Throws one Error naming
+ * `crlFile` when it is too large, not a CRL, lists more than CRL_ENTRIES_MAX
+ * serials, or no CA certificate verifies its signature. An expired CRL is
+ * returned (see crlStaleError).
+ */
+export async function loadCrl(crl: Buffer, ca: Buffer, crlFile: string, caFile: string): Promise<LoadedCrl> {
+  const lib = x509();
+  if (crl.length > CRL_BYTES_MAX) throw new Error(`${crlFile}: ${crl.length} bytes is larger than a CRL may be here (${CRL_BYTES_MAX})`);
+  if (ca.length > CA_BYTES_MAX) throw new Error(`${caFile}: ${ca.length} bytes is larger than a CA bundle may be here (${CA_BYTES_MAX})`);
+  const text = crl.toString('latin1');
+  let der: Buffer;
+  if (text.includes('-----BEGIN')) {
+    const m = PEM_CRL.exec(text);
+    if (m === null) throw new Error(`${crlFile}: not a CRL (no "-----BEGIN X509 CRL-----" block; a certificate or key file given by mistake?)`);
+    der = Buffer.from((m[2] ?? '').replace(/\s+/g, ''), 'base64');
+  } else {
+    der = crl;
+  }
+  let parsed: InstanceType<typeof lib.X509Crl>;
+  try {
+    parsed = new lib.X509Crl(der);
+    // Touch the fields: parsing is partly lazy.
+    void parsed.thisUpdate;
+  } catch (err) {
+    throw new Error(`${crlFile}: not a CRL (PEM "X509 CRL" or DER): ${(err as Error).message}`, { cause: err });
+  }
+  const entries = parsed.entries;
+  if (entries.length > CRL_ENTRIES_MAX) throw new Error(`${crlFile}: lists ${entries.length} certificates, more than ${CRL_ENTRIES_MAX}`);
+  const cas = ca.toString('latin1').match(PEM_CERT) ?? [];
+  if (cas.length === 0) throw new Error(`${caFile}: no PEM certificate to check the CRL ${crlFile} against`);
+  let signed = false;
+  for (const pem of cas) {
+    let cert: InstanceType<typeof lib.X509Certificate>;
+    try {
+      cert = new lib.X509Certificate(pem);
+    } catch {
+      continue;
+    }
+    if (cert.subject !== parsed.issuer) continue;
+    try {
+      if (await parsed.verify({ publicKey: cert })) {
+        signed = true;
+        break;
+      }
+    } catch {
+      // an algorithm the key does not do: not this CA
+    }
+  }
+  if (!signed) throw new Error(`${crlFile}: its signature does not verify against the CA ${caFile} (issuer ${parsed.issuer}): give a CRL the cluster CA signed`);
+  const serials = new Set<string>();
+  for (const e of entries) serials.add(normalizeSerial(e.serialNumber));
+  return { info: { issuer: parsed.issuer, thisUpdate: parsed.thisUpdate, nextUpdate: parsed.nextUpdate ?? null, revoked: serials.size }, serials };
+}
+
+/** crlStaleError: an Error saying the CRL is past its nextUpdate at `nowMs`, undefined when it is not. */
+export function crlStaleError(info: CrlInfo, crlFile: string, nowMs: number): Error | undefined {
+  if (info.nextUpdate === null || nowMs <= info.nextUpdate.getTime()) return undefined;
+  return new Error(
+    `${crlFile}: the CRL is past its nextUpdate (${info.nextUpdate.toISOString()}); it is still used (every serial it lists stays revoked), but issue a fresh one (snapcoord certs revoke, or openssl ca -gencrl)`,
+  );
+}
+
+/** PeerCrlOptions: the CRL and CA files, how often to read them, and what to tell the caller. */
+export interface PeerCrlOptions {
+  readonly crlFile: string;
+  /** caFile: the cluster CA bundle (PEM) the CRL must be signed by (--peer-ca). */
+  readonly caFile: string;
+  /** refreshMs: how often to read the files again (default 5000, at least 10). */
+  readonly refreshMs?: number;
+  readonly nowMs?: () => number;
+  /** onReload: a changed CRL was checked and is now in use. */
+  readonly onReload?: (info: CrlInfo) => void;
+  /** onError: called once per distinct bad content; the last good CRL stays in use. */
+  readonly onError?: (err: Error) => void;
+  /** onStale: called once per CRL in use that is past its nextUpdate (at open too). */
+  readonly onStale?: (err: Error) => void;
+}
+
+/**
+ * PeerCrl: the revoked serials of the CRL in `crlFile`, signed by the CA in
+ * `caFile`, read again every refreshMs (an unref'd timer; close() stops it).
+ * A changed file that does not load (see loadCrl) is not used: the last good
+ * CRL stays, and onError is called once for that content. Open with
+ * PeerCrl.open, which throws loadCrl's errors (or a missing file's).
+ */
+export class PeerCrl {
+  private loaded: LoadedCrl;
+  private crlBytes: Buffer;
+  private caBytes: Buffer;
+  private lastBad = '';
+  private staleReported = -1;
+  private reading = false;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly nowMs: () => number;
+
+  private constructor(
+    private readonly opts: PeerCrlOptions,
+    loaded: LoadedCrl,
+    crl: Buffer,
+    ca: Buffer,
+  ) {
+    this.loaded = loaded;
+    this.crlBytes = crl;
+    this.caBytes = ca;
+    this.nowMs = opts.nowMs ?? Date.now;
+  }
+
+  /** open reads and checks the files now and starts the refresh timer. Throws one Error naming the bad file. */
+  static async open(opts: PeerCrlOptions): Promise<PeerCrl> {
+    const refreshMs = opts.refreshMs ?? CRL_REFRESH_MS_DEFAULT;
+    if (!Number.isInteger(refreshMs) || refreshMs < 10) throw new Error(`refreshMs: ${refreshMs} is not a whole number of milliseconds >= 10`);
+    const crl = readSync(opts.crlFile, CRL_BYTES_MAX);
+    const ca = readSync(opts.caFile, CA_BYTES_MAX);
+    const p = new PeerCrl(opts, await loadCrl(crl, ca, opts.crlFile, opts.caFile), crl, ca);
+    p.checkStale();
+    p.timer = setInterval(() => void p.refresh(), refreshMs);
+    p.timer.unref();
+    return p;
+  }
+
+  /** latest: what the CRL in use says. */
+  get latest(): CrlInfo {
+    return this.loaded.info;
+  }
+
+  /** isRevoked: whether the CRL in use lists serial `hex` (any case, leading zeros or not). */
+  isRevoked(hex: string): boolean {
+    return this.loaded.serials.has(normalizeSerial(hex));
+  }
+
+  /** revocationError: an Error naming the revocation when `cert`'s serial is revoked, else undefined. */
+  revocationError(cert: PeerCertificate, whose: string): Error | undefined {
+    const serial = typeof cert.serialNumber === 'string' ? cert.serialNumber : '';
+    if (serial === '' || !this.isRevoked(serial)) return undefined;
+    return new Error(`${whose} certificate (serial ${normalizeSerial(serial)}) is revoked by the CRL ${this.opts.crlFile}`);
+  }
+
+  /** refresh reads both files now (what the timer does); resolves once a change is in use or refused. Never rejects. */
+  async refresh(): Promise<void> {
+    if (this.reading) return;
+    this.reading = true;
+    try {
+      let crl: Buffer;
+      let ca: Buffer;
+      try {
+        [crl, ca] = await Promise.all([readAsync(this.opts.crlFile, CRL_BYTES_MAX), readAsync(this.opts.caFile, CA_BYTES_MAX)]);
+      } catch (err) {
+        this.reportBad((err as Error).message, err as Error);
+        return;
+      }
+      if (crl.equals(this.crlBytes) && ca.equals(this.caBytes)) {
+        this.lastBad = '';
+        this.checkStale();
+        return;
+      }
+      let loaded: LoadedCrl;
+      try {
+        loaded = await loadCrl(crl, ca, this.opts.crlFile, this.opts.caFile);
+      } catch (err) {
+        this.reportBad(`${(err as Error).message}|${crl.length}|${ca.length}`, err as Error);
+        return;
+      }
+      this.loaded = loaded;
+      this.crlBytes = crl;
+      this.caBytes = ca;
+      this.lastBad = '';
+      this.opts.onReload?.(loaded.info);
+      this.checkStale();
+    } finally {
+      this.reading = false;
+    }
+  }
+
+  /** close stops the refresh timer. */
+  close(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private checkStale(): void {
+    const err = crlStaleError(this.loaded.info, this.opts.crlFile, this.nowMs());
+    const next = this.loaded.info.nextUpdate?.getTime() ?? -1;
+    if (err === undefined || this.staleReported === next) return;
+    this.staleReported = next;
+    this.opts.onStale?.(err);
+  }
+
+  private reportBad(key: string, err: Error): void {
+    if (key === this.lastBad) return;
+    this.lastBad = key;
+    this.opts.onError?.(new Error(`CRL not reloaded, the previous one stays in use: ${err.message}`, { cause: err }));
+  }
+}
+
+function readSync(path: string, max: number): Buffer {
+  let b: Buffer;
+  try {
+    const size = statSync(path).size;
+    if (size > max) throw new Error(`${path}: ${size} bytes is more than ${max}`);
+    b = readFileSync(path);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === undefined) throw err;
+    throw new Error(e.code === 'ENOENT' ? `${path}: missing` : `${path}: cannot be read (${e.code})`, { cause: err });
+  }
+  if (b.length > max) throw new Error(`${path}: ${b.length} bytes is more than ${max}`);
+  return b;
+}
+
+async function readAsync(path: string, max: number): Promise<Buffer> {
+  let b: Buffer;
+  try {
+    b = await readFile(path);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new Error(e.code === 'ENOENT' ? `${path}: missing` : `${path}: cannot be read (${e.code ?? e.message})`, { cause: err });
+  }
+  if (b.length > max) throw new Error(`${path}: ${b.length} bytes is more than ${max}`);
+  return b;
+}
