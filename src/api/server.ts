@@ -28,7 +28,7 @@ import { RAFT_SERVICE_DEFINITION } from '../transport/fetch-serializer.js';
 import { createRaftService } from '../transport/raft-service.js';
 import { serverFaultInterceptors } from '../transport/message-faults.js';
 import type { RaftRequestHandler } from '../transport/transport.js';
-import { PeerDirectory, PeerGuard, peerAdmissionInterceptor, type PeerCall, type RefusalReason } from '../transport/peer-guard.js';
+import { PeerDirectory, PeerGuard, peerAdmissionInterceptor, type PeerCall, type PeerRevocation, type RefusalReason } from '../transport/peer-guard.js';
 import type { ClientDial } from '../client/dial.js';
 import { formatHostPort, parseHostPort } from '../client/address.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
@@ -275,6 +275,8 @@ export interface ServeOptions {
   readonly clusterId?: string;
   /** identityOf: the member id of a peer call's TLS certificate; given when the peer plane runs mutual TLS. */
   readonly identityOf?: (call: PeerCall) => string | null;
+  /** peerRevocation: the peer plane's CRL (PeerGuardOptions.revocation); given with --peer-crl. */
+  readonly peerRevocation?: PeerRevocation;
   /** onPeerRefused: counts refused peer messages (metrics). */
   readonly onPeerRefused?: (reason: RefusalReason) => void;
   /** clientDial: how this node reaches other members' client planes when it forwards a call (TLS credentials). */
@@ -519,7 +521,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     get guard() {
       return guard;
     },
-    serve({ node, raftHandler, snapshotApi, clusterId, identityOf, onPeerRefused, clientDial, clientCredentialsFor, advertiseClient, stateHash }: ServeOptions): void {
+    serve({ node, raftHandler, snapshotApi, clusterId, identityOf, peerRevocation, onPeerRefused, clientDial, clientCredentialsFor, advertiseClient, stateHash }: ServeOptions): void {
       if (forwarder !== null) throw new Error('ApiServer.serve: already serving');
       if (closing !== null) throw new Error('ApiServer.serve: closed');
       const g = new PeerGuard({
@@ -529,6 +531,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
         ...(node.peerVouch !== undefined ? { vouch: node.peerVouch } : {}),
         peerAddressOf: (id) => node.addressOf(id),
         ...(identityOf !== undefined ? { identityOf } : {}),
+        ...(peerRevocation !== undefined ? { revocation: peerRevocation } : {}),
         ...(onPeerRefused !== undefined ? { onRefused: onPeerRefused } : {}),
         logger: log,
         directory,

@@ -36,7 +36,7 @@ export interface ServeConfig {
   /** peerListen: where the peer plane (RaftService) listens; default this node's address in peers. */
   readonly peerListen: string;
   /** peerTls: mutual TLS of the peer plane (certificate, key, cluster CA), null for plaintext. */
-  readonly peerTls: { readonly certFile: string; readonly keyFile: string; readonly caFile: string } | null;
+  readonly peerTls: { readonly certFile: string; readonly keyFile: string; readonly caFile: string; /** crlFile: --peer-crl, '' or absent for none. */ readonly crlFile?: string } | null;
   /** clientTls: TLS of the client plane and the gateway's calls to it; clientCaFile '' when client certificates are not asked for. */
   readonly clientTls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string } | null;
   /** httpTls: HTTPS of the gateway, null for plain HTTP. */
@@ -139,6 +139,7 @@ export type OptionKey =
   | 'peerCert'
   | 'peerKey'
   | 'peerCa'
+  | 'peerCrl'
   | 'cert'
   | 'key'
   | 'clientCa'
@@ -173,6 +174,13 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('peerCert', 'peer-cert', 'string', 'file', 'peer-plane certificate (PEM; its SAN URI urn:snapcoord:node:<id> names this node; see `snapcoord certs`)'),
   option('peerKey', 'peer-key', 'string', 'file', 'peer-plane private key (PEM)'),
   option('peerCa', 'peer-ca', 'string', 'file', 'the cluster CA (PEM): peers must present a certificate it signed'),
+  option(
+    'peerCrl',
+    'peer-crl',
+    'string',
+    'file',
+    "a CRL (PEM or DER, at most 8 MiB) signed by --peer-ca: peers whose certificate it revokes are refused, incoming and outgoing; revoke a removed member's certificate with `snapcoord certs revoke`. Read again when it changes (every 5 s); refused at start if it does not verify against the CA; an expired one is still used, with an error logged",
+  ),
   option('cert', 'cert', 'string', 'file', 'client-plane TLS certificate (PEM)'),
   option('key', 'key', 'string', 'file', 'client-plane TLS private key (PEM)'),
   option('clientCa', 'client-ca', 'string', 'file', 'ask gRPC clients for a certificate signed by this CA (PEM; default: keys only)'),
@@ -432,7 +440,9 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   const peerCa = file('peerCa');
   const peerGiven = [peerCert, peerKey, peerCa].filter((f) => f !== '').length;
   if (peerGiven !== 0 && peerGiven !== 3) throw configError('peer-cert, peer-key and peer-ca go together: give all three for mutual TLS between peers, or none');
-  const peerTls = peerGiven === 3 ? { certFile: peerCert, keyFile: peerKey, caFile: peerCa } : null;
+  const peerCrl = file('peerCrl');
+  if (peerCrl !== '' && peerGiven !== 3) throw configError('peer-crl needs peer-cert, peer-key and peer-ca: a CRL revokes certificates of the peer plane\'s mutual TLS');
+  const peerTls = peerGiven === 3 ? { certFile: peerCert, keyFile: peerKey, caFile: peerCa, ...(peerCrl !== '' ? { crlFile: peerCrl } : {}) } : null;
   const cert = file('cert');
   const key = file('key');
   const clientCa = file('clientCa');

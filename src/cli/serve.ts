@@ -7,7 +7,8 @@
  * "snapcoord node <id> listening on grpc <addr> peer <addr>" and runs until SIGTERM or
  * SIGINT, then stops the server and the node and exits 0.
  */
-import { existsSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tightenDataDir } from '../ops/data-dir-perms.js';
@@ -16,8 +17,8 @@ import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
-import { checkTlsFiles, memberChannelCredentialsFromFiles, memberIdOf, serverCredentialsFromFiles } from '../tls/index.js';
-import { peerDial, type PeerCall } from '../transport/peer-guard.js';
+import { checkTlsFiles, memberChannelCredentialsFromFiles, memberIdOf, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
+import { certificateRevocation, peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
 import { bindApiServer, type ApiServer } from '../api/server.js';
 import { dialChannel } from '../client/dial.js';
@@ -70,7 +71,7 @@ interface Planes {
  * change. Without TLS files a plane is plaintext (config.ts has refused that
  * on a non-loopback address unless --insecure-plaintext; warned here).
  */
-function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
+function securePlanes(cfg: ServeConfig, logger: Logger, crl: PeerCrl | null = null): Planes {
   const check = (what: string, f: Parameters<typeof checkTlsFiles>[0]): ReturnType<typeof checkTlsFiles> => {
     try {
       const info = checkTlsFiles(f);
@@ -99,7 +100,8 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
     // A reload must name this member too (memberId): another member's certificate is not taken, as at start.
     peerServer = serverCredentialsFromFiles({ certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile, memberId: cfg.id, requireClientCert: true, onError: onError('peer TLS'), onReload: onReload('peer TLS'), onExpired: onExpired('peer TLS') });
     // A member dialled must present its own certificate: any member's passes the CA and host checks.
-    const members = memberChannelCredentialsFromFiles({ caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, memberId: cfg.id, onError: onError('peer TLS'), onReload: onReload('peer TLS') });
+    // A member whose certificate --peer-crl revokes fails the handshake: a removed member cannot answer (grant votes) as one.
+    const members = memberChannelCredentialsFromFiles({ caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, memberId: cfg.id, onError: onError('peer TLS'), onReload: onReload('peer TLS'), ...(crl !== null ? { revocation: crl } : {}) });
     peerChannel = members.any;
     peerChannelFor = (id) => members.forMember(id);
   }
@@ -135,7 +137,8 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
     // Forwarded calls carry the callers' keys: a member's client plane must not present another member's
     // certificate (one naming no member is taken: a client-plane certificate of its own).
     if (cfg.peerTls !== null) {
-      const members = memberChannelCredentialsFromFiles({ caFile: cfg.peerTls.caFile, ...own, checkChain: false });
+      // Nor are writes, and their callers' keys, forwarded to a member whose certificate --peer-crl revokes.
+      const members = memberChannelCredentialsFromFiles({ caFile: cfg.peerTls.caFile, ...own, checkChain: false, ...(crl !== null ? { revocation: crl } : {}) });
       clientChannel = members.any;
       clientChannelFor = (id) => members.forMember(id, true);
     } else {
@@ -144,6 +147,42 @@ function securePlanes(cfg: ServeConfig, logger: Logger): Planes {
   }
   if (cfg.httpTls !== null) check('gateway HTTPS', { certFile: cfg.httpTls.certFile, keyFile: cfg.httpTls.keyFile, checkChain: false });
   return { peerServer, peerChannel, ...(peerChannelFor !== undefined ? { peerChannelFor } : {}), clientServer, clientChannel, ...(clientChannelFor !== undefined ? { clientChannelFor } : {}) };
+}
+
+/**
+ * openPeerCrl opens --peer-crl (null without one), checked against --peer-ca
+ * and re-read when it changes; CliError exit 2 when it does not load (not a
+ * CRL, not signed by the CA, too large) or revokes this node's own
+ * certificate. An expired CRL is used, and said so (see src/tls/crl.ts).
+ */
+async function openPeerCrl(cfg: ServeConfig, logger: Logger): Promise<PeerCrl | null> {
+  const t = cfg.peerTls;
+  if (t === null || t.crlFile === undefined || t.crlFile === '') return null;
+  let crl: PeerCrl;
+  try {
+    crl = await PeerCrl.open({
+      crlFile: t.crlFile,
+      caFile: t.caFile,
+      onReload: (info) => logger.info({ what: 'peer CRL', revoked: info.revoked, thisUpdate: info.thisUpdate.toISOString() }, 'peer CRL reloaded'),
+      onError: (err) => logger.error({ what: 'peer CRL', err: err.message }, 'peer CRL changed but cannot be used; keeping the previous one'),
+      onStale: (err) => logger.error({ what: 'peer CRL', err: err.message }, 'peer CRL expired: still used; issue a fresh one'),
+    });
+  } catch (err) {
+    throw new CliError(`refusing to start: --peer-crl: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+  let own: string;
+  try {
+    own = new X509Certificate(readFileSync(t.certFile)).serialNumber;
+  } catch (err) {
+    crl.close();
+    throw new CliError(`refusing to start: --peer-cert ${t.certFile}: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+  if (crl.isRevoked(own)) {
+    crl.close();
+    throw new CliError(`refusing to start: --peer-cert ${t.certFile} (serial ${own.toLowerCase()}) is revoked by --peer-crl ${t.crlFile}: every member refuses it (a removed member's certificate?)`, EXIT_CONFIG);
+  }
+  logger.info({ crlFile: t.crlFile, revoked: crl.latest.revoked, nextUpdate: crl.latest.nextUpdate?.toISOString() ?? null }, 'peer CRL loaded');
+  return crl;
 }
 
 /** loopbackTarget: `address` with a wildcard host (0.0.0.0, ::) replaced by loopback, to dial our own listener. */
@@ -225,9 +264,12 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   }
 
   let planes: Planes;
+  let peerCrl: PeerCrl | null = null;
   try {
-    planes = securePlanes(cfg, logger);
+    peerCrl = await openPeerCrl(cfg, logger);
+    planes = securePlanes(cfg, logger, peerCrl);
   } catch (err) {
+    peerCrl?.close();
     await storage.close().catch(() => undefined);
     throw err;
   }
@@ -394,6 +436,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     raftHandler: recordingHandler(node, started, (id) => node.isMember(id)),
     clusterId: cfg.clusterId,
     ...(cfg.peerTls !== null ? { identityOf: (call: PeerCall) => memberIdOf((call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate) } : {}),
+    ...(peerCrl !== null ? { peerRevocation: certificateRevocation((serial) => peerCrl.isRevoked(serial)) } : {}),
     onPeerRefused: (reason) => metrics.peerRefusals.inc({ reason }),
     clientDial: { credentials: planes.clientChannel },
     ...(planes.clientChannelFor !== undefined ? { clientCredentialsFor: planes.clientChannelFor } : {}),

@@ -128,11 +128,13 @@ export function serverPurposeError(cert: PeerCertificate): Error | undefined {
  * no member and is a server certificate: a certificate made for a client
  * plane only), or, with no `expected`, that it may serve (serverPurposeError).
  */
-function serverCheck(expected?: string, orNone = false): grpc.VerifyOptions {
+function serverCheck(expected?: string, orNone = false, revocation?: ServerRevocation): grpc.VerifyOptions {
   return {
     checkServerIdentity: (host: string, cert: PeerCertificate): Error | undefined => {
       const hostError = checkServerIdentity(host, cert);
       if (hostError !== undefined) return hostError;
+      const revoked = revocation?.revocationError(cert, `the server's (${memberIdOf(cert) ?? host})`);
+      if (revoked !== undefined) return revoked;
       if (expected === undefined) return serverPurposeError(cert);
       const got = memberIdOf(cert);
       if (got === expected) return undefined;
@@ -140,6 +142,11 @@ function serverCheck(expected?: string, orNone = false): grpc.VerifyOptions {
       return new Error(`the server's certificate names member ${got ?? '(none)'}, not ${expected}`);
     },
   };
+}
+
+/** ServerRevocation: a CRL (PeerCrl) asked about each server certificate a member channel meets: an Error naming its revocation, or undefined. */
+export interface ServerRevocation {
+  revocationError(cert: PeerCertificate, whose: string): Error | undefined;
 }
 
 /** MEMBER_CREDENTIALS_MAX: the members MemberChannelCredentials keeps credentials for (more: the oldest are made again when next asked). */
@@ -165,20 +172,22 @@ export interface MemberChannelCredentials {
  * certificate is made for the CA, so without `forMember` any member's
  * certificate passes for any other at an address they share (a local
  * cluster's 127.0.0.1, a host one took over, a DNS name pointed elsewhere),
- * and its answers are taken for the member asked. Throws as
- * channelCredentialsFromFiles.
+ * and its answers are taken for the member asked. With `revocation` (the
+ * peer plane's CRL, PeerCrl) a server whose certificate it revokes fails the
+ * handshake with an error naming the revocation: a removed member cannot
+ * answer (grant votes) as a member. Throws as channelCredentialsFromFiles.
  */
-export function memberChannelCredentialsFromFiles(opts: Omit<ChannelTlsFiles, 'serverMemberId'>): MemberChannelCredentials {
+export function memberChannelCredentialsFromFiles(opts: Omit<ChannelTlsFiles, 'serverMemberId'> & { readonly revocation?: ServerRevocation }): MemberChannelCredentials {
   const provider = new FileCertificateProvider(opts);
   const identity = opts.certFile !== undefined ? provider : null;
   const byId = new Map<string, grpc.ChannelCredentials>();
   return {
-    any: grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck()),
+    any: grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck(undefined, false, opts.revocation)),
     forMember(id: string, orNone = false): grpc.ChannelCredentials {
       const key = orNone ? `${id}|none` : id;
       let creds = byId.get(key);
       if (creds === undefined) {
-        creds = grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck(id, orNone));
+        creds = grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck(id, orNone, opts.revocation));
         if (byId.size >= MEMBER_CREDENTIALS_MAX) {
           const oldest = byId.keys().next();
           if (oldest.done !== true) byId.delete(oldest.value);

@@ -7,3 +7,4 @@
 export * from './certs.js';
 export * from './credentials.js';
 export { MEMBER_URI_PREFIX, MEMBER_ID_PATTERN, checkMemberId, memberUri, subjectAltNames, type SubjectAltNames } from './names.js';
+export * from './crl.js';

@@ -60,7 +60,18 @@ const REFUSAL_LOG_KEYS_MAX = 1024;
 const ADDRESS_CHARS_MAX = 300;
 
 /** RefusalReason: why a peer message was refused (the /metrics label). */
-export type RefusalReason = 'cluster_id' | 'identity' | 'not_member' | 'unvouched';
+export type RefusalReason = 'cluster_id' | 'identity' | 'revoked' | 'not_member' | 'unvouched';
+
+/**
+ * PeerRevocation: the peer plane's certificate revocation list (serve
+ * --peer-crl): the serial of a caller's certificate (null when it has none)
+ * and whether the CRL in use revokes it. A member that missed R's removal
+ * still has R in its configuration; only this refuses R's certificate there.
+ */
+export interface PeerRevocation {
+  serialOf(call: PeerCall): string | null;
+  isRevoked(serial: string): boolean;
+}
 
 /**
  * PeerVouch: whether a sender outside this node's configuration is vouched
@@ -108,6 +119,22 @@ export interface PeerCall {
   getPeer(): string;
 }
 
+/**
+ * certificateRevocation: the PeerRevocation of a mutual-TLS peer plane: the
+ * serial of the call's verified client certificate (grpc-js's
+ * getAuthContext().sslPeerCertificate; null without one), revoked when
+ * `isRevoked` (a CRL, tls PeerCrl.isRevoked) says so.
+ */
+export function certificateRevocation(isRevoked: (serial: string) => boolean): PeerRevocation {
+  return {
+    serialOf: (call) => {
+      const cert = (call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate;
+      return typeof cert?.serialNumber === 'string' && cert.serialNumber !== '' ? cert.serialNumber : null;
+    },
+    isRevoked,
+  };
+}
+
 /** PeerDirectory: the client-plane address each member advertised over the peer plane (requests and answers alike). */
 export class PeerDirectory {
   private readonly addresses = new Map<NodeId, string>();
@@ -151,6 +178,12 @@ export interface PeerGuardOptions {
    * mutual TLS, and then no identity is checked.
    */
   readonly identityOf?: (call: PeerCall) => string | null;
+  /**
+   * revocation: under mutual TLS, a call whose certificate it revokes is
+   * refused ('revoked') when it opens and at every message (a stream opened
+   * before the CRL named it is cut at its next message).
+   */
+  readonly revocation?: PeerRevocation;
   readonly onRefused?: (reason: RefusalReason) => void;
   readonly logger?: TransportLogger;
   readonly nowMs?: () => number;
@@ -187,6 +220,8 @@ export class PeerGuard {
   readonly directory: PeerDirectory;
   /** identities: the certificate identity of each live call (a stream carries many messages, its certificate one). */
   private readonly identities = new WeakMap<PeerCall, string | null>();
+  /** serials: the certificate serial of each live call (read once per call; the CRL is asked at every message). */
+  private readonly serials = new WeakMap<PeerCall, string | null>();
 
   constructor(opts: PeerGuardOptions) {
     this.opts = opts;
@@ -212,6 +247,7 @@ export class PeerGuard {
       const id = this.memberOf(call);
       if (id === null) this.refuse('identity', from, call, NO_MEMBER_ID_MESSAGE);
       if (id !== from) this.refuse('identity', from, call, `a message from ${from} signed with the certificate of ${id}`);
+      this.checkRevoked(from, call);
     }
     const member = this.checkMember(from, call, scope);
     // A sender outside the membership (admitted for the Raft messages) has no address recorded: followers forward
@@ -265,7 +301,22 @@ export class PeerGuard {
     const id = this.opts.identityOf(call);
     this.checkCluster(id ?? '', call);
     if (id === null) this.refuse('identity', '', call, NO_MEMBER_ID_MESSAGE);
+    this.checkRevoked(id, call);
     this.checkMember(id, call, scope);
+  }
+
+  /** checkRevoked refuses a call whose certificate the CRL in use revokes (revocation; none: nothing to check). */
+  private checkRevoked(id: NodeId, call: PeerCall): void {
+    const r = this.opts.revocation;
+    if (r === undefined) return;
+    let serial = this.serials.get(call);
+    if (serial === undefined) {
+      serial = r.serialOf(call);
+      this.serials.set(call, serial);
+    }
+    if (serial !== null && r.isRevoked(serial)) {
+      this.refuse('revoked', id, call, `the certificate of ${id} (serial ${serial.toLowerCase().slice(0, 64)}) is revoked by this node's --peer-crl (a removed member's certificate)`);
+    }
   }
 
   private checkCluster(from: NodeId, call: PeerCall): void {

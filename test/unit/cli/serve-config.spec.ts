@@ -70,6 +70,10 @@ describe('serve configuration: planes, TLS, keys, limits', () => {
     refused({ cert: '/t/a.pem' }, /cert and key go together/);
     refused({ clientCa: '/t/ca.pem' }, /client-ca needs cert and key/);
     refused({ httpKey: '/t/k.pem' }, /http-cert and http-key go together/);
+    refused({ peerCrl: '/t/crl.pem' }, /peer-crl needs peer-cert, peer-key and peer-ca/);
+    const crl = resolveServeConfig({ peerCert: '/t/n1.pem', peerKey: '/t/n1-key.pem', peerCa: '/t/ca.pem', peerCrl: '/t/crl.pem' }, KEY);
+    assert.deepEqual(crl.peerTls, { certFile: '/t/n1.pem', keyFile: '/t/n1-key.pem', caFile: '/t/ca.pem', crlFile: '/t/crl.pem' });
+    assert.equal(resolveServeConfig({ peerCert: '/t/n1.pem', peerKey: '/t/n1-key.pem', peerCa: '/t/ca.pem' }, { SNAPCOORD_PEER_CRL: '/t/env-crl.pem', ...KEY }).peerTls?.crlFile, '/t/env-crl.pem');
   });
 
   it('isLoopback', () => {

@@ -1,0 +1,54 @@
+/**
+ * serve --peer-crl at start: a CRL that does not verify against --peer-ca,
+ * or that revokes this node's own peer certificate, is refused with exit 2
+ * and a message naming the problem (nothing is served).
+ */
+import { strict as assert } from 'node:assert';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createCa, createCrl, readCa, writeCa, writeNodeCert } from '../../../src/tls/index.js';
+import { describeRun, runCli } from '../../harness/child.js';
+import { tmpDir } from '../tls/helpers.js';
+
+describe('serve --peer-crl at start', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let cleanup: () => Promise<void>;
+
+  before(async () => {
+    ({ dir, cleanup } = await tmpDir('snapcoord-serve-crl-'));
+    await writeCa(dir);
+    await writeNodeCert(dir, 'n1', { ips: ['127.0.0.1'] });
+  });
+
+  after(async () => {
+    await cleanup();
+  });
+
+  const args = (crl: string): string[] => [
+    'serve', '--id', 'n1', '--grpc', '127.0.0.1:0', '--peers', 'n1=127.0.0.1:1', '--peer-listen', '127.0.0.1:0', '--http', '127.0.0.1:0',
+    '--data-dir', join(dir, 'data-n1'), '--api-key', 'serve-admin-key-0123456789',
+    '--peer-cert', join(dir, 'n1.pem'), '--peer-key', join(dir, 'n1-key.pem'), '--peer-ca', join(dir, 'ca.pem'), '--peer-crl', crl,
+  ];
+
+  it('refuses a CRL another CA signed, and one that is not a CRL (exit 2)', async () => {
+    const crl = join(dir, 'other-crl.pem');
+    await writeFile(crl, await createCrl(await createCa(), []));
+    const r = await runCli(args(crl));
+    assert.equal(r.code, 2, describeRun(args(crl), r));
+    assert.match(r.stderr, /refusing to start: --peer-crl: .*other-crl\.pem: its signature does not verify against the CA/);
+    const r2 = await runCli(args(join(dir, 'n1.pem')));
+    assert.equal(r2.code, 2, describeRun(args(join(dir, 'n1.pem')), r2));
+    assert.match(r2.stderr, /refusing to start: --peer-crl: .*n1\.pem: not a CRL/);
+  });
+
+  it('refuses to start with its own peer certificate revoked (exit 2)', async () => {
+    const crl = join(dir, 'crl.pem');
+    await writeFile(crl, await createCrl(await readCa(dir), [{ serialNumber: new X509Certificate(readFileSync(join(dir, 'n1.pem'))).serialNumber }]));
+    const r = await runCli(args(crl));
+    assert.equal(r.code, 2, describeRun(args(crl), r));
+    assert.match(r.stderr, /refusing to start: --peer-cert .*n1\.pem \(serial [0-9a-f]+\) is revoked by --peer-crl/);
+  });
+});

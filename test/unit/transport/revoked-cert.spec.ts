@@ -1,0 +1,157 @@
+import { strict as assert } from 'node:assert';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import { RaftServiceClient } from '../../../src/gen/snapcoord/v1/raft.js';
+import { encodeCommand } from '../../../src/fsm/kv-command.js';
+import { systemClock } from '../../../src/node/clock.js';
+import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import { Node } from '../../../src/node/node.js';
+import type { Membership, Message } from '../../../src/raft/types.js';
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
+import {
+  caFiles,
+  channelCredentialsFromFiles,
+  createCrl,
+  memberChannelCredentialsFromFiles,
+  memberIdOf,
+  nodeCertFiles,
+  PeerCrl,
+  readCa,
+  serverCredentialsFromFiles,
+  writeCa,
+  writeNodeCert,
+} from '../../../src/tls/index.js';
+import { appendRequestToProto } from '../../../src/transport/codec.js';
+import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { certificateRevocation, CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
+import { callWhoAmI, show, startServer } from '../tls/helpers.js';
+
+const CLUSTER = 'revoked-cert';
+const text = new TextEncoder();
+
+function identityOf(call: PeerCall): string | null {
+  return memberIdOf((call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate);
+}
+
+async function serialOfFile(file: string): Promise<string> {
+  return new X509Certificate(await readFile(file)).serialNumber;
+}
+
+/**
+ * review24's reproduction (4ae8e127), with the fix: member n1 missed n3's removal (its configuration still
+ * names n3), n2 (the real leader) is out of reach. n3's certificate, still valid but revoked in the CRL n1 is
+ * given (--peer-crl), no longer makes n1 follow n3: each call is refused 'revoked' when it opens, nothing is
+ * applied. Without the CRL check n1 applied "forged by removed n3" within ~0.5 s. n2's certificate (not
+ * revoked) is still followed. Real gRPC, mutual TLS.
+ */
+describe('a removed member\'s certificate revoked by --peer-crl (real node, mutual TLS)', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let api: ApiServer;
+  let node: Node;
+  let crl: PeerCrl;
+  const refusals: RefusalReason[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-revoked-'));
+    await writeCa(dir);
+    for (const id of ['n1', 'n2', 'n3']) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
+    const ca = caFiles(dir).caFile;
+    const crlFile = join(dir, 'crl.pem');
+    await writeFile(crlFile, await createCrl(await readCa(dir), [{ serialNumber: await serialOfFile(nodeCertFiles(dir, 'n3').certFile) }]));
+    crl = await PeerCrl.open({ crlFile, caFile: ca });
+    const f = nodeCertFiles(dir, 'n1');
+    api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', peerCredentials: serverCredentialsFromFiles({ certFile: f.certFile, keyFile: f.keyFile, caFile: ca, requireClientCert: true }) });
+    const ref: { node: Node | null } = { node: null };
+    const creds = memberChannelCredentialsFromFiles({ caFile: ca, certFile: f.certFile, keyFile: f.keyFile, revocation: crl });
+    const transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => ref.node?.receive(m), dial: peerDial(CLUSTER, api.address, creds.any, (to) => creds.forMember(to)) });
+    const membership: Membership = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: api.peerAddress, n2: '127.0.0.1:1', n3: '127.0.0.1:2' } };
+    node = await Node.start({ clock: systemClock, rng: cryptoRng, id: 'n1', storage: await MemoryStorage.open(new MemoryDataDir('n1')), transport, initialMembership: membership, timings: { electionTimeoutTicks: 50, heartbeatIntervalTicks: 5 } });
+    ref.node = node;
+    api.serve({ node, clusterId: CLUSTER, identityOf, peerRevocation: certificateRevocation((s) => crl.isRevoked(s)), onPeerRefused: (r) => refusals.push(r) });
+  });
+
+  after(async () => {
+    crl.close();
+    await api.close(200);
+    await node.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const read = (key: string): Promise<string> => node.get(text.encode(key), true).then((v) => (v === undefined ? '' : new TextDecoder().decode(v)));
+
+  function appendAs(id: string, key: string, value: string): Promise<string> {
+    const ca = caFiles(dir).caFile;
+    const cert = nodeCertFiles(dir, id);
+    const c = new RaftServiceClient(api.peerAddress, channelCredentialsFromFiles({ caFile: ca, certFile: cert.certFile, keyFile: cert.keyFile }), { 'grpc.use_local_subchannel_pool': 1 });
+    const st = node.status();
+    const term = st.term + 1;
+    const index = st.lastIndex + 1;
+    const data = encodeCommand({ op: 'put', key: text.encode(key), value: text.encode(value) });
+    const msg: Message = { type: 'append', from: id, to: 'n1', term, prevLogIndex: st.lastIndex, prevLogTerm: st.lastIndex === 0 ? 0 : st.term, commit: index, entries: [{ index, term, type: 'normal', data }], ...(st.lastIndex === 0 ? { base: { voters: ['n1', id], learners: [], addresses: {} } } : {}) };
+    const md = new grpc.Metadata();
+    md.set(CLUSTER_ID_METADATA_KEY, CLUSTER);
+    return new Promise((resolve) => {
+      const call = c.appendEntries(md, { deadline: Date.now() + 2_000 });
+      call.on('data', () => undefined);
+      call.on('error', (e: grpc.ServiceError) => {
+        c.close();
+        resolve(`${grpc.status[e.code]}: ${e.details}`);
+      });
+      call.on('end', () => {
+        c.close();
+        resolve('ok');
+      });
+      call.write(appendRequestToProto(msg as Message & { type: 'append' }));
+      call.end();
+    });
+  }
+
+  it('n3\'s revoked certificate is refused at call open: nothing it forges is applied', async () => {
+    let last = '';
+    const deadline = Date.now() + 3_000;
+    while (Date.now() < deadline) {
+      last = await appendAs('n3', 'k/forged', 'forged by removed n3');
+      assert.equal(await read('k/forged'), '', 'n1 applied the removed member\'s forged write');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.match(last, /PERMISSION_DENIED: refused: the certificate of n3 \(serial [0-9a-f]+\) is revoked/);
+    assert.ok(refusals.includes('revoked'), `refusals: ${refusals.join(',')}`);
+    assert.equal(node.status().leader === 'n3', false);
+  });
+
+  it('n2\'s certificate (not revoked) is still followed: its append is applied', async () => {
+    const deadline = Date.now() + 8_000;
+    while (Date.now() < deadline && (await read('k/real')) === '') {
+      await appendAs('n2', 'k/real', 'from the real leader n2');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(await read('k/real'), 'from the real leader n2');
+    assert.equal(node.status().leader, 'n2');
+  });
+
+  it('outgoing: a channel to a member whose server certificate the CRL revokes fails, naming the revocation', async () => {
+    const ca = caFiles(dir).caFile;
+    const n1 = nodeCertFiles(dir, 'n1');
+    const n3 = nodeCertFiles(dir, 'n3');
+    const server = await startServer(serverCredentialsFromFiles({ certFile: n3.certFile, keyFile: n3.keyFile, caFile: ca, requireClientCert: true }));
+    try {
+      const plain = memberChannelCredentialsFromFiles({ caFile: ca, certFile: n1.certFile, keyFile: n1.keyFile });
+      const r0 = await callWhoAmI(server.port, plain.forMember('n3'));
+      assert.equal(typeof r0, 'string', `without the CRL the call goes through: ${show(r0)}`);
+      const revoking = memberChannelCredentialsFromFiles({ caFile: ca, certFile: n1.certFile, keyFile: n1.keyFile, revocation: crl });
+      for (const creds of [revoking.forMember('n3'), revoking.any]) {
+        const r = await callWhoAmI(server.port, creds);
+        assert.notEqual(typeof r, 'string', `a revoked server was answered: ${show(r)}`);
+        assert.match(show(r), /UNAVAILABLE: .*certificate \(serial [0-9a-f]+\) is revoked by the CRL/);
+      }
+      assert.equal(server.handled, 1);
+    } finally {
+      await server.close();
+    }
+  });
+});
