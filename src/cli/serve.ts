@@ -29,7 +29,7 @@ import { NodeMetrics } from '../node/metrics.js';
 import { snapshotTaskRunner } from '../ops/snapshot-task.js';
 import { checkImportFile, fetchImportFromS3, importSnapshot } from './import-snapshot.js';
 import { SnapshotAgent } from '../ops/snapshot-agent.js';
-import { hashStateAt } from '../ops/consistency.js';
+import { hashStateAt, STATE_HASH_BYTES_PER_SEC_DEFAULT } from '../ops/consistency.js';
 import { isS3Url, s3SettingsFrom } from '../ops/s3.js';
 import { DEFAULT_SNAPSHOT_POLICY, SnapshotManager } from '../node/snapshots.js';
 import { TaskQueue } from '../ops/task-queue.js';
@@ -441,7 +441,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     clientDial: { credentials: planes.clientChannel },
     ...(planes.clientChannelFor !== undefined ? { clientCredentialsFor: planes.clientChannelFor } : {}),
     advertiseClient: cfg.advertiseClient,
-    stateHash: () => hashStateAt(storage),
+    stateHash: () => hashStateAt(storage, { clock: systemClock, bytesPerSec: STATE_HASH_BYTES_PER_SEC_DEFAULT }),
     snapshotApi: {
       snapshots,
       tasks: { queue: tasks, snapshotPath },

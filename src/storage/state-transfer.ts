@@ -113,26 +113,60 @@ function u64be(value: number): Buffer {
   return out;
 }
 
+/** DIGEST_RUN_BYTES: digestSnapshot hashes records up to this size (lengths included) a run of them at a time. */
+const DIGEST_RUN_BYTES = 64 * 1024;
+
+/** DigestOptions: how digestSnapshot reads (the reader's batch bounds) and what it waits for between batches. */
+export interface DigestOptions {
+  readonly batchEntriesMax?: number;
+  readonly batchBytesMax?: number;
+  /** afterBatch: awaited after each batch is in the hash, with the bytes it added (a pace, a turn of the event loop). */
+  readonly afterBatch?: (bytes: number) => Promise<void>;
+}
+
 /**
  * digestSnapshot streams `reader` into the hex SHA-256 documented at
  * StateMachine.stateDigest (applied index u64be, then u32be keyLen, key,
  * u32be valueLen, value per record in key order) and closes it, also on error.
+ * `options` bound its batches and pace it (DigestOptions); the digest is the same.
  */
-export async function digestSnapshot(reader: StateSnapshotReader): Promise<string> {
+export async function digestSnapshot(reader: StateSnapshotReader, options: DigestOptions = {}): Promise<string> {
   const hash = createHash('sha256');
-  const len = Buffer.allocUnsafe(4);
+  // Small records are copied into `run` and hashed a run at a time: one update per record part (4 a record) took
+  // as long as reading the state (a CPU profile of 100k records of 100 bytes: 46 ms of 170 on the main thread).
+  const run = Buffer.allocUnsafe(DIGEST_RUN_BYTES);
+  let at = 0;
   try {
     hash.update(u64be(reader.appliedIndex));
-    for await (const batch of reader.batches()) {
+    for await (const batch of reader.batches(options.batchEntriesMax, options.batchBytesMax)) {
+      let bytes = 0;
       for (const { key, value } of batch) {
-        len.writeUInt32BE(key.length, 0);
-        hash.update(len);
-        hash.update(key);
-        len.writeUInt32BE(value.length, 0);
-        hash.update(len);
-        hash.update(value);
+        const n = 8 + key.length + value.length;
+        bytes += n;
+        if (n > DIGEST_RUN_BYTES - at) {
+          hash.update(run.subarray(0, at));
+          at = 0;
+        }
+        if (n > DIGEST_RUN_BYTES) {
+          const len = Buffer.allocUnsafe(4);
+          len.writeUInt32BE(key.length, 0);
+          hash.update(len);
+          hash.update(key);
+          len.writeUInt32BE(value.length, 0);
+          hash.update(len);
+          hash.update(value);
+          continue;
+        }
+        at = run.writeUInt32BE(key.length, at);
+        run.set(key, at);
+        at += key.length;
+        at = run.writeUInt32BE(value.length, at);
+        run.set(value, at);
+        at += value.length;
       }
+      if (options.afterBatch !== undefined) await options.afterBatch(bytes);
     }
+    hash.update(run.subarray(0, at));
   } finally {
     await reader.close();
   }
