@@ -1,13 +1,15 @@
 /**
  * certs-commands: `snapcoord certs init` (a cluster CA) and `snapcoord certs
- * issue ID` (a node certificate for the peer and the client plane), over
+ * issue ID` (a node certificate for the peer and the client plane), `certs
+ * revoke` (a CRL for serve --peer-crl), over
  * src/tls. Bad options exit 2 with one line; so does a CA that is already
  * there (init without --force) or missing (issue). Other failures exit 1.
  */
-import { lstat } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { lstat, readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { DAYS_MAX, caFiles, checkTlsFiles, localCaKeyFile, writeCa, writeClientCert, writeNodeCert } from '../tls/index.js';
+import { DAYS_MAX, caFiles, checkTlsFiles, crlFileOf, localCaKeyFile, nodeCertFiles, revokeCerts, writeCa, writeClientCert, writeNodeCert } from '../tls/index.js';
 import { canonicalIp, checkDnsName, checkMemberId } from '../tls/names.js';
 
 /** DEFAULT_TLS_DIR: where `certs` keeps the CA and node certificates (relative to the working directory), as `npm start` does. */
@@ -142,6 +144,61 @@ export function addCertsCommands(program: Command): void {
           `names:              ${info.identities.join(', ')}\n` +
           `valid until:        ${info.notAfter.toISOString()}\n` +
           `use:                snapcoord kv get KEY --client-cert ${written.certFile} --client-key ${written.keyFile}\n`,
+      );
+    });
+  certs
+    .command('revoke')
+    .argument('[id]', "revoke member ID's certificate (<dir>/<id>.pem)")
+    .description(
+      'revoke certificates (a removed member\'s): add their serials to the CRL (default <dir>/crl.pem, made when missing) and sign it again with the CA; ' +
+        'give the CRL to every member with serve --peer-crl (read again within 5 s of a change, no restart). Serials already listed keep their dates',
+    )
+    .option('--dir <dir>', 'certificate directory holding ca.pem (and ca-key.pem unless --ca-key)', DEFAULT_TLS_DIR)
+    .option('--ca-key <file>', "the CA key (default <dir>/ca-key.pem, else <dir>/../ca/ca-key.pem where `snapcoord local` keeps it)")
+    .option('--cert <file>', 'a certificate to revoke (PEM; repeatable)', collect)
+    .option('--serial <hex>', 'a serial number to revoke (hex, as `openssl x509 -serial` prints it; repeatable)', collect)
+    .option('--crl <file>', 'the CRL to extend (default <dir>/crl.pem)')
+    .option('--days <n>', 'days until its nextUpdate: re-run `certs revoke` (even with nothing new) before then (default 30)')
+    .action(async (id: string | undefined, opts: { dir: string; caKey?: string; cert?: string[]; serial?: string[]; crl?: string; days?: string }) => {
+      const days = parseDays(opts.days);
+      const certs = [...(opts.cert ?? [])];
+      if (id !== undefined) {
+        configError('id', () => checkMemberId(id));
+        certs.push(nodeCertFiles(opts.dir, id).certFile);
+      }
+      const serials: string[] = [];
+      for (const s of opts.serial ?? []) {
+        if (!/^(?:[0-9A-Fa-f]{2}:)*[0-9A-Fa-f]{1,40}$/.test(s) || s.replace(/:/g, '').length > 40) throw new CliError(`serial: "${s.slice(0, 64)}" is not a hex serial number`, EXIT_CONFIG);
+        serials.push(s.replace(/:/g, ''));
+      }
+      for (const f of certs) {
+        let pem: Buffer;
+        try {
+          pem = await readFile(f);
+        } catch (err) {
+          throw new CliError(`${f}: cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, EXIT_CONFIG);
+        }
+        try {
+          serials.push(new X509Certificate(pem).serialNumber);
+        } catch {
+          throw new CliError(`${f}: not a PEM certificate`, EXIT_CONFIG);
+        }
+      }
+      const beside = caFiles(opts.dir).caKeyFile;
+      const files = caFiles(opts.dir, opts.caKey ?? (!(await exists(beside)) && (await exists(localCaKeyFile(opts.dir))) ? localCaKeyFile(opts.dir) : beside));
+      for (const f of [files.caFile, files.caKeyFile]) {
+        if (!(await exists(f))) throw new CliError(`${f} is missing: the CA that signed the certificates signs the CRL (give --ca-key FILE)`, EXIT_CONFIG);
+      }
+      let r;
+      try {
+        r = await revokeCerts(opts.dir, serials, { caKeyFile: files.caKeyFile, crlFile: opts.crl ?? crlFileOf(opts.dir), ...(days !== undefined ? { days } : {}) });
+      } catch (err) {
+        throw new CliError(`certs revoke: ${(err as Error).message}`, EXIT_CONFIG);
+      }
+      process.stdout.write(
+        `CRL:         ${r.crlFile} (${r.added} newly revoked, ${r.revoked} in all)\n` +
+          `next update: ${r.nextUpdate.toISOString()} (run \`snapcoord certs revoke\` again before then)\n` +
+          `next: copy it to every member and start them with --peer-crl ${r.crlFile} (a running member reads a changed file within 5 s)\n`,
       );
     });
 }

@@ -19,6 +19,11 @@ import { addKvTxnCommands } from './kv-txn-commands.js';
 import { addSnapshotCommands } from './snapshot-commands.js';
 import { addTaskCommands } from './task-commands.js';
 
+/** REMOVED_CERT_HINT: what `cluster remove ID` tells the operator to do next (stderr: stdout is the new configuration). */
+export const REMOVED_CERT_HINT = (id: string): string =>
+  `next: revoke ${id}'s certificate (\`snapcoord certs revoke ${id}\`, or \`openssl ca -revoke ${id}.pem\` then \`openssl ca -gencrl\`) ` +
+  `and give every member the CRL with --peer-crl: a member that missed this removal still takes ${id}'s certificate for a member's`;
+
 export { DEFAULT_ENDPOINT, ENDPOINT_ENV, callError } from './client-options.js';
 
 /** WRITE_RETRIES_DEFAULT: how often `kv put` / `kv del` retry a failed write (with the same request id). */
@@ -490,7 +495,11 @@ export function addClientCommands(program: Command): void {
     checkNodeId(id);
     const res = await withClient(opts, clusterClient, (c, deadlineMs) => c.removeMember(id, { deadlineMs }));
     if (opts.json === true) jsonOut({ members: membersJson(res.members) });
-    else process.stdout.write(`${membersText(res.members)}\n`);
+    else {
+      process.stdout.write(`${membersText(res.members)}\n`);
+      // A member that missed the removal (offline across it, restored from an old data dir) still takes id for one.
+      process.stderr.write(`${REMOVED_CERT_HINT(id)}\n`);
+    }
   });
 
   clientOptions(

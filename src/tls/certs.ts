@@ -16,6 +16,7 @@
 import { X509Certificate, createPrivateKey, randomBytes, type KeyObject, type webcrypto } from 'node:crypto';
 import { lstat, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { CRL_ENTRIES_MAX, loadCrl, normalizeSerial } from './crl.js';
 import { CERT_FILE_MODE, KEY_FILE_MODE, ensureTlsDir, writeFileAtomic } from './files.js';
 import { CLIENT_URI_PREFIX, MEMBER_URI_PREFIX, canonicalIp, checkDnsName, checkMemberId, memberUri, subjectAltNames } from './names.js';
 import { subtle, x509, type X509 } from './x509.js';
@@ -321,6 +322,55 @@ export async function createCrl(ca: CertKeyPem, entries: readonly CrlEntryInput[
   });
   // OpenSSL's label (what `openssl crl` and `openssl ca -gencrl` read and write); the library writes "CRL".
   return x509().PemConverter.encode(crl.rawData, 'X509 CRL');
+}
+
+/** crlFileOf: where `snapcoord certs revoke` keeps the CRL of certificate directory `dir` (`<dir>/crl.pem`, give it to every member with --peer-crl). */
+export function crlFileOf(dir: string): string {
+  return join(dir, 'crl.pem');
+}
+
+/** RevokeResult: the CRL written, how many serials were new to it, and how many it lists. */
+export interface RevokeResult {
+  readonly crlFile: string;
+  readonly added: number;
+  readonly revoked: number;
+  readonly nextUpdate: Date;
+}
+
+/**
+ * revokeCerts adds `serials` (hex) to the CRL at `opts.crlFile` (default
+ * crlFileOf(dir)), made when missing, and signs it again with the CA in
+ * `dir` (readCa; its key at `opts.caKeyFile`): thisUpdate now, nextUpdate
+ * `opts.days` (default 30) later; serials already listed keep their
+ * revocation dates. Written atomically (0644). An existing file that is not
+ * a CRL this CA signed is refused, never overwritten. Throws on readCa's
+ * errors, a bad serial, or more than CRL_ENTRIES_MAX serials in all.
+ */
+export async function revokeCerts(dir: string, serials: readonly string[], opts: { readonly caKeyFile?: string; readonly crlFile?: string; readonly days?: number } = {}): Promise<RevokeResult> {
+  const crlFile = opts.crlFile ?? crlFileOf(dir);
+  const ca = await readCa(dir, opts.caKeyFile);
+  const entries: CrlEntryInput[] = [];
+  if (await exists(crlFile)) {
+    const old = await loadCrl(await readFile(crlFile), Buffer.from(ca.certPem), crlFile, caFiles(dir).caFile);
+    for (const [serialNumber, revocationDate] of old.serials) entries.push({ serialNumber, revocationDate });
+  }
+  const before = new Set(entries.map((e) => e.serialNumber));
+  let added = 0;
+  for (const s of serials) {
+    const n = normalizeSerial(s);
+    if (!/^[0-9a-f]{1,40}$/.test(n)) throw new Error(`serial "${s.slice(0, 64)}" is not a hex serial number of at most 20 octets`);
+    if (before.has(n)) continue;
+    before.add(n);
+    entries.push({ serialNumber: n });
+    added += 1;
+  }
+  if (entries.length > CRL_ENTRIES_MAX) throw new Error(`the CRL would list ${entries.length} certificates, more than ${CRL_ENTRIES_MAX}`);
+  const thisUpdate = new Date();
+  const days = opts.days ?? CRL_DAYS_DEFAULT;
+  const pem = await createCrl(ca, entries, { days, thisUpdate });
+  await ensureTlsDir(dirname(crlFile));
+  await writeFileAtomic(crlFile, pem, CERT_FILE_MODE);
+  return { crlFile, added, revoked: entries.length, nextUpdate: new Date(thisUpdate.getTime() + days * DAY_MS) };
 }
 
 /** CaFiles: where a CA lives in a certificate directory. */

@@ -43,7 +43,8 @@ export interface CrlInfo {
 /** LoadedCrl: a CRL checked against its CA: what it says and the serials it revokes (normalizeSerial'd). */
 export interface LoadedCrl {
   readonly info: CrlInfo;
-  readonly serials: ReadonlySet<string>;
+  /** serials: each revoked serial (normalizeSerial'd) and its revocation date. */
+  readonly serials: ReadonlyMap<string, Date>;
 }
 
 /** normalizeSerial: a certificate serial number in hex, lower case, without leading zeros (Node prints "0A1B", @peculiar/x509 "0a1b"). */
@@ -106,8 +107,8 @@ export async function loadCrl(crl: Buffer, ca: Buffer, crlFile: string, caFile: 
     }
   }
   if (!signed) throw new Error(`${crlFile}: its signature does not verify against the CA ${caFile} (issuer ${parsed.issuer}): give a CRL the cluster CA signed`);
-  const serials = new Set<string>();
-  for (const e of entries) serials.add(normalizeSerial(e.serialNumber));
+  const serials = new Map<string, Date>();
+  for (const e of entries) serials.set(normalizeSerial(e.serialNumber), e.revocationDate);
   return { info: { issuer: parsed.issuer, thisUpdate: parsed.thisUpdate, nextUpdate: parsed.nextUpdate ?? null, revoked: serials.size }, serials };
 }
 

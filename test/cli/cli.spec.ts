@@ -233,6 +233,8 @@ describe('cli: against three serve processes', function () {
     const rm = await cli(['cluster', 'remove', 'n4'], 0, env);
     assert.doesNotMatch(rm.stdout, /\bn4\b/);
     assert.match(rm.stdout, /^ID\s+ADDRESS\s+SUFFRAGE\s+PEER$/m);
+    // A member that missed the removal still takes n4's certificate for a member's: revoke it (--peer-crl).
+    assert.match(rm.stderr, /^next: revoke n4's certificate \(`snapcoord certs revoke n4`, or `openssl ca -revoke n4\.pem`.*give every member the CRL with --peer-crl/m, rm.stderr);
     const bad = await cli(['cluster', 'add', 'n5', 'no-port'], 2, env);
     assertOneLineError(bad, ['cluster', 'add'], /not host:port/);
   });
