@@ -72,6 +72,31 @@ describe('PeerGuard: advertised client addresses and refusal logs', () => {
     assert.deepEqual(counted, ['cluster_id', 'not_member', 'identity']);
   });
 
+  it('a certificate the CRL revokes (--peer-crl) is refused at call open and at the next message of a call opened before the revocation, even from a member', () => {
+    const counted: string[] = [];
+    const revoked = new Set<string>();
+    let serialReads = 0;
+    const g = new PeerGuard({
+      clusterId: 'c1',
+      isMember: () => true,
+      identityOf: (c) => (c.getPeer().startsWith('ipv4:10.0.0.3') ? 'n3' : 'n2'),
+      revocation: { serialOf: (c) => (serialReads++, c.getPeer().startsWith('ipv4:10.0.0.3') ? '0A03' : '0a02'), isRevoked: (s) => revoked.has(s.toLowerCase()) },
+      onRefused: (r) => counted.push(r),
+    });
+    const open = call('ipv4:10.0.0.3:1', '');
+    g.admitCall(open);
+    g.admit('n3', open);
+    revoked.add('0a03');
+    assert.throws(() => g.admit('n3', open), (e: unknown) => e instanceof PeerRefusedError && e.reason === 'revoked' && /certificate of n3 \(serial 0a03\) is revoked/.test(e.message));
+    assert.throws(() => g.admitCall(call('ipv4:10.0.0.3:2', '')), /revoked/);
+    const n2 = call('ipv4:10.0.0.2:1', '');
+    g.admitCall(n2);
+    g.admit('n2', n2);
+    g.admit('n2', n2);
+    assert.deepEqual(counted, ['revoked', 'revoked']);
+    assert.equal(serialReads, 3, 'the serial is read once per call, not per message');
+  });
+
   it('a sender outside the membership may send the Raft messages (the core decides), and nothing else: no fetch, stage, report, read index, write or membership question', () => {
     // Refused at the door, a member whose configuration lacked its leader (added in entries it had not received)
     // refused that leader for ever (simulator seed 358 with the real PeerGuard).
