@@ -19,7 +19,7 @@ import { ClusterClient } from '../client/cluster-client.js';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { writeFileAtomic } from '../tls/files.js';
 import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine } from './key-file.js';
-import { ensureLocalTls, type LocalTls, type NodeCertFiles } from '../tls/index.js';
+import { crlFileOf, ensureLocalTls, type LocalTls, type NodeCertFiles } from '../tls/index.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { NODE_V8_FLAGS, nodeProcessEnv } from './node-runtime.js';
@@ -97,6 +97,18 @@ function checkPort(name: string, port: number, count: number): void {
   if (!Number.isSafeInteger(port) || port < 1 || port + count - 1 > 65535) {
     throw new CliError(`${name}: ${port} is not a port that leaves room for ${count} nodes`, EXIT_CONFIG);
   }
+}
+
+/**
+ * localPeerCrlArgs: `--peer-crl <tlsDir>/crl.pem` when `snapcoord certs
+ * revoke --dir <tlsDir>` has written that CRL (a removed member's
+ * certificate revoked), else nothing. A node re-reads the file when it
+ * changes, but a CRL made after `local` started reaches its nodes at their
+ * next start.
+ */
+export function localPeerCrlArgs(tlsDir: string): string[] {
+  const file = crlFileOf(tlsDir);
+  return existsSync(file) ? ['--peer-crl', file] : [];
 }
 
 export async function runLocal(opts: LocalOptions): Promise<number> {
@@ -192,6 +204,7 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
         cert.keyFile,
         '--peer-ca',
         tls.caFile,
+        ...localPeerCrlArgs(tls.dir),
         '--cert',
         cert.certFile,
         '--key',

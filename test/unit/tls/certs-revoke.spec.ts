@@ -11,6 +11,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCa, createCrl, revokeCerts, writeCa, writeNodeCert } from '../../../src/tls/certs.js';
 import { loadCrl } from '../../../src/tls/crl.js';
+import { localPeerCrlArgs } from '../../../src/cli/local.js';
 import { describeRun, runCli } from '../../harness/child.js';
 import { tmpDir } from './helpers.js';
 
@@ -75,5 +76,20 @@ describe('cli: snapcoord certs revoke', function () {
     assert.equal(r.revoked, 1);
     const info = (await load()).info;
     assert.ok(info.nextUpdate !== null && Math.abs(info.nextUpdate.getTime() - info.thisUpdate.getTime() - 7 * 86_400_000) < 2_000);
+  });
+});
+
+describe('snapcoord local and the CRL certs revoke writes', () => {
+  it('localPeerCrlArgs: --peer-crl <dir>/crl.pem once certs revoke has written it, nothing before', async () => {
+    const { dir, cleanup } = await tmpDir('snapcoord-local-crl-');
+    try {
+      await writeCa(dir);
+      await writeNodeCert(dir, 'n3');
+      assert.deepEqual(localPeerCrlArgs(dir), []);
+      await revokeCerts(dir, [new X509Certificate(readFileSync(join(dir, 'n3.pem'))).serialNumber]);
+      assert.deepEqual(localPeerCrlArgs(dir), ['--peer-crl', join(dir, 'crl.pem')]);
+    } finally {
+      await cleanup();
+    }
   });
 });
