@@ -37,11 +37,21 @@ export interface StateHash {
 export const STATE_HASH_BATCH_BYTES_MAX = 256 * 1024;
 
 /**
+ * STATE_HASH_RECORD_COST_BYTES: what one record costs the pace of a state hash
+ * besides its bytes (its read, checksum and copy cost as much as ~100 bytes of
+ * hashing): a state of small records is hashed at fewer bytes a second.
+ */
+export const STATE_HASH_RECORD_COST_BYTES = 100;
+
+/**
  * STATE_HASH_BYTES_PER_SEC_DEFAULT: the rate `serve` hashes its state at
  * (HashState, its part of CheckConsistency): record bytes (key, value, 8 bytes
- * of lengths) per second, after a first SCRUB_BURST_BYTES (ScrubPacer). Reading
- * and hashing the state costs ~20 ms of CPU per MB of 100-byte values here, so
- * 16 MiB/s holds a state hash to ~1/3 of one core; a 1 GB state is hashed in ~1 min.
+ * of lengths, STATE_HASH_RECORD_COST_BYTES) a second, after a first
+ * SCRUB_BURST_BYTES (ScrubPacer). 100k records of 100 bytes take ~1.5 s (~8 MiB/s
+ * of records): a HashState loop beside 8 writers left them 0.61-0.70 of their
+ * rate alone, against 0.18-0.26 unpaced; without the record cost (16 MiB/s of
+ * records) 0.30-0.87 (bench/hash-state.ts, load ~5). A member's HashState in a
+ * cluster check is given 30 s: ~480 MB of large values, ~240 MB of 100-byte ones.
  */
 export const STATE_HASH_BYTES_PER_SEC_DEFAULT = 16 * 1024 * 1024;
 
@@ -49,7 +59,7 @@ export const STATE_HASH_BYTES_PER_SEC_DEFAULT = 16 * 1024 * 1024;
 export interface HashStateOptions {
   /** clock: the node's clock: its defer() is the yield between batches, its sleeps the pace's (default systemClock). */
   readonly clock?: Clock;
-  /** bytesPerSec: the record bytes hashed a second (ScrubPacer; 0, the default: no limit, only the yields). */
+  /** bytesPerSec: the record bytes (each record's plus STATE_HASH_RECORD_COST_BYTES) hashed a second (ScrubPacer; 0, the default: no limit, only the yields). */
   readonly bytesPerSec?: number;
   /** signal: aborts a paced hash where it is (rejects ScrubStoppedError), e.g. when the node stops. */
   readonly signal?: AbortSignal;
@@ -60,7 +70,8 @@ export interface HashStateOptions {
  * digest as StateStore.stateDigest: the applied index then every record)
  * and answers the applied index that view holds. It hashes at most
  * STATE_HASH_BATCH_BYTES_MAX in one turn of the event loop and yields
- * (clock.defer) after each batch, at `bytesPerSec` when given (ScrubPacer):
+ * (clock.defer) after each batch, at `bytesPerSec` when given (ScrubPacer,
+ * each record counted with STATE_HASH_RECORD_COST_BYTES more):
  * before, a hash read and digested the whole state as fast as it could on the
  * node's one thread, and one HashState loop took ~75% of 8 writers' rate.
  * Errors: the storage's; ScrubStoppedError once `signal` aborts.
@@ -74,9 +85,9 @@ export async function hashStateAt(storage: Pick<StateStore, 'snapshotState'>, op
   const sha256 = await digestSnapshot(reader, {
     batchEntriesMax: SNAPSHOT_BATCH_ENTRIES_DEFAULT,
     batchBytesMax: STATE_HASH_BATCH_BYTES_MAX,
-    afterBatch: async (bytes) => {
+    afterBatch: async (bytes, records) => {
       await turn();
-      await pacer.pace(bytes);
+      await pacer.pace(bytes + records * STATE_HASH_RECORD_COST_BYTES);
     },
   });
   return { sha256, index };

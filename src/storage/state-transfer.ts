@@ -120,8 +120,8 @@ const DIGEST_RUN_BYTES = 64 * 1024;
 export interface DigestOptions {
   readonly batchEntriesMax?: number;
   readonly batchBytesMax?: number;
-  /** afterBatch: awaited after each batch is in the hash, with the bytes it added (a pace, a turn of the event loop). */
-  readonly afterBatch?: (bytes: number) => Promise<void>;
+  /** afterBatch: awaited after each batch is in the hash, with the bytes it added and its records (a pace, a turn of the event loop). */
+  readonly afterBatch?: (bytes: number, records: number) => Promise<void>;
 }
 
 /**
@@ -164,7 +164,7 @@ export async function digestSnapshot(reader: StateSnapshotReader, options: Diges
         run.set(value, at);
         at += value.length;
       }
-      if (options.afterBatch !== undefined) await options.afterBatch(bytes);
+      if (options.afterBatch !== undefined) await options.afterBatch(bytes, batch.length);
     }
     hash.update(run.subarray(0, at));
   } finally {

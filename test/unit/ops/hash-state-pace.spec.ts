@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 
-import { hashStateAt, STATE_HASH_BATCH_BYTES_MAX } from '../../../src/ops/consistency.js';
+import { hashStateAt, STATE_HASH_BATCH_BYTES_MAX, STATE_HASH_RECORD_COST_BYTES } from '../../../src/ops/consistency.js';
 import { MemoryStorage } from '../../../src/storage/memory-storage.js';
 import type { KeyValue } from '../../../src/storage/types.js';
 import { ManualClock, settle } from '../node/manual-clock.js';
@@ -86,9 +86,9 @@ describe('hashStateAt: bounded batches, yields, a byte rate', function () {
     }
   });
 
-  it('hashes no faster than its byte rate (after its first MiB): 4 MiB at 1 MiB/s takes 3 s of the clock', async () => {
-    const kvs = records(Math.ceil((4 * 1024 * 1024 - 200_000) / 117), 100);
-    const bytes = kvs.reduce((n, r) => n + 8 + r.key.length + r.value.length, 0);
+  it('hashes no faster than its byte rate (after its first MiB), each record costing STATE_HASH_RECORD_COST_BYTES more', async () => {
+    const kvs = records(20_000, 100);
+    const bytes = kvs.reduce((n, r) => n + 8 + r.key.length + r.value.length + STATE_HASH_RECORD_COST_BYTES, 0);
     const s = await storageWith(kvs, 9);
     const clock = new ManualClock();
     try {
