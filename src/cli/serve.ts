@@ -153,9 +153,9 @@ function securePlanes(cfg: ServeConfig, logger: Logger, crl: PeerCrl | null = nu
  * openPeerCrl opens --peer-crl (null without one), checked against --peer-ca
  * and re-read when it changes; CliError exit 2 when it does not load (not a
  * CRL, not signed by the CA, too large) or revokes this node's own
- * certificate. An expired CRL is used, and said so (see src/tls/crl.ts).
+ * certificate. `reloaded` is called after a changed CRL is taken. An expired CRL is used, and said so (see src/tls/crl.ts).
  */
-async function openPeerCrl(cfg: ServeConfig, logger: Logger): Promise<PeerCrl | null> {
+async function openPeerCrl(cfg: ServeConfig, logger: Logger, reloaded: () => void): Promise<PeerCrl | null> {
   const t = cfg.peerTls;
   if (t === null || t.crlFile === undefined || t.crlFile === '') return null;
   let crl: PeerCrl;
@@ -163,7 +163,10 @@ async function openPeerCrl(cfg: ServeConfig, logger: Logger): Promise<PeerCrl | 
     crl = await PeerCrl.open({
       crlFile: t.crlFile,
       caFile: t.caFile,
-      onReload: (info) => logger.info({ what: 'peer CRL', revoked: info.revoked, thisUpdate: info.thisUpdate.toISOString() }, 'peer CRL reloaded'),
+      onReload: (info) => {
+        logger.info({ what: 'peer CRL', revoked: info.revoked, thisUpdate: info.thisUpdate.toISOString() }, 'peer CRL reloaded');
+        reloaded();
+      },
       onError: (err) => logger.error({ what: 'peer CRL', err: err.message }, 'peer CRL changed but cannot be used; keeping the previous one'),
       onStale: (err) => logger.error({ what: 'peer CRL', err: err.message }, 'peer CRL expired: still used; issue a fresh one'),
     });
@@ -265,8 +268,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
 
   let planes: Planes;
   let peerCrl: PeerCrl | null = null;
+  let crlReloaded = (): void => undefined;
   try {
-    peerCrl = await openPeerCrl(cfg, logger);
+    // Peer channels are made again when the CRL changes, so none made before a revocation outlives it.
+    peerCrl = await openPeerCrl(cfg, logger, () => crlReloaded());
     planes = securePlanes(cfg, logger, peerCrl);
   } catch (err) {
     peerCrl?.close();
@@ -345,6 +350,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     dial,
     directory: api.directory,
   });
+  crlReloaded = () => transport.reconnect();
   let initialMembership: Membership = { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers };
   if (!isNewDataDir && cfg.join) logger.info({ dataDir: cfg.dataDir }, '--join: the data dir holds this node\'s state already; it starts from it');
   const ask = (address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> => askMembership(dial, address, q, timeoutMs);

@@ -248,6 +248,19 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
     }
   }
 
+  /**
+   * reconnect closes every peer's channel (its stream and calls cancelled,
+   * its queued messages dropped: Raft sends again); the next message to a
+   * peer dials it afresh, with a new TLS handshake. serve calls it when its
+   * --peer-crl changes: a connection made before a member's certificate was
+   * revoked would otherwise carry that member's answers (votes) for as long
+   * as it lasts.
+   */
+  reconnect(): void {
+    if (this.closed) return;
+    for (const peer of this.peers.values()) this.closePeer(peer);
+  }
+
   /** close cancels every stream and call and closes every channel. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -26,7 +26,10 @@ import {
   writeNodeCert,
 } from '../../../src/tls/index.js';
 import { appendRequestToProto } from '../../../src/transport/codec.js';
+import { RAFT_SERVICE_DEFINITION } from '../../../src/transport/fetch-serializer.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { createRaftService } from '../../../src/transport/raft-service.js';
+import type { RaftRequestHandler } from '../../../src/transport/transport.js';
 import { certificateRevocation, CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
 import { callWhoAmI, show, startServer } from '../tls/helpers.js';
 
@@ -153,5 +156,67 @@ describe('a removed member\'s certificate revoked by --peer-crl (real node, mutu
     } finally {
       await server.close();
     }
+  });
+});
+
+/**
+ * A connection made before a member's certificate was revoked must not outlive the revocation: serve calls
+ * GrpcTransport.reconnect when its --peer-crl changes, and the new handshake fails on the revoked certificate,
+ * so that member's answers (vote grants here) stop reaching this node.
+ */
+describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants stop at once (real gRPC, mutual TLS)', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let server: grpc.Server;
+  let transport: GrpcTransport;
+  let crl: PeerCrl;
+  const answers: Message[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'snapcoord-revoked-reconnect-'));
+    await writeCa(dir);
+    for (const id of ['n1', 'n3']) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
+    const ca = caFiles(dir).caFile;
+    const crlFile = join(dir, 'crl.pem');
+    await writeFile(crlFile, await createCrl(await readCa(dir), []));
+    crl = await PeerCrl.open({ crlFile, caFile: ca, refreshMs: 60_000 });
+    // n3: removed, still running, granting every vote asked of it.
+    const n3 = nodeCertFiles(dir, 'n3');
+    server = new grpc.Server();
+    const handler: RaftRequestHandler = {
+      handleRequest: (m) => Promise.resolve(m.type === 'vote' ? [{ type: 'voteResp', from: 'n3', to: m.from, term: m.term, preVote: m.preVote, granted: true }] : []),
+      handleReport: () => undefined,
+    };
+    server.addService(RAFT_SERVICE_DEFINITION, createRaftService(handler, { selfId: 'n3' }));
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', serverCredentialsFromFiles({ certFile: n3.certFile, keyFile: n3.keyFile, caFile: ca, requireClientCert: true }), (err, p) => (err !== null ? reject(err) : resolve(p))),
+    );
+    const n1 = nodeCertFiles(dir, 'n1');
+    const creds = memberChannelCredentialsFromFiles({ caFile: ca, certFile: n1.certFile, keyFile: n1.keyFile, revocation: crl });
+    transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => answers.push(m), dial: peerDial(CLUSTER, '127.0.0.1:1', creds.any, (to) => creds.forMember(to)) });
+    transport.setPeers({ n1: '127.0.0.1:1', n3: `127.0.0.1:${port}` });
+  });
+
+  after(async () => {
+    crl.close();
+    await transport.close();
+    server.forceShutdown();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function grantsFor(term: number, waitMs: number): Promise<number> {
+    transport.send({ type: 'vote', from: 'n1', to: 'n3', term, preVote: false, lastLogIndex: 0, lastLogTerm: 0 } as Message);
+    const deadline = Date.now() + waitMs;
+    while (Date.now() < deadline && !answers.some((a) => a.type === 'voteResp' && a.term === term)) await new Promise((r) => setTimeout(r, 20));
+    return answers.filter((a) => a.type === 'voteResp' && a.term === term).length;
+  }
+
+  it('n3 grants over its connection; once the CRL revokes it and the transport reconnects, no grant arrives', async () => {
+    assert.equal(await grantsFor(2, 5_000), 1, 'n3 answers before its revocation');
+    await writeFile(join(dir, 'crl.pem'), await createCrl(await readCa(dir), [{ serialNumber: await serialOfFile(nodeCertFiles(dir, 'n3').certFile) }]));
+    await crl.refresh();
+    assert.equal(crl.isRevoked(await serialOfFile(nodeCertFiles(dir, 'n3').certFile)), true);
+    transport.reconnect();
+    assert.equal(await grantsFor(3, 1_500), 0, 'a grant from the revoked n3 arrived');
   });
 });
