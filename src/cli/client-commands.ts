@@ -11,7 +11,7 @@ import { ClusterClient } from '../client/cluster-client.js';
 import { KvClient } from '../client/kv-client.js';
 import type { RetryOptions } from '../client/retry-write.js';
 import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type SnapshotScrub, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
-import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
+import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_HASH_ALLOWANCE_MS, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { cliDial, cliPlaintext, clientOptions, jsonOut, oneLine, otherAddressRefusal, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
 import type { ClientDial } from '../client/dial.js';
@@ -512,7 +512,7 @@ export function addClientCommands(program: Command): void {
   ).action(async (opts: ClientOpts & { json?: boolean; waitMs?: string; attempts?: string }) => {
     const waitMs = opts.waitMs === undefined ? CHECK_WAIT_MS_DEFAULT : Math.min(positiveInt('wait-ms', opts.waitMs, 0), CHECK_WAIT_MS_MAX);
     const attempts = opts.attempts === undefined ? CHECK_ATTEMPTS_DEFAULT : Math.min(positiveInt('attempts', opts.attempts), CHECK_ATTEMPTS_MAX);
-    const deadline = { ...opts, timeoutMs: opts.timeoutMs ?? String((waitMs + 30_000) * attempts) };
+    const deadline = { ...opts, timeoutMs: opts.timeoutMs ?? String((waitMs + CHECK_HASH_ALLOWANCE_MS) * attempts) };
     const r = await withClient(deadline, clusterClient, (c, deadlineMs) =>
       c.checkConsistency({ waitMs, attempts }, { deadlineMs }),
     );

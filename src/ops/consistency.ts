@@ -21,7 +21,7 @@ import { SNAPSHOT_BATCH_ENTRIES_DEFAULT, type StateStore } from '../storage/type
 import { systemClock, type Clock } from '../node/clock.js';
 import { ScrubPacer } from '../node/scrub-pace.js';
 import type { Logger } from '../node/logger.js';
-import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
+import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_HASH_ALLOWANCE_MS, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
 
 /** StateHash: a state hash and the applied index it covers exactly. */
 export interface StateHash {
@@ -50,8 +50,10 @@ export const STATE_HASH_RECORD_COST_BYTES = 100;
  * SCRUB_BURST_BYTES (ScrubPacer). 100k records of 100 bytes take ~1.5 s (~8 MiB/s
  * of records): a HashState loop beside 8 writers left them 0.61-0.70 of their
  * rate alone, against 0.18-0.26 unpaced; without the record cost (16 MiB/s of
- * records) 0.30-0.87 (bench/hash-state.ts, load ~5). A member's HashState in a
- * cluster check is given 30 s: ~480 MB of large values, ~240 MB of 100-byte ones.
+ * records) 0.30-0.87 (bench/hash-state.ts, load ~5). 1M records of 1 KiB take
+ * ~70 s. A member's HashState in a cluster check is given CHECK_HASH_ALLOWANCE_MS
+ * (15 min) once at the index: ~12 GiB of such records (hash-state-pace.spec
+ * checks that the two stay in step).
  */
 export const STATE_HASH_BYTES_PER_SEC_DEFAULT = 16 * 1024 * 1024;
 
@@ -191,7 +193,7 @@ export function grpcMemberHasher(id: string, client: ClusterServiceClient, metad
     id,
     hash(atIndex: number, waitMs: number): Promise<StateHash> {
       return new Promise((resolve, reject) => {
-        client.hashState({ atIndex: BigInt(atIndex), waitMs }, metadata(), { deadline: Date.now() + waitMs + 30_000 }, (err: grpc.ServiceError | null, res: HashStateResponse) => {
+        client.hashState({ atIndex: BigInt(atIndex), waitMs }, metadata(), { deadline: Date.now() + waitMs + CHECK_HASH_ALLOWANCE_MS }, (err: grpc.ServiceError | null, res: HashStateResponse) => {
           if (err !== null) return reject(err);
           if (res.hashedIndex === 0n) return reject(new Error(`${id} does not say which index its hash covers`));
           resolve({ sha256: res.sha256, index: Number(res.hashedIndex) });

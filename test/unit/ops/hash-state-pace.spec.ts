@@ -9,7 +9,10 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 
-import { hashStateAt, STATE_HASH_BATCH_BYTES_MAX, STATE_HASH_RECORD_COST_BYTES } from '../../../src/ops/consistency.js';
+import * as grpc from '@grpc/grpc-js';
+
+import type { ClusterServiceClient } from '../../../src/gen/snapcoord/v1/cluster.js';
+import { grpcMemberHasher, hashStateAt, STATE_HASH_BATCH_BYTES_MAX, STATE_HASH_BYTES_PER_SEC_DEFAULT, STATE_HASH_RECORD_COST_BYTES } from '../../../src/ops/consistency.js';
 import { MemoryStorage } from '../../../src/storage/memory-storage.js';
 import type { KeyValue } from '../../../src/storage/types.js';
 import { ManualClock, settle } from '../node/manual-clock.js';
@@ -118,5 +121,24 @@ describe('hashStateAt: bounded batches, yields, a byte rate', function () {
     } finally {
       await s.close();
     }
+  });
+
+  it("a cluster check gives a member's HashState long enough to hash the etcd anchor's state at 8x (8M keys of 1 KiB) at serve's pace", async () => {
+    // Paced, a state hash of 1M x 1 KiB takes ~70 s; the check gave each member 30 s beyond its wait, and came back
+    // inconclusive for any state over ~0.5 GB.
+    let deadline = 0;
+    const client = {
+      hashState: (_req: unknown, _md: grpc.Metadata, opts: { deadline: number }, cb: (err: grpc.ServiceError | null, res: { sha256: string; hashedIndex: bigint }) => void) => {
+        deadline = opts.deadline;
+        cb(null, { sha256: 'ab', hashedIndex: 5n });
+      },
+    } as unknown as ClusterServiceClient;
+    const waitMs = 1_000;
+    const t0 = Date.now();
+    assert.deepEqual(await grpcMemberHasher('n2', client, () => new grpc.Metadata()).hash(5, waitMs), { sha256: 'ab', index: 5 });
+    const records = 8 * 1024 * 1024;
+    const pacedBytes = records * ('fill/00000000'.length + 1024 + 8 + STATE_HASH_RECORD_COST_BYTES);
+    const needMs = (pacedBytes / STATE_HASH_BYTES_PER_SEC_DEFAULT) * 1000;
+    assert.ok(deadline - t0 >= waitMs + needMs, `HashState given ${deadline - t0} ms; hashing 8 GiB of 1 KiB values at the pace takes ${Math.round(needMs)} ms`);
   });
 });
