@@ -437,6 +437,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   // Scheduled snapshots (leader only, retention, S3) and the periodic consistency check: src/ops.
   const snapshotAgent = agent as SnapshotAgent;
   snapshotAgent.start(tasks);
+  // Aborted when the process stops (stopNode): a paced state hash running then ends where it is.
+  const stateHashStop = new AbortController();
   api.serve({
     node,
     raftHandler: recordingHandler(node, started, (id) => node.isMember(id)),
@@ -447,7 +449,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     clientDial: { credentials: planes.clientChannel },
     ...(planes.clientChannelFor !== undefined ? { clientCredentialsFor: planes.clientChannelFor } : {}),
     advertiseClient: cfg.advertiseClient,
-    stateHash: () => hashStateAt(storage, { clock: systemClock, bytesPerSec: STATE_HASH_BYTES_PER_SEC_DEFAULT }),
+    stateHash: () => hashStateAt(storage, { clock: systemClock, bytesPerSec: STATE_HASH_BYTES_PER_SEC_DEFAULT, signal: stateHashStop.signal }),
     snapshotApi: {
       snapshots,
       tasks: { queue: tasks, snapshotPath },
@@ -535,7 +537,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       stopping = true;
       clearInterval(watchdog);
       logger.info({ id: cfg.id, why }, 'shutting down');
-      stopNode({ id: cfg.id, why, logger, memoryGc, snapshotAgent, node, api, tasks }).then(
+      stopNode({ id: cfg.id, why, logger, memoryGc, snapshotAgent, stateHashStop, node, api, tasks }).then(
         () => resolve(code),
         (err: unknown) => {
           logger.error({ err }, 'shutdown failed');
@@ -561,6 +563,8 @@ export interface StoppingParts {
   readonly logger: Logger;
   readonly memoryGc: { stop(): void };
   readonly snapshotAgent: { stop(): void };
+  /** stateHashStop: aborted first: the state hashes running (HashState, paced) end where they are. */
+  readonly stateHashStop?: Pick<AbortController, 'abort'>;
   readonly node: Pick<Node, 'status' | 'transferLeadership' | 'stop'>;
   readonly api: { close(): Promise<void> };
   readonly tasks: { close(): Promise<void> };
@@ -586,6 +590,9 @@ export async function stopNode(p: StoppingParts): Promise<void> {
     stepFromMs = now;
   };
   p.snapshotAgent.stop();
+  // A paced state hash takes minutes on a large state: left running, it held the client-call drain below for its
+  // whole grace (SHUTDOWN_GRACE_MS), then ended on the closed storage.
+  p.stateHashStop?.abort();
   // A planned stop of the leader hands leadership over first, so the cluster loses no election timeout.
   if (p.why === 'SIGTERM' || p.why === 'SIGINT') await handOffLeadership(p.node, p.logger);
   step('handoff');

@@ -70,4 +70,22 @@ describe('serve: stopNode', function () {
     noteExternalGarbage(8 * 1024 * 1024);
     assert.equal(scavenges, 1, 'the bound is stopped once the node is');
   });
+
+  it('ends the state hashes running (a paced HashState) before it drains the client calls', async () => {
+    const order: string[] = [];
+    const stateHashStop = new AbortController();
+    stateHashStop.signal.addEventListener('abort', () => order.push('state hashes'));
+    await stopNode({
+      id: 'n1',
+      why: 'test',
+      logger: silent,
+      memoryGc: { stop: () => order.push('memory gc') },
+      snapshotAgent: { stop: () => order.push('snapshot agent') },
+      stateHashStop,
+      node: { status: () => assert.fail('no hand-over asked'), transferLeadership: () => assert.fail('no hand-over asked'), stop: async () => void order.push('node') },
+      api: { close: async () => void order.push('client calls') },
+      tasks: { close: async () => void order.push('tasks') },
+    });
+    assert.deepEqual(order, ['snapshot agent', 'state hashes', 'client calls', 'tasks', 'node', 'memory gc']);
+  });
 });
