@@ -1098,10 +1098,16 @@ export class Node {
     return this.readChecked(this.fsm.stateDigest());
   }
 
-  /** isMember: `id` is a voter or learner of this node's current configuration (the newest in its log). */
+  /** isMember: `id` is a voter or learner of this node's newest configuration (in its log), or of its last committed one. */
   isMember(id: NodeId): boolean {
-    const m = this.raft.brief().membership;
-    return m.voters.includes(id) || m.learners.includes(id);
+    const b = this.raft.brief();
+    if (b.membership.voters.includes(id) || b.membership.learners.includes(id)) return true;
+    // A configuration appended but not committed (a removal a deposed leader proposed) may yet be rolled back: a
+    // member the last committed configuration names is still one. Refused, it could be this node's next leader,
+    // whose appends alone roll that entry back, and no voter vouched for it: none had a configuration newer than
+    // the uncommitted one (simulator seeds 473, 1406, 2442, ...: a node out of its cluster for good).
+    const committed = this.raft.membershipAt(b.commit);
+    return committed.voters.includes(id) || committed.learners.includes(id);
   }
 
   /**

@@ -117,6 +117,12 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     // receiver's configuration names it at a later index (6747 and 123004: the outsider never is; 358: n6 is vouched
     // for n5 by n1 and follows it).
     { seed: 358, nodes: 3, what: '(358) a member whose configuration lacks its leader follows it (n6 installed a snapshot naming {n1, n2, n3} and refused leader n5 for ever: applied 1 of 83)', draws: 'joined' as const, shows: /n6 info peer plane: a sender this node's configuration does not name is vouched for by a voter of it.*"sender":"n5"/ },
+    // Found by the campaign on 5d73733 (11 of seeds 1-10,000 lost liveness): a deposed leader whose log ends in its
+    // own uncommitted removal of n2 refused n2, the next leader whose appends alone roll that entry back ('unvouched':
+    // no voter's configuration was newer than the uncommitted one), for good. Node.isMember also takes the members of
+    // the last committed configuration.
+    { seed: 1406, nodes: 3, what: '(1406) a deposed leader whose uncommitted removal of n2 ends its log follows n2, the next leader (applied 20 of 25 for good)', draws: 'joined' as const, shows: /role changed.*"id":"n1","role":"follower","leader":"n2"/ },
+    { seed: 473, nodes: 5, what: '(473) the same on 5 nodes (applied 41 of 61 on two members)', draws: 'joined' as const },
   ];
   for (const { seed, nodes, what, draws = 'snapshotDiskErrors', shows, scenarioOf, scenario, controls } of lists) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
