@@ -11,8 +11,6 @@
  *   npx tsx bench/hash-state.ts -- [--trees now=.] [--keys 100000] [--value-bytes 100] [--writers 8] [--seconds 10] [--rounds 1]
  */
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createWriteStream, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -20,39 +18,13 @@ import { Command } from 'commander';
 
 import { ClusterClient } from '../src/client/cluster-client.js';
 import { KvClient } from '../src/client/kv-client.js';
-import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
-import type { StateRecord } from '../src/snapshot/state-format.js';
 import { Child, cleanEnv } from '../test/harness/child.js';
 import { until } from '../test/harness/until.js';
 import { startBenchCluster, type BenchClusterLayout } from './lib/bench-cluster.js';
+import { writeFillArchive } from './lib/fill-archive.js';
+import { processCpuSeconds as cpuSeconds } from './lib/thread-cpu.js';
 
 const API_KEY = 'bench-admin-key-0123456789abcdef';
-
-function cpuSeconds(pid: number | undefined): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-async function buildArchive(dir: string, keys: number, valueBytes: number): Promise<string> {
-  async function* batches(): AsyncGenerator<StateRecord[]> {
-    for (let i = 0; i < keys; i += 1_000) {
-      const batch: StateRecord[] = [];
-      for (let j = i; j < Math.min(keys, i + 1_000); j++) batch.push({ key: Buffer.from(`fill/${String(j).padStart(8, '0')}`), value: Buffer.alloc(valueBytes, 97 + (j % 26)) });
-      yield batch;
-    }
-  }
-  const path = join(dir, 'state.tar.gz');
-  const out = createWriteStream(path, { mode: 0o600 });
-  const meta = { id: 'bench', index: 1, term: 1, membership: { voters: ['b1'], learners: [], addresses: { b1: '127.0.0.1:1' } }, createdAt: new Date().toISOString(), snapcoordVersion: 'bench' };
-  const done = once(out, 'close');
-  await writeArchiveFromRecords(meta, { records: batches(), spoolPath: join(dir, 'state.spool') }, out);
-  await done;
-  return path;
-}
 
 interface Phase {
   writes: number;
@@ -149,7 +121,7 @@ async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'bench-hash-state-'));
   const nodes: Node[] = [];
   try {
-    const archive = await buildArchive(root, Number(raw.keys), Number(raw.valueBytes));
+    const archive = await writeFillArchive(root, Number(raw.keys), (j) => Buffer.alloc(Number(raw.valueBytes), 97 + (j % 26)));
     for (const t of trees) {
       const dir = join(root, t.name);
       await mkdir(dir);

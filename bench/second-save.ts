@@ -23,7 +23,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -34,41 +34,13 @@ import { ClusterClient } from '../src/client/cluster-client.js';
 import type { ClientDial } from '../src/client/dial.js';
 import { startBenchCluster } from './lib/bench-cluster.js';
 import { Values } from './lib/text-pool.js';
-import type { StateRecord } from '../src/snapshot/state-format.js';
-import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
+import { writeFillArchive } from './lib/fill-archive.js';
+import { processCpuSeconds as cpuSeconds } from './lib/thread-cpu.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { Child, cleanEnv } from '../test/harness/child.js';
 import { until } from '../test/harness/until.js';
 
 const API_KEY = 'bench-admin-key-0123456789abcdef';
-
-/** buildArchive: K keys `fill/%08d` × V bytes (etcd mix: 'f'; text: text-pool.ts values), as a node's snapshot archive. */
-async function buildArchive(dir: string, keys: number, valueBytes: number, mix: 'etcd' | 'text'): Promise<string> {
-  const values = new Values(mix, valueBytes);
-  async function* batches(): AsyncGenerator<StateRecord[]> {
-    for (let i = 0; i < keys; i += 1_000) {
-      const batch: StateRecord[] = [];
-      for (let j = i; j < Math.min(keys, i + 1_000); j++) batch.push({ key: Buffer.from(`fill/${String(j).padStart(8, '0')}`), value: values.of(j) });
-      yield batch;
-    }
-  }
-  const path = join(dir, 'state.tar.gz');
-  const out = createWriteStream(path, { mode: 0o600 });
-  const meta = { id: 'bench', index: 1, term: 1, membership: { voters: ['b1'], learners: [], addresses: { b1: '127.0.0.1:1' } }, createdAt: new Date().toISOString(), snapcoordVersion: 'bench' };
-  const done = once(out, 'close');
-  await writeArchiveFromRecords(meta, { records: batches(), spoolPath: join(dir, 'state.spool') }, out);
-  await done;
-  return path;
-}
-
-function cpuSeconds(pid: number | undefined): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return 0;
-  }
-}
 
 function rssMiB(pid: number | undefined): number {
   try {
@@ -209,7 +181,8 @@ async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'snapcoord-second-save-'));
   const clusters: Cluster[] = [];
   try {
-    const archive = await buildArchive(root, keys, Number(raw.valueBytes), mix);
+    const values = new Values(mix, Number(raw.valueBytes)); // etcd mix: 'f' bytes; text: text-pool.ts values
+    const archive = await writeFillArchive(root, keys, (j) => values.of(j));
     for (const t of trees) {
       const dir = join(root, t.name);
       await mkdir(dir);

@@ -63,6 +63,7 @@ import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { DIST_CLI, buildDist } from './lib/dist.js';
 import { MiB } from './lib/memory-peaks.js';
 import { Values } from './lib/text-pool.js';
+import { processCpuSeconds as cpuSeconds } from './lib/thread-cpu.js';
 import { freePorts } from '../test/harness/ports.js';
 import { until } from '../test/harness/until.js';
 
@@ -165,17 +166,6 @@ interface Timed {
   readonly peakRssMiB: number;
   /** monotonicUs: when it started and ended on the monotonic clock (µs; a --cpu-prof profile's startTime is on it too). */
   readonly monotonicUs: readonly [number, number];
-}
-
-/** cpuSeconds: the CPU time (user + system, all threads) a process has used so far; 0 when it is gone. */
-function cpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return 0;
-  }
 }
 
 /** run starts a command, samples its peak RSS while it runs, and fails with its output when it exits non-zero. */

@@ -70,3 +70,14 @@ export function fmtThreadCpu(groups: Record<string, number>): string {
     .map(([g, s]) => `${g} ${s.toFixed(2)}`)
     .join(', ');
 }
+
+/** processCpuSeconds: the CPU time (user + system, all threads, 10 ms ticks) process `pid` has used so far; 0 when it is gone or unknown. */
+export function processCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
