@@ -5,9 +5,12 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import type { Membership } from '../raft/types.js';
-import { decodeStateRecords, encodeStateRecords, readArchive, SnapshotStore, SnapshotStoreError } from '../snapshot/index.js';
+import { decodeStateRecords, encodeStateRecords, GUNZIP_CHUNK_BYTES, readArchive, SnapshotStore, SnapshotStoreError, type StateRecord } from '../snapshot/index.js';
 import { fsyncDir, openFileSink, writeFileDurable } from '../snapshot/file-sink.js';
-import type { SnapshotHandle } from '../snapshot/store.js';
+import { MemberGunzip } from '../snapshot/member-gunzip.js';
+import { nodeSnapshotIo } from '../snapshot/snapshot-io.js';
+import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
+import { UploadMemberCopy } from '../snapshot/upload-member-copy.js';
 import { FORMAT_VERSION, type NodeStorage } from '../storage/types.js';
 import { lockedInodes } from '../storage/proc-locks.js';
 import { DirHandle, DirHandleError, FD_PATHS, readSmallFile, sameFile, type FileId } from './dir-handle.js';
@@ -504,26 +507,84 @@ async function swapIn(parent: DirHandle, name: string, tmp: string, existing: Ex
   }
 }
 
-/** buildDataDir fills the empty directory `dir` with a data dir holding the snapshot's state (see exportDirectory). */
+/** EXPORT_COPY_MEMBERS_MAX: the stored archive's state members queued for the export's copy of it before the read waits (UploadMemberCopy). */
+const EXPORT_COPY_MEMBERS_MAX = 4;
+
+/**
+ * buildDataDir fills the empty directory `dir` with a data dir holding the snapshot's state (see exportDirectory).
+ *
+ * The stored archive is read once, as GetSnapshot serves it (createServedReadStream: an archive this process hashed
+ * itself on its recorded hashes, any other checked chunk by chunk), through a MemberGunzip that checks every gzip
+ * member's CRC-32 (so state.bin is not hashed again: skipStateDigest). Its records are installed, and its snapshot in
+ * the copy is that same archive's state members, copied compressed as they are (UploadMemberCopy with no changed
+ * range, createFromMembers): only meta.json (the copy's one-node membership) and SHA256SUMS are written anew, and
+ * state.bin's digest is the one the stored SHA256SUMS declares (the same bytes). Before (issue 15), the copy's snapshot
+ * was built again from the installed state: every record read back, encoded, hashed and gzipped (level 6) on the
+ * main thread and the threadpool. An archive whose members do not lie that way (another writer's layout: the first
+ * member does not end where state.bin begins, a member is not whole records) is still built from the installed state.
+ */
 async function buildDataDir(handle: SnapshotHandle, dir: string, opts: DirectoryExport): Promise<void> {
   const membership: Membership = { voters: [opts.nodeId], learners: [], addresses: { [opts.nodeId]: opts.selfAddress } };
   const { index, term } = handle.meta;
   const storage = await opts.storage.open(dir);
   try {
     await storage.checkIdentity({ nodeId: opts.nodeId, clusterId: opts.clusterId, formatVersion: FORMAT_VERSION }, { createIfNew: true });
-    // Read as GetSnapshot serves it (createServedReadStream): an archive this process hashed itself on its recorded
-    // hashes, any other checked chunk by chunk; so state.bin is not hashed again (skipStateDigest: every gzip
-    // member's CRC is still checked). Before, each export hashed the whole decompressed state on the main thread.
-    await readArchive(
-      handle.createServedReadStream(),
-      async (_meta, state) => {
-        await storage.installState(decodeStateRecords(state), { appliedIndex: index, membership });
-      },
-      { skipStateDigest: true },
-    );
+    const store = await SnapshotStore.open(`${dir}/snapshots/store`, { retain: 2, snapcoordVersion: opts.version });
+    const c: { members: UploadMemberCopy | null; copying: Promise<StoredSnapshot> | null } = { members: null, copying: null };
+    const gunzip = new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: true, onMember: (m) => c.members?.take(m) });
+    let read: { readonly declaredStateSha256: string };
+    try {
+      read = await readArchive(
+        handle.createServedReadStream(),
+        async (meta, state, _verified, where) => {
+          let counted: (batch: readonly StateRecord[]) => void = () => undefined;
+          if (gunzip.headBytes === where.stateTarOffset) {
+            const { level, blockBytes } = store.blockGzip;
+            const members = new UploadMemberCopy({
+              stateTarOffset: where.stateTarOffset,
+              stateBytes: meta.stateBytes,
+              stateKeys: meta.stateKeys,
+              changed: null,
+              declaredStateSha256: true,
+              membersMax: EXPORT_COPY_MEMBERS_MAX,
+              gzipLevel: level,
+              gzipBlockBytes: blockBytes,
+              gzipAdaptive: true,
+              io: nodeSnapshotIo,
+            });
+            c.members = members;
+            c.copying = store.createFromMembers({ index, term, membership }, members.produce);
+            // A copy that fails (or ends) before reading everything never holds the install up.
+            const abandon = (): void => members.abandon();
+            c.copying.then(abandon, abandon);
+            counted = (batch) => void members.write(batch);
+          } else {
+            gunzip.stopReporting();
+          }
+          await storage.installState(countedBatches(decodeStateRecords(state), counted), { appliedIndex: index, membership });
+        },
+        { skipStateDigest: true, gunzip },
+      );
+    } catch (err) {
+      c.members?.fail(err as Error);
+      await c.copying?.catch(() => undefined);
+      throw err;
+    }
+    let copied = false;
+    if (c.members !== null && c.copying !== null) {
+      c.members.finish(read.declaredStateSha256);
+      // A copy that failed (a member not of whole records): the snapshot is built from the installed state below.
+      copied = await c.copying.then(
+        () => true,
+        (err: unknown) => {
+          opts.log?.warn({ err: (err as Error).message }, 'directory export: the stored archive could not be copied; its snapshot is built from the installed state');
+          return false;
+        },
+      );
+    }
     await storage.compact({ index, term, membership });
     await storage.save({ hardState: { term, vote: '', commit: index } });
-    const store = await SnapshotStore.open(`${dir}/snapshots/store`, { retain: 2, snapcoordVersion: opts.version });
+    if (copied) return;
     const reader = await storage.snapshotState();
     try {
       await store.create({ index, term, membership }, async (file) => {
@@ -536,5 +597,13 @@ async function buildDataDir(handle: SnapshotHandle, dir: string, opts: Directory
     }
   } finally {
     await storage.close();
+  }
+}
+
+/** countedBatches passes `batches` on, each also shown to `seen` first. */
+async function* countedBatches(batches: AsyncIterable<StateRecord[]>, seen: (batch: readonly StateRecord[]) => void): AsyncGenerator<StateRecord[]> {
+  for await (const batch of batches) {
+    seen(batch);
+    yield batch;
   }
 }

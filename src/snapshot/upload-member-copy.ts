@@ -75,8 +75,19 @@ export interface UploadMemberCopyOptions extends StateLimits {
   readonly stateBytes: number;
   /** stateKeys: the upload's records (its meta.json): with stateBytes, the new state's totals once past `changed`. */
   readonly stateKeys: number;
-  /** changed: the key range [from, to) where the installed state may differ from the upload's. */
-  readonly changed: { readonly from: Buffer; readonly to: Buffer };
+  /**
+   * changed: the key range [from, to) where the installed state may differ from the upload's; null: nowhere (the
+   * installed state is the archive's exactly: a directory export's copy of a stored snapshot). Then every member is
+   * copied as it is and the archive is begun at once with stateBytes and stateKeys: nothing waits in a spool.
+   */
+  readonly changed: { readonly from: Buffer; readonly to: Buffer } | null;
+  /**
+   * declaredStateSha256: with `changed` null only: state.bin's SHA-256 is not taken again but is the one the
+   * archive's SHA256SUMS declares, given to finish() (readArchive's declaredStateSha256). For an archive whose bytes
+   * are known (a stored snapshot read on its recorded hashes or checked against them, every gzip member's CRC-32
+   * checked as read): its state.bin, copied member by member, is the one that digest was taken of.
+   */
+  readonly declaredStateSha256?: boolean;
   /** membersMax: upload members queued for the copy before the reader waits. */
   readonly membersMax: number;
   readonly gzipLevel: number;
@@ -84,6 +95,8 @@ export interface UploadMemberCopyOptions extends StateLimits {
   readonly gzipAdaptive: boolean;
   readonly io: SnapshotIo;
 }
+
+const EMPTY_KEY = Buffer.alloc(0);
 
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
@@ -113,7 +126,11 @@ export class UploadMemberCopy {
   #installedEnded = false;
   #wakeInstalled: (() => void) | null = null;
 
+  /** #declared: the state digest finish() was given (declaredStateSha256). */
+  #declared: string | null = null;
+
   constructor(options: UploadMemberCopyOptions) {
+    if (options.declaredStateSha256 === true && options.changed !== null) throw new RangeError('UploadMemberCopy: declaredStateSha256 needs changed null (an unchanged state)');
     this.#o = options;
     this.#members = new RecordTee<CopiedMember>(options.membersMax);
   }
@@ -141,11 +158,11 @@ export class UploadMemberCopy {
    * scavenges and were promoted: only a full collection freed them). Resolves once there is room in the queue.
    */
   #queue(m: TakenMember, hi: Buffer | null): Promise<void> {
-    const { from, to } = this.#o.changed;
-    const meets = (hi === null || Buffer.compare(hi, from) > 0) && (m.lo === null || Buffer.compare(m.lo, to) < 0);
+    const changed = this.#o.changed;
+    const meets = changed !== null && (hi === null || Buffer.compare(hi, changed.from) > 0) && (m.lo === null || Buffer.compare(m.lo, changed.to) < 0);
     let output: readonly Buffer[] | null = m.output;
     if (!meets && this.#hashOwed === 0) {
-      for (const piece of m.output) this.#stateHash.update(piece);
+      if (this.#o.declaredStateSha256 !== true) for (const piece of m.output) this.#stateHash.update(piece);
       output = null;
     } else {
       this.#hashOwed++;
@@ -158,7 +175,9 @@ export class UploadMemberCopy {
     const last = batch[batch.length - 1];
     if (last === undefined || this.#problem !== null) return Promise.resolve();
     this.#installedKeys += batch.length;
-    const { from, to } = this.#o.changed;
+    const changed = this.#o.changed;
+    if (changed === null) return Promise.resolve(); // only counted: nothing waits for the installed keys
+    const { from, to } = changed;
     // Sorted: a batch wholly before or after the changed range is only counted.
     if (Buffer.compare(asBuffer(last.key), from) >= 0 && Buffer.compare(asBuffer((batch[0] as StateRecord).key), to) < 0) {
       for (const r of batch) {
@@ -174,8 +193,15 @@ export class UploadMemberCopy {
     return Promise.resolve();
   }
 
-  /** finish: the archive was read whole and checked, and the install took every record. */
-  finish(): void {
+  /**
+   * finish: the archive was read whole and checked, and the install took every record. `declaredStateSha256`:
+   * state.bin's line of its SHA256SUMS, required with options.declaredStateSha256 (else the copy fails).
+   */
+  finish(declaredStateSha256?: string): void {
+    if (this.#o.declaredStateSha256 === true) {
+      if (declaredStateSha256 === undefined || !/^[0-9a-f]{64}$/.test(declaredStateSha256)) this.#giveUp('finished without the state digest its SHA256SUMS declares');
+      else this.#declared = declaredStateSha256;
+    }
     this.#installedEnded = true;
     this.#wake();
     const last = this.#pending;
@@ -225,7 +251,10 @@ export class UploadMemberCopy {
 
   /** produce: the StateMembersProducer of the new archive (see the file comment). */
   readonly produce: StateMembersProducer = async (deliver, begin): Promise<StateProduced> => {
-    const { from, to } = this.#o.changed;
+    const declared = this.#o.declaredStateSha256 === true;
+    // No changed range: the state is the archive's, its totals known now; every member goes straight into the archive.
+    if (this.#o.changed === null) await begin({ stateBytes: this.#o.stateBytes, stateKeys: this.#o.stateKeys });
+    const { from, to } = this.#o.changed ?? { from: EMPTY_KEY, to: EMPTY_KEY };
     // The new state is the upload's but inside `changed`: the upload's records there dropped, the installed ones
     // added. Once every member meeting `changed` is re-encoded, its totals are known and the archive is begun:
     // the members after go straight into it (only those before wait in the spool: none, when `changed` lies
@@ -234,7 +263,7 @@ export class UploadMemberCopy {
     let droppedKeys = 0;
     let addedBytes = 0;
     let addedKeys = 0;
-    let begun = false;
+    let begun = this.#o.changed === null;
     const beginPast = async (hi: Buffer | null): Promise<void> => {
       if (begun || (hi !== null && Buffer.compare(hi, to) < 0)) return;
       begun = true;
@@ -268,7 +297,7 @@ export class UploadMemberCopy {
         // Copied as it is (after the blocks encoded before it).
         await flush(true);
         if (cur.output !== null) {
-          for (const piece of cur.output) stateHash.update(piece);
+          if (!declared) for (const piece of cur.output) stateHash.update(piece);
           this.#hashOwed -= reencoded + 1;
           reencoded = 0;
         }
@@ -310,6 +339,7 @@ export class UploadMemberCopy {
     const stateKeys = copiedKeys + encoder.keys;
     if (this.#statePos !== this.#o.stateBytes) throw new Error(`the upload's state members hold ${this.#statePos} bytes, its state.bin ${this.#o.stateBytes}`);
     if (stateKeys !== this.#installedKeys) throw new Error(`the copy holds ${stateKeys} records, the install made ${this.#installedKeys}`);
-    return { stateSha256: stateHash.digest('hex'), stateBytes, stateKeys };
+    if (declared && this.#declared === null) throw new Error(`the archive's gzip members cannot be copied: its state digest was never given`);
+    return { stateSha256: declared ? (this.#declared as string) : stateHash.digest('hex'), stateBytes, stateKeys };
   };
 }

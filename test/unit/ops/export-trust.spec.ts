@@ -21,7 +21,13 @@ import { dirname, join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-import { exportArchiveFile } from '../../../src/ops/snapshot-export.js';
+import zlib from 'node:zlib';
+
+import { exportArchiveFile, exportDirectory, MARKER_FILE } from '../../../src/ops/snapshot-export.js';
+import { readArchive } from '../../../src/snapshot/archive.js';
+import { decodeStateRecords } from '../../../src/snapshot/state-format.js';
+import { rocksDataDir } from '../../../src/storage/rocks-data-dir.js';
+import { RocksStorage } from '../../../src/storage/rocks-storage.js';
 import { scheduledSnapshotRunner } from '../../../src/ops/schedule.js';
 import { NO_RETENTION } from '../../../src/ops/retention.js';
 import { S3Destination, s3SettingsFrom, snapshotName } from '../../../src/ops/s3.js';
@@ -66,6 +72,24 @@ function spyOnSha256(): { readonly bytes: () => number; restore(): void } {
     restore: () => {
       crypto.createHash = realCreateHash;
       crypto.hash = realHash;
+      syncBuiltinESMExports();
+    },
+  };
+}
+
+/** spyOnGzip counts the bytes node:zlib's gzip (each archive member a store compresses: SnapshotIo.gzip) is given from now until restore(). */
+function spyOnGzip(): { readonly bytes: () => number; restore(): void } {
+  const real = zlib.gzip;
+  let bytes = 0;
+  zlib.gzip = ((buf: zlib.InputType, ...rest: unknown[]) => {
+    bytes += typeof buf === 'string' ? Buffer.byteLength(buf) : (buf as ArrayBufferView).byteLength;
+    return (real as (...a: unknown[]) => void)(buf, ...rest);
+  }) as typeof zlib.gzip;
+  syncBuiltinESMExports();
+  return {
+    bytes: () => bytes,
+    restore: () => {
+      zlib.gzip = real;
       syncBuiltinESMExports();
     },
   };
@@ -205,6 +229,59 @@ describe('exports of a stored archive: on its recorded hashes when this process 
     }
   });
 
+  it('a directory export copies the stored archive\'s compressed state members into its snapshot (gzips only meta.json and SHA256SUMS, hashes no state.bin), read once; one of another layout is still built from the installed state', async () => {
+    const state = randomState(6);
+    const { io, read } = countingIo();
+    const store = await SnapshotStore.open(join(dir, 'snaps'), { retain: 3, io });
+    // As a node stores its snapshots: state members of whole records (createFromRecords), and, for the other case,
+    // one whole tar cut into blocks (create: the head member runs into state.bin).
+    const members = await store.createFromRecords({ index: 7, term: 2, membership: MEMBERSHIP, createdAt: CREATED_AT }, inBatches(state));
+    const plain = await store.create({ index: 6, term: 2, membership: MEMBERSHIP, createdAt: CREATED_AT }, writer(state));
+    const opts = { storage: rocksDataDir, nodeId: 'n1', clusterId: 'c1', selfAddress: '127.0.0.1:9', version: 'test' };
+    const exportOf = async (stored: typeof members, name: string): Promise<{ gzipped: number; hashed: number; target: string }> => {
+      const h = await store.open(stored.id);
+      const target = join(dir, name);
+      read.bytes = 0;
+      const gz = spyOnGzip();
+      const spy = spyOnSha256();
+      try {
+        await exportDirectory(h, { root: dir, names: [name], path: target }, opts);
+      } finally {
+        spy.restore();
+        gz.restore();
+        h.release();
+      }
+      assert.equal(read.bytes, stored.archiveBytes, 'the stored archive read once');
+      return { gzipped: gz.bytes(), hashed: spy.bytes(), target };
+    };
+    const stateBytes = members.meta.stateBytes;
+
+    const copied = await exportOf(members, 'copied');
+    assert.ok(copied.gzipped < 64 * 1024, `${copied.gzipped} bytes gzipped by the export: want only meta.json's and SHA256SUMS' members, not the ${stateBytes}-byte state`);
+    await checkExport(copied.target, state, members.archiveBytes);
+    // Hashed: the new archive as it is written (the writer's digest, its sink's whole and per-chunk hashes: three
+    // passes, as every archive written here), and small files; state.bin not again (its digest is the stored one's).
+    const exported = await exportedSnapshot(copied.target);
+    assert.ok(copied.hashed <= 3 * exported.archiveBytes + 64 * 1024, `${copied.hashed} bytes hashed: want at most the new archive's ${exported.archiveBytes} thrice and no state.bin (${stateBytes})`);
+
+    const rebuilt = await exportOf(plain, 'rebuilt');
+    assert.ok(rebuilt.gzipped >= stateBytes, 'another layout: built from the installed state (gzipped whole)');
+    await checkExport(rebuilt.target, state, null);
+
+    // A byte of a state member damaged on the disk after its hashing (trusted: read as it is): its gzip CRC-32 fails
+    // the export, the copy is not kept and nothing is left at the target.
+    const bytes = await readFile(members.path);
+    bytes[3 * CHUNK_HASH_BYTES + 11] = (bytes[3 * CHUNK_HASH_BYTES + 11] ?? 0) ^ 0x40;
+    await writeFile(members.path, bytes);
+    const h = await store.open(members.id);
+    try {
+      await assert.rejects(exportDirectory(h, { root: dir, names: ['rotten'], path: join(dir, 'rotten') }, opts));
+    } finally {
+      h.release();
+    }
+    await assert.rejects(stat(join(dir, 'rotten')), /ENOENT/);
+  });
+
   it('a scheduled run with an S3 destination: the copy and the upload each read the archive once; only the copy hashes it (once: it replaces older copies), the upload none; the object carries the digest', async () => {
     const { io, read } = countingIo();
     const store = await SnapshotStore.open(join(dir, 'snaps'), { retain: 3, io });
@@ -253,3 +330,43 @@ describe('exports of a stored archive: on its recorded hashes when this process 
     }
   });
 });
+
+/** exportedSnapshot: the one snapshot in a directory export's store. */
+async function exportedSnapshot(target: string): Promise<{ readonly id: string; readonly archiveBytes: number; readonly store: SnapshotStore }> {
+  const store = await SnapshotStore.open(join(target, 'snapshots', 'store'), { retain: 2 });
+  const list = await store.list();
+  assert.equal(list.length, 1);
+  const only = list[0] as (typeof list)[number];
+  return { id: only.id, archiveBytes: only.archiveBytes, store };
+}
+
+/**
+ * checkExport: a directory export holds `state` in its RocksDB and one snapshot of it whose archive passes every
+ * check (state.bin's digest included), with the copy's one-node membership, and (`tableFor` not null) a member table.
+ */
+async function checkExport(target: string, state: readonly StateRecord[], tableFor: number | null): Promise<void> {
+  assert.ok((await readFile(join(target, MARKER_FILE), 'utf8')).includes('"index"'));
+  const { id, store } = await exportedSnapshot(target);
+  const h = await store.open(id, { verify: true });
+  try {
+    const got: StateRecord[] = [];
+    const r = await readArchive(h.createReadStream(), async (meta, s) => {
+      assert.deepEqual(meta.membership, { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:9' } });
+      for await (const batch of decodeStateRecords(s)) got.push(...batch);
+    });
+    assert.equal(r.stateSha256, r.declaredStateSha256, 'state.bin hashes to its SHA256SUMS line');
+    assert.equal(got.length, state.length);
+    assert.ok(got.every((x, i) => Buffer.compare(x.key, state[i]!.key) === 0 && Buffer.compare(x.value, state[i]!.value) === 0));
+    if (tableFor !== null) assert.notEqual(await store.members(h), null, 'its member table recorded (a later delta starts from it)');
+  } finally {
+    h.release();
+  }
+  const copy = await RocksStorage.open(target);
+  try {
+    assert.equal(copy.appliedIndex() > 0, true);
+    const last = state[state.length - 1]!;
+    assert.deepEqual(Buffer.from((await copy.get(last.key)) ?? []), Buffer.from(last.value));
+  } finally {
+    await copy.close();
+  }
+}
