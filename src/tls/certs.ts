@@ -16,7 +16,7 @@
 import { X509Certificate, createPrivateKey, randomBytes, type KeyObject, type webcrypto } from 'node:crypto';
 import { lstat, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { CRL_ENTRIES_MAX, loadCrl, normalizeSerial } from './crl.js';
+import { CRL_ENTRIES_MAX, crlSignAllowed, loadCrl, normalizeSerial } from './crl.js';
 import { CERT_FILE_MODE, KEY_FILE_MODE, ensureTlsDir, writeFileAtomic } from './files.js';
 import { CLIENT_URI_PREFIX, MEMBER_URI_PREFIX, canonicalIp, checkDnsName, checkMemberId, memberUri, subjectAltNames } from './names.js';
 import { subtle, x509, type X509 } from './x509.js';
@@ -290,10 +290,14 @@ export const CRL_DAYS_DEFAULT = 30;
  * createCrl: a PEM X.509 CRL (v2) signed by `ca` (checked: a CA certificate
  * with its key) listing `entries` (hex serials, duplicates dropped);
  * thisUpdate now (or `thisUpdate`), nextUpdate `days` (default 30) later
- * (or `nextUpdate`). Throws on a bad serial, validity or CA.
+ * (or `nextUpdate`). Throws on a bad serial, validity or CA (one whose
+ * keyUsage lacks cRLSign: loadCrl refuses what it signs).
  */
 export async function createCrl(ca: CertKeyPem, entries: readonly CrlEntryInput[], opts: { readonly days?: number; readonly thisUpdate?: Date; readonly nextUpdate?: Date } = {}): Promise<string> {
   const caCert = parseCaCert(ca.certPem);
+  if (!crlSignAllowed(caCert.lib)) {
+    throw new Error(`the CA certificate (${caCert.lib.subject}) may not sign CRLs (its keyUsage lacks cRLSign): no member would take the CRL`);
+  }
   const signingKey = await importSigningKey(ca.keyPem);
   if (!caCert.node.checkPrivateKey(createPrivateKey(ca.keyPem))) throw new Error('the CA key does not belong to the CA certificate');
   const days = opts.days ?? CRL_DAYS_DEFAULT;

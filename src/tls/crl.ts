@@ -19,7 +19,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { PeerCertificate } from 'node:tls';
-import { x509 } from './x509.js';
+import { x509, type X509 } from './x509.js';
 
 /** CRL_BYTES_MAX: the largest CRL file read (PEM or DER): about 100,000 entries. */
 export const CRL_BYTES_MAX = 8 * 1024 * 1024;
@@ -27,7 +27,9 @@ export const CRL_BYTES_MAX = 8 * 1024 * 1024;
 export const CRL_ENTRIES_MAX = 200_000;
 /** CA_BYTES_MAX: the largest CA bundle read to check the CRL's signature. */
 const CA_BYTES_MAX = 1024 * 1024;
-/** CRL_REFRESH_MS_DEFAULT: how often the CRL (and CA) files are read again. */
+/** CRL_CLOCK_SKEW_MS: how far ahead of this node's clock a CRL's thisUpdate may be (5 min, as Kerberos allows); further is refused. */
+export const CRL_CLOCK_SKEW_MS = 5 * 60_000;
+/** CRL_REFRESH_MS_DEFAULT: how often the CRL (and CA) files are looked at again (stat; read when changed). */
 export const CRL_REFRESH_MS_DEFAULT = 5_000;
 
 /** CrlInfo: what the CRL in use says. */
@@ -56,14 +58,27 @@ export function normalizeSerial(hex: string): string {
 const PEM_CRL = /-----BEGIN (X509 )?CRL-----([A-Za-z0-9+/=\s]+)-----END \1CRL-----/;
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----/g;
 
+/** KEY_USAGE_OID: the X.509 keyUsage extension (RFC 5280 §4.2.1.3). */
+const KEY_USAGE_OID = '2.5.29.15';
+
+/** crlSignAllowed: whether CA certificate `cert` may sign CRLs: it has no keyUsage extension, or one with cRLSign (RFC 5280 §4.2.1.3). */
+export function crlSignAllowed(cert: X509.X509Certificate): boolean {
+  const lib = x509();
+  const usage = cert.getExtension<X509.Extension>(KEY_USAGE_OID);
+  return usage === null || (new lib.KeyUsagesExtension(usage.rawData).usages & lib.KeyUsageFlags.cRLSign) !== 0;
+}
+
 /**
  * loadCrl parses `crl` (PEM "X509 CRL" or DER) and checks that one
- * certificate of the CA bundle `ca` (PEM) signed it. Throws one Error naming
+ * certificate of the CA bundle `ca` (PEM) signed it and may sign CRLs (no
+ * keyUsage extension, or one with cRLSign). Throws one Error naming
  * `crlFile` when it is too large, not a CRL, lists more than CRL_ENTRIES_MAX
- * serials, or no CA certificate verifies its signature. An expired CRL is
- * returned (see crlStaleError).
+ * serials, no CA certificate verifies its signature, the one that does lacks
+ * cRLSign, its thisUpdate is more than CRL_CLOCK_SKEW_MS after `nowMs`, or
+ * its nextUpdate is before its thisUpdate. An expired CRL is returned (see
+ * crlStaleError).
  */
-export async function loadCrl(crl: Buffer, ca: Buffer, crlFile: string, caFile: string): Promise<LoadedCrl> {
+export async function loadCrl(crl: Buffer, ca: Buffer, crlFile: string, caFile: string, nowMs: number = Date.now()): Promise<LoadedCrl> {
   const lib = x509();
   if (crl.length > CRL_BYTES_MAX) throw new Error(`${crlFile}: ${crl.length} bytes is larger than a CRL may be here (${CRL_BYTES_MAX})`);
   if (ca.length > CA_BYTES_MAX) throw new Error(`${caFile}: ${ca.length} bytes is larger than a CA bundle may be here (${CA_BYTES_MAX})`);
@@ -89,6 +104,7 @@ export async function loadCrl(crl: Buffer, ca: Buffer, crlFile: string, caFile: 
   const cas = ca.toString('latin1').match(PEM_CERT) ?? [];
   if (cas.length === 0) throw new Error(`${caFile}: no PEM certificate to check the CRL ${crlFile} against`);
   let signed = false;
+  let mayNotSign = '';
   for (const pem of cas) {
     let cert: InstanceType<typeof lib.X509Certificate>;
     try {
@@ -97,16 +113,33 @@ export async function loadCrl(crl: Buffer, ca: Buffer, crlFile: string, caFile: 
       continue;
     }
     if (cert.subject !== parsed.issuer) continue;
+    let verified = false;
     try {
-      if (await parsed.verify({ publicKey: cert })) {
-        signed = true;
-        break;
-      }
+      verified = await parsed.verify({ publicKey: cert });
     } catch {
       // an algorithm the key does not do: not this CA
     }
+    if (!verified) continue;
+    if (!crlSignAllowed(cert)) {
+      mayNotSign = cert.serialNumber;
+      continue;
+    }
+    signed = true;
+    break;
+  }
+  if (!signed && mayNotSign !== '') {
+    throw new Error(`${crlFile}: signed by the CA certificate of ${caFile} (${parsed.issuer}, serial ${normalizeSerial(mayNotSign)}), whose keyUsage does not allow signing CRLs (no cRLSign): sign the CRL with a CA that may`);
   }
   if (!signed) throw new Error(`${crlFile}: its signature does not verify against the CA ${caFile} (issuer ${parsed.issuer}): give a CRL the cluster CA signed`);
+  const thisUpdateMs = parsed.thisUpdate.getTime();
+  if (thisUpdateMs > nowMs + CRL_CLOCK_SKEW_MS) {
+    throw new Error(
+      `${crlFile}: its thisUpdate (${parsed.thisUpdate.toISOString()}) is in the future (this node's clock: ${new Date(nowMs).toISOString()}; ${CRL_CLOCK_SKEW_MS / 60_000} min of skew allowed): check the clocks of this node and of the machine that signed it`,
+    );
+  }
+  if (parsed.nextUpdate !== undefined && parsed.nextUpdate.getTime() < thisUpdateMs) {
+    throw new Error(`${crlFile}: its nextUpdate (${parsed.nextUpdate.toISOString()}) is before its thisUpdate (${parsed.thisUpdate.toISOString()}): not a CRL to use`);
+  }
   const serials = new Map<string, Date>();
   for (const e of entries) serials.set(normalizeSerial(e.serialNumber), e.revocationDate);
   return { info: { issuer: parsed.issuer, thisUpdate: parsed.thisUpdate, nextUpdate: parsed.nextUpdate ?? null, revoked: serials.size }, serials };
@@ -171,7 +204,7 @@ export class PeerCrl {
     if (!Number.isInteger(refreshMs) || refreshMs < 10) throw new Error(`refreshMs: ${refreshMs} is not a whole number of milliseconds >= 10`);
     const crl = readSync(opts.crlFile, CRL_BYTES_MAX);
     const ca = readSync(opts.caFile, CA_BYTES_MAX);
-    const p = new PeerCrl(opts, await loadCrl(crl, ca, opts.crlFile, opts.caFile), crl, ca);
+    const p = new PeerCrl(opts, await loadCrl(crl, ca, opts.crlFile, opts.caFile, (opts.nowMs ?? Date.now)()), crl, ca);
     p.checkStale();
     p.timer = setInterval(() => void p.refresh(), refreshMs);
     p.timer.unref();
@@ -215,7 +248,7 @@ export class PeerCrl {
       }
       let loaded: LoadedCrl;
       try {
-        loaded = await loadCrl(crl, ca, this.opts.crlFile, this.opts.caFile);
+        loaded = await loadCrl(crl, ca, this.opts.crlFile, this.opts.caFile, this.nowMs());
       } catch (err) {
         this.reportBad(`${(err as Error).message}|${crl.length}|${ca.length}`, err as Error);
         return;

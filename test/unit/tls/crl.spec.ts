@@ -3,20 +3,54 @@
  * loaded and its serials revoked; one another CA signed, one that is not a
  * CRL, or one too large is refused with an error naming the file; a changed
  * file is read again (an operator revokes without a restart) and a bad
- * change keeps the last good CRL; an expired CRL is still used, and said so.
+ * change keeps the last good CRL; an expired CRL is still used, and said so;
+ * a CRL signed by a CA certificate without cRLSign, one dated ahead of the
+ * node's clock, or one whose nextUpdate precedes its thisUpdate is refused.
  */
 import assert from 'node:assert/strict';
 import { X509Certificate, webcrypto } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCa, createCrl, issueNodeCert, readCa, writeCa, type CertKeyPem } from '../../../src/tls/certs.js';
-import { CRL_BYTES_MAX, loadCrl, normalizeSerial, PeerCrl } from '../../../src/tls/crl.js';
+import { CRL_BYTES_MAX, CRL_CLOCK_SKEW_MS, loadCrl, normalizeSerial, PeerCrl } from '../../../src/tls/crl.js';
 import { x509 } from '../../../src/tls/x509.js';
 import { tmpDir } from './helpers.js';
 
 /** nodeSerial: a certificate's serial as Node's TLS layer reports it (PeerCertificate.serialNumber: upper-case hex). */
 function nodeSerial(pem: string): string {
   return new X509Certificate(pem).serialNumber;
+}
+
+/**
+ * caWithUsages: a self-signed CA made with @peculiar/x509 directly, its keyUsage extension carrying `usages` only
+ * (null: no keyUsage extension at all), and a signer of CRLs with its key that, unlike createCrl, does not look at it.
+ */
+async function caWithUsages(usages: number | null): Promise<{ ca: CertKeyPem; sign: (serials: string[], thisUpdate?: Date, nextUpdate?: Date) => Promise<Buffer> }> {
+  const lib = x509();
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const cert = await lib.X509CertificateGenerator.createSelfSigned({
+    serialNumber: '01a2b3c4',
+    name: 'CN=snapcoord CA',
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    keys: keys as Parameters<typeof lib.X509CertificateGenerator.createSelfSigned>[0]['keys'],
+    signingAlgorithm: alg,
+    extensions: [new lib.BasicConstraintsExtension(true, 0, true), ...(usages !== null ? [new lib.KeyUsagesExtension(usages, true)] : [])],
+  });
+  const keyPem = lib.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY');
+  const sign = async (serials: string[], thisUpdate = new Date(), nextUpdate = new Date(thisUpdate.getTime() + 86_400_000)): Promise<Buffer> => {
+    const crl = await lib.X509CrlGenerator.create({
+      issuer: cert.subject,
+      thisUpdate,
+      nextUpdate,
+      entries: serials.map((serialNumber) => ({ serialNumber })),
+      signingKey: keys.privateKey as Parameters<typeof lib.X509CrlGenerator.create>[0]['signingKey'],
+      signingAlgorithm: alg,
+    });
+    return Buffer.from(crl.rawData);
+  };
+  return { ca: { certPem: cert.toString('pem'), keyPem }, sign };
 }
 
 describe('tls crl: the peer plane\'s certificate revocation list', function () {
@@ -127,5 +161,52 @@ describe('tls crl: the peer plane\'s certificate revocation list', function () {
     assert.equal(p.isRevoked(nodeSerial(r.certPem)), true);
     assert.equal(stale.length, 1);
     assert.match(stale[0] ?? '', /past its nextUpdate.*still used/);
+  });
+
+  it('refuses a CRL whose CA certificate has a keyUsage without cRLSign; takes one whose CA has no keyUsage at all; createCrl will not sign with the first', async () => {
+    const lib = x509();
+    const serial = normalizeSerial(nodeSerial(r.certPem));
+    const noCrlSign = await caWithUsages(lib.KeyUsageFlags.keyCertSign | lib.KeyUsageFlags.digitalSignature);
+    await assert.rejects(
+      loadCrl(await noCrlSign.sign([serial]), Buffer.from(noCrlSign.ca.certPem), 'nosign.crl', 'ca.pem'),
+      /nosign\.crl: signed by the CA certificate of ca\.pem \(CN=snapcoord CA, serial 1a2b3c4\), whose keyUsage does not allow signing CRLs \(no cRLSign\)/,
+    );
+    await assert.rejects(createCrl(noCrlSign.ca, []), /may not sign CRLs \(its keyUsage lacks cRLSign\)/);
+    const withCrlSign = await caWithUsages(lib.KeyUsageFlags.keyCertSign | lib.KeyUsageFlags.cRLSign);
+    assert.equal((await loadCrl(await withCrlSign.sign([serial]), Buffer.from(withCrlSign.ca.certPem), 'ok.crl', 'ca.pem')).serials.has(serial), true);
+    const noUsage = await caWithUsages(null);
+    assert.equal((await loadCrl(await noUsage.sign([serial]), Buffer.from(noUsage.ca.certPem), 'ok.crl', 'ca.pem')).serials.has(serial), true);
+    // A bundle holding the cRLSign-less certificate beside the real CA: the real one's CRL is taken.
+    const bundle = Buffer.from(noCrlSign.ca.certPem + ca.certPem);
+    assert.equal((await loadCrl(Buffer.from(await createCrl(ca, [{ serialNumber: serial }])), bundle, 'ok.crl', 'bundle.pem')).serials.has(serial), true);
+  });
+
+  it('refuses a CRL dated ahead of this node\'s clock by more than CRL_CLOCK_SKEW_MS, at open and at a reload (the last good one stays); takes one within it', async () => {
+    const now = Date.now();
+    const ahead = new Date(now + CRL_CLOCK_SKEW_MS + 60_000);
+    const future = await createCrl(ca, [{ serialNumber: nodeSerial(r.certPem) }], { thisUpdate: ahead });
+    await assert.rejects(loadCrl(Buffer.from(future), Buffer.from(ca.certPem), 'future.crl', 'ca.pem', now), /future\.crl: its thisUpdate \(.*\) is in the future \(this node's clock: .*; 5 min of skew allowed\)/);
+    await writeFile(crlFile, future);
+    await assert.rejects(open(), /is in the future/);
+    const within = await createCrl(ca, [{ serialNumber: nodeSerial(r.certPem) }], { thisUpdate: new Date(now + CRL_CLOCK_SKEW_MS - 60_000) });
+    assert.equal((await loadCrl(Buffer.from(within), Buffer.from(ca.certPem), 'x.crl', 'ca.pem', now)).info.revoked, 1);
+    // at a reload
+    await writeFile(crlFile, await createCrl(ca, []));
+    const errors: string[] = [];
+    const p = await open({ onError: (e) => errors.push(e.message) });
+    await writeFile(crlFile, future);
+    await p.refresh();
+    assert.equal(p.isRevoked(nodeSerial(r.certPem)), false, 'the CRL from the future is not used');
+    assert.equal(errors.length, 1);
+    assert.match(errors[0] ?? '', /CRL not reloaded, the previous one stays in use: .*is in the future/);
+    // the node's clock catches up: the same file is taken
+    const later = await open({ nowMs: () => ahead.getTime() });
+    assert.equal(later.isRevoked(nodeSerial(r.certPem)), true);
+  });
+
+  it('refuses a CRL whose nextUpdate is before its thisUpdate', async () => {
+    const thisUpdate = new Date(Date.now() - 60_000);
+    const bad = await createCrl(ca, [], { thisUpdate, nextUpdate: new Date(thisUpdate.getTime() - 1_000) });
+    await assert.rejects(loadCrl(Buffer.from(bad), Buffer.from(ca.certPem), 'back.crl', 'ca.pem'), /back\.crl: its nextUpdate \(.*\) is before its thisUpdate/);
   });
 });
