@@ -235,7 +235,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
     'secs',
     `re-hash every stored snapshot archive about every SECS seconds (each run's wait jittered by ±25%, so members do not scrub together) and quarantine any whose bytes no longer match their recorded hashes (a lost newest snapshot is rebuilt); 0 for never (the boot scrub still runs); ${SCRUB_INTERVAL_MS_MIN / 1000}..${SCRUB_INTERVAL_MS_MAX / 1000} (default ${SCRUB_INTERVAL_MS_DEFAULT / 1000}, a day)`,
   ),
-  option('snapshotScrubRate', 'snapshot-scrub-rate', 'int', 'bytes/s', `read rate of the periodic scrub, one archive at a time, paused while this node writes or installs a snapshot; 0 for no limit, else at least ${SCRUB_BYTES_PER_SEC_MIN} (default ${SCRUB_BYTES_PER_SEC_DEFAULT}, 64 MiB/s)`),
+  option('snapshotScrubRate', 'snapshot-scrub-rate', 'int', 'bytes/s', `read rate of the snapshot scrub (the boot scrub and each periodic run), one archive at a time, paused while this node writes or installs a snapshot; 0 for no limit, else at least ${SCRUB_BYTES_PER_SEC_MIN} (default ${SCRUB_BYTES_PER_SEC_DEFAULT}, 64 MiB/s)`),
 ];
 
 /** CONFIG_ENV: the environment twin of --config. */

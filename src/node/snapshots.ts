@@ -96,8 +96,20 @@ export interface SnapshotPolicy {
    * sets SCRUB_INTERVAL_MS_DEFAULT (24 h) unless told. Else SCRUB_INTERVAL_MS_MIN..SCRUB_INTERVAL_MS_MAX.
    */
   readonly scrubIntervalMs?: number;
-  /** scrubBytesPerSec: the periodic scrub's read rate (default SCRUB_BYTES_PER_SEC_DEFAULT; 0: no limit; else at least SCRUB_BYTES_PER_SEC_MIN). */
+  /**
+   * scrubBytesPerSec: the read rate of the scrub's background runs, the boot scrub's and the periodic ones (default
+   * SCRUB_BYTES_PER_SEC_DEFAULT; 0: no limit; else at least SCRUB_BYTES_PER_SEC_MIN).
+   */
   readonly scrubBytesPerSec?: number;
+}
+
+/** scrubRateOf: policy.scrubBytesPerSec or its default; RangeError when it is neither 0 nor at least SCRUB_BYTES_PER_SEC_MIN. */
+function scrubRateOf(policy: SnapshotPolicy): number {
+  const rate = policy.scrubBytesPerSec ?? SCRUB_BYTES_PER_SEC_DEFAULT;
+  if (!Number.isSafeInteger(rate) || (rate !== 0 && rate < SCRUB_BYTES_PER_SEC_MIN)) {
+    throw new RangeError(`scrub rate must be 0 (no limit) or at least ${SCRUB_BYTES_PER_SEC_MIN} bytes/s, got ${rate}`);
+  }
+  return rate;
 }
 
 /** SCRUBS_UNREPORTED_MAX: scrub runs kept for a listener not set yet (reportScrubsTo): the boot scrub's, and a few. */
@@ -409,6 +421,7 @@ export class SnapshotManager {
    * upload pins, the boot scrub's start and the fetches' timeouts, backoff
    * and bandwidth; `io` is the file system, compression and wall clock of
    * the stores (default the real ones; a simulator passes its own).
+   * RangeError for a policy.scrubBytesPerSec out of range (nothing opened).
    */
   static async open(
     dir: string,
@@ -419,6 +432,7 @@ export class SnapshotManager {
     clock: Clock,
     io: SnapshotIo = nodeSnapshotIo,
   ): Promise<SnapshotManager> {
+    scrubRateOf(policy); // a bad rate is refused here, before anything is opened (the boot scrub paces with it)
     const store = await SnapshotStore.open(join(dir, 'store'), {
       retain: policy.retain,
       snapcoordVersion: version,
@@ -440,12 +454,16 @@ export class SnapshotManager {
    * scrubInBackground re-hashes every stored archive once but those in
    * `skip` (the boot scrub: open() trusts the recorded hashes) and quarantines any whose bytes
    * disagree, logging it; if that was the newest snapshot, the next good one
-   * becomes the newest. Never rejects; close() stops it between snapshots.
+   * becomes the newest. Paced as the periodic runs are (ScrubPacer at policy.scrubBytesPerSec, waiting while the
+   * node writes or installs an archive). Never rejects; close() stops it, mid-read included.
    */
   private async scrubInBackground(skip: readonly string[] = []): Promise<void> {
     // Let the node boot first: the scrub only reads.
     await this.clock.sleep(0);
-    await this.scrubRun('boot', skip, {});
+    // Paced as the periodic runs are (policy.scrubBytesPerSec, held while the node writes or installs an archive):
+    // unpaced, a node restarted with GBs of archives read and hashed them all at once, its writers starved meanwhile.
+    const pacer = new ScrubPacer(this.clock, scrubRateOf(this.policy), this.scrubAbort.signal, () => this.archiveWork > 0);
+    await this.scrubRun('boot', skip, { pace: pacer.pace, beforeEach: pacer.beforeEach });
   }
 
   /**
@@ -513,13 +531,10 @@ export class SnapshotManager {
    */
   startPeriodicScrub(rng: Rng): void {
     const intervalMs = this.policy.scrubIntervalMs ?? 0;
-    const rate = this.policy.scrubBytesPerSec ?? SCRUB_BYTES_PER_SEC_DEFAULT;
     if (!Number.isSafeInteger(intervalMs) || (intervalMs !== 0 && (intervalMs < SCRUB_INTERVAL_MS_MIN || intervalMs > SCRUB_INTERVAL_MS_MAX))) {
       throw new RangeError(`scrub interval must be 0 (off) or ${SCRUB_INTERVAL_MS_MIN}..${SCRUB_INTERVAL_MS_MAX} ms, got ${intervalMs}`);
     }
-    if (!Number.isSafeInteger(rate) || (rate !== 0 && rate < SCRUB_BYTES_PER_SEC_MIN)) {
-      throw new RangeError(`scrub rate must be 0 (no limit) or at least ${SCRUB_BYTES_PER_SEC_MIN} bytes/s, got ${rate}`);
-    }
+    const rate = scrubRateOf(this.policy);
     if (intervalMs === 0 || this.periodicStarted) return;
     this.periodicStarted = true;
     const signal = this.scrubAbort.signal;

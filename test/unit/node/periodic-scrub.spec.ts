@@ -142,6 +142,51 @@ describe('SnapshotManager: the periodic scrub', function () {
     }
   });
 
+  it('the boot scrub is paced the same way: it never reads ahead of scrubBytesPerSec by more than its burst and the read-ahead, and is counted as before', async () => {
+    const rate = 1 * MiB;
+    const { clock, io, storage, m } = await setUp({ scrubBytesPerSec: rate });
+    let older: { id: string; archiveBytes: number };
+    try {
+      // A second snapshot: the boot verifies the newest before the node starts; the boot scrub reads the other.
+      const sm = await StateMachine.open(storage);
+      const [r] = await sm.apply([{ entry: { index: 25, term: 1, type: 'normal', data: encodeCommand({ op: 'put', key: enc.encode('k25'), value: randomBytes(1024) }) } }]);
+      assert.ok(r?.ok);
+      older = (await m.store.list()).at(-1)!;
+      await m.create(() => 1, () => membership);
+      assert.equal((await m.store.list()).length, 2);
+    } finally {
+      await m.close();
+    }
+    assert.ok(older.archiveBytes > 5 * MiB, `archive of ${older.archiveBytes} bytes`);
+    const next = await SnapshotManager.open(DIR, storage, { ...DEFAULT_SNAPSHOT_POLICY, scrubBytesPerSec: rate }, silentLogger, 'test', clock, io);
+    try {
+      await next.boot(membership);
+      io.reads.length = 0; // the newest's verify, before the node starts: not paced
+      const startMs = clock.nowMs();
+      await clock.advanceSettled(30_000, 50, 5);
+      await until(() => next.scrubStats.runs === 1);
+      assert.equal(next.scrubStats.last?.kind, 'boot');
+      assert.equal(next.scrubStats.last?.checked, 1);
+      assert.equal(next.scrubStats.bytes, older.archiveBytes);
+      let sum = 0;
+      for (const r of io.reads) {
+        sum += r.bytes;
+        const allowed = (rate * (r.atMs - startMs)) / 1000 + SCRUB_BURST_BYTES + 2 * MiB;
+        assert.ok(sum <= allowed, `${sum} bytes read by ${r.atMs - startMs} ms of the clock, more than the ${allowed} allowed`);
+      }
+      assert.equal(sum, older.archiveBytes);
+    } finally {
+      await next.close();
+    }
+  });
+
+  it('a bad scrub rate is refused when the manager opens (RangeError), as by startPeriodicScrub', async () => {
+    const storage = await MemoryStorage.open(new MemoryDataDir('n1'));
+    for (const scrubBytesPerSec of [-1, 1000, 1.5, Number.NaN]) {
+      await assert.rejects(SnapshotManager.open(DIR, storage, { ...DEFAULT_SNAPSHOT_POLICY, scrubBytesPerSec }, silentLogger, 'test', new ManualClock(0), new MemorySnapshotIo()), RangeError, String(scrubBytesPerSec));
+    }
+  });
+
   it('scrub off (no interval, or 0) means no scrub: no timer, no read, a damaged archive stays until something reads it', async () => {
     for (const policy of [{}, { scrubIntervalMs: 0 }]) {
       const { clock, io, m, made, runs } = await setUp(policy, 4);
