@@ -1,5 +1,9 @@
 import { GetSnapshotResponse, SnapshotServiceService } from '../gen/snapcoord/v1/snapshot.js';
 import { encodeBytesMessage, type BytesMessageField } from '../transport/bytes-message.js';
+import { installGrpcFrameRoom } from '../transport/grpc-frame-room.js';
+
+// Servers of these messages frame them for gRPC where they lie (grpc-frame-room.ts), not in a copy.
+installGrpcFrameRoom();
 
 const U64_MAX = (1n << 64n) - 1n;
 

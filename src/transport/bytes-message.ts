@@ -9,7 +9,14 @@
  * that room and the enclosing bytes returned. The caller lists the fields in
  * field-number order, as the generated encoders write them, so the bytes are
  * theirs and any decoder reads them.
+ *
+ * The message is marked for grpc-frame-room.ts when the bytes just before it
+ * are free for gRPC's 5-byte frame header (a new buffer leaves them; in place,
+ * when the chunk's room holds them too): grpc-js then frames it where it is
+ * instead of copying it once more, so a chunk read from a file goes to the
+ * HTTP/2 stream with no copy of its bytes at all.
  */
+import { GRPC_FRAME_HEADER_BYTES, markGrpcFrameRoom } from './grpc-frame-room.js';
 
 /** BytesMessageField: a small field: its tag byte (field number << 3 | wire type) and a varint or a length-delimited value. */
 export type BytesMessageField = { readonly tag: number; readonly varint: bigint } | { readonly tag: number; readonly bytes: Uint8Array };
@@ -68,7 +75,10 @@ export function encodeBytesMessage(before: readonly BytesMessageField[], large: 
   const room = data.length > 0 ? frameRoomOf(data) : null;
   // In place: the header goes into the room before the data, the trailer into the room after it.
   const inPlace = room !== null && room.before >= head && room.after >= tail;
-  const buf = inPlace ? Buffer.from(data.buffer, data.byteOffset - head, head + data.length + tail) : Buffer.allocUnsafe(head + data.length + tail);
+  // Else a new buffer, with gRPC's frame header's room before the message (nobody else has it).
+  const buf = inPlace
+    ? Buffer.from(data.buffer, data.byteOffset - head, head + data.length + tail)
+    : Buffer.allocUnsafe(GRPC_FRAME_HEADER_BYTES + head + data.length + tail).subarray(GRPC_FRAME_HEADER_BYTES);
   let at = 0;
   for (const f of before) at = writeField(buf, at, f);
   if (large !== null) {
@@ -78,5 +88,7 @@ export function encodeBytesMessage(before: readonly BytesMessageField[], large: 
     at += data.length;
   }
   for (const f of after) at = writeField(buf, at, f);
+  // In place, the room left before the header is the chunk reader's too: grpc-js may write its frame header there.
+  if (!inPlace || room.before >= head + GRPC_FRAME_HEADER_BYTES) markGrpcFrameRoom(buf);
   return buf;
 }

@@ -1,6 +1,10 @@
 import { RaftServiceService, type AppendEntriesRequest, type FetchSnapshotResponse, type InstallSnapshotRequest, type ProposeRequest } from '../gen/snapcoord/v1/raft.js';
 import { decodeAppendRequest, decodeInstallSnapshotRequest, decodeProposeRequest } from './codec.js';
 import { encodeBytesMessage, type BytesMessageField } from './bytes-message.js';
+import { installGrpcFrameRoom } from './grpc-frame-room.js';
+
+// Servers of these messages frame them for gRPC where they lie (grpc-frame-room.ts), not in a copy.
+installGrpcFrameRoom();
 
 /**
  * serializeFetchSnapshotResponse encodes a FetchSnapshotResponse into one

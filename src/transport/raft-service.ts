@@ -473,7 +473,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
               totalSizeBytes: toU64(c.totalSizeBytes, 'totalSizeBytes'),
               last: c.last,
             };
-            // Once sent (serialized into grpc-js's own buffer), the chunk's buffer may take a later chunk.
+            // Once sent (written to the connection: grpc-js frames it in its buffer, grpc-frame-room.ts), the chunk's buffer may take a later chunk.
             await outbox.write(res, c.release);
           }
           if (!call.cancelled) call.end();

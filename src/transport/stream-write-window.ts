@@ -64,8 +64,10 @@ export class StreamWriteWindow<T> {
    * write sends `message` and resolves once at most unsentMax messages are
    * unsent (or the call is gone). `onSent`, if given, runs once the message
    * was sent (its write callback; never if the call went first): by then
-   * grpc-js has serialized it into a buffer of its own, so the caller may
-   * reuse what the message pointed to.
+   * the HTTP/2 stream has written its bytes to the connection, whether
+   * grpc-js copied them into a frame of its own or framed them where they
+   * lie (grpc-frame-room.ts), so the caller may reuse what the message
+   * pointed to.
    */
   async write(message: T, onSent?: () => void): Promise<void> {
     this.#unsent++;

@@ -251,7 +251,7 @@ describe('readChunks buffer reuse (release)', () => {
     }
   });
 
-  it('a FetchSnapshot server releases each chunk only once grpc-js has its own copy: the fetch stays whole with released buffers overwritten', async () => {
+  it('a FetchSnapshot server releases each chunk only once it was sent (framed in its own buffer, no copy): the fetch stays whole with released buffers overwritten', async () => {
     const { RAFT_SERVICE_DEFINITION } = await import('../../../src/transport/fetch-serializer.js');
     const d = await mkdtemp(join(tmpdir(), 'snapcoord-release-'));
     const server = new grpc.Server();
@@ -269,7 +269,7 @@ describe('readChunks buffer reuse (release)', () => {
             (async function* () {
               for await (const c of readChunks(file, p.offset, p.chunkBytes)) {
                 chunks++;
-                // A released chunk's bytes are overwritten at once: had they not been copied yet, the follower's check would fail.
+                // A released chunk's bytes are overwritten at once: had they not been sent yet, the follower's check would fail.
                 yield { ...c, release: () => (releases++, Buffer.from(c.data.buffer, c.data.byteOffset, c.data.length).fill(0xee), c.release?.()) };
               }
             })(),
