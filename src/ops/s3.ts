@@ -27,8 +27,18 @@
  * - Flexible checksums are sent only when an operation requires them
  *   (requestChecksumCalculation WHEN_REQUIRED): with WHEN_SUPPORTED the SDK
  *   streams parts with aws-chunked trailing CRC32s, which S3-compatible
- *   servers such as s3rver do not decode. On AWS each part is still covered
- *   by SigV4's payload SHA-256 (the SDK signs buffered parts).
+ *   servers such as s3rver do not decode.
+ * - The archive's bytes are not hashed for the request signature over HTTPS
+ *   (AWS's default endpoint, or an https:// one): SigV4 signs each uploaded
+ *   part's payload as UNSIGNED-PAYLOAD (payloadSigningOf), and the part
+ *   carries a CRC-32 header (x-amz-checksum-crc32, ChecksumAlgorithm CRC32,
+ *   zlib's native CRC: ~3x cheaper than SHA-256 here) that the store checks
+ *   against the bytes it received, as it checks the multipart object's
+ *   composite CRC-32 at completion; TLS covers the transit. Before, the SDK
+ *   hashed every part with SHA-256 for the signature, on top of the
+ *   archive's own hashing (issue 15). Over plain HTTP, where nothing else
+ *   protects the bytes on the way, each part's payload SHA-256 is still
+ *   signed, as before.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { readFile, rename, open, statfs, unlink } from 'node:fs/promises';
@@ -232,7 +242,45 @@ function sdk(): Promise<{ s3: typeof S3Sdk; storage: typeof S3Storage }> {
   return sdkLoad;
 }
 
-/** makeS3Client builds the SDK client of `settings` (credentials from the file when one is named). */
+/**
+ * PayloadSigning: how an upload's bytes are covered. 'unsigned' (HTTPS): SigV4 signs UNSIGNED-PAYLOAD, and each part
+ * carries its CRC-32 (x-amz-checksum-crc32), checked by the store; 'signed' (plain HTTP): SigV4 signs each part's
+ * payload SHA-256, as the SDK does by default.
+ */
+export type PayloadSigning = 'unsigned' | 'signed';
+
+/** payloadSigningOf: 'unsigned' for an HTTPS endpoint (AWS's, settings.endpoint ''), 'signed' for any other (http://). */
+export function payloadSigningOf(settings: Pick<S3Settings, 'endpoint'>): PayloadSigning {
+  return settings.endpoint === '' || /^https:\/\//i.test(settings.endpoint) ? 'unsigned' : 'signed';
+}
+
+/** UNSIGNED_PAYLOAD_COMMANDS: the requests that carry an archive's bytes (lib-storage's parts, or its one PutObject for a small archive). */
+const UNSIGNED_PAYLOAD_COMMANDS = new Set(['UploadPartCommand', 'PutObjectCommand']);
+
+/**
+ * addUnsignedPayload makes the client's requests that carry archive bytes, over HTTPS only, sign UNSIGNED-PAYLOAD:
+ * SigV4 takes an x-amz-content-sha256 header already set as the payload's hash (@smithy/signature-v4
+ * getPayloadHash), so the SDK hashes nothing of the body. Added at the build step, before signing (finalizeRequest);
+ * a request over plain HTTP (whatever the settings said) keeps its signed payload SHA-256.
+ */
+function addUnsignedPayload(client: S3Client): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const request = args.request as { protocol?: string; headers?: Record<string, string> } | undefined;
+      const headers = request?.headers;
+      if (headers !== undefined && request?.protocol === 'https:' && UNSIGNED_PAYLOAD_COMMANDS.has(context.commandName ?? '') && !Object.keys(headers).some((h) => h.toLowerCase() === 'x-amz-content-sha256')) {
+        headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      }
+      return next(args);
+    },
+    { step: 'build', name: 'snapcoordUnsignedPayload' },
+  );
+}
+
+/**
+ * makeS3Client builds the SDK client of `settings` (credentials from the file when one is named); over HTTPS
+ * (payloadSigningOf) its uploads sign UNSIGNED-PAYLOAD (addUnsignedPayload; S3Destination.upload adds the CRC-32).
+ */
 export async function makeS3Client(settings: S3Settings, maxAttempts = 5): Promise<S3Client> {
   // The SDK warns once per process that its releases after January 2027 need Node 22: advice for the
   // SDK's own upgrade path, not for an operator, and a second stderr line in every CLI command.
@@ -250,7 +298,9 @@ export async function makeS3Client(settings: S3Settings, maxAttempts = 5): Promi
     ...(settings.endpoint !== '' ? { endpoint: settings.endpoint } : {}),
     ...(settings.credentialsFile !== '' ? { credentials: await readCredentialsFile(settings.credentialsFile) } : {}),
   };
-  return new (await sdk()).s3.S3Client(config);
+  const client = new (await sdk()).s3.S3Client(config);
+  if (payloadSigningOf(settings) === 'unsigned') addUnsignedPayload(client);
+  return client;
 }
 
 /** ArchiveObjectMeta: what is stored with an uploaded archive. */
@@ -395,12 +445,14 @@ export class S3Destination {
     readonly client: S3Client,
     readonly bucket: string,
     readonly prefix: string,
+    /** payloadSigning: how uploads cover their bytes (payloadSigningOf the settings). */
+    readonly payloadSigning: PayloadSigning,
   ) {}
 
   /** open parses `url` and builds the client (each request tried up to maxAttempts times, default 5). Errors: S3Error `badUrl` / `credentials`. */
   static async open(url: string, settings: S3Settings, maxAttempts = 5): Promise<S3Destination> {
     const loc = parseS3Url(url);
-    return new S3Destination(await makeS3Client(settings, maxAttempts), loc.bucket, loc.key);
+    return new S3Destination(await makeS3Client(settings, maxAttempts), loc.bucket, loc.key, payloadSigningOf(settings));
   }
 
   /** url: the s3:// URL of `key` (or of this destination when no key). */
@@ -476,6 +528,9 @@ export class S3Destination {
         Key: key,
         Body: check,
         ContentType: 'application/x-gzip',
+        // Unsigned payloads (HTTPS): each part's CRC-32 in a header, checked by the store; declared when the multipart
+        // upload is created, as S3 wants, and its completion then checks the parts' composite CRC-32.
+        ...(this.payloadSigning === 'unsigned' ? { ChecksumAlgorithm: 'CRC32' as const } : {}),
         Metadata: {
           [SHA256_META]: meta.sha256,
           'snapcoord-size': String(meta.sizeBytes),

@@ -11,12 +11,96 @@
  * on, answering nothing and closing nothing (a server or a middlebox that hangs);
  * `fakePuts` answers every PUT with 200 and an ETag at once, storing nothing (a
  * store that acknowledges a write it lost).
+ *
+ * `requests` records each request the proxy forwards (method, path, headers, and for one with a
+ * Content-Length body its size and CRC-32), so a test sees how the client signed and checksummed
+ * it. Started with `{ tls: true }`, the proxy speaks HTTPS (a certificate of a fresh CA, `caPem`,
+ * for 127.0.0.1) in front of s3rver's plain HTTP, as a TLS-terminating gateway would.
  */
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
+import { crc32 } from 'node:zlib';
+
+import { createCa, issueNodeCert } from '../../../src/tls/certs.js';
+
+/** RecordedRequest: a request as the proxy forwarded it; bodyCrc32 is the body's CRC-32 as S3's x-amz-checksum-crc32 writes it (base64 of 4 bytes, big-endian). */
+export interface RecordedRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: Readonly<Record<string, string>>;
+  bodyBytes: number;
+  bodyCrc32: string;
+}
+
+/** REQUESTS_KEPT_MAX: the requests `requests` keeps (the oldest dropped past it). */
+const REQUESTS_KEPT_MAX = 10_000;
+/** HEAD_BYTES_MAX: a request head longer than this is not parsed (the rest of that connection is not recorded). */
+const HEAD_BYTES_MAX = 64 * 1024;
+
+/**
+ * RequestLog follows one connection's request bytes (heads and Content-Length bodies, as the AWS SDK sends them) and
+ * records each request into `into`. A body without a Content-Length (chunked) ends the recording of that connection.
+ */
+class RequestLog {
+  #head = Buffer.alloc(0);
+  #body: { req: RecordedRequest; left: number; crc: number } | null = null;
+  #off = false;
+
+  constructor(private readonly into: RecordedRequest[]) {}
+
+  feed(d: Buffer): void {
+    let at = 0;
+    while (at < d.length && !this.#off) {
+      if (this.#body !== null) {
+        const n = Math.min(this.#body.left, d.length - at);
+        this.#body.crc = crc32(d.subarray(at, at + n), this.#body.crc);
+        this.#body.left -= n;
+        this.#body.req.bodyBytes += n;
+        at += n;
+        if (this.#body.left === 0) this.#endBody();
+        continue;
+      }
+      this.#head = Buffer.concat([this.#head, d.subarray(at)]);
+      const end = this.#head.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (this.#head.length > HEAD_BYTES_MAX) this.#off = true;
+        return;
+      }
+      const lines = this.#head.subarray(0, end).toString('latin1').split('\r\n');
+      const rest = this.#head.subarray(end + 4);
+      this.#head = Buffer.alloc(0);
+      const [method = '', path = ''] = (lines[0] ?? '').split(' ');
+      const headers: Record<string, string> = {};
+      for (const line of lines.slice(1)) {
+        const i = line.indexOf(':');
+        if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+      }
+      const req: RecordedRequest = { method, path, headers, bodyBytes: 0, bodyCrc32: '' };
+      this.into.push(req);
+      if (this.into.length > REQUESTS_KEPT_MAX) this.into.shift();
+      if (headers['transfer-encoding'] !== undefined) {
+        this.#off = true;
+        return;
+      }
+      const length = Number(headers['content-length'] ?? '0');
+      if (length > 0) this.#body = { req, left: length, crc: 0 };
+      if (rest.length > 0) this.feed(rest);
+      return; // the rest of `d` was taken into the head, and fed on from there
+    }
+  }
+
+  #endBody(): void {
+    const b = this.#body as { req: RecordedRequest; crc: number };
+    const out = Buffer.alloc(4);
+    out.writeUInt32BE(b.crc >>> 0);
+    b.req.bodyCrc32 = out.toString('base64');
+    this.#body = null;
+  }
+}
 
 interface S3rverInstance {
   run(): Promise<{ port: number }>;
@@ -41,6 +125,10 @@ export class S3Server {
   fakePuts = false;
   /** cutsDone: connections cut so far. */
   cutsDone = 0;
+  /** requests: the requests forwarded so far (RecordedRequest; the test empties it as it likes). */
+  readonly requests: RecordedRequest[] = [];
+  /** caPem: the CA of the proxy's certificate (with `tls`), else ''. */
+  caPem = '';
   private readonly sockets = new Set<Socket>();
 
   private constructor(
@@ -52,16 +140,26 @@ export class S3Server {
     readonly endpoint: string,
   ) {}
 
-  static async start(): Promise<S3Server> {
+  static async start(opts: { readonly tls?: boolean } = {}): Promise<S3Server> {
     const dir = await mkdtemp(join(tmpdir(), 'snapcoord-s3-'));
     const S3rver = createRequire(import.meta.url)('s3rver') as S3rverCtor;
     const s3 = new S3rver({ address: '127.0.0.1', port: 0, directory: dir, silent: true, configureBuckets: [{ name: BUCKET }] });
     const { port } = await s3.run();
     const holder: { self: S3Server | null } = { self: null };
-    const proxy = createServer((c) => holder.self?.onConnection(c));
+    let caPem = '';
+    let proxy: Server;
+    if (opts.tls === true) {
+      const ca = await createCa({ commonName: 's3 test CA' });
+      const cert = await issueNodeCert(ca, { id: 's3', ips: ['127.0.0.1'] });
+      caPem = ca.certPem;
+      proxy = createTlsServer({ key: cert.keyPem, cert: cert.certPem }, (c) => holder.self?.onConnection(c));
+    } else {
+      proxy = createServer((c) => holder.self?.onConnection(c));
+    }
     await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
     const p = (proxy.address() as { port: number }).port;
-    const self = new S3Server(dir, s3, port, proxy, `http://127.0.0.1:${p}`);
+    const self = new S3Server(dir, s3, port, proxy, `${opts.tls === true ? 'https' : 'http'}://127.0.0.1:${p}`);
+    self.caPem = caPem;
     holder.self = self;
     return self;
   }
@@ -97,6 +195,7 @@ export class S3Server {
     let sent = 0;
     let head = '';
     let denied = false;
+    const log = new RequestLog(this.requests);
     const kill = (): void => {
       client.destroy();
       upstream.destroy();
@@ -143,6 +242,7 @@ export class S3Server {
           return;
         }
       }
+      log.feed(d);
       sent += d.length;
       if (sent > this.cutAfterBytes && this.cutsDone < this.cuts) {
         this.cutsDone++;

@@ -18,7 +18,7 @@ import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { isNoSpace } from '../../../src/node/disk-guard.js';
 import { NO_RETENTION } from '../../../src/ops/retention.js';
 import { S3Destination, S3Error, parseS3Url, readCredentialsFile, s3SettingsFrom, snapshotName, timeOfName, type S3Settings } from '../../../src/ops/s3.js';
-import { BUCKET, S3Server } from './s3-server.js';
+import { BUCKET, S3Server, type RecordedRequest } from './s3-server.js';
 import { tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -106,6 +106,59 @@ describe('agent: S3 destination (s3rver)', function () {
       assert.ok((await readFile(file)).equals(body));
     } finally {
       d.close();
+    }
+  });
+
+  it('the archive\'s bytes are not SHA-256-hashed for the signature over HTTPS: each part is signed UNSIGNED-PAYLOAD and carries its CRC-32 (checked by the store); over plain HTTP each part\'s payload SHA-256 is still signed', async () => {
+    const body = randomBytes(12 * MiB);
+    const small = randomBytes(64 * 1024);
+    const puts = (server: S3Server): RecordedRequest[] => server.requests.filter((r) => r.method === 'PUT');
+    // Plain HTTP (the suite's server): signed payloads, no checksum header.
+    s3.requests.length = 0;
+    const plain = await S3Destination.open(`s3://${BUCKET}/sig/`, settings);
+    try {
+      assert.equal(plain.payloadSigning, 'signed');
+      await plain.upload('h.snapshot', () => Readable.from([body]), meta(body), { partBytes: 5 * MiB });
+    } finally {
+      plain.close();
+    }
+    assert.equal(puts(s3).length, 3, 'three parts');
+    for (const r of puts(s3)) {
+      assert.match(r.headers['x-amz-content-sha256'] ?? '', /^[0-9a-f]{64}$/, 'the payload SHA-256, signed');
+      assert.equal(r.headers['x-amz-checksum-crc32'], undefined);
+    }
+
+    // HTTPS (a TLS-terminating proxy in front of the same kind of server).
+    const secure = await S3Server.start({ tls: true });
+    const rejectBefore = process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+    process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = '0'; // the proxy's certificate comes from a CA made for this test
+    try {
+      const d = await S3Destination.open(`s3://${BUCKET}/sig/`, { ...settings, endpoint: secure.endpoint });
+      try {
+        assert.equal(d.payloadSigning, 'unsigned');
+        await d.upload('s.snapshot', () => Readable.from([body.subarray(0, 7 * MiB), body.subarray(7 * MiB)]), meta(body), { partBytes: 5 * MiB });
+        await d.upload('small.snapshot', () => Readable.from([small]), meta(small), { partBytes: 5 * MiB });
+        const create = secure.requests.find((r) => r.method === 'POST' && r.path.includes('uploads'));
+        assert.equal(create?.headers['x-amz-checksum-algorithm'], 'CRC32', 'the multipart upload declares its parts\' checksum');
+        const sent = puts(secure);
+        assert.equal(sent.length, 4, 'three parts and one PutObject');
+        assert.equal(sent.reduce((n, r) => n + r.bodyBytes, 0), body.length + small.length);
+        for (const r of sent) {
+          assert.equal(r.headers['x-amz-content-sha256'], 'UNSIGNED-PAYLOAD', `${r.path}: not hashed for the signature`);
+          assert.equal(r.headers['x-amz-checksum-crc32'], r.bodyCrc32, `${r.path}: the CRC-32 of the bytes sent, for the store to check`);
+        }
+        // The object is whole, its SHA-256 recorded and checked on download as before.
+        assert.equal((await d.head('sig/s.snapshot')).sha256, sha(body));
+        const got = await d.downloadToFile('sig/s.snapshot', join(dir, 'sig.snap'));
+        assert.equal(got.sha256, sha(body));
+        assert.ok((await readFile(join(dir, 'sig.snap'))).equals(body));
+      } finally {
+        d.close();
+      }
+    } finally {
+      if (rejectBefore === undefined) delete process.env['NODE_TLS_REJECT_UNAUTHORIZED'];
+      else process.env['NODE_TLS_REJECT_UNAUTHORIZED'] = rejectBefore;
+      await secure.close();
     }
   });
 
