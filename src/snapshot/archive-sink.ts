@@ -195,6 +195,14 @@ export class ArchiveSink extends Writable {
     return this.digest();
   }
 
+  /**
+   * hashesWhole: the sink hashes the whole archive as it writes it (no claimedSha256): a writer streaming into it
+   * takes digest().archiveSha256 instead of hashing every byte a second time (HashTap, archiveTap).
+   */
+  get hashesWhole(): boolean {
+    return this.whole !== null;
+  }
+
   /** digest: the hashes of everything written; only once the sink has finished (fsynced). */
   digest(): SinkDigest {
     if (!this.synced) throw new Error(`ArchiveSink ${this.path}: digest() before the sink finished`);

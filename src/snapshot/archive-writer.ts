@@ -36,7 +36,7 @@ import {
   validateArchiveMeta,
   type ArchiveMeta,
 } from './archive-meta.js';
-import { RELEASE_AFTER_WRITE } from './archive-sink.js';
+import { ArchiveSink, RELEASE_AFTER_WRITE } from './archive-sink.js';
 import { ArchiveError, StateFormatError } from './errors.js';
 import { BlockPool } from './block-pool.js';
 import { GzipMemberQueue, gzipMember, resolveParallelGzipOptions, type ParallelGzipOptions } from './parallel-gzip.js';
@@ -295,20 +295,37 @@ export class StateBlockEncoder {
   }
 }
 
-/** HashTap passes bytes through unchanged, counting them and feeding a SHA-256 (writeArchive uses it too). */
+/** HashTap passes bytes through unchanged, counting them and (unless `hashing` is false) feeding a SHA-256 (writeArchive uses it too). */
 export class HashTap extends Transform {
-  private readonly hash = createHash('sha256');
+  private readonly hash: ReturnType<typeof createHash> | null;
   bytes = 0;
 
+  constructor(hashing = true) {
+    super();
+    this.hash = hashing ? createHash('sha256') : null;
+  }
+
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.hash.update(chunk);
+    this.hash?.update(chunk);
     this.bytes += chunk.length;
     callback(null, chunk);
   }
 
+  /** digest: the hex SHA-256 of the bytes passed ('' for a tap made with hashing false). */
   digest(): string {
-    return this.hash.digest('hex');
+    return this.hash?.digest('hex') ?? '';
   }
+}
+
+/**
+ * archiveTap: the tap a writer streams an archive through into `out`, and how its SHA-256 is had once written: an
+ * ArchiveSink that hashes the whole archive as it writes it (the store's) gives its own digest, and the tap only
+ * counts (each byte hashed once; it was hashed twice, by the tap and by the sink); into anything else the tap hashes.
+ */
+export function archiveTap(out: Writable): { readonly tap: HashTap; readonly sha256: () => string } {
+  const sink = out instanceof ArchiveSink && out.hashesWhole ? out : null;
+  const tap = new HashTap(sink === null);
+  return { tap, sha256: () => (sink !== null ? sink.digest().archiveSha256 : tap.digest()) };
 }
 
 async function writeAll(handle: SnapshotFile, bytes: Buffer, path: string): Promise<void> {
@@ -737,7 +754,7 @@ export async function writeArchiveFromMembers(
     yield* queue.drain();
     await running;
   }
-  const tap = new HashTap();
+  const { tap, sha256 } = archiveTap(out);
   try {
     await pipeline(Readable.from(archiveBytes(), { objectMode: false, highWaterMark: 1024 * 1024 }), tap, out);
   } catch (err) {
@@ -757,7 +774,7 @@ export async function writeArchiveFromMembers(
   const done = result as { readonly full: ArchiveMeta; readonly stateSha256: string; readonly headMember: Buffer; readonly tailMember: Buffer } | null;
   if (done === null) throw new ArchiveError('io', 'the archive stream ended before the state was written');
   return {
-    archiveSha256: tap.digest(),
+    archiveSha256: sha256(),
     archiveBytes: tap.bytes,
     meta: done.full,
     stateSha256: done.stateSha256,

@@ -28,7 +28,7 @@ import {
   parseSums,
   type ArchiveMeta,
 } from './archive-meta.js';
-import { HashTap, archiveMetaBytes } from './archive-writer.js';
+import { archiveMetaBytes, archiveTap } from './archive-writer.js';
 import { ArchiveError } from './errors.js';
 import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
 import { countStateKeys, scanStateRecords } from './state-format.js';
@@ -203,7 +203,7 @@ export async function writeArchive(
       ]);
     }
 
-    const tap = new HashTap();
+    const { tap, sha256 } = archiveTap(out);
     await pipeline(
       Readable.from(tarBytes(), { objectMode: false, highWaterMark: STREAM_CHUNK_BYTES }),
       new ParallelGzip({
@@ -216,7 +216,7 @@ export async function writeArchive(
       tap,
       out,
     );
-    return { archiveSha256: tap.digest(), archiveBytes: tap.bytes, meta: full, stateSha256 };
+    return { archiveSha256: sha256(), archiveBytes: tap.bytes, meta: full, stateSha256 };
   } finally {
     await handle.close();
   }
