@@ -68,6 +68,17 @@ const STATE_FILE = 'state.bin';
 const SPOOL_FILE = 'state.spool';
 const TMP_SUFFIX = '.tmp';
 const READ_CHUNK_BYTES = 1024 * 1024;
+/**
+ * SERVED_FRAME_BYTES: the pieces SnapshotHandle.readFrames reads a trusted archive in (a GetSnapshot download's
+ * data messages; the exports' served stream). A download holds the piece in hand, one read ahead and up to
+ * STREAM_UNSENT_MAX sent but not yet written to the connection: with 1 MiB pieces ~4 MiB per download (~6
+ * before grpc-js's framed copy went, 7001a65), ~16 MiB on a leader serving 4 and ~32 at DOWNLOADS_MAX_DEFAULT
+ * (issue 15: the leader's peak RSS is in the write phase with 4 downloads). 256 KiB pieces hold a quarter of
+ * that; still over glibc's mmap threshold (cli/node-runtime.ts), so each is mapped apart and given back when
+ * freed, never left in the heap. An archive read on its chunk hashes (not trusted) is read in whole
+ * CHUNK_HASH_BYTES chunks, as it must be.
+ */
+export const SERVED_FRAME_BYTES = 256 * 1024;
 const STORED_META_BYTES_MAX = META_BYTES_MAX + 1024;
 /**
  * STORED_META_FIRST_READ_BYTES: loadMeta's first read of a meta.json (under Buffer.poolSize / 2, so taken
@@ -151,7 +162,8 @@ export interface SnapshotHandle extends StoredSnapshot {
   createReadStream(offset?: number): Readable;
   /**
    * readFrames reads the archive from `offset` to `end` (offset <= end <=
-   * archiveBytes) in pieces of at most CHUNK_HASH_BYTES, each read into a
+   * archiveBytes) in pieces of at most CHUNK_HASH_BYTES (SERVED_FRAME_BYTES
+   * for one read on its recorded hashes), each read into a
    * buffer that comes back for a later piece once its `release` is called
    * (chunk-reader.ts readFrames; FRAME_ROOM around each piece, so a one-copy
    * serializer writes a message's fields there). An archive whose bytes
@@ -1182,7 +1194,7 @@ export class SnapshotStore {
           throw new SnapshotStoreError('invalid-argument', `range ${offset}..${end} is outside 0..${stored.archiveBytes}`);
         }
         // Bytes this store hashed itself since it opened: their recorded hashes are trusted (hashedHere).
-        if (trusted()) return readFrames(stored.path, offset, READ_CHUNK_BYTES, this.io, end);
+        if (trusted()) return readFrames(stored.path, offset, SERVED_FRAME_BYTES, this.io, end);
         return checkedFramesOf(handle, this.io, offset, end);
       },
       createServedReadStream: () => {

@@ -17,7 +17,8 @@ import { readdir, readFile, readlink } from 'node:fs/promises';
 import { PutRequest } from '../../../src/gen/snapcoord/v1/kv.js';
 import type { GetSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import type { FileFrame } from '../../../src/snapshot/chunk-reader.js';
-import type { SnapshotHandle, SnapshotStore } from '../../../src/snapshot/store.js';
+import { SERVED_FRAME_BYTES, type SnapshotHandle, type SnapshotStore } from '../../../src/snapshot/store.js';
+import { STREAM_UNSENT_MAX } from '../../../src/transport/stream-write-window.js';
 import { SnapshotNode, unaryCall } from './snapshot-node.js';
 import { sleep, until } from '../../harness/until.js';
 
@@ -31,6 +32,11 @@ interface FrameLog {
   readers: number;
   /** hold: while set, a reader waits for it before it hands over any frame after its first (the file stays mid-read). */
   hold: Promise<void> | null;
+  /** heldBytes / heldBytesMax: bytes of frames handed to the service and not yet given back, now and at most. */
+  heldBytes: number;
+  heldBytesMax: number;
+  /** pieceBytesMax: the largest piece handed over. */
+  pieceBytesMax: number;
 }
 
 /** overwriteReleasedFrames makes every handle `store` opens fill a frame with 0xee the moment it is given back, and logs its frame readers. */
@@ -47,7 +53,18 @@ function overwriteReleasedFrames(store: SnapshotStore, log: FrameLog): void {
           for await (const f of inner) {
             if (handed++ > 0 && log.hold !== null) await log.hold;
             log.served++;
-            yield { ...f, release: () => (log.released++, f.data.fill(0xee), f.release()) };
+            log.heldBytes += f.data.length;
+            log.heldBytesMax = Math.max(log.heldBytesMax, log.heldBytes);
+            log.pieceBytesMax = Math.max(log.pieceBytesMax, f.data.length);
+            let given = false;
+            const release = (): void => {
+              if (!given) log.heldBytes -= f.data.length;
+              given = true;
+              log.released++;
+              f.data.fill(0xee);
+              f.release();
+            };
+            yield { ...f, release };
           }
         } finally {
           log.readers--;
@@ -92,7 +109,7 @@ async function openFilesAt(path: string): Promise<number | null> {
 describe('GetSnapshot serves from reused frames', function () {
   this.timeout(60_000);
   let n: SnapshotNode;
-  const log: FrameLog = { served: 0, released: 0, readers: 0, hold: null };
+  const log: FrameLog = { served: 0, released: 0, readers: 0, hold: null, heldBytes: 0, heldBytesMax: 0, pieceBytesMax: 0 };
   let older: { id: string; path: string; bytes: Buffer };
 
   before(async () => {
@@ -122,6 +139,19 @@ describe('GetSnapshot serves from reused frames', function () {
     assert.equal(createHash('sha256').update(r.bytes).digest('hex'), r.digest, 'and hash to the digest its info names');
     assert.equal(log.served - before.served, r.messages, 'each data message was a frame');
     assert.equal(log.released - before.released, r.messages, 'every frame was given back once sent');
+  });
+
+  it('a download holds at most STREAM_UNSENT_MAX + 1 pieces of 256 KiB at once (issue 15: a leader serving 4 downloads held ~6 MiB each with 1 MiB pieces)', async () => {
+    log.heldBytesMax = 0;
+    log.pieceBytesMax = 0;
+    const r = await slowDownload(n, older.id);
+    assert.ok(r.bytes.equals(older.bytes), 'the downloaded bytes are the archive');
+    assert.equal(SERVED_FRAME_BYTES, 256 * 1024);
+    assert.equal(log.pieceBytesMax, SERVED_FRAME_BYTES, `pieces of ${log.pieceBytesMax} bytes`);
+    assert.ok(r.messages >= Math.floor(older.bytes.length / SERVED_FRAME_BYTES), `${r.messages} data messages`);
+    const bound = (STREAM_UNSENT_MAX + 1) * SERVED_FRAME_BYTES;
+    assert.ok(log.heldBytesMax > 0 && log.heldBytesMax <= bound, `held ${log.heldBytesMax} bytes of frames at once (at most ${bound})`);
+    assert.equal(log.heldBytes, 0, 'every frame given back');
   });
 
   it('a range (offset inside a frame, length ending inside another) is those bytes exactly', async () => {
