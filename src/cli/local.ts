@@ -8,7 +8,7 @@
  * <baseDir>/ca/ca-key.pem, whose path no node is given) and the API key in
  * <baseDir>/api-key, which the CLI finds from the working directory. It prints the nodes' addresses and the
  * API key, then "cluster ready: leader nX" with example commands once a
- * leader is elected. SIGINT / SIGTERM stop every child (SIGTERM, then SIGKILL
+ * leader is elected. SIGINT / SIGTERM / SIGHUP stop every child (SIGTERM, then SIGKILL
  * after 5 s) and it exits 0; if every child dies on its own it exits 1.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -19,7 +19,7 @@ import { ClusterClient } from '../client/cluster-client.js';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { writeFileAtomic } from '../tls/files.js';
 import { KEY_FILE_EMPTY, keyFileExposure, readKeyFileLine } from './key-file.js';
-import { crlFileOf, ensureLocalTls, type LocalTls, type NodeCertFiles } from '../tls/index.js';
+import { crlFileOf, ensureLocalCrl, ensureLocalTls, type LocalTls, type NodeCertFiles } from '../tls/index.js';
 import { Role } from '../gen/snapcoord/v1/cluster.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { NODE_V8_FLAGS, nodeProcessEnv } from './node-runtime.js';
@@ -100,11 +100,11 @@ function checkPort(name: string, port: number, count: number): void {
 }
 
 /**
- * localPeerCrlArgs: `--peer-crl <tlsDir>/crl.pem` when `snapcoord certs
- * revoke --dir <tlsDir>` has written that CRL (a removed member's
- * certificate revoked), else nothing. A node re-reads the file when it
- * changes, but a CRL made after `local` started reaches its nodes at their
- * next start.
+ * localPeerCrlArgs: `--peer-crl <tlsDir>/crl.pem` when that CRL exists, else
+ * nothing. runLocal makes it first (ensureLocalCrl: empty until `snapcoord
+ * certs revoke --dir <tlsDir>` extends it), so every node has the flag from
+ * its first start and reads the file again within 5 s of a change: a
+ * certificate revoked while the cluster runs is refused without a restart.
  */
 export function localPeerCrlArgs(tlsDir: string): string[] {
   const file = crlFileOf(tlsDir);
@@ -137,6 +137,7 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
   let tls: LocalTls;
   try {
     tls = await ensureLocalTls(join(baseDir, 'tls'), ids);
+    await ensureLocalCrl(tls);
   } catch (err) {
     throw new CliError(`cannot prepare the local cluster's certificates under ${join(baseDir, 'tls')}: ${(err as Error).message}`, EXIT_CONFIG);
   }
@@ -248,6 +249,9 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A closed terminal (SIGHUP) stops the cluster too: its nodes, which take SIGHUP as "read the CRL again"
+  // (serve --peer-crl), would otherwise outlive this process and hold its ports.
+  process.on('SIGHUP', onSignal);
 
   void waitReady(children, dial, () => stopping).then((leader) => {
     if (stopping) return;

@@ -10,14 +10,14 @@
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { tightenDataDir } from '../ops/data-dir-perms.js';
 import { missingNodeSettings } from './node-runtime.js';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
-import { checkTlsFiles, memberChannelCredentialsFromFiles, memberIdOf, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
+import { checkTlsFiles, crlFileOf, memberChannelCredentialsFromFiles, memberIdOf, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
 import { certificateRevocation, peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
 import { bindApiServer, type ApiServer } from '../api/server.js';
@@ -157,7 +157,16 @@ function securePlanes(cfg: ServeConfig, logger: Logger, crl: PeerCrl | null = nu
  */
 async function openPeerCrl(cfg: ServeConfig, logger: Logger, reloaded: () => void): Promise<PeerCrl | null> {
   const t = cfg.peerTls;
-  if (t === null || t.crlFile === undefined || t.crlFile === '') return null;
+  if (t === null || t.crlFile === undefined || t.crlFile === '') {
+    const forgotten = forgottenPeerCrl(cfg);
+    if (forgotten !== null) {
+      logger.warn(
+        { what: 'peer CRL', crlFile: forgotten },
+        `${forgotten} sits beside the peer certificates but --peer-crl is not given: the certificates it revokes are NOT refused; start with --peer-crl ${forgotten}`,
+      );
+    }
+    return null;
+  }
   let crl: PeerCrl;
   try {
     crl = await PeerCrl.open({
@@ -186,6 +195,21 @@ async function openPeerCrl(cfg: ServeConfig, logger: Logger, reloaded: () => voi
   }
   logger.info({ crlFile: t.crlFile, revoked: crl.latest.revoked, nextUpdate: crl.latest.nextUpdate?.toISOString() ?? null }, 'peer CRL loaded');
   return crl;
+}
+
+/**
+ * forgottenPeerCrl: the CRL `snapcoord certs revoke` would have written beside
+ * --peer-ca or --peer-cert (crlFileOf their directory) when the peer plane has
+ * mutual TLS but no --peer-crl, else null: an operator who revoked a removed
+ * member's certificate and forgot the flag is told at start.
+ */
+export function forgottenPeerCrl(cfg: Pick<ServeConfig, 'peerTls'>): string | null {
+  const t = cfg.peerTls;
+  if (t === null || (t.crlFile !== undefined && t.crlFile !== '')) return null;
+  for (const file of new Set([crlFileOf(dirname(t.caFile)), crlFileOf(dirname(t.certFile))])) {
+    if (existsSync(file)) return file;
+  }
+  return null;
 }
 
 /** loopbackTarget: `address` with a wildcard host (0.0.0.0, ::) replaced by loopback, to dial our own listener. */
@@ -548,6 +572,16 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     // Repeated signals (Ctrl-C reaches the whole process group, then `snapcoord local` sends SIGTERM) are one request.
     process.on('SIGTERM', () => stop('SIGTERM', 0));
     process.on('SIGINT', () => stop('SIGINT', 0));
+    // With --peer-crl, SIGHUP reads the CRL (and its CA) again now rather than at the next 5 s look.
+    const crl = peerCrl;
+    if (crl !== null) {
+      process.on('SIGHUP', () => {
+        void crl.refresh({ force: true }).then(() => {
+          const info = crl.latest;
+          logger.info({ what: 'peer CRL', revoked: info.revoked, thisUpdate: info.thisUpdate.toISOString() }, 'peer CRL read again (SIGHUP)');
+        });
+      });
+    }
     // A storage failure stops the Raft loop for good: exit rather than serve errors forever.
     const watchdog = setInterval(() => {
       const failure = node.failed();

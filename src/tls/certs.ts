@@ -569,6 +569,43 @@ export async function ensureLocalTls(dir: string, ids: readonly string[], opts: 
   return { dir, ...files, nodes, written };
 }
 
+/** LOCAL_CRL_RENEW_BEFORE_DAYS: ensureLocalCrl signs the local CRL again when its nextUpdate is this close (half of CRL_DAYS_DEFAULT). */
+export const LOCAL_CRL_RENEW_BEFORE_DAYS = 15;
+
+/**
+ * ensureLocalCrl makes sure the local cluster's certificate directory
+ * `tls.dir` (ensureLocalTls's) holds a CRL its CA signed (crlFileOf(dir)),
+ * so that `snapcoord local` can hand every node --peer-crl from its first
+ * start and a certificate `snapcoord certs revoke` revokes later is refused
+ * within seconds, without a restart. Missing: an empty one is written. Its
+ * nextUpdate within LOCAL_CRL_RENEW_BEFORE_DAYS days (or past): signed again
+ * with the same entries (revokeCerts with none new). Not signed by the CA
+ * ensureLocalTls has just replaced (written anew): an empty one replaces it
+ * (every certificate it listed was of the old CA, which no node trusts now).
+ * Any other file that is not a CRL of this CA is refused (an Error naming
+ * it), never overwritten. Resolves with the CRL's path.
+ */
+export async function ensureLocalCrl(tls: LocalTls): Promise<string> {
+  const crlFile = crlFileOf(tls.dir);
+  const renewBefore = Date.now() + LOCAL_CRL_RENEW_BEFORE_DAYS * DAY_MS;
+  if (await exists(crlFile)) {
+    const ca = await readFile(tls.caFile);
+    let next: Date | null;
+    try {
+      next = (await loadCrl(await readFile(crlFile), ca, crlFile, tls.caFile)).info.nextUpdate;
+    } catch (err) {
+      if (!tls.written.includes(tls.caFile)) throw err;
+      await writeFileAtomic(crlFile, await createCrl(await readCa(tls.dir, tls.caKeyFile), []), CERT_FILE_MODE);
+      return crlFile;
+    }
+    if (next === null || next.getTime() > renewBefore) return crlFile;
+    await revokeCerts(tls.dir, [], { caKeyFile: tls.caKeyFile, crlFile });
+    return crlFile;
+  }
+  await writeFileAtomic(crlFile, await createCrl(await readCa(tls.dir, tls.caKeyFile), []), CERT_FILE_MODE);
+  return crlFile;
+}
+
 /**
  * moveOldCaKey: a CA key at `old` (where an older `snapcoord local` kept it,
  * beside the node keys) goes to `target` (its directory made 0700): renamed

@@ -16,8 +16,7 @@
  * off from every other the day an operator forgets to re-sign the CRL (a
  * whole-cluster outage). (etcd does not look at nextUpdate at all.)
  */
-import { readFileSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { PeerCertificate } from 'node:tls';
 import { x509, type X509 } from './x509.js';
 
@@ -181,8 +180,11 @@ export class PeerCrl {
   private crlBytes: Buffer;
   private caBytes: Buffer;
   private lastBad = '';
+  /** stamp: the files' fileStamp when last read ('' : read them at the next refresh). */
+  private stamp = '';
+  private readCount = 0;
   private staleReported = -1;
-  private reading = false;
+  private running: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly nowMs: () => number;
 
@@ -202,13 +204,20 @@ export class PeerCrl {
   static async open(opts: PeerCrlOptions): Promise<PeerCrl> {
     const refreshMs = opts.refreshMs ?? CRL_REFRESH_MS_DEFAULT;
     if (!Number.isInteger(refreshMs) || refreshMs < 10) throw new Error(`refreshMs: ${refreshMs} is not a whole number of milliseconds >= 10`);
-    const crl = readSync(opts.crlFile, CRL_BYTES_MAX);
-    const ca = readSync(opts.caFile, CA_BYTES_MAX);
+    const stamp = (await Promise.all([fileStamp(opts.crlFile), fileStamp(opts.caFile)])).join('|');
+    const [crl, ca] = await Promise.all([readAsync(opts.crlFile, CRL_BYTES_MAX), readAsync(opts.caFile, CA_BYTES_MAX)]);
     const p = new PeerCrl(opts, await loadCrl(crl, ca, opts.crlFile, opts.caFile, (opts.nowMs ?? Date.now)()), crl, ca);
+    p.stamp = stamp;
+    p.readCount = 1;
     p.checkStale();
     p.timer = setInterval(() => void p.refresh(), refreshMs);
     p.timer.unref();
     return p;
+  }
+
+  /** reads: how many times both files were read (at open, then at each refresh that found them changed, or was forced). */
+  get reads(): number {
+    return this.readCount;
   }
 
   /** latest: what the CRL in use says. */
@@ -228,40 +237,69 @@ export class PeerCrl {
     return new Error(`${whose} certificate (serial ${normalizeSerial(serial)}) is revoked by the CRL ${this.opts.crlFile}`);
   }
 
-  /** refresh reads both files now (what the timer does); resolves once a change is in use or refused. Never rejects. */
-  async refresh(): Promise<void> {
-    if (this.reading) return;
-    this.reading = true;
-    try {
-      let crl: Buffer;
-      let ca: Buffer;
-      try {
-        [crl, ca] = await Promise.all([readAsync(this.opts.crlFile, CRL_BYTES_MAX), readAsync(this.opts.caFile, CA_BYTES_MAX)]);
-      } catch (err) {
-        this.reportBad((err as Error).message, err as Error);
-        return;
-      }
-      if (crl.equals(this.crlBytes) && ca.equals(this.caBytes)) {
-        this.lastBad = '';
-        this.checkStale();
-        return;
-      }
-      let loaded: LoadedCrl;
-      try {
-        loaded = await loadCrl(crl, ca, this.opts.crlFile, this.opts.caFile, this.nowMs());
-      } catch (err) {
-        this.reportBad(`${(err as Error).message}|${crl.length}|${ca.length}`, err as Error);
-        return;
-      }
-      this.loaded = loaded;
-      this.crlBytes = crl;
-      this.caBytes = ca;
-      this.lastBad = '';
-      this.opts.onReload?.(loaded.info);
-      this.checkStale();
-    } finally {
-      this.reading = false;
+  /**
+   * refresh looks at both files now (what the timer does): when neither's
+   * stat (device, inode, size, mtime, ctime) changed since the last read
+   * nothing is read, unless `force` (serve's SIGHUP); else both are read (each
+   * at most its cap) and a changed content is checked and put in use, or
+   * refused. Resolves once that is done; while one runs already, at once
+   * (forced: after it, then forced itself). Never rejects.
+   */
+  async refresh(opts: { readonly force?: boolean } = {}): Promise<void> {
+    if (this.running !== null) {
+      if (opts.force !== true) return;
+      await this.running;
+      return this.refresh(opts);
     }
+    const run = this.refreshNow(opts.force === true).finally(() => {
+      this.running = null;
+    });
+    this.running = run;
+    return run;
+  }
+
+  private async refreshNow(force: boolean): Promise<void> {
+    let stamp: string;
+    try {
+      stamp = (await Promise.all([fileStamp(this.opts.crlFile), fileStamp(this.opts.caFile)])).join('|');
+    } catch (err) {
+      this.stamp = '';
+      this.reportBad((err as Error).message, err as Error);
+      return;
+    }
+    if (!force && stamp === this.stamp) {
+      this.checkStale();
+      return;
+    }
+    this.stamp = stamp;
+    this.readCount++;
+    let crl: Buffer;
+    let ca: Buffer;
+    try {
+      [crl, ca] = await Promise.all([readAsync(this.opts.crlFile, CRL_BYTES_MAX), readAsync(this.opts.caFile, CA_BYTES_MAX)]);
+    } catch (err) {
+      this.stamp = '';
+      this.reportBad((err as Error).message, err as Error);
+      return;
+    }
+    if (crl.equals(this.crlBytes) && ca.equals(this.caBytes)) {
+      this.lastBad = '';
+      this.checkStale();
+      return;
+    }
+    let loaded: LoadedCrl;
+    try {
+      loaded = await loadCrl(crl, ca, this.opts.crlFile, this.opts.caFile, this.nowMs());
+    } catch (err) {
+      this.reportBad(`${(err as Error).message}|${crl.length}|${ca.length}`, err as Error);
+      return;
+    }
+    this.loaded = loaded;
+    this.crlBytes = crl;
+    this.caBytes = ca;
+    this.lastBad = '';
+    this.opts.onReload?.(loaded.info);
+    this.checkStale();
   }
 
   /** close stops the refresh timer. */
@@ -285,29 +323,52 @@ export class PeerCrl {
   }
 }
 
-function readSync(path: string, max: number): Buffer {
-  let b: Buffer;
-  try {
-    const size = statSync(path).size;
-    if (size > max) throw new Error(`${path}: ${size} bytes is more than ${max}`);
-    b = readFileSync(path);
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    if (e.code === undefined) throw err;
-    throw new Error(e.code === 'ENOENT' ? `${path}: missing` : `${path}: cannot be read (${e.code})`, { cause: err });
-  }
-  if (b.length > max) throw new Error(`${path}: ${b.length} bytes is more than ${max}`);
-  return b;
+function fsError(path: string, err: unknown): Error {
+  const e = err as NodeJS.ErrnoException;
+  return new Error(e.code === 'ENOENT' ? `${path}: missing` : `${path}: cannot be read (${e.code ?? e.message})`, { cause: err });
 }
 
-async function readAsync(path: string, max: number): Promise<Buffer> {
-  let b: Buffer;
+/** READ_PART_BYTES: the least readAsync reads at once past what the file's stat said it held. */
+const READ_PART_BYTES = 64 * 1024;
+
+/** fileStamp: what tells a changed file at `path` (device, inode, size, mtime and ctime in ns). Throws an Error naming it. */
+async function fileStamp(path: string): Promise<string> {
   try {
-    b = await readFile(path);
+    const st = await stat(path, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new Error(e.code === 'ENOENT' ? `${path}: missing` : `${path}: cannot be read (${e.code ?? e.message})`, { cause: err });
+    throw fsError(path, err);
   }
-  if (b.length > max) throw new Error(`${path}: ${b.length} bytes is more than ${max}`);
-  return b;
+}
+
+/** readAsync: the file at `path`, refused (an Error naming it) when it holds more than `max` bytes: never more than max + 1 of them read. */
+async function readAsync(path: string, max: number): Promise<Buffer> {
+  let h: FileHandle;
+  try {
+    h = await open(path, 'r');
+  } catch (err) {
+    throw fsError(path, err);
+  }
+  try {
+    const size = Number((await h.stat()).size);
+    if (size > max) throw new Error(`${path}: ${size} bytes is more than ${max}`);
+    // To its end, in case it grew since: at most max + 1 bytes.
+    const parts: Buffer[] = [];
+    let n = 0;
+    for (;;) {
+      const part = Buffer.alloc(Math.min(Math.max(size - n, READ_PART_BYTES), max + 1 - n));
+      if (part.length === 0) break;
+      const { bytesRead } = await h.read(part, 0, part.length, null);
+      if (bytesRead === 0) break;
+      parts.push(part.subarray(0, bytesRead));
+      n += bytesRead;
+    }
+    if (n > max) throw new Error(`${path}: more than ${max} bytes`);
+    return Buffer.concat(parts, n);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === undefined) throw err;
+    throw fsError(path, err);
+  } finally {
+    await h.close().catch(() => undefined);
+  }
 }

@@ -165,4 +165,32 @@ describe('README quick start: `snapcoord local` secure by default, the README co
     assert.equal(refused.status, 403);
     assert.equal((await refused.text()).trim(), 'Permission denied');
   });
+
+  it('certs revoke n3 while it runs: n1 and n2 refuse n3 as revoked within seconds, no restart (every node has --peer-crl data/tls/crl.pem from its start)', async () => {
+    const key = readFileSync(join(dir, 'data', 'api-key'), 'utf8').trim();
+    const revoked = async (port: number): Promise<number> => {
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { Authorization: `Bearer ${key}` } });
+      const m = /^snapcoord_peer_messages_refused_total\{reason="revoked"\} (\d+)$/m.exec(await res.text());
+      return m === null ? 0 : Number(m[1]);
+    };
+    assert.equal(await revoked(httpBase), 0);
+    const r = await cli(dir, ['certs', 'revoke', 'n3', '--dir', 'data/tls']);
+    assert.equal(r.code, 0, r.out);
+    const deadline = Date.now() + 30_000;
+    while ((await revoked(httpBase)) === 0 || (await revoked(httpBase + 1)) === 0) {
+      assert.ok(Date.now() < deadline, `n1 and n2 still take n3's messages 30 s after the revocation:\n${output}`);
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    assert.equal(local?.exitCode, null, 'snapcoord local still runs');
+  });
+
+  it('SIGHUP (a closed terminal) to snapcoord local stops every node, then it, exit 0', async () => {
+    const p = local;
+    assert.ok(p !== null && p.pid !== undefined && p.exitCode === null);
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((res) => p.once('exit', (code, signal) => res([code, signal])));
+    process.kill(p.pid, 'SIGHUP');
+    const [code, signal] = await exited;
+    assert.deepEqual([code, signal], [0, null], output);
+    assert.match(output, /all nodes stopped/);
+  });
 });

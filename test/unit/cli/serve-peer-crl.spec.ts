@@ -1,14 +1,17 @@
 /**
  * serve --peer-crl at start: a CRL that does not verify against --peer-ca,
  * or that revokes this node's own peer certificate, is refused with exit 2
- * and a message naming the problem (nothing is served).
+ * and a message naming the problem (nothing is served). A crl.pem beside
+ * the peer certificates without --peer-crl is warned about at start.
  */
 import { strict as assert } from 'node:assert';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { forgottenPeerCrl } from '../../../src/cli/serve.js';
 import { createCa, createCrl, readCa, writeCa, writeNodeCert } from '../../../src/tls/index.js';
+import { ServeProcess } from '../../harness/serve-process.js';
 import { describeRun, runCli } from '../../harness/child.js';
 import { tmpDir } from '../tls/helpers.js';
 
@@ -50,5 +53,29 @@ describe('serve --peer-crl at start', function () {
     const r = await runCli(args(crl));
     assert.equal(r.code, 2, describeRun(args(crl), r));
     assert.match(r.stderr, /refusing to start: --peer-cert .*n1\.pem \(serial [0-9a-f]+\) is revoked by --peer-crl/);
+  });
+
+  it('warns once at start when a crl.pem sits beside --peer-ca or --peer-cert and --peer-crl is not given; not with --peer-crl', async () => {
+    const other = join(dir, 'elsewhere');
+    await mkdir(other, { recursive: true });
+    const peerTls = (caFile: string, certFile: string, crlFile?: string) => ({ peerTls: { caFile, certFile, keyFile: join(dir, 'n1-key.pem'), ...(crlFile !== undefined ? { crlFile } : {}) } });
+    const crl = join(dir, 'crl.pem');
+    await writeFile(crl, await createCrl(await readCa(dir), []));
+    assert.equal(forgottenPeerCrl(peerTls(join(dir, 'ca.pem'), join(other, 'n1.pem'))), crl, 'beside --peer-ca');
+    assert.equal(forgottenPeerCrl(peerTls(join(other, 'ca.pem'), join(dir, 'n1.pem'))), crl, 'beside --peer-cert');
+    assert.equal(forgottenPeerCrl(peerTls(join(other, 'ca.pem'), join(other, 'n1.pem'))), null, 'none beside either');
+    assert.equal(forgottenPeerCrl(peerTls(join(dir, 'ca.pem'), join(dir, 'n1.pem'), crl)), null, '--peer-crl given');
+    assert.equal(forgottenPeerCrl({ peerTls: null }), null, 'no peer TLS');
+    // A real serve: the warning in its log, once.
+    const noCrl = args(crl).slice(0, -2);
+    const p = new ServeProcess({ id: 'n1', grpc: '127.0.0.1:0', peer: '127.0.0.1:0', peers: 'n1=127.0.0.1:1', dataDir: join(dir, 'data-warn'), apiKey: 'serve-admin-key-0123456789', extra: noCrl.slice(noCrl.indexOf('--peer-cert')) });
+    try {
+      await p.ready();
+      const warned = p.output.split('\n').filter((l) => l.includes('sits beside the peer certificates but --peer-crl is not given'));
+      assert.equal(warned.length, 1, p.output);
+      assert.ok(warned[0]?.includes(`start with --peer-crl ${crl}`), warned[0]);
+    } finally {
+      await p.kill();
+    }
   });
 });

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createCa, createCrl, revokeCerts, writeCa, writeNodeCert } from '../../../src/tls/certs.js';
-import { loadCrl } from '../../../src/tls/crl.js';
+import { createCa, createCrl, ensureLocalCrl, ensureLocalTls, revokeCerts, writeCa, writeNodeCert } from '../../../src/tls/certs.js';
+import { loadCrl, normalizeSerial } from '../../../src/tls/crl.js';
 import { localPeerCrlArgs } from '../../../src/cli/local.js';
 import { describeRun, runCli } from '../../harness/child.js';
 import { tmpDir } from './helpers.js';
@@ -88,6 +88,41 @@ describe('snapcoord local and the CRL certs revoke writes', () => {
       assert.deepEqual(localPeerCrlArgs(dir), []);
       await revokeCerts(dir, [new X509Certificate(readFileSync(join(dir, 'n3.pem'))).serialNumber]);
       assert.deepEqual(localPeerCrlArgs(dir), ['--peer-crl', join(dir, 'crl.pem')]);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('ensureLocalCrl: an empty CRL of the local CA before any revocation (so every node gets --peer-crl from its first start); kept with what it lists; signed again near its nextUpdate; replaced with the CA; anything else refused, unchanged', async () => {
+    const { dir: base, cleanup } = await tmpDir('snapcoord-local-crl-');
+    try {
+      const dir = join(base, 'tls');
+      const caKeyFile = join(base, 'ca', 'ca-key.pem');
+      const tls = await ensureLocalTls(dir, ['n1', 'n2', 'n3'], { caKeyFile });
+      const crlFile = join(dir, 'crl.pem');
+      assert.equal(await ensureLocalCrl(tls), crlFile);
+      const load = async (): Promise<Awaited<ReturnType<typeof loadCrl>>> => loadCrl(readFileSync(crlFile), readFileSync(tls.caFile), crlFile, tls.caFile);
+      assert.equal((await load()).info.revoked, 0);
+      assert.deepEqual(localPeerCrlArgs(dir), ['--peer-crl', crlFile]);
+      const n3 = normalizeSerial(new X509Certificate(readFileSync(join(dir, 'n3.pem'))).serialNumber);
+      await revokeCerts(dir, [n3], { caKeyFile });
+      const signed = readFileSync(crlFile);
+      await ensureLocalCrl({ ...tls, written: [] });
+      assert.deepEqual(readFileSync(crlFile), signed, 'a current CRL of this CA is kept as it is');
+      // one day left: signed again, n3 still listed, 30 days ahead
+      await revokeCerts(dir, [], { caKeyFile, days: 1 });
+      await ensureLocalCrl({ ...tls, written: [] });
+      const renewed = await load();
+      assert.equal(renewed.serials.has(n3), true);
+      assert.ok((renewed.info.nextUpdate?.getTime() ?? 0) > Date.now() + 20 * 86_400_000, String(renewed.info.nextUpdate));
+      // a CRL another CA signed, with the local CA not replaced: refused, left as it is
+      const other = await createCrl(await createCa(), []);
+      writeFileSync(crlFile, other);
+      await assert.rejects(ensureLocalCrl({ ...tls, written: [] }), /signature does not verify/);
+      assert.equal(readFileSync(crlFile, 'utf8'), other);
+      // the same after ensureLocalTls replaced the CA (written anew): an empty CRL of the new CA
+      await ensureLocalCrl({ ...tls, written: [tls.caFile] });
+      assert.equal((await load()).info.revoked, 0);
     } finally {
       await cleanup();
     }

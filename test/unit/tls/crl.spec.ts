@@ -9,7 +9,8 @@
  */
 import assert from 'node:assert/strict';
 import { X509Certificate, webcrypto } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCa, createCrl, issueNodeCert, readCa, writeCa, type CertKeyPem } from '../../../src/tls/certs.js';
 import { CRL_BYTES_MAX, CRL_CLOCK_SKEW_MS, loadCrl, normalizeSerial, PeerCrl } from '../../../src/tls/crl.js';
@@ -208,5 +209,49 @@ describe('tls crl: the peer plane\'s certificate revocation list', function () {
     const thisUpdate = new Date(Date.now() - 60_000);
     const bad = await createCrl(ca, [], { thisUpdate, nextUpdate: new Date(thisUpdate.getTime() - 1_000) });
     await assert.rejects(loadCrl(Buffer.from(bad), Buffer.from(ca.certPem), 'back.crl', 'ca.pem'), /back\.crl: its nextUpdate \(.*\) is before its thisUpdate/);
+  });
+
+  it('reads the files again only when their stat changed (or when forced); a changed file is taken', async () => {
+    await writeFile(crlFile, await createCrl(ca, []));
+    const p = await open();
+    assert.equal(p.reads, 1);
+    await p.refresh();
+    await p.refresh();
+    assert.equal(p.reads, 1, 'unchanged files are not read again');
+    await p.refresh({ force: true });
+    assert.equal(p.reads, 2, 'forced (SIGHUP)');
+    await writeFile(crlFile, await createCrl(ca, [{ serialNumber: nodeSerial(a.certPem) }]));
+    await p.refresh();
+    assert.equal(p.reads, 3);
+    assert.equal(p.isRevoked(nodeSerial(a.certPem)), true);
+  });
+
+  it('reads at most CRL_BYTES_MAX + 1 bytes of a file that never ends (a FIFO fed forever), at open and at a reload: refused, the last good CRL kept', async function () {
+    if (process.platform !== 'linux') this.skip();
+    await writeFile(crlFile, await createCrl(ca, [{ serialNumber: nodeSerial(r.certPem) }]));
+    const p = await open();
+    const fifo = join(dir, 'endless.pem');
+    execFileSync('mkfifo', [fifo]);
+    const feed = (): ChildProcess => {
+      const c = spawn('sh', ['-c', `exec yes 0123456789abcdef > '${fifo}'`], { stdio: 'ignore' });
+      c.on('error', () => undefined);
+      return c;
+    };
+    const feeders: ChildProcess[] = [];
+    try {
+      feeders.push(feed());
+      await assert.rejects(open({ crlFile: fifo }), (e: Error) => e.message.includes(fifo) && /more than 8388608 bytes/.test(e.message));
+      feeders.push(feed());
+      const errors: string[] = [];
+      const q = await open({ onError: (e) => errors.push(e.message) });
+      await rename(fifo, crlFile);
+      await q.refresh();
+      assert.equal(errors.length, 1, errors.join('\n'));
+      assert.match(errors[0] ?? '', /CRL not reloaded, the previous one stays in use: .*more than 8388608 bytes/);
+      assert.equal(q.isRevoked(nodeSerial(r.certPem)), true);
+      assert.equal(p.isRevoked(nodeSerial(r.certPem)), true);
+    } finally {
+      for (const c of feeders) c.kill('SIGKILL');
+    }
   });
 });
