@@ -12,7 +12,8 @@
  * place, up to 16 MiB an answer on every call a key could open: 64 unread Txn
  * answers of 15 GET ops on one connection took a live node from 226 to
  * 1,294 MiB, and a key may open 4,096 calls. ListTasks (up to 1,000 tasks an
- * answer, a `snapshots.read` key's) had no bound either.
+ * answer, a `snapshots.read` key's) had no bound either, nor Status,
+ * ListSnapshots and InspectSnapshot (small answers, but 4,096 calls a key).
  *
  * So each call of ANSWER_BUDGET_METHODS reserves, once its request message
  * is read (the request says how large its answer can be:
@@ -45,12 +46,31 @@ import { hostOf } from './read-gate.js';
  */
 export const CLIENT_ANSWER_BYTES_PER_CALLER_MAX = 128 * 1024 * 1024;
 
+const STATUS_PATH = '/snapcoord.v1.ClusterService/Status';
+const LIST_SNAPSHOTS_PATH = '/snapcoord.v1.SnapshotService/ListSnapshots';
+const INSPECT_SNAPSHOT_PATH = '/snapcoord.v1.SnapshotService/InspectSnapshot';
+
+/**
+ * STATUS_ANSWER_BYTES_RESERVED, LIST_SNAPSHOTS_ANSWER_BYTES_RESERVED, INSPECT_SNAPSHOT_ANSWER_BYTES_RESERVED: what a
+ * Status, a ListSnapshots and an InspectSnapshot reserve before their handler runs. Their answers are small (a
+ * Status of 3 members ~500 bytes, a snapshot's info ~300) but had no bound at all: a key looping them unread kept
+ * every answer in the node, up to its 4,096 open calls. 64 KiB covers a Status of ~25 members at their caps
+ * (id 256, two addresses of 1,024 characters each) and a list of ~200 snapshots; an InspectSnapshot is one
+ * snapshot's info and its problems. A larger answer is counted at its own size once sent (AnswerBudgetCall).
+ */
+export const STATUS_ANSWER_BYTES_RESERVED = 64 * 1024;
+export const LIST_SNAPSHOTS_ANSWER_BYTES_RESERVED = 64 * 1024;
+export const INSPECT_SNAPSHOT_ANSWER_BYTES_RESERVED = 16 * 1024;
+
 /** ANSWER_BUDGET_METHODS: the calls whose answer may be large, by path (answerBytesMaxOf knows their requests). */
 export const ANSWER_BUDGET_METHODS: ReadonlySet<string> = new Set([
   '/snapcoord.v1.KVService/Get',
   '/snapcoord.v1.KVService/Range',
   '/snapcoord.v1.KVService/Txn',
   '/snapcoord.v1.TaskService/ListTasks',
+  STATUS_PATH,
+  LIST_SNAPSHOTS_PATH,
+  INSPECT_SNAPSHOT_PATH,
 ]);
 
 /**
@@ -75,9 +95,13 @@ const RANGE_LIMIT_DEFAULT_PAIRS = 1000;
  * `path` (one of ANSWER_BUDGET_METHODS), can hold: a Get one pair; a Range `limit` pairs, at most
  * KV_RANGE_BYTES_MAX of keys and values besides its first; a Txn one pair per GET op and per PUT or DELETE
  * asking prev_kv of its larger branch, at most TXN_ANSWER_BYTES_MAX of them (a larger one is never built); a
- * ListTasks `limit` tasks (TASK_ANSWER_BYTES_MAX each). A request it cannot read counts as a pair.
+ * ListTasks `limit` tasks (TASK_ANSWER_BYTES_MAX each); a Status, ListSnapshots or InspectSnapshot its
+ * *_ANSWER_BYTES_RESERVED. A request it cannot read counts as a pair.
  */
 export function answerBytesMaxOf(path: string, request: unknown): number {
+  if (path === STATUS_PATH) return STATUS_ANSWER_BYTES_RESERVED;
+  if (path === LIST_SNAPSHOTS_PATH) return LIST_SNAPSHOTS_ANSWER_BYTES_RESERVED;
+  if (path === INSPECT_SNAPSHOT_PATH) return INSPECT_SNAPSHOT_ANSWER_BYTES_RESERVED;
   const r = (request ?? {}) as Record<string, unknown>;
   if (path.endsWith('/Range')) {
     const limit = typeof r['limit'] === 'number' && r['limit'] > 0 ? r['limit'] : RANGE_LIMIT_DEFAULT_PAIRS;

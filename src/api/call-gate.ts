@@ -15,7 +15,8 @@
  * or any of its messages is read.
  *
  * The calls whose answer may be large (ANSWER_METHODS: Get, up to a 1 MiB
- * value; Range, up to 4 MiB; Txn, up to 16 MiB; ListTasks, up to 1,000 tasks) also take one of the caller's
+ * value; Range, up to 4 MiB; Txn, up to 16 MiB; ListTasks, up to 1,000 tasks; Status, ListSnapshots and
+ * InspectSnapshot, small but with no other bound) also take one of the caller's
  * `answersPerCallerMax` answer places before their handler runs, held until
  * the call ends: grpc-js sends a unary call's status only once its answer
  * went out under HTTP/2 flow control, so a place is held as long as the
@@ -34,10 +35,18 @@ import { hostOf } from './read-gate.js';
 
 /** CLIENT_CALLS_PER_CALLER_MAX: calls one API key has open on a node at once (4096: 16 of its connections full). */
 export const CLIENT_CALLS_PER_CALLER_MAX = 4096;
-/** CLIENT_ANSWERS_PER_CALLER_MAX: Get, Range, Txn and ListTasks calls one API key has running or answering at once (64; their bytes: AnswerBudget); more wait. */
+/** CLIENT_ANSWERS_PER_CALLER_MAX: Get, Range, Txn, ListTasks, Status, ListSnapshots and InspectSnapshot calls one API key has running or answering at once (64; their bytes: AnswerBudget); more wait. */
 export const CLIENT_ANSWERS_PER_CALLER_MAX = 64;
 /** ANSWER_METHODS: the calls whose answer may be large (see the file comment). */
-export const ANSWER_METHODS: ReadonlySet<string> = new Set(['/snapcoord.v1.KVService/Get', '/snapcoord.v1.KVService/Range', '/snapcoord.v1.KVService/Txn', '/snapcoord.v1.TaskService/ListTasks']);
+export const ANSWER_METHODS: ReadonlySet<string> = new Set([
+  '/snapcoord.v1.KVService/Get',
+  '/snapcoord.v1.KVService/Range',
+  '/snapcoord.v1.KVService/Txn',
+  '/snapcoord.v1.TaskService/ListTasks',
+  '/snapcoord.v1.ClusterService/Status',
+  '/snapcoord.v1.SnapshotService/ListSnapshots',
+  '/snapcoord.v1.SnapshotService/InspectSnapshot',
+]);
 
 /** CallGate: the open calls of each caller. */
 export class CallGate {

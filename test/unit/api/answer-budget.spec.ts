@@ -10,13 +10,15 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 
-import { AnswerBudget, answerBytesMaxOf, answerBytesOf } from '../../../src/api/answer-budget.js';
+import { ANSWER_BUDGET_METHODS, AnswerBudget, answerBytesMaxOf, answerBytesOf, INSPECT_SNAPSHOT_ANSWER_BYTES_RESERVED, LIST_SNAPSHOTS_ANSWER_BYTES_RESERVED, STATUS_ANSWER_BYTES_RESERVED } from '../../../src/api/answer-budget.js';
+import { ANSWER_METHODS } from '../../../src/api/call-gate.js';
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
 import { KvClient } from '../../../src/client/kv-client.js';
 import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../../../src/fsm/kv-command.js';
 import { TXN_ANSWER_BYTES_MAX } from '../../../src/fsm/types.js';
 import { RangeRequest, TxnOpType } from '../../../src/gen/snapcoord/v1/kv.js';
-import { ListTasksRequest } from '../../../src/gen/snapcoord/v1/snapshot.js';
+import { InspectSnapshotRequest, ListSnapshotsRequest, ListTasksRequest } from '../../../src/gen/snapcoord/v1/snapshot.js';
+import { StatusRequest } from '../../../src/gen/snapcoord/v1/cluster.js';
 import type { Node } from '../../../src/node/node.js';
 import type { TaskQueue, TaskRunner } from '../../../src/ops/task-queue.js';
 import { until } from '../../harness/until.js';
@@ -194,6 +196,82 @@ describe('gRPC client plane: unread ListTasks answers (AnswerBudget, real HTTP/2
       raw?.destroy();
       n.tasks.list = realList;
       release();
+      await n.close();
+    }
+  });
+});
+
+describe('gRPC client plane: unread Status, ListSnapshots and InspectSnapshot answers (AnswerBudget, real HTTP/2)', function () {
+  this.timeout(60_000);
+  const STATUS = '/snapcoord.v1.ClusterService/Status';
+  const LIST = '/snapcoord.v1.SnapshotService/ListSnapshots';
+  const INSPECT = '/snapcoord.v1.SnapshotService/InspectSnapshot';
+
+  it('each reserves its *_ANSWER_BYTES_RESERVED and takes an answer place, as Get, Range, Txn and ListTasks do', () => {
+    assert.equal(answerBytesMaxOf(STATUS, {}), STATUS_ANSWER_BYTES_RESERVED);
+    assert.equal(answerBytesMaxOf(LIST, {}), LIST_SNAPSHOTS_ANSWER_BYTES_RESERVED);
+    assert.equal(answerBytesMaxOf(INSPECT, { id: 'x' }), INSPECT_SNAPSHOT_ANSWER_BYTES_RESERVED);
+    for (const path of [STATUS, LIST, INSPECT]) {
+      assert.ok(ANSWER_BUDGET_METHODS.has(path), path);
+      assert.ok(ANSWER_METHODS.has(path), path);
+    }
+  });
+
+  it('a client that loops them and reads nothing: one runs while its answer is unread (the budget is smaller than a reservation), the rest wait unrun; all comes back when it goes', async () => {
+    // 8 KiB: less than any of their reservations, so a caller holding one unread answer has no room for another.
+    const n = await SnapshotNode.start({ clientAnswerBytesPerCallerMax: 8 * 1024 });
+    let statuses = 0;
+    let lists = 0;
+    const realStatus = n.node.status.bind(n.node);
+    n.node.status = ((...a: Parameters<Node['status']>) => {
+      statuses++;
+      return realStatus(...a);
+    }) as Node['status'];
+    const store = n.snapshots.store;
+    const realList = store.list.bind(store);
+    store.list = (async () => {
+      lists++;
+      return realList();
+    }) as typeof store.list;
+    const sockets: Socket[] = [];
+    try {
+      await n.node.snapshotNow();
+      const id = (await realList())[0]?.id ?? '';
+      assert.notEqual(id, '');
+      const host = '127.0.0.1';
+      const CALLS = 24;
+      const loop = async (path: string, msg: Buffer, ran: () => number): Promise<number> => {
+        const raw = connect(n.api.port, '127.0.0.1');
+        sockets.push(raw);
+        raw.on('error', () => undefined);
+        raw.pause();
+        const headers = (sid: number): Buffer =>
+          h2Frame(1, 4, sid, Buffer.concat([
+            hpackLiteral(':method', 'POST'), hpackLiteral(':scheme', 'http'), hpackLiteral(':path', path),
+            hpackLiteral(':authority', 'x'), hpackLiteral('content-type', 'application/grpc'), hpackLiteral('te', 'trailers'),
+          ]));
+        const body = Buffer.concat([Buffer.from([0, 0, 0, 0, msg.length]), msg]);
+        // SETTINGS_INITIAL_WINDOW_SIZE 0: no answer's bytes leave the node until this client opens its window (never).
+        const settings = h2Frame(4, 0, 0, Buffer.from([0, 4, 0, 0, 0, 0]));
+        raw.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), settings]));
+        const before = ran();
+        for (let i = 0; i < CALLS; i++) raw.write(Buffer.concat([headers(1 + 2 * i), h2Frame(0, 1, 1 + 2 * i, body)]));
+        // No key (the node runs without auth): the calls count against their host.
+        await until(`${path}: a call to run and the others to wait`, 10_000, () => (ran() - before >= 1 && n.api.answerBudget.waitingOf(host) >= 1 ? true : undefined));
+        await new Promise((r) => setTimeout(r, 300));
+        const runs = ran() - before;
+        raw.destroy();
+        await until(`${path}: the budget to be given back`, 10_000, () => (n.api.answerBudget.usedOf(host) === 0 && n.api.answerBudget.waitingOf(host) === 0 ? true : undefined));
+        return runs;
+      };
+      // Before: every one of them ran, each answer left unsent in the node's memory (64 at most once they took answer places).
+      assert.equal(await loop(STATUS, Buffer.from(StatusRequest.encode({}).finish()), () => statuses), 1, 'Status calls run');
+      assert.equal(await loop(LIST, Buffer.from(ListSnapshotsRequest.encode({}).finish()), () => lists), 1, 'ListSnapshots calls run');
+      assert.equal(await loop(INSPECT, Buffer.from(InspectSnapshotRequest.encode({ id }).finish()), () => lists), 1, 'InspectSnapshot calls run');
+    } finally {
+      for (const s of sockets) s.destroy();
+      n.node.status = realStatus;
+      store.list = realList;
       await n.close();
     }
   });
