@@ -4,7 +4,7 @@
  *
  *   npm run bench:snapshot -- [--state-bytes 1GiB] [--streams 1] [--chunk-bytes 1MiB]
  *                             [--rounds 2] [--no-install] [--keep] [--dir /tmp] [--cpu-prof DIR]
- *                             [--tls on|off|compare]
+ *                             [--tls on|off|compare] [--dist]
  *
  * --tls on (the default, as `npm start` runs the peer plane): the sender
  * serves with mutual TLS (its certificate, client certificates required,
@@ -34,8 +34,15 @@
  * each sampling its RSS every 100 ms, started with a node's V8 flags and
  * malloc environment (src/cli/node-runtime.ts), so their RSS is a node's
  * whatever the caller's environment. Figures only: nothing asserts on time.
+ *
+ * --dist: the sender and receiver run from dist/ (compiled JavaScript, as an
+ * installed node runs; build it first: `npx tsc -p tsconfig.json`), not from
+ * the sources under tsx, whose loader compiles every module a process or a
+ * worker thread loads as it loads it (~0.7-1.2 s of CPU for the install's
+ * snapshot worker at load 15, inside the measured install).
  */
 import { randomFillSync, createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, open, rm, stat, statfs } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,6 +75,7 @@ const program = new Command()
   .option('--keep', 'keep the temp dir', false)
   .option('--dir <path>', 'parent of the temp dir', tmpdir())
   .option('--cpu-prof <dir>', 'run the children with --cpu-prof into this dir')
+  .option('--dist', 'run the sender and receiver from dist/ (build it first: npx tsc -p tsconfig.json)', false)
   .option('--tls <mode>', 'on (mutual TLS on the peer plane, as nodes run), off (plaintext), compare (both, and the ratio)', 'on')
   .parse(process.argv);
 const o = program.opts<{
@@ -79,6 +87,7 @@ const o = program.opts<{
   keep: boolean;
   dir: string;
   cpuProf?: string;
+  dist: boolean;
   tls: string;
 }>();
 if (!['on', 'off', 'compare'].includes(o.tls)) throw new Error(`--tls: "${o.tls}" is not on, off or compare`);
@@ -147,6 +156,11 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 function nodeArgs(script: string, tag: string): string[] {
   // one dir per child: Node writes one profile per thread (main + the tsx loader's), named by pid and thread
   const prof = o.cpuProf === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', join(o.cpuProf, `${tag}-${++childSeq}`)];
+  if (o.dist) {
+    const built = join('dist', script.replace(/\.ts$/, '.js'));
+    if (!existsSync(built)) throw new Error(`--dist: ${built} is missing; build it first: npx tsc -p tsconfig.json`);
+    return [...prof, ...NODE_V8_FLAGS, built];
+  }
   return [...prof, ...NODE_V8_FLAGS, '--import', 'tsx', script];
 }
 

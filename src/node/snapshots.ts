@@ -5,6 +5,7 @@ import type { Membership, Rng, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../snapshot/snapshot-io.js';
 import { MemberGunzip } from '../snapshot/member-gunzip.js';
+import { installReadHome, startInstallRead, type InstallReadEnd } from '../snapshot/install-read.js';
 import { noteExternalGarbage } from '../snapshot/external-memory-gc.js';
 import { relay } from '../snapshot/relay.js';
 import { UploadMemberCopy } from '../snapshot/upload-member-copy.js';
@@ -363,6 +364,13 @@ export class SnapshotManager {
   reused = 0;
   /** installHashedBytes: what install() fed to SHA-256: the archives whose whole digest it confirmed, and the state.bin it hashed. */
   readonly installHashedBytes = { archive: 0, state: 0 };
+  /**
+   * installReadOnWorker: what install() read on a worker thread (install-read.ts): the archive's bytes, and the
+   * state's records (their bytes as state.bin counts them, and their number) handed to the main thread.
+   */
+  readonly installReadOnWorker = { archive: 0, state: 0, keys: 0 };
+  /** installReadOn: where install() reads a stored archive; undefined: installReadHome's rule (a worker for a large state of large records with the real file system). */
+  installReadOn: 'worker' | 'here' | undefined;
   /** copying: the copy of the last restore being finished (installUpload); never rejects. */
   private copying: Promise<void> = Promise.resolve();
   private readonly incomingDir: string;
@@ -997,7 +1005,12 @@ export class SnapshotManager {
       // An archive without a member table (fetched from the leader) gets one from this same read, so this node's
       // next snapshot is a delta from it, not a read of its whole state: before, a second read of the archive in the
       // background made it (91744b3), gunzipping the whole state again (the cut-off follower's peak RSS, issue 15).
-      const recorder = (await this.store.members(handle)) === null ? new MemberTableRecorder({ checkCrc: true, io: this.io }) : null;
+      const wantTable = (await this.store.members(handle)) === null;
+      if ((this.installReadOn ?? installReadHome(this.io, handle.meta.stateBytes, handle.meta.stateKeys)) === 'worker') {
+        await this.installOnWorker(s, handle, wantTable);
+        return;
+      }
+      const recorder = wantTable ? new MemberTableRecorder({ checkCrc: true, io: this.io }) : null;
       try {
         const { stream, confirm } = handle.createCheckedReadStream();
         const read = await readArchive(
@@ -1036,8 +1049,53 @@ export class SnapshotManager {
     }
   }
 
+  /**
+   * installOnWorker is install() with the archive read on a worker thread
+   * (install-read.ts: the file read, the whole SHA-256 of a fetched archive,
+   * gunzip, the archive's rules, every record checked, the member table when
+   * `wantTable`), the same checks in the same order: the records' source ends
+   * only once the worker has read the whole archive and its digest is
+   * confirmed here (SnapshotStore.confirmRead), and an archive refused for its
+   * bytes is removed from the store. The main thread cuts the worker's packed
+   * batches into views, checks the session records and puts every record
+   * into RocksDB's write batches. Called with archiveWork counted and the
+   * handle open; releases it on failure.
+   */
+  private async installOnWorker(s: StoredSnapshot, handle: SnapshotHandle, wantTable: boolean): Promise<void> {
+    const reader = startInstallRead({ path: handle.path, hashWhole: !handle.verified, skipStateDigest: !handle.verified, recordMembers: wantTable });
+    let end: InstallReadEnd;
+    try {
+      const meta = await reader.meta;
+      // As install(): the records' source ends only once the whole archive is read, every rule checked and its digest confirmed.
+      const checked = reader.end.then((e) => this.store.confirmRead(handle, e.archiveBytes, e.sha256 ?? handle.archiveSha256));
+      checked.catch(() => undefined);
+      const records = sessionRecordsChecked(reader.records(), `snapshot ${s.id}`);
+      await this.storage.installState(thenVerified(records, checked), { appliedIndex: meta.index, membership: meta.membership });
+      end = await reader.end;
+      this.installReadOnWorker.archive += end.archiveBytes;
+      this.installReadOnWorker.state += end.stateBytes;
+      this.installReadOnWorker.keys += end.stateKeys;
+      if (!handle.verified) this.installHashedBytes.archive += handle.archiveBytes;
+      if (end.stateSha256 !== '') this.installHashedBytes.state += meta.stateBytes;
+    } catch (err) {
+      await reader.close();
+      handle.release();
+      if (!isReadFailure(err) && (err instanceof ArchiveError || err instanceof StateFormatError || (err instanceof SnapshotStoreError && err.code === 'corrupt'))) {
+        this.log.error({ id: s.id, err: err.message }, 'a stored snapshot failed to install; removing it');
+        await this.store.remove(s.id).catch(() => undefined);
+      }
+      throw err;
+    }
+    await reader.close();
+    if (wantTable) {
+      const found = end.members;
+      await this.keepTable(handle, { table: () => found });
+    }
+    await this.setNewest(handle.verified ? handle : { ...handle, verified: true });
+  }
+
   /** keepTable records the member table an install's read found (SnapshotStore.keepMemberTable); best effort, never rejects. */
-  private async keepTable(handle: SnapshotHandle, recorder: MemberTableRecorder): Promise<void> {
+  private async keepTable(handle: SnapshotHandle, recorder: Pick<MemberTableRecorder, 'table'>): Promise<void> {
     try {
       const table = await this.store.keepMemberTable(handle, recorder);
       this.log.info({ id: handle.id, members: table?.state.length ?? null }, table !== null ? 'member table of an installed snapshot recorded' : 'an installed snapshot has no member table a delta can start from');

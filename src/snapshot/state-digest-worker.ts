@@ -23,6 +23,8 @@ import { parentPort } from 'node:worker_threads';
 import { ExternalMemoryGc, v8Probe } from './external-memory-gc.js';
 import { DIGEST_WORKER_BLOCK_BYTES, errorReply, localStateDigest, type DigestReply, type DigestRequest } from './state-digest.js';
 import { nodeSnapshotIo } from './snapshot-io.js';
+import type { InstallReadControl, InstallReadReply } from './install-read.js';
+import type { InstallReadJob } from './install-read-job.js';
 
 const port = parentPort;
 if (port === null) throw new Error('state-digest-worker.ts runs only as a worker thread');
@@ -33,9 +35,28 @@ const reply = (m: DigestReply, transfer: ArrayBuffer[] = []): void => port.postM
 const hashed = (): void => reply({ t: 'hashed' });
 const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.length);
 
-port.on('message', (m: DigestRequest) => {
+/** installJob: this thread's install read (install-read.ts), once asked; its module is loaded then, not by a delta's digest. */
+let installJob: Promise<InstallReadJob> | null = null;
+
+port.on('message', (m: DigestRequest | InstallReadControl) => {
   try {
     switch (m.t) {
+      case 'installRead':
+        installJob = import('./install-read-job.js').then((j) =>
+          j.runInstallRead(
+            m,
+            (r: InstallReadReply, transfer: ArrayBuffer[] = []) => port.postMessage(r, transfer),
+            (bytes) => {
+              memory.garbageMade(bytes);
+              memory.check();
+            },
+          ),
+        );
+        installJob.catch((err: unknown) => port.postMessage({ t: 'installError', error: { kind: 'other', code: null, message: (err as Error).message, offset: 0, errno: null } } satisfies InstallReadReply));
+        break;
+      case 'installCredit':
+        void installJob?.then((j) => j.credit(m.buffer instanceof ArrayBuffer ? m.buffer : null));
+        break;
       case 'inflate': {
         const entry = { stateBytes: m.stateBytes, keys: m.keys, firstKey: asBuffer(m.firstKey), compressedBytes: m.compressed.length };
         digest.inflate(asBuffer(m.compressed), entry, m.want).then(

@@ -274,8 +274,12 @@ export function errorReply(id: number | null, err: unknown): DigestReply {
 /** DIGEST_WORKER_BLOCK_BYTES: the size of the worker's reused member buffers (the writer's default block, 1 MiB). */
 export const DIGEST_WORKER_BLOCK_BYTES = 1024 * 1024;
 
-/** spawnDigestWorker starts the worker's module (from dist/ a .js beside this one; from the sources under tsx, a boot that registers tsx first). */
-function spawnDigestWorker(): Worker {
+/**
+ * spawnSnapshotWorker starts the snapshot worker's module, state-digest-worker (from dist/ a .js beside this one;
+ * from the sources under tsx, a boot that registers tsx first): a thread for one job, a delta's state digest or a
+ * follower's install read (install-read.ts).
+ */
+export function spawnSnapshotWorker(): Worker {
   const here = import.meta.url;
   if (here.endsWith('.ts')) {
     // Only from the sources (tests, `npm start`): tsx's loader is not inherited by a worker, so a boot
@@ -294,7 +298,7 @@ function spawnDigestWorker(): Worker {
  * waiting and later call with its error.
  */
 export function startWorkerStateDigest(): StateDigest & { readonly gc: DigestWorkerGc } {
-  const worker = spawnDigestWorker();
+  const worker = spawnSnapshotWorker();
   const waiting = new Map<number, { resolve: (r: MemberInflated) => void; reject: (e: Error) => void }>();
   let digestWaiter: { resolve: (hex: string) => void; reject: (e: Error) => void } | null = null;
   /** hashing: the hash calls posted and not yet done, in order. */

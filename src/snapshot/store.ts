@@ -971,7 +971,7 @@ export class SnapshotStore {
    * (MemberTableRecorder.table). Errors: the write's; SnapshotStoreError `corrupt` (decodeMemberTable) when the
    * table does not cover the archive.
    */
-  async keepMemberTable(handle: SnapshotHandle, recorder: MemberTableRecorder): Promise<ArchiveMemberTable | null> {
+  async keepMemberTable(handle: SnapshotHandle, recorder: Pick<MemberTableRecorder, 'table'>): Promise<ArchiveMemberTable | null> {
     const found = recorder.table(handle.archiveBytes);
     if (found === null) return null;
     const { table, stateBytes, stateKeys } = found;
@@ -1214,16 +1214,9 @@ export class SnapshotStore {
         source.pipe(tap);
         return {
           stream: tap,
-          confirm: async () => {
+          confirm: () => {
             const { bytes, sha256 } = tap.result();
-            if (bytes !== stored.archiveBytes) {
-              throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} read ${bytes} bytes but meta.json says ${stored.archiveBytes}`, { path: stored.path });
-            }
-            if (sha256 !== stored.archiveSha256) {
-              throw new SnapshotStoreError('corrupt', `snapshot ${id}: ${ARCHIVE_FILE} SHA-256 is ${sha256}, not the ${stored.archiveSha256} its sender claimed`, { path: stored.path });
-            }
-            await this.confirmDigest(id, sha256);
-            this.hashedHere.set(id, sha256);
+            return this.confirmRead(handle, bytes, sha256);
           },
         };
       },
@@ -1231,6 +1224,27 @@ export class SnapshotStore {
       release,
     };
     return handle;
+  }
+
+  /**
+   * confirmRead is createCheckedReadStream's confirm() for a whole read of
+   * `handle`'s archive made elsewhere (a worker's: install-read.ts), which
+   * counted `bytes` and hashed them to `sha256`: it resolves when they are
+   * exactly archiveBytes long and hash to archiveSha256, recording the archive
+   * as verified (durably) for every later open(); else it rejects with
+   * SnapshotStoreError `corrupt`. For a handle opened verified it resolves at
+   * once.
+   */
+  async confirmRead(handle: SnapshotHandle, bytes: number, sha256: string): Promise<void> {
+    if (handle.verified) return;
+    if (bytes !== handle.archiveBytes) {
+      throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: ${ARCHIVE_FILE} read ${bytes} bytes but meta.json says ${handle.archiveBytes}`, { path: handle.path });
+    }
+    if (sha256 !== handle.archiveSha256) {
+      throw new SnapshotStoreError('corrupt', `snapshot ${handle.id}: ${ARCHIVE_FILE} SHA-256 is ${sha256}, not the ${handle.archiveSha256} its sender claimed`, { path: handle.path });
+    }
+    await this.confirmDigest(handle.id, sha256);
+    this.hashedHere.set(handle.id, sha256);
   }
 
   /**

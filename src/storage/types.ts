@@ -202,7 +202,10 @@ export interface StateBatch {
  *   before it). It does not compare `meta.appliedIndex` with the current
  *   one: whether a snapshot is worth installing is the caller's decision. If
  *   `source` throws, that error is rethrown and the old state stays
- *   untouched; close() during an install aborts it the same way.
+ *   untouched; close() during an install aborts it the same way. A
+ *   batch's records are read only until the next batch is asked for (each
+ *   is copied at once): a source may reuse their memory then (a follower's
+ *   install read on a worker does, src/snapshot/install-read.ts).
  *   Errors: StorageError `invalidArgument` (meta.appliedIndex not a
  *   non-negative safe integer, a malformed membership, a record whose key is
  *   empty or not a Uint8Array), `closed`, `io`; or the source's own error.
