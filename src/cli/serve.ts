@@ -18,6 +18,7 @@ import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
 import { checkTlsFiles, crlFileOf, memberChannelCredentialsFromFiles, memberIdOf, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
+import { X509MembershipProofs } from '../tls/membership-proof.js';
 import { certificateRevocation, peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
 import { bindApiServer, type ApiServer } from '../api/server.js';
@@ -147,6 +148,18 @@ function securePlanes(cfg: ServeConfig, logger: Logger, crl: PeerCrl | null = nu
   }
   if (cfg.httpTls !== null) check('gateway HTTPS', { certFile: cfg.httpTls.certFile, keyFile: cfg.httpTls.keyFile, checkChain: false });
   return { peerServer, peerChannel, ...(peerChannelFor !== undefined ? { peerChannelFor } : {}), clientServer, clientChannel, ...(clientChannelFor !== undefined ? { clientChannelFor } : {}) };
+}
+
+/** membershipProofsOf: the signer and verifier of configuration proofs (src/tls/membership-proof.ts) with the peer plane's files. */
+function membershipProofsOf(cfg: ServeConfig, t: NonNullable<ServeConfig['peerTls']>, crl: PeerCrl | null): X509MembershipProofs {
+  return new X509MembershipProofs({
+    clusterId: cfg.clusterId,
+    selfId: cfg.id,
+    certFile: t.certFile,
+    keyFile: t.keyFile,
+    caFile: t.caFile,
+    ...(crl !== null ? { isRevoked: (serial: string) => crl.isRevoked(serial) } : {}),
+  });
 }
 
 /**
@@ -345,7 +358,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     await storage.close().catch(() => undefined);
     throw new CliError(`cannot open the snapshot store: ${(err as Error).message}`);
   }
-  const dial = peerDial(cfg.clusterId, cfg.advertiseClient, planes.peerChannel, planes.peerChannelFor);
+  // Calls advertise this node's peer address too: a member that does not know it yet asks it there for its proofs.
+  const dial = peerDial(cfg.clusterId, cfg.advertiseClient, planes.peerChannel, planes.peerChannelFor, cfg.peers[cfg.id] ?? '');
   snapshots.dial = dial;
 
   const ref: { node: Node | null } = { node: null };
@@ -406,6 +420,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       snapshots,
       metrics,
       dialAddresses: cfg.peerDial,
+      // Under mutual TLS the peer key signs this leader's configuration entries and the CA checks others' (vouching).
+      ...(cfg.peerTls !== null ? { membershipProofs: membershipProofsOf(cfg, cfg.peerTls, peerCrl) } : {}),
       verifyImageRecords: cfg.verifyImageRecords,
       ...(cfg.minFreeBytes > 0 ? { diskGuard: new DiskGuard(cfg.dataDir, cfg.minFreeBytes, logger, systemClock) } : {}),
       timings: { tickMs: cfg.tickMs, electionTimeoutTicks: cfg.electionTimeoutTicks, heartbeatIntervalTicks: cfg.heartbeatTicks },

@@ -47,6 +47,7 @@ import type {
 } from '../transport/transport.js';
 import { ForwardQueue } from './forward-queue.js';
 import { Vouches } from './vouches.js';
+import type { MembershipProofs } from './membership-proofs.js';
 import type { PeerVouch } from '../transport/peer-guard.js';
 import { encodeApplyResult } from '../fsm/apply-result-codec.js';
 import type { Clock, TimerHandle } from './clock.js';
@@ -234,6 +235,14 @@ export interface NodeOptions {
    * proxies). Raft, forwarded calls and snapshot fetches all use it.
    */
   readonly dialAddresses?: Readonly<Record<NodeId, string>>;
+  /**
+   * membershipProofs: signs the configuration entries this node appends as the
+   * leader, and verifies the proofs a sender its configuration does not name
+   * presents (src/node/membership-proofs.ts; serve: the peer certificate's key
+   * and the cluster CA). Absent: changes carry no proof, and a sender is
+   * vouched for by voters' answers only.
+   */
+  readonly membershipProofs?: MembershipProofs;
   /**
    * diskGuard: refuses new writes (proposals, membership changes, restores,
    * snapshots) while the data dir's file system is below its free-space
@@ -486,6 +495,8 @@ export class Node {
   private readonly removedIds = new Set<NodeId>();
   /** vouches: which senders outside the configuration a voter of it vouched for (peerVouch); null when the transport cannot ask. */
   private readonly vouches: Vouches | null;
+  /** membershipProofs: signs this leader's configuration entries (NodeOptions.membershipProofs); null: they carry no proof. */
+  private readonly membershipProofs: MembershipProofs | null;
   private readonly log: Logger;
   private readonly timings: NodeTimings;
   private readonly maxPendingProposals: number;
@@ -648,7 +659,9 @@ export class Node {
             log: this.log,
             configuration: () => ({ membership: this.raft.brief().membership, index: this.raft.membershipIndex() }),
             ask,
+            ...(opts.membershipProofs !== undefined ? { proofs: opts.membershipProofs } : {}),
           });
+    this.membershipProofs = opts.membershipProofs ?? null;
     this.onMemberRemoved = opts.onMemberRemoved;
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
@@ -978,7 +991,7 @@ export class Node {
     let pos;
     for (;;) {
       try {
-        pos = this.raft.proposeConfChange(cc, floor);
+        pos = this.raft.proposeConfChange(cc, floor, this.proveConfChange);
         break;
       } catch (e) {
         if (!(e instanceof ConfChangeUnreachableError && e.undecided && this.clock.nowMs() < undecidedUntilMs)) throw this.mapCoreError(e);
@@ -988,6 +1001,20 @@ export class Node {
     }
     await this.waitApplied(pos.index, pos.term);
   }
+
+  /**
+   * proveConfChange: the proof of the configuration entry this leader appends at `at` (src/node/membership-proofs.ts),
+   * or null when it cannot sign (no signer; the signer failed: the change goes ahead without one, logged).
+   */
+  private readonly proveConfChange = (at: { readonly index: number; readonly term: number }, next: Membership): string | null => {
+    if (this.membershipProofs === null) return null;
+    try {
+      return this.membershipProofs.sign({ index: at.index, term: at.term, voters: next.voters, learners: next.learners });
+    } catch (e) {
+      this.log.warn({ index: at.index, err: e instanceof Error ? e.message : String(e) }, 'the configuration entry is appended without a proof: signing it failed (a member that missed it may not vouch for the members it adds)');
+      return null;
+    }
+  };
 
   /**
    * unreadableRestoreFloor: the floor changeMembership takes when reading the state's restore record failed with

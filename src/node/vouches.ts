@@ -25,8 +25,16 @@
  * remembered (the oldest not being asked forgotten first). A sender cannot
  * make this node ask more than its members can answer.
  *
- * A node whose configured voters are all gone (removed and stopped) can be
- * vouched for nobody: it must be removed and added again. Without mutual TLS
+ * When no voter vouches, the sender itself is asked too (at the peer address
+ * its calls advertise) for its configuration, and vouched for when its
+ * configuration's proofs chain from this node's configuration to one that
+ * names it, newer than any a voter answered with (src/node/membership-proofs.ts):
+ * a member that missed the changes that added the sender while every other
+ * voter it knows was removed or lost (simulator seed 2442: n3 knows {n1, n3,
+ * n5}, n5 was removed and n1 lost for good while n6 was added) follows it.
+ * Without proofs (a leader that could not sign them, or more than
+ * MEMBERSHIP_PROOFS_MAX changes missed), such a node can be vouched for
+ * nobody: it must be removed and added again. Without mutual TLS
  * nothing proves which member answers; vouching then still keeps a sender
  * that no member's configuration names (a typo, a node started for an add
  * that failed, a made-up id) from leading, not one that can answer as a
@@ -34,6 +42,7 @@
  */
 import type { Membership, NodeId } from '../raft/types.js';
 import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
+import { verifyChain, type MembershipProofs } from './membership-proofs.js';
 import type { PeerVouch } from '../transport/peer-guard.js';
 import type { Clock, TimerHandle } from './clock.js';
 import type { Logger } from './logger.js';
@@ -59,8 +68,10 @@ export interface VouchesOptions {
   readonly log: Logger;
   /** configuration: this node's newest configuration and the index of the entry (or snapshot) it comes from (0: the bootstrap's). */
   readonly configuration: () => { readonly membership: Membership; readonly index: number };
-  /** ask: one GetMembership call to member q.to, over a channel that checks q.to's certificate (the transport's askMembership). */
+  /** ask: one GetMembership call to member q.to, over a channel that checks q.to's certificate (the transport's askMembership; q.address: where a sender no channel reaches is). */
   readonly ask: (q: MembershipQuery, timeoutMs: number) => Promise<MembershipAnswer>;
+  /** proofs: the verifier of configuration proofs; absent: a sender is vouched for by voters' answers only. */
+  readonly proofs?: Pick<MembershipProofs, 'verify'>;
 }
 
 interface VouchEntry {
@@ -71,6 +82,8 @@ interface VouchEntry {
   asking: boolean;
   /** roundEndMs: when the last round for this sender ended (-Infinity: none yet). */
   roundEndMs: number;
+  /** address: the peer address the sender's calls last advertised ('' when none): where it is asked for its proofs. */
+  address: string;
 }
 
 /** VouchStats: counts for status pages and tests. */
@@ -106,10 +119,11 @@ export class Vouches implements PeerVouch {
   }
 
   /** requestVouch starts a round for `id` in the background unless one runs, one ended too recently, a fresh vouch is held, or too many run. */
-  requestVouch(id: NodeId): void {
+  requestVouch(id: NodeId, address = ''): void {
     if (this.closed || id === '' || id === this.opts.selfId) return;
     const now = this.opts.clock.nowMs();
     let e = this.entries.get(id);
+    if (e !== undefined && address !== '') e.address = address;
     if (e !== undefined) {
       if (e.asking) return;
       if (this.vouchedFor(id) && now - e.vouchedAtMs < VOUCH_REFRESH_MS) return;
@@ -118,7 +132,7 @@ export class Vouches implements PeerVouch {
     if (this.inFlight >= VOUCH_ROUNDS_IN_FLIGHT_MAX) return;
     if (e === undefined) {
       this.forgetOldest();
-      e = { vouchedIndex: 0, vouchedAtMs: 0, voucher: '', asking: false, roundEndMs: -Infinity };
+      e = { vouchedIndex: 0, vouchedAtMs: 0, voucher: '', asking: false, roundEndMs: -Infinity, address };
       this.entries.set(id, e);
     } else {
       // Most recently asked last: the oldest are forgotten first.
@@ -151,6 +165,11 @@ export class Vouches implements PeerVouch {
 
   private async round(id: NodeId, e: VouchEntry): Promise<void> {
     const failures: string[] = [];
+    // The sender's own answer (its configuration's proofs) is asked alongside the voters, taken only if none vouches.
+    const fromSender = this.opts.proofs === undefined ? null : this.askWithin({ from: this.opts.selfId, to: id, ...(e.address !== '' ? { address: e.address } : {}) });
+    fromSender?.catch(() => undefined); // read (or dropped) below
+    /** newestAnswered: the newest configuration index a voter answered with: a sender's proofs must reach past it. */
+    let newestAnswered = 0;
     try {
       const voters = this.opts.configuration().membership.voters.filter((v) => v !== this.opts.selfId && v !== id);
       const start = voters.length === 0 ? 0 : this.cursor++ % voters.length;
@@ -169,6 +188,7 @@ export class Vouches implements PeerVouch {
           continue;
         }
         const index = a.membershipIndex ?? 0;
+        newestAnswered = Math.max(newestAnswered, index);
         const own = this.opts.configuration().index;
         if (names(a.membership, id) && index > own) {
           if (e.vouchedIndex === 0 || !this.vouchedFor(id)) {
@@ -187,12 +207,61 @@ export class Vouches implements PeerVouch {
         failures.push(`${voter}: its configuration (index ${index}; this node's ${own}) ${names(a.membership, id) ? 'is not newer' : `does not name ${id}`}`);
       }
       if (voters.length === 0) failures.push('this node\'s configuration names no other voter to ask');
+      if (fromSender !== null && !this.closed && (await this.vouchedByProofs(id, e, fromSender, newestAnswered, failures))) return;
       this.opts.log.debug({ sender: id, failures }, 'peer plane: no voter vouched for a sender this node\'s configuration does not name');
     } finally {
       e.asking = false;
       e.roundEndMs = this.opts.clock.nowMs();
       this.inFlight--;
     }
+  }
+
+  /**
+   * vouchedByProofs: whether the sender's answer (`asked`) carries proofs that chain from this node's configuration
+   * to a newer one naming it, newer than `newestAnswered` (a voter's answer as new that leaves it out wins); sets
+   * the vouch when so. A chain that reaches a configuration at least as new as the vouch held without naming the
+   * sender withdraws it.
+   */
+  private async vouchedByProofs(id: NodeId, e: VouchEntry, asked: Promise<MembershipAnswer>, newestAnswered: number, failures: string[]): Promise<boolean> {
+    const proofs = this.opts.proofs;
+    if (proofs === undefined) return false;
+    let a: MembershipAnswer;
+    try {
+      a = await asked;
+    } catch (err) {
+      failures.push(`${id} itself: ${err instanceof Error ? err.message : String(err)}`.slice(0, 200));
+      return false;
+    }
+    if (a.from !== id) {
+      failures.push(`${id} itself: answered as ${a.from}`.slice(0, 200));
+      return false;
+    }
+    const { membership, index: own } = this.opts.configuration();
+    const verdict = verifyChain(membership, own, a.membership.proofs ?? [], id, (p) => proofs.verify(p));
+    if ('error' in verdict) {
+      failures.push(`${id}'s proofs: ${verdict.error}`.slice(0, 400));
+      return false;
+    }
+    if (!verdict.names) {
+      if (e.vouchedIndex !== 0 && verdict.index >= e.vouchedIndex) e.vouchedIndex = 0;
+      failures.push(`${id}'s proofs reach index ${verdict.index}, whose configuration does not name it`);
+      return false;
+    }
+    if (verdict.index <= newestAnswered) {
+      failures.push(`${id}'s proofs reach index ${verdict.index}, no newer than a voter's answer (${newestAnswered}) that does not vouch for it`);
+      return false;
+    }
+    if (e.vouchedIndex === 0 || !this.vouchedFor(id)) {
+      this.opts.log.info(
+        { sender: id, index: verdict.index, own },
+        'peer plane: a sender this node\'s configuration does not name is vouched for by its configuration\'s proofs (signed by members, from this node\'s configuration to one that names it; no voter of this node\'s configuration answered with one as new)',
+      );
+    }
+    e.vouchedIndex = verdict.index;
+    e.vouchedAtMs = this.opts.clock.nowMs();
+    e.voucher = `${id} (proofs)`;
+    this.counts.vouched++;
+    return true;
   }
 
   /** askWithin: one ask, given up after VOUCH_ASK_TIMEOUT_MS on this node's clock whatever the transport does. */

@@ -12,6 +12,15 @@ import type { ConfChange, Membership, NodeId } from './types.js';
 export const MEMBERSHIP_IDS_MAX = 1000;
 export const NODE_ID_CHARS_MAX = 256;
 export const MEMBER_ADDRESS_CHARS_MAX = 1024;
+/**
+ * MEMBERSHIP_PROOFS_MAX, MEMBERSHIP_PROOF_CHARS_MAX: a membership carries the
+ * proofs of its last MEMBERSHIP_PROOFS_MAX configuration entries (older ones
+ * are dropped as new ones come), each of at most MEMBERSHIP_PROOF_CHARS_MAX
+ * characters; a conf entry whose proof is longer keeps its change and drops
+ * the proof.
+ */
+export const MEMBERSHIP_PROOFS_MAX = 16;
+export const MEMBERSHIP_PROOF_CHARS_MAX = 8192;
 
 /** membershipOverLimits: which of the limits above m passes (a sentence naming it), or null when it keeps them all. */
 export function membershipOverLimits(m: Membership): string | null {
@@ -20,6 +29,11 @@ export function membershipOverLimits(m: Membership): string | null {
     for (const id of ids) {
       if (id.length > NODE_ID_CHARS_MAX) return `membership.${what}: an id of ${id.length} characters, more than NODE_ID_CHARS_MAX (${NODE_ID_CHARS_MAX})`;
     }
+  }
+  const proofs = m.proofs ?? [];
+  if (proofs.length > MEMBERSHIP_PROOFS_MAX) return `membership.proofs: ${proofs.length} proofs, more than MEMBERSHIP_PROOFS_MAX (${MEMBERSHIP_PROOFS_MAX})`;
+  for (const p of proofs) {
+    if (p.length > MEMBERSHIP_PROOF_CHARS_MAX) return `membership.proofs: a proof of ${p.length} characters, more than MEMBERSHIP_PROOF_CHARS_MAX (${MEMBERSHIP_PROOF_CHARS_MAX})`;
   }
   const addresses = Object.entries(m.addresses);
   if (addresses.length > 2 * MEMBERSHIP_IDS_MAX) return `membership.addresses: ${addresses.length} entries, more than 2 * MEMBERSHIP_IDS_MAX (${2 * MEMBERSHIP_IDS_MAX})`;
@@ -107,7 +121,8 @@ export function applyConfChange(m: Membership, cc: ConfChange): Membership {
   if (cc.op !== 'removeNode' && cc.address !== undefined && cc.address !== '') addresses[cc.nodeId] = cc.address;
   // Removing the last voter would leave a cluster that can never make progress.
   if (voters.length === 0) return m;
-  return { voters, learners, addresses };
+  const proofs = cc.proof === undefined ? (m.proofs ?? []) : [...(m.proofs ?? []), cc.proof].slice(-MEMBERSHIP_PROOFS_MAX);
+  return proofs.length === 0 ? { voters, learners, addresses } : { voters, learners, addresses, proofs };
 }
 
 /** sameMembership: the same voters, learners and addresses, whatever their order. */
@@ -131,7 +146,8 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 
 /** encodeConfChange serialises a ConfChange into the data of a `conf` entry. */
 export function encodeConfChange(cc: ConfChange): Uint8Array {
-  return encoder.encode(JSON.stringify({ op: cc.op, nodeId: cc.nodeId, address: cc.address ?? '' }));
+  const o = { op: cc.op, nodeId: cc.nodeId, address: cc.address ?? '' };
+  return encoder.encode(JSON.stringify(cc.proof === undefined ? o : { ...o, proof: cc.proof }));
 }
 
 /** decodeConfChange parses the data of a `conf` entry; throws MembershipChangeError when it is malformed. */
@@ -149,7 +165,9 @@ export function decodeConfChange(data: Uint8Array): ConfChange {
   }
   if (typeof o.nodeId !== 'string' || o.nodeId === '') throw new MembershipChangeError('conf entry has no nodeId');
   const address = typeof o.address === 'string' && o.address !== '' ? o.address : undefined;
-  return address === undefined ? { op: o.op, nodeId: o.nodeId } : { op: o.op, nodeId: o.nodeId, address };
+  const cc: ConfChange = address === undefined ? { op: o.op, nodeId: o.nodeId } : { op: o.op, nodeId: o.nodeId, address };
+  // A proof that is not a string of the allowed length is dropped, the change kept: only vouching reads proofs.
+  return typeof o.proof === 'string' && o.proof !== '' && o.proof.length <= MEMBERSHIP_PROOF_CHARS_MAX ? { ...cc, proof: o.proof } : cc;
 }
 
 /** decodeConfChangeOrNull: like decodeConfChange, but a malformed entry is skipped (null) rather than fatal. */

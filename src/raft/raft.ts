@@ -20,6 +20,7 @@ import {
   type AppendRequest,
   type AppendResponse,
   type ConfChange,
+  type ConfChangeProver,
   type Entry,
   type HardState,
   type Heartbeat,
@@ -461,7 +462,7 @@ export class RaftNode {
    * when the voters after it that this leader heard from within an election
    * timeout make no quorum of them (checkReachableQuorum).
    */
-  proposeConfChange(cc: ConfChange, appliedFloor = 0): LogPosition {
+  proposeConfChange(cc: ConfChange, appliedFloor = 0, prove?: ConfChangeProver): LogPosition {
     if (this.role !== 'leader') throw new NotLeaderError(this.lead);
     if (this.pendingConfIndex > this.log.committed) {
       throw new MembershipChangeError('another membership change is not committed yet');
@@ -492,7 +493,8 @@ export class RaftNode {
       }
     }
     if (!sameVoters(next, this.membership)) this.checkReachableQuorum(cc, next);
-    const pos = this.appendAsLeader('conf', encodeConfChange(cc));
+    const proof = prove?.({ index: this.log.lastIndex() + 1, term: this.term }, next) ?? null;
+    const pos = this.appendAsLeader('conf', encodeConfChange(proof === null ? cc : { ...cc, proof }));
     this.pendingConfIndex = pos.index;
     return pos;
   }

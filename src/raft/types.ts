@@ -37,6 +37,15 @@ export interface Membership {
   readonly voters: readonly NodeId[];
   readonly learners: readonly NodeId[];
   readonly addresses: Readonly<Record<NodeId, string>>;
+  /**
+   * proofs (opaque to the core; absent when none): the proofs carried by the
+   * last MEMBERSHIP_PROOFS_MAX configuration entries up to this one, oldest
+   * first (ConfChange.proof: each a statement of the configuration an entry
+   * makes, signed by the leader that appended it; src/node/membership-proofs.ts).
+   * The core only carries them along, as a configuration passes from entry
+   * to entry, snapshot and compaction; it never reads them.
+   */
+  readonly proofs?: readonly string[];
 }
 
 /** ConfChange is a single-server membership change (Raft dissertation §4.1). */
@@ -45,7 +54,17 @@ export interface ConfChange {
   readonly nodeId: NodeId;
   /** address of the node, kept in Membership.addresses; optional for removeNode. */
   readonly address?: string;
+  /** proof (opaque to the core): the appending leader's signed statement of the configuration this change makes (Membership.proofs). */
+  readonly proof?: string;
 }
+
+/**
+ * ConfChangeProver: what proposeConfChange asks of its caller for the entry
+ * it is about to append: a proof (Membership.proofs) that the entry at
+ * `at` makes the configuration `next`, or null for none. Called once, after
+ * every check, right before the append.
+ */
+export type ConfChangeProver = (at: { readonly index: number; readonly term: number }, next: Membership) => string | null;
 
 /**
  * SnapshotMeta names a snapshot: the last index and term it includes, the

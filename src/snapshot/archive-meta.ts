@@ -4,7 +4,7 @@
  * serialisation, and the SHA256SUMS codec ("<hex>  <name>\n" per member).
  */
 import type { Membership } from '../raft/types.js';
-import { MEMBERSHIP_IDS_MAX, MEMBER_ADDRESS_CHARS_MAX, NODE_ID_CHARS_MAX } from '../raft/membership.js';
+import { MEMBERSHIP_IDS_MAX, MEMBERSHIP_PROOF_CHARS_MAX, MEMBERSHIP_PROOFS_MAX, MEMBER_ADDRESS_CHARS_MAX, NODE_ID_CHARS_MAX } from '../raft/membership.js';
 import { ArchiveError } from './errors.js';
 
 export const ARCHIVE_FORMAT_VERSION = 1;
@@ -118,7 +118,7 @@ export function setOwn(obj: Record<string, string>, key: string, value: string):
 
 export function checkMembership(v: unknown): Membership {
   if (!isRecord(v)) fail('membership must be an object');
-  const extra = Object.keys(v).filter((k) => k !== 'voters' && k !== 'learners' && k !== 'addresses');
+  const extra = Object.keys(v).filter((k) => k !== 'voters' && k !== 'learners' && k !== 'addresses' && k !== 'proofs');
   if (extra.length > 0) fail(`membership has unknown field(s) ${extra.join(', ')}`);
   const voters = checkIdList(v['voters'], 'membership.voters');
   const learners = checkIdList(v['learners'], 'membership.learners');
@@ -132,7 +132,12 @@ export function checkMembership(v: unknown): Membership {
     checkString(node, 'a membership.addresses key', NODE_ID_CHARS_MAX);
     setOwn(addresses, node, checkString(addr, `membership.addresses[${JSON.stringify(node)}]`, MEMBER_ADDRESS_CHARS_MAX));
   }
-  return { voters, learners, addresses };
+  const proofsRaw = v['proofs'];
+  if (proofsRaw === undefined) return { voters, learners, addresses };
+  if (!Array.isArray(proofsRaw)) fail('membership.proofs must be an array');
+  if (proofsRaw.length > MEMBERSHIP_PROOFS_MAX) fail(`membership.proofs has more than ${MEMBERSHIP_PROOFS_MAX} entries`);
+  const proofs = proofsRaw.map((p, i) => checkString(p, `membership.proofs[${i}]`, MEMBERSHIP_PROOF_CHARS_MAX));
+  return proofs.length === 0 ? { voters, learners, addresses } : { voters, learners, addresses, proofs };
 }
 
 /**

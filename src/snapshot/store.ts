@@ -365,7 +365,8 @@ function parseStoredMeta(bytes: Buffer): StoredMeta {
 
 /** copyStoredMeta: a copy of a parsed meta.json (own arrays and addresses: callers may keep or change theirs), fields in parse order. */
 function copyStoredMeta(m: StoredMeta): StoredMeta {
-  const membership: Membership = { voters: [...m.membership.voters], learners: [...m.membership.learners], addresses: copyAddresses(m.membership.addresses) };
+  const base: Membership = { voters: [...m.membership.voters], learners: [...m.membership.learners], addresses: copyAddresses(m.membership.addresses) };
+  const membership: Membership = m.membership.proofs === undefined ? base : { ...base, proofs: [...m.membership.proofs] };
   const meta: StoredMeta = {
     formatVersion: m.formatVersion,
     id: m.id,

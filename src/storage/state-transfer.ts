@@ -22,13 +22,15 @@ export function isMembership(v: unknown): v is Membership {
     m.learners.every((x) => typeof x === 'string') &&
     typeof m.addresses === 'object' &&
     m.addresses !== null &&
-    Object.values(m.addresses).every((x) => typeof x === 'string')
+    Object.values(m.addresses).every((x) => typeof x === 'string') &&
+    (m.proofs === undefined || (Array.isArray(m.proofs) && m.proofs.every((x) => typeof x === 'string')))
   );
 }
 
-/** copyMembership returns a deep copy of `m` with only the Membership fields (so callers cannot change it afterwards). */
+/** copyMembership returns a deep copy of `m` with only the Membership fields (so callers cannot change it afterwards); proofs only when there are some. */
 export function copyMembership(m: Membership): Membership {
-  return { voters: [...m.voters], learners: [...m.learners], addresses: { ...m.addresses } };
+  const copy = { voters: [...m.voters], learners: [...m.learners], addresses: { ...m.addresses } };
+  return m.proofs === undefined || m.proofs.length === 0 ? copy : { ...copy, proofs: [...m.proofs] };
 }
 
 /**

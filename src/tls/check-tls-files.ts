@@ -132,7 +132,7 @@ function parseCert(pem: Buffer, file: string): X509Certificate {
   }
 }
 
-function parseCaBundle(pem: Buffer, file: string, nowMs: number): X509Certificate[] {
+export function parseCaBundle(pem: Buffer, file: string, nowMs: number): X509Certificate[] {
   const blocks = pem.toString('latin1').match(PEM_CERT_BLOCK) ?? [];
   if (blocks.length === 0) throw new Error(`${file}: not a PEM certificate`);
   return blocks.map((block, i) => {

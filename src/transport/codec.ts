@@ -39,7 +39,7 @@ import {
 } from '../raft/types.js';
 import * as pb from '../gen/snapcoord/v1/raft.js';
 import { FORWARD_PROPOSALS_MAX, type ForwardProposalsParams, type ForwardedOutcome, type ForwardedProposals, type MembershipAnswer, type MembershipQuery, type StageArchiveParams } from './transport.js';
-import { MEMBERSHIP_IDS_MAX, NODE_ID_CHARS_MAX, membershipOverLimits, wellFormedMembership } from '../raft/membership.js';
+import { MEMBERSHIP_IDS_MAX, MEMBERSHIP_PROOF_CHARS_MAX, MEMBERSHIP_PROOFS_MAX, NODE_ID_CHARS_MAX, membershipOverLimits, wellFormedMembership } from '../raft/membership.js';
 
 /** CodecError: a value cannot be represented on the wire, or a received message is malformed. */
 export class CodecError extends Error {
@@ -203,6 +203,7 @@ export function membershipToProto(m: Membership): pb.Membership {
     voters: m.voters.map((id) => nodeId(id, 'membership.voters')),
     learners: m.learners.map((id) => nodeId(id, 'membership.learners')),
     addresses,
+    proofs: [...(m.proofs ?? [])],
   };
 }
 
@@ -216,11 +217,12 @@ export function membershipFromProto(p: pb.Membership | undefined): Membership {
     if (typeof addr !== 'string') throw new CodecError(`membership.addresses[${id}]: not a string`);
     addresses[nodeId(id, 'membership.addresses key')] = addr;
   }
-  return {
+  const m = {
     voters: p.voters.map((id) => nodeId(id, 'membership.voters')),
     learners: p.learners.map((id) => nodeId(id, 'membership.learners')),
     addresses,
   };
+  return p.proofs.length === 0 ? m : { ...m, proofs: [...p.proofs] };
 }
 
 export function snapshotMetaToProto(s: SnapshotMeta): pb.SnapshotMeta {
@@ -479,6 +481,8 @@ function undecoded<T extends object>(type: { fromPartial(o: object): T }, why: s
 const MEMBERSHIP_VOTERS_TAG = (1 << 3) | 2;
 const MEMBERSHIP_LEARNERS_TAG = (2 << 3) | 2;
 const MEMBERSHIP_ADDRESSES_TAG = (3 << 3) | 2;
+/** MEMBERSHIP_PROOFS_TAG: Membership's field 4 (length-delimited strings). */
+const MEMBERSHIP_PROOFS_TAG = (4 << 3) | 2;
 
 /**
  * membershipBytesOverLimits: why a Membership's bytes hold more voters, learners or addresses
@@ -491,6 +495,7 @@ function membershipBytesOverLimits(bytes: Uint8Array): string | null {
   let voters = 0;
   let learners = 0;
   let addresses = 0;
+  let proofs = 0;
   let others = 0;
   while (reader.pos < reader.len) {
     const tag = reader.uint32();
@@ -503,6 +508,11 @@ function membershipBytesOverLimits(bytes: Uint8Array): string | null {
       if (++addresses > 2 * MEMBERSHIP_IDS_MAX) return `membership.addresses: more than 2 * MEMBERSHIP_IDS_MAX (${2 * MEMBERSHIP_IDS_MAX}) entries`;
       // A map entry is a message of its own (key 1, value 2).
       if (fieldsOver(reader.bytes(), NESTED_FIELDS_MAX)) return `membership.addresses: an entry of more than NESTED_FIELDS_MAX (${NESTED_FIELDS_MAX}) fields`;
+      continue;
+    } else if (tag === MEMBERSHIP_PROOFS_TAG) {
+      if (++proofs > MEMBERSHIP_PROOFS_MAX) return `membership.proofs: more than MEMBERSHIP_PROOFS_MAX (${MEMBERSHIP_PROOFS_MAX}) proofs`;
+      // Characters are at most as many as UTF-8 bytes: a proof of more bytes than 4 per allowed character is over for sure.
+      if (reader.bytes().length > 4 * MEMBERSHIP_PROOF_CHARS_MAX) return `membership.proofs: a proof of more than MEMBERSHIP_PROOF_CHARS_MAX (${MEMBERSHIP_PROOF_CHARS_MAX}) characters`;
       continue;
     } else if (++others > OTHER_FIELDS_MAX) {
       return `membership: more than OTHER_FIELDS_MAX (${OTHER_FIELDS_MAX}) fields besides its ids`;

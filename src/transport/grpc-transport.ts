@@ -475,8 +475,12 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
    * (PERMISSION_DENIED: q.to does not know this node; DEADLINE_EXCEEDED after
    * timeoutMs), a CodecError for a malformed answer or one from another
    * member than q.to, or UNAVAILABLE at once for a peer with no address here.
+   * A peer with no channel here (no member this node knows) is asked at
+   * q.address when given, over a channel of its own (the module's
+   * askMembership: it too checks that the certificate names q.to).
    */
   askMembership(q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> {
+    if (!this.closed && !this.peers.has(q.to) && q.address !== undefined && q.address !== '') return askMembership(this.dial, q.address, q, timeoutMs);
     return this.unaryTo(
       q.to,
       timeoutMs,

@@ -45,6 +45,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Message, NodeId } from '../raft/types.js';
+import { MEMBER_ADDRESS_CHARS_MAX } from '../raft/membership.js';
 import { MetadataGateCall, type GateRefusal, type GatedCall, type MetadataGate } from './metadata-gate.js';
 import { silentLogger, type TransportLogger } from './transport.js';
 
@@ -52,6 +53,11 @@ import { silentLogger, type TransportLogger } from './transport.js';
 export const CLUSTER_ID_METADATA_KEY = 'x-snapcoord-cluster-id';
 /** CLIENT_ADDRESS_METADATA_KEY: the sender's client-plane address (host:port), where followers forward writes. */
 export const CLIENT_ADDRESS_METADATA_KEY = 'x-snapcoord-client-address';
+/**
+ * PEER_ADDRESS_METADATA_KEY: the sender's own peer-plane address (host:port), where a member that does not know
+ * it yet asks it for its configuration's proofs (PeerVouch.requestVouch; src/node/vouches.ts).
+ */
+export const PEER_ADDRESS_METADATA_KEY = 'x-snapcoord-peer-address';
 /** REFUSAL_LOG_INTERVAL_MS: one log line per sender and reason per minute. */
 export const REFUSAL_LOG_INTERVAL_MS = 60_000;
 /** REFUSAL_LOG_KEYS_MAX: senders remembered for log throttling; beyond it the oldest are forgotten. */
@@ -84,7 +90,8 @@ export interface PeerRevocation {
  */
 export interface PeerVouch {
   vouchedFor(id: NodeId): boolean;
-  requestVouch(id: NodeId): void;
+  /** requestVouch: `address`, the peer address the sender's call advertises ('' when none), is where the sender itself is asked. */
+  requestVouch(id: NodeId, address?: string): void;
 }
 
 /**
@@ -333,7 +340,8 @@ export class PeerGuard {
     if (this.opts.wasRemoved?.(from) === true) this.refuse('not_member', from, call, `${from} was removed from this cluster (this node applied its removal)`);
     const vouch = this.opts.vouch;
     if (vouch !== undefined) {
-      vouch.requestVouch(from); // a no-op while one is asked, or a fresh vouch is held
+      const address = firstString(call.metadata, PEER_ADDRESS_METADATA_KEY);
+      vouch.requestVouch(from, address.length <= MEMBER_ADDRESS_CHARS_MAX ? address : ''); // a no-op while one is asked, or a fresh vouch is held
       if (!vouch.vouchedFor(from)) this.refuse('unvouched', from, call, `${from} is not in this node's configuration, and no voter of it has vouched for ${from} yet (this node asks one: a member added in entries this node lacks is taken once one names it)`);
       return false;
     }
@@ -434,20 +442,21 @@ function sameHost(a: string | null, b: string | null): boolean {
   return loop(a) === loop(b);
 }
 
-/** peerMetadata: the metadata every outgoing peer call carries (cluster id; this node's client address when known). */
-export function peerMetadata(clusterId: string, clientAddress: string): grpc.Metadata {
+/** peerMetadata: the metadata every outgoing peer call carries (cluster id; this node's client and peer addresses when known). */
+export function peerMetadata(clusterId: string, clientAddress: string, peerAddress = ''): grpc.Metadata {
   const md = new grpc.Metadata();
   md.set(CLUSTER_ID_METADATA_KEY, clusterId);
   if (clientAddress !== '') md.set(CLIENT_ADDRESS_METADATA_KEY, clientAddress);
+  if (peerAddress !== '') md.set(PEER_ADDRESS_METADATA_KEY, peerAddress);
   return md;
 }
 
 /** peerMetadataInterceptor adds peerMetadata(...) to every call of a channel. */
-export function peerMetadataInterceptor(clusterId: string, clientAddress: string): grpc.Interceptor {
+export function peerMetadataInterceptor(clusterId: string, clientAddress: string, peerAddress = ''): grpc.Interceptor {
   return (options, nextCall) =>
     new grpc.InterceptingCall(nextCall(options), {
       start(metadata, listener, next) {
-        metadata.merge(peerMetadata(clusterId, clientAddress));
+        metadata.merge(peerMetadata(clusterId, clientAddress, peerAddress));
         next(metadata, listener);
       },
     });
@@ -472,16 +481,18 @@ export interface PeerDial {
 
 /**
  * peerDial: the PeerDial of a node of `clusterId` whose client plane listens
- * at `clientAddress`; `credentialsFor`, when given, names the credentials of a
- * channel to one member (see PeerDial).
+ * at `clientAddress` (and peer plane at `peerAddress`, '' when not known);
+ * `credentialsFor`, when given, names the credentials of a channel to one
+ * member (see PeerDial).
  */
 export function peerDial(
   clusterId: string,
   clientAddress: string,
   credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
   credentialsFor?: (id: NodeId) => grpc.ChannelCredentials,
+  peerAddress = '',
 ): PeerDial {
-  return { credentials, ...(credentialsFor !== undefined ? { credentialsFor } : {}), interceptors: [peerMetadataInterceptor(clusterId, clientAddress)] };
+  return { credentials, ...(credentialsFor !== undefined ? { credentialsFor } : {}), interceptors: [peerMetadataInterceptor(clusterId, clientAddress, peerAddress)] };
 }
 
 /** credentialsTo: the credentials of a channel to member `id` with `dial` (its credentialsFor, else its credentials; insecure without a dial). */

@@ -56,6 +56,13 @@ export interface FetchSnapshotParams {
 export interface MembershipQuery {
   readonly from: NodeId;
   readonly to: NodeId;
+  /**
+   * address (not sent): where to reach q.to when it is no member this node
+   * has a channel to (a sender asked for its own configuration's proofs,
+   * src/node/vouches.ts: the peer address its calls advertise). Routing
+   * only: the channel still checks that the certificate names q.to.
+   */
+  readonly address?: string;
 }
 
 /**

@@ -88,6 +88,7 @@ import { NO_SNAPSHOT_DISK_FAULTS, SimSnapshotIo, type SnapshotDiskFaults } from 
 import { eachOnItsOwnTurn } from './own-turns.js';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { SimMembershipProofs } from './sim-proofs.js';
 
 /** CLUSTER_SITES: the cluster's own draw sites (a stream each; draw-sites.ts). */
 const CLUSTER_SITES = [
@@ -329,6 +330,8 @@ export interface NodeControls {
   readonly compactFailChance?: number;
   /** lyingImageExport: every disk exports state images with one value changed (SimStorageOptions.lyingExport). */
   readonly lyingImageExport?: boolean;
+  /** noMembershipProofs: nodes sign no configuration entry and verify no proof (vouching rests on voters' answers alone, as before proofs). */
+  readonly noMembershipProofs?: boolean;
 }
 
 export interface NodeSimStats {
@@ -883,6 +886,7 @@ export class NodeCluster {
       // Off by default in serve (NodeOptions.verifyImageRecords); on here, where the twin's check costs little, so
       // the simulator runs it (and --lying-image-export is refused by it).
       verifyImageRecords: true,
+      ...(this.controls.noMembershipProofs === true ? {} : { membershipProofs: new SimMembershipProofs(mb.id) }),
       ...(this.controls.nodeBugs !== undefined || this.controls.brokenCore !== undefined ? { testOnlyBugs: this.nodeBugs() } : {}),
       ...(snapshots !== undefined ? { snapshots } : {}),
     });

@@ -123,6 +123,13 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     // the last committed configuration.
     { seed: 1406, nodes: 3, what: '(1406) a deposed leader whose uncommitted removal of n2 ends its log follows n2, the next leader (applied 20 of 25 for good)', draws: 'joined' as const, shows: /role changed.*"id":"n1","role":"follower","leader":"n2"/ },
     { seed: 473, nodes: 5, what: '(473) the same on 5 nodes (applied 41 of 61 on two members)', draws: 'joined' as const },
+    // Found by the campaign on 34df1e7 (13 of seeds 1-19,500 lost liveness, all this shape): a member restarting with a
+    // configuration whose other voters are all gone (removed and stopped, or lost for good) could be vouched for by
+    // nobody, and the newest configuration's quorum needed it. Since membership proofs the sender's configuration
+    // carries the leaders' signed statements of each change, chained from the member's own configuration.
+    // (2442 itself no longer reaches that state: configuration entries carrying proofs moved its trace.)
+    { seed: 7686, nodes: 3, what: '(7686) n3 restarts knowing {n1, n2, n3} of index 10; n2 was removed and n1 lost for good while n4 was added: n3 follows n4 on its proofs (no leader after healing before)', draws: 'joined' as const, shows: /n3 info peer plane: a sender this node's configuration does not name is vouched for by its configuration's proofs.*"sender":"n4"/ },
+    { seed: 3134, nodes: 3, what: '(3134) n3, down from the start, restarts on an empty log knowing {n1, n2, n3}: n2 removed, n1 lost, n4 added; n3 follows n4 on its proofs', draws: 'joined' as const, shows: /n3 info peer plane: a sender this node's configuration does not name is vouched for by its configuration's proofs.*"sender":"n4"/ },
   ];
   for (const { seed, nodes, what, draws = 'snapshotDiskErrors', shows, scenarioOf, scenario, controls } of lists) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
@@ -144,6 +151,14 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
       if (shows !== undefined) assert.ok(trace.some((line) => shows.test(line)), `the seed still shows its event (${String(shows)}): re-pin it`);
     });
   }
+
+  it('without membership proofs seeds 3134 and 7686 lose liveness again (negative control)', async () => {
+    for (const seed of [3134, 7686]) {
+      const r = await runNodeSeed(seed, { nodes: 3, controls: { noMembershipProofs: true } });
+      assert.equal(r.ok, false, `seed ${seed} without proofs`);
+      assert.match(r.message ?? '', /Liveness violated/);
+    }
+  });
 
   it('the two seeds whose liveness is waived recover with pre-vote on (production\'s only mode), liveness checked', async () => {
     for (const seed of [25786, 16186]) {

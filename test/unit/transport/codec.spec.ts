@@ -193,9 +193,9 @@ describe('transport codec', () => {
     const indexed = { ...a, membershipIndex: 41 };
     assert.deepEqual(getMembershipResponseFromProto(pb.GetMembershipResponse.decode(pb.GetMembershipResponse.encode(getMembershipResponseToProto(indexed)).finish())), indexed, 'membership_index');
     const bad = (membership: pb.Membership | undefined): pb.GetMembershipResponse => ({ from: 'n2', term: 7n, membership, askerMatchIndex: 0n, askerStarted: false, membershipIndex: 0n });
-    assert.throws(() => getMembershipResponseFromProto(bad({ voters: [], learners: ['n4'], addresses: {} })), CodecError);
-    assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1', 'n1'], learners: [], addresses: {} })), CodecError);
-    assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1'], learners: ['n1'], addresses: {} })), CodecError);
+    assert.throws(() => getMembershipResponseFromProto(bad({ voters: [], learners: ['n4'], addresses: {}, proofs: [] })), CodecError);
+    assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1', 'n1'], learners: [], addresses: {}, proofs: [] })), CodecError);
+    assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1'], learners: ['n1'], addresses: {}, proofs: [] })), CodecError);
     assert.throws(() => getMembershipResponseFromProto(bad(undefined)), CodecError);
     assert.throws(() => getMembershipRequestFromProto({ from: '', to: 'n2' }), CodecError);
   });
@@ -385,7 +385,7 @@ describe('transport codec', () => {
     });
 
     it('carries the base membership of an append from the first entry, under the header checksum', () => {
-      const base = { voters: ['n1', 'n2', 'n3'], learners: ['n4'], addresses: { n1: 'h1:1', n2: 'h2:2', n3: 'h3:3', n4: 'h4:4' } };
+      const base = { voters: ['n1', 'n2', 'n3'], learners: ['n4'], addresses: { n1: 'h1:1', n2: 'h2:2', n3: 'h3:3', n4: 'h4:4' }, proofs: ['proof of 3'] };
       const first = { type: 'append', from: 'n1', to: 'n3', term: 2, prevLogIndex: 0, prevLogTerm: 0, commit: 0, entries: [{ index: 1, term: 2, type: 'normal', data: bytes('a') }] } as const;
       const p = appendRequestToProto({ ...first, base });
       const back = appendRequestFromProto(wire(pb.AppendEntriesRequest, p));
@@ -492,7 +492,7 @@ describe('transport codec: decodeAppendRequest (the peer server\'s AppendEntries
       entryToProto({ index: 5, term: 2, type: 'normal', data: new Uint8Array([1, 2, 3]) }),
       entryToProto({ index: 6, term: 3, type: 'conf', data: new Uint8Array(300).fill(7) }),
     ];
-    const base = { voters: ['n1', 'n2'], learners: ['n3'], addresses: { n1: 'a:1', n2: 'a:2', n3: 'a:3' } };
+    const base = { voters: ['n1', 'n2'], learners: ['n3'], addresses: { n1: 'a:1', n2: 'a:2', n3: 'a:3' }, proofs: [] as string[] };
     const req = { from: 'n1', to: 'n2', term: 3n, heartbeat: false, prevLogIndex: 4n, prevLogTerm: 2n, entries, commit: 4n, readSeq: 9n, installFloor: 2n, snapshotIndex: 3n, base };
     const honest = pb.AppendEntriesRequest.encode({ ...req, headerCrc32: appendHeaderChecksum(req) }).finish();
     const heartbeat = pb.AppendEntriesRequest.encode({ ...req, heartbeat: true, entries: [], base: undefined, headerCrc32: 1 }).finish();
@@ -516,9 +516,11 @@ describe('transport codec: the peer server counts a membership\'s ids before it 
     pb.InstallSnapshotRequest.encode({ from: 'n1', to: 'n2', term: 2n, snapshot: { index: 9n, term: 2n, membership, sizeBytes: 10n, digest: '' } }).finish();
   const deserializeInstall = (b: Uint8Array): pb.InstallSnapshotRequest => RAFT_SERVICE_DEFINITION.installSnapshot.requestDeserialize(Buffer.from(b));
   const overs: [string, pb.Membership, RegExp][] = [
-    ['voters', { voters: ids(MEMBERSHIP_IDS_MAX + 1), learners: [], addresses: {} }, /membership\.voters: more than MEMBERSHIP_IDS_MAX \(1000\) ids/],
-    ['learners', { voters: ['n1'], learners: ids(MEMBERSHIP_IDS_MAX + 1), addresses: {} }, /membership\.learners: more than MEMBERSHIP_IDS_MAX \(1000\) ids/],
-    ['addresses', { voters: ['n1'], learners: [], addresses: Object.fromEntries(ids(2 * MEMBERSHIP_IDS_MAX + 1).map((id) => [id, 'a:1'])) }, /membership\.addresses: more than 2 \* MEMBERSHIP_IDS_MAX \(2000\) entries/],
+    ['voters', { voters: ids(MEMBERSHIP_IDS_MAX + 1), learners: [], addresses: {}, proofs: [] }, /membership\.voters: more than MEMBERSHIP_IDS_MAX \(1000\) ids/],
+    ['learners', { voters: ['n1'], learners: ids(MEMBERSHIP_IDS_MAX + 1), addresses: {}, proofs: [] }, /membership\.learners: more than MEMBERSHIP_IDS_MAX \(1000\) ids/],
+    ['addresses', { voters: ['n1'], learners: [], addresses: Object.fromEntries(ids(2 * MEMBERSHIP_IDS_MAX + 1).map((id) => [id, 'a:1'])), proofs: [] }, /membership\.addresses: more than 2 \* MEMBERSHIP_IDS_MAX \(2000\) entries/],
+    ['proofs', { voters: ['n1'], learners: [], addresses: {}, proofs: Array.from({ length: 17 }, () => 'p') }, /membership\.proofs: more than MEMBERSHIP_PROOFS_MAX \(16\) proofs/],
+    ['a proof', { voters: ['n1'], learners: [], addresses: {}, proofs: ['p'.repeat(4 * 8192 + 1)] }, /membership\.proofs: a proof of more than MEMBERSHIP_PROOF_CHARS_MAX \(8192\) characters/],
   ];
 
   it('one id over the limit: the membership is not decoded, and the request is refused naming the limit', () => {
@@ -533,15 +535,15 @@ describe('transport codec: the peer server counts a membership\'s ids before it 
   });
 
   it('within the limits (and with repeated or unknown fields) they decode what the generated decoders decode', () => {
-    const m = { voters: ids(MEMBERSHIP_IDS_MAX), learners: ids(3), addresses: Object.fromEntries(ids(2 * MEMBERSHIP_IDS_MAX).map((id) => [id, `${id}:1`])) };
+    const m = { voters: ids(MEMBERSHIP_IDS_MAX), learners: ids(3), addresses: Object.fromEntries(ids(2 * MEMBERSHIP_IDS_MAX).map((id) => [id, `${id}:1`])), proofs: [] as string[] };
     const append = appendWith(m);
     assert.deepEqual(decodeAppendRequest(append), pb.AppendEntriesRequest.decode(append));
     assert.equal(appendRequestFromProto(decodeAppendRequest(append)).type, 'append');
     const install = installWith(m);
     // term twice (the last wins), an unknown field 9, then the snapshot again with another index (the last wins).
-    const again = pb.InstallSnapshotRequest.encode({ from: '', to: '', term: 0n, snapshot: { index: 11n, term: 2n, membership: { voters: ['n1'], learners: [], addresses: { n1: 'a:1' } }, sizeBytes: 1n, digest: '' } }).finish();
+    const again = pb.InstallSnapshotRequest.encode({ from: '', to: '', term: 0n, snapshot: { index: 11n, term: 2n, membership: { voters: ['n1'], learners: [], addresses: { n1: 'a:1' }, proofs: [] }, sizeBytes: 1n, digest: '' } }).finish();
     const odd = new Uint8Array([...install, 0x18, 0x07, 0x4a, 0x01, 0x00, ...again]);
-    for (const bytes of [install, odd, installWith({ voters: [], learners: [], addresses: {} }), new Uint8Array(0)]) {
+    for (const bytes of [install, odd, installWith({ voters: [], learners: [], addresses: {}, proofs: [] }), new Uint8Array(0)]) {
       assert.deepEqual(deserializeInstall(bytes), pb.InstallSnapshotRequest.decode(bytes));
     }
     assert.equal(snapshotRequestFromProto(deserializeInstall(install)).snapshot.membership.voters.length, MEMBERSHIP_IDS_MAX);
@@ -568,7 +570,7 @@ describe('transport codec: the peer server\'s decoders stop at OTHER_FIELDS_MAX 
     const req = { from: 'n1', to: 'n2', term: 2n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries: [], commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base: undefined };
     const append = pb.AppendEntriesRequest.encode({ ...req, headerCrc32: appendHeaderChecksum(req) }).finish();
     const install = pb.InstallSnapshotRequest.encode({ from: 'n1', to: 'n2', term: 2n, snapshot: undefined }).finish();
-    const meta = pb.SnapshotMeta.encode({ index: 9n, term: 2n, membership: { voters: ['n1'], learners: [], addresses: { n1: 'a:1' } }, sizeBytes: 1n, digest: '' }).finish();
+    const meta = pb.SnapshotMeta.encode({ index: 9n, term: 2n, membership: { voters: ['n1'], learners: [], addresses: { n1: 'a:1' }, proofs: [] }, sizeBytes: 1n, digest: '' }).finish();
     const propose = pb.ProposeRequest.encode({ from: 'n2', to: 'n1', term: 3n, data: [new Uint8Array([1])] }).finish();
     const fields = (n: number) => ({
       append: new Uint8Array([...append, ...filler(n)]),
@@ -657,7 +659,7 @@ describe('transport codec: the peer server\'s decoders stop at NESTED_FIELDS_MAX
 describe('transport codec: what no honest member sends is refused (the limits every membership keeps, read contexts)', () => {
   const isCodecError = (pattern: RegExp) => (err: unknown) => err instanceof CodecError && pattern.test(err.message);
   const ids = (n: number, prefix: string): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
-  const wide = (voters: string[], learners: string[] = [], addresses: Record<string, string> = {}): pb.Membership => ({ voters, learners, addresses });
+  const wide = (voters: string[], learners: string[] = [], addresses: Record<string, string> = {}): pb.Membership => ({ voters, learners, addresses, proofs: [] });
   const overs: [string, pb.Membership, RegExp][] = [
     ['voters', wide(ids(MEMBERSHIP_IDS_MAX + 1, 'v')), /membership\.voters: 1001 ids, more than MEMBERSHIP_IDS_MAX \(1000\)/],
     ['learners', wide(['n1'], ids(MEMBERSHIP_IDS_MAX + 1, 'l')), /membership\.learners: 1001 ids, more than MEMBERSHIP_IDS_MAX/],
