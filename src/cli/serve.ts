@@ -368,6 +368,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     return ref.node.status();
   });
   metrics.rocksMemory = () => storage.memory();
+  const crlInUse = peerCrl;
+  if (crlInUse !== null) {
+    metrics.peerCrl = () => ({ revoked: crlInUse.latest.revoked, nextUpdateMs: crlInUse.latest.nextUpdate?.getTime() ?? null, fileRefused: crlInUse.fileRefused });
+  }
   // The members seen running with a log of their own (a new data dir under one of their ids is refused; started-members.ts).
   let started: StartedMembers;
   try {

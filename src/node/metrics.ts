@@ -5,6 +5,15 @@ import type { NodeStatus } from './node-status.js';
 
 const ROLE_VALUES = { follower: 0, preCandidate: 1, candidate: 2, leader: 3 } as const;
 
+/** PeerCrlGauges: what /metrics shows of the peer CRL (src/tls PeerCrl). */
+export interface PeerCrlGauges {
+  readonly revoked: number;
+  /** nextUpdateMs: null when the CRL names none. */
+  readonly nextUpdateMs: number | null;
+  /** fileRefused: the file on disk could not be used at the last look; the last good CRL is in use. */
+  readonly fileRefused: boolean;
+}
+
 /**
  * NodeMetrics: a node's Prometheus metrics in a registry of its own (several
  * nodes may share a process in tests). Gauges read the node's status when
@@ -29,6 +38,9 @@ export class NodeMetrics {
 
   /** taskQueueDepth: set once the node's task queue exists. */
   taskQueueDepth: () => number = () => 0;
+
+  /** peerCrl: the peer CRL in use (serve --peer-crl) and whether the file on disk is refused; null: no --peer-crl. */
+  peerCrl: () => PeerCrlGauges | null = () => null;
 
   /** rocksMemory: RocksDB's own native memory by database (RocksStorage.memory), once the node has a RocksDB storage; null: none. */
   rocksMemory: () => { readonly log: RocksMemory; readonly state: RocksMemory } | null = () => null;
@@ -68,6 +80,21 @@ export class NodeMetrics {
         this.set(depth());
       },
     });
+    const crl = (): PeerCrlGauges | null => this.peerCrl();
+    const crlGauge = (name: string, help: string, read: (c: PeerCrlGauges) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          const c = crl();
+          if (c !== null) this.set(read(c));
+        },
+      });
+    };
+    crlGauge('snapcoord_peer_crl_revoked_certificates', 'Certificates the peer CRL in use (--peer-crl) revokes (0 without one).', (c) => c.revoked);
+    crlGauge('snapcoord_peer_crl_next_update_timestamp_seconds', 'The nextUpdate of the peer CRL in use, in Unix seconds (0: it names none); past it the CRL is still used, and logged as expired.', (c) => (c.nextUpdateMs ?? 0) / 1000);
+    crlGauge('snapcoord_peer_crl_file_refused', '1 while the --peer-crl file (or its CA) on disk cannot be used (not a CRL, not the CA\'s, dated ahead, too large, missing): the last good CRL stays in use; 0 when the file on disk is the one in use.', (c) => (c.fileRefused ? 1 : 0));
     const rocks = (): { readonly log: RocksMemory; readonly state: RocksMemory } | null => this.rocksMemory();
     new Gauge({
       name: 'snapcoord_rocksdb_memory_bytes',

@@ -220,6 +220,11 @@ export class PeerCrl {
     return this.readCount;
   }
 
+  /** fileRefused: whether the files on disk could not be used at the last look (the last good CRL stays in use). */
+  get fileRefused(): boolean {
+    return this.lastBad !== '';
+  }
+
   /** latest: what the CRL in use says. */
   get latest(): CrlInfo {
     return this.loaded.info;

@@ -4,7 +4,8 @@
  * remove`) is refused on the peer plane without a restart: at once on
  * SIGHUP, within the 5 s look otherwise. A corrupt crl.pem written over it
  * changes nothing: the last good CRL stays in use (the revoked member stays
- * refused) and the node says so. Before, only the parts were unit-tested;
+ * refused) and the node says so, in its log and in /metrics
+ * (snapcoord_peer_crl_file_refused). Before, only the parts were unit-tested;
  * `npm start` gave its nodes --peer-crl only when crl.pem existed at start.
  */
 import assert from 'node:assert/strict';
@@ -17,12 +18,17 @@ import { until } from '../harness/until.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
-/** revokedRefusals: node `n`'s snapcoord_peer_messages_refused_total{reason="revoked"} (0 when absent). */
-async function revokedRefusals(n: ServeNode): Promise<number> {
+/** metric: the value of `name` (a series with its labels, as printed) in node `n`'s /metrics (0 when absent). */
+async function metric(n: ServeNode, name: string): Promise<number> {
   const res = await fetch(`http://${n.http}/metrics`);
   const text = await res.text();
-  const m = /^snapcoord_peer_messages_refused_total\{reason="revoked"\} (\d+)$/m.exec(text);
+  const m = new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text);
   return m === null ? 0 : Number(m[1]);
+}
+
+/** revokedRefusals: node `n`'s snapcoord_peer_messages_refused_total{reason="revoked"}. */
+async function revokedRefusals(n: ServeNode): Promise<number> {
+  return metric(n, 'snapcoord_peer_messages_refused_total{reason="revoked"}');
 }
 
 describe('cluster: a peer certificate revoked while the nodes run (serve --peer-crl, no restart)', function () {
@@ -57,6 +63,9 @@ describe('cluster: a peer certificate revoked while the nodes run (serve --peer-
     await n2.proc?.waitFor(/peer CRL reloaded/, 15_000);
     await until('n1 and n2 to refuse n3 as revoked', 30_000, async () => ((await revokedRefusals(n1)) > 0 && (await revokedRefusals(n2)) > 0 ? true : undefined), { everyMs: 250 });
     assert.ok(n1.proc?.running && n2.proc?.running && n3.proc?.running, 'no node restarted');
+    assert.equal(await metric(n1, 'snapcoord_peer_crl_revoked_certificates'), 1);
+    assert.equal(await metric(n1, 'snapcoord_peer_crl_file_refused'), 0);
+    assert.ok((await metric(n1, 'snapcoord_peer_crl_next_update_timestamp_seconds')) > Date.now() / 1000 + 20 * 86_400, 'certs revoke signs for 30 days');
 
     // n1 and n2 are a quorum without n3: a leader among them, and writes commit.
     const leader = await cluster.leader(30_000, [n1, n2]);
@@ -68,6 +77,10 @@ describe('cluster: a peer certificate revoked while the nodes run (serve --peer-
     await n1.proc?.waitFor(/peer CRL changed but cannot be used; keeping the previous one/, 10_000);
     assert.match(n1.proc?.output ?? '', /CRL not reloaded, the previous one stays in use: [^\n]*crl\.pem: not a CRL/);
     await n2.proc?.waitFor(/peer CRL changed but cannot be used; keeping the previous one/, 15_000);
+    for (const n of [n1, n2]) {
+      assert.equal(await metric(n, 'snapcoord_peer_crl_file_refused'), 1, `${n.id}: the file on disk is refused`);
+      assert.equal(await metric(n, 'snapcoord_peer_crl_revoked_certificates'), 1, `${n.id}: the last good CRL is in use`);
+    }
     const before1 = await revokedRefusals(n1);
     const before2 = await revokedRefusals(n2);
     await until('n3 refused again after the corrupt file', 30_000, async () => ((await revokedRefusals(n1)) > before1 && (await revokedRefusals(n2)) > before2 ? true : undefined), { everyMs: 250 });

@@ -131,6 +131,7 @@ describe('tls crl: the peer plane\'s certificate revocation list', function () {
     const reloads: number[] = [];
     const p = await open({ onError: (e) => errors.push(e.message), onReload: (i) => reloads.push(i.revoked) });
     assert.equal(p.isRevoked(nodeSerial(r.certPem)), false);
+    assert.equal(p.fileRefused, false);
     await writeFile(crlFile, await createCrl(ca, [{ serialNumber: nodeSerial(r.certPem) }]));
     await p.refresh();
     assert.equal(p.isRevoked(nodeSerial(r.certPem)), true);
@@ -142,6 +143,11 @@ describe('tls crl: the peer plane\'s certificate revocation list', function () {
     assert.equal(p.isRevoked(nodeSerial(r.certPem)), true, 'the last good CRL stays in use');
     assert.equal(errors.length, 1, errors.join('\n'));
     assert.match(errors[0] ?? '', /CRL not reloaded, the previous one stays in use: .*signature does not verify/);
+    assert.equal(p.fileRefused, true, 'the file on disk is refused (snapcoord_peer_crl_file_refused)');
+    await writeFile(crlFile, await createCrl(ca, [{ serialNumber: nodeSerial(r.certPem) }, { serialNumber: nodeSerial(a.certPem) }]));
+    await p.refresh();
+    assert.equal(p.fileRefused, false);
+    assert.equal(p.isRevoked(nodeSerial(a.certPem)), true);
   });
 
   it('the timer reads the file again', async () => {
