@@ -221,6 +221,9 @@ interface Measured {
   /** CPU seconds of each side by thread group (main, other: threadpool, V8 and workers, rocksdb:...). */
   readonly senderThreads: Record<string, number>;
   readonly receiverThreads: Record<string, number>;
+  /** minor page faults of each side during the transfer (a fresh 1 MiB buffer faults in 256 pages). */
+  readonly senderFaults: number;
+  readonly receiverFaults: number;
   readonly extra: Record<string, unknown>;
 }
 
@@ -268,6 +271,8 @@ async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install', nStreams:
       receiverCpu: Number(r.cpuSeconds),
       senderThreads: (s?.threadCpu ?? {}) as Record<string, number>,
       receiverThreads: (r.threadCpu ?? {}) as Record<string, number>,
+      senderFaults: Number(s?.minorFaults ?? NaN),
+      receiverFaults: Number(r.minorFaults ?? NaN),
       extra: r,
     };
   } finally {
@@ -384,7 +389,8 @@ async function diskCeiling(a: Archive, dir: string): Promise<number> {
 function cpuNote(m: Measured): string {
   return (
     `CPU sender ${m.senderCpu.toFixed(2)} s (${(m.senderCpu / m.seconds).toFixed(2)} cores: ${fmtThreadCpu(m.senderThreads)}), ` +
-    `receiver ${m.receiverCpu.toFixed(2)} s (${(m.receiverCpu / m.seconds).toFixed(2)} cores: ${fmtThreadCpu(m.receiverThreads)})`
+    `receiver ${m.receiverCpu.toFixed(2)} s (${(m.receiverCpu / m.seconds).toFixed(2)} cores: ${fmtThreadCpu(m.receiverThreads)}); ` +
+    `minor page faults sender ${m.senderFaults}, receiver ${m.receiverFaults}`
   );
 }
 

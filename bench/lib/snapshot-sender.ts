@@ -49,6 +49,7 @@ let streams = 0;
 /** CPU time is counted from `ready` on (start-up and module loading excluded). */
 let cpuAtReady: NodeJS.CpuUsage | undefined;
 let threadsAtReady: ReturnType<typeof threadCpu> | undefined;
+let faultsAtReady = 0;
 let bytesServed = 0;
 
 const handler: RaftRequestHandler = {
@@ -116,6 +117,7 @@ server.bindAsync(`127.0.0.1:${port}`, credentials, (err, bound) => {
     process.exit(2);
   }
   cpuAtReady = process.cpuUsage();
+  faultsAtReady = process.resourceUsage().minorPageFault;
   threadsAtReady = threadCpu();
   report({ ready: true, port: bound, tls: certFile !== undefined, rss: rss.sample() });
 });
@@ -125,7 +127,8 @@ process.on('SIGTERM', () => {
   const cpu = process.cpuUsage(cpuAtReady);
   const cpuSeconds = (cpu.user + cpu.system) / 1e6;
   const threadSeconds = threadCpuByGroup(threadsAtReady ?? new Map(), threadCpu(), cpuSeconds);
-  report({ peakRss: rss.peak, baselineRss: rss.baseline, streams, rawBytesServed: bytesServed, cpuSeconds, threadCpu: threadSeconds });
+  const minorFaults = process.resourceUsage().minorPageFault - faultsAtReady;
+  report({ peakRss: rss.peak, baselineRss: rss.baseline, streams, rawBytesServed: bytesServed, cpuSeconds, threadCpu: threadSeconds, minorFaults });
   server.forceShutdown();
   process.exit(0);
 });
