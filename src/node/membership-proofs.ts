@@ -27,16 +27,10 @@
  * (--peer-crl) is what keeps a removed member out for good.
  */
 import type { Membership, NodeId } from '../raft/types.js';
+import type { SignedStatement } from '../tls/membership-proof.js';
 
-/** MembershipStatement: what a proof says: the configuration an entry at `index` (term `term`) of cluster `clusterId` makes, signed by `signer`. */
-export interface MembershipStatement {
-  readonly clusterId: string;
-  readonly index: number;
-  readonly term: number;
-  readonly voters: readonly NodeId[];
-  readonly learners: readonly NodeId[];
-  readonly signer: NodeId;
-}
+/** MembershipStatement: what a proof says: the configuration an entry at `index` (term `term`) of cluster `clusterId` makes, signed by `signer` (its bytes: statementBytes). */
+export type MembershipStatement = SignedStatement;
 
 /**
  * MembershipProofs: this node's signer and the cluster's verifier
