@@ -321,6 +321,8 @@ export class RaftNode {
    * by leading. Simulator seed 917802.
    */
   private countedAsVoter = false;
+  /** leadHeld: holdLeadership's flag: no election is started. */
+  private leadHeld = false;
   /**
    * snapshotWanted (leader): a follower needs a snapshot at or after this
    * index, newer than this leader's newest; the driver takes one once it has
@@ -434,6 +436,30 @@ export class RaftNode {
   /** campaign starts an election now (if this node is a voter and not the leader). */
   campaign(): void {
     this.hup(false);
+  }
+
+  /**
+   * holdLeadership: while held, this node starts no election (no pre-vote, no
+   * vote, no transfer's; its timer runs out as a failed campaign would) and,
+   * leading or campaigning when it is set, becomes a follower at once; it
+   * still votes, follows and acknowledges. The driver holds it
+   * (src/node/removal-news.ts) once a voter of its configuration holds
+   * committed, at an index this node committed, an entry of another term:
+   * this node's log is not the cluster's (entries a removed member's
+   * certificate forged, or a damaged disk), and elected on it (its last term
+   * may be the highest) it would lead for good with no write committed, the
+   * other voters refusing to overwrite their committed entries. Not
+   * persisted: the driver sets it again after a restart.
+   */
+  holdLeadership(held: boolean): void {
+    if (held === this.leadHeld) return;
+    this.leadHeld = held;
+    if (held && this.role !== 'follower') this.becomeFollower(this.term, NO_NODE);
+  }
+
+  /** leadershipHeld: holdLeadership's flag. */
+  leadershipHeld(): boolean {
+    return this.leadHeld;
   }
 
   /**
@@ -1462,6 +1488,8 @@ export class RaftNode {
   private hup(transfer: boolean): void {
     if (this.role === 'leader' || !this.promotable()) return;
     if (this.campaignsSinceLeader < NON_VOTER_CLAIM_CAMPAIGNS_MIN) this.campaignsSinceLeader++;
+    // Held (holdLeadership): counted as a campaign that failed, none started.
+    if (this.leadHeld) return;
     if (this.cfg.preVote && !transfer) this.campaignPre();
     else this.campaignReal(transfer);
   }
@@ -1626,6 +1654,7 @@ export class RaftNode {
     // A leader that did not offer our install (a new one) learns of it here, before it decides to offer its own.
     const installing = this.installing === null ? {} : { installingIndex: this.installing.index };
     if (m.prevLogIndex < this.log.committed) {
+      if (this.contradictsCommitted(m)) return;
       this.send(m.from, { type: 'appendResp', reject: false, index: this.log.committed, hintIndex: 0, hintTerm: 0, ...installing });
       return;
     }
@@ -1641,10 +1670,36 @@ export class RaftNode {
       this.send(m.from, { type: 'appendResp', reject: false, index: lastNew, hintIndex: 0, hintTerm: 0, ...(this.endMootInstall() ? {} : installing) });
       return;
     }
+    if (this.contradictsCommitted(m)) return;
     // Fast backtracking: point the leader at the last entry whose term may match.
     const hintIndex = this.log.findConflictByTerm(Math.min(m.prevLogIndex, this.log.lastIndex()), m.prevLogTerm);
     const hintTerm = this.log.term(hintIndex) ?? 0;
     this.send(m.from, { type: 'appendResp', reject: true, index: m.prevLogIndex, hintIndex, hintTerm, ...installing });
+  }
+
+  /**
+   * contradictsCommitted: the append gives an entry this node holds committed
+   * (at or below its commit index, not compacted) another term: its prevLogTerm
+   * or one of its entries'. No leader's log does that to a member whose log is
+   * the cluster's (Leader Completeness, Raft §5.4): one of the two logs is not
+   * (this node applied entries a removed member's certificate forged; see
+   * holdLeadership). Such an append is left unanswered: answered (a success at
+   * this node's commit, then a refusal of the next entry, over and over), the
+   * leader and this node exchanged messages without pause, never a tick
+   * between them; unanswered, the leader probes again once a heartbeat
+   * interval (its next heartbeat's answer).
+   */
+  private contradictsCommitted(m: AppendRequest): boolean {
+    const committed = this.log.committed;
+    if (m.prevLogIndex > committed) return false;
+    const prev = this.log.term(m.prevLogIndex);
+    if (m.prevLogIndex > 0 && prev !== undefined && prev !== m.prevLogTerm) return true;
+    for (const e of m.entries) {
+      if (e.index > committed) break;
+      const t = this.log.term(e.index);
+      if (t !== undefined && t !== e.term) return true;
+    }
+    return false;
   }
 
   /**
