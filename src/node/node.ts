@@ -48,6 +48,7 @@ import type {
 import { ForwardQueue } from './forward-queue.js';
 import { Vouches } from './vouches.js';
 import type { MembershipProofs } from './membership-proofs.js';
+import { RemovalNews, type RemovalNewsStats } from './removal-news.js';
 import type { PeerVouch } from '../transport/peer-guard.js';
 import { encodeApplyResult } from '../fsm/apply-result-codec.js';
 import type { Clock, TimerHandle } from './clock.js';
@@ -497,6 +498,8 @@ export class Node {
   private readonly vouches: Vouches | null;
   /** membershipProofs: signs this leader's configuration entries (NodeOptions.membershipProofs); null: they carry no proof. */
   private readonly membershipProofs: MembershipProofs | null;
+  /** removalNews: what the voters of its configuration tell this node of removed members and of its own log (src/node/removal-news.ts); null when the transport cannot ask. */
+  private readonly removalNews: RemovalNews | null;
   private readonly log: Logger;
   private readonly timings: NodeTimings;
   private readonly maxPendingProposals: number;
@@ -662,6 +665,24 @@ export class Node {
             ...(opts.membershipProofs !== undefined ? { proofs: opts.membershipProofs } : {}),
           });
     this.membershipProofs = opts.membershipProofs ?? null;
+    this.removalNews =
+      ask === undefined
+        ? null
+        : new RemovalNews({
+            selfId: opts.id,
+            clock: opts.clock,
+            log: this.log,
+            configuration: () => ({ membership: this.raft.brief().membership, index: this.raft.membershipIndex() }),
+            state: () => this.raft.brief(),
+            termAt: (index) => this.raft.logTerm(index),
+            ask,
+            holdLeadership: (held) => {
+              if (this.stopped) return;
+              this.raft.holdLeadership(held);
+              this.noteLeader();
+              this.kick();
+            },
+          });
     this.onMemberRemoved = opts.onMemberRemoved;
     this.timings = { ...DEFAULT_TIMINGS, ...opts.timings };
     this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
@@ -825,7 +846,18 @@ export class Node {
   membershipFor(q: MembershipQuery): MembershipAnswer {
     const st = this.raft.brief();
     const membershipIndex = this.raft.membershipIndex();
-    const answer = { from: this.id, term: st.term, membership: st.membership, ...(membershipIndex > 0 ? { membershipIndex } : {}) };
+    // The commit index, and this node's term of the asker's probe index when it holds that entry committed: the asker
+    // learns from them which members were removed for good and whether its own committed entries are the cluster's
+    // (src/node/removal-news.ts).
+    const probe = q.probeIndex !== undefined && q.probeIndex > 0 && q.probeIndex <= st.commit ? (this.raft.logTerm(q.probeIndex) ?? 0) : 0;
+    const answer = {
+      from: this.id,
+      term: st.term,
+      membership: st.membership,
+      ...(membershipIndex > 0 ? { membershipIndex } : {}),
+      ...(st.commit > 0 ? { commitIndex: st.commit } : {}),
+      ...(probe > 0 ? { probeTerm: probe } : {}),
+    };
     if (st.role !== 'leader') return answer;
     // What the asker acknowledged to this leader: a node starting from a new data dir that did lost that log.
     const match = this.raft.status().progress[q.from]?.match ?? 0;
@@ -1163,6 +1195,21 @@ export class Node {
     return this.vouches ?? undefined;
   }
 
+  /**
+   * removalNewsStats: what the voters of this node's configuration told it
+   * (src/node/removal-news.ts): members removed for good and still refused,
+   * messages refused and held, and whether its leadership is held (its log is
+   * not the cluster's). Null when the transport cannot ask.
+   */
+  removalNewsStats(): RemovalNewsStats | null {
+    return this.removalNews?.stats() ?? null;
+  }
+
+  /** reportedRemoved: a voter holds committed a configuration newer than this node's that does not name `id` (removal-news.ts). */
+  reportedRemoved(id: NodeId): boolean {
+    return this.removalNews?.reportedRemoved(id) ?? false;
+  }
+
   /** noteRemoved records `id` for wasRemoved, forgetting the oldest past REMOVED_IDS_MAX. */
   private noteRemoved(id: NodeId): void {
     this.removedIds.delete(id);
@@ -1208,6 +1255,9 @@ export class Node {
   async handleRequest(m: Message): Promise<Message[]> {
     this.checkRunning();
     this.refuseFarAhead(m);
+    const refusal = this.removalNews?.screen(m) ?? null;
+    // Refused as the peer plane refuses a member this node saw removed: a voter holds its removal committed.
+    if (refusal !== null) throw coded(7, `refused: ${refusal.message}`);
     if (m.type === 'readIndex') return this.handleReadIndexRequest(m);
     const replies = this.raft.stepForReplies(m);
     // Contact with the leader this node follows once stepped: an append or heartbeat the core dropped (another
@@ -1430,6 +1480,7 @@ export class Node {
     if (this.stopped) return;
     this.stopped = true;
     this.vouches?.close();
+    this.removalNews?.close();
     if (this.ticker !== undefined) this.clock.clearTimeout(this.ticker);
     this.clock.clearTimeout(this.snapshotRetry);
     this.clock.clearTimeout(this.pacer);
@@ -1479,6 +1530,12 @@ export class Node {
     if (this.stopped) return;
     this.raft.tick();
     this.noteLeader();
+    if (this.removalNews !== null) {
+      // An election started, or this node's leadership held: is its own log the cluster's? (rate-limited, in the background)
+      const role = this.raft.brief().role;
+      const campaigning = role === 'preCandidate' || role === 'candidate';
+      if (campaigning || this.raft.leadershipHeld()) this.removalNews.checkOwnLog(campaigning);
+    }
     if (this.rebuildFailing) this.noteStranded();
     this.expireProposals();
     const f = this.fetching;

@@ -865,11 +865,12 @@ function archiveDigest(d: string): string {
 // ---------------------------------------------------------------- GetMembership
 
 export function getMembershipRequestToProto(q: MembershipQuery): pb.GetMembershipRequest {
-  return { from: nodeId(q.from, 'from'), to: nodeId(q.to, 'to') };
+  return { from: nodeId(q.from, 'from'), to: nodeId(q.to, 'to'), probeIndex: toU64(q.probeIndex ?? 0, 'probeIndex') };
 }
 
 export function getMembershipRequestFromProto(p: pb.GetMembershipRequest): MembershipQuery {
-  return { from: nodeId(p.from, 'from'), to: nodeId(p.to, 'to') };
+  const probeIndex = fromU64(p.probeIndex, 'probeIndex');
+  return { from: nodeId(p.from, 'from'), to: nodeId(p.to, 'to'), ...(probeIndex > 0 ? { probeIndex } : {}) };
 }
 
 export function getMembershipResponseToProto(a: MembershipAnswer): pb.GetMembershipResponse {
@@ -880,6 +881,8 @@ export function getMembershipResponseToProto(a: MembershipAnswer): pb.GetMembers
     askerMatchIndex: toU64(a.askerMatchIndex ?? 0, 'askerMatchIndex'),
     askerStarted: a.askerStarted === true,
     membershipIndex: toU64(a.membershipIndex ?? 0, 'membershipIndex'),
+    commitIndex: toU64(a.commitIndex ?? 0, 'commitIndex'),
+    probeTerm: toU64(a.probeTerm ?? 0, 'probeTerm'),
   };
 }
 
@@ -889,6 +892,8 @@ export function getMembershipResponseFromProto(p: pb.GetMembershipResponse): Mem
   if (!wellFormedMembership(membership)) throw new CodecError('membership: no voter, an empty id, or an id named twice');
   const askerMatchIndex = fromU64(p.askerMatchIndex, 'askerMatchIndex');
   const membershipIndex = fromU64(p.membershipIndex, 'membershipIndex');
+  const commitIndex = fromU64(p.commitIndex, 'commitIndex');
+  const probeTerm = fromU64(p.probeTerm, 'probeTerm');
   return {
     from: nodeId(p.from, 'from'),
     term: fromU64(p.term, 'term'),
@@ -896,6 +901,8 @@ export function getMembershipResponseFromProto(p: pb.GetMembershipResponse): Mem
     ...(askerMatchIndex > 0 ? { askerMatchIndex } : {}),
     ...(p.askerStarted ? { askerStarted: true } : {}),
     ...(membershipIndex > 0 ? { membershipIndex } : {}),
+    ...(commitIndex > 0 ? { commitIndex } : {}),
+    ...(probeTerm > 0 ? { probeTerm } : {}),
   };
 }
 

@@ -63,6 +63,8 @@ export interface MembershipQuery {
    * only: the channel still checks that the certificate names q.to.
    */
   readonly address?: string;
+  /** probeIndex: an index the asker holds committed (its commit index); the answer's probeTerm is the answering node's term of it. */
+  readonly probeIndex?: number;
 }
 
 /**
@@ -79,6 +81,10 @@ export interface MembershipAnswer {
   readonly askerStarted?: boolean;
   /** membershipIndex: the index of the entry (or snapshot) `membership` comes from; absent or 0: none (the bootstrap's). */
   readonly membershipIndex?: number;
+  /** commitIndex: the answering node's commit index (absent or 0: a build before the field); a membershipIndex at or below it is committed. */
+  readonly commitIndex?: number;
+  /** probeTerm: the term of the entry at the query's probeIndex, when the answering node holds it committed (absent: unknown). */
+  readonly probeTerm?: number;
 }
 
 /**

@@ -192,12 +192,16 @@ describe('transport codec', () => {
     assert.deepEqual(getMembershipResponseFromProto(pb.GetMembershipResponse.decode(pb.GetMembershipResponse.encode(getMembershipResponseToProto(started)).finish())), started, 'asker_started');
     const indexed = { ...a, membershipIndex: 41 };
     assert.deepEqual(getMembershipResponseFromProto(pb.GetMembershipResponse.decode(pb.GetMembershipResponse.encode(getMembershipResponseToProto(indexed)).finish())), indexed, 'membership_index');
-    const bad = (membership: pb.Membership | undefined): pb.GetMembershipResponse => ({ from: 'n2', term: 7n, membership, askerMatchIndex: 0n, askerStarted: false, membershipIndex: 0n });
+    const probed = { ...a, membershipIndex: 41, commitIndex: 57, probeTerm: 6 };
+    assert.deepEqual(getMembershipResponseFromProto(pb.GetMembershipResponse.decode(pb.GetMembershipResponse.encode(getMembershipResponseToProto(probed)).finish())), probed, 'commit_index, probe_term');
+    const asked = { from: 'n1', to: 'n2', probeIndex: 57 };
+    assert.deepEqual(getMembershipRequestFromProto(pb.GetMembershipRequest.decode(pb.GetMembershipRequest.encode(getMembershipRequestToProto(asked)).finish())), asked, 'probe_index');
+    const bad = (membership: pb.Membership | undefined): pb.GetMembershipResponse => ({ from: 'n2', term: 7n, membership, askerMatchIndex: 0n, askerStarted: false, membershipIndex: 0n, commitIndex: 0n, probeTerm: 0n });
     assert.throws(() => getMembershipResponseFromProto(bad({ voters: [], learners: ['n4'], addresses: {}, proofs: [] })), CodecError);
     assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1', 'n1'], learners: [], addresses: {}, proofs: [] })), CodecError);
     assert.throws(() => getMembershipResponseFromProto(bad({ voters: ['n1'], learners: ['n1'], addresses: {}, proofs: [] })), CodecError);
     assert.throws(() => getMembershipResponseFromProto(bad(undefined)), CodecError);
-    assert.throws(() => getMembershipRequestFromProto({ from: '', to: 'n2' }), CodecError);
+    assert.throws(() => getMembershipRequestFromProto({ from: '', to: 'n2', probeIndex: 0n }), CodecError);
   });
 
   it('encodes "no reply" as has_reply=false and decodes it to null', () => {
@@ -676,7 +680,7 @@ describe('transport codec: what no honest member sends is refused (the limits ev
       assert.throws(() => appendRequestFromProto(wire(pb.AppendEntriesRequest, append)), isCodecError(want), `append base: ${what}`);
       const install = { from: 'n1', to: 'n2', term: 1n, snapshot: { ...snapshotRequestToProto({ type: 'snapshot', from: 'n1', to: 'n2', term: 1, snapshot: meta }).snapshot!, membership: m } };
       assert.throws(() => snapshotRequestFromProto(wire(pb.InstallSnapshotRequest, install)), isCodecError(want), `install: ${what}`);
-      const answer = { from: 'n1', term: 1n, membership: m, askerMatchIndex: 0n, askerStarted: false, membershipIndex: 0n };
+      const answer = { from: 'n1', term: 1n, membership: m, askerMatchIndex: 0n, askerStarted: false, membershipIndex: 0n, commitIndex: 0n, probeTerm: 0n };
       assert.throws(() => getMembershipResponseFromProto(wire(pb.GetMembershipResponse, answer)), isCodecError(want), `GetMembership: ${what}`);
     }
     const full = wide(ids(MEMBERSHIP_IDS_MAX, 'v'), ids(MEMBERSHIP_IDS_MAX, 'l'), { ['n'.repeat(NODE_ID_CHARS_MAX)]: 'h'.repeat(MEMBER_ADDRESS_CHARS_MAX) });

@@ -1,0 +1,354 @@
+/**
+ * RemovalNews: what a member learns from the voters of its own configuration
+ * about members that configuration still names, and about its own log.
+ *
+ * The hole (review24): member A missed member R's removal (offline across it,
+ * restored from an old data dir), so A's configuration still names R, and the
+ * peer plane trusts R's certificate (vouching, src/node/vouches.ts, is for
+ * senders the configuration does NOT name; the CRL, --peer-crl, only where
+ * operators revoke). Cut off from the real leader, A took R's claim to lead a
+ * later term, appended and applied R's forged entries, and once back with the
+ * others its last log term beat theirs: elected, it led for good with nothing
+ * committed (the others refuse to overwrite committed entries).
+ *
+ * A claim to lead or to be elected from a member this node's configuration
+ * names (a vote request, pre-vote included, of a later term; an append,
+ * heartbeat or snapshot of a later term, or of this term from a sender that is
+ * not the leader this node follows) starts a round in the background: up to
+ * ROUND_VOTERS_MAX voters of this node's configuration (never the sender, never
+ * this node) are asked at once with GetMembership, the question vouches.ts
+ * asks, over the transport's channel that checks the voter's certificate. Each
+ * answer (from the voter asked) tells two things:
+ * - removed: the voter's configuration is committed there (its
+ *   membership_index at or below its commit_index) and newer than this node's
+ *   (a later index). A member this node's configuration names that it does not
+ *   name was removed for good: committed, a removal is never rolled back. Its
+ *   messages, every RPC's, are refused ('removed') until this node's own
+ *   configuration is as new. A refusal asks again (at most once a
+ *   ASK_INTERVAL_MS): a later committed configuration naming it again (added
+ *   back) lifts it. An uncommitted removal tells nothing: the leader that
+ *   appended it may be deposed and the removed member lead next (simulator seed
+ *   1406).
+ * - not the cluster's log: the voter holds committed, at this node's commit
+ *   index (the query's probe_index), an entry of another term (probe_term).
+ *   Committed entries are the same on every member (Raft §5.4.3), so one of the
+ *   two logs is not the cluster's: this node applied entries forged with a
+ *   member's certificate (or its disk lies). Its leadership is held
+ *   (RaftNode.holdLeadership: it starts no election; it votes and follows)
+ *   for as long as a voter says so: asked again while held, at most once a
+ *   ASK_INTERVAL_MS. Its forged entries stay applied here (an operator wipes
+ *   and re-adds it), but the cluster keeps committing without it.
+ * Nothing waits on a round: the claim that started it is stepped at once, so
+ * the common failover (the leader gone, a follower whose configuration still
+ * names a member since removed) elects and commits as before. The price: the
+ * claim that makes a member ask is taken before the answer, so a removed
+ * member's certificate gets its first forged append (and what it commits)
+ * applied even where a voter would have said no; every later message of it is
+ * refused, and the member holds its leadership (above). Holding the claimant's
+ * appends while the voters are asked keeps even that one out, but holds honest
+ * new leaders too (it changed the traces of 12 pinned simulator seeds; left on
+ * branch forged29-hold).
+ *
+ * Why a member that holds a committed removal does not need this node to lead:
+ * a configuration committed at index I (the quorum that committed it holds an
+ * entry of the committing leader's term at or after I) leaves in every quorum
+ * of it a member whose log is at least as up to date as a log that lacks entry
+ * I (Raft §5.4.1, Leader Completeness): so holding such a node's leadership, or
+ * refusing a member that configuration removed, never leaves the cluster
+ * without a leader a live quorum can elect.
+ *
+ * Not built: voters refusing a vote to a candidate whose last log term is
+ * newer than any leader a quorum could have elected. A voter knows only its
+ * own term: "refuse while the candidate's last term is above mine" is beaten
+ * by the next campaign (the refused request moves the voter's term), and a
+ * form that moves no term refuses honest candidates for good (a voter left at
+ * term 2 while the others reached term 50). "Refuse a candidate whose last
+ * index is below my commit index" is sound but a forger beats it with more
+ * entries than were committed. The voters' answers above prove more.
+ *
+ * What it does not cover: a member that reaches no voter but the sender
+ * (the removed member's certificate against a member cut off from all the
+ * others) cannot tell a forged claim from an honest failover, and takes it;
+ * it learns of the removal, and holds its leadership, once a voter answers.
+ * Only the CRL keeps the forged entry out there. Without mutual TLS nothing
+ * proves which member answers. A voter of a build before the commit_index and
+ * probe_term fields answers neither: it tells nothing (rolling upgrade).
+ *
+ * A round that found nothing is trusted for ASK_INTERVAL_MS: a claim of that
+ * sender within it starts no round (a removal committed in that second is
+ * learned at the next round).
+ *
+ * Limits: one round per sender at a time, ROUNDS_IN_FLIGHT_MAX rounds at once,
+ * ASK_INTERVAL_MS between rounds for one sender, ASK_TIMEOUT_MS per ask,
+ * ROUND_VOTERS_MAX voters a round, IDS_MAX senders remembered (the oldest not
+ * being asked forgotten first).
+ */
+import type { Membership, Message, NodeId } from '../raft/types.js';
+import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
+import type { Clock, TimerHandle } from './clock.js';
+import type { Logger } from './logger.js';
+import { VOUCH_ASK_TIMEOUT_MS } from './vouches.js';
+
+/** IDS_MAX: senders remembered (being asked, asked recently, or reported removed). */
+export const REMOVAL_NEWS_IDS_MAX = 256;
+/** ROUNDS_IN_FLIGHT_MAX: rounds asked at once; a sender past it is asked at its next claim. */
+export const REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX = 2;
+/** ASK_INTERVAL_MS: the least time between the end of a round for one sender and the start of the next. */
+export const REMOVAL_NEWS_ASK_INTERVAL_MS = 1_000;
+/** ASK_TIMEOUT_MS: one voter's answer is waited for this long (vouches.ts's). */
+export const REMOVAL_NEWS_ASK_TIMEOUT_MS = VOUCH_ASK_TIMEOUT_MS;
+/** ROUND_VOTERS_MAX: voters asked, all at once, in one round. */
+export const REMOVAL_NEWS_ROUND_VOTERS_MAX = 5;
+/** SELF: the key of the rounds this node starts about its own log (no sender). */
+const SELF = '';
+
+export interface RemovalNewsOptions {
+  readonly selfId: NodeId;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** configuration: this node's newest configuration and the index of the entry (or snapshot) it comes from (0: the bootstrap's). */
+  readonly configuration: () => { readonly membership: Membership; readonly index: number };
+  /** state: this node's term, the leader it follows ('' none) and its commit index. */
+  readonly state: () => { readonly term: number; readonly leader: NodeId; readonly commit: number };
+  /** termAt: the term of this node's entry at `index`, undefined when compacted away or absent. */
+  readonly termAt: (index: number) => number | undefined;
+  /** ask: one GetMembership call to member q.to, over a channel that checks q.to's certificate (the transport's askMembership). */
+  readonly ask: (q: MembershipQuery, timeoutMs: number) => Promise<MembershipAnswer>;
+  /** holdLeadership: called with true once a voter holds committed another entry at this node's commit index, false once none does. */
+  readonly holdLeadership: (held: boolean) => void;
+}
+
+/** RemovalNewsRefusal: why screen refused a message. */
+export interface RemovalNewsRefusal {
+  readonly reason: 'removed';
+  readonly message: string;
+}
+
+/** RemovalNewsStats: counts for status pages and tests. */
+export interface RemovalNewsStats {
+  readonly rounds: number;
+  readonly asks: number;
+  /** removed: members reported removed (committed, newer than this node's configuration) and still refused. */
+  readonly removed: number;
+  readonly refused: number;
+  /** leadershipHeld: a voter holds committed another entry at this node's commit index. */
+  readonly leadershipHeld: boolean;
+}
+
+interface Round {
+  asking: boolean;
+  /** endedMs: when the last round ended (-Infinity: none yet). */
+  endedMs: number;
+  /** answered: a voter answered in the last round. */
+  answered: boolean;
+}
+
+interface Removal {
+  /** index: the committed configuration's that does not name the member. */
+  readonly index: number;
+  readonly voter: NodeId;
+}
+
+function names(m: Membership, id: NodeId): boolean {
+  return m.voters.includes(id) || m.learners.includes(id);
+}
+
+/** isClaim: `m` would make this node follow or vote for its sender (see the file's comment). */
+function isClaim(m: Message, term: number, leader: NodeId): boolean {
+  if (m.type === 'vote') return m.term > term;
+  if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') return m.term > term || (m.term === term && m.from !== leader);
+  return false;
+}
+
+export class RemovalNews {
+  private readonly opts: RemovalNewsOptions;
+  private readonly rounds = new Map<NodeId, Round>();
+  private readonly removals = new Map<NodeId, Removal>();
+  private inFlight = 0;
+  private cursor = 0;
+  private closed = false;
+  /** conflict: the voter and index of the last answer that held committed another entry at this node's commit index; null: none. */
+  private conflict: { readonly voter: NodeId; readonly index: number; readonly term: number; readonly theirs: number } | null = null;
+  private counts = { rounds: 0, asks: 0, refused: 0 };
+
+  constructor(opts: RemovalNewsOptions) {
+    this.opts = opts;
+  }
+
+  /**
+   * screen: whether request `m` (a Raft message a member sent) may be stepped:
+   * null, or why it is refused ('removed'). Starts a round in the background
+   * when `m` is a claim of a member this node's configuration names (see the
+   * file's comment). Cheap and synchronous.
+   */
+  screen(m: Message): RemovalNewsRefusal | null {
+    if (this.closed || m.from === this.opts.selfId) return null;
+    const conf = this.opts.configuration();
+    const removal = this.removals.get(m.from);
+    if (removal !== undefined) {
+      if (removal.index > conf.index) {
+        this.counts.refused++;
+        this.requestRound(m.from);
+        return { reason: 'removed', message: `${m.from} was removed from this cluster: ${removal.voter}, a voter of this node's configuration, holds committed a configuration (index ${removal.index}; this node's ${conf.index}) that does not name it` };
+      }
+      this.removals.delete(m.from);
+    }
+    if (!names(conf.membership, m.from)) return null;
+    const st = this.opts.state();
+    if (isClaim(m, st.term, st.leader)) this.requestRound(m.from);
+    return null;
+  }
+
+  /**
+   * checkOwnLog: a round about this node's own log (no sender), at most once
+   * an ASK_INTERVAL_MS: the node calls it at every tick while it campaigns (so
+   * a member fooled while cut off learns it from the first voter that answers,
+   * before its campaign can win) and while its leadership is held (so it is
+   * released once no voter says so). `campaigning`: a round no voter answered
+   * does not count for the interval (the next tick asks again, no more often
+   * than one round at a time: as often as the campaign asks for votes).
+   */
+  checkOwnLog(campaigning: boolean): void {
+    this.requestRound(SELF, campaigning);
+  }
+
+  /** leadershipHeld: a voter holds committed, at this node's commit index, an entry of another term. */
+  leadershipHeld(): boolean {
+    return this.conflict !== null;
+  }
+
+  /** reportedRemoved: `id` is refused: a voter holds committed a configuration newer than this node's that does not name it. */
+  reportedRemoved(id: NodeId): boolean {
+    const r = this.removals.get(id);
+    return r !== undefined && r.index > this.opts.configuration().index;
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  stats(): RemovalNewsStats {
+    const own = this.opts.configuration().index;
+    let removed = 0;
+    for (const r of this.removals.values()) if (r.index > own) removed++;
+    return { ...this.counts, removed, leadershipHeld: this.conflict !== null };
+  }
+
+  /** requestRound starts a round about `id` in the background unless one runs, one ended too recently, or too many run. */
+  private requestRound(id: NodeId, unansweredAgain = false): void {
+    if (this.closed) return;
+    const now = this.opts.clock.nowMs();
+    let r = this.rounds.get(id);
+    if (r !== undefined && (r.asking || (now - r.endedMs < REMOVAL_NEWS_ASK_INTERVAL_MS && !(unansweredAgain && !r.answered)))) return;
+    if (this.inFlight >= REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX) return;
+    if (r === undefined) {
+      this.forgetOldest();
+      r = { asking: false, endedMs: -Infinity, answered: false };
+    }
+    // Most recently asked last: the oldest are forgotten first.
+    this.rounds.delete(id);
+    this.rounds.set(id, r);
+    r.asking = true;
+    r.answered = false;
+    this.inFlight++;
+    this.counts.rounds++;
+    void this.round(id, r);
+  }
+
+  private forgetOldest(): void {
+    if (this.rounds.size < REMOVAL_NEWS_IDS_MAX) return;
+    for (const [id, r] of this.rounds) {
+      if (r.asking) continue;
+      this.rounds.delete(id);
+      this.removals.delete(id);
+      return;
+    }
+  }
+
+  private async round(id: NodeId, r: Round): Promise<void> {
+    try {
+      const all = this.opts.configuration().membership.voters.filter((v) => v !== this.opts.selfId && v !== id);
+      const n = Math.min(all.length, REMOVAL_NEWS_ROUND_VOTERS_MAX);
+      const start = all.length === 0 ? 0 : this.cursor++ % all.length;
+      const voters = Array.from({ length: n }, (_, i) => all[(start + i) % all.length] as NodeId);
+      const probeIndex = this.opts.state().commit;
+      await Promise.all(
+        voters.map(async (voter) => {
+          this.counts.asks++;
+          let a: MembershipAnswer;
+          try {
+            a = await this.askWithin({ from: this.opts.selfId, to: voter, ...(probeIndex > 0 ? { probeIndex } : {}) });
+          } catch {
+            return; // unreachable, or an older build: it tells nothing
+          }
+          if (this.closed || a.from !== voter) return;
+          r.answered = true;
+          this.learn(voter, a, probeIndex);
+        }),
+      );
+    } finally {
+      r.asking = false;
+      r.endedMs = this.opts.clock.nowMs();
+      this.inFlight--;
+    }
+  }
+
+  /** learn takes what voter's answer `a` (to a query probing `probeIndex`) tells: removals, and whether this node's log is the cluster's. */
+  private learn(voter: NodeId, a: MembershipAnswer, probeIndex: number): void {
+    const conf = this.opts.configuration();
+    const index = a.membershipIndex ?? 0;
+    const commit = a.commitIndex ?? 0;
+    if (index > conf.index && index <= commit) {
+      for (const id of [...conf.membership.voters, ...conf.membership.learners]) {
+        if (id === this.opts.selfId) continue;
+        const known = this.removals.get(id);
+        if (names(a.membership, id)) {
+          if (known !== undefined && known.index <= index) this.removals.delete(id); // added back
+          continue;
+        }
+        if (known !== undefined && known.index >= index) continue;
+        this.removals.set(id, { index, voter });
+        if (!this.rounds.has(id)) {
+          this.forgetOldest();
+          this.rounds.set(id, { asking: false, endedMs: -Infinity, answered: false });
+        }
+        this.opts.log.warn({ member: id, voter, index, own: conf.index }, 'peer plane: a member this node\'s configuration names was removed: a voter holds committed a newer configuration that does not name it; its messages are refused until this node\'s configuration is as new');
+      }
+    }
+    const st = this.opts.state();
+    const theirs = a.probeTerm ?? 0;
+    if (probeIndex === 0 || theirs === 0 || st.commit < probeIndex) return;
+    const ours = this.opts.termAt(probeIndex);
+    if (ours === undefined) return;
+    if (ours !== theirs) {
+      if (this.conflict === null) {
+        this.opts.log.error(
+          { voter, index: probeIndex, term: ours, theirs },
+          'this node\'s log is not the cluster\'s: a voter holds committed, at an index this node committed, an entry of another term (entries a removed member\'s certificate forged, or a damaged disk); this node starts no election from now on (it still votes and follows). Wipe its data dir and add it again',
+        );
+      }
+      const first = this.conflict === null;
+      this.conflict = { voter, index: probeIndex, term: ours, theirs };
+      if (first) this.opts.holdLeadership(true);
+    } else if (this.conflict !== null && probeIndex >= this.conflict.index) {
+      this.opts.log.info({ voter, index: probeIndex }, 'a voter holds committed the entry this node committed at its commit index: its leadership is no longer held');
+      this.conflict = null;
+      this.opts.holdLeadership(false);
+    }
+  }
+
+  /** askWithin: one ask, given up after ASK_TIMEOUT_MS on this node's clock whatever the transport does. */
+  private askWithin(q: MembershipQuery): Promise<MembershipAnswer> {
+    let timer: TimerHandle | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = this.opts.clock.setTimeout(() => reject(new Error(`no answer within ${REMOVAL_NEWS_ASK_TIMEOUT_MS} ms`)), REMOVAL_NEWS_ASK_TIMEOUT_MS);
+    });
+    let asked: Promise<MembershipAnswer>;
+    try {
+      asked = this.opts.ask(q, REMOVAL_NEWS_ASK_TIMEOUT_MS);
+    } catch (err) {
+      asked = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    return Promise.race([asked, timeout]).finally(() => this.opts.clock.clearTimeout(timer));
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * RemovalNews (src/node/removal-news.ts), the module alone: what an answer must say before a member is refused as
+ * removed or this node's leadership is held, and the bounds on the asking. Over real nodes:
+ * removal-news.spec.ts and transport/removed-cert-news.spec.ts.
+ */
+import assert from 'node:assert/strict';
+import { silentLogger } from '../../../src/node/logger.js';
+import { REMOVAL_NEWS_ASK_INTERVAL_MS, REMOVAL_NEWS_ASK_TIMEOUT_MS, REMOVAL_NEWS_ROUND_VOTERS_MAX, REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX, RemovalNews } from '../../../src/node/removal-news.js';
+import type { Membership, Message } from '../../../src/raft/types.js';
+import type { MembershipAnswer, MembershipQuery } from '../../../src/transport/transport.js';
+import { ManualClock } from './manual-clock.js';
+
+const own: Membership = { voters: ['a', 'b', 'c', 'r'], learners: [], addresses: {} };
+/** withoutR: a voter's configuration at `index` that no longer names r, committed up to `commit`. */
+const withoutR = (index: number, commit: number, extra: Partial<MembershipAnswer> = {}): MembershipAnswer => ({ from: '', term: 3, membership: { voters: ['a', 'b', 'c'], learners: [], addresses: {} }, membershipIndex: index, commitIndex: commit, ...extra });
+const claim = (from: string, term: number, type: 'append' | 'vote' | 'heartbeat' = 'append'): Message =>
+  type === 'vote'
+    ? { type, from, to: 'a', term, preVote: true, transfer: false, lastLogIndex: 9, lastLogTerm: 9 }
+    : type === 'heartbeat'
+      ? { type, from, to: 'a', term, commit: 0, readSeq: 0 }
+      : { type, from, to: 'a', term, prevLogIndex: 5, prevLogTerm: 2, entries: [], commit: 6 };
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+}
+
+function setup(answer: (q: MembershipQuery) => MembershipAnswer | null, opts: { ownIndex?: number; commit?: number; ownTerm?: (i: number) => number | undefined; voters?: string[] } = {}) {
+  const clock = new ManualClock(1_000);
+  const asked: string[] = [];
+  const held: boolean[] = [];
+  const st = { term: 2, leader: 'b', commit: opts.commit ?? 5 };
+  const conf = { membership: opts.voters === undefined ? own : { voters: opts.voters, learners: [], addresses: {} }, index: opts.ownIndex ?? 2 };
+  const news = new RemovalNews({
+    selfId: 'a',
+    clock,
+    log: silentLogger,
+    configuration: () => conf,
+    state: () => st,
+    termAt: opts.ownTerm ?? (() => 2),
+    ask: (q) => {
+      asked.push(`${q.to}@${q.probeIndex ?? 0}`);
+      const a = answer(q);
+      if (a === null) return new Promise<never>(() => undefined); // never answers
+      return Promise.resolve({ ...a, from: a.from === '' ? q.to : a.from });
+    },
+    holdLeadership: (h) => held.push(h),
+  });
+  return { clock, asked, held, news, st, conf };
+}
+
+describe('RemovalNews: what the voters of this node\'s configuration tell it', () => {
+  it('a claim of a later term starts one round, every other voter asked at once (never the sender); a voter\'s committed newer configuration without r refuses r', async () => {
+    const { news, asked } = setup(() => withoutR(7, 8));
+    assert.equal(news.screen(claim('r', 3, 'vote')), null, 'nothing waits on the question: an election never does');
+    assert.equal(news.screen(claim('r', 3)), null, 'nor an append, before an answer says r was removed');
+    await settle();
+    assert.deepEqual(asked.sort(), ['b@5', 'c@5']);
+    assert.equal(news.reportedRemoved('r'), true);
+    assert.match(news.screen(claim('r', 4))?.message ?? '', /r was removed from this cluster: [bc], a voter of this node's configuration, holds committed a configuration \(index 7; this node's 2\)/);
+    assert.equal(news.screen(claim('b', 4, 'vote')), null, 'a member the answer names passes');
+  });
+
+  it('tells nothing: an uncommitted removal (seed 1406: its leader may be deposed and r lead next), a configuration no newer than this node\'s, an answer from a build before the fields, a voter answering as another', async () => {
+    for (const [what, a] of [
+      ['uncommitted', withoutR(7, 6)],
+      ['no newer', withoutR(2, 8)],
+      ['older build', { ...withoutR(7, 0), commitIndex: undefined }],
+      ['answers as another', withoutR(7, 8, { from: 'x' })],
+    ] as const) {
+      const { news } = setup(() => a as MembershipAnswer);
+      news.screen(claim('r', 3));
+      await settle();
+      assert.equal(news.reportedRemoved('r'), false, what);
+      assert.equal(news.screen(claim('r', 3)), null, what);
+    }
+  });
+
+  it('no claim, no round: the leader this node follows, a sender of an older term, a member it does not name (vouches.ts asks about those)', async () => {
+    const { news, asked } = setup(() => withoutR(7, 8));
+    news.screen(claim('b', 2, 'heartbeat'));
+    news.screen(claim('c', 1));
+    news.screen(claim('x', 9));
+    news.screen(claim('c', 2, 'vote'));
+    await settle();
+    assert.deepEqual(asked, []);
+  });
+
+  it('a refused member is asked about again at most once an interval; a committed configuration naming it again (added back) lifts the refusal, as this node\'s own catching up does', async () => {
+    let answer = withoutR(7, 8);
+    const { news, clock, asked, conf } = setup(() => answer);
+    news.screen(claim('r', 3));
+    await settle();
+    assert.equal(news.reportedRemoved('r'), true);
+    const n = asked.length;
+    for (let i = 0; i < 50; i++) news.screen(claim('r', 3));
+    await settle();
+    assert.equal(asked.length, n, 'no round within the interval');
+    answer = { ...withoutR(9, 9), membership: own };
+    clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+    assert.equal(news.screen(claim('r', 3))?.reason, 'removed');
+    await settle();
+    assert.equal(news.reportedRemoved('r'), false, 'added back at 9');
+    answer = withoutR(11, 12);
+    clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+    news.screen(claim('r', 4));
+    await settle();
+    assert.equal(news.reportedRemoved('r'), true);
+    conf.index = 11;
+    assert.equal(news.reportedRemoved('r'), false, 'this node\'s configuration is as new: it no longer names r (or names it again)');
+  });
+
+  it('a voter holding committed another term at this node\'s commit index holds its leadership; released once a voter holds the same entry', async () => {
+    let theirs = 7;
+    const { news, held, clock, asked } = setup(() => withoutR(2, 9, { probeTerm: theirs }), { commit: 5, ownTerm: (i) => (i === 5 ? 50 : undefined) });
+    news.checkOwnLog(true);
+    await settle();
+    assert.deepEqual(asked.sort(), ['b@5', 'c@5', 'r@5']);
+    assert.deepEqual(held, [true]);
+    assert.equal(news.leadershipHeld(), true);
+    assert.equal(news.stats().leadershipHeld, true);
+    theirs = 50;
+    news.checkOwnLog(false);
+    await settle();
+    assert.deepEqual(held, [true], 'not asked again within the interval');
+    clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+    news.checkOwnLog(false);
+    await settle();
+    assert.deepEqual(held, [true, false]);
+    // No probe term (the voter holds the entry uncommitted, compacted, or an older build): nothing held.
+    const none = setup(() => withoutR(2, 4), { commit: 5, ownTerm: () => 50 });
+    none.news.checkOwnLog(true);
+    await settle();
+    assert.deepEqual(none.held, []);
+  });
+
+  it('bounds: ROUND_VOTERS_MAX voters a round; ROUNDS_IN_FLIGHT_MAX rounds at once; an ask given up after ASK_TIMEOUT_MS; campaigning, an unanswered round is asked again', async () => {
+    const voters = ['a', 'r', ...Array.from({ length: 9 }, (_, i) => `v${i}`)];
+    const { news, clock, asked } = setup(() => null, { voters });
+    assert.equal(news.screen(claim('r', 3)), null);
+    await settle();
+    assert.equal(asked.length, REMOVAL_NEWS_ROUND_VOTERS_MAX);
+    news.screen(claim('v0', 3));
+    news.screen(claim('v1', 3));
+    await settle();
+    assert.equal(news.stats().rounds, REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX, 'a third round waits');
+    clock.advance(REMOVAL_NEWS_ASK_TIMEOUT_MS);
+    await settle();
+    news.screen(claim('v1', 3));
+    await settle();
+    assert.equal(news.stats().rounds, REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX + 1, 'the asks timed out: the next round starts');
+    clock.advance(REMOVAL_NEWS_ASK_TIMEOUT_MS);
+    await settle();
+    const rounds = news.stats().rounds;
+    news.checkOwnLog(true);
+    clock.advance(REMOVAL_NEWS_ASK_TIMEOUT_MS);
+    await settle();
+    news.checkOwnLog(true);
+    await settle();
+    assert.equal(news.stats().rounds, rounds + 2, 'no voter answered: the campaign asks again before the interval');
+    news.close();
+    news.screen(claim('v2', 5));
+    assert.equal(news.stats().rounds, rounds + 2, 'closed: no round');
+  });
+});
