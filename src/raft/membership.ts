@@ -21,6 +21,27 @@ export const MEMBER_ADDRESS_CHARS_MAX = 1024;
  */
 export const MEMBERSHIP_PROOFS_MAX = 16;
 export const MEMBERSHIP_PROOF_CHARS_MAX = 8192;
+/**
+ * MEMBERSHIP_PROOFS_CHARS_TOTAL_MAX: the most characters a membership's proofs
+ * hold together. applyConfChange drops the oldest beyond it (the newest, at most
+ * MEMBERSHIP_PROOF_CHARS_MAX, always fits). Without it 16 proofs of a large
+ * configuration (or of big RSA certificates) reach 128 KiB, past an archive's
+ * meta.json cap (META_BYTES_MAX, 64 KiB): every snapshot would fail to write.
+ */
+export const MEMBERSHIP_PROOFS_CHARS_TOTAL_MAX = 32 * 1024;
+
+/** newestProofsWithinBudget: the newest of `proofs` (oldest first) that fit MEMBERSHIP_PROOFS_MAX and MEMBERSHIP_PROOFS_CHARS_TOTAL_MAX together. */
+function newestProofsWithinBudget(proofs: readonly string[]): readonly string[] {
+  let total = 0;
+  let from = proofs.length;
+  while (from > 0 && proofs.length - from < MEMBERSHIP_PROOFS_MAX) {
+    const next = total + (proofs[from - 1]?.length ?? 0);
+    if (next > MEMBERSHIP_PROOFS_CHARS_TOTAL_MAX) break;
+    total = next;
+    from--;
+  }
+  return from === 0 ? proofs : proofs.slice(from);
+}
 
 /** membershipOverLimits: which of the limits above m passes (a sentence naming it), or null when it keeps them all. */
 export function membershipOverLimits(m: Membership): string | null {
@@ -121,7 +142,7 @@ export function applyConfChange(m: Membership, cc: ConfChange): Membership {
   if (cc.op !== 'removeNode' && cc.address !== undefined && cc.address !== '') addresses[cc.nodeId] = cc.address;
   // Removing the last voter would leave a cluster that can never make progress.
   if (voters.length === 0) return m;
-  const proofs = cc.proof === undefined ? (m.proofs ?? []) : [...(m.proofs ?? []), cc.proof].slice(-MEMBERSHIP_PROOFS_MAX);
+  const proofs = cc.proof === undefined ? (m.proofs ?? []) : newestProofsWithinBudget([...(m.proofs ?? []), cc.proof]);
   return proofs.length === 0 ? { voters, learners, addresses } : { voters, learners, addresses, proofs };
 }
 
