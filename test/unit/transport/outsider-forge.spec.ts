@@ -7,90 +7,40 @@
  * leader is vouched for by a voter of its configuration over the same mutual TLS and catches up.
  */
 import { strict as assert } from 'node:assert';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import type { ApiServer } from '../../../src/api/server.js';
 import { RaftServiceClient } from '../../../src/gen/snapcoord/v1/raft.js';
 import { encodeCommand } from '../../../src/fsm/kv-command.js';
-import { systemClock } from '../../../src/node/clock.js';
-import { cryptoRng } from '../../../src/node/crypto-rng.js';
-import { Node } from '../../../src/node/node.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
-import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import { caFiles, channelCredentialsFromFiles, memberChannelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
+import { caFiles, channelCredentialsFromFiles, nodeCertFiles } from '../../../src/tls/index.js';
 import { appendRequestToProto } from '../../../src/transport/codec.js';
-import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
+import { CLUSTER_ID_METADATA_KEY } from '../../../src/transport/peer-guard.js';
 import { until } from '../../harness/until.js';
+import { TlsMembers, type TlsMember } from './tls-members.js';
 
 const CLUSTER = 'forge-test';
 const VOTERS = ['n1', 'n2', 'n3'];
 const text = new TextEncoder();
 
-interface Member {
-  readonly id: string;
-  readonly api: ApiServer;
-  readonly node: Node;
-  readonly refusals: RefusalReason[];
-}
-
-function identityOf(call: PeerCall): string | null {
-  return memberIdOf((call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate);
-}
-
 describe('a certificate of an id no member knows, against a learner and a voter in a minority (real nodes, mutual TLS)', function () {
   this.timeout(90_000);
-  let dir: string;
-  const members = new Map<string, Member>();
-  const stopped = new Set<string>();
-
-  /** start serves member `id` from `membership` (its --peers) once `api` is bound. */
-  async function start(id: string, api: ApiServer, membership: Membership): Promise<Member> {
-    const ca = caFiles(dir).caFile;
-    const f = nodeCertFiles(dir, id);
-    const ref: { node: Node | null } = { node: null };
-    // As serve dials: every member's channel asks for that member's own certificate (credentialsFor).
-    const creds = memberChannelCredentialsFromFiles({ caFile: ca, certFile: f.certFile, keyFile: f.keyFile });
-    const transport = new GrpcTransport({ selfId: id, onMessage: (m) => ref.node?.receive(m), dial: peerDial(CLUSTER, api.address, creds.any, (to) => creds.forMember(to)) });
-    const node = await Node.start({ clock: systemClock, rng: cryptoRng, id, storage: await MemoryStorage.open(new MemoryDataDir(id)), transport, initialMembership: membership, timings: { electionTimeoutTicks: 50, heartbeatIntervalTicks: 5 } });
-    ref.node = node;
-    const refusals: RefusalReason[] = [];
-    api.serve({ node, clusterId: CLUSTER, identityOf, onPeerRefused: (r) => refusals.push(r) });
-    const m = { id, api, node, refusals };
-    members.set(id, m);
-    return m;
-  }
-
-  async function bind(id: string): Promise<ApiServer> {
-    const f = nodeCertFiles(dir, id);
-    return bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', peerCredentials: serverCredentialsFromFiles({ certFile: f.certFile, keyFile: f.keyFile, caFile: caFiles(dir).caFile, requireClientCert: true }) });
-  }
-
-  async function stop(m: Member): Promise<void> {
-    stopped.add(m.id);
-    await m.api.close(0);
-    await m.node.stop();
-  }
+  const c = new TlsMembers(CLUSTER);
+  const members = c.members;
+  const stopped = c.stopped;
+  const start = c.start.bind(c);
+  const bind = c.bind.bind(c);
+  const stop = c.stop.bind(c);
+  type Member = TlsMember;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-forge-'));
-    await writeCa(dir);
-    for (const id of [...VOTERS, 'n4', 'n9']) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
+    await c.open([...VOTERS, 'n4', 'n9']);
     const apis = new Map<string, ApiServer>();
     for (const id of VOTERS) apis.set(id, await bind(id));
     const membership: Membership = { voters: VOTERS, learners: [], addresses: Object.fromEntries(VOTERS.map((id) => [id, (apis.get(id) as ApiServer).peerAddress])) };
     for (const id of VOTERS) await start(id, apis.get(id) as ApiServer, membership);
   });
 
-  after(async () => {
-    const live = [...members.values()].filter((m) => !stopped.has(m.id));
-    await Promise.all(live.map((m) => m.api.close(200)));
-    await Promise.all(live.map((m) => m.node.stop()));
-    members.clear();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => c.close());
 
   async function stableLeader(): Promise<Member> {
     const all = [...members.values()].filter((m) => !stopped.has(m.id));
@@ -120,8 +70,8 @@ describe('a certificate of an id no member knows, against a learner and a voter 
     const { term: lastTerm, lastIndex } = voter.node.status();
     for (const id of VOTERS) if (id !== voter.id) await stop(members.get(id) as Member);
     const targets = [voter, learner];
-    const ca = caFiles(dir).caFile;
-    const cert = nodeCertFiles(dir, 'n9');
+    const ca = caFiles(c.dir).caFile;
+    const cert = nodeCertFiles(c.dir, 'n9');
     const clients = targets.map((m) => ({ m, c: new RaftServiceClient(m.api.peerAddress, channelCredentialsFromFiles({ caFile: ca, certFile: cert.certFile, keyFile: cert.keyFile }), { 'grpc.use_local_subchannel_pool': 1 }) }));
     const forged = (m: Member): Promise<string> => m.node.get(text.encode('k/forged'), true).then((v) => (v === undefined ? '' : new TextDecoder().decode(v)));
     let sent = 0;
