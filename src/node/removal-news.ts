@@ -85,9 +85,10 @@
  */
 import type { Membership, Message, NodeId } from '../raft/types.js';
 import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
-import type { Clock, TimerHandle } from './clock.js';
+import type { Clock } from './clock.js';
 import type { Logger } from './logger.js';
 import { VOUCH_ASK_TIMEOUT_MS } from './vouches.js';
+import { askWithin } from './ask-within.js';
 
 /** IDS_MAX: senders remembered (being asked, asked recently, or reported removed). */
 export const REMOVAL_NEWS_IDS_MAX = 256;
@@ -337,18 +338,8 @@ export class RemovalNews {
     }
   }
 
-  /** askWithin: one ask, given up after ASK_TIMEOUT_MS on this node's clock whatever the transport does. */
+  /** askWithin: one ask, given up after REMOVAL_NEWS_ASK_TIMEOUT_MS on this node's clock (ask-within.ts). */
   private askWithin(q: MembershipQuery): Promise<MembershipAnswer> {
-    let timer: TimerHandle | undefined;
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = this.opts.clock.setTimeout(() => reject(new Error(`no answer within ${REMOVAL_NEWS_ASK_TIMEOUT_MS} ms`)), REMOVAL_NEWS_ASK_TIMEOUT_MS);
-    });
-    let asked: Promise<MembershipAnswer>;
-    try {
-      asked = this.opts.ask(q, REMOVAL_NEWS_ASK_TIMEOUT_MS);
-    } catch (err) {
-      asked = Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
-    return Promise.race([asked, timeout]).finally(() => this.opts.clock.clearTimeout(timer));
+    return askWithin(this.opts.clock, this.opts.ask, q, REMOVAL_NEWS_ASK_TIMEOUT_MS);
   }
 }

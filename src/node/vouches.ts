@@ -44,8 +44,9 @@ import type { Membership, NodeId } from '../raft/types.js';
 import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
 import { verifyChain, type MembershipProofs } from './membership-proofs.js';
 import type { PeerVouch } from '../transport/peer-guard.js';
-import type { Clock, TimerHandle } from './clock.js';
+import type { Clock } from './clock.js';
 import type { Logger } from './logger.js';
+import { askWithin } from './ask-within.js';
 
 /** VOUCH_IDS_MAX: senders remembered (vouched, being asked, or asked recently); past it the oldest not being asked are forgotten. */
 export const VOUCH_IDS_MAX = 256;
@@ -264,18 +265,8 @@ export class Vouches implements PeerVouch {
     return true;
   }
 
-  /** askWithin: one ask, given up after VOUCH_ASK_TIMEOUT_MS on this node's clock whatever the transport does. */
+  /** askWithin: one ask, given up after VOUCH_ASK_TIMEOUT_MS on this node's clock (ask-within.ts). */
   private askWithin(q: MembershipQuery): Promise<MembershipAnswer> {
-    let timer: TimerHandle | undefined;
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = this.opts.clock.setTimeout(() => reject(new Error(`no answer within ${VOUCH_ASK_TIMEOUT_MS} ms`)), VOUCH_ASK_TIMEOUT_MS);
-    });
-    let asked: Promise<MembershipAnswer>;
-    try {
-      asked = this.opts.ask(q, VOUCH_ASK_TIMEOUT_MS);
-    } catch (err) {
-      asked = Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
-    return Promise.race([asked, timeout]).finally(() => this.opts.clock.clearTimeout(timer));
+    return askWithin(this.opts.clock, this.opts.ask, q, VOUCH_ASK_TIMEOUT_MS);
   }
 }
