@@ -480,7 +480,14 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
    * askMembership: it too checks that the certificate names q.to).
    */
   askMembership(q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> {
-    if (!this.closed && !this.peers.has(q.to) && q.address !== undefined && q.address !== '') return askMembership(this.dial, q.address, q, timeoutMs);
+    if (!this.closed && !this.peers.has(q.to) && q.address !== undefined && q.address !== '') {
+      // The address is the sender's word (its x-snapcoord-peer-address): only a plain host:port is dialled, never a
+      // grpc-js target of another scheme (unix:/path, unix-abstract:, dns://server/..., an ipv4: list of addresses).
+      if (!plainHostPort(q.address)) {
+        return Promise.reject(new CodecError(`${q.to}'s advertised peer address ${JSON.stringify(q.address.slice(0, 64))} is not host:port: not dialled`));
+      }
+      return askMembership(this.dial, q.address, q, timeoutMs);
+    }
     return this.unaryTo(
       q.to,
       timeoutMs,
@@ -663,6 +670,15 @@ export function askMembership(dial: PeerDial | undefined, address: string, q: Me
       }
     });
   }).finally(() => client.close());
+}
+
+/**
+ * plainHostPort: `address` is "host:port" or "[v6]:port" with a host of letters, digits, '.', '-', '_' (no scheme,
+ * path, '@' or list), and the host is no grpc-js resolver scheme ("unix:7001" would be the unix socket ./7001).
+ */
+function plainHostPort(address: string): boolean {
+  const m = /^(?:\[[0-9A-Fa-f:.]+\]|([A-Za-z0-9._-]+)):(\d{1,5})$/.exec(address);
+  return m !== null && Number(m[2]) <= 65535 && !/^(?:dns|unix|unix-abstract|ipv4|ipv6|vsock)$/i.test(m[1] ?? '');
 }
 
 /** channelOptions: the options of every peer channel (exported so the node can size its server alike). */
