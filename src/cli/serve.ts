@@ -442,6 +442,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     throw new CliError(`cannot start node ${cfg.id}: ${(err as Error).message}`);
   }
   ref.node = node;
+  metrics.peerTrust = () => {
+    const n = node.removalNewsStats();
+    return n === null ? null : { reportedRemoved: n.removed, leadershipHeld: n.leadershipHeld };
+  };
   let tasks: TaskQueue;
   let agent: SnapshotAgent | undefined;
   let realRoots: string[];

@@ -14,6 +14,14 @@ export interface PeerCrlGauges {
   readonly fileRefused: boolean;
 }
 
+/** PeerTrustGauges: what /metrics shows of what this node's voters told it (src/node/removal-news.ts RemovalNewsStats). */
+export interface PeerTrustGauges {
+  /** reportedRemoved: members a voter reported removed (committed, newer than this node's configuration), refused until it catches up. */
+  readonly reportedRemoved: number;
+  /** leadershipHeld: a voter holds committed another entry at this node's commit index: this node campaigns for nothing. */
+  readonly leadershipHeld: boolean;
+}
+
 /**
  * NodeMetrics: a node's Prometheus metrics in a registry of its own (several
  * nodes may share a process in tests). Gauges read the node's status when
@@ -41,6 +49,9 @@ export class NodeMetrics {
 
   /** peerCrl: the peer CRL in use (serve --peer-crl) and whether the file on disk is refused; null: no --peer-crl. */
   peerCrl: () => PeerCrlGauges | null = () => null;
+
+  /** peerTrust: what the voters told this node (Node.removalNewsStats); null: the transport cannot ask. */
+  peerTrust: () => PeerTrustGauges | null = () => null;
 
   /** rocksMemory: RocksDB's own native memory by database (RocksStorage.memory), once the node has a RocksDB storage; null: none. */
   rocksMemory: () => { readonly log: RocksMemory; readonly state: RocksMemory } | null = () => null;
@@ -95,6 +106,20 @@ export class NodeMetrics {
     crlGauge('snapcoord_peer_crl_revoked_certificates', 'Certificates the peer CRL in use (--peer-crl) revokes (0 without one).', (c) => c.revoked);
     crlGauge('snapcoord_peer_crl_next_update_timestamp_seconds', 'The nextUpdate of the peer CRL in use, in Unix seconds (0: it names none); past it the CRL is still used, and logged as expired.', (c) => (c.nextUpdateMs ?? 0) / 1000);
     crlGauge('snapcoord_peer_crl_file_refused', '1 while the --peer-crl file (or its CA) on disk cannot be used (not a CRL, not the CA\'s, dated ahead, too large, missing): the last good CRL stays in use; 0 when the file on disk is the one in use.', (c) => (c.fileRefused ? 1 : 0));
+    const trustGauge = (name: string, help: string, read: (t: PeerTrustGauges) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          const t = peerTrust();
+          if (t !== null) this.set(read(t));
+        },
+      });
+    };
+    const peerTrust = (): PeerTrustGauges | null => this.peerTrust();
+    trustGauge('snapcoord_peer_reported_removed_members', 'Members this node\'s configuration still names that a voter of it reported removed (a committed configuration newer than this node\'s leaves them out): their Raft messages are refused until this node catches up.', (t) => t.reportedRemoved);
+    trustGauge('snapcoord_leadership_held', '1 while this node holds back from leading: a voter holds committed another entry at this node\'s commit index (its log took entries the cluster did not commit: a removed member\'s forgery). Replace its data dir.', (t) => (t.leadershipHeld ? 1 : 0));
     const rocks = (): { readonly log: RocksMemory; readonly state: RocksMemory } | null => this.rocksMemory();
     new Gauge({
       name: 'snapcoord_rocksdb_memory_bytes',
