@@ -66,11 +66,19 @@ export function verifyChain(own: Membership, ownIndex: number, proofs: readonly 
     if (s instanceof Error) failures.push(s.message.slice(0, 200));
     else if (s.index > ownIndex) statements.push(s);
   }
-  statements.sort((a, b) => a.index - b.index);
+  // In index order; of two at one index the higher term first: a log's entry at an index is replaced only by a later
+  // leader's (higher term), so the lower-term one is an entry that was cut off (never committed), and a sender must not
+  // choose it by the order it lists its proofs in.
+  statements.sort((a, b) => a.index - b.index || b.term - a.term);
   let voters: readonly NodeId[] = own.voters;
   let reached: MembershipStatement | null = null;
   for (const s of statements) {
     if (reached !== null && s.index === reached.index) continue;
+    // Terms never fall along one log: a later index of a lower term is of another branch (a spliced chain).
+    if (reached !== null && s.term < reached.term) {
+      failures.push(`the proof of index ${s.index} is of term ${s.term}, lower than ${reached.term} of index ${reached.index} before it (not one log)`);
+      break;
+    }
     if (!voters.includes(s.signer)) {
       failures.push(`the proof of index ${s.index} is signed by ${s.signer}, no voter of the configuration before it (${voters.join(', ')})`);
       break;

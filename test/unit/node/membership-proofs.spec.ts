@@ -43,6 +43,22 @@ describe('verifyChain: a sender\'s proofs, walked from this node\'s configuratio
     assert.ok('error' in none && /no proof of a configuration after index 39/.test(none.error));
   });
 
+  it('of two proofs at one index the higher term\'s counts (the lower one was cut off), whatever order the sender lists them in', () => {
+    const at = (signer: string, index: number, term: number, voters: string[], learners: string[] = []): string => new SimMembershipProofs(signer).sign({ index, term, voters, learners });
+    // n1 led term 2 and appended "add x" at 28, never committed; n1 again, in term 3, wrote "add n6" there.
+    const cutOff = at('n1', 28, 2, ['n1', 'n3', 'n5'], ['x']);
+    const real = at('n1', 28, 3, ['n1', 'n3', 'n5'], ['n6']);
+    assert.deepEqual(verifyChain(own, 25, [cutOff, real], 'x', verify), { index: 28, names: false });
+    assert.deepEqual(verifyChain(own, 25, [real, cutOff], 'x', verify), { index: 28, names: false });
+    assert.deepEqual(verifyChain(own, 25, [cutOff, real], 'n6', verify), { index: 28, names: true });
+  });
+
+  it('a later index of a lower term (another branch spliced on) ends the walk', () => {
+    const at = (signer: string, index: number, term: number, voters: string[], learners: string[] = []): string => new SimMembershipProofs(signer).sign({ index, term, voters, learners });
+    const spliced = [at('n1', 28, 3, ['n1', 'n3', 'n5'], ['n6']), at('n5', 30, 2, ['n1', 'n3', 'n5'], ['x'])];
+    assert.deepEqual(verifyChain(own, 25, spliced, 'x', verify), { index: 28, names: false });
+  });
+
   it('a chain that goes on past the sender\'s removal names it no longer', () => {
     assert.deepEqual(verifyChain(own, 25, [...chain, sign('n1', 44, ['n1', 'n3'])], 'n6', verify), { index: 44, names: false });
   });
