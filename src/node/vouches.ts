@@ -28,7 +28,8 @@
  * When no voter vouches, the sender itself is asked too (at the peer address
  * its calls advertise) for its configuration, and vouched for when its
  * configuration's proofs chain from this node's configuration to one that
- * names it, newer than any a voter answered with (src/node/membership-proofs.ts):
+ * names it, and no voter answered with a configuration newer than this
+ * node's (src/node/membership-proofs.ts):
  * a member that missed the changes that added the sender while every other
  * voter it knows was removed or lost (simulator seed 2442: n3 knows {n1, n3,
  * n5}, n5 was removed and n1 lost for good while n6 was added) follows it.
@@ -169,7 +170,7 @@ export class Vouches implements PeerVouch {
     // The sender's own answer (its configuration's proofs) is asked alongside the voters, taken only if none vouches.
     const fromSender = this.opts.proofs === undefined ? null : this.askWithin({ from: this.opts.selfId, to: id, ...(e.address !== '' ? { address: e.address } : {}) });
     fromSender?.catch(() => undefined); // read (or dropped) below
-    /** newestAnswered: the newest configuration index a voter answered with: a sender's proofs must reach past it. */
+    /** newestAnswered: the newest configuration index a voter answered with: one newer than this node's bars the sender's proofs. */
     let newestAnswered = 0;
     try {
       const voters = this.opts.configuration().membership.voters.filter((v) => v !== this.opts.selfId && v !== id);
@@ -219,8 +220,10 @@ export class Vouches implements PeerVouch {
 
   /**
    * vouchedByProofs: whether the sender's answer (`asked`) carries proofs that chain from this node's configuration
-   * to a newer one naming it, newer than `newestAnswered` (a voter's answer as new that leaves it out wins); sets
-   * the vouch when so. A chain that reaches a configuration at least as new as the vouch held without naming the
+   * to a newer one naming it; sets the vouch when so. Only while no voter of this node's configuration answered with
+   * a newer configuration (`newestAnswered`): such a voter knows more than this node and did not name the sender,
+   * and its answer is taken over any chain (whose indexes a signer removed since, its certificate unrevoked, could
+   * set as it likes). A chain that reaches a configuration at least as new as the vouch held without naming the
    * sender withdraws it.
    */
   private async vouchedByProofs(id: NodeId, e: VouchEntry, asked: Promise<MembershipAnswer>, newestAnswered: number, failures: string[]): Promise<boolean> {
@@ -238,6 +241,10 @@ export class Vouches implements PeerVouch {
       return false;
     }
     const { membership, index: own } = this.opts.configuration();
+    if (newestAnswered > own) {
+      failures.push(`${id}'s proofs not taken: a voter answered with a newer configuration (index ${newestAnswered}) that does not name it`);
+      return false;
+    }
     const verdict = verifyChain(membership, own, a.membership.proofs ?? [], id, (p) => proofs.verify(p));
     if ('error' in verdict) {
       failures.push(`${id}'s proofs: ${verdict.error}`.slice(0, 400));
@@ -246,10 +253,6 @@ export class Vouches implements PeerVouch {
     if (!verdict.names) {
       if (e.vouchedIndex !== 0 && verdict.index >= e.vouchedIndex) e.vouchedIndex = 0;
       failures.push(`${id}'s proofs reach index ${verdict.index}, whose configuration does not name it`);
-      return false;
-    }
-    if (verdict.index <= newestAnswered) {
-      failures.push(`${id}'s proofs reach index ${verdict.index}, no newer than a voter's answer (${newestAnswered}) that does not vouch for it`);
       return false;
     }
     if (e.vouchedIndex === 0 || !this.vouchedFor(id)) {
