@@ -1578,7 +1578,11 @@ export class SnapshotStore {
         );
       }
       await options.check?.(path, meta);
-      return { meta, digest };
+      // The archive's own meta.json carries no membership proofs (serializeArchiveMeta); the configuration it was
+      // offered with does (the same voters, learners and addresses: checked above): kept, so this copy, served on
+      // later (toRaftMeta), hands them on as the leader's own does.
+      const proofs = target.membership?.proofs;
+      return { meta: proofs !== undefined && proofs.length > 0 ? { ...meta, membership: { ...meta.membership, proofs: [...proofs] } } : meta, digest };
     });
   }
 

@@ -334,3 +334,23 @@ describe('SnapshotStore: a scrub that finds a snapshot damaged while a copy rece
     await follower.verify(first.id);
   });
 });
+
+describe('a received archive keeps the membership proofs of the configuration it was offered with', () => {
+  it('its stored meta (and a store opened again) names the proofs the Raft meta carried, as the leader\'s own copy does', async () => {
+    const io = new MemorySnapshotIo();
+    const leader = await SnapshotStore.open('/sim/n1/store', { retain: 2, io });
+    const s = await leader.createFromRecords(META, inBatches(records(20)));
+    const follower = await SnapshotStore.open('/sim/n2/store', { retain: 2, io });
+    const membership = { ...MEMBERSHIP, proofs: ['proof-a', 'proof-b'] };
+    const got = await follower.receiveArchive(
+      { digest: s.archiveSha256, sizeBytes: s.archiveBytes, index: 42, term: 3, membership },
+      async (sink) => {
+        for await (const c of readChunks(s.path, 0, CHUNK_HASH_BYTES, undefined, io)) await sink.writeChunk(c.data, c.sha256);
+      },
+      { maxBytes: 1 << 20 },
+    );
+    assert.deepEqual(got.meta.membership.proofs, ['proof-a', 'proof-b']);
+    const reopened = await SnapshotStore.open('/sim/n2/store', { retain: 2, io });
+    assert.deepEqual((await reopened.list()).map((x) => x.meta.membership.proofs), [['proof-a', 'proof-b']]);
+  });
+});
