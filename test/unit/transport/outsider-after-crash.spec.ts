@@ -7,19 +7,19 @@ import { strict as assert } from 'node:assert';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { RaftServiceClient } from '../../../src/gen/snapcoord/v1/raft.js';
 import { encodeCommand } from '../../../src/fsm/kv-command.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import { Node } from '../../../src/node/node.js';
-import type { Membership, Message } from '../../../src/raft/types.js';
+import type { Membership } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { caFiles, channelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
-import { appendRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall } from '../../../src/transport/peer-guard.js';
+import { peerDial, type PeerCall } from '../../../src/transport/peer-guard.js';
+import { sendAppend } from './tls-members.js';
 
 const CLUSTER = 'outsider-test';
 const IDS = ['n1', 'n2', 'n3'];
@@ -82,18 +82,6 @@ describe('an outsider\'s certificate after the leader crashed (real nodes, mutua
     throw new Error(`no stable leader among ${among.map((m) => m.id).join(', ')}`);
   }
 
-  function append(c: RaftServiceClient, m: Message & { type: 'append' }): Promise<void> {
-    const md = new grpc.Metadata();
-    md.set(CLUSTER_ID_METADATA_KEY, CLUSTER);
-    return new Promise((resolve) => {
-      const call = c.appendEntries(md, { deadline: Date.now() + 2_000 });
-      call.on('data', () => undefined);
-      call.on('error', () => resolve());
-      call.on('end', () => resolve());
-      call.write(appendRequestToProto(m));
-      call.end();
-    });
-  }
 
   it('its appends of the next term, sent to each voter left from the crash on, are taken by neither: no forged write applied (before, each applied its own, the replicas split), and they elect one of them', async () => {
     const leader = await stableLeader(members);
@@ -112,7 +100,7 @@ describe('an outsider\'s certificate after the leader crashed (real nodes, mutua
         for (const { m, c } of clients) {
           if (m.node.status().term > term) continue;
           const data = encodeCommand({ op: 'put', key: text.encode('k/forged'), value: text.encode(`forged for ${m.id}`) });
-          await append(c, { type: 'append', from: 'n9', to: m.id, term: term + 1, prevLogIndex: lastIndex, prevLogTerm: term, commit: lastIndex + 1, entries: [{ index: lastIndex + 1, term: term + 1, type: 'normal', data }] });
+          await sendAppend(c, CLUSTER, { type: 'append', from: 'n9', to: m.id, term: term + 1, prevLogIndex: lastIndex, prevLogTerm: term, commit: lastIndex + 1, entries: [{ index: lastIndex + 1, term: term + 1, type: 'normal', data }] });
           sent++;
         }
         await new Promise((r) => setTimeout(r, 5));

@@ -7,16 +7,13 @@
  * leader is vouched for by a voter of its configuration over the same mutual TLS and catches up.
  */
 import { strict as assert } from 'node:assert';
-import * as grpc from '@grpc/grpc-js';
 import type { ApiServer } from '../../../src/api/server.js';
 import { RaftServiceClient } from '../../../src/gen/snapcoord/v1/raft.js';
 import { encodeCommand } from '../../../src/fsm/kv-command.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
 import { caFiles, channelCredentialsFromFiles, nodeCertFiles } from '../../../src/tls/index.js';
-import { appendRequestToProto } from '../../../src/transport/codec.js';
-import { CLUSTER_ID_METADATA_KEY } from '../../../src/transport/peer-guard.js';
 import { until } from '../../harness/until.js';
-import { TlsMembers, type TlsMember } from './tls-members.js';
+import { sendAppend, TlsMembers, type TlsMember } from './tls-members.js';
 
 const CLUSTER = 'forge-test';
 const VOTERS = ['n1', 'n2', 'n3'];
@@ -88,7 +85,7 @@ describe('a certificate of an id no member knows, against a learner and a voter 
               type === 'heartbeat'
                 ? { type, from: 'n9', to: m.id, term, commit: st.commit, readSeq: 0 }
                 : { type, from: 'n9', to: m.id, term, prevLogIndex: lastIndex, prevLogTerm: lastTerm, commit: lastIndex + 1, entries: [{ index: lastIndex + 1, term, type: 'normal', data }] };
-            await append(c, msg);
+            await sendAppend(c, CLUSTER, msg as Message & { type: 'append' });
             sent++;
           }
         }
@@ -107,16 +104,4 @@ describe('a certificate of an id no member knows, against a learner and a voter 
     assert.equal(voter.node.status().role !== 'leader', true, 'the voter alone leads nothing');
   });
 
-  function append(c: RaftServiceClient, m: Message): Promise<void> {
-    const md = new grpc.Metadata();
-    md.set(CLUSTER_ID_METADATA_KEY, CLUSTER);
-    return new Promise((resolve) => {
-      const call = c.appendEntries(md, { deadline: Date.now() + 2_000 });
-      call.on('data', () => undefined);
-      call.on('error', () => resolve());
-      call.on('end', () => resolve());
-      call.write(appendRequestToProto(m as Message & { type: 'append' }));
-      call.end();
-    });
-  }
 });

@@ -13,7 +13,7 @@ import { strict as assert } from 'node:assert';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { RaftServiceClient } from '../../../src/gen/snapcoord/v1/raft.js';
 import { encodeCommand } from '../../../src/fsm/kv-command.js';
@@ -23,10 +23,10 @@ import { Node } from '../../../src/node/node.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { caFiles, channelCredentialsFromFiles, memberChannelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
-import { appendRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall } from '../../../src/transport/peer-guard.js';
+import { peerDial, type PeerCall } from '../../../src/transport/peer-guard.js';
 import { until } from '../../harness/until.js';
+import { sendAppend } from './tls-members.js';
 
 const CLUSTER = 'removed-cert';
 const text = new TextEncoder();
@@ -118,7 +118,7 @@ describe('a removed member\'s still-valid certificate against a member that miss
         const data = encodeCommand({ op: 'put', key: text.encode('k/forged'), value: text.encode('forged by removed n3') });
         // prevLogIndex 0: n1's log is empty; the forged entry is entry 1, with a `base` naming n3's chosen membership.
         const msg: Message = { type: 'append', from: 'n3', to: 'n1', term, prevLogIndex: 0, prevLogTerm: 0, commit: 1, entries: [{ index: 1, term, type: 'normal', data }], base: { voters: ['n1', 'n3'], learners: [], addresses: {} } };
-        await append(c, msg);
+        await sendAppend(c, CLUSTER, msg as Message & { type: 'append' });
         sent++;
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -134,16 +134,4 @@ describe('a removed member\'s still-valid certificate against a member that miss
     assert.equal(news?.leadershipHeld, false, 'n1\'s own log is the cluster\'s (empty)');
   });
 
-  function append(c: RaftServiceClient, m: Message): Promise<void> {
-    const md = new grpc.Metadata();
-    md.set(CLUSTER_ID_METADATA_KEY, CLUSTER);
-    return new Promise((resolve) => {
-      const call = c.appendEntries(md, { deadline: Date.now() + 2_000 });
-      call.on('data', () => undefined);
-      call.on('error', () => resolve());
-      call.on('end', () => resolve());
-      call.write(appendRequestToProto(m as Message & { type: 'append' }));
-      call.end();
-    });
-  }
 });

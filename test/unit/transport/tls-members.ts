@@ -7,17 +7,19 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
+import type { RaftServiceClient } from '../../../src/gen/snapcoord/v1/raft.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import { Node } from '../../../src/node/node.js';
-import type { Membership } from '../../../src/raft/types.js';
+import type { Membership, Message } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { caFiles, memberChannelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
 import { X509MembershipProofs } from '../../../src/tls/membership-proof.js';
+import { appendRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
+import { CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
 
 export interface TlsMember {
   readonly id: string;
@@ -102,4 +104,18 @@ export class TlsMembers {
     this.members.clear();
     if (this.dir !== '') await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** sendAppend: one AppendEntries stream call carrying `m` (a forger's append, sent as any peer would), resolved when the call ends either way. */
+export function sendAppend(c: RaftServiceClient, cluster: string, m: Message & { type: 'append' }): Promise<void> {
+  const md = new grpc.Metadata();
+  md.set(CLUSTER_ID_METADATA_KEY, cluster);
+  return new Promise((resolve) => {
+    const call = c.appendEntries(md, { deadline: Date.now() + 2_000 });
+    call.on('data', () => undefined);
+    call.on('error', () => resolve());
+    call.on('end', () => resolve());
+    call.write(appendRequestToProto(m));
+    call.end();
+  });
 }
