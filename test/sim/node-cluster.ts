@@ -1471,10 +1471,11 @@ export class NodeCluster {
       m.removed = true;
       this.crash(m, false);
     }
-    this.finalMembers = this.members.filter((m) => inConfig.has(m.id) && !m.dead);
-    // Every member applies it (but those out for good); then all stand at one applied index (nothing else is proposed).
+    // Every member applies it (but those out for good: dead, or stopped once their removal committed, which a removal
+    // proposed before the final write can do meanwhile, seed 89269); then all stand at one applied index.
+    const staying = (): Member[] => this.members.filter((m) => inConfig.has(m.id) && !m.dead && !m.removed);
     for (;;) {
-      const applied = this.members.filter((m) => inConfig.has(m.id) && !m.dead).map((m) => (m.node === null ? -1 : m.node.brief().applied));
+      const applied = staying().map((m) => (m.node === null ? -1 : m.node.brief().applied));
       const max = Math.max(...applied);
       if (applied.every((a) => a === max) && max >= index) break;
       if (this.clock.nowMs() >= deadline || this.violation !== null) {
@@ -1482,6 +1483,7 @@ export class NodeCluster {
       }
       await this.sleep(s.tickMs);
     }
+    this.finalMembers = staying();
     await this.finalChecks();
   }
 

@@ -130,6 +130,10 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     // (2442 itself no longer reaches that state: configuration entries carrying proofs moved its trace.)
     { seed: 7686, nodes: 3, what: '(7686) n3 restarts knowing {n1, n2, n3} of index 10; n2 was removed and n1 lost for good while n4 was added: n3 follows n4 on its proofs (no leader after healing before)', draws: 'joined' as const, shows: /n3 info peer plane: a sender this node's configuration does not name is vouched for by its configuration's proofs.*"sender":"n4"/ },
     { seed: 3134, nodes: 3, what: '(3134) n3, down from the start, restarts on an empty log knowing {n1, n2, n3}: n2 removed, n1 lost, n4 added; n3 follows n4 on its proofs', draws: 'joined' as const, shows: /n3 info peer plane: a sender this node's configuration does not name is vouched for by its configuration's proofs.*"sender":"n4"/ },
+    // Found by the campaign on e6b419d (1 of seeds 1-110,000; the checker's own race, also on 34df1e7): leader n2
+    // acknowledged the final write, then applied its own removal proposed just before it and was stopped as removed;
+    // the liveness check still waited for n2, read from the configuration the write committed in.
+    { seed: 89269, nodes: 5, what: '(89269) the leader removes itself right after the final write and is stopped: liveness waits for the members that stay', draws: 'leaderRemovals' as const, shows: /membership: removeNode n2 applied on n2/ },
   ];
   for (const { seed, nodes, what, draws = 'snapshotDiskErrors', shows, scenarioOf, scenario, controls } of lists) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
