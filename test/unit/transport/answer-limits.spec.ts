@@ -1,0 +1,114 @@
+/**
+ * The peer plane's client side counts what a peer's answer holds before it decodes it, as the peer server counts
+ * requests (codec.ts decodeAppendRequest, decodeInstallSnapshotRequest, decodeProposeRequest): a GetMembership
+ * answer's membership ids (membershipBytesOverLimits) and a Propose answer's outcomes (FORWARD_PROPOSALS_MAX).
+ *
+ * Who answers: a member asked over its channel (64 MiB messages), and a sender no member's channel reaches, asked at
+ * the peer address its own calls advertise (src/node/vouches.ts: a CA-signed certificate of an id no member knows
+ * is enough; 4 MiB). Before, the generated decoders took whatever came and the limits were checked after: a 64 MiB
+ * GetMembership answer of 7.6 million 1-4 character address keys took 22.9 s of the main thread and 950 MB of heap
+ * to decode (22.4 million voter ids: 11.8 s, 760 MB); the 4 MiB one at an advertised address 0.43 s and 54 MB, as
+ * often as a vouch round asks (review30).
+ */
+import assert from 'node:assert/strict';
+import * as grpc from '@grpc/grpc-js';
+import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
+import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { CodecError } from '../../../src/transport/codec.js';
+import { MEMBERSHIP_IDS_MAX } from '../../../src/raft/membership.js';
+import { FORWARD_PROPOSALS_MAX } from '../../../src/transport/transport.js';
+
+describe('the peer plane\'s client counts a peer\'s answer before it decodes it (GetMembership, Propose)', function () {
+  this.timeout(20_000);
+  let server: grpc.Server;
+  let address = '';
+  /** answers: what the fake peer answers next, already encoded (as a peer of its own making would). */
+  let membershipAnswer: Uint8Array = new Uint8Array(0);
+  let proposeAnswer: Uint8Array = new Uint8Array(0);
+
+  before(async () => {
+    server = new grpc.Server();
+    const raw = (b: Uint8Array): Buffer => Buffer.from(b);
+    server.addService(
+      {
+        getMembership: { ...pb.RaftServiceService.getMembership, responseSerialize: raw },
+        propose: { ...pb.RaftServiceService.propose, responseSerialize: raw },
+      } as unknown as grpc.ServiceDefinition,
+      {
+        getMembership: (_call: unknown, cb: grpc.sendUnaryData<Uint8Array>) => cb(null, membershipAnswer),
+        propose: (_call: unknown, cb: grpc.sendUnaryData<Uint8Array>) => cb(null, proposeAnswer),
+      },
+    );
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e !== null ? reject(e) : resolve(p))));
+    address = `127.0.0.1:${port}`;
+  });
+  after(() => server.forceShutdown());
+
+  /** counting: how often `fns.decode` runs while `f` runs. */
+  async function counting<T>(fns: { decode: (...a: never[]) => unknown }, f: () => Promise<T>): Promise<{ calls: number; result: T | Error }> {
+    const original = fns.decode;
+    let calls = 0;
+    fns.decode = ((...a: never[]) => {
+      calls++;
+      return original.apply(fns, a);
+    }) as typeof original;
+    try {
+      const result = await f().catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+      return { calls, result };
+    } finally {
+      fns.decode = original;
+    }
+  }
+
+  const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `v${i}`);
+  const membershipOf = (m: pb.Membership): Uint8Array => pb.GetMembershipResponse.encode({ from: 'n2', term: 3n, membership: m, askerMatchIndex: 0n, askerStarted: false, membershipIndex: 7n, commitIndex: 7n, probeTerm: 0n }).finish();
+  const overs: [string, pb.Membership, RegExp][] = [
+    ['addresses', { voters: ['n2'], learners: [], addresses: Object.fromEntries(ids(2 * MEMBERSHIP_IDS_MAX + 1).map((id) => [id, 'a:1'])), proofs: [] }, /membership\.addresses: .*more than 2 \* MEMBERSHIP_IDS_MAX \(2000\)/],
+    ['voters', { voters: ids(MEMBERSHIP_IDS_MAX + 1), learners: [], addresses: {}, proofs: [] }, /membership\.voters: .*more than MEMBERSHIP_IDS_MAX \(1000\)/],
+    ['proofs', { voters: ['n2'], learners: [], addresses: {}, proofs: Array.from({ length: 17 }, () => 'p') }, /membership\.proofs: .*more than MEMBERSHIP_PROOFS_MAX \(16\)/],
+  ];
+
+  for (const via of ['a member\'s channel', 'an advertised address'] as const) {
+    it(`GetMembership over ${via}: an answer over a membership limit is refused naming it, its membership never decoded; one within is taken`, async () => {
+      const transport = new GrpcTransport({ selfId: 'n1', onMessage: () => undefined });
+      if (via === 'a member\'s channel') transport.setPeers({ n1: '127.0.0.1:1', n2: address });
+      const q = via === 'a member\'s channel' ? { from: 'n1', to: 'n2' } : { from: 'n1', to: 'n2', address };
+      try {
+        for (const [what, m, want] of overs) {
+          membershipAnswer = membershipOf(m);
+          const { calls, result } = await counting(pb.Membership, () => transport.askMembership(q, 5_000));
+          assert.ok(result instanceof CodecError && want.test(result.message), `${what}: ${String(result)}`);
+          assert.equal(calls, 0, `${what}: the membership of an answer over its limit was decoded`);
+        }
+        membershipAnswer = membershipOf({ voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n2: address }, proofs: [] });
+        const { calls, result } = await counting(pb.Membership, () => transport.askMembership(q, 5_000));
+        assert.ok(!(result instanceof Error), String(result));
+        assert.deepEqual(result.membership.voters, ['n1', 'n2', 'n3']);
+        assert.equal(result.membershipIndex, 7);
+        assert.equal(calls, 1);
+      } finally {
+        await transport.close();
+      }
+    });
+  }
+
+  it('Propose: an answer of more than FORWARD_PROPOSALS_MAX outcomes is refused, none decoded; as many are taken', async () => {
+    const transport = new GrpcTransport({ selfId: 'n1', onMessage: () => undefined });
+    transport.setPeers({ n1: '127.0.0.1:1', n2: address });
+    const answerOf = (n: number): Uint8Array =>
+      pb.ProposeResponse.encode({ from: 'n2', term: 3n, refusedCode: '', refusedMessage: '', outcome: Array.from({ length: n }, () => ({ result: new Uint8Array([1]), errorCode: '', errorMessage: '' })) }).finish();
+    const data = Array.from({ length: FORWARD_PROPOSALS_MAX }, () => new Uint8Array([1]));
+    try {
+      proposeAnswer = answerOf(FORWARD_PROPOSALS_MAX + 1);
+      const over = await counting(pb.ProposeOutcome, () => transport.forwardProposals({ from: 'n1', to: 'n2', term: 3, data }, 5_000));
+      assert.ok(over.result instanceof Error && /a malformed Propose answer from n2: outcome: /.test(over.result.message), String(over.result));
+      assert.equal(over.calls, 0, 'the outcomes of an answer over the limit were decoded');
+      proposeAnswer = answerOf(FORWARD_PROPOSALS_MAX);
+      const within = await counting(pb.ProposeOutcome, () => transport.forwardProposals({ from: 'n1', to: 'n2', term: 3, data }, 5_000));
+      assert.ok(!(within.result instanceof Error), String(within.result));
+      assert.equal(within.result.outcomes.length, FORWARD_PROPOSALS_MAX);
+    } finally {
+      await transport.close();
+    }
+  });
+});
