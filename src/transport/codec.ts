@@ -709,6 +709,63 @@ export function decodeInstallSnapshotRequest(bytes: Uint8Array): pb.InstallSnaps
   return request;
 }
 
+/** GET_MEMBERSHIP_RESPONSE_FIELD_MAX: GetMembershipResponse's highest field number (probe_term, 8); ANSWER_MEMBERSHIP_TAG: its membership (field 3). */
+const GET_MEMBERSHIP_RESPONSE_FIELD_MAX = 8;
+const ANSWER_MEMBERSHIP_TAG = (3 << 3) | 2;
+/** PROPOSE_RESPONSE_FIELD_MAX: ProposeResponse's highest field number (outcome, 6); PROPOSE_OUTCOME_TAG: its outcomes (field 6). */
+const PROPOSE_RESPONSE_FIELD_MAX = 6;
+const PROPOSE_OUTCOME_TAG = (6 << 3) | 2;
+
+type DecodedAnswer<T> = T & { [UNDECODED]?: string };
+
+/**
+ * decodeGetMembershipResponse: the GetMembership answer deserializer of this node's peer channels
+ * (raft-client.ts RAFT_CLIENT_DEFINITION). The answering peer is a member, or a sender no member's
+ * channel reaches, asked at the address its own calls advertise (vouches.ts: any CA-signed certificate);
+ * its membership is counted before it is decoded (membershipBytesOverLimits), as the peer server counts
+ * a request's: a 64 MiB answer of 7.6 million short address keys took 22.9 s of the main thread and
+ * 950 MB of heap to decode. One over comes back undecoded, for getMembershipResponseFromProto to refuse
+ * naming the limit; otherwise what the generated decoder decodes.
+ */
+export function decodeGetMembershipResponse(bytes: Uint8Array): pb.GetMembershipResponse {
+  const taken: { membership?: Uint8Array } = {};
+  const others = splitFields(bytes, GET_MEMBERSHIP_RESPONSE_FIELD_MAX, ANSWER_MEMBERSHIP_TAGS, (_tag, reader) => {
+    taken.membership = reader.bytes(); // the last one counts, as the generated decoder keeps the last
+    return null;
+  });
+  if (!(others instanceof Uint8Array)) return undecoded(pb.GetMembershipResponse, `membership answer: ${others.refused}`);
+  const membership = taken.membership;
+  const over = membership === undefined ? null : membershipBytesOverLimits(membership);
+  if (over !== null) return undecoded(pb.GetMembershipResponse, over);
+  const answer = pb.GetMembershipResponse.decode(others);
+  if (membership !== undefined) answer.membership = pb.Membership.decode(membership);
+  return answer;
+}
+
+/**
+ * decodeProposeResponse: the Propose answer deserializer of this node's peer channels (the leader's
+ * answer to a follower's forwarded writes): at most FORWARD_PROPOSALS_MAX outcomes (a Propose carries at
+ * most that many), each of at most NESTED_FIELDS_MAX fields, counted before any is decoded. One over
+ * comes back undecoded, for proposeResponseFromProto to refuse naming the limit.
+ */
+export function decodeProposeResponse(bytes: Uint8Array): pb.ProposeResponse {
+  const outcomes: Uint8Array[] = [];
+  const others = splitFields(bytes, PROPOSE_RESPONSE_FIELD_MAX, PROPOSE_OUTCOME_TAGS, (_tag, reader) => {
+    if (outcomes.length === FORWARD_PROPOSALS_MAX) return `outcome: more than FORWARD_PROPOSALS_MAX (${FORWARD_PROPOSALS_MAX}) outcomes`;
+    const outcome = reader.bytes();
+    if (fieldsOver(outcome, NESTED_FIELDS_MAX)) return `outcome: an outcome of more than NESTED_FIELDS_MAX (${NESTED_FIELDS_MAX}) fields`;
+    outcomes.push(outcome);
+    return null;
+  });
+  if (!(others instanceof Uint8Array)) return undecoded(pb.ProposeResponse, others.refused);
+  const answer = pb.ProposeResponse.decode(others);
+  answer.outcome = outcomes.map((o) => pb.ProposeOutcome.decode(o));
+  return answer;
+}
+
+const ANSWER_MEMBERSHIP_TAGS: ReadonlySet<number> = new Set([ANSWER_MEMBERSHIP_TAG]);
+const PROPOSE_OUTCOME_TAGS: ReadonlySet<number> = new Set([PROPOSE_OUTCOME_TAG]);
+
 const APPEND_BASE_TAG = (13 << 3) | 2;
 const APPEND_TAKEN_TAGS: ReadonlySet<number> = new Set([ENTRY_TAG, APPEND_BASE_TAG]);
 const INSTALL_TAKEN_TAGS: ReadonlySet<number> = new Set([INSTALL_SNAPSHOT_TAG]);
@@ -886,8 +943,10 @@ export function getMembershipResponseToProto(a: MembershipAnswer): pb.GetMembers
   };
 }
 
-/** getMembershipResponseFromProto decodes an answer; a configuration with no voter, an empty id or one id twice is refused (CodecError). */
+/** getMembershipResponseFromProto decodes an answer; one decodeGetMembershipResponse refused, a configuration with no voter, an empty id or one id twice is refused (CodecError). */
 export function getMembershipResponseFromProto(p: pb.GetMembershipResponse): MembershipAnswer {
+  const refused = (p as DecodedAnswer<pb.GetMembershipResponse>)[UNDECODED];
+  if (refused !== undefined) throw new CodecError(refused);
   const membership = membershipFromProto(p.membership);
   if (!wellFormedMembership(membership)) throw new CodecError('membership: no voter, an empty id, or an id named twice');
   const askerMatchIndex = fromU64(p.askerMatchIndex, 'askerMatchIndex');
@@ -962,6 +1021,8 @@ export function proposeResponseToProto(from: string, r: ForwardedProposals): pb.
 
 /** proposeResponseFromProto decodes the leader's answer to Propose. Throws CodecError (more outcomes than `sent`, a refusal without a code, an outcome with neither result nor error). */
 export function proposeResponseFromProto(p: pb.ProposeResponse, sent: number): ForwardedProposals {
+  const refused = (p as DecodedAnswer<pb.ProposeResponse>)[UNDECODED];
+  if (refused !== undefined) throw new CodecError(refused);
   if (p.outcome.length > sent) throw new CodecError(`outcome: ${p.outcome.length} outcomes for ${sent} proposals`);
   if (p.outcome.length < sent && p.refusedCode === '') throw new CodecError(`refused_code: ${sent - p.outcome.length} proposals neither appended nor refused`);
   const outcomes = p.outcome.map((o, i): ForwardedOutcome => {

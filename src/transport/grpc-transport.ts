@@ -6,7 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Message, NodeId } from '../raft/types.js';
-import * as pb from '../gen/snapcoord/v1/raft.js';
+import type * as pb from '../gen/snapcoord/v1/raft.js';
 import {
   CodecError,
   appendRequestToProto,
@@ -26,6 +26,7 @@ import {
   voteResponseFromProto,
 } from './codec.js';
 import { faultInterceptors } from './message-faults.js';
+import { RaftPeerClient } from './raft-client.js';
 import { credentialsTo, type PeerDial, type PeerDirectory } from './peer-guard.js';
 import {
   estimateMessageBytes,
@@ -574,7 +575,7 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
   }
 
   private clientFor(peer: PeerLink): pb.RaftServiceClient {
-    if (peer.client === null) peer.client = new pb.RaftServiceClient(peer.address, credentialsTo(this.dial, peer.id), this.options);
+    if (peer.client === null) peer.client = new RaftPeerClient(peer.address, credentialsTo(this.dial, peer.id), this.options);
     return peer.client;
   }
 
@@ -654,7 +655,7 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
  */
 export function askMembership(dial: PeerDial | undefined, address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> {
   // The channel asks for q.to's certificate: another member's answer would not be the one asked.
-  const client = new pb.RaftServiceClient(address, credentialsTo(dial, q.to), {
+  const client = new RaftPeerClient(address, credentialsTo(dial, q.to), {
     ...channelOptions({ maxMessageBytes: 4 * MiB, reconnectInitialMs: 50, reconnectMaxMs: PEER_RECONNECT_MAX_MS }),
     interceptors: [...(dial?.interceptors ?? [])],
   });

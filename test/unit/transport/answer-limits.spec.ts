@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { CodecError } from '../../../src/transport/codec.js';
+import { CodecError, getMembershipResponseFromProto, OTHER_FIELDS_MAX, decodeGetMembershipResponse, decodeProposeResponse } from '../../../src/transport/codec.js';
 import { MEMBERSHIP_IDS_MAX } from '../../../src/raft/membership.js';
 import { FORWARD_PROPOSALS_MAX } from '../../../src/transport/transport.js';
 
@@ -111,4 +111,18 @@ describe('the peer plane\'s client counts a peer\'s answer before it decodes it 
       await transport.close();
     }
   });
+
+  it('within the limits (repeated, unknown or out-of-order fields too) they decode what the generated decoders decode; more than OTHER_FIELDS_MAX other fields are refused', () => {
+    const honest = membershipOf({ voters: ids(MEMBERSHIP_IDS_MAX), learners: ids(3), addresses: Object.fromEntries(ids(2 * MEMBERSHIP_IDS_MAX).map((id) => [id, `${id}:1`])), proofs: ['p1', 'p2'] });
+    const again = membershipOf({ voters: ['n9'], learners: [], addresses: { n9: 'a:1' }, proofs: [] });
+    // term twice (the last wins), an unknown field 12, then a second membership (the last wins, not merged).
+    const odd = new Uint8Array([...honest, 0x10, 0x09, 0x62, 0x01, 0x00, ...again]);
+    for (const bytes of [honest, odd, new Uint8Array(0)]) assert.deepEqual(decodeGetMembershipResponse(bytes), pb.GetMembershipResponse.decode(bytes));
+    const propose = pb.ProposeResponse.encode({ from: 'n2', term: 3n, refusedCode: 'busy', refusedMessage: 'm', outcome: [{ result: new Uint8Array([1]), errorCode: '', errorMessage: '' }, { result: new Uint8Array(0), errorCode: 'lost', errorMessage: 'x' }] }).finish();
+    const proposeOdd = new Uint8Array([...propose, 0x62, 0x01, 0x00, 0x10, 0x04]);
+    for (const bytes of [propose, proposeOdd, new Uint8Array(0)]) assert.deepEqual(decodeProposeResponse(bytes), pb.ProposeResponse.decode(bytes));
+    const filler = new Uint8Array(Array.from({ length: OTHER_FIELDS_MAX + 1 }, () => [0x10, 0x01]).flat());
+    assert.throws(() => getMembershipResponseFromProto(decodeGetMembershipResponse(new Uint8Array([...honest, ...filler]))), /more than OTHER_FIELDS_MAX \(256\) fields/);
+  });
 });
+
