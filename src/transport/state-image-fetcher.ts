@@ -4,10 +4,13 @@
  */
 import * as grpc from '@grpc/grpc-js';
 
-import { RaftServiceClient, type FetchStateImageResponse } from '../gen/snapcoord/v1/raft.js';
+import type { FetchStateImageResponse, RaftServiceClient } from '../gen/snapcoord/v1/raft.js';
 import type { NodeId } from '../raft/types.js';
 import type { SnapshotMeta, StateImageChunk, StateImageFile } from '../raft/types.js';
-import { CodecError, fromU64, snapshotMetaFromProto } from './codec.js';
+import { CodecError, fromU64, refuseUndecoded, snapshotMetaFromProto } from './codec.js';
+import { RaftPeerClient } from './raft-client.js';
+
+export { STATE_IMAGE_FILES_MAX } from './codec.js';
 import { credentialsTo, type PeerDial } from './peer-guard.js';
 import { FLOW_CONTROL_WINDOW_BYTES, realTimeClock, type FetchClock, type FetchTimer } from './snapshot-fetcher.js';
 import type { StateImageCall, StateImageMessage, StateImageStream, StateImageStreamOpener } from './transport.js';
@@ -62,6 +65,7 @@ function grpcImageStreams(client: RaftServiceClient): StateImageStreamOpener {
       const call = client.fetchStateImage({ from: p.from, to: p.to, index: BigInt(p.index), recordFormat: p.recordFormat });
       async function* messages(): AsyncGenerator<StateImageMessage, void, undefined> {
         for await (const m of call as AsyncIterable<FetchStateImageResponse>) {
+          refuseUndecoded(m);
           yield {
             files: m.files.map((f) => ({ name: f.name, sizeBytes: fromU64(f.sizeBytes, 'sizeBytes'), sha256: f.sha256 })),
             file: m.file,
@@ -90,7 +94,7 @@ export async function openStateImage(o: StateImageFetchOptions): Promise<OpenedS
   const client =
     o.streams !== undefined
       ? null
-      : new RaftServiceClient(o.address, credentialsTo(o.dial, o.to), {
+      : new RaftPeerClient(o.address, credentialsTo(o.dial, o.to), {
           'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
           'grpc.max_receive_message_length': MANIFEST_MESSAGE_BYTES_MAX,
           'grpc.use_local_subchannel_pool': 1,

@@ -1,30 +1,34 @@
 /**
  * The peer plane's client side counts what a peer's answer holds before it decodes it, as the peer server counts
  * requests (codec.ts decodeAppendRequest, decodeInstallSnapshotRequest, decodeProposeRequest): a GetMembership
- * answer's membership ids (membershipBytesOverLimits) and a Propose answer's outcomes (FORWARD_PROPOSALS_MAX).
+ * answer's membership ids (membershipBytesOverLimits), a Propose answer's outcomes (FORWARD_PROPOSALS_MAX), and the
+ * files (STATE_IMAGE_FILES_MAX) and snapshot membership of each FetchStateImage message.
  *
  * Who answers: a member asked over its channel (64 MiB messages), and a sender no member's channel reaches, asked at
  * the peer address its own calls advertise (src/node/vouches.ts: a CA-signed certificate of an id no member knows
  * is enough; 4 MiB). Before, the generated decoders took whatever came and the limits were checked after: a 64 MiB
  * GetMembership answer of 7.6 million 1-4 character address keys took 22.9 s of the main thread and 950 MB of heap
  * to decode (22.4 million voter ids: 11.8 s, 760 MB); the 4 MiB one at an advertised address 0.43 s and 54 MB, as
- * often as a vouch round asks (review30).
+ * often as a vouch round asks; a 16 MiB state image manifest of 8.4 million empty files 16 s and 2 GB (review30).
  */
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { CodecError, getMembershipResponseFromProto, OTHER_FIELDS_MAX, decodeGetMembershipResponse, decodeProposeResponse } from '../../../src/transport/codec.js';
+import { CodecError, getMembershipResponseFromProto, OTHER_FIELDS_MAX, decodeFetchStateImageResponse, decodeGetMembershipResponse, decodeProposeResponse } from '../../../src/transport/codec.js';
 import { MEMBERSHIP_IDS_MAX } from '../../../src/raft/membership.js';
 import { FORWARD_PROPOSALS_MAX } from '../../../src/transport/transport.js';
+import { STATE_IMAGE_FILES_MAX, openStateImage } from '../../../src/transport/state-image-fetcher.js';
+import { IMAGE_FILES_MAX } from '../../../src/storage/state-image.js';
 
-describe('the peer plane\'s client counts a peer\'s answer before it decodes it (GetMembership, Propose)', function () {
+describe('the peer plane\'s client counts a peer\'s answer before it decodes it (GetMembership, Propose, FetchStateImage)', function () {
   this.timeout(20_000);
   let server: grpc.Server;
   let address = '';
   /** answers: what the fake peer answers next, already encoded (as a peer of its own making would). */
   let membershipAnswer: Uint8Array = new Uint8Array(0);
   let proposeAnswer: Uint8Array = new Uint8Array(0);
+  let imageAnswer: Uint8Array[] = [];
 
   before(async () => {
     server = new grpc.Server();
@@ -33,10 +37,15 @@ describe('the peer plane\'s client counts a peer\'s answer before it decodes it 
       {
         getMembership: { ...pb.RaftServiceService.getMembership, responseSerialize: raw },
         propose: { ...pb.RaftServiceService.propose, responseSerialize: raw },
+        fetchStateImage: { ...pb.RaftServiceService.fetchStateImage, responseSerialize: raw },
       } as unknown as grpc.ServiceDefinition,
       {
         getMembership: (_call: unknown, cb: grpc.sendUnaryData<Uint8Array>) => cb(null, membershipAnswer),
         propose: (_call: unknown, cb: grpc.sendUnaryData<Uint8Array>) => cb(null, proposeAnswer),
+        fetchStateImage: (call: grpc.ServerWritableStream<unknown, Uint8Array>) => {
+          for (const m of imageAnswer) call.write(m);
+          call.end();
+        },
       },
     );
     const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e !== null ? reject(e) : resolve(p))));
@@ -121,8 +130,47 @@ describe('the peer plane\'s client counts a peer\'s answer before it decodes it 
     const propose = pb.ProposeResponse.encode({ from: 'n2', term: 3n, refusedCode: 'busy', refusedMessage: 'm', outcome: [{ result: new Uint8Array([1]), errorCode: '', errorMessage: '' }, { result: new Uint8Array(0), errorCode: 'lost', errorMessage: 'x' }] }).finish();
     const proposeOdd = new Uint8Array([...propose, 0x62, 0x01, 0x00, 0x10, 0x04]);
     for (const bytes of [propose, proposeOdd, new Uint8Array(0)]) assert.deepEqual(decodeProposeResponse(bytes), pb.ProposeResponse.decode(bytes));
+    const image = pb.FetchStateImageResponse.encode({ files: [{ name: 'a.sst', sizeBytes: 9n, sha256: new Uint8Array(32).fill(7) }], file: 2, offset: 5n, data: new Uint8Array([1, 2, 3]), snapshot: { index: 9n, term: 2n, membership: { voters: ['n1'], learners: [], addresses: { n1: 'a:1' }, proofs: [] }, sizeBytes: 1n, digest: 'd' } }).finish();
+    const imageOdd = new Uint8Array([...image, 0x62, 0x01, 0x00, 0x10, 0x04, 0x22, 0x01, 0x09]);
+    for (const bytes of [image, imageOdd, new Uint8Array(0)]) assert.deepEqual(decodeFetchStateImageResponse(bytes), pb.FetchStateImageResponse.decode(bytes));
     const filler = new Uint8Array(Array.from({ length: OTHER_FIELDS_MAX + 1 }, () => [0x10, 0x01]).flat());
     assert.throws(() => getMembershipResponseFromProto(decodeGetMembershipResponse(new Uint8Array([...honest, ...filler]))), /more than OTHER_FIELDS_MAX \(256\) fields/);
   });
-});
 
+  it('FetchStateImage: a message listing more than STATE_IMAGE_FILES_MAX files (a manifest, or one after it) is refused, no file decoded; as many are taken', async () => {
+    const manifestOf = (n: number, membership?: pb.Membership): Uint8Array =>
+      pb.FetchStateImageResponse.encode({
+        files: Array.from({ length: n }, (_, i) => ({ name: `f${i}.sst`, sizeBytes: 0n, sha256: new Uint8Array(0) })),
+        file: 0,
+        offset: 0n,
+        data: new Uint8Array(0),
+        snapshot: membership === undefined ? undefined : { index: 9n, term: 2n, membership, sizeBytes: 1n, digest: '' },
+      }).finish();
+    const open = () => openStateImage({ selfId: 'n1', to: 'n2', address, index: 9, recordFormat: 2, manifestTimeoutMs: 5_000, idleTimeoutMs: 5_000 });
+    const drain = async (): Promise<unknown> => {
+      const image = await open();
+      for await (const _ of image.chunks);
+      return image;
+    };
+    imageAnswer = [manifestOf(STATE_IMAGE_FILES_MAX + 1)];
+    const over = await counting(pb.StateImageFile, drain);
+    assert.ok(over.result instanceof Error && /files: more than STATE_IMAGE_FILES_MAX \(65536\) files/.test(over.result.message), String(over.result));
+    assert.equal(over.calls, 0, 'the files of a manifest over the limit were decoded');
+    imageAnswer = [manifestOf(1), manifestOf(STATE_IMAGE_FILES_MAX + 1)];
+    const second = await counting(pb.StateImageFile, drain);
+    assert.ok(second.result instanceof Error && /more than STATE_IMAGE_FILES_MAX/.test(second.result.message), String(second.result));
+    assert.equal(second.calls, 1, 'the files of a message over the limit after the manifest were decoded');
+    // The sender's snapshot (its membership) is counted as every membership is.
+    imageAnswer = [manifestOf(1), manifestOf(0, { voters: ids(MEMBERSHIP_IDS_MAX + 1), learners: [], addresses: {}, proofs: [] })];
+    const meta = await counting(pb.Membership, drain);
+    assert.ok(meta.result instanceof Error && /membership\.voters: .*more than MEMBERSHIP_IDS_MAX \(1000\)/.test(meta.result.message), String(meta.result));
+    assert.equal(meta.calls, 0, 'the membership of the sender\'s snapshot over the limit was decoded');
+    imageAnswer = [manifestOf(STATE_IMAGE_FILES_MAX)];
+    const within = await counting(pb.StateImageFile, async () => (await open()).files.length);
+    assert.equal(within.result, STATE_IMAGE_FILES_MAX);
+  });
+
+  it('STATE_IMAGE_FILES_MAX is the storage\'s IMAGE_FILES_MAX (an honest manifest lists no more)', () => {
+    assert.equal(STATE_IMAGE_FILES_MAX, IMAGE_FILES_MAX);
+  });
+});
