@@ -4,7 +4,7 @@
  *
  *   npm run bench:snapshot -- [--state-bytes 1GiB] [--streams 1] [--chunk-bytes 1MiB]
  *                             [--rounds 2] [--no-install] [--keep] [--dir /tmp] [--cpu-prof DIR]
- *                             [--tls on|off|compare] [--dist]
+ *                             [--tls on|off|compare] [--dist] [--parts]
  *
  * --tls on (the default, as `npm start` runs the peer plane): the sender
  * serves with mutual TLS (its certificate, client certificates required,
@@ -30,6 +30,12 @@
  * 4. The full follower install (SnapshotManager.fetch + install into a fresh
  *    RocksStorage), one stream.
  * Raw and fetch alternate for --rounds rounds (per security with compare); the best of each is compared.
+ * --parts: each round also runs, between them, the fetch's parts on their own (snapshot-receiver.ts):
+ * `decode` (FetchSnapshot decoded, chunks discarded), `hash` (fetchSnapshot checking every chunk's SHA-256
+ * on the main thread, nothing written), `hash-worker` (the same, hashed on a worker thread) and
+ * `sink-worker` (hashed on a worker and written through an ArchiveSink, as the fetch writes); the
+ * summary gives each one's CPU per GB by side and thread (medians of the rounds), so what each step of
+ * the fetch adds to the raw stream's CPU reads off one run: decode - raw, hash - decode, fetch - hash.
  * Sender and receiver are separate processes (fresh ones per measurement),
  * each sampling its RSS every 100 ms, started with a node's V8 flags and
  * malloc environment (src/cli/node-runtime.ts), so their RSS is a node's
@@ -77,6 +83,7 @@ const program = new Command()
   .option('--cpu-prof <dir>', 'run the children with --cpu-prof into this dir')
   .option('--dist', 'run the sender and receiver from dist/ (build it first: npx tsc -p tsconfig.json)', false)
   .option('--tls <mode>', 'on (mutual TLS on the peer plane, as nodes run), off (plaintext), compare (both, and the ratio)', 'on')
+  .option('--parts', "also run the fetch's parts alone each round (decode, hash, hash-worker, sink-worker) and split its CPU", false)
   .parse(process.argv);
 const o = program.opts<{
   stateBytes: string;
@@ -89,6 +96,7 @@ const o = program.opts<{
   cpuProf?: string;
   dist: boolean;
   tls: string;
+  parts: boolean;
 }>();
 if (!['on', 'off', 'compare'].includes(o.tls)) throw new Error(`--tls: "${o.tls}" is not on, off or compare`);
 const stateBytesWanted = parseBytes(o.stateBytes);
@@ -232,8 +240,12 @@ function timeoutFor(bytes: number): number {
   return 60_000 + (bytes / 10e6) * 1000;
 }
 
+/** PART_MODES: the fetch's parts (--parts), in the order they add to the raw stream. */
+const PART_MODES = ['decode', 'hash', 'hash-worker', 'sink-worker'] as const;
+type PartMode = (typeof PART_MODES)[number];
+
 /** transfer runs one fresh sender and one receiver job; returns the receiver's figures and both peaks. */
-async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install', nStreams: number, destDir: string, sec: Security): Promise<Measured> {
+async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install' | PartMode, nStreams: number, destDir: string, sec: Security): Promise<Measured> {
   const [port] = await freePorts(1);
   const tag = `${mode}${sec.tls ? '-tls' : ''}`;
   const sender = spawnChild(`sender-${tag}`, 'bench/lib/snapshot-sender.ts', [
@@ -435,9 +447,10 @@ async function main(): Promise<void> {
     readonly sec: Security;
     readonly raws: Measured[];
     readonly fetches: Measured[];
+    readonly parts: Map<PartMode, Measured[]>;
     inst?: Measured;
   }
-  const series: Series[] = secs.map((sec) => ({ sec, raws: [], fetches: [] }));
+  const series: Series[] = secs.map((sec) => ({ sec, raws: [], fetches: [], parts: new Map() }));
   for (let r = 1; r <= rounds; r++) {
     for (const se of series) {
       const raw = await transfer(a, 'raw', streams, root, se.sec);
@@ -446,6 +459,11 @@ async function main(): Promise<void> {
         `round ${r}${label(se.sec)}: raw grpc stream x${streams}: ${raw.mbps.toFixed(0)} MB/s (${raw.seconds.toFixed(2)} s)  ` +
           `peak RSS sender ${fmtMiB(raw.senderPeak)}, receiver ${fmtMiB(raw.receiverPeak)}; ${cpuNote(raw)}`,
       );
+      for (const part of o.parts ? PART_MODES : []) {
+        const m = await transfer(a, part, streams, root, se.sec);
+        se.parts.set(part, [...(se.parts.get(part) ?? []), m]);
+        console.log(`round ${r}${label(se.sec)}: ${pad(`${part} x${streams}:`, 17)} ${m.mbps.toFixed(0)} MB/s (${m.seconds.toFixed(2)} s)  ${cpuNote(m)}; hashed on a worker ${String(m.extra.chunksHashedOnWorker ?? 0)}`);
+      }
       const f = await transfer(a, 'fetch', streams, root, se.sec);
       se.fetches.push(f);
       console.log(
@@ -467,6 +485,11 @@ async function main(): Promise<void> {
     }
   }
 
+  const median = (xs: number[]): number => {
+    const s = [...xs].sort((x, y) => x - y);
+    const mid = Math.floor(s.length / 2);
+    return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+  };
   const best = (xs: Measured[]): Measured => xs.reduce((m, x) => (x.mbps > m.mbps ? x : m));
   const max = (xs: Measured[], k: 'senderPeak' | 'receiverPeak'): number => Math.max(...xs.map((x) => x[k]));
   const perGbOf = (m: Measured, cpu: number): number => cpu / (Number(m.extra.bytes) / 1e9);
@@ -495,6 +518,21 @@ async function main(): Promise<void> {
     console.log(rssLine(`raw grpc stream x${streams}`, max(se.raws, 'senderPeak'), raw.senderBase, max(se.raws, 'receiverPeak'), raw.receiverBase));
     console.log(rssLine(`fetch x${streams}`, max(se.fetches, 'senderPeak'), f.senderBase, max(se.fetches, 'receiverPeak'), f.receiverBase));
     if (inst !== undefined) console.log(rssLine('install x1', inst.senderPeak, inst.senderBase, inst.receiverPeak, inst.receiverBase));
+    const ratios = se.fetches.map((x, i) => x.mbps / (se.raws[i] as Measured).mbps);
+    console.log(`  fetch / raw by round: ${ratios.map((x) => x.toFixed(2)).join(', ')} (median ${median(ratios).toFixed(2)})`);
+    if (se.parts.size > 0) {
+      console.log(`  CPU per GB, medians of ${rounds} round(s)    sender    receiver (main + other)    both    x raw    MB/s`);
+      const rawBoth = median(se.raws.map((m) => perGbOf(m, m.senderCpu + m.receiverCpu)));
+      const rows: [string, Measured[]][] = [['raw grpc stream', se.raws], ...[...se.parts].map(([k, v]): [string, Measured[]] => [k, v]), ['fetch', se.fetches]];
+      for (const [what, ms] of rows) {
+        const med = (f: (m: Measured) => number): number => median(ms.map((m) => perGbOf(m, f(m))));
+        const both = med((m) => m.senderCpu + m.receiverCpu);
+        console.log(
+          `  ${pad(what, 38)} ${med((m) => m.senderCpu).toFixed(2).padStart(6)} s  ${med((m) => m.receiverCpu).toFixed(2).padStart(6)} s (${med((m) => m.receiverThreads.main ?? 0).toFixed(2)} + ${med((m) => m.receiverCpu - (m.receiverThreads.main ?? 0)).toFixed(2)})` +
+            `  ${both.toFixed(2).padStart(6)} s  ${(both / rawBoth).toFixed(2)}x  ${median(ms.map((m) => m.mbps)).toFixed(0).padStart(5)}`,
+        );
+      }
+    }
   }
   const plain = series.find((se) => !se.sec.tls);
   const tls = series.find((se) => se.sec.tls);

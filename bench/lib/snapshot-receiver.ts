@@ -8,6 +8,19 @@
  *                   follower path: fetchSnapshot verifying each chunk's SHA-256,
  *                   written once into the store through its sink, fsync, rename),
  *                   each into its own store under --dest-dir (opened before the clock starts).
+ *   --mode decode   (bench:snapshot --parts) C concurrent FetchSnapshot streams
+ *                   decoded by the generated client, the chunks discarded: the
+ *                   fetch's transport and protobuf decode, nothing else.
+ *   --mode hash     (--parts) C concurrent fetchSnapshot calls, each chunk's
+ *                   SHA-256 checked on the main thread, into a sink that keeps
+ *                   nothing: the fetch without the store's writes.
+ *   --mode hash-worker  (--parts) the same with each chunk hashed on a worker
+ *                   thread (fetchSnapshot's hashOnWorker, chunk-hasher.ts).
+ *   --mode sink-worker  (--parts) fetchSnapshot with each chunk hashed on a
+ *                   worker thread, written through an ArchiveSink (the store's
+ *                   one write path, the whole digest claimed as a fetch of
+ *                   1 MiB chunks records it) under --dest-dir, fsynced: the
+ *                   fetch's writes with the hashing off the main thread.
  *   --mode install  the full follower install into a fresh RocksStorage in
  *                   --dest-dir: SnapshotManager.fetch (fetchSnapshot +
  *                   importArchive) then SnapshotManager.install (installState); the
@@ -20,7 +33,7 @@
  * TLS (the server verified against --ca and 127.0.0.1, this certificate
  * presented), the peer metadata interceptor on fetches.
  */
-import { rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
@@ -31,7 +44,9 @@ import type { Membership } from '../../src/raft/types.js';
 import { RocksStorage } from '../../src/storage/rocks-storage.js';
 import { channelCredentialsFromFiles } from '../../src/tls/index.js';
 import { peerDial, type PeerDial } from '../../src/transport/peer-guard.js';
-import { FLOW_CONTROL_WINDOW_BYTES } from '../../src/transport/snapshot-fetcher.js';
+import { FLOW_CONTROL_WINDOW_BYTES, fetchSnapshot } from '../../src/transport/snapshot-fetcher.js';
+import { RaftServiceClient, type FetchSnapshotResponse } from '../../src/gen/snapcoord/v1/raft.js';
+import { ArchiveSink } from '../../src/snapshot/archive-sink.js';
 import { RAW_STREAM_PATH, RssSampler, args, exitWithParent, need, rawIdentity, report } from './snapshot-common.js';
 import { systemClock } from '../../src/node/clock.js';
 import { threadCpu, threadCpuByGroup } from './thread-cpu.js';
@@ -75,6 +90,55 @@ async function rawOne(): Promise<number> {
     return bytes;
   } finally {
     client.close();
+  }
+}
+
+/** decodeOne: one FetchSnapshot stream decoded (FetchSnapshotResponse) by the generated client, the chunks discarded. */
+async function decodeOne(): Promise<number> {
+  const client = new RaftServiceClient(address, dial.credentials, {
+    'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
+    'grpc.max_receive_message_length': chunkBytes + (1 << 20),
+    'grpc.use_local_subchannel_pool': 1,
+    interceptors: [...dial.interceptors],
+  });
+  try {
+    const call = client.fetchSnapshot({ from: 'bench-follower', index: BigInt(index), term: BigInt(term), digest, offset: 0n, chunkBytes });
+    let bytes = 0;
+    for await (const res of call as AsyncIterable<FetchSnapshotResponse>) bytes += res.data.length;
+    return bytes;
+  } finally {
+    client.close();
+  }
+}
+
+/** hashOne: one fetchSnapshot (every chunk's SHA-256 checked, inline or on a worker) into a sink that keeps nothing. */
+async function hashOne(hashOnWorker: boolean): Promise<{ bytes: number; attempts: number; hashFailures: number; chunksHashedOnWorker: number }> {
+  return fetchSnapshot({
+    selfId: 'bench-follower',
+    address,
+    target: { index, term, sizeBytes: size, digest },
+    sink: { writeChunk: () => Promise.resolve() },
+    chunkBytes,
+    dial,
+    hashOnWorker,
+  });
+}
+
+/** sinkOne: one fetchSnapshot with chunks hashed on a worker, written through an ArchiveSink into `dir`, fsynced, removed. */
+async function sinkOne(i: number): Promise<{ bytes: number; attempts: number; hashFailures: number; chunksHashedOnWorker: number }> {
+  const dir = join(need(a, 'dest-dir'), `sink-${i}`);
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, 'archive.tar.gz');
+  const sink = await ArchiveSink.create(path, { maxBytes: size, claimedSha256: digest });
+  try {
+    const r = await fetchSnapshot({ selfId: 'bench-follower', address, target: { index, term, sizeBytes: size, digest }, sink, chunkBytes, dial, hashOnWorker: true });
+    await sink.finishChunks();
+    return r;
+  } catch (err) {
+    sink.destroy();
+    throw err;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
@@ -154,10 +218,20 @@ async function main(): Promise<void> {
   let faultsAtEnd: number | undefined;
   const threads0 = threadCpu();
   let threads1: ReturnType<typeof threadCpu> | undefined;
-  if (mode === 'raw' || mode === 'fetch') {
+  if (mode === 'raw' || mode === 'fetch' || mode === 'decode' || mode === 'hash' || mode === 'hash-worker' || mode === 'sink-worker') {
     const t0 = performance.now();
+    const each = Array.from({ length: streams });
+    const bare = (bytes: number): { bytes: number; attempts: number; hashFailures: number; chunksHashedOnWorker: number } => ({ bytes, attempts: 1, hashFailures: 0, chunksHashedOnWorker: 0 });
     const results = await Promise.all(
-      mode === 'raw' ? Array.from({ length: streams }, () => rawOne().then((bytes) => ({ bytes, attempts: 1, hashFailures: 0, chunksHashedOnWorker: 0 }))) : jobs.map((job) => fetchOne(job)),
+      mode === 'raw'
+        ? each.map(() => rawOne().then(bare))
+        : mode === 'decode'
+          ? each.map(() => decodeOne().then(bare))
+          : mode === 'hash' || mode === 'hash-worker'
+            ? each.map(() => hashOne(mode === 'hash-worker'))
+            : mode === 'sink-worker'
+              ? each.map((_, i) => sinkOne(i))
+              : jobs.map((job) => fetchOne(job)),
     );
     const seconds = (performance.now() - t0) / 1000;
     cpuAtEnd = process.cpuUsage(cpu0);
