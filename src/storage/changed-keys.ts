@@ -22,6 +22,29 @@ const KEPT_FIRST_CHUNK_BYTES = 1024;
 const DELETED = -1;
 const NOT_KEPT = -2;
 
+/**
+ * CHANGES_TRACKED_MAX: keys whose last write the store remembers (for the
+ * changes of a later snapshot view); past it the memory is dropped and
+ * changes are known only from that write on (about 100 bytes a key).
+ */
+export const CHANGES_TRACKED_MAX = 131_072;
+/**
+ * CHANGES_VALUES_KEPT_BYTES: the bytes of changed values the store keeps (a
+ * copy of each, made as it is applied) for the changes of the next snapshot
+ * view; a value past them is read at the view instead (RocksDb.getMany; MemoryStorage: its map). Reading
+ * 20k changed values at a view cost ~57 ms of CPU, and turning them into
+ * Buffers held a busy leader's main thread for up to 176 ms (bench:write).
+ */
+export const CHANGES_VALUES_KEPT_BYTES = 16 * 1024 * 1024;
+/** CHANGES_LISTED_MAX / CHANGES_VALUE_BYTES_MAX: a view lists at most this many changed keys / value bytes, else changes is null. */
+export const CHANGES_LISTED_MAX = 32_768;
+export const CHANGES_VALUE_BYTES_MAX = 64 * 1024 * 1024;
+
+/** changesLimits: the limits both state stores give their ChangedKeys (keptBytesMax: CHANGES_VALUES_KEPT_BYTES unless a test sets it). */
+export function changesLimits(keptBytesMax = CHANGES_VALUES_KEPT_BYTES): ChangedKeysLimits {
+  return { trackedMax: CHANGES_TRACKED_MAX, keptBytesMax, listedMax: CHANGES_LISTED_MAX, valueBytesMax: CHANGES_VALUE_BYTES_MAX };
+}
+
 /** Segment: the writes between two views; sealed (never written again) by the later view. */
 class Segment {
   /**
@@ -100,6 +123,8 @@ export interface ChangesView {
 
 /** ChangedKeysLimits: see RocksStorage (CHANGES_*). */
 export interface ChangedKeysLimits {
+  /** trackedMax: keys held (counted once per segment) past which bound() forgets them all. */
+  readonly trackedMax: number;
   /** keptBytesMax: bytes of value copies kept (a value past them is read at the view). */
   readonly keptBytesMax: number;
   /** listedMax / valueBytesMax: a view lists at most this many keys / value bytes, else its changes are null. */
@@ -177,6 +202,11 @@ export class ChangedKeys {
     seg.slots[slot] = at;
     seg.slots[slot + 1] = place;
     seg.slots[slot + 2] = length;
+  }
+
+  /** bound: after the writes of applied index `at` were noted, forgets every change held past trackedMax (known from `at` on). */
+  bound(at: number): void {
+    if (this.size > this.#limits.trackedMax) this.forget(at);
   }
 
   /** forget drops every change held: changes are known after `knownSince` from now on. */

@@ -1,4 +1,5 @@
 import type { Entry, HardState, Membership } from '../raft/types.js';
+import { ChangedKeys, changesLimits } from './changed-keys.js';
 import { checkIdentityMatch, missingIdentity } from './identity-check.js';
 import { compareBytes, rangeIsFull, resolveRange } from './key-range.js';
 import { keyString } from './key-string.js';
@@ -19,7 +20,9 @@ import {
   type NodeStorage,
   type RangeQuery,
   type RangeResult,
+  type SnapshotStateOptions,
   type StateBatch,
+  type StateChanges,
   type StateSnapshotReader,
 } from './types.js';
 
@@ -46,6 +49,12 @@ export function logWriteRefused(where: string, operation: string, failure: Error
 
 /** RESOLVED: the settled promise each call awaits for its one turn (awaiting it takes the turn Promise.resolve() does, without a new promise a call). */
 const RESOLVED: Promise<void> = Promise.resolve();
+
+/** MemoryStorageOptions tunes MemoryStorage.open. */
+export interface MemoryStorageOptions {
+  /** changesValuesKeptBytes: as RocksStorageOptions's (CHANGES_VALUES_KEPT_BYTES by default); past it a changed value is read at the view. */
+  readonly changesValuesKeptBytes?: number;
+}
 
 /**
  * MemoryDataDir is the "disk" of a MemoryStorage: it outlives the storage
@@ -100,18 +109,25 @@ export class MemoryStorage implements NodeStorage {
   #logFailure: Error | null = null;
   #sortedKeys: string[] | null = null;
   readonly #applyQueue = new SerialQueue();
+  /**
+   * #changes: every key written since this storage opened (or its last install), for snapshotState's changes, as
+   * RocksStorage keeps them (ChangedKeys, the same limits): in process memory, so a crash forgets them and the next
+   * snapshot after a start reads the whole state.
+   */
+  readonly #changes: ChangedKeys;
 
-  private constructor(dir: MemoryDataDir) {
+  private constructor(dir: MemoryDataDir, options: MemoryStorageOptions) {
     this.dir = dir;
+    this.#changes = new ChangedKeys(dir.applied, changesLimits(options.changesValuesKeptBytes));
   }
 
   /** MemoryStorage.open opens `dir` (a new empty one by default). Errors: StorageError `io` if another storage has it open. */
-  static async open(dir: MemoryDataDir = new MemoryDataDir()): Promise<MemoryStorage> {
+  static async open(dir: MemoryDataDir = new MemoryDataDir(), options: MemoryStorageOptions = {}): Promise<MemoryStorage> {
     await RESOLVED;
     if (dir.openedBy !== null) {
       throw new StorageError('io', `memory data dir ${dir.name}: already open (lock held)`, { path: dir.name });
     }
-    const storage = new MemoryStorage(dir);
+    const storage = new MemoryStorage(dir, options);
     dir.openedBy = storage;
     return storage;
   }
@@ -197,6 +213,7 @@ export class MemoryStorage implements NodeStorage {
       checkStateBatch(batch, d.applied, d.name);
       for (const w of batch.writes) {
         const k = batch.names === undefined ? keyString(w.key) : batch.names.of(w.key);
+        this.#changes.note(k, batch.appliedIndex, w.value);
         if (w.value === null) {
           if (d.kv.delete(k)) this.#sortedKeys = null;
         } else {
@@ -205,14 +222,20 @@ export class MemoryStorage implements NodeStorage {
           d.kv.set(k, { key: new Uint8Array(w.key), value: new Uint8Array(w.value) });
         }
       }
+      this.#changes.bound(batch.appliedIndex);
       d.applied = batch.appliedIndex;
       if (batch.membership !== undefined) d.membership = copyMembership(batch.membership);
     });
   }
 
-  async snapshotState(): Promise<StateSnapshotReader> {
+  /**
+   * snapshotState: see StateMachine. With `changesSince`, the reader's changes are RocksStorage's: the keys written
+   * after that index up to the view, their values as of it (ChangedKeys; the values not kept are read from the map
+   * inside the queue), or null when not known that far back.
+   */
+  async snapshotState(options: SnapshotStateOptions = {}): Promise<StateSnapshotReader> {
     this.#checkOpen('snapshotState');
-    return this.#applyQueue.run(async () => {
+    const opened = await this.#applyQueue.run(async () => {
       await RESOLVED;
       const d = this.dir;
       this.#sortedKeys ??= [...d.kv.keys()].sort();
@@ -221,8 +244,16 @@ export class MemoryStorage implements NodeStorage {
         const kv = d.kv.get(k);
         if (kv !== undefined) records.push(kv);
       }
-      return new MemorySnapshotReader(this, records, d.applied, d.membership);
+      let changes: Promise<StateChanges | null> | undefined;
+      if (options.changesSince !== undefined) {
+        const view = this.#changes.view(options.changesSince, d.applied);
+        const read = view === null ? [] : view.unknown.map((k) => d.kv.get(k)?.value);
+        changes = view === null ? Promise.resolve(null) : this.#changes.list(view, read, () => RESOLVED);
+      }
+      const { applied, membership } = d; // as of the view: writes may run once the queue is let go
+      return { reader: (listed: StateChanges | null | undefined) => new MemorySnapshotReader(this, records, applied, membership, listed), changes };
     });
+    return opened.reader(await opened.changes);
   }
 
   async installState(
@@ -252,6 +283,7 @@ export class MemoryStorage implements NodeStorage {
       d.membership = checked.membership;
       d.installs++;
       this.#sortedKeys = null;
+      this.#changes.forget(checked.appliedIndex);
     });
   }
 
@@ -379,15 +411,17 @@ export class MemoryStorage implements NodeStorage {
 class MemorySnapshotReader implements StateSnapshotReader {
   readonly appliedIndex: number;
   readonly membership: Membership | null;
+  readonly changes: StateChanges | null | undefined;
   readonly #storage: MemoryStorage;
   #records: KeyValue[] | null;
   #started = false;
 
-  constructor(storage: MemoryStorage, records: KeyValue[], appliedIndex: number, membership: Membership | null) {
+  constructor(storage: MemoryStorage, records: KeyValue[], appliedIndex: number, membership: Membership | null, changes?: StateChanges | null) {
     this.#storage = storage;
     this.#records = records;
     this.appliedIndex = appliedIndex;
     this.membership = membership;
+    this.changes = changes;
   }
 
   async *batches(

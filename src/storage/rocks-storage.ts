@@ -5,7 +5,7 @@ import { sameMembership } from '../raft/membership.js';
 import type { Entry, EntryType, HardState, Membership } from '../raft/types.js';
 import { checkIdentityMatch, missingIdentity, parseIdentity } from './identity-check.js';
 import { rangeIsFull, resolveRange } from './key-range.js';
-import { ChangedKeys } from './changed-keys.js';
+import { ChangedKeys, changesLimits } from './changed-keys.js';
 import { keyString } from './key-string.js';
 import { checkAppend, checkBootstrapMembership, checkHardState, EMPTY_HARD_STATE, planCompaction } from './log-rules.js';
 import { lockedInodes } from './proc-locks.js';
@@ -120,23 +120,6 @@ const LEGACY_RECORD_FORMAT = 1;
 /** RECORD_FORMAT: the stored form of the records this build writes, in the log as in the state (STATE_RECORD_FORMAT). */
 const RECORD_FORMAT = STATE_RECORD_FORMAT;
 
-/**
- * CHANGES_TRACKED_MAX: keys whose last write the store remembers (for the
- * changes of a later snapshot view); past it the memory is dropped and
- * changes are known only from that write on (about 100 bytes a key).
- */
-const CHANGES_TRACKED_MAX = 131_072;
-/**
- * CHANGES_VALUES_KEPT_BYTES: the bytes of changed values the store keeps (a
- * copy of each, made as it is applied) for the changes of the next snapshot
- * view; a value past them is read at the view instead (getMany). Reading
- * 20k changed values at a view cost ~57 ms of CPU, and turning them into
- * Buffers held a busy leader's main thread for up to 176 ms (bench:write).
- */
-const CHANGES_VALUES_KEPT_BYTES = 16 * 1024 * 1024;
-/** CHANGES_LISTED_MAX / CHANGES_VALUE_BYTES_MAX: a view lists at most this many changed keys / value bytes, else changes is null. */
-const CHANGES_LISTED_MAX = 32_768;
-const CHANGES_VALUE_BYTES_MAX = 64 * 1024 * 1024;
 /**
  * INSTALL_WRITE_BYTES / INSTALL_WRITE_OPS: an install writes its records in unsynced batches of about
  * this size. Two native batches alternate (one written while the other fills) and each keeps its
@@ -584,7 +567,7 @@ export interface InstallOptions {
 export interface RocksStorageOptions {
   /** called synchronously at each InstallPhase of every installState, with the new generation; for crash tests. */
   readonly installHook?: (phase: InstallPhase, generation: number) => void;
-  /** changesValuesKeptBytes: see CHANGES_VALUES_KEPT_BYTES (its default); for tests. */
+  /** changesValuesKeptBytes: see CHANGES_VALUES_KEPT_BYTES (changed-keys.ts; its default); for tests. */
   readonly changesValuesKeptBytes?: number;
   /**
    * yieldTurn: how a view's listing of its changes gives the event loop a turn (ChangedKeys.list; default:
@@ -690,11 +673,7 @@ export class RocksStorage implements NodeStorage {
     this.#lastIndex = meta.lastIndex;
     this.#applied = meta.applied;
     this.#membership = meta.membership;
-    this.#changes = new ChangedKeys(meta.applied, {
-      keptBytesMax: options.changesValuesKeptBytes ?? CHANGES_VALUES_KEPT_BYTES,
-      listedMax: CHANGES_LISTED_MAX,
-      valueBytesMax: CHANGES_VALUE_BYTES_MAX,
-    });
+    this.#changes = new ChangedKeys(meta.applied, changesLimits(options.changesValuesKeptBytes));
   }
 
   /**
@@ -1439,11 +1418,11 @@ export class RocksStorage implements NodeStorage {
     return digestSnapshot(await this.snapshotState());
   }
 
-  /** #noteChanges remembers the keys of a written batch (see #changes), dropping the memory past CHANGES_TRACKED_MAX. */
+  /** #noteChanges remembers the keys of a written batch (see #changes), dropping the memory past CHANGES_TRACKED_MAX (changed-keys.ts). */
   #noteChanges(batch: StateBatch): void {
     const names = batch.names;
     for (const w of batch.writes) this.#changes.note(names === undefined ? keyString(w.key) : names.of(w.key), batch.appliedIndex, w.value);
-    if (this.#changes.size > CHANGES_TRACKED_MAX) this.#changes.forget(batch.appliedIndex);
+    this.#changes.bound(batch.appliedIndex);
   }
 
   /**

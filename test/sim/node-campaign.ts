@@ -267,7 +267,8 @@ async function main(): Promise<void> {
       `${(summary.seeds / s).toFixed(1)} seeds/s, ${(summary.seeds / cpuS).toFixed(1)} seeds per CPU-second (GC included), ` +
       `${summary.steps} timers, ${(summary.virtualMs / 1000).toFixed(0)}s virtual; ${summary.failures.length} violation(s)\n`,
   );
-  const r = summary.restores;
+  const r = summary.counts;
+  process.stdout.write(`snapshots: ${r.snapshots} taken, ${r.deltas} of them from the previous one\n`);
   process.stdout.write(
     `restore entries applied by followers: ${r.imageRestores} from the leader's state image, ${r.imageFallbacks} from their archive copy after the image failed; ` +
       `${r.archiveRestores} applied from an archive copy in all (leaders, fallbacks, followers that asked none); ` +

@@ -156,6 +156,11 @@ export interface NodeScenario extends NetFaults, DiskFaults, SnapshotDiskFaults 
   readonly maxAppendBytes: number;
   /** imageCrashChance: the member a follower asks for a state image (the leader, building or serving it) crashes 0-20 ms after the request arrives. */
   readonly imageCrashChance: number;
+  /**
+   * changesKeptBytes: the bytes of changed values each node's storage keeps for its next snapshot's changes
+   * (MemoryStorageOptions.changesValuesKeptBytes; 0: the default): small, most are read at the view instead.
+   */
+  readonly changesKeptBytes: number;
 }
 
 /** RESTORE_CHURN_ONE_IN: 1 scenario in this many (not calm, with snapshots) draws restores while members are replaced (makeNodeScenario). */
@@ -251,6 +256,7 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     maxAppendBytes: 1 << 20,
     imageFlipChance: 0,
     imageCrashChance: 0,
+    changesKeptBytes: 0,
     ...NO_SNAPSHOT_DISK_FAULTS,
   };
   const disky = !calm && r.chance(0.6);
@@ -298,6 +304,8 @@ export function makeNodeScenario(seed: number, nodes: number, overrides: Partial
     imageFlipChance: calm ? 0 : im.pick([0, 0, 0.01, 0.05]),
     imageCrashChance: calm ? 0 : im.pick([0, 0, 0.1, 0.3]),
   });
+  // the changes a snapshot from the previous one lists: values kept since their write, or mostly read at the view (a fork of its own)
+  Object.assign(s, { changesKeptBytes: new SeededRng(seed).fork('node-scenario/changes').pick([0, 0, 16]) });
   // Restores while members are replaced (a fork of its own; 1 scenario in RESTORE_CHURN_ONE_IN): restores and membership
   // changes both frequent, followers often away for a while, and each restorer's disk lost for good some time after its
   // restore was acknowledged, not at once: voter changes made meanwhile may leave the archive's holders short of the new
@@ -370,8 +378,9 @@ export interface NodeSimStats {
   deduped: number;
   /** duplicateEntries: committed entries whose request id was applied before (they changed nothing). */
   duplicateEntries: number;
-  /** snapshots: snapshots taken (every node); installs: snapshots installed from a leader; lags: followers kept down to fall behind. */
+  /** snapshots: snapshots taken (every node); deltas: those made from the previous one (its members reused, the changed keys' written); installs: snapshots installed from a leader; lags: followers kept down to fall behind. */
   snapshots: number;
+  deltas: number;
   installs: number;
   lags: number;
   /** restores: restores acknowledged; poisonedRefused: poisoned archives refused as invalid; restoresApplied: restore entries committed. */
@@ -489,6 +498,7 @@ export class NodeCluster {
     deduped: 0,
     duplicateEntries: 0,
     snapshots: 0,
+    deltas: 0,
     installs: 0,
     lags: 0,
     restores: 0,
@@ -807,6 +817,7 @@ export class NodeCluster {
       rng: this.rng.fork(`disk/${mb.id}/${inc}`),
       damage: mb.damage,
       mayFail: (lasting) => this.mayFailDisk(lasting),
+      ...(s0.changesKeptBytes > 0 ? { changesValuesKeptBytes: s0.changesKeptBytes } : {}),
       ...(this.controls.ackBeforePersistMs !== undefined ? { ackBeforePersistMs: this.controls.ackBeforePersistMs } : {}),
       ...(this.controls.divergentNode === mb.id ? { flipValues: true } : {}),
       ...(this.controls.brokenImageImport !== undefined ? { brokenImport: brokenImageImport(this.controls.brokenImageImport) } : {}),
@@ -1018,6 +1029,7 @@ export class NodeCluster {
       debug: () => undefined,
       info: (obj, msg) => {
         if (msg === 'snapshot taken') this.stats.snapshots++;
+        else if (msg === 'snapshot created' && (obj as { way?: string }).way === 'delta') this.stats.deltas++;
         else if (msg === 'snapshot installed') this.stats.installs++;
         else if (msg === 'restore applied' && current()) {
           if ((obj as { via?: string }).via === 'state image') this.stats.imageRestores++;

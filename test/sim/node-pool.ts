@@ -8,7 +8,7 @@
 import { Worker } from 'node:worker_threads';
 
 import type { NodeControls, NodeScenario } from './node-cluster.js';
-import { addRestores, noRestores, type RestorePaths } from './restore-paths.js';
+import { addCounts, noCounts, type CampaignCounts } from './campaign-counts.js';
 import type { WorkerJob, WorkerResult } from './node-worker.js';
 
 /** JOB_SEEDS: seeds one worker job runs (small: the workers stay evenly busy). */
@@ -33,13 +33,13 @@ export interface PoolTotals {
   seeds: number;
   steps: number;
   virtualMs: number;
-  /** restores: how the restore entries were applied (image, fallback, archive). */
-  restores: RestorePaths;
+  /** counts: what the seeds exercised (snapshots, deltas; how restore entries were applied). */
+  counts: CampaignCounts;
   failures: WorkerResult['failures'][number][];
 }
 
 export async function runOnWorkers(opts: PoolOptions): Promise<PoolTotals> {
-  const totals: PoolTotals = { seeds: 0, steps: 0, virtualMs: 0, restores: noRestores(), failures: [] };
+  const totals: PoolTotals = { seeds: 0, steps: 0, virtualMs: 0, counts: noCounts(), failures: [] };
   const end = opts.from + opts.count;
   let next = opts.from;
   const runOne = (): Promise<void> =>
@@ -66,7 +66,7 @@ export async function runOnWorkers(opts: PoolOptions): Promise<PoolTotals> {
         totals.seeds += r.seeds;
         totals.steps += r.steps;
         totals.virtualMs += r.virtualMs;
-        addRestores(totals.restores, r.restores);
+        addCounts(totals.counts, r.counts);
         for (const f of r.failures) {
           totals.failures.push(f);
           opts.onFailure?.(f);

@@ -5,7 +5,7 @@
  * report speed).
  */
 import type { SafetyViolation } from './checkers.js';
-import { addRestores, noRestores, type RestorePaths } from './restore-paths.js';
+import { addCounts, noCounts, type CampaignCounts } from './campaign-counts.js';
 import { NodeCluster, makeNodeScenario, type NodeControls, type NodeScenario, type NodeSimStats } from './node-cluster.js';
 
 export interface NodeRunOptions {
@@ -91,7 +91,7 @@ export interface NodeCampaignSummary {
   readonly steps: number;
   readonly virtualMs: number;
   readonly wallMs: number;
-  readonly restores: RestorePaths;
+  readonly counts: CampaignCounts;
 }
 
 export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCampaignSummary> {
@@ -100,7 +100,7 @@ export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCa
   let steps = 0;
   let virtualMs = 0;
   let seeds = 0;
-  const restores = noRestores();
+  const counts = noCounts();
   for (let seed = opts.from; seed < opts.from + opts.count; seed++) {
     const r = await runNodeSeed(seed, {
       ...(opts.nodes !== undefined ? { nodes: opts.nodes } : {}),
@@ -111,10 +111,10 @@ export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCa
     seeds++;
     steps += r.stats.steps;
     virtualMs += r.stats.virtualMs;
-    addRestores(restores, r.stats);
+    addCounts(counts, r.stats);
     if (!r.ok) failures.push(r);
     opts.onResult?.(r);
     if (!r.ok && opts.stopOnFirst === true) break;
   }
-  return { seeds, failures, steps, virtualMs, wallMs: performance.now() - t0, restores };
+  return { seeds, failures, steps, virtualMs, wallMs: performance.now() - t0, counts };
 }

@@ -8,7 +8,7 @@ import { parentPort } from 'node:worker_threads';
 
 import type { NodeControls, NodeScenario } from './node-cluster.js';
 import { runNodeCampaign } from './node-run.js';
-import type { RestorePaths } from './restore-paths.js';
+import type { CampaignCounts } from './campaign-counts.js';
 
 /** WorkerJob: one range of seeds. */
 export interface WorkerJob {
@@ -25,7 +25,7 @@ export interface WorkerResult {
   readonly seeds: number;
   readonly steps: number;
   readonly virtualMs: number;
-  readonly restores: RestorePaths;
+  readonly counts: CampaignCounts;
   readonly failures: readonly { readonly seed: number; readonly property: string; readonly message: string; readonly replay: string }[];
 }
 
@@ -38,7 +38,7 @@ port.on('message', (job: WorkerJob) => {
       seeds: s.seeds,
       steps: s.steps,
       virtualMs: s.virtualMs,
-      restores: s.restores,
+      counts: s.counts,
       failures: s.failures.map((f) => ({ seed: f.seed, property: f.violation?.property ?? '', message: f.message ?? '', replay: f.replay })),
     };
     port.postMessage(result);

@@ -68,8 +68,10 @@ describe('sim on the real node', function () {
 
   it('snapshots, compaction, InstallSnapshot to a lagging follower and restores (valid ones applied with the archive\'s state, poisoned ones refused with nothing proposed) run inside the sim: no violation', async () => {
     const scenario = { snapshotEntries: 10, trailingEntries: 2, lagMeanMs: 500, lagDownMs: 700, restoreMeanMs: 400, poisonChance: 0.5 };
-    const total = await passingTotals(6, { scenario, controls: { snapshots: true } }, { snapshots: 0, installs: 0, lags: 0, restores: 0, restoresApplied: 0, poisonedRefused: 0, acked: 0 });
+    const total = await passingTotals(6, { scenario, controls: { snapshots: true } }, { snapshots: 0, deltas: 0, installs: 0, lags: 0, restores: 0, restoresApplied: 0, poisonedRefused: 0, acked: 0 });
     assert.ok(total.snapshots > 20 && total.installs > 0 && total.lags > 0, JSON.stringify(total));
+    // both ways of making one: from the previous snapshot (its members reused, the changed keys written) and whole
+    assert.ok(total.deltas > 0 && total.deltas < total.snapshots, JSON.stringify(total));
     assert.ok(total.restores > 0 && total.restoresApplied >= total.restores && total.poisonedRefused > 0, JSON.stringify(total));
     // and with snapshots, fetches and restores a seed still replays exactly
     const run = async (): Promise<{ trace: string[]; stats: unknown }> => {

@@ -65,6 +65,7 @@ import type {
   RangeQuery,
   ImportImageOptions,
   RangeResult,
+  SnapshotStateOptions,
   StateBatch,
   StateSnapshotReader,
 } from '../../src/storage/types.js';
@@ -170,6 +171,8 @@ export interface SimStorageOptions {
    * its own state is right. Followers' records checks must refuse it. Test-only.
    */
   readonly lyingExport?: boolean;
+  /** changesValuesKeptBytes: the MemoryStorage's (MemoryStorageOptions; its default when absent). */
+  readonly changesValuesKeptBytes?: number;
 }
 
 /** DISK_SITES: the sites a disk draws its faults at, each from its own stream (draw-sites.ts). */
@@ -254,7 +257,7 @@ export class SimStorage implements NodeStorage {
   }
 
   static async open(dir: MemoryDataDir, opts: SimStorageOptions): Promise<SimStorage> {
-    return new SimStorage(await MemoryStorage.open(dir), dir, opts);
+    return new SimStorage(await MemoryStorage.open(dir, opts.changesValuesKeptBytes !== undefined ? { changesValuesKeptBytes: opts.changesValuesKeptBytes } : {}), dir, opts);
   }
 
   /**
@@ -589,14 +592,17 @@ export class SimStorage implements NodeStorage {
     return this.inner.membership();
   }
 
-  async snapshotState(): Promise<StateSnapshotReader> {
+  async snapshotState(options?: SnapshotStateOptions): Promise<StateSnapshotReader> {
     if (!this.alive) return never();
-    const reader = await this.inner.snapshotState();
+    const reader = await this.inner.snapshotState(options);
     const batches = reader.batches.bind(reader);
     const check = (kv: KeyValue): void => this.checkRead(kv.value, 'snapshot read');
+    // the changed values read at the view (not kept since their write) are checked as RocksStorage's getMany is
+    for (const c of reader.changes?.entries ?? []) if (c.value !== null) this.checkRead(c.value, 'snapshot changes read');
     return {
       appliedIndex: reader.appliedIndex,
       membership: reader.membership,
+      changes: reader.changes,
       close: () => reader.close(),
       async *batches(entriesMax?: number, bytesMax?: number) {
         for await (const b of batches(entriesMax, bytesMax)) {

@@ -9,7 +9,7 @@ import { CHANGES_LISTED_PER_TURN, ChangedKeys, KEPT_CHUNK_BYTES, sortInTurns } f
 import type { StateChanges } from '../../../src/storage/types.js';
 import { heapRetained } from '../../harness/heap-retained.js';
 
-const limits = { keptBytesMax: 1 << 20, listedMax: 1 << 16, valueBytesMax: 1 << 24 };
+const limits = { trackedMax: 1_000_000, keptBytesMax: 1 << 20, listedMax: 1 << 16, valueBytesMax: 1 << 24 };
 const turn = (): Promise<void> => Promise.resolve();
 
 function shown(c: StateChanges | null): [string, string | null][] | null {

@@ -1,5 +1,7 @@
 /**
- * RocksStorage.snapshotState({ changesSince }): the view lists every key
+ * RocksStorage.snapshotState({ changesSince }) (and MemoryStorage's, the same
+ * ChangedKeys: the simulator's nodes make their snapshots from the previous
+ * one through it): the view lists every key
  * written or deleted after that applied index, with its value in the view,
  * in bytewise key order (what a snapshot made from the previous one needs);
  * it says it cannot (null) when asked about a point before what it tracks:
@@ -11,8 +13,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { RocksStorage } from '../../../src/storage/rocks-storage.js';
-import type { StateChanges } from '../../../src/storage/types.js';
+import type { NodeStorage, StateChanges } from '../../../src/storage/types.js';
 import { CHANGES_LISTED_PER_TURN } from '../../../src/storage/changed-keys.js';
 import { stepsUntil, ThreadpoolHold, turnsUntil } from './helpers.js';
 
@@ -24,67 +27,76 @@ function shown(c: StateChanges | null | undefined): [string, string | null][] | 
   return c.entries.map((e) => [Buffer.from(e.key).toString('latin1'), e.value === null ? null : Buffer.from(e.value).toString()]);
 }
 
-async function changesOf(s: RocksStorage, since: number): Promise<StateChanges | null | undefined> {
+async function changesOf(s: NodeStorage, since: number): Promise<StateChanges | null | undefined> {
   const reader = await s.snapshotState({ changesSince: since });
   await reader.close();
   return reader.changes;
 }
 
-describe('RocksStorage state changes since an applied index', function () {
+describe('state changes since an applied index (RocksStorage, MemoryStorage)', function () {
   this.timeout(60_000);
   let dir: string;
   beforeEach(async () => (dir = await mkdtemp(join(tmpdir(), 'snapcoord-changes-'))));
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
-  it('lists the keys written and deleted since, with their values in the view, in bytewise order', async () => {
-    const s = await RocksStorage.open(dir);
-    try {
-      await s.installState([[{ key: b('a'), value: b('1') }, { key: b('m'), value: b('2') }]], { appliedIndex: 5, membership });
-      await s.write({ writes: [{ key: b('z'), value: b('3') }], appliedIndex: 6 });
-      await s.write({ writes: [{ key: b('\u00ff\u0001'), value: b('hi') }, { key: b('a'), value: null }], appliedIndex: 7 });
-      await s.write({ writes: [{ key: b('m'), value: b('2b') }, { key: b('\u0001'), value: b('lo') }], appliedIndex: 8 });
-      await s.write({ writes: [{ key: b('gone'), value: b('x') }], appliedIndex: 9 });
-      await s.write({ writes: [{ key: b('gone'), value: null }], appliedIndex: 10 });
-      // A view without the option lists nothing; asking is what it is for.
-      const plain = await s.snapshotState();
-      assert.equal(plain.changes, undefined);
-      await plain.close();
-      assert.deepEqual(shown(await changesOf(s, 6)), [
-        ['\u0001', 'lo'],
-        ['a', null],
-        ['gone', null],
-        ['m', '2b'],
-        ['\u00c3\u00bf\u0001', 'hi'],
-      ]);
-      // What was asked about is forgotten at and before that index: 7 still answers, 5 cannot any more.
-      assert.deepEqual(shown(await changesOf(s, 8)), [['gone', null]]);
-      assert.equal(await changesOf(s, 5), null);
-      assert.deepEqual(shown(await changesOf(s, 10)), []);
-      assert.equal(await changesOf(s, 11), null, 'a point past the view');
-    } finally {
-      await s.close();
-    }
-  });
+  for (const kind of ['rocks', 'memory'] as const) {
+    /** opener: storage of `kind` on one data dir, opened again on the same one by each call. */
+    const opener = (): (() => Promise<NodeStorage>) => {
+      const mem = new MemoryDataDir('changes');
+      return kind === 'rocks' ? () => RocksStorage.open(dir) : () => MemoryStorage.open(mem);
+    };
 
-  it('cannot say for a point before it was opened or before an install', async () => {
-    let s = await RocksStorage.open(dir);
-    await s.installState([[{ key: b('a'), value: b('1') }]], { appliedIndex: 5, membership });
-    await s.write({ writes: [{ key: b('b'), value: b('2') }], appliedIndex: 6 });
-    assert.deepEqual(shown(await changesOf(s, 5)), [['b', '2']]);
-    await s.close();
-    s = await RocksStorage.open(dir);
-    try {
-      await s.write({ writes: [{ key: b('c'), value: b('3') }], appliedIndex: 7 });
-      assert.equal(await changesOf(s, 5), null, 'the write at 6 happened before this open');
-      assert.deepEqual(shown(await changesOf(s, 6)), [['c', '3']]);
-      await s.installState([[{ key: b('x'), value: b('9') }]], { appliedIndex: 20, membership });
-      assert.equal(await changesOf(s, 7), null, 'an install replaced everything');
-      await s.write({ writes: [{ key: b('y'), value: b('8') }], appliedIndex: 21 });
-      assert.deepEqual(shown(await changesOf(s, 20)), [['y', '8']]);
-    } finally {
+    it(`${kind}: lists the keys written and deleted since, with their values in the view, in bytewise order`, async () => {
+      const s = await opener()();
+      try {
+        await s.installState([[{ key: b('a'), value: b('1') }, { key: b('m'), value: b('2') }]], { appliedIndex: 5, membership });
+        await s.write({ writes: [{ key: b('z'), value: b('3') }], appliedIndex: 6 });
+        await s.write({ writes: [{ key: b('\u00ff\u0001'), value: b('hi') }, { key: b('a'), value: null }], appliedIndex: 7 });
+        await s.write({ writes: [{ key: b('m'), value: b('2b') }, { key: b('\u0001'), value: b('lo') }], appliedIndex: 8 });
+        await s.write({ writes: [{ key: b('gone'), value: b('x') }], appliedIndex: 9 });
+        await s.write({ writes: [{ key: b('gone'), value: null }], appliedIndex: 10 });
+        // A view without the option lists nothing; asking is what it is for.
+        const plain = await s.snapshotState();
+        assert.equal(plain.changes, undefined);
+        await plain.close();
+        assert.deepEqual(shown(await changesOf(s, 6)), [
+          ['\u0001', 'lo'],
+          ['a', null],
+          ['gone', null],
+          ['m', '2b'],
+          ['\u00c3\u00bf\u0001', 'hi'],
+        ]);
+        // What was asked about is forgotten at and before that index: 7 still answers, 5 cannot any more.
+        assert.deepEqual(shown(await changesOf(s, 8)), [['gone', null]]);
+        assert.equal(await changesOf(s, 5), null);
+        assert.deepEqual(shown(await changesOf(s, 10)), []);
+        assert.equal(await changesOf(s, 11), null, 'a point past the view');
+      } finally {
+        await s.close();
+      }
+    });
+
+    it(`${kind}: cannot say for a point before it was opened or before an install`, async () => {
+      const open = opener();
+      let s = await open();
+      await s.installState([[{ key: b('a'), value: b('1') }]], { appliedIndex: 5, membership });
+      await s.write({ writes: [{ key: b('b'), value: b('2') }], appliedIndex: 6 });
+      assert.deepEqual(shown(await changesOf(s, 5)), [['b', '2']]);
       await s.close();
-    }
-  });
+      s = await open();
+      try {
+        await s.write({ writes: [{ key: b('c'), value: b('3') }], appliedIndex: 7 });
+        assert.equal(await changesOf(s, 5), null, 'the write at 6 happened before this open');
+        assert.deepEqual(shown(await changesOf(s, 6)), [['c', '3']]);
+        await s.installState([[{ key: b('x'), value: b('9') }]], { appliedIndex: 20, membership });
+        assert.equal(await changesOf(s, 7), null, 'an install replaced everything');
+        await s.write({ writes: [{ key: b('y'), value: b('8') }], appliedIndex: 21 });
+        assert.deepEqual(shown(await changesOf(s, 20)), [['y', '8']]);
+      } finally {
+        await s.close();
+      }
+    });
+  }
 
   it('lets applies go on while the changed values are read, which stay those of the view', async () => {
     // No value kept: every one is read at the view.
@@ -143,6 +155,28 @@ describe('RocksStorage state changes since an applied index', function () {
       } finally {
         await s.close();
       }
+    }
+  });
+
+  it('memory: keeps the changed values it applied up to its bound; the others are those in its map at the view', async () => {
+    const s = await MemoryStorage.open(new MemoryDataDir('changes'), { changesValuesKeptBytes: 5 });
+    try {
+      await s.installState([[{ key: b('a'), value: b('1') }]], { appliedIndex: 5, membership });
+      const message = Buffer.from('xxxx-abc-yyyy');
+      await s.write({ writes: [{ key: b('c'), value: message.subarray(5, 8) }, { key: b('a'), value: null }], appliedIndex: 6 });
+      await s.write({ writes: [{ key: b('d'), value: b('dddd') }], appliedIndex: 7 });
+      message.fill(0);
+      const view = s.snapshotState({ changesSince: 5 });
+      // Written after the view was asked for: the view's changes still hold the value as of it.
+      const after = s.write({ writes: [{ key: b('d'), value: b('later') }], appliedIndex: 8 });
+      const r = await view;
+      await r.close();
+      await after;
+      assert.equal(r.appliedIndex, 7);
+      assert.deepEqual(shown(r.changes), [['a', null], ['c', 'abc'], ['d', 'dddd']]);
+      assert.deepEqual(shown(await changesOf(s, 7)), [['d', 'later']]);
+    } finally {
+      await s.close();
     }
   });
 
