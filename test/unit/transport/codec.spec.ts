@@ -619,6 +619,46 @@ describe('transport codec: the peer server\'s decoders stop at OTHER_FIELDS_MAX 
   });
 });
 
+describe('transport codec: a group (wire type 3) is refused wherever the peer\'s decoders count fields, nested too (review30)', () => {
+  // A group counts as one field but its generated skip walks every field inside it: a 40 MiB group of 21 million
+  // 2-byte fields inside one entry took decodeAppendRequest 3.8 s, inside an InstallSnapshot meta's membership 11.6 s
+  // (load ~21), past OTHER_FIELDS_MAX and NESTED_FIELDS_MAX. At the top level splitFields refused groups already.
+  const group = (n: number): number[] => [(15 << 3) | 3, ...Array.from({ length: n }, () => [0x78, 0x00]).flat(), (15 << 3) | 4];
+  const len = (v: number): number[] => (v < 128 ? [v] : v < 16384 ? [(v % 128) | 0x80, Math.floor(v / 128)] : [(v % 128) | 0x80, (Math.floor(v / 128) % 128) | 0x80, Math.floor(v / 16384)]);
+  const head = (): number[] => {
+    const req = { from: 'n1', to: 'n2', term: 2n, heartbeat: false, prevLogIndex: 0n, prevLogTerm: 0n, entries: [], commit: 0n, readSeq: 0n, installFloor: 0n, snapshotIndex: 0n, base: undefined };
+    return [...pb.AppendEntriesRequest.encode({ ...req, headerCrc32: appendHeaderChecksum(req) }).finish()];
+  };
+  const entry = [...pb.Entry.encode(entryToProto({ index: 1, term: 2, type: 'normal', data: new Uint8Array([1]) })).finish()];
+  const voter = [0x0a, 0x02, 0x6e, 0x31];
+  const withEntry = (e: number[]): Uint8Array => new Uint8Array([...head(), 0x3a, ...len(e.length), ...e]);
+  const withBase = (m: number[]): Uint8Array => new Uint8Array([...head(), 0x6a, ...len(m.length), ...m]);
+  const installWith = (m: number[]): Uint8Array => {
+    const meta = [0x08, 0x09, 0x1a, ...len(m.length), ...m];
+    return new Uint8Array([0x0a, 0x02, 0x6e, 0x31, 0x22, ...len(meta.length), ...meta]);
+  };
+  const addressEntry = (e: number[]): number[] => [0x1a, ...len(e.length), ...e];
+
+  it('inside an entry, an append\'s base, an address entry, an InstallSnapshot meta\'s membership: refused naming the group', () => {
+    const cases: [string, () => unknown][] = [
+      ['entry', () => appendRequestFromProto(decodeAppendRequest(withEntry([...entry, ...group(5000)])))],
+      ['base', () => appendRequestFromProto(decodeAppendRequest(withBase([...voter, ...group(5000)])))],
+      ['address entry', () => appendRequestFromProto(decodeAppendRequest(withBase([...voter, ...addressEntry([0x0a, 0x02, 0x6e, 0x31, ...group(5000)])])))],
+      ['install meta membership', () => snapshotRequestFromProto(RAFT_SERVICE_DEFINITION.installSnapshot.requestDeserialize(Buffer.from(installWith([...voter, ...group(5000)]))))],
+    ];
+    const passed: string[] = [];
+    for (const [what, f] of cases) {
+      try {
+        f();
+        passed.push(`${what} (taken)`);
+      } catch (err) {
+        if (!/a group \(field 15\)/.test((err as Error).message)) passed.push(`${what} (${(err as Error).message})`);
+      }
+    }
+    assert.deepEqual(passed, []);
+  });
+});
+
 describe('transport codec: the peer server\'s decoders stop at NESTED_FIELDS_MAX fields in an entry or a map entry, OTHER_FIELDS_MAX in a membership', () => {
   it('an append with such an entry, or a base with such an address entry or more unknown fields, is refused undecoded', () => {
     const filler = (n: number): number[] => Array.from({ length: n }, () => [0x78, 0x00]).flat(); // field 15, varint 0
