@@ -10,6 +10,7 @@ import { readChunks } from '../../../src/snapshot/chunk-reader.js';
 import { createRaftService } from '../../../src/transport/raft-service.js';
 import { HASH_ON_WORKER_BYTES_MIN, SnapshotFetchError, fetchSnapshot, hashOnWorkerByDefault } from '../../../src/transport/snapshot-fetcher.js';
 import { MessageFaults } from '../../../src/transport/message-faults.js';
+import { TRANSFER_SLACK_BYTES } from '../../../src/transport/chunk-hasher.js';
 import type { FetchSnapshotParams, RaftRequestHandler } from '../../../src/transport/transport.js';
 
 const CHUNK = 64 * 1024;
@@ -85,6 +86,33 @@ describe('snapshot fetch (follower pulls, chunks verified)', () => {
     const inline = await fetchSnapshot({ selfId: 'f', address, target: target(), destPath: `${dest}-inline`, chunkBytes: CHUNK });
     assert.equal(inline.chunksHashedOnWorker, 0);
     assert.equal(createHash('sha256').update(await readFile(`${dest}-inline`)).digest('hex'), digest);
+  });
+
+  it('hands each chunk to the sink as the decoder left it: a view of its gRPC message, not a copy (no copy in the protobuf decode of the bytes field)', async () => {
+    const given: Uint8Array[] = [];
+    const r = await fetchSnapshot({
+      selfId: 'f',
+      address,
+      target: target(),
+      chunkBytes: CHUNK,
+      hashOnWorker: false,
+      sink: {
+        writeChunk: (data) => {
+          given.push(data);
+          return Promise.resolve();
+        },
+      },
+    });
+    assert.equal(r.bytes, size);
+    assert.equal(given.length, Math.ceil(size / CHUNK));
+    for (const [i, data] of given.entries()) {
+      // The message's buffer holds the chunk after its offset field's tag and length, and its sha256 field after it:
+      // a copy (ts-proto's `env=node` wraps the field in a Buffer.from, TOOLCHAIN.md) would be a buffer of its own.
+      assert.ok(data.byteOffset > 0 && data.buffer.byteLength >= data.byteOffset + data.length + 32, `chunk ${i} is a view into its message`);
+      // A full chunk's message has a buffer of its own (the short last one lies in Node's pool of small buffers).
+      if (data.length === CHUNK) assert.ok(data.buffer.byteLength - data.length <= TRANSFER_SLACK_BYTES, `chunk ${i}'s buffer holds one message, not more`);
+    }
+    assert.equal(new Set(given.filter((d) => d.length === CHUNK).map((d) => d.buffer)).size, Math.floor(size / CHUNK), 'each full chunk in its own message buffer');
   });
 
   it('hashes on a worker by default only with a core to spare: on 2 CPUs a large fetch hashes inline', () => {
