@@ -17,7 +17,7 @@ import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
-import { checkTlsFiles, crlFileOf, memberChannelCredentialsFromFiles, memberIdOf, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
+import { checkTlsFiles, crlFileOf, memberChannelCredentialsFromFiles, memberIdOf, PEER_CRL_KEPT_FILE, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
 import { X509MembershipProofs } from '../tls/membership-proof.js';
 import { certificateRevocation, peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
@@ -185,6 +185,7 @@ async function openPeerCrl(cfg: ServeConfig, logger: Logger, reloaded: () => voi
     crl = await PeerCrl.open({
       crlFile: t.crlFile,
       caFile: t.caFile,
+      keptFile: join(cfg.dataDir, PEER_CRL_KEPT_FILE),
       onReload: (info) => {
         logger.info({ what: 'peer CRL', revoked: info.revoked, thisUpdate: info.thisUpdate.toISOString() }, 'peer CRL reloaded');
         reloaded();

@@ -18,6 +18,7 @@
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { PeerCertificate } from 'node:tls';
+import { writeFileAtomic } from './files.js';
 import { x509, type X509 } from './x509.js';
 
 /** CRL_BYTES_MAX: the largest CRL file read (PEM or DER): about 100,000 entries. */
@@ -28,6 +29,8 @@ export const CRL_ENTRIES_MAX = 200_000;
 const CA_BYTES_MAX = 1024 * 1024;
 /** CRL_CLOCK_SKEW_MS: how far ahead of this node's clock a CRL's thisUpdate may be (5 min, as Kerberos allows); further is refused. */
 export const CRL_CLOCK_SKEW_MS = 5 * 60_000;
+/** PEER_CRL_KEPT_FILE: the name of the kept copy of the CRL in use in a node's data dir (PeerCrlOptions.keptFile). */
+export const PEER_CRL_KEPT_FILE = 'peer-crl-kept.der';
 /** CRL_REFRESH_MS_DEFAULT: how often the CRL (and CA) files are looked at again (stat; read when changed). */
 export const CRL_REFRESH_MS_DEFAULT = 5_000;
 
@@ -46,6 +49,34 @@ export interface LoadedCrl {
   readonly info: CrlInfo;
   /** serials: each revoked serial (normalizeSerial'd) and its revocation date. */
   readonly serials: ReadonlyMap<string, Date>;
+  /** der: the CRL's bytes (DER), as kept in PeerCrlOptions.keptFile. */
+  readonly der: Buffer;
+}
+
+/** CRL_ROLLBACK_SERIALS_NAMED: serials a rollback error names at most. */
+const CRL_ROLLBACK_SERIALS_NAMED = 3;
+
+/**
+ * crlRollbackError: why CRL `next` (from `nextFile`) may not replace `current` (from `currentFile`), or undefined
+ * when it may: of the same issuer, it is older (an earlier thisUpdate) or no longer lists a serial `current` revokes.
+ */
+export function crlRollbackError(current: LoadedCrl, next: LoadedCrl, currentFile: string, nextFile: string): Error | undefined {
+  if (next.info.issuer !== current.info.issuer) return undefined;
+  const take = `if that is meant (a revocation taken back), stop the node, delete ${currentFile} and start it again`;
+  if (next.info.thisUpdate.getTime() < current.info.thisUpdate.getTime()) {
+    return new Error(
+      `${nextFile}: an older CRL (thisUpdate ${next.info.thisUpdate.toISOString()}) than the one in use (${current.info.thisUpdate.toISOString()}, ${currentFile}): a rollback is refused; ${take}`,
+    );
+  }
+  const dropped: string[] = [];
+  for (const serial of current.serials.keys()) {
+    if (next.serials.has(serial)) continue;
+    dropped.push(serial);
+    if (dropped.length > CRL_ROLLBACK_SERIALS_NAMED) break;
+  }
+  if (dropped.length === 0) return undefined;
+  const named = dropped.slice(0, CRL_ROLLBACK_SERIALS_NAMED).join(', ') + (dropped.length > CRL_ROLLBACK_SERIALS_NAMED ? ', ...' : '');
+  return new Error(`${nextFile}: no longer revokes serial(s) ${named} that the CRL in use (${currentFile}) revokes: revocation is permanent here; ${take}`);
 }
 
 /** normalizeSerial: a certificate serial number in hex, lower case, without leading zeros (Node prints "0A1B", @peculiar/x509 "0a1b"). */
@@ -141,7 +172,7 @@ export async function loadCrl(crl: Buffer, ca: Buffer, crlFile: string, caFile: 
   }
   const serials = new Map<string, Date>();
   for (const e of entries) serials.set(normalizeSerial(e.serialNumber), e.revocationDate);
-  return { info: { issuer: parsed.issuer, thisUpdate: parsed.thisUpdate, nextUpdate: parsed.nextUpdate ?? null, revoked: serials.size }, serials };
+  return { info: { issuer: parsed.issuer, thisUpdate: parsed.thisUpdate, nextUpdate: parsed.nextUpdate ?? null, revoked: serials.size }, serials, der };
 }
 
 /** crlStaleError: an Error saying the CRL is past its nextUpdate at `nowMs`, undefined when it is not. */
@@ -159,6 +190,12 @@ export interface PeerCrlOptions {
   readonly caFile: string;
   /** refreshMs: how often to read the files again (default 5000, at least 10). */
   readonly refreshMs?: number;
+  /**
+   * keptFile: where the CRL in use is kept (serve: peer-crl-kept.der in the data dir), written (atomically) each time
+   * one is taken; at open, a CRL file older than it, or un-revoking one of its serials, is not taken (see the file
+   * comment). A kept CRL that no longer verifies against the CA (a new CA) is passed over.
+   */
+  readonly keptFile?: string;
   readonly nowMs?: () => number;
   /** onReload: a changed CRL was checked and is now in use. */
   readonly onReload?: (info: CrlInfo) => void;
@@ -206,9 +243,14 @@ export class PeerCrl {
     if (!Number.isInteger(refreshMs) || refreshMs < 10) throw new Error(`refreshMs: ${refreshMs} is not a whole number of milliseconds >= 10`);
     const stamp = (await Promise.all([fileStamp(opts.crlFile), fileStamp(opts.caFile)])).join('|');
     const [crl, ca] = await Promise.all([readAsync(opts.crlFile, CRL_BYTES_MAX), readAsync(opts.caFile, CA_BYTES_MAX)]);
-    const p = new PeerCrl(opts, await loadCrl(crl, ca, opts.crlFile, opts.caFile, (opts.nowMs ?? Date.now)()), crl, ca);
+    const fromFile = await loadCrl(crl, ca, opts.crlFile, opts.caFile, (opts.nowMs ?? Date.now)());
+    const kept = opts.keptFile === undefined ? null : await loadKept(opts.keptFile, ca, opts.caFile);
+    const rollback = kept === null ? undefined : crlRollbackError(kept, fromFile, opts.keptFile as string, opts.crlFile);
+    const p = new PeerCrl(opts, rollback === undefined ? fromFile : (kept as LoadedCrl), crl, ca);
     p.stamp = stamp;
     p.readCount = 1;
+    if (rollback !== undefined) p.reportBad(`rollback|${crl.length}|${ca.length}`, rollback);
+    else if (kept === null || !kept.der.equals(fromFile.der)) await p.keep(fromFile);
     p.checkStale();
     p.timer = setInterval(() => void p.refresh(), refreshMs);
     p.timer.unref();
@@ -299,12 +341,29 @@ export class PeerCrl {
       this.reportBad(`${(err as Error).message}|${crl.length}|${ca.length}`, err as Error);
       return;
     }
+    const rollback = crlRollbackError(this.loaded, loaded, this.opts.keptFile ?? 'the CRL read before', this.opts.crlFile);
+    if (rollback !== undefined) {
+      this.reportBad(`rollback|${crl.length}|${ca.length}`, rollback);
+      return;
+    }
     this.loaded = loaded;
     this.crlBytes = crl;
     this.caBytes = ca;
     this.lastBad = '';
+    await this.keep(loaded);
     this.opts.onReload?.(loaded.info);
     this.checkStale();
+  }
+
+  /** keep writes the CRL now in use to keptFile (if any); a failed write is reported (onError) and the CRL stays in use. */
+  private async keep(crl: LoadedCrl): Promise<void> {
+    const file = this.opts.keptFile;
+    if (file === undefined) return;
+    try {
+      await writeFileAtomic(file, crl.der, 0o600);
+    } catch (err) {
+      this.opts.onError?.(new Error(`${file}: the CRL in use could not be kept (${(err as Error).message}): it is used, but a restart may take an older one`, { cause: err }));
+    }
   }
 
   /** close stops the refresh timer. */
@@ -321,10 +380,31 @@ export class PeerCrl {
     this.opts.onStale?.(err);
   }
 
+  /** reportBad: onError once per distinct bad content (`key`); fileRefused until a good one is read. */
   private reportBad(key: string, err: Error): void {
     if (key === this.lastBad) return;
     this.lastBad = key;
     this.opts.onError?.(new Error(`CRL not reloaded, the previous one stays in use: ${err.message}`, { cause: err }));
+  }
+}
+
+/**
+ * loadKept: the CRL kept at `file` (PeerCrlOptions.keptFile), checked as any; null when there is none, or it no
+ * longer verifies (the CA changed): then the CRL file alone counts. Throws when it cannot be read.
+ */
+async function loadKept(file: string, ca: Buffer, caFile: string): Promise<LoadedCrl | null> {
+  let bytes: Buffer;
+  try {
+    bytes = await readAsync(file, CRL_BYTES_MAX);
+  } catch (err) {
+    if (((err as Error).cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    // its thisUpdate was checked against the clock when it was taken: a clock set back since must not pass it over
+    return await loadCrl(bytes, ca, file, caFile, Infinity);
+  } catch {
+    return null;
   }
 }
 

@@ -2,15 +2,17 @@
  * serve --peer-crl at start: a CRL that does not verify against --peer-ca,
  * or that revokes this node's own peer certificate, is refused with exit 2
  * and a message naming the problem (nothing is served). A crl.pem beside
- * the peer certificates without --peer-crl is warned about at start.
+ * the peer certificates without --peer-crl is warned about at start. The
+ * CRL in use is kept in the data dir: a restart on an older CRL file keeps
+ * the newer one (no rollback) and says so.
  */
 import { strict as assert } from 'node:assert';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { forgottenPeerCrl } from '../../../src/cli/serve.js';
-import { createCa, createCrl, readCa, writeCa, writeNodeCert } from '../../../src/tls/index.js';
+import { createCa, createCrl, PEER_CRL_KEPT_FILE, readCa, writeCa, writeNodeCert } from '../../../src/tls/index.js';
 import { ServeProcess } from '../../harness/serve-process.js';
 import { describeRun, runCli } from '../../harness/child.js';
 import { tmpDir } from '../tls/helpers.js';
@@ -53,6 +55,35 @@ describe('serve --peer-crl at start', function () {
     const r = await runCli(args(crl));
     assert.equal(r.code, 2, describeRun(args(crl), r));
     assert.match(r.stderr, /refusing to start: --peer-cert .*n1\.pem \(serial [0-9a-f]+\) is revoked by --peer-crl/);
+  });
+
+  it('keeps the CRL in use in the data dir: restarted on an older CRL file, it keeps the newer one and says so', async () => {
+    await writeNodeCert(dir, 'r', { ips: ['127.0.0.1'] });
+    const rSerial = new X509Certificate(readFileSync(join(dir, 'r.pem'))).serialNumber;
+    const crl = join(dir, 'kept-crl.pem');
+    await writeFile(crl, await createCrl(await readCa(dir), [{ serialNumber: rSerial }], { thisUpdate: new Date(Date.now() - 60_000) }));
+    const dataDir = join(dir, 'data-kept');
+    const start = (): ServeProcess => {
+      const a = args(crl);
+      return new ServeProcess({ id: 'n1', grpc: '127.0.0.1:0', peer: '127.0.0.1:0', peers: 'n1=127.0.0.1:1', dataDir, apiKey: 'serve-admin-key-0123456789', extra: a.slice(a.indexOf('--peer-cert')) });
+    };
+    let p = start();
+    try {
+      await p.ready();
+    } finally {
+      await p.kill();
+    }
+    const kept = await readFile(join(dataDir, PEER_CRL_KEPT_FILE));
+    // the CRL file rolled back to one signed the day before, which did not revoke r
+    await writeFile(crl, await createCrl(await readCa(dir), [], { thisUpdate: new Date(Date.now() - 86_400_000) }));
+    p = start();
+    try {
+      await p.ready();
+      assert.match(p.output, /an older CRL \(thisUpdate .*\) than the one in use .*peer-crl-kept\.der.*a rollback is refused/, p.output);
+    } finally {
+      await p.kill();
+    }
+    assert.deepEqual(await readFile(join(dataDir, PEER_CRL_KEPT_FILE)), kept);
   });
 
   it('warns once at start when a crl.pem sits beside --peer-ca or --peer-cert and --peer-crl is not given; not with --peer-crl', async () => {

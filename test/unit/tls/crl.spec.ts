@@ -5,12 +5,14 @@
  * file is read again (an operator revokes without a restart) and a bad
  * change keeps the last good CRL; an expired CRL is still used, and said so;
  * a CRL signed by a CA certificate without cRLSign, one dated ahead of the
- * node's clock, or one whose nextUpdate precedes its thisUpdate is refused.
+ * node's clock, or one whose nextUpdate precedes its thisUpdate is refused;
+ * no rollback: an older CRL, or one un-revoking a serial, never replaces the
+ * one in use, at a reload or (through the kept copy) at the next start.
  */
 import assert from 'node:assert/strict';
 import { X509Certificate, webcrypto } from 'node:crypto';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCa, createCrl, issueNodeCert, readCa, writeCa, type CertKeyPem } from '../../../src/tls/certs.js';
 import { CRL_BYTES_MAX, CRL_CLOCK_SKEW_MS, loadCrl, normalizeSerial, PeerCrl } from '../../../src/tls/crl.js';
@@ -148,6 +150,64 @@ describe('tls crl: the peer plane\'s certificate revocation list', function () {
     await p.refresh();
     assert.equal(p.fileRefused, false);
     assert.equal(p.isRevoked(nodeSerial(a.certPem)), true);
+  });
+
+  it('no rollback at a reload: an older CRL, or one that no longer lists a revoked serial, is refused (the one in use stays); a newer superset is taken', async () => {
+    const t0 = new Date(Date.now() - 3_600_000);
+    const t1 = new Date(Date.now() - 60_000);
+    const rOnly = [{ serialNumber: nodeSerial(r.certPem) }];
+    await writeFile(crlFile, await createCrl(ca, rOnly, { thisUpdate: t1 }));
+    const errors: string[] = [];
+    const p = await open({ onError: (e) => errors.push(e.message) });
+    // the CRL of an hour before, which did not revoke r yet
+    await writeFile(crlFile, await createCrl(ca, [], { thisUpdate: t0 }));
+    await p.refresh();
+    assert.equal(p.isRevoked(nodeSerial(r.certPem)), true, 'r stays revoked');
+    assert.equal(p.fileRefused, true);
+    assert.match(errors[0] ?? '', /an older CRL \(thisUpdate .*\) than the one in use.*a rollback is refused/);
+    // freshly signed, but un-revoking r
+    await writeFile(crlFile, await createCrl(ca, [{ serialNumber: nodeSerial(a.certPem) }]));
+    await p.refresh();
+    assert.equal(p.isRevoked(nodeSerial(r.certPem)), true, 'r stays revoked');
+    assert.equal(p.isRevoked(nodeSerial(a.certPem)), false, 'nothing of the refused CRL is taken');
+    assert.match(errors[1] ?? '', new RegExp(`no longer revokes serial\\(s\\) ${normalizeSerial(nodeSerial(r.certPem))} .*revocation is permanent`));
+    await writeFile(crlFile, await createCrl(ca, [...rOnly, { serialNumber: nodeSerial(a.certPem) }]));
+    await p.refresh();
+    assert.equal(p.fileRefused, false);
+    assert.equal(p.isRevoked(nodeSerial(a.certPem)), true);
+  });
+
+  it('no rollback across a restart: the CRL in use is kept (keptFile); an older file is refused at open, the kept one used, until the kept file is deleted; a kept CRL of another CA is passed over', async () => {
+    const keptFile = join(dir, 'data', 'peer-crl-kept.der');
+    await writeFile(crlFile, await createCrl(ca, [{ serialNumber: nodeSerial(r.certPem) }], { thisUpdate: new Date(Date.now() - 60_000) }));
+    await mkdir(join(dir, 'data'));
+    let p = await open({ keptFile });
+    assert.equal(p.fileRefused, false);
+    const kept = await readFile(keptFile);
+    p.close();
+    // restored from a backup: the CRL of the day before
+    await writeFile(crlFile, await createCrl(ca, [], { thisUpdate: new Date(Date.now() - 86_400_000) }));
+    const errors: string[] = [];
+    p = await open({ keptFile, onError: (e) => errors.push(e.message) });
+    assert.equal(p.isRevoked(nodeSerial(r.certPem)), true, 'the kept CRL is used');
+    assert.equal(p.fileRefused, true);
+    assert.match(errors[0] ?? '', new RegExp(`an older CRL .*${keptFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*delete`));
+    assert.deepEqual(await readFile(keptFile), kept, 'the kept copy is not replaced by the refused file');
+    p.close();
+    // the operator means it: the kept copy deleted, the file's CRL is taken (and kept)
+    await rm(keptFile);
+    p = await open({ keptFile });
+    assert.equal(p.isRevoked(nodeSerial(r.certPem)), false);
+    assert.equal(p.fileRefused, false);
+    p.close();
+    // a new CA: the kept CRL (of the old one) no longer verifies and is passed over
+    await writeFile(keptFile, kept);
+    const other = await createCa();
+    await writeFile(caFile, other.certPem);
+    await writeFile(crlFile, await createCrl(other, [], { thisUpdate: new Date(Date.now() - 86_400_000) }));
+    p = await open({ keptFile });
+    assert.equal(p.fileRefused, false);
+    assert.equal(p.latest.revoked, 0);
   });
 
   it('the timer reads the file again', async () => {
