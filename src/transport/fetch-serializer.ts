@@ -1,5 +1,5 @@
-import { RaftServiceService, type AppendEntriesRequest, type FetchSnapshotResponse, type InstallSnapshotRequest, type ProposeRequest } from '../gen/snapcoord/v1/raft.js';
-import { decodeAppendRequest, decodeInstallSnapshotRequest, decodeProposeRequest } from './codec.js';
+import * as pb from '../gen/snapcoord/v1/raft.js';
+import { boundedRequestDecoder, decodeAppendRequest, decodeInstallSnapshotRequest, decodeProposeRequest } from './codec.js';
 import { encodeBytesMessage, type BytesMessageField } from './bytes-message.js';
 import { installGrpcFrameRoom } from './grpc-frame-room.js';
 
@@ -13,7 +13,7 @@ installGrpcFrameRoom();
  * of CPU per MiB served: more than its SHA-256. A chunk read by readChunks
  * (marked with free room around it) is not copied at all.
  */
-export function serializeFetchSnapshotResponse(m: FetchSnapshotResponse): Buffer {
+export function serializeFetchSnapshotResponse(m: pb.FetchSnapshotResponse): Buffer {
   const before: BytesMessageField[] = m.offset !== 0n ? [{ tag: 0x08, varint: m.offset }] : [];
   const after: BytesMessageField[] = [];
   if (m.sha256.length > 0) after.push({ tag: 0x1a, bytes: m.sha256 });
@@ -26,12 +26,20 @@ export function serializeFetchSnapshotResponse(m: FetchSnapshotResponse): Buffer
  * RAFT_SERVICE_DEFINITION: the generated RaftService definition with the one-copy FetchSnapshot encoder,
  * an AppendEntries decoder that counts the entries and the base's ids before it decodes them
  * (decodeAppendRequest), an InstallSnapshot decoder that counts the membership's ids first
- * (decodeInstallSnapshotRequest) and a Propose decoder that counts the proposals first (decodeProposeRequest).
+ * (decodeInstallSnapshotRequest), a Propose decoder that counts the proposals first (decodeProposeRequest), and every
+ * other request's fields bounded by OTHER_FIELDS_MAX before it is decoded (boundedRequestDecoder).
  */
 export const RAFT_SERVICE_DEFINITION = {
-  ...RaftServiceService,
-  appendEntries: { ...RaftServiceService.appendEntries, requestDeserialize: (b: Buffer): AppendEntriesRequest => decodeAppendRequest(b) },
-  installSnapshot: { ...RaftServiceService.installSnapshot, requestDeserialize: (b: Buffer): InstallSnapshotRequest => decodeInstallSnapshotRequest(b) },
-  propose: { ...RaftServiceService.propose, requestDeserialize: (b: Buffer): ProposeRequest => decodeProposeRequest(b) },
-  fetchSnapshot: { ...RaftServiceService.fetchSnapshot, responseSerialize: serializeFetchSnapshotResponse },
+  ...pb.RaftServiceService,
+  appendEntries: { ...pb.RaftServiceService.appendEntries, requestDeserialize: (b: Buffer): pb.AppendEntriesRequest => decodeAppendRequest(b) },
+  installSnapshot: { ...pb.RaftServiceService.installSnapshot, requestDeserialize: (b: Buffer): pb.InstallSnapshotRequest => decodeInstallSnapshotRequest(b) },
+  propose: { ...pb.RaftServiceService.propose, requestDeserialize: (b: Buffer): pb.ProposeRequest => decodeProposeRequest(b) },
+  fetchSnapshot: { ...pb.RaftServiceService.fetchSnapshot, requestDeserialize: boundedRequestDecoder(pb.FetchSnapshotRequest, 'FetchSnapshot'), responseSerialize: serializeFetchSnapshotResponse },
+  requestVote: { ...pb.RaftServiceService.requestVote, requestDeserialize: boundedRequestDecoder(pb.RequestVoteRequest, 'RequestVote') },
+  timeoutNow: { ...pb.RaftServiceService.timeoutNow, requestDeserialize: boundedRequestDecoder(pb.TimeoutNowRequest, 'TimeoutNow') },
+  readIndex: { ...pb.RaftServiceService.readIndex, requestDeserialize: boundedRequestDecoder(pb.ReadIndexRequest, 'ReadIndex') },
+  reportSnapshot: { ...pb.RaftServiceService.reportSnapshot, requestDeserialize: boundedRequestDecoder(pb.ReportSnapshotRequest, 'ReportSnapshot') },
+  stageArchive: { ...pb.RaftServiceService.stageArchive, requestDeserialize: boundedRequestDecoder(pb.StageArchiveRequest, 'StageArchive') },
+  getMembership: { ...pb.RaftServiceService.getMembership, requestDeserialize: boundedRequestDecoder(pb.GetMembershipRequest, 'GetMembership') },
+  fetchStateImage: { ...pb.RaftServiceService.fetchStateImage, requestDeserialize: boundedRequestDecoder(pb.FetchStateImageRequest, 'FetchStateImage') },
 } as const;

@@ -15,6 +15,7 @@ import {
   proposeResponseToProto,
   readIndexRequestFromProto,
   readIndexResponseToProto,
+  refuseUndecoded,
   reportSnapshotFromProto,
   snapshotMetaToProto,
   snapshotRequestFromProto,
@@ -421,7 +422,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         call.on('cancelled', () => cancelled.abort());
         try {
           const r = call.request;
-          const p = decode(call, () => ({ from: r.from, to: r.to, index: fromU64(r.index, 'index'), recordFormat: r.recordFormat }), 'member', 'FetchStateImage', open !== undefined);
+          const p = decode(call, () => (refuseUndecoded(r), { from: r.from, to: r.to, index: fromU64(r.index, 'index'), recordFormat: r.recordFormat }), 'member', 'FetchStateImage', open !== undefined);
           const image = await (open as NonNullable<typeof open>).call(handler, p, cancelled.signal);
           try {
             const outbox = new StreamWriteWindow<pb.FetchStateImageResponse>(call, STREAM_UNSENT_MAX, FETCH_SEND_STALL_MS);
@@ -452,6 +453,7 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
         }
         try {
           const r = call.request;
+          refuseUndecoded(r);
           admit(r.from, call, 'member');
           const params: FetchSnapshotParams = {
             from: r.from,

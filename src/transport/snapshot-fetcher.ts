@@ -3,10 +3,11 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 
-import { RaftServiceClient, type FetchSnapshotResponse } from '../gen/snapcoord/v1/raft.js';
+import type { FetchSnapshotResponse, RaftServiceClient } from '../gen/snapcoord/v1/raft.js';
 import type { NodeId } from '../raft/types.js';
 import { inlineChunkHasher, workerChunkHasher, type ChunkHasher, type Hashed } from './chunk-hasher.js';
 import { faultInterceptors } from './message-faults.js';
+import { RaftPeerClient } from './raft-client.js';
 import type { PeerDial } from './peer-guard.js';
 import { silentLogger, type ChunkStream, type FetchSnapshotParams, type SnapshotChunk, type SnapshotStreamOpener, type TransportLogger } from './transport.js';
 
@@ -194,7 +195,7 @@ export async function fetchSnapshot(opts: FetchOptions): Promise<FetchResult> {
   const maxAttempts = opts.maxAttempts ?? 20;
   const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
   const clock = opts.clock ?? realTimeClock;
-  const client = opts.streams !== undefined ? null : new RaftServiceClient(opts.address, opts.dial?.credentials ?? grpc.credentials.createInsecure(), {
+  const client = opts.streams !== undefined ? null : new RaftPeerClient(opts.address, opts.dial?.credentials ?? grpc.credentials.createInsecure(), {
     'grpc-node.flow_control_window': FLOW_CONTROL_WINDOW_BYTES,
     'grpc.max_receive_message_length': chunkBytes + (1 << 20),
     'grpc.use_local_subchannel_pool': 1,

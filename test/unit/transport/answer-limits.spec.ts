@@ -15,7 +15,10 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { CodecError, getMembershipResponseFromProto, OTHER_FIELDS_MAX, decodeFetchStateImageResponse, decodeGetMembershipResponse, decodeProposeResponse } from '../../../src/transport/codec.js';
+import { RAFT_SERVICE_DEFINITION } from '../../../src/transport/fetch-serializer.js';
+import { createRaftService } from '../../../src/transport/raft-service.js';
+import { RAFT_CLIENT_DEFINITION } from '../../../src/transport/raft-client.js';
+import { CodecError, refuseUndecoded, getMembershipResponseFromProto, OTHER_FIELDS_MAX, decodeFetchStateImageResponse, decodeGetMembershipResponse, decodeProposeResponse } from '../../../src/transport/codec.js';
 import { MEMBERSHIP_IDS_MAX } from '../../../src/raft/membership.js';
 import { FORWARD_PROPOSALS_MAX } from '../../../src/transport/transport.js';
 import { STATE_IMAGE_FILES_MAX, openStateImage } from '../../../src/transport/state-image-fetcher.js';
@@ -172,5 +175,100 @@ describe('the peer plane\'s client counts a peer\'s answer before it decodes it 
 
   it('STATE_IMAGE_FILES_MAX is the storage\'s IMAGE_FILES_MAX (an honest manifest lists no more)', () => {
     assert.equal(STATE_IMAGE_FILES_MAX, IMAGE_FILES_MAX);
+  });
+});
+
+describe('every other peer request and answer is refused past OTHER_FIELDS_MAX fields before it is decoded (review30)', () => {
+  const unknown = (n: number): number[] => Array.from({ length: n }, () => [0x78, 0x00]).flat(); // field 15, varint 0
+  const requests = {
+    requestVote: pb.RequestVoteRequest.encode(pb.RequestVoteRequest.fromPartial({ from: 'n1', to: 'n2', term: 3n })).finish(),
+    timeoutNow: pb.TimeoutNowRequest.encode(pb.TimeoutNowRequest.fromPartial({ from: 'n1', to: 'n2', term: 3n })).finish(),
+    readIndex: pb.ReadIndexRequest.encode(pb.ReadIndexRequest.fromPartial({ from: 'n1', to: 'n2', term: 3n, context: 'c' })).finish(),
+    reportSnapshot: pb.ReportSnapshotRequest.encode(pb.ReportSnapshotRequest.fromPartial({ from: 'n1', to: 'n2', term: 3n, index: 4n })).finish(),
+    stageArchive: pb.StageArchiveRequest.encode(pb.StageArchiveRequest.fromPartial({ from: 'n1', to: 'n2' })).finish(),
+    getMembership: pb.GetMembershipRequest.encode(pb.GetMembershipRequest.fromPartial({ from: 'n1', to: 'n2' })).finish(),
+    fetchSnapshot: pb.FetchSnapshotRequest.encode(pb.FetchSnapshotRequest.fromPartial({ from: 'n1', index: 4n })).finish(),
+    fetchStateImage: pb.FetchStateImageRequest.encode(pb.FetchStateImageRequest.fromPartial({ from: 'n1', to: 'n2', index: 4n })).finish(),
+  } as const;
+  const answers = {
+    requestVote: pb.RequestVoteResponse.encode(pb.RequestVoteResponse.fromPartial({ hasReply: true })).finish(),
+    appendEntries: pb.AppendEntriesResponse.encode(pb.AppendEntriesResponse.fromPartial({ from: 'n2', to: 'n1', term: 3n })).finish(),
+    installSnapshot: pb.InstallSnapshotResponse.encode(pb.InstallSnapshotResponse.fromPartial({})).finish(),
+    reportSnapshot: new Uint8Array(0),
+    timeoutNow: new Uint8Array(0),
+    readIndex: pb.ReadIndexResponse.encode(pb.ReadIndexResponse.fromPartial({})).finish(),
+    stageArchive: pb.StageArchiveResponse.encode(pb.StageArchiveResponse.fromPartial({ from: 'n2', durable: true })).finish(),
+    fetchSnapshot: pb.FetchSnapshotResponse.encode(pb.FetchSnapshotResponse.fromPartial({ offset: 3n, data: new Uint8Array([1, 2]), last: true })).finish(),
+  } as const;
+  type Deserializer = { requestDeserialize?: (b: Buffer) => unknown; responseDeserialize?: (b: Buffer) => unknown };
+  const serverDefinition = RAFT_SERVICE_DEFINITION as unknown as Record<string, Deserializer>;
+  const clientDefinition = RAFT_CLIENT_DEFINITION as unknown as Record<string, Deserializer>;
+  const generated = pb.RaftServiceService as unknown as Record<string, Deserializer>;
+
+  it('a request of more than OTHER_FIELDS_MAX fields comes back undecoded and is refused naming the limit; within, as the generated decoder decodes it', () => {
+    const taken: string[] = [];
+    for (const [method, bytes] of Object.entries(requests)) {
+      const deserialize = serverDefinition[method]?.requestDeserialize as (b: Buffer) => object;
+      const over = deserialize(Buffer.from([...bytes, ...unknown(OTHER_FIELDS_MAX + 1)]));
+      try {
+        refuseUndecoded(over);
+        taken.push(method);
+      } catch (err) {
+        assert.ok(err instanceof CodecError && /more than OTHER_FIELDS_MAX \(256\) fields/.test(err.message), `${method}: ${(err as Error).message}`);
+      }
+      const within = Buffer.from([...bytes, ...unknown(OTHER_FIELDS_MAX - 16)]);
+      assert.deepEqual(deserialize(within), (generated[method]?.requestDeserialize as (b: Buffer) => unknown)(within), method);
+    }
+    assert.deepEqual(taken, [], 'requests of more than OTHER_FIELDS_MAX fields decoded and taken');
+  });
+
+  it('an answer of more than OTHER_FIELDS_MAX fields is refused before it is decoded; within, as the generated decoder decodes it', () => {
+    const taken: string[] = [];
+    for (const [method, bytes] of Object.entries(answers)) {
+      const deserialize = clientDefinition[method]?.responseDeserialize as (b: Buffer) => unknown;
+      try {
+        deserialize(Buffer.from([...bytes, ...unknown(OTHER_FIELDS_MAX + 1)]));
+        taken.push(method);
+      } catch (err) {
+        assert.ok(err instanceof CodecError && /answer: more than OTHER_FIELDS_MAX \(256\) fields/.test(err.message), `${method}: ${(err as Error).message}`);
+      }
+      const within = Buffer.from([...bytes, ...unknown(OTHER_FIELDS_MAX - 16)]);
+      assert.deepEqual(deserialize(within), (generated[method]?.responseDeserialize as (b: Buffer) => unknown)(within), method);
+    }
+    assert.deepEqual(taken, [], 'answers of more than OTHER_FIELDS_MAX fields decoded');
+  });
+
+  it('over gRPC, the peer server answers such a request INVALID_ARGUMENT naming the limit (unary and server-streaming RPCs)', async () => {
+    const handler = { handleRequest: () => Promise.resolve([]), handleReport: () => undefined, membershipFor: () => { throw new Error('not reached'); }, openSnapshot: () => Promise.reject(new Error('not reached')), openStateImage: () => Promise.reject(new Error('not reached')) };
+    const srv = new grpc.Server();
+    srv.addService(RAFT_SERVICE_DEFINITION, createRaftService(handler as never, { selfId: 'n2' }));
+    const port = await new Promise<number>((resolve, reject) => srv.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e !== null ? reject(e) : resolve(p))));
+    const raw = (b: Uint8Array): Buffer => Buffer.from(b);
+    const Raw = grpc.makeGenericClientConstructor(
+      Object.fromEntries(['requestVote', 'getMembership', 'fetchSnapshot', 'fetchStateImage'].map((m) => [m, { ...generated[m], requestSerialize: raw }])) as unknown as grpc.ServiceDefinition,
+      'raw',
+    );
+    const client = new Raw(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as Record<string, (...a: unknown[]) => unknown>;
+    const over = (bytes: Uint8Array): Uint8Array => new Uint8Array([...bytes, ...unknown(OTHER_FIELDS_MAX + 1)]);
+    try {
+      const codes: string[] = [];
+      for (const m of ['requestVote', 'getMembership'] as const) {
+        const err = await new Promise<grpc.ServiceError | null>((resolve) => (client[m] as (...a: unknown[]) => unknown).call(client, over(requests[m]), (e: grpc.ServiceError | null) => resolve(e)));
+        codes.push(`${m}: ${err?.code ?? 'ok'} ${err?.details ?? ''}`);
+      }
+      for (const m of ['fetchSnapshot', 'fetchStateImage'] as const) {
+        const call = (client[m] as (...a: unknown[]) => grpc.ClientReadableStream<unknown>).call(client, over(requests[m]));
+        const err = await new Promise<grpc.ServiceError | null>((resolve) => {
+          call.on('data', () => undefined);
+          call.on('error', (e: grpc.ServiceError) => resolve(e));
+          call.on('end', () => resolve(null));
+        });
+        codes.push(`${m}: ${err?.code ?? 'ok'} ${err?.details ?? ''}`);
+      }
+      for (const c of codes) assert.match(c, /^\w+: 3 \w+: more than OTHER_FIELDS_MAX \(256\) fields$/);
+    } finally {
+      (client as unknown as grpc.Client).close();
+      srv.forceShutdown();
+    }
   });
 });
