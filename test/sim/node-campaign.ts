@@ -15,6 +15,7 @@
  *   --bug-restore-on-one-copy                                    negative control: a restore proposed before a quorum holds its archive (src/node testOnlyBugs)
  *   --broken-image-import NAME                                   negative control: every disk imports state images a broken way (broken.ts)
  *   --bug-disk-takes-writes-after-failure                        negative control: every log disk takes writes after a failed one, lost at the next open
+ *   --bug-changes-miss-deletes                                   negative control: every storage's snapshot changes leave out deleted keys (delta snapshots keep them)
  *   --compact-fail-percent P                                     every log disk fails P% of its compactions too (EIO; when a fault is allowed)
  *   --lying-image-export                                         every disk exports state images with one value changed (followers must refuse them;
  *                                                                with --broken-image-import ignoresRecordsDigest, a negative control)
@@ -42,6 +43,7 @@ interface Args {
   brokenImageImport?: string;
   lyingImageExport: boolean;
   takesWritesAfterFailure: boolean;
+  changesMissDeletes: boolean;
   compactFailPercent?: number;
   restoreOnOneCopy: boolean;
   changesIgnoreRestores: boolean;
@@ -77,12 +79,12 @@ function scenarioOverrides(pairs: readonly [string, string][], drawn: NodeScenar
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--scenario-of S] [--scenario KEY=VALUE] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-changes-ignore-restores] [--bug-reapplies-retries] [--broken-image-import NAME] [--lying-image-export] [--bug-disk-takes-writes-after-failure] [--compact-fail-percent P]\n`);
+  process.stderr.write(`${msg}\nusage: npm run sim -- --seeds N [--from S] [--nodes 3|5] [--workers W] | --seed S [--nodes N] [--verbose] [--scenario-of S] [--scenario KEY=VALUE] [--ack-before-persist MS] [--serializable-reads] [--divergent-node ID] [--bug-release-answers-on-failure] [--bug-appends-before-term-saved] [--broken-core NAME] [--no-snapshots] [--bug-restore-on-one-copy] [--bug-changes-ignore-restores] [--bug-reapplies-retries] [--broken-image-import NAME] [--lying-image-export] [--bug-disk-takes-writes-after-failure] [--bug-changes-miss-deletes] [--compact-fail-percent P]\n`);
   process.exit(2);
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, changesIgnoreRestores: false, reappliesRetries: false, snapshots: true, lyingImageExport: false, takesWritesAfterFailure: false, scenario: [] };
+  const a: Args = { seeds: 100, from: 1, verbose: false, serializableReads: false, workers: availableParallelism(), releaseAnswersOnFailure: false, appendsBeforeTermSaved: false, restoreOnOneCopy: false, changesIgnoreRestores: false, reappliesRetries: false, snapshots: true, lyingImageExport: false, takesWritesAfterFailure: false, changesMissDeletes: false, scenario: [] };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const num = (): number => {
@@ -175,6 +177,9 @@ function parseArgs(argv: readonly string[]): Args {
       case '--bug-disk-takes-writes-after-failure':
         a.takesWritesAfterFailure = true;
         break;
+      case '--bug-changes-miss-deletes':
+        a.changesMissDeletes = true;
+        break;
       case '--compact-fail-percent': {
         const p = num();
         if (p > 100) usage('--compact-fail-percent needs 0..100');
@@ -220,6 +225,7 @@ async function main(): Promise<void> {
     ...(args.brokenImageImport !== undefined ? { brokenImageImport: args.brokenImageImport } : {}),
     ...(args.lyingImageExport ? { lyingImageExport: true } : {}),
     ...(args.takesWritesAfterFailure ? { takesWritesAfterFailure: true } : {}),
+    ...(args.changesMissDeletes ? { changesMissDeletes: true } : {}),
     ...(args.compactFailPercent !== undefined ? { compactFailChance: args.compactFailPercent / 100 } : {}),
   };
   // Loaded only to check --scenario's knobs: a campaign's main thread runs no seed (its workers load the simulator

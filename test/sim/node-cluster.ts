@@ -334,6 +334,8 @@ export interface NodeControls {
   readonly brokenImageImport?: string;
   /** takesWritesAfterFailure: every log disk takes writes after a failed one and loses them at the next open (SimStorageOptions.takesWritesAfterFailure). */
   readonly takesWritesAfterFailure?: boolean;
+  /** changesMissDeletes: every storage's snapshot changes leave out the deleted keys (SimStorageOptions.changesMissDeletes). */
+  readonly changesMissDeletes?: boolean;
   /** compactFailChance: every log disk fails this share of its compactions too (SimStorageOptions.compactFailChance; when the cluster allows a fault). */
   readonly compactFailChance?: number;
   /** lyingImageExport: every disk exports state images with one value changed (SimStorageOptions.lyingExport). */
@@ -823,6 +825,7 @@ export class NodeCluster {
       ...(this.controls.brokenImageImport !== undefined ? { brokenImport: brokenImageImport(this.controls.brokenImageImport) } : {}),
       ...(this.controls.lyingImageExport === true ? { lyingExport: true } : {}),
       ...(this.controls.takesWritesAfterFailure === true ? { takesWritesAfterFailure: true } : {}),
+      ...(this.controls.changesMissDeletes === true ? { changesMissDeletes: true } : {}),
       ...(this.controls.compactFailChance !== undefined ? { compactFailChance: this.controls.compactFailChance } : {}),
     });
     if (mb.incarnation !== inc || !mb.up) {

@@ -58,6 +58,7 @@ export function nodeReplayCommand(seed: number, nodes: number, controls: NodeCon
   if (controls.brokenImageImport !== undefined) extra += ` --broken-image-import ${controls.brokenImageImport}`;
   if (controls.lyingImageExport === true) extra += ' --lying-image-export';
   if (controls.takesWritesAfterFailure === true) extra += ' --bug-disk-takes-writes-after-failure';
+  if (controls.changesMissDeletes === true) extra += ' --bug-changes-miss-deletes';
   if (controls.compactFailChance !== undefined) extra += ` --compact-fail-percent ${Math.round(controls.compactFailChance * 100)}`;
   return `npm run sim -- --seed ${seed} --nodes ${nodes}${extra} --verbose`;
 }

@@ -173,6 +173,11 @@ export interface SimStorageOptions {
   readonly lyingExport?: boolean;
   /** changesValuesKeptBytes: the MemoryStorage's (MemoryStorageOptions; its default when absent). */
   readonly changesValuesKeptBytes?: number;
+  /**
+   * changesMissDeletes: a negative control: the changes a snapshot view lists leave out the keys deleted since, so a
+   * snapshot made from the previous one keeps them (a broken change tracking, as a store noting only puts would be).
+   */
+  readonly changesMissDeletes?: boolean;
 }
 
 /** DISK_SITES: the sites a disk draws its faults at, each from its own stream (draw-sites.ts). */
@@ -599,10 +604,11 @@ export class SimStorage implements NodeStorage {
     const check = (kv: KeyValue): void => this.checkRead(kv.value, 'snapshot read');
     // the changed values read at the view (not kept since their write) are checked as RocksStorage's getMany is
     for (const c of reader.changes?.entries ?? []) if (c.value !== null) this.checkRead(c.value, 'snapshot changes read');
+    const changes = this.opts.changesMissDeletes === true && reader.changes != null ? { ...reader.changes, entries: reader.changes.entries.filter((c) => c.value !== null) } : reader.changes;
     return {
       appliedIndex: reader.appliedIndex,
       membership: reader.membership,
-      changes: reader.changes,
+      changes,
       close: () => reader.close(),
       async *batches(entriesMax?: number, bytesMax?: number) {
         for await (const b of batches(entriesMax, bytesMax)) {

@@ -259,6 +259,23 @@ describe('sim negative controls: a broken state image import (broken.ts) is caug
   });
 });
 
+describe('sim negative controls: a snapshot made from the previous one with a broken change list is caught', function () {
+  this.timeout(120_000);
+
+  it('storage whose snapshot changes leave out the deleted keys (the delta keeps them) is caught as a State Digest violation within 10 seeds; the seed replays it and passes with the changes listed whole', async () => {
+    const controls = { changesMissDeletes: true };
+    const summary = await runNodeCampaign({ from: 1, count: 10, controls, stopOnFirst: true });
+    const first = summary.failures[0];
+    assert.equal(first?.violation?.property, 'State Digest', first?.message ?? `no violation in ${summary.seeds} seeds`);
+    assert.match(first.message ?? '', new RegExp(`replay: npm run sim -- --seed ${first.seed} --nodes ${first.nodes} --bug-changes-miss-deletes --verbose`));
+    const again = await runNodeSeed(first.seed, { nodes: first.nodes, controls });
+    assert.equal(again.violation?.message, first.violation?.message, 'the seed does not replay its violation');
+    const fixed = await runNodeSeed(first.seed, { nodes: first.nodes });
+    assert.ok(fixed.ok, fixed.message);
+    assert.ok(fixed.stats.deltas > 0, `the seed makes snapshots from the previous one: ${JSON.stringify(fixed.stats)}`);
+  });
+});
+
 describe('sim negative controls: a log disk that takes writes after a failed one is caught', function () {
   this.timeout(120_000);
 
