@@ -16,6 +16,7 @@ import { DEFAULT_DEADLINE_MS, type CallOptions } from '../client/unary-call.js';
 import { KvClient } from '../client/kv-client.js';
 import { copyAuthorization } from '../client/authorization.js';
 import type { ClientDial } from '../client/dial.js';
+import { MemberClients } from './member-clients.js';
 
 /** FORWARDED_METADATA_KEY marks a call a follower forwarded to the leader. */
 export const FORWARDED_METADATA_KEY = 'x-snapcoord-forwarded';
@@ -79,8 +80,8 @@ export function requireLeader(node: NodeView): void {
 
 export class LeaderForwarder {
   private readonly node: NodeView;
-  private readonly kvClients = new Map<string, KvClient>();
-  private readonly clusterClients = new Map<string, ClusterClient>();
+  private readonly kvClients = new MemberClients((id, address) => new KvClient(address, this.dialFor(id)));
+  private readonly clusterClients = new MemberClients((id, address) => new ClusterClient(address, this.dialFor(id)));
   private closed = false;
   /** clientAddressOf: where member `id`'s client plane is ('' when unknown). */
   readonly clientAddressOf: (id: string) => string;
@@ -170,35 +171,21 @@ export class LeaderForwarder {
     }
   }
 
-  /** kv returns the (cached) KV client of member `m`'s API (at m.address, dialled with dialFor(m.id)). */
+  /** kv returns the (cached) KV client of member `m`'s API (at m.address, dialled with dialFor(m.id); one per member: MemberClients). */
   kv(m: Leader): KvClient {
-    const key = `${m.id}@${m.address}`;
-    let c = this.kvClients.get(key);
-    if (c === undefined) {
-      c = new KvClient(m.address, this.dialFor(m.id));
-      this.kvClients.set(key, c);
-    }
-    return c;
+    return this.kvClients.get(m.id, m.address);
   }
 
-  /** cluster returns the (cached) Cluster client of member `m`'s API (at m.address, dialled with dialFor(m.id)). */
+  /** cluster returns the (cached) Cluster client of member `m`'s API (at m.address, dialled with dialFor(m.id); one per member: MemberClients). */
   cluster(m: Leader): ClusterClient {
-    const key = `${m.id}@${m.address}`;
-    let c = this.clusterClients.get(key);
-    if (c === undefined) {
-      c = new ClusterClient(m.address, this.dialFor(m.id));
-      this.clusterClients.set(key, c);
-    }
-    return c;
+    return this.clusterClients.get(m.id, m.address);
   }
 
   /** close closes every client channel. */
   close(): void {
     this.closed = true;
-    for (const c of this.kvClients.values()) c.close();
-    for (const c of this.clusterClients.values()) c.close();
-    this.kvClients.clear();
-    this.clusterClients.clear();
+    this.kvClients.close();
+    this.clusterClients.close();
   }
 }
 

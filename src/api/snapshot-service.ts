@@ -49,6 +49,7 @@ import { CLIENT_ID_METADATA_KEY, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY 
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
 import { sessionOf } from './kv-service.js';
 import { LeaderForwarder, isForwarded, type ServerCall } from './leader-forwarder.js';
+import { MemberClients } from './member-clients.js';
 import { locateSnapshotPath } from './snapshot-path.js';
 import { unary } from './unary-handler.js';
 import { STREAM_UNSENT_MAX, StreamWriteWindow } from '../transport/stream-write-window.js';
@@ -193,24 +194,14 @@ function taskError(err: unknown): ApiError {
 
 function leaderClient(
   node: Node,
-  clients: Map<string, SnapshotServiceClient>,
+  clients: MemberClients<SnapshotServiceClient>,
   forwarder: LeaderForwarder,
   call: ServerCall,
 ): { client: SnapshotServiceClient; md: grpc.Metadata } {
   const st = node.status();
   const address = st.leader === '' ? '' : forwarder.clientAddressOf(st.leader);
   if (address === '') throw notLeaderError('', '');
-  const key = `${st.leader}@${address}`;
-  let client = clients.get(key);
-  if (client === undefined) {
-    client = new SnapshotServiceClient(address, forwarder.dialFor(st.leader).credentials ?? grpc.credentials.createInsecure(), {
-      'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
-      'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
-      'grpc-node.flow_control_window': 16 << 20,
-    });
-    clients.set(key, client);
-  }
-  return { client, md: forwarder.forwardMetadata(call) };
+  return { client: clients.get(st.leader, address), md: forwarder.forwardMetadata(call) };
 }
 
 /** restoreSessionOf: the session stamp a RestoreSnapshot call's metadata names, if any. Errors: INVALID_ARGUMENT as sessionOf. */
@@ -238,7 +229,15 @@ export function createSnapshotService(
   forwarder: LeaderForwarder = new LeaderForwarder(node),
 ): { service: SnapshotServiceServer; close(): void } {
   let directoryBusy = false;
-  const clients = new Map<string, SnapshotServiceClient>();
+  // One channel per member, at its last address (MemberClients).
+  const clients = new MemberClients(
+    (id, address) =>
+      new SnapshotServiceClient(address, forwarder.dialFor(id).credentials ?? grpc.credentials.createInsecure(), {
+        'grpc.max_receive_message_length': MESSAGE_BYTES_MAX,
+        'grpc.max_send_message_length': MESSAGE_BYTES_MAX,
+        'grpc-node.flow_control_window': 16 << 20,
+      }),
+  );
   const uploadIdleMs = opts.uploadIdleMs ?? UPLOAD_IDLE_MS_DEFAULT;
   const downloadStallMs = opts.downloadStallMs ?? DOWNLOAD_STALL_MS_DEFAULT;
   const downloadsMax = opts.downloadsMax ?? DOWNLOADS_MAX_DEFAULT;
@@ -461,8 +460,7 @@ export function createSnapshotService(
   return {
     service,
     close() {
-      for (const c of clients.values()) c.close();
-      clients.clear();
+      clients.close();
     },
   };
 }
