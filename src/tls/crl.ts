@@ -15,6 +15,15 @@
  * every verification ("CRL has expired"), which here would cut every member
  * off from every other the day an operator forgets to re-sign the CRL (a
  * whole-cluster outage). (etcd does not look at nextUpdate at all.)
+ *
+ * No rollback (crlRollbackError): a CRL never replaces the one in use when it
+ * is older (an earlier thisUpdate) or un-revokes a serial it lists, nor, while
+ * the CA bundle still trusts the CA of the one in use, when it comes from
+ * another CA (one CRL is used at a time). Else a stale copy pushed by config
+ * management or restored from a backup, or a CA rotation, would let a
+ * revoked member back in without a word. The CRL in use is kept in the data
+ * dir (PeerCrlOptions.keptFile), so a restart does not forget it either; an
+ * operator who means to take a revocation back deletes that file.
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { PeerCertificate } from 'node:tls';
@@ -58,11 +67,22 @@ const CRL_ROLLBACK_SERIALS_NAMED = 3;
 
 /**
  * crlRollbackError: why CRL `next` (from `nextFile`) may not replace `current` (from `currentFile`), or undefined
- * when it may: of the same issuer, it is older (an earlier thisUpdate) or no longer lists a serial `current` revokes.
+ * when it may. Nothing is compared once the CA bundle no longer verifies `current` (`currentTrusted` false: its CA
+ * left the bundle, so no certificate it revoked is taken anyway). Else: of the same issuer, `next` may not be older
+ * (an earlier thisUpdate) nor leave out a serial `current` revokes; of another issuer (a CA rotation), `current` may
+ * revoke nothing: one CRL is used at a time, so its revocations would be dropped while that CA's certificates are
+ * still taken (review30). A new CA's CRL is taken once the old CA has left the bundle.
  */
-export function crlRollbackError(current: LoadedCrl, next: LoadedCrl, currentFile: string, nextFile: string): Error | undefined {
-  if (next.info.issuer !== current.info.issuer) return undefined;
+export function crlRollbackError(current: LoadedCrl, next: LoadedCrl, currentFile: string, nextFile: string, currentTrusted: boolean): Error | undefined {
+  if (!currentTrusted) return undefined;
   const take = `if that is meant (a revocation taken back), stop the node, delete ${currentFile} and start it again`;
+  if (next.info.issuer !== current.info.issuer) {
+    if (current.serials.size === 0) return undefined;
+    return new Error(
+      `${nextFile}: a CRL of another CA (${next.info.issuer}) while the CA bundle still trusts ${current.info.issuer}, whose CRL in use (${currentFile}) revokes ${current.serials.size} certificate(s): ` +
+        `taking it would take those revocations back; it is taken once ${current.info.issuer} has left the CA bundle, or after the node is stopped and ${currentFile} deleted`,
+    );
+  }
   if (next.info.thisUpdate.getTime() < current.info.thisUpdate.getTime()) {
     return new Error(
       `${nextFile}: an older CRL (thisUpdate ${next.info.thisUpdate.toISOString()}) than the one in use (${current.info.thisUpdate.toISOString()}, ${currentFile}): a rollback is refused; ${take}`,
@@ -245,7 +265,8 @@ export class PeerCrl {
     const [crl, ca] = await Promise.all([readAsync(opts.crlFile, CRL_BYTES_MAX), readAsync(opts.caFile, CA_BYTES_MAX)]);
     const fromFile = await loadCrl(crl, ca, opts.crlFile, opts.caFile, (opts.nowMs ?? Date.now)());
     const kept = opts.keptFile === undefined ? null : await loadKept(opts.keptFile, ca, opts.caFile);
-    const rollback = kept === null ? undefined : crlRollbackError(kept, fromFile, opts.keptFile as string, opts.crlFile);
+    // (a kept CRL that still loads is one of a CA the bundle still trusts)
+    const rollback = kept === null ? undefined : crlRollbackError(kept, fromFile, opts.keptFile as string, opts.crlFile, true);
     const p = new PeerCrl(opts, rollback === undefined ? fromFile : (kept as LoadedCrl), crl, ca);
     p.stamp = stamp;
     p.readCount = 1;
@@ -341,7 +362,8 @@ export class PeerCrl {
       this.reportBad(`${(err as Error).message}|${crl.length}|${ca.length}`, err as Error);
       return;
     }
-    const rollback = crlRollbackError(this.loaded, loaded, this.opts.keptFile ?? 'the CRL read before', this.opts.crlFile);
+    const trusted = await stillVerifies(this.loaded, ca, this.opts.caFile);
+    const rollback = crlRollbackError(this.loaded, loaded, this.opts.keptFile ?? 'the CRL read before', this.opts.crlFile, trusted);
     if (rollback !== undefined) {
       this.reportBad(`rollback|${crl.length}|${ca.length}`, rollback);
       return;
@@ -385,6 +407,16 @@ export class PeerCrl {
     if (key === this.lastBad) return;
     this.lastBad = key;
     this.opts.onError?.(new Error(`CRL not reloaded, the previous one stays in use: ${err.message}`, { cause: err }));
+  }
+}
+
+/** stillVerifies: whether CRL `crl` still verifies against the CA bundle `ca` (its CA is still trusted). */
+async function stillVerifies(crl: LoadedCrl, ca: Buffer, caFile: string): Promise<boolean> {
+  try {
+    await loadCrl(crl.der, ca, 'the CRL in use', caFile, Infinity);
+    return true;
+  } catch {
+    return false;
   }
 }
 

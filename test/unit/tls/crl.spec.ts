@@ -210,6 +210,25 @@ describe('tls crl: the peer plane\'s certificate revocation list', function () {
     assert.equal(p.latest.revoked, 0);
   });
 
+  it('no rollback across a CA rotation: while the bundle still trusts the CA of the CRL in use, a CRL of the new CA is refused; once the old CA has left the bundle it is taken', async () => {
+    const next = await createCa({ commonName: 'snapcoord CA 2' });
+    await writeFile(crlFile, await createCrl(ca, [{ serialNumber: nodeSerial(r.certPem) }]));
+    const errors: string[] = [];
+    const p = await open({ onError: (e) => errors.push(e.message) });
+    // the rotation: both CAs trusted, and the CRL file now the new CA's (which revokes nothing yet)
+    await writeFile(caFile, ca.certPem + next.certPem);
+    await writeFile(crlFile, await createCrl(next, []));
+    await p.refresh();
+    assert.equal(p.isRevoked(nodeSerial(r.certPem)), true, 'r, of the old CA still trusted, stays revoked');
+    assert.equal(p.fileRefused, true);
+    assert.match(errors[0] ?? '', /a CRL of another CA \(CN=snapcoord CA 2\) while the CA bundle still trusts CN=snapcoord CA, whose CRL in use .* revokes 1 certificate/);
+    // the old CA retired: nothing it issued is taken any more, and the new CA's CRL is
+    await writeFile(caFile, next.certPem);
+    await p.refresh();
+    assert.equal(p.fileRefused, false);
+    assert.equal(p.latest.issuer, 'CN=snapcoord CA 2');
+  });
+
   it('the timer reads the file again', async () => {
     await writeFile(crlFile, await createCrl(ca, []));
     const p = await open({ refreshMs: 50 });
