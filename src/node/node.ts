@@ -47,7 +47,7 @@ import type {
 } from '../transport/transport.js';
 import { ForwardQueue } from './forward-queue.js';
 import { Vouches } from './vouches.js';
-import type { MembershipProofs } from './membership-proofs.js';
+import { attestationTarget, type MembershipProofs, type ProofToSign } from './membership-proofs.js';
 import { RemovalNews, type RemovalNewsStats } from './removal-news.js';
 import type { PeerVouch } from '../transport/peer-guard.js';
 import { encodeApplyResult } from '../fsm/apply-result-codec.js';
@@ -498,6 +498,8 @@ export class Node {
   private readonly vouches: Vouches | null;
   /** membershipProofs: signs this leader's configuration entries (NodeOptions.membershipProofs); null: they carry no proof. */
   private readonly membershipProofs: MembershipProofs | null;
+  /** attestChecked: the committed configuration's proofs and term maybeAttest last looked at, and what is left to attest of them (null: nothing). */
+  private attestChecked: { proofs: readonly string[] | null; term: number; target: ProofToSign | null } = { proofs: null, term: 0, target: null };
   /** removalNews: what the voters of its configuration tell this node of removed members and of its own log (src/node/removal-news.ts); null when the transport cannot ask. */
   private readonly removalNews: RemovalNews | null;
   private readonly log: Logger;
@@ -1026,7 +1028,10 @@ export class Node {
         pos = this.raft.proposeConfChange(cc, floor, this.proveConfChange);
         break;
       } catch (e) {
-        if (!(e instanceof ConfChangeUnreachableError && e.undecided && this.clock.nowMs() < undecidedUntilMs)) throw this.mapCoreError(e);
+        // This leader's attest entry (maybeAttest: the commit statement of the change before) commits within a
+        // round trip: a change proposed right after the previous one was applied waits for it, not refused.
+        const attesting = e instanceof MembershipChangeError && this.raft.attestationPending();
+        if (!((attesting || (e instanceof ConfChangeUnreachableError && e.undecided)) && this.clock.nowMs() < undecidedUntilMs)) throw this.mapCoreError(e);
       }
       await this.clock.sleep(this.timings.tickMs);
       this.checkRunning();
@@ -1047,6 +1052,43 @@ export class Node {
       return null;
     }
   };
+
+  /**
+   * maybeAttest: as the leader, appends the commit statement of a configuration entry its committed log holds
+   * (attestationTarget, signed by this node: Raft.proposeAttestation's attest entry), one at a time; the receivers
+   * of a member's proofs take a configuration only with it (src/node/membership-proofs.ts). Looked at once per
+   * committed configuration and term (attestChecked). Without a signer (plaintext) nothing.
+   */
+  private maybeAttest(): void {
+    const proofs = this.membershipProofs;
+    if (proofs === null || this.failure !== null || this.stopped) return;
+    const st = this.raft.brief();
+    if (st.role !== 'leader') return;
+    const committed = this.raft.membershipAt(st.commit).proofs;
+    if (committed === undefined) return;
+    let c = this.attestChecked;
+    if (c.proofs !== committed || c.term !== st.term) {
+      c = { proofs: committed, term: st.term, target: attestationTarget(committed, st.commit) };
+      this.attestChecked = c;
+    }
+    const target = c.target;
+    if (target === null) return;
+    let signFailed = false;
+    const pos = this.raft.proposeAttestation(() => {
+      try {
+        return proofs.sign(target);
+      } catch (e) {
+        signFailed = true;
+        this.log.warn({ index: target.index, err: e instanceof Error ? e.message : String(e) }, 'no commit statement of a configuration entry: signing it failed (a member that missed it may not vouch for the members it adds)');
+        return null;
+      }
+    });
+    // Proposed, or signing failed: nothing more for this configuration and term (the attest entry, once committed,
+    // makes another; signing is tried again at the next). Else (another change in flight, this term's first entry
+    // not committed yet, a transfer) proposed again at the next turn.
+    if (pos !== null || signFailed) c.target = null;
+    if (pos !== null) this.log.debug({ index: pos.index, of: target.index }, 'commit statement of a configuration entry appended');
+  }
 
   /**
    * unreadableRestoreFloor: the floor changeMembership takes when reading the state's restore record failed with
@@ -1620,6 +1662,7 @@ export class Node {
       do {
         this.kicked = false;
         if (this.fetched !== null) this.installFetched();
+        this.maybeAttest();
         while (this.raft.hasReady() && this.failure === null) {
           await this.handleReady(this.raft.ready());
         }
@@ -2229,11 +2272,14 @@ export class Node {
       if (e.type === 'conf') {
         try {
           const cc = decodeConfChange(e.data);
-          this.log.info({ index: e.index, op: cc.op, nodeId: cc.nodeId }, 'membership change applied');
-          if (cc.op === 'removeNode') {
+          if (cc.op === 'attest') {
+            // A commit statement (maybeAttest): no member changed.
+          } else if (cc.op === 'removeNode') {
+            this.log.info({ index: e.index, op: cc.op, nodeId: cc.nodeId }, 'membership change applied');
             this.onMemberRemoved?.(cc.nodeId);
             this.noteRemoved(cc.nodeId);
           } else {
+            this.log.info({ index: e.index, op: cc.op, nodeId: cc.nodeId }, 'membership change applied');
             this.removedIds.delete(cc.nodeId);
           }
         } catch {

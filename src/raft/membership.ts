@@ -96,6 +96,7 @@ export function quorum(m: Membership): number {
  */
 export function validateConfChange(m: Membership, cc: ConfChange): void {
   if (cc.nodeId === '') throw new MembershipChangeError('node id is empty');
+  if (cc.op === 'attest') throw new MembershipChangeError('an attest entry is no membership change (the leader appends it: Raft.proposeAttestation)');
   if (cc.op !== 'removeNode') {
     if (cc.nodeId.length > NODE_ID_CHARS_MAX) throw new MembershipChangeError(`node id: ${cc.nodeId.length} characters, more than NODE_ID_CHARS_MAX (${NODE_ID_CHARS_MAX})`);
     if ((cc.address ?? '').length > MEMBER_ADDRESS_CHARS_MAX) {
@@ -125,6 +126,11 @@ export function validateConfChange(m: Membership, cc: ConfChange): void {
  * they were proposed. A learner added as a voter is promoted.
  */
 export function applyConfChange(m: Membership, cc: ConfChange): Membership {
+  if (cc.op === 'attest') {
+    // No member changes; the proof (a commit statement) joins the configuration's proofs.
+    if (cc.proof === undefined) return m;
+    return { voters: m.voters, learners: m.learners, addresses: m.addresses, proofs: newestProofsWithinBudget([...(m.proofs ?? []), cc.proof]) };
+  }
   const voters = m.voters.filter((v) => v !== cc.nodeId);
   const learners = m.learners.filter((v) => v !== cc.nodeId);
   const addresses: Record<NodeId, string> = { ...m.addresses };
@@ -138,6 +144,7 @@ export function applyConfChange(m: Membership, cc: ConfChange): Membership {
     case 'removeNode':
       delete addresses[cc.nodeId];
       break;
+    // 'attest' returned above.
   }
   if (cc.op !== 'removeNode' && cc.address !== undefined && cc.address !== '') addresses[cc.nodeId] = cc.address;
   // Removing the last voter would leave a cluster that can never make progress.
@@ -181,7 +188,8 @@ export function decodeConfChange(data: Uint8Array): ConfChange {
   }
   if (typeof v !== 'object' || v === null) throw new MembershipChangeError('conf entry is not an object');
   const o = v as Record<string, unknown>;
-  if (o.op !== 'addVoter' && o.op !== 'addLearner' && o.op !== 'removeNode') {
+  // 'attest' (a commit statement, no change) is unknown to builds before it: they skip it as malformed.
+  if (o.op !== 'addVoter' && o.op !== 'addLearner' && o.op !== 'removeNode' && o.op !== 'attest') {
     throw new MembershipChangeError(`conf entry has unknown op ${String(o.op)}`);
   }
   if (typeof o.nodeId !== 'string' || o.nodeId === '') throw new MembershipChangeError('conf entry has no nodeId');

@@ -230,6 +230,8 @@ interface PendingRead {
 interface ConfPoint {
   readonly index: number;
   readonly membership: Membership;
+  /** attest: the entry is an `attest` (a commit statement, no member changed): membershipIndex passes over it. */
+  readonly attest?: true;
 }
 
 type MessageBody<M extends Message> = M extends Message ? Omit<M, 'from' | 'to' | 'term'> & { term?: number } : never;
@@ -272,6 +274,8 @@ export class RaftNode {
   private membership: Membership;
   /** pendingConfIndex: a leader proposes no membership change until this index commits. */
   private pendingConfIndex = 0;
+  /** pendingConfAttest: the entry at pendingConfIndex is this leader's attest (proposeAttestation), not a change. */
+  private pendingConfAttest = false;
   private uncommittedBytes = 0;
 
   private leadTransferee: NodeId = NO_NODE;
@@ -522,7 +526,38 @@ export class RaftNode {
     const proof = prove?.({ index: this.log.lastIndex() + 1, term: this.term }, next) ?? null;
     const pos = this.appendAsLeader('conf', encodeConfChange(proof === null ? cc : { ...cc, proof }));
     this.pendingConfIndex = pos.index;
+    this.pendingConfAttest = false;
     return pos;
+  }
+
+  /**
+   * proposeAttestation appends, as the leader, an `attest` entry: a `conf`
+   * entry that changes no member and carries `prove`'s proof (the driver's
+   * signed commit statement of a configuration entry this leader holds
+   * committed; src/node/membership-proofs.ts), which joins Membership.proofs
+   * from there on like a change's. It waits like a change: none while another
+   * is not committed, nor before this term's first entry commits; null then,
+   * and when this node does not lead, `prove` returns null, or the proposal
+   * is dropped (a transfer, too much uncommitted). Never throws.
+   */
+  proposeAttestation(prove: () => string | null): LogPosition | null {
+    if (this.role !== 'leader' || this.pendingConfIndex > this.log.committed || !this.committedInTerm()) return null;
+    const proof = prove();
+    if (proof === null) return null;
+    let pos: LogPosition;
+    try {
+      pos = this.appendAsLeader('conf', encodeConfChange({ op: 'attest', nodeId: this.id, proof }));
+    } catch {
+      return null;
+    }
+    this.pendingConfIndex = pos.index;
+    this.pendingConfAttest = true;
+    return pos;
+  }
+
+  /** attestationPending: this leader's attest entry (proposeAttestation) is not committed yet (a change proposed now is refused until it is). */
+  attestationPending(): boolean {
+    return this.role === 'leader' && this.pendingConfAttest && this.pendingConfIndex > this.log.committed;
   }
 
   /**
@@ -1195,10 +1230,15 @@ export class RaftNode {
 
   /**
    * membershipIndex: the index of the entry (or snapshot) the newest configuration (brief().membership) comes
-   * from; 0 for the bootstrap's, which no entry made. Cheap.
+   * from (an attest entry after it changed no member: not it); 0 for the bootstrap's, which no entry made. Cheap.
    */
   membershipIndex(): number {
-    return this.confPoints[this.confPoints.length - 1]?.index ?? this.baseMembershipIndex;
+    // An attest entry changes no member: the configuration comes from the change before it.
+    for (let i = this.confPoints.length - 1; i >= 0; i--) {
+      const p = this.confPoints[i] as ConfPoint;
+      if (p.attest !== true) return p.index;
+    }
+    return this.baseMembershipIndex;
   }
 
   /** installingIndex: the snapshot this member is fetching or installing (Status.installingSnapshot), 0 for none; cheap. */
@@ -1278,6 +1318,7 @@ export class RaftNode {
     }
     // Conservatively, no membership change until this term's first entry commits.
     this.pendingConfIndex = this.log.lastIndex();
+    this.pendingConfAttest = false;
     // The previous leader's install floor stays until every follower has said whether it installs (noteInstalling;
     // the guard of the one that does takes over), at most snapshotGuardTicksMax: a fixed two election timeouts let a
     // new leader compact what an installing follower needed when its answers came late on a loaded machine.
@@ -2010,7 +2051,8 @@ export class RaftNode {
       if (e.type !== 'conf' || e.index <= this.baseMembershipIndex) continue;
       const cc = decodeConfChangeOrNull(e.data);
       if (cc === null) continue;
-      this.confPoints.push({ index: e.index, membership: applyConfChange(this.currentMembershipFromPoints(), cc) });
+      const membership = applyConfChange(this.currentMembershipFromPoints(), cc);
+      this.confPoints.push(cc.op === 'attest' ? { index: e.index, membership, attest: true } : { index: e.index, membership });
       changed = true;
     }
     if (changed) {
@@ -2031,7 +2073,7 @@ export class RaftNode {
       const cc = decodeConfChangeOrNull(e.data);
       if (cc === null) continue;
       m = applyConfChange(m, cc);
-      this.confPoints.push({ index: e.index, membership: m });
+      this.confPoints.push(cc.op === 'attest' ? { index: e.index, membership: m, attest: true } : { index: e.index, membership: m });
     }
     this.membership = m;
   }

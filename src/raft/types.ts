@@ -48,9 +48,15 @@ export interface Membership {
   readonly proofs?: readonly string[];
 }
 
-/** ConfChange is a single-server membership change (Raft dissertation §4.1). */
+/**
+ * ConfChange is a single-server membership change (Raft dissertation §4.1),
+ * or (op `attest`) an entry that changes no member and only carries a proof:
+ * the leader's commit statement of the configuration entry before it
+ * (Raft.proposeAttestation; src/node/membership-proofs.ts). nodeId of an
+ * attest is the leader that appended it.
+ */
 export interface ConfChange {
-  readonly op: 'addVoter' | 'addLearner' | 'removeNode';
+  readonly op: 'addVoter' | 'addLearner' | 'removeNode' | 'attest';
   readonly nodeId: NodeId;
   /** address of the node, kept in Membership.addresses; optional for removeNode. */
   readonly address?: string;

@@ -13,6 +13,14 @@
  * its cluster is this one, and the signature holds. A proof of a certificate
  * since expired no longer verifies: rotating certificates ends the proofs
  * they signed (vouching then rests on voters' answers only).
+ *
+ * Two kinds of statement, each signed over bytes of its own prefix (a
+ * signature of one is never taken for the other): an "appended" statement
+ * (s has 6 elements), signed by the leader as it appends the entry, and a
+ * "committed" statement (s has a 7th element, the string "committed"),
+ * signed by a leader that holds the entry committed (a later `attest` entry
+ * carries it; src/node/membership-proofs.ts). Builds before commit
+ * statements read a 7-element statement as malformed and skip it.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { X509Certificate, createPrivateKey, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
@@ -24,6 +32,8 @@ export const PROOF_CHARS_MAX = 8192;
 /** PROOF_IDS_MAX: the most voters plus learners a proof may name (bounded well below the proof's size anyway). */
 const PROOF_IDS_MAX = 1000;
 const PREFIX = 'snapcoord membership proof v1\n';
+const PREFIX_COMMITTED = 'snapcoord membership commit v1\n';
+const COMMITTED = 'committed';
 const SCHEME = 'x509.';
 
 /** SignedStatement: what a proof states (src/node/membership-proofs.ts MembershipStatement). */
@@ -34,11 +44,20 @@ export interface SignedStatement {
   readonly voters: readonly string[];
   readonly learners: readonly string[];
   readonly signer: string;
+  /** committed: a commit statement (the signer held entry `index` of term `term` committed); absent: appended only. */
+  readonly committed?: true;
 }
 
-/** statementBytes: the bytes a proof's signature covers (a prefix of its own: no other signature of the key reads the same). */
+/** statementArray: the statement as a proof's "s" holds it (a commit statement with its 7th element). */
+export function statementArray(s: SignedStatement): unknown[] {
+  const a: unknown[] = [s.clusterId, s.index, s.term, s.voters, s.learners, s.signer];
+  if (s.committed === true) a.push(COMMITTED);
+  return a;
+}
+
+/** statementBytes: the bytes a proof's signature covers (a prefix of its own per kind: no other signature of the key reads the same). */
 export function statementBytes(s: SignedStatement): Buffer {
-  return Buffer.from(PREFIX + JSON.stringify([s.clusterId, s.index, s.term, s.voters, s.learners, s.signer]), 'utf8');
+  return Buffer.from((s.committed === true ? PREFIX_COMMITTED : PREFIX) + JSON.stringify(statementArray(s)), 'utf8');
 }
 
 function idList(v: unknown, what: string): string[] {
@@ -48,13 +67,41 @@ function idList(v: unknown, what: string): string[] {
 
 /** parseStatement: the statement `v` (the proof's "s") holds, or an Error naming what is wrong. */
 export function parseStatement(v: unknown): SignedStatement {
-  if (!Array.isArray(v) || v.length !== 6) throw new Error('the statement is not [cluster, index, term, voters, learners, signer]');
+  if (!Array.isArray(v) || (v.length !== 6 && !(v.length === 7 && v[6] === COMMITTED))) throw new Error('the statement is not [cluster, index, term, voters, learners, signer] (then "committed" for a commit statement)');
   const [clusterId, index, term, voters, learners, signer] = v as unknown[];
   if (typeof clusterId !== 'string' || clusterId.length > 256) throw new Error('the statement\'s cluster id is not a string');
   if (typeof index !== 'number' || !Number.isSafeInteger(index) || index < 1) throw new Error('the statement\'s index is not a whole number >= 1');
   if (typeof term !== 'number' || !Number.isSafeInteger(term) || term < 0) throw new Error('the statement\'s term is not a whole number');
   if (typeof signer !== 'string' || signer === '' || signer.length > 256) throw new Error('the statement\'s signer is not a member id');
-  return { clusterId, index, term, voters: idList(voters, 'the statement\'s voters'), learners: idList(learners, 'the statement\'s learners'), signer };
+  const s = { clusterId, index, term, voters: idList(voters, 'the statement\'s voters'), learners: idList(learners, 'the statement\'s learners'), signer };
+  return v.length === 7 ? { ...s, committed: true } : s;
+}
+
+/** ProofToSign: what a member signs: the configuration {voters, learners} entry `index` (term `term`) makes; committed: a commit statement of it. */
+export interface ProofToSign {
+  readonly index: number;
+  readonly term: number;
+  readonly voters: readonly string[];
+  readonly learners: readonly string[];
+  readonly committed?: boolean;
+}
+
+/**
+ * readStatement: the statement a proof (x509. or another scheme of the same body: scheme, then base64url JSON with
+ * "s") claims, its signature NOT checked: for a node reading the proofs of its own log (which leader's
+ * configuration entry to attest). Null when it is none. Never for another member's proofs: verify those.
+ */
+export function readStatement(proof: string): SignedStatement | null {
+  if (proof.length > PROOF_CHARS_MAX) return null;
+  const dot = proof.indexOf('.');
+  if (dot < 1 || dot > 16) return null;
+  try {
+    const body = JSON.parse(Buffer.from(proof.slice(dot + 1), 'base64url').toString('utf8')) as unknown;
+    if (typeof body !== 'object' || body === null) return null;
+    return parseStatement((body as Record<string, unknown>)['s']);
+  } catch {
+    return null;
+  }
 }
 
 /** X509MembershipProofsOptions: this node, its peer certificate and key files, the CA bundle, and the CRL's verdict. */
@@ -94,12 +141,13 @@ export class X509MembershipProofs {
     this.nowMs = opts.nowMs ?? Date.now;
   }
 
-  /** sign: this node's proof of the configuration {voters, learners} its entry at `index` (term `term`) makes. Throws when the files cannot be read. */
-  sign(s: { readonly index: number; readonly term: number; readonly voters: readonly string[]; readonly learners: readonly string[] }): string {
+  /** sign: this node's proof of the configuration {voters, learners} its entry at `index` (term `term`) makes (committed: its commit statement). Throws when the files cannot be read. */
+  sign(s: ProofToSign): string {
     const own = this.ownFiles();
-    const statement: SignedStatement = { clusterId: this.opts.clusterId, index: s.index, term: s.term, voters: [...s.voters], learners: [...s.learners], signer: this.opts.selfId };
+    const base: SignedStatement = { clusterId: this.opts.clusterId, index: s.index, term: s.term, voters: [...s.voters], learners: [...s.learners], signer: this.opts.selfId };
+    const statement: SignedStatement = s.committed === true ? { ...base, committed: true } : base;
     const sig = cryptoSign(digestOf(own.key), statementBytes(statement), own.key);
-    const body = { s: [statement.clusterId, statement.index, statement.term, statement.voters, statement.learners, statement.signer], sig: sig.toString('base64url'), cert: own.certDer.toString('base64url') };
+    const body = { s: statementArray(statement), sig: sig.toString('base64url'), cert: own.certDer.toString('base64url') };
     const proof = SCHEME + Buffer.from(JSON.stringify(body), 'utf8').toString('base64url');
     if (proof.length > PROOF_CHARS_MAX) throw new Error(`the proof would be ${proof.length} characters, more than ${PROOF_CHARS_MAX} (a configuration this large is not proved)`);
     return proof;

@@ -5,10 +5,12 @@
  * member signs as itself only: its "signature" is a SHA-256 keyed with a
  * secret of its own id that only the simulated cluster knows, and verify
  * recomputes it. The statement and its bytes are production's
- * (statementBytes, parseStatement); only the key material is modelled.
+ * (statementBytes, parseStatement), both kinds: appended, and committed
+ * (signed by a leader once the entry commits, carried by an `attest` entry);
+ * only the key material is modelled.
  */
 import { createHash } from 'node:crypto';
-import { parseStatement, statementBytes, type SignedStatement } from '../../src/tls/membership-proof.js';
+import { parseStatement, statementArray, statementBytes, type ProofToSign, type SignedStatement } from '../../src/tls/membership-proof.js';
 
 const SCHEME = 'sim.';
 
@@ -22,9 +24,11 @@ export class SimMembershipProofs {
     private readonly clusterId = 'sim',
   ) {}
 
-  sign(s: { readonly index: number; readonly term: number; readonly voters: readonly string[]; readonly learners: readonly string[] }): string {
-    const st: SignedStatement = { clusterId: this.clusterId, index: s.index, term: s.term, voters: [...s.voters], learners: [...s.learners], signer: this.selfId };
-    const body = { s: [st.clusterId, st.index, st.term, st.voters, st.learners, st.signer], mac: mac(this.selfId, st) };
+  /** sign: as production's (X509MembershipProofs.sign): an appended statement, or with `committed` a commit statement (its own bytes). */
+  sign(s: ProofToSign): string {
+    const base: SignedStatement = { clusterId: this.clusterId, index: s.index, term: s.term, voters: [...s.voters], learners: [...s.learners], signer: this.selfId };
+    const st: SignedStatement = s.committed === true ? { ...base, committed: true } : base;
+    const body = { s: statementArray(st), mac: mac(this.selfId, st) };
     return SCHEME + Buffer.from(JSON.stringify(body), 'utf8').toString('base64url');
   }
 

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { silentLogger } from '../../../src/node/logger.js';
-import { verifyChain } from '../../../src/node/membership-proofs.js';
+import { attestationTarget, verifyChain } from '../../../src/node/membership-proofs.js';
 import { Vouches } from '../../../src/node/vouches.js';
 import { applyConfChange, decodeConfChange, encodeConfChange } from '../../../src/raft/membership.js';
 import { MEMBERSHIP_PROOFS_MAX } from '../../../src/raft/membership.js';
@@ -16,11 +16,23 @@ import { ManualClock } from './manual-clock.js';
 
 const verifier = new SimMembershipProofs('n3');
 const verify = (p: string): ReturnType<SimMembershipProofs['verify']> => verifier.verify(p);
-const sign = (signer: string, index: number, voters: string[], learners: string[] = []): string => new SimMembershipProofs(signer).sign({ index, term: 2, voters, learners });
+/** sign: `signer`'s commit statement of the configuration entry `index` (term 2) makes: a link of a chain. */
+const sign = (signer: string, index: number, voters: string[], learners: string[] = []): string => new SimMembershipProofs(signer).sign({ index, term: 2, voters, learners, committed: true });
+/** appended: `signer`'s appended statement of it (what the leader signs as it appends the entry): no link alone. */
+const appended = (signer: string, index: number, voters: string[], learners: string[] = []): string => new SimMembershipProofs(signer).sign({ index, term: 2, voters, learners });
 /** n3 knows {n1, n3, n5} at index 25 (simulator seed 2442's n3). */
 const own: Membership = { voters: ['n1', 'n3', 'n5'], learners: [], addresses: {} };
-/** What n1 appended while n3 was away: n6 added as a learner, promoted, then n5 removed. */
+/** What n1 appended and committed while n3 was away: n6 added as a learner, promoted, then n5 removed. */
 const chain = [sign('n1', 28, ['n1', 'n3', 'n5'], ['n6']), sign('n1', 37, ['n1', 'n3', 'n5', 'n6']), sign('n1', 39, ['n1', 'n3', 'n6'])];
+/** The same changes as a configuration carries them: each entry's appended statement, then its commit statement. */
+const carried = [
+  appended('n1', 28, ['n1', 'n3', 'n5'], ['n6']),
+  chain[0] as string,
+  appended('n1', 37, ['n1', 'n3', 'n5', 'n6']),
+  chain[1] as string,
+  appended('n1', 39, ['n1', 'n3', 'n6']),
+  chain[2] as string,
+];
 
 describe('verifyChain: a sender\'s proofs, walked from this node\'s configuration', () => {
   it('reaches the newest configuration when each proof is signed by a voter of the one before it, in any order given', () => {
@@ -44,7 +56,7 @@ describe('verifyChain: a sender\'s proofs, walked from this node\'s configuratio
   });
 
   it('of two proofs at one index the higher term\'s counts (the lower one was cut off), whatever order the sender lists them in', () => {
-    const at = (signer: string, index: number, term: number, voters: string[], learners: string[] = []): string => new SimMembershipProofs(signer).sign({ index, term, voters, learners });
+    const at = (signer: string, index: number, term: number, voters: string[], learners: string[] = []): string => new SimMembershipProofs(signer).sign({ index, term, voters, learners, committed: true });
     // n1 led term 2 and appended "add x" at 28, never committed; n1 again, in term 3, wrote "add n6" there.
     const cutOff = at('n1', 28, 2, ['n1', 'n3', 'n5'], ['x']);
     const real = at('n1', 28, 3, ['n1', 'n3', 'n5'], ['n6']);
@@ -54,9 +66,31 @@ describe('verifyChain: a sender\'s proofs, walked from this node\'s configuratio
   });
 
   it('a later index of a lower term (another branch spliced on) ends the walk', () => {
-    const at = (signer: string, index: number, term: number, voters: string[], learners: string[] = []): string => new SimMembershipProofs(signer).sign({ index, term, voters, learners });
+    const at = (signer: string, index: number, term: number, voters: string[], learners: string[] = []): string => new SimMembershipProofs(signer).sign({ index, term, voters, learners, committed: true });
     const spliced = [at('n1', 28, 3, ['n1', 'n3', 'n5'], ['n6']), at('n5', 30, 2, ['n1', 'n3', 'n5'], ['x'])];
     assert.deepEqual(verifyChain(own, 25, spliced, 'x', verify), { index: 28, names: false });
+  });
+
+  it('takes an entry only with its commit statement: one appended and cut off (its leader deposed) names nobody', () => {
+    // Every entry as a configuration carries it: appended, then committed.
+    assert.deepEqual(verifyChain(own, 25, carried, 'n6', verify), { index: 39, names: true });
+    // n1 appended "add n6" at 28 and was deposed before it committed; the next leader's log lacks it: n6 kept a
+    // configuration naming it with n1's appended statement, and no commit statement of it exists.
+    const cutOff = verifyChain(own, 25, [appended('n1', 28, ['n1', 'n3', 'n5'], ['n6'])], 'n6', verify);
+    assert.ok('error' in cutOff && /entry at 28 carries an appended statement and no commit statement/.test(cutOff.error), JSON.stringify(cutOff));
+    // A committed change, then an add of n6 appended only: the walk reaches the committed one, which does not name n6.
+    assert.deepEqual(verifyChain(own, 25, [...carried.slice(0, 2), appended('n1', 30, ['n1', 'n3', 'n5'], ['n6', 'n7'])], 'n7', verify), { index: 28, names: false });
+    // Chains of builds before commit statements (appended only) vouch for nobody.
+    const old = verifyChain(own, 25, [carried[0], carried[2], carried[4]] as string[], 'n6', verify);
+    assert.ok('error' in old && /entries at 28, 37, 39 carry an appended statement and no commit statement/.test(old.error), JSON.stringify(old));
+  });
+
+  it('a commit statement counts only from a voter of the configuration before the entry: a member does not attest its own add', () => {
+    // n1 committed "add n6 as a voter" at 28 and fell before attesting it; n6 leads next and attests its own add.
+    const selfAttested = verifyChain(own, 25, [appended('n1', 28, ['n1', 'n3', 'n5', 'n6']), sign('n6', 28, ['n1', 'n3', 'n5', 'n6'])], 'n6', verify);
+    assert.ok('error' in selfAttested && /signed by n6, no voter of the configuration before it/.test(selfAttested.error), JSON.stringify(selfAttested));
+    // n5, a voter before it, attests it: taken.
+    assert.deepEqual(verifyChain(own, 25, [appended('n1', 28, ['n1', 'n3', 'n5', 'n6']), sign('n5', 28, ['n1', 'n3', 'n5', 'n6'])], 'n6', verify), { index: 28, names: true });
   });
 
   it('a chain that goes on past the sender\'s removal names it no longer', () => {
@@ -78,6 +112,20 @@ describe('configuration entries carry their proof into the membership they make'
     const long = decodeConfChange(encodeConfChange({ op: 'addLearner', nodeId: 'x', proof: 'p'.repeat(9000) }));
     assert.equal(long.proof, undefined, 'a proof over MEMBERSHIP_PROOF_CHARS_MAX is dropped, the change kept');
     assert.equal(long.nodeId, 'x');
+  });
+});
+
+describe('attestationTarget: the configuration entry a leader signs a commit statement of next', () => {
+  it('the newest appended statement at or below the commit index without a commit statement of the same index and term', () => {
+    assert.deepEqual(attestationTarget(carried.slice(0, 3), 40), { index: 37, term: 2, voters: ['n1', 'n3', 'n5', 'n6'], learners: [], committed: true });
+    assert.equal(attestationTarget(carried, 40), null, 'every entry attested');
+    assert.equal(attestationTarget(carried.slice(0, 3), 36), null, 'the entry at 37 is not committed yet');
+    // a commit statement of another term at that index is not this entry's
+    const otherTerm = new SimMembershipProofs('n1').sign({ index: 37, term: 3, voters: ['n1', 'n3', 'n5', 'n6'], learners: [], committed: true });
+    assert.equal((attestationTarget([...carried.slice(0, 3), otherTerm], 40) ?? { index: 0 }).index, 37);
+    // one left unattested before an attested one (its leader fell first) is taken next
+    assert.equal((attestationTarget([carried[0], carried[2], carried[3]] as string[], 40) ?? { index: 0 }).index, 28);
+    assert.equal(attestationTarget(['not a proof', 'x509.???'], 40), null);
   });
 });
 
@@ -131,6 +179,18 @@ describe('Vouches on proofs: the sender asked itself when no voter vouches', () 
     stale.v.requestVouch('n6');
     await settle();
     assert.equal(stale.v.vouchedFor('n6'), true);
+  });
+
+  it('a member whose add was appended and cut off, its configuration naming it with the appended statement only, is not vouched for', async () => {
+    const cutOff: MembershipAnswer = { from: 'n6', term: 2, membership: { voters: ['n1', 'n3', 'n5', 'n6'], learners: [], addresses: {}, proofs: [appended('n1', 28, ['n1', 'n3', 'n5', 'n6'])] }, membershipIndex: 28 };
+    const { v } = setup({ n1: 'down', n5: 'down', n6: cutOff });
+    v.requestVouch('n6');
+    await settle();
+    assert.equal(v.vouchedFor('n6'), false);
+    const committed = setup({ n1: 'down', n5: 'down', n6: { ...cutOff, membership: { ...cutOff.membership, proofs: [...(cutOff.membership.proofs ?? []), sign('n1', 28, ['n1', 'n3', 'n5', 'n6'])] } } });
+    committed.v.requestVouch('n6');
+    await settle();
+    assert.equal(committed.v.vouchedFor('n6'), true, 'with n1\'s commit statement it is');
   });
 
   it('a stranger\'s proofs (signed by itself, or answered by another id) vouch for nothing', async () => {

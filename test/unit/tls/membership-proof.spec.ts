@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCa, issueNodeCert, type CertKeyPem } from '../../../src/tls/certs.js';
-import { X509MembershipProofs } from '../../../src/tls/membership-proof.js';
+import { X509MembershipProofs, readStatement } from '../../../src/tls/membership-proof.js';
 
 describe('X509MembershipProofs: configuration proofs signed with the peer key, checked against the cluster CA', function () {
   this.timeout(20_000);
@@ -41,6 +41,24 @@ describe('X509MembershipProofs: configuration proofs signed with the peer key, c
     const s = verifier.verify(signer.sign(statement));
     assert.ok(!(s instanceof Error), String(s));
     assert.deepEqual(s, { clusterId: 'c1', ...statement, signer: 'n1' });
+  });
+
+  it('a commit statement verifies as one, and an appended statement\'s signature is not taken for a commit statement (nor the reverse)', async () => {
+    const signer = await proofsOf('n1', n1);
+    const verifier = await proofsOf('n2', await issueNodeCert(ca, { id: 'n2' }));
+    const committed = signer.sign({ ...statement, committed: true });
+    const s = verifier.verify(committed);
+    assert.ok(!(s instanceof Error), String(s));
+    assert.deepEqual(s, { clusterId: 'c1', ...statement, signer: 'n1', committed: true });
+    assert.equal(readStatement(committed)?.committed, true, 'readStatement reads it (unverified)');
+    const reencode = (b: object): string => `x509.${Buffer.from(JSON.stringify(b)).toString('base64url')}`;
+    const bodyOf = (p: string): { s: unknown[]; sig: string; cert: string } => JSON.parse(Buffer.from(p.slice('x509.'.length), 'base64url').toString('utf8')) as { s: unknown[]; sig: string; cert: string };
+    // n1's appended statement (what a leader signs as it appends, before it knows the entry commits) marked committed
+    const appendedBody = bodyOf(signer.sign(statement));
+    assert.match(String(verifier.verify(reencode({ ...appendedBody, s: [...appendedBody.s, 'committed'] }))), /signature of n1's proof does not hold/);
+    const committedBody = bodyOf(committed);
+    assert.match(String(verifier.verify(reencode({ ...committedBody, s: committedBody.s.slice(0, 6) }))), /signature of n1's proof does not hold/);
+    assert.match(String(verifier.verify(reencode({ ...committedBody, s: [...committedBody.s.slice(0, 6), 'maybe'] }))), /the statement is not/);
   });
 
   it('refused: an altered statement, another cluster, another CA, a certificate of another member, a revoked one, an unsigned or malformed proof', async () => {
