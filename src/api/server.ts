@@ -528,6 +528,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
         clusterId: clusterId ?? 'snapcoord',
         isMember: (id) => node.isMember(id),
         wasRemoved: (id) => node.wasRemoved(id),
+        reportedRemoved: (id) => node.removedRefusal(id),
         ...(node.peerVouch !== undefined ? { vouch: node.peerVouch } : {}),
         peerAddressOf: (id) => node.addressOf(id),
         ...(identityOf !== undefined ? { identityOf } : {}),

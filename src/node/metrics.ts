@@ -155,7 +155,7 @@ export class NodeMetrics {
     this.snapshotsCreated = new Counter({ name: 'snapcoord_snapshots_created_total', help: 'Snapshots taken of the local state machine.', registers: [r] });
     this.peerRefusals = new Counter({
       name: 'snapcoord_peer_messages_refused_total',
-      help: 'Peer-plane messages refused, by reason: cluster_id (wrong or missing cluster id), identity (certificate does not name the sender), revoked (certificate revoked by --peer-crl), not_member, unvouched (a sender outside the configuration no voter of it has vouched for yet).',
+      help: 'Peer-plane messages refused, by reason: cluster_id (wrong or missing cluster id), identity (certificate does not name the sender), revoked (certificate revoked by --peer-crl), not_member, unvouched (a sender outside the configuration no voter of it has vouched for yet), removed (a member a voter of the configuration holds removed, committed: its calls other than Raft messages).',
       labelNames: ['reason'],
       registers: [r],
     });

@@ -1252,6 +1252,15 @@ export class Node {
     return this.removalNews?.reportedRemoved(id) ?? false;
   }
 
+  /**
+   * removedRefusal: why every peer call of `id` is refused while reportedRemoved(id) (the message its Raft messages
+   * are refused with; RemovalNews.refusalOf, which counts it and asks the voters again), null when it is not:
+   * PeerGuard's reportedRemoved, for the peer plane's other RPCs.
+   */
+  removedRefusal(id: NodeId): string | null {
+    return this.removalNews?.refusalOf(id)?.message ?? null;
+  }
+
   /** noteRemoved records `id` for wasRemoved, forgetting the oldest past REMOVED_IDS_MAX. */
   private noteRemoved(id: NodeId): void {
     this.removedIds.delete(id);

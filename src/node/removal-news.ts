@@ -184,20 +184,37 @@ export class RemovalNews {
    */
   screen(m: Message): RemovalNewsRefusal | null {
     if (this.closed || m.from === this.opts.selfId) return null;
+    const refused = this.refusalOf(m.from);
+    if (refused !== null) return refused;
     const conf = this.opts.configuration();
-    const removal = this.removals.get(m.from);
-    if (removal !== undefined) {
-      if (removal.index > conf.index) {
-        this.counts.refused++;
-        this.requestRound(m.from);
-        return { reason: 'removed', message: `${m.from} was removed from this cluster: ${removal.voter}, a voter of this node's configuration, holds committed a configuration (index ${removal.index}; this node's ${conf.index}) that does not name it` };
-      }
-      this.removals.delete(m.from);
-    }
     if (!names(conf.membership, m.from)) return null;
     const st = this.opts.state();
     if (isClaim(m, st.term, st.leader)) this.requestRound(m.from);
     return null;
+  }
+
+  /**
+   * refusalOf: why every call of member `id` is refused ('removed': a voter of
+   * this node's configuration holds committed a newer configuration that does
+   * not name it, and this node's own is not as new yet), null when it is not.
+   * The Raft messages are screened with it (screen), the peer plane's other
+   * RPCs (snapshot and state image fetches, GetMembership, archive staging,
+   * read indexes, forwarded writes) by PeerGuard's reportedRemoved. A refusal
+   * asks the voters again (at most once an ASK_INTERVAL_MS): a later committed
+   * configuration naming `id` again lifts it. Cheap and synchronous.
+   */
+  refusalOf(id: NodeId): RemovalNewsRefusal | null {
+    if (this.closed || id === this.opts.selfId) return null;
+    const removal = this.removals.get(id);
+    if (removal === undefined) return null;
+    const own = this.opts.configuration().index;
+    if (removal.index <= own) {
+      this.removals.delete(id);
+      return null;
+    }
+    this.counts.refused++;
+    this.requestRound(id);
+    return { reason: 'removed', message: `${id} was removed from this cluster: ${removal.voter}, a voter of this node's configuration, holds committed a configuration (index ${removal.index}; this node's ${own}) that does not name it` };
   }
 
   /**

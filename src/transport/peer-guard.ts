@@ -12,7 +12,10 @@
  * - on every RPC but the Raft messages, a call from an id that is not in
  *   the current membership (voters, learners, or a member being added:
  *   `isMember`): snapshot and state-image fetches, archive staging, snapshot
- *   reports, read indexes, forwarded writes and membership questions.
+ *   reports, read indexes, forwarded writes and membership questions; and one
+ *   from a member a voter of this node's configuration reported removed
+ *   (`reportedRemoved`, reason 'removed': the node refuses its Raft messages
+ *   itself, src/node/removal-news.ts).
  * The Raft messages (RequestVote, AppendEntries, InstallSnapshot, TimeoutNow:
  * scope 'message') from an id outside the membership are passed on: the
  * sender may be a member added in entries this node lacks, the leader it must
@@ -66,7 +69,7 @@ const REFUSAL_LOG_KEYS_MAX = 1024;
 const ADDRESS_CHARS_MAX = 300;
 
 /** RefusalReason: why a peer message was refused (the /metrics label). */
-export type RefusalReason = 'cluster_id' | 'identity' | 'revoked' | 'not_member' | 'unvouched';
+export type RefusalReason = 'cluster_id' | 'identity' | 'revoked' | 'not_member' | 'unvouched' | 'removed';
 
 /**
  * PeerRevocation: the peer plane's certificate revocation list (serve
@@ -171,6 +174,14 @@ export interface PeerGuardOptions {
   readonly isMember: (id: NodeId) => boolean;
   /** wasRemoved: this node saw `id` removed and not added back (Node.wasRemoved): refused in every scope. */
   readonly wasRemoved?: (id: NodeId) => boolean;
+  /**
+   * reportedRemoved: why member `id` is refused ('removed') though this node's
+   * configuration still names it: a voter of that configuration holds its
+   * removal committed (Node.removedRefusal, src/node/removal-news.ts), null
+   * when it is not. Asked for the calls of scope 'member' (the Raft messages
+   * are refused by the node itself, with the same reason).
+   */
+  readonly reportedRemoved?: (id: NodeId) => string | null;
   /**
    * vouch: a sender outside the membership (not removed) is refused even the
    * Raft messages ('unvouched') until vouchedFor it (see PeerVouch; asked
@@ -335,7 +346,11 @@ export class PeerGuard {
 
   /** checkMember refuses `from` if it may not send in `scope`; true when it is a member (isMember, read once per message). */
   private checkMember(from: NodeId, call: PeerCall, scope: PeerScope): boolean {
-    if (this.opts.isMember(from)) return true;
+    if (this.opts.isMember(from)) {
+      const removed = scope === 'member' ? (this.opts.reportedRemoved?.(from) ?? null) : null;
+      if (removed !== null) this.refuse('removed', from, call, removed);
+      return true;
+    }
     if (scope === 'member') this.refuse('not_member', from, call, `${from} is not a member of this cluster as this node knows it (neither its --peers nor its log or snapshot name ${from})`);
     if (this.opts.wasRemoved?.(from) === true) this.refuse('not_member', from, call, `${from} was removed from this cluster (this node applied its removal)`);
     const vouch = this.opts.vouch;

@@ -853,7 +853,7 @@ export class NodeCluster {
     // (Node.peerVouch over the network's GetMembership, as api/server.ts wires it): its Raft messages are refused
     // 'unvouched' until then.
     const vouch = { vouchedFor: (id: NodeId) => ref.node?.peerVouch?.vouchedFor(id) ?? false, requestVouch: (id: NodeId) => ref.node?.peerVouch?.requestVouch(id) };
-    const guard = new PeerGuard({ clusterId: SIM_CLUSTER_ID, isMember: (id) => ref.node?.isMember(id) ?? false, wasRemoved: (id) => ref.node?.wasRemoved(id) ?? false, vouch, logger, nowMs: () => clock.nowMs() });
+    const guard = new PeerGuard({ clusterId: SIM_CLUSTER_ID, isMember: (id) => ref.node?.isMember(id) ?? false, wasRemoved: (id) => ref.node?.wasRemoved(id) ?? false, reportedRemoved: (id) => ref.node?.removedRefusal(id) ?? null, vouch, logger, nowMs: () => clock.nowMs() });
     // A refusal fails the call (a rejected promise, as the gRPC call's PERMISSION_DENIED), never throws into the network.
     const admitted = <T>(from: NodeId, scope: PeerScope, serve: () => Promise<T>): Promise<T> => {
       try {

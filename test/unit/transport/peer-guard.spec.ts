@@ -154,6 +154,27 @@ describe('PeerGuard: advertised client addresses and refusal logs', () => {
     g.admit('n7', call('ipv4:10.0.0.9:1', ''), 'message');
   });
 
+  it('a member a voter reported removed (reportedRemoved) is refused \'removed\' its calls of scope member, at call open too, while the report stands; its Raft messages pass to the node (which refuses them itself)', () => {
+    const reported = new Map([['n2', 'n2 was removed from this cluster: n1, a voter of this node\'s configuration, holds committed a configuration (index 9; this node\'s 4) that does not name it']]);
+    const counted: string[] = [];
+    const g = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1' || id === 'n2', reportedRemoved: (id) => reported.get(id) ?? null, onRefused: (r) => counted.push(r) });
+    assert.throws(
+      () => g.admit('n2', call('ipv4:10.0.0.2:1', ''), 'member'),
+      (e: unknown) => e instanceof PeerRefusedError && e.reason === 'removed' && e.code === grpc.status.PERMISSION_DENIED && /^refused: n2 was removed from this cluster: n1, a voter/.test(e.message),
+    );
+    // Under mutual TLS, at call open (the certificate names n2): refused before any of its messages is read.
+    const tls = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1' || id === 'n2', reportedRemoved: (id) => reported.get(id) ?? null, identityOf: () => 'n2', onRefused: (r) => counted.push(r) });
+    for (const rpc of ['FetchSnapshot', 'GetMembership', 'FetchStateImage', 'ReadIndex']) {
+      assert.throws(() => tls.admitCall(call('ipv4:10.0.0.2:1', ''), scopeOfPath(`/snapcoord.v1.RaftService/${rpc}`)), /n2 was removed/, rpc);
+    }
+    tls.admitCall(call('ipv4:10.0.0.2:1', ''), scopeOfPath('/snapcoord.v1.RaftService/AppendEntries'));
+    g.admit('n2', call('ipv4:10.0.0.2:1', ''), 'message');
+    g.admit('n1', call('ipv4:10.0.0.1:1', ''), 'member');
+    assert.deepEqual(counted, ['removed', 'removed', 'removed', 'removed', 'removed']);
+    reported.delete('n2'); // this node's configuration caught up, or a later one names n2 again
+    g.admit('n2', call('ipv4:10.0.0.2:1', ''), 'member');
+  });
+
   it('with a vouch (PeerVouch), a sender outside the membership is refused even the Raft messages until vouched for, at call open too; members and removed ids never ask one', () => {
     // Without it a certificate for an id no member knows (never added; removed before this node's restart) was taken
     // as leader by a learner or a voter in a minority after an election timeout, and its forged entries applied.

@@ -13,7 +13,7 @@ import { strict as assert } from 'node:assert';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { RaftServiceClient } from '../../../src/gen/snapcoord/v1/raft.js';
 import { encodeCommand } from '../../../src/fsm/kv-command.js';
@@ -24,7 +24,7 @@ import type { Membership, Message } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { caFiles, channelCredentialsFromFiles, memberChannelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, writeCa, writeNodeCert } from '../../../src/tls/index.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
-import { peerDial, type PeerCall } from '../../../src/transport/peer-guard.js';
+import { CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall } from '../../../src/transport/peer-guard.js';
 import { until } from '../../harness/until.js';
 import { sendAppend } from './tls-members.js';
 
@@ -79,12 +79,19 @@ describe('a removed member\'s still-valid certificate against a member that miss
     for (const id of ['n1', 'n2', 'n3', 'n4']) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
   });
 
-  after(async () => {
+  afterEach(async () => {
     for (const m of [...live]) await stop(m).catch(() => undefined);
+  });
+
+  after(async () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('n1 asks the voters it reaches, learns n3 was removed, and never applies n3\'s forged write (on main it did within ~0.5 s)', async () => {
+  /**
+   * removeN3: n2, n3 and n4 run the cluster (n1 a voter they cannot reach), n3 is removed (committed on n2 and n4)
+   * and stopped; then n1 starts on the bootstrap's configuration, which still names n3.
+   */
+  async function removeN3(): Promise<Member> {
     const apis = new Map<string, ApiServer>();
     for (const id of ['n1', 'n2', 'n3', 'n4']) apis.set(id, await bind(id));
     const at = (id: string): string => (apis.get(id) as ApiServer).peerAddress;
@@ -101,18 +108,18 @@ describe('a removed member\'s still-valid certificate against a member that miss
     await until('n2 and n4 hold the removal committed', 10_000, () => (members.every((m) => m.id === 'n3' || m.node.status().commit >= removedAt) ? true : undefined));
     await stop(members.find((m) => m.id === 'n3') as Member);
     // n1 missed all of it: its configuration is the bootstrap's and still names n3 (at an address nobody serves now).
-    const n1 = await start('n1', apis.get('n1') as ApiServer, { voters: ['n1', 'n2', 'n3', 'n4'], learners: [], addresses: { n1: at('n1'), n2: at('n2'), n3: NOBODY[1], n4: at('n4') } });
-    // The attacker comes once n1 has gone without a leader (cut off from it): n1's campaigns asked n2 and n4.
-    await until('n1 to learn from n2 or n4 that n3 was removed', 20_000, () => (n1.node.reportedRemoved('n3') ? true : undefined));
+    return start('n1', apis.get('n1') as ApiServer, { voters: ['n1', 'n2', 'n3', 'n4'], learners: [], addresses: { n1: at('n1'), n2: at('n2'), n3: NOBODY[1], n4: at('n4') } });
+  }
 
+  /** attack sends n3's forged append to n1 with n3's certificate every 50 ms until n1 applies it or `ms` pass; the appends sent. */
+  async function attack(n1: Member, ms: number): Promise<number> {
     const ca = caFiles(dir).caFile;
     const cert = nodeCertFiles(dir, 'n3');
     const c = new RaftServiceClient(n1.api.peerAddress, channelCredentialsFromFiles({ caFile: ca, certFile: cert.certFile, keyFile: cert.keyFile }), { 'grpc.use_local_subchannel_pool': 1 });
-    const forged = (): Promise<string> => n1.node.get(text.encode('k/forged'), true).then((v) => (v === undefined ? '' : new TextDecoder().decode(v)));
     let sent = 0;
     try {
-      const deadline = Date.now() + 6_000;
-      while (Date.now() < deadline && (await forged()) === '') {
+      const deadline = Date.now() + ms;
+      while (Date.now() < deadline && (await forgedOn(n1)) === '') {
         const st = n1.node.status();
         const term = st.term + 1;
         const data = encodeCommand({ op: 'put', key: text.encode('k/forged'), value: text.encode('forged by removed n3') });
@@ -125,13 +132,48 @@ describe('a removed member\'s still-valid certificate against a member that miss
     } finally {
       c.close();
     }
+    return sent;
+  }
+
+  /** getMembershipAs: one GetMembership call to `to` with member `as`'s certificate: its status code and details. */
+  async function getMembershipAs(as: string, to: Member): Promise<{ code: number; details: string }> {
+    const cert = nodeCertFiles(dir, as);
+    const c = new RaftServiceClient(to.api.peerAddress, channelCredentialsFromFiles({ caFile: caFiles(dir).caFile, certFile: cert.certFile, keyFile: cert.keyFile }), { 'grpc.use_local_subchannel_pool': 1 });
+    const md = new grpc.Metadata();
+    md.set(CLUSTER_ID_METADATA_KEY, CLUSTER);
+    try {
+      return await new Promise((resolve) =>
+        c.getMembership({ from: as, to: to.id, probeIndex: 0n }, md, { deadline: Date.now() + 5_000 }, (err) => resolve(err === null ? { code: grpc.status.OK, details: '' } : { code: err.code, details: err.details })),
+      );
+    } finally {
+      c.close();
+    }
+  }
+
+  function forgedOn(n1: Member): Promise<string> {
+    return n1.node.get(text.encode('k/forged'), true).then((v) => (v === undefined ? '' : new TextDecoder().decode(v)));
+  }
+
+  it('n1 asks the voters it reaches, learns n3 was removed, and never applies n3\'s forged write (on main it did within ~0.5 s)', async () => {
+    const n1 = await removeN3();
+    // The attacker comes once n1 has gone without a leader (cut off from it): n1's campaigns asked n2 and n4.
+    await until('n1 to learn from n2 or n4 that n3 was removed', 20_000, () => (n1.node.reportedRemoved('n3') ? true : undefined));
+
+    const sent = await attack(n1, 6_000);
     const news = n1.node.removalNewsStats();
-    assert.equal(await forged(), '', `n1 applied the removed member's forged write (status ${JSON.stringify({ leader: n1.node.status().leader, term: n1.node.status().term })}, ${JSON.stringify(news)})`);
+    assert.equal(await forgedOn(n1), '', `n1 applied the removed member's forged write (status ${JSON.stringify({ leader: n1.node.status().leader, term: n1.node.status().term })}, ${JSON.stringify(news)})`);
     assert.ok(sent > 10, `the attacker kept at it (${sent} appends)`);
     assert.ok(n1.node.reportedRemoved('n3'), 'n1 learned that n3 was removed');
     assert.ok((news?.refused ?? 0) > 0, `n3 refused as removed (${JSON.stringify(news)})`);
     assert.notEqual(n1.node.status().leader, 'n3');
     assert.equal(news?.leadershipHeld, false, 'n1\'s own log is the cluster\'s (empty)');
+    // n3's other peer calls are refused with the same reason while the report stands (PeerGuard's reportedRemoved):
+    // GetMembership (and snapshot and state image fetches, archive staging, read indexes, forwarded writes) was served.
+    const asked = await getMembershipAs('n3', n1);
+    assert.equal(asked.code, grpc.status.PERMISSION_DENIED, `n3's GetMembership was answered (${JSON.stringify(asked)})`);
+    assert.match(asked.details, /refused: n3 was removed from this cluster: n[24], a voter of this node's configuration, holds committed a configuration/);
+    const member = await getMembershipAs('n2', n1);
+    assert.equal(member.code, grpc.status.OK, `a member's question is answered (${JSON.stringify(member)})`);
   });
 
 });
