@@ -384,7 +384,8 @@ export class SnapshotManager {
    * overlapInstall: a fetch stages its install beside it (overlapped-install.ts). Off by default: measured
    * (bench:snapshot --state-bytes 256MiB, 2 cores at load 9-16, docs/benchmarks.md) the installing process's
    * peak RSS was 218-220 MiB with it against 175-187 MiB without (the fetch's and the install's memory at once),
-   * over the 200 MB bar, for a wall time within the noise (fetch+install 5.45-5.60 s against 5.62-7.56 s).
+   * over the 200 MB bar, for a wall time within the noise at load 9-16 and slower at load 5-7 (3.46-4.21 s
+   * against 3.04-3.48 s: the fetch's receiving and the staging's puts share the main thread).
    */
   overlapInstall = false;
   /** overlapMinArchiveBytes: the least archive a fetch overlaps its install with (INSTALL_WORKER_STATE_BYTES_MIN; tests lower it). */
