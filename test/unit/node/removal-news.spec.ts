@@ -30,27 +30,39 @@ class Cluster {
   readonly clock = new ManualClock(1_000);
   readonly net = new MemoryNetwork();
   readonly nodes = new Map<NodeId, Node>();
-  private readonly closers: { close(): void }[] = [];
+  private readonly dirs = new Map<NodeId, MemoryDataDir>();
+  private readonly closers = new Map<NodeId, { close(): void }>();
+  private membership: Membership = { voters: [], learners: [], addresses: {} };
 
   static async start(ids: readonly NodeId[]): Promise<Cluster> {
     const c = new Cluster();
-    const membership: Membership = { voters: [...ids], learners: [], addresses: Object.fromEntries(ids.map((id) => [id, `mem:${id}`])) };
-    for (const id of ids) {
-      const ref: { node: Node | null } = { node: null };
-      const t = c.net.transport({ selfId: id, onMessage: (m) => ref.node?.receive(m) });
-      // GetMembership as the node asked answers it (a hop each way through the network's links; unreachable: at once).
-      const askMembership = (q: MembershipQuery): Promise<MembershipAnswer> => {
-        const l = c.net.listenerAt(`mem:${q.to}`);
-        if (l === undefined || l.handler.membershipFor === undefined || !c.net.passes(id, q.to)) return Promise.reject(unavailable(`GetMembership to ${q.to}`));
-        const answer = l.handler.membershipFor(q);
-        return new Promise((resolve, reject) => setImmediate(() => (c.net.passes(q.to, id) ? resolve(answer) : reject(unavailable('GetMembership answer')))));
-      };
-      const node = await Node.start({ id, clock: c.clock, rng: cryptoRng, storage: await MemoryStorage.open(new MemoryDataDir(id)), transport: Object.assign(t, { askMembership }), initialMembership: membership, timings: TIMINGS });
-      ref.node = node;
-      c.nodes.set(id, node);
-      c.closers.push(c.net.listen(`mem:${id}`, node));
-    }
+    c.membership = { voters: [...ids], learners: [], addresses: Object.fromEntries(ids.map((id) => [id, `mem:${id}`])) };
+    for (const id of ids) await c.startNode(id);
     return c;
+  }
+
+  /** startNode starts (or restarts, on the data dir it left unless `wiped`: then on an empty one) member `id`. */
+  async startNode(id: NodeId, wiped = false): Promise<Node> {
+    if (wiped) this.dirs.delete(id);
+    const ref: { node: Node | null } = { node: null };
+    const t = this.net.transport({ selfId: id, onMessage: (m) => ref.node?.receive(m) });
+    // GetMembership as the node asked answers it (a hop each way through the network's links; unreachable: at once).
+    const askMembership = (q: MembershipQuery): Promise<MembershipAnswer> => {
+      const l = this.net.listenerAt(`mem:${q.to}`);
+      if (l === undefined || l.handler.membershipFor === undefined || !this.net.passes(id, q.to)) return Promise.reject(unavailable(`GetMembership to ${q.to}`));
+      const answer = l.handler.membershipFor(q);
+      return new Promise((resolve, reject) => setImmediate(() => (this.net.passes(q.to, id) ? resolve(answer) : reject(unavailable('GetMembership answer')))));
+    };
+    let dir = this.dirs.get(id);
+    if (dir === undefined) {
+      dir = new MemoryDataDir(id);
+      this.dirs.set(id, dir);
+    }
+    const node = await Node.start({ id, clock: this.clock, rng: cryptoRng, storage: await MemoryStorage.open(dir), transport: Object.assign(t, { askMembership }), initialMembership: this.membership, timings: TIMINGS });
+    ref.node = node;
+    this.nodes.set(id, node);
+    this.closers.set(id, this.net.listen(`mem:${id}`, node));
+    return node;
   }
 
   node(id: NodeId): Node {
@@ -74,13 +86,13 @@ class Cluster {
   }
 
   async stop(id: NodeId): Promise<void> {
-    const closer = this.closers[[...this.nodes.keys()].indexOf(id)];
-    closer?.close();
+    this.closers.get(id)?.close();
+    this.closers.delete(id);
     await this.node(id).stop();
   }
 
   async close(): Promise<void> {
-    for (const c of this.closers) c.close();
+    for (const c of this.closers.values()) c.close();
     for (const n of this.nodes.values()) await n.stop().catch(() => undefined);
   }
 }
@@ -215,6 +227,47 @@ describe('RemovalNews: a member that missed a removal, against the removed membe
     assert.equal(await value(c, 'b', 'k/after'), 'after');
     assert.equal(await value(c, 'c', 'k/after'), 'after');
     assert.equal(await value(c, 'b', 'k/forged'), '', 'the forged entry reached no other member');
+  });
+
+  it('a held member\'s vote: with b down too, nothing commits, and not for want of a\'s vote (c is elected with it when its last log term passed a\'s forged one): a takes none of the new leader\'s entries (its forged entry, committed there, contradicts them); wiped and restarted, a is taken again and the cluster commits', async () => {
+    c = await removeWhileAway(false);
+    await forge(c, 'a', 60);
+    assert.equal(await value(c, 'a', 'k/forged'), 'forged by removed r', 'a was fooled');
+    c.net.heal();
+    await c.run(60 * ELECTION_TICKS, () => c?.node('a').removalNewsStats()?.leadershipHeld === true && c.leader(['b', 'c']) !== undefined);
+    assert.equal(c.node('a').removalNewsStats()?.leadershipHeld, true, 'a\'s leadership is held');
+    const first = c.leader(['b', 'c']);
+    assert.ok(first !== undefined);
+    await proposeWithin(c, first, 'k/after', 'after');
+    // b goes down: {a, b, c} needs a (2 of 3) to elect AND to commit.
+    await c.stop('b');
+    let cLed = false;
+    let pending: Promise<unknown> | null = null;
+    let stalled = true;
+    await c.run(40 * ELECTION_TICKS, () => {
+      if (c?.node('c').brief().role === 'leader') {
+        cLed = true;
+        pending ??= c.node('c').propose({ op: 'put', key: text.encode('k/stall'), value: text.encode('v') }).then(() => (stalled = false), () => undefined);
+      }
+    });
+    assert.notEqual(c.node('a').brief().role, 'leader', 'a never leads (held)');
+    // a still votes: c is elected with a's vote when c's last log term passed a's forged one (4 runs in 5 here), and
+    // refused it otherwise; either way nothing commits. a's vote is needed exactly where its acknowledgement is (the same quorum of the same configuration), and a never
+    // acknowledges c's entries: an append contradicting an entry a holds committed gets no answer (404ee6b). So a vote
+    // refused could not stall a cluster that a vote granted would unstall; what stalls it is a's forged log, until the
+    // operator wipes a (the log line says so). Giving votes regardless of the up-to-date check would also be unsafe: a
+    // holds entries the cluster committed before the forged one, which a less up-to-date candidate may lack (§5.4.1).
+    assert.ok(stalled, `nothing committed with a as it is (c led: ${cLed})`);
+    assert.equal(await value(c, 'c', 'k/stall'), '');
+    // The operator's remedy (the log line says it): wipe a's data dir and start it again; it takes c's entries.
+    await c.stop('a');
+    await c.startNode('a', true);
+    const leader = await c.run(40 * ELECTION_TICKS, () => c?.leader(['a', 'c']) !== undefined);
+    assert.ok(leader > 0, 'a leader among a and c');
+    await proposeWithin(c, c.leader(['a', 'c']) as NodeId, 'k/wiped', 'v', 400);
+    await c.run(20, () => c?.node('a').status().applied === c?.node('c').status().applied);
+    assert.equal(await value(c, 'a', 'k/after'), 'after');
+    assert.equal(await value(c, 'a', 'k/forged'), '', 'the forged entry is gone with the wiped data dir');
   });
 
   it('an honest failover: the leader killed, the follower left with the older configuration votes the new leader in and takes its entries within the usual election timeouts', async () => {
