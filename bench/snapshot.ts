@@ -4,7 +4,7 @@
  *
  *   npm run bench:snapshot -- [--state-bytes 1GiB] [--streams 1] [--chunk-bytes 1MiB]
  *                             [--rounds 2] [--no-install] [--keep] [--dir /tmp] [--cpu-prof DIR]
- *                             [--tls on|off|compare] [--dist] [--parts] [--overlap-install]
+ *                             [--tls on|off|compare] [--dist] [--parts]
  *
  * --tls on (the default, as `npm start` runs the peer plane): the sender
  * serves with mutual TLS (its certificate, client certificates required,
@@ -46,10 +46,6 @@
  * the sources under tsx, whose loader compiles every module a process or a
  * worker thread loads as it loads it (~0.7-1.2 s of CPU for the install's
  * snapshot worker at load 15, inside the measured install).
- *
- * --overlap-install: the full follower install stages its state beside the
- * fetch (src/node/overlapped-install.ts): installState is then only the
- * read's tail and the commit. The fetch rounds stay the fetch alone.
  */
 import { randomFillSync, createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -86,7 +82,6 @@ const program = new Command()
   .option('--dir <path>', 'parent of the temp dir', tmpdir())
   .option('--cpu-prof <dir>', 'run the children with --cpu-prof into this dir')
   .option('--dist', 'run the sender and receiver from dist/ (build it first: npx tsc -p tsconfig.json)', false)
-  .option('--overlap-install', "the follower install staged beside its fetch (SnapshotManager.overlapInstall; off by default, as a node's)", false)
   .option('--tls <mode>', 'on (mutual TLS on the peer plane, as nodes run), off (plaintext), compare (both, and the ratio)', 'on')
   .option('--parts', "also run the fetch's parts alone each round (decode, hash, hash-worker, sink-worker) and split its CPU", false)
   .parse(process.argv);
@@ -100,7 +95,6 @@ const o = program.opts<{
   dir: string;
   cpuProf?: string;
   dist: boolean;
-  overlapInstall: boolean;
   tls: string;
   parts: boolean;
 }>();
@@ -265,7 +259,6 @@ async function transfer(a: Archive, mode: 'raw' | 'fetch' | 'install' | PartMode
       '--mode', mode, '--address', `127.0.0.1:${port}`, '--size', String(a.bytes), '--digest', a.digest,
       '--index', String(a.index), '--term', String(a.term), '--chunk-bytes', String(chunkBytes),
       '--streams', String(nStreams), '--dest-dir', destDir, '--membership', JSON.stringify(MEMBERSHIP),
-      '--overlap-install', String(o.overlapInstall),
       ...securityArgs(sec, 'receiver'),
     ]);
     let r: Record<string, unknown>;

@@ -25,9 +25,7 @@
  *                   --dest-dir: SnapshotManager.fetch (fetchSnapshot +
  *                   importArchive) then SnapshotManager.install (installState); the
  *                   report adds the CPU of the install alone (installCpuSeconds, by
- *                   thread group: installThreadCpu) beside the whole job's; with
- *                   --overlap-install true the install is staged beside the fetch
- *                   (SnapshotManager.overlapInstall) and installState is its commit.
+ *                   thread group: installThreadCpu) beside the whole job's.
  *
  * Common: --address 127.0.0.1:P --size BYTES --digest HEX --index N --term N
  *         --chunk-bytes B [--membership JSON] [--cert F --key F --ca F]
@@ -156,8 +154,6 @@ async function openFetchJob(i: number): Promise<FetchJob> {
   const storage = await RocksStorage.open(join(dir, 'data'));
   const mgr = await SnapshotManager.open(join(dir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, chunkBytes, retain: 1 }, silentLogger, 'bench', systemClock);
   mgr.dial = dial;
-  // The fetch alone: no install staged beside it (overlapped-install.ts; --mode install --overlap-install has it).
-  mgr.overlapInstall = false;
   return { dir, storage, mgr };
 }
 
@@ -181,7 +177,6 @@ async function install(): Promise<Record<string, unknown>> {
   try {
     const mgr = await SnapshotManager.open(join(dir, 'snapshots'), storage, { ...DEFAULT_SNAPSHOT_POLICY, chunkBytes, retain: 1 }, silentLogger, 'bench', systemClock);
     mgr.dial = dial;
-    mgr.overlapInstall = a.get('overlap-install') === 'true';
     try {
       const t0 = performance.now();
       const { stored, result } = await mgr.fetch('bench-follower', address, { index, term, membership, sizeBytes: size, digest });

@@ -5,7 +5,7 @@ import type { Membership, Rng, SnapshotMeta } from '../raft/types.js';
 import { readChunks, type FileChunk } from '../snapshot/chunk-reader.js';
 import { nodeSnapshotIo, type SnapshotIo } from '../snapshot/snapshot-io.js';
 import { MemberGunzip } from '../snapshot/member-gunzip.js';
-import { INSTALL_WORKER_STATE_BYTES_MIN, installReadHome, startInstallRead, type InstallReadEnd } from '../snapshot/install-read.js';
+import { installReadHome, startInstallRead, type InstallReadEnd } from '../snapshot/install-read.js';
 import { noteExternalGarbage } from '../snapshot/external-memory-gc.js';
 import { relay } from '../snapshot/relay.js';
 import { UploadMemberCopy } from '../snapshot/upload-member-copy.js';
@@ -36,8 +36,7 @@ import { KEY_BYTES_MAX, VALUE_BYTES_MAX } from '../fsm/kv-command.js';
 import { RESERVED_KEY_PREFIX, sessionRecordsChecked } from '../fsm/sessions.js';
 import { isCarriedKeyAt } from '../fsm/restore-digest.js';
 import { RecordsDigest } from '../hash/records-digest.js';
-import type { KeyValue, NodeStorage, StagedState, StateSnapshotReader } from '../storage/types.js';
-import type { ArchiveSink } from '../snapshot/archive-sink.js';
+import type { KeyValue, NodeStorage, StateSnapshotReader } from '../storage/types.js';
 import type { InstalledRecordsCopy } from '../fsm/types.js';
 import type { Clock } from './clock.js';
 import type { SnapshotScrubStatus } from './node-status.js';
@@ -47,7 +46,6 @@ import type { PeerDial } from '../transport/peer-guard.js';
 import type { SnapshotStreamOpener } from '../transport/transport.js';
 import { fetchSnapshot, SNAPSHOT_CHUNK_BYTES_DEFAULT, type FetchResult, type FetchTarget } from '../transport/snapshot-fetcher.js';
 import type { Logger } from './logger.js';
-import { OverlappedInstall, OverlapSkipped, overlapHome } from './overlapped-install.js';
 
 /** SnapshotPolicy: when to snapshot and compact, and the limits of transfers. */
 /** UploadedArchive: an upload kept for a restore, with the records digest of its carried records (importUpload). */
@@ -373,31 +371,6 @@ export class SnapshotManager {
   readonly installReadOnWorker = { archive: 0, state: 0, keys: 0 };
   /** installReadOn: where install() reads a stored archive; undefined: installReadHome's rule (a worker for a large state of large records with the real file system). */
   installReadOn: 'worker' | 'here' | undefined;
-  /**
-   * installOverlap: installs overlapped with their fetch (overlapped-install.ts): `started` (fetches that began one),
-   * `committed` (installs made by committing the staged state), `fellBack` (installs that read the stored archive
-   * after all: the staged state failed or was skipped), and `recordsWhileFetching` (records staged before their
-   * fetch's archive was whole: counted at the fetch's last written byte).
-   */
-  readonly installOverlap = { started: 0, committed: 0, fellBack: 0, recordsWhileFetching: 0 };
-  /**
-   * overlapInstall: a fetch stages its install beside it (overlapped-install.ts). Off by default: measured
-   * (bench:snapshot --state-bytes 256MiB, 2 cores at load 9-16, docs/benchmarks.md) the installing process's
-   * peak RSS was 218-220 MiB with it against 175-187 MiB without (the fetch's and the install's memory at once),
-   * over the 200 MB bar, for a wall time within the noise at load 9-16 and slower at load 5-7 (3.46-4.21 s
-   * against 3.04-3.48 s: the fetch's receiving and the staging's puts share the main thread).
-   */
-  overlapInstall = false;
-  /** overlapMinArchiveBytes: the least archive a fetch overlaps its install with (INSTALL_WORKER_STATE_BYTES_MIN; tests lower it). */
-  overlapMinArchiveBytes = INSTALL_WORKER_STATE_BYTES_MIN;
-  /** overlapRecordsStaged: the records the install overlapping the fetch under way has staged so far (0: none). */
-  get overlapRecordsStaged(): number {
-    return this.fetchOverlap?.records ?? 0;
-  }
-  /** fetchOverlap: the install overlapping the fetch under way, if any. */
-  private fetchOverlap: OverlappedInstall | null = null;
-  /** overlapped: the install of the last fetched snapshot, overlapped with its fetch, until install() takes it (or it is discarded). */
-  private overlapped: { readonly id: string; readonly ov: OverlappedInstall } | null = null;
   /** copying: the copy of the last restore being finished (installUpload); never rejects. */
   private copying: Promise<void> = Promise.resolve();
   private readonly incomingDir: string;
@@ -972,17 +945,11 @@ export class SnapshotManager {
     onProgress?: (bytes: number) => void,
   ): Promise<{ stored: StoredSnapshot; result: FetchResult }> {
     this.archiveWork++;
-    // A staged state of an earlier fetch is moot now (install() takes only the last fetched snapshot's).
-    await this.dropOverlapped();
-    const deferWholeDigest = this.policy.chunkBytes === CHUNK_HASH_BYTES;
-    let ov: OverlappedInstall | null = null;
     try {
       let result: FetchResult | undefined;
       const stored = await this.store.receiveArchive(
         { digest: meta.digest, sizeBytes: meta.sizeBytes, index: meta.index, term: meta.term, membership: meta.membership },
         async (sink) => {
-          ov = this.startOverlap(sink, meta, deferWholeDigest);
-          this.fetchOverlap = ov;
           result = await fetchSnapshot({
             selfId,
             address,
@@ -998,104 +965,12 @@ export class SnapshotManager {
             ...(this.streams !== undefined ? { streams: this.streams } : {}),
           });
         },
-        { maxBytes: this.policy.archiveBytesMax, deferWholeDigest },
+        { maxBytes: this.policy.archiveBytesMax, deferWholeDigest: this.policy.chunkBytes === CHUNK_HASH_BYTES },
       );
-      const done = ov as OverlappedInstall | null;
-      if (done !== null) {
-        const earlier = this.overlapped;
-        this.overlapped = { id: stored.id, ov: done };
-        if (earlier !== null) await earlier.ov.abandon();
-      }
       return { stored, result: result as FetchResult };
-    } catch (err) {
-      await (ov as OverlappedInstall | null)?.abandon();
-      throw err;
     } finally {
-      if (this.fetchOverlap === ov) this.fetchOverlap = null;
       this.archiveWork--;
     }
-  }
-
-  /**
-   * startOverlap begins the install of the archive `sink` receives, beside its fetch (overlapped-install.ts),
-   * when overlapInstall is on and where it pays: the real file system, a storage that stages states, an archive of at least
-   * overlapMinArchiveBytes, and (from its meta.json) a state the install would read on the worker. Else null.
-   */
-  private startOverlap(sink: ArchiveSink, meta: SnapshotMeta, deferWholeDigest: boolean): OverlappedInstall | null {
-    if (!this.overlapInstall || this.io !== nodeSnapshotIo || this.installReadOn === 'here' || meta.sizeBytes < this.overlapMinArchiveBytes) return null;
-    const ov = OverlappedInstall.start(this.storage, sink, meta, { hashWhole: deferWholeDigest, home: overlapHome(this.installReadOn, this.io) });
-    if (ov === null) return null;
-    this.installOverlap.started++;
-    const onPrefix = sink.onWrittenPrefix;
-    sink.onWrittenPrefix = (bytes) => {
-      onPrefix?.(bytes);
-      if (bytes === meta.sizeBytes) this.installOverlap.recordsWhileFetching += ov.records;
-    };
-    return ov;
-  }
-
-  /** dropOverlapped discards the staged state of an overlapped install nobody will take (never rejects). */
-  private async dropOverlapped(): Promise<void> {
-    const o = this.overlapped;
-    this.overlapped = null;
-    await o?.ov.abandon();
-  }
-
-  /**
-   * installStaged is install() from the state staged beside its fetch (`ov`): once it is built (the whole archive
-   * read and checked, its whole digest the one the fetch was offered), the stored archive's digest is confirmed
-   * and the staged state committed (the same atomic swap as installState's). Returns false, having discarded it,
-   * when there is none to commit (it failed, or was skipped): install() then reads the stored archive, as without
-   * an overlap, with its refusals. Called with archiveWork counted.
-   */
-  private async installStaged(s: StoredSnapshot, ov: OverlappedInstall): Promise<boolean> {
-    let staged: StagedState;
-    let end: InstallReadEnd;
-    try {
-      staged = await ov.staged;
-      end = await ov.end;
-    } catch (err) {
-      await ov.abandon();
-      if (!(err instanceof OverlapSkipped)) this.log.warn({ id: s.id, err: (err as Error).message }, 'the install staged beside the fetch failed; installing from the stored archive');
-      this.installOverlap.fellBack++;
-      return false;
-    }
-    await ov.closeReader();
-    let handle: SnapshotHandle;
-    try {
-      handle = await this.store.open(s.id, { allowUnverified: true });
-    } catch (err) {
-      await staged.discard();
-      throw err;
-    }
-    try {
-      await this.store.confirmRead(handle, end.archiveBytes, end.sha256 ?? handle.archiveSha256);
-    } catch (err) {
-      handle.release();
-      await staged.discard();
-      this.log.warn({ id: s.id, err: (err as Error).message }, 'the stored archive is not the one staged beside the fetch; installing from the stored archive');
-      this.installOverlap.fellBack++;
-      return false;
-    }
-    const wantTable = (await this.store.members(handle)) === null;
-    try {
-      await staged.commit();
-    } catch (err) {
-      handle.release();
-      await staged.discard();
-      throw err;
-    }
-    this.installOverlap.committed++;
-    this.installReadOnWorker.archive += end.archiveBytes;
-    this.installReadOnWorker.state += end.stateBytes;
-    this.installReadOnWorker.keys += end.stateKeys;
-    if (ov.hashedWhole) this.installHashedBytes.archive += end.archiveBytes;
-    if (wantTable) {
-      const found = end.members;
-      await this.keepTable(handle, { table: () => found });
-    }
-    await this.setNewest(handle.verified ? handle : { ...handle, verified: true });
-    return true;
   }
 
   /**
@@ -1126,11 +1001,6 @@ export class SnapshotManager {
   async install(s: StoredSnapshot): Promise<void> {
     this.archiveWork++;
     try {
-      // The state staged beside this snapshot's fetch, if any, is committed rather than the archive read again.
-      const o = this.overlapped;
-      this.overlapped = null;
-      if (o !== null && o.id !== s.id) await o.ov.abandon();
-      if (o !== null && o.id === s.id && (await this.installStaged(s, o.ov))) return;
       const handle = await this.store.open(s.id, { allowUnverified: true });
       // An archive without a member table (fetched from the leader) gets one from this same read, so this node's
       // next snapshot is a delta from it, not a read of its whole state: before, a second read of the archive in the
@@ -1596,7 +1466,6 @@ export class SnapshotManager {
   }
 
   async close(): Promise<void> {
-    await this.dropOverlapped();
     this.scrubAbort.abort();
     await this.scrubbed;
     await this.periodic;

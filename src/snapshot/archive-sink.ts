@@ -131,15 +131,6 @@ export class ArchiveSink extends Writable {
   private landedSinceWriteback = 0;
   /** writeback: the background fdatasync in flight, if any (never rejects: its error goes to pendingError). */
   private writeback: Promise<void> | null = null;
-  /**
-   * writtenPrefix: writeChunk's bytes from the start of the file that have all landed (its writes land out of order,
-   * a few in flight); onWrittenPrefix is told each time it grows. A reader of the file may read that far.
-   */
-  writtenPrefix = 0;
-  /** onWrittenPrefix: called with writtenPrefix each time it grows (a fetch's install tailing the archive, SnapshotManager.fetch). */
-  onWrittenPrefix: ((bytes: number) => void) | null = null;
-  /** landing: writeChunk's writes not yet counted into writtenPrefix, in file order (their ends, and whether each landed). */
-  private readonly landing: { readonly end: number; done: boolean }[] = [];
 
   private constructor(
     private readonly handle: SnapshotFile,
@@ -177,14 +168,10 @@ export class ArchiveSink extends Writable {
   async writeChunk(data: Uint8Array, sha256?: Uint8Array): Promise<void> {
     if (this.pendingError !== null) throw this.pendingError;
     const at = this.account(data, sha256);
-    const mark = { end: at + data.length, done: false };
-    this.landing.push(mark);
     const work = writeAllAt(this.handle, data, at).then(
       (calls) => {
         this.stats.writeCalls += calls;
         this.landed(data.length);
-        mark.done = true;
-        this.advancePrefix();
       },
       (err: unknown) => {
         this.pendingError ??= withPath(err, this.path);
@@ -346,16 +333,6 @@ export class ArchiveSink extends Writable {
         this.pendingError ??= withPath(err, this.path);
       },
     );
-  }
-
-  /** advancePrefix moves writtenPrefix past every write at the head of `landing` that has landed. */
-  private advancePrefix(): void {
-    let grew = false;
-    while (this.landing.length > 0 && (this.landing[0] as { done: boolean }).done) {
-      this.writtenPrefix = (this.landing.shift() as { end: number }).end;
-      grew = true;
-    }
-    if (grew) this.onWrittenPrefix?.(this.writtenPrefix);
   }
 
   private async syncAndClose(): Promise<void> {

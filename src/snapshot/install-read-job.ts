@@ -4,8 +4,7 @@
  * so a delta's digest worker does not load the store's modules.
  */
 import { createHash } from 'node:crypto';
-import { close, open, read } from 'node:fs';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 
 import { readArchive } from './archive.js';
 import { INSTALL_DECODE_OPTIONS, checkedStateRecords } from './state-format.js';
@@ -37,83 +36,10 @@ class HashTap extends Transform {
   }
 }
 
-/**
- * TailSource reads a file that is still being written, `totalBytes` long once
- * whole, in pieces of at most READ_PIECE_BYTES: only its first `avail` bytes
- * (raised by avail(), as the writer says they are written), waiting for more
- * when it has read them all, and ends after totalBytes. The file is opened
- * once, at the start (a rename of it meanwhile changes nothing).
- */
-export class TailSource extends Readable {
-  readonly #path: string;
-  readonly #totalBytes: number;
-  #fd: number | null = null;
-  #pos = 0;
-  #avail = 0;
-  /** #waiting: a read asked for while everything written was read. */
-  #waiting = false;
-
-  constructor(path: string, totalBytes: number) {
-    super({ highWaterMark: READ_PIECE_BYTES });
-    this.#path = path;
-    this.#totalBytes = totalBytes;
-  }
-
-  /** avail: the first `bytes` of the file are written (at most totalBytes; never lowered). */
-  avail(bytes: number): void {
-    this.#avail = Math.min(this.#totalBytes, Math.max(this.#avail, bytes));
-    if (this.#waiting) {
-      this.#waiting = false;
-      this._read();
-    }
-  }
-
-  override _construct(callback: (error?: Error | null) => void): void {
-    open(this.#path, 'r', (err, fd) => {
-      if (err === null) this.#fd = fd;
-      callback(err);
-    });
-  }
-
-  override _read(): void {
-    if (this.#pos >= this.#totalBytes) {
-      this.push(null);
-      return;
-    }
-    if (this.#pos >= this.#avail) {
-      this.#waiting = true;
-      return;
-    }
-    const want = Math.min(READ_PIECE_BYTES, this.#avail - this.#pos);
-    const piece = Buffer.allocUnsafe(want);
-    read(this.#fd as number, piece, 0, want, this.#pos, (err, n) => {
-      if (err !== null) {
-        this.destroy(err);
-        return;
-      }
-      if (n === 0) {
-        this.destroy(new Error(`${this.#path}: ended at ${this.#pos} bytes, but ${this.#avail} were said to be written`));
-        return;
-      }
-      this.#pos += n;
-      this.push(n === want ? piece : piece.subarray(0, n));
-    });
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    const fd = this.#fd;
-    this.#fd = null;
-    if (fd === null) callback(error);
-    else close(fd, () => callback(error));
-  }
-}
-
 /** InstallReadJob: one install read on this thread; credit() is called for each batch the main thread consumed. */
 export interface InstallReadJob {
   /** credit: the main thread consumed a batch and gave its memory back (packed again for a later batch). */
   credit(buffer: ArrayBuffer | null): void;
-  /** avail: a read of a file being written (tailBytes) may read its first `bytes`. */
-  avail(bytes: number): void;
 }
 
 /**
@@ -135,15 +61,11 @@ export function runInstallRead(req: InstallReadRequest, post: (m: InstallReadRep
       waiting = null;
       w?.();
     },
-    avail(bytes) {
-      tail?.avail(bytes);
-    },
   };
-  const tail = req.tailBytes !== undefined ? new TailSource(req.path, req.tailBytes) : null;
   const run = async (): Promise<void> => {
     const recorder = req.recordMembers ? new MemberTableRecorder({ checkCrc: true, io: nodeSnapshotIo }) : null;
     const tap = new HashTap(req.hashWhole);
-    const source = tail ?? nodeSnapshotIo.createReadStream(req.path, { start: 0, highWaterMark: READ_PIECE_BYTES });
+    const source = nodeSnapshotIo.createReadStream(req.path, { start: 0, highWaterMark: READ_PIECE_BYTES });
     source.on('error', (err) => tap.destroy(err));
     tap.on('close', () => source.destroy());
     source.pipe(tap);

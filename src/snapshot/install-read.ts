@@ -88,12 +88,6 @@ export interface InstallReadRequest {
   /** recordMembers: find the archive's member table (MemberTableRecorder, every gzip CRC checked). */
   readonly recordMembers: boolean;
   readonly batchesAhead: number;
-  /**
-   * tailBytes: the archive is still being written (a fetch's, SnapshotManager.fetch) and will be this many bytes:
-   * the worker reads only what the main thread has said is written (avail), waiting for more, never past it.
-   * Absent: the file is whole.
-   */
-  readonly tailBytes?: number;
 }
 
 /** MemberTableFound: MemberTableRecorder.table's result, as posted. */
@@ -225,18 +219,10 @@ export interface InstallRead {
   readonly batchesAheadMax: number;
   /** close stops the worker (idempotent). */
   close(): Promise<void>;
-  /**
-   * avail: for a read started with tailBytes, the archive's first `bytes` are written (and each of their chunks
-   * checked against its SHA-256): the worker may read that far. Smaller or repeated values are ignored.
-   */
-  avail(bytes: number): void;
 }
 
 /** Main-thread messages of an install read: the request, then a credit per batch consumed, with that batch's memory back. */
-export type InstallReadControl =
-  | InstallReadRequest
-  | { readonly t: 'installCredit'; readonly buffer: ArrayBuffer }
-  | { readonly t: 'installAvail'; readonly bytes: number };
+export type InstallReadControl = InstallReadRequest | { readonly t: 'installCredit'; readonly buffer: ArrayBuffer };
 
 /**
  * startInstallRead reads the archive at `path` on a worker thread of its own
@@ -244,13 +230,7 @@ export type InstallReadControl =
  * later batch, once the install asks for the next one: its records are views
  * of it, read only until then (StateStore.installState copies each at once).
  */
-export function startInstallRead(options: {
-  readonly path: string;
-  readonly hashWhole: boolean;
-  readonly skipStateDigest: boolean;
-  readonly recordMembers: boolean;
-  readonly tailBytes?: number;
-}): InstallRead {
+export function startInstallRead(options: { readonly path: string; readonly hashWhole: boolean; readonly skipStateDigest: boolean; readonly recordMembers: boolean }): InstallRead {
   const worker = spawnSnapshotWorker();
   let closed = false;
   let failed: Error | null = null;
@@ -318,20 +298,12 @@ export function startInstallRead(options: {
       failed = new Error('the install read was closed');
       settleMeta.reject(failed);
       settleEnd.reject(failed);
-      // A records() waiting for the next batch ends with that error.
-      wake?.();
     }
     await worker.terminate();
   };
-  let availPosted = 0;
   return {
     meta,
     end,
-    avail(bytes) {
-      if (closed || failed !== null || !(bytes > availPosted)) return;
-      availPosted = bytes;
-      worker.postMessage({ t: 'installAvail', bytes } satisfies InstallReadControl);
-    },
     get batchesAheadMax() {
       return aheadMax;
     },

@@ -57,9 +57,6 @@ port.on('message', (m: DigestRequest | InstallReadControl) => {
       case 'installCredit':
         void installJob?.then((j) => j.credit(m.buffer instanceof ArrayBuffer ? m.buffer : null));
         break;
-      case 'installAvail':
-        void installJob?.then((j) => j.avail(m.bytes));
-        break;
       case 'inflate': {
         const entry = { stateBytes: m.stateBytes, keys: m.keys, firstKey: asBuffer(m.firstKey), compressedBytes: m.compressed.length };
         digest.inflate(asBuffer(m.compressed), entry, m.want).then(

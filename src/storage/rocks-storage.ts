@@ -26,7 +26,6 @@ import {
   type Identity,
   type ImportImageOptions,
   type InstallMeta,
-  type StagedState,
   type KeyValue,
   type LogBase,
   type LogBatch,
@@ -654,14 +653,6 @@ export class RocksStorage implements NodeStorage {
   readonly #changes: ChangedKeys;
   #membership: Membership | null;
   #closing: Promise<void> | null = null;
-  /**
-   * #genReserved: the highest generation number handed out (the current one, or one an install, an image import or
-   * a stageState is building): each build takes the next, so a staged build never shares its directory with
-   * another build or a retired generation still being read.
-   */
-  #genReserved: number;
-  /** #stagings: the stageState generations being built or built and not yet committed or discarded; close() ends each (the promise settles once its generation is closed and deleted, never rejecting). */
-  readonly #stagings = new Set<() => Promise<void>>();
   /** #image: the state image the last exporting install made, with the reads of it in progress. */
   #image: { readonly image: StateImage; refs: number; dropped: boolean } | null = null;
   #migrated: { readonly logEntries: number; readonly stateRecords: number } | null = null;
@@ -677,7 +668,6 @@ export class RocksStorage implements NodeStorage {
     this.#log = log;
     this.#state = state;
     this.#generations.add(state);
-    this.#genReserved = state.gen;
     this.#options = options;
     this.#base = meta.base;
     this.#lastIndex = meta.lastIndex;
@@ -1216,7 +1206,7 @@ export class RocksStorage implements NodeStorage {
     this.#checkOpen('importStateImage');
     const checked = checkInstallMeta(meta, this.dataDir);
     return this.#installExclusive('importStateImage', async () => {
-      const gen = this.#nextGeneration();
+      const gen = this.#state.gen + 1;
       const path = join(this.dataDir, generationDir(gen));
       checkImageManifest(source.files, path);
       await checkImageSpace(source.files, this.dataDir, options.reserveBytes ?? 0);
@@ -1285,139 +1275,15 @@ export class RocksStorage implements NodeStorage {
     if (held.refs === 0) void removeImageDir(held.image.dir);
   }
 
-  /** #nextGeneration reserves the next generation number (see #genReserved). */
-  #nextGeneration(): number {
-    this.#genReserved = Math.max(this.#genReserved, this.#state.gen) + 1;
-    return this.#genReserved;
-  }
-
-  /**
-   * RocksStorage.stageState builds the state installState would from
-   * `source` and `meta` as a new generation beside the current one, outside
-   * the apply queue (writes and reads go on meanwhile on the current state;
-   * nothing of it is visible), synced, and resolves once it is built:
-   * commit() then makes it the state exactly as installState's commit does
-   * (in line with writes, the STATE pointer swap, atomic and crash-safe), and
-   * discard() deletes it. Before commit() the state is untouched whatever
-   * happens: a source that throws, discard(), close() (which ends a build
-   * whose source is waiting) or a crash (open() deletes every generation
-   * STATE does not name). A follower builds a fetched snapshot's state this
-   * way while the fetch still writes its archive (SnapshotManager.fetch).
-   * One staged generation is one generation's disk space and its open
-   * RocksDB. Errors: as installState's.
-   */
-  async stageState(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<StagedState> {
-    this.#checkOpen('stageState');
-    const checked = checkInstallMeta(meta, this.dataDir);
-    const gen = this.#nextGeneration();
-    let abort!: () => void;
-    const aborted = new Promise<never>((_resolve, reject) => {
-      abort = () => reject(new StorageError('closed', `storage ${this.dataDir}: stageState after close`, { path: this.dataDir }));
-    });
-    aborted.catch(() => undefined);
-    const build = this.#build(gen, source, checked, 'stageState', aborted);
-    const building = (): Promise<void> => {
-      abort();
-      return build.then(
-        () => undefined, // built meanwhile: discarded below
-        () => undefined,
-      );
-    };
-    this.#stagings.add(building);
-    let db: RocksDb;
-    try {
-      db = await build;
-    } finally {
-      this.#stagings.delete(building);
-    }
-    let done = false;
-    const discard = async (): Promise<void> => {
-      if (done) return;
-      done = true;
-      await db.close().catch(() => undefined);
-      await rm(db.path, { recursive: true, force: true }).catch(() => undefined);
-    };
-    // Built after close() began: not kept.
-    if (this.#closing !== null) {
-      await discard();
-      this.#checkOpen('stageState');
-    }
-    this.#stagings.add(discard);
-    return {
-      generation: gen,
-      commit: () => {
-        if (done) return Promise.reject(new StorageError('invalidArgument', `storage ${this.dataDir}: a staged state committed twice, or after its discard`, { path: this.dataDir }));
-        return this.#installExclusive('stageState', async () => {
-          if (done) throw new StorageError('closed', `storage ${this.dataDir}: a staged state discarded before its commit`, { path: this.dataDir });
-          done = true;
-          this.#stagings.delete(discard);
-          await this.#commitGeneration(db, gen, checked);
-        });
-      },
-      discard: async () => {
-        this.#stagings.delete(discard);
-        await discard();
-      },
-    };
-  }
-
   /** #install is the body of installState, run inside the apply queue. */
   async #install(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, checked: GenerationMeta, exportImage: boolean): Promise<void> {
-    const gen = this.#nextGeneration();
-    const path = join(this.dataDir, generationDir(gen));
-    let db = await this.#build(gen, source, checked, 'installState', null);
-    let image: StateImage | null = null;
-    try {
-      if (exportImage) {
-        // The built generation, closed a moment (~0.1 s at 1M keys) and its files exported for the other members
-        // (state-image.ts); an export that fails leaves no image, never a failed install.
-        await db.close();
-        this.#hook('imageClosed', gen);
-        const dir = join(this.dataDir, IMAGES_DIR, `image-${gen}`);
-        try {
-          image = await exportStateImage(path, dir, checked.appliedIndex, () => this.#hook('imageFileExported', gen));
-        } catch {
-          await removeImageDir(dir);
-        }
-        this.#hook('imageExported', gen);
-        db = await RocksDb.open(path, { ...STATE_OPEN_OPTIONS, createIfMissing: false });
-      }
-    } catch (err) {
-      await db.close().catch(() => undefined);
-      await rm(path, { recursive: true, force: true }).catch(() => undefined);
-      if (image !== null) await removeImageDir(image.dir);
-      throw err;
-    }
-    try {
-      await this.#commitGeneration(db, gen, checked);
-    } catch (err) {
-      if (image !== null) await removeImageDir(image.dir);
-      throw err;
-    }
-    if (image !== null) {
-      this.dropStateImage();
-      this.#image = { image, refs: 0, dropped: false };
-    }
-  }
-
-  /**
-   * #build writes generation `gen` (a new directory) with the records `source` yields and `checked`, synced (one
-   * synced write, the generation's directory and the data dir): built, not committed (STATE untouched). Any failure,
-   * the source's included, closes and deletes it and rejects. `operation` names the call in a `closed` error (close()
-   * aborts a build at its next batch); `abort`, when given, also ends a build whose source is waiting (stageState).
-   */
-  async #build(
-    gen: number,
-    source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>,
-    checked: GenerationMeta,
-    operation: string,
-    abort: Promise<never> | null,
-  ): Promise<RocksDb> {
+    const gen = this.#state.gen + 1;
     const path = join(this.dataDir, generationDir(gen));
     await fsOp('remove', path, () => rm(path, { recursive: true, force: true }));
-    const db = await RocksDb.open(path, { ...STATE_OPEN_OPTIONS, errorIfExists: true });
+    let db = await RocksDb.open(path, { ...STATE_OPEN_OPTIONS, errorIfExists: true });
     /** the bulk write in flight, if any (awaited before the next, and before closing on failure). */
     let inFlight: Promise<void> | null = null;
+    let image: StateImage | null = null;
     try {
       this.#hook('generationCreated', gen);
       let seen = 0;
@@ -1442,14 +1308,14 @@ export class RocksStorage implements NodeStorage {
         if (batch.count === 0) return;
         if (inFlight !== null) await inFlight;
         inFlight = null;
-        this.#checkOpen(operation); // close() aborts an install
+        this.#checkOpen('installState'); // close() aborts an install
         const write = batch.write({ sync: false });
         write.catch(() => undefined); // met when awaited
         inFlight = write;
         filling = filling === 0 ? 1 : 0;
       };
-      for await (const records of abort === null ? source : abortable(source, abort)) {
-        this.#checkOpen(operation); // close() aborts an install
+      for await (const records of source) {
+        this.#checkOpen('installState'); // close() aborts an install
         checkInstallBatch(records, seen, path);
         const batch = batches[filling];
         for (const r of records) {
@@ -1462,7 +1328,7 @@ export class RocksStorage implements NodeStorage {
       await issue();
       if (inFlight !== null) await inFlight;
       inFlight = null;
-      this.#checkOpen(operation);
+      this.#checkOpen('installState');
       // One synced write makes every earlier unsynced one durable too.
       const metaOps: RocksOp[] = [
         { type: 'put', key: KEY_APPLIED, value: u64(checked.appliedIndex) },
@@ -1472,13 +1338,37 @@ export class RocksStorage implements NodeStorage {
       await db.write(metaOps, { sync: true });
       await fsyncDir(path);
       await fsyncDir(this.dataDir);
-      return db;
+      if (exportImage) {
+        // The built generation, closed a moment (~0.1 s at 1M keys) and its files exported for the other members
+        // (state-image.ts); an export that fails leaves no image, never a failed install.
+        await db.close();
+        this.#hook('imageClosed', gen);
+        const dir = join(this.dataDir, IMAGES_DIR, `image-${gen}`);
+        try {
+          image = await exportStateImage(path, dir, checked.appliedIndex, () => this.#hook('imageFileExported', gen));
+        } catch {
+          await removeImageDir(dir);
+        }
+        this.#hook('imageExported', gen);
+        db = await RocksDb.open(path, { ...STATE_OPEN_OPTIONS, createIfMissing: false });
+      }
     } catch (err) {
       const pendingWrite = inFlight as Promise<void> | null;
       if (pendingWrite !== null) await pendingWrite.catch(() => undefined);
       await db.close().catch(() => undefined);
       await rm(path, { recursive: true, force: true }).catch(() => undefined);
+      if (image !== null) await removeImageDir(image.dir);
       throw err;
+    }
+    try {
+      await this.#commitGeneration(db, gen, checked);
+    } catch (err) {
+      if (image !== null) await removeImageDir(image.dir);
+      throw err;
+    }
+    if (image !== null) {
+      this.dropStateImage();
+      this.#image = { image, refs: 0, dropped: false };
     }
   }
 
@@ -1588,8 +1478,6 @@ export class RocksStorage implements NodeStorage {
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      // A staged build is ended (its source may be waiting for a fetch) and its generation deleted.
-      await Promise.all([...this.#stagings].map((end) => end()));
       await this.#logQueue.idle();
       await this.#compacting;
       await this.#applyQueue.idle();
@@ -1811,25 +1699,4 @@ function takeBatch(read: { batch: KeyValue[] | null }): KeyValue[] {
   const batch = read.batch as KeyValue[];
   read.batch = null;
   return batch;
-}
-
-/**
- * abortable yields `source`'s batches until `abort` rejects, which ends it with that error even while the source is
- * waiting for its next batch (the source is then told to return, not awaited).
- */
-async function* abortable<T>(source: AsyncIterable<T> | Iterable<T>, abort: Promise<never>): AsyncGenerator<T> {
-  const it = Symbol.asyncIterator in source ? (source as AsyncIterable<T>)[Symbol.asyncIterator]() : (source as Iterable<T>)[Symbol.iterator]();
-  let ended = false;
-  try {
-    for (;;) {
-      const r = await Promise.race([it.next(), abort]);
-      if (r.done === true) {
-        ended = true;
-        return;
-      }
-      yield r.value;
-    }
-  } finally {
-    if (!ended) void Promise.resolve(it.return?.()).catch(() => undefined);
-  }
 }

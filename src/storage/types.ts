@@ -238,15 +238,6 @@ export interface StateStore {
    * exceed the free disk space).
    */
   importStateImage?(source: StateImageSource, meta: InstallMeta, options?: ImportImageOptions): Promise<void>;
-  /**
-   * stageState, optional: builds the state installState(source, meta) would
-   * make beside the current one (nothing of it visible, writes going on
-   * meanwhile) and resolves once it is built and durable; its commit() then
-   * replaces the state as installState's commit does (atomically, in line
-   * with writes), its discard() deletes it. Until commit() the state is
-   * untouched, whatever fails; close() discards it.
-   */
-  stageState?(source: AsyncIterable<readonly KeyValue[]> | Iterable<readonly KeyValue[]>, meta: InstallMeta): Promise<StagedState>;
   stateImage?(appliedIndex: number): HeldStateImage | null;
   dropStateImage?(): void;
 }
@@ -327,16 +318,6 @@ export interface SnapshotStateOptions {
 export interface StateChanges {
   readonly sinceIndex: number;
   readonly entries: readonly { readonly key: Uint8Array; readonly value: Uint8Array | null }[];
-}
-
-/** StagedState: a state StateStore.stageState built, not yet the state. */
-export interface StagedState {
-  /** generation: the store's number for it (RocksStorage: its state-<generation> directory). */
-  readonly generation: number;
-  /** commit makes it the state (once; rejects after discard()). Errors: installState's commit's. */
-  commit(): Promise<void>;
-  /** discard deletes it (idempotent; never rejects). */
-  discard(): Promise<void>;
 }
 
 /** InstallMeta is what StateStore.installState records next to the data: the index and membership the state is as of. */
