@@ -146,19 +146,30 @@ export function verifyChain(own: Membership, ownIndex: number, proofs: readonly 
  * attestationTarget: what this node, leading with commit index `commit`, should sign a commit statement of: the
  * newest appended statement among `proofs` (its configuration's as of `commit`: Raft.membershipAt(commit), every
  * one from an entry of its own committed log) at or below `commit` that has no commit statement of the same index
- * and term among them; null when there is none (all attested, or no appended statement). One a round: older ones
+ * and term among them signed by a voter of the configuration before it (where known); null when there is none (all attested, or no appended statement). One a round: older ones
  * left unattested (a leader fell before it attested them) are taken after the newer. The statements are read, not
  * verified: they come from this node's own committed log (an expired signer's certificate does not make its entry
  * any less committed).
  */
 export function attestationTarget(proofs: readonly string[], commit: number): ProofToSign | null {
   const appended: SignedStatement[] = [];
-  const committed = new Set<string>();
+  const commitStatements: SignedStatement[] = [];
   for (const p of proofs) {
     const s = readStatement(p);
     if (s === null || s.index > commit) continue;
-    if (s.committed === true) committed.add(`${s.index}/${s.term}`);
+    if (s.committed === true) commitStatements.push(s);
     else appended.push(s);
+  }
+  // A commit statement counts as done only when verifyChain would take it as a link: signed by a voter of the
+  // configuration before its entry (the newest appended statement below it, where the proofs still hold one). A new
+  // member that led next and attested its own add signed one no receiver takes: a leader of the configuration before
+  // signs again (commitproof30's finding: else that link stayed unusable until it aged out of the proofs).
+  const committed = new Set<string>();
+  for (const c of commitStatements) {
+    let before: SignedStatement | null = null;
+    for (const a of appended) if (a.index < c.index && (before === null || a.index > before.index || (a.index === before.index && a.term > before.term))) before = a;
+    if (before !== null && !before.voters.includes(c.signer)) continue;
+    committed.add(`${c.index}/${c.term}`);
   }
   let newest: SignedStatement | null = null;
   for (const s of appended) {

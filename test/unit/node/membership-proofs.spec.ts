@@ -127,6 +127,14 @@ describe('attestationTarget: the configuration entry a leader signs a commit sta
     assert.equal((attestationTarget([carried[0], carried[2], carried[3]] as string[], 40) ?? { index: 0 }).index, 28);
     assert.equal(attestationTarget(['not a proof', 'x509.???'], 40), null);
   });
+
+  it('a commit statement signed by no voter of the configuration before its entry (n6 attesting its own promotion) is signed again', () => {
+    const selfAttested = new SimMembershipProofs('n6').sign({ index: 37, term: 2, voters: ['n1', 'n3', 'n5', 'n6'], learners: [], committed: true });
+    const proofs = [carried[0], carried[1], carried[2], selfAttested] as string[];
+    assert.deepEqual(attestationTarget(proofs, 40), { index: 37, term: 2, voters: ['n1', 'n3', 'n5', 'n6'], learners: [], committed: true });
+    // and verifyChain takes no such link: the chain stops at 28
+    assert.equal((verifyChain(own, 25, proofs, 'n6', verify) as { index?: number }).index, 28);
+  });
 });
 
 describe('Vouches on proofs: the sender asked itself when no voter vouches', () => {
