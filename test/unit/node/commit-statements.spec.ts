@@ -9,51 +9,19 @@
  * reaches the newest configuration on those commit statements (verifyChain).
  */
 import assert from 'node:assert/strict';
-import { Node, type NodeTimings } from '../../../src/node/node.js';
-import { systemClock } from '../../../src/node/clock.js';
-import { cryptoRng } from '../../../src/node/crypto-rng.js';
+import type { Node, NodeTimings } from '../../../src/node/node.js';
 import { verifyChain } from '../../../src/node/membership-proofs.js';
-import type { Membership, NodeId } from '../../../src/raft/types.js';
-import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import { MemoryNetwork } from '../../../src/transport/memory-transport.js';
 import { readStatement } from '../../../src/tls/membership-proof.js';
 import { SimMembershipProofs } from '../../sim/sim-proofs.js';
+import { MEMORY_MEMBERSHIP as MEMBERSHIP, memoryNodes } from './memory-nodes.js';
 import { until } from '../../harness/until.js';
 
-const IDS = ['n1', 'n2', 'n3'] as const;
-const MEMBERSHIP: Membership = { voters: [...IDS], learners: [], addresses: { n1: 'mem:n1', n2: 'mem:n2', n3: 'mem:n3' } };
 const TIMINGS: Partial<NodeTimings> = { tickMs: 10, electionTimeoutTicks: 50, heartbeatIntervalTicks: 3 };
 
 describe('commit statements: a leader attests each committed membership change (in-memory transport)', function () {
   this.timeout(30_000);
-  const nodes = new Map<NodeId, Node>();
-  const closers: { close(): void }[] = [];
-
-  beforeEach(async () => {
-    const net = new MemoryNetwork();
-    for (const id of IDS) {
-      const ref: { node: Node | null } = { node: null };
-      const node = await Node.start({
-        id,
-        storage: await MemoryStorage.open(new MemoryDataDir(id)),
-        transport: net.transport({ selfId: id, onMessage: (m) => ref.node?.receive(m) }),
-        initialMembership: MEMBERSHIP,
-        timings: TIMINGS,
-        clock: systemClock,
-        rng: cryptoRng,
-        membershipProofs: new SimMembershipProofs(id),
-      });
-      ref.node = node;
-      nodes.set(id, node);
-      closers.push(net.listen(`mem:${id}`, node));
-    }
-  });
-
-  afterEach(async () => {
-    for (const c of closers.splice(0)) c.close();
-    for (const n of nodes.values()) await n.stop().catch(() => undefined);
-    nodes.clear();
-  });
+  const { nodes, start } = memoryNodes();
+  beforeEach(() => start(['n1', 'n2', 'n3'], TIMINGS, { proofs: (id) => new SimMembershipProofs(id) }));
 
   const leader = (): Promise<Node> => until('a leader', 10_000, () => [...nodes.values()].find((n) => n.status().role === 'leader'));
   const kinds = (proofs: readonly string[] | undefined): string[] => (proofs ?? []).map((p) => {

@@ -2,9 +2,11 @@
  * memoryNodes: mocha hooks for tests of real Nodes on the in-memory
  * transport and storage: `start(ids, timings)` starts one Node per id of a
  * three-voter membership {n1, n2, n3} (ids not started are voters that never
- * run), each listening at mem:<id>; after each test every one is closed and
+ * run), each listening at mem:<id>, signing membership proofs with
+ * `options.proofs` when given; after each test every one is closed and
  * stopped.
  */
+import type { MembershipProofs } from '../../../src/node/membership-proofs.js';
 import { Node, type NodeTimings } from '../../../src/node/node.js';
 import { systemClock } from '../../../src/node/clock.js';
 import { cryptoRng } from '../../../src/node/crypto-rng.js';
@@ -12,11 +14,12 @@ import type { Membership, NodeId } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
 import { MemoryNetwork } from '../../../src/transport/memory-transport.js';
 
-const MEMORY_MEMBERSHIP: Membership = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: 'mem:n1', n2: 'mem:n2', n3: 'mem:n3' } };
+/** MEMORY_MEMBERSHIP: the membership memoryNodes' nodes start with. */
+export const MEMORY_MEMBERSHIP: Membership = { voters: ['n1', 'n2', 'n3'], learners: [], addresses: { n1: 'mem:n1', n2: 'mem:n2', n3: 'mem:n3' } };
 
 export interface MemoryNodes {
   readonly nodes: Map<NodeId, Node>;
-  start(ids: readonly NodeId[], timings: Partial<NodeTimings>): Promise<void>;
+  start(ids: readonly NodeId[], timings: Partial<NodeTimings>, options?: { readonly proofs?: (id: NodeId) => MembershipProofs }): Promise<void>;
 }
 
 export function memoryNodes(): MemoryNodes {
@@ -29,7 +32,7 @@ export function memoryNodes(): MemoryNodes {
   });
   return {
     nodes,
-    async start(ids, timings) {
+    async start(ids, timings, options = {}) {
       const net = new MemoryNetwork();
       for (const id of ids) {
         const ref: { node: Node | null } = { node: null };
@@ -41,6 +44,7 @@ export function memoryNodes(): MemoryNodes {
           timings,
           clock: systemClock,
           rng: cryptoRng,
+          ...(options.proofs !== undefined ? { membershipProofs: options.proofs(id) } : {}),
         });
         ref.node = node;
         nodes.set(id, node);
