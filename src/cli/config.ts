@@ -179,7 +179,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
     'peer-crl',
     'string',
     'file',
-    "a CRL (PEM or DER, at most 8 MiB) signed by --peer-ca: peers whose certificate it revokes are refused, incoming and outgoing; revoke a removed member's certificate with `snapcoord certs revoke`. Read again when it changes (looked at every 5 s) and on SIGHUP; refused at start if it does not verify against the CA, that CA lacks cRLSign, or its thisUpdate is over 5 min ahead; an expired one is still used, with an error logged",
+    "a CRL (PEM or DER, at most 8 MiB) signed by --peer-ca: peers whose certificate it revokes are refused, incoming and outgoing; revoke a removed member's certificate with `snapcoord certs revoke`. Read again when it changes (looked at every 5 s) and on SIGHUP; refused at start if it does not verify against the CA, that CA lacks cRLSign, or its thisUpdate is over 5 min ahead; an expired one is still used, with an error logged; an older one than the CRL in use (kept in the data dir as `peer-crl-kept.der`), or one un-revoking a serial, is not taken",
   ),
   option('cert', 'cert', 'string', 'file', 'client-plane TLS certificate (PEM)'),
   option('key', 'key', 'string', 'file', 'client-plane TLS private key (PEM)'),
