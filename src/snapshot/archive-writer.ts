@@ -42,7 +42,7 @@ import { BlockPool } from './block-pool.js';
 import { GzipMemberQueue, gzipMember, resolveParallelGzipOptions, type ParallelGzipOptions } from './parallel-gzip.js';
 import { STATE_KEY_BYTES_MAX, STATE_VALUE_BYTES_MAX, type StateLimits, type StateRecord } from './state-format.js';
 import { sha256Hex } from '../hash/sha256.js';
-import { TAR_BLOCK_BYTES, encodeTarHeader } from './tar-header.js';
+import { TAR_BLOCK_BYTES, encodeTarHeader, tarPadding } from './tar-header.js';
 import { nodeSnapshotIo, type SnapshotFile, type SnapshotIo } from './snapshot-io.js';
 
 const ENTRY_MODE = 0o600;
@@ -85,24 +85,24 @@ export interface RecordsArchiveOptions extends StateLimits {
   readonly signal?: AbortSignal;
 }
 
-/** RecordsArchiveResult: what writeArchive returns, plus the gzip member count. */
-export interface RecordsArchiveResult {
+/** WriteArchiveResult: what an archive write returns. */
+export interface WriteArchiveResult {
   /** hex SHA-256 of the whole archive (the gzip bytes written to `out`). */
   readonly archiveSha256: string;
   readonly archiveBytes: number;
   readonly meta: ArchiveMeta;
   /** hex SHA-256 of state.bin. */
   readonly stateSha256: string;
+}
+
+/** RecordsArchiveResult: what writeArchive returns, plus the gzip member count. */
+export interface RecordsArchiveResult extends WriteArchiveResult {
   /** gzip members in the archive (one for the head, one per state block, one for the tail). */
   readonly gzipMembers: number;
   /** members: where each gzip member lies (ArchiveMemberTable). */
   readonly members: ArchiveMemberTable;
 }
 
-function padding(size: number): Buffer {
-  const rem = size % TAR_BLOCK_BYTES;
-  return Buffer.alloc(rem === 0 ? 0 : TAR_BLOCK_BYTES - rem);
-}
 
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
@@ -476,7 +476,7 @@ export function archiveHead(
   const head = Buffer.concat([
     encodeTarHeader({ name: META_NAME, size: metaBytes.length, mode: ENTRY_MODE, mtimeSec }),
     metaBytes,
-    padding(metaBytes.length),
+    tarPadding(metaBytes.length),
     encodeTarHeader({ name: STATE_NAME, size: stateBytes, mode: ENTRY_MODE, mtimeSec }),
   ]);
   return { full, metaBytes, mtimeSec, head };
@@ -493,10 +493,10 @@ export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced):
   const { full, metaBytes, mtimeSec, head } = archiveHead(meta, stateBytes, produced.stateKeys);
   const sums = formatSums(sha256Hex(metaBytes), stateSha256);
   const tail = Buffer.concat([
-    padding(stateBytes),
+    tarPadding(stateBytes),
     encodeTarHeader({ name: SUMS_NAME, size: sums.length, mode: ENTRY_MODE, mtimeSec }),
     sums,
-    padding(sums.length),
+    tarPadding(sums.length),
     Buffer.alloc(END_OF_ARCHIVE_BYTES),
   ]);
   return { full, head, tail };

@@ -33,7 +33,7 @@ import { ArchiveError } from './errors.js';
 import { GZIP_LEVEL_DEFAULT, ParallelGzip } from './parallel-gzip.js';
 import { countStateKeys, scanStateRecords } from './state-format.js';
 import { sha256Hex } from '../hash/sha256.js';
-import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock } from './tar-header.js';
+import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock, tarPadding } from './tar-header.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 
 export type { ArchiveMeta } from './archive-meta.js';
@@ -48,7 +48,9 @@ export {
   type RecordsArchiveOptions,
   type RecordsArchiveResult,
   type StateRecordSource,
+  type WriteArchiveResult,
 } from './archive-writer.js';
+import type { WriteArchiveResult } from './archive-writer.js';
 export {
   GZIP_BLOCK_BYTES_DEFAULT,
   GZIP_LEVEL_DEFAULT,
@@ -117,20 +119,8 @@ export interface WriteArchiveOptions {
   readonly io?: SnapshotIo;
 }
 
-export interface WriteArchiveResult {
-  /** hex SHA-256 of the whole archive (the gzip bytes written to `out`). */
-  readonly archiveSha256: string;
-  readonly archiveBytes: number;
-  readonly meta: ArchiveMeta;
-  /** hex SHA-256 of state.bin. */
-  readonly stateSha256: string;
-}
 
 
-function padding(size: number): Buffer {
-  const rem = size % TAR_BLOCK_BYTES;
-  return Buffer.alloc(rem === 0 ? 0 : TAR_BLOCK_BYTES - rem);
-}
 
 /**
  * writeArchive streams a snapshot archive into `out` (which it ends): meta.json
@@ -172,7 +162,7 @@ export async function writeArchive(
 
     async function* tarBytes(): AsyncGenerator<Buffer> {
       yield encodeTarHeader({ name: META_NAME, size: metaBytes.length, mode: ARCHIVE_FILE_MODE, mtimeSec });
-      yield Buffer.concat([metaBytes, padding(metaBytes.length)]);
+      yield Buffer.concat([metaBytes, tarPadding(metaBytes.length)]);
       yield encodeTarHeader({ name: STATE_NAME, size: stateBytes, mode: ARCHIVE_FILE_MODE, mtimeSec });
       let streamed = 0;
       if (stateBytes > 0) {
@@ -195,10 +185,10 @@ export async function writeArchive(
       stateSha256 = stateHash.digest('hex');
       const sums = formatSums(sha256Hex(metaBytes), stateSha256);
       yield Buffer.concat([
-        padding(stateBytes),
+        tarPadding(stateBytes),
         encodeTarHeader({ name: SUMS_NAME, size: sums.length, mode: ARCHIVE_FILE_MODE, mtimeSec }),
         sums,
-        padding(sums.length),
+        tarPadding(sums.length),
         Buffer.alloc(END_OF_ARCHIVE_BYTES),
       ]);
     }
@@ -491,7 +481,7 @@ class ArchiveReader extends Writable {
     if (name === META_NAME) {
       const bytes = Buffer.concat(this.parts);
       this.metaSha256 = sha256Hex(bytes);
-      this.stateTarOffset = 2 * TAR_BLOCK_BYTES + bytes.length + padding(bytes.length).length;
+      this.stateTarOffset = 2 * TAR_BLOCK_BYTES + bytes.length + tarPadding(bytes.length).length;
       const meta = parseArchiveMeta(bytes);
       if (meta.stateBytes > this.stateBytesMax) {
         throw new ArchiveError('too-large', `meta.json says stateBytes ${meta.stateBytes}, more than the limit ${this.stateBytesMax}`);
@@ -508,7 +498,7 @@ class ArchiveReader extends Writable {
     }
     this.parts = [];
     this.memberIndex += 1;
-    this.remaining = padding(this.memberSize).length;
+    this.remaining = tarPadding(this.memberSize).length;
     this.phase = this.remaining > 0 ? 'padding' : this.memberIndex === ARCHIVE_MEMBERS.length ? 'end' : 'header';
   }
 

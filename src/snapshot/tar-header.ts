@@ -11,6 +11,12 @@
 import { ArchiveError } from './errors.js';
 
 export const TAR_BLOCK_BYTES = 512;
+
+/** tarPadding: the zero bytes that fill an entry of `size` bytes up to a whole tar block. */
+export function tarPadding(size: number): Buffer {
+  const rem = size % TAR_BLOCK_BYTES;
+  return Buffer.alloc(rem === 0 ? 0 : TAR_BLOCK_BYTES - rem);
+}
 /** TAR_NAME_BYTES_MAX: the longest name a plain ustar header holds (no prefix, no long-name extension). */
 export const TAR_NAME_BYTES_MAX = 100;
 const OCTAL_SIZE_MAX = 8 ** 11 - 1;
