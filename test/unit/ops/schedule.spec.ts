@@ -252,6 +252,40 @@ describe('agent: snapshot schedule', function () {
     }
   });
 
+  it('a last run dated in the future (a kv.write key on the legacy key, a leader whose clock ran ahead) holds the schedule back one interval at most', async () => {
+    // review31: the legacy key is client-visible, read whenever the ops record is missing (a schedule first turned on
+    // in a running cluster; a restore, which drops the upload's and the cluster's ops records). Any kv.write key could
+    // put {"lastRunAtMs": <a century ahead>} there: every tick then answered notDue, the key was never rewritten and
+    // scheduled backups stopped for good, with nothing logged.
+    const c = await RocksCluster.start(1);
+    try {
+      const n = await c.waitForLeader();
+      let now = Date.parse('2026-12-03T00:00:00Z');
+      const legacy = Buffer.from(`${LEGACY_SCHEDULE_KEY_PREFIX}db`);
+      await n.propose({ op: 'put', key: legacy, value: Buffer.from(JSON.stringify({ lastRunAtMs: now + 100 * 365 * 24 * HOUR, nodeId: 'x' })) });
+      const enqueued: string[] = [];
+      const schedule = new SnapshotSchedule({
+        node: n,
+        intervalMs: HOUR,
+        dbName: 'db',
+        snapshotDir: '/snapshots',
+        enqueue: async (path) => {
+          enqueued.push(path);
+          return { uid: enqueued.length, details: { path } } as Task;
+        },
+        busy: () => false,
+        log: silent,
+        now: () => now,
+      });
+      assert.equal(await schedule.tick(), 'notDue');
+      now += HOUR;
+      assert.equal(await schedule.tick(), 'enqueued', 'one interval after the schedule read a future last run, it runs');
+      assert.equal(await n.get(legacy), undefined, 'the legacy key is gone');
+    } finally {
+      await c.close();
+    }
+  });
+
   it('a scheduled run is a task: phases in details, the archive copied and uploaded, retention on the directory and the bucket', async () => {
     const sn = await SnapshotNode.start();
     const s3 = await S3Server.start();
