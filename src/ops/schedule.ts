@@ -157,7 +157,15 @@ export class SnapshotSchedule {
         this.known = { term: st.term, lastRunAtMs: now };
         return 'started';
       }
-      this.known = { term: st.term, lastRunAtMs: state.lastRunAtMs };
+      // A last run dated after now counts as now: the next run is one interval away at most. The legacy key is
+      // client-visible (any kv.write key may put a run a century ahead there, read whenever the ops record is missing:
+      // a schedule first turned on, or after a restore, which drops ops records), and a leader's clock may have run
+      // ahead. Before, such a date held every scheduled run back until it came, with nothing logged.
+      const readAtMs = this.now();
+      if (state.lastRunAtMs > readAtMs) {
+        this.opts.log.warn({ lastRunAt: new Date(Math.min(state.lastRunAtMs, 8.64e15)).toISOString(), nodeId: state.nodeId.slice(0, 64) }, 'the schedule\'s last run is dated in the future: counted as now');
+      }
+      this.known = { term: st.term, lastRunAtMs: Math.min(state.lastRunAtMs, readAtMs) };
     }
     const now = this.now();
     const sinceMs = now - this.known.lastRunAtMs;
