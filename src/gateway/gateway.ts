@@ -77,6 +77,8 @@ function processMetrics(): { text(): Promise<string>; readonly contentType: stri
 
 /** DEFAULT_JSON_BYTES_MAX: the cap of every body but a restore's (64 KiB). */
 export const DEFAULT_JSON_BYTES_MAX = 64 * 1024;
+/** URL_LOG_CHARS_MAX: the most characters of a request's URL (keys redacted) its log lines hold; the rest is counted, not logged. */
+export const URL_LOG_CHARS_MAX = 256;
 /** CLOSE_GRACE_MS: how long close() lets running requests finish before cutting their connections. */
 export const CLOSE_GRACE_MS = 2_000;
 

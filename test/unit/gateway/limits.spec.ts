@@ -22,7 +22,7 @@ import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { createGateway, type Gateway, type GatewayOptions } from '../../../src/gateway/gateway.js';
+import { URL_LOG_CHARS_MAX, createGateway, type Gateway, type GatewayOptions } from '../../../src/gateway/gateway.js';
 import { createCa, issueNodeCert } from '../../../src/tls/certs.js';
 import type { RestoreSnapshotRequest, RestoreSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Role, startFakeApi, status, unaryOk, type FakeApi, type FakeApiHandlers } from './fake-api.js';
@@ -562,6 +562,36 @@ describe('gateway secrets', function () {
       assert.match(log, /x%2Dtypesense%2Dapi%2Dkey=<redacted>&b=2/);
       assert.match(log, /\/no\/such\/route/);
       assert.ok(!log.includes(KEY), `the key is in the log:\n${log.split('\n').filter((l) => l.includes(KEY)).join('\n')}`);
+    } finally {
+      await stop(env);
+    }
+  });
+
+  it('a request line is logged with at most URL_LOG_CHARS_MAX characters of its URL: no caller, keyed or not, writes kilobytes into the log per request', async () => {
+    // review31: every request is logged at info (fastify's "incoming request") with its URL, up to Node's 16 KiB
+    // head: a caller with no key wrote ~15 KB of log per request (`/health?q=aaa...`), 322 KB for 21 requests on a
+    // live `serve`, without end (`local` logs into ./data, beside the nodes' state).
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(chunk.toString());
+        cb();
+      },
+    });
+    const env = await start(leaderStatus, { logger: pino({ level: 'info' }, sink) });
+    try {
+      const long = 'a'.repeat(12_000);
+      for (const head of [get(`/health?q=${long}`), get(`/no/such/route?${long}`), get(`/debug?q=${long}&x-typesense-api-key=${KEY}`), get(`/tasks/${long}`)]) {
+        const { socket } = await exchange(env.port, head);
+        socket.destroy();
+      }
+      assert.ok(lines.length >= 8, `${lines.length} log lines`);
+      for (const l of lines) assert.ok(l.length <= URL_LOG_CHARS_MAX + 512, `a log line of ${l.length} characters: ${l.slice(0, 200)}...`);
+      const log = lines.join('');
+      assert.match(log, /"url":"\/health\?q=aaaa/, 'the start of the URL is kept');
+      assert.match(log, /\/no\/such\/route\?aaaa/);
+      assert.match(log, /more characters/, 'a cut URL says it was cut');
+      assert.ok(!log.includes(KEY), 'no key in the log');
     } finally {
       await stop(env);
     }
