@@ -34,7 +34,7 @@
  *   in the path's style.
  * - The request log never holds a key: headers are not logged and key-like
  *   query parameters (`x-typesense-api-key` in any case or percent-encoding)
- *   are redacted from logged URLs (redactUrl).
+ *   are redacted from logged URLs, which are cut to URL_LOG_CHARS_MAX characters (logUrl).
  */
 import { readFileSync, statSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
@@ -79,6 +79,18 @@ function processMetrics(): { text(): Promise<string>; readonly contentType: stri
 export const DEFAULT_JSON_BYTES_MAX = 64 * 1024;
 /** URL_LOG_CHARS_MAX: the most characters of a request's URL (keys redacted) its log lines hold; the rest is counted, not logged. */
 export const URL_LOG_CHARS_MAX = 256;
+/**
+ * logUrl: a request URL as the request log holds it: key-like query values
+ * redacted (redactUrl), then cut to URL_LOG_CHARS_MAX characters, saying how
+ * many more there were. A request head may be 16 KiB, and every request is
+ * logged, a caller's with no key too: whole, its URL was a caller's way to
+ * write ~15 KB of log per request.
+ */
+export function logUrl(url: string): string {
+  const shown = redactUrl(url);
+  return shown.length <= URL_LOG_CHARS_MAX ? shown : `${shown.slice(0, URL_LOG_CHARS_MAX)}...(${shown.length - URL_LOG_CHARS_MAX} more characters)`;
+}
+
 /** CLOSE_GRACE_MS: how long close() lets running requests finish before cutting their connections. */
 export const CLOSE_GRACE_MS = 2_000;
 
@@ -202,13 +214,13 @@ function meiliCodeOfStatus(status: number): string {
   }
 }
 
-/** childLogger: the gateway's request log; URLs without keys, no headers. */
+/** childLogger: the gateway's request log; URLs without keys and cut (logUrl), no headers. */
 function childLogger(logger: FastifyBaseLogger): FastifyBaseLogger {
   return logger.child(
     { component: 'gateway' },
     {
       serializers: {
-        req: (req: FastifyRequest) => ({ method: req.method, url: redactUrl(req.url), remoteAddress: req.ip }),
+        req: (req: FastifyRequest) => ({ method: req.method, url: logUrl(req.url), remoteAddress: req.ip }),
       },
       redact: { paths: AUTH_HEADERS.flatMap((h) => [`req.headers["${h}"]`, `headers["${h}"]`]), censor: '<redacted>' },
     },
