@@ -393,7 +393,11 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     dial,
     directory: api.directory,
   });
-  crlReloaded = () => transport.reconnect();
+  // A changed CRL: connections made before it closed, and what the node took on a certificate's word checked again.
+  crlReloaded = () => {
+    transport.reconnect();
+    if (peerCrl !== null) ref.node?.peerCrlChanged((serial) => peerCrl.isRevoked(serial));
+  };
   let initialMembership: Membership = { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers };
   if (!isNewDataDir && cfg.join) logger.info({ dataDir: cfg.dataDir }, '--join: the data dir holds this node\'s state already; it starts from it');
   const ask = (address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> => askMembership(dial, address, q, timeoutMs);

@@ -1247,6 +1247,18 @@ export class Node {
     return this.removalNews?.stats() ?? null;
   }
 
+  /**
+   * peerCrlChanged: the peer CRL changed (serve's --peer-crl reloaded; `isRevoked` asks it about a certificate
+   * serial, hex): what this node trusts on a certificate's word is dropped or checked again now, not when it ages
+   * out: every vouch (Vouches.crlChanged), and the removals and held leadership a voter told it over a certificate
+   * it now revokes (RemovalNews.crlChanged). The caller closes the connections made before it (GrpcTransport.reconnect).
+   */
+  peerCrlChanged(isRevoked: (serial: string) => boolean): void {
+    if (this.stopped) return;
+    this.vouches?.crlChanged();
+    this.removalNews?.crlChanged(isRevoked);
+  }
+
   /** reportedRemoved: a voter holds committed a configuration newer than this node's that does not name `id` (removal-news.ts). */
   reportedRemoved(id: NodeId): boolean {
     return this.removalNews?.reportedRemoved(id) ?? false;

@@ -74,6 +74,14 @@
  * proves which member answers. A voter of a build before the commit_index and
  * probe_term fields answers neither: it tells nothing (rolling upgrade).
  *
+ * What an answer told is only as good as the certificate it came over (its
+ * serial, MembershipAnswer.serial): when the peer CRL changes (crlChanged),
+ * the removals and the held leadership learned from a certificate it now
+ * revokes are dropped at once, and no answer over such a certificate is taken
+ * (one in flight over a connection made before the change): a removed member
+ * this node still counts as a voter, answering with a forged configuration,
+ * made this node refuse its honest members for good (review30), until revoked.
+ *
  * A round that found nothing is trusted for ASK_INTERVAL_MS: a claim of that
  * sender within it starts no round (a removal committed in that second is
  * learned at the next round).
@@ -148,6 +156,8 @@ interface Removal {
   /** index: the committed configuration's that does not name the member. */
   readonly index: number;
   readonly voter: NodeId;
+  /** serial: of the certificate the voter's answer came over (MembershipAnswer.serial; undefined without TLS). */
+  readonly serial: string | undefined;
 }
 
 function names(m: Membership, id: NodeId): boolean {
@@ -169,7 +179,9 @@ export class RemovalNews {
   private cursor = 0;
   private closed = false;
   /** conflict: the voter and index of the last answer that held committed another entry at this node's commit index; null: none. */
-  private conflict: { readonly voter: NodeId; readonly index: number; readonly term: number; readonly theirs: number } | null = null;
+  private conflict: { readonly voter: NodeId; readonly index: number; readonly term: number; readonly theirs: number; readonly serial: string | undefined } | null = null;
+  /** revoked: the peer CRL in use since the last crlChanged (none before it): an answer over a certificate it revokes is not taken. */
+  private revoked: (serial: string) => boolean = () => false;
   private counts = { rounds: 0, asks: 0, refused: 0 };
 
   constructor(opts: RemovalNewsOptions) {
@@ -241,6 +253,26 @@ export class RemovalNews {
     return r !== undefined && r.index > this.opts.configuration().index;
   }
 
+  /**
+   * crlChanged: the peer CRL changed (serve's --peer-crl reloaded; `isRevoked` asks it about a serial): the removals
+   * and the held leadership learned over a certificate it revokes are dropped now (the leadership released), and no
+   * answer over such a certificate is taken from now on.
+   */
+  crlChanged(isRevoked: (serial: string) => boolean): void {
+    this.revoked = isRevoked;
+    const gone = (serial: string | undefined): boolean => serial !== undefined && isRevoked(serial);
+    for (const [id, r] of this.removals) {
+      if (!gone(r.serial)) continue;
+      this.removals.delete(id);
+      this.opts.log.warn({ member: id, voter: r.voter }, 'peer plane: a removal reported by a voter whose certificate the peer CRL now revokes is dropped');
+    }
+    if (this.conflict !== null && gone(this.conflict.serial)) {
+      this.opts.log.warn({ voter: this.conflict.voter }, 'this node\'s leadership is no longer held: the voter that held it was answering with a certificate the peer CRL now revokes');
+      this.conflict = null;
+      this.opts.holdLeadership(false);
+    }
+  }
+
   close(): void {
     this.closed = true;
   }
@@ -299,7 +331,7 @@ export class RemovalNews {
           } catch {
             return; // unreachable, or an older build: it tells nothing
           }
-          if (this.closed || a.from !== voter) return;
+          if (this.closed || a.from !== voter || (a.serial !== undefined && this.revoked(a.serial))) return;
           r.answered = true;
           this.learn(voter, a, probeIndex);
         }),
@@ -325,7 +357,7 @@ export class RemovalNews {
           continue;
         }
         if (known !== undefined && known.index >= index) continue;
-        this.removals.set(id, { index, voter });
+        this.removals.set(id, { index, voter, serial: a.serial });
         if (!this.rounds.has(id)) {
           this.forgetOldest();
           this.rounds.set(id, { asking: false, endedMs: -Infinity, answered: false });
@@ -346,7 +378,7 @@ export class RemovalNews {
         );
       }
       const first = this.conflict === null;
-      this.conflict = { voter, index: probeIndex, term: ours, theirs };
+      this.conflict = { voter, index: probeIndex, term: ours, theirs, serial: a.serial };
       if (first) this.opts.holdLeadership(true);
     } else if (this.conflict !== null && probeIndex >= this.conflict.index) {
       this.opts.log.info({ voter, index: probeIndex }, 'a voter holds committed the entry this node committed at its commit index: its leadership is no longer held');

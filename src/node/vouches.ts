@@ -18,7 +18,10 @@
  * named the sender (once it is as new, it names the sender itself, or the
  * sender was removed) and for VOUCH_TTL_MS; it is asked again in the
  * background after VOUCH_REFRESH_MS, and revoked by a voter's answer as new
- * as it that no longer names the sender. Limits: one round in flight per
+ * as it that no longer names the sender. A change of the peer CRL (--peer-crl reloaded: crlChanged) drops every
+ * vouch at once, and what the rounds running then answer: a vouch rests on certificates (the voter's that answered,
+ * the signers' of the proofs, the sender's own) that CRL may revoke; a sender's next message asks again at once.
+ * Limits: one round in flight per
  * sender and VOUCH_ROUNDS_IN_FLIGHT_MAX in all, VOUCH_ASK_INTERVAL_MS between
  * rounds for one sender, VOUCH_ASK_TIMEOUT_MS per ask, VOUCHERS_PER_ROUND_MAX
  * voters asked per round (the next on failure), VOUCH_IDS_MAX senders
@@ -108,6 +111,8 @@ export class Vouches implements PeerVouch {
   private cursor = 0;
   private closed = false;
   private counts = { rounds: 0, asks: 0, vouched: 0 };
+  /** crlEpoch: counts crlChanged; a round that began before the last one vouches for nothing. */
+  private crlEpoch = 0;
 
   constructor(opts: VouchesOptions) {
     this.opts = opts;
@@ -147,6 +152,23 @@ export class Vouches implements PeerVouch {
     void this.round(id, e);
   }
 
+  /**
+   * crlChanged: the peer CRL changed (serve's --peer-crl reloaded): every vouch is dropped at once, and rounds
+   * running now vouch for nothing (their answers may come over connections made before it, from certificates it
+   * revokes). A sender's next message asks again at once (no VOUCH_ASK_INTERVAL_MS wait): over new connections
+   * (GrpcTransport.reconnect), a voter or signer the CRL revokes no longer vouches.
+   */
+  crlChanged(): void {
+    this.crlEpoch++;
+    let dropped = 0;
+    for (const e of this.entries.values()) {
+      if (e.vouchedIndex !== 0) dropped++;
+      e.vouchedIndex = 0;
+      e.roundEndMs = -Infinity;
+    }
+    if (dropped > 0) this.opts.log.info({ dropped }, 'peer plane: the peer CRL changed: every vouch is dropped (the next message of a sender asks again)');
+  }
+
   /** close: no round is started after it (those running end on their own). */
   close(): void {
     this.closed = true;
@@ -167,6 +189,7 @@ export class Vouches implements PeerVouch {
 
   private async round(id: NodeId, e: VouchEntry): Promise<void> {
     const failures: string[] = [];
+    const epoch = this.crlEpoch;
     // The sender's own answer (its configuration's proofs) is asked alongside the voters, taken only if none vouches.
     const fromSender = this.opts.proofs === undefined ? null : this.askWithin({ from: this.opts.selfId, to: id, ...(e.address !== '' ? { address: e.address } : {}) });
     fromSender?.catch(() => undefined); // read (or dropped) below
@@ -192,6 +215,10 @@ export class Vouches implements PeerVouch {
         const index = a.membershipIndex ?? 0;
         newestAnswered = Math.max(newestAnswered, index);
         const own = this.opts.configuration().index;
+        if (epoch !== this.crlEpoch) {
+          failures.push('the peer CRL changed while this round asked: its answers are not taken');
+          break;
+        }
         if (names(a.membership, id) && index > own) {
           if (e.vouchedIndex === 0 || !this.vouchedFor(id)) {
             this.opts.log.info({ sender: id, voucher: voter, index, own }, 'peer plane: a sender this node\'s configuration does not name is vouched for by a voter of it (its configuration at a later index names it): its Raft messages are taken');
@@ -209,11 +236,12 @@ export class Vouches implements PeerVouch {
         failures.push(`${voter}: its configuration (index ${index}; this node's ${own}) ${names(a.membership, id) ? 'is not newer' : `does not name ${id}`}`);
       }
       if (voters.length === 0) failures.push('this node\'s configuration names no other voter to ask');
-      if (fromSender !== null && !this.closed && (await this.vouchedByProofs(id, e, fromSender, newestAnswered, failures))) return;
+      if (fromSender !== null && !this.closed && epoch === this.crlEpoch && (await this.vouchedByProofs(id, e, fromSender, newestAnswered, failures, epoch))) return;
       this.opts.log.debug({ sender: id, failures }, 'peer plane: no voter vouched for a sender this node\'s configuration does not name');
     } finally {
       e.asking = false;
-      e.roundEndMs = this.opts.clock.nowMs();
+      // A round whose answers a CRL change set aside does not count: the next message asks again at once.
+      e.roundEndMs = epoch === this.crlEpoch ? this.opts.clock.nowMs() : -Infinity;
       this.inFlight--;
     }
   }
@@ -226,7 +254,7 @@ export class Vouches implements PeerVouch {
    * set as it likes). A chain that reaches a configuration at least as new as the vouch held without naming the
    * sender withdraws it.
    */
-  private async vouchedByProofs(id: NodeId, e: VouchEntry, asked: Promise<MembershipAnswer>, newestAnswered: number, failures: string[]): Promise<boolean> {
+  private async vouchedByProofs(id: NodeId, e: VouchEntry, asked: Promise<MembershipAnswer>, newestAnswered: number, failures: string[], epoch: number): Promise<boolean> {
     const proofs = this.opts.proofs;
     if (proofs === undefined) return false;
     let a: MembershipAnswer;
@@ -234,6 +262,10 @@ export class Vouches implements PeerVouch {
       a = await asked;
     } catch (err) {
       failures.push(`${id} itself: ${err instanceof Error ? err.message : String(err)}`.slice(0, 200));
+      return false;
+    }
+    if (epoch !== this.crlEpoch) {
+      failures.push('the peer CRL changed while this round asked: its answers are not taken');
       return false;
     }
     if (a.from !== id) {

@@ -489,15 +489,16 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
       }
       return askMembership(this.dial, q.address, q, timeoutMs);
     }
+    let call: grpc.Call | undefined;
     return this.unaryTo(
       q.to,
       timeoutMs,
       () => getMembershipRequestToProto(q),
-      (client, req, options, done) => client.getMembership(req, new grpc.Metadata(), options, done),
+      (client, req, options, done) => (call = client.getMembership(req, new grpc.Metadata(), options, done)),
       (res: pb.GetMembershipResponse | undefined) => {
         const a = getMembershipResponseFromProto(res as pb.GetMembershipResponse);
         if (a.from !== q.to) throw new CodecError(`the answer came from ${a.from}, not ${q.to}`);
-        return a;
+        return withServerSerial(a, call);
       },
     );
   }
@@ -660,17 +661,26 @@ export function askMembership(dial: PeerDial | undefined, address: string, q: Me
     interceptors: [...(dial?.interceptors ?? [])],
   });
   return new Promise<MembershipAnswer>((resolve, reject) => {
-    client.getMembership(getMembershipRequestToProto(q), new grpc.Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
+    const call = client.getMembership(getMembershipRequestToProto(q), new grpc.Metadata(), { deadline: new Date(Date.now() + timeoutMs) }, (err, res) => {
       if (err !== null) return reject(err);
       try {
         const a = getMembershipResponseFromProto(res as pb.GetMembershipResponse);
         if (a.from !== q.to) throw new CodecError(`the answer came from ${a.from}, not ${q.to}`);
-        resolve(a);
+        resolve(withServerSerial(a, call));
       } catch (e) {
         reject(e instanceof Error ? e : new Error(String(e)));
       }
     });
   }).finally(() => client.close());
+}
+
+/**
+ * withServerSerial: answer `a` with the serial of the certificate the server of `call` presented (MembershipAnswer.serial),
+ * `a` as it is without TLS (grpc-js gives no peer certificate then).
+ */
+function withServerSerial(a: MembershipAnswer, call: grpc.Call | undefined): MembershipAnswer {
+  const serial = call?.getAuthContext()?.sslPeerCertificate?.serialNumber;
+  return typeof serial === 'string' && serial !== '' ? { ...a, serial } : a;
 }
 
 /**

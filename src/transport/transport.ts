@@ -85,6 +85,12 @@ export interface MembershipAnswer {
   readonly commitIndex?: number;
   /** probeTerm: the term of the entry at the query's probeIndex, when the answering node holds it committed (absent: unknown). */
   readonly probeTerm?: number;
+  /**
+   * serial: the serial (hex) of the certificate the answering server presented (mutual TLS; absent without TLS or
+   * where the transport cannot tell): what is learned from the answer is dropped once the peer CRL revokes it
+   * (RemovalNews.crlChanged). Set by the transport, never read off the wire.
+   */
+  readonly serial?: string;
 }
 
 /**

@@ -133,6 +133,33 @@ describe('RemovalNews: what the voters of this node\'s configuration tell it', (
     assert.deepEqual(none.held, []);
   });
 
+  it('a change of the peer CRL drops what a voter told over a certificate it now revokes (review30: r, a removed member a still counts as a voter, lied that b and c were removed and that a\'s log is not the cluster\'s), keeps what the others told, and takes no answer over that certificate after it', async () => {
+    const lie = 2 ** 40;
+    const answers: Record<string, MembershipAnswer> = {
+      r: { from: 'r', term: 3, membership: { voters: ['a', 'r'], learners: [], addresses: {} }, membershipIndex: lie, commitIndex: lie, probeTerm: 7, serial: '0A' },
+      b: { ...withoutR(7, 8), serial: '0B' },
+      c: { ...withoutR(7, 8), serial: '0C' },
+    };
+    const { news, held, clock } = setup((q) => answers[q.to] ?? null, { commit: 5, ownTerm: () => 2 });
+    news.checkOwnLog(true);
+    await settle();
+    for (const id of ['b', 'c']) assert.equal(news.reportedRemoved(id), true, `${id} reported removed`);
+    assert.deepEqual(held, [true], 'r\'s probe term held a\'s leadership');
+    // The CRL now revokes r's certificate (serial 0a, any case and leading zeros).
+    news.crlChanged((serial) => serial.replace(/^0+/, '').toLowerCase() === 'a');
+    assert.equal(news.reportedRemoved('b'), false, 'b stays refused on the word of r, whose certificate is revoked');
+    assert.equal(news.reportedRemoved('c'), false);
+    assert.deepEqual(held, [true, false], 'a\'s leadership released: only r held it');
+    // An answer over r's certificate (a connection made before the change) is not taken.
+    clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+    news.checkOwnLog(true);
+    await settle();
+    assert.equal(news.reportedRemoved('b'), false, 'r\'s lie taken again after the change');
+    assert.deepEqual(held, [true, false]);
+    assert.equal(news.screen(claim('b', 3))?.reason, undefined);
+    assert.equal(news.reportedRemoved('r'), true, 'b\'s and c\'s word on r is taken (their certificates are not revoked; r\'s answer naming itself no longer lifts it)');
+  });
+
   it('bounds: ROUND_VOTERS_MAX voters a round; ROUNDS_IN_FLIGHT_MAX rounds at once; an ask given up after ASK_TIMEOUT_MS; campaigning, an unanswered round is asked again', async () => {
     const voters = ['a', 'r', ...Array.from({ length: 9 }, (_, i) => `v${i}`)];
     const { news, clock, asked } = setup(() => null, { voters });

@@ -108,6 +108,30 @@ describe('Vouches: a voter of this node\'s configuration vouches for a sender it
     assert.equal(ttl.v.vouchedFor('n5'), false, 'expired');
   });
 
+  it('a change of the peer CRL drops every vouch at once (not up to VOUCH_TTL_MS later); a round asking then vouches for nothing; the next message asks again at once', async () => {
+    let answer: MembershipAnswer | null = newer(12, 'n5');
+    let release: (() => void) | null = null;
+    const { v, asked } = setup(() => (answer === null ? new Promise<MembershipAnswer>((r) => (release = () => r(newer(12, 'n5')))) : answer));
+    v.requestVouch('n5');
+    await settle();
+    assert.equal(v.vouchedFor('n5'), true);
+    v.crlChanged();
+    assert.equal(v.vouchedFor('n5'), false, 'the vouch outlived the CRL change (a voter, signer or sender it revokes vouched)');
+    // Asked again at its next message, at once; a round begun before the next change takes none of its answers.
+    answer = null;
+    v.requestVouch('n5');
+    await settle();
+    assert.equal(asked.length, 2, 'asked again at once after the change');
+    v.crlChanged();
+    (release as (() => void) | null)?.();
+    await settle();
+    assert.equal(v.vouchedFor('n5'), false, 'an answer asked before the CRL changed vouched');
+    answer = newer(12, 'n5');
+    v.requestVouch('n5');
+    await settle();
+    assert.equal(v.vouchedFor('n5'), true, 'vouched again by an answer asked after the change');
+  });
+
   it('remembers at most VOUCH_IDS_MAX senders', async () => {
     const { v, clock } = setup(() => newer(12, 'n5'));
     v.requestVouch('n5');

@@ -27,10 +27,10 @@ import {
 } from '../../../src/tls/index.js';
 import { appendRequestToProto } from '../../../src/transport/codec.js';
 import { RAFT_SERVICE_DEFINITION } from '../../../src/transport/fetch-serializer.js';
-import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
+import { askMembership, GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { createRaftService } from '../../../src/transport/raft-service.js';
 import type { RaftRequestHandler } from '../../../src/transport/transport.js';
-import { certificateRevocation, CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type RefusalReason } from '../../../src/transport/peer-guard.js';
+import { certificateRevocation, CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type PeerDial, type RefusalReason } from '../../../src/transport/peer-guard.js';
 import { callWhoAmI, show, startServer } from '../tls/helpers.js';
 
 const CLUSTER = 'revoked-cert';
@@ -169,6 +169,7 @@ describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants
   let dir: string;
   let server: grpc.Server;
   let transport: GrpcTransport;
+  let dial: PeerDial;
   let crl: PeerCrl;
   const answers: Message[] = [];
 
@@ -186,6 +187,7 @@ describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants
     const handler: RaftRequestHandler = {
       handleRequest: (m) => Promise.resolve(m.type === 'vote' ? [{ type: 'voteResp', from: 'n3', to: m.from, term: m.term, preVote: m.preVote, granted: true }] : []),
       handleReport: () => undefined,
+      membershipFor: () => ({ from: 'n3', term: 1, membership: { voters: ['n1', 'n3'], learners: [], addresses: {} }, membershipIndex: 1, commitIndex: 1 }),
     };
     server.addService(RAFT_SERVICE_DEFINITION, createRaftService(handler, { selfId: 'n3' }));
     const port = await new Promise<number>((resolve, reject) =>
@@ -193,7 +195,8 @@ describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants
     );
     const n1 = nodeCertFiles(dir, 'n1');
     const creds = memberChannelCredentialsFromFiles({ caFile: ca, certFile: n1.certFile, keyFile: n1.keyFile, revocation: crl });
-    transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => answers.push(m), dial: peerDial(CLUSTER, '127.0.0.1:1', creds.any, (to) => creds.forMember(to)) });
+    dial = peerDial(CLUSTER, '127.0.0.1:1', creds.any, (to) => creds.forMember(to));
+    transport = new GrpcTransport({ selfId: 'n1', onMessage: (m) => answers.push(m), dial });
     transport.setPeers({ n1: '127.0.0.1:1', n3: `127.0.0.1:${port}` });
   });
 
@@ -210,6 +213,16 @@ describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants
     while (Date.now() < deadline && !answers.some((a) => a.type === 'voteResp' && a.term === term)) await new Promise((r) => setTimeout(r, 20));
     return answers.filter((a) => a.type === 'voteResp' && a.term === term).length;
   }
+
+  it('an answer to GetMembership carries the serial of the certificate n3 presented (what removal news drops once the CRL revokes it), over the peer channel and over one of its own', async () => {
+    const serial = await serialOfFile(nodeCertFiles(dir, 'n3').certFile);
+    const a = await transport.askMembership({ from: 'n1', to: 'n3' }, 5_000);
+    assert.equal(a.from, 'n3');
+    assert.equal(a.serial, serial);
+    const port = (transport as unknown as { peers: Map<string, { address: string }> }).peers.get('n3')?.address ?? '';
+    const b = await askMembership(dial, port, { from: 'n1', to: 'n3' }, 5_000);
+    assert.equal(b.serial, serial);
+  });
 
   it('n3 grants over its connection; once the CRL revokes it and the transport reconnects, no grant arrives', async () => {
     assert.equal(await grantsFor(2, 5_000), 1, 'n3 answers before its revocation');
