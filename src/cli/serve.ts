@@ -17,7 +17,7 @@ import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
-import { checkTlsFiles, crlFileOf, memberChannelCredentialsFromFiles, memberIdOf, PEER_CRL_KEPT_FILE, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
+import { checkTlsFiles, crlFileOf, memberChannelCredentialsFromFiles, memberIdOf, PEER_CRL_KEPT_FILE, type MemberChannelCredentials, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
 import { X509MembershipProofs } from '../tls/membership-proof.js';
 import { certificateRevocation, peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
@@ -64,6 +64,11 @@ interface Planes {
   readonly clientChannel: grpc.ChannelCredentials;
   /** clientChannelFor: a channel to member `id`'s client plane, refusing a certificate that names another member (absent without peer TLS). */
   readonly clientChannelFor?: (id: string) => grpc.ChannelCredentials;
+  /**
+   * closeRevoked: closes this node's open connections to members (peer planes and client planes) whose certificate
+   * the peer CRL now revokes, and answers how many (MemberChannelCredentials.closeRevoked; 0 without a CRL).
+   */
+  readonly closeRevoked: () => number;
 }
 
 /**
@@ -92,6 +97,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger, crl: PeerCrl | null = nu
   let peerServer = grpc.ServerCredentials.createInsecure();
   let peerChannel = grpc.credentials.createInsecure();
   let peerChannelFor: ((id: string) => grpc.ChannelCredentials) | undefined;
+  const tracked: MemberChannelCredentials[] = [];
   if (cfg.peerTls !== null) {
     const t = cfg.peerTls;
     const ident = check('peer TLS', { certFile: t.certFile, keyFile: t.keyFile, caFile: t.caFile }).memberId;
@@ -103,6 +109,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger, crl: PeerCrl | null = nu
     // A member dialled must present its own certificate: any member's passes the CA and host checks.
     // A member whose certificate --peer-crl revokes fails the handshake: a removed member cannot answer (grant votes) as one.
     const members = memberChannelCredentialsFromFiles({ caFile: t.caFile, certFile: t.certFile, keyFile: t.keyFile, memberId: cfg.id, onError: onError('peer TLS'), onReload: onReload('peer TLS'), ...(crl !== null ? { revocation: crl } : {}) });
+    tracked.push(members);
     peerChannel = members.any;
     peerChannelFor = (id) => members.forMember(id);
   }
@@ -140,6 +147,7 @@ function securePlanes(cfg: ServeConfig, logger: Logger, crl: PeerCrl | null = nu
     if (cfg.peerTls !== null) {
       // Nor are writes, and their callers' keys, forwarded to a member whose certificate --peer-crl revokes.
       const members = memberChannelCredentialsFromFiles({ caFile: cfg.peerTls.caFile, ...own, checkChain: false, ...(crl !== null ? { revocation: crl } : {}) });
+      tracked.push(members);
       clientChannel = members.any;
       clientChannelFor = (id) => members.forMember(id, true);
     } else {
@@ -147,7 +155,8 @@ function securePlanes(cfg: ServeConfig, logger: Logger, crl: PeerCrl | null = nu
     }
   }
   if (cfg.httpTls !== null) check('gateway HTTPS', { certFile: cfg.httpTls.certFile, keyFile: cfg.httpTls.keyFile, checkChain: false });
-  return { peerServer, peerChannel, ...(peerChannelFor !== undefined ? { peerChannelFor } : {}), clientServer, clientChannel, ...(clientChannelFor !== undefined ? { clientChannelFor } : {}) };
+  const closeRevoked = (): number => tracked.reduce((n, m) => n + m.closeRevoked(), 0);
+  return { peerServer, peerChannel, ...(peerChannelFor !== undefined ? { peerChannelFor } : {}), clientServer, clientChannel, ...(clientChannelFor !== undefined ? { clientChannelFor } : {}), closeRevoked };
 }
 
 /** membershipProofsOf: the signer and verifier of configuration proofs (src/tls/membership-proof.ts) with the peer plane's files. */
@@ -396,6 +405,9 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   // A changed CRL: connections made before it closed, and what the node took on a certificate's word checked again.
   crlReloaded = () => {
     transport.reconnect();
+    // Every other connection to a member it now revokes (forwarding, snapshot and state fetches, consistency checks).
+    const closed = planes.closeRevoked();
+    if (closed > 0) logger.warn({ what: 'peer CRL', closed }, 'peer CRL reloaded: open connections to members whose certificate it now revokes are closed');
     if (peerCrl !== null) ref.node?.peerCrlChanged((serial) => peerCrl.isRevoked(serial));
   };
   let initialMembership: Membership = { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers };

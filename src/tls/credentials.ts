@@ -10,7 +10,7 @@
  * which checks each new set of files before handing it over.
  */
 import * as grpc from '@grpc/grpc-js';
-import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { checkServerIdentity, TLSSocket, type PeerCertificate } from 'node:tls';
 import { FileCertificateProvider, type FileCertificateProviderOptions } from './file-certificate-provider.js';
 import { SERVER_AUTH_OID } from './check-tls-files.js';
 import { memberIdOf } from './member-id.js';
@@ -163,6 +163,60 @@ export const MEMBER_CREDENTIALS_MAX = 4096;
 export interface MemberChannelCredentials {
   readonly any: grpc.ChannelCredentials;
   forMember(id: string, orNone?: boolean): grpc.ChannelCredentials;
+  /**
+   * closeRevoked closes every open connection made with these credentials whose server certificate `revocation` (the
+   * CRL) revokes now, and answers how many: grpc-js checks a server's certificate at the TLS handshake only, so a
+   * connection made before a revocation carried calls (Raft answers, forwarded writes and their callers' keys,
+   * consistency checks and the admin key) to the revoked member for as long as it lasted. Calls in flight on it fail
+   * UNAVAILABLE; the channel's next connection is a new handshake, which the CRL refuses. serve calls it when its
+   * --peer-crl changes. Without `revocation`: 0.
+   */
+  closeRevoked(): number;
+  /** openConnections: the connections made with these credentials and open now. */
+  readonly openConnections: number;
+}
+
+type SecureConnector = ReturnType<grpc.ChannelCredentials['_createSecureConnector']>;
+
+/**
+ * TrackedChannelCredentials: `inner` (the same connections, the same checks), each TLS connection it makes kept in
+ * `sockets` while open, so that MemberChannelCredentials.closeRevoked can close the ones a CRL revokes. Two are equal
+ * (grpc-js shares connections between channels of equal credentials) when their inner credentials are.
+ */
+class TrackedChannelCredentials extends grpc.ChannelCredentials {
+  constructor(
+    private readonly inner: grpc.ChannelCredentials,
+    private readonly sockets: Set<TLSSocket>,
+  ) {
+    super();
+  }
+
+  _isSecure(): boolean {
+    return this.inner._isSecure();
+  }
+
+  _equals(other: grpc.ChannelCredentials): boolean {
+    return this === other || (other instanceof TrackedChannelCredentials && other.sockets === this.sockets && this.inner._equals(other.inner));
+  }
+
+  _createSecureConnector(...args: Parameters<grpc.ChannelCredentials['_createSecureConnector']>): SecureConnector {
+    const connector = this.inner._createSecureConnector(...args);
+    const sockets = this.sockets;
+    return {
+      async connect(socket) {
+        const made = await connector.connect(socket);
+        const tls = made.socket;
+        if (tls instanceof TLSSocket && !tls.destroyed) {
+          sockets.add(tls);
+          tls.once('close', () => sockets.delete(tls));
+        }
+        return made;
+      },
+      waitForReady: () => connector.waitForReady(),
+      getCallCredentials: () => connector.getCallCredentials(),
+      destroy: () => connector.destroy(),
+    };
+  }
 }
 
 /**
@@ -175,19 +229,38 @@ export interface MemberChannelCredentials {
  * and its answers are taken for the member asked. With `revocation` (the
  * peer plane's CRL, PeerCrl) a server whose certificate it revokes fails the
  * handshake with an error naming the revocation: a removed member cannot
- * answer (grant votes) as a member. Throws as channelCredentialsFromFiles.
+ * answer (grant votes) as a member, and closeRevoked closes the connections made before the CRL revoked
+ * it. Throws as channelCredentialsFromFiles.
  */
 export function memberChannelCredentialsFromFiles(opts: Omit<ChannelTlsFiles, 'serverMemberId'> & { readonly revocation?: ServerRevocation }): MemberChannelCredentials {
   const provider = new FileCertificateProvider(opts);
   const identity = opts.certFile !== undefined ? provider : null;
   const byId = new Map<string, grpc.ChannelCredentials>();
+  const sockets = new Set<TLSSocket>();
+  const revocation = opts.revocation;
+  const tracked = (c: grpc.ChannelCredentials): grpc.ChannelCredentials => (revocation === undefined ? c : new TrackedChannelCredentials(c, sockets));
   return {
-    any: grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck(undefined, false, opts.revocation)),
+    any: tracked(grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck(undefined, false, revocation))),
+    closeRevoked(): number {
+      if (revocation === undefined) return 0;
+      let closed = 0;
+      for (const socket of [...sockets]) {
+        const cert = socket.getPeerCertificate();
+        if (cert === null || typeof cert !== 'object' || revocation.revocationError(cert, 'the server\'s') === undefined) continue;
+        sockets.delete(socket);
+        socket.destroy();
+        closed++;
+      }
+      return closed;
+    },
+    get openConnections(): number {
+      return sockets.size;
+    },
     forMember(id: string, orNone = false): grpc.ChannelCredentials {
       const key = orNone ? `${id}|none` : id;
       let creds = byId.get(key);
       if (creds === undefined) {
-        creds = grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck(id, orNone, opts.revocation));
+        creds = tracked(grpc.experimental.createCertificateProviderChannelCredentials(provider, identity, serverCheck(id, orNone, revocation)));
         if (byId.size >= MEMBER_CREDENTIALS_MAX) {
           const oldest = byId.keys().next();
           if (oldest.done !== true) byId.delete(oldest.value);
