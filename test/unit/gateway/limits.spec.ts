@@ -399,6 +399,37 @@ describe('gateway limits: connection cap', function () {
     }
   });
 
+  it('a caller with no key cannot keep its connections in flight: pipelined open-route requests read slowly do not stop /health', async () => {
+    // review31: a connection with a request in flight is never evicted, and keyless requests kept their connection
+    // alive: pipelined GET /openapi.json (13.6 KB answers) on every place, read a little at a time, kept each one
+    // busy, and every new connection, /health's too, was refused for as long as it went on (about 20 s a round
+    // at the default idle timeout, then again on new connections).
+    const CONNECTIONS_MAX = 4;
+    const env = await start(leaderStatus, { connectionsMax: CONNECTIONS_MAX, idleTimeoutMs: 10_000 });
+    const attackers: Socket[] = [];
+    const timers: NodeJS.Timeout[] = [];
+    try {
+      for (let i = 0; i < CONNECTIONS_MAX; i++) {
+        const s = await open(env.port);
+        s.pause();
+        s.write(get('/openapi.json').repeat(3_000));
+        timers.push(setInterval(() => void s.read(32 * KiB), 500));
+        attackers.push(s);
+      }
+      await sleep(1_000);
+      for (let i = 0; i < 3; i++) {
+        const { res, socket } = await exchange(env.port, get('/health'));
+        socket.destroy();
+        assert.equal(res.status, 200, `/health (try ${i + 1})`);
+        await sleep(1_000);
+      }
+    } finally {
+      for (const t of timers) clearInterval(t);
+      for (const s of attackers) s.destroy();
+      await stop(env);
+    }
+  });
+
   it('when every held connection has a request in flight, a new one is closed; once they finish, /health answers', async () => {
     let calls = 0;
     let release: () => void = () => undefined;
