@@ -25,7 +25,8 @@
  *   other route refuses a declared length over jsonBytesMax (413) and reads
  *   none of its body (it uses none): Node discards it once the answer is sent.
  *   A request whose key has not passed (404, 405, an open route) is also
- *   answered with `Connection: close`. Before, each handler waited for up to
+ *   answered with `Connection: close`, body or not (one keyless request a
+ *   connection: pipelined ones read slowly kept every place in flight). Before, each handler waited for up to
  *   64 KiB of body, so a caller trickling one a byte every few seconds (no
  *   key at all on a 404 path; any key on GET /metrics) held its connection
  *   for days as a request in flight, never evicted: connectionsMax of them
@@ -168,12 +169,6 @@ class PayloadTooLarge extends Error {
 
 /** NO_BODY: what a request whose body is never read is handed. */
 const NO_BODY = Buffer.alloc(0);
-
-/** hasBody: the request head announces a body (a Content-Length above 0, or a Transfer-Encoding). */
-function hasBody(headers: FastifyRequest['headers']): boolean {
-  const length = headers['content-length'];
-  return (length !== undefined && length !== '0') || headers['transfer-encoding'] !== undefined;
-}
 
 /**
  * sendAuthError answers a refused request in its style, with
@@ -357,7 +352,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     } else if (anyKey === true && !metricsOpen) {
       verdict = anyValidKey(keyRing.checkRequest(req.headers, req.query as Record<string, unknown>, 'admin'));
     } else {
-      return; // an open route
+      // An open route. A caller whose key passes keeps its connection (the official clients send theirs with every
+      // request, /health's included); any other's answer closes it (preParsing).
+      const query = req.query as Record<string, unknown>;
+      if (presentedKeys(req.headers, query).length > 0 && keyRing.checkRequest(req.headers, query, 'anyKey') === 'ok') authenticated.add(req);
+      return;
     }
     if (verdict === 'ok') {
       authenticated.add(req);
@@ -373,11 +372,14 @@ export function createGateway(opts: GatewayOptions): Gateway {
 
   // After auth (onRequest: a refused request never gets here), before the body is read: `100 Continue` for a body
   // within jsonBytesMax (the restore route answers it itself, after its own size check). A request with no key
-  // passed (404, 405, an open route) is not invited: its body is never read and its answer closes the connection.
+  // passed (404, 405, an open route) is not invited: its body is never read and its answer closes the connection,
+  // body or not: a connection with a request in flight is never evicted, and before, pipelined keyless requests
+  // (GET /openapi.json, read a little at a time) kept every place in flight and every new connection was refused.
+  // One keyless request a connection: its answer is written at once and the place is free again.
   app.addHook('preParsing', async (req, reply, payload) => {
     if (req.routeOptions.config.rawBody === true) return payload;
     if (!authenticated.has(req)) {
-      if (hasBody(req.headers)) reply.header('Connection', 'close');
+      reply.header('Connection', 'close');
       return payload;
     }
     if (Number(req.headers['content-length'] ?? 0) <= jsonBytesMax) continueBody(req.raw, reply.raw);

@@ -189,8 +189,15 @@ describe('gateway limits: a refused request closes its connection', function () 
     });
   }
 
-  it('an accepted request keeps its connection (keep-alive still works)', async () => {
-    const { res, socket } = await exchange(env?.port ?? 0, get('/health'));
+  it('an accepted request keeps its connection (keep-alive still works), an open route\'s too when its key passes', async () => {
+    // An open route with no key passed closes its connection (a keyless caller gets one request a connection:
+    // 'a caller with no key cannot keep its connections in flight'); the official clients send their key with
+    // /health too, and keep the connection.
+    const keyless = await exchange(env?.port ?? 0, get('/health'));
+    keyless.socket.destroy();
+    assert.equal(keyless.res.status, 200);
+    assert.equal(keyless.res.headers['connection'], 'close');
+    const { res, socket } = await exchange(env?.port ?? 0, get('/health', { 'X-TYPESENSE-API-KEY': KEY }));
     try {
       assert.equal(res.status, 200);
       assert.notEqual(res.headers['connection'], 'close');
