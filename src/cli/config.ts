@@ -60,6 +60,12 @@ export interface ServeConfig {
   /** minFreeBytes: writes are refused while the data dir's file system has less free space than this; 0 disables the guard. */
   readonly minFreeBytes: number;
   readonly clusterId: string;
+  /**
+   * clusterIdWarning: under peer TLS with no --cluster-id given (the default, snapcoord), why that is a risk (serve
+   * logs it): another cluster whose certificates the same CA signed, on the default id too, takes this one's peer
+   * calls and membership proofs as its own members' (an id such as n1 names a member in both). '' when not.
+   */
+  readonly clusterIdWarning: string;
   readonly tickMs: number;
   readonly electionTimeoutTicks: number;
   readonly heartbeatTicks: number;
@@ -193,7 +199,13 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('dataDir', 'data-dir', 'string', 'dir', 'data directory (default ./data/<id>)'),
   option('minFreeBytes', 'min-free-bytes', 'int', 'bytes', `free space kept in reserve on the data dir's file system: below it writes, membership changes, restores and snapshots are refused (reads still served); 0 to disable (default ${DEFAULT_MIN_FREE_BYTES}, 64 MiB)`),
   option('verifyImageRecords', 'verify-image-records', 'bool', '', "a follower taking the leader's state image of a restore reads every record of it and checks them against the restore entry's records digest before it commits it (~2.5-3 s of CPU per million 1 KiB records; default off: the image's files are checked against the SHA-256s the leader recorded, and the leader checked its own install against the digest)"),
-  option('clusterId', 'cluster-id', 'string', 'name', 'cluster id recorded in the data dir (default snapcoord)'),
+  option(
+    'clusterId',
+    'cluster-id',
+    'string',
+    'name',
+    'cluster id recorded in the data dir and carried by every peer call (default snapcoord). Clusters whose peer certificates one CA signs need ids of their own: two on one id take each other\'s peer calls and proofs. Choose it when the cluster is made: a data dir keeps the id it was made with',
+  ),
   option('tickMs', 'tick-ms', 'int', 'ms', `Raft tick length (default ${DEFAULT_TIMINGS.tickMs})`),
   option('electionTimeoutTicks', 'election-timeout-ticks', 'int', 'n', `election timeout in ticks (default ${DEFAULT_TIMINGS.electionTimeoutTicks})`),
   option('heartbeatTicks', 'heartbeat-ticks', 'int', 'n', `heartbeat interval in ticks (default ${DEFAULT_TIMINGS.heartbeatIntervalTicks})`),
@@ -475,7 +487,8 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   const dataDir = resolve(str('dataDir') ?? `./data/${id}`);
   const minFreeBytes = int('minFreeBytes', DEFAULT_MIN_FREE_BYTES);
   if (minFreeBytes < 0) throw configError(`min-free-bytes: ${minFreeBytes} must be 0 (no reserve) or more bytes`);
-  const clusterId = str('clusterId') ?? 'snapcoord';
+  const clusterIdGiven = str('clusterId');
+  const clusterId = clusterIdGiven ?? 'snapcoord';
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(clusterId)) {
     throw configError(`cluster-id: "${clusterId}" is not valid (letters, digits, '_', '-', '.'; at most 64)`);
   }
@@ -612,6 +625,10 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     dataDir,
     minFreeBytes,
     clusterId,
+    clusterIdWarning:
+      peerTls !== null && clusterIdGiven === undefined
+        ? 'no --cluster-id: this node uses the default, snapcoord. Another cluster whose peer certificates the same CA (--peer-ca) signed, on the default id too, takes this cluster\'s peer calls and membership proofs as its own members\' (n1 is n1 in both): give each cluster an id of its own when it is made (a data dir keeps the id it was made with: say --cluster-id snapcoord to keep this one, and this warning goes)'
+        : '',
     tickMs,
     electionTimeoutTicks,
     heartbeatTicks,

@@ -205,6 +205,9 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
         cert.keyFile,
         '--peer-ca',
         tls.caFile,
+        // The CA under ./data/tls is this cluster's alone (made by `local`): the default id, said, warns of no sharing.
+        '--cluster-id',
+        'snapcoord',
         ...localPeerCrlArgs(tls.dir),
         '--cert',
         cert.certFile,

@@ -254,6 +254,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   if (cfg.apiKeyFileWarning !== '') logger.warn({ file: cfg.apiKeyFile }, cfg.apiKeyFileWarning);
   if (cfg.apiKeysFileWarning !== '') logger.warn({ file: cfg.apiKeysFile }, cfg.apiKeysFileWarning);
   for (const w of cfg.tlsKeyFileWarnings) logger.warn({}, w);
+  if (cfg.clusterIdWarning !== '') logger.warn({ clusterId: cfg.clusterId }, cfg.clusterIdWarning);
 
   // Everything this process creates is private (0700 directories, 0600 files), and what an older
   // version or an operator left wider in the data dir is narrowed, with a warning (as etcd does).

@@ -65,6 +65,17 @@ describe('serve configuration: planes, TLS, keys, limits', () => {
     assert.deepEqual(tls.clientTls, { certFile: '/t/n1.pem', keyFile: '/t/n1-key.pem', clientCaFile: '' });
   });
 
+  it('under peer TLS with no --cluster-id, a warning: two clusters of one CA on the default id take each other\'s peer calls; none once an id is given (snapcoord too) or without peer TLS', () => {
+    const tls = { peerCert: '/t/n1.pem', peerKey: '/t/n1-key.pem', peerCa: '/t/ca.pem' };
+    const cfg = resolveServeConfig(tls, KEY);
+    assert.equal(cfg.clusterId, 'snapcoord');
+    assert.match(cfg.clusterIdWarning, /^no --cluster-id: this node uses the default, snapcoord\. Another cluster whose peer certificates the same CA \(--peer-ca\) signed, on the default id too, takes this cluster's peer calls/);
+    for (const given of [resolveServeConfig({ ...tls, clusterId: 'snapcoord' }, KEY), resolveServeConfig({ ...tls, clusterId: 'orders-eu' }, KEY), resolveServeConfig(tls, { ...KEY, SNAPCOORD_CLUSTER_ID: 'orders-eu' })]) {
+      assert.equal(given.clusterIdWarning, '', given.clusterId);
+    }
+    assert.equal(resolveServeConfig({}, KEY).clusterIdWarning, '', 'no peer TLS: no CA to share (loopback or --insecure-plaintext)');
+  });
+
   it('TLS files go together', () => {
     refused({ peerCert: '/t/a.pem', peerKey: '/t/a-key.pem' }, /peer-cert, peer-key and peer-ca go together/);
     refused({ cert: '/t/a.pem' }, /cert and key go together/);
