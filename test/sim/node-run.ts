@@ -90,6 +90,8 @@ export interface NodeCampaignSummary {
   readonly seeds: number;
   readonly failures: NodeRunResult[];
   readonly steps: number;
+  /** messages: the Raft messages the seeds' nodes sent (NodeSimStats.messages, summed). */
+  readonly messages: number;
   readonly virtualMs: number;
   readonly wallMs: number;
   readonly counts: CampaignCounts;
@@ -99,6 +101,7 @@ export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCa
   const t0 = performance.now();
   const failures: NodeRunResult[] = [];
   let steps = 0;
+  let messages = 0;
   let virtualMs = 0;
   let seeds = 0;
   const counts = noCounts();
@@ -111,11 +114,12 @@ export async function runNodeCampaign(opts: NodeCampaignOptions): Promise<NodeCa
     });
     seeds++;
     steps += r.stats.steps;
+    messages += r.stats.messages;
     virtualMs += r.stats.virtualMs;
     addCounts(counts, r.stats);
     if (!r.ok) failures.push(r);
     opts.onResult?.(r);
     if (!r.ok && opts.stopOnFirst === true) break;
   }
-  return { seeds, failures, steps, virtualMs, wallMs: performance.now() - t0, counts };
+  return { seeds, failures, steps, messages, virtualMs, wallMs: performance.now() - t0, counts };
 }
