@@ -6,6 +6,12 @@
  * So grpc-js is pinned to its minor in package.json, and this spec fails
  * when the pin is loosened or the installed grpc-js moves that map or what it
  * holds: then http2ServersOf needs a new look before the pin moves.
+ *
+ * The peer plane's member credentials (src/tls/credentials.ts,
+ * TrackedChannelCredentials) also wrap grpc-js's private
+ * `ChannelCredentials._createSecureConnector` to keep the TLS connections
+ * they open, which a CRL reload closes (closeRevoked): the last case fails
+ * when that method or the connector it returns changes shape.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -71,6 +77,17 @@ describe('grpc-js pin: the private http2Servers map the host budget counts strea
       injector.destroy();
       tcp.close();
       srv.forceShutdown();
+    }
+  });
+
+  it('ChannelCredentials._createSecureConnector makes a connector of connect, waitForReady, getCallCredentials and destroy (TrackedChannelCredentials wraps it)', () => {
+    const creds = grpc.credentials.createSsl();
+    assert.equal(typeof creds._createSecureConnector, 'function');
+    const connector = creds._createSecureConnector({ scheme: 'dns', path: '127.0.0.1:1' }, {}, undefined);
+    try {
+      for (const name of ['connect', 'waitForReady', 'getCallCredentials', 'destroy'] as const) assert.equal(typeof connector[name], 'function', name);
+    } finally {
+      connector.destroy();
     }
   });
 });
