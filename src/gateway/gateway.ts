@@ -130,6 +130,12 @@ export interface GatewayOptions {
   readonly keepAliveTimeoutMs?: number;
   /** connectionsMax: open connections held at most (default DEFAULT_CONNECTIONS_MAX, 1024); the longest-idle one makes way for a new one. */
   readonly connectionsMax?: number;
+  /**
+   * keyConnectionsMax: the most connections with requests in flight one key may have at once (default
+   * DEFAULT_KEY_CONNECTIONS_MAX, 64); beyond, a keyed route answers 429 and an open route's answer closes its
+   * connection, both with `Connection: close`.
+   */
+  readonly keyConnectionsMax?: number;
   /** tlsReloadCheckMs: how often the HTTPS files are looked at for a change (default TLS_RELOAD_CHECK_MS; tests shorten it). */
   readonly tlsReloadCheckMs?: number;
 }

@@ -437,6 +437,49 @@ describe('gateway limits: connection cap', function () {
     }
   });
 
+  it('one key keeps at most keyConnectionsMax connections with requests in flight: a read-only key pipelining requests read slowly does not stop /health', async () => {
+    // review31: the keyed twin of the case above. Any valid key (snapshots.read here; kv.read would do) kept its
+    // connections alive, so pipelined requests read slowly held every place, and every new connection, /health's
+    // and the admin's too, was refused (the client plane lets one key prove at most 64 connections; the gateway had
+    // no such bound). Beyond the bound an open route's answer closes its connection and a keyed route answers 429.
+    const CONNECTIONS_MAX = 4;
+    const env = await start(leaderStatus, { connectionsMax: CONNECTIONS_MAX, idleTimeoutMs: 10_000, keyConnectionsMax: 2 });
+    const attackers: Socket[] = [];
+    const timers: NodeJS.Timeout[] = [];
+    try {
+      for (let i = 0; i < CONNECTIONS_MAX; i++) {
+        const s = await open(env.port);
+        s.pause();
+        s.write(get('/openapi.json', { 'X-TYPESENSE-API-KEY': READ_KEY }).repeat(3_000));
+        timers.push(setInterval(() => void s.read(32 * KiB), 500));
+        attackers.push(s);
+      }
+      await sleep(1_000);
+      for (let i = 0; i < 3; i++) {
+        const { res, socket } = await exchange(env.port, get('/health'));
+        socket.destroy();
+        assert.equal(res.status, 200, `/health (try ${i + 1})`);
+        await sleep(1_000);
+      }
+      // A keyed route of that key beyond its bound: 429, and its connection closed.
+      const s = await open(env.port);
+      attackers.push(s);
+      const r = readResponse(s);
+      s.write(get('/metrics', { 'X-TYPESENSE-API-KEY': READ_KEY }));
+      const res = await r;
+      assert.equal(res.status, 429);
+      assert.equal(res.headers['connection'], 'close');
+      // Another key is not held back.
+      const admin = await exchange(env.port, get('/metrics', { 'X-TYPESENSE-API-KEY': KEY }));
+      admin.socket.destroy();
+      assert.equal(admin.res.status, 200);
+    } finally {
+      for (const t of timers) clearInterval(t);
+      for (const s of attackers) s.destroy();
+      await stop(env);
+    }
+  });
+
   it('when every held connection has a request in flight, a new one is closed; once they finish, /health answers', async () => {
     let calls = 0;
     let release: () => void = () => undefined;
