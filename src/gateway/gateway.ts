@@ -40,7 +40,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import type { Server as TlsServer } from 'node:tls';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { formatHostPort, parseHostPort } from '../client/address.js';
@@ -92,6 +92,8 @@ export function logUrl(url: string): string {
   return shown.length <= URL_LOG_CHARS_MAX ? shown : `${shown.slice(0, URL_LOG_CHARS_MAX)}...(${shown.length - URL_LOG_CHARS_MAX} more characters)`;
 }
 
+/** DEFAULT_KEY_CONNECTIONS_MAX: the default bound of one key's connections with requests in flight (the client plane's bound of connections one key proves). */
+export const DEFAULT_KEY_CONNECTIONS_MAX = 64;
 /** CLOSE_GRACE_MS: how long close() lets running requests finish before cutting their connections. */
 export const CLOSE_GRACE_MS = 2_000;
 
@@ -261,6 +263,62 @@ export function createGateway(opts: GatewayOptions): Gateway {
   };
   validateLimits(limits);
   const metricsOpen = opts.metricsOpen === true;
+  const keyConnectionsMax = opts.keyConnectionsMax ?? DEFAULT_KEY_CONNECTIONS_MAX;
+  if (!Number.isSafeInteger(keyConnectionsMax) || keyConnectionsMax < 1) throw new Error(`keyConnectionsMax must be an integer >= 1, got ${keyConnectionsMax}`);
+  /**
+   * inFlightByKey: per key presented (none on a gateway without auth is not counted), the connections with its requests in flight and
+   * how many on each. A connection with a request in flight is never evicted (connection-guard.ts), so without a
+   * bound one key, a read-only one too, held every place with pipelined requests read slowly.
+   */
+  const inFlightByKey = new Map<string, Map<Socket, number>>();
+  /** keysOfConn: the keys whose requests a connection has carried (its 'close' clears its counts). */
+  const keysOfConn = new WeakMap<Socket, Set<string>>();
+  /**
+   * holdPlace counts `req`'s connection for `key` until its answer is done (or the connection closes); false, with
+   * nothing counted, when the key already has keyConnectionsMax other connections with requests in flight.
+   */
+  const holdPlace = (req: FastifyRequest, reply: FastifyReply, key: string): boolean => {
+    // No key at all passes only on a gateway without auth (--insecure-no-auth), where every caller may do anything.
+    if (key === '') return true;
+    const conn = req.raw.socket;
+    let held = inFlightByKey.get(key);
+    if (held === undefined) {
+      held = new Map();
+      inFlightByKey.set(key, held);
+    }
+    const n = held.get(conn) ?? 0;
+    if (n === 0 && held.size >= keyConnectionsMax) {
+      for (const c of held.keys()) if (c.destroyed) held.delete(c);
+      if (held.size >= keyConnectionsMax) return false;
+    }
+    held.set(conn, n + 1);
+    const release = (all: boolean): void => {
+      const h = inFlightByKey.get(key);
+      if (h === undefined) return;
+      const m = all ? 0 : (h.get(conn) ?? 1) - 1;
+      if (m > 0) h.set(conn, m);
+      else h.delete(conn);
+      if (h.size === 0) inFlightByKey.delete(key);
+    };
+    // A connection closed with answers never sent (pipelined requests cut off) leaves no count: one listener a
+    // connection, whatever the number of requests and keys it carries.
+    let keys = keysOfConn.get(conn);
+    if (keys === undefined) {
+      const ks = new Set<string>();
+      keys = ks;
+      keysOfConn.set(conn, ks);
+      conn.once('close', () => {
+        for (const k of ks) {
+          const h = inFlightByKey.get(k);
+          h?.delete(conn);
+          if (h?.size === 0) inFlightByKey.delete(k);
+        }
+      });
+    }
+    keys.add(key);
+    reply.raw.once('close', () => release(false));
+    return true;
+  };
   /** callerKeys: the key each authenticated request passed with, sent on to the node as the call's own. */
   const callerKeys = new WeakMap<FastifyRequest, string>();
   // Open routes (/health) ask the node with the gateway's own key: the admin key, else the first configured one.
@@ -359,17 +417,26 @@ export function createGateway(opts: GatewayOptions): Gateway {
       verdict = anyValidKey(keyRing.checkRequest(req.headers, req.query as Record<string, unknown>, 'admin'));
     } else {
       // An open route. A caller whose key passes keeps its connection (the official clients send theirs with every
-      // request, /health's included); any other's answer closes it (preParsing).
+      // request, /health's included), within its key's bound; any other's answer closes it (preParsing).
       const query = req.query as Record<string, unknown>;
-      if (presentedKeys(req.headers, query).length > 0 && keyRing.checkRequest(req.headers, query, 'anyKey') === 'ok') authenticated.add(req);
+      const presented = presentedKeys(req.headers, query);
+      if (presented.length > 0 && keyRing.checkRequest(req.headers, query, 'anyKey') === 'ok') {
+        const key = presented.find((k) => keyRing.insecureNoAuth || keyRing.lookup(k) !== null) ?? '';
+        if (holdPlace(req, reply, key)) authenticated.add(req);
+      }
       return;
     }
     if (verdict === 'ok') {
-      authenticated.add(req);
       const key = presentedKeys(req.headers, req.query as Record<string, unknown>).find((k) => {
         const actions = keyRing.lookup(k);
         return actions !== null && (action === undefined || action === null || allows(actions, action));
       });
+      if (!holdPlace(req, reply, key ?? '')) {
+        reply.header('Connection', 'close');
+        const why = `this API key has requests in flight on ${keyConnectionsMax} connections already (at most ${keyConnectionsMax}); retry once one is answered`;
+        return sendStyledError(reply, style ?? styleOfPath(req.url), 429, why, 'too_many_requests');
+      }
+      authenticated.add(req);
       if (key !== undefined) callerKeys.set(req, key);
       return;
     }
