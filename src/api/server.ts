@@ -41,6 +41,7 @@ import { createClusterService, type ClusterServiceOptions } from './cluster-serv
 import { ConnectionLimiter, provingInterceptor, refusedOwnerInterceptor, type ConnectionLimits } from './connection-limiter.js';
 import { HostBudget, type HostBudgetLimits } from './host-budget.js';
 import { createKvService } from './kv-service.js';
+import { ServedLater } from './served-later.js';
 import { LeaderForwarder } from './leader-forwarder.js';
 import { PROTO_FILES, protoDir } from './proto-dir.js';
 import { CLIENT_READ_LIMITS, ReadGate, readGateInterceptor, type ReadLimits } from './read-gate.js';
@@ -318,9 +319,12 @@ export interface ApiServer {
   /** directory: the members' client addresses as they advertise them over the peer plane (give it to the GrpcTransport too). */
   readonly directory: PeerDirectory;
   /**
-   * serve adds RaftService (peer plane), KVService and ClusterService (client
-   * plane) over `node` and reports SERVING. Until then those services answer
-   * UNIMPLEMENTED and health says NOT_SERVING. Call it once.
+   * serve adds RaftService (peer plane) and serves KVService and ClusterService
+   * (client plane; SnapshotService and TaskService with snapshotApi, else they
+   * answer UNIMPLEMENTED) over `node`, and reports SERVING. Until then the
+   * client plane's services answer UNAVAILABLE "the node is starting" (see
+   * ServedLater), the peer plane UNIMPLEMENTED, and health says NOT_SERVING.
+   * Call it once.
    */
   serve(opts: ServeOptions): void;
   /**
@@ -454,6 +458,15 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   });
   const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICE_NAMES.map((s) => [s, 'NOT_SERVING'])) });
   health.addToServer(server);
+  // The client plane's services are there from the bind: until serve (the node booting) they answer UNAVAILABLE
+  // "starting", which clients retry; a method grpc-js does not know it answers UNIMPLEMENTED, which none retries.
+  const later = {
+    kv: new ServedLater(KVServiceService, 'the node'),
+    cluster: new ServedLater(ClusterServiceService, 'the node'),
+    snapshot: new ServedLater(SNAPSHOT_SERVICE_DEFINITION, 'the node'),
+    task: new ServedLater(TaskServiceService, 'the node'),
+  };
+  for (const l of Object.values(later)) l.addTo(server);
   // Reflection answers each request of its stream without waiting for the last to be taken: read no faster than the client takes them.
   addWithBackpressure(server, reflection());
   const listeners: Listeners[] = [];
@@ -546,13 +559,16 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
         ...(clientCredentialsFor !== undefined ? { credentialsFor: clientCredentialsFor } : {}),
       });
       peerServer.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g, selfClientAddress: selfClient, stopping: stopping.signal }));
-      server.addService(KVServiceService, createKvService(node, forwarder));
-      server.addService(ClusterServiceService, createClusterService(node, forwarder, stateHash !== undefined ? { stateHash } : {}));
+      later.kv.serve(createKvService(node, forwarder));
+      later.cluster.serve(createClusterService(node, forwarder, stateHash !== undefined ? { stateHash } : {}));
       if (snapshotApi !== undefined) {
         const snap = createSnapshotService(node, snapshotApi, forwarder);
         closeSnapshotService = snap.close;
-        server.addService(SNAPSHOT_SERVICE_DEFINITION, snap.service);
-        server.addService(TaskServiceService, createTaskService(snapshotApi.tasks.queue));
+        later.snapshot.serve(snap.service);
+        later.task.serve(createTaskService(snapshotApi.tasks.queue));
+      } else {
+        later.snapshot.serve(null);
+        later.task.serve(null);
       }
       setAll('SERVING');
       log.info({ id: node.id, address, peerAddress, mutualTls: g.mutualTls }, 'api server serving');
