@@ -212,34 +212,55 @@ export async function writeArchive(
   }
 }
 
-/** GzipSniffer refuses input that does not start like a gzip stream, and counts the bytes. */
-class GzipSniffer extends Transform {
+/** GzipHeadCheck refuses input that does not start like a gzip stream (`not-gzip`), and counts the bytes. */
+export class GzipHeadCheck {
   bytes = 0;
   private head = Buffer.alloc(0);
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  /** feed: the next input bytes; throws `not-gzip` when the first three are not 1f 8b 08. */
+  feed(chunk: Buffer): void {
     if (this.bytes < 3) {
       this.head = Buffer.concat([this.head, chunk.subarray(0, 3 - this.head.length)]);
-      if (!this.headOk()) {
-        callback(new ArchiveError('not-gzip', 'not a gzip stream (the first bytes are not 1f 8b 08)'));
-        return;
-      }
+      const expected = [0x1f, 0x8b, 0x08];
+      if (!this.head.every((b, i) => b === expected[i])) throw new ArchiveError('not-gzip', 'not a gzip stream (the first bytes are not 1f 8b 08)');
     }
     this.bytes += chunk.length;
+  }
+
+  /** end: the input ended; throws `not-gzip` when it was shorter than a gzip stream's start. */
+  end(): void {
+    if (this.bytes < 3) {
+      throw new ArchiveError('not-gzip', this.bytes === 0 ? 'empty input, not a gzip stream' : `only ${this.bytes} bytes, not a gzip stream`);
+    }
+  }
+}
+
+/** GzipSniffer: a GzipHeadCheck in readArchive's pipeline. */
+class GzipSniffer extends Transform {
+  private readonly check = new GzipHeadCheck();
+
+  get bytes(): number {
+    return this.check.bytes;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    try {
+      this.check.feed(chunk);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
     callback(null, chunk);
   }
 
   override _flush(callback: TransformCallback): void {
-    if (this.bytes < 3) {
-      callback(new ArchiveError('not-gzip', this.bytes === 0 ? 'empty input, not a gzip stream' : `only ${this.bytes} bytes, not a gzip stream`));
+    try {
+      this.check.end();
+    } catch (err) {
+      callback(err as Error);
       return;
     }
     callback();
-  }
-
-  private headOk(): boolean {
-    const expected = [0x1f, 0x8b, 0x08];
-    return this.head.every((b, i) => b === expected[i]);
   }
 }
 
@@ -251,14 +272,28 @@ interface PendingWrite {
   readonly callback: (error?: Error | null) => void;
 }
 
+/** ArchiveScanSink: where an ArchiveScan hands state.bin. */
+export interface ArchiveScanSink {
+  /** stateBegins: state.bin's header was read (its size is meta.stateBytes); meta.json was read and checked before. */
+  stateBegins(meta: ArchiveMeta): void;
+  /** statePiece: the next bytes of state.bin (a view of the input chunk); false asks the scan to stop after it. */
+  statePiece(piece: Buffer): boolean;
+  /** stateEnds: every byte of state.bin was handed on (its SHA-256 is final). */
+  stateEnds(): void;
+}
+
 /**
- * ArchiveReader is the Writable end of readArchive's pipeline: it parses the
- * decompressed tar, enforces the gunzip cap, the entry rules and the member
- * limits, keeps meta.json and SHA256SUMS (small, bounded) and streams
- * state.bin into the consumer's Readable with backpressure, hashing it. At the
- * end it compares both hashes with SHA256SUMS.
+ * ArchiveScan holds the rules of a snapshot archive's decompressed tar, driven
+ * synchronously: count() each decompressed chunk (the gunzip cap), write() it
+ * (parsing the tar, the entry rules and the member limits, keeping meta.json
+ * and SHA256SUMS, which are small and bounded, and handing state.bin's bytes
+ * to the sink, hashing them), finish() at the end (the end-of-archive blocks
+ * and both hashes against SHA256SUMS). Every refusal is an ArchiveError,
+ * thrown. readArchive's pipeline drives it through ArchiveReader (a Writable);
+ * the install's read on its worker (install-read-job.ts) drives it with no
+ * stream at all.
  */
-class ArchiveReader extends Writable {
+export class ArchiveScan {
   private phase: ReaderPhase = 'header';
   private memberIndex = 0;
   private memberSize = 0;
@@ -270,32 +305,24 @@ class ArchiveReader extends Writable {
   private totalBytes = 0;
   private capBytes = GUNZIP_SLACK_BYTES;
   private zeroBytes = 0;
-  private pending: PendingWrite | null = null;
-  private readRequested = false;
-  private state: Readable | null = null;
   private readonly stateHash = createHash('sha256');
   private sums: { meta: string; state: string } | null = null;
   private metaSha256 = '';
-  private statePushed = false;
-  /** failed: the pipeline failed (set before the consumer can observe it). */
-  failed = false;
   meta: ArchiveMeta | null = null;
   stateSha256 = '';
   /** stateTarOffset: where state.bin's bytes begin in the tar (its header's end), once meta.json was read. */
   stateTarOffset = 0;
 
-  /** declaredStateSha256: state.bin's line of SHA256SUMS, once it was read ('' before). */
-  get declaredStateSha256(): string {
-    return this.sums?.state ?? '';
-  }
-
   constructor(
     private readonly stateBytesMax: number,
     /** hashState: false leaves state.bin unhashed and its SHA256SUMS line unchecked (ReadArchiveOptions.skipStateDigest). */
     private readonly hashState: boolean,
-    private readonly onState: (meta: ArchiveMeta, state: Readable) => void,
-  ) {
-    super({ highWaterMark: ZLIB_CHUNK_BYTES });
+    private readonly sink: ArchiveScanSink,
+  ) {}
+
+  /** declaredStateSha256: state.bin's line of SHA256SUMS, once it was read ('' before). */
+  get declaredStateSha256(): string {
+    return this.sums?.state ?? '';
   }
 
   /** complete: every member and the end-of-archive blocks have been seen. */
@@ -303,126 +330,78 @@ class ArchiveReader extends Writable {
     return this.phase === 'end' && this.zeroBytes >= END_OF_ARCHIVE_BYTES;
   }
 
-  /** stateFullyPushed: every byte of state.bin has been handed to the consumer's stream. */
-  get stateFullyPushed(): boolean {
-    return this.statePushed;
-  }
-
-  /** stateStream: the Readable handed to the consumer, once state.bin has begun. */
-  get stateStream(): Readable | null {
-    return this.state;
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.totalBytes += chunk.length;
+  /** count: `bytes` more decompressed bytes arrive; throws `too-large` past the cap (1 MiB before meta.json, then meta.stateBytes + 1 MiB). */
+  count(bytes: number): void {
+    this.totalBytes += bytes;
     if (this.totalBytes > this.capBytes) {
-      callback(
-        new ArchiveError(
-          'too-large',
-          this.meta === null
-            ? `more than ${this.capBytes} bytes decompressed before meta.json was read (decompression bomb?)`
-            : `decompressed data exceeds meta.stateBytes + ${GUNZIP_SLACK_BYTES} = ${this.capBytes} bytes (decompression bomb?)`,
-        ),
+      throw new ArchiveError(
+        'too-large',
+        this.meta === null
+          ? `more than ${this.capBytes} bytes decompressed before meta.json was read (decompression bomb?)`
+          : `decompressed data exceeds meta.stateBytes + ${GUNZIP_SLACK_BYTES} = ${this.capBytes} bytes (decompression bomb?)`,
       );
-      return;
     }
-    this.process({ chunk, pos: 0, callback });
   }
 
-  override _final(callback: (error?: Error | null) => void): void {
-    try {
-      if (this.phase !== 'end') {
-        const member = ARCHIVE_MEMBERS[this.memberIndex]!;
-        if (this.phase === 'header' && this.blockBytes === 0) {
-          throw new ArchiveError('missing-entry', `the tar ends before ${member}`);
+  /**
+   * write parses `chunk` from `pos` (counted before); returns where it stopped: chunk.length, or less when the
+   * sink asked to stop inside state.bin (call again from there). Throws ArchiveError.
+   */
+  write(chunk: Buffer, pos: number): number {
+    while (pos < chunk.length) {
+      if (this.phase === 'member') {
+        const n = Math.min(this.remaining, chunk.length - pos);
+        const piece = chunk.subarray(pos, pos + n);
+        pos += n;
+        this.remaining -= n;
+        if (this.memberIndex !== 1) {
+          this.parts.push(piece);
+          if (this.remaining === 0) this.endMember();
+          continue;
         }
-        throw new ArchiveError('truncated', `the tar ends inside ${this.phase === 'header' ? `the header of ${member}` : member}`);
-      }
-      if (this.blockBytes > 0 && !isZeroBlock(this.block.subarray(0, this.blockBytes))) {
-        throw new ArchiveError('trailing-garbage', 'data after the end of the tar');
-      }
-      if (this.zeroBytes < END_OF_ARCHIVE_BYTES) {
-        throw new ArchiveError('truncated', 'the tar ends without its end-of-archive blocks');
-      }
-      this.checkHashes();
-      callback();
-    } catch (err) {
-      callback(err as Error);
-    }
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (error !== null) this.failed = true;
-    const state = this.state;
-    // a state stream already fully pushed is left to its consumer to finish.
-    if (state !== null && !this.statePushed && !state.destroyed) {
-      state.destroy(error ?? new ArchiveError('truncated', 'the archive stream stopped inside state.bin'));
-    }
-    this.pending = null;
-    callback(error);
-  }
-
-  private onStateRead(): void {
-    this.readRequested = true;
-    const pending = this.pending;
-    if (pending === null) return;
-    this.pending = null;
-    this.process(pending);
-  }
-
-  private process(work: PendingWrite): void {
-    const { chunk, callback } = work;
-    let pos = work.pos;
-    try {
-      while (pos < chunk.length) {
-        if (this.phase === 'member') {
-          const n = Math.min(this.remaining, chunk.length - pos);
-          const piece = chunk.subarray(pos, pos + n);
-          pos += n;
-          this.remaining -= n;
-          if (this.memberIndex !== 1) {
-            this.parts.push(piece);
-            if (this.remaining === 0) this.endMember();
-            continue;
-          }
-          if (this.hashState) this.stateHash.update(piece);
-          const state = this.state!;
-          let wantMore = true;
-          if (!state.destroyed) {
-            this.readRequested = false;
-            wantMore = state.push(piece) || this.readRequested;
-          }
-          if (this.remaining === 0) {
-            this.endMember();
-          } else if (!wantMore && !state.destroyed) {
-            this.pending = { chunk, pos, callback };
-            return;
-          }
-        } else if (this.phase === 'padding') {
-          const n = Math.min(this.remaining, chunk.length - pos);
-          pos += n;
-          this.remaining -= n;
-          if (this.remaining === 0) this.phase = this.memberIndex === ARCHIVE_MEMBERS.length ? 'end' : 'header';
-        } else {
-          const n = Math.min(TAR_BLOCK_BYTES - this.blockBytes, chunk.length - pos);
-          chunk.copy(this.block, this.blockBytes, pos, pos + n);
-          this.blockBytes += n;
-          pos += n;
-          if (this.blockBytes === TAR_BLOCK_BYTES) {
-            this.blockBytes = 0;
-            if (this.phase === 'header') this.startMember();
-            else if (isZeroBlock(this.block)) this.zeroBytes += TAR_BLOCK_BYTES;
-            else this.afterEnd();
-          } else if (this.phase === 'end' && this.zeroBytes >= END_OF_ARCHIVE_BYTES && !isZeroBlock(this.block.subarray(0, this.blockBytes))) {
-            throw new ArchiveError('trailing-garbage', 'data after the end of the tar');
-          }
+        if (this.hashState) this.stateHash.update(piece);
+        const wantMore = this.sink.statePiece(piece);
+        if (this.remaining === 0) this.endMember();
+        else if (!wantMore) return pos;
+      } else if (this.phase === 'padding') {
+        const n = Math.min(this.remaining, chunk.length - pos);
+        pos += n;
+        this.remaining -= n;
+        if (this.remaining === 0) this.phase = this.memberIndex === ARCHIVE_MEMBERS.length ? 'end' : 'header';
+      } else {
+        const n = Math.min(TAR_BLOCK_BYTES - this.blockBytes, chunk.length - pos);
+        chunk.copy(this.block, this.blockBytes, pos, pos + n);
+        this.blockBytes += n;
+        pos += n;
+        if (this.blockBytes === TAR_BLOCK_BYTES) {
+          this.blockBytes = 0;
+          if (this.phase === 'header') this.startMember();
+          else if (isZeroBlock(this.block)) this.zeroBytes += TAR_BLOCK_BYTES;
+          else this.afterEnd();
+        } else if (this.phase === 'end' && this.zeroBytes >= END_OF_ARCHIVE_BYTES && !isZeroBlock(this.block.subarray(0, this.blockBytes))) {
+          throw new ArchiveError('trailing-garbage', 'data after the end of the tar');
         }
       }
-    } catch (err) {
-      callback(err as Error);
-      return;
     }
-    callback();
+    return pos;
+  }
+
+  /** finish: the decompressed tar ended; throws ArchiveError unless it ended where an archive ends and both hashes check. */
+  finish(): void {
+    if (this.phase !== 'end') {
+      const member = ARCHIVE_MEMBERS[this.memberIndex]!;
+      if (this.phase === 'header' && this.blockBytes === 0) {
+        throw new ArchiveError('missing-entry', `the tar ends before ${member}`);
+      }
+      throw new ArchiveError('truncated', `the tar ends inside ${this.phase === 'header' ? `the header of ${member}` : member}`);
+    }
+    if (this.blockBytes > 0 && !isZeroBlock(this.block.subarray(0, this.blockBytes))) {
+      throw new ArchiveError('trailing-garbage', 'data after the end of the tar');
+    }
+    if (this.zeroBytes < END_OF_ARCHIVE_BYTES) {
+      throw new ArchiveError('truncated', 'the tar ends without its end-of-archive blocks');
+    }
+    this.checkHashes();
   }
 
   /** afterEnd: a non-zero block after SHA256SUMS: another entry before the end blocks, or garbage after them. */
@@ -465,13 +444,7 @@ class ArchiveReader extends Writable {
       if (h.size !== meta.stateBytes) {
         throw new ArchiveError('size-mismatch', `state.bin is ${h.size} bytes but meta.json says stateBytes ${meta.stateBytes}`);
       }
-      const state = new Readable({ highWaterMark: STREAM_CHUNK_BYTES, read: () => this.onStateRead() });
-      // a consumer that stops reading (destroys its stream) and succeeds: keep hashing, discard the rest.
-      state.once('close', () => this.onStateRead());
-      // errors reach the consumer through its reads and readArchive's rejection, never as an uncaught 'error'.
-      state.on('error', () => undefined);
-      this.state = state;
-      this.onState(meta, state);
+      this.sink.stateBegins(meta);
     }
     if (h.size === 0) this.endMember();
   }
@@ -490,9 +463,7 @@ class ArchiveReader extends Writable {
       this.capBytes = meta.stateBytes + GUNZIP_SLACK_BYTES;
     } else if (name === STATE_NAME) {
       this.stateSha256 = this.hashState ? this.stateHash.digest('hex') : '';
-      const state = this.state!;
-      this.statePushed = true;
-      if (!state.destroyed) state.push(null);
+      this.sink.stateEnds();
     } else {
       this.sums = parseSums(Buffer.concat(this.parts));
     }
@@ -510,6 +481,134 @@ class ArchiveReader extends Writable {
     if (this.hashState && sums.state !== this.stateSha256) {
       throw new ArchiveError('hash-mismatch', `state.bin SHA-256 is ${this.stateSha256} but SHA256SUMS says ${sums.state}`);
     }
+  }
+}
+
+/**
+ * ArchiveReader is the Writable end of readArchive's pipeline: an ArchiveScan
+ * (the tar's rules, the gunzip cap, both hashes) whose state.bin goes into
+ * the consumer's Readable with backpressure.
+ */
+class ArchiveReader extends Writable {
+  private readonly scan: ArchiveScan;
+  private pending: PendingWrite | null = null;
+  private readRequested = false;
+  private state: Readable | null = null;
+  private statePushed = false;
+  /** failed: the pipeline failed (set before the consumer can observe it). */
+  failed = false;
+
+  constructor(stateBytesMax: number, hashState: boolean, onState: (meta: ArchiveMeta, state: Readable) => void) {
+    super({ highWaterMark: ZLIB_CHUNK_BYTES });
+    this.scan = new ArchiveScan(stateBytesMax, hashState, {
+      stateBegins: (meta) => {
+        const state = new Readable({ highWaterMark: STREAM_CHUNK_BYTES, read: () => this.onStateRead() });
+        // a consumer that stops reading (destroys its stream) and succeeds: keep hashing, discard the rest.
+        state.once('close', () => this.onStateRead());
+        // errors reach the consumer through its reads and readArchive's rejection, never as an uncaught 'error'.
+        state.on('error', () => undefined);
+        this.state = state;
+        onState(meta, state);
+      },
+      statePiece: (piece) => {
+        const state = this.state!;
+        if (state.destroyed) return true;
+        this.readRequested = false;
+        return state.push(piece) || this.readRequested || state.destroyed;
+      },
+      stateEnds: () => {
+        const state = this.state!;
+        this.statePushed = true;
+        if (!state.destroyed) state.push(null);
+      },
+    });
+  }
+
+  get meta(): ArchiveMeta | null {
+    return this.scan.meta;
+  }
+
+  get stateSha256(): string {
+    return this.scan.stateSha256;
+  }
+
+  /** stateTarOffset: where state.bin's bytes begin in the tar (its header's end), once meta.json was read. */
+  get stateTarOffset(): number {
+    return this.scan.stateTarOffset;
+  }
+
+  /** declaredStateSha256: state.bin's line of SHA256SUMS, once it was read ('' before). */
+  get declaredStateSha256(): string {
+    return this.scan.declaredStateSha256;
+  }
+
+  /** complete: every member and the end-of-archive blocks have been seen. */
+  get complete(): boolean {
+    return this.scan.complete;
+  }
+
+  /** stateFullyPushed: every byte of state.bin has been handed to the consumer's stream. */
+  get stateFullyPushed(): boolean {
+    return this.statePushed;
+  }
+
+  /** stateStream: the Readable handed to the consumer, once state.bin has begun. */
+  get stateStream(): Readable | null {
+    return this.state;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    try {
+      this.scan.count(chunk.length);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    this.process({ chunk, pos: 0, callback });
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    try {
+      this.scan.finish();
+      callback();
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (error !== null) this.failed = true;
+    const state = this.state;
+    // a state stream already fully pushed is left to its consumer to finish.
+    if (state !== null && !this.statePushed && !state.destroyed) {
+      state.destroy(error ?? new ArchiveError('truncated', 'the archive stream stopped inside state.bin'));
+    }
+    this.pending = null;
+    callback(error);
+  }
+
+  private onStateRead(): void {
+    this.readRequested = true;
+    const pending = this.pending;
+    if (pending === null) return;
+    this.pending = null;
+    this.process(pending);
+  }
+
+  private process(work: PendingWrite): void {
+    const { chunk, callback } = work;
+    let pos: number;
+    try {
+      pos = this.scan.write(chunk, work.pos);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    if (pos < chunk.length) {
+      this.pending = { chunk, pos, callback };
+      return;
+    }
+    callback();
   }
 }
 

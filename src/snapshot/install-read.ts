@@ -3,7 +3,8 @@
  * thread (the snapshot worker of state-digest.ts, the delta's: one worker
  * module, one thread per job, no pool). On the worker: the file read, the
  * archive's whole SHA-256 (when it is only claimed: a fetched archive),
- * gunzip, the tar and meta.json rules (readArchive), every state.bin record
+ * gunzip, the tar and meta.json rules (readArchive's own, with no stream:
+ * install-read-job.ts StreamFreeRead), every state.bin record
  * checked (checkedStateRecords: keys strictly increasing, counts and sizes
  * as meta.json declares) and, when asked, the member table recorded with
  * every gzip CRC checked (MemberTableRecorder). The main thread gets the
@@ -23,8 +24,8 @@
  * a buffer of PACK_BUFFER_BYTES: ~8.5 MiB between the threads). Each
  * batch's memory goes back to the worker with its credit and is packed
  * again (no allocation, page faults or free per batch: four buffers cycle
- * between the threads). The worker's readArchive reads 1 MiB pieces with its
- * streams' usual buffers behind that. The worker stops
+ * between the threads). Behind that the worker holds one 1 MiB read buffer
+ * and one gunzipped piece (112 KiB) at a time. The worker stops
  * reading while the main thread holds that many (backpressure end to end:
  * RocksDB's writes -> the puts -> credits -> the worker's decode -> gunzip
  * -> the file read).

@@ -117,7 +117,7 @@ type InflateRaw = ReturnType<SnapshotIo['createInflateRaw']>;
  * length, value) across output pieces by their lengths alone: the count,
  * the first key, and whether the bytes so far end on a record boundary.
  */
-class RecordWalker {
+export class RecordWalker {
   keys = 0;
   readonly #keyBytesMax: number;
 

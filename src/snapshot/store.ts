@@ -38,7 +38,7 @@ import { GUNZIP_CHUNK_BYTES, GZIP_BLOCK_BYTES_DEFAULT, readArchive, readArchiveH
 import { writeArchiveDelta, type StateChange } from './archive-delta.js';
 import { writeArchiveFromMembers, type ArchiveMemberTable, type StateMembersProducer } from './archive-writer.js';
 import { MEMBERS_FILE, decodeMemberTable, encodeMemberTable } from './member-table.js';
-import { MemberGunzip } from './member-gunzip.js';
+import { MemberGunzip, type GzipMemberRead } from './member-gunzip.js';
 import { SMALL_STATE_BYTES_MAX, buildSmallArchive, takeSmallState, type SmallStateTake } from './small-archive.js';
 import type { StateRecord } from './state-format.js';
 import { ArchiveSink, CHUNK_HASH_BYTES, decodeChunkHashes, encodeChunkHashes, type SinkDigest, type SinkStats } from './archive-sink.js';
@@ -621,10 +621,13 @@ export class MemberTableRecorder {
       checkCrc: options.checkCrc,
       io: options.io,
       sizesOnly: true,
-      onMember: (m) => {
-        this.#seen.push({ compressedBytes: m.compressedBytes, outStart: m.outStart, outBytes: m.outBytes, records: m.records === null ? null : { keys: m.records.keys, firstKey: Buffer.from(m.records.firstKey) } });
-      },
+      onMember: (m) => this.noteMember(m),
     });
+  }
+
+  /** noteMember: a whole member as a gunzip reported it (the MemberGunzip's own, or a SyncMemberGunzip's reading the same archive). */
+  noteMember(m: GzipMemberRead): void {
+    this.#seen.push({ compressedBytes: m.compressedBytes, outStart: m.outStart, outBytes: m.outBytes, records: m.records === null ? null : { keys: m.records.keys, firstKey: Buffer.from(m.records.firstKey) } });
   }
 
   /** stateBegins: readArchive's consumer was handed state.bin (its meta and where it lies). */
