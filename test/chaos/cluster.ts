@@ -35,7 +35,7 @@ import { ProxyMesh } from './proxy.js';
 
 export interface ChaosClusterOptions {
   readonly nodes: number;
-  /** dir: where data dirs and fault control files go (the caller removes it). */
+  /** dir: where data dirs, fault control files and every node process's output (<dir>/<id>.log, ServeClusterOptions.logsDir) go (the caller removes it). */
   readonly dir: string;
   readonly seed: number;
   /** extra: more `serve` flags for every node. */
@@ -99,6 +99,7 @@ export class ChaosCluster {
     const serve = await ServeCluster.create({
       ids: Array.from({ length: opts.nodes }, (_, i) => `n${i + 1}`),
       dir: opts.dir,
+      logsDir: opts.dir,
       tls: opts.tls ?? true,
       apiKey: CHAOS_API_KEY,
       extra: (id) => [

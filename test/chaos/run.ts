@@ -218,7 +218,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       await rm(dir, { recursive: true, force: true });
     } else {
       await writeFile(join(dir, 'history.json'), JSON.stringify(workload?.history ?? []));
-      for (const n of cluster.nodes) await writeFile(join(dir, `${n.id}.log`), cluster.logsOf(n.id, Number.MAX_SAFE_INTEGER));
+      // Every node process's output is in <dir>/<id>.log already (ChaosCluster: logsDir).
     }
     // eslint-disable-next-line no-unsafe-finally
     return report;

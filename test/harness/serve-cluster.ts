@@ -6,7 +6,7 @@
  * keep every process's output for diagnosis, and clean up.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClusterClient } from '../../src/client/cluster-client.js';
@@ -48,6 +48,12 @@ export interface ServeClusterOptions {
   readonly addresses?: StartServesOptions['addresses'];
   /** startAttempts: how many first starts `start` tries, each on new addresses, when an address is taken (default FRESH_PORT_ATTEMPTS). */
   readonly startAttempts?: number;
+  /**
+   * logsDir: keep every process's whole output: appended to <logsDir>/<id>.log once it is killed (kill, a
+   * failed restart, stop), under a "=== <id> process N (<signal>) ===" line. Without it only the last
+   * process's last lines are kept (deadOutput), and a run's diagnosis loses every earlier incarnation.
+   */
+  readonly logsDir?: string;
 }
 
 /** ServeNode: one member, across its processes. */
@@ -203,9 +209,17 @@ export class ServeCluster {
     if (n.proc === null) return;
     if (n.paused) n.proc.proc.kill('SIGCONT');
     await n.proc.kill(signal);
+    await this.keepLog(n, n.proc, signal);
     n.deadOutput = n.proc.lastLines(40);
     n.proc = null;
     n.paused = false;
+  }
+
+  /** keepLog appends `proc`'s whole output to <logsDir>/<id>.log (nothing without opts.logsDir). */
+  private async keepLog(n: ServeNode, proc: ServeProcess, how: string): Promise<void> {
+    if (this.opts.logsDir === undefined) return;
+    await mkdir(this.opts.logsDir, { recursive: true });
+    await appendFile(join(this.opts.logsDir, `${n.id}.log`), `=== ${n.id} process ${n.starts} (${how}) ===\n${proc.output}${proc.output.endsWith('\n') ? '' : '\n'}`);
   }
 
   /**
@@ -226,6 +240,7 @@ export class ServeCluster {
       } catch (err) {
         if (n.proc !== null) {
           await n.proc.kill('SIGKILL');
+          await this.keepLog(n, n.proc, 'failed restart, SIGKILL');
           n.deadOutput = n.proc.lastLines(40);
         }
         n.proc = null;
