@@ -678,6 +678,36 @@ describe('gateway secrets', function () {
     }
   });
 
+  it('requests whose key did not pass are logged at debug, with a count at info at most once a minute: a caller with no key cannot fill the log', async () => {
+    // review31: every request wrote two info lines (incoming, completed), a keyless caller's too: at a few thousand
+    // requests a second, megabytes of log a second from anyone who reaches the port (`local` logs into ./data).
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(chunk.toString());
+        cb();
+      },
+    });
+    const env = await start(leaderStatus, { logger: pino({ level: 'info' }, sink) });
+    try {
+      for (let i = 0; i < 30; i++) {
+        for (const head of [get('/health'), get(`/no/such/${i}`), get('/debug'), get('/debug', { 'X-TYPESENSE-API-KEY': 'wrong-key-0123456' })]) {
+          const { socket } = await exchange(env.port, head);
+          socket.destroy();
+        }
+      }
+      const keyless = lines.length;
+      assert.ok(keyless <= 2, `${keyless} info lines for 120 requests without a valid key:\n${lines.slice(0, 4).join('')}`);
+      const { socket } = await exchange(env.port, get('/debug', { 'X-TYPESENSE-API-KEY': KEY }));
+      socket.destroy();
+      const keyed = lines.slice(keyless).join('');
+      assert.match(keyed, /"url":"\/debug"/, 'a request whose key passed is logged at info with its URL');
+      assert.match(keyed, /"statusCode":200/);
+    } finally {
+      await stop(env);
+    }
+  });
+
   it('callers without a key never get a path back in an error (malformed URLs, 404, 405, 413, refusals)', async () => {
     const root = join(tmpdir(), 'snapcoord-secret-root');
     const env = await start(leaderStatus, { snapshotRoots: [root] });
