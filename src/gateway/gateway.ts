@@ -33,7 +33,8 @@
  *   and every new connection was refused.
  * - 405 (with Allow) for a known path and a wrong method, 404 otherwise, both
  *   in the path's style.
- * - The request log never holds a key: headers are not logged and key-like
+ * - The request log: one line a request, at its end, at info when its key passed and at debug otherwise
+ *   (their count at info at most once a minute: GatewayLogController). It never holds a key: headers are not logged and key-like
  *   query parameters (`x-typesense-api-key` in any case or percent-encoding)
  *   are redacted from logged URLs, which are cut to URL_LOG_CHARS_MAX characters (logUrl).
  */
@@ -41,7 +42,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import type { Server as TlsServer } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { formatHostPort, parseHostPort } from '../client/address.js';
 import { SNAPCOORD_VERSION } from '../version.js';
@@ -230,6 +231,51 @@ function childLogger(logger: FastifyBaseLogger): FastifyBaseLogger {
   );
 }
 
+/** UNKEYED_LOG_EVERY_MS: how often, at most, the count of requests whose key did not pass is logged at info. */
+export const UNKEYED_LOG_EVERY_MS = 60_000;
+
+/**
+ * GatewayLogController: one line a request, at its end (the request, the
+ * answer's status, the time taken), at info for a request whose key passed
+ * (`passed`) and at debug for any other (open routes, 404s, refusals), whose
+ * count goes at info at most once every UNKEYED_LOG_EVERY_MS, with the last
+ * one's method, URL and address. Before, fastify wrote two info lines per
+ * request, a caller's with no key too: anyone who reached the port could
+ * fill the log at megabytes a second.
+ */
+class GatewayLogController extends LogController {
+  private unkeyed = 0;
+  private unkeyedLoggedAtMs = -Infinity;
+
+  constructor(private readonly passed: (req: FastifyRequest) => boolean) {
+    super();
+  }
+
+  override incomingRequest(): void {
+    // Logged once, at the end (requestCompleted).
+  }
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const fields = { req: request, res: reply, responseTime: reply.elapsedTime };
+    if (error !== null && error !== undefined) {
+      reply.log.error({ ...fields, err: error }, 'request errored');
+      return;
+    }
+    if (this.passed(request)) {
+      reply.log.info(fields, 'request completed');
+      return;
+    }
+    reply.log.debug(fields, 'request completed (no valid key)');
+    this.unkeyed++;
+    const now = Date.now();
+    if (now - this.unkeyedLoggedAtMs >= UNKEYED_LOG_EVERY_MS) {
+      reply.log.info({ ...fields, requests: this.unkeyed }, `requests without a valid key since the last such line (each at debug; this line at most once every ${UNKEYED_LOG_EVERY_MS / 1000} s), the last one here`);
+      this.unkeyed = 0;
+      this.unkeyedLoggedAtMs = now;
+    }
+  }
+}
+
 /**
  * anyValidKey turns a verdict for the `admin` action into one for "any valid
  * key": a known key without admin (forbidden) passes.
@@ -352,7 +398,10 @@ export function createGateway(opts: GatewayOptions): Gateway {
   let inUseNotAfterMs = pair !== null && httpsFiles !== undefined ? checkPair(pair, httpsFiles) : Infinity;
   /** httpServerOptions: what only the server's constructor takes (how often head deadlines are checked). */
   const httpServerOptions = { connectionsCheckingInterval: connectionsCheckingIntervalMs(limits.idleTimeoutMs), headersTimeout: limits.idleTimeoutMs, requestTimeout: 0 };
+  /** authenticated: requests whose key passed (their errors may say why they failed; their log lines are at info). */
+  const authenticated = new WeakSet<FastifyRequest>();
   const app = Fastify({
+    logController: new GatewayLogController((req) => authenticated.has(req)),
     // HTTPS when given a certificate (the server type stays http.Server for the routes: both emit the same events).
     // A TLS handshake has idleTimeoutMs to finish (Node's default is 120 s); fastify gives `https` (not `http`) to the server.
     ...(pair !== null ? ({ https: { ...pair, ...httpServerOptions, handshakeTimeout: limits.idleTimeoutMs } } as unknown as Record<string, never>) : {}),
@@ -375,8 +424,6 @@ export function createGateway(opts: GatewayOptions): Gateway {
   const guard = guardConnections(app.server, limits);
   // `Expect: 100-continue` is answered where a body is read (after auth and size checks), not by Node at once.
   acceptRequestsExpectingContinue(app.server);
-  /** authenticated: requests whose key passed (their errors may say why they failed). */
-  const authenticated = new WeakSet<FastifyRequest>();
 
   const registered: RegisteredRoute[] = [];
   app.addHook('onRoute', (r) => {

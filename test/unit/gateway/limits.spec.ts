@@ -659,14 +659,15 @@ describe('gateway secrets', function () {
         cb();
       },
     });
-    const env = await start(leaderStatus, { logger: pino({ level: 'info' }, sink) });
+    // At debug: requests whose key did not pass are logged there (one line a request).
+    const env = await start(leaderStatus, { logger: pino({ level: 'debug' }, sink) });
     try {
       const long = 'a'.repeat(12_000);
       for (const head of [get(`/health?q=${long}`), get(`/no/such/route?${long}`), get(`/debug?q=${long}&x-typesense-api-key=${KEY}`), get(`/tasks/${long}`)]) {
         const { socket } = await exchange(env.port, head);
         socket.destroy();
       }
-      assert.ok(lines.length >= 8, `${lines.length} log lines`);
+      assert.ok(lines.length >= 4, `${lines.length} log lines`);
       for (const l of lines) assert.ok(l.length <= URL_LOG_CHARS_MAX + 512, `a log line of ${l.length} characters: ${l.slice(0, 200)}...`);
       const log = lines.join('');
       assert.match(log, /"url":"\/health\?q=aaaa/, 'the start of the URL is kept');
