@@ -118,7 +118,7 @@ export class NodeMetrics {
       });
     };
     const peerTrust = (): PeerTrustGauges | null => this.peerTrust();
-    trustGauge('snapcoord_peer_reported_removed_members', 'Members this node\'s configuration still names that a voter of it reported removed (a committed configuration newer than this node\'s leaves them out): their Raft messages are refused until this node catches up.', (t) => t.reportedRemoved);
+    trustGauge('snapcoord_peer_reported_removed_members', 'Members this node\'s configuration still names that voters of it reported removed (committed configurations newer than this node\'s leave them out: two voters, or one no voter denies): their Raft messages are refused until this node catches up.', (t) => t.reportedRemoved);
     trustGauge('snapcoord_leadership_held', '1 while this node holds back from leading: a voter holds committed another entry at this node\'s commit index (its log took entries the cluster did not commit: a removed member\'s forgery). Replace its data dir.', (t) => (t.leadershipHeld ? 1 : 0));
     const rocks = (): { readonly log: RocksMemory; readonly state: RocksMemory } | null => this.rocksMemory();
     new Gauge({

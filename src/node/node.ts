@@ -1269,7 +1269,7 @@ export class Node {
     this.removalNews?.crlChanged(isRevoked);
   }
 
-  /** reportedRemoved: a voter holds committed a configuration newer than this node's that does not name `id` (removal-news.ts). */
+  /** reportedRemoved: voters hold committed configurations newer than this node's that do not name `id` (two, or one no voter denies) (removal-news.ts). */
   reportedRemoved(id: NodeId): boolean {
     return this.removalNews?.reportedRemoved(id) ?? false;
   }

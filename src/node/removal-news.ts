@@ -22,13 +22,35 @@
  * - removed: the voter's configuration is committed there (its
  *   membership_index at or below its commit_index) and newer than this node's
  *   (a later index). A member this node's configuration names that it does not
- *   name was removed for good: committed, a removal is never rolled back. Its
- *   messages, every RPC's, are refused ('removed') until this node's own
- *   configuration is as new. A refusal asks again (at most once a
- *   ASK_INTERVAL_MS): a later committed configuration naming it again (added
- *   back) lifts it. An uncommitted removal tells nothing: the leader that
- *   appended it may be deposed and the removed member lead next (simulator seed
- *   1406).
+ *   name was removed for good: committed, a removal is never rolled back. That
+ *   is the voter's report. A voter whose committed configuration, at least as
+ *   new as this node's, names the member denies it. A member is refused
+ *   ('removed': its messages, every RPC's) while CORROBORATING_VOTERS_MIN (2)
+ *   voters report it, or one does and no voter denies it (never the member
+ *   about itself, never this node; each voter's last committed answer is its
+ *   word), until this node's own configuration is as new. Why (review30): the
+ *   voter that lies is the removed member itself, still a voter of this node's
+ *   configuration, its certificate unrevoked; its one "committed"
+ *   configuration at index 2^40 naming only itself and this node made this
+ *   node refuse every honest member for good (that index is never reached,
+ *   and the true answers undid nothing). Now any honest voter that answers
+ *   denies it, whatever index it gave, and one liar cannot lift a true removal
+ *   two honest voters report. A later answer naming the member (added back)
+ *   withdraws that voter's report and denies the others'; an uncommitted
+ *   answer leaves the voter's word as it was (committed, a removal stands).
+ *   A refusal asks again (at most once a ASK_INTERVAL_MS). An uncommitted
+ *   removal tells nothing: the leader that appended it may be deposed and the
+ *   removed member lead next (simulator seed 1406).
+ *   Why one undenied report is still taken, not two reports needed: in a
+ *   configuration of 3 voters only the voter left can report the third's
+ *   removal, and with two needed the removed member would lead this node for
+ *   good there (its claims never refused, its forged entries applied, reads
+ *   answered from them; the hold below only stops this node campaigning).
+ *   The price: there the liar's report about the honest voter is undenied too
+ *   (the honest voter is its subject): this node refuses both and follows
+ *   nobody until its operator acts, a stop rather than forged data. The
+ *   removed member and an honest voter are symmetric in this node's view;
+ *   only the CRL tells them apart.
  * - not the cluster's log: the voter holds committed, at this node's commit
  *   index (the query's probe_index), an entry of another term (probe_term).
  *   Committed entries are the same on every member (Raft §5.4.3), so one of the
@@ -38,6 +60,17 @@
  *   for as long as a voter says so: asked again while held, at most once a
  *   ASK_INTERVAL_MS. Its forged entries stay applied here (an operator wipes
  *   and re-adds it), but the cluster keeps committing without it.
+ *   One voter's word is enough here, unlike a removal: a hold keeps this node
+ *   from campaigning, never from following, and a node whose configuration
+ *   still names a removed member lacks that committed removal, so by Leader
+ *   Completeness (below) a live quorum holds a member as up to date as it and
+ *   elects without it; following, it catches up past the removal, and the
+ *   removed liar is asked no more (an honest voter's answer holding the same
+ *   entry releases the hold meanwhile). Needing two would leave a 3-voter
+ *   cluster's forged log (review24) to lead for good with nothing committed.
+ *   Campaigning, a round is asked again at once when this node's commit index
+ *   passed the one the last round probed (the entries it took since, a forged
+ *   one among them, were not asked about: it won an election before).
  * Nothing waits on a round: the claim that started it is stepped at once, so
  * the common failover (the leader gone, a follower whose configuration still
  * names a member since removed) elects and commits as before. The price: the
@@ -80,7 +113,8 @@
  * revokes are dropped at once, and no answer over such a certificate is taken
  * (one in flight over a connection made before the change): a removed member
  * this node still counts as a voter, answering with a forged configuration,
- * made this node refuse its honest members for good (review30), until revoked.
+ * made this node refuse its honest members for good (review30; now any honest
+ * voter that answers denies it, see above), until revoked.
  *
  * A round that found nothing is trusted for ASK_INTERVAL_MS: a claim of that
  * sender within it starts no round (a removal committed in that second is
@@ -89,7 +123,8 @@
  * Limits: one round per sender at a time, ROUNDS_IN_FLIGHT_MAX rounds at once,
  * ASK_INTERVAL_MS between rounds for one sender, ASK_TIMEOUT_MS per ask,
  * ROUND_VOTERS_MAX voters a round, IDS_MAX senders remembered (the oldest not
- * being asked forgotten first).
+ * being asked forgotten first, with their words), REPORTS_PER_MEMBER_MAX
+ * voters' words per member (the one that spoke longest ago dropped first).
  */
 import type { Membership, Message, NodeId } from '../raft/types.js';
 import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
@@ -108,6 +143,10 @@ export const REMOVAL_NEWS_ASK_INTERVAL_MS = 1_000;
 export const REMOVAL_NEWS_ASK_TIMEOUT_MS = VOUCH_ASK_TIMEOUT_MS;
 /** ROUND_VOTERS_MAX: voters asked, all at once, in one round. */
 export const REMOVAL_NEWS_ROUND_VOTERS_MAX = 5;
+/** CORROBORATING_VOTERS_MIN: voters (never the member, never this node) whose own answers holding a member removed refuse it even where another voter's answer names it. */
+export const REMOVAL_NEWS_CORROBORATING_VOTERS_MIN = 2;
+/** REPORTS_PER_MEMBER_MAX: voters' reports kept per member (the voter that spoke longest ago dropped first). */
+export const REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX = 16;
 /** SELF: the key of the rounds this node starts about its own log (no sender). */
 const SELF = '';
 
@@ -140,6 +179,8 @@ export interface RemovalNewsStats {
   /** removed: members reported removed (committed, newer than this node's configuration) and still refused. */
   readonly removed: number;
   readonly refused: number;
+  /** reports: voters' words kept (a member removed, or named; at most REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX per member, IDS_MAX members). */
+  readonly reports: number;
   /** leadershipHeld: a voter holds committed another entry at this node's commit index. */
   readonly leadershipHeld: boolean;
 }
@@ -150,14 +191,20 @@ interface Round {
   endedMs: number;
   /** answered: a voter answered in the last round. */
   answered: boolean;
+  /** probe: this node's commit index the last round probed (its own log's rounds: a later one is asked about at once). */
+  probe: number;
 }
 
+/**
+ * Reports: per voter, its last committed word about one member: `removed` (its configuration at `index`, newer than
+ * this node's, does not name the member) or not (its configuration at `index`, at least as new as this node's, names it).
+ */
+type Reports = Map<NodeId, { readonly index: number; readonly removed: boolean; /** serial: of the certificate the word came over (MembershipAnswer.serial; undefined without TLS). */ readonly serial: string | undefined }>;
+
+/** Removal: the voters whose reports that a member was removed stand (newer than this node's configuration), highest index first. */
 interface Removal {
-  /** index: the committed configuration's that does not name the member. */
-  readonly index: number;
-  readonly voter: NodeId;
-  /** serial: of the certificate the voter's answer came over (MembershipAnswer.serial; undefined without TLS). */
-  readonly serial: string | undefined;
+  readonly voters: readonly NodeId[];
+  readonly indexes: readonly number[];
 }
 
 function names(m: Membership, id: NodeId): boolean {
@@ -174,7 +221,8 @@ function isClaim(m: Message, term: number, leader: NodeId): boolean {
 export class RemovalNews {
   private readonly opts: RemovalNewsOptions;
   private readonly rounds = new Map<NodeId, Round>();
-  private readonly removals = new Map<NodeId, Removal>();
+  /** reports: per member this node's configuration names, each voter's (never the member's, never this node's) last word that it was removed. */
+  private readonly reports = new Map<NodeId, Reports>();
   private inFlight = 0;
   private cursor = 0;
   private closed = false;
@@ -206,9 +254,10 @@ export class RemovalNews {
   }
 
   /**
-   * refusalOf: why every call of member `id` is refused ('removed': a voter of
-   * this node's configuration holds committed a newer configuration that does
-   * not name it, and this node's own is not as new yet), null when it is not.
+   * refusalOf: why every call of member `id` is refused ('removed': voters of
+   * this node's configuration hold committed newer configurations that do not
+   * name it, two or one no voter denies, and this node's own is not as new
+   * yet), null when it is not.
    * The Raft messages are screened with it (screen), the peer plane's other
    * RPCs (snapshot and state image fetches, GetMembership, archive staging,
    * read indexes, forwarded writes) by PeerGuard's reportedRemoved. A refusal
@@ -217,16 +266,16 @@ export class RemovalNews {
    */
   refusalOf(id: NodeId): RemovalNewsRefusal | null {
     if (this.closed || id === this.opts.selfId) return null;
-    const removal = this.removals.get(id);
-    if (removal === undefined) return null;
-    const own = this.opts.configuration().index;
-    if (removal.index <= own) {
-      this.removals.delete(id);
-      return null;
-    }
+    const conf = this.opts.configuration();
+    const removal = this.removal(id, conf);
+    if (removal === null) return null;
     this.counts.refused++;
     this.requestRound(id);
-    return { reason: 'removed', message: `${id} was removed from this cluster: ${removal.voter}, a voter of this node's configuration, holds committed a configuration (index ${removal.index}; this node's ${own}) that does not name it` };
+    const shown = removal.voters.length > 3 ? 3 : removal.voters.length;
+    return {
+      reason: 'removed',
+      message: `${id} was removed from this cluster: voters of this node's configuration (${removal.voters.slice(0, shown).join(', ')}${removal.voters.length > shown ? ', ...' : ''}) hold committed configurations (indexes ${removal.indexes.slice(0, shown).join(', ')}; this node's ${conf.index}) that do not name it${removal.voters.length === 1 ? ', and no other voter answered one naming it' : ''}`,
+    };
   }
 
   /**
@@ -247,10 +296,9 @@ export class RemovalNews {
     return this.conflict !== null;
   }
 
-  /** reportedRemoved: `id` is refused: a voter holds committed a configuration newer than this node's that does not name it. */
+  /** reportedRemoved: `id` is refused: voters hold committed configurations newer than this node's that do not name it (two, or one no voter denies). */
   reportedRemoved(id: NodeId): boolean {
-    const r = this.removals.get(id);
-    return r !== undefined && r.index > this.opts.configuration().index;
+    return this.removal(id, this.opts.configuration()) !== null;
   }
 
   /**
@@ -261,10 +309,14 @@ export class RemovalNews {
   crlChanged(isRevoked: (serial: string) => boolean): void {
     this.revoked = isRevoked;
     const gone = (serial: string | undefined): boolean => serial !== undefined && isRevoked(serial);
-    for (const [id, r] of this.removals) {
-      if (!gone(r.serial)) continue;
-      this.removals.delete(id);
-      this.opts.log.warn({ member: id, voter: r.voter }, 'peer plane: a removal reported by a voter whose certificate the peer CRL now revokes is dropped');
+    const conf = this.opts.configuration();
+    for (const [id, reports] of [...this.reports]) {
+      const was = this.removal(id, conf);
+      for (const [voter, r] of [...reports]) if (gone(r.serial)) reports.delete(voter);
+      if (reports.size === 0) this.reports.delete(id);
+      if (was !== null && this.removal(id, conf) === null) {
+        this.opts.log.warn({ member: id, voters: was.voters.slice(0, 4) }, 'peer plane: a removal reported by voters whose certificates the peer CRL now revokes is dropped');
+      }
     }
     if (this.conflict !== null && gone(this.conflict.serial)) {
       this.opts.log.warn({ voter: this.conflict.voter }, 'this node\'s leadership is no longer held: the voter that held it was answering with a certificate the peer CRL now revokes');
@@ -278,10 +330,12 @@ export class RemovalNews {
   }
 
   stats(): RemovalNewsStats {
-    const own = this.opts.configuration().index;
+    const conf = this.opts.configuration();
     let removed = 0;
-    for (const r of this.removals.values()) if (r.index > own) removed++;
-    return { ...this.counts, removed, leadershipHeld: this.conflict !== null };
+    for (const id of [...this.reports.keys()]) if (this.removal(id, conf) !== null) removed++;
+    let reports = 0;
+    for (const r of this.reports.values()) reports += r.size;
+    return { ...this.counts, removed, reports, leadershipHeld: this.conflict !== null };
   }
 
   /** requestRound starts a round about `id` in the background unless one runs, one ended too recently, or too many run. */
@@ -289,11 +343,14 @@ export class RemovalNews {
     if (this.closed) return;
     const now = this.opts.clock.nowMs();
     let r = this.rounds.get(id);
-    if (r !== undefined && (r.asking || (now - r.endedMs < REMOVAL_NEWS_ASK_INTERVAL_MS && !(unansweredAgain && !r.answered)))) return;
+    // Campaigning, a round that told nothing (no voter answered, or it probed an older commit index: the entries this
+    // node took since, a forged one among them, were not asked about) does not count for the interval.
+    const stale = unansweredAgain && r !== undefined && (!r.answered || this.opts.state().commit > r.probe);
+    if (r !== undefined && (r.asking || (now - r.endedMs < REMOVAL_NEWS_ASK_INTERVAL_MS && !stale))) return;
     if (this.inFlight >= REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX) return;
     if (r === undefined) {
       this.forgetOldest();
-      r = { asking: false, endedMs: -Infinity, answered: false };
+      r = { asking: false, endedMs: -Infinity, answered: false, probe: 0 };
     }
     // Most recently asked last: the oldest are forgotten first.
     this.rounds.delete(id);
@@ -310,7 +367,7 @@ export class RemovalNews {
     for (const [id, r] of this.rounds) {
       if (r.asking) continue;
       this.rounds.delete(id);
-      this.removals.delete(id);
+      this.reports.delete(id);
       return;
     }
   }
@@ -322,6 +379,7 @@ export class RemovalNews {
       const start = all.length === 0 ? 0 : this.cursor++ % all.length;
       const voters = Array.from({ length: n }, (_, i) => all[(start + i) % all.length] as NodeId);
       const probeIndex = this.opts.state().commit;
+      r.probe = probeIndex;
       await Promise.all(
         voters.map(async (voter) => {
           this.counts.asks++;
@@ -343,26 +401,54 @@ export class RemovalNews {
     }
   }
 
+  /**
+   * removal: the voters whose reports that `id` (a member this node's configuration `conf` names) was removed stand
+   * (their configurations newer than this node's), when REMOVAL_NEWS_CORROBORATING_VOTERS_MIN do, or when one does
+   * and no voter's committed configuration at least as new as this node's names `id`; null otherwise. Words this
+   * node's configuration has caught up with are dropped.
+   */
+  private removal(id: NodeId, conf: { readonly membership: Membership; readonly index: number }): Removal | null {
+    const reports = this.reports.get(id);
+    if (reports === undefined) return null;
+    const standing: [NodeId, number][] = [];
+    let denied = 0;
+    for (const [voter, r] of reports) {
+      if (r.removed ? r.index <= conf.index : r.index < conf.index) reports.delete(voter);
+      else if (r.removed) standing.push([voter, r.index]);
+      else denied++;
+    }
+    if (reports.size === 0) this.reports.delete(id);
+    if (!names(conf.membership, id) || standing.length === 0) return null;
+    if (standing.length < REMOVAL_NEWS_CORROBORATING_VOTERS_MIN && denied > 0) return null;
+    standing.sort((x, y) => y[1] - x[1]);
+    return { voters: standing.map(([v]) => v), indexes: standing.map(([, i]) => i) };
+  }
+
   /** learn takes what voter's answer `a` (to a query probing `probeIndex`) tells: removals, and whether this node's log is the cluster's. */
   private learn(voter: NodeId, a: MembershipAnswer, probeIndex: number): void {
     const conf = this.opts.configuration();
     const index = a.membershipIndex ?? 0;
     const commit = a.commitIndex ?? 0;
-    if (index > conf.index && index <= commit) {
+    // An uncommitted configuration (or none: an older build) tells nothing, and leaves the voter's earlier word standing
+    // (a committed removal is never rolled back). A committed one is the voter's word about every member this node's
+    // configuration names but the voter itself: a removal when newer than this node's and without the member; none
+    // otherwise (named again: added back; no newer: the voter knows no more than this node).
+    if (commit > 0 && index <= commit) {
       for (const id of [...conf.membership.voters, ...conf.membership.learners]) {
-        if (id === this.opts.selfId) continue;
-        const known = this.removals.get(id);
-        if (names(a.membership, id)) {
-          if (known !== undefined && known.index <= index) this.removals.delete(id); // added back
-          continue;
+        if (id === this.opts.selfId || id === voter) continue;
+        const was = this.removal(id, conf);
+        if (names(a.membership, id)) this.report(id, voter, index, false, a.serial);
+        else if (index > conf.index) this.report(id, voter, index, true, a.serial);
+        else this.reports.get(id)?.delete(voter);
+        const now = this.removal(id, conf);
+        if (was === null && now !== null) {
+          this.opts.log.warn(
+            { member: id, voters: now.voters.slice(0, 4), indexes: now.indexes.slice(0, 4), own: conf.index },
+            'peer plane: a member this node\'s configuration names was removed: voters of it hold committed newer configurations that do not name it (two, or one that no voter denies); its messages are refused until this node\'s configuration is as new',
+          );
+        } else if (was !== null && now === null && this.reports.has(id)) {
+          this.opts.log.info({ member: id, voter, index, own: conf.index }, 'peer plane: a member reported removed is refused no longer: a voter names it, and fewer than two say it was removed');
         }
-        if (known !== undefined && known.index >= index) continue;
-        this.removals.set(id, { index, voter, serial: a.serial });
-        if (!this.rounds.has(id)) {
-          this.forgetOldest();
-          this.rounds.set(id, { asking: false, endedMs: -Infinity, answered: false });
-        }
-        this.opts.log.warn({ member: id, voter, index, own: conf.index }, 'peer plane: a member this node\'s configuration names was removed: a voter holds committed a newer configuration that does not name it; its messages are refused until this node\'s configuration is as new');
       }
     }
     const st = this.opts.state();
@@ -385,6 +471,26 @@ export class RemovalNews {
       this.conflict = null;
       this.opts.holdLeadership(false);
     }
+  }
+
+  /** report records voter's word about `id` (removed, or named, at `index`; its newest word replaces its older one), within the bounds. */
+  private report(id: NodeId, voter: NodeId, index: number, removed: boolean, serial: string | undefined): void {
+    let reports = this.reports.get(id);
+    if (reports === undefined) {
+      if (!this.rounds.has(id)) {
+        this.forgetOldest();
+        this.rounds.set(id, { asking: false, endedMs: -Infinity, answered: false, probe: 0 });
+      }
+      reports = new Map();
+      this.reports.set(id, reports);
+    }
+    // Most recent word last: past the bound, the voter that spoke longest ago is dropped first.
+    reports.delete(voter);
+    if (reports.size >= REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX) {
+      const oldest = reports.keys().next().value;
+      if (oldest !== undefined) reports.delete(oldest);
+    }
+    reports.set(voter, { index, removed, serial });
   }
 
   /** askWithin: one ask, given up after REMOVAL_NEWS_ASK_TIMEOUT_MS on this node's clock (ask-within.ts). */

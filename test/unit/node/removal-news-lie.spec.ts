@@ -1,14 +1,14 @@
 /**
- * review30 (repro, red; hold30's scope, not fixed here): RemovalNews takes ONE voter's word for a committed removal.
+ * review30's repro (0dcf4989, red until removal31): RemovalNews took ONE voter's word for a committed removal.
  *
  * The voter that lies is the very member removal news is about: r, removed while a was away, is still a voter of a's
  * configuration (a missed the removal), and r's certificate is not revoked. A claim of any member (or a's own
  * campaign) makes a ask its voters, r among them; r answers a "committed" configuration at an index far ahead
- * (membership_index = commit_index = 2^40) that names only r and a. a then refuses the honest members ('removed')
- * until its own configuration reaches that index, which it never does: the honest voters' true answers (a newer
- * committed configuration naming them, at the real index) do not lift it (known.index <= index is false). So r,
- * which before could fool a only while a was cut off from every other voter, now cuts a off from the honest
- * members for good while a reaches them all, and a follows r alone.
+ * (membership_index = commit_index = 2^40) that names only r and a. a then refused the honest members ('removed')
+ * until its own configuration reached that index, which it never does: the honest voters' true answers (a newer
+ * committed configuration naming them, at the real index) did not lift it. Now one voter's report stands only while
+ * no other voter's committed configuration, as new as a's, names the member (removal-news.ts): n3 denies r's word
+ * about n2, n2 about n3.
  */
 import assert from 'node:assert/strict';
 import { RemovalNews } from '../../../src/node/removal-news.js';
@@ -18,8 +18,8 @@ import { ManualClock } from './manual-clock.js';
 
 const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
-describe('RemovalNews: one lying voter (a removed member a missed the removal of) cuts a off from the honest members (review30 repro)', () => {
-  it('the honest leader is refused as removed for good, though every honest voter answers the truth', async () => {
+describe('RemovalNews: one lying voter (a removed member a missed the removal of) no longer cuts a off from the honest members (review30 repro)', () => {
+  it('the honest leader and voter are not refused: the honest voters\' answers deny r\'s word', async () => {
     const clock = new ManualClock(1_000);
     // a's configuration (index 10): it missed r's removal at index 20, committed (the honest configuration {a, n2, n3}).
     const own: Membership = { voters: ['a', 'n2', 'n3', 'r'], learners: [], addresses: {} };

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { silentLogger } from '../../../src/node/logger.js';
-import { REMOVAL_NEWS_ASK_INTERVAL_MS, REMOVAL_NEWS_ASK_TIMEOUT_MS, REMOVAL_NEWS_ROUND_VOTERS_MAX, REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX, RemovalNews } from '../../../src/node/removal-news.js';
+import { REMOVAL_NEWS_ASK_INTERVAL_MS, REMOVAL_NEWS_ASK_TIMEOUT_MS, REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX, REMOVAL_NEWS_ROUND_VOTERS_MAX, REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX, RemovalNews } from '../../../src/node/removal-news.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
 import type { MembershipAnswer, MembershipQuery } from '../../../src/transport/transport.js';
 import { ManualClock } from './manual-clock.js';
@@ -56,7 +56,7 @@ describe('RemovalNews: what the voters of this node\'s configuration tell it', (
     await settle();
     assert.deepEqual(asked.sort(), ['b@5', 'c@5']);
     assert.equal(news.reportedRemoved('r'), true);
-    assert.match(news.screen(claim('r', 4))?.message ?? '', /r was removed from this cluster: [bc], a voter of this node's configuration, holds committed a configuration \(index 7; this node's 2\)/);
+    assert.match(news.screen(claim('r', 4))?.message ?? '', /r was removed from this cluster: voters of this node's configuration \([bc], [bc]\) hold committed configurations \(indexes 7, 7; this node's 2\) that do not name it$/);
     assert.equal(news.screen(claim('b', 4, 'vote')), null, 'a member the answer names passes');
   });
 
@@ -138,12 +138,13 @@ describe('RemovalNews: what the voters of this node\'s configuration tell it', (
     const answers: Record<string, MembershipAnswer> = {
       r: { from: 'r', term: 3, membership: { voters: ['a', 'r'], learners: [], addresses: {} }, membershipIndex: lie, commitIndex: lie, probeTerm: 7, serial: '0A' },
       b: { ...withoutR(7, 8), serial: '0B' },
-      c: { ...withoutR(7, 8), serial: '0C' },
+      // c does not answer: r's word about b is denied by nobody (b is its subject), its word about c by b (removal31).
     };
     const { news, held, clock } = setup((q) => answers[q.to] ?? null, { commit: 5, ownTerm: () => 2 });
     news.checkOwnLog(true);
     await settle();
-    for (const id of ['b', 'c']) assert.equal(news.reportedRemoved(id), true, `${id} reported removed`);
+    assert.equal(news.reportedRemoved('b'), true, 'b reported removed');
+    assert.equal(news.reportedRemoved('c'), false, 'b denies r\'s word about c');
     assert.deepEqual(held, [true], 'r\'s probe term held a\'s leadership');
     // The CRL now revokes r's certificate (serial 0a, any case and leading zeros).
     news.crlChanged((serial) => serial.replace(/^0+/, '').toLowerCase() === 'a');
@@ -157,7 +158,7 @@ describe('RemovalNews: what the voters of this node\'s configuration tell it', (
     assert.equal(news.reportedRemoved('b'), false, 'r\'s lie taken again after the change');
     assert.deepEqual(held, [true, false]);
     assert.equal(news.screen(claim('b', 3))?.reason, undefined);
-    assert.equal(news.reportedRemoved('r'), true, 'b\'s and c\'s word on r is taken (their certificates are not revoked; r\'s answer naming itself no longer lifts it)');
+    assert.equal(news.reportedRemoved('r'), true, 'b\'s word on r is taken (its certificate is not revoked; r\'s answer naming itself no longer lifts it)');
   });
 
   it('bounds: ROUND_VOTERS_MAX voters a round; ROUNDS_IN_FLIGHT_MAX rounds at once; an ask given up after ASK_TIMEOUT_MS; campaigning, an unanswered round is asked again', async () => {
@@ -187,5 +188,121 @@ describe('RemovalNews: what the voters of this node\'s configuration tell it', (
     news.close();
     news.screen(claim('v2', 5));
     assert.equal(news.stats().rounds, rounds + 2, 'closed: no round');
+  });
+
+  it('one voter\'s word that a member was removed is taken only while no other voter\'s committed configuration, as new as this node\'s, names it; two voters\' words are taken', async () => {
+    // c answers a configuration that still names r (it has not heard), b that r was removed: b's word is denied.
+    const { news } = setup((q) => (q.to === 'b' ? withoutR(7, 8) : withoutR(2, 8, { membership: own })));
+    news.screen(claim('r', 3));
+    await settle();
+    assert.equal(news.reportedRemoved('r'), false, 'b\'s word, denied by c');
+    assert.equal(news.screen(claim('r', 3)), null);
+    // c does not answer: b's word stands alone, denied by nobody.
+    const lone = setup((q) => (q.to === 'b' ? withoutR(7, 8) : null));
+    lone.news.screen(claim('r', 3));
+    lone.clock.advance(REMOVAL_NEWS_ASK_TIMEOUT_MS);
+    await settle();
+    assert.equal(lone.news.reportedRemoved('r'), true, 'b alone, nobody denies it');
+    assert.match(lone.news.screen(claim('r', 3))?.message ?? '', /r was removed from this cluster: voters of this node's configuration \(b\) hold committed configurations \(indexes 7; this node's 2\) that do not name it, and no other voter answered one naming it/);
+    // r's own word counts for nothing about r (never asked about itself; its answer about itself is skipped), nor
+    // does it deny b's and c's.
+    const self = setup((q) => (q.to === 'r' ? withoutR(2, 8, { membership: own }) : withoutR(7, 8)));
+    self.news.checkOwnLog(true);
+    await settle();
+    assert.equal(self.news.reportedRemoved('r'), true);
+    const selfOnly = setup((q) => (q.to === 'r' ? withoutR(7, 8) : withoutR(2, 8, { membership: own })));
+    selfOnly.news.checkOwnLog(true);
+    await settle();
+    assert.equal(selfOnly.news.reportedRemoved('r'), false);
+  });
+
+  it('a liar (r, removed, still a voter of this node\'s configuration) is denied by any honest voter that answers, in either order, and for as long as this node\'s configuration is no newer than theirs', async () => {
+    const voters = ['a', 'b', 'c', 'r'];
+    const honest = (index: number): MembershipAnswer => ({ from: '', term: 3, membership: { voters: ['a', 'b', 'c'], learners: [], addresses: {} }, membershipIndex: index, commitIndex: index });
+    const lie: MembershipAnswer = { from: '', term: 3, membership: { voters: ['r', 'a'], learners: [], addresses: {} }, membershipIndex: 2 ** 40, commitIndex: 2 ** 40 };
+    for (const first of ['r', 'c']) {
+      let later = 7;
+      const { news, clock, conf } = setup((q) => (q.to === 'r' ? lie : honest(later)), { voters });
+      // a round about b (asks c and r; one of them answers first), then one about c (asks b and r)
+      const order = first === 'r' ? ['b', 'c'] : ['c', 'b'];
+      for (const id of order) {
+        news.screen(claim(id, 3));
+        await settle();
+      }
+      assert.equal(news.reportedRemoved('b'), false, `r's word about b (${first} first)`);
+      assert.equal(news.reportedRemoved('c'), false, `r's word about c (${first} first)`);
+      assert.equal(news.reportedRemoved('r'), true, 'b and c say r was removed');
+      // This node catches up with the honest configuration (index 7, without r): the honest voters still deny r's word.
+      conf.index = 7;
+      conf.membership = { voters: ['a', 'b', 'c'], learners: [], addresses: {} };
+      later = 9;
+      clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+      news.checkOwnLog(true);
+      await settle();
+      assert.equal(news.reportedRemoved('b'), false);
+      assert.equal(news.reportedRemoved('r'), false, 'no longer named by this node\'s configuration');
+    }
+  });
+
+  it('the price, in a 3-voter configuration: the one voter left that can speak about the third is believed, the removed liar too (only the CRL tells them apart there)', async () => {
+    const lie: MembershipAnswer = { from: '', term: 3, membership: { voters: ['r', 'a'], learners: [], addresses: {} }, membershipIndex: 2 ** 40, commitIndex: 2 ** 40 };
+    const { news } = setup((q) => (q.to === 'r' ? lie : { ...withoutR(7, 8), membership: { voters: ['a', 'b'], learners: [], addresses: {} } }), { voters: ['a', 'b', 'r'] });
+    news.checkOwnLog(true);
+    await settle();
+    assert.equal(news.reportedRemoved('r'), true, 'b says r was removed: true');
+    assert.equal(news.reportedRemoved('b'), true, 'r says b was removed: a lie, and nobody but b can deny it');
+  });
+
+  it('a removal lifts once a later answer denies it and fewer than two voters still say so', async () => {
+    const voters = ['a', 'b', 'c', 'd', 'r'];
+    const withoutD = (index: number): MembershipAnswer => ({ from: '', term: 3, membership: { voters: ['a', 'b', 'c', 'r'], learners: [], addresses: {} }, membershipIndex: index, commitIndex: index });
+    let cSays = withoutD(7);
+    let bSays = withoutD(7);
+    const { news, clock } = setup((q) => (q.to === 'c' ? cSays : q.to === 'b' ? bSays : withoutD(7)), { voters });
+    news.checkOwnLog(true);
+    await settle();
+    assert.equal(news.reportedRemoved('d'), true, 'b, c and r say so');
+    cSays = { ...withoutD(9), membership: { voters, learners: [], addresses: {} } }; // d added back at 9
+    clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+    news.checkOwnLog(true);
+    await settle();
+    assert.equal(news.reportedRemoved('d'), true, 'b and r still say so (two words beat a denial)');
+    bSays = cSays;
+    clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+    news.checkOwnLog(true);
+    await settle();
+    assert.equal(news.reportedRemoved('d'), false, 'r alone, denied by b and c');
+  });
+
+  it('bounds: at most REPORTS_PER_MEMBER_MAX voters\' words kept per member', async () => {
+    const voters = ['a', 'x', ...Array.from({ length: REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX + 8 }, (_, i) => `v${i}`)];
+    const { news, clock } = setup(() => ({ from: '', term: 3, membership: { voters: voters.filter((v) => v !== 'x'), learners: [], addresses: {} }, membershipIndex: 7, commitIndex: 8 }), { voters });
+    for (let i = 0; i < 2 * voters.length; i++) {
+      news.checkOwnLog(true);
+      await settle();
+      clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+    }
+    assert.ok(REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX >= 2 && REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX < voters.length - 2);
+    // x: removed in every voter's word; each v: named in every other voter's word.
+    assert.equal(news.stats().reports, (voters.length - 1) * REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX);
+    assert.equal(news.reportedRemoved('x'), true);
+  });
+
+  it('campaigning, a round that probed an older commit index does not count for the interval: the entries taken since (a forged one) are asked about at once', async () => {
+    // a asked at commit 5 (the same entry as the voters: nothing held), then took an entry at 6 the voters hold with
+    // another term, and campaigns within the interval.
+    const { news, held, st, asked } = setup((q) => withoutR(2, 9, { probeTerm: q.probeIndex === 6 ? 7 : 2 }), { commit: 5, ownTerm: (i) => (i === 6 ? 50 : 2) });
+    news.checkOwnLog(true);
+    await settle();
+    assert.deepEqual(held, []);
+    const n = asked.length;
+    news.checkOwnLog(true);
+    await settle();
+    assert.equal(asked.length, n, 'the same commit index: not asked again within the interval');
+    st.commit = 6;
+    news.checkOwnLog(true);
+    await settle();
+    assert.deepEqual(held, [true], 'asked again about index 6 at once');
+    assert.ok(asked.includes('b@6'));
   });
 });

@@ -155,12 +155,12 @@ describe('PeerGuard: advertised client addresses and refusal logs', () => {
   });
 
   it('a member a voter reported removed (reportedRemoved) is refused \'removed\' its calls of scope member, at call open too, while the report stands; its Raft messages pass to the node (which refuses them itself)', () => {
-    const reported = new Map([['n2', 'n2 was removed from this cluster: n1, a voter of this node\'s configuration, holds committed a configuration (index 9; this node\'s 4) that does not name it']]);
+    const reported = new Map([['n2', 'n2 was removed from this cluster: voters of this node\'s configuration (n1, n3) hold committed configurations (indexes 9, 9; this node\'s 4) that do not name it']]);
     const counted: string[] = [];
     const g = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1' || id === 'n2', reportedRemoved: (id) => reported.get(id) ?? null, onRefused: (r) => counted.push(r) });
     assert.throws(
       () => g.admit('n2', call('ipv4:10.0.0.2:1', ''), 'member'),
-      (e: unknown) => e instanceof PeerRefusedError && e.reason === 'removed' && e.code === grpc.status.PERMISSION_DENIED && /^refused: n2 was removed from this cluster: n1, a voter/.test(e.message),
+      (e: unknown) => e instanceof PeerRefusedError && e.reason === 'removed' && e.code === grpc.status.PERMISSION_DENIED && /^refused: n2 was removed from this cluster: voters of this node's configuration \(n1, n3\)/.test(e.message),
     );
     // Under mutual TLS, at call open (the certificate names n2): refused before any of its messages is read.
     const tls = new PeerGuard({ clusterId: 'c1', isMember: (id) => id === 'n1' || id === 'n2', reportedRemoved: (id) => reported.get(id) ?? null, identityOf: () => 'n2', onRefused: (r) => counted.push(r) });

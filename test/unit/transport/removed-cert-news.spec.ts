@@ -171,7 +171,7 @@ describe('a removed member\'s still-valid certificate against a member that miss
     // GetMembership (and snapshot and state image fetches, archive staging, read indexes, forwarded writes) was served.
     const asked = await getMembershipAs('n3', n1);
     assert.equal(asked.code, grpc.status.PERMISSION_DENIED, `n3's GetMembership was answered (${JSON.stringify(asked)})`);
-    assert.match(asked.details, /refused: n3 was removed from this cluster: n[24], a voter of this node's configuration, holds committed a configuration/);
+    assert.match(asked.details, /refused: n3 was removed from this cluster: voters of this node's configuration \(n[24](, n[24])?\) hold committed configurations/);
     const member = await getMembershipAs('n2', n1);
     assert.equal(member.code, grpc.status.OK, `a member's question is answered (${JSON.stringify(member)})`);
   });
