@@ -11,12 +11,24 @@
  * (never the sender, never this node) is asked for its configuration
  * (GetMembership, over the transport's channel to that voter, which under
  * mutual TLS checks that the voter's certificate names it), and the sender
- * is vouched for only when that configuration names it (voter or learner) at
- * a later index than this node's own: news this node has not received yet.
+ * is vouched for only when the configurations of CORROBORATING_VOTERS_MIN (2)
+ * voters, each in its own answer, name it (voter or learner) at later indexes
+ * than this node's own (news this node has not received yet), or one voter's
+ * does and no voter asked in the round answered a configuration newer than
+ * this node's that leaves the sender out. Why (review30): a voter of this
+ * node's configuration removed since (this node missed it), its certificate
+ * unrevoked, answers what it likes; alone, its word vouched for any stranger
+ * even as every honest voter (which, holding the removal, knows more than
+ * this node) left that stranger out. Now one honest voter that answers denies
+ * it, and a vouch of two holds only to the lower index (an inflated one does
+ * not outlive the truth). One voter's word is still taken where nobody denies
+ * it: the other voters down or removed (a member replaced while this node was
+ * away, join.spec), or a configuration that names just one other voter (a
+ * joiner's --peers); there a liar is believed, as the CRL alone prevents.
  *
  * A vouch holds while this node's configuration is older than the one that
- * named the sender (once it is as new, it names the sender itself, or the
- * sender was removed) and for VOUCH_TTL_MS; it is asked again in the
+ * named the sender (the lower of the two; once it is as new, it names the
+ * sender itself, or the sender was removed) and for VOUCH_TTL_MS; it is asked again in the
  * background after VOUCH_REFRESH_MS, and revoked by a voter's answer as new
  * as it that no longer names the sender. A change of the peer CRL (--peer-crl reloaded: crlChanged) drops every
  * vouch at once, and what the rounds running then answer: a vouch rests on certificates (the voter's that answered,
@@ -28,11 +40,14 @@
  * remembered (the oldest not being asked forgotten first). A sender cannot
  * make this node ask more than its members can answer.
  *
- * When no voter vouches, the sender itself is asked too (at the peer address
- * its calls advertise) for its configuration, and vouched for when its
+ * When no voter vouches, the sender itself is asked too (at the peer
+ * address its calls advertise) for its configuration, and vouched for when its
  * configuration's proofs chain from this node's configuration to one that
  * names it, and no voter answered with a configuration newer than this
- * node's (src/node/membership-proofs.ts):
+ * node's that leaves it out (src/node/membership-proofs.ts): a liar voter
+ * signs such a chain itself (a commit statement needs one voter's signature),
+ * so this still takes one voter's word where this node reaches no honest
+ * voter that knows more (only the CRL covers that):
  * a member that missed the changes that added the sender while every other
  * voter it knows was removed or lost (simulator seed 2442: n3 knows {n1, n3,
  * n5}, n5 was removed and n1 lost for good while n6 was added) follows it.
@@ -62,6 +77,8 @@ export const VOUCH_ASK_INTERVAL_MS = 1_000;
 export const VOUCH_ASK_TIMEOUT_MS = 2_000;
 /** VOUCHERS_PER_ROUND_MAX: voters asked, one after another, in one round. */
 export const VOUCHERS_PER_ROUND_MAX = 5;
+/** VOUCH_CORROBORATING_VOTERS_MIN: voters (never the sender, never this node) whose own answers naming the sender vouch for it even where another voter's leaves it out. */
+export const VOUCH_CORROBORATING_VOTERS_MIN = 2;
 /** VOUCH_TTL_MS: a vouch is taken this long at most after its answer. */
 export const VOUCH_TTL_MS = 60_000;
 /** VOUCH_REFRESH_MS: a vouch older than this is asked again in the background (it holds meanwhile). */
@@ -118,7 +135,7 @@ export class Vouches implements PeerVouch {
     this.opts = opts;
   }
 
-  /** vouchedFor: a voter of this node's configuration named `id` in a newer configuration than this node's, less than VOUCH_TTL_MS ago. */
+  /** vouchedFor: voters of this node's configuration (two, or one no voter denied; or its proofs) named `id` in a newer configuration than this node's, less than VOUCH_TTL_MS ago. */
   vouchedFor(id: NodeId): boolean {
     const e = this.entries.get(id);
     if (e === undefined || e.vouchedIndex === 0) return false;
@@ -190,15 +207,17 @@ export class Vouches implements PeerVouch {
   private async round(id: NodeId, e: VouchEntry): Promise<void> {
     const failures: string[] = [];
     const epoch = this.crlEpoch;
-    // The sender's own answer (its configuration's proofs) is asked alongside the voters, taken only if none vouches.
+    // The sender's own answer (its configuration's proofs) is asked alongside the voters, taken only if they do not vouch.
     const fromSender = this.opts.proofs === undefined ? null : this.askWithin({ from: this.opts.selfId, to: id, ...(e.address !== '' ? { address: e.address } : {}) });
     fromSender?.catch(() => undefined); // read (or dropped) below
-    /** newestAnswered: the newest configuration index a voter answered with: one newer than this node's bars the sender's proofs. */
-    let newestAnswered = 0;
+    /** newestLeavingOut: the newest configuration index a voter answered with that does not name the sender: one newer than this node's bars the sender's proofs. */
+    let newestLeavingOut = 0;
+    /** vouchers: the voters that named the sender in a configuration newer than this node's, with its index. */
+    const vouchers: { readonly voter: NodeId; readonly index: number }[] = [];
     try {
       const voters = this.opts.configuration().membership.voters.filter((v) => v !== this.opts.selfId && v !== id);
       const start = voters.length === 0 ? 0 : this.cursor++ % voters.length;
-      for (let i = 0; i < Math.min(voters.length, VOUCHERS_PER_ROUND_MAX) && !this.closed; i++) {
+      for (let i = 0; i < Math.min(voters.length, VOUCHERS_PER_ROUND_MAX) && !this.closed && vouchers.length < VOUCH_CORROBORATING_VOTERS_MIN; i++) {
         const voter = voters[(start + i) % voters.length] as NodeId;
         this.counts.asks++;
         let a: MembershipAnswer;
@@ -213,31 +232,46 @@ export class Vouches implements PeerVouch {
           continue;
         }
         const index = a.membershipIndex ?? 0;
-        newestAnswered = Math.max(newestAnswered, index);
         const own = this.opts.configuration().index;
         if (epoch !== this.crlEpoch) {
           failures.push('the peer CRL changed while this round asked: its answers are not taken');
           break;
         }
         if (names(a.membership, id) && index > own) {
-          if (e.vouchedIndex === 0 || !this.vouchedFor(id)) {
-            this.opts.log.info({ sender: id, voucher: voter, index, own }, 'peer plane: a sender this node\'s configuration does not name is vouched for by a voter of it (its configuration at a later index names it): its Raft messages are taken');
-          }
-          e.vouchedIndex = index;
-          e.vouchedAtMs = this.opts.clock.nowMs();
-          e.voucher = voter;
-          this.counts.vouched++;
-          return;
+          vouchers.push({ voter, index });
+          failures.push(`${voter}: names it (index ${index}; this node's ${own}), but another voter denies it`);
+          continue;
         }
+        if (!names(a.membership, id)) newestLeavingOut = Math.max(newestLeavingOut, index);
         if (e.vouchedIndex !== 0 && index >= e.vouchedIndex && !names(a.membership, id)) {
           this.opts.log.warn({ sender: id, voucher: voter, index }, 'peer plane: a vouch withdrawn: a voter\'s configuration as new as the one that named the sender does not name it');
           e.vouchedIndex = 0;
         }
         failures.push(`${voter}: its configuration (index ${index}; this node's ${own}) ${names(a.membership, id) ? 'is not newer' : `does not name ${id}`}`);
       }
+      const own = this.opts.configuration().index;
+      // Two voters' words, or one that no voter denies (none answered a newer configuration leaving the sender out).
+      if (epoch === this.crlEpoch && (vouchers.length >= VOUCH_CORROBORATING_VOTERS_MIN || (vouchers.length === 1 && newestLeavingOut <= own))) {
+        // The lower index: a voter that inflates its own cannot make the vouch outlive the other's.
+        const index = Math.min(...vouchers.map((v) => v.index));
+        if (index > own) {
+          if (e.vouchedIndex === 0 || !this.vouchedFor(id)) {
+            this.opts.log.info({ sender: id, vouchers: vouchers.map((v) => v.voter), index, own }, 'peer plane: a sender this node\'s configuration does not name is vouched for by a voter of it (its configuration at a later index names it; another voter\'s does too, or none denies it): its Raft messages are taken');
+          }
+          e.vouchedIndex = index;
+          e.vouchedAtMs = this.opts.clock.nowMs();
+          e.voucher = vouchers.map((v) => v.voter).join(', ');
+          this.counts.vouched++;
+          return;
+        }
+      }
+      if (e.vouchedIndex !== 0 && newestLeavingOut > own) {
+        this.opts.log.warn({ sender: id, index: newestLeavingOut }, 'peer plane: a vouch withdrawn: a voter answered a configuration newer than this node\'s that does not name the sender, and no two voters name it');
+        e.vouchedIndex = 0;
+      }
       if (voters.length === 0) failures.push('this node\'s configuration names no other voter to ask');
-      if (fromSender !== null && !this.closed && epoch === this.crlEpoch && (await this.vouchedByProofs(id, e, fromSender, newestAnswered, failures, epoch))) return;
-      this.opts.log.debug({ sender: id, failures }, 'peer plane: no voter vouched for a sender this node\'s configuration does not name');
+      if (fromSender !== null && !this.closed && epoch === this.crlEpoch && (await this.vouchedByProofs(id, e, fromSender, newestLeavingOut, failures, epoch))) return;
+      this.opts.log.debug({ sender: id, failures }, 'peer plane: no voter vouched for a sender this node\'s configuration does not name (two voters, or one no voter denies)');
     } finally {
       e.asking = false;
       // A round whose answers a CRL change set aside does not count: the next message asks again at once.
@@ -249,12 +283,12 @@ export class Vouches implements PeerVouch {
   /**
    * vouchedByProofs: whether the sender's answer (`asked`) carries proofs that chain from this node's configuration
    * to a newer one naming it; sets the vouch when so. Only while no voter of this node's configuration answered with
-   * a newer configuration (`newestAnswered`): such a voter knows more than this node and did not name the sender,
-   * and its answer is taken over any chain (whose indexes a signer removed since, its certificate unrevoked, could
-   * set as it likes). A chain that reaches a configuration at least as new as the vouch held without naming the
+   * a newer configuration that leaves the sender out (`newestLeavingOut`): such a voter knows more than this node and
+   * did not name the sender, and its answer is taken over any chain (whose indexes a signer removed since, its
+   * certificate unrevoked, could set as it likes). A voter that named the sender at a newer index, alone, does not bar it. A chain that reaches a configuration at least as new as the vouch held without naming the
    * sender withdraws it.
    */
-  private async vouchedByProofs(id: NodeId, e: VouchEntry, asked: Promise<MembershipAnswer>, newestAnswered: number, failures: string[], epoch: number): Promise<boolean> {
+  private async vouchedByProofs(id: NodeId, e: VouchEntry, asked: Promise<MembershipAnswer>, newestLeavingOut: number, failures: string[], epoch: number): Promise<boolean> {
     const proofs = this.opts.proofs;
     if (proofs === undefined) return false;
     let a: MembershipAnswer;
@@ -273,8 +307,8 @@ export class Vouches implements PeerVouch {
       return false;
     }
     const { membership, index: own } = this.opts.configuration();
-    if (newestAnswered > own) {
-      failures.push(`${id}'s proofs not taken: a voter answered with a newer configuration (index ${newestAnswered}) that does not name it`);
+    if (newestLeavingOut > own) {
+      failures.push(`${id}'s proofs not taken: a voter answered with a newer configuration (index ${newestLeavingOut}) that does not name it`);
       return false;
     }
     const verdict = verifyChain(membership, own, a.membership.proofs ?? [], id, (p) => proofs.verify(p));
