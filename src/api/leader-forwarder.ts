@@ -7,6 +7,7 @@
  * FAILED_PRECONDITION "not the leader; the leader is <id> at <addr>" with
  * trailing metadata `x-snapcoord-leader: id@addr` (see notLeaderError).
  */
+import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import { NodeError } from '../node/errors.js';
 import type { Node } from '../node/node.js';
@@ -121,7 +122,10 @@ export class LeaderForwarder {
     local: (forwarded: boolean) => Promise<T>,
     remote: (leader: Leader, opts: CallOptions) => Promise<T>,
   ): Promise<T> {
-    const deadline = deadlineOf(call);
+    // The call's deadline on the monotonic clock: a wall-clock step during the call (NTP, a resumed VM) moves
+    // neither the wait for a leader nor the deadline the forwarded call carries.
+    const deadlineMono = performance.now() + (deadlineOf(call) - Date.now());
+    const remainingMs = (): number => deadlineMono - performance.now();
     const forwarded = isForwarded(call);
     for (let attempt = 0; ; attempt++) {
       let notLeader: NodeError;
@@ -135,7 +139,7 @@ export class LeaderForwarder {
       let leader: Leader | null =
         notLeader.leaderId === '' ? null : { id: notLeader.leaderId, address: this.clientAddressOf(notLeader.leaderId) };
       // No leader known, or its client address not learned yet (it arrives with its first append): wait a little.
-      if (leader === null || (leader.id !== this.node.id && leader.address === '')) leader = await this.waitForLeader(deadline);
+      if (leader === null || (leader.id !== this.node.id && leader.address === '')) leader = await this.waitForLeader(Date.now() + remainingMs());
       if (leader === null) throw notLeaderError('', '');
       if (leader.id === this.node.id) {
         // We won an election meanwhile: run here (bounded: elections do not flap that fast).
@@ -146,7 +150,7 @@ export class LeaderForwarder {
         throw new ApiError(grpc.status.UNAVAILABLE, `the leader ${leader.id} has not told this node its client address yet; retry`);
       }
       const md = this.forwardMetadata(call);
-      const deadlineMs = Math.max(1, deadline - Date.now());
+      const deadlineMs = Math.max(1, remainingMs());
       try {
         return await remote(leader, { deadlineMs, metadata: md });
       } catch (err) {
@@ -158,16 +162,18 @@ export class LeaderForwarder {
   /**
    * waitForLeader resolves with the leader once one is known with its client
    * address (or is this node), or null after LEADER_WAIT_MS_MAX (or at
-   * `deadline`, whichever comes first).
+   * `deadline`, whichever comes first). `deadline` (ms since the epoch) is
+   * read against the wall clock once; the wait is then timed on the monotonic
+   * clock, so a wall-clock step while it waits does not move its end.
    */
   async waitForLeader(deadline: number): Promise<Leader | null> {
-    const until = Math.min(deadline, Date.now() + LEADER_WAIT_MS_MAX);
+    const until = performance.now() + Math.min(deadline - Date.now(), LEADER_WAIT_MS_MAX);
     for (;;) {
       const st = this.node.brief();
       const address = st.leader === '' ? '' : this.clientAddressOf(st.leader);
       if (st.leader !== '' && (address !== '' || st.leader === this.node.id)) return { id: st.leader, address };
-      if (Date.now() >= until || this.closed) return null;
-      await sleep(Math.min(20, Math.max(1, until - Date.now())));
+      if (performance.now() >= until || this.closed) return null;
+      await sleep(Math.min(20, Math.max(1, until - performance.now())));
     }
   }
 
