@@ -8,6 +8,7 @@
  * no leader is known) and answers success=true once this node leads; on the
  * leader it answers success=false. A learner cannot lead: FAILED_PRECONDITION.
  */
+import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import {
   ClusterServiceClient,
@@ -165,6 +166,7 @@ const APPLIED_POLL_MS = 5;
 
 interface AppliedWaiter {
   readonly index: number;
+  /** deadlineMs: when the wait ends, on performance.now() (a wall-clock step does not move it). */
   readonly deadlineMs: number;
   readonly resolve: () => void;
 }
@@ -177,7 +179,7 @@ interface AppliedWaiter {
  * thousand such calls (a snapshots.read key, atIndex far ahead) took half a
  * core and 350 ms of event-loop delay, every write with it.
  */
-class AppliedWaiters {
+export class AppliedWaiters {
   private readonly waiting = new Set<AppliedWaiter>();
   private timer: NodeJS.Timeout | null = null;
 
@@ -199,7 +201,7 @@ class AppliedWaiters {
     return new Promise<void>((resolve) => {
       const w: AppliedWaiter = {
         index,
-        deadlineMs: Date.now() + ms,
+        deadlineMs: performance.now() + ms,
         resolve: () => {
           signal?.removeEventListener('abort', gone);
           resolve();
@@ -221,7 +223,7 @@ class AppliedWaiters {
 
   private sweep(): void {
     const applied = this.node.brief().applied;
-    const now = Date.now();
+    const now = performance.now();
     for (const w of this.waiting) {
       if (applied < w.index && now < w.deadlineMs) continue;
       this.waiting.delete(w);
@@ -378,7 +380,8 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
     transferLeadership: unary(async (call: grpc.ServerUnaryCall<TransferLeadershipRequest, TransferLeadershipResponse>) => {
       const target = call.request.targetId;
       if (target !== '') checkId(target);
-      const deadline = deadlineOf(call);
+      // On the monotonic clock: a wall-clock step during the call does not move it.
+      const deadlineMono = performance.now() + (deadlineOf(call) - Date.now());
       return forwarder.run(
         call,
         async () => {
@@ -388,7 +391,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           if (to === '') throw new ApiError(grpc.status.FAILED_PRECONDITION, 'there is no other voter to hand leadership to');
           if (to === node.id) return { leaderId: to };
           if (!st.membership.voters.includes(to)) throw invalidArgument(`${to} is not a voter`);
-          const timeoutMs = Math.max(1, Math.min(TRANSFER_TIMEOUT_MS_MAX, deadline - Date.now()));
+          const timeoutMs = Math.max(1, Math.min(TRANSFER_TIMEOUT_MS_MAX, deadlineMono - performance.now()));
           await node.transferLeadership(to, timeoutMs);
           return { leaderId: to };
         },
@@ -402,9 +405,12 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
       if (!st.membership.voters.includes(node.id)) {
         throw new ApiError(grpc.status.FAILED_PRECONDITION, `${node.id} is not a voter; a learner cannot lead`);
       }
-      const deadline = Math.min(deadlineOf(call), Date.now() + TRANSFER_TIMEOUT_MS_MAX * 2);
+      // The deadline read once, then timed on the monotonic clock: a wall clock stepped back during the loop kept it
+      // polling every 2 ms for the whole step (an hour), campaigning each time no leader was known.
+      const deadlineMono = performance.now() + Math.min(deadlineOf(call) - Date.now(), TRANSFER_TIMEOUT_MS_MAX * 2);
+      const leftMs = (): number => deadlineMono - performance.now();
       let asked = '';
-      while (Date.now() < deadline) {
+      while (leftMs() > 0) {
         const now = node.status();
         if (now.role === 'leader') return { success: true };
         const leader = now.leader;
@@ -423,7 +429,7 @@ export function createClusterService(node: ClusterNode, forwarder: LeaderForward
           try {
             await forwarder
               .cluster({ id: leader, address })
-              .transferLeadership(node.id, { deadlineMs: Math.max(1, deadline - Date.now()), metadata: md });
+              .transferLeadership(node.id, { deadlineMs: Math.max(1, leftMs()), metadata: md });
           } catch (err) {
             const e = toApiError(err);
             // The leader moved meanwhile: ask the new one; anything else is the answer.
