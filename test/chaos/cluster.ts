@@ -104,6 +104,9 @@ export class ChaosCluster {
       apiKey: CHAOS_API_KEY,
       extra: (id) => [
         ...CHAOS_SERVE_FLAGS,
+        // Its own cluster id, as a deployment on a shared CA needs one (serve warns without it under peer TLS).
+        '--cluster-id',
+        'chaos',
         ...(opts.extra ?? []),
         '--peer-dial',
         Object.entries(dialOf.mesh?.dialMap(id) ?? {}).map(([to, a]) => `${to}=${a}`).join(','),
