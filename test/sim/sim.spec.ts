@@ -139,6 +139,11 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     // acknowledged the final write, then applied its own removal proposed just before it and was stopped as removed;
     // the liveness check still waited for n2, read from the configuration the write committed in.
     { seed: 89269, nodes: 5, what: '(89269) the leader removes itself right after the final write and is stopped: liveness waits for the members that stay', draws: 'leaderRemovals' as const, shows: /membership: removeNode n2 applied on n2/ },
+    // Found by the campaign on 283bcaa (1 of seeds 1-130,000): n1, back on a log of term 1 naming {n1, n2, n3}, was
+    // needed by the quorum of {n1, n5, n6} once n5 was lost; it campaigned in vain every 15-29 ticks, each campaign
+    // restarting the election timeout within which it drops a claim of a sender it does not name, and each of n6's
+    // pre-votes came within it (no leader for 4 s after healing). A node whose own campaigns failed now takes them.
+    { seed: 116434, nodes: 3, what: '(116434) a stale voter campaigning in vain takes the pre-vote of a candidate added in entries it lacks, whose quorum needs it', draws: 'joined' as const, shows: /n1 info peer plane: a sender this node's configuration does not name is vouched for by its configuration's proofs.*"sender":"n6"/ },
   ];
   for (const { seed, nodes, what, draws = 'snapshotDiskErrors', shows, scenarioOf, scenario, controls } of lists) {
     it(`seed ${seed} of ${nodes} nodes: ${what}`, async () => {
