@@ -505,7 +505,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       },
       registry: metrics.registry,
     });
-    tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: agent.runner(snapshotTaskRunner(node, snapshotPath)) }, logger, {
+    tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: agent.runner(snapshotTaskRunner(node, snapshotPath, cfg.minFreeBytes)) }, logger, {
       enqueuedMax: cfg.taskQueueMax,
       finishedKeptMax: cfg.tasksKept,
     });
@@ -536,7 +536,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       snapshots,
       tasks: { queue: tasks, snapshotPath },
       realRoots,
-      directoryExport: { storage: rocksDataDir, nodeId: cfg.id, clusterId: cfg.clusterId, selfAddress: cfg.peers[cfg.id] ?? api.address, version: SNAPCOORD_VERSION, log: logger },
+      directoryExport: { storage: rocksDataDir, nodeId: cfg.id, clusterId: cfg.clusterId, selfAddress: cfg.peers[cfg.id] ?? api.address, version: SNAPCOORD_VERSION, log: logger, reserveBytes: cfg.minFreeBytes },
     },
   });
   // Where this process reaches its own client plane: over TLS the advertised name (the certificate's), else loopback.

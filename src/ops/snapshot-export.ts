@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, statfs, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -31,6 +31,29 @@ export async function checkArchiveTarget(path: string): Promise<void> {
   if (st === null || st.isFile() || st.isSymbolicLink()) return;
   const what = st.isDirectory() ? 'a directory' : 'not a regular file';
   throw new NodeError('invalid', `${path} is ${what}; snapshot tasks write their file there (<snapshot-dir>/<db-name>.snapshot): move it away`);
+}
+
+/**
+ * checkExportSpace refuses (NodeError `diskFull`, before anything is written)
+ * an export of `neededBytes` into the directory `dir` (a path, or a handle's
+ * /proc/self/fd path) that would leave less than `reserveBytes` free on its
+ * file system (statfs: bavail * bsize): serve passes its --min-free-bytes, the
+ * reserve the node keeps on its data dir's disk for what it must still
+ * persist. A caller holding snapshots.write names a new target each time, so
+ * without this exports went on until the file system was full (ENOSPC),
+ * taking that reserve when a root shares the data dir's disk. A file system
+ * that cannot be measured is not refused (the writes themselves will say).
+ */
+export async function checkExportSpace(dir: string, shown: string, neededBytes: number, reserveBytes: number, what: string): Promise<void> {
+  const st = await statfs(dir).catch(() => null);
+  if (st === null) return;
+  const free = st.bavail * st.bsize;
+  if (free < neededBytes + reserveBytes) {
+    throw new NodeError(
+      'diskFull',
+      `${what} needs about ${neededBytes} bytes and must leave ${reserveBytes} free (--min-free-bytes), but ${free} bytes are free on ${shown}; nothing was written`,
+    );
+  }
 }
 
 /** STALE_COPY_MS: a temp copy untouched this long is the leftover of a copy the process died in (a copy under way writes it all the time). */
@@ -97,11 +120,13 @@ export type ExportCheck = 'served' | 'checked';
  * SnapshotStoreError `corrupt`, nothing left at `path`. With `check` every
  * archive is checked so (createChunkCheckedReadStream: each byte hashed once
  * as copied), trusted or not: for a copy that takes the place of others
- * (ExportCheck).
+ * (ExportCheck). A copy that would leave less than `reserveBytes` free on
+ * its file system is refused before it starts (checkExportSpace).
  */
-export async function exportArchiveFile(handle: SnapshotHandle, path: string, progress: (done: number) => void, check: ExportCheck = 'served'): Promise<void> {
+export async function exportArchiveFile(handle: SnapshotHandle, path: string, progress: (done: number) => void, check: ExportCheck = 'served', reserveBytes = 0): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   await checkArchiveTarget(path);
+  await checkExportSpace(dirname(path), dirname(path), handle.archiveBytes, reserveBytes, `the snapshot file ${path}`);
   const tmp = join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`);
   let done = 0;
   const counter = new Transform({
@@ -137,7 +162,8 @@ export async function exportArchiveFile(handle: SnapshotHandle, path: string, pr
  * it (Node.quarantineDamagedSnapshot), a snapshot is opened again (built
  * now) and copied once more; a second failure is the caller's. Without
  * this, every run failed the same way until a write or a restart. `check`:
- * how the copy reads the archive (ExportCheck).
+ * how the copy reads the archive (ExportCheck); `reserveBytes`: the free
+ * space it leaves (checkExportSpace).
  */
 export async function openAndExport(
   open: () => Promise<SnapshotHandle>,
@@ -146,12 +172,13 @@ export async function openAndExport(
   started: (handle: SnapshotHandle) => void,
   progress: (done: number) => void,
   check: ExportCheck = 'served',
+  reserveBytes = 0,
 ): Promise<SnapshotHandle> {
   for (let attempt = 1; ; attempt++) {
     const handle = await open();
     try {
       started(handle);
-      await exportArchiveFile(handle, path, progress, check);
+      await exportArchiveFile(handle, path, progress, check, reserveBytes);
       return handle;
     } catch (err) {
       handle.release();
@@ -240,6 +267,11 @@ export interface DirectoryExport {
   readonly staleExportMs?: number;
   /** log: where an export that succeeded with a warning (exportDirectory's answer) is also logged. */
   readonly log?: Logger;
+  /**
+   * reserveBytes: the free space an export must leave on the target's file system (serve: --min-free-bytes;
+   * default 0): one that would not is refused before it is built (checkExportSpace, NodeError `diskFull`).
+   */
+  readonly reserveBytes?: number;
 }
 
 /**
@@ -435,6 +467,8 @@ export async function exportDirectory(handle: SnapshotHandle, target: SnapshotTa
     const existing = await inspectTarget(parent, name, target.path, lockHeld);
     // What exports a crash cut short left here: each a whole data dir, never removed otherwise.
     await removeStaleExports(parent, lockHeld, opts.staleExportMs);
+    // The copy holds the archive and the state installed from it (up to twice over while RocksDB's WAL holds it).
+    await checkExportSpace(parent.path(), dirname(target.path), handle.archiveBytes + 2 * handle.meta.stateBytes, opts.reserveBytes ?? 0, `a directory snapshot at ${target.path}`);
     const tmp = await mkdtemp(parent.path(EXPORT_TMP_PREFIX));
     try {
       if (!FD_PATHS) await parent.verify();

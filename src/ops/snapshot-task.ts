@@ -8,9 +8,11 @@ import type { TaskRunner } from './task-queue.js';
  * snapshotTaskRunner runs a snapshotCreation task: a snapshot of this node's
  * state now, copied atomically to `path` (read-only). Task snapshots hold only
  * the replicated key-value state, never the task queue, so a snapshot never
- * carries its own task as pending (Meilisearch #4653).
+ * carries its own task as pending (Meilisearch #4653). A copy that would
+ * leave less than `reserveBytes` free on its file system fails `disk_full`
+ * before it starts (serve passes --min-free-bytes).
  */
-export function snapshotTaskRunner(node: Node, path: string): TaskRunner {
+export function snapshotTaskRunner(node: Node, path: string, reserveBytes = 0): TaskRunner {
   return async (_task, progress) => {
     await checkArchiveTarget(path); // before taking a snapshot that could not be written
     await removeStaleCopies(dirname(path), (name) => name === basename(path)); // copies of this file a crash left
@@ -20,6 +22,8 @@ export function snapshotTaskRunner(node: Node, path: string): TaskRunner {
       path,
       (h) => progress({ path, bytesDone: 0, bytesTotal: h.archiveBytes, digest: h.archiveSha256, index: h.meta.index }),
       (done) => progress({ bytesDone: done }),
+      'served',
+      reserveBytes,
     );
     try {
       const total = handle.archiveBytes;

@@ -43,6 +43,8 @@ export interface SnapshotNodeOptions {
   readonly metrics?: NodeMetrics;
   /** clientAnswerBytesPerCallerMax: BindOptions.clientAnswerBytesPerCallerMax (default its default). */
   readonly clientAnswerBytesPerCallerMax?: number;
+  /** exportReserveBytes: the free space directory and task snapshots leave on their file system (as serve's --min-free-bytes; default none). */
+  readonly exportReserveBytes?: number;
 }
 
 export class SnapshotNode {
@@ -89,7 +91,7 @@ export class SnapshotNode {
     });
     ref.node = node;
     const snapshotPath = join(root, 'n1.snapshot');
-    const real = snapshotTaskRunner(node, snapshotPath);
+    const real = snapshotTaskRunner(node, snapshotPath, opts.exportReserveBytes ?? 0);
     const tasksFile = join(dataDir, 'tasks.json');
     const tasks = await TaskQueue.open(tasksFile, { snapshotCreation: opts.wrapRunner?.(real) ?? real }, silent, opts.tasks ?? {});
     api.serve({
@@ -98,7 +100,14 @@ export class SnapshotNode {
         snapshots,
         tasks: { queue: tasks, snapshotPath },
         realRoots: await prepareRoots([root]),
-        directoryExport: { storage: rocksDataDir, nodeId: 'n1', clusterId: 'test', selfAddress: api.peerAddress, version: 'test' },
+        directoryExport: {
+          storage: rocksDataDir,
+          nodeId: 'n1',
+          clusterId: 'test',
+          selfAddress: api.peerAddress,
+          version: 'test',
+          ...(opts.exportReserveBytes !== undefined ? { reserveBytes: opts.exportReserveBytes } : {}),
+        },
         ...(opts.uploadIdleMs !== undefined ? { uploadIdleMs: opts.uploadIdleMs } : {}),
         ...(opts.downloadStallMs !== undefined ? { downloadStallMs: opts.downloadStallMs } : {}),
       },
