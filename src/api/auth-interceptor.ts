@@ -18,6 +18,7 @@
  * refusal is logged (method, peer, code) at most once a minute per client host.
  */
 import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 
 import { bearerToken } from '../auth/bearer.js';
@@ -277,7 +278,9 @@ export function clientAuthInterceptor(opts: ClientAuthOptions): grpc.ServerInter
   const logRefusal = (path: string, peer: string, refusal: AuthRefusal): void => {
     if (log === undefined) return;
     const host = peer.replace(/:\d+$/, '');
-    const now = Date.now();
+    // The monotonic clock: on the wall clock a step back (NTP, a resumed VM) silenced a host's refusals for the
+    // step's length (an hour), and a step forward let a line through at once.
+    const now = performance.now();
     const last = lastLogMs.get(host);
     if (last !== undefined && now - last < REFUSAL_LOG_INTERVAL_MS) return;
     if (lastLogMs.size >= REFUSAL_LOG_HOSTS_MAX) lastLogMs.clear();

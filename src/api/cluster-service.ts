@@ -277,7 +277,8 @@ export class StateHashes {
   constructor(
     private readonly node: Pick<ClusterNode, 'id' | 'brief' | 'stateDigest'>,
     private readonly stateHash: (() => Promise<StateHash>) | undefined,
-    private readonly nowMs: () => number = Date.now,
+    // Monotonic: on the wall clock a step back (NTP, a resumed VM) reused a hash for the step's length, not STATE_HASH_REUSE_MS.
+    private readonly nowMs: () => number = () => performance.now(),
   ) {}
 
   /** hash: a state hash of this node covering at least `atIndex` (see the class). Errors: RESOURCE_EXHAUSTED; the read's own. */

@@ -30,6 +30,7 @@
  * strikes, bucket full) are forgotten first, then the longest remembered.
  */
 import { isIP } from 'node:net';
+import { performance } from 'node:perf_hooks';
 
 export interface HostBudgetLimits {
   /** tokensMax: a host's bucket when full (its burst), >= 1. */
@@ -100,7 +101,11 @@ function expandIpv6(address: string): number[] | null {
   return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : null;
 }
 
-/** HostBudgetOptions: the clock (default Date.now) and how an address is keyed (default hostKey: loopback exempt). */
+/**
+ * HostBudgetOptions: the clock, monotonic (default performance.now: on the wall clock a step forward ended
+ * every lockout and refilled every bucket at once, a step back locked a host out for the step's length), and how
+ * an address is keyed (default hostKey: loopback exempt).
+ */
 export interface HostBudgetOptions {
   readonly nowMs?: () => number;
   readonly keyOf?: (address: string) => string | null;
@@ -118,7 +123,7 @@ export class HostBudget {
     readonly limits: HostBudgetLimits,
     opts: HostBudgetOptions = {},
   ) {
-    this.nowMs = opts.nowMs ?? Date.now;
+    this.nowMs = opts.nowMs ?? (() => performance.now());
     this.keyOf = opts.keyOf ?? hostKey;
     for (const [k, v] of Object.entries(limits)) {
       if (!Number.isSafeInteger(v) || v < 1) throw new Error(`host budget: ${k} must be a whole number >= 1, got ${String(v)}`);

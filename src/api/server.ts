@@ -14,6 +14,7 @@ import { lookup } from 'node:dns/promises';
 import { setMaxListeners } from 'node:events';
 import type { Http2Server, ServerHttp2Stream } from 'node:http2';
 import { createServer as createNetServer, isIP, type AddressInfo, type Server as NetServer } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
@@ -160,7 +161,7 @@ export const CLIENT_HOST_BUDGET: HostBudgetLimits = { tokensMax: 1024, refillPer
  */
 export const PEER_HOST_BUDGET: HostBudgetLimits = CLIENT_HOST_BUDGET;
 /** CONNECTION_REFUSAL_LOG_INTERVAL_MS: one log line a minute per plane about refused connections. */
-const CONNECTION_REFUSAL_LOG_INTERVAL_MS = 60_000;
+export const CONNECTION_REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 /** Listeners: a plane's own TCP listeners, handing what its ConnectionLimiter accepts to grpc-js. */
 interface Listeners {
@@ -406,6 +407,22 @@ function reflection(): ReflectionService {
 }
 
 /**
+ * connectionRefusalLog: what a plane's ConnectionLimiter calls for each
+ * refused connection: one warn line a CONNECTION_REFUSAL_LOG_INTERVAL_MS at
+ * most, timed on the monotonic clock (on the wall clock a step back, NTP or
+ * a resumed VM, silenced the plane's refusals for the step's length).
+ */
+export function connectionRefusalLog(log: Pick<Logger, 'warn'>, plane: string): (host: string, why: string) => void {
+  let lastMs = -Infinity;
+  return (host, why) => {
+    const now = performance.now();
+    if (now - lastMs < CONNECTION_REFUSAL_LOG_INTERVAL_MS) return;
+    lastMs = now;
+    log.warn({ plane, host, why }, 'connection refused (logged once a minute)');
+  };
+}
+
+/**
  * bindApiServer binds the client plane at opts.bindAddress (health and
  * reflection, health NOT_SERVING) and the peer plane at opts.peerBindAddress,
  * before the node exists: a caller that binds port 0
@@ -418,19 +435,10 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     if (parseHostPort(a, true) === null) throw new Error(`${what} bind address ${JSON.stringify(a)} is not host:port`);
   }
   const maxRequestBytes = opts.maxRequestBytes ?? CLIENT_MESSAGE_BYTES_DEFAULT;
-  const limitLog = (plane: string) => {
-    let lastMs = 0;
-    return (host: string, why: string): void => {
-      const now = Date.now();
-      if (now - lastMs < CONNECTION_REFUSAL_LOG_INTERVAL_MS) return;
-      lastMs = now;
-      log.warn({ plane, host, why }, 'connection refused (logged once a minute)');
-    };
-  };
   const clientBudget = opts.clientHostBudget === undefined ? new HostBudget(CLIENT_HOST_BUDGET) : opts.clientHostBudget;
-  const clientLimiter = new ConnectionLimiter(opts.clientConnections ?? CLIENT_CONNECTION_LIMITS, limitLog('client'), clientBudget);
+  const clientLimiter = new ConnectionLimiter(opts.clientConnections ?? CLIENT_CONNECTION_LIMITS, connectionRefusalLog(log, 'client'), clientBudget);
   const peerBudget = opts.peerHostBudget === undefined ? new HostBudget(PEER_HOST_BUDGET) : opts.peerHostBudget;
-  const peerLimiter = new ConnectionLimiter(opts.peerConnections ?? PEER_CONNECTION_LIMITS, limitLog('peer'), peerBudget);
+  const peerLimiter = new ConnectionLimiter(opts.peerConnections ?? PEER_CONNECTION_LIMITS, connectionRefusalLog(log, 'peer'), peerBudget);
   // grpc-js hands a call's metadata to its interceptors in their order: provingInterceptor, after the others,
   // sees only the calls every other one let through. A call that needs no key (Health/Check) proves nothing;
   // a key proves at most perOwnerMax connections (apiKeyOwner: a digest of the key names the owner).

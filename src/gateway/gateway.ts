@@ -42,6 +42,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import type { Server as TlsServer } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { formatHostPort, parseHostPort } from '../client/address.js';
@@ -267,7 +268,8 @@ class GatewayLogController extends LogController {
     }
     reply.log.debug(fields, 'request completed (no valid key)');
     this.unkeyed++;
-    const now = Date.now();
+    // The monotonic clock: on the wall clock a step back (NTP, a resumed VM) kept the count quiet for the step's length.
+    const now = performance.now();
     if (now - this.unkeyedLoggedAtMs >= UNKEYED_LOG_EVERY_MS) {
       reply.log.info({ ...fields, requests: this.unkeyed }, `requests without a valid key since the last such line (each at debug; this line at most once every ${UNKEYED_LOG_EVERY_MS / 1000} s), the last one here`);
       this.unkeyed = 0;

@@ -3,6 +3,7 @@
  * and fed again when they change on disk.
  */
 import { readFile } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 import type { experimental } from '@grpc/grpc-js';
 import { checkShape, checkTlsBytes, readTlsFile, type TlsBytes, type TlsFiles, type TlsFilesInfo } from './check-tls-files.js';
 
@@ -82,6 +83,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
   private info: TlsFilesInfo;
   private timer: NodeJS.Timeout | null = null;
   private reading = false;
+  /** checkedAtMs: when the files were last read, on the monotonic clock (on the wall clock a step back, NTP or a resumed VM, kept refreshIfStale from reading them for the step's length). */
   private checkedAtMs: number;
   private readonly caListeners = new Set<experimental.CaCertificateUpdateListener>();
   private readonly identityListeners = new Set<experimental.IdentityCertificateUpdateListener>();
@@ -110,7 +112,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
     };
     this.info = this.check(bytes);
     this.current = bytes;
-    this.checkedAtMs = Date.now();
+    this.checkedAtMs = performance.now();
   }
 
   /** hasCa: whether this provider watches a CA file; hasIdentity: a certificate and key. */
@@ -178,7 +180,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
    * connects) would otherwise never see a change, its timer never firing.
    */
   private refreshIfStale(): void {
-    if (this.timer !== null || Date.now() - this.checkedAtMs < this.refreshMs) return;
+    if (this.timer !== null || performance.now() - this.checkedAtMs < this.refreshMs) return;
     let bytes: TlsBytes;
     try {
       bytes = {
@@ -187,7 +189,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
         ...(this.files.caFile !== undefined ? { ca: readTlsFile(this.files.caFile) } : {}),
       };
     } catch (err) {
-      this.checkedAtMs = Date.now();
+      this.checkedAtMs = performance.now();
       this.reportBad({}, err as Error);
       return;
     }
@@ -196,7 +198,7 @@ export class FileCertificateProvider implements experimental.CertificateProvider
 
   /** apply checks `bytes` if they differ from the set in use and, when they pass, hands them to the listeners. */
   private apply(bytes: TlsBytes): void {
-    this.checkedAtMs = Date.now();
+    this.checkedAtMs = performance.now();
     const identityChanged = !same(bytes.cert, this.current.cert) || !same(bytes.key, this.current.key);
     const caChanged = !same(bytes.ca, this.current.ca);
     if (!identityChanged && !caChanged) {

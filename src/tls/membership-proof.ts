@@ -23,6 +23,7 @@
  * statements read a 7-element statement as malformed and skip it.
  */
 import { readFileSync, statSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { X509Certificate, createPrivateKey, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { parseCaBundle } from './check-tls-files.js';
 import { memberIdOf } from './member-id.js';
@@ -113,6 +114,7 @@ export interface X509MembershipProofsOptions {
   readonly caFile: string;
   /** isRevoked: whether the CRL in use revokes a serial (hex); absent: no CRL. */
   readonly isRevoked?: (serialHex: string) => boolean;
+  /** nowMs: the wall clock certificates are checked against (default Date.now); the files are looked at again on the monotonic clock. */
   readonly nowMs?: () => number;
 }
 
@@ -193,7 +195,7 @@ export class X509MembershipProofs {
   }
 
   private ownFiles(): { key: KeyObject; certDer: Buffer } {
-    this.own = reread(this.own, this.opts.keyFile, this.nowMs(), () => {
+    this.own = reread(this.own, this.opts.keyFile, () => {
       const key = createPrivateKey(readFileSync(this.opts.keyFile));
       const cert = new X509Certificate(readFileSync(this.opts.certFile));
       if (!cert.checkPrivateKey(key)) throw new Error(`${this.opts.keyFile}: the key does not belong to ${this.opts.certFile} (mid-rotation?)`);
@@ -203,7 +205,7 @@ export class X509MembershipProofs {
   }
 
   private caCerts(): X509Certificate[] {
-    this.cas = reread(this.cas, this.opts.caFile, this.nowMs(), () => parseCaBundle(readFileSync(this.opts.caFile), this.opts.caFile, this.nowMs()));
+    this.cas = reread(this.cas, this.opts.caFile, () => parseCaBundle(readFileSync(this.opts.caFile), this.opts.caFile, this.nowMs()));
     return this.cas.value;
   }
 }
@@ -213,8 +215,13 @@ function digestOf(key: KeyObject): string | null {
   return key.asymmetricKeyType === 'ed25519' || key.asymmetricKeyType === 'ed448' ? null : 'sha256';
 }
 
-/** reread: `cached` while the files' modification times are unchanged (looked at once per FILE_RECHECK_MS), else load() again. */
-function reread<T>(cached: Cached<T> | null, file: string, now: number, load: () => T, other?: string): Cached<T> {
+/**
+ * reread: `cached` while the files' modification times are unchanged (looked at once per FILE_RECHECK_MS, on the
+ * monotonic clock: on the wall clock a step back, NTP or a resumed VM, kept a rotated key or CA unread for the
+ * step's length), else load() again.
+ */
+function reread<T>(cached: Cached<T> | null, file: string, load: () => T, other?: string): Cached<T> {
+  const now = performance.now();
   if (cached !== null && now - cached.checkedMs < FILE_RECHECK_MS) return cached;
   const mtimeMs = statSync(file).mtimeMs + (other !== undefined ? statSync(other).mtimeMs : 0);
   if (cached !== null && cached.mtimeMs === mtimeMs) return { ...cached, checkedMs: now };

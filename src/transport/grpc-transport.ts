@@ -4,6 +4,7 @@
  * pipelined, with backpressure); votes, snapshots, TimeoutNow and ReadIndex
  * are unary calls with deadlines; snapshotResp goes by ReportSnapshot.
  */
+import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type { Message, NodeId } from '../raft/types.js';
 import type * as pb from '../gen/snapcoord/v1/raft.js';
@@ -78,7 +79,11 @@ export interface GrpcTransportOptions {
   readonly directory?: PeerDirectory;
   /** channelOptions override the defaults (see channelOptions()). */
   readonly channelOptions?: grpc.ChannelOptions;
-  /** nowMs: clock for the backoff (default Date.now). */
+  /**
+   * nowMs: the clock of the backoff and the stall timeout, monotonic (default performance.now: on the wall clock a
+   * step back held a peer's stream closed for the step's length, every message to it dropped; a step forward
+   * took every stream waiting for an answer for stalled).
+   */
   readonly nowMs?: () => number;
 }
 
@@ -174,7 +179,7 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
     this.maxInflightUnary = opts.maxInflightUnary ?? 1024;
     this.stallTimeoutMs = opts.stallTimeoutMs ?? 3_000;
     this.dial = opts.dial;
-    this.nowMs = opts.nowMs ?? Date.now;
+    this.nowMs = opts.nowMs ?? (() => performance.now());
     this.directory = opts.directory;
     this.options = {
       ...channelOptions({

@@ -46,6 +46,7 @@
  * once per sender and reason per REFUSAL_LOG_INTERVAL_MS, not per message.
  * peerMetadata builds the metadata every outgoing peer call carries.
  */
+import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type { Message, NodeId } from '../raft/types.js';
 import { MEMBER_ADDRESS_CHARS_MAX } from '../raft/membership.js';
@@ -204,6 +205,7 @@ export interface PeerGuardOptions {
   readonly revocation?: PeerRevocation;
   readonly onRefused?: (reason: RefusalReason) => void;
   readonly logger?: TransportLogger;
+  /** nowMs: the refusal log's clock, monotonic (default performance.now: on the wall clock a step back silenced it for the step's length). */
   readonly nowMs?: () => number;
 }
 
@@ -244,7 +246,7 @@ export class PeerGuard {
   constructor(opts: PeerGuardOptions) {
     this.opts = opts;
     this.log = opts.logger ?? silentLogger;
-    this.nowMs = opts.nowMs ?? Date.now;
+    this.nowMs = opts.nowMs ?? (() => performance.now());
     this.directory = opts.directory ?? new PeerDirectory();
   }
 

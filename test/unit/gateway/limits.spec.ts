@@ -22,10 +22,11 @@ import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
-import { URL_LOG_CHARS_MAX, createGateway, type Gateway, type GatewayOptions } from '../../../src/gateway/gateway.js';
+import { UNKEYED_LOG_EVERY_MS, URL_LOG_CHARS_MAX, createGateway, type Gateway, type GatewayOptions } from '../../../src/gateway/gateway.js';
 import { createCa, issueNodeCert } from '../../../src/tls/certs.js';
 import type { RestoreSnapshotRequest, RestoreSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Role, startFakeApi, status, unaryOk, type FakeApi, type FakeApiHandlers } from './fake-api.js';
+import { HOUR_MS, SteppedClocks } from '../../harness/stepped-clocks.js';
 
 const KEY = 'admin-key-0123456789';
 const READ_KEY = 'read-only-key-0123';
@@ -705,6 +706,34 @@ describe('gateway secrets', function () {
       assert.match(keyed, /"url":"\/debug"/, 'a request whose key passed is logged at info with its URL');
       assert.match(keyed, /"statusCode":200/);
     } finally {
+      await stop(env);
+    }
+  });
+
+  it('the count of requests without a valid key is timed on the monotonic clock: the wall clock stepped back 1 h, it is logged again a minute later', async () => {
+    // On the wall clock (Date.now) a step back (NTP, a resumed VM) kept the count quiet for the step's length.
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(chunk.toString());
+        cb();
+      },
+    });
+    const clocks = new SteppedClocks().install();
+    const env = await start(leaderStatus, { logger: pino({ level: 'info' }, sink) });
+    try {
+      const counted = async (): Promise<number> => {
+        const { socket } = await exchange(env.port, get('/health'));
+        socket.destroy();
+        return lines.filter((l) => l.includes('requests without a valid key')).length;
+      };
+      assert.equal(await counted(), 1, 'the first request without a key is counted at once');
+      assert.equal(await counted(), 1, 'then once a minute');
+      clocks.stepWall(-HOUR_MS);
+      clocks.pass(UNKEYED_LOG_EVERY_MS + 1);
+      assert.equal(await counted(), 2, 'a minute later, counted again');
+    } finally {
+      clocks.restore();
       await stop(env);
     }
   });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCa, issueNodeCert, type CertKeyPem } from '../../../src/tls/certs.js';
 import { X509MembershipProofs, readStatement } from '../../../src/tls/membership-proof.js';
+import { HOUR_MS, SteppedClocks } from '../../harness/stepped-clocks.js';
 
 describe('X509MembershipProofs: configuration proofs signed with the peer key, checked against the cluster CA', function () {
   this.timeout(20_000);
@@ -91,5 +92,29 @@ describe('X509MembershipProofs: configuration proofs signed with the peer key, c
     const signer = await proofsOf('n1', expired);
     const verifier = await proofsOf('n2', await issueNodeCert(ca, { id: 'n2' }));
     assert.match(String(verifier.verify(signer.sign(statement))), /not valid now/);
+  });
+  it('the key and certificate are read again once rotated, on the monotonic clock: the wall clock stepped back 1 h, a rotation is still seen within a second', async () => {
+    // On the wall clock (Date.now) a step back (NTP, a resumed VM) kept the old key and CA in use for the step's length.
+    const certFile = join(dir, 'rotated.pem');
+    const keyFile = `${certFile}.key`;
+    const caFile = `${certFile}.ca`;
+    await writeFile(certFile, n1.certPem);
+    await writeFile(keyFile, n1.keyPem);
+    await writeFile(caFile, ca.certPem);
+    const certOf = (proof: string): string => (JSON.parse(Buffer.from(proof.slice('x509.'.length), 'base64url').toString('utf8')) as { cert: string }).cert;
+    const derOf = (pem: string): string => new X509Certificate(pem).raw.toString('base64url');
+    const clocks = new SteppedClocks().install();
+    try {
+      const signer = new X509MembershipProofs({ clusterId: 'c1', selfId: 'n1', certFile, keyFile, caFile });
+      assert.equal(certOf(signer.sign(statement)), derOf(n1.certPem));
+      const next = await issueNodeCert(ca, { id: 'n1' });
+      await writeFile(keyFile, next.keyPem);
+      await writeFile(certFile, next.certPem);
+      clocks.stepWall(-HOUR_MS);
+      clocks.pass(1_001);
+      assert.equal(certOf(signer.sign(statement)), derOf(next.certPem), 'signed with the certificate before the rotation');
+    } finally {
+      clocks.restore();
+    }
   });
 });

@@ -11,6 +11,7 @@ import { writeFile } from 'node:fs/promises';
 import { credentials as grpcCreds, type ChannelCredentials } from '@grpc/grpc-js';
 import { createCa, issueClientCert, issueNodeCert, readCa, writeCa, writeNodeCert, type CertKeyPem } from '../../../src/tls/certs.js';
 import { channelCredentialsFromFiles, FileCertificateProvider, serverCredentialsFromFiles, serverCredentialsFromProvider, type TlsFilesInfo } from '../../../src/tls/credentials.js';
+import { HOUR_MS, SteppedClocks } from '../../harness/stepped-clocks.js';
 import { callWhoAmI, isRefused, serverCertSerial, show, sleep, startServer, tmpDir, waitFor, type TestServer } from './helpers.js';
 
 const REFRESH_MS = 200;
@@ -185,6 +186,30 @@ describe('tls rotation: certificate files replaced under a running server', func
     await writeFile(clientFiles.keyFile, renamed.keyPem);
     await writeFile(clientFiles.certFile, renamed.certPem);
     await waitFor('the client to present n7', async () => (await callWhoAmI(port, creds)) === 'n7 ssl', 20 * REFRESH_MS);
+  });
+
+  it('a provider without a timer reads rotated files again once refreshMs passed on the monotonic clock, the wall clock stepped back 1 h meanwhile', async () => {
+    // On the wall clock (Date.now) a step back (NTP, a resumed VM) kept refreshIfStale from reading the files for the
+    // step's length: a short-lived channel attaching to the provider got the old certificate for an hour.
+    const files = await writeNodeCert(dir, 'n1', { ips: ['127.0.0.1'] });
+    const clocks = new SteppedClocks().install();
+    try {
+      const provider = new FileCertificateProvider({ ...files, caFile, refreshMs: REFRESH_MS });
+      await writeNodeCert(dir, 'n1', { ips: ['127.0.0.1'] });
+      const rotated = readFileSync(files.certFile, 'utf8');
+      clocks.stepWall(-HOUR_MS);
+      clocks.pass(REFRESH_MS + 1);
+      const got = await new Promise<string>((resolve) => {
+        const listener = (u: { certificate: Buffer } | null): void => {
+          provider.removeIdentityCertificateListener(listener);
+          resolve(u?.certificate.toString('utf8') ?? '');
+        };
+        provider.addIdentityCertificateListener(listener);
+      });
+      assert.equal(serialOf(got), serialOf(rotated), 'the listener got the certificate before the rotation');
+    } finally {
+      clocks.restore();
+    }
   });
 
   it('a server given an expired certificate at start refuses to start with a clear error', async () => {

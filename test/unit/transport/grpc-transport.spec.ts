@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 
 import * as pb from '../../../src/gen/snapcoord/v1/raft.js';
+import { HOUR_MS, SteppedClocks } from '../../harness/stepped-clocks.js';
 import { APPEND_ENTRIES_MAX, type AppendRequest, type Message } from '../../../src/raft/types.js';
 import { APPEND_ENTRIES_READ_MAX, appendHeaderChecksum, entryToProto } from '../../../src/transport/codec.js';
 import { RAFT_SERVICE_DEFINITION } from '../../../src/transport/fetch-serializer.js';
@@ -300,6 +301,36 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
     t.send(append(2));
     await waitFor('append replies', () => replies.filter((m) => m.type === 'appendResp').length === 2);
     assert.equal(t.peerInfo('n2')!.backoffMs, 0);
+  });
+
+  it('the backoff is timed on the monotonic clock: the wall clock stepped back 1 h while backing off, the stream reopens once the backoff ends', async () => {
+    // On the wall clock (its default was Date.now) a step back (NTP, a resumed VM) during a backoff held the stream
+    // closed for the step's length: every append and heartbeat to the peer dropped for an hour.
+    const clocks = new SteppedClocks().install();
+    try {
+      const t = makeTransport();
+      const port = server!.port;
+      t.setPeers({ n2: server!.address });
+      t.send(heartbeat(1));
+      await waitFor('the first reply', () => replies.length === 1);
+      server!.stop();
+      server = null;
+      await waitFor('the stream to fail', () => t.peerInfo('n2')!.backoffMs > 0);
+      clocks.stepWall(-HOUR_MS);
+      server = await startServer(new FakeHandler(), { port });
+      let seq = 2;
+      await waitFor(
+        'a reply over a reopened stream',
+        () => {
+          if (replies.some((m) => m.type === 'heartbeatResp' && m.readSeq > 1)) return true;
+          t.send(heartbeat(seq++));
+          return false;
+        },
+        10_000,
+      );
+    } finally {
+      clocks.restore();
+    }
   });
 
   it('a server stopping on purpose answers the appends it was sent, then ends the stream UNAVAILABLE "n2 is stopping" and shuts down at once', async () => {

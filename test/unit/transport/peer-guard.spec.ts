@@ -1,6 +1,7 @@
 /** PeerGuard's bookkeeping: which advertised client addresses it believes, and how often it logs refusals. */
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
+import { HOUR_MS, SteppedClocks } from '../../harness/stepped-clocks.js';
 import { CLIENT_ADDRESS_METADATA_KEY, CLUSTER_ID_METADATA_KEY, PeerGuard, PeerRefusedError, hostOf, scopeOfMessage, scopeOfPath, type PeerCall } from '../../../src/transport/peer-guard.js';
 
 function call(peer: string, clientAddress: string, cluster = 'c1'): PeerCall {
@@ -55,6 +56,23 @@ describe('PeerGuard: advertised client addresses and refusal logs', () => {
     now += 60_001;
     assert.throws(() => g.admit('y', call('ipv4:10.0.0.9:1', '')), PeerRefusedError);
     assert.equal(lines.length, 2, 'logged again after a minute');
+  });
+
+  it('the refusal log is timed on the monotonic clock: the wall clock stepped back 1 h, a refusal a minute later is logged again', () => {
+    // On the wall clock (its default was Date.now) a step back (NTP, a resumed VM) silenced it for the step's length.
+    const clocks = new SteppedClocks().install();
+    try {
+      const lines: string[] = [];
+      const g = new PeerGuard({ clusterId: 'c1', isMember: () => false, logger: { debug: () => undefined, warn: (_o, msg) => lines.push(msg ?? '') } });
+      for (let i = 0; i < 2; i++) assert.throws(() => g.admit('x', call('ipv4:10.0.0.9:1', '')), PeerRefusedError);
+      assert.equal(lines.length, 1);
+      clocks.stepWall(-HOUR_MS);
+      clocks.pass(60_001);
+      assert.throws(() => g.admit('x', call('ipv4:10.0.0.9:1', '')), PeerRefusedError);
+      assert.equal(lines.length, 2, 'logged again a minute later');
+    } finally {
+      clocks.restore();
+    }
   });
 
   it('admitCall decides on the metadata alone: the cluster id, and under mutual TLS a certificate naming a member', () => {
