@@ -207,6 +207,16 @@ export function oneLine(s: string): string {
 }
 
 /**
+ * visible: a remote string (a server's answer, an archive's text) as text that cannot drive a terminal: every
+ * control character (C0 with tab and newline, DEL, C1: an escape sequence's ESC or CSI, BEL) becomes a visible
+ * \\xNN; nothing else changes. For what is printed as it is, not on one line (oneLine also folds whitespace).
+ */
+export function visible(s: string): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/**
  * PLAINTEXT_PEER_TLS_ERROR: what OpenSSL says when a TLS client's handshake
  * is answered in plaintext (a node started without --cert answers the
  * ClientHello with an HTTP/2 frame, which is no TLS record).
@@ -296,9 +306,14 @@ export function clientOptions(cmd: Command, timeoutHelp = `deadline of each call
     .option('--plaintext', 'connect without TLS (a loopback node started without --cert)');
 }
 
-/** jsonText: one JSON value as the `--json` commands print it (bigints as numbers, indented by 2, a final newline). */
+/**
+ * jsonText: one JSON value as the `--json` commands print it (bigints as numbers, indented by 2, a final newline).
+ * DEL and the C1 controls, which JSON.stringify leaves raw (a server's U+009B is a CSI to some terminals), are
+ * written as \\u escapes: the same JSON value.
+ */
 export function jsonText(value: unknown): string {
-  return `${JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v), 2)}\n`;
+  const text = JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v), 2);
+  return `${text.replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}\n`;
 }
 
 /** jsonOut prints one JSON value on stdout (jsonText). */
@@ -318,9 +333,12 @@ export function formatBytes(n: number): string {
   return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }
 
-/** table lays rows out in columns separated by two spaces (the last column unpadded). */
+/**
+ * table lays rows out in columns separated by two spaces (the last column unpadded). Every cell is shown
+ * visible(): a server's id, path or date cannot drive the terminal or break the layout with a newline.
+ */
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const all = [header, ...rows];
+  const all = [header, ...rows].map((r) => r.map(visible));
   const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
   return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ').trimEnd()).join('\n');
 }

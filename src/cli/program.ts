@@ -14,7 +14,7 @@ import { isLoopback, parseHostPort } from '../client/address.js';
 import { protoDir } from '../api/proto-dir.js';
 import type { ApiKeySpec } from '../gateway/index.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { DEFAULT_ENDPOINT, ENDPOINT_ENV, configureDial } from './client-options.js';
+import { DEFAULT_ENDPOINT, ENDPOINT_ENV, configureDial, visible } from './client-options.js';
 import { LOG_LEVELS, envName } from './config-env.js';
 import { firstWord } from './fast-start.js';
 import { adminKeyOf, keyFileExposure, readApiKeysFile, tlsKeyFileWarnings } from './key-file.js';
@@ -321,7 +321,8 @@ function fail(err: unknown): never {
     process.exit(EXIT_CONFIG);
   }
   const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`snapcoord: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  // One line, and nothing in it (a server's words in a task's error, an S3 store's message) drives the terminal.
+  process.stderr.write(`snapcoord: ${visible(message.replace(/\s*\n\s*/g, ' '))}\n`);
   if (process.argv.includes('--debug')) {
     for (let e: unknown = err; e instanceof Error; e = e.cause) process.stderr.write(`${e.stack ?? e.message}\n`);
   }

@@ -39,7 +39,7 @@ import type { GetSnapshotResponse, RestoreSnapshotRequest, RestoreSnapshotRespon
 import type { ArchiveMeta, InspectResult } from '../snapshot/archive.js';
 import { fsyncDir } from '../snapshot/file-sink.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, oneLine, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, oneLine, positiveInt, table, visible, withClient, type ClientOpts } from './client-options.js';
 import { Progress } from './progress.js';
 import type * as S3 from '../ops/s3.js';
 import type { S3Destination, S3Settings } from '../ops/s3.js';
@@ -642,7 +642,8 @@ function inspectText(file: string, r: InspectResult): string {
     ...r.problems.map((p): [string, string] => ['Problem', p]),
   ];
   const w = Math.max(...rows.map(([k]) => k.length));
-  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+  // The file's own text (ids, addresses, versions: meta.json refuses C0 controls, not C1 ones) is shown, never obeyed.
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${visible(v)}`).join('\n');
 }
 
 interface TransferOpts extends ClientOpts {
@@ -768,7 +769,7 @@ async function listDestination(url: string, settings: S3Settings, json: boolean)
       )}\n`,
     );
     // Why each unverifiable one is (a head refused for it, no recorded SHA-256): the listing itself stands.
-    for (const o of rows) if (o.unverifiable !== undefined) process.stderr.write(`unverifiable: ${o.unverifiable}\n`);
+    for (const o of rows) if (o.unverifiable !== undefined) process.stderr.write(`unverifiable: ${visible(o.unverifiable)}\n`);
   } catch (err) {
     throw s3CliError(err, s3);
   } finally {

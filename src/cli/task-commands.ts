@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { TaskClient } from '../client/task-client.js';
 import { TaskFilter, type Task } from '../gen/snapcoord/v1/snapshot.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, positiveInt, table, visible, withClient, type ClientOpts } from './client-options.js';
 
 /** TASK_STATUSES / TASK_TYPES: the values --status and --type accept. */
 export const TASK_STATUSES = ['enqueued', 'processing', 'succeeded', 'failed', 'canceled'] as const;
@@ -108,7 +108,8 @@ function taskText(t: Task): string {
   }
   if (t.error !== undefined && t.error.message !== '') rows.push(['error', `${t.error.code}: ${t.error.message}`]);
   const w = Math.max(...rows.map(([k]) => k.length));
-  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+  // The values are the server's (a task's error can hold what an S3 store said): shown, never obeyed by the terminal.
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${visible(v)}`).join('\n');
 }
 
 async function getTask(c: TaskClient, uid: bigint, deadlineMs: number): Promise<Task> {
@@ -200,7 +201,7 @@ export function addTaskCommands(program: Command): void {
         c.close();
       }
       if (opts.json === true) jsonOut(taskJson(t));
-      else process.stdout.write(`task ${uid} ${t.status}${t.duration !== '' ? ` in ${t.duration}` : ''}${detailsText(t) !== '' ? `: ${detailsText(t)}` : ''}\n`);
+      else process.stdout.write(`${visible(`task ${uid} ${t.status}${t.duration !== '' ? ` in ${t.duration}` : ''}${detailsText(t) !== '' ? `: ${detailsText(t)}` : ''}`)}\n`);
       if (t.status !== 'succeeded') {
         const why = t.error !== undefined && t.error.message !== '' ? `: ${t.error.message}` : '';
         throw new CliError(`task ${uid} ${t.status}${why}`);
