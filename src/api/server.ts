@@ -13,8 +13,9 @@
 import { lookup } from 'node:dns/promises';
 import { setMaxListeners } from 'node:events';
 import type { Http2Server, ServerHttp2Stream } from 'node:http2';
-import { createServer as createNetServer, isIP, type AddressInfo, type Server as NetServer } from 'node:net';
+import { createServer as createNetServer, isIP, Socket, type AddressInfo, type Server as NetServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
@@ -170,6 +171,11 @@ interface Listeners {
   stopAccepting(): void;
   /** close: stopAccepting, and every held connection is closed. */
   close(): void;
+  /**
+   * closeWhere closes every open TLS connection whose client certificate `condemned` names (a client CRL reloaded:
+   * ApiServer.closeClientConnections) and answers how many; a connection without a client certificate is left alone.
+   */
+  closeWhere(condemned: (cert: PeerCertificate) => boolean): number;
 }
 
 /**
@@ -202,6 +208,15 @@ async function listen(srv: grpc.Server, address: string, credentials: grpc.Serve
   h2.on('stream', (stream: ServerHttp2Stream) => {
     const socket = stream.session?.socket;
     if (socket?.remoteAddress !== undefined) limiter.streamOpened(`${socket.remoteAddress}:${socket.remotePort ?? ''}`);
+  });
+  // The TLS connections open now (the limiter's caps bound them), for closeWhere: grpc-js checks a client's
+  // certificate at the handshake only, so a connection outlives a revocation unless it is closed. (A plaintext
+  // plane's HTTP/2 server emits no 'secureConnection': the set stays empty.)
+  const secure = new Set<TLSSocket>();
+  h2.on('secureConnection', (tls: TLSSocket) => {
+    if (tls.destroyed) return;
+    secure.add(tls);
+    tls.once('close', () => secure.delete(tls));
   });
   const servers: NetServer[] = [];
   let port = hp.port;
@@ -241,6 +256,21 @@ async function listen(srv: grpc.Server, address: string, credentials: grpc.Serve
       stopAccepting();
       injector.destroy();
       limiter.destroyAll();
+    },
+    closeWhere(condemned) {
+      let closed = 0;
+      for (const tls of [...secure]) {
+        const cert = tls.getPeerCertificate();
+        // {} when the client sent none
+        if (cert === null || typeof cert !== 'object' || typeof cert.serialNumber !== 'string' || !condemned(cert)) continue;
+        secure.delete(tls);
+        // The TCP socket under it too: the limiter holds that one, and it may not say 'close' itself.
+        const tcp = (tls as unknown as { _parent?: unknown })._parent;
+        tls.destroy();
+        if (tcp instanceof Socket && tcp !== tls) tcp.destroy();
+        closed++;
+      }
+      return closed;
     },
   };
 }
@@ -319,6 +349,12 @@ export interface ApiServer {
   readonly guard: PeerGuard | null;
   /** directory: the members' client addresses as they advertise them over the peer plane (give it to the GrpcTransport too). */
   readonly directory: PeerDirectory;
+  /**
+   * closeClientConnections closes the client plane's open TLS connections whose client certificate `condemned` names
+   * (serve: the ones its --client-crl now revokes, at each reload) and answers how many. Their calls in flight, a
+   * Watch held open included, end UNAVAILABLE; a new connection's calls are refused by the CRL.
+   */
+  closeClientConnections(condemned: (cert: PeerCertificate) => boolean): number;
   /**
    * serve adds RaftService (peer plane) and serves KVService and ClusterService
    * (client plane; SnapshotService and TaskService with snapshotApi, else they
@@ -541,6 +577,9 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     directory,
     get guard() {
       return guard;
+    },
+    closeClientConnections(condemned) {
+      return listeners[0]?.closeWhere(condemned) ?? 0;
     },
     serve({ node, raftHandler, snapshotApi, clusterId, identityOf, peerRevocation, onPeerRefused, clientDial, clientCredentialsFor, advertiseClient, stateHash }: ServeOptions): void {
       if (forwarder !== null) throw new Error('ApiServer.serve: already serving');

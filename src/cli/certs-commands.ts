@@ -151,7 +151,7 @@ export function addCertsCommands(program: Command): void {
     .argument('[id]', "revoke member ID's certificate (<dir>/<id>.pem)")
     .description(
       'revoke certificates (a removed member\'s): add their serials to the CRL (default <dir>/crl.pem, made when missing) and sign it again with the CA; ' +
-        'give the CRL to every member with serve --peer-crl (read again within 5 s of a change, no restart). Serials already listed keep their dates',
+        'give the CRL to every member with serve --peer-crl (read again within 5 s of a change, no restart); for client certificates (`certs client`) give --crl FILE and serve --client-crl FILE. Serials already listed keep their dates',
     )
     .option('--dir <dir>', 'certificate directory holding ca.pem (and ca-key.pem unless --ca-key)', DEFAULT_TLS_DIR)
     .option('--ca-key <file>', "the CA key (default <dir>/ca-key.pem, else <dir>/../ca/ca-key.pem where `snapcoord local` keeps it)")
@@ -198,7 +198,7 @@ export function addCertsCommands(program: Command): void {
       process.stdout.write(
         `CRL:         ${r.crlFile} (${r.added} newly revoked, ${r.revoked} in all)\n` +
           `next update: ${r.nextUpdate.toISOString()} (run \`snapcoord certs revoke\` again before then)\n` +
-          `next: copy it to every member and start them with --peer-crl ${r.crlFile} (a running member reads a changed file within 5 s)\n`,
+          `next: copy it to every member and start them with --peer-crl ${r.crlFile} (--client-crl for a CRL of client certificates; a running member reads a changed file within 5 s)\n`,
       );
     });
 }

@@ -38,7 +38,7 @@ export interface ServeConfig {
   /** peerTls: mutual TLS of the peer plane (certificate, key, cluster CA), null for plaintext. */
   readonly peerTls: { readonly certFile: string; readonly keyFile: string; readonly caFile: string; /** crlFile: --peer-crl, '' or absent for none. */ readonly crlFile?: string } | null;
   /** clientTls: TLS of the client plane and the gateway's calls to it; clientCaFile '' when client certificates are not asked for. */
-  readonly clientTls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string } | null;
+  readonly clientTls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string; /** crlFile: --client-crl, '' or absent for none. */ readonly crlFile?: string } | null;
   /** httpTls: HTTPS of the gateway, null for plain HTTP. */
   readonly httpTls: { readonly certFile: string; readonly keyFile: string } | null;
   /** insecurePlaintext: allow a non-loopback listener without TLS (a loud warning). */
@@ -149,6 +149,7 @@ export type OptionKey =
   | 'cert'
   | 'key'
   | 'clientCa'
+  | 'clientCrl'
   | 'httpCert'
   | 'httpKey';
 
@@ -190,6 +191,13 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('cert', 'cert', 'string', 'file', 'client-plane TLS certificate (PEM)'),
   option('key', 'key', 'string', 'file', 'client-plane TLS private key (PEM)'),
   option('clientCa', 'client-ca', 'string', 'file', 'ask gRPC clients for a certificate signed by this CA (PEM; default: keys only)'),
+  option(
+    'clientCrl',
+    'client-crl',
+    'string',
+    'file',
+    "a CRL (PEM or DER, at most 8 MiB) signed by --client-ca: a client whose certificate it revokes is refused on the client gRPC port, every call UNAUTHENTICATED \"certificate revoked\"; revoke one with `snapcoord certs revoke --cert client-NAME.pem` or `openssl ca -revoke`. Read again as --peer-crl is (every 5 s and on SIGHUP), and then the open connections of clients it now revokes are closed; refused at start as --peer-crl is (not a CRL, not the CA's, thisUpdate over 5 min ahead, or revoking this node's own --cert); an expired one is still used, with an error logged; no rollback (kept as `client-crl-kept.der`)",
+  ),
   option('httpCert', 'http-cert', 'string', 'file', 'HTTPS certificate of the gateway (PEM; default plain HTTP)'),
   option('httpKey', 'http-key', 'string', 'file', 'HTTPS private key of the gateway (PEM)'),
   option('insecurePlaintext', 'insecure-plaintext', 'bool', '', 'allow peer, client or HTTP listeners on non-loopback addresses without TLS (anyone on the network can then read and forge traffic)'),
@@ -460,7 +468,9 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
   const clientCa = file('clientCa');
   if ((cert === '') !== (key === '')) throw configError('cert and key go together: give both for TLS on the client plane, or neither');
   if (clientCa !== '' && cert === '') throw configError('client-ca needs cert and key: client certificates are asked for over TLS');
-  const clientTls = cert !== '' ? { certFile: cert, keyFile: key, clientCaFile: clientCa } : null;
+  const clientCrl = file('clientCrl');
+  if (clientCrl !== '' && clientCa === '') throw configError('client-crl needs client-ca (and cert and key): a CRL revokes client certificates, which only --client-ca asks for');
+  const clientTls = cert !== '' ? { certFile: cert, keyFile: key, clientCaFile: clientCa, ...(clientCrl !== '' ? { crlFile: clientCrl } : {}) } : null;
   const httpCert = file('httpCert');
   const httpKey = file('httpKey');
   if ((httpCert === '') !== (httpKey === '')) throw configError('http-cert and http-key go together: give both for HTTPS on the gateway, or neither');

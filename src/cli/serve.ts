@@ -17,7 +17,9 @@ import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
-import { checkTlsFiles, crlFileOf, memberChannelCredentialsFromFiles, memberIdOf, PEER_CRL_KEPT_FILE, type MemberChannelCredentials, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
+import { checkTlsFiles, CLIENT_CRL_KEPT_FILE, crlFileOf, memberChannelCredentialsFromFiles, memberIdOf, normalizeSerial, PEER_CRL_KEPT_FILE, type MemberChannelCredentials, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
+import { x509 } from '../tls/x509.js';
+import { clientRevocationInterceptor } from '../api/client-revocation.js';
 import { X509MembershipProofs } from '../tls/membership-proof.js';
 import { certificateRevocation, peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
@@ -171,6 +173,39 @@ function membershipProofsOf(cfg: ServeConfig, t: NonNullable<ServeConfig['peerTl
   });
 }
 
+/** CrlPlane: what openCrl says of one plane's CRL: its name in logs, its flag, and the flag of the CA that signs it. */
+interface CrlPlane {
+  /** what: 'peer CRL' or 'client CRL' (log lines and messages start with it). */
+  readonly what: string;
+  readonly flag: string;
+  readonly crlFile: string;
+  readonly caFile: string;
+  readonly keptFile: string;
+}
+
+/**
+ * openCrl opens one plane's CRL (PeerCrl, the same code and rules for both planes), checked against its CA and re-read
+ * when it changes; CliError exit 2 when it does not load (not a CRL, not signed by the CA, too large). `reloaded` is
+ * called after a changed CRL is taken. An expired CRL is used, and said so (see src/tls/crl.ts).
+ */
+async function openCrl(p: CrlPlane, logger: Logger, reloaded: () => void): Promise<PeerCrl> {
+  try {
+    return await PeerCrl.open({
+      crlFile: p.crlFile,
+      caFile: p.caFile,
+      keptFile: p.keptFile,
+      onReload: (info) => {
+        logger.info({ what: p.what, revoked: info.revoked, thisUpdate: info.thisUpdate.toISOString() }, `${p.what} reloaded`);
+        reloaded();
+      },
+      onError: (err) => logger.error({ what: p.what, err: err.message }, `${p.what} changed but cannot be used; keeping the previous one`),
+      onStale: (err) => logger.error({ what: p.what, err: err.message }, `${p.what} expired: still used; issue a fresh one`),
+    });
+  } catch (err) {
+    throw new CliError(`refusing to start: --${p.flag}: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+}
+
 /**
  * openPeerCrl opens --peer-crl (null without one), checked against --peer-ca
  * and re-read when it changes; CliError exit 2 when it does not load (not a
@@ -189,22 +224,7 @@ async function openPeerCrl(cfg: ServeConfig, logger: Logger, reloaded: () => voi
     }
     return null;
   }
-  let crl: PeerCrl;
-  try {
-    crl = await PeerCrl.open({
-      crlFile: t.crlFile,
-      caFile: t.caFile,
-      keptFile: join(cfg.dataDir, PEER_CRL_KEPT_FILE),
-      onReload: (info) => {
-        logger.info({ what: 'peer CRL', revoked: info.revoked, thisUpdate: info.thisUpdate.toISOString() }, 'peer CRL reloaded');
-        reloaded();
-      },
-      onError: (err) => logger.error({ what: 'peer CRL', err: err.message }, 'peer CRL changed but cannot be used; keeping the previous one'),
-      onStale: (err) => logger.error({ what: 'peer CRL', err: err.message }, 'peer CRL expired: still used; issue a fresh one'),
-    });
-  } catch (err) {
-    throw new CliError(`refusing to start: --peer-crl: ${(err as Error).message}`, EXIT_CONFIG);
-  }
+  const crl = await openCrl({ what: 'peer CRL', flag: 'peer-crl', crlFile: t.crlFile, caFile: t.caFile, keptFile: join(cfg.dataDir, PEER_CRL_KEPT_FILE) }, logger, reloaded);
   let own: string;
   try {
     own = new X509Certificate(readFileSync(t.certFile)).serialNumber;
@@ -217,6 +237,44 @@ async function openPeerCrl(cfg: ServeConfig, logger: Logger, reloaded: () => voi
     throw new CliError(`refusing to start: --peer-cert ${t.certFile} (serial ${own.toLowerCase()}) is revoked by --peer-crl ${t.crlFile}: every member refuses it (a removed member's certificate?)`, EXIT_CONFIG);
   }
   logger.info({ crlFile: t.crlFile, revoked: crl.latest.revoked, nextUpdate: crl.latest.nextUpdate?.toISOString() ?? null }, 'peer CRL loaded');
+  return crl;
+}
+
+/**
+ * ownClientCertRevoked: an Error when `crl` (the client CRL) revokes this node's own --cert, which it presents to the
+ * members' client planes under --client-ca (its gateway's calls, forwarded writes, an import): they would all be
+ * refused. Only a certificate of the CRL's issuer counts (a serial is unique per CA). Undefined when not revoked.
+ */
+function ownClientCertRevoked(t: NonNullable<ServeConfig['clientTls']>, crl: PeerCrl): Error | undefined {
+  const pem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(readFileSync(t.certFile, 'latin1'));
+  if (pem === null) throw new Error('no PEM certificate');
+  const own = new (x509().X509Certificate)(pem[0]);
+  if (own.issuer !== crl.latest.issuer || !crl.isRevoked(own.serialNumber)) return undefined;
+  return new Error(
+    `--cert ${t.certFile} (serial ${normalizeSerial(own.serialNumber)}) is revoked by --client-crl ${t.crlFile ?? ''}: this node presents it to the client planes (its gateway's calls, forwarded writes), which refuse it`,
+  );
+}
+
+/**
+ * openClientCrl opens --client-crl (null without one) as openCrl does, checked against --client-ca; CliError exit 2
+ * when it does not load or revokes this node's own --cert (ownClientCertRevoked).
+ */
+async function openClientCrl(cfg: ServeConfig, logger: Logger, reloaded: () => void): Promise<PeerCrl | null> {
+  const t = cfg.clientTls;
+  if (t === null || t.crlFile === undefined || t.crlFile === '') return null;
+  const crl = await openCrl({ what: 'client CRL', flag: 'client-crl', crlFile: t.crlFile, caFile: t.clientCaFile, keptFile: join(cfg.dataDir, CLIENT_CRL_KEPT_FILE) }, logger, reloaded);
+  let revoked: Error | undefined;
+  try {
+    revoked = ownClientCertRevoked(t, crl);
+  } catch (err) {
+    crl.close();
+    throw new CliError(`refusing to start: --cert ${t.certFile}: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+  if (revoked !== undefined) {
+    crl.close();
+    throw new CliError(`refusing to start: ${revoked.message}`, EXIT_CONFIG);
+  }
+  logger.info({ crlFile: t.crlFile, revoked: crl.latest.revoked, nextUpdate: crl.latest.nextUpdate?.toISOString() ?? null }, 'client CRL loaded');
   return crl;
 }
 
@@ -323,13 +381,18 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
 
   let planes: Planes;
   let peerCrl: PeerCrl | null = null;
+  let clientCrl: PeerCrl | null = null;
   let crlReloaded = (): void => undefined;
+  let clientCrlReloaded = (): void => undefined;
   try {
     // Peer channels are made again when the CRL changes, so none made before a revocation outlives it.
     peerCrl = await openPeerCrl(cfg, logger, () => crlReloaded());
+    // The client plane's connections of clients a reloaded client CRL revokes are closed (clientCrlReloaded).
+    clientCrl = await openClientCrl(cfg, logger, () => clientCrlReloaded());
     planes = securePlanes(cfg, logger, peerCrl);
   } catch (err) {
     peerCrl?.close();
+    clientCrl?.close();
     await storage.close().catch(() => undefined);
     throw err;
   }
@@ -351,7 +414,11 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       logger,
       credentials: planes.clientServer,
       peerCredentials: planes.peerServer,
-      interceptors: [clientAuthInterceptor({ adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth, logger })],
+      // A client certificate --client-crl revokes is refused before its API key is looked at.
+      interceptors: [
+        ...(clientCrl !== null ? [clientRevocationInterceptor({ revocation: clientCrl, logger })] : []),
+        clientAuthInterceptor({ adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth, logger }),
+      ],
       maxRequestBytes: cfg.maxRequestBytes,
     });
   } catch (err) {
@@ -427,6 +494,24 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     if (closed > 0) logger.warn({ what: 'peer CRL', closed }, 'peer CRL reloaded: open connections to members whose certificate it now revokes are closed');
     if (peerCrl !== null) ref.node?.peerCrlChanged((serial) => peerCrl.isRevoked(serial));
   };
+  // A changed client CRL: the client plane's open connections over a certificate it now revokes are closed (a Watch
+  // held open, a keep-alive channel); their next calls are refused by clientRevocationInterceptor.
+  const clientCrlInUse = clientCrl;
+  const clientTls = cfg.clientTls;
+  if (clientCrlInUse !== null && clientTls !== null) {
+    const apiNow = api;
+    clientCrlReloaded = () => {
+      const closed = apiNow.closeClientConnections((cert) => clientCrlInUse.isRevoked(cert.serialNumber));
+      if (closed > 0) logger.warn({ what: 'client CRL', closed }, 'client CRL reloaded: open client connections over certificates it now revokes are closed');
+      let own: Error | undefined;
+      try {
+        own = ownClientCertRevoked(clientTls, clientCrlInUse);
+      } catch {
+        own = undefined; // --cert unreadable now: the TLS reload says so
+      }
+      if (own !== undefined) logger.error({ what: 'client CRL', err: own.message }, 'client CRL revokes this node\'s own client-plane certificate');
+    };
+  }
   let initialMembership: Membership = { voters: Object.keys(cfg.peers), learners: [], addresses: cfg.peers };
   if (!isNewDataDir && cfg.join) logger.info({ dataDir: cfg.dataDir }, '--join: the data dir holds this node\'s state already; it starts from it');
   const ask = (address: string, q: MembershipQuery, timeoutMs: number): Promise<MembershipAnswer> => askMembership(dial, address, q, timeoutMs);
@@ -629,13 +714,13 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     // Repeated signals (Ctrl-C reaches the whole process group, then `snapcoord local` sends SIGTERM) are one request.
     process.on('SIGTERM', () => stop('SIGTERM', 0));
     process.on('SIGINT', () => stop('SIGINT', 0));
-    // With --peer-crl, SIGHUP reads the CRL (and its CA) again now rather than at the next 5 s look.
-    const crl = peerCrl;
-    if (crl !== null) {
+    // With --peer-crl or --client-crl, SIGHUP reads the CRL (and its CA) again now rather than at the next 5 s look.
+    for (const [what, crl] of [['peer CRL', peerCrl], ['client CRL', clientCrl]] as const) {
+      if (crl === null) continue;
       process.on('SIGHUP', () => {
         void crl.refresh({ force: true }).then(() => {
           const info = crl.latest;
-          logger.info({ what: 'peer CRL', revoked: info.revoked, thisUpdate: info.thisUpdate.toISOString() }, 'peer CRL read again (SIGHUP)');
+          logger.info({ what, revoked: info.revoked, thisUpdate: info.thisUpdate.toISOString() }, `${what} read again (SIGHUP)`);
         });
       });
     }

@@ -24,6 +24,11 @@
  * revoked member back in without a word. The CRL in use is kept in the data
  * dir (PeerCrlOptions.keptFile), so a restart does not forget it either; an
  * operator who means to take a revocation back deletes that file.
+ *
+ * The client plane's CRL (`serve --client-crl`, checked against --client-ca)
+ * is a PeerCrl too, with the same rules (kept as CLIENT_CRL_KEPT_FILE): a
+ * client whose certificate it revokes is refused at each call
+ * (src/api/client-revocation.ts), and a reload closes its open connections.
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { PeerCertificate } from 'node:tls';
@@ -40,6 +45,8 @@ const CA_BYTES_MAX = 1024 * 1024;
 export const CRL_CLOCK_SKEW_MS = 5 * 60_000;
 /** PEER_CRL_KEPT_FILE: the name of the kept copy of the CRL in use in a node's data dir (PeerCrlOptions.keptFile). */
 export const PEER_CRL_KEPT_FILE = 'peer-crl-kept.der';
+/** CLIENT_CRL_KEPT_FILE: the same for the client plane's CRL (serve --client-crl), checked against --client-ca. */
+export const CLIENT_CRL_KEPT_FILE = 'client-crl-kept.der';
 /** CRL_REFRESH_MS_DEFAULT: how often the CRL (and CA) files are looked at again (stat; read when changed). */
 export const CRL_REFRESH_MS_DEFAULT = 5_000;
 
