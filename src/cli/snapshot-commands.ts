@@ -210,9 +210,10 @@ export interface SaveOptions {
   /** timeoutMs: deadline of the whole download, 0 for none. */
   readonly timeoutMs: number;
   /**
-   * idleTimeoutMs: give up when no message comes for this long (0: never);
-   * before the first one, while the node builds the snapshot, ten times as
-   * long. Guards against a node that goes quiet without ending the call.
+   * idleTimeoutMs: give up when no archive byte comes for this long (0:
+   * never); before the first message, while the node builds the snapshot,
+   * ten times as long. Guards against a node that goes quiet without ending
+   * the call, or sends only messages carrying no byte.
    */
   readonly idleTimeoutMs: number;
   readonly progress: boolean;
@@ -331,7 +332,9 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
         writableObjectMode: true,
         readableObjectMode: false,
         transform(msg: GetSnapshotResponse, _enc: BufferEncoding, cb: TransformCallback): void {
-          touch();
+          // Only progress resets the idle timer: the info, or archive bytes. A message carrying no byte (empty, or
+          // empty data) does not, else a server sending nothing but those held the save for as long as it liked.
+          if (msg.info !== undefined || (msg.data !== undefined && msg.data.byteLength > 0)) touch();
           if (msg.info !== undefined) {
             if (sawInfo) return cb(new CliError('the node sent the snapshot info twice'));
             sawInfo = true;
