@@ -20,7 +20,7 @@ import { DEFAULT_TIMINGS } from '../node/node.js';
 import { SCRUB_BYTES_PER_SEC_DEFAULT, SCRUB_BYTES_PER_SEC_MIN, SCRUB_INTERVAL_MS_DEFAULT, SCRUB_INTERVAL_MS_MAX, SCRUB_INTERVAL_MS_MIN } from '../node/scrub-pace.js';
 import { DEFAULT_SNAPSHOT_POLICY } from '../node/snapshots.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { KEY_FILE_EMPTY, keyFileExposure, readApiKeysFile, readKeyFileLine, tlsKeyFileWarnings } from './key-file.js';
+import { KEY_FILE_EMPTY, keyFileExposure, readApiKeysFile, readKeyFileLine, s3CredentialsFileExposure, tlsKeyFileWarnings } from './key-file.js';
 import { LOG_LEVELS, envName, type LogLevel } from './config-env.js';
 
 /** CLIENT_REQUEST_BYTES_DEFAULT: the default of --max-request-bytes (1.5 MiB, like etcd's). */
@@ -129,6 +129,8 @@ export interface ServeConfig {
   readonly s3Region: string;
   readonly s3PathStyle: boolean;
   readonly s3CredentialsFile: string;
+  /** s3CredentialsFileWarning: s3CredentialsFile may be read by other users (s3CredentialsFileExposure; serve logs it), '' when not. */
+  readonly s3CredentialsFileWarning: string;
   /** s3TimeoutMs: the silence (no byte either way) after which one S3 request fails, also its connect timeout (0: S3_IDLE_TIMEOUT_MS_DEFAULT). */
   readonly s3TimeoutMs: number;
   /** consistencyCheckIntervalSecs: the leader compares every member's state hash this often (0: never). */
@@ -671,6 +673,7 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     s3Region: str('s3Region') ?? '',
     s3PathStyle: raw.s3PathStyle === true,
     s3CredentialsFile: str('s3CredentialsFile') !== undefined && str('s3CredentialsFile') !== '' ? resolve(str('s3CredentialsFile') ?? '') : '',
+    s3CredentialsFileWarning: str('s3CredentialsFile') !== undefined && str('s3CredentialsFile') !== '' ? (s3CredentialsFileExposure(resolve(str('s3CredentialsFile') ?? '')) ?? '') : '',
     s3TimeoutMs,
     consistencyCheckIntervalSecs,
     configFile,

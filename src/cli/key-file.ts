@@ -35,6 +35,16 @@ export function tlsKeyFileExposure(path: string, option: string): string | null 
 }
 
 /**
+ * s3CredentialsFileExposure: keyFileExposure for an --s3-credentials-file
+ * (its secret access key: whoever reads it can read, overwrite and delete
+ * every archive the node uploads). null when only its owner may read it or
+ * it cannot be stat'ed.
+ */
+export function s3CredentialsFileExposure(path: string): string | null {
+  return exposure(path, `S3 credentials file ${path}`, "anyone who reads it holds the object store's access key");
+}
+
+/**
  * tlsKeyFileWarnings: tlsKeyFileExposure of each [option, path] whose path
  * is not '' (a path given by two options, as `local` gives one key for the
  * peer and the client plane, warned once, naming both).

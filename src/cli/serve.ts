@@ -312,6 +312,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   if (cfg.apiKeyFileWarning !== '') logger.warn({ file: cfg.apiKeyFile }, cfg.apiKeyFileWarning);
   if (cfg.apiKeysFileWarning !== '') logger.warn({ file: cfg.apiKeysFile }, cfg.apiKeysFileWarning);
   for (const w of cfg.tlsKeyFileWarnings) logger.warn({}, w);
+  if (cfg.s3CredentialsFileWarning !== '') logger.warn({ file: cfg.s3CredentialsFile }, cfg.s3CredentialsFileWarning);
   if (cfg.clusterIdWarning !== '') logger.warn({ clusterId: cfg.clusterId }, cfg.clusterIdWarning);
 
   // Everything this process creates is private (0700 directories, 0600 files), and what an older

@@ -40,6 +40,7 @@ import type { ArchiveMeta, InspectResult } from '../snapshot/archive.js';
 import { fsyncDir } from '../snapshot/file-sink.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { callError, cliDial, clientOptions, endpointOf, formatBytes, jsonOut, oneLine, positiveInt, table, visible, withClient, type ClientOpts } from './client-options.js';
+import { s3CredentialsFileExposure } from './key-file.js';
 import { Progress } from './progress.js';
 import type * as S3 from '../ops/s3.js';
 import type { S3Destination, S3Settings } from '../ops/s3.js';
@@ -676,13 +677,17 @@ function s3Options(cmd: Command): Command {
 async function s3SettingsOf(o: S3Opts): Promise<S3Settings> {
   const s3 = await s3Module();
   try {
-    return s3.s3SettingsFrom({
+    const settings = s3.s3SettingsFrom({
       ...(o.s3Endpoint !== undefined ? { endpoint: o.s3Endpoint } : {}),
       ...(o.s3Region !== undefined ? { region: o.s3Region } : {}),
       ...(o.s3PathStyle === true ? { forcePathStyle: true } : {}),
       ...(o.s3CredentialsFile !== undefined ? { credentialsFile: resolve(o.s3CredentialsFile) } : {}),
       ...(o.s3TimeoutMs !== undefined ? { idleTimeoutMs: s3.parseS3TimeoutMs(o.s3TimeoutMs) } : {}),
     });
+    // A credentials file others may read is warned about, as API key files and TLS keys are: not refused.
+    const exposed = settings.credentialsFile !== '' ? s3CredentialsFileExposure(settings.credentialsFile) : null;
+    if (exposed !== null) process.stderr.write(`snapcoord: warning: ${exposed}\n`);
+    return settings;
   } catch (err) {
     throw s3CliError(err, s3);
   }

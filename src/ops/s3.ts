@@ -41,7 +41,7 @@
  *   signed, as before.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { readFile, rename, open, statfs, unlink } from 'node:fs/promises';
+import { rename, open, statfs, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -183,6 +183,9 @@ export interface S3Credentials {
   readonly sessionToken?: string;
 }
 
+/** CREDENTIALS_FILE_BYTES_MAX: the largest S3 credentials file read (an AWS shared credentials file of many profiles fits). */
+export const CREDENTIALS_FILE_BYTES_MAX = 1024 * 1024;
+
 /**
  * readCredentialsFile reads an access key from `file`: JSON
  * {"accessKeyId","secretAccessKey"[,"sessionToken"]}, or lines
@@ -193,8 +196,23 @@ export interface S3Credentials {
 export async function readCredentialsFile(file: string): Promise<S3Credentials> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    // Bounded: a device (/dev/zero) or a huge file given by mistake is refused, not read until memory runs out.
+    const fh = await open(file, 'r');
+    try {
+      const buf = Buffer.alloc(CREDENTIALS_FILE_BYTES_MAX + 1);
+      let n = 0;
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+        if (n === buf.length) throw new S3Error('credentials', `the S3 credentials file ${file} is larger than ${CREDENTIALS_FILE_BYTES_MAX} bytes; refusing to read it`);
+      }
+      text = buf.subarray(0, n).toString('utf8');
+    } finally {
+      await fh.close();
+    }
   } catch (err) {
+    if (err instanceof S3Error) throw err;
     throw new S3Error('credentials', `cannot read the S3 credentials file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   let id = '';

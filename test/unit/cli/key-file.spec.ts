@@ -13,6 +13,7 @@ import { API_KEYS_FILE_BYTES_MAX, KEY_FILE_READ_MAX, keyFileExposure, readKeyFil
 import { apiKeyFor } from '../../../src/cli/local.js';
 import { gatewayAdminKey, gatewayApiKeysText } from '../../../src/cli/program.js';
 import { CliError } from '../../../src/cli/cli-error.js';
+import { CREDENTIALS_FILE_BYTES_MAX, readCredentialsFile, S3Error } from '../../../src/ops/s3.js';
 
 describe('cli API key files', () => {
   let dir: string;
@@ -111,6 +112,22 @@ describe('cli API key files', () => {
     chmodSync(nodeKey, 0o600);
     chmodSync(httpKey, 0o400);
     assert.deepEqual(resolveServeConfig({ apiKey: key, peerCert: cert, peerKey: nodeKey, peerCa: ca, cert, key: nodeKey, httpCert: cert, httpKey }, {}).tlsKeyFileWarnings, []);
+  });
+
+  it('serve --s3-credentials-file: warned when others may read it (its secret key reaches every archive uploaded), as API key files and TLS keys are; read with a bound (a device or a huge file is refused, not read whole)', async () => {
+    const f = join(dir, 's3.json');
+    writeFileSync(f, JSON.stringify({ accessKeyId: 'AK', secretAccessKey: 'SK-secret' }));
+    chmodSync(f, 0o644);
+    const cfg = resolveServeConfig({ apiKey: key, s3CredentialsFile: f }, {});
+    assert.equal(cfg.s3CredentialsFileWarning, `S3 credentials file ${f} is readable by every user of this machine (mode 0644): anyone who reads it holds the object store's access key; chmod 600 ${f}`);
+    assert.ok(!cfg.s3CredentialsFileWarning.includes('SK-secret'));
+    chmodSync(f, 0o600);
+    assert.equal(resolveServeConfig({ apiKey: key }, { SNAPCOORD_S3_CREDENTIALS_FILE: f }).s3CredentialsFileWarning, '');
+    assert.deepEqual(await readCredentialsFile(f), { accessKeyId: 'AK', secretAccessKey: 'SK-secret' });
+    // Past the bound: refused whole, naming the bound, never the secret (before: read into memory and parsed).
+    writeFileSync(f, `aws_access_key_id = AK\naws_secret_access_key = SK-secret\n${'#'.repeat(CREDENTIALS_FILE_BYTES_MAX)}\n`);
+    await assert.rejects(readCredentialsFile(f), (e: Error) => e instanceof S3Error && e.code === 'credentials' && e.message.includes(`larger than ${CREDENTIALS_FILE_BYTES_MAX} bytes`) && !e.message.includes('SK-secret'));
+    await assert.rejects(readCredentialsFile('/dev/zero'), (e: Error) => e instanceof S3Error && e.message.includes(`larger than ${CREDENTIALS_FILE_BYTES_MAX} bytes`));
   });
 
   it('serve --api-keys-file: the extra keys from a file, out of /proc/*/cmdline (review16: --api-keys had no file form); warned when others may read it; bounded; not with --api-keys', () => {
