@@ -154,11 +154,11 @@ export class HostCluster {
     await n.proc?.kill(signal, 10_000);
   }
 
-  /** readdress: new clients for `n` after its host moved (its client address is its host's IP). */
-  readdress(n: HostNode): void {
+  /** readdress: new clients for `n`, at `ip` (default its host's IP: its client address), the old ones closed. */
+  readdress(n: HostNode, ip = n.host.ip): void {
     n.kv.close();
     n.cluster.close();
-    n.clientAddress = `${n.host.ip}:${CLIENT_PORT}`;
+    n.clientAddress = `${ip}:${CLIENT_PORT}`;
     n.kv = new KvClient(n.clientAddress, this.dial);
     n.cluster = new ClusterClient(n.clientAddress, this.dial);
   }

@@ -165,9 +165,15 @@ export class HostNetwork {
     }
   }
 
-  /** moveAddress gives `host` a new address (the old one is gone) and updates every /etc/hosts: a pod back with a new IP. */
-  async moveAddress(host: Host): Promise<string> {
+  /**
+   * moveAddress gives `host` a new address (the old one is gone) and updates every /etc/hosts: a pod back with a new IP.
+   * beforeMove(ip) runs first, while the old address still answers (a stopped process's port refuses at once): the
+   * place to point clients at the new one. A client still connecting to the old address once it is gone keeps this
+   * process alive for the kernel's SYN retries (about 2 min): grpc-js does not abort a TCP connect when its channel closes.
+   */
+  async moveAddress(host: Host, beforeMove?: (ip: string) => void): Promise<string> {
     const ip = `${this.subnet}.${this.nextOctet++}`;
+    beforeMove?.(ip);
     await this.exec(host, 'ip', ['addr', 'del', `${host.ip}/24`, 'dev', 'eth0']);
     await this.exec(host, 'ip', ['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
     host.ip = ip;
