@@ -13,7 +13,7 @@ import type { RetryOptions } from '../client/retry-write.js';
 import { Role, Suffrage, roleToJSON, suffrageToJSON, type Member, type SnapshotScrub, type StatusResponse } from '../gen/snapcoord/v1/cluster.js';
 import { CHECK_ATTEMPTS_DEFAULT, CHECK_ATTEMPTS_MAX, CHECK_HASH_ALLOWANCE_MS, CHECK_WAIT_MS_DEFAULT, CHECK_WAIT_MS_MAX } from '../client/consistency-check-bounds.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
-import { cliDial, cliPlaintext, clientOptions, jsonOut, oneLine, otherAddressRefusal, positiveInt, table, withClient, type ClientOpts } from './client-options.js';
+import { cliDial, cliPlaintext, clientOptions, jsonOut, oneLine, otherAddressRefusal, positiveInt, table, visible, withClient, type ClientOpts } from './client-options.js';
 import type { ClientDial } from '../client/dial.js';
 import { addKvTxnCommands } from './kv-txn-commands.js';
 import { addSnapshotCommands } from './snapshot-commands.js';
@@ -284,11 +284,11 @@ export function clusterText(v: ClusterView): string {
   const leader =
     v.leader === null
       ? 'leader: none known (an election may be in progress)'
-      : `leader: ${v.leader.id} at ${v.leader.address}, term ${v.term}, commit ${v.commitIndex}`;
+      : `leader: ${visible(v.leader.id)} at ${visible(v.leader.address)}, term ${v.term}, commit ${v.commitIndex}`;
   const rows = v.members.map((m) => [m.id, m.address || '?', m.role, m.suffrage, n(m.term), n(m.commitIndex), n(m.appliedIndex), n(m.matchIndex), n(m.lag), m.peerAddress]);
   // A member that refuses the leader's messages never catches up: say why, and what fixes the usual cause.
   const refusals = v.members.flatMap((m) =>
-    m.refused === undefined ? [] : [`${m.id} refuses ${m.refused.from}'s messages: ${m.refused.reason}\n  (a new member must be started with --peers naming every member: \`cluster add\` prints them)`],
+    m.refused === undefined ? [] : [`${visible(m.id)} refuses ${visible(m.refused.from)}'s messages: ${m.refused.reason}\n  (a new member must be started with --peers naming every member: \`cluster add\` prints them)`],
   );
   // A leader whose snapshot is lost leaves the followers that need one waiting: name them, and what it does about it.
   const loss = v.snapshotLoss === undefined ? [] : [snapshotLossText(v.snapshotLoss)];

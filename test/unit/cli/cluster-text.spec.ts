@@ -33,7 +33,17 @@ describe('cli cluster status text', () => {
     assert.match(text, /a new member must be started with --peers naming every member: `cluster add` prints them/);
   });
 
-  it('a leader whose snapshot is lost: the waiting followers are named under the table, with what the leader does', () => {
+  it('ids and addresses a hostile endpoint answers are shown as visible text, never as terminal controls (review32)', () => {
+    const evil = 'n9\u001b]52;c;cm0K\u0007\u001b[2J\u009b1m\nforged line';
+    const n9 = member('n9', { id: evil, address: evil, peerAddress: evil, refused: { from: evil, reason: oneLine(evil) } });
+    const text = clusterText({ ...base, leader: { id: evil, address: evil }, members: [...base.members, n9] });
+    // eslint-disable-next-line no-control-regex -- matching control characters is the point
+    assert.doesNotMatch(text, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, text);
+    assert.ok(!text.split('\n').includes('forged line'), text);
+    assert.match(text, /^leader: n9\\x1b\]52;c;/);
+  });
+
+    it('a leader whose snapshot is lost: the waiting followers are named under the table, with what the leader does', () => {
     const loss = { leader: 'n1', stranded: ['n2'], strandedCount: 1, rebuildFailed: false, handOffTo: '' };
     const rebuilding = clusterText({ ...base, snapshotLoss: loss }).split('\n');
     assert.equal(rebuilding.at(-1), 'n2 needs a snapshot the leader n1 cannot offer: its own is lost and is being rebuilt');
