@@ -7,9 +7,13 @@
  * UNIMPLEMENTED, which no client retries and the gateway maps to 501. After
  * `serve(impl)` calls go to impl; with `serve(null)` (a service this server
  * does not serve) or a method impl lacks they answer UNIMPLEMENTED, as
- * grpc-js does for a method never added.
+ * grpc-js does for a method never added. Every such refusal carries the
+ * trailer UNSERVED_METADATA_KEY (`starting` or `unimplemented`): no handler
+ * ran, so a caller may send the same request again without risk (a
+ * forwarded write: nothing was appended).
  */
 import * as grpc from '@grpc/grpc-js';
+import { UNSERVED_METADATA_KEY } from '../transport/transport.js';
 
 type Handler = (...args: unknown[]) => void;
 type AnyCall = { emit(event: 'error', err: Partial<grpc.StatusObject>): boolean };
@@ -36,9 +40,11 @@ export class ServedLater {
           fn(...args);
           return;
         }
+        const metadata = new grpc.Metadata();
+        metadata.set(UNSERVED_METADATA_KEY, this.served ? 'unimplemented' : 'starting');
         const status: Partial<grpc.StatusObject> = this.served
-          ? { code: grpc.status.UNIMPLEMENTED, details: `The server does not implement the method ${attrs.path}` }
-          : { code: grpc.status.UNAVAILABLE, details: `${this.what} is starting: ${attrs.path} is served once it has booted; retry` };
+          ? { code: grpc.status.UNIMPLEMENTED, details: `The server does not implement the method ${attrs.path}`, metadata }
+          : { code: grpc.status.UNAVAILABLE, details: `${this.what} is starting: ${attrs.path} is served once it has booted; retry`, metadata };
         // Unary and client-streaming calls answer through their callback; the streaming answers end on 'error'.
         if (streamsAnswers) (args[0] as AnyCall).emit('error', status);
         else (args[1] as Callback)(status, null);

@@ -356,11 +356,11 @@ export interface ApiServer {
    */
   closeClientConnections(condemned: (cert: PeerCertificate) => boolean): number;
   /**
-   * serve adds RaftService (peer plane) and serves KVService and ClusterService
+   * serve serves RaftService (peer plane), and KVService and ClusterService
    * (client plane; SnapshotService and TaskService with snapshotApi, else they
    * answer UNIMPLEMENTED) over `node`, and reports SERVING. Until then the
-   * client plane's services answer UNAVAILABLE "the node is starting" (see
-   * ServedLater), the peer plane UNIMPLEMENTED, and health says NOT_SERVING.
+   * services of both planes answer UNAVAILABLE "the node is starting" (see
+   * ServedLater), and health says NOT_SERVING.
    * Call it once.
    */
   serve(opts: ServeOptions): void;
@@ -511,6 +511,12 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
     task: new ServedLater(TaskServiceService, 'the node'),
   };
   for (const l of Object.values(later)) l.addTo(server);
+  // The peer plane's too: until serve a member's call answers UNAVAILABLE "starting" (trailer UNSERVED_METADATA_KEY:
+  // nothing done), not grpc-js's UNIMPLEMENTED. A follower's write forwarded to a member still booting (its view of
+  // the leader one step behind) is kept and sent again (ForwardQueue), not failed `notLeader`; the leader's appends
+  // and votes to it fail as for a member down, and are sent again after the transport's backoff.
+  const laterRaft = new ServedLater(RAFT_SERVICE_DEFINITION, 'the node');
+  laterRaft.addTo(peerServer);
   // Reflection answers each request of its stream without waiting for the last to be taken: read no faster than the client takes them.
   addWithBackpressure(server, reflection());
   const listeners: Listeners[] = [];
@@ -605,7 +611,7 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
         ...(clientDial !== undefined ? { dial: clientDial } : {}),
         ...(clientCredentialsFor !== undefined ? { credentialsFor: clientCredentialsFor } : {}),
       });
-      peerServer.addService(RAFT_SERVICE_DEFINITION, createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g, selfClientAddress: selfClient, stopping: stopping.signal }));
+      laterRaft.serve(createRaftService(raftHandler ?? node, { selfId: node.id, logger: log, guard: g, selfClientAddress: selfClient, stopping: stopping.signal }));
       later.kv.serve(createKvService(node, forwarder));
       later.cluster.serve(createClusterService(node, forwarder, stateHash !== undefined ? { stateHash } : {}));
       if (snapshotApi !== undefined) {

@@ -14,6 +14,11 @@
  * - a refusal of the leader before appending (`notLeader`, `shuttingDown`):
  *   queued again, sent to the next leader (within its deadline); any other
  *   refusal (`busy`, `diskFull`) fails it with that code, not applied;
+ * - a call no Propose handler took (UNIMPLEMENTED, or UNAVAILABLE `unserved`:
+ *   the member is still booting, its services not served yet): nothing was
+ *   appended; queued again, up to FORWARD_UNSERVED_RETRIES_MAX times a write
+ *   (within its deadline), then failed `unavailable` (`notLeader` for
+ *   UNIMPLEMENTED), not applied;
  * - appended, then replaced by another leader's entry: `lost`, not applied;
  * - the Propose call failed (the leader died, the link broke, its deadline),
  *   or the leader could not tell: `timeout`, the outcome is unknown; a
@@ -32,6 +37,12 @@ export const FORWARD_BATCH_BYTES_MAX = 4 << 20;
 
 /** FORWARD_CALLS_IN_FLIGHT: the Propose calls one follower has out at once (each waits for its writes' apply on the leader). */
 export const FORWARD_CALLS_IN_FLIGHT = 2;
+
+/**
+ * FORWARD_UNSERVED_RETRIES_MAX: how often one write is sent again after a call that no Propose handler took (a
+ * member still booting); one retryMs (a tick) apart, so ~1 s at the default 10 ms ticks, and never past its deadline.
+ */
+export const FORWARD_UNSERVED_RETRIES_MAX = 100;
 
 /** ForwardWaiter is the caller of one forwarded write. */
 export interface ForwardWaiter {
@@ -61,6 +72,8 @@ interface Item {
   readonly waiter: ForwardWaiter;
   readonly timer: TimerHandle;
   state: 'queued' | 'sent' | 'done';
+  /** unservedRetries: the calls carrying it that no Propose handler took (see FORWARD_UNSERVED_RETRIES_MAX). */
+  unservedRetries: number;
 }
 
 export class ForwardQueue {
@@ -94,6 +107,7 @@ export class ForwardQueue {
         waiter: { resolve, reject },
         timer: this.o.clock.setTimeout(() => this.expire(item, timeoutMs), timeoutMs),
         state: 'queued',
+        unservedRetries: 0,
       };
       this.queue.push(item);
       this.flush();
@@ -177,8 +191,20 @@ export class ForwardQueue {
     if (code === GRPC_FAILED_PRECONDITION) {
       // Refused before anything was appended (a stale address: the call reached another node): send again.
       this.requeue(batch);
-    } else if (code === GRPC_UNIMPLEMENTED) {
-      for (const it of batch) this.finish(it, new NodeError('notLeader', `the leader ${leader} takes no forwarded writes: ${message}`, leader));
+    } else if (code === GRPC_UNIMPLEMENTED || (code === GRPC_UNAVAILABLE && (err as { unserved?: unknown }).unserved === true)) {
+      // No Propose handler took the call (the member is still booting, or serves no Propose): nothing appended. Sent
+      // again, a bounded number of times; the view may name another leader by then.
+      const again = batch.filter((it) => it.unservedRetries++ < FORWARD_UNSERVED_RETRIES_MAX);
+      for (const it of batch) {
+        if (again.includes(it)) continue;
+        this.finish(
+          it,
+          code === GRPC_UNIMPLEMENTED
+            ? new NodeError('notLeader', `the leader ${leader} takes no forwarded writes: ${message}`, leader)
+            : new NodeError('unavailable', `the leader ${leader} did not serve the write after ${FORWARD_UNSERVED_RETRIES_MAX} tries (${message}); it was not applied`),
+        );
+      }
+      this.requeue(again);
     } else {
       for (const it of batch) {
         this.finish(it, new NodeError('timeout', `forwarding the write to the leader ${leader} failed (${message}); its outcome is unknown`));
@@ -238,6 +264,7 @@ export class ForwardQueue {
 // gRPC status codes the transport's errors carry (src/node does not import grpc-js).
 const GRPC_FAILED_PRECONDITION = 9;
 const GRPC_UNIMPLEMENTED = 12;
+const GRPC_UNAVAILABLE = 14;
 
 const REFUSAL_CODES: ReadonlySet<string> = new Set<NodeErrorCode>(['busy', 'diskFull', 'invalid', 'unavailable']);
 

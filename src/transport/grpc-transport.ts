@@ -43,6 +43,7 @@ import {
   type Transport,
   type TransportLogger,
   type TransportStats,
+  UNSERVED_METADATA_KEY,
 } from './transport.js';
 
 export interface GrpcTransportOptions {
@@ -531,7 +532,12 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
           throw Object.assign(new Error(`a malformed Propose answer from ${p.to}: ${(e as Error).message}`), { code: grpc.status.INTERNAL });
         }
       },
-    );
+    ).catch((err: unknown) => {
+      // p.to's server refused the call before its handler ran (still booting): nothing appended, say so (ProposalForwarder).
+      const md = (err as { metadata?: unknown } | null)?.metadata;
+      if (md instanceof grpc.Metadata && md.get(UNSERVED_METADATA_KEY).length > 0 && err instanceof Error) Object.assign(err, { unserved: true });
+      throw err;
+    });
   }
 
   // ---------------------------------------------------------------- common

@@ -153,12 +153,23 @@ export interface ForwardedProposals {
 }
 
 /**
+ * UNSERVED_METADATA_KEY: the trailer a server sets on a call it refused before
+ * any handler of the service ran (ServedLater: bound, not serving yet; or the
+ * service is not served): the callee did nothing with the request.
+ */
+export const UNSERVED_METADATA_KEY = 'snapcoord-unserved';
+
+/**
  * ProposalForwarder is the client side of Propose (GrpcTransport,
  * MemoryTransport): resolves with the leader's answer; rejects with an Error
  * carrying a numeric gRPC `code`: FAILED_PRECONDITION when the call reached
- * another node than `p.to` (nothing appended), UNIMPLEMENTED, or UNAVAILABLE /
- * DEADLINE_EXCEEDED / CANCELLED when the call failed (whether anything was
- * appended is then unknown).
+ * another node than `p.to` (nothing appended), UNIMPLEMENTED (no Propose
+ * handler ran: nothing appended), or UNAVAILABLE / DEADLINE_EXCEEDED /
+ * CANCELLED when the call failed (whether anything was appended is then
+ * unknown) — except an UNAVAILABLE with `unserved: true` on the Error: the
+ * callee's server refused the call before any handler ran (it is still
+ * booting: bound, its services not served yet; UNSERVED_METADATA_KEY in the
+ * answer's trailers), nothing appended.
  */
 export interface ProposalForwarder {
   forwardProposals(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals>;
