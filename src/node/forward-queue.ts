@@ -23,7 +23,10 @@
  * - the Propose call failed (the leader died, the link broke, its deadline),
  *   or the leader could not tell: `timeout`, the outcome is unknown; a
  *   caller that set a session stamp (client_id, request_id) retries safely;
- * - this node became the leader: the queued writes are proposed here.
+ * - this node became the leader: the queued writes are proposed here;
+ * - this node leads but hands leadership over (`transferring`): they wait
+ *   here (not refused `busy`), then go to the new leader, or are proposed
+ *   here when the transfer is abandoned.
  */
 import type { NodeId } from '../raft/types.js';
 import type { ApplyResult } from '../fsm/types.js';
@@ -59,8 +62,8 @@ export interface ForwardQueueOptions {
   readonly rpcTimeoutMs: number;
   /** retryMs: how long after a refusal (`notLeader`) the queue is sent again. */
   readonly retryMs: number;
-  /** view: the leader this node knows ('' none), and its own term and role. */
-  view(): { readonly leader: NodeId; readonly term: number };
+  /** view: the leader this node knows ('' none), its term, and whether it leads and hands leadership over now (`transferring`). */
+  view(): { readonly leader: NodeId; readonly term: number; readonly transferring?: boolean };
   /** send: the transport's Propose call (ProposalForwarder.forwardProposals). */
   send(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals>;
   /** proposeHere proposes `data` as the leader (this node won an election) and resolves with its apply result; rejects with a NodeError. */
@@ -118,7 +121,11 @@ export class ForwardQueue {
   flush(): void {
     if (this.queue.length === 0) return;
     const v = this.o.view();
-    if (v.leader === this.o.id) return this.proposeQueuedHere();
+    if (v.leader === this.o.id) {
+      // Handing leadership over: the core would refuse them (ProposalDroppedError); they wait for the outcome.
+      if (v.transferring === true) return;
+      return this.proposeQueuedHere();
+    }
     if (v.leader === '' || this.o.clock.nowMs() < this.retryAtMs) return;
     while (this.queue.length > 0 && this.flights.size < FORWARD_CALLS_IN_FLIGHT) this.sendBatch(v.leader, v.term);
   }

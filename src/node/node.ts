@@ -728,7 +728,10 @@ export class Node {
             maxQueued: this.maxPendingProposals,
             rpcTimeoutMs: this.timings.proposalTimeoutMs + FORWARD_RPC_MARGIN_MS,
             retryMs: this.timings.tickMs,
-            view: () => this.raft.brief(),
+            view: () => {
+              const b = this.raft.brief();
+              return { leader: b.leader, term: b.term, transferring: b.role === 'leader' && this.raft.transferee() !== NO_NODE };
+            },
             send: forward,
             proposeHere: (data) => this.proposeData(data),
           });
@@ -818,10 +821,13 @@ export class Node {
    * the command goes to the leader in a batch (ForwardQueue: `busy` when its
    * queue is full, `timeout` when the outcome is unknown, `lost` when
    * another leader's entry replaced it); otherwise a follower fails `notLeader`.
+   * On a leader that hands leadership over (a planned stop's handoff), the
+   * command waits in that queue too instead of failing `busy`: it goes to the
+   * new leader once one leads, or is proposed here if the transfer is abandoned.
    */
   async propose(cmd: KvCommand): Promise<ApplyResult> {
     const data = encodeCommand(cmd);
-    if (this.forwardQueue !== null && this.raft.brief().role !== 'leader') {
+    if (this.forwardQueue !== null && (this.raft.brief().role !== 'leader' || this.raft.transferee() !== NO_NODE)) {
       this.checkRunning();
       this.disk?.check();
       if (this.forwardQueue.size + this.proposals.size >= this.maxPendingProposals) {
@@ -889,6 +895,10 @@ export class Node {
     const st = this.raft.brief();
     if (this.stopped || this.failure !== null) return { term: st.term, outcomes: [], refused: { code: 'shuttingDown', message: `${this.id} is stopping` } };
     if (st.role !== 'leader') return { term: st.term, outcomes: [], refused: { code: 'notLeader', message: `${this.id} is not the leader` } };
+    // Handing leadership over: nothing appended, refused `notLeader` so that the follower keeps the writes and sends them
+    // to the next leader (ForwardQueue requeues them), rather than `busy`, which fails them back to its clients.
+    const transferee = this.raft.transferee();
+    if (transferee !== NO_NODE) return { term: st.term, outcomes: [], refused: { code: 'notLeader', message: `${this.id} is handing leadership to ${transferee}` } };
     const applied: Promise<ApplyResult>[] = [];
     let refused: { code: string; message: string } | undefined;
     const settled = (): void => {

@@ -1241,6 +1241,11 @@ export class RaftNode {
     return this.baseMembershipIndex;
   }
 
+  /** transferee: the voter this leader is handing leadership to (transferLeadership, handOff), NO_NODE when none; cheap. */
+  transferee(): NodeId {
+    return this.leadTransferee;
+  }
+
   /** installingIndex: the snapshot this member is fetching or installing (Status.installingSnapshot), 0 for none; cheap. */
   installingIndex(): number {
     return this.installing?.index ?? 0;
