@@ -8,6 +8,12 @@
  *                          [--etcd-tls on|off] [--warmup-seconds 2] [--no-planned-restart] [--no-failover]
  *                          [--op put|cas] [--keys 16] [--spread on|off] [--serve-flags "..."] [--no-node-runtime]
  *
+ * The planned restart's writers (4, each put through the next member in turn with a 250 ms deadline, retried at
+ * once) also count their failed writes from the SIGTERM on, by phase (handoff: until the old leader's process
+ * exited; return: until a second after it answers again) and by kind (`phase: CODE: details`, digits masked):
+ * a member down answers `No connection established`, one booting `is starting`, a refusal of the server names
+ * itself (RESOURCE_EXHAUSTED ...), a write slower than the deadline DEADLINE_EXCEEDED (its outcome unknown).
+ *
  * The members start as their launchers start them (the V8 flags and malloc
  * environment of src/cli/node-runtime.ts) unless --no-node-runtime.
  * SNAPCOORD_BENCH_NODE_FLAGS (space-separated) adds node flags to every member
@@ -174,6 +180,23 @@ interface PlannedRestart {
   readonly handoffPauseMs: number;
   /** returnPauseMs: from then until a second after the member, started again, answers (its start and catch-up). */
   readonly returnPauseMs: number;
+  /** failed: the writes that failed (each writer retries at once, through the next member), by phase, and by `phase: CODE: details` (digits masked). */
+  readonly failed: { readonly handoff: number; readonly return: number; readonly kinds: ReadonlyMap<string, number> };
+}
+
+/** failureKind: a failed write's gRPC code name and details, digits and addresses masked (one kind per cause, not per port or index). */
+function failureKind(err: unknown): string {
+  const e = err as { code?: unknown; details?: unknown; message?: unknown };
+  const code = typeof e.code === 'number' ? (grpcStatusNames[e.code] ?? String(e.code)) : 'ERROR';
+  const details = String(e.details ?? e.message ?? err);
+  return `${code}: ${details.replace(/\d+/g, '#').slice(0, 160)}`;
+}
+
+const grpcStatusNames: readonly string[] = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
+
+function formatFailed(f: PlannedRestart['failed'], kindsMax: number): string {
+  const kinds = [...f.kinds].sort((a, b) => b[1] - a[1]).slice(0, kindsMax);
+  return `failed writes: handoff ${f.handoff}, return ${f.return}${kinds.length > 0 ? ` (${kinds.map(([k, n]) => `${n}x ${k}`).join('; ')})` : ''}`;
 }
 
 /**
@@ -198,6 +221,9 @@ async function measurePlannedRestart(t: Target): Promise<PlannedRestart> {
   let lastAck = performance.now();
   let pause = 0;
   let stop = false;
+  // Failed writes: counted from the SIGTERM on, in the phase they failed in (none count in the steady second before).
+  let phase: 'steady' | 'handoff' | 'return' = 'steady';
+  const failed = { handoff: 0, return: 0, kinds: new Map<string, number>() };
   const writer = async (w: number): Promise<void> => {
     for (let i = 0; !stop; i++) {
       try {
@@ -205,7 +231,12 @@ async function measurePlannedRestart(t: Target): Promise<PlannedRestart> {
         const now = performance.now();
         pause = Math.max(pause, now - lastAck);
         lastAck = now;
-      } catch {
+      } catch (err) {
+        if (phase !== 'steady') {
+          failed[phase]++;
+          const k = `${phase}: ${failureKind(err)}`;
+          if (failed.kinds.has(k) || failed.kinds.size < 50) failed.kinds.set(k, (failed.kinds.get(k) ?? 0) + 1);
+        }
         await sleep(2);
       }
     }
@@ -215,18 +246,20 @@ async function measurePlannedRestart(t: Target): Promise<PlannedRestart> {
   const quietPauseMs = pause;
   pause = 0;
   let handoffPauseMs = NaN;
+  phase = 'handoff';
   try {
     await t.restartLeader(() => {
       // The pause under way counts for the phase it ends in.
       handoffPauseMs = Math.max(pause, performance.now() - lastAck);
       pause = 0;
+      phase = 'return';
     });
     await sleep(1_000);
   } finally {
     stop = true;
     await Promise.all(writers);
   }
-  return { quietPauseMs, handoffPauseMs, returnPauseMs: pause };
+  return { quietPauseMs, handoffPauseMs, returnPauseMs: pause, failed };
 }
 
 async function measureFailover(t: Target): Promise<number> {
@@ -549,15 +582,18 @@ async function bench(name: string, start: () => Promise<Target>, clients: number
     // Per member too, busiest first (the leader, when every client talks to it).
     const memberMsPerWrite = cpu0 !== undefined && cpu1 !== undefined ? cpu1.map((c, i) => ((c - (cpu0[i] ?? 0)) * 1000) / load.writes).sort((a, b) => b - a) : [];
     const cpuMsPerWrite = memberMsPerWrite.length > 0 ? memberMsPerWrite.reduce((a, b) => a + b, 0) : NaN;
-    let planned: PlannedRestart = { quietPauseMs: NaN, handoffPauseMs: NaN, returnPauseMs: NaN };
+    let planned: PlannedRestart = { quietPauseMs: NaN, handoffPauseMs: NaN, returnPauseMs: NaN, failed: { handoff: 0, return: 0, kinds: new Map() } };
     // --planned-restarts n: the restart n times in a row (whoever leads then), each printed; the summary holds the worst of each phase.
     for (let k = 1; plannedRestart && k <= plannedRestarts; k++) {
       const p = await measurePlannedRestart(t);
-      if (plannedRestarts > 1) console.log(`  planned restart ${k}/${plannedRestarts}: handoff ${p.handoffPauseMs.toFixed(0)} ms, return ${p.returnPauseMs.toFixed(0)} ms (steady ${p.quietPauseMs.toFixed(0)} ms)`);
+      if (plannedRestarts > 1) console.log(`  planned restart ${k}/${plannedRestarts}: handoff ${p.handoffPauseMs.toFixed(0)} ms, return ${p.returnPauseMs.toFixed(0)} ms (steady ${p.quietPauseMs.toFixed(0)} ms); ${formatFailed(p.failed, 3)}`);
+      const kinds = new Map(planned.failed.kinds);
+      for (const [kind, n] of p.failed.kinds) kinds.set(kind, (kinds.get(kind) ?? 0) + n);
       planned = k === 1 ? p : {
         quietPauseMs: Math.max(planned.quietPauseMs, p.quietPauseMs),
         handoffPauseMs: Math.max(planned.handoffPauseMs, p.handoffPauseMs),
         returnPauseMs: Math.max(planned.returnPauseMs, p.returnPauseMs),
+        failed: { handoff: planned.failed.handoff + p.failed.handoff, return: planned.failed.return + p.failed.return, kinds },
       };
     }
     const failoverMs = failover ? await measureFailover(t) : NaN;
@@ -567,7 +603,7 @@ async function bench(name: string, start: () => Promise<Target>, clients: number
         (op === 'cas' ? `swapped ${((100 * load.swapped) / Math.max(1, load.writes)).toFixed(0)}%  ` : '') +
         `errors ${load.errors}${load.errors > 0 ? ` (${[...load.errorsByCode].map(([c, n]) => `${c} ${n}`).join(', ')})` : ''}  failover ${failoverMs.toFixed(0)} ms` +
         (plannedRestart
-          ? `  planned leader restart${plannedRestarts > 1 ? ` (worst of ${plannedRestarts})` : ''}, longest write pause: handoff ${planned.handoffPauseMs.toFixed(0)} ms, return ${planned.returnPauseMs.toFixed(0)} ms (steady ${planned.quietPauseMs.toFixed(0)} ms)`
+          ? `  planned leader restart${plannedRestarts > 1 ? ` (worst of ${plannedRestarts})` : ''}, longest write pause: handoff ${planned.handoffPauseMs.toFixed(0)} ms, return ${planned.returnPauseMs.toFixed(0)} ms (steady ${planned.quietPauseMs.toFixed(0)} ms), ${plannedRestarts > 1 ? 'all ' : ''}${formatFailed(planned.failed, 20)}`
           : '') +
         (Number.isNaN(cpuMsPerWrite) ? '' : `  server CPU ${cpuMsPerWrite.toFixed(2)} ms/write (3 members, user+sys: ${memberMsPerWrite.map((m) => m.toFixed(2)).join(' + ')})`) +
         `  client CPU ${clientCpuMsPerWrite.toFixed(2)} ms/write` +
