@@ -10,6 +10,8 @@
  * flag wins), e.g. "--trace-gc"; SNAPCOORD_BENCH_NODE_ENV ("NAME=value ...") sets variables in every member's
  * environment over its launcher's, e.g. "MALLOC_MMAP_THRESHOLD_=32768"; --memory-detail adds what made up each node's
  * highest RSS of a phase (RssAnon/RssFile, and V8's heap and external memory from its /metrics); with BENCH_NODE_LOG_LEVEL set, each node's output is kept (BENCH_NODE_LOG_DIR).
+ * SNAPCOORD_BENCH_MEMORY_TIMELINE=FILE appends every 100 ms sample of the nodes' memory to FILE (JSON lines, with the
+ * phases' ends), to line a peak up with the nodes' logs.
  *
  * For a state of K keys × V bytes (`fill/%08d` keys; the etcd anchor's
  * workload by default), per value mix — `etcd`: values of `f` bytes, as in
@@ -281,6 +283,7 @@ class SnapCluster {
     memoryDetail: boolean,
   ) {
     this.#sampler = setInterval(() => this.sample(), RSS_SAMPLE_MS);
+    for (const n of nodes) this.#logInto(n);
     if (memoryDetail) this.#scraper = setInterval(() => this.scrape(), METRICS_SAMPLE_MS);
   }
 
@@ -329,11 +332,33 @@ class SnapCluster {
 
   /** sample folds each running node's peak RSS so far into its phase peak. */
   sample(): void {
+    const line: Record<string, unknown> = {};
     for (const n of this.nodes) {
       n.phaseMiB = Math.max(n.phaseMiB, peakRssMiB(n.child.proc.pid));
       const m = memorySample(n.child.proc.pid, n.v8);
       if (m !== null && m.rssMiB > (n.phaseTop?.rssMiB ?? 0)) n.phaseTop = m;
+      if (m !== null) line[n.id] = [m.rssMiB, m.anonMiB, n.v8?.mallocHeapMiB ?? NaN, n.v8?.heapTotalMiB ?? NaN, n.v8?.externalMiB ?? NaN].map((x) => Math.round(x));
     }
+    this.#timeline?.write(`${JSON.stringify({ ms: Date.now(), ...line })}\n`);
+  }
+
+  /**
+   * #timeline (SNAPCOORD_BENCH_MEMORY_TIMELINE=FILE): every sample as one JSON line, {ms: epoch ms, <node id>: [rss, anon,
+   * glibc [heap], V8 heap committed, external] MiB} (the last three as of the last --memory-detail scrape), and each
+   * endPhase as {ms, phase}, and the nodes' log lines but the per-request ones as {ms, node, log} (BENCH_NODE_LOG_LEVEL=info).
+   */
+  readonly #timeline = process.env.SNAPCOORD_BENCH_MEMORY_TIMELINE !== undefined ? createWriteStream(process.env.SNAPCOORD_BENCH_MEMORY_TIMELINE, { flags: 'a' }) : null;
+
+  /** #logInto copies a node's log lines but the gateway's per-request ones into #timeline (their own lines: {ms, log}). */
+  #logInto(n: SnapNode): void {
+    const timeline = this.#timeline;
+    if (timeline === null) return;
+    let rest = '';
+    n.child.proc.stdout?.on('data', (d: Buffer) => {
+      const lines = (rest + d.toString('utf8')).split('\n');
+      rest = lines.pop() ?? '';
+      for (const l of lines) if (l.startsWith('{') && !l.includes('"request completed"')) timeline.write(`${JSON.stringify({ ms: Date.now(), node: n.id, log: l.slice(0, 2000) })}\n`);
+    });
   }
 
   /** start runs 3 nodes; `runtime`: with the V8 flags and malloc environment their launchers give them (cli/node-runtime.ts). */
@@ -410,6 +435,7 @@ class SnapCluster {
 
   restart(n: SnapNode): void {
     n.child = startProgram(n.id, process.execPath, this.flagsOf(n.id), this.runtimeEnv);
+    this.#logInto(n);
   }
 
   /** peaks: each node's peak RSS (MiB) over all its processes so far. */
@@ -427,6 +453,7 @@ class SnapCluster {
    */
   endPhase(phase: string): void {
     this.sample();
+    this.#timeline?.write(`${JSON.stringify({ ms: Date.now(), phase })}\n`);
     const top = this.nodes.map((n) => n.phaseTop);
     const nodeMiB = this.nodes.map((n) => {
       const peak = n.phaseMiB;
@@ -449,6 +476,7 @@ class SnapCluster {
     this.#stopped = true;
     clearInterval(this.#sampler);
     clearInterval(this.#scraper);
+    this.#timeline?.end();
     this.phasePeaks.push({
       phase: 'stop (SIGTERM until exit)',
       top: this.nodes.map((n) => n.phaseTop),
