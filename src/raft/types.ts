@@ -103,6 +103,12 @@ export interface StateImageChunk {
   readonly file: number;
   readonly offset: number;
   readonly data: Uint8Array;
+  /**
+   * release, when present: the consumer is done with `data` (sent or copied, no view of it kept), and
+   * its reader may read a later chunk into the same memory. Calling it while anything still reads `data`
+   * corrupts what that reads; not calling it only costs a fresh buffer per chunk.
+   */
+  readonly release?: () => void;
 }
 
 export type Role = 'follower' | 'preCandidate' | 'candidate' | 'leader';

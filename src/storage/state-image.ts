@@ -98,11 +98,42 @@ export async function exportStateImage(srcDir: string, destDir: string, appliedI
 }
 
 /**
+ * IMAGE_FRAME_ROOM_BEFORE / IMAGE_FRAME_ROOM_AFTER: the free bytes readStateImageChunks leaves around each
+ * chunk in its buffer: a FetchStateImageResponse's fields before its data (file, offset, the data's tag
+ * and length: at most 21 bytes) and gRPC's 5-byte frame header, so the sender encodes and frames the
+ * message where it lies (transport/fetch-serializer.ts), no copy of the chunk.
+ */
+const IMAGE_FRAME_ROOM_BEFORE = 32;
+const IMAGE_FRAME_ROOM_AFTER = 0;
+/**
+ * FRAME_ROOM: the mark of a chunk with free room around it in its buffer (the same Symbol.for key as
+ * snapshot/chunk-reader.ts's FRAME_ROOM and transport/bytes-message.ts's: storage imports neither).
+ */
+const FRAME_ROOM = Symbol.for('snapcoord.chunk.frameRoom');
+/**
+ * IMAGE_SPARE_BUFFERS_MAX: released chunk buffers readStateImageChunks keeps for later chunks (of any file
+ * of the image). A served stream holds a few at once (one in hand, STREAM_UNSENT_MAX unsent): with its
+ * buffers coming back, an image is sent through the same few MiB instead of a fresh 1 MiB buffer per
+ * chunk (each a mapping of its own under a node's 128 KiB mmap threshold, resident until the next
+ * collection frees it: a leader serving two followers a 1 GB image churned 2 GB of them).
+ */
+export const IMAGE_SPARE_BUFFERS_MAX = 4;
+
+/**
  * readStateImageChunks reads an exported image's files in manifest order, in
  * chunks of up to `chunkBytes`, each file only as far as its manifest size
  * (and failing if it is shorter). Errors: StorageError `io`, `corrupt`.
+ *
+ * Each chunk is read into its own buffer with free room before it (marked
+ * FRAME_ROOM, for a sender to frame the message in place); a full-size
+ * chunk's buffer is read into again for a later chunk once the consumer
+ * calls its `release` (at most IMAGE_SPARE_BUFFERS_MAX kept). A consumer
+ * that never calls it gets a fresh buffer per chunk.
  */
 export async function* readStateImageChunks(image: StateImage, chunkBytes = IMAGE_CHUNK_BYTES): AsyncGenerator<StateImageChunk, void, undefined> {
+  const size = Math.max(1, Math.floor(chunkBytes));
+  const frameBytes = IMAGE_FRAME_ROOM_BEFORE + size + IMAGE_FRAME_ROOM_AFTER;
+  const spare: Buffer[] = [];
   for (let i = 0; i < image.files.length; i++) {
     const f = image.files[i] as StateImageFile;
     if (f.sizeBytes === 0) continue;
@@ -111,10 +142,19 @@ export async function* readStateImageChunks(image: StateImage, chunkBytes = IMAG
     try {
       let offset = 0;
       while (offset < f.sizeBytes) {
-        const buf = Buffer.allocUnsafe(Math.min(chunkBytes, f.sizeBytes - offset));
-        const { bytesRead } = await fsOp('read', path, () => handle.read(buf, 0, buf.length, offset));
+        const want = Math.min(size, f.sizeBytes - offset);
+        const frame = (want === size ? spare.pop() : undefined) ?? Buffer.allocUnsafe(IMAGE_FRAME_ROOM_BEFORE + want + IMAGE_FRAME_ROOM_AFTER);
+        const { bytesRead } = await fsOp('read', path, () => handle.read(frame, IMAGE_FRAME_ROOM_BEFORE, want, offset));
         if (bytesRead === 0) throw new StorageError('corrupt', `${path}: ends at ${offset} bytes, the image lists ${f.sizeBytes}`, { path });
-        yield { file: i, offset, data: buf.subarray(0, bytesRead) };
+        const data = frame.subarray(IMAGE_FRAME_ROOM_BEFORE, IMAGE_FRAME_ROOM_BEFORE + bytesRead);
+        Object.defineProperty(data, FRAME_ROOM, { value: { before: IMAGE_FRAME_ROOM_BEFORE, after: frame.length - IMAGE_FRAME_ROOM_BEFORE - bytesRead } });
+        let released = false;
+        const release = (): void => {
+          if (released) return;
+          released = true;
+          if (frame.length === frameBytes && spare.length < IMAGE_SPARE_BUFFERS_MAX) spare.push(frame);
+        };
+        yield { file: i, offset, data, release };
         offset += bytesRead;
       }
     } finally {

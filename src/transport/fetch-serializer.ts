@@ -23,7 +23,24 @@ export function serializeFetchSnapshotResponse(m: pb.FetchSnapshotResponse): Buf
 }
 
 /**
- * RAFT_SERVICE_DEFINITION: the generated RaftService definition with the one-copy FetchSnapshot encoder,
+ * serializeFetchStateImageResponse encodes a FetchStateImageResponse: a chunk
+ * of a file (no manifest, no snapshot) as serializeFetchSnapshotResponse
+ * encodes its chunks (encodeBytesMessage: in place in the room a
+ * readStateImageChunks buffer leaves before it, framed for gRPC there too,
+ * no copy of the data), the same bytes the generated encoder writes (its
+ * fields in order, zero values left out); the manifest and the snapshot
+ * message by the generated encoder.
+ */
+export function serializeFetchStateImageResponse(m: pb.FetchStateImageResponse): Buffer {
+  if (m.files.length > 0 || m.snapshot !== undefined) return Buffer.from(pb.FetchStateImageResponse.encode(m).finish());
+  const before: BytesMessageField[] = [];
+  if (m.file !== 0) before.push({ tag: 0x10, varint: BigInt(m.file) });
+  if (m.offset !== 0n) before.push({ tag: 0x18, varint: m.offset });
+  return encodeBytesMessage(before, m.data.length > 0 ? { tag: 0x22, data: m.data } : null, []);
+}
+
+/**
+ * RAFT_SERVICE_DEFINITION: the generated RaftService definition with the one-copy FetchSnapshot and FetchStateImage encoders,
  * an AppendEntries decoder that counts the entries and the base's ids before it decodes them
  * (decodeAppendRequest), an InstallSnapshot decoder that counts the membership's ids first
  * (decodeInstallSnapshotRequest), a Propose decoder that counts the proposals first (decodeProposeRequest), and every
@@ -41,5 +58,9 @@ export const RAFT_SERVICE_DEFINITION = {
   reportSnapshot: { ...pb.RaftServiceService.reportSnapshot, requestDeserialize: boundedRequestDecoder(pb.ReportSnapshotRequest, 'ReportSnapshot') },
   stageArchive: { ...pb.RaftServiceService.stageArchive, requestDeserialize: boundedRequestDecoder(pb.StageArchiveRequest, 'StageArchive') },
   getMembership: { ...pb.RaftServiceService.getMembership, requestDeserialize: boundedRequestDecoder(pb.GetMembershipRequest, 'GetMembership') },
-  fetchStateImage: { ...pb.RaftServiceService.fetchStateImage, requestDeserialize: boundedRequestDecoder(pb.FetchStateImageRequest, 'FetchStateImage') },
+  fetchStateImage: {
+    ...pb.RaftServiceService.fetchStateImage,
+    requestDeserialize: boundedRequestDecoder(pb.FetchStateImageRequest, 'FetchStateImage'),
+    responseSerialize: serializeFetchStateImageResponse,
+  },
 } as const;

@@ -430,7 +430,8 @@ export function createRaftService(handler: RaftRequestHandler, opts: RaftService
             await outbox.write({ files, file: 0, offset: 0n, data: new Uint8Array(0), snapshot: undefined });
             for await (const c of image.chunks) {
               if (call.cancelled) break;
-              await outbox.write({ files: [], file: c.file, offset: toU64(c.offset, 'offset'), data: c.data, snapshot: undefined });
+              // Once sent (framed where it lies, fetch-serializer.ts), the chunk's buffer may take a later chunk.
+              await outbox.write({ files: [], file: c.file, offset: toU64(c.offset, 'offset'), data: c.data, snapshot: undefined }, c.release);
             }
             const snapshot = call.cancelled ? null : await image.snapshot?.();
             if (snapshot != null && !call.cancelled) await outbox.write({ files: [], file: 0, offset: 0n, data: new Uint8Array(0), snapshot: snapshotMetaToProto(snapshot) });
