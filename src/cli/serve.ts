@@ -408,6 +408,8 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   }
   logger.debug({ id: cfg.id }, 'gateway code loaded');
   let api: ApiServer;
+  // The metrics exist once the node's parts do; a call refused before then is not counted.
+  const metricsRef: { metrics: NodeMetrics | null } = { metrics: null };
   try {
     api = await bindApiServer({
       bindAddress: cfg.grpcAddress,
@@ -417,7 +419,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       peerCredentials: planes.peerServer,
       // A client certificate --client-crl revokes is refused before its API key is looked at.
       interceptors: [
-        ...(clientCrl !== null ? [clientRevocationInterceptor({ revocation: clientCrl, logger })] : []),
+        ...(clientCrl !== null ? [clientRevocationInterceptor({ revocation: clientCrl, logger, onRefused: () => metricsRef.metrics?.clientRevokedRefusals.inc() })] : []),
         clientAuthInterceptor({ adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth, logger }),
       ],
       maxRequestBytes: cfg.maxRequestBytes,
@@ -463,10 +465,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     return ref.node.status();
   });
   metrics.rocksMemory = () => storage.memory();
-  const crlInUse = peerCrl;
-  if (crlInUse !== null) {
-    metrics.peerCrl = () => ({ revoked: crlInUse.latest.revoked, nextUpdateMs: crlInUse.latest.nextUpdate?.getTime() ?? null, fileRefused: crlInUse.fileRefused });
-  }
+  const crlGauges = (c: PeerCrl) => () => ({ revoked: c.latest.revoked, nextUpdateMs: c.latest.nextUpdate?.getTime() ?? null, fileRefused: c.fileRefused });
+  if (peerCrl !== null) metrics.peerCrl = crlGauges(peerCrl);
+  if (clientCrl !== null) metrics.clientCrl = crlGauges(clientCrl);
+  metricsRef.metrics = metrics;
   // The members seen running with a log of their own (a new data dir under one of their ids is refused; started-members.ts).
   let started: StartedMembers;
   try {
@@ -503,7 +505,10 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     const apiNow = api;
     clientCrlReloaded = () => {
       const closed = apiNow.closeClientConnections((cert) => clientCrlInUse.isRevoked(cert.serialNumber));
-      if (closed > 0) logger.warn({ what: 'client CRL', closed }, 'client CRL reloaded: open client connections over certificates it now revokes are closed');
+      if (closed > 0) {
+        metrics.clientRevokedClosed.inc(closed);
+        logger.warn({ what: 'client CRL', closed }, 'client CRL reloaded: open client connections over certificates it now revokes are closed');
+      }
       let own: Error | undefined;
       try {
         own = ownClientCertRevoked(clientTls, clientCrlInUse);

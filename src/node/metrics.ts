@@ -5,7 +5,7 @@ import type { NodeStatus } from './node-status.js';
 
 const ROLE_VALUES = { follower: 0, preCandidate: 1, candidate: 2, leader: 3 } as const;
 
-/** PeerCrlGauges: what /metrics shows of the peer CRL (src/tls PeerCrl). */
+/** PeerCrlGauges: what /metrics shows of the peer CRL, or of the client CRL (src/tls PeerCrl). */
 export interface PeerCrlGauges {
   readonly revoked: number;
   /** nextUpdateMs: null when the CRL names none. */
@@ -39,6 +39,10 @@ export class NodeMetrics {
   /** restoresFailed: restore entries skipped (applied as no-ops) because their archive failed to apply. */
   readonly restoresFailed: Counter;
   readonly peerRefusals: Counter<'reason'>;
+  /** clientRevokedRefusals: client-plane calls refused for a certificate --client-crl revokes. */
+  readonly clientRevokedRefusals: Counter;
+  /** clientRevokedClosed: client-plane connections closed at a --client-crl reload that revoked their certificate. */
+  readonly clientRevokedClosed: Counter;
   /** scrubRuns / scrubBytes / scrubDamaged: the snapshot scrub's runs (by kind: boot, periodic, asked), the archive bytes they re-hashed, the archives they found damaged (quarantined). */
   readonly scrubRuns: Counter<'kind'>;
   readonly scrubBytes: Counter;
@@ -49,6 +53,9 @@ export class NodeMetrics {
 
   /** peerCrl: the peer CRL in use (serve --peer-crl) and whether the file on disk is refused; null: no --peer-crl. */
   peerCrl: () => PeerCrlGauges | null = () => null;
+
+  /** clientCrl: the client CRL in use (serve --client-crl), as peerCrl; null: no --client-crl. */
+  clientCrl: () => PeerCrlGauges | null = () => null;
 
   /** peerTrust: what the voters told this node (Node.removalNewsStats); null: the transport cannot ask. */
   peerTrust: () => PeerTrustGauges | null = () => null;
@@ -91,8 +98,7 @@ export class NodeMetrics {
         this.set(depth());
       },
     });
-    const crl = (): PeerCrlGauges | null => this.peerCrl();
-    const crlGauge = (name: string, help: string, read: (c: PeerCrlGauges) => number): void => {
+    const crlGauge = (crl: () => PeerCrlGauges | null, name: string, help: string, read: (c: PeerCrlGauges) => number): void => {
       new Gauge({
         name,
         help,
@@ -103,9 +109,17 @@ export class NodeMetrics {
         },
       });
     };
-    crlGauge('snapcoord_peer_crl_revoked_certificates', 'Certificates the peer CRL in use (--peer-crl) revokes (0 without one).', (c) => c.revoked);
-    crlGauge('snapcoord_peer_crl_next_update_timestamp_seconds', 'The nextUpdate of the peer CRL in use, in Unix seconds (0: it names none); past it the CRL is still used, and logged as expired.', (c) => (c.nextUpdateMs ?? 0) / 1000);
-    crlGauge('snapcoord_peer_crl_file_refused', '1 while the --peer-crl file (or its CA) on disk cannot be used (not a CRL, not the CA\'s, dated ahead, too large, missing): the last good CRL stays in use; 0 when the file on disk is the one in use.', (c) => (c.fileRefused ? 1 : 0));
+    // The same three for each plane's CRL (--peer-crl, --client-crl).
+    for (const [plane, flag, crl] of [['peer', '--peer-crl', () => this.peerCrl()], ['client', '--client-crl', () => this.clientCrl()]] as const) {
+      crlGauge(crl, `snapcoord_${plane}_crl_revoked_certificates`, `Certificates the ${plane} CRL in use (${flag}) revokes (0 without one).`, (c) => c.revoked);
+      crlGauge(crl, `snapcoord_${plane}_crl_next_update_timestamp_seconds`, `The nextUpdate of the ${plane} CRL in use, in Unix seconds (0: it names none); past it the CRL is still used, and logged as expired.`, (c) => (c.nextUpdateMs ?? 0) / 1000);
+      crlGauge(
+        crl,
+        `snapcoord_${plane}_crl_file_refused`,
+        `1 while the ${flag} file (or its CA) on disk cannot be used (not a CRL, not the CA's, dated ahead, too large, missing): the last good CRL stays in use; 0 when the file on disk is the one in use.`,
+        (c) => (c.fileRefused ? 1 : 0),
+      );
+    }
     const trustGauge = (name: string, help: string, read: (t: PeerTrustGauges) => number): void => {
       new Gauge({
         name,
@@ -159,6 +173,8 @@ export class NodeMetrics {
       labelNames: ['reason'],
       registers: [r],
     });
+    this.clientRevokedRefusals = new Counter({ name: 'snapcoord_client_calls_refused_revoked_total', help: 'Client-plane calls refused UNAUTHENTICATED because --client-crl revokes their client certificate.', registers: [r] });
+    this.clientRevokedClosed = new Counter({ name: 'snapcoord_client_connections_closed_revoked_total', help: 'Client-plane connections closed when a --client-crl reload revoked their client certificate.', registers: [r] });
     this.restoresFailed = new Counter({
       name: 'snapcoord_restore_apply_failures_total',
       help: 'Restore entries skipped because their archive failed to apply (the state was left unchanged, the same on every node).',

@@ -4,8 +4,9 @@
  * (SIGHUP, or the 5 s look) closes the open connection of a client it now revokes (a Health/Watch held open ends) and
  * that client's calls on a new one are refused, while an unrevoked client's Watch and calls go on. A CRL file gone bad
  * keeps the last good one; at start a CRL that is not one, not the client CA's, or revokes the node's own --cert is
- * refused (exit 2), and an expired one is used with an error logged (as --peer-crl). Before, nothing asked a CRL on the
- * client plane: a revoked client was served until its certificate expired.
+ * refused (exit 2), and an expired one is used with an error logged (as --peer-crl). /metrics counts the refused calls
+ * and closed connections and shows the CRL in use (snapcoord_client_crl_*). Before, nothing asked a CRL on the client
+ * plane: a revoked client was served until its certificate expired.
  */
 import { strict as assert } from 'node:assert';
 import { X509Certificate } from 'node:crypto';
@@ -52,7 +53,13 @@ describe('serve --client-crl: revoked client certificates are refused on the cli
     await cleanup();
   });
 
-  const tlsArgs = (crl: string): string[] => ['--cert', join(dir, 'n1.pem'), '--key', join(dir, 'n1-key.pem'), '--client-ca', join(dir, 'ca.pem'), '--client-crl', crl];
+  const tlsArgs = (crl: string): string[] => ['--cert', join(dir, 'n1.pem'), '--key', join(dir, 'n1-key.pem'), '--client-ca', join(dir, 'ca.pem'), '--client-crl', crl, '--metrics-open'];
+  /** metric: the value of `name` in the node's /metrics (its gateway at `http`; 0 when absent). */
+  const metric = async (http: string, name: string): Promise<number> => {
+    const text = await (await fetch(`http://${http}/metrics`)).text();
+    const m = new RegExp(`^${name} (\\d+(?:\\.\\d+)?(?:e\\+\\d+)?)$`, 'm').exec(text);
+    return m === null ? 0 : Number(m[1]);
+  };
   const start = (name: string, crl: string): ServeProcess => {
     const p = new ServeProcess({ id: 'n1', grpc: '127.0.0.1:0', peer: '127.0.0.1:0', peers: 'n1=127.0.0.1:1', dataDir: join(dir, `data-${name}`), apiKey: API_KEY, extra: tlsArgs(crl) });
     procs.push(p);
@@ -108,6 +115,8 @@ describe('serve --client-crl: revoked client certificates are refused on the cli
     const p = start('reload', crlFile);
     const { grpc: target } = await p.ready();
     await p.waitFor(/client CRL loaded/);
+    const http = (await p.waitFor(/gateway listening on http (\S+)\n/))[1] ?? '';
+    assert.equal(await metric(http, 'snapcoord_client_crl_revoked_certificates'), 1);
 
     assertRevoked(await check(client(target, 'carol')), 'carol, revoked at start');
     // The CLI shows the reason too.
@@ -138,6 +147,10 @@ describe('serve --client-crl: revoked client certificates are refused on the cli
     assert.equal(bWatch.ended(), null, "bob's Watch is still open");
     assert.equal(await check(b), 'ok');
     assert.match(p.output, /client call refused: its certificate is revoked/);
+    assert.equal(await metric(http, 'snapcoord_client_connections_closed_revoked_total'), 2);
+    assert.ok((await metric(http, 'snapcoord_client_calls_refused_revoked_total')) >= 4, 'carol twice, alice twice (at least)');
+    assert.equal(await metric(http, 'snapcoord_client_crl_revoked_certificates'), 2);
+    assert.equal(await metric(http, 'snapcoord_client_crl_file_refused'), 0);
 
     // A CRL file gone bad: the last good one stays (alice still refused, bob still served).
     await writeFile(crlFile, 'not a CRL\n');
@@ -146,6 +159,8 @@ describe('serve --client-crl: revoked client certificates are refused on the cli
     assertRevoked(await check(client(target, 'alice')), 'alice after a bad CRL file');
     assert.equal(await check(b), 'ok');
     assert.equal(bWatch.ended(), null);
+    assert.equal(await metric(http, 'snapcoord_client_crl_file_refused'), 1, 'the file on disk is refused');
+    assert.equal(await metric(http, 'snapcoord_client_crl_revoked_certificates'), 2, 'the last good CRL is in use');
 
     // bob revoked without a signal: the 5 s look takes it and closes his Watch.
     await writeCrl([carol, alice, bob]);
