@@ -173,6 +173,13 @@ function option(key: ServeOption['key'], flag: string, kind: Kind, valueName: st
 }
 
 /** SERVE_OPTIONS: every option of `serve` (the CLI builds its flags from this table). */
+/**
+ * SNAPSHOT_STORE_DIR: the node's own snapshot store, `<data-dir>/snapshots` (its archives, uploads and their temp
+ * files). A snapshot root or snapshot dir should neither be it nor hold it nor lie in it: callers' exports would land
+ * among the node's own files (the deployment specs check the shipped files).
+ */
+export const SNAPSHOT_STORE_DIR = 'snapshots';
+
 export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('id', 'id', 'string', 'id', 'this node\'s id (default n1)'),
   option('grpcAddress', 'grpc', 'string', 'host:port', 'client gRPC listen address: KV, Cluster, Snapshot, Task, health, reflection (default 127.0.0.1:7001)'),

@@ -49,7 +49,7 @@ import type { Membership } from '../raft/types.js';
 import { CliError, EXIT_CONFIG } from './cli-error.js';
 import { probeListenAddresses } from './listen-probe.js';
 import { oneLine } from './client-options.js';
-import type { ServeConfig } from './config.js';
+import { SNAPSHOT_STORE_DIR, type ServeConfig } from './config.js';
 import { systemClock } from '../node/clock.js';
 import { cryptoRng } from '../node/crypto-rng.js';
 import { rocksDataDir } from '../storage/rocks-data-dir.js';
@@ -432,7 +432,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
   let snapshots: SnapshotManager;
   try {
     snapshots = await SnapshotManager.open(
-      join(cfg.dataDir, 'snapshots'),
+      join(cfg.dataDir, SNAPSHOT_STORE_DIR),
       storage,
       {
         ...DEFAULT_SNAPSHOT_POLICY,

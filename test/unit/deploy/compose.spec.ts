@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join, relative } from 'node:path';
-import { SERVE_OPTIONS, resolveServeConfig, type ServeConfig } from '../../../src/cli/config.js';
+import { SERVE_OPTIONS, SNAPSHOT_STORE_DIR, resolveServeConfig, type ServeConfig } from '../../../src/cli/config.js';
 import { envName } from '../../../src/cli/config-env.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../../../src/cli/node-runtime.js';
 import { REPO_ROOT } from '../../harness/child.js';
@@ -249,6 +249,10 @@ describe('docker-compose.yml and Dockerfile', () => {
       assert.ok(inside(s.cfg.dataDir, s.cfg.snapshotDir), `${s.name}: snapshot dir ${s.cfg.snapshotDir} is outside ${s.cfg.dataDir}`);
       for (const r of s.cfg.snapshotRoots) assert.ok(inside(s.cfg.dataDir, r), `${s.name}: snapshot root ${r} is outside ${s.cfg.dataDir}`);
       assert.ok(s.cfg.snapshotRoots.some((r) => inside(r, s.cfg.snapshotDir)), `${s.name}: the snapshot dir is under no snapshot root`);
+      const store = join(s.cfg.dataDir, SNAPSHOT_STORE_DIR);
+      for (const d of [...s.cfg.snapshotRoots, s.cfg.snapshotDir]) {
+        assert.ok(!inside(d, store) && !inside(store, d), `${s.name}: ${d} overlaps the node's own snapshot store ${store} (exports would land among its files)`);
+      }
     }
     for (const v of used) assert.ok(!shared.has(v), `data volume ${v} is mounted by ${helpers.join(', ')} too`);
     assert.deepEqual(Object.keys(declared).sort(), [...used, ...shared].sort(), 'every declared volume is used');

@@ -22,14 +22,14 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join, relative } from 'node:path';
 import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { parseAllDocuments } from 'yaml';
-import { SERVE_OPTIONS, resolveServeConfig } from '../../../src/cli/config.js';
+import { SERVE_OPTIONS, SNAPSHOT_STORE_DIR, resolveServeConfig } from '../../../src/cli/config.js';
 import { statusJson } from '../../../src/cli/client-commands.js';
 import { jsonText } from '../../../src/cli/client-options.js';
 import { Role, StatusResponse, roleToJSON } from '../../../src/gen/snapcoord/v1/cluster.js';
@@ -199,6 +199,14 @@ describe('deploy/kubernetes', () => {
     const dataMount = mountOf(cfg.dataDir);
     assert.ok(sts.spec.volumeClaimTemplates.some((t: Doc) => t.metadata.name === dataMount?.name), 'the data dir is a PersistentVolumeClaim');
     assert.ok(mountOf(cfg.snapshotDir)?.name === dataMount.name, 'task snapshots land on the PVC');
+    const store = join(cfg.dataDir, SNAPSHOT_STORE_DIR);
+    const overlaps = (a: string, b: string): boolean => {
+      const r = relative(a, b);
+      return r === '' || (!r.startsWith('..') && !isAbsolute(r));
+    };
+    for (const d of [...cfg.snapshotRoots, cfg.snapshotDir]) {
+      assert.ok(!overlaps(d, store) && !overlaps(store, d), `${d} overlaps the node's own snapshot store ${store} (exports would land among its files)`);
+    }
     for (const name of ['tls', 'keys']) assert.equal(volume(name).secret.defaultMode, 0o440);
   });
 
