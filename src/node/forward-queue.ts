@@ -15,10 +15,11 @@
  *   queued again, sent to the next leader (within its deadline); any other
  *   refusal (`busy`, `diskFull`) fails it with that code, not applied;
  * - a call no Propose handler took (UNIMPLEMENTED, or UNAVAILABLE `unserved`:
- *   the member is still booting, its services not served yet): nothing was
- *   appended; queued again, up to FORWARD_UNSERVED_RETRIES_MAX times a write
- *   (within its deadline), then failed `unavailable` (`notLeader` for
- *   UNIMPLEMENTED), not applied;
+ *   the member is still booting, its services not served yet, or the call
+ *   never left: no connection to it): nothing was appended; queued again,
+ *   up to FORWARD_UNSERVED_RETRIES_MAX times a write (within its deadline;
+ *   the view may name the next leader meanwhile), then failed `unavailable`
+ *   (`notLeader` for UNIMPLEMENTED), not applied;
  * - appended, then replaced by another leader's entry: `lost`, not applied;
  * - the Propose call failed (the leader died, the link broke, its deadline),
  *   or the leader could not tell: `timeout`, the outcome is unknown; a

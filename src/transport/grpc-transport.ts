@@ -145,6 +145,13 @@ const MiB = 1024 * 1024;
  */
 export const PEER_RECONNECT_MAX_MS = 250;
 
+/**
+ * NO_CONNECTION_DETAILS: how grpc-js (pick_first, 1.14) fails a call it could not give to any connection (the
+ * channel in TRANSIENT_FAILURE: connection refused or unreachable): the call was never sent. peer-boot-window.spec
+ * pins it (a Propose to a port nobody listens on).
+ */
+const NO_CONNECTION_DETAILS = 'No connection established';
+
 export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarder {
   private readonly selfId: NodeId;
   private readonly onMessage: (reply: Message) => void;
@@ -533,9 +540,12 @@ export class GrpcTransport implements Transport, ArchiveStager, ProposalForwarde
         }
       },
     ).catch((err: unknown) => {
-      // p.to's server refused the call before its handler ran (still booting): nothing appended, say so (ProposalForwarder).
-      const md = (err as { metadata?: unknown } | null)?.metadata;
-      if (md instanceof grpc.Metadata && md.get(UNSERVED_METADATA_KEY).length > 0 && err instanceof Error) Object.assign(err, { unserved: true });
+      // Nothing appended, said so (ProposalForwarder): p.to's server refused the call before its handler ran (still
+      // booting), or the call never left this node (no connection to p.to: its process is down or not listening yet).
+      const e = err as { code?: unknown; details?: unknown; message?: unknown; metadata?: unknown } | null;
+      const refusedUnserved = e?.metadata instanceof grpc.Metadata && e.metadata.get(UNSERVED_METADATA_KEY).length > 0;
+      const neverSent = e?.code === grpc.status.UNAVAILABLE && (String(e.details ?? '').startsWith(NO_CONNECTION_DETAILS) || String(e.message).startsWith(`no channel to ${p.to}`));
+      if ((refusedUnserved || neverSent) && err instanceof Error) Object.assign(err, { unserved: true });
       throw err;
     });
   }

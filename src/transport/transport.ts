@@ -169,7 +169,8 @@ export const UNSERVED_METADATA_KEY = 'snapcoord-unserved';
  * unknown) — except an UNAVAILABLE with `unserved: true` on the Error: the
  * callee's server refused the call before any handler ran (it is still
  * booting: bound, its services not served yet; UNSERVED_METADATA_KEY in the
- * answer's trailers), nothing appended.
+ * answer's trailers), or the call never left this node (no connection to
+ * the callee: its process down or not listening yet), nothing appended.
  */
 export interface ProposalForwarder {
   forwardProposals(p: ForwardProposalsParams, timeoutMs: number): Promise<ForwardedProposals>;

@@ -11,6 +11,7 @@
  * the ForwardQueue sends the write again until the member serves it.
  */
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
@@ -111,5 +112,26 @@ describe('api: the peer plane before serve (the node booting)', function () {
     assert.equal(outcome.result?.ok, true);
     const got = await node.get(enc.encode('k'));
     assert.equal(new TextDecoder().decode(got), 'v');
+  });
+
+  it('marks a Propose that never left (nobody listens on the member\'s port: its process down) unserved too', async () => {
+    // A port nobody listens on: bound once, then closed.
+    const probe = createServer();
+    const port = await new Promise<number>((resolve) => probe.listen(0, '127.0.0.1', () => resolve((probe.address() as AddressInfo).port)));
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const t = new GrpcTransport({ selfId: 'n2', onMessage: () => undefined, dial: peerDial('snapcoord', '127.0.0.1:1') });
+    try {
+      t.setPeers({ n1: `127.0.0.1:${port}` });
+      const data = [encodeCommand({ op: 'put', key: enc.encode('k'), value: enc.encode('v') })];
+      const err = await t.forwardProposals({ from: 'n2', to: 'n1', term: 1, data }, 5_000).then(
+        () => null,
+        (e: Error & { code?: number; unserved?: boolean }) => e,
+      );
+      assert.ok(err !== null, 'a Propose to nobody was answered');
+      assert.equal(grpc.status[err.code ?? 0], 'UNAVAILABLE', err.message);
+      assert.equal(err.unserved, true, `not marked unserved: ${err.message}`);
+    } finally {
+      await t.close();
+    }
   });
 });
