@@ -2,15 +2,19 @@
  * Helpers for the TLS tests: a real grpc-js server on 127.0.0.1:0 with one
  * trivial unary method that answers the caller's member id (from
  * call.getAuthContext()), a client call with a deadline, and a raw TLS
- * handshake that reports the serial of the certificate the server presented.
+ * handshake that reports the serial of the certificate the server presented;
+ * a CA, member certificates and a peer CRL in a temp dir (crlFixture).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { memberIdOf } from '../../../src/tls/credentials.js';
 import type { CertKeyPem } from '../../../src/tls/certs.js';
+import { PeerCrl, caFiles, createCrl, nodeCertFiles, readCa, writeCa, writeNodeCert } from '../../../src/tls/index.js';
 
 const WHO_AM_I_PATH = '/snapcoord.test.Tls/WhoAmI';
 const identity = (b: Buffer): Buffer => b;
@@ -148,4 +152,54 @@ export async function waitFor(what: string, probe: () => Promise<boolean>, timeo
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(everyMs);
   }
+}
+
+/**
+ * CrlFixture: a temp dir holding a cluster CA (`writeCa`), a member
+ * certificate for each id (127.0.0.1 in its SANs, `writeNodeCert`) and a peer
+ * CRL file (`crl.pem`), and the PeerCrl reading it (as serve's --peer-crl).
+ */
+export interface CrlFixture {
+  readonly dir: string;
+  readonly caFile: string;
+  readonly crlFile: string;
+  readonly crl: PeerCrl;
+  /** serialOf: the serial of `id`'s certificate, as X509Certificate spells it. */
+  serialOf(id: string): Promise<string>;
+  /** revoke rewrites the CRL to revoke `id`'s certificate, has the PeerCrl read it, asserts it revokes it; resolves with the serial. */
+  revoke(id: string): Promise<string>;
+  /** close stops the PeerCrl and removes the dir. */
+  close(): Promise<void>;
+}
+
+/** crlFixture makes a CrlFixture under a new temp dir `prefix`: `revoked` ids' certificates in the CRL from the start; refreshMs as PeerCrl.open takes it (default its own). */
+export async function crlFixture(prefix: string, ids: readonly string[], opts: { readonly revoked?: readonly string[]; readonly refreshMs?: number } = {}): Promise<CrlFixture> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  await writeCa(dir);
+  for (const id of ids) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
+  const caFile = caFiles(dir).caFile;
+  const crlFile = join(dir, 'crl.pem');
+  const serialOf = async (id: string): Promise<string> => new X509Certificate(await readFile(nodeCertFiles(dir, id).certFile)).serialNumber;
+  const writeCrl = async (revoked: readonly string[]): Promise<void> =>
+    writeFile(crlFile, await createCrl(await readCa(dir), await Promise.all(revoked.map(async (id) => ({ serialNumber: await serialOf(id) })))));
+  await writeCrl(opts.revoked ?? []);
+  const crl = await PeerCrl.open({ crlFile, caFile, ...(opts.refreshMs !== undefined ? { refreshMs: opts.refreshMs } : {}) });
+  return {
+    dir,
+    caFile,
+    crlFile,
+    crl,
+    serialOf,
+    async revoke(id) {
+      await writeCrl([id]);
+      await crl.refresh();
+      const serial = await serialOf(id);
+      assert.equal(crl.isRevoked(serial), true, `the CRL revokes ${id}`);
+      return serial;
+    },
+    async close() {
+      crl.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -6,10 +6,6 @@
  * subchannel pool (kept up to 10 s after its last channel closed) without a new handshake. Real gRPC, mutual TLS.
  */
 import { strict as assert } from 'node:assert';
-import { X509Certificate } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { LeaderForwarder, type NodeView } from '../../../src/api/leader-forwarder.js';
 import { GetResponse, KVServiceService } from '../../../src/gen/snapcoord/v1/kv.js';
@@ -20,28 +16,18 @@ import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import { Node } from '../../../src/node/node.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import {
-  caFiles,
-  channelCredentialsFromFiles,
-  createCrl,
-  memberChannelCredentialsFromFiles,
-  memberIdOf,
-  nodeCertFiles,
-  PeerCrl,
-  readCa,
-  serverCredentialsFromFiles,
-  writeCa,
-  writeNodeCert,
-} from '../../../src/tls/index.js';
+import { caFiles, channelCredentialsFromFiles, memberChannelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, type PeerCrl } from '../../../src/tls/index.js';
 import { appendRequestToProto, getMembershipRequestToProto } from '../../../src/transport/codec.js';
 import { GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { certificateRevocation, peerMetadataInterceptor, type PeerCall } from '../../../src/transport/peer-guard.js';
+import { crlFixture, type CrlFixture } from './helpers.js';
 
 const enc = new TextEncoder();
 const CLUSTER = 'revoked-connections';
 
 describe('connections to a member whose certificate a reloaded peer CRL revokes (real gRPC, mutual TLS)', function () {
   this.timeout(30_000);
+  let fx: CrlFixture;
   let dir: string;
   let server: grpc.Server;
   let port = 0;
@@ -49,11 +35,8 @@ describe('connections to a member whose certificate a reloaded peer CRL revokes 
   let handled = 0;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-revoked-conn-'));
-    await writeCa(dir);
-    for (const id of ['n1', 'n3']) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
-    await writeFile(join(dir, 'crl.pem'), await createCrl(await readCa(dir), []));
-    crl = await PeerCrl.open({ crlFile: join(dir, 'crl.pem'), caFile: caFiles(dir).caFile, refreshMs: 60_000 });
+    fx = await crlFixture('snapcoord-revoked-conn-', ['n1', 'n3'], { refreshMs: 60_000 });
+    ({ dir, crl } = fx);
     // n3's client plane: a KV service answering every get.
     const n3 = nodeCertFiles(dir, 'n3');
     server = new grpc.Server();
@@ -69,17 +52,9 @@ describe('connections to a member whose certificate a reloaded peer CRL revokes 
   });
 
   after(async () => {
-    crl.close();
     server.forceShutdown();
-    await rm(dir, { recursive: true, force: true });
+    await fx.close();
   });
-
-  async function revokeN3(): Promise<void> {
-    const serial = new X509Certificate(await readFile(nodeCertFiles(dir, 'n3').certFile)).serialNumber;
-    await writeFile(join(dir, 'crl.pem'), await createCrl(await readCa(dir), [{ serialNumber: serial }]));
-    await crl.refresh();
-    assert.equal(crl.isRevoked(serial), true);
-  }
 
   it('the forwarder: once the CRL revokes n3 and serve tells the credentials (closeRevoked), no forwarded call reaches n3 over the connection made before', async () => {
     const n1 = nodeCertFiles(dir, 'n1');
@@ -101,7 +76,7 @@ describe('connections to a member whose certificate a reloaded peer CRL revokes 
       assert.equal(members.closeRevoked(), 0, 'nothing revoked yet: nothing closed');
       assert.equal(await get(), 'found true', 'the connection still serves');
       const before = handled;
-      await revokeN3();
+      await fx.revoke('n3');
       assert.equal(members.closeRevoked(), 1, 'one connection to n3 closed');
       assert.equal(members.openConnections, 0);
       for (let i = 0; i < 3; i++) {
@@ -124,6 +99,7 @@ describe('connections to a member whose certificate a reloaded peer CRL revokes 
  */
 describe('n3\'s open connection to n1\'s peer plane once n1\'s reloaded CRL revokes n3 (real node, mutual TLS)', function () {
   this.timeout(30_000);
+  let fx: CrlFixture;
   let dir: string;
   let api: ApiServer;
   let node: Node;
@@ -131,12 +107,9 @@ describe('n3\'s open connection to n1\'s peer plane once n1\'s reloaded CRL revo
   let client: RaftServiceClient;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-revoked-inbound-'));
-    await writeCa(dir);
-    for (const id of ['n1', 'n3']) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
-    const ca = caFiles(dir).caFile;
-    await writeFile(join(dir, 'crl.pem'), await createCrl(await readCa(dir), []));
-    crl = await PeerCrl.open({ crlFile: join(dir, 'crl.pem'), caFile: ca, refreshMs: 60_000 });
+    fx = await crlFixture('snapcoord-revoked-inbound-', ['n1', 'n3'], { refreshMs: 60_000 });
+    ({ dir, crl } = fx);
+    const ca = fx.caFile;
     const f = nodeCertFiles(dir, 'n1');
     api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', peerCredentials: serverCredentialsFromFiles({ certFile: f.certFile, keyFile: f.keyFile, caFile: ca, requireClientCert: true }) });
     const transport = new GrpcTransport({ selfId: 'n1', onMessage: () => undefined });
@@ -150,10 +123,9 @@ describe('n3\'s open connection to n1\'s peer plane once n1\'s reloaded CRL revo
 
   after(async () => {
     client.close();
-    crl.close();
     await api.close(200);
     await node.stop();
-    await rm(dir, { recursive: true, force: true });
+    await fx.close();
   });
 
   const ask = (): Promise<string> =>
@@ -177,10 +149,7 @@ describe('n3\'s open connection to n1\'s peer plane once n1\'s reloaded CRL revo
     const deadline = Date.now() + 5_000;
     while (answers.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     assert.equal(answers.length, 1, 'n1 answers n3\'s heartbeat before the revocation');
-    const serial = new X509Certificate(await readFile(nodeCertFiles(dir, 'n3').certFile)).serialNumber;
-    await writeFile(join(dir, 'crl.pem'), await createCrl(await readCa(dir), [{ serialNumber: serial }]));
-    await crl.refresh();
-    assert.equal(crl.isRevoked(serial), true);
+    await fx.revoke('n3');
     stream.write(heartbeat(1));
     assert.match(await ended, /PERMISSION_DENIED: refused: the certificate of n3 \(serial [0-9a-f]+\) is revoked/);
     assert.equal(answers.length, 1, 'the stream opened before answered after the revocation');

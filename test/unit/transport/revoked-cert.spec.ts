@@ -1,8 +1,4 @@
 import { strict as assert } from 'node:assert';
-import { X509Certificate } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { bindApiServer, type ApiServer } from '../../../src/api/server.js';
 import { RaftServiceClient } from '../../../src/gen/snapcoord/v1/raft.js';
@@ -12,36 +8,20 @@ import { cryptoRng } from '../../../src/node/crypto-rng.js';
 import { Node } from '../../../src/node/node.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
 import { MemoryDataDir, MemoryStorage } from '../../../src/storage/memory-storage.js';
-import {
-  caFiles,
-  channelCredentialsFromFiles,
-  createCrl,
-  memberChannelCredentialsFromFiles,
-  memberIdOf,
-  nodeCertFiles,
-  PeerCrl,
-  readCa,
-  serverCredentialsFromFiles,
-  writeCa,
-  writeNodeCert,
-} from '../../../src/tls/index.js';
+import { caFiles, channelCredentialsFromFiles, memberChannelCredentialsFromFiles, memberIdOf, nodeCertFiles, serverCredentialsFromFiles, type PeerCrl } from '../../../src/tls/index.js';
 import { appendRequestToProto } from '../../../src/transport/codec.js';
 import { RAFT_SERVICE_DEFINITION } from '../../../src/transport/fetch-serializer.js';
 import { askMembership, GrpcTransport } from '../../../src/transport/grpc-transport.js';
 import { createRaftService } from '../../../src/transport/raft-service.js';
 import type { RaftRequestHandler } from '../../../src/transport/transport.js';
 import { certificateRevocation, CLUSTER_ID_METADATA_KEY, peerDial, type PeerCall, type PeerDial, type RefusalReason } from '../../../src/transport/peer-guard.js';
-import { callWhoAmI, show, startServer } from '../tls/helpers.js';
+import { callWhoAmI, crlFixture, show, startServer, type CrlFixture } from '../tls/helpers.js';
 
 const CLUSTER = 'revoked-cert';
 const text = new TextEncoder();
 
 function identityOf(call: PeerCall): string | null {
   return memberIdOf((call as unknown as grpc.ServerUnaryCall<unknown, unknown>).getAuthContext().sslPeerCertificate);
-}
-
-async function serialOfFile(file: string): Promise<string> {
-  return new X509Certificate(await readFile(file)).serialNumber;
 }
 
 /**
@@ -53,6 +33,7 @@ async function serialOfFile(file: string): Promise<string> {
  */
 describe('a removed member\'s certificate revoked by --peer-crl (real node, mutual TLS)', function () {
   this.timeout(60_000);
+  let fx: CrlFixture;
   let dir: string;
   let api: ApiServer;
   let node: Node;
@@ -60,13 +41,9 @@ describe('a removed member\'s certificate revoked by --peer-crl (real node, mutu
   const refusals: RefusalReason[] = [];
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-revoked-'));
-    await writeCa(dir);
-    for (const id of ['n1', 'n2', 'n3']) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
-    const ca = caFiles(dir).caFile;
-    const crlFile = join(dir, 'crl.pem');
-    await writeFile(crlFile, await createCrl(await readCa(dir), [{ serialNumber: await serialOfFile(nodeCertFiles(dir, 'n3').certFile) }]));
-    crl = await PeerCrl.open({ crlFile, caFile: ca });
+    fx = await crlFixture('snapcoord-revoked-', ['n1', 'n2', 'n3'], { revoked: ['n3'] });
+    ({ dir, crl } = fx);
+    const ca = fx.caFile;
     const f = nodeCertFiles(dir, 'n1');
     api = await bindApiServer({ bindAddress: '127.0.0.1:0', peerBindAddress: '127.0.0.1:0', peerCredentials: serverCredentialsFromFiles({ certFile: f.certFile, keyFile: f.keyFile, caFile: ca, requireClientCert: true }) });
     const ref: { node: Node | null } = { node: null };
@@ -79,10 +56,9 @@ describe('a removed member\'s certificate revoked by --peer-crl (real node, mutu
   });
 
   after(async () => {
-    crl.close();
     await api.close(200);
     await node.stop();
-    await rm(dir, { recursive: true, force: true });
+    await fx.close();
   });
 
   const read = (key: string): Promise<string> => node.get(text.encode(key), true).then((v) => (v === undefined ? '' : new TextDecoder().decode(v)));
@@ -166,6 +142,7 @@ describe('a removed member\'s certificate revoked by --peer-crl (real node, mutu
  */
 describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants stop at once (real gRPC, mutual TLS)', function () {
   this.timeout(30_000);
+  let fx: CrlFixture;
   let dir: string;
   let server: grpc.Server;
   let transport: GrpcTransport;
@@ -174,13 +151,9 @@ describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants
   const answers: Message[] = [];
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'snapcoord-revoked-reconnect-'));
-    await writeCa(dir);
-    for (const id of ['n1', 'n3']) await writeNodeCert(dir, id, { ips: ['127.0.0.1'] });
-    const ca = caFiles(dir).caFile;
-    const crlFile = join(dir, 'crl.pem');
-    await writeFile(crlFile, await createCrl(await readCa(dir), []));
-    crl = await PeerCrl.open({ crlFile, caFile: ca, refreshMs: 60_000 });
+    fx = await crlFixture('snapcoord-revoked-reconnect-', ['n1', 'n3'], { refreshMs: 60_000 });
+    ({ dir, crl } = fx);
+    const ca = fx.caFile;
     // n3: removed, still running, granting every vote asked of it.
     const n3 = nodeCertFiles(dir, 'n3');
     server = new grpc.Server();
@@ -201,10 +174,9 @@ describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants
   });
 
   after(async () => {
-    crl.close();
     await transport.close();
     server.forceShutdown();
-    await rm(dir, { recursive: true, force: true });
+    await fx.close();
   });
 
   async function grantsFor(term: number, waitMs: number): Promise<number> {
@@ -215,7 +187,7 @@ describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants
   }
 
   it('an answer to GetMembership carries the serial of the certificate n3 presented (what removal news drops once the CRL revokes it), over the peer channel and over one of its own', async () => {
-    const serial = await serialOfFile(nodeCertFiles(dir, 'n3').certFile);
+    const serial = await fx.serialOf('n3');
     const a = await transport.askMembership({ from: 'n1', to: 'n3' }, 5_000);
     assert.equal(a.from, 'n3');
     assert.equal(a.serial, serial);
@@ -226,9 +198,7 @@ describe('GrpcTransport.reconnect after a CRL change: a removed member\'s grants
 
   it('n3 grants over its connection; once the CRL revokes it and the transport reconnects, no grant arrives', async () => {
     assert.equal(await grantsFor(2, 5_000), 1, 'n3 answers before its revocation');
-    await writeFile(join(dir, 'crl.pem'), await createCrl(await readCa(dir), [{ serialNumber: await serialOfFile(nodeCertFiles(dir, 'n3').certFile) }]));
-    await crl.refresh();
-    assert.equal(crl.isRevoked(await serialOfFile(nodeCertFiles(dir, 'n3').certFile)), true);
+    await fx.revoke('n3');
     transport.reconnect();
     assert.equal(await grantsFor(3, 1_500), 0, 'a grant from the revoked n3 arrived');
   });
