@@ -10,12 +10,11 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { connect } from 'node:tls';
-import { pino } from 'pino';
 import { createGateway, type Gateway } from '../../../src/gateway/gateway.js';
 import { createCa, issueNodeCert, type CertKeyPem } from '../../../src/tls/certs.js';
 import { writeFileAtomic } from '../../../src/tls/files.js';
+import { logLines } from '../../harness/log-lines.js';
 
 const DAY_MS = 86_400_000;
 const KEY = 'gateway-admin-key-0123456789';
@@ -72,8 +71,7 @@ describe('gateway HTTPS files: checked at start and on reload (review16)', funct
   it('an expired certificate swapped in is not served: the previous one stays, the error is logged once; a good one is then taken', async () => {
     const first = await issueNodeCert(ca, { id: 'gw', dns: ['localhost'] });
     await put(first);
-    const lines: string[] = [];
-    const logger = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _enc, cb) => (lines.push(chunk.toString()), cb()) }));
+    const { lines, logger } = logLines('info');
     gw = createGateway({ target: '127.0.0.1:1', auth: { adminKey: KEY }, tls: { certFile: certFile(), keyFile: keyFile() }, logger, tlsReloadCheckMs: 20 });
     const port = Number((await gw.listen('127.0.0.1:0')).split(':').pop());
     assert.equal(await servedSerial(port, ca.certPem), serialOf(first));
@@ -95,8 +93,7 @@ describe('gateway HTTPS files: checked at start and on reload (review16)', funct
   it('a certificate in use that expires is logged once, and again for a replacement that expires in turn (review18)', async () => {
     const soon = await issueNodeCert(ca, { id: 'gw', dns: ['localhost'], notBefore: new Date(Date.now() - DAY_MS), notAfter: new Date(Date.now() + 2_000) });
     await put(soon);
-    const lines: string[] = [];
-    const logger = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _enc, cb) => (lines.push(chunk.toString()), cb()) }));
+    const { lines, logger } = logLines('info');
     gw = createGateway({ target: '127.0.0.1:1', auth: { adminKey: KEY }, tls: { certFile: certFile(), keyFile: keyFile() }, logger, tlsReloadCheckMs: 20 });
     await gw.listen('127.0.0.1:0');
     const expired = (): string[] => lines.filter((l) => l.includes('HTTPS certificate in use has expired'));

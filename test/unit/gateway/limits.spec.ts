@@ -18,14 +18,13 @@ import { request as httpsRequest } from 'node:https';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
-import { pino } from 'pino';
 import { UNKEYED_LOG_EVERY_MS, URL_LOG_CHARS_MAX, createGateway, type Gateway, type GatewayOptions } from '../../../src/gateway/gateway.js';
 import { createCa, issueNodeCert } from '../../../src/tls/certs.js';
 import type { RestoreSnapshotRequest, RestoreSnapshotResponse } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Role, startFakeApi, status, unaryOk, type FakeApi, type FakeApiHandlers } from './fake-api.js';
+import { logLines } from '../../harness/log-lines.js';
 import { HOUR_MS, SteppedClocks } from '../../harness/stepped-clocks.js';
 
 const KEY = 'admin-key-0123456789';
@@ -131,6 +130,49 @@ async function exchange(port: number, head: string, body = ''): Promise<{ res: R
   return { res: await res, socket };
 }
 
+/** ask: exchange on a fresh connection, closed once the answer is read. */
+async function ask(port: number, head: string, body = ''): Promise<RawResponse> {
+  const { res, socket } = await exchange(port, head, body);
+  socket.destroy();
+  return res;
+}
+
+/** SlowReaders: connections each pipelining one request 3,000 times and reading the answers 32 KiB every 500 ms; stop() ends them (and any socket pushed onto `sockets`). */
+interface SlowReaders {
+  readonly sockets: Socket[];
+  stop(): void;
+}
+
+async function slowReaders(port: number, count: number, request: string): Promise<SlowReaders> {
+  const sockets: Socket[] = [];
+  const timers: NodeJS.Timeout[] = [];
+  const stop = (): void => {
+    for (const t of timers) clearInterval(t);
+    for (const s of sockets) s.destroy();
+  };
+  try {
+    for (let i = 0; i < count; i++) {
+      const s = await open(port);
+      s.pause();
+      s.write(request.repeat(3_000));
+      timers.push(setInterval(() => void s.read(32 * KiB), 500));
+      sockets.push(s);
+    }
+  } catch (err) {
+    stop();
+    throw err;
+  }
+  return { sockets, stop };
+}
+
+/** healthAnswersWhileHeld: /health answers 200 three times, a second apart, on fresh connections (while attackers hold theirs). */
+async function healthAnswersWhileHeld(port: number): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await ask(port, get('/health'))).status, 200, `/health (try ${i + 1})`);
+    await sleep(1_000);
+  }
+}
+
 function get(path: string, headers: Record<string, string> = {}): string {
   return `GET ${path} HTTP/1.1\r\nHost: gw\r\n${Object.entries(headers)
     .map(([k, v]) => `${k}: ${v}\r\n`)
@@ -194,10 +236,9 @@ describe('gateway limits: a refused request closes its connection', function () 
     // An open route with no key passed closes its connection (a keyless caller gets one request a connection:
     // 'a caller with no key cannot keep its connections in flight'); the official clients send their key with
     // /health too, and keep the connection.
-    const keyless = await exchange(env?.port ?? 0, get('/health'));
-    keyless.socket.destroy();
-    assert.equal(keyless.res.status, 200);
-    assert.equal(keyless.res.headers['connection'], 'close');
+    const keyless = await ask(env?.port ?? 0, get('/health'));
+    assert.equal(keyless.status, 200);
+    assert.equal(keyless.headers['connection'], 'close');
     const { res, socket } = await exchange(env?.port ?? 0, get('/health', { 'X-TYPESENSE-API-KEY': KEY }));
     try {
       assert.equal(res.status, 200);
@@ -350,8 +391,7 @@ describe('gateway limits: idle timeouts', function () {
       { idleTimeoutMs: IDLE_MS },
     );
     try {
-      const { res, socket } = await exchange(slow.port, get('/debug', { 'X-TYPESENSE-API-KEY': KEY }));
-      socket.destroy();
+      const res = await ask(slow.port, get('/debug', { 'X-TYPESENSE-API-KEY': KEY }));
       assert.equal(res.status, 200);
     } finally {
       await stop(slow);
@@ -390,8 +430,7 @@ describe('gateway limits: connection cap', function () {
           }),
         );
       }
-      const { res, socket } = await exchange(env.port, get('/health'));
-      socket.destroy();
+      const res = await ask(env.port, get('/health'));
       assert.equal(res.status, 200);
       assert.deepEqual(JSON.parse(res.body), { ok: true, status: 'available' });
       assert.ok(env.gw.connectionStats().open <= CONNECTIONS_MAX, `${env.gw.connectionStats().open} connections held`);
@@ -414,26 +453,13 @@ describe('gateway limits: connection cap', function () {
     // at the default idle timeout, then again on new connections).
     const CONNECTIONS_MAX = 4;
     const env = await start(leaderStatus, { connectionsMax: CONNECTIONS_MAX, idleTimeoutMs: 10_000 });
-    const attackers: Socket[] = [];
-    const timers: NodeJS.Timeout[] = [];
+    let attackers: SlowReaders | null = null;
     try {
-      for (let i = 0; i < CONNECTIONS_MAX; i++) {
-        const s = await open(env.port);
-        s.pause();
-        s.write(get('/openapi.json').repeat(3_000));
-        timers.push(setInterval(() => void s.read(32 * KiB), 500));
-        attackers.push(s);
-      }
+      attackers = await slowReaders(env.port, CONNECTIONS_MAX, get('/openapi.json'));
       await sleep(1_000);
-      for (let i = 0; i < 3; i++) {
-        const { res, socket } = await exchange(env.port, get('/health'));
-        socket.destroy();
-        assert.equal(res.status, 200, `/health (try ${i + 1})`);
-        await sleep(1_000);
-      }
+      await healthAnswersWhileHeld(env.port);
     } finally {
-      for (const t of timers) clearInterval(t);
-      for (const s of attackers) s.destroy();
+      attackers?.stop();
       await stop(env);
     }
   });
@@ -445,38 +471,23 @@ describe('gateway limits: connection cap', function () {
     // no such bound). Beyond the bound an open route's answer closes its connection and a keyed route answers 429.
     const CONNECTIONS_MAX = 4;
     const env = await start(leaderStatus, { connectionsMax: CONNECTIONS_MAX, idleTimeoutMs: 10_000, keyConnectionsMax: 2 });
-    const attackers: Socket[] = [];
-    const timers: NodeJS.Timeout[] = [];
+    let attackers: SlowReaders | null = null;
     try {
-      for (let i = 0; i < CONNECTIONS_MAX; i++) {
-        const s = await open(env.port);
-        s.pause();
-        s.write(get('/openapi.json', { 'X-TYPESENSE-API-KEY': READ_KEY }).repeat(3_000));
-        timers.push(setInterval(() => void s.read(32 * KiB), 500));
-        attackers.push(s);
-      }
+      attackers = await slowReaders(env.port, CONNECTIONS_MAX, get('/openapi.json', { 'X-TYPESENSE-API-KEY': READ_KEY }));
       await sleep(1_000);
-      for (let i = 0; i < 3; i++) {
-        const { res, socket } = await exchange(env.port, get('/health'));
-        socket.destroy();
-        assert.equal(res.status, 200, `/health (try ${i + 1})`);
-        await sleep(1_000);
-      }
+      await healthAnswersWhileHeld(env.port);
       // A keyed route of that key beyond its bound: 429, and its connection closed.
       const s = await open(env.port);
-      attackers.push(s);
+      attackers.sockets.push(s);
       const r = readResponse(s);
       s.write(get('/metrics', { 'X-TYPESENSE-API-KEY': READ_KEY }));
       const res = await r;
       assert.equal(res.status, 429);
       assert.equal(res.headers['connection'], 'close');
       // Another key is not held back.
-      const admin = await exchange(env.port, get('/metrics', { 'X-TYPESENSE-API-KEY': KEY }));
-      admin.socket.destroy();
-      assert.equal(admin.res.status, 200);
+      assert.equal((await ask(env.port, get('/metrics', { 'X-TYPESENSE-API-KEY': KEY }))).status, 200);
     } finally {
-      for (const t of timers) clearInterval(t);
-      for (const s of attackers) s.destroy();
+      attackers?.stop();
       await stop(env);
     }
   });
@@ -607,14 +618,8 @@ describe('gateway secrets', function () {
   this.timeout(30_000);
 
   it('keys never reach the log, whatever the case or percent-encoding of the parameter or header name', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        lines.push(chunk.toString());
-        cb();
-      },
-    });
-    const env = await start(leaderStatus, { logger: pino({ level: 'trace' }, sink) });
+    const { lines, logger } = logLines('trace');
+    const env = await start(leaderStatus, { logger });
     try {
       const names = [
         'x-typesense-api-key',
@@ -629,16 +634,14 @@ describe('gateway secrets', function () {
       const statuses: number[] = [];
       for (const n of names) {
         for (const path of ['/debug', '/no/such/route', '/metrics']) {
-          const { res, socket } = await exchange(env.port, get(`${path}?a=1&${n}=${KEY}&b=2`));
-          socket.destroy();
+          const res = await ask(env.port, get(`${path}?a=1&${n}=${KEY}&b=2`));
           if (path === '/debug') statuses.push(res.status);
         }
       }
       // Fastify decodes parameter names: the percent-encoded spelling is a key the gateway accepts.
       assert.equal(statuses[names.indexOf('x%2Dtypesense%2Dapi%2Dkey')], 200);
       for (const h of ['X-TYPESENSE-API-KEY', 'Authorization', 'X-Nomad-Token', 'x-typesense-api-key']) {
-        const { socket } = await exchange(env.port, get('/debug', { [h]: h === 'Authorization' ? `Bearer ${KEY}` : KEY }));
-        socket.destroy();
+        await ask(env.port, get('/debug', { [h]: h === 'Authorization' ? `Bearer ${KEY}` : KEY }));
       }
       const log = lines.join('');
       assert.match(log, /x%2Dtypesense%2Dapi%2Dkey=<redacted>&b=2/);
@@ -653,20 +656,13 @@ describe('gateway secrets', function () {
     // review31: every request is logged at info (fastify's "incoming request") with its URL, up to Node's 16 KiB
     // head: a caller with no key wrote ~15 KB of log per request (`/health?q=aaa...`), 322 KB for 21 requests on a
     // live `serve`, without end (`local` logs into ./data, beside the nodes' state).
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        lines.push(chunk.toString());
-        cb();
-      },
-    });
+    const { lines, logger } = logLines('debug');
     // At debug: requests whose key did not pass are logged there (one line a request).
-    const env = await start(leaderStatus, { logger: pino({ level: 'debug' }, sink) });
+    const env = await start(leaderStatus, { logger });
     try {
       const long = 'a'.repeat(12_000);
       for (const head of [get(`/health?q=${long}`), get(`/no/such/route?${long}`), get(`/debug?q=${long}&x-typesense-api-key=${KEY}`), get(`/tasks/${long}`)]) {
-        const { socket } = await exchange(env.port, head);
-        socket.destroy();
+        await ask(env.port, head);
       }
       assert.ok(lines.length >= 4, `${lines.length} log lines`);
       for (const l of lines) assert.ok(l.length <= URL_LOG_CHARS_MAX + 512, `a log line of ${l.length} characters: ${l.slice(0, 200)}...`);
@@ -683,25 +679,17 @@ describe('gateway secrets', function () {
   it('requests whose key did not pass are logged at debug, with a count at info at most once a minute: a caller with no key cannot fill the log', async () => {
     // review31: every request wrote two info lines (incoming, completed), a keyless caller's too: at a few thousand
     // requests a second, megabytes of log a second from anyone who reaches the port (`local` logs into ./data).
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        lines.push(chunk.toString());
-        cb();
-      },
-    });
-    const env = await start(leaderStatus, { logger: pino({ level: 'info' }, sink) });
+    const { lines, logger } = logLines('info');
+    const env = await start(leaderStatus, { logger });
     try {
       for (let i = 0; i < 30; i++) {
         for (const head of [get('/health'), get(`/no/such/${i}`), get('/debug'), get('/debug', { 'X-TYPESENSE-API-KEY': 'wrong-key-0123456' })]) {
-          const { socket } = await exchange(env.port, head);
-          socket.destroy();
+          await ask(env.port, head);
         }
       }
       const keyless = lines.length;
       assert.ok(keyless <= 2, `${keyless} info lines for 120 requests without a valid key:\n${lines.slice(0, 4).join('')}`);
-      const { socket } = await exchange(env.port, get('/debug', { 'X-TYPESENSE-API-KEY': KEY }));
-      socket.destroy();
+      await ask(env.port, get('/debug', { 'X-TYPESENSE-API-KEY': KEY }));
       const keyed = lines.slice(keyless).join('');
       assert.match(keyed, /"url":"\/debug"/, 'a request whose key passed is logged at info with its URL');
       assert.match(keyed, /"statusCode":200/);
@@ -712,19 +700,12 @@ describe('gateway secrets', function () {
 
   it('the count of requests without a valid key is timed on the monotonic clock: the wall clock stepped back 1 h, it is logged again a minute later', async () => {
     // On the wall clock (Date.now) a step back (NTP, a resumed VM) kept the count quiet for the step's length.
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        lines.push(chunk.toString());
-        cb();
-      },
-    });
+    const { lines, logger } = logLines('info');
     const clocks = new SteppedClocks().install();
-    const env = await start(leaderStatus, { logger: pino({ level: 'info' }, sink) });
+    const env = await start(leaderStatus, { logger });
     try {
       const counted = async (): Promise<number> => {
-        const { socket } = await exchange(env.port, get('/health'));
-        socket.destroy();
+        await ask(env.port, get('/health'));
         return lines.filter((l) => l.includes('requests without a valid key')).length;
       };
       assert.equal(await counted(), 1, 'the first request without a key is counted at once');
@@ -756,14 +737,12 @@ describe('gateway secrets', function () {
         ['no key, upload', withBody('PUT', '/v1/operator/snapshot', {}, 0)],
       ];
       for (const [name, head] of requests) {
-        const { res, socket } = await exchange(env.port, head);
-        socket.destroy();
+        const res = await ask(env.port, head);
         assert.ok(res.status >= 400 && res.status < 500, `${name}: ${res.status}`);
         for (const s of secret) assert.ok(!res.body.includes(s), `${name}: the answer holds ${s}: ${res.body}`);
       }
       // A caller whose key passed still hears why (the snapshot roots included).
-      const { res, socket } = await exchange(env.port, withBody('POST', `/operations/snapshot?snapshot_path=${encodeURIComponent('/etc/secret-dir')}`, { 'X-TYPESENSE-API-KEY': KEY }, 0));
-      socket.destroy();
+      const res = await ask(env.port, withBody('POST', `/operations/snapshot?snapshot_path=${encodeURIComponent('/etc/secret-dir')}`, { 'X-TYPESENSE-API-KEY': KEY }, 0));
       assert.equal(res.status, 400);
       assert.ok(res.body.includes(root), res.body);
     } finally {

@@ -11,8 +11,6 @@ import { once } from 'node:events';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import type { InjectOptions, LightMyRequestResponse as LightResponse } from 'fastify';
-import { pino } from 'pino';
-import { Writable } from 'node:stream';
 import { KeyRing, parseApiKeys, presentedKeys, redactUrl } from '../../../src/gateway/auth.js';
 import { createGateway, localTarget, type Gateway } from '../../../src/gateway/gateway.js';
 import { meiliTaskError, taskFilterOf } from '../../../src/gateway/meili-tasks.js';
@@ -29,6 +27,7 @@ import type {
   TaskFilter,
 } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { Role, grpcError, startFakeApi, status, task, unaryOk, type FakeApi, type FakeApiHandlers } from './fake-api.js';
+import { logLines } from '../../harness/log-lines.js';
 import { sleep, until } from '../../harness/until.js';
 
 const KEY = 'admin-key-0123456789';
@@ -109,14 +108,8 @@ describe('gateway: auth', () => {
   });
 
   it('the request log holds no key (headers or query)', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        lines.push(chunk.toString());
-        cb();
-      },
-    });
-    const env = await setup({ cluster: { status: unaryOk(status(Role.ROLE_LEADER, 'n1')) } }, { logger: pino({ level: 'trace' }, sink) });
+    const { lines, logger } = logLines('trace');
+    const env = await setup({ cluster: { status: unaryOk(status(Role.ROLE_LEADER, 'n1')) } }, { logger });
     try {
       await env.gw.app.inject({ method: 'GET', url: `/debug?x-typesense-api-key=${KEY}` });
       await env.gw.app.inject({ method: 'GET', url: '/debug', headers: { ...bearer, ...nomad, ...ts } });
