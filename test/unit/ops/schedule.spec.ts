@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { LEGACY_SCHEDULE_KEY_PREFIX, SCHEDULE_RECORD_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type TickResult } from '../../../src/ops/schedule.js';
+import { LEGACY_SCHEDULE_KEY_PREFIX, SCHEDULE_RECORD_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type ScheduleOptions, type TickResult } from '../../../src/ops/schedule.js';
 import { S3Destination, s3SettingsFrom, snapshotName } from '../../../src/ops/s3.js';
 import { SnapshotAgent } from '../../../src/ops/snapshot-agent.js';
 import { NO_RETENTION, type RetentionPolicy } from '../../../src/ops/retention.js';
@@ -22,6 +22,19 @@ import { BUCKET, S3Server } from './s3-server.js';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 const HOUR = 3_600_000;
+
+/** hourly: the schedule these tests run: `db` every hour into /snapshots, never busy, quiet, on the clock `now`; `o` replaces any of that. */
+function hourly(node: ScheduleOptions['node'], now: () => number, o: Pick<ScheduleOptions, 'enqueue'> & Partial<ScheduleOptions>): SnapshotSchedule {
+  return new SnapshotSchedule({ node, intervalMs: HOUR, dbName: 'db', snapshotDir: '/snapshots', busy: () => false, log: silent, now, ...o });
+}
+
+/** recorder: an enqueue that pushes `entry(path)` onto `list` and answers a task numbered by the list's length. */
+function recorder<T>(list: T[], entry: (path: string) => T): ScheduleOptions['enqueue'] {
+  return async (path) => {
+    list.push(entry(path));
+    return { uid: list.length, details: { path } } as Task;
+  };
+}
 
 /** useS3Keys puts the test server's keys in the process environment (the SDK's default chain reads them there); the function it returns puts back what was there. */
 function useS3Keys(env: Record<string, string | undefined>): () => void {
@@ -45,22 +58,7 @@ describe('agent: snapshot schedule', function () {
       await c.waitForLeader();
       let now = Date.parse('2026-12-03T00:00:00Z');
       const enqueued: { by: string; path: string }[] = [];
-      const schedules = c.members.map(
-        (m) =>
-          new SnapshotSchedule({
-            node: c.node(m.id),
-            intervalMs: HOUR,
-            dbName: 'db',
-            snapshotDir: '/snapshots',
-            enqueue: async (path) => {
-              enqueued.push({ by: m.id, path });
-              return { uid: enqueued.length, details: { path } } as Task;
-            },
-            busy: () => false,
-            log: silent,
-            now: () => now,
-          }),
-      );
+      const schedules = c.members.map((m) => hourly(c.node(m.id), () => now, { enqueue: recorder(enqueued, (path) => ({ by: m.id, path })) }));
       const tickAll = async (): Promise<TickResult[]> => Promise.all(schedules.map((s) => s.tick()));
       const leaderId = (await c.waitForLeader()).id;
       const first = await tickAll();
@@ -106,19 +104,12 @@ describe('agent: snapshot schedule', function () {
       let now = Date.parse('2026-12-03T00:00:00Z');
       let refuse = true;
       const enqueued: string[] = [];
-      const s = new SnapshotSchedule({
-        node: sn.node,
-        intervalMs: HOUR,
-        dbName: 'db',
-        snapshotDir: '/snapshots',
+      const record = recorder(enqueued, (path) => path);
+      const s = hourly(sn.node, () => now, {
         enqueue: async (path) => {
           if (refuse) throw Object.assign(new Error("ENOSPC: no space left on device, write '/d/tasks.json'"), { code: 'ENOSPC' });
-          enqueued.push(path);
-          return { uid: enqueued.length, details: { path } } as Task;
+          return record(path);
         },
-        busy: () => false,
-        log: silent,
-        now: () => now,
       });
       assert.equal(await s.tick(), 'started');
       now += HOUR;
@@ -140,19 +131,13 @@ describe('agent: snapshot schedule', function () {
       let failure: string | null = "ENOSPC: no space left on device, write '/d/tasks.json'";
       const attempts: number[] = [];
       const warnings: { atMs: number; err: string }[] = [];
-      const s = new SnapshotSchedule({
-        node: sn.node,
-        intervalMs: HOUR,
-        dbName: 'db',
-        snapshotDir: '/snapshots',
+      const s = hourly(sn.node, () => now, {
         enqueue: async (path) => {
           attempts.push(now);
           if (failure !== null) throw Object.assign(new Error(failure), { code: 'ENOSPC' });
           return { uid: attempts.length, details: { path } } as Task;
         },
-        busy: () => false,
         log: { ...silent, warn: (o: object) => warnings.push({ atMs: now, err: String((o as { err?: unknown }).err) }) },
-        now: () => now,
       });
       assert.equal(await s.tick(), 'started');
       now += HOUR;
@@ -228,19 +213,7 @@ describe('agent: snapshot schedule', function () {
       const legacy = Buffer.from(`${LEGACY_SCHEDULE_KEY_PREFIX}db`);
       await n.propose({ op: 'put', key: legacy, value: Buffer.from(JSON.stringify({ lastRunAtMs: now - HOUR / 2, nodeId: 'old' })) });
       const enqueued: string[] = [];
-      const schedule = new SnapshotSchedule({
-        node: n,
-        intervalMs: HOUR,
-        dbName: 'db',
-        snapshotDir: '/snapshots',
-        enqueue: async (path) => {
-          enqueued.push(path);
-          return { uid: enqueued.length, details: { path } } as Task;
-        },
-        busy: () => false,
-        log: silent,
-        now: () => now,
-      });
+      const schedule = hourly(n, () => now, { enqueue: recorder(enqueued, (path) => path) });
       assert.equal(await schedule.tick(), 'notDue', 'the legacy key says it ran half an hour ago');
       now += HOUR / 2;
       assert.equal(await schedule.tick(), 'enqueued');
@@ -264,19 +237,7 @@ describe('agent: snapshot schedule', function () {
       const legacy = Buffer.from(`${LEGACY_SCHEDULE_KEY_PREFIX}db`);
       await n.propose({ op: 'put', key: legacy, value: Buffer.from(JSON.stringify({ lastRunAtMs: now + 100 * 365 * 24 * HOUR, nodeId: 'x' })) });
       const enqueued: string[] = [];
-      const schedule = new SnapshotSchedule({
-        node: n,
-        intervalMs: HOUR,
-        dbName: 'db',
-        snapshotDir: '/snapshots',
-        enqueue: async (path) => {
-          enqueued.push(path);
-          return { uid: enqueued.length, details: { path } } as Task;
-        },
-        busy: () => false,
-        log: silent,
-        now: () => now,
-      });
+      const schedule = hourly(n, () => now, { enqueue: recorder(enqueued, (path) => path) });
       assert.equal(await schedule.tick(), 'notDue');
       now += HOUR;
       assert.equal(await schedule.tick(), 'enqueued', 'one interval after the schedule read a future last run, it runs');
@@ -315,16 +276,7 @@ describe('agent: snapshot schedule', function () {
           }),
       }, silent);
       const q = queue;
-      const schedule = new SnapshotSchedule({
-        node: sn.node,
-        intervalMs: HOUR,
-        dbName: 'db',
-        snapshotDir: dir,
-        enqueue: (path) => q.enqueue('snapshotCreation', { path }),
-        busy: () => q.depth() > 0,
-        log: silent,
-        now: () => now,
-      });
+      const schedule = hourly(sn.node, () => now, { snapshotDir: dir, enqueue: (path) => q.enqueue('snapshotCreation', { path }), busy: () => q.depth() > 0 });
       assert.equal(await schedule.tick(), 'started');
       for (let i = 0; i < 4; i++) {
         now += HOUR;

@@ -137,6 +137,20 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
     return t;
   }
 
+  /** heartbeatUntilAnswered sends heartbeats (readSeq 2, 3, ...) until one is answered, for at most 10 s: a stream reopened. */
+  function heartbeatUntilAnswered(t: GrpcTransport, what: string): Promise<void> {
+    let seq = 2;
+    return waitFor(
+      what,
+      () => {
+        if (replies.some((m) => m.type === 'heartbeatResp' && m.readSeq > 1)) return true;
+        t.send(heartbeat(seq++));
+        return false;
+      },
+      10_000,
+    );
+  }
+
   beforeEach(async () => {
     handler = new FakeHandler();
     replies = [];
@@ -285,16 +299,7 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
     server = await startServer(handler2, { port });
 
     // The leader keeps heartbeating; one of them gets through once the stream reopens.
-    let seq = 2;
-    await waitFor(
-      'a reply from the restarted server',
-      () => {
-        if (replies.some((m) => m.type === 'heartbeatResp' && m.readSeq > 1)) return true;
-        t.send(heartbeat(seq++));
-        return false;
-      },
-      10_000,
-    );
+    await heartbeatUntilAnswered(t, 'a reply from the restarted server');
     assert.ok(handler2.requests.length > 0);
     // The healthy stream resets the backoff and then carries appends in order again.
     t.send(append(1));
@@ -318,16 +323,7 @@ describe('GrpcTransport + RaftService over a real gRPC server', function () {
       await waitFor('the stream to fail', () => t.peerInfo('n2')!.backoffMs > 0);
       clocks.stepWall(-HOUR_MS);
       server = await startServer(new FakeHandler(), { port });
-      let seq = 2;
-      await waitFor(
-        'a reply over a reopened stream',
-        () => {
-          if (replies.some((m) => m.type === 'heartbeatResp' && m.readSeq > 1)) return true;
-          t.send(heartbeat(seq++));
-          return false;
-        },
-        10_000,
-      );
+      await heartbeatUntilAnswered(t, 'a reply over a reopened stream');
     } finally {
       clocks.restore();
     }
