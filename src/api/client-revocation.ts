@@ -37,6 +37,13 @@ export interface ClientRevocationOptions {
   readonly onRefused?: () => void;
   /** nowMs: the clock of the log's rate limit (default performance.now: monotonic, a wall clock stepped back does not silence it). */
   readonly nowMs?: () => number;
+  /**
+   * serialOf: the client certificate serial (normalizeSerial'd; null: none) of the connection a call came on, by the
+   * call's getPeer(), read once at its handshake (bindApiServer's listener); undefined for a connection it does not
+   * know, whose certificate is then read from the call (getAuthContext: Node builds the whole certificate, three
+   * fingerprints included, at each call: ~50 us of CPU a call, scripts/bench-client-crl-gate.ts).
+   */
+  readonly serialOf?: (peer: string) => string | null | undefined;
 }
 
 /** clientCertificateOf: the verified client certificate of a call (grpc-js sets it only for a verified one), or null. */
@@ -45,9 +52,9 @@ export function clientCertificateOf(call: GatedCall): PeerCertificate | null {
   return cert !== undefined && cert !== null && typeof cert.serialNumber === 'string' && cert.serialNumber !== '' ? cert : null;
 }
 
-/** serialOf: a certificate's serial as the CRL names it (normalizeSerial's form), at most 40 hex digits shown. */
-function serialOf(cert: PeerCertificate): string {
-  return normalizeSerial(cert.serialNumber).slice(0, 40);
+/** serialOf: a certificate's serial as the CRL names it (normalizeSerial's form). */
+export function serialOf(cert: PeerCertificate): string {
+  return normalizeSerial(cert.serialNumber);
 }
 
 /**
@@ -61,17 +68,21 @@ function serialOf(cert: PeerCertificate): string {
 export function clientRevocationInterceptor(opts: ClientRevocationOptions): grpc.ServerInterceptor {
   const nowMs = opts.nowMs ?? (() => performance.now());
   const lastLogMs = new Map<string, number>();
+  const serialOfCall = (call: GatedCall): string | null => {
+    const known = opts.serialOf?.(call.getPeer());
+    if (known !== undefined) return known;
+    const cert = clientCertificateOf(call);
+    return cert === null ? null : serialOf(cert);
+  };
   const gate: MetadataGate = {
     decide(_metadata, call): GateRefusal | null {
-      const cert = clientCertificateOf(call);
-      if (cert === null) return null;
-      if (!opts.revocation.isRevoked(cert.serialNumber)) return null;
-      return { code: grpc.status.UNAUTHENTICATED, details: `certificate revoked: the client certificate (serial ${serialOf(cert)}) is revoked by this node's --client-crl` };
+      const serial = serialOfCall(call);
+      if (serial === null || !opts.revocation.isRevoked(serial)) return null;
+      return { code: grpc.status.UNAUTHENTICATED, details: `certificate revoked: the client certificate (serial ${serial.slice(0, 40)}) is revoked by this node's --client-crl` };
     },
     refused(refusal, call): void {
       opts.onRefused?.();
-      const cert = clientCertificateOf(call);
-      const serial = cert === null ? '' : serialOf(cert);
+      const serial = (serialOfCall(call) ?? '').slice(0, 40);
       const now = nowMs();
       const last = lastLogMs.get(serial);
       if (last !== undefined && now - last < CLIENT_REVOKED_LOG_INTERVAL_MS) return;

@@ -40,6 +40,7 @@ import { metadataSizeInterceptor, PEER_METADATA_BYTES_MAX } from './metadata-siz
 import { CallGate, callGateInterceptor } from './call-gate.js';
 import { addWithBackpressure } from './stream-backpressure.js';
 import { createClusterService, type ClusterServiceOptions } from './cluster-service.js';
+import { clientRevocationInterceptor, serialOf, type ClientRevocationOptions } from './client-revocation.js';
 import { ConnectionLimiter, provingInterceptor, refusedOwnerInterceptor, type ConnectionLimits } from './connection-limiter.js';
 import { HostBudget, type HostBudgetLimits } from './host-budget.js';
 import { createKvService } from './kv-service.js';
@@ -118,6 +119,11 @@ export interface BindOptions {
   readonly clientAnswersPerCallerMax?: number;
   /** clientAnswerBytesPerCallerMax: answer bytes one API key has reserved or unread at once (AnswerBudget; default CLIENT_ANSWER_BYTES_PER_CALLER_MAX). */
   readonly clientAnswerBytesPerCallerMax?: number;
+  /**
+   * clientRevocation: the client CRL (serve --client-crl): a call over a client certificate it revokes is refused
+   * UNAUTHENTICATED first of all (clientRevocationInterceptor, given each connection's serial as read at its handshake).
+   */
+  readonly clientRevocation?: Omit<ClientRevocationOptions, 'serialOf'>;
   /** peerKeepalive: the peer plane's keepalive pings (default PEER_KEEPALIVE; tests shorten it). */
   readonly peerKeepalive?: { readonly timeMs: number; readonly timeoutMs: number };
 }
@@ -176,6 +182,11 @@ interface Listeners {
    * ApiServer.closeClientConnections) and answers how many; a connection without a client certificate is left alone.
    */
   closeWhere(condemned: (cert: PeerCertificate) => boolean): number;
+  /**
+   * clientSerialOf: the verified client certificate serial (normalizeSerial'd; null: none) of the open TLS connection
+   * a call's getPeer() names, read at its handshake; undefined when no open TLS connection has that name.
+   */
+  clientSerialOf(peer: string): string | null | undefined;
 }
 
 /**
@@ -212,11 +223,19 @@ async function listen(srv: grpc.Server, address: string, credentials: grpc.Serve
   // The TLS connections open now (the limiter's caps bound them), for closeWhere: grpc-js checks a client's
   // certificate at the handshake only, so a connection outlives a revocation unless it is closed. (A plaintext
   // plane's HTTP/2 server emits no 'secureConnection': the set stays empty.)
-  const secure = new Set<TLSSocket>();
+  // Each with its client certificate's serial, read once (Node builds the whole certificate at each read), by the
+  // name its calls' getPeer() give (`address:port`, as the limiter's).
+  const secure = new Map<string, { readonly tls: TLSSocket; readonly serial: string | null }>();
   h2.on('secureConnection', (tls: TLSSocket) => {
     if (tls.destroyed) return;
-    secure.add(tls);
-    tls.once('close', () => secure.delete(tls));
+    const cert = tls.authorized ? tls.getPeerCertificate() : null;
+    const serial = cert !== null && typeof cert === 'object' && typeof cert.serialNumber === 'string' && cert.serialNumber !== '' ? serialOf(cert) : null;
+    const key = `${tls.remoteAddress ?? ''}:${tls.remotePort ?? ''}`;
+    const entry = { tls, serial };
+    secure.set(key, entry);
+    tls.once('close', () => {
+      if (secure.get(key) === entry) secure.delete(key);
+    });
   });
   const servers: NetServer[] = [];
   let port = hp.port;
@@ -257,13 +276,16 @@ async function listen(srv: grpc.Server, address: string, credentials: grpc.Serve
       injector.destroy();
       limiter.destroyAll();
     },
+    clientSerialOf(peer) {
+      return secure.get(peer)?.serial;
+    },
     closeWhere(condemned) {
       let closed = 0;
-      for (const tls of [...secure]) {
+      for (const [key, { tls }] of [...secure]) {
         const cert = tls.getPeerCertificate();
         // {} when the client sent none
         if (cert === null || typeof cert !== 'object' || typeof cert.serialNumber !== 'string' || !condemned(cert)) continue;
-        secure.delete(tls);
+        secure.delete(key);
         // The TCP socket under it too: the limiter holds that one, and it may not say 'close' itself.
         const tcp = (tls as unknown as { _parent?: unknown })._parent;
         tls.destroy();
@@ -490,7 +512,16 @@ export async function bindApiServer(opts: BindOptions): Promise<ApiServer> {
   const answerBudget = new AnswerBudget(opts.clientAnswerBytesPerCallerMax);
   const server = new grpc.Server({
     ...clientServerOptions(maxRequestBytes),
-    interceptors: [metadataSizeInterceptor(), refusedOwnerInterceptor(clientLimiter, refusedKeyOwner), ...(opts.interceptors ?? []), provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner), callGateInterceptor(callGate), readGateInterceptor(readGate), answerBudgetInterceptor(answerBudget)],
+    interceptors: [
+      metadataSizeInterceptor(),
+      ...(opts.clientRevocation !== undefined ? [clientRevocationInterceptor({ ...opts.clientRevocation, serialOf: (peer) => listeners[0]?.clientSerialOf(peer) })] : []),
+      refusedOwnerInterceptor(clientLimiter, refusedKeyOwner),
+      ...(opts.interceptors ?? []),
+      provingInterceptor(clientLimiter, (path) => rpcNeed(path) !== 'open', apiKeyOwner),
+      callGateInterceptor(callGate),
+      readGateInterceptor(readGate),
+      answerBudgetInterceptor(answerBudget),
+    ],
   });
   let guard: PeerGuard | null = null;
   // Every peer call is admitted when it opens (cluster id, a member's certificate), before any of its messages

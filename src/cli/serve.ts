@@ -19,7 +19,6 @@ import { parseHostPort } from '../client/address.js';
 import { clientAuthInterceptor } from '../api/auth-interceptor.js';
 import { checkTlsFiles, CLIENT_CRL_KEPT_FILE, crlFileOf, memberChannelCredentialsFromFiles, memberIdOf, normalizeSerial, PEER_CRL_KEPT_FILE, type MemberChannelCredentials, PeerCrl, serverCredentialsFromFiles } from '../tls/index.js';
 import { x509 } from '../tls/x509.js';
-import { clientRevocationInterceptor } from '../api/client-revocation.js';
 import { X509MembershipProofs } from '../tls/membership-proof.js';
 import { certificateRevocation, peerDial, type PeerCall } from '../transport/peer-guard.js';
 import type { Logger } from '../node/logger.js';
@@ -417,11 +416,9 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
       logger,
       credentials: planes.clientServer,
       peerCredentials: planes.peerServer,
+      interceptors: [clientAuthInterceptor({ adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth, logger })],
       // A client certificate --client-crl revokes is refused before its API key is looked at.
-      interceptors: [
-        ...(clientCrl !== null ? [clientRevocationInterceptor({ revocation: clientCrl, logger, onRefused: () => metricsRef.metrics?.clientRevokedRefusals.inc() })] : []),
-        clientAuthInterceptor({ adminKey: cfg.apiKey, keys: cfg.apiKeys, insecureNoAuth: cfg.insecureNoAuth, logger }),
-      ],
+      ...(clientCrl !== null ? { clientRevocation: { revocation: clientCrl, logger, onRefused: () => metricsRef.metrics?.clientRevokedRefusals.inc() } } : {}),
       maxRequestBytes: cfg.maxRequestBytes,
     });
   } catch (err) {
