@@ -11,22 +11,19 @@
  *
  * A/B: run it from each tree, alternating. Figures only.
  */
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 import { PutRequest } from '../src/gen/snapcoord/v1/kv.js';
 import { startExternalMemoryGc } from '../src/snapshot/external-memory-gc.js';
 import { SnapshotNode, unaryCall } from '../test/unit/api/snapshot-node.js';
 import { arg } from './lib/arg.js';
+import { childRound } from './lib/memory-peaks.js';
 
 const VALUE_BYTES = 256 * 1024;
 const SAMPLE_MS = 5;
 
 const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
-const rssBytes = (): number => 1024 * Number(/VmRSS:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? NaN);
 
 async function main(): Promise<void> {
   const values = Math.ceil((Number(arg('mib', '40')) * 2 ** 20) / VALUE_BYTES);
@@ -44,24 +41,10 @@ async function main(): Promise<void> {
     if (s === undefined) throw new Error('no snapshot was made');
     const client = fileURLToPath(new URL('./lib/download-client.ts', import.meta.url));
     for (let r = 0; r < rounds; r++) {
-      gc();
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const rss0 = rssBytes();
-      const ab0 = process.memoryUsage().arrayBuffers;
-      let rssMax = rss0;
-      let abMax = ab0;
-      const sampler = setInterval(() => {
-        rssMax = Math.max(rssMax, rssBytes());
-        abMax = Math.max(abMax, process.memoryUsage().arrayBuffers);
-      }, SAMPLE_MS);
-      const t0 = performance.now();
-      const child = spawn(process.execPath, ['--import', 'tsx', client, n.api.address, s.id, String(parallel)], { stdio: ['ignore', 'inherit', 'inherit'] });
-      const [code] = (await once(child, 'exit')) as [number | null];
-      clearInterval(sampler);
-      if (code !== 0) throw new Error(`the client exited ${code}`);
+      const m = await childRound(gc, [client, n.api.address, s.id, String(parallel)], SAMPLE_MS);
       console.log(
-        `round ${r}: ${parallel} downloads of ${mib(s.archiveBytes)} MiB in ${((performance.now() - t0) / 1000).toFixed(2)} s; ` +
-          `server RSS ${mib(rss0)} MiB, peak +${mib(rssMax - rss0)}; ArrayBuffers ${mib(ab0)} MiB, peak +${mib(abMax - ab0)}`,
+        `round ${r}: ${parallel} downloads of ${mib(s.archiveBytes)} MiB in ${m.seconds.toFixed(2)} s; ` +
+          `server RSS ${mib(m.rss0)} MiB, peak +${mib(m.rssMax - m.rss0)}; ArrayBuffers ${mib(m.ab0)} MiB, peak +${mib(m.abMax - m.ab0)}`,
       );
     }
   } finally {

@@ -14,10 +14,7 @@
  *
  * A/B: run it from each tree, alternating. Figures only.
  */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,10 +30,10 @@ import { createRaftService } from '../src/transport/raft-service.js';
 import { openStateImage } from '../src/transport/state-image-fetcher.js';
 import type { RaftRequestHandler, StateImageStream } from '../src/transport/transport.js';
 import { arg } from './lib/arg.js';
+import { childRound } from './lib/memory-peaks.js';
 
 const SAMPLE_MS = 5;
 const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
-const rssBytes = (): number => 1024 * Number(/VmRSS:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? NaN);
 
 /** client (the child): fetches the image at `address` `parallel` times at once, each byte counted and dropped. */
 async function client(address: string, parallel: number): Promise<void> {
@@ -83,26 +80,10 @@ async function main(): Promise<void> {
   const self = fileURLToPath(import.meta.url);
   try {
     for (let r = 0; r < rounds; r++) {
-      gc();
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const rss0 = rssBytes();
-      const ab0 = process.memoryUsage().arrayBuffers;
-      let rssMax = rss0;
-      let abMax = ab0;
-      const sampler = setInterval(() => {
-        rssMax = Math.max(rssMax, rssBytes());
-        abMax = Math.max(abMax, process.memoryUsage().arrayBuffers);
-      }, SAMPLE_MS);
-      const cpu0 = process.cpuUsage();
-      const t0 = performance.now();
-      const child = spawn(process.execPath, ['--import', 'tsx', self, '--client', `127.0.0.1:${port}`, '--parallel', String(parallel)], { stdio: ['ignore', 'inherit', 'inherit'] });
-      const [code] = (await once(child, 'exit')) as [number | null];
-      clearInterval(sampler);
-      if (code !== 0) throw new Error(`the client exited ${code}`);
-      const cpu = process.cpuUsage(cpu0);
+      const m = await childRound(gc, [self, '--client', `127.0.0.1:${port}`, '--parallel', String(parallel)], SAMPLE_MS);
       console.log(
-        `round ${r}: ${parallel} fetches of a ${mib(totalMiB * 2 ** 20)} MiB image in ${((performance.now() - t0) / 1000).toFixed(2)} s; server CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s; ` +
-          `server RSS ${mib(rss0)} MiB, peak +${mib(rssMax - rss0)}; ArrayBuffers ${mib(ab0)} MiB, peak +${mib(abMax - ab0)}`,
+        `round ${r}: ${parallel} fetches of a ${mib(totalMiB * 2 ** 20)} MiB image in ${m.seconds.toFixed(2)} s; server CPU ${m.cpuSeconds.toFixed(2)} s; ` +
+          `server RSS ${mib(m.rss0)} MiB, peak +${mib(m.rssMax - m.rss0)}; ArrayBuffers ${mib(m.ab0)} MiB, peak +${mib(m.abMax - m.ab0)}`,
       );
     }
   } finally {

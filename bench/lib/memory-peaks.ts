@@ -5,6 +5,8 @@
  * allocated (Buffer.alloc / allocUnsafe / allocUnsafeSlow / concat, zlib's output buffers among them) by the first
  * caller outside node's own modules. Figures only.
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
@@ -127,4 +129,45 @@ export function startMemoryPeaks(options: { readonly timeline?: boolean; readonl
       };
     },
   };
+}
+
+/** ChildRound: a round's figures (childRound): this process's RSS and ArrayBuffers at its start and their peaks. */
+export interface ChildRound {
+  readonly rss0: number;
+  readonly rssMax: number;
+  readonly ab0: number;
+  readonly abMax: number;
+  /** seconds: the child's run, wall; cpuSeconds: this process's CPU meanwhile. */
+  readonly seconds: number;
+  readonly cpuSeconds: number;
+}
+
+/**
+ * childRound: one round of a bench whose work is done by a child process against a server in this one
+ * (bench/download-memory.ts, bench/image-serving-memory.ts): a full collection and 300 ms to settle, then this
+ * process's RSS and ArrayBuffers sampled every `sampleMs` until the child (`node --import tsx ...args`) exits 0.
+ */
+export async function childRound(gc: () => void, args: readonly string[], sampleMs: number): Promise<ChildRound> {
+  const rssBytes = (): number => 1024 * procStatus('VmRSS');
+  gc();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const rss0 = rssBytes();
+  const ab0 = process.memoryUsage().arrayBuffers;
+  let rssMax = rss0;
+  let abMax = ab0;
+  const sampler = setInterval(() => {
+    rssMax = Math.max(rssMax, rssBytes());
+    abMax = Math.max(abMax, process.memoryUsage().arrayBuffers);
+  }, sampleMs);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  try {
+    const child = spawn(process.execPath, ['--import', 'tsx', ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+    const [code] = (await once(child, 'exit')) as [number | null];
+    if (code !== 0) throw new Error(`the client exited ${code}`);
+  } finally {
+    clearInterval(sampler);
+  }
+  const cpu = process.cpuUsage(cpu0);
+  return { rss0, rssMax, ab0, abMax, seconds: (performance.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
