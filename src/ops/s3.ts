@@ -41,7 +41,8 @@
  *   signed, as before.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { rename, open, statfs, unlink } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { rename, open, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -707,9 +708,18 @@ export class S3Destination {
    */
   async downloadToFile(key: string, file: string, onProgress?: (bytes: number) => void, signal?: AbortSignal): Promise<{ sha256: string; sizeBytes: number }> {
     const part = `${file}.part`;
-    const fh = await open(part, 'w', 0o600);
+    // Never through a link: a `.part` planted as a symlink (a shared directory) would have this process write the
+    // object wherever it points, and a leftover file's wider mode would be kept: O_NOFOLLOW, then 0600 whatever it was.
+    let fh: FileHandle;
+    try {
+      fh = await open(part, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw new S3Error('failed', `${part} is a symbolic link; not downloaded (remove it)`);
+      throw err;
+    }
     let closed = false;
     try {
+      await fh.chmod(0o600);
       const sink = new Writable({
         write(chunk: Buffer, _enc, cb): void {
           // Every byte: one write(2) may take fewer (a disk filling up: the rest then fails with ENOSPC), and a

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { appendFileSync, statfsSync, writeFileSync } from 'node:fs';
-import { mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readFile, readdir, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,6 +104,34 @@ describe('agent: S3 destination (s3rver)', function () {
       const got = await d.downloadToFile('rt/a.snapshot', file);
       assert.equal(got.sha256, sha(body));
       assert.ok((await readFile(file)).equals(body));
+    } finally {
+      d.close();
+    }
+  });
+
+  it('downloadToFile never writes through a .part planted as a symbolic link, and a leftover .part ends 0600 (before: the object was written where the link pointed)', async () => {
+    const d = await S3Destination.open(`s3://${BUCKET}/link/`, settings);
+    try {
+      const body = randomBytes(64 * 1024);
+      await d.upload('l.snapshot', () => Readable.from([body]), meta(body), {});
+      const victim = join(dir, 'victim.txt');
+      await writeFile(victim, 'keep me');
+      const file = join(dir, 'linked.snap');
+      await symlink(victim, `${file}.part`);
+      await assert.rejects(d.downloadToFile('link/l.snapshot', file), (err: Error) => {
+        assert.ok(err instanceof S3Error, String(err));
+        assert.match(err.message, /is a symbolic link; not downloaded/);
+        return true;
+      });
+      assert.equal(await readFile(victim, 'utf8'), 'keep me');
+      await assert.rejects(readFile(file), { code: 'ENOENT' });
+      await unlink(`${file}.part`);
+      // A leftover regular .part (a crash's) with a wide mode: truncated, 0600, renamed into place.
+      await writeFile(`${file}.part`, 'stale', { mode: 0o644 });
+      await chmod(`${file}.part`, 0o644);
+      await d.downloadToFile('link/l.snapshot', file);
+      assert.ok((await readFile(file)).equals(body));
+      assert.equal((await stat(file)).mode & 0o777, 0o600);
     } finally {
       d.close();
     }
