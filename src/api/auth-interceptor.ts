@@ -22,7 +22,7 @@ import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 
 import { bearerToken } from '../auth/bearer.js';
-import { KeyRing, type Action, type ApiKeySpec, type AuthVerdict } from '../auth/keys.js';
+import { allows, KeyRing, type Action, type ApiKeySpec, type AuthVerdict } from '../auth/keys.js';
 import type { Logger } from '../node/logger.js';
 import { MetadataGateCall, type GateRefusal, type MetadataGate } from '../transport/metadata-gate.js';
 
@@ -95,8 +95,8 @@ export const RPC_ACTION_REASONS: Readonly<Record<RpcPath, string>> = {
   '/snapcoord.v1.SnapshotService/GetSnapshot':
     'the whole state leaves the node: never snapshots.read alone (Nomad and Consul ask a management token)',
   '/snapcoord.v1.SnapshotService/RestoreSnapshot': 'replaces the whole state on every node',
-  '/snapcoord.v1.TaskService/GetTask': 'task status and progress: metadata',
-  '/snapcoord.v1.TaskService/ListTasks': 'task status and progress: metadata',
+  '/snapcoord.v1.TaskService/GetTask': 'task status and progress: metadata (the server paths and S3 URLs a task names only to admin keys)',
+  '/snapcoord.v1.TaskService/ListTasks': 'task status and progress: metadata (the server paths and S3 URLs a task names only to admin keys)',
   '/snapcoord.v1.TaskService/CancelTasks': 'stops snapshot work others asked for',
   '/grpc.health.v1.Health/Check': 'load balancers and orchestrators probe without credentials; it tells only SERVING or not',
   '/grpc.health.v1.Health/Watch': 'a stream that never ends: an open one would let anyone hold connections and streams forever',
@@ -187,10 +187,16 @@ export function authorize(ring: KeyRing, path: string, metadata: grpc.Metadata):
 function decide(ring: KeyRing, path: string, need: Exclude<RpcNeed, 'open'>, metadata: grpc.Metadata): AuthRefusal | null {
   const first = metadata.get('authorization')[0];
   const token = typeof first === 'string' ? bearerToken(first) : null;
-  const verdict: AuthVerdict = token === null ? ring.check([], need) : ring.checkKey(token, need);
+  // The key's actions, looked up once (as checkKey would): kept for the handler (callKeyMay).
+  const actions = token === null || ring.insecureNoAuth ? null : ring.lookup(token);
+  let verdict: AuthVerdict;
+  if (actions !== null) verdict = allows(actions, need) ? 'ok' : 'forbidden';
+  else if (token === null) verdict = ring.check([], need);
+  else verdict = ring.insecureNoAuth ? 'ok' : 'invalid';
   switch (verdict) {
     case 'ok':
       if (token !== null) checkedOwners.set(metadata, keyOwnerName(token));
+      if (actions !== null) checkedActions.set(metadata, actions);
       return null;
     case 'missing':
       return MISSING_KEY_REFUSAL;
@@ -211,6 +217,25 @@ function decide(ring: KeyRing, path: string, need: Exclude<RpcNeed, 'open'>, met
  * grpc-js hands on to every later interceptor.
  */
 const checkedOwners = new WeakMap<grpc.Metadata, string>();
+
+/**
+ * checkedActions: the actions of each call's key the auth gate checked and let
+ * through (decide), by the call's metadata object (callKeyMay).
+ */
+const checkedActions = new WeakMap<grpc.Metadata, ReadonlySet<Action>>();
+
+/**
+ * callKeyMay tells whether the key of a call the auth gate let through may do
+ * `action` (it holds it, or admin): true or false; null when no key was
+ * checked for the call (no auth gate: insecureNoAuth, a server without the
+ * interceptor), where every caller may do everything anyway. A handler asks
+ * it to answer less to a key with fewer rights (TaskService: the server's
+ * paths and S3 URLs go to admin keys only).
+ */
+export function callKeyMay(metadata: grpc.Metadata, action: Action): boolean | null {
+  const actions = checkedActions.get(metadata);
+  return actions === undefined ? null : allows(actions, action);
+}
 
 /**
  * refusedOwners: the owner of each call the auth gate refused although its key

@@ -44,6 +44,7 @@ import { SnapshotStoreError } from '../snapshot/errors.js';
 import type { SnapshotHandle, StoredSnapshot } from '../snapshot/store.js';
 import { RESERVED_KEY_PREFIX, type SessionStamp } from '../fsm/sessions.js';
 import { ApiError, invalidArgument, notLeaderError, toApiError } from './api-error.js';
+import { callKeyMay } from './auth-interceptor.js';
 import { ERROR_CODE_METADATA_KEY } from '../client/error-metadata.js';
 import { CLIENT_ID_METADATA_KEY, REPLAYED_METADATA_KEY, REQUEST_ID_METADATA_KEY } from '../client/request-ids.js';
 import { MESSAGE_BYTES_MAX } from '../client/dial.js';
@@ -134,7 +135,30 @@ function pinnedGone(req: GetSnapshotRequest): string {
   return (req.id ?? '') !== '' ? `snapshot ${JSON.stringify(req.id)} is no longer held; start the download again` : `no snapshot of index ${req.index ?? 0n} is held; start the download again`;
 }
 
-export function taskToPb(t: Task): PbTask {
+/**
+ * PLACE_PATTERN: what a task's error message may say of where the node keeps
+ * things: a URL (s3://bucket/key, http://endpoint) or an absolute path
+ * (after the start, a space, a quote, a bracket, `=`, `:` or `,`).
+ */
+const PLACE_PATTERN = /\b[a-z][a-z0-9+.-]*:\/\/[^\s'"<>]*|(?<=^|[\s'"([=:,])\/[^\s'"<>)\],]*/gi;
+
+/** PLACE_HIDDEN: what stands for a path or URL a caller may not see. */
+export const PLACE_HIDDEN = '(hidden)';
+
+/** hidePlaces: `message` with every path and URL (PLACE_PATTERN) replaced by PLACE_HIDDEN. */
+export function hidePlaces(message: string): string {
+  return message.replace(PLACE_PATTERN, PLACE_HIDDEN);
+}
+
+/**
+ * taskToPb converts a task for a caller. `places` false (a key without admin)
+ * leaves out where the node keeps things: details.path and
+ * details.destination are empty and the error message's paths and URLs read
+ * PLACE_HIDDEN. Meilisearch's own snapshotCreation tasks show none of them;
+ * before, any snapshots.read key (GET /tasks) learned the node's file layout
+ * and its S3 bucket and key names.
+ */
+export function taskToPb(t: Task, places = true): PbTask {
   const d = t.details;
   return {
     uid: BigInt(t.uid),
@@ -143,7 +167,7 @@ export function taskToPb(t: Task): PbTask {
     type: t.type,
     ...(t.canceledBy !== null ? { canceledBy: BigInt(t.canceledBy) } : {}),
     details: {
-      path: d.path ?? '',
+      path: places ? (d.path ?? '') : '',
       bytesDone: BigInt(d.bytesDone ?? 0),
       bytesTotal: BigInt(d.bytesTotal ?? 0),
       digest: d.digest ?? '',
@@ -151,18 +175,23 @@ export function taskToPb(t: Task): PbTask {
       matchedTasks: BigInt(d.matchedTasks ?? 0),
       canceledTasks: BigInt(d.canceledTasks ?? 0),
       originalFilter: d.originalFilter ?? '',
-      destination: d.destination ?? '',
+      destination: places ? (d.destination ?? '') : '',
       phase: d.phase ?? '',
       removed: BigInt(d.removed ?? 0),
       kept: BigInt(d.kept ?? 0),
     },
     // The task's own code only: each gateway style derives its product's type and link from it.
-    error: t.error === null ? { message: '', code: '', type: '', link: '' } : { message: t.error.message, code: t.error.code, type: '', link: '' },
+    error: t.error === null ? { message: '', code: '', type: '', link: '' } : { message: places ? t.error.message : hidePlaces(t.error.message), code: t.error.code, type: '', link: '' },
     duration: durationOf(t) ?? '',
     enqueuedAt: t.enqueuedAt,
     startedAt: t.startedAt ?? '',
     finishedAt: t.finishedAt ?? '',
   };
+}
+
+/** mayKnowPlaces: whether a call's key may see the node's paths and URLs (admin, or no auth gate at all: callKeyMay). */
+function mayKnowPlaces(md: grpc.Metadata): boolean {
+  return callKeyMay(md, 'admin') !== false;
 }
 
 function filterOf(f: PbTaskFilter | undefined): TaskFilter {
@@ -250,7 +279,7 @@ export function createSnapshotService(
       if (req.task === true) {
         const path = opts.tasks.snapshotPath;
         try {
-          return { task: taskToPb(await opts.tasks.queue.enqueue('snapshotCreation', { path })) };
+          return { task: taskToPb(await opts.tasks.queue.enqueue('snapshotCreation', { path }), mayKnowPlaces(call.metadata)) };
         } catch (err) {
           throw taskError(err);
         }
@@ -475,7 +504,7 @@ export function createTaskService(queue: TaskQueue): TaskServiceServer {
   return {
     getTask: unary(async (call) => {
       try {
-        return { task: taskToPb(queue.get(Number(call.request.uid))) };
+        return { task: taskToPb(queue.get(Number(call.request.uid)), mayKnowPlaces(call.metadata)) };
       } catch (err) {
         throw taskError(err);
       }
@@ -483,9 +512,10 @@ export function createTaskService(queue: TaskQueue): TaskServiceServer {
     listTasks: unary(async (call) => {
       const r = call.request;
       try {
+        const places = mayKnowPlaces(call.metadata);
         const page = queue.list(filterOf(r.filter), r.limit === 0 ? 20 : r.limit, r.from === undefined ? null : Number(r.from), r.reverse);
         return {
-          results: page.results.map(taskToPb),
+          results: page.results.map((t) => taskToPb(t, places)),
           total: BigInt(page.total),
           limit: page.limit,
           ...(page.from !== null ? { from: BigInt(page.from) } : {}),
@@ -498,7 +528,7 @@ export function createTaskService(queue: TaskQueue): TaskServiceServer {
     cancelTasks: unary(async (call) => {
       try {
         const f = filterOf(call.request.filter);
-        return { task: taskToPb(await queue.cancel(f, JSON.stringify(f))) };
+        return { task: taskToPb(await queue.cancel(f, JSON.stringify(f)), mayKnowPlaces(call.metadata)) };
       } catch (err) {
         throw taskError(err);
       }

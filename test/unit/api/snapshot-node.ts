@@ -45,6 +45,8 @@ export interface SnapshotNodeOptions {
   readonly clientAnswerBytesPerCallerMax?: number;
   /** exportReserveBytes: the free space directory and task snapshots leave on their file system (as serve's --min-free-bytes; default none). */
   readonly exportReserveBytes?: number;
+  /** interceptors: the client plane's server interceptors (BindOptions.interceptors; default none: no auth). */
+  readonly interceptors?: readonly grpc.ServerInterceptor[];
 }
 
 export class SnapshotNode {
@@ -71,6 +73,7 @@ export class SnapshotNode {
       bindAddress: '127.0.0.1:0',
       peerBindAddress: '127.0.0.1:0',
       ...(opts.clientAnswerBytesPerCallerMax !== undefined ? { clientAnswerBytesPerCallerMax: opts.clientAnswerBytesPerCallerMax } : {}),
+      ...(opts.interceptors !== undefined ? { interceptors: opts.interceptors } : {}),
     });
     const dataDir = join(dir, 'n1');
     const storage = await RocksStorage.open(dataDir);
