@@ -13,7 +13,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { ClusterClient } from '../client/cluster-client.js';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
@@ -85,6 +85,35 @@ export async function apiKeyFor(baseDir: string, env: NodeJS.ProcessEnv = proces
   return { key, source: `${file} (generated)`, file, warning: null };
 }
 
+/**
+ * openNodeLog opens a node's log `file` for appending, private: created 0600,
+ * and an existing file set to 0600 whatever its mode was (a log reopened by
+ * a later `local` kept its wider mode before: a 0644 log, readable by every
+ * user of the machine, holds the node's addresses, peers' names and errors).
+ * Never through a link (O_NOFOLLOW): a link planted at the log's name would
+ * have the nodes' output appended wherever it pointed.
+ * Errors: CliError (EXIT_CONFIG) naming the file when it is a link, not a
+ * regular file, or cannot be opened or made private; nothing is written.
+ */
+export function openNodeLog(file: string): number {
+  let fd: number;
+  try {
+    fd = openSync(file, fsConstants.O_WRONLY | fsConstants.O_APPEND | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK, 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new CliError(`${file} is a symbolic link; not written through (remove it)`, EXIT_CONFIG);
+    throw new CliError(`cannot open the node log ${file}: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw new Error('not a regular file (remove it)');
+    fchmodSync(fd, 0o600);
+  } catch (err) {
+    closeSync(fd);
+    throw new CliError(`cannot use ${file} as a node log: ${(err as Error).message}`, EXIT_CONFIG);
+  }
+  return fd;
+}
+
 function tail(file: string, lines: number): string {
   try {
     return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
@@ -143,6 +172,15 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
   }
   const self = selfInvocation();
 
+  // Every log opened (and made private) before any node starts: a refused one starts none.
+  const logFds: number[] = [];
+  try {
+    for (const id of ids) logFds.push(openNodeLog(join(baseDir, `${id}.log`)));
+  } catch (err) {
+    for (const fd of logFds) closeSync(fd);
+    throw err;
+  }
+
   process.stdout.write(`snapcoord local cluster: ${opts.nodes} node(s), data under ${show(baseDir)}\n`);
   const children: Child[] = [];
   let stopping = false;
@@ -177,7 +215,7 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
     const cert = tls.nodes[id] as NodeCertFiles;
     const dataDir = join(baseDir, id);
     const logFile = join(baseDir, `${id}.log`);
-    const fd = openSync(logFile, 'a', 0o600);
+    const fd = logFds[i] as number;
     const proc = spawn(
       self.command,
       [
