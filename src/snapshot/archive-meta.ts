@@ -78,8 +78,10 @@ function checkString(v: unknown, what: string, maxChars: number): string {
   if (typeof v !== 'string' || v.length === 0 || v.length > maxChars) {
     fail(`${what} must be a non-empty string of at most ${maxChars} characters`);
   }
+  // C0, DEL and C1 (U+0080-U+009F): a terminal that takes 8-bit controls reads U+009B as CSI, and U+0085 (NEL)
+  // breaks a log line; none belongs in an id, a version, an address or a proof. Before, C1 passed.
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(v)) fail(`${what} contains control characters`);
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(v)) fail(`${what} contains control characters`);
   return v;
 }
 

@@ -148,6 +148,13 @@ describe('snapshot archive: hostile input', () => {
       [{ ...metaJson(STATE.length, 1), membership: { voters: 'n1', learners: [], addresses: {} } }, /membership\.voters/],
       [{ ...metaJson(STATE.length, 1), stateKeys: 100 }, /stateKeys 100 cannot fit/],
       [{ ...metaJson(STATE.length, 1), extra: true }, /unknown field\(s\) extra/],
+      // Control characters in strings an operator is shown (inspect, ls, logs): C0, DEL and C1 alike. C1's U+009B
+      // is a one-character CSI to terminals that take 8-bit controls; U+0085 (NEL) breaks the line.
+      [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u001b[31m' }, /snapcoordVersion contains control characters/],
+      [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u009b31m' }, /snapcoordVersion contains control characters/],
+      [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u0085forged line' }, /snapcoordVersion contains control characters/],
+      [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u0080' }, /snapcoordVersion contains control characters/],
+      [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u009f' }, /snapcoordVersion contains control characters/],
       [Object.fromEntries(Object.entries(metaJson(STATE.length, 1)).filter(([k]) => k !== 'snapcoordVersion')), /missing field\(s\) snapcoordVersion/],
     ];
     for (const [meta, pattern] of cases) {
