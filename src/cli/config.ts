@@ -12,7 +12,17 @@ import { resolve } from 'node:path';
 import { isLoopback, isNodeId, parseHostPort } from '../client/address.js';
 import { defaultSnapshotRoots } from '../api/snapshot-path.js';
 import { TASKS_ENQUEUED_MAX_DEFAULT, TASKS_FINISHED_KEPT_DEFAULT } from '../ops/task-queue.js';
-import { S3Error, S3_IDLE_TIMEOUT_MS_DEFAULT, S3_IDLE_TIMEOUT_MS_MAX, S3_IDLE_TIMEOUT_MS_MIN, parseS3TimeoutMs } from '../ops/s3.js';
+import {
+  S3Error,
+  S3_DOWNLOAD_TIMEOUT_MS_DEFAULT,
+  S3_DOWNLOAD_TIMEOUT_MS_MAX,
+  S3_DOWNLOAD_TIMEOUT_MS_MIN,
+  S3_IDLE_TIMEOUT_MS_DEFAULT,
+  S3_IDLE_TIMEOUT_MS_MAX,
+  S3_IDLE_TIMEOUT_MS_MIN,
+  parseS3DownloadTimeoutMs,
+  parseS3TimeoutMs,
+} from '../ops/s3.js';
 import { parseApiKeys, type ApiKeySpec } from '../gateway/auth.js';
 import { API_KEY_CHARS_MIN } from '../auth/keys.js';
 import { DEFAULT_MIN_FREE_BYTES } from '../node/disk-guard.js';
@@ -133,6 +143,8 @@ export interface ServeConfig {
   readonly s3CredentialsFileWarning: string;
   /** s3TimeoutMs: the silence (no byte either way) after which one S3 request fails, also its connect timeout (0: S3_IDLE_TIMEOUT_MS_DEFAULT). */
   readonly s3TimeoutMs: number;
+  /** s3DownloadTimeoutMs: the longest a whole S3 download (--import-snapshot s3://) may take (0: S3_DOWNLOAD_TIMEOUT_MS_DEFAULT). */
+  readonly s3DownloadTimeoutMs: number;
   /** consistencyCheckIntervalSecs: the leader compares every member's state hash this often (0: never). */
   readonly consistencyCheckIntervalSecs: number;
   /** configFile: the file read, '' when none. */
@@ -249,6 +261,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('s3PathStyle', 's3-path-style', 'bool', '', 'address buckets as http://host/bucket (most S3-compatible servers need it)'),
   option('s3CredentialsFile', 's3-credentials-file', 'string', 'file', 'S3 access key file (JSON {accessKeyId, secretAccessKey}, AWS credentials or env lines); default the AWS environment variables, profile and roles'),
   option('s3TimeoutMs', 's3-timeout-ms', 'int', 'ms', `an S3 request (one part of an upload, a head, a download) silent this long fails, and is retried (5 requests, 3 upload attempts); also the connect timeout; ${S3_IDLE_TIMEOUT_MS_MIN}..${S3_IDLE_TIMEOUT_MS_MAX} (default ${S3_IDLE_TIMEOUT_MS_DEFAULT})`),
+  option('s3DownloadTimeoutMs', 's3-download-timeout-ms', 'int', 'ms', `an S3 download (--import-snapshot s3://) not finished within this long fails, nothing kept (a store that stalls or trickles never holds the node for ever); ${S3_DOWNLOAD_TIMEOUT_MS_MIN}..${S3_DOWNLOAD_TIMEOUT_MS_MAX} (default ${S3_DOWNLOAD_TIMEOUT_MS_DEFAULT}, an hour)`),
   option('consistencyCheckIntervalSecs', 'consistency-check-interval', 'int', 'secs', "the leader compares every member's state hash at one applied index every SECS seconds; a divergence is logged and counted in snapcoord_consistency_checks_total{result=\"divergent\"} (default 0: never)"),
   option('snapshotEntries', 'snapshot-entries', 'int', 'n', `snapshot and compact the log after this many applied entries (default ${DEFAULT_SNAPSHOT_POLICY.snapshotEntries})`),
   option('snapshotLogBytes', 'snapshot-log-bytes', 'int', 'bytes', `snapshot and compact the log once the entries applied since the last snapshot carry this many bytes, however few they are: bounds the in-memory log for large values; 0 for no such bound (default ${DEFAULT_SNAPSHOT_POLICY.snapshotLogBytes}, 16 MiB)`),
@@ -520,6 +533,15 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
       throw err instanceof S3Error ? configError(err.message) : err;
     }
   }
+  const s3DownloadTimeoutText = str('s3DownloadTimeoutMs');
+  let s3DownloadTimeoutMs = 0;
+  if (s3DownloadTimeoutText !== undefined) {
+    try {
+      s3DownloadTimeoutMs = parseS3DownloadTimeoutMs(s3DownloadTimeoutText, 's3-download-timeout-ms');
+    } catch (err) {
+      throw err instanceof S3Error ? configError(err.message) : err;
+    }
+  }
   const tickMs = int('tickMs', DEFAULT_TIMINGS.tickMs);
   if (tickMs < 1 || tickMs > 10_000) throw configError(`tick-ms: ${tickMs} is out of range 1..10000`);
   const electionTimeoutTicks = int('electionTimeoutTicks', DEFAULT_TIMINGS.electionTimeoutTicks);
@@ -682,6 +704,7 @@ export function normalise(raw: Raw, configFile = '', read?: (path: string) => st
     s3CredentialsFile: str('s3CredentialsFile') !== undefined && str('s3CredentialsFile') !== '' ? resolve(str('s3CredentialsFile') ?? '') : '',
     s3CredentialsFileWarning: str('s3CredentialsFile') !== undefined && str('s3CredentialsFile') !== '' ? (s3CredentialsFileExposure(resolve(str('s3CredentialsFile') ?? '')) ?? '') : '',
     s3TimeoutMs,
+    s3DownloadTimeoutMs,
     consistencyCheckIntervalSecs,
     configFile,
   };

@@ -366,6 +366,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
     ...(cfg.s3PathStyle ? { forcePathStyle: true } : {}),
     credentialsFile: cfg.s3CredentialsFile,
     ...(cfg.s3TimeoutMs > 0 ? { idleTimeoutMs: cfg.s3TimeoutMs } : {}),
+    ...(cfg.s3DownloadTimeoutMs > 0 ? { downloadTimeoutMs: cfg.s3DownloadTimeoutMs } : {}),
   });
   let importFile = cfg.importSnapshot;
   if (cfg.importSnapshot !== '') {

@@ -662,16 +662,18 @@ interface S3Opts {
   s3PathStyle?: boolean;
   s3CredentialsFile?: string;
   s3TimeoutMs?: string;
+  s3DownloadTimeoutMs?: string;
 }
 
-/** s3Options adds --s3-endpoint, --s3-region, --s3-path-style, --s3-credentials-file and --s3-timeout-ms (each with its SNAPCOORD_S3_* env twin). */
+/** s3Options adds --s3-endpoint, --s3-region, --s3-path-style, --s3-credentials-file, --s3-timeout-ms and --s3-download-timeout-ms (each with its SNAPCOORD_S3_* env twin). */
 function s3Options(cmd: Command): Command {
   return cmd
     .option('--s3-endpoint <url>', 'endpoint of an S3-compatible store (env SNAPCOORD_S3_ENDPOINT or AWS_ENDPOINT_URL_S3; default AWS)')
     .option('--s3-region <region>', 'S3 region (env SNAPCOORD_S3_REGION or AWS_REGION; default us-east-1)')
     .option('--s3-path-style', 'address buckets as http://host/bucket (env SNAPCOORD_S3_PATH_STYLE=true)')
     .option('--s3-credentials-file <file>', 'S3 access key file (env SNAPCOORD_S3_CREDENTIALS_FILE; default AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, roles)')
-    .option('--s3-timeout-ms <ms>', 'an S3 request silent this long fails (and is retried); also the connect timeout; 1000..600000 (env SNAPCOORD_S3_TIMEOUT_MS; default 60000)');
+    .option('--s3-timeout-ms <ms>', 'an S3 request silent this long fails (and is retried); also the connect timeout; 1000..600000 (env SNAPCOORD_S3_TIMEOUT_MS; default 60000)')
+    .option('--s3-download-timeout-ms <ms>', 'an S3 download not finished within this long fails, nothing kept; 1000..604800000 (env SNAPCOORD_S3_DOWNLOAD_TIMEOUT_MS; default 3600000, an hour)');
 }
 
 async function s3SettingsOf(o: S3Opts): Promise<S3Settings> {
@@ -683,6 +685,7 @@ async function s3SettingsOf(o: S3Opts): Promise<S3Settings> {
       ...(o.s3PathStyle === true ? { forcePathStyle: true } : {}),
       ...(o.s3CredentialsFile !== undefined ? { credentialsFile: resolve(o.s3CredentialsFile) } : {}),
       ...(o.s3TimeoutMs !== undefined ? { idleTimeoutMs: s3.parseS3TimeoutMs(o.s3TimeoutMs) } : {}),
+      ...(o.s3DownloadTimeoutMs !== undefined ? { downloadTimeoutMs: s3.parseS3DownloadTimeoutMs(o.s3DownloadTimeoutMs) } : {}),
     });
     // A credentials file others may read is warned about, as API key files and TLS keys are: not refused.
     const exposed = settings.credentialsFile !== '' ? s3CredentialsFileExposure(settings.credentialsFile) : null;

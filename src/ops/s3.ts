@@ -101,6 +101,32 @@ export function parseS3TimeoutMs(text: string, from = '--s3-timeout-ms'): number
   }
   return ms;
 }
+/**
+ * S3_DOWNLOAD_TIMEOUT_MS_DEFAULT: a download (its HEAD, GET and every byte)
+ * not done within this long fails (S3Error `failed`, nothing left): the idle
+ * timeout alone let a store that sends a byte every minute hold the CLI (and a
+ * node's --import-snapshot) for ever. An hour takes 3.6 GB at 1 MB/s.
+ * S3_DOWNLOAD_TIMEOUT_MS_MIN / _MAX: the bounds of --s3-download-timeout-ms.
+ */
+export const S3_DOWNLOAD_TIMEOUT_MS_DEFAULT = 3_600_000;
+export const S3_DOWNLOAD_TIMEOUT_MS_MIN = 1_000;
+export const S3_DOWNLOAD_TIMEOUT_MS_MAX = 604_800_000;
+
+/**
+ * parseS3DownloadTimeoutMs reads an --s3-download-timeout-ms value: a whole number of milliseconds within
+ * S3_DOWNLOAD_TIMEOUT_MS_MIN..S3_DOWNLOAD_TIMEOUT_MS_MAX. Errors: S3Error `badSetting` saying which.
+ */
+export function parseS3DownloadTimeoutMs(text: string, from = '--s3-download-timeout-ms'): number {
+  const t = text.trim();
+  const ms = /^[0-9]{1,10}$/.test(t) ? Number(t) : NaN;
+  if (!Number.isSafeInteger(ms) || ms < S3_DOWNLOAD_TIMEOUT_MS_MIN || ms > S3_DOWNLOAD_TIMEOUT_MS_MAX) {
+    throw new S3Error(
+      'badSetting',
+      `${from}: ${JSON.stringify(text.slice(0, 40))} is not a whole number of milliseconds from ${S3_DOWNLOAD_TIMEOUT_MS_MIN} to ${S3_DOWNLOAD_TIMEOUT_MS_MAX} (the longest a whole download may take; default ${S3_DOWNLOAD_TIMEOUT_MS_DEFAULT})`,
+    );
+  }
+  return ms;
+}
 /** UPLOAD_ATTEMPTS_DEFAULT: whole-upload attempts (each part is also retried by the SDK). */
 export const UPLOAD_ATTEMPTS_DEFAULT = 3;
 
@@ -148,6 +174,8 @@ export interface S3Settings {
   readonly credentialsFile: string;
   /** idleTimeoutMs: a request whose connection is silent this long fails (default S3_IDLE_TIMEOUT_MS_DEFAULT). */
   readonly idleTimeoutMs?: number;
+  /** downloadTimeoutMs: a whole download not done within this long fails (default S3_DOWNLOAD_TIMEOUT_MS_DEFAULT). */
+  readonly downloadTimeoutMs?: number;
 }
 
 /**
@@ -156,7 +184,8 @@ export interface S3Settings {
  * AWS_REGION, AWS_DEFAULT_REGION; default us-east-1), SNAPCOORD_S3_PATH_STYLE
  * (1/true), SNAPCOORD_S3_CREDENTIALS_FILE, SNAPCOORD_S3_TIMEOUT_MS (idleTimeoutMs,
  * checked by parseS3TimeoutMs: S3Error `badSetting`; a given idleTimeoutMs is
- * checked against the same bounds).
+ * checked against the same bounds), SNAPCOORD_S3_DOWNLOAD_TIMEOUT_MS
+ * (downloadTimeoutMs, parseS3DownloadTimeoutMs, the same way).
  */
 export function s3SettingsFrom(given: Partial<S3Settings> = {}, env: NodeJS.ProcessEnv = process.env): S3Settings {
   const pick = (...vs: (string | undefined)[]): string => vs.find((v) => v !== undefined && v !== '') ?? '';
@@ -167,7 +196,15 @@ export function s3SettingsFrom(given: Partial<S3Settings> = {}, env: NodeJS.Proc
     forcePathStyle: given.forcePathStyle ?? (ps !== undefined && /^(1|true|yes)$/i.test(ps)),
     credentialsFile: pick(given.credentialsFile, env['SNAPCOORD_S3_CREDENTIALS_FILE']),
     ...s3TimeoutFrom(given.idleTimeoutMs, env['SNAPCOORD_S3_TIMEOUT_MS']),
+    ...downloadTimeoutFrom(given.downloadTimeoutMs, env['SNAPCOORD_S3_DOWNLOAD_TIMEOUT_MS']),
   };
+}
+
+/** downloadTimeoutFrom: `given` (checked), else the environment's text (parsed), else none (the default). */
+function downloadTimeoutFrom(given: number | undefined, envText: string | undefined): { downloadTimeoutMs?: number } {
+  if (given !== undefined) return { downloadTimeoutMs: parseS3DownloadTimeoutMs(String(given)) };
+  if (envText !== undefined && envText !== '') return { downloadTimeoutMs: parseS3DownloadTimeoutMs(envText, 'SNAPCOORD_S3_DOWNLOAD_TIMEOUT_MS') };
+  return {};
 }
 
 /** s3TimeoutFrom: `given` (checked), else the environment's text (parsed), else none (the default). */
@@ -466,12 +503,16 @@ export class S3Destination {
     readonly prefix: string,
     /** payloadSigning: how uploads cover their bytes (payloadSigningOf the settings). */
     readonly payloadSigning: PayloadSigning,
+    /** downloadTimeoutMs: the longest one download may take (S3Settings.downloadTimeoutMs). */
+    readonly downloadTimeoutMs: number,
   ) {}
 
   /** open parses `url` and builds the client (each request tried up to maxAttempts times, default 5). Errors: S3Error `badUrl` / `credentials`. */
   static async open(url: string, settings: S3Settings, maxAttempts = 5): Promise<S3Destination> {
     const loc = parseS3Url(url);
-    return new S3Destination(await makeS3Client(settings, maxAttempts), loc.bucket, loc.key, payloadSigningOf(settings));
+    const downloadTimeoutMs = settings.downloadTimeoutMs ?? S3_DOWNLOAD_TIMEOUT_MS_DEFAULT;
+    if (!Number.isSafeInteger(downloadTimeoutMs) || downloadTimeoutMs < 1) throw new RangeError(`S3 downloadTimeoutMs must be a whole number of ms >= 1, got ${downloadTimeoutMs}`);
+    return new S3Destination(await makeS3Client(settings, maxAttempts), loc.bucket, loc.key, payloadSigningOf(settings), downloadTimeoutMs);
   }
 
   /** url: the s3:// URL of `key` (or of this destination when no key). */
@@ -668,7 +709,9 @@ export class S3Destination {
    * size, whatever the GET announces). Errors: S3Error `unverifiable` (no recorded
    * SHA-256), `corrupt` (bytes differ; the sink then holds bad bytes: callers
    * write to a temp file), `notFound`, ...; what `beforeBody` throws, called
-   * with the size before the GET (e.g. a free-space check).
+   * with the size before the GET (e.g. a free-space check). The whole of it
+   * (HEAD, GET, body) is bounded by downloadTimeoutMs (a timer: the monotonic
+   * clock): past it S3Error `failed` "not downloaded within".
    */
   async download(
     key: string,
@@ -677,23 +720,50 @@ export class S3Destination {
     signal?: AbortSignal,
     beforeBody?: (sizeBytes: number) => Promise<void>,
   ): Promise<{ sha256: string; sizeBytes: number }> {
-    const h = await this.head(key);
+    const late = new AbortController();
+    const timer = setTimeout(() => late.abort(), this.downloadTimeoutMs);
+    const both = signal === undefined ? late.signal : AbortSignal.any([signal, late.signal]);
+    try {
+      return await this.downloadUntil(key, sink, onProgress, both, beforeBody);
+    } catch (err) {
+      if (late.signal.aborted && signal?.aborted !== true) {
+        throw new S3Error(
+          'failed',
+          `${this.url(key)} was not downloaded within ${this.downloadTimeoutMs} ms (the store stalled or sends too slowly; --s3-download-timeout-ms sets the limit); nothing kept`,
+          { cause: err },
+        );
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async downloadUntil(
+    key: string,
+    sink: NodeJS.WritableStream,
+    onProgress: ((bytes: number) => void) | undefined,
+    signal: AbortSignal,
+    beforeBody?: (sizeBytes: number) => Promise<void>,
+  ): Promise<{ sha256: string; sizeBytes: number }> {
+    const h = await untilAborted(this.head(key), signal);
     if (!/^[0-9a-f]{64}$/i.test(h.sha256)) throw new S3Error('unverifiable', `${this.url(key)} carries no snapcoord SHA-256 (x-amz-meta-${SHA256_META}); refusing an archive that cannot be checked`);
     // The size bounds the download (HashCheck): the HEAD's length, else the size recorded at upload; neither is refused.
     const recorded = h.metadata['snapcoord-size'];
     const sizeBytes = h.sizeBytes >= 0 ? h.sizeBytes : recorded !== undefined && /^\d{1,15}$/.test(recorded) ? Number(recorded) : -1;
     if (sizeBytes < 0) throw new S3Error('unverifiable', `${this.url(key)}: the store gave no size for it (no Content-Length, no x-amz-meta-snapcoord-size); refusing a download without a bound`);
     await beforeBody?.(sizeBytes);
+    signal.throwIfAborted();
     let body: Readable;
     try {
-      const r = await this.client.send(new (await sdk()).s3.GetObjectCommand({ Bucket: this.bucket, Key: key }), signal !== undefined ? { abortSignal: signal } : {});
+      const r = await this.client.send(new (await sdk()).s3.GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
       body = r.Body as Readable;
     } catch (err) {
       throw classify(err, 'read', this.url(key));
     }
     const check = new HashCheck(h.sha256, sizeBytes, onProgress ?? (() => undefined), this.url(key));
     try {
-      await pipeline(body, check, sink, signal !== undefined ? { signal } : {});
+      await pipeline(body, check, sink, { signal });
     } catch (err) {
       throw err instanceof S3Error ? err : classify(err, 'read', this.url(key));
     }
@@ -779,6 +849,25 @@ export class S3Destination {
   close(): void {
     this.client.destroy();
   }
+}
+
+/** untilAborted: `p`, or the signal's reason once it is aborted (p is then left to settle unheard). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e as Error);
+      },
+    );
+  });
 }
 
 function abortControllerOf(signal: AbortSignal): AbortController {

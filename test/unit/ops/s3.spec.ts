@@ -20,6 +20,7 @@ import { NO_RETENTION } from '../../../src/ops/retention.js';
 import { S3Destination, S3Error, parseS3Url, readCredentialsFile, s3SettingsFrom, snapshotName, timeOfName, type S3Settings } from '../../../src/ops/s3.js';
 import { BUCKET, S3Server, type RecordedRequest } from './s3-server.js';
 import { tmpfsUnderTemp, unmountTmpfs } from '../../harness/tmpfs.js';
+import { until } from '../../harness/until.js';
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const MiB = 1024 * 1024;
@@ -444,6 +445,58 @@ describe('agent: S3 destination (s3rver)', function () {
       assert.equal(runs, 4, 'three more runs, of three, three and one removals');
       assert.deepEqual([...keys].sort(), [...dbNames.slice(0, 2), ...otherNames].map((n) => `many/${n}`).sort(), 'the two newest of db, and the other db untouched');
       await assert.rejects(d.list({ keptMax: 0 }), RangeError);
+    } finally {
+      d.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it('a store that trickles (a byte every 100 ms: never idle) fails the download at its overall deadline, nothing left (before: it held the caller for ever)', async () => {
+    const object = randomBytes(64 * 1024);
+    let getsOpen = 0;
+    const server = createServer((req, res) => {
+      const headers = { 'x-amz-meta-snapcoord-sha256': sha(object), 'content-type': 'application/x-gzip', 'last-modified': new Date().toUTCString(), 'content-length': String(object.length) };
+      if (req.method === 'HEAD') {
+        res.writeHead(200, headers);
+        res.end();
+        return;
+      }
+      res.writeHead(200, headers);
+      getsOpen += 1;
+      let at = 0;
+      const drip = setInterval(() => {
+        if (res.destroyed || at >= object.length) return;
+        res.write(object.subarray(at, at + 1));
+        at += 1;
+      }, 100);
+      res.on('close', () => {
+        clearInterval(drip);
+        getsOpen -= 1;
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const d = await S3Destination.open(
+      `s3://${BUCKET}/trickle/t.snapshot`,
+      { ...settings, endpoint: `http://127.0.0.1:${port}`, forcePathStyle: true, idleTimeoutMs: 1_000, downloadTimeoutMs: 1_500 },
+      1,
+    );
+    try {
+      const file = join(dir, 'trickle.snap');
+      let got = 0;
+      const within = <T>(p: Promise<T>): Promise<T> =>
+        Promise.race([p, new Promise<never>((_r, reject) => setTimeout(() => reject(new Error('still downloading after 15 s: no overall deadline')), 15_000).unref())]);
+      await assert.rejects(
+        within(d.downloadToFile(d.prefix, file, (n) => (got = n))),
+        (e: unknown) => e instanceof S3Error && e.code === 'failed' && /was not downloaded within 1500 ms/.test(e.message),
+      );
+      assert.ok(got > 0 && got < object.length, `${got} bytes had arrived`);
+      assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('trickle.snap')), [], 'nothing left behind');
+      await until('the GET to be closed', 5_000, () => (getsOpen === 0 ? true : undefined));
+      // The setting: checked where it is read.
+      assert.throws(() => s3SettingsFrom({}, { SNAPCOORD_S3_DOWNLOAD_TIMEOUT_MS: '10' }), /SNAPCOORD_S3_DOWNLOAD_TIMEOUT_MS: "10" is not a whole number of milliseconds from 1000/);
+      assert.equal(s3SettingsFrom({}, { SNAPCOORD_S3_DOWNLOAD_TIMEOUT_MS: '7200000' }).downloadTimeoutMs, 7_200_000);
     } finally {
       d.close();
       server.closeAllConnections();
