@@ -6,7 +6,7 @@
  *
  *   npm run bench:write -- [--clients 64] [--seconds 15] [--value-bytes 100] [--no-etcd] [--etcd-tuned] [--tls on|off|compare] [--rounds 1]
  *                          [--etcd-tls on|off] [--warmup-seconds 2] [--no-planned-restart] [--no-failover]
- *                          [--op put|cas] [--keys 16] [--spread on|off] [--serve-flags "..."] [--no-node-runtime]
+ *                          [--op put|cas] [--keys 16] [--spread on|off] [--serve-flags "..."] [--no-node-runtime] [--members-from dist|tsx]
  *
  * The planned restart's writers (4, each put through the next member in turn with a 250 ms deadline, retried at
  * once) also count their failed writes from the SIGTERM on, by phase (handoff: until the old leader's process
@@ -15,7 +15,12 @@
  * itself (RESOURCE_EXHAUSTED ...), a write slower than the deadline DEADLINE_EXCEEDED (its outcome unknown).
  *
  * The members start as their launchers start them (the V8 flags and malloc
- * environment of src/cli/node-runtime.ts) unless --no-node-runtime.
+ * environment of src/cli/node-runtime.ts) unless --no-node-runtime, from
+ * dist/ (what an installed snapcoord runs), built from this tree at the
+ * bench's start (bench/lib/dist.ts), unless --members-from tsx: a member
+ * restarted under tsx compiles its modules again as it loads them (1.5 s of
+ * CPU to its port against 0.77 s from dist/, Dec 8), which the planned
+ * restart's return pause then measures as well on a 2-core machine.
  * SNAPCOORD_BENCH_NODE_FLAGS (space-separated) adds node flags to every member
  * after those (a later V8 flag wins), e.g. "--trace-gc" or "--max-semi-space-size=8".
  * SNAPCOORD_BENCH_LOGS=DIR keeps each member's output in DIR (e.g. with --serve-flags "--log-level info").
@@ -94,6 +99,7 @@ import { ClosedLoop } from '../src/cli/bench/closed-loop.js';
 import { readProc } from '../src/cli/bench/resources.js';
 import { NODE_MALLOC_ENV, NODE_V8_FLAGS } from '../src/cli/node-runtime.js';
 import { type Child, startProgram } from '../test/harness/child.js';
+import { DIST_CLI, buildDist } from './lib/dist.js';
 import { freePorts, startOnFreshPorts } from '../test/harness/ports.js';
 import { serveListening } from '../test/harness/serve-process.js';
 import { sleep, until } from '../test/harness/until.js';
@@ -342,6 +348,8 @@ async function kvCas(c: KvClient, key: string, expected: Buffer | undefined, val
 interface SnapcoordRun {
   readonly serveFlags: readonly string[];
   readonly nodeRuntime: boolean;
+  /** entry: how a member runs the server: dist/'s main.js, or src/cli/main.ts under tsx. */
+  readonly entry: readonly string[];
 }
 
 /** startSnapcoord: three members on new ports, in `dir`; a start that found a port taken is made again on new ones (startOnFreshPorts). */
@@ -363,7 +371,7 @@ async function startSnapcoordOnce(dir: string, channels: number, tls: boolean, s
       ...(run.nodeRuntime ? NODE_V8_FLAGS : []),
       ...(process.env.SNAPCOORD_BENCH_NODE_FLAGS?.split(' ').filter((f) => f !== '') ?? []),
       ...(process.env.SNAPCOORD_BENCH_PROF !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SNAPCOORD_BENCH_PROF}`] : []),
-      '--import', 'tsx', 'src/cli/main.ts', 'serve',
+      ...run.entry, 'serve',
       '--id', id, '--grpc', grpcAddr(i), '--peer-listen', peerAddr(i), '--http', `127.0.0.1:${ports[i + 3] ?? 0}`,
       '--peers', peers, '--data-dir', join(dir, id), '--log-level', 'warn', ...sec.serveFlags(id), ...run.serveFlags,
     ], run.nodeRuntime ? { ...NODE_MALLOC_ENV } : {});
@@ -623,6 +631,7 @@ async function main(): Promise<void> {
     .option('--channels <n>', 'gRPC channels to each snapcoord member the clients talk to', '4')
     .option('--serve-flags <flags>', 'extra flags for every snapcoord serve, space-separated (e.g. "--heartbeat-ticks 10 --election-timeout-ticks 50")', '')
     .option('--no-node-runtime', 'start the members with plain `node`, without the V8 flags and malloc environment of their launchers (cli/node-runtime.ts)')
+    .option('--members-from <how>', 'dist: the members run dist/ (built from this tree at the start, as an installed snapcoord runs); tsx: src/ under tsx (no build, a slower start)', 'dist')
     .option('--spread <mode>', "on: snapcoord's clients spread over the three members (as etcd3's); off: all talk to the leader", 'off')
     .option('--no-etcd', 'skip the etcd comparison')
     .option('--no-failover', 'skip the failover measurement (leaves every process to exit cleanly, e.g. for --cpu-prof)')
@@ -636,8 +645,9 @@ async function main(): Promise<void> {
     .option('--keys <n>', 'with --op cas: the shared keys the transactions contend on', '16')
     .option('--rounds <n>', 'rounds of both sides in alternating order (with --tls compare: TLS on and off; else snapcoord and etcd), each round\'s ratios and their median', '1')
     .parse();
-  const o = program.opts<{ nodeRuntime: boolean; serveFlags: string; spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; plannedRestart: boolean; plannedRestarts: string; warmupSeconds: string; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
+  const o = program.opts<{ nodeRuntime: boolean; membersFrom: string; serveFlags: string; spread: string; clients: string; seconds: string; valueBytes: string; channels: string; etcd: boolean; failover: boolean; plannedRestart: boolean; plannedRestarts: string; warmupSeconds: string; etcdTuned?: boolean; etcdTls?: string; tls: string; rounds: string; op: string; keys: string }>();
   if (o.etcdTls !== undefined && o.etcdTls !== 'on' && o.etcdTls !== 'off') throw new Error(`--etcd-tls: "${o.etcdTls}" is not on or off`);
+  if (o.membersFrom !== 'dist' && o.membersFrom !== 'tsx') throw new Error(`--members-from: "${o.membersFrom}" is not dist or tsx`);
   if (o.spread !== 'on' && o.spread !== 'off') throw new Error(`--spread: "${o.spread}" is not on or off`);
   if (o.op !== 'put' && o.op !== 'cas') throw new Error(`--op: "${o.op}" is not put or cas`);
   const op: Op = o.op;
@@ -654,6 +664,8 @@ async function main(): Promise<void> {
   const warmupSeconds = Number(o.warmupSeconds);
   if (!Number.isFinite(warmupSeconds) || warmupSeconds < 0 || warmupSeconds > 600) throw new Error('--warmup-seconds must be 0..600');
   const valueBytes = Number(o.valueBytes);
+  if (o.membersFrom === 'dist') await buildDist((line) => console.log(line));
+  const entry = o.membersFrom === 'dist' ? [DIST_CLI] : ['--import', 'tsx', 'src/cli/main.ts'];
   const dir = await mkdtemp(join(tmpdir(), 'snapcoord-bench-write-'));
   console.log(
     `bench:write — 3 nodes on 127.0.0.1, ${clients} clients, ${op === 'cas' ? `compare-and-swap on ${keys} keys` : 'puts'}, ${valueBytes}-byte values, ${seconds} s each after ${warmupSeconds} s of warm-up, data in ${dir}`,
@@ -662,7 +674,7 @@ async function main(): Promise<void> {
     const tlsOn = o.tls !== 'off';
     type Run = Awaited<ReturnType<typeof bench>>;
     const runSnapcoord = (tls: boolean, r: number): Promise<Run> =>
-      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on', { serveFlags, nodeRuntime: o.nodeRuntime }), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart, warmupSeconds);
+      bench(tls ? 'snapcoord' : 'snapcoord-plain', () => startSnapcoord(join(dir, `snapcoord${tls ? '' : '-plain'}-${r}`), Number(o.channels), tls, o.spread === 'on', { serveFlags, nodeRuntime: o.nodeRuntime, entry }), clients, seconds, valueBytes, o.failover, op, keys, o.plannedRestart, warmupSeconds);
     const median = (xs: number[]): number => {
       const v = [...xs].sort((a, b) => a - b);
       const m = Math.floor(v.length / 2);
