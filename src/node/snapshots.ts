@@ -822,7 +822,7 @@ export class SnapshotManager {
         let stored: StoredSnapshot | null = null;
         if (base !== null && table !== null && changes !== undefined && changes !== null && changes.sinceIndex === base.meta.index) {
           try {
-            const pinned = await this.store.open(base.id); // held while read, whatever becomes newest meanwhile
+            const pinned = await this.store.hold(base); // held while read, whatever becomes newest meanwhile
             try {
               stored = await this.store.createDelta(meta, pinned, table, changes.entries, signal !== undefined ? { signal } : {});
             } finally {

@@ -489,8 +489,16 @@ export function archiveHead(
  * (meta breaks the schema), `member-too-large` (meta.json over META_BYTES_MAX).
  */
 export function archiveFrame(meta: RecordsArchiveMeta, produced: StateProduced): ArchiveFrame {
-  const { stateSha256, stateBytes } = produced;
-  const { full, metaBytes, mtimeSec, head } = archiveHead(meta, stateBytes, produced.stateKeys);
+  return archiveFrameFrom(archiveHead(meta, produced.stateBytes, produced.stateKeys), produced.stateSha256);
+}
+
+/**
+ * archiveFrameFrom: archiveFrame from the head archiveHead made for the state's size and record count (the same
+ * bytes as archiveFrame's for them: meta.json checked and built once) and state.bin's SHA-256.
+ */
+function archiveFrameFrom(h: ReturnType<typeof archiveHead>, stateSha256: string): ArchiveFrame {
+  const { full, metaBytes, mtimeSec, head } = h;
+  const stateBytes = full.stateBytes;
   const sums = formatSums(sha256Hex(metaBytes), stateSha256);
   const tail = Buffer.concat([
     tarPadding(stateBytes),
@@ -618,16 +626,43 @@ export async function writeArchiveFromMembers(
 ): Promise<RecordsArchiveResult> {
   const { level } = resolveParallelGzipOptions(options.gzipLevel !== undefined ? { level: options.gzipLevel } : {});
   const io = options.io ?? nodeSnapshotIo;
+  // Into the store's own sink (it hashes what it writes, nothing written yet) the pieces are written straight,
+  // no stream between: a stream pipeline per archive (Readable.from, a tap, pipeline's AbortController and the
+  // AbortError it builds at its end) was most of the fixed cost of a small archive (issue 17). Into anything else
+  // they stream, as pipeline does.
+  const direct = out instanceof ArchiveSink && out.hashesWhole && out.bytes === 0 && !out.writableEnded ? out : null;
+  /** spool: the spool file while open: opened at the first member delivered before the head is known (begin). */
   let spool: SnapshotFile | null = null;
+  /** spoolUsed: the spool was created (once at most: removed once read back, or at the end whatever happened). */
+  let spoolUsed = false;
   /** stopped: why the stream to `out` failed; the producer is stopped at its next member with it. */
   let stopped: Error | null = null;
   const queue = new PieceQueue(OUT_QUEUE_BYTES_MAX);
+  /** emit: pieces of the archive, in order, on their way to `out` (straight into the sink, or through the queue). */
+  const emit = async (pieces: Buffer[]): Promise<void> => {
+    if (direct !== null) {
+      await direct.writePieces(pieces);
+      return;
+    }
+    for (const b of pieces) await queue.push(b);
+  };
+  const openSpool = async (): Promise<SnapshotFile> => {
+    if (spool !== null) return spool;
+    if (spoolUsed) throw new ArchiveError('io', `the spool file ${spoolPath} was asked for again after it was read back`);
+    spoolUsed = true;
+    try {
+      spool = await io.open(spoolPath, 'wx+', ENTRY_MODE);
+    } catch (err) {
+      throw new ArchiveError('io', `cannot create the spool file ${spoolPath}: ${(err as Error).message}`, { cause: err });
+    }
+    return spool;
+  };
   const members: StateMemberEntry[] = [];
   /** spooled: the first members, written to the spool (spoolBytes) before the head was known. */
   let spooled = 0;
   let spoolBytes = 0;
   /** begun: the head, once known (begin, or the producer's end). */
-  let begun: { readonly stateBytes: number; readonly stateKeys: number; readonly head: Buffer; readonly headMember: Buffer } | null = null;
+  let begun: { readonly stateBytes: number; readonly stateKeys: number; readonly head: ReturnType<typeof archiveHead>; readonly headMember: Buffer } | null = null;
   // Members are gathered into writes of about SPOOL_IO_BYTES (a highly compressible state has
   // thousands of members of a few KiB: one write each was most of a delta's file system calls).
   let held: Buffer[] = [];
@@ -650,7 +685,7 @@ export async function writeArchiveFromMembers(
     heldBytes = 0;
     heldState = 0;
     if (begun !== null) {
-      for (const b of buffers) await queue.push(b);
+      await emit(buffers);
       streamed += state;
       options.onStateProgress?.(streamed, begun.stateBytes);
       return;
@@ -664,6 +699,12 @@ export async function writeArchiveFromMembers(
   };
   const deliver = async (member: Buffer, info: StateMemberInfo, onSpooled?: () => void): Promise<void> => {
     if (stopped !== null) throw stopped;
+    if (begun === null && spool === null) {
+      // The first member before the head is known: it waits in the spool (a producer that begins first, a
+      // delta's premerged one, never has one).
+      await openSpool();
+      if (stopped !== null) throw stopped;
+    }
     held.push(member);
     if (onSpooled !== undefined && begun === null) heldSpooled.push(onSpooled);
     heldBytes += member.length;
@@ -675,11 +716,16 @@ export async function writeArchiveFromMembers(
   const begin = async (totals: StateTotals): Promise<void> => {
     if (stopped !== null) throw stopped;
     if (begun !== null) throw new ArchiveError('io', 'the archive was begun twice');
-    const head = archiveHead(meta, totals.stateBytes, totals.stateKeys).head;
-    const headMember = await gzipMember(head, level, false, io);
+    const head = archiveHead(meta, totals.stateBytes, totals.stateKeys);
+    const headMember = await gzipMember(head.head, level, false, io);
     begun = { stateBytes: totals.stateBytes, stateKeys: totals.stateKeys, head, headMember };
-    await queue.push(headMember);
-    const handle = spool as SnapshotFile;
+    await emit([headMember]);
+    const handle = spool as SnapshotFile | null;
+    if (handle === null) {
+      // Nothing was delivered before the head: no spool.
+      if (spooled !== 0 || held.length !== 0) throw new ArchiveError('io', 'members were delivered before the head, but no spool file is open');
+      return;
+    }
     let position = 0;
     // Read back into buffers the sink gives back once written (RELEASE_AFTER_WRITE; another `out` never does, and
     // keeps what it is given): no fresh 1 MiB buffer per span, mapped and faulted in, dead a moment later.
@@ -705,7 +751,7 @@ export async function writeArchiveFromMembers(
           },
         });
       }
-      await queue.push(piece);
+      await emit([piece]);
       position += span;
       streamed += spanState;
       options.onStateProgress?.(streamed, totals.stateBytes);
@@ -720,31 +766,58 @@ export async function writeArchiveFromMembers(
   let result: { readonly full: ArchiveMeta; readonly stateSha256: string; readonly headMember: Buffer; readonly tailMember: Buffer } | null = null;
   /** run: the producer, then the head (if not begun), the rest of the members and the tail, into the queue. */
   const run = async (): Promise<void> => {
-    try {
-      spool = await io.open(spoolPath, 'wx+', ENTRY_MODE);
-    } catch (err) {
-      throw new ArchiveError('io', `cannot create the spool file ${spoolPath}: ${(err as Error).message}`, { cause: err });
-    }
     const produced = await produce(deliver, begin);
     if (begun === null) {
       await flush();
       await begin(produced);
     }
     await flush();
-    const b = begun as unknown as { readonly stateBytes: number; readonly stateKeys: number; readonly head: Buffer; readonly headMember: Buffer };
+    const b = begun as unknown as { readonly stateBytes: number; readonly stateKeys: number; readonly head: ReturnType<typeof archiveHead>; readonly headMember: Buffer };
     if (produced.stateBytes !== b.stateBytes || produced.stateKeys !== b.stateKeys) {
       throw new ArchiveError(
         'size-mismatch',
         `the state produced holds ${produced.stateBytes} bytes in ${produced.stateKeys} records; it was begun as ${b.stateBytes} bytes in ${b.stateKeys} records`,
       );
     }
-    const { full, head, tail } = archiveFrame(meta, produced);
-    if (!head.equals(b.head)) throw new ArchiveError('size-mismatch', 'the archive head differs from the one it was begun with');
+    // The head's meta.json as built at begin (the same size and record count, checked just above): built once.
+    const { full, tail } = archiveFrameFrom(b.head, produced.stateSha256);
     const tailMember = await gzipMember(tail, level, false, io);
-    await queue.push(tailMember);
+    await emit([tailMember]);
     result = { full, stateSha256: produced.stateSha256, headMember: b.headMember, tailMember };
     queue.end();
   };
+  /** dropSpool: the spool, if one is still open, closed and removed (also after a failure). */
+  const dropSpool = async (): Promise<void> => {
+    const handle = spool as SnapshotFile | null;
+    spool = null;
+    if (handle === null) return;
+    await handle.close().catch(() => undefined);
+    await io.unlink(spoolPath).catch(() => undefined);
+  };
+
+  if (direct !== null) {
+    try {
+      await run();
+      await direct.finishChunks();
+    } catch (err) {
+      // As pipeline would: the output is destroyed (its file closed once its pending writes settle).
+      direct.destroy();
+      throw err;
+    } finally {
+      await dropSpool();
+    }
+    const done = result as { readonly full: ArchiveMeta; readonly stateSha256: string; readonly headMember: Buffer; readonly tailMember: Buffer } | null;
+    if (done === null) throw new ArchiveError('io', 'the archive ended before the state was written');
+    const digest = direct.digest();
+    return {
+      archiveSha256: digest.archiveSha256,
+      archiveBytes: digest.archiveBytes,
+      meta: done.full,
+      stateSha256: done.stateSha256,
+      gzipMembers: members.length + 2,
+      members: { headBytes: done.headMember.length, state: members, tailBytes: done.tailMember.length },
+    };
+  }
 
   // Everything runs inside the pipeline, so any failure (a bad record too) destroys `out` the way pipeline does.
   let running: Promise<void> | null = null;
@@ -765,11 +838,7 @@ export async function writeArchiveFromMembers(
     // The stream can fail (`out`'s error) while the producer still runs: it is let finish (it stops at its next
     // member), so that a spool opened meanwhile is closed and removed too, not left to the garbage collector.
     await (running as Promise<void> | null)?.catch(() => undefined);
-    const handle = spool as SnapshotFile | null;
-    if (handle !== null) {
-      await handle.close().catch(() => undefined);
-      await io.unlink(spoolPath).catch(() => undefined);
-    }
+    await dropSpool();
   }
   const done = result as { readonly full: ArchiveMeta; readonly stateSha256: string; readonly headMember: Buffer; readonly tailMember: Buffer } | null;
   if (done === null) throw new ArchiveError('io', 'the archive stream ended before the state was written');

@@ -76,6 +76,13 @@ const INFLATE_PIECE_BYTES = 112 * 1024;
 const GZIP_TRAILER_BYTES = 8;
 
 /**
+ * INFLATE_WHOLE_BYTES_MAX: a member of at most this many state bytes is gunzipped whole (SnapshotIo.gunzip: one
+ * call, its CRC-32 checked too) into memory of its own, not streamed into a reused buffer: for a small state
+ * (the simulator's, a config store's) an inflate stream per member cost more than the bytes.
+ */
+export const INFLATE_WHOLE_BYTES_MAX = 64 * 1024;
+
+/**
  * inflateMember gunzips one member into `into` (reused across members: no
  * fresh 1 MiB allocation, mapped and faulted in, per member) when it is
  * large enough, else into a new buffer; its output size is known and more
@@ -179,7 +186,7 @@ export function localStateDigest(
 ): StateDigest {
   const hash: Hash = createHash('sha256');
   /** kept: inflated members not wanted, in order, until hashed (each with the buffer it lies in). */
-  const kept: Promise<{ readonly state: Buffer; readonly into: Buffer }>[] = [];
+  const kept: Promise<{ readonly state: Buffer; readonly into: Buffer | null }>[] = [];
   const spare: Buffer[] = [];
   /** lent: the buffers of wanted members, by their memory, until released. */
   const lent = new Map<ArrayBufferLike, Buffer>();
@@ -196,13 +203,14 @@ export function localStateDigest(
       if (failed !== null) return Promise.reject(failed);
       const at = stateOffset;
       stateOffset += entry.stateBytes;
-      const into = spare.pop() ?? Buffer.allocUnsafeSlow(blockBytes);
+      // A small member is gunzipped whole, into memory of its own (inflateMember), not into a reused buffer.
+      const into = entry.stateBytes <= INFLATE_WHOLE_BYTES_MAX ? null : (spare.pop() ?? Buffer.allocUnsafeSlow(blockBytes));
       const done = inflateMember(io, compressed, entry.stateBytes, into, noteGarbage)
         .then((state) => ({ state, lastKey: Buffer.from(walkRecords(state, entry, at)) }))
         .catch(fail);
       if (want) {
         return done.then((r) => {
-          lent.set(r.state.buffer, into);
+          if (into !== null) lent.set(r.state.buffer, into);
           return r;
         });
       }
@@ -223,7 +231,7 @@ export function localStateDigest(
       chain = chain.then(async () => {
         const { state, into } = await k;
         hash.update(state);
-        spare.push(into);
+        if (into !== null) spare.push(into);
       });
       return chain;
     },

@@ -498,6 +498,11 @@ async function* checkedFrames(handle: SnapshotHandle, io: SnapshotIo): AsyncGene
   }
 }
 
+/** wholeOnce: the bytes `read` gives, as a source of one piece (a small delta base read whole). */
+async function* wholeOnce(read: () => Promise<Buffer>): AsyncGenerator<Buffer> {
+  yield await read();
+}
+
 /**
  * framesData: the bytes of each frame, left unreleased (a fresh buffer per piece: the stream they go into, an
  * export's, may hold them after they were handed over); `done` is called once the last was handed over.
@@ -689,6 +694,14 @@ export class SnapshotStore {
    * leaves it when its directory is quarantined or removed. At most the store's snapshots (one entry each).
    */
   private readonly hashedHere = new Map<string, string>();
+  /**
+   * tables: the member tables this store wrote beside its archives since it was opened (build, keepMemberTable),
+   * by snapshot id, with the archive's SHA-256 they were checked against: members() answers from here for that
+   * archive rather than read and check its MEMBERS_FILE again (it was encoded from this very table and checked
+   * when written; a delta checks the table against the bytes it reads anyway). An id leaves it when its
+   * directory is quarantined or removed. At most PARSED_META_MAX entries (cleared past it).
+   */
+  private readonly tables = new Map<string, { readonly archiveSha256: string; readonly table: ArchiveMemberTable }>();
   /**
    * keepAlso: retention never removes a snapshot for which this says true,
    * beside the newest `retain` and the open ones (the node keeps what its
@@ -899,9 +912,20 @@ export class SnapshotStore {
     options: { readonly signal?: AbortSignal } = {},
   ): Promise<StoredSnapshot> {
     return this.build(meta, async (tmpDir, baseMeta, archiveSink, onStateProgress) => {
+      // A base of less than one chunk is read once (checked against its chunk hash: a file longer or shorter than
+      // recorded fails it too), and both the changed members' reads and the pass in order take it from memory: one
+      // open and read of the file, not one per pass.
+      let whole: Promise<Buffer> | null = null;
+      const readWhole = (): Promise<Buffer> => (whole ??= checkedRange(base, this.io, 0, base.archiveBytes));
+      const small = base.archiveBytes < CHUNK_HASH_BYTES;
       const written = await writeArchiveDelta(
         baseMeta,
-        { bytes: checkedFrames(base, this.io), archiveBytes: base.archiveBytes, members: table, readRange: (offset, length) => checkedRange(base, this.io, offset, length) },
+        {
+          bytes: small ? wholeOnce(readWhole) : checkedFrames(base, this.io),
+          archiveBytes: base.archiveBytes,
+          members: table,
+          readRange: small ? async (offset, length) => (await readWhole()).subarray(offset, offset + length) : (offset, length) => checkedRange(base, this.io, offset, length),
+        },
         changes,
         join(tmpDir, SPOOL_FILE),
         archiveSink,
@@ -917,6 +941,8 @@ export class SnapshotStore {
    * none (fetched, uploaded, older) or it does not check.
    */
   async members(stored: StoredSnapshot): Promise<ArchiveMemberTable | null> {
+    const kept = this.tables.get(stored.id);
+    if (kept !== undefined && kept.archiveSha256 === stored.archiveSha256) return kept.table;
     try {
       const bytes = await this.io.readFile(join(this.dir, stored.id, MEMBERS_FILE));
       return decodeMemberTable(bytes, { archiveSha256: stored.archiveSha256, archiveBytes: stored.archiveBytes, stateBytes: stored.meta.stateBytes, stateKeys: stored.meta.stateKeys });
@@ -980,7 +1006,7 @@ export class SnapshotStore {
     if (found === null) return null;
     const { table, stateBytes, stateKeys } = found;
     const bytes = encodeMemberTable(table, handle.archiveSha256);
-    decodeMemberTable(bytes, { archiveSha256: handle.archiveSha256, archiveBytes: handle.archiveBytes, stateBytes, stateKeys });
+    const checked = decodeMemberTable(bytes, { archiveSha256: handle.archiveSha256, archiveBytes: handle.archiveBytes, stateBytes, stateKeys });
     const dir = join(this.dir, handle.id);
     const tmp = join(dir, `${MEMBERS_FILE}.${this.io.uniqueName()}.new`);
     await this.exclusive(async () => {
@@ -991,6 +1017,7 @@ export class SnapshotStore {
       } finally {
         await this.io.rm(tmp, { force: true });
       }
+      this.rememberTable(handle.id, handle.archiveSha256, checked); // as members() reads it back
     });
     return table;
   }
@@ -1061,7 +1088,8 @@ export class SnapshotStore {
         const digest = archiveSink.digest();
         const storedMeta: StoredMeta = { ...archiveMeta, archiveSha256: digest.archiveSha256, archiveBytes: digest.archiveBytes };
         await writeFileDurable(this.under(tmpName, CHUNKS_FILE), encodeChunkHashes(digest), this.io);
-        if (members !== null) await writeFileDurable(this.under(tmpName, MEMBERS_FILE), encodeMemberTable(members, digest.archiveSha256), this.io);
+        const tableBytes = members !== null ? encodeMemberTable(members, digest.archiveSha256) : null;
+        if (tableBytes !== null) await writeFileDurable(this.under(tmpName, MEMBERS_FILE), tableBytes, this.io);
         const storedMetaBytes = serializeStoredMeta(storedMeta);
         await writeFileDurable(this.under(tmpName, STORED_META_FILE), storedMetaBytes, this.io);
         await fsyncDir(tmpDir, this.io);
@@ -1072,6 +1100,7 @@ export class SnapshotStore {
         this.rememberMeta(id, storedMetaBytes, storedMeta); // its next read parses nothing (loadMeta compares the bytes)
         this.written.set(stored, digest.chunkSha256s);
         this.hashedHere.set(id, digest.archiveSha256); // hashed by the sink as it wrote the bytes
+        if (tableBytes !== null) this.rememberWrittenTable(id, tableBytes, storedMeta);
       } catch (err) {
         await this.io.rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
         throw err;
@@ -1279,6 +1308,18 @@ export class SnapshotStore {
   }
 
   /**
+   * hold pins the snapshot of `handle`, an open handle of this store, once more and returns a handle of its own
+   * on it (released on its own), without opening it again: what open() checks (meta.json, the archive's size, the
+   * chunk hashes) was checked when `handle` was opened, and its bytes are checked against those chunk hashes as
+   * they are read, as before. A handle of another store, or of a snapshot nothing pins any more (it may be gone),
+   * is opened anew (open(handle.id), its errors).
+   */
+  async hold(handle: SnapshotHandle): Promise<SnapshotHandle> {
+    if (handle.path !== this.under(handle.id, ARCHIVE_FILE) || !this.pins.has(handle.id)) return this.open(handle.id);
+    return { ...handle, release: this.pin(handle.id) };
+  }
+
+  /**
    * makeDurable fsyncs a stored snapshot's directory and the store's, so its
    * files and its entry survive a power loss: for a snapshot found stored
    * after a write reported failure (a rename that returned EIO may have
@@ -1423,6 +1464,7 @@ export class SnapshotStore {
   /** moveToQuarantine: quarantine's move, under the store's lock. */
   private async moveToQuarantine(id: string): Promise<void> {
     this.hashedHere.delete(id);
+    this.tables.delete(id);
     const qdir = join(this.dir, QUARANTINE_DIR);
     await this.io.mkdir(qdir, { recursive: true, mode: DIR_MODE });
     await this.io.rename(join(this.dir, id), join(qdir, `${id}-${this.io.wallNowMs()}`));
@@ -1807,6 +1849,23 @@ export class SnapshotStore {
     return this.describe(id, await this.loadMeta(id));
   }
 
+  /** rememberWrittenTable keeps the member table just written beside snapshot `id` (`bytes`) as members() would read it back: decoded and checked against the archive; not kept when it does not check (members() says null then, as before). */
+  private rememberWrittenTable(id: string, bytes: Buffer, meta: StoredMeta): void {
+    let table: ArchiveMemberTable;
+    try {
+      table = decodeMemberTable(bytes, { archiveSha256: meta.archiveSha256, archiveBytes: meta.archiveBytes, stateBytes: meta.stateBytes, stateKeys: meta.stateKeys });
+    } catch {
+      return;
+    }
+    this.rememberTable(id, meta.archiveSha256, table);
+  }
+
+  /** rememberTable keeps `table`, just written beside snapshot `id`'s archive (`archiveSha256`), for members(). */
+  private rememberTable(id: string, archiveSha256: string, table: ArchiveMemberTable): void {
+    if (this.tables.size >= PARSED_META_MAX) this.tables.clear();
+    this.tables.set(id, { archiveSha256, table });
+  }
+
   /** rememberMeta keeps `meta` as the parse of meta.json `bytes` of snapshot `id` (copies both). */
   private rememberMeta(id: string, bytes: Buffer, meta: StoredMeta): void {
     if (this.parsedMeta.size >= PARSED_META_MAX) this.parsedMeta.clear();
@@ -1953,6 +2012,7 @@ export class SnapshotStore {
   /** removeDir renames the snapshot away first (atomic), so a crash mid-delete leaves only a *.tmp leftover. */
   private async removeDir(id: string): Promise<void> {
     this.hashedHere.delete(id);
+    this.tables.delete(id);
     const doomed = `${id}.deleting-${this.io.uniqueName()}${TMP_SUFFIX}`;
     this.busyTmp.add(doomed);
     try {

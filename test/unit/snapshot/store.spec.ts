@@ -588,6 +588,83 @@ describe('SnapshotStore', () => {
     }
   });
 
+  it('a delta of a small base (under one chunk) opens its base archive once, no spool, no member table or meta.json read back (issue 17: fixed cost)', async () => {
+    const opened = new Map<string, number>();
+    const read = new Map<string, number>();
+    const io: SnapshotIo = {
+      ...nodeSnapshotIo,
+      open: (path, flags, mode) => {
+        const name = path.slice(path.lastIndexOf('/') + 1);
+        opened.set(name, (opened.get(name) ?? 0) + 1);
+        return nodeSnapshotIo.open(path, flags, mode);
+      },
+      readFile: (path) => {
+        const name = path.slice(path.lastIndexOf('/') + 1);
+        read.set(name, (read.get(name) ?? 0) + 1);
+        return nodeSnapshotIo.readFile(path);
+      },
+    };
+    const store = await SnapshotStore.open(join(dir, 'delta-small'), { retain: 3, io, gzipBlockBytes: 64 * 1024, gzipLevel: 1 });
+    const state = records(40);
+    const base = await store.createFromRecords(meta(100), inBatches(state));
+    assert.ok(base.archiveBytes < CHUNK_HASH_BYTES, `a base of ${base.archiveBytes} bytes`);
+    const held = await store.openWritten(base);
+    let made;
+    opened.clear();
+    read.clear();
+    try {
+      const table = await store.members(base);
+      assert.ok(table !== null, 'the base has a member table');
+      const pinned = await store.hold(held);
+      try {
+        const key = (state[20] as StateRecord).key;
+        made = await store.createDelta(meta(101), pinned, table, [{ key, value: Buffer.from('changed') }]);
+      } finally {
+        pinned.release();
+      }
+    } finally {
+      held.release();
+    }
+    assert.equal(opened.get('archive.tar.gz'), 2, `the base read once and the new archive written: ${JSON.stringify([...opened])}`);
+    assert.equal(opened.get('state.spool'), undefined, `a spool opened: ${JSON.stringify([...opened])}`);
+    // The new one's written, the base's read by retention's listing; the base is not opened again (hold).
+    assert.equal(opened.get('meta.json'), 2, `meta.json read back: ${JSON.stringify([...opened])}`);
+    assert.equal(opened.get('chunks.sha256'), 1, `chunks.sha256 read back (only the new one written): ${JSON.stringify([...opened])}`);
+    assert.equal(read.get('members.json'), undefined, `the member table read back: ${JSON.stringify([...read])}`);
+    // Every check still made: the delta's state is the base's with the change, and its bytes verify.
+    await store.verify(made.id);
+    const table = await store.members(made);
+    assert.ok(table !== null, 'the delta has a member table');
+    const dh = await store.open(made.id);
+    try {
+      const got = await readState(dh);
+      assert.equal(got.length, state.length);
+      assert.deepEqual(Buffer.from((got[20] as StateRecord).value), Buffer.from('changed'));
+      assert.deepEqual(Buffer.from((got[19] as StateRecord).value), Buffer.from((state[19] as StateRecord).value));
+    } finally {
+      dh.release();
+    }
+  });
+
+  it('a small base whose archive was changed on the disk: the delta fails (corrupt), nothing stored', async () => {
+    const store = await SnapshotStore.open(join(dir, 'delta-small-flip'), { retain: 3, gzipBlockBytes: 64 * 1024, gzipLevel: 1 });
+    const state = records(40);
+    const base = await store.createFromRecords(meta(100), inBatches(state));
+    const table = await store.members(base);
+    assert.ok(table !== null);
+    const bytes = await readFile(base.path);
+    const at = Math.floor(bytes.length / 2);
+    bytes[at] = (bytes[at] as number) ^ 0x10;
+    await writeFile(base.path, bytes);
+    const h = await store.open(base.id);
+    try {
+      await storeError(store.createDelta(meta(101), h, table, [{ key: (state[3] as StateRecord).key, value: null }]), 'corrupt', /chunk 0/);
+    } finally {
+      h.release();
+    }
+    assert.deepEqual((await store.list()).map((s) => s.id), [base.id]);
+  });
+
   describe('crash safety (a child process SIGKILLed at each failpoint)', function () {
     this.timeout(60_000);
     const fixture = fileURLToPath(new URL('./fixtures/crash-create.ts', import.meta.url));
