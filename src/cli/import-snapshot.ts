@@ -7,6 +7,7 @@
  * match the SHA-256 stored with it (fetchImportFromS3).
  */
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { S3Destination, S3Error, type S3Settings } from '../ops/s3.js';
 import { createReadStream } from 'node:fs';
 
@@ -52,9 +53,10 @@ export async function checkImportFile(file: string): Promise<void> {
 
 /** importSnapshot waits (bounded) for a leader, then uploads the archive through the node's own client API (with `dial`'s TLS and key). */
 export async function importSnapshot(node: Node, apiAddress: string, file: string, log: Logger, dial: ClientDial = {}, waitMs = 60_000): Promise<void> {
-  const deadline = Date.now() + waitMs;
+  // The monotonic clock: a wall clock stepped back held this wait for the step's length.
+  const deadline = performance.now() + waitMs;
   while (node.status().leader === '') {
-    if (Date.now() > deadline) throw new Error(`no leader within ${waitMs} ms; the archive was not imported`);
+    if (performance.now() > deadline) throw new Error(`no leader within ${waitMs} ms; the archive was not imported`);
     await new Promise((r) => setTimeout(r, 50));
   }
   const client = new SnapshotClient(apiAddress, dial);

@@ -15,6 +15,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants as fsConstants, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { ClusterClient } from '../client/cluster-client.js';
 import { dialWithCa, type ClientDial } from '../client/dial.js';
 import { writeFileAtomic } from '../tls/files.js';
@@ -279,12 +280,13 @@ export async function runLocal(opts: LocalOptions): Promise<number> {
   // The first signal stops the nodes gracefully. A terminal's Ctrl-C reaches every process of the
   // group (and tsx relays it once more), so repeats within a second are the same request; a later
   // one (a second Ctrl-C) kills what is left at once.
-  let firstSignalMs = 0;
+  // Timed on the monotonic clock: on the wall clock a step back made a second Ctrl-C "the same request" for the step's length.
+  let firstSignalMs: number | null = null;
   const onSignal = (): void => {
-    if (firstSignalMs === 0) {
-      firstSignalMs = Date.now();
+    if (firstSignalMs === null) {
+      firstSignalMs = performance.now();
       stopAll(0);
-    } else if (Date.now() - firstSignalMs > 1_000) {
+    } else if (performance.now() - firstSignalMs > 1_000) {
       for (const c of children) if (!c.exited) c.proc.kill('SIGKILL');
     }
   };
@@ -317,8 +319,9 @@ async function waitReady(children: readonly Child[], dial: ClientDial, stopped: 
   // Each node is asked expecting its own certificate: the API key goes with every call.
   const clients = children.map((c) => ({ child: c, client: new ClusterClient(c.grpc, dial.credentialsFor !== undefined ? { ...dial, credentials: dial.credentialsFor(c.id) } : dial) }));
   try {
-    const deadline = Date.now() + READY_WAIT_MS;
-    while (Date.now() < deadline && !stopped()) {
+    // The monotonic clock: a wall clock stepped back held this wait for the step's length.
+    const deadline = performance.now() + READY_WAIT_MS;
+    while (performance.now() < deadline && !stopped()) {
       for (const { child, client } of clients) {
         if (child.exited) continue;
         try {

@@ -27,6 +27,7 @@ import { createReadStream } from 'node:fs';
 import { link, lstat, mkdtemp, open, rename, rm, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import * as grpc from '@grpc/grpc-js';
@@ -263,8 +264,9 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
   const tmp = `${path}.tmp`;
   if (await exists(path)) throw new CliError(`${file} already exists; refusing to overwrite it (choose another name or remove it)`);
   const client = snapshotClient(opts.endpoint);
-  const deadline = opts.timeoutMs > 0 ? Date.now() + opts.timeoutMs : 0;
-  const callOpts = (): { deadlineMs?: number } => (deadline > 0 ? { deadlineMs: deadline - Date.now() } : {});
+  // The monotonic clock: on the wall clock a step back gave a resumed call the step's length more.
+  const deadline = opts.timeoutMs > 0 ? performance.now() + opts.timeoutMs : 0;
+  const callOpts = (): { deadlineMs?: number } => (deadline > 0 ? { deadlineMs: Math.max(1, Math.ceil(deadline - performance.now())) } : {});
   // The download starts with the Status check, on the same connection (one round trip for both): the node finds
   // (or makes) the snapshot while the check's answer comes back, and the first messages wait (grpc-js's stream
   // buffer, then HTTP/2 flow control) until FILE.tmp exists. A failed check cancels it before any file is made.
@@ -400,7 +402,7 @@ export async function saveSnapshot(file: string, opts: SaveOptions): Promise<Sav
         // A cut before the snapshot's info was read (the held first call can fail while the check runs, the node
         // streaming a current snapshot at once) wrote nothing: it is retried from the start, unpinned.
         if (interrupted || idleExpired || !isCut(err) || resumes >= retries) throw err;
-        if (deadline > 0 && Date.now() >= deadline) throw err;
+        if (deadline > 0 && performance.now() >= deadline) throw err;
         resumes++;
         progress?.clear();
         if (opts.progress) {
@@ -740,8 +742,16 @@ export async function fetchFromS3(url: string, settings: S3Settings, progress: b
   }
 }
 
+/**
+ * TRANSFER_TIMEOUT_MS_DEFAULT: the deadline of a whole `snapshot save` or
+ * `snapshot restore` without --timeout-ms (an hour: a node that sends or takes
+ * a byte now and then no longer holds the CLI for ever); TRANSFER_TIMEOUT_MS_MAX: the most --timeout-ms takes (a week).
+ */
+export const TRANSFER_TIMEOUT_MS_DEFAULT = 3_600_000;
+export const TRANSFER_TIMEOUT_MS_MAX = 604_800_000;
+
 function transferTimeout(opts: ClientOpts): number {
-  return opts.timeoutMs === undefined ? 0 : positiveInt('timeout-ms', opts.timeoutMs);
+  return opts.timeoutMs === undefined ? TRANSFER_TIMEOUT_MS_DEFAULT : positiveInt('timeout-ms', opts.timeoutMs, 1, TRANSFER_TIMEOUT_MS_MAX);
 }
 
 /** listDestination prints the archives under an s3:// destination, newest first, with their stored SHA-256 and index. */
@@ -802,7 +812,7 @@ export function addSnapshotCommands(program: Command): void {
       .option('--idle-timeout-ms <ms>', `give up when the node sends nothing for this long mid-download, 0 for never (default ${DEFAULT_IDLE_TIMEOUT_MS})`)
       .option('--retries <n>', `resume a download cut mid-way (connection lost) up to N times, from the last byte written, pinned to the same archive (default ${SAVE_RESUME_RETRIES_DEFAULT})`)
       .description('download a point-in-time snapshot of the cluster into FILE'),
-    'deadline of the whole download (default none)',
+    `deadline of the whole download (default ${TRANSFER_TIMEOUT_MS_DEFAULT}, an hour)`,
   ).action(async (file: string, opts: TransferOpts & { stale?: boolean; idleTimeoutMs?: string; retries?: string }) => {
     const endpoint = endpointOf(opts);
     const idleTimeoutMs = opts.idleTimeoutMs === undefined ? DEFAULT_IDLE_TIMEOUT_MS : positiveInt('idle-timeout-ms', opts.idleTimeoutMs, 0);
@@ -833,7 +843,7 @@ export function addSnapshotCommands(program: Command): void {
         .option('--no-progress', 'print no progress')
         .description("replace the cluster's key-value state with FILE's (checked completely while it uploads; a bad file's upload is canceled)"),
     ),
-    'deadline of the whole upload and restore (default none)',
+    `deadline of the whole upload and restore (default ${TRANSFER_TIMEOUT_MS_DEFAULT}, an hour)`,
   ).action(async (file: string, opts: TransferOpts & S3Opts) => {
     const endpoint = endpointOf(opts);
     let local = file;

@@ -3,6 +3,7 @@
  * (tasks belong to the node that runs them). `wait` polls until the task is
  * succeeded, failed or canceled and exits 0 only when it succeeded.
  */
+import { performance } from 'node:perf_hooks';
 import type { Command } from 'commander';
 import { TaskClient } from '../client/task-client.js';
 import { TaskFilter, type Task } from '../gen/snapcoord/v1/snapshot.js';
@@ -16,6 +17,9 @@ const FINISHED: readonly string[] = ['succeeded', 'failed', 'canceled'];
 
 /** WAIT_POLL_MS: how often `tasks wait` asks. */
 export const WAIT_POLL_MS = 250;
+/** TASK_WAIT_MS_DEFAULT: how long `tasks wait` waits without --timeout-ms (an hour); TASK_WAIT_MS_MAX: the most it takes (a week). */
+export const TASK_WAIT_MS_DEFAULT = 3_600_000;
+export const TASK_WAIT_MS_MAX = 604_800_000;
 
 function taskClient(endpoint: string): TaskClient {
   return new TaskClient(endpoint, cliDial());
@@ -122,6 +126,26 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * waitForTask polls task `uid` every WAIT_POLL_MS until it is succeeded,
+ * failed or canceled, for at most `timeoutMs`, timed on the monotonic clock
+ * (performance.now): a wall clock stepped back (NTP, a resumed VM) held a
+ * wait timed on Date.now for the step's length. `onStatus` hears each new
+ * status. Errors: CliError "is still STATUS after N ms"; a failed call's.
+ */
+export async function waitForTask(c: TaskClient, uid: bigint, timeoutMs: number, onStatus: (status: string) => void = () => undefined): Promise<Task> {
+  const giveUpAt = performance.now() + timeoutMs;
+  let last = '';
+  for (;;) {
+    const t = await getTask(c, uid, Math.max(1, Math.min(5_000, Math.ceil(giveUpAt - performance.now()))));
+    if (FINISHED.includes(t.status)) return t;
+    if (t.status !== last) onStatus(t.status);
+    last = t.status;
+    if (performance.now() + WAIT_POLL_MS > giveUpAt) throw new CliError(`task ${uid} is still ${t.status} after ${timeoutMs} ms`);
+    await sleep(WAIT_POLL_MS);
+  }
+}
+
 /** addTaskCommands adds `tasks ls|get|wait` to `program`. */
 export function addTaskCommands(program: Command): void {
   const tasks = program.command('tasks').description("list, show and wait for the endpoint node's tasks");
@@ -175,26 +199,19 @@ export function addTaskCommands(program: Command): void {
     .command('wait')
     .argument('<uid>')
     .option('--endpoint <host:port>', 'node to talk to (env SNAPCOORD_ENDPOINT, default 127.0.0.1:7001)')
-    .option('--timeout-ms <ms>', 'give up after this long (default: wait as long as it takes)')
+    .option('--timeout-ms <ms>', `give up after this long (default ${TASK_WAIT_MS_DEFAULT}, an hour; at most ${TASK_WAIT_MS_MAX})`)
     .option('--json', 'print the finished task as JSON')
     .description('wait until the task succeeded, failed or was canceled (exit 0 only when it succeeded)')
     .action(async (uidText: string, opts: ClientOpts & { json?: boolean }) => {
       const uid = parseUid(uidText);
       const endpoint = endpointOf(opts);
-      const timeoutMs = opts.timeoutMs === undefined ? 0 : positiveInt('timeout-ms', opts.timeoutMs);
-      const giveUpAt = timeoutMs > 0 ? Date.now() + timeoutMs : Infinity;
+      const timeoutMs = opts.timeoutMs === undefined ? TASK_WAIT_MS_DEFAULT : positiveInt('timeout-ms', opts.timeoutMs, 1, TASK_WAIT_MS_MAX);
       const c = taskClient(endpoint);
       let t: Task;
       try {
-        let last = '';
-        for (;;) {
-          t = await getTask(c, uid, Math.max(1, Math.min(5_000, giveUpAt - Date.now())));
-          if (FINISHED.includes(t.status)) break;
-          if (t.status !== last && process.stderr.isTTY) process.stderr.write(`task ${uid}: ${t.status}\n`);
-          last = t.status;
-          if (Date.now() + WAIT_POLL_MS > giveUpAt) throw new CliError(`task ${uid} is still ${t.status} after ${timeoutMs} ms`);
-          await sleep(WAIT_POLL_MS);
-        }
+        t = await waitForTask(c, uid, timeoutMs, (status) => {
+          if (process.stderr.isTTY) process.stderr.write(`task ${uid}: ${status}\n`);
+        });
       } catch (err) {
         throw callError(err, endpoint);
       } finally {
