@@ -226,7 +226,7 @@ export const SERVE_OPTIONS: readonly ServeOption[] = [
   option('metricsOpen', 'metrics-open', 'bool', '', 'serve /metrics without an API key'),
   option('peerDial', 'peer-dial', 'string', 'id=host:port,...', 'dial these peers at these addresses instead of the ones they advertise (a proxy or NAT in between; default none)'),
   option('dataDir', 'data-dir', 'string', 'dir', 'data directory (default ./data/<id>)'),
-  option('minFreeBytes', 'min-free-bytes', 'int', 'bytes', `free space kept in reserve on the data dir's file system: below it writes, membership changes, restores and snapshots are refused (reads still served); a snapshot_path export or snapshot task that would leave less free on its own file system is refused too; 0 to disable (default ${DEFAULT_MIN_FREE_BYTES}, 64 MiB)`),
+  option('minFreeBytes', 'min-free-bytes', 'int', 'bytes', `free space kept in reserve on the data dir's file system: below it writes, membership changes, restores and snapshots are refused (reads still served); a snapshot_path export, snapshot task or scheduled snapshot's copy that would leave less free on its own file system is refused too; 0 to disable (default ${DEFAULT_MIN_FREE_BYTES}, 64 MiB)`),
   option('verifyImageRecords', 'verify-image-records', 'bool', '', "a follower taking the leader's state image of a restore reads every record of it and checks them against the restore entry's records digest before it commits it (~2.5-3 s of CPU per million 1 KiB records; default off: the image's files are checked against the SHA-256s the leader recorded, and the leader checked its own install against the digest)"),
   option(
     'clusterId',

@@ -593,6 +593,7 @@ export async function runServe(cfg: ServeConfig): Promise<number> {
         return new ClusterServiceClient(address, credentials, options);
       },
       registry: metrics.registry,
+      reserveBytes: cfg.minFreeBytes,
     });
     tasks = await TaskQueue.open(join(cfg.dataDir, 'tasks.json'), { snapshotCreation: agent.runner(snapshotTaskRunner(node, snapshotPath, cfg.minFreeBytes)) }, logger, {
       enqueuedMax: cfg.taskQueueMax,

@@ -325,6 +325,12 @@ export interface ScheduledRunnerOptions {
   readonly destination: S3Destination | null;
   readonly log: Logger;
   readonly now?: () => number;
+  /**
+   * reserveBytes: the free space a run's copy must leave on snapshotDir's file system (serve: --min-free-bytes,
+   * as for exports and task files: checkExportSpace); a copy that would leave less fails `disk_full` before it
+   * writes anything. Default 0 (none).
+   */
+  readonly reserveBytes?: number;
 }
 
 /** scheduledSnapshotRunner: the TaskRunner of one scheduled run (see the file comment). */
@@ -345,6 +351,7 @@ export function scheduledSnapshotRunner(o: ScheduledRunnerOptions): TaskRunner {
       (done) => progress({ bytesDone: done }),
       // Checked as copied, trusted or not (ExportCheck): retention removes the copies this one replaces.
       'checked',
+      o.reserveBytes ?? 0,
     );
     try {
       const total = handle.archiveBytes;

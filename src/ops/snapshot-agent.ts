@@ -42,6 +42,8 @@ export interface SnapshotAgentOptions {
   /** connect: opens a ClusterService client to a member's client plane, with TLS credentials and this node's key. */
   readonly connect: ClusterConnector;
   readonly registry?: Registry;
+  /** reserveBytes: the free space a scheduled copy leaves on the snapshot dir's file system (serve: --min-free-bytes; default 0). */
+  readonly reserveBytes?: number;
 }
 
 /** SnapshotAgent: see the file comment. */
@@ -79,6 +81,7 @@ export class SnapshotAgent {
       ...(this.destination !== null && !hasRetention(this.o.retention) ? { localRetention: { keepLast: 1, keepDays: 0, keepWeeks: 0 } } : {}),
       destination: this.destination,
       log: this.o.log,
+      reserveBytes: this.o.reserveBytes ?? 0,
     });
     return (task, progress) => (isScheduledPath(task.details.path, this.o.snapshotDir, this.o.dbName) ? scheduled(task, progress) : plain(task, progress));
   }

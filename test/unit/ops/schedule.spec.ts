@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, statfs, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { LEGACY_SCHEDULE_KEY_PREFIX, SCHEDULE_RECORD_PREFIX, SnapshotSchedule, isScheduledPath, scheduledSnapshotRunner, type ScheduleOptions, type TickResult } from '../../../src/ops/schedule.js';
@@ -310,6 +310,51 @@ describe('agent: snapshot schedule', function () {
       await sn.close();
     }
   });
+  it('a scheduled run whose copy would leave less than the disk reserve (--min-free-bytes) free fails disk_full before writing; within it, it runs (before: a schedule wrote the disk into its reserve)', async () => {
+    const sn = await SnapshotNode.start();
+    const run = async (reserveBytes: number, at: number): Promise<Task> => {
+      const agent = await SnapshotAgent.create({
+        node: sn.node,
+        log: silent,
+        dbName: 'db',
+        snapshotDir: sn.root,
+        snapshotPath: sn.snapshotPath,
+        scheduleIntervalMs: 0,
+        retention: KEEP_LAST_1,
+        destination: '',
+        s3: s3SettingsFrom({}),
+        consistencyCheckIntervalMs: 0,
+        selfClientAddress: sn.api.address,
+        clientAddressOf: () => '',
+        connect: () => assert.fail('no consistency check in this test'),
+        reserveBytes,
+      });
+      const queue = await TaskQueue.open(join(sn.dir, `reserve-${at}-tasks.json`), { snapshotCreation: agent.runner(async () => ({ path: 'plain' })) }, silent);
+      try {
+        const t = await queue.enqueue('snapshotCreation', { path: join(sn.root, snapshotName('db', new Date(at))) });
+        await queue.idle();
+        return queue.get(t.uid);
+      } finally {
+        await queue.close();
+        agent.stop();
+      }
+    };
+    try {
+      await sn.node.propose({ op: 'put', key: Buffer.from('k'), value: Buffer.alloc(64 * 1024, 1) });
+      // A reserve larger than the free space: any copy would take it.
+      const st = await statfs(sn.root);
+      const refused = await run(st.bavail * st.bsize + 1, NOW);
+      assert.equal(refused.status, 'failed', 'the run took the reserve');
+      assert.equal(refused.error?.code, 'disk_full', String(refused.error?.message));
+      assert.match(refused.error?.message ?? '', /--min-free-bytes/);
+      assert.deepEqual((await readdir(sn.root)).filter((n) => n.includes('db-')), [], 'nothing written');
+      const ok = await run(1024, NOW + HOUR);
+      assert.equal(ok.status, 'succeeded', String(ok.error?.message));
+    } finally {
+      await sn.close();
+    }
+  });
+
   it('SnapshotAgent: a destination without a retention rule keeps every run in the bucket and only the newest in the directory, besides runs the bucket never got', async () => {
     const sn = await SnapshotNode.start();
     const s3 = await S3Server.start();
