@@ -5,7 +5,9 @@
  * bench:snapshot-cluster, written the way `snapshot save` writes it) R times. Per restore it prints the restore's
  * wall time, the install's (SnapshotManager.installUpload and the snapshot copy built beside it), the CPU of the
  * install by thread from /proc (the main thread; all others: libuv's threadpool, V8's GC threads, RocksDB's),
- * and the page faults of the process since the last round; then the peak RSS. Figures only.
+ * and the page faults of the process since the last round, and how late a 10 ms interval timer (a node's Raft tick)
+ * ran during the install: the longest gap between its runs, its 99th percentile and the gaps over 50 / 100 ms (the
+ * heartbeats a leader sends wait for its ticks); then the peak RSS. Figures only.
  *
  *   MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072 MALLOC_ARENA_MAX=1 \
  *     node --import tsx --max-semi-space-size=4 --initial-old-space-size=64 bench/install.ts [--keys 500000] [--rounds 3]
@@ -15,7 +17,7 @@
 import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { writeArchiveFromRecords } from '../src/snapshot/archive.js';
@@ -60,12 +62,26 @@ async function main(): Promise<void> {
     await leader.propose({ op: 'put', key: Buffer.from('a'), value: Buffer.from('b') });
     const original = SnapshotManager.prototype.installUpload;
     const timings: { wall: number; main: number; other: number; groups: Map<string, number> }[] = [];
+    const tickGaps: { max: number; p99: number; over50: number; over100: number; ticks: number }[] = [];
     SnapshotManager.prototype.installUpload = async function (this: SnapshotManager, ...a: Parameters<typeof original>) {
       const before = threadCpu();
       const t0 = performance.now();
-      await original.apply(this, a);
-      await (this as unknown as { copying: Promise<void> | null }).copying;
+      const gaps: number[] = [];
+      let last = t0;
+      const tick = setInterval(() => {
+        const now = performance.now();
+        gaps.push(now - last);
+        last = now;
+      }, 10);
+      try {
+        await original.apply(this, a);
+        await (this as unknown as { copying: Promise<void> | null }).copying;
+      } finally {
+        clearInterval(tick);
+      }
       const wall = (performance.now() - t0) / 1000;
+      gaps.sort((x, y) => x - y);
+      tickGaps.push({ max: gaps[gaps.length - 1] ?? 0, p99: gaps[Math.floor(gaps.length * 0.99)] ?? 0, over50: gaps.filter((g) => g > 50).length, over100: gaps.filter((g) => g > 100).length, ticks: gaps.length });
       const after = threadCpu();
       let main = 0;
       let other = 0;
@@ -89,6 +105,8 @@ async function main(): Promise<void> {
       const faults = minorFaults();
       console.log(`round ${r + 1}: restore ${((performance.now() - t0) / 1000).toFixed(2)} s; install+copy ${t?.wall.toFixed(2)} s, CPU main ${t?.main.toFixed(2)} s, other threads ${t?.other.toFixed(2)} s (${[...(t?.groups ?? [])].filter(([, d]) => d > 0).map(([g, d]) => `${g} ${d.toFixed(2)}`).join(', ')}); ${faults - faults0} page faults; rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
       faults0 = faults;
+      const g = tickGaps[tickGaps.length - 1];
+      if (g !== undefined) console.log(`round ${r + 1}: 10 ms ticks during the install: ${g.ticks}, longest gap ${g.max.toFixed(0)} ms, p99 ${g.p99.toFixed(0)} ms, gaps over 50 ms ${g.over50}, over 100 ms ${g.over100} (load ${loadavg()[0]?.toFixed(1)})`);
     }
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
     console.log(`peak RSS ${(Number(m?.[1]) / 1024).toFixed(0)} MiB`);

@@ -131,6 +131,17 @@ const RECORD_FORMAT = STATE_RECORD_FORMAT;
 export const INSTALL_WRITE_BYTES = 2 * 1024 * 1024;
 const INSTALL_WRITE_OPS = 16_384;
 /**
+ * INSTALL_TURN_BYTES: the most key and value bytes an install puts into its write batches in one turn of the
+ * event loop; past it, it gives the loop a turn (RocksStorageOptions.yieldTurn: setImmediate) before the next
+ * record. The install's source (a restore's gunzip, record checks, records digest and snapshot copy, all on the
+ * main thread) is pulled in the same chain of promises, so without it one turn ran on for as long as the source
+ * had bytes at hand: 30-70 ms of CPU at a time (a 300k-key restore's leader, cpuprofile), stretched to 150-800 ms
+ * on a loaded machine (2 cores, load 12-25), long enough for both followers to miss the leader's heartbeats,
+ * elect another leader and give up its state image (issue 15: each then installs its own archive copy, ~10 s of
+ * CPU at 1M keys). At 256 KiB a turn holds ~1-2 ms of the install's CPU.
+ */
+export const INSTALL_TURN_BYTES = 256 * 1024;
+/**
  * STATE_WRITE_BUFFER_BYTES: the memtable size of a state generation (the binding's default is 4 MiB).
  * RocksDB keeps up to two (one filling, one being flushed) in native memory. Measured (600k keys of
  * 1 KiB, two bulk installs in one process, peak RssAnon): 16 MiB 160-162 MiB, 8 MiB 121, 4 MiB
@@ -570,8 +581,8 @@ export interface RocksStorageOptions {
   /** changesValuesKeptBytes: see CHANGES_VALUES_KEPT_BYTES (changed-keys.ts; its default); for tests. */
   readonly changesValuesKeptBytes?: number;
   /**
-   * yieldTurn: how a view's listing of its changes gives the event loop a turn (ChangedKeys.list; default:
-   * setImmediate); for tests.
+   * yieldTurn: how a view's listing of its changes (ChangedKeys.list) and an install (INSTALL_TURN_BYTES) give the
+   * event loop a turn (default: setImmediate); for tests.
    */
   readonly yieldTurn?: () => Promise<void>;
   /**
@@ -1314,16 +1325,26 @@ export class RocksStorage implements NodeStorage {
         inFlight = write;
         filling = filling === 0 ? 1 : 0;
       };
+      const yieldTurn = this.#options.yieldTurn ?? nextTurn;
+      let turnBytes = 0;
       for await (const records of source) {
         this.#checkOpen('installState'); // close() aborts an install
         checkInstallBatch(records, seen, path);
-        const batch = batches[filling];
         for (const r of records) {
+          if (turnBytes >= INSTALL_TURN_BYTES) {
+            // A turn for the timers and IO waiting (the node's ticks, heartbeats and their answers): see INSTALL_TURN_BYTES.
+            // The source's records stay valid meanwhile (views of its batch, read until the next one is asked for).
+            turnBytes = 0;
+            await yieldTurn();
+            this.#checkOpen('installState');
+          }
+          const batch = batches[filling];
           const key = keys.of(r.key);
           batch.put(key, values.seal(key, r.value));
+          turnBytes += r.key.length + r.value.length;
+          if (batch.bytes >= INSTALL_WRITE_BYTES || batch.count >= INSTALL_WRITE_OPS) await issue();
         }
         seen += records.length;
-        if (batch.bytes >= INSTALL_WRITE_BYTES || batch.count >= INSTALL_WRITE_OPS) await issue();
       }
       await issue();
       if (inFlight !== null) await inFlight;

@@ -8,7 +8,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { RocksStorage } from '../../../src/storage/rocks-storage.js';
+import { INSTALL_TURN_BYTES, RocksStorage } from '../../../src/storage/rocks-storage.js';
 import type { KeyValue } from '../../../src/storage/types.js';
 
 const membership = { voters: ['n1'], learners: [], addresses: { n1: '127.0.0.1:7001' } };
@@ -118,6 +118,56 @@ describe('RocksStorage.installState bulk load', function () {
       assert.equal(await s.stateDigest(), before);
       assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('state-')), ['state-2']);
     } finally {
+      await s.close();
+    }
+  });
+
+  it('gives the event loop a turn at least every INSTALL_TURN_BYTES of records, however fast its source yields them', async () => {
+    // A source with every batch at hand (as a restore's gunzip often has) is pulled in one chain of promises: without the
+    // install's own turns, 2 MiB and more went into the write batches before any timer (the node's ticks) could run.
+    // Counted by turns of the loop (a setImmediate chain beside the install), not by time.
+    const valueBytes = 1000;
+    const count = 8_000; // ~8 MB: four 2 MiB write batches
+    let turns = 0;
+    let bytesSinceTurn = 0;
+    let mostBytesInATurn = 0;
+    let turnSeen = 0;
+    let done = false;
+    const turn = (): void => {
+      turns++;
+      if (!done) setImmediate(turn);
+    };
+    setImmediate(turn);
+    async function* source(): AsyncGenerator<KeyValue[]> {
+      for (let i = 0; i < count; i += 100) {
+        const batch: KeyValue[] = [];
+        for (let j = i; j < i + 100; j++) batch.push({ key: Buffer.from(`t/${String(j).padStart(6, '0')}`), value: Buffer.alloc(valueBytes, j % 251) });
+        yield batch;
+      }
+    }
+    async function* watched(): AsyncGenerator<KeyValue[]> {
+      for await (const batch of source()) {
+        // What the install took of the last batch since the loop last turned (it asks for this one once it put them all).
+        if (turns !== turnSeen) {
+          turnSeen = turns;
+          bytesSinceTurn = 0;
+        }
+        for (const r of batch) bytesSinceTurn += r.key.length + r.value.length;
+        yield batch;
+        mostBytesInATurn = Math.max(mostBytesInATurn, bytesSinceTurn);
+      }
+    }
+    const s = await RocksStorage.open(dir);
+    try {
+      await s.installState(watched(), { appliedIndex: 4, membership });
+      done = true;
+      assert.equal(s.appliedIndex(), 4);
+      const batchBytes = 100 * (valueBytes + 8);
+      // A batch handed over whole counts in the turn it was handed over in: the bound is the turn's bytes plus one batch.
+      assert.ok(mostBytesInATurn <= INSTALL_TURN_BYTES + batchBytes, `${mostBytesInATurn} bytes of records taken in one turn of the event loop`);
+      assert.ok(turns >= Math.floor((count * (valueBytes + 8)) / (INSTALL_TURN_BYTES + batchBytes)), `only ${turns} turns`);
+    } finally {
+      done = true;
       await s.close();
     }
   });
