@@ -514,6 +514,8 @@ export class Node {
   private readonly clock: Clock;
   private readonly bugs: TestOnlyBugs;
   private ticker: TimerHandle | undefined;
+  /** lastTickAtMs: when onTick last ran (the clock's), to tell the core of the tick periods its ticks missed (missedTicks). */
+  private lastTickAtMs: number | null = null;
   private running = false;
   private kicked = false;
   private stopped = false;
@@ -1601,6 +1603,14 @@ export class Node {
 
   private onTick(): void {
     if (this.stopped) return;
+    // A tick that came late (a busy or starved process) tells the core how many periods it missed, so that a leader's
+    // heartbeats keep the clock's interval, not the ticks' (RaftNode.missedTicks; no timeout counts them).
+    const now = this.clock.nowMs();
+    if (this.lastTickAtMs !== null) {
+      const missed = Math.floor((now - this.lastTickAtMs) / this.timings.tickMs) - 1;
+      if (missed > 0) this.raft.missedTicks(Math.min(missed, this.timings.heartbeatIntervalTicks));
+    }
+    this.lastTickAtMs = now;
     this.raft.tick();
     this.noteLeader();
     if (this.removalNews !== null) {

@@ -437,6 +437,26 @@ export class RaftNode {
     else this.tickElection();
   }
 
+  /**
+   * missedTicks: the driver's clock says `n` tick periods passed with no tick
+   * run (its ticks came late: a busy or starved process). A leader counts them
+   * towards its next heartbeat only, so that the next tick() sends it if one
+   * heartbeat interval passed by the clock since the last (etcd-io/raft's
+   * MsgBeat: heartbeats are a local clock's, not only the ticks'). Nothing
+   * else moves: the election timeout and the CheckQuorum window count the
+   * ticks run (a leader's own stall, its followers' answers waiting unread,
+   * never deposes it), and a follower's campaign counts its own ticks (a stall
+   * of its own never makes it campaign). Without it a leader whose ticks ran
+   * at 3-6x their period (a restore's install on a loaded machine) sent a
+   * heartbeat every 100-200 ms of the clock, while its idle followers timed out
+   * after 150-300 ms of theirs, and both campaigned together. A negative or
+   * non-integer n, or a non-leader, changes nothing.
+   */
+  missedTicks(n: number): void {
+    if (this.role !== 'leader' || !Number.isSafeInteger(n) || n <= 0) return;
+    this.heartbeatElapsed = Math.min(this.heartbeatElapsed + n, this.cfg.heartbeatIntervalTicks - 1);
+  }
+
   /** campaign starts an election now (if this node is a voter and not the leader). */
   campaign(): void {
     this.hup(false);
