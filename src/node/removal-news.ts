@@ -124,7 +124,8 @@
  * ASK_INTERVAL_MS between rounds for one sender, ASK_TIMEOUT_MS per ask,
  * ROUND_VOTERS_MAX voters a round, IDS_MAX senders remembered (the oldest not
  * being asked forgotten first, with their words), REPORTS_PER_MEMBER_MAX
- * voters' words per member (the one that spoke longest ago dropped first).
+ * voters' words per member (the one that spoke longest ago dropped first),
+ * REMOVAL_NEWS_DENIAL_TTL_MS for a denial.
  */
 import type { Membership, Message, NodeId } from '../raft/types.js';
 import type { MembershipAnswer, MembershipQuery } from '../transport/transport.js';
@@ -147,6 +148,15 @@ export const REMOVAL_NEWS_ROUND_VOTERS_MAX = 5;
 export const REMOVAL_NEWS_CORROBORATING_VOTERS_MIN = 2;
 /** REPORTS_PER_MEMBER_MAX: voters' reports kept per member (the voter that spoke longest ago dropped first). */
 export const REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX = 16;
+/**
+ * DENIAL_TTL_MS: a voter's denial (its committed configuration names the member) counts this long after its answer.
+ * A denial says only that the member was named at that index: a removal may have been committed since, and a voter
+ * that answers no more (down, cut off) cannot withdraw it. Before, such a denial stood for good, and kept lifting a
+ * true removal one voter reported (the member's forged claims taken again). A live voter's word is asked again at
+ * the member's next claim (at most once an ASK_INTERVAL_MS), so its denial stays fresh. A report of a removal does
+ * not age: committed, a removal is never rolled back (a member added back is named in the voters' later answers).
+ */
+export const REMOVAL_NEWS_DENIAL_TTL_MS = 60_000;
 /** SELF: the key of the rounds this node starts about its own log (no sender). */
 const SELF = '';
 
@@ -199,7 +209,17 @@ interface Round {
  * Reports: per voter, its last committed word about one member: `removed` (its configuration at `index`, newer than
  * this node's, does not name the member) or not (its configuration at `index`, at least as new as this node's, names it).
  */
-type Reports = Map<NodeId, { readonly index: number; readonly removed: boolean; /** serial: of the certificate the word came over (MembershipAnswer.serial; undefined without TLS). */ readonly serial: string | undefined }>;
+type Reports = Map<
+  NodeId,
+  {
+    readonly index: number;
+    readonly removed: boolean;
+    /** serial: of the certificate the word came over (MembershipAnswer.serial; undefined without TLS). */
+    readonly serial: string | undefined;
+    /** atMs: when the word was learned (this node's clock): a denial counts REMOVAL_NEWS_DENIAL_TTL_MS at most. */
+    readonly atMs: number;
+  }
+>;
 
 /** Removal: the voters whose reports that a member was removed stand (newer than this node's configuration), highest index first. */
 interface Removal {
@@ -412,8 +432,9 @@ export class RemovalNews {
     if (reports === undefined) return null;
     const standing: [NodeId, number][] = [];
     let denied = 0;
+    const now = this.opts.clock.nowMs();
     for (const [voter, r] of reports) {
-      if (r.removed ? r.index <= conf.index : r.index < conf.index) reports.delete(voter);
+      if (r.removed ? r.index <= conf.index : r.index < conf.index || now - r.atMs >= REMOVAL_NEWS_DENIAL_TTL_MS) reports.delete(voter);
       else if (r.removed) standing.push([voter, r.index]);
       else denied++;
     }
@@ -490,7 +511,7 @@ export class RemovalNews {
       const oldest = reports.keys().next().value;
       if (oldest !== undefined) reports.delete(oldest);
     }
-    reports.set(voter, { index, removed, serial });
+    reports.set(voter, { index, removed, serial, atMs: this.opts.clock.nowMs() });
   }
 
   /** askWithin: one ask, given up after REMOVAL_NEWS_ASK_TIMEOUT_MS on this node's clock (ask-within.ts). */

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { silentLogger } from '../../../src/node/logger.js';
-import { REMOVAL_NEWS_ASK_INTERVAL_MS, REMOVAL_NEWS_ASK_TIMEOUT_MS, REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX, REMOVAL_NEWS_ROUND_VOTERS_MAX, REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX, RemovalNews } from '../../../src/node/removal-news.js';
+import { REMOVAL_NEWS_ASK_INTERVAL_MS, REMOVAL_NEWS_ASK_TIMEOUT_MS, REMOVAL_NEWS_DENIAL_TTL_MS, REMOVAL_NEWS_REPORTS_PER_MEMBER_MAX, REMOVAL_NEWS_ROUND_VOTERS_MAX, REMOVAL_NEWS_ROUNDS_IN_FLIGHT_MAX, RemovalNews } from '../../../src/node/removal-news.js';
 import type { Membership, Message } from '../../../src/raft/types.js';
 import type { MembershipAnswer, MembershipQuery } from '../../../src/transport/transport.js';
 import { ManualClock } from './manual-clock.js';
@@ -272,6 +272,39 @@ describe('RemovalNews: what the voters of this node\'s configuration tell it', (
     news.checkOwnLog(true);
     await settle();
     assert.equal(news.reportedRemoved('d'), false, 'r alone, denied by b and c');
+  });
+
+  it(`a denial counts REMOVAL_NEWS_DENIAL_TTL_MS after its answer: a voter gone silent no longer lifts a removal another voter reports (a report does not age)`, async () => {
+    const voters = ['a', 'b', 'c', 'r'];
+    // b: r removed at 7 (committed); c: r named at 5 (committed, newer than this node's 2): a denial; then c goes silent.
+    let cAnswers = true;
+    const namesR = (index: number): MembershipAnswer => ({ from: '', term: 3, membership: { voters, learners: [], addresses: {} }, membershipIndex: index, commitIndex: index });
+    const { news, clock } = setup((q) => (q.to === 'b' ? withoutR(7, 8) : q.to === 'c' ? (cAnswers ? namesR(5) : null) : null), { voters });
+    news.checkOwnLog(true);
+    clock.advance(REMOVAL_NEWS_ASK_TIMEOUT_MS);
+    await settle();
+    assert.equal(news.reportedRemoved('r'), false, 'b alone says so and c denies it');
+    cAnswers = false;
+    // r keeps claiming; b keeps answering, c no more.
+    for (let t = 0; t < REMOVAL_NEWS_DENIAL_TTL_MS - REMOVAL_NEWS_ASK_TIMEOUT_MS - 2 * REMOVAL_NEWS_ASK_INTERVAL_MS; t += REMOVAL_NEWS_ASK_INTERVAL_MS + REMOVAL_NEWS_ASK_TIMEOUT_MS) {
+      news.screen(claim('r', 3));
+      clock.advance(REMOVAL_NEWS_ASK_TIMEOUT_MS);
+      await settle();
+      clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+    }
+    assert.equal(news.reportedRemoved('r'), false, 'c\'s denial still counts within its TTL');
+    clock.advance(REMOVAL_NEWS_DENIAL_TTL_MS);
+    assert.equal(news.reportedRemoved('r'), true, 'c\'s denial aged out: b\'s report stands alone, undenied');
+    assert.equal(news.screen(claim('r', 3))?.reason, 'removed');
+    clock.advance(REMOVAL_NEWS_ASK_TIMEOUT_MS); // the round that refusal asked for ends (c silent)
+    await settle();
+    // c answers again, still naming r: its fresh denial lifts the refusal again.
+    cAnswers = true;
+    clock.advance(REMOVAL_NEWS_ASK_INTERVAL_MS);
+    news.screen(claim('r', 3));
+    clock.advance(REMOVAL_NEWS_ASK_TIMEOUT_MS);
+    await settle();
+    assert.equal(news.reportedRemoved('r'), false, 'a fresh denial counts');
   });
 
   it('bounds: at most REPORTS_PER_MEMBER_MAX voters\' words kept per member', async () => {
