@@ -140,7 +140,7 @@ function pinnedGone(req: GetSnapshotRequest): string {
  * things: a URL (s3://bucket/key, http://endpoint) or an absolute path
  * (after the start, a space, a quote, a bracket, `=`, `:` or `,`).
  */
-const PLACE_PATTERN = /\b[a-z][a-z0-9+.-]*:\/\/[^\s'"<>]*|(?<=^|[\s'"([=:,])\/[^\s'"<>)\],]*/gi;
+const PLACE_PATTERN = /\b[a-z][a-z0-9+.-]*:\/\/[^\s'"<>)]*|(?<=^|[\s'"([=:,])\/[^\s'"<>)\],]+/gi;
 
 /** PLACE_HIDDEN: what stands for a path or URL a caller may not see. */
 export const PLACE_HIDDEN = '(hidden)';

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 
 import { clientAuthInterceptor } from '../../../src/api/auth-interceptor.js';
-import { PLACE_HIDDEN } from '../../../src/api/snapshot-service.js';
+import { hidePlaces, PLACE_HIDDEN } from '../../../src/api/snapshot-service.js';
 import { createGateway, type Gateway } from '../../../src/gateway/gateway.js';
 import type { CreateSnapshotResponse, GetTaskResponse, ListTasksResponse, Task } from '../../../src/gen/snapcoord/v1/snapshot.js';
 import { until } from '../../harness/until.js';
@@ -78,6 +78,11 @@ describe('TaskService: where the node keeps things goes to admin keys only', fun
     assert.ok(r.task !== undefined);
     return r.task;
   };
+
+  it('hidePlaces: absolute paths and URLs go, a lone slash between words stays', () => {
+    assert.equal(hidePlaces("write '/data/n1/x.tmp' (s3://b/k): 5 / 10 parts, 1/2 done"), `write '${PLACE_HIDDEN}' (${PLACE_HIDDEN}): 5 / 10 parts, 1/2 done`);
+    assert.equal(hidePlaces('/abs at the start, and http://minio:9000/b/k'), `${PLACE_HIDDEN} at the start, and ${PLACE_HIDDEN}`);
+  });
 
   it('GetTask, ListTasks and CreateSnapshot: paths and URLs for admin, none for snapshots.read or snapshots.write', async () => {
     const created = await create(WRITER);
