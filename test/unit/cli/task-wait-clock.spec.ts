@@ -45,12 +45,12 @@ describe('tasks wait: a deadline on the monotonic clock', function () {
     clocks.install();
     try {
       const seen: string[] = [];
-      const wait = waitForTask(c, BigInt(task.uid), 1_500, (s) => {
+      const wait = waitForTask(c, BigInt(task.uid), 4_000, (s) => {
         seen.push(s);
         clocks.stepWall(-HOUR_MS);
       });
-      const guard = new Promise<never>((_r, reject) => setTimeout(() => reject(new Error('still waiting 15 s later: the step back held it')), 15_000).unref());
-      await assert.rejects(Promise.race([wait, guard]), /task \d+ is still processing after 1500 ms/);
+      const guard = new Promise<never>((_r, reject) => setTimeout(() => reject(new Error('still waiting 20 s later: the step back held it')), 20_000).unref());
+      await assert.rejects(Promise.race([wait, guard]), /task \d+ is still processing after 4000 ms/);
       assert.deepEqual(seen, ['processing']);
     } finally {
       clocks.restore();
