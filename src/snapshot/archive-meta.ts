@@ -79,9 +79,11 @@ function checkString(v: unknown, what: string, maxChars: number): string {
     fail(`${what} must be a non-empty string of at most ${maxChars} characters`);
   }
   // C0, DEL and C1 (U+0080-U+009F): a terminal that takes 8-bit controls reads U+009B as CSI, and U+0085 (NEL)
-  // breaks a log line; none belongs in an id, a version, an address or a proof. Before, C1 passed.
+  // breaks a log line; none belongs in an id, a version, an address or a proof. Before, C1 passed. Also the
+  // line and paragraph separators (U+2028, U+2029: a new line to many viewers) and the bidirectional embeddings,
+  // overrides and isolates (U+202A-U+202E, U+2066-U+2069), which reorder what an operator reads ("Trojan Source").
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f-\u009f]/.test(v)) fail(`${what} contains control characters`);
+  if (/[\u0000-\u001f\u007f-\u009f\u2028-\u202e\u2066-\u2069]/.test(v)) fail(`${what} contains control characters`);
   return v;
 }
 

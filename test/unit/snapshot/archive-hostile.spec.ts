@@ -155,6 +155,12 @@ describe('snapshot archive: hostile input', () => {
       [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u0085forged line' }, /snapcoordVersion contains control characters/],
       [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u0080' }, /snapcoordVersion contains control characters/],
       [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u009f' }, /snapcoordVersion contains control characters/],
+      // Line and paragraph separators, bidirectional overrides and isolates: what an operator reads, reordered or split.
+      [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u2028forged line' }, /snapcoordVersion contains control characters/],
+      [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u2029' }, /snapcoordVersion contains control characters/],
+      [{ ...metaJson(STATE.length, 1), id: 'snap\u202etxt.exe' }, /id/],
+      [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u202a' }, /snapcoordVersion contains control characters/],
+      [{ ...metaJson(STATE.length, 1), snapcoordVersion: '1.0\u2066x\u2069' }, /snapcoordVersion contains control characters/],
       [Object.fromEntries(Object.entries(metaJson(STATE.length, 1)).filter(([k]) => k !== 'snapcoordVersion')), /missing field\(s\) snapcoordVersion/],
     ];
     for (const [meta, pattern] of cases) {
