@@ -2,7 +2,7 @@
  * bench/install.ts: a restore's install on one node, in one process, to see where its CPU goes without a
  * 3-node cluster sharing the cores. One in-process node (RocksCluster of 1, RocksDB, ExternalMemoryGc running as
  * in `serve`) restores an archive of K keys × V bytes (`fill/%08d` keys, values of `f` bytes: the etcd mix of
- * bench:snapshot-cluster, written the way `snapshot save` writes it) R times. Per restore it prints the restore's
+ * bench:snapshot-cluster, or with --mix text its text-like values; written the way `snapshot save` writes it) R times. Per restore it prints the restore's
  * wall time, the install's (SnapshotManager.installUpload and the snapshot copy built beside it), the CPU of the
  * install by thread from /proc (the main thread; all others: libuv's threadpool, V8's GC threads, RocksDB's),
  * and the page faults of the process since the last round, and how late a 10 ms interval timer (a node's Raft tick)
@@ -26,24 +26,36 @@ import { SnapshotManager } from '../src/node/snapshots.js';
 import { RocksCluster } from '../test/unit/node/rocks-cluster.js';
 import { startExternalMemoryGc } from '../src/snapshot/external-memory-gc.js';
 import { arg } from './lib/arg.js';
+import { Values } from './lib/text-pool.js';
 import { threadCpu, threadGroup } from './lib/thread-cpu.js';
 
 const keys = Number(arg('keys', '200000'));
 const rounds = Number(arg('rounds', '3'));
 const valueBytes = Number(arg('value-bytes', '1024'));
+/** --mix etcd (values of `f` bytes, the default) or text (bench:snapshot-cluster's text-like values, ~1.8:1 under gzip -1). */
+const mix = arg('mix', 'etcd') === 'text' ? 'text' : 'etcd';
 
 /** minorFaults: the process's minor page faults so far. */
 function minorFaults(): number {
   return Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1]?.split(' ')[7]);
 }
 
+/** heapResident: glibc's main [heap] resident now (bytes; 0 when there is none). */
+function heapResident(): number {
+  const smaps = readFileSync('/proc/self/smaps', 'utf8');
+  const at = smaps.indexOf('[heap]');
+  if (at < 0) return 0;
+  const m = /\nRss:\s+(\d+) kB/.exec(smaps.slice(at));
+  return Number(m?.[1] ?? 0) * 1024;
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'snapcoord-bench-install-'));
-  const value = Buffer.alloc(valueBytes, 'f');
+  const values = new Values(mix, valueBytes);
   async function* batches(): AsyncGenerator<StateRecord[]> {
     for (let i = 0; i < keys; i += 1000) {
       const b: StateRecord[] = [];
-      for (let j = i; j < Math.min(keys, i + 1000); j++) b.push({ key: Buffer.from(`fill/${String(j).padStart(8, '0')}`), value });
+      for (let j = i; j < Math.min(keys, i + 1000); j++) b.push({ key: Buffer.from(`fill/${String(j).padStart(8, '0')}`), value: values.of(j) });
       yield b;
     }
   }
@@ -99,11 +111,26 @@ async function main(): Promise<void> {
     };
     let faults0 = minorFaults();
     for (let r = 0; r < rounds; r++) {
+      // Each round's memory: RSS and ArrayBuffers sampled every 20 ms (their peaks over the round's start), and
+      // glibc's [heap] resident at the round's end (what the round's allocations left).
+      const start = process.memoryUsage();
+      let peakRss = start.rss;
+      let peakAb = start.arrayBuffers;
+      const sampler = setInterval(() => {
+        const m = process.memoryUsage();
+        peakRss = Math.max(peakRss, m.rss);
+        peakAb = Math.max(peakAb, m.arrayBuffers);
+      }, 20);
       const t0 = performance.now();
       await leader.restore(createReadStream(path));
+      clearInterval(sampler);
       const t = timings[timings.length - 1];
       const faults = minorFaults();
-      console.log(`round ${r + 1}: restore ${((performance.now() - t0) / 1000).toFixed(2)} s; install+copy ${t?.wall.toFixed(2)} s, CPU main ${t?.main.toFixed(2)} s, other threads ${t?.other.toFixed(2)} s (${[...(t?.groups ?? [])].filter(([, d]) => d > 0).map(([g, d]) => `${g} ${d.toFixed(2)}`).join(', ')}); ${faults - faults0} page faults; rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`);
+      const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
+      console.log(
+        `round ${r + 1}: restore ${((performance.now() - t0) / 1000).toFixed(2)} s; install+copy ${t?.wall.toFixed(2)} s, CPU main ${t?.main.toFixed(2)} s, other threads ${t?.other.toFixed(2)} s (${[...(t?.groups ?? [])].filter(([, d]) => d > 0).map(([g, d]) => `${g} ${d.toFixed(2)}`).join(', ')}); ${faults - faults0} page faults; rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB; ` +
+          `peak RSS +${mib(peakRss - start.rss)} MiB over the round's start, ArrayBuffers peak ${mib(peakAb)} MiB (start ${mib(start.arrayBuffers)}), [heap] ${mib(heapResident())} MiB at its end`,
+      );
       faults0 = faults;
       const g = tickGaps[tickGaps.length - 1];
       if (g !== undefined) console.log(`round ${r + 1}: 10 ms ticks during the install: ${g.ticks}, longest gap ${g.max.toFixed(0)} ms, p99 ${g.p99.toFixed(0)} ms, gaps over 50 ms ${g.over50}, over 100 ms ${g.over100} (load ${loadavg()[0]?.toFixed(1)})`);

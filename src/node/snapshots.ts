@@ -9,6 +9,7 @@ import { installReadHome, startInstallRead, type InstallReadEnd } from '../snaps
 import { noteExternalGarbage } from '../snapshot/external-memory-gc.js';
 import { relay } from '../snapshot/relay.js';
 import { UploadMemberCopy } from '../snapshot/upload-member-copy.js';
+import { INSTALL_PIECES_SPARE_MAX, PiecePool } from '../snapshot/piece-pool.js';
 import {
   ArchiveError,
   INSTALL_DECODE_OPTIONS,
@@ -1010,7 +1011,11 @@ export class SnapshotManager {
         await this.installOnWorker(s, handle, wantTable);
         return;
       }
-      const recorder = wantTable ? new MemberTableRecorder({ checkCrc: true, io: this.io }) : null;
+      // The gunzip's output goes into a few reused buffers (PiecePool) that the records are views of, given back
+      // batch by batch, instead of a fresh Buffer per piece, promoted while queued (issue 15).
+      const pool = new PiecePool(GUNZIP_CHUNK_BYTES, INSTALL_PIECES_SPARE_MAX);
+      const recorder = wantTable ? new MemberTableRecorder({ checkCrc: true, io: this.io, pool }) : null;
+      const gunzip = recorder?.gunzip ?? new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: true, io: this.io, pool });
       try {
         const { stream, confirm } = handle.createCheckedReadStream();
         const read = await readArchive(
@@ -1024,10 +1029,11 @@ export class SnapshotManager {
             // declares: a duplicate key was installed as its last value, keys out of order as sorted, the snapshot's
             // counts lying), and the session records as the state machine reads them at open: a state it cannot open
             // on is refused here (the state unchanged), not made live to fail the node at its next apply and every restart.
-            const records = sessionRecordsChecked(checkedStateRecords(state, meta, INSTALL_DECODE_OPTIONS), `snapshot ${s.id}`);
+            // The store copies each record into its write batch before it asks for the next batch: the decoder may give their pieces back then.
+            const records = sessionRecordsChecked(checkedStateRecords(state, meta, { ...INSTALL_DECODE_OPTIONS, release: (piece) => pool.release(piece) }), `snapshot ${s.id}`);
             await this.storage.installState(thenVerified(records, checked), { appliedIndex: meta.index, membership: meta.membership });
           },
-          { io: this.io, skipStateDigest: !handle.verified, ...(recorder !== null ? { gunzip: recorder.gunzip } : {}) },
+          { io: this.io, skipStateDigest: !handle.verified, gunzip, pool },
         );
         if (!handle.verified) this.installHashedBytes.archive += handle.archiveBytes;
         if (read.stateSha256 !== '') this.installHashedBytes.state += read.meta.stateBytes;
@@ -1187,10 +1193,14 @@ export class SnapshotManager {
       const handle = await this.uploads.open(s.id);
       // The copy, chosen once state.bin begins: the upload's own members, or (a foreign layout) the records re-encoded.
       const c: { tee: RecordTee<readonly KeyValue[]> | null; members: UploadMemberCopy | null; copying: Promise<StoredSnapshot> | null } = { tee: null, members: null, copying: null };
+      // The gunzip's output goes into a few reused buffers (PiecePool), as in install(): the decoder and the member
+      // copy give them back. A copy by records (RecordTee: batches queued past the next one) gives none back.
+      const pool = new PiecePool(GUNZIP_CHUNK_BYTES, INSTALL_PIECES_SPARE_MAX);
+      const release = (piece: Uint8Array): void => pool.release(piece);
       const gunzip =
         snapshotAs !== undefined
-          ? new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: false, keyBytesMax: KEY_BYTES_MAX, io: this.io, onMember: (m) => c.members?.take(m) })
-          : undefined;
+          ? new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: false, keyBytesMax: KEY_BYTES_MAX, io: this.io, pool, onMember: (m) => (c.members !== null ? c.members.take(m) : m.output.forEach(release)) })
+          : new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: true, io: this.io, pool });
       try {
         await readArchive(
           handle.createChunkCheckedReadStream(),
@@ -1210,6 +1220,7 @@ export class SnapshotManager {
                   gzipBlockBytes: blockBytes,
                   gzipAdaptive: true,
                   io: this.io,
+                  release,
                 });
                 c.copying = this.store.createFromMembers(snapshotAs, c.members.produce);
                 copy = c.members;
@@ -1226,9 +1237,12 @@ export class SnapshotManager {
               };
               c.copying.then(abandon, abandon);
             }
-            await install(thenVerified(checkedStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS }), verified), copy);
+            // The state machine's install copies each record (into the store's write batch, the member copy's changed
+            // records) before it asks for the next batch; a RecordTee queues batches, so its records keep their pieces.
+            const decode = { ...RESTORE_STATE_LIMITS, ...INSTALL_DECODE_OPTIONS, ...(c.tee === null ? { release } : {}) };
+            await install(thenVerified(checkedStateRecords(state, meta, decode), verified), copy);
           },
-          { io: this.io, skipStateDigest: true, ...(gunzip !== undefined ? { gunzip } : {}) },
+          { io: this.io, skipStateDigest: true, gunzip, pool },
         );
       } catch (err) {
         c.tee?.fail(err as Error);
@@ -1280,12 +1294,15 @@ export class SnapshotManager {
     this.archiveWork++;
     try {
       let recordsDigest: string | null = null;
+      // The check's gunzip output goes into a few reused buffers, given back piece by piece by the scan (as an install's).
+      const pool = new PiecePool(GUNZIP_CHUNK_BYTES, INSTALL_PIECES_SPARE_MAX);
       const stored = await this.uploads.importArchive(source, {
         maxBytes: this.policy.archiveBytesMax,
+        pool,
         consumeState: async (meta, state) => {
           await this.checkRestoreSize(meta, reserveBytes);
           const into = new RecordsDigest();
-          await scanStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, digest: { into, keep: isCarriedKeyAt } });
+          await scanStateRecords(state, meta, { ...RESTORE_STATE_LIMITS, digest: { into, keep: isCarriedKeyAt }, release: (chunk) => pool.release(chunk) });
           recordsDigest = into.hex();
         },
       });

@@ -35,6 +35,7 @@ import { countStateKeys, scanStateRecords } from './state-format.js';
 import { sha256Hex } from '../hash/sha256.js';
 import { TAR_BLOCK_BYTES, decodeTarHeader, encodeTarHeader, isZeroBlock, tarPadding } from './tar-header.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
+import type { PiecePool } from './piece-pool.js';
 
 export type { ArchiveMeta } from './archive-meta.js';
 export {
@@ -72,6 +73,8 @@ export const GUNZIP_SLACK_BYTES = 1024 * 1024;
 export const ARCHIVE_FILE_MODE = 0o600;
 
 const STREAM_CHUNK_BYTES = 1024 * 1024;
+/** STATE_PIECES_QUEUED_MAX: state.bin pieces (GUNZIP_CHUNK_BYTES at most) queued for readArchive's consumer when it reads them from a PiecePool. */
+const STATE_PIECES_QUEUED_MAX = 8;
 const ZLIB_CHUNK_BYTES = 64 * 1024;
 /**
  * GUNZIP_CHUNK_BYTES: the output chunk of readArchive's gunzip (112 KiB), so
@@ -355,7 +358,8 @@ export class ArchiveScan {
         pos += n;
         this.remaining -= n;
         if (this.memberIndex !== 1) {
-          this.parts.push(piece);
+          // meta.json and SHA256SUMS (at most 64 KiB and 4 KiB) are copied: the input's memory may be reused (PiecePool).
+          this.parts.push(Buffer.from(piece));
           if (this.remaining === 0) this.endMember();
           continue;
         }
@@ -493,16 +497,28 @@ class ArchiveReader extends Writable {
   private readonly scan: ArchiveScan;
   private pending: PendingWrite | null = null;
   private readRequested = false;
+  /** stateFull: the state stream refused the last piece (its reader is behind): the input waits for its next read. */
+  private stateFull = false;
   private state: Readable | null = null;
   private statePushed = false;
   /** failed: the pipeline failed (set before the consumer can observe it). */
   failed = false;
 
-  constructor(stateBytesMax: number, hashState: boolean, onState: (meta: ArchiveMeta, state: Readable) => void) {
+  constructor(
+    stateBytesMax: number,
+    hashState: boolean,
+    onState: (meta: ArchiveMeta, state: Readable) => void,
+    private readonly pool: PiecePool | null = null,
+  ) {
     super({ highWaterMark: ZLIB_CHUNK_BYTES });
     this.scan = new ArchiveScan(stateBytesMax, hashState, {
       stateBegins: (meta) => {
-        const state = new Readable({ highWaterMark: STREAM_CHUNK_BYTES, read: () => this.onStateRead() });
+        // With a pool, state.bin's pieces reach the consumer one by one, as they are (objectMode: a byte-mode read
+        // would join the queued ones into a fresh Buffer), each counted as the consumer's until it releases it.
+        const state =
+          pool !== null
+            ? new Readable({ objectMode: true, highWaterMark: STATE_PIECES_QUEUED_MAX, read: () => this.onStateRead() })
+            : new Readable({ highWaterMark: STREAM_CHUNK_BYTES, read: () => this.onStateRead() });
         // a consumer that stops reading (destroys its stream) and succeeds: keep hashing, discard the rest.
         state.once('close', () => this.onStateRead());
         // errors reach the consumer through its reads and readArchive's rejection, never as an uncaught 'error'.
@@ -514,10 +530,14 @@ class ArchiveReader extends Writable {
         const state = this.state!;
         if (state.destroyed) return true;
         this.readRequested = false;
-        return state.push(piece) || this.readRequested || state.destroyed;
+        this.pool?.retain(piece);
+        const more = state.push(piece) || this.readRequested || state.destroyed;
+        this.stateFull = !more;
+        return more;
       },
       stateEnds: () => {
         const state = this.state!;
+        this.stateFull = false;
         this.statePushed = true;
         if (!state.destroyed) state.push(null);
       },
@@ -589,6 +609,7 @@ class ArchiveReader extends Writable {
 
   private onStateRead(): void {
     this.readRequested = true;
+    this.stateFull = false;
     const pending = this.pending;
     if (pending === null) return;
     this.pending = null;
@@ -604,10 +625,15 @@ class ArchiveReader extends Writable {
       callback(err as Error);
       return;
     }
-    if (pos < chunk.length) {
+    // A chunk whose last piece filled the state stream is held too: its callback is the input's backpressure (called
+    // at once, the gunzip went on and the stream queued everything the reader was behind by: 100-220 pieces of
+    // 112 KiB in front of a restore's install, bench/install.ts).
+    if (pos < chunk.length || this.stateFull) {
       this.pending = { chunk, pos, callback };
       return;
     }
+    // Parsed whole: what of it is state.bin's the state stream's consumer holds (retained); the rest was copied.
+    this.pool?.release(chunk);
     callback();
   }
 }
@@ -669,6 +695,12 @@ export interface ReadArchiveOptions extends ReadArchiveLimits {
    * each gzip member lies).
    */
   readonly gunzip?: Transform & { readonly bytesWritten: number };
+  /**
+   * pool: the PiecePool `gunzip` (a MemberGunzip) copies its output into. state.bin is then handed on in object
+   * mode, piece by piece, each piece counted as the consumer's: it must release it (PiecePool.release) once it reads
+   * it no more (decodeStateRecords' `release`); a piece it never releases is simply not reused.
+   */
+  readonly pool?: PiecePool;
 }
 
 /** StateWhere: where state.bin lies in the archive's tar (consume's fourth argument). */
@@ -736,6 +768,8 @@ export async function readArchive<T>(
     settleVerified = { resolve, reject };
   });
   verified.catch(() => undefined);
+  const pool = limits.pool ?? null;
+  if (pool !== null && limits.gunzip === undefined) throw new RangeError('readArchive: a pool needs the gunzip (a MemberGunzip) that fills it');
   const reader = new ArchiveReader(stateBytesMax, limits.skipStateDigest !== true, (meta, state) => {
     const consumed = (async () => consume(meta, state, verified, { stateTarOffset: reader.stateTarOffset }))();
     run.consumed = consumed;
@@ -758,7 +792,7 @@ export async function readArchive<T>(
         reader.destroy(err);
       },
     );
-  });
+  }, pool);
   const sniffer = new GzipSniffer();
   const gunzip = limits.gunzip ?? (limits.io ?? nodeSnapshotIo).createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES });
   try {

@@ -16,6 +16,13 @@
  * only with `checkCrc` (zlib.crc32, Node 20.15+): a caller that checks the
  * compressed bytes another way (the chunk hashes of a kept upload, recorded
  * from bytes whose every CRC was checked at import) skips that pass.
+ *
+ * With a PiecePool (options.pool; an install, a restore's upload check) the
+ * output goes into the pool's buffers, which its readers give back, not into
+ * a fresh Buffer per piece: with the real IO each member is inflated on the
+ * threadpool by node:zlib's native handle straight into them (RawInflater,
+ * the same zlib, its steps driven here); otherwise the inflater's output is
+ * copied into them.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import * as zlib from 'node:zlib';
@@ -23,6 +30,7 @@ import * as zlib from 'node:zlib';
 import { ArchiveError } from './errors.js';
 import { nodeSnapshotIo, type SnapshotIo } from './snapshot-io.js';
 import { STATE_KEY_BYTES_MAX } from './state-format.js';
+import type { PiecePool } from './piece-pool.js';
 
 /** GzipMemberRead: one whole gzip member as MemberGunzip read it. */
 export interface GzipMemberRead {
@@ -58,6 +66,13 @@ export interface MemberGunzipOptions {
   readonly keyBytesMax?: number;
   /** headHoldBytes: the first member's output is held back until it ends or exceeds this (headBytes; default 80 KiB). */
   readonly headHoldBytes?: number;
+  /**
+   * pool: each output piece is copied into a buffer of this pool (PiecePool) before it is handed on: the stream's
+   * reader holds it once (and must release it), a member's `output` once more (its onMember's taker must release
+   * each of those pieces). zlib's own output buffers then die young; the pool's carry the state. Its pieceBytes must
+   * be at least chunkSize.
+   */
+  readonly pool?: PiecePool;
   readonly io?: SnapshotIo;
 }
 
@@ -111,6 +126,93 @@ export function gzipHeaderBytes(buf: Buffer, pos: number, bad: (why: string) => 
 }
 
 type InflateRaw = ReturnType<SnapshotIo['createInflateRaw']>;
+
+/** ZlibHandle: the part of node:zlib's native handle (InflateRaw's `_handle`) that RawInflater drives. */
+interface ZlibHandle {
+  init(windowBits: number, level: number, memLevel: number, strategy: number, writeState: Uint32Array, callback: () => void, dictionary: undefined): void;
+  write(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Uint8Array, outOff: number, outLen: number): void;
+  writeSync(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Uint8Array, outOff: number, outLen: number): void;
+  close(): void;
+  onerror?: (message: string, errno: number) => void;
+}
+
+type ZlibHandleClass = new (mode: number) => ZlibHandle;
+
+let rawHandleClass: ZlibHandleClass | null | undefined;
+
+/**
+ * zlibHandleClass: node:zlib's native handle class, checked once (a raw deflate of a few bytes inflated through
+ * it, as node:zlib's own InflateRaw drives it), or null where it is missing or behaves otherwise (another Node):
+ * MemberGunzip then copies an InflateRaw stream's output into the pool instead.
+ */
+function zlibHandleClass(): ZlibHandleClass | null {
+  if (rawHandleClass !== undefined) return rawHandleClass;
+  rawHandleClass = null;
+  try {
+    const probe = zlib.createInflateRaw() as zlib.InflateRaw & { readonly _handle?: { readonly constructor?: unknown } };
+    const ctor = probe._handle?.constructor as ZlibHandleClass | undefined;
+    probe.close();
+    if (typeof ctor !== 'function') return null;
+    const h = new ctor(zlib.constants.INFLATERAW);
+    const state = new Uint32Array(2);
+    h.init(15, -1, 8, 0, state, () => undefined, undefined);
+    const text = Buffer.from('snapcoord zlib handle probe');
+    const input = zlib.deflateRawSync(text);
+    const out = Buffer.alloc(64);
+    h.writeSync(zlib.constants.Z_NO_FLUSH, input, 0, input.length, out, 0, out.length);
+    h.close();
+    if (state[1] === 0 && out.subarray(0, out.length - (state[0] as number)).equals(text)) rawHandleClass = ctor;
+  } catch {
+    rawHandleClass = null;
+  }
+  return rawHandleClass;
+}
+
+/**
+ * RawInflater: one raw inflate on node:zlib's native handle, each step run on the threadpool (as an InflateRaw
+ * stream's) into the output buffer the caller gives: no Buffer allocated per output piece.
+ */
+class RawInflater {
+  readonly #handle: ZlibHandle;
+  readonly #state = new Uint32Array(2);
+  #pending: { resolve: (r: { readonly outLeft: number; readonly inLeft: number }) => void; reject: (e: Error) => void; input: Uint8Array; out: Uint8Array } | null = null;
+  #error: Error | null = null;
+  #closed = false;
+
+  constructor(ctor: ZlibHandleClass) {
+    this.#handle = new ctor(zlib.constants.INFLATERAW);
+    this.#handle.onerror = (message: string) => {
+      this.#error = new Error(message);
+      const p = this.#pending;
+      this.#pending = null;
+      p?.reject(this.#error);
+      this.close();
+    };
+    this.#handle.init(15, -1, 8, 0, this.#state, () => {
+      const p = this.#pending;
+      this.#pending = null;
+      p?.resolve({ outLeft: this.#state[0] as number, inLeft: this.#state[1] as number });
+    }, undefined);
+  }
+
+  /** write: inflates input[inOff, inOff + inLen) into `out`; resolves with the output room and the input left. */
+  write(input: Uint8Array, inOff: number, inLen: number, out: Uint8Array): Promise<{ readonly outLeft: number; readonly inLeft: number }> {
+    if (this.#error !== null) return Promise.reject(this.#error);
+    if (this.#closed) return Promise.reject(new Error('the inflater was closed'));
+    return new Promise((resolve, reject) => {
+      // input and out are held here until the step is done (the native side only has their addresses).
+      this.#pending = { resolve, reject, input, out };
+      this.#handle.write(zlib.constants.Z_NO_FLUSH, input, inOff, inLen, out, 0, out.length);
+    });
+  }
+
+  /** close frees the native state (once a step in flight is done: node:zlib's own rule). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#handle.close();
+  }
+}
 
 /**
  * RecordWalker follows state records (u32be key length, key, u32be value
@@ -213,11 +315,21 @@ export class MemberGunzip extends Transform {
   #inflater: InflateRaw | null = null;
   #inflaterEnded: Promise<void> | null = null;
   #inflaterError: Error | null = null;
+  readonly #pool: PiecePool | null;
+  /** #rawClass: with a pool and the real IO, each member is inflated by a RawInflater straight into the pool's buffers. */
+  readonly #rawClass: ZlibHandleClass | null;
+  #raw: RawInflater | null = null;
+  /** #full: the last push was refused (the reader is behind); #wantRead: the pump waiting for _read. */
+  #full = false;
+  #wantRead: (() => void) | null = null;
 
   constructor(options: MemberGunzipOptions = {}) {
     super();
     this.#io = options.io ?? nodeSnapshotIo;
     this.#chunkSize = options.chunkSize ?? 64 * 1024;
+    this.#pool = options.pool ?? null;
+    if (this.#pool !== null && this.#pool.pieceBytes < this.#chunkSize) throw new RangeError(`MemberGunzip: the pool's pieces (${this.#pool.pieceBytes} bytes) are smaller than chunkSize ${this.#chunkSize}`);
+    this.#rawClass = this.#pool !== null && this.#io === nodeSnapshotIo ? zlibHandleClass() : null;
     const crc32 = (zlib as { crc32?: (data: Uint8Array, value?: number) => number }).crc32;
     if (options.checkCrc !== false && crc32 === undefined) throw new RangeError('MemberGunzip: checkCrc needs zlib.crc32 (Node 20.15 or later)');
     this.#crc32 = options.checkCrc === false ? null : (crc32 ?? null);
@@ -249,12 +361,18 @@ export class MemberGunzip extends Transform {
 
   override _read(size: number): void {
     this.#inflater?.resume();
+    this.#full = false;
+    const wake = this.#wantRead;
+    this.#wantRead = null;
+    wake?.();
     super._read(size);
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#inflater?.destroy();
     this.#inflater = null;
+    this.#raw?.close();
+    this.#raw = null;
     callback(error);
   }
 
@@ -283,6 +401,15 @@ export class MemberGunzip extends Transform {
         this.#startMember();
         this.#take(buf, pos, headerBytes);
         pos += headerBytes;
+      } else if (this.#phase === 'body' && this.#raw !== null) {
+        const { consumed, ended } = await this.#inflateRaw(this.#raw, buf, pos);
+        this.#take(buf, pos, consumed);
+        pos += consumed;
+        if (ended) {
+          this.#raw?.close();
+          this.#raw = null;
+          this.#phase = 'trailer';
+        }
       } else if (this.#phase === 'body') {
         const piece = buf.subarray(pos);
         const consumed = await this.#inflate(piece);
@@ -328,6 +455,11 @@ export class MemberGunzip extends Transform {
     this.#held = this.#index === 0 ? [] : null;
     this.#heldBytes = 0;
     this.#inflaterError = null;
+    this.#phase = 'body';
+    if (this.#rawClass !== null) {
+      this.#raw = new RawInflater(this.#rawClass);
+      return;
+    }
     const inflater = this.#io.createInflateRaw({ chunkSize: this.#chunkSize });
     this.#inflaterEnded = new Promise<void>((resolve) => {
       inflater.once('end', resolve);
@@ -361,13 +493,53 @@ export class MemberGunzip extends Transform {
     });
   }
 
-  #output(piece: Buffer): void {
+  /**
+   * #inflateRaw inflates buf[pos..] into pool pieces, each handed on as it is filled (waiting while the reader is
+   * behind); resolves with the input bytes consumed and whether the deflate data ended (input left, room left:
+   * the rule SyncMemberGunzip follows). Errors: ArchiveError `corrupt-gzip`.
+   */
+  async #inflateRaw(raw: RawInflater, buf: Buffer, pos: number): Promise<{ consumed: number; ended: boolean }> {
+    const pool = this.#pool as PiecePool;
+    let at = pos;
+    for (;;) {
+      const piece = pool.take(this.#chunkSize);
+      const inLen = buf.length - at;
+      let step: { readonly outLeft: number; readonly inLeft: number };
+      try {
+        step = await raw.write(buf, at, inLen, piece);
+      } catch (err) {
+        pool.release(piece);
+        throw new ArchiveError('corrupt-gzip', `the gzip stream is damaged (${(err as Error).message})`, { cause: err });
+      }
+      at += inLen - step.inLeft;
+      const produced = piece.length - step.outLeft;
+      if (produced > 0) this.#output(piece.subarray(0, produced), true);
+      else pool.release(piece);
+      if (this.destroyed) throw new Error('the gunzip was destroyed');
+      if (this.#full) {
+        await new Promise<void>((resolve) => (this.#wantRead = resolve));
+        if (this.destroyed) throw new Error('the gunzip was destroyed');
+      }
+      if (step.outLeft !== 0) return { consumed: at - pos, ended: step.inLeft !== 0 };
+      if (step.inLeft === 0) return { consumed: at - pos, ended: false };
+    }
+  }
+
+  #output(out: Buffer, pooled = false): void {
+    let piece = out;
+    if (this.#pool !== null && !pooled) {
+      piece = this.#pool.take(out.length);
+      out.copy(piece);
+    }
     this.#memberOut += piece.length;
     this.#outTotal += piece.length;
     if (this.#crc32 !== null) this.#crc = this.#crc32(piece, this.#crc);
     if (this.#walker !== null) {
       this.#walker.feed(piece);
-      if (!this.#sizesOnly) this.#pieces.push(piece);
+      if (!this.#sizesOnly) {
+        this.#pieces.push(piece);
+        this.#pool?.retain(piece);
+      }
     }
     if (this.#held !== null) {
       this.#held.push(piece);
@@ -375,7 +547,10 @@ export class MemberGunzip extends Transform {
       if (this.#heldBytes > this.#headHoldBytes) this.#release();
       return;
     }
-    if (!this.push(piece)) this.#inflater?.pause();
+    if (!this.push(piece)) {
+      this.#full = true;
+      this.#inflater?.pause();
+    }
   }
 
   /** #release hands on the first member's held output. */
@@ -384,7 +559,10 @@ export class MemberGunzip extends Transform {
     this.#held = null;
     let full = false;
     for (const piece of held) full = !this.push(piece) || full;
-    if (full) this.#inflater?.pause();
+    if (full) {
+      this.#full = true;
+      this.#inflater?.pause();
+    }
   }
 
   #checkTrailer(buf: Buffer, pos: number): void {

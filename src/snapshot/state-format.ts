@@ -50,6 +50,16 @@ export interface DecodeStateOptions extends StateLimits {
    * RocksDB). Default false.
    */
   readonly views?: boolean;
+  /**
+   * release: with views, the input's chunks may be reused once released: each chunk is handed to `release` once no
+   * record yielded or still to be yielded is a view of it (after the consumer asked for the batch after the last
+   * one that viewed it; a field split across chunks is copied first). A batch then no longer ends with its input
+   * chunk: it may view several (at most batchBytesMax of records, plus the chunks' parts around them). For a
+   * consumer done with each batch when it asks for the next (an install: StateStore.installState copies each
+   * record at once); checkedStateRecords copies the one key it keeps. A chunk is not released when the read fails
+   * or is left early (left to the GC).
+   */
+  readonly release?: (chunk: Uint8Array) => void;
 }
 
 /**
@@ -58,7 +68,9 @@ export interface DecodeStateOptions extends StateLimits {
  * install copies each record into its write batch at once), in batches of at
  * most one install write (2 MiB, storage's INSTALL_WRITE_BYTES): the install
  * writes each batch whole, and a batch's views keep its chunks alive (a batch
- * also ends with its input chunk: from readArchive, 256 KiB at most).
+ * also ends with its input chunk: from readArchive, 256 KiB at most; with a
+ * `release` it may view several chunks of a PiecePool, given back once the
+ * next batch is asked for).
  */
 export const INSTALL_DECODE_OPTIONS: DecodeStateOptions = { views: true, batchKeysMax: 16_384, batchBytesMax: 2 * 1024 * 1024 };
 
@@ -239,6 +251,9 @@ export async function* decodeStateRecords(
   const batchKeysMax = checkLimit('batchKeysMax', options.batchKeysMax ?? 4096, 1);
   const batchBytesMax = checkLimit('batchBytesMax', options.batchBytesMax ?? 1024 * 1024, 1);
   const views = options.views === true;
+  const release = views ? (options.release ?? null) : null;
+  /** held (with release): the chunks the current batch, or the record being read, may view (the current one last). */
+  let held: Buffer[] = [];
 
   let phase: Phase = 'keyLen';
   let need = 4;
@@ -252,6 +267,7 @@ export async function* decodeStateRecords(
 
   for await (const raw of input) {
     const chunk = typeof raw === 'string' ? Buffer.from(raw) : Buffer.from(raw.buffer, raw.byteOffset, raw.length);
+    if (release !== null) held.push(chunk);
     let pos = 0;
     while (pos < chunk.length || (phase === 'value' && need === 0)) {
       let field: Buffer;
@@ -320,17 +336,26 @@ export async function* decodeStateRecords(
             batch = [];
             batchBytes = 0;
             yield full;
+            if (release !== null) {
+              // Yielded at a record's end (nothing of the next is read yet): only the rest of this chunk is viewed now.
+              for (const c of held) if (c !== chunk) release(c);
+              held = [chunk];
+            }
           }
           break;
         }
       }
     }
-    if (batch.length > 0) {
+    if (batch.length > 0 && release === null) {
       const full = batch;
       batch = [];
       batchBytes = 0;
       yield full;
     }
+  }
+  if (release !== null) {
+    if (batch.length > 0) yield batch;
+    if (phase === 'keyLen' && partBytes === 0) for (const c of held) release(c);
   }
   if (phase !== 'keyLen' || partBytes > 0) {
     throw new StateFormatError(
@@ -384,6 +409,7 @@ export async function* checkedStateRecords(
   let prev: Uint8Array | null = null;
   let keys = 0;
   let bytes = 0;
+  const release = options.views === true && options.release !== undefined;
   for await (const batch of decodeStateRecords(input, options)) {
     for (const r of batch) {
       if (prev !== null) {
@@ -405,6 +431,8 @@ export async function* checkedStateRecords(
       bytes += STATE_RECORD_OVERHEAD_BYTES + r.key.length + r.value.length;
     }
     yield batch;
+    // The decoder may release the chunks this batch viewed once asked for the next one: the key kept is copied.
+    if (release && prev !== null) prev = Buffer.from(prev);
   }
   if (keys !== declared.stateKeys) {
     throw new StateFormatError('count-mismatch', `state.bin holds ${keys} records but meta.json declares stateKeys ${declared.stateKeys}`, bytes);
@@ -472,13 +500,19 @@ function compareKeys(a: Buffer, aStart: number, aEnd: number, b: Buffer, bStart:
 export async function scanStateRecords(
   input: AsyncIterable<Uint8Array | string>,
   declared: StateDeclared,
-  limits: StateLimits & { readonly countPrefixes?: readonly Uint8Array[]; readonly digest?: ScanDigest } = {},
+  limits: StateLimits & {
+    readonly countPrefixes?: readonly Uint8Array[];
+    readonly digest?: ScanDigest;
+    /** release: each input chunk, once read (the last key and a key split across chunks, which the scan keeps, copied first): it may be reused then (PiecePool). */
+    readonly release?: (chunk: Uint8Array) => void;
+  } = {},
 ): Promise<StateScan> {
   const keyBytesMax = checkLimit('keyBytesMax', limits.keyBytesMax ?? STATE_KEY_BYTES_MAX, 1);
   const valueBytesMax = checkLimit('valueBytesMax', limits.valueBytesMax ?? STATE_VALUE_BYTES_MAX, 0);
   const prefixes = (limits.countPrefixes ?? []).map((p) => Buffer.from(p));
   const into = limits.digest?.into ?? null;
   const keep = limits.digest?.keep ?? null;
+  const release = limits.release ?? null;
   /** hashing: the current record goes into the digest (decided once its key is whole). */
   let hashing = false;
   /** 0 key length, 1 key, 2 value length, 3 value. */
@@ -597,6 +631,18 @@ export async function scanStateRecords(
         need -= n;
         if (need === 0) recordDone();
       }
+    }
+    if (release !== null) {
+      // What the scan keeps of this chunk is copied before it is let go: the last whole key, a key's first part.
+      // (prevBuf is set by keyDone, a closure: read through a cast.)
+      if ((prevBuf as Buffer | null) === chunk) {
+        const kept = Buffer.from(chunk.subarray(prevStart, prevEnd));
+        prevBuf = kept;
+        prevStart = 0;
+        prevEnd = kept.length;
+      }
+      if (partBytes > 0) parts = [Buffer.concat(parts, partBytes)];
+      release(chunk);
     }
   }
   if (phase !== 0 || lenGot > 0) {

@@ -39,6 +39,7 @@ import { writeArchiveDelta, type StateChange } from './archive-delta.js';
 import { writeArchiveFromMembers, type ArchiveMemberTable, type StateMembersProducer } from './archive-writer.js';
 import { MEMBERS_FILE, decodeMemberTable, encodeMemberTable } from './member-table.js';
 import { MemberGunzip, type GzipMemberRead } from './member-gunzip.js';
+import type { PiecePool } from './piece-pool.js';
 import { SMALL_STATE_BYTES_MAX, buildSmallArchive, takeSmallState, type SmallStateTake } from './small-archive.js';
 import type { StateRecord } from './state-format.js';
 import { ArchiveSink, CHUNK_HASH_BYTES, decodeChunkHashes, encodeChunkHashes, type SinkDigest, type SinkStats } from './archive-sink.js';
@@ -330,6 +331,11 @@ export interface ImportOptions {
    * hashed and discarded.
    */
   readonly consumeState?: (meta: ArchiveMeta, state: Readable) => Promise<void>;
+  /**
+   * pool: the archive is gunzipped into this PiecePool's buffers (a MemberGunzip, every gzip CRC checked), and
+   * state.bin handed to consumeState piece by piece, each to be released (readArchive's `pool`).
+   */
+  readonly pool?: PiecePool;
 }
 
 function serializeStoredMeta(meta: StoredMeta): Buffer {
@@ -620,11 +626,13 @@ export class MemberTableRecorder {
   #where: { readonly stateTarOffset: number; readonly stateBytes: number; readonly stateKeys: number } | null = null;
 
   /** checkCrc: as MemberGunzip's (false where another check covers every byte). */
-  constructor(options: { readonly checkCrc: boolean; readonly io: SnapshotIo }) {
+  /** pool: the gunzip's output goes into its buffers (MemberGunzipOptions.pool; the reader releases them). */
+  constructor(options: { readonly checkCrc: boolean; readonly io: SnapshotIo; readonly pool?: PiecePool }) {
     this.gunzip = new MemberGunzip({
       chunkSize: GUNZIP_CHUNK_BYTES,
       checkCrc: options.checkCrc,
       io: options.io,
+      ...(options.pool !== undefined ? { pool: options.pool } : {}),
       sizesOnly: true,
       onMember: (m) => this.noteMember(m),
     });
@@ -1536,7 +1544,8 @@ export class SnapshotStore {
     }
     return this.staged('import', async (tmpDir) => {
       const sink = await ArchiveSink.create(join(tmpDir, ARCHIVE_FILE), { maxBytes, io: this.io });
-      const limits = this.stateBytesMax === undefined ? { io: this.io } : { stateBytesMax: this.stateBytesMax, io: this.io };
+      const pooled = options.pool !== undefined ? { pool: options.pool, gunzip: new MemberGunzip({ chunkSize: GUNZIP_CHUNK_BYTES, checkCrc: true, io: this.io, pool: options.pool }) } : {};
+      const limits = this.stateBytesMax === undefined ? { io: this.io, ...pooled } : { stateBytesMax: this.stateBytesMax, io: this.io, ...pooled };
       let meta: ArchiveMeta;
       try {
         ({ meta } = await readArchive(

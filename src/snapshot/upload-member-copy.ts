@@ -94,6 +94,12 @@ export interface UploadMemberCopyOptions extends StateLimits {
   readonly gzipBlockBytes: number;
   readonly gzipAdaptive: boolean;
   readonly io: SnapshotIo;
+  /**
+   * release: each piece of a member's `output` (its decompressed bytes, from a MemberGunzip with a PiecePool) is
+   * handed to it once the copy reads it no more (hashed, or re-encoded); pieces of a copy that fails or is given up
+   * are not (left to the GC).
+   */
+  readonly release?: (piece: Buffer) => void;
 }
 
 const EMPTY_KEY = Buffer.alloc(0);
@@ -137,10 +143,10 @@ export class UploadMemberCopy {
 
   /** take receives the gunzip's next whole member (MemberGunzipOptions.onMember); resolves once it is queued (or the copy is given up). */
   async take(m: GzipMemberRead): Promise<void> {
-    if (this.#problem !== null || m.index === 0) return;
     const { stateTarOffset, stateBytes } = this.#o;
     const stateEnd = stateTarOffset + stateBytes;
-    if (m.outStart >= stateEnd) return; // the tail: written anew
+    // A member not queued: its pieces are read no more.
+    if (this.#problem !== null || m.index === 0 || m.outStart >= stateEnd) return this.#release(m.output); // the tail: written anew
     if (m.outStart !== stateTarOffset + this.#statePos) return this.#giveUp(`member ${m.index} starts at tar offset ${m.outStart}, not where state.bin's next byte is`);
     if (m.outStart + m.outBytes > stateEnd) return this.#giveUp(`member ${m.index} runs past state.bin's end`);
     if (m.records === null) return this.#giveUp(`member ${m.index} does not hold whole records`);
@@ -163,6 +169,7 @@ export class UploadMemberCopy {
     let output: readonly Buffer[] | null = m.output;
     if (!meets && this.#hashOwed === 0) {
       if (this.#o.declaredStateSha256 !== true) for (const piece of m.output) this.#stateHash.update(piece);
+      this.#release(m.output);
       output = null;
     } else {
       this.#hashOwed++;
@@ -223,6 +230,12 @@ export class UploadMemberCopy {
   abandon(): void {
     this.#pending = null;
     this.#members.abandon();
+  }
+
+  /** #release hands a member's pieces back to their pool (options.release), if any. */
+  #release(output: readonly Buffer[]): void {
+    const release = this.#o.release;
+    if (release !== undefined) for (const piece of output) release(piece);
   }
 
   #giveUp(why: string): void {
@@ -298,6 +311,7 @@ export class UploadMemberCopy {
         await flush(true);
         if (cur.output !== null) {
           if (!declared) for (const piece of cur.output) stateHash.update(piece);
+          this.#release(cur.output);
           this.#hashOwed -= reencoded + 1;
           reencoded = 0;
         }
@@ -324,6 +338,8 @@ export class UploadMemberCopy {
           changedBelow(key);
           encoder.encode({ key, value });
         }
+        // Every record of it is encoded (copied into the encoder's blocks) or dropped by now.
+        this.#release(output);
         changedBelow(hi);
         await beginPast(hi);
         await flush(false);
