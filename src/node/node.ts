@@ -1775,7 +1775,9 @@ export class Node {
     // voter elects itself in one step) sends nothing before this Ready's save (Raft §5.1).
     const hs = rd.hardState;
     const termSaved = hs === null || (hs.term === this.savedHardState.term && hs.vote === this.savedHardState.vote) || this.bugs.appendsBeforeTermSaved === true;
-    const early = termSaved && this.raft.brief().role === 'leader' ? rd.messages.filter((m) => m.type === 'append') : [];
+    // Its heartbeats likewise (a commit index a quorum persisted, its term): held for the save, a save slowed by a
+    // saturated disk held them all and both followers campaigned (a restore under load; etcd sends them before too).
+    const early = termSaved && this.raft.brief().role === 'leader' ? rd.messages.filter((m) => m.type === 'append' || m.type === 'heartbeat') : [];
     for (const m of early) this.route(m);
     // Committed entries persisted before this Ready (below its first new entry) are applied while it saves;
     // the others (a follower's entries committed in the append that brought them) once it is saved.
@@ -1805,7 +1807,7 @@ export class Node {
     this.archives?.refs.noteEntries(rd.entries);
     this.releaseReplyWaiters(gen);
     // 2. send.
-    for (const m of rd.messages) if (early.length === 0 || m.type !== 'append') this.route(m); // early holds every append when not empty
+    for (const m of rd.messages) if (early.length === 0 || (m.type !== 'append' && m.type !== 'heartbeat')) this.route(m); // early holds every append and heartbeat when not empty
     // 3. a snapshot to fetch: pulled in the background; installed between two Ready cycles.
     if (rd.snapshot !== null) this.startFetch(rd.snapshot);
     // 4. apply: handed to the apply worker, so persisting and replicating go on while the

@@ -849,8 +849,13 @@ export class RaftNode {
    * answers, or with the next Ready). A leader's appends never depend on its
    * own unsaved entries (it counts itself only once they are persisted, in
    * advance()), but they carry its term: the driver calls this only once
-   * its term and vote are durable. [] for a non-leader; other messages stay
-   * for the next Ready.
+   * its term and vote are durable. Its heartbeats are taken too: they carry
+   * its term and a commit index that a quorum already persisted, nothing of
+   * this Ready (etcd sends all of a leader's messages before its save);
+   * held for the save, a save waiting on a saturated disk (a restore's
+   * install beside it) held every heartbeat, and both followers campaigned
+   * with every event loop responsive. [] for a non-leader; other messages
+   * stay for the next Ready.
    */
   takeAppends(): Message[] {
     if (this.role !== 'leader') return [];
@@ -865,7 +870,7 @@ export class RaftNode {
     }
     const appends: Message[] = [];
     const rest: Message[] = [];
-    for (const m of this.msgs) (m.type === 'append' ? appends : rest).push(m);
+    for (const m of this.msgs) (m.type === 'append' || m.type === 'heartbeat' ? appends : rest).push(m);
     this.msgs = rest;
     return appends;
   }

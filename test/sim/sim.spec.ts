@@ -96,8 +96,9 @@ describe('sim: a faulty snapshot disk (sim-snapshot-io.ts) on the real node', fu
     // Since membership changes wait for a restore's quorum (717880 below) this seed no longer adds the voter it counted
     // on; without that wait (a test-only bug) it replays the run that found the simulator's mistake.
     // 999059 drew it until the faults were drawn per site; then 203, since heartbeat-kick 290 draws it in 999059's
-    // scenario (none of 2,000 seeds of the default one did).
-    { seed: 101, nodes: 5, scenarioOf: 999059, what: '(999059) the simulator loses a voter for good only if every configuration the leader\'s log may yet fall back to can spare it (it counted on an uncommitted one naming a 5th voter: 2 of the 4 voters that stayed were lost and no election could be won)', draws: 'lossesHeldBack' as const, controls: { nodeBugs: { changesIgnoreRestores: true } } },
+    // scenario (none of 2,000 seeds of the default one did); 101 since commit statements, 31 since a leader's heartbeats
+    // leave before its save as its appends do (the message timing moved 101's trajectory: the first seed from 1 that draws it).
+    { seed: 31, nodes: 5, scenarioOf: 999059, what: '(999059) the simulator loses a voter for good only if every configuration the leader\'s log may yet fall back to can spare it (it counted on an uncommitted one naming a 5th voter: 2 of the 4 voters that stayed were lost and no election could be won)', draws: 'lossesHeldBack' as const, controls: { nodeBugs: { changesIgnoreRestores: true } } },
     // 717880's scenario with a membership change every ~150 ms and every restorer lost (helper simdraw's search).
     { seed: 1125, nodes: 3, scenarioOf: 717880, scenario: { memberChangeMeanMs: 150, loseRestorerChance: 1 }, what: '(1125) a restore\'s archive is staged again when the voters change while it is staged (staged on n1 and n3 of {n1, n2, n3}; by the proposal n4 was a voter and n3 removed; n1 lost, no member of {n2, n4} held the archive: the restore entry was never applied, no write committed after healing)', draws: 'restoresApplied' as const, shows: /voters changed while its archive was staged/ },
     // 17 moved (194) when the scenarios came to draw restores while members are replaced (RESTORE_CHURN): 17 draws it.

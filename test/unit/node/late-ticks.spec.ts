@@ -145,4 +145,70 @@ describe('node: a leader whose ticks come late', function () {
     assert.ok(leaderOf(rest) !== undefined, 'no new leader within 100 ticks of the old one going silent');
     assert.ok(ticks <= 2 * ELECTION_TICKS + 5, `a new leader after ${ticks} ticks`);
   });
+
+  it('keeps its leadership while a save of its log waits on the disk: its heartbeats do not wait for the save', async () => {
+    // B2 of docs/benchmarks.md (restoreload33): both followers timed out with every event loop responsive; the leader's
+    // heartbeats waited for a Ready's save on a disk saturated by the restore. Here the leader's saves are held.
+    const clock = new ManualClock(1_000_000);
+    const net = new MemoryNetwork();
+    const membership: Membership = { voters: [...IDS], learners: [], addresses: Object.fromEntries(IDS.map((id) => [id, `mem:${id}`])) };
+    const holds = new Map<NodeId, { on: boolean; gate: Promise<void>; release: () => void }>();
+    for (const id of IDS) {
+      const ref: { node: Node | null } = { node: null };
+      const inner = await MemoryStorage.open(new MemoryDataDir(id));
+      let release = (): void => undefined;
+      const hold = { on: false, gate: new Promise<void>((resolve) => (release = resolve)), release: () => release() };
+      holds.set(id, hold);
+      const storage = new Proxy(inner, {
+        get(target, key) {
+          if (key === 'save') return (b: Parameters<MemoryStorage['save']>[0]) => (hold.on ? hold.gate.then(() => target.save(b)) : target.save(b));
+          const v: unknown = Reflect.get(target, key, target);
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+      const node = await Node.start({
+        id,
+        storage,
+        transport: net.transport({ selfId: id, onMessage: (m) => ref.node?.receive(m) }),
+        initialMembership: membership,
+        timings: { tickMs: TICK_MS, electionTimeoutTicks: ELECTION_TICKS, heartbeatIntervalTicks: HEARTBEAT_TICKS, proposalTimeoutMs: 60_000 },
+        clock,
+        rng: cryptoRng,
+      });
+      ref.node = node;
+      nodes.set(id, node);
+      closers.push(net.listen(`mem:${id}`, node));
+    }
+    const oneLeader = (): NodeId | undefined => {
+      const ls = new Set([...nodes.values()].map((n) => n.brief().leader));
+      const [l] = [...ls];
+      return ls.size === 1 && l !== undefined && l !== '' && nodes.get(l)?.brief().role === 'leader' ? l : undefined;
+    };
+    for (let i = 0; i < 200 && oneLeader() === undefined; i++) await clock.advanceSettled(TICK_MS, TICK_MS, 30);
+    const leader = oneLeader();
+    assert.ok(leader !== undefined, 'no leader within 200 ticks');
+    const term = (nodes.get(leader) as Node).brief().term;
+    const hold = holds.get(leader) as { on: boolean; release: () => void };
+    hold.on = true;
+    const write = (nodes.get(leader) as Node).propose({ op: 'put', key: new TextEncoder().encode('k'), value: new TextEncoder().encode('v') }).then(
+      (r) => (r.ok ? 'applied' : `failed: ${r.error}`),
+      (e: Error) => `rejected: ${e.message}`,
+    );
+    const seen = new Set<string>();
+    try {
+      for (let i = 0; i < 300; i++) {
+        await clock.advanceSettled(TICK_MS, TICK_MS, 30);
+        for (const n of nodes.values()) {
+          const b = n.brief();
+          seen.add(`${b.leader} in term ${b.term}`);
+        }
+      }
+    } finally {
+      hold.on = false;
+      hold.release();
+    }
+    assert.deepEqual([...seen], [`${leader} in term ${term}`], `leaders and terms seen in 3 s with ${leader}'s save held: ${[...seen].join(', ')}`);
+    for (let i = 0; i < 100 && (await Promise.race([write, Promise.resolve('pending')])) === 'pending'; i++) await clock.advanceSettled(TICK_MS, TICK_MS, 30);
+    assert.equal(await Promise.race([write, Promise.resolve('pending')]), 'applied', 'the write held by the save is applied once it completes');
+  });
 });
