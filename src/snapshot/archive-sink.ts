@@ -337,15 +337,7 @@ export class ArchiveSink extends Writable {
     }
     const total = buffers.reduce((n, b) => n + b.length, 0);
     const work = (async () => {
-      let { bytesWritten } = await this.handle.writev(buffers, at);
-      this.stats.writeCalls++;
-      if (bytesWritten < total) {
-        // rare partial writev: write whatever is left plainly.
-        const rest = Buffer.concat(buffers).subarray(bytesWritten);
-        this.stats.writeCalls += await writeAllAt(this.handle, rest, at + bytesWritten);
-        bytesWritten = total;
-      }
-      this.landed(bytesWritten);
+      await this.writevAt(buffers, at, total);
       for (const b of buffers) releaseAfterWrite(b);
     })();
     work.then(

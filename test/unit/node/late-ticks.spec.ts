@@ -68,6 +68,19 @@ describe('node: a leader whose ticks come late', function () {
     nodes.clear();
   });
 
+  /** electOne: advances `clock` a tick at a time (at most 200 ticks) until every node names the same leader; it and its term. */
+  async function electOne(clock: ManualClock): Promise<{ leader: NodeId; term: number }> {
+    const oneLeader = (): NodeId | undefined => {
+      const ls = new Set([...nodes.values()].map((n) => n.brief().leader));
+      const [l] = [...ls];
+      return ls.size === 1 && l !== undefined && l !== '' && nodes.get(l)?.brief().role === 'leader' ? l : undefined;
+    };
+    for (let i = 0; i < 200 && oneLeader() === undefined; i++) await clock.advanceSettled(TICK_MS, TICK_MS, 30);
+    const leader = oneLeader();
+    assert.ok(leader !== undefined, 'no leader within 200 ticks');
+    return { leader, term: (nodes.get(leader) as Node).brief().term };
+  }
+
   it('keeps its leadership: its heartbeats go out by the clock, and no follower campaigns in 3 s of it', async () => {
     const clock = new ManualClock(1_000_000);
     const clocks = new Map<NodeId, SlowTicks>();
@@ -90,15 +103,7 @@ describe('node: a leader whose ticks come late', function () {
       nodes.set(id, node);
       closers.push(net.listen(`mem:${id}`, node));
     }
-    const oneLeader = (): NodeId | undefined => {
-      const ls = new Set([...nodes.values()].map((n) => n.brief().leader));
-      const [l] = [...ls];
-      return ls.size === 1 && l !== undefined && l !== '' && nodes.get(l)?.brief().role === 'leader' ? l : undefined;
-    };
-    for (let i = 0; i < 200 && oneLeader() === undefined; i++) await clock.advanceSettled(TICK_MS, TICK_MS, 30);
-    const leader = oneLeader();
-    assert.ok(leader !== undefined, 'no leader within 200 ticks');
-    const term = (nodes.get(leader) as Node).brief().term;
+    const { leader, term } = await electOne(clock);
 
     (clocks.get(leader) as SlowTicks).slow = true;
     const seen = new Set<string>();
@@ -179,15 +184,7 @@ describe('node: a leader whose ticks come late', function () {
       nodes.set(id, node);
       closers.push(net.listen(`mem:${id}`, node));
     }
-    const oneLeader = (): NodeId | undefined => {
-      const ls = new Set([...nodes.values()].map((n) => n.brief().leader));
-      const [l] = [...ls];
-      return ls.size === 1 && l !== undefined && l !== '' && nodes.get(l)?.brief().role === 'leader' ? l : undefined;
-    };
-    for (let i = 0; i < 200 && oneLeader() === undefined; i++) await clock.advanceSettled(TICK_MS, TICK_MS, 30);
-    const leader = oneLeader();
-    assert.ok(leader !== undefined, 'no leader within 200 ticks');
-    const term = (nodes.get(leader) as Node).brief().term;
+    const { leader, term } = await electOne(clock);
     const hold = holds.get(leader) as { on: boolean; release: () => void };
     hold.on = true;
     const write = (nodes.get(leader) as Node).propose({ op: 'put', key: new TextEncoder().encode('k'), value: new TextEncoder().encode('v') }).then(
