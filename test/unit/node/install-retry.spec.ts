@@ -1,8 +1,8 @@
 /**
  * A fetched snapshot whose content is refused while it installs (its whole
  * digest is confirmed only by the install's own read) leaves the state
- * machine as it was, and the follower fetches the same snapshot again and
- * installs it, without stopping: real nodes on RocksDB with the gRPC peer
+ * machine as it was, and the follower fetches the same snapshot (or a newer
+ * one) again and installs it, without stopping: real nodes on RocksDB with the gRPC peer
  * plane (RocksCluster).
  */
 import assert from 'node:assert/strict';
@@ -52,7 +52,9 @@ describe('a fetched snapshot that fails to install is fetched again', function (
     const fn = c.node(f);
     await until(`${f} to install after a failed install`, 60_000, () => (fn.snapshotStats.installed > 0 ? true : undefined));
     assert.ok(attempts.length >= 2, `installs tried: ${attempts.join(', ')}`);
-    assert.equal(new Set(attempts).size, 1, 'the same snapshot both times');
+    // The same snapshot again, or a newer one: the leader's last automatic snapshot of the fill may finish only after
+    // the first fetch began (a loaded full run saw a second index, the fresh-clone CI at 2093759); never an older one.
+    assert.ok(attempts.every((x, i) => i === 0 || x >= (attempts[i - 1] as number)), `installs tried, in order: ${attempts.join(', ')}`);
     assert.ok(fn.snapshotStats.fetchFailures >= 1);
     assert.equal(fn.snapshotStats.installed, 1);
     // It goes on: caught up, equal state, and later writes reach it.
