@@ -232,3 +232,16 @@ export function writeCounting(base: SnapshotIo = nodeSnapshotIo): { io: Snapshot
   };
   return { io, written };
 }
+
+/** encodeStateBin: `records` in state.bin's framing (4-byte big-endian key length, key, value length, value), at once. */
+export function encodeStateBin(records: readonly StateRecord[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const r of records) {
+    const k = Buffer.alloc(4);
+    k.writeUInt32BE(r.key.length);
+    const v = Buffer.alloc(4);
+    v.writeUInt32BE(r.value.length);
+    parts.push(k, Buffer.from(r.key), v, Buffer.from(r.value));
+  }
+  return Buffer.concat(parts);
+}

@@ -13,7 +13,7 @@ import { StateFormatError } from '../../../src/snapshot/errors.js';
 import { MemberGunzip } from '../../../src/snapshot/member-gunzip.js';
 import { PiecePool } from '../../../src/snapshot/piece-pool.js';
 import { checkedStateRecords, scanStateRecords, type StateRecord } from '../../../src/snapshot/state-format.js';
-import { MEMBERSHIP, inBatches, records, sink, tempDir } from './helpers.js';
+import { MEMBERSHIP, encodeStateBin as encode, inBatches, records, sink, tempDir } from './helpers.js';
 
 /** PoisonPool: a PiecePool that fills a buffer with 0xEE as it becomes spare (premature reuse made visible). */
 class PoisonPool extends PiecePool {
@@ -24,18 +24,6 @@ class PoisonPool extends PiecePool {
   }
 }
 
-/** encode: state.bin's bytes of `all`. */
-function encode(all: readonly StateRecord[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const r of all) {
-    const k = Buffer.alloc(4);
-    k.writeUInt32BE(r.key.length);
-    const v = Buffer.alloc(4);
-    v.writeUInt32BE(r.value.length);
-    parts.push(k, Buffer.from(r.key), v, Buffer.from(r.value));
-  }
-  return Buffer.concat(parts);
-}
 
 /** pieces: `bytes` handed on in pool pieces of 1..pieceBytes bytes (a fixed pseudo-random walk), each taken when asked for. */
 async function* pieces(bytes: Buffer, pool: PiecePool): AsyncGenerator<Buffer> {

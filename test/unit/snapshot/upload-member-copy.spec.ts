@@ -17,6 +17,7 @@ import type { GzipMemberRead } from '../../../src/snapshot/member-gunzip.js';
 import { nodeSnapshotIo } from '../../../src/snapshot/snapshot-io.js';
 import type { StateRecord } from '../../../src/snapshot/state-format.js';
 import { UploadMemberCopy } from '../../../src/snapshot/upload-member-copy.js';
+import { encodeStateBin as encode } from './helpers.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -26,18 +27,6 @@ const MEMBERS = 6;
 const RECORDS_PER_MEMBER = 8;
 const PIECES_PER_MEMBER = 4;
 
-/** encode: records in state.bin's framing. */
-function encode(records: readonly StateRecord[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const r of records) {
-    const k = Buffer.alloc(4);
-    k.writeUInt32BE(r.key.length);
-    const v = Buffer.alloc(4);
-    v.writeUInt32BE(r.value.length);
-    parts.push(k, Buffer.from(r.key), v, Buffer.from(r.value));
-  }
-  return Buffer.concat(parts);
-}
 
 /** memberRecords: member i's records (keys m<i>/<j>, 4 KiB values). */
 function memberRecords(i: number): StateRecord[] {
